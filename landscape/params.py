@@ -1,0 +1,445 @@
+"""Parameter vectors: flatten a model's trainable parameters and evaluate a model at any point.
+
+Everything in the package that moves through weight space moves a flat tensor of the model's
+trainable parameters in ``named_parameters()`` order. A :class:`ParamLayout` knows, for every
+tensor, its name, shape, slice of the flat vector, the "layer" it belongs to (weight and bias of
+one module together, as the persistent penalty needs) and the axis that holds its filters (as
+filter normalization needs).
+
+Evaluation at a point goes through :func:`torch.func.functional_call`, so the caller's model is
+never written to: no parameter or buffer changes, no ``requires_grad`` flips, and any change of
+train/eval mode is undone before returning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "TensorSpec",
+    "ParamLayout",
+    "ParamsLike",
+    "parameters_to_vector",
+    "vector_to_dict",
+    "buffers_dict",
+    "as_param_dict",
+    "functional_forward",
+    "model_at",
+    "preserved_mode",
+]
+
+ParamsLike = Tensor | Mapping[str, Tensor]
+
+# Which axis of a module's weight holds its output filters (Li et al. 2018, filter normalization).
+# Anything with a weight of two or more dimensions not listed here uses axis 0.
+_FILTER_AXIS: dict[type[nn.Module], int] = {
+    nn.ConvTranspose1d: 1,
+    nn.ConvTranspose2d: 1,
+    nn.ConvTranspose3d: 1,
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One trainable tensor inside a flat parameter vector.
+
+    Attributes:
+        name: Name from ``named_parameters()``, e.g. ``"features.0.weight"``.
+        shape: Shape of the tensor.
+        start: First index of the tensor in the flat vector.
+        stop: One past its last index.
+        layer: Name of the module that owns it (weight and bias of one module share a layer).
+        filter_axis: Axis of the filters (output units) for tensors with two or more dimensions,
+            ``None`` for vectors (biases, normalization parameters).
+        module_type: Class name of the owning module (``"Linear"``, ``"Conv2d"``, ...).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    start: int
+    stop: int
+    layer: str
+    filter_axis: int | None
+    module_type: str
+
+    @property
+    def numel(self) -> int:
+        """Number of elements."""
+        return self.stop - self.start
+
+    @property
+    def slice(self) -> slice:
+        """Slice of the flat vector holding this tensor."""
+        return slice(self.start, self.stop)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible form."""
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "start": self.start,
+            "stop": self.stop,
+            "layer": self.layer,
+            "filter_axis": self.filter_axis,
+            "module_type": self.module_type,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            name=str(d["name"]),
+            shape=tuple(int(s) for s in d["shape"]),
+            start=int(d["start"]),
+            stop=int(d["stop"]),
+            layer=str(d["layer"]),
+            filter_axis=None if d["filter_axis"] is None else int(d["filter_axis"]),
+            module_type=str(d["module_type"]),
+        )
+
+
+class ParamLayout:
+    """The layout of a flat parameter vector: names, shapes, slices, layers and filter axes.
+
+    Args:
+        specs: The tensors in vector order; slices must tile ``[0, numel)`` contiguously.
+
+    Raises:
+        ValueError: If the slices are not contiguous or do not match the shapes.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> layout = ParamLayout.from_model(net)
+        >>> layout.numel, layout.names
+        (26, ('0.weight', '0.bias', '2.weight', '2.bias'))
+        >>> list(layout.layers)
+        ['0', '2']
+    """
+
+    def __init__(self, specs: list[TensorSpec] | tuple[TensorSpec, ...]) -> None:
+        self.specs: tuple[TensorSpec, ...] = tuple(specs)
+        pos = 0
+        for s in self.specs:
+            n = 1
+            for d in s.shape:
+                n *= d
+            if s.start != pos or s.stop - s.start != n:
+                raise ValueError(
+                    f"layout entry {s.name!r} covers [{s.start}, {s.stop}) but shape {s.shape} starting at "
+                    f"{pos} needs [{pos}, {pos + n})"
+                )
+            pos = s.stop
+        self.numel: int = pos
+        self._by_name = {s.name: s for s in self.specs}
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> ParamLayout:
+        """Layout of ``model``'s trainable parameters (``requires_grad=True``), in ``named_parameters()`` order.
+
+        Args:
+            model: Any module.
+
+        Returns:
+            The layout.
+        """
+        modules = dict(model.named_modules())
+        specs = []
+        pos = 0
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            layer = name.rsplit(".", 1)[0] if "." in name else ""
+            owner = modules.get(layer, model)
+            axis = None
+            if p.dim() >= 2:
+                axis = _FILTER_AXIS.get(type(owner), 0)
+            specs.append(
+                TensorSpec(name, tuple(p.shape), pos, pos + p.numel(), layer, axis, type(owner).__name__)
+            )
+            pos += p.numel()
+        return cls(specs)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Tensor names in vector order."""
+        return tuple(s.name for s in self.specs)
+
+    @property
+    def layers(self) -> dict[str, tuple[TensorSpec, ...]]:
+        """Tensors grouped by owning module, in vector order (weight and bias of a layer together)."""
+        out: dict[str, list[TensorSpec]] = {}
+        for s in self.specs:
+            out.setdefault(s.layer, []).append(s)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def layer_index(self, layer: str) -> Tensor:
+        """Indices into the flat vector of every tensor of one layer, shape ``(n_layer,)``.
+
+        Raises:
+            KeyError: If no tensor belongs to ``layer``; the message lists the layers.
+        """
+        groups = self.layers
+        if layer not in groups:
+            raise KeyError(f"no layer {layer!r} in this layout; layers are {list(groups)}")
+        return torch.cat([torch.arange(s.start, s.stop) for s in groups[layer]])
+
+    def __getitem__(self, name: str) -> TensorSpec:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no parameter {name!r} in this layout; names are {list(self.names)}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[TensorSpec]:
+        return iter(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ParamLayout):
+            return NotImplemented
+        return [(s.name, s.shape) for s in self.specs] == [(s.name, s.shape) for s in other.specs]
+
+    def __hash__(self) -> int:
+        return hash(tuple((s.name, s.shape) for s in self.specs))
+
+    def __repr__(self) -> str:
+        return f"ParamLayout({len(self.specs)} tensors, {self.numel} parameters)"
+
+    # -------------------------------------------------------------- conversion
+    def check_vector(self, vec: Tensor) -> None:
+        """Raise a clear error unless ``vec`` is a flat vector of this layout's length.
+
+        Raises:
+            ValueError: On a wrong dimension or length.
+        """
+        if vec.dim() != 1:
+            raise ValueError(
+                f"expected a flat parameter vector of shape ({self.numel},), got shape {tuple(vec.shape)}; "
+                "use parameters_to_vector(model) or layout.flatten(dict)"
+            )
+        if vec.numel() != self.numel:
+            raise ValueError(
+                f"parameter vector has {vec.numel()} entries but this architecture has {self.numel} "
+                f"trainable parameters ({len(self.specs)} tensors, first {self.specs[0].name!r}"
+                f"{tuple(self.specs[0].shape)}); was it taken from a different model?"
+            )
+
+    def check_dict(self, params: Mapping[str, Tensor]) -> None:
+        """Raise a clear error unless ``params`` has exactly this layout's names and shapes.
+
+        Raises:
+            ValueError: Naming the first missing, unexpected or mis-shaped tensor.
+        """
+        for s in self.specs:
+            if s.name not in params:
+                raise ValueError(
+                    f"parameter dict has no tensor {s.name!r} (shape {s.shape}); it looks like it comes "
+                    "from a different architecture"
+                )
+            got = tuple(params[s.name].shape)
+            if got != s.shape:
+                raise ValueError(
+                    f"tensor {s.name!r} has shape {got} but the model expects {s.shape}; the dict comes "
+                    "from a different architecture"
+                )
+        extra = [k for k in params if k not in self._by_name]
+        if extra:
+            raise ValueError(f"parameter dict has tensor {extra[0]!r} that the model does not have")
+
+    def flatten(self, params: Mapping[str, Tensor]) -> Tensor:
+        """Concatenate a name->tensor dict into a flat vector of shape ``(numel,)``.
+
+        Raises:
+            ValueError: If the dict does not match the layout.
+        """
+        self.check_dict(params)
+        return torch.cat([params[s.name].reshape(-1) for s in self.specs])
+
+    def unflatten(self, vec: Tensor) -> dict[str, Tensor]:
+        """Split a flat vector of shape ``(numel,)`` into a name->tensor dict of views.
+
+        Raises:
+            ValueError: If ``vec`` has the wrong shape.
+        """
+        self.check_vector(vec)
+        return {s.name: vec[s.start : s.stop].view(s.shape) for s in self.specs}
+
+    def unflatten_batch(self, mat: Tensor) -> dict[str, Tensor]:
+        """Split a matrix of points, shape ``(P, numel)``, into a dict of ``(P, *shape)`` views."""
+        if mat.dim() != 2 or mat.shape[1] != self.numel:
+            raise ValueError(f"expected a matrix of shape (P, {self.numel}), got {tuple(mat.shape)}")
+        return {s.name: mat[:, s.start : s.stop].reshape(mat.shape[0], *s.shape) for s in self.specs}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible form (used by the trajectory manifest)."""
+        return {"numel": self.numel, "tensors": [s.to_dict() for s in self.specs]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ParamLayout:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: If the stored entries are inconsistent.
+        """
+        layout = cls([TensorSpec.from_dict(t) for t in d["tensors"]])
+        if "numel" in d and int(d["numel"]) != layout.numel:
+            raise ValueError(f"stored layout says {d['numel']} parameters but its tensors add to {layout.numel}")
+        return layout
+
+
+def parameters_to_vector(model: nn.Module, *, dtype: torch.dtype | None = None) -> Tensor:
+    """Copy a model's trainable parameters into a new flat vector, shape ``(numel,)``.
+
+    The result is detached and shares no memory with the model.
+
+    Example:
+        >>> net = nn.Linear(3, 2)
+        >>> parameters_to_vector(net).shape
+        torch.Size([8])
+    """
+    parts = [p.detach().reshape(-1) for p in model.parameters() if p.requires_grad]
+    vec = torch.cat(parts) if parts else torch.zeros(0)
+    vec = vec.clone()
+    return vec if dtype is None else vec.to(dtype)
+
+
+def vector_to_dict(model_or_layout: nn.Module | ParamLayout, vec: Tensor) -> dict[str, Tensor]:
+    """Split a flat vector into a name->tensor dict (views of ``vec``) for a model or layout."""
+    layout = (
+        model_or_layout if isinstance(model_or_layout, ParamLayout) else ParamLayout.from_model(model_or_layout)
+    )
+    return layout.unflatten(vec)
+
+
+def buffers_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Detached copies of a model's buffers (e.g. BatchNorm running statistics)."""
+    return {k: v.detach().clone() for k, v in model.named_buffers()}
+
+
+def as_param_dict(
+    model: nn.Module, params: ParamsLike, layout: ParamLayout | None = None
+) -> dict[str, Tensor]:
+    """Turn a flat vector or a dict into a validated name->tensor dict for ``model``.
+
+    Args:
+        model: The architecture.
+        params: Flat vector of shape ``(numel,)`` or a dict of trainable tensors.
+        layout: Precomputed layout of ``model`` (saves recomputing it in loops).
+
+    Raises:
+        ValueError: Naming the first mismatching tensor, or the wrong vector length.
+    """
+    layout = layout or ParamLayout.from_model(model)
+    if isinstance(params, Tensor):
+        return layout.unflatten(params)
+    layout.check_dict(params)
+    return dict(params)
+
+
+@contextlib.contextmanager
+def preserved_mode(model: nn.Module, train: bool | None) -> Iterator[nn.Module]:
+    """Temporarily put ``model`` (and every submodule) in train or eval mode, restoring each afterwards.
+
+    Args:
+        model: The module.
+        train: ``True`` for train mode, ``False`` for eval mode, ``None`` to leave modes as they are.
+    """
+    if train is None:
+        yield model
+        return
+    saved = [(m, m.training) for m in model.modules()]
+    try:
+        model.train(train)
+        yield model
+    finally:
+        for m, t in saved:
+            m.training = t
+
+
+def functional_forward(
+    model: nn.Module,
+    params: ParamsLike,
+    *args: Any,
+    buffers: Mapping[str, Tensor] | None = None,
+    train: bool | None = False,
+    layout: ParamLayout | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Run ``model`` at the given parameters without touching the model.
+
+    Frozen parameters (``requires_grad=False``) and buffers are taken from the model unless given.
+    BatchNorm policy: by default the model runs in eval mode with its own running statistics
+    (``train=False``); ``train=True`` uses batch statistics, and then running statistics are
+    updated in a private copy, never in the model's buffers.
+
+    Args:
+        model: The architecture (never modified).
+        params: Flat vector of shape ``(numel,)`` or a dict of trainable tensors.
+        *args: Inputs to the model, e.g. a batch of shape ``(B, *input_shape)``.
+        buffers: Buffers to use instead of the model's own.
+        train: Mode to run in; ``None`` keeps the model's current modes.
+        layout: Precomputed layout of ``model``.
+        **kwargs: Keyword inputs to the model.
+
+    Returns:
+        Whatever ``model.forward`` returns.
+
+    Raises:
+        ValueError: If ``params`` does not fit the model's architecture.
+
+    Example:
+        >>> net = nn.Linear(3, 2)
+        >>> out = functional_forward(net, torch.zeros(8), torch.ones(5, 3))
+        >>> bool((out == 0).all())
+        True
+    """
+    tensors = as_param_dict(model, params, layout)
+    if buffers is None:
+        bufs: dict[str, Tensor] = dict(model.named_buffers())
+        if train:
+            # Batch-statistics mode updates running stats in place: keep those writes private.
+            bufs = {k: v.clone() for k, v in bufs.items()}
+    else:
+        bufs = dict(buffers)
+    with preserved_mode(model, train):
+        return torch.func.functional_call(model, {**tensors, **bufs}, args, kwargs, strict=False)
+
+
+def model_at(
+    model: nn.Module, params: ParamsLike, buffers: Mapping[str, Tensor] | None = None
+) -> nn.Module:
+    """A new copy of ``model`` with its trainable parameters (and optionally buffers) set to a point.
+
+    Args:
+        model: The architecture (not modified).
+        params: Flat vector of shape ``(numel,)`` or a dict of trainable tensors.
+        buffers: Buffers to load into the copy; defaults to the model's own.
+
+    Returns:
+        A deep copy holding the given values.
+    """
+    tensors = as_param_dict(model, params)
+    new = copy.deepcopy(model)
+    with torch.no_grad():
+        named = dict(new.named_parameters())
+        for k, v in tensors.items():
+            named[k].copy_(v)
+        if buffers is not None:
+            nb = dict(new.named_buffers())
+            for k, v in buffers.items():
+                if k not in nb:
+                    raise ValueError(f"buffer {k!r} does not exist in the model")
+                nb[k].copy_(v)
+    return new
