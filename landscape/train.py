@@ -1,0 +1,581 @@
+"""The training loop every trainer in the package runs through.
+
+Persistent, tunnel, optimizer-switch and RK2 training all use :class:`Trainer`: it owns the loop,
+the user's code hooks in through a handful of callbacks or by iterating step events. One callback,
+:class:`RecordTrajectory`, writes snapshots into a :class:`~landscape.trajectory.Trajectory` on a
+schedule (every k steps and/or every epoch, plus the initial and final points).
+
+Contracts the other parts rely on:
+
+* The optimizer is always stepped as ``optimizer.step(closure)``; the closure zeroes gradients,
+  evaluates the loss (plus the optional ``regularizer``) on the *current* minibatch, backpropagates
+  and returns the loss, so wrappers that evaluate twice (RK2) see the same batch both times.
+* After each step, an optimizer that has ``pop_events()`` (an optimizer switch) hands over
+  JSON-compatible event dicts; they become tags of the next recorded snapshot, which is forced at
+  that step so the event is never lost.
+* Callbacks may swap the model mid-run (a tunnel opening) with :meth:`Trainer.replace_model`;
+  the recorder notices the new layout and the trajectory starts a new segment.
+
+The trainer works on a deep copy of the model it is given: the caller's model is the initial point
+and stays untouched; the trained model is ``trainer.model``.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from landscape.params import preserved_mode
+
+__all__ = [
+    "StepEvent",
+    "EpochEvent",
+    "Callback",
+    "RecordTrajectory",
+    "Trainer",
+    "NonFiniteLossError",
+    "OnNonFinite",
+    "fit",
+    "evaluate_dataset",
+    "seed_everything",
+]
+
+Batch = tuple[Tensor, Tensor]
+DataLike = tuple[Tensor, Tensor] | Iterable[Batch]
+OptimizerSpec = str | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+class OnNonFinite(str, enum.Enum):
+    """What the loop does when a training loss is NaN or infinite."""
+
+    RAISE = "raise"
+    STOP = "stop"
+    IGNORE = "ignore"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when the training loss becomes NaN or infinite (what was recorded before is kept)."""
+
+
+def _enum(cls: type[enum.Enum], value: Any) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        valid = [m.value for m in cls]  # type: ignore[attr-defined]
+        raise ValueError(f"unknown {cls.__name__} {value!r}; valid: {valid}") from None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global generator (dropout, default initializations) for a reproducible run."""
+    torch.manual_seed(seed)
+
+
+@dataclass
+class StepEvent:
+    """What happened in one optimizer step.
+
+    Attributes:
+        step: Steps completed so far (1 after the first update).
+        epoch: Zero-based epoch the step belongs to.
+        batch: Zero-based index of the minibatch within the epoch.
+        loss: Training loss (with regularizer) of the batch at the start of the step.
+        epoch_end: Whether this step finished an epoch.
+        events: Events raised during the step (optimizer switch, tunnel opening, ...).
+    """
+
+    step: int
+    epoch: int
+    batch: int
+    loss: float
+    epoch_end: bool = False
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class EpochEvent:
+    """Per-epoch metrics.
+
+    ``metrics`` holds ``train_loss`` (running mean over the epoch's batches, in train mode),
+    ``train_accuracy`` for class targets, and ``<name>_loss`` / ``<name>_accuracy`` per evaluation set.
+    """
+
+    epoch: int
+    step: int
+    metrics: dict[str, float]
+
+
+class Callback:
+    """Hooks into :class:`Trainer`. Override any subset; every hook receives the trainer."""
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """Called once before the first step (the model is at its initial point)."""
+
+    def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:
+        """Called after every optimizer step."""
+
+    def on_epoch_end(self, trainer: Trainer, event: EpochEvent) -> None:
+        """Called after every epoch, with its metrics."""
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        """Called once after the last step (also after an early stop)."""
+
+
+class RecordTrajectory(Callback):
+    """Record snapshots into a trajectory on a schedule.
+
+    Records the initial point, every ``every_steps`` steps, every ``every_epochs`` epochs, the step of
+    every event (optimizer switch, tunnel), and the final point; never the same step twice.
+
+    Args:
+        trajectory: Any object with ``append_model(model, *, step, epoch, metrics, tags)``, normally a
+            :class:`~landscape.trajectory.Trajectory`.
+        every_steps: Record every k optimizer steps (``None``: not by steps).
+        every_epochs: Record every k epochs (``None``: not by epochs).
+        tags: Tags added to every snapshot (run name, optimizer, persistent iteration, ...).
+    """
+
+    def __init__(
+        self,
+        trajectory: Any,
+        *,
+        every_steps: int | None = None,
+        every_epochs: int | None = 1,
+        tags: Mapping[str, Any] | None = None,
+    ) -> None:
+        for name, v in (("every_steps", every_steps), ("every_epochs", every_epochs)):
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be a positive integer or None, got {v}")
+        self.trajectory = trajectory
+        self.every_steps = every_steps
+        self.every_epochs = every_epochs
+        self.tags = dict(tags or {})
+        self._last_step: int | None = None
+        self._pending_events: list[dict[str, Any]] = []
+
+    def _record(self, trainer: Trainer, epoch: float, metrics: Mapping[str, float]) -> None:
+        tags = dict(self.tags)
+        if self._pending_events:
+            tags["events"] = self._pending_events
+            self._pending_events = []
+        self.trajectory.append_model(trainer.model, step=trainer.step, epoch=epoch, metrics=dict(metrics), tags=tags)
+        self._last_step = trainer.step
+
+    def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
+        self._last_step = None
+        self._record(trainer, 0.0, {})
+
+    def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: D102
+        self._pending_events.extend(event.events)
+        by_steps = self.every_steps is not None and event.step % self.every_steps == 0
+        # Epoch-scheduled snapshots are written in on_epoch_end, where the epoch metrics exist.
+        by_epoch = event.epoch_end and self.every_epochs is not None and (event.epoch + 1) % self.every_epochs == 0
+        if (by_steps or event.events) and not by_epoch:
+            self._record(trainer, trainer.epoch_progress, {"batch_loss": event.loss})
+
+    def on_epoch_end(self, trainer: Trainer, event: EpochEvent) -> None:  # noqa: D102
+        if self.every_epochs is not None and (event.epoch + 1) % self.every_epochs == 0:
+            if self._last_step == trainer.step and not self._pending_events:
+                return
+            self._record(trainer, float(event.epoch + 1), event.metrics)
+
+    def on_train_end(self, trainer: Trainer) -> None:  # noqa: D102
+        if self._last_step != trainer.step or self._pending_events:
+            self._record(trainer, trainer.epoch_progress, trainer.last_metrics)
+
+
+def _is_tensor_pair(data: Any) -> bool:
+    return (
+        isinstance(data, tuple | list)
+        and len(data) == 2
+        and isinstance(data[0], Tensor)
+        and isinstance(data[1], Tensor)
+    )
+
+
+def _check_pair(data: tuple[Tensor, Tensor], what: str) -> None:
+    x, y = data
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{what}: inputs have {x.shape[0]} samples but targets have {y.shape[0]}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{what}: the data set is empty")
+
+
+def _batches(
+    data: DataLike, batch_size: int | None, shuffle: bool, generator: torch.Generator | None
+) -> Iterator[Batch]:
+    if _is_tensor_pair(data):
+        x, y = data  # type: ignore[misc]
+        n = x.shape[0]
+        if batch_size is None or batch_size >= n:
+            if shuffle and batch_size is not None:
+                idx = torch.randperm(n, generator=generator)
+                yield x[idx], y[idx]
+            else:
+                yield x, y
+            return
+        idx = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for i in range(0, n, batch_size):
+            j = idx[i : i + batch_size]
+            yield x[j], y[j]
+        return
+    yield from data  # type: ignore[misc]
+
+
+def evaluate_dataset(
+    model: nn.Module,
+    data: DataLike,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    *,
+    batch_size: int | None = 1024,
+    accuracy: bool = True,
+) -> dict[str, float]:
+    """Mean loss (and accuracy for class targets) of ``model`` over a dataset, in eval mode, no grad.
+
+    The model's train/eval modes are restored afterwards. Batches are weighted by their size.
+
+    Args:
+        model: The model.
+        data: A tensor pair ``(X (N, ...), y (N,) or (N, k))`` or an iterable of such batches.
+        loss_fn: A mean-reduced loss ``loss_fn(outputs, targets)``.
+        batch_size: Batch size for a tensor pair (``None``: one batch).
+        accuracy: Also compute accuracy (targets must be class indices).
+
+    Returns:
+        ``{"loss": ..., "accuracy": ...}`` (accuracy only when requested and targets are integer).
+    """
+    total, n, correct = 0.0, 0, 0
+    with torch.no_grad(), preserved_mode(model, False):
+        for x, y in _batches(data, batch_size, False, None):
+            out = model(x)
+            b = x.shape[0]
+            total += float(loss_fn(out, y)) * b
+            n += b
+            if accuracy and not y.is_floating_point():
+                correct += int((out.argmax(dim=-1) == y).sum())
+    res = {"loss": total / max(n, 1)}
+    if accuracy and n and _last_target_is_int(data):
+        res["accuracy"] = correct / n
+    return res
+
+
+def _last_target_is_int(data: DataLike) -> bool:
+    if _is_tensor_pair(data):
+        return not data[1].is_floating_point()  # type: ignore[index]
+    return True
+
+
+class Trainer:
+    """Train a copy of a model, yielding step events and recording a trajectory.
+
+    Args:
+        model: The initial model (never modified; the trainer trains a deep copy, ``self.model``).
+        data: Training data: a tensor pair ``(X (N, ...), y (N,))`` or an iterable of ``(X, y)`` batches
+            (re-iterated every epoch, e.g. a ``DataLoader``).
+        loss_fn: Mean-reduced loss ``loss_fn(outputs, targets) -> scalar``.
+        optimizer: A method name for :func:`landscape.optim.make_optimizer` (``"sgd"``, ``"adam"``, ...) or a
+            factory ``params -> torch.optim.Optimizer`` (also used to rebuild the optimizer when the model is
+            replaced).
+        optimizer_kwargs: Hyperparameters for a named optimizer.
+        epochs: Number of epochs (one of ``epochs`` / ``steps`` is required; both: whichever ends first).
+        steps: Number of optimizer steps.
+        batch_size: Minibatch size for tensor-pair data (``None``: full batch).
+        shuffle: Reshuffle tensor-pair data every epoch.
+        seed: Seeds the global generator (dropout, initial draws) at the start of training and the
+            shuffling generator; two runs with one seed are bitwise identical on CPU.
+        shuffle_seed: Seed of the shuffling alone (default: ``seed``), e.g. Lipton's runs that share an
+            initialization and differ only in data order.
+        eval_data: Named evaluation sets, evaluated (eval mode, no grad) at every epoch end.
+        regularizer: Extra loss term ``regularizer(model) -> scalar`` added in the closure (e.g. the
+            persistent penalty).
+        callbacks: Callbacks, called in order.
+        trajectory: If given, a :class:`RecordTrajectory` is added for it.
+        record_every_steps: Recording schedule by steps for ``trajectory``.
+        record_every_epochs: Recording schedule by epochs for ``trajectory``.
+        tags: Tags for every recorded snapshot.
+        on_nonfinite: ``"raise"`` (default), ``"stop"`` or ``"ignore"`` when the loss is NaN/inf.
+        progress: Show a tqdm bar over steps.
+
+    Example:
+        >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> opt = lambda p: torch.optim.SGD(p, lr=0.1)
+        >>> tr = Trainer(net, (X, y), nn.functional.cross_entropy, opt, epochs=2, batch_size=16).fit()
+        >>> tr.step, len(tr.history_)
+        (8, 2)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: DataLike,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy,
+        optimizer: OptimizerSpec = "sgd",
+        *,
+        optimizer_kwargs: Mapping[str, Any] | None = None,
+        epochs: int | None = None,
+        steps: int | None = None,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        shuffle_seed: int | None = None,
+        eval_data: Mapping[str, DataLike] | None = None,
+        regularizer: Callable[[nn.Module], Tensor] | None = None,
+        callbacks: Sequence[Callback] = (),
+        trajectory: Any = None,
+        record_every_steps: int | None = None,
+        record_every_epochs: int | None = 1,
+        tags: Mapping[str, Any] | None = None,
+        on_nonfinite: OnNonFinite | str = OnNonFinite.RAISE,
+        progress: bool = False,
+    ) -> None:
+        if epochs is None and steps is None:
+            raise ValueError("give the length of training: epochs=... or steps=...")
+        for name, v in (("epochs", epochs), ("steps", steps)):
+            if v is not None and v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be positive or None, got {batch_size}")
+        if _is_tensor_pair(data):
+            _check_pair(data, "training data")  # type: ignore[arg-type]
+        elif isinstance(data, Tensor):
+            raise TypeError("data must be a pair (X, y) or an iterable of (X, y) batches, got a single tensor")
+        for k, d in (eval_data or {}).items():
+            if _is_tensor_pair(d):
+                _check_pair(d, f"eval_data[{k!r}]")  # type: ignore[arg-type]
+        self.initial_model = model
+        self.data = data
+        self.loss_fn = loss_fn
+        self.optimizer_spec = optimizer
+        self.optimizer_kwargs = dict(optimizer_kwargs or {})
+        self.epochs = epochs
+        self.steps = steps
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.shuffle_seed = seed if shuffle_seed is None else shuffle_seed
+        self.eval_data = dict(eval_data or {})
+        self.regularizer = regularizer
+        self.callbacks: list[Callback] = list(callbacks)
+        if trajectory is not None:
+            self.callbacks.append(
+                RecordTrajectory(
+                    trajectory, every_steps=record_every_steps, every_epochs=record_every_epochs, tags=tags
+                )
+            )
+        self.trajectory = trajectory
+        self.on_nonfinite = _enum(OnNonFinite, on_nonfinite)
+        self.progress = progress
+
+        self.model: nn.Module = copy.deepcopy(model)
+        self.optimizer: torch.optim.Optimizer = self._build_optimizer(self.model)
+        self.step = 0
+        self.epoch = 0
+        self.epoch_progress = 0.0
+        self.batches_per_epoch: int | None = self._count_batches()
+        self.history_: list[dict[str, float]] = []
+        self.last_metrics: dict[str, float] = {}
+        self._events: list[dict[str, Any]] = []
+        self._stop = False
+        self._started = False
+
+    # ----------------------------------------------------------------- helpers
+    def _count_batches(self) -> int | None:
+        if _is_tensor_pair(self.data):
+            n = self.data[0].shape[0]  # type: ignore[index]
+            return 1 if self.batch_size is None else math.ceil(n / self.batch_size)
+        try:
+            return len(self.data)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+
+    def _build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        params = [p for p in model.parameters() if p.requires_grad]
+        spec = self.optimizer_spec
+        if isinstance(spec, str):
+            from landscape.optim import make_optimizer
+
+            return make_optimizer(spec, params, **self.optimizer_kwargs)
+        if callable(spec):
+            return spec(params)
+        raise TypeError(
+            f"optimizer must be a method name or a factory params -> Optimizer, got {type(spec).__name__}; "
+            "an optimizer instance cannot be used because the trainer trains a copy of the model"
+        )
+
+    def replace_model(
+        self,
+        model: nn.Module,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        event: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Swap the model being trained (e.g. after opening a tunnel) from a callback.
+
+        Args:
+            model: The new model (trained in place from now on).
+            optimizer: Its optimizer; default: a fresh one from the optimizer spec (this clears state such
+                as Adam's moments, as the Tunnels paper does).
+            event: A JSON-compatible event recorded as a tag of the next snapshot (which is forced).
+        """
+        self.model = model
+        self.optimizer = optimizer if optimizer is not None else self._build_optimizer(model)
+        if event is not None:
+            self._events.append({"step": self.step, **dict(event)})
+
+    def add_event(self, event: Mapping[str, Any]) -> None:
+        """Record a JSON-compatible event at the current step (forces a snapshot)."""
+        self._events.append({"step": self.step, **dict(event)})
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current step (callable from a callback)."""
+        self._stop = True
+
+    def _closure_for(self, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
+        def closure() -> Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            out = self.model(x)
+            loss = self.loss_fn(out, y)
+            if self.regularizer is not None:
+                loss = loss + self.regularizer(self.model)
+            loss.backward()
+            self._last_out = out.detach()
+            return loss
+
+        return closure
+
+    # -------------------------------------------------------------------- loop
+    def __iter__(self) -> Iterator[StepEvent]:
+        """Run training, yielding a :class:`StepEvent` after every optimizer step."""
+        if self._started:
+            raise RuntimeError("this Trainer has already run; build a new one to train again")
+        self._started = True
+        seed_everything(self.seed)
+        gen = torch.Generator().manual_seed(self.shuffle_seed)
+        total = self.steps
+        if self.epochs is not None and self.batches_per_epoch is not None:
+            by_epochs = self.epochs * self.batches_per_epoch
+            total = by_epochs if total is None else min(total, by_epochs)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, disable=not self.progress, desc="train", unit="step", leave=False)
+        self.model.train()
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        try:
+            epoch = 0
+            while not self._done(epoch):
+                self.epoch = epoch
+                yield from self._run_epoch(epoch, gen, bar)
+                epoch += 1
+        finally:
+            bar.close()
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+
+    def _run_epoch(self, epoch: int, gen: torch.Generator, bar: Any) -> Iterator[StepEvent]:
+        run_loss, run_n, run_correct = 0.0, 0, 0
+        n_batches = self.batches_per_epoch
+        ev: StepEvent | None = None
+        finished = False
+        for b, (x, y) in enumerate(_batches(self.data, self.batch_size, self.shuffle, gen)):
+            loss_t = self.optimizer.step(self._closure_for(x, y))
+            if loss_t is None:
+                raise RuntimeError("the optimizer's step(closure) must return the closure's loss")
+            loss = float(loss_t.detach()) if isinstance(loss_t, Tensor) else float(loss_t)
+            self.step += 1
+            bar.update(1)
+            if not math.isfinite(loss):
+                self._handle_nonfinite(loss)
+            run_loss += loss * x.shape[0]
+            run_n += x.shape[0]
+            if not y.is_floating_point() and self._last_out.dim() >= 2:
+                run_correct += int((self._last_out.argmax(-1) == y).sum())
+            pop = getattr(self.optimizer, "pop_events", None)
+            events = (list(pop()) if callable(pop) else []) + self._events
+            self._events = []
+            finished = n_batches is not None and b + 1 == n_batches
+            self.epoch_progress = epoch + ((b + 1) / n_batches if n_batches else 0.0)
+            ev = StepEvent(self.step, epoch, b, loss, finished, events)
+            if finished:
+                eev = self._finish_epoch(epoch, run_loss, run_n, run_correct)
+            for cb in self.callbacks:
+                cb.on_step_end(self, ev)
+            if finished:
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, eev)
+            yield ev
+            if self._stop or (self.steps is not None and self.step >= self.steps):
+                return
+        if ev is None:
+            raise ValueError("the training data yielded no batch")
+        if not finished:  # an iterable of unknown length ran out: the epoch ended after the last step
+            eev = self._finish_epoch(epoch, run_loss, run_n, run_correct)
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, eev)
+
+    def _finish_epoch(self, epoch: int, run_loss: float, run_n: int, run_correct: int) -> EpochEvent:
+        self.epoch_progress = float(epoch + 1)
+        metrics = {"train_loss": run_loss / max(run_n, 1)}
+        if run_correct or self._targets_are_classes():
+            metrics["train_accuracy"] = run_correct / max(run_n, 1)
+        for name, d in self.eval_data.items():
+            for k, v in evaluate_dataset(self.model, d, self.loss_fn).items():
+                metrics[f"{name}_{k}"] = v
+        self.last_metrics = metrics
+        self.history_.append({"epoch": epoch + 1, "step": self.step, **metrics})
+        return EpochEvent(epoch, self.step, metrics)
+
+    def _targets_are_classes(self) -> bool:
+        return _is_tensor_pair(self.data) and not self.data[1].is_floating_point()  # type: ignore[index]
+
+    def _done(self, epoch: int) -> bool:
+        if self._stop:
+            return True
+        if self.epochs is not None and epoch >= self.epochs:
+            return True
+        return self.steps is not None and self.step >= self.steps
+
+    def _handle_nonfinite(self, loss: float) -> None:
+        msg = (
+            f"training loss became {loss} at step {self.step} (epoch {self.epoch}); lower the learning rate, "
+            "check the data for NaN/inf, or pass on_nonfinite='stop'/'ignore'. Snapshots recorded so far are kept."
+        )
+        if self.on_nonfinite is OnNonFinite.RAISE:
+            for cb in self.callbacks:
+                if isinstance(cb, RecordTrajectory):
+                    cb.on_train_end(self)
+            raise NonFiniteLossError(msg)
+        if self.on_nonfinite is OnNonFinite.STOP:
+            self._events.append({"event": "nonfinite_loss", "loss": str(loss)})
+            self._stop = True
+
+    def fit(self) -> Trainer:
+        """Run training to the end; returns ``self`` (``model``, ``history_``, ``trajectory`` hold the results)."""
+        start = time.perf_counter()
+        for _ in self:
+            pass
+        self.fit_time_ = time.perf_counter() - start
+        return self
+
+
+def fit(
+    model: nn.Module,
+    data: DataLike,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy,
+    optimizer: OptimizerSpec = "sgd",
+    **kwargs: Any,
+) -> Trainer:
+    """Train a copy of ``model``; shorthand for ``Trainer(model, data, loss_fn, optimizer, **kwargs).fit()``.
+
+    Returns:
+        The finished :class:`Trainer` (``.model``, ``.history_``, ``.trajectory``).
+    """
+    return Trainer(model, data, loss_fn, optimizer, **kwargs).fit()

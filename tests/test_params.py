@@ -1,0 +1,155 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from landscape.params import (
+    ParamLayout,
+    functional_forward,
+    model_at,
+    parameters_to_vector,
+    preserved_mode,
+    vector_to_dict,
+)
+
+
+def _cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 5),
+    ).double()
+
+
+def _snapshot(model):
+    """Everything about a model that evaluation must leave untouched."""
+    return (
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+        {k: p.requires_grad for k, p in model.named_parameters()},
+        {k: m.training for k, m in model.named_modules()},
+        {k: p.grad for k, p in model.named_parameters()},
+    )
+
+
+def assert_untouched(model, snap):
+    state, rg, modes, grads = _snapshot(model)
+    for k, v in snap[0].items():
+        assert torch.equal(state[k], v), f"{k} changed"
+    assert rg == snap[1] and modes == snap[2]
+    assert all(g is None for g in grads.values())
+
+
+def test_layout_names_slices_layers_filter_axes():
+    net = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ConvTranspose2d(4, 6, 2), nn.Linear(5, 7))
+    lay = ParamLayout.from_model(net)
+    assert lay.names == tuple(n for n, _ in net.named_parameters())
+    assert lay.numel == sum(p.numel() for p in net.parameters())
+    pos = 0
+    for spec, (name, p) in zip(lay, net.named_parameters()):
+        assert spec.start == pos and spec.stop == pos + p.numel() and spec.shape == tuple(p.shape)
+        pos = spec.stop
+    assert list(lay.layers) == ["0", "1", "2", "3"]
+    assert [s.name for s in lay.layers["0"]] == ["0.weight", "0.bias"]
+    axes = {s.name: s.filter_axis for s in lay}
+    assert axes == {
+        "0.weight": 0, "0.bias": None, "1.weight": None, "1.bias": None,
+        "2.weight": 1, "2.bias": None, "3.weight": 0, "3.bias": None,
+    }
+    idx = lay.layer_index("3")
+    assert idx.tolist() == list(range(lay["3.weight"].start, lay["3.bias"].stop))
+
+
+def test_layout_skips_frozen_and_roundtrips_json():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    net[0].weight.requires_grad_(False)
+    lay = ParamLayout.from_model(net)
+    assert lay.names == ("0.bias", "1.weight", "1.bias")
+    again = ParamLayout.from_dict(lay.to_dict())
+    assert again == lay and again.specs == lay.specs
+
+
+def test_vector_roundtrip_and_model_at():
+    net = _cnn()
+    vec = parameters_to_vector(net)
+    d = vector_to_dict(net, vec)
+    for name, p in net.named_parameters():
+        assert torch.equal(d[name], p)
+    assert torch.equal(ParamLayout.from_model(net).flatten(d), vec)
+    vec2 = vec + 1.0
+    other = model_at(net, vec2)
+    assert torch.equal(parameters_to_vector(other), vec2)
+    assert torch.equal(parameters_to_vector(net), vec)  # original untouched
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_functional_forward_equals_loaded_copy_float64(train):
+    net = _cnn()
+    x = torch.randn(6, 1, 6, 6, dtype=torch.float64)
+    net.train()
+    net(x)  # give BatchNorm non-trivial running statistics
+    snap = _snapshot(net)
+    vec = parameters_to_vector(net) + 0.01 * torch.randn(ParamLayout.from_model(net).numel, dtype=torch.float64)
+    ref_model = model_at(net, vec)
+    ref_model.train(train)
+    if train:
+        ref_model[3].p = 0.0  # dropout is random in train mode: compare with it disabled on both
+        net[3].p = 0.0
+        snap = _snapshot(net)
+    with torch.no_grad():
+        ref = ref_model(x)
+        got = functional_forward(net, vec, x, train=train)
+    assert torch.allclose(got, ref, rtol=0, atol=1e-12)
+    assert_untouched(net, snap)
+
+
+def test_functional_forward_keeps_mode_and_grad_flags_even_on_error():
+    net = _cnn()
+    net.train()
+    net[5].bias.requires_grad_(False)
+    snap = _snapshot(net)
+    with pytest.raises(RuntimeError):
+        functional_forward(net, parameters_to_vector(net), torch.randn(2, 3, 6, 6, dtype=torch.float64))
+    assert_untouched(net, snap)
+
+
+def test_wrong_length_and_mismatched_dict_errors():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="has 5 entries but this architecture has 26"):
+        functional_forward(net, torch.zeros(5), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"got shape \(2, 13\)"):
+        functional_forward(net, torch.zeros(2, 13), torch.zeros(1, 3))
+    other = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    with pytest.raises(ValueError, match=r"'0.weight' has shape \(5, 3\) but the model expects \(4, 3\)"):
+        functional_forward(net, dict(other.named_parameters()), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="no tensor '2.bias'"):
+        d = dict(net.named_parameters())
+        del d["2.bias"]
+        functional_forward(net, d, torch.zeros(1, 3))
+
+
+def test_gradients_flow_through_the_vector_not_the_model():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    snap = _snapshot(net)
+    vec = parameters_to_vector(net).requires_grad_(True)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    functional_forward(net, vec, x).sum().backward()
+    # reference: autograd through a copy of the model
+    ref = copy.deepcopy(net)
+    ref(x).sum().backward()
+    ref_grad = torch.cat([p.grad.reshape(-1) for p in ref.parameters()])
+    assert torch.allclose(vec.grad, ref_grad, atol=1e-12)
+    assert_untouched(net, snap)
+
+
+def test_preserved_mode_restores_mixed_modes():
+    net = _cnn()
+    net.train()
+    net[1].eval()
+    with preserved_mode(net, False):
+        assert not any(m.training for m in net.modules())
+    assert net.training and not net[1].training and net[3].training
