@@ -50,7 +50,7 @@ def test_layout_names_slices_layers_filter_axes():
     assert lay.names == tuple(n for n, _ in net.named_parameters())
     assert lay.numel == sum(p.numel() for p in net.parameters())
     pos = 0
-    for spec, (name, p) in zip(lay, net.named_parameters()):
+    for spec, (_name, p) in zip(lay, net.named_parameters()):
         assert spec.start == pos and spec.stop == pos + p.numel() and spec.shape == tuple(p.shape)
         pos = spec.stop
     assert list(lay.layers) == ["0", "1", "2", "3"]
