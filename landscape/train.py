@@ -443,14 +443,19 @@ class Trainer:
         self._stop = True
 
     def _closure_for(self, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
+        first = True
+
         def closure() -> Tensor:
+            nonlocal first
             self.optimizer.zero_grad(set_to_none=True)
             out = self.model(x)
             loss = self.loss_fn(out, y)
             if self.regularizer is not None:
                 loss = loss + self.regularizer(self.model)
             loss.backward()
-            self._last_out = out.detach()
+            if first:  # accuracy belongs to the point the step starts from, not an RK2 stage point
+                self._last_out = out.detach()
+                first = False
             return loss
 
         return closure
