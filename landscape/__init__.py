@@ -11,6 +11,7 @@ from landscape.params import (
     vector_to_dict,
 )
 from landscape.results import Provenance, Result, load_result
+from landscape.trajectory import CorruptTrajectoryError, Segment, Snapshot, Trajectory, TrajectoryError
 
 __all__ = [
     "ParamLayout",
@@ -24,4 +25,9 @@ __all__ = [
     "Provenance",
     "Result",
     "load_result",
+    "Trajectory",
+    "Snapshot",
+    "Segment",
+    "TrajectoryError",
+    "CorruptTrajectoryError",
 ]

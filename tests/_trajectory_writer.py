@@ -1,0 +1,119 @@
+"""Helper for ``test_trajectory.py``: trajectory writers that get SIGKILLed, and what they write.
+
+``python tests/_trajectory_writer.py serve`` imports torch once, then for every stdin line
+``<directory> <plan>`` forks a writer child (cheap, unlike a fresh interpreter) and waits for it.
+Stdout carries, in order: ``pid <pid>`` and ``done <i>`` (snapshot ``i`` completed: printed and
+flushed right after ``append`` returned) from the child, then ``exit <wait status>`` from the server.
+
+Plans:
+    ``upto:N``  append until the store holds ``N`` snapshots, then exit normally.
+    ``run:N``   the same; the test SIGKILLs the child at some moment before.
+    ``kill:K``  SIGKILL itself at the K-th file-system call of ``landscape.trajectory`` after opening
+                the store; a ``write`` call first writes half of its bytes (a torn file or index line).
+    ``open:K``  the same, counting from before opening (kills during crash recovery).
+
+Every snapshot is a deterministic function of its index (:func:`expected`), so the test can check
+bitwise that whatever the store returns is exactly what a writer wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import landscape.trajectory as trajectory_module  # noqa: E402
+from landscape.params import ParamLayout  # noqa: E402
+
+SWITCH = 6  # snapshots [0, SWITCH) use the small layout, later ones the grown network's
+_LAYOUTS = {
+    False: ParamLayout.from_model(nn.Sequential(nn.Linear(40, 50), nn.Linear(50, 3))),
+    True: ParamLayout.from_model(nn.Sequential(nn.Linear(40, 80), nn.Linear(80, 3))),
+}
+_COUNTED = {"open", "write", "fsync", "close", "replace", "truncate", "ftruncate", "unlink"}
+
+
+def expected(i: int) -> dict[str, Any]:
+    """Keyword arguments of ``Trajectory.append`` for snapshot ``i``, plus its vector as ``vector``."""
+    layout = _LAYOUTS[i >= SWITCH]
+    g = torch.Generator().manual_seed(1000 + i)
+    return {
+        "vector": torch.randn(layout.numel, generator=g, dtype=torch.float64),
+        "step": 10 * i,
+        "epoch": i / 4,
+        "wall_time": 1000.0 + i,
+        "metrics": {"loss": 1.0 / (i + 1)},
+        "tags": {"run": "kill", "i": i, "event": "grow" if i == SWITCH else None},
+        "buffers": {"bn.running_mean": torch.randn(5, generator=g), "bn.num_batches_tracked": torch.tensor(i)},
+        "layout": layout,
+    }
+
+
+class _KillingOs:
+    """Stands in for ``os`` inside the trajectory module; SIGKILLs the process at the K-th counted call."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.n = k, 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(os, name)
+        if name not in _COUNTED:
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.n += 1
+            if self.n == self.k:
+                if name == "write":
+                    attr(args[0], bytes(args[1])[: max(1, len(args[1]) // 2)])
+                os.kill(os.getpid(), signal.SIGKILL)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def _child(directory: str, plan: str) -> None:
+    print(f"pid {os.getpid()}", flush=True)
+    kind, arg = plan.split(":")
+    if kind == "open":
+        trajectory_module.os = _KillingOs(int(arg))  # type: ignore[assignment]
+    traj = trajectory_module.Trajectory(directory)
+    if kind == "kill":
+        trajectory_module.os = _KillingOs(int(arg))  # type: ignore[assignment]
+    stop = int(arg) if kind in ("upto", "run") else 10**9
+    while len(traj) < stop:
+        i = len(traj)
+        kw = expected(i)
+        traj.append(kw.pop("vector"), **kw)
+        print(f"done {i}", flush=True)
+    traj.close()
+
+
+def serve() -> None:
+    """Fork one writer per stdin command; report its output and wait status on stdout."""
+    torch.set_num_threads(1)
+    while line := sys.stdin.readline():
+        directory, plan = line.split()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _child(directory, plan)
+            except BaseException:  # noqa: BLE001 - report anything, then leave without cleanup handlers
+                traceback.print_exc()
+                code = 1
+            sys.stdout.flush()
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print(f"exit {status}", flush=True)
+
+
+if __name__ == "__main__":
+    serve()
