@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from landscape.data import iterate_batches
 from landscape.params import preserved_mode
 
 __all__ = [
@@ -211,26 +212,10 @@ def _check_pair(data: tuple[Tensor, Tensor], what: str) -> None:
 def _batches(
     data: DataLike, batch_size: int | None, shuffle: bool, generator: torch.Generator | None
 ) -> Iterator[Batch]:
+    # Batching options apply to tensor pairs only; an iterable of batches is taken as it comes.
     if _is_tensor_pair(data):
-        x, y = data  # type: ignore[misc]
-        n = x.shape[0]
-        if batch_size is None or batch_size >= n:
-            if shuffle and batch_size is not None:
-                idx = torch.randperm(n, generator=generator)
-                yield x[idx], y[idx]
-            else:
-                yield x, y
-            return
-        if not shuffle:  # plain slices: views, so the arithmetic equals feeding the same batches directly
-            for i in range(0, n, batch_size):
-                yield x[i : i + batch_size], y[i : i + batch_size]
-            return
-        idx = torch.randperm(n, generator=generator)
-        for i in range(0, n, batch_size):
-            j = idx[i : i + batch_size]
-            yield x[j], y[j]
-        return
-    yield from data  # type: ignore[misc]
+        return iterate_batches(data, batch_size, shuffle, generator)
+    return iterate_batches(data)
 
 
 def evaluate_dataset(
