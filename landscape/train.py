@@ -171,7 +171,7 @@ class RecordTrajectory(Callback):
 
     def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
         self._last_step = None
-        self._record(trainer, 0.0, {})
+        self._record(trainer, 0.0, trainer.last_metrics)
 
     def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: D102
         self._pending_events.extend(event.events)

@@ -1,1 +1,73 @@
-"""tunnels package."""
+"""Tunnels: function-preserving unit and filter cloning to escape flat areas.
+
+Implements "Escaping Flat Areas via Function-Preserving Structural Network Modifications"
+(anonymous ICLR 2019 submission). :mod:`tunnels.surgery` opens, closes and reorganizes units out of
+place; :mod:`tunnels.split` computes the matrices A and the gradient-maximizing split lambda_star.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    >>> X, y = torch.randn(16, 3, dtype=torch.float64), torch.randint(0, 2, (16,))
+    >>> stats = split_stats(net, (X, y), nn.functional.cross_entropy)
+    >>> bigger, event = open_tunnels(net, {"0": 1}, t=0.5, stats=stats)
+    >>> bigger[0].out_features, bool(torch.allclose(bigger(X), net(X)))
+    (5, True)
+    >>> restored, _ = close_tunnels(bigger, event)
+    >>> all(torch.equal(a, b) for a, b in zip(restored.parameters(), net.parameters()))
+    True
+"""
+
+from tunnels.split import (
+    LambdaMode,
+    SplitAccumulator,
+    SplitStats,
+    StatsMethod,
+    augment_rows,
+    make_lambdas,
+    principal_split,
+    split_matrices,
+    split_stats,
+)
+from tunnels.surgery import (
+    EventKind,
+    PairKind,
+    TunnelEvent,
+    TunnelSite,
+    UnitChange,
+    UnsupportedSiteError,
+    close_tunnels,
+    close_units,
+    find_sites,
+    open_tunnels,
+    open_units,
+    reorganize,
+    reorganize_units,
+    resolve_site,
+)
+
+__all__ = [
+    "EventKind",
+    "LambdaMode",
+    "PairKind",
+    "SplitAccumulator",
+    "SplitStats",
+    "StatsMethod",
+    "TunnelEvent",
+    "TunnelSite",
+    "UnitChange",
+    "UnsupportedSiteError",
+    "augment_rows",
+    "close_tunnels",
+    "close_units",
+    "find_sites",
+    "make_lambdas",
+    "open_tunnels",
+    "open_units",
+    "principal_split",
+    "reorganize",
+    "reorganize_units",
+    "resolve_site",
+    "split_matrices",
+    "split_stats",
+]

@@ -1,0 +1,937 @@
+"""Tunnel surgery: open, close and reorganize hidden units and filters, always out of place.
+
+Implements the structural modifications of "Escaping Flat Areas via Function-Preserving Structural
+Network Modifications" (anonymous, ICLR 2019 submission; "Tunnels"), Sections 2.3-3.2. The matrix A
+and the choice of the outbound split live in :mod:`tunnels.split`.
+
+Sites. A *site* is a producer layer whose units are cloned (output features of an ``nn.Linear``,
+filters of an ``nn.Conv2d``) and its consumer, the next ``nn.Linear`` / ``nn.Conv2d`` reading them.
+Supported pairs come from the registry ``_PAIR_RULES``: Linear -> Linear, Conv2d -> Conv2d and
+Conv2d -> Flatten -> Linear (``groups=1`` on both convolutions). Between the two, only modules acting
+on each unit (channel) separately are allowed, since then a cloned unit produces exactly the same
+signal as its original: pointwise activations, ``nn.Identity``, ``nn.Dropout`` (function-preserving
+in eval mode only: a clone draws its own mask in train mode), BatchNorm over the units, and for
+convolutions max / average pooling and one ``nn.Flatten`` (Conv2d -> Linear, where unit ``u`` owns
+the ``M = in_features / U`` consecutive inputs ``u*M ... u*M+M-1`` of the Linear). A BatchNorm
+between producer and consumer is cloned with the unit: its weight, bias, running mean and running
+variance of channel ``u`` are copied to the clone (``num_batches_tracked`` is shared), so in eval
+and in train mode the clone's normalized signal equals the original's.
+
+The consumer is found automatically after the producer inside the ``nn.Sequential`` body holding it
+(nested Sequentials are walked through), or named explicitly. An explicit consumer may sit in
+another container (a model whose ``forward`` flattens between ``features`` and ``classifier``); the
+code between containers must then act per channel, which :func:`tunnels.split.split_stats` checks
+numerically on every batch.
+
+Opening (Section 2.3): clone unit ``u`` into a new unit ``u'`` appended after the existing units,
+``theta_u' = theta_u`` (inbound weights, bias, BatchNorm channel), and split every outbound weight
+``w`` of ``u`` as ``lambda * w`` (kept by ``u``) and ``(1 - lambda) * w`` (given to ``u'``). The
+consumer's output is unchanged for every input. Closing (Section 3.1): merge ``u'`` into ``u`` by
+averaging inbound and summing outbound weights, then delete ``u'``. Reorganization (Section 3.2,
+README item 5): close ``u2`` onto ``u1`` without deleting it (``u2`` keeps a copy of the merged
+inbound weights and zero outbound weights), then clone ``u`` into the slot of ``u2``.
+
+What preserves the function: opening always (up to float rounding of ``lambda * w``); closing right
+after opening restores the parameters; closing after training, and the merge half of a
+reorganization, preserve it only when the two units are redundant (equal inbound weights, Sussmann's
+case 1c). So a reorganization equals "merge ``u2`` into ``u1``" as a function, and equals the
+original function when ``u1`` and ``u2`` were redundant. Closing the reorganized clone again
+(``close_units(..., [(u, u2)], remove=False)``) gives back the merged network parameter for parameter.
+
+Floating point: the split is computed as ``a = fl(lambda * w)``, ``b = w - a`` when
+``lambda >= 1/2`` and ``b = fl((1 - lambda) * w)``, ``a = w - b`` otherwise. For ``lambda`` in
+``[-1, 2]`` the subtraction is exact (Sterbenz), so ``a + b == w`` bitwise and closing right after
+opening restores the network exactly, not only to rounding.
+
+Every function here returns a new model; the given one is never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from tunnels.split import LambdaMode, SplitStats
+
+__all__ = [
+    "PairKind",
+    "EventKind",
+    "UnsupportedSiteError",
+    "TunnelSite",
+    "UnitChange",
+    "TunnelEvent",
+    "resolve_site",
+    "find_sites",
+    "open_units",
+    "close_units",
+    "reorganize_units",
+    "open_tunnels",
+    "close_tunnels",
+    "reorganize",
+]
+
+UnitsSpec = int | Mapping[Any, int | Sequence[int]]
+
+
+class PairKind(str, enum.Enum):
+    """The supported (producer, consumer) layer pairs."""
+
+    LINEAR_LINEAR = "linear-linear"
+    CONV_CONV = "conv-conv"
+    CONV_LINEAR = "conv-linear"
+
+
+class EventKind(str, enum.Enum):
+    """What a :class:`TunnelEvent` did."""
+
+    OPEN = "open"
+    CLOSE = "close"
+    REORGANIZE = "reorganize"
+
+
+def _enum(cls: type[enum.Enum], value: Any) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        valid = [m.value for m in cls]  # type: ignore[attr-defined]
+        raise ValueError(f"unknown {cls.__name__} {value!r}; valid: {valid}") from None
+
+
+class UnsupportedSiteError(ValueError):
+    """A producer / consumer pair, or a module between them, that tunnels cannot handle."""
+
+
+# The registry: which producer -> consumer pairs have a tunnel rule (what sits between is checked apart).
+_PAIR_RULES: dict[tuple[type[nn.Module], type[nn.Module]], PairKind] = {
+    (nn.Linear, nn.Linear): PairKind.LINEAR_LINEAR,
+    (nn.Conv2d, nn.Conv2d): PairKind.CONV_CONV,
+    (nn.Conv2d, nn.Linear): PairKind.CONV_LINEAR,
+}
+_SUPPORTED = "Linear -> Linear, Conv2d -> Conv2d, Conv2d -> [pooling] -> Flatten -> Linear"
+_POINTWISE: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
+    nn.Tanh, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.LogSigmoid,
+    nn.Tanhshrink, nn.Softshrink, nn.Hardshrink, nn.Identity, nn.Dropout,
+)  # fmt: skip
+_POOLS: tuple[type[nn.Module], ...] = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+_BETWEEN = "pointwise activations, Identity, Dropout, BatchNorm1d/2d, MaxPool2d/AvgPool2d/Adaptive*Pool2d, Flatten"
+
+
+@dataclass(frozen=True)
+class TunnelSite:
+    """A producer layer whose units can be cloned and the consumer reading them.
+
+    Attributes:
+        producer: Module name of the producer (``nn.Linear`` or ``nn.Conv2d``).
+        consumer: Module name of the consumer.
+        kind: Which rule of the registry applies.
+        between: Names of the modules between them, in order.
+        norms: Names of the BatchNorm modules among ``between`` (cloned with the unit).
+        n_units: ``U``, the producer's output features / channels.
+        n_in: ``K``, inbound parameters per unit: weight row (``C*kh*kw`` or ``in_features``), bias, then
+            weight and bias of each affine BatchNorm (the rows of A).
+        n_weight: Inbound weights per unit without bias and BatchNorm (``C*kh*kw`` or ``in_features``).
+        n_consumer: ``V``, the consumer's output features / channels.
+        spatial: ``Q``, outbound weights per unit and consumer unit: 1, ``kh*kw`` of the consumer, or the
+            flattened size ``M`` per channel (Conv2d -> Linear).
+    """
+
+    producer: str
+    consumer: str
+    kind: PairKind
+    between: tuple[str, ...]
+    norms: tuple[str, ...]
+    n_units: int
+    n_in: int
+    n_weight: int
+    n_consumer: int
+    spatial: int
+
+    @property
+    def n_out(self) -> int:
+        """``L = V * Q``, outbound weights per unit (the columns of A, the length of lambda)."""
+        return self.n_consumer * self.spatial
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible form."""
+        d = asdict(self)
+        d["kind"] = self.kind.value
+        d["between"], d["norms"] = list(self.between), list(self.norms)
+        return d
+
+
+@dataclass(frozen=True)
+class UnitChange:
+    """One unit touched by a tunnel event (indices refer to the model before the event).
+
+    Attributes:
+        producer: Producer module name.
+        consumer: Consumer module name.
+        unit: The unit cloned (open, reorganize) or kept (close).
+        clone: Index of the clone in the new model (open, reorganize: the slot of ``u2``), or the
+            unit merged into ``unit`` and removed (close).
+        lambdas: The outbound split kept by ``unit``, shape ``(L,)`` in the consumer's weight order
+            (consumer unit major); the clone got ``1 - lambdas``. Empty for a close.
+        rho: Largest eigenvalue of ``A^T A`` for this unit, when A was known.
+        merged_into: Reorganize only: the unit ``u1`` that ``clone`` (``u2``) was merged into first.
+    """
+
+    producer: str
+    consumer: str
+    unit: int
+    clone: int
+    lambdas: tuple[float, ...] = ()
+    rho: float | None = None
+    merged_into: int | None = None
+
+
+@dataclass(frozen=True)
+class TunnelEvent:
+    """A record of one opening, closing or reorganization; JSON-serializable for trajectory tags.
+
+    Attributes:
+        kind: ``"open"``, ``"close"`` or ``"reorganize"``.
+        changes: The units touched, in the order applied.
+        mode: How lambda was chosen (``"proposed"``, ``"random"``, ``"constant"``, ``"half"``, ``"given"``).
+        t: Step length of ``lambda_t = 1/2 + t * direction``, when one was used.
+        seed: Seed of the random direction (mode ``"random"``).
+        stats: How A was estimated (``"full"``, ``"partial"``, ``"ema"``), if it was.
+        n_examples: Examples behind the estimate of A.
+
+    Example:
+        >>> ev = TunnelEvent("open", (UnitChange("0", "2", unit=1, clone=4, lambdas=(0.5, 0.5)),))
+        >>> TunnelEvent.from_json(ev.to_json()) == ev
+        True
+    """
+
+    kind: str
+    changes: tuple[UnitChange, ...]
+    mode: str = "given"
+    t: float | None = None
+    seed: int | None = None
+    stats: str | None = None
+    n_examples: int | None = None
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Producer names touched, without repeats, in order."""
+        return tuple(dict.fromkeys(c.producer for c in self.changes))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible dict (``{"type": "tunnel", ...}``), e.g. for ``Trainer.replace_model(event=...)``."""
+        d = {"type": "tunnel", **asdict(self)}
+        d["changes"] = [{**asdict(c), "lambdas": list(c.lambdas)} for c in self.changes]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TunnelEvent:
+        """Inverse of :meth:`to_dict` (extra keys such as ``"step"`` are ignored)."""
+        changes = tuple(
+            UnitChange(**{**c, "lambdas": tuple(float(v) for v in c.get("lambdas", ()))}) for c in d["changes"]
+        )
+        keys = ("mode", "t", "seed", "stats", "n_examples")
+        return cls(kind=str(d["kind"]), changes=changes, **{k: d[k] for k in keys if k in d})
+
+    def to_json(self) -> str:
+        """JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> TunnelEvent:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
+
+
+# ============================================================================ site resolution
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules without children (or with own parameters), in registration order, through all containers."""
+    out: list[tuple[str, nn.Module]] = []
+
+    def walk(m: nn.Module, prefix: str) -> None:
+        kids = list(m.named_children())
+        own = any(p is not None for p in m._parameters.values())
+        if not kids or own:
+            out.append((prefix, m))
+            return
+        for n, c in kids:
+            walk(c, f"{prefix}.{n}" if prefix else n)
+
+    walk(model, "")
+    return out
+
+
+def _sequential_root(model: nn.Module, name: str) -> str | None:
+    """Outermost ancestor of ``name`` from which every container down to it is an ``nn.Sequential``."""
+    parts = name.split(".")
+    root = None
+    for i in range(len(parts) - 1, -1, -1):
+        anc = ".".join(parts[:i])
+        if isinstance(model.get_submodule(anc) if anc else model, nn.Sequential):
+            root = anc
+        else:
+            break
+    return root
+
+
+def _in_body(name: str, root: str) -> bool:
+    return root == "" or name.startswith(root + ".")
+
+
+def _rule(producer: nn.Module, consumer: nn.Module, pname: str, cname: str) -> PairKind:
+    for (pt, ct), kind in _PAIR_RULES.items():
+        if isinstance(producer, pt) and isinstance(consumer, ct):
+            return kind
+    raise UnsupportedSiteError(
+        f"no tunnel rule for {type(producer).__name__} {pname!r} -> {type(consumer).__name__} {cname!r}; "
+        f"supported pairs: {_SUPPORTED}"
+    )
+
+
+def _build_site(
+    model: nn.Module, pname: str, cname: str, between: list[tuple[str, nn.Module]], implicit: bool
+) -> TunnelSite:
+    prod, cons = model.get_submodule(pname), model.get_submodule(cname)
+    kind = _rule(prod, cons, pname, cname)
+    conv = kind is not PairKind.LINEAR_LINEAR
+    units = prod.out_channels if conv else prod.out_features
+    if conv and prod.groups != 1:
+        raise UnsupportedSiteError(f"producer {pname!r} has groups={prod.groups}; tunnels need groups=1")
+    norms, n_affine, flat_at = [], 0, None
+    for i, (n, m) in enumerate(between):
+        where = f"module {n!r} ({type(m).__name__}) between {pname!r} and {cname!r}"
+        if isinstance(m, nn.Flatten):
+            if kind is not PairKind.CONV_LINEAR or flat_at is not None or (m.start_dim, m.end_dim) != (1, -1):
+                raise UnsupportedSiteError(f"{where}: a Flatten(1, -1) is allowed once, between Conv2d and Linear")
+            flat_at = i
+        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            if isinstance(m, nn.BatchNorm2d) != conv or flat_at is not None or m.num_features != units:
+                raise UnsupportedSiteError(
+                    f"{where}: BatchNorm must normalize the {units} producer units (BatchNorm1d after Linear, "
+                    "BatchNorm2d after Conv2d, before any Flatten)"
+                )
+            norms.append(n)
+            n_affine += int(m.affine)
+        elif isinstance(m, _POOLS):
+            if not conv or flat_at is not None or getattr(m, "return_indices", False):
+                raise UnsupportedSiteError(f"{where}: pooling is allowed between convolutions and before Flatten")
+        elif not isinstance(m, _POINTWISE):
+            raise UnsupportedSiteError(f"{where} does not act on each unit separately; allowed between: {_BETWEEN}")
+    if kind is PairKind.CONV_LINEAR and flat_at is None and not implicit:
+        raise UnsupportedSiteError(f"Conv2d {pname!r} -> Linear {cname!r} needs an nn.Flatten between them")
+    if kind is PairKind.CONV_CONV:
+        if cons.in_channels != units or cons.groups != 1:
+            raise UnsupportedSiteError(
+                f"consumer {cname!r} must read the {units} channels of {pname!r} with groups=1 "
+                f"(has in_channels={cons.in_channels}, groups={cons.groups})"
+            )
+        n_cons, spatial = cons.out_channels, cons.kernel_size[0] * cons.kernel_size[1]
+    else:
+        if cons.in_features % units or (kind is PairKind.LINEAR_LINEAR and cons.in_features != units):
+            raise UnsupportedSiteError(
+                f"consumer {cname!r} has in_features={cons.in_features}, which does not fit the {units} units "
+                f"of {pname!r}"
+            )
+        n_cons, spatial = cons.out_features, cons.in_features // units
+    n_weight = prod.weight[0].numel()
+    n_in = n_weight + int(prod.bias is not None) + 2 * n_affine
+    return TunnelSite(pname, cname, kind, tuple(n for n, _ in between), tuple(norms), units, n_in, n_weight,
+                      n_cons, spatial)  # fmt: skip
+
+
+def resolve_site(model: nn.Module, producer: Any, consumer: str | None = None) -> TunnelSite:
+    """Find and check the site of a producer layer in ``model``.
+
+    Args:
+        model: The network (not modified).
+        producer: Module name of the producer, a ``(producer, consumer)`` pair, or a :class:`TunnelSite`
+            (re-resolved against ``model``, whose sizes may have changed).
+        consumer: Module name of the consumer; default: the next Linear / Conv2d after the producer in
+            its ``nn.Sequential`` body.
+
+    Returns:
+        The site.
+
+    Raises:
+        KeyError: If a name is not a module of ``model``.
+        UnsupportedSiteError: If the pair or a module between is not supported; the message names the
+            layer types and what is supported.
+    """
+    if isinstance(producer, TunnelSite):
+        producer, consumer = producer.producer, producer.consumer
+    elif isinstance(producer, tuple):
+        producer, consumer = producer
+    leaves = _leaves(model)
+    index = {n: i for i, (n, _) in enumerate(leaves)}
+    for name in (producer, consumer):
+        if name is not None and name not in index:
+            raise KeyError(f"no leaf module {name!r} in the model; leaves are {list(index)}")
+    i = index[producer]
+    root = _sequential_root(model, producer)
+    if consumer is None:
+        if root is None:
+            raise UnsupportedSiteError(
+                f"{producer!r} is not inside an nn.Sequential, so its consumer cannot be located; pass consumer="
+            )
+        for j in range(i + 1, len(leaves)):
+            n, m = leaves[j]
+            if not (_in_body(n, root) and _sequential_root(model, n) is not None):
+                break
+            known = isinstance(m, (*_POINTWISE, *_POOLS, nn.Flatten, nn.BatchNorm1d, nn.BatchNorm2d))
+            if not known:
+                return _build_site(model, producer, n, leaves[i + 1 : j], implicit=False)
+        raise UnsupportedSiteError(
+            f"no consumer after {type(leaves[i][1]).__name__} {producer!r} inside its Sequential body "
+            f"{root!r}; the last layer has no tunnel, or pass consumer= explicitly"
+        )
+    j = index[consumer]
+    if j <= i:
+        raise UnsupportedSiteError(f"consumer {consumer!r} is registered before producer {producer!r}")
+    same_body = root is not None and _in_body(consumer, root) and _sequential_root(model, consumer) is not None
+    return _build_site(model, producer, consumer, leaves[i + 1 : j], implicit=not same_body)
+
+
+def find_sites(model: nn.Module) -> tuple[TunnelSite, ...]:
+    """Every supported site found automatically in ``model``'s Sequential bodies, in module order.
+
+    Args:
+        model: The network (not modified).
+
+    Returns:
+        The sites (producers without a supported consumer are skipped).
+    """
+    out = []
+    for name, m in _leaves(model):
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            try:
+                out.append(resolve_site(model, name))
+            except UnsupportedSiteError:
+                continue
+    return tuple(out)
+
+
+def _order(model: nn.Module) -> dict[str, int]:
+    return {n: i for i, (n, _) in enumerate(_leaves(model))}
+
+
+# ============================================================================ tensor edits
+def _set_param(module: nn.Module, attr: str, value: Tensor) -> None:
+    old = getattr(module, attr)
+    setattr(module, attr, nn.Parameter(value.contiguous(), requires_grad=old.requires_grad))
+
+
+def _edit_site(
+    model: nn.Module, site: TunnelSite, in_fn: Callable[[Tensor], Tensor], out_fn: Callable[[Tensor], Tensor]
+) -> None:
+    """Apply ``in_fn`` to every per-unit tensor (dim 0) and ``out_fn`` to the consumer weight as ``(V, U, Q)``."""
+    prod = model.get_submodule(site.producer)
+    with torch.no_grad():
+        for attr in ("weight", "bias"):
+            if getattr(prod, attr) is not None:
+                _set_param(prod, attr, in_fn(getattr(prod, attr).detach()))
+        units = prod.weight.shape[0]
+        if isinstance(prod, nn.Conv2d):
+            prod.out_channels = units
+        else:
+            prod.out_features = units
+        for name in site.norms:
+            bn = model.get_submodule(name)
+            for attr in ("weight", "bias"):
+                if getattr(bn, attr) is not None:
+                    _set_param(bn, attr, in_fn(getattr(bn, attr).detach()))
+            for attr in ("running_mean", "running_var"):
+                if getattr(bn, attr) is not None:
+                    setattr(bn, attr, in_fn(getattr(bn, attr)).contiguous())
+            bn.num_features = units
+        cons = model.get_submodule(site.consumer)
+        w = cons.weight.detach()
+        w3 = out_fn(w.reshape(w.shape[0], site.n_units, -1))
+        if isinstance(cons, nn.Conv2d):
+            _set_param(cons, "weight", w3.reshape(w.shape[0], units, *w.shape[2:]))
+            cons.in_channels = units
+        else:
+            _set_param(cons, "weight", w3.reshape(w.shape[0], -1))
+            cons.in_features = w3.shape[1] * w3.shape[2]
+
+
+def _split(w: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+    """``(a, b)`` with ``a ~ lam * w``, ``b ~ (1 - lam) * w`` and ``a + b == w`` exactly for ``lam`` in [-1, 2]."""
+    big = lam >= 0.5
+    a_mul, b_mul = lam * w, (1 - lam) * w
+    return torch.where(big, a_mul, w - b_mul), torch.where(big, w - a_mul, b_mul)
+
+
+def _check_units(units: Sequence[int], n: int, what: str) -> list[int]:
+    out = [int(u) for u in units]
+    bad = [u for u in out if not 0 <= u < n]
+    if bad:
+        raise IndexError(f"{what} {bad} out of range for a layer of {n} units")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{what} {out} has repeats; each unit can be used once per event")
+    return out
+
+
+def _lambda_matrix(lambdas: Any, n: int, site: TunnelSite, dtype: torch.dtype, device: torch.device) -> Tensor:
+    lam = torch.as_tensor(lambdas, dtype=torch.float64)
+    if lam.dim() == 1:
+        lam = lam.expand(n, -1)
+    if tuple(lam.shape) != (n, site.n_out):
+        raise ValueError(
+            f"lambdas for {n} unit(s) of {site.producer!r} must have shape ({n}, {site.n_out}) "
+            f"(V={site.n_consumer} consumer units x Q={site.spatial} weights each), got {tuple(lam.shape)}"
+        )
+    return lam.to(dtype=dtype, device=device)
+
+
+def _open_site(model: nn.Module, site: TunnelSite, units: list[int], lam: Tensor) -> list[int]:
+    idx = torch.tensor(units, dtype=torch.long)
+    lam3 = lam.reshape(len(units), site.n_consumer, site.spatial).transpose(0, 1)
+
+    def out_fn(w3: Tensor) -> Tensor:
+        a, b = _split(w3[:, idx], lam3)
+        w3 = w3.clone()
+        w3[:, idx] = a
+        return torch.cat([w3, b], dim=1)
+
+    _edit_site(model, site, lambda t: torch.cat([t, t[idx]]), out_fn)
+    return list(range(site.n_units, site.n_units + len(units)))
+
+
+def _close_site(model: nn.Module, site: TunnelSite, pairs: list[tuple[int, int]], remove: bool) -> None:
+    keep = torch.tensor([k for k, _ in pairs], dtype=torch.long)
+    drop = torch.tensor([d for _, d in pairs], dtype=torch.long)
+    mask = torch.ones(site.n_units, dtype=torch.bool)
+    mask[drop] = False
+
+    def in_fn(t: Tensor) -> Tensor:
+        t = t.clone()
+        t[keep] = (t[keep] + t[drop]) / 2
+        if remove:
+            return t[mask]
+        t[drop] = t[keep]
+        return t
+
+    def out_fn(w3: Tensor) -> Tensor:
+        w3 = w3.clone()
+        w3[:, keep] = w3[:, keep] + w3[:, drop]
+        if remove:
+            return w3[:, mask]
+        w3[:, drop] = 0
+        return w3
+
+    _edit_site(model, site, in_fn, out_fn)
+
+
+def _clone_into(model: nn.Module, site: TunnelSite, units: list[int], slots: list[int], lam: Tensor) -> None:
+    src, dst = torch.tensor(units, dtype=torch.long), torch.tensor(slots, dtype=torch.long)
+    lam3 = lam.reshape(len(units), site.n_consumer, site.spatial).transpose(0, 1)
+
+    def in_fn(t: Tensor) -> Tensor:
+        t = t.clone()
+        t[dst] = t[src]
+        return t
+
+    def out_fn(w3: Tensor) -> Tensor:
+        a, b = _split(w3[:, src], lam3)
+        w3 = w3.clone()
+        w3[:, src], w3[:, dst] = a, b
+        return w3
+
+    _edit_site(model, site, in_fn, out_fn)
+
+
+def _check_pairs(pairs: Iterable[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    out = [(int(a), int(b)) for a, b in pairs]
+    _check_units([u for p in out for u in p], n, "units of the pairs")
+    return out
+
+
+def _dtype_device(model: nn.Module, site: TunnelSite) -> tuple[torch.dtype, torch.device]:
+    w = model.get_submodule(site.consumer).weight
+    return w.dtype, w.device
+
+
+def _applied(lam: Tensor) -> list[tuple[float, ...]]:
+    return [tuple(row) for row in lam.double().tolist()]
+
+
+# ============================================================================ explicit surgery
+def open_units(model: nn.Module, site: Any, units: Sequence[int], lambdas: Any) -> tuple[nn.Module, TunnelEvent]:
+    """Clone units with a given outbound split (no data needed); returns a new, larger model.
+
+    Args:
+        model: The network (not modified).
+        site: Producer name, ``(producer, consumer)`` or a :class:`TunnelSite`.
+        units: Indices of the units to clone, distinct; clone ``i`` gets index ``U + i``.
+        lambdas: Split kept by each unit, shape ``(n, L)`` or ``(L,)`` for all, ``L = V * Q`` in the
+            consumer's weight order (consumer unit major).
+
+    Returns:
+        ``(new_model, event)``; the event has ``kind="open"`` and ``mode="given"``.
+
+    Raises:
+        IndexError, ValueError: On bad unit indices or a wrongly shaped ``lambdas``.
+        UnsupportedSiteError: If the site is not supported.
+    """
+    new = copy.deepcopy(model)
+    s = resolve_site(new, site)
+    units = _check_units(units, s.n_units, "units")
+    lam = _lambda_matrix(lambdas, len(units), s, *_dtype_device(new, s))
+    clones = _open_site(new, s, units, lam)
+    changes = tuple(UnitChange(s.producer, s.consumer, u, c, lv) for u, c, lv in zip(units, clones, _applied(lam)))
+    return new, TunnelEvent(EventKind.OPEN.value, changes)
+
+
+def close_units(
+    model: nn.Module, site: Any, pairs: Sequence[tuple[int, int]], *, remove: bool = True
+) -> tuple[nn.Module, TunnelEvent]:
+    """Merge unit ``drop`` into unit ``keep`` (average inbound, sum outbound) for each ``(keep, drop)``.
+
+    Args:
+        model: The network (not modified).
+        site: Producer name, ``(producer, consumer)`` or a :class:`TunnelSite`.
+        pairs: Disjoint ``(keep, drop)`` pairs.
+        remove: Delete the dropped units (the architecture shrinks); if ``False`` they stay as copies of
+            the merged unit with zero outbound weights (inconsequential), ready to be reopened.
+
+    Returns:
+        ``(new_model, event)`` with ``kind="close"``; indices in the event refer to ``model``.
+
+    Raises:
+        IndexError, ValueError: On out-of-range or repeated units.
+    """
+    new = copy.deepcopy(model)
+    s = resolve_site(new, site)
+    pairs = _check_pairs(pairs, s.n_units)
+    _close_site(new, s, pairs, remove)
+    changes = tuple(UnitChange(s.producer, s.consumer, k, d) for k, d in pairs)
+    return new, TunnelEvent(EventKind.CLOSE.value, changes)
+
+
+def reorganize_units(
+    model: nn.Module, site: Any, merges: Sequence[tuple[int, int]], units: Sequence[int], lambdas: Any
+) -> tuple[nn.Module, TunnelEvent]:
+    """Weight reorganization with a given split: close each ``u2`` onto ``u1``, reopen ``units`` into the slots.
+
+    Args:
+        model: The network (not modified).
+        site: Producer name, ``(producer, consumer)`` or a :class:`TunnelSite`.
+        merges: Disjoint ``(u1, u2)`` pairs; ``u2`` is merged into ``u1`` and its slot is reused.
+        units: One unit per merge to clone into the slot of that merge's ``u2`` (a ``u1`` is allowed,
+            a ``u2`` is not).
+        lambdas: Split kept by each unit, shape ``(n, L)`` or ``(L,)``.
+
+    Returns:
+        ``(new_model, event)`` with ``kind="reorganize"``; the architecture is unchanged.
+
+    Raises:
+        IndexError, ValueError: On bad indices, counts or shapes.
+    """
+    new = copy.deepcopy(model)
+    s = resolve_site(new, site)
+    merges = _check_pairs(merges, s.n_units)
+    units = _check_units(units, s.n_units, "units")
+    slots = [b for _, b in merges]
+    if len(units) != len(merges) or set(units) & set(slots):
+        raise ValueError(
+            f"need one unit to clone per merge and none of the merged-away slots {slots}; got units {units}"
+        )
+    lam = _lambda_matrix(lambdas, len(units), s, *_dtype_device(new, s))
+    _close_site(new, s, merges, remove=False)
+    _clone_into(new, s, units, slots, lam)
+    changes = tuple(
+        UnitChange(s.producer, s.consumer, u, b, lv, merged_into=a)
+        for u, (a, b), lv in zip(units, merges, _applied(lam))
+    )
+    return new, TunnelEvent(EventKind.REORGANIZE.value, changes)
+
+
+def close_tunnels(model: nn.Module, event: TunnelEvent | Mapping[str, Any]) -> tuple[nn.Module, TunnelEvent]:
+    """Close every tunnel an opening created: merge each clone into its unit and delete it.
+
+    Sites are closed in the reverse order of opening, so chained openings (a unit and a unit of the
+    next layer) undo cleanly. Closing right after opening restores the original parameters bitwise
+    whenever every lambda lies in ``[-1, 2]`` (always for ``t <= 1``).
+
+    Args:
+        model: The opened (and possibly trained) network; not modified.
+        event: The :class:`TunnelEvent` (or its dict) returned by the opening.
+
+    Returns:
+        ``(new_model, close_event)``.
+
+    Raises:
+        ValueError: If the event is not an opening or the model does not have the clones it names.
+    """
+    if not isinstance(event, TunnelEvent):
+        event = TunnelEvent.from_dict(event)
+    if event.kind != EventKind.OPEN.value:
+        raise ValueError(f"close_tunnels undoes an 'open' event, got a {event.kind!r} event")
+    new = copy.deepcopy(model)
+    groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for c in event.changes:
+        groups.setdefault((c.producer, c.consumer), []).append((c.unit, c.clone))
+    changes = []
+    for key in reversed(list(groups)):
+        s = resolve_site(new, key)
+        pairs = groups[key]
+        if max(d for _, d in pairs) >= s.n_units:
+            raise ValueError(f"{key[0]!r} has {s.n_units} units, fewer than the clones {pairs} of the event")
+        _close_site(new, s, _check_pairs(pairs, s.n_units), remove=True)
+        changes += [UnitChange(s.producer, s.consumer, k, d) for k, d in pairs]
+    return new, TunnelEvent(EventKind.CLOSE.value, tuple(changes))
+
+
+# ============================================================================ choosing units and lambdas
+def _get_stats(
+    model: nn.Module, sites: list[TunnelSite], stats: SplitStats | None, data: Any, loss_fn: Any, **kw: Any
+) -> SplitStats:
+    from tunnels.split import split_stats
+
+    if stats is None:
+        if data is None or loss_fn is None:
+            raise ValueError(
+                "choosing units by rho or lambda by mode='proposed' needs the matrices A: pass "
+                "stats=split_stats(model, data, loss_fn) (or an accumulator's .stats()), or data= and loss_fn="
+            )
+        stats = split_stats(model, data, loss_fn, sites, **kw)
+    for s in sites:
+        if s.producer not in stats.A:
+            raise ValueError(f"stats have no matrix A for {s.producer!r}; they cover {list(stats.A)}")
+        got = tuple(stats.A[s.producer].shape)
+        if got != (s.n_units, s.n_in, s.n_out):
+            raise ValueError(
+                f"stats for {s.producer!r} have A of shape {got} but the model needs {(s.n_units, s.n_in, s.n_out)}; "
+                "they were computed on another architecture: recompute them (or reset the accumulator)"
+            )
+    return stats
+
+
+def _plan(
+    model: nn.Module, units: UnitsSpec, stats: SplitStats | None, need_a: bool, kw: dict[str, Any]
+) -> tuple[dict[str, tuple[TunnelSite, list[int]]], SplitStats | None]:
+    """Resolve the units spec into ``{producer: (site, units)}`` in module order, computing stats if needed."""
+    if isinstance(units, int):
+        sites = list(stats.sites) if stats is not None else list(find_sites(model))
+        sites = [resolve_site(model, s) for s in sites]
+        if not sites:
+            raise UnsupportedSiteError(f"the model has no supported site ({_SUPPORTED})")
+        stats = _get_stats(model, sites, stats, **kw)
+        ranked = stats.ranking()
+        if units > len(ranked):
+            raise ValueError(f"asked for {units} units but the sites have {len(ranked)}")
+        chosen: dict[str, list[int]] = {}
+        for p, u, _ in ranked[:units]:
+            chosen.setdefault(p, []).append(u)
+        by_name = {s.producer: s for s in sites}
+        plan = {p: (by_name[p], us) for p, us in chosen.items()}
+    else:
+        plan, need_rank = {}, []
+        for key, spec in units.items():
+            s = resolve_site(model, key)
+            plan[s.producer] = (s, spec)
+            if isinstance(spec, int):
+                need_rank.append(s)
+        if need_rank or need_a:
+            stats = _get_stats(model, [s for s, _ in plan.values()], stats, **kw)
+        for p, (s, spec) in plan.items():
+            if isinstance(spec, int):
+                order = torch.argsort(stats.rho(p), descending=True, stable=True)  # type: ignore[union-attr]
+                spec = [int(u) for u in order[:spec]]
+            plan[p] = (s, _check_units(spec, s.n_units, f"units of {p!r}"))
+    order = _order(model)
+    return dict(sorted(plan.items(), key=lambda kv: order[kv[0]])), stats
+
+
+def _event_info(stats: SplitStats | None) -> dict[str, Any]:
+    return {} if stats is None else {"stats": stats.method, "n_examples": stats.n_examples}
+
+
+def open_tunnels(
+    model: nn.Module,
+    units: UnitsSpec = 1,
+    *,
+    t: float = 1.0,
+    mode: LambdaMode | str = "proposed",
+    stats: SplitStats | None = None,
+    data: Any = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    seed: int | None = None,
+    **stats_kw: Any,
+) -> tuple[nn.Module, TunnelEvent]:
+    """Open tunnels: clone units with ``lambda_t = 1/2 + t * lambda_star`` (or a control split).
+
+    Units of several layers may be opened at once. Layers are processed in module order; when a
+    layer's producer reads an earlier opened layer, its A gains the rows of the new inputs (copies of
+    their originals' rows, see :func:`tunnels.split.augment_rows`), so the split stays exact for the
+    grown network. Ranking by rho uses the A of the given network.
+
+    Args:
+        model: The network (not modified).
+        units: An int ``n`` (the ``n`` units with the largest rho over all sites of ``stats``, or of
+            the model), or a mapping from a producer name (or ``(producer, consumer)``) to an int
+            (that many top-rho units of that layer) or to explicit unit indices.
+        t: Distance of lambda from ``1/2``; the squared gradient norm gained is ``2 t^2 rho`` per unit.
+        mode: ``"proposed"`` (principal eigenvector of ``A^T A``), ``"random"`` (a random unit
+            direction, the paper's control), ``"constant"`` (``1/sqrt(L)`` in every entry) or ``"half"``
+            (``lambda = 1/2``, never breaks symmetry).
+        stats: Precomputed A (:func:`tunnels.split.split_stats` or ``SplitAccumulator.stats()``).
+        data: Data to compute A when ``stats`` is not given: a tensor pair or iterable of batches.
+        loss_fn: ``loss_fn(output, target)`` returning the batch mean, with ``data``.
+        seed: Seed of the random directions (drawn from torch's generator and recorded if ``None``).
+        **stats_kw: Passed to :func:`tunnels.split.split_stats` (``train``, ``max_batches``,
+            ``batch_size``, ``progress``, ``max_elements``).
+
+    Returns:
+        ``(new_model, event)``; ``event.to_dict()`` is JSON-compatible, and ``close_tunnels(new, event)``
+        undoes the opening.
+
+    Raises:
+        ValueError: On an unknown mode (listing the valid ones), missing data for A, or stats that do
+            not match the model.
+        UnsupportedSiteError: On an unsupported site.
+    """
+    from tunnels.split import LambdaMode, augment_rows, make_lambdas, principal_split
+
+    mode_e = _enum(LambdaMode, mode)
+    if seed is None and mode_e is LambdaMode.RANDOM:
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    kw = {"data": data, "loss_fn": loss_fn, **stats_kw}
+    plan, stats = _plan(model, units, stats, mode_e is LambdaMode.PROPOSED, kw)
+    new = copy.deepcopy(model)
+    opened: dict[str, tuple[int, list[int]]] = {}  # consumer name -> (units before, units cloned)
+    changes: list[UnitChange] = []
+    for p, (site, us) in plan.items():
+        s = resolve_site(new, site)
+        rho = star = None
+        if stats is not None and p in stats.A:
+            a = stats.A[p][us]
+            if p in opened:
+                a = augment_rows(a, site.n_weight, *opened[p])
+            rho, star = principal_split(a)
+        lam = torch.stack([make_lambdas(mode_e, t, s.n_out, None if star is None else star[i], gen)
+                           for i in range(len(us))])  # fmt: skip
+        dtype, device = _dtype_device(new, s)
+        lam = lam.to(dtype=dtype, device=device)
+        clones = _open_site(new, s, us, lam)
+        opened[s.consumer] = (s.n_units, us)
+        changes += [
+            UnitChange(s.producer, s.consumer, u, c, lv, None if rho is None else float(rho[i]))
+            for i, (u, c, lv) in enumerate(zip(us, clones, _applied(lam)))
+        ]
+    ev = TunnelEvent(EventKind.OPEN.value, tuple(changes), mode_e.value, float(t), seed, **_event_info(stats))
+    return new, ev
+
+
+def reorganize(
+    model: nn.Module,
+    site: Any,
+    merges: int | Sequence[tuple[int, int]] = 1,
+    units: Sequence[int] | None = None,
+    *,
+    t: float = 1.0,
+    mode: LambdaMode | str = "proposed",
+    stats: SplitStats | None = None,
+    data: Any = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    seed: int | None = None,
+    **stats_kw: Any,
+) -> tuple[nn.Module, TunnelEvent]:
+    """Practical weight reorganization (Section 3.2): merge pairs of units, reopen chosen units in their slots.
+
+    With ``data``, A is computed on the merged network, where the freed slots have zero outbound
+    weights (the theory's setting); with ``stats`` only, the given A (of the network before merging) is
+    used, an approximation. The paper does not say how ``u1, u2`` are picked: an int ``merges`` picks
+    that many disjoint pairs with the closest inbound weights (merging them changes the function least;
+    for redundant pairs not at all), keeping the lower index.
+
+    Args:
+        model: The network (not modified).
+        site: Producer name, ``(producer, consumer)`` or a :class:`TunnelSite`.
+        merges: Number of pairs to merge, or explicit ``(u1, u2)`` pairs.
+        units: Units to clone into the freed slots; default the top-rho units that are not freed slots.
+        t: Distance of lambda from ``1/2``.
+        mode: As in :func:`open_tunnels`.
+        stats: Precomputed A for this site.
+        data: Data to compute A on the merged network.
+        loss_fn: Batch-mean loss, with ``data``.
+        seed: Seed of random directions.
+        **stats_kw: Passed to :func:`tunnels.split.split_stats`.
+
+    Returns:
+        ``(new_model, event)`` with ``kind="reorganize"``.
+
+    Raises:
+        ValueError: On bad pairs or units, an unknown mode, or missing A.
+    """
+    from tunnels.split import LambdaMode, make_lambdas, principal_split, split_stats
+
+    mode_e = _enum(LambdaMode, mode)
+    if seed is None and mode_e is LambdaMode.RANDOM:
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    s = resolve_site(model, site)
+    if isinstance(merges, int):
+        merges = _closest_pairs(model, s, merges)
+    merges = _check_pairs(merges, s.n_units)
+    slots = [b for _, b in merges]
+    merged = copy.deepcopy(model)
+    _close_site(merged, s, merges, remove=False)
+    need_a = mode_e is LambdaMode.PROPOSED or units is None
+    if need_a and data is not None and loss_fn is not None:
+        stats = split_stats(merged, data, loss_fn, [s], **stats_kw)
+    elif need_a:
+        stats = _get_stats(model, [s], stats, data, loss_fn)
+    rho_all = stats.rho(s.producer) if stats is not None else None
+    if units is None:
+        assert rho_all is not None
+        free = [u for u in torch.argsort(rho_all, descending=True, stable=True).tolist() if u not in slots]
+        units = free[: len(merges)]
+    units = _check_units(units, s.n_units, "units")
+    if len(units) != len(merges) or set(units) & set(slots):
+        raise ValueError(f"need one unit to clone per merge and none of the freed slots {slots}; got units {units}")
+    rho = star = None
+    if stats is not None:
+        rho, star = principal_split(stats.A[s.producer][units])
+    lam = torch.stack([make_lambdas(mode_e, t, s.n_out, None if star is None else star[i], gen)
+                       for i in range(len(units))])  # fmt: skip
+    dtype, device = _dtype_device(merged, s)
+    lam = lam.to(dtype=dtype, device=device)
+    _clone_into(merged, s, units, slots, lam)
+    changes = tuple(
+        UnitChange(s.producer, s.consumer, u, b, lv, None if rho is None else float(rho[i]), merged_into=a)
+        for i, (u, (a, b), lv) in enumerate(zip(units, merges, _applied(lam)))
+    )
+    ev = TunnelEvent(EventKind.REORGANIZE.value, changes, mode_e.value, float(t), seed, **_event_info(stats))
+    return merged, ev
+
+
+def _closest_pairs(model: nn.Module, site: TunnelSite, n: int) -> list[tuple[int, int]]:
+    """Greedy disjoint pairs of units with the closest inbound vectors (weights, bias, BatchNorm channel)."""
+    prod = model.get_submodule(site.producer)
+    parts = [prod.weight.detach().reshape(site.n_units, -1)]
+    mods = [prod] + [model.get_submodule(nm) for nm in site.norms]
+    for m in mods:
+        for attr in ("bias",) if m is prod else ("weight", "bias"):
+            if getattr(m, attr) is not None:
+                parts.append(getattr(m, attr).detach().reshape(-1, 1))
+    x = torch.cat(parts, dim=1).double()
+    if 2 * n > site.n_units:
+        raise ValueError(f"cannot merge {n} disjoint pairs among {site.n_units} units")
+    d = torch.cdist(x, x)
+    d.fill_diagonal_(float("inf"))
+    pairs = []
+    for _ in range(n):
+        i, j = divmod(int(torch.argmin(d)), site.n_units)
+        pairs.append((min(i, j), max(i, j)))
+        d[[i, j], :] = float("inf")
+        d[:, [i, j]] = float("inf")
+    return pairs
