@@ -1,0 +1,779 @@
+"""Hessian of the full-dataset loss as a linear operator, and its spectrum.
+
+The Persistent Neurons paper (§5, Fig. 12) compares Hessian eigenvalue densities of a plain and a
+championship ResNet-18, computed with PyHessian (Yao et al. 2020) by stochastic Lanczos quadrature
+(Ghorbani, Krishnan & Xiao 2019). This module computes the same quantities without PyHessian:
+
+* :class:`HessianOperator`: ``v -> H v`` for the Hessian of the *full-dataset* loss
+  ``L = (1/N) sum_i loss_i`` (each batch's mean weighted by its size, exact), restricted optionally to a
+  subset of parameters. One gradient graph per micro-batch is built once and reused by double backward
+  (the fastest HVP measured on CPU), cached when it fits a memory budget and rebuilt otherwise.
+* :func:`hessian_eigenpairs`, :func:`hessian_directions`, :func:`hessian_trace`, :func:`hessian_spectrum`:
+  Lanczos top-k, eigenvector directions for plane slices, Hutchinson / Hutch++ traces and the SLQ density
+  (:mod:`landscape.lanczos` holds the algorithms), returned as a :class:`HessianSpectrum` result.
+
+BatchNorm: the Hessian is of the loss with BatchNorm in eval mode (running statistics, the default, as
+the issue and PyHessian use) or in train mode (batch statistics of each given batch, so the function
+depends on the batching). The result records which. The caller's model is never modified: evaluation goes
+through :func:`landscape.params.functional_forward` on detached copies of the weights.
+
+Speed (measured on this machine, see ``benchmarks/README.md``): micro-batches of about 32 MB of saved
+activations run the double backward about twice as fast as one full batch (cache locality), and during
+graph construction convolutions and eval-mode BatchNorm are routed through versions whose double
+backward calls the dedicated convolution kernels (PyTorch's generic convolution double backward computes
+the weight term as a convolution with an image-sized kernel, which was half of a LeNet-5 HVP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+from torch.overrides import TorchFunctionMode
+
+from landscape.lanczos import (
+    EigenPairs,
+    TraceEstimate,
+    Which,
+    default_sigma,
+    gaussian_density,
+    hutchinson,
+    hutchpp,
+    slq,
+    top_eigenpairs,
+)
+from landscape.params import ParamLayout, TensorSpec, functional_forward
+from landscape.results import Provenance, Result, register_result
+
+__all__ = [
+    "BNMode",
+    "TraceMethod",
+    "HessianOperator",
+    "HessianSpectrum",
+    "hessian_eigenpairs",
+    "hessian_directions",
+    "hessian_trace",
+    "hessian_spectrum",
+    "spectrum_of",
+]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+# Saved activations per micro-batch that ran the double backward fastest here (L3 is 32 MB):
+# LeNet-5 on MNIST 2x faster at ~200 images than at 1,000, a small ResNet 2.3x at ~50.
+_MICRO_BATCH_BYTES = 32 * 2**20
+_MIN_MICRO_BATCH = 16
+
+
+class BNMode(str, enum.Enum):
+    """Which BatchNorm statistics the differentiated loss uses."""
+
+    EVAL = "eval"  # running statistics: the loss is a mean of per-sample terms
+    TRAIN = "train"  # batch statistics of each given batch
+
+
+class TraceMethod(str, enum.Enum):
+    """Stochastic trace estimator."""
+
+    HUTCHINSON = "hutchinson"
+    HUTCHPP = "hutchpp"
+
+
+def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        raise ValueError(f"unknown {what} {value!r}; valid: {[m.value for m in cls]}") from None
+
+
+# =========================================================================== double-backward-friendly ops
+class _ConvGrad(torch.autograd.Function):
+    """``(gO, x, W) -> (dL/dx, dL/dW)`` of a convolution, with a hand-written (first-order) backward."""
+
+    @staticmethod
+    def forward(ctx: Any, gO: Tensor, x: Tensor, W: Tensor, meta: tuple, need_x: bool, need_w: bool) -> Any:
+        stride, padding, dilation, groups = meta
+        zeros = [0] * len(stride)
+        gx, gW, _ = torch.ops.aten.convolution_backward(
+            gO, x, W, None, stride, padding, dilation, False, zeros, groups, [need_x, need_w, False]
+        )
+        ctx.save_for_backward(gO, x, W)
+        ctx.meta = meta
+        ctx.set_materialize_grads(False)
+        empty = gO.new_empty(0)
+        return (gx if need_x else empty), (gW if need_w else empty)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, ggx: Tensor | None, ggW: Tensor | None) -> Any:
+        gO, x, W = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.meta
+        zeros = [0] * len(stride)
+        ggx = None if ggx is None or ggx.numel() == 0 else ggx
+        ggW = None if ggW is None or ggW.numel() == 0 else ggW
+        g_gO = g_x = g_W = None
+        conv = torch.ops.aten.convolution
+        if ctx.needs_input_grad[0]:  # both outputs are linear in gO: the adjoints are forward convolutions
+            if ggx is not None:
+                g_gO = conv(ggx, W, None, stride, padding, dilation, False, zeros, groups)
+            if ggW is not None:
+                t = conv(x, ggW, None, stride, padding, dilation, False, zeros, groups)
+                g_gO = t if g_gO is None else g_gO + t
+        bwd = torch.ops.aten.convolution_backward
+        if ctx.needs_input_grad[1] and ggW is not None:  # dW/dx term: an input gradient with weight ggW
+            g_x = bwd(gO, x, ggW, None, stride, padding, dilation, False, zeros, groups, [True, False, False])[0]
+        if ctx.needs_input_grad[2] and ggx is not None:  # dx/dW term: a weight gradient with input ggx
+            g_W = bwd(gO, ggx, W, None, stride, padding, dilation, False, zeros, groups, [False, True, False])[1]
+        return g_gO, g_x, g_W, None, None, None
+
+
+class _Conv(torch.autograd.Function):
+    """A convolution whose backward is :class:`_ConvGrad` (so its double backward uses fast kernels)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, W: Tensor, b: Tensor | None, meta: tuple) -> Tensor:
+        stride, padding, dilation, groups = meta
+        ctx.save_for_backward(x, W)
+        ctx.meta = meta
+        return torch.ops.aten.convolution(x, W, b, stride, padding, dilation, False, [0] * len(stride), groups)
+
+    @staticmethod
+    def backward(ctx: Any, gO: Tensor) -> Any:
+        x, W = ctx.saved_tensors
+        nx, nw, nb = ctx.needs_input_grad[:3]
+        gx = gW = gb = None
+        if nx or nw:
+            a, c = _ConvGrad.apply(gO, x, W, ctx.meta, nx, nw)
+            gx, gW = (a if nx else None), (c if nw else None)
+        if nb:
+            gb = gO.sum([0, *range(2, gO.dim())])
+        return gx, gW, gb, None
+
+
+_CONV_DIMS = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_BN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+
+
+def _bind(names: Sequence[str], defaults: Sequence[Any], args: tuple, kwargs: dict) -> dict[str, Any]:
+    out = dict(zip(names, defaults))
+    out.update(zip(names, args))
+    out.update(kwargs)
+    return out
+
+
+def _tuple(v: Any, n: int) -> tuple[int, ...]:
+    return tuple(int(a) for a in v) if isinstance(v, tuple | list) else (int(v),) * n
+
+
+class _CurvatureOps(TorchFunctionMode):
+    """Route convolutions and eval-mode BatchNorm through ops with cheap double backward (same values)."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _CONV_DIMS:
+            a = _bind(_CONV_ARGS, (None, None, None, 1, 0, 1, 1), args, kwargs)
+            d = _CONV_DIMS[func]
+            # String padding ("same"/"valid") and unbatched inputs keep the native path.
+            if not isinstance(a["padding"], str) and a["input"].dim() == d + 2:
+                meta = (_tuple(a["stride"], d), _tuple(a["padding"], d), _tuple(a["dilation"], d), int(a["groups"]))
+                return _Conv.apply(a["input"], a["weight"], a["bias"], meta)
+        elif func is nn.functional.batch_norm:
+            a = _bind(_BN_ARGS, (None, None, None, None, None, False, 0.1, 1e-5), args, kwargs)
+            if not a["training"] and a["running_mean"] is not None and a["running_var"] is not None:
+                x = a["input"]
+                shape = [1, -1] + [1] * (x.dim() - 2)
+                scale = torch.rsqrt(a["running_var"] + a["eps"])
+                if a["weight"] is not None:
+                    scale = scale * a["weight"]
+                shift = -a["running_mean"] * scale
+                if a["bias"] is not None:
+                    shift = shift + a["bias"]
+                return x * scale.reshape(shape) + shift.reshape(shape)
+        return func(*args, **kwargs)
+
+
+# =========================================================================== the operator
+def _select(layout: ParamLayout, params: str | Sequence[str] | None) -> tuple[TensorSpec, ...]:
+    if params is None:
+        return layout.specs
+    names = [params] if isinstance(params, str) else list(params)
+    if not names:
+        raise ValueError("params is empty; pass None for all parameters or tensor / layer names")
+    layers = layout.layers
+    chosen: set[str] = set()
+    for name in names:
+        if name in layout:
+            chosen.add(name)
+        elif name in layers:
+            chosen.update(s.name for s in layers[name])
+        else:
+            raise ValueError(
+                f"{name!r} is neither a trainable tensor nor a layer; tensors: {list(layout.names)}, "
+                f"layers: {list(layers)}"
+            )
+    return tuple(s for s in layout.specs if s.name in chosen)
+
+
+def _as_batches(data: Any) -> list[tuple[Tensor, Tensor]]:
+    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        data = [tuple(data)]
+    try:
+        batches = [tuple(b) for b in data]
+    except TypeError:
+        raise TypeError("data must be a pair (X, y) of tensors or an iterable of (X, y) batches") from None
+    if not batches:
+        raise ValueError("data holds no batch")
+    for b in batches:
+        if len(b) != 2 or not all(isinstance(t, Tensor) for t in b) or len(b[0]) != len(b[1]) or len(b[0]) == 0:
+            raise ValueError("every batch must be a pair (X, y) of tensors with the same nonzero first dimension")
+    return batches  # type: ignore[return-value]
+
+
+class HessianOperator:
+    """The Hessian of the full-dataset loss as a symmetric linear operator on flat parameter vectors.
+
+    ``L(theta) = sum_b (B_b / N) loss_fn(model(X_b; theta), y_b)`` over the given batches (``loss_fn``
+    must return the batch *mean*), so ``H = d^2 L / d theta^2`` is exact for batches of any sizes. Vectors
+    live in the coordinates of the selected parameters: a flat ``(n,)`` vector in ``named_parameters()``
+    order restricted to the subset. Parameters that get no gradient (unused) or a constant one have zero
+    rows and columns.
+
+    In eval mode the data is re-split into micro-batches of about 32 MB of saved activations (fastest
+    here; exact because the loss is a mean of per-sample terms); in train mode the batches are kept as
+    given, since BatchNorm batch statistics define the function.
+
+    Args:
+        model: The network (never modified; its weights are copied at construction).
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` batch mean, e.g. ``nn.CrossEntropyLoss()``.
+        data: A pair ``(X, y)`` or an iterable of ``(X, y)`` batches; read once and kept (no re-sampling).
+        params: ``None`` for all trainable parameters, or tensor names and/or layer names (module paths
+            such as ``"fc1"``, meaning its weight and bias).
+        bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics).
+        micro_batch_size: ``"auto"``, a size, or ``None`` to use the batches as given.
+        memory_budget: Bytes the cached gradient graphs may take; above it graphs are rebuilt per product.
+        cache: Force (``True``) or forbid (``False``) graph caching; ``None`` decides by the budget.
+        dtype: Compute dtype (e.g. ``torch.float64`` for references); default the model's.
+        fast_ops: Use the double-backward-friendly convolution and eval BatchNorm (same values).
+
+    Raises:
+        ValueError: On unknown parameter names, bad data, a micro-batch size in train mode, or a model
+            without trainable parameters.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+        >>> op = HessianOperator(net, nn.CrossEntropyLoss(), (torch.randn(10, 3), torch.randint(0, 2, (10,))))
+        >>> op.matvec(torch.randn(op.n)).shape
+        torch.Size([26])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]],
+        params: str | Sequence[str] | None = None,
+        *,
+        bn_mode: BNMode | str = BNMode.EVAL,
+        micro_batch_size: int | str | None = "auto",
+        memory_budget: int = 2 * 2**30,
+        cache: bool | None = None,
+        dtype: torch.dtype | None = None,
+        fast_ops: bool = True,
+    ) -> None:
+        self.model = model
+        self.loss_fn = loss_fn
+        self.bn_mode: BNMode = _enum(BNMode, bn_mode, "bn_mode")
+        self.layout = ParamLayout.from_model(model)
+        if self.layout.numel == 0:
+            raise ValueError("the model has no trainable parameters (requires_grad=True)")
+        self.specs = _select(self.layout, params)
+        self.index = torch.cat([torch.arange(s.start, s.stop) for s in self.specs])
+        self.n = int(self.index.numel())
+        named = dict(model.named_parameters())
+        first = named[self.layout.specs[0].name]
+        self.dtype: torch.dtype = dtype or first.dtype
+        self.device = first.device
+        self.memory_budget = int(memory_budget)
+        self.fast_ops = fast_ops
+        self.hvp_count = 0
+
+        def cast(t: Tensor) -> Tensor:
+            t = t.detach().to(self.device)
+            return t.to(self.dtype).clone() if t.is_floating_point() else t.clone()
+
+        selected = {s.name for s in self.specs}
+        self._leaves = [cast(named[s.name]).requires_grad_(True) for s in self.specs]
+        self._params = {s.name: cast(named[s.name]) for s in self.layout.specs if s.name not in selected}
+        self._params.update({s.name: leaf for s, leaf in zip(self.specs, self._leaves)})
+        # Frozen parameters and buffers ride in functional_forward's `buffers` (it merges both into one dict).
+        self._extra = {k: cast(v) for k, v in model.named_parameters() if not v.requires_grad}
+        self._extra.update({k: cast(v) for k, v in model.named_buffers()})
+
+        batches = [(cast(X), cast(y)) for X, y in _as_batches(data)]
+        self.n_samples = sum(len(y) for _, y in batches)
+        if self.bn_mode is BNMode.TRAIN:
+            if micro_batch_size not in (None, "auto"):
+                raise ValueError(
+                    "micro_batch_size would change the BatchNorm batch statistics in train mode; pass None "
+                    "(or 'auto') and give the batches you want the statistics of"
+                )
+            chunks = batches
+        elif micro_batch_size is None:
+            chunks = batches
+        else:
+            if len({(b[0].shape[1:], b[1].shape[1:]) for b in batches}) == 1:
+                # Same sample shapes: pool the batches so micro-batches need not respect their borders.
+                batches = [(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))]
+            if micro_batch_size == "auto":
+                size = self._auto_micro_batch(*max(batches, key=lambda b: len(b[1])))
+            elif isinstance(micro_batch_size, int) and micro_batch_size > 0:
+                size = micro_batch_size
+            else:
+                raise ValueError(f"micro_batch_size must be 'auto', a positive int or None, got {micro_batch_size!r}")
+            chunks = [c for X, y in batches for c in zip(X.split(size), y.split(size))]
+        self.micro_batch_size = max(len(c[1]) for c in chunks)
+        self._chunks = chunks
+        self._graphs: list[list[Tensor | None]] | None = None
+        self._cache = cache
+        self.cached: bool | None = None  # decided at the first product
+
+    # ------------------------------------------------------------------ graphs
+    def _graph(self, X: Tensor, y: Tensor, count: list[int] | None = None) -> list[Tensor | None]:
+        """Gradient of ``(B / N) * loss`` on one chunk with its graph; ``None`` where it is constant."""
+        extra = self._extra
+        if self.bn_mode is BNMode.TRAIN:  # running-stat updates go to a private copy per chunk
+            extra = {k: v.clone() for k, v in extra.items()}
+        hooks: Any = contextlib.nullcontext()
+        if count is not None:
+
+            def pack(t: Tensor) -> Tensor:
+                count[0] += t.numel() * t.element_size()
+                return t
+
+            hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+        ops = _CurvatureOps() if self.fast_ops else contextlib.nullcontext()
+        with torch.enable_grad(), hooks, ops:
+            out = functional_forward(
+                self.model, self._params, X, buffers=extra, train=self.bn_mode is BNMode.TRAIN, layout=self.layout
+            )
+            loss = self.loss_fn(out, y)
+            if loss.dim() != 0:
+                raise ValueError(
+                    f"loss_fn returned shape {tuple(loss.shape)}; it must return the batch mean (a scalar), "
+                    "e.g. nn.CrossEntropyLoss() with the default reduction='mean'"
+                )
+            weighted = loss * (len(y) / self.n_samples)
+            grads = torch.autograd.grad(weighted, self._leaves, create_graph=True, allow_unused=True)
+        return [g if g is not None and g.requires_grad else None for g in grads]
+
+    def _auto_micro_batch(self, X: Tensor, y: Tensor) -> int:
+        """Micro-batch size whose saved activations are about ``_MICRO_BATCH_BYTES``."""
+        if len(y) < 4 * _MIN_MICRO_BATCH:
+            return len(y)
+        s = _MIN_MICRO_BATCH
+        small, large = [0], [0]
+        self._graph(X[:s], y[:s], small)
+        self._graph(X[: 2 * s], y[: 2 * s], large)
+        per_sample = max((large[0] - small[0]) / s, 1.0)  # the difference cancels the weights' share
+        return int(min(len(y), max(_MIN_MICRO_BATCH, _MICRO_BATCH_BYTES // per_sample)))
+
+    def _ensure_graphs(self) -> None:
+        if self.cached is not None:
+            return
+        count = [0]
+        first = self._graph(*self._chunks[0], count)
+        estimate = count[0] * self.n_samples / len(self._chunks[0][1])
+        self.cached = bool(self._cache) if self._cache is not None else estimate <= self.memory_budget
+        if self.cached:
+            self._graphs = [first] + [self._graph(X, y) for X, y in self._chunks[1:]]
+
+    # ------------------------------------------------------------------ products
+    def matmat(self, V: Tensor) -> Tensor:
+        """Hessian times a block of vectors.
+
+        Args:
+            V: Shape ``(n, k)``, any floating dtype.
+
+        Returns:
+            ``H @ V``, shape ``(n, k)``, in ``V``'s dtype (accumulated in float64).
+
+        Raises:
+            ValueError: If ``V`` has the wrong shape.
+        """
+        if V.dim() != 2 or V.shape[0] != self.n:
+            raise ValueError(f"expected a matrix of shape ({self.n}, k), got {tuple(V.shape)}")
+        k = V.shape[1]
+        out = torch.zeros(self.n, k, dtype=torch.float64, device=self.device)
+        self.hvp_count += k
+        if k == 0:
+            return out.to(V.dtype)
+        self._ensure_graphs()
+        Vc = V.detach().to(self.device, self.dtype)
+        splits = [s.numel for s in self.specs]
+        cols = [[c.view(s.shape) for c, s in zip(Vc[:, j].split(splits), self.specs)] for j in range(k)]
+        for i, chunk in enumerate(self._chunks):
+            grads = self._graphs[i] if self.cached and self._graphs is not None else self._graph(*chunk)
+            live = [j for j, g in enumerate(grads) if g is not None]
+            if not live:
+                continue
+            outputs = [grads[j] for j in live]
+            for j, parts in enumerate(cols):
+                hv = torch.autograd.grad(
+                    outputs,
+                    self._leaves,
+                    grad_outputs=[parts[t] for t in live],
+                    retain_graph=bool(self.cached) or j < k - 1,
+                    allow_unused=True,
+                )
+                pos = 0
+                for h, size in zip(hv, splits):
+                    if h is not None:
+                        out[pos : pos + size, j] += h.reshape(-1).to(torch.float64)
+                    pos += size
+        return out.to(V.dtype)
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """Hessian-vector product: ``(n,) -> (n,)`` in ``v``'s dtype.
+
+        Raises:
+            ValueError: If ``v`` has the wrong shape.
+        """
+        if v.dim() != 1:
+            raise ValueError(f"expected a vector of shape ({self.n},), got {tuple(v.shape)}")
+        return self.matmat(v[:, None])[:, 0]
+
+    def __matmul__(self, other: Tensor) -> Tensor:
+        return self.matvec(other) if other.dim() == 1 else self.matmat(other)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, n)``."""
+        return (self.n, self.n)
+
+    @property
+    def param_names(self) -> list[str]:
+        """Names of the selected tensors, in vector order."""
+        return [s.name for s in self.specs]
+
+    def to_scipy(self) -> Any:
+        """A ``scipy.sparse.linalg.LinearOperator`` (float64, symmetric) over the same products."""
+        from scipy.sparse.linalg import LinearOperator
+
+        def mm(x: np.ndarray) -> np.ndarray:
+            x = np.asarray(x, dtype=np.float64)
+            y = self.matmat(torch.from_numpy(x.reshape(self.n, -1).copy())).cpu().numpy()
+            return y.reshape(x.shape)
+
+        return LinearOperator((self.n, self.n), matvec=mm, rmatvec=mm, matmat=mm, rmatmat=mm, dtype=np.float64)
+
+    def dense(self) -> Tensor:
+        """The full matrix, shape ``(n, n)`` float64, by ``n`` products (small models only).
+
+        Raises:
+            ValueError: If ``n > 20000``.
+        """
+        if self.n > 20000:
+            raise ValueError(f"a dense Hessian of {self.n} parameters is too large; use products or a subset")
+        return self.matmat(torch.eye(self.n, dtype=torch.float64))
+
+    def to_full(self, v: Tensor) -> Tensor:
+        """Embed subset coordinates into full parameter vectors (zeros elsewhere).
+
+        Args:
+            v: Shape ``(n,)`` or ``(n, k)``.
+
+        Returns:
+            Shape ``(numel,)`` or ``(numel, k)`` in ``v``'s dtype, ``numel`` the model's trainable size.
+        """
+        out = v.new_zeros((self.layout.numel, *v.shape[1:]))
+        out[self.index] = v
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"HessianOperator(n={self.n}, samples={self.n_samples}, chunks={len(self._chunks)}, "
+            f"bn_mode={self.bn_mode.value!r}, cached={self.cached}, hvps={self.hvp_count})"
+        )
+
+
+def _breakdown(op: HessianOperator) -> float:
+    # Products carry the compute dtype's rounding: below ~100 eps of ||H|| a residual is noise.
+    return 100 * torch.finfo(op.dtype).eps
+
+
+# =========================================================================== analyses
+def hessian_eigenpairs(
+    op: HessianOperator,
+    k: int = 5,
+    *,
+    which: Which | str = Which.LA,
+    tol: float = 1e-6,
+    max_steps: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> EigenPairs:
+    """Top-k eigenvalues and eigenvectors by Lanczos with full reorthogonalization.
+
+    Args:
+        op: The Hessian.
+        k: Number of eigenpairs.
+        which: ``"LA"`` (largest), ``"LM"`` (largest magnitude, as power iteration) or ``"SA"``.
+        tol: Relative eigenvalue tolerance of the stopping rule.
+        max_steps: Product limit (default ``max(20 k, 100)``).
+        seed: Seed of the start vector.
+        progress: Show a progress bar.
+
+    Returns:
+        Eigenvalues ``(k,)``, unit eigenvectors ``(n, k)`` in subset coordinates, error bounds, product count.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    return top_eigenpairs(
+        op.matmat, op.n, k, which=which, tol=tol, max_steps=max_steps, generator=gen, breakdown=_breakdown(op),
+        progress=progress,
+    )
+
+
+def hessian_directions(
+    op: HessianOperator, k: int = 2, *, which: Which | str = Which.LA, tol: float = 1e-6, seed: int = 0
+) -> Tensor:
+    """Top Hessian eigenvectors as full-length parameter-space directions (e.g. for a plane slice).
+
+    Args:
+        op: The Hessian (possibly of a parameter subset).
+        k: Number of directions.
+        which: Spectrum end, as in :func:`hessian_eigenpairs`.
+        tol: Eigenvalue tolerance.
+        seed: Seed of the start vector.
+
+    Returns:
+        Shape ``(k, numel)`` in the operator's dtype: unit vectors in the model's flat parameter layout,
+        zero on parameters outside the subset, ordered by eigenvalue (largest first for ``"LA"``).
+    """
+    pairs = hessian_eigenpairs(op, k, which=which, tol=tol, seed=seed)
+    return op.to_full(pairs.vectors).T.to(op.dtype).contiguous()
+
+
+def hessian_trace(
+    op: HessianOperator, n_products: int = 99, *, method: TraceMethod | str = TraceMethod.HUTCHPP, seed: int = 0
+) -> TraceEstimate:
+    """Stochastic trace of the Hessian.
+
+    Args:
+        op: The Hessian.
+        n_products: Hessian-vector product budget.
+        method: ``"hutchpp"`` (Meyer et al. 2021) or ``"hutchinson"`` (Rademacher probes).
+        seed: Seed of the probes.
+
+    Returns:
+        Estimate, standard error and products used.
+    """
+    method = _enum(TraceMethod, method, "trace method")
+    gen = torch.Generator().manual_seed(seed)
+    if method is TraceMethod.HUTCHPP:
+        return hutchpp(op.matmat, op.n, n_products, generator=gen)
+    return hutchinson(op.matmat, op.n, n_products, generator=gen)
+
+
+@register_result
+@dataclasses.dataclass(frozen=True, eq=False)
+class HessianSpectrum(Result):
+    """Hessian eigenvalue density (SLQ) with top eigenvalues and traces.
+
+    Attributes:
+        nodes: Ritz values per probe, shape ``(p, m)``.
+        weights: Quadrature weights per probe, shape ``(p, m)``; each row sums to 1.
+        top_eigenvalues: Largest eigenvalues, shape ``(k,)`` (empty if not computed).
+        top_error_bounds: Their Lanczos error bounds, shape ``(k,)``.
+        trace: Estimates by method: ``"slq"`` (free, from the probes) and, if computed,
+            ``"hutchinson"`` and ``"hutchpp"``.
+        trace_stderr: Standard errors of the same estimates.
+        hvp_count: Hessian-vector products spent on everything in this result.
+        bn_mode: ``"eval"`` or ``"train"``: which BatchNorm statistics the Hessian is of.
+        n_params: Dimension of the Hessian.
+        param_names: Tensors the Hessian covers.
+        n_samples: Data points in the loss.
+        provenance: Seed, data and settings.
+    """
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    top_eigenvalues: np.ndarray
+    top_error_bounds: np.ndarray
+    trace: dict[str, float]
+    trace_stderr: dict[str, float]
+    hvp_count: int
+    bn_mode: str
+    n_params: int
+    param_names: list[str]
+    n_samples: int
+    provenance: Provenance = dataclasses.field(default_factory=Provenance)
+
+    @property
+    def sigma(self) -> float:
+        """Default Gaussian width: ``sqrt(1e-5 * max(1, width))`` as in PyHessian's density plots."""
+        return default_sigma(self.nodes[self.weights > 0])
+
+    def grid(self, n_points: int | None = None, sigma: float | None = None) -> np.ndarray:
+        """A grid covering the nodes plus 6 sigma on each side, spacing at most sigma / 4.
+
+        Returns:
+            Shape ``(g,)``.
+        """
+        sigma = self.sigma if sigma is None else sigma
+        used = self.nodes[self.weights > 0]
+        lo, hi = float(used.min()) - 6 * sigma, float(used.max()) + 6 * sigma
+        if n_points is None:
+            n_points = int(min(200_000, max(1000, math.ceil(4 * (hi - lo) / sigma) + 1)))
+        return np.linspace(lo, hi, n_points)
+
+    def density(
+        self, grid: np.ndarray | None = None, *, sigma: float | None = None, n_points: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Eigenvalue density with Gaussian broadening.
+
+        Args:
+            grid: Points to evaluate at, shape ``(g,)``; default :meth:`grid`.
+            sigma: Gaussian standard deviation; default :attr:`sigma`.
+            n_points: Size of the default grid.
+
+        Returns:
+            ``(grid, density)``, each shape ``(g,)``; on the default grid it integrates to 1.
+        """
+        sigma = self.sigma if sigma is None else float(sigma)
+        x = self.grid(n_points, sigma) if grid is None else np.asarray(grid, dtype=np.float64)
+        return x, gaussian_density(self.nodes, self.weights, x, sigma)
+
+    def spectral_measure(self) -> tuple[np.ndarray, np.ndarray]:
+        """The SLQ estimate as a discrete measure: nodes and masses (summing to 1), shapes ``(p * m,)``."""
+        return self.nodes.ravel(), self.weights.ravel() / self.nodes.shape[0]
+
+
+def spectrum_of(
+    op: HessianOperator,
+    *,
+    n_probes: int = 4,
+    steps: int = 100,
+    top_k: int = 5,
+    trace_products: int = 0,
+    tol: float = 1e-6,
+    seed: int = 0,
+    data: str = "",
+    progress: bool = False,
+) -> HessianSpectrum:
+    """SLQ density, top eigenvalues and traces of a :class:`HessianOperator`.
+
+    Args:
+        op: The Hessian.
+        n_probes: SLQ probe vectors (PyHessian's ``n_v``).
+        steps: Lanczos steps per probe (PyHessian's ``iter``).
+        top_k: Top eigenvalues to compute (0 skips).
+        trace_products: Product budget of each of Hutchinson and Hutch++ (0 skips both).
+        tol: Eigenvalue tolerance for the top-k.
+        seed: Seed of every random vector.
+        data: Description of the data for the provenance.
+        progress: Show progress bars.
+
+    Returns:
+        The spectrum.
+    """
+    start = op.hvp_count
+    gen = torch.Generator().manual_seed(seed)
+    steps = min(steps, op.n)
+    basis_bytes = n_probes * steps * op.n * 8
+    # Probes in lockstep share each graph pass; fall back to one at a time (and float32 vectors) if large.
+    block = n_probes if basis_bytes <= op.memory_budget // 2 else 1
+    basis_dtype = torch.float64 if basis_bytes // n_probes * block <= op.memory_budget // 2 else torch.float32
+    nodes, weights = slq(
+        op.matmat, op.n, n_probes, steps, generator=gen, block=block, basis_dtype=basis_dtype,
+        breakdown=_breakdown(op), progress=progress,
+    )
+    trace = {"slq": float(op.n * np.mean((weights * nodes).sum(1)))}
+    stderr = {"slq": float(op.n * np.std((weights * nodes).sum(1)) / math.sqrt(n_probes)) if n_probes > 1 else math.nan}
+    top = bounds = np.zeros(0)
+    if top_k > 0:
+        pairs = hessian_eigenpairs(op, min(top_k, op.n), tol=tol, seed=seed + 1, progress=progress)
+        top, bounds = pairs.values.numpy(), pairs.error_bounds.numpy()
+    if trace_products > 0:
+        for method in TraceMethod:
+            est = hessian_trace(op, trace_products, method=method, seed=seed + 2)
+            trace[method.value], stderr[method.value] = est.estimate, est.stderr
+    prov = Provenance.here(
+        seed=seed,
+        data=data or f"{op.n_samples} samples",
+        model=type(op.model).__name__,
+        n_probes=n_probes,
+        steps=steps,
+        micro_batch_size=op.micro_batch_size,
+        dtype=str(op.dtype),
+        threads=torch.get_num_threads(),
+    )
+    return HessianSpectrum(
+        nodes=nodes,
+        weights=weights,
+        top_eigenvalues=top,
+        top_error_bounds=bounds,
+        trace=trace,
+        trace_stderr=stderr,
+        hvp_count=op.hvp_count - start,
+        bn_mode=op.bn_mode.value,
+        n_params=op.n,
+        param_names=op.param_names,
+        n_samples=op.n_samples,
+        provenance=prov,
+    )
+
+
+def hessian_spectrum(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]],
+    *,
+    params: str | Sequence[str] | None = None,
+    bn_mode: BNMode | str = BNMode.EVAL,
+    n_probes: int = 4,
+    steps: int = 100,
+    top_k: int = 5,
+    trace_products: int = 0,
+    tol: float = 1e-6,
+    seed: int = 0,
+    data_description: str = "",
+    progress: bool = False,
+    **operator_options: Any,
+) -> HessianSpectrum:
+    """Hessian eigenvalue density of a model's full-dataset loss (the Persistent Neurons Fig. 12 analysis).
+
+    Builds a :class:`HessianOperator` and runs :func:`spectrum_of`.
+
+    Args:
+        model: The network (never modified).
+        loss_fn: Batch-mean loss, ``loss_fn(outputs, targets) -> scalar``.
+        data: A pair ``(X, y)`` or an iterable of ``(X, y)`` batches.
+        params: Parameter subset (tensor or layer names); ``None`` for all.
+        bn_mode: ``"eval"`` or ``"train"``.
+        n_probes: SLQ probes.
+        steps: Lanczos steps per probe.
+        top_k: Top eigenvalues to compute (0 skips).
+        trace_products: Product budget of each trace estimator (0 skips).
+        tol: Eigenvalue tolerance.
+        seed: Seed of the random vectors.
+        data_description: Text for the provenance.
+        progress: Show progress bars.
+        **operator_options: ``micro_batch_size``, ``memory_budget``, ``cache``, ``dtype``, ``fast_ops``.
+
+    Returns:
+        The spectrum.
+    """
+    op = HessianOperator(model, loss_fn, data, params, bn_mode=bn_mode, **operator_options)
+    return spectrum_of(
+        op, n_probes=n_probes, steps=steps, top_k=top_k, trace_products=trace_products, tol=tol, seed=seed,
+        data=data_description, progress=progress,
+    )

@@ -1,0 +1,348 @@
+"""Hessian operator, Lanczos, SLQ and trace estimators against dense float64 references."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from landscape.hessian import (
+    HessianOperator,
+    HessianSpectrum,
+    hessian_directions,
+    hessian_eigenpairs,
+    hessian_spectrum,
+    hessian_trace,
+    spectrum_of,
+)
+from landscape.lanczos import hutchinson, hutchpp, rademacher, slq, top_eigenpairs
+from landscape.params import ParamLayout, parameters_to_vector
+from landscape.results import load_result
+
+F64 = torch.float64
+LOSS = nn.CrossEntropyLoss()
+
+
+class TinyMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 5)
+        self.fc2 = nn.Linear(5, 3)
+        self.unused = nn.Linear(2, 2)  # gets no gradient: zero Hessian rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+class TinyCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 2, 3, padding=1)
+        self.bn = nn.BatchNorm2d(2)
+        self.conv2 = nn.Conv2d(2, 2, 3, stride=2, groups=2, bias=False)
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.bn(self.conv1(x)))
+        return self.fc(torch.tanh(self.conv2(x)).mean((2, 3)))
+
+
+def _mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return TinyMLP(), torch.randn(13, 4), torch.randint(0, 3, (13,))
+
+
+def _cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(1)
+    m = TinyCNN()
+    with torch.no_grad():
+        m.bn.running_mean.normal_()
+        m.bn.running_var.uniform_(0.5, 2.0)
+        m.bn.weight.uniform_(0.5, 1.5)
+    return m, torch.randn(13, 1, 5, 5), torch.randint(0, 3, (13,))
+
+
+def _batches(X: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(X[:5], y[:5]), (X[5:7], y[5:7]), (X[7:], y[7:])]  # unequal sizes 5, 2, 6
+
+
+def _dense_reference(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """torch.func.hessian of the eval-mode mean loss over all samples, float64."""
+    m = copy.deepcopy(model).double().eval()
+    layout = ParamLayout.from_model(m)
+    bufs = {k: v for k, v in m.named_buffers()}
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        return LOSS(functional_call(m, {**layout.unflatten(theta), **bufs}, (X.double(),)), y)
+
+    return torch.func.hessian(loss)(parameters_to_vector(m))
+
+
+def _snapshot(model: nn.Module) -> dict:
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "training": [m.training for m in model.modules()],
+        "grads": [p.grad for p in model.parameters()],
+    }
+
+
+def _assert_untouched(model: nn.Module, snap: dict) -> None:
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snap["state"][k]), k
+    assert [p.requires_grad for p in model.parameters()] == snap["requires_grad"]
+    assert [m.training for m in model.modules()] == snap["training"]
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from intra-op threads, and spinning threads stall on a shared machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cnn_case() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    m, X, y = _cnn()
+    return m, X, y, _dense_reference(m, X, y)
+
+
+# ----------------------------------------------------------------------------- the HVP itself
+@pytest.mark.parametrize("micro_batch_size", ["auto", None, 4])
+def test_mlp_hvp_matches_torch_func_hessian(micro_batch_size: str | int | None) -> None:
+    m, X, y = _mlp()
+    H = _dense_reference(m, X, y)
+    snap = _snapshot(m)
+    op = HessianOperator(m, LOSS, _batches(X, y), dtype=F64, micro_batch_size=micro_batch_size)
+    D = op.dense()
+    torch.testing.assert_close(D, H, rtol=1e-10, atol=1e-12)
+    unused = ParamLayout.from_model(m).layer_index("unused")
+    assert torch.count_nonzero(D[unused]) == 0 and torch.count_nonzero(H[unused]) == 0
+    assert op.hvp_count == op.n
+    _assert_untouched(m, snap)
+
+
+@pytest.mark.parametrize(("fast_ops", "micro_batch_size"), [(True, None), (True, 5), (False, 5)])
+def test_cnn_batchnorm_hvp_matches_torch_func_hessian(cnn_case, fast_ops: bool, micro_batch_size) -> None:
+    m, X, y, H = cnn_case
+    m.train()  # the caller's mode must survive an eval-mode Hessian
+    snap = _snapshot(m)
+    op = HessianOperator(m, LOSS, _batches(X, y), dtype=F64, fast_ops=fast_ops, micro_batch_size=micro_batch_size)
+    torch.testing.assert_close(op.dense(), H, rtol=1e-10, atol=1e-12)
+    _assert_untouched(m, snap)
+    m.eval()
+
+
+def test_conv1d_dilation_and_string_padding_match_torch_func_hessian() -> None:
+    torch.manual_seed(2)
+    m = nn.Sequential(
+        nn.Conv1d(2, 2, 3, dilation=2, padding=2), nn.Tanh(), nn.Conv1d(2, 3, 3, padding="same"), nn.Tanh(),
+        nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+    )
+    X, y = torch.randn(7, 2, 9), torch.randint(0, 3, (7,))
+    op = HessianOperator(m, LOSS, (X, y), dtype=F64)
+    torch.testing.assert_close(op.dense(), _dense_reference(m, X, y), rtol=1e-10, atol=1e-12)
+
+
+def test_rebuilt_graphs_equal_cached(cnn_case) -> None:
+    m, X, y, H = cnn_case
+    V = torch.randn(H.shape[0], 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    cached = HessianOperator(m, LOSS, _batches(X, y), dtype=F64, micro_batch_size=None, cache=True)
+    rebuilt = HessianOperator(m, LOSS, _batches(X, y), dtype=F64, micro_batch_size=None, cache=False)
+    torch.testing.assert_close(cached.matmat(V), H @ V, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(rebuilt.matmat(V), H @ V, rtol=1e-10, atol=1e-12)
+    assert cached.cached and not rebuilt.cached
+    torch.testing.assert_close(rebuilt.matvec(V[:, 0]), H @ V[:, 0], rtol=1e-10, atol=1e-12)
+
+
+def test_train_mode_is_the_batch_statistics_hessian(cnn_case) -> None:
+    # Reference: central differences of first-order autograd gradients (torch.func.hessian is wrong for
+    # train-mode BatchNorm on torch 2.13 CPU: off by 7e-2 against these differences).
+    m, X, y, _ = cnn_case
+    snap = _snapshot(m)
+    layout = ParamLayout.from_model(m)
+    m64 = copy.deepcopy(m).double().train()
+    m64.bn.track_running_stats, m64.bn.running_mean, m64.bn.running_var = False, None, None  # pure batch stats
+    theta = parameters_to_vector(m64)
+
+    def grad(t: torch.Tensor) -> torch.Tensor:
+        t = t.clone().requires_grad_(True)
+        loss = sum(len(yb) / len(y) * LOSS(functional_call(m64, layout.unflatten(t), (Xb.double(),)), yb)
+                   for Xb, yb in _batches(X, y))
+        return torch.autograd.grad(loss, t)[0]
+
+    eps = 1e-6
+    ref = torch.stack([(grad(theta + eps * e) - grad(theta - eps * e)) / (2 * eps) for e in torch.eye(len(theta))], 1)
+    op = HessianOperator(m, LOSS, _batches(X, y), bn_mode="train", dtype=F64)
+    torch.testing.assert_close(op.dense(), ref, rtol=1e-6, atol=1e-8)
+    _assert_untouched(m, snap)
+    with pytest.raises(ValueError, match="batch statistics"):
+        HessianOperator(m, LOSS, (X, y), bn_mode="train", micro_batch_size=4)
+
+
+def test_subset_is_the_dense_sub_block(cnn_case) -> None:
+    m, X, y, H = cnn_case
+    op = HessianOperator(m, LOSS, (X, y), params=["conv2", "fc.bias"], dtype=F64)
+    assert op.param_names == ["conv2.weight", "fc.bias"]
+    idx = op.index
+    torch.testing.assert_close(op.dense(), H[idx][:, idx], rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="layers"):
+        HessianOperator(m, LOSS, (X, y), params=["nope"])
+
+
+def test_scipy_operator_and_bad_inputs(cnn_case) -> None:
+    from scipy.sparse.linalg import eigsh
+
+    m, X, y, H = cnn_case
+    op = HessianOperator(m, LOSS, (X, y), dtype=F64)
+    top = eigsh(op.to_scipy(), k=2, which="LA", return_eigenvectors=False)
+    np.testing.assert_allclose(np.sort(top), torch.linalg.eigvalsh(H)[-2:].numpy(), rtol=1e-8)
+    with pytest.raises(ValueError, match="bn_mode"):
+        HessianOperator(m, LOSS, (X, y), bn_mode="frozen")
+    with pytest.raises(ValueError, match="shape"):
+        op.matvec(torch.zeros(3))
+    with pytest.raises(ValueError, match="scalar"):
+        HessianOperator(m, nn.CrossEntropyLoss(reduction="none"), (X, y)).matvec(torch.zeros(op.n))
+
+
+# ----------------------------------------------------------------------------- eigenpairs and directions
+def test_top_k_matches_eigvalsh(cnn_case) -> None:
+    m, X, y, H = cnn_case
+    snap = _snapshot(m)
+    op = HessianOperator(m, LOSS, (X, y), dtype=F64)
+    pairs = hessian_eigenpairs(op, 4, tol=1e-10)
+    exact = torch.linalg.eigvalsh(H)
+    torch.testing.assert_close(pairs.values, exact.flip(0)[:4], rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(H @ pairs.vectors, pairs.vectors * pairs.values, rtol=0, atol=1e-6)
+    assert pairs.converged and pairs.products == op.hvp_count < op.n
+    low = hessian_eigenpairs(op, 2, which="SA", tol=1e-10)
+    torch.testing.assert_close(low.values, exact[:2], rtol=1e-8, atol=1e-10)
+    _assert_untouched(m, snap)
+
+
+def test_lanczos_finds_repeated_eigenvalues_after_breakdown() -> None:
+    # diag(5, 5, 3, 1, 1, ...): Krylov spaces see one copy of each value, the restart finds the second 5.
+    d = torch.tensor([5.0, 5.0, 3.0] + [1.0] * 7, dtype=F64)
+    pairs = top_eigenpairs(lambda V: d[:, None] * V, 10, 3, tol=1e-10)
+    torch.testing.assert_close(pairs.values, torch.tensor([5.0, 5.0, 3.0], dtype=F64))
+
+
+def test_directions_are_full_length_eigenvectors(cnn_case) -> None:
+    m, X, y, H = cnn_case
+    op = HessianOperator(m, LOSS, (X, y), params="conv2", dtype=F64)
+    d = hessian_directions(op, 2, tol=1e-10)
+    layout = ParamLayout.from_model(m)
+    assert d.shape == (2, layout.numel)
+    mask = torch.zeros(layout.numel, dtype=torch.bool)
+    mask[op.index] = True
+    assert torch.count_nonzero(d[:, ~mask]) == 0
+    torch.testing.assert_close(d.norm(dim=1), torch.ones(2, dtype=F64))
+    sub = H[op.index][:, op.index]
+    lam = torch.linalg.eigvalsh(sub).flip(0)[:2]
+    torch.testing.assert_close(sub @ d[:, mask].T, d[:, mask].T * lam, rtol=0, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- SLQ density
+def test_slq_density_nodes_weights_and_trace(cnn_case) -> None:
+    m, X, y, H = cnn_case
+    op = HessianOperator(m, LOSS, (X, y), dtype=F64)
+    spec = spectrum_of(op, n_probes=3, steps=12, top_k=2, seed=3)
+    exact = torch.linalg.eigvalsh(H).numpy()
+    assert spec.nodes.shape == spec.weights.shape == (3, 12)
+    np.testing.assert_allclose(spec.weights.sum(1), 1.0, rtol=1e-12)
+    span = exact[-1] - exact[0]
+    assert spec.nodes.min() >= exact[0] - 1e-9 * span and spec.nodes.max() <= exact[-1] + 1e-9 * span
+    grid, rho = spec.density()
+    assert abs(np.trapezoid(rho, grid) - 1.0) < 1e-6
+    # Gauss quadrature is exact for degree 1: the SLQ trace is Hutchinson's with the same probes.
+    Z = rademacher(op.n, 3, torch.Generator().manual_seed(3)).numpy()
+    np.testing.assert_allclose(spec.trace["slq"], np.mean(np.einsum("ip,ij,jp->p", Z, H.numpy(), Z)), rtol=1e-9)
+    assert spec.bn_mode == "eval" and spec.hvp_count == op.hvp_count
+    np.testing.assert_allclose(spec.top_eigenvalues, exact[::-1][:2], rtol=1e-6)
+
+
+def test_slq_with_steps_past_dimension_recovers_the_spectrum() -> None:
+    A = torch.diag(torch.arange(1.0, 9.0, dtype=F64))
+    Q, _ = torch.linalg.qr(torch.randn(8, 8, dtype=F64, generator=torch.Generator().manual_seed(0)))
+    A = Q @ A @ Q.T
+    nodes, weights = slq(lambda V: A @ V, 8, n_probes=2, steps=50)
+    for j in range(2):  # a breakdown ends each run at step 8 with every eigenvalue as a node
+        used = np.sort(nodes[j][weights[j] > 1e-14])
+        np.testing.assert_allclose(used, np.arange(1.0, 9.0), atol=1e-8)
+
+
+# ----------------------------------------------------------------------------- traces
+def _spd(n: int = 60) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=F64, generator=g))
+    return Q @ torch.diag(1.0 / torch.arange(1, n + 1, dtype=F64) ** 1.5) @ Q.T
+
+
+def test_hutchinson_error_shrinks_with_probes() -> None:
+    A = _spd()
+    exact = float(torch.trace(A))
+
+    def mean_err(probes: int) -> float:
+        errs = [
+            abs(hutchinson(lambda V: A @ V, 60, probes, generator=torch.Generator().manual_seed(s)).estimate - exact)
+            for s in range(20)
+        ]
+        return float(np.mean(errs))
+
+    assert mean_err(160) < 0.5 * mean_err(10)
+
+
+def test_hutchpp_beats_hutchinson_and_is_exact_with_full_sketch() -> None:
+    A = _spd()
+    exact = float(torch.trace(A))
+    err_pp = np.mean([abs(hutchpp(lambda V: A @ V, 60, 30, generator=torch.Generator().manual_seed(s)).estimate - exact)
+                      for s in range(20)])
+    err_h = np.mean([abs(hutchinson(lambda V: A @ V, 60, 30, generator=torch.Generator().manual_seed(s)).estimate
+                         - exact) for s in range(20)])
+    assert err_pp < err_h
+    full = hutchpp(lambda V: A @ V, 60, 180)  # sketch spans the space: exact
+    assert abs(full.estimate - exact) < 1e-10 * abs(exact) and full.products == 180
+
+
+def test_operator_trace_estimators() -> None:
+    m, X, y = _mlp()
+    op = HessianOperator(m, LOSS, _batches(X, y), dtype=F64)
+    exact = float(torch.trace(_dense_reference(m, X, y)))
+    assert abs(hessian_trace(op, 3 * op.n, method="hutchpp").estimate - exact) < 1e-9 * abs(exact)
+    est = hessian_trace(op, 300, method="hutchinson", seed=1)
+    assert abs(est.estimate - exact) < 4 * est.stderr
+    with pytest.raises(ValueError, match="hutchpp"):
+        hessian_trace(op, 10, method="girard")
+
+
+# ----------------------------------------------------------------------------- result and plots
+def test_hessian_spectrum_end_to_end_saves_and_plots(tmp_path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    m, X, y = _mlp()
+    snap = _snapshot(m)
+    spec = hessian_spectrum(m, LOSS, (X, y), n_probes=2, steps=10, top_k=2, trace_products=9, dtype=F64)
+    _assert_untouched(m, snap)
+    assert set(spec.trace) == {"slq", "hutchinson", "hutchpp"}
+    back = load_result(spec.save(tmp_path / "spec"))
+    assert isinstance(back, HessianSpectrum)
+    np.testing.assert_array_equal(back.nodes, spec.nodes)
+    assert back.trace == spec.trace and back.bn_mode == "eval" and back.param_names == spec.param_names
+
+    from landscape.plot_hessian import plot_spectrum_density
+
+    fig = plot_spectrum_density([spec, back], ["plain", "championship"])
+    assert len(fig.data) == 2 and fig.layout.yaxis.type == "log"
+    assert np.all(np.asarray(fig.data[0].y) > 0)
+    mfig = plot_spectrum_density(spec, backend="matplotlib")
+    assert mfig.axes[0].get_yscale() == "log"
+    with pytest.raises(ValueError, match="plotly"):
+        plot_spectrum_density(spec, backend="bokeh")
