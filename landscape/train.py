@@ -188,6 +188,8 @@ class RecordTrajectory(Callback):
             self._record(trainer, float(event.epoch + 1), event.metrics)
 
     def on_train_end(self, trainer: Trainer) -> None:  # noqa: D102
+        # Events raised by callbacks during the very last step have no later step to ride on.
+        self._pending_events.extend(trainer.drain_events())
         if self._last_step != trainer.step or self._pending_events:
             self._record(trainer, trainer.epoch_progress, trainer.last_metrics)
 
@@ -422,6 +424,11 @@ class Trainer:
     def add_event(self, event: Mapping[str, Any]) -> None:
         """Record a JSON-compatible event at the current step (forces a snapshot)."""
         self._events.append({"step": self.step, **dict(event)})
+
+    def drain_events(self) -> list[dict[str, Any]]:
+        """Hand over (and forget) events raised since the last step; used by recorders at the end."""
+        out, self._events = self._events, []
+        return out
 
     def stop(self) -> None:
         """Ask the loop to stop after the current step (callable from a callback)."""

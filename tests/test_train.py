@@ -178,3 +178,14 @@ def test_bad_arguments_are_named():
         Trainer(_net(), (x, y), optimizer=torch.optim.SGD(_net().parameters(), lr=0.1), epochs=1)
     with pytest.raises(ValueError, match="every_steps"):
         RecordTrajectory(ListRecorder(), every_steps=0)
+
+
+def test_event_raised_in_the_last_step_is_recorded():
+    class Mark(Callback):
+        def on_step_end(self, trainer, event):
+            if event.step == 3:
+                trainer.add_event({"event": "mark"})
+
+    rec = ListRecorder()
+    Trainer(_net(), _data(), optimizer=sgd(), steps=3, batch_size=8, callbacks=[Mark()], trajectory=rec).fit()
+    assert rec[-1]["step"] == 3 and rec[-1]["tags"]["events"] == [{"step": 3, "event": "mark"}]

@@ -18,6 +18,20 @@ Example:
     True
 """
 
+from tunnels.flat import (
+    NEONEscape,
+    NewtonResult,
+    PathResult,
+    PerturbedGD,
+    damped_newton_step,
+    dense_hessian,
+    full_batch_objective,
+    neon_descent,
+    neon_direction,
+    newton_flat,
+    perturbed_gradient_descent,
+    uniform_ball,
+)
 from tunnels.split import (
     LambdaMode,
     SplitAccumulator,
@@ -45,29 +59,44 @@ from tunnels.surgery import (
     reorganize_units,
     resolve_site,
 )
+from tunnels.training import ScheduleAction, TunnelSchedule
 
 __all__ = [
     "EventKind",
     "LambdaMode",
+    "NEONEscape",
+    "NewtonResult",
     "PairKind",
+    "PathResult",
+    "PerturbedGD",
+    "ScheduleAction",
     "SplitAccumulator",
     "SplitStats",
     "StatsMethod",
     "TunnelEvent",
+    "TunnelSchedule",
     "TunnelSite",
     "UnitChange",
     "UnsupportedSiteError",
     "augment_rows",
     "close_tunnels",
     "close_units",
+    "damped_newton_step",
+    "dense_hessian",
+    "full_batch_objective",
     "find_sites",
     "make_lambdas",
+    "neon_descent",
+    "neon_direction",
+    "newton_flat",
     "open_tunnels",
     "open_units",
+    "perturbed_gradient_descent",
     "principal_split",
     "reorganize",
     "reorganize_units",
     "resolve_site",
     "split_matrices",
     "split_stats",
+    "uniform_ball",
 ]
