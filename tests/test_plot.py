@@ -1,0 +1,368 @@
+"""Renderers draw exactly the results' arrays, mask non-finite values, and write offline HTML / PNG."""
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from landscape import plot, plot_mpl
+from landscape.distance import distance_along_path
+from landscape.params import parameters_to_vector
+from landscape.pca import TrajectoryPCA, make_loss_at
+from landscape.surface import barycentric, bilinear, line, line_distance, plane, random_plane
+
+BACKENDS = ["plotly", "matplotlib"]
+
+
+def _net(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+
+
+@pytest.fixture(scope="module")
+def setup():
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(40, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (40,), generator=g)
+    a, b, c, d = (_net(s) for s in range(4))
+    data = (X, y)
+    return {
+        "model": a, "data": data, "nets": (a, b, c, d),
+        "line": line(a, a, b, data, alphas=np.linspace(-0.5, 1.5, 9), label="a-b"),
+        "line2": line(a, a, c, data, alphas=np.linspace(0, 1, 5), label="a-c"),
+        "dist": line_distance(a, a, b, data, distances=np.linspace(0, 2, 6)),
+        "plane": random_plane(a, data, np.linspace(-1, 1, 5), np.linspace(-0.5, 0.5, 3), seed=1),
+        "bilinear": bilinear(a, [a, b, c, d], data, alphas=np.linspace(0, 1, 4), betas=np.linspace(0, 1, 3)),
+        "bary": barycentric(a, a, b, c, data, alphas=np.linspace(0, 1, 5), betas=np.linspace(0, 1, 4)),
+        "fd": distance_along_path(a, a, b, data, alphas=np.linspace(0, 1, 5), label="a-b"),
+    }  # fmt: skip
+
+
+def _poison(result, positions, name="loss"):
+    """A copy of ``result`` whose metric has NaN, +inf, -inf at ``positions`` (flat indices)."""
+    v = np.array(result.metrics[name], dtype=np.float64)
+    flat = v.reshape(-1)
+    for pos, bad in zip(positions, (np.nan, np.inf, -np.inf)):
+        flat[pos] = bad
+    return dataclasses.replace(result, metrics={**result.metrics, name: v})
+
+
+def _expected(values):
+    out = np.array(values, dtype=np.float64)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _same(got, want):
+    got = np.asarray(got, dtype=np.float64)
+    assert got.shape == np.shape(want)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(got[~np.isnan(got)], np.asarray(want)[~np.isnan(want)])
+
+
+def _mpl_axes(fig):
+    return [a for a in fig.axes if a.get_label() != "<colorbar>"]
+
+
+# ----------------------------------------------------------------------------------------------- 1-D
+def test_line_plotly_data_masked(setup):
+    r = _poison(setup["line"], [2, 5, 7])
+    fig = plot.plot_line([r, setup["line2"]], accuracy=True)
+    loss_traces = [t for t in fig.data if t.yaxis in (None, "y")]
+    acc_traces = [t for t in fig.data if t.yaxis == "y2"]
+    assert len(loss_traces) == 2 and len(acc_traces) == 2
+    np.testing.assert_array_equal(loss_traces[0].x, r.coords)
+    _same(loss_traces[0].y, _expected(r.metrics["loss"]))
+    _same(acc_traces[0].y, _expected(r.metrics["accuracy"]))
+    np.testing.assert_array_equal(loss_traces[1].x, setup["line2"].coords)
+    assert fig.layout.yaxis2.overlaying == "y"
+    assert [s.x0 for s in fig.layout.shapes] == [0.0, 1.0]  # the anchors alpha 0 and 1
+
+
+def test_line_matplotlib_masked_array(setup):
+    r = _poison(setup["line"], [0, 4, 8])
+    fig = plot.plot_line(r, accuracy=True, backend="matplotlib")
+    ax, ax2 = _mpl_axes(fig)[:2]
+    ln = ax.lines[0]
+    np.testing.assert_array_equal(ln.get_xdata(), r.coords)
+    yd = ln.get_ydata()
+    assert isinstance(yd, np.ma.MaskedArray)
+    np.testing.assert_array_equal(yd.mask, ~np.isfinite(r.metrics["loss"]))
+    np.testing.assert_array_equal(yd.compressed(), r.metrics["loss"][np.isfinite(r.metrics["loss"])])
+    np.testing.assert_array_equal(np.asarray(ax2.lines[0].get_ydata()), r.metrics["accuracy"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_line_distance_axis_and_log(setup, backend):
+    r = setup["line"]
+    length = float(np.linalg.norm(r.anchors[1].astype(np.float64) - r.anchors[0]))
+    neg = dataclasses.replace(r, metrics={**r.metrics, "loss": r.metrics["loss"] - r.metrics["loss"][4]})
+    fig = plot.plot_line(neg, x="distance", log=True, backend=backend)
+    want_y = np.where(neg.metrics["loss"] > 0, neg.metrics["loss"], np.nan)  # log scale: non-positive masked
+    if backend == "plotly":
+        np.testing.assert_allclose(fig.data[0].x, r.coords * length, rtol=1e-15)
+        _same(fig.data[0].y, want_y)
+        assert fig.layout.yaxis.type == "log"
+    else:
+        ax = _mpl_axes(fig)[0]
+        np.testing.assert_allclose(ax.lines[0].get_xdata(), r.coords * length, rtol=1e-15)
+        _same(np.ma.filled(ax.lines[0].get_ydata(), np.nan), want_y)
+        assert ax.get_yscale() == "log"
+    d = setup["dist"]  # absolute-distance line drawn against alpha: distance / ||ref - min||
+    fig = plot.plot_line(d, x="alpha", backend=backend)
+    xs = fig.data[0].x if backend == "plotly" else _mpl_axes(fig)[0].lines[0].get_xdata()
+    np.testing.assert_allclose(xs, d.coords / d.anchor_coords[1], rtol=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_distance_plot(setup, backend):
+    r = setup["fd"]
+    fig = plot.plot_distance(r, backend=backend)
+    if backend == "plotly":
+        np.testing.assert_array_equal(fig.data[0].x, r.alphas)
+        np.testing.assert_array_equal(fig.data[0].y, r.rms)
+        assert fig.data[1].yaxis == "y2"
+        np.testing.assert_array_equal(fig.data[1].y, r.disagreement)
+    else:
+        ax, ax2 = _mpl_axes(fig)[:2]
+        np.testing.assert_array_equal(np.asarray(ax.lines[0].get_ydata()), r.rms)
+        np.testing.assert_array_equal(np.asarray(ax2.lines[0].get_ydata()), r.disagreement)
+
+
+# ----------------------------------------------------------------------------------------------- 2-D
+@pytest.mark.parametrize("kind", ["contour", "filled", "heatmap", "surface"])
+@pytest.mark.parametrize("log", [False, True])
+def test_plane_plotly_grid(setup, kind, log):
+    r = _poison(setup["plane"], [1, 7, 13])  # (3, 5) grid: non-square catches a transposition
+    if kind == "surface":
+        fig = plot.plot_surface(r, log=log)
+    elif kind == "heatmap":
+        fig = plot.plot_heatmap(r, log=log)
+    else:
+        fig = plot.plot_contour(r, filled=kind == "filled", log=log)
+    tr = fig.data[0]
+    np.testing.assert_array_equal(tr.x, r.xs)
+    np.testing.assert_array_equal(tr.y, r.ys)
+    want = _expected(r.metrics["loss"])
+    _same(tr.z, np.log10(want) if log else want)
+    if kind == "contour":
+        assert tr.contours.coloring == "lines"
+    if kind == "filled":
+        assert tr.contours.coloring == "fill"
+        marks = fig.data[1]
+        np.testing.assert_array_equal(np.c_[marks.x, marks.y], r.anchor_coords)
+        assert list(marks.text) == r.anchor_labels
+
+
+def test_plane_matplotlib_grid(setup):
+    r = _poison(setup["plane"], [0, 6, 14])
+    loss = r.metrics["loss"]
+    fin = loss[np.isfinite(loss)]
+    fig = plot.plot_heatmap(r, backend="matplotlib")
+    mesh = _mpl_axes(fig)[0].collections[0]
+    arr = mesh.get_array()
+    assert isinstance(arr, np.ma.MaskedArray) and arr.shape == loss.shape
+    np.testing.assert_array_equal(arr.mask, ~np.isfinite(loss))
+    np.testing.assert_array_equal(arr.compressed(), loss[np.isfinite(loss)])
+    for filled in (False, True):  # contour levels over the finite range only: inf is not drawn as a huge value
+        fig = plot.plot_contour(r, filled=filled, levels=8, backend="matplotlib")
+        ax = _mpl_axes(fig)[0]
+        cs = next(c for c in ax.collections if hasattr(c, "levels"))
+        np.testing.assert_allclose(cs.levels, np.linspace(fin.min(), fin.max(), 9), rtol=1e-12)
+        assert cs.zmin == fin.min() and cs.zmax == fin.max()
+    fig = plot.plot_contour(r, log=True, levels=4, backend="matplotlib")
+    cs = next(c for c in _mpl_axes(fig)[0].collections if hasattr(c, "levels"))
+    pos = loss[np.isfinite(loss) & (loss > 0)]
+    np.testing.assert_allclose([cs.zmin, cs.zmax], np.log10([pos.min(), pos.max()]), rtol=1e-12)
+
+
+def test_surface_matplotlib_holes(setup):
+    r = _poison(setup["plane"], [2, 8])
+    z = _expected(r.metrics["loss"])
+    fig = plot.plot_surface(r, backend="matplotlib")
+    ax = fig.axes[0]
+    assert ax.name == "3d"
+    colors = np.asarray(ax.collections[0].get_array())
+    # One polygon per grid cell, coloured by the mean of its finite corners (cells without any are dropped).
+    want = []
+    for i in range(z.shape[0] - 1):
+        for j in range(z.shape[1] - 1):
+            c = z[i : i + 2, j : j + 2].ravel()
+            if np.isfinite(c).any():
+                want.append(np.nanmean(c))
+    np.testing.assert_allclose(colors, want, rtol=1e-12)
+    with pytest.raises(ValueError, match="3-D axes"):
+        plot.plot_surface(r, backend="matplotlib", ax=_mpl_axes(plot.plot_heatmap(r, backend="matplotlib"))[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bilinear_square(setup, backend):
+    r = _poison(setup["bilinear"], [5])
+    want = _expected(r.metrics["loss"])
+    if backend == "plotly":
+        fig = plot.plot_bilinear(r, style="heatmap")
+        np.testing.assert_array_equal(fig.data[0].x, r.alphas)
+        np.testing.assert_array_equal(fig.data[0].y, r.betas)
+        _same(fig.data[0].z, want)
+        np.testing.assert_array_equal(np.c_[fig.data[1].x, fig.data[1].y], r.corner_coords)
+        assert list(fig.data[1].text) == ["c0", "c1", "c2", "c3"]
+        assert fig.layout.yaxis.scaleanchor == "x"
+    else:
+        fig = plot.plot_bilinear(r, style="heatmap", backend="matplotlib")
+        ax = _mpl_axes(fig)[0]
+        _same(np.ma.filled(ax.collections[0].get_array(), np.nan), want)
+        np.testing.assert_array_equal(ax.collections[1].get_offsets(), r.corner_coords)  # corner markers
+        assert [t.get_text() for t in ax.texts] == ["c0", "c1", "c2", "c3"]
+
+
+def test_barycentric_triangle_plotly(setup):
+    r = _poison(setup["bary"], [7, 12])
+    z = _expected(r.metrics["loss"])
+    xy = r.triangle_xy()
+    ok = np.isfinite(z)
+    fig = plot.plot_barycentric(r)
+    raster, pts, bad = fig.data[0], fig.data[1], fig.data[2]
+    np.testing.assert_array_equal(np.c_[pts.x, pts.y], xy[ok])
+    np.testing.assert_array_equal(pts.marker.color, z[ok])
+    np.testing.assert_array_equal(np.c_[bad.x, bad.y], xy[~ok])
+    # The raster is NaN outside the triangle and reproduces the values at grid nodes it hits exactly.
+    X, Y = np.meshgrid(raster.x, raster.y)
+    outside = Y > np.sqrt(3) * np.minimum(X, 1 - X) + 1e-9
+    assert np.isnan(np.asarray(raster.z, dtype=np.float64)[outside]).all()
+    zr = np.asarray(raster.z, dtype=np.float64)
+    assert zr[0, 0] == z[0, 0]  # vertex 0 (alpha 0) at (0, 0)
+    assert zr[0, -1] == z[-1, -1]  # vertex 1 (alpha 1, beta 1) at (1, 0)
+    lo, hi = np.nanmin(z), np.nanmax(z)
+    assert np.nanmin(zr) >= lo - 1e-12 and np.nanmax(zr) <= hi + 1e-12
+
+
+def test_barycentric_triangle_matplotlib(setup):
+    r = _poison(setup["bary"], [7])
+    z = _expected(r.metrics["loss"])
+    fig = plot.plot_barycentric(r, backend="matplotlib")
+    ax = _mpl_axes(fig)[0]
+    mesh = ax.collections[0]
+    arr = mesh.get_array()
+    assert isinstance(arr, np.ma.MaskedArray)
+    _same(np.ma.filled(arr, np.nan), z.ravel())
+    tri = mesh._triangulation
+    np.testing.assert_array_equal(np.c_[tri.x, tri.y], r.triangle_xy().reshape(-1, 2))
+    touching = np.isnan(z.ravel())[tri.triangles].any(1)
+    np.testing.assert_array_equal(tri.mask, touching)  # every triangle touching the NaN point is masked
+    assert touching.any() and not tri.mask.all()
+
+
+# ----------------------------------------------------------------------------------------------- trajectory
+@pytest.fixture(scope="module")
+def pca_case(setup):
+    model, data = setup["model"], setup["data"]
+    g = torch.Generator().manual_seed(3)
+    v0 = parameters_to_vector(model)
+    steps = 0.05 * torch.randn(2, 7, v0.numel(), generator=g, dtype=torch.float64)
+    runs = [v0 + steps[k].cumsum(0) for k in range(2)]
+    pca = TrajectoryPCA(2, center="last").fit(runs)
+    loss_at = make_loss_at(model, data)
+    path = pca.project(runs, loss_at=loss_at)
+    c, d1, d2 = pca.plane_directions()
+    pl = plane(model, c, d1, d2, data, np.linspace(-1, 1, 6), np.linspace(-0.8, 0.8, 5))
+    return runs, pca, path, pl
+
+
+def test_pca_plane_and_path_share_coordinates(setup, pca_case):
+    runs, _, path, pl = pca_case
+    # The plane's own coordinate system places every snapshot where the path says it is ...
+    np.testing.assert_allclose(pl.project(torch.cat(runs)), path.coordinates, rtol=0, atol=1e-12)
+    # ... and its loss at a path point's coordinates is the path's "loss on the plane" there.
+    k = 4
+    x, y = path.coordinates[k]
+    c, d = torch.from_numpy(pl.center), torch.from_numpy(pl.directions)
+    one = plane(setup["model"], c, d[0], d[1], setup["data"], [x], [y])
+    np.testing.assert_allclose(one.metrics["loss"][0, 0], path.plane_loss[k], rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_trajectory_overlay(pca_case, backend):
+    _, _, path, pl = pca_case
+    runs = path.split("coordinates")
+    fig = plot.plot_trajectory(pl, path, backend=backend)
+    if backend == "plotly":
+        np.testing.assert_array_equal(fig.data[0].x, pl.xs)
+        paths = [t for t in fig.data if t.type == "scatter" and t.mode == "lines+markers" and t.xaxis in (None, "x")]
+        assert len(paths) == 2
+        for tr, xy, ratio, off in zip(paths, runs, path.split("off_plane_ratio"), path.split("off_plane")):
+            np.testing.assert_array_equal(np.c_[tr.x, tr.y], xy)
+            np.testing.assert_array_equal(tr.marker.color, ratio)
+            assert f"off-plane distance {off[-1]:.4g}" in tr.hovertext[-1]
+        panel = [t for t in fig.data if t.xaxis == "x2"]
+        np.testing.assert_array_equal(panel[0].y, path.split("true_loss")[0])
+        np.testing.assert_array_equal(panel[1].y, path.split("plane_loss")[0])
+    else:
+        ax, ax2 = _mpl_axes(fig)[:2]
+        for ln, xy in zip(ax.lines[:2], runs):
+            np.testing.assert_array_equal(np.c_[ln.get_xdata(), ln.get_ydata()], xy)
+        scat = [c for c in ax.collections if len(c.get_offsets()) == len(runs[0]) and c.get_array() is not None]
+        np.testing.assert_array_equal(scat[0].get_offsets(), runs[0])
+        np.testing.assert_array_equal(scat[0].get_array(), path.split("off_plane_ratio")[0])
+        np.testing.assert_array_equal(np.asarray(ax2.lines[0].get_ydata()), path.split("true_loss")[0])
+        np.testing.assert_array_equal(np.asarray(ax2.lines[1].get_ydata()), path.split("plane_loss")[0])
+    alone = plot.plot_trajectory(None, path, panel=False, backend=backend)  # the path alone, one panel
+    if backend == "plotly":
+        assert all(t.xaxis in (None, "x") for t in alone.data)
+    else:
+        assert len(_mpl_axes(alone)) == 1
+
+
+# ----------------------------------------------------------------------------------------------- plumbing
+def test_draws_into_given_figure_and_axes(setup):
+    import plotly.graph_objects as go
+    from matplotlib.figure import Figure
+
+    fig = go.Figure()
+    out = plot.plot_line(setup["line"], fig=fig)
+    assert out is fig and len(fig.data) == 1
+    plot.plot_line(setup["line2"], fig=fig)
+    assert len(fig.data) == 2 and fig.data[0].line.color != fig.data[1].line.color
+    mfig = Figure()
+    ax1, ax2 = mfig.subplots(1, 2)
+    assert plot.plot_heatmap(setup["plane"], backend="matplotlib", ax=ax2) is mfig
+    assert len(ax2.collections) >= 1 and not ax1.collections
+    assert plot_mpl.plot_line(setup["line"], ax=ax1) is mfig
+    plot_mpl.plot_line(setup["line2"], ax=ax1, anchors=False)
+    curves = [ln for ln in ax1.lines if ln.get_gid() is None]  # the two curves, besides the anchors' lines
+    np.testing.assert_array_equal(curves[1].get_xdata(), setup["line2"].coords)
+    assert len(curves) == 2 and curves[0].get_color() != curves[1].get_color()
+
+
+def test_errors_are_named(setup):
+    with pytest.raises(ValueError, match=r"unknown backend 'bokeh'; valid: \['plotly', 'matplotlib'\]"):
+        plot.plot_line(setup["line"], backend="bokeh")
+    with pytest.raises(KeyError, match="no metric 'f1'"):
+        plot.plot_contour(setup["plane"], metric="f1")
+    with pytest.raises(TypeError, match="use plot_barycentric"):
+        plot.plot_heatmap(setup["bary"])
+    with pytest.raises(TypeError, match="LineResult"):
+        plot.plot_line(setup["plane"])
+    with pytest.raises(ValueError, match="unknown style"):
+        plot.plot_bilinear(setup["bilinear"], style="wireframe")
+    with pytest.raises(ValueError, match="mix alpha and distance"):
+        plot.plot_line([setup["line"], setup["dist"]])
+    with pytest.raises(ValueError, match="2 x 2"):
+        plot.plot_contour(dataclasses.replace(setup["plane"], ys=setup["plane"].ys[:1],
+                                              metrics={"loss": setup["plane"].metrics["loss"][:1]}))  # fmt: skip
+
+
+def test_save_html_offline_and_png(setup, tmp_path):
+    fig = plot.plot_contour(setup["plane"], filled=True)
+    p = plot.save_html(fig, tmp_path / "sub" / "plane.html")
+    text = p.read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\bsrc\s*=\s*[\"']?(https?:)?//", text, re.I)  # nothing from a CDN
+    assert "Plotly.newPlot" in text and len(text) > 1_000_000  # plotly.js itself is embedded
+    mfig = plot.plot_contour(setup["plane"], backend="matplotlib")
+    q = plot.save_png(mfig, tmp_path / "plane.png")
+    assert q.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(TypeError, match="save_png"):
+        plot.save_html(mfig, tmp_path / "x.html")
+    with pytest.raises(TypeError, match="save_html"):
+        plot.save_png(fig, tmp_path / "x.png")

@@ -1,0 +1,234 @@
+"""Slices: exact anchors, regular planes, the papers' formulas in float64, save/load, untouched models."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landscape.params import model_at, parameters_to_vector
+from landscape.results import load_result
+from landscape.surface import (
+    BarycentricResult,
+    PlaneResult,
+    barycentric,
+    bilinear,
+    line,
+    line_distance,
+    plane,
+    plane_through,
+    random_plane,
+)
+from tests.test_evaluate import assert_untouched, snapshot
+
+
+def setup(n_models=4, dtype=torch.float64):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).to(dtype)
+    others = []
+    for _ in range(n_models - 1):
+        o = copy.deepcopy(m)
+        with torch.no_grad():
+            for p in o.parameters():
+                p.add_(torch.randn_like(p))
+        others.append(o)
+    X = torch.randn(24, 4, dtype=dtype)
+    y = torch.randint(0, 3, (24,))
+    return m, others, (X, y)
+
+
+def loss_at(m, vec, data):
+    X, y = data
+    with torch.no_grad():
+        return F.cross_entropy(model_at(m, torch.as_tensor(vec, dtype=torch.float64))(X), y).item()
+
+
+def vec(m):
+    return parameters_to_vector(m).double()
+
+
+def test_line_hits_endpoints_bitwise_and_goes_beyond():
+    m, (b,), data = setup(2, torch.float32)
+    assert next(m.parameters()).dtype == torch.float32
+    snap, snap_b = snapshot(m), snapshot(b)
+    r = line(m, m, b, data, alphas=[0.0, 1.0, 0.5, 2.0, -1.0], metrics=("loss", "outputs"), strategy="loop")
+    X = data[0]
+    with torch.no_grad():
+        assert torch.equal(torch.from_numpy(r.metrics["outputs"][0]), m(X))  # alpha 0 is a, bitwise
+        assert torch.equal(torch.from_numpy(r.metrics["outputs"][1]), b(X))  # alpha 1 is b, bitwise
+    assert np.array_equal(r.anchors[0], parameters_to_vector(m).numpy())
+    assert_untouched(m, snap)
+    assert_untouched(b, snap_b)
+    m64, (b64,), data64 = setup(2)
+    r = line(m64, m64, b64, data64, alphas=[0.5, 2.0, -1.0])
+    a_, b_ = vec(m64), vec(b64)
+    for alpha, got in zip([0.5, 2.0, -1.0], r.metrics["loss"]):
+        assert got == pytest.approx(loss_at(m64, (1 - alpha) * a_ + alpha * b_, data64), rel=1e-12)
+    assert r.coord_name == "alpha" and r.n_nonfinite == 0
+
+
+def test_line_distance_follows_im_eq1():
+    m, (ref,), data = setup(2)
+    L = float((vec(ref) - vec(m)).norm())
+    r = line_distance(m, m, ref, data, distances=[0.0, 0.3 * L, L, 1.7 * L])
+    u = (vec(ref) - vec(m)) / L
+    for d, got in zip(r.coords, r.metrics["loss"]):
+        assert got == pytest.approx(loss_at(m, vec(m) + d * u, data), rel=1e-12)
+    assert r.anchor_coords[1] == pytest.approx(L) and r.coord_name == "distance"
+    m32, ref32 = copy.deepcopy(m).float(), copy.deepcopy(ref).float()
+    r32 = line_distance(m32, m32, ref32, (data[0].float(), data[1]), distances=[0.0, r.anchor_coords[1]],
+                        metrics=("outputs",), strategy="loop")  # fmt: skip
+    with torch.no_grad():
+        assert torch.equal(torch.from_numpy(r32.metrics["outputs"][0]), m32(data[0].float()))
+    default = line_distance(m, m, ref, data)
+    assert L in default.coords and default.coords.max() == pytest.approx(1.5 * L)
+
+
+def test_bilinear_and_barycentric_hit_their_anchors_and_match_formulas():
+    m, others, data = setup(4, torch.float32)
+    c = [m, *others]
+    X = data[0]
+    r = bilinear(m, c, data, n=3, metrics=("outputs",), strategy="loop")
+    with torch.no_grad():
+        for k, (a, be) in enumerate(r.corner_coords):
+            i, j = list(r.betas).index(be), list(r.alphas).index(a)
+            assert torch.equal(torch.from_numpy(r.metrics["outputs"][i, j]), c[k](X)), k
+    t = barycentric(m, c[0], c[1], c[2], data, n=3, metrics=("outputs",), strategy="loop")
+    with torch.no_grad():
+        assert all(torch.equal(torch.from_numpy(t.metrics["outputs"][i, 0]), c[0](X)) for i in range(3))
+        assert torch.equal(torch.from_numpy(t.metrics["outputs"][2, 2]), c[1](X))  # alpha 1, beta 1
+        assert torch.equal(torch.from_numpy(t.metrics["outputs"][0, 2]), c[2](X))  # alpha 1, beta 0
+    m, others, data = setup(4)
+    v = [vec(m)] + [vec(o) for o in others]
+    r = bilinear(m, [m, *others], data, alphas=[0.25, 0.6], betas=[0.1, 0.5, 0.9])
+    assert r.metrics["loss"].shape == (3, 2)
+    for i, be in enumerate(r.betas):
+        for j, a in enumerate(r.alphas):
+            want = be * (a * v[0] + (1 - a) * v[1]) + (1 - be) * (a * v[2] + (1 - a) * v[3])  # Im et al. eqs. 3-5
+            assert r.metrics["loss"][i, j] == pytest.approx(loss_at(m, want, data), rel=1e-12)
+    t = barycentric(m, m, others[0], others[1], data, alphas=[0.3, 1.0], betas=[0.2, 0.7])
+    for i, be in enumerate(t.betas):
+        for j, a in enumerate(t.alphas):
+            want = v[0] + a * (be * (v[1] - v[0]) + (1 - be) * (v[2] - v[0]))  # A.1 eqs. 6-8
+            assert t.metrics["loss"][i, j] == pytest.approx(loss_at(m, want, data), rel=1e-12)
+    xy = barycentric(m, m, m, m, data, alphas=[0.0, 1.0], betas=[0.0, 1.0]).triangle_xy()
+    assert np.allclose(xy[:, 0], 0.0) and xy.shape == (2, 2, 2)
+    assert np.allclose(xy[1, 1], [1.0, 0.0]) and np.allclose(xy[0, 1], [0.5, np.sqrt(3) / 2])
+    with pytest.raises(ValueError, match="four corners"):
+        bilinear(m, [m, m, m], data)
+
+
+@pytest.mark.parametrize("nx,ny", [(5, 5), (4, 4), (6, 3)])
+def test_planes_are_regular(nx, ny):
+    m, _, data = setup(1)
+    g = torch.Generator().manual_seed(nx * 10 + ny)
+    d1, d2 = (torch.randn(vec(m).numel(), generator=g, dtype=torch.float64) * 0.3 for _ in range(2))
+    xs, ys = np.linspace(-1, 1.5, nx), np.linspace(-0.7, 0.4, ny)
+    snap = snapshot(m)
+    r = plane(m, m, d1, d2, data, xs, ys)
+    assert_untouched(m, snap)
+    assert r.metrics["loss"].shape == (ny, nx) and r.metrics["accuracy"].shape == (ny, nx)
+    for i in range(ny):
+        for j in range(nx):
+            want = loss_at(m, vec(m) + xs[j] * d1 + ys[i] * d2, data)
+            assert r.metrics["loss"][i, j] == pytest.approx(want, rel=1e-12), (i, j)
+    np.testing.assert_allclose(r.project(r.point(0.3, -0.2)), [[0.3, -0.2]], atol=1e-12)
+
+
+def test_plane_through_three_models_both_frames(tmp_path):
+    m, (m1, m2), data = setup(3)
+    X = data[0].float()
+    f0, f1, f2 = (copy.deepcopy(x).float() for x in (m, m1, m2))
+    r = plane_through(f0, f0, f1, f2, (X, data[1]), xs=[0.0, 1.0, 0.5], ys=[1.0, 0.0], metrics=("outputs",),
+                      strategy="loop")  # fmt: skip
+    with torch.no_grad():
+        assert torch.equal(torch.from_numpy(r.metrics["outputs"][1, 0]), f0(X))
+        assert torch.equal(torch.from_numpy(r.metrics["outputs"][1, 1]), f1(X))
+        assert torch.equal(torch.from_numpy(r.metrics["outputs"][0, 0]), f2(X))
+    o = plane_through(m, m, m1, m2, data, xs=[-0.2, 0.6], ys=[0.1, 0.5, 1.2], frame="orthogonal")
+    d1, d2 = (torch.from_numpy(d) for d in o.directions)
+    assert abs(float(d1 @ d2)) < 1e-9 * float(d1.norm() * d2.norm())
+    assert float(d2.norm()) == pytest.approx(float(d1.norm()), rel=1e-12)
+    np.testing.assert_allclose(o.project(np.stack([vec(m1), vec(m2)])), o.anchor_coords[1:], atol=1e-10)
+    for i, y in enumerate(o.ys):
+        for j, x in enumerate(o.xs):
+            assert o.metrics["loss"][i, j] == pytest.approx(loss_at(m, vec(m) + x * d1 + y * d2, data), rel=1e-10)
+    o.save(tmp_path / "plane")
+    back = load_result(tmp_path / "plane.npz")
+    assert isinstance(back, PlaneResult) and back.anchor_labels == ["p0", "p1", "p2"]
+    np.testing.assert_array_equal(back.metrics["loss"], o.metrics["loss"])
+    np.testing.assert_array_equal(back.directions, o.directions)
+    assert back.provenance.extra["frame"] == "orthogonal"
+    with pytest.raises(ValueError, match="collinear"):
+        plane_through(m, m, m1, m1, data)
+
+
+def test_random_plane_is_seeded_and_recorded(tmp_path):
+    m, _, data = setup(1)
+    a = random_plane(m, data, xs=np.linspace(-1, 1, 3), seed=3)
+    b = random_plane(m, data, xs=np.linspace(-1, 1, 3), seed=3)
+    np.testing.assert_array_equal(a.directions, b.directions)
+    np.testing.assert_array_equal(a.metrics["loss"], b.metrics["loss"])
+    assert a.provenance.seed == 3 and a.provenance.extra["normalization"] == "filter"
+    assert a.metrics["loss"][1, 1] == pytest.approx(loss_at(m, vec(m), data), rel=1e-12)
+    t = barycentric(m, m, m, m, data, n=2)
+    t.save(tmp_path / "tri.npz")
+    assert isinstance(load_result(tmp_path / "tri.npz"), BarycentricResult)
+
+
+def test_interpolated_batchnorm_states_and_nan_counts():
+    torch.manual_seed(1)
+    m = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3)).double()
+    X, y = torch.randn(30, 4, dtype=torch.float64), torch.randint(0, 3, (30,))
+    b = copy.deepcopy(m)
+    with torch.no_grad():
+        b.train()
+        b(3 * X + 2)
+    m.eval()
+    b.eval()
+    r = line(m, m, b, (X, y), alphas=[0.0, 0.5, 1.0], bn_mode="interpolate")
+    buf = {k: 0.5 * (v + dict(b.named_buffers())[k]) if v.is_floating_point() else v for k, v in m.named_buffers()}
+    with torch.no_grad():
+        want = F.cross_entropy(model_at(m, 0.5 * (vec(m) + vec(b)), buf).eval()(X), y).item()
+        assert r.metrics["loss"][2] == pytest.approx(F.cross_entropy(b(X), y).item(), rel=1e-12)
+    assert r.metrics["loss"][1] == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="interpolate"):
+        line(m, vec(m), vec(b), (X, y), bn_mode="interpolate")
+    bad = vec(m).clone()
+    bad[0] = float("nan")
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        r = line(m, m, bad, (X, y), alphas=[0.0, 0.5, 1.0])
+    assert r.n_nonfinite == 2 and np.isnan(r.metrics["accuracy"][1:]).all() and np.isfinite(r.metrics["loss"][0])
+
+
+def test_no_public_function_touches_the_models():
+    from landscape.distance import distance_along_path, functional_distance
+
+    torch.manual_seed(2)
+    m = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Dropout(0.5), nn.Linear(5, 3)).double()
+    m.train()  # training flags must survive, BatchNorm statistics must not move
+    m[4].bias.requires_grad_(False)
+    others = [copy.deepcopy(m) for _ in range(3)]
+    for o in others:
+        with torch.no_grad():
+            for p in o.parameters():
+                p.add_(torch.randn_like(p))
+    data = (torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,)))
+    snaps = [snapshot(x) for x in (m, *others)]
+    d = torch.randn(2, vec(m).numel(), dtype=torch.float64)
+    for bn in ("eval", "train", "interpolate"):
+        kw = {"bn_mode": bn}
+        line(m, m, others[0], data, alphas=[0, 0.5], **kw)
+        line_distance(m, m, others[0], data, distances=[0.0, 1.0], **kw)
+        bilinear(m, [m, *others], data, n=2, **kw)
+        barycentric(m, m, others[0], others[1], data, n=2, **kw)
+        plane_through(m, m, others[0], others[1], data, xs=[0, 1], **kw)
+        distance_along_path(m, m, others[0], data, alphas=[0.5], **kw)
+        functional_distance(m, m, others[1], data, **kw)
+        if bn != "interpolate":
+            plane(m, m, d[0], d[1], data, [0, 1], [0], **kw)
+            random_plane(m, data, xs=[0, 1], **kw)
+    for x, s in zip((m, *others), snaps):
+        assert_untouched(x, s)
