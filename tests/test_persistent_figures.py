@@ -1,0 +1,150 @@
+"""The Persistent Neurons gallery figures at tiny scale: claims well-formed, numbers finite, toy claims hold."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from figures import _persistent_common as common
+from figures.contract import Claim, FigureResult
+from figures.persistent_fig1_2 import figure1_2, persistent_gd
+from figures.persistent_fig3_5 import KinkSetup, chain_seed, figure3_5, in_kink
+from figures.persistent_fig6 import figure6
+from figures.persistent_fig7_8 import figure7_8
+from figures.persistent_fig9_11 import figure_partial
+from figures.persistent_fig12 import bulk_edge, figure12, outliers
+from figures.persistent_fig13_15 import figure13_15, saturated_share, saturation_score
+from figures.toy_demo import grad, loss
+from landscape.data import two_minima
+from landscape.hessian import HessianSpectrum
+from landscape.params import ParamLayout
+from landscape.saturation import SaturationHistory
+from persistence import PersistentPenalty, PersistentTrainer
+
+
+def _check(result: FigureResult, n_claims: int) -> list[Claim]:
+    assert isinstance(result, FigureResult) and result.panels
+    assert len(result.claims) == n_claims
+    for c in result.claims:
+        assert c.statement and c.source.startswith("Persistent Neurons")
+        assert c.held in (True, False, None) and (c.held is not None or c.detail)
+        if isinstance(c.measured, float):
+            assert math.isfinite(c.measured)
+        assert "nan" not in str(c.measured).lower()
+    return result.claims
+
+
+def _tiny(name: str, model: str, **kw) -> common.RunSetup:
+    base = dict(name=name, data="digits", model=model, mode="partial", lam=0.001, iterations=2, epochs=1,
+                batch_size=256)
+    return common.RunSetup(**{**base, **kw})
+
+
+# --------------------------------------------------------------------------- Figs. 1-2 (paper settings)
+def test_toy_claims_hold_at_paper_settings():
+    claims = _check(figure1_2(), 2)
+    assert all(c.held is True for c in claims)
+
+
+def test_persistent_gd_step_is_gradient_of_f_plus_library_penalty():
+    # One step with lr 1 moves by the gradient of f + PersistentPenalty (000 eq. 2 and 6), computed by autograd.
+    net = nn.Sequential(nn.Linear(2, 1, bias=False)).double()
+    layout = ParamLayout.from_model(net)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        w = torch.randn(2, generator=gen, dtype=torch.float64) * 2
+        anchors = torch.randn(3, 2, generator=gen, dtype=torch.float64) * 2
+        pen = PersistentPenalty(layout, anchors, lam=0.1)
+        wt = w.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(two_minima(wt) + pen.from_vector(wt), wt)
+        path = persistent_gd(w.tolist(), 1.0, 1, anchors=anchors.tolist(), lam=0.1, every=1)
+        assert np.allclose(w.numpy() - path[-1], g.numpy(), rtol=1e-12, atol=1e-14)
+    # Without anchors it is the plain gradient.
+    assert np.allclose(persistent_gd((0.3, -1.0), 1.0, 1)[-1], np.array([0.3, -1.0]) - np.array(grad(0.3, -1.0)))
+    assert float(loss(np.array(2.0), np.array(-2.0))) < -0.99
+
+
+# --------------------------------------------------------------------------- Figs. 3-5
+def test_kink_helpers():
+    losses = np.array([1.0, 3.95, 4.5, 3.99])
+    assert in_kink(losses, 3.97).tolist() == [False, True, False, True]
+    assert chain_seed(losses, 3.97) == 1
+    assert chain_seed(np.array([0.1, 2.0, 0.5]), 3.97) == 1  # no kink: the worst seed
+
+
+def test_fig3_5_tiny_and_cached(tmp_path):
+    setup = KinkSetup(seeds=3, iterations=2, steps=200, backend="eager")
+    first = figure3_5(setup, cache=tmp_path)
+    claims = _check(first, 4)
+    assert (tmp_path / setup.key() / "seeds.npz").is_file() and (tmp_path / setup.key() / "persistent.npz").is_file()
+    again = figure3_5(setup, cache=tmp_path)  # loaded from the cache: the same numbers
+    assert [c.measured for c in again.claims] == [c.measured for c in claims]
+
+
+# --------------------------------------------------------------------------- image-classifier figures
+def test_run_persistent_cache_reuses_finished_iterations(tmp_path, monkeypatch):
+    setup = _tiny("t_cache", "lenet5", mode="full", lam=0.01)
+    a = common.run_persistent(setup, tmp_path)
+    monkeypatch.setattr(PersistentTrainer, "_run_iteration", lambda *a, **k: pytest.fail("retrained a cached run"))
+    b = common.run_persistent(setup, tmp_path)
+    assert [r.metrics for r in a.results_] == [r.metrics for r in b.results_]
+    assert all(torch.equal(r.final, s.final) for r, s in zip(a.results_, b.results_))
+
+
+def test_fig6_and_fig7_8_tiny(tmp_path):
+    setups = {k: _tiny(f"t_lenet_{k}", "lenet5", mode="full", lam=0.01, init="normal", init_std=std)
+              for k, std in (("bad", 0.2), ("good", 0.05))}
+    _check(figure7_8("quick", cache=tmp_path, setups=setups), 4)
+    (claim,) = _check(figure6("quick", cache=tmp_path, setup=setups["bad"], grid=5, loss_images=64), 1)
+    assert isinstance(claim.measured, float) and claim.measured >= 0
+
+
+@pytest.mark.parametrize("which,model,kw", [("lenet5", "lenet5", {}),
+                                            ("alexnet", "alexnet", {"channels": (4, 4), "hidden": (8, 8)})])
+def test_fig9_11_tiny(tmp_path, which, model, kw):
+    claims = _check(figure_partial(which, "quick", cache=tmp_path, setup=_tiny(f"t_{which}", model, model_kwargs=kw)),
+                    2)
+    assert all(c.held in (True, False) for c in claims)
+
+
+def test_fig12_tiny(tmp_path):
+    setup = _tiny("t_resnet", "small_resnet", model_kwargs={"width": 4})
+    _check(figure12("quick", cache=tmp_path, setup=setup, images=32, probes=2, steps=8, top_k=1), 2)
+
+
+def test_fig13_15_tiny(tmp_path):
+    setup = _tiny("t_tanh", "mlp7_tanh", model_kwargs={"width": 8}, init="xavier", iterations=3, epochs=2,
+                  saturation=True, histogram_epochs=(1.0, 2.0), saturation_images=50, record_every_epochs=None)
+    _check(figure13_15("quick", cache=tmp_path, setup=setup), 4)
+
+
+# --------------------------------------------------------------------------- measures
+def _spectrum(nodes: np.ndarray, weights: np.ndarray, top: float) -> HessianSpectrum:
+    return HessianSpectrum(nodes=nodes, weights=weights, top_eigenvalues=np.array([top]), top_error_bounds=np.zeros(1),
+                           trace={}, trace_stderr={}, hvp_count=0, bn_mode="eval", n_params=10, param_names=[],
+                           n_samples=1)
+
+
+def test_bulk_edge_and_outliers_on_a_known_measure():
+    # Two probes; 99% of the mass at or below 1.0, the rest on the outliers 10 and 20.
+    nodes = np.array([[0.0, 1.0, 10.0, 20.0], [0.5, 1.0, 10.0, 30.0]])
+    weights = np.array([[0.5, 0.49, 0.005, 0.005], [0.5, 0.49, 0.0, 0.01]])
+    spec = _spectrum(nodes, weights, 30.0)
+    assert bulk_edge(spec) == 1.0
+    assert bulk_edge(spec, mass=0.5) == 0.5  # the masses at 0 and 0.5 are 0.25 each
+    assert outliers(spec, 1.0) == 1.5  # above 5: two Ritz values in probe 0, one with nonzero weight in probe 1
+
+
+def test_saturation_measures_on_a_known_history():
+    edges = np.tile(np.linspace(-1, 1, 5), (2, 1))  # bins centred at -0.75, -0.25, 0.25, 0.75
+    counts = np.array([[[0, 1, 1, 0], [2, 0, 0, 2]]])  # one kept epoch, two layers
+    h = SaturationHistory(epochs=np.array([0.0, 1.0]), layers=["a", "b"], percentiles=np.array([98.0]),
+                          values=np.array([[[9.0], [9.0]], [[0.2], [0.4]]]), lower=np.zeros((2, 2, 1)),
+                          upper=np.zeros((2, 2, 1)), mean=np.zeros((2, 2)), std=np.zeros((2, 2)),
+                          histogram_epochs=np.array([1.0]), histograms=counts, edges=edges)
+    assert saturation_score(h) == pytest.approx(0.3)  # the epoch-0 measurement is left out
+    assert saturated_share(h, 1.0, edge=0.5) == pytest.approx(4 / 6)
