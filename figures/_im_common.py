@@ -1,0 +1,692 @@
+"""Shared training runs of the Im, Tao & Branson figures (``figures/im_*.py``), cached on disk.
+
+Im, Tao & Branson, "An Empirical Analysis of Deep Network Loss Surfaces". Every figure of the paper looks at
+minima found by the seven methods of :data:`landscape.optim.METHODS` from shared initial weights and the same
+minibatch order, so the figures share one pool of runs: a run is a :class:`RunSpec` (method, initialization,
+BatchNorm or not, an optimizer switch, an exotic initialization), trained once by :class:`ImRuns` and kept as a
+two-snapshot :class:`~landscape.trajectory.Trajectory` (initial and final weights with their BatchNorm buffers;
+a switch adds the switch point) whose metadata holds the per-epoch history. On disk a run lives in
+``<cache>/<setup key>/<run key>/``, the keys hashing the settings and the training code of this module, so a
+change of either retrains; a file lock lets concurrent figure processes wait for a run in progress.
+
+Settings (:class:`ImSetup`), readings where the paper is silent:
+
+- Quick scale: scikit-learn's 8x8 digits (1,344 training / 449 test images), a small VGG-style net
+  (conv 16-pool-conv 32-pool-conv 64-pool, fc 64, dropout 0.25, with or without BatchNorm) or a small NIN
+  (width 16), 20 epochs of batch 32, three initializations (two without BatchNorm). Full scale: the paper's
+  (Sec. 3.4): CIFAR-10, the cifar.torch VGG (and NIN, width 192), 200 epochs of batch 128.
+- Hyperparameters are :func:`landscape.optim.default_hyperparameters` (Sec. 3.4 grids, doubled for RK2; Heun).
+- Every run of one setup uses the same shuffling seed and the same dropout stream; only the initialization
+  seed (``init``) and the optimizer differ.
+- Per-epoch history: the running training loss, loss and accuracy over the whole training and test sets in
+  eval mode, the Euclidean distance of the weights from the initial ones, and the number of gradient
+  evaluations (loss calls with autograd on: an RK2 step counts two).
+- Loss surfaces of BatchNorm nets are evaluated with batch statistics (``bn_mode="train"``) on a fixed subset of
+  the training images: the running statistics of an endpoint do not belong to the points between endpoints.
+  Nets without BatchNorm have nothing to choose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import inspect
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.figure
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from figures.contract import MissingDataError, Scale, require_data
+from landscape.data import Splits, load_cifar10, load_digits_split
+from landscape.models import build_model
+from landscape.optim import METHODS, SwitchSchedule, default_hyperparameters
+from landscape.params import ParamLayout, parameters_to_vector
+from landscape.train import Callback, EpochEvent, Trainer, evaluate_dataset
+from landscape.trajectory import Trajectory
+
+try:  # advisory lock so parallel figure processes train each cached run once
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "METHOD_LABELS",
+    "ImSetup",
+    "RunSpec",
+    "Run",
+    "ImRuns",
+    "cache_dir",
+    "color",
+    "rise",
+    "rises",
+    "first_crossing",
+    "mpl_grid",
+    "single_threaded",
+    "Curve",
+    "small_multiples",
+]
+
+SOURCE = "Im, Tao & Branson, An Empirical Analysis of Deep Network Loss Surfaces"
+METHOD_LABELS = {"sgd": "SGD", "momentum": "SGDM", "rmsprop": "RMSprop", "adadelta": "Adadelta", "adam": "Adam",
+                 "sgd_rk2": "SGD+RK2", "adam_rk2": "Adam+RK2"}  # fmt: skip
+_ABBR = {"sgd": "S", "adam": "A", "adadelta": "D", "momentum": "M", "rmsprop": "R", "sgd_rk2": "SRK", "adam_rk2": "ARK"}
+_COLORS = {"sgd": "#1f77b4", "momentum": "#17becf", "rmsprop": "#9467bd", "adadelta": "#8c564b", "adam": "#d62728",
+           "sgd_rk2": "#2ca02c", "adam_rk2": "#ff7f0e"}  # fmt: skip
+
+# "Sharp rise" between two minima (Table 1, Figs. 2-3, 7): the peak of the loss on the straight segment is at
+# least RISE_RATIO times the larger endpoint loss and at least RISE_NATS above it. Fixed before measuring.
+RISE_RATIO = 2.0
+RISE_NATS = 0.05
+
+
+def single_threaded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` with one torch intra-op thread, restoring the count after.
+
+    These small nets run no faster on two threads, and several times slower when the two cores are shared
+    (measured here: a 4-epoch VGG run took 2.1 s of CPU on one thread, 12.8 s on two under load).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        old = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(old)
+
+    return wrapper
+
+
+def color(method: str) -> str:
+    """The colour of a method in every Im figure."""
+    return _COLORS.get(method, "#7f7f7f")
+
+
+# --------------------------------------------------------------------------- settings
+@dataclasses.dataclass(frozen=True)
+class ImSetup:
+    """Scale of the Im et al. experiments (defaults: the quick scale).
+
+    Attributes:
+        name: ``"quick"``, ``"full"`` or anything for custom settings (part of the cache key).
+        dataset: ``"digits"`` (embedded) or ``"cifar10"`` (from ``data_dir``).
+        data_dir: Directory holding CIFAR-10's python batches.
+        train_size: Keep only this many training images (``None``: all). Quick: 1,344 of the 1,348, so every
+            minibatch of 32 is full (a last batch of 4 images corrupts BatchNorm's running statistics).
+        vgg_cfg: Conv widths and ``"M"`` pooling markers of the VGG-style net.
+        vgg_hidden: Width of its hidden fully connected layer.
+        dropout: Dropout probability of both nets.
+        nin_width: Channels of the NIN's convolutions.
+        epochs: Training epochs of every run.
+        batch_size: Minibatch size.
+        repetitions: Initializations per method (BatchNorm VGG): Fig. 4, 5-6, 10.
+        repetitions_nobn: Initializations per method without BatchNorm: Fig. 8 / Table 2.
+        repetitions_fig9: Initializations of the extra runs of Fig. 9 (SGD x2, Midpoint, Ralston).
+        surface_size: Training images the loss surfaces are evaluated on.
+        grid: Points per side of the 2-D (barycentric, bilinear) grids.
+        switch_fractions: Fractions of training at which Fig. 7 switches optimizer (Sec. 4.3).
+        seed: Base seed (data split, shuffling, dropout; initialization ``k`` uses ``1000 * seed + k``).
+    """
+
+    name: str = "quick"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    train_size: int | None = 1344
+    vgg_cfg: tuple[int | str, ...] = (16, "M", 32, "M", 64, "M")
+    vgg_hidden: int = 64
+    dropout: float = 0.25
+    nin_width: int = 16
+    epochs: int = 20
+    batch_size: int = 32
+    repetitions: int = 3
+    repetitions_nobn: int = 2
+    repetitions_fig9: int = 2
+    surface_size: int = 512
+    grid: int = 11
+    switch_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset not in ("digits", "cifar10"):
+            raise ValueError(f"dataset must be 'digits' or 'cifar10', got {self.dataset!r}")
+        if self.dataset == "cifar10" and self.data_dir is None:
+            raise ValueError("dataset 'cifar10' needs data_dir (the directory holding cifar-10-batches-py/)")
+        if self.epochs < 2 or self.batch_size < 1 or self.grid < 3 or self.surface_size < 2:
+            raise ValueError("need epochs >= 2, batch_size >= 1, grid >= 3 and surface_size >= 2")
+        if min(self.repetitions, self.repetitions_nobn, self.repetitions_fig9) < 1:
+            raise ValueError("every repetition count must be at least 1")
+        if not all(0 < f < 1 for f in self.switch_fractions):
+            raise ValueError(f"switch fractions must lie in (0, 1), got {self.switch_fractions}")
+
+    @classmethod
+    def for_scale(cls, scale: Scale | str, data_dir: Path | str | None = None) -> ImSetup:
+        """The gallery's settings: ``"quick"`` (embedded digits, minutes on 2 cores) or ``"full"`` (the paper's).
+
+        Raises:
+            MissingDataError: At full scale when ``data_dir`` does not hold CIFAR-10's python batches.
+        """
+        if Scale(scale) is Scale.QUICK:
+            return cls()
+        what = "CIFAR-10 python batches (cifar-10-batches-py/ with data_batch_1..5 and test_batch)"
+        root = require_data(data_dir, what=what)
+        # Im et al. Sec. 3.4: cifar.torch VGG and NIN, batch 128, 200 epochs; Fig. 7: switches at epochs 50/100/150.
+        vgg = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+        return cls(name="full", dataset="cifar10", data_dir=str(root), train_size=None, vgg_cfg=vgg, vgg_hidden=512,
+                   dropout=0.5, nin_width=192, epochs=200, batch_size=128, repetitions=5, repetitions_nobn=3,
+                   repetitions_fig9=3, surface_size=10_000, grid=21)  # fmt: skip
+
+    def key(self) -> str:
+        """Cache key: a hash of these settings and of this module's training code."""
+        blob = json.dumps({"setup": dataclasses.asdict(self), "code": _TRAINING_CODE}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # data ------------------------------------------------------------------------------------
+    def splits(self) -> Splits:
+        """Training and test images (cached per process)."""
+        k = (self.dataset, self.data_dir, self.train_size, self.seed)
+        if k not in _SPLITS:
+            if self.dataset == "digits":
+                s = load_digits_split(val=0, test=0.25, seed=self.seed)
+                if self.train_size is not None:
+                    x, y = s.train
+                    s = dataclasses.replace(s, train=(x[: self.train_size], y[: self.train_size]))
+            else:
+                try:
+                    s = load_cifar10(self.data_dir, val_size=0, seed=self.seed, train_size=self.train_size,  # type: ignore[arg-type]
+                                     normalize="standardize")  # fmt: skip
+                except FileNotFoundError as e:  # the loader says which files go where
+                    raise MissingDataError(str(e)) from e
+            _SPLITS[k] = s
+        return _SPLITS[k]
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch."""
+        return math.ceil(self.splits().train[0].shape[0] / self.batch_size)
+
+    # models -----------------------------------------------------------------------------------
+    def model(self, spec: RunSpec) -> nn.Module:
+        """The freshly initialized network of a run (initialization seed ``1000 * seed + spec.init``)."""
+        s = self.splits()
+        kw: dict[str, Any] = {"seed": 1000 * self.seed + spec.init}
+        if spec.init_mean is not None:
+            kw.update(init="normal", init_mean=spec.init_mean, init_std=spec.init_std)
+        elif spec.init_scheme != "default":
+            kw["init"] = spec.init_scheme
+        if spec.arch == "nin":
+            return build_model("nin", s.input_shape, s.num_classes, width=self.nin_width, batchnorm=spec.batchnorm,
+                               dropout=self.dropout, **kw)  # fmt: skip
+        return build_model("vgg", s.input_shape, s.num_classes, cfg=self.vgg_cfg, batchnorm=spec.batchnorm,
+                           hidden=self.vgg_hidden, dropout=self.dropout, **kw)  # fmt: skip
+
+    def label(self, spec: RunSpec) -> str:
+        """A short name of a run: ``"Adam"``, ``"SGD lr 0.1"``, ``"SGD+RK2 (Ralston)"``, ``"S15-A5"`` (Fig. 7)."""
+        if spec.then is not None:
+            k = round(self.epochs * float(spec.switch_at))  # type: ignore[arg-type]
+            return f"{_ABBR[spec.method]}{k}-{_ABBR[spec.then]}{self.epochs - k}"
+        h = dict(spec.hyper)
+        out = METHOD_LABELS[spec.method]
+        if "method" in h:
+            out += f" ({str(h['method']).title()})"
+        if "lr" in h:
+            out += f" lr {h['lr']:g}"
+        if spec.init_mean is not None:
+            out += f" N({spec.init_mean:g}, {spec.init_std:g})"
+        elif spec.init_scheme != "default":
+            out += f" ({spec.init_scheme} init)"
+        return out
+
+    def describe_model(self, arch: str = "vgg") -> str:
+        """The architecture in words, with its parameter count."""
+        n = ParamLayout.from_model(self.model(RunSpec(arch=arch))).numel
+        if arch == "nin":
+            return f"NIN-style CNN (3 mlpconv blocks, width {self.nin_width}, dropout {self.dropout:g}), {n:,} params"
+        cfg = "-".join(str(c) for c in self.vgg_cfg)
+        return f"VGG-style CNN (conv {cfg}, fc {self.vgg_hidden}, dropout {self.dropout:g}), {n:,} params"
+
+    def scaling(self, repetitions: int | str, arch: str = "vgg", **extra: Any) -> dict[str, Any]:
+        """The ``FigureResult.scaling`` record: model, data, epochs, repetitions, batch, optimizers, and ``extra``."""
+        s = self.splits()
+        sizes = s.sizes
+        data = ("scikit-learn digits (8x8)" if self.dataset == "digits" else "CIFAR-10") + \
+            f", {sizes['train']:,} training / {sizes['test']:,} test images"
+        lrs = ", ".join(f"{METHOD_LABELS[m]} {default_hyperparameters(m)['lr']:g}" for m in METHODS)
+        out = {
+            "model": self.describe_model(arch) + " (paper: cifar.torch VGG / NIN on CIFAR-10)",
+            "data": data,
+            "epochs": self.epochs,
+            "repetitions": repetitions,
+            "batch_size": self.batch_size,
+            "learning_rates": lrs + " (RK2: Heun, doubled rates, Sec. 3.4)",
+            "surface_data": f"{min(self.surface_size, sizes['train']):,} training images; BatchNorm nets with batch "
+                            "statistics",
+            "scale": self.name,
+        }
+        out.update(extra)
+        return out
+
+
+_SPLITS: dict[tuple[Any, ...], Splits] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One training run of the pool.
+
+    Attributes:
+        method: One of :data:`landscape.optim.METHODS` (the first phase when switching).
+        init: Initialization index (its seed is ``1000 * setup.seed + init``); runs with one index share weights.
+        batchnorm: BatchNorm after every convolution.
+        arch: ``"vgg"`` or ``"nin"``.
+        hyper: Hyperparameter overrides of ``method``, as sorted ``(name, value)`` pairs.
+        then: Method switched to at ``switch_at`` (Sec. 4.3), with its default hyperparameters.
+        switch_at: Fraction of training at which to switch.
+        init_mean: Mean of an exotic ``N(mean, std)`` initialization of every conv/linear weight and bias (A.5).
+        init_std: Its standard deviation.
+        init_scheme: Otherwise, a :class:`landscape.models.InitScheme` name (``"default"``: PyTorch's own).
+    """
+
+    method: str = "sgd"
+    init: int = 0
+    batchnorm: bool = True
+    arch: str = "vgg"
+    hyper: tuple[tuple[str, Any], ...] = ()
+    then: str | None = None
+    switch_at: float | None = None
+    init_mean: float | None = None
+    init_std: float | None = None
+    init_scheme: str = "default"
+
+    def __post_init__(self) -> None:
+        for m in (self.method, self.then):
+            if m is not None and m not in METHODS:
+                raise ValueError(f"unknown method {m!r}; valid: {list(METHODS)}")
+        if self.arch not in ("vgg", "nin"):
+            raise ValueError(f"arch must be 'vgg' or 'nin', got {self.arch!r}")
+        if (self.then is None) != (self.switch_at is None):
+            raise ValueError("a switch needs both `then` and `switch_at`")
+        if (self.init_mean is None) != (self.init_std is None):
+            raise ValueError("an exotic initialization needs both init_mean and init_std")
+        if self.init_mean is not None and self.init_scheme != "default":
+            raise ValueError("give either init_mean/init_std (a normal initialization) or init_scheme, not both")
+        object.__setattr__(self, "hyper", tuple(sorted((str(k), v) for k, v in dict(self.hyper).items())))
+
+    def key(self) -> str:
+        """Directory name of the run in the cache."""
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        return f"{self.method}-{self.init}-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- training
+class _GradCounter:
+    """Cross-entropy that counts its calls under autograd: the gradient evaluations of training."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, out: Tensor, y: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            self.n += 1
+        return nn.functional.cross_entropy(out, y)
+
+
+class _EpochLog(Callback):
+    """Per-epoch history: evaluated metrics, distance from the initial weights, gradient evaluations."""
+
+    def __init__(self, counter: _GradCounter, splits: Splits) -> None:
+        self.counter = counter
+        self.splits = splits
+        self.rows: list[dict[str, float]] = []
+        self.theta0: Tensor | None = None
+
+    def _row(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        theta = parameters_to_vector(trainer.model).detach().double()
+        dist = float((theta - self.theta0).norm()) if self.theta0 is not None else 0.0
+        self.rows.append({"epoch": epoch, "step": trainer.step, "grad_evals": self.counter.n, "dist_init": dist,
+                          **{k: float(v) for k, v in metrics.items()}})  # fmt: skip
+
+    def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
+        self.theta0 = parameters_to_vector(trainer.model).detach().double().clone()
+        metrics = {}
+        for name, d in (("trainset", self.splits.train), ("test", self.splits.test)):
+            for k, v in evaluate_dataset(trainer.model, d, nn.functional.cross_entropy).items():
+                metrics[f"{name}_{k}"] = v
+        self._row(trainer, 0, metrics)
+
+    def on_epoch_end(self, trainer: Trainer, event: EpochEvent) -> None:  # noqa: D102
+        self._row(trainer, event.epoch + 1, event.metrics)
+
+
+def _train(setup: ImSetup, spec: RunSpec, traj: Trajectory) -> None:
+    """Train one run into ``traj`` (initial and final snapshots, plus the switch point) and store its history."""
+    s = setup.splits()
+    counter = _GradCounter()
+    log = _EpochLog(counter, s)
+    hyper = dict(spec.hyper)
+    if spec.then is None:
+        optimizer: Any = spec.method
+    else:
+        total = setup.epochs * setup.steps_per_epoch()
+        phases = [(0, (spec.method, hyper)), (float(spec.switch_at), spec.then)]  # type: ignore[arg-type]
+
+        def optimizer(params: Any) -> SwitchSchedule:
+            return SwitchSchedule(params, phases, total_steps=total)
+
+        hyper = {}
+    tr = Trainer(setup.model(spec), s.train, counter, optimizer, optimizer_kwargs=hyper, epochs=setup.epochs,
+                 batch_size=setup.batch_size, seed=setup.seed, shuffle_seed=setup.seed,
+                 eval_data={"trainset": s.train, "test": s.test}, trajectory=traj, record_every_epochs=None,
+                 tags={"run": spec.key()}, callbacks=[log], on_nonfinite="stop").fit()  # fmt: skip
+    traj.update_meta({"spec": dataclasses.asdict(spec), "history": log.rows, "epochs": setup.epochs,
+                      "fit_time_s": tr.fit_time_})
+
+
+# The code whose change must retrain the cached runs (part of ImSetup.key()).
+_TRAINING_CODE = hashlib.sha256("".join(inspect.getsource(o) for o in (
+    ImSetup.splits, ImSetup.model, RunSpec, _GradCounter, _EpochLog, _train)).encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class Run:
+    """A finished run: its spec, label, stored trajectory and per-epoch history.
+
+    Attributes:
+        spec: What was trained.
+        label: Short name (:meth:`ImSetup.label`).
+        traj: Snapshots: 0 = initial weights, -1 = final weights (a switch run also holds the switch point).
+        history: One dict per epoch (epoch 0 = before training): ``epoch``, ``step``, ``grad_evals``,
+            ``dist_init``, ``train_loss`` (running, train mode), ``trainset_loss``/``trainset_accuracy`` and
+            ``test_loss``/``test_accuracy`` (eval mode).
+        factory: Builds a fresh network of the run's architecture.
+    """
+
+    spec: RunSpec
+    label: str
+    traj: Trajectory
+    history: list[dict[str, float]]
+    factory: Callable[[], nn.Module]
+
+    @property
+    def init(self) -> Tensor:
+        """Initial weights, shape ``(D,)``."""
+        return self.traj.vectors([0])[0]
+
+    @property
+    def final(self) -> Tensor:
+        """Final weights, shape ``(D,)``."""
+        return self.traj.vectors([-1])[0]
+
+    def model(self, i: int = -1) -> nn.Module:
+        """The network at snapshot ``i`` (parameters and BatchNorm buffers)."""
+        return self.traj.model_at(self.factory, i)
+
+    def curve(self, name: str) -> np.ndarray:
+        """A history column over epochs 0..E, shape ``(E + 1,)`` (NaN where missing)."""
+        return np.array([r.get(name, math.nan) for r in self.history], dtype=np.float64)
+
+    def last(self, name: str) -> float:
+        """The last epoch's value of a history column."""
+        return float(self.history[-1].get(name, math.nan))
+
+    @property
+    def completed(self) -> bool:
+        """Whether training ran all epochs (a non-finite loss stops it early)."""
+        return self.history[-1]["epoch"] >= self.traj.meta["epochs"]
+
+    @property
+    def fit_time(self) -> float:
+        """Training time of the run in seconds."""
+        return float(self.traj.meta["fit_time_s"])
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class ImRuns:
+    """The pool of runs of one :class:`ImSetup`, trained on first use and cached on disk.
+
+    Args:
+        setup: The settings.
+        cache_dir: Root of the on-disk cache (runs go to ``cache_dir / setup.key()``); ``None`` keeps them in memory.
+        progress: Show a tqdm bar over the runs being trained.
+
+    Example:
+        >>> runs = ImRuns(ImSetup(train_size=64, vgg_cfg=(2, "M"), vgg_hidden=4, epochs=2))
+        >>> run = runs.get(RunSpec("adam"))
+        >>> [r["epoch"] for r in run.history], run.init.shape == run.final.shape
+        ([0, 1, 2], True)
+    """
+
+    def __init__(self, setup: ImSetup, cache_dir: Path | str | None = None, progress: bool = False) -> None:
+        self.setup = setup
+        self.root = None if cache_dir is None else Path(cache_dir) / setup.key()
+        self.progress = progress
+        self._memo: dict[str, Run] = {}
+
+    def get(self, spec: RunSpec) -> Run:
+        """The finished run of ``spec`` (trained now if not cached)."""
+        return self.many([spec])[0]
+
+    def many(self, specs: Sequence[RunSpec]) -> list[Run]:
+        """The finished runs of ``specs``, in order (missing ones trained now, with a progress bar)."""
+        todo = [s for s in dict.fromkeys(specs) if s.key() not in self._memo]
+        for spec in tqdm(todo, desc="im runs", unit="run", disable=not self.progress or not todo, leave=False):
+            self._memo[spec.key()] = self._load_or_train(spec)
+        return [self._memo[s.key()] for s in specs]
+
+    def _load_or_train(self, spec: RunSpec) -> Run:
+        if self.root is None:
+            traj = Trajectory()
+            _train(self.setup, spec, traj)
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            final = self.root / spec.key()
+            with _locked(self.root / f"{spec.key()}.lock"):
+                if not final.is_dir():  # trained whole into a temporary directory, then renamed: never half there
+                    tmp = self.root / f".{spec.key()}.tmp-{os.getpid()}"
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    with Trajectory.create(tmp, durable=False) as t:
+                        _train(self.setup, spec, t)
+                    os.replace(tmp, final)
+            traj = Trajectory.open(final)
+        meta = traj.meta
+        return Run(spec, self.setup.label(spec), traj, list(meta["history"]), lambda: self.setup.model(spec))
+
+    # evaluation data ---------------------------------------------------------------------------
+    def surface_data(self) -> tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]:
+        """Training images the loss surfaces are evaluated on (batches of at most 1,000 at full scale)."""
+        x, y = self.setup.splits().train
+        n = min(self.setup.surface_size, x.shape[0])
+        x, y = x[:n], y[:n]
+        if n <= 1024:
+            return (x, y)
+        return [(x[i : i + 1000], y[i : i + 1000]) for i in range(0, n, 1000)]
+
+    def test_data(self) -> tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]:
+        """Test images (functional distance, accuracy), in batches of at most 1,000 when larger."""
+        x, y = self.setup.splits().test
+        if x.shape[0] <= 1024:
+            return (x, y)
+        return [(x[i : i + 1000], y[i : i + 1000]) for i in range(0, x.shape[0], 1000)]
+
+    @staticmethod
+    def eval_kw(spec: RunSpec) -> dict[str, Any]:
+        """Evaluation options of a run's architecture: batch statistics for BatchNorm nets."""
+        return {"bn_mode": "train"} if spec.batchnorm else {}
+
+
+def cache_dir(out: Path) -> Path:
+    """``<gallery>/_cache/im``: ``out`` is the figure's (staging) directory inside the gallery."""
+    return Path(out).resolve().parent / "_cache" / "im"
+
+
+# --------------------------------------------------------------------------- measures
+def rise(losses: np.ndarray) -> tuple[float, float]:
+    """How far the loss on a path between two minima rises above its ends.
+
+    Args:
+        losses: ``(n,)`` losses along the path; ``losses[0]`` and ``losses[-1]`` are the minima.
+
+    Returns:
+        ``(peak / max(end losses), peak - max(end losses))``; NaN when a value is not finite.
+    """
+    z = np.asarray(losses, dtype=np.float64)
+    if not np.isfinite(z).all():
+        return math.nan, math.nan
+    end = max(z[0], z[-1])
+    peak = float(z.max())
+    return peak / end if end > 0 else math.inf, peak - end
+
+
+def rises(ratio: float, height: float) -> bool:
+    """Whether a :func:`rise` counts as a sharp rise (``RISE_RATIO`` and ``RISE_NATS``)."""
+    return bool(ratio >= RISE_RATIO and height >= RISE_NATS)
+
+
+def first_crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
+    """First ``x`` at which ``y`` reaches ``level``, linearly interpolated; NaN if it never does.
+
+    Args:
+        x: ``(n,)`` increasing positions.
+        y: ``(n,)`` values (``y[0] < level`` expected).
+        level: The level.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    hit = np.flatnonzero(~(y < level))  # NaN counts as reached: the loss left every finite level
+    if hit.size == 0:
+        return math.nan
+    i = int(hit[0])
+    if i == 0:
+        return float(x[0])
+    y0, y1 = y[i - 1], y[i]
+    t = (level - y0) / (y1 - y0) if np.isfinite(y1) and y1 != y0 else 1.0
+    return float(x[i - 1] + t * (x[i] - x[i - 1]))
+
+
+# --------------------------------------------------------------------------- drawing
+def mpl_grid(rows: int, cols: int, width: float = 3.2, height: float = 2.6, **kw: Any) -> tuple[Any, np.ndarray]:
+    """A pyplot-free matplotlib figure with a ``(rows, cols)`` array of axes (constrained layout)."""
+    fig = matplotlib.figure.Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, **kw)
+    return fig, axes
+
+
+@dataclasses.dataclass
+class Curve:
+    """One curve of :func:`small_multiples`.
+
+    Attributes:
+        x: ``(n,)`` positions.
+        y: ``(n,)`` values (non-finite values leave gaps).
+        name: Legend entry (curves sharing a name share one legend entry).
+        color: Line colour.
+        dash: Dashed line.
+        width: Line width (points).
+        marks: Positions along ``x`` to mark with a dot on the curve (e.g. the initial weights).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    name: str
+    color: str = "#1f77b4"
+    dash: bool = False
+    width: float = 1.5
+    marks: tuple[float, ...] = ()
+
+
+def small_multiples(panels: Sequence[tuple[str, Sequence[Curve]]], *, cols: int, xlabel: str, ylabel: str,
+                    title: str, logy: bool = False, vlines: Sequence[float] = (), width: float = 3.2,
+                    height: float = 2.5, sharey: bool = True) -> tuple[Any, Any]:
+    """A grid of line plots, in plotly and matplotlib.
+
+    Args:
+        panels: ``(subplot title, curves)`` per subplot, row by row.
+        cols: Subplots per row.
+        xlabel: Title of every x axis.
+        ylabel: Title of every y axis.
+        title: Figure title.
+        logy: Log y axes (values that are not positive are masked).
+        vlines: x positions of dotted vertical reference lines in every subplot.
+        width: Width of one matplotlib subplot (inches).
+        height: Height of one matplotlib subplot (inches).
+        sharey: One y range for all matplotlib subplots.
+
+    Returns:
+        ``(plotly.graph_objects.Figure, matplotlib.figure.Figure)``.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    rows = math.ceil(len(panels) / cols)
+    pfig = make_subplots(rows, cols, subplot_titles=[t for t, _ in panels], horizontal_spacing=0.06,
+                         vertical_spacing=0.12 if rows > 1 else 0.1)  # fmt: skip
+    mfig, axes = mpl_grid(rows, cols, width, height, sharey=sharey)
+    seen: set[str] = set()
+    for i, (sub, curves) in enumerate(panels):
+        r, c = divmod(i, cols)
+        ax = axes[r, c]
+        for cv in curves:
+            y = np.asarray(cv.y, np.float64)
+            y = np.where(np.isfinite(y) & ((y > 0) | (not logy)), y, np.nan)
+            pfig.add_trace(go.Scatter(x=cv.x, y=y, mode="lines", name=cv.name, legendgroup=cv.name,
+                                      showlegend=cv.name not in seen, connectgaps=False,
+                                      line={"color": cv.color, "width": cv.width, "dash": "dash" if cv.dash else None}),
+                           row=r + 1, col=c + 1)  # fmt: skip
+            ax.plot(cv.x, np.ma.masked_invalid(y), color=cv.color, lw=cv.width * 0.8, ls="--" if cv.dash else "-",
+                    label=cv.name if cv.name not in seen else None)  # fmt: skip
+            if cv.marks:
+                my = np.interp(cv.marks, cv.x, np.nan_to_num(y, nan=np.nanmax(y) if np.isfinite(y).any() else 0.0))
+                pfig.add_trace(go.Scatter(x=list(cv.marks), y=my, mode="markers", showlegend=False,
+                                          marker={"color": cv.color, "size": 6}, hoverinfo="skip"),
+                               row=r + 1, col=c + 1)  # fmt: skip
+                ax.plot(cv.marks, my, "o", color=cv.color, ms=3)
+            seen.add(cv.name)
+        for v in vlines:
+            ax.axvline(v, color="gray", lw=0.8, ls=":")
+            pfig.add_vline(x=v, line_dash="dot", line_color="gray", line_width=1, row=r + 1, col=c + 1)
+        ax.set_title(sub, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if logy and any(np.any(np.asarray(cv.y) > 0) for cv in curves):
+            ax.set_yscale("log")
+        if r == rows - 1 or i + cols >= len(panels):
+            ax.set_xlabel(xlabel, fontsize=8)
+        if c == 0:
+            ax.set_ylabel(ylabel, fontsize=8)
+    for j in range(len(panels), rows * cols):
+        axes.flat[j].set_axis_off()
+    handles, labels = [], []
+    for ax in axes.flat:
+        h, lab = ax.get_legend_handles_labels()
+        handles += h
+        labels += lab
+    if handles:
+        mfig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=7)
+    mfig.suptitle(title, fontsize=10)
+    pfig.update_layout(template="plotly_white", title=title, height=280 * rows + 80)
+    pfig.update_xaxes(title_text=xlabel, title_font={"size": 11})
+    if logy:
+        pfig.update_yaxes(type="log")
+    pfig.update_yaxes(title_text=ylabel, col=1, title_font={"size": 11})
+    return pfig, mfig

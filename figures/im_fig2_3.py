@@ -1,0 +1,113 @@
+"""Im, Tao & Branson, Figs. 2-3: 2-D slices through several minima.
+
+Fig. 2: the loss over weights interpolated between two initializations and the final weights SGD reaches from each:
+a quartet, so a bilinear slice (A.1 eqs. 3-5) with corners ``final_0 (1, 1)``, ``init_0 (0, 1)``, ``final_1 (1, 0)``,
+``init_1 (0, 0)`` (the top and bottom edges are the two training lines, the right edge joins the two minima), and
+a barycentric slice (A.1 eqs. 6-8) over ``init_0``, ``final_0``, ``final_1``. Fig. 3: the bilinear slice over the
+final weights of four methods from one initialization (SGD, Adam, Adadelta, RMSprop: the paper does not name its
+four). Runs from :mod:`figures._im_common`; "separated by high loss" uses the sharp-rise test of Table 1 on the
+square's edges (peak >= 2x the larger endpoint loss and >= 0.05 nats above it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from figures._im_common import METHOD_LABELS as LABELS
+from figures._im_common import SOURCE, ImRuns, ImSetup, RunSpec, cache_dir, rise, rises, single_threaded
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from landscape.plot import plot_barycentric, plot_bilinear
+from landscape.surface import barycentric, bilinear
+
+__all__ = ["FIG3_METHODS", "fig2_3", "edges"]
+
+FIG3_METHODS = ("sgd", "adam", "adadelta", "rmsprop")
+
+
+def edges(loss: np.ndarray) -> dict[str, np.ndarray]:
+    """The four edges of a bilinear grid ``loss[i (beta), j (alpha)]``, each from one corner to another.
+
+    Returns:
+        ``{"top": c1 -> c0, "bottom": c3 -> c2, "left": c3 -> c1, "right": c2 -> c0}`` (Im et al.'s corners
+        theta_1..theta_4 = ``c0..c3`` at ``(1, 1), (0, 1), (1, 0), (0, 0)``).
+    """
+    return {"top": loss[-1, :], "bottom": loss[0, :], "left": loss[:, 0], "right": loss[:, -1]}
+
+
+def _panel(key: str, result: object, title: str, draw: object) -> Panel:
+    return Panel(key, plotly=draw(result, log=True, title=title), mpl=draw(result, log=True, title=title,  # type: ignore[operator]
+                                                                             backend="matplotlib"))
+
+
+@single_threaded
+def fig2_3(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None,
+           progress: bool = False) -> FigureResult:
+    """Compute and draw Figs. 2 and 3 (see the module docstring).
+
+    Args:
+        setup: Scale of the experiment.
+        cache_dir: Cache of the shared runs (``None``: in memory).
+        out: Unused (the figure writes no extra files).
+        progress: Show progress bars.
+
+    Returns:
+        The figure with its claims.
+    """
+    runs = ImRuns(setup, cache_dir, progress)
+    s0, s1 = runs.many([RunSpec("sgd", init=0), RunSpec("sgd", init=1)])
+    four = runs.many([RunSpec(m, init=0) for m in FIG3_METHODS])
+    template = setup.model(s0.spec)
+    kw = {**runs.eval_kw(s0.spec), "metrics": ("loss",), "progress": progress}
+    data, n = runs.surface_data(), setup.grid
+
+    b2 = bilinear(template, [s0.final, s0.init, s1.final, s1.init], data, n=n, **kw)
+    b2 = dataclasses.replace(b2, anchor_labels=["SGD min 0", "init 0", "SGD min 1", "init 1"])
+    t2 = barycentric(template, s0.init, s0.final, s1.final, data, n=n, **kw)
+    t2 = dataclasses.replace(t2, anchor_labels=["init 0", "SGD min 0", "SGD min 1"])
+    b3 = bilinear(template, [r.final for r in four], data, n=n, **kw)
+    b3 = dataclasses.replace(b3, anchor_labels=[LABELS[m] for m in FIG3_METHODS])
+
+    r2 = rise(edges(b2.metrics["loss"])["right"])
+    e3 = {k: rise(v) for k, v in edges(b3.metrics["loss"]).items()}
+    pair = {"top": "Adam-SGD", "bottom": "RMSprop-Adadelta", "left": "RMSprop-Adam", "right": "Adadelta-SGD"}
+    worst = min(e3, key=lambda k: e3[k][0] if np.isfinite(e3[k][0]) else -np.inf)
+    claims = [
+        Claim(
+            statement="The minima SGD reaches from two different initializations are separated by high loss "
+                      "(Fig. 2).",
+            paper_value=None, source=f"{SOURCE}, Sec. 4.1, Fig. 2", measured=r2[0], held=rises(*r2),
+            detail=f"loss on the edge between the two SGD finals of the bilinear slice ({n} points) peaks at "
+                   f"{r2[0]:.3g}x the larger endpoint loss (+{r2[1]:.3g} nats); held if >= 2x and >= 0.05 nats.",
+        ),
+        Claim(
+            statement="Even in 2-D projections through the minima of four methods from one initialization, the "
+                      "minima are separated by high loss (Fig. 3).",
+            paper_value=None, source=f"{SOURCE}, Sec. 4.1, Fig. 3", measured=e3[worst][0],
+            held=all(rises(*v) for v in e3.values()),
+            detail="peak / larger endpoint loss on the four edges of the bilinear square: "
+                   + ", ".join(f"{pair[k]} {v[0]:.3g}x (+{v[1]:.3g})" for k, v in e3.items())
+                   + "; measured = the smallest; held if every edge rises >= 2x and >= 0.05 nats.",
+        ),
+    ]
+    panels = [
+        _panel("fig2_bilinear", b2, "Fig. 2: two inits, their SGD minima", plot_bilinear),
+        _panel("fig2_barycentric", t2, "Fig. 2: init 0, two SGD minima", plot_barycentric),
+        _panel("fig3_bilinear", b3, "Fig. 3: four methods' minima", plot_bilinear),
+    ]
+    return FigureResult(
+        caption="Fig. 2 (two panels): log10 training loss over the bilinear slice through two initializations and "
+                "the SGD minima reached from them (top edge: init 0 -> its minimum, bottom: init 1 -> its minimum, "
+                "right: minimum to minimum), and over the barycentric slice through init 0 and both minima. Fig. 3: "
+                "the bilinear slice through the minima of SGD, Adam, Adadelta and RMSprop from one initialization. "
+                "Scaled down from the paper (see scaling).",
+        panels=panels, claims=claims,
+        scaling=setup.scaling(1, grid=f"{n} x {n}", initializations="inits 0 and 1 (Fig. 2), init 0 (Fig. 3)"),
+    )
+
+
+@register_figure("im_fig2_3", paper="im", title="Im et al. Figs. 2-3: slices through SGD minima, four methods' minima")
+def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return fig2_3(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

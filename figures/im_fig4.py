@@ -1,0 +1,144 @@
+"""Im, Tao & Branson, Fig. 4: training and test accuracy of each method over several initializations.
+
+Every method of :data:`landscape.optim.METHODS` trained from ``setup.repetitions`` initializations with the same
+minibatch order (runs from :mod:`figures._im_common`); accuracy of the final weights over the whole training and
+test sets, in eval mode. "Not significantly different" is a one-way ANOVA across methods (scipy's ``f_oneway``)
+at the 5% level; the paper gives no test. The same test across initializations checks the paper's "no
+relationship between the weight initialization and the validation accuracy".
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from scipy.stats import f_oneway
+
+from figures._im_common import METHOD_LABELS as LABELS
+from figures._im_common import SOURCE, ImRuns, ImSetup, RunSpec, cache_dir, mpl_grid, single_threaded
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from landscape.optim import METHODS
+
+__all__ = ["anova", "fig4"]
+
+_INIT_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+
+
+def anova(groups: list[np.ndarray]) -> tuple[float, float]:
+    """One-way ANOVA ``(F, p)`` of groups of values; ``(nan, nan)`` when it is undefined (a group of one, no spread).
+
+    Args:
+        groups: One array of observations per group.
+    """
+    if len(groups) < 2 or any(len(g) < 2 for g in groups):
+        return math.nan, math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: F undefined
+        res = f_oneway(*groups)
+    return float(res.statistic), float(res.pvalue)
+
+
+@single_threaded
+def fig4(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None,
+         progress: bool = False) -> FigureResult:
+    """Compute and draw Fig. 4 (see the module docstring).
+
+    Args:
+        setup: Scale of the experiment.
+        cache_dir: Cache of the shared runs (``None``: in memory).
+        out: Unused (the figure writes no extra files).
+        progress: Show progress bars.
+
+    Returns:
+        The figure with its claims.
+    """
+    runs = ImRuns(setup, cache_dir, progress)
+    reps = setup.repetitions
+    grid = {(m, k): runs.get(RunSpec(m, init=k)) for k in range(reps) for m in METHODS}
+    train = np.array([[grid[m, k].last("trainset_accuracy") for k in range(reps)] for m in METHODS])  # (7, R)
+    test = np.array([[grid[m, k].last("test_accuracy") for k in range(reps)] for m in METHODS])
+
+    names = [LABELS[m] for m in METHODS]
+    pfig = make_subplots(1, 2, subplot_titles=["(a) training accuracy", "(b) test accuracy"])
+    mfig, axes = mpl_grid(1, 2, 5.2, 3.8)
+    offsets = (np.arange(reps) - (reps - 1) / 2) * 0.12
+    for col, (acc, what) in enumerate(((train, "training"), (test, "test"))):
+        ax = axes[0, col]
+        for k in range(reps):
+            c = _INIT_COLORS[k % len(_INIT_COLORS)]
+            pfig.add_trace(go.Scatter(x=np.arange(len(METHODS)) + offsets[k], y=100 * acc[:, k], mode="markers",
+                                      marker={"color": c, "size": 9}, name=f"init {k}", legendgroup=f"init {k}",
+                                      showlegend=col == 0, text=names,
+                                      hovertemplate="%{text}: %{y:.2f}%<extra>init " + str(k) + "</extra>"),
+                           row=1, col=col + 1)  # fmt: skip
+            ax.scatter(np.arange(len(METHODS)) + offsets[k], 100 * acc[:, k], color=c, s=22,
+                       label=f"init {k}" if col == 0 else None)  # fmt: skip
+        ax.set_xticks(range(len(METHODS)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel(f"{what} accuracy (%)")
+        ax.set_title(f"({'ab'[col]}) {what} accuracy", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    pfig.update_xaxes(tickvals=list(range(len(METHODS))), ticktext=names)
+    pfig.update_yaxes(title_text="accuracy (%)")
+    pfig.update_layout(template="plotly_white", height=430, title="Fig. 4: final accuracy per method and init")
+
+    # ---- claims
+    f_m, p_m = anova(list(test))
+    means_te = test.mean(1)
+    spread = float(100 * (means_te.max() - means_te.min()))
+    f_i, p_i = anova(list(test.T)) if reps >= 2 else (math.nan, math.nan)
+    means_tr = train.mean(1)
+    idx = {m: i for i, m in enumerate(METHODS)}
+    three = [idx[m] for m in ("adam", "rmsprop", "adadelta")]
+    others = [i for i in range(len(METHODS)) if i not in three]
+    sgd = idx["sgd"]
+    sgd_lowest = all(means_tr[sgd] < means_tr[i] for i in range(len(METHODS)) if i != sgd)
+    three_top = means_tr[three].min() >= means_tr[others].max()
+    table_te = ", ".join(f"{n} {100 * v:.2f}" for n, v in zip(names, means_te))
+    table_tr = ", ".join(f"{n} {100 * v:.2f}" for n, v in zip(names, means_tr))
+    untestable = "needs at least 2 initializations per method" if reps < 2 else ""
+    claims = [
+        Claim(
+            statement="The generalization (test) accuracy of the minima found by the different methods is not "
+                      "significantly different.",
+            paper_value=None, source=f"{SOURCE}, Sec. 4.2, Fig. 4(b)", measured=spread,
+            held=None if reps < 2 or not np.isfinite(p_m) else bool(p_m >= 0.05),
+            detail=untestable or f"measured = spread of the method means (max - min, percentage points); one-way ANOVA "
+                                 f"across methods over {reps} initializations: F = {f_m:.3g}, p = {p_m:.3g} (held if "
+                                 f"p >= 0.05). Mean test accuracy (%): {table_te}.",
+        ),
+        Claim(
+            statement="In training accuracy SGD finds the minima with the lowest accuracy, and Adam, RMSprop and "
+                      "Adadelta those with the highest.",
+            paper_value=None, source=f"{SOURCE}, Sec. 4.2, Fig. 4(a)",
+            measured=float(100 * (means_tr[three].min() - means_tr[sgd])), held=bool(sgd_lowest and three_top),
+            detail=f"measured = the lowest of Adam/RMSprop/Adadelta minus SGD (mean training accuracy, percentage "
+                   f"points); held if SGD's mean is below every other method's and the three adaptive methods' "
+                   f"means are at least every other method's (ties allowed). SGD lowest: {sgd_lowest}; the three on "
+                   f"top: {three_top}. Mean training accuracy (%): {table_tr}.",
+        ),
+        Claim(
+            statement="There is no relationship between the weight initialization and the test accuracy.",
+            paper_value=None, source=f"{SOURCE}, Sec. 4.2", measured=p_i,
+            held=None if reps < 2 or not np.isfinite(p_i) else bool(p_i >= 0.05),
+            detail=untestable or f"measured = p of a one-way ANOVA of test accuracy across the {reps} "
+                                 f"initializations (7 methods each), F = {f_i:.3g}; held if p >= 0.05. Mean per "
+                                 "init (%): " + ", ".join(f"{100 * v:.2f}" for v in test.mean(0)) + ".",
+        ),
+    ]
+    return FigureResult(
+        caption="Fig. 4: accuracy of the final weights of every method over the whole training set (a) and test set "
+                "(b), eval mode; colours are initializations (shared by all methods, same minibatches). Scaled down "
+                "from the paper (see scaling).",
+        panels=[Panel("accuracy", plotly=pfig, mpl=mfig)], claims=claims,
+        scaling=setup.scaling(reps, initializations=f"{reps} per method"),
+    )
+
+
+@register_figure("im_fig4", paper="im", title="Im et al. Fig. 4: training and test accuracy per method and init")
+def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return fig4(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

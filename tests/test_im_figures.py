@@ -1,0 +1,130 @@
+"""Im, Tao & Branson figures: the shared run pool (figures/_im_common.py), the measures, two figures at tiny scale."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from figures import _im_common as common
+from figures._im_common import ImRuns, ImSetup, RunSpec, first_crossing, rise, rises
+from figures.contract import Claim, FigureResult, MissingDataError
+from figures.im_fig2_3 import edges, fig2_3
+from figures.im_fig5_6 import basin_widths
+from figures.im_fig8_table2 import barrier_width, n_bumps
+from figures.im_fig9 import equal_evals, fig9
+from landscape.params import parameters_to_vector
+
+TINY = ImSetup(name="test", train_size=96, vgg_cfg=(4, "M"), vgg_hidden=8, epochs=2, repetitions=2,
+               repetitions_nobn=2, repetitions_fig9=1, surface_size=48, grid=3, nin_width=4)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("im_cache")
+
+
+@pytest.fixture(scope="module")
+def runs(cache):
+    return ImRuns(TINY, cache)
+
+
+def test_runs_share_the_initialization_and_count_gradient_evaluations(runs):
+    sgd, adam, rk2, other = runs.many([RunSpec("sgd"), RunSpec("adam"), RunSpec("sgd_rk2"), RunSpec("sgd", init=1)])
+    assert torch.equal(sgd.init, adam.init) and torch.equal(sgd.init, rk2.init)
+    assert not torch.equal(sgd.init, other.init)
+    assert not torch.equal(sgd.final, adam.final)
+    assert [r["epoch"] for r in sgd.history] == [0, 1, 2] and sgd.completed
+    steps = TINY.steps_per_epoch()
+    assert [r["grad_evals"] for r in sgd.history] == [0, steps, 2 * steps]
+    assert [r["grad_evals"] for r in rk2.history] == [0, 2 * steps, 4 * steps]  # RK2: two closures per step
+    # the logged distance from init is the distance between the stored endpoints
+    assert sgd.history[0]["dist_init"] == 0.0
+    assert sgd.history[-1]["dist_init"] == pytest.approx(float((sgd.final.double() - sgd.init.double()).norm()),
+                                                         rel=1e-6)
+    # the model at the last snapshot is the final vector
+    assert torch.equal(parameters_to_vector(sgd.model(-1)), sgd.final)
+
+
+def test_runs_are_cached_on_disk(runs, cache, monkeypatch):
+    first = runs.get(RunSpec("sgd"))
+
+    def boom(*a, **k):
+        raise AssertionError("a cached run was trained again")
+
+    monkeypatch.setattr(common, "_train", boom)
+    again = ImRuns(TINY, cache).get(RunSpec("sgd"))
+    assert torch.equal(again.final, first.final) and again.history == first.history
+
+
+def test_switch_run_records_the_switch(runs):
+    r = runs.get(RunSpec("sgd", then="adam", switch_at=0.5))
+    assert r.label == "S1-A1"
+    events = [e for i in range(len(r.traj)) for e in r.traj.tags(i).get("events", [])]
+    assert events == [{"event": "switch", "from": "sgd", "to": "adam", "step": TINY.steps_per_epoch(), "phase": 1}]
+    plain = runs.get(RunSpec("sgd"))
+    assert r.history[1] == plain.history[1]  # identical until the switch
+
+
+def test_spec_and_setup_validation():
+    with pytest.raises(ValueError, match="valid"):
+        RunSpec("lbfgs")
+    with pytest.raises(ValueError, match="then"):
+        RunSpec("sgd", switch_at=0.5)
+    with pytest.raises(ValueError, match="data_dir"):
+        ImSetup(dataset="cifar10")
+    assert RunSpec("sgd", hyper={"lr": 0.1, "a": 1}).hyper == (("a", 1), ("lr", 0.1))
+    assert RunSpec("sgd").key() != RunSpec("sgd", batchnorm=False).key()
+
+
+def test_full_scale_without_cifar_fails_clearly(tmp_path):
+    with pytest.raises(MissingDataError, match="--data-dir"):
+        ImSetup.for_scale("full", None)
+    setup = ImSetup.for_scale("full", tmp_path)  # the directory exists but holds no CIFAR-10
+    assert (setup.dataset, setup.epochs, setup.batch_size) == ("cifar10", 200, 128)  # Im et al. Sec. 3.4
+    with pytest.raises(MissingDataError, match="cifar-10-batches-py"):
+        setup.splits()
+
+
+def test_measures_closed_forms():
+    ratio, height = rise(np.array([0.1, 0.5, 0.25]))  # peak over the larger end, 0.25
+    assert ratio == pytest.approx(2.0) and height == pytest.approx(0.25) and rises(ratio, height)
+    assert not rises(*rise(np.array([0.2, 0.21, 0.1])))
+    assert math.isnan(rise(np.array([0.1, np.nan, 0.2]))[0])
+    x = np.array([0.0, 1.0, 2.0, 3.0])
+    assert first_crossing(x, np.array([1.0, 2.0, 4.0, 8.0]), 3.0) == pytest.approx(1.5)
+    assert math.isnan(first_crossing(x, np.ones(4), 2.0))
+    # a parabola L = 1 + d^2, init at d = 2: the loss doubles at d = 1, reaches (1 + 5) / 2 = 3 at d = sqrt(2)
+    d = np.linspace(0, 3, 3001)
+    dbl, half = basin_widths(d, 1 + d**2, 2.0)
+    assert dbl == pytest.approx(1.0, abs=1e-5) and half == pytest.approx(math.sqrt(2), abs=1e-5)
+    assert basin_widths(d, np.ones_like(d), 2.0) == (3.0, 0.0)  # never doubles: censored at the line's end
+    t = np.linspace(0, 1, 21)
+    assert n_bumps(np.sin(np.pi * t)) == 1 and n_bumps(np.sin(2 * np.pi * t) ** 2) == 2
+    assert barrier_width(np.zeros(5)) == 0.0 and barrier_width(np.array([0.0, 1.0, 1.0, 0.0])) == 0.5
+    grid = np.arange(12.0).reshape(3, 4)  # loss[beta, alpha]
+    e = edges(grid)
+    assert list(e["top"]) == [8, 9, 10, 11] and list(e["right"]) == [3, 7, 11]
+
+
+def test_equal_evals_compares_at_matching_budgets(runs):
+    sgd, rk2 = runs.many([RunSpec("sgd"), RunSpec("sgd_rk2")])
+    m_rk2, m_sgd, n = equal_evals(rk2, sgd)
+    assert n == 1  # RK2's first epoch spends what SGD spends in two
+    assert m_rk2 == rk2.history[1]["trainset_loss"] and m_sgd == sgd.history[2]["trainset_loss"]
+
+
+def _check(res: FigureResult) -> None:
+    assert isinstance(res, FigureResult) and res.panels and res.claims
+    for c in res.claims:
+        assert isinstance(c, Claim) and c.source.startswith("Im, Tao & Branson")
+        assert c.held in (True, False, None)
+        assert isinstance(c.measured, float | int) and math.isfinite(c.measured), c
+    assert {"model", "data", "epochs", "repetitions"} <= set(res.scaling)
+
+
+def test_fig2_3_and_fig9_at_tiny_scale(cache):
+    _check(fig2_3(TINY, cache_dir=cache))
+    res = fig9(TINY, cache_dir=cache)
+    _check(res)
+    assert len(res.claims) == 4
