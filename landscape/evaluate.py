@@ -760,7 +760,8 @@ class _StackedExec(_Exec):
             elif kind == "pool2":
                 if lay == "fm":
                     raise _Unsupported("pooling after Linear")
-                s = (*h.shape[:-2], h.shape[-2] // 2, h.shape[-1])
+                # Odd sizes drop their last row/column (floor mode), so the buffers use the cropped width.
+                s = (*h.shape[:-2], h.shape[-2] // 2, h.shape[-1] // 2 * 2)
                 h = _maxpool2(h, (self._workspace(f"{i}a", s, h), self._workspace(str(i), (*s[:-1], s[-1] // 2), h)))
             elif kind == "pool":
                 if lay == "fm":

@@ -271,3 +271,16 @@ def test_distributed_two_gloo_processes(tmp_path):
     pts = plane_points(m, 3, 3)
     want = brute(m, pts.materialize(torch.arange(9)), [(X, y)])
     np.testing.assert_allclose(single["bn_functional_loss"], want[0], rtol=1e-10)
+
+
+def test_fast_maxpool_on_odd_maps_matches_loop_without_resize_warnings():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(27, 4)).double()
+    x, y = torch.randn(20, 1, 8, 8, dtype=torch.float64), torch.randint(0, 4, (20,))  # 7x7 maps before pooling
+    v = parameters_to_vector(net)
+    pts = torch.stack([v, 1.1 * v, 0.9 * v])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        fast = evaluate_points(net, pts, (x, y), strategy="stacked")
+    ref = evaluate_points(net, pts, (x, y), strategy="loop")
+    np.testing.assert_allclose(fast["loss"], ref["loss"], rtol=1e-12)
