@@ -28,7 +28,6 @@ Settings (:class:`ImSetup`), readings where the paper is silent:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -37,7 +36,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +46,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from figures.contract import MissingDataError, Scale, require_data
+from figures.contract import MissingDataError, Scale, cache_lock, require_data
 from landscape.data import Splits, load_cifar10, load_digits_split
 from landscape.models import build_model
 from landscape.optim import METHODS, SwitchSchedule, default_hyperparameters
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.train import Callback, EpochEvent, Trainer, evaluate_dataset
 from landscape.trajectory import Trajectory
-
-try:  # advisory lock so parallel figure processes train each cached run once
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "METHOD_LABELS",
@@ -450,19 +444,6 @@ class Run:
         return float(self.traj.meta["fit_time_s"])
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    if fcntl is None:
-        yield
-        return
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 class ImRuns:
     """The pool of runs of one :class:`ImSetup`, trained on first use and cached on disk.
 
@@ -502,7 +483,7 @@ class ImRuns:
         else:
             self.root.mkdir(parents=True, exist_ok=True)
             final = self.root / spec.key()
-            with _locked(self.root / f"{spec.key()}.lock"):
+            with cache_lock(self.root / f"{spec.key()}.lock"):
                 if not final.is_dir():  # trained whole into a temporary directory, then renamed: never half there
                     tmp = self.root / f".{spec.key()}.tmp-{os.getpid()}"
                     shutil.rmtree(tmp, ignore_errors=True)

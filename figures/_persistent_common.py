@@ -38,16 +38,11 @@ import torch
 from plotly.subplots import make_subplots
 from torch import nn
 
-from figures.contract import MissingDataError, Panel, Scale, require_data
+from figures.contract import MissingDataError, Panel, Scale, cache_lock, require_data
 from landscape.data import Splits, load_cifar10, load_digits_split, load_mnist_subset
 from landscape.models import build_model
 from landscape.params import ParamLayout
 from persistence import PersistentTrainer
-
-try:  # advisory lock so parallel figure processes train each cached run once
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 SOURCE = "Persistent Neurons (000, extended version)"
 RED, BLUE, GREEN, GREY, ORANGE = "#d62728", "#1f77b4", "#2ca02c", "#7f7f7f", "#ff7f0e"
@@ -70,21 +65,6 @@ def torch_threads(n: int | None = 1) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def cache_dir(out: Path | str) -> Path:
@@ -251,7 +231,7 @@ def run_persistent(setup: RunSetup, cache: Path | str | None = None, progress: b
         with torch_threads(1):
             return PersistentTrainer(model, s.train, loss, "adam", **kw).fit()
     root = Path(cache)
-    with locked(root / f"{setup.key()}.lock"), torch_threads(1):
+    with cache_lock(root / f"{setup.key()}.lock"), torch_threads(1):
         return PersistentTrainer(model, s.train, loss, "adam", out_dir=root / setup.key(), **kw).fit()
 
 

@@ -76,6 +76,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+try:  # advisory lock so parallel figure processes train each cached run once
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     import matplotlib.figure
     import plotly.graph_objects as go
@@ -91,6 +96,7 @@ __all__ = [
     "Paper",
     "Scale",
     "Value",
+    "cache_lock",
     "discover",
     "get_figure",
     "register_figure",
@@ -580,3 +586,18 @@ epochs, repetitions, ...), ``caption``, ``runtime_s``, ``status`` (``ok``/``fail
 ``panels`` (``key``, ``caption`` and the ``html``/``png``/``json`` paths relative to the gallery) and
 ``claims`` (``statement``, ``paper_value``, ``measured``, ``held`` true/false/null, ``detail``, ``source``).
 """
+
+
+@contextlib.contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -39,13 +39,12 @@ initial loss of its final value (not testable when the loss did not at least hal
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, require_data
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_lock, register_figure, require_data
 from landscape.evaluate import AffinePoints, evaluate_points
 from landscape.models import build_model
 from landscape.params import ParamLayout
@@ -66,11 +65,6 @@ from landscape.plot import plot_line, plot_trajectory
 from landscape.surface import LineResult, line
 from landscape.train import Callback, EpochEvent, Trainer
 from landscape.trajectory import Trajectory
-
-try:  # advisory lock so parallel figure processes train each cached run once
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "LiptonSetup",
@@ -210,19 +204,6 @@ class LiptonSetup:
 
 
 # --------------------------------------------------------------------------- the recorded runs
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    if fcntl is None:
-        yield
-        return
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 class LiptonRuns:
     """The recorded training runs of the three figures, trained on first use and cached on disk.
 
@@ -296,7 +277,7 @@ class LiptonRuns:
         else:
             self.root.mkdir(parents=True, exist_ok=True)
             final = self.root / name
-            with _locked(self.root / f"{name}.lock"):
+            with cache_lock(self.root / f"{name}.lock"):
                 if not final.is_dir():  # trained whole into a temporary directory, then renamed: never half there
                     for stale in self.root.glob(f".{name}.tmp-*"):  # left by a killed writer; we hold the lock
                         shutil.rmtree(stale, ignore_errors=True)

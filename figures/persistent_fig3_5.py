@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from figures._persistent_common import BLUE, GREEN, GREY, ORANGE, RED, SOURCE, Line, Sub, locked, render, source_hash
+from figures._persistent_common import BLUE, GREEN, GREY, ORANGE, RED, SOURCE, Line, Sub, render, source_hash
 from figures._persistent_common import cache_dir as _cache_dir
-from figures.contract import Claim, FigureResult, Scale, register_figure
+from figures.contract import Claim, FigureResult, Scale, cache_lock, register_figure
 from landscape.data import REGRESSION_1D_DESCRIPTION, regression_1d, two_region_linear_loss
 from landscape.models import build_model
 from persistence.fast import FastPersistentResult, SeedsResult, fast_persistent_run, train_seeds_batched
@@ -98,7 +98,7 @@ def kink_runs(setup: KinkSetup, cache: Path | str | None = None,
     x, y = regression_1d()
     kink = two_region_linear_loss(x, y)
     root = None if cache is None else Path(cache) / setup.key()
-    with locked(root.with_suffix(".lock")) if root else contextlib.nullcontext():
+    with cache_lock(root.with_suffix(".lock")) if root else contextlib.nullcontext():
         seeds_file = None if root is None else root / "seeds.npz"
         if seeds_file is not None and seeds_file.is_file():
             seeds = SeedsResult.load(seeds_file)
