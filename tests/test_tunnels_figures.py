@@ -5,15 +5,19 @@ from __future__ import annotations
 import math
 
 import matplotlib.figure
+import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
 
 from figures._tunnels_common import Setup, load_data, newton_point
-from figures.contract import Claim, FigureResult
+from figures._tunnels_deep import DeepSetup, deep_runs, is_stuck, load_imagenet64
+from figures.contract import Claim, FigureResult, MissingDataError
 from figures.tunnels_fig1 import run_left, run_right
 from figures.tunnels_fig3 import run_fig3
+from landscape.models import build_model
 from landscape.params import parameters_to_vector
+from tunnels import open_tunnels, split_stats
 
 TINY = Setup("quick", n_train=64, filters=2, kernel=5, newton_steps=2, newton_step_size=0.1, lr=1.0, batch_size=32,
              open_at=4, close_at=8, total_steps=12, repetitions=1, t=1.0)
@@ -70,3 +74,86 @@ def test_fig2_left(tmp_path):
     from figures.tunnels_fig2 import run_fig2_left
 
     _check(run_fig2_left("quick", None, tmp_path, setup=TINY), ["loss"], 1)
+
+
+# ----------------------------------------------------------------------------- Sec. 4.4: Fig. 2 right and Table 3
+# stuck_tol 0.5: at this size the stuck criterion must pass for certain (the claims are then True/False, not None)
+TINY_DEEP = DeepSetup("quick", "mnist_subset", n_train=256, width=4, lr=1e-3, batch_size=32, open_at=8, total_steps=14,
+                      repetitions=2, t=1.0, warmup_steps=3, warmup_start=0.1, window=3, stuck_tol=0.5, max_inits=2,
+                      bin=2)
+
+
+def test_fig2_right_and_table3_share_one_cached_run(tmp_path):
+    from figures.tunnels_fig2_right import run_fig2_right
+    from figures.tunnels_table3 import run_table3
+
+    _check(run_fig2_right("quick", None, tmp_path, setup=TINY_DEEP), ["loss"], 3)
+    (cached,) = tmp_path.glob("deep_*.json")
+    stamp = cached.stat().st_mtime_ns
+    _check(run_table3("quick", None, tmp_path, setup=TINY_DEEP), ["times"], 2)
+    assert cached.stat().st_mtime_ns == stamp  # Table 3 read Fig. 2 right's runs instead of training again
+    res = deep_runs(TINY_DEEP, None, tmp_path)
+    # paired arms: every arm of a repetition continues from the same state, so the curves agree up to the opening
+    k = TINY_DEEP.open_at // TINY_DEEP.bin
+    for rep in range(TINY_DEEP.repetitions):
+        heads = [res["curves"][arm][rep][:k] for arm in ("control", "proposed", "random")]
+        assert heads[0] == heads[1] == heads[2]
+    assert res["units"]["proposed"] == res["units"]["random"]  # the same largest-rho filters, only lambda differs
+    # the timed opening is nested in its run: positive parts that add up to less than the run
+    T = res["times"]
+    for arm in ("proposed", "random"):
+        for rep in range(TINY_DEEP.repetitions):
+            a, eig, opening, post = T["a"][arm][rep], T["eigen"][arm][rep], T["open"][arm][rep], T["post"][arm][rep]
+            assert 0 < a and 0 < eig and a + eig < opening < post
+    assert all(v == 0.0 for v in T["a"]["control"]) and all(v > 0 for v in T["open"]["control"])
+
+
+@pytest.mark.parametrize("mode", ["proposed", "random"])
+def test_opening_in_the_deep_cnn_preserves_its_outputs(mode):
+    net = build_model("tunnels_cnn", (1, 28, 28), 10, width=4, seed=3, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(24, 1, 28, 28, generator=g, dtype=torch.float64), torch.randint(0, 10, (24,), generator=g)
+    with torch.no_grad():  # a few train-mode passes so that BatchNorm's running statistics are not the defaults
+        for _ in range(3):
+            net(x)
+    before = parameters_to_vector(net).clone()
+    stats = split_stats(net, (x, y), torch.nn.functional.cross_entropy, ["conv4", "conv5"], train=True)
+    new, ev = open_tunnels(net, {"conv4": 1, "conv5": 1}, t=1.0, mode=mode, stats=stats, seed=0)
+    assert (new.conv4.out_channels, new.conv5.in_channels, new.conv5.out_channels) == (5, 5, 5)
+    assert new.fc1.in_features == net.fc1.in_features + 9  # conv5's maps are 3x3 at 28x28 inputs
+    assert [c.producer for c in ev.changes] == ["conv4", "conv5"]
+    for train in (False, True):  # eval mode (running statistics) and train mode (batch statistics)
+        net.train(train)
+        new.train(train)
+        with torch.no_grad():
+            assert torch.allclose(new(x), net(x), rtol=0, atol=1e-10)
+    assert torch.equal(parameters_to_vector(net), before)  # out of place
+
+
+def test_stuck_criterion():
+    flat = np.full(20, 2.3)
+    assert is_stuck(flat, 5, 0.01) == (True, 0.0)
+    falling = np.linspace(2.3, 1.0, 20)
+    stuck, rel = is_stuck(falling, 5, 0.01)
+    assert not stuck and rel == pytest.approx((falling[10:15].mean() - falling[15:].mean()) / falling[15:].mean())
+
+
+def test_imagenet64_npz_batches(tmp_path):
+    d = tmp_path / "imagenet64"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    labels = [rng.integers(1, 1001, 5), rng.integers(1, 1001, 3)]
+    for i, lab in enumerate(labels, 1):
+        np.savez(d / f"train_data_batch_{i}.npz", data=rng.integers(0, 256, (len(lab), 12288), dtype=np.uint8),
+                 labels=lab, mean=np.zeros(12288))
+    b = load_imagenet64(tmp_path, batch_size=3)
+    got = list(b)
+    assert len(b) == len(got) == 3 and [x.shape[0] for x, _ in got] == [3, 3, 2]
+    assert all(x.shape[1:] == (3, 64, 64) and x.dtype == torch.float32 for x, _ in got)
+    assert sorted(torch.cat([y for _, y in got]).tolist()) == sorted((np.concatenate(labels) - 1).tolist())
+    assert abs(float(torch.cat([x for x, _ in got]).double().mean())) < 1e-6  # the pixel mean is subtracted
+    np.savez(d / "train_data_batch_3.npz", data=np.zeros((2, 100), np.uint8), labels=np.ones(2))
+    with pytest.raises(ValueError, match="12288"):
+        load_imagenet64(tmp_path, batch_size=3)
+    with pytest.raises(MissingDataError, match="imagenet64"):
+        load_imagenet64(tmp_path / "nowhere", batch_size=3)

