@@ -1,7 +1,8 @@
 """Tunnels: function-preserving unit and filter cloning to escape flat areas.
 
 Implements "Escaping Flat Areas via Function-Preserving Structural Network Modifications"
-(anonymous ICLR 2019 submission). :mod:`tunnels.surgery` opens, closes and reorganizes units out of
+(anonymous ICLR 2019 submission). :mod:`tunnels.sites` finds the layer pairs units can be cloned
+across and defines the event records; :mod:`tunnels.surgery` opens, closes and reorganizes units out of
 place; :mod:`tunnels.split` computes the matrices A and the gradient-maximizing split lambda_star.
 
 Example:
@@ -32,6 +33,16 @@ from tunnels.flat import (
     perturbed_gradient_descent,
     uniform_ball,
 )
+from tunnels.sites import (
+    EventKind,
+    PairKind,
+    TunnelEvent,
+    TunnelSite,
+    UnitChange,
+    UnsupportedSiteError,
+    find_sites,
+    resolve_site,
+)
 from tunnels.split import (
     LambdaMode,
     SplitAccumulator,
@@ -44,20 +55,12 @@ from tunnels.split import (
     split_stats,
 )
 from tunnels.surgery import (
-    EventKind,
-    PairKind,
-    TunnelEvent,
-    TunnelSite,
-    UnitChange,
-    UnsupportedSiteError,
     close_tunnels,
     close_units,
-    find_sites,
     open_tunnels,
     open_units,
     reorganize,
     reorganize_units,
-    resolve_site,
 )
 from tunnels.training import ScheduleAction, TunnelSchedule
 

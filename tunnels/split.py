@@ -2,7 +2,7 @@ r"""The matrix A of a tunnel site and the gradient-maximizing outbound split lam
 
 Implements Sections 2.3-2.4 and Appendices A-B of "Escaping Flat Areas via Function-Preserving
 Structural Network Modifications" ("Tunnels"). The paper's equations are garbled in the extracted
-text; A is derived here from first principles for every supported pair of :mod:`tunnels.surgery`.
+text; A is derived here from first principles for every supported pair of :mod:`tunnels.sites`.
 
 Derivation
 ----------
@@ -84,7 +84,7 @@ from tqdm.auto import tqdm
 
 from landscape.data import iterate_batches
 from landscape.params import preserved_mode
-from tunnels.surgery import PairKind, TunnelSite, _enum, find_sites, resolve_site
+from tunnels.sites import PairKind, TunnelSite, _enum, find_sites, resolve_site
 
 __all__ = [
     "LambdaMode",
@@ -125,7 +125,7 @@ class SplitStats:
     Attributes:
         sites: The sites, in module order.
         A: ``{producer: tensor (U, K, L)}`` in float64; ``A[producer][u]`` is unit ``u``'s matrix, rows
-            in :class:`~tunnels.surgery.TunnelSite` ``n_in`` order, columns in consumer-weight order.
+            in :class:`~tunnels.sites.TunnelSite` ``n_in`` order, columns in consumer-weight order.
         method: ``"full"``, ``"partial"`` or ``"ema"``.
         n_examples: Examples behind the estimate.
         n_batches: Batches behind the estimate.

@@ -42,8 +42,9 @@ from torch import Tensor, nn
 
 from landscape.data import iterate_batches
 from landscape.train import Callback, StepEvent, Trainer
+from tunnels.sites import TunnelEvent, _enum
 from tunnels.split import LambdaMode, SplitAccumulator, SplitStats, StatsMethod, split_stats
-from tunnels.surgery import TunnelEvent, _enum, close_tunnels, open_tunnels, reorganize
+from tunnels.surgery import close_tunnels, open_tunnels, reorganize
 
 __all__ = ["ScheduleAction", "TunnelSchedule"]
 
