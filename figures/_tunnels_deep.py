@@ -349,6 +349,9 @@ def deep_runs(setup: DeepSetup, data_dir: Path | None, cache: Path | None, progr
         full-batch gradient norm at the opening point of repetition 0), ``rho`` (arm -> site -> rho of the opened
         unit, repetition 0), ``units`` (arm -> site -> opened unit, repetition 0) and ``data``.
     """
+    if setup.data == "imagenet64":  # fail before anything slow
+        require_data(data_dir, IMAGENET64_DIR, what="downsampled ImageNet 64x64 (Imagenet64_train_npz: "
+                     f"train_data_batch_1..10.npz in {IMAGENET64_DIR}/)")
     path = None if cache is None else cache / f"deep_{setup.key()}.json"
     if path is None:
         return _deep_runs(setup, data_dir, progress)

@@ -28,8 +28,8 @@ import torch
 from plotly.subplots import make_subplots
 
 from figures._tunnels_common import COLORS, SOURCE, band_traces, cache_dir, mean_std
-from figures._tunnels_deep import DEEP_ARMS, IMAGENET64_DIR, DeepSetup, deep_runs, make_deep_setup
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, require_data
+from figures._tunnels_deep import DEEP_ARMS, DeepSetup, deep_runs, make_deep_setup
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 
 ESCAPE_FRACTION = 0.05  # "clearly": the final loss below control's by more than 5% of the loss at the opening
 
@@ -52,9 +52,6 @@ def run_fig2_right(scale: Scale | str, data_dir: Path | None, cache: Path | None
                    setup: DeepSetup | None = None) -> FigureResult:
     """Fig. 2 right at a scale (or for an explicit setup)."""
     s = setup or make_deep_setup(scale)
-    if s.data == "imagenet64":
-        require_data(data_dir, IMAGENET64_DIR, what="downsampled ImageNet 64x64 (Imagenet64_train_npz: "
-                     f"train_data_batch_1..10.npz in {IMAGENET64_DIR}/)")
     res = deep_runs(s, data_dir, cache, progress)
     n_bins = len(res["curves"]["control"][0])
     x = np.minimum(np.arange(n_bins) * s.bin + s.bin / 2, s.total_steps)

@@ -24,8 +24,8 @@ import plotly.graph_objects as go
 import torch
 
 from figures._tunnels_common import COLORS, SOURCE, cache_dir
-from figures._tunnels_deep import DEEP_ARMS, IMAGENET64_DIR, PAPER_TABLE3, DeepSetup, deep_runs, make_deep_setup
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, require_data
+from figures._tunnels_deep import DEEP_ARMS, PAPER_TABLE3, DeepSetup, deep_runs, make_deep_setup
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 
 SHARE_LIMIT = 0.05  # "insignificant": less than 5% of the run
 
@@ -51,9 +51,6 @@ def run_table3(scale: Scale | str, data_dir: Path | None, cache: Path | None, pr
                setup: DeepSetup | None = None) -> FigureResult:
     """Table 3 at a scale (or for an explicit setup)."""
     s = setup or make_deep_setup(scale)
-    if s.data == "imagenet64":
-        require_data(data_dir, IMAGENET64_DIR, what="downsampled ImageNet 64x64 (Imagenet64_train_npz: "
-                     f"train_data_batch_1..10.npz in {IMAGENET64_DIR}/)")
     res = deep_runs(s, data_dir, cache, progress)
     T = res["times"]
     runs = run_times(res)
