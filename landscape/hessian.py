@@ -17,11 +17,14 @@ the issue and PyHessian use) or in train mode (batch statistics of each given ba
 depends on the batching). The result records which. The caller's model is never modified: evaluation goes
 through :func:`landscape.params.functional_forward` on detached copies of the weights.
 
-Speed (measured on this machine, see ``benchmarks/README.md``): micro-batches of about 32 MB of saved
-activations run the double backward about twice as fast as one full batch (cache locality), and during
-graph construction convolutions and eval-mode BatchNorm are routed through versions whose double
-backward calls the dedicated convolution kernels (PyTorch's generic convolution double backward computes
-the weight term as a convolution with an image-sized kernel, which was half of a LeNet-5 HVP).
+Speed (measured, see ``benchmarks/README.md``): the data is re-split into micro-batches of about 256 MB
+of saved activations (the best size depends on the machine: on a 32 MB-L3 Xeon 32 MB micro-batches ran
+twice as fast as one full batch, on the 8 MB-L3 EPYC of the latest measurements 4-8x larger ones were
+1.2-1.4x faster than those). During graph construction convolutions and eval-mode BatchNorm are routed
+through versions whose double backward calls the dedicated convolution kernels (PyTorch's generic
+convolution double backward computes the weight term as a convolution with an image-sized kernel),
+eval-mode BatchNorm is folded into the convolution before it, one-input-channel convolutions take their
+weight gradient from the unfolded input, and 2-D convolutions with enough channels run channels-last.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import contextlib
 import dataclasses
 import enum
 import math
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -67,9 +71,10 @@ __all__ = [
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
-# Saved activations per micro-batch that ran the double backward fastest here (L3 is 32 MB):
-# LeNet-5 on MNIST 2x faster at ~200 images than at 1,000, a small ResNet 2.3x at ~50.
-_MICRO_BATCH_BYTES = 32 * 2**20
+# Saved activations per micro-batch. 32 MB was fastest on a 32 MB-L3 Xeon (LeNet-5 2x faster at ~200
+# images than at 1,000); on an 8 MB-L3 EPYC that size ran 1.2-1.4x slower than 256 MB (ResNet 28 vs 224
+# images) while 256 MB and one full batch of 1,000 tied.
+_MICRO_BATCH_BYTES = 256 * 2**20
 _MIN_MICRO_BATCH = 16
 
 
@@ -95,29 +100,65 @@ def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
 
 
 # =========================================================================== double-backward-friendly ops
+# ``meta`` of a convolution: (stride, padding, dilation, groups, channels_last).
+
+
+def _fmt(t: Tensor | None, channels_last: bool) -> Tensor | None:
+    """Force channels-last on 4-D tensors when asked (no copy if already)."""
+    if t is None or not channels_last or t.dim() != 4:
+        return t
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def _cols(x: Tensor, W: Tensor, meta: tuple) -> Tensor | None:
+    """``unfold(x)``, shape ``(N, k*k, L)``, for one-input-channel 2-D convolutions, else ``None``.
+
+    oneDNN's weight gradient of such a convolution ran at 2 GFLOP/s here (100 ms for LeNet-5's first layer
+    on 1,000 images); from the unfolded input, which is constant across Hessian-vector products, it is a
+    batched matrix product (27 ms).
+    """
+    stride, padding, dilation, groups, _ = meta
+    if x.dim() != 4 or x.shape[1] != 1 or groups != 1:
+        return None
+    return nn.functional.unfold(x, W.shape[2:], dilation=dilation, padding=padding, stride=stride)
+
+
+def _weight_grad_from_cols(gO: Tensor, cols: Tensor, W: Tensor) -> Tensor:
+    N, Co = gO.shape[:2]
+    if gO.is_contiguous():
+        return torch.bmm(gO.reshape(N, Co, -1), cols.transpose(1, 2)).sum(0).view(W.shape)
+    # channels-last gO: (N, L, Co) is a free view
+    return torch.bmm(cols, gO.permute(0, 2, 3, 1).reshape(N, -1, Co)).sum(0).t().reshape(W.shape)
+
+
 class _ConvGrad(torch.autograd.Function):
     """``(gO, x, W) -> (dL/dx, dL/dW)`` of a convolution, with a hand-written (first-order) backward."""
 
     @staticmethod
-    def forward(ctx: Any, gO: Tensor, x: Tensor, W: Tensor, meta: tuple, need_x: bool, need_w: bool) -> Any:
-        stride, padding, dilation, groups = meta
+    def forward(
+        ctx: Any, gO: Tensor, x: Tensor, W: Tensor, meta: tuple, need_x: bool, need_w: bool, cols: Tensor | None
+    ) -> Any:
+        stride, padding, dilation, groups, cl = meta
         zeros = [0] * len(stride)
+        use_cols = need_w and cols is not None
         gx, gW, _ = torch.ops.aten.convolution_backward(
-            gO, x, W, None, stride, padding, dilation, False, zeros, groups, [need_x, need_w, False]
+            gO, x, W, None, stride, padding, dilation, False, zeros, groups, [need_x, need_w and not use_cols, False]
         )
+        if use_cols:
+            gW = _weight_grad_from_cols(gO, cols, W)
         ctx.save_for_backward(gO, x, W)
         ctx.meta = meta
         ctx.set_materialize_grads(False)
         empty = gO.new_empty(0)
-        return (gx if need_x else empty), (gW if need_w else empty)
+        return (_fmt(gx, cl) if need_x else empty), (gW if need_w else empty)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, ggx: Tensor | None, ggW: Tensor | None) -> Any:
         gO, x, W = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.meta
+        stride, padding, dilation, groups, cl = ctx.meta
         zeros = [0] * len(stride)
-        ggx = None if ggx is None or ggx.numel() == 0 else ggx
+        ggx = None if ggx is None or ggx.numel() == 0 else _fmt(ggx, cl)
         ggW = None if ggW is None or ggW.numel() == 0 else ggW
         g_gO = g_x = g_W = None
         conv = torch.ops.aten.convolution
@@ -132,7 +173,7 @@ class _ConvGrad(torch.autograd.Function):
             g_x = bwd(gO, x, ggW, None, stride, padding, dilation, False, zeros, groups, [True, False, False])[0]
         if ctx.needs_input_grad[2] and ggx is not None:  # dx/dW term: a weight gradient with input ggx
             g_W = bwd(gO, ggx, W, None, stride, padding, dilation, False, zeros, groups, [False, True, False])[1]
-        return g_gO, g_x, g_W, None, None, None
+        return _fmt(g_gO, cl), _fmt(g_x, cl), g_W, None, None, None, None
 
 
 class _Conv(torch.autograd.Function):
@@ -140,10 +181,15 @@ class _Conv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, W: Tensor, b: Tensor | None, meta: tuple) -> Tensor:
-        stride, padding, dilation, groups = meta
+        stride, padding, dilation, groups, cl = meta
+        x = _fmt(x, cl)
         ctx.save_for_backward(x, W)
         ctx.meta = meta
-        return torch.ops.aten.convolution(x, W, b, stride, padding, dilation, False, [0] * len(stride), groups)
+        ctx.cols = _cols(x, W, meta) if ctx.needs_input_grad[1] else None
+        out = torch.ops.aten.convolution(x, W, b, stride, padding, dilation, False, [0] * len(stride), groups)
+        # A one-channel input is NCHW and channels-last at once, and oneDNN then answers NCHW: force the
+        # format, since mixing formats downstream made elementwise kernels up to 10x slower here.
+        return _fmt(out, cl)
 
     @staticmethod
     def backward(ctx: Any, gO: Tensor) -> Any:
@@ -151,7 +197,7 @@ class _Conv(torch.autograd.Function):
         nx, nw, nb = ctx.needs_input_grad[:3]
         gx = gW = gb = None
         if nx or nw:
-            a, c = _ConvGrad.apply(gO, x, W, ctx.meta, nx, nw)
+            a, c = _ConvGrad.apply(_fmt(gO, ctx.meta[4]), x, W, ctx.meta, nx, nw, ctx.cols)
             gx, gW = (a if nx else None), (c if nw else None)
         if nb:
             gb = gO.sum([0, *range(2, gO.dim())])
@@ -175,7 +221,17 @@ def _tuple(v: Any, n: int) -> tuple[int, ...]:
 
 
 class _CurvatureOps(TorchFunctionMode):
-    """Route convolutions and eval-mode BatchNorm through ops with cheap double backward (same values)."""
+    """Route convolutions and eval-mode BatchNorm through ops with cheap double backward (same function).
+
+    An eval-mode BatchNorm applied directly to one of these convolutions' outputs is folded into it
+    (weight ``W * s``, bias ``b * s + t``), so the Hessian-vector products run no activation-sized
+    BatchNorm arithmetic; the unfolded convolution computed first is discarded (a one-off forward).
+    """
+
+    def __init__(self, channels_last: bool = False) -> None:
+        super().__init__()
+        self.channels_last = channels_last
+        self._convs: dict[int, tuple[weakref.ref, Tensor, Tensor, Tensor | None, tuple]] = {}
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -184,8 +240,11 @@ class _CurvatureOps(TorchFunctionMode):
             d = _CONV_DIMS[func]
             # String padding ("same"/"valid") and unbatched inputs keep the native path.
             if not isinstance(a["padding"], str) and a["input"].dim() == d + 2:
-                meta = (_tuple(a["stride"], d), _tuple(a["padding"], d), _tuple(a["dilation"], d), int(a["groups"]))
-                return _Conv.apply(a["input"], a["weight"], a["bias"], meta)
+                cl = self.channels_last and d == 2
+                meta = (_tuple(a["stride"], d), _tuple(a["padding"], d), _tuple(a["dilation"], d), int(a["groups"]), cl)
+                out = _Conv.apply(a["input"], a["weight"], a["bias"], meta)
+                self._convs[id(out)] = (weakref.ref(out), a["input"], a["weight"], a["bias"], meta)
+                return out
         elif func is nn.functional.batch_norm:
             a = _bind(_BN_ARGS, (None, None, None, None, None, False, 0.1, 1e-5), args, kwargs)
             if not a["training"] and a["running_mean"] is not None and a["running_var"] is not None:
@@ -197,6 +256,12 @@ class _CurvatureOps(TorchFunctionMode):
                 shift = -a["running_mean"] * scale
                 if a["bias"] is not None:
                     shift = shift + a["bias"]
+                conv = self._convs.get(id(x))
+                if conv is not None and conv[0]() is x:
+                    _, cx, W, b, meta = conv
+                    Wf = W * scale.reshape([-1] + [1] * (W.dim() - 1))
+                    bf = shift if b is None else b * scale + shift
+                    return _Conv.apply(cx, Wf, bf, meta)
                 return x * scale.reshape(shape) + shift.reshape(shape)
         return func(*args, **kwargs)
 
@@ -247,8 +312,8 @@ class HessianOperator:
     order restricted to the subset. Parameters that get no gradient (unused) or a constant one have zero
     rows and columns.
 
-    In eval mode the data is re-split into micro-batches of about 32 MB of saved activations (fastest
-    here; exact because the loss is a mean of per-sample terms); in train mode the batches are kept as
+    In eval mode the data is re-split into micro-batches of about 256 MB of saved activations (see the
+    module notes; exact because the loss is a mean of per-sample terms); in train mode the batches are kept as
     given, since BatchNorm batch statistics define the function.
 
     Args:
@@ -263,6 +328,9 @@ class HessianOperator:
         cache: Force (``True``) or forbid (``False``) graph caching; ``None`` decides by the budget.
         dtype: Compute dtype (e.g. ``torch.float64`` for references); default the model's.
         fast_ops: Use the double-backward-friendly convolution and eval BatchNorm (same values).
+        channels_last: Run 2-D convolutions channels-last (``True``/``False``), or ``"auto"``: when most
+            ``nn.Conv2d`` layers have at least 8 input channels (oneDNN ran those 1.1-1.4x faster so here,
+            and LeNet-5's 1- and 6-channel layers slower). Only with ``fast_ops``.
 
     Raises:
         ValueError: On unknown parameter names, bad data, a micro-batch size in train mode, or a model
@@ -288,6 +356,7 @@ class HessianOperator:
         cache: bool | None = None,
         dtype: torch.dtype | None = None,
         fast_ops: bool = True,
+        channels_last: bool | str = "auto",
     ) -> None:
         self.model = model
         self.loss_fn = loss_fn
@@ -304,6 +373,12 @@ class HessianOperator:
         self.device = first.device
         self.memory_budget = int(memory_budget)
         self.fast_ops = fast_ops
+        if channels_last == "auto":
+            convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+            channels_last = 2 * sum(m.in_channels >= 8 for m in convs) > len(convs)
+        elif not isinstance(channels_last, bool):
+            raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
+        self.channels_last: bool = channels_last
         self.hvp_count = 0
 
         def cast(t: Tensor) -> Tensor:
@@ -360,7 +435,7 @@ class HessianOperator:
                 return t
 
             hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
-        ops = _CurvatureOps() if self.fast_ops else contextlib.nullcontext()
+        ops = _CurvatureOps(self.channels_last) if self.fast_ops else contextlib.nullcontext()
         with torch.enable_grad(), hooks, ops:
             out = functional_forward(
                 self.model, self._params, X, buffers=extra, train=self.bn_mode is BNMode.TRAIN, layout=self.layout

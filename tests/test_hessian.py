@@ -129,15 +129,49 @@ def test_mlp_hvp_matches_torch_func_hessian(micro_batch_size: str | int | None) 
     _assert_untouched(m, snap)
 
 
-@pytest.mark.parametrize(("fast_ops", "micro_batch_size"), [(True, None), (True, 5), (False, 5)])
-def test_cnn_batchnorm_hvp_matches_torch_func_hessian(cnn_case, fast_ops: bool, micro_batch_size) -> None:
+@pytest.mark.parametrize(
+    ("fast_ops", "micro_batch_size", "channels_last"), [(True, None, False), (True, 5, True), (False, 5, False)]
+)
+def test_cnn_batchnorm_hvp_matches_torch_func_hessian(cnn_case, fast_ops, micro_batch_size, channels_last) -> None:
+    # conv1 (one input channel: the unfolded weight-gradient path) feeds an eval BatchNorm (folded into it)
     m, X, y, H = cnn_case
     m.train()  # the caller's mode must survive an eval-mode Hessian
     snap = _snapshot(m)
-    op = HessianOperator(m, LOSS, _batches(X, y), dtype=F64, fast_ops=fast_ops, micro_batch_size=micro_batch_size)
+    op = HessianOperator(
+        m, LOSS, _batches(X, y), dtype=F64, fast_ops=fast_ops, micro_batch_size=micro_batch_size,
+        channels_last=channels_last,
+    )
     torch.testing.assert_close(op.dense(), H, rtol=1e-10, atol=1e-12)
     _assert_untouched(m, snap)
     m.eval()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_dilated_one_channel_conv_and_shared_bn_input_match_torch_func_hessian(channels_last: bool) -> None:
+    torch.manual_seed(3)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 3, 3, stride=2, dilation=2, padding=1)
+            self.bn1 = nn.BatchNorm2d(3)
+            self.conv2 = nn.Conv2d(3, 2, 2, bias=False)
+            self.bn2 = nn.BatchNorm2d(2, affine=False)
+            self.fc = nn.Linear(2, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.conv1(x)
+            h = torch.relu(self.bn1(h)) + 0.5 * torch.tanh(h)  # the pre-BN output is used too: no fold shortcut
+            return self.fc(torch.tanh(self.bn2(self.conv2(h))).mean((2, 3)))
+
+    m = Net()
+    for bn in (m.bn1, m.bn2):  # non-trivial running statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    m.eval()
+    X, y = torch.randn(6, 1, 9, 9), torch.randint(0, 3, (6,))
+    op = HessianOperator(m, LOSS, (X, y), dtype=F64, channels_last=channels_last)
+    torch.testing.assert_close(op.dense(), _dense_reference(m, X, y), rtol=1e-10, atol=1e-12)
 
 
 def test_conv1d_dilation_and_string_padding_match_torch_func_hessian() -> None:
