@@ -19,12 +19,15 @@ the values (target < 1e-5), for LeNet the achieved FLOP rate (nominal forward FL
 divided by the time) as a fraction of this machine's single-thread float32 ``torch.mm`` rate measured
 in the same run, both its best (short products) and its rate sustained for 3 s just before (target >= 0.5),
 and the time of the LeNet plane under ``torchrun --nproc_per_node 2``
-(one thread per process) against one process (target >= 1.7x). Times are wall clock; CPU times of
+(one thread per process) against one process (target >= 1.7x), both timed inside the processes after
+start-up and a warm-up, beside two independent processes that each evaluate half the lattice at the
+same time (what this machine gives two single-thread processes at all). Times are wall clock; CPU times of
 this process are printed too because a loaded machine inflates wall time. Run from the repository root::
 
     pip install loss-landscapes==3.0.6      # or: pip install -e .[bench]
     python benchmarks/bench_surface.py      # ~6 min on an idle 2-core machine
     python benchmarks/bench_surface.py --ll-points 200 --skip-dist   # quicker: loss-landscapes on a subset
+    python benchmarks/bench_surface.py --only-dist                   # only the two-process scaling
 """
 
 from __future__ import annotations
@@ -119,14 +122,18 @@ def lattice(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def run_ours(
-    model: nn.Module, X: torch.Tensor, y: torch.Tensor, n_cols: int = STEPS
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, n_cols: int = STEPS, cols: np.ndarray | None = None
 ) -> tuple[np.ndarray, float, float]:
-    """Losses on the lattice ``start + i h d1 + j h d2`` as ``(j, i)`` grids; wall and CPU seconds."""
+    """Losses on the lattice ``start + i h d1 + j h d2`` as ``(j, i)`` grids; wall and CPU seconds.
+
+    ``i`` runs over ``cols`` if given, else over ``range(n_cols)``.
+    """
     from landscape.surface import plane
 
     start, s1, s2 = lattice(model)
+    xs = np.arange(n_cols) if cols is None else cols
     t, c = time.perf_counter(), time.process_time()
-    r = plane(model, start, s1, s2, (X, y), np.arange(n_cols), np.arange(STEPS + 1), metrics=("loss",))
+    r = plane(model, start, s1, s2, (X, y), xs, np.arange(STEPS + 1), metrics=("loss",))
     return r.metrics["loss"], time.perf_counter() - t, time.process_time() - c
 
 
@@ -193,8 +200,15 @@ def compare(ours: np.ndarray, ll: np.ndarray) -> float:
     return worst
 
 
-def worker(name: str) -> None:
-    """One process (or one torchrun rank): time the LeNet lattice, print JSON from rank 0."""
+def worker(name: str, half: int | None = None, start_at: float | None = None) -> None:
+    """One process (or one torchrun rank): time the LeNet lattice after a warm-up, print JSON.
+
+    Under torchrun the ranks start together after a barrier and rank 0 prints every rank's time (the
+    evaluation of its shard plus the all-gather). With ``half`` (0 or 1) the process evaluates only the
+    lattice columns ``half::2`` without torch.distributed, starting at the wall-clock time ``start_at``:
+    two of them launched together measure what two independent single-thread processes get from this
+    machine (shared caches and memory bandwidth), the ceiling for any two-process scaling.
+    """
     torch.set_num_threads(1)
     import torch.distributed as dist
 
@@ -202,25 +216,80 @@ def worker(name: str) -> None:
         dist.init_process_group("gloo")
     model, X, y = case(name)
     run_ours(model, X[:64], y[:64], 2)  # warm-up
+    cols = np.arange(STEPS) if half is None else np.arange(half, STEPS, 2)
     if dist.is_initialized():
         dist.barrier()
-    losses, wall, cpu = run_ours(model, X, y)
+    elif start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
+    losses, wall, cpu = run_ours(model, X, y, cols=cols)
+    walls = [wall]
+    if dist.is_initialized():
+        walls = [None] * dist.get_world_size()
+        dist.all_gather_object(walls, wall)
     if not dist.is_initialized() or dist.get_rank() == 0:
-        print(json.dumps({"wall": wall, "cpu": cpu, "points": int(losses.size), "sum": float(np.sum(losses))}))
+        out = {"wall": max(walls), "rank_walls": walls, "cpu": cpu, "points": int(losses.size)}
+        print(json.dumps({**out, "sum": float(np.sum(losses))}))
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def scaling() -> dict:
+    """LeNet lattice: one process, ``torchrun --nproc_per_node 2``, and two independent half-lattice processes.
+
+    All times are taken inside the processes after their start-up and a warm-up, so interpreter, torch
+    and data start-up are excluded from every figure.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    here = os.path.abspath(__file__)
+
+    def last_json(out: str) -> dict:
+        return json.loads(out.strip().splitlines()[-1])
+
+    one = subprocess.run([sys.executable, here, "--worker", "lenet"], capture_output=True, text=True, env=env)
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", here,
+         "--worker", "lenet"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    start_at = time.time() + 30.0  # both halves start together, after their start-up and warm-up
+    halves = [
+        subprocess.Popen(
+            [sys.executable, here, "--worker", "lenet", "--half", str(h), "--start-at", str(start_at)],
+            stdout=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        for h in (0, 1)
+    ]
+    r1, r2 = last_json(one.stdout), last_json(two.stdout)
+    rh = [last_json(h.communicate()[0]) for h in halves]
+    pair = max(r["wall"] for r in rh)
+    return {
+        "one_process_s": r1["wall"],
+        "torchrun_2_s": r2["wall"],
+        "torchrun_rank_s": r2["rank_walls"],
+        "speedup": r1["wall"] / r2["wall"],
+        "same_values": abs(r1["sum"] - r2["sum"]) <= 1e-9 * abs(r1["sum"]),
+        "independent_halves_s": [r["wall"] for r in rh],
+        "independent_halves_points": [r["points"] for r in rh],
+        "independent_speedup": r1["wall"] / pair,
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ll-points", type=int, default=None, help="loss-landscapes LeNet points (default all 1,681)")
     p.add_argument("--skip-dist", action="store_true", help="skip the torchrun scaling run")
+    p.add_argument("--only-dist", action="store_true", help="only the torchrun scaling run")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--half", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--start-at", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        worker(args.worker)
+        worker(args.worker, args.half, args.start_at)
         return
     torch.set_num_threads(1)
+    if args.only_dist:
+        print(json.dumps({"scaling": scaling()}))
+        return
     load = os.getloadavg()[0]
     peak = matmul_rate()
     print(f"machine: {os.cpu_count()} cores, load average {load:.1f}; torch {torch.__version__}, 1 thread")
@@ -254,18 +323,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row))
     if not args.skip_dist:
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        here = os.path.abspath(__file__)
-        one = subprocess.run([sys.executable, here, "--worker", "lenet"], capture_output=True, text=True, env=env)
-        two = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", here,
-             "--worker", "lenet"],
-            capture_output=True, text=True, env=env,
-        )  # fmt: skip
-        r1, r2 = json.loads(one.stdout.strip().splitlines()[-1]), json.loads(two.stdout.strip().splitlines()[-1])
-        scaling = {"one_process_s": r1["wall"], "torchrun_2_s": r2["wall"], "speedup": r1["wall"] / r2["wall"],
-                   "same_values": abs(r1["sum"] - r2["sum"]) <= 1e-9 * abs(r1["sum"])}  # fmt: skip
-        print(json.dumps({"scaling": scaling}))
+        print(json.dumps({"scaling": scaling()}))
     print("\n| case | loss-landscapes pts/s | landscape pts/s | ratio (wall) | ratio (CPU) | max rel. diff |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
