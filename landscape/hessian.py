@@ -124,6 +124,7 @@ def _cols(x: Tensor, W: Tensor, meta: tuple) -> Tensor | None:
 
 
 def _weight_grad_from_cols(gO: Tensor, cols: Tensor, W: Tensor) -> Tensor:
+    """``dL/dW`` of a one-input-channel convolution: ``gO`` ``(N, Co, *out)``, ``cols`` ``(N, k*k, L)``."""
     N, Co = gO.shape[:2]
     if gO.is_contiguous():
         return torch.bmm(gO.reshape(N, Co, -1), cols.transpose(1, 2)).sum(0).view(W.shape)
