@@ -138,7 +138,12 @@ def test_cnn_batchnorm_hvp_matches_torch_func_hessian(cnn_case, fast_ops, micro_
     m.train()  # the caller's mode must survive an eval-mode Hessian
     snap = _snapshot(m)
     op = HessianOperator(
-        m, LOSS, _batches(X, y), dtype=F64, fast_ops=fast_ops, micro_batch_size=micro_batch_size,
+        m,
+        LOSS,
+        _batches(X, y),
+        dtype=F64,
+        fast_ops=fast_ops,
+        micro_batch_size=micro_batch_size,
         channels_last=channels_last,
     )
     torch.testing.assert_close(op.dense(), H, rtol=1e-10, atol=1e-12)
@@ -174,11 +179,55 @@ def test_strided_dilated_one_channel_conv_and_shared_bn_input_match_torch_func_h
     torch.testing.assert_close(op.dense(), _dense_reference(m, X, y), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_max_pooled_first_convolutions_match_torch_func_hessian(monkeypatch, channels_last: bool) -> None:
+    # Convolutions of the input followed by max-pooling take the gathered path (_PooledConv); the
+    # Hessian must be the same function's: BN folded, ReLU before or after pooling, in-place ReLU,
+    # overlapping padded ceil-mode pooling, and a pooled conv whose ReLU output is used elsewhere too.
+    import landscape.hessian as hs
+
+    torch.manual_seed(4)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(2, 3, 3, padding=1)
+            self.bn = nn.BatchNorm2d(3)
+            self.b = nn.Conv2d(2, 2, 3, stride=2, bias=False)
+            self.c = nn.Conv2d(2, 2, 2)
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = nn.functional.max_pool2d(torch.relu(self.bn(self.a(x))), 2)
+            b = torch.max_pool2d(self.b(x), 3, 2, 1, 1, True)  # no ReLU; overlapping, padded, ceil mode
+            rc = nn.functional.relu(self.c(x), inplace=True)
+            c = nn.MaxPool2d(2)(rc)
+            side = torch.tanh(rc).mean((1, 2, 3))  # the ReLU output is also used unpooled
+            feats = [torch.tanh(t).mean((2, 3)) for t in (a, b, c)]
+            return self.fc(torch.cat([*feats, side[:, None]], 1))
+
+    m = Net()
+    m.bn.running_mean.uniform_(-0.5, 0.5)
+    m.bn.running_var.uniform_(0.5, 2.0)
+    m.eval()
+    X, y = torch.randn(6, 2, 9, 9), torch.randint(0, 3, (6,))
+    used = []
+    apply = hs._PooledConv.apply
+    monkeypatch.setattr(hs._PooledConv, "apply", lambda *a: used.append(1) or apply(*a))
+    op = HessianOperator(m, LOSS, (X, y), dtype=F64, channels_last=channels_last, micro_batch_size=4)
+    torch.testing.assert_close(op.dense(), _dense_reference(m, X, y), rtol=1e-10, atol=1e-12)
+    assert len(used) == 3 * 2  # three pooled convolutions in each of the two micro-batches
+
+
 def test_conv1d_dilation_and_string_padding_match_torch_func_hessian() -> None:
     torch.manual_seed(2)
     m = nn.Sequential(
-        nn.Conv1d(2, 2, 3, dilation=2, padding=2), nn.Tanh(), nn.Conv1d(2, 3, 3, padding="same"), nn.Tanh(),
-        nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+        nn.Conv1d(2, 2, 3, dilation=2, padding=2),
+        nn.Tanh(),
+        nn.Conv1d(2, 3, 3, padding="same"),
+        nn.Tanh(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
     )
     X, y = torch.randn(7, 2, 9), torch.randint(0, 3, (7,))
     op = HessianOperator(m, LOSS, (X, y), dtype=F64)
@@ -208,8 +257,10 @@ def test_train_mode_is_the_batch_statistics_hessian(cnn_case) -> None:
 
     def grad(t: torch.Tensor) -> torch.Tensor:
         t = t.clone().requires_grad_(True)
-        loss = sum(len(yb) / len(y) * LOSS(functional_call(m64, layout.unflatten(t), (Xb.double(),)), yb)
-                   for Xb, yb in _batches(X, y))
+        loss = sum(
+            len(yb) / len(y) * LOSS(functional_call(m64, layout.unflatten(t), (Xb.double(),)), yb)
+            for Xb, yb in _batches(X, y)
+        )
         return torch.autograd.grad(loss, t)[0]
 
     eps = 1e-6
@@ -336,10 +387,18 @@ def test_hutchinson_error_shrinks_with_probes() -> None:
 def test_hutchpp_beats_hutchinson_and_is_exact_with_full_sketch() -> None:
     A = _spd()
     exact = float(torch.trace(A))
-    err_pp = np.mean([abs(hutchpp(lambda V: A @ V, 60, 30, generator=torch.Generator().manual_seed(s)).estimate - exact)
-                      for s in range(20)])
-    err_h = np.mean([abs(hutchinson(lambda V: A @ V, 60, 30, generator=torch.Generator().manual_seed(s)).estimate
-                         - exact) for s in range(20)])
+    err_pp = np.mean(
+        [
+            abs(hutchpp(lambda V: A @ V, 60, 30, generator=torch.Generator().manual_seed(s)).estimate - exact)
+            for s in range(20)
+        ]
+    )
+    err_h = np.mean(
+        [
+            abs(hutchinson(lambda V: A @ V, 60, 30, generator=torch.Generator().manual_seed(s)).estimate - exact)
+            for s in range(20)
+        ]
+    )
     assert err_pp < err_h
     full = hutchpp(lambda V: A @ V, 60, 180)  # sketch spans the space: exact
     assert abs(full.estimate - exact) < 1e-10 * abs(exact) and full.products == 180
