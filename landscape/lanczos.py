@@ -79,13 +79,17 @@ def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
     """
     if basis.shape[1] == 0:
         return w
+    # One matrix-vector pair per column: torch.bmm on these (p, i, n) x (p, n, 1) shapes ran ~4x
+    # slower than torch.mv (memory-bound either way; measured in float64 at n = 61,706, i = 100).
+    w = w.T.clone()  # (p, n), rows contiguous for the in-place updates
     for _ in range(2):
-        before = w.norm(dim=0)
-        c = torch.bmm(basis, w.T.to(basis.dtype).unsqueeze(2))  # (p, i, 1)
-        w = w - torch.bmm(basis.transpose(1, 2), c).squeeze(2).T.to(w.dtype)
-        if bool((w.norm(dim=0) >= 0.7 * before).all()):
+        before = w.norm(dim=1)
+        for j in range(w.shape[0]):
+            c = torch.mv(basis[j], w[j].to(basis.dtype))  # (i,)
+            w[j] -= torch.mv(basis[j].T, c).to(w.dtype)
+        if bool((w.norm(dim=1) >= 0.7 * before).all()):
             break
-    return w
+    return w.T
 
 
 @dataclass(frozen=True)
