@@ -239,7 +239,8 @@ class _PooledConv(torch.autograd.Function):
     convolution reads only the unfolded input at those positions: ``cols`` ``(C, K, N*P)`` for ``C``
     output channels, ``K`` weights per channel and ``P`` pooled positions. Its products are matrix-vector
     products over ``cols``; the full-resolution convolution, ReLU and pooling it replaces cost LeNet-5's
-    first layer 109 ms per Hessian-vector product here (on 1,000 MNIST images), these two products ~20 ms.
+    first layer 109 ms per Hessian-vector product here (on 1,000 MNIST images), these two products
+    ~20 ms (one-off profiling).
     """
 
     @staticmethod
