@@ -135,6 +135,19 @@ def _weight_grad_from_cols(gO: Tensor, cols: Tensor, W: Tensor) -> Tensor:
     return torch.bmm(cols, gO.permute(0, 2, 3, 1).reshape(N, -1, Co)).sum(0).t().reshape(W.shape)
 
 
+def _conv_from_cols(cols: Tensor, W: Tensor, shape: torch.Size, channels_last: bool) -> Tensor:
+    """The convolution ``x * W`` from ``cols = unfold(x)`` ``(N, k*k, L)``: output shape ``shape`` ``(N, Co, *out)``.
+
+    For a one-channel input oneDNN answers NCHW, and the copy to channels-last then cost more than the
+    convolution; ``(N, L, k*k) @ (k*k, Co)`` is channels-last as it comes.
+    """
+    N, Co = shape[:2]
+    if channels_last and len(shape) == 4:
+        out = torch.matmul(cols.transpose(1, 2), W.reshape(Co, -1).t())  # (N, L, Co)
+        return out.view(N, *shape[2:], Co).permute(0, 3, 1, 2)
+    return torch.matmul(W.reshape(Co, -1), cols).view(shape)
+
+
 class _ConvGrad(torch.autograd.Function):
     """``(gO, x, W) -> (dL/dx, dL/dW)`` of a convolution, with a hand-written (first-order) backward."""
 
@@ -145,13 +158,16 @@ class _ConvGrad(torch.autograd.Function):
         stride, padding, dilation, groups, cl = meta
         zeros = [0] * len(stride)
         use_cols = need_w and cols is not None
-        gx, gW, _ = torch.ops.aten.convolution_backward(
-            gO, x, W, None, stride, padding, dilation, False, zeros, groups, [need_x, need_w and not use_cols, False]
-        )
+        gx = gW = None
+        mask = [need_x, need_w and not use_cols, False]
+        if any(mask):  # with an all-False mask it still copied gO (23 ms per product on a small ResNet)
+            gx, gW, _ = torch.ops.aten.convolution_backward(
+                gO, x, W, None, stride, padding, dilation, False, zeros, groups, mask
+            )
         if use_cols:
             gW = _weight_grad_from_cols(gO, cols, W)
         ctx.save_for_backward(gO, x, W)
-        ctx.meta = meta
+        ctx.meta, ctx.cols = meta, cols
         ctx.set_materialize_grads(False)
         empty = gO.new_empty(0)
         return (_fmt(gx, cl) if need_x else empty), (gW if need_w else empty)
@@ -170,8 +186,12 @@ class _ConvGrad(torch.autograd.Function):
             if ggx is not None:
                 g_gO = conv(ggx, W, None, stride, padding, dilation, False, zeros, groups)
             if ggW is not None:
-                t = conv(x, ggW, None, stride, padding, dilation, False, zeros, groups)
-                g_gO = t if g_gO is None else g_gO + t
+                t = (
+                    conv(x, ggW, None, stride, padding, dilation, False, zeros, groups)
+                    if ctx.cols is None
+                    else _conv_from_cols(ctx.cols, ggW, gO.shape, cl)
+                )
+                g_gO = t if g_gO is None else g_gO.add_(t)  # in place: a fresh activation-sized buffer
         bwd = torch.ops.aten.convolution_backward
         if ctx.needs_input_grad[1] and ggW is not None:  # dW/dx term: an input gradient with weight ggW
             g_x = bwd(gO, x, ggW, None, stride, padding, dilation, False, zeros, groups, [True, False, False])[0]
@@ -206,6 +226,41 @@ class _Conv(torch.autograd.Function):
         if nb:
             gb = gO.sum([0, *range(2, gO.dim())])
         return gx, gW, gb, None
+
+
+class _ReluGrad(torch.autograd.Function):
+    """``(gO, relu output) -> dL/dx`` of a ReLU; its double backward is zero in the ReLU's input.
+
+    PyTorch's generic double backward returns that zero as a dense tensor (``zeros_like``), which the
+    engine then adds into the input's gradient: on the small ResNet of the benchmarks that zero fill
+    alone took ~60 ms of a 1.4 s Hessian-vector product (one-off profiling). Here it is ``None``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, gO: Tensor, out: Tensor) -> Tensor:
+        ctx.save_for_backward(out)
+        return torch.ops.aten.threshold_backward(gO, out, 0)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gg: Tensor) -> Any:
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(gg, out, 0), None
+
+
+class _Relu(torch.autograd.Function):
+    """``relu(x)`` whose backward is :class:`_ReluGrad` (same values and subgradient 0 at 0 as PyTorch)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        out = torch.relu(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, gO: Tensor) -> Any:
+        (out,) = ctx.saved_tensors
+        return _ReluGrad.apply(gO, out)
 
 
 def _pooled_conv(W: Tensor, cols: Tensor, shape: torch.Size) -> Tensor:
@@ -339,7 +394,7 @@ class _CurvatureOps(TorchFunctionMode):
             return None
         out = _PooledConv.apply(W, b, _gather_cols(cx, W, meta, idx), idx.shape)
         # max-pool and ReLU commute (ReLU is monotone), so ReLU goes after the (smaller) pooled tensor
-        return _fmt(torch.relu(out) if relu is not None else out, meta[4])
+        return _fmt(_Relu.apply(out) if relu is not None else out, meta[4])
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -372,7 +427,8 @@ class _CurvatureOps(TorchFunctionMode):
                 return x * scale.reshape(shape) + shift.reshape(shape)
         elif func in _RELUS and args and isinstance(args[0], Tensor):
             conv = self._live(self._convs, args[0])  # taken before an in-place ReLU bumps the version
-            out = func(*args, **kwargs)
+            inplace = func is nn.functional.relu and bool(args[1] if len(args) > 1 else kwargs.get("inplace", False))
+            out = func(*args, **kwargs) if inplace else _Relu.apply(args[0])
             if conv is not None:
                 self._relus[id(out)] = (weakref.ref(out), out._version, conv)
             return out

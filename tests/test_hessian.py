@@ -152,7 +152,11 @@ def test_cnn_batchnorm_hvp_matches_torch_func_hessian(cnn_case, fast_ops, micro_
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_strided_dilated_one_channel_conv_and_shared_bn_input_match_torch_func_hessian(channels_last: bool) -> None:
+def test_strided_dilated_one_channel_conv_and_shared_bn_input_match_torch_func_hessian(
+    monkeypatch, channels_last: bool
+) -> None:
+    import landscape.hessian as hs
+
     torch.manual_seed(3)
 
     class Net(nn.Module):
@@ -175,8 +179,12 @@ def test_strided_dilated_one_channel_conv_and_shared_bn_input_match_torch_func_h
         bn.running_var.uniform_(0.5, 2.0)
     m.eval()
     X, y = torch.randn(6, 1, 9, 9), torch.randint(0, 3, (6,))
+    used = []
+    from_cols = hs._conv_from_cols  # the one-channel convolution's R-forward term, from the unfolded input
+    monkeypatch.setattr(hs, "_conv_from_cols", lambda *a: used.append(1) or from_cols(*a))
     op = HessianOperator(m, LOSS, (X, y), dtype=F64, channels_last=channels_last)
     torch.testing.assert_close(op.dense(), _dense_reference(m, X, y), rtol=1e-10, atol=1e-12)
+    assert len(used) == 2 * op.n  # per product: conv1 itself (feeds tanh) and its BN-folded twin
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
