@@ -19,6 +19,8 @@ from landscape.train import RecordTrajectory, Trainer
 from landscape.trajectory import Trajectory
 
 QS = (0, 1, 2, 25, 50, 75, 97.5, 98, 99.9, 100)
+# Tanh outputs lie in [-1, 1]; 8 float32 ulps at 1.0 still tell neighbouring order statistics apart.
+F32_TOL = 8 * float(np.finfo(np.float32).eps)
 
 
 def _net(seed=0, scale=3.0):
@@ -79,7 +81,8 @@ def test_exact_mode_equals_numpy_and_switches_off_past_the_limit():
     stats = measure_saturation(net, x, percentiles=QS, exact_limit=10**6)
     for name, s in stats.items():
         assert s.exact
-        np.testing.assert_allclose(s.values, np.percentile(acts[name], QS), rtol=0, atol=1e-15)
+        # float32 activations from batched forwards: equal to a few ulps, not bitwise, across machines
+        np.testing.assert_allclose(s.values, np.percentile(acts[name], QS), rtol=0, atol=F32_TOL)
         np.testing.assert_array_equal(s.lower, s.upper)
     assert not measure_saturation(net, x, exact_limit=200 * 16 - 1)["1"].exact
 
@@ -138,8 +141,9 @@ def test_module_called_twice_gives_one_layer_per_call_and_selection_by_name():
     with torch.no_grad():
         h1 = torch.tanh(net.a(x))
         h2 = torch.tanh(net.b(h1))
-    np.testing.assert_allclose(stats["act#0"].values, np.percentile(h1.double().numpy(), (50, 98)), atol=1e-15)
-    np.testing.assert_allclose(stats["act#1"].values, np.percentile(h2.double().numpy(), (50, 98)), atol=1e-15)
+    # batches of 7 vs one batch of 50: float32 matmuls may round differently (2.2e-8 seen on AVX-512)
+    np.testing.assert_allclose(stats["act#0"].values, np.percentile(h1.double().numpy(), (50, 98)), rtol=0, atol=F32_TOL)
+    np.testing.assert_allclose(stats["act#1"].values, np.percentile(h2.double().numpy(), (50, 98)), rtol=0, atol=F32_TOL)
     relu_net = nn.Sequential(nn.Linear(4, 5), nn.ReLU())
     with pytest.raises(ValueError, match="range=\\(lo, hi\\)"):
         measure_saturation(relu_net, x, nn.ReLU)
