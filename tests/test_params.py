@@ -64,13 +64,17 @@ def test_layout_names_slices_layers_filter_axes():
     assert idx.tolist() == list(range(lay["3.weight"].start, lay["3.bias"].stop))
 
 
-def test_layout_skips_frozen_and_roundtrips_json():
+def test_layout_covers_frozen_by_default_and_roundtrips_json():
     net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
     net[0].weight.requires_grad_(False)
     lay = ParamLayout.from_model(net)
-    assert lay.names == ("0.bias", "1.weight", "1.bias")
-    again = ParamLayout.from_dict(lay.to_dict())
-    assert again == lay and again.specs == lay.specs
+    assert lay.names == ("0.weight", "0.bias", "1.weight", "1.bias")  # requires_grad does not change the layout
+    trainable = ParamLayout.from_model(net, "trainable")
+    assert trainable.names == ("0.bias", "1.weight", "1.bias")
+    assert torch.equal(parameters_to_vector(net, params="trainable"), parameters_to_vector(net)[12:])
+    for layout in (lay, trainable):
+        again = ParamLayout.from_dict(layout.to_dict())
+        assert again == layout and again.specs == layout.specs
 
 
 def test_vector_roundtrip_and_model_at():
