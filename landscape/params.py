@@ -465,8 +465,8 @@ def as_param_dict(
     if missing:
         # Dicts written when the vector held only trainable tensors leave the frozen ones out.
         named = dict(model.named_parameters())
-        if all(n in named and not named[n].requires_grad for n in missing):
-            params = {**{n: named[n].detach() for n in missing}, **params}
+        frozen = {n: named[n].detach() for n in missing if n in named and not named[n].requires_grad}
+        params = {**frozen, **params}
     layout.check_dict(params)
     return dict(params)
 

@@ -157,3 +157,66 @@ def test_preserved_mode_restores_mixed_modes():
     with preserved_mode(net, False):
         assert not any(m.training for m in net.modules())
     assert net.training and not net[1].training and net[3].training
+
+
+# --------------------------------------------------------------------------- issue 17: frozen parameters
+def test_frozen_model_has_the_same_vector_and_layout():
+    """requires_grad is a training flag other tools flip; it must not change the parameter vector."""
+    net = _cnn()
+    frozen = copy.deepcopy(net).requires_grad_(False)
+    half = copy.deepcopy(net)
+    half[0].requires_grad_(False)
+    for m in (frozen, half):
+        assert ParamLayout.from_model(m) == ParamLayout.from_model(net)
+        assert torch.equal(parameters_to_vector(m), parameters_to_vector(net))
+    assert ParamLayout.from_model(frozen, "trainable").numel == 0
+    assert ParamLayout.from_model(half, "trainable").names == ParamLayout.from_model(net).names[2:]
+    with pytest.raises(ValueError, match="params must be one of"):
+        ParamLayout.from_model(net, "frozen")
+
+
+def test_integer_parameters_stay_out_of_the_vector():
+    net = nn.Linear(2, 2)
+    net.register_parameter("count", nn.Parameter(torch.tensor([3]), requires_grad=False))
+    assert ParamLayout.from_model(net).names == ("weight", "bias")
+    assert parameters_to_vector(net).shape == (6,)
+
+
+def test_functional_forward_on_frozen_model_and_dict_without_frozen_tensors():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    vec = parameters_to_vector(net) * 0.5
+    want = functional_forward(net, vec, x)
+    frozen = copy.deepcopy(net).requires_grad_(False)
+    assert torch.equal(functional_forward(frozen, vec, x), want)
+    half = copy.deepcopy(net)
+    half[0].requires_grad_(False)
+    d = {k: v for k, v in vector_to_dict(half, vec).items() if not k.startswith("0.")}
+    expect = model_at(net, {**dict(net[0].named_parameters(prefix="0")), **d})(x)
+    assert torch.equal(functional_forward(half, d, x), expect)  # frozen tensors left out: the model's own
+    with pytest.raises(ValueError, match="no tensor '2.bias'"):  # a trainable tensor left out is an error
+        functional_forward(half, {k: v for k, v in d.items() if k != "2.bias"}, x)
+
+
+def test_wrong_length_message_names_frozen_and_trainable_layouts():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    net[0].requires_grad_(False)
+    with pytest.raises(ValueError, match=r"26 parameters .*frozen ones included.*params='trainable'"):
+        functional_forward(net, parameters_to_vector(net, params="trainable"), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="no floating-point parameters"):
+        ParamLayout.from_model(nn.ReLU()).check_vector(torch.zeros(3))
+
+
+def test_parameter_mask():
+    from landscape.params import parameter_mask
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    net[0].weight.requires_grad_(False)
+    assert parameter_mask(net).all()
+    assert parameter_mask(net, "trainable").tolist() == [False] * 4 + [True] * 5
+    assert parameter_mask(net, ["1", "0.bias"]).tolist() == [False] * 4 + [True] * 5
+    assert parameter_mask(net, "1.bias").tolist() == [False] * 8 + [True]
+    with pytest.raises(ValueError, match="neither"):
+        parameter_mask(net, "2")
+    with pytest.raises(ValueError, match="empty"):
+        parameter_mask(net, [])
