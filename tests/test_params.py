@@ -220,3 +220,20 @@ def test_parameter_mask():
         parameter_mask(net, "2")
     with pytest.raises(ValueError, match="empty"):
         parameter_mask(net, [])
+
+
+def test_all_trainable_models_keep_their_recorded_vectors_and_layout():
+    """Trajectories recorded before frozen parameters joined the vector (all trainable) read the same."""
+    from landscape.trajectory import Trajectory
+
+    net = _cnn()
+    lay, old = ParamLayout.from_model(net), ParamLayout.from_model(net, "trainable")
+    assert lay.to_dict() == old.to_dict()  # the manifest's layout, byte for byte
+    assert torch.equal(parameters_to_vector(net), parameters_to_vector(net, params="trainable"))
+    traj = Trajectory()
+    traj.append_model(net)
+    assert torch.equal(traj[0].vector, parameters_to_vector(net))
+    frozen = copy.deepcopy(net).requires_grad_(False)  # a frozen template rebuilds the same model
+    rebuilt = traj.model_at(frozen, 0)
+    assert torch.equal(parameters_to_vector(rebuilt), parameters_to_vector(net))
+    assert not any(p.requires_grad for p in rebuilt.parameters())
