@@ -237,3 +237,24 @@ def test_all_trainable_models_keep_their_recorded_vectors_and_layout():
     rebuilt = traj.model_at(frozen, 0)
     assert torch.equal(parameters_to_vector(rebuilt), parameters_to_vector(net))
     assert not any(p.requires_grad for p in rebuilt.parameters())
+
+
+def test_point_wins_over_buffers_and_frozen_models_get_the_full_hessian():
+    """Callers pass frozen parameters in ``buffers=`` (the Hessian does); the point must decide their value."""
+    import torch.nn.functional as F
+
+    from landscape.hessian import HessianOperator
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(10, 3, dtype=torch.float64), torch.randint(0, 2, (10,))
+    vec = parameters_to_vector(net) * 0.5
+    stale = {"0.weight": torch.zeros(4, 3, dtype=torch.float64)}
+    assert torch.equal(functional_forward(net, vec, x, buffers=stale), functional_forward(net, vec, x))
+
+    dense = torch.func.hessian(lambda v: F.cross_entropy(functional_forward(net, v, x), y))(parameters_to_vector(net))
+    for freeze in ("0", ""):
+        m = copy.deepcopy(net)
+        (m.get_submodule(freeze) if freeze else m).requires_grad_(False)
+        op = HessianOperator(m, F.cross_entropy, (x, y))
+        assert op.n == 26 and torch.allclose(op.dense(), dense, rtol=0, atol=1e-12)
