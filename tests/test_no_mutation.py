@@ -420,6 +420,11 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
     }
 
 
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The bytes of a tensor (bitwise comparison: -0.0 differs from 0.0, a NaN equals itself)."""
+    return t.detach().contiguous().reshape(-1).view(torch.uint8)
+
+
 def assert_unchanged(model: nn.Module, snap: dict[str, Any], what: str) -> None:
     now = snapshot(model)
     assert now["modules"] == snap["modules"], f"{what}: modules replaced"
@@ -429,7 +434,7 @@ def assert_unchanged(model: nn.Module, snap: dict[str, Any], what: str) -> None:
     for k, (v, dtype, device) in snap["state"].items():
         w, wdtype, wdevice = now["state"][k]
         assert (wdtype, wdevice) == (dtype, device), f"{what}: {k} changed dtype/device"
-        assert torch.equal(w, v) and torch.equal(w.isnan(), v.isnan()), f"{what}: {k} changed"
+        assert torch.equal(_bits(w), _bits(v)), f"{what}: {k} changed"
     assert now["requires_grad"] == snap["requires_grad"], f"{what}: requires_grad changed"
     for k, g in snap["grad"].items():
         h = now["grad"][k]
