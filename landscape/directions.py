@@ -25,6 +25,15 @@ One-dimensional tensors (biases, BatchNorm weights and biases) follow ``bias_bn`
   (``d <- d * ||theta|| / (||d|| + 1e-10)``) under ``"filter"`` and ``"layer"``; kept as drawn
   under ``"none"``; included in the global factor under ``"model"``.
 
+Which parameters a direction moves (``params=``): directions live in the model's full parameter
+vector (every floating-point parameter, frozen ones included, see :mod:`landscape.params`), so a frozen
+and an unfrozen copy of a model get the same directions from the same seed. ``params="all"`` (default)
+moves every parameter; ``params="trainable"`` keeps the direction at exactly zero on tensors with
+``requires_grad=False`` (a fine-tuned model's frozen layers stay put); tensor or layer names select
+those tensors. The Gaussian draw is always over the whole vector, so a restricted direction equals the
+unrestricted one (same seed) on the selected entries wherever the normalization is per filter or per
+tensor; under ``"model"`` the global factor is taken over the selected entries only.
+
 Orthogonalization (optional) is Gram-Schmidt in float64 after normalization; it only projects
 (``d_k <- d_k - sum_{j<k} <d_k, d_j>/<d_j, d_j> d_j``), it does not rescale.
 """
@@ -38,7 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from landscape.params import ParamLayout, parameters_to_vector
+from landscape.params import ParamLayout, ParamSelection, parameter_mask, parameters_to_vector
 
 __all__ = [
     "Normalization",
@@ -91,6 +100,7 @@ def normalize_direction(
     layout: ParamLayout | nn.Module,
     normalization: Normalization | str = Normalization.FILTER,
     bias_bn: BiasBN | str = BiasBN.ZERO,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """Scale a direction to a reference point, per filter, per tensor or globally.
 
@@ -100,6 +110,8 @@ def normalize_direction(
         layout: Layout of the vectors, or the model.
         normalization: ``"filter"``, ``"layer"``, ``"model"`` or ``"none"``.
         bias_bn: ``"zero"``, ``"keep"`` or ``"copy"`` for 1-D tensors.
+        mask: ``(D,)`` bool; the direction is exactly zero where it is False (e.g.
+            :func:`landscape.params.parameter_mask` for frozen tensors). ``None``: everywhere.
 
     Returns:
         A new ``(D,)`` tensor.
@@ -115,6 +127,13 @@ def normalize_direction(
     d = direction.detach().clone()
     theta = reference.detach().to(d.dtype)
     kept = torch.ones_like(d, dtype=torch.bool)
+    if mask is not None:
+        if mask.shape != d.shape or mask.dtype != torch.bool:
+            raise ValueError(
+                f"mask must be a bool tensor of shape {tuple(d.shape)}, got {mask.dtype} {tuple(mask.shape)}"
+            )
+        d[~mask] = 0
+        kept &= mask  # unselected entries take no part in the "model" factor
     for s in layout:
         dv, tv = d[s.slice].view(s.shape), theta[s.slice].view(s.shape)
         if s.filter_axis is None:  # 1-D: biases, BatchNorm weight and bias
@@ -137,7 +156,21 @@ def normalize_direction(
             dv.mul_(tv.norm() / dv.norm())  # Li et al.: no epsilon here
     if norm is Normalization.MODEL and bool(kept.any()):
         d[kept] *= theta[kept].norm() / d[kept].norm()
+    if mask is not None:
+        d[~mask] = 0  # bias_bn="copy" wrote theta there
     return d
+
+
+def _mask(model: nn.Module, params: ParamSelection, layout: ParamLayout) -> Tensor | None:
+    if isinstance(params, str) and params == "all":
+        return None
+    mask = parameter_mask(model, params, layout)
+    if not bool(mask.any()):
+        raise ValueError(
+            f"params={params!r} selects no parameter of this model (every parameter is frozen, "
+            "requires_grad=False?); use params='all' to move frozen parameters too"
+        )
+    return mask
 
 
 def random_direction(
@@ -148,6 +181,7 @@ def random_direction(
     normalization: Normalization | str = Normalization.FILTER,
     bias_bn: BiasBN | str = BiasBN.ZERO,
     reference: Tensor | None = None,
+    params: ParamSelection = "all",
 ) -> Tensor:
     """One Gaussian direction, normalized to ``reference`` (default: the model's parameters).
 
@@ -158,16 +192,24 @@ def random_direction(
         normalization: See :func:`normalize_direction`.
         bias_bn: See :func:`normalize_direction`.
         reference: ``(D,)`` point to normalize to.
+        params: Which parameters the direction moves: ``"all"`` (default, frozen ones too),
+            ``"trainable"`` (zero on ``requires_grad=False`` tensors), or tensor / layer names.
 
     Returns:
         ``(D,)`` direction in the dtype of the model's parameters.
+
+    Raises:
+        ValueError: If ``params`` selects nothing (e.g. ``"trainable"`` on a frozen model).
     """
     layout = ParamLayout.from_model(model)
+    if layout.numel == 0:
+        raise ValueError(f"{type(model).__name__} has no floating-point parameters: no direction to draw")
+    mask = _mask(model, params, layout)
     ref = parameters_to_vector(model) if reference is None else reference.detach()
     if generator is None:
         generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
     raw = torch.randn(layout.numel, generator=generator, dtype=torch.float32).to(ref.dtype)
-    return normalize_direction(raw, ref, layout, normalization, bias_bn)
+    return normalize_direction(raw, ref, layout, normalization, bias_bn, mask)
 
 
 def random_directions(
@@ -179,6 +221,7 @@ def random_directions(
     bias_bn: BiasBN | str = BiasBN.ZERO,
     orthogonal: bool = False,
     reference: Tensor | None = None,
+    params: ParamSelection = "all",
 ) -> Tensor:
     """``n`` seeded Gaussian directions, normalized (then optionally orthogonalized).
 
@@ -192,9 +235,10 @@ def random_directions(
         bias_bn: See :func:`normalize_direction`.
         orthogonal: Gram-Schmidt after normalization (:func:`orthogonalize`).
         reference: ``(D,)`` point to normalize to (default: the model's parameters).
+        params: ``"all"``, ``"trainable"`` or tensor / layer names, see :func:`random_direction`.
 
     Returns:
-        ``(n, D)`` directions.
+        ``(n, D)`` directions; the same for a frozen and an unfrozen copy of a model.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
@@ -204,7 +248,9 @@ def random_directions(
     g = torch.Generator().manual_seed(0 if seed is None else int(seed))
     dirs = torch.stack(
         [
-            random_direction(model, generator=g, normalization=normalization, bias_bn=bias_bn, reference=reference)
+            random_direction(
+                model, generator=g, normalization=normalization, bias_bn=bias_bn, reference=reference, params=params
+            )
             for _ in range(int(n))
         ]
     )
@@ -235,18 +281,23 @@ def orthogonalize(directions: Tensor) -> Tensor:
     return out.to(directions.dtype)
 
 
-def directions_from_models(origin: nn.Module | Tensor, *others: nn.Module | Tensor) -> Tensor:
+def directions_from_models(
+    origin: nn.Module | Tensor, *others: nn.Module | Tensor, params: ParamSelection = "all"
+) -> Tensor:
     """Directions from one model to one or more others: ``theta_k - theta_0``.
 
     Args:
         origin: Model or ``(D,)`` vector ``theta_0``.
         *others: One or more models or vectors of the same architecture.
+        params: ``"all"`` (default); ``"trainable"`` or tensor / layer names zero the directions
+            elsewhere (needs ``origin`` to be a model, whose flags and layout decide).
 
     Returns:
         ``(len(others), D)`` directions, computed in float64 and rounded to the origin's dtype.
 
     Raises:
-        ValueError: If no other model is given or the vectors differ in length.
+        ValueError: If no other model is given, the vectors differ in length, or ``params`` is
+            restricted with a vector as origin.
     """
     if not others:
         raise ValueError("give at least one model besides the origin, e.g. directions_from_models(m0, m1, m2)")
@@ -257,4 +308,11 @@ def directions_from_models(origin: nn.Module | Tensor, *others: nn.Module | Tens
             raise ValueError(
                 f"model {i + 1} has {r.numel()} parameters but the origin has {t0.numel()}; same architecture needed"
             )
-    return torch.stack([(r.double() - t0.double()).to(t0.dtype) for r in rows])
+    out = torch.stack([(r.double() - t0.double()).to(t0.dtype) for r in rows])
+    if not (isinstance(params, str) and params == "all"):
+        if not isinstance(origin, nn.Module):
+            raise ValueError("params other than 'all' needs the origin given as a model (its flags select)")
+        mask = _mask(origin, params, ParamLayout.from_model(origin))
+        if mask is not None:
+            out[:, ~mask] = 0
+    return out

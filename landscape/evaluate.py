@@ -228,7 +228,7 @@ def _chunks(
     def check(mat: Tensor) -> Tensor:
         if mat.dim() != 2 or mat.shape[1] != numel:
             raise ValueError(
-                f"points must have {numel} entries each (the model's trainable parameters), got shape "
+                f"points must have {numel} entries each (the model's parameters, frozen ones included), got shape "
                 f"{tuple(mat.shape)}; was the vector taken from a different model?"
             )
         return mat.to(device=device, dtype=dtype)
@@ -417,8 +417,8 @@ def _find_first_layer(
     if sum(m is mod for m, _ in calls) != 1 or f"{name}.weight" not in layout:
         return None
     shared = {n for n, _ in copy_.named_parameters(remove_duplicate=False)} - set(dict(copy_.named_parameters()))
-    if any(n.startswith(f"{name}.") for n in shared) or mod.weight.requires_grad is False:
-        return None
+    if any(n.startswith(f"{name}.") for n in shared) or (mod.bias is not None and f"{name}.bias" not in layout):
+        return None  # the first-layer maps read weight and bias from the points: both must be in the vector
     return _FirstLayer(name, mod, layout)
 
 

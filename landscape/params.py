@@ -1,21 +1,34 @@
-"""Parameter vectors: flatten a model's trainable parameters and evaluate a model at any point.
+"""Parameter vectors: flatten a model's parameters and evaluate a model at any point.
 
 Everything in the package that moves through weight space moves a flat tensor of the model's
-trainable parameters in ``named_parameters()`` order. A :class:`ParamLayout` knows, for every
-tensor, its name, shape, slice of the flat vector, the "layer" it belongs to (weight and bias of
-one module together, as the persistent penalty needs) and the axis that holds its filters (as
-filter normalization needs).
+parameters in ``named_parameters()`` order. A :class:`ParamLayout` knows, for every tensor, its
+name, shape, slice of the flat vector, the "layer" it belongs to (weight and bias of one module
+together, as the persistent penalty needs) and the axis that holds its filters (as filter
+normalization needs).
+
+Which parameters the vector covers: by default **every floating-point parameter, frozen ones
+included** (``params="all"``). ``requires_grad`` is a training flag that other tools flip (loss-landscapes'
+``random_plane`` leaves a whole net frozen, fine-tuning freezes layers), so it must not change the
+vector's length or meaning: the same architecture always has the same layout, a frozen and an
+unfrozen copy of a model give the same vector, and a vector recorded while every parameter was
+trainable is unchanged. Trainers still only *train* parameters with ``requires_grad=True``; frozen
+entries simply stay constant along a trajectory. ``params="trainable"`` gives the layout of only the
+trainable tensors (the package's behaviour before), and the direction analyzers take ``params=`` to
+keep directions at zero on frozen (or unselected) tensors. Non-floating parameters (rare, e.g.
+integer bookkeeping stored as a frozen ``nn.Parameter``) cannot move continuously and are never part
+of the vector; evaluation takes them from the model.
 
 Evaluation at a point goes through :func:`torch.func.functional_call`, so the caller's model is
-never written to: no parameter or buffer changes, no ``requires_grad`` flips, and any change of
-train/eval mode is undone before returning.
+never written to: no parameter or buffer changes (train-mode BatchNorm updates running statistics
+in private copies), no ``requires_grad`` flips, and any change of train/eval mode is undone before
+returning.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +39,10 @@ __all__ = [
     "TensorSpec",
     "ParamLayout",
     "ParamsLike",
+    "ParamSelection",
     "parameters_to_vector",
+    "named_vector_parameters",
+    "parameter_mask",
     "vector_to_dict",
     "buffers_dict",
     "as_param_dict",
@@ -36,6 +52,8 @@ __all__ = [
 ]
 
 ParamsLike = Tensor | Mapping[str, Tensor]
+ParamSelection = str | Sequence[str]  # "all", "trainable", or tensor / layer names
+_LAYOUT_CHOICES = ("all", "trainable")
 
 # Which axis of a module's weight holds its output filters (Li et al. 2018, filter normalization).
 # Anything with a weight of two or more dimensions not listed here uses axis 0.
@@ -48,7 +66,7 @@ _FILTER_AXIS: dict[type[nn.Module], int] = {
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One trainable tensor inside a flat parameter vector.
+    """One tensor inside a flat parameter vector.
 
     Attributes:
         name: Name from ``named_parameters()``, e.g. ``"features.0.weight"``.
@@ -140,21 +158,24 @@ class ParamLayout:
         self._by_name = {s.name: s for s in self.specs}
 
     @classmethod
-    def from_model(cls, model: nn.Module) -> ParamLayout:
-        """Layout of ``model``'s trainable parameters (``requires_grad=True``), in ``named_parameters()`` order.
+    def from_model(cls, model: nn.Module, params: str = "all") -> ParamLayout:
+        """Layout of ``model``'s parameter vector, in ``named_parameters()`` order.
 
         Args:
             model: Any module.
+            params: ``"all"`` (default): every floating-point parameter, whatever its ``requires_grad``
+                (see the module docstring for why); ``"trainable"``: only those with ``requires_grad=True``.
 
         Returns:
             The layout.
+
+        Raises:
+            ValueError: On an unknown ``params``.
         """
         modules = dict(model.named_modules())
         specs = []
         pos = 0
-        for name, p in model.named_parameters():
-            if not p.requires_grad:
-                continue
+        for name, p in named_vector_parameters(model, params):
             layer = name.rsplit(".", 1)[0] if "." in name else ""
             owner = modules.get(layer, model)
             axis = None
@@ -230,10 +251,16 @@ class ParamLayout:
                 "use parameters_to_vector(model) or layout.flatten(dict)"
             )
         if vec.numel() != self.numel:
+            if not self.specs:
+                raise ValueError(
+                    f"parameter vector has {vec.numel()} entries but this layout is empty: the model has no "
+                    "floating-point parameters"
+                )
             raise ValueError(
                 f"parameter vector has {vec.numel()} entries but this architecture has {self.numel} "
-                f"trainable parameters ({len(self.specs)} tensors, first {self.specs[0].name!r}"
-                f"{tuple(self.specs[0].shape)}); was it taken from a different model?"
+                f"parameters ({len(self.specs)} tensors, first {self.specs[0].name!r}"
+                f"{tuple(self.specs[0].shape)}, frozen ones included); was it taken from a different model, or "
+                "from only the trainable parameters (params='trainable')?"
             )
 
     def check_dict(self, params: Mapping[str, Tensor]) -> None:
@@ -299,17 +326,53 @@ class ParamLayout:
         return layout
 
 
-def parameters_to_vector(model: nn.Module, *, dtype: torch.dtype | None = None) -> Tensor:
-    """Copy a model's trainable parameters into a new flat vector, shape ``(numel,)``.
+def named_vector_parameters(model: nn.Module, params: str = "all") -> Iterator[tuple[str, nn.Parameter]]:
+    """The ``(name, parameter)`` pairs a parameter vector covers, in ``named_parameters()`` order.
+
+    The one place that decides which parameters form the vector (:meth:`ParamLayout.from_model` and
+    :func:`parameters_to_vector` both use it, so they always agree).
+
+    Args:
+        model: Any module.
+        params: ``"all"``: every floating-point parameter, frozen ones included; ``"trainable"``: only
+            those with ``requires_grad=True``.
+
+    Raises:
+        ValueError: On an unknown ``params``.
+    """
+    if params not in _LAYOUT_CHOICES:
+        raise ValueError(f"params must be one of {list(_LAYOUT_CHOICES)}, got {params!r}")
+    for name, p in model.named_parameters():
+        if not (p.is_floating_point() or p.is_complex()):
+            continue  # integer "parameters" cannot move continuously
+        if params == "trainable" and not p.requires_grad:
+            continue
+        yield name, p
+
+
+def parameters_to_vector(model: nn.Module, *, dtype: torch.dtype | None = None, params: str = "all") -> Tensor:
+    """Copy a model's parameters into a new flat vector, shape ``(numel,)``.
+
+    The vector covers every floating-point parameter, frozen ones (``requires_grad=False``) included,
+    so it does not change when some tool freezes or unfreezes the model (see the module docstring).
 
     The result is detached and shares no memory with the model.
+
+    Args:
+        model: Any module (only read).
+        dtype: Cast the vector to this dtype.
+        params: ``"all"`` (default) or ``"trainable"`` (only ``requires_grad=True`` tensors, the layout
+            of ``ParamLayout.from_model(model, "trainable")``).
 
     Example:
         >>> net = nn.Linear(3, 2)
         >>> parameters_to_vector(net).shape
         torch.Size([8])
+        >>> _ = net.requires_grad_(False)  # frozen: same vector
+        >>> parameters_to_vector(net).shape
+        torch.Size([8])
     """
-    parts = [p.detach().reshape(-1) for p in model.parameters() if p.requires_grad]
+    parts = [p.detach().reshape(-1) for _, p in named_vector_parameters(model, params)]
     vec = torch.cat(parts) if parts else torch.zeros(0)
     vec = vec.clone()
     return vec if dtype is None else vec.to(dtype)
@@ -328,6 +391,59 @@ def buffers_dict(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.named_buffers()}
 
 
+def parameter_mask(model: nn.Module, params: ParamSelection = "all", layout: ParamLayout | None = None) -> Tensor:
+    """Which entries of the model's parameter vector a selection covers, a bool tensor of shape ``(numel,)``.
+
+    Used by the direction analyzers to keep directions at zero outside the selection (the vector's
+    layout itself never changes).
+
+    Args:
+        model: The architecture (only read).
+        params: ``"all"``; ``"trainable"`` (tensors with ``requires_grad=True``: a fine-tuned model's
+            frozen layers stay put); or tensor names and/or layer names (module paths, e.g. ``"0"`` for
+            ``"0.weight"`` and ``"0.bias"``).
+        layout: Precomputed ``ParamLayout.from_model(model)``.
+
+    Returns:
+        ``(numel,)`` bool mask.
+
+    Raises:
+        ValueError: On an empty selection or a name that is neither a tensor nor a layer.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+        >>> _ = net[0].requires_grad_(False)
+        >>> parameter_mask(net, "trainable").tolist()
+        [False, False, False, False, False, False, True, True, True]
+    """
+    layout = layout or ParamLayout.from_model(model)
+    mask = torch.zeros(layout.numel, dtype=torch.bool)
+    if isinstance(params, str) and params == "all":
+        mask[:] = True
+        return mask
+    if isinstance(params, str) and params == "trainable":
+        named = dict(model.named_parameters())
+        for s in layout:
+            mask[s.slice] = named[s.name].requires_grad
+        return mask
+    names = [params] if isinstance(params, str) else list(params)
+    if not names:
+        raise ValueError("params is empty; pass 'all', 'trainable', or tensor / layer names")
+    layers = layout.layers
+    for name in names:
+        if name in layout:
+            mask[layout[name].slice] = True
+        elif name in layers:
+            for s in layers[name]:
+                mask[s.slice] = True
+        else:
+            raise ValueError(
+                f"params: {name!r} is neither 'all', 'trainable', a tensor nor a layer; tensors: "
+                f"{list(layout.names)}, layers: {list(layers)}"
+            )
+    return mask
+
+
 def as_param_dict(
     model: nn.Module, params: ParamsLike, layout: ParamLayout | None = None
 ) -> dict[str, Tensor]:
@@ -335,7 +451,8 @@ def as_param_dict(
 
     Args:
         model: The architecture.
-        params: Flat vector of shape ``(numel,)`` or a dict of trainable tensors.
+        params: Flat vector of shape ``(numel,)`` or a dict of tensors. A dict may leave out frozen
+            (``requires_grad=False``) tensors, which then keep the model's values.
         layout: Precomputed layout of ``model`` (saves recomputing it in loops).
 
     Raises:
@@ -344,6 +461,12 @@ def as_param_dict(
     layout = layout or ParamLayout.from_model(model)
     if isinstance(params, Tensor):
         return layout.unflatten(params)
+    missing = [s.name for s in layout if s.name not in params]
+    if missing:
+        # Dicts written when the vector held only trainable tensors leave the frozen ones out.
+        named = dict(model.named_parameters())
+        frozen = {n: named[n].detach() for n in missing if n in named and not named[n].requires_grad}
+        params = {**frozen, **params}
     layout.check_dict(params)
     return dict(params)
 
@@ -379,14 +502,15 @@ def functional_forward(
 ) -> Any:
     """Run ``model`` at the given parameters without touching the model.
 
-    Frozen parameters (``requires_grad=False``) and buffers are taken from the model unless given.
-    BatchNorm policy: by default the model runs in eval mode with its own running statistics
-    (``train=False``); ``train=True`` uses batch statistics, and then running statistics are
-    updated in a private copy, never in the model's buffers.
+    Parameters are taken from ``params`` (frozen ones included: they are part of the vector; a dict
+    may leave them out), buffers from the model unless given. BatchNorm policy: by default the model
+    runs in eval mode with its own running statistics (``train=False``); ``train=True``, or
+    ``train=None`` on a model in train mode, uses batch statistics, and then running statistics are
+    updated in private copies, never in the model's buffers (``buffers`` passed in are used as given).
 
     Args:
         model: The architecture (never modified).
-        params: Flat vector of shape ``(numel,)`` or a dict of trainable tensors.
+        params: Flat vector of shape ``(numel,)`` or a dict of tensors.
         *args: Inputs to the model, e.g. a batch of shape ``(B, *input_shape)``.
         buffers: Buffers to use instead of the model's own.
         train: Mode to run in; ``None`` keeps the model's current modes.
@@ -406,25 +530,27 @@ def functional_forward(
         True
     """
     tensors = as_param_dict(model, params, layout)
-    if buffers is None:
-        bufs: dict[str, Tensor] = dict(model.named_buffers())
-        if train:
-            # Batch-statistics mode updates running stats in place: keep those writes private.
-            bufs = {k: v.clone() for k, v in bufs.items()}
-    else:
-        bufs = dict(buffers)
+    bufs: dict[str, Tensor] = {} if buffers is None else dict(buffers)
+    training = any(m.training for m in model.modules()) if train is None else train
+    if training:
+        # Train mode (asked for, or kept by train=None) updates running statistics in place: hand
+        # functional_call private copies of the model's own buffers. Buffers the caller passed are
+        # the caller's, used as given (the Hessian passes per-chunk copies already).
+        bufs = {**{k: v.clone() for k, v in model.named_buffers() if k not in bufs}, **bufs}
     with preserved_mode(model, train):
-        return torch.func.functional_call(model, {**tensors, **bufs}, args, kwargs, strict=False)
+        # The point's tensors win over same-named entries of `buffers` (callers may pass frozen
+        # parameters there; now that the vector covers them, the point decides their value).
+        return torch.func.functional_call(model, {**bufs, **tensors}, args, kwargs, strict=False)
 
 
 def model_at(
     model: nn.Module, params: ParamsLike, buffers: Mapping[str, Tensor] | None = None
 ) -> nn.Module:
-    """A new copy of ``model`` with its trainable parameters (and optionally buffers) set to a point.
+    """A new copy of ``model`` with its parameters (and optionally buffers) set to a point.
 
     Args:
         model: The architecture (not modified).
-        params: Flat vector of shape ``(numel,)`` or a dict of trainable tensors.
+        params: Flat vector of shape ``(numel,)`` or a dict of tensors (frozen ones may be left out).
         buffers: Buffers to load into the copy; defaults to the model's own.
 
     Returns:

@@ -551,7 +551,8 @@ def measure_saturation(
             :data:`HISTOGRAM_RANGES` (tanh: ``(-1, 1)``; with ``value="abs"``, ``(0, 1)``).
         exact_limit: Per layer, keep up to this many values for exact percentiles (0: histogram only).
         batch_size: Batch size for tensor data (``None``: one batch).
-        train: Run in train mode (batch statistics, dropout) instead of eval mode.
+        train: Run in train mode (batch statistics, dropout) instead of eval mode; running statistics are
+            then updated in private copies, never in the model's buffers.
         progress: Show a tqdm bar over batches.
 
     Returns:
@@ -587,9 +588,12 @@ def measure_saturation(
     handles = [model.register_forward_pre_hook(reset)]
     try:
         handles += [m.register_forward_hook(hook_for(name)) for name, m in chosen]
+        # Train mode updates BatchNorm running statistics in place: run on private copies of the
+        # buffers (one copy per call, not per batch) so the caller's model is never written.
+        bufs = {k: v.clone() for k, v in model.named_buffers()} if train else {}
         with torch.no_grad(), preserved_mode(model, train):
             for x in tqdm(_iter_inputs(data, batch_size), disable=not progress, desc="activations", leave=False):
-                model(x)
+                torch.func.functional_call(model, bufs, (x,), strict=False)
     finally:
         for h in handles:
             h.remove()

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from landscape.directions import random_directions
 from landscape.evaluate import AffinePoints, BNMode, describe_data, evaluate_points
-from landscape.params import ParamLayout, buffers_dict, parameters_to_vector
+from landscape.params import ParamLayout, ParamSelection, as_param_dict, buffers_dict, parameters_to_vector
 from landscape.results import Provenance, Result, register_result
 
 __all__ = [
@@ -215,7 +215,7 @@ def _anchor(model: nn.Module, p: PointLike, layout: ParamLayout) -> tuple[Tensor
     elif isinstance(p, Tensor):
         vec, bufs = p.detach(), None
     elif isinstance(p, Mapping):
-        vec, bufs = layout.flatten(p), None
+        vec, bufs = layout.flatten(as_param_dict(model, p, layout)), None  # may leave frozen tensors out
     else:
         raise TypeError(f"an anchor must be a model, a flat vector or a parameter dict, got {type(p).__name__}")
     layout.check_vector(vec)
@@ -485,6 +485,7 @@ def random_plane(
     normalization: str = "filter",
     bias_bn: str = "zero",
     orthogonal: bool = False,
+    params: ParamSelection = "all",
     **kw: Any,
 ) -> PlaneResult:
     """Li et al.'s plane: two seeded random directions, filter-normalized by default, around a center.
@@ -499,17 +500,24 @@ def random_plane(
         normalization: See :func:`landscape.directions.normalize_direction`.
         bias_bn: See :func:`landscape.directions.normalize_direction`.
         orthogonal: Gram-Schmidt the two directions after normalization.
+        params: Which parameters the directions move: ``"all"`` (default; frozen parameters too, so a
+            frozen and an unfrozen copy of a model give the same plane), ``"trainable"`` (directions
+            zero on ``requires_grad=False`` tensors, e.g. a fine-tuned model's frozen layers), or
+            tensor / layer names. See :mod:`landscape.directions`.
         **kw: Passed to :func:`plane`.
 
     Returns:
         A :class:`PlaneResult` whose provenance records seed and direction options.
+
+    Raises:
+        ValueError: If ``params`` selects no parameter.
     """
     layout = ParamLayout.from_model(model)
     c = _anchor(model, model if center is None else center, layout)[0]
     d = random_directions(model, 2, seed=seed, normalization=normalization, bias_bn=bias_bn, orthogonal=orthogonal,
-                          reference=c)  # fmt: skip
+                          reference=c, params=params)  # fmt: skip
     extra = {"directions": "random", "normalization": str(normalization), "bias_bn": str(bias_bn),
-             "orthogonal": orthogonal}  # fmt: skip
+             "orthogonal": orthogonal, "params": params if isinstance(params, str) else list(params)}  # fmt: skip
     xs = np.linspace(-1, 1, 21) if xs is None else xs
     return plane(model, c, d[0], d[1], data, xs, xs if ys is None else ys, seed=seed, extra=extra, **kw)
 

@@ -1,5 +1,7 @@
 """Directions: Li et al.'s filter normalization against a hand-written per-filter loop, and the rest."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -127,3 +129,70 @@ def test_orthogonalize_and_directions_from_models():
     assert torch.equal(directions_from_models(t0, t2)[0], (t2.double() - t0.double()).float())
     with pytest.raises(ValueError, match="at least one"):
         directions_from_models(m)
+
+
+# --------------------------------------------------------------------------- issue 17: frozen parameters
+@pytest.mark.parametrize("normalization", ["filter", "layer", "model", "none"])
+def test_frozen_model_gets_the_same_directions(normalization):
+    m = model()
+    frozen = copy.deepcopy(m).requires_grad_(False)  # what loss-landscapes' random_plane leaves behind
+    want = random_directions(m, 2, seed=4, normalization=normalization, bias_bn="keep")
+    got = random_directions(frozen, 2, seed=4, normalization=normalization, bias_bn="keep")
+    assert torch.equal(got, want)
+    assert torch.equal(directions_from_models(frozen, m), directions_from_models(m, m))
+
+
+@pytest.mark.parametrize("bias_bn", ["zero", "keep", "copy"])
+def test_trainable_directions_are_zero_on_frozen_tensors(bias_bn):
+    m = model()
+    m[0].requires_grad_(False)  # fine-tuning: the first conv is frozen
+    m[5].weight.requires_grad_(False)
+    layout = ParamLayout.from_model(m)
+    frozen = torch.zeros(layout.numel, dtype=torch.bool)
+    for name in ("0.weight", "0.bias", "5.weight"):
+        frozen[layout[name].slice] = True
+    full = random_directions(m, 2, seed=1, bias_bn=bias_bn)
+    d = random_directions(m, 2, seed=1, bias_bn=bias_bn, params="trainable")
+    assert (d[:, frozen] == 0).all() and (full[:, frozen] != 0).any()
+    assert torch.equal(d[:, ~frozen], full[:, ~frozen])  # same draw, per-filter scaling: equal elsewhere
+    by_name = random_directions(m, 1, seed=1, bias_bn=bias_bn, params=["4", "6.weight"])
+    sel = torch.zeros_like(frozen)
+    for name in ("4.weight", "4.bias", "6.weight"):
+        sel[layout[name].slice] = True
+    assert (by_name[0, ~sel] == 0).all() and torch.equal(by_name[0, sel], full[0, sel])
+
+
+def test_model_normalization_over_the_selected_entries():
+    m = model()
+    m[4].requires_grad_(False)
+    mask = torch.ones(ParamLayout.from_model(m).numel, dtype=torch.bool)
+    lay = ParamLayout.from_model(m)
+    mask[lay["4.weight"].slice] = False
+    mask[lay["4.bias"].slice] = False
+    theta = parameters_to_vector(m)
+    d = random_direction(m, seed=2, normalization="model", bias_bn="keep", params="trainable")
+    assert (d[~mask] == 0).all()
+    assert torch.allclose(d.norm(), theta[mask].norm(), rtol=1e-6)
+
+
+def test_trainable_on_a_fully_frozen_model_is_a_clear_error():
+    m = model().requires_grad_(False)
+    with pytest.raises(ValueError, match="selects no parameter.*requires_grad=False"):
+        random_directions(m, 2, params="trainable")
+    with pytest.raises(ValueError, match="selects no parameter"):
+        directions_from_models(m, model(), params="trainable")
+    with pytest.raises(ValueError, match="no floating-point parameters"):
+        random_direction(nn.ReLU())
+    with pytest.raises(ValueError, match="origin given as a model"):
+        directions_from_models(parameters_to_vector(m), m, params="trainable")
+
+
+def test_directions_from_models_trainable():
+    a, b = model(), model()
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(1.0)
+    a[6].requires_grad_(False)
+    d = directions_from_models(a, b, params="trainable")
+    sl = ParamLayout.from_model(a)["6.weight"].slice
+    assert (d[0, sl] == 0).all() and torch.allclose(d[0, : sl.start], torch.ones(sl.start), atol=1e-6)

@@ -223,7 +223,7 @@ def test_frozen_parameters_and_mse_and_errors():
     m[0].bias.requires_grad_(False)
     X, y = torch.randn(12, 3).double(), torch.randn(12, 1).double()
     layout = ParamLayout.from_model(m)
-    assert layout.numel == 12 + 5
+    assert layout.numel == 12 + 4 + 5  # the frozen bias is part of the vector (it stays where the point puts it)
     vecs = torch.stack([parameters_to_vector(m), parameters_to_vector(m) * 0.5])
     want = [F.mse_loss(torch.func.functional_call(m, layout.unflatten(v), (X,)), y).item() for v in vecs]
     snap = snapshot(m)
@@ -235,7 +235,7 @@ def test_frozen_parameters_and_mse_and_errors():
         evaluate_points(m, vecs, (X, y))
     with pytest.raises(ValueError, match="valid"):
         evaluate_points(m, vecs, (X, y), metrics=("loss",), strategy="fastest")
-    with pytest.raises(ValueError, match="17 entries"):
+    with pytest.raises(ValueError, match="21 entries"):
         evaluate_points(m, vecs[:, :5], (X, y), metrics=("loss",))
     assert parse_bytes("512MB") == 512 << 20 and parse_bytes(None) == 1 << 30
 

@@ -64,13 +64,17 @@ def test_layout_names_slices_layers_filter_axes():
     assert idx.tolist() == list(range(lay["3.weight"].start, lay["3.bias"].stop))
 
 
-def test_layout_skips_frozen_and_roundtrips_json():
+def test_layout_covers_frozen_by_default_and_roundtrips_json():
     net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
     net[0].weight.requires_grad_(False)
     lay = ParamLayout.from_model(net)
-    assert lay.names == ("0.bias", "1.weight", "1.bias")
-    again = ParamLayout.from_dict(lay.to_dict())
-    assert again == lay and again.specs == lay.specs
+    assert lay.names == ("0.weight", "0.bias", "1.weight", "1.bias")  # requires_grad does not change the layout
+    trainable = ParamLayout.from_model(net, "trainable")
+    assert trainable.names == ("0.bias", "1.weight", "1.bias")
+    assert torch.equal(parameters_to_vector(net, params="trainable"), parameters_to_vector(net)[12:])
+    for layout in (lay, trainable):
+        again = ParamLayout.from_dict(layout.to_dict())
+        assert again == layout and again.specs == layout.specs
 
 
 def test_vector_roundtrip_and_model_at():
@@ -153,3 +157,104 @@ def test_preserved_mode_restores_mixed_modes():
     with preserved_mode(net, False):
         assert not any(m.training for m in net.modules())
     assert net.training and not net[1].training and net[3].training
+
+
+# --------------------------------------------------------------------------- issue 17: frozen parameters
+def test_frozen_model_has_the_same_vector_and_layout():
+    """requires_grad is a training flag other tools flip; it must not change the parameter vector."""
+    net = _cnn()
+    frozen = copy.deepcopy(net).requires_grad_(False)
+    half = copy.deepcopy(net)
+    half[0].requires_grad_(False)
+    for m in (frozen, half):
+        assert ParamLayout.from_model(m) == ParamLayout.from_model(net)
+        assert torch.equal(parameters_to_vector(m), parameters_to_vector(net))
+    assert ParamLayout.from_model(frozen, "trainable").numel == 0
+    assert ParamLayout.from_model(half, "trainable").names == ParamLayout.from_model(net).names[2:]
+    with pytest.raises(ValueError, match="params must be one of"):
+        ParamLayout.from_model(net, "frozen")
+
+
+def test_integer_parameters_stay_out_of_the_vector():
+    net = nn.Linear(2, 2)
+    net.register_parameter("count", nn.Parameter(torch.tensor([3]), requires_grad=False))
+    assert ParamLayout.from_model(net).names == ("weight", "bias")
+    assert parameters_to_vector(net).shape == (6,)
+
+
+def test_functional_forward_on_frozen_model_and_dict_without_frozen_tensors():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    vec = parameters_to_vector(net) * 0.5
+    want = functional_forward(net, vec, x)
+    frozen = copy.deepcopy(net).requires_grad_(False)
+    assert torch.equal(functional_forward(frozen, vec, x), want)
+    half = copy.deepcopy(net)
+    half[0].requires_grad_(False)
+    d = {k: v for k, v in vector_to_dict(half, vec).items() if not k.startswith("0.")}
+    expect = model_at(net, {**dict(net[0].named_parameters(prefix="0")), **d})(x)
+    assert torch.equal(functional_forward(half, d, x), expect)  # frozen tensors left out: the model's own
+    with pytest.raises(ValueError, match="no tensor '2.bias'"):  # a trainable tensor left out is an error
+        functional_forward(half, {k: v for k, v in d.items() if k != "2.bias"}, x)
+
+
+def test_wrong_length_message_names_frozen_and_trainable_layouts():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    net[0].requires_grad_(False)
+    with pytest.raises(ValueError, match=r"26 parameters .*frozen ones included.*params='trainable'"):
+        functional_forward(net, parameters_to_vector(net, params="trainable"), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="no floating-point parameters"):
+        ParamLayout.from_model(nn.ReLU()).check_vector(torch.zeros(3))
+
+
+def test_parameter_mask():
+    from landscape.params import parameter_mask
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    net[0].weight.requires_grad_(False)
+    assert parameter_mask(net).all()
+    assert parameter_mask(net, "trainable").tolist() == [False] * 4 + [True] * 5
+    assert parameter_mask(net, ["1", "0.bias"]).tolist() == [False] * 4 + [True] * 5
+    assert parameter_mask(net, "1.bias").tolist() == [False] * 8 + [True]
+    with pytest.raises(ValueError, match="neither"):
+        parameter_mask(net, "2")
+    with pytest.raises(ValueError, match="empty"):
+        parameter_mask(net, [])
+
+
+def test_all_trainable_models_keep_their_recorded_vectors_and_layout():
+    """Trajectories recorded before frozen parameters joined the vector (all trainable) read the same."""
+    from landscape.trajectory import Trajectory
+
+    net = _cnn()
+    lay, old = ParamLayout.from_model(net), ParamLayout.from_model(net, "trainable")
+    assert lay.to_dict() == old.to_dict()  # the manifest's layout, byte for byte
+    assert torch.equal(parameters_to_vector(net), parameters_to_vector(net, params="trainable"))
+    traj = Trajectory()
+    traj.append_model(net)
+    assert torch.equal(traj[0].vector, parameters_to_vector(net))
+    frozen = copy.deepcopy(net).requires_grad_(False)  # a frozen template rebuilds the same model
+    rebuilt = traj.model_at(frozen, 0)
+    assert torch.equal(parameters_to_vector(rebuilt), parameters_to_vector(net))
+    assert not any(p.requires_grad for p in rebuilt.parameters())
+
+
+def test_point_wins_over_buffers_and_frozen_models_get_the_full_hessian():
+    """Callers pass frozen parameters in ``buffers=`` (the Hessian does); the point must decide their value."""
+    import torch.nn.functional as F
+
+    from landscape.hessian import HessianOperator
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(10, 3, dtype=torch.float64), torch.randint(0, 2, (10,))
+    vec = parameters_to_vector(net) * 0.5
+    stale = {"0.weight": torch.zeros(4, 3, dtype=torch.float64)}
+    assert torch.equal(functional_forward(net, vec, x, buffers=stale), functional_forward(net, vec, x))
+
+    dense = torch.func.hessian(lambda v: F.cross_entropy(functional_forward(net, v, x), y))(parameters_to_vector(net))
+    for freeze in ("0", ""):
+        m = copy.deepcopy(net)
+        (m.get_submodule(freeze) if freeze else m).requires_grad_(False)
+        op = HessianOperator(m, F.cross_entropy, (x, y))
+        assert op.n == 26 and torch.allclose(op.dense(), dense, rtol=0, atol=1e-12)

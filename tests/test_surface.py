@@ -232,3 +232,57 @@ def test_no_public_function_touches_the_models():
             random_plane(m, data, xs=[0, 1], **kw)
     for x, s in zip((m, *others), snaps):
         assert_untouched(x, s)
+
+
+# --------------------------------------------------------------------------- issue 17: frozen parameters
+def _frozen_setup():
+    torch.manual_seed(3)
+    m = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double().eval()
+    other = copy.deepcopy(m)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    data = (torch.randn(24, 4, dtype=torch.float64), torch.randint(0, 3, (24,)))
+    return m, other, data
+
+
+@pytest.mark.parametrize("strategy", ["auto", "loop"])
+def test_frozen_model_gives_the_same_plane_and_line_bitwise(strategy):
+    """loss-landscapes' random_plane leaves the net frozen; that gave ZeroDivisionError / IndexError."""
+    m, other, data = _frozen_setup()
+    frozen = copy.deepcopy(m).requires_grad_(False)
+    frozen_other = copy.deepcopy(other).requires_grad_(False)
+    want = random_plane(m, data, xs=[-1, 0, 0.5], seed=7, strategy=strategy)
+    got = random_plane(frozen, data, xs=[-1, 0, 0.5], seed=7, strategy=strategy)
+    assert np.array_equal(got.directions, want.directions) and np.array_equal(got.center, want.center)
+    for k in want.metrics:
+        assert np.array_equal(got.metrics[k], want.metrics[k]), k
+    want = line(m, m, other, data, alphas=[0, 0.3, 1, 1.5], strategy=strategy)
+    for a, b in [(frozen, frozen_other), (frozen, other), (m, frozen_other)]:  # one end frozen: same points
+        got = line(frozen, a, b, data, alphas=[0, 0.3, 1, 1.5], strategy=strategy)
+        assert np.array_equal(got.anchors, want.anchors)
+        for k in want.metrics:
+            assert np.array_equal(got.metrics[k], want.metrics[k]), k
+    for x in (m, other, frozen, frozen_other):
+        assert all(not p.requires_grad for p in x.parameters()) == (x in (frozen, frozen_other))
+
+
+def test_half_frozen_model_trainable_plane_moves_only_trainable_tensors():
+    m, other, data = _frozen_setup()
+    m[0].requires_grad_(False)  # fine-tuning: the first layer is frozen
+    n0 = sum(p.numel() for p in m[0].parameters())
+    full = random_plane(m, data, xs=[0, 1], seed=2, bias_bn="keep")
+    r = random_plane(m, data, xs=[0, 1], seed=2, bias_bn="keep", params="trainable")
+    assert (r.directions[:, :n0] == 0).all() and (full.directions[:, :n0] != 0).any()
+    assert np.array_equal(r.directions[:, n0:], full.directions[:, n0:])
+    assert r.provenance.extra["params"] == "trainable"
+    # the plane's points keep the frozen layer exactly where the model has it
+    pt = torch.as_tensor(r.point(1.0, 1.0))
+    assert torch.equal(pt[:n0], parameters_to_vector(m)[:n0])
+    with pytest.raises(ValueError, match="selects no parameter"):
+        random_plane(copy.deepcopy(m).requires_grad_(False), data, xs=[0, 1], params="trainable")
+    # a parameter dict without the frozen tensors (as written when vectors held only trainable ones)
+    d = {k: v for k, v in other.named_parameters() if not k.startswith("0.")}
+    got = line(m, m, d, data, alphas=[1.0])
+    want_vec = torch.cat([parameters_to_vector(m)[:n0], parameters_to_vector(other)[n0:]])
+    assert torch.equal(torch.as_tensor(got.anchors[1]), want_vec)
