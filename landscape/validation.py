@@ -364,6 +364,9 @@ class BatchChecker:
         where = self._where(index, single)
         if not isinstance(x, Tensor):
             raise InputTypeError(f"{where}: inputs must be a tensor, got {type(x).__name__}")
+        if x.dim() == 0 or x.shape[0] == 0:
+            # An empty batch reaches deep reshape errors (or a 0/0 mean) in every consumer: refuse it here.
+            raise InputError(f"{where} holds no samples (inputs of shape {tuple(x.shape)}); expected at least one")
         x = normalize_inputs(x, self.dtype, argname=where, keep_integer=self.keep_integer, device=self.device)
         check_finite(x, f"{where}: inputs", "Drop or impute those samples.")
         if y is not None:
@@ -381,7 +384,7 @@ class BatchChecker:
                         self.n_classes = _output_width(self.model, x)
                     if self.n_classes is not None:
                         check_labels(y, self.n_classes, argname=where, ignore_index=self.ignore_index)
-        self.n_samples += int(x.shape[0]) if x.dim() else 0
+        self.n_samples += int(x.shape[0])
         self.n_batches += 1
         return x, y
 
@@ -410,15 +413,14 @@ class ValidBatches(list):
     targets_checked: bool
 
 
-def _pairs(data: Any, argname: str, batch_size: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+def _pairs(data: Any, argname: str) -> Iterator[tuple[Tensor, Tensor]]:
     from landscape.data import iterate_batches
 
     if isinstance(data, Tensor) or not isinstance(data, Iterable):
         raise InputTypeError(
             f"{argname} must be a tensor pair (X, y) or an iterable of (X, y) batches, got {type(data).__name__}"
         )
-    pair = isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
-    return iterate_batches(data, batch_size if pair else None)
+    return iterate_batches(data)
 
 
 def _is_pair(data: Any) -> bool:
@@ -467,16 +469,19 @@ def iter_validated(data: Any, model: nn.Module | None, loss_fn: Any = None, *, a
 
     ``batch_size`` splits a tensor pair. Otherwise as :func:`validate_batches`.
     """
+    from landscape.data import iterate_batches
+
     want = dtype or (model_dtype(model) if model is not None else torch.float32)
     if isinstance(data, ValidPair) and data.dtype == want and device is None:
-        from landscape.data import iterate_batches
-
         yield from iterate_batches(data, batch_size)
         return
+    if _is_pair(data):  # checked whole, so messages give indices into the caller's tensors
+        (pair,) = validate_batches(data, model, loss_fn, argname=argname, targets=targets, dtype=want, device=device)
+        yield from iterate_batches(pair, batch_size)
+        return
     check = BatchChecker(model, loss_fn, argname=argname, targets=targets, dtype=want, device=device)
-    single = _is_pair(data) and batch_size is None
-    for i, (x, y) in enumerate(_pairs(data, argname, batch_size)):
-        yield check(x, y, i, single)  # type: ignore[misc]
+    for i, (x, y) in enumerate(_pairs(data, argname)):
+        yield check(x, y, i)  # type: ignore[misc]
     check.finish()
 
 
