@@ -562,13 +562,13 @@ class Trainer:
         )
         if self.on_nonfinite is OnNonFinite.RAISE:
             # The last snapshot says why the run ended (STOP mode tags it through the step's events).
-            self._events.append({"event": "nonfinite_loss", "loss": str(loss), "action": "raise"})
+            self._events.append({"step": self.step, "event": "nonfinite_loss", "loss": str(loss), "action": "raise"})
             for cb in self.callbacks:
                 if isinstance(cb, RecordTrajectory):
                     cb.on_train_end(self)
             raise NonFiniteLossError(msg)
         if self.on_nonfinite is OnNonFinite.STOP:
-            self._events.append({"event": "nonfinite_loss", "loss": str(loss)})
+            self._events.append({"step": self.step, "event": "nonfinite_loss", "loss": str(loss), "action": "stop"})
             self._stop = True
 
     def fit(self) -> Trainer:
