@@ -148,6 +148,7 @@ def distance_along_path(
 
     Raises:
         ValueError: On an unknown ``output``.
+        InputError: If ``a`` or ``b`` holds NaN/inf (naming the parameters), or on empty or non-finite data.
 
     Example:
         >>> net = nn.Linear(4, 3)

@@ -939,6 +939,9 @@ def evaluate_points(
     Raises:
         ValueError: On mismatched points, unknown options, accuracy without class targets, or an
             unsupported model under ``strategy="stacked"``.
+        InputError: On empty data, NaN/inf in the data, the buffers or frozen parameters, or class labels
+            outside the output width (inputs are cast to the model's dtype; see :mod:`landscape.validation`).
+            Points holding NaN/inf are evaluated: their loss is returned as such.
 
     Example:
         >>> net = nn.Linear(2, 3)

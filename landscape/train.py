@@ -300,6 +300,11 @@ class Trainer:
         on_nonfinite: ``"raise"`` (default), ``"stop"`` or ``"ignore"`` when the loss is NaN/inf.
         progress: Show a tqdm bar over steps.
 
+    Raises:
+        InputError: On empty data, NaN/inf in the data or the model's weights, or class labels outside the
+            output width; tensor-pair data is checked and cast to the model's dtype here, once, and batched
+            data on its first pass (see :mod:`landscape.validation`).
+
     Example:
         >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
