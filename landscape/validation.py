@@ -60,7 +60,6 @@ __all__ = [
     "validate_pair",
     "validate_problem",
     "check_operator",
-    "check_count",
 ]
 
 
@@ -571,25 +570,3 @@ def check_operator(op: Any, argname: str = "op") -> None:
             f"{argname} must be a HessianOperator, got {type(op).__name__}; build one with "
             "HessianOperator(model, loss_fn, data)"
         )
-
-
-def check_count(value: Any, argname: str, *, low: int = 1, high: int | None = None) -> int:
-    """An integer argument in ``[low, high]``.
-
-    Raises:
-        InputTypeError: If not an integer; InputError if out of range.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            import numpy as np
-
-            if not isinstance(value, np.integer):
-                raise TypeError
-        except TypeError:
-            raise InputTypeError(f"{argname} must be an integer, got {type(value).__name__} {value!r}") from None
-    v = int(value)
-    if v < low or (high is not None and v > high):
-        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise InputError(f"{argname} must be {rng}, got {v}")
-    return v
-

@@ -316,6 +316,22 @@ def test_validated_data_is_not_checked_again(monkeypatch):
     assert validate_batches(vb, net, F.cross_entropy) is vb and not calls
 
 
+def test_persistence_entry_points_validate():
+    from persistence import PersistentTrainer
+    from persistence.fast import mlp_loss_and_grad
+
+    net = nn.Sequential(nn.Linear(1, 4), nn.ReLU(), nn.Linear(4, 1))
+    x, y = torch.linspace(-1, 1, 8)[:, None], torch.zeros(8, 1)
+    x[2] = float("nan")
+    with pytest.raises(InputError, match=r"x, y: inputs holds 1 NaN"):
+        mlp_loss_and_grad(net, parameters_to_vector(net), x, y)
+    xi = torch.arange(8)[:, None]  # integers: cast with a note
+    want = mlp_loss_and_grad(net, parameters_to_vector(net), xi.float(), y)[0]
+    assert torch.equal(mlp_loss_and_grad(net, parameters_to_vector(net), xi, y)[0], want)
+    with pytest.raises(InputError, match=r"eval_data\['val'\]: inputs holds 1 NaN"):
+        PersistentTrainer(net, (xi, y), F.mse_loss, _sgd, iterations=1, lam=0.1, eval_data={"val": (x, y)}, steps=1)
+
+
 # =========================================================================== units
 def test_describe_nonfinite_and_check_labels():
     t = torch.tensor([[1.0, float("nan")], [float("inf"), float("-inf")]])
