@@ -849,8 +849,9 @@ class _Metrics:
                 # log_softmax over the class axis of (P, C, B): one vectorized pass, ~2x the manual pipeline
                 lp = torch.log_softmax(cm, 1, out=ws)
                 val = -lp.gather(1, y.view(1, 1, B).expand(P, 1, B))[:, 0].sum(1, dtype=torch.float64)
-            elif key == "loss" and fast and self.kind == "mse" and y.dim() == 1 and cm.shape[1] == 1:
-                val = (cm[:, 0] - y).square().sum(1, dtype=torch.float64)
+            elif key == "loss" and not self.plain and cm is not None and self.kind == "mse" and cm.shape[1] == 1 \
+                    and y.numel() == B:  # fmt: skip - targets (B,) or (B, 1) (validation matches them to the outputs)
+                val = (cm[:, 0] - y.reshape(B)).square().sum(1, dtype=torch.float64)
             elif key == "loss":
                 val = torch.stack([self.loss_fn(sm[p], y).double().reshape(()) * B for p in range(P)])
             elif fast:  # accuracy, ties resolved like argmax: correct iff no earlier class reaches the max

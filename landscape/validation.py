@@ -287,6 +287,23 @@ def normalize_targets(y: Tensor, dtype: torch.dtype, kind: LossKind | None, *, a
     return y if device is None else y.to(device)
 
 
+def _match_regression_shape(y: Tensor, out: tuple[int, ...], where: str, note: bool = True) -> Tensor:
+    """Targets ``(N,)`` for outputs ``(N, 1)`` (or the reverse) reshaped like the outputs, with a note.
+
+    Torch's regression losses would broadcast ``(N, 1) - (N,)`` to ``(N, N)``: a wrong loss with only a warning.
+    """
+    if tuple(y.shape[1:]) == out or y.shape[1:].numel() != torch.Size(out).numel():
+        return y
+    if note:
+        warnings.warn(
+            f"{where}: targets of shape {tuple(y.shape)} reshaped to {(y.shape[0], *out)} like the model's outputs "
+            "(a regression loss would broadcast them to a wrong value)",
+            InputWarning,
+            stacklevel=5,
+        )
+    return y.reshape(y.shape[0], *out)
+
+
 def check_labels(y: Tensor, n_classes: int, *, argname: str = "data", ignore_index: int | None = None) -> None:
     """Refuse class labels outside ``[0, n_classes)`` (``ignore_index`` excepted).
 
@@ -311,8 +328,8 @@ def check_labels(y: Tensor, n_classes: int, *, argname: str = "data", ignore_ind
         )
 
 
-def _output_width(model: nn.Module, x: Tensor) -> int | None:
-    """Size of the class axis (dim 1) of the model's output on one sample; ``None`` if not a tensor of rank >= 2."""
+def _output_shape(model: nn.Module, x: Tensor) -> tuple[int, ...] | None:
+    """Shape of the model's output for one sample (without the batch axis); ``None`` if it is not a tensor."""
     from landscape.params import preserved_mode
 
     try:
@@ -320,7 +337,7 @@ def _output_width(model: nn.Module, x: Tensor) -> int | None:
             out = model(x[:1])
     except Exception:  # noqa: BLE001 - the caller's own forward will raise its error with full context
         return None
-    return int(out.shape[1]) if isinstance(out, Tensor) and out.dim() >= 2 else None
+    return tuple(out.shape[1:]) if isinstance(out, Tensor) and out.dim() >= 1 else None
 
 
 # --------------------------------------------------------------------------- batches
@@ -349,6 +366,7 @@ class BatchChecker:
         self.device = device
         self.keep_integer = model is not None and _takes_integer_inputs(model)
         self.n_classes = n_classes
+        self._out_shape: tuple[int, ...] | None | bool = False  # False: not probed yet
         self.n_samples = 0
         self.n_batches = 0
         self.kind: LossKind | None = None
@@ -378,14 +396,22 @@ class BatchChecker:
                                   device=self.device)  # fmt: skip
             if self.targets:
                 check_finite(y, f"{where}: targets", "Drop or impute those samples.")
-                if self.kind is LossKind.CLASSIFICATION and not y.is_floating_point() and y.numel():
-                    if self.n_classes is None and self.model is not None and x.shape[0]:
-                        self.n_classes = _output_width(self.model, x)
-                    if self.n_classes is not None:
-                        check_labels(y, self.n_classes, argname=where, ignore_index=self.ignore_index)
+                if self.kind is LossKind.CLASSIFICATION and not y.is_floating_point():
+                    out = self._out(x)
+                    n_classes = self.n_classes or (out[0] if out else None)
+                    if n_classes is not None:
+                        check_labels(y, n_classes, argname=where, ignore_index=self.ignore_index)
+                elif self.kind is LossKind.REGRESSION and (out := self._out(x)) is not None:
+                    y = _match_regression_shape(y, out, where)
         self.n_samples += int(x.shape[0])
         self.n_batches += 1
         return x, y
+
+    def _out(self, x: Tensor) -> tuple[int, ...] | None:
+        """The output shape of one sample, probed once (one sample through the model in eval mode)."""
+        if self._out_shape is False:
+            self._out_shape = None if self.model is None else _output_shape(self.model, x)
+        return self._out_shape  # type: ignore[return-value]
 
     def finish(self) -> None:
         """Refuse data that held no sample.
@@ -521,6 +547,8 @@ class ValidatedLoader:
                 y = y[:, 0]
             if y.is_floating_point() and y.dtype != c.dtype or c.kind is LossKind.REGRESSION and y.dtype != c.dtype:
                 y = y.to(c.dtype)
+            if c.kind is LossKind.REGRESSION and isinstance(c._out_shape, tuple):
+                y = _match_regression_shape(y, c._out_shape, "", note=False)
             elif c.kind is LossKind.CLASSIFICATION and not y.is_floating_point() and y.dtype != torch.long:
                 y = y.long()
             yield x, y
