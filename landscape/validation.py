@@ -500,6 +500,9 @@ def iter_validated(data: Any, model: nn.Module | None, loss_fn: Any = None, *, a
     if isinstance(data, ValidPair) and data.dtype == want and device is None:
         yield from iterate_batches(data, batch_size)
         return
+    if isinstance(data, ValidatedLoader) and data.checker.dtype == want and device is None:
+        yield from data  # checks itself on its first pass, only casts afterwards
+        return
     if _is_pair(data):  # checked whole, so messages give indices into the caller's tensors
         (pair,) = validate_batches(data, model, loss_fn, argname=argname, targets=targets, dtype=want, device=device)
         yield from iterate_batches(pair, batch_size)
