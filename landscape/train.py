@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from landscape.data import iterate_batches
 from landscape.params import preserved_mode
-from landscape.validation import check_model, iter_validated, validate_pair
+from landscape.validation import InputError, check_model, iter_validated, validate_pair
 
 __all__ = [
     "StepEvent",
@@ -207,9 +207,9 @@ def _is_tensor_pair(data: Any) -> bool:
 def _check_pair(data: tuple[Tensor, Tensor], what: str) -> None:
     x, y = data
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"{what}: inputs have {x.shape[0]} samples but targets have {y.shape[0]}")
+        raise InputError(f"{what}: inputs have {x.shape[0]} samples but targets have {y.shape[0]}")
     if x.shape[0] == 0:
-        raise ValueError(f"{what}: the data set is empty")
+        raise InputError(f"{what}: the data set is empty; expected at least one (X, y) sample")
 
 
 def _batches(

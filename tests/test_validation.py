@@ -411,7 +411,7 @@ def _check(call, net, ref):
         assert call() == pytest.approx(ref, rel=1e-5, abs=1e-6)
 
 
-_SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @_SETTINGS
@@ -458,3 +458,37 @@ def test_property_validate_batches_dtypes(case):
     ((xv, yv),) = validate_batches((x, y), net, F.cross_entropy)
     assert xv.dtype == next(net.parameters()).dtype and torch.equal(xv, x.to(xv.dtype))
     assert yv.dtype == torch.int64 and torch.equal(yv, y.reshape(-1).long())
+
+
+@_SETTINGS
+@given(_cases())
+def test_property_measure_saturation(case):
+    """Inputs only (targets unused): empty or non-finite inputs refused, else the percentiles of cast data."""
+    mdtype, c, x, y, seed = case
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(x.shape[1], 3), nn.Tanh()).to(mdtype)
+    bad = x.shape[0] == 0 or not bool(torch.isfinite(x.to(torch.float64)).all())
+    if bad:
+        with pytest.raises(InputError, match=r"^data"):
+            measure_saturation(net, x, percentiles=(50.0, 98.0))
+        return
+    got = measure_saturation(net, x, percentiles=(50.0, 98.0))["1"]
+    with torch.no_grad():
+        acts = net(x.to(mdtype)).double().numpy()
+    np.testing.assert_allclose(got.values, np.percentile(acts, [50.0, 98.0]), rtol=0, atol=1e-6)
+    assert got.nonfinite == 0 and got.count == acts.size
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_cases())
+def test_property_trainer(case):
+    """Refused at construction, or two steps equal to training on explicitly cast clean data."""
+    net, ref = _expect(*case)
+    mdtype, _, x, y, _ = case
+    if ref is None:
+        with pytest.raises(InputError, match=r"data"):
+            Trainer(net, (x, y), optimizer=_sgd, steps=2)
+        return
+    a = Trainer(net, (x, y), optimizer=_sgd, steps=2, batch_size=4).fit().model
+    b = Trainer(net, (x.to(mdtype), y.reshape(-1).long()), optimizer=_sgd, steps=2, batch_size=4).fit().model
+    assert torch.equal(parameters_to_vector(a), parameters_to_vector(b))
