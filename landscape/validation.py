@@ -127,12 +127,6 @@ def model_dtype(model: nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def _model_device(model: nn.Module) -> torch.device | None:
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return None
-
-
 def _takes_integer_inputs(model: nn.Module) -> bool:
     # Token ids must stay integers; any model with an embedding table is taken to want them.
     return any(isinstance(m, nn.Embedding | nn.EmbeddingBag) for m in model.modules())
@@ -241,9 +235,9 @@ def normalize_inputs(x: Tensor, dtype: torch.dtype, *, argname: str = "data", ke
     if x.is_complex():
         raise InputTypeError(f"{argname}: inputs are {x.dtype}; expected real numbers. Pass x.real or x.abs().")
     if not x.is_floating_point() and not keep_integer:
+        hint = " (values are kept: scale 0-255 pixels yourself if the model expects [0, 1])" * (x.dtype == torch.uint8)
         warnings.warn(
-            f"{argname}: inputs are {str(x.dtype)[6:]}; cast to the model's {str(dtype)[6:]} (pixels stay 0-255: "
-            "scale them yourself if the model expects [0, 1])",
+            f"{argname}: inputs are {str(x.dtype)[6:]}; cast to the model's {str(dtype)[6:]}{hint}",
             InputWarning,
             stacklevel=4,
         )
