@@ -23,7 +23,16 @@ Policy (one for the whole package):
   tensor (batch, parameter or snapshot), how many NaN and inf elements it holds and where the first is.
 
 Checks cost O(data) once per call and never run per evaluated point; data that already passed
-(:class:`ValidBatches`) is not checked again.
+(:class:`ValidBatches`, :class:`ValidPair`, :class:`ValidatedLoader`) is not checked again.
+
+Where it runs: :func:`~landscape.evaluate.evaluate_points` (so every line, plane and slice),
+:func:`~landscape.distance.functional_distance` / ``distance_along_path`` (endpoints too),
+:func:`~landscape.train.evaluate_dataset`, :class:`~landscape.train.Trainer` (tensor pairs once at
+construction, batched data on its first pass), :func:`~landscape.saturation.measure_saturation`,
+:class:`~landscape.hessian.HessianOperator`, :meth:`~landscape.pca.TrajectoryPCA.fit` (snapshots),
+``tunnels.split_stats`` / ``SplitAccumulator.update`` / ``full_batch_objective`` / ``newton_flat``,
+``persistence.PersistentTrainer`` and the fast persistent paths. A ``landscape.Problem`` is meant to call
+:func:`validate_problem` once and hand its batches on.
 """
 
 from __future__ import annotations
