@@ -332,12 +332,12 @@ def check_labels(y: Tensor, n_classes: int, *, argname: str = "data", ignore_ind
 
 
 def _output_shape(model: nn.Module, x: Tensor) -> tuple[int, ...] | None:
-    """Shape of the model's output for one sample (without the batch axis); ``None`` if it is not a tensor."""
+    """Shape of the model's output per sample (without the batch axis); ``None`` if it is not a tensor."""
     from landscape.params import preserved_mode
 
     try:
         with torch.no_grad(), preserved_mode(model, False):
-            out = model(x[:1])
+            out = model(x[:2])  # two samples: a model that squeezes its output keeps the batch axis
     except Exception:  # noqa: BLE001 - the caller's own forward will raise its error with full context
         return None
     return tuple(out.shape[1:]) if isinstance(out, Tensor) and out.dim() >= 1 else None
@@ -411,7 +411,7 @@ class BatchChecker:
         return x, y
 
     def _out(self, x: Tensor) -> tuple[int, ...] | None:
-        """The output shape of one sample, probed once (one sample through the model in eval mode)."""
+        """The output shape per sample, probed once (two samples through the model in eval mode, no grad)."""
         if self._out_shape is False:
             self._out_shape = None if self.model is None else _output_shape(self.model, x)
         return self._out_shape  # type: ignore[return-value]
