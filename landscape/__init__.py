@@ -56,8 +56,12 @@ from landscape.surface import (
 )
 from landscape.train import Callback, RecordTrajectory, Trainer, fit
 from landscape.trajectory import CorruptTrajectoryError, Segment, Snapshot, Trajectory, TrajectoryError
+from landscape.validation import InputError, InputWarning
 
 __all__ = [
+    # input validation
+    "InputError",
+    "InputWarning",
     # parameter vectors
     "ParamLayout",
     "TensorSpec",

@@ -571,7 +571,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(pickle._Unpickler):  # the Python implementation: its opcode table can be narrowed
     """Unpickler for CIFAR batches that admits exactly the globals plain data needs.
 
     Allowed: the numpy array reconstructor, ``numpy.ndarray``, a dtype factory that refuses object
@@ -579,7 +579,29 @@ class _RestrictedUnpickler(pickle.Unpickler):
     original Python 2 batches need none). Everything else, every builtin included, is refused. Dicts,
     lists, tuples, strings, bytes and numbers need no globals, so a CIFAR batch loads while a payload
     naming any function (``os.system``, ``eval``, ...) fails before anything runs.
+
+    ``BUILD`` (set an object's state) is accepted only for the numpy arrays and dtypes that arrays are
+    made of: on anything else, e.g. the allowed callables themselves, it would set attributes of the
+    package's own objects (``_latin1_bytes.__defaults__``...) for the rest of the process.
     """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+
+    def load_build(self) -> None:  # noqa: D102
+        target = self.stack[-2] if len(self.stack) >= 2 else None
+        if not (type(target) is np.ndarray or isinstance(target, np.dtype)):
+            raise pickle.UnpicklingError(
+                f"setting the state of a {type(target).__name__} is not allowed in a CIFAR batch (only of arrays)"
+            )
+        super().load_build()  # type: ignore[misc]
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def load(self) -> Any:  # noqa: D102
+        try:
+            return super().load()
+        except (KeyError, struct.error) as e:  # the C unpickler's UnpicklingError for bad opcodes / arguments
+            raise pickle.UnpicklingError(f"not a valid pickle ({type(e).__name__}: {e})") from e
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102
         allowed = _allowed_globals()

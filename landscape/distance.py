@@ -31,6 +31,7 @@ from landscape.evaluate import AffinePoints, describe_data, evaluate_points
 from landscape.params import ParamLayout
 from landscape.results import Provenance, Result, register_result
 from landscape.surface import PointLike, _anchor
+from landscape.validation import check_finite, check_vector, validate_batches
 
 __all__ = ["OutputKind", "FunctionalDistance", "DistanceResult", "functional_distance", "distance_along_path"]
 
@@ -147,6 +148,7 @@ def distance_along_path(
 
     Raises:
         ValueError: On an unknown ``output``.
+        InputError: If ``a`` or ``b`` holds NaN/inf (naming the parameters), or on empty or non-finite data.
 
     Example:
         >>> net = nn.Linear(4, 3)
@@ -166,6 +168,13 @@ def distance_along_path(
             raise TypeError(f"distance_along_path does not take {bad!r}")
     layout = ParamLayout.from_model(model)
     anchors = [_anchor(model, a, layout), _anchor(model, b, layout)]
+    # A NaN endpoint would give rms=nan beside a plausible disagreement (argmax of NaN is 0): refuse it.
+    for name, (vec, bufs_k) in zip(("a", "b"), anchors):
+        check_vector(vec, name, layout)
+        for k, t in (bufs_k or {}).items() if kw.get("bn_mode") == "interpolate" else ():
+            check_finite(t, f"{name}: buffer {k!r}")
+    desc = desc or describe_data(data)
+    data = validate_batches(data, model, targets=False)  # read and checked once for both evaluations below
     al = np.asarray(np.linspace(0, 1, 11) if alphas is None else alphas, dtype=np.float64).reshape(-1)
     bufs = [x for _, x in anchors] if kw.get("bn_mode") == "interpolate" else None
     basis = torch.stack([v for v, _ in anchors])
@@ -176,7 +185,7 @@ def distance_along_path(
     metrics = (_SquaredDistance(ref, kind is OutputKind.SOFTMAX), _Disagreement(ref))
     pts = AffinePoints(basis, np.stack([1 - al, al], 1), bufs)
     res = evaluate_points(model, pts, data, metrics=metrics, **kw)
-    prov = Provenance.here(data=desc or describe_data(data), kind="distance_along_path", output=kind.value,
+    prov = Provenance.here(data=desc, kind="distance_along_path", output=kind.value,
                            model=type(model).__name__)  # fmt: skip
     ends = basis.detach().cpu().numpy()
     return DistanceResult(al, np.sqrt(res["squared_distance"]), res["disagreement"], ends, kind.value,

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from landscape.params import ParamLayout, parameters_to_vector
+from landscape.validation import check_model, validate_batches
 
 __all__ = [
     "Strategy",
@@ -286,16 +287,16 @@ def describe_data(data: Any) -> str:
     return f"{type(data).__name__} of {n} batches"
 
 
-def _read_data(data: Any, device: torch.device, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
-    from landscape.data import iterate_batches
-
-    out = []
-    for x, y in iterate_batches(data):
-        x = x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device)
-        out.append((x, y.to(device)))
-    if not out or sum(len(y) for _, y in out) == 0:
-        raise ValueError("data holds no samples")
-    return out
+def _read_data(data: Any, model: nn.Module, metrics: Sequence[Any], loss_fn: Any, device: torch.device,
+               dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:  # fmt: skip
+    """The data read once, checked and normalized by :mod:`landscape.validation` (dtype, labels, NaN, empty)."""
+    names = {m for m in metrics if isinstance(m, str)}
+    # Targets matter only to the loss and accuracy; custom metrics (e.g. the functional distance) get them as given.
+    loss = loss_fn if "loss" in names else ("cross_entropy" if "accuracy" in names else None)
+    if loss is not None and not isinstance(loss, str) and _Metrics._loss_kind(loss, True)[0] == "ce":
+        loss = "cross_entropy"  # the engine's own cross-entropy gathers every label: no ignore_index
+    return validate_batches(data, model, loss, targets=bool(names & {"loss", "accuracy"}), dtype=dtype,
+                            device=device)  # fmt: skip
 
 
 def _recut(batches: list[tuple[Tensor, Tensor]], size: int) -> list[tuple[Tensor, Tensor]]:
@@ -848,8 +849,9 @@ class _Metrics:
                 # log_softmax over the class axis of (P, C, B): one vectorized pass, ~2x the manual pipeline
                 lp = torch.log_softmax(cm, 1, out=ws)
                 val = -lp.gather(1, y.view(1, 1, B).expand(P, 1, B))[:, 0].sum(1, dtype=torch.float64)
-            elif key == "loss" and fast and self.kind == "mse" and y.dim() == 1 and cm.shape[1] == 1:
-                val = (cm[:, 0] - y).square().sum(1, dtype=torch.float64)
+            elif key == "loss" and not self.plain and cm is not None and self.kind == "mse" and cm.shape[1] == 1 \
+                    and y.numel() == B:  # fmt: skip - targets (B,) or (B, 1) (validation matches them to the outputs)
+                val = (cm[:, 0] - y.reshape(B)).square().sum(1, dtype=torch.float64)
             elif key == "loss":
                 val = torch.stack([self.loss_fn(sm[p], y).double().reshape(()) * B for p in range(P)])
             elif fast:  # accuracy, ties resolved like argmax: correct iff no earlier class reaches the max
@@ -938,6 +940,9 @@ def evaluate_points(
     Raises:
         ValueError: On mismatched points, unknown options, accuracy without class targets, or an
             unsupported model under ``strategy="stacked"``.
+        InputError: On empty data, NaN/inf in the data, the buffers or frozen parameters, or class labels
+            outside the output width (inputs are cast to the model's dtype; see :mod:`landscape.validation`).
+            Points holding NaN/inf are evaluated: their loss is returned as such.
 
     Example:
         >>> net = nn.Linear(2, 3)
@@ -954,7 +959,8 @@ def evaluate_points(
     device = ref.device if ref is not None else torch.device("cpu")
     budget = parse_bytes(memory_budget)
     itemsize = torch.empty((), dtype=dtype).element_size()
-    batches = _read_data(data, device, dtype)
+    check_model(model, trainable=False)  # frozen parameters and buffers are used at every point
+    batches = _read_data(data, model, metrics, loss_fn, device, dtype)
     n_samples = sum(int(y.shape[0]) for _, y in batches)
     mset = _Metrics(metrics, loss_fn, batches[0][1], plain=strategy is Strategy.LOOP)
     if bn is BNMode.INTERPOLATE and buffers is not None:

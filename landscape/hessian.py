@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
 
+from landscape import validation
 from landscape.lanczos import (
     EigenPairs,
     TraceEstimate,
@@ -531,6 +532,7 @@ class HessianOperator:
         fast_ops: bool = True,
         channels_last: bool | str = "auto",
     ) -> None:
+        data = validation.validate_problem(model, data, loss_fn, dtype=dtype)  # weights, data, labels; cast
         self.model = model
         self.loss_fn = loss_fn
         self.bn_mode: BNMode = _enum(BNMode, bn_mode, "bn_mode")
@@ -783,6 +785,7 @@ def hessian_eigenpairs(
     Returns:
         Eigenvalues ``(k,)``, unit eigenvectors ``(n, k)`` in subset coordinates, error bounds, product count.
     """
+    validation.check_operator(op)
     gen = torch.Generator().manual_seed(seed)
     return top_eigenpairs(
         op.matmat,
@@ -813,6 +816,7 @@ def hessian_directions(
         Shape ``(k, numel)`` in the operator's dtype: unit vectors in the model's flat parameter layout,
         zero on parameters outside the subset, ordered by eigenvalue (largest first for ``"LA"``).
     """
+    validation.check_operator(op)
     pairs = hessian_eigenpairs(op, k, which=which, tol=tol, seed=seed)
     return op.to_full(pairs.vectors).T.to(op.dtype).contiguous()
 
@@ -831,6 +835,7 @@ def hessian_trace(
     Returns:
         Estimate, standard error and products used.
     """
+    validation.check_operator(op)
     method = _enum(TraceMethod, method, "trace method")
     gen = torch.Generator().manual_seed(seed)
     if method is TraceMethod.HUTCHPP:

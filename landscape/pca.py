@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landscape.results import Provenance, Result, register_result
+from landscape.validation import InputError, check_vector, describe_nonfinite
 
 __all__ = [
     "Center",
@@ -299,6 +300,34 @@ def _auto_block(dim: int, itemsize: int, n: int, max_memory: int) -> int:
 
 
 # --------------------------------------------------------------------------- the estimator
+def _refuse_nonfinite(src: _Stack) -> None:
+    """Name the snapshots holding NaN/inf (and their parameters, for trajectories); only on the error path."""
+    bad = []
+    row = torch.empty(1, src.dim, dtype=src.dtype)
+    for i in range(src.n):
+        what = describe_nonfinite(src.read(i, i + 1, row)[0])
+        if what is None:
+            continue
+        k = int(np.searchsorted(src.offsets, i, side="right")) - 1
+        part, local = src.parts[k], i - int(src.offsets[k])
+        names = ""
+        if isinstance(part, _TrajectoryRows):
+            pos = int(part.index[local])
+            seg = next(sg for sg in part.traj.segments if sg.start <= pos < sg.stop)
+            fin = torch.isfinite(row[0])
+            names = " in " + ", ".join(repr(sp.name) for sp in seg.layout.specs if not bool(fin[sp.slice].all()))
+        bad.append(f"snapshot {i} (step {int(src.meta('steps')[i])}): {what}{names}")
+        if len(bad) == 5:
+            bad.append("...")
+            break
+    if not bad:
+        raise InputError("X: the snapshots are finite but their squared distances overflow; rescale them (float64?)")
+    raise InputError(
+        f"X holds non-finite snapshots: {'; '.join(bad)}. Expected finite weights: drop those snapshots (a diverged "
+        "run?) or fit on the ones before."
+    )
+
+
 class TrajectoryPCA:
     """Streamed PCA of the snapshots of one or several trajectories (scikit-learn estimator API).
 
@@ -427,6 +456,7 @@ class TrajectoryPCA:
         Raises:
             ValueError: On fewer than two snapshots, mixed dimensions, a bad centre, or ``n_components``
                 larger than the number of directions the snapshots span.
+            InputError: If a snapshot holds NaN/inf (naming the snapshot, its step and its parameters).
         """
         center = _center_option(self.center)
         src = _Stack(X, segment)
@@ -440,7 +470,11 @@ class TrajectoryPCA:
             if not -n <= center < n:
                 raise ValueError(f"center index {center} out of range for {n} snapshots")
             idx = center % n
+        if isinstance(center, Tensor):
+            check_vector(center, "center")
         gram, ref, total, a_vec = self._gram(src, center)
+        if not bool(torch.isfinite(gram.diagonal()).all()):  # ||y_i - y_0||^2: O(T) to test, the pass is done
+            _refuse_nonfinite(src)
 
         # Move the origin from the reference snapshot to the centre w: G_c = G - a 1^T - 1 a^T + kappa.
         if center is Center.MEAN:

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from landscape.params import preserved_mode
 from landscape.results import Provenance, Result, register_result
 from landscape.train import Callback, EpochEvent, RecordTrajectory, Trainer
+from landscape.validation import BatchChecker, check_model
 
 __all__ = [
     "ActivationValue",
@@ -77,8 +78,9 @@ def _value_option(value: ActivationValue | str) -> ActivationValue:
 class StreamingHistogram:
     """Histogram of a stream of values on a fixed range, with bounded percentile estimates.
 
-    Values below ``lo`` / above ``hi`` are counted as underflow / overflow; NaNs are counted apart and
-    ignored. Bins are ``[e_j, e_{j+1})``, the last one closed, ``e = linspace(lo, hi, bins + 1)``.
+    Values below ``lo`` / above ``hi`` are counted as underflow / overflow; non-finite values (NaN, +-inf)
+    are counted apart (``nonfinite``, NaNs alone also in ``nan_count``) and left out of every statistic.
+    Bins are ``[e_j, e_{j+1})``, the last one closed, ``e = linspace(lo, hi, bins + 1)``.
 
     Args:
         lo: Lower end of the range.
@@ -100,7 +102,7 @@ class StreamingHistogram:
             raise ValueError(f"bins must be a positive integer, got {bins}")
         self.edges = torch.linspace(float(lo), float(hi), int(bins) + 1, dtype=torch.float64)
         self.counts = torch.zeros(int(bins), dtype=torch.int64)
-        self.underflow = self.overflow = self.nan_count = self.count = 0
+        self.underflow = self.overflow = self.nan_count = self.nonfinite = self.count = 0
         self.minimum, self.maximum = math.inf, -math.inf
         self._sum = self._sumsq = 0.0
         self.exact_limit = int(exact_limit)
@@ -119,10 +121,11 @@ class StreamingHistogram:
     def update(self, values: Tensor) -> None:
         """Add values of any shape."""
         v = values.detach().reshape(-1).to(torch.float64)
-        nan = torch.isnan(v)
-        if bool(nan.any()):
-            self.nan_count += int(nan.sum())
-            v = v[~nan]
+        fin = torch.isfinite(v)
+        if not bool(fin.all()):  # counted apart: an inf would make the mean inf and the std NaN
+            self.nan_count += int(torch.isnan(v).sum())
+            self.nonfinite += int((~fin).sum())
+            v = v[fin]
         if v.numel() == 0:
             return
         self.count += v.numel()
@@ -150,12 +153,12 @@ class StreamingHistogram:
 
     @property
     def mean(self) -> float:
-        """Mean of the (non-NaN) values."""
+        """Mean of the finite values."""
         return self._sum / self.count if self.count else math.nan
 
     @property
     def std(self) -> float:
-        """Population standard deviation of the (non-NaN) values."""
+        """Population standard deviation of the finite values."""
         if not self.count:
             return math.nan
         return math.sqrt(max(self._sumsq / self.count - self.mean**2, 0.0))
@@ -229,6 +232,7 @@ class StreamingHistogram:
             maximum=self.maximum,
             mean=self.mean,
             std=self.std,
+            nonfinite=self.nonfinite,
             provenance=Provenance.here(data=f"{self.count} activation values of layer {layer!r}"),
         )
 
@@ -251,11 +255,12 @@ class SaturationStats(Result):
         edges: ``(bins + 1,)`` bin edges.
         underflow: Number of values below the range.
         overflow: Number of values above the range.
-        count: Number of values (NaNs excluded).
+        count: Number of finite values (the statistics are over these).
         minimum: Smallest value.
         maximum: Largest value.
         mean: Mean value.
         std: Standard deviation (Glorot & Bengio plot it beside the percentiles).
+        nonfinite: Number of NaN or infinite activations, left out of every statistic above.
         provenance: Where the result came from.
     """
 
@@ -275,6 +280,7 @@ class SaturationStats(Result):
     maximum: float
     mean: float
     std: float
+    nonfinite: int = 0  # default: results saved before the field existed still load
     provenance: Provenance = dataclasses.field(default_factory=Provenance)
 
     @property
@@ -562,8 +568,12 @@ def measure_saturation(
     Raises:
         KeyError: For an unknown layer name.
         ValueError: If no module matches, a range is unknown, or a layer never ran.
+        InputError: On empty data or NaN/inf in the inputs or weights (inputs are cast to the model's dtype,
+            see :mod:`landscape.validation`).
     """
     val = _value_option(value)
+    check_model(model)
+    checker = BatchChecker(model, argname="data", targets=False)
     chosen = _select_layers(model, layers)
     ranges = {name: _range_for(name, m, range, val) for name, m in chosen}
     hists: dict[tuple[str, int], StreamingHistogram] = {}
@@ -592,11 +602,14 @@ def measure_saturation(
         # buffers (one copy per call, not per batch) so the caller's model is never written.
         bufs = {k: v.clone() for k, v in model.named_buffers()} if train else {}
         with torch.no_grad(), preserved_mode(model, train):
-            for x in tqdm(_iter_inputs(data, batch_size), disable=not progress, desc="activations", leave=False):
-                torch.func.functional_call(model, bufs, (x,), strict=False)
+            for i, x in enumerate(tqdm(_iter_inputs(data, batch_size), disable=not progress, desc="activations",
+                                       leave=False)):  # fmt: skip
+                # cast to the model's dtype, NaN/inf inputs refused; buffers are the private copies
+                torch.func.functional_call(model, bufs, (checker(x, None, i)[0],), strict=False)
     finally:
         for h in handles:
             h.remove()
+    checker.finish()
     missing = [name for name, _ in chosen if (name, 0) not in hists]
     if missing:
         raise ValueError(f"layers {missing} never ran in the forward pass (or the data set is empty)")
@@ -605,6 +618,14 @@ def measure_saturation(
     for name, k in hists:  # insertion order = order of first call in the forward pass
         label = name if per_module[name] == 1 else f"{name}#{k}"
         out[label] = hists[(name, k)].stats(label, percentiles, val)
+    bad = {k: s.nonfinite for k, s in out.items() if s.nonfinite}
+    if bad:
+        warnings.warn(
+            f"non-finite activations (NaN or inf) in layers {bad} (counts), left out of the statistics; each "
+            "layer's SaturationStats.nonfinite holds its count. The inputs and weights are finite: an overflow?",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return out
 
 

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from landscape.data import iterate_batches
 from landscape.params import preserved_mode
+from landscape.validation import InputError, check_model, iter_validated, validate_pair
 
 __all__ = [
     "StepEvent",
@@ -206,9 +207,9 @@ def _is_tensor_pair(data: Any) -> bool:
 def _check_pair(data: tuple[Tensor, Tensor], what: str) -> None:
     x, y = data
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"{what}: inputs have {x.shape[0]} samples but targets have {y.shape[0]}")
+        raise InputError(f"{what}: inputs have {x.shape[0]} samples but targets have {y.shape[0]}")
     if x.shape[0] == 0:
-        raise ValueError(f"{what}: the data set is empty")
+        raise InputError(f"{what}: the data set is empty; expected at least one (X, y) sample")
 
 
 def _batches(
@@ -241,10 +242,15 @@ def evaluate_dataset(
 
     Returns:
         ``{"loss": ..., "accuracy": ...}`` (accuracy only when requested and targets are integer).
+
+    Raises:
+        InputError: On empty data, NaN/inf in the data or weights, or class labels outside the output
+            width (see :mod:`landscape.validation`; inputs are cast to the model's dtype).
     """
+    check_model(model)
     total, n, correct = 0.0, 0, 0
     with torch.no_grad(), preserved_mode(model, False):
-        for x, y in _batches(data, batch_size, False, None):
+        for x, y in iter_validated(data, model, loss_fn, batch_size=batch_size):
             out = model(x)
             b = x.shape[0]
             total += float(loss_fn(out, y)) * b
@@ -294,6 +300,11 @@ class Trainer:
         on_nonfinite: ``"raise"`` (default), ``"stop"`` or ``"ignore"`` when the loss is NaN/inf.
         progress: Show a tqdm bar over steps.
 
+    Raises:
+        InputError: On empty data, NaN/inf in the data or the model's weights, or class labels outside the
+            output width; tensor-pair data is checked and cast to the model's dtype here, once, and batched
+            data on its first pass (see :mod:`landscape.validation`).
+
     Example:
         >>> X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
@@ -341,6 +352,11 @@ class Trainer:
         for k, d in (eval_data or {}).items():
             if _is_tensor_pair(d):
                 _check_pair(d, f"eval_data[{k!r}]")  # type: ignore[arg-type]
+        # Checked and cast to the model's dtype once here, so the loop itself never checks.
+        check_model(model)
+        data = validate_pair(data, model, loss_fn, argname="data")
+        eval_data = {k: validate_pair(d, model, loss_fn, argname=f"eval_data[{k!r}]")
+                     for k, d in (eval_data or {}).items()}  # fmt: skip
         self.initial_model = model
         self.data = data
         self.loss_fn = loss_fn
@@ -550,12 +566,14 @@ class Trainer:
             "check the data for NaN/inf, or pass on_nonfinite='stop'/'ignore'. Snapshots recorded so far are kept."
         )
         if self.on_nonfinite is OnNonFinite.RAISE:
+            # The last snapshot says why the run ended (STOP mode tags it through the step's events).
+            self._events.append({"step": self.step, "event": "nonfinite_loss", "loss": str(loss), "action": "raise"})
             for cb in self.callbacks:
                 if isinstance(cb, RecordTrajectory):
                     cb.on_train_end(self)
             raise NonFiniteLossError(msg)
         if self.on_nonfinite is OnNonFinite.STOP:
-            self._events.append({"event": "nonfinite_loss", "loss": str(loss)})
+            self._events.append({"step": self.step, "event": "nonfinite_loss", "loss": str(loss), "action": "stop"})
             self._stop = True
 
     def fit(self) -> Trainer:

@@ -55,6 +55,7 @@ from torch import Tensor, nn
 from landscape.params import ParamLayout, model_at, parameters_to_vector
 from landscape.results import Provenance, Result, register_result
 from landscape.trajectory import Trajectory
+from landscape.validation import InputError, LossKind, check_finite, check_model, normalize_inputs, normalize_targets
 from persistence.trainer import PersistentMode, PersistentTrainer, select_champion
 
 __all__ = [
@@ -340,13 +341,16 @@ def _check_xy(x: Tensor, y: Tensor, widths: Sequence[int], dtype: torch.dtype, w
     if y.dim() == 1:
         y = y[:, None]
     if x.dim() != 2 or x.shape[1] != widths[0] or y.dim() != 2 or y.shape[1] != widths[-1]:
-        raise ValueError(
+        raise InputError(
             f"{what}: expected inputs (N, {widths[0]}) and targets (N, {widths[-1]}), "
             f"got {tuple(x.shape)} and {tuple(y.shape)}"
         )
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"{what}: {x.shape[0]} inputs but {y.shape[0]} targets (need the same, non-zero number)")
-    return x.to(dtype).contiguous(), y.to(dtype).contiguous()
+        raise InputError(f"{what}: {x.shape[0]} inputs but {y.shape[0]} targets (need the same, non-zero number)")
+    x, y = normalize_inputs(x, dtype, argname=what), normalize_targets(y, dtype, LossKind.REGRESSION, argname=what)
+    check_finite(x, f"{what}: inputs", "Drop or impute those samples.")
+    check_finite(y, f"{what}: targets", "Drop or impute those samples.")
+    return x.contiguous(), y.contiguous()
 
 
 # ---------------------------------------------------------------------------- multi-step function
@@ -751,6 +755,7 @@ def fast_persistent_run(
     mode = _enum(PersistentMode, mode, "mode")
     widths = mlp_widths(model)
     dtype = _dtype_of(model)
+    check_model(model)
     layout = ParamLayout.from_model(model)
     if steps < 0 or iterations < 1:
         raise ValueError(f"need steps >= 0 and iterations >= 1, got steps={steps}, iterations={iterations}")

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from landscape.params import ParamLayout, model_at, parameters_to_vector
 from landscape.train import DataLike, OptimizerSpec, Trainer, evaluate_dataset
 from landscape.trajectory import Trajectory
+from landscape.validation import check_model, validate_pair
 from persistence.penalty import PersistentPenalty
 
 __all__ = ["PersistentMode", "IterationResult", "PersistentTrainer", "select_champion"]
@@ -154,6 +155,11 @@ class PersistentTrainer:
                 f"select_by={select_by!r} needs an evaluation set named {set_name!r} in eval_data "
                 f"(got {sorted(eval_data or {})})"
             )
+        # Checked and cast once here: every iteration's Trainer takes the validated data as it is.
+        check_model(model)
+        data = validate_pair(data, model, loss_fn, argname="data")
+        eval_data = {k: validate_pair(d, model, loss_fn, argname=f"eval_data[{k!r}]")
+                     for k, d in (eval_data or {}).items()}  # fmt: skip
         self.initial = model
         self.data = data
         self.loss_fn = loss_fn

@@ -278,6 +278,7 @@ CALLS: dict[str, list[dict[str, Any]]] = {
 # Instances for classes whose constructor takes no model but a method does.
 INSTANCES: dict[str, Callable[[Ctx], Any]] = {
     "landscape.Trajectory": lambda c: _trajectory(c),
+    "landscape.validation.BatchChecker": lambda c: _checked_once(c),
     "tunnels.SplitAccumulator": lambda c: __import__("tunnels").SplitAccumulator(F.cross_entropy),
     "persistence.FastPersistentResult": lambda c: __import__("persistence").fast_persistent_run(
         _mlp(6), c.xr, c.yr, iterations=2, steps=2, lam=0.01, backend="eager"
@@ -286,6 +287,14 @@ INSTANCES: dict[str, Callable[[Ctx], Any]] = {
         _mlp(6), c.xr, c.yr, [0], steps=2, backend="eager"
     ),
 }
+
+
+def _checked_once(c: Ctx) -> Any:
+    from landscape.validation import BatchChecker
+
+    checker = BatchChecker(c.model, F.cross_entropy)
+    checker(c.X, c.y)  # finish() refuses a checker that saw no sample
+    return checker
 
 
 def _trajectory(c: Ctx) -> Any:

@@ -97,16 +97,22 @@ def test_shuffle_seed_changes_order_but_not_initialization():
 
 def test_nonfinite_loss_raises_keeps_snapshots_or_stops():
     x, y = _data()
-    x[5, 0] = float("nan")
+    # NaN data is refused up front (landscape.validation); a loss that turns NaN is what these modes handle.
+    nan_loss = lambda out, t: torch.nn.functional.cross_entropy(out, t) * float("nan")  # noqa: E731
     rec = ListRecorder()
     with pytest.raises(NonFiniteLossError, match="nan at step 1"):
-        Trainer(_net(), (x, y), optimizer=sgd(), epochs=2, trajectory=rec).fit()
+        Trainer(_net(), (x, y), nan_loss, optimizer=sgd(), epochs=2, trajectory=rec).fit()
     assert [r["step"] for r in rec] == [0, 1]
+    # the last snapshot says why the run ended
+    assert rec[-1]["tags"]["events"][0]["event"] == "nonfinite_loss"
     rec = ListRecorder()
-    tr = Trainer(_net(), (x, y), optimizer=sgd(), epochs=5, trajectory=rec, on_nonfinite="stop").fit()
+    tr = Trainer(_net(), (x, y), nan_loss, optimizer=sgd(), epochs=5, trajectory=rec, on_nonfinite="stop").fit()
     assert tr.step == 1 and rec[-1]["tags"]["events"][0]["event"] == "nonfinite_loss"
     with pytest.raises(ValueError, match="valid"):
         Trainer(_net(), (x, y), optimizer=sgd(), epochs=1, on_nonfinite="explode")
+    x[5, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"data: inputs holds 1 NaN"):
+        Trainer(_net(), (x, y), optimizer=sgd(), epochs=1)
 
 
 class _EventfulSGD(torch.optim.SGD):

@@ -33,6 +33,7 @@ Every function takes the objective as ``f(x) -> scalar`` on a flat float vector 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,9 +43,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape.data import iterate_batches
 from landscape.params import functional_forward, model_at, parameters_to_vector
 from landscape.train import Callback, StepEvent, Trainer
+from landscape.validation import check_model, validate_batches
 
 __all__ = [
     "full_batch_objective",
@@ -74,14 +75,17 @@ def full_batch_objective(
         model: The architecture (never modified; evaluated in eval mode with its buffers).
         data: A tensor pair ``(X (N, ...), y (N,))`` or an iterable of batches (materialized once).
         loss_fn: Batch-mean loss ``loss_fn(output, target)``.
-        dtype: Cast the inputs to this dtype (the vector passed must then have it too).
+        dtype: Compute in this dtype: the inputs, the model's buffers and frozen parameters are cast (the
+            vector passed must then have it too).
 
     Returns:
         ``f(theta (P,)) -> scalar``: the example-weighted mean loss, differentiable by ``torch.func``.
     """
-    batches = [(x if dtype is None else x.to(dtype), y) for x, y in iterate_batches(data, None)]
-    n = sum(int(x.shape[0]) for x, _ in batches)
-    ref = model if dtype is None else model_at(model, parameters_to_vector(model).to(dtype))
+    check_model(model)
+    batches = validate_batches(data, model, loss_fn, dtype=dtype)  # inputs cast to dtype (default: the model's)
+    n = batches.n_samples
+    # The whole copy in ``dtype``: BatchNorm's running statistics must match the float64 inputs too.
+    ref = model if dtype is None else copy.deepcopy(model).to(dtype)
 
     def f(theta: Tensor) -> Tensor:
         total = 0.0

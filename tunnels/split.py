@@ -82,8 +82,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape.data import iterate_batches
 from landscape.params import preserved_mode
+from landscape.validation import check_model, iter_validated, validate_batches
 from tunnels.sites import PairKind, TunnelSite, _enum, find_sites, resolve_site
 
 __all__ = [
@@ -444,14 +444,17 @@ def split_stats(
         The :class:`SplitStats`: ``A = sum_b (B_b / N) A_b``, the decomposition of the mean loss's gradient.
 
     Raises:
-        ValueError: On empty data or a non-positive ``max_batches``.
+        ValueError: On a non-positive ``max_batches``.
+        InputError: On empty data, NaN/inf in data or weights, or labels outside the output width (inputs
+            are cast to the model's dtype, see :mod:`landscape.validation`).
     """
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be positive, got {max_batches}")
     resolved = [resolve_site(model, s) for s in (find_sites(model) if sites is None else sites)]
     total: dict[str, Tensor] = {}
     n_ex = n_b = 0
-    batches = iterate_batches(data, batch_size if _is_pair(data) else None)
+    check_model(model)
+    batches = iter_validated(data, model, loss_fn, batch_size=batch_size if _is_pair(data) else None)
     for xb, yb in tqdm(batches, disable=not progress, desc="tunnel A", total=max_batches):
         part = split_matrices(model, (xb, yb), loss_fn, resolved, train=train, max_elements=max_elements)
         b = int(xb.shape[0])
@@ -525,6 +528,8 @@ class SplitAccumulator:
             RuntimeError: If the architecture changed since the last update (call :meth:`reset`).
         """
         sites = tuple(resolve_site(model, s) for s in (find_sites(model) if self.sites is None else self.sites))
+        check_model(model)
+        (batch,) = validate_batches(batch, model, self.loss_fn, argname="batch")  # O(batch), beside a backward
         if self._sites and sites != self._sites:
             raise RuntimeError(
                 "the model's tunnel sites changed since the last update (a tunnel was opened or closed); "

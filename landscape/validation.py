@@ -1,0 +1,606 @@
+"""Input validation: the one place where data, targets, weights and dtypes are checked and normalized.
+
+Every public entry point that takes a model and data runs its inputs through these plain functions
+(and a future ``landscape.Problem`` owns them), so bad input fails early with an :class:`InputError`
+that names the argument, what was expected, what was given and the fix, instead of a deep torch error
+or a silently wrong number.
+
+Policy (one for the whole package):
+
+* **dtype.** Inputs are cast to the model's floating dtype (that of its first floating parameter, else
+  buffer, else float32). Integer and bool inputs (e.g. raw ``uint8`` pixels) are cast too, with a one-time
+  :class:`InputWarning`, except for models with an ``nn.Embedding``/``nn.EmbeddingBag``, whose integer
+  inputs are token ids and stay as they are. Complex inputs are refused.
+* **targets.** For classification losses (cross-entropy, NLL) integer and bool class labels become
+  ``int64``; labels of shape ``(N, 1)`` are squeezed to ``(N,)`` with a one-time :class:`InputWarning`
+  (they are unambiguous, and refusing them would only make every user write ``y.squeeze(1)``); labels
+  below 0 (other than the loss's ``ignore_index``) or at least the model's output width are refused,
+  naming the smallest / largest label and the width. For regression losses (MSE, L1, Huber, BCE)
+  targets are cast to the model dtype. For other (custom) losses floating targets are cast to the model
+  dtype and integer ones are left alone.
+* **emptiness.** Data without a single sample is refused.
+* **non-finite values.** NaN or inf in inputs, targets, parameters or buffers is refused, naming the
+  tensor (batch, parameter or snapshot), how many NaN and inf elements it holds and where the first is.
+
+Checks cost O(data) once per call and never run per evaluated point; data that already passed
+(:class:`ValidBatches`, :class:`ValidPair`, :class:`ValidatedLoader`) is not checked again.
+
+Where it runs: :func:`~landscape.evaluate.evaluate_points` (so every line, plane and slice),
+:func:`~landscape.distance.functional_distance` / ``distance_along_path`` (endpoints too),
+:func:`~landscape.train.evaluate_dataset`, :class:`~landscape.train.Trainer` (tensor pairs once at
+construction, batched data on its first pass), :func:`~landscape.saturation.measure_saturation`,
+:class:`~landscape.hessian.HessianOperator`, :meth:`~landscape.pca.TrajectoryPCA.fit` (snapshots),
+``tunnels.split_stats`` / ``SplitAccumulator.update`` / ``full_batch_objective`` / ``newton_flat``,
+``persistence.PersistentTrainer`` and the fast persistent paths. A ``landscape.Problem`` is meant to call
+:func:`validate_problem` once and hand its batches on.
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "InputError",
+    "InputTypeError",
+    "InputWarning",
+    "LossKind",
+    "loss_kind",
+    "model_dtype",
+    "describe_nonfinite",
+    "check_finite",
+    "check_model",
+    "check_vector",
+    "check_labels",
+    "normalize_inputs",
+    "normalize_targets",
+    "BatchChecker",
+    "ValidBatches",
+    "ValidPair",
+    "validate_batches",
+    "iter_validated",
+    "ValidatedLoader",
+    "validate_pair",
+    "validate_problem",
+    "check_operator",
+]
+
+
+class InputError(ValueError):
+    """Bad input to a public function: the message names the argument, what was expected and given, and the fix."""
+
+
+class InputTypeError(InputError, TypeError):
+    """Input of a kind the package cannot use (e.g. complex data); also a :class:`TypeError`."""
+
+
+class InputWarning(UserWarning):
+    """A note that input was normalized (integer images cast to float, ``(N, 1)`` labels squeezed)."""
+
+
+class LossKind(str, enum.Enum):
+    """What a loss expects of its targets."""
+
+    CLASSIFICATION = "classification"  # integer class labels (N,) or class probabilities (N, C)
+    REGRESSION = "regression"  # floating targets shaped like the outputs
+    CUSTOM = "custom"  # unknown: floating targets cast, integer ones kept
+
+
+_CLASSIFICATION_FNS = {F.cross_entropy, F.nll_loss}
+_REGRESSION_FNS = {F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss, F.binary_cross_entropy,
+                   F.binary_cross_entropy_with_logits}  # fmt: skip
+_CLASSIFICATION_MODULES = (nn.CrossEntropyLoss, nn.NLLLoss)
+_REGRESSION_MODULES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss)
+
+
+def loss_kind(loss_fn: Any) -> tuple[LossKind, int | None]:
+    """What targets ``loss_fn`` expects, and the label it ignores.
+
+    Args:
+        loss_fn: A loss callable, module, or the names ``"cross_entropy"`` / ``"mse"``.
+
+    Returns:
+        ``(kind, ignore_index)``; ``ignore_index`` is the label a classification loss skips (``-100`` for
+        torch's defaults), ``None`` otherwise.
+    """
+    if loss_fn in ("cross_entropy", "nll"):
+        return LossKind.CLASSIFICATION, None  # the evaluation engine's own cross-entropy has no ignore_index
+    if loss_fn == "mse":
+        return LossKind.REGRESSION, None
+    if isinstance(loss_fn, _CLASSIFICATION_MODULES):
+        return LossKind.CLASSIFICATION, int(loss_fn.ignore_index)
+    if isinstance(loss_fn, _REGRESSION_MODULES):
+        return LossKind.REGRESSION, None
+    try:
+        if loss_fn in _CLASSIFICATION_FNS:
+            return LossKind.CLASSIFICATION, -100
+        if loss_fn in _REGRESSION_FNS:
+            return LossKind.REGRESSION, None
+    except TypeError:  # unhashable callable
+        pass
+    return LossKind.CUSTOM, None
+
+
+# --------------------------------------------------------------------------- model
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The model's floating dtype: its first floating parameter's, else first floating buffer's, else float32."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def _takes_integer_inputs(model: nn.Module) -> bool:
+    # Token ids must stay integers; any model with an embedding table is taken to want them.
+    return any(isinstance(m, nn.Embedding | nn.EmbeddingBag) for m in model.modules())
+
+
+def describe_nonfinite(t: Tensor) -> str | None:
+    """``"3 NaN and 1 inf of 40 elements (first at index (0, 2))"``, or ``None`` if ``t`` is all finite."""
+    if not (t.is_floating_point() or t.is_complex()):
+        return None
+    fin = torch.isfinite(t)
+    if bool(fin.all()):
+        return None
+    nan = int(torch.isnan(t).sum())
+    inf = int((~fin).sum()) - nan
+    first = tuple(int(i) for i in (~fin).nonzero()[0].tolist())
+    parts = [f"{nan} NaN"] * bool(nan) + [f"{inf} inf"] * bool(inf)
+    return f"{' and '.join(parts)} of {t.numel()} elements (first at index {first})"
+
+
+def check_finite(t: Tensor, name: str, fix: str = "") -> None:
+    """Refuse NaN/inf in ``t``.
+
+    Args:
+        t: Any tensor (integer tensors pass).
+        name: What ``t`` is, as the user knows it, e.g. ``"data: inputs of batch 3"``.
+        fix: What to do about it (appended to the message).
+
+    Raises:
+        InputError: Naming ``name``, the NaN and inf counts and the first position.
+    """
+    what = describe_nonfinite(t)
+    if what is not None:
+        raise InputError(f"{name} holds {what}; expected finite values. {fix or 'Clean or drop those values.'}")
+
+
+def check_model(model: nn.Module, argname: str = "model", *, buffers: bool = True,
+                trainable: bool = True) -> None:  # fmt: skip
+    """Refuse a model whose parameters (or buffers) hold NaN/inf, naming each bad tensor.
+
+    Args:
+        model: The network.
+        argname: Its argument name in the calling function.
+        buffers: Also check buffers (BatchNorm running statistics).
+        trainable: Also check trainable parameters (``False``: only frozen ones, for analyzers that
+            evaluate at other points and use the model's frozen values and buffers only).
+
+    Raises:
+        InputError: Listing every non-finite tensor by name with its counts.
+    """
+    bad = []
+    named = list(model.named_parameters())
+    for k, p in named:
+        if (trainable or not p.requires_grad) and (what := describe_nonfinite(p.detach())) is not None:
+            bad.append(f"parameter {k!r}: {what}")
+    if buffers:
+        for k, b in model.named_buffers():
+            if (what := describe_nonfinite(b)) is not None:
+                bad.append(f"buffer {k!r}: {what}")
+    if bad:
+        raise InputError(
+            f"{argname} has non-finite weights: {'; '.join(bad)}. Expected finite values: a diverged run? Load an "
+            "earlier snapshot or re-initialize."
+        )
+
+
+def check_vector(vec: Tensor, argname: str, layout: Any = None) -> None:
+    """Refuse a flat parameter vector holding NaN/inf, naming the parameters (via ``layout``) affected.
+
+    Args:
+        vec: ``(D,)`` vector (or ``(P, D)`` matrix of points).
+        argname: Its argument name.
+        layout: A :class:`~landscape.params.ParamLayout` to name the affected tensors.
+
+    Raises:
+        InputError: With counts per named parameter.
+    """
+    what = describe_nonfinite(vec)
+    if what is None:
+        return
+    where = ""
+    if layout is not None and vec.shape[-1] == layout.numel:
+        bad = ~torch.isfinite(vec.reshape(-1, layout.numel)).all(0)
+        counts = [(s, int(bad[s.slice].sum())) for s in layout.specs]
+        names = [f"{s.name!r} ({c} of {s.numel})" for s, c in counts if c]
+        where = f" in {', '.join(names)}"
+    raise InputError(
+        f"{argname} holds {what}{where}; expected finite weights. A diverged run? Use an earlier snapshot."
+    )
+
+
+# --------------------------------------------------------------------------- tensors
+def normalize_inputs(x: Tensor, dtype: torch.dtype, *, argname: str = "data", keep_integer: bool = False,
+                     device: torch.device | None = None) -> Tensor:  # fmt: skip
+    """Inputs cast to ``dtype`` (integers and bools too, with a one-time note), moved to ``device``.
+
+    Args:
+        x: Input batch.
+        dtype: The model's floating dtype.
+        argname: Where ``x`` came from, for messages.
+        keep_integer: Keep integer inputs (token ids for an embedding).
+        device: Target device (``None``: unchanged).
+
+    Raises:
+        InputTypeError: For complex inputs.
+    """
+    if x.is_complex():
+        raise InputTypeError(f"{argname}: inputs are {x.dtype}; expected real numbers. Pass x.real or x.abs().")
+    if not x.is_floating_point() and not keep_integer:
+        hint = " (values are kept: scale 0-255 pixels yourself if the model expects [0, 1])" * (x.dtype == torch.uint8)
+        warnings.warn(
+            f"{argname}: inputs are {str(x.dtype)[6:]}; cast to the model's {str(dtype)[6:]}{hint}",
+            InputWarning,
+            stacklevel=4,
+        )
+        return x.to(device=device, dtype=dtype)
+    if x.is_floating_point() and x.dtype != dtype:
+        return x.to(device=device, dtype=dtype)
+    return x if device is None else x.to(device)
+
+
+def normalize_targets(y: Tensor, dtype: torch.dtype, kind: LossKind | None, *, argname: str = "data",
+                      device: torch.device | None = None) -> Tensor:  # fmt: skip
+    """Targets normalized for a loss of ``kind`` (see the module docstring); ``kind=None``: targets unused.
+
+    Raises:
+        InputTypeError: For complex targets.
+        InputError: For floating ``(N,)`` targets given to a classification loss.
+    """
+    if kind is None:
+        return y if device is None else y.to(device)
+    if y.is_complex():
+        raise InputTypeError(f"{argname}: targets are {y.dtype}; expected real numbers")
+    if kind is LossKind.CLASSIFICATION:
+        if not y.is_floating_point():
+            if y.dim() == 2 and y.shape[1] == 1:
+                warnings.warn(
+                    f"{argname}: class labels of shape {tuple(y.shape)} squeezed to ({y.shape[0]},)",
+                    InputWarning,
+                    stacklevel=4,
+                )
+                y = y[:, 0]
+            return y.to(device=device, dtype=torch.long)
+        if y.dim() == 1:
+            raise InputError(
+                f"{argname}: a classification loss needs integer class labels of shape (N,) or class "
+                f"probabilities of shape (N, C); got {str(y.dtype)[6:]} labels of shape {tuple(y.shape)}. Pass "
+                "y.long() if these are class indices."
+            )
+        return y.to(device=device, dtype=dtype)
+    if kind is LossKind.REGRESSION or y.is_floating_point():
+        return y.to(device=device, dtype=dtype)
+    return y if device is None else y.to(device)
+
+
+def _match_regression_shape(y: Tensor, out: tuple[int, ...], where: str, note: bool = True) -> Tensor:
+    """Targets ``(N,)`` for outputs ``(N, 1)`` (or the reverse) reshaped like the outputs, with a note.
+
+    Torch's regression losses would broadcast ``(N, 1) - (N,)`` to ``(N, N)``: a wrong loss with only a warning.
+    """
+    if tuple(y.shape[1:]) == out or y.shape[1:].numel() != torch.Size(out).numel():
+        return y
+    if note:
+        warnings.warn(
+            f"{where}: targets of shape {tuple(y.shape)} reshaped to {(y.shape[0], *out)} like the model's outputs "
+            "(a regression loss would broadcast them to a wrong value)",
+            InputWarning,
+            stacklevel=5,
+        )
+    return y.reshape(y.shape[0], *out)
+
+
+def check_labels(y: Tensor, n_classes: int, *, argname: str = "data", ignore_index: int | None = None) -> None:
+    """Refuse class labels outside ``[0, n_classes)`` (``ignore_index`` excepted).
+
+    Raises:
+        InputError: Naming the offending smallest / largest label and the output width.
+    """
+    if y.numel() == 0 or y.is_floating_point():
+        return
+    v = y if ignore_index is None else y[y != ignore_index]
+    if v.numel() == 0:
+        return
+    lo, hi = int(v.min()), int(v.max())
+    if hi >= n_classes:
+        raise InputError(
+            f"{argname}: largest class label is {hi} but the model outputs {n_classes} classes (labels 0 to "
+            f"{n_classes - 1}); widen the output layer to at least {hi + 1} classes or remap the labels"
+        )
+    if lo < 0:
+        extra = "" if ignore_index is None else f" (other than ignore_index={ignore_index})"
+        raise InputError(
+            f"{argname}: smallest class label is {lo}; expected labels 0 to {n_classes - 1}{extra}. Remap the labels."
+        )
+
+
+def _output_shape(model: nn.Module, x: Tensor) -> tuple[int, ...] | None:
+    """Shape of the model's output per sample (without the batch axis); ``None`` if it is not a tensor."""
+    from landscape.params import preserved_mode
+
+    try:
+        with torch.no_grad(), preserved_mode(model, False):
+            out = model(x[:2])  # two samples: a model that squeezes its output keeps the batch axis
+    except Exception:  # noqa: BLE001 - the caller's own forward will raise its error with full context
+        return None
+    return tuple(out.shape[1:]) if isinstance(out, Tensor) and out.dim() >= 1 else None
+
+
+# --------------------------------------------------------------------------- batches
+class BatchChecker:
+    """Checks and normalizes the batches of one call, in order; :meth:`finish` refuses empty data.
+
+    Args:
+        model: The network (gives the dtype, device, embedding policy and output width).
+        loss_fn: The loss (decides the target policy); ``None`` with ``targets=True``: cross-entropy for
+            integer targets, MSE otherwise (the evaluation engine's default).
+        argname: The data's argument name, for messages.
+        targets: ``False`` when the targets are not used (they are then passed through unchecked).
+        dtype: Override the model's dtype.
+        device: Move batches there (default: unchanged).
+        n_classes: The output width for the label range check (default: probed on the first sample).
+    """
+
+    def __init__(self, model: nn.Module | None, loss_fn: Any = None, *, argname: str = "data", targets: bool = True,
+                 dtype: torch.dtype | None = None, device: torch.device | None = None,
+                 n_classes: int | None = None) -> None:  # fmt: skip
+        self.model = model
+        self.loss_fn = loss_fn
+        self.argname = argname
+        self.targets = targets
+        self.dtype = dtype or (model_dtype(model) if model is not None else torch.float32)
+        self.device = device
+        self.keep_integer = model is not None and _takes_integer_inputs(model)
+        self.n_classes = n_classes
+        self._out_shape: tuple[int, ...] | None | bool = False  # False: not probed yet
+        self.n_samples = 0
+        self.n_batches = 0
+        self.kind: LossKind | None = None
+        self.ignore_index: int | None = None
+
+    def _where(self, index: int | None, single: bool) -> str:
+        return self.argname if single or index is None else f"{self.argname} (batch {index})"
+
+    def __call__(self, x: Tensor, y: Tensor | None, index: int | None = None,
+                 single: bool = False) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+        """Check and normalize one batch ``(x, y)`` (``y=None``: inputs only)."""
+        where = self._where(index, single)
+        if not isinstance(x, Tensor):
+            raise InputTypeError(f"{where}: inputs must be a tensor, got {type(x).__name__}")
+        if x.dim() == 0 or x.shape[0] == 0:
+            # An empty batch reaches deep reshape errors (or a 0/0 mean) in every consumer: refuse it here.
+            raise InputError(f"{where} holds no samples (inputs of shape {tuple(x.shape)}); expected at least one")
+        x = normalize_inputs(x, self.dtype, argname=where, keep_integer=self.keep_integer, device=self.device)
+        check_finite(x, f"{where}: inputs", "Drop or impute those samples.")
+        if y is not None:
+            if self.kind is None and self.targets:
+                if self.loss_fn is None:
+                    self.kind, self.ignore_index = loss_kind("mse" if y.is_floating_point() else "cross_entropy")
+                else:
+                    self.kind, self.ignore_index = loss_kind(self.loss_fn)
+            y = normalize_targets(y, self.dtype, self.kind if self.targets else None, argname=where,
+                                  device=self.device)  # fmt: skip
+            if self.targets:
+                check_finite(y, f"{where}: targets", "Drop or impute those samples.")
+                if self.kind is LossKind.CLASSIFICATION and not y.is_floating_point():
+                    out = self._out(x)
+                    n_classes = self.n_classes or (out[0] if out else None)
+                    if n_classes is not None:
+                        check_labels(y, n_classes, argname=where, ignore_index=self.ignore_index)
+                elif self.kind is LossKind.REGRESSION and (out := self._out(x)) is not None:
+                    y = _match_regression_shape(y, out, where)
+        self.n_samples += int(x.shape[0])
+        self.n_batches += 1
+        return x, y
+
+    def _out(self, x: Tensor) -> tuple[int, ...] | None:
+        """The output shape per sample, probed once (two samples through the model in eval mode, no grad)."""
+        if self._out_shape is False:
+            self._out_shape = None if self.model is None else _output_shape(self.model, x)
+        return self._out_shape  # type: ignore[return-value]
+
+    def finish(self) -> None:
+        """Refuse data that held no sample.
+
+        Raises:
+            InputError: Naming the argument.
+        """
+        if self.n_samples == 0:
+            got = "no batch" if self.n_batches == 0 else f"{self.n_batches} empty batch(es)"
+            raise InputError(f"{self.argname} holds no samples (got {got}); expected at least one (X, y) sample")
+
+
+class ValidPair(tuple):
+    """A tensor pair ``(X, y)`` that already passed :class:`BatchChecker` (re-batched but not checked again)."""
+
+    dtype: torch.dtype
+
+
+class ValidBatches(list):
+    """A list of ``(X, y)`` batches that already passed :class:`BatchChecker` for one dtype (not checked again)."""
+
+    dtype: torch.dtype
+    n_samples: int
+    targets_checked: bool
+
+
+def _pairs(data: Any, argname: str) -> Iterator[tuple[Tensor, Tensor]]:
+    from landscape.data import iterate_batches
+
+    if isinstance(data, Tensor) or not isinstance(data, Iterable):
+        raise InputTypeError(
+            f"{argname} must be a tensor pair (X, y) or an iterable of (X, y) batches, got {type(data).__name__}"
+        )
+    return iterate_batches(data)
+
+
+def _is_pair(data: Any) -> bool:
+    return isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
+
+
+def validate_batches(data: Any, model: nn.Module | None, loss_fn: Any = None, *, argname: str = "data",
+                     targets: bool = True, dtype: torch.dtype | None = None, device: torch.device | None = None,
+                     n_classes: int | None = None) -> ValidBatches:  # fmt: skip
+    """Read all of ``data`` once into checked, normalized batches (for analyzers that keep the data).
+
+    Args:
+        data: A tensor pair ``(X, y)`` or an iterable of ``(X, y)`` batches (a :class:`ValidBatches` of the
+            same dtype is returned as is).
+        model: The network (dtype, device, output width); ``None`` with ``dtype`` given.
+        loss_fn: As for :class:`BatchChecker`.
+        argname: The data's argument name.
+        targets: Whether the targets are used.
+        dtype: Override the model's dtype.
+        device: Move the batches there.
+        n_classes: Output width for the label check (default: probed).
+
+    Returns:
+        The batches (a pair stays one batch).
+
+    Raises:
+        InputError: On empty data, NaN/inf, bad labels; :class:`InputTypeError` on data of the wrong kind.
+    """
+    want = dtype or (model_dtype(model) if model is not None else torch.float32)
+    if isinstance(data, ValidBatches) and data.dtype == want and (data.targets_checked or not targets):
+        if device is None or all(x.device == device for x, _ in data):
+            return data
+    check = BatchChecker(model, loss_fn, argname=argname, targets=targets, dtype=want, device=device,
+                         n_classes=n_classes)  # fmt: skip
+    single = _is_pair(data)
+    out = ValidBatches(check(x, y, i, single) for i, (x, y) in enumerate(_pairs(data, argname)))
+    check.finish()
+    out.dtype, out.n_samples, out.targets_checked = want, check.n_samples, targets
+    return out
+
+
+def iter_validated(data: Any, model: nn.Module | None, loss_fn: Any = None, *, argname: str = "data",
+                   batch_size: int | None = None, targets: bool = True, dtype: torch.dtype | None = None,
+                   device: torch.device | None = None) -> Iterator[tuple[Tensor, Tensor]]:  # fmt: skip
+    """Stream checked, normalized batches (for analyzers that pass over the data once); refuses empty data at the end.
+
+    ``batch_size`` splits a tensor pair. Otherwise as :func:`validate_batches`.
+    """
+    from landscape.data import iterate_batches
+
+    want = dtype or (model_dtype(model) if model is not None else torch.float32)
+    if isinstance(data, ValidPair) and data.dtype == want and device is None:
+        yield from iterate_batches(data, batch_size)
+        return
+    if isinstance(data, ValidatedLoader) and data.checker.dtype == want and device is None:
+        yield from data  # checks itself on its first pass, only casts afterwards
+        return
+    if _is_pair(data):  # checked whole, so messages give indices into the caller's tensors
+        (pair,) = validate_batches(data, model, loss_fn, argname=argname, targets=targets, dtype=want, device=device)
+        yield from iterate_batches(pair, batch_size)
+        return
+    check = BatchChecker(model, loss_fn, argname=argname, targets=targets, dtype=want, device=device)
+    for i, (x, y) in enumerate(_pairs(data, argname)):
+        yield check(x, y, i)  # type: ignore[misc]
+    check.finish()
+
+
+class ValidatedLoader:
+    """A re-iterable view of batched data (a ``DataLoader``) checked on its first pass, cast on every pass.
+
+    For trainers that re-iterate data every epoch: the full checks (NaN/inf, labels) run once over the
+    first pass; later passes only cast to the model's dtype (a dtype comparison per batch).
+
+    Args:
+        data: An iterable of ``(X, y)`` batches.
+        model: The network.
+        loss_fn: The loss.
+        argname: The data's argument name.
+    """
+
+    def __init__(self, data: Iterable[tuple[Tensor, Tensor]], model: nn.Module, loss_fn: Any = None, *,
+                 argname: str = "data") -> None:  # fmt: skip
+        self.data = data
+        self.checker = BatchChecker(model, loss_fn, argname=argname)
+        self.checked = False
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        if not self.checked:
+            for i, (x, y) in enumerate(_pairs(self.data, self.checker.argname)):
+                yield self.checker(x, y, i)  # type: ignore[misc]
+            self.checker.finish()
+            self.checked = True
+            return
+        c = self.checker
+        for x, y in self.data:
+            if x.dtype != c.dtype and (x.is_floating_point() or not c.keep_integer):
+                x = x.to(c.dtype)
+            if c.kind is LossKind.CLASSIFICATION and y.dim() == 2 and y.shape[1] == 1 and not y.is_floating_point():
+                y = y[:, 0]
+            if y.is_floating_point() and y.dtype != c.dtype or c.kind is LossKind.REGRESSION and y.dtype != c.dtype:
+                y = y.to(c.dtype)
+            if c.kind is LossKind.REGRESSION and isinstance(c._out_shape, tuple):
+                y = _match_regression_shape(y, c._out_shape, "", note=False)
+            elif c.kind is LossKind.CLASSIFICATION and not y.is_floating_point() and y.dtype != torch.long:
+                y = y.long()
+            yield x, y
+
+
+def validate_pair(data: Any, model: nn.Module, loss_fn: Any = None, *, argname: str = "data") -> Any:
+    """A tensor pair checked and normalized once; an iterable of batches wrapped in a :class:`ValidatedLoader`.
+
+    For trainers, which keep the data and re-iterate it. Raises as :func:`validate_batches`.
+    """
+    if isinstance(data, ValidPair | ValidatedLoader):
+        return data
+    if _is_pair(data):
+        (x, y), = validate_batches(data, model, loss_fn, argname=argname)
+        out = ValidPair((x, y))
+        out.dtype = x.dtype if x.is_floating_point() else model_dtype(model)
+        return out
+    if isinstance(data, Tensor) or not isinstance(data, Iterable):
+        raise InputTypeError(
+            f"{argname} must be a tensor pair (X, y) or an iterable of (X, y) batches, got {type(data).__name__}"
+        )
+    return ValidatedLoader(data, model, loss_fn, argname=argname)
+
+
+def validate_problem(model: nn.Module, data: Any, loss_fn: Any = None, *, argname: str = "data",
+                     dtype: torch.dtype | None = None) -> ValidBatches:  # fmt: skip
+    """Check the model's weights and read ``data`` into checked batches: the whole check of ``(model, data, loss)``.
+
+    Args:
+        model: The network; NaN/inf in any parameter or buffer is refused by name.
+        data: A tensor pair or an iterable of batches.
+        loss_fn: The loss (target policy).
+        argname: The data's argument name.
+        dtype: Cast inputs to this dtype instead of the model's (a compute dtype chosen by the caller).
+
+    Returns:
+        The batches, as :func:`validate_batches`.
+    """
+    check_model(model)
+    return validate_batches(data, model, loss_fn, argname=argname, dtype=dtype)
+
+
+def check_operator(op: Any, argname: str = "op") -> None:
+    """Refuse something that is not a Hessian operator (e.g. a model passed where an operator is expected)."""
+    if not (hasattr(op, "matmat") and hasattr(op, "n")):
+        raise InputTypeError(
+            f"{argname} must be a HessianOperator, got {type(op).__name__}; build one with "
+            "HessianOperator(model, loss_fn, data)"
+        )
