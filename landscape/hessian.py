@@ -767,21 +767,30 @@ def hessian_eigenpairs(
     tol: float = 1e-6,
     max_steps: int | None = None,
     seed: int = 0,
+    block: int | None = None,
     progress: bool = False,
 ) -> EigenPairs:
-    """Top-k eigenvalues and eigenvectors by Lanczos with full reorthogonalization.
+    """Top-k eigenvalues and eigenvectors by block Lanczos with full reorthogonalization.
+
+    Converged means every returned pair has a residual ``||H v - lambda v|| <= max(tol, 100 eps) * ||H||``
+    (``eps`` of the compute dtype, ``||H||`` estimated by the largest Ritz value magnitude); the bound is
+    in ``tolerance``. Error bounds add ``sqrt(n) eps ||H||`` for the rounding of the products (see
+    :func:`landscape.lanczos.top_eigenpairs`).
 
     Args:
         op: The Hessian.
         k: Number of eigenpairs.
         which: ``"LA"`` (largest), ``"LM"`` (largest magnitude, as power iteration) or ``"SA"``.
-        tol: Relative eigenvalue tolerance of the stopping rule.
+        tol: Relative residual tolerance of the stopping rule.
         max_steps: Product limit (default ``max(20 k, 100)``).
-        seed: Seed of the start vector.
+        seed: Seed of the start block.
+        block: Lanczos block size (default ``min(k, 2)``): eigenvalues repeated up to ``block`` times show
+            every copy; pass ``k`` to find any multiplicity.
         progress: Show a progress bar.
 
     Returns:
-        Eigenvalues ``(k,)``, unit eigenvectors ``(n, k)`` in subset coordinates, error bounds, product count.
+        Eigenvalues ``(k,)``, unit eigenvectors ``(n, k)`` in subset coordinates, residuals, error bounds,
+        product count.
     """
     gen = torch.Generator().manual_seed(seed)
     return top_eigenpairs(
@@ -793,6 +802,8 @@ def hessian_eigenpairs(
         max_steps=max_steps,
         generator=gen,
         breakdown=_breakdown(op),
+        block=block,
+        eps=float(torch.finfo(op.dtype).eps),
         progress=progress,
     )
 
@@ -847,7 +858,7 @@ class HessianSpectrum(Result):
         nodes: Ritz values per probe, shape ``(p, m)``.
         weights: Quadrature weights per probe, shape ``(p, m)``; each row sums to 1.
         top_eigenvalues: Largest eigenvalues, shape ``(k,)`` (empty if not computed).
-        top_error_bounds: Their Lanczos error bounds, shape ``(k,)``.
+        top_error_bounds: Their error bounds (Lanczos plus rounding), shape ``(k,)``.
         trace: Estimates by method: ``"slq"`` (free, from the probes) and, if computed,
             ``"hutchinson"`` and ``"hutchpp"``.
         trace_stderr: Standard errors of the same estimates.
@@ -857,6 +868,7 @@ class HessianSpectrum(Result):
         param_names: Tensors the Hessian covers.
         n_samples: Data points in the loss.
         provenance: Seed, data and settings.
+        top_residuals: Residual norms ``||H v - lambda v||`` of the top eigenpairs, shape ``(k,)``.
     """
 
     nodes: np.ndarray
@@ -871,6 +883,7 @@ class HessianSpectrum(Result):
     param_names: list[str]
     n_samples: int
     provenance: Provenance = dataclasses.field(default_factory=Provenance)
+    top_residuals: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     @property
     def sigma(self) -> float:
@@ -960,10 +973,10 @@ def spectrum_of(
     )
     trace = {"slq": float(op.n * np.mean((weights * nodes).sum(1)))}
     stderr = {"slq": float(op.n * np.std((weights * nodes).sum(1)) / math.sqrt(n_probes)) if n_probes > 1 else math.nan}
-    top = bounds = np.zeros(0)
+    top = bounds = residuals = np.zeros(0)
     if top_k > 0:
         pairs = hessian_eigenpairs(op, min(top_k, op.n), tol=tol, seed=seed + 1, progress=progress)
-        top, bounds = pairs.values.numpy(), pairs.error_bounds.numpy()
+        top, bounds, residuals = pairs.values.numpy(), pairs.error_bounds.numpy(), pairs.residuals.numpy()
     if trace_products > 0:
         for method in TraceMethod:
             est = hessian_trace(op, trace_products, method=method, seed=seed + 2)
@@ -991,6 +1004,7 @@ def spectrum_of(
         param_names=op.param_names,
         n_samples=op.n_samples,
         provenance=prov,
+        top_residuals=residuals,
     )
 
 
