@@ -5,7 +5,7 @@ Hessian operator of :mod:`landscape.hessian` or on any dense or implicit symmetr
 
 * :func:`lanczos`: ``p`` independent Lanczos recurrences run in lockstep (one ``matmat`` of ``p``
   columns per step), float64 recurrence with full reorthogonalization (classical Gram-Schmidt, twice).
-* :func:`top_eigenpairs`: extremal eigenpairs by Lanczos with a residual-based stopping rule.
+* :func:`top_eigenpairs`: extremal eigenpairs by block Lanczos, stopped when every residual meets the tolerance.
 * :func:`slq`: Ritz nodes and weights for stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017;
   Ghorbani, Krishnan & Xiao 2019, which PyHessian follows).
 * :func:`gaussian_density`: the SLQ spectral density with Gaussian broadening on a grid.
@@ -328,39 +328,40 @@ def top_eigenpairs(
     basis = torch.zeros(limit, n, dtype=torch.float64)
     T = np.zeros((limit, limit))
     q, _ = torch.linalg.qr(torch.randn(n, b, generator=gen, dtype=torch.float64))
-    scale, m = 0.0, 0
+    scale, m, lo = 0.0, 0, 0
     bar = tqdm(total=limit, desc="Lanczos (top-k)", disable=not progress, leave=False)
     while True:
         bw = q.shape[1]
         basis[m : m + bw] = q.T
         w = matmat(q).to(torch.float64)
         bar.update(bw)
-        # Full projection (not only the band): with reorthogonalization the far entries are rounding-size,
-        # and keeping them makes T the exact Rayleigh quotient Q^T A Q of the basis.
-        coef = basis[: m + bw] @ w  # (m + bw, bw)
-        w = w - basis[: m + bw].T @ coef
+        # The band of T: this block and the previous one (entries further out are rounding-size, and
+        # removed by the full reorthogonalization without being recorded, as in single-vector Lanczos).
+        coef = basis[lo : m + bw] @ w  # (m + bw - lo, bw)
+        w = w - basis[lo : m + bw].T @ coef
         w = _orthogonalize(w, basis[None, : m + bw].expand(bw, -1, -1))
-        T[: m + bw, m : m + bw] = coef.numpy()
-        m += bw
+        T[lo : m + bw, m : m + bw] = coef.numpy()
+        lo, m = m, m + bw
         scale = max(scale, float(np.abs(T[:m, :m]).max()))
+        # Residual of Ritz pair i: A y_i - theta_i y_i = W s_i (s_i's rows of this block), ||W s_i|| = ||R s_i||.
+        R_res = torch.linalg.qr(w, mode="r")[1].numpy()
         nxt = min(b, n - m, limit - m)
-        if nxt > 0:
-            q, R = _new_block(w[:, :nxt] if nxt < bw else w, basis[:m], scale, breakdown, gen)
-            if nxt < bw:  # the last columns' residuals still count in the estimate below
-                R = torch.cat([R, torch.zeros(nxt, bw - nxt, dtype=torch.float64)], 1)
-        else:
-            q, R = None, torch.linalg.qr(w, mode="r")[1]  # residual block of the final basis
-        Rn = R.numpy()
+        q = R = None
+        if nxt == bw:
+            q, R = _new_block(w, basis[:m], scale, breakdown, gen)
+        elif nxt > 0:  # the space or the step limit ends: the coupling is the projection on what is left
+            q = _new_block(w[:, :nxt], basis[:m], scale, breakdown, gen)[0]
+            R = q.T @ w
         theta, S = np.linalg.eigh((T[:m, :m] + T[:m, :m].T) / 2)
-        r_all = np.linalg.norm(Rn @ S[m - bw :], axis=0) if m < n else np.zeros(m)
+        r_all = np.linalg.norm(R_res @ S[m - bw :], axis=0) if m < n else np.zeros(m)
         idx = _wanted(theta, min(k, m), which)
         norm = float(np.abs(theta).max())
         threshold = max(tol, 100 * eps) * norm
         done = m >= k and bool(np.all(r_all[idx] <= threshold))
-        if done or q is None:
+        if done or q is None or R is None:
             bar.close()
             return _pairs(basis[:m], theta, S, idx, r_all, norm, n, eps, m, done, threshold)
-        T[m : m + q.shape[1], m - bw : m] = Rn[: q.shape[1]]
+        T[m : m + q.shape[1], m - bw : m] = R.numpy()
 
 
 def _pairs(
