@@ -111,12 +111,14 @@ def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
         raise ValueError(f"unknown {what} {value!r}; valid: {[m.value for m in cls]}") from None
 
 
-def _names(items: Sequence[Any], model: nn.Module | None = None) -> str:
-    """``'a', 'b' (BatchNorm1d, Dropout)``-style text naming modules (by path, or by type given ``model``)."""
+def _names(items: Sequence[Any], model: nn.Module | None = None, most: int = 6) -> str:
+    """Text naming modules: ``'a', 'b'`` from paths, or ``'a' (Dropout)`` from modules of ``model``."""
     if model is not None:
         paths = {id(m): n for n, m in model.named_modules()}
-        return ", ".join(f"{paths.get(id(m), '?')!r} ({type(m).__name__})" for m in items)
-    return ", ".join(repr(str(i)) for i in items)
+        shown = [f"{paths.get(id(m), '?')!r} ({type(m).__name__})" for m in items[:most]]
+    else:
+        shown = [repr(str(i)) for i in items[:most]]
+    return ", ".join(shown) + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
 # =========================================================================== double-backward-friendly ops
@@ -1164,7 +1166,11 @@ def hessian_spectrum(
     Returns:
         The spectrum.
     """
-    op = HessianOperator(model, loss_fn, data, params, bn_mode=bn_mode, **operator_options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        op = HessianOperator(model, loss_fn, data, params, bn_mode=bn_mode, **operator_options)
+    for w in caught:  # re-issued at the caller of hessian_spectrum
+        warnings.warn(w.message, w.category, stacklevel=2)
     return spectrum_of(
         op,
         n_probes=n_probes,
