@@ -514,7 +514,10 @@ class HessianOperator:
     ``loss_fn`` may also return the batch *sum* (e.g. ``reduction="sum"``): detected once at construction
     (the loss of a batch repeated twice doubles), the Hessian is then of ``sum_i loss_i`` over all ``N``
     samples, the same for every micro-batch size. A loss that is neither a mean nor a sum is refused when
-    the data is split into more than one batch.
+    the data is split into more than one batch, and a weighted mean (``CrossEntropyLoss``/``NLLLoss`` with
+    class weights or ignored targets, or a loss whose value on 8 samples is not the size-weighted mean of
+    its values on their halves) is not split into micro-batches. These checks see only the first batch's
+    first 8 samples (and the targets), so they catch common cases, not every loss.
 
     Half-precision models (float16, bfloat16) are computed in float32 on float32 copies of the weights,
     buffers and data (half precision's ``eps`` is too coarse for Lanczos); ``notes`` says so. A model in
@@ -548,7 +551,8 @@ class HessianOperator:
     Raises:
         ValueError: On unknown parameter names, bad data, a micro-batch size in train mode or with
             untracked BatchNorm statistics, a half-precision ``dtype``, a loss that is neither a batch mean
-            nor a batch sum over several batches, or a model without trainable parameters.
+            nor a batch sum over several batches, a weighted-mean loss with micro-batches, or a model
+            without trainable parameters.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
@@ -636,7 +640,12 @@ class HessianOperator:
         untracked = [  # batch statistics even in eval mode
             n for n, m in model.named_modules() if isinstance(m, _BATCH_NORM) and m.running_mean is None
         ]
-        self.reduction = self._detect_reduction(*batches[0], several=len(batches) > 1 or micro_batch_size is not None)
+        several = len(batches) > 1 or micro_batch_size is not None
+        self.reduction, per_sample = self._detect_reduction(*batches[0], several=several)
+        if isinstance(loss_fn, nn.CrossEntropyLoss | nn.NLLLoss) and loss_fn.reduction == "mean":
+            # class weights and ignored targets anywhere in the data make a weighted mean
+            ignored = any(not y.is_floating_point() and bool((y == loss_fn.ignore_index).any()) for _, y in batches)
+            per_sample = per_sample and loss_fn.weight is None and not ignored
         if self.bn_mode is BNMode.TRAIN or untracked:
             if micro_batch_size not in (None, "auto"):
                 why = "in train mode" if self.bn_mode is BNMode.TRAIN else f"of {_names(untracked)} (no running stats)"
@@ -660,6 +669,12 @@ class HessianOperator:
             else:
                 raise ValueError(f"micro_batch_size must be 'auto', a positive int or None, got {micro_batch_size!r}")
             chunks = [c for X, y in batches for c in zip(X.split(size), y.split(size))]
+            if len(chunks) > 1 and not per_sample:
+                raise ValueError(
+                    f"loss_fn is not a {self.reduction} of per-sample terms (a weighted mean, e.g. class weights or "
+                    "ignore_index?): its value on a batch differs from its values on the two halves combined, so "
+                    "micro-batches would change the Hessian; pass micro_batch_size=None with the batches to use"
+                )
         if self.reduction == "sum":
             self.notes.append("loss_fn sums over the batch: the Hessian is of the sum over all samples")
         self.micro_batch_size = max(len(c[1]) for c in chunks)
@@ -708,33 +723,47 @@ class HessianOperator:
             )
         return loss
 
-    def _detect_reduction(self, X: Tensor, y: Tensor, several: bool) -> str:
-        """``"mean"`` or ``"sum"``: a batch mean is unchanged when the batch is repeated twice, a sum doubles.
+    def _detect_reduction(self, X: Tensor, y: Tensor, several: bool) -> tuple[str, bool]:
+        """``"mean"`` or ``"sum"``, and whether the loss is that reduction of per-sample terms.
 
-        One forward pass of a few samples at construction, outside the products.
+        A batch mean is unchanged when the batch is repeated twice, a sum doubles; a per-sample mean (sum)
+        of a batch is the size-weighted mean (the sum) of its halves' values, which a weighted mean (class
+        weights, ``ignore_index``) is not. One forward pass of a few samples at construction, outside the
+        products.
         """
         s = min(len(y), 8)
         buffers = {k: v.clone() for k, v in self._extra.items()}  # train-mode statistics updates stay private
         with torch.no_grad():
             out = self._forward(X[:s], buffers)
             one = self._loss(X[:s], y[:s], buffers, out)
-            if not isinstance(out, Tensor):
-                return "mean"  # structured outputs: cannot repeat them generically; the documented contract
-            two = self.loss_fn(torch.cat([out, out]), torch.cat([y[:s], y[:s]]))
+            if not isinstance(out, Tensor) or out.dim() == 0 or len(out) != s:
+                return "mean", True  # outputs not one row per sample: the documented contract (a mean)
+            h = s // 2
+            try:
+                two = self.loss_fn(torch.cat([out, out]), torch.cat([y[:s], y[:s]]))
+                halves = (float(self.loss_fn(out[:h], y[:h])), float(self.loss_fn(out[h:], y[h:s]))) if h else None
+            except (RuntimeError, ValueError, IndexError, TypeError):
+                return "mean", True  # a loss that takes only whole batches: the documented contract
         a, b = float(one), float(two)
-        if not (math.isfinite(a) and math.isfinite(b)) or a == b:
-            return "mean"
-        if abs(b - 2 * a) <= 1e-3 * abs(a):
-            return "sum"
-        if abs(b - a) <= 1e-3 * abs(a):
-            return "mean"
+        if not (math.isfinite(a) and math.isfinite(b)):
+            return "mean", True  # non-finite values are input validation's to report
+        reduction = ""
+        if abs(b - a) <= 1e-4 * abs(a):
+            reduction = "mean"
+        elif abs(b - 2 * a) <= 1e-4 * abs(a):
+            reduction = "sum"
+        if reduction:
+            if halves is None:
+                return reduction, True
+            combined = (h * halves[0] + (s - h) * halves[1]) / s if reduction == "mean" else sum(halves)
+            return reduction, abs(combined - a) <= 1e-4 * max(abs(a), *map(abs, halves), 1e-30)
         if several:
             raise ValueError(
                 f"loss_fn is neither a batch mean nor a batch sum (a batch gives {a:.6g}, the same batch twice "
                 f"{b:.6g}), so the Hessian of the whole data cannot be assembled from batches; use a mean or sum "
                 "reduction, or pass one batch with micro_batch_size=None"
             )
-        return "mean"
+        return "mean", True
 
     def _auto_micro_batch(self, X: Tensor, y: Tensor) -> int:
         """Micro-batch size whose saved activations are about ``_MICRO_BATCH_BYTES``."""

@@ -201,3 +201,31 @@ def test_train_mode_model_warns_once_naming_the_choice() -> None:
         HessianOperator(m.eval(), CE, (X, y))  # eval-mode model: nothing to say
         HessianOperator(nn.Sequential(nn.Linear(6, 3)).train(), CE, (X, y))  # no mode-dependent layer
     assert np.isfinite(spec.top_eigenvalues).all()
+
+
+def test_weighted_means_are_not_split_into_micro_batches() -> None:
+    m, X, y = _mlp(3, 40)
+    m, X = m.double(), X.double()
+    weighted = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 5.0, 0.2], dtype=F64))
+    with pytest.raises(ValueError, match="per-sample"):
+        HessianOperator(m, weighted, (X, y), micro_batch_size=8)
+    y_ignored = y.clone()
+    y_ignored[30] = -100  # outside the samples the detection looks at: found by the target scan
+    with pytest.raises(ValueError, match="per-sample"):
+        HessianOperator(m, CE, (X, y_ignored), micro_batch_size=8)
+
+    def weighted_fn(o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # a closure: found by the halves
+        return nn.functional.cross_entropy(o, t, weight=torch.tensor([1.0, 5.0, 0.2], dtype=F64))
+
+    with pytest.raises(ValueError, match="per-sample"):
+        HessianOperator(m, weighted_fn, (X, y), micro_batch_size=8)
+    # one batch is exact; label smoothing is still a per-sample mean and may be split
+    whole = HessianOperator(m, weighted, (X, y), micro_batch_size=None)
+    V = torch.randn(whole.n, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    assert whole.micro_batch_size == 40 and (whole @ V).abs().sum() > 0
+    smooth = nn.CrossEntropyLoss(label_smoothing=0.1)
+    torch.testing.assert_close(
+        HessianOperator(m, smooth, (X, y), micro_batch_size=8) @ V,
+        HessianOperator(m, smooth, (X, y), micro_batch_size=None) @ V,
+        rtol=1e-10, atol=1e-12,
+    )
