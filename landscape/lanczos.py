@@ -345,23 +345,22 @@ def top_eigenpairs(
         scale = max(scale, float(np.abs(T[:m, :m]).max()))
         # Residual of Ritz pair i: A y_i - theta_i y_i = W s_i (s_i's rows of this block), ||W s_i|| = ||R s_i||.
         R_res = torch.linalg.qr(w, mode="r")[1].numpy()
-        nxt = min(b, n - m, limit - m)
-        q = R = None
-        if nxt == bw:
-            q, R = _new_block(w, basis[:m], scale, breakdown, gen)
-        elif nxt > 0:  # the space or the step limit ends: the coupling is the projection on what is left
-            q = _new_block(w[:, :nxt], basis[:m], scale, breakdown, gen)[0]
-            R = q.T @ w
         theta, S = np.linalg.eigh((T[:m, :m] + T[:m, :m].T) / 2)
         r_all = np.linalg.norm(R_res @ S[m - bw :], axis=0) if m < n else np.zeros(m)
         idx = _wanted(theta, min(k, m), which)
         norm = float(np.abs(theta).max())
         threshold = max(tol, 100 * eps) * norm
         done = m >= k and bool(np.all(r_all[idx] <= threshold))
-        if done or q is None or R is None:
+        nxt = min(b, n - m, limit - m)
+        if done or nxt == 0:
             bar.close()
             return _pairs(basis[:m], theta, S, idx, r_all, norm, n, eps, m, done, threshold)
-        T[m : m + q.shape[1], m - bw : m] = R.numpy()
+        if nxt == bw:
+            q, R = _new_block(w, basis[:m], scale, breakdown, gen)
+        else:  # the space or the step limit ends: the coupling is the projection on what is left
+            q = _new_block(w[:, :nxt], basis[:m], scale, breakdown, gen)[0]
+            R = q.T @ w
+        T[m : m + nxt, m - bw : m] = R.numpy()
 
 
 def _pairs(
