@@ -640,7 +640,8 @@ class HessianOperator:
         untracked = [  # batch statistics even in eval mode
             n for n, m in model.named_modules() if isinstance(m, _BATCH_NORM) and m.running_mean is None
         ]
-        several = len(batches) > 1 or micro_batch_size is not None
+        resplit = micro_batch_size is not None and self.bn_mode is BNMode.EVAL and not untracked
+        several = len(batches) > 1 or resplit  # may be split: "auto" decides the size only below
         self.reduction, per_sample = self._detect_reduction(*batches[0], several=several)
         if isinstance(loss_fn, nn.CrossEntropyLoss | nn.NLLLoss) and loss_fn.reduction == "mean":
             # class weights and ignored targets anywhere in the data make a weighted mean
