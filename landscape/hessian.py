@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import enum
 import math
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -58,7 +59,7 @@ from landscape.lanczos import (
     slq,
     top_eigenpairs,
 )
-from landscape.params import ParamLayout, TensorSpec, functional_forward
+from landscape.params import ParamLayout, TensorSpec, functional_forward, preserved_mode
 from landscape.results import Provenance, Result, register_result
 
 __all__ = [
@@ -80,6 +81,14 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 # images) while 256 MB and one full batch of 1,000 tied.
 _MICRO_BATCH_BYTES = 256 * 2**20
 _MIN_MICRO_BATCH = 16
+# Half precision is computed in float32: Lanczos' noise and breakdown level, 100 eps, is 0.78 in bfloat16
+# (a density stopped after 1-2 steps and a converged top-5 of [0.78, 0.008, ...] for [1.60, 0.98, ...]).
+_HALF = (torch.float16, torch.bfloat16)
+# Modules that draw random numbers in train mode (no deterministic Hessian) and BatchNorm, whose train-mode
+# (or untracked) statistics make the function depend on the batching.
+_RANDOM_MODULES = (nn.modules.dropout._DropoutNd, nn.RReLU)
+_BATCH_NORM = nn.modules.batchnorm._BatchNorm
+_MODE_DEPENDENT = (_BATCH_NORM, *_RANDOM_MODULES)
 
 
 class BNMode(str, enum.Enum):
@@ -101,6 +110,16 @@ def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
         return cls(value)
     except ValueError:
         raise ValueError(f"unknown {what} {value!r}; valid: {[m.value for m in cls]}") from None
+
+
+def _names(items: Sequence[Any], model: nn.Module | None = None, most: int = 6) -> str:
+    """Text naming modules: ``'a', 'b'`` from paths, or ``'a' (Dropout)`` from modules of ``model``."""
+    if model is not None:
+        paths = {id(m): n for n, m in model.named_modules()}
+        shown = [f"{paths.get(id(m), '?')!r} ({type(m).__name__})" for m in items[:most]]
+    else:
+        shown = [repr(str(i)) for i in items[:most]]
+    return ", ".join(shown) + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
 # =========================================================================== double-backward-friendly ops
@@ -488,26 +507,52 @@ class HessianOperator:
 
     In eval mode the data is re-split into micro-batches of about 256 MB of saved activations (see the
     module notes; exact because the loss is a mean of per-sample terms); in train mode the batches are kept as
-    given, since BatchNorm batch statistics define the function.
+    given, since BatchNorm batch statistics define the function. The same holds in eval mode for BatchNorm
+    layers without running statistics (``track_running_stats=False``): their batches are kept as given, and
+    an explicit ``micro_batch_size`` is refused naming them. Dropout (and ``RReLU``) is always off: under
+    ``bn_mode="train"`` only BatchNorm runs in train mode, so the operator is deterministic and symmetric.
+
+    ``loss_fn`` may also return the batch *sum* (e.g. ``reduction="sum"``): detected once at construction
+    (the loss of a batch repeated twice doubles), the Hessian is then of ``sum_i loss_i`` over all ``N``
+    samples, the same for every micro-batch size. A loss that is neither a mean nor a sum is refused when
+    the data is split into more than one batch, and a weighted mean (``CrossEntropyLoss``/``NLLLoss`` with
+    class weights or ignored targets, or a loss whose value on 8 samples is not the size-weighted mean of
+    its values on their halves) is not split into micro-batches. These checks see only the first batch's
+    first 8 samples (and the targets), so they catch common cases, not every loss.
+
+    Half-precision models (float16, bfloat16) are computed in float32 on float32 copies of the weights,
+    buffers and data (half precision's ``eps`` is too coarse for Lanczos); ``notes`` says so. A model in
+    train mode with BatchNorm or Dropout gets the eval-mode Hessian with a warning unless ``bn_mode`` is
+    given.
 
     Args:
         model: The network (never modified; its weights are copied at construction).
-        loss_fn: ``loss_fn(outputs, targets) -> scalar`` batch mean, e.g. ``nn.CrossEntropyLoss()``.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` batch mean, e.g. ``nn.CrossEntropyLoss()``, or
+            batch sum.
         data: A pair ``(X, y)`` or an iterable of ``(X, y)`` batches; read once and kept (no re-sampling).
         params: ``None`` for all trainable parameters, or tensor names and/or layer names (module paths
             such as ``"fc1"``, meaning its weight and bias).
-        bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics).
+        bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics); ``None`` means
+            ``"eval"`` and warns if the model is in train mode with BatchNorm or Dropout.
         micro_batch_size: ``"auto"``, a size, or ``None`` to use the batches as given.
         memory_budget: Bytes the cached gradient graphs may take; above it graphs are rebuilt per product.
         cache: Force (``True``) or forbid (``False``) graph caching; ``None`` decides by the budget.
-        dtype: Compute dtype (e.g. ``torch.float64`` for references); default the model's.
+        dtype: Compute dtype (e.g. ``torch.float64`` for references); default the model's, float32 for a
+            half-precision model.
         fast_ops: Use the double-backward-friendly convolution and eval BatchNorm (same values).
         channels_last: Run 2-D convolutions channels-last (``True``/``False``), or ``"auto"``: when most
             ``nn.Conv2d`` layers have at least 8 input channels (oneDNN ran those 1.1-1.4x faster so here,
             and LeNet-5's 1- and 6-channel layers slower). Only with ``fast_ops``.
 
+    Attributes:
+        notes: What was done beyond the plain definition (half-precision upcast, sum reduction, batches
+            kept for batch statistics, Dropout turned off, train-mode model evaluated in eval mode).
+        reduction: ``"mean"`` or ``"sum"``, as detected from ``loss_fn``.
+
     Raises:
-        ValueError: On unknown parameter names, bad data, a micro-batch size in train mode, or a model
+        ValueError: On unknown parameter names, bad data, a micro-batch size in train mode or with
+            untracked BatchNorm statistics, a half-precision ``dtype``, a loss that is neither a batch mean
+            nor a batch sum over several batches, a weighted-mean loss with micro-batches, or a model
             without trainable parameters.
 
     Example:
@@ -524,7 +569,7 @@ class HessianOperator:
         data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]],
         params: str | Sequence[str] | None = None,
         *,
-        bn_mode: BNMode | str = BNMode.EVAL,
+        bn_mode: BNMode | str | None = None,
         micro_batch_size: int | str | None = "auto",
         memory_budget: int = 2 * 2**30,
         cache: bool | None = None,
@@ -535,6 +580,19 @@ class HessianOperator:
         data = validation.validate_problem(model, data, loss_fn, dtype=dtype)  # weights, data, labels; cast
         self.model = model
         self.loss_fn = loss_fn
+        self.notes: list[str] = []
+        self._random_modules = [m for m in model.modules() if isinstance(m, _RANDOM_MODULES)]
+        if bn_mode is None:
+            bn_mode = BNMode.EVAL
+            moded = [n for n, m in model.named_modules() if m.training and isinstance(m, _MODE_DEPENDENT)]
+            if moded:
+                note = (
+                    f"the model is in train mode, but the Hessian is of its eval-mode function (BatchNorm running "
+                    f"statistics, Dropout off) for {_names(moded)}; pass bn_mode='eval' to say so, or "
+                    "bn_mode='train' for BatchNorm batch statistics"
+                )
+                self.notes.append(note)
+                warnings.warn(note, UserWarning, stacklevel=2)
         self.bn_mode: BNMode = _enum(BNMode, bn_mode, "bn_mode")
         self.layout = ParamLayout.from_model(model)
         if self.layout.numel == 0:
@@ -544,7 +602,16 @@ class HessianOperator:
         self.n = int(self.index.numel())
         named = dict(model.named_parameters())
         first = named[self.layout.specs[0].name]
+        if dtype in _HALF:
+            raise ValueError(
+                f"dtype={dtype} is too coarse for the Hessian's Lanczos methods (eps {torch.finfo(dtype).eps:.2g}); "
+                "pass dtype=torch.float32 (or leave dtype unset: half-precision models are computed in float32)"
+            )
+        self.model_dtype: torch.dtype = first.dtype
         self.dtype: torch.dtype = dtype or first.dtype
+        if self.dtype in _HALF:
+            self.dtype = torch.float32
+            self.notes.append(f"the model is {first.dtype}; the Hessian is computed in float32 on float32 copies")
         self.device = first.device
         self.memory_budget = int(memory_budget)
         self.fast_ops = fast_ops
@@ -570,12 +637,27 @@ class HessianOperator:
 
         batches = [(cast(X), cast(y)) for X, y in _as_batches(data)]
         self.n_samples = sum(len(y) for _, y in batches)
-        if self.bn_mode is BNMode.TRAIN:
+        if self.bn_mode is BNMode.TRAIN and self._random_modules:
+            self.notes.append(f"{_names(self._random_modules, model)} off (eval mode): random masks have no Hessian")
+        untracked = [  # batch statistics even in eval mode
+            n for n, m in model.named_modules() if isinstance(m, _BATCH_NORM) and m.running_mean is None
+        ]
+        resplit = micro_batch_size is not None and self.bn_mode is BNMode.EVAL and not untracked
+        several = len(batches) > 1 or resplit  # may be split: "auto" decides the size only below
+        self.reduction, per_sample = self._detect_reduction(*batches[0], several=several)
+        if isinstance(loss_fn, nn.CrossEntropyLoss | nn.NLLLoss) and loss_fn.reduction == "mean":
+            # class weights and ignored targets anywhere in the data make a weighted mean
+            ignored = any(not y.is_floating_point() and bool((y == loss_fn.ignore_index).any()) for _, y in batches)
+            per_sample = per_sample and loss_fn.weight is None and not ignored
+        if self.bn_mode is BNMode.TRAIN or untracked:
             if micro_batch_size not in (None, "auto"):
+                why = "in train mode" if self.bn_mode is BNMode.TRAIN else f"of {_names(untracked)} (no running stats)"
                 raise ValueError(
-                    "micro_batch_size would change the BatchNorm batch statistics in train mode; pass None "
+                    f"micro_batch_size would change the BatchNorm batch statistics {why}; pass None "
                     "(or 'auto') and give the batches you want the statistics of"
                 )
+            if self.bn_mode is BNMode.EVAL:
+                self.notes.append(f"batches kept as given: {_names(untracked)} use batch statistics")
             chunks = batches
         elif micro_batch_size is None:
             chunks = batches
@@ -590,6 +672,14 @@ class HessianOperator:
             else:
                 raise ValueError(f"micro_batch_size must be 'auto', a positive int or None, got {micro_batch_size!r}")
             chunks = [c for X, y in batches for c in zip(X.split(size), y.split(size))]
+            if len(chunks) > 1 and not per_sample:
+                raise ValueError(
+                    f"loss_fn is not a {self.reduction} of per-sample terms (a weighted mean, e.g. class weights or "
+                    "ignore_index?): its value on a batch differs from its values on the two halves combined, so "
+                    "micro-batches would change the Hessian; pass micro_batch_size=None with the batches to use"
+                )
+        if self.reduction == "sum":
+            self.notes.append("loss_fn sums over the batch: the Hessian is of the sum over all samples")
         self.micro_batch_size = max(len(c[1]) for c in chunks)
         self._chunks = chunks
         self._graphs: list[list[Tensor | None]] | None = None
@@ -612,18 +702,71 @@ class HessianOperator:
             hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
         ops = _CurvatureOps(self.channels_last) if self.fast_ops else contextlib.nullcontext()
         with torch.enable_grad(), hooks, ops:
-            out = functional_forward(
-                self.model, self._params, X, buffers=extra, train=self.bn_mode is BNMode.TRAIN, layout=self.layout
-            )
-            loss = self.loss_fn(out, y)
-            if loss.dim() != 0:
-                raise ValueError(
-                    f"loss_fn returned shape {tuple(loss.shape)}; it must return the batch mean (a scalar), "
-                    "e.g. nn.CrossEntropyLoss() with the default reduction='mean'"
-                )
-            weighted = loss * (len(y) / self.n_samples)
+            loss = self._loss(X, y, extra)
+            # a sum-reduced loss is already the chunk's share of the total
+            weighted = loss * (len(y) / self.n_samples) if self.reduction == "mean" else loss
             grads = torch.autograd.grad(weighted, self._leaves, create_graph=True, allow_unused=True)
         return [g if g is not None and g.requires_grad else None for g in grads]
+
+    def _forward(self, X: Tensor, buffers: dict[str, Tensor]) -> Any:
+        """The model at the operator's weights in its BatchNorm mode, Dropout always off."""
+        train = self.bn_mode is BNMode.TRAIN
+        with preserved_mode(self.model, train):
+            for m in self._random_modules if train else ():
+                m.training = False  # restored by preserved_mode
+            return functional_forward(self.model, self._params, X, buffers=buffers, train=None, layout=self.layout)
+
+    def _loss(self, X: Tensor, y: Tensor, buffers: dict[str, Tensor], out: Any = None) -> Tensor:
+        """``loss_fn`` of one chunk (or of the outputs ``out``), checked to be a scalar."""
+        loss = self.loss_fn(self._forward(X, buffers) if out is None else out, y)
+        if not isinstance(loss, Tensor) or loss.dim() != 0:
+            raise ValueError(
+                f"loss_fn returned shape {tuple(getattr(loss, 'shape', ()))}; it must return a scalar, the batch "
+                "mean (e.g. nn.CrossEntropyLoss() with the default reduction='mean') or the batch sum"
+            )
+        return loss
+
+    def _detect_reduction(self, X: Tensor, y: Tensor, several: bool) -> tuple[str, bool]:
+        """``"mean"`` or ``"sum"``, and whether the loss is that reduction of per-sample terms.
+
+        A batch mean is unchanged when the batch is repeated twice, a sum doubles; a per-sample mean (sum)
+        of a batch is the size-weighted mean (the sum) of its halves' values, which a weighted mean (class
+        weights, ``ignore_index``) is not. One forward pass of a few samples at construction, outside the
+        products.
+        """
+        s = min(len(y), 8)
+        buffers = {k: v.clone() for k, v in self._extra.items()}  # train-mode statistics updates stay private
+        with torch.no_grad():
+            out = self._forward(X[:s], buffers)
+            one = self._loss(X[:s], y[:s], buffers, out)
+            if not isinstance(out, Tensor) or out.dim() == 0 or len(out) != s:
+                return "mean", True  # outputs not one row per sample: the documented contract (a mean)
+            h = s // 2
+            try:
+                two = self.loss_fn(torch.cat([out, out]), torch.cat([y[:s], y[:s]]))
+                halves = (float(self.loss_fn(out[:h], y[:h])), float(self.loss_fn(out[h:], y[h:s]))) if h else None
+            except (RuntimeError, ValueError, IndexError, TypeError):
+                return "mean", True  # a loss that takes only whole batches: the documented contract
+        a, b = float(one), float(two)
+        if not (math.isfinite(a) and math.isfinite(b)):
+            return "mean", True  # non-finite values are input validation's to report
+        reduction = ""
+        if abs(b - a) <= 1e-4 * abs(a):
+            reduction = "mean"
+        elif abs(b - 2 * a) <= 1e-4 * abs(a):
+            reduction = "sum"
+        if reduction:
+            if halves is None:
+                return reduction, True
+            combined = (h * halves[0] + (s - h) * halves[1]) / s if reduction == "mean" else sum(halves)
+            return reduction, abs(combined - a) <= 1e-4 * max(abs(a), *map(abs, halves), 1e-30)
+        if several:
+            raise ValueError(
+                f"loss_fn is neither a batch mean nor a batch sum (a batch gives {a:.6g}, the same batch twice "
+                f"{b:.6g}), so the Hessian of the whole data cannot be assembled from batches; use a mean or sum "
+                "reduction, or pass one batch with micro_batch_size=None"
+            )
+        return "mean", True
 
     def _auto_micro_batch(self, X: Tensor, y: Tensor) -> int:
         """Micro-batch size whose saved activations are about ``_MICRO_BATCH_BYTES``."""
@@ -769,21 +912,30 @@ def hessian_eigenpairs(
     tol: float = 1e-6,
     max_steps: int | None = None,
     seed: int = 0,
+    block: int | None = None,
     progress: bool = False,
 ) -> EigenPairs:
-    """Top-k eigenvalues and eigenvectors by Lanczos with full reorthogonalization.
+    """Top-k eigenvalues and eigenvectors by block Lanczos with full reorthogonalization.
+
+    Converged means every returned pair has a residual ``||H v - lambda v|| <= max(tol, 100 eps) * ||H||``
+    (``eps`` of the compute dtype, ``||H||`` estimated by the largest Ritz value magnitude); the bound is
+    in ``tolerance``. Error bounds add ``sqrt(n) eps ||H||`` for the rounding of the products (see
+    :func:`landscape.lanczos.top_eigenpairs`).
 
     Args:
         op: The Hessian.
         k: Number of eigenpairs.
         which: ``"LA"`` (largest), ``"LM"`` (largest magnitude, as power iteration) or ``"SA"``.
-        tol: Relative eigenvalue tolerance of the stopping rule.
+        tol: Relative residual tolerance of the stopping rule.
         max_steps: Product limit (default ``max(20 k, 100)``).
-        seed: Seed of the start vector.
+        seed: Seed of the start block.
+        block: Lanczos block size (default ``min(k, 2)``): eigenvalues repeated up to ``block`` times show
+            every copy; pass ``k`` to find any multiplicity.
         progress: Show a progress bar.
 
     Returns:
-        Eigenvalues ``(k,)``, unit eigenvectors ``(n, k)`` in subset coordinates, error bounds, product count.
+        Eigenvalues ``(k,)``, unit eigenvectors ``(n, k)`` in subset coordinates, residuals, error bounds,
+        product count.
     """
     validation.check_operator(op)
     gen = torch.Generator().manual_seed(seed)
@@ -796,6 +948,8 @@ def hessian_eigenpairs(
         max_steps=max_steps,
         generator=gen,
         breakdown=_breakdown(op),
+        block=block,
+        eps=float(torch.finfo(op.dtype).eps),
         progress=progress,
     )
 
@@ -852,7 +1006,7 @@ class HessianSpectrum(Result):
         nodes: Ritz values per probe, shape ``(p, m)``.
         weights: Quadrature weights per probe, shape ``(p, m)``; each row sums to 1.
         top_eigenvalues: Largest eigenvalues, shape ``(k,)`` (empty if not computed).
-        top_error_bounds: Their Lanczos error bounds, shape ``(k,)``.
+        top_error_bounds: Their error bounds (Lanczos plus rounding), shape ``(k,)``.
         trace: Estimates by method: ``"slq"`` (free, from the probes) and, if computed,
             ``"hutchinson"`` and ``"hutchpp"``.
         trace_stderr: Standard errors of the same estimates.
@@ -861,7 +1015,10 @@ class HessianSpectrum(Result):
         n_params: Dimension of the Hessian.
         param_names: Tensors the Hessian covers.
         n_samples: Data points in the loss.
-        provenance: Seed, data and settings.
+        provenance: Seed, data and settings; ``extra["notes"]`` lists what the operator did beyond the plain
+            definition (e.g. a half-precision model computed in float32), ``extra["model_dtype"]`` and
+            ``extra["reduction"]`` the model's dtype and the loss reduction.
+        top_residuals: Residual norms ``||H v - lambda v||`` of the top eigenpairs, shape ``(k,)``.
     """
 
     nodes: np.ndarray
@@ -876,6 +1033,7 @@ class HessianSpectrum(Result):
     param_names: list[str]
     n_samples: int
     provenance: Provenance = dataclasses.field(default_factory=Provenance)
+    top_residuals: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     @property
     def sigma(self) -> float:
@@ -965,10 +1123,10 @@ def spectrum_of(
     )
     trace = {"slq": float(op.n * np.mean((weights * nodes).sum(1)))}
     stderr = {"slq": float(op.n * np.std((weights * nodes).sum(1)) / math.sqrt(n_probes)) if n_probes > 1 else math.nan}
-    top = bounds = np.zeros(0)
+    top = bounds = residuals = np.zeros(0)
     if top_k > 0:
         pairs = hessian_eigenpairs(op, min(top_k, op.n), tol=tol, seed=seed + 1, progress=progress)
-        top, bounds = pairs.values.numpy(), pairs.error_bounds.numpy()
+        top, bounds, residuals = pairs.values.numpy(), pairs.error_bounds.numpy(), pairs.residuals.numpy()
     if trace_products > 0:
         for method in TraceMethod:
             est = hessian_trace(op, trace_products, method=method, seed=seed + 2)
@@ -981,6 +1139,9 @@ def spectrum_of(
         steps=steps,
         micro_batch_size=op.micro_batch_size,
         dtype=str(op.dtype),
+        model_dtype=str(op.model_dtype),
+        reduction=op.reduction,
+        notes=list(op.notes),
         threads=torch.get_num_threads(),
     )
     return HessianSpectrum(
@@ -996,6 +1157,7 @@ def spectrum_of(
         param_names=op.param_names,
         n_samples=op.n_samples,
         provenance=prov,
+        top_residuals=residuals,
     )
 
 
@@ -1005,7 +1167,7 @@ def hessian_spectrum(
     data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]],
     *,
     params: str | Sequence[str] | None = None,
-    bn_mode: BNMode | str = BNMode.EVAL,
+    bn_mode: BNMode | str | None = None,
     n_probes: int = 4,
     steps: int = 100,
     top_k: int = 5,
@@ -1022,10 +1184,10 @@ def hessian_spectrum(
 
     Args:
         model: The network (never modified).
-        loss_fn: Batch-mean loss, ``loss_fn(outputs, targets) -> scalar``.
+        loss_fn: Batch-mean (or batch-sum) loss, ``loss_fn(outputs, targets) -> scalar``.
         data: A pair ``(X, y)`` or an iterable of ``(X, y)`` batches.
         params: Parameter subset (tensor or layer names); ``None`` for all.
-        bn_mode: ``"eval"`` or ``"train"``.
+        bn_mode: ``"eval"`` or ``"train"``; ``None``: ``"eval"``, with a warning for a train-mode model.
         n_probes: SLQ probes.
         steps: Lanczos steps per probe.
         top_k: Top eigenvalues to compute (0 skips).
@@ -1039,7 +1201,11 @@ def hessian_spectrum(
     Returns:
         The spectrum.
     """
-    op = HessianOperator(model, loss_fn, data, params, bn_mode=bn_mode, **operator_options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        op = HessianOperator(model, loss_fn, data, params, bn_mode=bn_mode, **operator_options)
+    for w in caught:  # re-issued at the caller of hessian_spectrum
+        warnings.warn(w.message, w.category, stacklevel=2)
     return spectrum_of(
         op,
         n_probes=n_probes,

@@ -5,7 +5,7 @@ Hessian operator of :mod:`landscape.hessian` or on any dense or implicit symmetr
 
 * :func:`lanczos`: ``p`` independent Lanczos recurrences run in lockstep (one ``matmat`` of ``p``
   columns per step), float64 recurrence with full reorthogonalization (classical Gram-Schmidt, twice).
-* :func:`top_eigenpairs`: extremal eigenpairs by Lanczos with a residual-based stopping rule.
+* :func:`top_eigenpairs`: extremal eigenpairs by block Lanczos, stopped when every residual meets the tolerance.
 * :func:`slq`: Ritz nodes and weights for stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017;
   Ghorbani, Krishnan & Xiao 2019, which PyHessian follows).
 * :func:`gaussian_density`: the SLQ spectral density with Gaussian broadening on a grid.
@@ -209,10 +209,14 @@ class EigenPairs:
     Attributes:
         values: Eigenvalues, shape ``(k,)``, ordered from the wanted end inward.
         vectors: Unit eigenvectors as columns, shape ``(n, k)``, float64.
-        residuals: Residual norms ``||A y - theta y||``, shape ``(k,)`` (Lanczos estimate).
-        error_bounds: Bounds on the eigenvalue errors, ``min(r, r**2 / gap)``, shape ``(k,)``.
+        residuals: Residual norms ``||A y - theta y||`` of the operator as computed, shape ``(k,)`` (the
+            block Lanczos estimate ``||R_last s_i||``, equal to the explicit residual up to float64 rounding).
+        error_bounds: Bounds on the eigenvalue errors against the exact operator, shape ``(k,)``:
+            ``min(r, r**2 / gap) + sqrt(n) * eps * ||A||`` (Lanczos term plus the products' rounding).
         products: Matrix-vector products used.
-        converged: Whether every bound met the tolerance.
+        converged: Whether every residual met ``tolerance``.
+        tolerance: The absolute residual tolerance applied, ``max(tol, 100 eps) * ||A||`` with ``||A||``
+            estimated by the largest Ritz value magnitude.
     """
 
     values: Tensor
@@ -221,6 +225,7 @@ class EigenPairs:
     error_bounds: Tensor
     products: int
     converged: bool
+    tolerance: float = 0.0
 
 
 def _wanted(theta: np.ndarray, k: int, which: Which) -> np.ndarray:
@@ -229,6 +234,37 @@ def _wanted(theta: np.ndarray, k: int, which: Which) -> np.ndarray:
     if which is Which.SA:
         return np.argsort(theta, kind="stable")[:k]
     return np.argsort(-np.abs(theta), kind="stable")[:k]
+
+
+def _new_block(w: Tensor, basis: Tensor, scale: float, breakdown: float, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Orthonormalize the columns of ``w`` ``(n, b)`` (already orthogonal to ``basis`` ``(m, n)``): ``w = Q R``.
+
+    A column that falls below ``breakdown * scale`` after orthogonalization (an invariant subspace, or a
+    block that lost rank) is replaced by a random unit vector orthogonal to everything before, with a zero
+    row in ``R``: the Krylov space then restarts there, so eigenvalues the start block missed are still found.
+    """
+    n, b = w.shape
+    q = torch.zeros(n, b, dtype=torch.float64)
+    R = torch.zeros(b, b, dtype=torch.float64)
+    for c in range(b):
+        v = w[:, c].clone()
+        if c:
+            for _ in range(2):  # CGS2 against the block's earlier columns
+                coef = q[:, :c].T @ v
+                v -= q[:, :c] @ coef
+                R[:c, c] += coef
+        nv = float(v.norm())
+        if nv > breakdown * max(scale, 1e-300):
+            R[c, c] = nv
+            q[:, c] = v / nv
+            continue
+        R[c, c] = 0.0
+        v = torch.randn(n, generator=gen, dtype=torch.float64)
+        for _ in range(2):
+            v = _orthogonalize(v[:, None], basis[None])[:, 0]
+            v -= q[:, :c] @ (q[:, :c].T @ v)
+        q[:, c] = v / v.norm()
+    return q, R
 
 
 def top_eigenpairs(
@@ -241,96 +277,125 @@ def top_eigenpairs(
     max_steps: int | None = None,
     generator: torch.Generator | None = None,
     breakdown: float = 1e-5,
+    block: int | None = None,
+    eps: float = float(np.finfo(np.float64).eps),
     progress: bool = False,
 ) -> EigenPairs:
-    """Extremal eigenpairs of a symmetric operator by Lanczos with full reorthogonalization.
+    """Extremal eigenpairs of a symmetric operator by block Lanczos with full reorthogonalization.
 
-    Stops as soon as every wanted Ritz value ``theta_i`` has an error bound
-    ``min(r_i, r_i**2 / gap_i) <= tol * max(|theta_i|, eps * ||T||)`` where ``r_i`` is the Lanczos
-    residual estimate and ``gap_i`` the distance to the nearest other Ritz value (Parlett, *The
-    Symmetric Eigenvalue Problem*, Thm. 11.7.1). After a breakdown it continues from a random vector
-    orthogonal to the basis, so eigenvalues missed by the start vector are still found.
+    Stops as soon as every wanted Ritz pair ``(theta_i, y_i)`` has a residual
+    ``r_i = ||A y_i - theta_i y_i|| <= max(tol, 100 eps) * ||A||`` (``||A||`` estimated by the largest
+    Ritz value magnitude, ``100 eps`` the noise level of the products), so vectors are as converged as
+    values. Error bounds on the eigenvalues are ``min(r_i, r_i**2 / gap_i)`` (Parlett, *The Symmetric
+    Eigenvalue Problem*, Thm. 11.7.1; ``gap_i`` the distance to the nearest other Ritz value less its
+    residual, 0 when unknown) plus ``sqrt(n) eps ||A||`` for the products' rounding.
+
+    A Krylov space holds one vector per start column of each eigenspace, so an eigenvalue of multiplicity
+    ``m`` shows all its copies only with a block of at least ``min(m, k)`` columns. The default block,
+    ``min(k, 2)``, finds double eigenvalues (single-vector Lanczos returned ``[5, 4]`` as the top two of
+    ``diag(5, 5, 4, ...)``) at ~1.3x the products of ``block=1``; ``block=k`` finds every multiplicity
+    (~2x the products at ``k = 5``). After a breakdown (invariant subspace) the block continues from random
+    vectors orthogonal to the basis.
 
     Args:
         matmat: The symmetric operator.
         n: Its dimension.
         k: Number of eigenpairs.
         which: ``"LA"`` largest algebraic, ``"LM"`` largest magnitude, ``"SA"`` smallest algebraic.
-        tol: Relative eigenvalue tolerance.
-        max_steps: Step limit (default ``max(20 * k, 100)``, capped at ``n``).
-        generator: Random source of the start vector (default seed 0).
+        tol: Relative residual tolerance (a backward error: ``r_i / ||A||``).
+        max_steps: Product limit (default ``max(20 * k, 100)``, capped at ``n``).
+        generator: Random source of the start block (default seed 0).
         breakdown: Relative threshold for an invariant subspace.
+        block: Columns per Lanczos step (default ``min(k, 2)``); ``1`` is single-vector Lanczos.
+        eps: Unit roundoff of the products (their dtype's machine epsilon); float64 by default.
         progress: Show a progress bar.
 
     Returns:
-        The eigenpairs (``converged`` is ``False`` if the step limit came first).
+        The eigenpairs (``converged`` is ``False`` if the product limit came first).
 
     Raises:
-        ValueError: If ``k`` is not in ``[1, n]`` or ``which`` is unknown.
+        ValueError: If ``k`` is not in ``[1, n]``, ``block < 1`` or ``which`` is unknown.
     """
     which = _enum(Which, which, "which")
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and the dimension {n}, got {k}")
+    b = min(k, 2) if block is None else int(block)
+    if b < 1:
+        raise ValueError(f"block must be at least 1, got {block}")
+    b = min(b, n)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    steps = min(n, max(k, max_steps or max(20 * k, 100)))
-    basis = torch.zeros(steps, n, dtype=torch.float64)
-    alpha = np.zeros(steps)
-    beta = np.zeros(steps)
-    q = torch.randn(n, generator=gen, dtype=torch.float64)
-    q /= q.norm()
-    scale = 0.0
-    block_start = 0  # first step of the current Krylov block (a restart after a breakdown begins a new one)
-    for i in tqdm(range(steps), desc="Lanczos (top-k)", disable=not progress, leave=False):
-        basis[i] = q
-        w = matmat(q[:, None]).to(torch.float64)[:, 0]
-        alpha[i] = float(q @ w)
-        w = w - alpha[i] * q
-        if i > block_start:
-            w = w - beta[i - 1] * basis[i - 1]
-        w = _orthogonalize(w[:, None], basis[None, : i + 1])[:, 0]
-        b = float(w.norm())
-        scale = max(scale, abs(alpha[i]), b)
-        m = i + 1
-        broke = b <= breakdown * max(scale, 1e-300)
-        # A breakdown makes every residual vanish, but the invariant subspace may miss wanted eigenvalues
-        # (multiplicities, or a start vector orthogonal to them): judge convergence only inside a block.
-        if m == steps or (m >= k and m - block_start >= k and not broke):
-            theta, S = ritz(alpha, beta, m)
-            idx = _wanted(theta, k, which)
-            r = np.abs(b * S[-1, idx])
-            others = np.abs(theta[idx, None] - theta[None, :])
-            others[np.arange(len(idx)), idx] = np.inf
-            gap = others.min(axis=1) if m > 1 else np.full(len(idx), np.inf)
-            bound = np.minimum(r, r**2 / np.maximum(gap, 1e-300))
-            floor = np.maximum(np.abs(theta[idx]), 1e-12 * max(scale, 1e-300))
-            ok = bool(np.all(bound <= tol * floor))
-            if ok or m == steps:
-                return _pairs(basis[:m], theta, S, idx, r, bound, m, ok)
-        if broke:
-            # Invariant subspace: restart orthogonally with beta = 0 (T becomes block diagonal).
-            w = torch.randn(n, generator=gen, dtype=torch.float64)
-            w = _orthogonalize(w[:, None], basis[None, : i + 1])[:, 0]
-            beta[i] = 0.0
-            q = w / w.norm()
-            block_start = m
-        else:
-            beta[i] = b
-            q = w / b
-    raise AssertionError("unreachable: the last step always returns")  # pragma: no cover
+    limit = min(n, max(k, b, max_steps or max(20 * k, 100)))
+    basis = torch.zeros(limit, n, dtype=torch.float64)
+    T = np.zeros((limit, limit))
+    q, _ = torch.linalg.qr(torch.randn(n, b, generator=gen, dtype=torch.float64))
+    scale, m, lo = 0.0, 0, 0
+    bar = tqdm(total=limit, desc="Lanczos (top-k)", disable=not progress, leave=False)
+    while True:
+        bw = q.shape[1]
+        basis[m : m + bw] = q.T
+        w = matmat(q).to(torch.float64)
+        bar.update(bw)
+        # The band of T: this block and the previous one (entries further out are rounding-size, and
+        # removed by the full reorthogonalization without being recorded, as in single-vector Lanczos).
+        coef = basis[lo : m + bw] @ w  # (m + bw - lo, bw)
+        w = w - basis[lo : m + bw].T @ coef
+        w = _orthogonalize(w, basis[None, : m + bw].expand(bw, -1, -1))
+        T[lo : m + bw, m : m + bw] = coef.numpy()
+        lo, m = m, m + bw
+        scale = max(scale, float(np.abs(T[:m, :m]).max()))
+        # Residual of Ritz pair i: A y_i - theta_i y_i = W s_i (s_i's rows of this block), ||W s_i|| = ||R s_i||.
+        R_res = torch.linalg.qr(w, mode="r")[1].numpy()
+        theta, S = np.linalg.eigh((T[:m, :m] + T[:m, :m].T) / 2)
+        r_all = np.linalg.norm(R_res @ S[m - bw :], axis=0) if m < n else np.zeros(m)
+        idx = _wanted(theta, min(k, m), which)
+        norm = float(np.abs(theta).max())
+        threshold = max(tol, 100 * eps) * norm
+        done = m >= k and bool(np.all(r_all[idx] <= threshold))
+        nxt = min(b, n - m, limit - m)
+        if done or nxt == 0:
+            bar.close()
+            return _pairs(basis[:m], theta, S, idx, r_all, norm, n, eps, m, done, threshold)
+        if nxt == bw:
+            q, R = _new_block(w, basis[:m], scale, breakdown, gen)
+        else:  # the space or the step limit ends: the coupling is the projection on what is left
+            q = _new_block(w[:, :nxt], basis[:m], scale, breakdown, gen)[0]
+            R = q.T @ w
+        T[m : m + nxt, m - bw : m] = R.numpy()
 
 
 def _pairs(
-    basis: Tensor, theta: np.ndarray, S: np.ndarray, idx: np.ndarray, r: np.ndarray, bound: np.ndarray, m: int, ok: bool
+    basis: Tensor,
+    theta: np.ndarray,
+    S: np.ndarray,
+    idx: np.ndarray,
+    r_all: np.ndarray,
+    norm: float,
+    n: int,
+    eps: float,
+    m: int,
+    ok: bool,
+    threshold: float,
 ) -> EigenPairs:
+    r = r_all[idx]
+    # Gap to the rest of A's spectrum: every other Ritz value has an eigenvalue of A within its residual.
+    others = np.abs(theta[idx, None] - theta[None, :]) - r_all[None, :]
+    others[np.arange(len(idx)), idx] = np.inf
+    gap = np.maximum(others.min(axis=1), 0.0) if len(theta) > 1 else np.zeros(len(idx))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lanczos_bound = np.where(gap > 0, np.minimum(r, r**2 / np.where(gap > 0, gap, 1.0)), r)
+    # Rounding: the products are A + E with each column of E e_j of size ~eps * ||A e_j|| <= eps * ||A||, so
+    # ||E||_2 <= ||E||_F <= sqrt(n) eps ||A||, which moves every eigenvalue by at most that much (Weyl).
+    rounding = math.sqrt(n) * eps * norm
     vecs = basis.T @ torch.from_numpy(np.ascontiguousarray(S[:, idx]))
     vecs = vecs / vecs.norm(dim=0)
     return EigenPairs(
         values=torch.from_numpy(theta[idx].copy()),
         vectors=vecs,
-        residuals=torch.from_numpy(r),
-        error_bounds=torch.from_numpy(bound),
+        residuals=torch.from_numpy(r.copy()),
+        error_bounds=torch.from_numpy(lanczos_bound + rounding),
         products=m,
         converged=ok,
+        tolerance=threshold,
     )
 
 
