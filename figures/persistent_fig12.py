@@ -82,7 +82,7 @@ def figure12(scale: Scale | str, data_dir: Path | str | None = None, cache: Path
     with torch_threads(1):
         for it in (0, other):
             spectra.append(hessian_spectrum(iteration_model(pt, it), nn.functional.cross_entropy, data,
-                                            n_probes=probes, steps=steps, top_k=top_k, seed=0,
+                                            n_probes=probes, steps=steps, top_k=top_k, seed=0, bn_mode="eval",
                                             data_description=f"{images} training images", progress=progress))
     sp, so = summary(spectra[0]), summary(spectra[1])
     who = f"championship (iteration {c})" if other == c else f"best persistent iteration ({other})"
