@@ -24,6 +24,7 @@ import importlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import time
@@ -161,9 +162,16 @@ def _init_worker(threads: int) -> None:
     matplotlib.use("Agg")
 
 
-def _order(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def figure_sort_key(name: str, paper: str | None) -> tuple[Any, ...]:
+    """Sort by paper, then by figure number as a number (``im_fig2_3`` before ``im_fig10``), then by name."""
     rank = {p.value: i for i, p in enumerate(Paper)}
-    return sorted(entries.values(), key=lambda e: (rank.get(e["paper"], len(rank)), e["name"]))
+    numbers = tuple(int(n) for n in re.findall(r"\d+", name))
+    kind = 1 if re.search(r"_table\d", name) and not re.search(r"_fig\d", name) else 0  # tables after figures
+    return rank.get(paper, len(rank)), kind, numbers, name
+
+
+def _order(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(entries.values(), key=lambda e: figure_sort_key(e["name"], e["paper"]))
 
 
 def make_gallery(
@@ -254,7 +262,8 @@ def make_gallery(
         else:
             c = summarize([entry])
             say(f"{entry['name']}: ok in {entry['runtime_s']:.1f} s; claims {c['claims_held']} held, "
-                f"{c['claims_not_held']} not held, {c['claims_not_tested']} not tested")
+                f"{c['claims_not_held']} not held, {c['claims_inconclusive']} inconclusive, "
+                f"{c['claims_not_tested']} not tested")
         publish()
 
     publish()  # the pending figures show as such until they finish
@@ -301,7 +310,8 @@ def make_gallery(
     print(  # the total-time line prints even with --quiet
         f"gallery: {n} figure{'' if n == 1 else 's'} ({summary['figures_ok']} ok, {summary['figures_failed']} "
         f"failed, {n_cached} reused from cache) in {total:.1f} s total{budget}; claims: {summary['claims_held']} "
-        f"held, {summary['claims_not_held']} not held, {summary['claims_not_tested']} not tested "
+        f"held, {summary['claims_not_held']} not held, {summary['claims_inconclusive']} inconclusive, "
+        f"{summary['claims_not_tested']} not tested "
         f"-> {out / 'index.html'}",
         file=sys.stderr,
     )
@@ -317,6 +327,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="figures run in parallel processes (default: 1)")
     p.add_argument("--force", action="store_true", help="recompute figures even when cached results are current")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-figure lines")
+    p.add_argument("--list", action="store_true", help="print the figure names, one per line, and exit")
     return p
 
 
@@ -330,6 +341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.list:
+        discover()
+        specs = registered()
+        for name in sorted(specs, key=lambda n: figure_sort_key(n, specs[n].paper.value)):
+            print(f"{name}\t{specs[name].paper.value}\t{specs[name].title}")
+        return 0
     try:
         report = make_gallery(
             args.only, scale=Scale.FULL if args.full else Scale.QUICK, data_dir=args.data_dir, out=args.out,
