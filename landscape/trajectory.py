@@ -398,8 +398,8 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        """True when every snapshot is intact and nothing is damaged (a torn crash tail is not damage)."""
-        return not self.problems and not self.recoverable and not self.lost
+        """True for a current-format store whose snapshots are all intact (a torn crash tail is not damage)."""
+        return not self.problems and not self.recoverable and not self.lost and self.version == FORMAT_VERSION
 
     def __str__(self) -> str:
         out = [f"trajectory {self.path} (format version {self.version}): {self.snapshots} snapshots, "
@@ -412,7 +412,8 @@ class CheckReport:
         out += [f"crash tail (dropped by the next writer): {t}" for t in self.torn_tail]
         out += [f"cannot be recovered: {u}" for u in self.unrecoverable]
         out += [f"done: {a}" for a in self.actions]
-        out.append("OK" if self.ok else ("REPAIRED" if self.repaired else "DAMAGED"))
+        old = self.version == 1 and not self.problems
+        out.append("OK" if self.ok else "REPAIRED" if self.repaired else "OLD FORMAT: migrate" if old else "DAMAGED")
         return "\n".join(out)
 
 
@@ -784,6 +785,8 @@ class Trajectory:
         for name, pos in todo:
             try:
                 with open(snapdir / name, "rb") as fh:
+                    if os.fstat(fh.fileno()).st_size < pos:
+                        return out, None, f"{snapdir / name} is shorter than the index says ({pos} bytes)"
                     fh.seek(pos)
                     data = fh.read()
             except FileNotFoundError:

@@ -511,7 +511,8 @@ def test_sigkilled_writer_loses_nothing_completed(tmp_path):
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(s.strip()) for s in proc.stdout], daemon=True).start()
     store = tmp_path / "store"
-    reported: set[int] = set()
+    reported: set[int] = set()  # append returned: survives the process's death in every durable mode
+    flushed: set[int] = set()  # flush returned (durable="flush" writers)
     rng = random.Random(0)
     checked = {}
 
@@ -522,6 +523,8 @@ def test_sigkilled_writer_loses_nothing_completed(tmp_path):
             msg, _, arg = lines.get(timeout=30).partition(" ")
             if msg == "pid":
                 pid = int(arg)
+            elif msg == "flushed":
+                flushed.add(int(arg))
             elif msg == "done":
                 reported.add(int(arg))
                 done += 1
@@ -538,6 +541,7 @@ def test_sigkilled_writer_loses_nothing_completed(tmp_path):
         t = Trajectory.open(store)
         n = len(t)
         assert reported <= set(range(n)), "a snapshot reported complete was lost"
+        assert flushed <= reported
         for i in range(n):
             if checked.get(i) != n:
                 assert_snapshot(t[i], writer.expected(i), i)
@@ -561,6 +565,18 @@ def test_sigkilled_writer_loses_nothing_completed(tmp_path):
         for _ in range(5):  # the parent kills at random moments
             n = check()
             status = run(f"run:{n + 30}", kill_after=rng.randint(1, 4), delay=rng.uniform(0, 0.02))
+            check()
+        # Group commit (durable="flush"): every call of a plain and a segment-starting append and of a
+        # flush, then random moments; a killed writer still loses nothing its appends returned.
+        flush_plans = [f"kill:{k}:flush" for k in range(1, 13)] + [f"open:{k}:flush" for k in (1, 2, 3)]
+        for plan in flush_plans:
+            status = run(plan)
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, plan
+            check()
+        assert flushed, "no flush was reached"
+        for _ in range(3):
+            n = check()
+            run(f"run:{n + 30}:flush", kill_after=rng.randint(1, 4), delay=rng.uniform(0, 0.02))
             check()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # recovery may report what it dropped
