@@ -69,7 +69,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape.params import ParamLayout, TensorSpec, buffers_dict, parameters_to_vector
+from landscape.params import ParamLayout, TensorSpec, parameters_to_vector
 
 try:  # advisory single-writer lock; released by the OS when the writer dies (also on SIGKILL)
     import fcntl
@@ -157,9 +157,11 @@ def _encode(tensors: Mapping[str, Tensor], record_json: str, extra: Mapping[str,
         table[name] = {"dtype": code, "shape": list(t.shape), "data_offsets": [off, off + b.nbytes]}
         parts.append(b)
         off += b.nbytes
-    digest = _digest(record_json, json.dumps(table, separators=(",", ":")), parts)
+    table_json = json.dumps(table, separators=(",", ":"))
+    digest = _digest(record_json, table_json, parts)
     meta = {"format": FORMAT_NAME, "record": record_json, "digest": digest, **extra}
-    header = json.dumps({"__metadata__": meta, **table}, separators=(",", ":")).encode()
+    # == json.dumps({"__metadata__": meta, **table}) without serializing the table twice
+    header = f'{{"__metadata__":{json.dumps(meta, separators=(",", ":"))},{table_json[1:]}'.encode()
     header += b" " * (-len(header) % 8)  # safetensors aligns the data to 8 bytes
     return b"".join([len(header).to_bytes(8, "little"), header, *parts]), digest
 
@@ -565,7 +567,9 @@ class Trajectory:
         self._index_fd = self._dir_fd = self._lock_fd = self._pack_fd = None
         self._pack_name, self._pack_size, self._unsynced = "", 0, False
         self._rfd: tuple[str, int] | None = None  # the pack last read from
-        self._model_key: tuple[Any, ...] | None = None  # append_model's layout cache
+        self._model_key: tuple[Any, ...] | None = None  # append_model's layout cache: identity of the parameters
+        self._model_tensors: list[Tensor] | None = None  # ... and the tensors of the layout, in vector order
+        self._fresh: Tensor | None = None  # a vector append_model just built (no defensive copy needed)
         self._offset = 0  # bytes of the index already parsed
         self._manifest_segs: list[tuple[ParamLayout, tuple[str, ...]]] = []  # as last read from disk
         self.dropped: list[str] = []  # what crash recovery removed (a torn index line, a partial snapshot)
@@ -968,7 +972,8 @@ class Trajectory:
             "tags": _jsonify(tags, "tags"),
         }
         vec = vector.detach()
-        vec = vec.contiguous() if disk and vec.device.type == "cpu" else vec.to("cpu", copy=True).contiguous()
+        if disk or vector is not self._fresh or vec.device.type != "cpu":  # append_model's own copy needs none
+            vec = vec.contiguous() if disk and vec.device.type == "cpu" else vec.to("cpu", copy=True).contiguous()
         tensors = {"vector": vec}
         tensors.update({_BUF + k: v for k, v in bufs.items()})
         if start:
@@ -1071,15 +1076,31 @@ class Trajectory:
                 raise TypeError(f"append_model takes {k} from the model; use append() to pass it explicitly")
         # The layout is rebuilt only when the parameters themselves change (new tensors, shapes or
         # trainable flags, as a tunnel event does): comparing identities is far cheaper than a rebuild.
-        key = (id(model), *((n, id(p), p.shape, p.requires_grad) for n, p in model.named_parameters()))
-        if self._segs and key == self._model_key:
-            layout = self._segs[-1][0]
+        named = list(model.named_parameters())
+        key = (id(model), *((n, id(p), p.shape, p.requires_grad) for n, p in named))
+        if self._segs and key == self._model_key and self._model_tensors is not None:
+            layout, tensors = self._segs[-1][0], self._model_tensors
+            parts = [p.detach().reshape(-1) for p in tensors]
+            vec = torch.cat(parts) if parts else parameters_to_vector(model)
         else:
             layout = ParamLayout.from_model(model)
             if self._segs and layout.specs == self._segs[-1][0].specs:
                 layout = self._segs[-1][0]
-        i = self.append(parameters_to_vector(model), buffers=buffers_dict(model), layout=layout, **kwargs)
-        self._model_key = key
+            vec = parameters_to_vector(model)
+            own = dict(named)
+            tensors = [own[s.name] for s in layout.specs] if all(s.name in own for s in layout.specs) else None
+            if tensors is not None:  # the fast path must give exactly what parameters_to_vector gives
+                parts = [p.detach().reshape(-1) for p in tensors]
+                fast = torch.cat(parts) if parts else None
+                if fast is None or fast.dtype != vec.dtype or not torch.equal(fast, vec):
+                    tensors = None
+        self._fresh = vec
+        try:
+            # Buffers uncopied: a disk store writes their bytes before returning, memory copies them once.
+            i = self.append(vec, buffers=dict(model.named_buffers()), layout=layout, **kwargs)
+        finally:
+            self._fresh = None
+        self._model_key, self._model_tensors = (key, tensors) if tensors is not None else (None, None)
         return i
 
     def update_meta(self, meta: Mapping[str, Any]) -> None:
