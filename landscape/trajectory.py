@@ -1000,8 +1000,8 @@ class Trajectory:
     def _new_pack(self, i: int) -> None:
         assert self.path is not None
         if self._pack_fd is not None:
-            if self._durable == "flush" and self._unsynced:
-                os.fdatasync(self._pack_fd)  # flush() only syncs the current pack
+            if self._durable != "append" and self._unsynced:
+                os.fdatasync(self._pack_fd)  # flush() only syncs the current pack (rare: once per pack)
             os.close(self._pack_fd)
             self._pack_fd = None
         if self._dir_fd is None:

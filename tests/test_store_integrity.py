@@ -281,3 +281,17 @@ def test_append_model_does_not_rebuild_the_layout_per_snapshot(tmp_path, monkeyp
         assert len(calls) == 3 and [s.start for s in t.segments] == [0, 10, 11]
     r = Trajectory.open(tmp_path / "t")
     assert r[9].vector[0] == r[0].vector[0] + 9
+
+
+def test_packs_rotate_and_every_pack_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setattr(Trajectory, "PACK_BYTES", 30_000)  # about two snapshots per pack
+    p = store(tmp_path, n=9, durable="flush")
+    packs = sorted(q.name for q in (p / "snapshots").glob("*.pack"))
+    assert packs == ["00000000.pack", "00000002.pack", "00000004.pack", "00000006.pack", "00000008.pack"]
+    assert_all(Trajectory.open(p), 9)
+    assert Trajectory.check(p).ok
+    (p / "index.jsonl").write_bytes(b"")  # every line lost: the packs still know every snapshot
+    rep = Trajectory.check(p)
+    assert rep.recoverable == list(range(9)) and rep.lost == []
+    assert Trajectory.check(p, repair=True).repaired
+    assert_all(Trajectory.open(p), 9)
