@@ -158,7 +158,7 @@ def _encode(tensors: Mapping[str, Tensor], record_json: str, extra: Mapping[str,
         parts.append(b)
         off += b.nbytes
     table_json = json.dumps(table, separators=(",", ":"))
-    digest = _digest(record_json, table_json, parts)
+    digest = _digest(record_json + ("\n" + extra["segment"] if "segment" in extra else ""), table_json, parts)
     meta = {"format": FORMAT_NAME, "record": record_json, "digest": digest, **extra}
     # == json.dumps({"__metadata__": meta, **table}) without serializing the table twice
     header = f'{{"__metadata__":{json.dumps(meta, separators=(",", ":"))},{table_json[1:]}'.encode()
@@ -203,9 +203,10 @@ def _verify_blob(blob: bytes, header: dict[str, Any], record_json: str | None, d
         return "holds a record that differs from the index"
     if digest is not None and meta.get("digest") != digest:
         return "holds a digest that differs from the index"
-    rj = meta.get("record")
-    if not isinstance(rj, str):
+    rj, seg = meta.get("record"), meta.get("segment")
+    if not isinstance(rj, str) or not isinstance(seg, str | None):
         return "has no record"
+    rj += "" if seg is None else "\n" + seg  # the first snapshot of a pack also vouches for its layout
     table = {k: v for k, v in header.items() if k != "__metadata__"}
     start = len(blob) - max((v["data_offsets"][1] for v in table.values()), default=0)
     if _digest(rj, json.dumps(table, separators=(",", ":")), [memoryview(blob)[start:]]) != meta.get("digest"):
@@ -1476,7 +1477,7 @@ class Trajectory:
             rep.version = t._version
         except CorruptTrajectoryError as e:
             rep.problems.append((_MANIFEST, str(e)))
-            rep.unrecoverable.append(f"{_MANIFEST}: the run metadata and segment table (the index cannot be rebuilt)")
+            rep.unrecoverable.append(f"{_MANIFEST}: run metadata and segment table (repair rebuilds the segments)")
             manifest_ok = False
         if rep.version == 1:
             return _check_v1(p, rep, migrate)
@@ -1485,9 +1486,15 @@ class Trajectory:
         try:
             if repair:
                 t._lock()
-            _check_v2(t, rep, manifest_ok, repair)
+            again = _check_v2(t, rep, manifest_ok, repair)
         finally:
             t._release()
+        if again:  # the manifest was rebuilt: now check (and repair) the rest against it
+            rest = cls.check(p, repair=True)
+            rest.problems[:0], rest.actions[:0] = rep.problems, rep.actions
+            rest.unrecoverable[:0] = rep.unrecoverable
+            rest.repaired = True
+            return rest
         return rep
 
 
@@ -1526,7 +1533,8 @@ def _check_v1(p: Path, rep: CheckReport, migrate: bool) -> CheckReport:
     return rep
 
 
-def _check_v2(t: Trajectory, rep: CheckReport, manifest_ok: bool, repair: bool) -> None:
+def _check_v2(t: Trajectory, rep: CheckReport, manifest_ok: bool, repair: bool) -> bool:
+    """Fill ``rep``; with ``repair``, rebuild the index (or first the manifest: returns True, check again)."""
     assert t.path is not None
     p, snapdir = t.path, t.path / _SNAPDIR
     idx: dict[int, dict[str, Any]] = {}
@@ -1546,6 +1554,7 @@ def _check_v2(t: Trajectory, rep: CheckReport, manifest_ok: bool, repair: bool) 
     segs = t._manifest_segs
     blobs: dict[int, dict[str, Any]] = {}
     ends: dict[str, int] = {}  # pack -> end of its last verified snapshot
+    seg_info: dict[int, str] = {}  # segment -> its layout as the first snapshot of a pack states it
     packs = _pack_names(snapdir)
     for name in packs:
         data = (snapdir / name).read_bytes()
@@ -1571,6 +1580,8 @@ def _check_v2(t: Trajectory, rep: CheckReport, manifest_ok: bool, repair: bool) 
                     if what is None:
                         blobs[rec["i"]] = rec
                         ends[name] = at + size
+                        if "segment" in h["__metadata__"]:
+                            seg_info.setdefault(rec["seg"], h["__metadata__"]["segment"])
                         at += size
                         continue
             rep.problems.append((f"{_SNAPDIR}/{name}", f"byte {at}: snapshot {what}"))
@@ -1597,16 +1608,15 @@ def _check_v2(t: Trajectory, rep: CheckReport, manifest_ok: bool, repair: bool) 
     if rep.lost:
         rep.unrecoverable.append(f"snapshots {_ranges(rep.lost)}: their tensors are damaged or missing")
     if not repair or (rep.ok and not rep.torn_tail):
-        return
+        return False
     if not manifest_ok:
-        rep.unrecoverable.append("repair refused: the manifest is damaged")
-        return
+        return _repair_manifest(t, rep, blobs, seg_info)
     keep = rep.lost[0] if rep.lost else n
     if any(i > keep for i in rep.intact + rep.recoverable):
         rep.unrecoverable.append(
             f"repair refused: snapshot {keep} is lost but later snapshots survive (an index cannot skip one)"
         )
-        return
+        return False
     # Rebuild the index from the packs' own records, checking segment order as a reader would.
     t._records, t._seg_start, t._segs = [], [], []
     try:
@@ -1614,7 +1624,7 @@ def _check_v2(t: Trajectory, rep: CheckReport, manifest_ok: bool, repair: bool) 
             t._add(blobs[i], f"{_SNAPDIR}/{blobs[i]['file']}")
     except CorruptTrajectoryError as e:
         rep.unrecoverable.append(f"repair refused: {e}")
-        return
+        return False
     new = b"".join(t._index_line(_record_json(blobs[i]), blobs[i]) for i in range(keep))
     kept_end: dict[str, int] = {}
     for i in range(keep):
@@ -1648,6 +1658,38 @@ def _check_v2(t: Trajectory, rep: CheckReport, manifest_ok: bool, repair: bool) 
         rep.actions.append(f"dropped the lost snapshots {keep}..{n - 1} from the index")
     rep.repaired = True
     rep.intact, rep.recoverable = list(range(keep)), []
+    return False
+
+
+def _repair_manifest(
+    t: Trajectory, rep: CheckReport, blobs: dict[int, dict[str, Any]], seg_info: dict[int, str]
+) -> bool:
+    """Rebuild a damaged manifest's segment table from the packs (each pack's first snapshot states its layout)."""
+    assert t.path is not None
+    nseg = max((r["seg"] for r in blobs.values()), default=-1) + 1
+    missing = [k for k in range(nseg) if k not in seg_info]
+    if not blobs or missing:
+        rep.unrecoverable.append(
+            f"repair refused: the manifest is damaged and no pack states the layout of segments {missing}"
+        )
+        return False
+    segs = []
+    for k in range(nseg):
+        d = json.loads(seg_info[k])
+        segs.append((ParamLayout.from_dict(d["layout"]), tuple(d["buffer_names"])))
+    f = t.path / _MANIFEST
+    if f.exists():
+        backup, k = t.path / f"{_MANIFEST}.damaged", 1
+        while backup.exists():
+            backup, k = t.path / f"{_MANIFEST}.damaged.{k}", k + 1
+        os.link(f, backup)
+        rep.actions.append(f"kept the old manifest as {backup}")
+    t._segs, t._meta, t._pending, t._durable = segs, {}, None, "append"
+    t._write_manifest()
+    rep.actions.append(f"rebuilt {f} with {nseg} segments from the packs")
+    rep.unrecoverable = [u for u in rep.unrecoverable if not u.startswith(_MANIFEST)]
+    rep.unrecoverable.append(f"{_MANIFEST}: the run metadata (meta), which only the manifest held; it is now empty")
+    return True
 
 
 def _check_tensors(

@@ -295,3 +295,21 @@ def test_packs_rotate_and_every_pack_is_checked(tmp_path, monkeypatch):
     assert rep.recoverable == list(range(9)) and rep.lost == []
     assert Trajectory.check(p, repair=True).repaired
     assert_all(Trajectory.open(p), 9)
+
+
+def test_repair_rebuilds_a_damaged_manifest_from_the_packs(tmp_path):
+    p = store(tmp_path, n=8, meta={"seed": 1})  # two segments
+    manifest = p / "manifest.json"
+    data = manifest.read_bytes()
+    manifest.write_bytes(data.replace(b'"1.weight"', b'"1.weighs"', 1))
+    with pytest.raises(CorruptTrajectoryError, match="manifest.json fails its checksum"):
+        Trajectory.open(p)
+    rep = Trajectory.check(p)
+    assert not rep.ok and rep.problems[0][0] == "manifest.json"
+    rep = Trajectory.check(p, repair=True)
+    assert rep.repaired and "rebuilt" in str(rep) and "run metadata (meta)" in str(rep), str(rep)
+    assert (p / "manifest.json.damaged").read_bytes() == data.replace(b'"1.weight"', b'"1.weighs"', 1)
+    t = Trajectory.open(p)
+    assert_all(t, 8)
+    assert [(s.start, s.stop) for s in t.segments] == [(0, 6), (6, 8)] and t.meta == {}
+    assert Trajectory.check(p).ok
