@@ -13,12 +13,13 @@ A trajectory lives in memory (``Trajectory()``) or in a directory; both behave t
     <dir>/snapshots/00000012.pack    snapshots 12, 13, ... of one segment, back to back
 
 **Packs.** A pack holds consecutive snapshots of one segment (a new pack starts with every segment,
-every ``pack_bytes`` and every writer session), each a complete *safetensors* byte string (tensors
+``Trajectory.PACK_BYTES`` and every writer session), each a complete *safetensors* byte string (tensors
 ``vector`` and ``buffers/<name>``) written with one ``write``. Each one describes itself in its
 safetensors metadata: ``record`` (the snapshot's JSON record: index, segment, step, epoch, time,
-dtype, metrics, tags), ``digest`` (sha256 of the record, the tensor table and the tensor bytes) and,
-in the first snapshot of a pack, the segment's layout. A pack can therefore be verified, and the index
-rebuilt from it, without the index.
+dtype, metrics, tags), ``segment`` (in the first snapshot of a pack: the segment's layout and buffer
+names) and ``digest`` (sha256 of the record, the segment entry, the tensor table and the tensor
+bytes). A pack can therefore be verified, and the index and the manifest's segment table rebuilt
+from it, without either; only the run metadata (``meta``) lives in the manifest alone.
 
 **Seals.** Every index line and the manifest end in ``"sum":"<sha256 of the bytes before it>"``. An
 index line also holds the snapshot's pack, byte offset, size and digest. Reading verifies the seal of
@@ -31,7 +32,8 @@ tail snapshots forward after verifying their digests (mode ``"a"`` writes their 
 thing recovery ever removes is one incomplete tail: a torn last index line without its newline and a
 partial last snapshot at the end of the last pack. Anything else that does not verify is damage: open
 refuses, every file is left in place, and :meth:`Trajectory.check` (``python -m landscape check DIR``)
-reports it and, with ``repair=True``, rebuilds the index from intact packs.
+reports it and, with ``repair=True``, rebuilds the index (and a damaged manifest's segments) from
+intact packs.
 
 **Durability** (``durable=``): a completed :meth:`~Trajectory.append` has handed the snapshot to the
 operating system in every mode, so a killed process (even SIGKILL) loses nothing appended. Surviving
