@@ -4,7 +4,8 @@ The exhaustive tests flip every byte (XOR 0xFF) and truncate at every offset of 
 hypothesis test draws any XOR value. After each fault, reading gives either a
 :class:`~landscape.trajectory.TrajectoryError` whose message names the damaged file, or data equal to
 the original (vectors and buffers bitwise, metadata equal); opening for appending never changes a
-pack (so never deletes an intact snapshot) and leaves a store that reads back the same way.
+pack (so never deletes an intact snapshot) and leaves a store that reads back the same way; ``check``
+reports every fault that makes reading fail.
 """
 
 import math
@@ -153,4 +154,7 @@ def test_random_faults(pristine, tmp_path, data):
         write(p / rel, _flip(raw, k, x))
     else:
         write(p / rel, raw[: data.draw(st.integers(0, len(raw) - 1))])
+    rep = Trajectory.check(p)  # never raises on a damaged store, and never calls a store it cannot read OK
+    if isinstance(read(p), str):
+        assert not rep.ok and (rep.problems or rep.recoverable or rep.lost), str(rep)
     verdict(p, rel, files, expected, append=True)
