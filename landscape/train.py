@@ -34,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from landscape.data import iterate_batches
-from landscape.params import preserved_mode
+from landscape.params import ParamLayout, preserved_mode
+from landscape.trajectory import Trajectory
 
 __all__ = [
     "StepEvent",
@@ -129,11 +130,79 @@ class Callback:
         """Called once after the last step (also after an early stop)."""
 
 
+class _ModelReader:
+    """Reads a model's flat parameter vector and buffers for snapshots, with the layout cached.
+
+    ``append_model`` rebuilds the :class:`~landscape.params.ParamLayout` (a walk over every module, one
+    :class:`~landscape.params.TensorSpec` per tensor) and flattens through ``parameters_to_vector``
+    (concatenate, then copy again) for every snapshot. Here the layout, the tensors in vector order and the
+    buffer locations are built once with those same functions and reused while the model's structure is
+    unchanged. The structure is checked on every read by one cheap walk over ``named_modules()`` that
+    compares module and parameter identities, names, shapes, ``requires_grad`` and buffer names; any
+    difference (a swapped model, a grown layer, a frozen parameter) rebuilds the cache.
+    """
+
+    def __init__(self) -> None:
+        self.layout: ParamLayout | None = None
+        self._sig: list[Any] | None = None
+        self._pinned: list[Any] = []  # keeps the modules and parameters of ``_sig`` alive: their ids stay unique
+        self._params: list[Tensor] = []
+        self._buffers: list[tuple[str, dict[str, Any], str]] = []
+
+    @staticmethod
+    def _signature(model: nn.Module) -> tuple[list[Any], list[Any]]:
+        sig: list[Any] = []
+        pinned: list[Any] = []
+        for name, mod in model.named_modules():
+            sig += (name, id(mod))
+            pinned.append(mod)
+            for k, p in mod._parameters.items():
+                if p is None:
+                    sig += (k, None)
+                else:
+                    sig += (k, id(p), p.requires_grad, p.shape)
+                    pinned.append(p)
+            for k, b in mod._buffers.items():
+                sig += (k, b is None)
+        return sig, pinned
+
+    def _rebuild(self, model: nn.Module, sig: list[Any], pinned: list[Any]) -> None:
+        layout = ParamLayout.from_model(model)
+        named = dict(model.named_parameters())
+        self._params = [named[s.name] for s in layout.specs]
+        modules = dict(model.named_modules())
+        self._buffers = []
+        for name, _ in model.named_buffers():
+            owner, _, key = name.rpartition(".")
+            self._buffers.append((name, modules[owner]._buffers, key))
+        self.layout, self._sig, self._pinned = layout, sig, pinned
+
+    def read(self, model: nn.Module) -> tuple[Tensor, dict[str, Tensor], ParamLayout]:
+        """A new flat vector (equal to ``parameters_to_vector(model)``), copies of the buffers, the layout."""
+        sig, pinned = self._signature(model)
+        if sig != self._sig:
+            self._rebuild(model, sig, pinned)
+        assert self.layout is not None
+        params = self._params
+        if params:
+            # A new tensor every time (never a reused buffer): the store may keep it beyond append().
+            vec = torch.cat([p.detach().reshape(-1) for p in params])
+        else:
+            vec = torch.zeros(0)
+        bufs = {name: d[key].detach().clone() for name, d, key in self._buffers}
+        return vec, bufs, self.layout
+
+
 class RecordTrajectory(Callback):
     """Record snapshots into a trajectory on a schedule.
 
     Records the initial point, every ``every_steps`` steps, every ``every_epochs`` epochs, the step of
     every event (optimizer switch, tunnel), and the final point; never the same step twice.
+
+    Snapshots into a :class:`~landscape.trajectory.Trajectory` go through :meth:`Trajectory.append` with a
+    layout cached between snapshots (rebuilt whenever the model's structure changes), so a snapshot costs a
+    concatenation of the parameters and the store's own work; they hold exactly what
+    ``append_model(model, ...)`` would store. Any other recorder object gets ``append_model``.
 
     Args:
         trajectory: Any object with ``append_model(model, *, step, epoch, metrics, tags)``, normally a
@@ -160,13 +229,23 @@ class RecordTrajectory(Callback):
         self.tags = dict(tags or {})
         self._last_step: int | None = None
         self._pending_events: list[dict[str, Any]] = []
+        # The fast path only for the store whose append_model it reproduces (not a subclass overriding it).
+        self._reader = _ModelReader() if _plain_trajectory(trajectory) else None
 
     def _record(self, trainer: Trainer, epoch: float, metrics: Mapping[str, float]) -> None:
         tags = dict(self.tags)
         if self._pending_events:
             tags["events"] = self._pending_events
             self._pending_events = []
-        self.trajectory.append_model(trainer.model, step=trainer.step, epoch=epoch, metrics=dict(metrics), tags=tags)
+        if self._reader is None:
+            self.trajectory.append_model(
+                trainer.model, step=trainer.step, epoch=epoch, metrics=dict(metrics), tags=tags
+            )
+        else:
+            vec, bufs, layout = self._reader.read(trainer.model)
+            self.trajectory.append(
+                vec, buffers=bufs, layout=layout, step=trainer.step, epoch=epoch, metrics=dict(metrics), tags=tags
+            )
         self._last_step = trainer.step
 
     def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
@@ -174,7 +253,8 @@ class RecordTrajectory(Callback):
         self._record(trainer, 0.0, trainer.last_metrics)
 
     def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: D102
-        self._pending_events.extend(event.events)
+        if event.events:
+            self._pending_events.extend(event.events)
         by_steps = self.every_steps is not None and event.step % self.every_steps == 0
         # Epoch-scheduled snapshots are written in on_epoch_end, where the epoch metrics exist.
         by_epoch = event.epoch_end and self.every_epochs is not None and (event.epoch + 1) % self.every_epochs == 0
@@ -192,6 +272,10 @@ class RecordTrajectory(Callback):
         self._pending_events.extend(trainer.drain_events())
         if self._last_step != trainer.step or self._pending_events:
             self._record(trainer, trainer.epoch_progress, trainer.last_metrics)
+
+
+def _plain_trajectory(obj: Any) -> bool:
+    return isinstance(obj, Trajectory) and type(obj).append_model is Trajectory.append_model
 
 
 def _is_tensor_pair(data: Any) -> bool:
@@ -261,6 +345,72 @@ def _last_target_is_int(data: DataLike) -> bool:
     if _is_tensor_pair(data):
         return not data[1].is_floating_point()  # type: ignore[index]
     return True
+
+
+class _Correct:
+    """Counts correct class predictions (``argmax == target``) over an epoch, many steps at a time.
+
+    The loop appends each step's outputs and targets to ``outs`` / ``ys`` (a list append, where counting at
+    once costs four tensor ops and a sync per step); :meth:`reduce` concatenates them and counts in one go,
+    every ``limit`` steps (at most about ``max_elements`` output entries held) and at the end of the epoch.
+    The outputs are held as the model returned them (``backward`` has already freed what their graph
+    saved); counting runs without grad. The count is the same integer as counting step by step.
+    """
+
+    max_elements = 1 << 18  # about 1 MiB of float32 outputs held at most
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.outs: list[Tensor] = []
+        self.ys: list[Tensor] = []
+        self.limit = 0  # steps per reduction, from the first output (0: not known yet)
+
+    def set_limit(self, out: Tensor) -> None:
+        self.limit = max(1, self.max_elements // max(1, out.numel()))
+
+    def reduce(self) -> int:
+        outs, ys = self.outs, self.ys
+        if outs:
+            with torch.no_grad():
+                try:
+                    o, t = torch.cat(outs), torch.cat(ys)
+                    batched = o.dim() == 2 and t.dim() == 1 and o.shape[0] == t.shape[0]
+                except RuntimeError:  # different widths, dims or devices: count step by step
+                    batched = False
+                if batched:
+                    self.count += int((o.argmax(-1) == t).sum())
+                else:
+                    self.count += sum(int((o.argmax(-1) == t).sum()) for o, t in zip(outs, ys) if o.dim() >= 2)
+            outs.clear()
+            ys.clear()
+        return self.count
+
+
+class _Progress:
+    """A tqdm bar over steps, redrawn at most every half second and touched every 64 steps.
+
+    The bar counts the steps itself; tqdm is only told in chunks, so a step costs an integer increment.
+    """
+
+    chunk = 64
+
+    def __init__(self, total: int | None) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, desc="train", unit="step", leave=False, mininterval=0.5)
+        self._n = 0
+
+    def update(self) -> None:
+        self._n += 1
+        if self._n >= self.chunk:
+            self._bar.update(self._n)
+            self._n = 0
+
+    def close(self) -> None:
+        if self._n:
+            self._bar.update(self._n)
+            self._n = 0
+        self._bar.close()
 
 
 class Trainer:
@@ -434,23 +584,18 @@ class Trainer:
         """Ask the loop to stop after the current step (callable from a callback)."""
         self._stop = True
 
-    def _closure_for(self, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
-        first = True
-
-        def closure() -> Tensor:
-            nonlocal first
-            self.optimizer.zero_grad(set_to_none=True)
-            out = self.model(x)
-            loss = self.loss_fn(out, y)
-            if self.regularizer is not None:
-                loss = loss + self.regularizer(self.model)
-            loss.backward()
-            if first:  # accuracy belongs to the point the step starts from, not an RK2 stage point
-                self._last_out = out.detach()
-                first = False
-            return loss
-
-        return closure
+    def _closure(self) -> Tensor:
+        # One bound method for the whole run (no closure object per step); the batch is ``self._batch``.
+        x, y = self._batch
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.model(x)
+        loss = self.loss_fn(out, y)
+        if self.regularizer is not None:
+            loss = loss + self.regularizer(self.model)
+        loss.backward()
+        if self._last_out is None:  # accuracy belongs to the point the step starts from, not an RK2 stage point
+            self._last_out = out  # not detached (a tensor op per step): counted under no_grad, see _Correct
+        return loss
 
     # -------------------------------------------------------------------- loop
     def __iter__(self) -> Iterator[StepEvent]:
@@ -464,9 +609,9 @@ class Trainer:
         if self.epochs is not None and self.batches_per_epoch is not None:
             by_epochs = self.epochs * self.batches_per_epoch
             total = by_epochs if total is None else min(total, by_epochs)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, disable=not self.progress, desc="train", unit="step", leave=False)
+        bar = _Progress(total) if self.progress else None
+        self._batch: tuple[Tensor, Tensor] | None = None
+        self._last_out: Any = None
         self.model.train()
         for cb in self.callbacks:
             cb.on_train_begin(self)
@@ -477,36 +622,64 @@ class Trainer:
                 yield from self._run_epoch(epoch, gen, bar)
                 epoch += 1
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
         for cb in self.callbacks:
             cb.on_train_end(self)
 
-    def _run_epoch(self, epoch: int, gen: torch.Generator, bar: Any) -> Iterator[StepEvent]:
-        run_loss, run_n, run_correct = 0.0, 0, 0
+    def _run_epoch(self, epoch: int, gen: torch.Generator, bar: _Progress | None) -> Iterator[StepEvent]:
+        # The per-step path does what a plain loop does (one optimizer step) plus one tensor op, the float of
+        # the loss (for the NaN check, the running mean and the event), and Python bookkeeping. The training
+        # accuracy is counted in chunks of steps (see _Correct); callbacks and events cost nothing when absent.
+        run_loss, run_n = 0.0, 0
+        correct = _Correct()
+        outs, ys = correct.outs, correct.ys
         n_batches = self.batches_per_epoch
+        closure = self._closure
+        isfinite = math.isfinite
         ev: StepEvent | None = None
         finished = False
-        for b, (x, y) in enumerate(_batches(self.data, self.batch_size, self.shuffle, gen)):
-            loss_t = self.optimizer.step(self._closure_for(x, y))
+        pop_owner: Any = None
+        pop: Callable[[], Iterable[dict[str, Any]]] | None = None
+        for b, batch in enumerate(_batches(self.data, self.batch_size, self.shuffle, gen)):
+            self._batch = batch
+            self._last_out = None
+            optimizer = self.optimizer
+            loss_t = optimizer.step(closure)
             if loss_t is None:
                 raise RuntimeError("the optimizer's step(closure) must return the closure's loss")
-            loss = float(loss_t.detach()) if isinstance(loss_t, Tensor) else float(loss_t)
+            loss = loss_t.item() if isinstance(loss_t, Tensor) else float(loss_t)
             self.step += 1
-            bar.update(1)
-            if not math.isfinite(loss):
+            if bar is not None:
+                bar.update()
+            if not isfinite(loss):
                 self._handle_nonfinite(loss)
-            run_loss += loss * x.shape[0]
-            run_n += x.shape[0]
-            if not y.is_floating_point() and self._last_out.dim() >= 2:
-                run_correct += int((self._last_out.argmax(-1) == y).sum())
-            pop = getattr(self.optimizer, "pop_events", None)
-            events = (list(pop()) if callable(pop) else []) + self._events
-            self._events = []
+            y = batch[1]
+            nb = y.shape[0]
+            run_loss += loss * nb
+            run_n += nb
+            out = self._last_out
+            if isinstance(out, Tensor) and not y.is_floating_point():
+                outs.append(out)
+                ys.append(y)
+                if len(outs) >= correct.limit:
+                    if correct.limit:
+                        correct.reduce()
+                    else:
+                        correct.set_limit(out)
+            if optimizer is not pop_owner:
+                pop_owner, pop = optimizer, getattr(optimizer, "pop_events", None)
+                if not callable(pop):
+                    pop = None
+            events = list(pop()) if pop is not None else []
+            if self._events:
+                events += self._events
+                self._events = []
             finished = n_batches is not None and b + 1 == n_batches
             self.epoch_progress = epoch + ((b + 1) / n_batches if n_batches else 0.0)
             ev = StepEvent(self.step, epoch, b, loss, finished, events)
             if finished:
-                eev = self._finish_epoch(epoch, run_loss, run_n, run_correct)
+                eev = self._finish_epoch(epoch, run_loss, run_n, correct.reduce())
             for cb in self.callbacks:
                 cb.on_step_end(self, ev)
             if finished:
@@ -518,7 +691,7 @@ class Trainer:
         if ev is None:
             raise ValueError("the training data yielded no batch")
         if not finished:  # an iterable of unknown length ran out: the epoch ended after the last step
-            eev = self._finish_epoch(epoch, run_loss, run_n, run_correct)
+            eev = self._finish_epoch(epoch, run_loss, run_n, correct.reduce())
             for cb in self.callbacks:
                 cb.on_epoch_end(self, eev)
 
