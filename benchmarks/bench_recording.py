@@ -9,7 +9,9 @@ SGD (lr 0.1, momentum 0.9), cross-entropy, one torch thread. Configurations, all
   seeded like the Trainer's) from the same initial weights; it computes nothing else;
 * ``trainer``: :class:`landscape.train.Trainer` without recording (it still tracks the running loss and
   accuracy, checks every loss for NaN/inf and runs its callbacks);
-* ``memory``: the Trainer recording every step into an in-memory :class:`~landscape.trajectory.Trajectory`;
+* ``memory``: the Trainer recording every step into an in-memory :class:`~landscape.trajectory.Trajectory`
+  (``memory, via append_model``: the same through the store's own ``append_model``, which is what the
+  recorder does for any other recorder object; the recorder's cached layout is the difference);
 * ``disk ...``: the Trainer recording every step into a store on disk, one row per durability mode the
   store offers (``durable=False``; ``durable="flush"``, group commit, synced at ``flush()`` / ``close()``;
   every append durable). The modes are found from the store's API (see :data:`STORE_MODES`), more can be
@@ -139,14 +141,25 @@ def plain_loop(
     return time.perf_counter() - t0, time.thread_time() - c0, model
 
 
+class AppendModelOnly:
+    """Hands the Trainer a store through ``append_model`` alone: the recorder's generic path, for comparison."""
+
+    def __init__(self, traj: Trajectory) -> None:
+        self.traj = traj
+
+    def append_model(self, model: nn.Module, **kwargs: Any) -> int:  # noqa: D102
+        return self.traj.append_model(model, **kwargs)
+
+
 def trainer_run(
     net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, store: Callable[[], Any] | None
 ) -> tuple[float, float, Trainer, Any]:
     """A Trainer run (recording every step into ``store()`` when given); the store is closed inside the time."""
-    traj = store() if store is not None else None
+    rec = store() if store is not None else None
+    traj = rec.traj if isinstance(rec, AppendModelOnly) else rec
     kw: dict[str, Any] = dict(optimizer=_sgd, steps=steps, batch_size=batch, seed=SEED, record_every_epochs=None)
-    if traj is not None:
-        kw.update(trajectory=traj, record_every_steps=1)
+    if rec is not None:
+        kw.update(trajectory=rec, record_every_steps=1)
     tr = Trainer(net, (x, y), nn.functional.cross_entropy, **kw)
     t0, c0 = time.perf_counter(), time.thread_time()
     tr.fit()
@@ -184,7 +197,11 @@ def main() -> None:
 
         return make
 
-    configs: dict[str, Callable[[], Any] | None] = {"trainer": None, "memory": Trajectory}
+    configs: dict[str, Callable[[], Any] | None] = {
+        "trainer": None,
+        "memory": Trajectory,
+        "memory, via append_model": lambda: AppendModelOnly(Trajectory()),
+    }
     modes = store_modes()
     for spec in args.store_mode:
         name, _, js = spec.partition("=")
