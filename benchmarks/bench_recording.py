@@ -254,15 +254,20 @@ def main() -> None:
     def ratio(a: str, b: str, k: int) -> float:
         return statistics.median(tb[k] / ta[k] for ta, tb in zip(times[a], times[b]))
 
+    def best_ratio(a: str, b: str) -> float:  # CPU time of the least disturbed run of each (noise only adds)
+        return min(t[1] for t in times[b]) / min(t[1] for t in times[a])
+
     rows = []
     for name in order:
         wall = statistics.median(t[0] for t in times[name]) / args.steps
         cpu = statistics.median(t[1] for t in times[name]) / args.steps
         row = {"config": name, "wall_us_per_step": wall * 1e6, "cpu_us_per_step": cpu * 1e6,
-               "vs_plain_wall": ratio("plain", name, 0), "vs_plain_cpu": ratio("plain", name, 1)}
+               "vs_plain_wall": ratio("plain", name, 0), "vs_plain_cpu": ratio("plain", name, 1),
+               "vs_plain_best_cpu": best_ratio("plain", name)}
         if "trainer" in times and name not in ("plain",):
             row["vs_trainer_wall"] = ratio("trainer", name, 0)
             row["vs_trainer_cpu"] = ratio("trainer", name, 1)
+            row["vs_trainer_best_cpu"] = best_ratio("trainer", name)
             base = statistics.median(t[0] for t in times["trainer"]) / args.steps
             row["extra_wall_us_per_step"] = (wall - base) * 1e6
         rows.append(row)
@@ -270,30 +275,33 @@ def main() -> None:
     out["raw"] = times
 
     print(f"load average at end: {out['load_end']}")
-    print("ratios are medians over rounds of the per-round ratio; 'vs trainer' = relative to not recording")
-    print(f"{'configuration':<36s}{'wall us/step':>13s}{'CPU us/step':>12s}{'vs plain':>10s}{'(CPU)':>8s}"
-          f"{'vs trainer':>12s}{'(CPU)':>8s}{'extra us':>10s}")
+    print("ratios: wall and CPU are medians over rounds of the per-round ratio, 'best' the ratio of the fastest runs'")
+    print("CPU times; 'vs trainer' = relative to not recording; 'extra us' = wall time per step over the trainer")
+    print(f"{'configuration':<36s}{'wall us/step':>13s}{'CPU us/step':>12s}{'vs plain':>10s}{'(CPU)':>8s}{'(best)':>8s}"
+          f"{'vs trainer':>12s}{'(CPU)':>8s}{'(best)':>8s}{'extra us':>10s}")
     for row in rows:
-        vt = f"{row['vs_trainer_wall']:12.3f}{row['vs_trainer_cpu']:8.3f}{row['extra_wall_us_per_step']:10.1f}" \
-            if "vs_trainer_wall" in row else ""
+        vt = (f"{row['vs_trainer_wall']:12.3f}{row['vs_trainer_cpu']:8.3f}{row['vs_trainer_best_cpu']:8.3f}"
+              f"{row['extra_wall_us_per_step']:10.1f}") if "vs_trainer_wall" in row else ""
         print(f"{row['config']:<36s}{row['wall_us_per_step']:13.1f}{row['cpu_us_per_step']:12.1f}"
-              f"{row['vs_plain_wall']:10.3f}{row['vs_plain_cpu']:8.3f}{vt}")
+              f"{row['vs_plain_wall']:10.3f}{row['vs_plain_cpu']:8.3f}{row['vs_plain_best_cpu']:8.3f}{vt}")
 
     by_name = {row["config"]: row for row in rows}
-    checks = []
+    checks = []  # (what, wall ratio, best CPU ratio, limit); the verdict is on wall time (fsync waits are not CPU)
     if "trainer" in by_name:
-        checks.append(("Trainer <= 1.05x plain loop", by_name["trainer"]["vs_plain_wall"], 1.05))
+        t = by_name["trainer"]
+        checks.append(("Trainer <= 1.05x plain loop", t["vs_plain_wall"], t["vs_plain_best_cpu"], 1.05))
     for key, limit, what in (("flush", 1.3, "durable at flush()"), ("append", 2.0, "every append durable")):
         row = next((by_name[n] for n in TARGET_ROWS[key] if n in by_name), None)
         if row is not None and "vs_trainer_wall" in row:
-            checks.append((f"disk, {what} <= {limit}x unrecorded ({row['config']})", row["vs_trainer_wall"], limit))
+            checks.append((f"{row['config']} ({what}) <= {limit}x unrecorded", row["vs_trainer_wall"],
+                           row["vs_trainer_best_cpu"], limit))
         elif key == "flush":
-            checks.append((f"disk, {what}: this store has no such mode", float("nan"), limit))
-    out["targets"] = [{"target": t, "measured": m, "limit": lim, "met": m <= lim} for t, m, lim in checks]
-    print("targets (wall-time ratios):")
-    for t, m, lim in checks:
+            checks.append((f"disk, {what}: this store has no such mode", float("nan"), float("nan"), limit))
+    out["targets"] = [{"target": t, "wall": m, "best_cpu": c, "limit": lim, "met": m <= lim} for t, m, c, lim in checks]
+    print("targets (verdict on the wall-time ratio; the best-CPU ratio beside it):")
+    for t, m, c, lim in checks:
         verdict = "n/a" if m != m else ("met" if m <= lim else "NOT met")
-        print(f"  {t:<70s} {m:6.3f}  {verdict}")
+        print(f"  {t:<62s} wall {m:6.3f}  best CPU {c:6.3f}  {verdict}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
