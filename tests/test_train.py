@@ -329,3 +329,40 @@ def test_progress_bar_does_not_change_training(capsys):
     b = Trainer(_net(), _data(), optimizer=sgd(), epochs=3, batch_size=8, seed=3).fit()
     assert torch.equal(parameters_to_vector(a.model), parameters_to_vector(b.model))
     assert a.history_ == b.history_
+
+
+def test_seeded_training_with_recording_is_bitwise_reproducible_across_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from landscape.trajectory import Trajectory
+
+    script = (
+        "import sys, torch\n"
+        "from torch import nn\n"
+        "from landscape.train import Trainer\n"
+        "from landscape.trajectory import Trajectory\n"
+        "torch.manual_seed(5)\n"
+        "net = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 3))\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "x, y = torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g)\n"
+        "t = Trajectory(sys.argv[1], durable=False)\n"
+        "Trainer(net, (x, y), optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), epochs=3,\n"
+        "        batch_size=16, seed=7, trajectory=t, record_every_steps=2).fit()\n"
+        "t.close()\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    paths = [tmp_path / "a", tmp_path / "b"]
+    for p in paths:
+        subprocess.run([sys.executable, "-c", script, str(p)], check=True, env=env, cwd=root, timeout=300)
+    here = Trajectory()
+    Trainer(_bn_net(), _data(), optimizer=sgd(), epochs=3, batch_size=16, seed=7, trajectory=here,
+            record_every_steps=2).fit()
+    a, b = (Trajectory.open(p, "r") for p in paths)
+    assert len(a) == len(b) == len(here) == 7
+    for sa, sb, sh in zip(a, b, here):
+        assert torch.equal(sa.vector, sb.vector) and torch.equal(sa.vector, sh.vector)
+        assert all(torch.equal(sa.buffers[k], sh.buffers[k]) for k in sh.buffers)
+        assert sa.metrics == sb.metrics == sh.metrics and sa.step == sh.step
