@@ -52,6 +52,7 @@ ever unpickled: tensors are safetensors, everything else JSON.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -142,24 +143,66 @@ def _record_json(rec: Mapping[str, Any]) -> str:
     return json.dumps({k: rec[k] for k in _CORE}, separators=(",", ":"))
 
 
+def _named_tensors(model: nn.Module) -> tuple[list[tuple[str, Tensor]], dict[str, Tensor]]:
+    """``(list(model.named_parameters()), dict(model.named_buffers()))`` in one walk over the modules.
+
+    Same names, order and de-duplication as torch's two generators, at about a third of their cost: for a
+    snapshot every step the module walk was the largest part of recording.
+    """
+    params: list[tuple[str, Tensor]] = []
+    buffers: dict[str, Tensor] = {}
+    seen_mod: set[int] = set()
+    seen_p: set[int] = set()
+    seen_b: set[int] = set()
+    stack: list[tuple[str, nn.Module]] = [("", model)]
+    mods: list[tuple[str, nn.Module]] = []
+    while stack:  # pre-order, children in registration order: the order of named_modules()
+        prefix, m = stack.pop()
+        if id(m) in seen_mod:
+            continue
+        seen_mod.add(id(m))
+        mods.append((prefix, m))
+        children = [(f"{prefix}.{k}" if prefix else k, c) for k, c in m._modules.items() if c is not None]
+        stack.extend(reversed(children))
+    for prefix, m in mods:  # named_parameters() lists every module's parameters in module order
+        dot = prefix + "." if prefix else ""
+        for k, p in m._parameters.items():
+            if p is not None and id(p) not in seen_p:
+                seen_p.add(id(p))
+                params.append((dot + k, p))
+    for prefix, m in mods:
+        dot = prefix + "." if prefix else ""
+        for k, b in m._buffers.items():
+            if b is not None and id(b) not in seen_b:
+                seen_b.add(id(b))
+                buffers[dot + k] = b
+    return params, buffers
+
+
 def _tensor_bytes(t: Tensor) -> memoryview:
     t = t.detach().to("cpu").contiguous()
     return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
 
 
+@functools.lru_cache(maxsize=64)
+def _table_json(spec: tuple[tuple[str, torch.dtype, tuple[int, ...], int], ...]) -> str:
+    """The safetensors table of tensors ``(name, dtype, shape, nbytes)``: the same for every snapshot of a segment."""
+    table: dict[str, Any] = {}
+    off = 0
+    for name, dtype, shape, nbytes in spec:
+        code = _ST_CODES.get(dtype)
+        if code is None:
+            raise TypeError(f"tensor {name!r} has dtype {dtype}, which safetensors cannot store")
+        table[name] = {"dtype": code, "shape": list(shape), "data_offsets": [off, off + nbytes]}
+        off += nbytes
+    return json.dumps(table, separators=(",", ":"))
+
+
 def _encode(tensors: Mapping[str, Tensor], record_json: str, extra: Mapping[str, str]) -> tuple[bytes, str]:
     """One snapshot as a safetensors byte string carrying its own record and digest; returns ``(blob, digest)``."""
-    table: dict[str, Any] = {}
-    parts, off = [], 0
-    for name, t in tensors.items():
-        code = _ST_CODES.get(t.dtype)
-        if code is None:
-            raise TypeError(f"tensor {name!r} has dtype {t.dtype}, which safetensors cannot store")
-        b = _tensor_bytes(t)
-        table[name] = {"dtype": code, "shape": list(t.shape), "data_offsets": [off, off + b.nbytes]}
-        parts.append(b)
-        off += b.nbytes
-    table_json = json.dumps(table, separators=(",", ":"))
+    parts = [_tensor_bytes(t) for t in tensors.values()]
+    table_json = _table_json(tuple((k, t.dtype, tuple(t.shape), b.nbytes)
+                                   for (k, t), b in zip(tensors.items(), parts)))  # fmt: skip
     digest = _digest(record_json + ("\n" + extra["segment"] if "segment" in extra else ""), table_json, parts)
     meta = {"format": FORMAT_NAME, "record": record_json, "digest": digest, **extra}
     # == json.dumps({"__metadata__": meta, **table}) without serializing the table twice
@@ -1080,7 +1123,7 @@ class Trajectory:
         # The layout is rebuilt only when the parameters themselves change (new tensors or shapes, as a
         # tunnel event does): comparing identities is far cheaper than a rebuild. requires_grad is not part
         # of the layout (see landscape.params), so freezing a tensor keeps the segment.
-        named = list(model.named_parameters())
+        named, buffers = _named_tensors(model)
         key = (id(model), *((n, id(p), p.shape, p.dtype) for n, p in named))
         if self._segs and key == self._model_key and self._model_tensors is not None:
             layout, tensors = self._segs[-1][0], self._model_tensors
@@ -1101,7 +1144,7 @@ class Trajectory:
         self._fresh = vec
         try:
             # Buffers uncopied: a disk store writes their bytes before returning, memory copies them once.
-            i = self.append(vec, buffers=dict(model.named_buffers()), layout=layout, **kwargs)
+            i = self.append(vec, buffers=buffers, layout=layout, **kwargs)
         finally:
             self._fresh = None
         self._model_key, self._model_tensors = (key, tensors) if tensors is not None else (None, None)

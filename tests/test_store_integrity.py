@@ -14,7 +14,7 @@ from torch import nn
 
 import landscape.trajectory as trajectory_module
 from landscape import cli
-from landscape.params import ParamLayout
+from landscape.params import ParamLayout, parameters_to_vector
 from landscape.trajectory import CorruptTrajectoryError, Trajectory, TrajectoryError
 
 HELPER = Path(__file__).with_name("_trajectory_writer.py")
@@ -267,11 +267,14 @@ def test_append_model_does_not_rebuild_the_layout_per_snapshot(tmp_path, monkeyp
     calls = []
     real = ParamLayout.from_model.__func__
     monkeypatch.setattr(ParamLayout, "from_model", classmethod(lambda cls, m: calls.append(1) or real(cls, m)))
+    torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    expected = []
     with Trajectory.create(tmp_path / "t", durable="flush") as t:
         for s in range(10):
             with torch.no_grad():
                 net[0].weight.add_(1.0)
+            expected.append(parameters_to_vector(net))
             t.append_model(net, step=s)
         assert len(calls) == 1
         net[1] = nn.Linear(4, 3)  # a tunnel-like change: new tensors, new layout, new segment
@@ -280,7 +283,7 @@ def test_append_model_does_not_rebuild_the_layout_per_snapshot(tmp_path, monkeyp
         t.append_model(net, step=11)
         assert len(calls) == 2 and [s.start for s in t.segments] == [0, 10]
     r = Trajectory.open(tmp_path / "t")
-    assert r[9].vector[0] == r[0].vector[0] + 9
+    assert all(torch.equal(r[s].vector, expected[s]) for s in range(10))  # the cached path reads fresh values
 
 
 def test_packs_rotate_and_every_pack_is_checked(tmp_path, monkeypatch):
@@ -313,3 +316,23 @@ def test_repair_rebuilds_a_damaged_manifest_from_the_packs(tmp_path):
     assert_all(t, 8)
     assert [(s.start, s.stop) for s in t.segments] == [(0, 6), (6, 8)] and t.meta == {}
     assert Trajectory.check(p).ok
+
+
+def test_one_walk_equals_torchs_named_parameters_and_buffers():
+    from landscape.trajectory import _named_tensors
+
+    shared = nn.Linear(2, 2)
+    inner = nn.Sequential(nn.Linear(4, 4, bias=False), nn.BatchNorm1d(4))
+    nets = [
+        nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), inner, nn.Sequential(inner, nn.ReLU())),  # shared module
+        nn.Sequential(shared, nn.ReLU(), shared),
+        nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False), nn.Flatten()),
+    ]
+    tied = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    tied[1].weight = tied[0].weight  # a tied parameter under two names
+    tied.register_buffer("scale", torch.ones(1), persistent=False)
+    nets.append(tied)
+    for net in nets:
+        params, buffers = _named_tensors(net)
+        assert [(k, id(v)) for k, v in params] == [(k, id(v)) for k, v in net.named_parameters()]
+        assert [(k, id(v)) for k, v in buffers.items()] == [(k, id(v)) for k, v in net.named_buffers()]
