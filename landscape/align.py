@@ -118,7 +118,10 @@ def _spec_for(a: ModelOrState, spec: PermutationSpec | None) -> PermutationSpec:
 
 
 def matching_objective(
-    spec: PermutationSpec, a: ModelOrState, b: ModelOrState, perm: Mapping[str, Tensor] | None = None
+    spec: PermutationSpec,
+    a: nn.Module | Mapping[str, Tensor],
+    b: nn.Module | Mapping[str, Tensor],
+    perm: Mapping[str, Tensor] | None = None
 ) -> float:
     """The weight-matching objective ``sum_t <a[t], P(b)[t]>`` over the parameters, in float64.
 
@@ -144,8 +147,8 @@ def _unit_rows(t: Tensor, axis: int, block: int, n: int) -> Tensor:
 
 
 def weight_matching(
-    a: ModelOrState,
-    b: ModelOrState,
+    a: nn.Module | Mapping[str, Tensor],
+    b: nn.Module | Mapping[str, Tensor],
     *,
     spec: PermutationSpec | None = None,
     max_sweeps: int = 100,
