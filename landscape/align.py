@@ -16,6 +16,7 @@ makes the two close, after which the straight line between them often has a much
   before the nonlinearity.
 
 Example:
+    >>> from landscape.permutation import random_permutation
     >>> a = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 2))
     >>> spec = permutation_spec(a)
     >>> b = apply_permutation(spec, random_permutation(spec, seed=1), a)
@@ -201,6 +202,10 @@ def weight_matching(
     def objective() -> float:
         return matching_objective(spec, A, B, perm)
 
+    # a's unit rows never change: cut them once (reshaping a moved axis copies the tensor)
+    a_rows = {(ax.tensor, ax.axis): _unit_rows(A[ax.tensor], ax.axis, ax.block, spec.sizes[ax.group])
+              for axs in by_tensor.values() for ax in axs}  # fmt: skip
+
     history = [objective()]
     bar = tqdm(total=max_sweeps, desc="weight matching", unit="sweep", disable=not progress, leave=False)
     with torch.no_grad(), bar:
@@ -216,7 +221,7 @@ def weight_matching(
                     Bt = _permute_tensor(B[t], others, perm)  # the other axes at their current permutation
                     for ax in mine:  # one group on two axes (rare): the other axis at its current value
                         Bo = _permute_tensor(Bt, [x for x in mine if x is not ax], perm)
-                        C += _unit_rows(A[t], ax.axis, ax.block, n) @ _unit_rows(Bo, ax.axis, ax.block, n).T
+                        C.addmm_(a_rows[(t, ax.axis)], _unit_rows(Bo, ax.axis, ax.block, n).T)
                 _, cols = linear_sum_assignment(C.numpy(), maximize=True)
                 new = torch.as_tensor(cols, dtype=torch.long)
                 # Keep the old permutation on ties: a re-solve must never lower the objective by rounding.
