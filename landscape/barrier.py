@@ -142,7 +142,7 @@ def loss_barrier(
     *,
     alphas: Sequence[float] | np.ndarray | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
-    metrics: Sequence[str] = ("loss", "accuracy"),
+    metrics: Sequence[str] | None = None,
     repair: bool = False,
     repair_data: Any = None,
     bn_mode: BNMode | str = BNMode.EVAL,
@@ -160,7 +160,8 @@ def loss_barrier(
         data: Tensor pair or iterable of ``(X, y)`` batches the metrics are measured on.
         alphas: ``(n,)`` grid in ``[0, 1]`` holding 0 and 1 (default: ``linspace(0, 1, 25)``).
         loss_fn: Loss (default: cross-entropy for class targets, MSE otherwise).
-        metrics: Metrics to evaluate (``"loss"`` is required).
+        metrics: Metrics to evaluate (``"loss"`` is required); default ``("loss", "accuracy")``, or only the loss
+            when the data is a tensor pair with floating (regression) targets.
         repair: Evaluate each interpolated network after :func:`landscape.align.repair` (REPAIR).
         repair_data: Data for REPAIR's statistics (default: ``data``; inputs only are used).
         bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"`` (BatchNorm policy; with ``repair`` the repaired
@@ -180,16 +181,22 @@ def loss_barrier(
     al = np.linspace(0, 1, 25) if alphas is None else np.asarray(alphas, np.float64)
     if not (np.any(al == 0) and np.any(al == 1)):
         raise ValueError("alphas must contain 0 and 1 (the endpoints)")
+    if metrics is None:
+        regression = isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[1], Tensor) \
+            and data[1].is_floating_point()
+        metrics = ("loss",) if regression else ("loss", "accuracy")
     if "loss" not in metrics:
         raise ValueError(f"metrics must include 'loss', got {list(metrics)}")
     if not repair:
         r = line(a, a, b, data, al, metrics=metrics, loss_fn=loss_fn, bn_mode=bn_mode, batch_size=batch_size,
                  progress=progress, label=label)  # fmt: skip
         return _make(al, {k: r.metrics[k] for k in metrics}, "line", label, r.provenance)
+    from tqdm.auto import tqdm
+
     from landscape.align import repair as repair_fn
 
     vals: dict[str, list[float]] = {k: [] for k in metrics}
-    for alpha in al:
+    for alpha in tqdm(al, desc="repaired path", unit="pt", disable=not progress, leave=False):
         m = a if alpha == 0 else b if alpha == 1 else repair_fn(a, b, data if repair_data is None else repair_data,
                                                                 alpha=float(alpha))  # fmt: skip
         out = evaluate_points(m, parameters_to_vector(m)[None], data, metrics=metrics, loss_fn=loss_fn,

@@ -252,3 +252,16 @@ def test_repaired_barrier_hits_the_endpoints_and_repaired_midpoint():
     with torch.no_grad():
         mid = float(F.cross_entropy(repair(a, b, (X, y), alpha=0.5)(X), y))
     assert res.metrics["loss"][1] == pytest.approx(mid, rel=1e-10)
+
+
+def test_weight_matching_takes_dicts_and_regression_barriers_skip_accuracy():
+    a, b = _net([4, 6, 3], 0), _net([4, 6, 3], 1)
+    spec = permutation_spec(a)
+    on_models = weight_matching(a, b)
+    on_dicts = weight_matching(dict(a.named_parameters()), dict(b.named_parameters()), spec=spec)
+    assert all(np.array_equal(on_models.permutation[g], on_dicts.permutation[g]) for g in spec.groups)
+    with pytest.raises(ValueError, match="spec="):
+        weight_matching(dict(a.named_parameters()), dict(b.named_parameters()))
+    X = torch.randn(20, 4, dtype=torch.float64)
+    res = loss_barrier(a, b, (X, torch.randn(20, 3, dtype=torch.float64)), alphas=[0, 0.5, 1])
+    assert set(res.metrics) == {"loss"} and np.isnan(res.accuracy_barrier)
