@@ -140,11 +140,11 @@ def matching_objective(
     return float(sum(float((A[k].double() * Pb[k].double()).sum()) for k in A))
 
 
-def _unit_rows(t: Tensor, axis: int, block: int, n: int) -> Tensor:
-    """``t`` as ``(n, -1)``: the entries of unit ``i`` along ``axis`` (``block`` per unit) in row ``i``."""
+def _unit_rows(t: Tensor, axis: int, block: int, n: int, repeat: int = 1) -> Tensor:
+    """``t`` as ``(n, -1)``: the entries of unit ``i`` along ``axis`` (``repeat`` x ``block`` per unit) in row ``i``."""
     shape = list(t.shape)
-    t = t.reshape(*shape[:axis], n, block, *shape[axis + 1 :])
-    return t.movedim(axis, 0).reshape(n, -1)
+    t = t.reshape(*shape[:axis], repeat, n, block, *shape[axis + 1 :])
+    return t.movedim(axis + 1, 0).reshape(n, -1)
 
 
 def weight_matching(
@@ -203,7 +203,7 @@ def weight_matching(
         return matching_objective(spec, A, B, perm)
 
     # a's unit rows never change: cut them once (reshaping a moved axis copies the tensor)
-    a_rows = {(ax.tensor, ax.axis): _unit_rows(A[ax.tensor], ax.axis, ax.block, spec.sizes[ax.group])
+    a_rows = {(ax.tensor, ax.axis): _unit_rows(A[ax.tensor], ax.axis, ax.block, spec.sizes[ax.group], ax.repeat)
               for axs in by_tensor.values() for ax in axs}  # fmt: skip
 
     history = [objective()]
@@ -221,7 +221,7 @@ def weight_matching(
                     Bt = _permute_tensor(B[t], others, perm)  # the other axes at their current permutation
                     for ax in mine:  # one group on two axes (rare): the other axis at its current value
                         Bo = _permute_tensor(Bt, [x for x in mine if x is not ax], perm)
-                        C.addmm_(a_rows[(t, ax.axis)], _unit_rows(Bo, ax.axis, ax.block, n).T)
+                        C.addmm_(a_rows[(t, ax.axis)], _unit_rows(Bo, ax.axis, ax.block, n, ax.repeat).T)
                 _, cols = linear_sum_assignment(C.numpy(), maximize=True)
                 new = torch.as_tensor(cols, dtype=torch.long)
                 # Keep the old permutation on ties: a re-solve must never lower the objective by rounding.

@@ -19,8 +19,11 @@ which group owns its channel axis:
 * ``Flatten`` after a convolution turns each channel into a block of ``H * W`` features of the next
   Linear's input (the block size is read from that Linear's ``in_features``).
 
-Anything else a permuted value flows into (LSTM, attention, concatenation, grouped convolution, local
-response normalization, ...) raises a :class:`PermutationSpecError` naming the module or operation.
+* A unidirectional LSTM starts one group per layer, applied inside each of the four stacked gates of
+  ``weight_ih``, ``weight_hh`` (rows and columns) and the biases; its output and one layer of ``h_n`` carry it.
+
+Anything else a permuted value flows into (attention, concatenation, grouped convolution, local
+response normalization, bidirectional LSTM, ...) raises a :class:`PermutationSpecError` naming the module or operation.
 Ainsworth, Hayase and Srinivasa, *Git Re-Basin* (ICLR 2023), §2-3 define the permutation spec this
 module derives.
 
@@ -80,12 +83,15 @@ class AxisPerm:
         axis: The axis (0 for a layer's outputs, 1 for its inputs).
         group: The permutation group acting on it.
         block: Consecutive entries per unit: 1, or ``H * W`` for a Linear fed by a flattened ``(C, H, W)`` map.
+        repeat: Copies of the unit axis along the tensor axis: 1, or 4 for the stacked gates of an LSTM
+            (the axis is read as ``(repeat, n, block)`` and the ``n`` axis is permuted in every copy).
     """
 
     tensor: str
     axis: int
     group: str
     block: int = 1
+    repeat: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +151,8 @@ class PermutationSpec:
         """Inverse of :meth:`to_dict`."""
         return cls(
             {str(k): int(v) for k, v in d["sizes"].items()},
-            tuple(AxisPerm(str(a["tensor"]), int(a["axis"]), str(a["group"]), int(a["block"])) for a in d["axes"]),
+            tuple(AxisPerm(str(a["tensor"]), int(a["axis"]), str(a["group"]), int(a["block"]), int(a.get("repeat", 1)))
+                  for a in d["axes"]),
             {str(g): tuple((str(m), int(ax)) for m, ax in v) for g, v in d.get("sites", {}).items()},
             tuple((str(m), str(g)) for m, g in d.get("affine_sites", [])),
         )
@@ -192,6 +199,9 @@ class _Val:
     gid: int | None
     axis: int = 1
     flat: bool = False
+    kind: str = "tensor"  # or "lstm" (its output tuple), "state" (the (h, c) tuple), "layers" (h_n or c_n)
+    ndim: int | None = None
+    layers: tuple[int, ...] = ()
 
 
 class _Groups:
@@ -264,7 +274,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
     groups = _Groups()
     vals: dict[torch.fx.Node, _Val] = {}
     out_group: dict[str, int] = {}  # a module called twice produces the same group
-    entries: list[tuple[str, int, int, int]] = []  # (tensor, axis, gid, block)
+    entries: list[tuple[str, int, int, int, int]] = []  # (tensor, axis, gid, block, repeat)
     sites: list[tuple[str, int, int]] = []  # (module, axis, gid) of nonlinear outputs
     producers: list[tuple[str, int, int]] = []  # Linear/Conv/BN outputs
     affine: list[tuple[str, int]] = []
@@ -283,7 +293,8 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
             f"cannot derive a permutation spec for {type(model).__name__}: permuted units flow into {what}, which "
             "does not commute with a permutation of channels as far as this derivation knows. Supported: Linear, "
             "Conv1d/2d/3d and ConvTranspose (groups=1), BatchNorm, LayerNorm over the channel axis, pointwise "
-            "activations, dropout, pooling, Flatten, addition of streams"
+            "activations, dropout, pooling, Flatten, addition of streams, unidirectional LSTM (its output and "
+            "one layer of h_n / c_n)"
         )
 
     def new_group(name: str, n: int) -> int:
@@ -316,11 +327,11 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                         block = 1
                     else:
                         raise unsupported(node, f"Linear {name!r} over an axis other than the channels")
-                    entries.append((f"{name}.weight", 1, v.gid, block))
+                    entries.append((f"{name}.weight", 1, v.gid, block, 1))
                 g = new_group(name, mod.out_features)
-                entries.append((f"{name}.weight", 0, g, 1))
+                entries.append((f"{name}.weight", 0, g, 1, 1))
                 if mod.bias is not None:
-                    entries.append((f"{name}.bias", 0, g, 1))
+                    entries.append((f"{name}.bias", 0, g, 1, 1))
                 vals[node] = _Val(g, -1)
                 producers.append((name, -1, g))
             elif isinstance(mod, _CONV + _CONVT):
@@ -330,11 +341,11 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                     raise unsupported(node, f"convolution {name!r} over a flattened or non-channel axis")
                 tr = isinstance(mod, _CONVT)
                 if v.gid is not None:
-                    entries.append((f"{name}.weight", 0 if tr else 1, v.gid, 1))
+                    entries.append((f"{name}.weight", 0 if tr else 1, v.gid, 1, 1))
                 g = new_group(name, mod.out_channels)
-                entries.append((f"{name}.weight", 1 if tr else 0, g, 1))
+                entries.append((f"{name}.weight", 1 if tr else 0, g, 1, 1))
                 if mod.bias is not None:
-                    entries.append((f"{name}.bias", 0, g, 1))
+                    entries.append((f"{name}.bias", 0, g, 1, 1))
                 vals[node] = _Val(g, 1)
                 producers.append((name, 1, g))
             elif isinstance(mod, _BN) or (isinstance(mod, nn.LayerNorm) and len(mod.normalized_shape) == 1):
@@ -343,9 +354,29 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                         raise unsupported(node, f"LayerNorm {name!r} over an axis other than the channels")
                     for t in ("weight", "bias", "running_mean", "running_var"):
                         if getattr(mod, t, None) is not None:
-                            entries.append((f"{name}.{t}", 0, v.gid, 1))
+                            entries.append((f"{name}.{t}", 0, v.gid, 1, 1))
                     producers.append((name, v.axis, v.gid))
                 vals[node] = v
+            elif isinstance(mod, nn.LSTM):
+                if mod.bidirectional or mod.proj_size:
+                    raise unsupported(node, f"LSTM {name!r} (bidirectional or projected LSTMs are not supported)")
+                if v.gid is not None and (v.flat or v.axis != -1):
+                    raise unsupported(node, f"LSTM {name!r} over an axis other than the features")
+                prev, layer_groups = v.gid, []
+                for k in range(mod.num_layers):
+                    g = new_group(f"{name}.l{k}", mod.hidden_size)
+                    layer_groups.append(g)
+                    if prev is not None:
+                        entries.append((f"{name}.weight_ih_l{k}", 1, prev, 1, 1))
+                    # the four gates are stacked along axis 0: one permutation inside each
+                    entries.append((f"{name}.weight_ih_l{k}", 0, g, 1, 4))
+                    entries.append((f"{name}.weight_hh_l{k}", 0, g, 1, 4))
+                    entries.append((f"{name}.weight_hh_l{k}", 1, g, 1, 1))
+                    if mod.bias:
+                        entries.append((f"{name}.bias_ih_l{k}", 0, g, 1, 4))
+                        entries.append((f"{name}.bias_hh_l{k}", 0, g, 1, 4))
+                    prev = g
+                vals[node] = _Val(prev, -1, kind="lstm", layers=tuple(layer_groups))
             elif isinstance(mod, nn.Flatten):
                 if v.gid is not None:
                     if mod.start_dim != 1 or v.axis != 1:
@@ -356,7 +387,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
             elif isinstance(mod, _POINTWISE):
                 if isinstance(mod, _PRELU) and mod.num_parameters > 1:
                     if v.gid is not None:
-                        entries.append((f"{name}.weight", 0, v.gid, 1))
+                        entries.append((f"{name}.weight", 0, v.gid, 1, 1))
                 vals[node] = v
                 if v.gid is not None and isinstance(mod, _NONLINEAR):
                     sites.append((name, v.axis, v.gid))
@@ -368,8 +399,27 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
             gin = grouped_inputs(node)
             target = node.target
             fname = target if isinstance(target, str) else getattr(target, "__name__", str(target))
-            if not gin:
+            if node.op == "call_function" and target is operator.getitem and val(node.args[0]).kind != "tensor":
+                v, idx = val(node.args[0]), node.args[1]
+                if v.kind == "lstm":  # (output (B, T, H), (h_n, c_n)); batched input assumed
+                    vals[node] = _Val(v.gid, -1, ndim=3) if idx == 0 else _Val(None, -1, kind="state", layers=v.layers)
+                elif v.kind == "state":  # h_n or c_n: (num_layers, B, H), layer k in row k
+                    vals[node] = _Val(None, -1, kind="layers", layers=v.layers)
+                elif isinstance(idx, int):  # one layer of h_n: (B, H)
+                    vals[node] = _Val(v.layers[idx], -1, ndim=2)
+                else:
+                    raise unsupported(node, _where(node) + " (index h_n / c_n by one layer, e.g. h_n[-1])")
+            elif not gin:
                 vals[node] = _Val(None)
+            elif node.op == "call_function" and target is operator.getitem:
+                v, idx = val(node.args[0]), node.args[1]
+                idx = idx if isinstance(idx, tuple) else (idx,)
+                # out[:, -1] of an LSTM output (B, T, H): indexing that leaves the last (feature) axis alone
+                if v.axis == -1 and v.ndim is not None and not v.flat and len(idx) < v.ndim \
+                        and all(isinstance(i, int | slice) for i in idx):
+                    vals[node] = _Val(v.gid, -1, ndim=v.ndim - sum(isinstance(i, int) for i in idx))
+                else:
+                    raise unsupported(node, _where(node) + " (indexing that may touch the feature axis)")
             elif (node.op == "call_function" and target in _POINTWISE_FUNCS) or (
                 node.op == "call_method" and target in _POINTWISE_METHODS
             ):
@@ -417,12 +467,12 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
     sizes = {roots[r]: groups.size[r] for r in sorted(roots)}
     seen: set[tuple[str, int]] = set()
     axes = []
-    for tensor, axis, gid, block in entries:
+    for tensor, axis, gid, block, repeat in entries:
         r = groups.find(gid)
         if r == 0 or (tensor, axis) in seen:
             continue
         seen.add((tensor, axis))
-        axes.append(AxisPerm(tensor, axis, roots[r], block))
+        axes.append(AxisPerm(tensor, axis, roots[r], block, repeat))
     site_map: dict[str, list[tuple[str, int]]] = {}
     for name, axis, gid in sites:
         r = groups.find(gid)
@@ -507,12 +557,15 @@ def invert_permutation(perm: Mapping[str, Tensor]) -> Permutation:
 def _permute_tensor(t: Tensor, axes: list[AxisPerm], perm: Mapping[str, Tensor]) -> Tensor:
     for a in axes:
         p = perm[a.group].to(t.device)
-        if t.shape[a.axis] != p.numel() * a.block:
+        n = p.numel()
+        if t.shape[a.axis] != a.repeat * n * a.block:
             raise ValueError(
                 f"tensor {a.tensor!r} has {t.shape[a.axis]} entries on axis {a.axis}, but group {a.group!r} moves "
-                f"{p.numel()} units of {a.block}; is the spec from another architecture?"
+                f"{a.repeat} x {n} units of {a.block}; is the spec from another architecture?"
             )
         idx = p if a.block == 1 else (p[:, None] * a.block + torch.arange(a.block, device=t.device)).reshape(-1)
+        if a.repeat > 1:  # the same permutation inside every gate
+            idx = (torch.arange(a.repeat, device=t.device)[:, None] * (n * a.block) + idx).reshape(-1)
         t = t.index_select(a.axis, idx)
     return t
 

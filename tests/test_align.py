@@ -69,11 +69,15 @@ def test_weight_matching_sweeps_never_decrease(widths, seeds, order_seed, start)
     assert matching_objective(spec, a, b, res.perm) == pytest.approx(obj[-1], rel=1e-12, abs=1e-12)
 
 
-@pytest.mark.parametrize("name", ["small_resnet", "vgg", "lenet5"])
+@pytest.mark.parametrize("name", ["small_resnet", "vgg", "lenet5", "lstm"])
 def test_weight_matching_recovers_a_hidden_permutation(name):
     """``b`` is ``a`` relabelled: matching undoes the relabelling exactly (all parameters bitwise)."""
-    kw = {"small_resnet": {"width": 4}, "vgg": {"cfg": (4, "M", 6), "hidden": 8}, "lenet5": {}}[name]
-    a = build_model(name, (1, 8, 8), 10, seed=0, dtype=torch.float64, **kw)
+    if name == "lstm":
+        torch.manual_seed(0)
+        a = nn.Sequential(nn.Linear(3, 5), nn.LSTM(5, 7, num_layers=2)).double()
+    else:
+        kw = {"small_resnet": {"width": 4}, "vgg": {"cfg": (4, "M", 6), "hidden": 8}, "lenet5": {}}[name]
+        a = build_model(name, (1, 8, 8), 10, seed=0, dtype=torch.float64, **kw)
     spec = permutation_spec(a)
     b = apply_permutation(spec, random_permutation(spec, seed=5), a)
     res = weight_matching(a, b)

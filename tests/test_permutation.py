@@ -56,6 +56,21 @@ class _ConvFunctional(nn.Module):
         return self.fc(h.view(h.size(0), -1))
 
 
+class _LSTMNet(nn.Module):
+    """Linear -> tanh -> LSTM (1 or 2 layers) -> Linear on the last step or on the last layer's h_n."""
+
+    def __init__(self, layers: int, use_h: bool) -> None:
+        super().__init__()
+        self.inp = nn.Linear(3, 5)
+        self.rnn = nn.LSTM(5, 6, num_layers=layers, batch_first=True)
+        self.fc = nn.Linear(6, 2)
+        self.use_h = use_h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, (h, _) = self.rnn(torch.tanh(self.inp(x)))
+        return self.fc(h[-1] if self.use_h else out[:, -1])
+
+
 def _mlp() -> nn.Module:
     return build_model("mlp", (1, 8, 8), 10, hidden=[7, 5], seed=0, dtype=torch.float64)
 
@@ -74,6 +89,8 @@ CASES = [
                                            dtype=torch.float64), (3, 8, 8)),  # fmt: skip
     ("residual_mlp", lambda: _ResidualMLP().double(), (5,)),
     ("conv_functional", lambda: _ConvFunctional().double(), (1, 8, 8)),
+    ("lstm_last_step", lambda: _LSTMNet(1, False).double(), (7, 3)),
+    ("lstm2_h_n", lambda: _LSTMNet(2, True).double(), (7, 3)),
 ]
 
 
@@ -138,6 +155,15 @@ def test_specs_of_the_zoo():
     assert (flat.group, flat.block) == ("P_conv2", 4)  # 16 channels of 2x2 flattened into fc1
 
 
+def test_lstm_gates_share_one_permutation():
+    spec = permutation_spec(_LSTMNet(2, True))
+    assert spec.sizes == {"P_inp": 5, "P_rnn.l0": 6, "P_rnn.l1": 6}
+    ih = {(a.axis, a.group, a.repeat) for a in spec.tensor_axes("rnn.weight_ih_l1")}
+    assert ih == {(0, "P_rnn.l1", 4), (1, "P_rnn.l0", 1)}
+    hh = {(a.axis, a.group, a.repeat) for a in spec.tensor_axes("rnn.weight_hh_l0")}
+    assert hh == {(0, "P_rnn.l0", 4), (1, "P_rnn.l0", 1)}
+
+
 def test_spec_round_trips_through_json():
     import json
 
@@ -175,10 +201,10 @@ def test_vectors_and_dicts():
     ("model", "match"),
     [
         (build_model("alexnet", (3, 32, 32), 10, seed=0), "lrn1"),
-        (nn.Sequential(OrderedDict(fc=nn.Linear(3, 4), rnn=nn.LSTM(4, 5))), "rnn"),
+        (nn.Sequential(OrderedDict(fc=nn.Linear(3, 4), rnn=nn.LSTM(4, 5, bidirectional=True))), "LSTM 'rnn'"),
         (nn.Sequential(OrderedDict(c=nn.Conv2d(2, 4, 3), g=nn.Conv2d(4, 4, 3, groups=2))), "grouped convolution 'g'"),
     ],
-    ids=["lrn", "lstm", "grouped-conv"],
+    ids=["lrn", "bidirectional-lstm", "grouped-conv"],
 )
 def test_unsupported_modules_are_named(model, match):
     with pytest.raises(PermutationSpecError, match=match):
