@@ -101,7 +101,8 @@ def barrier_values(
     rise = np.where(np.isfinite(rise), rise, np.inf)
     above = np.where(np.isfinite(above), above, np.inf)
     i, j = int(np.argmax(rise)), int(np.argmax(above))
-    return {"barrier": float(rise[i]), "barrier_mean": float(above[j]), "peak_alpha": float(a[i]),
+    # + 0.0: an endpoint's own rise is -0.0 for accuracy (sign * 0.0); report it as 0
+    return {"barrier": float(rise[i]) + 0.0, "barrier_mean": float(above[j]) + 0.0, "peak_alpha": float(a[i]),
             "peak_alpha_mean": float(a[j])}  # fmt: skip
 
 
