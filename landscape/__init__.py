@@ -5,6 +5,17 @@ Trainers write trajectories (:class:`Trajectory`), analyzers read them and retur
 ``landscape.plot_mpl``) draw those results.
 """
 
+from landscape.align import (
+    AlignmentResult,
+    activation_correlations,
+    activation_matching,
+    interpolate_models,
+    matching_objective,
+    repair,
+    weight_matching,
+)
+from landscape.barrier import BarrierResult, barrier_of, barrier_values, loss_barrier
+from landscape.curves import CurveKind, CurveResult, ModeCurve, curve_coefficients, evaluate_curve, fit_curve
 from landscape.directions import (
     directions_from_models,
     normalize_direction,
@@ -38,6 +49,17 @@ from landscape.pca import (
     distance_from_init,
     distance_from_origin,
     pairwise_end_distances,
+)
+from landscape.permutation import (
+    AxisPerm,
+    PermutationSpec,
+    PermutationSpecError,
+    apply_permutation,
+    compose_permutations,
+    identity_permutation,
+    invert_permutation,
+    permutation_spec,
+    random_permutation,
 )
 from landscape.results import Provenance, Result, load_result
 from landscape.saturation import SaturationHistory, SaturationRecorder, SaturationStats, measure_saturation
@@ -124,4 +146,31 @@ __all__ = [
     "SaturationStats",
     "SaturationHistory",
     "SaturationRecorder",
+    # connecting minima: permutations, alignment, barriers, curves
+    "PermutationSpec",
+    "PermutationSpecError",
+    "AxisPerm",
+    "permutation_spec",
+    "apply_permutation",
+    "compose_permutations",
+    "invert_permutation",
+    "identity_permutation",
+    "random_permutation",
+    "AlignmentResult",
+    "weight_matching",
+    "matching_objective",
+    "activation_correlations",
+    "activation_matching",
+    "repair",
+    "interpolate_models",
+    "BarrierResult",
+    "barrier_values",
+    "barrier_of",
+    "loss_barrier",
+    "CurveKind",
+    "ModeCurve",
+    "CurveResult",
+    "curve_coefficients",
+    "fit_curve",
+    "evaluate_curve",
 ]
