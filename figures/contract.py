@@ -136,6 +136,7 @@ class Paper(_StrEnum):
     TUNNELS = "tunnels"
     IM = "im"
     LIPTON = "lipton"
+    BEYOND = "beyond"
 
     @property
     def citation(self) -> str:
@@ -148,6 +149,7 @@ _CITATIONS = {
     Paper.TUNNELS: "Escaping Flat Areas via Function-Preserving Structural Network Modifications",
     Paper.IM: "Im, Tao & Branson: An Empirical Analysis of Deep Network Loss Surfaces",
     Paper.LIPTON: "Lipton: Stuck in What? Adventures in Weight Space (2016)",
+    Paper.BEYOND: "Beyond the papers: what the package adds (connecting minima, curvature over training)",
 }
 
 
