@@ -17,6 +17,9 @@ pairs.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +28,13 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_lock, register_figure
 from figures.verdict import at_least, paired_effect, verdict_for
 
 EPOCHS = 30
+# Width 32 reached only 0.969 training accuracy after 30 epochs (premise below: 0.97), so it trains longer;
+# the premise decides the training length, never the claim.
+EPOCHS_BY_WIDTH = {32: 60}
 ALPHAS = np.linspace(0, 1, 25)
 TRAIN_ACC = 0.97  # premise: the endpoints fit the training set (they are minima, not early-stopped points)
 MIN_BARRIER = 0.1  # premise: the straight line between the raw endpoints rises by at least this (nats)
@@ -46,17 +52,46 @@ def _data() -> Any:
     return load_mnist_subset(val=0.2, test=0.2, seed=0)
 
 
-def _train(width: int, seed: int, train: Any) -> tuple[torch.nn.Module, float]:
-    """One MLP of the given width trained from ``seed``; returns it and its final training accuracy."""
+def _train(width: int, seed: int, train: Any, cache: Path | None = None) -> tuple[torch.nn.Module, float]:
+    """One MLP of the given width trained from ``seed``; returns it and its final training accuracy.
+
+    With ``cache`` (the gallery's ``.cache/beyond``), a trained network is stored as safetensors and reused by
+    the other figure of this module (both use the same width-128 pairs).
+    """
+    import safetensors.torch
+
     from landscape import fit
     from landscape.models import build_model
     from landscape.train import evaluate_dataset
 
+    epochs = EPOCHS_BY_WIDTH.get(width, EPOCHS)
     model = build_model("mlp", (1, 28, 28), 10, hidden=[width, width], seed=seed)
-    model = fit(model, train, optimizer="adam", optimizer_kwargs={"lr": 1e-3}, epochs=EPOCHS, batch_size=128,
-                seed=seed).model  # fmt: skip
+    key = hashlib.sha256(f"{width}-{seed}-{epochs}-{source_hash()}".encode()).hexdigest()[:16]
+    path = None if cache is None else cache / f"mlp_w{width}_s{seed}_{key}.safetensors"
+    with contextlib.ExitStack() as stack:
+        if path is not None:
+            stack.enter_context(cache_lock(path.with_suffix(".lock")))
+        if path is not None and path.is_file():
+            model.load_state_dict(safetensors.torch.load_file(path))
+        else:
+            model = fit(model, train, optimizer="adam", optimizer_kwargs={"lr": 1e-3}, epochs=epochs,
+                        batch_size=128, seed=seed).model  # fmt: skip
+            if path is not None:
+                tmp = path.with_suffix(".tmp")
+                safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+                os.replace(tmp, path)
     acc = evaluate_dataset(model, train, torch.nn.functional.cross_entropy)["accuracy"]
     return model, float(acc)
+
+
+def source_hash() -> str:
+    """SHA-256 of this file: editing it retrains the cached networks."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+def _cache(out: Path) -> Path:
+    """``<gallery>/.cache/beyond``: ``out`` is the figure's staging directory inside the gallery."""
+    return Path(out).resolve().parent / ".cache" / "beyond"
 
 
 def _pair_seeds(n: int) -> list[tuple[int, int]]:
@@ -72,12 +107,12 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
     cfg = _settings(scale)
     train = _data().train
     rows: dict[int, dict[str, list[float]]] = {}
-    accs: list[float] = []
+    accs: dict[int, list[float]] = {}
     curves: dict[tuple[int, str], np.ndarray] = {}
     jobs = [(w, s) for w in cfg["widths"] for s in _pair_seeds(cfg["pairs"])]
     for width, (sa, sb) in tqdm(jobs, desc="pairs", disable=not progress, leave=False):
-        (a, acc_a), (b, acc_b) = _train(width, sa, train), _train(width, sb, train)
-        accs += [acc_a, acc_b]
+        (a, acc_a), (b, acc_b) = _train(width, sa, train, _cache(out)), _train(width, sb, train, _cache(out))
+        accs.setdefault(width, []).extend([acc_a, acc_b])
         b_wm = weight_matching(a, b).apply(b)
         res = {"naive": loss_barrier(a, b, train, alphas=ALPHAS),
                "weight matching": loss_barrier(a, b_wm, train, alphas=ALPHAS),
@@ -89,8 +124,12 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
                 curves[(width, k)] = np.asarray(v.metrics["loss"])
 
     wide = max(cfg["widths"])
-    trained = at_least("the endpoints fit the training set", min(accs), TRAIN_ACC,
-                       detail=f"lowest training accuracy of the {len(accs)} networks after {EPOCHS} epochs of Adam")
+    every = [x for v in accs.values() for x in v]
+    epochs = {w: EPOCHS_BY_WIDTH.get(w, EPOCHS) for w in cfg["widths"]}
+    trained = at_least("the endpoints fit the training set", min(every), TRAIN_ACC,
+                       detail=f"lowest training accuracy of the {len(every)} networks (Adam, epochs by width {epochs})")
+    trained_wide = at_least(f"the width-{max(cfg['widths'])} endpoints fit the training set",
+                            min(accs[max(cfg["widths"])]), TRAIN_ACC, detail="lowest training accuracy of that width")
     naive_w = rows[wide]["naive"]
     barrier_exists = at_least(f"the straight line between the raw width-{wide} networks rises", min(naive_w),
                               MIN_BARRIER, detail="smallest naive training-loss barrier over the seed pairs (nats)")
@@ -107,7 +146,7 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
             statement="Weight matching (permuting b's hidden units to match a's weights) removes most of the loss "
                       "barrier between two independently trained networks: at least half of it.",
             paper_value=None, source="Ainsworth, Hayase & Srinivasa, Git Re-Basin (ICLR 2023), Sec. 3 and 5",
-            measured=ratio.tolist(), premises=[trained, barrier_exists], effect=eff_half,
+            measured=ratio.tolist(), premises=[trained_wide, barrier_exists], effect=eff_half,
             verdict=verdict_for(eff_half, direction=-1), scale=scale.value,
             detail=f"barrier after / before weight matching at width {wide}, one value per seed pair (n={n}); held "
                    "if the 95% interval of the ratio lies below 0.5 (effect = ratio - 0.5).",
@@ -169,7 +208,7 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
                 "papers the gallery reproduces: this is what the package adds.",
         panels=[Panel("line", plotly=fig, mpl=mfig), Panel("widths", plotly=bars, mpl=mbars)],
         claims=claims,
-        scaling={"model": "MLP 784-w-w-10", "data": "MNIST subset (3,000 training images)", "epochs": EPOCHS,
+        scaling={"model": "MLP 784-w-w-10", "data": "MNIST subset (3,000 training images)", "epochs": epochs,
                  "repetitions": f"{cfg['pairs']} seed pairs per width", "widths": cfg["widths"],
                  "alphas": len(ALPHAS)},
     )
@@ -188,7 +227,7 @@ def run_curves(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
     train = _data().train
     accs, line_b, curve_b, kept = [], [], [], None
     for sa, sb in tqdm(_pair_seeds(cfg["pairs"]), desc="curves", disable=not progress, leave=False):
-        (a, acc_a), (b, acc_b) = _train(width, sa, train), _train(width, sb, train)
+        (a, acc_a), (b, acc_b) = _train(width, sa, train, _cache(out)), _train(width, sb, train, _cache(out))
         accs += [acc_a, acc_b]
         curve = fit_curve(a, b, train, epochs=cfg["curve_epochs"], batch_size=128, optimizer="sgd",
                           optimizer_kwargs={"lr": 0.05, "momentum": 0.9}, seed=sa)  # fmt: skip
