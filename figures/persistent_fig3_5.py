@@ -263,7 +263,8 @@ def figure3_5(setup: KinkSetup, cache: Path | str | None = None, progress: bool 
             measured=round(float(pl[champ] - final[best]), 4), held=bool(pl[champ] < final[best]),
             premises=[starts_in_kink, chain_conv, seeds_conv], scale=sc,
             detail=f"measured: lowest training MSE over {len(pl)} persistent iterations (iteration {champ}, "
-                   f"{pl[champ]:.4f}) minus that over {len(final)} seeds (seed {best}, {final[best]:.4f}); same steps per run ({setup.steps:,}); an exact comparison of "
+                   f"{pl[champ]:.4f}) minus that over {len(final)} seeds (seed {best}, {final[best]:.4f}); same "
+                   f"steps per run ({setup.steps:,}); an exact comparison of "
                    f"two minima over unequal numbers of tries ({len(pl)} vs {len(final)}; the paper: 100 each).",
         ),
         Claim(
