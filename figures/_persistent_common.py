@@ -145,6 +145,7 @@ class RunSetup:
         saturation_images: Validation images the activations are measured on.
         record_every_epochs: Snapshot (weights and metrics) every this many epochs; ``None`` records only the
             initial and final points (the figures that draw no per-epoch curves).
+        depth_factor: Multiply the penalty by the preprint's ``|L(w_ini) - L(w_0)|`` (its eqs. 4-5).
     """
 
     name: str
@@ -166,6 +167,7 @@ class RunSetup:
     histogram_epochs: tuple[float, ...] = ()
     saturation_images: int = 500
     record_every_epochs: int | None = 1
+    depth_factor: bool = False
 
     def key(self) -> str:
         """Cache key: a hash of these settings and of this module's source."""
@@ -199,7 +201,9 @@ class RunSetup:
             "epochs": self.epochs,
             "repetitions": f"{self.iterations} iterations (1 plain + {self.iterations - 1} persistent)",
             "optimizer": f"Adam lr {self.lr:g}, batch {self.batch_size}, same minibatch order in every iteration",
-            "persistent": f"{self.mode}, lambda {self.lam:g}, championship = highest validation accuracy",
+            "persistent": f"{self.mode}, lambda {self.lam:g}"
+                          + (" x the preprint's depth factor |L(w_ini) - L(w_0)|" if self.depth_factor else "")
+                          + ", championship = highest validation accuracy",
         }
 
 
@@ -226,7 +230,7 @@ def run_persistent(setup: RunSetup, cache: Path | str | None = None, progress: b
     kw = dict(iterations=setup.iterations, lam=setup.lam, mode=setup.mode, select_by="val_accuracy",
               eval_data={"val": s.val, "test": s.test}, seed=setup.seed, progress=progress,
               optimizer_kwargs={"lr": setup.lr}, epochs=setup.epochs, batch_size=setup.batch_size,
-              callbacks=callbacks, record_every_epochs=setup.record_every_epochs)
+              callbacks=callbacks, record_every_epochs=setup.record_every_epochs, depth_factor=setup.depth_factor)
     model = setup.build()
     loss = nn.functional.cross_entropy
     if cache is None:

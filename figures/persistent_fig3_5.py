@@ -5,19 +5,28 @@ momentum 0.9, lr 0.001, 50,000 steps. Fig. 3: the plain model fits two straight 
 (loss ~4.2). Fig. 4: 100 re-initializations, "most seeds" end in that kink; the best has loss 0.33. Fig. 5: 100
 persistent iterations (lambda = 0.01) from the kink's initialization; the championship has loss 0.10.
 
-Data and reading (the paper does not publish its data): :func:`landscape.data.regression_1d`, y = 3 sin(x) on
-200 points over [-10, 10] (see ``landscape.data.REGRESSION_1D_DESCRIPTION``). The kink solution's loss has a
-closed form, :func:`landscape.data.two_region_linear_loss` (one least-squares line on each side of 0): 3.970
-here. A seed "ends in the kink" when its final loss is within ``KINK_TOL`` of it. The persistent chain starts
-from the first re-initialization seed that ends in the kink, as the paper's chain starts from the kink of Fig. 3
-(if none does, from the seed with the highest final loss; the caption says which). The championship of each
-experiment is its lowest training loss (the paper's "lowest loss value model"). Runs go through
+Data (the paper does not publish its data): a target consistent with the paper's Fig. 3 axes (x in [-4, 4], y in
+[-2, 14]) and its kink loss near 4.2: ``y = x^4 / 16 - 2`` on 200 even points over [-4, 4] (:data:`TARGETS`,
+``"quartic"``; range exactly [-2, 14]). The kink solution's loss has a closed form,
+:func:`landscape.data.two_region_linear_loss` (one least-squares line on each side of 0): 4.734 here. Kink
+rates measured while choosing (32 He seeds, 20,000 steps, momentum 0.9, lr 0.001; "kink" = final loss within 0.1
+of the two-region loss): ``x^4/16 - 2`` (kink loss 4.734) 0/32, every seed below 0.007; ``x^2 - 2 + 1.8 cos 2x``
+(4.613) 0/32, all below 0.14; ``0.83 x^4/16 + 0.17 x^2 - 2`` (4.012) 0/32, all below 0.004; the gallery's earlier
+stand-in ``3 sin x`` on [-10, 10] (3.970, ``"sine"``) 1/32 (review of ed875bd); ``landscape.data`` records
+x^2, x^2/2 + 2 sin 2x, a Gaussian bump and sin on [-6, 6] ... [-12, 12] as not reproducing "most seeds" either.
+On the paper's axes the He-initialized network with zero biases escapes the kink at 0 in every seed tried: the
+phenomenon does not appear, and the claims that need a chain starting in the kink are not tested. The persistent
+chain starts from the first re-initialization seed that ends in the kink, as the paper's chain starts from the kink
+of Fig. 3 (if none does, from the seed with the highest final loss; the caption says which). The championship of
+each experiment is its lowest training loss (the paper's "lowest loss value model"). Runs go through
 :mod:`persistence.fast` (batched seeds; a fast single-model persistent step).
 
 Quick scale: 32 seeds (0..31) and 6 persistent iterations of 20,000 steps (the losses of the seeds had settled
 by ~15,000 steps in a 50,000-step check); full scale: 100 seeds, 100 iterations, 50,000 steps.
-Thresholds fixed before measuring: ``KINK_TOL`` = 0.1; "most" = more than half; persistent training "leaves the
-kink" when its championship loss is below half the kink loss.
+Thresholds fixed before measuring: ``KINK_TOL`` = 0.1; "most" = more than half (an exact binomial interval of
+the kink share against 1/2); persistent training "leaves the kink" when its championship loss is below half the
+kink loss. Premises: the runs settled (loss moved by at most 1% of the kink loss over the last 10% of steps, for
+at least 90% of the seeds and every persistent iteration) and the chain starts in the kink.
 """
 
 from __future__ import annotations
@@ -47,13 +56,21 @@ from figures._persistent_common import (
 )
 from figures._persistent_common import cache_dir as _cache_dir
 from figures.contract import Claim, FigureResult, Scale, cache_lock, register_figure
-from figures.verdict import at_least, converged, verdict_for
+from figures.verdict import at_least, at_most, verdict_for
 from landscape.data import two_region_linear_loss
 from landscape.models import build_model
 from persistence.fast import FastPersistentResult, SeedsResult, fast_persistent_run, train_seeds_batched
 
 KINK_TOL = 0.1
-CONVERGED_SHARE = 0.9  # premise: at least 90% of the seeds changed by < 1% over their last 10% of steps
+CONVERGED_SHARE = 0.9  # premise: at least 90% of the seeds settled (below) over their last 10% of steps
+SETTLE_TOL = 0.01  # a run has settled when its loss moved by at most 1% of the kink loss over its last 10% of steps
+
+
+def settle(losses: np.ndarray, kink: float) -> np.ndarray:
+    """Change of each loss curve ``(R, T)`` over its last 10% of points, in units of the kink loss, ``(R,)``."""
+    arr = np.atleast_2d(np.asarray(losses, dtype=np.float64))
+    start = min(arr.shape[1] - 2, int(np.floor(0.9 * arr.shape[1])))
+    return np.abs(arr[:, -1] - arr[:, start]) / max(abs(kink), 1e-12)
 N_POINTS = 200
 
 
@@ -222,15 +239,19 @@ def figure3_5(setup: KinkSetup, cache: Path | str | None = None, progress: bool 
     ]
     n_triv = int((final >= kink - KINK_TOL).sum())
     sc = setup.name
-    rel = lambda curves: converged(curves).measured  # noqa: E731 - per-run relative change, last 10% of steps
-    seed_changes = np.atleast_1d(np.asarray(rel(seeds.losses), dtype=np.float64))
-    share_conv = float(np.mean(seed_changes <= 0.01))
+    seed_changes = settle(seeds.losses, kink)
+    share_conv = float(np.mean(seed_changes <= SETTLE_TOL))
     seeds_conv = at_least("the re-initialized runs converged", share_conv, CONVERGED_SHARE,
-                          detail=f"share of seeds whose training loss changed by < 1% over the last 10% of the "
-                                 f"{setup.steps:,} steps (largest change {seed_changes.max():.3g})")
-    chain_conv = converged(pers.losses, what="every persistent iteration converged",
-                           detail="training MSE without the penalty, per iteration")
-    plain_conv = converged(pers.losses[:1], what="the chain's plain run converged", detail="training MSE")
+                          detail=f"share of seeds whose training loss changed by at most {SETTLE_TOL:g} x the kink "
+                                 f"loss over the last 10% of the {setup.steps:,} steps (largest change "
+                                 f"{seed_changes.max():.3g} x); relative to the kink loss, not to the run's own "
+                                 "loss, since a loss near 0 changes by large relative amounts without moving")
+    chain_changes = settle(pers.losses, kink)
+    chain_conv = at_most("every persistent iteration converged", chain_changes.tolist(), SETTLE_TOL,
+                         detail="change of the training MSE (without the penalty) over the last 10% of steps, in "
+                                "units of the kink loss, per iteration")
+    plain_conv = at_most("the chain's plain run converged", float(chain_changes[0]), SETTLE_TOL,
+                         detail="change of the training MSE over the last 10% of steps, in units of the kink loss")
     starts_in_kink = at_least("the persistent chain starts in the kink", float(abs(pl[0] - kink) <= KINK_TOL), 1.0,
                               detail=f"1 if the chain's plain model (He seed {s0}) ends within {KINK_TOL} of the kink "
                                      f"loss {kink:.3f} (its loss {pl[0]:.3f}); the paper's chain starts from the "

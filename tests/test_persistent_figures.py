@@ -20,6 +20,7 @@ from figures.persistent_fig7_8 import figure7_8
 from figures.persistent_fig9_11 import figure_partial
 from figures.persistent_fig12 import bulk_edge, figure12, outliers, probe_edges
 from figures.persistent_fig13_15 import figure13_15, saturated_share, saturated_share_layers, saturation_score
+from figures.persistent_preprint import figure_pp11, figure_pp_partial
 from figures.toy_demo import grad, loss
 from figures.verdict import verdict_for
 from landscape.data import two_minima
@@ -207,3 +208,15 @@ def test_kink_targets_match_paper_axes():
     x, y = kink_data("quartic")
     assert x.shape == (200, 1) and float(x.min()) == -4 and float(x.max()) == 4
     assert float(y.min()) == pytest.approx(-2, abs=1e-3) and float(y.max()) == pytest.approx(14)
+
+
+# --------------------------------------------------------------------------- the preprint's depth-factor variant
+def test_preprint_figures_tiny(tmp_path):
+    setups = {k: _tiny(f"t_pp_{k}", "lenet5", mode="full", lam=0.01, init="normal", init_std=std, depth_factor=True,
+                       epochs=2)
+              for k, std in (("bad", 0.5), ("good", 0.05))}
+    claims = _check(figure_pp11("quick", cache=tmp_path, setups=setups), 2)
+    assert "depth factor" in claims[0].statement
+    setup = _tiny("t_pp_partial", "lenet5", depth_factor=True)
+    (claim,) = _check(figure_pp_partial("quick", cache=tmp_path, setup=setup), 1)
+    assert "Depth factor" in claim.detail
