@@ -13,7 +13,8 @@ Quick scale (``figures/_persistent_common.py``): 8x8 digits, 6 iterations; LeNet
 epochs; batch 64. The ResNet run is shared with Fig. 12. The championship is picked on validation accuracy
 (ties go to the plain model), so the claim is decided on the test images, which played no part in that choice:
 McNemar's paired test of championship vs plain on the same images. Premises: every iteration converged
-(training accuracy moved by at most 1 point over the last 10% of epochs) and the penalty changed the solution
+(training accuracy moved by at most max(1 point, 3 sd of its minibatch noise) over the last 10% of epochs; see
+``_persistent_common.converged_premise``) and the penalty changed the solution
 (some persistent iteration labels at least 1% of the test images differently from the plain model).
 """
 
