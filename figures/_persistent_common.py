@@ -281,6 +281,12 @@ _PARTIAL_QUICK = {  # quick scale on 8x8 digits: narrower nets, fewer epochs
     "alexnet": ("alexnet", {"channels": (32, 32), "hidden": (128, 64)}, 20),
     "resnet": ("small_resnet", {"width": 8}, 15),
 }
+QUICK_LAMBDA = {"resnet": 1.0}
+"""Quick-scale lambda where the paper's 0.001 does not meet the premise "the persistent iterations differ from
+the plain model" (some iteration labels >= 1% of the test images differently). Small ResNet on 8x8 digits, 2
+persistent iterations (penalized layers ``layers.1.0.bn2`` and ``fc``), share of the 359 test images labelled
+differently from the plain model: lambda 0.001: 0 / 0 (all 5 iterations of the 6-iteration run: 0); 0.01: 0 / 0;
+0.1: 0.0028 / 0; 1.0: 0 / 0.0167. LeNet-5 (0.022) and AlexNet (0.014) meet it at 0.001."""
 
 
 def partial_setup(which: str, scale: Scale | str, data_dir: Path | str | None = None) -> RunSetup:
@@ -296,7 +302,8 @@ def partial_setup(which: str, scale: Scale | str, data_dir: Path | str | None = 
                         model=model, model_kwargs=kw, mode="partial", lam=0.001, iterations=20, epochs=epochs,
                         batch_size=batch)
     model, kw, epochs = _PARTIAL_QUICK[which]
-    return RunSetup(name=f"{which}_partial", data="digits", model=model, model_kwargs=kw, mode="partial", lam=0.001,
+    return RunSetup(name=f"{which}_partial", data="digits", model=model, model_kwargs=kw, mode="partial",
+                    lam=QUICK_LAMBDA.get(which, 0.001),
                     iterations=6, epochs=epochs, batch_size=64)
 
 
@@ -501,6 +508,16 @@ def test_correct(pt: PersistentTrainer, iteration: int, splits: Splits) -> np.nd
     """Whether one iteration's model classifies each test image correctly, boolean ``(n_test,)``."""
     model = iteration_model(pt, iteration).eval()
     x, y = splits.test
+    with torch_threads(1):
+        pred = torch.cat([model(x[i:i + 512]).argmax(1) for i in range(0, len(x), 512)])
+    return (pred == y).numpy()
+
+
+@torch.no_grad()
+def train_correct(pt: PersistentTrainer, iteration: int, splits: Splits) -> np.ndarray:
+    """Whether one iteration's model (eval mode) classifies each training image correctly, ``(n_train,)``."""
+    model = iteration_model(pt, iteration).eval()
+    x, y = splits.train
     with torch_threads(1):
         pred = torch.cat([model(x[i:i + 512]).argmax(1) for i in range(0, len(x), 512)])
     return (pred == y).numpy()
