@@ -12,8 +12,9 @@ Quick scale (``figures/_persistent_common.py``): 8x8 digits, 6 iterations; LeNet
 32/32 filters and 128/64 hidden units 20 epochs, a small ResNet (8-16-32 channels, one block per stage) 15
 epochs; batch 64; lambda 0.001 for LeNet-5 and AlexNet, 1.0 for the small ResNet, whose iterations at 0.001, 0.01
 and 0.1 labelled at most 0.28% of the test images differently from the plain model (``QUICK_LAMBDA`` in
-``figures/_persistent_common.py``). The ResNet run is shared with Fig. 12. The championship is picked on validation accuracy
-(ties go to the plain model), so the claim is decided on the test images, which played no part in that choice:
+``figures/_persistent_common.py``). The ResNet run is shared with Fig. 12. The championship is picked on
+validation accuracy (ties go to the plain model), so the claim is decided on the test images, which played no
+part in that choice:
 McNemar's paired test of championship vs plain on the same images. Premises: every iteration converged
 (training accuracy moved by at most max(1 point, 3 sd of its minibatch noise) over the last 10% of epochs; see
 ``_persistent_common.converged_premise``) and the penalty changed the solution
