@@ -10,8 +10,15 @@ accuracy 73.60% / 73.22% vs 72.94% / 72.60% (LeNet-5), 80.74% / 79.44% vs 80.46%
 
 Quick scale (``figures/_persistent_common.py``): 8x8 digits, 6 iterations; LeNet-5 30 epochs, an AlexNet with
 32/32 filters and 128/64 hidden units 20 epochs, a small ResNet (8-16-32 channels, one block per stage) 15
-epochs; batch 64. The ResNet run is shared with Fig. 12. "Above" means strictly above: the championship is
-picked on validation accuracy with ties going to the plain model, so a tie counts as not above.
+epochs; batch 64; lambda 0.001 for LeNet-5 and AlexNet, 1.0 for the small ResNet, whose iterations at 0.001, 0.01
+and 0.1 labelled at most 0.28% of the test images differently from the plain model (``QUICK_LAMBDA`` in
+``figures/_persistent_common.py``). The ResNet run is shared with Fig. 12. The championship is picked on
+validation accuracy (ties go to the plain model), so the claim is decided on the test images, which played no
+part in that choice:
+McNemar's paired test of championship vs plain on the same images. Premises: every iteration converged
+(training accuracy moved by at most max(1 point, 3 sd of its minibatch noise) over the last 10% of epochs; see
+``_persistent_common.converged_premise``) and the penalty changed the solution
+(some persistent iteration labels at least 1% of the test images differently from the plain model).
 """
 
 from __future__ import annotations
@@ -24,13 +31,18 @@ from figures._persistent_common import (
     RunSetup,
     accuracy_claim_values,
     cache_dir,
+    converged_premise,
     error_sub,
     history_subs,
     layers_used,
+    mcnemar,
+    moved_premise,
     partial_setup,
     pct,
     render,
+    resolvable,
     run_persistent,
+    test_correct,
 )
 from figures.contract import Claim, FigureResult, Scale, register_figure
 
@@ -57,21 +69,22 @@ def figure_partial(which: str, scale: Scale | str, data_dir: Path | str | None =
     history = render("history", history_subs(pt, title), f"Fig. {n} (right): training and validation history",
                      caption="Training loss includes the persistent penalty.")
     src = f"{SOURCE}, Sec. 4, Fig. {n}"
+    splits = setup.splits()
+    c = v["champion"]
+    conv = converged_premise(pt)
+    moved, dis = moved_premise(pt, splits)
+    eff, ver = mcnemar(test_correct(pt, c, splits), test_correct(pt, 0, splits), 1, c_test - p_test)
     claims = [
         Claim(
-            statement=f"Partial persistent training raises {paper_name}'s validation accuracy above the plain "
-                      "model's.",
-            paper_value=f"{pct(c_val)} vs {pct(p_val)}", source=src,
-            measured=f"{pct(v['champ_val'])} vs {pct(v['plain_val'])}", held=bool(v["champ_val"] > v["plain_val"]),
-            detail=f"championship (iteration {v['champion']}) vs plain (iteration 0), validation accuracy.",
-        ),
-        Claim(
-            statement=f"Partial persistent training raises {paper_name}'s test accuracy above the plain model's.",
-            paper_value=f"{pct(c_test)} vs {pct(p_test)}", source=src,
-            measured=f"{pct(v['champ_test'])} vs {pct(v['plain_test'])}",
-            held=bool(v["champ_test"] > v["plain_test"]),
-            detail=f"championship (iteration {v['champion']}, chosen on validation accuracy) vs plain, test accuracy "
-                   "(an independent check of the choice).",
+            statement=f"Partial persistent training raises {paper_name}'s test accuracy above the plain model's "
+                      "(the championship is chosen on validation accuracy).",
+            paper_value=round(100 * (c_test - p_test), 2), source=src, measured=round(100 * eff.mean, 3),
+            effect=eff, verdict=ver, premises=[conv, moved], scale=str(Scale(scale)),
+            detail=f"test accuracy of the championship (iteration {c}) minus the plain model's, in points "
+                   f"({pct(v['champ_test'])} vs {pct(v['plain_test'])}); McNemar on the "
+                   f"{resolvable(len(splits.test[1]))}, which played no part in choosing the championship. "
+                   f"Validation (the selection set, biased upwards): {pct(v['champ_val'])} vs {pct(v['plain_val'])} "
+                   f"(paper {pct(c_val)} vs {pct(p_val)}). One training seed: training-seed variance is not covered.",
         ),
     ]
     return FigureResult(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -12,18 +14,22 @@ from torch import nn
 from figures import _persistent_common as common
 from figures.contract import Claim, FigureResult
 from figures.persistent_fig1_2 import figure1_2, persistent_gd
-from figures.persistent_fig3_5 import KinkSetup, chain_seed, figure3_5, in_kink
+from figures.persistent_fig3_5 import KinkSetup, chain_seed, figure3_5, in_kink, kink_data
 from figures.persistent_fig6 import figure6
 from figures.persistent_fig7_8 import figure7_8
 from figures.persistent_fig9_11 import figure_partial
-from figures.persistent_fig12 import bulk_edge, figure12, outliers
-from figures.persistent_fig13_15 import figure13_15, saturated_share, saturation_score
+from figures.persistent_fig12 import bulk_edge, figure12, outliers, probe_edges
+from figures.persistent_fig13_15 import figure13_15, saturated_share, saturated_share_layers, saturation_score
+from figures.persistent_preprint import figure_pp11, figure_pp_partial
 from figures.toy_demo import grad, loss
+from figures.verdict import verdict_for
 from landscape.data import two_minima
 from landscape.hessian import HessianSpectrum
 from landscape.params import ParamLayout
 from landscape.saturation import SaturationHistory
 from persistence import PersistentPenalty, PersistentTrainer
+
+VERDICTS = {"held", "not held", "inconclusive", "not tested"}
 
 
 def _check(result: FigureResult, n_claims: int) -> list[Claim]:
@@ -31,10 +37,18 @@ def _check(result: FigureResult, n_claims: int) -> list[Claim]:
     assert len(result.claims) == n_claims
     for c in result.claims:
         assert c.statement and c.source.startswith("Persistent Neurons")
+        assert not re.search(r"\b00[01],? (eq|Sec|Fig)", c.source + c.detail), "cite papers by title, not file ids"
         assert c.held in (True, False, None) and (c.held is not None or c.detail)
-        if isinstance(c.measured, float):
-            assert math.isfinite(c.measured)
-        assert "nan" not in str(c.measured).lower()
+        # measured is a number or a list of numbers, finite (prose belongs in detail)
+        values = c.measured if isinstance(c.measured, list) else [c.measured]
+        assert values and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values), c.measured
+        assert all(math.isfinite(x) for x in values), c.measured
+        assert c.verdict.value in VERDICTS
+        if c.verdict.value == "held":
+            assert all(p.met for p in c.premises)
+        if any(not p.met for p in c.premises):
+            assert c.verdict.value == "not tested"
+        assert c.scale is not None
     return result.claims
 
 
@@ -48,6 +62,7 @@ def _tiny(name: str, model: str, **kw) -> common.RunSetup:
 def test_toy_claims_hold_at_paper_settings():
     claims = _check(figure1_2(), 2)
     assert all(c.held is True for c in claims)
+    assert all(p.met and p.statement.endswith("converged") for c in claims for p in c.premises)
 
 
 def test_persistent_gd_step_is_gradient_of_f_plus_library_penalty():
@@ -77,7 +92,7 @@ def test_kink_helpers():
 
 
 def test_fig3_5_tiny_and_cached(tmp_path):
-    setup = KinkSetup(seeds=3, iterations=2, steps=200, backend="eager")
+    setup = KinkSetup(seeds=3, iterations=2, steps=200, backend="eager", name="tiny")
     first = figure3_5(setup, cache=tmp_path)
     claims = _check(first, 4)
     assert (tmp_path / setup.key() / "seeds.npz").is_file() and (tmp_path / setup.key() / "persistent.npz").is_file()
@@ -98,7 +113,8 @@ def test_run_persistent_cache_reuses_finished_iterations(tmp_path, monkeypatch):
 def test_fig6_and_fig7_8_tiny(tmp_path):
     setups = {k: _tiny(f"t_lenet_{k}", "lenet5", mode="full", lam=0.01, init="normal", init_std=std)
               for k, std in (("bad", 0.2), ("good", 0.05))}
-    _check(figure7_8("quick", cache=tmp_path, setups=setups), 4)
+    claims = _check(figure7_8("quick", cache=tmp_path, setups=setups), 4)
+    assert any("worse one" in p.statement for p in claims[1].premises)
     (claim,) = _check(figure6("quick", cache=tmp_path, setup=setups["bad"], grid=5, loss_images=64), 1)
     assert isinstance(claim.measured, float) and claim.measured >= 0
 
@@ -106,9 +122,9 @@ def test_fig6_and_fig7_8_tiny(tmp_path):
 @pytest.mark.parametrize("which,model,kw", [("lenet5", "lenet5", {}),
                                             ("alexnet", "alexnet", {"channels": (4, 4), "hidden": (8, 8)})])
 def test_fig9_11_tiny(tmp_path, which, model, kw):
-    claims = _check(figure_partial(which, "quick", cache=tmp_path, setup=_tiny(f"t_{which}", model, model_kwargs=kw)),
-                    2)
-    assert all(c.held in (True, False) for c in claims)
+    (claim,) = _check(figure_partial(which, "quick", cache=tmp_path,
+                                     setup=_tiny(f"t_{which}", model, model_kwargs=kw)), 1)
+    assert claim.effect is not None and claim.effect.n == 359  # McNemar on the digits test split
 
 
 def test_fig12_tiny(tmp_path):
@@ -118,8 +134,9 @@ def test_fig12_tiny(tmp_path):
 
 def test_fig13_15_tiny(tmp_path):
     setup = _tiny("t_tanh", "mlp7_tanh", model_kwargs={"width": 8}, init="xavier", iterations=3, epochs=2,
-                  saturation=True, histogram_epochs=(1.0, 2.0), saturation_images=50, record_every_epochs=None)
-    _check(figure13_15("quick", cache=tmp_path, setup=setup), 4)
+                  saturation=True, histogram_epochs=(1.0, 2.0), saturation_images=50, record_every_epochs=1)
+    claims = _check(figure13_15("quick", cache=tmp_path, setup=setup), 4)
+    assert any("saturated" in p.statement for p in claims[1].premises)
 
 
 # --------------------------------------------------------------------------- measures
@@ -136,7 +153,10 @@ def test_bulk_edge_and_outliers_on_a_known_measure():
     spec = _spectrum(nodes, weights, 30.0)
     assert bulk_edge(spec) == 1.0
     assert bulk_edge(spec, mass=0.5) == 0.5  # the masses at 0 and 0.5 are 0.25 each
-    assert outliers(spec, 1.0) == 1.5  # above 5: two Ritz values in probe 0, one with nonzero weight in probe 1
+    assert probe_edges(spec).tolist() == [1.0, 1.0]
+    # Outliers are counted among the exact top eigenvalues, not the SLQ quadrature nodes.
+    spec = dataclasses.replace(spec, top_eigenvalues=np.array([30.0, 12.0, 4.0, 0.9]))
+    assert outliers(spec, 1.0) == 2 and outliers(spec, 0.5) == 3
 
 
 def test_saturation_measures_on_a_known_history():
@@ -148,3 +168,55 @@ def test_saturation_measures_on_a_known_history():
                           histogram_epochs=np.array([1.0]), histograms=counts, edges=edges)
     assert saturation_score(h) == pytest.approx(0.3)  # the epoch-0 measurement is left out
     assert saturated_share(h, 1.0, edge=0.5) == pytest.approx(4 / 6)
+    assert saturated_share_layers(h, 1.0, edge=0.5).tolist() == pytest.approx([0.0, 1.0])
+
+
+# --------------------------------------------------------------------------- premises and statistics
+def test_proportion_and_spearman_effects():
+    eff = common.proportion_effect(30, 32, 0.5)  # clearly "most"
+    assert eff.ci_low > 0 and verdict_for(eff).value == "held"
+    eff = common.proportion_effect(1, 32, 0.5)  # the old stand-in data: 1 of 32 kinks
+    assert eff.ci_high < 0 and verdict_for(eff).value == "not held"
+    eff = common.proportion_effect(3, 5, 0.5)  # inside the noise
+    assert verdict_for(eff).value == "inconclusive"
+    rho = common.spearman_effect(range(8), [8, 7, 6, 5, 4, 3, 2, 1])
+    assert rho.mean == pytest.approx(-1.0) and verdict_for(rho, direction=-1).value == "held"
+    rho = common.spearman_effect(range(6), [1, 3, 2, 1, 3, 2])  # no trend: inconclusive
+    assert verdict_for(rho, direction=-1).value == "inconclusive"
+
+
+def test_mcnemar_on_identical_models_is_not_an_improvement():
+    rng = np.random.default_rng(0)
+    correct = rng.random(359) < 0.95
+    eff, ver = common.mcnemar(correct, correct, 1, paper_effect=0.005)
+    assert eff.mean == 0 and ver.value == "not held"  # rules out the paper's effect: the same model twice
+    flipped = correct.copy()
+    flipped[:2] = ~flipped[:2]  # a 2-image difference on 359 images is noise
+    assert common.mcnemar(flipped, correct, 1)[1].value == "inconclusive"
+
+
+def test_premise_failure_makes_claims_not_tested(tmp_path):
+    # A run whose persistent iterations equal the plain model (lambda 0) fails "the iterations differ", so its
+    # accuracy claim is not tested, whatever the numbers.
+    setup = _tiny("t_same", "lenet5", lam=0.0, epochs=2)
+    (claim,) = _check(figure_partial("lenet5", "quick", cache=tmp_path, setup=setup), 1)
+    moved = [p for p in claim.premises if "differ" in p.statement]
+    assert moved and not moved[0].met and claim.verdict.value == "not tested"
+
+
+def test_kink_targets_match_paper_axes():
+    x, y = kink_data("quartic")
+    assert x.shape == (200, 1) and float(x.min()) == -4 and float(x.max()) == 4
+    assert float(y.min()) == pytest.approx(-2, abs=1e-3) and float(y.max()) == pytest.approx(14)
+
+
+# --------------------------------------------------------------------------- the preprint's depth-factor variant
+def test_preprint_figures_tiny(tmp_path):
+    setups = {k: _tiny(f"t_pp_{k}", "lenet5", mode="full", lam=0.01, init="normal", init_std=std, depth_factor=True,
+                       epochs=2)
+              for k, std in (("bad", 0.5), ("good", 0.05))}
+    claims = _check(figure_pp11("quick", cache=tmp_path, setups=setups), 2)
+    assert "depth factor" in claims[0].statement
+    setup = _tiny("t_pp_partial", "lenet5", depth_factor=True)
+    (claim,) = _check(figure_pp_partial("quick", cache=tmp_path, setup=setup), 1)
+    assert "Depth factor" in claim.detail
