@@ -1,4 +1,4 @@
-"""Tunnels (002), Fig. 2 right (Sec. 4.4, App. B.3): tunnel opening in a 5-conv-layer CNN stuck under Adam.
+"""Tunnels, Fig. 2 right (Sec. 4.4, App. B.3): tunnel opening in a 5-conv-layer CNN stuck under Adam.
 
 The CNN with BatchNorm (``landscape.models.TunnelsCNN``) is trained by Adam from an initialization found, as the
 paper does, by trying initializations in order until one gets stuck (criterion fixed in advance: the mean minibatch

@@ -1,4 +1,4 @@
-"""Tunnels (002), Table 3 (App. C.2): wall-clock overhead of tunnel opening relative to a training run.
+"""Tunnels, Table 3 (App. C.2): wall-clock overhead of tunnel opening relative to a training run.
 
 The paper reports the wall-clock time (mean and std over its runs) of the full experimental runs and concludes that
 "the overhead from the tunnel opening procedure is a one-time insignificant addition when compared to the
