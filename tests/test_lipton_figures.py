@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from figures.contract import Claim, FigureResult, MissingDataError, Scale
-from figures.verdict import Verdict
 from figures.lipton_weightspace import (
     CONVERGED_TOL,
     LOW_LOSS,
@@ -28,6 +27,7 @@ from figures.lipton_weightspace import (
     pairwise_cv,
     path_lengths,
 )
+from figures.verdict import Verdict
 from landscape.evaluate import AffinePoints
 from landscape.params import functional_forward
 from landscape.pca import TrajectoryPCA, pairwise_end_distances

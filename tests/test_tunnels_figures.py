@@ -22,9 +22,9 @@ from figures._tunnels_common import (
 )
 from figures._tunnels_deep import DeepSetup, deep_runs, is_stuck, load_imagenet64
 from figures.contract import Claim, FigureResult, MissingDataError
-from figures.verdict import Verdict
 from figures.tunnels_fig1 import run_left, run_right
 from figures.tunnels_fig3 import run_fig3
+from figures.verdict import Verdict
 from landscape.models import build_model
 from landscape.params import parameters_to_vector
 from tunnels import open_tunnels, split_stats
