@@ -74,7 +74,7 @@ def _check_result(res: FigureResult, keys: list[str], n_claims: int) -> None:
 
 def test_figure1_claims_and_panels(results: dict[str, FigureResult], cache: Path) -> None:
     res = results["figure1"]
-    _check_result(res, ["single", "five", "line"], 5)
+    _check_result(res, ["single", "two", "five", "line"], 5)
     ev2, ev10 = res.claims[0], res.claims[1]
     assert (ev2.paper_value, ev10.paper_value) == (81.39, 95.63)
     assert 0 <= ev2.measured <= ev10.measured <= 100 + 1e-9
@@ -87,7 +87,7 @@ def test_figure1_claims_and_panels(results: dict[str, FigureResult], cache: Path
     assert ev2.measured == pytest.approx(round(100 * s[:2].sum() / s.sum(), 2), abs=0.011)
     assert ev10.measured == pytest.approx(round(100 * s[:10].sum() / s.sum(), 2), abs=0.011)
     # The straight line and the path share their endpoints, so their losses must agree there.
-    line, path = res.panels[2].plotly.data
+    line, path = res.panels[3].plotly.data
     assert line.y[0] == pytest.approx(path.y[0], rel=1e-5) and line.y[-1] == pytest.approx(path.y[-1], rel=1e-5)
     assert (line.x[0], line.x[-1], path.x[0], path.x[-1]) == (0.0, 1.0, 0.0, 1.0)
     if res.claims[3].premise_met:
