@@ -129,6 +129,19 @@ def load_data(setup: Setup, data_dir: Path | None) -> tuple[tuple[Tensor, Tensor
     return (x - x.mean(), y), desc
 
 
+def load_test(setup: Setup, data_dir: Path | None) -> tuple[tuple[Tensor, Tensor], str]:
+    """The held-out test pair (clean labels), with the training pixel mean subtracted, and its description."""
+    if setup.scale == "full":
+        root = require_data(data_dir, "t10k-images-idx3-ubyte", what="full MNIST (the four IDX files)")
+        sp = load_mnist_idx(root, val_size=0)
+        desc = f"MNIST test set ({len(sp.test[1]):,} images)"
+    else:
+        sp = load_digits_split()
+        desc = f"sklearn digits 8x8 test split ({len(sp.test[1])} images, clean labels)"
+    mean = sp.train[0][: setup.n_train].mean()
+    return (sp.test[0] - mean, sp.test[1]), desc
+
+
 def initial_model(setup: Setup, input_shape: tuple[int, ...]) -> nn.Module:
     """The network at its seeded initialization."""
     torch.manual_seed(setup.seed)
@@ -341,21 +354,26 @@ def run_arm(arm: str, setup: Setup, data: tuple[Tensor, Tensor], start: nn.Modul
     """SGD from the saddle for every repetition with one arm's intervention (cached per arm, shared by figures).
 
     Returns:
-        ``{"steps": [...], "losses": [[...] per rep], "moves": [[...] per rep], "dist_steps", "dist": [[...]]}``:
+        ``{"steps": [...], "losses": [[...] per rep], "moves": [[...] per rep], "dist_steps", "dist": [[...]],
+        "theta": [[...] per rep]}``:
         the full-batch loss every 5 steps; for PGD / NEON the norm of each weight change; for ``clone_*`` arms the
-        first clone's distance from its origin every 5 steps from the opening to the closing (``open_*`` arms).
+        first clone's distance from its origin every 5 steps from the opening to the closing (``open_*`` arms);
+        the final parameter vector of each repetition (``open_*`` arms are closed again by then: every arm ends with
+        ``filters`` filters).
     """
     path = None if cache is None else cache / f"arm_{setup.key()}_{arm}.json"
     lock = contextlib.nullcontext() if cache is None else cache_lock(cache / f"arm_{setup.key()}_{arm}.lock")
     with lock:
         if path is not None and path.exists():
             return json.loads(path.read_text())  # type: ignore[no-any-return]
-        out: dict[str, Any] = {"steps": [], "losses": [], "moves": [], "dist_steps": [], "dist": []}
+        out: dict[str, Any] = {"steps": [], "losses": [], "moves": [], "dist_steps": [], "dist": [], "theta": []}
         for rep in tqdm(range(setup.repetitions), disable=not progress, leave=False, desc=arm):
             cbs, mover = _arm_callbacks(arm, setup, data, rep)
             fl = FullLoss(data, every=5)
-            Trainer(start, data, F.cross_entropy, "sgd", optimizer_kwargs={"lr": setup.lr}, steps=setup.total_steps,
-                    batch_size=setup.batch_size, seed=rep, callbacks=[*cbs, fl]).fit()
+            tr = Trainer(start, data, F.cross_entropy, "sgd", optimizer_kwargs={"lr": setup.lr},
+                         steps=setup.total_steps, batch_size=setup.batch_size, seed=rep, callbacks=[*cbs, fl])
+            tr.fit()
+            out["theta"].append(parameters_to_vector(tr.model).tolist())  # the final network (Table 4)
             out["steps"] = fl.steps
             out["losses"].append(fl.losses)
             out["moves"].append([] if mover is None else mover.moves_)

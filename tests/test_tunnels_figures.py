@@ -198,3 +198,20 @@ def test_imagenet64_npz_batches(tmp_path):
         load_imagenet64(tmp_path, batch_size=3)
     with pytest.raises(MissingDataError, match="imagenet64"):
         load_imagenet64(tmp_path / "nowhere", batch_size=3)
+
+
+def test_table4_and_its_equivalence_verdict(tmp_path):
+    from figures.tunnels_table4 import equivalence_verdict, run_table4
+    from figures.verdict import paired_effect
+
+    res = run_table4("quick", None, tmp_path, setup=TINY)
+    _check(res, ["accuracy"], 2)
+    assert all(0 <= a <= 1 for a in res.claims[1].measured)
+    assert res.claims[1].verdict is Verdict.NOT_TESTED  # a tiny run is not the paper's experiment
+    # equivalence: inside the margin -> held; excluding 0 -> not held; wide and covering 0 -> inconclusive
+    same = paired_effect([0.90, 0.91, 0.92, 0.90, 0.91], [0.905, 0.905, 0.915, 0.905, 0.905])
+    assert equivalence_verdict(same, 0.02) is Verdict.HELD
+    worse = paired_effect([0.80, 0.81, 0.82, 0.80, 0.81], [0.90, 0.91, 0.92, 0.90, 0.91])
+    assert equivalence_verdict(worse, 0.02) is Verdict.NOT_HELD
+    noisy = paired_effect([0.7, 0.95, 0.8, 0.99, 0.75], [0.9, 0.8, 0.9, 0.85, 0.9])
+    assert equivalence_verdict(noisy, 0.02) is Verdict.INCONCLUSIVE
