@@ -26,6 +26,7 @@ from figures._tunnels_common import (
     COLORS,
     SOURCE,
     cache_dir,
+    equivalence_verdict,
     initial_model,
     load_data,
     load_test,
@@ -36,7 +37,7 @@ from figures._tunnels_common import (
     stuck_premise,
 )
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
-from figures.verdict import Effect, Verdict, at_least, paired_effect
+from figures.verdict import at_least, paired_effect
 from landscape.params import model_at
 
 ARMS = {"control": "control", "proposed opening": "open_proposed", "random opening": "open_random",
@@ -44,15 +45,6 @@ ARMS = {"control": "control", "proposed opening": "open_proposed", "random openi
         "NEON": "neon"}
 EQUIV_MARGIN = 0.02  # "no difference": the interval of the accuracy difference inside +-2 points
 PAPER_MNIST = 0.98
-
-
-def equivalence_verdict(effect: Effect, margin: float) -> Verdict:
-    """Held if the interval lies inside ``(-margin, margin)``, not held if it excludes 0, else inconclusive."""
-    if -margin < effect.ci_low and effect.ci_high < margin:
-        return Verdict.HELD
-    if effect.ci_low > 0 or effect.ci_high < 0:
-        return Verdict.NOT_HELD
-    return Verdict.INCONCLUSIVE
 
 
 def run_table4(scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False,

@@ -201,7 +201,8 @@ def test_imagenet64_npz_batches(tmp_path):
 
 
 def test_table4_and_its_equivalence_verdict(tmp_path):
-    from figures.tunnels_table4 import equivalence_verdict, run_table4
+    from figures._tunnels_common import equivalence_verdict
+    from figures.tunnels_table4 import run_table4
     from figures.verdict import paired_effect
 
     res = run_table4("quick", None, tmp_path, setup=TINY)
@@ -215,3 +216,10 @@ def test_table4_and_its_equivalence_verdict(tmp_path):
     assert equivalence_verdict(worse, 0.02) is Verdict.NOT_HELD
     noisy = paired_effect([0.7, 0.95, 0.8, 0.99, 0.75], [0.9, 0.8, 0.9, 0.85, 0.9])
     assert equivalence_verdict(noisy, 0.02) is Verdict.INCONCLUSIVE
+
+
+def test_fig4_reuses_the_cached_runs(tmp_path):
+    from figures.tunnels_fig4 import run_fig4
+
+    res = run_fig4("quick", None, tmp_path, setup=TINY, deep_setup=TINY_DEEP)
+    _check(res, ["loss"], 2 + 4 + 2)  # proposed vs each other arm, per experiment
