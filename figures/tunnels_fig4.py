@@ -7,10 +7,12 @@ is trained here: the panels reuse the cached runs of Figs. 1 left, 2 left (``fig
 
 Claims (decided by an equivalence test fixed before measuring: the 95% interval of the paired difference of the final
 losses inside +-2% of the control's final loss -> held; excluding 0 -> not held; else inconclusive): per experiment,
-the proposed method ends at the same loss as each other method. Premise: the runs converged (the loss changed by
-less than 5% over the last 10% of the run, per repetition); at the quick scale with SGD at learning rate 1.0 the
-full-batch loss fluctuates by more than that, and the control of the single-layer experiments cannot leave its
-saddle at all (identical filters), so it ends above the others by construction.
+the proposed method ends at the same loss as each other method. Premise: the runs converged (the mean loss of the
+last 10% of the run differs from the mean of the 10% before by less than 1%, per repetition: the project's default
+tolerance). At the quick scale the single-layer runs (SGD at learning rate 1.0) drift by up to 2% between those
+windows and the deep-CNN runs are still falling (2-2.6%), so "the same final loss" is not tested; the control of the
+single-layer experiments cannot leave its saddle at all (identical filters), so it would end above the others by
+construction anyway. A first version used a 5% tolerance, which passed runs whose loss was visibly still falling.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import at_most, paired_effect
 
 EQUIV = 0.02  # "the same loss": the paired difference within +-2% of the control's final loss
-CONV_LAST, CONV_TOL = 0.1, 0.05
+CONV_LAST, CONV_TOL = 0.1, 0.01  # the project's convergence default: < 1% change over the last 10%
 SINGLE = {"opening and closing": {"control": "control", "proposed": "open_proposed", "random": "open_random"},
           "weight reorganization": {"control": "control", "proposed": "reorg_proposed", "random": "reorg_random",
                                     "pgd": "pgd", "neon": "neon"}}
