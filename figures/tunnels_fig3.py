@@ -79,7 +79,8 @@ def run_fig3(scale: Scale | str, data_dir: Path | None, cache: Path | None, prog
                         f"(exact check); held if <= {HALF_TOL:g} (fixed before measuring). In exact arithmetic it is "
                         "0; in float32 the clone and its origin sit in different channels whose sums round "
                         "differently, and the saddle's negative curvature amplifies that rounding (the other splits "
-                        f"reach {min(float(at_w[m].mean()) for m in ('proposed', 'random', 'constant')):.3g} or more).", src, premises=premises, scale=s.scale))
+                        f"reach {min(float(at_w[m].mean()) for m in ('proposed', 'random', 'constant')):.3g} or more).",
+                        src, premises=premises, scale=s.scale))
     return FigureResult(
         caption=f"Fig. 3: distance between the cloned filter and its origin from the opening of one filter at step "
                 f"{s.open_at} to its closing at step {s.close_at} (mean and one std over {s.repetitions} runs), for "
