@@ -1,4 +1,4 @@
-"""Shared experiment of Tunnels (002) Fig. 2 right and Table 3 (private to ``figures/tunnels_*.py``).
+"""Shared experiment of Tunnels Fig. 2 right and Table 3 (private to ``figures/tunnels_*.py``).
 
 Sec. 4.4, App. B.3 and C.2: tunnel opening in the 5-conv-layer CNN (Fig. 2 right) and its wall-clock cost
 (Table 3). One cached computation, :func:`deep_runs`, serves both figures (``figures/tunnels_fig2_right.py`` and

