@@ -267,6 +267,17 @@ def _new_block(w: Tensor, basis: Tensor, scale: float, breakdown: float, gen: to
     return q, R
 
 
+def _start_vectors(v0: Tensor, n: int) -> Tensor:
+    """``v0`` as float64 columns ``(n, j)``, checked."""
+    v = v0.detach().to(torch.float64)
+    v = v[:, None] if v.dim() == 1 else v
+    if v.dim() != 2 or v.shape[0] != n or v.shape[1] == 0:
+        raise ValueError(f"v0 must have shape ({n},) or ({n}, j) with j >= 1, got {tuple(v0.shape)}")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError("v0 has non-finite entries")
+    return v
+
+
 def top_eigenpairs(
     matmat: MatMat,
     n: int,
@@ -279,6 +290,7 @@ def top_eigenpairs(
     breakdown: float = 1e-5,
     block: int | None = None,
     eps: float = float(np.finfo(np.float64).eps),
+    v0: Tensor | None = None,
     progress: bool = False,
 ) -> EigenPairs:
     """Extremal eigenpairs of a symmetric operator by block Lanczos with full reorthogonalization.
@@ -297,6 +309,11 @@ def top_eigenpairs(
     (~2x the products at ``k = 5``). After a breakdown (invariant subspace) the block continues from random
     vectors orthogonal to the basis.
 
+    Warm start: ``v0`` (e.g. the eigenvectors of a nearby operator, such as the previous snapshot's Hessian
+    along a trajectory) becomes the start block. The block then has at least as many columns as ``v0``
+    (a narrower block would drop part of the start block's residual from ``T``); missing columns are random.
+    The stopping rule is unchanged, so a warm start changes only the number of products, not the accuracy.
+
     Args:
         matmat: The symmetric operator.
         n: Its dimension.
@@ -308,26 +325,39 @@ def top_eigenpairs(
         breakdown: Relative threshold for an invariant subspace.
         block: Columns per Lanczos step (default ``min(k, 2)``); ``1`` is single-vector Lanczos.
         eps: Unit roundoff of the products (their dtype's machine epsilon); float64 by default.
+        v0: Start vectors, shape ``(n, j)`` or ``(n,)`` (need not be orthonormal); default random. The
+            block widens to ``j`` columns unless ``block`` is given, and random columns fill it up to ``block``.
         progress: Show a progress bar.
 
     Returns:
         The eigenpairs (``converged`` is ``False`` if the product limit came first).
 
     Raises:
-        ValueError: If ``k`` is not in ``[1, n]``, ``block < 1`` or ``which`` is unknown.
+        ValueError: If ``k`` is not in ``[1, n]``, ``block < 1`` or ``which`` is unknown, or ``v0`` has the
+            wrong length, non-finite entries or more columns than ``block``.
     """
     which = _enum(Which, which, "which")
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and the dimension {n}, got {k}")
-    b = min(k, 2) if block is None else int(block)
+    start = None if v0 is None else _start_vectors(v0, n)
+    j = 0 if start is None else start.shape[1]
+    b = max(min(k, 2), j) if block is None else int(block)
     if b < 1:
         raise ValueError(f"block must be at least 1, got {block}")
+    if j > b:
+        raise ValueError(f"v0 has {j} columns but block={block}; pass block >= {j} or fewer start vectors")
     b = min(b, n)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     limit = min(n, max(k, b, max_steps or max(20 * k, 100)))
     basis = torch.zeros(limit, n, dtype=torch.float64)
     T = np.zeros((limit, limit))
-    q, _ = torch.linalg.qr(torch.randn(n, b, generator=gen, dtype=torch.float64))
+    if start is None:
+        q, _ = torch.linalg.qr(torch.randn(n, b, generator=gen, dtype=torch.float64))
+    else:
+        fill = torch.randn(n, b - min(j, b), generator=gen, dtype=torch.float64)
+        block0 = torch.cat([start[:, :b], fill], dim=1)
+        # Rank-deficient start vectors (repeated, or zero) get random replacements orthogonal to the rest.
+        q, _ = _new_block(block0, basis[:0], float(block0.norm(dim=0).max()), breakdown, gen)
     scale, m, lo = 0.0, 0, 0
     bar = tqdm(total=limit, desc="Lanczos (top-k)", disable=not progress, leave=False)
     while True:
