@@ -1,0 +1,178 @@
+"""Curvature along a trajectory and during training (issue 22) against dense float64 Hessians.
+
+References are ``torch.func.hessian`` of the mean loss at each snapshot; the warm start is checked against
+cold starts (same eigenvalues within the tolerance, fewer products), and the recorder against a run
+without it (training unchanged, bitwise).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from landscape.curvature import CurvatureRecorder, CurvatureTrace, gradient_descent_curvature, trajectory_curvature
+from landscape.lanczos import top_eigenpairs
+from landscape.params import ParamLayout, parameters_to_vector
+from landscape.results import load_result
+from landscape.train import Trainer
+from landscape.trajectory import Trajectory
+
+F64 = torch.float64
+CE = nn.CrossEntropyLoss()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def dense(model: nn.Module, loss_fn, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``torch.func.hessian`` of the eval-mode mean loss, float64, shape ``(n, n)``."""
+    m = copy.deepcopy(model).double().eval()
+    layout = ParamLayout.from_model(m)
+    bufs = dict(m.named_buffers())
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(m, {**layout.unflatten(theta), **bufs}, (X.double(),)), y)
+
+    return torch.func.hessian(loss)(parameters_to_vector(m).double())
+
+
+def _problem(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    X, y = torch.randn(48, 5, generator=g, dtype=F64), torch.randint(0, 3, (48,), generator=g)
+    return net, X, y
+
+
+def _gd_trajectory(net: nn.Module, X, y, steps: int, lr: float = 0.5) -> Trajectory:
+    traj = Trajectory()
+    Trainer(net, (X, y), CE, lambda p: torch.optim.SGD(p, lr=lr), steps=steps, batch_size=None, trajectory=traj,
+            record_every_steps=1, record_every_epochs=None).fit()  # fmt: skip
+    return traj
+
+
+def test_eigenvalues_trace_and_layers_equal_the_dense_hessian_at_every_snapshot():
+    net, X, y = _problem()
+    traj = _gd_trajectory(net, X, y, steps=5)
+    n = parameters_to_vector(net).numel()
+    tr = trajectory_curvature(traj, net, CE, (X, y), k=3, tol=1e-8, per_layer=True, trace_products=3 * n,
+                              lr=0.5, progress=False)  # fmt: skip
+    assert len(tr) == len(traj) == 6 and tr.eigenvalues.shape == (6, 3) and tr.converged.all()
+    assert tr.layer_names == ["0", "2"] and tr.layer_eigenvalues.shape == (6, 2)
+    layout = ParamLayout.from_model(net)
+    for t in range(len(traj)):
+        H = dense(traj.model_at(net, t), CE, X, y)
+        ev = torch.linalg.eigvalsh(H).flip(0)
+        np.testing.assert_allclose(tr.eigenvalues[t], ev[:3].numpy(), rtol=1e-7, atol=1e-10)
+        assert np.all(np.abs(tr.eigenvalues[t] - ev[:3].numpy()) <= tr.error_bounds[t] + 1e-12)
+        # Hutch++ with 3n products sketches the whole space: the trace is exact
+        assert tr.trace[t] == pytest.approx(float(torch.trace(H)), rel=1e-8)
+        for j, name in enumerate(tr.layer_names):
+            i = layout.layer_index(name)
+            assert tr.layer_eigenvalues[t, j] == pytest.approx(float(torch.linalg.eigvalsh(H[i][:, i])[-1]), rel=1e-7)
+    np.testing.assert_array_equal(tr.steps, traj.steps)
+    np.testing.assert_allclose(tr.threshold, 4.0)
+
+
+def test_warm_start_gives_the_cold_eigenvalues_in_fewer_products():
+    """50 snapshots of gradient descent: warm and cold agree within the error bounds; warm spends fewer products."""
+    net, X, y = _problem(1)
+    traj = _gd_trajectory(net, X, y, steps=49, lr=0.3)
+    assert len(traj) == 50
+    opts = {"k": 2, "tol": 1e-6, "progress": False}
+    warm = trajectory_curvature(traj, net, CE, (X, y), warm_start=True, **opts)
+    cold = trajectory_curvature(traj, net, CE, (X, y), warm_start=False, **opts)
+    assert warm.converged.all() and cold.converged.all()
+    diff = np.abs(warm.eigenvalues - cold.eigenvalues)
+    assert np.all(diff <= warm.error_bounds + cold.error_bounds + 1e-12), diff.max()
+    assert warm.total_hvps < cold.total_hvps, (warm.total_hvps, cold.total_hvps)
+    assert warm.hvps[0] == cold.hvps[0]  # the first snapshot has nothing to start from
+    assert warm.warm_start and not cold.warm_start
+
+
+def test_lanczos_warm_start_from_exact_eigenvectors_stops_after_one_block():
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(40, 40, generator=g, dtype=F64))
+    lam = torch.linspace(5.0, 0.1, 40, dtype=F64)
+    A = Q @ torch.diag(lam) @ Q.T
+    pairs = top_eigenpairs(lambda V: A @ V, 40, 3, tol=1e-10, v0=Q[:, :3])
+    assert pairs.products == 3 and pairs.converged
+    np.testing.assert_allclose(pairs.values.numpy(), lam[:3].numpy(), rtol=1e-12)
+    cold = top_eigenpairs(lambda V: A @ V, 40, 3, tol=1e-10)
+    np.testing.assert_allclose(pairs.values.numpy(), cold.values.numpy(), rtol=1e-10)
+    # a rank-deficient start (a repeated vector) is completed with random directions
+    rep = top_eigenpairs(lambda V: A @ V, 40, 3, tol=1e-10, v0=torch.stack([Q[:, 0], Q[:, 0], Q[:, 1]], 1))
+    np.testing.assert_allclose(rep.values.numpy(), lam[:3].numpy(), rtol=1e-10)
+    with pytest.raises(ValueError, match="v0 must have shape"):
+        top_eigenpairs(lambda V: A @ V, 40, 3, v0=torch.ones(39, 2, dtype=F64))
+    with pytest.raises(ValueError, match="block"):
+        top_eigenpairs(lambda V: A @ V, 40, 3, v0=Q[:, :3], block=2)
+
+
+def test_recorder_writes_the_dense_top_eigenvalue_and_leaves_training_unchanged():
+    net, X, y = _problem(2)
+    opt = lambda p: torch.optim.SGD(p, lr=0.2)  # noqa: E731
+    traj = Trajectory()
+    rec = CurvatureRecorder(traj, every_steps=4, k=2, tol=1e-8, per_layer=True, trace_products=6)
+    t1 = Trainer(net, (X, y), CE, opt, steps=10, batch_size=None, callbacks=[rec]).fit()
+    plain = Trajectory()
+    t2 = Trainer(net, (X, y), CE, opt, steps=10, batch_size=None, trajectory=plain, record_every_steps=4,
+                 record_every_epochs=None).fit()  # fmt: skip
+    assert torch.equal(parameters_to_vector(t1.model), parameters_to_vector(t2.model))  # bitwise
+    assert traj.steps.tolist() == plain.steps.tolist() == [0, 4, 8, 10]
+    for name in ("lambda_max", "lambda_2", "lr", "hessian_trace", "hessian_hvps", "lambda_max/0", "lambda_max/2"):
+        assert name in traj.metric_names, name
+    for t in range(len(traj)):
+        ev = torch.linalg.eigvalsh(dense(traj.model_at(net, t), CE, X, y)).flip(0)
+        assert traj.metric("lambda_max")[t] == pytest.approx(float(ev[0]), rel=1e-7)
+        assert traj.metric("lambda_2")[t] == pytest.approx(float(ev[1]), rel=1e-7)
+    np.testing.assert_allclose(traj.metric("lr"), 0.2)
+    tr = rec.trace_
+    assert tr.steps.tolist() == [0, 4, 8, 10] and tr.indices.tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(tr.lambda_max, traj.metric("lambda_max"))
+    # read back off the trajectory: the same numbers
+    again = trajectory_curvature(traj, net, CE, (X, y), k=2, tol=1e-8, progress=False)
+    np.testing.assert_allclose(again.eigenvalues, tr.eigenvalues, rtol=1e-7)
+    np.testing.assert_allclose(again.lr, 0.2)  # taken from the recorded "lr" metric
+
+
+def test_gradient_descent_on_a_quadratic_has_the_constant_closed_form_sharpness(tmp_path):
+    """Linear model with MSE: ``H = 2 X^T X / N`` at every step, whatever the weights."""
+    g = torch.Generator().manual_seed(3)
+    X, y = torch.randn(30, 4, generator=g, dtype=F64), torch.randn(30, 1, generator=g, dtype=F64)
+    net = nn.Linear(4, 1).double()
+    Xb = torch.cat([X, torch.ones(30, 1, dtype=F64)], 1)  # the bias is a constant input
+    lam = float(torch.linalg.eigvalsh(2 * Xb.T @ Xb / 30)[-1])
+    tr, hist = gradient_descent_curvature(net, nn.MSELoss(), (X, y), lr=0.1, steps=20, every_steps=5, tol=1e-10,
+                                          progress=False)  # fmt: skip
+    assert tr.steps.tolist() == [0, 5, 10, 15, 20] and len(hist) == 20
+    np.testing.assert_allclose(tr.lambda_max, lam, rtol=1e-9)
+    np.testing.assert_allclose(tr.threshold, 20.0)
+    assert tr.label == "lr=0.1"
+    back = load_result(tr.save(tmp_path / "trace"))
+    assert isinstance(back, CurvatureTrace)
+    np.testing.assert_array_equal(back.eigenvalues, tr.eigenvalues)
+    assert back.layer_names == [] and back.lr.tolist() == tr.lr.tolist()
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="k must be"):
+        CurvatureRecorder(k=0)
+    with pytest.raises(ValueError, match="tol"):
+        CurvatureRecorder(tol=0)
+    net, X, y = _problem()
+    traj = _gd_trajectory(net, X, y, steps=1)
+    with pytest.raises(IndexError, match="out of range"):
+        trajectory_curvature(traj, net, CE, (X, y), indices=[5], progress=False)
+    with pytest.raises(ValueError, match="lr must be"):
+        trajectory_curvature(traj, net, CE, (X, y), lr=[0.1], progress=False)
