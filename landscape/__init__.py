@@ -5,6 +5,7 @@ Trainers write trajectories (:class:`Trajectory`), analyzers read them and retur
 ``landscape.plot_mpl``) draw those results.
 """
 
+from landscape.curvature import CurvatureRecorder, CurvatureTrace, gradient_descent_curvature, trajectory_curvature
 from landscape.directions import (
     directions_from_models,
     normalize_direction,
@@ -41,6 +42,13 @@ from landscape.pca import (
 )
 from landscape.results import Provenance, Result, load_result
 from landscape.saturation import SaturationHistory, SaturationRecorder, SaturationStats, measure_saturation
+from landscape.sharpness import (
+    SharpnessResult,
+    average_sharpness,
+    m_sharpness,
+    perturbation_scale,
+    worst_case_sharpness,
+)
 from landscape.surface import (
     BarycentricResult,
     BilinearResult,
@@ -124,4 +132,14 @@ __all__ = [
     "SaturationStats",
     "SaturationHistory",
     "SaturationRecorder",
+    # curvature over training, sharpness
+    "trajectory_curvature",
+    "CurvatureRecorder",
+    "CurvatureTrace",
+    "gradient_descent_curvature",
+    "worst_case_sharpness",
+    "average_sharpness",
+    "m_sharpness",
+    "perturbation_scale",
+    "SharpnessResult",
 ]
