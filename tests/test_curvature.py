@@ -176,3 +176,37 @@ def test_options_are_checked():
         trajectory_curvature(traj, net, CE, (X, y), indices=[5], progress=False)
     with pytest.raises(ValueError, match="lr must be"):
         trajectory_curvature(traj, net, CE, (X, y), lr=[0.1], progress=False)
+
+
+def _trace(lr: float, label: str, per_layer: bool = False) -> CurvatureTrace:
+    net, X, y = _problem()
+    traj = _gd_trajectory(net, X, y, steps=3, lr=lr)
+    return trajectory_curvature(traj, net, CE, (X, y), k=2, lr=lr, label=label, per_layer=per_layer, progress=False)
+
+
+def test_plot_sharpness_draws_the_trace_and_its_threshold():
+    from landscape import plot
+
+    a, b = _trace(0.5, "a", per_layer=True), _trace(0.25, "b")
+    fig = plot.plot_sharpness([a, b])
+    names = [t.name for t in fig.data]
+    assert names == ["a", "a: 2/lr", "b", "b: 2/lr"]
+    np.testing.assert_allclose(fig.data[0].y, a.lambda_max)
+    np.testing.assert_allclose(fig.data[1].y, 4.0)
+    np.testing.assert_allclose(fig.data[3].y, 8.0)
+    np.testing.assert_allclose(fig.data[2].x, b.steps)
+    second = plot.plot_sharpness(a, eigenvalue=1, threshold=False)
+    assert len(second.data) == 1 and np.allclose(second.data[0].y, a.eigenvalues[:, 1])
+    lay = plot.plot_sharpness(a, layer="2")
+    np.testing.assert_allclose(lay.data[0].y, a.layer_eigenvalues[:, 1])
+    mfig = plot.plot_sharpness([a, b], backend="matplotlib")
+    lines = mfig.axes[0].lines
+    assert [ln.get_label() for ln in lines] == names
+    np.testing.assert_allclose(lines[0].get_ydata(), a.lambda_max)
+    np.testing.assert_allclose(np.asarray(lines[1].get_ydata(), float), 4.0)
+    with pytest.raises(KeyError, match="no layer"):
+        plot.plot_sharpness(b, layer="2")
+    with pytest.raises(ValueError, match="eigenvalue 2"):
+        plot.plot_sharpness(a, eigenvalue=2)
+    with pytest.raises(TypeError):
+        plot.plot_sharpness([np.zeros(3)])
