@@ -152,6 +152,24 @@ class _Tracker:
         return v if self.warm_start and v is not None and v.shape[0] == n else None
 
     def __call__(self, model: nn.Module) -> dict[str, Any]:
+        # A diverged run (gradient descent above its stability limit) reaches non-finite weights or products:
+        # its curvature is recorded as NaN instead of ending the training or the scan.
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            return self._nan_row()
+        try:
+            return self._measure(model)
+        except np.linalg.LinAlgError:
+            return self._nan_row()
+
+    def _nan_row(self) -> dict[str, Any]:
+        nan = np.full(self.k, np.nan)
+        self._prev, self._prev_layers = None, {}
+        row = {"values": nan, "bounds": nan, "residuals": nan, "converged": False, "trace": math.nan,
+               "trace_stderr": math.nan, "layers": {}, "hvps": 0}  # fmt: skip
+        self.rows.append(row)
+        return row
+
+    def _measure(self, model: nn.Module) -> dict[str, Any]:
         op = HessianOperator(model, self.loss_fn, self.data, bn_mode=self.bn_mode, dtype=self.dtype)
         self.n_samples = op.n_samples
         if self._prev is not None and self._prev.shape[0] != op.n:  # the network grew or shrank

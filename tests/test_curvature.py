@@ -210,3 +210,24 @@ def test_plot_sharpness_draws_the_trace_and_its_threshold():
         plot.plot_sharpness(a, eigenvalue=2)
     with pytest.raises(TypeError):
         plot.plot_sharpness([np.zeros(3)])
+
+
+def test_a_diverging_run_stops_cleanly_and_non_finite_snapshots_give_nan():
+    """GD far above 2 / lambda_max on a quadratic diverges: the run stops, curvature stays the closed form."""
+    g = torch.Generator().manual_seed(4)
+    X, y = torch.randn(30, 4, generator=g, dtype=F64), torch.randn(30, 1, generator=g, dtype=F64)
+    Xb = torch.cat([X, torch.ones(30, 1, dtype=F64)], 1)
+    lam = float(torch.linalg.eigvalsh(2 * Xb.T @ Xb / 30)[-1])
+    tr, hist = gradient_descent_curvature(nn.Linear(4, 1).double(), nn.MSELoss(), (X, y), lr=50.0, steps=400,
+                                          every_steps=50, progress=False)  # fmt: skip
+    assert len(hist) < 400  # stopped at the non-finite loss
+    np.testing.assert_allclose(tr.lambda_max, lam, rtol=1e-6)
+    # a snapshot holding NaN weights has NaN curvature, and the next one starts cold
+    net, X2, y2 = _problem()
+    traj = Trajectory()
+    v = parameters_to_vector(net)
+    for vec in (v, torch.full_like(v, float("nan")), v):
+        traj.append(vec, layout=ParamLayout.from_model(net))
+    out = trajectory_curvature(traj, net, CE, (X2, y2), progress=False)
+    assert np.isnan(out.lambda_max[1]) and out.hvps[1] == 0 and not out.converged[1]
+    assert out.lambda_max[0] == out.lambda_max[2] and out.hvps[0] == out.hvps[2]
