@@ -5,7 +5,13 @@ Trainers write trajectories (:class:`Trajectory`), analyzers read them and retur
 ``landscape.plot_mpl``) draw those results.
 """
 
-from landscape.curvature import CurvatureRecorder, CurvatureTrace, gradient_descent_curvature, trajectory_curvature
+from landscape.curvature import (
+    CurvatureRecorder,
+    CurvatureTrace,
+    edge_of_stability_summary,
+    gradient_descent_curvature,
+    trajectory_curvature,
+)
 from landscape.directions import (
     directions_from_models,
     normalize_direction,
@@ -137,6 +143,7 @@ __all__ = [
     "CurvatureRecorder",
     "CurvatureTrace",
     "gradient_descent_curvature",
+    "edge_of_stability_summary",
     "worst_case_sharpness",
     "average_sharpness",
     "m_sharpness",

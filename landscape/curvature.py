@@ -39,6 +39,7 @@ __all__ = [
     "trajectory_curvature",
     "CurvatureRecorder",
     "gradient_descent_curvature",
+    "edge_of_stability_summary",
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -561,3 +562,45 @@ def gradient_descent_curvature(
     )  # fmt: skip
     trainer.fit()
     return rec.trace_, trainer.history_
+
+
+def edge_of_stability_summary(trace: CurvatureTrace, *, tail: float = 0.25, within: float = 0.1) -> dict[str, float]:
+    """Does ``lambda_max`` rise to ``2 / lr`` and hover there? Numbers of one run for Cohen et al.'s claim.
+
+    The ratio ``r_t = lambda_max(t) / (2 / lr_t)`` is 1 at the stability threshold. Cohen et al. 2021 (§3)
+    report progressive sharpening (``r`` rising) until ``r`` reaches about 1, then ``r`` hovering at or just
+    above 1 for the rest of training.
+
+    Args:
+        trace: A run with a known learning rate (e.g. from :func:`gradient_descent_curvature`).
+        tail: Fraction of the last records that form the "after" window.
+        within: Relative band around the threshold (0.1: ``0.9 <= r <= 1.1``).
+
+    Returns:
+        ``initial_ratio`` (``r`` at the first record), ``reached_step`` (first step with
+        ``r >= 1 - within``, ``-1`` if never), ``tail_median_ratio``, ``tail_min_ratio``, ``tail_max_ratio``,
+        ``tail_share_within`` (share of the tail's records with ``|r - 1| <= within``), and ``settled``
+        (1.0 if the tail's median ratio is within the band, else 0.0); NaN records are left out.
+
+    Raises:
+        ValueError: If the learning rate is unknown, or ``tail`` is not in ``(0, 1]``.
+    """
+    if not 0 < tail <= 1:
+        raise ValueError(f"tail must be in (0, 1], got {tail}")
+    ratio = trace.lambda_max / trace.threshold
+    ok = np.isfinite(ratio)
+    if not ok.any():
+        raise ValueError("no record with both lambda_max and the learning rate: pass lr= or record it")
+    r, steps = ratio[ok], trace.steps[ok]
+    last = r[len(r) - max(1, int(round(tail * len(r)))) :]
+    reached = np.nonzero(r >= 1 - within)[0]
+    med = float(np.median(last))
+    return {
+        "initial_ratio": float(r[0]),
+        "reached_step": float(steps[reached[0]]) if len(reached) else -1.0,
+        "tail_median_ratio": med,
+        "tail_min_ratio": float(last.min()),
+        "tail_max_ratio": float(last.max()),
+        "tail_share_within": float(np.mean(np.abs(last - 1) <= within)),
+        "settled": float(abs(med - 1) <= within),
+    }

@@ -231,3 +231,28 @@ def test_a_diverging_run_stops_cleanly_and_non_finite_snapshots_give_nan():
     out = trajectory_curvature(traj, net, CE, (X2, y2), progress=False)
     assert np.isnan(out.lambda_max[1]) and out.hvps[1] == 0 and not out.converged[1]
     assert out.lambda_max[0] == out.lambda_max[2] and out.hvps[0] == out.hvps[2]
+
+
+def _synthetic(lam: list[float], lr: float) -> CurvatureTrace:
+    T = len(lam)
+    z = np.zeros((T, 1))
+    return CurvatureTrace(steps=np.arange(T) * 10, epochs=np.arange(T, dtype=float), indices=np.arange(T),
+                          eigenvalues=np.array(lam, float)[:, None], error_bounds=z, residuals=z,
+                          converged=np.ones(T, bool), hvps=np.ones(T, np.int64), trace=np.full(T, np.nan),
+                          trace_stderr=np.full(T, np.nan), layer_names=[], layer_eigenvalues=np.zeros((T, 0)),
+                          lr=np.full(T, lr), k=1, tol=1e-4, warm_start=True, bn_mode="eval")  # fmt: skip
+
+
+def test_edge_of_stability_summary_by_hand():
+    from landscape.curvature import edge_of_stability_summary
+
+    # 2 / lr = 20: rises 5 -> 19 (ratio 0.95 at step 30), then hovers 19..23
+    s = edge_of_stability_summary(_synthetic([5, 10, 15, 19, 21, 20, 23, 19], 0.1), tail=0.5)
+    assert s["initial_ratio"] == pytest.approx(0.25) and s["reached_step"] == 30
+    assert s["tail_median_ratio"] == pytest.approx(np.median([21, 20, 23, 19]) / 20)
+    assert (s["tail_min_ratio"], s["tail_max_ratio"]) == (pytest.approx(0.95), pytest.approx(1.15))
+    assert s["tail_share_within"] == 0.75 and s["settled"] == 1.0
+    never = edge_of_stability_summary(_synthetic([5, 6, 7, 8], 0.1))
+    assert never["reached_step"] == -1 and never["settled"] == 0.0
+    with pytest.raises(ValueError, match="learning rate"):
+        edge_of_stability_summary(_synthetic([5, 6], float("nan")))
