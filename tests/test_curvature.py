@@ -256,3 +256,25 @@ def test_edge_of_stability_summary_by_hand():
     assert never["reached_step"] == -1 and never["settled"] == 0.0
     with pytest.raises(ValueError, match="learning rate"):
         edge_of_stability_summary(_synthetic([5, 6], float("nan")))
+
+
+def test_warm_start_extrapolation_is_exact_on_a_quadratic_path_and_matches_columns():
+    from landscape.curvature import _TOP, _Tracker
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.linalg.qr(torch.randn(6, 2, generator=g, dtype=F64))[0]
+    b, c = (1e-3 * torch.randn(6, 2, generator=g, dtype=F64) for _ in range(2))
+    path = lambda t: a + b * t + c * t**2  # noqa: E731  (orthonormal columns, slowly moving)
+    tr = _Tracker(CE, None, k=2, tol=1e-4, warm_start=True, per_layer=False, trace_products=0, max_steps=None,
+                  block=None, bn_mode="eval", dtype=None, seed=0, extrapolate=2)  # fmt: skip
+    for i, t in enumerate((0.0, 3.0, 4.0)):
+        tr._step = t
+        v = path(t)
+        if i == 2:  # columns swapped and one sign flipped, as Lanczos may return them
+            v = torch.stack([-v[:, 1], v[:, 0]], 1)
+        tr._remember(_TOP, v)
+    tr._step = 9.0
+    torch.testing.assert_close(tr._start(_TOP, 6), path(9.0), rtol=1e-10, atol=1e-10)
+    assert tr._start(_TOP, 7) is None  # another dimension: no warm start
+    tr.extrapolate = 0
+    torch.testing.assert_close(tr._start(_TOP, 6), path(4.0))
