@@ -378,7 +378,8 @@ def trajectory_curvature(
         per_layer: Also the top eigenvalue of each layer's diagonal Hessian block (weight and bias together).
         trace_products: Hutch++ products for a trace estimate per snapshot (0 skips).
         max_steps: Product limit per Lanczos run (default as :func:`landscape.hessian_eigenpairs`).
-        block: Lanczos block size (default: ``min(k, 2)`` cold, ``k`` warm).
+        block: Lanczos block size (default ``min(k, 2)``; warm: the start block holds all ``k`` previous
+            vectors, then the space grows by ``block`` residuals per step).
         lr: Learning rate (one number, or one per analyzed snapshot) for the ``2 / lr`` line; default the
             trajectory's ``"lr"`` metric if recorded, else unknown.
         bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics of the given batches).

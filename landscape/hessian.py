@@ -930,8 +930,9 @@ def hessian_eigenpairs(
         tol: Relative residual tolerance of the stopping rule.
         max_steps: Product limit (default ``max(20 k, 100)``).
         seed: Seed of the start block.
-        block: Lanczos block size (default ``min(k, 2)``, or the number of columns of ``v0`` if more):
-            eigenvalues repeated up to ``block`` times show every copy; pass ``k`` to find any multiplicity.
+        block: Lanczos block size (default ``min(k, 2)``): eigenvalues repeated up to ``block`` times show
+            every copy; pass ``k`` to find any multiplicity. With ``v0``, the width of each expansion after
+            the start block.
         v0: Warm start: start vectors ``(n, j)`` or ``(n,)`` in subset coordinates, e.g. the ``vectors`` of
             the eigenpairs at a nearby point (the previous snapshot of a trajectory). Same stopping rule, so
             the same accuracy in fewer products when the start is good.

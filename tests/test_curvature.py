@@ -115,8 +115,13 @@ def test_lanczos_warm_start_from_exact_eigenvectors_stops_after_one_block():
     np.testing.assert_allclose(rep.values.numpy(), lam[:3].numpy(), rtol=1e-10)
     with pytest.raises(ValueError, match="v0 must have shape"):
         top_eigenpairs(lambda V: A @ V, 40, 3, v0=torch.ones(39, 2, dtype=F64))
-    with pytest.raises(ValueError, match="block"):
-        top_eigenpairs(lambda V: A @ V, 40, 3, v0=Q[:, :3], block=2)
+    # a wide start with narrow expansion blocks, and a start of one vector for k = 3
+    for v0, block in ((Q[:, :3] + 0.01 * torch.randn(40, 3, generator=g, dtype=F64), 1), (Q[:, 0], None)):
+        p = top_eigenpairs(lambda V: A @ V, 40, 3, tol=1e-10, v0=v0, block=block)
+        assert p.converged
+        np.testing.assert_allclose(p.values.numpy(), lam[:3].numpy(), rtol=1e-10)
+        r = (A @ p.vectors - p.vectors * p.values).norm(dim=0)  # the reported residuals are the true ones
+        np.testing.assert_allclose(p.residuals.numpy(), r.numpy(), atol=1e-12)
 
 
 def test_recorder_writes_the_dense_top_eigenvalue_and_leaves_training_unchanged():
