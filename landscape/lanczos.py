@@ -420,7 +420,7 @@ def _warm_eigenpairs(
     G = torch.zeros(limit, limit, dtype=torch.float64)
     # Rank-deficient start vectors (repeated, or zero) get random replacements orthogonal to the rest.
     q, _ = _new_block(first, basis[:0], float(first.norm(dim=0).max()), breakdown, gen)
-    scale, m = 0.0, 0
+    m = 0
     bar = tqdm(total=limit, desc="Lanczos (top-k, warm)", disable=not progress, leave=False)
     while True:
         bw = q.shape[1]
@@ -441,7 +441,6 @@ def _warm_eigenpairs(
         res[m : m + bw] = w.T
         G[m : m + bw, m : m + bw] = w.T @ w
         m += bw
-        scale = max(scale, float(np.abs(T[:m, :m]).max()))
         theta, S = np.linalg.eigh((T[:m, :m] + T[:m, :m].T) / 2)
         St = torch.from_numpy(S)
         r_all = torch.einsum("ji,jk,ki->i", St, G[:m, :m], St).clamp_min(0).sqrt().numpy() if m < n else np.zeros(m)
