@@ -159,7 +159,7 @@ class _Tracker:
 
         Along a trajectory the eigenvectors move smoothly with the step, so a Lagrange extrapolation through
         the last ``extrapolate + 1`` points starts Lanczos closer than the last vectors alone (on the
-        benchmark trajectory quadratic extrapolation cut the products of a warm start by a further 1.5x).
+        benchmark trajectory, k = 1: 2.16x fewer products than a cold start, against 1.56x from the last vectors).
         """
         hist = self._history.get(key, [])
         if not self.warm_start or not hist or hist[-1][1].shape[0] != n:
