@@ -292,7 +292,7 @@ def worst_case_sharpness(
     params: str | Sequence[str] = "all",
     seed: int = 0,
     data_description: str = "",
-    progress: bool = False,
+    progress: bool = True,
 ) -> SharpnessResult:
     """Worst-case (epsilon-) sharpness by projected gradient ascent.
 
@@ -380,7 +380,7 @@ def average_sharpness(
     params: str | Sequence[str] = "all",
     seed: int = 0,
     data_description: str = "",
-    progress: bool = False,
+    progress: bool = True,
 ) -> SharpnessResult:
     """Average-case sharpness by Monte Carlo, with its standard error.
 
@@ -471,7 +471,7 @@ def m_sharpness(
     params: str | Sequence[str] = "all",
     seed: int = 0,
     data_description: str = "",
-    progress: bool = False,
+    progress: bool = True,
 ) -> SharpnessResult:
     """m-sharpness: worst-case sharpness of batches of ``m`` samples, averaged over batches.
 
