@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import hashlib
 import importlib
 import inspect
@@ -76,6 +75,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from figures.verdict import Effect, Premise, Verdict, _StrEnum
+
 try:  # advisory lock so parallel figure processes train each cached run once
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -86,6 +87,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 __all__ = [
+    "CLAIMS_FORMAT",
     "CLAIMS_SCHEMA",
     "Claim",
     "FigureResult",
@@ -117,22 +119,6 @@ _PANEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _INFRASTRUCTURE = frozenset({"contract", "make_all", "gallery", "__main__"})
 
 
-class _StrEnum(str, enum.Enum):
-    """A string option that also accepts plain (case-insensitive) strings and lists valid values on error."""
-
-    @classmethod
-    def _missing_(cls, value: object) -> Any:
-        if isinstance(value, str):
-            for member in cls:
-                if member.value == value.lower():
-                    return member
-        valid = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown {cls.__name__.lower()} {value!r}; valid values are {valid}")
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-
 class Scale(_StrEnum):
     """Scale a figure runs at: ``quick`` (embedded data, 2 CPU cores, minutes) or ``full`` (the paper's)."""
 
@@ -150,6 +136,7 @@ class Paper(_StrEnum):
     TUNNELS = "tunnels"
     IM = "im"
     LIPTON = "lipton"
+    BEYOND = "beyond"
 
     @property
     def citation(self) -> str:
@@ -162,6 +149,7 @@ _CITATIONS = {
     Paper.TUNNELS: "Escaping Flat Areas via Function-Preserving Structural Network Modifications",
     Paper.IM: "Im, Tao & Branson: An Empirical Analysis of Deep Network Loss Surfaces",
     Paper.LIPTON: "Lipton: Stuck in What? Adventures in Weight Space (2016)",
+    Paper.BEYOND: "Beyond the papers: what the package adds (connecting minima, curvature over training)",
 }
 
 
@@ -186,40 +174,85 @@ def _plain(value: Any, what: str) -> Value:
 class Claim:
     """One statement of a paper checked against what was measured here.
 
+    The verdict is one of :class:`~figures.verdict.Verdict`: held, not held, inconclusive (the effect is
+    inside this experiment's noise) or not tested. Give it as ``verdict=`` (usually from
+    :func:`figures.verdict.verdict_for` on an :class:`~figures.verdict.Effect` over repeated seeds) or, for
+    a claim decided by an exact check, as ``held=True/False``. ``premises`` are the checks that the
+    experiment set up the paper's situation; if any is not met the verdict is *not tested*, whatever was
+    measured, and ``detail`` is prefixed with the failed premises' numbers.
+
     Attributes:
         statement: The paper's statement, quoted or closely paraphrased.
         paper_value: The paper's number (or short string) for it, ``None`` when the paper gives none.
-        measured: The value measured here (number or short string), ``None`` only when not measured.
-        held: ``True``/``False`` whether the statement held here; ``None`` = not testable at this scale
-            (``detail`` must then give the reason).
+        measured: The value measured here: a number or a list of numbers (one per seed, say); ``None`` only
+            when not measured. Prose belongs in ``detail``.
+        held: ``True``/``False``/``None``; derived from ``verdict`` when that is given (``True`` only for
+            held, ``False`` only for not held).
         detail: How it was measured (metric, tolerance, what "held" means), or why it is not testable.
-        source: Where the statement and ``paper_value`` are in the paper, e.g. ``"Lipton 2016, Sec. 3, Fig. 1"``.
+        source: Where the statement and ``paper_value`` are in the paper, by title and section, e.g.
+            ``"Lipton 2016, Sec. 3, Fig. 1"``.
+        premises: The premise checks this claim rests on.
+        effect: The paired effect it was decided on, if comparative.
+        verdict: The verdict (derived from ``held`` when not given).
+        scale: The scale the verdict comes from (``"quick"``, ``"medium"``, ``"full"``), when it is stated.
 
     Raises:
-        ValueError: If ``statement`` is empty, or ``held`` is ``None`` without a reason in ``detail``.
-        TypeError: If a value is not a number, a string or ``None``, or ``held`` is not a bool or ``None``.
+        ValueError: If ``statement`` is empty, a claim is not tested or inconclusive without a reason in
+            ``detail``, or ``held`` contradicts ``verdict``.
+        TypeError: If a value is not a number, a list of numbers, a string or ``None``, or ``held`` is not a
+            bool or ``None``.
     """
 
     statement: str
     paper_value: Value
-    measured: Value
-    held: bool | None
+    measured: Value | list[float]
+    held: bool | None = None
     detail: str = ""
     source: str = ""
+    premises: tuple[Premise, ...] = ()
+    effect: Effect | None = None
+    verdict: Verdict | None = None
+    scale: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.statement, str) or not self.statement.strip():
             raise ValueError("Claim.statement must be a non-empty string (the paper's statement)")
         object.__setattr__(self, "paper_value", _plain(self.paper_value, "Claim.paper_value"))
-        object.__setattr__(self, "measured", _plain(self.measured, "Claim.measured"))
+        object.__setattr__(self, "measured", _measured(self.measured))
         held = self.held
         if hasattr(held, "item") and getattr(held, "ndim", None) == 0:
             held = held.item()  # numpy.bool_ or a 0-d torch bool tensor
         if held is not None and not isinstance(held, bool):
             raise TypeError(f"Claim.held must be True, False or None, got {type(held).__name__}: {held!r}")
-        object.__setattr__(self, "held", held)
-        if held is None and not self.detail.strip():
-            raise ValueError("Claim.held is None (not testable): say why in Claim.detail")
+        premises = tuple(self.premises)
+        if not all(isinstance(p, Premise) for p in premises):
+            raise TypeError("Claim.premises must hold figures.verdict.Premise objects")
+        if self.effect is not None and not isinstance(self.effect, Effect):
+            raise TypeError(f"Claim.effect must be a figures.verdict.Effect, got {type(self.effect).__name__}")
+        object.__setattr__(self, "premises", premises)
+        verdict = self.verdict
+        if verdict is None:
+            verdict = Verdict.NOT_TESTED if held is None else Verdict.HELD if held else Verdict.NOT_HELD
+        else:
+            verdict = Verdict(verdict)
+            implied = {Verdict.HELD: True, Verdict.NOT_HELD: False}.get(verdict)
+            if held is not None and held is not implied:
+                raise ValueError(f"Claim.held={held} contradicts verdict {verdict.value!r}; give one of them")
+        detail = self.detail
+        failed = [p for p in premises if not p.met]
+        if failed:  # a claim whose premise fails is not tested, whatever was measured
+            verdict = Verdict.NOT_TESTED
+            detail = "premise not met: " + "; ".join(str(p) for p in failed) + (f". {detail}" if detail else "")
+        object.__setattr__(self, "verdict", verdict)
+        object.__setattr__(self, "held", {Verdict.HELD: True, Verdict.NOT_HELD: False}.get(verdict))
+        object.__setattr__(self, "detail", detail)
+        if verdict in (Verdict.NOT_TESTED, Verdict.INCONCLUSIVE) and not detail.strip():
+            raise ValueError(f"Claim is {verdict.value}: say why in Claim.detail")
+
+    @property
+    def premise_met(self) -> bool:
+        """Whether every premise holds (vacuously true without premises)."""
+        return all(p.met for p in self.premises)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form (non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"``)."""
@@ -228,12 +261,33 @@ class Claim:
             "paper_value": _json_number(self.paper_value),
             "measured": _json_number(self.measured),
             "held": self.held,
+            "verdict": self.verdict.value,
             "detail": self.detail,
             "source": self.source,
+            "premises": [p.to_dict() for p in self.premises],
+            "effect": None if self.effect is None else self.effect.to_dict(),
+            "scale": self.scale,
         }
 
 
-def _json_number(value: Value) -> Value:
+def _measured(value: Any) -> Value | list[float]:
+    """A claim's measured value: as :func:`_plain`, or a list of numbers (arrays become lists)."""
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) >= 1:
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        out = []
+        for v in value:
+            v = _plain(v, "Claim.measured entry")
+            if not isinstance(v, (int, float)):
+                raise TypeError(f"Claim.measured as a list must hold numbers, got {type(v).__name__}: {v!r}")
+            out.append(v)
+        return out
+    return _plain(value, "Claim.measured")
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_json_number(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN/Infinity
     return value
@@ -487,20 +541,58 @@ def require_data(data_dir: Path | str | None, *relative: str, what: str) -> Path
     return root
 
 
+CLAIMS_FORMAT = 2
+"""Version of ``claims.json`` (2: verdicts, premises and effects on every claim)."""
+
+_SUMMARY_KEYS = ("figures_ok", "figures_failed", "figures_pending", "claims_held", "claims_not_held",
+                 "claims_inconclusive", "claims_not_tested")
+
+
 def _claims_schema() -> dict[str, Any]:
     value = {"type": ["number", "string", "null"]}
+    number = {"type": ["number", "string"]}  # non-finite floats are written as "nan", "inf", "-inf"
+    premise = {
+        "type": "object",
+        "required": ["statement", "measured", "threshold", "met", "detail"],
+        "additionalProperties": False,
+        "properties": {
+            "statement": {"type": "string", "minLength": 1},
+            "measured": {"anyOf": [number, {"type": "array", "items": number}]},
+            "threshold": {"type": ["number", "string", "null"]},
+            "met": {"type": "boolean"},
+            "detail": {"type": "string"},
+        },
+    }
+    effect = {
+        "type": ["object", "null"],
+        "required": ["mean", "sd", "n", "ci_low", "ci_high", "p_value", "confidence", "method"],
+        "properties": {k: number for k in ("mean", "sd", "ci_low", "ci_high", "p_value", "confidence")}
+        | {"n": {"type": "integer", "minimum": 1}, "method": {"type": "string"}},
+    }
     claim = {
         "type": "object",
-        "required": ["statement", "paper_value", "measured", "held", "detail", "source"],
+        "required": ["statement", "paper_value", "measured", "held", "verdict", "detail", "source", "premises",
+                     "effect", "scale"],
         "additionalProperties": False,
         "properties": {
             "statement": {"type": "string", "minLength": 1},
             "paper_value": value,
-            "measured": value,
+            "measured": {"anyOf": [value, {"type": "array", "items": number}]},
             "held": {"type": ["boolean", "null"]},
+            "verdict": {"enum": [v.value for v in Verdict]},
             "detail": {"type": "string"},
             "source": {"type": "string"},
+            "premises": {"type": "array", "items": premise},
+            "effect": effect,
+            "scale": {"type": ["string", "null"]},
         },
+        "allOf": [  # held mirrors the verdict; a failed premise means not tested
+            {"if": {"properties": {"verdict": {"const": "held"}}}, "then": {"properties": {"held": {"const": True}}}},
+            {"if": {"properties": {"verdict": {"const": "not held"}}},
+             "then": {"properties": {"held": {"const": False}}}},
+            {"if": {"properties": {"premises": {"contains": {"properties": {"met": {"const": False}}}}}},
+             "then": {"properties": {"verdict": {"const": "not tested"}}}},
+        ],
     }
     panel = {
         "type": "object",
@@ -557,17 +649,15 @@ def _claims_schema() -> dict[str, Any]:
         "type": "object",
         "required": ["format", "generated", "scale", "complete", "total_runtime_s", "summary", "figures"],
         "properties": {
-            "format": {"const": 1},
+            "format": {"const": CLAIMS_FORMAT},
             "generated": {"type": "string"},
             "scale": {"enum": [s.value for s in Scale]},
             "complete": {"type": "boolean"},
             "total_runtime_s": {"type": "number", "minimum": 0},
             "summary": {
                 "type": "object",
-                "required": ["figures_ok", "figures_failed", "figures_pending", "claims_held", "claims_not_held",
-                             "claims_not_tested"],
-                "properties": {k: count for k in ("figures_ok", "figures_failed", "figures_pending", "claims_held",
-                                                  "claims_not_held", "claims_not_tested")},
+                "required": list(_SUMMARY_KEYS),
+                "properties": dict.fromkeys(_SUMMARY_KEYS, count),
             },
             "figures": {"type": "array", "items": figure},
         },
@@ -577,14 +667,18 @@ def _claims_schema() -> dict[str, Any]:
 CLAIMS_SCHEMA: dict[str, Any] = _claims_schema()
 """JSON Schema (draft 2020-12) of ``claims.json``.
 
-Top level: ``format`` (1), ``generated`` (ISO 8601 UTC), ``scale`` (``quick``/``full``), ``complete``
-(false while a run is in progress or was interrupted), ``total_runtime_s`` (wall time of the run),
-``summary`` (counts of figures ok/failed/pending and claims held/not held/not tested), and ``figures``: one
-object per figure with ``name``, ``title``, ``paper``, ``module``, ``scale``, ``scaling`` (model, data,
+Top level: ``format`` (:data:`CLAIMS_FORMAT`), ``generated`` (ISO 8601 UTC), ``scale`` (``quick``/``full``),
+``complete`` (false while a run is in progress or was interrupted), ``total_runtime_s`` (wall time of the run),
+``summary`` (counts of figures ok/failed/pending and claims held/not held/inconclusive/not tested), and
+``figures``: one object per figure with ``name``, ``title``, ``paper``, ``module``, ``scale``, ``scaling`` (model, data,
 epochs, repetitions, ...), ``caption``, ``runtime_s``, ``status`` (``ok``/``failed``/``pending``), ``error``
 (traceback or null), ``cached`` (reused from an earlier run), ``cache_key``, ``finished`` (ISO time),
 ``panels`` (``key``, ``caption`` and the ``html``/``png``/``json`` paths relative to the gallery) and
-``claims`` (``statement``, ``paper_value``, ``measured``, ``held`` true/false/null, ``detail``, ``source``).
+``claims`` (``statement``, ``paper_value``, ``measured`` (a number or a list of numbers), ``verdict`` (held /
+not held / inconclusive / not tested), ``held`` (true/false/null, mirroring the verdict), ``detail``,
+``source``, ``premises`` (each ``statement``, ``measured``, ``threshold``, ``met``, ``detail``), ``effect``
+(``mean``, ``sd``, ``n``, ``ci_low``, ``ci_high``, ``p_value``, ``confidence``, ``method``, or null) and
+``scale`` (which scale the verdict comes from, or null)).
 """
 
 

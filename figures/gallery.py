@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from figures.contract import FigureResult, FigureSpec, Paper
+from figures.contract import CLAIMS_FORMAT, FigureResult, FigureSpec, Paper
+from figures.verdict import Verdict
 
 __all__ = [
     "PLOTLY_JS",
@@ -125,15 +126,24 @@ def figure_entry(spec: FigureSpec | None, *, name: str, scale: str, status: str,
     return entry
 
 
+SUMMARY_KEYS = ("figures_ok", "figures_failed", "figures_pending", "claims_held", "claims_not_held",
+                "claims_inconclusive", "claims_not_tested")
+
+
+def claim_verdict(c: Mapping[str, Any]) -> Verdict:
+    """A claim entry's verdict (entries written before verdicts existed derive it from ``held``)."""
+    if c.get("verdict") is not None:
+        return Verdict(c["verdict"])
+    return Verdict.NOT_TESTED if c["held"] is None else Verdict.HELD if c["held"] else Verdict.NOT_HELD
+
+
 def summarize(entries: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Counts of figures ok/failed/pending and of claims held/not held/not tested (rendered figures only)."""
-    s = dict.fromkeys(("figures_ok", "figures_failed", "figures_pending", "claims_held", "claims_not_held",
-                       "claims_not_tested"), 0)
+    """Counts of figures ok/failed/pending and of claims per verdict (rendered figures only)."""
+    s = dict.fromkeys(SUMMARY_KEYS, 0)
     for e in entries:
         s[f"figures_{e['status']}"] += 1
         for c in e["claims"] if e["status"] == "ok" else ():
-            s["claims_held" if c["held"] is True else "claims_not_held" if c["held"] is False
-              else "claims_not_tested"] += 1
+            s["claims_" + claim_verdict(c).value.replace(" ", "_")] += 1
     return s
 
 
@@ -146,7 +156,7 @@ def claims_document(entries: Sequence[Mapping[str, Any]], *, scale: str, total_r
     """The whole ``claims.json`` document (see ``figures.contract.CLAIMS_SCHEMA``)."""
     summary = summarize(entries)
     return {
-        "format": 1,
+        "format": CLAIMS_FORMAT,
         "generated": utc_now(),
         "scale": scale,
         "complete": summary["figures_pending"] == 0,
@@ -172,6 +182,8 @@ def _fmt(value: Any) -> str:
         return "—"
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value[:8]) + (", …" if len(value) > 8 else "") + "]"
     return str(value)
 
 
@@ -185,7 +197,27 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-_HELD = {True: ("held", "✓"), False: ("not-held", "✗"), None: ("not-tested", "n.a.")}
+_MARK = {Verdict.HELD: "✓", Verdict.NOT_HELD: "✗", Verdict.INCONCLUSIVE: "≈", Verdict.NOT_TESTED: "n.t."}
+
+
+def _evidence(c: Mapping[str, Any]) -> str:
+    """Premise checks and the paired effect, shown beside the claim so a verdict can be judged."""
+    parts = []
+    for p in c.get("premises") or ():
+        cls = "met" if p["met"] else "unmet"
+        bound = "" if p["threshold"] is None else f" (bound {_fmt(p['threshold'])})"
+        parts.append(f'<li class="premise {cls}">{"✓" if p["met"] else "✗"} premise: {html.escape(p["statement"])}: '
+                     f"{html.escape(_fmt(p['measured']))}{html.escape(bound)}"
+                     + (f' <span class="how">{html.escape(p["detail"])}</span>' if p["detail"] else "") + "</li>")
+    e = c.get("effect")
+    if e:
+        parts.append(f'<li class="effect">effect {html.escape(_fmt(e["mean"]))} '
+                     f"[{html.escape(_fmt(e['ci_low']))}, {html.escape(_fmt(e['ci_high']))}] "
+                     f"({e['confidence']:.0%} CI, n={e['n']}, p={html.escape(_fmt(e['p_value']))}, "
+                     f"{html.escape(e['method'])})</li>")
+    if c.get("scale"):
+        parts.append(f'<li class="scale">verdict from the {html.escape(c["scale"])} scale</li>')
+    return f'<ul class="evidence">{"".join(parts)}</ul>' if parts else ""
 
 
 def _claims_table(claims: Sequence[Mapping[str, Any]]) -> str:
@@ -193,17 +225,18 @@ def _claims_table(claims: Sequence[Mapping[str, Any]]) -> str:
         return '<p class="no-claims">No claims checked by this figure.</p>'
     rows = []
     for c in claims:
-        cls, mark = _HELD[c["held"]]
+        verdict = claim_verdict(c)
+        cls, mark = verdict.value.replace(" ", "-"), _MARK[verdict]
         source = f'<div class="source">{html.escape(c["source"])}</div>' if c["source"] else ""
         rows.append(
             f'<tr class="{cls}"><td>{html.escape(c["statement"])}{source}</td>'
             f'<td class="num">{html.escape(_fmt(c["paper_value"]))}</td>'
             f'<td class="num">{html.escape(_fmt(c["measured"]))}</td>'
             f'<td class="mark" title="{cls.replace("-", " ")}">{mark}</td>'
-            f'<td class="detail">{html.escape(c["detail"])}</td></tr>'
+            f'<td class="detail">{html.escape(c["detail"])}{_evidence(c)}</td></tr>'
         )
     return ('<table class="claims"><thead><tr><th>Claim (paper)</th><th>Paper</th><th>Measured here</th>'
-            '<th>Held</th><th>How measured</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+            '<th>Verdict</th><th>How measured</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
 
 
 def _scaling_list(entry: Mapping[str, Any]) -> str:
@@ -264,6 +297,8 @@ h1{margin-bottom:.2em}h2{border-bottom:2px solid #ddd;margin-top:2em}
 table{border-collapse:collapse;margin:.6em 0;width:100%}th,td{border:1px solid #ddd;padding:.3em .6em;
  vertical-align:top;text-align:left}th{background:#f6f6f6}td.num{white-space:nowrap;font-variant-numeric:tabular-nums}
 td.mark{text-align:center;font-weight:bold}tr.held td.mark{color:#1a7f1a}tr.not-held td.mark{color:#c62828}
+tr.inconclusive td.mark{color:#a06000}ul.evidence{margin:.3em 0 0;padding-left:1.1em;font-size:.9em;color:#555}
+li.premise.unmet{color:#c62828}li.premise .how{color:#888}
 tr.not-tested td.mark{color:#888}.source{color:#777;font-size:.85em}.detail{color:#444;font-size:.9em}
 .figure{margin:1.5em 0 2.5em}.name{color:#888;font-weight:normal;font-size:.8em;font-family:monospace}
 .status{font-size:.7em;padding:.1em .5em;border-radius:4px;vertical-align:middle}
@@ -360,19 +395,19 @@ def write_index(out: Path, entries: Sequence[Mapping[str, Any]], *, scale: str, 
     summary = (
         f'<div class="summary"><div class="held">✓ {_plural(s["claims_held"], "claim")} held</div>'
         f'<div class="not-held">✗ {s["claims_not_held"]} not held</div>'
-        f'<div>n.a. {s["claims_not_tested"]} not tested</div>'
+        f'<div>≈ {s["claims_inconclusive"]} inconclusive</div>'
+        f'<div>n.t. {s["claims_not_tested"]} not tested (premise not met or not testable)</div>'
         f'<div>{_plural(s["figures_ok"], "figure")} rendered</div>'
         + (f'<div class="failed">{_plural(s["figures_failed"], "figure")} failed</div>' if s["figures_failed"] else "")
         + "</div>"
     )
     toc_rows = []
     for e in entries:
-        held = sum(c["held"] is True for c in e["claims"])
-        not_held = sum(c["held"] is False for c in e["claims"])
-        na = sum(c["held"] is None for c in e["claims"])
+        counts = summarize([{**e, "status": "ok"}])
+        marks = " · ".join(f"{counts['claims_' + v.value.replace(' ', '_')]} {_MARK[v]}" for v in Verdict)
         toc_rows.append(
             f'<tr><td><a href="#fig-{e["name"]}">{html.escape(e["title"])}</a></td><td>{html.escape(e["name"])}</td>'
-            f'<td><span class="status {e["status"]}">{e["status"]}</span></td><td>{held} ✓ · {not_held} ✗ · {na} n.a.'
+            f'<td><span class="status {e["status"]}">{e["status"]}</span></td><td>{marks}'
             f'</td><td class="num">{_fmt_time(e["runtime_s"])}{" (cached)" if e["cached"] else ""}</td></tr>'
         )
     toc = ('<table class="contents"><thead><tr><th>Figure</th><th>Name</th><th>Status</th><th>Claims</th>'
@@ -412,6 +447,6 @@ def cache_key(spec: FigureSpec, scale: str, data_dir: Path | None) -> str | None
     source = spec.source_hash()
     if source is None:
         return None
-    parts = {"format": 1, "name": spec.name, "scale": scale, "source": source,
+    parts = {"format": CLAIMS_FORMAT, "name": spec.name, "scale": scale, "source": source,
              "data_dir": str(data_dir.resolve()) if (data_dir is not None and scale == "full") else None}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]

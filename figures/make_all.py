@@ -19,16 +19,19 @@ list unfinished figures as pending, so an interrupted run never leaves a stale g
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import json
+import math
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -152,6 +155,37 @@ def _run_one(name: str, module: str | None, scale: str, data_dir: str | None, ou
         shutil.rmtree(stage, ignore_errors=True)  # left over only after a failure or an interrupt
 
 
+def free_cores() -> int:
+    """Cores not busy with other work: the core count minus the 1-minute load average, at least 1."""
+    n = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - no load average (Windows)
+        busy = 0.0
+    return max(1, min(n, n - int(round(busy))))
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _last_runtime(out: Path, name: str) -> float:
+    """The run time recorded by the figure's last run in ``out`` (``inf`` when unknown)."""
+    try:
+        t = json.loads(_record_path(out, name).read_text(encoding="utf-8")).get("runtime_s")
+    except (OSError, ValueError):
+        return math.inf
+    return float(t) if isinstance(t, (int, float)) else math.inf
+
+
 def _init_worker(threads: int) -> None:
     """Spawned worker: share the cores among the workers, and render without a display."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -161,9 +195,16 @@ def _init_worker(threads: int) -> None:
     matplotlib.use("Agg")
 
 
-def _order(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def figure_sort_key(name: str, paper: str | None) -> tuple[Any, ...]:
+    """Sort by paper, then by figure number as a number (``im_fig2_3`` before ``im_fig10``), then by name."""
     rank = {p.value: i for i, p in enumerate(Paper)}
-    return sorted(entries.values(), key=lambda e: (rank.get(e["paper"], len(rank)), e["name"]))
+    numbers = tuple(int(n) for n in re.findall(r"\d+", name))
+    kind = 1 if re.search(r"_table\d", name) and not re.search(r"_fig\d", name) else 0  # tables after figures
+    return rank.get(paper, len(rank)), kind, numbers, name
+
+
+def _order(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(entries.values(), key=lambda e: figure_sort_key(e["name"], e["paper"]))
 
 
 def make_gallery(
@@ -172,7 +213,7 @@ def make_gallery(
     scale: Scale | str = Scale.QUICK,
     data_dir: Path | str | None = None,
     out: Path | str = "gallery",
-    jobs: int = 1,
+    jobs: int | None = None,
     force: bool = False,
     progress: bool = True,
     verbose: bool = True,
@@ -185,7 +226,8 @@ def make_gallery(
         scale: ``"quick"`` (default) or ``"full"``.
         data_dir: The user's data directory (needed by full-scale figures on real data sets).
         out: The gallery directory (created if missing).
-        jobs: Number of figures run in parallel (spawned processes); 1 runs them in this process.
+        jobs: Number of figures run in parallel (spawned processes, one torch thread each); 1 runs them in
+            this process at one torch thread. Default: the free cores (see :func:`free_cores`).
         force: Recompute figures even when a current cached result exists.
         progress: Show tqdm bars (over figures and each figure's own).
         verbose: Print one line per finished figure (the total-time line always prints).
@@ -201,6 +243,7 @@ def make_gallery(
 
     t_start = time.perf_counter()
     scale = Scale(scale)
+    jobs = free_cores() if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     out = Path(out)
@@ -254,23 +297,26 @@ def make_gallery(
         else:
             c = summarize([entry])
             say(f"{entry['name']}: ok in {entry['runtime_s']:.1f} s; claims {c['claims_held']} held, "
-                f"{c['claims_not_held']} not held, {c['claims_not_tested']} not tested")
+                f"{c['claims_not_held']} not held, {c['claims_inconclusive']} inconclusive, "
+                f"{c['claims_not_tested']} not tested")
         publish()
 
+    # Longest first (by the last recorded run time; unknown first), so the slowest figure does not start last.
+    todo.sort(key=lambda t: -_last_runtime(out, t[0].name))
     publish()  # the pending figures show as such until they finish
     bar = tqdm(total=len(todo), desc="figures", unit="fig", disable=not progress, file=sys.stderr)
     try:
-        if jobs == 1:
-            for spec, key in todo:
-                bar.set_postfix_str(spec.name)
-                finished(_run_one(spec.name, None, scale.value, None if data_dir is None else str(data_dir),
-                                  str(out), progress, key))
-                bar.update()
+        if jobs == 1 or len(todo) <= 1:
+            with _torch_threads(1):  # one thread per worker: extra threads on busy cores slow torch down
+                for spec, key in todo:
+                    bar.set_postfix_str(spec.name)
+                    finished(_run_one(spec.name, None, scale.value, None if data_dir is None else str(data_dir),
+                                      str(out), progress, key))
+                    bar.update()
         else:
-            threads = max(1, (os.cpu_count() or 1) // jobs)
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(threads,)) as pool:
+            with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker,
+                                     initargs=(1,)) as pool:
                 futures = {
                     pool.submit(_run_one, spec.name, spec.module, scale.value,
                                 None if data_dir is None else str(data_dir), str(out), False, key): spec
@@ -301,7 +347,8 @@ def make_gallery(
     print(  # the total-time line prints even with --quiet
         f"gallery: {n} figure{'' if n == 1 else 's'} ({summary['figures_ok']} ok, {summary['figures_failed']} "
         f"failed, {n_cached} reused from cache) in {total:.1f} s total{budget}; claims: {summary['claims_held']} "
-        f"held, {summary['claims_not_held']} not held, {summary['claims_not_tested']} not tested "
+        f"held, {summary['claims_not_held']} not held, {summary['claims_inconclusive']} inconclusive, "
+        f"{summary['claims_not_tested']} not tested "
         f"-> {out / 'index.html'}",
         file=sys.stderr,
     )
@@ -314,9 +361,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", action="extend", metavar="NAME", help="run only these figures")
     p.add_argument("--data-dir", type=Path, help="directory holding the data sets full-scale figures need")
     p.add_argument("--out", type=Path, default=Path("gallery"), help="gallery directory (default: gallery/)")
-    p.add_argument("--jobs", type=int, default=1, help="figures run in parallel processes (default: 1)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="figures run in parallel processes, one torch thread each (default: the free cores)")
     p.add_argument("--force", action="store_true", help="recompute figures even when cached results are current")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-figure lines")
+    p.add_argument("--list", action="store_true", help="print the figure names, one per line, and exit")
     return p
 
 
@@ -328,8 +377,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.list:
+        discover()
+        specs = registered()
+        for name in sorted(specs, key=lambda n: figure_sort_key(n, specs[n].paper.value)):
+            print(f"{name}\t{specs[name].paper.value}\t{specs[name].title}")
+        return 0
     try:
         report = make_gallery(
             args.only, scale=Scale.FULL if args.full else Scale.QUICK, data_dir=args.data_dir, out=args.out,

@@ -5,6 +5,16 @@ Trainers write trajectories (:class:`Trajectory`), analyzers read them and retur
 ``landscape.plot_mpl``) draw those results.
 """
 
+from landscape.align import (
+    AlignmentResult,
+    activation_correlations,
+    activation_matching,
+    interpolate_models,
+    matching_objective,
+    repair,
+    weight_matching,
+)
+from landscape.barrier import BarrierResult, barrier_of, barrier_values, loss_barrier
 from landscape.curvature import (
     CurvatureRecorder,
     CurvatureTrace,
@@ -12,6 +22,7 @@ from landscape.curvature import (
     gradient_descent_curvature,
     trajectory_curvature,
 )
+from landscape.curves import CurveKind, CurveResult, ModeCurve, curve_coefficients, evaluate_curve, fit_curve
 from landscape.directions import (
     directions_from_models,
     normalize_direction,
@@ -45,6 +56,17 @@ from landscape.pca import (
     distance_from_init,
     distance_from_origin,
     pairwise_end_distances,
+)
+from landscape.permutation import (
+    AxisPerm,
+    PermutationSpec,
+    PermutationSpecError,
+    apply_permutation,
+    compose_permutations,
+    identity_permutation,
+    invert_permutation,
+    permutation_spec,
+    random_permutation,
 )
 from landscape.results import Provenance, Result, load_result
 from landscape.saturation import SaturationHistory, SaturationRecorder, SaturationStats, measure_saturation
@@ -149,4 +171,31 @@ __all__ = [
     "m_sharpness",
     "perturbation_scale",
     "SharpnessResult",
+    # connecting minima: permutations, alignment, barriers, curves
+    "PermutationSpec",
+    "PermutationSpecError",
+    "AxisPerm",
+    "permutation_spec",
+    "apply_permutation",
+    "compose_permutations",
+    "invert_permutation",
+    "identity_permutation",
+    "random_permutation",
+    "AlignmentResult",
+    "weight_matching",
+    "matching_objective",
+    "activation_correlations",
+    "activation_matching",
+    "repair",
+    "interpolate_models",
+    "BarrierResult",
+    "barrier_values",
+    "barrier_of",
+    "loss_barrier",
+    "CurveKind",
+    "ModeCurve",
+    "CurveResult",
+    "curve_coefficients",
+    "fit_curve",
+    "evaluate_curve",
 ]

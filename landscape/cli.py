@@ -1,4 +1,4 @@
-r"""Command line: ``python -m landscape {line,plane,pca,plot} ...``.
+r"""Command line: ``python -m landscape {line,plane,pca,plot,check} ...``.
 
 Compute a slice from saved trajectories or checkpoints and write the result (``.npz``, loadable with
 :func:`landscape.results.load_result`), an offline HTML page and a PNG::
@@ -10,6 +10,7 @@ Compute a slice from saved trajectories or checkpoints and write the result (``.
     python -m landscape plane --data digits --directions pca --trajectory runs/a runs/b --out out/
     python -m landscape pca runs/a runs/b --out out/ [--data digits --model mlp]
     python -m landscape plot out/plane.npz --path out/plane_path.npz --out out/
+    python -m landscape check runs/a [--repair | --migrate]
 
 A point is ``TRAJ[:INDEX]`` (a trajectory directory and a snapshot index, default the last; negative
 counts from the end) or a ``.safetensors`` file holding a state dict or a snapshot (``vector`` plus
@@ -157,8 +158,14 @@ def load_point(spec: str, template: nn.Module) -> nn.Module:
                 f"{spec}: snapshot index {i} out of range; {str(path)!r} has {len(traj)} snapshots "
                 f"(0..{len(traj) - 1}, or negative from the end)"
             )
+        from landscape.trajectory import CorruptTrajectoryError
+
         try:
             return traj.model_at(template, i)
+        except CorruptTrajectoryError as e:  # a damaged file is not an architecture mismatch
+            raise CLIError(
+                f"{spec}: the trajectory is damaged: {e}; see python -m landscape check {str(path)!r}"
+            ) from None
         except ValueError as e:
             raise CLIError(f"architecture mismatch for {spec}: {e}; check --model and --model-kw") from None
     if index is not None:
@@ -514,6 +521,21 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
     return [str(p) for p in w.written]
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Verify a trajectory store, print the report; 0 if intact (or repaired, migrated), 1 if damaged."""
+    from landscape.trajectory import Trajectory, TrajectoryError
+
+    try:
+        rep = Trajectory.check(args.trajectory, repair=args.repair, migrate=args.migrate)
+    except FileNotFoundError:
+        raise CLIError(f"trajectory {args.trajectory!r} not found") from None
+    except TrajectoryError as e:
+        raise CLIError(f"cannot check {args.trajectory!r}: {e}") from None
+    print(rep)
+    done = rep.ok or rep.repaired or (args.migrate and rep.version != 1 and not rep.lost)
+    return 0 if done else 1
+
+
 def cmd_plot(args: argparse.Namespace) -> list[str]:
     """``plot``: re-render saved results (several line or distance results are overlaid)."""
     from landscape import plot as P
@@ -574,7 +596,7 @@ def _dtype(name: str) -> torch.dtype:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m landscape``."""
     p = argparse.ArgumentParser(prog="python -m landscape", description="Loss-landscape slices from the command line.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{line,plane,pca,plot}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{line,plane,pca,plot,check}")
 
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("--out", required=True, help="output directory")
@@ -640,6 +662,14 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("results", nargs="+", metavar="RESULT.npz")
     pt.add_argument("--path", metavar="PATH.npz", help="a ProjectedPath to overlay on a plane")
     pt.add_argument("--style", choices=("filled", "contour", "heatmap"), default="filled", help="2-D style")
+
+    ck = sub.add_parser("check", help="verify a trajectory store; --repair rebuilds its index, --migrate converts v1")
+    ck.add_argument("trajectory", metavar="TRAJ")
+    how = ck.add_mutually_exclusive_group()
+    how.add_argument("--repair", action="store_true",
+                     help="rebuild index.jsonl from the intact packs (keeps the old index, unused bytes)")  # fmt: skip
+    how.add_argument("--migrate", action="store_true",
+                     help="convert a version-1 store (the original is kept as TRAJ.v1-backup)")  # fmt: skip
     return p
 
 
@@ -673,16 +703,16 @@ def _join_negative(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0, or 2 on a user error, printed to stderr)."""
+    """Run the command line; returns the exit status (0, 1 for a damaged store from ``check``, 2 on a user error)."""
     args = build_parser().parse_args(_join_negative(list(sys.argv[1:] if argv is None else argv)))
-    args.name = args.name or args.command
-    commands = {"line": cmd_line, "plane": cmd_plane, "pca": cmd_pca, "plot": cmd_plot}
+    args.name = getattr(args, "name", None) or args.command
+    commands = {"line": cmd_line, "plane": cmd_plane, "pca": cmd_pca, "plot": cmd_plot, "check": cmd_check}
     try:
         _check_early(args)
         with _process_group():
-            commands[args.command](args)
+            status = commands[args.command](args)
     except (CLIError, ValueError) as e:  # analyzers raise ValueError for bad input: report it, no traceback
         rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
         print(f"landscape: error: {e}" + (f" (rank {rank})" if rank else ""), file=sys.stderr)
         return 2
-    return 0
+    return status if args.command == "check" else 0

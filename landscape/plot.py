@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from landscape.curvature import CurvatureTrace
+from landscape.curves import CurveResult
 from landscape.distance import DistanceResult
 from landscape.pca import ProjectedPath
 from landscape.surface import BarycentricResult, BilinearResult, LineResult, PlaneResult
@@ -46,6 +47,8 @@ __all__ = [
     "plot_bilinear",
     "plot_barycentric",
     "plot_sharpness",
+    "plot_curve_vs_line",
+    "plot_plane_curve",
     "save_html",
     "save_png",
 ]
@@ -1031,6 +1034,129 @@ def plot_sharpness(
 
 
 # =========================================================================== files
+# =========================================================================== mode-connecting curves
+def curve_vs_line_curves(
+    line: LineResult | None, curves: CurveResult | Sequence[CurveResult], metric: str, labels: Sequence[str] | None
+) -> list[Curve]:
+    """Curves of a straight line and mode-connecting curves over ``t`` in ``[0, 1]`` (shared by both backends).
+
+    Raises:
+        TypeError: If ``curves`` are not curve results or ``line`` is not a line result.
+    """
+    items = results_of(curves, CurveResult, "plot_curve_vs_line")
+    labs = labels_of(items, labels)
+    out = []
+    if line is not None:
+        if not isinstance(line, LineResult) or line.coord_name != "alpha":
+            raise TypeError("line must be a LineResult over alpha (landscape.line between the two endpoints)")
+        y = masked(_scalar_metric(line.metrics, metric, "line"))
+        out.append(Curve(np.asarray(line.coords, np.float64), y, None, line.label or "line", np.zeros(0), []))
+    for r, lab in zip(items, labs):
+        y = masked(_scalar_metric(r.metrics, metric, f"curve {lab!r}"))
+        out.append(Curve(np.asarray(r.ts, np.float64), y, None, lab if labels or r.label else r.shape, np.zeros(0),
+                         []))  # fmt: skip
+    return out
+
+
+def plane_curve_xy(plane: PlaneResult, curve: CurveResult) -> tuple[np.ndarray, np.ndarray]:
+    """Plane coordinates of the curve's evaluated points ``(n, 2)`` and of its control points ``(3, 2)``."""
+    if not isinstance(plane, PlaneResult) or not isinstance(curve, CurveResult):
+        raise TypeError("plot_plane_curve takes a PlaneResult and a CurveResult")
+    return plane.project(curve.points()), plane.project(np.asarray(curve.control, np.float64))
+
+
+def plot_curve_vs_line(
+    line: LineResult | None,
+    curves: CurveResult | Sequence[CurveResult],
+    labels: Sequence[str] | None = None,
+    *,
+    metric: str = "loss",
+    backend: Backend | str = Backend.PLOTLY,
+    title: str | None = None,
+    fig: Any = None,
+    ax: Any = None,
+) -> Any:
+    """A metric along the straight line and along mode-connecting curves, over ``t`` (alpha) in ``[0, 1]``.
+
+    Args:
+        line: A :class:`LineResult` between the curve's endpoints (or ``None``).
+        curves: One :class:`~landscape.curves.CurveResult` or several.
+        labels: Legend entries of the curves (default: each result's label, else its shape).
+        metric: Metric to draw.
+        backend: ``"plotly"`` or ``"matplotlib"``.
+        title: Figure title.
+        fig: Existing plotly figure to draw into.
+        ax: Existing matplotlib axes to draw into.
+
+    Returns:
+        A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
+    """
+    if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
+        return _mpl("plot_curve_vs_line", line=line, curves=curves, labels=labels, metric=metric, title=title, ax=ax)
+    go = _go()
+    fig = _new_fig(fig)
+    base = len(fig.data)
+    for i, c in enumerate(curve_vs_line_curves(line, curves, metric, labels)):
+        dash = "dash" if (line is not None and i == 0) else "solid"
+        fig.add_trace(go.Scatter(x=c.x, y=c.y, mode="lines+markers", name=c.label, marker={"size": 4},
+                                 line={"color": COLORS[(base + i) % len(COLORS)], "dash": dash}, connectgaps=False))
+    fig.update_layout(title=title_or(title, f"{metric}: straight line vs curve"), xaxis_title="t (alpha)",
+                      yaxis_title=metric)  # fmt: skip
+    return fig
+
+
+def plot_plane_curve(
+    plane: PlaneResult,
+    curve: CurveResult,
+    *,
+    metric: str = "loss",
+    log: bool = False,
+    levels: int = 20,
+    clip: float | None = None,
+    backend: Backend | str = Backend.PLOTLY,
+    title: str | None = None,
+    fig: Any = None,
+    ax: Any = None,
+) -> Any:
+    """The plane through the endpoints and the bend, with the curve and the straight line on it (Garipov Fig. 1).
+
+    ``plane`` is :func:`landscape.plane_through` of ``(w0, w1, theta)``; the curve's points are projected
+    onto it (a quadratic Bezier curve lies in that plane exactly).
+
+    Args:
+        plane: The evaluated plane.
+        curve: The evaluated curve.
+        metric: Metric of the contours.
+        log: Contours of ``log10`` of the metric.
+        levels: Number of contour levels.
+        clip: Values above are drawn at ``clip``.
+        backend: ``"plotly"`` or ``"matplotlib"``.
+        title: Figure title.
+        fig: Existing plotly figure to draw into.
+        ax: Existing matplotlib axes to draw into.
+
+    Returns:
+        A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
+    """
+    if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
+        return _mpl("plot_plane_curve", plane=plane, curve=curve, metric=metric, log=log, levels=levels, clip=clip,
+                    title=title, ax=ax)  # fmt: skip
+    xy, ctrl = plane_curve_xy(plane, curve)
+    g = grid_of(plane, metric, log, clip)
+    g = dataclasses.replace(g, points=np.zeros((0, 2)), point_labels=[])
+    fig = _draw_grid(g, Style.FILLED, levels, title_or(title, f"{g.zlabel}: plane through the endpoints and the bend"),
+                     fig, square=True)  # fmt: skip
+    go = _go()
+    fig.add_trace(go.Scatter(x=ctrl[[0, 2], 0], y=ctrl[[0, 2], 1], mode="lines", name="line",
+                             line={"color": "white", "dash": "dash"}))  # fmt: skip
+    fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="lines", name=curve.label or curve.shape,
+                             line={"color": "#d62728", "width": 3}))  # fmt: skip
+    fig.add_trace(go.Scatter(x=ctrl[:, 0], y=ctrl[:, 1], mode="markers+text", text=["w0", "bend", "w1"],
+                             textposition="top center", marker={"symbol": "x", "size": 9, "color": "black"},
+                             showlegend=False))  # fmt: skip
+    return fig
+
+
 def save_html(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Write a plotly figure as a self-contained HTML page (plotly.js embedded; works offline).
 

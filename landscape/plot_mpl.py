@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from landscape.curvature import CurvatureTrace
+from landscape.curves import CurveResult
 from landscape.distance import DistanceResult
 from landscape.pca import ProjectedPath
 from landscape.plot import (
@@ -25,6 +26,7 @@ from landscape.plot import (
     Grid,
     Style,
     XAxis,
+    curve_vs_line_curves,
     finite_range,
     grid_of,
     labels_of,
@@ -32,6 +34,7 @@ from landscape.plot import (
     masked,
     option,
     path_runs,
+    plane_curve_xy,
     results_of,
     sharpness_curves,
     title_or,
@@ -49,6 +52,8 @@ __all__ = [
     "plot_bilinear",
     "plot_barycentric",
     "plot_sharpness",
+    "plot_curve_vs_line",
+    "plot_plane_curve",
     "save_png",
 ]
 
@@ -459,6 +464,64 @@ def plot_sharpness(
 
 
 # =========================================================================== files
+def plot_curve_vs_line(
+    line: LineResult | None,
+    curves: CurveResult | Sequence[CurveResult],
+    labels: Sequence[str] | None = None,
+    *,
+    metric: str = "loss",
+    title: str | None = None,
+    ax: Any = None,
+) -> Any:
+    """A metric along the straight line and along curves (see :func:`landscape.plot.plot_curve_vs_line`).
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+    """
+    fig, ax = _axes(ax, (6.4, 4.2))
+    base = len(ax.lines)
+    for i, c in enumerate(curve_vs_line_curves(line, curves, metric, labels)):
+        style = "--" if (line is not None and i == 0) else "-"
+        ax.plot(c.x, _mask(c.y), style, marker="o", markersize=3, color=COLORS[(base + i) % len(COLORS)],
+                label=c.label)  # fmt: skip
+    ax.set_xlabel("t (alpha)")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize="small")
+    ax.set_title(title_or(title, f"{metric}: straight line vs curve"))
+    return fig
+
+
+def plot_plane_curve(
+    plane: PlaneResult,
+    curve: CurveResult,
+    *,
+    metric: str = "loss",
+    log: bool = False,
+    levels: int = 20,
+    clip: float | None = None,
+    title: str | None = None,
+    ax: Any = None,
+) -> Any:
+    """The plane through the endpoints and the bend with the curve on it (see :func:`landscape.plot.plot_plane_curve`).
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+    """
+    xy, ctrl = plane_curve_xy(plane, curve)
+    g = grid_of(plane, metric, log, clip)
+    fig, ax = _axes(ax, (5.6, 4.6))
+    _draw_grid(fig, ax, g, Style.FILLED, levels, points=False)
+    ax.plot(ctrl[[0, 2], 0], ctrl[[0, 2], 1], "--", color="white", label="line")
+    ax.plot(xy[:, 0], xy[:, 1], "-", color="#d62728", linewidth=2.5, label=curve.label or curve.shape)
+    ax.scatter(ctrl[:, 0], ctrl[:, 1], marker="x", color="k", zorder=4)
+    for (px, py), lab in zip(ctrl, ["w0", "bend", "w1"]):
+        ax.annotate(lab, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_aspect("equal")
+    ax.legend(fontsize="small")
+    ax.set_title(title_or(title, f"{g.zlabel}: plane through the endpoints and the bend"))
+    return fig
+
+
 def save_png(fig: Any, path: str | os.PathLike[str], *, dpi: int = 150) -> Path:
     """Write a matplotlib figure as PNG.
 

@@ -136,6 +136,10 @@ class RecordTrajectory(Callback):
     Records the initial point, every ``every_steps`` steps, every ``every_epochs`` epochs, the step of
     every event (optimizer switch, tunnel), and the final point; never the same step twice.
 
+    Snapshots go through the store's ``append_model``, which caches the model's layout between snapshots
+    (rebuilt when the parameters change), so a snapshot costs a concatenation of the parameters and the
+    store's own work.
+
     Args:
         trajectory: Any object with ``append_model(model, *, step, epoch, metrics, tags)``, normally a
             :class:`~landscape.trajectory.Trajectory`.
@@ -175,7 +179,8 @@ class RecordTrajectory(Callback):
         self._record(trainer, 0.0, trainer.last_metrics)
 
     def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: D102
-        self._pending_events.extend(event.events)
+        if event.events:
+            self._pending_events.extend(event.events)
         by_steps = self.every_steps is not None and event.step % self.every_steps == 0
         # Epoch-scheduled snapshots are written in on_epoch_end, where the epoch metrics exist.
         by_epoch = event.epoch_end and self.every_epochs is not None and (event.epoch + 1) % self.every_epochs == 0
@@ -267,6 +272,72 @@ def _last_target_is_int(data: DataLike) -> bool:
     if _is_tensor_pair(data):
         return not data[1].is_floating_point()  # type: ignore[index]
     return True
+
+
+class _Correct:
+    """Counts correct class predictions (``argmax == target``) over an epoch, many steps at a time.
+
+    The loop appends each step's outputs and targets to ``outs`` / ``ys`` (a list append, where counting at
+    once costs four tensor ops and a sync per step); :meth:`reduce` concatenates them and counts in one go,
+    every ``limit`` steps (at most about ``max_elements`` output entries held) and at the end of the epoch.
+    The outputs are held as the model returned them (``backward`` has already freed what their graph
+    saved); counting runs without grad. The count is the same integer as counting step by step.
+    """
+
+    max_elements = 1 << 18  # about 1 MiB of float32 outputs held at most
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.outs: list[Tensor] = []
+        self.ys: list[Tensor] = []
+        self.limit = 0  # steps per reduction, from the first output (0: not known yet)
+
+    def set_limit(self, out: Tensor) -> None:
+        self.limit = max(1, self.max_elements // max(1, out.numel()))
+
+    def reduce(self) -> int:
+        outs, ys = self.outs, self.ys
+        if outs:
+            with torch.no_grad():
+                try:
+                    o, t = torch.cat(outs), torch.cat(ys)
+                    batched = o.dim() == 2 and t.dim() == 1 and o.shape[0] == t.shape[0]
+                except RuntimeError:  # different widths, dims or devices: count step by step
+                    batched = False
+                if batched:
+                    self.count += int((o.argmax(-1) == t).sum())
+                else:
+                    self.count += sum(int((o.argmax(-1) == t).sum()) for o, t in zip(outs, ys) if o.dim() >= 2)
+            outs.clear()
+            ys.clear()
+        return self.count
+
+
+class _Progress:
+    """A tqdm bar over steps, redrawn at most every half second and touched every 64 steps.
+
+    The bar counts the steps itself; tqdm is only told in chunks, so a step costs an integer increment.
+    """
+
+    chunk = 64
+
+    def __init__(self, total: int | None) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, desc="train", unit="step", leave=False, mininterval=0.5)
+        self._n = 0
+
+    def update(self) -> None:
+        self._n += 1
+        if self._n >= self.chunk:
+            self._bar.update(self._n)
+            self._n = 0
+
+    def close(self) -> None:
+        if self._n:
+            self._bar.update(self._n)
+            self._n = 0
+        self._bar.close()
 
 
 class Trainer:
@@ -450,23 +521,18 @@ class Trainer:
         """Ask the loop to stop after the current step (callable from a callback)."""
         self._stop = True
 
-    def _closure_for(self, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
-        first = True
-
-        def closure() -> Tensor:
-            nonlocal first
-            self.optimizer.zero_grad(set_to_none=True)
-            out = self.model(x)
-            loss = self.loss_fn(out, y)
-            if self.regularizer is not None:
-                loss = loss + self.regularizer(self.model)
-            loss.backward()
-            if first:  # accuracy belongs to the point the step starts from, not an RK2 stage point
-                self._last_out = out.detach()
-                first = False
-            return loss
-
-        return closure
+    def _closure(self) -> Tensor:
+        # One bound method for the whole run (no closure object per step); the batch is ``self._batch``.
+        x, y = self._batch
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.model(x)
+        loss = self.loss_fn(out, y)
+        if self.regularizer is not None:
+            loss = loss + self.regularizer(self.model)
+        loss.backward()
+        if self._last_out is None:  # accuracy belongs to the point the step starts from, not an RK2 stage point
+            self._last_out = out  # not detached (a tensor op per step): counted under no_grad, see _Correct
+        return loss
 
     # -------------------------------------------------------------------- loop
     def __iter__(self) -> Iterator[StepEvent]:
@@ -480,9 +546,9 @@ class Trainer:
         if self.epochs is not None and self.batches_per_epoch is not None:
             by_epochs = self.epochs * self.batches_per_epoch
             total = by_epochs if total is None else min(total, by_epochs)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, disable=not self.progress, desc="train", unit="step", leave=False)
+        bar = _Progress(total) if self.progress else None
+        self._batch: tuple[Tensor, Tensor] | None = None
+        self._last_out: Any = None
         self.model.train()
         for cb in self.callbacks:
             cb.on_train_begin(self)
@@ -493,36 +559,64 @@ class Trainer:
                 yield from self._run_epoch(epoch, gen, bar)
                 epoch += 1
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
         for cb in self.callbacks:
             cb.on_train_end(self)
 
-    def _run_epoch(self, epoch: int, gen: torch.Generator, bar: Any) -> Iterator[StepEvent]:
-        run_loss, run_n, run_correct = 0.0, 0, 0
+    def _run_epoch(self, epoch: int, gen: torch.Generator, bar: _Progress | None) -> Iterator[StepEvent]:
+        # The per-step path does what a plain loop does (one optimizer step) plus one tensor op, the float of
+        # the loss (for the NaN check, the running mean and the event), and Python bookkeeping. The training
+        # accuracy is counted in chunks of steps (see _Correct); callbacks and events cost nothing when absent.
+        run_loss, run_n = 0.0, 0
+        correct = _Correct()
+        outs, ys = correct.outs, correct.ys
         n_batches = self.batches_per_epoch
+        closure = self._closure
+        isfinite = math.isfinite
         ev: StepEvent | None = None
         finished = False
-        for b, (x, y) in enumerate(_batches(self.data, self.batch_size, self.shuffle, gen)):
-            loss_t = self.optimizer.step(self._closure_for(x, y))
+        pop_owner: Any = None
+        pop: Callable[[], Iterable[dict[str, Any]]] | None = None
+        for b, batch in enumerate(_batches(self.data, self.batch_size, self.shuffle, gen)):
+            self._batch = batch
+            self._last_out = None
+            optimizer = self.optimizer
+            loss_t = optimizer.step(closure)
             if loss_t is None:
                 raise RuntimeError("the optimizer's step(closure) must return the closure's loss")
-            loss = float(loss_t.detach()) if isinstance(loss_t, Tensor) else float(loss_t)
+            loss = loss_t.item() if isinstance(loss_t, Tensor) else float(loss_t)
             self.step += 1
-            bar.update(1)
-            if not math.isfinite(loss):
+            if bar is not None:
+                bar.update()
+            if not isfinite(loss):
                 self._handle_nonfinite(loss)
-            run_loss += loss * x.shape[0]
-            run_n += x.shape[0]
-            if not y.is_floating_point() and self._last_out.dim() >= 2:
-                run_correct += int((self._last_out.argmax(-1) == y).sum())
-            pop = getattr(self.optimizer, "pop_events", None)
-            events = (list(pop()) if callable(pop) else []) + self._events
-            self._events = []
+            y = batch[1]
+            nb = y.shape[0]
+            run_loss += loss * nb
+            run_n += nb
+            out = self._last_out
+            if isinstance(out, Tensor) and not y.is_floating_point():
+                outs.append(out)
+                ys.append(y)
+                if len(outs) >= correct.limit:
+                    if correct.limit:
+                        correct.reduce()
+                    else:
+                        correct.set_limit(out)
+            if optimizer is not pop_owner:
+                pop_owner, pop = optimizer, getattr(optimizer, "pop_events", None)
+                if not callable(pop):
+                    pop = None
+            events = list(pop()) if pop is not None else []
+            if self._events:
+                events += self._events
+                self._events = []
             finished = n_batches is not None and b + 1 == n_batches
             self.epoch_progress = epoch + ((b + 1) / n_batches if n_batches else 0.0)
             ev = StepEvent(self.step, epoch, b, loss, finished, events)
             if finished:
-                eev = self._finish_epoch(epoch, run_loss, run_n, run_correct)
+                eev = self._finish_epoch(epoch, run_loss, run_n, correct.reduce())
             for cb in self.callbacks:
                 cb.on_step_end(self, ev)
             if finished:
@@ -534,7 +628,7 @@ class Trainer:
         if ev is None:
             raise ValueError("the training data yielded no batch")
         if not finished:  # an iterable of unknown length ran out: the epoch ended after the last step
-            eev = self._finish_epoch(epoch, run_loss, run_n, run_correct)
+            eev = self._finish_epoch(epoch, run_loss, run_n, correct.reduce())
             for cb in self.callbacks:
                 cb.on_epoch_end(self, eev)
 

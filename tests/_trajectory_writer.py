@@ -5,7 +5,8 @@
 Stdout carries, in order: ``pid <pid>`` and ``done <i>`` (snapshot ``i`` completed: printed and
 flushed right after ``append`` returned) from the child, then ``exit <wait status>`` from the server.
 
-Plans:
+Plans (``<plan>[:flush]``: the writer uses ``durable="flush"`` and calls ``flush`` after every second
+append, printing ``flushed <i>``; otherwise the default ``durable=True``):
     ``upto:N``  append until the store holds ``N`` snapshots, then exit normally.
     ``run:N``   the same; the test SIGKILLs the child at some moment before.
     ``kill:K``  SIGKILL itself at the K-th file-system call of ``landscape.trajectory`` after opening
@@ -14,6 +15,9 @@ Plans:
 
 Every snapshot is a deterministic function of its index (:func:`expected`), so the test can check
 bitwise that whatever the store returns is exactly what a writer wrote.
+
+``python tests/_trajectory_writer.py hold <directory>`` opens the store for appending, prints
+``held`` and keeps it open until its stdin closes (a live writer for the lock test).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ _LAYOUTS = {
     False: ParamLayout.from_model(nn.Sequential(nn.Linear(40, 50), nn.Linear(50, 3))),
     True: ParamLayout.from_model(nn.Sequential(nn.Linear(40, 80), nn.Linear(80, 3))),
 }
-_COUNTED = {"open", "write", "fsync", "close", "replace", "truncate", "ftruncate", "unlink"}
+_COUNTED = {"open", "write", "fsync", "fdatasync", "close", "replace", "truncate", "ftruncate", "unlink"}
 
 
 def expected(i: int) -> dict[str, Any]:
@@ -86,10 +90,11 @@ def _say(msg: str) -> None:
 
 def _child(directory: str, plan: str) -> None:
     _say(f"pid {os.getpid()}")
-    kind, arg = plan.split(":")
+    kind, arg, *how = plan.split(":")
+    durable = how[0] if how else True
     if kind == "open":
         trajectory_module.os = _KillingOs(int(arg))  # type: ignore[assignment]
-    traj = trajectory_module.Trajectory(directory)
+    traj = trajectory_module.Trajectory(directory, durable=durable)
     if kind == "kill":
         trajectory_module.os = _KillingOs(int(arg))  # type: ignore[assignment]
     stop = int(arg) if kind in ("upto", "run") else 10**9
@@ -98,6 +103,9 @@ def _child(directory: str, plan: str) -> None:
         kw = expected(i)
         traj.append(kw.pop("vector"), **kw)
         _say(f"done {i}")
+        if durable == "flush" and i % 2:
+            traj.flush()
+            _say(f"flushed {i}")
     traj.close()
 
 
@@ -120,5 +128,12 @@ def serve() -> None:
         _say(f"exit {status}")
 
 
+def hold(directory: str) -> None:
+    """Hold the store open for appending until stdin closes."""
+    with trajectory_module.Trajectory(directory):
+        _say("held")
+        sys.stdin.read()
+
+
 if __name__ == "__main__":
-    serve()
+    hold(sys.argv[2]) if sys.argv[1] == "hold" else serve()

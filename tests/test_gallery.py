@@ -90,7 +90,7 @@ def test_toy_gallery_files_offline_and_schema(toy_gallery: Path) -> None:
     # The analytic toy reproduces all of the paper's claims it checks.
     assert len(toy["claims"]) == 3 and all(c["held"] is True for c in toy["claims"])
     assert doc["summary"] == {"figures_ok": 1, "figures_failed": 0, "figures_pending": 0, "claims_held": 3,
-                              "claims_not_held": 0, "claims_not_tested": 0}
+                              "claims_not_held": 0, "claims_inconclusive": 0, "claims_not_tested": 0}
     assert [p["key"] for p in toy["panels"]] == ["surface", "path"]
     for p in toy["panels"]:
         png = matplotlib.image.imread(out / p["png"])

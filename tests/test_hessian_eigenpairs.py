@@ -24,13 +24,6 @@ CE = nn.CrossEntropyLoss()
 MSE = nn.MSELoss()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 class Twin(nn.Module):
     """Two tanh MLPs with equal weights, each on its own half of the outputs: ``H = diag(H1, H1) / 2``."""

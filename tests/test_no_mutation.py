@@ -200,6 +200,12 @@ ARGS: dict[str, Callable[[Ctx], Any]] = {
     "i": lambda c: 0,
     "iteration": lambda c: 0,
     "index": lambda c: 0,
+    "spec": lambda c: __import__("landscape").permutation_spec(c.model),
+    "perm": lambda c: __import__("landscape").random_permutation(__import__("landscape").permutation_spec(c.model),
+                                                                 seed=1),
+    "target": lambda c: c.other,
+    "alpha": lambda c: 0.5,
+    "curve": lambda c: __import__("landscape").fit_curve(c.model, c.other, c.data, steps=0),
 }
 
 _TINY = {"alphas": [0.0, 0.5, 1.0]}
@@ -264,6 +270,15 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "persistence.FastPersistentResult.champion_model": [{"template": Lazy(lambda c: c.mlp)}],
     "persistence.FastPersistentResult.trajectory": [{"template": Lazy(lambda c: c.mlp)}],
     "persistence.SeedsResult.model": [{"template": Lazy(lambda c: c.mlp)}],
+    "landscape.apply_permutation": [{}, {"target": Lazy(lambda c: c.vec()), "layout": Lazy(lambda c: c.model)}],
+    "landscape.fit_curve": [{"steps": 2, "batch_size": 6}, {"steps": 2, "kind": "polychain"}],
+    "landscape.evaluate_curve": [{"ts": [0.0, 0.5, 1.0], **m} for m in _BN_MODES],
+    "landscape.loss_barrier": [{**_TINY, **m} for m in (*_BN_MODES, {"bn_mode": "interpolate"})]
+    + [{**_TINY, "repair": True}],
+    "landscape.activation_correlations": [{"batch_size": 5}, {"train": True}],
+    "landscape.activation_matching": [{"batch_size": 5}],
+    "landscape.repair": [{"alpha": 0.3, "batch_size": 5}],
+    "landscape.AlignmentResult.apply": [{}],
     "tunnels.full_batch_objective": [{"__call__": Lazy(lambda c: c.vec())}],
     # torch.func transforms cannot differentiate through a full backward hook (a torch limitation):
     # the model without one
@@ -286,6 +301,7 @@ CALLS: dict[str, list[dict[str, Any]]] = {
 INSTANCES: dict[str, Callable[[Ctx], Any]] = {
     "landscape.Trajectory": lambda c: _trajectory(c),
     "landscape.validation.BatchChecker": lambda c: _checked_once(c),
+    "landscape.AlignmentResult": lambda c: __import__("landscape").weight_matching(_bn_dropout_model(7), c.other),
     "tunnels.SplitAccumulator": lambda c: __import__("tunnels").SplitAccumulator(F.cross_entropy),
     "persistence.FastPersistentResult": lambda c: __import__("persistence").fast_persistent_run(
         _mlp(6), c.xr, c.yr, iterations=2, steps=2, lam=0.01, backend="eager"

@@ -195,3 +195,183 @@ def test_event_raised_in_the_last_step_is_recorded():
     rec = ListRecorder()
     Trainer(_net(), _data(), optimizer=sgd(), steps=3, batch_size=8, callbacks=[Mark()], trajectory=rec).fit()
     assert rec[-1]["step"] == 3 and rec[-1]["tags"]["events"] == [{"step": 3, "event": "mark"}]
+
+
+# ----------------------------------------------------------------------------------- recording cost (issue 17)
+# The per-step path counts accuracy in chunks and the recorder caches the layout; these pin down that what is
+# trained and recorded is bitwise what a hand-written torch loop (and the store's own append_model) gives.
+
+
+def _bn_net():
+    torch.manual_seed(5)
+    return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 3))
+
+
+def _hand_written_run(net, x, y, *, epochs, batch, seed, every_steps, lr=0.1):
+    """What Trainer(..., record_every_steps=every_steps, record_every_epochs=1) records, by a plain torch loop."""
+    model = copy.deepcopy(net)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    n = x.shape[0]
+    per_epoch = -(-n // batch)
+    records = []
+
+    def snap(step, epoch, metrics):
+        vec = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        bufs = {k: v.detach().clone() for k, v in model.named_buffers()}
+        records.append({"step": step, "epoch": epoch, "metrics": dict(metrics), "vector": vec, "buffers": bufs})
+
+    snap(0, 0.0, {})
+    step = 0
+    for epoch in range(epochs):
+        idx = torch.randperm(n, generator=gen)
+        run_loss, run_n, correct = 0.0, 0, 0
+        for b in range(per_epoch):
+            j = idx[b * batch : (b + 1) * batch]
+            xb, yb = x[j], y[j]
+            opt.zero_grad(set_to_none=True)
+            out = model(xb)
+            loss = nn.functional.cross_entropy(out, yb)
+            loss.backward()
+            opt.step()
+            step += 1
+            lv = loss.item()
+            run_loss += lv * xb.shape[0]
+            run_n += xb.shape[0]
+            correct += int((out.detach().argmax(-1) == yb).sum())
+            if b + 1 == per_epoch:
+                snap(step, float(epoch + 1), {"train_loss": run_loss / run_n, "train_accuracy": correct / run_n})
+            elif step % every_steps == 0:
+                snap(step, epoch + (b + 1) / per_epoch, {"batch_loss": lv})
+    return model, records
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_recording_is_bitwise_a_hand_written_loop(where, tmp_path):
+    from landscape.trajectory import Trajectory
+
+    x, y = _data()
+    net = _bn_net()
+    ref_model, expected = _hand_written_run(net, x, y, epochs=3, batch=16, seed=7, every_steps=2)
+    traj = Trajectory() if where == "memory" else Trajectory(tmp_path / "t", durable=False)
+    tr = Trainer(net, (x, y), optimizer=sgd(), epochs=3, batch_size=16, seed=7, trajectory=traj,
+                 record_every_steps=2, record_every_epochs=1).fit()
+    if where == "disk":
+        traj.close()
+        traj = Trajectory.open(tmp_path / "t", "r")
+    assert torch.equal(parameters_to_vector(tr.model), parameters_to_vector(ref_model))
+    assert [s.step for s in traj] == [r["step"] for r in expected] == [0, 2, 3, 4, 6, 8, 9]
+    for snap, exp in zip(traj, expected):
+        assert snap.epoch == exp["epoch"]
+        assert snap.metrics == exp["metrics"]
+        assert torch.equal(snap.vector, exp["vector"])
+        assert snap.buffers.keys() == exp["buffers"].keys() and snap.buffers
+        assert all(torch.equal(snap.buffers[k], v) for k, v in exp["buffers"].items())
+    assert [h["train_accuracy"] for h in tr.history_] == [r["metrics"]["train_accuracy"] for r in expected
+                                                          if "train_accuracy" in r["metrics"]]
+
+
+class _UncachedRecorder:
+    """Brute-force reference: rebuilds the layout and flattens from scratch for every snapshot."""
+
+    def __init__(self, traj):
+        self.traj = traj
+
+    def append_model(self, model, **kw):
+        from landscape.params import ParamLayout, parameters_to_vector
+
+        bufs = {k: v.detach().clone() for k, v in model.named_buffers()}
+        return self.traj.append(parameters_to_vector(model), buffers=bufs, layout=ParamLayout.from_model(model), **kw)
+
+
+def test_cached_layout_recorder_equals_uncached_reference_through_growth_and_freezing():
+    from landscape.trajectory import Trajectory
+
+    class Change(Callback):
+        def on_step_end(self, trainer, event):
+            if event.step == 3:  # grow: a new model, a new segment
+                new = nn.Sequential(nn.Linear(5, 9), nn.BatchNorm1d(9), nn.ReLU(), nn.Linear(9, 3))
+                trainer.replace_model(new, event={"event": "tunnel_open"})
+            if event.step == 5:  # freeze a tensor in place: it stays in the vector, same layout
+                trainer.model[0].bias.requires_grad_(False)
+            if event.step == 7:  # swap a parameter object in place, same shape
+                trainer.model[3].weight = nn.Parameter(trainer.model[3].weight.detach() * 0.5)
+                trainer.add_event({"event": "rescale"})
+
+    runs = []
+    for fast in (True, False):
+        traj = Trajectory()
+        rec = traj if fast else _UncachedRecorder(traj)
+        Trainer(_bn_net(), _data(), optimizer=sgd(), epochs=3, batch_size=8, seed=2, callbacks=[Change()],
+                trajectory=rec, record_every_steps=1).fit()
+        runs.append(traj)
+    fast, slow = runs
+    assert len(fast) == len(slow) == 16
+    assert [s.layout for s in fast.segments] == [s.layout for s in slow.segments]
+    assert [(s.start, s.stop) for s in fast.segments] == [(s.start, s.stop) for s in slow.segments]
+    assert len(fast.segments) == 2  # the growth; freezing and swapping keep the layout
+    for a, b in zip(fast, slow):
+        assert (a.step, a.epoch, a.metrics, a.tags, a.segment) == (b.step, b.epoch, b.metrics, b.tags, b.segment)
+        assert a.vector.dtype == b.vector.dtype and torch.equal(a.vector, b.vector)
+        assert a.buffers.keys() == b.buffers.keys()
+        assert all(torch.equal(a.buffers[k], b.buffers[k]) for k in a.buffers)
+        assert [(t.name, t.shape) for t in a.layout] == [(t.name, t.shape) for t in b.layout]
+
+
+def test_accuracy_counted_in_chunks_equals_counting_every_step(monkeypatch):
+    from landscape import train
+
+    x, y = _data(n=45)
+    runs = []
+    for max_elements in (1 << 18, 7, 1):  # one count per epoch, a few steps per count, every step
+        monkeypatch.setattr(train._Correct, "max_elements", max_elements)
+        runs.append(Trainer(_net(), (x, y), optimizer=sgd(), epochs=3, batch_size=8, seed=1).fit().history_)
+    assert runs[0] == runs[1] == runs[2]
+    _, expected = _hand_written_run(_net(), x, y, epochs=3, batch=8, seed=1, every_steps=10**9)
+    assert [h["train_accuracy"] for h in runs[0]] == [r["metrics"]["train_accuracy"] for r in expected[1:]]
+
+
+def test_progress_bar_does_not_change_training(capsys):
+    a = Trainer(_net(), _data(), optimizer=sgd(), epochs=3, batch_size=8, seed=3, progress=True).fit()
+    b = Trainer(_net(), _data(), optimizer=sgd(), epochs=3, batch_size=8, seed=3).fit()
+    assert torch.equal(parameters_to_vector(a.model), parameters_to_vector(b.model))
+    assert a.history_ == b.history_
+
+
+def test_seeded_training_with_recording_is_bitwise_reproducible_across_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from landscape.trajectory import Trajectory
+
+    script = (
+        "import sys, torch\n"
+        "from torch import nn\n"
+        "from landscape.train import Trainer\n"
+        "from landscape.trajectory import Trajectory\n"
+        "torch.manual_seed(5)\n"
+        "net = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 3))\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "x, y = torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g)\n"
+        "t = Trajectory(sys.argv[1], durable=False)\n"
+        "Trainer(net, (x, y), optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), epochs=3,\n"
+        "        batch_size=16, seed=7, trajectory=t, record_every_steps=2).fit()\n"
+        "t.close()\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    paths = [tmp_path / "a", tmp_path / "b"]
+    for p in paths:
+        subprocess.run([sys.executable, "-c", script, str(p)], check=True, env=env, cwd=root, timeout=300)
+    here = Trajectory()
+    Trainer(_bn_net(), _data(), optimizer=sgd(), epochs=3, batch_size=16, seed=7, trajectory=here,
+            record_every_steps=2).fit()
+    a, b = (Trajectory.open(p, "r") for p in paths)
+    assert len(a) == len(b) == len(here) == 7
+    for sa, sb, sh in zip(a, b, here):
+        assert torch.equal(sa.vector, sb.vector) and torch.equal(sa.vector, sh.vector)
+        assert all(torch.equal(sa.buffers[k], sh.buffers[k]) for k in sh.buffers)
+        assert sa.metrics == sb.metrics == sh.metrics and sa.step == sh.step

@@ -1,3 +1,4 @@
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -377,39 +378,50 @@ def _disk(tmp_path, n=4):
     return tmp_path / "t"
 
 
-def _file(p, i):
-    return p / "snapshots" / f"{i:08d}.safetensors"
+def _loc(p, i):
+    """(pack path, byte offset, size) of snapshot i, from its index line."""
+    rec = json.loads((p / "index.jsonl").read_bytes().split(b"\n")[i])
+    return p / "snapshots" / rec["file"], rec["off"], rec["size"]
+
+
+def _patch(f, off, data):
+    with open(f, "r+b") as fh:
+        fh.seek(off)
+        fh.write(data)
 
 
 def test_flipped_byte_and_truncation_are_reported(tmp_path):
     p = _disk(tmp_path)
-    f1, f2, f3 = _file(p, 1), _file(p, 2), _file(p, 3)
-    data = bytearray(f1.read_bytes())
-    data[len(data) - 7] ^= 0x10  # inside the vector's bytes: only the checksum can notice
-    f1.write_bytes(bytes(data))
-    f2.write_bytes(f2.read_bytes()[:-100])
-    f3.unlink()
+    f1, off1, size1 = _loc(p, 1)
+    f3, off3, size3 = _loc(p, 3)
+    assert f1 == f3 and f1.name == "00000000.pack"  # one pack per segment and session
+    byte = f1.read_bytes()[off1 + size1 - 7]
+    _patch(f1, off1 + size1 - 7, bytes([byte ^ 0x10]))  # inside the vector's bytes: only the digest can notice
+    os.truncate(f3, off3 + size3 - 100)
     t = Trajectory.open(p)
     assert_snapshot(t[0], writer.expected(0), 0)
-    with pytest.raises(CorruptTrajectoryError, match=rf"{f1.name}.*checksum \(sha256 mismatch\)"):
+    assert_snapshot(t[2], writer.expected(2), 2)
+    with pytest.raises(CorruptTrajectoryError, match=rf"snapshot 1: file .*{f1.name} at byte {off1} fails its digest"):
         t[1]
-    with pytest.raises(CorruptTrajectoryError, match=rf"{f2.name} is truncated"):
-        t[2]
-    with pytest.raises(CorruptTrajectoryError, match=rf"{f3.name} is missing"):
+    with pytest.raises(CorruptTrajectoryError, match=rf"snapshot 3: file .*{f3.name} is truncated"):
         t.vectors([3])
+    f1.unlink()
+    with pytest.raises(CorruptTrajectoryError, match=rf"{f1.name} is missing"):
+        Trajectory.open(p)[0]
 
 
 def test_iteration_streams_one_file_at_a_time(tmp_path):
     p = _disk(tmp_path, 5)
-    _file(p, 3).write_bytes(b"garbage")
+    f, off, size = _loc(p, 3)
+    _patch(f, off, b"garbage!")
     t = Trajectory.open(p)
     it = iter(t)
     assert [next(it).index for _ in range(3)] == [0, 1, 2]  # no up-front read of snapshot 3
-    with pytest.raises(CorruptTrajectoryError, match="00000003"):
+    with pytest.raises(CorruptTrajectoryError, match="snapshot 3: .*00000000.pack"):
         next(it)
     blocks = t.iter_blocks(3)
     assert next(blocks)[0] == range(0, 3)
-    with pytest.raises(CorruptTrajectoryError, match="00000003"):
+    with pytest.raises(CorruptTrajectoryError, match="snapshot 3: .*00000000.pack"):
         next(blocks)
 
 
@@ -427,35 +439,42 @@ def test_pickle_payload_executes_nothing(tmp_path):
     assert live.exists()
     p = _disk(tmp_path, 2)
     evil = pickle.dumps(_Payload(marker))
-    _file(p, 1).write_bytes(evil)
-    with pytest.raises(CorruptTrajectoryError, match="00000001.safetensors"):
+    f, off, _ = _loc(p, 1)
+    os.truncate(f, off)
+    with open(f, "ab") as fh:
+        fh.write(evil)
+    with pytest.raises(CorruptTrajectoryError, match="00000000.pack"):
         Trajectory.open(p)[1]
-    # ...and even with an index forged to match the pickle, the file is parsed as safetensors, never unpickled.
-    lines = (p / "index.jsonl").read_text().splitlines()
+    # ...and even with an index line forged (and sealed) to match the pickle, it is never unpickled.
+    lines = (p / "index.jsonl").read_bytes().split(b"\n")
     rec = json.loads(lines[1])
-    rec.update(size=len(evil), sha256=hashlib.sha256(evil).hexdigest())
-    (p / "index.jsonl").write_text("\n".join([lines[0], json.dumps(rec)]) + "\n")
+    del rec["sum"]
+    rec.update(size=len(evil), digest=hashlib.sha256(evil).hexdigest())
+    body = json.dumps(rec, separators=(",", ":")).encode()
+    sealed = body[:-1] + b',"sum":"' + hashlib.sha256(body).hexdigest().encode() + b'"}'
+    (p / "index.jsonl").write_bytes(lines[0] + b"\n" + sealed + b"\n")
     for verify in (True, False):
-        with pytest.raises(CorruptTrajectoryError, match="not a valid safetensors"):
+        with pytest.raises(CorruptTrajectoryError, match="00000000.pack at byte .* is not a valid snapshot"):
             Trajectory.open(p, verify=verify)[1]
     assert not marker.exists()
 
 
-def test_torn_index_line_and_stray_files_are_dropped(tmp_path):
+def test_torn_index_line_and_partial_snapshot_are_dropped(tmp_path):
     p = _disk(tmp_path, 3)
     index = p / "index.jsonl"
     good = index.stat().st_size
+    f, off, size = _loc(p, 2)
+    pack_good = f.stat().st_size
     with open(index, "ab") as fh:
-        fh.write(b'{"i":3,"seg":0,"step":30,"ep')  # a writer died inside this line
-    kw = writer.expected(3)
-    _file(p, 3).write_bytes(b"complete file whose index line is torn")
-    (p / "snapshots" / "00000004.safetensors.tmp").write_bytes(b"half")
+        fh.write(b'{"i":3,"seg":0,"step":30,"ep')  # a writer died inside this line...
+    with open(f, "ab") as fh:
+        fh.write(f.read_bytes()[off : off + size // 2])  # ...or inside its snapshot's bytes
     r = Trajectory.open(p)
     assert len(r) == 3 and r.refresh() == 0  # reported as absent, never returned as data
-    with pytest.warns(UserWarning, match="torn index line for snapshot 3"):
+    with pytest.warns(UserWarning, match="torn index line for snapshot 3.*partial snapshot 3"):
         t = Trajectory.open(p, "a")
-    assert len(t.dropped) == 3 and index.stat().st_size == good
-    assert sorted(os.listdir(p / "snapshots")) == [_file(p, i).name for i in range(3)]
+    assert len(t.dropped) == 2 and index.stat().st_size == good and f.stat().st_size == pack_good
+    kw = writer.expected(3)
     assert t.append(kw.pop("vector"), **kw) == 3
     t.close()
     t = Trajectory.open(p)
@@ -470,7 +489,7 @@ def test_corrupt_index_line_in_the_middle_is_an_error(tmp_path):
     lines[1] = lines[1][:10] + b"#" + lines[1][11:]
     (p / "index.jsonl").write_bytes(b"\n".join(lines))
     for mode in ("r", "a"):
-        with pytest.raises(CorruptTrajectoryError, match="index.jsonl: line 2 is corrupted"):
+        with pytest.raises(CorruptTrajectoryError, match=r"index.jsonl: line 2 \(snapshot 1\) fails its checksum"):
             Trajectory.open(p, mode)
 
 
@@ -493,7 +512,8 @@ def test_sigkilled_writer_loses_nothing_completed(tmp_path):
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(s.strip()) for s in proc.stdout], daemon=True).start()
     store = tmp_path / "store"
-    reported: set[int] = set()
+    reported: set[int] = set()  # append returned: survives the process's death in every durable mode
+    flushed: set[int] = set()  # flush returned (durable="flush" writers)
     rng = random.Random(0)
     checked = {}
 
@@ -504,13 +524,16 @@ def test_sigkilled_writer_loses_nothing_completed(tmp_path):
             msg, _, arg = lines.get(timeout=30).partition(" ")
             if msg == "pid":
                 pid = int(arg)
+            elif msg == "flushed":
+                flushed.add(int(arg))
             elif msg == "done":
                 reported.add(int(arg))
                 done += 1
                 if done == kill_after:
                     if delay:
                         threading.Event().wait(delay)
-                    os.kill(pid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):  # it may have finished first
+                        os.kill(pid, signal.SIGKILL)
             elif msg == "exit":
                 return int(arg)
             else:
@@ -520,6 +543,7 @@ def test_sigkilled_writer_loses_nothing_completed(tmp_path):
         t = Trajectory.open(store)
         n = len(t)
         assert reported <= set(range(n)), "a snapshot reported complete was lost"
+        assert flushed <= reported
         for i in range(n):
             if checked.get(i) != n:
                 assert_snapshot(t[i], writer.expected(i), i)
@@ -542,7 +566,19 @@ def test_sigkilled_writer_loses_nothing_completed(tmp_path):
         assert all(k for k, p in zip(killed, plans) if p.startswith("kill"))
         for _ in range(5):  # the parent kills at random moments
             n = check()
-            status = run(f"run:{n + 30}", kill_after=rng.randint(1, 4), delay=rng.uniform(0, 0.02))
+            status = run(f"run:{n + 100}", kill_after=rng.randint(1, 4), delay=rng.uniform(0, 0.02))
+            check()
+        # Group commit (durable="flush"): every call of a plain and a segment-starting append and of a
+        # flush, then random moments; a killed writer still loses nothing its appends returned.
+        flush_plans = [f"kill:{k}:flush" for k in range(1, 13)] + [f"open:{k}:flush" for k in (1, 2, 3)]
+        for plan in flush_plans:
+            status = run(plan)
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, plan
+            check()
+        assert flushed, "no flush was reached"
+        for _ in range(3):
+            n = check()
+            run(f"run:{n + 300}:flush", kill_after=rng.randint(1, 4), delay=rng.uniform(0, 0.02))
             check()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # recovery may report what it dropped
@@ -555,3 +591,19 @@ def test_sigkilled_writer_loses_nothing_completed(tmp_path):
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
+
+
+def test_model_at_rebuilds_a_store_recorded_with_trainable_parameters_only(tmp_path):
+    # Stores written before frozen parameters joined the vector hold only the trainable ones.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    net[0].requires_grad_(False)
+    old = ParamLayout.from_model(net, params="trainable")
+    vec = torch.cat([net[1].weight.detach().reshape(-1), net[1].bias.detach()]) + 1.0
+    with Trajectory.create(tmp_path / "t") as t:
+        t.append(vec, layout=old, step=0)
+    rebuilt = Trajectory.open(tmp_path / "t").model_at(net, 0)
+    assert torch.equal(rebuilt[0].weight, net[0].weight) and torch.equal(rebuilt[1].bias, net[1].bias + 1.0)
+    other = nn.Sequential(nn.Linear(3, 5), nn.Linear(5, 2))
+    with pytest.raises(ValueError, match="use the factory"):
+        Trajectory.open(tmp_path / "t").model_at(other, 0)

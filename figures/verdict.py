@@ -1,0 +1,299 @@
+"""Premises, paired statistics and verdicts: what makes a figure's claim mean something.
+
+A reproduction first checks that it set up the paper's situation (the runs converged, the flat area is flat,
+the "bad" initialization is the worse one...); those checks are :class:`Premise` objects. A claim whose
+premise fails is *not tested*, never held or not held. A comparative claim is decided on repeated seeds (or
+on paired test examples) through an :class:`Effect` with a confidence interval, and gets one of four
+:class:`Verdict` values:
+
+- ``held``: the interval lies on the paper's side of zero;
+- ``not held``: it lies on the other side, or it rules out the paper's effect size (when one is given);
+- ``inconclusive``: the interval covers zero and cannot rule out the paper's effect (the effect is inside
+  the noise of this experiment);
+- ``not tested``: a premise failed, or the experiment cannot test the claim at this scale.
+
+Example:
+    >>> from figures.verdict import at_most, paired_effect, verdict_for
+    >>> eff = paired_effect([0.91, 0.93, 0.92], [0.90, 0.91, 0.90])  # method A vs B over 3 seeds
+    >>> verdict_for(eff, direction=1).value
+    'held'
+    >>> p = at_most("the control run is stuck", 0.31, 0.05, detail="relative loss drop over the run")
+    >>> p.met
+    False
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Effect",
+    "Premise",
+    "Verdict",
+    "at_least",
+    "at_most",
+    "converged",
+    "paired_effect",
+    "paired_proportions",
+    "verdict_for",
+]
+
+
+class _StrEnum(str, enum.Enum):
+    """A string option that also accepts plain (case-insensitive) strings and lists valid values on error."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if isinstance(value, str):
+            for member in cls:
+                if member.value == value.lower():
+                    return member
+        valid = ", ".join(repr(m.value) for m in cls)
+        raise ValueError(f"unknown {cls.__name__.lower()} {value!r}; valid values are {valid}")
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Verdict(_StrEnum):
+    """Outcome of a claim: held, not held, inconclusive (inside the noise) or not tested (premise failed)."""
+
+    HELD = "held"
+    NOT_HELD = "not held"
+    INCONCLUSIVE = "inconclusive"
+    NOT_TESTED = "not tested"
+
+
+Number = int | float
+
+
+def _number(value: Any, what: str) -> float | list[float]:
+    """A finite-or-not number, or a list of them, as plain Python floats (bools refused)."""
+    if hasattr(value, "tolist") and not isinstance(value, (int, float)):
+        value = value.tolist()  # numpy / torch arrays and 0-d scalars
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be a number or a list of numbers, got a bool")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_number(v, what) for v in value]  # type: ignore[misc]
+    raise TypeError(f"{what} must be a number or a list of numbers, got {type(value).__name__}: {value!r}")
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/Infinity
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Premise:
+    """One check that the experiment set up the paper's situation.
+
+    Attributes:
+        statement: What must be true, e.g. ``"the runs converged"``.
+        measured: The number (or list of numbers, e.g. one per seed) the check looked at.
+        threshold: The bound it was compared with (``None`` for a qualitative check).
+        met: Whether the premise holds.
+        detail: How it was measured and what the threshold means.
+
+    Raises:
+        ValueError: If ``statement`` is empty.
+        TypeError: If ``measured``/``threshold`` are not numbers or ``met`` is not a bool.
+    """
+
+    statement: str
+    measured: float | list[float]
+    threshold: float | None
+    met: bool
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.statement, str) or not self.statement.strip():
+            raise ValueError("Premise.statement must be a non-empty string")
+        object.__setattr__(self, "measured", _number(self.measured, "Premise.measured"))
+        if self.threshold is not None:
+            object.__setattr__(self, "threshold", _number(self.threshold, "Premise.threshold"))
+        met = self.met.item() if hasattr(self.met, "item") else self.met
+        if not isinstance(met, bool):
+            raise TypeError(f"Premise.met must be a bool, got {type(met).__name__}")
+        object.__setattr__(self, "met", met)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible form."""
+        return {"statement": self.statement, "measured": _json(self.measured), "threshold": _json(self.threshold),
+                "met": self.met, "detail": self.detail}
+
+    def __str__(self) -> str:
+        m = self.measured if isinstance(self.measured, float) else max(self.measured, key=abs, default=math.nan)
+        bound = "" if self.threshold is None else f" (bound {self.threshold:.3g})"
+        return f"{self.statement}: {'met' if self.met else 'NOT met'}, measured {m:.3g}{bound}"
+
+
+def at_most(statement: str, value: Any, limit: float, *, detail: str = "") -> Premise:
+    """Premise ``value <= limit`` (every entry, when ``value`` is a list, e.g. one per seed)."""
+    v = _number(value, "value")
+    vals = v if isinstance(v, list) else [v]
+    return Premise(statement, v, float(limit), bool(vals) and all(x <= limit for x in vals), detail)
+
+
+def at_least(statement: str, value: Any, limit: float, *, detail: str = "") -> Premise:
+    """Premise ``value >= limit`` (every entry, when ``value`` is a list)."""
+    v = _number(value, "value")
+    vals = v if isinstance(v, list) else [v]
+    return Premise(statement, v, float(limit), bool(vals) and all(x >= limit for x in vals), detail)
+
+
+def converged(curves: Any, *, last: float = 0.1, rel_tol: float = 0.01, what: str = "the runs converged",
+              detail: str = "") -> Premise:  # fmt: skip
+    """Premise: each loss curve changed by less than ``rel_tol`` (relative) over its last ``last`` fraction.
+
+    The change is ``|L[-1] - L[start]| / max(|L[start]|, 1e-12)`` with ``start`` the first index of the
+    final window, so a curve that is still falling (or rising) steadily fails, whatever its level.
+
+    Args:
+        curves: One loss curve ``(T,)`` or several ``(R, T)`` (one per seed), sampled on a common grid
+            (epochs or full-batch evaluations; minibatch losses are too noisy for this test).
+        last: Fraction of the curve that forms the final window.
+        rel_tol: Largest relative change accepted.
+        what: The premise's statement.
+        detail: Extra description (what the curve is).
+
+    Returns:
+        The premise; ``measured`` holds the relative change of each curve.
+    """
+    arr = np.atleast_2d(np.asarray(curves, dtype=np.float64))
+    if arr.shape[1] < 2:
+        raise ValueError(f"converged() needs curves of at least 2 points, got shape {arr.shape}")
+    start = min(arr.shape[1] - 2, max(0, int(math.floor(arr.shape[1] * (1 - last)))))
+    change = np.abs(arr[:, -1] - arr[:, start]) / np.maximum(np.abs(arr[:, start]), 1e-12)
+    desc = f"relative change over the last {last:.0%} of the curve ({arr.shape[1] - start} points) < {rel_tol:g}"
+    return at_most(what, change.tolist(), rel_tol, detail=f"{desc}{'; ' + detail if detail else ''}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Effect:
+    """A paired effect ``a - b`` with its spread and a two-sided confidence interval.
+
+    Attributes:
+        mean: Mean paired difference.
+        sd: Standard deviation of the differences (``nan`` for a single pair).
+        n: Number of pairs (seeds, or test examples for :func:`paired_proportions`).
+        ci_low: Lower end of the confidence interval.
+        ci_high: Upper end.
+        p_value: Two-sided p-value of "no difference".
+        confidence: Confidence level of the interval.
+        method: The test used.
+    """
+
+    mean: float
+    sd: float
+    n: int
+    ci_low: float
+    ci_high: float
+    p_value: float
+    confidence: float
+    method: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible form."""
+        return {k: _json(float(v)) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+
+    def __str__(self) -> str:
+        return (f"effect {self.mean:+.4g} [{self.ci_low:+.4g}, {self.ci_high:+.4g}] "
+                f"({self.confidence:.0%} CI, n={self.n}, p={self.p_value:.2g}, {self.method})")
+
+
+def paired_effect(a: Sequence[float], b: Sequence[float] | float = 0.0, *, confidence: float = 0.95) -> Effect:
+    """Paired t interval and test for ``a - b`` over repeated seeds.
+
+    Args:
+        a: Values of the first condition, one per seed, shape ``(n,)``.
+        b: Values of the second condition for the same seeds, shape ``(n,)``, or a constant.
+        confidence: Confidence level of the interval.
+
+    Returns:
+        The effect. With one pair the interval is infinite (a single seed resolves nothing).
+
+    Raises:
+        ValueError: If the shapes differ or there is no pair.
+    """
+    from scipy import stats
+
+    a_arr = np.asarray(a, dtype=np.float64).reshape(-1)
+    b_arr = np.broadcast_to(np.asarray(b, dtype=np.float64), a_arr.shape) if np.ndim(b) == 0 else \
+        np.asarray(b, dtype=np.float64).reshape(-1)  # fmt: skip
+    if a_arr.shape != b_arr.shape or a_arr.size == 0:
+        raise ValueError(f"paired_effect needs two equal-length, non-empty samples, got {a_arr.size} and {b_arr.size}")
+    d = a_arr - b_arr
+    n, mean = d.size, float(d.mean())
+    if n < 2:
+        return Effect(mean, math.nan, n, -math.inf, math.inf, 1.0, confidence, "single pair")
+    sd = float(d.std(ddof=1))
+    se = sd / math.sqrt(n)
+    if se == 0.0:  # identical differences: the interval is the point itself
+        p = 1.0 if mean == 0.0 else 0.0
+        return Effect(mean, sd, n, mean, mean, p, confidence, "paired t (zero spread)")
+    q = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
+    p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
+    return Effect(mean, sd, n, mean - q * se, mean + q * se, p, confidence, "paired t")
+
+
+def paired_proportions(correct_a: Sequence[bool], correct_b: Sequence[bool], *, confidence: float = 0.95) -> Effect:
+    """Difference of two classifiers' accuracies on the same test examples (McNemar).
+
+    Args:
+        correct_a: Whether classifier A got each example right, shape ``(n,)``.
+        correct_b: The same for classifier B, shape ``(n,)``.
+        confidence: Confidence level of the (Wald, paired) interval.
+
+    Returns:
+        The accuracy difference A - B, its interval, and the exact McNemar p-value (binomial test on the
+        discordant pairs).
+    """
+    from scipy import stats
+
+    ca, cb = np.asarray(correct_a, dtype=bool).reshape(-1), np.asarray(correct_b, dtype=bool).reshape(-1)
+    if ca.shape != cb.shape or ca.size == 0:
+        raise ValueError(f"paired_proportions needs two equal-length, non-empty samples, got {ca.size}, {cb.size}")
+    n = ca.size
+    b01, b10 = int(np.sum(ca & ~cb)), int(np.sum(~ca & cb))
+    mean = (b01 - b10) / n
+    sd = math.sqrt(max((b01 + b10) / n - mean**2, 0.0))
+    se = sd / math.sqrt(n)
+    q = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = float(stats.binomtest(b01, b01 + b10, 0.5).pvalue) if b01 + b10 else 1.0
+    return Effect(mean, sd, n, mean - q * se, mean + q * se, p, confidence, "McNemar (paired examples)")
+
+
+def verdict_for(effect: Effect, *, direction: int = 1, paper_effect: float | None = None) -> Verdict:
+    """The verdict on a claim that the effect is positive (``direction=1``) or negative (``-1``).
+
+    Held when the interval lies strictly on the claimed side of zero. Not held when it lies strictly on the
+    other side, or when it rules out an effect of the paper's size (``paper_effect``, a magnitude). Otherwise
+    inconclusive: the experiment cannot tell the claim from noise.
+
+    Args:
+        effect: The measured effect.
+        direction: ``1`` if the paper claims ``a > b``, ``-1`` if it claims ``a < b``.
+        paper_effect: The magnitude of the paper's effect, if it reports one.
+
+    Returns:
+        held, not held or inconclusive.
+    """
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be 1 or -1, got {direction!r}")
+    lo, hi = (effect.ci_low, effect.ci_high) if direction == 1 else (-effect.ci_high, -effect.ci_low)
+    if lo > 0:
+        return Verdict.HELD
+    if hi < 0 or (paper_effect is not None and hi < abs(paper_effect)):
+        return Verdict.NOT_HELD
+    return Verdict.INCONCLUSIVE

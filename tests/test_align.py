@@ -1,0 +1,271 @@
+"""Weight matching, activation matching, REPAIR and barriers against brute force and hand loops."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from landscape.align import (
+    AlignmentResult,
+    activation_correlations,
+    activation_matching,
+    interpolate_models,
+    matching_objective,
+    repair,
+    weight_matching,
+)
+from landscape.barrier import BarrierResult, barrier_of, barrier_values, loss_barrier
+from landscape.models import build_model
+from landscape.params import parameters_to_vector
+from landscape.permutation import apply_permutation, permutation_spec, random_permutation
+from landscape.results import load_result
+
+
+def _net(widths: list[int], seed: int, act: type[nn.Module] = nn.ReLU) -> nn.Module:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i, (m, n) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(m, n))
+        if i < len(widths) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers).double()
+
+
+# --------------------------------------------------------------------------- weight matching
+@pytest.mark.parametrize("width", range(1, 8))
+def test_weight_matching_one_hidden_layer_equals_brute_force(width):
+    a, b = _net([4, width, 3], 0), _net([4, width, 3], 1)
+    spec = permutation_spec(a)
+    (g,) = spec.groups
+    best = max(matching_objective(spec, a, b, {g: torch.tensor(p)}) for p in itertools.permutations(range(width)))
+    res = weight_matching(a, b)
+    assert res.objective[-1] == pytest.approx(best, rel=1e-12, abs=1e-12)
+    assert matching_objective(spec, a, b, res.perm) == pytest.approx(res.objective[-1], rel=1e-12, abs=1e-12)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    widths=st.lists(st.integers(1, 9), min_size=2, max_size=4),
+    seeds=st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)),
+    order_seed=st.integers(0, 100),
+    start=st.integers(0, 100),
+)
+def test_weight_matching_sweeps_never_decrease(widths, seeds, order_seed, start):
+    a, b = _net([3, *widths, 2], seeds[0]), _net([3, *widths, 2], seeds[1])
+    spec = permutation_spec(a)
+    init = random_permutation(spec, seed=start)
+    res = weight_matching(a, b, seed=order_seed, init=init, max_sweeps=20)
+    obj = res.objective
+    assert obj[0] == pytest.approx(matching_objective(spec, a, b, init), rel=1e-12, abs=1e-12)
+    assert np.all(np.diff(obj) >= -1e-12 * np.abs(obj[:-1]).clip(1)), obj
+    assert matching_objective(spec, a, b, res.perm) == pytest.approx(obj[-1], rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["small_resnet", "vgg", "lenet5", "lstm"])
+def test_weight_matching_recovers_a_hidden_permutation(name):
+    """``b`` is ``a`` relabelled: matching undoes the relabelling exactly (all parameters bitwise)."""
+    if name == "lstm":
+        torch.manual_seed(0)
+        a = nn.Sequential(nn.Linear(3, 5), nn.LSTM(5, 7, num_layers=2)).double()
+    else:
+        kw = {"small_resnet": {"width": 4}, "vgg": {"cfg": (4, "M", 6), "hidden": 8}, "lenet5": {}}[name]
+        a = build_model(name, (1, 8, 8), 10, seed=0, dtype=torch.float64, **kw)
+    spec = permutation_spec(a)
+    b = apply_permutation(spec, random_permutation(spec, seed=5), a)
+    res = weight_matching(a, b)
+    assert isinstance(res, AlignmentResult) and res.method == "weight"
+    aligned = res.apply(b)
+    for (k, p), q in zip(a.state_dict().items(), aligned.state_dict().values()):
+        assert torch.equal(p, q), k
+
+
+def test_alignment_result_saves_without_pickle(tmp_path):
+    a, b = _net([4, 5, 3], 0), _net([4, 5, 3], 1)
+    res = weight_matching(a, b)
+    again = load_result(res.save(tmp_path / "align"))
+    assert again.perm.keys() == res.perm.keys()
+    assert all(torch.equal(again.perm[g], res.perm[g]) for g in res.perm)
+    assert torch.equal(parameters_to_vector(again.apply(b)), parameters_to_vector(res.apply(b)))
+
+
+# --------------------------------------------------------------------------- activation matching
+def test_activation_correlations_equal_dense_float64():
+    a, b = _net([4, 6, 5, 3], 0), _net([4, 6, 5, 3], 1)
+    X = torch.randn(37, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    corr = activation_correlations(a, b, (X, torch.zeros(37, dtype=torch.long)), batch_size=8)
+    with torch.no_grad():
+        ha1, hb1 = torch.relu(a[0](X)), torch.relu(b[0](X))
+        ha2, hb2 = torch.relu(a[2](ha1)), torch.relu(b[2](hb1))
+    for (g, c), (ha, hb) in zip(corr.items(), [(ha1, hb1), (ha2, hb2)]):
+        n = ha.shape[1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ref = np.corrcoef(ha.numpy().T, hb.numpy().T)[:n, n:]
+        ok = np.isfinite(ref)
+        assert np.array_equal(np.isfinite(c), ok), g  # a dead ReLU unit has no correlation
+        np.testing.assert_allclose(c[ok], ref[ok], atol=1e-8, rtol=0)
+
+
+def test_activation_correlations_of_a_cnn_stream_dense():
+    """Convolution sites: every (sample, position) is an observation; a residual stream stacks its sites."""
+    a = build_model("small_resnet", (1, 8, 8), 10, width=4, blocks=(1,), seed=0, dtype=torch.float64).eval()
+    b = build_model("small_resnet", (1, 8, 8), 10, width=4, blocks=(1,), seed=1, dtype=torch.float64).eval()
+    spec = permutation_spec(a)
+    X = torch.randn(9, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    corr = activation_correlations(a, b, X, spec=spec, batch_size=4)
+
+    def acts(m: nn.Module) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            h = m.relu1(m.bn1(m.conv1(X)))
+            out["relu1"] = h
+            blk = m.layers[0][0]
+            inner = blk.relu1(blk.bn1(blk.conv1(h)))
+            out["inner"] = inner
+            out["stream2"] = blk.relu2(blk.bn2(blk.conv2(inner)) + blk.shortcut(h))
+        return {k: v.movedim(1, -1).reshape(-1, v.shape[1]) for k, v in out.items()}
+
+    A, B = acts(a), acts(b)
+    stream_a, stream_b = torch.cat([A["relu1"], A["stream2"]]), torch.cat([B["relu1"], B["stream2"]])
+    for g, (ha, hb) in {"P_conv1": (stream_a, stream_b), "P_layers.0.0.conv1": (A["inner"], B["inner"])}.items():
+        ref = np.corrcoef(ha.numpy().T, hb.numpy().T)[:4, 4:]
+        np.testing.assert_allclose(corr[g], ref, atol=1e-8, rtol=0)
+
+
+def test_activation_matching_recovers_a_hidden_permutation():
+    a = _net([4, 7, 6, 3], 0, nn.Tanh)
+    spec = permutation_spec(a)
+    perm = random_permutation(spec, seed=2)
+    b = apply_permutation(spec, perm, a)
+    X = torch.randn(64, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    res = activation_matching(a, b, (X, torch.zeros(64, dtype=torch.long)))
+    assert res.method == "activation"
+    assert all(v == pytest.approx(1.0) for v in res.per_group.values())
+    aligned = res.apply(b)
+    for p, q in zip(a.parameters(), aligned.parameters()):
+        assert torch.equal(p, q)
+
+
+# --------------------------------------------------------------------------- REPAIR
+def _site_stats(m: nn.Module, name: str, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    store = {}
+    mod = dict(m.named_modules())[name]
+    h = mod.register_forward_hook(lambda _m, _i, o: store.setdefault("o", o.detach()))
+    with torch.no_grad():
+        m.eval()(X)
+    h.remove()
+    o = store["o"]
+    o = o.movedim(1, -1).reshape(-1, o.shape[1]) if o.dim() > 2 else o
+    return o.mean(0), o.std(0, unbiased=False)
+
+
+@pytest.mark.parametrize("name", ["mlp", "vgg"])
+def test_repair_sets_every_site_to_the_interpolated_statistics(name):
+    kw = {"mlp": {"hidden": [8, 6]}, "vgg": {"cfg": (4, "M", 6), "hidden": 8, "dropout": 0.0}}[name]
+    a = build_model(name, (1, 8, 8), 10, seed=0, dtype=torch.float64, **kw).eval()
+    b = build_model(name, (1, 8, 8), 10, seed=1, dtype=torch.float64, **kw).eval()
+    X = torch.randn(50, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    spec = permutation_spec(a)
+    alpha = 0.3
+    fixed = repair(a, b, X, alpha=alpha, batch_size=16)
+    assert spec.affine_sites
+    for site, _ in spec.affine_sites:
+        ma, sa = _site_stats(a, site, X)
+        mb, sb = _site_stats(b, site, X)
+        mf, sf = _site_stats(fixed, site, X)
+        torch.testing.assert_close(mf, (1 - alpha) * ma + alpha * mb, atol=1e-8, rtol=0)
+        torch.testing.assert_close(sf, (1 - alpha) * sa + alpha * sb, atol=1e-8, rtol=1e-8)
+
+
+def test_repair_at_an_endpoint_is_the_endpoint():
+    a, b = _net([4, 6, 3], 0), _net([4, 6, 3], 1)
+    X = torch.randn(40, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    r = repair(a, b, X, alpha=0.0)
+    torch.testing.assert_close(parameters_to_vector(r), parameters_to_vector(a), atol=1e-10, rtol=1e-10)
+    mid = interpolate_models(a, b, 0.5)
+    torch.testing.assert_close(parameters_to_vector(mid), 0.5 * (parameters_to_vector(a) + parameters_to_vector(b)))
+    assert torch.equal(parameters_to_vector(interpolate_models(a, b, 1.0)), parameters_to_vector(b))
+
+
+# --------------------------------------------------------------------------- barriers
+def test_barrier_values_equal_a_hand_loop():
+    rng = np.random.default_rng(0)
+    alphas = np.concatenate([[0.0], np.sort(rng.uniform(0, 1, 15)), [1.0]])
+    for _ in range(20):
+        v = rng.normal(size=alphas.shape)
+        got = barrier_values(alphas, v)
+        best, at = -np.inf, None
+        for a, x in zip(alphas, v):
+            rise = x - ((1 - a) * v[0] + a * v[-1])
+            if rise > best:
+                best, at = rise, a
+        assert got["barrier"] == pytest.approx(best, abs=1e-15) and got["peak_alpha"] == at
+        assert got["barrier_mean"] == pytest.approx(max(v) - (v[0] + v[-1]) / 2, abs=1e-15)
+        acc = barrier_values(alphas, v, higher_is_better=True)
+        assert acc["barrier"] == pytest.approx(max((1 - a) * v[0] + a * v[-1] - x for a, x in zip(alphas, v)))
+    with pytest.raises(ValueError, match="alpha=1"):
+        barrier_values([0.0, 0.5], [1.0, 2.0])
+    assert barrier_values([0, 0.5, 1], [0.0, np.nan, 0.0])["barrier"] == np.inf
+
+
+def test_loss_barrier_equals_a_hand_loop(tmp_path):
+    a, b = _net([4, 6, 3], 0), _net([4, 6, 3], 1)
+    X = torch.randn(30, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=torch.Generator().manual_seed(1))
+    alphas = np.linspace(0, 1, 11)
+    res = loss_barrier(a, b, (X, y), alphas=alphas)
+    va, vb = parameters_to_vector(a), parameters_to_vector(b)
+    losses, accs = [], []
+    for al in alphas:
+        m = copy.deepcopy(a)
+        torch.nn.utils.vector_to_parameters((1 - al) * va + al * vb, m.parameters())
+        with torch.no_grad():
+            out = m(X)
+        losses.append(float(F.cross_entropy(out, y)))
+        accs.append(float((out.argmax(1) == y).double().mean()))
+    np.testing.assert_allclose(res.metrics["loss"], losses, rtol=1e-10)
+    lin = [lo - ((1 - al) * losses[0] + al * losses[-1]) for al, lo in zip(alphas, losses)]
+    assert res.loss_barrier == pytest.approx(max(lin), abs=1e-10)
+    assert res.peak_alpha == alphas[int(np.argmax(lin))]
+    assert res.loss_barrier_mean == pytest.approx(max(losses) - (losses[0] + losses[-1]) / 2, abs=1e-10)
+    assert res.accuracy_barrier == pytest.approx(max((1 - al) * accs[0] + al * accs[-1] - x
+                                                     for al, x in zip(alphas, accs)), abs=1e-12)  # fmt: skip
+    again = load_result(res.save(tmp_path / "barrier"))
+    assert isinstance(again, BarrierResult) and again.loss_barrier == res.loss_barrier
+    # the same numbers from an evaluated line
+    from landscape.surface import line
+
+    assert barrier_of(line(a, a, b, (X, y), alphas)).loss_barrier == pytest.approx(res.loss_barrier, abs=1e-12)
+
+
+def test_repaired_barrier_hits_the_endpoints_and_repaired_midpoint():
+    a, b = _net([4, 6, 3], 0), _net([4, 6, 3], 1)
+    X = torch.randn(30, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=torch.Generator().manual_seed(1))
+    res = loss_barrier(a, b, (X, y), alphas=[0, 0.5, 1], repair=True)
+    plain = loss_barrier(a, b, (X, y), alphas=[0, 0.5, 1])
+    assert res.path == "line+repair"
+    np.testing.assert_allclose(res.metrics["loss"][[0, 2]], plain.metrics["loss"][[0, 2]], rtol=1e-12)
+    with torch.no_grad():
+        mid = float(F.cross_entropy(repair(a, b, (X, y), alpha=0.5)(X), y))
+    assert res.metrics["loss"][1] == pytest.approx(mid, rel=1e-10)
+
+
+def test_weight_matching_takes_dicts_and_regression_barriers_skip_accuracy():
+    a, b = _net([4, 6, 3], 0), _net([4, 6, 3], 1)
+    spec = permutation_spec(a)
+    on_models = weight_matching(a, b)
+    on_dicts = weight_matching(dict(a.named_parameters()), dict(b.named_parameters()), spec=spec)
+    assert all(np.array_equal(on_models.permutation[g], on_dicts.permutation[g]) for g in spec.groups)
+    with pytest.raises(ValueError, match="spec="):
+        weight_matching(dict(a.named_parameters()), dict(b.named_parameters()))
+    X = torch.randn(20, 4, dtype=torch.float64)
+    res = loss_barrier(a, b, (X, torch.randn(20, 3, dtype=torch.float64)), alphas=[0, 0.5, 1])
+    assert set(res.metrics) == {"loss"} and np.isnan(res.accuracy_barrier)

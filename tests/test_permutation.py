@@ -1,0 +1,238 @@
+"""Permutation specs: derived permutations leave the function unchanged, compose and invert exactly."""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from landscape.models import build_model
+from landscape.params import ParamLayout, parameters_to_vector
+from landscape.permutation import (
+    PermutationSpec,
+    PermutationSpecError,
+    apply_permutation,
+    compose_permutations,
+    identity_permutation,
+    invert_permutation,
+    permutation_spec,
+    random_permutation,
+)
+
+
+class _ResidualMLP(nn.Module):
+    """A residual stream through Linear layers, with a LayerNorm and a functional relu."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(5, 8)
+        self.f1 = nn.Linear(8, 6)
+        self.f2 = nn.Linear(6, 8)
+        self.norm = nn.LayerNorm(8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        h = h + self.f2(torch.relu(self.f1(h)))
+        return self.out(self.norm(h))
+
+
+class _ConvFunctional(nn.Module):
+    """Convolutions with functional pooling and ``x.view(B, -1)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.c2 = nn.Conv2d(4, 5, 3, padding=1)
+        self.fc = nn.Linear(5 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.max_pool2d(nn.functional.relu(self.bn(self.c1(x))), 2)
+        h = torch.tanh(self.c2(h))
+        return self.fc(h.view(h.size(0), -1))
+
+
+class _LSTMNet(nn.Module):
+    """Linear -> tanh -> LSTM (1 or 2 layers) -> Linear on the last step or on the last layer's h_n."""
+
+    def __init__(self, layers: int, use_h: bool) -> None:
+        super().__init__()
+        self.inp = nn.Linear(3, 5)
+        self.rnn = nn.LSTM(5, 6, num_layers=layers, batch_first=True)
+        self.fc = nn.Linear(6, 2)
+        self.use_h = use_h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, (h, _) = self.rnn(torch.tanh(self.inp(x)))
+        return self.fc(h[-1] if self.use_h else out[:, -1])
+
+
+def _mlp() -> nn.Module:
+    return build_model("mlp", (1, 8, 8), 10, hidden=[7, 5], seed=0, dtype=torch.float64)
+
+
+# (name, builder, input shape): the registry every acceptance check runs over.
+CASES = [
+    ("mlp", _mlp, (1, 8, 8)),
+    ("mlp_tanh", lambda: build_model("mlp", (6,), 4, hidden=[5, 5, 5], activation="tanh", seed=1,
+                                     dtype=torch.float64), (6,)),  # fmt: skip
+    ("lenet5", lambda: build_model("lenet5", (1, 8, 8), 10, seed=0, dtype=torch.float64), (1, 8, 8)),
+    ("vgg_bn", lambda: build_model("vgg", (1, 8, 8), 10, cfg=(4, "M", 6, 6), hidden=8, dropout=0.0, seed=0,
+                                   dtype=torch.float64), (1, 8, 8)),  # fmt: skip
+    ("small_resnet", lambda: build_model("small_resnet", (1, 8, 8), 10, width=4, seed=0, dtype=torch.float64),
+     (1, 8, 8)),
+    ("resnet_2blocks", lambda: build_model("small_resnet", (3, 8, 8), 5, width=4, blocks=(2, 2), seed=0,
+                                           dtype=torch.float64), (3, 8, 8)),  # fmt: skip
+    ("residual_mlp", lambda: _ResidualMLP().double(), (5,)),
+    ("conv_functional", lambda: _ConvFunctional().double(), (1, 8, 8)),
+    ("lstm_last_step", lambda: _LSTMNet(1, False).double(), (7, 3)),
+    ("lstm2_h_n", lambda: _LSTMNet(2, True).double(), (7, 3)),
+]
+
+
+def _randomize_buffers(m: nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.running_mean.copy_(torch.rand(mod.running_mean.shape, generator=g, dtype=torch.float64) - 0.5)
+                mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g, dtype=torch.float64) + 0.5)
+                mod.weight.copy_(torch.rand(mod.weight.shape, generator=g, dtype=torch.float64) + 0.5)
+                mod.bias.copy_(torch.rand(mod.bias.shape, generator=g, dtype=torch.float64) - 0.5)
+
+
+def _bits(sd: dict[str, torch.Tensor]) -> dict[str, bytes]:
+    return {k: v.detach().contiguous().numpy().tobytes() for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize(("name", "build", "shape"), CASES, ids=[c[0] for c in CASES])
+def test_permutation_preserves_outputs_and_inverse_restores(name, build, shape, train):
+    model = build()
+    _randomize_buffers(model, 3)
+    spec = permutation_spec(model)
+    assert spec.groups, "no hidden units found"
+    x = torch.randn(6, *shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    before = _bits(model.state_dict())
+    for seed in range(3):
+        perm = random_permutation(spec, seed=seed)
+        new = apply_permutation(spec, perm, model)
+        assert _bits(model.state_dict()) == before, "the input model was written"
+        changed = any(not torch.equal(p, q) for p, q in zip(model.parameters(), new.parameters()))
+        assert changed or all(bool((p == torch.arange(len(p))).all()) for p in perm.values())
+        ref, per = copy.deepcopy(model).train(train), copy.deepcopy(new).train(train)
+        with torch.no_grad():
+            assert float((ref(x) - per(x)).abs().max()) <= 1e-12
+            if train:  # train-mode BatchNorm updates its running statistics: permuted alike
+                back = apply_permutation(spec, invert_permutation(perm), per)
+                for k, v in ref.state_dict().items():
+                    assert torch.allclose(back.state_dict()[k].double(), v.double(), atol=1e-12, rtol=0), k
+        back = apply_permutation(spec, invert_permutation(perm), new)
+        assert _bits(back.state_dict()) == before, "the inverse did not restore the model bitwise"
+
+
+def test_specs_of_the_zoo():
+    resnet = build_model("small_resnet", (1, 8, 8), 10, width=4, seed=0)
+    spec = permutation_spec(resnet)
+    # stage 0: the stem's stream runs through the identity shortcut; stages 1-2 each start a new stream at
+    # their projection shortcut, shared with conv2 of the block
+    assert spec.sizes == {"P_conv1": 4, "P_layers.0.0.conv1": 4, "P_layers.1.0.conv1": 8, "P_layers.1.0.conv2": 8,
+                          "P_layers.2.0.conv1": 16, "P_layers.2.0.conv2": 16}  # fmt: skip
+    stream = {a.tensor for a in spec.axes_of("P_conv1") if a.axis == 0}
+    assert {"conv1.weight", "bn1.running_mean", "layers.0.0.conv2.weight", "layers.0.0.bn2.running_var"} <= stream
+    shortcut = {a.tensor for a in spec.axes_of("P_layers.1.0.conv2")}
+    assert "layers.1.0.shortcut.conv.weight" in shortcut and "layers.1.0.shortcut.bn.bias" in shortcut
+    assert "fc.weight" in {a.tensor for a in spec.axes_of("P_layers.2.0.conv2")}
+    # the classifier's outputs are fixed; num_batches_tracked never moves
+    assert not any(a.tensor.startswith("fc.") and a.axis == 0 for a in spec.axes)
+    assert not any("num_batches_tracked" in a.tensor for a in spec.axes)
+    lenet = permutation_spec(build_model("lenet5", (1, 8, 8), 10, seed=0))
+    (flat,) = [a for a in lenet.axes if a.tensor == "fc1.weight" and a.axis == 1]
+    assert (flat.group, flat.block) == ("P_conv2", 4)  # 16 channels of 2x2 flattened into fc1
+
+
+def test_lstm_gates_share_one_permutation():
+    spec = permutation_spec(_LSTMNet(2, True))
+    assert spec.sizes == {"P_inp": 5, "P_rnn.l0": 6, "P_rnn.l1": 6}
+    ih = {(a.axis, a.group, a.repeat) for a in spec.tensor_axes("rnn.weight_ih_l1")}
+    assert ih == {(0, "P_rnn.l1", 4), (1, "P_rnn.l0", 1)}
+    hh = {(a.axis, a.group, a.repeat) for a in spec.tensor_axes("rnn.weight_hh_l0")}
+    assert hh == {(0, "P_rnn.l0", 4), (1, "P_rnn.l0", 1)}
+
+
+def test_spec_round_trips_through_json():
+    import json
+
+    spec = permutation_spec(build_model("small_resnet", (1, 8, 8), 10, width=4, seed=0))
+    again = PermutationSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec
+
+
+def test_compose_and_invert():
+    model = _mlp()
+    spec = permutation_spec(model)
+    p, q = random_permutation(spec, seed=1), random_permutation(spec, seed=2)
+    two = apply_permutation(spec, q, apply_permutation(spec, p, model))
+    one = apply_permutation(spec, compose_permutations(p, q), model)
+    assert _bits(two.state_dict()) == _bits(one.state_dict())
+    ident = compose_permutations(p, invert_permutation(p))
+    assert all(torch.equal(v, identity_permutation(spec)[g]) for g, v in ident.items())
+
+
+def test_vectors_and_dicts():
+    model = _mlp()
+    spec = permutation_spec(model)
+    perm = random_permutation(spec, seed=4)
+    vec = parameters_to_vector(model)
+    pv = apply_permutation(spec, perm, vec, layout=model)
+    assert torch.equal(pv, parameters_to_vector(apply_permutation(spec, perm, model)))
+    assert torch.equal(apply_permutation(spec, invert_permutation(perm), pv, layout=ParamLayout.from_model(model)), vec)
+    with pytest.raises(ValueError, match="layout"):
+        apply_permutation(spec, perm, vec)
+    with pytest.raises(ValueError, match="not a permutation"):
+        apply_permutation(spec, {g: torch.zeros(n, dtype=torch.long) for g, n in spec.sizes.items()}, model)
+
+
+@pytest.mark.parametrize(
+    ("model", "match"),
+    [
+        (build_model("alexnet", (3, 32, 32), 10, seed=0), "lrn1"),
+        (nn.Sequential(OrderedDict(fc=nn.Linear(3, 4), rnn=nn.LSTM(4, 5, bidirectional=True))), "LSTM 'rnn'"),
+        (nn.Sequential(OrderedDict(c=nn.Conv2d(2, 4, 3), g=nn.Conv2d(4, 4, 3, groups=2))), "grouped convolution 'g'"),
+    ],
+    ids=["lrn", "bidirectional-lstm", "grouped-conv"],
+)
+def test_unsupported_modules_are_named(model, match):
+    with pytest.raises(PermutationSpecError, match=match):
+        permutation_spec(model)
+
+
+def test_concatenation_is_named():
+    class Cat(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.a(x)
+            return self.b(torch.cat([h, h], 1))
+
+    with pytest.raises(PermutationSpecError, match="cat"):
+        permutation_spec(Cat())
+
+
+def test_untraceable_model_is_a_clear_error():
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.a(x) if x.sum() > 0 else x
+
+    with pytest.raises(PermutationSpecError, match="trace"):
+        permutation_spec(Branchy())

@@ -1,0 +1,338 @@
+"""The store never lies: sealed index and manifest, recovery that deletes nothing intact, an unbreakable lock,
+``check`` / ``--repair``, and cheap recording (durable modes, cached layouts)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import landscape.trajectory as trajectory_module
+from landscape import cli
+from landscape.params import ParamLayout, parameters_to_vector
+from landscape.trajectory import CorruptTrajectoryError, Trajectory, TrajectoryError
+
+HELPER = Path(__file__).with_name("_trajectory_writer.py")
+_spec = importlib.util.spec_from_file_location("_trajectory_writer", HELPER)
+writer = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(writer)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def store(tmp_path, n=6, name="t", **kw):
+    t = Trajectory.create(tmp_path / name, **kw)
+    for i in range(n):
+        e = writer.expected(i)
+        t.append(e.pop("vector"), **e)
+    t.close()
+    return tmp_path / name
+
+
+def files(p):
+    return {q.relative_to(p): q.read_bytes() for q in sorted(p.rglob("*")) if q.is_file()}
+
+
+def assert_all(t, n):
+    assert len(t) == n
+    for i in range(n):
+        e, s = writer.expected(i), t[i]
+        assert torch.equal(s.vector, e["vector"]) and s.vector.dtype == e["vector"].dtype
+        assert (s.step, s.epoch, s.wall_time, s.metrics, s.tags) == (
+            e["step"], e["epoch"], e["wall_time"], e["metrics"], e["tags"]
+        )  # fmt: skip
+        assert all(torch.equal(s.buffers[k], v) for k, v in e["buffers"].items()) and s.layout == e["layout"]
+
+
+def quiet_open(p, mode="r"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return Trajectory.open(p, mode)
+
+
+# --------------------------------------------------------------------------- issue 17 repros
+def test_edited_step_in_the_index_is_an_error_naming_the_line(tmp_path):
+    with Trajectory.create(tmp_path / "t") as t:
+        t.append(torch.zeros(3), step=3)
+    index = tmp_path / "t" / "index.jsonl"
+    data = index.read_bytes()
+    assert data.count(b'"step":3') == 1
+    index.write_bytes(data.replace(b'"step":3', b'"step":2'))
+    with pytest.raises(CorruptTrajectoryError, match=r"index.jsonl: line 1 \(snapshot 0\) fails its checksum"):
+        Trajectory.open(tmp_path / "t")
+
+
+def test_edited_layout_name_in_the_manifest_is_an_error_naming_the_file(tmp_path):
+    with Trajectory.create(tmp_path / "t") as t:
+        t.append(torch.zeros(3))
+    manifest = tmp_path / "t" / "manifest.json"
+    data = manifest.read_bytes()
+    assert data.count(b'"vector"') == 1
+    manifest.write_bytes(data.replace(b'"vector"', b'"vectos"'))
+    for mode in ("r", "a"):
+        with pytest.raises(CorruptTrajectoryError, match=r"manifest.json fails its checksum"):
+            Trajectory.open(tmp_path / "t", mode)
+
+
+def test_append_mode_never_deletes_intact_snapshots(tmp_path):
+    p = store(tmp_path)
+    index = p / "index.jsonl"
+    before = files(p)
+    index.write_bytes(before[Path("index.jsonl")][: len(before[Path("index.jsonl")]) // 2])
+    assert_all(Trajectory.open(p), 6)  # a reader takes the snapshots the index lacks from the packs
+    with pytest.warns(UserWarning, match=r"indexed snapshots \[3, 4, 5\] from their packs"):
+        t = Trajectory.open(p, "a")
+    t.close()
+    assert files(p) == before  # the index is exactly what it was: nothing was lost, nothing deleted
+    assert_all(Trajectory.open(p), 6)
+
+    index.unlink()  # a lost index is damage: refused, every file left in place, repair is explicit
+    for mode in ("r", "a"):
+        with pytest.raises(CorruptTrajectoryError, match=r"index.jsonl is missing .*6 snapshots.*--repair"):
+            Trajectory.open(p, mode)
+    assert files(p) == {k: v for k, v in before.items() if k != Path("index.jsonl")}
+    rep = Trajectory.check(p, repair=True)
+    assert rep.repaired and rep.intact == list(range(6)), str(rep)
+    assert files(p) == before
+    assert_all(Trajectory.open(p), 6)
+
+
+def test_recovery_refuses_damage_and_changes_nothing(tmp_path):
+    p = store(tmp_path)
+    index = p / "index.jsonl"
+    lines = index.read_bytes().split(b"\n")
+    pack = p / "snapshots" / "00000000.pack"
+
+    cases = {
+        "middle index line": lambda: index.write_bytes(b"\n".join([lines[0], lines[1][:-9], *lines[2:]])),
+        # the last snapshot is complete but not indexed (a crash), and damaged (not a crash)
+        "damaged unindexed tail": lambda: (
+            index.write_bytes(b"\n".join(lines[:5]) + b"\n"),
+            _flip(pack, pack.stat().st_size - 3),
+        ),
+        "pack shorter than the index": lambda: os.truncate(pack, pack.stat().st_size - 50),
+        "pack missing": lambda: pack.unlink(),
+    }  # fmt: skip
+    clean = files(p)
+    for what, damage in cases.items():
+        damage()
+        before = files(p)
+        with pytest.raises(CorruptTrajectoryError, match=r"index.jsonl|00000000.pack"):
+            Trajectory.open(p, "a")
+        assert files(p) == before, what
+        for q, data in clean.items():  # restore
+            (p / q).write_bytes(data)
+
+
+def _flip(f, off, bit=0x01):
+    with open(f, "r+b") as fh:
+        fh.seek(off)
+        b = fh.read(1)[0]
+        fh.seek(off)
+        fh.write(bytes([b ^ bit]))
+
+
+def test_deleting_a_lock_file_does_not_admit_a_second_writer(tmp_path):
+    p = store(tmp_path, n=2)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(HELPER), "hold", str(p)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        for q in p.rglob("*lock*"):  # whatever lock file there may be, remove it under the live writer
+            q.unlink()
+        with pytest.raises(TrajectoryError, match="another writer"):
+            Trajectory.open(p, "a")
+        with pytest.raises(TrajectoryError, match="another writer"):
+            Trajectory.check(p, repair=True)
+        assert len(Trajectory.open(p)) == 2  # readers are never locked out
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    with Trajectory.open(p, "a") as t:  # released when the writer closes (or dies)
+        assert len(t) == 2
+
+
+# --------------------------------------------------------------------------- check and repair
+def test_check_reports_damage_and_repairs_only_when_asked(tmp_path):
+    p = store(tmp_path)
+    rep = Trajectory.check(p)
+    assert rep.ok and rep.intact == list(range(6)) and str(rep).endswith("OK")
+    index = p / "index.jsonl"
+    lines = index.read_bytes().split(b"\n")
+    index.write_bytes(b"\n".join(lines[:2] + [lines[2].replace(b'"step":20', b'"step":21')] + lines[3:]))
+    before = files(p)
+    rep = Trajectory.check(p)
+    assert not rep.ok and rep.recoverable == [2] and rep.lost == []
+    assert any(f == "index.jsonl" and "line 3 (snapshot 2)" in w for f, w in rep.problems), rep.problems
+    assert files(p) == before  # never by default
+    rep = Trajectory.check(p, repair=True)
+    assert rep.repaired and "REPAIRED" in str(rep)
+    assert (p / "index.jsonl.damaged").read_bytes() == before[Path("index.jsonl")]
+    assert_all(Trajectory.open(p), 6)
+    assert Trajectory.check(p).ok
+
+
+def test_check_lost_snapshots(tmp_path):
+    p = store(tmp_path)
+    rec = [Trajectory.open(p)._records[i] for i in range(6)]
+    pack = p / "snapshots" / rec[1]["file"]
+    _flip(pack, rec[1]["off"] + rec[1]["size"] - 5)  # snapshot 1's tensors: lost, later ones survive
+    before = files(p)
+    rep = Trajectory.check(p, repair=True)
+    assert rep.lost == [1] and not rep.repaired and "snapshot 1 is lost but later snapshots survive" in str(rep)
+    assert files(p) == before
+
+    _flip(pack, rec[1]["off"] + rec[1]["size"] - 5)  # undo; now damage the last snapshot
+    last = p / "snapshots" / rec[5]["file"]
+    _flip(last, rec[5]["off"] + rec[5]["size"] - 5)
+    rep = Trajectory.check(p, repair=True)
+    assert rep.repaired and rep.intact == [0, 1, 2, 3, 4], str(rep)
+    assert "dropped the lost snapshots 5..5" in str(rep)
+    aside = list((p / "snapshots").glob("*.damaged-*"))
+    assert len(aside) == 1 and aside[0].stat().st_size == rec[5]["size"]  # moved aside, not deleted
+    t = Trajectory.open(p, "a")
+    assert_all(t, 5)
+    e = writer.expected(5)
+    t.append(e.pop("vector"), **e)
+    t.close()
+    assert_all(Trajectory.open(p), 6)
+    assert Trajectory.check(p).ok
+
+
+def test_cli_check_and_damaged_snapshot_message(tmp_path, capsys):
+    p = store(tmp_path, n=3)
+    assert cli.main(["check", str(p)]) == 0 and capsys.readouterr().out.strip().endswith("OK")
+    rec = Trajectory.open(p)._records[1]
+    pack = p / "snapshots" / rec["file"]
+    os.truncate(pack, rec["off"] + rec["size"] - 10)
+    assert cli.main(["check", str(p)]) == 1
+    out = capsys.readouterr().out
+    assert "lost (tensors damaged or missing): 1-2" in out and "DAMAGED" in out
+    template = nn.Sequential(nn.Linear(40, 50), nn.Linear(50, 3))
+    with pytest.raises(cli.CLIError, match=r"the trajectory is damaged: .*00000000.pack is truncated") as e:
+        cli.load_point(f"{p}:1", template)
+    assert "architecture" not in str(e.value)
+    assert cli.main(["check", str(tmp_path / "nothing")]) == 2
+
+
+# --------------------------------------------------------------------------- recording cost
+class _CountingOs:
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        attr = getattr(os, name)
+        if name not in ("fsync", "fdatasync", "open", "write", "replace"):
+            return attr
+
+        def call(*a, **k):
+            self.calls.append(name)
+            return attr(*a, **k)
+
+        return call
+
+
+@pytest.mark.parametrize(
+    "durable, per_append",
+    [(True, ["write", "fdatasync", "write"]), ("append", ["write", "fdatasync", "write"]),
+     ("flush", ["write", "write"]), (False, ["write", "write"])],
+)  # fmt: skip
+def test_durable_modes_sync_when_promised(tmp_path, monkeypatch, durable, per_append):
+    counting = _CountingOs()
+    monkeypatch.setattr(trajectory_module, "os", counting)
+    t = Trajectory.create(tmp_path / "t", durable=durable)
+    t.append(torch.zeros(5))
+    counting.calls.clear()
+    for _ in range(3):
+        t.append(torch.zeros(5))  # one pack, one index: no file is created or renamed per snapshot
+    assert counting.calls == per_append * 3
+    counting.calls.clear()
+    t.flush()
+    assert counting.calls.count("fsync") + counting.calls.count("fdatasync") >= 2  # pack (unless synced), dir, index
+    counting.calls.clear()
+    t.close()
+    assert (counting.calls.count("fsync") > 0) == bool(durable)
+    assert torch.equal(Trajectory.open(tmp_path / "t").vectors(), torch.zeros(4, 5))
+    with pytest.raises(ValueError, match="durable"):
+        Trajectory.create(tmp_path / "u", durable="always")
+
+
+def test_append_model_does_not_rebuild_the_layout_per_snapshot(tmp_path, monkeypatch):
+    calls = []
+    real = ParamLayout.from_model.__func__
+    monkeypatch.setattr(ParamLayout, "from_model", classmethod(lambda cls, m: calls.append(1) or real(cls, m)))
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    expected = []
+    with Trajectory.create(tmp_path / "t", durable="flush") as t:
+        for s in range(10):
+            with torch.no_grad():
+                net[0].weight.add_(1.0)
+            expected.append(parameters_to_vector(net))
+            t.append_model(net, step=s)
+        assert len(calls) == 1
+        net[1] = nn.Linear(4, 3)  # a tunnel-like change: new tensors, new layout, new segment
+        t.append_model(net, step=10)
+        net[0].bias.requires_grad_(False)  # freezing is not a layout change: same segment, no rebuild
+        t.append_model(net, step=11)
+        assert len(calls) == 2 and [s.start for s in t.segments] == [0, 10]
+    r = Trajectory.open(tmp_path / "t")
+    assert all(torch.equal(r[s].vector, expected[s]) for s in range(10))  # the cached path reads fresh values
+
+
+def test_packs_rotate_and_every_pack_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setattr(Trajectory, "PACK_BYTES", 30_000)  # about two snapshots per pack
+    p = store(tmp_path, n=9, durable="flush")
+    packs = sorted(q.name for q in (p / "snapshots").glob("*.pack"))
+    assert packs == ["00000000.pack", "00000002.pack", "00000004.pack", "00000006.pack", "00000008.pack"]
+    assert_all(Trajectory.open(p), 9)
+    assert Trajectory.check(p).ok
+    (p / "index.jsonl").write_bytes(b"")  # every line lost: the packs still know every snapshot
+    rep = Trajectory.check(p)
+    assert rep.recoverable == list(range(9)) and rep.lost == []
+    assert Trajectory.check(p, repair=True).repaired
+    assert_all(Trajectory.open(p), 9)
+
+
+def test_repair_rebuilds_a_damaged_manifest_from_the_packs(tmp_path):
+    p = store(tmp_path, n=8, meta={"seed": 1})  # two segments
+    manifest = p / "manifest.json"
+    data = manifest.read_bytes()
+    manifest.write_bytes(data.replace(b'"1.weight"', b'"1.weighs"', 1))
+    with pytest.raises(CorruptTrajectoryError, match="manifest.json fails its checksum"):
+        Trajectory.open(p)
+    rep = Trajectory.check(p)
+    assert not rep.ok and rep.problems[0][0] == "manifest.json"
+    rep = Trajectory.check(p, repair=True)
+    assert rep.repaired and "rebuilt" in str(rep) and "run metadata (meta)" in str(rep), str(rep)
+    assert (p / "manifest.json.damaged").read_bytes() == data.replace(b'"1.weight"', b'"1.weighs"', 1)
+    t = Trajectory.open(p)
+    assert_all(t, 8)
+    assert [(s.start, s.stop) for s in t.segments] == [(0, 6), (6, 8)] and t.meta == {}
+    assert Trajectory.check(p).ok
+
+
+def test_one_walk_equals_torchs_named_parameters_and_buffers():
+    from landscape.trajectory import _named_tensors
+
+    shared = nn.Linear(2, 2)
+    inner = nn.Sequential(nn.Linear(4, 4, bias=False), nn.BatchNorm1d(4))
+    nets = [
+        nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), inner, nn.Sequential(inner, nn.ReLU())),  # shared module
+        nn.Sequential(shared, nn.ReLU(), shared),
+        nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False), nn.Flatten()),
+    ]
+    tied = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    tied[1].weight = tied[0].weight  # a tied parameter under two names
+    tied.register_buffer("scale", torch.ones(1), persistent=False)
+    nets.append(tied)
+    for net in nets:
+        params, buffers = _named_tensors(net)
+        assert [(k, id(v)) for k, v in params] == [(k, id(v)) for k, v in net.named_parameters()]
+        assert [(k, id(v)) for k, v in buffers.items()] == [(k, id(v)) for k, v in net.named_buffers()]

@@ -1,0 +1,138 @@
+"""Premise checks and verdict statistics on synthetic inputs (issue 18): a premise that fails, an effect
+inside the noise, intervals and p-values against scipy and brute force."""
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+
+import jsonschema
+import numpy as np
+import pytest
+from scipy import stats
+
+from figures.contract import CLAIMS_SCHEMA, Claim
+from figures.make_all import figure_sort_key
+from figures.verdict import (
+    Verdict,
+    at_least,
+    at_most,
+    converged,
+    paired_effect,
+    paired_proportions,
+    verdict_for,
+)
+
+
+def test_paired_effect_equals_scipy_paired_t():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 1.0, 7), rng.normal(0.4, 1.0, 7)
+    eff = paired_effect(a, b, confidence=0.9)
+    ref = stats.ttest_rel(a, b)
+    ci = ref.confidence_interval(0.9)
+    assert eff.mean == pytest.approx(np.mean(a - b), rel=1e-12)
+    assert eff.p_value == pytest.approx(ref.pvalue, rel=1e-10)
+    assert (eff.ci_low, eff.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-10)
+    assert eff.n == 7 and eff.sd == pytest.approx(np.std(a - b, ddof=1), rel=1e-12)
+
+
+def test_single_seed_resolves_nothing_and_constant_difference_is_exact():
+    eff = paired_effect([0.93], [0.92])
+    assert math.isinf(eff.ci_low) and math.isinf(eff.ci_high)
+    assert verdict_for(eff) is Verdict.INCONCLUSIVE
+    exact = paired_effect([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])
+    assert exact.ci_low == exact.ci_high == 0.5 and verdict_for(exact) is Verdict.HELD
+
+
+def test_effect_inside_the_noise_is_inconclusive_and_opposite_effect_not_held():
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 1.0, 5)
+    small = paired_effect(noise + 0.01, noise + rng.normal(0, 0.5, 5))  # tiny true effect, large noise
+    assert small.ci_low < 0 < small.ci_high and verdict_for(small) is Verdict.INCONCLUSIVE
+    opposite = paired_effect([0.1, 0.2, 0.15, 0.12, 0.18], [0.5, 0.6, 0.55, 0.52, 0.58])
+    assert verdict_for(opposite, direction=1) is Verdict.NOT_HELD
+    assert verdict_for(opposite, direction=-1) is Verdict.HELD
+
+
+def test_an_interval_that_rules_out_the_papers_effect_is_not_held():
+    eff = paired_effect([0.01, -0.01, 0.0, 0.005, -0.004], 0.0)  # tight around zero
+    assert eff.ci_low < 0 < eff.ci_high
+    assert verdict_for(eff) is Verdict.INCONCLUSIVE
+    assert verdict_for(eff, paper_effect=0.05) is Verdict.NOT_HELD  # a 5-point effect would have shown
+    assert verdict_for(eff, paper_effect=0.005) is Verdict.INCONCLUSIVE  # too small for this noise
+
+
+def test_paired_proportions_p_value_is_the_exact_binomial_on_discordant_pairs():
+    rng = np.random.default_rng(2)
+    a = rng.random(300) < 0.9
+    b = a.copy()
+    flip = rng.choice(300, 25, replace=False)
+    b[flip] = ~b[flip]
+    eff = paired_proportions(a, b)
+    n01, n10 = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    k, m = min(n01, n10), n01 + n10
+    brute = min(1.0, 2 * sum(math.comb(m, i) for i in range(k + 1)) / 2**m)
+    assert eff.p_value == pytest.approx(brute, rel=1e-9)
+    assert eff.mean == pytest.approx(a.mean() - b.mean(), abs=1e-15)
+    assert eff.ci_low < eff.mean < eff.ci_high
+
+
+def test_converged_fails_on_a_falling_curve_and_passes_a_flat_one():
+    t = np.arange(100)
+    falling = 2.0 * np.exp(-t / 200)  # still losing ~5% over the last 10 points
+    flat = 0.5 + 0.5 * np.exp(-t / 5)
+    assert not converged(falling).met
+    p = converged(np.stack([flat, flat * 1.001]))
+    assert p.met and len(p.measured) == 2 and max(p.measured) < 0.01
+    with pytest.raises(ValueError, match="at least 2 points"):
+        converged([1.0])
+
+
+def test_failed_premise_makes_the_claim_not_tested_whatever_was_measured():
+    stuck = at_most("the control run is stuck", 0.31, 0.05, detail="relative loss drop of the control")
+    ok = at_least("the runs trained", [0.97, 0.98], 0.9)
+    c = Claim("Opening escapes the flat area.", None, 0.4, held=True, premises=[ok, stuck])
+    assert c.verdict is Verdict.NOT_TESTED and c.held is None
+    assert c.detail.startswith("premise not met: the control run is stuck") and "0.31" in c.detail
+    good = Claim("Opening escapes the flat area.", None, 0.4, held=True, premises=[ok])
+    assert good.verdict is Verdict.HELD and good.held is True and good.premise_met
+
+
+def test_claim_verdicts_held_mirror_and_schema():
+    eff = paired_effect([0.2, 0.3, 0.25], [0.1, 0.1, 0.12])
+    c = Claim("A beats B.", 0.05, [0.1, 0.2, 0.13], verdict=verdict_for(eff), effect=eff, scale="quick",
+              detail="test accuracy difference over 3 seeds")
+    assert c.held is True and c.measured == pytest.approx([0.1, 0.2, 0.13])
+    inc = Claim("A beats B.", None, 0.0, verdict="inconclusive", detail="interval covers zero")
+    assert inc.held is None and inc.verdict is Verdict.INCONCLUSIVE
+    with pytest.raises(ValueError, match="contradicts"):
+        Claim("A beats B.", None, 0.0, held=True, verdict="not held")
+    with pytest.raises(ValueError, match="say why"):
+        Claim("A beats B.", None, 0.0, verdict="inconclusive")
+    with pytest.raises(TypeError, match="numbers"):
+        Claim("A beats B.", None, [0.1, "x"], held=True)
+    claim_schema = CLAIMS_SCHEMA["properties"]["figures"]["items"]["properties"]["claims"]["items"]
+    for claim in (c, inc, Claim("x", None, 1.0, held=False, premises=[at_most("p", 2.0, 1.0)])):
+        d = json.loads(json.dumps(claim.to_dict(), allow_nan=False))
+        jsonschema.validate(d, claim_schema)
+    forged = {**c.to_dict(), "premises": [at_most("p", 2.0, 1.0).to_dict()]}  # failed premise, verdict held
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(json.loads(json.dumps(forged)), claim_schema)
+
+
+def test_figures_sort_by_paper_then_number():
+    names = ["im_table1", "im_fig10", "im_fig2_3", "im_fig9", "persistent_fig12", "persistent_fig1_2"]
+    paper = {n: n.split("_")[0] for n in names}
+    got = sorted(names, key=lambda n: figure_sort_key(n, paper[n]))
+    assert got == ["persistent_fig1_2", "persistent_fig12", "im_fig2_3", "im_fig9", "im_fig10", "im_table1"]
+    for x, y in itertools.pairwise(got):
+        assert figure_sort_key(x, paper[x]) < figure_sort_key(y, paper[y])
+
+
+def test_make_all_list_prints_every_figure_name():
+    out = subprocess.run([sys.executable, "-m", "figures.make_all", "--list"], capture_output=True, text=True,
+                         check=True, timeout=120)  # fmt: skip
+    names = [line.split("\t")[0] for line in out.stdout.splitlines()]
+    assert "toy_demo" in names and "im_fig10" in names and len(names) == len(set(names)) >= 20
+    assert names.index("im_fig2_3") < names.index("im_fig10")
