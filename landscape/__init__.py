@@ -15,6 +15,13 @@ from landscape.align import (
     weight_matching,
 )
 from landscape.barrier import BarrierResult, barrier_of, barrier_values, loss_barrier
+from landscape.curvature import (
+    CurvatureRecorder,
+    CurvatureTrace,
+    edge_of_stability_summary,
+    gradient_descent_curvature,
+    trajectory_curvature,
+)
 from landscape.curves import CurveKind, CurveResult, ModeCurve, curve_coefficients, evaluate_curve, fit_curve
 from landscape.directions import (
     directions_from_models,
@@ -63,6 +70,13 @@ from landscape.permutation import (
 )
 from landscape.results import Provenance, Result, load_result
 from landscape.saturation import SaturationHistory, SaturationRecorder, SaturationStats, measure_saturation
+from landscape.sharpness import (
+    SharpnessResult,
+    average_sharpness,
+    m_sharpness,
+    perturbation_scale,
+    worst_case_sharpness,
+)
 from landscape.surface import (
     BarycentricResult,
     BilinearResult,
@@ -146,6 +160,17 @@ __all__ = [
     "SaturationStats",
     "SaturationHistory",
     "SaturationRecorder",
+    # curvature over training, sharpness
+    "trajectory_curvature",
+    "CurvatureRecorder",
+    "CurvatureTrace",
+    "gradient_descent_curvature",
+    "edge_of_stability_summary",
+    "worst_case_sharpness",
+    "average_sharpness",
+    "m_sharpness",
+    "perturbation_scale",
+    "SharpnessResult",
     # connecting minima: permutations, alignment, barriers, curves
     "PermutationSpec",
     "PermutationSpecError",

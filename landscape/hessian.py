@@ -913,6 +913,7 @@ def hessian_eigenpairs(
     max_steps: int | None = None,
     seed: int = 0,
     block: int | None = None,
+    v0: Tensor | None = None,
     progress: bool = False,
 ) -> EigenPairs:
     """Top-k eigenvalues and eigenvectors by block Lanczos with full reorthogonalization.
@@ -930,7 +931,11 @@ def hessian_eigenpairs(
         max_steps: Product limit (default ``max(20 k, 100)``).
         seed: Seed of the start block.
         block: Lanczos block size (default ``min(k, 2)``): eigenvalues repeated up to ``block`` times show
-            every copy; pass ``k`` to find any multiplicity.
+            every copy; pass ``k`` to find any multiplicity. With ``v0``, the width of each expansion after
+            the start block.
+        v0: Warm start: start vectors ``(n, j)`` or ``(n,)`` in subset coordinates, e.g. the ``vectors`` of
+            the eigenpairs at a nearby point (the previous snapshot of a trajectory). Same stopping rule, so
+            the same accuracy in fewer products when the start is good.
         progress: Show a progress bar.
 
     Returns:
@@ -950,6 +955,7 @@ def hessian_eigenpairs(
         breakdown=_breakdown(op),
         block=block,
         eps=float(torch.finfo(op.dtype).eps),
+        v0=v0,
         progress=progress,
     )
 

@@ -267,6 +267,17 @@ def _new_block(w: Tensor, basis: Tensor, scale: float, breakdown: float, gen: to
     return q, R
 
 
+def _start_vectors(v0: Tensor, n: int) -> Tensor:
+    """``v0`` as float64 columns ``(n, j)``, checked."""
+    v = v0.detach().to(torch.float64)
+    v = v[:, None] if v.dim() == 1 else v
+    if v.dim() != 2 or v.shape[0] != n or v.shape[1] == 0:
+        raise ValueError(f"v0 must have shape ({n},) or ({n}, j) with j >= 1, got {tuple(v0.shape)}")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError("v0 has non-finite entries")
+    return v
+
+
 def top_eigenpairs(
     matmat: MatMat,
     n: int,
@@ -279,6 +290,7 @@ def top_eigenpairs(
     breakdown: float = 1e-5,
     block: int | None = None,
     eps: float = float(np.finfo(np.float64).eps),
+    v0: Tensor | None = None,
     progress: bool = False,
 ) -> EigenPairs:
     """Extremal eigenpairs of a symmetric operator by block Lanczos with full reorthogonalization.
@@ -297,6 +309,14 @@ def top_eigenpairs(
     (~2x the products at ``k = 5``). After a breakdown (invariant subspace) the block continues from random
     vectors orthogonal to the basis.
 
+    Warm start: ``v0`` (e.g. the eigenvectors of a nearby operator, such as the previous snapshot's Hessian
+    along a trajectory) is the first block, all its columns at once (random columns complete it to
+    ``min(k, 2)``). The space then grows by the residuals ``A y_i - theta_i y_i`` of up to ``block``
+    unconverged wanted Ritz pairs per step, with the Rayleigh-Ritz projection taken on the whole basis: for a
+    single vector this is Lanczos itself, and for ``k > 1`` it keeps the blocks narrow once the start block
+    has done its work (a block of ``k`` columns throughout cost as many products as a cold start). Same
+    stopping rule, so a warm start changes only the number of products, not the accuracy.
+
     Args:
         matmat: The symmetric operator.
         n: Its dimension.
@@ -308,22 +328,28 @@ def top_eigenpairs(
         breakdown: Relative threshold for an invariant subspace.
         block: Columns per Lanczos step (default ``min(k, 2)``); ``1`` is single-vector Lanczos.
         eps: Unit roundoff of the products (their dtype's machine epsilon); float64 by default.
+        v0: Start vectors, shape ``(n, j)`` or ``(n,)`` (need not be orthonormal); default random.
         progress: Show a progress bar.
 
     Returns:
         The eigenpairs (``converged`` is ``False`` if the product limit came first).
 
     Raises:
-        ValueError: If ``k`` is not in ``[1, n]``, ``block < 1`` or ``which`` is unknown.
+        ValueError: If ``k`` is not in ``[1, n]``, ``block < 1`` or ``which`` is unknown, or ``v0`` has the
+            wrong length or non-finite entries.
     """
     which = _enum(Which, which, "which")
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and the dimension {n}, got {k}")
+    start = None if v0 is None else _start_vectors(v0, n)
     b = min(k, 2) if block is None else int(block)
     if b < 1:
         raise ValueError(f"block must be at least 1, got {block}")
     b = min(b, n)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    if start is not None:
+        limit = min(n, max(k, b, start.shape[1], max_steps or max(20 * k, 100)))
+        return _warm_eigenpairs(matmat, n, k, which, tol, eps, limit, start, b, breakdown, gen, progress)
     limit = min(n, max(k, b, max_steps or max(20 * k, 100)))
     basis = torch.zeros(limit, n, dtype=torch.float64)
     T = np.zeros((limit, limit))
@@ -361,6 +387,81 @@ def top_eigenpairs(
             q = _new_block(w[:, :nxt], basis[:m], scale, breakdown, gen)[0]
             R = q.T @ w
         T[m : m + nxt, m - bw : m] = R.numpy()
+
+
+def _warm_eigenpairs(
+    matmat: MatMat,
+    n: int,
+    k: int,
+    which: Which,
+    tol: float,
+    eps: float,
+    limit: int,
+    start: Tensor,
+    b: int,
+    breakdown: float,
+    gen: torch.Generator,
+    progress: bool,
+) -> EigenPairs:
+    """:func:`top_eigenpairs` from start vectors: a subspace grown by the residuals of unconverged Ritz pairs.
+
+    Keeps the basis ``Q`` (rows of ``basis``), ``T = Q^T A Q`` in full (not only a band: the blocks vary in
+    width) and the residual images ``P A Q`` with ``P = I - Q Q^T`` (rows of ``res``, re-projected as the
+    basis grows), so the residual of a Ritz pair ``(theta, Q s)`` is ``(P A Q) s``: computed explicitly for
+    the wanted pairs, and for the others (only their gaps use them) from the Gram matrix
+    ``G = (P A Q)(P A Q)^T``, updated in ``O(n m b)`` per step like the reorthogonalization.
+    """
+    j = start.shape[1]
+    fill = torch.randn(n, max(0, min(k, 2, n) - j), generator=gen, dtype=torch.float64)
+    first = torch.cat([start, fill], dim=1)[:, :limit]
+    basis = torch.zeros(limit, n, dtype=torch.float64)
+    res = torch.zeros(limit, n, dtype=torch.float64)
+    T = np.zeros((limit, limit))
+    G = torch.zeros(limit, limit, dtype=torch.float64)
+    # Rank-deficient start vectors (repeated, or zero) get random replacements orthogonal to the rest.
+    q, _ = _new_block(first, basis[:0], float(first.norm(dim=0).max()), breakdown, gen)
+    m = 0
+    bar = tqdm(total=limit, desc="Lanczos (top-k, warm)", disable=not progress, leave=False)
+    while True:
+        bw = q.shape[1]
+        basis[m : m + bw] = q.T
+        w = matmat(q).to(torch.float64)
+        bar.update(bw)
+        coef = basis[: m + bw] @ w  # (m + bw, bw): the new columns of T, against the whole basis
+        T[: m + bw, m : m + bw] = coef.numpy()
+        T[m : m + bw, : m + bw] = coef.numpy().T
+        w = w - basis[: m + bw].T @ coef
+        w = _orthogonalize(w, basis[None, : m + bw].expand(bw, -1, -1))  # (n, bw), orthogonal to Q
+        if m:  # the old residual images lose their part along the new block: G -= c c^T
+            c = res[:m] @ q  # (m, bw)
+            res[:m] -= c @ q.T
+            G[:m, :m] -= c @ c.T
+            cross = res[:m] @ w
+            G[:m, m : m + bw], G[m : m + bw, :m] = cross, cross.T
+        res[m : m + bw] = w.T
+        G[m : m + bw, m : m + bw] = w.T @ w
+        m += bw
+        theta, S = np.linalg.eigh((T[:m, :m] + T[:m, :m].T) / 2)
+        St = torch.from_numpy(S)
+        r_all = torch.einsum("ji,jk,ki->i", St, G[:m, :m], St).clamp_min(0).sqrt().numpy() if m < n else np.zeros(m)
+        idx = _wanted(theta, min(k, m), which)
+        if m < n:  # the wanted residuals explicitly: s^T G s cancels down to ~sqrt(eps) ||G||^(1/2)
+            r_all[idx] = (res[:m].T @ St[:, idx]).norm(dim=0).numpy()
+        norm = float(np.abs(theta).max())
+        threshold = max(tol, 100 * eps) * norm
+        open_ = [int(i) for i in idx if r_all[i] > threshold]
+        done = m >= k and not open_
+        # Wanted pairs not yet in the space (m < k) expand by the largest residuals too.
+        grow = open_ if open_ else [int(i) for i in idx]
+        nxt = min(b, len(grow), n - m, limit - m) if not done else 0
+        if done or nxt == 0:
+            bar.close()
+            return _pairs(basis[:m], theta, S, idx, r_all, norm, n, eps, m, done, threshold)
+        cols = res[:m].T @ St[:, grow[:nxt]]  # (n, nxt): residual vectors, orthogonal to Q up to rounding
+        cols = _orthogonalize(cols, basis[None, :m].expand(nxt, -1, -1))  # which the basis must not inherit
+        # A converging residual is small by design: unit columns, so only true dependence counts as breakdown.
+        cols = cols / cols.norm(dim=0).clamp_min(1e-300)
+        q, _ = _new_block(cols, basis[:m], 1.0, breakdown, gen)
 
 
 def _pairs(

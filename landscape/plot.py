@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from landscape.curvature import CurvatureTrace
 from landscape.curves import CurveResult
 from landscape.distance import DistanceResult
 from landscape.pca import ProjectedPath
@@ -45,6 +46,7 @@ __all__ = [
     "plot_trajectory",
     "plot_bilinear",
     "plot_barycentric",
+    "plot_sharpness",
     "plot_curve_vs_line",
     "plot_plane_curve",
     "save_html",
@@ -926,6 +928,108 @@ def plot_trajectory(
     fig.update_layout(title=title_or(title, "training path on the PCA plane"), margin={"b": 120})
     if fig.layout.height is None:
         fig.update_layout(height=560)
+    return fig
+
+
+# =========================================================================== curvature over training
+@dataclasses.dataclass(frozen=True)
+class SharpnessCurve:
+    """One run's curvature against step, ready to draw (NaN = masked).
+
+    Attributes:
+        steps: ``(T,)`` optimizer steps.
+        values: ``(T,)`` the drawn eigenvalue (or layer eigenvalue).
+        threshold: ``(T,)`` ``2 / lr`` (all NaN when the learning rate is unknown).
+        label: Legend entry.
+    """
+
+    steps: np.ndarray
+    values: np.ndarray
+    threshold: np.ndarray
+    label: str
+
+
+def sharpness_curves(
+    traces: CurvatureTrace | Sequence[CurvatureTrace],
+    labels: Sequence[str] | None,
+    eigenvalue: int,
+    layer: str | None,
+    log: bool,
+) -> tuple[list[SharpnessCurve], str]:
+    """Curves of :func:`plot_sharpness` and the y-axis label (shared by both backends)."""
+    items = results_of(traces, CurvatureTrace, "plot_sharpness")
+    names = labels_of(items, labels)
+    curves = []
+    for tr, name in zip(items, names):
+        if layer is not None:
+            if layer not in tr.layer_names:
+                raise KeyError(f"{name}: no layer {layer!r}; the trace has {tr.layer_names} (per_layer=True?)")
+            v = tr.layer_eigenvalues[:, tr.layer_names.index(layer)]
+        else:
+            if not 0 <= eigenvalue < tr.eigenvalues.shape[1]:
+                raise ValueError(f"{name}: eigenvalue {eigenvalue} of a trace with k={tr.eigenvalues.shape[1]}")
+            v = tr.eigenvalues[:, eigenvalue]
+        curves.append(SharpnessCurve(np.asarray(tr.steps, np.float64), masked(v, log), masked(tr.threshold, log), name))
+    what = "top eigenvalue" if eigenvalue == 0 else f"eigenvalue {eigenvalue + 1}"
+    return curves, f"{what} of the Hessian" + (f" (layer {layer})" if layer is not None else "")
+
+
+def plot_sharpness(
+    traces: CurvatureTrace | Sequence[CurvatureTrace],
+    labels: Sequence[str] | None = None,
+    *,
+    eigenvalue: int = 0,
+    layer: str | None = None,
+    threshold: bool = True,
+    log: bool = False,
+    backend: Backend | str = Backend.PLOTLY,
+    title: str | None = None,
+    fig: Any = None,
+    ax: Any = None,
+) -> Any:
+    """Sharpness (a Hessian eigenvalue) against training step, with the ``2 / lr`` line of each run.
+
+    The edge-of-stability picture of Cohen et al. 2021 (Fig. 1): gradient descent on a quadratic diverges
+    once the top eigenvalue exceeds ``2 / lr``; the dashed line of each run's colour marks it (a step
+    function under a learning-rate schedule).
+
+    Args:
+        traces: One :class:`~landscape.curvature.CurvatureTrace` or several (e.g. one per learning rate).
+        labels: Legend entries (default: each trace's ``label``, else ``"run i"``).
+        eigenvalue: Which of the top-k to draw (0 = ``lambda_max``).
+        layer: Draw this layer's top eigenvalue instead (a trace computed with ``per_layer=True``).
+        threshold: Draw ``2 / lr`` where the learning rate is known.
+        log: Log y axis.
+        backend: ``"plotly"`` or ``"matplotlib"``.
+        title: Figure title.
+        fig: Existing plotly figure to draw into (plotly backend).
+        ax: Existing matplotlib axes to draw into (matplotlib backend).
+
+    Returns:
+        A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
+
+    Raises:
+        TypeError: If ``traces`` are not curvature traces.
+        KeyError: On a layer the traces do not have.
+        ValueError: On an eigenvalue index beyond ``k`` or unknown options.
+    """
+    if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
+        return _mpl("plot_sharpness", traces=traces, labels=labels, eigenvalue=eigenvalue, layer=layer,
+                    threshold=threshold, log=log, title=title, ax=ax)  # fmt: skip
+    curves, ylabel = sharpness_curves(traces, labels, eigenvalue, layer, log)
+    go = _go()
+    fig = _new_fig(fig)
+    base = len(fig.data)
+    for i, c in enumerate(curves):
+        color = COLORS[(base + i) % len(COLORS)]
+        fig.add_trace(go.Scatter(x=c.steps, y=c.values, mode="lines+markers", name=c.label, line={"color": color},
+                                 marker={"size": 4}, connectgaps=False))  # fmt: skip
+        if threshold and np.isfinite(c.threshold).any():
+            fig.add_trace(go.Scatter(x=c.steps, y=c.threshold, mode="lines", name=f"{c.label}: 2/lr",
+                                     line={"color": color, "dash": "dash", "shape": "hv"}))  # fmt: skip
+    fig.update_layout(title=title_or(title, "sharpness during training"), xaxis_title="step", yaxis_title=ylabel)
+    if log:
+        fig.update_layout(yaxis_type="log")
     return fig
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from landscape.curvature import CurvatureTrace
 from landscape.curves import CurveResult
 from landscape.distance import DistanceResult
 from landscape.pca import ProjectedPath
@@ -35,6 +36,7 @@ from landscape.plot import (
     path_runs,
     plane_curve_xy,
     results_of,
+    sharpness_curves,
     title_or,
     triangle_of,
 )
@@ -49,6 +51,7 @@ __all__ = [
     "plot_trajectory",
     "plot_bilinear",
     "plot_barycentric",
+    "plot_sharpness",
     "plot_curve_vs_line",
     "plot_plane_curve",
     "save_png",
@@ -423,6 +426,40 @@ def plot_trajectory(
         ax2.set_ylabel("loss")
         ax2.set_title("loss: snapshot vs its projection")
         ax2.legend(fontsize="small")
+    return fig
+
+
+# =========================================================================== curvature over training
+def plot_sharpness(
+    traces: CurvatureTrace | Sequence[CurvatureTrace],
+    labels: Sequence[str] | None = None,
+    *,
+    eigenvalue: int = 0,
+    layer: str | None = None,
+    threshold: bool = True,
+    log: bool = False,
+    title: str | None = None,
+    ax: Any = None,
+) -> Any:
+    """Sharpness against step with the ``2 / lr`` lines (see :func:`landscape.plot.plot_sharpness`).
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+    """
+    curves, ylabel = sharpness_curves(traces, labels, eigenvalue, layer, log)
+    fig, ax = _axes(ax, (6.4, 4.2))
+    base = sum(ln.get_gid() != _ANCHOR for ln in ax.lines if not str(ln.get_label()).endswith("2/lr"))
+    for i, c in enumerate(curves):
+        color = COLORS[(base + i) % len(COLORS)]
+        ax.plot(c.steps, _mask(c.values), marker="o", markersize=3, color=color, label=c.label)
+        if threshold and np.isfinite(c.threshold).any():
+            ax.step(c.steps, _mask(c.threshold), where="post", linestyle="--", color=color, label=f"{c.label}: 2/lr")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize="small")
+    ax.set_title(title_or(title, "sharpness during training"))
     return fig
 
 

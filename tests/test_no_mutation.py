@@ -244,6 +244,13 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.hessian_directions": [{"k": 1}],
     "landscape.hessian_trace": [{"n_products": 3}],
     "landscape.hessian.spectrum_of": [{"n_probes": 1, "steps": 3, "top_k": 1}],
+    "landscape.trajectory_curvature": [{"trajectory": Lazy(lambda c: _trajectory(c)), "k": 2, "per_layer": True,
+                                        "trace_products": 3, "progress": False}],  # fmt: skip
+    "landscape.gradient_descent_curvature": [{"lr": 0.1, "steps": 2, "every_steps": 1, "progress": False}],
+    "landscape.worst_case_sharpness": [{"radius": 0.1, "steps": 2, "norm": n, "adaptive": a}
+                                       for n, a in (("l2", "none"), ("linf", "filter"))],  # fmt: skip
+    "landscape.average_sharpness": [{"radius": 0.1, "n_samples": 3, "adaptive": "elementwise"}],
+    "landscape.m_sharpness": [{"m": 6, "radius": 0.1, "steps": 1, "progress": False}],
     "landscape.pca.make_loss_at": [{"__call__": Lazy(lambda c: torch.stack([c.vec(), c.vec(0.2)]))}],
     "landscape.train.evaluate_dataset": [{"loss_fn": F.cross_entropy}],
     "landscape.params.preserved_mode": [{"train": True, "__with__": True}, {"train": False, "__with__": True}],

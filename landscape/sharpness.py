@@ -1,0 +1,554 @@
+"""Sharpness of a point in weight space: worst-case, average-case, adaptive and m-sharpness.
+
+All measures are loss *increases* under a perturbation ``delta`` of the parameters ``theta``, with the
+perturbation written as ``delta = c * u`` (elementwise) for a scale vector ``c`` and ``u`` in a ball or
+drawn at random:
+
+* plain: ``c = 1``;
+* adaptive, elementwise: ``c = |theta| + eta`` (Kwon et al. 2021, *ASAM*, ICML, eq. 5 with
+  ``T_w = |w|``; Andriushchenko et al. 2023, *A Modern Look at the Relationship between Sharpness and
+  Generalization*, ICML, §2);
+* adaptive, filter-wise: ``c`` is the norm of the filter (output unit) each weight belongs to, ``|theta_i|``
+  for vector tensors (biases, normalization parameters), plus ``eta`` (Kwon et al. 2021, filter-wise
+  ``T_w``).
+
+With ``eta = 0`` adaptive sharpness is invariant to the rescaling of a ReLU network that multiplies one
+layer's weights and bias by ``a > 0`` and divides the next layer's weights by ``a`` (the function, the loss
+and the perturbed losses are unchanged); plain sharpness is not (Dinh et al. 2017). ASAM trains with
+``eta = 0.01``, which breaks the exact invariance.
+
+The loss is the mean over the whole data (batches weighted by size; ``loss_fn`` must return the batch
+mean), evaluated with BatchNorm in eval mode (running statistics) and Dropout off, at ``theta`` taken from
+the model; the model is never modified (everything runs through ``functional_call`` on copies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from landscape import validation
+from landscape.evaluate import evaluate_points
+from landscape.params import ParamLayout, functional_forward, parameter_mask, parameters_to_vector
+from landscape.results import Provenance, Result, register_result
+
+__all__ = [
+    "Norm",
+    "Adaptive",
+    "Distribution",
+    "SharpnessResult",
+    "perturbation_scale",
+    "worst_case_sharpness",
+    "average_sharpness",
+    "m_sharpness",
+]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+DataLike = Any  # a pair (X, y) or an iterable of (X, y) batches
+
+
+class Norm(str, enum.Enum):
+    """Norm of the perturbation ball (on ``u = delta / c``)."""
+
+    L2 = "l2"
+    LINF = "linf"
+
+
+class Adaptive(str, enum.Enum):
+    """Scale ``c`` of the perturbation ``delta = c * u``."""
+
+    NONE = "none"  # c = 1
+    ELEMENTWISE = "elementwise"  # c = |theta| + eta
+    FILTER = "filter"  # c = ||filter|| + eta (|theta| for vector tensors)
+
+
+class Distribution(str, enum.Enum):
+    """Random perturbation of average-case sharpness."""
+
+    GAUSSIAN = "gaussian"  # u ~ N(0, radius^2 I)
+    SPHERE = "sphere"  # u uniform on the sphere ||u||_2 = radius
+
+
+def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        raise ValueError(f"unknown {what} {value!r}; valid: {[m.value for m in cls]}") from None
+
+
+@register_result
+@dataclasses.dataclass(frozen=True, eq=False)
+class SharpnessResult(Result):
+    """A sharpness measurement.
+
+    Attributes:
+        measure: ``"worst_case"``, ``"average_case"`` or ``"m_sharpness"``.
+        value: The sharpness: the achieved (worst case: the largest found, a lower bound of the maximum)
+            or mean loss increase ``L(theta + delta) - L(theta)``.
+        stderr: Standard error of ``value`` (over Monte Carlo samples, or over batches for m-sharpness;
+            0 for worst case on the whole data).
+        radius: ``rho``: ball radius of ``u``, or the Gaussian standard deviation per coordinate.
+        norm: ``"l2"`` or ``"linf"`` (worst case), ``"gaussian"`` or ``"sphere"`` (average case).
+        adaptive: ``"none"``, ``"elementwise"`` or ``"filter"``.
+        eta: Offset added to the adaptive scale.
+        steps: Gradient-ascent steps per restart (0 for average case).
+        restarts: Random restarts (per batch for m-sharpness).
+        n_samples: Monte Carlo samples (average case).
+        m: Batch size of m-sharpness (0: the whole data).
+        base_loss: ``L(theta)`` on the whole data.
+        values: Loss increases per restart (worst case), per sample (average case) or per batch
+            (m-sharpness), shape ``(r,)``.
+        loss_evaluations: Loss evaluations over the whole data equivalent (with a gradient for ascent steps).
+        n_params: Number of perturbed parameters.
+        provenance: Seed, data and options.
+    """
+
+    measure: str
+    value: float
+    stderr: float
+    radius: float
+    norm: str
+    adaptive: str
+    eta: float
+    steps: int
+    restarts: int
+    n_samples: int
+    m: int
+    base_loss: float
+    values: np.ndarray
+    loss_evaluations: float
+    n_params: int
+    provenance: Provenance = dataclasses.field(default_factory=Provenance)
+
+
+# =========================================================================== the objective
+class _Objective:
+    """``u -> L(theta + c * u)`` (and its gradient) for the model's ``theta``; never writes the model."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        data: DataLike,
+        params: str | Sequence[str],
+        adaptive: Adaptive,
+        eta: float,
+    ) -> None:
+        self.batches = list(validation.validate_problem(model, data, loss_fn))
+        self.model = model
+        self.loss_fn = loss_fn
+        self.layout = ParamLayout.from_model(model)
+        self.theta = parameters_to_vector(model).detach().clone()
+        self.index = parameter_mask(model, params, self.layout).nonzero().flatten()
+        self.buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+        self.scale = perturbation_scale(model, adaptive, eta=eta, layout=self.layout)[self.index].to(self.theta.dtype)
+        self.n = int(self.index.numel())
+        self.n_samples = sum(len(y) for _, y in self.batches)
+        self.evaluations = 0.0  # in units of one pass over the whole data
+
+    def full(self, u: Tensor) -> Tensor:
+        """``theta + c * u`` as a full parameter vector ``(numel,)`` (differentiable in ``u``)."""
+        return self.theta.index_add(0, self.index, self.scale * u)
+
+    def __call__(
+        self, u: Tensor, batches: list[tuple[Tensor, Tensor]] | None = None, grad: bool = False
+    ) -> tuple[float, Tensor | None]:
+        """Mean loss over ``batches`` (default all data) at ``u``, and optionally its gradient in ``u``."""
+        batches = self.batches if batches is None else batches
+        total = sum(len(y) for _, y in batches)
+        u = u.detach().clone().requires_grad_(grad)
+        value, g = 0.0, torch.zeros_like(u) if grad else None
+        with torch.enable_grad() if grad else torch.no_grad():
+            point = self.layout.unflatten(self.full(u))
+            for X, y in batches:
+                out = functional_forward(self.model, point, X, buffers=self.buffers, train=False, layout=self.layout)
+                loss = self.loss_fn(out, y) * (len(y) / total)
+                if grad:
+                    (gb,) = torch.autograd.grad(loss, u, retain_graph=True)
+                    g += gb
+                value += float(loss.detach())
+        self.evaluations += total / self.n_samples
+        return value, g
+
+
+def perturbation_scale(
+    model: nn.Module, adaptive: Adaptive | str = Adaptive.NONE, *, eta: float = 0.0, layout: ParamLayout | None = None
+) -> Tensor:
+    """The scale ``c`` of adaptive perturbations ``delta = c * u``, one entry per parameter.
+
+    ``"none"``: ones; ``"elementwise"``: ``|theta| + eta`` (Kwon et al. 2021, ASAM); ``"filter"``: for a tensor
+    with a filter axis (weights of linear and convolutional layers), the L2 norm of the filter (output unit)
+    each entry belongs to, for vector tensors ``|theta|``; plus ``eta``.
+
+    Args:
+        model: The network (only read).
+        adaptive: ``"none"``, ``"elementwise"`` or ``"filter"``.
+        eta: Offset added to the adaptive scales (ASAM's ``eta``; 0 keeps the rescaling invariance).
+        layout: Precomputed ``ParamLayout.from_model(model)``.
+
+    Returns:
+        Shape ``(numel,)`` in the parameters' dtype, in the layout of :func:`landscape.parameters_to_vector`.
+    """
+    adaptive = _enum(Adaptive, adaptive, "adaptive option")
+    layout = layout or ParamLayout.from_model(model)
+    theta = parameters_to_vector(model).detach()
+    if adaptive is Adaptive.NONE:
+        return torch.ones_like(theta)
+    if adaptive is Adaptive.ELEMENTWISE:
+        return theta.abs() + eta
+    parts = []
+    for s in layout.specs:
+        t = theta[s.slice].view(s.shape)
+        if s.filter_axis is None:
+            parts.append(t.abs().reshape(-1))
+            continue
+        dims = [d for d in range(t.dim()) if d != s.filter_axis]
+        parts.append(torch.linalg.vector_norm(t, dim=dims, keepdim=True).expand_as(t).reshape(-1))
+    return torch.cat(parts) + eta
+
+
+def _provenance(obj: _Objective, seed: int, data_description: str, **extra: Any) -> Provenance:
+    return Provenance.here(
+        seed=seed,
+        data=data_description or f"{obj.n_samples} samples",
+        model=type(obj.model).__name__,
+        dtype=str(obj.theta.dtype),
+        bn_mode="eval",
+        **extra,
+    )
+
+
+# =========================================================================== worst case
+def _project(u: Tensor, norm: Norm, radius: float) -> Tensor:
+    if norm is Norm.LINF:
+        return u.clamp(-radius, radius)
+    r = float(u.norm())
+    return u * (radius / r) if r > radius else u
+
+
+def _random_start(n: int, norm: Norm, radius: float, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
+    if norm is Norm.LINF:
+        return (torch.rand(n, generator=gen, dtype=dtype) * 2 - 1) * radius
+    z = torch.randn(n, generator=gen, dtype=dtype)
+    return z * (radius / z.norm())  # on the sphere: a maximum over the ball of a convex part lies there
+
+
+def _ascent(
+    obj: _Objective,
+    batches: list[tuple[Tensor, Tensor]] | None,
+    base: float,
+    norm: Norm,
+    radius: float,
+    steps: int,
+    restarts: int,
+    step_size: float,
+    gen: torch.Generator,
+    bar: Any,
+) -> np.ndarray:
+    """Best loss increase found by each restart of projected gradient ascent, shape ``(restarts,)``."""
+    best = np.full(restarts, -math.inf)
+    for r in range(restarts):
+        u = _random_start(obj.n, norm, radius, gen, obj.theta.dtype)
+        value, g = obj(u, batches, grad=True)
+        best[r] = value - base
+        alpha = step_size
+        for _ in range(steps):
+            assert g is not None
+            gn = float(g.norm())
+            if gn == 0 or not math.isfinite(gn):
+                break
+            # Normalized steps (L2) or sign steps (L-inf, the steepest ascent direction of that norm).
+            move = g / gn if norm is Norm.L2 else g.sign()
+            u_new = _project(u + alpha * radius * move, norm, radius)
+            new, g_new = obj(u_new, batches, grad=True)
+            if new < value:  # overshot: halve the step (from the new point; the best is kept anyway)
+                alpha /= 2
+            u, value, g = u_new, new, g_new
+            best[r] = max(best[r], value - base)
+            bar.update(1)
+    return best
+
+
+def worst_case_sharpness(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: DataLike,
+    *,
+    radius: float,
+    norm: Norm | str = Norm.L2,
+    adaptive: Adaptive | str = Adaptive.NONE,
+    eta: float = 0.0,
+    steps: int = 20,
+    restarts: int = 1,
+    step_size: float = 1.0,
+    params: str | Sequence[str] = "all",
+    seed: int = 0,
+    data_description: str = "",
+    progress: bool = True,
+) -> SharpnessResult:
+    """Worst-case (epsilon-) sharpness by projected gradient ascent.
+
+    ``S(rho) = max_{||u||_p <= rho} L(theta + c * u) - L(theta)`` with ``p`` 2 or infinity and ``c`` the
+    adaptive scale (Keskar et al. 2017, *On Large-Batch Training for Deep Learning*, ICLR, eq. 4, for the
+    L-infinity box; Foret et al. 2021, *Sharpness-Aware Minimization*, ICLR, eq. 1, for the L2 ball;
+    Kwon et al. 2021, ASAM, for the adaptive ball; Andriushchenko et al. 2023, §2). At a minimum of a
+    quadratic loss with Hessian ``H`` the L2 value is ``rho^2 lambda_max(H) / 2``.
+
+    Each restart starts at a random point of the ball's boundary (L2) or of the box (L-infinity) and takes
+    ``steps`` steps ``u <- proj(u + alpha rho g / ||g||)`` (L2) or ``proj(u + alpha rho sign(g))``
+    (L-infinity), ``g`` the gradient in ``u``; ``alpha`` starts at ``step_size`` and halves whenever a step
+    lowered the loss. The value is the largest increase seen by any restart: a lower bound of the maximum.
+
+    Args:
+        model: The network (never modified).
+        loss_fn: Batch-mean loss ``loss_fn(outputs, targets) -> scalar``.
+        data: A pair ``(X, y)`` or an iterable of ``(X, y)`` batches.
+        radius: ``rho`` (> 0).
+        norm: ``"l2"`` or ``"linf"``.
+        adaptive: ``"none"``, ``"elementwise"`` or ``"filter"`` (see the module docstring).
+        eta: Offset of the adaptive scale.
+        steps: Ascent steps per restart.
+        restarts: Random restarts.
+        step_size: First step as a fraction of ``rho``.
+        params: Parameters to perturb: ``"all"``, ``"trainable"``, or tensor / layer names.
+        seed: Seed of the starting points.
+        data_description: Text for the provenance.
+        progress: Show a progress bar over ascent steps.
+
+    Returns:
+        The result; ``values`` holds the best increase of each restart, ``(restarts,)``.
+
+    Raises:
+        ValueError: On a non-positive radius, ``steps < 0``, ``restarts < 1`` or unknown options.
+        InputError: On invalid data or weights (see :mod:`landscape.validation`).
+    """
+    norm, adaptive = _enum(Norm, norm, "norm"), _enum(Adaptive, adaptive, "adaptive option")
+    _check(radius, steps, restarts)
+    obj = _Objective(model, loss_fn, data, params, adaptive, eta)
+    gen = torch.Generator().manual_seed(seed)
+    base, _ = obj(torch.zeros(obj.n, dtype=obj.theta.dtype))
+    with tqdm(total=steps * restarts, desc="worst-case sharpness", disable=not progress, leave=False) as bar:
+        values = _ascent(obj, None, base, norm, radius, steps, restarts, step_size, gen, bar)
+    return SharpnessResult(
+        measure="worst_case",
+        value=float(values.max()),
+        stderr=0.0,
+        radius=float(radius),
+        norm=norm.value,
+        adaptive=adaptive.value,
+        eta=float(eta),
+        steps=int(steps),
+        restarts=int(restarts),
+        n_samples=0,
+        m=0,
+        base_loss=base,
+        values=values,
+        loss_evaluations=obj.evaluations,
+        n_params=obj.n,
+        provenance=_provenance(obj, seed, data_description, step_size=step_size),
+    )
+
+
+def _check(radius: float, steps: int, restarts: int) -> None:
+    if not radius > 0:
+        raise ValueError(f"radius must be positive, got {radius}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+
+
+# =========================================================================== average case
+def average_sharpness(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: DataLike,
+    *,
+    radius: float,
+    distribution: Distribution | str = Distribution.GAUSSIAN,
+    adaptive: Adaptive | str = Adaptive.NONE,
+    eta: float = 0.0,
+    n_samples: int = 100,
+    params: str | Sequence[str] = "all",
+    seed: int = 0,
+    data_description: str = "",
+    progress: bool = True,
+) -> SharpnessResult:
+    """Average-case sharpness by Monte Carlo, with its standard error.
+
+    ``S_avg(rho) = E_u [L(theta + c * u)] - L(theta)`` with ``u ~ N(0, rho^2 I)`` (``"gaussian"``) or
+    ``u`` uniform on the sphere ``||u||_2 = rho`` (``"sphere"``), ``c`` the adaptive scale (Andriushchenko
+    et al. 2023, §2, average-case sharpness; Keskar et al. 2017 and Jiang et al. 2020 for its use as a
+    generalization measure). For a quadratic loss with Hessian ``H`` (in ``u``) it is ``rho^2 tr(H) / 2``
+    (Gaussian) or ``rho^2 tr(H) / (2 n)`` (sphere, ``n`` parameters), at any point.
+
+    Losses at the perturbed points go through :func:`landscape.evaluate_points` (the batched engine).
+
+    Args:
+        model: The network (never modified).
+        loss_fn: Batch-mean loss.
+        data: A pair ``(X, y)`` or an iterable of ``(X, y)`` batches.
+        radius: Gaussian standard deviation per coordinate, or the sphere's radius (> 0).
+        distribution: ``"gaussian"`` or ``"sphere"``.
+        adaptive: ``"none"``, ``"elementwise"`` or ``"filter"``.
+        eta: Offset of the adaptive scale.
+        n_samples: Monte Carlo samples (at least 2, for the standard error).
+        params: Parameters to perturb: ``"all"``, ``"trainable"``, or tensor / layer names.
+        seed: Seed of the perturbations.
+        data_description: Text for the provenance.
+        progress: Show a progress bar over samples.
+
+    Returns:
+        The result; ``values`` holds the increase of every sample, ``(n_samples,)``, and ``stderr`` their
+        standard deviation over ``sqrt(n_samples)``.
+
+    Raises:
+        ValueError: On a non-positive radius, fewer than 2 samples or unknown options.
+        InputError: On invalid data or weights.
+    """
+    distribution = _enum(Distribution, distribution, "distribution")
+    adaptive = _enum(Adaptive, adaptive, "adaptive option")
+    _check(radius, 0, 1)
+    if n_samples < 2:
+        raise ValueError(f"n_samples must be at least 2 (for a standard error), got {n_samples}")
+    obj = _Objective(model, loss_fn, data, params, adaptive, eta)
+    gen = torch.Generator().manual_seed(seed)
+
+    def points() -> Iterator[Tensor]:  # streamed: one vector at a time, base point first
+        yield obj.theta
+        for _ in range(n_samples):
+            z = torch.randn(obj.n, generator=gen, dtype=obj.theta.dtype)
+            u = z * radius if distribution is Distribution.GAUSSIAN else z * (radius / z.norm())
+            yield obj.full(u)
+
+    losses = evaluate_points(
+        model, points(), obj.batches, metrics=("loss",), loss_fn=loss_fn, buffers=obj.buffers, progress=progress
+    )["loss"]
+    base, values = float(losses[0]), np.asarray(losses[1:], dtype=np.float64) - float(losses[0])
+    return SharpnessResult(
+        measure="average_case",
+        value=float(values.mean()),
+        stderr=float(values.std(ddof=1) / math.sqrt(n_samples)),
+        radius=float(radius),
+        norm=distribution.value,
+        adaptive=adaptive.value,
+        eta=float(eta),
+        steps=0,
+        restarts=0,
+        n_samples=int(n_samples),
+        m=0,
+        base_loss=base,
+        values=values,
+        loss_evaluations=float(n_samples + 1),
+        n_params=obj.n,
+        provenance=_provenance(obj, seed, data_description),
+    )
+
+
+# =========================================================================== m-sharpness
+def m_sharpness(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: DataLike,
+    *,
+    m: int,
+    radius: float,
+    norm: Norm | str = Norm.L2,
+    adaptive: Adaptive | str = Adaptive.NONE,
+    eta: float = 0.0,
+    steps: int = 20,
+    restarts: int = 1,
+    step_size: float = 1.0,
+    n_batches: int | None = None,
+    params: str | Sequence[str] = "all",
+    seed: int = 0,
+    data_description: str = "",
+    progress: bool = True,
+) -> SharpnessResult:
+    """m-sharpness: worst-case sharpness of batches of ``m`` samples, averaged over batches.
+
+    ``S_m(rho) = mean_B [max_{||u||_p <= rho} L_B(theta + c * u) - L_B(theta)]`` over disjoint batches
+    ``B`` of ``m`` samples drawn by a random permutation (Foret et al. 2021, SAM, §4.1 "m-sharpness";
+    Andriushchenko et al. 2023, §2, who find its correlation with generalization strongest at small
+    ``m``). Each batch's maximum is found as in :func:`worst_case_sharpness`; with ``m`` equal to the
+    data size it is that function's value.
+
+    Args:
+        model: The network (never modified).
+        loss_fn: Batch-mean loss.
+        data: A pair ``(X, y)`` or an iterable of ``(X, y)`` batches (pooled, then re-split).
+        m: Batch size (samples left over after the last full batch are not used).
+        radius: ``rho`` (> 0).
+        norm: ``"l2"`` or ``"linf"``.
+        adaptive: ``"none"``, ``"elementwise"`` or ``"filter"``.
+        eta: Offset of the adaptive scale.
+        steps: Ascent steps per restart and batch.
+        restarts: Random restarts per batch.
+        step_size: First step as a fraction of ``rho``.
+        n_batches: Use only this many batches (default all ``N // m``).
+        params: Parameters to perturb.
+        seed: Seed of the permutation and the starting points.
+        data_description: Text for the provenance.
+        progress: Show a progress bar over batches.
+
+    Returns:
+        The result; ``values`` holds each batch's increase, ``(n_batches,)``, ``stderr`` their standard error.
+
+    Raises:
+        ValueError: If ``m`` is not in ``[1, N]``, on a non-positive radius, or unknown options.
+        InputError: On invalid data or weights.
+    """
+    norm, adaptive = _enum(Norm, norm, "norm"), _enum(Adaptive, adaptive, "adaptive option")
+    _check(radius, steps, restarts)
+    obj = _Objective(model, loss_fn, data, params, adaptive, eta)
+    if not 1 <= m <= obj.n_samples:
+        raise ValueError(f"m must be between 1 and the number of samples {obj.n_samples}, got {m}")
+    if len({(X.shape[1:], y.shape[1:]) for X, y in obj.batches}) != 1:
+        raise ValueError("m-sharpness re-splits the data: every batch must have the same sample shapes")
+    X = torch.cat([b[0] for b in obj.batches])
+    y = torch.cat([b[1] for b in obj.batches])
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(y), generator=gen)
+    count = len(y) // m if n_batches is None else min(int(n_batches), len(y) // m)
+    if count < 1:
+        raise ValueError(f"n_batches must be at least 1, got {n_batches}")
+    base, _ = obj(torch.zeros(obj.n, dtype=obj.theta.dtype))
+    zero = torch.zeros(obj.n, dtype=obj.theta.dtype)
+    values = np.zeros(count)
+    for i in tqdm(range(count), desc="m-sharpness", disable=not progress, leave=False):
+        idx = perm[i * m : (i + 1) * m]
+        batch = [(X[idx], y[idx])]
+        batch_base, _ = obj(zero, batch)
+        values[i] = _ascent(obj, batch, batch_base, norm, radius, steps, restarts, step_size, gen, _NoBar()).max()
+    stderr = float(values.std(ddof=1) / math.sqrt(count)) if count > 1 else 0.0
+    return SharpnessResult(
+        measure="m_sharpness",
+        value=float(values.mean()),
+        stderr=stderr,
+        radius=float(radius),
+        norm=norm.value,
+        adaptive=adaptive.value,
+        eta=float(eta),
+        steps=int(steps),
+        restarts=int(restarts),
+        n_samples=0,
+        m=int(m),
+        base_loss=base,
+        values=values,
+        loss_evaluations=obj.evaluations,
+        n_params=obj.n,
+        provenance=_provenance(obj, seed, data_description, step_size=step_size, n_batches=count),
+    )
+
+
+class _NoBar:
+    def update(self, _: int) -> None:
+        pass
