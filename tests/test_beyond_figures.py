@@ -32,3 +32,16 @@ def test_beyond_figures_build_with_well_formed_verdicts(tiny, tmp_path, run):
     _check(res)
     # one epoch of training cannot fit the training set: the premise fails and nothing is held
     assert all(c.verdict is Verdict.NOT_TESTED for c in res.claims)
+
+
+def test_edge_of_stability_figure_at_a_tiny_scale(monkeypatch, tmp_path):
+    from figures import beyond_eos as eos
+
+    monkeypatch.setattr(eos, "STEPS", 40)
+    monkeypatch.setattr(eos, "EVERY", 20)
+    monkeypatch.setattr(eos, "N_IMAGES", 100)
+    res = eos.run(scale=Scale.QUICK, data_dir=None, out=tmp_path, progress=False)
+    _check(res)
+    assert len(res.claims) == 2 * len(eos.LRS)
+    # 40 steps at lr 1/15 cannot reach 2/lr = 30 from about 7: the hovering claim is not tested there
+    assert res.claims[1].verdict is Verdict.NOT_TESTED
