@@ -225,7 +225,7 @@ def run_curves(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
     cfg = _settings(scale)
     width = 128
     train = _data().train
-    accs, line_b, curve_b, kept = [], [], [], None
+    accs, line_b, curve_b, line_max, curve_max, kept = [], [], [], [], [], None
     for sa, sb in tqdm(_pair_seeds(cfg["pairs"]), desc="curves", disable=not progress, leave=False):
         (a, acc_a), (b, acc_b) = _train(width, sa, train, _cache(out)), _train(width, sb, train, _cache(out))
         accs += [acc_a, acc_b]
@@ -235,6 +235,8 @@ def run_curves(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
         straight = line(a, a, b, train, ALPHAS, label="straight line")
         line_b.append(barrier_values(ALPHAS, straight.metrics["loss"])["barrier"])
         curve_b.append(barrier_values(ALPHAS, on_curve.metrics["loss"])["barrier"])
+        line_max.append(float(np.max(straight.metrics["loss"])))
+        curve_max.append(float(np.max(on_curve.metrics["loss"])))
         if kept is None:
             kept = (straight, on_curve)
     ratio = np.asarray(curve_b) / np.asarray(line_b)
@@ -253,7 +255,9 @@ def run_curves(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
             measured=ratio.tolist(), premises=[trained, rises], effect=eff, verdict=verdict_for(eff, direction=-1),
             scale=scale.value,
             detail=f"curve barrier / line barrier per seed pair (n={len(ratio)}; curve barriers "
-                   f"{np.round(curve_b, 4).tolist()}, line barriers {np.round(line_b, 4).tolist()}); 'near the "
+                   f"{np.round(curve_b, 4).tolist()}, line barriers {np.round(line_b, 4).tolist()}; maximum training "
+                   f"loss on the curve {np.round(curve_max, 4).tolist()}, on the line {np.round(line_max, 4).tolist()}"
+                   "); 'near the "
                    "endpoints' is fixed "
                    f"before measuring as at most 10% of the line's barrier: held if the 95% interval of the ratio "
                    f"lies below 0.1. Bend trained {cfg['curve_epochs']} epochs (SGD lr 0.05, momentum 0.9, one "
