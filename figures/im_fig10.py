@@ -77,7 +77,7 @@ def fig10(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | No
                 for key, z in loss.items()}  # fmt: skip
     per_init = [float(np.nanmin([past_min[m, k] for m in METHODS])) for k in range(reps)]
     eff = paired_effect(np.log(per_init), 0.0)
-    premise = converged_premise(list(grid.values()))
+    premise = converged_premise(list(grid.values()), runs.surface_data())
     claims = [
         Claim(
             statement="Interpolating beyond the final weights (the critical point) along the init -> final line, the "

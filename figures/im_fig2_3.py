@@ -54,8 +54,13 @@ def edges(loss: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _panel(key: str, result: object, title: str, draw: object) -> Panel:
-    return Panel(key, plotly=draw(result, log=True, title=title), mpl=draw(result, log=True, title=title,  # type: ignore[operator]
-                                                                             backend="matplotlib"))
+    pfig = draw(result, log=True, title=title)  # type: ignore[operator]
+    pfig.update_layout(margin={"t": 90}, title={"y": 0.97})  # the title above the top corners' labels
+    mfig = draw(result, log=True, title=title, backend="matplotlib")  # type: ignore[operator]
+    for ax in mfig.axes:  # the corner labels sit just above the square: lift the title clear of them
+        if ax.get_title():
+            ax.set_title(ax.get_title(), pad=16)
+    return Panel(key, plotly=pfig, mpl=mfig)
 
 
 @single_threaded
@@ -96,7 +101,7 @@ def fig2_3(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     alphas = np.linspace(0, 1, n)
     sgd = runs.many([RunSpec("sgd", init=k) for k in range(reps)])
     by_init = [four] + [runs.many([RunSpec(m, init=k) for m in FIG3_METHODS]) for k in range(1, reps)]
-    premise = converged_premise(sgd + [r for rk in by_init for r in rk])
+    premise = converged_premise(sgd + [r for rk in by_init for r in rk], data)
     s2 = []
     for k in range(reps):
         a, b = sgd[k], sgd[(k + 1) % reps]

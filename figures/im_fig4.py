@@ -105,7 +105,7 @@ def fig4(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
 
     # ---- claims
     margin = 1.0  # percentage points, fixed before measuring
-    premise = converged_premise(list(grid.values()))
+    premise = converged_premise(list(grid.values()), runs.surface_data())
     f_m, p_m = anova(list(test))
     means_te = test.mean(1)
     hi_m, lo_m = int(np.argmax(means_te)), int(np.argmin(means_te))

@@ -177,7 +177,7 @@ def fig5_6(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     allv = np.concatenate(groups)
     eta2 = (float(sum(len(g) * (g.mean() - allv.mean()) ** 2 for g in groups) / ((allv - allv.mean()) ** 2).sum())
             if np.isfinite(allv).all() and allv.std() > 0 else math.nan)  # fmt: skip
-    premises = [converged_premise(list(grid.values())),
+    premises = [converged_premise(list(grid.values()), runs.surface_data()),
                 at_most("every basin width is measured (the loss doubles on the line)", censored, 0,
                         detail=f"runs whose loss never doubled within 1.5x ||init - final|| of {len(prof)}")]
     if reps < 2 or not np.isfinite(p_m):

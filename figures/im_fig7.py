@@ -156,7 +156,7 @@ def fig7(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
         score_late.append(float(min(sc)))
         min_rel.append(float(np.nanmin(rels)) if np.isfinite(rels).any() else math.nan)
         a2s_k.append(float(np.nanmean(a2s_here)))
-    conv = converged_premise(finals, f"the {len(finals)} switched runs converged")
+    conv = converged_premise(finals, data, f"the {len(finals)} switched runs reached critical points")
 
     def before(keys: list[tuple[str, float]]) -> object:
         vals = [v for key in keys for v in drop_plain[key]]

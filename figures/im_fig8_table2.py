@@ -136,7 +136,7 @@ def fig8_table2(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Pat
     rising = {bn: float(np.mean([rise_score(z) >= 1 for (b, *_), z in final_final.items() if b == bn])) for bn in bns}
     eff2 = paired_effect(uni_k[True], uni_k[False])
     eff3 = paired_effect(wid_k[False], wid_k[True])
-    conv = converged_premise(list(grid.values()))
+    conv = converged_premise(list(grid.values()), runs.surface_data())
     barriers = at_least("the paths between minima have barriers (in both settings)", [rising[False], rising[True]],
                         0.5, detail="share of final -> final paths that rise sharply (rise score >= 1), without and "
                                     "with BatchNorm; at least half")  # fmt: skip

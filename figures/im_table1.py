@@ -142,7 +142,8 @@ def table1(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
         dis_k = [float(np.mean(pred[a] != pred[b])) for b in range(k_methods) for a in range(b)]
         sum_k = [float(wrong[a].mean() + wrong[b].mean()) for b in range(k_methods) for a in range(b)]
         shares.append(float(np.mean(dis_k) / np.mean(sum_k)) if np.mean(sum_k) > 0 else math.nan)
-    premise = converged_premise(all_runs, f"the {len(all_runs)} runs (7 methods x {reps} inits) converged")
+    premise = converged_premise(all_runs, data,
+                                f"the {len(all_runs)} runs (7 methods x {reps} inits) reached critical points")
 
     # ---- measures
     rows = []
