@@ -815,8 +815,8 @@ def mpl_grid(rows: int, cols: int, width: float = 3.2, height: float = 2.6, **kw
 
 LINESTYLES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 """Line styles of successive initializations (plotly names; :func:`small_multiples` maps them to matplotlib)."""
-_MPL_DASH = {"solid": "-", "dash": (0, (5, 2)), "dot": (0, (1, 1.5)), "dashdot": (0, (5, 1.5, 1, 1.5)),
-             "longdash": (0, (10, 3)), "longdashdot": (0, (10, 2, 2, 2))}  # fmt: skip
+_MPL_DASH = {"solid": "-", "dash": (0, (3, 1.5)), "dot": (0, (1, 1.5)), "dashdot": (0, (5, 1.5, 1, 1.5)),
+             "longdash": (0, (9, 5)), "longdashdot": (0, (9, 2, 1, 2, 1, 2))}  # fmt: skip
 
 
 def _dash(d: bool | str) -> tuple[Any, Any]:
