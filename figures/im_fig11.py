@@ -10,6 +10,13 @@ Readings (fixed before measuring): "does not train" = final training accuracy be
 = at least 50%. "A plateau rather than a bad local minimum" = the training loss around the initialization is flat:
 along the training path (init -> final) and along two random directions through the init (each of length 10% of
 ||theta_0||, 11 points from -1 to 1 times that), it varies by less than 1% of the loss at the init.
+
+Statistics: every run is repeated from ``setup.repetitions_nin`` initialization seeds; per seed the claim's measure
+(the better exotic run's training accuracy, the larger flatness, the worse BatchNorm run's accuracy, the best exotic
+test accuracy minus He's) is tested against its threshold with a paired t over the seeds. Premises: the
+He-initialized reference trains (>= 50% training accuracy) in the same setting, so "does not train" is the
+initialization's doing; the plateau claim needs the exotic runs stuck (< 20%); the quality comparison needs the
+exotic BatchNorm runs to have trained (>= 50%).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import torch
 
 from figures._im_common import SOURCE, Curve, ImRuns, ImSetup, Run, RunSpec, cache_dir, single_threaded, small_multiples
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.verdict import at_least, at_most, paired_effect, verdict_for
 from landscape.evaluate import evaluate_points
 from landscape.surface import line
 
@@ -30,6 +38,11 @@ __all__ = ["INITS", "fig11", "flatness"]
 INITS = ((-10.0, 0.01), (-1.0, 1.0), None)  # Im et al. A.5; None = He's initialization (the reference)
 _COLORS = {(True, 0): "#1f77b4", (False, 0): "#9ecae1", (True, 1): "#d62728", (False, 1): "#fc9272",
            (True, 2): "#2ca02c", (False, 2): "#a1d99b"}  # fmt: skip
+
+
+_STYLE = {(True, 0): "solid", (False, 0): "dash", (True, 1): "dot", (False, 1): "dashdot", (True, 2): "solid",
+          (False, 2): "dash"}  # fmt: skip
+_WIDTH = {0: 4.0, 1: 1.6, 2: 1.6}
 
 
 def _name(i: int) -> str:
@@ -80,13 +93,15 @@ def fig11(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | No
     runs = ImRuns(setup, cache_dir, progress)
     bns = (True, False)
 
-    def spec(i: int, bn: bool) -> RunSpec:
+    def spec(i: int, bn: bool, k: int = 0) -> RunSpec:
         init = INITS[i]
         if init is None:
-            return RunSpec("sgd", arch="nin", batchnorm=bn, init_scheme="he")
-        return RunSpec("sgd", arch="nin", batchnorm=bn, init_mean=init[0], init_std=init[1])
+            return RunSpec("sgd", init=k, arch="nin", batchnorm=bn, init_scheme="he")
+        return RunSpec("sgd", init=k, arch="nin", batchnorm=bn, init_mean=init[0], init_std=init[1])
 
-    got = {(bn, i): runs.get(spec(i, bn)) for i in range(len(INITS)) for bn in bns}
+    reps = setup.repetitions_nin
+    every = runs.table({(bn, i, k): spec(i, bn, k) for k in range(reps) for i in range(len(INITS)) for bn in bns})
+    got = {(bn, i): every[bn, i, 0] for i in range(len(INITS)) for bn in bns}
     alphas = np.linspace(0, 1, 21)
     data = runs.surface_data()
     lines = {}
@@ -100,62 +115,77 @@ def fig11(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | No
     curves = []
     for metric, what, sc in (("trainset_loss", "training loss", 1.0), ("trainset_accuracy", "training accuracy (%)",
                                                                         100.0)):  # fmt: skip
+        # N(-10, 0.01) and N(-1, 1) trace the same flat line when neither trains: the first is drawn wide and
+        # underneath, the second narrow and dotted on top, so both stay visible
         curves.append((what, [Curve(np.arange(len(r.history)), sc * r.curve(metric), lab(bn, i), _COLORS[bn, i],
-                                    dash=not bn) for (bn, i), r in got.items()]))  # fmt: skip
+                                    dash=_STYLE[bn, i], width=_WIDTH[i]) for (bn, i), r in got.items()]))  # fmt: skip
     ft = small_multiples(curves, cols=2, xlabel="epoch", ylabel="", width=4.4, height=3.2, sharey=False,
                          title="Fig. 11(a): NIN trained with SGD from exotic and He initializations")
-    fl = small_multiples([(_name(i), [Curve(alphas, lines[bn, i], lab(bn, i), _COLORS[bn, i], dash=not bn)
+    fl = small_multiples([(_name(i), [Curve(alphas, lines[bn, i], lab(bn, i), _COLORS[bn, i], dash=_STYLE[bn, i])
                                       for bn in bns]) for i in range(len(INITS))], cols=3,
                          xlabel="alpha (0: init, 1: final)", ylabel="training loss", logy=True,
                          title="Fig. 11(b): loss from the initial to the final weights")  # fmt: skip
 
     exotic = range(len(INITS) - 1)
     ref = len(INITS) - 1
-    acc = {key: r.last("trainset_accuracy") for key, r in got.items()}
-    test = {key: r.last("test_accuracy") for key, r in got.items()}
-    flat = {i: flatness(runs, got[False, i]) for i in exotic}
-    stopped = [lab(bn, i) for (bn, i), r in got.items() if not r.completed]
+    acc = {key: r.last("trainset_accuracy") for key, r in every.items()}
+    test = {key: r.last("test_accuracy") for key, r in every.items()}
+    flat = {(i, k): flatness(runs, every[False, i, k]) for i in exotic for k in range(reps)}
+    stopped = [f"{lab(bn, i)} seed {k}" for (bn, i, k), r in every.items() if not r.completed]
     note = f" Runs stopped early by a non-finite loss: {', '.join(stopped)}." if stopped else ""
-    accs = "; ".join(f"{lab(bn, i)}: train {100 * acc[bn, i]:.1f}%, test {100 * test[bn, i]:.1f}%"
-                     for (bn, i) in got)  # fmt: skip
-    no_bn = [acc[False, i] for i in exotic]
-    with_bn = [acc[True, i] for i in exotic]
-    fl_vals = [flat[i] for i in exotic]
-    best_exotic = max(test[True, i] for i in exotic)
+    accs = "; ".join(f"{lab(bn, i)}: train " + "/".join(f"{100 * acc[bn, i, k]:.1f}" for k in range(reps))
+                     + "%, test " + "/".join(f"{100 * test[bn, i, k]:.1f}" for k in range(reps)) + "%"
+                     for bn in bns for i in range(len(INITS)))  # fmt: skip
+    ks = range(reps)
+    no_bn = [max(acc[False, i, k] for i in exotic) for k in ks]
+    fl_vals = [max(flat[i, k] for i in exotic) for k in ks]
+    with_bn = [min(acc[True, i, k] for i in exotic) for k in ks]
+    gap = [100 * (max(test[True, i, k] for i in exotic) - test[True, ref, k]) for k in ks]
+    he_nobn = at_least("the He-initialized NIN without BatchNorm trains", [acc[False, ref, k] for k in ks], 0.5,
+                       detail="its final training accuracy per seed; at least 50%")
+    he_bn = at_least("the He-initialized NIN with BatchNorm trains", [acc[True, ref, k] for k in ks], 0.5,
+                     detail="its final training accuracy per seed; at least 50%")
+    stuck = at_most("the exotic runs without BatchNorm are stuck", no_bn, 0.2,
+                    detail="the better exotic run's final training accuracy per seed; below 20%")
+    trained = at_least("the exotic runs with BatchNorm trained", with_bn, 0.5,
+                       detail="the worse exotic BatchNorm run's final training accuracy per seed; at least 50%")
+    e1 = paired_effect(no_bn, 0.2)
+    e2 = paired_effect(fl_vals, 0.01) if np.isfinite(fl_vals).all() else None
+    e3 = paired_effect(with_bn, 0.5)
+    e4 = paired_effect(gap, 0.0)
     claims = [
         Claim(
             statement="Without batch normalization, NIN does not train at all from N(-10, 0.01) or N(-1, 1) "
                       "initializations.",
-            paper_value=None, source=f"{SOURCE}, A.5, Fig. 11", measured=float(np.nanmax(no_bn)),
-            held=bool(all(a < 0.2 for a in no_bn)),
-            detail=f"measured = the higher final training accuracy of the two runs; held if both stay below 20% "
-                   f"(chance 10%). The He-initialized NIN without BatchNorm reaches "
-                   f"{100 * acc[False, ref]:.1f}%. {accs}.{note}",
+            paper_value=None, source=f"{SOURCE}, A.5, Fig. 11", measured=no_bn, premises=[he_nobn], effect=e1,
+            verdict=verdict_for(e1, direction=-1), scale=setup.name,
+            detail=f"measured = per seed, the better exotic run's final training accuracy; effect = that minus 20% "
+                   f"over {reps} seeds (paired t); held if below 0 (chance 10%). {accs}.{note}",
         ),
         Claim(
             statement="Around these initializations the loss surface is a plateau rather than a bad local minimum.",
-            paper_value=None, source=f"{SOURCE}, A.5, Fig. 11(b)",
-            measured=float(np.nanmax(fl_vals)) if np.isfinite(fl_vals).any() else math.nan,
-            held=bool(all(np.isfinite(v) and v < 0.01 for v in fl_vals)),
-            detail="largest relative change of the training loss around the initialization (training path and two "
-                   "random directions of 10% of ||theta_0||), nets without BatchNorm: "
-                   + ", ".join(f"{_name(i)} {flat[i]:.3g}" for i in exotic) + "; held if every one is below 0.01.",
+            paper_value=None, source=f"{SOURCE}, A.5, Fig. 11(b)", measured=fl_vals, premises=[stuck], effect=e2,
+            verdict=verdict_for(e2, direction=-1) if e2 else "not tested", scale=setup.name,
+            detail="measured = per seed, the larger relative change of the training loss around the initialization "
+                   "(training path and two random directions of 10% of ||theta_0||) of the two nets without "
+                   f"BatchNorm; effect = that minus 0.01 over {reps} seeds (paired t); held if below 0. Per run: "
+                   + ", ".join(f"{_name(i)} seed {k} {flat[i, k]:.3g}" for i in exotic for k in ks) + ".",
         ),
         Claim(
             statement="With batch normalization, NIN trains from these initializations (slowly) and finds a local "
                       "minimum.",
-            paper_value=None, source=f"{SOURCE}, A.5, Fig. 11", measured=float(np.nanmin(with_bn)),
-            held=bool(all(a >= 0.5 for a in with_bn)),
-            detail="measured = the lower final training accuracy of the two BatchNorm runs; held if both reach at "
-                   f"least 50%. {accs}.",
+            paper_value=None, source=f"{SOURCE}, A.5, Fig. 11", measured=with_bn, premises=[he_bn], effect=e3,
+            verdict=verdict_for(e3, direction=1), scale=setup.name,
+            detail=f"measured = per seed, the worse exotic BatchNorm run's final training accuracy; effect = that "
+                   f"minus 50% over {reps} seeds (paired t); held if above 0. {accs}.",
         ),
         Claim(
             statement="The minimum found from the exotic initializations (with batch normalization) is not as good as "
                       "the one found from small initial values.",
-            paper_value=None, source=f"{SOURCE}, A.5", measured=float(100 * (best_exotic - test[True, ref])),
-            held=bool(best_exotic < test[True, ref]),
-            detail=f"measured = best exotic test accuracy minus the He-initialized one (percentage points; "
-                   f"He {100 * test[True, ref]:.1f}%); held if negative.",
+            paper_value=None, source=f"{SOURCE}, A.5", measured=gap, premises=[trained], effect=e4,
+            verdict=verdict_for(e4, direction=-1), scale=setup.name,
+            detail=f"measured = per seed, best exotic test accuracy minus the He-initialized one (points); effect over "
+                   f"{reps} seeds (paired t); held if below 0.",
         ),
     ]
     return FigureResult(
@@ -165,7 +195,7 @@ def fig11(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | No
                 "the initial to the final weights. Scaled down from the paper (see scaling).",
         panels=[Panel("training", plotly=ft[0], mpl=ft[1]), Panel("init_final", plotly=fl[0], mpl=fl[1])],
         claims=claims,
-        scaling=setup.scaling(1, arch="nin", optimizer="SGD lr 0.05",
+        scaling=setup.scaling(setup.repetitions_nin, arch="nin", optimizer="SGD lr 0.05",
                               initializations="N(-10, 0.01), N(-1, 1) on conv weights and biases; He (reference)"),
     )
 

@@ -10,6 +10,12 @@ Basin width (the paper gives none; fixed before measuring): the distance from th
 along Eq. 1 first doubles (linear interpolation between grid points; the grid is refined geometrically near the
 minimum), in absolute units (Fig. 6) and as a fraction of ||theta_0 - theta_1|| (Fig. 5's alpha). The half-height
 width (loss halfway between the minimum's and the initialization's) is reported alongside.
+
+Statistics (fixed before measuring): per initialization, the Adam-family width (mean of Adam and Adam+RK2) over the
+SGD-family width (SGD and SGD+RK2); the claims test the mean log ratio over the initializations (paired t) against
+0. "Characteristic of the method" is a one-way ANOVA of log width across the 7 methods (held if p < 0.05; a
+non-significant result is inconclusive: it cannot show similarity). Premises: every run converged, and no width is
+censored by the end of the line (the loss doubles somewhere on it).
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
-from figures._im_common import METHOD_LABELS as LABELS
 from figures._im_common import (
+    LINESTYLES,
     SOURCE,
     Curve,
     ImRuns,
@@ -31,13 +37,16 @@ from figures._im_common import (
     RunSpec,
     cache_dir,
     color,
+    converged_premise,
     first_crossing,
     mpl_grid,
     single_threaded,
     small_multiples,
 )
+from figures._im_common import METHOD_LABELS as LABELS
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.im_fig4 import anova
+from figures.verdict import Verdict, at_most, paired_effect, verdict_for
 from landscape.optim import METHODS
 from landscape.surface import line, line_distance
 
@@ -87,7 +96,7 @@ def fig5_6(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     """
     runs = ImRuns(setup, cache_dir, progress)
     reps = setup.repetitions
-    grid = {(m, k): runs.get(RunSpec(m, init=k)) for k in range(reps) for m in METHODS}
+    grid = runs.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in METHODS})
     template = setup.model(RunSpec())
     kw = {**runs.eval_kw(RunSpec()), "metrics": ("loss",)}
     data = runs.surface_data()
@@ -109,23 +118,24 @@ def fig5_6(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     rel = {key: widths[key][0] / prof[key][2] for key in prof}
 
     # ---- drawing
-    dash = [False, True, False, True, False, True]
+    dash = LINESTYLES
     p5, p6 = [], []
     for m in METHODS:
         c5, c6 = [], []
         for k in range(reps):
             d, z, length = prof[m, k]
             inside = d <= length * (1 + 1e-9)
-            c5.append(Curve(1 - d[inside] / length, z[inside], f"init {k}", color(m), dash[k % 6]))
-            c6.append(Curve(d, z, f"init {k}", color(m), dash[k % 6], marks=(length,)))
+            c5.append(Curve(1 - d[inside] / length, z[inside], f"init {k}", color(m), dash[k % len(dash)]))
+            c6.append(Curve(d, z, f"init {k}", color(m), dash[k % len(dash)], marks=(length,)))
         p5.append((LABELS[m], c5))
         p6.append((LABELS[m], c6))
     f5 = small_multiples(p5, cols=4, xlabel="alpha (init 0 -> final 1)", ylabel="training loss", logy=True,
                          title="Fig. 5(a,c): loss from the initial to the final weights, per method and init")
     f6 = small_multiples(p6, cols=4, xlabel="distance from the final weights (Eq. 1)", ylabel="training loss",
                          logy=True, title="Fig. 6: loss vs absolute distance from the minimum (dot: the init)")
-    pairs = [(f"{LABELS[a]} (0) -> {LABELS[b]} (1)", [Curve(alphas, pair_lines[a, b, k], f"init {k}", "#444",
-                                                             dash[k % 6]) for k in range(reps)]) for a, b in PAIRS]
+    pairs = [(f"{LABELS[a]} (0) -> {LABELS[b]} (1)",
+              [Curve(alphas, pair_lines[a, b, k], f"init {k}", "#444", dash[k % len(dash)]) for k in range(reps)])
+             for a, b in PAIRS]  # fmt: skip
     f5b = small_multiples(pairs, cols=3, xlabel="alpha", ylabel="training loss", logy=True,
                           title="Fig. 5(b,d): loss between the finals of two methods, per init")
 
@@ -149,49 +159,59 @@ def fig5_6(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     mw.suptitle("Basin width per method (each dot one initialization)", fontsize=10)
 
     # ---- claims
-    def fam(vals: dict, methods: tuple[str, ...]) -> float:
-        v = [vals[m, k] for m in methods for k in range(reps)]
+    def fam(vals: dict, methods: tuple[str, ...], k: int | None = None) -> float:
+        ks = range(reps) if k is None else [k]
+        v = [vals[m, j] for m in methods for j in ks]
         return float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
 
     dbl = {key: w[0] for key, w in widths.items()}
     half = {key: w[1] for key, w in widths.items()}
-    r_abs = fam(dbl, ADAM_FAMILY) / fam(dbl, SGD_FAMILY)
-    r_rel = fam(rel, ADAM_FAMILY) / fam(rel, SGD_FAMILY)
+    r_abs = [fam(dbl, ADAM_FAMILY, k) / fam(dbl, SGD_FAMILY, k) for k in range(reps)]
+    r_rel = [fam(rel, ADAM_FAMILY, k) / fam(rel, SGD_FAMILY, k) for k in range(reps)]
     r_half = fam(half, ADAM_FAMILY) / fam(half, SGD_FAMILY)
+    eff_rel = paired_effect(np.log(r_rel), 0.0)
+    eff_abs = paired_effect(np.log(r_abs), 0.0)
     per = ", ".join(f"{LABELS[m]} {np.nanmean([dbl[m, k] for k in range(reps)]):.3g}" for m in METHODS)
     groups = [np.log([dbl[m, k] for k in range(reps)]) for m in METHODS]
     f_m, p_m = anova(groups) if all(np.isfinite(g).all() for g in groups) else (math.nan, math.nan)
     allv = np.concatenate(groups)
     eta2 = (float(sum(len(g) * (g.mean() - allv.mean()) ** 2 for g in groups) / ((allv - allv.mean()) ** 2).sum())
             if np.isfinite(allv).all() and allv.std() > 0 else math.nan)  # fmt: skip
+    premises = [converged_premise(list(grid.values()), runs.surface_data()),
+                at_most("every basin width is measured (the loss doubles on the line)", censored, 0,
+                        detail=f"runs whose loss never doubled within 1.5x ||init - final|| of {len(prof)}")]
+    if reps < 2 or not np.isfinite(p_m):
+        v_char, why = Verdict.NOT_TESTED, "needs at least 2 initializations per method and finite widths. "
+    else:
+        v_char, why = (Verdict.HELD if p_m < 0.05 else Verdict.INCONCLUSIVE), ""
     claims = [
         Claim(
             statement="The basins around the minima found by Adam and Adam+RK2 are larger than those found by SGD and "
                       "SGD+RK2: the training loss stays small over a wider range of alpha (init -> final).",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.2, Fig. 5(a,c)", measured=r_rel,
-            held=bool(r_rel > 1) if np.isfinite(r_rel) else False,
-            detail=f"width = fraction of ||init - final|| from the final at which the loss doubles; measured = mean "
-                   f"over Adam, Adam+RK2 runs / mean over SGD, SGD+RK2 runs ({reps} inits each); held if > 1.",
+            paper_value=None, source=f"{SOURCE}, Sec. 4.2, Fig. 5(a,c)", measured=r_rel, premises=premises,
+            effect=eff_rel, verdict=verdict_for(eff_rel, direction=1), scale=setup.name,
+            detail=f"width = fraction of ||init - final|| from the final at which the loss doubles; measured = per "
+                   f"init, Adam-family mean / SGD-family mean; effect = mean log ratio over {reps} inits (paired t "
+                   "against 0); held if above 0.",
         ),
         Claim(
             statement="Measured as absolute distance in parameter space (Eq. 1), the basins of Adam-family minima are "
                       "wider than those of SGD-family minima.",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.2, Fig. 6", measured=r_abs,
-            held=bool(r_abs > 1) if np.isfinite(r_abs) else False,
-            detail=f"width = distance from the final weights at which the loss doubles; measured = Adam-family mean / "
-                   f"SGD-family mean; held if > 1. Mean width per method: {per}. Half-height width ratio (loss halfway "
-                   f"to the init's): {r_half:.3g}. Runs whose loss never doubled on the line (width = line end, a "
-                   f"lower bound): {censored} of {len(prof)}.",
+            paper_value=None, source=f"{SOURCE}, Sec. 4.2, Fig. 6", measured=r_abs, premises=premises,
+            effect=eff_abs, verdict=verdict_for(eff_abs, direction=1), scale=setup.name,
+            detail=f"width = distance from the final weights at which the loss doubles; measured = per init, "
+                   f"Adam-family / SGD-family width; effect = mean log ratio over {reps} inits (paired t); held if "
+                   f"above 0. Mean width per method: {per}. Half-height width ratio (loss halfway to the init's), all "
+                   f"inits: {r_half:.3g}.",
         ),
         Claim(
             statement="The shape of the loss around the minima is characteristic of the method: strikingly similar "
                       "across runs of one method, different across methods.",
             paper_value=None, source=f"{SOURCE}, Sec. 4.2 and Sec. 5, Fig. 5",
-            measured=eta2, held=None if reps < 2 or not np.isfinite(p_m) else bool(p_m < 0.05),
-            detail=("needs at least 2 initializations per method" if reps < 2 else
-                    f"measured = share of the variance of log basin width (doubling distance) explained by the method "
-                    f"(eta squared); one-way ANOVA across the 7 methods, {reps} inits each: F = {f_m:.3g}, p = "
-                    f"{p_m:.3g}; held if p < 0.05."),
+            measured=eta2, premises=premises, verdict=v_char, scale=setup.name,
+            detail=why + f"measured = share of the variance of log basin width (doubling distance) explained by the "
+                         f"method (eta squared); one-way ANOVA across the 7 methods, {reps} inits each: F = {f_m:.3g}, "
+                         f"p = {p_m:.3g}; held if p < 0.05, inconclusive otherwise.",
         ),
     ]
     return FigureResult(

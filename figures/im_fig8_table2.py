@@ -10,6 +10,12 @@ Readings (fixed before measuring): the dependence of the minimum's quality on th
 minima is unimodal when it has at most one interior local maximum of prominence >= 2% of the path's loss range
 (``scipy.signal.find_peaks``); its barrier width is the fraction of the path whose loss lies above halfway between
 the larger endpoint loss and the peak.
+
+Statistics (fixed before measuring): the init-dependence claim pairs the 7 methods (spread over the same
+``repetitions_nobn`` initialization seeds with and without BatchNorm; paired t of the spreads). The shape claims
+pair the initializations (share of unimodal paths, mean barrier width, per init; paired t). Premises: the runs
+converged, and the shape claims need barriers to have a shape: at least half of the final -> final paths rise
+sharply (rise score >= 1, as Table 1) in both settings; without a barrier "wide" and "bumpy" describe noise.
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ import numpy as np
 from scipy.signal import find_peaks
 from tqdm.auto import tqdm
 
-from figures._im_common import METHOD_LABELS as LABELS
 from figures._im_common import (
+    LINESTYLES,
     SOURCE,
     Curve,
     ImRuns,
@@ -30,10 +36,14 @@ from figures._im_common import (
     RunSpec,
     cache_dir,
     color,
+    converged_premise,
+    rise_score,
     single_threaded,
     small_multiples,
 )
+from figures._im_common import METHOD_LABELS as LABELS
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.verdict import at_least, paired_effect, verdict_for
 from landscape.optim import METHODS
 from landscape.surface import line
 
@@ -77,7 +87,8 @@ def fig8_table2(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Pat
     runs = ImRuns(setup, cache_dir, progress)
     reps = setup.repetitions_nobn
     bns = (True, False)
-    grid = {(bn, m, k): runs.get(RunSpec(m, init=k, batchnorm=bn)) for bn in bns for k in range(reps) for m in METHODS}
+    grid = runs.table({(bn, m, k): RunSpec(m, init=k, batchnorm=bn) for bn in bns for k in range(reps)
+                       for m in METHODS})  # fmt: skip
     alphas = np.linspace(0, 1, 21)
     data = runs.surface_data()
     templates = {bn: setup.model(RunSpec(batchnorm=bn)) for bn in bns}
@@ -93,9 +104,9 @@ def fig8_table2(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Pat
             final_final[bn, k, a, b] = line(templates[bn], grid[bn, a, k].final, grid[bn, b, k].final, data,
                                             alphas=alphas, **kws[bn]).metrics["loss"]  # fmt: skip
 
-    dash = [False, True, False, True]
+    dash = LINESTYLES
     top = [(LABELS[m], [Curve(alphas, init_final[bn, m, k], f"{'with' if bn else 'without'} BN, init {k}",
-                              color(m) if bn else "#222", dash[k % 4], 1.5 if bn else 1.2)
+                              color(m) if bn else "#222", dash[k % len(dash)], 1.5 if bn else 1.2)
                         for bn in bns for k in range(reps)]) for m in METHODS]  # fmt: skip
     ft = small_multiples(top, cols=4, xlabel="alpha (init 0 -> final 1)", ylabel="training loss", logy=True,
                          title="Fig. 8 (top): loss from the initial to the final weights, with (colour) and without "
@@ -114,40 +125,52 @@ def fig8_table2(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Pat
 
     # ---- claims
     test = {key: r.last("test_accuracy") for key, r in grid.items()}
-    spread = {bn: float(np.mean([100 * (max(test[bn, m, k] for k in range(reps)) - min(test[bn, m, k]
-                                                                                      for k in range(reps)))
-                                 for m in METHODS])) for bn in bns}  # fmt: skip
-    bumps = {bn: [n_bumps(z) for (b, *_), z in final_final.items() if b == bn] for bn in bns}
-    uni = {bn: float(np.mean([0 <= n <= 1 for n in bumps[bn]])) for bn in bns}
-    wid = {bn: float(np.mean([barrier_width(z) for (b, *_), z in final_final.items() if b == bn])) for bn in bns}
+    spread_m = {bn: [100 * (max(test[bn, m, k] for k in range(reps)) - min(test[bn, m, k] for k in range(reps)))
+                     for m in METHODS] for bn in bns}  # fmt: skip
+    spread = {bn: float(np.mean(spread_m[bn])) for bn in bns}
+    eff1 = paired_effect(spread_m[False], spread_m[True])
+    uni_k = {bn: [float(np.mean([0 <= n_bumps(final_final[bn, k, a, b]) <= 1 for a, b in pairs])) for k in range(reps)]
+             for bn in bns}  # fmt: skip
+    wid_k = {bn: [float(np.mean([barrier_width(final_final[bn, k, a, b]) for a, b in pairs])) for k in range(reps)]
+             for bn in bns}  # fmt: skip
+    rising = {bn: float(np.mean([rise_score(z) >= 1 for (b, *_), z in final_final.items() if b == bn])) for bn in bns}
+    eff2 = paired_effect(uni_k[True], uni_k[False])
+    eff3 = paired_effect(wid_k[False], wid_k[True])
+    conv = converged_premise(list(grid.values()), runs.surface_data())
+    barriers = at_least("the paths between minima have barriers (in both settings)", [rising[False], rising[True]],
+                        0.5, detail="share of final -> final paths that rise sharply (rise score >= 1), without and "
+                                    "with BatchNorm; at least half")  # fmt: skip
     acc_tab = "; ".join(f"{'BN' if bn else 'no BN'}: " + ", ".join(
         f"{LABELS[m]} " + "/".join(f"{100 * test[bn, m, k]:.1f}" for k in range(reps)) for m in METHODS) for bn in bns)
+    untestable = "needs at least 2 initializations. " if reps < 2 else ""
     claims = [
         Claim(
             statement="Without batch normalization, the quality of the local minimum a method finds depends much more "
                       "on the initialization.",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.4, Fig. 8 vs Fig. 5", measured=spread[False],
-            held=None if reps < 2 else bool(spread[False] > spread[True]),
-            detail=("needs at least 2 initializations" if reps < 2 else
-                    f"spread (max - min) of test accuracy over {reps} initializations, mean over the 7 methods: "
-                    f"{spread[False]:.2f} points without BatchNorm vs {spread[True]:.2f} with it; held if larger "
-                    f"without. Test accuracy (%) per init: {acc_tab}."),
+            paper_value=None, source=f"{SOURCE}, Sec. 4.4, Fig. 8 vs Fig. 5", measured=spread_m[False],
+            premises=[conv], effect=eff1, verdict="not tested" if reps < 2 else verdict_for(eff1, direction=1),
+            scale=setup.name,
+            detail=untestable + f"measured = per method, the spread (max - min, points) of test accuracy over {reps} "
+                   f"initializations without BatchNorm (mean {spread[False]:.2f}; with it {spread[True]:.2f}); effect "
+                   f"= without minus with, paired over the 7 methods; held if above 0. Test accuracy (%) per init: "
+                   f"{acc_tab}.",
         ),
         Claim(
             statement="With batch normalization the loss between minima shows sharp unimodal jumps; without it the "
                       "shapes are not necessarily unimodal (bumpy).",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.4, Table 2, Fig. 8",
-            measured=uni[False], held=bool(uni[True] > uni[False]),
-            detail=f"share of the {len(bumps[False])} final -> final paths (21 pairs x {reps} inits) with at most one "
-                   f"interior local maximum of prominence >= 2% of the path's range: {uni[False]:.0%} without "
-                   f"BatchNorm vs {uni[True]:.0%} with it; held if smaller without.",
+            paper_value=None, source=f"{SOURCE}, Sec. 4.4, Table 2, Fig. 8", measured=uni_k[False],
+            premises=[conv, barriers], effect=eff2, verdict=verdict_for(eff2, direction=1), scale=setup.name,
+            detail=f"measured = per init, the share of the 21 final -> final paths without BatchNorm with at most one "
+                   f"interior local maximum of prominence >= 2% of the path's range (with BatchNorm: {uni_k[True]}); "
+                   f"effect = with minus without, paired over {reps} inits; held if above 0.",
         ),
         Claim(
             statement="Without batch normalization the barriers between minima are wide; with it they are sharp.",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.4, Fig. 8",
-            measured=wid[False], held=bool(wid[False] > wid[True]),
-            detail=f"mean fraction of a final -> final path above halfway between its larger endpoint loss and its "
-                   f"peak: {wid[False]:.2f} without BatchNorm vs {wid[True]:.2f} with it; held if wider without.",
+            paper_value=None, source=f"{SOURCE}, Sec. 4.4, Fig. 8", measured=wid_k[False],
+            premises=[conv, barriers], effect=eff3, verdict=verdict_for(eff3, direction=1), scale=setup.name,
+            detail=f"measured = per init, the mean fraction of a final -> final path above halfway between its larger "
+                   f"endpoint loss and its peak, without BatchNorm (with it: {wid_k[True]}); effect = without minus "
+                   f"with, paired over {reps} inits; held if above 0.",
         ),
     ]
     return FigureResult(

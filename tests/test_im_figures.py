@@ -7,16 +7,28 @@ import pytest
 import torch
 
 from figures import _im_common as common
-from figures._im_common import ImRuns, ImSetup, RunSpec, first_crossing, rise, rises
+from figures._im_common import (
+    ImRuns,
+    ImSetup,
+    RunSpec,
+    converged_premise,
+    first_crossing,
+    no_difference,
+    rise,
+    rise_score,
+    rises,
+)
 from figures.contract import Claim, FigureResult, MissingDataError
-from figures.im_fig2_3 import edges, fig2_3
+from figures.im_fig2_3 import edges
 from figures.im_fig5_6 import basin_widths
 from figures.im_fig8_table2 import barrier_width, n_bumps
-from figures.im_fig9 import equal_evals, fig9
+from figures.im_fig9 import equal_evals
+from figures.verdict import Verdict, paired_effect
 from landscape.params import parameters_to_vector
 
-TINY = ImSetup(name="test", train_size=96, vgg_cfg=(4, "M"), vgg_hidden=8, epochs=2, repetitions=2,
-               repetitions_nobn=2, repetitions_fig9=1, surface_size=48, grid=3, nin_width=4)
+TINY = ImSetup(name="test", train_size=96, vgg_cfg=(4, "M"), vgg_hidden=8, epochs=2, lr_stages=2, repetitions=2,
+               repetitions_nobn=2, repetitions_fig9=2, repetitions_switch=2, repetitions_nin=2, surface_size=48,
+               grid=3, nin_width=4)
 
 
 @pytest.fixture(scope="module")
@@ -115,16 +127,84 @@ def test_equal_evals_compares_at_matching_budgets(runs):
 
 
 def _check(res: FigureResult) -> None:
+    """Every claim: numeric measured, one of the four verdicts, premises stated, held only on met premises."""
     assert isinstance(res, FigureResult) and res.panels and res.claims
     for c in res.claims:
         assert isinstance(c, Claim) and c.source.startswith("Im, Tao & Branson")
+        assert c.verdict in set(Verdict), c
         assert c.held in (True, False, None)
-        assert isinstance(c.measured, float | int) and math.isfinite(c.measured), c
+        vals = c.measured if isinstance(c.measured, list) else [c.measured]
+        assert vals and all(isinstance(v, float | int) and not isinstance(v, bool) for v in vals), c
+        assert c.premises, f"claim without premises: {c.statement}"
+        if c.verdict is Verdict.HELD:
+            assert c.premise_met, c
+            assert c.effect is None or c.effect.ci_low > 0 or c.effect.ci_high < 0, c
+        if not c.premise_met:
+            assert c.verdict is Verdict.NOT_TESTED and c.detail.startswith("premise not met")
+        assert c.scale == TINY.name
     assert {"model", "data", "epochs", "repetitions"} <= set(res.scaling)
 
 
-def test_fig2_3_and_fig9_at_tiny_scale(cache):
-    _check(fig2_3(TINY, cache_dir=cache))
-    res = fig9(TINY, cache_dir=cache)
+@pytest.mark.parametrize("name", ["fig1", "fig2_3", "table1", "fig4", "fig5_6", "fig7", "fig8_table2", "fig9",
+                                  "fig10", "fig11"])  # fmt: skip
+def test_every_figure_at_tiny_scale(cache, name):
+    import importlib
+
+    mod = importlib.import_module(f"figures.im_{name}")
+    res = getattr(mod, name)(TINY, cache_dir=cache)
     _check(res)
-    assert len(res.claims) == 4
+    if name == "fig9":
+        assert len(res.claims) == 4
+
+
+def test_rise_score_is_the_sharp_rise_test():
+    assert rise_score(np.array([0.1, 0.5, 0.25])) == pytest.approx(1.0)  # 0.5 = 2 x 0.25 and 0.25 nats above
+    assert rise_score(np.array([0.001, 0.01, 0.001])) < 1  # 10x, but only 0.009 nats: no barrier
+    assert rise_score(np.array([0.3, 0.5, 0.3])) < 1  # +0.2 nats, but not 2x
+    for z in ([0.1, 0.5, 0.25], [0.001, 0.01, 0.001], [0.2, 1.0, 0.1]):
+        assert (rise_score(np.array(z)) >= 1) == rises(*rise(np.array(z)))
+    assert math.isnan(rise_score(np.array([0.1, np.inf])))
+
+
+def test_converged_premise_reads_the_gradient_at_the_final_weights(runs):
+    sgd = runs.get(RunSpec("sgd"))
+    data = runs.surface_data()
+    p = converged_premise([sgd], data)
+    ratio = common.grad_norm(sgd, -1, data) / common.grad_norm(sgd, 0, data)
+    assert p.measured == [pytest.approx(ratio)] and p.met == (ratio <= 0.01)
+    assert not p.met  # two epochs of a tiny net: far from a critical point
+    assert converged_premise([sgd], data, rel_tol=10.0).met
+    assert "relative change of the training loss" in p.detail.lower()
+    # a run cut short by a non-finite loss fails
+    cut = common.Run(sgd.spec, sgd.label, sgd.traj, sgd.history[:-1], sgd.factory)
+    assert not cut.completed and not converged_premise([cut], data, rel_tol=10.0).met
+    # a failed premise makes the claim "not tested", whatever the effect
+    c = Claim("x", None, 1.0, premises=[p], effect=paired_effect([1, 2, 3]), verdict="held", detail="d")
+    assert c.verdict is Verdict.NOT_TESTED and "premise not met" in c.detail
+
+
+def test_no_difference_verdict():
+    tight = paired_effect([0.1, -0.1, 0.05, 0.0, -0.05])
+    assert no_difference(0.5, tight, 1.0) is Verdict.HELD
+    assert no_difference(0.01, tight, 1.0) is Verdict.NOT_HELD  # a significant difference
+    wide = paired_effect([3.0, -2.0, 4.0, -3.0, 1.0])
+    assert no_difference(0.5, wide, 1.0) is Verdict.INCONCLUSIVE  # too noisy to see a 1-point difference
+
+
+def test_step_decay_halves_the_rate_between_stages(runs):
+    import torch.nn as nn
+
+    from landscape.train import Trainer
+
+    seen = []
+
+    class Spy(common.Callback):
+        def on_step_end(self, trainer, event):
+            seen.append(trainer.optimizer.param_groups[0]["lr"])
+
+    X, y = torch.randn(32, 3), torch.randint(0, 2, (32,))
+    net = nn.Linear(3, 2)
+    # the decay callback runs before the spy: the rate logged after step s is the rate of step s + 1
+    Trainer(net, (X, y), optimizer="sgd", optimizer_kwargs={"lr": 0.4}, epochs=4, batch_size=8,
+            callbacks=[common._StepDecay(16, 4), Spy()]).fit()  # fmt: skip
+    assert seen[:3] == [0.4] * 3 and seen[3] == pytest.approx(0.2) and seen[-1] == pytest.approx(0.05)
