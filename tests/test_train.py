@@ -352,6 +352,7 @@ def test_seeded_training_with_recording_is_bitwise_reproducible_across_processes
         "from torch import nn\n"
         "from landscape.train import Trainer\n"
         "from landscape.trajectory import Trajectory\n"
+        "torch.set_num_threads(1)\n"  # as this process (tests/conftest.py): reductions may split by thread
         "torch.manual_seed(5)\n"
         "net = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 3))\n"
         "g = torch.Generator().manual_seed(0)\n"
