@@ -155,14 +155,31 @@ def _run_one(name: str, module: str | None, scale: str, data_dir: str | None, ou
         shutil.rmtree(stage, ignore_errors=True)  # left over only after a failure or an interrupt
 
 
-def free_cores() -> int:
-    """Cores not busy with other work: the core count minus the 1-minute load average, at least 1."""
+def free_cores(sample_s: float = 0.5) -> int:
+    """Cores not busy with other work now, at least 1.
+
+    Measured as the idle share of all cores over ``sample_s`` seconds (``/proc/stat``), not the load
+    average, which lags by minutes: right after ``.ci/setup.sh`` it still counts the installation as busy.
+    Elsewhere, the core count minus the 1-minute load average.
+    """
     n = os.cpu_count() or 1
+
+    def cpu_times() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+        return fields[3] + (fields[4] if len(fields) > 4 else 0), sum(fields)  # idle + iowait, total
+
     try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):  # pragma: no cover - no load average (Windows)
-        busy = 0.0
-    return max(1, min(n, n - int(round(busy))))
+        idle0, total0 = cpu_times()
+        time.sleep(sample_s)
+        idle1, total1 = cpu_times()
+        free = n * (idle1 - idle0) / max(total1 - total0, 1)
+    except (OSError, ValueError, IndexError):
+        try:
+            free = n - os.getloadavg()[0]
+        except (AttributeError, OSError):  # pragma: no cover - neither (Windows)
+            free = n
+    return max(1, min(n, int(round(free))))
 
 
 @contextlib.contextmanager
