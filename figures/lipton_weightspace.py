@@ -506,6 +506,23 @@ def _epoch_losses(runs: LiptonRuns, traj: Trajectory, start_epoch: float = 0.0) 
     return traj.epochs[idx] + start_epoch, runs.losses(traj[i].vector for i in idx)
 
 
+def trained_premise(runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, start: Tensor | None = None) -> Premise:
+    """Premise that the paths are training paths: each ends at a loss at most 10% of its start's.
+
+    Args:
+        runs: The recorded runs (gives the loss).
+        trajs: The paths.
+        what: Who trained, for the statement.
+        start: The point the losses are compared with (default: each path's first snapshot; for clones, the
+            random initialization their pretrained parent started from).
+    """
+    firsts = [t[0].vector for t in trajs] if start is None else [start]
+    initial = runs.losses(firsts)
+    final = runs.losses([t[-1].vector for t in trajs])
+    ratio = (final / (initial if start is None else initial[0])).tolist()
+    return at_most(f"{what} trained", ratio, 0.1, detail="final / initial training loss (eval mode) of each path")
+
+
 def converged_premise(runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, start_epoch: float = 0.0
                       ) -> tuple[Premise, Premise, np.ndarray]:
     """Premises that the runs ended at solutions: the loss stopped changing and is low.
@@ -659,7 +676,8 @@ def figure2(setup: LiptonSetup, *, cache_dir: Path | str | None = None, progress
                 f"each end). Scaled down from the paper: {s.epochs} epochs.",
         panels=[Panel("paths", plotly=fig[0], mpl=fig[1])],
         claims=[_diverge_claim("Paths from the same initialization, fed the data in different shuffled orders,", trajs,
-                               src, scale=scale),
+                               src, premises=[trained_premise(runs, trajs, f"the {len(trajs)} shuffled runs")],
+                               scale=scale),
                 _cv_claim(f"{s.repetitions} runs from one initialization with different shuffles", pair, src, conv,
                           scale)],
         scaling=s.scaling(),
@@ -712,7 +730,8 @@ def figure3(setup: LiptonSetup, *, cache_dir: Path | str | None = None, progress
               paper_value=None, measured=round(norm_cv, 4), held=norm_cv <= CV_MAX,
               detail=f"coefficient of variation of ||w|| after {s.epochs} epochs over the {len(inits)} runs from "
                      f"different initializations (range {final_norms.min():.4g}-{final_norms.max():.4g}); held if "
-                     f"<= {CV_MAX}.", source="Lipton 2016, Sec. 1.1, Fig. 3a", scale=scale),
+                     f"<= {CV_MAX}.", source="Lipton 2016, Sec. 1.1, Fig. 3a", scale=scale,
+              premises=[trained_premise(runs, inits, f"the {len(inits)} runs from different initializations")]),
         Claim(statement="Weights do not converge to critical points: after the loss has converged they keep "
                         "travelling large distances through flat regions of weight space.",
               paper_value=None, measured=round(after, 4), held=after >= FLAT_TRAVEL_MIN,
@@ -723,7 +742,8 @@ def figure3(setup: LiptonSetup, *, cache_dir: Path | str | None = None, progress
                      "100.",
               source="Lipton 2016, Sec. 1.1, Fig. 3a caption", premises=list(base_conv), scale=scale),
         _diverge_claim(f"Clones of a model pretrained for {s.pretrain_epochs} epochs, trained on with different "
-                       "shuffles,", clones, "Lipton 2016, Sec. 3, Fig. 3b-c", scale=scale),
+                       "shuffles,", clones, "Lipton 2016, Sec. 3, Fig. 3b-c", scale=scale,
+                       premises=[trained_premise(runs, clones, f"the {len(clones)} clones", start=base[0].vector)]),
         _cv_claim(f"{s.repetitions} clones of one partially trained model", pair, "Lipton 2016, Sec. 3, Fig. 3b-c",
                   clone_conv, scale),
     ]

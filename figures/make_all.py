@@ -217,6 +217,8 @@ def figure_sort_key(name: str, paper: str | None) -> tuple[Any, ...]:
     rank = {p.value: i for i, p in enumerate(Paper)}
     numbers = tuple(int(n) for n in re.findall(r"\d+", name))
     kind = 1 if re.search(r"_table\d", name) and not re.search(r"_fig\d", name) else 0  # tables after figures
+    if "_pp_" in name or not numbers:  # a second version's figures (the preprint), then unnumbered ones
+        kind = 2 if numbers else 3
     return rank.get(paper, len(rank)), kind, numbers, name
 
 

@@ -21,6 +21,7 @@ from scipy.optimize import minimize
 from tqdm.auto import tqdm
 
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.verdict import at_most
 
 # Persistent Neurons, Sec. 2 (000 and 001): the stated minima, the start, the step size and the step count.
 MINIMUM_A = (2.0, -2.0)  # (x_a, y_a), where plain GD ends ("sub-optimal")
@@ -110,8 +111,14 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
     ax.set(xlabel="x", ylabel="y", title="Plain gradient descent from w_ini")
     ax.legend(loc="upper left")
 
+    # Premises: the located points are critical points, and GD has stopped moving.
+    grad_norm = max(float(np.hypot(*grad(*found_a))), float(np.hypot(*grad(*found_b))))
+    minima = at_most("BFGS found critical points", grad_norm, 1e-6, detail="larger gradient norm at the two points")
+    moved = float(np.linalg.norm(path[-1] - path[-max(2, len(path) // 10)]))
+    settled = at_most("GD has stopped moving", moved, 1e-3, detail="distance moved over the last 10% of the steps")
     claims = [
         Claim(
+            premises=[minima],
             statement="f has two minima: (x_a, y_a) = (2, -2) and (x_b, y_b) = (-2, -1).",
             paper_value=0.0, source="Persistent Neurons, Sec. 2, eq. (1)",
             measured=round(float(err), 5), held=bool(err < _TOL), scale="quick",
@@ -120,6 +127,7 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
                    f"(x_b, y_b) slightly).",
         ),
         Claim(
+            premises=[settled],
             statement="Plain GD from w_ini = (-0.335, -1.4) with learning rate 0.001 for 50,000 steps converges "
                       "to the sub-optimal minimum (x_a, y_a).",
             paper_value=0.0, source="Persistent Neurons, Sec. 2, Fig. 2 (left)",
@@ -128,6 +136,7 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
             detail=f"measured: distance of the final GD iterate {_fmt(end)} from (2, -2); held if below {_TOL}.",
         ),
         Claim(
+            premises=[minima],
             statement="(x_a, y_a) is the sub-optimal of the two minima.",
             paper_value=None, source="Persistent Neurons, Sec. 2",
             measured=f_a - f_b, held=f_a > f_b, scale="quick",

@@ -135,7 +135,7 @@ def test_failing_figure_is_reported_and_others_render(tmp_path: Path, capsys: py
     CALLS.clear()
     with temporary_registry(include=["toy_demo"]):
         register_figure("always_fails", paper="tunnels", title="Fails")(_fails)
-        args = ["--only", "toy_demo", "always_fails", "--out", str(tmp_path), "--quiet"]
+        args = ["--only", "toy_demo", "always_fails", "--out", str(tmp_path), "--quiet", "--jobs", "1"]
         assert main(args) == 1
         err = capsys.readouterr().err
         assert "FAILED always_fails" in err and "boom: deliberate test failure" in err
