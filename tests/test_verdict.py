@@ -136,3 +136,36 @@ def test_make_all_list_prints_every_figure_name():
     names = [line.split("\t")[0] for line in out.stdout.splitlines()]
     assert "toy_demo" in names and "im_fig10" in names and len(names) == len(set(names)) >= 20
     assert names.index("im_fig2_3") < names.index("im_fig10")
+
+
+def test_free_cores_from_idle_share_and_load_average_fallback(monkeypatch):
+    import os
+
+    from figures import make_all
+
+    n = os.cpu_count() or 1
+    assert 1 <= make_all.free_cores(0.05) <= n
+    stats = iter(["cpu 100 0 100 800 0 0 0 0 0 0\n", "cpu 150 0 150 900 0 0 0 0 0 0\n"])  # idle 100 of 200
+
+    class _Stat:
+        def __init__(self, *a, **k):
+            self.line = next(stats)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def readline(self):
+            return self.line
+
+    monkeypatch.setattr(make_all, "open", _Stat, raising=False)
+    assert make_all.free_cores(0.0) == max(1, round(n * 0.5))
+
+    def unreadable(*a, **k):
+        raise OSError("no /proc/stat")
+
+    monkeypatch.setattr(make_all, "open", unreadable, raising=False)
+    monkeypatch.setattr(make_all.os, "getloadavg", lambda: (n + 3.0, 0.0, 0.0))
+    assert make_all.free_cores(0.0) == 1  # busier than the machine: still one worker
