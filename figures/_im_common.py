@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from figures.contract import MissingDataError, Scale, cache_lock, require_data
+from figures.contract import MissingDataError, Scale, cache_lock, require_data, torch_threads
 from figures.verdict import Effect, Premise, Verdict, at_most, converged
 from landscape.data import Splits, load_cifar10, load_digits_split, load_mnist_subset
 from landscape.models import build_model
@@ -106,12 +106,8 @@ def single_threaded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        old = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             return fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(old)
 
     return wrapper
 

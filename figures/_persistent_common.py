@@ -21,13 +21,12 @@ Readings where the paper is silent (each figure states them in its scaling):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ import torch
 from plotly.subplots import make_subplots
 from torch import nn
 
-from figures.contract import MissingDataError, Panel, Scale, cache_lock, require_data
+from figures.contract import MissingDataError, Panel, Scale, cache_lock, require_data, torch_threads
 from figures.verdict import Effect, Premise, Verdict, at_least, at_most, paired_proportions, verdict_for
 from landscape.data import Splits, load_cifar10, load_digits_split, load_mnist_subset
 from landscape.models import build_model
@@ -54,21 +53,6 @@ CIFAR_HINT = "CIFAR-10 in its python version: the batches data_batch_1..5 and te
 
 
 # --------------------------------------------------------------------------- small utilities
-@contextlib.contextmanager
-def torch_threads(n: int | None = 1) -> Iterator[None]:
-    """Run with ``n`` torch intra-op threads (``None``: unchanged), restoring the old count after.
-
-    One thread: these small models on two shared cores ran no faster with two, and slower under load.
-    """
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def cache_dir(out: Path | str) -> Path:
     """``<gallery>/.cache/persistent``: ``out`` is the figure's staging directory inside the gallery."""
     return Path(out).resolve().parent / ".cache" / "persistent"

@@ -67,7 +67,6 @@ import hashlib
 import importlib
 import inspect
 import json
-import math
 import pkgutil
 import re
 import traceback
@@ -75,7 +74,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from figures.verdict import Effect, Premise, Verdict, _StrEnum
+from figures.verdict import Effect, Premise, Verdict, _json_number, _StrEnum
 
 try:  # advisory lock so parallel figure processes train each cached run once
     import fcntl
@@ -105,6 +104,7 @@ __all__ = [
     "registered",
     "require_data",
     "temporary_registry",
+    "torch_threads",
 ]
 
 Value = int | float | str | None
@@ -283,14 +283,6 @@ def _measured(value: Any) -> Value | list[float]:
             out.append(v)
         return out
     return _plain(value, "Claim.measured")
-
-
-def _json_number(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_json_number(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN/Infinity
-    return value
 
 
 @dataclasses.dataclass
@@ -680,6 +672,24 @@ not held / inconclusive / not tested), ``held`` (true/false/null, mirroring the 
 (``mean``, ``sd``, ``n``, ``ci_low``, ``ci_high``, ``p_value``, ``confidence``, ``method``, or null) and
 ``scale`` (which scale the verdict comes from, or null)).
 """
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None = 1) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (``None``: unchanged), restoring the old count after.
+
+    Figures use one: their models are small, they ran no faster on two threads, and several times slower
+    (up to 30x) when the two cores are shared with other work.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 @contextlib.contextmanager

@@ -130,20 +130,13 @@ SUMMARY_KEYS = ("figures_ok", "figures_failed", "figures_pending", "claims_held"
                 "claims_inconclusive", "claims_not_tested")
 
 
-def claim_verdict(c: Mapping[str, Any]) -> Verdict:
-    """A claim entry's verdict (entries written before verdicts existed derive it from ``held``)."""
-    if c.get("verdict") is not None:
-        return Verdict(c["verdict"])
-    return Verdict.NOT_TESTED if c["held"] is None else Verdict.HELD if c["held"] else Verdict.NOT_HELD
-
-
 def summarize(entries: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """Counts of figures ok/failed/pending and of claims per verdict (rendered figures only)."""
     s = dict.fromkeys(SUMMARY_KEYS, 0)
     for e in entries:
         s[f"figures_{e['status']}"] += 1
         for c in e["claims"] if e["status"] == "ok" else ():
-            s["claims_" + claim_verdict(c).value.replace(" ", "_")] += 1
+            s["claims_" + c["verdict"].replace(" ", "_")] += 1
     return s
 
 
@@ -225,7 +218,7 @@ def _claims_table(claims: Sequence[Mapping[str, Any]]) -> str:
         return '<p class="no-claims">No claims checked by this figure.</p>'
     rows = []
     for c in claims:
-        verdict = claim_verdict(c)
+        verdict = Verdict(c["verdict"])  # format-2 entries only: the cache key holds the format
         cls, mark = verdict.value.replace(" ", "-"), _MARK[verdict]
         source = f'<div class="source">{html.escape(c["source"])}</div>' if c["source"] else ""
         rows.append(

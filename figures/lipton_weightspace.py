@@ -48,13 +48,12 @@ initial loss of its final value (not testable when the loss did not at least hal
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_lock, register_figure, require_data
+from figures.contract import (
+    Claim,
+    FigureResult,
+    Panel,
+    Scale,
+    cache_lock,
+    register_figure,
+    require_data,
+    torch_threads,
+)
 from figures.verdict import Premise, at_least, at_most, converged
 from landscape.evaluate import AffinePoints, evaluate_points
 from landscape.models import build_model
@@ -764,30 +772,19 @@ def _cache_dir(out: Path) -> Path:
     return Path(out).resolve().parent / ".cache" / "lipton"
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """One torch thread: the models are small, and on shared cores a second thread made a figure 30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 @register_figure("lipton_fig1", paper="lipton", title="Lipton Fig. 1: 2D PCA of training paths, and the straight line")
 def run_fig1(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with _one_thread():
+    with torch_threads(1):
         return figure1(LiptonSetup.for_scale(scale, data_dir), cache_dir=_cache_dir(out), progress=progress)
 
 
 @register_figure("lipton_fig2", paper="lipton", title="Lipton Fig. 2: paths from one initialization, new shuffles")
 def run_fig2(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with _one_thread():
+    with torch_threads(1):
         return figure2(LiptonSetup.for_scale(scale, data_dir), cache_dir=_cache_dir(out), progress=progress)
 
 
 @register_figure("lipton_fig3", paper="lipton", title="Lipton Fig. 3: distance from the origin, and cloned paths")
 def run_fig3(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with _one_thread():
+    with torch_threads(1):
         return figure3(LiptonSetup.for_scale(scale, data_dir), cache_dir=_cache_dir(out), progress=progress)

@@ -19,7 +19,6 @@ list unfinished figures as pending, so an interrupted run never leaves a stale g
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib
 import json
@@ -31,12 +30,21 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from figures.contract import FigureResult, FigureSpec, Paper, Scale, discover, get_figure, registered
+from figures.contract import (
+    FigureResult,
+    FigureSpec,
+    Paper,
+    Scale,
+    discover,
+    get_figure,
+    registered,
+    torch_threads,
+)
 from figures.gallery import (
     cache_key,
     claims_document,
@@ -182,18 +190,6 @@ def free_cores(sample_s: float = 0.5) -> int:
     return max(1, min(n, int(round(free))))
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _last_runtime(out: Path, name: str) -> float:
     """The run time recorded by the figure's last run in ``out`` (``inf`` when unknown)."""
     try:
@@ -326,7 +322,7 @@ def make_gallery(
     bar = tqdm(total=len(todo), desc="figures", unit="fig", disable=not progress, file=sys.stderr)
     try:
         if jobs == 1 or len(todo) <= 1:
-            with _torch_threads(1):  # one thread per worker: extra threads on busy cores slow torch down
+            with torch_threads(1):  # one thread per worker: extra threads on busy cores slow torch down
                 for spec, key in todo:
                     bar.set_postfix_str(spec.name)
                     finished(_run_one(spec.name, None, scale.value, None if data_dir is None else str(data_dir),

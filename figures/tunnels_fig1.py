@@ -37,7 +37,7 @@ from figures._tunnels_common import (
     stuck_premise,
     window_mean,
 )
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
 from figures.verdict import at_most, paired_effect, verdict_for
 from tunnels import open_tunnels, split_stats
 
@@ -223,23 +223,11 @@ def run_right(scale: Scale | str, data_dir: Path | None, progress: bool = False,
 
 @register_figure("tunnels_fig1_left", paper="tunnels", title="Fig. 1 left: tunnel opening escapes a flat area")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with _threads():
+    with torch_threads(1):
         return run_left(scale, data_dir, cache_dir(out), progress)
 
 
 @register_figure("tunnels_fig1_right", paper="tunnels", title="Fig. 1 right: gradient norm after opening vs t")
 def run_r(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with _threads():
+    with torch_threads(1):
         return run_right(scale, data_dir, progress)
-
-
-class _threads:
-    """One torch thread (tiny models; the two cores are shared)."""
-
-    def __enter__(self) -> None:
-        self.n = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.n)
-

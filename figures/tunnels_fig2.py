@@ -22,7 +22,6 @@ from pathlib import Path
 import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
-import torch
 
 from figures._tunnels_common import (
     COLORS,
@@ -42,7 +41,7 @@ from figures._tunnels_common import (
     stuck_premise,
     window_mean,
 )
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
 from figures.verdict import paired_effect, verdict_for
 
 RUNS = {"control": "control", "proposed": "reorg_proposed", "random": "reorg_random", "pgd": "pgd", "neon": "neon"}
@@ -113,9 +112,5 @@ def run_fig2_left(scale: Scale | str, data_dir: Path | None, cache: Path | None,
 
 @register_figure("tunnels_fig2_left", paper="tunnels", title="Fig. 2 left: weight reorganization vs PGD and NEON")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return run_fig2_left(scale, data_dir, cache_dir(out), progress)
-    finally:
-        torch.set_num_threads(n)

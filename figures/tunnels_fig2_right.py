@@ -25,12 +25,11 @@ from pathlib import Path
 import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
-import torch
 from plotly.subplots import make_subplots
 
 from figures._tunnels_common import COLORS, SOURCE, band_traces, cache_dir, mean_std
 from figures._tunnels_deep import DEEP_ARMS, DeepSetup, deep_runs, make_deep_setup
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
 from figures.verdict import at_most, paired_effect, verdict_for
 
 CONTROL_TOL = 0.02  # premise: the control's loss drops by less than 2% (relative) from the opening to the end
@@ -141,9 +140,5 @@ def run_fig2_right(scale: Scale | str, data_dir: Path | None, cache: Path | None
 @register_figure("tunnels_fig2_right", paper="tunnels",
                  title="Fig. 2 right: tunnel opening in a 5-conv-layer CNN stuck under Adam")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return run_fig2_right(scale, data_dir, cache_dir(out), progress)
-    finally:
-        torch.set_num_threads(n)

@@ -15,7 +15,6 @@ from pathlib import Path
 import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
-import torch
 
 from figures._tunnels_common import (
     COLORS,
@@ -28,7 +27,7 @@ from figures._tunnels_common import (
     saddle_point,
     saddle_premises,
 )
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
 from figures.verdict import paired_effect, verdict_for
 
 MODES = ("proposed", "random", "constant", "half")
@@ -92,9 +91,5 @@ def run_fig3(scale: Scale | str, data_dir: Path | None, cache: Path | None, prog
 
 @register_figure("tunnels_fig3", paper="tunnels", title="Fig. 3: symmetry breaking between a clone and its origin")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return run_fig3(scale, data_dir, cache_dir(out), progress)
-    finally:
-        torch.set_num_threads(n)

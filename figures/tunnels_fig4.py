@@ -22,7 +22,6 @@ from pathlib import Path
 import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
-import torch
 from plotly.subplots import make_subplots
 
 from figures._tunnels_common import (
@@ -39,7 +38,7 @@ from figures._tunnels_common import (
     window_mean,
 )
 from figures._tunnels_deep import DEEP_ARMS, deep_runs, make_deep_setup
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
 from figures.verdict import at_most, paired_effect
 
 EQUIV = 0.02  # "the same loss": the paired difference within +-2% of the control's final loss
@@ -132,9 +131,5 @@ def run_fig4(scale: Scale | str, data_dir: Path | None, cache: Path | None, prog
 
 @register_figure("tunnels_fig4", paper="tunnels", title="Fig. 4: full runs of the three experiments")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return run_fig4(scale, data_dir, cache_dir(out), progress)
-    finally:
-        torch.set_num_threads(n)

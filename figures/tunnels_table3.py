@@ -21,11 +21,10 @@ from typing import Any
 import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
-import torch
 
 from figures._tunnels_common import COLORS, SOURCE, cache_dir
 from figures._tunnels_deep import DEEP_ARMS, PAPER_TABLE3, DeepSetup, deep_runs, make_deep_setup
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
 from figures.verdict import at_least
 
 SHARE_LIMIT = 0.05  # "insignificant": less than 5% of the run
@@ -153,9 +152,5 @@ def run_table3(scale: Scale | str, data_dir: Path | None, cache: Path | None, pr
 
 @register_figure("tunnels_table3", paper="tunnels", title="Table 3: wall-clock overhead of tunnel opening")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return run_table3(scale, data_dir, cache_dir(out), progress)
-    finally:
-        torch.set_num_threads(n)

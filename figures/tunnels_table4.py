@@ -36,7 +36,7 @@ from figures._tunnels_common import (
     saddle_premises,
     stuck_premise,
 )
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
 from figures.verdict import at_least, paired_effect
 from landscape.params import model_at
 
@@ -121,9 +121,5 @@ def run_table4(scale: Scale | str, data_dir: Path | None, cache: Path | None, pr
 
 @register_figure("tunnels_table4", paper="tunnels", title="Table 4: test accuracy of the final classifiers")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return run_table4(scale, data_dir, cache_dir(out), progress)
-    finally:
-        torch.set_num_threads(n)

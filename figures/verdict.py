@@ -86,9 +86,10 @@ def _number(value: Any, what: str) -> float | list[float]:
     raise TypeError(f"{what} must be a number or a list of numbers, got {type(value).__name__}: {value!r}")
 
 
-def _json(value: Any) -> Any:
+def _json_number(value: Any) -> Any:
+    """Numbers and lists of them for JSON: non-finite floats become the strings nan, inf and -inf."""
     if isinstance(value, list):
-        return [_json(v) for v in value]
+        return [_json_number(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN/Infinity
     return value
@@ -129,7 +130,8 @@ class Premise:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form."""
-        return {"statement": self.statement, "measured": _json(self.measured), "threshold": _json(self.threshold),
+        return {"statement": self.statement, "measured": _json_number(self.measured),
+                "threshold": _json_number(self.threshold),
                 "met": self.met, "detail": self.detail}
 
     def __str__(self) -> str:
@@ -205,7 +207,7 @@ class Effect:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form."""
-        return {k: _json(float(v)) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+        return {k: _json_number(float(v)) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
 
     def __str__(self) -> str:
         return (f"effect {self.mean:+.4g} [{self.ci_low:+.4g}, {self.ci_high:+.4g}] "
