@@ -68,6 +68,7 @@ from landscape.permutation import (
     permutation_spec,
     random_permutation,
 )
+from landscape.problem import Problem, as_problem, differentiable_kernels, model_output
 from landscape.results import Provenance, Result, load_result
 from landscape.saturation import SaturationHistory, SaturationRecorder, SaturationStats, measure_saturation
 from landscape.sharpness import (
@@ -95,6 +96,10 @@ from landscape.trajectory import CorruptTrajectoryError, Segment, Snapshot, Traj
 from landscape.validation import InputError, InputWarning
 
 __all__ = [
+    "Problem",
+    "as_problem",
+    "differentiable_kernels",
+    "model_output",
     # input validation
     "InputError",
     "InputWarning",

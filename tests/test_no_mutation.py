@@ -166,6 +166,8 @@ def _site(c: Ctx) -> Any:
 # Argument builders by parameter name (used for required parameters; CALLS can override any argument).
 ARGS: dict[str, Callable[[Ctx], Any]] = {
     "model": lambda c: c.model,
+    "problem": lambda c: __import__("landscape").Problem(c.model, c.data),
+    "tensors": lambda c: dict(c.model.named_parameters()),
     "net": lambda c: c.model,
     "template": lambda c: c.model,
     "factory_or_model": lambda c: c.model,
