@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape import validation
+from landscape import distributed, validation
 from landscape.params import ParamLayout
 
 __all__ = [
@@ -301,6 +301,41 @@ def _source(data: Any, batch_size: int | None) -> tuple[Any, bool]:
     )
 
 
+def _split_source(source: Any, batch_size: int | None) -> Any:
+    """This rank's contiguous share of a source (see ``Problem(shard="split")``); the source itself alone."""
+    from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
+
+    rank, world = distributed.rank_world()
+    if world == 1:
+        return source
+    if isinstance(source, _TensorSource):
+        lo, hi = distributed.shard_bounds(source.n, rank, world)
+        return _TensorSource(tuple(t[lo:hi] for t in source.tensors), batch_size)
+    if isinstance(source, DataLoader) and isinstance(source.dataset, Dataset) and not isinstance(
+            source.dataset, IterableDataset) and source.batch_sampler is not None:  # fmt: skip
+        lo, hi = distributed.shard_bounds(len(source.dataset), rank, world)  # type: ignore[arg-type]
+        if isinstance(source.sampler, torch.utils.data.SequentialSampler):  # only the share's samples are read
+            return DataLoader(Subset(source.dataset, range(lo, hi)), batch_size=source.batch_size,
+                              collate_fn=source.collate_fn, num_workers=source.num_workers,
+                              drop_last=source.drop_last)  # fmt: skip
+    if isinstance(source, list | tuple):
+        lo, hi = distributed.shard_bounds(len(source), rank, world)
+        return list(source[lo:hi])
+    return _StridedSource(source, rank, world)
+
+
+class _StridedSource:
+    """Batch ``i`` of a re-iterable goes to rank ``i % world`` (the others' batches are skipped, not kept)."""
+
+    def __init__(self, source: Any, rank: int, world: int) -> None:
+        self.source, self.rank, self.world = source, rank, world
+
+    def __iter__(self) -> Iterator[Any]:
+        for i, b in enumerate(self.source):
+            if i % self.world == self.rank:
+                yield b
+
+
 # =========================================================================== the problem
 class Problem:
     """A model, its data and its loss: the one mean loss, gradient and HVP over the data.
@@ -322,6 +357,14 @@ class Problem:
             above it the data is streamed on every pass. Default 1 GiB.
         data_description: The data's description for provenance (default: derived from the data).
         validate: Check the data and weights (NaN/inf, labels, empty data) on the first pass.
+        shard: Under ``torch.distributed`` (:mod:`landscape.distributed`): ``"none"`` (every rank holds the
+            same data; analyzers split points), ``"split"`` (keep only this rank's contiguous share of the
+            data given: rows of a tensor pair or a ``Dataset`` (only those samples are ever read), batches of
+            a ``DataLoader`` over a map-style dataset or of a list; other iterables: batch ``i`` goes to rank
+            ``i % world``) or ``"given"`` (each rank was given its own share). With ``"split"`` or
+            ``"given"``, every sum over the data is all-reduced: means, gradients and HVPs are over all
+            ranks' data, and every rank must make the same calls. Without a process group all three are
+            the same.
 
     Attributes:
         model: The network.
@@ -351,6 +394,7 @@ class Problem:
         memory_budget: int | str | None = None,
         data_description: str | None = None,
         validate: bool = True,
+        shard: str = "none",
     ) -> None:
         from landscape.evaluate import parse_bytes
 
@@ -362,6 +406,8 @@ class Problem:
             raise ValueError(f"unknown loss_form {loss_form!r}; valid: ['auto', 'outputs', 'batch']")
         if str(getattr(bn_mode, "value", bn_mode)) not in ("eval", "train"):
             raise ValueError(f"unknown bn_mode {bn_mode!r}; valid: ['eval', 'train']")
+        if shard not in distributed.SHARD_MODES:
+            raise ValueError(f"unknown shard {shard!r}; valid: {list(distributed.SHARD_MODES)}")
         if isinstance(loss, str) and loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; valid: {sorted(LOSSES)}, a callable or a closure")
         if loss is not None and not isinstance(loss, str) and not callable(loss):
@@ -383,7 +429,10 @@ class Problem:
         self.notes: list[str] = []
         self.hvp_count = 0
         self._raw = data
+        self.shard = shard
         self._source, self._in_memory = _source(data, batch_size)
+        if shard == "split":
+            self._source = _split_source(self._source, batch_size)
         self._cache: list[Batch] | None = None
         self._checker: validation.BatchChecker | None = None
         self._loss_fn: Callable[..., Any] | None = None
@@ -618,7 +667,20 @@ class Problem:
         Identity in one process. Under ``torch.distributed`` with data sharded across ranks this is where
         the sums are all-reduced, so every mean (loss, gradient, HVP) is the mean over all ranks' data.
         """
-        return sums
+        if self.shard == "none":
+            return sums
+        return distributed.all_reduce_sum(sums)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the data is split across the ranks of a process group of more than one process."""
+        return self.shard != "none" and distributed.rank_world()[1] > 1
+
+    @property
+    def total_samples(self) -> int:
+        """Number of samples over all ranks (:attr:`n_samples` is this rank's; collective when sharded)."""
+        n = torch.tensor(float(self.n_samples), dtype=torch.float64)
+        return int(self._reduce([n])[0])
 
     def _theta(self, theta: Tensor | None) -> Tensor:
         if theta is None:
@@ -770,6 +832,11 @@ class Problem:
             mat = mat if mat.dim() == 2 else mat[None]
             P = int(mat.shape[0])
             rows = (mat[s : s + chunk_size] for s in range(0, P, chunk_size))
+        if self.sharded and isinstance(self._source, _StridedSource) and any(k == "outputs" for k, _ in keys):
+            raise ValueError(
+                "metric 'outputs' needs the data order, which a strided shard of an iterable loses; shard a "
+                "Dataset, a DataLoader over one, a list of batches or tensors instead"
+            )
         out: dict[str, list[Any]] = {k: [] for k, _ in keys}
         with torch.no_grad(), tqdm(total=P, desc="points", unit="pt", disable=not progress) as bar:
             for chunk in rows:
@@ -797,10 +864,15 @@ class Problem:
                         c = float(b.size)
                     count += c
                     start += b.size
-                n = float(self._reduce([torch.tensor(count, dtype=torch.float64)])[0])
+                names = list(sums)
+                *totals, n_t = self._reduce([*(sums[k] for k in names), torch.tensor(count, dtype=torch.float64)])
+                sums, n = dict(zip(names, totals)), float(n_t)
                 for k, _ in keys:
                     if k == "outputs":
-                        out[k].append(torch.stack([torch.cat(o) for o in outs]))
+                        stacked = torch.stack([torch.cat(o) for o in outs])  # (p, n_local, *out)
+                        if self.sharded:  # rows in rank order = data order for contiguous shares
+                            stacked = distributed.all_gather_rows(stacked.transpose(0, 1)).transpose(0, 1)
+                        out[k].append(stacked)
                     else:
                         out[k].append(sums[k] / n)
                 bar.update(len(fms))

@@ -1,0 +1,124 @@
+"""Scale-out over ``torch.distributed``: data sharded across ranks, sums all-reduced.
+
+An analyzer's work can be split across the ranks of an initialized process group in two ways:
+
+* **points**: every rank holds the whole dataset and evaluates a share of the points (round robin); the
+  results are all-gathered. No communication inside a point, so it is the faster split for surfaces
+  when the data fits every rank.
+* **data**: every rank holds only its share of the data (:class:`~landscape.Problem` with
+  ``shard="split"`` or ``shard="given"``) and evaluates every point on it; the per-point sums (loss,
+  correct predictions, gradient, Hessian-vector products) and the sample counts are all-reduced, so every
+  mean is the mean over all ranks' data. This is the only split for data no single process holds, and the
+  only one that parallelizes a single HVP (and so Lanczos, SLQ and Hutch++), whose points are sequential.
+
+**The rule**: a problem whose data is sharded always splits data (no rank could evaluate a point alone);
+a problem whose data is replicated (``shard="none"``, the default) splits points for surfaces and
+distances and runs second-order methods redundantly on every rank (each rank gets the whole answer).
+
+Every rank must make the same calls in the same order (they are collective). Random probe and start
+vectors are broadcast from rank 0, so every rank runs the same iteration on the same all-reduced
+products and returns the same result.
+
+Example (two processes, each reading half of a dataset)::
+
+    # torchrun --nproc_per_node 2 script.py
+    torch.distributed.init_process_group("gloo")
+    prob = landscape.Problem(model, dataset, "cross_entropy", shard="split")
+    spec = landscape.hessian_spectrum(prob, top_k=3)  # the same on both ranks
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["SHARD_MODES", "rank_world", "shard_bounds", "all_reduce_sum", "broadcast", "all_gather_rows"]
+
+SHARD_MODES = ("none", "split", "given")
+"""``Problem(shard=...)``: ``"none"`` every rank holds the same data; ``"split"`` the problem keeps only this
+rank's contiguous share of the data it is given; ``"given"`` each rank was given its own share."""
+
+
+def rank_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialized default process group, ``(0, 1)`` without one."""
+    d = torch.distributed
+    if d.is_available() and d.is_initialized():
+        return d.get_rank(), d.get_world_size()
+    return 0, 1
+
+
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """``[lo, hi)`` of rank ``rank``'s contiguous share of ``n`` items; shares differ by at most one.
+
+    Example:
+        >>> [shard_bounds(5, r, 2) for r in range(2)]
+        [(0, 3), (3, 5)]
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in a world of size {world}")
+    base, extra = divmod(n, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+def _device() -> torch.device:
+    d = torch.distributed
+    if d.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """Sum each tensor over the ranks, in one collective (packed into one float64 buffer).
+
+    Returns the tensors unchanged (not copied) without a process group of more than one rank.
+
+    Args:
+        tensors: Floating or integer tensors of any shapes, the same shapes on every rank.
+
+    Returns:
+        The summed tensors, each with its own shape, dtype and device.
+    """
+    rank, world = rank_world()
+    if world == 1:
+        return list(tensors)
+    dev = _device()
+    flat = torch.cat([t.detach().reshape(-1).to(dev, torch.float64) for t in tensors])
+    torch.distributed.all_reduce(flat)
+    out, s = [], 0
+    for t in tensors:
+        out.append(flat[s : s + t.numel()].reshape(t.shape).to(device=t.device, dtype=t.dtype))
+        s += t.numel()
+    return out
+
+
+def broadcast(t: Tensor, src: int = 0) -> Tensor:
+    """Rank ``src``'s ``t`` on every rank (a copy; ``t`` itself without a process group)."""
+    rank, world = rank_world()
+    if world == 1:
+        return t
+    buf = t.detach().to(_device()).clone().contiguous()
+    torch.distributed.broadcast(buf, src)
+    return buf.to(t.device)
+
+
+def all_gather_rows(local: Tensor) -> Tensor:
+    """Concatenate every rank's rows in rank order: ``(n_r, *s)`` per rank -> ``(sum n_r, *s)``.
+
+    Ranks may hold different numbers of rows (padded for the collective); trailing shapes and dtypes must agree.
+    """
+    rank, world = rank_world()
+    if world == 1:
+        return local
+    d, dev = torch.distributed, _device()
+    n = torch.tensor([local.shape[0]], device=dev)
+    counts = [torch.zeros_like(n) for _ in range(world)]
+    d.all_gather(counts, n)
+    sizes = [int(c) for c in counts]
+    buf = torch.zeros((max(sizes), *local.shape[1:]), dtype=local.dtype, device=dev)
+    buf[: local.shape[0]] = local.to(dev)
+    parts = [torch.empty_like(buf) for _ in range(world)]
+    d.all_gather(parts, buf)
+    return torch.cat([p[:k] for p, k in zip(parts, sizes)]).to(local.device)

@@ -1,0 +1,89 @@
+"""Worker for the data-sharding tests: run under ``torchrun --nproc_per_node 2`` (gloo), or alone for the reference.
+
+Usage: ``python tests/_shard_worker.py OUT_DIR`` (one process: the reference) or under torchrun (each rank
+holds only its share of the data). Writes ``OUT_DIR/rank{r}.npz`` (or ``single.npz``) with the results.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import landscape  # noqa: E402
+from landscape import distributed  # noqa: E402
+
+N = 96
+
+
+class Counting(torch.utils.data.Dataset):
+    """A map-style dataset that records which samples were read (to check each rank reads only its share)."""
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor) -> None:
+        self.X, self.y = X, y
+        self.read: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, i: int):
+        self.read.add(int(i))
+        return self.X[i], self.y[i]
+
+
+def setup():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(N, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (N,), generator=g)
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    return model, X, y
+
+
+def compute(shard: str) -> dict[str, np.ndarray]:
+    torch.set_num_threads(1)
+    model, X, y = setup()
+    ds = Counting(X, y)
+    prob = landscape.Problem(model, ds, "cross_entropy", batch_size=10, shard=shard)
+    out: dict[str, np.ndarray] = {}
+    theta = prob.theta0
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(prob.numel, 2, generator=g, dtype=torch.float64)
+    out["loss"] = prob.loss().numpy()
+    out["grad"] = prob.grad().numpy()
+    out["hvp"] = prob.hvp(v).numpy()
+    pts = theta[None] + 0.1 * torch.randn(4, prob.numel, generator=g, dtype=torch.float64)
+    ev = prob.evaluate(pts, ("loss", "accuracy", "outputs"), chunk_size=3)
+    out.update({f"eval_{k}": v for k, v in ev.items()})
+    out["total_samples"] = np.array(prob.total_samples)
+    out["read"] = np.array(sorted(ds.read))
+    # tensors split by the problem
+    prob2 = landscape.Problem(model, (X, y), "cross_entropy", batch_size=7, shard=shard)
+    out["tensor_loss"] = prob2.loss().numpy()
+    # a list of batches
+    batches = [(X[i : i + 16], y[i : i + 16]) for i in range(0, N, 16)]
+    out["list_grad"] = landscape.Problem(model, batches, "cross_entropy", shard=shard).grad().numpy()
+    return out
+
+
+def main() -> None:
+    folder = sys.argv[1]
+    if "RANK" in os.environ:
+        torch.distributed.init_process_group("gloo")
+        try:
+            res = compute("split")
+            rank = distributed.rank_world()[0]
+            np.savez(os.path.join(folder, f"rank{rank}.npz"), **res)
+        finally:
+            torch.distributed.destroy_process_group()
+    else:
+        np.savez(os.path.join(folder, "single.npz"), **compute("none"))
+
+
+if __name__ == "__main__":
+    main()

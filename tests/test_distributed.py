@@ -1,0 +1,79 @@
+"""Data sharding under ``torchrun --nproc_per_node 2`` (gloo): every sum all-reduced equals one process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from landscape.distributed import all_gather_rows, all_reduce_sum, shard_bounds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(script: str, folder: Path, nproc: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "tests" / script), str(folder)]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+               "--master_addr=127.0.0.1", f"--master_port={_port()}", *cmd[1:]]  # fmt: skip
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def shard_results(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shard")
+    _run("_shard_worker.py", folder, 1)
+    _run("_shard_worker.py", folder, 2)
+    load = lambda name: dict(np.load(folder / name))  # noqa: E731
+    return load("single.npz"), [load(f"rank{r}.npz") for r in range(2)]
+
+
+def test_shard_bounds_partition():
+    for n in range(0, 23):
+        for world in range(1, 5):
+            parts = [shard_bounds(n, r, world) for r in range(world)]
+            assert parts[0][0] == 0 and parts[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+            sizes = [hi - lo for lo, hi in parts]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_collectives_are_identity_without_a_group():
+    import torch
+
+    t = [torch.arange(3.0), torch.tensor(2, dtype=torch.int64)]
+    assert all(a is b for a, b in zip(all_reduce_sum(t), t))
+    assert all_gather_rows(t[0]) is t[0]
+
+
+KEYS = ["loss", "grad", "hvp", "eval_loss", "eval_accuracy", "eval_outputs", "tensor_loss", "list_grad"]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_sharded_sums_equal_one_process(shard_results, key):
+    single, ranks = shard_results
+    for r in ranks:
+        np.testing.assert_allclose(r[key], single[key], rtol=1e-6, atol=1e-12)
+        np.testing.assert_array_equal(r[key], ranks[0][key])  # every rank holds the same answer
+
+
+def test_each_rank_reads_only_its_share(shard_results):
+    single, ranks = shard_results
+    n = len(single["read"])
+    assert int(ranks[0]["total_samples"]) == n == int(single["total_samples"])
+    reads = [set(r["read"].tolist()) for r in ranks]
+    assert all(len(s) <= 0.55 * n for s in reads)
+    assert reads[0].isdisjoint(reads[1]) and len(reads[0] | reads[1]) == n
