@@ -34,7 +34,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["SHARD_MODES", "rank_world", "shard_bounds", "all_reduce_sum", "broadcast", "all_gather_rows"]
+__all__ = [
+    "SHARD_MODES",
+    "rank_world",
+    "shard_bounds",
+    "all_reduce_sum",
+    "broadcast",
+    "all_gather_rows",
+    "check_not_fsdp",
+]
 
 SHARD_MODES = ("none", "split", "given")
 """``Problem(shard=...)``: ``"none"`` every rank holds the same data; ``"split"`` the problem keeps only this
@@ -122,3 +130,35 @@ def all_gather_rows(local: Tensor) -> Tensor:
     parts = [torch.empty_like(buf) for _ in range(world)]
     d.all_gather(parts, buf)
     return torch.cat([p[:k] for p, k in zip(parts, sizes)]).to(local.device)
+
+
+FSDP_FIX = (
+    "evaluate a plain copy instead: build the model unwrapped on every rank and load "
+    "torch.distributed.checkpoint.state_dict.get_model_state_dict(model, "
+    "options=StateDictOptions(full_state_dict=True)) into it (each rank then holds the whole model; the data can "
+    "still be sharded with Problem(shard='split'))"
+)
+
+
+def check_not_fsdp(model: torch.nn.Module) -> None:
+    """Refuse a model wrapped by FSDP2 (``fully_shard``), naming the module and the fix.
+
+    Why: every analyzer evaluates a model at other parameters through ``torch.func.functional_call``, which swaps
+    the module's tensors for the call. FSDP2's pre-forward hook then all-gathers its own shards and installs
+    them as the module's parameters, overriding the swapped ones, so every point would silently evaluate the
+    model's own weights (measured: a line of seven points gave seven equal losses).
+
+    Raises:
+        InputError: If any submodule is an ``FSDPModule``.
+    """
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        return
+    from landscape.validation import InputError
+
+    for name, m in model.named_modules():
+        if isinstance(m, FSDPModule):
+            where = f"module {name!r}" if name else "the model"
+            raise InputError(f"{where} is wrapped by FSDP2 (fully_shard), whose hooks override the evaluated "
+                             f"parameters; {FSDP_FIX}")  # fmt: skip

@@ -412,6 +412,7 @@ class Problem:
             raise ValueError(f"unknown loss {loss!r}; valid: {sorted(LOSSES)}, a callable or a closure")
         if loss is not None and not isinstance(loss, str) and not callable(loss):
             raise validation.InputTypeError(f"loss must be a name or a callable, got {type(loss).__name__}")
+        distributed.check_not_fsdp(model)
         if validate:
             validation.check_model(model)
         self.model = model
@@ -447,6 +448,8 @@ class Problem:
 
     # ------------------------------------------------------------------ basics
     def _cast(self, t: Tensor) -> Tensor:
+        if hasattr(t, "full_tensor"):  # a DTensor (FSDP2 / tensor parallel): gathered whole, once (collective)
+            t = t.full_tensor()
         t = t.detach().to(self.device)
         return t.to(self.dtype) if t.is_floating_point() else t
 

@@ -73,7 +73,9 @@ def compute(shard: str) -> dict[str, np.ndarray]:
 
 def main() -> None:
     folder = sys.argv[1]
-    if "RANK" in os.environ:
+    if len(sys.argv) > 2 and sys.argv[2] == "fsdp":
+        fsdp_main(folder)
+    elif "RANK" in os.environ:
         torch.distributed.init_process_group("gloo")
         try:
             res = compute("split")
@@ -83,6 +85,40 @@ def main() -> None:
             torch.distributed.destroy_process_group()
     else:
         np.savez(os.path.join(folder, "single.npz"), **compute("none"))
+
+
+def fsdp_main(folder: str) -> None:
+    """An FSDP2-wrapped model evaluated along a line equals the plain model (each rank gathers the weights once)."""
+    from torch.distributed.fsdp import fully_shard
+
+    torch.distributed.init_process_group("gloo")
+    try:
+        torch.set_num_threads(1)
+        model, X, y = setup()
+        ref = landscape.Problem(model, (X, y), "cross_entropy")
+        line = torch.linspace(-0.5, 1.5, 7, dtype=torch.float64)[:, None]
+        d = torch.randn(ref.numel, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        pts = ref.theta0[None] + line * d[None]
+        want = ref.evaluate(pts, ("loss",))["loss"]
+        plain = setup()[0]
+        for layer in (model[0], model[2]):
+            fully_shard(layer)
+        fully_shard(model)
+        try:
+            landscape.Problem(model, (X, y), "cross_entropy")
+            refused = ""
+        except landscape.validation.InputError as e:
+            refused = str(e)
+        # the documented recipe: a plain copy with the full state dict, data still sharded
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        plain.load_state_dict(get_model_state_dict(model, options=StateDictOptions(full_state_dict=True)))
+        prob = landscape.Problem(plain, (X, y), "cross_entropy", shard="split")
+        got = prob.evaluate(pts, ("loss",))["loss"]
+        rank = distributed.rank_world()[0]
+        np.savez(os.path.join(folder, f"fsdp{rank}.npz"), want=want, got=got, refused=np.array(refused))
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -77,3 +77,15 @@ def test_each_rank_reads_only_its_share(shard_results):
     reads = [set(r["read"].tolist()) for r in ranks]
     assert all(len(s) <= 0.55 * n for s in reads)
     assert reads[0].isdisjoint(reads[1]) and len(reads[0] | reads[1]) == n
+
+
+def test_fsdp2_model_is_refused_and_the_documented_recipe_matches(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_port()}", str(ROOT / "tests" / "_shard_worker.py"), str(tmp_path), "fsdp"]  # fmt: skip
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for rank in range(2):
+        res = np.load(tmp_path / f"fsdp{rank}.npz")
+        assert "FSDP2" in str(res["refused"]) and "full_state_dict" in str(res["refused"])
+        np.testing.assert_allclose(res["got"], res["want"], rtol=1e-6, atol=1e-12)
