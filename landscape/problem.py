@@ -55,8 +55,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import inspect
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -385,6 +387,7 @@ class Problem:
         self._raw = data
         self._source, self._in_memory = _source(data, batch_size)
         self._cache: list[Batch] | None = None
+        self._cast_model: nn.Module | None = None
         self._checker: validation.BatchChecker | None = None
         self._loss_fn: Callable[..., Any] | None = None
         self._n_samples: int | None = None
@@ -456,6 +459,37 @@ class Problem:
         return {"data": self.description, "loss": self.loss_name, "dtype": str(self.dtype).replace("torch.", ""),
                 "bn_mode": self.bn_mode, "notes": list(self.notes)}  # fmt: skip
 
+    def with_options(self, *, bn_mode: str | None = None) -> Problem:
+        """The same problem (same data, caches and layout) with another BatchNorm mode."""
+        if bn_mode is None or bn_mode == self.bn_mode:
+            return self
+        if bn_mode not in ("eval", "train"):
+            raise ValueError(f"unknown bn_mode {bn_mode!r}; valid: ['eval', 'train']")
+        new = copy.copy(self)
+        new.bn_mode = bn_mode
+        new.notes = self.notes  # shared: provenance of either says what ran
+        return new
+
+    def compute_model(self) -> nn.Module:
+        """The model in the compute dtype and device: the model itself, or a private cast copy (built once)."""
+        ref = next((t for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()), None)
+        if ref is None or (ref.dtype == self.dtype and ref.device == self.device):
+            return self.model
+        if self._cast_model is None:
+            self._cast_model = copy.deepcopy(self.model).to(device=self.device, dtype=self.dtype)
+        return self._cast_model
+
+    def engine_loss(self) -> str | Callable[[Tensor, Tensor], Tensor]:
+        """The ``(outputs, targets)`` loss for the evaluation engine (names it computes natively stay names).
+
+        Raises:
+            ValueError: For a closure loss.
+        """
+        if self.closure:
+            raise ValueError("a closure loss has no (outputs, targets) form")
+        fn = self._loss_fn_for(next(iter(self.batches())).targets)
+        return self.loss_spec if self.loss_spec in ("cross_entropy", "mse") else fn  # type: ignore[return-value]
+
     # ------------------------------------------------------------------ data
     def _split(self, raw: Any, index: int) -> Batch:
         if isinstance(raw, np.ndarray):
@@ -491,7 +525,8 @@ class Problem:
                 self._checker = validation.BatchChecker(self.model, self.loss_spec, dtype=self.dtype,
                                                         device=self.device)  # fmt: skip
             if self.validate and self._cache is None and self._n_samples is None:
-                x, y = self._checker(x, y, index)  # type: ignore[assignment]
+                single = isinstance(self._source, _TensorSource) and len(self._source) == 1
+                x, y = self._checker(x, y, index, single)  # type: ignore[assignment]
             else:
                 x, y = _to(x, self.dtype, self.device), self._retarget(y)
             return self._split((x, y), index)
@@ -817,6 +852,20 @@ def _flat_tensors(x: Any) -> Iterator[Tensor]:
     vals = x.values() if isinstance(x, Mapping) else x if isinstance(x, tuple | list) else ()
     for v in vals:
         yield from _flat_tensors(v)
+
+
+def renamed(new: Any, old: Any, old_name: str, new_name: str) -> Any:
+    """The value of a keyword given under its new name or its deprecated old one (which warns).
+
+    Raises:
+        TypeError: If both are given.
+    """
+    if old is None:
+        return new
+    if new is not None:
+        raise TypeError(f"{old_name} is the deprecated name of {new_name}; pass only {new_name}")
+    warnings.warn(f"{old_name} is deprecated; use {new_name}", DeprecationWarning, stacklevel=3)
+    return old
 
 
 def as_problem(
