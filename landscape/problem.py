@@ -786,12 +786,10 @@ class Problem:
             if isinstance(m, str):
                 if m not in ("loss", "accuracy", "outputs"):
                     raise ValueError(f"unknown metric {m!r}; valid: 'loss', 'accuracy', 'outputs' or a callable")
-                if self.closure and m != "loss":
-                    raise ValueError(f"metric {m!r} needs outputs and targets; a closure loss gives only 'loss'")
+                if self.closure and m == "accuracy":
+                    raise ValueError("accuracy needs (outputs, targets) class labels; a closure loss has no targets")
                 keys.append((m, None))
             elif callable(m):
-                if self.closure:
-                    raise ValueError("custom metrics need outputs; a closure loss gives only 'loss'")
                 keys.append((str(getattr(m, "name", getattr(m, "__name__", "metric"))), m))
             else:
                 raise TypeError(f"a metric must be a name or a callable, got {type(m).__name__}")
@@ -814,22 +812,24 @@ class Problem:
                 outs: list[list[Tensor]] = [[] for _ in fms]
                 count, start = 0.0, 0
                 for b in self.batches():
+                    c = float(b.size)
                     for p, fm in enumerate(fms):
-                        if self.closure:
+                        if self.closure and "loss" in sums:
                             t, c = self._batch_terms(fm, b)
                             sums["loss"][p] += float(t)
+                        if not any(k != "loss" for k, _ in keys):
                             continue
                         o = self._outputs(fm, b)
                         for k, fn in keys:
                             if k == "loss":
-                                sums[k][p] += float(self._loss_fn_for(b.targets)(o, b.targets)) * b.size
+                                if not self.closure:
+                                    sums[k][p] += float(self._loss_fn_for(b.targets)(o, b.targets)) * b.size
                             elif k == "accuracy":
                                 sums[k][p] += float((o.argmax(-1) == b.targets).sum())
                             elif k == "outputs":
                                 outs[p].append(o.detach().cpu())
                             else:
                                 sums[k][p] += float(fn(o[None], b.targets, start).double().reshape(-1)[0])
-                        c = float(b.size)
                     count += c
                     start += b.size
                 n = float(self._reduce([torch.tensor(count, dtype=torch.float64)])[0])
