@@ -388,6 +388,7 @@ class Problem:
         self._source, self._in_memory = _source(data, batch_size)
         self._cache: list[Batch] | None = None
         self._cast_model: nn.Module | None = None
+        self._total: float | None = None
         self._checker: validation.BatchChecker | None = None
         self._loss_fn: Callable[..., Any] | None = None
         self._n_samples: int | None = None
@@ -458,6 +459,20 @@ class Problem:
         """What goes into a result's provenance: data, loss, dtype, BatchNorm mode, notes."""
         return {"data": self.description, "loss": self.loss_name, "dtype": str(self.dtype).replace("torch.", ""),
                 "bn_mode": self.bn_mode, "notes": list(self.notes)}  # fmt: skip
+
+    def total_count(self) -> float:
+        """The denominator of the mean: the number of samples, or a ``(sum, count)`` closure's summed counts.
+
+        One forward pass without gradients for such a closure (cached).
+        """
+        if not self.closure:
+            return float(self.n_samples)
+        if self._total is None:
+            fm = self.functional()
+            with torch.no_grad():
+                count = sum(self._batch_terms(fm, b)[1] for b in self.batches())
+            self._total = float(self._reduce([torch.tensor(count, dtype=torch.float64)])[0])
+        return self._total
 
     def with_options(self, *, bn_mode: str | None = None) -> Problem:
         """The same problem (same data, caches and layout) with another BatchNorm mode."""
