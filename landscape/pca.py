@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
 from landscape.validation import InputError, check_vector, describe_nonfinite
 
@@ -625,7 +626,7 @@ class TrajectoryPCA:
         self,
         X: Any,
         *,
-        loss_at: LossAt | None = None,
+        loss_at: LossAt | Problem | None = None,
         points_per_call: int = 64,
         segment: int | None = None,
     ) -> ProjectedPath:
@@ -633,7 +634,8 @@ class TrajectoryPCA:
 
         Args:
             X: Trajectories or snapshots as for :meth:`transform`.
-            loss_at: ``loss_at(vectors (n, D)) -> (n,)``, e.g. from :func:`make_loss_at`; when given, each
+            loss_at: ``loss_at(vectors (n, D)) -> (n,)``, e.g. from :func:`make_loss_at`, or a
+                :class:`~landscape.problem.Problem` (its mean loss); when given, each
                 snapshot's true loss is reported beside the loss at its projection on the plane.
             points_per_call: Points passed to ``loss_at`` per call.
             segment: Segment to read from multi-segment trajectories.
@@ -648,6 +650,8 @@ class TrajectoryPCA:
         coords = np.zeros((n, 2))
         full = np.zeros(n)
         off = np.zeros(n)
+        if isinstance(loss_at, Problem):
+            loss_at = make_loss_at(loss_at)
         true_loss = np.full(n, np.nan) if loss_at is not None else None
         plane_loss = np.full(n, np.nan) if loss_at is not None else None
         size = min(self._block(src), max(1, points_per_call)) if loss_at is not None else self._block(src)
@@ -805,33 +809,50 @@ def pairwise_end_distances(trajectories: Sequence[Any], *, segment: int | None =
 
 # --------------------------------------------------------------------------- a default loss evaluator
 def make_loss_at(
-    model: nn.Module,
-    data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]],
+    problem: Problem | nn.Module,
+    data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
-    **engine_kwargs: Any,
+    *,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
+    strategy: str = "auto",
+    bn_mode: str | None = None,
+    buffers: Mapping[str, Tensor] | None = None,
+    progress: bool = False,
 ) -> LossAt:
-    """A ``loss_at(vectors (n, D)) -> (n,)`` giving the mean loss over ``data`` at each point.
+    """A ``loss_at(vectors (n, D)) -> (n,)`` giving the mean loss over the data at each point.
 
     Goes through the evaluation engine, :func:`landscape.evaluate.evaluate_points` (default: eval
     mode with the model's own buffers, i.e. BatchNorm running statistics); the model is never modified.
 
     Args:
-        model: The architecture (its trainable parameters are replaced by each point).
-        data: A tensor pair ``(X (N, ...), y (N,))`` or an iterable of such batches (read once here).
-        loss_fn: Batch-mean loss, ``"cross_entropy"`` / ``"mse"``, or ``None`` for the engine's default.
-        **engine_kwargs: Further options of ``evaluate_points`` (``batch_size``, ``bn_mode``, ``buffers``,
-            ``strategy``, ``memory_budget``).
+        problem: A :class:`~landscape.problem.Problem`, or the architecture (its parameters are replaced by
+            each point) with ``data`` and ``loss_fn``.
+        data: Shorthand only: a tensor pair ``(X (N, ...), y (N,))`` or an iterable of such batches (read
+            once here).
+        loss_fn: Shorthand only: batch-mean loss, ``"cross_entropy"`` / ``"mse"``, or ``None`` for the
+            default (cross-entropy for integer targets, MSE otherwise).
+        batch_size: Micro-batch size of the evaluation.
+        chunk_size: Points evaluated together.
+        memory_budget: Bytes (or ``"512MB"``) for the evaluation.
+        strategy: Evaluation strategy.
+        bn_mode: ``"eval"``, ``"train"``; default the problem's.
+        buffers: Buffers to use instead of the model's own.
+        progress: Show a progress bar per call.
 
     Returns:
         The callable, returning a float64 tensor ``(n,)``.
     """
     from landscape.evaluate import evaluate_points
+    from landscape.problem import as_problem
 
-    if not (isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)):
-        data = list(data)  # a generator would be exhausted after the first call
+    prob = as_problem(problem, data, loss_fn, memory_budget=memory_budget)
 
     def loss_at(points: Tensor) -> Tensor:
-        out = evaluate_points(model, points, data, metrics=("loss",), loss_fn=loss_fn, **engine_kwargs)
+        out = evaluate_points(prob, points, metrics=("loss",), batch_size=batch_size, chunk_size=chunk_size,
+                              memory_budget=memory_budget, strategy=strategy, bn_mode=bn_mode, buffers=buffers,
+                              progress=progress)  # fmt: skip
         return torch.from_numpy(np.asarray(out["loss"], dtype=np.float64))
 
     return loss_at

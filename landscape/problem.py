@@ -389,6 +389,7 @@ class Problem:
         self._cache: list[Batch] | None = None
         self._cast_model: nn.Module | None = None
         self._total: float | None = None
+        self._tensor_output: bool | None = None
         self._checker: validation.BatchChecker | None = None
         self._loss_fn: Callable[..., Any] | None = None
         self._n_samples: int | None = None
@@ -604,6 +605,12 @@ class Problem:
             return None
         batches = list(self.batches())
         if not self._pairs or self._cache is None:
+            return None
+        if self._tensor_output is None:  # the engine and the Hessian kernels call the model for a tensor
+            with torch.no_grad():
+                x = batches[0].inputs[0][:2]
+                self._tensor_output = isinstance(self.functional()(x), Tensor)
+        if not self._tensor_output:
             return None
         out = validation.ValidBatches((b.inputs[0], b.targets) for b in batches)
         out.dtype, out.n_samples, out.targets_checked = self.dtype, self.n_samples, True
@@ -832,7 +839,7 @@ class Problem:
                         if self.closure and "loss" in sums:
                             t, c = self._batch_terms(fm, b)
                             sums["loss"][p] += float(t)
-                        if not any(k != "loss" for k, _ in keys):
+                        if self.closure and not any(k != "loss" for k, _ in keys):
                             continue
                         o = self._outputs(fm, b)
                         for k, fn in keys:
