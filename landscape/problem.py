@@ -390,6 +390,7 @@ class Problem:
         self._cast_model: nn.Module | None = None
         self._total: float | None = None
         self._tensor_output: bool | None = None
+        self._prechecked = False
         self._checker: validation.BatchChecker | None = None
         self._loss_fn: Callable[..., Any] | None = None
         self._n_samples: int | None = None
@@ -540,7 +541,7 @@ class Problem:
             if self._checker is None:
                 self._checker = validation.BatchChecker(self.model, self.loss_spec, dtype=self.dtype,
                                                         device=self.device)  # fmt: skip
-            if self.validate and self._cache is None and self._n_samples is None:
+            if self.validate and self._cache is None and self._n_samples is None and not self._prechecked:
                 single = isinstance(self._source, _TensorSource) and len(self._source) == 1
                 x, y = self._checker(x, y, index, single)  # type: ignore[assignment]
             else:
@@ -577,6 +578,13 @@ class Problem:
             yield from self._cache
             return
         first = self._n_samples is None
+        src = self._source
+        if first and self.validate and isinstance(src, _TensorSource) and len(src.tensors) == 2 \
+                and not self.closure and src.n > 0:  # fmt: skip
+            # A tensor pair is checked whole, so messages give indices into the caller's tensors.
+            self._checker = validation.BatchChecker(self.model, self.loss_spec, dtype=self.dtype, device=self.device)
+            src.tensors = self._checker(*src.tensors, 0, True)
+            self._prechecked = True
         keep: list[Batch] | None = [] if first else None
         held, n, count = 0, 0, 0
         for i, raw in enumerate(self._source):
