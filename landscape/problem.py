@@ -487,6 +487,26 @@ class Problem:
         new.notes = self.notes  # shared: provenance of either says what ran
         return new
 
+    def with_model(self, model: nn.Module) -> Problem:
+        """The same data and loss (batches read and checked once, shared) with another model.
+
+        For the next snapshot of a trajectory, say. The weights are checked; the compute dtype stays the problem's.
+        """
+        if self.validate:
+            validation.check_model(model)
+        new = copy.copy(self)
+        new.model = model
+        new.layout = ParamLayout.from_model(model)
+        new.notes = list(self.notes)
+        new.hvp_count = 0
+        new._cast_model = None
+        new._tensor_output = None
+        named = dict(model.named_parameters())
+        new._params0 = {s.name: new._cast(named[s.name]) for s in new.layout.specs}
+        new._buffers0 = {k: new._cast(v) for k, v in model.named_buffers()}
+        new._frozen = {k: new._cast(v) for k, v in named.items() if k not in new._params0}
+        return new
+
     def compute_model(self) -> nn.Module:
         """The model in the compute dtype and device: the model itself, or a private cast copy (built once)."""
         ref = next((t for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()), None)
