@@ -705,6 +705,25 @@ class Problem:
         """
         return sums
 
+    def objective(self) -> Callable[[Tensor], Tensor]:
+        """The mean loss as a pure function ``f(theta (D,)) -> scalar``, differentiable by ``torch.func``.
+
+        The same sum over batches over the same total count as :meth:`loss`, without ``no_grad`` or host
+        syncs, so ``torch.func.grad`` / ``jvp`` / ``vmap`` compose with it (forward-mode needs every op of
+        the model to support it).
+        """
+        total = self.total_count()
+
+        def f(theta: Tensor) -> Tensor:
+            fm = self.functional(theta)
+            out = None
+            for b in self.batches():
+                t, _ = self._batch_terms(fm, b)
+                out = t if out is None else out + t
+            return out / total  # type: ignore[operator]
+
+        return f
+
     def _theta(self, theta: Tensor | None) -> Tensor:
         if theta is None:
             return self.theta0
