@@ -246,3 +246,19 @@ def test_attention_hvp_selects_the_math_kernel_and_restores_settings():
     torch.testing.assert_close(hv, fd, rtol=2e-2, atol=2e-3)
     assert any("math SDPA" in n for n in prob.notes)
     assert torch.backends.cuda.flash_sdp_enabled()  # the global setting is the caller's again
+
+
+def test_fast_persistent_kernel_is_the_problems_mean_loss():
+    """persistence's batched hand-derived MLP kernel computes the Problem's mean MSE and its gradient."""
+    from persistence.fast import mlp_loss_and_grad
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+    x, y = torch.randn(11, 2, dtype=torch.float64), torch.randn(11, 3, dtype=torch.float64)
+    prob = Problem(net, (x, y), "mse")
+    pts = prob.theta0 + 0.2 * torch.randn(3, prob.numel, dtype=torch.float64)
+    loss, grad = mlp_loss_and_grad(net, pts, x, y)
+    for s in range(3):
+        ref_loss, ref_grad = prob.loss_and_grad(pts[s])
+        torch.testing.assert_close(loss[s], ref_loss, rtol=1e-12, atol=0)
+        torch.testing.assert_close(grad[s], ref_grad, rtol=1e-10, atol=1e-14)
