@@ -942,8 +942,12 @@ def as_problem(
     data: Any = None,
     loss: str | Callable[..., Any] | None = None,
     *,
+    bn_mode: str | None = None,
+    dtype: torch.dtype | None = None,
+    batch_size: int | None = None,
+    memory_budget: int | str | None = None,
+    data_description: str | None = None,
     argname: str = "problem",
-    **kwargs: Any,
 ) -> Problem:
     """A :class:`Problem` as given, or built from the shorthand ``(model, data, loss)``.
 
@@ -951,13 +955,16 @@ def as_problem(
         problem: A problem, or a model (then ``data`` is required).
         data: The data of the shorthand; must be ``None`` with a problem.
         loss: The loss of the shorthand; must be ``None`` with a problem.
+        bn_mode: Shorthand only: see :class:`Problem` (default ``"eval"``).
+        dtype: Shorthand only: see :class:`Problem`.
+        batch_size: Shorthand only: see :class:`Problem`.
+        memory_budget: Shorthand only: see :class:`Problem`.
+        data_description: Shorthand only: see :class:`Problem`.
         argname: The first argument's name, for messages.
-        **kwargs: Further :class:`Problem` options of the shorthand (``None`` values are dropped).
 
     Raises:
         InputTypeError: On a problem with data or loss, or a model without data.
     """
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if isinstance(problem, Problem):
         if data is not None or loss is not None:
             raise validation.InputTypeError(
@@ -972,4 +979,5 @@ def as_problem(
         raise validation.InputTypeError(
             "data is missing; pass a landscape.Problem(model, data, loss) or the model with data"
         )
-    return Problem(problem, data, loss, **kwargs)
+    return Problem(problem, data, loss, bn_mode=bn_mode or "eval", dtype=dtype, batch_size=batch_size,
+                   memory_budget=memory_budget, data_description=data_description)  # fmt: skip

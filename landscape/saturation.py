@@ -675,8 +675,11 @@ class SaturationRecorder(Callback):
         meta_key: Metadata key of the stored history.
         metric_prefix: Prefix of the per-snapshot metric names.
         label: Run name put on the history.
-        **measure_kwargs: ``value``, ``bins``, ``range``, ``exact_limit``, ``batch_size`` for
-            :func:`measure_saturation`.
+        value: As for :func:`measure_saturation`.
+        bins: As for :func:`measure_saturation`.
+        range: As for :func:`measure_saturation`.
+        exact_limit: As for :func:`measure_saturation`.
+        batch_size: As for :func:`measure_saturation`.
     """
 
     def __init__(
@@ -691,15 +694,17 @@ class SaturationRecorder(Callback):
         meta_key: str = "saturation",
         metric_prefix: str = "sat",
         label: str = "",
-        **measure_kwargs: Any,
+        value: ActivationValue | str = ActivationValue.RAW,
+        bins: int = 100,
+        range: RangeLike = None,  # numpy's name for a histogram range
+        exact_limit: int = 65536,
+        batch_size: int | None = 1024,
     ) -> None:
         if int(every_epochs) < 1:
             raise ValueError(f"every_epochs must be a positive integer, got {every_epochs}")
-        bad = set(measure_kwargs) - {"value", "bins", "range", "exact_limit", "batch_size"}
-        if bad:
-            raise TypeError(f"unexpected arguments {sorted(bad)}; measure options: value, bins, range, exact_limit, "
-                            "batch_size")
-        _value_option(measure_kwargs.get("value", ActivationValue.RAW))
+        _value_option(value)
+        measure_kwargs = {"value": value, "bins": bins, "range": range, "exact_limit": exact_limit,
+                          "batch_size": batch_size}  # fmt: skip
         self.data = data
         self.layers = layers
         self.percentiles = tuple(float(q) for q in percentiles)

@@ -355,7 +355,10 @@ def neon_descent(
     escape_step: float,
     t_thres: int = 10,
     generator: torch.Generator | None = None,
-    **neon_kw: Any,
+    radius: float = 1e-3,
+    eta: float = 0.1,
+    iterations: int = 50,
+    curvature_threshold: float = 1e-6,
 ) -> PathResult:
     """Gradient descent with NEON escape steps when the gradient is small (Xu & Yang's NEON + first-order method).
 
@@ -368,7 +371,10 @@ def neon_descent(
         escape_step: Length ``alpha`` of the step along the negative-curvature direction.
         t_thres: Minimum steps between NEON calls.
         generator: Random generator.
-        **neon_kw: Passed to :func:`neon_direction`.
+        radius: NEON's probe radius (see :func:`neon_direction`).
+        eta: NEON's step size.
+        iterations: NEON's power iterations.
+        curvature_threshold: NEON's negative-curvature threshold.
 
     Returns:
         The :class:`PathResult`.
@@ -382,7 +388,8 @@ def neon_descent(
         norms.append(float(g.norm()))
         if norms[-1] <= grad_threshold and k - last > t_thres:
             last = k
-            d, _ = neon_direction(f, x, generator=generator, grad=g, **neon_kw)
+            d, _ = neon_direction(f, x, generator=generator, grad=g, radius=radius, eta=eta, iterations=iterations,
+                                  curvature_threshold=curvature_threshold)  # fmt: skip
             if d is not None:
                 x = x + escape_step * _descent_sign(d, g, generator) * d
                 escapes.append(k)
@@ -472,7 +479,10 @@ class NEONEscape(Callback):
         grad_threshold: Gradient-norm threshold (``None``: always try).
         t_thres: Minimum steps between NEON calls.
         seed: Seed of the probes.
-        **neon_kw: Passed to :func:`neon_direction` (``radius``, ``eta``, ``iterations``, ...).
+        radius: NEON's probe radius (see :func:`neon_direction`).
+        eta: NEON's step size.
+        iterations: NEON's power iterations.
+        curvature_threshold: NEON's negative-curvature threshold.
 
     Attributes:
         steps_: Steps at which an escape step was taken.
@@ -481,9 +491,12 @@ class NEONEscape(Callback):
 
     def __init__(self, start: int, data: Any, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, *,
                  escape_step: float = 0.5, grad_threshold: float | None = None, t_thres: int = 10, seed: int = 0,
-                 **neon_kw: Any) -> None:  # fmt: skip
+                 radius: float = 1e-3, eta: float = 0.1, iterations: int = 50,
+                 curvature_threshold: float = 1e-6) -> None:  # fmt: skip
         self.start, self.data, self.loss_fn, self.escape_step = start, data, loss_fn, escape_step
-        self.grad_threshold, self.t_thres, self.seed, self.neon_kw = grad_threshold, t_thres, seed, neon_kw
+        self.grad_threshold, self.t_thres, self.seed = grad_threshold, t_thres, seed
+        self.neon_kw = {"radius": radius, "eta": eta, "iterations": iterations,
+                        "curvature_threshold": curvature_threshold}  # fmt: skip
         self.steps_: list[int] = []
         self.curvatures_: list[tuple[int, float]] = []
 
