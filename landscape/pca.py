@@ -10,7 +10,7 @@ Streaming. With ``T`` snapshots of dimension ``D`` the fit never holds the ``T x
 accumulates the ``T x T`` Gram matrix of the snapshots (in float64) from pairs of row blocks, takes
 its eigendecomposition ``G_c = U diag(lambda) U^T``, and builds the components in a second pass,
 ``components = U_k^T X_c / sqrt(lambda_k)``. Memory: a resident block of ``block_size`` snapshots and a
-streamed block of ``ceil(block_size / 4)`` (both in their stored dtype; together about ``max_memory``
+streamed block of ``ceil(block_size / 4)`` (both in their stored dtype; together about ``memory_budget``
 when ``block_size`` is derived from it), a 32 MiB float64 workspace for column panels, and ``k + 4``
 float64 ``D``-vectors (reference point, sum, centre, mean, the ``k`` components). Because the store
 reads snapshots whole, snapshots are re-read: about ``T + T^2 / (2 block_size)`` reads in the first
@@ -338,9 +338,11 @@ class TrajectoryPCA:
             (``min(T, D)``; ``components_`` is then ``T x D``).
         center: ``"mean"`` (Lipton: ordinary PCA), ``"first"`` (the initial point), ``"last"`` (the final
             point, Li et al. 2018), an int index into the stacked snapshots, or a ``(D,)`` vector.
-        block_size: Snapshots per resident block in the Gram pass; ``None`` derives it from ``max_memory``.
-        max_memory: Approximate bytes of snapshot blocks when ``block_size`` is ``None`` (default 512 MiB).
+        block_size: Snapshots per resident block in the Gram pass; ``None`` derives it from ``memory_budget``.
+        memory_budget: Approximate bytes (or ``"512MB"``) of snapshot blocks when ``block_size`` is ``None``
+            (default 512 MiB).
         progress: Show tqdm bars over the passes.
+        max_memory: Deprecated name of ``memory_budget``.
 
     Attributes:
         components_: Principal axes, float64 tensor ``(k, D)``, orthonormal rows.
@@ -371,13 +373,17 @@ class TrajectoryPCA:
         *,
         center: str | Center | int | Tensor = Center.MEAN,
         block_size: int | None = None,
-        max_memory: int = 512 * 2**20,
+        memory_budget: int | str = 512 * 2**20,
         progress: bool = False,
+        max_memory: int | None = None,
     ) -> None:
+        from landscape.problem import renamed
+
         self.n_components = n_components
         self.center = center
         self.block_size = block_size
-        self.max_memory = max_memory
+        self.memory_budget = renamed(memory_budget if max_memory is None else None, max_memory, "max_memory",
+                                     "memory_budget")  # fmt: skip
         self.progress = progress
 
     # ------------------------------------------------------------------ fitting
@@ -386,7 +392,9 @@ class TrajectoryPCA:
             if int(self.block_size) < 1:
                 raise ValueError(f"block_size must be a positive integer or None, got {self.block_size}")
             return int(self.block_size)
-        return _auto_block(src.dim, src.dtype.itemsize, src.n, self.max_memory)
+        from landscape.evaluate import parse_bytes
+
+        return _auto_block(src.dim, src.dtype.itemsize, src.n, parse_bytes(self.memory_budget))
 
     def _resolve_k(self, ratios: np.ndarray, n: int, d: int) -> int:
         k = self.n_components
