@@ -85,7 +85,7 @@ def worker(method: str, path: str, k: int) -> dict[str, float | str | list[float
     load = 0.0
     if method.startswith("ours"):
         mem = int(method.split(":")[1]) * 2**20 if ":" in method else 512 * 2**20
-        pca = TrajectoryPCA(k, max_memory=mem).fit(traj)
+        pca = TrajectoryPCA(k, memory_budget=mem).fit(traj)
         ratios = pca.explained_variance_ratio_
     else:
         from sklearn.decomposition import PCA

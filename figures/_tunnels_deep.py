@@ -23,9 +23,9 @@ minibatch loss of every step (train mode), as the optimizer sees it.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import time
 from pathlib import Path
@@ -39,6 +39,8 @@ from tqdm.auto import tqdm
 from figures.contract import Scale, cache_lock, require_data
 from landscape.data import iterate_batches, load_mnist_subset
 from landscape.models import build_model
+from landscape.params import parameter_mask
+from landscape.problem import Problem
 from landscape.train import Callback, Trainer
 from tunnels.split import SplitStats, split_matrices
 from tunnels.training import TunnelSchedule
@@ -308,20 +310,15 @@ def _binned(a: list[float], width: int) -> list[float]:
 
 
 def _full_grad_sq(model: nn.Module, data: Any, batch_size: int, max_batches: int | None) -> float:
-    """Squared norm of the gradient of the mean training loss (train mode, batches weighted by size)."""
-    net = copy.deepcopy(model).train()  # batch statistics update the copy's running stats only
-    params = [p for p in net.parameters() if p.requires_grad]
-    acc = [torch.zeros_like(p) for p in params]
-    n = 0
+    """Squared norm of the gradient of the mean training loss (train-mode BatchNorm, batches weighted by size).
+
+    The Problem's gradient over the first ``max_batches`` batches, restricted to the trainable parameters.
+    """
     batches = iterate_batches(data, batch_size if isinstance(data, tuple) else None)
-    for b, (x, y) in enumerate(batches):
-        if max_batches is not None and b >= max_batches:
-            break
-        g = torch.autograd.grad(nn.functional.cross_entropy(net(x), y), params)
-        for a, gi in zip(acc, g):
-            a.add_(gi, alpha=x.shape[0])
-        n += x.shape[0]
-    return float(sum(float((a / n).pow(2).sum()) for a in acc))
+    batches = list(itertools.islice(batches, max_batches))
+    prob = Problem(model, batches, "cross_entropy", bn_mode="train")
+    g = prob.grad()[parameter_mask(model, "trainable", prob.layout)]
+    return float(g.double().square().sum())
 
 
 def deep_runs(setup: DeepSetup, data_dir: Path | None, cache: Path | None, progress: bool = False) -> dict[str, Any]:

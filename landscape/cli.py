@@ -334,7 +334,7 @@ class _Writer:
 
 
 def _eval_kw(args: argparse.Namespace, desc: str) -> dict[str, Any]:
-    kw: dict[str, Any] = {"data_desc": desc, "bn_mode": args.bn_mode, "progress": not args.quiet}
+    kw: dict[str, Any] = {"data_description": desc, "bn_mode": args.bn_mode, "progress": not args.quiet}
     if args.batch_size is not None:
         kw["batch_size"] = args.batch_size
     if args.memory_budget is not None:
@@ -425,7 +425,7 @@ def _pca_plane(
         return None, pca.project(src), pca
     base = load_point(center, template) if center is not None else runs[-1].model_at(template, -1)
     kw = _eval_kw(args, desc)
-    engine_kw = {k: v for k, v in kw.items() if k not in ("data_desc", "progress")}  # PCA shows its own bar
+    engine_kw = {k: v for k, v in kw.items() if k not in ("data_description", "progress")}  # PCA shows its own bar
 
     def loss_at(points: Tensor) -> Tensor:
         return torch.from_numpy(evaluate_points(base, points, data, metrics=("loss",), **engine_kw)["loss"])

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from landscape.hessian import BNMode, HessianOperator, hessian_eigenpairs, hessian_trace
 from landscape.lanczos import top_eigenpairs
+from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
 from landscape.train import RecordTrajectory, Trainer
 from landscape.trajectory import Trajectory
@@ -153,6 +154,7 @@ class _Tracker:
         self.layer_names: list[str] = []
         self.rows: list[dict[str, Any]] = []
         self.n_samples = 0
+        self._problem: Problem | None = None
 
     def _start(self, key: str, n: int) -> Tensor | None:
         """Start vectors at the current step: the last vectors, or a polynomial through the last few.
@@ -212,7 +214,15 @@ class _Tracker:
         return row
 
     def _measure(self, model: nn.Module) -> dict[str, Any]:
-        op = HessianOperator(model, self.loss_fn, self.data, bn_mode=self.bn_mode, dtype=self.dtype)
+        # One Problem: the data are read, checked and cast once; each snapshot's model reuses them.
+        if self._problem is None:
+            if isinstance(self.data, Problem):
+                self._problem = self.data.with_model(model)
+            else:
+                self._problem = Problem(model, self.data, self.loss_fn, bn_mode=self.bn_mode.value, dtype=self.dtype)
+        else:
+            self._problem = self._problem.with_model(model)
+        op = HessianOperator(self._problem, bn_mode=self.bn_mode, dtype=self.dtype)
         self.n_samples = op.n_samples
         k = min(self.k, op.n)
         pairs = hessian_eigenpairs(
@@ -335,9 +345,9 @@ def _lrs(lr: float | Sequence[float] | None, traj: Trajectory, idx: list[int]) -
 # =========================================================================== along a trajectory
 def trajectory_curvature(
     trajectory: Trajectory,
-    model: nn.Module | Callable[[], nn.Module],
-    loss_fn: LossFn,
-    data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]],
+    model: Problem | nn.Module | Callable[[], nn.Module],
+    loss_fn: LossFn | None = None,
+    data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]] | None = None,
     *,
     k: int = 1,
     indices: Sequence[int] | None = None,
@@ -365,10 +375,13 @@ def trajectory_curvature(
 
     Args:
         trajectory: The snapshots.
-        model: A template of the snapshots' architecture (deep-copied, never modified) or a zero-argument
-            factory; frozen parameters (and buffers when the snapshots stored none) come from it.
-        loss_fn: Batch-mean (or batch-sum) loss ``loss_fn(outputs, targets) -> scalar``.
-        data: A pair ``(X, y)`` or an iterable of ``(X, y)`` batches: the loss whose Hessian is taken.
+        model: A :class:`~landscape.problem.Problem` whose model is the template (its data and loss are
+            used; read once for all snapshots), or a template of the snapshots' architecture (deep-copied,
+            never modified) or a zero-argument factory; frozen parameters (and buffers when the snapshots
+            stored none) come from it.
+        loss_fn: With a template: batch-mean (or batch-sum) loss ``loss_fn(outputs, targets) -> scalar``.
+        data: With a template: a pair ``(X, y)`` or an iterable of ``(X, y)`` batches: the loss whose Hessian
+            is taken.
         k: Top eigenvalues per snapshot.
         indices: Snapshots to analyze (default all, in order; negative indices allowed).
         tol: Relative residual tolerance of the Lanczos stopping rule.
@@ -401,6 +414,12 @@ def trajectory_curvature(
     bad = [i for i in idx if not 0 <= i < T]
     if bad:
         raise IndexError(f"snapshot indices {bad} out of range for a trajectory of {T} snapshots")
+    if isinstance(model, Problem):
+        if loss_fn is not None or data is not None:
+            raise TypeError("model is a Problem, which holds its data and loss; pass neither loss_fn nor data")
+        model, data = model.model, model
+    elif loss_fn is None or data is None:
+        raise TypeError("trajectory_curvature needs a Problem, or a model template with loss_fn and data")
     tracker = _Tracker(
         loss_fn, data, k=k, tol=tol, warm_start=warm_start, per_layer=per_layer, trace_products=trace_products,
         max_steps=max_steps, block=block, bn_mode=bn_mode, dtype=dtype, seed=seed, extrapolate=extrapolate,

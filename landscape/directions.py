@@ -173,6 +173,15 @@ def _mask(model: nn.Module, params: ParamSelection, layout: ParamLayout) -> Tens
     return mask
 
 
+def _model_layout(model: Any, layout: ParamLayout | None) -> tuple[nn.Module, ParamLayout]:
+    """The model (of a :class:`~landscape.problem.Problem` too) and its layout, built only if not given."""
+    from landscape.problem import Problem
+
+    if isinstance(model, Problem):
+        return model.model, layout or model.layout
+    return model, layout or ParamLayout.from_model(model)
+
+
 def random_direction(
     model: nn.Module,
     *,
@@ -182,11 +191,13 @@ def random_direction(
     bias_bn: BiasBN | str = BiasBN.ZERO,
     reference: Tensor | None = None,
     params: ParamSelection = "all",
+    layout: ParamLayout | None = None,
 ) -> Tensor:
     """One Gaussian direction, normalized to ``reference`` (default: the model's parameters).
 
     Args:
-        model: The architecture (and default reference point); not modified.
+        model: The architecture (and default reference point), or a :class:`~landscape.problem.Problem`;
+            not modified.
         seed: Seed of a private generator (ignored if ``generator`` is given).
         generator: Generator to draw from (advanced by ``D`` normals).
         normalization: See :func:`normalize_direction`.
@@ -194,6 +205,7 @@ def random_direction(
         reference: ``(D,)`` point to normalize to.
         params: Which parameters the direction moves: ``"all"`` (default, frozen ones too),
             ``"trainable"`` (zero on ``requires_grad=False`` tensors), or tensor / layer names.
+        layout: The model's layout when the caller holds it (default: built from the model).
 
     Returns:
         ``(D,)`` direction in the dtype of the model's parameters.
@@ -201,7 +213,7 @@ def random_direction(
     Raises:
         ValueError: If ``params`` selects nothing (e.g. ``"trainable"`` on a frozen model).
     """
-    layout = ParamLayout.from_model(model)
+    model, layout = _model_layout(model, layout)
     if layout.numel == 0:
         raise ValueError(f"{type(model).__name__} has no floating-point parameters: no direction to draw")
     mask = _mask(model, params, layout)
@@ -222,6 +234,7 @@ def random_directions(
     orthogonal: bool = False,
     reference: Tensor | None = None,
     params: ParamSelection = "all",
+    layout: ParamLayout | None = None,
 ) -> Tensor:
     """``n`` seeded Gaussian directions, normalized (then optionally orthogonalized).
 
@@ -236,6 +249,7 @@ def random_directions(
         orthogonal: Gram-Schmidt after normalization (:func:`orthogonalize`).
         reference: ``(D,)`` point to normalize to (default: the model's parameters).
         params: ``"all"``, ``"trainable"`` or tensor / layer names, see :func:`random_direction`.
+        layout: The model's layout when the caller holds it (built once here otherwise).
 
     Returns:
         ``(n, D)`` directions; the same for a frozen and an unfrozen copy of a model.
@@ -246,10 +260,12 @@ def random_directions(
         torch.Size([2, 26])
     """
     g = torch.Generator().manual_seed(0 if seed is None else int(seed))
+    model, layout = _model_layout(model, layout)
     dirs = torch.stack(
         [
             random_direction(
-                model, generator=g, normalization=normalization, bias_bn=bias_bn, reference=reference, params=params
+                model, generator=g, normalization=normalization, bias_bn=bias_bn, reference=reference, params=params,
+                layout=layout,
             )
             for _ in range(int(n))
         ]

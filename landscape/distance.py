@@ -11,6 +11,10 @@ where a full disagreement contributes at most ``sqrt(2)``) and not logits, so ``
 is the default; ``output="logits"`` uses the raw outputs. The label disagreement rate is the fraction
 of samples whose predicted classes (argmax, first maximum on ties) differ.
 
+Outputs with more axes than ``(B, C)`` (a language model's ``(B, T, V)`` logits) are compared per sample
+over all their entries (softmax over the last axis), and the disagreement of a sample is the fraction of
+its positions whose argmax differs.
+
 Along a path (Table 1, upper triangle): the distance of each interpolated network
 ``(1 - alpha) theta_1 + alpha theta_2`` from the first endpoint ``theta_1``.
 Both go through :func:`landscape.evaluate.evaluate_points` with custom batch metrics.
@@ -27,11 +31,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.evaluate import AffinePoints, describe_data, evaluate_points
-from landscape.params import ParamLayout
+from landscape.evaluate import AffinePoints, BNMode, Strategy, evaluate_points
+from landscape.problem import Problem, renamed
 from landscape.results import Provenance, Result, register_result
 from landscape.surface import PointLike, _anchor
-from landscape.validation import check_finite, check_vector, validate_batches
+from landscape.validation import check_finite, check_vector
 
 __all__ = ["OutputKind", "FunctionalDistance", "DistanceResult", "functional_distance", "distance_along_path"]
 
@@ -107,7 +111,7 @@ class _SquaredDistance:
 
 
 class _Disagreement:
-    """Batch metric: per point, number of samples whose argmax differs from the reference's."""
+    """Batch metric: per point, number of samples whose argmax differs (a fraction of positions per sample)."""
 
     name = "disagreement"
 
@@ -116,32 +120,60 @@ class _Disagreement:
 
     def __call__(self, out: Tensor, y: Tensor, start: int) -> Tensor:
         lab = self.labels[start : start + out.shape[1]].to(out.device)
-        return (out.argmax(-1) != lab).sum(1, dtype=torch.float64)
+        diff = (out.argmax(-1) != lab).to(torch.float64)  # (P, B, *positions)
+        return diff.flatten(2).mean(2).sum(1) if diff.dim() > 2 else diff.sum(1)
+
+
+def _distance_problem(problem: Problem | nn.Module, data: Any, bn_mode: Any, memory_budget: Any) -> Problem:
+    if isinstance(problem, Problem):
+        if data is not None:
+            raise TypeError("the first argument is a Problem, which holds its data; do not pass data")
+        return problem
+    if data is None:
+        raise TypeError("data is missing: pass a landscape.Problem, or the model with data")
+    bn = str(getattr(bn_mode, "value", bn_mode)) if bn_mode is not None else None
+    # Targets are not used: checked only as loosely as a custom loss would (no label-range check).
+    return Problem(problem, data, lambda outputs, targets: outputs.sum(), loss_form="outputs",
+                   bn_mode=bn if bn in ("eval", "train") else "eval", memory_budget=memory_budget)  # fmt: skip
 
 
 def distance_along_path(
-    model: nn.Module,
+    problem: Problem | nn.Module,
     a: PointLike,
     b: PointLike,
-    data: Any,
+    data: Any = None,
     alphas: Sequence[float] | np.ndarray | None = None,
     *,
     output: OutputKind | str = OutputKind.SOFTMAX,
     label: str = "",
-    **kw: Any,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
+    strategy: Strategy | str = "auto",
+    bn_mode: BNMode | str | None = None,
+    progress: bool = False,
+    data_description: str | None = None,
+    data_desc: str | None = None,
 ) -> DistanceResult:
     """Functional distance and label disagreement of ``(1 - alpha) a + alpha b`` from ``a`` (Im et al. Table 1).
 
     Args:
-        model: The architecture (never modified); outputs must be ``(B, C)`` class scores.
+        problem: A :class:`~landscape.problem.Problem`, or the architecture (never modified) with ``data``;
+            outputs are ``(B, C)`` class scores (or ``(B, ..., C)``, see the module docstring).
         a: First endpoint (model, ``(D,)`` vector or parameter dict): the reference network.
         b: Second endpoint.
-        data: Tensor pair or iterable of ``(X, y)`` batches (targets are not used).
+        data: Shorthand only: tensor pair, Dataset, DataLoader or iterable of batches (targets are not used).
         alphas: ``(n,)`` positions; default ``linspace(0, 1, 11)``.
         output: ``"softmax"`` (default, see the module docstring) or ``"logits"``.
         label: Curve name.
-        **kw: ``data_desc`` for provenance; ``bn_mode``, ``strategy``, ``batch_size``,
-            ``memory_budget``, ``progress`` go to :func:`evaluate_points`.
+        batch_size: Micro-batch size of the evaluation.
+        chunk_size: Points evaluated together.
+        memory_budget: Bytes (or ``"512MB"``) for the evaluation (and the shorthand's data).
+        strategy: Evaluation strategy (see :func:`~landscape.evaluate.evaluate_points`).
+        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's.
+        progress: Show a progress bar.
+        data_description: The data's description in the provenance (default: the problem's).
+        data_desc: Deprecated name of ``data_description``.
 
     Returns:
         A :class:`DistanceResult`.
@@ -161,59 +193,74 @@ def distance_along_path(
         kind = OutputKind(output)
     except ValueError:
         raise ValueError(f"unknown output {output!r}; valid: {[e.value for e in OutputKind]}") from None
-    kw = dict(kw)
-    desc = kw.pop("data_desc", None)
-    for bad in ("metrics", "loss_fn"):
-        if bad in kw:
-            raise TypeError(f"distance_along_path does not take {bad!r}")
-    layout = ParamLayout.from_model(model)
-    anchors = [_anchor(model, a, layout), _anchor(model, b, layout)]
+    desc = renamed(data_description, data_desc, "data_desc", "data_description")
+    prob = _distance_problem(problem, data, bn_mode, memory_budget)
+    interpolate = str(getattr(bn_mode, "value", bn_mode)) == "interpolate"
+    kw = {"batch_size": batch_size, "chunk_size": chunk_size, "strategy": strategy, "bn_mode": bn_mode,
+          "progress": progress, "memory_budget": memory_budget}  # fmt: skip
+    layout = prob.layout
+    anchors = [_anchor(prob, a, layout), _anchor(prob, b, layout)]
     # A NaN endpoint would give rms=nan beside a plausible disagreement (argmax of NaN is 0): refuse it.
     for name, (vec, bufs_k) in zip(("a", "b"), anchors):
         check_vector(vec, name, layout)
-        for k, t in (bufs_k or {}).items() if kw.get("bn_mode") == "interpolate" else ():
+        for k, t in (bufs_k or {}).items() if interpolate else ():
             check_finite(t, f"{name}: buffer {k!r}")
-    desc = desc or describe_data(data)
-    data = validate_batches(data, model, targets=False)  # read and checked once for both evaluations below
     al = np.asarray(np.linspace(0, 1, 11) if alphas is None else alphas, dtype=np.float64).reshape(-1)
-    bufs = [x for _, x in anchors] if kw.get("bn_mode") == "interpolate" else None
+    bufs = [x for _, x in anchors] if interpolate else None
     basis = torch.stack([v for v, _ in anchors])
     ref_pts = AffinePoints(basis, np.array([[1.0, 0.0]]), bufs)
-    ref = torch.from_numpy(evaluate_points(model, ref_pts, data, metrics=("outputs",), **kw)["outputs"][0])
-    if ref.dim() != 2:
+    ref = torch.from_numpy(evaluate_points(prob, ref_pts, metrics=("outputs",), **kw)["outputs"][0])
+    if ref.dim() < 2:
         raise ValueError(f"functional distance needs outputs of shape (B, C), got {tuple(ref.shape)} (N, ...)")
     metrics = (_SquaredDistance(ref, kind is OutputKind.SOFTMAX), _Disagreement(ref))
     pts = AffinePoints(basis, np.stack([1 - al, al], 1), bufs)
-    res = evaluate_points(model, pts, data, metrics=metrics, **kw)
-    prov = Provenance.here(data=desc, kind="distance_along_path", output=kind.value,
-                           model=type(model).__name__)  # fmt: skip
+    res = evaluate_points(prob, pts, metrics=metrics, **kw)
+    prov = Provenance.here(data=desc or prob.description, kind="distance_along_path", output=kind.value,
+                           model=type(prob.model).__name__)  # fmt: skip
     ends = basis.detach().cpu().numpy()
     return DistanceResult(al, np.sqrt(res["squared_distance"]), res["disagreement"], ends, kind.value,
                           int(ref.shape[0]), label, layout.to_dict(), prov)  # fmt: skip
 
 
 def functional_distance(
-    model: nn.Module,
+    problem: Problem | nn.Module,
     a: PointLike,
     b: PointLike,
-    data: Any,
+    data: Any = None,
     *,
     output: OutputKind | str = OutputKind.SOFTMAX,
-    **kw: Any,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
+    strategy: Strategy | str = "auto",
+    bn_mode: BNMode | str | None = None,
+    progress: bool = False,
+    data_description: str | None = None,
+    data_desc: str | None = None,
 ) -> FunctionalDistance:
     """RMS output distance and label disagreement between networks ``a`` and ``b`` (Im et al. Sec. 4.1).
 
     Args:
-        model: The architecture (never modified); outputs must be ``(B, C)`` class scores.
+        problem: A :class:`~landscape.problem.Problem`, or the architecture (never modified) with ``data``.
         a: First network (model, ``(D,)`` vector or parameter dict).
         b: Second network.
-        data: Tensor pair or iterable of ``(X, y)`` batches (targets are not used).
+        data: Shorthand only: the data (targets are not used).
         output: ``"softmax"`` (default) or ``"logits"``.
-        **kw: As for :func:`distance_along_path`.
+        batch_size: As for :func:`distance_along_path`.
+        chunk_size: As for :func:`distance_along_path`.
+        memory_budget: As for :func:`distance_along_path`.
+        strategy: As for :func:`distance_along_path`.
+        bn_mode: As for :func:`distance_along_path`.
+        progress: As for :func:`distance_along_path`.
+        data_description: As for :func:`distance_along_path`.
+        data_desc: Deprecated name of ``data_description``.
 
     Returns:
         A :class:`FunctionalDistance`.
     """
-    r = distance_along_path(model, a, b, data, alphas=[1.0], output=output, **kw)
+    r = distance_along_path(problem, a, b, data, alphas=[1.0], output=output, batch_size=batch_size,
+                            chunk_size=chunk_size, memory_budget=memory_budget, strategy=strategy, bn_mode=bn_mode,
+                            progress=progress, data_description=renamed(data_description, data_desc, "data_desc",
+                                                                        "data_description"))  # fmt: skip
     prov = dataclasses.replace(r.provenance, extra={**r.provenance.extra, "kind": "functional_distance"})
     return FunctionalDistance(float(r.rms[0]), float(r.disagreement[0]), r.output, r.n_samples, prov)

@@ -895,41 +895,48 @@ def _gather(local: Tensor, total: int, rank: int, world: int) -> Tensor:
 
 # =========================================================================== entry point
 def evaluate_points(
-    model: nn.Module,
+    problem: Any,
     points: Tensor | Iterable[Tensor] | AffinePoints,
-    data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]],
+    data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]] | None = None,
     *,
-    metrics: Sequence[str | BatchMetric] = ("loss", "accuracy"),
+    metrics: Sequence[str | BatchMetric] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
     batch_size: int | None = None,
     chunk_size: int | None = None,
     memory_budget: int | str | None = None,
     strategy: Strategy | str = Strategy.AUTO,
-    bn_mode: BNMode | str = BNMode.EVAL,
+    bn_mode: BNMode | str | None = None,
     buffers: Mapping[str, Tensor] | None = None,
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Evaluate metrics of ``model``'s architecture at many parameter points over a dataset.
+    """Evaluate metrics of a model's architecture at many parameter points over a dataset.
 
     The caller's model is never modified (a private copy is evaluated through ``functional_call``).
 
+    A :class:`~landscape.problem.Problem` whose data are ``(X, y)`` tensor batches held in memory and whose
+    loss is ``(outputs, targets)`` runs through the executors below (in the problem's dtype); any other
+    problem (closure losses, mapping or multi-input batches, streamed data) through
+    :meth:`Problem.evaluate <landscape.problem.Problem.evaluate>`, one point at a time.
+
     Args:
-        model: The architecture; its buffers (BatchNorm statistics) and frozen parameters are used.
+        problem: A :class:`~landscape.problem.Problem`, or the model (the architecture; its buffers and
+            frozen parameters are used) with ``data`` (and ``loss_fn``) as a shorthand.
         points: ``(P, D)`` matrix, an iterable of ``(D,)`` vectors (consumed lazily), or
-            :class:`AffinePoints`; ``D`` is the number of trainable parameters.
-        data: A tensor pair ``(X (N, ...), y (N, ...))`` or an iterable of such batches (read once
-            and kept in memory).
+            :class:`AffinePoints`; ``D`` is the number of parameters.
+        data: Shorthand only: a tensor pair ``(X (N, ...), y (N, ...))`` or an iterable of such batches
+            (read once and kept in memory).
         metrics: Names among ``"loss"``, ``"accuracy"``, ``"outputs"``, and/or :data:`BatchMetric`
-            callables.
-        loss_fn: Batch-mean loss ``(outputs, targets) -> scalar``, ``"cross_entropy"`` or ``"mse"``;
-            default cross-entropy for integer targets, MSE otherwise.
+            callables; default ``("loss", "accuracy")`` for integer class targets, else ``("loss",)``.
+        loss_fn: Shorthand only: batch-mean loss ``(outputs, targets) -> scalar``, ``"cross_entropy"`` or
+            ``"mse"``; default cross-entropy for integer targets, MSE otherwise.
         batch_size: Micro-batch size (default: the largest activation of one point stays ~2 MB); with
             ``bn_mode="train"`` or ``strategy="loop"`` the caller's batches are kept unless given.
         chunk_size: Points evaluated together (default: ~4 MB of largest activation, within ``memory_budget``).
         memory_budget: Bytes (or ``"512MB"``) for point chunks, activations and cached first-layer
             maps; default 1 GiB. Outputs and the data themselves are not counted.
         strategy: ``"auto"``, ``"loop"`` (reference), ``"functional"``, ``"vmap"`` or ``"stacked"``.
-        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"`` (see the module docstring).
+        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"`` (see the module docstring); default the
+            problem's (``"eval"`` for the shorthand).
         buffers: Buffers to use instead of the model's own (``bn_mode="eval"``/``"train"``).
         progress: Show a tqdm bar over points (rank 0 only).
 
@@ -951,8 +958,28 @@ def evaluate_points(
         >>> out["loss"].shape
         (4,)
     """
+    from landscape.problem import Problem
+
+    if isinstance(problem, Problem):
+        if data is not None or loss_fn is not None:
+            raise ValueError("a Problem holds its data and loss; do not pass data or loss_fn with it")
+        bn = _option(BNMode, problem.bn_mode if bn_mode is None else bn_mode, "bn_mode")
+        pairs = problem.pairs()
+        if pairs is None:  # the general path: closures, mapping / multi-input batches, streamed data
+            if bn is BNMode.INTERPOLATE or buffers is not None:
+                raise ValueError(
+                    "bn_mode='interpolate' and buffers= need (X, y) tensor batches and an (outputs, targets) loss"
+                )
+            return problem.with_options(bn_mode=bn.value).evaluate(
+                points, metrics, chunk_size=chunk_size or 16, progress=progress
+            )
+        model, data, loss_fn = problem.compute_model(), pairs, problem.engine_loss()
+    else:
+        model = problem
+        bn = _option(BNMode, BNMode.EVAL if bn_mode is None else bn_mode, "bn_mode")
+        if data is None:
+            raise ValueError("data is missing: pass a landscape.Problem, or the model with data")
     strategy = _option(Strategy, strategy, "strategy")
-    bn = _option(BNMode, bn_mode, "bn_mode")
     layout = ParamLayout.from_model(model)
     ref = next(iter(model.parameters()), None)
     dtype = ref.dtype if ref is not None else torch.float32
@@ -960,7 +987,11 @@ def evaluate_points(
     budget = parse_bytes(memory_budget)
     itemsize = torch.empty((), dtype=dtype).element_size()
     check_model(model, trainable=False)  # frozen parameters and buffers are used at every point
-    batches = _read_data(data, model, metrics, loss_fn, device, dtype)
+    batches = _read_data(data, model, ("loss",) if metrics is None else metrics, loss_fn, device, dtype)
+    if metrics is None:  # accuracy for class labels (validation made them (B,) int64), else the loss only
+        y0 = batches[0][1]
+        classes = not (y0.is_floating_point() or y0.is_complex()) and y0.dim() == 1
+        metrics = ("loss", "accuracy") if classes else ("loss",)
     n_samples = sum(int(y.shape[0]) for _, y in batches)
     mset = _Metrics(metrics, loss_fn, batches[0][1], plain=strategy is Strategy.LOOP)
     if bn is BNMode.INTERPOLATE and buffers is not None:

@@ -48,6 +48,7 @@ from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
 
 from landscape import validation
+from landscape.evaluate import parse_bytes
 from landscape.lanczos import (
     EigenPairs,
     TraceEstimate,
@@ -60,6 +61,7 @@ from landscape.lanczos import (
     top_eigenpairs,
 )
 from landscape.params import ParamLayout, TensorSpec, functional_forward, preserved_mode
+from landscape.problem import KERNEL_NOTE, LOSSES, FunctionalModel, Problem, differentiable_kernels, renamed
 from landscape.results import Provenance, Result, register_result
 
 __all__ = [
@@ -496,6 +498,12 @@ def _as_batches(data: Any) -> list[tuple[Tensor, Tensor]]:
     return batches  # type: ignore[return-value]
 
 
+def _named_loss(name: str) -> LossFn:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid: {sorted(LOSSES)} or a callable")
+    return LOSSES[name]
+
+
 class HessianOperator:
     """The Hessian of the full-dataset loss as a symmetric linear operator on flat parameter vectors.
 
@@ -564,23 +572,50 @@ class HessianOperator:
 
     def __init__(
         self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]],
+        problem: Problem | nn.Module,
+        loss_fn: LossFn | str | None = None,
+        data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]] | None = None,
         params: str | Sequence[str] | None = None,
         *,
         bn_mode: BNMode | str | None = None,
         micro_batch_size: int | str | None = "auto",
-        memory_budget: int = 2 * 2**30,
+        memory_budget: int | str = 2 * 2**30,
         cache: bool | None = None,
         dtype: torch.dtype | None = None,
         fast_ops: bool = True,
         channels_last: bool | str = "auto",
     ) -> None:
-        data = validation.validate_problem(model, data, loss_fn, dtype=dtype)  # weights, data, labels; cast
+        self.problem: Problem | None = None  # set for problems the (X, y) kernels below do not take
+        if isinstance(problem, Problem):
+            if loss_fn is not None or data is not None:
+                raise TypeError("the first argument is a Problem, which holds its data and loss; pass neither")
+            if bn_mode is None:
+                bn_mode = problem.bn_mode
+            dtype = dtype or (problem.dtype if problem.dtype not in _HALF else None)
+            pairs = problem.pairs()
+            model = problem.model
+            if pairs is None:
+                self.problem = problem
+                data = None
+            else:
+                loss_fn, data = problem._loss_fn_for(pairs[0][1]), pairs
+        else:
+            model = problem
+            if loss_fn is None or data is None:
+                raise TypeError(
+                    "HessianOperator needs a landscape.Problem, or a model with loss_fn and data: "
+                    "HessianOperator(Problem(model, data, loss)) or HessianOperator(model, loss_fn, data)"
+                )
+            if isinstance(loss_fn, str):
+                loss_fn = _named_loss(loss_fn)
+        if self.problem is None:
+            data = validation.validate_problem(model, data, loss_fn, dtype=dtype)  # weights, data, labels; cast
+        else:
+            validation.check_model(model)
         self.model = model
         self.loss_fn = loss_fn
         self.notes: list[str] = []
+        self.kernels = KERNEL_NOTE
         self._random_modules = [m for m in model.modules() if isinstance(m, _RANDOM_MODULES)]
         if bn_mode is None:
             bn_mode = BNMode.EVAL
@@ -613,7 +648,7 @@ class HessianOperator:
             self.dtype = torch.float32
             self.notes.append(f"the model is {first.dtype}; the Hessian is computed in float32 on float32 copies")
         self.device = first.device
-        self.memory_budget = int(memory_budget)
+        self.memory_budget = parse_bytes(memory_budget)
         self.fast_ops = fast_ops
         if channels_last == "auto":
             convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -635,6 +670,9 @@ class HessianOperator:
         self._extra = {k: cast(v) for k, v in model.named_parameters() if not v.requires_grad}
         self._extra.update({k: cast(v) for k, v in model.named_buffers()})
 
+        if self.problem is not None:
+            self._init_problem(self.problem, micro_batch_size, cache)
+            return
         batches = [(cast(X), cast(y)) for X, y in _as_batches(data)]
         self.n_samples = sum(len(y) for _, y in batches)
         if self.bn_mode is BNMode.TRAIN and self._random_modules:
@@ -686,9 +724,30 @@ class HessianOperator:
         self._cache = cache
         self.cached: bool | None = None  # decided at the first product
 
+    def _init_problem(self, problem: Problem, micro_batch_size: int | str | None, cache: bool | None) -> None:
+        """The general path: the problem's batches (any form, possibly streamed) and its loss, as given."""
+        if micro_batch_size not in (None, "auto"):
+            raise ValueError(
+                "micro_batch_size needs (X, y) tensor batches and an (outputs, targets) loss; this problem's "
+                "batches are used as given (set the batch size of its data instead)"
+            )
+        self.reduction = "mean"
+        self.n_samples = problem.n_samples
+        self._total = problem.total_count()  # the denominator of the mean (tokens for a (sum, count) closure)
+        self.notes.append(f"batches used as given ({problem.description}); loss {problem.loss_name}")
+        self.micro_batch_size = 0
+        self._chunks: list[Any] = []
+        self._graphs = None
+        self._cache = False if problem.streamed else cache  # streamed data: graphs are rebuilt per product
+        self.cached = None
+
+    def _batches(self) -> Iterable[Any]:
+        """The chunks a product iterates: micro-batches ``(X, y)``, or the problem's batches."""
+        return self._chunks if self.problem is None else self.problem.batches()
+
     # ------------------------------------------------------------------ graphs
-    def _graph(self, X: Tensor, y: Tensor, count: list[int] | None = None) -> list[Tensor | None]:
-        """Gradient of ``(B / N) * loss`` on one chunk with its graph; ``None`` where it is constant."""
+    def _graph(self, X: Any, y: Tensor | None = None, count: list[int] | None = None) -> list[Tensor | None]:
+        """Gradient of ``(B / N) * loss`` on one chunk (or problem batch ``X``) with its graph; ``None`` if constant."""
         extra = self._extra
         if self.bn_mode is BNMode.TRAIN:  # running-stat updates go to a private copy per chunk
             extra = {k: v.clone() for k, v in extra.items()}
@@ -701,10 +760,15 @@ class HessianOperator:
 
             hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
         ops = _CurvatureOps(self.channels_last) if self.fast_ops else contextlib.nullcontext()
-        with torch.enable_grad(), hooks, ops:
-            loss = self._loss(X, y, extra)
-            # a sum-reduced loss is already the chunk's share of the total
-            weighted = loss * (len(y) / self.n_samples) if self.reduction == "mean" else loss
+        with torch.enable_grad(), hooks, ops, differentiable_kernels():
+            if self.problem is not None:  # the problem's batch: its loss summed over the batch, over the total
+                fm = FunctionalModel(self.model, {**extra, **self._params}, self.bn_mode is BNMode.TRAIN)
+                total, _ = self.problem._batch_terms(fm, X)
+                weighted = total / self._total
+            else:
+                loss = self._loss(X, y, extra)
+                # a sum-reduced loss is already the chunk's share of the total
+                weighted = loss * (len(y) / self.n_samples) if self.reduction == "mean" else loss
             grads = torch.autograd.grad(weighted, self._leaves, create_graph=True, allow_unused=True)
         return [g if g is not None and g.requires_grad else None for g in grads]
 
@@ -783,11 +847,19 @@ class HessianOperator:
         if self.cached is not None:
             return
         count = [0]
-        first = self._graph(*self._chunks[0], count)
-        estimate = count[0] * self.n_samples / len(self._chunks[0][1])
+        if self.problem is not None:
+            chunks = list(self._batches())
+            first = self._graph(chunks[0], None, count)
+            size = chunks[0].size
+        else:
+            chunks = self._chunks
+            first = self._graph(*chunks[0], count)
+            size = len(chunks[0][1])
+        estimate = count[0] * self.n_samples / size
         self.cached = bool(self._cache) if self._cache is not None else estimate <= self.memory_budget
         if self.cached:
-            self._graphs = [first] + [self._graph(X, y) for X, y in self._chunks[1:]]
+            self._graphs = [first] + [self._graph(*((c, None) if self.problem is not None else c))
+                                      for c in chunks[1:]]  # fmt: skip
 
     # ------------------------------------------------------------------ products
     def matmat(self, V: Tensor) -> Tensor:
@@ -813,8 +885,11 @@ class HessianOperator:
         Vc = V.detach().to(self.device, self.dtype)
         splits = [s.numel for s in self.specs]
         cols = [[c.view(s.shape) for c, s in zip(Vc[:, j].split(splits), self.specs)] for j in range(k)]
-        for i, chunk in enumerate(self._chunks):
-            grads = self._graphs[i] if self.cached and self._graphs is not None else self._graph(*chunk)
+        for i, chunk in enumerate(self._batches()):
+            if self.cached and self._graphs is not None:
+                grads = self._graphs[i]
+            else:
+                grads = self._graph(chunk, None) if self.problem is not None else self._graph(*chunk)
             live = [j for j, g in enumerate(grads) if g is not None]
             if not live:
                 continue
@@ -893,9 +968,17 @@ class HessianOperator:
 
     def __repr__(self) -> str:
         return (
-            f"HessianOperator(n={self.n}, samples={self.n_samples}, chunks={len(self._chunks)}, "
+            f"HessianOperator(n={self.n}, samples={self.n_samples}, chunks={len(self._chunks) or 'as given'}, "
             f"bn_mode={self.bn_mode.value!r}, cached={self.cached}, hvps={self.hvp_count})"
         )
+
+
+def _as_operator(op: Any) -> HessianOperator:
+    """The operator itself, or the operator of a :class:`~landscape.problem.Problem`."""
+    if isinstance(op, Problem):
+        return HessianOperator(op)
+    validation.check_operator(op)
+    return op
 
 
 def _breakdown(op: HessianOperator) -> float:
@@ -905,7 +988,7 @@ def _breakdown(op: HessianOperator) -> float:
 
 # =========================================================================== analyses
 def hessian_eigenpairs(
-    op: HessianOperator,
+    op: HessianOperator | Problem,
     k: int = 5,
     *,
     which: Which | str = Which.LA,
@@ -924,7 +1007,7 @@ def hessian_eigenpairs(
     :func:`landscape.lanczos.top_eigenpairs`).
 
     Args:
-        op: The Hessian.
+        op: The Hessian, or a :class:`~landscape.problem.Problem` (its Hessian is built).
         k: Number of eigenpairs.
         which: ``"LA"`` (largest), ``"LM"`` (largest magnitude, as power iteration) or ``"SA"``.
         tol: Relative residual tolerance of the stopping rule.
@@ -942,7 +1025,7 @@ def hessian_eigenpairs(
         Eigenvalues ``(k,)``, unit eigenvectors ``(n, k)`` in subset coordinates, residuals, error bounds,
         product count.
     """
-    validation.check_operator(op)
+    op = _as_operator(op)
     gen = torch.Generator().manual_seed(seed)
     return top_eigenpairs(
         op.matmat,
@@ -961,12 +1044,12 @@ def hessian_eigenpairs(
 
 
 def hessian_directions(
-    op: HessianOperator, k: int = 2, *, which: Which | str = Which.LA, tol: float = 1e-6, seed: int = 0
+    op: HessianOperator | Problem, k: int = 2, *, which: Which | str = Which.LA, tol: float = 1e-6, seed: int = 0
 ) -> Tensor:
     """Top Hessian eigenvectors as full-length parameter-space directions (e.g. for a plane slice).
 
     Args:
-        op: The Hessian (possibly of a parameter subset).
+        op: The Hessian (possibly of a parameter subset), or a :class:`~landscape.problem.Problem`.
         k: Number of directions.
         which: Spectrum end, as in :func:`hessian_eigenpairs`.
         tol: Eigenvalue tolerance.
@@ -976,18 +1059,22 @@ def hessian_directions(
         Shape ``(k, numel)`` in the operator's dtype: unit vectors in the model's flat parameter layout,
         zero on parameters outside the subset, ordered by eigenvalue (largest first for ``"LA"``).
     """
-    validation.check_operator(op)
+    op = _as_operator(op)
     pairs = hessian_eigenpairs(op, k, which=which, tol=tol, seed=seed)
     return op.to_full(pairs.vectors).T.to(op.dtype).contiguous()
 
 
 def hessian_trace(
-    op: HessianOperator, n_products: int = 99, *, method: TraceMethod | str = TraceMethod.HUTCHPP, seed: int = 0
+    op: HessianOperator | Problem,
+    n_products: int = 99,
+    *,
+    method: TraceMethod | str = TraceMethod.HUTCHPP,
+    seed: int = 0,
 ) -> TraceEstimate:
     """Stochastic trace of the Hessian.
 
     Args:
-        op: The Hessian.
+        op: The Hessian, or a :class:`~landscape.problem.Problem`.
         n_products: Hessian-vector product budget.
         method: ``"hutchpp"`` (Meyer et al. 2021) or ``"hutchinson"`` (Rademacher probes).
         seed: Seed of the probes.
@@ -995,7 +1082,7 @@ def hessian_trace(
     Returns:
         Estimate, standard error and products used.
     """
-    validation.check_operator(op)
+    op = _as_operator(op)
     method = _enum(TraceMethod, method, "trace method")
     gen = torch.Generator().manual_seed(seed)
     if method is TraceMethod.HUTCHPP:
@@ -1082,7 +1169,7 @@ class HessianSpectrum(Result):
 
 
 def spectrum_of(
-    op: HessianOperator,
+    op: HessianOperator | Problem,
     *,
     n_probes: int = 4,
     steps: int = 100,
@@ -1090,25 +1177,31 @@ def spectrum_of(
     trace_products: int = 0,
     tol: float = 1e-6,
     seed: int = 0,
-    data: str = "",
+    data_description: str = "",
     progress: bool = False,
+    data: str | None = None,
 ) -> HessianSpectrum:
     """SLQ density, top eigenvalues and traces of a :class:`HessianOperator`.
 
     Args:
-        op: The Hessian.
+        op: The Hessian, or a :class:`~landscape.problem.Problem`.
         n_probes: SLQ probe vectors (PyHessian's ``n_v``).
         steps: Lanczos steps per probe (PyHessian's ``iter``).
         top_k: Top eigenvalues to compute (0 skips).
         trace_products: Product budget of each of Hutchinson and Hutch++ (0 skips both).
         tol: Eigenvalue tolerance for the top-k.
         seed: Seed of every random vector.
-        data: Description of the data for the provenance.
+        data_description: Description of the data for the provenance (default: the problem's).
         progress: Show progress bars.
+        data: Deprecated name of ``data_description``.
 
     Returns:
         The spectrum.
     """
+    data_description = renamed(data_description or None, data, "data", "data_description") or ""
+    op = _as_operator(op)
+    if not data_description and op.problem is not None:
+        data_description = op.problem.description
     start = op.hvp_count
     gen = torch.Generator().manual_seed(seed)
     steps = min(steps, op.n)
@@ -1139,7 +1232,7 @@ def spectrum_of(
             trace[method.value], stderr[method.value] = est.estimate, est.stderr
     prov = Provenance.here(
         seed=seed,
-        data=data or f"{op.n_samples} samples",
+        data=data_description or f"{op.n_samples} samples",
         model=type(op.model).__name__,
         n_probes=n_probes,
         steps=steps,
@@ -1148,6 +1241,7 @@ def spectrum_of(
         model_dtype=str(op.model_dtype),
         reduction=op.reduction,
         notes=list(op.notes),
+        kernels=op.kernels,
         threads=torch.get_num_threads(),
     )
     return HessianSpectrum(
@@ -1168,9 +1262,9 @@ def spectrum_of(
 
 
 def hessian_spectrum(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]],
+    problem: Problem | nn.Module,
+    loss_fn: LossFn | str | None = None,
+    data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]] | None = None,
     *,
     params: str | Sequence[str] | None = None,
     bn_mode: BNMode | str | None = None,
@@ -1182,34 +1276,49 @@ def hessian_spectrum(
     seed: int = 0,
     data_description: str = "",
     progress: bool = False,
-    **operator_options: Any,
+    micro_batch_size: int | str | None = "auto",
+    memory_budget: int | str = 2 * 2**30,
+    cache: bool | None = None,
+    dtype: torch.dtype | None = None,
+    fast_ops: bool = True,
+    channels_last: bool | str = "auto",
 ) -> HessianSpectrum:
     """Hessian eigenvalue density of a model's full-dataset loss (the Persistent Neurons Fig. 12 analysis).
 
     Builds a :class:`HessianOperator` and runs :func:`spectrum_of`.
 
     Args:
-        model: The network (never modified).
-        loss_fn: Batch-mean (or batch-sum) loss, ``loss_fn(outputs, targets) -> scalar``.
-        data: A pair ``(X, y)`` or an iterable of ``(X, y)`` batches.
+        problem: A :class:`~landscape.problem.Problem`, or the network (never modified) with ``loss_fn``
+            and ``data``.
+        loss_fn: Shorthand only: batch-mean (or batch-sum) loss ``loss_fn(outputs, targets) -> scalar`` or a
+            loss name.
+        data: Shorthand only: a pair ``(X, y)`` or an iterable of ``(X, y)`` batches.
         params: Parameter subset (tensor or layer names); ``None`` for all.
-        bn_mode: ``"eval"`` or ``"train"``; ``None``: ``"eval"``, with a warning for a train-mode model.
+        bn_mode: ``"eval"`` or ``"train"``; ``None``: the problem's (``"eval"``, with a warning for a
+            train-mode model given as the shorthand).
         n_probes: SLQ probes.
         steps: Lanczos steps per probe.
         top_k: Top eigenvalues to compute (0 skips).
         trace_products: Product budget of each trace estimator (0 skips).
         tol: Eigenvalue tolerance.
         seed: Seed of the random vectors.
-        data_description: Text for the provenance.
+        data_description: Text for the provenance (default: the problem's description).
         progress: Show progress bars.
-        **operator_options: ``micro_batch_size``, ``memory_budget``, ``cache``, ``dtype``, ``fast_ops``.
+        micro_batch_size: See :class:`HessianOperator`.
+        memory_budget: See :class:`HessianOperator`.
+        cache: See :class:`HessianOperator`.
+        dtype: See :class:`HessianOperator`.
+        fast_ops: See :class:`HessianOperator`.
+        channels_last: See :class:`HessianOperator`.
 
     Returns:
         The spectrum.
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        op = HessianOperator(model, loss_fn, data, params, bn_mode=bn_mode, **operator_options)
+        op = HessianOperator(problem, loss_fn, data, params, bn_mode=bn_mode, micro_batch_size=micro_batch_size,
+                             memory_budget=memory_budget, cache=cache, dtype=dtype, fast_ops=fast_ops,
+                             channels_last=channels_last)  # fmt: skip
     for w in caught:  # re-issued at the caller of hessian_spectrum
         warnings.warn(w.message, w.category, stacklevel=2)
     return spectrum_of(
@@ -1220,6 +1329,6 @@ def hessian_spectrum(
         trace_products=trace_products,
         tol=tol,
         seed=seed,
-        data=data_description,
+        data_description=data_description,
         progress=progress,
     )

@@ -10,7 +10,7 @@ Streaming. With ``T`` snapshots of dimension ``D`` the fit never holds the ``T x
 accumulates the ``T x T`` Gram matrix of the snapshots (in float64) from pairs of row blocks, takes
 its eigendecomposition ``G_c = U diag(lambda) U^T``, and builds the components in a second pass,
 ``components = U_k^T X_c / sqrt(lambda_k)``. Memory: a resident block of ``block_size`` snapshots and a
-streamed block of ``ceil(block_size / 4)`` (both in their stored dtype; together about ``max_memory``
+streamed block of ``ceil(block_size / 4)`` (both in their stored dtype; together about ``memory_budget``
 when ``block_size`` is derived from it), a 32 MiB float64 workspace for column panels, and ``k + 4``
 float64 ``D``-vectors (reference point, sum, centre, mean, the ``k`` components). Because the store
 reads snapshots whole, snapshots are re-read: about ``T + T^2 / (2 block_size)`` reads in the first
@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
 from landscape.validation import InputError, check_vector, describe_nonfinite
 
@@ -337,9 +338,11 @@ class TrajectoryPCA:
             (``min(T, D)``; ``components_`` is then ``T x D``).
         center: ``"mean"`` (Lipton: ordinary PCA), ``"first"`` (the initial point), ``"last"`` (the final
             point, Li et al. 2018), an int index into the stacked snapshots, or a ``(D,)`` vector.
-        block_size: Snapshots per resident block in the Gram pass; ``None`` derives it from ``max_memory``.
-        max_memory: Approximate bytes of snapshot blocks when ``block_size`` is ``None`` (default 512 MiB).
+        block_size: Snapshots per resident block in the Gram pass; ``None`` derives it from ``memory_budget``.
+        memory_budget: Approximate bytes (or ``"512MB"``) of snapshot blocks when ``block_size`` is ``None``
+            (default 512 MiB).
         progress: Show tqdm bars over the passes.
+        max_memory: Deprecated name of ``memory_budget``.
 
     Attributes:
         components_: Principal axes, float64 tensor ``(k, D)``, orthonormal rows.
@@ -370,13 +373,17 @@ class TrajectoryPCA:
         *,
         center: str | Center | int | Tensor = Center.MEAN,
         block_size: int | None = None,
-        max_memory: int = 512 * 2**20,
+        memory_budget: int | str = 512 * 2**20,
         progress: bool = False,
+        max_memory: int | None = None,
     ) -> None:
+        from landscape.problem import renamed
+
         self.n_components = n_components
         self.center = center
         self.block_size = block_size
-        self.max_memory = max_memory
+        self.memory_budget = renamed(memory_budget if max_memory is None else None, max_memory, "max_memory",
+                                     "memory_budget")  # fmt: skip
         self.progress = progress
 
     # ------------------------------------------------------------------ fitting
@@ -385,7 +392,9 @@ class TrajectoryPCA:
             if int(self.block_size) < 1:
                 raise ValueError(f"block_size must be a positive integer or None, got {self.block_size}")
             return int(self.block_size)
-        return _auto_block(src.dim, src.dtype.itemsize, src.n, self.max_memory)
+        from landscape.evaluate import parse_bytes
+
+        return _auto_block(src.dim, src.dtype.itemsize, src.n, parse_bytes(self.memory_budget))
 
     def _resolve_k(self, ratios: np.ndarray, n: int, d: int) -> int:
         k = self.n_components
@@ -625,7 +634,7 @@ class TrajectoryPCA:
         self,
         X: Any,
         *,
-        loss_at: LossAt | None = None,
+        loss_at: LossAt | Problem | None = None,
         points_per_call: int = 64,
         segment: int | None = None,
     ) -> ProjectedPath:
@@ -633,7 +642,8 @@ class TrajectoryPCA:
 
         Args:
             X: Trajectories or snapshots as for :meth:`transform`.
-            loss_at: ``loss_at(vectors (n, D)) -> (n,)``, e.g. from :func:`make_loss_at`; when given, each
+            loss_at: ``loss_at(vectors (n, D)) -> (n,)``, e.g. from :func:`make_loss_at`, or a
+                :class:`~landscape.problem.Problem` (its mean loss); when given, each
                 snapshot's true loss is reported beside the loss at its projection on the plane.
             points_per_call: Points passed to ``loss_at`` per call.
             segment: Segment to read from multi-segment trajectories.
@@ -648,6 +658,8 @@ class TrajectoryPCA:
         coords = np.zeros((n, 2))
         full = np.zeros(n)
         off = np.zeros(n)
+        if isinstance(loss_at, Problem):
+            loss_at = make_loss_at(loss_at)
         true_loss = np.full(n, np.nan) if loss_at is not None else None
         plane_loss = np.full(n, np.nan) if loss_at is not None else None
         size = min(self._block(src), max(1, points_per_call)) if loss_at is not None else self._block(src)
@@ -805,33 +817,50 @@ def pairwise_end_distances(trajectories: Sequence[Any], *, segment: int | None =
 
 # --------------------------------------------------------------------------- a default loss evaluator
 def make_loss_at(
-    model: nn.Module,
-    data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]],
+    problem: Problem | nn.Module,
+    data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
-    **engine_kwargs: Any,
+    *,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
+    strategy: str = "auto",
+    bn_mode: str | None = None,
+    buffers: Mapping[str, Tensor] | None = None,
+    progress: bool = False,
 ) -> LossAt:
-    """A ``loss_at(vectors (n, D)) -> (n,)`` giving the mean loss over ``data`` at each point.
+    """A ``loss_at(vectors (n, D)) -> (n,)`` giving the mean loss over the data at each point.
 
     Goes through the evaluation engine, :func:`landscape.evaluate.evaluate_points` (default: eval
     mode with the model's own buffers, i.e. BatchNorm running statistics); the model is never modified.
 
     Args:
-        model: The architecture (its trainable parameters are replaced by each point).
-        data: A tensor pair ``(X (N, ...), y (N,))`` or an iterable of such batches (read once here).
-        loss_fn: Batch-mean loss, ``"cross_entropy"`` / ``"mse"``, or ``None`` for the engine's default.
-        **engine_kwargs: Further options of ``evaluate_points`` (``batch_size``, ``bn_mode``, ``buffers``,
-            ``strategy``, ``memory_budget``).
+        problem: A :class:`~landscape.problem.Problem`, or the architecture (its parameters are replaced by
+            each point) with ``data`` and ``loss_fn``.
+        data: Shorthand only: a tensor pair ``(X (N, ...), y (N,))`` or an iterable of such batches (read
+            once here).
+        loss_fn: Shorthand only: batch-mean loss, ``"cross_entropy"`` / ``"mse"``, or ``None`` for the
+            default (cross-entropy for integer targets, MSE otherwise).
+        batch_size: Micro-batch size of the evaluation.
+        chunk_size: Points evaluated together.
+        memory_budget: Bytes (or ``"512MB"``) for the evaluation.
+        strategy: Evaluation strategy.
+        bn_mode: ``"eval"``, ``"train"``; default the problem's.
+        buffers: Buffers to use instead of the model's own.
+        progress: Show a progress bar per call.
 
     Returns:
         The callable, returning a float64 tensor ``(n,)``.
     """
     from landscape.evaluate import evaluate_points
+    from landscape.problem import as_problem
 
-    if not (isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)):
-        data = list(data)  # a generator would be exhausted after the first call
+    prob = as_problem(problem, data, loss_fn, memory_budget=memory_budget)
 
     def loss_at(points: Tensor) -> Tensor:
-        out = evaluate_points(model, points, data, metrics=("loss",), loss_fn=loss_fn, **engine_kwargs)
+        out = evaluate_points(prob, points, metrics=("loss",), batch_size=batch_size, chunk_size=chunk_size,
+                              memory_budget=memory_budget, strategy=strategy, bn_mode=bn_mode, buffers=buffers,
+                              progress=progress)  # fmt: skip
         return torch.from_numpy(np.asarray(out["loss"], dtype=np.float64))
 
     return loss_at

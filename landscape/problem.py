@@ -55,8 +55,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import inspect
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -435,6 +437,10 @@ class Problem:
         if shard == "split":
             self._source = _split_source(self._source, batch_size)
         self._cache: list[Batch] | None = None
+        self._cast_model: nn.Module | None = None
+        self._total: float | None = None
+        self._tensor_output: bool | None = None
+        self._prechecked = False
         self._checker: validation.BatchChecker | None = None
         self._loss_fn: Callable[..., Any] | None = None
         self._n_samples: int | None = None
@@ -508,6 +514,71 @@ class Problem:
         return {"data": self.description, "loss": self.loss_name, "dtype": str(self.dtype).replace("torch.", ""),
                 "bn_mode": self.bn_mode, "notes": list(self.notes)}  # fmt: skip
 
+    def total_count(self) -> float:
+        """The denominator of the mean: the number of samples, or a ``(sum, count)`` closure's summed counts.
+
+        One forward pass without gradients for such a closure (cached).
+        """
+        if not self.closure:
+            return float(self.n_samples)
+        if self._total is None:
+            fm = self.functional()
+            with torch.no_grad():
+                count = sum(self._batch_terms(fm, b)[1] for b in self.batches())
+            self._total = float(self._reduce([torch.tensor(count, dtype=torch.float64)])[0])
+        return self._total
+
+    def with_options(self, *, bn_mode: str | None = None) -> Problem:
+        """The same problem (same data, caches and layout) with another BatchNorm mode."""
+        if bn_mode is None or bn_mode == self.bn_mode:
+            return self
+        if bn_mode not in ("eval", "train"):
+            raise ValueError(f"unknown bn_mode {bn_mode!r}; valid: ['eval', 'train']")
+        new = copy.copy(self)
+        new.bn_mode = bn_mode
+        new.notes = self.notes  # shared: provenance of either says what ran
+        return new
+
+    def with_model(self, model: nn.Module) -> Problem:
+        """The same data and loss (batches read and checked once, shared) with another model.
+
+        For the next snapshot of a trajectory, say. The weights are checked; the compute dtype stays the problem's.
+        """
+        if self.validate:
+            validation.check_model(model)
+        new = copy.copy(self)
+        new.model = model
+        new.layout = ParamLayout.from_model(model)
+        new.notes = list(self.notes)
+        new.hvp_count = 0
+        new._cast_model = None
+        new._tensor_output = None
+        named = dict(model.named_parameters())
+        new._params0 = {s.name: new._cast(named[s.name]) for s in new.layout.specs}
+        new._buffers0 = {k: new._cast(v) for k, v in model.named_buffers()}
+        new._frozen = {k: new._cast(v) for k, v in named.items() if k not in new._params0}
+        return new
+
+    def compute_model(self) -> nn.Module:
+        """The model in the compute dtype and device: the model itself, or a private cast copy (built once)."""
+        ref = next((t for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()), None)
+        if ref is None or (ref.dtype == self.dtype and ref.device == self.device):
+            return self.model
+        if self._cast_model is None:
+            self._cast_model = copy.deepcopy(self.model).to(device=self.device, dtype=self.dtype)
+        return self._cast_model
+
+    def engine_loss(self) -> str | Callable[[Tensor, Tensor], Tensor]:
+        """The ``(outputs, targets)`` loss for the evaluation engine (names it computes natively stay names).
+
+        Raises:
+            ValueError: For a closure loss.
+        """
+        if self.closure:
+            raise ValueError("a closure loss has no (outputs, targets) form")
+        fn = self._loss_fn_for(next(iter(self.batches())).targets)
+        return self.loss_spec if self.loss_spec in ("cross_entropy", "mse") else fn  # type: ignore[return-value]
+
     # ------------------------------------------------------------------ data
     def _split(self, raw: Any, index: int) -> Batch:
         if isinstance(raw, np.ndarray):
@@ -542,8 +613,9 @@ class Problem:
             if self._checker is None:
                 self._checker = validation.BatchChecker(self.model, self.loss_spec, dtype=self.dtype,
                                                         device=self.device)  # fmt: skip
-            if self.validate and self._cache is None and self._n_samples is None:
-                x, y = self._checker(x, y, index)  # type: ignore[assignment]
+            if self.validate and self._cache is None and self._n_samples is None and not self._prechecked:
+                single = isinstance(self._source, _TensorSource) and len(self._source) == 1
+                x, y = self._checker(x, y, index, single)  # type: ignore[assignment]
             else:
                 x, y = _to(x, self.dtype, self.device), self._retarget(y)
             return self._split((x, y), index)
@@ -578,6 +650,13 @@ class Problem:
             yield from self._cache
             return
         first = self._n_samples is None
+        src = self._source
+        if first and self.validate and isinstance(src, _TensorSource) and len(src.tensors) == 2 \
+                and not self.closure and src.n > 0:  # fmt: skip
+            # A tensor pair is checked whole, so messages give indices into the caller's tensors.
+            self._checker = validation.BatchChecker(self.model, self.loss_spec, dtype=self.dtype, device=self.device)
+            src.tensors = self._checker(*src.tensors, 0, True)
+            self._prechecked = True
         keep: list[Batch] | None = [] if first else None
         held, n, count = 0, 0, 0
         for i, raw in enumerate(self._source):
@@ -606,6 +685,12 @@ class Problem:
             return None
         batches = list(self.batches())
         if not self._pairs or self._cache is None:
+            return None
+        if self._tensor_output is None:  # the engine and the Hessian kernels call the model for a tensor
+            with torch.no_grad():
+                x = batches[0].inputs[0][:2]
+                self._tensor_output = isinstance(self.functional()(x), Tensor)
+        if not self._tensor_output:
             return None
         out = validation.ValidBatches((b.inputs[0], b.targets) for b in batches)
         out.dtype, out.n_samples, out.targets_checked = self.dtype, self.n_samples, True
@@ -684,6 +769,25 @@ class Problem:
         """Number of samples over all ranks (:attr:`n_samples` is this rank's; collective when sharded)."""
         n = torch.tensor(float(self.n_samples), dtype=torch.float64)
         return int(self._reduce([n])[0])
+
+    def objective(self) -> Callable[[Tensor], Tensor]:
+        """The mean loss as a pure function ``f(theta (D,)) -> scalar``, differentiable by ``torch.func``.
+
+        The same sum over batches over the same total count as :meth:`loss`, without ``no_grad`` or host
+        syncs, so ``torch.func.grad`` / ``jvp`` / ``vmap`` compose with it (forward-mode needs every op of
+        the model to support it).
+        """
+        total = self.total_count()
+
+        def f(theta: Tensor) -> Tensor:
+            fm = self.functional(theta)
+            out = None
+            for b in self.batches():
+                t, _ = self._batch_terms(fm, b)
+                out = t if out is None else out + t
+            return out / total  # type: ignore[operator]
+
+        return f
 
     def _theta(self, theta: Tensor | None) -> Tensor:
         if theta is None:
@@ -816,12 +920,10 @@ class Problem:
             if isinstance(m, str):
                 if m not in ("loss", "accuracy", "outputs"):
                     raise ValueError(f"unknown metric {m!r}; valid: 'loss', 'accuracy', 'outputs' or a callable")
-                if self.closure and m != "loss":
-                    raise ValueError(f"metric {m!r} needs outputs and targets; a closure loss gives only 'loss'")
+                if self.closure and m == "accuracy":
+                    raise ValueError("accuracy needs (outputs, targets) class labels; a closure loss has no targets")
                 keys.append((m, None))
             elif callable(m):
-                if self.closure:
-                    raise ValueError("custom metrics need outputs; a closure loss gives only 'loss'")
                 keys.append((str(getattr(m, "name", getattr(m, "__name__", "metric"))), m))
             else:
                 raise TypeError(f"a metric must be a name or a callable, got {type(m).__name__}")
@@ -849,22 +951,24 @@ class Problem:
                 outs: list[list[Tensor]] = [[] for _ in fms]
                 count, start = 0.0, 0
                 for b in self.batches():
+                    c = float(b.size)
                     for p, fm in enumerate(fms):
-                        if self.closure:
+                        if self.closure and "loss" in sums:
                             t, c = self._batch_terms(fm, b)
                             sums["loss"][p] += float(t)
+                        if self.closure and not any(k != "loss" for k, _ in keys):
                             continue
                         o = self._outputs(fm, b)
                         for k, fn in keys:
                             if k == "loss":
-                                sums[k][p] += float(self._loss_fn_for(b.targets)(o, b.targets)) * b.size
+                                if not self.closure:
+                                    sums[k][p] += float(self._loss_fn_for(b.targets)(o, b.targets)) * b.size
                             elif k == "accuracy":
                                 sums[k][p] += float((o.argmax(-1) == b.targets).sum())
                             elif k == "outputs":
                                 outs[p].append(o.detach().cpu())
                             else:
                                 sums[k][p] += float(fn(o[None], b.targets, start).double().reshape(-1)[0])
-                        c = float(b.size)
                     count += c
                     start += b.size
                 names = list(sums)
@@ -894,13 +998,31 @@ def _flat_tensors(x: Any) -> Iterator[Tensor]:
         yield from _flat_tensors(v)
 
 
+def renamed(new: Any, old: Any, old_name: str, new_name: str) -> Any:
+    """The value of a keyword given under its new name or its deprecated old one (which warns).
+
+    Raises:
+        TypeError: If both are given.
+    """
+    if old is None:
+        return new
+    if new is not None:
+        raise TypeError(f"{old_name} is the deprecated name of {new_name}; pass only {new_name}")
+    warnings.warn(f"{old_name} is deprecated; use {new_name}", DeprecationWarning, stacklevel=3)
+    return old
+
+
 def as_problem(
     problem: Problem | nn.Module,
     data: Any = None,
     loss: str | Callable[..., Any] | None = None,
     *,
+    bn_mode: str | None = None,
+    dtype: torch.dtype | None = None,
+    batch_size: int | None = None,
+    memory_budget: int | str | None = None,
+    data_description: str | None = None,
     argname: str = "problem",
-    **kwargs: Any,
 ) -> Problem:
     """A :class:`Problem` as given, or built from the shorthand ``(model, data, loss)``.
 
@@ -908,13 +1030,16 @@ def as_problem(
         problem: A problem, or a model (then ``data`` is required).
         data: The data of the shorthand; must be ``None`` with a problem.
         loss: The loss of the shorthand; must be ``None`` with a problem.
+        bn_mode: Shorthand only: see :class:`Problem` (default ``"eval"``).
+        dtype: Shorthand only: see :class:`Problem`.
+        batch_size: Shorthand only: see :class:`Problem`.
+        memory_budget: Shorthand only: see :class:`Problem`.
+        data_description: Shorthand only: see :class:`Problem`.
         argname: The first argument's name, for messages.
-        **kwargs: Further :class:`Problem` options of the shorthand (``None`` values are dropped).
 
     Raises:
         InputTypeError: On a problem with data or loss, or a model without data.
     """
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if isinstance(problem, Problem):
         if data is not None or loss is not None:
             raise validation.InputTypeError(
@@ -929,4 +1054,5 @@ def as_problem(
         raise validation.InputTypeError(
             "data is missing; pass a landscape.Problem(model, data, loss) or the model with data"
         )
-    return Problem(problem, data, loss, **kwargs)
+    return Problem(problem, data, loss, bn_mode=bn_mode or "eval", dtype=dtype, batch_size=batch_size,
+                   memory_budget=memory_budget, data_description=data_description)  # fmt: skip

@@ -530,8 +530,8 @@ def _iter_inputs(data: Any, batch_size: int | None) -> Iterator[Any]:
 
 
 def measure_saturation(
-    model: nn.Module,
-    data: Any,
+    model: Any,
+    data: Any = None,
     layers: LayerSpec | Sequence[LayerSpec] = nn.Tanh,
     *,
     percentiles: Sequence[float] = (98.0,),
@@ -546,8 +546,11 @@ def measure_saturation(
     """Histogram and percentiles of chosen layers' activations over a dataset, streamed.
 
     Args:
-        model: The network (only run forward; hooks are removed and modes restored afterwards).
-        data: Inputs ``X (N, ...)``, a pair ``(X, y)``, or an iterable of batches ``(X, y)`` or ``X``.
+        model: A :class:`~landscape.problem.Problem` (its model run on its batches, any form: several
+            inputs, mapping batches), or the network (only run forward; hooks are removed and modes restored
+            afterwards) with ``data``.
+        data: With a network: inputs ``X (N, ...)``, a pair ``(X, y)``, or an iterable of batches ``(X, y)``
+            or ``X``.
         layers: Module names and/or module types (default: every ``nn.Tanh``). A module called several
             times per forward gives one layer per call, named ``"name#0"``, ``"name#1"``, ...
         percentiles: Percentile levels (Persistent Neurons Fig. 14: 98).
@@ -571,7 +574,16 @@ def measure_saturation(
         InputError: On empty data or NaN/inf in the inputs or weights (inputs are cast to the model's dtype,
             see :mod:`landscape.validation`).
     """
+    from landscape.problem import Problem
+
     val = _value_option(value)
+    prob = None
+    if isinstance(model, Problem):
+        if data is not None:
+            raise TypeError("model is a Problem, which holds its data; do not pass data")
+        prob, model = model, model.compute_model()
+    elif data is None:
+        raise TypeError("data is missing: pass a landscape.Problem, or the model with data")
     check_model(model)
     checker = BatchChecker(model, argname="data", targets=False)
     chosen = _select_layers(model, layers)
@@ -602,10 +614,15 @@ def measure_saturation(
         # buffers (one copy per call, not per batch) so the caller's model is never written.
         bufs = {k: v.clone() for k, v in model.named_buffers()} if train else {}
         with torch.no_grad(), preserved_mode(model, train):
-            for i, x in enumerate(tqdm(_iter_inputs(data, batch_size), disable=not progress, desc="activations",
-                                       leave=False)):  # fmt: skip
-                # cast to the model's dtype, NaN/inf inputs refused; buffers are the private copies
-                torch.func.functional_call(model, bufs, (checker(x, None, i)[0],), strict=False)
+            if prob is not None:  # batches already checked and cast by the problem
+                for b in tqdm(prob.batches(), disable=not progress, desc="activations", leave=False):
+                    torch.func.functional_call(model, bufs, b.inputs, b.kwargs, strict=False)
+                    checker.n_samples += b.size
+            else:
+                for i, x in enumerate(tqdm(_iter_inputs(data, batch_size), disable=not progress, desc="activations",
+                                           leave=False)):  # fmt: skip
+                    # cast to the model's dtype, NaN/inf inputs refused; buffers are the private copies
+                    torch.func.functional_call(model, bufs, (checker(x, None, i)[0],), strict=False)
     finally:
         for h in handles:
             h.remove()
@@ -658,8 +675,11 @@ class SaturationRecorder(Callback):
         meta_key: Metadata key of the stored history.
         metric_prefix: Prefix of the per-snapshot metric names.
         label: Run name put on the history.
-        **measure_kwargs: ``value``, ``bins``, ``range``, ``exact_limit``, ``batch_size`` for
-            :func:`measure_saturation`.
+        value: As for :func:`measure_saturation`.
+        bins: As for :func:`measure_saturation`.
+        range: As for :func:`measure_saturation`.
+        exact_limit: As for :func:`measure_saturation`.
+        batch_size: As for :func:`measure_saturation`.
     """
 
     def __init__(
@@ -674,15 +694,17 @@ class SaturationRecorder(Callback):
         meta_key: str = "saturation",
         metric_prefix: str = "sat",
         label: str = "",
-        **measure_kwargs: Any,
+        value: ActivationValue | str = ActivationValue.RAW,
+        bins: int = 100,
+        range: RangeLike = None,  # numpy's name for a histogram range
+        exact_limit: int = 65536,
+        batch_size: int | None = 1024,
     ) -> None:
         if int(every_epochs) < 1:
             raise ValueError(f"every_epochs must be a positive integer, got {every_epochs}")
-        bad = set(measure_kwargs) - {"value", "bins", "range", "exact_limit", "batch_size"}
-        if bad:
-            raise TypeError(f"unexpected arguments {sorted(bad)}; measure options: value, bins, range, exact_limit, "
-                            "batch_size")
-        _value_option(measure_kwargs.get("value", ActivationValue.RAW))
+        _value_option(value)
+        measure_kwargs = {"value": value, "bins": bins, "range": range, "exact_limit": exact_limit,
+                          "batch_size": batch_size}  # fmt: skip
         self.data = data
         self.layers = layers
         self.percentiles = tuple(float(q) for q in percentiles)

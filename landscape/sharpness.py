@@ -35,9 +35,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape import validation
 from landscape.evaluate import evaluate_points
-from landscape.params import ParamLayout, functional_forward, parameter_mask, parameters_to_vector
+from landscape.params import ParamLayout, parameter_mask, parameters_to_vector
+from landscape.problem import Problem, as_problem
 from landscape.results import Provenance, Result, register_result
 
 __all__ = [
@@ -131,52 +131,51 @@ class SharpnessResult(Result):
 
 # =========================================================================== the objective
 class _Objective:
-    """``u -> L(theta + c * u)`` (and its gradient) for the model's ``theta``; never writes the model."""
+    """``u -> L(theta + c * u)`` (and its gradient) for the problem's ``theta``; never writes the model.
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        data: DataLike,
-        params: str | Sequence[str],
-        adaptive: Adaptive,
-        eta: float,
-    ) -> None:
-        self.batches = list(validation.validate_problem(model, data, loss_fn))
-        self.model = model
-        self.loss_fn = loss_fn
-        self.layout = ParamLayout.from_model(model)
-        self.theta = parameters_to_vector(model).detach().clone()
-        self.index = parameter_mask(model, params, self.layout).nonzero().flatten()
-        self.buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
-        self.scale = perturbation_scale(model, adaptive, eta=eta, layout=self.layout)[self.index].to(self.theta.dtype)
+    The mean over the data (or over given batches) is the problem's: batch losses summed over samples, over
+    the sample count.
+    """
+
+    def __init__(self, problem: Problem, params: str | Sequence[str], adaptive: Adaptive, eta: float) -> None:
+        self.problem = problem
+        self.batches = list(problem.batches())
+        self.model = problem.model
+        self.layout = problem.layout
+        self.theta = problem.theta0
+        self.index = parameter_mask(self.model, params, self.layout).nonzero().flatten()
+        scale = perturbation_scale(self.model, adaptive, eta=eta, layout=self.layout)
+        self.scale = scale[self.index].to(self.theta.dtype)
         self.n = int(self.index.numel())
-        self.n_samples = sum(len(y) for _, y in self.batches)
+        self.n_samples = problem.n_samples
         self.evaluations = 0.0  # in units of one pass over the whole data
 
     def full(self, u: Tensor) -> Tensor:
         """``theta + c * u`` as a full parameter vector ``(numel,)`` (differentiable in ``u``)."""
         return self.theta.index_add(0, self.index, self.scale * u)
 
-    def __call__(
-        self, u: Tensor, batches: list[tuple[Tensor, Tensor]] | None = None, grad: bool = False
-    ) -> tuple[float, Tensor | None]:
+    def __call__(self, u: Tensor, batches: list[Any] | None = None, grad: bool = False) -> tuple[float, Tensor | None]:
         """Mean loss over ``batches`` (default all data) at ``u``, and optionally its gradient in ``u``."""
         batches = self.batches if batches is None else batches
-        total = sum(len(y) for _, y in batches)
         u = u.detach().clone().requires_grad_(grad)
-        value, g = 0.0, torch.zeros_like(u) if grad else None
+        value, count, g = 0.0, 0.0, torch.zeros_like(u) if grad else None
         with torch.enable_grad() if grad else torch.no_grad():
-            point = self.layout.unflatten(self.full(u))
-            for X, y in batches:
-                out = functional_forward(self.model, point, X, buffers=self.buffers, train=False, layout=self.layout)
-                loss = self.loss_fn(out, y) * (len(y) / total)
+            fm = self.problem.functional(self.full(u))
+            for b in batches:
+                t, c = self.problem._batch_terms(fm, b)
                 if grad:
-                    (gb,) = torch.autograd.grad(loss, u, retain_graph=True)
-                    g += gb
-                value += float(loss.detach())
-        self.evaluations += total / self.n_samples
-        return value, g
+                    (gb,) = torch.autograd.grad(t, u, retain_graph=True, allow_unused=True)
+                    if gb is not None:
+                        g += gb
+                value += float(t.detach())
+                count += c
+        self.evaluations += sum(b.size for b in batches) / self.n_samples
+        return value / count, (g / count if g is not None else None)
+
+
+def _objective(problem: Problem | nn.Module, loss_fn: Any, data: Any, params: Any, adaptive: Adaptive,
+               eta: float) -> _Objective:  # fmt: skip
+    return _Objective(as_problem(problem, data, loss_fn), params, adaptive, eta)
 
 
 def perturbation_scale(
@@ -218,10 +217,11 @@ def perturbation_scale(
 def _provenance(obj: _Objective, seed: int, data_description: str, **extra: Any) -> Provenance:
     return Provenance.here(
         seed=seed,
-        data=data_description or f"{obj.n_samples} samples",
+        data=data_description or obj.problem.description,
         model=type(obj.model).__name__,
         dtype=str(obj.theta.dtype),
-        bn_mode="eval",
+        bn_mode=obj.problem.bn_mode,
+        loss=obj.problem.loss_name,
         **extra,
     )
 
@@ -278,9 +278,9 @@ def _ascent(
 
 
 def worst_case_sharpness(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: DataLike,
+    problem: Problem | nn.Module,
+    loss_fn: LossFn | str | None = None,
+    data: DataLike = None,
     *,
     radius: float,
     norm: Norm | str = Norm.L2,
@@ -308,9 +308,10 @@ def worst_case_sharpness(
     lowered the loss. The value is the largest increase seen by any restart: a lower bound of the maximum.
 
     Args:
-        model: The network (never modified).
-        loss_fn: Batch-mean loss ``loss_fn(outputs, targets) -> scalar``.
-        data: A pair ``(X, y)`` or an iterable of ``(X, y)`` batches.
+        problem: A :class:`~landscape.problem.Problem`, or the network (never modified) with ``loss_fn`` and
+            ``data``.
+        loss_fn: Shorthand only: batch-mean loss ``loss_fn(outputs, targets) -> scalar`` (or a name, a closure).
+        data: Shorthand only: a pair ``(X, y)`` or an iterable of batches.
         radius: ``rho`` (> 0).
         norm: ``"l2"`` or ``"linf"``.
         adaptive: ``"none"``, ``"elementwise"`` or ``"filter"`` (see the module docstring).
@@ -332,7 +333,7 @@ def worst_case_sharpness(
     """
     norm, adaptive = _enum(Norm, norm, "norm"), _enum(Adaptive, adaptive, "adaptive option")
     _check(radius, steps, restarts)
-    obj = _Objective(model, loss_fn, data, params, adaptive, eta)
+    obj = _objective(problem, loss_fn, data, params, adaptive, eta)
     gen = torch.Generator().manual_seed(seed)
     base, _ = obj(torch.zeros(obj.n, dtype=obj.theta.dtype))
     with tqdm(total=steps * restarts, desc="worst-case sharpness", disable=not progress, leave=False) as bar:
@@ -368,9 +369,9 @@ def _check(radius: float, steps: int, restarts: int) -> None:
 
 # =========================================================================== average case
 def average_sharpness(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: DataLike,
+    problem: Problem | nn.Module,
+    loss_fn: LossFn | str | None = None,
+    data: DataLike = None,
     *,
     radius: float,
     distribution: Distribution | str = Distribution.GAUSSIAN,
@@ -393,9 +394,10 @@ def average_sharpness(
     Losses at the perturbed points go through :func:`landscape.evaluate_points` (the batched engine).
 
     Args:
-        model: The network (never modified).
-        loss_fn: Batch-mean loss.
-        data: A pair ``(X, y)`` or an iterable of ``(X, y)`` batches.
+        problem: A :class:`~landscape.problem.Problem`, or the network (never modified) with ``loss_fn`` and
+            ``data``.
+        loss_fn: Shorthand only: batch-mean loss.
+        data: Shorthand only: a pair ``(X, y)`` or an iterable of batches.
         radius: Gaussian standard deviation per coordinate, or the sphere's radius (> 0).
         distribution: ``"gaussian"`` or ``"sphere"``.
         adaptive: ``"none"``, ``"elementwise"`` or ``"filter"``.
@@ -419,7 +421,7 @@ def average_sharpness(
     _check(radius, 0, 1)
     if n_samples < 2:
         raise ValueError(f"n_samples must be at least 2 (for a standard error), got {n_samples}")
-    obj = _Objective(model, loss_fn, data, params, adaptive, eta)
+    obj = _objective(problem, loss_fn, data, params, adaptive, eta)
     gen = torch.Generator().manual_seed(seed)
 
     def points() -> Iterator[Tensor]:  # streamed: one vector at a time, base point first
@@ -429,9 +431,7 @@ def average_sharpness(
             u = z * radius if distribution is Distribution.GAUSSIAN else z * (radius / z.norm())
             yield obj.full(u)
 
-    losses = evaluate_points(
-        model, points(), obj.batches, metrics=("loss",), loss_fn=loss_fn, buffers=obj.buffers, progress=progress
-    )["loss"]
+    losses = evaluate_points(obj.problem, points(), metrics=("loss",), progress=progress)["loss"]
     base, values = float(losses[0]), np.asarray(losses[1:], dtype=np.float64) - float(losses[0])
     return SharpnessResult(
         measure="average_case",
@@ -455,9 +455,9 @@ def average_sharpness(
 
 # =========================================================================== m-sharpness
 def m_sharpness(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: DataLike,
+    problem: Problem | nn.Module,
+    loss_fn: LossFn | str | None = None,
+    data: DataLike = None,
     *,
     m: int,
     radius: float,
@@ -482,9 +482,10 @@ def m_sharpness(
     data size it is that function's value.
 
     Args:
-        model: The network (never modified).
-        loss_fn: Batch-mean loss.
-        data: A pair ``(X, y)`` or an iterable of ``(X, y)`` batches (pooled, then re-split).
+        problem: A :class:`~landscape.problem.Problem` with ``(X, y)`` tensor batches, or the network (never
+            modified) with ``loss_fn`` and ``data``.
+        loss_fn: Shorthand only: batch-mean loss.
+        data: Shorthand only: a pair ``(X, y)`` or an iterable of ``(X, y)`` batches (pooled, then re-split).
         m: Batch size (samples left over after the last full batch are not used).
         radius: ``rho`` (> 0).
         norm: ``"l2"`` or ``"linf"``.
@@ -508,13 +509,17 @@ def m_sharpness(
     """
     norm, adaptive = _enum(Norm, norm, "norm"), _enum(Adaptive, adaptive, "adaptive option")
     _check(radius, steps, restarts)
-    obj = _Objective(model, loss_fn, data, params, adaptive, eta)
+    obj = _objective(problem, loss_fn, data, params, adaptive, eta)
     if not 1 <= m <= obj.n_samples:
         raise ValueError(f"m must be between 1 and the number of samples {obj.n_samples}, got {m}")
-    if len({(X.shape[1:], y.shape[1:]) for X, y in obj.batches}) != 1:
+    pairs = [(b.inputs[0], b.targets) for b in obj.batches] if all(
+        len(b.inputs) == 1 and not b.kwargs and b.targets is not None for b in obj.batches) else None  # fmt: skip
+    if pairs is None or obj.problem.closure:
+        raise ValueError("m-sharpness re-splits the data: it needs (X, y) tensor batches and an (outputs, y) loss")
+    if len({(X.shape[1:], y.shape[1:]) for X, y in pairs}) != 1:
         raise ValueError("m-sharpness re-splits the data: every batch must have the same sample shapes")
-    X = torch.cat([b[0] for b in obj.batches])
-    y = torch.cat([b[1] for b in obj.batches])
+    X = torch.cat([b[0] for b in pairs])
+    y = torch.cat([b[1] for b in pairs])
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(y), generator=gen)
     count = len(y) // m if n_batches is None else min(int(n_batches), len(y) // m)
@@ -525,7 +530,7 @@ def m_sharpness(
     values = np.zeros(count)
     for i in tqdm(range(count), desc="m-sharpness", disable=not progress, leave=False):
         idx = perm[i * m : (i + 1) * m]
-        batch = [(X[idx], y[idx])]
+        batch = [obj.problem._split((X[idx], y[idx]), i)]
         batch_base, _ = obj(zero, batch)
         values[i] = _ascent(obj, batch, batch_base, norm, radius, steps, restarts, step_size, gen, _NoBar()).max()
     stderr = float(values.std(ddof=1) / math.sqrt(count)) if count > 1 else 0.0

@@ -21,8 +21,11 @@ Readings of the papers (see also ``shared/papers/README.md``):
   alpha, beta in [0, 1]; the row alpha = 0 is theta_0 for every beta.
 - Plane (Li et al.): row ``i``, column ``j`` of every grid is ``center + xs[j] d1 + ys[i] d2``.
 
-Keyword arguments not named here (``metrics``, ``loss_fn``, ``bn_mode``, ``strategy``, ``batch_size``,
-``memory_budget``, ``progress``...) go to :func:`~landscape.evaluate.evaluate_points`.
+Every slice takes a :class:`~landscape.problem.Problem` first (or, as a shorthand, the model with ``data``
+and ``loss_fn``). The evaluation options are the same keywords on every slice (see ``docs/arguments.md``):
+``metrics``, ``loss_fn``, ``batch_size``, ``chunk_size``, ``memory_budget``, ``strategy``, ``bn_mode``,
+``progress`` go to :func:`~landscape.evaluate.evaluate_points`; ``seed`` and ``data_description`` to the
+provenance (``data_desc`` is its deprecated old name).
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ import torch
 from torch import Tensor, nn
 
 from landscape.directions import random_directions
-from landscape.evaluate import AffinePoints, BNMode, describe_data, evaluate_points
+from landscape.evaluate import AffinePoints, BatchMetric, BNMode, Strategy, evaluate_points
 from landscape.params import ParamLayout, ParamSelection, as_param_dict, buffers_dict, parameters_to_vector
+from landscape.problem import Problem, as_problem, renamed
 from landscape.results import Provenance, Result, register_result
 
 __all__ = [
@@ -55,6 +59,8 @@ __all__ = [
 ]
 
 PointLike = nn.Module | Tensor | Mapping[str, Tensor]
+ProblemLike = Problem | nn.Module
+Metrics = Sequence[str | BatchMetric] | None
 
 
 # =========================================================================== results
@@ -207,9 +213,42 @@ class BarycentricResult(Result):
 
 
 # =========================================================================== helpers
-def _anchor(model: nn.Module, p: PointLike, layout: ParamLayout) -> tuple[Tensor, dict[str, Tensor] | None]:
-    """(vector, buffers or None) of a model, a flat vector or a parameter dict."""
-    dtype = next(iter(model.parameters())).dtype
+@dataclasses.dataclass
+class _Opts:
+    """The evaluation keywords shared by every slice."""
+
+    metrics: Any = None
+    batch_size: int | None = None
+    chunk_size: int | None = None
+    memory_budget: int | str | None = None
+    strategy: Strategy | str = "auto"
+    bn_mode: BNMode | str | None = None
+    progress: bool = False
+    seed: int | None = None
+    data_description: str | None = None
+
+    def engine(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("metrics", "batch_size", "chunk_size", "memory_budget", "strategy",
+                                              "bn_mode", "progress")}  # fmt: skip
+
+
+def _problem(problem: ProblemLike, data: Any, loss_fn: Any, opts: _Opts, data_desc: str | None) -> Problem:
+    """The problem (built from the shorthand once), and ``data_description`` resolved from its old name."""
+    opts.data_description = renamed(opts.data_description, data_desc, "data_desc", "data_description")
+    bn = str(getattr(opts.bn_mode, "value", opts.bn_mode)) if opts.bn_mode is not None else None
+    if isinstance(problem, Problem) and data is not None:
+        raise TypeError(
+            "the first argument is a Problem, which holds its data; do not pass data (pass coordinates such as "
+            "alphas= or xs= by keyword)"
+        )
+    return as_problem(problem, data, loss_fn, bn_mode=bn if bn in ("eval", "train") else None,
+                      memory_budget=opts.memory_budget)  # fmt: skip
+
+
+def _anchor(prob: ProblemLike, p: PointLike, layout: ParamLayout) -> tuple[Tensor, dict[str, Tensor] | None]:
+    """(vector, buffers or None) of a model, a flat vector or a parameter dict, in the problem's dtype."""
+    model = prob.model if isinstance(prob, Problem) else prob
+    dtype = prob.dtype if isinstance(prob, Problem) else next(iter(model.parameters())).dtype
     if isinstance(p, nn.Module):
         vec, bufs = parameters_to_vector(p), buffers_dict(p)
     elif isinstance(p, Tensor):
@@ -223,28 +262,29 @@ def _anchor(model: nn.Module, p: PointLike, layout: ParamLayout) -> tuple[Tensor
 
 
 def _evaluate(
-    model: nn.Module,
+    prob: Problem,
     anchors: Sequence[tuple[Tensor, dict[str, Tensor] | None]],
     coefs: np.ndarray,
-    data: Any,
-    kw: dict[str, Any],
+    opts: _Opts,
+    extra: dict[str, Any],
 ) -> tuple[dict[str, np.ndarray], int, Provenance]:
-    kw = dict(kw)
-    seed, desc, extra = kw.pop("seed", None), kw.pop("data_desc", None), kw.pop("extra", {})
     basis = torch.stack([a for a, _ in anchors])
     bufs = None
-    if BNMode(kw.get("bn_mode", "eval")) is BNMode.INTERPOLATE:
+    bn = BNMode(getattr(opts.bn_mode, "value", opts.bn_mode) or prob.bn_mode)
+    if bn is BNMode.INTERPOLATE:
         if any(b is None for _, b in anchors):
             raise ValueError("bn_mode='interpolate' needs every anchor given as a model (its buffers are interpolated)")
-        bufs = [b for _, b in anchors]  # type: ignore[misc]
-    res = evaluate_points(model, AffinePoints(basis, coefs, bufs), data, **kw)
+        bufs = [{k: (v.to(prob.dtype) if v.is_floating_point() else v) for k, v in b.items()}  # type: ignore[union-attr]
+                for _, b in anchors]  # fmt: skip
+    res = evaluate_points(prob, AffinePoints(basis, coefs, bufs), **opts.engine())
     bad = int((~np.isfinite(res["loss"])).sum()) if "loss" in res else 0
     prov = Provenance.here(
-        seed=seed,
-        data=desc or describe_data(data),
-        model=type(model).__name__,
-        strategy=str(getattr(kw.get("strategy", "auto"), "value", kw.get("strategy", "auto"))),
-        bn_mode=str(getattr(kw.get("bn_mode", "eval"), "value", kw.get("bn_mode", "eval"))),
+        seed=opts.seed,
+        data=opts.data_description or prob.description,
+        model=type(prob.model).__name__,
+        strategy=str(getattr(opts.strategy, "value", opts.strategy)),
+        bn_mode=bn.value,
+        loss=prob.loss_name,
         **extra,
     )
     return res, bad, prov
@@ -267,25 +307,48 @@ def _np(t: Tensor) -> np.ndarray:
 
 # =========================================================================== 1-D
 def line(
-    model: nn.Module,
+    problem: ProblemLike,
     a: PointLike,
     b: PointLike,
-    data: Any,
+    data: Any = None,
     alphas: Sequence[float] | np.ndarray | None = None,
     *,
     label: str = "",
-    **kw: Any,
+    loss_fn: Any = None,
+    metrics: Metrics = None,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
+    strategy: Strategy | str = "auto",
+    bn_mode: BNMode | str | None = None,
+    progress: bool = False,
+    seed: int | None = None,
+    data_description: str | None = None,
+    data_desc: str | None = None,
 ) -> LineResult:
     """Linear interpolation ``(1 - alpha) a + alpha b`` over any alphas (beyond the endpoints too).
 
     Args:
-        model: The architecture (never modified).
+        problem: A :class:`~landscape.problem.Problem`, or the architecture (never modified) with ``data``.
         a: Start (model, ``(D,)`` vector or parameter dict); alpha 0, exactly.
         b: End; alpha 1, exactly.
-        data: Tensor pair or iterable of ``(X, y)`` batches.
+        data: Shorthand only: tensor pair, Dataset, DataLoader or iterable of batches.
         alphas: ``(n,)`` positions; default ``linspace(0, 1, 21)``.
         label: Curve name.
-        **kw: ``seed``/``data_desc`` for provenance, the rest to :func:`evaluate_points`.
+        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
+            for integer targets, MSE otherwise.
+        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
+            targets, accuracy.
+        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
+        chunk_size: Points evaluated together (default: chosen by the memory budget).
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (and, for the shorthand,
+            the data kept in memory); default 1 GiB.
+        strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
+        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
+        progress: Show a progress bar.
+        seed: Recorded in the provenance.
+        data_description: The data's description in the provenance (default: the problem's).
+        data_desc: Deprecated name of ``data_description``.
 
     Returns:
         A :class:`LineResult` with ``coord_name="alpha"``.
@@ -297,36 +360,61 @@ def line(
         >>> r.metrics["loss"].shape
         (4,)
     """
-    layout = ParamLayout.from_model(model)
+    opts = _Opts(metrics, batch_size, chunk_size, memory_budget, strategy, bn_mode, progress, seed, data_description)
+    prob = _problem(problem, data, loss_fn, opts, data_desc)
+    layout = prob.layout
     al = _coords(np.linspace(0, 1, 21) if alphas is None else alphas, "alphas")
-    anchors = [_anchor(model, a, layout), _anchor(model, b, layout)]
+    anchors = [_anchor(prob, a, layout), _anchor(prob, b, layout)]
     coefs = np.stack([1 - al, al], 1)
-    res, bad, prov = _evaluate(model, anchors, coefs, data, {**kw, "extra": {"kind": "line"}})
+    res, bad, prov = _evaluate(prob, anchors, coefs, opts, {"kind": "line"})
     return LineResult(al, res, _np(torch.stack([v for v, _ in anchors])), np.array([0.0, 1.0]), ["a", "b"],
                       "alpha", label, bad, layout.to_dict(), prov)  # fmt: skip
 
 
 def line_distance(
-    model: nn.Module,
+    problem: ProblemLike,
     minimum: PointLike,
     reference: PointLike,
-    data: Any,
+    data: Any = None,
     distances: Sequence[float] | np.ndarray | None = None,
     *,
     label: str = "",
-    **kw: Any,
+    loss_fn: Any = None,
+    metrics: Metrics = None,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
+    strategy: Strategy | str = "auto",
+    bn_mode: BNMode | str | None = None,
+    progress: bool = False,
+    seed: int | None = None,
+    data_description: str | None = None,
+    data_desc: str | None = None,
 ) -> LineResult:
     """Loss against absolute parameter distance from a minimum toward a reference (Im et al. eq. 1).
 
     Args:
-        model: The architecture (never modified).
+        problem: A :class:`~landscape.problem.Problem`, or the architecture (never modified) with ``data``.
         minimum: ``theta_min`` (distance 0, exactly).
         reference: The point the line heads to, e.g. the initialization (distance ``||ref - theta_min||``).
-        data: Tensor pair or iterable of ``(X, y)`` batches.
+        data: Shorthand only: tensor pair, Dataset, DataLoader or iterable of batches.
         distances: ``(n,)`` Euclidean distances from the minimum; default 31 values over
             ``[0, 1.5 ||ref - theta_min||]``, plus the reference's own distance.
         label: Curve name.
-        **kw: ``seed``/``data_desc`` for provenance, the rest to :func:`evaluate_points`.
+        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
+            for integer targets, MSE otherwise.
+        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
+            targets, accuracy.
+        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
+        chunk_size: Points evaluated together (default: chosen by the memory budget).
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (and, for the shorthand,
+            the data kept in memory); default 1 GiB.
+        strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
+        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
+        progress: Show a progress bar.
+        seed: Recorded in the provenance.
+        data_description: The data's description in the provenance (default: the problem's).
+        data_desc: Deprecated name of ``data_description``.
 
     Returns:
         A :class:`LineResult` with ``coord_name="distance"``; ``anchor_coords`` is ``[0, ||ref - theta_min||]``.
@@ -334,8 +422,10 @@ def line_distance(
     Raises:
         ValueError: If the two points coincide.
     """
-    layout = ParamLayout.from_model(model)
-    anchors = [_anchor(model, minimum, layout), _anchor(model, reference, layout)]
+    opts = _Opts(metrics, batch_size, chunk_size, memory_budget, strategy, bn_mode, progress, seed, data_description)
+    prob = _problem(problem, data, loss_fn, opts, data_desc)
+    layout = prob.layout
+    anchors = [_anchor(prob, minimum, layout), _anchor(prob, reference, layout)]
     length = float((anchors[1][0].double() - anchors[0][0].double()).norm())
     if length == 0:
         raise ValueError("minimum and reference are the same point; the direction is undefined")
@@ -345,34 +435,57 @@ def line_distance(
     ds = _coords(distances, "distances")
     t = ds / length
     coefs = np.stack([1 - t, t], 1)
-    res, bad, prov = _evaluate(model, anchors, coefs, data, {**kw, "extra": {"kind": "line_distance"}})
+    res, bad, prov = _evaluate(prob, anchors, coefs, opts, {"kind": "line_distance"})
     return LineResult(ds, res, _np(torch.stack([v for v, _ in anchors])), np.array([0.0, length]),
                       ["minimum", "reference"], "distance", label, bad, layout.to_dict(), prov)  # fmt: skip
 
 
 # =========================================================================== 2-D
 def bilinear(
-    model: nn.Module,
+    problem: ProblemLike,
     corners: Sequence[PointLike],
-    data: Any,
+    data: Any = None,
     n: int = 11,
     *,
     alphas: Sequence[float] | np.ndarray | None = None,
     betas: Sequence[float] | np.ndarray | None = None,
-    **kw: Any,
+    loss_fn: Any = None,
+    metrics: Metrics = None,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
+    strategy: Strategy | str = "auto",
+    bn_mode: BNMode | str | None = None,
+    progress: bool = False,
+    seed: int | None = None,
+    data_description: str | None = None,
+    data_desc: str | None = None,
 ) -> BilinearResult:
     """Im et al.'s bilinear interpolation over four points (A.1 eqs. 3-5).
 
     ``theta(alpha, beta) = beta (alpha c0 + (1 - alpha) c1) + (1 - beta) (alpha c2 + (1 - alpha) c3)``.
 
     Args:
-        model: The architecture (never modified).
+        problem: A :class:`~landscape.problem.Problem`, or the architecture (never modified) with ``data``.
         corners: Four points (models, vectors or dicts).
-        data: Tensor pair or iterable of ``(X, y)`` batches.
+        data: Shorthand only: tensor pair, Dataset, DataLoader or iterable of batches.
         n: Grid resolution when ``alphas``/``betas`` are not given (``linspace(0, 1, n)``).
         alphas: ``(n,)`` alphas.
         betas: ``(m,)`` betas.
-        **kw: ``seed``/``data_desc`` for provenance, the rest to :func:`evaluate_points`.
+        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
+            for integer targets, MSE otherwise.
+        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
+            targets, accuracy.
+        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
+        chunk_size: Points evaluated together (default: chosen by the memory budget).
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (and, for the shorthand,
+            the data kept in memory); default 1 GiB.
+        strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
+        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
+        progress: Show a progress bar.
+        seed: Recorded in the provenance.
+        data_description: The data's description in the provenance (default: the problem's).
+        data_desc: Deprecated name of ``data_description``.
 
     Returns:
         A :class:`BilinearResult`; the corners are hit exactly.
@@ -382,121 +495,186 @@ def bilinear(
     """
     if len(corners) != 4:
         raise ValueError(f"bilinear interpolation needs four corners, got {len(corners)}")
-    layout = ParamLayout.from_model(model)
-    anchors = [_anchor(model, c, layout) for c in corners]
+    opts = _Opts(metrics, batch_size, chunk_size, memory_budget, strategy, bn_mode, progress, seed, data_description)
+    prob = _problem(problem, data, loss_fn, opts, data_desc)
+    layout = prob.layout
+    anchors = [_anchor(prob, c, layout) for c in corners]
     al = _coords(np.linspace(0, 1, n) if alphas is None else alphas, "alphas")
     be = _coords(np.linspace(0, 1, n) if betas is None else betas, "betas")
     A, Bt = np.meshgrid(al, be)  # (m, n): row i is beta_i
     A, Bt = A.reshape(-1), Bt.reshape(-1)
     coefs = np.stack([Bt * A, Bt * (1 - A), (1 - Bt) * A, (1 - Bt) * (1 - A)], 1)
-    res, bad, prov = _evaluate(model, anchors, coefs, data, {**kw, "extra": {"kind": "bilinear"}})
+    res, bad, prov = _evaluate(prob, anchors, coefs, opts, {"kind": "bilinear"})
     cc = np.array([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
     return BilinearResult(al, be, _grid(res, len(be), len(al)), _np(torch.stack([v for v, _ in anchors])), cc,
                           ["c0", "c1", "c2", "c3"], bad, layout.to_dict(), prov)  # fmt: skip
 
 
 def barycentric(
-    model: nn.Module,
+    problem: ProblemLike,
     p0: PointLike,
     p1: PointLike,
     p2: PointLike,
-    data: Any,
+    data: Any = None,
     n: int = 11,
     *,
     alphas: Sequence[float] | np.ndarray | None = None,
     betas: Sequence[float] | np.ndarray | None = None,
-    **kw: Any,
+    loss_fn: Any = None,
+    metrics: Metrics = None,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
+    strategy: Strategy | str = "auto",
+    bn_mode: BNMode | str | None = None,
+    progress: bool = False,
+    seed: int | None = None,
+    data_description: str | None = None,
+    data_desc: str | None = None,
 ) -> BarycentricResult:
     """Im et al.'s barycentric interpolation over three points (A.1 eqs. 6-8).
 
     ``theta(alpha, beta) = (1 - alpha) p0 + alpha beta p1 + alpha (1 - beta) p2``.
 
     Args:
-        model: The architecture (never modified).
+        problem: A :class:`~landscape.problem.Problem`, or the architecture (never modified) with ``data``.
         p0: Vertex at ``alpha = 0``.
         p1: Vertex at ``(alpha, beta) = (1, 1)``.
         p2: Vertex at ``(1, 0)``.
-        data: Tensor pair or iterable of ``(X, y)`` batches.
+        data: Shorthand only: tensor pair, Dataset, DataLoader or iterable of batches.
         n: Grid resolution when ``alphas``/``betas`` are not given (``linspace(0, 1, n)``).
         alphas: ``(n,)`` alphas.
         betas: ``(m,)`` betas.
-        **kw: ``seed``/``data_desc`` for provenance, the rest to :func:`evaluate_points`.
+        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
+            for integer targets, MSE otherwise.
+        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
+            targets, accuracy.
+        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
+        chunk_size: Points evaluated together (default: chosen by the memory budget).
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (and, for the shorthand,
+            the data kept in memory); default 1 GiB.
+        strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
+        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
+        progress: Show a progress bar.
+        seed: Recorded in the provenance.
+        data_description: The data's description in the provenance (default: the problem's).
+        data_desc: Deprecated name of ``data_description``.
 
     Returns:
         A :class:`BarycentricResult`; the vertices are hit exactly.
     """
-    layout = ParamLayout.from_model(model)
-    anchors = [_anchor(model, p, layout) for p in (p0, p1, p2)]
+    opts = _Opts(metrics, batch_size, chunk_size, memory_budget, strategy, bn_mode, progress, seed, data_description)
+    prob = _problem(problem, data, loss_fn, opts, data_desc)
+    layout = prob.layout
+    anchors = [_anchor(prob, p, layout) for p in (p0, p1, p2)]
     al = _coords(np.linspace(0, 1, n) if alphas is None else alphas, "alphas")
     be = _coords(np.linspace(0, 1, n) if betas is None else betas, "betas")
     A, Bt = (g.reshape(-1) for g in np.meshgrid(al, be))
     coefs = np.stack([1 - A, A * Bt, A * (1 - Bt)], 1)
-    res, bad, prov = _evaluate(model, anchors, coefs, data, {**kw, "extra": {"kind": "barycentric"}})
+    res, bad, prov = _evaluate(prob, anchors, coefs, opts, {"kind": "barycentric"})
     return BarycentricResult(al, be, _grid(res, len(be), len(al)), _np(torch.stack([v for v, _ in anchors])),
                              ["p0", "p1", "p2"], bad, layout.to_dict(), prov)  # fmt: skip
 
 
 def plane(
-    model: nn.Module,
+    problem: ProblemLike,
     center: PointLike,
     d1: Tensor,
     d2: Tensor,
-    data: Any,
-    xs: Sequence[float] | np.ndarray,
-    ys: Sequence[float] | np.ndarray,
-    **kw: Any,
+    data: Any = None,
+    xs: Sequence[float] | np.ndarray | None = None,
+    ys: Sequence[float] | np.ndarray | None = None,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    loss_fn: Any = None,
+    metrics: Metrics = None,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
+    strategy: Strategy | str = "auto",
+    bn_mode: BNMode | str | None = None,
+    progress: bool = False,
+    seed: int | None = None,
+    data_description: str | None = None,
+    data_desc: str | None = None,
 ) -> PlaneResult:
     """Metrics on the grid ``center + xs[j] d1 + ys[i] d2`` (any ranges and resolutions, square or not).
 
     Args:
-        model: The architecture (never modified).
+        problem: A :class:`~landscape.problem.Problem`, or the architecture (never modified) with ``data``.
         center: Origin (model, vector or dict); ``(0, 0)`` is hit exactly.
         d1: ``(D,)`` first direction (columns).
         d2: ``(D,)`` second direction (rows).
-        data: Tensor pair or iterable of ``(X, y)`` batches.
-        xs: ``(nx,)`` coordinates along ``d1``.
-        ys: ``(ny,)`` coordinates along ``d2``.
-        **kw: ``seed``/``data_desc``/``extra`` for provenance, the rest to :func:`evaluate_points`
-            (``bn_mode="interpolate"`` is not available: directions carry no buffers).
+        data: Shorthand only: tensor pair, Dataset, DataLoader or iterable of batches.
+        xs: ``(nx,)`` coordinates along ``d1`` (default 21 values over [-1, 1]).
+        ys: ``(ny,)`` coordinates along ``d2`` (default: ``xs``).
+        extra: More provenance entries (``bn_mode="interpolate"`` is not available: directions carry no
+            buffers).
+        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
+            for integer targets, MSE otherwise.
+        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
+            targets, accuracy.
+        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
+        chunk_size: Points evaluated together (default: chosen by the memory budget).
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (and, for the shorthand,
+            the data kept in memory); default 1 GiB.
+        strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
+        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
+        progress: Show a progress bar.
+        seed: Recorded in the provenance.
+        data_description: The data's description in the provenance (default: the problem's).
+        data_desc: Deprecated name of ``data_description``.
 
     Returns:
         A :class:`PlaneResult` with ``(ny, nx)`` grids.
     """
-    layout = ParamLayout.from_model(model)
-    c = _anchor(model, center, layout)
-    dirs = [_anchor(model, d, layout)[0] for d in (d1, d2)]
-    x, y = _coords(xs, "xs"), _coords(ys, "ys")
+    opts = _Opts(metrics, batch_size, chunk_size, memory_budget, strategy, bn_mode, progress, seed, data_description)
+    prob = _problem(problem, data, loss_fn, opts, data_desc)
+    layout = prob.layout
+    c = _anchor(prob, center, layout)
+    dirs = [_anchor(prob, d, layout)[0] for d in (d1, d2)]
+    xs = np.linspace(-1, 1, 21) if xs is None else xs
+    x, y = _coords(xs, "xs"), _coords(xs if ys is None else ys, "ys")
     X, Y = (g.reshape(-1) for g in np.meshgrid(x, y))
     coefs = np.stack([np.ones_like(X), X, Y], 1)
-    extra = {"kind": "plane", **kw.pop("extra", {})}
-    res, bad, prov = _evaluate(model, [c, (dirs[0], None), (dirs[1], None)], coefs, data, {**kw, "extra": extra})
+    res, bad, prov = _evaluate(prob, [c, (dirs[0], None), (dirs[1], None)], coefs, opts,
+                               {"kind": "plane", **(extra or {})})  # fmt: skip
     return PlaneResult(x, y, _grid(res, len(y), len(x)), _np(c[0]), _np(torch.stack(dirs)), np.zeros((1, 2)),
                        ["center"], bad, layout.to_dict(), prov)  # fmt: skip
 
 
 def random_plane(
-    model: nn.Module,
-    data: Any,
+    problem: ProblemLike,
+    data: Any = None,
     xs: Sequence[float] | np.ndarray | None = None,
     ys: Sequence[float] | np.ndarray | None = None,
     *,
     center: PointLike | None = None,
-    seed: int = 0,
     normalization: str = "filter",
     bias_bn: str = "zero",
     orthogonal: bool = False,
     params: ParamSelection = "all",
-    **kw: Any,
+    loss_fn: Any = None,
+    metrics: Metrics = None,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
+    strategy: Strategy | str = "auto",
+    bn_mode: BNMode | str | None = None,
+    progress: bool = False,
+    seed: int = 0,
+    data_description: str | None = None,
+    data_desc: str | None = None,
 ) -> PlaneResult:
     """Li et al.'s plane: two seeded random directions, filter-normalized by default, around a center.
 
     Args:
-        model: The architecture and default center (never modified).
-        data: Tensor pair or iterable of ``(X, y)`` batches.
+        problem: A :class:`~landscape.problem.Problem`, or the architecture and default center (never
+            modified) with ``data``.
+        data: Shorthand only: tensor pair, Dataset, DataLoader or iterable of batches.
         xs: ``(nx,)`` coordinates (default 21 values over [-1, 1]).
         ys: ``(ny,)`` coordinates (default: ``xs``).
         center: Origin (default: the model's parameters); directions are normalized to it.
-        seed: Seed of the directions (recorded in the provenance).
         normalization: See :func:`landscape.directions.normalize_direction`.
         bias_bn: See :func:`landscape.directions.normalize_direction`.
         orthogonal: Gram-Schmidt the two directions after normalization.
@@ -504,7 +682,20 @@ def random_plane(
             frozen and an unfrozen copy of a model give the same plane), ``"trainable"`` (directions
             zero on ``requires_grad=False`` tensors, e.g. a fine-tuned model's frozen layers), or
             tensor / layer names. See :mod:`landscape.directions`.
-        **kw: Passed to :func:`plane`.
+        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
+            for integer targets, MSE otherwise.
+        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
+            targets, accuracy.
+        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
+        chunk_size: Points evaluated together (default: chosen by the memory budget).
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (and, for the shorthand,
+            the data kept in memory); default 1 GiB.
+        strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
+        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
+        progress: Show a progress bar.
+        seed: Seed of the directions (recorded in the provenance).
+        data_description: The data's description in the provenance (default: the problem's).
+        data_desc: Deprecated name of ``data_description``.
 
     Returns:
         A :class:`PlaneResult` whose provenance records seed and direction options.
@@ -512,27 +703,41 @@ def random_plane(
     Raises:
         ValueError: If ``params`` selects no parameter.
     """
-    layout = ParamLayout.from_model(model)
-    c = _anchor(model, model if center is None else center, layout)[0]
+    opts = _Opts(metrics, batch_size, chunk_size, memory_budget, strategy, bn_mode, progress, seed, data_description)
+    prob = _problem(problem, data, loss_fn, opts, data_desc)
+    layout = prob.layout
+    model = prob.model
+    c = _anchor(prob, model if center is None else center, layout)[0]
     d = random_directions(model, 2, seed=seed, normalization=normalization, bias_bn=bias_bn, orthogonal=orthogonal,
-                          reference=c, params=params)  # fmt: skip
+                          reference=c, params=params, layout=layout)  # fmt: skip
     extra = {"directions": "random", "normalization": str(normalization), "bias_bn": str(bias_bn),
              "orthogonal": orthogonal, "params": params if isinstance(params, str) else list(params)}  # fmt: skip
     xs = np.linspace(-1, 1, 21) if xs is None else xs
-    return plane(model, c, d[0], d[1], data, xs, xs if ys is None else ys, seed=seed, extra=extra, **kw)
+    return plane(prob, c, d[0], d[1], xs=xs, ys=xs if ys is None else ys, extra=extra, **opts.engine(), seed=seed,
+                 data_description=opts.data_description)  # fmt: skip
 
 
 def plane_through(
-    model: nn.Module,
+    problem: ProblemLike,
     p0: PointLike,
     p1: PointLike,
     p2: PointLike,
-    data: Any,
+    data: Any = None,
     xs: Sequence[float] | np.ndarray | None = None,
     ys: Sequence[float] | np.ndarray | None = None,
     *,
     frame: str = "anchors",
-    **kw: Any,
+    loss_fn: Any = None,
+    metrics: Metrics = None,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
+    strategy: Strategy | str = "auto",
+    bn_mode: BNMode | str | None = None,
+    progress: bool = False,
+    seed: int | None = None,
+    data_description: str | None = None,
+    data_desc: str | None = None,
 ) -> PlaneResult:
     """The plane through three models, centered at ``p0``.
 
@@ -543,15 +748,28 @@ def plane_through(
     models either way, so ``bn_mode="interpolate"`` works.
 
     Args:
-        model: The architecture (never modified).
+        problem: A :class:`~landscape.problem.Problem`, or the architecture (never modified) with ``data``.
         p0: Origin.
         p1: Second model.
         p2: Third model.
-        data: Tensor pair or iterable of ``(X, y)`` batches.
+        data: Shorthand only: tensor pair, Dataset, DataLoader or iterable of batches.
         xs: ``(nx,)`` coordinates along ``d1`` (default 21 over [-0.5, 1.5]).
         ys: ``(ny,)`` coordinates along ``d2`` (default: ``xs``).
         frame: ``"anchors"`` or ``"orthogonal"``.
-        **kw: ``seed``/``data_desc`` for provenance, the rest to :func:`evaluate_points`.
+        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
+            for integer targets, MSE otherwise.
+        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
+            targets, accuracy.
+        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
+        chunk_size: Points evaluated together (default: chosen by the memory budget).
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (and, for the shorthand,
+            the data kept in memory); default 1 GiB.
+        strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
+        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
+        progress: Show a progress bar.
+        seed: Recorded in the provenance.
+        data_description: The data's description in the provenance (default: the problem's).
+        data_desc: Deprecated name of ``data_description``.
 
     Returns:
         A :class:`PlaneResult`; ``anchor_coords`` holds the three models' coordinates.
@@ -561,8 +779,10 @@ def plane_through(
     """
     if frame not in ("anchors", "orthogonal"):
         raise ValueError(f"unknown frame {frame!r}; valid: ['anchors', 'orthogonal']")
-    layout = ParamLayout.from_model(model)
-    anchors = [_anchor(model, p, layout) for p in (p0, p1, p2)]
+    opts = _Opts(metrics, batch_size, chunk_size, memory_budget, strategy, bn_mode, progress, seed, data_description)
+    prob = _problem(problem, data, loss_fn, opts, data_desc)
+    layout = prob.layout
+    anchors = [_anchor(prob, p, layout) for p in (p0, p1, p2)]
     v0, v1, v2 = (v.double() for v, _ in anchors)
     e1, e2 = v1 - v0, v2 - v0
     a = float(e2 @ e1 / (e1 @ e1)) if float(e1.norm()) > 0 else 0.0
@@ -577,7 +797,7 @@ def plane_through(
     # center + X d1 + Y d2 with d1 = p1 - p0, d2 = (p2 - p0 - a d1) / b, written over the three models
     # (exact 0/1 coefficients at the anchors of the "anchors" frame).
     coefs = np.stack([1 - X - (1 - a) * Y / b, X - a * Y / b, Y / b], 1)
-    res, bad, prov = _evaluate(model, anchors, coefs, data, {**kw, "extra": {"kind": "plane_through", "frame": frame}})
+    res, bad, prov = _evaluate(prob, anchors, coefs, opts, {"kind": "plane_through", "frame": frame})
     dtype = anchors[0][0].dtype
     dirs = torch.stack([e1, (e2 - a * e1) / b]).to(dtype)
     where = np.array([[0.0, 0.0], [1.0, 0.0], [a, b]])

@@ -34,8 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.data import iterate_batches
-from landscape.params import preserved_mode
-from landscape.validation import InputError, check_model, iter_validated, validate_pair
+from landscape.validation import InputError, check_model, validate_pair
 
 __all__ = [
     "StepEvent",
@@ -227,23 +226,25 @@ def _batches(
 
 
 def evaluate_dataset(
-    model: nn.Module,
-    data: DataLike,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    problem: Any,
+    data: DataLike | None = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
     *,
     batch_size: int | None = 1024,
     accuracy: bool = True,
 ) -> dict[str, float]:
-    """Mean loss (and accuracy for class targets) of ``model`` over a dataset, in eval mode, no grad.
+    """Mean loss (and accuracy for class targets) over a dataset, in eval mode, no grad: the Problem's mean loss.
 
-    The model's train/eval modes are restored afterwards. Batches are weighted by their size.
+    The model is never modified (evaluated through :class:`~landscape.problem.Problem`). Batches are weighted
+    by their size.
 
     Args:
-        model: The model.
-        data: A tensor pair ``(X (N, ...), y (N,) or (N, k))`` or an iterable of such batches.
-        loss_fn: A mean-reduced loss ``loss_fn(outputs, targets)``.
+        problem: A :class:`~landscape.problem.Problem`, or the model with ``data`` and ``loss_fn``.
+        data: Shorthand only: a tensor pair ``(X (N, ...), y (N,) or (N, k))`` or an iterable of batches.
+        loss_fn: Shorthand only: a mean-reduced loss ``loss_fn(outputs, targets)`` or a name; default
+            cross-entropy for integer targets, MSE otherwise (the package-wide default).
         batch_size: Batch size for a tensor pair (``None``: one batch).
-        accuracy: Also compute accuracy (targets must be class indices).
+        accuracy: Also compute accuracy (when the targets are class indices).
 
     Returns:
         ``{"loss": ..., "accuracy": ...}`` (accuracy only when requested and targets are integer).
@@ -252,20 +253,43 @@ def evaluate_dataset(
         InputError: On empty data, NaN/inf in the data or weights, or class labels outside the output
             width (see :mod:`landscape.validation`; inputs are cast to the model's dtype).
     """
-    check_model(model)
-    total, n, correct = 0.0, 0, 0
-    with torch.no_grad(), preserved_mode(model, False):
-        for x, y in iter_validated(data, model, loss_fn, batch_size=batch_size):
-            out = model(x)
-            b = x.shape[0]
-            total += float(loss_fn(out, y)) * b
-            n += b
-            if accuracy and not y.is_floating_point():
-                correct += int((out.argmax(dim=-1) == y).sum())
-    res = {"loss": total / max(n, 1)}
-    if accuracy and n and _last_target_is_int(data):
-        res["accuracy"] = correct / n
-    return res
+    from landscape.problem import Problem, as_problem
+
+    prob = as_problem(problem, data, loss_fn, batch_size=None if isinstance(problem, Problem) else batch_size)
+    metrics = prob.default_metrics() if accuracy else ("loss",)
+    if "accuracy" not in metrics:
+        return {"loss": float(prob.loss())}
+    out = prob.evaluate(prob.theta0[None], metrics)
+    return {k: float(v[0]) for k, v in out.items()}
+
+
+def default_loss(data: Any) -> Callable[[Tensor, Tensor], Tensor]:
+    """The package-wide default loss: cross-entropy for integer targets, MSE for floating ones.
+
+    Reads the targets of a tensor pair, or of the first batch of re-iterable data (a one-shot iterator is
+    not read: cross-entropy).
+    """
+    y = None
+    if _is_tensor_pair(data):
+        y = data[1]
+    elif isinstance(data, Iterable) and iter(data) is not data:
+        first = next(iter(data), None)
+        if isinstance(first, tuple | list) and len(first) >= 2 and isinstance(first[-1], Tensor):
+            y = first[-1]
+    floating = y is not None and (y.is_floating_point() or y.is_complex())
+    return nn.functional.mse_loss if floating else nn.functional.cross_entropy
+
+
+def _resolve_loss(loss_fn: Any, data: Any) -> Callable[[Tensor, Tensor], Tensor]:
+    from landscape.problem import LOSSES
+
+    if loss_fn is None:
+        return default_loss(data)
+    if isinstance(loss_fn, str):
+        if loss_fn not in LOSSES:
+            raise ValueError(f"unknown loss {loss_fn!r}; valid: {sorted(LOSSES)} or a callable")
+        return LOSSES[loss_fn]
+    return loss_fn
 
 
 def _last_target_is_int(data: DataLike) -> bool:
@@ -347,7 +371,8 @@ class Trainer:
         model: The initial model (never modified; the trainer trains a deep copy, ``self.model``).
         data: Training data: a tensor pair ``(X (N, ...), y (N,))`` or an iterable of ``(X, y)`` batches
             (re-iterated every epoch, e.g. a ``DataLoader``).
-        loss_fn: Mean-reduced loss ``loss_fn(outputs, targets) -> scalar``.
+        loss_fn: Mean-reduced loss ``loss_fn(outputs, targets) -> scalar`` or a loss name; default
+            cross-entropy for integer targets, MSE otherwise (the default of every analyzer too).
         optimizer: A method name for :func:`landscape.optim.make_optimizer` (``"sgd"``, ``"adam"``, ...) or a
             factory ``params -> torch.optim.Optimizer`` (also used to rebuild the optimizer when the model is
             replaced).
@@ -389,7 +414,7 @@ class Trainer:
         self,
         model: nn.Module,
         data: DataLike,
-        loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
         optimizer: OptimizerSpec = "sgd",
         *,
         optimizer_kwargs: Mapping[str, Any] | None = None,
@@ -423,6 +448,7 @@ class Trainer:
         for k, d in (eval_data or {}).items():
             if _is_tensor_pair(d):
                 _check_pair(d, f"eval_data[{k!r}]")  # type: ignore[arg-type]
+        loss_fn = _resolve_loss(loss_fn, data)
         # Checked and cast to the model's dtype once here, so the loop itself never checks.
         check_model(model)
         data = validate_pair(data, model, loss_fn, argname="data")
@@ -682,7 +708,7 @@ class Trainer:
 def fit(
     model: nn.Module,
     data: DataLike,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
     optimizer: OptimizerSpec = "sgd",
     **kwargs: Any,
 ) -> Trainer:

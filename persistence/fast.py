@@ -276,7 +276,9 @@ def mlp_loss_and_grad(
     """The hand-derived loss and gradient the fast paths train with, at S points at once.
 
     ``loss = mean((f(x) - y)^2) + lam * c * sum_k sum_l |<Theta_k^l, theta^l>| / ||Theta_k^l||^2``
-    (the penalty as :class:`persistence.PersistentPenalty` with the same arguments).
+    (the penalty as :class:`persistence.PersistentPenalty` with the same arguments). The data term is a
+    batched kernel of the package's one mean loss, ``landscape.Problem(model, (x, y), "mse")``: its
+    ``loss_and_grad`` at each point is the reference ``tests/test_problem.py`` checks this against.
 
     Args:
         model: The architecture (:func:`mlp_widths`); never modified.

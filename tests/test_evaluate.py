@@ -232,7 +232,7 @@ def test_frozen_parameters_and_mse_and_errors():
         np.testing.assert_allclose(got["loss"], want, rtol=1e-12)
     assert_untouched(m, snap)
     with pytest.raises(ValueError, match="accuracy needs integer"):
-        evaluate_points(m, vecs, (X, y))
+        evaluate_points(m, vecs, (X, y), metrics=("loss", "accuracy"))
     with pytest.raises(ValueError, match="valid"):
         evaluate_points(m, vecs, (X, y), metrics=("loss",), strategy="fastest")
     with pytest.raises(ValueError, match="21 entries"):

@@ -71,7 +71,7 @@ def test_streamed_equals_in_memory_and_float32_input():
     X = _walk(t=31, d=500).float()
     whole = TrajectoryPCA(3, block_size=10_000).fit(X)
     streamed = TrajectoryPCA(3, block_size=2).fit(X)
-    tiny_memory = TrajectoryPCA(3, max_memory=1).fit(X)  # one snapshot per block
+    tiny_memory = TrajectoryPCA(3, memory_budget=1).fit(X)  # one snapshot per block
     for p in (streamed, tiny_memory):
         torch.testing.assert_close(p.components_, whole.components_, rtol=0, atol=1e-10)
         np.testing.assert_allclose(p.explained_variance_ratio_, whole.explained_variance_ratio_, rtol=1e-11)

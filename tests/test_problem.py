@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -246,3 +247,66 @@ def test_attention_hvp_selects_the_math_kernel_and_restores_settings():
     torch.testing.assert_close(hv, fd, rtol=2e-2, atol=2e-3)
     assert any("math SDPA" in n for n in prob.notes)
     assert torch.backends.cuda.flash_sdp_enabled()  # the global setting is the caller's again
+
+
+def test_fast_persistent_kernel_is_the_problems_mean_loss():
+    """persistence's batched hand-derived MLP kernel computes the Problem's mean MSE and its gradient."""
+    from persistence.fast import mlp_loss_and_grad
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+    x, y = torch.randn(11, 2, dtype=torch.float64), torch.randn(11, 3, dtype=torch.float64)
+    prob = Problem(net, (x, y), "mse")
+    pts = prob.theta0 + 0.2 * torch.randn(3, prob.numel, dtype=torch.float64)
+    loss, grad = mlp_loss_and_grad(net, pts, x, y)
+    for s in range(3):
+        ref_loss, ref_grad = prob.loss_and_grad(pts[s])
+        torch.testing.assert_close(loss[s], ref_loss, rtol=1e-12, atol=0)
+        torch.testing.assert_close(grad[s], ref_grad, rtol=1e-10, atol=1e-14)
+
+
+def test_streamed_problem_gives_the_same_line_and_spectrum_as_held_data():
+    """Data over the memory budget is streamed (the general path) and gives the engine's numbers."""
+    import landscape
+
+    net = _net()
+    X, y = _data(20)
+    loader = DataLoader(TensorDataset(X, y), batch_size=6)
+    held, streamed = Problem(net, (X, y)), Problem(net, loader, memory_budget=64)
+    other = held.theta0 + 0.5
+    a = landscape.line(held, held.theta0, other, alphas=[0.0, 0.3, 1.2])
+    b = landscape.line(streamed, held.theta0, other, alphas=[0.0, 0.3, 1.2])
+    assert streamed.streamed and streamed.pairs() is None
+    np.testing.assert_allclose(b.metrics["loss"], a.metrics["loss"], rtol=1e-12)
+    np.testing.assert_allclose(b.metrics["accuracy"], a.metrics["accuracy"], rtol=0)
+    sa = landscape.hessian_spectrum(held, n_probes=1, steps=5, top_k=2, tol=1e-10)
+    sb = landscape.hessian_spectrum(streamed, n_probes=1, steps=5, top_k=2, tol=1e-10)
+    np.testing.assert_allclose(sb.top_eigenvalues, sa.top_eigenvalues, rtol=1e-9)
+
+
+def test_saturation_of_a_two_input_problem_equals_the_single_input_shorthand():
+    import landscape
+
+    torch.manual_seed(0)
+
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.act = nn.Linear(3, 4), nn.Tanh()
+
+        def forward(self, x, z):
+            return self.act(self.lin(x) + z)
+
+    class One(nn.Module):
+        def __init__(self, two: nn.Module, z: torch.Tensor) -> None:
+            super().__init__()
+            self.two, self.z = two, z
+
+        def forward(self, x):
+            return self.two(x, self.z)
+
+    m = Two().double()
+    x, z, t = torch.randn(9, 3, dtype=torch.float64), torch.randn(9, 4, dtype=torch.float64), torch.randn(9, 4)
+    got = landscape.measure_saturation(Problem(m, (x, z, t), "mse"), layers=["act"], exact_limit=100)
+    want = landscape.measure_saturation(One(m, z), x, layers=["two.act"], exact_limit=100)
+    assert got["act"].percentile(98.0) == pytest.approx(want["two.act"].percentile(98.0), rel=1e-12)

@@ -33,7 +33,6 @@ Every function takes the objective as ``f(x) -> scalar`` on a flat float vector 
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,9 +42,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape.params import functional_forward, model_at, parameters_to_vector
+from landscape.params import model_at, parameters_to_vector
+from landscape.problem import Problem, as_problem
 from landscape.train import Callback, StepEvent, Trainer
-from landscape.validation import check_model, validate_batches
 
 __all__ = [
     "full_batch_objective",
@@ -67,33 +66,28 @@ Objective = Callable[[Tensor], Tensor]
 
 # ============================================================================ objectives and Newton
 def full_batch_objective(
-    model: nn.Module, data: Any, loss_fn: Callable[[Tensor, Tensor], Tensor], *, dtype: torch.dtype | None = None
+    problem: Problem | nn.Module,
+    data: Any = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
+    *,
+    dtype: torch.dtype | None = None,
 ) -> Objective:
-    """The mean loss over a whole dataset as a function of the flat parameter vector.
+    """The mean loss over a whole dataset as a function of the flat parameter vector: the Problem's.
 
     Args:
-        model: The architecture (never modified; evaluated in eval mode with its buffers).
-        data: A tensor pair ``(X (N, ...), y (N,))`` or an iterable of batches (materialized once).
-        loss_fn: Batch-mean loss ``loss_fn(output, target)``.
-        dtype: Compute in this dtype: the inputs, the model's buffers and frozen parameters are cast (the
+        problem: A :class:`~landscape.problem.Problem`, or the architecture (never modified; evaluated in
+            eval mode with its buffers) with ``data`` and ``loss_fn``.
+        data: Shorthand only: a tensor pair ``(X (N, ...), y (N,))`` or an iterable of batches.
+        loss_fn: Shorthand only: batch-mean loss ``loss_fn(output, target)`` (or a name).
+        dtype: Shorthand only: compute in this dtype (inputs, buffers and frozen parameters are cast; the
             vector passed must then have it too).
 
     Returns:
         ``f(theta (P,)) -> scalar``: the example-weighted mean loss, differentiable by ``torch.func``.
     """
-    check_model(model)
-    batches = validate_batches(data, model, loss_fn, dtype=dtype)  # inputs cast to dtype (default: the model's)
-    n = batches.n_samples
-    # The whole copy in ``dtype``: BatchNorm's running statistics must match the float64 inputs too.
-    ref = model if dtype is None else copy.deepcopy(model).to(dtype)
-
-    def f(theta: Tensor) -> Tensor:
-        total = 0.0
-        for x, y in batches:
-            total = total + loss_fn(functional_forward(ref, theta, x), y) * (x.shape[0] / n)
-        return total  # type: ignore[return-value]
-
-    return f
+    if isinstance(problem, Problem) and dtype is not None and dtype != problem.dtype:
+        raise ValueError(f"the problem computes in {problem.dtype}; build it with dtype={dtype} instead")
+    return as_problem(problem, data, loss_fn, dtype=dtype).objective()
 
 
 def dense_hessian(f: Objective, x: Tensor, *, chunk_size: int = 128, progress: bool = False) -> Tensor:
@@ -172,9 +166,9 @@ class NewtonResult:
 
 
 def newton_flat(
-    model: nn.Module,
-    data: Any,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    model: Problem | nn.Module,
+    data: Any = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
     *,
     steps: int = 20,
     step_size: float = 0.1,
@@ -188,9 +182,11 @@ def newton_flat(
     Computed in float64; the returned model has the given model's dtype.
 
     Args:
-        model: The network (not modified).
-        data: Training data: tensor pair or iterable of batches (the whole set is the "empirical" Hessian).
-        loss_fn: Batch-mean loss.
+        model: A :class:`~landscape.problem.Problem` (its data and loss, computed in float64), or the network
+            (not modified) with ``data`` and ``loss_fn``.
+        data: Shorthand only: training data, tensor pair or iterable of batches (the whole set is the
+            "empirical" Hessian).
+        loss_fn: Shorthand only: batch-mean loss.
         steps: Newton steps (paper: 20).
         step_size: Step size (paper: 0.1).
         damping: Tikhonov damping of the inverse, see :func:`damped_newton_step`.
@@ -204,11 +200,19 @@ def newton_flat(
     Raises:
         ValueError: If the network has more than ``max_params`` parameters.
     """
+    if isinstance(model, Problem):
+        if data is not None or loss_fn is not None:
+            raise TypeError("model is a Problem, which holds its data and loss; pass neither data nor loss_fn")
+        prob = model if model.dtype == torch.float64 else Problem(model.model, model._raw, model.loss_spec,
+                                                                   bn_mode=model.bn_mode, dtype=torch.float64)
+        model = prob.model
+    else:
+        prob = None
     theta0 = parameters_to_vector(model).detach()
     if theta0.numel() > max_params:
         raise ValueError(f"the dense Hessian needs P x P memory and the model has P={theta0.numel()} > max_params="
                          f"{max_params}: use a smaller network or raise max_params")
-    f = full_batch_objective(model, data, loss_fn, dtype=torch.float64)
+    f = (prob or as_problem(model, data, loss_fn, dtype=torch.float64)).objective()
     theta = theta0.double()
     res = NewtonResult(model=model)
     for _ in tqdm(range(steps), disable=not progress, desc="Newton", leave=False):
@@ -351,7 +355,10 @@ def neon_descent(
     escape_step: float,
     t_thres: int = 10,
     generator: torch.Generator | None = None,
-    **neon_kw: Any,
+    radius: float = 1e-3,
+    eta: float = 0.1,
+    iterations: int = 50,
+    curvature_threshold: float = 1e-6,
 ) -> PathResult:
     """Gradient descent with NEON escape steps when the gradient is small (Xu & Yang's NEON + first-order method).
 
@@ -364,7 +371,10 @@ def neon_descent(
         escape_step: Length ``alpha`` of the step along the negative-curvature direction.
         t_thres: Minimum steps between NEON calls.
         generator: Random generator.
-        **neon_kw: Passed to :func:`neon_direction`.
+        radius: NEON's probe radius (see :func:`neon_direction`).
+        eta: NEON's step size.
+        iterations: NEON's power iterations.
+        curvature_threshold: NEON's negative-curvature threshold.
 
     Returns:
         The :class:`PathResult`.
@@ -378,7 +388,8 @@ def neon_descent(
         norms.append(float(g.norm()))
         if norms[-1] <= grad_threshold and k - last > t_thres:
             last = k
-            d, _ = neon_direction(f, x, generator=generator, grad=g, **neon_kw)
+            d, _ = neon_direction(f, x, generator=generator, grad=g, radius=radius, eta=eta, iterations=iterations,
+                                  curvature_threshold=curvature_threshold)  # fmt: skip
             if d is not None:
                 x = x + escape_step * _descent_sign(d, g, generator) * d
                 escapes.append(k)
@@ -468,7 +479,10 @@ class NEONEscape(Callback):
         grad_threshold: Gradient-norm threshold (``None``: always try).
         t_thres: Minimum steps between NEON calls.
         seed: Seed of the probes.
-        **neon_kw: Passed to :func:`neon_direction` (``radius``, ``eta``, ``iterations``, ...).
+        radius: NEON's probe radius (see :func:`neon_direction`).
+        eta: NEON's step size.
+        iterations: NEON's power iterations.
+        curvature_threshold: NEON's negative-curvature threshold.
 
     Attributes:
         steps_: Steps at which an escape step was taken.
@@ -477,9 +491,12 @@ class NEONEscape(Callback):
 
     def __init__(self, start: int, data: Any, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, *,
                  escape_step: float = 0.5, grad_threshold: float | None = None, t_thres: int = 10, seed: int = 0,
-                 **neon_kw: Any) -> None:  # fmt: skip
+                 radius: float = 1e-3, eta: float = 0.1, iterations: int = 50,
+                 curvature_threshold: float = 1e-6) -> None:  # fmt: skip
         self.start, self.data, self.loss_fn, self.escape_step = start, data, loss_fn, escape_step
-        self.grad_threshold, self.t_thres, self.seed, self.neon_kw = grad_threshold, t_thres, seed, neon_kw
+        self.grad_threshold, self.t_thres, self.seed = grad_threshold, t_thres, seed
+        self.neon_kw = {"radius": radius, "eta": eta, "iterations": iterations,
+                        "curvature_threshold": curvature_threshold}  # fmt: skip
         self.steps_: list[int] = []
         self.curvatures_: list[tuple[int, float]] = []
 
