@@ -41,6 +41,7 @@ Under ``torch.distributed`` (initialized, world size > 1) point ``i`` is evaluat
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import math
 import re
@@ -893,6 +894,43 @@ def _gather(local: Tensor, total: int, rank: int, world: int) -> Tensor:
     return out
 
 
+_SHARD_LOCAL: contextvars.ContextVar[bool] = contextvars.ContextVar("shard_local", default=False)
+_START: contextvars.ContextVar[int] = contextvars.ContextVar("start", default=0)
+
+
+def _evaluate_sharded(problem: Any, points: Any, metrics: Any, **kw: Any) -> dict[str, np.ndarray]:
+    """A data-sharded problem (:mod:`landscape.distributed`): every point on this rank's share, then combined.
+
+    Per-point means become sums (times the local count), all-reduced with the counts; outputs are gathered in
+    rank (= data) order; custom metrics see global sample indices.
+    """
+    from landscape import distributed
+
+    names = [m if isinstance(m, str) else "custom" for m in (metrics or ())]
+    if not problem.shard_ordered and ("outputs" in names or "custom" in names):
+        raise ValueError(
+            "metric 'outputs' and custom metrics need the data order, which a strided shard of an iterable loses; "
+            "shard a Dataset, a DataLoader over one, a list of batches or tensors instead"
+        )
+    n_local = problem.n_samples
+    counts = distributed.all_gather_rows(torch.tensor([n_local], dtype=torch.int64))
+    rank = distributed.rank_world()[0]
+    t_local, t_start = _SHARD_LOCAL.set(True), _START.set(int(counts[:rank].sum()))
+    try:
+        local = evaluate_points(problem, points, metrics=metrics, **kw)
+    finally:
+        _SHARD_LOCAL.reset(t_local)
+        _START.reset(t_start)
+    keys = [k for k in local if k != "outputs"]
+    sums = [torch.from_numpy(local[k]) * n_local for k in keys]
+    *totals, n = distributed.all_reduce_sum([*sums, torch.tensor(float(n_local), dtype=torch.float64)])
+    out = {k: (t / n).numpy() for k, t in zip(keys, totals)}
+    if "outputs" in local:
+        rows = distributed.all_gather_rows(torch.from_numpy(local["outputs"]).transpose(0, 1).contiguous())
+        out["outputs"] = rows.transpose(0, 1).numpy()
+    return {k: out[k] for k in local}
+
+
 # =========================================================================== entry point
 def evaluate_points(
     problem: Any,
@@ -973,6 +1011,10 @@ def evaluate_points(
             return problem.with_options(bn_mode=bn.value).evaluate(
                 points, metrics, chunk_size=chunk_size or 16, progress=progress
             )
+        if problem.sharded and not _SHARD_LOCAL.get():
+            return _evaluate_sharded(problem, points, metrics, batch_size=batch_size, chunk_size=chunk_size,
+                                     memory_budget=memory_budget, strategy=strategy, bn_mode=bn, buffers=buffers,
+                                     progress=progress)  # fmt: skip
         model, data, loss_fn = problem.compute_model(), pairs, problem.engine_loss()
     else:
         model = problem
@@ -1040,7 +1082,7 @@ def evaluate_points(
             return None
         return exe.first_maps(_first_input(copy_, exe.first, x, bufs), basis)  # type: ignore[union-attr]
 
-    rank, world = _dist()
+    rank, world = (0, 1) if _SHARD_LOCAL.get() else _dist()  # data-sharded: every rank takes every point
     counter = [0]
     parts: dict[str, list[Tensor]] = {}
     from tqdm.auto import tqdm
@@ -1055,7 +1097,7 @@ def evaluate_points(
         # block and stay in cache while every point of the block uses them.
         while block := _take(chunks, block_points):
             accs: list[dict[str, Any]] = [{} for _ in block]
-            start, done, shown = 0, 0.0, 0
+            start, done, shown = _START.get(), 0.0, 0  # global index of this rank's first sample
             for x, y in batches:
                 Z = first_maps(x) if block[0].coefs is not None else None
                 for chunk, acc in zip(block, accs):

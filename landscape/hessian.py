@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
 
-from landscape import validation
+from landscape import distributed, validation
 from landscape.evaluate import parse_bytes
 from landscape.lanczos import (
     EigenPairs,
@@ -586,6 +586,8 @@ class HessianOperator:
         channels_last: bool | str = "auto",
     ) -> None:
         self.problem: Problem | None = None  # set for problems the (X, y) kernels below do not take
+        # data split across ranks: products are all-reduced (every rank makes the same calls)
+        self._shard: Problem | None = problem if isinstance(problem, Problem) and problem.sharded else None
         if isinstance(problem, Problem):
             if loss_fn is not None or data is not None:
                 raise TypeError("the first argument is a Problem, which holds its data and loss; pass neither")
@@ -674,7 +676,7 @@ class HessianOperator:
             self._init_problem(self.problem, micro_batch_size, cache)
             return
         batches = [(cast(X), cast(y)) for X, y in _as_batches(data)]
-        self.n_samples = sum(len(y) for _, y in batches)
+        self.n_samples = sum(len(y) for _, y in batches) if self._shard is None else self._shard.total_samples
         if self.bn_mode is BNMode.TRAIN and self._random_modules:
             self.notes.append(f"{_names(self._random_modules, model)} off (eval mode): random masks have no Hessian")
         untracked = [  # batch statistics even in eval mode
@@ -907,6 +909,8 @@ class HessianOperator:
                     if h is not None:
                         out[pos : pos + size, j] += h.reshape(-1).to(torch.float64)
                     pos += size
+        if self._shard is not None:
+            out = distributed.all_reduce_sum([out])[0]
         return out.to(V.dtype)
 
     def matvec(self, v: Tensor) -> Tensor:

@@ -433,6 +433,7 @@ class Problem:
         self.hvp_count = 0
         self._raw = data
         self.shard = shard
+        self._total_samples: int | None = None
         self._source, self._in_memory = _source(data, batch_size)
         if shard == "split":
             self._source = _split_source(self._source, batch_size)
@@ -520,7 +521,7 @@ class Problem:
         One forward pass without gradients for such a closure (cached).
         """
         if not self.closure:
-            return float(self.n_samples)
+            return float(self.total_samples if self.sharded else self.n_samples)
         if self._total is None:
             fm = self.functional()
             with torch.no_grad():
@@ -767,8 +768,15 @@ class Problem:
     @property
     def total_samples(self) -> int:
         """Number of samples over all ranks (:attr:`n_samples` is this rank's; collective when sharded)."""
-        n = torch.tensor(float(self.n_samples), dtype=torch.float64)
-        return int(self._reduce([n])[0])
+        if self._total_samples is None:
+            n = torch.tensor(float(self.n_samples), dtype=torch.float64)
+            self._total_samples = int(self._reduce([n])[0])
+        return self._total_samples
+
+    @property
+    def shard_ordered(self) -> bool:
+        """Whether the ranks' shares, concatenated in rank order, are the data in order (not a strided split)."""
+        return not isinstance(self._source, _StridedSource)
 
     def objective(self) -> Callable[[Tensor], Tensor]:
         """The mean loss as a pure function ``f(theta (D,)) -> scalar``, differentiable by ``torch.func``.
@@ -937,7 +945,7 @@ class Problem:
             mat = mat if mat.dim() == 2 else mat[None]
             P = int(mat.shape[0])
             rows = (mat[s : s + chunk_size] for s in range(0, P, chunk_size))
-        if self.sharded and isinstance(self._source, _StridedSource) and any(k == "outputs" for k, _ in keys):
+        if self.sharded and not self.shard_ordered and any(k == "outputs" for k, _ in keys):
             raise ValueError(
                 "metric 'outputs' needs the data order, which a strided shard of an iterable loses; shard a "
                 "Dataset, a DataLoader over one, a list of batches or tensors instead"

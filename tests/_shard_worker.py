@@ -62,6 +62,18 @@ def compute(shard: str) -> dict[str, np.ndarray]:
     out.update({f"eval_{k}": v for k, v in ev.items()})
     out["total_samples"] = np.array(prob.total_samples)
     out["read"] = np.array(sorted(ds.read))
+    # the analyzers on the sharded problem
+    grid = np.linspace(-1.0, 1.0, 3)
+    plane = landscape.random_plane(prob, xs=grid, ys=grid, seed=0)
+    out.update({f"plane_{k}": np.asarray(v) for k, v in plane.metrics.items()})
+    far = theta + 0.3 * torch.randn(prob.numel, generator=g, dtype=torch.float64)
+    dist = landscape.functional_distance(prob, theta, far)
+    out["distance_rms"], out["distance_disagreement"] = np.asarray(dist.rms), np.asarray(dist.disagreement)
+    pairs = landscape.hessian_eigenpairs(prob, 3)
+    out["eig_values"] = pairs.values.numpy()
+    out["eig_vectors_abs"] = pairs.vectors.abs().numpy()  # signs are arbitrary but equal on every rank
+    spec = landscape.hessian_spectrum(prob, n_probes=2, steps=12, top_k=2)
+    out["slq_nodes"], out["slq_weights"] = np.asarray(spec.nodes), np.asarray(spec.weights)
     # tensors split by the problem
     prob2 = landscape.Problem(model, (X, y), "cross_entropy", batch_size=7, shard=shard)
     out["tensor_loss"] = prob2.loss().numpy()
