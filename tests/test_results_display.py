@@ -7,6 +7,7 @@ the repr stays short whatever the array sizes, and the HTML parses as XML.
 
 import base64
 import dataclasses
+import json
 import re
 import xml.etree.ElementTree as ET
 
@@ -130,7 +131,7 @@ def _arrays(r) -> dict[str, np.ndarray]:
 def test_to_xarray_round_trips(results, case):
     r = results[case]
     ds = r.to_xarray()
-    names = __import__("json").loads(ds.attrs["landscape_result"])["variables"]
+    names = json.loads(ds.attrs["landscape_result"])["variables"]
     arrays = _arrays(r)
     assert set(names) == set(arrays)  # every array of the result is a variable of the dataset
     for key, a in arrays.items():
@@ -145,7 +146,7 @@ def test_to_xarray_round_trips(results, case):
         assert cname in ds.coords, (key, cname)
         np.testing.assert_array_equal(ds.coords[cname].values, a)
     for key, dims in spec.dims.items():  # declared dimension names are used (no unlabeled axes for them)
-        for k, a in arrays.items():
+        for k in arrays:
             head = k.rpartition(".")[0]
             if k == key or (key.endswith(".*") and head == key[:-2]):
                 assert ds[names[k]].dims[: len(dims)] == tuple(d.replace("{key}", k.rpartition(".")[2])
