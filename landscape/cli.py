@@ -406,6 +406,7 @@ def cmd_line(args: argparse.Namespace) -> list[str]:
     from landscape.surface import line, line_distance
 
     data, shape, classes, desc = load_data(args, args.dtype)
+    args.start = _default_point(args, args.start, "--from POINT")
     template = build_template(args, [args.start, args.end], shape, classes)
     a, b = load_point(args.start, template), load_point(args.end, template)
     values = None if args.alphas is None else parse_values(args.alphas, "--alphas")
@@ -553,6 +554,7 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
     from landscape.plot import plot_trajectory
 
     data = desc = template = None
+    args.center = args.center or args.weights
     if args.data is not None:
         data, shape, classes, desc = load_data(args, args.dtype)
         template = build_template(args, args.trajectories, shape, classes)
@@ -741,8 +743,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_help = f"{' | '.join(DATA_NAMES)} | cifar10:DIR | mnist:DIR | DIR"
     ln = sub.add_parser("line", parents=[ev, out], help="linear interpolation between two points")
     ln.add_argument("--data", required=True, help=data_help)
-    ln.add_argument("--from", dest="start", required=True, metavar="POINT", help="TRAJ[:INDEX] or FILE.safetensors")
-    ln.add_argument("--to", dest="end", required=True, metavar="POINT", help="TRAJ[:INDEX] or FILE.safetensors")
+    ln.add_argument("--from", dest="start", metavar="POINT", help="TRAJ[:INDEX] or weights file (default --weights)")
+    ln.add_argument("--to", dest="end", required=True, metavar="POINT", help="TRAJ[:INDEX] or weights file")
     ln.add_argument("--alphas", help="START:STOP:COUNT or a list (default 0:1:21); distances with --distance")
     ln.add_argument("--distance", action="store_true",
                     help="absolute-distance line from --from toward --to (Im et al. eq. 1)")  # fmt: skip
@@ -771,7 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc = sub.add_parser("pca", parents=[ev, out], help="PCA of trajectories, optionally with the loss plane")
     pc.add_argument("trajectories", nargs="+", metavar="TRAJ")
     pc.add_argument("--data", help=f"evaluate the PCA plane and the path's losses on {data_help}")
-    pc.add_argument("--center", metavar="POINT", help="centre point (with --pca-center point)")
+    pc.add_argument("--center", metavar="POINT", help="centre point (with --pca-center point; default --weights)")
     pc.add_argument("--pca-center", choices=("point", "mean", "first", "last"), default="mean",
                     help="PCA centre (default mean, Lipton 2016; last: Li et al. 2018)")  # fmt: skip
     pc.add_argument("--range", help="START:STOP of both axes (default: around the path)")
