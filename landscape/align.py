@@ -81,6 +81,10 @@ class AlignmentResult(Result):
         provenance: Seed, data, version and options.
     """
 
+    _dims = {"permutation.*": ("{key}",), "objective": ("sweep",)}
+    _thumb = ("objective", "line")
+
+
     permutation: dict[str, np.ndarray]
     objective: np.ndarray
     method: str

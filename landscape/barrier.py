@@ -51,6 +51,12 @@ class BarrierResult(Result):
         provenance: Data, version and options.
     """
 
+    _dims = {"alphas": ("alpha",), "metrics.*": ("alpha",)}
+    _coords = {"alphas": "alpha"}
+    _table = ("alpha",)
+    _thumb = ("metrics.loss", "line")
+
+
     alphas: np.ndarray
     metrics: dict[str, np.ndarray]
     loss_barrier: float

@@ -1,21 +1,33 @@
-r"""Command line: ``python -m landscape {line,plane,pca,plot,check} ...``.
+r"""Command line: ``landscape {line,plane,pca,hessian,distance,plot,check} ...`` (also ``python -m landscape``).
 
-Compute a slice from saved trajectories or checkpoints and write the result (``.npz``, loadable with
-:func:`landscape.results.load_result`), an offline HTML page and a PNG::
+Compute a slice, a Hessian spectrum or a functional distance from saved trajectories or weights, and
+write the result (``.npz``, loadable with :func:`landscape.results.load_result`), an HTML page and a PNG::
 
-    python -m landscape line  --model mlp --model-kw hidden=[32] --data digits \\
+    landscape plane --model my_project.nets:make --model-kw '{"width": 8}' --weights w.safetensors \
+        --data digits --out out/
+    landscape plane --trajectory runs/a --data digits --out out/      # the model recorded in runs/a
+    landscape line  --model mlp --model-kw hidden=[32] --data digits \
         --from runs/a:0 --to runs/a:-1 --alphas -0.5:1.5:41 --out out/
-    python -m landscape plane --model lenet5 --data mnist-subset --center runs/a:-1 \\
+    landscape plane --model lenet5 --data mnist-subset --center runs/a:-1 \
         --directions filter --range -1:1 --resolution 41 --out out/
-    python -m landscape plane --data digits --directions pca --trajectory runs/a runs/b --out out/
-    python -m landscape pca runs/a runs/b --out out/ [--data digits --model mlp]
-    python -m landscape plot out/plane.npz --path out/plane_path.npz --out out/
-    python -m landscape check runs/a [--repair | --migrate]
+    landscape plane --data digits --directions pca --trajectory runs/a runs/b --out out/
+    landscape hessian --trajectory runs/a --data digits --top-k 5 --out out/
+    landscape distance --from runs/a:0 --to runs/b --data digits --out out/
+    landscape pca runs/a runs/b --out out/ [--data digits --model mlp]
+    landscape plot out/plane.npz --path out/plane_path.npz --out out/
+    landscape check runs/a [--repair | --migrate]
 
 A point is ``TRAJ[:INDEX]`` (a trajectory directory and a snapshot index, default the last; negative
-counts from the end) or a ``.safetensors`` file holding a state dict or a snapshot (``vector`` plus
-``buffers/...``); nothing is unpickled. Models come from :data:`landscape.models.MODELS` by name
-(``--model``, default: the ``model``/``model_kw`` entries of the first trajectory's metadata).
+counts from the end) or a weights file: ``.safetensors`` (a state dict or a snapshot: ``vector`` plus
+``buffers/...``) or a torch state dict (``.pt``/``.pth``/``.bin``/``.ckpt``, read with
+``torch.load(weights_only=True)``); nothing is unpickled. The model is ``--model``: a name in
+:data:`landscape.models.MODELS` or ``package.module:factory`` (any importable function or class, called
+with ``--model-kw``); without ``--model``, the factory recorded in the first trajectory's metadata
+(``"model_factory"``, written by ``Trainer(..., factory=...)``; see :mod:`landscape.factory`), else its
+``model``/``model_kw`` entries.
+
+HTML pages share one ``plotly.min.js`` written beside them (offline, ~4.7 MB once per folder);
+``--cdn`` loads plotly.js from its CDN instead (smaller pages, but viewing them needs a network).
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the command joins a gloo process group;
 the evaluation engine then shards the points over the processes and gathers them on every rank, and
@@ -113,7 +125,7 @@ def _model_kw(items: Sequence[str]) -> dict[str, Any]:
 
 
 def parse_point(spec: str) -> tuple[Path, int | None]:
-    """Split ``TRAJ[:INDEX]`` into ``(path, index or None)``; a ``.safetensors`` file has no index.
+    """Split ``TRAJ[:INDEX]`` into ``(path, index or None)``; a weights file has no index.
 
     Raises:
         CLIError: If nothing exists at the path.
@@ -125,7 +137,7 @@ def parse_point(spec: str) -> tuple[Path, int | None]:
         if not Path(head).exists():
             raise CLIError(f"trajectory {head!r} not found (from point {spec!r})")
         return Path(head), int(tail)
-    raise CLIError(f"point {spec!r} not found: give TRAJ_DIR[:INDEX] or a .safetensors file")
+    raise CLIError(f"point {spec!r} not found: give TRAJ_DIR[:INDEX] or a weights file (.safetensors, .pt)")
 
 
 # =========================================================================== loading
@@ -144,11 +156,13 @@ def _open_trajectory(path: Path) -> Any:
 
 
 def load_point(spec: str, template: nn.Module) -> nn.Module:
-    """A new model at point ``spec`` (trajectory snapshot or ``.safetensors`` file), built from ``template``.
+    """A new model at point ``spec`` (trajectory snapshot or weights file), built from ``template``.
 
     Raises:
-        CLIError: On a missing file, a bad index, or an architecture mismatch.
+        CLIError: On a missing file, a bad index, an unsafe or unreadable file, or an architecture mismatch.
     """
+    from landscape.factory import FactoryError, load_state_dict, load_weights
+
     path, index = parse_point(spec)
     if path.is_dir():
         traj = _open_trajectory(path)
@@ -164,27 +178,20 @@ def load_point(spec: str, template: nn.Module) -> nn.Module:
             return traj.model_at(template, i)
         except CorruptTrajectoryError as e:  # a damaged file is not an architecture mismatch
             raise CLIError(
-                f"{spec}: the trajectory is damaged: {e}; see python -m landscape check {str(path)!r}"
+                f"{spec}: the trajectory is damaged: {e}; see landscape check {str(path)!r}"
             ) from None
         except ValueError as e:
             raise CLIError(f"architecture mismatch for {spec}: {e}; check --model and --model-kw") from None
     if index is not None:
         raise CLIError(f"{spec}: an index only applies to a trajectory directory")
-    if path.suffix != ".safetensors":
-        raise CLIError(
-            f"{str(path)!r}: only trajectory directories and .safetensors files are read (never pickle); "
-            "convert with safetensors.torch.save_file(model.state_dict(), 'model.safetensors')"
-        )
-    import safetensors.torch
-
     try:
-        tensors = safetensors.torch.load_file(str(path))
-    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
-        raise CLIError(f"{str(path)!r} is not a valid safetensors file ({e})") from None
-    model = copy.deepcopy(template)
+        tensors = load_state_dict(path)
+    except FactoryError as e:
+        raise CLIError(str(e)) from None
     if "vector" in tensors:  # a trajectory snapshot file
         from landscape.params import ParamLayout
 
+        model = copy.deepcopy(template)
         layout = ParamLayout.from_model(model)
         vec = tensors["vector"]
         if vec.shape != (layout.numel,):
@@ -193,14 +200,15 @@ def load_point(spec: str, template: nn.Module) -> nn.Module:
                 f"has {layout.numel}; check --model and --model-kw"
             )
         state = {**layout.unflatten(vec), **{k[8:]: v for k, v in tensors.items() if k.startswith("buffers/")}}
-        strict = False
-    else:
-        state, strict = tensors, True
+        try:
+            model.load_state_dict(state, strict=False)
+        except RuntimeError as e:
+            raise CLIError(f"architecture mismatch for {spec}: {e}; check --model and --model-kw") from None
+        return model
     try:
-        model.load_state_dict(state, strict=strict)
-    except RuntimeError as e:
-        raise CLIError(f"architecture mismatch for {spec}: {e}; check --model and --model-kw") from None
-    return model
+        return load_weights(template, tensors, what=f"for {spec}")
+    except FactoryError as e:
+        raise CLIError(f"architecture mismatch: {e}") from None
 
 
 def load_data(args: argparse.Namespace, dtype: torch.dtype) -> tuple[tuple[Tensor, Tensor], tuple[int, ...], int, str]:
@@ -247,36 +255,77 @@ def load_data(args: argparse.Namespace, dtype: torch.dtype) -> tuple[tuple[Tenso
     return (X, y), tuple(splits.input_shape), int(splits.num_classes), desc
 
 
-def _meta_model(specs: Sequence[str]) -> tuple[str | None, dict[str, Any]]:
-    """``model`` and ``model_kw`` recorded in the metadata of the first trajectory among ``specs``."""
+def _first_meta(specs: Sequence[str]) -> tuple[dict[str, Any], str] | None:
+    """Run metadata of the first trajectory among ``specs``, and its path."""
     for s in specs:
         path, _ = parse_point(s)
         if path.is_dir():
-            meta = _open_trajectory(path).meta
-            return meta.get("model"), dict(meta.get("model_kw", {}))
-    return None, {}
+            return _open_trajectory(path).meta, str(path)
+    return None
 
 
 def build_template(args: argparse.Namespace, points: Sequence[str], shape: tuple[int, ...], classes: int) -> nn.Module:
-    """The architecture: ``--model``/``--model-kw``, or the first trajectory's recorded model.
+    """The architecture: ``--model``/``--model-kw``, or the first trajectory's recorded factory or model.
+
+    ``--model`` is a zoo name (:data:`landscape.models.MODELS`) or ``package.module:factory``; a factory
+    recorded in a trajectory is held to :func:`landscape.factory.resolve`'s rules for untrusted references.
 
     Raises:
-        CLIError: If no model is named anywhere, or the builder rejects the options.
+        CLIError: If no model is named anywhere, or the factory or builder rejects the options.
     """
+    from landscape.factory import FactoryError, FactoryRef, factory_from_meta
     from landscape.models import build_model
 
     name, kw = args.model, _model_kw(args.model_kw)
+    ref, trusted = None, True
+    if name is not None and ":" in name:
+        try:
+            ref = FactoryRef(name, kw)
+        except FactoryError as e:
+            raise CLIError(str(e)) from None
+    elif name is None:
+        found = _first_meta(points)
+        meta, where = found if found else ({}, "")
+        try:
+            ref = factory_from_meta(meta)
+        except FactoryError as e:
+            raise CLIError(f"{where}: {e}") from None
+        if ref is not None:
+            ref, trusted = FactoryRef(ref.target, {**ref.kwargs, **kw}), False
+            if not args.quiet and _rank() == 0:
+                print(f"model: {ref} (recorded in {where})", file=sys.stderr)
+        else:
+            name, kw = meta.get("model"), {**dict(meta.get("model_kw", {})), **kw}
+    if ref is not None:
+        try:
+            return ref.build(trusted=trusted, dtype=args.dtype)
+        except FactoryError as e:
+            raise CLIError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - the user's factory failed: say which, without a traceback
+            raise CLIError(f"building the model {ref} failed: {type(e).__name__}: {e}") from None
     if name is None:
-        name, meta_kw = _meta_model(points)
-        kw = {**meta_kw, **kw}
-    if name is None:
-        raise CLIError("--model is required (the trajectory's metadata names no model); e.g. --model mlp")
+        raise CLIError(
+            "--model is required (the trajectory's metadata names no model): a zoo name such as mlp, or "
+            "package.module:factory"
+        )
     try:
         return build_model(name, shape, classes, seed=0, dtype=args.dtype, **kw)
     except KeyError as e:
-        raise CLIError(str(e.args[0])) from None
+        raise CLIError(f"{e.args[0]}; or give package.module:factory for a model of your own") from None
     except (TypeError, ValueError) as e:
         raise CLIError(f"cannot build model {name!r} with {kw}: {e}") from None
+
+
+def _default_point(args: argparse.Namespace, given: str | None, what: str) -> str:
+    """``given``, else ``--weights``, else the last snapshot of the first ``--trajectory``."""
+    if given:
+        return given
+    if getattr(args, "weights", None):
+        return str(args.weights)
+    trajs = getattr(args, "trajectory", None) or []
+    if trajs:
+        return str(trajs[0])
+    raise CLIError(f"give {what}, --weights FILE or --trajectory TRAJ (its last snapshot)")
 
 
 # =========================================================================== distributed and output
@@ -306,6 +355,7 @@ class _Writer:
     def __init__(self, args: argparse.Namespace) -> None:
         self.out = Path(args.out)
         self.html, self.png, self.quiet = not args.no_html, not args.no_png, args.quiet
+        self.plotlyjs = "cdn" if args.cdn else "directory"  # one plotly.min.js per output folder
         self.rank = _rank()
         self.written: list[Path] = []
         if self.rank == 0:
@@ -321,7 +371,7 @@ class _Writer:
         from landscape.plot import save_html, save_png
 
         if self.html and html:
-            self.written.append(save_html(draw("plotly"), self.out / f"{stem}.html"))
+            self.written.append(save_html(draw("plotly"), self.out / f"{stem}.html", plotlyjs=self.plotlyjs))
         if self.png and png:
             self.written.append(save_png(draw("matplotlib"), self.out / f"{stem}.png"))
 
@@ -356,6 +406,7 @@ def cmd_line(args: argparse.Namespace) -> list[str]:
     from landscape.surface import line, line_distance
 
     data, shape, classes, desc = load_data(args, args.dtype)
+    args.start = _default_point(args, args.start, "--from POINT")
     template = build_template(args, [args.start, args.end], shape, classes)
     a, b = load_point(args.start, template), load_point(args.end, template)
     values = None if args.alphas is None else parse_values(args.alphas, "--alphas")
@@ -450,9 +501,12 @@ def cmd_plane(args: argparse.Namespace) -> list[str]:
 
     data, shape, classes, desc = load_data(args, args.dtype)
     kind = args.directions
+    args.center = args.center or args.weights
+    if args.center is None and kind != "pca" and args.trajectory:
+        args.center = str(args.trajectory[0])  # its last snapshot
     points = ([args.center] if args.center else []) + list(args.models or []) + list(args.trajectory or [])
     if not points:
-        raise CLIError("give --center TRAJ[:INDEX] (or --trajectory TRAJ... with --directions pca)")
+        raise CLIError("give --center POINT, --weights FILE or --trajectory TRAJ (or several with --directions pca)")
     template = build_template(args, points, shape, classes)
     kw = _eval_kw(args, desc)
     path = None
@@ -500,6 +554,7 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
     from landscape.plot import plot_trajectory
 
     data = desc = template = None
+    args.center = args.center or args.weights
     if args.data is not None:
         data, shape, classes, desc = load_data(args, args.dtype)
         template = build_template(args, args.trajectories, shape, classes)
@@ -518,6 +573,61 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
     evr = ", ".join(f"{100 * v:.2f}%" for v in pca.explained_variance_ratio_)
     w.report([f"{args.name}: {pca.n_samples_} snapshots; explained variance {evr}; "
               f"median off-plane share {100 * path.median_off_plane_ratio:.1f}%"])  # fmt: skip
+    return [str(p) for p in w.written]
+
+
+def cmd_hessian(args: argparse.Namespace) -> list[str]:
+    """``hessian``: eigenvalue density (SLQ), top eigenvalues and traces of the loss Hessian at one point."""
+    from landscape.evaluate import parse_bytes
+    from landscape.hessian import hessian_spectrum
+    from landscape.plot_hessian import plot_spectrum_density
+
+    if args.bn_mode not in ("eval", "train"):
+        raise CLIError(f"--bn-mode {args.bn_mode}: the Hessian is of one model; use eval or train")
+    data, shape, classes, desc = load_data(args, args.dtype)
+    at = _default_point(args, args.at, "--at POINT")
+    model = load_point(at, build_template(args, [at, *(args.trajectory or [])], shape, classes))
+    options: dict[str, Any] = {}
+    if args.batch_size is not None:
+        options["micro_batch_size"] = args.batch_size
+    if args.memory_budget is not None:
+        try:
+            options["memory_budget"] = parse_bytes(args.memory_budget)
+        except ValueError as e:
+            raise CLIError(f"--memory-budget: {e}") from None
+    res = hessian_spectrum(model=model, loss_fn=nn.functional.cross_entropy, data=data, bn_mode=args.bn_mode,
+                           n_probes=args.probes, steps=args.lanczos_steps, top_k=args.top_k,
+                           trace_products=args.trace_products, seed=args.seed, data_description=f"{desc}; at {at}",
+                           progress=not args.quiet, **options)  # fmt: skip
+    w = _Writer(args)
+    w.result(args.name, res)
+    w.figure(args.name, lambda be: plot_spectrum_density(res, labels=[at], log=not args.linear, backend=be))
+    top = ", ".join(f"{v:.5g}" for v in res.top_eigenvalues)
+    traces = ", ".join(f"{k} {v:.5g}" for k, v in res.trace.items())
+    w.report([f"{args.name}: {res.n_params} parameters, {res.n_samples} samples; top eigenvalues [{top}]; "
+              f"trace {traces}; {res.hvp_count} Hessian-vector products"])  # fmt: skip
+    return [str(p) for p in w.written]
+
+
+def cmd_distance(args: argparse.Namespace) -> list[str]:
+    """``distance``: functional distance and label disagreement from ``--from`` along the line to ``--to``."""
+    from landscape.distance import distance_along_path
+    from landscape.plot import plot_distance
+
+    data, shape, classes, desc = load_data(args, args.dtype)
+    start = _default_point(args, args.start, "--from POINT")
+    template = build_template(args, [start, args.end], shape, classes)
+    a, b = load_point(start, template), load_point(args.end, template)
+    alphas = None if args.alphas is None else parse_values(args.alphas, "--alphas")
+    res = distance_along_path(model=a, a=a, b=b, data=data, alphas=alphas, output=args.output,
+                              label=args.label or f"{start} -> {args.end}", **_eval_kw(args, desc))  # fmt: skip
+    w = _Writer(args)
+    w.result(args.name, res)
+    w.figure(args.name, lambda be: plot_distance(res, log=args.log, backend=be))
+    end = int(np.argmin(np.abs(res.alphas - 1.0)))
+    w.report([f"{args.name}: {len(res.alphas)} points; at alpha {res.alphas[end]:g}: RMS {args.output} distance "
+              f"{res.rms[end]:.5g}, label disagreement {res.disagreement[end]:.4g} "
+              f"over {res.n_samples} samples"])  # fmt: skip
     return [str(p) for p in w.written]
 
 
@@ -595,8 +705,11 @@ def _dtype(name: str) -> torch.dtype:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m landscape``."""
-    p = argparse.ArgumentParser(prog="python -m landscape", description="Loss-landscape slices from the command line.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{line,plane,pca,plot,check}")
+    p = argparse.ArgumentParser(
+        prog="landscape",
+        description="Loss-landscape slices, Hessian spectra and functional distances from the command line.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="{line,plane,pca,hessian,distance,plot,check}")
 
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("--out", required=True, help="output directory")
@@ -605,11 +718,20 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-html", action="store_true", help="do not write the interactive HTML")
     out.add_argument("--no-png", action="store_true", help="do not write the PNG")
     out.add_argument("--quiet", action="store_true", help="no progress bars, no summary")
+    out.add_argument("--cdn", action="store_true",
+                     help="HTML loads plotly.js from its CDN (needs a network to view); default: one "
+                          "plotly.min.js written beside the pages")  # fmt: skip
 
     ev = argparse.ArgumentParser(add_help=False)
-    ev.add_argument("--model", help="model name in landscape.models.MODELS (default: the trajectory's metadata)")
-    ev.add_argument("--model-kw", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="builder options, VALUE as JSON (e.g. hidden=[32,16] activation=tanh)")  # fmt: skip
+    ev.add_argument("--model", metavar="NAME|PKG.MOD:FACTORY",
+                    help="a name in landscape.models.MODELS, or package.module:factory (a function or class of "
+                         "your own, on PYTHONPATH); default: the factory recorded in the trajectory")  # fmt: skip
+    ev.add_argument("--model-kw", nargs="+", default=[], metavar="JSON|KEY=VALUE",
+                    help="model arguments: a JSON object ('{\"width\": 8}') or KEY=VALUE pairs, VALUE as JSON "
+                         "(e.g. hidden=[32,16] activation=tanh)")  # fmt: skip
+    ev.add_argument("--weights", metavar="FILE",
+                    help="weights of the model: .safetensors or a torch state dict (.pt, read weights_only); "
+                         "the default point (plane centre, hessian point, distance start)")  # fmt: skip
     ev.add_argument("--split", choices=("train", "val", "test"), default="train", help="data split (default train)")
     ev.add_argument("--limit", type=int, help="use only the first N examples")
     ev.add_argument("--batch-size", type=int, help="micro-batch size of the evaluation engine")
@@ -621,8 +743,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_help = f"{' | '.join(DATA_NAMES)} | cifar10:DIR | mnist:DIR | DIR"
     ln = sub.add_parser("line", parents=[ev, out], help="linear interpolation between two points")
     ln.add_argument("--data", required=True, help=data_help)
-    ln.add_argument("--from", dest="start", required=True, metavar="POINT", help="TRAJ[:INDEX] or FILE.safetensors")
-    ln.add_argument("--to", dest="end", required=True, metavar="POINT", help="TRAJ[:INDEX] or FILE.safetensors")
+    ln.add_argument("--from", dest="start", metavar="POINT", help="TRAJ[:INDEX] or weights file (default --weights)")
+    ln.add_argument("--to", dest="end", required=True, metavar="POINT", help="TRAJ[:INDEX] or weights file")
     ln.add_argument("--alphas", help="START:STOP:COUNT or a list (default 0:1:21); distances with --distance")
     ln.add_argument("--distance", action="store_true",
                     help="absolute-distance line from --from toward --to (Im et al. eq. 1)")  # fmt: skip
@@ -651,12 +773,36 @@ def build_parser() -> argparse.ArgumentParser:
     pc = sub.add_parser("pca", parents=[ev, out], help="PCA of trajectories, optionally with the loss plane")
     pc.add_argument("trajectories", nargs="+", metavar="TRAJ")
     pc.add_argument("--data", help=f"evaluate the PCA plane and the path's losses on {data_help}")
-    pc.add_argument("--center", metavar="POINT", help="centre point (with --pca-center point)")
+    pc.add_argument("--center", metavar="POINT", help="centre point (with --pca-center point; default --weights)")
     pc.add_argument("--pca-center", choices=("point", "mean", "first", "last"), default="mean",
                     help="PCA centre (default mean, Lipton 2016; last: Li et al. 2018)")  # fmt: skip
     pc.add_argument("--range", help="START:STOP of both axes (default: around the path)")
     pc.add_argument("--yrange", help="START:STOP of the second axis")
     pc.add_argument("--resolution", default="21", help="N or NXxNY grid points (default 21)")
+
+    hs = sub.add_parser("hessian", parents=[ev, out], help="Hessian eigenvalue density, top eigenvalues and trace")
+    hs.add_argument("--data", required=True, help=data_help)
+    hs.add_argument("--at", metavar="POINT", help="TRAJ[:INDEX] or weights file (default: --weights, else the "
+                                                  "last snapshot of --trajectory)")  # fmt: skip
+    hs.add_argument("--trajectory", nargs=1, metavar="TRAJ", help="trajectory whose last snapshot to analyze")
+    hs.add_argument("--probes", type=int, default=4, help="SLQ probe vectors (default 4)")
+    hs.add_argument("--lanczos-steps", type=int, default=100, help="Lanczos steps per probe (default 100)")
+    hs.add_argument("--top-k", type=int, default=5, help="top eigenvalues to compute (default 5; 0 skips)")
+    hs.add_argument("--trace-products", type=int, default=0,
+                    help="Hessian-vector products for each of Hutchinson and Hutch++ "
+                         "(default 0: SLQ's trace only)")  # fmt: skip
+    hs.add_argument("--seed", type=int, default=0, help="seed of the random probes")
+    hs.add_argument("--linear", action="store_true", help="linear density axis (default log)")
+
+    ds = sub.add_parser("distance", parents=[ev, out],
+                        help="functional distance and label disagreement along a line")  # fmt: skip
+    ds.add_argument("--data", required=True, help=data_help)
+    ds.add_argument("--from", dest="start", metavar="POINT", help="reference TRAJ[:INDEX] or FILE (default --weights)")
+    ds.add_argument("--to", dest="end", required=True, metavar="POINT", help="TRAJ[:INDEX] or weights file")
+    ds.add_argument("--alphas", help="START:STOP:COUNT or a list of positions on the line (default 0:1:11)")
+    ds.add_argument("--output", choices=("softmax", "logits"), default="softmax",
+                    help="compare class probabilities (default) or raw outputs")  # fmt: skip
+    ds.add_argument("--label", help="curve name")
 
     pt = sub.add_parser("plot", parents=[out], help="re-render saved results")
     pt.add_argument("results", nargs="+", metavar="RESULT.npz")
@@ -706,7 +852,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0, 1 for a damaged store from ``check``, 2 on a user error)."""
     args = build_parser().parse_args(_join_negative(list(sys.argv[1:] if argv is None else argv)))
     args.name = getattr(args, "name", None) or args.command
-    commands = {"line": cmd_line, "plane": cmd_plane, "pca": cmd_pca, "plot": cmd_plot, "check": cmd_check}
+    commands = {"line": cmd_line, "plane": cmd_plane, "pca": cmd_pca, "hessian": cmd_hessian,
+                "distance": cmd_distance, "plot": cmd_plot, "check": cmd_check}  # fmt: skip
     try:
         _check_early(args)
         with _process_group():

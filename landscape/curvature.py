@@ -75,6 +75,20 @@ class CurvatureTrace(Result):
         provenance: Seed, data, options.
     """
 
+    _dims = {"steps": ("point",), "epochs": ("point",), "indices": ("point",), "eigenvalues": ("point", "rank"),
+             "error_bounds": ("point", "rank"), "residuals": ("point", "rank"), "converged": ("point",),
+             "hvps": ("point",), "trace": ("point",), "trace_stderr": ("point",),
+             "layer_eigenvalues": ("point", "layer"), "lr": ("point",)}  # fmt: skip
+    _coords = {"steps": "step", "epochs": "epoch", "indices": "index"}
+    _labels = {"layer_names": "layer"}
+    _table = ("point",)
+
+    def _thumbnail_data(self) -> tuple[Any, ...] | None:
+        if self.eigenvalues.size == 0:
+            return None
+        return ("lines", self.steps, list(self.eigenvalues.T), "step", "top eigenvalues")
+
+
     steps: np.ndarray
     epochs: np.ndarray
     indices: np.ndarray

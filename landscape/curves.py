@@ -99,6 +99,13 @@ class ModeCurve(Result):
         provenance: Seed, data, optimizer and schedule.
     """
 
+    _dims = {"control": ("control", "param"), "history.*": ("epoch",)}
+    _coords = {"history.epoch": "epoch"}
+    _flat = ("history",)
+    _table = ("epoch",)
+    _thumb = ("history.train_loss", "line")
+
+
     control: np.ndarray
     shape: str = "bezier"
     history: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -133,6 +140,12 @@ class CurveResult(Result):
         layout: The parameter layout.
         provenance: Data, version and options.
     """
+
+    _dims = {"ts": ("t",), "metrics.*": ("t",), "control": ("control", "param")}
+    _coords = {"ts": "t"}
+    _table = ("t",)
+    _thumb = ("metrics.loss", "line")
+
 
     ts: np.ndarray
     metrics: dict[str, np.ndarray]

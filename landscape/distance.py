@@ -84,6 +84,12 @@ class DistanceResult(Result):
         provenance: Data, version, options.
     """
 
+    _dims = {"alphas": ("alpha",), "rms": ("alpha",), "disagreement": ("alpha",), "anchors": ("anchor", "param")}
+    _coords = {"alphas": "alpha"}
+    _table = ("alpha",)
+    _thumb = ("rms", "line")
+
+
     alphas: np.ndarray
     rms: np.ndarray
     disagreement: np.ndarray

@@ -1118,6 +1118,17 @@ class HessianSpectrum(Result):
         top_residuals: Residual norms ``||H v - lambda v||`` of the top eigenpairs, shape ``(k,)``.
     """
 
+    _dims = {"nodes": ("probe", "node"), "weights": ("probe", "node"), "top_eigenvalues": ("rank",),
+             "top_error_bounds": ("rank",), "top_residuals": ("rank",)}  # fmt: skip
+    _table = ("rank",)
+
+    def _thumbnail_data(self) -> tuple[Any, ...] | None:
+        if not (self.weights > 0).any():
+            return None
+        x, y = self.density(n_points=400)
+        return ("lines", x, [np.log10(np.maximum(y, 1e-8 * y.max()))], "eigenvalue", "log10 density")
+
+
     nodes: np.ndarray
     weights: np.ndarray
     top_eigenvalues: np.ndarray

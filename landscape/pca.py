@@ -727,6 +727,18 @@ class ProjectedPath(Result):
         provenance: Where the result came from.
     """
 
+    _dims = {"coordinates": ("snapshot", "xy"), "displacement": ("snapshot",), "off_plane": ("snapshot",),
+             "off_plane_ratio": ("snapshot",), "run": ("snapshot",), "steps": ("snapshot",), "epochs": ("snapshot",),
+             "explained_variance_ratio": ("xy",), "true_loss": ("snapshot",), "plane_loss": ("snapshot",)}  # fmt: skip
+    _coords = {"run": "run", "steps": "step", "epochs": "epoch"}
+    _table = ("snapshot",)
+
+    def _thumbnail_data(self) -> tuple[Any, ...] | None:
+        if len(self.coordinates) == 0:
+            return None
+        return ("path", self.split("coordinates"))
+
+
     coordinates: np.ndarray
     displacement: np.ndarray
     off_plane: np.ndarray

@@ -1157,12 +1157,15 @@ def plot_plane_curve(
     return fig
 
 
-def save_html(fig: Any, path: str | os.PathLike[str]) -> Path:
-    """Write a plotly figure as a self-contained HTML page (plotly.js embedded; works offline).
+def save_html(fig: Any, path: str | os.PathLike[str], *, plotlyjs: bool | str = True) -> Path:
+    """Write a plotly figure as an HTML page.
 
     Args:
         fig: A ``plotly.graph_objects.Figure``.
         path: Output file (parents are created).
+        plotlyjs: plotly's ``include_plotlyjs``: ``True`` embeds plotly.js (self-contained, offline, ~4.7 MB);
+            ``"directory"`` writes one ``plotly.min.js`` beside the pages and shares it (offline);
+            ``"cdn"`` loads it from the CDN (viewing needs a network).
 
     Returns:
         The path written.
@@ -1174,7 +1177,7 @@ def save_html(fig: Any, path: str | os.PathLike[str]) -> Path:
         raise TypeError(f"save_html takes a plotly figure, got {type(fig).__name__}; use save_png for matplotlib")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(path, include_plotlyjs=True, include_mathjax=False, full_html=True,
+    fig.write_html(path, include_plotlyjs=plotlyjs, include_mathjax=False, full_html=True,
                    config={"displaylogo": False})  # fmt: skip
     return path
 

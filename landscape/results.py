@@ -4,18 +4,28 @@ Every analyzer returns a frozen dataclass that derives from :class:`Result`. Its
 arrays, numbers, strings, lists and dicts of those, or nested :class:`Provenance`. ``save`` writes
 one ``.npz`` (arrays, loaded back with ``allow_pickle=False``) holding a JSON header for everything
 else, so loading a result never executes code from the file.
+
+Every result also prints as a short summary (shapes, metric names and ranges, coordinate ranges and
+provenance; never raw arrays), displays in a notebook as a small table with a thumbnail where one is
+cheap, and exports to a labeled :class:`xarray.Dataset` (:meth:`Result.to_xarray`, inverted by
+:meth:`Result.from_xarray`) and, where the arrays form one table, a :class:`pandas.DataFrame`
+(:meth:`Result.to_dataframe`). A subclass names its dimensions in a few class attributes
+(``_dims``, ``_coords``, ``_labels``, ``_table``, ``_thumb``); everything else is shared here.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import html
+import io
 import json
 import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +36,7 @@ T = TypeVar("T", bound="Result")
 
 _REGISTRY: dict[str, type[Result]] = {}
 _FORMAT = 1
+_XR_HEADER = "landscape_result"  # attribute of a Dataset from Result.to_xarray: the JSON header
 
 
 def package_version() -> str:
@@ -68,13 +79,18 @@ class Provenance:
     @classmethod
     def here(cls, seed: int | None = None, data: str = "", **extra: Any) -> Provenance:
         """Provenance stamped with this machine's torch and python versions."""
-        extra = {"torch": torch.__version__, "python": platform.python_version(), **extra}
+        extra = {"torch": str(torch.__version__), "python": platform.python_version(), **extra}
         return cls(seed=seed, data=data, extra=extra)
 
 
 def register_result(cls: type[T]) -> type[T]:
-    """Class decorator: make a :class:`Result` subclass loadable by :func:`load_result`."""
+    """Class decorator: make a :class:`Result` subclass loadable by :func:`load_result`.
+
+    Also installs the short summary :meth:`Result.__repr__` in place of the dataclass' field-by-field one
+    (which prints every array in full).
+    """
     _REGISTRY[cls.__name__] = cls
+    cls.__repr__ = Result.__repr__  # type: ignore[method-assign]
     return cls
 
 
@@ -114,6 +130,122 @@ def _decode(value: Any, arrays: Mapping[str, np.ndarray]) -> Any:
     return value
 
 
+class Labeling(NamedTuple):
+    """How a result's arrays are labeled in :meth:`Result.to_xarray` (see the ``_dims``... class attributes)."""
+
+    dims: Mapping[str, tuple[str, ...]]
+    coords: Mapping[str, str]
+    labels: Mapping[str, str]
+    table: tuple[str, ...] | None
+
+
+def _require_xarray() -> Any:
+    try:
+        import xarray
+    except ImportError:
+        raise ImportError(
+            "to_xarray needs xarray, an optional dependency: pip install xarray (or pip install 'landscape[xarray]')"
+        ) from None
+    return xarray
+
+
+def _dims_for(key: str, ndim: int, spec: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """Dimension names of array ``key``: declared ones, then ``<key>_dim_<i>`` for the rest."""
+    head, _, last = key.rpartition(".")
+    declared = spec.get(key, spec.get(f"{head}.*", ())) if head else spec.get(key, ())
+    declared = tuple(d.replace("{key}", last) for d in declared)
+    if len(declared) > ndim:
+        declared = ()
+    return declared + tuple(f"{key}_dim_{i}" for i in range(len(declared), ndim))
+
+
+def _short_name(key: str, flat: Sequence[str]) -> str:
+    head, _, last = key.partition(".")
+    return last if head in flat and last and "." not in last else key
+
+
+def _lookup(obj: Any, key: str) -> Any:
+    """``obj.metrics["loss"]`` for ``"metrics.loss"``; None if absent."""
+    head, _, rest = key.partition(".")
+    value = getattr(obj, head, None)
+    while rest and isinstance(value, Mapping):
+        part, _, rest = rest.partition(".")
+        value = value.get(part)
+    return None if rest else value
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _num(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float | np.floating) else str(v)
+
+
+def _span(a: np.ndarray) -> str:
+    """``"lo .. hi (n)"`` of a 1-D coordinate."""
+    if a.size == 0:
+        return "(empty)"
+    if a.dtype.kind not in "iuf":
+        return f"({a.size})"
+    fin = a[np.isfinite(a)]
+    if not fin.size:
+        return f"no finite value ({a.size})"
+    return f"{_num(fin.min())} .. {_num(fin.max())} ({a.size})"
+
+
+def _array_brief(a: np.ndarray) -> str:
+    shape = "(" + ", ".join(str(n) for n in a.shape) + ("," if a.ndim == 1 else "") + ")"
+    text = f"{a.dtype} {shape}"
+    if a.dtype.kind not in "iufb" or a.size == 0 or a.size > 1_000_000:
+        return text
+    fin = a[np.isfinite(a)] if a.dtype.kind == "f" else a
+    text += f" [{_num(fin.min())}, {_num(fin.max())}]" if fin.size else " [no finite value]"
+    if fin.size < a.size:
+        text += f" {a.size - fin.size} non-finite"
+    return text
+
+
+def _brief(value: Any) -> str:
+    """One short line describing a field's value (never the values of an array)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return _array_brief(value)
+    if isinstance(value, Provenance):
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(value.created)) if value.created else "?"
+        seed = "" if value.seed is None else f"seed {value.seed}, "
+        data = f"data {_clip(value.data, 50)!r}, " if value.data else ""
+        return f"{seed}{data}landscape {value.version}, {when} UTC"
+    if isinstance(value, Mapping):
+        if value and all(isinstance(v, np.ndarray | torch.Tensor) for v in value.values()):
+            parts = [f"{k} {_brief(v)}" for k, v in list(value.items())[:4]]
+            more = f"; +{len(value) - 4} more" if len(value) > 4 else ""
+            return "; ".join(parts) + more
+        if "numel" in value and "tensors" in value:  # a ParamLayout.to_dict()
+            return f"{len(value['tensors'])} tensors, {value['numel']} parameters"
+        if value and len(value) <= 5 and all(isinstance(v, int | float | str | bool | None) for v in value.values()):
+            return ", ".join(f"{k}={_clip(_num(v), 24)}" for k, v in value.items())
+        keys = ", ".join(str(k) for k in list(value)[:6])
+        return f"{len(value)} keys" + (f": {keys}" + (", ..." if len(value) > 6 else "") if value else "")
+    if isinstance(value, list | tuple):
+        if value and all(isinstance(v, str) for v in value):
+            return ", ".join(value) + (f" ({len(value)})" if len(value) > 3 else "")
+        if value and len(value) <= 6 and all(isinstance(v, int | float) for v in value):
+            return "[" + ", ".join(_num(v) for v in value) + "]"
+        return f"{len(value)} items"
+    if isinstance(value, str):
+        return repr(_clip(value, 60))
+    return _num(value)
+
+
+def _provenance_attrs(p: Provenance, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {f"{prefix}_data": p.data, f"{prefix}_version": p.version, f"{prefix}_created": p.created}
+    if p.seed is not None:
+        out[f"{prefix}_seed"] = p.seed
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Result:
     """Base class of every analyzer's result: save/load without pickle.
@@ -122,6 +254,234 @@ class Result:
     """
 
     kind: ClassVar[str] = "Result"
+    # How the arrays are labeled (see to_xarray). Keys are array fields, "field.key" for entries of dict
+    # fields, or "field.*" for every entry; "{key}" in a dimension name stands for the entry's key.
+    _dims: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    # Array fields that are coordinates: field -> coordinate name (an index when it names its own dimension).
+    _coords: ClassVar[Mapping[str, str]] = {}
+    # List-of-string fields that label a dimension: field -> dimension.
+    _labels: ClassVar[Mapping[str, str]] = {}
+    # Dict fields whose entries become variables named by their key alone (``ds["loss"]``).
+    _flat: ClassVar[tuple[str, ...]] = ("metrics",)
+    # Dimensions of the one table to_dataframe returns (None: no table fits).
+    _table: ClassVar[tuple[str, ...] | None] = None
+    # The notebook thumbnail: (array key, "line" or "image"), or () for none.
+    _thumb: ClassVar[tuple[str, ...]] = ()
+
+    # ------------------------------------------------------------------ display
+    def __repr__(self) -> str:
+        """A short summary: shapes, metric names and ranges, coordinate ranges, provenance; never raw arrays."""
+        rows = "\n".join(f"  {name}: {text}" for name, text in self._summary_rows())
+        return f"{type(self).__name__}\n{rows}"
+
+    def _summary_rows(self) -> list[tuple[str, str]]:
+        spec = self._spec()
+        rows = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in spec.coords and isinstance(value, np.ndarray) and value.ndim == 1:
+                text = f"{spec.coords[f.name]} {_span(value)}"
+            else:
+                text = _brief(value)
+            rows.append((f.name, _clip(text, max(40, 116 - len(f.name)))))
+        return rows
+
+    def _repr_html_(self) -> str:
+        """Notebook display: the summary as a table and, where cheap, a small PNG thumbnail (well-formed XHTML)."""
+        body = "".join(
+            f'<tr><th style="text-align:left;padding-right:1em">{html.escape(n)}</th>'
+            f'<td style="text-align:left;font-family:monospace">{html.escape(t)}</td></tr>'
+            for n, t in self._summary_rows()
+        )
+        table = (
+            f'<table class="landscape-result"><caption style="text-align:left;font-weight:bold">'
+            f"{html.escape(type(self).__name__)}</caption><tbody>{body}</tbody></table>"
+        )
+        try:
+            png = self._thumbnail_png()
+        except Exception:  # noqa: BLE001 - a display hook must never raise; the table alone still shows
+            png = None
+        img = ""
+        if png is not None:
+            src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            img = f'<img src="{src}" alt="{html.escape(type(self).__name__)} thumbnail" />'
+        return f'<div style="display:flex;gap:1em;align-items:flex-start">{table}{img}</div>'
+
+    def _thumbnail_data(self) -> tuple[Any, ...] | None:
+        """What the thumbnail draws, or None.
+
+        One of ``("lines", x, [y, ...], xlabel, title)``, ``("image", x, y, z, title)`` (``z`` of shape
+        ``(len(y), len(x))``) or ``("path", [(T_i, 2), ...])``.
+
+        The default draws the array named by ``_thumb`` against the coordinates of its dimensions.
+        """
+        if not self._thumb:
+            return None
+        key, mode = self._thumb
+        arr = _lookup(self, key)
+        if not isinstance(arr, np.ndarray) or arr.size == 0:
+            return None
+        spec = self._spec()
+        dims = _dims_for(key, arr.ndim, spec.dims)
+        axes = [self._coordinate(d, n) for d, n in zip(dims, arr.shape)]
+        name = key.rpartition(".")[2]
+        if mode == "image" and arr.ndim == 2:
+            return ("image", axes[1], axes[0], arr, name)
+        if arr.ndim == 1:
+            return ("lines", axes[0], [arr], dims[0], name)
+        if arr.ndim == 2:
+            return ("lines", axes[1], list(arr), dims[1], name)
+        return None
+
+    def _coordinate(self, dim: str, n: int) -> np.ndarray:
+        """Values of the coordinate of ``dim`` (an index coordinate field), else ``arange(n)``."""
+        spec = self._spec()
+        for key, name in spec.coords.items():
+            a = _lookup(self, key)
+            if name == dim and isinstance(a, np.ndarray) and a.shape == (n,) and a.dtype.kind in "iuf":
+                return a
+        return np.arange(n)
+
+    def _thumbnail_png(self) -> bytes | None:
+        data = self._thumbnail_data()
+        if data is None:
+            return None
+        from matplotlib.figure import Figure  # the object API: no pyplot, no global figure state
+
+        fig = Figure(figsize=(2.6, 1.9), dpi=72)
+        ax = fig.add_subplot()
+        if data[0] == "image":
+            _, x, y, z, label = data
+            z = np.where(np.isfinite(z), z, np.nan).astype(np.float64)
+            if x.size > 1 and y.size > 1 and np.all(np.diff(x) > 0) and np.all(np.diff(y) > 0):
+                ax.pcolormesh(x, y, z, shading="auto", cmap="viridis")
+            else:
+                ax.imshow(z, origin="lower", aspect="auto", cmap="viridis")
+            ax.set_title(label, fontsize=7)
+        elif data[0] == "path":
+            for xy in data[1][:20]:
+                ax.plot(xy[:, 0], xy[:, 1], lw=1, marker=".", ms=2)
+            ax.plot([0], [0], "k+", ms=5)
+            ax.set_title("path on the plane", fontsize=7)
+        else:
+            _, x, ys, xlabel, ylabel = data
+            for y in ys[:20]:
+                ax.plot(x, np.where(np.isfinite(y), y, np.nan), lw=1)
+            ax.set_xlabel(xlabel, fontsize=7)
+            ax.set_title(ylabel, fontsize=7)
+        ax.tick_params(labelsize=6)
+        fig.tight_layout(pad=0.3)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        return buf.getvalue()
+
+    # ------------------------------------------------------------------ labeled export
+    def _spec(self) -> Labeling:
+        """The labeling of this result's arrays (subclasses override when it depends on field values)."""
+        return Labeling(self._dims, self._coords, self._labels, self._table)
+
+    def to_xarray(self) -> Any:
+        """The result as an :class:`xarray.Dataset` with named dimensions and coordinates.
+
+        Array fields become variables (entries of ``metrics`` are named by their key alone, e.g.
+        ``ds["loss"]``; other dict entries ``"field.key"``), coordinate fields become coordinates
+        (``ds.x``, ``ds.alpha``...), name lists label their dimension (``ds.anchor``), and scalar fields and
+        the provenance become attributes. The attribute ``"landscape_result"`` holds everything else as
+        JSON, so :meth:`from_xarray` rebuilds the result exactly.
+
+        Returns:
+            The dataset.
+
+        Raises:
+            ImportError: If xarray is not installed (an optional dependency: ``pip install xarray``).
+        """
+        xr = _require_xarray()
+        arrays: dict[str, np.ndarray] = {}
+        fields = {f.name: _encode(getattr(self, f.name), arrays, f.name) for f in dataclasses.fields(self)}
+        spec = self._spec()
+        sizes: dict[str, int] = {}
+        dims: dict[str, tuple[str, ...]] = {}
+        for key in sorted(arrays, key=lambda k: k not in spec.coords):  # coordinates first: they fix sizes
+            a = arrays[key]
+            d = _dims_for(key, a.ndim, spec.dims)
+            if any(sizes.get(n, s) != s for n, s in zip(d, a.shape)) or len(set(d)) < len(d):
+                d = _dims_for(key, a.ndim, {})  # inconsistent with another variable: unlabeled dimensions
+            sizes.update(zip(d, a.shape))
+            dims[key] = d
+        names: dict[str, str] = {}
+        coords: dict[str, Any] = {}
+        data_vars: dict[str, Any] = {}
+        for key in sorted(arrays, key=lambda k: k not in spec.coords):
+            name = spec.coords.get(key) or _short_name(key, self._flat)
+            if name in names.values() or (name in sizes and dims[key] != (name,)):
+                name = key
+            while name in names.values() or (name in sizes and dims[key] != (name,)):
+                name += "_"
+            names[key] = name
+            (coords if key in spec.coords else data_vars)[name] = (dims[key], arrays[key])
+        for field, dim in spec.labels.items():
+            value = getattr(self, field, None)
+            if (isinstance(value, list) and all(isinstance(v, str) for v in value) and sizes.get(dim) == len(value)
+                    and dim not in coords and dim not in data_vars):  # fmt: skip
+                coords[dim] = ((dim,), np.array(value, dtype=str))
+        header = {"__format__": _FORMAT, "__class__": type(self).__name__, "fields": fields, "variables": names}
+        attrs: dict[str, Any] = {_XR_HEADER: json.dumps(header)}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                attrs[f.name] = int(value)  # netCDF attributes have no booleans
+            elif isinstance(value, int | float | str | np.generic):
+                attrs[f.name] = value.item() if isinstance(value, np.generic) else value
+            elif isinstance(value, Provenance):
+                attrs.update(_provenance_attrs(value, f.name))
+        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+    @classmethod
+    def from_xarray(cls: type[T], ds: Any) -> T:
+        """Rebuild a result from :meth:`to_xarray`'s dataset (also after a netCDF round trip).
+
+        Raises:
+            ValueError: If the dataset was not made by :meth:`to_xarray`, or holds another result type.
+        """
+        try:
+            header = json.loads(ds.attrs[_XR_HEADER])
+            names = dict(header["variables"])
+            name = header["__class__"]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise ValueError(
+                f"this dataset was not made by Result.to_xarray (no valid {_XR_HEADER!r} attribute)"
+            ) from None
+        if header.get("__format__", 0) > _FORMAT:
+            raise ValueError(f"the dataset was written by a newer version (format {header['__format__']}); upgrade")
+        if name not in _REGISTRY:
+            raise ValueError(f"the dataset holds an unknown result type {name!r}; known: {sorted(_REGISTRY)}")
+        missing = [v for v in names.values() if v not in ds.variables]
+        if missing:
+            raise ValueError(f"the dataset lacks the variables {missing} of its {name}")
+        arrays = {k: np.array(ds[v].values, copy=True) for k, v in names.items()}
+        obj = _REGISTRY[name](**{k: _decode(v, arrays) for k, v in header["fields"].items()})
+        if not isinstance(obj, cls):
+            raise ValueError(f"the dataset holds a {name}, not a {cls.__name__}")
+        return obj
+
+    def to_dataframe(self) -> Any:
+        """The variables that share the result's main dimensions as one :class:`pandas.DataFrame`.
+
+        Indexed by those dimensions (e.g. ``(y, x)`` for a plane, ``alpha`` for a line); coordinates along them
+        become columns.
+
+        Raises:
+            NotImplementedError: If this result type has no single table (use :meth:`to_xarray`).
+            ImportError: If xarray is not installed.
+        """
+        table = self._spec().table
+        if table is None:
+            raise NotImplementedError(
+                f"a {type(self).__name__} has no single table; use to_xarray() and pick variables"
+            )
+        ds = self.to_xarray()
+        keep = [v for v in ds.data_vars if ds[v].dims == table]
+        return ds[keep].to_dataframe()
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the result to ``path`` (a ``.npz`` file; the suffix is added if missing).

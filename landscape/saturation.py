@@ -264,6 +264,13 @@ class SaturationStats(Result):
         provenance: Where the result came from.
     """
 
+    _dims = {"percentiles": ("percentile",), "values": ("percentile",), "lower": ("percentile",),
+             "upper": ("percentile",), "counts": ("bin",), "edges": ("edge",)}  # fmt: skip
+    _coords = {"percentiles": "percentile"}
+    _table = ("percentile",)
+    _thumb = ("counts", "line")
+
+
     layer: str
     value: str
     percentiles: np.ndarray
@@ -332,6 +339,21 @@ class SaturationHistory(Result):
         label: Name of the run (e.g. ``"plain"``, ``"championship"``).
         provenance: Where the result came from.
     """
+
+    _dims = {"epochs": ("epoch",), "percentiles": ("percentile",), "values": ("epoch", "layer", "percentile"),
+             "lower": ("epoch", "layer", "percentile"), "upper": ("epoch", "layer", "percentile"),
+             "mean": ("epoch", "layer"), "std": ("epoch", "layer"), "histogram_epochs": ("histogram_epoch",),
+             "histograms": ("histogram_epoch", "layer", "bin"), "edges": ("layer", "edge")}  # fmt: skip
+    _coords = {"epochs": "epoch", "percentiles": "percentile", "histogram_epochs": "histogram_epoch"}
+    _labels = {"layers": "layer"}
+    _table = ("epoch", "layer")
+
+    def _thumbnail_data(self) -> tuple[Any, ...] | None:
+        if self.values.size == 0:
+            return None
+        q = float(self.percentiles[-1])
+        return ("lines", self.epochs, list(self.values[:, :, -1].T), "epoch", f"percentile {q:g} per layer")
+
 
     epochs: np.ndarray
     layers: list[str]

@@ -111,6 +111,10 @@ class SharpnessResult(Result):
         provenance: Seed, data and options.
     """
 
+    _dims = {"values": ("sample",)}
+    _table = ("sample",)
+
+
     measure: str
     value: float
     stderr: float

@@ -42,7 +42,7 @@ from landscape.directions import random_directions
 from landscape.evaluate import AffinePoints, BatchMetric, BNMode, Strategy, evaluate_points
 from landscape.params import ParamLayout, ParamSelection, as_param_dict, buffers_dict, parameters_to_vector
 from landscape.problem import Problem, as_problem, renamed
-from landscape.results import Provenance, Result, register_result
+from landscape.results import Labeling, Provenance, Result, register_result
 
 __all__ = [
     "LineResult",
@@ -82,6 +82,15 @@ class LineResult(Result):
         provenance: Seed, data, version and options.
     """
 
+    _labels = {"anchor_labels": "anchor"}
+    _thumb = ("metrics.loss", "line")
+
+    def _spec(self) -> Labeling:
+        c = self.coord_name or "alpha"  # the axis is named after what it holds: alpha or distance
+        dims = {"coords": (c,), "metrics.*": (c,), "anchors": ("anchor", "param"), "anchor_coords": ("anchor",)}
+        return Labeling(dims, {"coords": c}, self._labels, (c,))
+
+
     coords: np.ndarray
     metrics: dict[str, np.ndarray]
     anchors: np.ndarray
@@ -116,6 +125,14 @@ class PlaneResult(Result):
         layout: The parameter layout (``ParamLayout.to_dict()``).
         provenance: Seed, data, version and options (direction normalization, ...).
     """
+
+    _dims = {"xs": ("x",), "ys": ("y",), "metrics.*": ("y", "x"), "center": ("param",),
+             "directions": ("direction", "param"), "anchor_coords": ("anchor", "xy")}  # fmt: skip
+    _coords = {"xs": "x", "ys": "y"}
+    _labels = {"anchor_labels": "anchor"}
+    _table = ("y", "x")
+    _thumb = ("metrics.loss", "image")
+
 
     xs: np.ndarray
     ys: np.ndarray
@@ -165,6 +182,14 @@ class BilinearResult(Result):
         provenance: Data, version, options.
     """
 
+    _dims = {"alphas": ("alpha",), "betas": ("beta",), "metrics.*": ("beta", "alpha"), "corners": ("corner", "param"),
+             "corner_coords": ("corner", "ab")}  # fmt: skip
+    _coords = {"alphas": "alpha", "betas": "beta"}
+    _labels = {"anchor_labels": "corner"}
+    _table = ("beta", "alpha")
+    _thumb = ("metrics.loss", "image")
+
+
     alphas: np.ndarray
     betas: np.ndarray
     metrics: dict[str, np.ndarray]
@@ -191,6 +216,13 @@ class BarycentricResult(Result):
         layout: The parameter layout.
         provenance: Data, version, options.
     """
+
+    _dims = {"alphas": ("alpha",), "betas": ("beta",), "metrics.*": ("beta", "alpha"), "vertices": ("vertex", "param")}
+    _coords = {"alphas": "alpha", "betas": "beta"}
+    _labels = {"anchor_labels": "vertex"}
+    _table = ("beta", "alpha")
+    _thumb = ("metrics.loss", "image")
+
 
     alphas: np.ndarray
     betas: np.ndarray

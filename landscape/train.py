@@ -145,6 +145,10 @@ class RecordTrajectory(Callback):
         every_steps: Record every k optimizer steps (``None``: not by steps).
         every_epochs: Record every k epochs (``None``: not by epochs).
         tags: Tags added to every snapshot (run name, optimizer, persistent iteration, ...).
+        factory: How to rebuild the model, stored in the run metadata under ``"model_factory"`` so that
+            ``landscape plane --trajectory DIR`` needs no ``--model``: ``"pkg.mod:name"``,
+            ``("pkg.mod:name", {kwargs})``, a :class:`~landscape.factory.FactoryRef` or an importable
+            function (see :func:`landscape.factory.as_factory_ref`).
     """
 
     def __init__(
@@ -154,10 +158,17 @@ class RecordTrajectory(Callback):
         every_steps: int | None = None,
         every_epochs: int | None = 1,
         tags: Mapping[str, Any] | None = None,
+        factory: Any = None,
     ) -> None:
         for name, v in (("every_steps", every_steps), ("every_epochs", every_epochs)):
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be a positive integer or None, got {v}")
+        if factory is not None:
+            from landscape.factory import FACTORY_KEY, as_factory_ref
+
+            if not hasattr(trajectory, "update_meta"):
+                raise TypeError(f"factory= needs a trajectory with update_meta(), got {type(trajectory).__name__}")
+            trajectory.update_meta({FACTORY_KEY: as_factory_ref(factory).to_meta()})
         self.trajectory = trajectory
         self.every_steps = every_steps
         self.every_epochs = every_epochs
@@ -393,6 +404,7 @@ class Trainer:
         record_every_steps: Recording schedule by steps for ``trajectory``.
         record_every_epochs: Recording schedule by epochs for ``trajectory``.
         tags: Tags for every recorded snapshot.
+        factory: The model's factory reference, stored in ``trajectory``'s metadata (see :class:`RecordTrajectory`).
         on_nonfinite: ``"raise"`` (default), ``"stop"`` or ``"ignore"`` when the loss is NaN/inf.
         progress: Show a tqdm bar over steps.
 
@@ -431,6 +443,7 @@ class Trainer:
         record_every_steps: int | None = None,
         record_every_epochs: int | None = 1,
         tags: Mapping[str, Any] | None = None,
+        factory: Any = None,
         on_nonfinite: OnNonFinite | str = OnNonFinite.RAISE,
         progress: bool = False,
     ) -> None:
@@ -471,9 +484,12 @@ class Trainer:
         if trajectory is not None:
             self.callbacks.append(
                 RecordTrajectory(
-                    trajectory, every_steps=record_every_steps, every_epochs=record_every_epochs, tags=tags
-                )
+                    trajectory, every_steps=record_every_steps, every_epochs=record_every_epochs, tags=tags,
+                    factory=factory,
+                )  # fmt: skip
             )
+        elif factory is not None:
+            raise ValueError("factory= is stored in the trajectory's metadata: give trajectory= too")
         self.trajectory = trajectory
         self.on_nonfinite = _enum(OnNonFinite, on_nonfinite)
         self.progress = progress

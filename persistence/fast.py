@@ -492,6 +492,12 @@ class SeedsResult(Result):
         provenance: Data description and versions.
     """
 
+    _dims = {"initial": ("network", "param"), "final": ("network", "param"), "loss_steps": ("step",),
+             "losses": ("network", "step")}  # fmt: skip
+    _coords = {"loss_steps": "step"}
+    _thumb = ("losses", "line")
+
+
     widths: list[int]
     seeds: list[int] | None
     initial: np.ndarray
@@ -540,6 +546,14 @@ class FastPersistentResult(Result):
             ``dtype``, ``backend``, ``steps_per_call``, ``fit_time``, per-iteration ``iteration_times``).
         provenance: Data description and versions.
     """
+
+    _dims = {"initial": ("param",), "finals": ("iteration", "param"), "loss_steps": ("step",),
+             "losses": ("iteration", "step"), "penalties": ("iteration", "step"), "snapshot_steps": ("snapshot_step",),
+             "snapshots": ("iteration", "snapshot_step", "param")}  # fmt: skip
+    _coords = {"loss_steps": "step", "snapshot_steps": "snapshot_step"}
+    _table = ("iteration", "step")
+    _thumb = ("losses", "line")
+
 
     widths: list[int]
     layer_names: list[str]

@@ -239,6 +239,7 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.Trainer": [_FIT],
     "landscape.fit": [_FIT],
     "landscape.Trainer.add_event": [{"event": {"type": "test"}}],
+    "landscape.factory.load_weights": [{"weights": Lazy(lambda c: dict(c.other.state_dict()))}],
     "landscape.HessianOperator": [{"micro_batch_size": None}, {"bn_mode": "train", "micro_batch_size": None}],
     "landscape.hessian_spectrum": [{"steps": 3, "n_probes": 1, "top_k": 1}, {"steps": 3, "n_probes": 1, "top_k": 1,
                                                                           "bn_mode": "train"}],  # fmt: skip

@@ -1,0 +1,355 @@
+"""Model factory references: ``"package.module:qualname"`` plus JSON keyword arguments.
+
+A trajectory stores parameter vectors, not code. To rebuild its model later (``landscape plane
+--trajectory runs/a`` with nothing else), a recorder writes a reference to the function or class that
+built the model, and the arguments it took, into the run metadata::
+
+    meta["model_factory"] = {"target": "my_project.nets:make", "kwargs": {"width": 8}}
+
+:func:`build_model` imports ``my_project.nets``, calls ``make(width=8)`` and checks that it returned an
+``nn.Module``. Weights come from a safetensors file or a ``torch.load(weights_only=True)`` state dict
+(:func:`load_state_dict`); plain pickle is never read.
+
+Building a model runs the named code, as importing any module does. A reference read from a
+trajectory's metadata (which may come from someone else) is therefore held to more: it must name a
+``nn.Module`` subclass or a plain Python function outside the standard library (``trusted=False`` in
+:func:`resolve`); a reference you type yourself may name any callable.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import importlib
+import inspect
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "FACTORY_KEY",
+    "FactoryError",
+    "FactoryRef",
+    "parse_target",
+    "parse_kwargs",
+    "as_factory_ref",
+    "factory_from_meta",
+    "resolve",
+    "build_model",
+    "load_state_dict",
+    "load_weights",
+]
+
+FACTORY_KEY = "model_factory"
+"""Key of the factory reference in a trajectory's run metadata (``{"target": ..., "kwargs": {...}}``)."""
+
+_TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_STATE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+class FactoryError(ValueError):
+    """A factory reference, its arguments or its weights are unusable; the message says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FactoryRef:
+    """A reference to the callable that builds a model, with its keyword arguments.
+
+    Attributes:
+        target: ``"package.module:qualname"`` (``qualname`` may be dotted, e.g. ``"Nets.small"``).
+        kwargs: JSON-compatible keyword arguments.
+    """
+
+    target: str
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        parse_target(self.target)
+        if not isinstance(self.kwargs, Mapping):
+            raise FactoryError(f"factory kwargs must be a mapping, got {type(self.kwargs).__name__}")
+        try:
+            kwargs = json.loads(json.dumps(dict(self.kwargs), allow_nan=False))
+        except (TypeError, ValueError) as e:
+            raise FactoryError(
+                f"factory kwargs of {self.target!r} must be JSON-compatible (numbers, strings, lists, dicts): {e}"
+            ) from None
+        object.__setattr__(self, "kwargs", kwargs)
+
+    def to_meta(self) -> dict[str, Any]:
+        """The metadata form ``{"target": ..., "kwargs": {...}}``."""
+        return {"target": self.target, "kwargs": copy.deepcopy(self.kwargs)}
+
+    def build(self, *, trusted: bool = True, dtype: torch.dtype | None = None) -> nn.Module:
+        """Import the target, call it with the kwargs and return the model (see :func:`build_model`)."""
+        return build_model(self, trusted=trusted, dtype=dtype)
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        return f"{self.target}({args})"
+
+
+def parse_target(spec: str) -> tuple[str, str]:
+    """Split ``"package.module:qualname"`` into ``(module, qualname)``.
+
+    Raises:
+        FactoryError: If ``spec`` does not have that form.
+    """
+    if not isinstance(spec, str) or not _TARGET.fullmatch(spec.strip()):
+        raise FactoryError(
+            f"model factory {spec!r}: use package.module:function (e.g. my_project.nets:make), a module path "
+            "and the name of a function or class in it, separated by a colon"
+        )
+    module, _, qualname = spec.strip().partition(":")
+    return module, qualname
+
+
+def parse_kwargs(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Keyword arguments from a JSON object (``'{"width": 8}'``), a mapping, or ``None`` (no arguments).
+
+    Raises:
+        FactoryError: If the text is not a JSON object.
+    """
+    if text is None:
+        return {}
+    if isinstance(text, Mapping):
+        return dict(text)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FactoryError(f"model kwargs {text!r} are not valid JSON ({e}); e.g. '{{\"width\": 8}}'") from None
+    if not isinstance(value, dict):
+        raise FactoryError(f"model kwargs {text!r} must be a JSON object like '{{\"width\": 8}}'")
+    return value
+
+
+def _target_of(fn: Callable[..., Any]) -> str:
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        raise FactoryError(
+            f"{fn!r} has no importable name (a lambda or a function defined inside another); "
+            "define the factory at the top level of a module"
+        )
+    if module == "__main__":
+        raise FactoryError(
+            f"{qualname} is defined in __main__ (a script or notebook), which a later process cannot import; "
+            "move it into an importable module, or pass factory='package.module:name'"
+        )
+    return f"{module}:{qualname}"
+
+
+def as_factory_ref(factory: Any, kwargs: Mapping[str, Any] | None = None, *, check: bool = True) -> FactoryRef:
+    """Normalize a factory given in any accepted form.
+
+    Args:
+        factory: A :class:`FactoryRef`; ``"pkg.mod:name"``; ``(target, kwargs)``; a mapping
+            ``{"target": ..., "kwargs": ...}`` (the metadata form); or an importable function or class
+            (a ``functools.partial`` of one contributes its keyword arguments).
+        kwargs: Keyword arguments (merged over those of ``factory``).
+        check: Import the target now, so a reference that cannot be resolved later fails at once.
+
+    Returns:
+        The reference.
+
+    Raises:
+        FactoryError: On a malformed, unimportable or non-callable reference, or arguments that are not JSON.
+    """
+    base: dict[str, Any] = {}
+    if isinstance(factory, FactoryRef):
+        target, base = factory.target, dict(factory.kwargs)
+    elif isinstance(factory, str):
+        target = factory
+    elif isinstance(factory, tuple) and len(factory) == 2 and isinstance(factory[0], str):
+        target, base = factory[0], parse_kwargs(factory[1])
+    elif isinstance(factory, Mapping):
+        if "target" not in factory:
+            raise FactoryError(f"a factory mapping needs a 'target' (and optional 'kwargs'), got keys {list(factory)}")
+        target, base = factory["target"], parse_kwargs(factory.get("kwargs"))
+    elif isinstance(factory, functools.partial):
+        if factory.args:
+            raise FactoryError("a partial factory may bind keyword arguments only (they are stored as JSON)")
+        target, base = _target_of(factory.func), dict(factory.keywords)
+    elif callable(factory):
+        target = _target_of(factory)
+    else:
+        raise FactoryError(
+            f"cannot use {type(factory).__name__} as a model factory; give 'package.module:name', "
+            "(target, kwargs), a FactoryRef or an importable function"
+        )
+    ref = FactoryRef(target, {**base, **dict(kwargs or {})})
+    if check:
+        resolve(ref.target)
+    return ref
+
+
+def factory_from_meta(meta: Mapping[str, Any]) -> FactoryRef | None:
+    """The factory reference recorded in a trajectory's run metadata, or ``None`` if there is none.
+
+    Raises:
+        FactoryError: If the entry is malformed.
+    """
+    entry = meta.get(FACTORY_KEY)
+    if entry is None:
+        return None
+    if not isinstance(entry, Mapping):
+        raise FactoryError(f"metadata {FACTORY_KEY!r} must be {{'target': ..., 'kwargs': {{...}}}}, got {entry!r}")
+    return as_factory_ref(entry, check=False)
+
+
+def _stdlib(module: str) -> bool:
+    top = module.partition(".")[0]
+    return top in sys.stdlib_module_names or top in sys.builtin_module_names
+
+
+def resolve(target: str, *, trusted: bool = True) -> Callable[..., Any]:
+    """Import ``"package.module:qualname"`` and return the callable it names.
+
+    Args:
+        target: The reference.
+        trusted: ``False`` for a reference read from a file: it must then name an ``nn.Module`` subclass or a
+            plain Python function outside the standard library (never e.g. ``os:system``).
+
+    Raises:
+        FactoryError: If the module or attribute is missing, the object is not callable, or (untrusted) not an
+            allowed kind of callable.
+    """
+    module_name, qualname = parse_target(target)
+    if not trusted and _stdlib(module_name):
+        raise FactoryError(
+            f"recorded model factory {target!r} names the standard library; a model factory recorded in a file "
+            "must be a model class or function of your own; pass --model to choose one"
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        hint = " (is its parent directory on PYTHONPATH?)" if e.name == module_name.partition(".")[0] else ""
+        raise FactoryError(f"model factory {target!r}: cannot import module {module_name!r}: {e}{hint}") from None
+    for i, part in enumerate(qualname.split(".")):
+        if not hasattr(obj, part):
+            where = module_name if i == 0 else f"{module_name}:{'.'.join(qualname.split('.')[:i])}"
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise FactoryError(f"model factory {target!r}: {where} has no attribute {part!r}; it has: {shown}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise FactoryError(f"model factory {target!r} is a {type(obj).__name__}, not a function or class")
+    if not trusted:
+        is_module_class = inspect.isclass(obj) and issubclass(obj, nn.Module)
+        is_function = inspect.isfunction(obj) and not _stdlib(getattr(obj, "__module__", "") or "")
+        if not (is_module_class or is_function):
+            raise FactoryError(
+                f"recorded model factory {target!r} is neither an nn.Module class nor a Python function of your "
+                "own; pass --model to choose one"
+            )
+    return obj
+
+
+def build_model(
+    factory: FactoryRef | str, kwargs: Mapping[str, Any] | None = None, *, trusted: bool = True,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:  # fmt: skip
+    """Build a model from a factory reference.
+
+    Args:
+        factory: The reference (or ``"pkg.mod:name"`` with ``kwargs``).
+        kwargs: Extra keyword arguments (over the reference's).
+        trusted: See :func:`resolve`.
+        dtype: Cast the model's floating-point parameters and buffers to this dtype.
+
+    Returns:
+        A new model.
+
+    Raises:
+        FactoryError: If the reference cannot be resolved, the call fails, or it returns no ``nn.Module``.
+    """
+    ref = as_factory_ref(factory, kwargs, check=False)
+    fn = resolve(ref.target, trusted=trusted)
+    try:
+        model = fn(**ref.kwargs)
+    except TypeError as e:
+        raise FactoryError(f"cannot build {ref}: {e}; check the model kwargs") from None
+    if not isinstance(model, nn.Module):
+        raise FactoryError(f"{ref} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model.to(dtype) if dtype is not None else model
+
+
+def load_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from a ``.safetensors`` file or a ``torch.save``-d one (read with ``weights_only=True``).
+
+    A ``torch`` file may hold the state dict itself or a dict with a ``"state_dict"`` entry (a checkpoint).
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        FactoryError: If the file cannot be read safely or holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} not found")
+    if path.suffix == ".safetensors":
+        import safetensors.torch
+
+        try:
+            return dict(safetensors.torch.load_file(str(path)))
+        except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
+            raise FactoryError(f"{str(path)!r} is not a valid safetensors file ({e})") from None
+    if path.suffix not in _STATE_SUFFIXES:
+        raise FactoryError(
+            f"weights {str(path)!r}: give a .safetensors file or a torch state dict ({', '.join(_STATE_SUFFIXES)})"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - weights_only refuses anything but tensors and plain containers
+        raise FactoryError(
+            f"{str(path)!r} cannot be read with torch.load(weights_only=True) ({type(e).__name__}); only plain "
+            "state dicts are read, never pickled objects: save model.state_dict(), or convert with "
+            "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')"
+        ) from None
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise FactoryError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict of tensors")
+    return {str(k): v for k, v in obj.items()}
+
+
+def load_weights(model: nn.Module, weights: str | Path | Mapping[str, Tensor], *, what: str = "") -> nn.Module:
+    """A copy of ``model`` holding ``weights`` (a file for :func:`load_state_dict`, or a state dict).
+
+    Args:
+        model: The architecture (never modified).
+        weights: The weights.
+        what: How to name the model in errors (e.g. the factory reference).
+
+    Returns:
+        The new model.
+
+    Raises:
+        FactoryError: If names or shapes do not match the model's; the message lists the differences.
+    """
+    state = load_state_dict(weights) if isinstance(weights, str | Path) else dict(weights)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]  # fmt: skip
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape (file vs model)", shapes)):
+            if items:
+                parts.append(
+                    f"{label}: {', '.join(items[:5])}" + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+                )
+        src = f" from {str(weights)!r}" if isinstance(weights, str | Path) else ""
+        raise FactoryError(
+            f"the weights{src} do not fit the model{' ' + what if what else ''}: {'; '.join(parts)}; "
+            "check the model kwargs (e.g. --model-kw)"
+        )
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    return out
