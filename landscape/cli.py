@@ -595,7 +595,7 @@ def cmd_hessian(args: argparse.Namespace) -> list[str]:
             options["memory_budget"] = parse_bytes(args.memory_budget)
         except ValueError as e:
             raise CLIError(f"--memory-budget: {e}") from None
-    res = hessian_spectrum(model=model, loss_fn=nn.functional.cross_entropy, data=data, bn_mode=args.bn_mode,
+    res = hessian_spectrum(model, nn.functional.cross_entropy, data, bn_mode=args.bn_mode,
                            n_probes=args.probes, steps=args.lanczos_steps, top_k=args.top_k,
                            trace_products=args.trace_products, seed=args.seed, data_description=f"{desc}; at {at}",
                            progress=not args.quiet, **options)  # fmt: skip
@@ -619,7 +619,7 @@ def cmd_distance(args: argparse.Namespace) -> list[str]:
     template = build_template(args, [start, args.end], shape, classes)
     a, b = load_point(start, template), load_point(args.end, template)
     alphas = None if args.alphas is None else parse_values(args.alphas, "--alphas")
-    res = distance_along_path(model=a, a=a, b=b, data=data, alphas=alphas, output=args.output,
+    res = distance_along_path(a, a, b, data, alphas=alphas, output=args.output,
                               label=args.label or f"{start} -> {args.end}", **_eval_kw(args, desc))  # fmt: skip
     w = _Writer(args)
     w.result(args.name, res)

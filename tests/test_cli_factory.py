@@ -197,7 +197,7 @@ def test_hessian_matches_the_python_api(run, tmp_path):
     assert main(["hessian", "--trajectory", str(run["traj"]), *QUIET, *opts, "--out", str(tmp_path / "t")]) == 0
     assert main(["hessian", *MODEL, "--weights", str(run["pt"]), *QUIET, *opts, "--out", str(tmp_path / "w")]) == 0
     model = Trajectory.open(run["traj"]).model_at(nets.make(width=8), -1)
-    api = hessian_spectrum(model=model, loss_fn=F.cross_entropy, data=_data(), n_probes=2, steps=8, top_k=2,
+    api = hessian_spectrum(model, F.cross_entropy, _data(), n_probes=2, steps=8, top_k=2,
                            trace_products=6, seed=0)  # fmt: skip
     for sub in ("t", "w"):
         r = load_result(tmp_path / sub / "hessian.npz")
@@ -216,7 +216,7 @@ def test_distance_matches_the_python_api(run, tmp_path):
     r = load_result(out / "distance.npz")
     assert isinstance(r, DistanceResult)
     a = Trajectory.open(run["traj"]).model_at(nets.make(width=8), 0)
-    api = distance_along_path(model=a, a=a, b=run["model"], data=_data(), alphas=np.linspace(0, 1, 5))
+    api = distance_along_path(a, a, run["model"], _data(), alphas=np.linspace(0, 1, 5))
     np.testing.assert_allclose(r.rms, api.rms, rtol=1e-6, atol=1e-12)
     np.testing.assert_array_equal(r.disagreement, api.disagreement)
     assert r.rms[0] == 0 and r.rms[-1] > 0
