@@ -140,7 +140,7 @@ def _distance_problem(problem: Problem | nn.Module, data: Any, bn_mode: Any, mem
     bn = str(getattr(bn_mode, "value", bn_mode)) if bn_mode is not None else None
     # Targets are not used: checked only as loosely as a custom loss would (no label-range check).
     return Problem(problem, data, lambda outputs, targets: outputs.sum(), loss_form="outputs",
-                   bn_mode=bn if bn in ("eval", "train") else "eval", memory_budget=memory_budget)  # fmt: skip
+                   bn_mode=bn if bn in ("eval", "train") else "eval")  # fmt: skip
 
 
 def distance_along_path(
@@ -174,7 +174,7 @@ def distance_along_path(
         label: Curve name.
         batch_size: Micro-batch size of the evaluation.
         chunk_size: Points evaluated together.
-        memory_budget: Bytes (or ``"512MB"``) for the evaluation (and the shorthand's data).
+        memory_budget: Bytes (or ``"512MB"``) for the evaluation (point chunks and activations).
         strategy: Evaluation strategy (see :func:`~landscape.evaluate.evaluate_points`).
         bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's.
         progress: Show a progress bar.

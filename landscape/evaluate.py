@@ -48,7 +48,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -57,6 +57,9 @@ from torch import Tensor, nn
 
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.validation import check_model, validate_batches
+
+if TYPE_CHECKING:
+    from landscape.problem import Problem
 
 __all__ = [
     "Strategy",
@@ -933,7 +936,7 @@ def _evaluate_sharded(problem: Any, points: Any, metrics: Any, **kw: Any) -> dic
 
 # =========================================================================== entry point
 def evaluate_points(
-    problem: Any,
+    problem: Problem | nn.Module,
     points: Tensor | Iterable[Tensor] | AffinePoints,
     data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]] | None = None,
     *,

@@ -867,7 +867,7 @@ def make_loss_at(
     from landscape.evaluate import evaluate_points
     from landscape.problem import as_problem
 
-    prob = as_problem(problem, data, loss_fn, memory_budget=memory_budget)
+    prob = as_problem(problem, data, loss_fn)
 
     def loss_at(points: Tensor) -> Tensor:
         out = evaluate_points(prob, points, metrics=("loss",), batch_size=batch_size, chunk_size=chunk_size,

@@ -498,9 +498,12 @@ class Problem:
         if self._described is not None:
             return self._described
         d = self._raw
-        if isinstance(self._source, _TensorSource):
-            parts = ", ".join(f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')}" for t in self._source.tensors)
-            return f"tensors [{parts}]"
+        if isinstance(self._source, _TensorSource):  # the caller's tensors, as given (not as cast)
+            ts = [torch.as_tensor(t) for t in d]
+            if len(ts) == 2:
+                x, y = ts
+                return f"tensor pair X{tuple(x.shape)} {str(x.dtype)[6:]}, y{tuple(y.shape)} {str(y.dtype)[6:]}"
+            return "tensors " + ", ".join(f"{tuple(t.shape)} {str(t.dtype)[6:]}" for t in ts)
         n = f"{self._n_batches} batches, {self._n_samples} samples" if self._n_batches is not None else (
             f"{len(d)} batches" if hasattr(d, "__len__") else "batches")  # fmt: skip
         return f"{type(d).__name__} of {n}"

@@ -273,8 +273,8 @@ def _problem(problem: ProblemLike, data: Any, loss_fn: Any, opts: _Opts, data_de
             "the first argument is a Problem, which holds its data; do not pass data (pass coordinates such as "
             "alphas= or xs= by keyword)"
         )
-    return as_problem(problem, data, loss_fn, bn_mode=bn if bn in ("eval", "train") else None,
-                      memory_budget=opts.memory_budget)  # fmt: skip
+    # The shorthand's data are held as before (the budget bounds point chunks and activations, not the data).
+    return as_problem(problem, data, loss_fn, bn_mode=bn if bn in ("eval", "train") else None)
 
 
 def _anchor(prob: ProblemLike, p: PointLike, layout: ParamLayout) -> tuple[Tensor, dict[str, Tensor] | None]:
@@ -373,8 +373,8 @@ def line(
             targets, accuracy.
         batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
         chunk_size: Points evaluated together (default: chosen by the memory budget).
-        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (and, for the shorthand,
-            the data kept in memory); default 1 GiB.
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
+            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
         strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
         bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
         progress: Show a progress bar.
@@ -439,8 +439,8 @@ def line_distance(
             targets, accuracy.
         batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
         chunk_size: Points evaluated together (default: chosen by the memory budget).
-        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (and, for the shorthand,
-            the data kept in memory); default 1 GiB.
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
+            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
         strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
         bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
         progress: Show a progress bar.
@@ -510,8 +510,8 @@ def bilinear(
             targets, accuracy.
         batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
         chunk_size: Points evaluated together (default: chosen by the memory budget).
-        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (and, for the shorthand,
-            the data kept in memory); default 1 GiB.
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
+            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
         strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
         bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
         progress: Show a progress bar.
@@ -583,8 +583,8 @@ def barycentric(
             targets, accuracy.
         batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
         chunk_size: Points evaluated together (default: chosen by the memory budget).
-        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (and, for the shorthand,
-            the data kept in memory); default 1 GiB.
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
+            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
         strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
         bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
         progress: Show a progress bar.
@@ -648,8 +648,8 @@ def plane(
             targets, accuracy.
         batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
         chunk_size: Points evaluated together (default: chosen by the memory budget).
-        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (and, for the shorthand,
-            the data kept in memory); default 1 GiB.
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
+            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
         strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
         bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
         progress: Show a progress bar.
@@ -720,8 +720,8 @@ def random_plane(
             targets, accuracy.
         batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
         chunk_size: Points evaluated together (default: chosen by the memory budget).
-        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (and, for the shorthand,
-            the data kept in memory); default 1 GiB.
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
+            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
         strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
         bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
         progress: Show a progress bar.
@@ -794,8 +794,8 @@ def plane_through(
             targets, accuracy.
         batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
         chunk_size: Points evaluated together (default: chosen by the memory budget).
-        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (and, for the shorthand,
-            the data kept in memory); default 1 GiB.
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
+            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
         strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
         bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
         progress: Show a progress bar.

@@ -28,13 +28,16 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from landscape.data import iterate_batches
 from landscape.validation import InputError, check_model, validate_pair
+
+if TYPE_CHECKING:
+    from landscape.problem import Problem
 
 __all__ = [
     "StepEvent",
@@ -237,7 +240,7 @@ def _batches(
 
 
 def evaluate_dataset(
-    problem: Any,
+    problem: Problem | nn.Module,
     data: DataLike | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
     *,
@@ -379,7 +382,8 @@ class Trainer:
     """Train a copy of a model, yielding step events and recording a trajectory.
 
     Args:
-        model: The initial model (never modified; the trainer trains a deep copy, ``self.model``).
+        model: The initial model (never modified; the trainer trains a deep copy, ``self.model``), or a
+            :class:`~landscape.problem.Problem` with an ``(outputs, targets)`` loss (its model, data and loss).
         data: Training data: a tensor pair ``(X (N, ...), y (N,))`` or an iterable of ``(X, y)`` batches
             (re-iterated every epoch, e.g. a ``DataLoader``).
         loss_fn: Mean-reduced loss ``loss_fn(outputs, targets) -> scalar`` or a loss name; default
@@ -425,7 +429,7 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        data: DataLike,
+        data: DataLike = None,
         loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
         optimizer: OptimizerSpec = "sgd",
         *,
@@ -447,6 +451,16 @@ class Trainer:
         on_nonfinite: OnNonFinite | str = OnNonFinite.RAISE,
         progress: bool = False,
     ) -> None:
+        from landscape.problem import Problem
+
+        if isinstance(model, Problem):  # its model, data and loss (the loop needs loss(outputs, targets))
+            if data is not None or loss_fn is not None:
+                raise TypeError("model is a Problem, which holds its data and loss; pass neither data nor loss_fn")
+            if model.closure:
+                raise ValueError("the trainer's loop computes loss(outputs, targets); a closure loss is not supported")
+            model, data, loss_fn = model.model, model._raw, model.loss_spec
+        if data is None:
+            raise TypeError("data is missing: pass a landscape.Problem, or the model with data")
         if epochs is None and steps is None:
             raise ValueError("give the length of training: epochs=... or steps=...")
         for name, v in (("epochs", epochs), ("steps", steps)):
@@ -723,7 +737,7 @@ class Trainer:
 
 def fit(
     model: nn.Module,
-    data: DataLike,
+    data: DataLike = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
     optimizer: OptimizerSpec = "sgd",
     **kwargs: Any,

@@ -166,7 +166,7 @@ def _site(c: Ctx) -> Any:
 # Argument builders by parameter name (used for required parameters; CALLS can override any argument).
 ARGS: dict[str, Callable[[Ctx], Any]] = {
     "model": lambda c: c.model,
-    "problem": lambda c: __import__("landscape").Problem(c.model, c.data),
+    "problem": lambda c: c.model,  # the shorthand (model, data): data is built below although it defaults to None
     "tensors": lambda c: dict(c.model.named_parameters()),
     "net": lambda c: c.model,
     "template": lambda c: c.model,
@@ -399,6 +399,8 @@ def _prepare(fn: Callable[..., Any], c: Ctx, options: dict[str, Any]) -> Callabl
     for p in inspect.signature(fn).parameters.values():
         if p.name in options:
             v = _value(options.pop(p.name), c)
+        elif p.name in ("data", "loss_fn") and p.default is None:  # None where a Problem may come first
+            v = ARGS[p.name](c)
         elif p.kind is p.VAR_KEYWORD or (p.default is not p.empty and p.kind is not p.VAR_POSITIONAL):
             continue
         elif p.name in ARGS:
