@@ -40,8 +40,15 @@ def test_edge_of_stability_figure_at_a_tiny_scale(monkeypatch, tmp_path):
     monkeypatch.setattr(eos, "STEPS", 40)
     monkeypatch.setattr(eos, "EVERY", 20)
     monkeypatch.setattr(eos, "N_IMAGES", 100)
+    monkeypatch.setattr(eos, "CNN_STEPS", 40)
+    monkeypatch.setattr(eos, "CNN_EVERY", 20)
+    monkeypatch.setattr(eos, "CNN_IMAGES", 50)
     res = eos.run(scale=Scale.QUICK, data_dir=None, out=tmp_path, progress=False)
     _check(res)
-    assert len(res.claims) == 2 * len(eos.LRS)
+    assert len(res.claims) == 2 * (len(eos.LRS) + len(eos.CNN_LRS))
+    assert [p.key for p in res.panels] == ["sharpness", "cnn"]
     # 40 steps at lr 1/15 cannot reach 2/lr = 30 from about 7: the hovering claim is not tested there
     assert res.claims[1].verdict is Verdict.NOT_TESTED
+    # nor can 40 CNN steps at lr 0.2 climb from about 4 to 2/lr = 10
+    cnn = res.claims[2 * len(eos.LRS) :]
+    assert "CNN" in cnn[0].statement and cnn[1].verdict is Verdict.NOT_TESTED
