@@ -60,7 +60,11 @@ SOURCES = "Keskar et al. (ICLR 2017); Foret et al., SAM (ICLR 2021); Kwon et al.
 
 
 def measure(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> dict[str, tuple[float, float]]:
-    """The four sharpness measures of :data:`MEASURES` at one minimum: ``{name: (value, standard error)}``."""
+    """The four sharpness measures of :data:`MEASURES` at one minimum.
+
+    Returns:
+        ``{name: (value, standard error)}``, plus ``"loss"``: ``(L(theta), 0)``, the training loss on ``data``.
+    """
     from landscape.sharpness import average_sharpness, m_sharpness, worst_case_sharpness
 
     loss = nn.functional.cross_entropy
@@ -71,6 +75,7 @@ def measure(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> dict[s
         fn = {"worst": worst_case_sharpness, "average": average_sharpness, "m": m_sharpness}[kind]
         res = fn(model=model, loss_fn=loss, data=data, seed=0, progress=False, **kw)
         out[name] = (float(res.value), float(res.stderr))
+        out["loss"] = (float(res.base_loss), 0.0)
     return out
 
 
@@ -129,6 +134,7 @@ def _claims(family: str, rows: list[dict[str, Any]], scale: Scale) -> list[Claim
 
     err = [1 - r["test_acc"] for r in rows]
     accs = [r["train_acc"] for r in rows]
+    base = spearman_effect([r["sharpness"]["loss"][0] for r in rows], err)
     fit = at_least(f"the {family} minima fit the training set", min(accs), TRAIN_ACC,
                    detail=f"lowest training accuracy of the {len(rows)} minima (sharpness is compared at equal "
                           f"training fit; {sum(a >= TRAIN_ACC for a in accs)} of {len(rows)} reach {TRAIN_ACC:g})")
@@ -137,7 +143,7 @@ def _claims(family: str, rows: list[dict[str, Any]], scale: Scale) -> list[Claim
         vals = np.array([r["sharpness"][name][0] for r in rows])
         ses = np.array([r["sharpness"][name][1] for r in rows])
         unresolved = int(np.sum(~((vals > 2 * ses) & (vals > 0))))
-        resolved = at_most(f"the {name} sharpness of every {family} minimum is resolved", unresolved, 0,
+        resolved = at_most(f"the {name} measure of every {family} minimum is resolved", unresolved, 0,
                            detail="minima whose sharpness is not above 0 and 2 standard errors (Monte Carlo / over "
                                   "batches; worst case: above 0): a value inside its noise cannot be ranked")
         eff = spearman_effect(vals.tolist(), err)
@@ -151,7 +157,9 @@ def _claims(family: str, rows: list[dict[str, Any]], scale: Scale) -> list[Claim
             detail=f"Spearman rho {eff.mean:+.2f} [{eff.ci_low:+.2f}, {eff.ci_high:+.2f}] (Fisher z) over "
                    f"{len(rows)} minima (sharpness {vals.min():.3g}-{vals.max():.3g}, test error "
                    f"{min(err):.2%}-{max(err):.2%}); held if the interval lies above 0. Small n, and the minima are "
-                   "not independent (shared initializations and data), so the interval is optimistic"
+                   "not independent (shared initializations and data), so the interval is optimistic. For "
+                   f"comparison, the training loss itself: rho {base.mean:+.2f} [{base.ci_low:+.2f}, "
+                   f"{base.ci_high:+.2f}] (a sharpness that only tracks it adds nothing)"
                    + ("" if sub is None or len(keep) == len(rows) else
                       f"; over the {len(keep)} minima that fit the training set: rho {sub.mean:+.2f} "
                       f"[{sub.ci_low:+.2f}, {sub.ci_high:+.2f}]") + ".",
@@ -161,7 +169,7 @@ def _claims(family: str, rows: list[dict[str, Any]], scale: Scale) -> list[Claim
 
 def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Per group (Im: method, mean over initializations; LeNet-5: each iteration): accuracies and the measures."""
-    header = ["minima", "n", "train acc", "test acc", *MEASURES]
+    header = ["minima", "n", "train acc", "test acc", "train loss", *MEASURES]
     body = []
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
@@ -171,7 +179,7 @@ def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         short = "Im VGG" if family.startswith("Im") else "LeNet-5"
         body.append([f"{short}: {group}", str(len(rs)), f"{np.mean([r['train_acc'] for r in rs]):.2%}",
                      f"{np.mean([r['test_acc'] for r in rs]):.2%}",
-                     *[f"{np.mean([r['sharpness'][m][0] for r in rs]):.3g}" for m in MEASURES]])  # fmt: skip
+                     *[f"{np.mean([r['sharpness'][m][0] for r in rs]):.3g}" for m in ("loss", *MEASURES)]])  # fmt: skip
     return header, body
 
 
