@@ -191,7 +191,7 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
     bars.update_layout(boxmode="group", yaxis_type="log", height=430, yaxis_title="training-loss barrier (nats)",
                        title=f"Barriers between Im et al.'s minima (below {FLOOR:g} drawn at {FLOOR:g})")
     ax.set_yscale("log")
-    ax.set_xticks([0, 1], [g[0] for g in groups])
+    ax.set_xticks([0, 1], [g[0].replace(", ", ",\n") for g in groups])
     ax.set(ylabel="training-loss barrier (nats)", title="Barriers before / after weight matching")
     ax.legend(fontsize=7)
     examples = [next(r for r in same if r["a"] == ("sgd", 0) and r["b"] == ("adam", 0)),

@@ -39,6 +39,7 @@ import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
 import torch
+from matplotlib.ticker import NullFormatter
 from plotly.subplots import make_subplots
 from torch import nn
 
@@ -221,6 +222,7 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
                                                       "<extra></extra>"), row=i + 1, col=j + 1)  # fmt: skip
                 ax.scatter(xs, ys, s=10, color=colors[g % len(colors)], label=grp if j == 0 else None)
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.tick_params(labelsize=6)
             ax.set_title(f"{m}", fontsize=8)
             if j == 0:
@@ -235,7 +237,8 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
     tfig = matplotlib.figure.Figure(figsize=(11, 0.6 + 0.22 * len(body)))
     tax = tfig.add_subplot()
     tax.set_axis_off()
-    t = tax.table(cellText=body, colLabels=header, loc="center")
+    t = tax.table(cellText=body, colLabels=header, loc="center", cellLoc="center",
+                  colWidths=[0.25, 0.04] + [0.71 / (len(header) - 2)] * (len(header) - 2))
     t.auto_set_font_size(False)
     t.set_fontsize(6)
     return FigureResult(
