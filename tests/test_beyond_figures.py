@@ -40,8 +40,82 @@ def test_edge_of_stability_figure_at_a_tiny_scale(monkeypatch, tmp_path):
     monkeypatch.setattr(eos, "STEPS", 40)
     monkeypatch.setattr(eos, "EVERY", 20)
     monkeypatch.setattr(eos, "N_IMAGES", 100)
+    monkeypatch.setattr(eos, "CNN_STEPS", 40)
+    monkeypatch.setattr(eos, "CNN_EVERY", 20)
+    monkeypatch.setattr(eos, "CNN_IMAGES", 50)
     res = eos.run(scale=Scale.QUICK, data_dir=None, out=tmp_path, progress=False)
     _check(res)
-    assert len(res.claims) == 2 * len(eos.LRS)
+    assert len(res.claims) == 2 * (len(eos.LRS) + len(eos.CNN_LRS))
+    assert [p.key for p in res.panels] == ["sharpness", "cnn"]
     # 40 steps at lr 1/15 cannot reach 2/lr = 30 from about 7: the hovering claim is not tested there
     assert res.claims[1].verdict is Verdict.NOT_TESTED
+    # nor can 40 CNN steps at lr 0.2 climb from about 4 to 2/lr = 10
+    cnn = res.claims[2 * len(eos.LRS) :]
+    assert "CNN" in cnn[0].statement and cnn[1].verdict is Verdict.NOT_TESTED
+
+
+def test_im_table1_revisited_at_a_tiny_scale(monkeypatch, tmp_path):
+    from figures import beyond_im_table1 as bit
+    from figures._im_common import ImSetup
+
+    tiny = ImSetup(name="tiny", train_size=64, vgg_cfg=(2, "M"), vgg_hidden=4, epochs=2, lr_stages=1,
+                   repetitions=2, surface_size=32)  # fmt: skip
+    monkeypatch.setattr(bit, "_setup", lambda scale, data_dir: tiny)
+    monkeypatch.setattr(bit, "ALPHAS", np.linspace(0, 1, 3))
+    res = bit.run(scale=Scale.QUICK, data_dir=None, out=tmp_path / "fig", progress=False)
+    _check(res)
+    same, diff = res.claims
+    # 21 method pairs from each of 2 inits; one init pair per method
+    assert len(same.measured) == 42 and len(diff.measured) == 1
+    # two epochs on 64 images fit nothing: no claim is tested
+    assert same.verdict is Verdict.NOT_TESTED and diff.verdict is Verdict.NOT_TESTED
+    assert all(r >= 0 for r in same.measured)
+
+
+def test_im_table1_pair_undoes_a_hidden_permutation():
+    """A network and a unit-permuted copy of it: the raw line rises, the matched line is flat, units moved."""
+    import torch
+
+    from figures import beyond_im_table1 as bit
+    from landscape.models import build_model
+    from landscape.permutation import apply_permutation, permutation_spec, random_permutation
+
+    a = build_model("vgg", (1, 8, 8), 10, cfg=(6, "M", 8, "M"), hidden=12, dropout=0.0, seed=0)
+    spec = permutation_spec(a)
+    b = apply_permutation(spec, random_permutation(spec, seed=3), a)
+    gen = torch.Generator().manual_seed(0)
+    data = (torch.randn(64, 1, 8, 8, generator=gen), torch.randint(0, 10, (64,), generator=gen))
+    r = bit._pair(a, b, data)
+    assert r["moved"] > 0.5
+    assert r["before"] > 1e-3  # the midpoint of a and a relabelled a is a different network
+    assert abs(r["after"]) < 1e-5 and np.ptp(r["line_after"]) < 1e-5
+
+
+def test_sharpness_table_at_a_tiny_scale(monkeypatch, tmp_path):
+    import json
+
+    from figures import beyond_sharpness as bs
+    from figures._im_common import ImSetup
+    from figures._persistent_common import RunSetup
+
+    tiny = ImSetup(name="tiny", train_size=64, vgg_cfg=(2, "M"), vgg_hidden=4, epochs=2, lr_stages=1,
+                   repetitions=1, surface_size=32)  # fmt: skip
+    lenet = {name: RunSetup(name=f"tiny_{i}", data="digits", model="lenet5", mode=mode, lam=0.01, iterations=2,
+                            epochs=1, batch_size=256, record_every_epochs=None)
+             for i, (name, mode) in enumerate([("full", "full"), ("partial", "partial")])}  # fmt: skip
+    monkeypatch.setattr(bs, "_im_setup", lambda scale, data_dir: tiny)
+    monkeypatch.setattr(bs, "_lenet_setups", lambda scale, data_dir: lenet)
+    monkeypatch.setattr(bs, "N_IMAGES", 32)
+    cheap = {k: (d, {**kw, **{o: 2 for o in ("steps", "n_samples", "n_batches") if o in kw}})
+             for k, (d, kw) in bs.MEASURES.items()}  # fmt: skip
+    monkeypatch.setattr(bs, "MEASURES", cheap)
+    out = tmp_path / "fig"
+    res = bs.run(scale=Scale.QUICK, data_dir=None, out=out, progress=False)
+    _check(res)
+    assert len(res.claims) == 2 * len(bs.MEASURES)
+    rows = json.loads((out / "sharpness.json").read_text())
+    assert len(rows) == 7 + 2 * 2  # 7 optimizers x 1 init; 2 runs x 2 iterations
+    # worst-case values are the largest increase found, never below the starting point's (>= 0 up to rounding)
+    assert all(r["sharpness"]["worst-case"][0] >= -1e-6 for r in rows)
+    # one epoch fits nothing: every claim rests on a failed premise
+    assert all(c.verdict is Verdict.NOT_TESTED for c in res.claims)
