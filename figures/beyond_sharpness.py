@@ -74,7 +74,7 @@ def measure(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> dict[s
         kw = dict(kw)
         kind = kw.pop("kind")
         fn = {"worst": worst_case_sharpness, "average": average_sharpness, "m": m_sharpness}[kind]
-        res = fn(model=model, loss_fn=loss, data=data, seed=0, progress=False, **kw)
+        res = fn(model, loss, data, seed=0, progress=False, **kw)
         out[name] = (float(res.value), float(res.stderr))
         out["loss"] = (float(res.base_loss), 0.0)
     return out
