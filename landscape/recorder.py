@@ -386,6 +386,11 @@ class Recorder:
         self._finish()
         return self.trajectory
 
+    def abort(self) -> None:
+        """Close without a final snapshot (a run that failed): a store the recorder opened is closed."""
+        if not self._closed:
+            self._finish()
+
     def _finish(self) -> None:
         self._closed = True
         self._model = None
@@ -398,8 +403,8 @@ class Recorder:
     def __exit__(self, exc_type: Any, *exc: object) -> None:
         if exc_type is None:
             self.close()
-        elif not self._closed:
-            self._finish()
+        else:
+            self.abort()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"step {self.step_count}, epoch {self.epoch_count}"
