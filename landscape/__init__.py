@@ -68,6 +68,7 @@ from landscape.permutation import (
     permutation_spec,
     random_permutation,
 )
+from landscape.recorder import Recorder
 from landscape.results import Provenance, Result, load_result
 from landscape.saturation import SaturationHistory, SaturationRecorder, SaturationStats, measure_saturation
 from landscape.sharpness import (
@@ -117,6 +118,7 @@ __all__ = [
     "Segment",
     "TrajectoryError",
     "CorruptTrajectoryError",
+    "Recorder",
     "Trainer",
     "Callback",
     "RecordTrajectory",

@@ -37,19 +37,25 @@ def _assert_same(got, ref, *, batch_loss=False):
             assert a.metrics["batch_loss"] == b.metrics["batch_loss"], a.step
 
 
-def _hand_loop(model, batches, *, loss_of, epochs, max_steps=None, lr, **rec_kw):
-    """The reference: a plain loop over fixed batches with SGD, recording through a Recorder."""
+def _hand_loop(model, batches, *, loss_of, epochs, max_steps=None, lr, accumulate=1, **rec_kw):
+    """The reference: a plain loop over fixed batches with SGD, recording through a Recorder.
+
+    With ``accumulate`` k, gradients of k batches (each loss divided by k) make one optimizer step.
+    """
     model = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    rec = Recorder(Trajectory(), steps_per_epoch=len(batches), **rec_kw)
+    rec = Recorder(Trajectory(), steps_per_epoch=-(-len(batches) // accumulate), **rec_kw)
     rec.begin(model)
     model.train()
     step = 0
     for _ in range(epochs):
-        for batch in batches:
-            opt.zero_grad(set_to_none=True)
+        for i, batch in enumerate(batches):
+            if i % accumulate == 0:
+                opt.zero_grad(set_to_none=True)
             loss = loss_of(model, batch)
-            loss.backward()
+            (loss / accumulate if accumulate > 1 else loss).backward()
+            if (i + 1) % accumulate and i + 1 < len(batches):
+                continue
             opt.step()
             step += 1
             rec.step(model, loss=loss)
@@ -60,6 +66,12 @@ def _hand_loop(model, batches, *, loss_of, epochs, max_steps=None, lr, **rec_kw)
 
 
 # ------------------------------------------------------------------------------------------- Lightning
+def RecordTrajectoryLightning(**kw):  # noqa: N802 - the callback class, imported late
+    from landscape.integrations.lightning import RecordTrajectory
+
+    return RecordTrajectory(**kw)
+
+
 def _lightning():
     pl = pytest.importorskip("lightning.pytorch")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -123,6 +135,28 @@ def test_lightning_records_the_hand_written_loop(tmp_path, every_steps, every_ep
     assert got.meta == {"seed": 0, FACTORY_KEY: {"target": f"{__name__}:make_net", "kwargs": {}}}
     if every_epochs:  # epoch snapshots carry what the module logged
         assert "train_loss" in got[int(got.steps.tolist().index(4))].metrics
+
+
+def test_lightning_gradient_accumulation_counts_optimizer_steps(tmp_path):
+    pl = _lightning()
+    torch.manual_seed(0)
+    net = make_net()
+    g = torch.Generator().manual_seed(1)
+    data = torch.randn(20, 3, generator=g), torch.randn(20, 2, generator=g)
+    cb = RecordTrajectoryLightning(every_steps=1, every_epochs=1, module="net")
+    trainer = pl.Trainer(
+        max_epochs=2, accumulate_grad_batches=2, accelerator="cpu", devices=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[cb],
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(_lit_module(pl, copy.deepcopy(net), 0.05), DataLoader(TensorDataset(*data), batch_size=5))
+    batches = [(data[0][i : i + 5], data[1][i : i + 5]) for i in range(0, 20, 5)]
+    ref = _hand_loop(net, batches, loss_of=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), epochs=2, lr=0.05,
+                     accumulate=2, every_steps=1, every_epochs=1)  # fmt: skip
+    assert ref.steps.tolist() == [0, 1, 2, 3, 4]  # 4 batches an epoch, 2 optimizer steps
+    _assert_same(cb.trajectory, ref)
 
 
 def test_lightning_records_the_whole_module_by_default(tmp_path):
