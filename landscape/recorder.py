@@ -171,6 +171,7 @@ class Recorder:
         tags: Tags added to every snapshot.
         exist_ok: With a directory: append to a trajectory already there instead of failing.
         durable: With a directory: when snapshots are fsynced (see :class:`~landscape.trajectory.Trajectory`).
+        model: If given, :meth:`begin` is called with it: the initial point is recorded at once.
 
     Attributes:
         trajectory: The store written to.
@@ -196,6 +197,7 @@ class Recorder:
         tags: Mapping[str, Any] | None = None,
         exist_ok: bool = False,
         durable: bool | str = True,
+        model: nn.Module | None = None,
     ) -> None:
         for name, v in (
             ("every_steps", every_steps),
@@ -236,6 +238,8 @@ class Recorder:
         self._model: nn.Module | None = None
         self._begun = False
         self._closed = False
+        if model is not None:
+            self.begin(model)
 
     # ------------------------------------------------------------------ writing
     def _record(self, model: nn.Module, epoch: float, metrics: Mapping[str, float]) -> None:

@@ -279,3 +279,12 @@ def test_the_model_is_only_read():
     rec.close(net)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert net.training
+
+
+def test_model_in_the_constructor_records_the_initial_point():
+    net = make_net()
+    rec = Recorder(None, model=net, every_steps=1)
+    with pytest.raises(RuntimeError, match="twice"):
+        rec.begin(net)
+    rec.step(net)
+    assert rec.close().steps.tolist() == [0, 1]
