@@ -34,7 +34,7 @@ _tf = require("transformers", "transformers", "landscape.integrations.huggingfac
 __all__ = ["RecordTrajectory"]
 
 
-class RecordTrajectory(_tf.TrainerCallback):  # type: ignore[misc,name-defined]
+class RecordTrajectory(_tf.TrainerCallback):  # type: ignore[name-defined]
     """A ``transformers`` callback writing snapshots of the model into a trajectory.
 
     Args:
@@ -93,7 +93,7 @@ class RecordTrajectory(_tf.TrainerCallback):  # type: ignore[misc,name-defined]
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:  # noqa: D102
         if not state.is_world_process_zero:
             return
-        self.recorder = Recorder(self._target, **self._options)  # type: ignore[arg-type]
+        self.recorder = Recorder(self._target, **self._options)
         self.trajectory = self.recorder.trajectory
         self._logs, self._logs_step = {}, -1
         self.recorder.begin(self._net(model), step=state.global_step, epoch=float(state.epoch or 0.0))

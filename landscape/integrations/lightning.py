@@ -16,9 +16,11 @@ records.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Any
 
 from torch import Tensor, nn
@@ -27,13 +29,17 @@ from landscape.integrations import require, resolve_module
 from landscape.recorder import Recorder
 from landscape.trajectory import Trajectory
 
-try:
-    import lightning.pytorch as _pl
-except ImportError:
-    try:  # the standalone distribution of the same API
-        import pytorch_lightning as _pl
-    except ImportError:
-        _pl = require("lightning.pytorch", "lightning", "landscape.integrations.lightning")  # raises, naming the fix
+
+def _import_lightning() -> ModuleType:
+    for name in ("lightning.pytorch", "pytorch_lightning"):  # the unified package, or the standalone one
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            pass
+    return require("lightning.pytorch", "lightning", "landscape.integrations.lightning")  # raises, naming the fix
+
+
+_pl = _import_lightning()
 
 __all__ = ["RecordTrajectory"]
 
@@ -48,7 +54,7 @@ def _loss_of(outputs: Any) -> Tensor | float | None:
     return None
 
 
-class RecordTrajectory(_pl.Callback):  # type: ignore[misc,name-defined]
+class RecordTrajectory(_pl.Callback):  # type: ignore[name-defined]
     """A Lightning callback writing snapshots of the model into a trajectory.
 
     Args:
@@ -103,7 +109,7 @@ class RecordTrajectory(_pl.Callback):  # type: ignore[misc,name-defined]
     def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:  # noqa: D102
         if not trainer.is_global_zero:
             return
-        self.recorder = Recorder(self._target, **self._options)  # type: ignore[arg-type]
+        self.recorder = Recorder(self._target, **self._options)
         self.trajectory = self.recorder.trajectory
         self._epoch_complete = False
         self.recorder.begin(self._net(pl_module), step=trainer.global_step, epoch=float(trainer.current_epoch))
