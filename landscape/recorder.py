@@ -344,6 +344,15 @@ class Recorder:
             return True
         return False
 
+    def add_event(self, event: Mapping[str, Any]) -> None:
+        """Note a JSON-compatible event between steps (a tunnel your code opened, an optimizer switch).
+
+        The event forces a snapshot at the next :meth:`step` (or at :meth:`close`) and becomes that
+        snapshot's ``events`` tag, with ``"step"`` (steps completed when it happened) filled in when missing.
+        """
+        self._check_open("add_event")
+        self._pending.append({"step": self.step_count, **dict(event)})
+
     def epoch_end(self, model: nn.Module, metrics: Mapping[str, Any] | None = None) -> bool:
         """Note the end of an epoch; records when the schedule says so.
 

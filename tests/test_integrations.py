@@ -159,6 +159,29 @@ def test_lightning_gradient_accumulation_counts_optimizer_steps(tmp_path):
     _assert_same(cb.trajectory, ref)
 
 
+def test_lightning_failure_closes_the_store_without_a_final_point(tmp_path):
+    pl = _lightning()
+    torch.manual_seed(0)
+    lit = _lit_module(pl, make_net(), 0.05)
+    step = lit.training_step
+
+    def failing(batch, batch_idx):
+        if lit.global_step == 3:
+            raise FloatingPointError("diverged")
+        return step(batch, batch_idx)
+
+    lit.training_step = failing
+    cb = RecordTrajectoryLightning(trajectory=tmp_path / "run", every_steps=1)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cb],
+                         default_root_dir=tmp_path)  # fmt: skip
+    with warnings.catch_warnings(), pytest.raises(FloatingPointError, match="diverged"):
+        warnings.simplefilter("ignore")
+        trainer.fit(lit, DataLoader(TensorDataset(torch.randn(20, 3), torch.randn(20, 2)), batch_size=5))
+    with Trajectory.open(tmp_path / "run", "a") as traj:  # the writer's lock was released
+        assert traj.steps.tolist() == [0, 1, 2, 3]  # no final point after the failure
+
+
 def test_lightning_records_the_whole_module_by_default(tmp_path):
     pl = _lightning()
     torch.manual_seed(0)

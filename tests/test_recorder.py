@@ -288,3 +288,47 @@ def test_model_in_the_constructor_records_the_initial_point():
         rec.begin(net)
     rec.step(net)
     assert rec.close().steps.tolist() == [0, 1]
+
+
+def test_add_event_forces_the_next_snapshot_as_trainer_add_event_does():
+    """Events between steps: the recorder's add_event and Trainer.add_event tag the same snapshots."""
+    torch.manual_seed(0)
+    net, data = make_net(), _data()
+
+    class Mark:
+        def on_train_begin(self, trainer):
+            pass
+
+        def on_step_end(self, trainer, event):
+            if event.step in (3, 10):  # 10 is the last step: the event rides the final snapshot
+                trainer.add_event({"event": "mark"})
+
+        def on_epoch_end(self, trainer, event):
+            pass
+
+        def on_train_end(self, trainer):
+            pass
+
+    ref = Trajectory()
+    Trainer(net, data, nn.functional.mse_loss, lambda p: torch.optim.SGD(p, lr=0.05), steps=10, batch_size=5,
+            shuffle=False, trajectory=ref, record_every_epochs=None, callbacks=[Mark()]).fit()  # fmt: skip
+    model = copy.deepcopy(net)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    rec = Recorder(None, model=model, every_epochs=None, steps_per_epoch=4)
+    x, y = data
+    for s in range(10):
+        b = s % 4
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.mse_loss(model(x[5 * b : 5 * b + 5]), y[5 * b : 5 * b + 5])
+        loss.backward()
+        opt.step()
+        rec.step(model, loss=loss)
+        if b == 3:
+            rec.epoch_end(model)
+        if s + 1 in (3, 10):
+            rec.add_event({"event": "mark"})
+    got = rec.close(model)
+    assert got.steps.tolist() == [0, 4, 10] == ref.steps.tolist()
+    assert_same_trajectory(got, ref, metrics=False)
+    assert [got.tags(i) for i in range(3)] == [ref.tags(i) for i in range(3)]
+    assert got.tags(1) == {"events": [{"step": 3, "event": "mark"}]}
