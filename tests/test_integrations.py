@@ -159,6 +159,48 @@ def test_lightning_gradient_accumulation_counts_optimizer_steps(tmp_path):
     _assert_same(cb.trajectory, ref)
 
 
+class _Stream(torch.utils.data.IterableDataset):
+    """Batches of unknown length (no __len__): epochs end where the stream does."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+def test_lightning_iterable_of_unknown_length(tmp_path):
+    pl = _lightning()
+    torch.manual_seed(0)
+    net = make_net()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(20, 3, generator=g), torch.randn(20, 2, generator=g)
+    batches = [(x[i : i + 5], y[i : i + 5]) for i in range(0, 20, 5)]
+    cb = RecordTrajectoryLightning(every_steps=3, every_epochs=1, module="net")
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cb],
+                         default_root_dir=tmp_path)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(_lit_module(pl, copy.deepcopy(net), 0.05), DataLoader(_Stream(batches), batch_size=None))
+    loss = lambda m, b: nn.functional.mse_loss(m(b[0]), b[1])  # noqa: E731
+    model = copy.deepcopy(net)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    rec = Recorder(None, model=model, every_steps=3, every_epochs=1)  # no steps_per_epoch: length unknown
+    for _ in range(2):
+        for b in batches:
+            opt.zero_grad(set_to_none=True)
+            l_b = loss(model, b)
+            l_b.backward()
+            opt.step()
+            rec.step(model, loss=l_b)
+        rec.epoch_end(model)
+    ref = rec.close(model)
+    assert ref.steps.tolist() == [0, 3, 4, 6, 8]
+    assert ref.epochs.tolist() == [0.0, 0.0, 1.0, 1.0, 2.0]
+    _assert_same(cb.trajectory, ref, batch_loss=True)
+
+
 def test_lightning_failure_closes_the_store_without_a_final_point(tmp_path):
     pl = _lightning()
     torch.manual_seed(0)

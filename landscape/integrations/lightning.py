@@ -101,7 +101,7 @@ class RecordTrajectory(_pl.Callback):  # type: ignore[name-defined]
         self.module = module
         self.recorder: Recorder | None = None
         self.trajectory: Any = trajectory if hasattr(trajectory, "append_model") else None
-        self._epoch_complete = False
+        self._epoch_complete: bool | None = False
 
     def _net(self, pl_module: nn.Module) -> nn.Module:
         return resolve_module(pl_module, self.module)
@@ -122,17 +122,21 @@ class RecordTrajectory(_pl.Callback):  # type: ignore[name-defined]
             return
         n = trainer.num_training_batches
         known = isinstance(n, int) or (isinstance(n, float) and math.isfinite(n))
-        self._epoch_complete = bool(known and batch_idx + 1 >= n)
+        # None: an iterable of unknown length, whose end only on_train_epoch_end tells
+        self._epoch_complete = batch_idx + 1 >= n if known else None
         if trainer.global_step <= rec.step_count:  # gradient accumulation: no optimizer step yet
             return
         epoch = trainer.current_epoch + ((batch_idx + 1) / n if known else 0.0)
         rec.step(self._net(pl_module), loss=_loss_of(outputs), step=trainer.global_step, epoch=epoch,
-                 epoch_end=self._epoch_complete)  # fmt: skip
+                 epoch_end=bool(self._epoch_complete))  # fmt: skip
 
     def on_train_epoch_end(self, trainer: Any, pl_module: nn.Module) -> None:  # noqa: D102
         rec = self.recorder
         # Lightning also calls this hook after an epoch cut short by max_steps; that is no epoch end.
-        if rec is None or not self._epoch_complete:
+        if rec is None or self._epoch_complete is False:
+            return
+        limit = trainer.max_steps
+        if self._epoch_complete is None and limit not in (None, -1) and trainer.global_step >= limit:
             return
         self._epoch_complete = False
         rec.epoch_end(self._net(pl_module), metrics=dict(trainer.callback_metrics))
