@@ -53,6 +53,11 @@ def test_other_readme_python_blocks_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     assert fl.snippet() in blocks, "README lost its first look"
     monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(fl.snippet().split("\npca = ")[0], str(README), "exec"), ns)  # later blocks use its data and imports
     for code in blocks:
         if code != fl.snippet():
-            exec(compile(code, str(README), "exec"), {})  # noqa: S102 - our own README
+            exec(compile(code, str(README), "exec"), ns)  # noqa: S102 - our own README
+    # the own-loop example: 3 epochs of 17 batches, every 10 steps, epoch ends, first and last points
+    assert ns["traj"].steps.tolist() == [0, 10, 17, 20, 30, 34, 40, 50, 51]
+    assert ns["traj"].meta["model_factory"] == {"target": "mypkg.nets:make_linear", "kwargs": {"classes": 10}}
