@@ -69,6 +69,7 @@ from landscape.permutation import (
     random_permutation,
 )
 from landscape.problem import Problem, as_problem, differentiable_kernels, model_output
+from landscape.recorder import Recorder
 from landscape.results import Provenance, Result, load_result
 from landscape.saturation import SaturationHistory, SaturationRecorder, SaturationStats, measure_saturation
 from landscape.sharpness import (
@@ -122,6 +123,7 @@ __all__ = [
     "Segment",
     "TrajectoryError",
     "CorruptTrajectoryError",
+    "Recorder",
     "Trainer",
     "Callback",
     "RecordTrajectory",

@@ -120,6 +120,8 @@ def parse_kwargs(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     if isinstance(text, Mapping):
         return dict(text)
+    if not isinstance(text, str | bytes):
+        raise FactoryError(f"model kwargs must be a dict or a JSON object, got {type(text).__name__}")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
@@ -182,7 +184,7 @@ def as_factory_ref(factory: Any, kwargs: Mapping[str, Any] | None = None, *, che
             f"cannot use {type(factory).__name__} as a model factory; give 'package.module:name', "
             "(target, kwargs), a FactoryRef or an importable function"
         )
-    ref = FactoryRef(target, {**base, **dict(kwargs or {})})
+    ref = FactoryRef(target, {**base, **parse_kwargs(kwargs)})
     if check:
         resolve(ref.target)
     return ref

@@ -1,0 +1,126 @@
+"""Record a trajectory from a Hugging Face ``transformers.Trainer`` run: a callback on a recorder.
+
+The callback drives a :class:`~landscape.recorder.Recorder` from ``TrainerCallback`` hooks.
+
+Example:
+    >>> from landscape.integrations.huggingface import RecordTrajectory
+    >>> cb = RecordTrajectory("runs/a", every_steps=50)  # doctest: +SKIP
+    >>> transformers.Trainer(model, args, train_dataset=ds, callbacks=[cb]).train()  # doctest: +SKIP
+    >>> cb.trajectory  # doctest: +SKIP
+
+The schedule is that of :class:`landscape.train.RecordTrajectory`: the initial point (at
+``on_train_begin``), every ``every_steps`` optimizer steps (``state.global_step``: gradient accumulation
+counts optimizer steps), every ``every_epochs`` completed epochs, and the final point; the fractional
+epoch is ``state.epoch``. ``Trainer`` logs after its step callbacks run, so step snapshots carry no loss;
+epoch and final snapshots carry the numbers the trainer logged at their step (``loss``,
+``learning_rate``, ``grad_norm``, ``train_loss``... as ``logging_steps`` and the strategy say). Only the
+main process records.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+from landscape.integrations import require, resolve_module
+from landscape.recorder import Recorder
+from landscape.trajectory import Trajectory
+
+_tf = require("transformers", "transformers", "landscape.integrations.huggingface")
+
+__all__ = ["RecordTrajectory"]
+
+
+class RecordTrajectory(_tf.TrainerCallback):  # type: ignore[name-defined]
+    """A ``transformers`` callback writing snapshots of the model into a trajectory.
+
+    Args:
+        trajectory: A :class:`~landscape.trajectory.Trajectory`, a directory for a new on-disk store, or
+            ``None`` for a new in-memory one (``callback.trajectory`` after the run).
+        every_steps: Record every k optimizer steps (``None``: not by steps).
+        every_epochs: Record every k epochs (``None``: not by epochs).
+        module: What to record: ``None`` for the trainer's model, a dotted attribute name
+            (a backbone, ``"bert"``) or a function ``model -> nn.Module``.
+        buffers: Store buffers (BatchNorm running statistics, position ids) with every snapshot.
+        factory: The model factory for the run metadata (see :class:`~landscape.recorder.Recorder`).
+        factory_kwargs: Its keyword arguments.
+        meta: Run-level JSON metadata.
+        tags: Tags added to every snapshot.
+        exist_ok: Append to a trajectory already at the directory (a resumed run).
+        durable: When an on-disk store fsyncs (see :class:`~landscape.trajectory.Trajectory`).
+    """
+
+    def __init__(
+        self,
+        trajectory: Trajectory | str | os.PathLike[str] | None = None,
+        *,
+        every_steps: int | None = None,
+        every_epochs: int | None = 1,
+        module: str | Callable[[Any], nn.Module] | None = None,
+        buffers: bool = True,
+        factory: Any = None,
+        factory_kwargs: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        exist_ok: bool = False,
+        durable: bool | str = True,
+    ) -> None:
+        # Checked now (bad options fail at construction); the store itself is opened at the start of training.
+        Recorder(Trajectory(), every_steps=every_steps, every_epochs=every_epochs, factory=factory,
+                 factory_kwargs=factory_kwargs, meta=meta, tags=tags)  # fmt: skip
+        self._target = trajectory
+        self._options = dict(
+            every_steps=every_steps, every_epochs=every_epochs, buffers=buffers, factory=factory,
+            factory_kwargs=factory_kwargs, meta=meta, tags=tags, exist_ok=exist_ok, durable=durable,
+        )  # fmt: skip
+        self.module = module
+        self.recorder: Recorder | None = None
+        self.trajectory: Any = trajectory if hasattr(trajectory, "append_model") else None
+        self._logs: dict[str, float] = {}
+        self._logs_step = -1
+
+    def _net(self, model: nn.Module | None) -> nn.Module:
+        if model is None:
+            raise RuntimeError("the transformers Trainer passed no model to the callback")
+        return resolve_module(model, self.module)
+
+    def _metrics(self, state: Any) -> dict[str, Any]:
+        return dict(self._logs) if self._logs_step == state.global_step else {}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:  # noqa: D102
+        if not state.is_world_process_zero:
+            return
+        self.recorder = Recorder(self._target, **self._options)
+        self.trajectory = self.recorder.trajectory
+        self._logs, self._logs_step = {}, -1
+        self.recorder.begin(self._net(model), step=state.global_step, epoch=float(state.epoch or 0.0))
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:  # noqa: D102
+        rec = self.recorder
+        if rec is None or state.global_step <= rec.step_count:
+            return
+        epoch = float(state.epoch or 0.0)
+        # The last step of an epoch lands exactly on the next whole epoch (epoch + k/k).
+        ends = epoch.is_integer() and int(epoch) == rec.epoch_count + 1
+        rec.step(self._net(model), step=state.global_step, epoch=epoch, epoch_end=ends)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kw: Any) -> None:  # noqa: D102
+        if self._logs_step != state.global_step:
+            self._logs, self._logs_step = {}, state.global_step
+        self._logs.update({k: v for k, v in (logs or {}).items() if k != "epoch"})
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:  # noqa: D102
+        rec = self.recorder
+        epoch = float(state.epoch or 0.0)
+        # Trainer also calls this hook after an epoch cut short by max_steps; that is no epoch end.
+        if rec is None or not (epoch.is_integer() and int(epoch) == rec.epoch_count + 1):
+            return
+        rec.epoch_end(self._net(model), metrics=self._metrics(state))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:  # noqa: D102
+        if self.recorder is not None:
+            m = self._metrics(state)
+            self.recorder.close(self._net(model), metrics=m or None)

@@ -1,0 +1,150 @@
+"""Record a trajectory from a PyTorch Lightning run: a callback on :class:`~landscape.recorder.Recorder`.
+
+Example:
+    >>> from landscape.integrations.lightning import RecordTrajectory
+    >>> cb = RecordTrajectory("runs/a", every_steps=10, module="net")  # doctest: +SKIP
+    >>> lightning.pytorch.Trainer(max_epochs=3, callbacks=[cb]).fit(lit_model, loader)  # doctest: +SKIP
+    >>> cb.trajectory  # doctest: +SKIP
+
+The schedule is that of :class:`landscape.train.RecordTrajectory`: the initial point (at
+``on_train_start``), every ``every_steps`` optimizer steps (``trainer.global_step``, so gradient
+accumulation counts optimizer steps), every ``every_epochs`` completed epochs, and the final point. Step
+snapshots carry the step's loss (``batch_loss``, from what ``training_step`` returned); epoch snapshots
+carry the numbers in ``trainer.callback_metrics`` at the end of the epoch. Only the global-zero process
+records.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Any
+
+from torch import Tensor, nn
+
+from landscape.integrations import require, resolve_module
+from landscape.recorder import Recorder
+from landscape.trajectory import Trajectory
+
+
+def _import_lightning() -> ModuleType:
+    for name in ("lightning.pytorch", "pytorch_lightning"):  # the unified package, or the standalone one
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            pass
+    return require("lightning.pytorch", "lightning", "landscape.integrations.lightning")  # raises, naming the fix
+
+
+_pl = _import_lightning()
+
+__all__ = ["RecordTrajectory"]
+
+
+def _loss_of(outputs: Any) -> Tensor | float | None:
+    if isinstance(outputs, Mapping):
+        outputs = outputs.get("loss")
+    if isinstance(outputs, Tensor) and outputs.numel() == 1:
+        return outputs.detach()
+    if isinstance(outputs, int | float) and not isinstance(outputs, bool):
+        return float(outputs)
+    return None
+
+
+class RecordTrajectory(_pl.Callback):  # type: ignore[name-defined]
+    """A Lightning callback writing snapshots of the model into a trajectory.
+
+    Args:
+        trajectory: A :class:`~landscape.trajectory.Trajectory`, a directory for a new on-disk store, or
+            ``None`` for a new in-memory one (``callback.trajectory`` after the run).
+        every_steps: Record every k optimizer steps (``None``: not by steps).
+        every_epochs: Record every k epochs (``None``: not by epochs).
+        module: What to record: ``None`` for the ``LightningModule`` itself, a dotted attribute name
+            (``"net"``: the network the module wraps, whose layout a factory rebuilds) or a function
+            ``pl_module -> nn.Module``.
+        buffers: Store buffers (BatchNorm running statistics) with every snapshot.
+        factory: The model factory for the run metadata (see :class:`~landscape.recorder.Recorder`).
+        factory_kwargs: Its keyword arguments.
+        meta: Run-level JSON metadata.
+        tags: Tags added to every snapshot.
+        exist_ok: Append to a trajectory already at the directory (a resumed run).
+        durable: When an on-disk store fsyncs (see :class:`~landscape.trajectory.Trajectory`).
+    """
+
+    def __init__(
+        self,
+        trajectory: Trajectory | str | os.PathLike[str] | None = None,
+        *,
+        every_steps: int | None = None,
+        every_epochs: int | None = 1,
+        module: str | Callable[[Any], nn.Module] | None = None,
+        buffers: bool = True,
+        factory: Any = None,
+        factory_kwargs: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        exist_ok: bool = False,
+        durable: bool | str = True,
+    ) -> None:
+        super().__init__()
+        # Checked now (bad options fail at construction); the store itself is opened at the start of training.
+        Recorder(Trajectory(), every_steps=every_steps, every_epochs=every_epochs, factory=factory,
+                 factory_kwargs=factory_kwargs, meta=meta, tags=tags)  # fmt: skip
+        self._target = trajectory
+        self._options = dict(
+            every_steps=every_steps, every_epochs=every_epochs, buffers=buffers, factory=factory,
+            factory_kwargs=factory_kwargs, meta=meta, tags=tags, exist_ok=exist_ok, durable=durable,
+        )  # fmt: skip
+        self.module = module
+        self.recorder: Recorder | None = None
+        self.trajectory: Any = trajectory if hasattr(trajectory, "append_model") else None
+        self._epoch_complete: bool | None = False
+
+    def _net(self, pl_module: nn.Module) -> nn.Module:
+        return resolve_module(pl_module, self.module)
+
+    def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:  # noqa: D102
+        if not trainer.is_global_zero:
+            return
+        self.recorder = Recorder(self._target, **self._options)
+        self.trajectory = self.recorder.trajectory
+        self._epoch_complete = False
+        self.recorder.begin(self._net(pl_module), step=trainer.global_step, epoch=float(trainer.current_epoch))
+
+    def on_train_batch_end(  # noqa: D102
+        self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        rec = self.recorder
+        if rec is None:
+            return
+        n = trainer.num_training_batches
+        known = isinstance(n, int) or (isinstance(n, float) and math.isfinite(n))
+        # None: an iterable of unknown length, whose end only on_train_epoch_end tells
+        self._epoch_complete = batch_idx + 1 >= n if known else None
+        if trainer.global_step <= rec.step_count:  # gradient accumulation: no optimizer step yet
+            return
+        epoch = trainer.current_epoch + ((batch_idx + 1) / n if known else 0.0)
+        rec.step(self._net(pl_module), loss=_loss_of(outputs), step=trainer.global_step, epoch=epoch,
+                 epoch_end=bool(self._epoch_complete))  # fmt: skip
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: nn.Module) -> None:  # noqa: D102
+        rec = self.recorder
+        # Lightning also calls this hook after an epoch cut short by max_steps; that is no epoch end.
+        if rec is None or self._epoch_complete is False:
+            return
+        limit = trainer.max_steps
+        if self._epoch_complete is None and limit not in (None, -1) and trainer.global_step >= limit:
+            return
+        self._epoch_complete = False
+        rec.epoch_end(self._net(pl_module), metrics=dict(trainer.callback_metrics))
+
+    def on_train_end(self, trainer: Any, pl_module: nn.Module) -> None:  # noqa: D102
+        if self.recorder is not None:
+            self.recorder.close(self._net(pl_module))
+
+    def on_exception(self, trainer: Any, pl_module: nn.Module, exception: BaseException) -> None:  # noqa: D102
+        if self.recorder is not None:
+            self.recorder.abort()

@@ -1,0 +1,378 @@
+"""Record a trajectory from any training loop: a hand-written one, PyTorch Lightning, Hugging Face.
+
+:class:`Recorder` is the package's :class:`~landscape.train.RecordTrajectory` schedule for loops the
+package does not own: the loop calls :meth:`Recorder.begin` before the first optimizer step,
+:meth:`Recorder.step` after every optimizer step, :meth:`Recorder.epoch_end` after every epoch and
+:meth:`Recorder.close` at the end. It writes the same store the same way (``Trajectory.append_model``:
+the trainable and frozen parameters and the buffers) and records, on the same options, the same
+snapshots: the initial point, every ``every_steps`` steps, every ``every_epochs`` epochs, every step
+that carries an event, and the final point; never the same step twice. A snapshot that is due both by
+steps and at the end of an epoch is written once, at :meth:`Recorder.epoch_end`, with the epoch's
+metrics, as ``RecordTrajectory`` does.
+
+The run metadata can name the model factory that rebuilds the network (``"model_factory"``:
+``{"target": "pkg.mod:qualname", "kwargs": {...}}``), so an analysis needs the trajectory alone.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Linear(3, 2)
+    >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    >>> x, y = torch.randn(8, 3), torch.randn(8, 2)
+    >>> rec = Recorder(None, every_steps=2, steps_per_epoch=4)   # None: an in-memory trajectory
+    >>> rec.begin(net)
+    >>> for epoch in range(2):
+    ...     for b in range(4):
+    ...         opt.zero_grad()
+    ...         loss = nn.functional.mse_loss(net(x[2 * b:2 * b + 2]), y[2 * b:2 * b + 2])
+    ...         loss.backward()
+    ...         opt.step()
+    ...         _ = rec.step(net, loss=loss)
+    ...     _ = rec.epoch_end(net, metrics={"train_loss": 0.5})
+    >>> traj = rec.close(net)
+    >>> traj.steps.tolist()
+    [0, 2, 4, 6, 8]
+
+The integrations :mod:`landscape.integrations.lightning` and :mod:`landscape.integrations.huggingface`
+drive a :class:`Recorder` from those libraries' callbacks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from torch import Tensor, nn
+
+from landscape.factory import FACTORY_KEY, as_factory_ref
+from landscape.params import ParamLayout, parameters_to_vector
+from landscape.trajectory import Trajectory
+
+__all__ = ["Recorder", "factory_reference", "FACTORY_KEY"]
+
+def factory_reference(factory: Any, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON reference ``{"target": "pkg.mod:qualname", "kwargs": {...}}`` of a model factory.
+
+    The same normalization as the package's own trainer (:func:`landscape.factory.as_factory_ref`); nothing is
+    imported or called here: the reference only names the factory.
+
+    Args:
+        factory: ``"pkg.mod:qualname"``, ``(target, kwargs)``, a dict ``{"target": ..., "kwargs": ...}`` (as
+            stored), a :class:`~landscape.factory.FactoryRef`, or an importable function or class.
+        kwargs: Keyword arguments of the factory (JSON-compatible); merged over the reference's own.
+
+    Returns:
+        ``{"target": str, "kwargs": dict}``.
+
+    Raises:
+        FactoryError: If the reference is malformed or names something a later process cannot import (a
+            lambda, a nested function, a function in ``__main__``).
+    """
+    return as_factory_ref(factory, kwargs, check=False).to_meta()
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, Tensor):
+        return float(v.detach()) if v.numel() == 1 else None
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    try:  # numpy scalars
+        return float(v) if getattr(v, "ndim", None) == 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _numbers(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    """Scalar entries of ``metrics`` as floats (tensors of one element included); others are dropped."""
+    out = {}
+    for k, v in (metrics or {}).items():
+        x = _number(v)
+        if x is not None:
+            out[str(k)] = x
+    return out
+
+
+class Recorder:
+    """Record snapshots of a model into a trajectory from a training loop you write.
+
+    Call :meth:`begin` before the first optimizer step, :meth:`step` after each one, :meth:`epoch_end`
+    after each epoch (optional when recording by steps only) and :meth:`close` at the end. The schedule
+    is that of :class:`~landscape.train.RecordTrajectory`: the initial point, every ``every_steps``
+    steps, every ``every_epochs`` epochs, every step with events, and the final point, never one step
+    twice. As a context manager, leaving the block normally calls ``close()`` on the last model seen;
+    an exception only closes the store.
+
+    Args:
+        trajectory: A :class:`~landscape.trajectory.Trajectory` (or any object with ``append_model``
+            and ``update_meta``), a directory for a new on-disk store, or ``None`` for a new in-memory one.
+        every_steps: Record every k optimizer steps (``None``: not by steps).
+        every_epochs: Record every k epochs (``None``: not by epochs).
+        steps_per_epoch: Optimizer steps in an epoch, when known: gives the fractional epoch of a
+            snapshot and tells :meth:`step` which step ends an epoch (its snapshot is then written by
+            :meth:`epoch_end`, with the epoch metrics). ``None``: epochs are counted by
+            :meth:`epoch_end` calls alone.
+        buffers: Store the model's buffers (BatchNorm running statistics) with every snapshot.
+        factory: The model factory, stored in the run metadata under ``"model_factory"``:
+            ``"pkg.mod:name"``, ``{"target": ..., "kwargs": ...}`` or an importable function or class.
+        factory_kwargs: Keyword arguments of the factory (JSON-compatible).
+        meta: Run-level JSON metadata merged into the trajectory's.
+        tags: Tags added to every snapshot.
+        exist_ok: With a directory: append to a trajectory already there instead of failing.
+        durable: With a directory: when snapshots are fsynced (see :class:`~landscape.trajectory.Trajectory`).
+        model: If given, :meth:`begin` is called with it: the initial point is recorded at once.
+
+    Attributes:
+        trajectory: The store written to.
+        step_count: Optimizer steps recorded so far (the step of the last :meth:`step` call).
+        epoch_count: Epochs completed (:meth:`epoch_end` calls).
+
+    Raises:
+        ValueError: On a schedule that is not a positive integer or ``None``, or a bad factory reference.
+        FileExistsError: If the directory already holds a trajectory and ``exist_ok`` is false.
+    """
+
+    def __init__(
+        self,
+        trajectory: Trajectory | str | os.PathLike[str] | None = None,
+        *,
+        every_steps: int | None = None,
+        every_epochs: int | None = 1,
+        steps_per_epoch: int | None = None,
+        buffers: bool = True,
+        factory: Any = None,
+        factory_kwargs: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        exist_ok: bool = False,
+        durable: bool | str = True,
+        model: nn.Module | None = None,
+    ) -> None:
+        for name, v in (
+            ("every_steps", every_steps),
+            ("every_epochs", every_epochs),
+            ("steps_per_epoch", steps_per_epoch),
+        ):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+        if factory_kwargs is not None and factory is None:
+            raise ValueError("factory_kwargs given without factory=; name the factory they belong to")
+        run_meta = dict(meta or {})
+        if factory is not None:
+            run_meta[FACTORY_KEY] = factory_reference(factory, factory_kwargs)
+        self.owns_trajectory = not hasattr(trajectory, "append_model")
+        if trajectory is None:
+            trajectory = Trajectory(meta=run_meta)
+        elif isinstance(trajectory, str | os.PathLike):
+            trajectory = Trajectory.create(trajectory, meta=run_meta, exist_ok=exist_ok, durable=durable)
+        elif not hasattr(trajectory, "append_model"):
+            raise TypeError(
+                f"trajectory must be a Trajectory, a directory path or None, got {type(trajectory).__name__}"
+            )
+        elif run_meta:
+            trajectory.update_meta(run_meta)
+        self.trajectory: Any = trajectory
+        self.every_steps = every_steps
+        self.every_epochs = every_epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.buffers = buffers
+        self.tags = dict(tags or {})
+        self.step_count = 0
+        self.epoch_count = 0
+        self.epoch_progress = 0.0
+        self.last_metrics: dict[str, float] = {}
+        self._epoch_start_step = 0
+        self._last_step: int | None = None
+        self._pending: list[dict[str, Any]] = []
+        self._model: nn.Module | None = None
+        self._begun = False
+        self._closed = False
+        if model is not None:
+            self.begin(model)
+
+    # ------------------------------------------------------------------ writing
+    def _record(self, model: nn.Module, epoch: float, metrics: Mapping[str, float]) -> None:
+        tags = dict(self.tags)
+        if self._pending:
+            tags["events"] = self._pending
+            self._pending = []
+        kw = {"step": self.step_count, "epoch": epoch, "metrics": dict(metrics), "tags": tags}
+        if self.buffers:
+            self.trajectory.append_model(model, **kw)
+        else:  # the same vector and layout as append_model, without the buffers
+            self.trajectory.append(parameters_to_vector(model), layout=ParamLayout.from_model(model), **kw)
+        self._last_step = self.step_count
+
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            raise RuntimeError(f"Recorder.{what}() after close(); build a new Recorder for another run")
+        if not self._begun:
+            raise RuntimeError(
+                f"Recorder.{what}() before begin(model): call recorder.begin(model) before the first optimizer "
+                "step (it records the initial point)"
+            )
+
+    def begin(
+        self, model: nn.Module, *, step: int = 0, epoch: float = 0.0, metrics: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record the initial point (call before the first optimizer step).
+
+        Args:
+            model: The model at its initial point (only read).
+            step: Steps already taken (a resumed run).
+            epoch: Epochs already completed (a resumed run).
+            metrics: Metrics of the initial point.
+        """
+        if self._closed:
+            raise RuntimeError("Recorder.begin() after close(); build a new Recorder for another run")
+        if self._begun:
+            raise RuntimeError("Recorder.begin() called twice; it records the initial point once")
+        self._begun = True
+        self._model = model
+        self.step_count = self._epoch_start_step = int(step)
+        self.epoch_count = int(epoch)
+        self.epoch_progress = float(epoch)
+        self.last_metrics = _numbers(metrics)
+        self._record(model, self.epoch_progress, self.last_metrics)
+
+    def step(
+        self,
+        model: nn.Module,
+        loss: Any = None,
+        metrics: Mapping[str, Any] | None = None,
+        *,
+        step: int | None = None,
+        epoch: float | None = None,
+        epoch_end: bool | None = None,
+        events: Iterable[Mapping[str, Any]] = (),
+    ) -> bool:
+        """Note one optimizer step (call after ``optimizer.step()``); records when the schedule says so.
+
+        Args:
+            model: The model after the step (only read).
+            loss: The step's training loss (a number or a one-element tensor), stored as ``batch_loss``.
+            metrics: More numbers for a snapshot written at this step.
+            step: The step count after this step (default: one more than the last); a loop whose
+                framework counts steps passes its own count.
+            epoch: Fractional epoch after this step (default: from ``steps_per_epoch``, else the number
+                of completed epochs).
+            epoch_end: Whether this step ends an epoch (default: from ``steps_per_epoch``, else no);
+                then a snapshot due at the epoch end is left to :meth:`epoch_end`.
+            events: JSON-compatible event dicts (optimizer switch, tunnel, ...): they force a snapshot
+                and become its ``events`` tag (``"step"`` is filled in when missing).
+
+        Returns:
+            Whether a snapshot was written.
+        """
+        self._check_open("step")
+        self._model = model
+        new = self.step_count + 1 if step is None else int(step)
+        if new <= self.step_count:
+            raise ValueError(f"step {new} does not advance past the last step {self.step_count}; steps must increase")
+        self.step_count = new
+        in_epoch = new - self._epoch_start_step
+        if epoch is None:
+            spe = self.steps_per_epoch
+            epoch = self.epoch_count + (min(in_epoch, spe) / spe if spe else 0.0)
+        self.epoch_progress = float(epoch)
+        if epoch_end is None:
+            epoch_end = self.steps_per_epoch is not None and in_epoch >= self.steps_per_epoch
+        for ev in events:
+            self._pending.append({"step": new, **dict(ev)})
+        by_steps = self.every_steps is not None and new % self.every_steps == 0
+        # Epoch-scheduled snapshots are written in epoch_end, where the epoch metrics exist.
+        by_epoch = bool(epoch_end) and self.every_epochs is not None and (self.epoch_count + 1) % self.every_epochs == 0
+        if (by_steps or self._pending) and not by_epoch:
+            m = _numbers(metrics)
+            if loss is not None:
+                x = _number(loss)
+                if x is None:
+                    raise TypeError(f"loss must be a number or a one-element tensor, got {type(loss).__name__}")
+                m = {"batch_loss": x, **m}
+            self._record(model, self.epoch_progress, m)
+            return True
+        return False
+
+    def add_event(self, event: Mapping[str, Any]) -> None:
+        """Note a JSON-compatible event between steps (a tunnel your code opened, an optimizer switch).
+
+        The event forces a snapshot at the next :meth:`step` (or at :meth:`close`) and becomes that
+        snapshot's ``events`` tag, with ``"step"`` (steps completed when it happened) filled in when missing.
+        """
+        self._check_open("add_event")
+        self._pending.append({"step": self.step_count, **dict(event)})
+
+    def epoch_end(self, model: nn.Module, metrics: Mapping[str, Any] | None = None) -> bool:
+        """Note the end of an epoch; records when the schedule says so.
+
+        Args:
+            model: The model at the end of the epoch (only read).
+            metrics: The epoch's metrics (``train_loss``, ``val_loss``, ...); numbers and one-element
+                tensors are kept, anything else is dropped.
+
+        Returns:
+            Whether a snapshot was written.
+        """
+        self._check_open("epoch_end")
+        self._model = model
+        done = self.epoch_count
+        self.epoch_count += 1
+        self._epoch_start_step = self.step_count
+        self.epoch_progress = float(self.epoch_count)
+        self.last_metrics = _numbers(metrics)
+        if self.every_epochs is not None and (done + 1) % self.every_epochs == 0:
+            if self._last_step == self.step_count and not self._pending:
+                return False
+            self._record(model, float(done + 1), self.last_metrics)
+            return True
+        return False
+
+    def close(self, model: nn.Module | None = None, metrics: Mapping[str, Any] | None = None) -> Any:
+        """Record the final point (unless it was just recorded) and close a store the recorder opened.
+
+        Args:
+            model: The trained model (default: the last model seen).
+            metrics: Metrics of the final point (default: the last epoch's).
+
+        Returns:
+            The trajectory (closed if the recorder opened it from a directory; it stays readable).
+        """
+        if self._closed:
+            return self.trajectory
+        if model is not None:
+            self._model = model
+        if self._begun and self._model is not None and (self._last_step != self.step_count or self._pending):
+            self._record(
+                self._model, self.epoch_progress, _numbers(metrics) if metrics is not None else self.last_metrics
+            )
+        self._finish()
+        return self.trajectory
+
+    def abort(self) -> None:
+        """Close without a final snapshot (a run that failed): a store the recorder opened is closed."""
+        if not self._closed:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._closed = True
+        self._model = None
+        if self.owns_trajectory and getattr(self.trajectory, "path", None) is not None:
+            self.trajectory.close()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"step {self.step_count}, epoch {self.epoch_count}"
+        return (
+            f"Recorder(every_steps={self.every_steps}, every_epochs={self.every_epochs}, {state}, "
+            f"{len(self.trajectory)} snapshots)"
+        )

@@ -1,0 +1,327 @@
+"""Lightning and Hugging Face runs record what a hand-written loop records at the same steps.
+
+Each library trains a tiny model on CPU for a few steps (no downloads: a small nn.Module, a config-built
+BERT); a plain loop with the same optimizer and batches, recording with ``landscape.recorder.Recorder``,
+is the reference. Both are deterministic on CPU, so the snapshots must agree bitwise.
+"""
+
+import copy
+import importlib
+import logging
+import sys
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from landscape import Trajectory
+from landscape.recorder import FACTORY_KEY, Recorder
+
+
+def make_net(width: int = 6) -> nn.Module:
+    return nn.Sequential(nn.Linear(3, width), nn.BatchNorm1d(width), nn.Tanh(), nn.Linear(width, 2))
+
+
+def _assert_same(got, ref, *, batch_loss=False):
+    assert got.steps.tolist() == ref.steps.tolist()
+    assert got.epochs.tolist() == ref.epochs.tolist()
+    assert [s.layout.specs for s in got.segments] == [s.layout.specs for s in ref.segments]
+    for a, b in zip(got, ref):
+        assert torch.equal(a.vector, b.vector), a.step
+        assert a.buffers.keys() == b.buffers.keys() and a.buffers
+        for k in a.buffers:
+            assert torch.equal(a.buffers[k], b.buffers[k]), (a.step, k)
+        if batch_loss and "batch_loss" in b.metrics:
+            assert a.metrics["batch_loss"] == b.metrics["batch_loss"], a.step
+
+
+def _hand_loop(model, batches, *, loss_of, epochs, max_steps=None, lr, accumulate=1, **rec_kw):
+    """The reference: a plain loop over fixed batches with SGD, recording through a Recorder.
+
+    With ``accumulate`` k, gradients of k batches (each loss divided by k) make one optimizer step.
+    """
+    model = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    rec = Recorder(Trajectory(), steps_per_epoch=-(-len(batches) // accumulate), **rec_kw)
+    rec.begin(model)
+    model.train()
+    step = 0
+    for _ in range(epochs):
+        for i, batch in enumerate(batches):
+            if i % accumulate == 0:
+                opt.zero_grad(set_to_none=True)
+            loss = loss_of(model, batch)
+            (loss / accumulate if accumulate > 1 else loss).backward()
+            if (i + 1) % accumulate and i + 1 < len(batches):
+                continue
+            opt.step()
+            step += 1
+            rec.step(model, loss=loss)
+            if step == max_steps:
+                return rec.close(model)
+        rec.epoch_end(model)
+    return rec.close(model)
+
+
+# ------------------------------------------------------------------------------------------- Lightning
+def RecordTrajectoryLightning(**kw):  # noqa: N802 - the callback class, imported late
+    from landscape.integrations.lightning import RecordTrajectory
+
+    return RecordTrajectory(**kw)
+
+
+def _lightning():
+    pl = pytest.importorskip("lightning.pytorch")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return pl
+
+
+def _lit_module(pl, net, lr):
+    class Lit(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = nn.functional.mse_loss(self.net(x), y)
+            self.log("train_loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=lr)
+
+    return Lit()
+
+
+def _lightning_run(pl, net, data, *, tmp_path, lr, max_epochs, max_steps=-1, **cb_kw):
+    from landscape.integrations.lightning import RecordTrajectory
+
+    cb = RecordTrajectory(**cb_kw)
+    trainer = pl.Trainer(
+        max_epochs=max_epochs, max_steps=max_steps, accelerator="cpu", devices=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, callbacks=[cb], default_root_dir=tmp_path,
+    )  # fmt: skip
+    loader = DataLoader(TensorDataset(*data), batch_size=5, shuffle=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no workers", "no validation loop": irrelevant here
+        trainer.fit(_lit_module(pl, copy.deepcopy(net), lr), loader)
+    return cb
+
+
+@pytest.mark.parametrize(
+    "every_steps,every_epochs,max_epochs,max_steps",
+    [(2, 1, 3, -1), (3, None, 3, 7), (None, 1, 2, -1)],
+)
+def test_lightning_records_the_hand_written_loop(tmp_path, every_steps, every_epochs, max_epochs, max_steps):
+    pl = _lightning()
+    torch.manual_seed(0)
+    net = make_net()
+    g = torch.Generator().manual_seed(1)
+    data = torch.randn(20, 3, generator=g), torch.randn(20, 2, generator=g)
+    sched = dict(every_steps=every_steps, every_epochs=every_epochs)
+    _lightning_run(pl, net, data, tmp_path=tmp_path, lr=0.05, max_epochs=max_epochs, max_steps=max_steps,
+                   trajectory=tmp_path / "run", module="net", factory=make_net, meta={"seed": 0}, **sched)  # fmt: skip
+    batches = [(data[0][i : i + 5], data[1][i : i + 5]) for i in range(0, 20, 5)]
+    ref = _hand_loop(net, batches, loss_of=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), epochs=max_epochs,
+                     max_steps=max_steps if max_steps > 0 else None, lr=0.05, **sched)  # fmt: skip
+    got = Trajectory.open(tmp_path / "run")  # the callback closed the store it opened
+    assert len(ref) >= 3
+    _assert_same(got, ref, batch_loss=True)
+    assert got.meta == {"seed": 0, FACTORY_KEY: {"target": f"{__name__}:make_net", "kwargs": {}}}
+    if every_epochs:  # epoch snapshots carry what the module logged
+        assert "train_loss" in got[int(got.steps.tolist().index(4))].metrics
+
+
+def test_lightning_gradient_accumulation_counts_optimizer_steps(tmp_path):
+    pl = _lightning()
+    torch.manual_seed(0)
+    net = make_net()
+    g = torch.Generator().manual_seed(1)
+    data = torch.randn(20, 3, generator=g), torch.randn(20, 2, generator=g)
+    cb = RecordTrajectoryLightning(every_steps=1, every_epochs=1, module="net")
+    trainer = pl.Trainer(
+        max_epochs=2, accumulate_grad_batches=2, accelerator="cpu", devices=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[cb],
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(_lit_module(pl, copy.deepcopy(net), 0.05), DataLoader(TensorDataset(*data), batch_size=5))
+    batches = [(data[0][i : i + 5], data[1][i : i + 5]) for i in range(0, 20, 5)]
+    ref = _hand_loop(net, batches, loss_of=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), epochs=2, lr=0.05,
+                     accumulate=2, every_steps=1, every_epochs=1)  # fmt: skip
+    assert ref.steps.tolist() == [0, 1, 2, 3, 4]  # 4 batches an epoch, 2 optimizer steps
+    _assert_same(cb.trajectory, ref)
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """Batches of unknown length (no __len__): epochs end where the stream does."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+def test_lightning_iterable_of_unknown_length(tmp_path):
+    pl = _lightning()
+    torch.manual_seed(0)
+    net = make_net()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(20, 3, generator=g), torch.randn(20, 2, generator=g)
+    batches = [(x[i : i + 5], y[i : i + 5]) for i in range(0, 20, 5)]
+    cb = RecordTrajectoryLightning(every_steps=3, every_epochs=1, module="net")
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cb],
+                         default_root_dir=tmp_path)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(_lit_module(pl, copy.deepcopy(net), 0.05), DataLoader(_Stream(batches), batch_size=None))
+    loss = lambda m, b: nn.functional.mse_loss(m(b[0]), b[1])  # noqa: E731
+    model = copy.deepcopy(net)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    rec = Recorder(None, model=model, every_steps=3, every_epochs=1)  # no steps_per_epoch: length unknown
+    for _ in range(2):
+        for b in batches:
+            opt.zero_grad(set_to_none=True)
+            l_b = loss(model, b)
+            l_b.backward()
+            opt.step()
+            rec.step(model, loss=l_b)
+        rec.epoch_end(model)
+    ref = rec.close(model)
+    assert ref.steps.tolist() == [0, 3, 4, 6, 8]
+    assert ref.epochs.tolist() == [0.0, 0.0, 1.0, 1.0, 2.0]
+    _assert_same(cb.trajectory, ref, batch_loss=True)
+
+
+def test_lightning_failure_closes_the_store_without_a_final_point(tmp_path):
+    pl = _lightning()
+    torch.manual_seed(0)
+    lit = _lit_module(pl, make_net(), 0.05)
+    step = lit.training_step
+
+    def failing(batch, batch_idx):
+        if lit.global_step == 3:
+            raise FloatingPointError("diverged")
+        return step(batch, batch_idx)
+
+    lit.training_step = failing
+    cb = RecordTrajectoryLightning(trajectory=tmp_path / "run", every_steps=1)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cb],
+                         default_root_dir=tmp_path)  # fmt: skip
+    with warnings.catch_warnings(), pytest.raises(FloatingPointError, match="diverged"):
+        warnings.simplefilter("ignore")
+        trainer.fit(lit, DataLoader(TensorDataset(torch.randn(20, 3), torch.randn(20, 2)), batch_size=5))
+    with Trajectory.open(tmp_path / "run", "a") as traj:  # the writer's lock was released
+        assert traj.steps.tolist() == [0, 1, 2, 3]  # no final point after the failure
+
+
+def test_lightning_records_the_whole_module_by_default(tmp_path):
+    pl = _lightning()
+    torch.manual_seed(0)
+    net = make_net()
+    data = torch.randn(10, 3), torch.randn(10, 2)
+    cb = _lightning_run(pl, net, data, tmp_path=tmp_path, lr=0.05, max_epochs=1, every_steps=1)
+    traj = cb.trajectory
+    assert traj.steps.tolist() == [0, 1, 2]
+    assert traj.layout.specs[0].name == "net.0.weight"  # the LightningModule's own names
+    with pytest.raises(AttributeError, match="children are"):
+        _lightning_run(pl, net, data, tmp_path=tmp_path, lr=0.05, max_epochs=1, module="backbone")
+
+
+# ------------------------------------------------------------------------------------------ Hugging Face
+class _Tokens(Dataset):
+    def __init__(self, n=12, length=6, vocab=30, seed=2):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(1, vocab, (n, length), generator=g)
+        self.labels = torch.randint(0, 2, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i]), "labels": self.labels[i]}
+
+
+def _tiny_bert():
+    tf = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    cfg = tf.BertConfig(
+        vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+        max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return tf, tf.BertForSequenceClassification(cfg)
+
+
+@pytest.mark.parametrize("every_steps,every_epochs,epochs,max_steps", [(2, 1, 2, -1), (4, None, 3, 7)])
+def test_huggingface_trainer_records_the_hand_written_loop(tmp_path, every_steps, every_epochs, epochs, max_steps):
+    tf, model = _tiny_bert()
+    if "train_sampling_strategy" not in tf.TrainingArguments.__dataclass_fields__:
+        pytest.skip("this transformers has no sequential sampling option (train_sampling_strategy)")
+    from landscape.integrations.huggingface import RecordTrajectory
+
+    for name in ("transformers", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    tf.logging.set_verbosity_error()
+    ds = _Tokens()
+    sched = dict(every_steps=every_steps, every_epochs=every_epochs)
+    cb = RecordTrajectory(**sched)
+    train_model = copy.deepcopy(model)
+    opt = torch.optim.SGD(train_model.parameters(), lr=0.1)
+    args = tf.TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[], save_strategy="no", disable_tqdm=True,
+        per_device_train_batch_size=4, num_train_epochs=epochs, max_steps=max_steps, max_grad_norm=0.0,
+        train_sampling_strategy="sequential", logging_strategy="steps", logging_steps=1,
+        dataloader_num_workers=0, dataloader_pin_memory=False, seed=0,
+    )  # fmt: skip
+    trainer = tf.Trainer(
+        model=train_model, args=args, train_dataset=ds, callbacks=[cb],
+        optimizers=(opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)),
+    )  # fmt: skip
+    trainer.remove_callback(tf.trainer_callback.PrinterCallback)  # disable_tqdm=True prints every log instead
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    batches = [{k: torch.stack([ds[i][k] for i in range(j, j + 4)]) for k in ds[0]} for j in range(0, len(ds), 4)]
+    ref = _hand_loop(model, batches, loss_of=lambda m, b: m(**b).loss, epochs=epochs,
+                     max_steps=max_steps if max_steps > 0 else None, lr=0.1, **sched)  # fmt: skip
+    got = cb.trajectory
+    assert len(ref) >= 3
+    _assert_same(got, ref)
+    last = got[len(got) - 1]
+    assert "loss" in last.metrics and "learning_rate" in last.metrics  # what the trainer logged at that step
+
+
+# ------------------------------------------------------------------------------------------------ errors
+@pytest.mark.parametrize(
+    "module,missing,pip_name",
+    [
+        ("landscape.integrations.lightning", ("lightning.pytorch", "pytorch_lightning"), "lightning"),
+        ("landscape.integrations.huggingface", ("transformers",), "transformers"),
+    ],
+)
+def test_missing_library_is_a_clear_import_error(monkeypatch, module, missing, pip_name):
+    for name in missing:
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: the import fails
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.raises(ImportError, match=rf"pip install {pip_name} \(or pip install \"landscape\[integrations\]\"\)"):
+        importlib.import_module(module)
+
+
+def test_bad_options_fail_at_construction():
+    pytest.importorskip("lightning.pytorch")
+    from landscape.integrations.lightning import RecordTrajectory
+
+    with pytest.raises(ValueError, match="positive integer"):
+        RecordTrajectory(every_steps=0)
+    with pytest.raises(ValueError, match="package.module:function"):  # FactoryError is a ValueError
+        RecordTrajectory(factory="not a reference")

@@ -1,0 +1,336 @@
+"""The plain-PyTorch recorder: the same snapshots as the package's own RecordTrajectory, its metadata, its errors."""
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from landscape import Trajectory
+from landscape.factory import FactoryError
+from landscape.recorder import FACTORY_KEY, Recorder, factory_reference
+from landscape.train import Trainer
+
+
+def make_net(width: int = 6) -> nn.Module:
+    """A module-level factory (importable, so its reference is valid)."""
+    return nn.Sequential(nn.Linear(3, width), nn.BatchNorm1d(width), nn.Tanh(), nn.Linear(width, 2))
+
+
+def _data(n=20):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 3, generator=g), torch.randn(n, 2, generator=g)
+
+
+def _hand_loop(net, data, *, batch_size, epochs=None, steps=None, lr=0.05, events_at=(), **rec_kw):
+    """A hand-written loop doing what Trainer does (no shuffling, SGD), recording with a Recorder."""
+    x, y = data
+    n_batches = -(-x.shape[0] // batch_size)
+    model = copy.deepcopy(net)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    rec = Recorder(Trajectory(), steps_per_epoch=n_batches, **rec_kw)
+    rec.begin(model)
+    model.train()
+    step, epoch = 0, 0
+    while (epochs is None or epoch < epochs) and (steps is None or step < steps):
+        run_loss, run_n = 0.0, 0
+        for b in range(n_batches):
+            xb, yb = x[b * batch_size : (b + 1) * batch_size], y[b * batch_size : (b + 1) * batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.mse_loss(model(xb), yb)
+            loss.backward()
+            opt.step()
+            step += 1
+            run_loss += loss.item() * xb.shape[0]
+            run_n += xb.shape[0]
+            evs = [{"event": "mark"}] if step in events_at else []
+            rec.step(model, loss=loss, events=evs)
+            if steps is not None and step >= steps:
+                break
+        else:
+            rec.epoch_end(model, metrics={"train_loss": run_loss / run_n})
+            epoch += 1
+            continue
+        break
+    return rec.close(model)
+
+
+class _Mark:
+    """Trainer callback raising an event at given steps (forces a snapshot, as the recorder's events= does)."""
+
+    def __init__(self, at):
+        self.at = set(at)
+
+    def on_train_begin(self, trainer):
+        pass
+
+    def on_step_end(self, trainer, event):
+        if event.step + 1 in self.at:
+            trainer.add_event({"event": "mark", "step": event.step + 1})  # rides the next step
+
+    def on_epoch_end(self, trainer, event):
+        pass
+
+    def on_train_end(self, trainer):
+        pass
+
+
+def _trainer_run(net, data, *, batch_size, epochs=None, steps=None, lr=0.05, events_at=(), every_steps, every_epochs):
+    traj = Trajectory()
+    cbs = [_Mark(events_at)] if events_at else []
+    Trainer(
+        net, data, nn.functional.mse_loss, lambda p: torch.optim.SGD(p, lr=lr), epochs=epochs, steps=steps,
+        batch_size=batch_size, shuffle=False, trajectory=traj, record_every_steps=every_steps,
+        record_every_epochs=every_epochs, callbacks=cbs,
+    ).fit()  # fmt: skip
+    return traj
+
+
+def assert_same_trajectory(a, b, *, exact=True, metrics=True):
+    assert len(a) == len(b), (a.steps.tolist(), b.steps.tolist())
+    assert a.steps.tolist() == b.steps.tolist()
+    assert a.epochs.tolist() == pytest.approx(b.epochs.tolist(), abs=1e-12)
+    for sa, sb in zip(a, b):
+        if exact:
+            assert torch.equal(sa.vector, sb.vector)
+        else:
+            torch.testing.assert_close(sa.vector, sb.vector, rtol=0, atol=1e-6)
+        assert sorted(sa.buffers) == sorted(sb.buffers)
+        for k in sa.buffers:
+            assert torch.equal(sa.buffers[k], sb.buffers[k]) if exact else torch.allclose(
+                sa.buffers[k].double(), sb.buffers[k].double(), atol=1e-6
+            )
+        if metrics:
+            assert sa.metrics.keys() == sb.metrics.keys()
+            for k in sa.metrics:
+                assert sa.metrics[k] == pytest.approx(sb.metrics[k], rel=1e-12, abs=1e-12), k
+            assert sa.tags == sb.tags
+    assert [s.layout.specs for s in a.segments] == [s.layout.specs for s in b.segments]
+
+
+@pytest.mark.parametrize(
+    "every_steps,every_epochs,epochs,steps,events_at",
+    [
+        (None, 1, 3, None, ()),
+        (1, None, 2, None, ()),
+        (2, 1, 3, None, ()),  # 4 batches an epoch: a step snapshot due at every epoch end goes to epoch_end
+        (3, 2, 3, None, (5,)),
+        (None, 1, None, 7, ()),  # stops mid-epoch: the final point is the last step
+        (5, None, None, 9, (2, 9)),  # an event on the last step
+        (None, None, 2, None, ()),  # only the first and last points
+    ],
+)
+def test_hand_loop_records_what_trainer_records(every_steps, every_epochs, epochs, steps, events_at):
+    torch.manual_seed(0)
+    net, data = make_net(), _data()
+    kw = dict(batch_size=5, epochs=epochs, steps=steps, events_at=events_at)
+    ref = _trainer_run(net, data, every_steps=every_steps, every_epochs=every_epochs, **kw)
+    got = _hand_loop(net, data, every_steps=every_steps, every_epochs=every_epochs, **kw)
+    assert len(ref) >= 2
+    assert got.segments[0].buffer_names  # BatchNorm statistics stored
+    assert_same_trajectory(got, ref)
+
+
+def test_without_epoch_length_the_step_snapshot_is_kept_and_epoch_end_does_not_repeat_it():
+    net = make_net()
+    rec = Recorder(None, every_steps=2, every_epochs=1)
+    rec.begin(net)
+    assert rec.step(net, loss=1.0) is False
+    assert rec.step(net, loss=torch.tensor(0.5)) is True  # step 2, end of the epoch unknown
+    assert rec.epoch_end(net, metrics={"train_loss": 0.7, "note": "text dropped"}) is False  # step 2 already written
+    rec.step(net)
+    assert rec.epoch_end(net, metrics={"train_loss": torch.tensor(0.25)}) is True
+    traj = rec.close(net)
+    assert traj.steps.tolist() == [0, 2, 3]
+    assert traj.epochs.tolist() == [0.0, 0.0, 2.0]  # length unknown: completed epochs (as Trainer on an iterable)
+    assert traj[1].metrics == {"batch_loss": 0.5}
+    assert traj[2].metrics == {"train_loss": 0.25}
+
+
+def test_framework_step_counts_and_fractional_epochs_are_taken_as_given():
+    net = make_net()
+    rec = Recorder(None, every_steps=4, every_epochs=None)
+    rec.begin(net)
+    for s in (2, 4, 6, 8):  # gradient accumulation: the framework's optimizer steps
+        rec.step(net, step=s, epoch=s / 8)
+    with pytest.raises(ValueError, match="does not advance"):
+        rec.step(net, step=8)
+    traj = rec.close()
+    assert traj.steps.tolist() == [0, 4, 8]
+    assert traj.epochs.tolist() == [0.0, 0.5, 1.0]
+
+
+def test_buffers_false_stores_the_same_vectors_without_buffers():
+    torch.manual_seed(0)
+    net, data = make_net(), _data()
+    with_b = _hand_loop(net, data, batch_size=5, epochs=2, every_steps=3)
+    without = _hand_loop(net, data, batch_size=5, epochs=2, every_steps=3, buffers=False)
+    assert without.segments[0].buffer_names == () and all(not s.buffers for s in without)
+    assert without.steps.tolist() == with_b.steps.tolist()
+    for a, b in zip(without, with_b):
+        assert torch.equal(a.vector, b.vector)
+
+
+def test_rebuilt_model_from_the_recorded_factory_matches_the_trained_one(tmp_path):
+    torch.manual_seed(0)
+    net = make_net(width=5)
+    rec = Recorder(tmp_path / "run", every_steps=1, factory=make_net, factory_kwargs={"width": 5}, meta={"seed": 0})
+    rec.begin(net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = _data()
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.mse_loss(net(x), y).backward()
+        opt.step()
+        rec.step(net)
+    rec.close(net)
+    traj = Trajectory.open(tmp_path / "run")
+    ref = traj.meta[FACTORY_KEY]
+    assert ref == {"target": f"{__name__}:make_net", "kwargs": {"width": 5}} and traj.meta["seed"] == 0
+    json.dumps(traj.meta)  # plain JSON
+    module, name = ref["target"].split(":")
+    factory = getattr(__import__(module, fromlist=[name]), name)
+    rebuilt = traj.model_at(lambda: factory(**ref["kwargs"]), len(traj) - 1)
+    for (n, p), (_, q) in zip(net.state_dict().items(), rebuilt.state_dict().items()):
+        assert torch.equal(p, q), n
+
+
+def test_a_path_is_a_new_store_unless_exist_ok(tmp_path):
+    net = make_net()
+    with Recorder(tmp_path / "a", every_epochs=None) as rec:
+        rec.begin(net)
+        rec.step(net)
+    assert Trajectory.open(tmp_path / "a").steps.tolist() == [0, 1]  # closed: the lock is free
+    with pytest.raises(FileExistsError, match="exist_ok=True"):
+        Recorder(tmp_path / "a")
+    rec = Recorder(tmp_path / "a", exist_ok=True)
+    rec.begin(net, step=1, epoch=0.0)
+    rec.step(net)
+    rec.close()
+    assert Trajectory.open(tmp_path / "a").steps.tolist() == [0, 1, 1, 2]
+
+
+def test_exception_in_the_block_closes_without_a_final_snapshot(tmp_path):
+    net = make_net()
+    with pytest.raises(KeyError), Recorder(tmp_path / "a", every_epochs=None) as rec:
+        rec.begin(net)
+        rec.step(net)
+        raise KeyError("boom")
+    assert Trajectory.open(tmp_path / "a").steps.tolist() == [0]
+
+
+def test_a_given_trajectory_stays_open_and_gets_the_metadata():
+    traj = Trajectory(meta={"run": "x"})
+    rec = Recorder(traj, factory="pkg.nets:make", meta={"seed": 3})
+    rec.begin(make_net())
+    assert rec.close() is traj
+    assert traj.meta == {"run": "x", "seed": 3, FACTORY_KEY: {"target": "pkg.nets:make", "kwargs": {}}}
+    traj.append_model(make_net())  # still writable
+
+
+def test_factory_reference_forms_and_errors():
+    ref = {"target": "pkg.mod:Net.build", "kwargs": {"a": 1}}
+    assert factory_reference(ref) == ref
+    assert factory_reference(ref, {"b": 2}) == {"target": "pkg.mod:Net.build", "kwargs": {"a": 1, "b": 2}}
+    assert factory_reference("pkg:f") == {"target": "pkg:f", "kwargs": {}}
+    assert factory_reference(nn.Linear, {"in_features": 2})["target"] == "torch.nn.modules.linear:Linear"
+    # the same rules (and messages) as the trainer's factory= (landscape.factory.as_factory_ref)
+    with pytest.raises(FactoryError, match="package.module:function"):
+        factory_reference("pkg.mod.f")
+    with pytest.raises(FactoryError, match="lambda"):
+        factory_reference(lambda: make_net())
+    with pytest.raises(FactoryError, match="'target'"):
+        factory_reference({"kwargs": {}})
+    with pytest.raises(FactoryError, match="model factory"):
+        factory_reference(3)
+    with pytest.raises(FactoryError):
+        factory_reference("pkg:f", [1])
+    with pytest.raises(FactoryError, match="JSON-compatible"):
+        Recorder(None, factory="pkg:f", factory_kwargs={"x": object()})
+    with pytest.raises(ValueError, match="without factory"):
+        Recorder(None, factory_kwargs={"width": 3})
+
+
+def test_misuse_is_named():
+    net = make_net()
+    for kw in ({"every_steps": 0}, {"every_epochs": -1}, {"steps_per_epoch": 1.5}):
+        with pytest.raises(ValueError, match="positive integer or None"):
+            Recorder(None, **kw)
+    with pytest.raises(TypeError, match="Trajectory, a directory path or None"):
+        Recorder(3)
+    rec = Recorder(None)
+    with pytest.raises(RuntimeError, match=r"begin\(model\)"):
+        rec.step(net)
+    rec.begin(net)
+    with pytest.raises(RuntimeError, match="twice"):
+        rec.begin(net)
+    with pytest.raises(TypeError, match="loss must be a number"):
+        rec.step(net, loss=torch.ones(3), events=[{"event": "x"}])
+    rec.close()
+    with pytest.raises(RuntimeError, match="after close"):
+        rec.step(net)
+
+
+def test_the_model_is_only_read():
+    net = make_net()
+    before = copy.deepcopy(net.state_dict())
+    rec = Recorder(None, every_steps=1)
+    rec.begin(net)
+    rec.step(net, loss=1.0)
+    rec.close(net)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert net.training
+
+
+def test_model_in_the_constructor_records_the_initial_point():
+    net = make_net()
+    rec = Recorder(None, model=net, every_steps=1)
+    with pytest.raises(RuntimeError, match="twice"):
+        rec.begin(net)
+    rec.step(net)
+    assert rec.close().steps.tolist() == [0, 1]
+
+
+def test_add_event_forces_the_next_snapshot_as_trainer_add_event_does():
+    """Events between steps: the recorder's add_event and Trainer.add_event tag the same snapshots."""
+    torch.manual_seed(0)
+    net, data = make_net(), _data()
+
+    class Mark:
+        def on_train_begin(self, trainer):
+            pass
+
+        def on_step_end(self, trainer, event):
+            if event.step in (3, 10):  # 10 is the last step: the event rides the final snapshot
+                trainer.add_event({"event": "mark"})
+
+        def on_epoch_end(self, trainer, event):
+            pass
+
+        def on_train_end(self, trainer):
+            pass
+
+    ref = Trajectory()
+    Trainer(net, data, nn.functional.mse_loss, lambda p: torch.optim.SGD(p, lr=0.05), steps=10, batch_size=5,
+            shuffle=False, trajectory=ref, record_every_epochs=None, callbacks=[Mark()]).fit()  # fmt: skip
+    model = copy.deepcopy(net)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    rec = Recorder(None, model=model, every_epochs=None, steps_per_epoch=4)
+    x, y = data
+    for s in range(10):
+        b = s % 4
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.mse_loss(model(x[5 * b : 5 * b + 5]), y[5 * b : 5 * b + 5])
+        loss.backward()
+        opt.step()
+        rec.step(model, loss=loss)
+        if b == 3:
+            rec.epoch_end(model)
+        if s + 1 in (3, 10):
+            rec.add_event({"event": "mark"})
+    got = rec.close(model)
+    assert got.steps.tolist() == [0, 4, 10] == ref.steps.tolist()
+    assert_same_trajectory(got, ref, metrics=False)
+    assert [got.tags(i) for i in range(3)] == [ref.tags(i) for i in range(3)]
+    assert got.tags(1) == {"events": [{"step": 3, "event": "mark"}]}
