@@ -147,7 +147,7 @@ def distance_along_path(
         A :class:`DistanceResult`.
 
     Raises:
-        ValueError: On an unknown ``output``.
+        ValueError: On an unknown ``output``, or ``bn_mode="interpolate"`` with ``a`` or ``b`` not a model.
         InputError: If ``a`` or ``b`` holds NaN/inf (naming the parameters), or on empty or non-finite data.
 
     Example:
@@ -176,7 +176,11 @@ def distance_along_path(
     desc = desc or describe_data(data)
     data = validate_batches(data, model, targets=False)  # read and checked once for both evaluations below
     al = np.asarray(np.linspace(0, 1, 11) if alphas is None else alphas, dtype=np.float64).reshape(-1)
-    bufs = [x for _, x in anchors] if kw.get("bn_mode") == "interpolate" else None
+    bufs = None
+    if kw.get("bn_mode") == "interpolate":
+        bufs = [x for _, x in anchors if x is not None]
+        if len(bufs) != len(anchors):
+            raise ValueError("bn_mode='interpolate' needs a and b given as models (their buffers are interpolated)")
     basis = torch.stack([v for v, _ in anchors])
     ref_pts = AffinePoints(basis, np.array([[1.0, 0.0]]), bufs)
     ref = torch.from_numpy(evaluate_points(model, ref_pts, data, metrics=("outputs",), **kw)["outputs"][0])

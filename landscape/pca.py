@@ -28,7 +28,7 @@ import dataclasses
 import enum
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -828,7 +828,7 @@ def make_loss_at(
     from landscape.evaluate import evaluate_points
 
     if not (isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)):
-        data = list(data)  # a generator would be exhausted after the first call
+        data = list(cast("Iterable[tuple[Tensor, Tensor]]", data))  # a generator would be exhausted after one call
 
     def loss_at(points: Tensor) -> Tensor:
         out = evaluate_points(model, points, data, metrics=("loss",), loss_fn=loss_fn, **engine_kwargs)

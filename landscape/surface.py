@@ -236,7 +236,7 @@ def _evaluate(
     if BNMode(kw.get("bn_mode", "eval")) is BNMode.INTERPOLATE:
         if any(b is None for _, b in anchors):
             raise ValueError("bn_mode='interpolate' needs every anchor given as a model (its buffers are interpolated)")
-        bufs = [b for _, b in anchors]  # type: ignore[misc]
+        bufs = [b for _, b in anchors if b is not None]
     res = evaluate_points(model, AffinePoints(basis, coefs, bufs), data, **kw)
     bad = int((~np.isfinite(res["loss"])).sum()) if "loss" in res else 0
     prov = Provenance.here(
