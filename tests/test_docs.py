@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -142,3 +143,19 @@ def test_notebook_page_draws_its_plotly_figures(site: Path, tmp_path: Path) -> N
     assert len(plots) == expected and all(plots), f"{sum(plots)} of {len(plots)} drawn, {expected} in the notebook"
     if os.environ.get("LANDSCAPE_DOCS_REQUIRE_OUTPUTS") == "1":
         assert expected > 0, "the site was built without the notebooks' outputs"
+
+
+def test_getting_started_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The getting-started page's Python blocks run as written, in order (they share one namespace)."""
+    page = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert len(blocks) >= 2, "the getting-started page lost its examples"
+    monkeypatch.chdir(tmp_path)  # the example saves plane.npz into the working directory
+    ns: dict = {}
+    for code in blocks:
+        exec(compile(code, "getting-started.md", "exec"), ns)  # noqa: S102 - our own docs
+    from landscape import load_result
+
+    again = load_result(tmp_path / "plane.npz")
+    assert again.metrics["loss"].shape == ns["surface"].metrics["loss"].shape == (21, 21)
+    assert len(ns["traj"]) == ns["trainer"].epochs + 1  # the initial point and one snapshot per epoch
