@@ -45,6 +45,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _chromium() -> str:
+    if os.environ.get("LANDSCAPE_SKIP_BROWSER") == "1":
+        pytest.skip("LANDSCAPE_SKIP_BROWSER=1")
     exe = os.environ.get("LANDSCAPE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.skip("headless Chromium not found (`bash .ci/install_chromium.sh` installs it; CI does)")
