@@ -266,29 +266,26 @@ def _hooked_copy(model: nn.Module, names: Sequence[tuple[str, int]], store: dict
 
 @dataclasses.dataclass
 class _Moments:
-    """Running sums of two sets of activations, ``(N, n)`` each, in float64."""
+    """Running sums of two sets of activations, ``(N, n)`` each, in float64.
+
+    ``sums``: ``[sum a, sum b, sum a^2, sum b^2, a^T b]``, empty before the first batch.
+    """
 
     n: int = 0
-    sa: Tensor | None = None
-    sb: Tensor | None = None
-    saa: Tensor | None = None
-    sbb: Tensor | None = None
-    sab: Tensor | None = None
+    sums: list[Tensor] = dataclasses.field(default_factory=list)
 
     def add(self, x: Tensor, y: Tensor) -> None:
         x, y = x.double(), y.double()
-        parts = (x.sum(0), y.sum(0), (x * x).sum(0), (y * y).sum(0), x.T @ y)
-        if self.sa is not None:
-            old = (self.sa, self.sb, self.saa, self.sbb, self.sab)
-            parts = tuple(u + v for u, v in zip(old, parts))  # type: ignore[operator]
-        self.sa, self.sb, self.saa, self.sbb, self.sab = parts
+        parts = [x.sum(0), y.sum(0), (x * x).sum(0), (y * y).sum(0), x.T @ y]
+        self.sums = [u + v for u, v in zip(self.sums, parts)] if self.sums else parts
         self.n += int(x.shape[0])
 
     def corr(self, eps: float) -> Tensor:
-        ma, mb = self.sa / self.n, self.sb / self.n  # type: ignore[operator]
-        cov = self.sab / self.n - ma[:, None] * mb[None, :]  # type: ignore[operator]
-        va = (self.saa / self.n - ma**2).clamp_min(0)  # type: ignore[operator]
-        vb = (self.sbb / self.n - mb**2).clamp_min(0)  # type: ignore[operator]
+        sa, sb, saa, sbb, sab = self.sums
+        ma, mb = sa / self.n, sb / self.n
+        cov = sab / self.n - ma[:, None] * mb[None, :]
+        va = (saa / self.n - ma**2).clamp_min(0)
+        vb = (sbb / self.n - mb**2).clamp_min(0)
         return cov / ((va.sqrt()[:, None] + eps) * (vb.sqrt()[None, :] + eps))
 
 

@@ -490,7 +490,7 @@ def _pca_plane(
     c, d1, d2 = pca.plane_directions()
     extra = {"directions": "pca", "pca_center": str(args.pca_center),
              "explained_variance_ratio": [float(v) for v in pca.explained_variance_ratio_[:2]]}  # fmt: skip
-    res = plane(base, c, d1, d2, data, np.linspace(*xr, nx), np.linspace(*yr, ny), extra=extra, **kw)
+    res = plane(base, c, d1, d2, data, np.linspace(xr[0], xr[1], nx), np.linspace(yr[0], yr[1], ny), extra=extra, **kw)
     return res, path, pca
 
 
@@ -655,7 +655,7 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
     from landscape.surface import BarycentricResult, BilinearResult, LineResult, PlaneResult
 
     try:
-        results = [load_result(p) for p in args.results]
+        results: list[Any] = [load_result(p) for p in args.results]  # dispatched on their type below
         path = load_result(args.path) if args.path else None
     except (ValueError, FileNotFoundError) as e:
         raise CLIError(str(e)) from None
@@ -852,8 +852,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0, 1 for a damaged store from ``check``, 2 on a user error)."""
     args = build_parser().parse_args(_join_negative(list(sys.argv[1:] if argv is None else argv)))
     args.name = getattr(args, "name", None) or args.command
-    commands = {"line": cmd_line, "plane": cmd_plane, "pca": cmd_pca, "hessian": cmd_hessian,
-                "distance": cmd_distance, "plot": cmd_plot, "check": cmd_check}  # fmt: skip
+    commands: dict[str, Callable[[argparse.Namespace], list[str] | int]] = {
+        "line": cmd_line, "plane": cmd_plane, "pca": cmd_pca, "hessian": cmd_hessian, "distance": cmd_distance,
+        "plot": cmd_plot, "check": cmd_check,
+    }  # fmt: skip
     try:
         _check_early(args)
         with _process_group():
@@ -862,4 +864,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
         print(f"landscape: error: {e}" + (f" (rank {rank})" if rank else ""), file=sys.stderr)
         return 2
-    return status if args.command == "check" else 0
+    return status if isinstance(status, int) else 0  # only check returns a status

@@ -287,10 +287,10 @@ class _Tracker:
 
     def result(
         self,
-        steps: Sequence[int],
-        epochs: Sequence[float],
+        steps: Sequence[int] | np.ndarray,
+        epochs: Sequence[float] | np.ndarray,
         indices: Sequence[int],
-        lr: Sequence[float],
+        lr: Sequence[float] | np.ndarray,
         label: str,
         provenance: Provenance,
     ) -> CurvatureTrace:
@@ -529,7 +529,7 @@ class CurvatureRecorder(RecordTrajectory):
         )  # fmt: skip
         self.store = trajectory
         self.data, self.loss_fn = data, loss_fn
-        self.options = {
+        self.options: dict[str, Any] = {
             "k": k, "tol": tol, "warm_start": warm_start, "per_layer": per_layer, "trace_products": trace_products,
             "max_steps": max_steps, "block": block, "bn_mode": bn_mode, "dtype": dtype, "seed": seed,
             "extrapolate": extrapolate,

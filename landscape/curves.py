@@ -244,7 +244,9 @@ def fit_curve(
     tr = Trainer(module, data, loss_fn, optimizer, optimizer_kwargs=optimizer_kwargs, epochs=epochs, steps=steps,
                  batch_size=batch_size, seed=seed, trajectory=trajectory, record_every_steps=record_every_steps,
                  record_every_epochs=record_every_epochs, tags={"curve": k.value}, progress=progress).fit()  # fmt: skip
-    bend = tr.model.bend.detach()
+    trained = tr.model  # the trainer's copy of ``module``
+    assert isinstance(trained, _CurveModel)
+    bend = trained.bend.detach()
     keys = sorted({key for h in tr.history_ for key in h})
     hist = {key: np.asarray([h.get(key, np.nan) for h in tr.history_], np.float64) for key in keys}
     prov = Provenance.here(seed=seed, data=describe_data(data), kind=k.value, steps=tr.step,

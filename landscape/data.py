@@ -335,7 +335,7 @@ def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
     try:
         return cls(str(value).lower())
     except ValueError:
-        valid = ", ".join(repr(m.value) for m in cls)  # type: ignore[attr-defined]
+        valid = ", ".join(repr(m.value) for m in cls)
         raise ValueError(f"unknown {what} {value!r}; valid values are {valid}") from None
 
 
@@ -370,10 +370,11 @@ class Splits:
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Splits:
         """A copy with inputs converted to ``dtype`` and everything moved to ``device`` (labels keep int64)."""
 
-        def conv(p: Pair | None) -> Pair | None:
-            return None if p is None else (p[0].to(device=device, dtype=dtype), p[1].to(device=device))
+        def conv(p: Pair) -> Pair:
+            return p[0].to(device=device, dtype=dtype), p[1].to(device=device)
 
-        return dataclasses.replace(self, train=conv(self.train), val=conv(self.val), test=conv(self.test))
+        return dataclasses.replace(self, train=conv(self.train), val=None if self.val is None else conv(self.val),
+                                   test=None if self.test is None else conv(self.test))
 
 
 def _resolve_sizes(n: int, sizes: Sequence[int | float | None]) -> list[int]:
@@ -585,9 +586,9 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the Python implementation: its
     package's own objects (``_latin1_bytes.__defaults__``...) for the rest of the process.
     """
 
-    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    dispatch = dict(pickle._Unpickler.dispatch)
 
-    def load_build(self) -> None:  # noqa: D102
+    def load_build(self: Any) -> None:  # noqa: D102  (Any: typeshed's Unpickler does not declare ``stack``)
         target = self.stack[-2] if len(self.stack) >= 2 else None
         if not (type(target) is np.ndarray or isinstance(target, np.dtype)):
             raise pickle.UnpicklingError(
@@ -914,8 +915,8 @@ def iterate_batches(
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if batch_size is None or batch_size >= n:
             if shuffle and batch_size is not None:
-                idx = torch.randperm(n, generator=generator)
-                yield x[idx], y[idx]
+                perm = torch.randperm(n, generator=generator)
+                yield x[perm], y[perm]
             elif not (drop_last and batch_size is not None and batch_size > n):
                 yield x, y
             return
@@ -951,9 +952,13 @@ class Batches:
         batch_size: Batch size for a tensor pair (``None``: one full batch).
     """
 
+    data: Pair | Iterable[Pair]
+    batch_size: int | None
+
     def __init__(self, data: Pair | Iterable[Pair], batch_size: int | None = None) -> None:
         if isinstance(data, Batches):
-            data, batch_size = data.data, data.batch_size if batch_size is None else batch_size
+            batch_size = data.batch_size if batch_size is None else batch_size
+            data = data.data
         if _is_pair(data):
             _check_batch(data, "data")
         elif isinstance(data, Iterator):

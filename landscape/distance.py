@@ -185,7 +185,7 @@ def distance_along_path(
         A :class:`DistanceResult`.
 
     Raises:
-        ValueError: On an unknown ``output``.
+        ValueError: On an unknown ``output``, or ``bn_mode="interpolate"`` with ``a`` or ``b`` not a model.
         InputError: If ``a`` or ``b`` holds NaN/inf (naming the parameters), or on empty or non-finite data.
 
     Example:
@@ -212,7 +212,11 @@ def distance_along_path(
         for k, t in (bufs_k or {}).items() if interpolate else ():
             check_finite(t, f"{name}: buffer {k!r}")
     al = np.asarray(np.linspace(0, 1, 11) if alphas is None else alphas, dtype=np.float64).reshape(-1)
-    bufs = [x for _, x in anchors] if interpolate else None
+    bufs = None
+    if interpolate:
+        bufs = [x for _, x in anchors if x is not None]
+        if len(bufs) != len(anchors):
+            raise ValueError("bn_mode='interpolate' needs a and b given as models (their buffers are interpolated)")
     basis = torch.stack([v for v, _ in anchors])
     ref_pts = AffinePoints(basis, np.array([[1.0, 0.0]]), bufs)
     ref = torch.from_numpy(evaluate_points(prob, ref_pts, metrics=("outputs",), **kw)["outputs"][0])

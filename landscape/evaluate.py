@@ -184,8 +184,8 @@ class AffinePoints:
         out = out.to(dtype)
         single = ((c != 0).sum(1) == 1) & (c == 1).any(1)
         if bool(single.any()):  # exact anchors (also -0.0 and non-finite entries)
-            k = (c[single] == 1).int().argmax(1)
-            out[single] = torch.stack(list(vecs))[k].to(dtype)
+            which = (c[single] == 1).int().argmax(1)
+            out[single] = torch.stack(list(vecs))[which].to(dtype)
         return out
 
     def materialize(self, index: Tensor) -> Tensor:
@@ -266,19 +266,19 @@ def _chunks(
         raise TypeError(
             f"points must be a (P, D) tensor, an iterable of (D,) tensors or AffinePoints, got {type(points).__name__}"
         )
-    idx: list[int] = []
+    ids: list[int] = []
     rows: list[Tensor] = []
     n = 0
     for n, v in enumerate(points, start=1):
         if (n - 1) % world == rank:
-            idx.append(n - 1)
+            ids.append(n - 1)
             rows.append(torch.as_tensor(v).reshape(-1))
             if len(rows) == size:
-                yield _Chunk(torch.tensor(idx), check(torch.stack(rows)), None, None)
-                idx, rows = [], []
+                yield _Chunk(torch.tensor(ids), check(torch.stack(rows)), None, None)
+                ids, rows = [], []
     counter[0] = n
     if rows:
-        yield _Chunk(torch.tensor(idx), check(torch.stack(rows)), None, None)
+        yield _Chunk(torch.tensor(ids), check(torch.stack(rows)), None, None)
 
 
 # =========================================================================== data
@@ -380,6 +380,7 @@ class _FirstLayer:
                 return out.view(K, -1, u.shape[0])
             return F.linear(u, w, b).view(u.shape[0], K, -1).transpose(0, 1).contiguous()
         m = self.module
+        assert isinstance(m, nn.Conv2d)  # _find_first_layer admits Linear and Conv2d only
         if m.groups != 1:
             return torch.stack([F.conv2d(u, w_, b_, m.stride, m.padding, m.dilation, m.groups)
                                 for w_, b_ in zip(w.chunk(K), [None] * K if b is None else b.chunk(K))])  # fmt: skip
@@ -397,7 +398,7 @@ def _find_first_layer(
     """Probe one forward: is the first parametrized module a Linear/Conv2d whose input depends on no parameter?"""
     names = {id(m): n for n, m in copy_.named_modules()}
     owned = [m for m in copy_.modules() if any(True for _ in m.parameters(recurse=False))]
-    calls: list[tuple[nn.Module, Tensor]] = []
+    calls: list[tuple[nn.Module, Tensor | None]] = []
 
     def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         calls.append((mod, args[0] if args and isinstance(args[0], Tensor) else None))
@@ -618,7 +619,8 @@ class _FunctionalExec(_Exec):
 
     def forward(self, chunk: _Chunk, x: Tensor, Z: Tensor | None) -> tuple[Tensor, str]:
         P = len(chunk)
-        zs = None if Z is None else [_combine_maps(Z, chunk.coefs[p].tolist()) for p in range(P)]
+        coefs = chunk.coefs
+        zs = None if Z is None or coefs is None else [_combine_maps(Z, coefs[p].tolist()) for p in range(P)]
         if self.vmap and P > 1:
             try:
                 params = self.layout.unflatten_batch(chunk.mat)
@@ -634,7 +636,8 @@ class _FunctionalExec(_Exec):
                 self.vmap = False
         outs = []
         for p in range(P):
-            out = self._call(self.layout.unflatten(chunk.mat[p]), self.point_bufs(chunk, p), x, zs and zs[p])
+            out = self._call(self.layout.unflatten(chunk.mat[p]), self.point_bufs(chunk, p), x,
+                             None if zs is None else zs[p])
             if not isinstance(out, Tensor):
                 raise TypeError(f"the model returns {type(out).__name__}; the engine needs a tensor of outputs")
             outs.append(out)
@@ -676,6 +679,7 @@ class _StackedExec(_Exec):
         """
         P, K = len(chunk), Z.shape[0]
         cf = chunk.coefs
+        assert cf is not None  # first-layer maps exist for affine points only
         cn = cf.numpy()
         h = self._workspace("first", (P, *Z.shape[1:]), Z)
         shape = (P,) + (1,) * (Z.dim() - 1)
@@ -712,6 +716,12 @@ class _StackedExec(_Exec):
         t = self.fixed.get(name)
         return None if t is None else t.expand(P, *t.shape)
 
+    def _weight(self, pd: Mapping[str, Tensor], name: str, P: int) -> Tensor:
+        w = self._get(pd, name, P)
+        if w is None:  # not reached for modules _chain_ops admits (they all have a weight)
+            raise _Unsupported(f"{name} is missing")
+        return w
+
     def _buf(self, chunk: _Chunk, name: str, P: int) -> Tensor:
         if chunk.buffers is None:
             return self.bufs[name].expand(P, *self.bufs[name].shape)
@@ -721,12 +731,12 @@ class _StackedExec(_Exec):
         P = len(chunk)
         pd = self.layout.unflatten_batch(chunk.mat)
         h, lay, ops = x, "shared", self.ops
-        if Z is not None:  # first layer: sum_k c_pk Z_k for the whole chunk
+        if Z is not None and self.first is not None:  # first layer: sum_k c_pk Z_k for the whole chunk
             h = self._first_layer(chunk, Z)
             lay, ops = ("fm" if isinstance(self.first.module, nn.Linear) else "sm"), ops[self.skip :]
         for i, (kind, name, m) in enumerate(ops):  # workspaces are keyed by position (modules may repeat)
             if kind == "linear":
-                w, b = self._get(pd, f"{name}.weight", P), self._get(pd, f"{name}.bias", P)
+                w, b = self._weight(pd, f"{name}.weight", P), self._get(pd, f"{name}.bias", P)
                 nd = {"shared": 2, "sm": 3, "fm": 3}[lay]
                 if h.dim() != nd:
                     raise _Unsupported("Linear on inputs with more than one feature axis")
@@ -742,7 +752,7 @@ class _StackedExec(_Exec):
             elif kind == "conv":
                 if lay == "fm":
                     raise _Unsupported("Conv2d after Linear")
-                w, b = self._get(pd, f"{name}.weight", P), self._get(pd, f"{name}.bias", P)
+                w, b = self._weight(pd, f"{name}.weight", P), self._get(pd, f"{name}.bias", P)
                 outs = [
                     F.conv2d(h if lay == "shared" else h[p], w[p], None if b is None else b[p], m.stride, m.padding,
                              m.dilation, m.groups)
@@ -750,7 +760,7 @@ class _StackedExec(_Exec):
                 ]  # fmt: skip
                 h, lay = (torch.stack(outs) if P > 1 else outs[0][None]), "sm"
             elif kind == "bn":
-                w, b = self._get(pd, f"{name}.weight", P), self._get(pd, f"{name}.bias", P)
+                w, b = self._weight(pd, f"{name}.weight", P), self._get(pd, f"{name}.bias", P)
                 rm, rv = self._buf(chunk, f"{name}.running_mean", P), self._buf(chunk, f"{name}.running_var", P)
                 scale = (rv + m.eps).rsqrt()
                 scale = scale if w is None else scale * w
@@ -792,7 +802,7 @@ class _Metrics:
 
     def __init__(self, metrics: Sequence[str | BatchMetric], loss_fn: Any, y: Tensor, plain: bool) -> None:
         if isinstance(metrics, str) or callable(metrics):
-            metrics = (metrics,)  # type: ignore[assignment]
+            metrics = (metrics,)
         self.keys: list[tuple[str, Any]] = []
         for m in metrics:
             if isinstance(m, str):
@@ -846,7 +856,7 @@ class _Metrics:
                 continue
             if fn is not None:
                 val = fn(sm, y, start).double()
-            elif key == "loss" and fast and self.kind == "ce":
+            elif key == "loss" and fast and cm is not None and self.kind == "ce":
                 ws = self.ws.get("ce")
                 if ws is None or ws.shape != cm.shape or ws.dtype != cm.dtype:  # reused: fresh memory page-faults
                     ws = self.ws["ce"] = torch.empty(cm.shape, dtype=cm.dtype, device=cm.device)
@@ -858,7 +868,7 @@ class _Metrics:
                 val = (cm[:, 0] - y.reshape(B)).square().sum(1, dtype=torch.float64)
             elif key == "loss":
                 val = torch.stack([self.loss_fn(sm[p], y).double().reshape(()) * B for p in range(P)])
-            elif fast:  # accuracy, ties resolved like argmax: correct iff no earlier class reaches the max
+            elif fast and cm is not None:  # accuracy, ties like argmax: correct iff no earlier class reaches the max
                 m = cm.amax(1)
                 tl = cm.gather(1, y.view(1, 1, B).expand(P, 1, B))[:, 0]
                 earlier = torch.arange(cm.shape[1], device=y.device)[:, None] < y[None, :]
@@ -1050,7 +1060,7 @@ def evaluate_points(
 
     affine = isinstance(points, AffinePoints)
     first = _find_first_layer(copy_, layout, x1, bufs) if fast and affine and bn is not BNMode.INTERPOLATE else None
-    exe: _Exec | None = None
+    exe: _StackedExec | _FunctionalExec | None = None
     if strategy in (Strategy.AUTO, Strategy.STACKED) and bn is not BNMode.TRAIN:
         ops = _chain_ops(copy_)
         if ops is not None:
@@ -1078,12 +1088,14 @@ def evaluate_points(
             chunk_size = 16
         chunk_size = max(1, min(chunk_size, budget // max(1, per_point)))
 
-    basis = points.basis.to(device=device, dtype=dtype) if affine and exe.first is not None else None  # type: ignore[union-attr]
+    run, first_layer = exe, exe.first  # as the closure below sees them
+    basis = (points.basis.to(device=device, dtype=dtype)
+             if isinstance(points, AffinePoints) and first_layer is not None else None)
 
     def first_maps(x: Tensor) -> Tensor | None:
-        if basis is None:
+        if basis is None or first_layer is None:
             return None
-        return exe.first_maps(_first_input(copy_, exe.first, x, bufs), basis)  # type: ignore[union-attr]
+        return run.first_maps(_first_input(copy_, first_layer, x, bufs), basis)
 
     rank, world = (0, 1) if _SHARD_LOCAL.get() else _dist()  # data-sharded: every rank takes every point
     counter = [0]

@@ -39,7 +39,7 @@ import math
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -128,7 +128,10 @@ def _names(items: Sequence[Any], model: nn.Module | None = None, most: int = 6) 
 # ``meta`` of a convolution: (stride, padding, dilation, groups, channels_last).
 
 
-def _fmt(t: Tensor | None, channels_last: bool) -> Tensor | None:
+_MaybeTensor = TypeVar("_MaybeTensor", Tensor, None)
+
+
+def _fmt(t: _MaybeTensor, channels_last: bool) -> _MaybeTensor:
     """Force channels-last on 4-D tensors when asked (no copy if already)."""
     if t is None or not channels_last or t.dim() != 4:
         return t
@@ -186,7 +189,7 @@ class _ConvGrad(torch.autograd.Function):
             gx, gW, _ = torch.ops.aten.convolution_backward(
                 gO, x, W, None, stride, padding, dilation, False, zeros, groups, mask
             )
-        if use_cols:
+        if use_cols and cols is not None:
             gW = _weight_grad_from_cols(gO, cols, W)
         ctx.save_for_backward(gO, x, W)
         ctx.meta, ctx.cols = meta, cols
@@ -495,7 +498,7 @@ def _as_batches(data: Any) -> list[tuple[Tensor, Tensor]]:
     for b in batches:
         if len(b) != 2 or not all(isinstance(t, Tensor) for t in b) or len(b[0]) != len(b[1]) or len(b[0]) == 0:
             raise ValueError("every batch must be a pair (X, y) of tensors with the same nonzero first dimension")
-    return batches  # type: ignore[return-value]
+    return batches
 
 
 def _named_loss(name: str) -> LossFn:
@@ -895,7 +898,7 @@ class HessianOperator:
             live = [j for j, g in enumerate(grads) if g is not None]
             if not live:
                 continue
-            outputs = [grads[j] for j in live]
+            outputs = [g for g in grads if g is not None]  # grads[j] for j in live
             for j, parts in enumerate(cols):
                 hv = torch.autograd.grad(
                     outputs,

@@ -19,7 +19,7 @@ import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -59,7 +59,10 @@ class Which(str, enum.Enum):
     SA = "SA"  # smallest algebraic
 
 
-def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _enum(cls: type[_E], value: Any, what: str) -> _E:
     try:
         return cls(value)
     except ValueError:

@@ -26,7 +26,7 @@ import enum
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -83,14 +83,17 @@ class InitScheme(str, enum.Enum):
     NORMAL = "normal"
 
 
-def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _enum(cls: type[_E], value: Any, what: str) -> _E:
     """Parse a string option into ``cls``; unknown values raise listing the valid ones."""
     if isinstance(value, cls):
         return value
     try:
         return cls(str(value).lower())
     except ValueError:
-        valid = ", ".join(repr(m.value) for m in cls)  # type: ignore[attr-defined]
+        valid = ", ".join(repr(m.value) for m in cls)
         raise ValueError(f"unknown {what} {value!r}; valid values are {valid}") from None
 
 
@@ -136,7 +139,7 @@ def _image_shape(input_shape: ShapeLike, model: str) -> tuple[int, int, int]:
         raise ValueError(
             f"{model} needs an image input shape (C, H, W), e.g. (1, 8, 8), (1, 28, 28) or (3, 32, 32); got {shape}"
         )
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _check_classes(num_classes: int) -> int:

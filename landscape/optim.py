@@ -60,7 +60,7 @@ def _enum(cls: type[enum.Enum], value: Any) -> Any:
     try:
         return cls(value)
     except ValueError:
-        valid = [m.value for m in cls]  # type: ignore[attr-defined]
+        valid = [m.value for m in cls]
         raise ValueError(f"unknown {cls.__name__} {value!r}; valid: {valid}") from None
 
 

@@ -428,10 +428,12 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 node.op == "call_method" and target in _BINARY_METHODS
             ):
                 ins = [a for a in node.args if isinstance(a, torch.fx.Node)]
-                g = gin[0].gid
+                first = gin[0].gid
+                assert first is not None  # grouped_inputs keeps only values with a group
+                g = first
                 for a in ins:
                     ga = val(a).gid
-                    g = groups.union(g, 0 if ga is None else ga, _where(node))  # type: ignore[arg-type]
+                    g = groups.union(g, 0 if ga is None else ga, _where(node))
                 if any(val(a).flat for a in ins) or len({val(a).axis for a in ins if val(a).gid is not None}) > 1:
                     raise unsupported(node, _where(node) + " mixing flattened and channel-axis values")
                 vals[node] = _Val(g, gin[0].axis)
@@ -482,10 +484,10 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
         r = groups.find(gid)
         if r and roots[r] not in site_map:
             site_map.setdefault(f"_prod_{roots[r]}", []).append((name, axis))
-    sites_out = {g: tuple(v) for g, v in site_map.items() if not g.startswith("_prod_")}
-    for g, v in site_map.items():
-        if g.startswith("_prod_") and g[6:] not in sites_out:
-            sites_out[g[6:]] = (v[-1],)
+    sites_out = {key: tuple(at) for key, at in site_map.items() if not key.startswith("_prod_")}
+    for key, at in site_map.items():
+        if key.startswith("_prod_") and key[6:] not in sites_out:
+            sites_out[key[6:]] = (at[-1],)
     # REPAIR sites: a Linear/Conv producing a permuted group, or the BatchNorm right after it.
     node_of = {str(n.target): n for n in gm.graph.nodes if n.op == "call_module"}
     for name, _, gid in producers:

@@ -342,10 +342,11 @@ def plot_barycentric(
     bad = ~np.isfinite(z.ravel())
     if len(tris):
         tri = mtri.Triangulation(px, py, tris)
-        tri.set_mask(bad[tris].any(1))
+        hidden = bad[tris].any(1)
+        tri.set_mask(hidden)
         art = ax.tripcolor(tri, _mask(z.ravel()), shading="gouraud", cmap=CMAP, vmin=lo, vmax=hi)
         fig.colorbar(art, ax=ax, label=zlabel)
-        if levels and not tri.mask.all():
+        if levels and not hidden.all():
             ax.tricontour(tri, np.where(bad, lo, z.ravel()), levels=np.linspace(lo, hi, int(levels) + 1),
                           colors="k", linewidths=0.3, alpha=0.6)  # fmt: skip
     if bad.any():

@@ -502,7 +502,8 @@ class Result:
         payload = json.dumps(header)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
-            np.savez(fh, __header__=np.array(payload), **arrays)
+            # ignore: numpy's stub matches **arrays against the bool allow_pickle; the keys here are a0, a1, __keys__
+            np.savez(fh, __header__=np.array(payload), **arrays)  # type: ignore[arg-type]
         os.replace(tmp, path)
         return path
 

@@ -56,7 +56,8 @@ HISTOGRAM_RANGES: dict[type[nn.Module], Callable[[nn.Module], tuple[float, float
     nn.Softsign: lambda m: (-1.0, 1.0),
     nn.Sigmoid: lambda m: (0.0, 1.0),
     nn.Hardsigmoid: lambda m: (0.0, 1.0),
-    nn.Hardtanh: lambda m: (float(m.min_val), float(m.max_val)),  # also ReLU6
+    # also ReLU6; ignore: nn.Module.__getattr__ is typed Tensor | Module, Hardtanh's bounds are floats
+    nn.Hardtanh: lambda m: (float(m.min_val), float(m.max_val)),  # type: ignore[arg-type]
 }
 
 

@@ -28,7 +28,7 @@ import dataclasses
 import enum
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -77,7 +77,10 @@ class Distribution(str, enum.Enum):
     SPHERE = "sphere"  # u uniform on the sphere ||u||_2 = radius
 
 
-def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _enum(cls: type[_E], value: Any, what: str) -> _E:
     try:
         return cls(value)
     except ValueError:

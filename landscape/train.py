@@ -39,6 +39,9 @@ from landscape.validation import InputError, check_model, validate_pair
 if TYPE_CHECKING:
     from landscape.problem import Problem
 
+if TYPE_CHECKING:
+    from landscape.optim import RK2
+
 __all__ = [
     "StepEvent",
     "EpochEvent",
@@ -73,7 +76,7 @@ def _enum(cls: type[enum.Enum], value: Any) -> Any:
     try:
         return cls(value)
     except ValueError:
-        valid = [m.value for m in cls]  # type: ignore[attr-defined]
+        valid = [m.value for m in cls]
         raise ValueError(f"unknown {cls.__name__} {value!r}; valid: {valid}") from None
 
 
@@ -509,7 +512,7 @@ class Trainer:
         self.progress = progress
 
         self.model: nn.Module = copy.deepcopy(model)
-        self.optimizer: torch.optim.Optimizer = self._build_optimizer(self.model)
+        self.optimizer: torch.optim.Optimizer | RK2 = self._build_optimizer(self.model)
         self.step = 0
         self.epoch = 0
         self.epoch_progress = 0.0
@@ -518,6 +521,8 @@ class Trainer:
         self.last_metrics: dict[str, float] = {}
         self._events: list[dict[str, Any]] = []
         self._stop = False
+        self._batch: tuple[Tensor, Tensor] = (torch.empty(0), torch.empty(0))  # the current minibatch, set per step
+        self._last_out: Any = None
         self._started = False
 
     # ----------------------------------------------------------------- helpers
@@ -530,7 +535,7 @@ class Trainer:
         except TypeError:
             return None
 
-    def _build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+    def _build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer | RK2:
         params = [p for p in model.parameters() if p.requires_grad]
         spec = self.optimizer_spec
         if isinstance(spec, str):
@@ -603,8 +608,7 @@ class Trainer:
             by_epochs = self.epochs * self.batches_per_epoch
             total = by_epochs if total is None else min(total, by_epochs)
         bar = _Progress(total) if self.progress else None
-        self._batch: tuple[Tensor, Tensor] | None = None
-        self._last_out: Any = None
+        self._last_out = None
         self.model.train()
         for cb in self.callbacks:
             cb.on_train_begin(self)
@@ -638,7 +642,8 @@ class Trainer:
             self._batch = batch
             self._last_out = None
             optimizer = self.optimizer
-            loss_t = optimizer.step(closure)
+            # ignore: torch types a closure as returning float; closures return the loss tensor (as LBFGS needs)
+            loss_t = optimizer.step(closure)  # type: ignore[arg-type]
             if loss_t is None:
                 raise RuntimeError("the optimizer's step(closure) must return the closure's loss")
             loss = loss_t.item() if isinstance(loss_t, Tensor) else float(loss_t)

@@ -108,7 +108,7 @@ _ST_CODES = {  # torch dtype -> safetensors dtype name (the ones torch and safet
     if hasattr(torch, t)
 }  # fmt: skip
 _SEAL = re.compile(rb',"sum":"([0-9a-f]{64})"\}\s*\Z')
-_DURABLE = {True: "append", False: False, "append": "append", "flush": "flush"}
+_DURABLE: dict[bool | str, bool | str] = {True: "append", False: False, "append": "append", "flush": "flush"}
 
 
 class TrajectoryError(ValueError):
@@ -181,7 +181,7 @@ def _named_tensors(model: nn.Module) -> tuple[list[tuple[str, Tensor]], dict[str
 
 def _tensor_bytes(t: Tensor) -> memoryview:
     t = t.detach().to("cpu").contiguous()
-    return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+    return t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else memoryview(b"")
 
 
 @functools.lru_cache(maxsize=64)
@@ -324,11 +324,6 @@ class Snapshot:
             f"Snapshot(index={self.index}, step={self.step}, epoch={self.epoch:g}, segment={self.segment}, "
             f"numel={self.vector.numel()}, dtype={self.vector.dtype}, metrics={self.metrics})"
         )
-
-
-def _flat_layout(numel: int) -> ParamLayout:
-    # Default for a bare vector (e.g. a point on a 2-D toy function): one tensor named "vector".
-    return ParamLayout([TensorSpec("vector", (numel,), 0, numel, "", None, "")])
 
 
 def _json_default(o: Any) -> Any:
@@ -610,7 +605,10 @@ class Trajectory:
         self._pending = layout  # layout for the next append when it starts the first segment
         self._meta: dict[str, Any] = {}
         self._mem: list[dict[str, Tensor]] = []
-        self._index_fd = self._dir_fd = self._lock_fd = self._pack_fd = None
+        self._index_fd: int | None = None
+        self._dir_fd: int | None = None
+        self._lock_fd: int | None = None
+        self._pack_fd: int | None = None
         self._pack_name, self._pack_size, self._unsynced = "", 0, False
         self._rfd: tuple[str, int] | None = None  # the pack last read from
         self._model_key: tuple[Any, ...] | None = None  # append_model's layout cache: identity of the parameters
@@ -754,6 +752,7 @@ class Trajectory:
     # ---------------------------------------------------------------- index
     def _parse_line(self, line: bytes, n: int) -> dict[str, Any]:
         """One complete index line as record ``n``; raises naming the line."""
+        assert self.path is not None  # only disk stores have an index
         where = f"{self.path / _INDEX}: line {n + 1}"
         if self._version == 1:
             try:
@@ -862,6 +861,7 @@ class Trajectory:
                     what = f"holds snapshot {rec.get('i')} where {n + len(out)} belongs"
                 if what:
                     return out, None, f"{snapdir / name} at byte {pos + at}: the snapshot after the index {what}"
+                assert rec is not None and h is not None  # what is empty only for a verified snapshot
                 rec.update(file=name, off=pos + at, size=size, digest=h["__metadata__"]["digest"])
                 out.append(rec)
                 at += size
@@ -869,6 +869,7 @@ class Trajectory:
 
     def _roll_forward(self, write: bool) -> None:
         """Take complete snapshots that the index lacks from the packs (a crash between pack and index)."""
+        assert self.path is not None  # only disk stores have packs
         recs, incomplete, damage = self._scan_tail()
         if damage and write:
             raise CorruptTrajectoryError(
@@ -995,7 +996,7 @@ class Trajectory:
         elif not isinstance(layout, ParamLayout):
             raise TypeError(f"layout must be a ParamLayout, got {type(layout).__name__}")
         start = new_segment or cur is None or (layout is not cur[0] and layout.specs != cur[0].specs)
-        if not start and names != cur[1] and set(names) != set(cur[1]):
+        if not start and cur is not None and names != cur[1] and set(names) != set(cur[1]):
             raise ValueError(
                 f"buffers {sorted(names)} differ from {sorted(cur[1])} of segment {len(self._segs) - 1}; "
                 "pass the same buffers (e.g. buffers_dict(model)) or new_segment=True"
@@ -1078,6 +1079,7 @@ class Trajectory:
         off = self._pack_size
         rec.update(file=self._pack_name, off=off, size=len(blob), digest=digest)
         line = self._index_line(rj, rec)
+        assert self._pack_fd is not None  # open, or opened by _new_pack above
         try:
             _write_all(self._pack_fd, blob)
             if self._durable == "append":
@@ -1125,6 +1127,7 @@ class Trajectory:
         # of the layout (see landscape.params), so freezing a tensor keeps the segment.
         named, buffers = _named_tensors(model)
         key = (id(model), *((n, id(p), p.shape, p.dtype) for n, p in named))
+        tensors: list[Tensor] | None
         if self._segs and key == self._model_key and self._model_tensors is not None:
             layout, tensors = self._segs[-1][0], self._model_tensors
             parts = [p.detach().reshape(-1) for p in tensors]

@@ -53,3 +53,13 @@ def test_distance_along_path(tmp_path):
     np.testing.assert_array_equal(back.rms, r.rms)
     with pytest.raises(ValueError, match="valid"):
         distance_along_path(m, m, b, (X, y), output="probabilities")
+
+
+def test_interpolated_buffers_need_models():
+    # Found by mypy: a vector endpoint has no buffers to interpolate (was a TypeError from dict(None)).
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2)).eval()
+    data = (torch.randn(8, 3), torch.randint(0, 2, (8,)))
+    vector = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    with pytest.raises(ValueError, match="given as models"):
+        distance_along_path(net, vector, net, data, bn_mode="interpolate")
+    assert distance_along_path(net, net, net, data, alphas=[0.0, 1.0], bn_mode="interpolate").rms.max() == 0.0

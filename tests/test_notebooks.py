@@ -12,6 +12,7 @@ nbclient = pytest.importorskip("nbclient")
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 FIGURE_TYPES = {"image/png", "image/svg+xml", "application/vnd.plotly.v1+json"}
+EXECUTED = ROOT / "build" / "notebooks"  # the docs render these copies (docs/_ext/hooks.py): one execution in CI
 
 
 def _text(output) -> str:
@@ -30,6 +31,10 @@ def run_notebook(path: Path, tmp_path: Path, monkeypatch):
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    tmp = EXECUTED / f".{path.name}.tmp"
+    nbformat.write(nb, tmp)
+    tmp.replace(EXECUTED / path.name)
     return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
 
 

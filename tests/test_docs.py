@@ -1,0 +1,163 @@
+"""The documentation site: built with warnings as errors, then opened in headless Chromium.
+
+``.ci/test`` builds the site once (``mkdocs build --strict``, after the suite has executed the notebooks) and
+runs this file with ``LANDSCAPE_DOCS_SITE`` pointing at it; run alone, the module builds its own site into a
+temporary directory (notebooks then render with the outputs of an earlier ``tests/test_notebooks.py`` run,
+or without outputs). Needs Debian's ``chromium`` (``bash .ci/install_chromium.sh``); a machine without it
+skips the browser checks (CI installs it, so they run there).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+import landscape.surface
+
+ROOT = Path(__file__).resolve().parents[1]
+pytest.importorskip("mkdocs")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    prebuilt = os.environ.get("LANDSCAPE_DOCS_SITE")
+    if prebuilt:
+        path = Path(prebuilt)
+        if not path.is_absolute():
+            path = ROOT / path
+        assert (path / "index.html").is_file(), f"LANDSCAPE_DOCS_SITE={prebuilt} holds no built site"
+        return path
+    out = tmp_path_factory.mktemp("docs_site")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stderr[-4000:]}"
+    return out
+
+
+def _chromium() -> str:
+    if os.environ.get("LANDSCAPE_SKIP_BROWSER") == "1":
+        pytest.skip("LANDSCAPE_SKIP_BROWSER=1")
+    exe = os.environ.get("LANDSCAPE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("headless Chromium not found (`bash .ci/install_chromium.sh` installs it; CI does)")
+    return exe
+
+
+def _open(page: Path, profile: Path) -> tuple[str, list[str]]:
+    """The page's DOM after its scripts ran, and the uncaught JavaScript errors from Chromium's console log."""
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
+           "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+           "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
+    errors = [line for line in proc.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
+    return proc.stdout, errors
+
+
+class _Dom(HTMLParser):
+    """Element ids, link targets, the title, text, and plotly divs (rendered ones carry ``js-plotly-plot``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.hrefs: list[str] = []
+        self.plots: list[bool] = []
+        self.title = ""
+        self.text: list[str] = []
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "a" and "href" in a:
+            self.hrefs.append(a["href"])
+        if tag == "title":
+            self._in_title = True
+        classes = a.get("class", "").split()
+        if tag == "div" and "plotly-graph-div" in classes:
+            self.plots.append("js-plotly-plot" in classes)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+        self.text.append(data)
+
+
+def _parse(dom: str) -> _Dom:
+    p = _Dom()
+    p.feed(dom)
+    return p
+
+
+def test_index_renders_with_navigation(site: Path, tmp_path: Path) -> None:
+    dom_text, errors = _open(site / "index.html", tmp_path / "profile")
+    assert errors == []
+    dom = _parse(dom_text)
+    assert dom.title.strip().startswith("landscape")
+    # every top-level part of the nav is linked from the home page, and each target exists in the site
+    for target in ("getting-started/", "architecture/", "api/", "notebooks/", "arguments/",
+                   "architecture/analyzers/", "architecture/gallery/", "api/landscape/surface/"):
+        assert target in dom.hrefs, f"{target} not linked from the index"
+        assert (site / target / "index.html").is_file()
+    # the search index was built and covers the API pages
+    search = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    assert any(d["location"].startswith("api/landscape/surface/") for d in search["docs"])
+
+
+def test_api_page_documents_every_public_name(site: Path, tmp_path: Path) -> None:
+    dom_text, errors = _open(site / "api" / "landscape" / "surface" / "index.html", tmp_path / "profile")
+    assert errors == []
+    dom = _parse(dom_text)
+    module = landscape.surface
+    missing = [n for n in module.__all__ if f"landscape.surface.{n}" not in dom.ids]
+    assert missing == [], f"public names without an entry on the API page: {missing}"
+    text = "".join("".join(dom.text).split())  # whitespace-free: code spans split text into highlighted tokens
+    for obj in (module.line, module.PlaneResult):  # the summaries come from the source's docstrings
+        summary = inspect.getdoc(obj).split("\n\n")[0]
+        assert "".join(summary.split()).replace("`", "") in text.replace("`", ""), summary
+    assert ":func:`" not in text and ":class:`" not in text  # Sphinx roles were rendered
+
+
+def test_notebook_page_draws_its_plotly_figures(site: Path, tmp_path: Path) -> None:
+    page = site / "notebooks" / "01_slices"
+    rendered = json.loads((page / "01_slices.ipynb").read_text(encoding="utf-8"))  # the copy the page shows
+    expected = sum("application/vnd.plotly.v1+json" in o.get("data", {})
+                   for c in rendered["cells"] for o in c.get("outputs", []))
+    dom_text, errors = _open(page / "index.html", tmp_path / "profile")
+    assert errors == []
+    plots = _parse(dom_text).plots
+    assert len(plots) == expected and all(plots), f"{sum(plots)} of {len(plots)} drawn, {expected} in the notebook"
+    if os.environ.get("LANDSCAPE_DOCS_REQUIRE_OUTPUTS") == "1":
+        assert expected > 0, "the site was built without the notebooks' outputs"
+
+
+def test_getting_started_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The getting-started page's Python blocks run as written, in order (they share one namespace)."""
+    page = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert len(blocks) >= 2, "the getting-started page lost its examples"
+    monkeypatch.chdir(tmp_path)  # the example saves plane.npz into the working directory
+    ns: dict = {}
+    for code in blocks:
+        exec(compile(code, "getting-started.md", "exec"), ns)  # noqa: S102 - our own docs
+    from landscape import load_result
+
+    again = load_result(tmp_path / "plane.npz")
+    assert again.metrics["loss"].shape == ns["surface"].metrics["loss"].shape == (21, 21)
+    assert len(ns["traj"]) == ns["trainer"].epochs + 1  # the initial point and one snapshot per epoch
