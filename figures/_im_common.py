@@ -187,13 +187,16 @@ class ImSetup:
 
     @classmethod
     def for_scale(cls, scale: Scale | str, data_dir: Path | str | None = None) -> ImSetup:
-        """The gallery's settings: ``"quick"`` (embedded digits, minutes on 2 cores) or ``"full"`` (the paper's).
+        """The gallery's settings: ``"quick"`` (embedded digits, minutes on 2 cores), ``"medium"`` (embedded 28x28
+        MNIST subset, :meth:`medium`) or ``"full"`` (the paper's).
 
         Raises:
             MissingDataError: At full scale when ``data_dir`` does not hold CIFAR-10's python batches.
         """
         if Scale(scale) is Scale.QUICK:
             return cls()
+        if Scale(scale) is Scale.MEDIUM:
+            return cls.medium()
         what = "CIFAR-10 python batches (cifar-10-batches-py/ with data_batch_1..5 and test_batch)"
         root = require_data(data_dir, what=what)
         # Im et al. Sec. 3.4: cifar.torch VGG and NIN, batch 128, 200 epochs; Fig. 7: switches at epochs 50/100/150.
@@ -209,8 +212,7 @@ class ImSetup:
 
         On 8x8 digits the quick VGG reaches ~100% training accuracy within a few epochs; this setting is the one to
         try where that leaves a claim nothing to show. It does not fit the gallery's quick budget (one run costs
-        roughly 30x a quick one on one core) and ``make_all`` has no medium scale yet: run the figure functions
-        with it directly, e.g. ``fig7(ImSetup.medium(), cache_dir="cache")``.
+        roughly 30x a quick one on one core): ``python -m figures.make_all --scale medium`` runs it.
         """
         return cls(name="medium", dataset="mnist", train_size=4000, vgg_cfg=(16, 16, "M", 32, 32, "M", 64, "M"),
                    vgg_hidden=128, epochs=30, surface_size=1000)  # fmt: skip

@@ -208,3 +208,20 @@ def test_step_decay_halves_the_rate_between_stages(runs):
     Trainer(net, (X, y), optimizer="sgd", optimizer_kwargs={"lr": 0.4}, epochs=4, batch_size=8,
             callbacks=[common._StepDecay(16, 4), Spy()]).fit()  # fmt: skip
     assert seen[:3] == [0.4] * 3 and seen[3] == pytest.approx(0.2) and seen[-1] == pytest.approx(0.05)
+
+
+def test_medium_scale_is_wired_through_make_all(tmp_path, monkeypatch):
+    """``make_all --scale medium`` gives the Im figures ImSetup.medium() (here shrunk to the tiny setting)."""
+    import dataclasses
+    import json
+
+    from figures.make_all import make_gallery
+
+    assert ImSetup.for_scale("medium") == ImSetup.medium() and ImSetup.medium().dataset == "mnist"
+    tiny_medium = dataclasses.replace(TINY, name="medium")
+    monkeypatch.setattr(ImSetup, "medium", classmethod(lambda cls: tiny_medium))
+    rep = make_gallery(["im_fig4"], scale="medium", out=tmp_path, jobs=1, progress=False, verbose=False)
+    assert rep.exit_code == 0
+    (entry,) = [e for e in json.loads((tmp_path / "claims.json").read_text())["figures"] if e["name"] == "im_fig4"]
+    assert entry["scale"] == "medium" and entry["scaling"]["scale"] == "medium"
+    assert entry["claims"] and all(c["scale"] == "medium" for c in entry["claims"])
