@@ -187,8 +187,7 @@ class ImSetup:
 
     @classmethod
     def for_scale(cls, scale: Scale | str, data_dir: Path | str | None = None) -> ImSetup:
-        """The gallery's settings: ``"quick"`` (embedded digits, minutes on 2 cores), ``"medium"`` (embedded 28x28
-        MNIST subset, :meth:`medium`) or ``"full"`` (the paper's).
+        """The gallery's settings: ``"quick"`` (digits), ``"medium"`` (:meth:`medium`) or ``"full"`` (the paper's).
 
         Raises:
             MissingDataError: At full scale when ``data_dir`` does not hold CIFAR-10's python batches.

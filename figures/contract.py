@@ -397,8 +397,7 @@ class FigureSpec:
     scales: tuple[Scale, ...] = (Scale.QUICK, Scale.FULL)
 
     def run_scale(self, scale: Scale | str) -> Scale:
-        """The scale the figure runs at when the gallery runs at ``scale``: a figure without a medium setting runs
-        its quick one."""
+        """The scale the figure runs at in a gallery at ``scale`` (a figure without a medium setting: quick)."""
         scale = Scale(scale)
         return scale if scale in self.scales else Scale.QUICK
 
