@@ -146,6 +146,7 @@ class ImSetup:
         surface_size: Training images the loss surfaces are evaluated on.
         grid: Points per side of the 2-D (barycentric, bilinear) grids.
         switch_fractions: Fractions of training at which Fig. 7 switches optimizer (Sec. 4.3).
+        switch_lr_variants: Panels (a), (b), (c) of Figs. 12-15 run (other rates after the switch): 1 or up to 3.
         seed: Base seed (data split, shuffling, dropout; initialization ``k`` uses ``1000 * seed + k``).
     """
 
@@ -168,6 +169,7 @@ class ImSetup:
     surface_size: int = 512
     grid: int = 11
     switch_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
+    switch_lr_variants: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -203,7 +205,7 @@ class ImSetup:
         return cls(name="full", dataset="cifar10", data_dir=str(root), train_size=None, vgg_cfg=vgg, vgg_hidden=512,
                    dropout=0.5, nin_width=192, epochs=200, batch_size=128, repetitions=5, repetitions_nobn=3,
                    repetitions_fig9=3, repetitions_switch=3, repetitions_nin=3, surface_size=10_000,
-                   grid=21)  # fmt: skip
+                   grid=21, switch_lr_variants=3)  # fmt: skip
 
     @classmethod
     def medium(cls) -> ImSetup:
@@ -223,7 +225,7 @@ class ImSetup:
         evaluated: they are left out, so changing them reuses every cached run.
         """
         skip = {"repetitions", "repetitions_nobn", "repetitions_fig9", "repetitions_switch", "repetitions_nin",
-                "surface_size", "grid", "switch_fractions"}  # fmt: skip
+                "surface_size", "grid", "switch_fractions", "switch_lr_variants"}  # fmt: skip
         setup = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         blob = json.dumps({"setup": setup, "code": _TRAINING_CODE}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -330,8 +332,10 @@ class RunSpec:
         batchnorm: BatchNorm after every convolution.
         arch: ``"vgg"`` or ``"nin"``.
         hyper: Hyperparameter overrides of ``method``, as sorted ``(name, value)`` pairs.
-        then: Method switched to at ``switch_at`` (Sec. 4.3), with its default hyperparameters.
+        then: Method switched to at ``switch_at`` (Sec. 4.3), with its default hyperparameters updated by
+            ``then_hyper``.
         switch_at: Fraction of training at which to switch.
+        then_hyper: Hyperparameter overrides of ``then`` (Figs. 12-15 switch to other rates), as ``hyper``.
         init_mean: Mean of an exotic ``N(mean, std)`` initialization of every conv/linear weight and bias (A.5).
         init_std: Its standard deviation.
         init_scheme: Otherwise, a :class:`landscape.models.InitScheme` name (``"default"``: PyTorch's own).
@@ -350,6 +354,7 @@ class RunSpec:
     init_std: float | None = None
     init_scheme: str = "default"
     epochs: int | None = None
+    then_hyper: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         for m in (self.method, self.then):
@@ -365,13 +370,21 @@ class RunSpec:
             raise ValueError("give either init_mean/init_std (a normal initialization) or init_scheme, not both")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.then_hyper and self.then is None:
+            raise ValueError("then_hyper needs a switch (`then` and `switch_at`)")
         object.__setattr__(self, "hyper", tuple(sorted((str(k), v) for k, v in dict(self.hyper).items())))
+        # overrides equal to the method's defaults are dropped, so equal runs share one cache key
+        then = default_hyperparameters(self.then) if self.then is not None else {}
+        object.__setattr__(self, "then_hyper", tuple(sorted((str(k), v) for k, v in dict(self.then_hyper).items()
+                                                            if then.get(str(k), object()) != v)))
 
     def key(self) -> str:
         """Directory name of the run in the cache."""
         d = dataclasses.asdict(self)
         if d["epochs"] is None:
             del d["epochs"]  # runs cached before the field existed keep their key
+        if not d["then_hyper"]:
+            del d["then_hyper"]
         blob = json.dumps(d, sort_keys=True, default=str)
         return f"{self.method}-{self.init}-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -473,7 +486,8 @@ def _train(setup: ImSetup, spec: RunSpec, traj: Trajectory) -> None:
     if spec.then is None:
         optimizer: Any = spec.method
     else:
-        phases = [(0, (spec.method, hyper)), (float(spec.switch_at), spec.then)]  # type: ignore[arg-type]
+        second = (spec.then, dict(spec.then_hyper)) if spec.then_hyper else spec.then
+        phases = [(0, (spec.method, hyper)), (float(spec.switch_at), second)]  # type: ignore[arg-type]
 
         def optimizer(params: Any) -> SwitchSchedule:
             return SwitchSchedule(params, phases, total_steps=total)

@@ -87,6 +87,20 @@ def test_spec_and_setup_validation():
         ImSetup(dataset="cifar10")
     assert RunSpec("sgd", hyper={"lr": 0.1, "a": 1}).hyper == (("a", 1), ("lr", 0.1))
     assert RunSpec("sgd").key() != RunSpec("sgd", batchnorm=False).key()
+    # rates after a switch: an override equal to the default is no override (one cache key), others differ
+    sw = {"then": "adam", "switch_at": 0.5}
+    assert RunSpec("sgd", **sw, then_hyper={"lr": 0.001}).key() == RunSpec("sgd", **sw).key()
+    assert RunSpec("sgd", **sw, then_hyper={"lr": 0.0005}).then_hyper == (("lr", 0.0005),)
+    assert RunSpec("sgd", **sw, then_hyper={"lr": 0.0005}).key() != RunSpec("sgd", **sw).key()
+    with pytest.raises(ValueError, match="then_hyper"):
+        RunSpec("sgd", then_hyper={"lr": 0.1})
+
+
+def test_rate_after_the_switch_changes_only_the_second_phase(runs):
+    sw = {"then": "sgd", "switch_at": 0.5}
+    a, b = runs.many([RunSpec("adam", **sw), RunSpec("adam", **sw, then_hyper={"lr": 0.2})])
+    assert a.history[1] == b.history[1]  # identical until the switch
+    assert a.history[2]["dist_init"] != b.history[2]["dist_init"]
 
 
 def test_full_scale_without_cifar_fails_clearly(tmp_path):
@@ -146,12 +160,18 @@ def _check(res: FigureResult) -> None:
 
 
 @pytest.mark.parametrize("name", ["fig1", "fig2_3", "table1", "fig4", "fig5_6", "fig7", "fig8_table2", "fig9",
-                                  "fig10", "fig11"])  # fmt: skip
+                                  "fig10", "fig11", "fig12", "fig13", "fig14", "fig15"])  # fmt: skip
 def test_every_figure_at_tiny_scale(cache, name):
     import importlib
 
-    mod = importlib.import_module(f"figures.im_{name}")
-    res = getattr(mod, name)(TINY, cache_dir=cache)
+    if name in ("fig12", "fig13", "fig14", "fig15"):
+        from figures.im_fig12_15 import switch_figure
+
+        res = switch_figure(int(name[3:]), TINY, cache_dir=cache)
+        assert len(res.claims) == 3
+    else:
+        mod = importlib.import_module(f"figures.im_{name}")
+        res = getattr(mod, name)(TINY, cache_dir=cache)
     _check(res)
     if name == "fig9":
         assert len(res.claims) == 4
