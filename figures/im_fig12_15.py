@@ -243,8 +243,8 @@ def switch_figure(number: int, setup: ImSetup, *, cache_dir: Path | str | None =
             title = f"{LABELS[x]} -> {LABELS[y]}{tag}"
             base = [Curve(np.arange(len(got["plain", m, 0].history)), None, LABELS[m], color(m), dash=True, width=1.2)
                     for m in (x, y)]  # fmt: skip
-            for metric, what, sc_, panels in (("trainset_accuracy", "accuracy", 100.0, acc_panels),
-                                              ("dist_init", "distance", 1.0, dist_panels)):  # fmt: skip
+            for metric, sc_, panels in (("trainset_accuracy", 100.0, acc_panels),
+                                        ("dist_init", 1.0, dist_panels)):  # fmt: skip
                 cs = [dataclasses.replace(c, y=sc_ * got["plain", m, 0].curve(metric)) for c, m in zip(base, (x, y))]
                 for i, f in enumerate(FRACTIONS):
                     r = got[x, y, f, 0, v]

@@ -261,11 +261,22 @@ def evaluate_dataset(
             total += float(loss_fn(out, y)) * b
             n += b
             if accuracy and not y.is_floating_point():
-                correct += int((out.argmax(dim=-1) == y).sum())
+                correct += _n_correct(out, y)
     res = {"loss": total / max(n, 1)}
     if accuracy and n and _last_target_is_int(data):
         res["accuracy"] = correct / n
     return res
+
+
+def _n_correct(out: Tensor, y: Tensor) -> float:
+    """Correctly classified samples of a batch.
+
+    For outputs ``(N, C, d1, ...)`` with targets ``(N, d1, ...)`` (the K-dimensional form of ``cross_entropy``, e.g.
+    a language model's words), each sample counts its fraction of correct positions.
+    """
+    if out.dim() > 2 and y.dim() == out.dim() - 1:
+        return float((out.argmax(dim=1) == y).flatten(1).float().mean(1).sum())
+    return int((out.argmax(dim=-1) == y).sum())
 
 
 def _last_target_is_int(data: DataLike) -> bool:
@@ -307,7 +318,7 @@ class _Correct:
                 if batched:
                     self.count += int((o.argmax(-1) == t).sum())
                 else:
-                    self.count += sum(int((o.argmax(-1) == t).sum()) for o, t in zip(outs, ys) if o.dim() >= 2)
+                    self.count += sum(_n_correct(o, t) for o, t in zip(outs, ys) if o.dim() >= 2)
             outs.clear()
             ys.clear()
         return self.count

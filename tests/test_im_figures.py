@@ -142,6 +142,10 @@ def test_equal_evals_compares_at_matching_budgets(runs):
 
 def _check(res: FigureResult) -> None:
     """Every claim: numeric measured, one of the four verdicts, premises stated, held only on met premises."""
+    _check_named(res, TINY.name)
+
+
+def _check_named(res: FigureResult, scale: str) -> None:
     assert isinstance(res, FigureResult) and res.panels and res.claims
     for c in res.claims:
         assert isinstance(c, Claim) and c.source.startswith("Im, Tao & Branson")
@@ -155,7 +159,7 @@ def _check(res: FigureResult) -> None:
             assert c.effect is None or c.effect.ci_low > 0 or c.effect.ci_high < 0, c
         if not c.premise_met:
             assert c.verdict is Verdict.NOT_TESTED and c.detail.startswith("premise not met")
-        assert c.scale == TINY.name
+        assert c.scale == scale
     assert {"model", "data", "epochs", "repetitions"} <= set(res.scaling)
 
 
@@ -245,3 +249,43 @@ def test_medium_scale_is_wired_through_make_all(tmp_path, monkeypatch):
     (entry,) = [e for e in json.loads((tmp_path / "claims.json").read_text())["figures"] if e["name"] == "im_fig4"]
     assert entry["scale"] == "medium" and entry["scaling"]["scale"] == "medium"
     assert entry["claims"] and all(c["scale"] == "medium" for c in entry["claims"])
+
+
+TINY_LSTM = ImSetup(name="test-lstm", dataset="pydoc", train_size=40, epochs=2, lr_stages=2, batch_size=8,
+                    surface_size=16, lstm_vocab=50, lstm_embed=4, lstm_hidden=6, lstm_seq=5, repetitions_lstm=2)
+
+
+def test_text_splits_shift_by_one_word(tmp_path):
+    s = common.text_splits("pydoc", vocab=50, seq_len=5)
+    (x, y), (xt, _) = s.train, s.test
+    assert x.shape[1] == 5 and y.shape == x.shape and s.num_classes == 50 and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(x[1:, 0], y[:-1, -1])  # one running text
+    assert 0 <= int(x.min()) and int(x.max()) < 50 and xt.shape[1] == 5
+    # Penn Treebank: missing -> the CIFAR-style message; present (any of the usual layouts) -> read, <eos> appended
+    with pytest.raises(MissingDataError, match="--data-dir"):
+        common.text_splits("ptb", None)
+    with pytest.raises(MissingDataError, match="ptb.train.txt"):
+        common.text_splits("ptb", tmp_path)
+    d = tmp_path / "simple-examples" / "data"
+    d.mkdir(parents=True)
+    (d / "ptb.train.txt").write_text(" a b a <unk>\n b a\n")
+    (d / "ptb.test.txt").write_text(" a c\n")
+    s = common.text_splits("ptb", tmp_path, vocab=4, seq_len=2)
+    # training words a b a <unk> <eos> b a <eos>: a (3) -> 1, <eos> (2) -> 2, b (2) -> 3, unknown -> 0
+    assert s.train[0].tolist() == [[1, 3], [1, 0], [2, 3]] and s.train[1].tolist() == [[3, 1], [0, 2], [3, 1]]
+    assert s.test[0].tolist() == [[1, 0]] and s.test[1].tolist() == [[0, 2]]
+
+
+def test_lstm_figure_at_tiny_scale(tmp_path):
+    from figures.contract import MissingDataError as Missing
+    from figures.im_lstm import lstm_figure, lstm_setup
+
+    res = lstm_figure(TINY_LSTM, cache_dir=tmp_path)
+    _check_named(res, "test-lstm")
+    assert len(res.claims) == 2
+    run = ImRuns(TINY_LSTM, tmp_path).get(RunSpec("adam", arch="lstm", batchnorm=False))
+    acc = run.last("test_accuracy")
+    assert 0.0 <= acc <= 1.0  # next-word accuracy per word, not per sequence
+    with pytest.raises(Missing, match="ptb.train.txt"):
+        lstm_setup("full", tmp_path)
+    assert lstm_setup("medium").dataset == "pydoc" and lstm_setup("quick").name == "quick-lstm"
