@@ -9,7 +9,7 @@ LSTM; the readings here (fixed before measuring):
 - Model: a word-level LSTM language model (:class:`figures._im_common.WordLSTM`: embedding, LSTM, linear decoder);
   every sequence of ``lstm_seq`` words starts from a zero state (no state carried across sequences).
 - Quick scale: CPython's own English documentation (``pydoc_data.topics``, about 108,000 training words), vocabulary of
-  the 1,000 most frequent words, 1,200 training sequences of 20 words, embedding 32, LSTM 64, 6 epochs of batch 32.
+  the 1,000 most frequent words, 800 training sequences of 20 words, embedding 32, LSTM 64, 5 epochs of batch 32.
   Medium: all of that text (about 5,400 sequences), vocabulary 2,000, embedding 64, LSTM 128, 16 epochs. Full: Penn
   Treebank from ``--data-dir`` (``ptb.train.txt`` / ``ptb.test.txt``), Zaremba et al.'s "small" model (2 x 200, 35
   steps, batch 20, 13 epochs, vocabulary 10,000), a common reading of "the LSTM" on that set.
@@ -71,7 +71,7 @@ def lstm_setup(scale: Scale | str, data_dir: Path | str | None = None) -> ImSetu
     """
     scale = Scale(scale)
     if scale is Scale.QUICK:
-        return ImSetup(name="quick-lstm", dataset="pydoc", train_size=1200, epochs=6, dropout=0.1, surface_size=512)
+        return ImSetup(name="quick-lstm", dataset="pydoc", train_size=800, epochs=5, dropout=0.1, surface_size=512)
     if scale is Scale.MEDIUM:
         return ImSetup(name="medium-lstm", dataset="pydoc", train_size=None, epochs=16, dropout=0.1,
                        surface_size=1000, lstm_vocab=2000, lstm_embed=64, lstm_hidden=128)  # fmt: skip
