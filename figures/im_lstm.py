@@ -10,7 +10,7 @@ LSTM; the readings here (fixed before measuring):
   every sequence of ``lstm_seq`` words starts from a zero state (no state carried across sequences).
 - Quick scale: CPython's own English documentation (``pydoc_data.topics``, about 108,000 training words), vocabulary of
   the 1,000 most frequent words, 800 training sequences of 20 words, embedding 32, LSTM 64, 5 epochs of batch 32.
-  Medium: all of that text (about 5,400 sequences), vocabulary 2,000, embedding 64, LSTM 128, 16 epochs. Full: Penn
+  Medium: the same model on all of that text (about 5,400 sequences), 10 epochs. Full: Penn
   Treebank from ``--data-dir`` (``ptb.train.txt`` / ``ptb.test.txt``), Zaremba et al.'s "small" model (2 x 200, 35
   steps, batch 20, 13 epochs, vocabulary 10,000), a common reading of "the LSTM" on that set.
 - Methods: SGD, Adam and Adadelta (the three of the appendix's switching figures) from shared initial weights and the
@@ -73,8 +73,8 @@ def lstm_setup(scale: Scale | str, data_dir: Path | str | None = None) -> ImSetu
     if scale is Scale.QUICK:
         return ImSetup(name="quick-lstm", dataset="pydoc", train_size=800, epochs=5, dropout=0.1, surface_size=512)
     if scale is Scale.MEDIUM:
-        return ImSetup(name="medium-lstm", dataset="pydoc", train_size=None, epochs=16, dropout=0.1,
-                       surface_size=1000, lstm_vocab=2000, lstm_embed=64, lstm_hidden=128)  # fmt: skip
+        return ImSetup(name="medium-lstm", dataset="pydoc", train_size=None, epochs=10, dropout=0.1,
+                       surface_size=1000)  # fmt: skip
     root = _ptb_dir(data_dir)  # fails at once, naming the files, when they are missing
     return ImSetup(name="full-lstm", dataset="ptb", data_dir=str(root), train_size=None, epochs=13, batch_size=20,
                    dropout=0.0, surface_size=2000, lstm_vocab=10_000, lstm_embed=200, lstm_hidden=200,
