@@ -71,12 +71,12 @@ def lstm_setup(scale: Scale | str, data_dir: Path | str | None = None) -> ImSetu
     """
     scale = Scale(scale)
     if scale is Scale.QUICK:
-        return ImSetup(name="quick-lstm", dataset="pydoc", train_size=800, epochs=5, dropout=0.1, surface_size=512)
+        return ImSetup(name="quick", dataset="pydoc", train_size=800, epochs=5, dropout=0.1, surface_size=512)
     if scale is Scale.MEDIUM:
-        return ImSetup(name="medium-lstm", dataset="pydoc", train_size=None, epochs=10, dropout=0.1,
+        return ImSetup(name="medium", dataset="pydoc", train_size=None, epochs=10, dropout=0.1,
                        surface_size=1000)  # fmt: skip
     root = _ptb_dir(data_dir)  # fails at once, naming the files, when they are missing
-    return ImSetup(name="full-lstm", dataset="ptb", data_dir=str(root), train_size=None, epochs=13, batch_size=20,
+    return ImSetup(name="full", dataset="ptb", data_dir=str(root), train_size=None, epochs=13, batch_size=20,
                    dropout=0.0, surface_size=2000, lstm_vocab=10_000, lstm_embed=200, lstm_hidden=200,
                    lstm_layers=2, lstm_seq=35)  # fmt: skip
 

@@ -288,4 +288,4 @@ def test_lstm_figure_at_tiny_scale(tmp_path):
     assert 0.0 <= acc <= 1.0  # next-word accuracy per word, not per sequence
     with pytest.raises(Missing, match="ptb.train.txt"):
         lstm_setup("full", tmp_path)
-    assert lstm_setup("medium").dataset == "pydoc" and lstm_setup("quick").name == "quick-lstm"
+    assert lstm_setup("medium").dataset == "pydoc" and lstm_setup("quick").name == "quick"
