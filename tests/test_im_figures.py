@@ -289,3 +289,27 @@ def test_lstm_figure_at_tiny_scale(tmp_path):
     with pytest.raises(Missing, match="ptb.train.txt"):
         lstm_setup("full", tmp_path)
     assert lstm_setup("medium").dataset == "pydoc" and lstm_setup("quick").name == "quick"
+
+
+def test_accuracy_of_k_dimensional_outputs_is_per_position():
+    """evaluate_dataset and the Trainer's running accuracy on (N, C, T) outputs: the share of correct positions."""
+    import torch.nn as nn
+
+    from landscape.train import Trainer, evaluate_dataset
+
+    class Fixed(nn.Module):  # predicts class (position mod 3) at every position, whatever the input
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            pos = torch.arange(x.shape[1]) % 3
+            out = torch.nn.functional.one_hot(pos, 3).T.float().expand(x.shape[0], 3, x.shape[1])
+            return out + 0 * self.w
+
+    x = torch.zeros(4, 6)
+    y = (torch.arange(6) % 3).repeat(4, 1)
+    y[0, :3] = (y[0, :3] + 1) % 3  # 3 wrong of 24 positions
+    assert evaluate_dataset(Fixed(), (x, y), nn.functional.cross_entropy)["accuracy"] == pytest.approx(21 / 24)
+    tr = Trainer(Fixed(), (x, y), nn.functional.cross_entropy, "sgd", epochs=1, batch_size=4).fit()
+    assert tr.history_[-1]["train_accuracy"] == pytest.approx(21 / 24)
