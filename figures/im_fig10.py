@@ -101,6 +101,7 @@ def fig10(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | No
     )
 
 
-@register_figure("im_fig10", paper="im", title="Im et al. Fig. 10: init -> final interpolation continued to alpha 2")
+@register_figure("im_fig10", paper="im", title="Im et al. Fig. 10: init -> final interpolation continued to alpha 2",
+                 scales=("medium",))
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig10(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

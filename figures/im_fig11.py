@@ -200,6 +200,7 @@ def fig11(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | No
     )
 
 
-@register_figure("im_fig11", paper="im", title="Im et al. Fig. 11: NIN from exotic initializations, with/without BN")
+@register_figure("im_fig11", paper="im", title="Im et al. Fig. 11: NIN from exotic initializations, with/without BN",
+                 scales=("medium",))
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig11(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

@@ -165,6 +165,7 @@ def fig2_3(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     )
 
 
-@register_figure("im_fig2_3", paper="im", title="Im et al. Figs. 2-3: slices through SGD minima, four methods' minima")
+@register_figure("im_fig2_3", paper="im", title="Im et al. Figs. 2-3: slices through SGD minima, four methods' minima",
+                 scales=("medium",))
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig2_3(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

@@ -164,6 +164,7 @@ def fig4(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
     )
 
 
-@register_figure("im_fig4", paper="im", title="Im et al. Fig. 4: training and test accuracy per method and init")
+@register_figure("im_fig4", paper="im", title="Im et al. Fig. 4: training and test accuracy per method and init",
+                 scales=("medium",))
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig4(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

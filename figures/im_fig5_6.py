@@ -228,6 +228,7 @@ def fig5_6(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     )
 
 
-@register_figure("im_fig5_6", paper="im", title="Im et al. Figs. 5-6: loss around each method's minima, several inits")
+@register_figure("im_fig5_6", paper="im", title="Im et al. Figs. 5-6: loss around each method's minima, several inits",
+                 scales=("medium",))
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig5_6(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

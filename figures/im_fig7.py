@@ -223,6 +223,7 @@ def fig7(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
     )
 
 
-@register_figure("im_fig7", paper="im", title="Im et al. Fig. 7: switching between SGD and Adam at 25/50/75%")
+@register_figure("im_fig7", paper="im", title="Im et al. Fig. 7: switching between SGD and Adam at 25/50/75%",
+                 scales=("medium",))
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig7(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

@@ -185,6 +185,7 @@ def fig8_table2(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Pat
     )
 
 
-@register_figure("im_fig8_table2", paper="im", title="Im et al. Fig. 8 / Table 2: minima with and without BatchNorm")
+@register_figure("im_fig8_table2", paper="im", title="Im et al. Fig. 8 / Table 2: minima with and without BatchNorm",
+                 scales=("medium",))
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig8_table2(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

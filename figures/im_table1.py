@@ -294,6 +294,7 @@ def table1(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     )
 
 
-@register_figure("im_table1", paper="im", title="Im et al. Table 1: minima of every pair of methods from one init")
+@register_figure("im_table1", paper="im", title="Im et al. Table 1: minima of every pair of methods from one init",
+                 scales=("medium",))
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return table1(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

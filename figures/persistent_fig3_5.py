@@ -131,9 +131,11 @@ class KinkSetup:
 
     @classmethod
     def for_scale(cls, scale: Scale | str) -> KinkSetup:
-        """Quick settings, or the paper's (000 Sec. 3, Algorithm 1)."""
+        """Quick settings, medium (the paper's 100 seeds, quick's other settings) or the paper's (000 Sec. 3)."""
         if Scale(scale) is Scale.QUICK:
             return cls()
+        if Scale(scale) is Scale.MEDIUM:
+            return cls(name="medium", seeds=100)
         return cls(name="full", seeds=100, iterations=100, steps=50_000, backend="auto")
 
     def key(self) -> str:
@@ -319,6 +321,6 @@ def figure3_5(setup: KinkSetup, cache: Path | str | None = None, progress: bool 
 
 
 @register_figure("persistent_fig3_5", paper="persistent",
-                 title="Figs. 3-5: 1-D regression kink, re-initialization vs persistent training")
+                 title="Figs. 3-5: 1-D regression kink, re-initialization vs persistent training", scales=("medium",))
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return figure3_5(KinkSetup.for_scale(scale), cache=_cache_dir(out), progress=progress)

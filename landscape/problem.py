@@ -76,6 +76,7 @@ __all__ = [
     "FunctionalModel",
     "as_problem",
     "model_output",
+    "count_correct",
     "differentiable_kernels",
     "LOSSES",
     "TARGET_KEYS",
@@ -102,6 +103,17 @@ KERNEL_NOTE = "second-order products ran with the math SDPA kernel (differentiab
 
 
 # =========================================================================== small helpers
+def count_correct(out: Tensor, y: Tensor) -> float:
+    """Correctly classified samples of a batch: ``argmax`` over the class axis equal to the target.
+
+    For outputs ``(N, C, d1, ...)`` with targets ``(N, d1, ...)`` (the K-dimensional form of ``cross_entropy``,
+    e.g. a language model's words), each sample counts its fraction of correct positions.
+    """
+    if out.dim() > 2 and y.dim() == out.dim() - 1:
+        return float((out.argmax(dim=1) == y).flatten(1).float().mean(1).sum())
+    return int((out.argmax(dim=-1) == y).sum())
+
+
 def model_output(out: Any) -> Tensor:
     """The tensor a loss ``(outputs, targets)`` and the metrics see: the documented output rule.
 
@@ -891,7 +903,7 @@ class Problem:
             return ("loss",)
         b = next(iter(self.batches()))
         y = b.targets
-        integer = y is not None and not (y.is_floating_point() or y.is_complex()) and y.dim() == 1
+        integer = y is not None and not (y.is_floating_point() or y.is_complex()) and y.dim() >= 1
         return ("loss", "accuracy") if integer else ("loss",)
 
     def evaluate(
@@ -975,7 +987,7 @@ class Problem:
                                 if not self.closure:
                                     sums[k][p] += float(self._loss_fn_for(b.targets)(o, b.targets)) * b.size
                             elif k == "accuracy":
-                                sums[k][p] += float((o.argmax(-1) == b.targets).sum())
+                                sums[k][p] += float(count_correct(o, b.targets))
                             elif k == "outputs":
                                 outs[p].append(o.detach().cpu())
                             else:

@@ -309,6 +309,13 @@ def _resolve_loss(loss_fn: Any, data: Any) -> Callable[[Tensor, Tensor], Tensor]
     return loss_fn
 
 
+def _n_correct(out: Tensor, y: Tensor) -> float:
+    """Correctly classified samples of a batch (:func:`landscape.problem.count_correct`)."""
+    from landscape.problem import count_correct
+
+    return count_correct(out, y)
+
+
 def _last_target_is_int(data: DataLike) -> bool:
     if _is_tensor_pair(data):
         return not data[1].is_floating_point()  # type: ignore[index]
@@ -348,7 +355,7 @@ class _Correct:
                 if batched:
                     self.count += int((o.argmax(-1) == t).sum())
                 else:
-                    self.count += sum(int((o.argmax(-1) == t).sum()) for o, t in zip(outs, ys) if o.dim() >= 2)
+                    self.count += sum(_n_correct(o, t) for o, t in zip(outs, ys) if o.dim() >= 2)
             outs.clear()
             ys.clear()
         return self.count

@@ -131,6 +131,39 @@ def test_cache_reuse_force_and_scale(tmp_path: Path) -> None:
         assert doc["scale"] == "full" and (tmp_path / "counted" / "extra.txt").read_text() == "full"
 
 
+def test_medium_scale_reaches_only_figures_with_a_medium_setting(tmp_path: Path, capsys) -> None:
+    seen: dict[str, list[str]] = {}
+
+    def recorder(tag: str):
+        def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+            seen.setdefault(tag, []).append(Scale(scale).value)
+            res = _tiny_result(tag)
+            res.claims.append(Claim(statement=f"{tag} own-scale claim", paper_value=None, measured=1.0, held=True,
+                                    scale="full"))  # a scale the figure states itself is kept
+            return res
+        return run
+
+    with temporary_registry():
+        register_figure("has_medium", paper="im", title="M", scales=["medium"])(recorder("has_medium"))
+        register_figure("quick_only", paper="im", title="Q")(recorder("quick_only"))
+        args = ["--out", str(tmp_path), "--quiet", "--jobs", "1"]
+        assert main(args) == 0 and seen == {"has_medium": ["quick"], "quick_only": ["quick"]}
+        assert main([*args, "--scale", "medium"]) == 0
+        assert seen == {"has_medium": ["quick", "medium"], "quick_only": ["quick"]}  # quick-only: reused
+        doc = _validate(tmp_path)
+        assert doc["scale"] == "medium"
+        med, quick = _entry(doc, "has_medium"), _entry(doc, "quick_only")
+        assert (med["scale"], med["cached"]) == ("medium", False)
+        assert (quick["scale"], quick["cached"]) == ("quick", True)
+        assert [c["scale"] for c in med["claims"]] == ["medium", "full"]  # unset: the figure's run scale
+        assert [c["scale"] for c in quick["claims"]] == ["quick", "full"]
+        index = (tmp_path / "index.html").read_text()
+        assert "verdict from the medium scale" in index and "verdict from the quick scale" in index
+        assert "medium budget 120 min" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            main([*args, "--scale", "medium", "--full"])  # contradictory
+
+
 def test_failing_figure_is_reported_and_others_render(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     CALLS.clear()
     with temporary_registry(include=["toy_demo"]):
@@ -225,8 +258,9 @@ def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 def test_contract_validation() -> None:
     assert Scale("QUICK") is Scale.QUICK and contract.Paper("lipton").citation.startswith("Lipton")
-    with pytest.raises(ValueError, match="'quick', 'full'"):
-        Scale("medium")
+    assert Scale("medium") is Scale.MEDIUM
+    with pytest.raises(ValueError, match="'quick', 'medium', 'full'"):
+        Scale("huge")
     with pytest.raises(ValueError, match="valid values"):
         register_figure("x_fig", paper="nature", title="X")
     with pytest.raises(ValueError, match="name"):

@@ -87,6 +87,20 @@ def test_spec_and_setup_validation():
         ImSetup(dataset="cifar10")
     assert RunSpec("sgd", hyper={"lr": 0.1, "a": 1}).hyper == (("a", 1), ("lr", 0.1))
     assert RunSpec("sgd").key() != RunSpec("sgd", batchnorm=False).key()
+    # rates after a switch: an override equal to the default is no override (one cache key), others differ
+    sw = {"then": "adam", "switch_at": 0.5}
+    assert RunSpec("sgd", **sw, then_hyper={"lr": 0.001}).key() == RunSpec("sgd", **sw).key()
+    assert RunSpec("sgd", **sw, then_hyper={"lr": 0.0005}).then_hyper == (("lr", 0.0005),)
+    assert RunSpec("sgd", **sw, then_hyper={"lr": 0.0005}).key() != RunSpec("sgd", **sw).key()
+    with pytest.raises(ValueError, match="then_hyper"):
+        RunSpec("sgd", then_hyper={"lr": 0.1})
+
+
+def test_rate_after_the_switch_changes_only_the_second_phase(runs):
+    sw = {"then": "sgd", "switch_at": 0.5}
+    a, b = runs.many([RunSpec("adam", **sw), RunSpec("adam", **sw, then_hyper={"lr": 0.2})])
+    assert a.history[1] == b.history[1]  # identical until the switch
+    assert a.history[2]["dist_init"] != b.history[2]["dist_init"]
 
 
 def test_full_scale_without_cifar_fails_clearly(tmp_path):
@@ -128,6 +142,10 @@ def test_equal_evals_compares_at_matching_budgets(runs):
 
 def _check(res: FigureResult) -> None:
     """Every claim: numeric measured, one of the four verdicts, premises stated, held only on met premises."""
+    _check_named(res, TINY.name)
+
+
+def _check_named(res: FigureResult, scale: str) -> None:
     assert isinstance(res, FigureResult) and res.panels and res.claims
     for c in res.claims:
         assert isinstance(c, Claim) and c.source.startswith("Im, Tao & Branson")
@@ -141,17 +159,23 @@ def _check(res: FigureResult) -> None:
             assert c.effect is None or c.effect.ci_low > 0 or c.effect.ci_high < 0, c
         if not c.premise_met:
             assert c.verdict is Verdict.NOT_TESTED and c.detail.startswith("premise not met")
-        assert c.scale == TINY.name
+        assert c.scale == scale
     assert {"model", "data", "epochs", "repetitions"} <= set(res.scaling)
 
 
 @pytest.mark.parametrize("name", ["fig1", "fig2_3", "table1", "fig4", "fig5_6", "fig7", "fig8_table2", "fig9",
-                                  "fig10", "fig11"])  # fmt: skip
+                                  "fig10", "fig11", "fig12", "fig13", "fig14", "fig15"])  # fmt: skip
 def test_every_figure_at_tiny_scale(cache, name):
     import importlib
 
-    mod = importlib.import_module(f"figures.im_{name}")
-    res = getattr(mod, name)(TINY, cache_dir=cache)
+    if name in ("fig12", "fig13", "fig14", "fig15"):
+        from figures.im_fig12_15 import switch_figure
+
+        res = switch_figure(int(name[3:]), TINY, cache_dir=cache)
+        assert len(res.claims) == 3
+    else:
+        mod = importlib.import_module(f"figures.im_{name}")
+        res = getattr(mod, name)(TINY, cache_dir=cache)
     _check(res)
     if name == "fig9":
         assert len(res.claims) == 4
@@ -208,3 +232,84 @@ def test_step_decay_halves_the_rate_between_stages(runs):
     Trainer(net, (X, y), optimizer="sgd", optimizer_kwargs={"lr": 0.4}, epochs=4, batch_size=8,
             callbacks=[common._StepDecay(16, 4), Spy()]).fit()  # fmt: skip
     assert seen[:3] == [0.4] * 3 and seen[3] == pytest.approx(0.2) and seen[-1] == pytest.approx(0.05)
+
+
+def test_medium_scale_is_wired_through_make_all(tmp_path, monkeypatch):
+    """``make_all --scale medium`` gives the Im figures ImSetup.medium() (here shrunk to the tiny setting)."""
+    import dataclasses
+    import json
+
+    from figures.make_all import make_gallery
+
+    assert ImSetup.for_scale("medium") == ImSetup.medium() and ImSetup.medium().dataset == "mnist"
+    tiny_medium = dataclasses.replace(TINY, name="medium")
+    monkeypatch.setattr(ImSetup, "medium", classmethod(lambda cls: tiny_medium))
+    rep = make_gallery(["im_fig4"], scale="medium", out=tmp_path, jobs=1, progress=False, verbose=False)
+    assert rep.exit_code == 0
+    (entry,) = [e for e in json.loads((tmp_path / "claims.json").read_text())["figures"] if e["name"] == "im_fig4"]
+    assert entry["scale"] == "medium" and entry["scaling"]["scale"] == "medium"
+    assert entry["claims"] and all(c["scale"] == "medium" for c in entry["claims"])
+
+
+TINY_LSTM = ImSetup(name="test-lstm", dataset="pydoc", train_size=40, epochs=2, lr_stages=2, batch_size=8,
+                    surface_size=16, lstm_vocab=50, lstm_embed=4, lstm_hidden=6, lstm_seq=5, repetitions_lstm=2)
+
+
+def test_text_splits_shift_by_one_word(tmp_path):
+    s = common.text_splits("pydoc", vocab=50, seq_len=5)
+    (x, y), (xt, _) = s.train, s.test
+    assert x.shape[1] == 5 and y.shape == x.shape and s.num_classes == 50 and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(x[1:, 0], y[:-1, -1])  # one running text
+    assert 0 <= int(x.min()) and int(x.max()) < 50 and xt.shape[1] == 5
+    # Penn Treebank: missing -> the CIFAR-style message; present (any of the usual layouts) -> read, <eos> appended
+    with pytest.raises(MissingDataError, match="--data-dir"):
+        common.text_splits("ptb", None)
+    with pytest.raises(MissingDataError, match="ptb.train.txt"):
+        common.text_splits("ptb", tmp_path)
+    d = tmp_path / "simple-examples" / "data"
+    d.mkdir(parents=True)
+    (d / "ptb.train.txt").write_text(" a b a <unk>\n b a\n")
+    (d / "ptb.test.txt").write_text(" a c\n")
+    s = common.text_splits("ptb", tmp_path, vocab=4, seq_len=2)
+    # training words a b a <unk> <eos> b a <eos>: a (3) -> 1, <eos> (2) -> 2, b (2) -> 3, unknown -> 0
+    assert s.train[0].tolist() == [[1, 3], [1, 0], [2, 3]] and s.train[1].tolist() == [[3, 1], [0, 2], [3, 1]]
+    assert s.test[0].tolist() == [[1, 0]] and s.test[1].tolist() == [[0, 2]]
+
+
+def test_lstm_figure_at_tiny_scale(tmp_path):
+    from figures.contract import MissingDataError as Missing
+    from figures.im_lstm import lstm_figure, lstm_setup
+
+    res = lstm_figure(TINY_LSTM, cache_dir=tmp_path)
+    _check_named(res, "test-lstm")
+    assert len(res.claims) == 2
+    run = ImRuns(TINY_LSTM, tmp_path).get(RunSpec("adam", arch="lstm", batchnorm=False))
+    acc = run.last("test_accuracy")
+    assert 0.0 <= acc <= 1.0  # next-word accuracy per word, not per sequence
+    with pytest.raises(Missing, match="ptb.train.txt"):
+        lstm_setup("full", tmp_path)
+    assert lstm_setup("medium").dataset == "pydoc" and lstm_setup("quick").name == "quick"
+
+
+def test_accuracy_of_k_dimensional_outputs_is_per_position():
+    """evaluate_dataset and the Trainer's running accuracy on (N, C, T) outputs: the share of correct positions."""
+    import torch.nn as nn
+
+    from landscape.train import Trainer, evaluate_dataset
+
+    class Fixed(nn.Module):  # predicts class (position mod 3) at every position, whatever the input
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            pos = torch.arange(x.shape[1]) % 3
+            out = torch.nn.functional.one_hot(pos, 3).T.float().expand(x.shape[0], 3, x.shape[1])
+            return out + 0 * self.w
+
+    x = torch.zeros(4, 6)
+    y = (torch.arange(6) % 3).repeat(4, 1)
+    y[0, :3] = (y[0, :3] + 1) % 3  # 3 wrong of 24 positions
+    assert evaluate_dataset(Fixed(), (x, y), nn.functional.cross_entropy)["accuracy"] == pytest.approx(21 / 24)
+    tr = Trainer(Fixed(), (x, y), nn.functional.cross_entropy, "sgd", epochs=1, batch_size=4).fit()
+    assert tr.history_[-1]["train_accuracy"] == pytest.approx(21 / 24)

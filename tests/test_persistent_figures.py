@@ -92,6 +92,9 @@ def test_kink_helpers():
 
 
 def test_fig3_5_tiny_and_cached(tmp_path):
+    medium = KinkSetup.for_scale("medium")  # the paper's 100 seeds, quick's other settings
+    assert (medium.name, medium.seeds) == ("medium", 100)
+    assert KinkSetup.for_scale("quick") == KinkSetup(**{**medium.__dict__, "name": "quick", "seeds": 32})
     setup = KinkSetup(seeds=3, iterations=2, steps=200, backend="eager", name="tiny")
     first = figure3_5(setup, cache=tmp_path)
     claims = _check(first, 4)
