@@ -1,0 +1,209 @@
+"""Every analyzer's brute-force check on every model of the test registry (issues 20 and 21).
+
+The registry (:mod:`tests.registry`) holds tiny float64 problems: an MLP, a CNN with BatchNorm, a ResNet
+block, an attention block, an LSTM and a frozen-parameter model with mapping batches and a closure loss.
+Each test compares an analyzer with a reference written here from the case's raw pieces (the whole data
+as one batch through ``torch.func.functional_call``), never with the package's own output. The
+``registry_case`` fixture (``conftest.py``) checks at teardown that the model was not modified: parameters
+and buffers bitwise, ``requires_grad``, ``.grad``, train flags, hooks and tensor identities.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from landscape import (
+    PermutationSpecError,
+    TrajectoryPCA,
+    apply_permutation,
+    functional_distance,
+    hessian_eigenpairs,
+    hessian_spectrum,
+    invert_permutation,
+    line,
+    permutation_spec,
+    random_permutation,
+    random_plane,
+)
+from tests.registry import Case, reference_loss, reference_outputs
+
+_DENSE: dict[str, torch.Tensor] = {}
+
+
+def dense_hessian(case: Case) -> torch.Tensor:
+    """``torch.func.hessian`` of the reference loss as a function of the flat vector ``(D, D)`` (cached per case)."""
+    if case.name not in _DENSE:
+        H = torch.func.hessian(lambda t: reference_loss(case, t))(case.theta0())
+        _DENSE[case.name] = (H + H.T) / 2
+    return _DENSE[case.name]
+
+
+def _direction(case: Case, seed: int, scale: float = 0.3) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return scale * torch.randn(case.theta0().shape, generator=gen, dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------- the Problem's loss, gradient, HVP
+def test_problem_loss_grad_hvp_match_torch_func(registry_case: Case) -> None:
+    case = registry_case
+    prob = case.problem()
+    assert [s.name for s in prob.layout.specs] == case.param_names()  # the flat order the references assume
+    th = case.theta0() + _direction(case, 0, 0.1)  # away from the model's point: theta is honoured
+    f = lambda t: reference_loss(case, t)  # noqa: E731
+    torch.testing.assert_close(prob.loss(th), f(th), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(prob.grad(th), torch.func.grad(f)(th), rtol=1e-10, atol=1e-10)
+    H = torch.func.hessian(f)(th)
+    V = torch.randn(th.numel(), 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(prob.hvp(V, th), H @ V, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(prob.hvp(V[:, 0], th), H @ V[:, 0], rtol=1e-10, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- slices and distances
+def test_line_matches_a_loop_over_points(registry_case: Case) -> None:
+    case = registry_case
+    a, b = case.theta0(), case.theta0() + _direction(case, 2)
+    alphas = np.array([-0.5, 0.0, 0.3, 1.0, 1.5])
+    res = line(case.problem(), a, b, alphas=alphas)
+    ref = [float(reference_loss(case, (1 - t) * a + t * b)) for t in alphas]
+    np.testing.assert_allclose(res.metrics["loss"], ref, rtol=1e-10, atol=1e-12)
+    if case.closure:  # accuracy needs (outputs, targets) labels: refused by name
+        with pytest.raises(ValueError, match="closure"):
+            line(case.problem(), a, b, alphas=alphas, metrics=("loss", "accuracy"))
+    else:
+        acc = [float((reference_outputs(case, (1 - t) * a + t * b).argmax(-1) == case.targets).double().mean())
+               for t in alphas]  # fmt: skip
+        np.testing.assert_allclose(res.metrics["accuracy"], acc, rtol=0, atol=1e-12)
+
+
+def test_random_plane_matches_a_loop_over_the_grid(registry_case: Case) -> None:
+    case = registry_case
+    xs, ys = np.array([-0.5, 0.0, 0.5]), np.array([-0.25, 0.25])
+    res = random_plane(case.problem(), xs=xs, ys=ys, seed=3)
+    center, d = torch.as_tensor(res.center), torch.as_tensor(res.directions)
+    torch.testing.assert_close(center, case.theta0(), rtol=0, atol=0)
+    assert d.shape == (2, center.numel()) and bool((d.norm(dim=1) > 0).all())
+    ref = np.array([[float(reference_loss(case, center + x * d[0] + y * d[1])) for x in xs] for y in ys])
+    np.testing.assert_allclose(res.metrics["loss"], ref, rtol=1e-10, atol=1e-12)
+
+
+def test_functional_distance_matches_a_loop(registry_case: Case) -> None:
+    case = registry_case
+    a, b = case.theta0(), case.theta0() + _direction(case, 4)
+    res = functional_distance(case.problem(), a, b)
+    pa, pb = (F.softmax(reference_outputs(case, t), dim=-1) for t in (a, b))
+    rms = float(((pa - pb) ** 2).sum(-1).mean().sqrt())
+    disagreement = float((pa.argmax(-1) != pb.argmax(-1)).double().mean())
+    assert res.rms == pytest.approx(rms, rel=1e-10, abs=1e-14)
+    assert res.disagreement == pytest.approx(disagreement, abs=1e-12)
+    assert res.n_samples == case.targets.numel()
+
+
+# --------------------------------------------------------------------------- curvature
+def test_hessian_eigenpairs_top3_match_dense_eigvalsh(registry_case: Case) -> None:
+    case = registry_case
+    H = dense_hessian(case)
+    evals = torch.linalg.eigvalsh(H)
+    pairs = hessian_eigenpairs(case.problem(), k=3, tol=1e-10)
+    assert pairs.converged
+    norm = float(evals.abs().max())
+    got = torch.as_tensor(pairs.values)
+    torch.testing.assert_close(got, evals.flip(0)[:3], rtol=0, atol=1e-8 * norm)
+    # The vectors are eigenvectors of the reference Hessian, not only of the package's operator.
+    V = torch.as_tensor(pairs.vectors)
+    assert float((H @ V - V * got).norm(dim=0).max()) <= 1e-7 * norm
+
+
+def test_slq_first_moment_matches_the_dense_trace(registry_case: Case) -> None:
+    """Trace/n from the SLQ quadrature vs the dense Hessian's, within five standard errors.
+
+    Each probe's first moment is ``v^T H v / v^T v`` exactly (Gauss quadrature is exact to degree
+    ``2m - 1``). For Rademacher or Gaussian probes its variance is at most ``2 ||H||_F^2 / n^2``, so the
+    mean of ``p`` probes is within ``5 sqrt(2 / p) ||H||_F / n`` of ``tr(H) / n`` but with probability
+    ~1e-6 (a fixed seed: the test is deterministic). Ritz values lie inside the spectrum, exactly.
+    """
+    case = registry_case
+    H = dense_hessian(case)
+    n = H.shape[0]
+    evals = torch.linalg.eigvalsh(H)
+    p = 4
+    spec = hessian_spectrum(case.problem(), n_probes=p, steps=12, top_k=0)
+    assert spec.nodes.shape == (p, 12)
+    np.testing.assert_allclose(spec.weights.sum(axis=1), 1.0, rtol=0, atol=1e-10)
+    first = (spec.weights * spec.nodes).sum(axis=1).mean()
+    tol = 5 * math.sqrt(2 / p) * float(torch.linalg.norm(H)) / n
+    assert abs(first - float(evals.mean())) <= tol
+    assert spec.trace["slq"] / n == pytest.approx(first, rel=1e-10, abs=1e-12)
+    slack = 1e-8 * float(evals.abs().max())
+    used = spec.nodes[spec.weights > 1e-12]
+    assert used.min() >= float(evals[0]) - slack and used.max() <= float(evals[-1]) + slack
+
+
+def test_slq_with_full_steps_finds_eigenvalues(registry_case: Case) -> None:
+    """With ``n`` steps the Krylov space is invariant: every weighted Ritz value is an eigenvalue."""
+    case = registry_case
+    H = dense_hessian(case)
+    evals = torch.linalg.eigvalsh(H).numpy()
+    n = H.shape[0]
+    spec = hessian_spectrum(case.problem(), n_probes=1, steps=n, top_k=0)
+    used = spec.nodes[spec.weights > 1e-8]
+    gap = np.abs(used[:, None] - evals[None, :]).min(axis=1)
+    assert gap.max() <= 1e-7 * np.abs(evals).max()
+    # The first moment is then v^T H v / v^T v of the probe: inside the spectrum's convex hull.
+    first = float((spec.weights * spec.nodes).sum())
+    assert evals[0] - 1e-9 <= first <= evals[-1] + 1e-9
+
+
+# --------------------------------------------------------------------------- PCA of a few points of the case
+def test_trajectory_pca_matches_numpy_svd(registry_case: Case) -> None:
+    case = registry_case
+    gen = torch.Generator().manual_seed(5)
+    X = case.theta0() + 0.1 * torch.randn(6, case.theta0().numel(), generator=gen, dtype=torch.float64).cumsum(0)
+    pca = TrajectoryPCA(n_components=3).fit(X)
+    Xn = X.numpy()
+    Xc = Xn - Xn.mean(0)
+    _, s, vt = np.linalg.svd(Xc, full_matrices=False)
+    np.testing.assert_allclose(pca.mean_.numpy(), Xn.mean(0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pca.singular_values_, s[:3], rtol=1e-10)
+    np.testing.assert_allclose(pca.explained_variance_, s[:3] ** 2 / 5, rtol=1e-10)
+    np.testing.assert_allclose(pca.explained_variance_ratio_, s[:3] ** 2 / (s**2).sum(), rtol=1e-10)
+    comps = pca.components_.numpy()
+    signs = np.sign((comps * vt[:3]).sum(1))
+    np.testing.assert_allclose(comps * signs[:, None], vt[:3], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.abs(pca.transform(X)), np.abs(Xc @ vt[:3].T), rtol=0, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- permutations (issue 21)
+def _outputs(model: torch.nn.Module, case: Case, train: bool) -> torch.Tensor:
+    net = copy.deepcopy(model).train(train)  # a copy: train mode writes running statistics
+    with torch.no_grad():
+        return net(*case.inputs, **case.kwargs)
+
+
+def test_permutation_preserves_the_function_and_inverts_bitwise(registry_case: Case) -> None:
+    case = registry_case
+    if case.perm_error is not None:
+        with pytest.raises(PermutationSpecError, match=case.perm_error):
+            permutation_spec(case.model)
+        return
+    spec = permutation_spec(case.model)
+    perm = random_permutation(spec, seed=0)
+    assert any(not torch.equal(p, torch.arange(p.numel())) for p in perm.values()), "the permutation is the identity"
+    new = apply_permutation(spec, perm, case.model)
+    assert any(not torch.equal(v, case.model.state_dict()[k]) for k, v in new.state_dict().items())
+    for train in (False, True) if case.has_bn else (False,):
+        diff = (_outputs(new, case, train) - _outputs(case.model, case, train)).abs().max()
+        assert float(diff) <= 1e-12, f"outputs moved by {float(diff):.2e} (BatchNorm train={train})"
+    back = apply_permutation(spec, invert_permutation(perm), new)
+    for k, v in case.model.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), f"the inverse does not restore {k!r} bitwise"
+    # The flat-vector form gives the same point: the same loss through the Problem.
+    prob = case.problem()
+    moved = apply_permutation(spec, perm, case.theta0(), layout=case.model)
+    assert float(prob.loss(moved)) == pytest.approx(float(prob.loss()), rel=1e-12, abs=1e-14)
+    torch.testing.assert_close(moved, torch.cat([p.reshape(-1) for p in new.parameters()]), rtol=0, atol=0)
