@@ -11,6 +11,7 @@ and buffers bitwise, ``requires_grad``, ``.grad``, train flags, hooks and tensor
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -62,6 +63,33 @@ def test_problem_loss_grad_hvp_match_torch_func(registry_case: Case) -> None:
     V = torch.randn(th.numel(), 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     torch.testing.assert_close(prob.hvp(V, th), H @ V, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(prob.hvp(V[:, 0], th), H @ V[:, 0], rtol=1e-10, atol=1e-10)
+
+
+def test_problem_bn_train_mode_uses_each_batchs_statistics(registry_case: Case) -> None:
+    """``bn_mode="train"``: per batch its own statistics, running buffers unused; mean over batches."""
+    case = registry_case
+    if not case.has_bn:
+        pytest.skip("no BatchNorm in this case")
+    size = case.problem_kwargs.get("batch_size", case.targets.numel())
+    prob = case.problem(bn_mode="train")
+    th = case.theta0() + _direction(case, 6, 0.1)
+
+    def f(t: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        for i in range(0, case.targets.numel(), size):
+            part = dataclasses.replace(case, inputs=tuple(x[i : i + size] for x in case.inputs))
+            out = reference_outputs(part, t, bn_train=True)
+            total = total + case.ref_loss(out, case.targets[i : i + size]) * out.shape[0]
+        return total / case.targets.numel()
+
+    torch.testing.assert_close(prob.loss(th), f(th), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(prob.grad(th), torch.func.grad(f)(th), rtol=1e-10, atol=1e-10)
+    v = _direction(case, 7, 1.0)
+    # Reverse over reverse: torch 2.13's forward-over-reverse (torch.func.hessian) of a train-mode BatchNorm
+    # is off by ~1e-1 here while reverse-over-reverse and central differences of the gradient agree to 1e-8.
+    H = torch.func.jacrev(torch.func.grad(f))(th)
+    torch.testing.assert_close(prob.hvp(v, th), H @ v, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(prob.loss(th), case.problem().loss(th))  # the two modes differ here
 
 
 # --------------------------------------------------------------------------- slices and distances
@@ -202,8 +230,9 @@ def test_permutation_preserves_the_function_and_inverts_bitwise(registry_case: C
     back = apply_permutation(spec, invert_permutation(perm), new)
     for k, v in case.model.state_dict().items():
         assert torch.equal(back.state_dict()[k], v), f"the inverse does not restore {k!r} bitwise"
-    # The flat-vector form gives the same point: the same loss through the Problem.
-    prob = case.problem()
+    # The flat-vector form gives the same point: the same loss through the Problem. A vector holds no
+    # buffers, so with BatchNorm the Problem runs on batch statistics (running ones would stay unpermuted).
+    prob = case.problem(bn_mode="train" if case.has_bn else "eval")
     moved = apply_permutation(spec, perm, case.theta0(), layout=case.model)
     assert float(prob.loss(moved)) == pytest.approx(float(prob.loss()), rel=1e-12, abs=1e-14)
     torch.testing.assert_close(moved, torch.cat([p.reshape(-1) for p in new.parameters()]), rtol=0, atol=0)
