@@ -8,6 +8,7 @@ outputs). The cases cover the layer kinds the analyzers must handle:
 
 =================  =====================================================================================
 ``mlp_tanh``       Linear-Tanh-Linear, cross-entropy, data read in batches of 10 (batching must not matter)
+``token_mlp``      a Linear on token inputs ``(N, T, F)``, Flatten, Linear (channels last, then flattened)
 ``cnn_bn``         Conv-BatchNorm-ReLU-AvgPool-Linear, BatchNorm in eval mode with non-trivial running stats
 ``resnet_block``   Conv stem and one residual block (two Conv-BatchNorm, an identity add), train-mode flags
 ``attention``      ``nn.MultiheadAttention`` with a residual, mean-pooled: the math-SDPA path of second order
@@ -189,8 +190,17 @@ def _mlp_tanh() -> Case:
     gen = torch.Generator().manual_seed(100)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()
     x, y = torch.randn(N, 4, generator=gen, dtype=torch.float64), _labels(gen)
-    return Case("mlp_tanh", model, (x, y), "cross_entropy", (x,), {}, y, F.cross_entropy,
-                problem_kwargs={"batch_size": 10})  # fmt: skip
+    return Case(
+        "mlp_tanh", model, (x, y), "cross_entropy", (x,), {}, y, F.cross_entropy, problem_kwargs={"batch_size": 10}
+    )
+
+
+def _token_mlp() -> Case:
+    torch.manual_seed(6)
+    gen = torch.Generator().manual_seed(106)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Flatten(), nn.Linear(20, 3)).double()
+    x, y = torch.randn(N, 5, 3, generator=gen, dtype=torch.float64), _labels(gen)
+    return Case("token_mlp", model, (x, y), "cross_entropy", (x,), {}, y, F.cross_entropy, perm_error="Flatten")
 
 
 def _cnn_bn() -> Case:
@@ -212,8 +222,18 @@ def _resnet_block() -> Case:
     _randomize_bn(model, gen)
     model.train()  # flags the analyzers must restore; the Problem still evaluates in its bn_mode ("eval")
     x, y = torch.randn(N, 1, 4, 4, generator=gen, dtype=torch.float64), _labels(gen)
-    return Case("resnet_block", model, (x, y), "cross_entropy", (x,), {}, y, F.cross_entropy,
-                problem_kwargs={"batch_size": 12}, has_bn=True)  # fmt: skip
+    return Case(
+        "resnet_block",
+        model,
+        (x, y),
+        "cross_entropy",
+        (x,),
+        {},
+        y,
+        F.cross_entropy,
+        problem_kwargs={"batch_size": 12},
+        has_bn=True,
+    )
 
 
 def _attention() -> Case:
@@ -249,6 +269,7 @@ def _frozen_closure() -> Case:
 
 CASES: dict[str, Callable[[], Case]] = {
     "mlp_tanh": _mlp_tanh,
+    "token_mlp": _token_mlp,
     "cnn_bn": _cnn_bn,
     "resnet_block": _resnet_block,
     "attention": _attention,
@@ -283,8 +304,10 @@ def model_state(model: nn.Module) -> dict[str, Any]:
         "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},
         "grad": {k: None if p.grad is None else p.grad.clone() for k, p in model.named_parameters()},
         "training": {k: m.training for k, m in model.named_modules()},
-        "hooks": {k: (tuple(m._forward_hooks), tuple(m._forward_pre_hooks), tuple(m._backward_hooks))
-                  for k, m in model.named_modules()},  # fmt: skip
+        "hooks": {
+            k: (tuple(m._forward_hooks), tuple(m._forward_pre_hooks), tuple(m._backward_hooks))
+            for k, m in model.named_modules()
+        },
     }
 
 

@@ -61,8 +61,18 @@ def test_problem_loss_grad_hvp_match_torch_func(registry_case: Case) -> None:
     torch.testing.assert_close(prob.grad(th), torch.func.grad(f)(th), rtol=1e-10, atol=1e-10)
     H = torch.func.hessian(f)(th)
     V = torch.randn(th.numel(), 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    flags = _sdp_flags()
+    # The attention case needs the math SDPA kernel here: the CPU flash kernel has no double backward.
     torch.testing.assert_close(prob.hvp(V, th), H @ V, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(prob.hvp(V[:, 0], th), H @ V[:, 0], rtol=1e-10, atol=1e-10)
+    assert _sdp_flags() == flags, "the caller's attention-kernel settings were not restored"
+    assert any("math SDPA" in n for n in prob.notes)
+    assert prob.hvp_count == 4
+
+
+def _sdp_flags() -> tuple[bool, ...]:
+    b = torch.backends.cuda
+    return (b.flash_sdp_enabled(), b.math_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.cudnn_sdp_enabled())
 
 
 def test_problem_bn_train_mode_uses_each_batchs_statistics(registry_case: Case) -> None:
@@ -84,6 +94,11 @@ def test_problem_bn_train_mode_uses_each_batchs_statistics(registry_case: Case) 
 
     torch.testing.assert_close(prob.loss(th), f(th), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(prob.grad(th), torch.func.grad(f)(th), rtol=1e-10, atol=1e-10)
+    # The engine's slices in train mode use the same per-batch statistics as the Problem.
+    a, b = case.theta0(), th
+    alphas = np.array([0.0, 0.5, 1.0])
+    res = line(prob, a, b, alphas=alphas)
+    np.testing.assert_allclose(res.metrics["loss"], [float(f((1 - t) * a + t * b)) for t in alphas], rtol=1e-10)
     v = _direction(case, 7, 1.0)
     # Reverse over reverse: torch 2.13's forward-over-reverse (torch.func.hessian) of a train-mode BatchNorm
     # is off by ~1e-1 here while reverse-over-reverse and central differences of the gradient agree to 1e-8.
@@ -104,8 +119,10 @@ def test_line_matches_a_loop_over_points(registry_case: Case) -> None:
         with pytest.raises(ValueError, match="closure"):
             line(case.problem(), a, b, alphas=alphas, metrics=("loss", "accuracy"))
     else:
-        acc = [float((reference_outputs(case, (1 - t) * a + t * b).argmax(-1) == case.targets).double().mean())
-               for t in alphas]  # fmt: skip
+        acc = [
+            float((reference_outputs(case, (1 - t) * a + t * b).argmax(-1) == case.targets).double().mean())
+            for t in alphas
+        ]
         np.testing.assert_allclose(res.metrics["accuracy"], acc, rtol=0, atol=1e-12)
 
 
