@@ -23,11 +23,15 @@ from landscape import (
     PermutationSpecError,
     TrajectoryPCA,
     apply_permutation,
+    distance_along_path,
+    evaluate_points,
     functional_distance,
     hessian_eigenpairs,
     hessian_spectrum,
+    hessian_trace,
     invert_permutation,
     line,
+    loss_barrier,
     permutation_spec,
     random_permutation,
     random_plane,
@@ -149,6 +153,54 @@ def test_functional_distance_matches_a_loop(registry_case: Case) -> None:
     assert res.n_samples == case.targets.numel()
 
 
+def test_distance_along_path_matches_a_loop(registry_case: Case) -> None:
+    case = registry_case
+    a, b = case.theta0(), case.theta0() + _direction(case, 8)
+    alphas = np.array([0.0, 0.5, 1.0, 2.0])
+    res = distance_along_path(case.problem(), a, b, alphas=alphas, output="logits")
+    fa = reference_outputs(case, a)
+    rms, dis = [], []
+    for t in alphas:
+        ft = reference_outputs(case, (1 - t) * a + t * b)
+        rms.append(float(((ft - fa) ** 2).sum(-1).mean().sqrt()))
+        dis.append(float((ft.argmax(-1) != fa.argmax(-1)).double().mean()))
+    np.testing.assert_allclose(res.rms, rms, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(res.disagreement, dis, rtol=0, atol=1e-12)
+
+
+def test_evaluate_points_outputs_match_a_loop(registry_case: Case) -> None:
+    case = registry_case
+    pts = torch.stack([case.theta0(), case.theta0() + _direction(case, 9)])
+    if case.closure:  # accuracy needs (outputs, targets) class labels: refused by name
+        with pytest.raises(ValueError, match="closure"):
+            evaluate_points(case.problem(), pts, metrics=("loss", "accuracy"))
+    # Outputs need only the model's call, which mapping batches give under a closure too.
+    res = evaluate_points(case.problem(), pts, metrics=("loss", "outputs"))
+    ref = np.stack([reference_outputs(case, p).numpy() for p in pts])
+    np.testing.assert_allclose(res["outputs"], ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(res["loss"], [float(reference_loss(case, p)) for p in pts], rtol=1e-10)
+
+
+def test_loss_barrier_matches_a_loop(registry_case: Case) -> None:
+    case = registry_case
+    a = case.theta0()
+    b = a + _direction(case, 10, 0.5)
+    other = copy.deepcopy(case.model)
+    with torch.no_grad():
+        for p, v in zip(other.parameters(), case.unflatten(b).values(), strict=True):
+            p.copy_(v)
+    alphas = np.linspace(0, 1, 5)
+    res = loss_barrier(
+        case.model, other, case.data, alphas=alphas, loss_fn=case.loss, metrics=("loss",), **case.problem_kwargs
+    )
+    L = np.array([float(reference_loss(case, (1 - t) * a + t * b)) for t in alphas])
+    np.testing.assert_allclose(res.metrics["loss"], L, rtol=1e-10)
+    excess = L - ((1 - alphas) * L[0] + alphas * L[-1])
+    assert res.loss_barrier == pytest.approx(excess.max(), rel=1e-9, abs=1e-12)
+    assert res.peak_alpha == alphas[excess.argmax()]
+    assert res.loss_barrier_mean == pytest.approx(L.max() - (L[0] + L[-1]) / 2, rel=1e-9, abs=1e-12)
+
+
 # --------------------------------------------------------------------------- curvature
 def test_hessian_eigenpairs_top3_match_dense_eigvalsh(registry_case: Case) -> None:
     case = registry_case
@@ -202,6 +254,23 @@ def test_slq_with_full_steps_finds_eigenvalues(registry_case: Case) -> None:
     # The first moment is then v^T H v / v^T v of the probe: inside the spectrum's convex hull.
     first = float((spec.weights * spec.nodes).sum())
     assert evals[0] - 1e-9 <= first <= evals[-1] + 1e-9
+
+
+def test_hessian_trace_matches_the_dense_trace(registry_case: Case) -> None:
+    """Hutchinson within five standard deviations of its Rademacher bound; Hutch++ exact with ``3 n`` products.
+
+    A Rademacher probe's ``v^T H v`` has variance ``2 (||H||_F^2 - sum_i H_ii^2) <= 2 ||H||_F^2``. Hutch++
+    with ``m >= 3 n`` products sketches a basis of the whole space, so its deflated trace is exact.
+    """
+    case = registry_case
+    H = dense_hessian(case)
+    n, trace = H.shape[0], float(torch.trace(H))
+    p = 30
+    est = hessian_trace(case.problem(), n_products=p, method="hutchinson", seed=1)
+    assert abs(est.estimate - trace) <= 5 * math.sqrt(2 / p) * float(torch.linalg.norm(H))
+    if n <= 130:  # the exact branch costs 3 n products: the smaller cases suffice
+        exact = hessian_trace(case.problem(), n_products=3 * n, method="hutchpp", seed=1)
+        assert exact.estimate == pytest.approx(trace, rel=1e-9, abs=1e-9 * float(torch.linalg.norm(H)))
 
 
 # --------------------------------------------------------------------------- PCA of a few points of the case
