@@ -37,6 +37,7 @@ from landscape import (
     permutation_spec,
     random_permutation,
     random_plane,
+    weight_matching,
 )
 from tests.registry import Case, reference_loss, reference_outputs
 
@@ -350,3 +351,20 @@ def test_permutation_preserves_the_function_and_inverts_bitwise(registry_case: C
     moved = apply_permutation(spec, perm, case.theta0(), layout=case.model)
     assert float(prob.loss(moved)) == pytest.approx(float(prob.loss()), rel=1e-12, abs=1e-14)
     torch.testing.assert_close(moved, torch.cat([p.reshape(-1) for p in new.parameters()]), rtol=0, atol=0)
+
+
+def test_weight_matching_undoes_a_permutation(registry_case: Case) -> None:
+    """Aligning a permuted copy to its original recovers it bitwise, at the Cauchy-Schwarz maximum ``||theta||^2``."""
+    case = registry_case
+    if case.perm_error is not None:
+        with pytest.raises(PermutationSpecError, match=case.perm_error):
+            weight_matching(case.model, copy.deepcopy(case.model))
+        return
+    spec = permutation_spec(case.model)
+    b = apply_permutation(spec, random_permutation(spec, seed=3), case.model)
+    res = weight_matching(case.model, b)
+    assert np.all(np.diff(res.objective) >= -1e-12 * abs(res.objective[-1]))
+    assert res.objective[-1] == pytest.approx(float(case.theta0().square().sum()), rel=1e-12)
+    aligned = res.apply(b)
+    for k, v in case.model.state_dict().items():
+        assert torch.equal(aligned.state_dict()[k], v), f"weight matching did not restore {k!r}"
