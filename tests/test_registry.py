@@ -39,7 +39,7 @@ from landscape import (
     random_plane,
     weight_matching,
 )
-from tests.registry import Case, reference_loss, reference_outputs
+from tests.registry import Case, assert_same_state, make_case, model_state, reference_loss, reference_outputs
 
 _DENSE: dict[str, torch.Tensor] = {}
 
@@ -368,3 +368,21 @@ def test_weight_matching_undoes_a_permutation(registry_case: Case) -> None:
     aligned = res.apply(b)
     for k, v in case.model.state_dict().items():
         assert torch.equal(aligned.state_dict()[k], v), f"weight matching did not restore {k!r}"
+
+
+def test_the_no_mutation_check_sees_every_kind_of_change() -> None:
+    """The fixture's check is not vacuous: each kind of write it guards against trips it."""
+    writes = {
+        "tensor": lambda m: m[1].running_mean.add_(1e-12),
+        "training": lambda m: m.train(not m.training),
+        "hooks": lambda m: m[0].register_forward_hook(lambda *_: None),
+        "requires_grad": lambda m: m[0].weight.requires_grad_(False),
+        "gradient": lambda m: setattr(m[0].weight, "grad", torch.zeros_like(m[0].weight)),
+        "ids": lambda m: setattr(m[0], "bias", torch.nn.Parameter(m[0].bias.detach().clone())),
+    }
+    for what, write in writes.items():
+        case = make_case("cnn_bn")
+        before = model_state(case.model)
+        write(case.model)
+        with pytest.raises(AssertionError, match=what if what != "tensor" else "running_mean"):
+            assert_same_state(case.model, before)
