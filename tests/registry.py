@@ -6,17 +6,21 @@ and the *raw pieces* a test needs to write its own reference without the package
 batch of positional / keyword inputs, the targets, and the batch-mean loss as a plain function of the
 outputs). The cases cover the layer kinds the analyzers must handle:
 
-=================  =====================================================================================
-``mlp_tanh``       Linear-Tanh-Linear, cross-entropy, data read in batches of 10 (batching must not matter)
-``token_mlp``      a Linear on token inputs ``(N, T, F)``, Flatten, Linear (channels last, then flattened)
-``cnn_bn``         Conv-BatchNorm-ReLU-AvgPool-Linear, BatchNorm in eval mode with non-trivial running stats
-``resnet_block``   Conv stem and one residual block (two Conv-BatchNorm, an identity add), train-mode flags
-``attention``      ``nn.MultiheadAttention`` with a residual, mean-pooled: the math-SDPA path of second order
-``lstm``           ``nn.LSTM`` classifier reading the last hidden state
-``frozen_closure`` an MLP with one frozen tensor, mapping batches, a closure loss returning ``(sum, count)``
-=================  =====================================================================================
+==================  =====================================================================================
+``mlp_tanh``        Linear-Tanh-Linear, cross-entropy, data read in batches of 10 (batching must not matter)
+``token_mlp``       a Linear on token inputs ``(N, T, F)``, Flatten, Linear (channels last, then flattened)
+``cnn_bn``          Conv-BatchNorm-ReLU-AvgPool-Linear, BatchNorm in eval mode with non-trivial running stats
+``resnet_block``    Conv stem and one residual block (two Conv-BatchNorm, an identity add), train-mode flags
+``attention``       ``nn.MultiheadAttention`` with a residual, mean-pooled: the math-SDPA path of second order
+``lstm``            ``nn.LSTM`` classifier reading the last hidden state
+``frozen_closure``  an MLP with one frozen tensor, mapping batches, a closure loss returning ``(sum, count)``
+==================  =====================================================================================
 
-Every case is tiny (under 400 parameters, at most 24 samples) so dense Hessians are cheap references.
+Every case is tiny (under 400 parameters, 24 samples) so dense Hessians are cheap references.
+
+Adding a case: write a factory returning a :class:`Case` and add it to :data:`CASES`; every test of
+``tests/test_registry.py`` (through the ``registry_case`` fixture of ``conftest.py``) picks it up. Set
+``perm_error`` to the module name the permutation spec must refuse when the model has no derivable spec.
 
 Example:
     >>> case = make_case("mlp_tanh")
