@@ -378,7 +378,8 @@ class _FirstLayer:
             if feature_major:  # (K O, B) = W u^T + b
                 out = w @ u.T if b is None else torch.addmm(b[:, None], w, u.T)
                 return out.view(K, -1, u.shape[0])
-            return F.linear(u, w, b).view(u.shape[0], K, -1).transpose(0, 1).contiguous()
+            out = F.linear(u, w, b)  # (B, *mid, K O): a Linear on token inputs keeps its middle axes
+            return out.view(*out.shape[:-1], K, -1).movedim(-2, 0).contiguous()
         m = self.module
         assert isinstance(m, nn.Conv2d)  # _find_first_layer admits Linear and Conv2d only
         if m.groups != 1:
