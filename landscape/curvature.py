@@ -584,9 +584,9 @@ class CurvatureRecorder(RecordTrajectory):
 
 # =========================================================================== the edge-of-stability run
 def gradient_descent_curvature(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: tuple[Tensor, Tensor],
+    model: Problem | nn.Module,
+    loss_fn: LossFn | None = None,
+    data: tuple[Tensor, Tensor] | None = None,
     *,
     lr: float,
     steps: int,
@@ -608,9 +608,11 @@ def gradient_descent_curvature(
     keeps decreasing non-monotonically ("edge of stability").
 
     Args:
-        model: Initial network (never modified; a copy is trained).
-        loss_fn: Batch-mean loss (Cohen et al. use both MSE and cross-entropy).
-        data: Training pair ``(X (N, ...), y (N, ...))``: one full batch per step.
+        model: Initial network (never modified; a copy is trained), or a :class:`~landscape.problem.Problem`
+            with a tensor pair and an ``(outputs, targets)`` loss.
+        loss_fn: With a network: batch-mean loss (Cohen et al. use both MSE and cross-entropy); default
+            cross-entropy for integer targets, MSE otherwise.
+        data: With a network: training pair ``(X (N, ...), y (N, ...))``: one full batch per step.
         lr: Learning rate.
         steps: Gradient-descent steps.
         every_steps: Record the curvature every this many steps (plus the first and last point).
