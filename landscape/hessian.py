@@ -537,10 +537,11 @@ class HessianOperator:
     given.
 
     Args:
-        model: The network (never modified; its weights are copied at construction).
-        loss_fn: ``loss_fn(outputs, targets) -> scalar`` batch mean, e.g. ``nn.CrossEntropyLoss()``, or
-            batch sum.
-        data: A pair ``(X, y)`` or an iterable of ``(X, y)`` batches; read once and kept (no re-sampling).
+        problem: A :class:`~landscape.problem.Problem`, or the network (never modified; its weights are
+            copied at construction) with ``loss_fn`` and ``data`` as a shorthand.
+        loss_fn: Shorthand only: ``loss_fn(outputs, targets) -> scalar`` batch mean, e.g.
+            ``nn.CrossEntropyLoss()``, or batch sum, or a loss name.
+        data: Shorthand only: a pair ``(X, y)`` or an iterable of ``(X, y)`` batches; read once and kept.
         params: ``None`` for all trainable parameters, or tensor names and/or layer names (module paths
             such as ``"fc1"``, meaning its weight and bias).
         bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics); ``None`` means
