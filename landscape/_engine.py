@@ -44,6 +44,7 @@ import builtins
 import inspect
 import math
 import operator
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -373,11 +374,51 @@ class Program:
         return self.n_slots - 1
 
 
-def build_program(model: nn.Module) -> Program | None:
-    """Trace ``model`` (an eval-mode private copy) into a :class:`Program`, or ``None`` if fx cannot trace it."""
+_TRACES: weakref.WeakKeyDictionary[nn.Module, tuple[Any, torch.fx.Graph | None]] = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: nn.Module) -> tuple[Any, ...]:
+    """What a cached trace of ``model`` depends on that can change in place: structure, names, shapes, modes."""
+    return (
+        tuple((n, type(m), m.training) for n, m in model.named_modules()),
+        tuple((n, tuple(p.shape), p.dtype) for n, p in model.named_parameters(remove_duplicate=False)),
+        tuple((n, tuple(b.shape), b.dtype) for n, b in model.named_buffers(remove_duplicate=False)),
+    )
+
+
+def _trace(model: nn.Module, key: nn.Module | None) -> torch.fx.Graph | None:
+    """The fx graph of ``model``, cached per ``key`` (the caller's model) while its fingerprint holds.
+
+    Tracing costs ~3 ms even for an MLP, a large share of a short line's time. A cached graph is only
+    reused for a model with the same modules, parameter and buffer names and shapes; a Python attribute
+    changed in place (a stride, a flag read by ``forward``) is not seen by the fingerprint, but the
+    executor is checked against ``functional_call`` before every use, so a stale graph falls back.
+    """
+    fp = None
+    if key is not None:
+        try:
+            fp = (_fingerprint(key), type(model))
+            hit = _TRACES.get(key)
+        except TypeError:  # not weak-referenceable
+            key, hit = None, None
+        if hit is not None and hit[0] == fp:
+            return hit[1]
     try:
-        graph = torch.fx.Tracer().trace(model)
+        graph: torch.fx.Graph | None = torch.fx.Tracer().trace(model)
     except Exception:  # noqa: BLE001 - untraceable models use the functional path
+        graph = None
+    if key is not None:
+        _TRACES[key] = (fp, graph)
+    return graph
+
+
+def build_program(model: nn.Module, key: nn.Module | None = None) -> Program | None:
+    """Trace ``model`` (an eval-mode private copy) into a :class:`Program`, or ``None`` if fx cannot trace it.
+
+    ``key``: the caller's model, whose trace is cached (see :func:`_trace`).
+    """
+    graph = _trace(model, key)
+    if graph is None:
         return None
     alias_p: dict[str, str] = {}
     seen: dict[int, str] = {}

@@ -711,10 +711,9 @@ def evaluate_points(
     max_act, total_act, out_shape = _probe_sizes(copy_, x1, bufs)
 
     affine = isinstance(points, AffinePoints)
-    first = _find_first_layer(copy_, layout, x1, bufs) if fast and affine and bn is not BNMode.INTERPOLATE else None
     exe: _Exec | None = None
     if strategy in (Strategy.AUTO, Strategy.STACKED) and bn is not BNMode.TRAIN:
-        prog = build_program(copy_)
+        prog = build_program(copy_, key=model)
         if prog is not None:
             exe = StackedExec(copy_, layout, bufs, prog)
             if not _probe_ok(exe, copy_, layout, bufs, x1, parameters_to_vector(model).to(dtype)):
@@ -725,6 +724,7 @@ def evaluate_points(
             f"and that returns one tensor; {type(model).__name__} is not one: use strategy='auto'"
         )
     if exe is None:
+        first = _find_first_layer(copy_, layout, x1, bufs) if fast and affine and bn is not BNMode.INTERPOLATE else None
         exe = _FunctionalExec(copy_, layout, bufs, bn is BNMode.TRAIN, first, strategy is Strategy.VMAP)
 
     keep_batches = not fast or bn is BNMode.TRAIN
