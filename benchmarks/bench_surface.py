@@ -168,7 +168,7 @@ def lattice(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def run_ours(
-    model: nn.Module, X: torch.Tensor, y: torch.Tensor, n_cols: int = STEPS, cols: np.ndarray | None = None
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, n_cols: int | None = None, cols: np.ndarray | None = None
 ) -> tuple[np.ndarray, float, float]:
     """Losses on the lattice ``start + i h d1 + j h d2`` as ``(j, i)`` grids; wall and CPU seconds.
 
@@ -177,7 +177,7 @@ def run_ours(
     from landscape.surface import plane
 
     start, s1, s2 = lattice(model)
-    xs = np.arange(n_cols) if cols is None else cols
+    xs = np.arange(STEPS if n_cols is None else n_cols) if cols is None else cols
     t, c = time.perf_counter(), time.process_time()
     r = plane(model, start, s1, s2, (X, y), xs, np.arange(STEPS + 1), metrics=("loss",))
     return r.metrics["loss"], time.perf_counter() - t, time.process_time() - c
@@ -357,7 +357,8 @@ def scaling() -> dict:
     }
 
 
-def main() -> None:
+def main() -> None:  # noqa: D103
+    global STEPS
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ll-points", type=int, default=None, help="loss-landscapes LeNet points (default all 1,681)")
     p.add_argument("--skip-dist", action="store_true", help="skip the torchrun scaling run")
@@ -371,7 +372,6 @@ def main() -> None:
     p.add_argument("--half", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--start-at", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    global STEPS
     STEPS = args.steps
     if args.worker:
         worker(args.worker, args.half, args.start_at)

@@ -9,21 +9,24 @@ against ``"loop"`` in float64):
 
 - ``"loop"``: the reference. One point and one of the caller's batches at a time through
   :func:`torch.func.functional_call`, the loss computed by ``loss_fn``.
-- ``"functional"``: any model. A private copy whose exact-equivalent modules are swapped for faster
-  ones (2x2 max pooling as two ``torch.maximum`` of strided views, ~20x faster than ``max_pool2d`` on
-  this CPU), data re-cut into cache-sized micro-batches (fresh large activations are slow to page
-  in), and, when the first parametrized op is a ``Linear``/``Conv2d`` on the input and the points are
-  affine, its output ``sum_k c_k (W_k x + b_k)`` combined from K precomputed maps instead of one
-  layer evaluation per point.
+- ``"functional"``: any model. A private copy evaluated one point at a time, data re-cut into
+  cache-sized micro-batches (fresh large activations are slow to page in), 2x2 max pooling routed
+  through two ``torch.maximum`` of strided views by a ``TorchFunctionMode`` (~10x faster than
+  ``F.max_pool2d`` on this CPU, exact), and, when the first parametrized op is a ``Linear``/``Conv2d``
+  on the input and the points are affine, its output ``sum_k c_k (W_k x + b_k)`` combined from K
+  precomputed maps instead of one layer evaluation per point.
 - ``"vmap"``: ``"functional"`` vmapped over chunks of points; chunks vmap cannot handle fall back
   to one point at a time. Measured here it is not faster on CPU, so ``"auto"`` never picks it.
-- ``"stacked"``: chains of ``Linear``/``Conv2d``/``BatchNorm`` (eval)/pooling/pointwise modules
-  (anything ``torch.fx`` traces to such a chain, e.g. ``nn.Sequential`` MLPs and LeNets). Many points
-  share one ``bmm`` per ``Linear``; logits stay class-major ``(P, C, B)`` so the cross-entropy's
-  ``log_softmax`` runs over contiguous samples; the first-layer trick as above, with coefficients
-  shared by a chunk (a grid row's y) summed once; the large per-step tensors go into reused
-  buffers (a fresh multi-megabyte tensor page-faults on every touch: ~10x slower here).
-- ``"auto"``: ``"stacked"`` when the model passes a probe against ``functional_call``, else
+- ``"stacked"``: any model :mod:`torch.fx` traces (no control flow on the data) that returns one
+  tensor, evaluated for a chunk of points at once at the level of operations
+  (:mod:`landscape._engine`): ``nn.Linear`` and ``F.linear``, ``nn.MaxPool2d`` and ``F.max_pool2d``,
+  ``nn.ReLU`` and ``x.relu()`` take the same vectorized handler; operations without one run point
+  by point. Many points share one ``bmm`` per linear layer; logits stay class-major ``(P, C, B)``
+  so the cross-entropy's ``log_softmax`` runs over contiguous samples; first layers of affine
+  points are one ``(P, K) @ (K, n)`` product (pooled by phase when a 2x2 max pool follows); the
+  large per-step tensors go into reused buffers.
+- ``"auto"``: ``"stacked"`` when the model passes a probe against ``functional_call`` (plain and
+  affine paths), else
   ``"functional"`` (``"loop"`` order for ``bn_mode="train"``, whose statistics depend on the batches).
 
 BatchNorm policy (``bn_mode``): ``"eval"`` (default) uses the running statistics of the given model (or
@@ -76,9 +79,11 @@ values by the number of samples. Its key in the result is its ``name`` attribute
 """
 
 # Sizes measured best on this 2-core CPU (LeNet-5 and MLP 64-32-10; L2 is 2 MB per core): a micro-batch
-# whose largest activation is ~2 MB for one point, and chunks of points whose largest activation is ~4 MB.
-_BATCH_BYTES = 2 << 20
-_CHUNK_BYTES = 4 << 20
+# whose largest activation is ~1 MB for one point, and chunks of points whose largest activation is ~8 MB
+# (LeNet-5 planes, CPU time, alternating in one process: 30 points/s against 27 with 2 MB / 4 MB; the MLP
+# within noise).
+_BATCH_BYTES = 1 << 20
+_CHUNK_BYTES = 8 << 20
 _MAX_CHUNK = 256
 
 
