@@ -14,9 +14,15 @@ libraries evaluate the lattice it really visits, ``start + i h d1 + j h d2`` for
 (1,722 points; ``landscape`` through :func:`landscape.surface.plane`), and each loss-landscapes value
 is compared with the ``landscape`` value at the point it evaluated.
 
-Reported: points per second of each and the ratio (target >= 5), the largest relative difference of
-the values (target < 1e-5), for LeNet the achieved FLOP rate (nominal forward FLOPs of every point
-divided by the time) as a fraction of this machine's single-thread float32 ``torch.mm`` rate measured
+Cases (``--cases``): ``mlp_tanh`` (``MLP(64, [32], 10, "tanh")``), ``mlp`` (ReLU), ``lenet`` and
+``lenet_functional`` (the same weights, ``forward`` written with ``F.relu`` / ``F.max_pool2d``); and
+50-point lines (``--line-cases``: ``linear_interpolation(steps=50)`` against ``surface.line``, each a
+whole call, set-up included).
+
+Reported: points per second of each and the ratio (target >= 5; lines >= 3), the largest relative
+difference of the values (target < 1e-5), for LeNet the FLOP rate of the work actually done per point
+(the first layer's maps are computed once per direction, so its FLOPs are replaced by those of the
+combination; the nominal rate beside it) as a fraction of this machine's single-thread float32 ``torch.mm`` rate measured
 in the same run, both its best (short products) and its rate sustained for 3 s just before (target >= 0.5),
 and the time of the LeNet plane under ``torchrun --nproc_per_node 2``
 (one thread per process) against one process (target >= 1.7x), both timed inside the processes after
