@@ -23,8 +23,8 @@ Reported: points per second of each and the ratio (target >= 5; lines >= 3), the
 difference of the values (target < 1e-5), for LeNet the FLOP rate of the work actually done per point
 (the first layer's maps are computed once per direction, so its FLOPs are replaced by those of the
 combination; the nominal rate beside it) as a fraction of this machine's single-thread float32
-``torch.mm`` rate measured in the same run, both its best (short products) and its rate sustained for 3 s just before (target >= 0.5),
-and the time of the LeNet plane under ``torchrun --nproc_per_node 2``
+``torch.mm`` rate measured in the same run, both its best (short products) and its rate sustained for 3 s
+just before (target >= 0.5), and the time of the LeNet plane under ``torchrun --nproc_per_node 2``
 (one thread per process) against one process (target >= 1.7x), both timed inside the processes after
 start-up and a warm-up, beside two independent processes that each evaluate half the lattice at the
 same time (what this machine gives two single-thread processes at all). Times are wall clock; CPU times of

@@ -624,9 +624,15 @@ def _lower(node: torch.fx.Node, model: nn.Module, args: tuple[Any, ...], kwargs:
         return Instr(s, h_generic, f, args, kwargs)
     if f in _UNARY_FN:
         meta = {"monotone": f in _MONOTONE}
-        if kwargs.get("inplace") or (f is F.leaky_relu and len(args) > 2 and args[2]):
-            meta["user_inplace"] = True
-            kwargs = {k: v for k, v in kwargs.items() if k != "inplace"}
+        try:
+            params = inspect.signature(f).parameters
+        except (TypeError, ValueError):  # builtins
+            params = {}
+        if "inplace" in params:  # handled by the executor: bind, drop it, keep the input positional
+            b = _bind(f, args, kwargs)
+            meta["user_inplace"] = bool(b.pop("inplace"))
+            first = next(iter(params))
+            args, kwargs = (b.pop(first),), b
         if f is F.leaky_relu:
             slope = kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01)
             meta["monotone"] = isinstance(slope, float | int) and slope >= 0

@@ -314,6 +314,10 @@ class FunctionalNet(nn.Module):
             h = torch.cumsum(h, dim=1) / 6
         elif self.tail == "prelu":
             h = self.prelu(h)
+        elif self.tail == "inplace":  # the user's in-place op: later readers of h see its result
+            g = h * 1.0
+            F.leaky_relu(h, 0.1, True)
+            h = h + g
         return self.out(h)
 
 
@@ -327,10 +331,11 @@ def make_functional(tail: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return m.double().eval(), X.double(), torch.randint(0, 3, (20,))
 
 
-@pytest.mark.parametrize("tail", ["plain", "cumsum", "prelu"])
+@pytest.mark.parametrize("tail", ["plain", "cumsum", "prelu", "inplace"])
 def test_functional_style_models_equal_brute_force_float64(tail):
     m, X, y = make_functional(tail)
     data = batches(X, y)
+    X0 = X.clone()
     pts = plane_points(m)
     vecs = pts.materialize(torch.arange(len(pts)))
     want_l, want_a = brute(m, vecs, data)
@@ -341,6 +346,7 @@ def test_functional_style_models_equal_brute_force_float64(tail):
             np.testing.assert_allclose(got["loss"], want_l, rtol=1e-10, atol=1e-12, err_msg=f"{s} {tail}")
             np.testing.assert_array_equal(got["accuracy"], want_a, err_msg=s)
     assert_untouched(m, snap)
+    assert torch.equal(X, X0)
 
 
 def test_operation_level_handlers_cover_module_and_functional_spellings():
