@@ -31,6 +31,7 @@ cached. Handlers that matter for speed:
   fewer activations); a pooled first layer keeps its maps split by pooling phase, so the pooling
   is one ``amax`` over the product's output, and a pooled convolution writes each point's pooled
   output straight into the chunk's tensor;
+- ``tanh`` through NumPy's SIMD kernel (:func:`tanh_`, 7x ``torch.tanh`` on this CPU, within 2 ulp);
 - large per-chunk tensors go to reused buffers (fresh multi-megabyte tensors page-fault on every
   touch).
 
