@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.sparse.linalg import eigsh
 from scipy.stats import wasserstein_distance
 from torch import Tensor, nn
@@ -62,7 +63,65 @@ def mnist_1000(seed: int = 0) -> tuple[Tensor, Tensor]:
     return X, torch.tensor(y[idx], dtype=torch.long)
 
 
+class UserLeNet5(nn.Module):
+    """LeNet-5 as research code writes it (``F.relu`` / ``F.max_pool2d`` in ``forward``): not the package's class."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 6, 5, padding=2), nn.Conv2d(6, 16, 5)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(400, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+class UserBlock(nn.Module):
+    """A basic residual block as it is usually written (conv-bn-relu-conv-bn, projection shortcut)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.short = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        h = F.relu(self.b1(self.c1(x)))
+        return F.relu(self.b2(self.c2(h)) + self.short(x))
+
+
+class UserResNet8(nn.Module):
+    """ResNet-8 (stem + three one-block stages, 16-32-64 channels) for 8x8 digits, written by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
+        self.blocks = nn.Sequential(UserBlock(16, 16, 1), UserBlock(16, 32, 2), UserBlock(32, 64, 2))
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        h = self.blocks(F.relu(self.bn(self.stem(x))))
+        return self.fc(h.mean((2, 3)))
+
+
+# Models the package was not tuned for (issue 19): user-written, on the data named in the key.
+UNTUNED = {
+    "user_mlp_digits": lambda: nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)),
+    "user_lenet5_mnist": UserLeNet5,
+    "user_resnet8_digits": UserResNet8,
+}
+
+
 def make_models() -> dict[str, Callable[[], nn.Module]]:
+    """Model factories by name: the package's tuned models and the user-written :data:`UNTUNED` ones."""
+    return {**_package_models(), **UNTUNED}
+
+
+def _package_models() -> dict[str, Callable[[], nn.Module]]:
     try:
         from landscape.models import MLP, LeNet5, SmallResNet
 
@@ -157,7 +216,7 @@ def rel_err(est: np.ndarray, ref: np.ndarray, magnitude: bool = False) -> float:
 def exact_top(model: nn.Module, data: tuple[Tensor, Tensor], name: str, k: int) -> tuple[np.ndarray, np.ndarray, Any]:
     """Top-k by value (what we compute) and by magnitude (what PyHessian's power iteration finds), full spectrum."""
     lf = nn.CrossEntropyLoss()
-    if name == "mlp":  # dense float64 Hessian by plain double backward, full spectrum
+    if name in ("mlp", "user_mlp_digits"):  # dense float64 Hessian by plain double backward, full spectrum
         op = HessianOperator(model, lf, data, dtype=torch.float64, micro_batch_size=None, fast_ops=False)
         ev = np.linalg.eigvalsh(op.dense().numpy())
         return ev[::-1][:k].copy(), ev[np.argsort(-np.abs(ev))][:k].copy(), ev
@@ -281,7 +340,9 @@ def main() -> None:
     parser.add_argument(
         "--repeat-below", type=float, default=20.0, help="repeat while PyHessian's summed density CPU s stay below it"
     )
-    parser.add_argument("--models", default="mlp,lenet5,resnet")
+    parser.add_argument(
+        "--models", default="mlp,lenet5,resnet", help=f"comma-separated; also the untuned {', '.join(UNTUNED)}"
+    )
     parser.add_argument("--out", default=None, help="also write the results as JSON to this path")
     args = parser.parse_args()
     if args.quick:
@@ -296,9 +357,13 @@ def main() -> None:
     }
     for name in args.models.split(","):
         torch.manual_seed(0)
-        if name == "mlp":
+        if name in ("mlp", "user_mlp_digits"):
             X, y = digits()
             model = train(factories[name](), X, y, epochs=100, batch=256)
+        elif name == "user_resnet8_digits":
+            X, y = digits()
+            X = X.reshape(-1, 1, 8, 8)
+            model = train(factories[name](), X, y, epochs=10, batch=64)
         else:
             X, y = mnist_1000()
             model = train(factories[name](), X, y, epochs=5, batch=64)

