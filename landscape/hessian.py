@@ -537,7 +537,8 @@ class HessianOperator:
     given.
 
     Args:
-        model: The network (never modified; its weights are copied at construction).
+        problem: A :class:`~landscape.problem.Problem`, or the network (never modified; its weights are copied
+            at construction) with ``loss_fn`` and ``data``.
         loss_fn: ``loss_fn(outputs, targets) -> scalar`` batch mean, e.g. ``nn.CrossEntropyLoss()``, or
             batch sum.
         data: A pair ``(X, y)`` or an iterable of ``(X, y)`` batches; read once and kept (no re-sampling).
