@@ -135,7 +135,7 @@ class _Tracker:
 
     def __init__(
         self,
-        loss_fn: LossFn,
+        loss_fn: LossFn | None,  # None when data is a Problem (it holds the loss)
         data: Any,
         *,
         k: int,
@@ -428,15 +428,17 @@ def trajectory_curvature(
     bad = [i for i in idx if not 0 <= i < T]
     if bad:
         raise IndexError(f"snapshot indices {bad} out of range for a trajectory of {T} snapshots")
+    tracker_data: Any = data  # the data, or the Problem itself
     if isinstance(model, Problem):
         if loss_fn is not None or data is not None:
             raise TypeError("model is a Problem, which holds its data and loss; pass neither loss_fn nor data")
-        model, data = model.model, model
+        model, tracker_data = model.model, model
     elif loss_fn is None or data is None:
         raise TypeError("trajectory_curvature needs a Problem, or a model template with loss_fn and data")
     tracker = _Tracker(
-        loss_fn, data, k=k, tol=tol, warm_start=warm_start, per_layer=per_layer, trace_products=trace_products,
-        max_steps=max_steps, block=block, bn_mode=bn_mode, dtype=dtype, seed=seed, extrapolate=extrapolate,
+        loss_fn, tracker_data, k=k, tol=tol, warm_start=warm_start, per_layer=per_layer,
+        trace_products=trace_products, max_steps=max_steps, block=block, bn_mode=bn_mode, dtype=dtype, seed=seed,
+        extrapolate=extrapolate,
     )  # fmt: skip
     lrs = _lrs(lr, trajectory, idx)
     steps, epochs = trajectory.steps, trajectory.epochs

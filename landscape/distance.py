@@ -202,8 +202,6 @@ def distance_along_path(
     desc = renamed(data_description, data_desc, "data_desc", "data_description")
     prob = _distance_problem(problem, data, bn_mode, memory_budget)
     interpolate = str(getattr(bn_mode, "value", bn_mode)) == "interpolate"
-    kw = {"batch_size": batch_size, "chunk_size": chunk_size, "strategy": strategy, "bn_mode": bn_mode,
-          "progress": progress, "memory_budget": memory_budget}  # fmt: skip
     layout = prob.layout
     anchors = [_anchor(prob, a, layout), _anchor(prob, b, layout)]
     # A NaN endpoint would give rms=nan beside a plausible disagreement (argmax of NaN is 0): refuse it.
@@ -219,12 +217,15 @@ def distance_along_path(
             raise ValueError("bn_mode='interpolate' needs a and b given as models (their buffers are interpolated)")
     basis = torch.stack([v for v, _ in anchors])
     ref_pts = AffinePoints(basis, np.array([[1.0, 0.0]]), bufs)
-    ref = torch.from_numpy(evaluate_points(prob, ref_pts, metrics=("outputs",), **kw)["outputs"][0])
+    ref = torch.from_numpy(evaluate_points(
+        prob, ref_pts, metrics=("outputs",), batch_size=batch_size, chunk_size=chunk_size, strategy=strategy,
+        bn_mode=bn_mode, progress=progress, memory_budget=memory_budget)["outputs"][0])  # fmt: skip
     if ref.dim() < 2:
         raise ValueError(f"functional distance needs outputs of shape (B, C), got {tuple(ref.shape)} (N, ...)")
     metrics = (_SquaredDistance(ref, kind is OutputKind.SOFTMAX), _Disagreement(ref))
     pts = AffinePoints(basis, np.stack([1 - al, al], 1), bufs)
-    res = evaluate_points(prob, pts, metrics=metrics, **kw)
+    res = evaluate_points(prob, pts, metrics=metrics, batch_size=batch_size, chunk_size=chunk_size, strategy=strategy,
+                          bn_mode=bn_mode, progress=progress, memory_budget=memory_budget)  # fmt: skip
     prov = Provenance.here(data=desc or prob.description, kind="distance_along_path", output=kind.value,
                            model=type(prob.model).__name__)  # fmt: skip
     ends = basis.detach().cpu().numpy()

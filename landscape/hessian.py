@@ -742,7 +742,7 @@ class HessianOperator:
         self._total = problem.total_count()  # the denominator of the mean (tokens for a (sum, count) closure)
         self.notes.append(f"batches used as given ({problem.description}); loss {problem.loss_name}")
         self.micro_batch_size = 0
-        self._chunks: list[Any] = []
+        self._chunks = []
         self._graphs = None
         self._cache = False if problem.streamed else cache  # streamed data: graphs are rebuilt per product
         self.cached = None
@@ -772,6 +772,7 @@ class HessianOperator:
                 total, _ = self.problem._batch_terms(fm, X)
                 weighted = total / self._total
             else:
+                assert y is not None  # without a problem, the chunks are (X, y) pairs
                 loss = self._loss(X, y, extra)
                 # a sum-reduced loss is already the chunk's share of the total
                 weighted = loss * (len(y) / self.n_samples) if self.reduction == "mean" else loss
@@ -788,6 +789,7 @@ class HessianOperator:
 
     def _loss(self, X: Tensor, y: Tensor, buffers: dict[str, Tensor], out: Any = None) -> Tensor:
         """``loss_fn`` of one chunk (or of the outputs ``out``), checked to be a scalar."""
+        assert self.loss_fn is not None  # the (X, y) path: loss_fn is unset only for a problem's batches
         loss = self.loss_fn(self._forward(X, buffers) if out is None else out, y)
         if not isinstance(loss, Tensor) or loss.dim() != 0:
             raise ValueError(
@@ -804,6 +806,7 @@ class HessianOperator:
         weights, ``ignore_index``) is not. One forward pass of a few samples at construction, outside the
         products.
         """
+        assert self.loss_fn is not None  # the (X, y) path: loss_fn is unset only for a problem's batches
         s = min(len(y), 8)
         buffers = {k: v.clone() for k, v in self._extra.items()}  # train-mode statistics updates stay private
         with torch.no_grad():

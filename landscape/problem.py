@@ -60,7 +60,7 @@ import dataclasses
 import inspect
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -167,8 +167,9 @@ def _to(x: Any, dtype: torch.dtype, device: torch.device) -> Any:
             return x.to(device=device, dtype=dtype)
         return x.to(device)
     if isinstance(x, Mapping):
-        return type(x)({k: _to(v, dtype, device) for k, v in x.items()}) if type(x) is not dict and _rebuildable(x) \
-            else {k: _to(v, dtype, device) for k, v in x.items()}  # fmt: skip
+        # Its own type when that constructor takes a dict (a Mapping's need not: probed by _rebuildable).
+        rebuild: Callable[[dict], Any] = type(x) if type(x) is not dict and _rebuildable(x) else dict
+        return rebuild({k: _to(v, dtype, device) for k, v in x.items()})
     if isinstance(x, tuple) and hasattr(x, "_fields"):  # namedtuple
         return type(x)(*(_to(v, dtype, device) for v in x))
     if isinstance(x, tuple | list):
@@ -177,8 +178,9 @@ def _to(x: Any, dtype: torch.dtype, device: torch.device) -> Any:
 
 
 def _rebuildable(x: Mapping) -> bool:
+    cls: Callable[[dict], Any] = type(x)  # a Mapping type promises no constructor: the probe below finds out
     try:
-        type(x)({})
+        cls({})
     except Exception:  # noqa: BLE001 - e.g. a BatchEncoding needs more arguments: fall back to a dict
         return False
     return True
@@ -593,12 +595,13 @@ class Problem:
         if self.closure:
             raise ValueError("a closure loss has no (outputs, targets) form")
         fn = self._loss_fn_for(next(iter(self.batches())).targets)
-        return self.loss_spec if self.loss_spec in ("cross_entropy", "mse") else fn  # type: ignore[return-value]
+        return self.loss_spec if self.loss_spec in ("cross_entropy", "mse") else fn
 
     # ------------------------------------------------------------------ data
     def _split(self, raw: Any, index: int) -> Batch:
         if isinstance(raw, np.ndarray):
             raw = torch.as_tensor(raw)
+        inputs: tuple[Any, ...]
         if isinstance(raw, Tensor):
             inputs, kwargs, targets = (raw,), {}, None
         elif isinstance(raw, Mapping):
@@ -671,7 +674,9 @@ class Problem:
                 and not self.closure and src.n > 0:  # fmt: skip
             # A tensor pair is checked whole, so messages give indices into the caller's tensors.
             self._checker = validation.BatchChecker(self.model, self.loss_spec, dtype=self.dtype, device=self.device)
-            src.tensors = self._checker(*src.tensors, 0, True)
+            x, y = self._checker(*src.tensors, 0, True)
+            assert y is not None  # targets in, targets out
+            src.tensors = (x, y)
             self._prechecked = True
         keep: list[Batch] | None = [] if first else None
         held, n, count = 0, 0, 0
@@ -713,7 +718,7 @@ class Problem:
         return out
 
     # ------------------------------------------------------------------ loss
-    def _loss_fn_for(self, targets: Tensor | None) -> Callable[[Tensor, Tensor], Tensor]:
+    def _loss_fn_for(self, targets: Tensor | None) -> Callable[[Tensor, Tensor | None], Tensor]:
         """The batch-mean ``loss(outputs, targets)`` (the default resolved from the targets' dtype)."""
         if self._loss_fn is None:
             fn = self.loss_spec
@@ -722,7 +727,7 @@ class Problem:
                 fn = "cross_entropy" if integer else "mse"
                 self.loss_spec = fn
             self._loss_fn = LOSSES[fn] if isinstance(fn, str) else fn
-        return self._loss_fn  # type: ignore[return-value]
+        return self._loss_fn
 
     def functional(self, theta: Tensor | Mapping[str, Tensor] | None = None) -> FunctionalModel:
         """The model at ``theta`` (``(D,)`` vector or parameter dict; default the model's own point)."""
@@ -744,7 +749,8 @@ class Problem:
     def _batch_terms(self, fm: FunctionalModel, batch: Batch) -> tuple[Tensor, float]:
         """``(sum of the loss over the batch's samples, count)`` at the point ``fm``."""
         if self.closure:
-            r = self.loss_spec(fm, batch.raw)  # type: ignore[misc]
+            # A closure is a callable, except under loss_form="batch" with a loss name (then this TypeError).
+            r = cast("Callable[..., Any]", self.loss_spec)(fm, batch.raw)
             if isinstance(r, tuple | list):
                 total, count = r
                 return total, float(count)
@@ -804,11 +810,12 @@ class Problem:
 
         def f(theta: Tensor) -> Tensor:
             fm = self.functional(theta)
-            out = None
+            out: Tensor | None = None
             for b in self.batches():
                 t, _ = self._batch_terms(fm, b)
                 out = t if out is None else out + t
-            return out / total  # type: ignore[operator]
+            assert out is not None  # batches() raises on data without a batch
+            return out / total
 
         return f
 
@@ -987,6 +994,8 @@ class Problem:
                                 if not self.closure:
                                     sums[k][p] += float(self._loss_fn_for(b.targets)(o, b.targets)) * b.size
                             elif k == "accuracy":
+                                if b.targets is None:
+                                    raise ValueError("metric 'accuracy' needs class-label targets; this data has none")
                                 sums[k][p] += float(count_correct(o, b.targets))
                             elif k == "outputs":
                                 outs[p].append(o.detach().cpu())

@@ -25,7 +25,7 @@ import enum
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -670,6 +670,16 @@ def measure_saturation(
 
 
 # --------------------------------------------------------------------------- training-loop hook
+class _MeasureOptions(TypedDict):
+    """The recorder's keyword options of :func:`measure_saturation`."""
+
+    value: ActivationValue | str
+    bins: int
+    range: RangeLike
+    exact_limit: int
+    batch_size: int | None
+
+
 class SaturationRecorder(Callback):
     """Training-loop callback: activation percentiles and histograms before training and every few epochs.
 
@@ -726,8 +736,8 @@ class SaturationRecorder(Callback):
         if int(every_epochs) < 1:
             raise ValueError(f"every_epochs must be a positive integer, got {every_epochs}")
         _value_option(value)
-        measure_kwargs = {"value": value, "bins": bins, "range": range, "exact_limit": exact_limit,
-                          "batch_size": batch_size}  # fmt: skip
+        measure_kwargs: _MeasureOptions = {"value": value, "bins": bins, "range": range,
+                                           "exact_limit": exact_limit, "batch_size": batch_size}  # fmt: skip
         self.data = data
         self.layers = layers
         self.percentiles = tuple(float(q) for q in percentiles)

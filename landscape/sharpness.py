@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from landscape.evaluate import evaluate_points
 from landscape.params import ParamLayout, parameter_mask, parameters_to_vector
-from landscape.problem import Problem, as_problem
+from landscape.problem import Batch, Problem, as_problem
 from landscape.results import Provenance, Result, register_result
 
 __all__ = [
@@ -170,7 +170,7 @@ class _Objective:
             fm = self.problem.functional(self.full(u))
             for b in batches:
                 t, c = self.problem._batch_terms(fm, b)
-                if grad:
+                if g is not None:  # grad
                     (gb,) = torch.autograd.grad(t, u, retain_graph=True, allow_unused=True)
                     if gb is not None:
                         g += gb
@@ -250,7 +250,7 @@ def _random_start(n: int, norm: Norm, radius: float, gen: torch.Generator, dtype
 
 def _ascent(
     obj: _Objective,
-    batches: list[tuple[Tensor, Tensor]] | None,
+    batches: list[Batch] | None,
     base: float,
     norm: Norm,
     radius: float,
@@ -519,7 +519,7 @@ def m_sharpness(
     obj = _objective(problem, loss_fn, data, params, adaptive, eta)
     if not 1 <= m <= obj.n_samples:
         raise ValueError(f"m must be between 1 and the number of samples {obj.n_samples}, got {m}")
-    pairs = [(b.inputs[0], b.targets) for b in obj.batches] if all(
+    pairs = [(b.inputs[0], b.targets) for b in obj.batches if b.targets is not None] if all(
         len(b.inputs) == 1 and not b.kwargs and b.targets is not None for b in obj.batches) else None  # fmt: skip
     if pairs is None or obj.problem.closure:
         raise ValueError("m-sharpness re-splits the data: it needs (X, y) tensor batches and an (outputs, y) loss")

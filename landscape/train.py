@@ -439,7 +439,7 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        data: DataLike = None,
+        data: DataLike | None = None,
         loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
         optimizer: OptimizerSpec = "sgd",
         *,
@@ -468,7 +468,8 @@ class Trainer:
                 raise TypeError("model is a Problem, which holds its data and loss; pass neither data nor loss_fn")
             if model.closure:
                 raise ValueError("the trainer's loop computes loss(outputs, targets); a closure loss is not supported")
-            model, data, loss_fn = model.model, model._raw, model.loss_spec
+            # model assigned last: mypy types each item of the tuple after the assignments before it
+            data, loss_fn, model = model._raw, model.loss_spec, model.model
         if data is None:
             raise TypeError("data is missing: pass a landscape.Problem, or the model with data")
         if epochs is None and steps is None:
@@ -749,7 +750,7 @@ class Trainer:
 
 def fit(
     model: nn.Module,
-    data: DataLike = None,
+    data: DataLike | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
     optimizer: OptimizerSpec = "sgd",
     **kwargs: Any,
