@@ -51,6 +51,9 @@ ever unpickled: tensors are safetensors, everything else JSON.
 
 from __future__ import annotations
 
+import atexit
+import collections
+import contextlib
 import copy
 import functools
 import hashlib
@@ -59,8 +62,10 @@ import math
 import operator
 import os
 import re
+import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -406,6 +411,241 @@ def _fsync_path(p: Path) -> None:
         os.close(fd)
 
 
+class _Item:
+    """One queued snapshot (or, with ``rec`` None, a sync request) for the writer thread."""
+
+    __slots__ = ("seq", "i", "new_pack", "rec", "rj", "pre", "head", "tail", "parts", "keep", "sync")
+
+    def __init__(self, **kw: Any) -> None:
+        for k in self.__slots__:
+            setattr(self, k, kw.get(k))
+
+
+class _Writer:
+    """The background writer of an on-disk store (group commit).
+
+    It owns the pack and index descriptors. The appending thread prepares each snapshot (record JSON,
+    safetensors header around a placeholder for the digest, pack, offset and size: everything that is
+    pure Python) and queues it with a private copy of its tensors; this thread computes the digests
+    (``hashlib`` releases the GIL on the tensor bytes), writes all queued snapshots of a pack with one
+    ``writev``, their index lines with one ``write``, and syncs when asked: after every batch holding
+    a snapshot of a ``durable="append"`` store (its appender waits for that), or for a :meth:`sync`
+    request (``flush`` / ``close``). Concurrent appenders therefore share syncs.
+
+    It holds no reference to its :class:`Trajectory`, so an unclosed store is still garbage collected
+    (its ``__del__`` drains the queue). After a failure it writes nothing more: the failed batch's
+    partial bytes are truncated away (earlier snapshots stay intact) and :attr:`error` is raised to the
+    appending thread at its next ``append``, ``flush`` or ``close``.
+    """
+
+    #: Snapshots the queue may hold; ``append`` waits beyond that (bounds memory and what a kill loses).
+    MAX_QUEUE = 64
+    #: The thread wakes for this many queued snapshots, for a sync, or after LINGER seconds.
+    BATCH, LINGER = 16, 0.05
+
+    def __init__(self, root: Path, durable: Any, index_fd: int, index_size: int, dir_fd: int | None) -> None:
+        self.root, self.durable = root, durable
+        self.index_fd, self.index_size, self.dir_fd = index_fd, index_size, dir_fd
+        self.pack_fd: int | None = None
+        self.pack_name, self.unsynced = "", False
+        self.cond = threading.Condition(threading.Lock())
+        self.queue: collections.deque[_Item] = collections.deque()
+        self.seq = 0  # items queued so far
+        self.done = 0  # items processed (written, and synced where asked)
+        self.written = 0  # snapshots written to the OS (pack bytes and index line)
+        self.error: BaseException | None = None
+        self.failed_at = -1  # first snapshot the failed batch held
+        self.stopping = False
+        self.pid = os.getpid()
+        self.thread = threading.Thread(target=self._run, name="landscape-trajectory-writer", daemon=True)
+        self.thread.start()
+        _WRITERS.add(self)
+
+    # ---------------------------------------------------------- appending thread
+    def put(self, item: _Item) -> int:
+        """Queue an item (waits while the queue is full); returns its sequence number."""
+        with self.cond:
+            self._raise()
+            while len(self.queue) >= self.MAX_QUEUE and self.error is None:
+                self.cond.notify_all()
+                self.cond.wait()
+            self._raise()
+            self.seq += 1
+            item.seq = self.seq
+            self.queue.append(item)
+            if item.sync or len(self.queue) >= self.BATCH:
+                self.cond.notify_all()
+            return self.seq
+
+    def wait(self, seq: int) -> None:
+        """Wait until item ``seq`` (and every earlier one) is processed; raise the thread's error if any."""
+        with self.cond:
+            while self.done < seq and self.error is None:
+                self.cond.notify_all()  # wake the thread now rather than at LINGER
+                self.cond.wait()
+            self._raise()
+
+    def sync(self) -> None:
+        """Write everything queued and fsync the pack, the directories and the index."""
+        self.wait(self.put(_Item(sync=True)))
+
+    def stop(self) -> None:
+        """Write everything queued (no sync), end the thread and close its descriptors; never raises."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        if self.thread is not threading.current_thread() and self.pid == os.getpid():
+            self.thread.join()
+        _WRITERS.discard(self)
+        for name in ("pack_fd", "index_fd", "dir_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                setattr(self, name, None)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _raise(self) -> None:
+        if self.pid != os.getpid():
+            raise TrajectoryError(
+                "this store was opened for appending in another process (before a fork); its writer thread "
+                "does not exist here: open the store again in this process"
+            )
+        if self.error is not None:
+            raise TrajectoryError(
+                f"the background writer of {self.root} failed ({type(self.error).__name__}: {self.error}); "
+                f"snapshots before {self.failed_at} are intact on disk, {self.failed_at} and later were not "
+                "written (or only partly, and removed again); the store is closed: open it again with "
+                "mode='a' to continue"
+            ) from self.error
+
+    # ---------------------------------------------------------- writer thread
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                if not self.queue and not self.stopping:
+                    self.cond.wait_for(lambda: len(self.queue) >= self.BATCH or self.stopping or any(
+                        it.sync for it in self.queue), timeout=self.LINGER)  # fmt: skip
+                batch = list(self.queue)
+                self.queue.clear()
+                if not batch and self.stopping:
+                    return
+                self.cond.notify_all()  # room in the queue again
+            if not batch:
+                continue
+            if self.error is None:
+                try:
+                    self._write(batch)
+                except BaseException as e:  # noqa: BLE001 - reported to the appending thread
+                    self.error = e
+            with self.cond:
+                self.done = batch[-1].seq
+                self.cond.notify_all()
+            if self.error is not None:
+                with self.cond:  # nothing more is written; wake every waiter until stop()
+                    while not self.stopping:
+                        self.queue.clear()
+                        self.cond.notify_all()
+                        self.cond.wait()
+                return
+
+    def _write(self, batch: list[_Item]) -> None:
+        assert self.index_fd is not None
+        lines: list[bytes] = []
+        chunk: list[Any] = []  # bytes for the current pack
+        sync = any(it.rec is None for it in batch)  # a flush / close: sync everything
+        need = False  # a snapshot of a durable="append" store: sync before its appender returns
+        first = next((it.i for it in batch if it.rec is not None), None)
+        pack_start = None  # (fd, offset) where this batch began writing to the current pack
+        index_start = self.index_size
+        try:
+            for it in batch:
+                if it.rec is None:
+                    continue
+                if it.new_pack:
+                    self._writev(chunk)
+                    chunk = []
+                    self._new_pack(it.new_pack)
+                    pack_start = (self.pack_fd, 0)
+                elif pack_start is None:
+                    pack_start = (self.pack_fd, it.rec["off"])
+                h = hashlib.sha256(it.pre)
+                for part in it.parts:
+                    h.update(part)  # releases the GIL for large parts
+                digest = h.hexdigest()
+                it.rec["digest"] = digest
+                chunk += [it.head, digest.encode(), it.tail, *it.parts]
+                lines.append(_index_line(it.rj, it.rec))
+                need = need or self.durable == "append"
+            self._writev(chunk)
+            if need or (sync and self.unsynced):
+                os.fdatasync(self.pack_fd)
+                self.unsynced = False
+            if lines:
+                data = b"".join(lines)
+                _write_all(self.index_fd, data)  # the index is a cache of the packs: synced by flush
+                self.index_size += len(data)
+            if sync:
+                if self.dir_fd is not None:
+                    os.fsync(self.dir_fd)
+                os.fsync(self.index_fd)
+            self.written += len(lines)
+        except BaseException:
+            # e.g. disk full mid-write: leave no partial snapshot or torn line before the next writer's
+            self.failed_at = first if first is not None else -1
+            if pack_start is not None and pack_start[0] is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(pack_start[0], pack_start[1])
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.index_fd, index_start)
+            raise
+
+    def _writev(self, chunk: list[Any]) -> None:
+        if not chunk:
+            return
+        assert self.pack_fd is not None
+        self.unsynced = True
+        for k in range(0, len(chunk), 512):  # IOV_MAX is 1024 on Linux
+            part = chunk[k : k + 512]
+            total = sum(len(b) for b in part)
+            n = os.writev(self.pack_fd, part)
+            if n < total:  # a short write (signal, disk nearly full): write the rest plainly
+                _write_all(self.pack_fd, b"".join(bytes(b) for b in part)[n:])
+
+    def _new_pack(self, name: str) -> None:
+        if self.pack_fd is not None:
+            if self.unsynced and self.durable != "append":
+                os.fdatasync(self.pack_fd)  # flush() only syncs the current pack (rare: once per pack)
+            os.close(self.pack_fd)
+            self.pack_fd = None
+        if self.dir_fd is None:
+            (self.root / _SNAPDIR).mkdir(exist_ok=True)
+            if self.durable:
+                _fsync_path(self.root)
+            self.dir_fd = os.open(self.root / _SNAPDIR, os.O_RDONLY)
+        self.pack_fd = os.open(
+            self.root / _SNAPDIR / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644
+        )
+        self.pack_name = name
+        if self.durable == "append":
+            os.fsync(self.dir_fd)  # the new pack's directory entry
+        self.unsynced = True
+
+
+_WRITERS: weakref.WeakSet[_Writer] = weakref.WeakSet()
+
+
+@atexit.register
+def _drain_writers() -> None:
+    # An unclosed store's queued snapshots still reach the OS at interpreter exit (not synced: close() syncs).
+    for w in list(_WRITERS):
+        w.stop()
+
+
+def _index_line(record_json: str, rec: Mapping[str, Any]) -> bytes:
+    loc = f',"file":"{rec["file"]}","off":{rec["off"]},"size":{rec["size"]},"digest":"{rec["digest"]}"}}'
+    return _seal((record_json[:-1] + loc).encode()) + b"\n"
+
+
 def _pack_names(snapdir: Path) -> list[str]:
     try:
         names = os.listdir(snapdir)
@@ -610,8 +850,10 @@ class Trajectory:
         self._pending = layout  # layout for the next append when it starts the first segment
         self._meta: dict[str, Any] = {}
         self._mem: list[dict[str, Tensor]] = []
-        self._index_fd = self._dir_fd = self._lock_fd = self._pack_fd = None
-        self._pack_name, self._pack_size, self._unsynced = "", 0, False
+        self._index_fd = self._dir_fd = self._lock_fd = None
+        self._pack_name, self._pack_size = "", 0  # where the next snapshot goes (the writer creates the pack)
+        self._writer: _Writer | None = None  # started by the first append
+        self._writer_base = 0  # snapshots the store held when the writer started
         self._rfd: tuple[str, int] | None = None  # the pack last read from
         self._model_key: tuple[Any, ...] | None = None  # append_model's layout cache: identity of the parameters
         self._model_tensors: list[Tensor] | None = None  # ... and the tensors of the layout, in vector order
@@ -986,8 +1228,8 @@ class Trajectory:
         for k, v in (buffers or {}).items():
             if not isinstance(v, Tensor):
                 raise TypeError(f"buffer {k!r} must be a tensor, got {type(v).__name__}")
-            # On disk the bytes are written before append returns: no copy needed.
-            bufs[k] = v.detach().contiguous() if disk and v.device.type == "cpu" else v.detach().to("cpu", copy=True)
+            # A private copy: memory keeps it, the disk writer writes it later (the caller may change the original).
+            bufs[k] = v.detach().to("cpu", copy=True)
         names = tuple(bufs)
         cur = self._segs[-1] if self._segs else None
         if layout is None:
@@ -1018,8 +1260,8 @@ class Trajectory:
             "tags": _jsonify(tags, "tags"),
         }
         vec = vector.detach()
-        if disk or vector is not self._fresh or vec.device.type != "cpu":  # append_model's own copy needs none
-            vec = vec.contiguous() if disk and vec.device.type == "cpu" else vec.to("cpu", copy=True).contiguous()
+        if vector is not self._fresh or vec.device.type != "cpu":  # append_model's own copy needs none
+            vec = vec.to("cpu", copy=True).contiguous()
         tensors = {"vector": vec}
         tensors.update({_BUF + k: v for k, v in bufs.items()})
         if start:
@@ -1029,7 +1271,7 @@ class Trajectory:
             if self.path is None:
                 self._mem.append(tensors)
             else:
-                self._write_snapshot(i, tensors, rec, start)
+                self._queue_snapshot(i, tensors, rec, start)
         except BaseException:
             if start:
                 self._segs.pop()
@@ -1040,72 +1282,93 @@ class Trajectory:
         return i
 
     def _index_line(self, record_json: str, rec: Mapping[str, Any]) -> bytes:
-        loc = f',"file":"{rec["file"]}","off":{rec["off"]},"size":{rec["size"]},"digest":"{rec["digest"]}"}}'
-        return _seal((record_json[:-1] + loc).encode()) + b"\n"
+        return _index_line(record_json, rec)
 
-    def _new_pack(self, i: int) -> None:
+    def _writer_for_append(self) -> _Writer:
+        w = self._writer
+        if w is None:
+            assert self.path is not None and self._index_fd is not None
+            w = self._writer = _Writer(self.path, self._durable, self._index_fd, self._offset, self._dir_fd)
+            self._writer_base = len(self._records)
+            self._index_fd = self._dir_fd = None  # the writer owns (and closes) them now
+        return w
+
+    def _queue_snapshot(self, i: int, tensors: dict[str, Tensor], rec: dict[str, Any], start: bool) -> None:
+        """Prepare snapshot ``i`` (all but its digest) and queue it for the writer thread."""
         assert self.path is not None
-        if self._pack_fd is not None:
-            if self._durable != "append" and self._unsynced:
-                os.fdatasync(self._pack_fd)  # flush() only syncs the current pack (rare: once per pack)
-            os.close(self._pack_fd)
-            self._pack_fd = None
-        if self._dir_fd is None:
-            (self.path / _SNAPDIR).mkdir(exist_ok=True)
-            if self._durable:
-                _fsync_path(self.path)
-            self._dir_fd = os.open(self.path / _SNAPDIR, os.O_RDONLY)
-        name = f"{i:08d}{_PACK}"
-        self._pack_fd = os.open(self.path / _SNAPDIR / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        self._pack_name, self._pack_size = name, 0
-        if self._durable == "append":
-            os.fsync(self._dir_fd)  # the new pack's directory entry
-        self._unsynced = True
-
-    def _write_snapshot(self, i: int, tensors: dict[str, Tensor], rec: dict[str, Any], start: bool) -> None:
-        assert self.path is not None and self._index_fd is not None
+        w = self._writer_for_append()
+        try:
+            w._raise()
+        except TrajectoryError:
+            self._writer_failed()
+            raise
+        new_pack = None
+        if not self._pack_name or start or self._pack_size >= self.PACK_BYTES:
+            new_pack = f"{i:08d}{_PACK}"
+        seg = ""
+        if new_pack:  # the first snapshot of a pack also carries its segment's layout
+            lay, names = self._segs[rec["seg"]]
+            seg = json.dumps({"layout": lay.to_dict(), "buffer_names": list(names)})
+        rj = _record_json(rec)
+        parts = [_tensor_bytes(t) for t in tensors.values()]
+        table = _table_json(tuple((k, t.dtype, tuple(t.shape), b.nbytes)
+                                  for (k, t), b in zip(tensors.items(), parts)))  # fmt: skip
+        # The safetensors header of _encode with a 64-character hole for the digest, which the writer fills.
+        head = f'{{"__metadata__":{{"format":"{FORMAT_NAME}","record":{json.dumps(rj)},"digest":"'.encode()
+        tail = ('"' + (',"segment":' + json.dumps(seg) if seg else "") + "}," + table[1:]).encode()
+        n = len(head) + 64 + len(tail)
+        tail += b" " * (-n % 8)  # safetensors aligns the data to 8 bytes
+        n += -n % 8
+        size = 8 + n + sum(b.nbytes for b in parts)
+        pre = (rj + ("\n" + seg if seg else "") + "\n" + table + "\n").encode()  # what _digest hashes first
         if start:
             self._manifest_segs = list(self._segs)
-            self._write_manifest()
-        if self._pack_fd is None or start or self._pack_size >= self.PACK_BYTES:
-            self._new_pack(i)
-        extra = {}
-        if self._pack_size == 0:  # the first snapshot of a pack also carries its segment's layout
-            lay, names = self._segs[rec["seg"]]
-            extra["segment"] = json.dumps({"layout": lay.to_dict(), "buffer_names": list(names)})
-        rj = _record_json(rec)
-        blob, digest = _encode(tensors, rj, extra)
-        off = self._pack_size
-        rec.update(file=self._pack_name, off=off, size=len(blob), digest=digest)
-        line = self._index_line(rj, rec)
+            self._write_manifest()  # before the segment's first snapshot can reach its pack
+        if new_pack:
+            self._pack_name, self._pack_size = new_pack, 0
+        rec.update(file=self._pack_name, off=self._pack_size, size=size)  # "digest": set by the writer
+        self._pack_size += size
+        sync = self._durable == "append"
         try:
-            _write_all(self._pack_fd, blob)
-            if self._durable == "append":
-                os.fdatasync(self._pack_fd)
-            _write_all(self._index_fd, line)  # the index is a cache of the packs: synced by flush()
-        except BaseException:
-            # e.g. disk full mid-write: never leave a partial snapshot or a torn line before the next one
-            os.ftruncate(self._pack_fd, off)
-            os.ftruncate(self._index_fd, self._offset)
+            seq = w.put(_Item(i=i, new_pack=new_pack, rec=rec, rj=rj, pre=pre, head=n.to_bytes(8, "little") + head,
+                              tail=tail, parts=parts, keep=tensors, sync=sync))  # fmt: skip
+            if sync:
+                w.wait(seq)  # every append durable: return once its batch is synced
+        except TrajectoryError:
+            self._records.append(rec)  # queued: _writer_failed counts it among the unwritten
+            self._writer_failed()
             raise
-        self._pack_size += len(blob)
-        self._offset += len(line)
-        self._unsynced = True
 
     def flush(self) -> None:
-        """Make every snapshot appended so far survive an operating-system crash (fsync packs, index, directories).
+        """Write every snapshot appended so far and fsync it, with the index and directories (in every ``durable`` mode).
 
-        A no-op in memory and for a reader.
+        After it returns, every snapshot appended before survives the death of the process and an
+        operating-system crash. A no-op in memory and for a reader.
+
+        Raises:
+            TrajectoryError: If the background writer failed (the message says which snapshots are intact).
         """
         if self.path is None or self._mode != "a" or self._closed:
             return
-        if self._pack_fd is not None and self._unsynced and self._durable != "append":
-            os.fdatasync(self._pack_fd)
-        if self._dir_fd is not None:
-            os.fsync(self._dir_fd)
-        if self._index_fd is not None:
-            os.fsync(self._index_fd)
-        self._unsynced = False
+        if self._writer is None:
+            if self._dir_fd is not None:
+                os.fsync(self._dir_fd)
+            if self._index_fd is not None:
+                os.fsync(self._index_fd)
+            return
+        try:
+            self._writer.sync()
+        except TrajectoryError:
+            self._writer_failed()
+            raise
+
+    def _writer_failed(self) -> None:
+        """After the writer failed: forget the snapshots it did not write, close the store."""
+        w = self._writer
+        assert w is not None
+        self._n_indexed = min(len(self._records), self._writer_base + w.written)
+        self._drop_provisional()
+        self._release()
 
     def append_model(self, model: nn.Module, **kwargs: Any) -> int:
         """Append ``model``'s parameters (frozen ones included) and buffers, with its layout; the model is only read.
@@ -1163,14 +1426,33 @@ class Trajectory:
             self._write_manifest()
 
     def close(self) -> None:
-        """Flush (unless ``durable=False``), release the writer lock and file handles; reading stays possible."""
-        if not self._closed and self._durable and self._index_fd is not None:
+        """Write everything queued and sync it (unless ``durable=False``), end the writer thread, release the lock.
+
+        Reading stays possible.
+
+        Raises:
+            TrajectoryError: If the background writer failed (the store is released all the same).
+        """
+        w = self._writer
+        if not self._closed and w is not None:
+            try:
+                if self._durable:
+                    w.sync()
+                else:
+                    w.wait(w.seq)
+            except TrajectoryError:
+                self._writer_failed()
+                raise
+        elif not self._closed and self._durable and self._index_fd is not None:
             self.flush()
         self._release()
 
     def _release(self) -> None:
         self._closed = True
-        for name in ("_index_fd", "_dir_fd", "_lock_fd", "_pack_fd"):
+        w = getattr(self, "_writer", None)
+        if w is not None:
+            w.stop()  # writes what is still queued (no sync), closes the pack, index and directory descriptors
+        for name in ("_index_fd", "_dir_fd", "_lock_fd"):
             fd = getattr(self, name, None)
             if fd is not None:
                 os.close(fd)
@@ -1194,6 +1476,13 @@ class Trajectory:
     # --------------------------------------------------------------- reading
     def _read(self, i: int, rec: Mapping[str, Any]) -> tuple[Path, bytes]:
         assert self.path is not None
+        w = self._writer
+        if w is not None and not self._closed and i >= self._writer_base + w.written:
+            try:
+                w.wait(w.seq)  # reading a snapshot still queued: write it first
+            except TrajectoryError:
+                self._writer_failed()
+                raise
         name = rec["file"]
         f = self.path / _SNAPDIR / name
         if self._rfd is None or self._rfd[0] != name:

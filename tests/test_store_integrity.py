@@ -228,7 +228,7 @@ class _CountingOs:
 
     def __getattr__(self, name):
         attr = getattr(os, name)
-        if name not in ("fsync", "fdatasync", "open", "write", "replace"):
+        if name not in ("fsync", "fdatasync", "open", "write", "writev", "replace"):
             return attr
 
         def call(*a, **k):
@@ -240,25 +240,28 @@ class _CountingOs:
 
 @pytest.mark.parametrize(
     "durable, per_append",
-    [(True, ["write", "fdatasync", "write"]), ("append", ["write", "fdatasync", "write"]),
-     ("flush", ["write", "write"]), (False, ["write", "write"])],
+    [(True, ["writev", "fdatasync", "write"]), ("append", ["writev", "fdatasync", "write"]),
+     ("flush", []), (False, [])],
 )  # fmt: skip
 def test_durable_modes_sync_when_promised(tmp_path, monkeypatch, durable, per_append):
     counting = _CountingOs()
     monkeypatch.setattr(trajectory_module, "os", counting)
     t = Trajectory.create(tmp_path / "t", durable=durable)
     t.append(torch.zeros(5))
+    t.flush()
     counting.calls.clear()
-    for _ in range(3):
-        t.append(torch.zeros(5))  # one pack, one index: no file is created or renamed per snapshot
+    for _ in range(3):  # one pack, one index: no file is created or renamed per snapshot
+        t.append(torch.zeros(5))  # durable="append": written and synced before it returns; else queued
     assert counting.calls == per_append * 3
     counting.calls.clear()
-    t.flush()
-    assert counting.calls.count("fsync") + counting.calls.count("fdatasync") >= 2  # pack (unless synced), dir, index
+    t.flush()  # group commit: one write of the pack (all three snapshots), one of the index, then the syncs
+    synced = ["fsync", "fsync"] if per_append else ["writev", "fdatasync", "write", "fsync", "fsync"]
+    assert counting.calls == synced  # pack (unless synced already), directory, index
     counting.calls.clear()
+    t.append(torch.zeros(5))
     t.close()
     assert (counting.calls.count("fsync") > 0) == bool(durable)
-    assert torch.equal(Trajectory.open(tmp_path / "t").vectors(), torch.zeros(4, 5))
+    assert torch.equal(Trajectory.open(tmp_path / "t").vectors(), torch.zeros(5, 5))
     with pytest.raises(ValueError, match="durable"):
         Trajectory.create(tmp_path / "u", durable="always")
 
