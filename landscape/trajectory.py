@@ -148,6 +148,26 @@ def _record_json(rec: Mapping[str, Any]) -> str:
     return json.dumps({k: rec[k] for k in _CORE}, separators=(",", ":"))
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # == json.dumps(..., separators=(",", ":")), built once
+_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # == json.dumps(a str)
+
+
+def _jfloat(x: float) -> str:
+    # json.dumps's float format (repr, NaN, Infinity): the record must be byte-identical to _record_json's.
+    return repr(x) if x - x == 0 else ("NaN" if x != x else ("Infinity" if x > 0 else "-Infinity"))
+
+
+def _record_json_fast(rec: Mapping[str, Any]) -> str:
+    """``_record_json(rec)`` for a record :meth:`Trajectory.append` built, in a quarter of the time."""
+    m = rec["metrics"]
+    metrics = "{" + ",".join(f"{_quote(k)}:{_jfloat(v)}" for k, v in m.items()) + "}" if m else "{}"
+    tags = _ENCODER.encode(rec["tags"]) if rec["tags"] else "{}"
+    return (
+        f'{{"i":{rec["i"]},"seg":{rec["seg"]},"step":{rec["step"]},"epoch":{_jfloat(rec["epoch"])},'
+        f'"time":{_jfloat(rec["time"])},"dtype":"{rec["dtype"]}","metrics":{metrics},"tags":{tags}}}'
+    )
+
+
 def _named_tensors(model: nn.Module) -> tuple[list[tuple[str, Tensor]], dict[str, Tensor]]:
     """``(list(model.named_parameters()), dict(model.named_buffers()))`` in one walk over the modules.
 
@@ -187,6 +207,18 @@ def _named_tensors(model: nn.Module) -> tuple[list[tuple[str, Tensor]], dict[str
 def _tensor_bytes(t: Tensor) -> memoryview:
     t = t.detach().to("cpu").contiguous()
     return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+
+
+def _raw_bytes(t: Tensor) -> memoryview:
+    """The bytes of a private contiguous CPU tensor, without a copy (numpy's buffer where numpy has the dtype)."""
+    if t.dtype in _NUMPY_DTYPES and not t.requires_grad:
+        return memoryview(t.numpy()).cast("B")
+    return _tensor_bytes(t)
+
+
+_NUMPY_DTYPES = {torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16, torch.int8,
+                 torch.uint8, torch.bool}  # fmt: skip
+_HEAD = f'{{"__metadata__":{{"format":"{FORMAT_NAME}","record":'.encode()
 
 
 @functools.lru_cache(maxsize=64)
@@ -416,9 +448,13 @@ class _Item:
 
     __slots__ = ("seq", "i", "new_pack", "rec", "rj", "pre", "head", "tail", "parts", "keep", "sync")
 
-    def __init__(self, **kw: Any) -> None:
-        for k in self.__slots__:
-            setattr(self, k, kw.get(k))
+    def __init__(
+        self, i: int = -1, new_pack: str | None = None, rec: dict[str, Any] | None = None, rj: str = "",
+        pre: bytes = b"", head: bytes = b"", tail: bytes = b"", parts: list[Any] | None = None,
+        keep: Any = None, sync: bool = False,
+    ) -> None:  # fmt: skip
+        self.seq, self.i, self.new_pack, self.rec, self.rj, self.pre = 0, i, new_pack, rec, rj, pre
+        self.head, self.tail, self.parts, self.keep, self.sync = head, tail, parts or [], keep, sync
 
 
 class _Writer:
@@ -856,7 +892,7 @@ class Trajectory:
         self._writer_base = 0  # snapshots the store held when the writer started
         self._rfd: tuple[str, int] | None = None  # the pack last read from
         self._model_key: tuple[Any, ...] | None = None  # append_model's layout cache: identity of the parameters
-        self._model_tensors: list[Tensor] | None = None  # ... and the tensors of the layout, in vector order
+        self._model_tensors: list[Tensor] | None = None  # ... and flat views of its tensors, in vector order
         self._fresh: Tensor | None = None  # a vector append_model just built (no defensive copy needed)
         self._offset = 0  # bytes of the index already parsed
         self._manifest_segs: list[tuple[ParamLayout, tuple[str, ...]]] = []  # as last read from disk
@@ -1223,7 +1259,6 @@ class Trajectory:
             raise TypeError(f"vector has dtype {vector.dtype}; a parameter vector must be one of {list(_DTYPES)}")
         if vector.dim() != 1:
             raise ValueError(f"vector must be flat, shape (numel,), got shape {tuple(vector.shape)}")
-        disk = self.path is not None
         bufs = {}
         for k, v in (buffers or {}).items():
             if not isinstance(v, Tensor):
@@ -1309,13 +1344,13 @@ class Trajectory:
         if new_pack:  # the first snapshot of a pack also carries its segment's layout
             lay, names = self._segs[rec["seg"]]
             seg = json.dumps({"layout": lay.to_dict(), "buffer_names": list(names)})
-        rj = _record_json(rec)
-        parts = [_tensor_bytes(t) for t in tensors.values()]
+        rj = _record_json_fast(rec)
+        parts = [_raw_bytes(t) for t in tensors.values()]
         table = _table_json(tuple((k, t.dtype, tuple(t.shape), b.nbytes)
                                   for (k, t), b in zip(tensors.items(), parts)))  # fmt: skip
         # The safetensors header of _encode with a 64-character hole for the digest, which the writer fills.
-        head = f'{{"__metadata__":{{"format":"{FORMAT_NAME}","record":{json.dumps(rj)},"digest":"'.encode()
-        tail = ('"' + (',"segment":' + json.dumps(seg) if seg else "") + "}," + table[1:]).encode()
+        head = _HEAD + _quote(rj).encode() + b',"digest":"'
+        tail = ('"' + (',"segment":' + _quote(seg) if seg else "") + "}," + table[1:]).encode()
         n = len(head) + 64 + len(tail)
         tail += b" " * (-n % 8)  # safetensors aligns the data to 8 bytes
         n += -n % 8
@@ -1330,8 +1365,7 @@ class Trajectory:
         self._pack_size += size
         sync = self._durable == "append"
         try:
-            seq = w.put(_Item(i=i, new_pack=new_pack, rec=rec, rj=rj, pre=pre, head=n.to_bytes(8, "little") + head,
-                              tail=tail, parts=parts, keep=tensors, sync=sync))  # fmt: skip
+            seq = w.put(_Item(i, new_pack, rec, rj, pre, n.to_bytes(8, "little") + head, tail, parts, tensors, sync))
             if sync:
                 w.wait(seq)  # every append durable: return once its batch is synced
         except TrajectoryError:
@@ -1340,7 +1374,7 @@ class Trajectory:
             raise
 
     def flush(self) -> None:
-        """Write every snapshot appended so far and fsync it, with the index and directories (in every ``durable`` mode).
+        """Write every snapshot appended so far and fsync it, the index and the directories (any ``durable`` mode).
 
         After it returns, every snapshot appended before survives the death of the process and an
         operating-system crash. A no-op in memory and for a reader.
@@ -1386,12 +1420,13 @@ class Trajectory:
         # The layout is rebuilt only when the parameters themselves change (new tensors or shapes, as a
         # tunnel event does): comparing identities is far cheaper than a rebuild. requires_grad is not part
         # of the layout (see landscape.params), so freezing a tensor keeps the segment.
+        # The cache holds flat detached views of the parameters: they share the parameters' memory, so they
+        # see in-place updates (optimizer steps); the key's data_ptr and stride catch a replaced .data.
         named, buffers = _named_tensors(model)
-        key = (id(model), *((n, id(p), p.shape, p.dtype) for n, p in named))
+        key = (id(model), *((n, id(p), p.shape, p.dtype, p.data_ptr(), p.stride()) for n, p in named))
         if self._segs and key == self._model_key and self._model_tensors is not None:
             layout, tensors = self._segs[-1][0], self._model_tensors
-            parts = [p.detach().reshape(-1) for p in tensors]
-            vec = torch.cat(parts) if parts else parameters_to_vector(model)
+            vec = torch.cat(tensors) if tensors else parameters_to_vector(model)
         else:
             layout = ParamLayout.from_model(model)
             if self._segs and layout.specs == self._segs[-1][0].specs:
@@ -1404,9 +1439,13 @@ class Trajectory:
                 fast = torch.cat(parts) if parts else None
                 if fast is None or fast.dtype != vec.dtype or not torch.equal(fast, vec):
                     tensors = None
+                elif all(p.is_contiguous() for p in tensors):
+                    tensors = [p.detach().view(-1) for p in tensors]
+                else:
+                    tensors = None  # rare (a transposed parameter): no cache, rebuilt per snapshot
         self._fresh = vec
         try:
-            # Buffers uncopied: a disk store writes their bytes before returning, memory copies them once.
+            # Buffers uncopied: append copies them once.
             i = self.append(vec, buffers=buffers, layout=layout, **kwargs)
         finally:
             self._fresh = None
