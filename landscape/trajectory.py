@@ -527,11 +527,12 @@ class _Writer:
 
     def stop(self) -> None:
         """Write everything queued (no sync), end the thread and close its descriptors; never raises."""
-        with self.cond:
-            self.stopping = True
-            self.cond.notify_all()
-        if self.thread is not threading.current_thread() and self.pid == os.getpid():
-            self.thread.join()
+        if self.pid == os.getpid():  # (in a forked child the thread does not exist and the lock may be held)
+            with self.cond:
+                self.stopping = True
+                self.cond.notify_all()
+            if self.thread is not threading.current_thread():
+                self.thread.join()
         _WRITERS.discard(self)
         for name in ("pack_fd", "index_fd", "dir_fd"):
             fd = getattr(self, name)

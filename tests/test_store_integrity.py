@@ -1,15 +1,19 @@
 """The store never lies: sealed index and manifest, recovery that deletes nothing intact, an unbreakable lock,
 ``check`` / ``--repair``, and cheap recording (durable modes, cached layouts)."""
 
+import gc
 import importlib.util
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import landscape.trajectory as trajectory_module
@@ -339,3 +343,137 @@ def test_one_walk_equals_torchs_named_parameters_and_buffers():
         params, buffers = _named_tensors(net)
         assert [(k, id(v)) for k, v in params] == [(k, id(v)) for k, v in net.named_parameters()]
         assert [(k, id(v)) for k, v in buffers.items()] == [(k, id(v)) for k, v in net.named_buffers()]
+
+
+# --------------------------------------------------------------------------- group commit (the writer thread)
+_json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+_json = st.recursive(_json_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
+                     max_leaves=8)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    step=st.integers(-(2**70), 2**70), epoch=st.floats(), wall=st.floats(),
+    metrics=st.dictionaries(st.text(max_size=6), st.floats(), max_size=4),
+    tags=st.dictionaries(st.text(max_size=6), _json, max_size=3),
+    dtype=st.sampled_from(sorted(trajectory_module._DTYPES)),
+)  # fmt: skip
+def test_fast_record_json_is_byte_identical_to_json_dumps(step, epoch, wall, metrics, tags, dtype):
+    # The writer builds the record by hand; readers verify it with json.dumps: one differing byte = unreadable.
+    rec = {"i": 7, "seg": 2, "step": step, "epoch": epoch, "time": wall, "dtype": dtype,
+           "metrics": trajectory_module._metrics(metrics), "tags": trajectory_module._jsonify(tags, "tags")}  # fmt: skip
+    assert trajectory_module._record_json_fast(rec) == trajectory_module._record_json(rec)
+
+
+class _FailingOs:
+    """``os`` for the trajectory module whose ``writev`` fails with ENOSPC from the ``after``-th call on."""
+
+    def __init__(self, after):
+        self.after, self.n = after, 0
+
+    def __getattr__(self, name):
+        attr = getattr(os, name)
+        if name != "writev":
+            return attr
+
+        def writev(fd, bufs):
+            self.n += 1
+            if self.n >= self.after:
+                data = b"".join(bytes(b) for b in bufs)
+                os.write(fd, data[: len(data) // 3])  # a partial batch reaches the pack first
+                raise OSError(28, "No space left on device")
+            return attr(fd, bufs)
+
+        return writev
+
+
+@pytest.mark.parametrize("surfaces_at", ["flush", "append", "close"])
+def test_writer_thread_error_surfaces_and_loses_nothing_written(tmp_path, monkeypatch, surfaces_at):
+    p = tmp_path / "t"
+    t = Trajectory.create(p, durable="flush")
+    monkeypatch.setattr(trajectory_module, "os", _FailingOs(after=2))
+    for i in range(4):
+        e = writer.expected(i)
+        t.append(e.pop("vector"), **e)
+    t.flush()  # the first writev: snapshots 0-3 are written and synced
+    for i in range(4, 7):
+        e = writer.expected(i)
+        t.append(e.pop("vector"), **e)  # queued; the next writev fails
+    message = r"background writer of .* failed \(OSError: .*No space left.*snapshots before 4 are intact"
+    if surfaces_at == "append":
+        deadline = time.monotonic() + 30
+        while t._writer.error is None and time.monotonic() < deadline:
+            t._writer.cond.acquire()
+            t._writer.cond.notify_all()  # wake it before LINGER
+            t._writer.cond.release()
+            time.sleep(0.01)
+        e = writer.expected(7)
+        with pytest.raises(TrajectoryError, match=message):
+            t.append(e.pop("vector"), **e)
+    else:
+        with pytest.raises(TrajectoryError, match=message):
+            getattr(t, surfaces_at)()
+    monkeypatch.setattr(trajectory_module, "os", os)
+    assert len(t) == 4  # the store forgot what was never written, and is closed for appending
+    with pytest.raises(TrajectoryError, match="closed"):
+        t.append(torch.zeros(3))
+    assert_all(t, 4)  # ... but still reads
+    t.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the writer removed its partial batch: recovery has nothing to drop
+        r = Trajectory.open(p, "a")
+    assert_all(r, 4)
+    e = writer.expected(4)
+    r.append(e.pop("vector"), **e)
+    r.close()
+    assert_all(Trajectory.open(p), 5)
+
+
+def test_queued_snapshots_are_private_copies_and_readable_at_once(tmp_path):
+    t = Trajectory.create(tmp_path / "t", durable="flush")
+    v, b = torch.arange(6.0), torch.tensor([1, 2])
+    t.append(v, buffers={"b": b})
+    v += 100  # the caller changes its tensors while the snapshot waits in the queue
+    b += 100
+    s = t[0]  # reading a queued snapshot writes it first
+    assert torch.equal(s.vector, torch.arange(6.0)) and torch.equal(s.buffers["b"], torch.tensor([1, 2]))
+    t.close()
+    s = Trajectory.open(tmp_path / "t")[0]
+    assert torch.equal(s.vector, torch.arange(6.0)) and torch.equal(s.buffers["b"], torch.tensor([1, 2]))
+
+
+def test_unclosed_store_writes_its_queue_when_collected_and_at_exit(tmp_path):
+    t = Trajectory.create(tmp_path / "gc", durable="flush")
+    for i in range(3):
+        t.append(torch.full((4,), float(i)))
+    del t
+    gc.collect()
+    assert torch.equal(Trajectory.open(tmp_path / "gc").vectors()[:, 0], torch.tensor([0.0, 1.0, 2.0]))
+    code = (
+        "import torch, sys; from landscape.trajectory import Trajectory\n"
+        f"t = Trajectory({str(tmp_path / 'exit')!r}, durable=False)\n"
+        "for i in range(40): t.append(torch.full((4,), float(i)))\n"
+        "sys.modules['__main__'].keep = t  # alive at exit: only the exit hook can write the queue\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+    assert torch.equal(Trajectory.open(tmp_path / "exit").vectors()[:, 0], torch.arange(40.0))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_cannot_append_through_its_parents_writer(tmp_path):
+    t = Trajectory.create(tmp_path / "t", durable="flush")
+    t.append(torch.zeros(2))
+    pid = os.fork()
+    if pid == 0:  # the child: a clear error, not a silent hang
+        try:
+            t.append(torch.ones(2))
+            code = 2
+        except TrajectoryError as e:
+            code = 0 if "another process" in str(e) else 3
+        except BaseException:  # noqa: BLE001
+            code = 4
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    t.close()
+    assert len(Trajectory.open(tmp_path / "t")) == 1
