@@ -14,8 +14,8 @@ A trajectory lives in memory (``Trajectory()``) or in a directory; both behave t
 
 **Packs.** A pack holds consecutive snapshots of one segment (a new pack starts with every segment,
 ``Trajectory.PACK_BYTES`` and every writer session), each a complete *safetensors* byte string (tensors
-``vector`` and ``buffers/<name>``) written with one ``write``. Each one describes itself in its
-safetensors metadata: ``record`` (the snapshot's JSON record: index, segment, step, epoch, time,
+``vector`` and ``buffers/<name>``), written in order (a batch of them with one ``writev``). Each one
+describes itself in its safetensors metadata: ``record`` (the snapshot's JSON record: index, segment, step, epoch, time,
 dtype, metrics, tags), ``segment`` (in the first snapshot of a pack: the segment's layout and buffer
 names) and ``digest`` (sha256 of the record, the segment entry, the tensor table and the tensor
 bytes). A pack can therefore be verified, and the index and the manifest's segment table rebuilt
@@ -26,22 +26,41 @@ index line also holds the snapshot's pack, byte offset, size and digest. Reading
 every line at open and the digest of a snapshot when it is read; any mismatch is a
 :class:`CorruptTrajectoryError` naming the file, the line or snapshot, and what is wrong.
 
-**Crash contract.** Appending writes the snapshot to its pack, then its index line. A snapshot whose
+**Crash contract.** A snapshot is written to its pack before its index line. A snapshot whose
 bytes are complete in its pack exists even if its index line is missing or torn: opening rolls such
 tail snapshots forward after verifying their digests (mode ``"a"`` writes their index lines). The only
 thing recovery ever removes is one incomplete tail: a torn last index line without its newline and a
-partial last snapshot at the end of the last pack. Anything else that does not verify is damage: open
-refuses, every file is left in place, and :meth:`Trajectory.check` (``python -m landscape check DIR``)
-reports it and, with ``repair=True``, rebuilds the index (and a damaged manifest's segments) from
-intact packs.
+partial last snapshot (or partial batch of snapshots) at the end of the last pack. Anything else that
+does not verify is damage: open refuses, every file is left in place, and :meth:`Trajectory.check`
+(``python -m landscape check DIR``) reports it and, with ``repair=True``, rebuilds the index (and a
+damaged manifest's segments) from intact packs. Whatever survives a crash is a prefix of the appended
+snapshots, each byte-exact.
 
-**Durability** (``durable=``): a completed :meth:`~Trajectory.append` has handed the snapshot to the
-operating system in every mode, so a killed process (even SIGKILL) loses nothing appended. Surviving
-an operating-system crash or power loss needs an ``fsync``: ``"append"`` (``True``, the default) syncs
-the pack on every append (the index is a cache of the packs and is synced by ``flush``); ``"flush"``
-syncs at :meth:`~Trajectory.flush` and :meth:`~Trajectory.close` only; ``False`` syncs only on an
-explicit :meth:`~Trajectory.flush`. After a power loss, snapshots appended since the last sync may be
-missing (``check --repair`` then trims an index that outran its packs).
+**Group commit and durability** (``durable=``). The first append starts a writer thread. The appending
+thread prepares each snapshot (a private copy of its tensors, its record, its safetensors header) and
+queues it; the writer computes the digests, writes every queued snapshot of a pack with one ``writev``
+and their index lines with one ``write``, and syncs when asked. What a completed call guarantees:
+
+* :meth:`~Trajectory.append`, ``durable="append"`` (``True``, the default): the snapshot is written and
+  its pack ``fdatasync``-ed: it survives the death of the process (SIGKILL included) and an
+  operating-system crash or power loss. Appending threads share syncs (one per batch); a single
+  appender pays one sync per append.
+* :meth:`~Trajectory.append`, ``durable="flush"`` or ``False``: the snapshot is copied (later changes to
+  the caller's tensors or model do not reach it) and queued. The writer hands it to the operating
+  system within ``_Writer.BATCH`` (16) snapshots or ``_Writer.LINGER`` (0.05 s); ``append`` waits while
+  ``_Writer.MAX_QUEUE`` (64) snapshots are queued. A killed process loses at most the snapshots still
+  queued, never one that a returned ``flush`` covered.
+* :meth:`~Trajectory.flush` (every mode): every snapshot appended before is written and synced, with
+  the index and the directories: it survives anything short of damage to the disk.
+* :meth:`~Trajectory.close`: as ``flush`` (with ``durable=False``: written, not synced); the writer
+  thread ends and the lock is released. An unclosed store writes its queue (without syncing) when it
+  is garbage collected or the interpreter exits.
+
+If the writer fails (disk full, I/O error), it truncates what it wrote of the failed batch, writes
+nothing more, and the next ``append``, ``flush`` or ``close`` raises :class:`TrajectoryError` naming
+the cause and the first snapshot not written; the store then forgets the unwritten snapshots and
+closes (reading stays possible); everything written before is intact. A store opened for appending
+cannot append from a forked child (its writer thread exists only in the parent).
 
 The single-writer lock is ``flock`` on the store directory's own descriptor: no lock file to delete,
 released by the kernel when the writer dies. Version 1 stores (one ``.safetensors`` file per snapshot,
@@ -758,15 +777,18 @@ Durable = bool | str  # True / "append", "flush", False
 class Trajectory:
     """Append-only sequence of parameter snapshots, in memory or in a crash-safe directory.
 
-    What a completed call guarantees on disk (see the module docstring for the format):
+    What a completed call guarantees on disk (details, the format and the crash contract: the module docstring):
 
-    * :meth:`append` returns: the snapshot's bytes and index line are with the operating system, so
-      the snapshot survives the death of this process (any signal, SIGKILL included). With
-      ``durable="append"`` (or ``True``, the default) its pack was also fsynced: it survives an
-      operating-system crash or power loss.
+    * :meth:`append` returns: with ``durable="append"`` (or ``True``, the default) the snapshot is
+      written and synced: it survives SIGKILL, an operating-system crash and power loss. With
+      ``"flush"`` or ``False`` it is copied and queued for the writer thread (group commit): a killed
+      process may lose the snapshots still queued (at most 64, typically the last 16 or 0.05 s worth).
     * :meth:`flush` returns: every snapshot appended so far, the index and the directory entries are
-      fsynced (in every ``durable`` mode).
-    * :meth:`close` returns: as :meth:`flush` for ``durable="append"`` or ``"flush"``; the lock is released.
+      written and fsynced (in every ``durable`` mode).
+    * :meth:`close` returns: as :meth:`flush` for ``durable="append"`` or ``"flush"`` (``False``:
+      written, not synced); the writer thread has ended and the lock is released.
+    * A failure of the writer thread is raised by the next :meth:`append`, :meth:`flush` or
+      :meth:`close`, naming the first snapshot not written; all earlier snapshots are intact.
 
     Args:
         path: Directory of the store; ``None`` keeps it in memory. An existing store is opened for
@@ -774,10 +796,10 @@ class Trajectory:
         layout: Layout of the vectors to come (default for :meth:`append`). Without one, the first
             :meth:`append` takes a single flat tensor named ``"vector"``.
         meta: Run-level JSON metadata (model name, data, seed, ...); merged into an existing store's.
-        durable: When snapshots are fsynced: ``"append"`` / ``True`` (every append), ``"flush"``
-            (at :meth:`flush` and :meth:`close`; group commit, much cheaper for frequent snapshots)
-            or ``False`` (only on an explicit :meth:`flush`). A killed process loses nothing
-            appended in any mode; only an operating-system crash can lose unsynced snapshots.
+        durable: When snapshots are written and fsynced: ``"append"`` / ``True`` (before every append
+            returns), ``"flush"`` (written in batches by the writer thread, synced at :meth:`flush`
+            and :meth:`close`: much cheaper for frequent snapshots) or ``False`` (batches, synced
+            only on an explicit :meth:`flush`).
         verify: Check every snapshot's digest (sha256) on read.
 
     Raises:
@@ -1229,7 +1251,7 @@ class Trajectory:
         wall_time: float | None = None,
         new_segment: bool = False,
     ) -> int:
-        """Append one snapshot; when this returns it survives the death of the process (see the class docstring).
+        """Append one snapshot (what a returned append guarantees depends on ``durable``: see the class docstring).
 
         Args:
             vector: Trainable parameters, shape ``(layout.numel,)``, any float dtype (stored as given).
