@@ -347,8 +347,9 @@ def test_one_walk_equals_torchs_named_parameters_and_buffers():
 
 # --------------------------------------------------------------------------- group commit (the writer thread)
 _json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
-_json = st.recursive(_json_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
-                     max_leaves=8)  # fmt: skip
+_json = st.recursive(
+    _json_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3), max_leaves=8
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -360,8 +361,8 @@ _json = st.recursive(_json_leaf, lambda c: st.lists(c, max_size=3) | st.dictiona
 )  # fmt: skip
 def test_fast_record_json_is_byte_identical_to_json_dumps(step, epoch, wall, metrics, tags, dtype):
     # The writer builds the record by hand; readers verify it with json.dumps: one differing byte = unreadable.
-    rec = {"i": 7, "seg": 2, "step": step, "epoch": epoch, "time": wall, "dtype": dtype,
-           "metrics": trajectory_module._metrics(metrics), "tags": trajectory_module._jsonify(tags, "tags")}  # fmt: skip
+    rec = {"i": 7, "seg": 2, "step": step, "epoch": epoch, "time": wall, "dtype": dtype}
+    rec.update(metrics=trajectory_module._metrics(metrics), tags=trajectory_module._jsonify(tags, "tags"))
     assert trajectory_module._record_json_fast(rec) == trajectory_module._record_json(rec)
 
 
