@@ -43,8 +43,8 @@ and their index lines with one ``write``, and syncs when asked. What a completed
 
 * :meth:`~Trajectory.append`, ``durable="append"`` (``True``, the default): the snapshot is written and
   its pack ``fdatasync``-ed: it survives the death of the process (SIGKILL included) and an
-  operating-system crash or power loss. Appending threads share syncs (one per batch); a single
-  appender pays one sync per append.
+  operating-system crash or power loss. That costs one ``fdatasync`` per append (done by the
+  appending thread, which has to wait for it anyway).
 * :meth:`~Trajectory.append`, ``durable="flush"`` or ``False``: the snapshot is copied (later changes to
   the caller's tensors or model do not reach it) and queued. The writer hands it to the operating
   system within ``_Writer.BATCH`` (16) snapshots or ``_Writer.LINGER`` (0.05 s); ``append`` waits while
@@ -477,18 +477,20 @@ class _Item:
 
 
 class _Writer:
-    """The background writer of an on-disk store (group commit).
+    """The writer of an on-disk store (group commit).
 
     It owns the pack and index descriptors. The appending thread prepares each snapshot (record JSON,
     safetensors header around a placeholder for the digest, pack, offset and size: everything that is
-    pure Python) and queues it with a private copy of its tensors; this thread computes the digests
-    (``hashlib`` releases the GIL on the tensor bytes), writes all queued snapshots of a pack with one
-    ``writev``, their index lines with one ``write``, and syncs when asked: after every batch holding
-    a snapshot of a ``durable="append"`` store (its appender waits for that), or for a :meth:`sync`
-    request (``flush`` / ``close``). Concurrent appenders therefore share syncs.
+    pure Python) and queues it with a private copy of its tensors. A batch of queued snapshots is then
+    written at once: their digests computed (``hashlib`` releases the GIL on the tensor bytes), every
+    snapshot of a pack written with one ``writev``, their index lines with one ``write``, and synced
+    when asked (every batch of a ``durable="append"`` store, or a :meth:`sync` request from ``flush`` /
+    ``close``). With ``threaded`` a daemon thread writes the batches (at BATCH snapshots, a sync
+    request or LINGER seconds); without, the appending thread does when BATCH snapshots are queued
+    (or at once with ``durable="append"``, which waits for its sync anyway).
 
     It holds no reference to its :class:`Trajectory`, so an unclosed store is still garbage collected
-    (its ``__del__`` drains the queue). After a failure it writes nothing more: the failed batch's
+    (its ``__del__`` writes the queue). After a failure it writes nothing more: the failed batch's
     partial bytes are truncated away (earlier snapshots stay intact) and :attr:`error` is raised to the
     appending thread at its next ``append``, ``flush`` or ``close``.
     """
@@ -497,8 +499,13 @@ class _Writer:
     MAX_QUEUE = 64
     #: The thread wakes for this many queued snapshots, for a sync, or after LINGER seconds.
     BATCH, LINGER = 16, 0.05
+    #: Write in a thread (True) or in the appending thread once BATCH snapshots are queued (False).
+    #: ``durable="append"`` always writes in the appending thread: it waits for every sync anyway.
+    THREADED = True
 
-    def __init__(self, root: Path, durable: Any, index_fd: int, index_size: int, dir_fd: int | None) -> None:
+    def __init__(
+        self, root: Path, durable: Any, index_fd: int, index_size: int, dir_fd: int | None, threaded: bool
+    ) -> None:
         self.root, self.durable = root, durable
         self.index_fd, self.index_size, self.dir_fd = index_fd, index_size, dir_fd
         self.pack_fd: int | None = None
@@ -512,8 +519,10 @@ class _Writer:
         self.failed_at = -1  # first snapshot the failed batch held
         self.stopping = False
         self.pid = os.getpid()
-        self.thread = threading.Thread(target=self._run, name="landscape-trajectory-writer", daemon=True)
-        self.thread.start()
+        self.thread: threading.Thread | None = None
+        if threaded:
+            self.thread = threading.Thread(target=self._run, name="landscape-trajectory-writer", daemon=True)
+            self.thread.start()
         _WRITERS.add(self)
 
     # ---------------------------------------------------------- appending thread
@@ -529,13 +538,19 @@ class _Writer:
             item.seq = self.seq
             self.queue.append(item)
             if item.sync or len(self.queue) >= self.BATCH:
-                self.cond.notify_all()
+                if self.thread is None:
+                    self._process()
+                else:
+                    self.cond.notify_all()
             return self.seq
 
     def wait(self, seq: int) -> None:
         """Wait until item ``seq`` (and every earlier one) is processed; raise the thread's error if any."""
         with self.cond:
             while self.done < seq and self.error is None:
+                if self.thread is None:
+                    self._process()
+                    continue
                 self.cond.notify_all()  # wake the thread now rather than at LINGER
                 self.cond.wait()
             self._raise()
@@ -550,7 +565,9 @@ class _Writer:
             with self.cond:
                 self.stopping = True
                 self.cond.notify_all()
-            if self.thread is not threading.current_thread():
+                if self.thread is None and self.queue:
+                    self._process()
+            if self.thread is not None and self.thread is not threading.current_thread():
                 self.thread.join()
         _WRITERS.discard(self)
         for name in ("pack_fd", "index_fd", "dir_fd"):
@@ -573,6 +590,18 @@ class _Writer:
                 "written (or only partly, and removed again); the store is closed: open it again with "
                 "mode='a' to continue"
             ) from self.error
+
+    def _process(self) -> None:
+        """Without a thread: write the queue now, in the appending thread (``cond`` held)."""
+        batch = list(self.queue)
+        self.queue.clear()
+        if batch and self.error is None:
+            try:
+                self._write(batch)
+            except BaseException as e:  # noqa: BLE001 - raised by _raise below and at every later call
+                self.error = e
+        if batch:
+            self.done = batch[-1].seq
 
     # ---------------------------------------------------------- writer thread
     def _run(self) -> None:
@@ -1346,7 +1375,10 @@ class Trajectory:
         w = self._writer
         if w is None:
             assert self.path is not None and self._index_fd is not None
-            w = self._writer = _Writer(self.path, self._durable, self._index_fd, self._offset, self._dir_fd)
+            w = self._writer = _Writer(
+                self.path, self._durable, self._index_fd, self._offset, self._dir_fd,
+                threaded=_Writer.THREADED and self._durable != "append",
+            )  # fmt: skip
             self._writer_base = len(self._records)
             self._index_fd = self._dir_fd = None  # the writer owns (and closes) them now
         return w

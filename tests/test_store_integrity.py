@@ -388,8 +388,10 @@ class _FailingOs:
         return writev
 
 
-@pytest.mark.parametrize("surfaces_at", ["flush", "append", "close"])
-def test_writer_thread_error_surfaces_and_loses_nothing_written(tmp_path, monkeypatch, surfaces_at):
+@pytest.mark.parametrize("surfaces_at, threaded", [("flush", True), ("append", True), ("close", True),
+                                                    ("flush", False), ("close", False)])  # fmt: skip
+def test_writer_thread_error_surfaces_and_loses_nothing_written(tmp_path, monkeypatch, surfaces_at, threaded):
+    monkeypatch.setattr(trajectory_module._Writer, "THREADED", threaded)  # the writer thread, or batches inline
     p = tmp_path / "t"
     t = Trajectory.create(p, durable="flush")
     monkeypatch.setattr(trajectory_module, "os", _FailingOs(after=2))
