@@ -223,6 +223,32 @@ def _named_tensors(model: nn.Module) -> tuple[list[tuple[str, Tensor]], dict[str
     return params, buffers
 
 
+def _module_sig(mods: list[nn.Module]) -> list[tuple[Any, ...]]:
+    # Per module: names and identities of its children, parameters and buffers (C-speed tuple building).
+    return [(*m._modules, *map(id, m._modules.values()), None, *m._parameters, *map(id, m._parameters.values()),
+             None, *m._buffers, *map(id, m._buffers.values())) for m in mods]  # fmt: skip
+
+
+def _tensor_sig(tensors: list[Tensor]) -> list[tuple[Any, ...]]:
+    return [(t.data_ptr(), t.shape, t.stride(), t.dtype) for t in tensors]
+
+
+def _structure(model: nn.Module, tensors: list[Tensor]) -> tuple[Any, ...]:
+    """What :func:`_same_structure` compares.
+
+    Every module's children, parameters and buffers (names and identities) and the layout tensors'
+    memory, shape, stride and dtype. The objects are held too, so that no identity can be reused.
+    """
+    mods = list(model.modules())
+    held = [(*m._parameters.values(), *m._buffers.values()) for m in mods]
+    return mods, _module_sig(mods), tensors, _tensor_sig(tensors), held
+
+
+def _same_structure(structure: tuple[Any, ...]) -> bool:
+    mods, sig, tensors, tsig, _ = structure
+    return _module_sig(mods) == sig and _tensor_sig(tensors) == tsig
+
+
 def _tensor_bytes(t: Tensor) -> memoryview:
     t = t.detach().to("cpu").contiguous()
     return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
@@ -943,8 +969,8 @@ class Trajectory:
         self._writer: _Writer | None = None  # started by the first append
         self._writer_base = 0  # snapshots the store held when the writer started
         self._rfd: tuple[str, int] | None = None  # the pack last read from
-        self._model_key: tuple[Any, ...] | None = None  # append_model's layout cache: identity of the parameters
-        self._model_tensors: list[Tensor] | None = None  # ... and flat views of its tensors, in vector order
+        # append_model's cache: (model, _structure, layout, flat views of the layout's tensors, buffers)
+        self._model_cache: tuple[Any, ...] | None = None
         self._fresh: Tensor | None = None  # a vector append_model just built (no defensive copy needed)
         self._offset = 0  # bytes of the index already parsed
         self._manifest_segs: list[tuple[ParamLayout, tuple[str, ...]]] = []  # as last read from disk
@@ -1476,35 +1502,34 @@ class Trajectory:
         # tunnel event does): comparing identities is far cheaper than a rebuild. requires_grad is not part
         # of the layout (see landscape.params), so freezing a tensor keeps the segment.
         # The cache holds flat detached views of the parameters: they share the parameters' memory, so they
-        # see in-place updates (optimizer steps); the key's data_ptr and stride catch a replaced .data.
-        named, buffers = _named_tensors(model)
-        key = (id(model), *((n, id(p), p.shape, p.dtype, p.data_ptr(), p.stride()) for n, p in named))
-        if self._segs and key == self._model_key and self._model_tensors is not None:
-            layout, tensors = self._segs[-1][0], self._model_tensors
-            vec = torch.cat(tensors) if tensors else parameters_to_vector(model)
+        # see in-place updates (optimizer steps). It is used while no module, parameter or buffer of the model
+        # was added, removed or replaced (identities, module by module) and no parameter's .data, shape or
+        # stride changed.
+        c = self._model_cache
+        if c is not None and c[0] is model and self._segs and self._segs[-1][0] is c[2] and _same_structure(c[1]):
+            layout, vec, buffers = c[2], torch.cat(c[3]) if c[3] else parameters_to_vector(model), c[4]
         else:
+            named, buffers = _named_tensors(model)
             layout = ParamLayout.from_model(model)
             if self._segs and layout.specs == self._segs[-1][0].specs:
                 layout = self._segs[-1][0]
             vec = parameters_to_vector(model)
             own = dict(named)
             tensors = [own[s.name] for s in layout.specs] if all(s.name in own for s in layout.specs) else None
-            if tensors is not None:  # the fast path must give exactly what parameters_to_vector gives
-                parts = [p.detach().reshape(-1) for p in tensors]
-                fast = torch.cat(parts) if parts else None
-                if fast is None or fast.dtype != vec.dtype or not torch.equal(fast, vec):
-                    tensors = None
-                elif all(p.is_contiguous() for p in tensors):
-                    tensors = [p.detach().view(-1) for p in tensors]
-                else:
-                    tensors = None  # rare (a transposed parameter): no cache, rebuilt per snapshot
+            c = None
+            if tensors is not None and all(p.is_contiguous() for p in tensors):
+                views = [p.detach().view(-1) for p in tensors]  # must give exactly what parameters_to_vector gives
+                fast = torch.cat(views) if views else None
+                if fast is not None and fast.dtype == vec.dtype and torch.equal(fast, vec):
+                    c = (model, _structure(model, tensors), layout, views, buffers)
+            self._model_cache = None
         self._fresh = vec
         try:
             # Buffers uncopied: append copies them once.
             i = self.append(vec, buffers=buffers, layout=layout, **kwargs)
         finally:
             self._fresh = None
-        self._model_key, self._model_tensors = (key, tensors) if tensors is not None else (None, None)
+        self._model_cache = c if c is not None and self._segs[-1][0] is c[2] else None
         return i
 
     def update_meta(self, meta: Mapping[str, Any]) -> None:

@@ -293,6 +293,39 @@ def test_append_model_does_not_rebuild_the_layout_per_snapshot(tmp_path, monkeyp
     assert all(torch.equal(r[s].vector, expected[s]) for s in range(10))  # the cached path reads fresh values
 
 
+def test_append_model_cache_sees_replaced_data_buffers_and_modules(tmp_path):
+    # The cached path reuses views of the parameters' memory: anything that swaps memory must be seen.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    t = Trajectory()
+    expected = []
+
+    def record():
+        t.append_model(net)
+        expected.append((parameters_to_vector(net).clone(), {k: v.clone() for k, v in net.state_dict().items()
+                                                             if "running" in k or "num_batches" in k}))  # fmt: skip
+
+    record()
+    net(torch.randn(5, 3))  # train mode: running statistics change in place
+    record()
+    net[0].weight.data = torch.randn(4, 3)  # same shape, new memory
+    record()
+    net[1].running_mean = torch.full((4,), 7.0)  # a reassigned buffer
+    record()
+    net[2].weight = nn.Parameter(torch.randn(2, 4))  # a replaced parameter, same name and shape
+    record()
+    with torch.no_grad():
+        net[2].bias.add_(1.0)  # in place on the new parameter
+    record()
+    net[0] = nn.Linear(3, 4)  # a replaced module
+    record()
+    assert len(t.segments) == 1
+    for i, (vec, bufs) in enumerate(expected):
+        s = t[i]
+        assert torch.equal(s.vector, vec), i
+        assert all(torch.equal(s.buffers[k], v) for k, v in bufs.items()), i
+
+
 def test_packs_rotate_and_every_pack_is_checked(tmp_path, monkeypatch):
     monkeypatch.setattr(Trajectory, "PACK_BYTES", 30_000)  # about two snapshots per pack
     p = store(tmp_path, n=9, durable="flush")
