@@ -47,8 +47,8 @@ and their index lines with one ``write``, and syncs when asked. What a completed
   appending thread, which has to wait for it anyway).
 * :meth:`~Trajectory.append`, ``durable="flush"`` or ``False``: the snapshot is copied (later changes to
   the caller's tensors or model do not reach it) and queued. The writer hands it to the operating
-  system within ``_Writer.BATCH`` (16) snapshots or ``_Writer.LINGER`` (0.05 s); ``append`` waits while
-  ``_Writer.MAX_QUEUE`` (64) snapshots are queued. A killed process loses at most the snapshots still
+  system within ``_Writer.LINGER`` (0.05 s), sooner once ``_Writer.BATCH`` (64) snapshots or 4 MB are
+  queued; ``append`` waits while 256 snapshots or 64 MB are queued. A killed process loses at most the snapshots still
   queued, never one that a returned ``flush`` covered.
 * :meth:`~Trajectory.flush` (every mode): every snapshot appended before is written and synced, with
   the index and the directories: it survives anything short of damage to the disk.
@@ -491,7 +491,7 @@ def _fsync_path(p: Path) -> None:
 class _Item:
     """One queued snapshot (or, with ``rec`` None, a sync request) for the writer thread."""
 
-    __slots__ = ("seq", "i", "new_pack", "rec", "rj", "pre", "head", "tail", "parts", "keep", "sync")
+    __slots__ = ("seq", "i", "new_pack", "rec", "rj", "pre", "head", "tail", "parts", "keep", "sync", "size")
 
     def __init__(
         self, i: int = -1, new_pack: str | None = None, rec: dict[str, Any] | None = None, rj: str = "",
@@ -500,6 +500,7 @@ class _Item:
     ) -> None:  # fmt: skip
         self.seq, self.i, self.new_pack, self.rec, self.rj, self.pre = 0, i, new_pack, rec, rj, pre
         self.head, self.tail, self.parts, self.keep, self.sync = head, tail, parts or [], keep, sync
+        self.size = rec["size"] if rec is not None else 0
 
 
 class _Writer:
@@ -511,8 +512,8 @@ class _Writer:
     written at once: their digests computed (``hashlib`` releases the GIL on the tensor bytes), every
     snapshot of a pack written with one ``writev``, their index lines with one ``write``, and synced
     when asked (every batch of a ``durable="append"`` store, or a :meth:`sync` request from ``flush`` /
-    ``close``). With ``threaded`` a daemon thread writes the batches (at BATCH snapshots, a sync
-    request or LINGER seconds); without, the appending thread does when BATCH snapshots are queued
+    ``close``). With ``threaded`` a daemon thread writes the batches (at BATCH snapshots or BATCH_BYTES, a
+    sync request or LINGER seconds); without, the appending thread does when BATCH snapshots are queued
     (or at once with ``durable="append"``, which waits for its sync anyway).
 
     It holds no reference to its :class:`Trajectory`, so an unclosed store is still garbage collected
@@ -522,9 +523,9 @@ class _Writer:
     """
 
     #: Snapshots the queue may hold; ``append`` waits beyond that (bounds memory and what a kill loses).
-    MAX_QUEUE = 64
-    #: The thread wakes for this many queued snapshots, for a sync, or after LINGER seconds.
-    BATCH, LINGER = 16, 0.05
+    MAX_QUEUE, MAX_BYTES = 256, 64 * 2**20
+    #: The thread wakes for this many queued snapshots or bytes, for a sync, or after LINGER seconds.
+    BATCH, BATCH_BYTES, LINGER = 64, 4 * 2**20, 0.05
     #: Write in a thread (True) or in the appending thread once BATCH snapshots are queued (False).
     #: ``durable="append"`` always writes in the appending thread: it waits for every sync anyway.
     THREADED = True
@@ -539,6 +540,7 @@ class _Writer:
         self.cond = threading.Condition(threading.Lock())
         self.queue: collections.deque[_Item] = collections.deque()
         self.seq = 0  # items queued so far
+        self.bytes = 0  # bytes of the snapshots queued
         self.done = 0  # items processed (written, and synced where asked)
         self.written = 0  # snapshots written to the OS (pack bytes and index line)
         self.error: BaseException | None = None
@@ -556,14 +558,18 @@ class _Writer:
         """Queue an item (waits while the queue is full); returns its sequence number."""
         with self.cond:
             self._raise()
-            while len(self.queue) >= self.MAX_QUEUE and self.error is None:
+            while self.queue and (len(self.queue) >= self.MAX_QUEUE or self.bytes >= self.MAX_BYTES) and not self.error:
+                if self.thread is None:
+                    self._process()
+                    break
                 self.cond.notify_all()
                 self.cond.wait()
             self._raise()
             self.seq += 1
             item.seq = self.seq
             self.queue.append(item)
-            if item.sync or len(self.queue) >= self.BATCH:
+            self.bytes += item.size
+            if item.sync or len(self.queue) >= self.BATCH or self.bytes >= self.BATCH_BYTES:
                 if self.thread is None:
                     self._process()
                 else:
@@ -617,10 +623,15 @@ class _Writer:
                 "mode='a' to continue"
             ) from self.error
 
+    def _ready(self) -> bool:
+        q = self.queue
+        return len(q) >= self.BATCH or self.bytes >= self.BATCH_BYTES or self.stopping or any(it.sync for it in q)
+
     def _process(self) -> None:
         """Without a thread: write the queue now, in the appending thread (``cond`` held)."""
         batch = list(self.queue)
         self.queue.clear()
+        self.bytes = 0
         if batch and self.error is None:
             try:
                 self._write(batch)
@@ -633,11 +644,11 @@ class _Writer:
     def _run(self) -> None:
         while True:
             with self.cond:
-                if not self.queue and not self.stopping:
-                    self.cond.wait_for(lambda: len(self.queue) >= self.BATCH or self.stopping or any(
-                        it.sync for it in self.queue), timeout=self.LINGER)  # fmt: skip
+                if not self.stopping:  # batch: wait for BATCH snapshots, BATCH_BYTES, a sync, or LINGER
+                    self.cond.wait_for(self._ready, timeout=self.LINGER)
                 batch = list(self.queue)
                 self.queue.clear()
+                self.bytes = 0
                 if not batch and self.stopping:
                     return
                 self.cond.notify_all()  # room in the queue again
@@ -837,7 +848,7 @@ class Trajectory:
     * :meth:`append` returns: with ``durable="append"`` (or ``True``, the default) the snapshot is
       written and synced: it survives SIGKILL, an operating-system crash and power loss. With
       ``"flush"`` or ``False`` it is copied and queued for the writer thread (group commit): a killed
-      process may lose the snapshots still queued (at most 64, typically the last 16 or 0.05 s worth).
+      process may lose the snapshots still queued (at most 256 or 64 MB, typically 0.05 s worth).
     * :meth:`flush` returns: every snapshot appended so far, the index and the directory entries are
       written and fsynced (in every ``durable`` mode).
     * :meth:`close` returns: as :meth:`flush` for ``durable="append"`` or ``"flush"`` (``False``:
