@@ -710,6 +710,7 @@ class _Writer:
                 if self.dir_fd is not None:
                     os.fsync(self.dir_fd)
                 os.fsync(self.index_fd)
+                _fsync_path(self.root)  # the entries of the index, the manifest and the pack directory
             self.written += len(lines)
         except BaseException:
             # e.g. disk full mid-write: leave no partial snapshot or torn line before the next writer's

@@ -259,8 +259,8 @@ def test_durable_modes_sync_when_promised(tmp_path, monkeypatch, durable, per_ap
     assert counting.calls == per_append * 3
     counting.calls.clear()
     t.flush()  # group commit: one write of the pack (all three snapshots), one of the index, then the syncs
-    synced = ["fsync", "fsync"] if per_append else ["writev", "fdatasync", "write", "fsync", "fsync"]
-    assert counting.calls == synced  # pack (unless synced already), directory, index
+    synced = ["fsync"] * 2 if per_append else ["writev", "fdatasync", "write", "fsync", "fsync"]
+    assert counting.calls == synced + ["open", "fsync"]  # pack (unless synced already), pack directory, index, root
     counting.calls.clear()
     t.append(torch.zeros(5))
     t.close()
