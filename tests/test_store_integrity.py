@@ -513,3 +513,32 @@ def test_a_forked_child_cannot_append_through_its_parents_writer(tmp_path):
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     t.close()
     assert len(Trajectory.open(tmp_path / "t")) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs SIGKILL")
+def test_queued_snapshots_reach_the_disk_without_flush_and_then_survive_sigkill(tmp_path):
+    # The writer thread writes a partial batch after LINGER: an idle appender's snapshots do not wait for
+    # the next append or flush; once a reader sees them, killing the writer loses none of them.
+    p = tmp_path / "t"
+    code = (
+        "import sys, time, torch\n"
+        "from landscape.trajectory import Trajectory\n"
+        f"t = Trajectory({str(p)!r}, durable='flush')\n"
+        "for i in range(5): t.append(torch.full((3,), float(i)))\n"
+        "print('appended', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "appended"
+        deadline, n = time.monotonic() + 60, 0
+        while n < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            n = len(Trajectory.open(p)) if (p / "snapshots").exists() else 0  # a reader rolls the packs forward
+        assert n == 5, "the writer thread did not write an idle appender's queue"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    r = quiet_open(p, "a")
+    assert torch.equal(r.vectors()[:, 0], torch.arange(5.0))
+    r.close()
