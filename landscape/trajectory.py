@@ -531,8 +531,9 @@ class _Writer:
     THREADED = True
 
     def __init__(
-        self, root: Path, durable: Any, index_fd: int, index_size: int, dir_fd: int | None, threaded: bool
-    ) -> None:
+        self, root: Path, durable: Any, index_fd: int, index_size: int, dir_fd: int | None, threaded: bool,
+        first_index: int = 0,
+    ) -> None:  # fmt: skip
         self.root, self.durable = root, durable
         self.index_fd, self.index_size, self.dir_fd = index_fd, index_size, dir_fd
         self.pack_fd: int | None = None
@@ -545,6 +546,7 @@ class _Writer:
         self.written = 0  # snapshots written to the OS (pack bytes and index line)
         self.error: BaseException | None = None
         self.failed_at = -1  # first snapshot the failed batch held
+        self.next_i = first_index  # the snapshot after the last one written
         self.stopping = False
         self.pid = os.getpid()
         self.thread: threading.Thread | None = None
@@ -618,9 +620,9 @@ class _Writer:
         if self.error is not None:
             raise TrajectoryError(
                 f"the background writer of {self.root} failed ({type(self.error).__name__}: {self.error}); "
-                f"snapshots before {self.failed_at} are intact on disk, {self.failed_at} and later were not "
-                "written (or only partly, and removed again); the store is closed: open it again with "
-                "mode='a' to continue"
+                f"snapshots before {self.failed_at} are intact in the store (synced up to the last flush that "
+                f"returned), {self.failed_at} and later were not written (or only partly, and removed again); "
+                "the store is closed: open it again with mode='a' to continue"
             ) from self.error
 
     def _ready(self) -> bool:
@@ -712,9 +714,10 @@ class _Writer:
                 os.fsync(self.index_fd)
                 _fsync_path(self.root)  # the entries of the index, the manifest and the pack directory
             self.written += len(lines)
+            self.next_i += len(lines)  # snapshots are queued in order
         except BaseException:
             # e.g. disk full mid-write: leave no partial snapshot or torn line before the next writer's
-            self.failed_at = first if first is not None else -1
+            self.failed_at = first if first is not None else self.next_i
             if pack_start is not None and pack_start[0] is not None:
                 with contextlib.suppress(OSError):
                     os.ftruncate(pack_start[0], pack_start[1])
@@ -1415,7 +1418,7 @@ class Trajectory:
             assert self.path is not None and self._index_fd is not None
             w = self._writer = _Writer(
                 self.path, self._durable, self._index_fd, self._offset, self._dir_fd,
-                threaded=_Writer.THREADED and self._durable != "append",
+                threaded=_Writer.THREADED and self._durable != "append", first_index=len(self._records),
             )  # fmt: skip
             self._writer_base = len(self._records)
             self._index_fd = self._dir_fd = None  # the writer owns (and closes) them now

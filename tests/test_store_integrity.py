@@ -427,11 +427,11 @@ def test_writer_thread_error_surfaces_and_loses_nothing_written(tmp_path, monkey
     monkeypatch.setattr(trajectory_module._Writer, "THREADED", threaded)  # the writer thread, or batches inline
     p = tmp_path / "t"
     t = Trajectory.create(p, durable="flush")
-    monkeypatch.setattr(trajectory_module, "os", _FailingOs(after=2))
     for i in range(4):
         e = writer.expected(i)
         t.append(e.pop("vector"), **e)
-    t.flush()  # the first writev: snapshots 0-3 are written and synced
+    t.flush()  # snapshots 0-3 are written and synced (in one batch or more)
+    monkeypatch.setattr(trajectory_module, "os", _FailingOs(after=1))
     for i in range(4, 7):
         e = writer.expected(i)
         t.append(e.pop("vector"), **e)  # queued; the next writev fails
@@ -542,3 +542,22 @@ def test_queued_snapshots_reach_the_disk_without_flush_and_then_survive_sigkill(
     r = quiet_open(p, "a")
     assert torch.equal(r.vectors()[:, 0], torch.arange(5.0))
     r.close()
+
+
+def test_a_failed_sync_names_the_first_unwritten_snapshot(tmp_path, monkeypatch):
+    class FailingSync:
+        def __getattr__(self, name):
+            if name == "fdatasync":
+                def fail(fd):
+                    raise OSError(5, "Input/output error")
+                return fail
+            return getattr(os, name)
+
+    t = Trajectory.create(tmp_path / "t", durable="flush")
+    for i in range(3):
+        t.append(torch.full((2,), float(i)))
+    monkeypatch.setattr(trajectory_module, "os", FailingSync())
+    with pytest.raises(TrajectoryError, match=r"Input/output error.*snapshots before 0 are intact"):
+        t.flush()  # the batch of 0-2 was written, then its sync failed: nothing is vouched for
+    monkeypatch.setattr(trajectory_module, "os", os)
+    assert len(t) == 0
