@@ -250,6 +250,7 @@ class _CountingOs:
 def test_durable_modes_sync_when_promised(tmp_path, monkeypatch, durable, per_append):
     counting = _CountingOs()
     monkeypatch.setattr(trajectory_module, "os", counting)
+    monkeypatch.setattr(trajectory_module._Writer, "LINGER", 600.0)  # no partial batch on a slow machine
     t = Trajectory.create(tmp_path / "t", durable=durable)
     t.append(torch.zeros(5))
     t.flush()
