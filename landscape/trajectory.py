@@ -15,9 +15,9 @@ A trajectory lives in memory (``Trajectory()``) or in a directory; both behave t
 **Packs.** A pack holds consecutive snapshots of one segment (a new pack starts with every segment,
 ``Trajectory.PACK_BYTES`` and every writer session), each a complete *safetensors* byte string (tensors
 ``vector`` and ``buffers/<name>``), written in order (a batch of them with one ``writev``). Each one
-describes itself in its safetensors metadata: ``record`` (the snapshot's JSON record: index, segment, step, epoch, time,
-dtype, metrics, tags), ``segment`` (in the first snapshot of a pack: the segment's layout and buffer
-names) and ``digest`` (sha256 of the record, the segment entry, the tensor table and the tensor
+describes itself in its safetensors metadata: ``record`` (the snapshot's JSON record: index, segment,
+step, epoch, time, dtype, metrics, tags), ``segment`` (in the first snapshot of a pack: the segment's
+layout and buffer names) and ``digest`` (sha256 of the record, the segment entry, the tensor table and the tensor
 bytes). A pack can therefore be verified, and the index and the manifest's segment table rebuilt
 from it, without either; only the run metadata (``meta``) lives in the manifest alone.
 
@@ -33,13 +33,17 @@ thing recovery ever removes is one incomplete tail: a torn last index line witho
 partial last snapshot (or partial batch of snapshots) at the end of the last pack. Anything else that
 does not verify is damage: open refuses, every file is left in place, and :meth:`Trajectory.check`
 (``python -m landscape check DIR``) reports it and, with ``repair=True``, rebuilds the index (and a
-damaged manifest's segments) from intact packs. Whatever survives a crash is a prefix of the appended
-snapshots, each byte-exact.
+damaged manifest's segments) from intact packs. Whatever survives the death of the writer is a prefix
+of the appended snapshots, each byte-exact. After an operating-system crash or power loss, snapshots
+appended since the last sync may be missing (``check --repair`` then trims an index that outran its
+packs).
 
-**Group commit and durability** (``durable=``). The first append starts a writer thread. The appending
-thread prepares each snapshot (a private copy of its tensors, its record, its safetensors header) and
-queues it; the writer computes the digests, writes every queued snapshot of a pack with one ``writev``
-and their index lines with one ``write``, and syncs when asked. What a completed call guarantees:
+**Group commit and durability** (``durable=``). The first append of a ``"flush"`` or ``False`` store
+starts a writer thread. The appending thread prepares each snapshot (a private copy of its tensors,
+its record, its safetensors header) and queues it; the writer computes the digests, writes every
+queued snapshot of a pack with one ``writev`` and their index lines with one ``write``, and syncs when
+asked (``durable="append"`` does the same in the appending thread, one snapshot at a time). What a
+completed call guarantees:
 
 * :meth:`~Trajectory.append`, ``durable="append"`` (``True``, the default): the snapshot is written and
   its pack ``fdatasync``-ed: it survives the death of the process (SIGKILL included) and an
@@ -47,9 +51,9 @@ and their index lines with one ``write``, and syncs when asked. What a completed
   appending thread, which has to wait for it anyway).
 * :meth:`~Trajectory.append`, ``durable="flush"`` or ``False``: the snapshot is copied (later changes to
   the caller's tensors or model do not reach it) and queued. The writer hands it to the operating
-  system within ``_Writer.LINGER`` (0.05 s), sooner once ``_Writer.BATCH`` (64) snapshots or 4 MB are
-  queued; ``append`` waits while 256 snapshots or 64 MB are queued. A killed process loses at most the snapshots still
-  queued, never one that a returned ``flush`` covered.
+  system within ``_Writer.LINGER`` (0.05 s), sooner once ``_Writer.BATCH`` (64) snapshots or 4 MB
+  are queued; ``append`` waits while 256 snapshots or 64 MB are queued. A killed process loses at most
+  the snapshots still queued, never one that a returned ``flush`` covered.
 * :meth:`~Trajectory.flush` (every mode): every snapshot appended before is written and synced, with
   the index and the directories: it survives anything short of damage to the disk.
 * :meth:`~Trajectory.close`: as ``flush`` (with ``durable=False``: written, not synced); the writer
