@@ -1405,7 +1405,7 @@ class Trajectory:
             else:
                 self._queue_snapshot(i, tensors, rec, start)
         except BaseException:
-            if start:
+            if start and self._seg_start and self._seg_start[-1] == i:  # (a failed writer may have dropped it)
                 self._segs.pop()
                 self._seg_start.pop()
             raise

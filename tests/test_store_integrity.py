@@ -18,7 +18,7 @@ from torch import nn
 
 import landscape.trajectory as trajectory_module
 from landscape import cli
-from landscape.params import ParamLayout, parameters_to_vector
+from landscape.params import ParamLayout, TensorSpec, parameters_to_vector
 from landscape.trajectory import CorruptTrajectoryError, Trajectory, TrajectoryError
 
 HELPER = Path(__file__).with_name("_trajectory_writer.py")
@@ -562,3 +562,18 @@ def test_a_failed_sync_names_the_first_unwritten_snapshot(tmp_path, monkeypatch)
         t.flush()  # the batch of 0-2 was written, then its sync failed: nothing is vouched for
     monkeypatch.setattr(trajectory_module, "os", os)
     assert len(t) == 0
+
+
+def test_a_failed_durable_append_starting_a_segment_keeps_the_earlier_segments(tmp_path, monkeypatch):
+    t = Trajectory.create(tmp_path / "t")  # durable="append": written and synced inside append
+    t.append(torch.zeros(2))
+    t.append(torch.ones(2))
+    monkeypatch.setattr(trajectory_module, "os", _FailingOs(after=1))
+    with pytest.raises(TrajectoryError, match=r"No space left.*snapshots before 2 are intact"):
+        t.append(torch.zeros(3), layout=ParamLayout([TensorSpec("w", (3,), 0, 3, "", None, "")]))
+    monkeypatch.setattr(trajectory_module, "os", os)
+    assert len(t) == 2 and [(s.start, s.stop) for s in t.segments] == [(0, 2)]
+    assert torch.equal(t.vectors(), torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    r = quiet_open(tmp_path / "t", "a")
+    assert [(s.start, s.stop) for s in r.segments] == [(0, 2)]
+    r.close()
