@@ -546,6 +546,7 @@ class _Writer:
         self.queue: collections.deque[_Item] = collections.deque()
         self.seq = 0  # items queued so far
         self.bytes = 0  # bytes of the snapshots queued
+        self.urgent = False  # someone waits for the queue: write it now
         self.done = 0  # items processed (written, and synced where asked)
         self.written = 0  # snapshots written to the OS (pack bytes and index line)
         self.error: BaseException | None = None
@@ -589,7 +590,8 @@ class _Writer:
                 if self.thread is None:
                     self._process()
                     continue
-                self.cond.notify_all()  # wake the thread now rather than at LINGER
+                self.urgent = True  # write now, without waiting for a full batch or LINGER
+                self.cond.notify_all()
                 self.cond.wait()
             self._raise()
 
@@ -631,7 +633,8 @@ class _Writer:
 
     def _ready(self) -> bool:
         q = self.queue
-        return len(q) >= self.BATCH or self.bytes >= self.BATCH_BYTES or self.stopping or any(it.sync for it in q)
+        return (len(q) >= self.BATCH or self.bytes >= self.BATCH_BYTES or self.stopping or self.urgent
+                or any(it.sync for it in q))  # fmt: skip
 
     def _process(self) -> None:
         """Without a thread: write the queue now, in the appending thread (``cond`` held)."""
@@ -654,7 +657,7 @@ class _Writer:
                     self.cond.wait_for(self._ready, timeout=self.LINGER)
                 batch = list(self.queue)
                 self.queue.clear()
-                self.bytes = 0
+                self.bytes, self.urgent = 0, False
                 if not batch and self.stopping:
                     return
                 self.cond.notify_all()  # room in the queue again
