@@ -164,7 +164,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--dir", default=None, help="where the on-disk stores go (default: a new temporary directory)")
-    ap.add_argument("--only", default=None, help="comma-separated configuration names to run (plain is always run)")
+    ap.add_argument(
+        "--only", default=None,
+        help="configurations to run, separated by commas (by ';' when a name has a comma); plain always runs",
+    )
     ap.add_argument(
         "--store-mode", action="append", default=[], metavar="NAME=JSON",
         help='an extra on-disk configuration: a row name and Trajectory keywords, e.g. \'mine={"durable": "flush"}\'',
@@ -196,7 +199,7 @@ def main() -> None:
         modes[name] = json.loads(js)
     configs.update({name: on_disk(kw) for name, kw in modes.items()})
     if args.only:
-        keep = {s.strip() for s in args.only.split(",")}
+        keep = {s.strip() for s in args.only.split(";" if ";" in args.only else ",")}
         configs = {k: v for k, v in configs.items() if k in keep}
 
     out: dict[str, Any] = {

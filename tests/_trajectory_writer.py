@@ -2,15 +2,17 @@
 
 ``python tests/_trajectory_writer.py serve`` imports torch once, then for every stdin line
 ``<directory> <plan>`` forks a writer child (cheap, unlike a fresh interpreter) and waits for it.
-Stdout carries, in order: ``pid <pid>`` and ``done <i>`` (snapshot ``i`` completed: printed and
-flushed right after ``append`` returned) from the child, then ``exit <wait status>`` from the server.
+Stdout carries, in order: ``pid <pid>`` and ``done <i>`` (printed right after ``append`` returned for
+snapshot ``i``: with the default ``durable=True`` it is then on disk and synced; with ``"flush"`` only
+queued for the writer thread) from the child, then ``exit <wait status>`` from the server.
 
 Plans (``<plan>[:flush]``: the writer uses ``durable="flush"`` and calls ``flush`` after every second
-append, printing ``flushed <i>``; otherwise the default ``durable=True``):
+append, printing ``flushed <i>``: snapshots up to ``i`` are on disk and synced; otherwise the default ``durable=True``):
     ``upto:N``  append until the store holds ``N`` snapshots, then exit normally.
     ``run:N``   the same; the test SIGKILLs the child at some moment before.
     ``kill:K``  SIGKILL itself at the K-th file-system call of ``landscape.trajectory`` after opening
-                the store; a ``write`` call first writes half of its bytes (a torn file or index line).
+                the store (in the writer thread for pack and index writes); a ``write`` or ``writev`` call
+                first writes half of its bytes (a torn snapshot, batch of snapshots or index line).
     ``open:K``  the same, counting from before opening (kills during crash recovery).
 
 Every snapshot is a deterministic function of its index (:func:`expected`), so the test can check
@@ -42,7 +44,7 @@ _LAYOUTS = {
     False: ParamLayout.from_model(nn.Sequential(nn.Linear(40, 50), nn.Linear(50, 3))),
     True: ParamLayout.from_model(nn.Sequential(nn.Linear(40, 80), nn.Linear(80, 3))),
 }
-_COUNTED = {"open", "write", "fsync", "fdatasync", "close", "replace", "truncate", "ftruncate", "unlink"}
+_COUNTED = {"open", "write", "writev", "fsync", "fdatasync", "close", "replace", "truncate", "ftruncate", "unlink"}
 
 
 def expected(i: int) -> dict[str, Any]:
@@ -77,6 +79,9 @@ class _KillingOs:
             if self.n == self.k:
                 if name == "write":
                     attr(args[0], bytes(args[1])[: max(1, len(args[1]) // 2)])
+                elif name == "writev":  # a torn group commit: half of the batch's bytes
+                    data = b"".join(bytes(b) for b in args[1])
+                    os.write(args[0], data[: max(1, len(data) // 2)])
                 os.kill(os.getpid(), signal.SIGKILL)
             return attr(*args, **kwargs)
 

@@ -1,20 +1,24 @@
 """The store never lies: sealed index and manifest, recovery that deletes nothing intact, an unbreakable lock,
 ``check`` / ``--repair``, and cheap recording (durable modes, cached layouts)."""
 
+import gc
 import importlib.util
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import landscape.trajectory as trajectory_module
 from landscape import cli
-from landscape.params import ParamLayout, parameters_to_vector
+from landscape.params import ParamLayout, TensorSpec, parameters_to_vector
 from landscape.trajectory import CorruptTrajectoryError, Trajectory, TrajectoryError
 
 HELPER = Path(__file__).with_name("_trajectory_writer.py")
@@ -228,7 +232,7 @@ class _CountingOs:
 
     def __getattr__(self, name):
         attr = getattr(os, name)
-        if name not in ("fsync", "fdatasync", "open", "write", "replace"):
+        if name not in ("fsync", "fdatasync", "open", "write", "writev", "replace"):
             return attr
 
         def call(*a, **k):
@@ -240,25 +244,29 @@ class _CountingOs:
 
 @pytest.mark.parametrize(
     "durable, per_append",
-    [(True, ["write", "fdatasync", "write"]), ("append", ["write", "fdatasync", "write"]),
-     ("flush", ["write", "write"]), (False, ["write", "write"])],
+    [(True, ["writev", "fdatasync", "write"]), ("append", ["writev", "fdatasync", "write"]),
+     ("flush", []), (False, [])],
 )  # fmt: skip
 def test_durable_modes_sync_when_promised(tmp_path, monkeypatch, durable, per_append):
     counting = _CountingOs()
     monkeypatch.setattr(trajectory_module, "os", counting)
+    monkeypatch.setattr(trajectory_module._Writer, "LINGER", 600.0)  # no partial batch on a slow machine
     t = Trajectory.create(tmp_path / "t", durable=durable)
     t.append(torch.zeros(5))
+    t.flush()
     counting.calls.clear()
-    for _ in range(3):
-        t.append(torch.zeros(5))  # one pack, one index: no file is created or renamed per snapshot
+    for _ in range(3):  # one pack, one index: no file is created or renamed per snapshot
+        t.append(torch.zeros(5))  # durable="append": written and synced before it returns; else queued
     assert counting.calls == per_append * 3
     counting.calls.clear()
-    t.flush()
-    assert counting.calls.count("fsync") + counting.calls.count("fdatasync") >= 2  # pack (unless synced), dir, index
+    t.flush()  # group commit: one write of the pack (all three snapshots), one of the index, then the syncs
+    synced = ["fsync"] * 2 if per_append else ["writev", "fdatasync", "write", "fsync", "fsync"]
+    assert counting.calls == synced + ["open", "fsync"]  # pack (unless synced already), pack directory, index, root
     counting.calls.clear()
+    t.append(torch.zeros(5))
     t.close()
     assert (counting.calls.count("fsync") > 0) == bool(durable)
-    assert torch.equal(Trajectory.open(tmp_path / "t").vectors(), torch.zeros(4, 5))
+    assert torch.equal(Trajectory.open(tmp_path / "t").vectors(), torch.zeros(5, 5))
     with pytest.raises(ValueError, match="durable"):
         Trajectory.create(tmp_path / "u", durable="always")
 
@@ -284,6 +292,39 @@ def test_append_model_does_not_rebuild_the_layout_per_snapshot(tmp_path, monkeyp
         assert len(calls) == 2 and [s.start for s in t.segments] == [0, 10]
     r = Trajectory.open(tmp_path / "t")
     assert all(torch.equal(r[s].vector, expected[s]) for s in range(10))  # the cached path reads fresh values
+
+
+def test_append_model_cache_sees_replaced_data_buffers_and_modules(tmp_path):
+    # The cached path reuses views of the parameters' memory: anything that swaps memory must be seen.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    t = Trajectory()
+    expected = []
+
+    def record():
+        t.append_model(net)
+        expected.append((parameters_to_vector(net).clone(), {k: v.clone() for k, v in net.state_dict().items()
+                                                             if "running" in k or "num_batches" in k}))  # fmt: skip
+
+    record()
+    net(torch.randn(5, 3))  # train mode: running statistics change in place
+    record()
+    net[0].weight.data = torch.randn(4, 3)  # same shape, new memory
+    record()
+    net[1].running_mean = torch.full((4,), 7.0)  # a reassigned buffer
+    record()
+    net[2].weight = nn.Parameter(torch.randn(2, 4))  # a replaced parameter, same name and shape
+    record()
+    with torch.no_grad():
+        net[2].bias.add_(1.0)  # in place on the new parameter
+    record()
+    net[0] = nn.Linear(3, 4)  # a replaced module
+    record()
+    assert len(t.segments) == 1
+    for i, (vec, bufs) in enumerate(expected):
+        s = t[i]
+        assert torch.equal(s.vector, vec), i
+        assert all(torch.equal(s.buffers[k], v) for k, v in bufs.items()), i
 
 
 def test_packs_rotate_and_every_pack_is_checked(tmp_path, monkeypatch):
@@ -336,3 +377,203 @@ def test_one_walk_equals_torchs_named_parameters_and_buffers():
         params, buffers = _named_tensors(net)
         assert [(k, id(v)) for k, v in params] == [(k, id(v)) for k, v in net.named_parameters()]
         assert [(k, id(v)) for k, v in buffers.items()] == [(k, id(v)) for k, v in net.named_buffers()]
+
+
+# --------------------------------------------------------------------------- group commit (the writer thread)
+_json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+_json = st.recursive(
+    _json_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3), max_leaves=8
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    step=st.integers(-(2**70), 2**70), epoch=st.floats(), wall=st.floats(),
+    metrics=st.dictionaries(st.text(max_size=6), st.floats(), max_size=4),
+    tags=st.dictionaries(st.text(max_size=6), _json, max_size=3),
+    dtype=st.sampled_from(sorted(trajectory_module._DTYPES)),
+)  # fmt: skip
+def test_fast_record_json_is_byte_identical_to_json_dumps(step, epoch, wall, metrics, tags, dtype):
+    # The writer builds the record by hand; readers verify it with json.dumps: one differing byte = unreadable.
+    rec = {"i": 7, "seg": 2, "step": step, "epoch": epoch, "time": wall, "dtype": dtype}
+    rec.update(metrics=trajectory_module._metrics(metrics), tags=trajectory_module._jsonify(tags, "tags"))
+    assert trajectory_module._record_json_fast(rec) == trajectory_module._record_json(rec)
+
+
+class _FailingOs:
+    """``os`` for the trajectory module whose ``writev`` fails with ENOSPC from the ``after``-th call on."""
+
+    def __init__(self, after):
+        self.after, self.n = after, 0
+
+    def __getattr__(self, name):
+        attr = getattr(os, name)
+        if name != "writev":
+            return attr
+
+        def writev(fd, bufs):
+            self.n += 1
+            if self.n >= self.after:
+                data = b"".join(bytes(b) for b in bufs)
+                os.write(fd, data[: len(data) // 3])  # a partial batch reaches the pack first
+                raise OSError(28, "No space left on device")
+            return attr(fd, bufs)
+
+        return writev
+
+
+@pytest.mark.parametrize("surfaces_at, threaded", [("flush", True), ("append", True), ("close", True),
+                                                    ("flush", False), ("close", False)])  # fmt: skip
+def test_writer_thread_error_surfaces_and_loses_nothing_written(tmp_path, monkeypatch, surfaces_at, threaded):
+    monkeypatch.setattr(trajectory_module._Writer, "THREADED", threaded)  # the writer thread, or batches inline
+    p = tmp_path / "t"
+    t = Trajectory.create(p, durable="flush")
+    for i in range(4):
+        e = writer.expected(i)
+        t.append(e.pop("vector"), **e)
+    t.flush()  # snapshots 0-3 are written and synced (in one batch or more)
+    monkeypatch.setattr(trajectory_module, "os", _FailingOs(after=1))
+    for i in range(4, 7):
+        e = writer.expected(i)
+        t.append(e.pop("vector"), **e)  # queued; the next writev fails
+    message = r"background writer of .* failed \(OSError: .*No space left.*snapshots before 4 are intact"
+    if surfaces_at == "append":
+        deadline = time.monotonic() + 30
+        while t._writer.error is None and time.monotonic() < deadline:
+            t._writer.cond.acquire()
+            t._writer.cond.notify_all()  # wake it before LINGER
+            t._writer.cond.release()
+            time.sleep(0.01)
+        e = writer.expected(7)
+        with pytest.raises(TrajectoryError, match=message):
+            t.append(e.pop("vector"), **e)
+    else:
+        with pytest.raises(TrajectoryError, match=message):
+            getattr(t, surfaces_at)()
+    monkeypatch.setattr(trajectory_module, "os", os)
+    assert len(t) == 4  # the store forgot what was never written, and is closed for appending
+    with pytest.raises(TrajectoryError, match="closed"):
+        t.append(torch.zeros(3))
+    assert_all(t, 4)  # ... but still reads
+    t.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the writer removed its partial batch: recovery has nothing to drop
+        r = Trajectory.open(p, "a")
+    assert_all(r, 4)
+    e = writer.expected(4)
+    r.append(e.pop("vector"), **e)
+    r.close()
+    assert_all(Trajectory.open(p), 5)
+
+
+def test_queued_snapshots_are_private_copies_and_readable_at_once(tmp_path):
+    t = Trajectory.create(tmp_path / "t", durable="flush")
+    v, b = torch.arange(6.0), torch.tensor([1, 2])
+    t.append(v, buffers={"b": b})
+    v += 100  # the caller changes its tensors while the snapshot waits in the queue
+    b += 100
+    s = t[0]  # reading a queued snapshot writes it first
+    assert torch.equal(s.vector, torch.arange(6.0)) and torch.equal(s.buffers["b"], torch.tensor([1, 2]))
+    t.close()
+    s = Trajectory.open(tmp_path / "t")[0]
+    assert torch.equal(s.vector, torch.arange(6.0)) and torch.equal(s.buffers["b"], torch.tensor([1, 2]))
+
+
+def test_unclosed_store_writes_its_queue_when_collected_and_at_exit(tmp_path):
+    t = Trajectory.create(tmp_path / "gc", durable="flush")
+    for i in range(3):
+        t.append(torch.full((4,), float(i)))
+    del t
+    gc.collect()
+    assert torch.equal(Trajectory.open(tmp_path / "gc").vectors()[:, 0], torch.tensor([0.0, 1.0, 2.0]))
+    code = (
+        "import torch, sys; from landscape.trajectory import Trajectory\n"
+        f"t = Trajectory({str(tmp_path / 'exit')!r}, durable=False)\n"
+        "for i in range(40): t.append(torch.full((4,), float(i)))\n"
+        "sys.modules['__main__'].keep = t  # alive at exit: only the exit hook can write the queue\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+    assert torch.equal(Trajectory.open(tmp_path / "exit").vectors()[:, 0], torch.arange(40.0))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_cannot_append_through_its_parents_writer(tmp_path):
+    t = Trajectory.create(tmp_path / "t", durable="flush")
+    t.append(torch.zeros(2))
+    pid = os.fork()
+    if pid == 0:  # the child: a clear error, not a silent hang
+        try:
+            t.append(torch.ones(2))
+            code = 2
+        except TrajectoryError as e:
+            code = 0 if "another process" in str(e) else 3
+        except BaseException:  # noqa: BLE001
+            code = 4
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    t.close()
+    assert len(Trajectory.open(tmp_path / "t")) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs SIGKILL")
+def test_queued_snapshots_reach_the_disk_without_flush_and_then_survive_sigkill(tmp_path):
+    # The writer thread writes a partial batch after LINGER: an idle appender's snapshots do not wait for
+    # the next append or flush; once a reader sees them, killing the writer loses none of them.
+    p = tmp_path / "t"
+    code = (
+        "import sys, time, torch\n"
+        "from landscape.trajectory import Trajectory\n"
+        f"t = Trajectory({str(p)!r}, durable='flush')\n"
+        "for i in range(5): t.append(torch.full((3,), float(i)))\n"
+        "print('appended', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "appended"
+        deadline, n = time.monotonic() + 60, 0
+        while n < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            n = len(Trajectory.open(p)) if (p / "snapshots").exists() else 0  # a reader rolls the packs forward
+        assert n == 5, "the writer thread did not write an idle appender's queue"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    r = quiet_open(p, "a")
+    assert torch.equal(r.vectors()[:, 0], torch.arange(5.0))
+    r.close()
+
+
+def test_a_failed_sync_names_the_first_unwritten_snapshot(tmp_path, monkeypatch):
+    class FailingSync:
+        def __getattr__(self, name):
+            if name == "fdatasync":
+                def fail(fd):
+                    raise OSError(5, "Input/output error")
+                return fail
+            return getattr(os, name)
+
+    t = Trajectory.create(tmp_path / "t", durable="flush")
+    for i in range(3):
+        t.append(torch.full((2,), float(i)))
+    monkeypatch.setattr(trajectory_module, "os", FailingSync())
+    with pytest.raises(TrajectoryError, match=r"Input/output error.*snapshots before 0 are intact"):
+        t.flush()  # the batch of 0-2 was written, then its sync failed: nothing is vouched for
+    monkeypatch.setattr(trajectory_module, "os", os)
+    assert len(t) == 0
+
+
+def test_a_failed_durable_append_starting_a_segment_keeps_the_earlier_segments(tmp_path, monkeypatch):
+    t = Trajectory.create(tmp_path / "t")  # durable="append": written and synced inside append
+    t.append(torch.zeros(2))
+    t.append(torch.ones(2))
+    monkeypatch.setattr(trajectory_module, "os", _FailingOs(after=1))
+    with pytest.raises(TrajectoryError, match=r"No space left.*snapshots before 2 are intact"):
+        t.append(torch.zeros(3), layout=ParamLayout([TensorSpec("w", (3,), 0, 3, "", None, "")]))
+    monkeypatch.setattr(trajectory_module, "os", os)
+    assert len(t) == 2 and [(s.start, s.stop) for s in t.segments] == [(0, 2)]
+    assert torch.equal(t.vectors(), torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    r = quiet_open(tmp_path / "t", "a")
+    assert [(s.start, s.stop) for s in r.segments] == [(0, 2)]
+    r.close()
