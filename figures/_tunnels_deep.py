@@ -23,11 +23,13 @@ minibatch loss of every step (train mode), as the optimizer sees it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import itertools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +160,7 @@ def make_deep_setup(scale: Scale | str) -> DeepSetup:
     """
     if Scale(scale) is Scale.FULL:  # App. B.3; the run length after opening is not stated in the paper
         return DeepSetup("full", "imagenet64", None, 64, 2e-5, 256, 5000, 20000, 10, 1.0, 20, 0.1, 500, 0.01, 10, 100)
-    return DeepSetup("quick", "mnist_subset", None, 8, 1e-3, 128, 100, 400, 3, 1.0, 20, 0.1, 50, 0.01, 1, 10,
+    return DeepSetup("quick", "mnist_subset", None, 8, 1e-4, 128, 150, 450, 3, 1.0, 20, 0.1, 50, 0.01, 1, 10,
                      start="tied", converge_steps=2500, converge_lr=1e-3, label_noise=0.25)
 
 
@@ -379,6 +381,29 @@ def _full_grad_sq(model: nn.Module, data: Any, batch_size: int, max_batches: int
     return float(g.double().square().sum())
 
 
+def _full_loss(model: nn.Module, data: Any, batch_size: int, max_batches: int | None) -> float:
+    """Mean training loss over the first ``max_batches`` batches (train-mode BatchNorm, as the optimizer sees it).
+
+    The same fixed batches every time, so two evaluations differ only by the weights (the minibatch losses of the
+    curves also differ by the batch drawn: about 1% noise in a 50-step mean at the quick scale).
+    """
+    batches = iterate_batches(data, batch_size if isinstance(data, tuple) else None)
+    prob = Problem(copy.deepcopy(model), list(itertools.islice(batches, max_batches)), "cross_entropy",
+                   bn_mode="train")
+    return float(prob.loss())
+
+
+class _LossAt(Callback):
+    """Records :func:`_full_loss` after one step."""
+
+    def __init__(self, step: int, fn: Callable[[nn.Module], float]) -> None:
+        self.step, self.fn, self.value = step, fn, float("nan")
+
+    def on_step_end(self, trainer: Trainer, event: Any) -> None:  # noqa: D102
+        if event.step == self.step:
+            self.value = self.fn(trainer.model)
+
+
 def deep_runs(setup: DeepSetup, data_dir: Path | None, cache: Path | None, progress: bool = False) -> dict[str, Any]:
     """Run (or read from the cache) the deep-CNN experiment of Fig. 2 right, timing every part for Table 3.
 
@@ -438,8 +463,19 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
     xb, yb = next(iter(iterate_batches(data, 8) if pair else data.with_order(False)))
     warm = build_model("tunnels_cnn", shape, classes, width=s.width, seed=s.seed)
     split_matrices(warm, (xb[:8], yb[:8]), loss, ["conv4", "conv5"], train=True)
+    stats_data = data if pair else data.with_order(False)
+
+    def full(model: nn.Module) -> float:
+        return _full_loss(model, stats_data, s.batch_size, None if pair else 50)
+
+    def pre_run(rep: int) -> tuple[list[float], float, nn.Module, float]:
+        at = _LossAt(s.open_at - s.window, full)
+        tr = trainer(init, s.open_at, rep, [at])
+        losses, sec = _train_losses(tr)
+        return losses, sec, tr.model, at.value
+
     tried: list[list[float]] = []
-    first: tuple[list[float], float, nn.Module] | None = None
+    first: tuple[list[float], float, nn.Module, float] | None = None
     conv: dict[str, Any] = {}
     if s.start == "tied":  # the built plateau: the tied network trained to convergence once, shared by every rep
         init = tie_units(build_model("tunnels_cnn", shape, classes, width=s.width, seed=s.seed))
@@ -454,18 +490,11 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
         for init_seed in tqdm(range(s.seed, s.seed + s.max_inits), disable=not progress, leave=False,
                               desc="init search"):
             init = build_model("tunnels_cnn", shape, classes, width=s.width, seed=init_seed)
-            tr = trainer(init, s.open_at, 0, [])
-            losses, sec = _train_losses(tr)
-            stuck, rel = is_stuck(losses, s.window, s.stuck_tol)
+            first = pre_run(0)
+            stuck, rel = is_stuck(first[0], s.window, s.stuck_tol)
             tried.append([init_seed, rel])
-            first = (losses, sec, tr.model)
             if stuck:
                 break
-    if first is None:  # tied start: repetition 0 runs its plateau phase like every other repetition
-        tr = trainer(init, s.open_at, 0, [])
-        pre0, sec0 = _train_losses(tr)
-        first = (pre0, sec0, tr.model)
-    stuck_found = is_stuck(first[0], s.window, s.stuck_tol)[0]
     curves: dict[str, list[list[float]]] = {a: [] for a in DEEP_ARMS}
     loss_end: dict[str, list[float]] = {a: [] for a in DEEP_ARMS}
     times: dict[str, Any] = {"pre": [], **{k: {a: [] for a in DEEP_ARMS} for k in ("post", "open", "a", "eigen")}}
@@ -474,14 +503,17 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
     units: dict[str, dict[str, int]] = {}
     grad_sq = float("nan")
     spread: list[float] = []
+    full_before: list[float] = []
+    full_open: list[float] = []
+    full_end: dict[str, list[float]] = {a: [] for a in DEEP_ARMS}
     sites = {"conv4": 1, "conv5": 1}  # App. B.3: "a single filter to each of the two last hidden layers"
     for rep in tqdm(range(s.repetitions), disable=not progress, leave=False, desc="fig2 right"):
-        if rep == 0:
-            pre, pre_sec, state = first
-        else:
-            tr = trainer(init, s.open_at, rep, [])
-            pre, pre_sec = _train_losses(tr)
-            state = tr.model
+        if rep == 0 and first is not None:  # the search's last run is repetition 0's run to the opening
+            pre, pre_sec, state, before = first
+        else:  # tied start: every repetition runs its plateau phase from the converged network
+            pre, pre_sec, state, before = pre_run(rep)
+        full_before.append(before)
+        full_open.append(full(state))
         times["pre"].append(pre_sec + conv.get("sec", 0.0))  # every run includes the shared convergence run
         n_steps += s.open_at
         stuck_reps.append(is_stuck(pre, s.window, s.stuck_tol)[1])
@@ -498,6 +530,7 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
             # the same data order after the opening in every arm of a repetition (paired comparison)
             post_tr = trainer(state, s.total_steps - s.open_at, 1000 + rep, [sched])
             post, post_sec = _train_losses(post_tr)
+            full_end[arm].append(full(post_tr.model))
             if arm == "control":
                 spread.append(tied_spread(post_tr.model) if s.start == "tied" else float("nan"))
             n_steps += s.total_steps - s.open_at
@@ -512,9 +545,13 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
                 units[arm] = {c.producer: int(c.unit) for c in ev.changes}
                 rho[arm] = {c.producer: float("nan") if c.rho is None else float(c.rho) for c in ev.changes}
     n_steps += conv.get("steps", 0)
-    train_sec = conv.get("sec", 0.0) + sum(times["pre"]) - len(times["pre"]) * conv.get("sec", 0.0) + sum(sum(v) - sum(o) for v, o in zip(times["post"].values(),
-                                                                          times["open"].values()))
+    shared = conv.get("sec", 0.0)  # counted once, though every repetition's "pre" time includes it
+    train_sec = shared + sum(p - shared for p in times["pre"]) + sum(
+        sum(v) - sum(o) for v, o in zip(times["post"].values(), times["open"].values()))
+    stuck_found = bool(stuck_reps[0] < s.stuck_tol)
     return {"setup": dataclasses.asdict(s), "data": desc, "init_seed": int(tried[-1][0]), "stuck_found": stuck_found,
             "tried": tried, "stuck_reps": stuck_reps, "curves": curves, "loss_open": loss_open,
             "loss_end": loss_end, "times": times, "step_time": train_sec / n_steps, "grad_sq": grad_sq,
-            "rho": rho, "units": units, "converge": conv, "tied_spread": spread}
+            "rho": rho, "units": units, "converge": conv, "tied_spread": spread,
+            "full_before": full_before, "full_open": full_open, "full_end": full_end,
+            "stuck_full": [abs(o - b) / o for b, o in zip(full_before, full_open)]}
