@@ -427,7 +427,13 @@ def deep_runs(setup: DeepSetup, data_dir: Path | None, cache: Path | None, progr
         repetition, mean over the last window), ``times`` (``pre`` per repetition; ``post``, ``open``, ``a``,
         ``eigen`` per arm and repetition, seconds), ``step_time`` (seconds per training step), ``grad_sq`` (squared
         full-batch gradient norm at the opening point of repetition 0), ``rho`` (arm -> site -> rho of the opened
-        unit, repetition 0), ``units`` (arm -> site -> opened unit, repetition 0) and ``data``.
+        unit, repetition 0), ``units`` (arm -> site -> opened unit, repetition 0) and ``data``. Full training loss
+        over fixed batches (:func:`_full_loss`): ``full_before`` (step ``open_at - window``), ``full_open`` (the
+        opening) per repetition; ``full_tail`` (``window`` steps before the end) and ``full_end`` per arm and
+        repetition; ``stuck_full`` (its relative change before the opening). ``converge`` (tied start: the shared
+        convergence run's binned ``curve``, ``sec``, ``steps`` and ``grad_sq_init``, the squared gradient norm at the
+        tied initialization; empty for the search) and ``tied_spread`` (per repetition, :func:`tied_spread` of the
+        control at its end; ``nan`` for the search).
     """
     if setup.data == "imagenet64":  # fail before anything slow
         require_data(data_dir, IMAGENET64_DIR, what="downsampled ImageNet 64x64 (Imagenet64_train_npz: "
@@ -506,6 +512,7 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
     full_before: list[float] = []
     full_open: list[float] = []
     full_end: dict[str, list[float]] = {a: [] for a in DEEP_ARMS}
+    full_tail: dict[str, list[float]] = {a: [] for a in DEEP_ARMS}
     sites = {"conv4": 1, "conv5": 1}  # App. B.3: "a single filter to each of the two last hidden layers"
     for rep in tqdm(range(s.repetitions), disable=not progress, leave=False, desc="fig2 right"):
         if rep == 0 and first is not None:  # the search's last run is repetition 0's run to the opening
@@ -528,9 +535,11 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
                 stats_data=data if pair else data.with_order(False), warmup_steps=s.warmup_steps,
                 warmup_start=s.warmup_start, reset_norm_stats=True, seed=rep)
             # the same data order after the opening in every arm of a repetition (paired comparison)
-            post_tr = trainer(state, s.total_steps - s.open_at, 1000 + rep, [sched])
+            tail = _LossAt(s.total_steps - s.open_at - s.window, full)  # Fig. 4's convergence check
+            post_tr = trainer(state, s.total_steps - s.open_at, 1000 + rep, [sched, tail])
             post, post_sec = _train_losses(post_tr)
             full_end[arm].append(full(post_tr.model))
+            full_tail[arm].append(tail.value)
             if arm == "control":
                 spread.append(tied_spread(post_tr.model) if s.start == "tied" else float("nan"))
             n_steps += s.total_steps - s.open_at
@@ -554,4 +563,5 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
             "loss_end": loss_end, "times": times, "step_time": train_sec / n_steps, "grad_sq": grad_sq,
             "rho": rho, "units": units, "converge": conv, "tied_spread": spread,
             "full_before": full_before, "full_open": full_open, "full_end": full_end,
+            "full_tail": full_tail,
             "stuck_full": [abs(o - b) / o for b, o in zip(full_before, full_open)]}
