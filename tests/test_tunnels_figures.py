@@ -213,6 +213,16 @@ def test_opening_in_the_deep_cnn_preserves_its_outputs(mode):
     assert torch.equal(parameters_to_vector(net), before)  # out of place
 
 
+def test_margin_verdict_needs_an_effect_beyond_the_margin():
+    from figures.tunnels_fig2_right import margin_verdict
+    from figures.verdict import paired_effect
+
+    tiny = paired_effect([0.0002, 0.0003, 0.00025])  # significant but far below a 2% escape
+    assert tiny.ci_low > 0 and margin_verdict(tiny, 0.02) is Verdict.NOT_HELD
+    assert margin_verdict(paired_effect([0.10, 0.12, 0.11]), 0.02) is Verdict.HELD
+    assert margin_verdict(paired_effect([0.0, 0.05, 0.01]), 0.02) is Verdict.INCONCLUSIVE
+
+
 def test_stuck_criterion():
     flat = np.full(20, 2.3)
     assert is_stuck(flat, 5, 0.01) == (True, 0.0)
