@@ -169,11 +169,17 @@ def run_fig2_right(scale: Scale | str, data_dir: Path | None, cache: Path | None
     stuck = bool(res["stuck_found"])
     rho = res["rho"].get("proposed", {})
     gain = 2 * s.t**2 * sum(rho.values())
+    if s.start == "tied":
+        start = (f"from a built plateau: conv4 and conv5 tied to one filter each (seed {res['init_seed']}), trained "
+                 f"{s.converge_steps} Adam steps at {s.converge_lr:g} (shared), then {s.open_at} steps at {s.lr:g} "
+                 f"per data order; the steps on the axis count from the end of the shared run")
+    else:
+        start = (f"from initialization seed {res['init_seed']} (the first of {len(res['tried'])} tried that met the "
+                 f"stuck criterion{'' if stuck else ' - none did'})")
     caption = (
         f"Fig. 2 right: minibatch training loss (mean of {s.bin} steps; mean and one std over {s.repetitions} data "
-        f"orders) of the 5-conv-layer CNN from initialization seed {res['init_seed']} (the first of "
-        f"{len(res['tried'])} tried that met the stuck criterion{'' if stuck else ' - none did'}). At step "
-        f"{s.open_at} every arm restarts Adam and BatchNorm's statistics with a {s.warmup_steps}-step warm-up; "
+        f"orders) of the 5-conv-layer CNN {start}. At step {s.open_at} every arm restarts Adam and BatchNorm's "
+        f"statistics with a {s.warmup_steps}-step warm-up; "
         f"proposed / random add one filter to conv4 (unit {res['units'].get('proposed', {}).get('conv4')}) and conv5 "
         f"(unit {res['units'].get('proposed', {}).get('conv5')}) with lambda_t (t = {s.t}) or a random lambda of the "
         f"same norm. Right: loss minus the control's, paired per data order. Diagnostic: at the opening point the "
