@@ -7,12 +7,20 @@ is trained here: the panels reuse the cached runs of Figs. 1 left, 2 left (``fig
 
 Claims (decided by an equivalence test fixed before measuring: the 95% interval of the paired difference of the final
 losses inside +-2% of the control's final loss -> held; excluding 0 -> not held; else inconclusive): per experiment,
-the proposed method ends at the same loss as each other method. Premise: the runs converged (the mean loss of the
-last 10% of the run differs from the mean of the 10% before by less than 1%, per repetition: the project's default
-tolerance). At the quick scale the single-layer runs (SGD at learning rate 1.0) drift by up to 2% between those
-windows and the deep-CNN runs are still falling (2-2.6%), so "the same final loss" is not tested; the control of the
-single-layer experiments cannot leave its saddle at all (identical filters), so it would end above the others by
-construction anyway. A first version used a 5% tolerance, which passed runs whose loss was visibly still falling.
+the proposed method ends at the same loss as each other method. Premise: the runs converged (the project's default
+tolerance, < 1% relative change at the end of the run, per repetition).
+
+* Single layer: the mean full-batch loss of the last 10% of the run against the 10% before. At the quick scale (400
+  SGD steps at learning rate 1.0) the runs sit at a noise floor and the change has either sign: control -0.8% to
+  +2.1%, proposed reorganization -0.6% to +1.1%, proposed opening -0.7% to +0.9%, PGD -0.8% to +0.5%, NEON -0.4% to
+  +0.7% (5 repetitions each), so "the same final loss" is not tested. Tried outside the gallery: 2,000-step runs
+  (windows of 200 steps) meet it (control -0.5% to +0.1%, proposed reorganization -0.75% to -0.34%) but cost about
+  4.7x per arm (seven arms: some 100 s of one core more), beyond the quick scale's budget: a medium-scale setting.
+  The control of the single-layer experiments cannot leave its saddle at all (identical filters), so it would end
+  above the others by construction anyway (at 2,000 steps: 1.17 vs 1.05-1.08 for the proposed reorganization).
+  A first version used a 5% tolerance, which passed runs whose loss was visibly still falling.
+* Deep CNN (Fig. 2 right's built plateau): the mean training loss over fixed batches (train-mode BatchNorm) at the end
+  against ``window`` steps before; minibatch means carry about 1% sampling noise, too much for a 1% bound.
 """
 
 from __future__ import annotations
@@ -58,7 +66,8 @@ def _converged(curves: np.ndarray, what: str) -> object:
                           "(window means: minibatch and SGD noise averaged)")
 
 
-def _claims(name: str, final: dict[str, np.ndarray], premises: list, scale: str, src: str) -> list[Claim]:
+def _claims(name: str, final: dict[str, np.ndarray], premises: list, scale: str, src: str,
+            what: str = "final full-batch loss (mean over the last 10% of the run)") -> list[Claim]:
     out = []
     ref = float(final["control"].mean())
     for other in final:
@@ -68,7 +77,7 @@ def _claims(name: str, final: dict[str, np.ndarray], premises: list, scale: str,
         out.append(Claim(
             f"All optimization methods converge to the same loss ({name}: proposed vs {other}).", None,
             (final["proposed"] - final[other]).tolist(),
-            detail=f"per repetition: final loss (mean over the last 10% of the run), proposed minus {other}; {e}. "
+            detail=f"per repetition: {what}, proposed minus {other}; {e}. "
                    f"Held if the interval lies inside +-{EQUIV:.0%} of the control's final loss ({EQUIV * ref:.4f}), "
                    "not held if it excludes 0.",
             source=src, premises=premises, effect=e, verdict=equivalence_verdict(e, EQUIV * ref), scale=scale))
@@ -113,9 +122,15 @@ def run_fig4(scale: Scale | str, data_dir: Path | None, cache: Path | None, prog
         axes[2].fill_between(x, mu - sd, mu + sd, color=COLORS[a], alpha=0.15)
     axes[2].set(xlabel="step", ylabel=f"minibatch loss (mean of {ds.bin} steps)", title="5-layer CNN: opening")
     axes[2].legend(fontsize=7)
-    dcurves = np.concatenate([np.asarray(deep["curves"][a]) for a in DEEP_ARMS])
-    dfinal = {a: np.asarray(deep["loss_end"][a]) for a in DEEP_ARMS}
-    claims += _claims("5-layer CNN, opening", dfinal, [_converged(dcurves, "deep-CNN")], ds.scale, src)
+    dfinal = {a: np.asarray(deep["full_end"][a]) for a in DEEP_ARMS}
+    tail = np.concatenate([np.asarray(deep["full_tail"][a]) for a in DEEP_ARMS])
+    dend = np.concatenate([dfinal[a] for a in DEEP_ARMS])
+    dconv = at_most("the deep-CNN runs converged", (np.abs(dend - tail) / tail).tolist(), CONV_TOL,
+                    detail=f"relative change of the mean training loss over fixed batches (train-mode BatchNorm) over "
+                           f"the last {ds.window} of {ds.total_steps} steps, per arm and repetition (the minibatch "
+                           "curves carry about 1% sampling noise in a window)")
+    claims += _claims("5-layer CNN, opening", dfinal, [dconv], ds.scale, src,
+                      what="final training loss over fixed batches (train-mode BatchNorm)")
     fig.update_xaxes(title_text="step")
     fig.update_layout(title="Fig. 4: full runs of the three experiments", height=430)
     mfig.suptitle("Fig. 4: full runs of the three experiments")

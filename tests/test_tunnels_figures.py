@@ -120,8 +120,8 @@ def test_fig2_left(tmp_path):
 # ----------------------------------------------------------------------------- Sec. 4.4: Fig. 2 right and Table 3
 # stuck_tol 0.5: at this size the stuck criterion must pass for certain (the claims are then True/False, not None)
 TINY_DEEP = DeepSetup("quick", "mnist_subset", n_train=256, width=4, lr=1e-3, batch_size=32, open_at=8, total_steps=14,
-                      repetitions=2, t=1.0, warmup_steps=3, warmup_start=0.1, window=3, stuck_tol=0.5, max_inits=2,
-                      bin=2)
+                      repetitions=2, t=1.0, warmup_steps=3, warmup_start=0.1, window=3, stuck_tol=0.5, max_inits=1,
+                      bin=2, start="tied", converge_steps=6, label_noise=0.25)
 
 
 def test_fig2_right_and_table3_share_one_cached_run(tmp_path):
@@ -149,6 +149,48 @@ def test_fig2_right_and_table3_share_one_cached_run(tmp_path):
     assert all(v == 0.0 for v in T["a"]["control"]) and all(v > 0 for v in T["open"]["control"])
 
 
+def test_tied_cnn_is_a_bottleneck_network_and_adam_keeps_it_tied():
+    from figures._tunnels_deep import tie_units, tied_spread
+    from landscape.train import Trainer
+
+    net = build_model("tunnels_cnn", (1, 28, 28), 10, width=4, seed=1, dtype=torch.float64)
+    assert tied_spread(net) > 0
+    tie_units(net)
+    assert tied_spread(net) == 0.0
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 1, 28, 28, generator=g, dtype=torch.float64), torch.randint(0, 10, (16,), generator=g)
+    # reference by hand: one conv4 filter, one conv5 filter whose input is the k equal maps, fc1 on the k equal maps
+    net.eval()
+    with torch.no_grad():
+        h = x
+        for name, mod in net.named_children():  # conv1-conv3 with their BN and pooling
+            if name == "conv4":
+                break
+            h = mod(h)
+        F = torch.nn.functional
+        h4 = F.relu(F.conv2d(h, net.conv4.weight[:1], net.conv4.bias[:1], padding=1))
+        h5 = F.relu(F.conv2d(4 * h4, net.conv5.weight[:1, :1], net.conv5.bias[:1], padding=1))
+        per = net.fc1.in_features // 4
+        ref = F.linear(4 * h5.flatten(1), net.fc1.weight[:, :per], net.fc1.bias)
+        assert torch.allclose(net(x), ref, rtol=0, atol=1e-10)
+    net.train()
+    tr = Trainer(net.float(), (x.float(), y), torch.nn.functional.cross_entropy, "adam", optimizer_kwargs={"lr": 1e-2},
+                 steps=5, batch_size=8, seed=0)
+    tr.fit()
+    moved = parameters_to_vector(tr.model) - parameters_to_vector(net)
+    assert float(moved.norm()) > 0 and tied_spread(tr.model) == 0.0  # trained, and the copies stayed bitwise equal
+
+
+def test_deep_runs_with_the_papers_initialization_search(tmp_path):
+    import dataclasses
+
+    s = dataclasses.replace(TINY_DEEP, start="search", max_inits=2, converge_steps=0, repetitions=1)
+    res = deep_runs(s, None, None)
+    assert 1 <= len(res["tried"]) <= 2 and res["converge"] == {} and math.isnan(res["tied_spread"][0])
+    with pytest.raises(ValueError, match="converge_steps"):
+        dataclasses.replace(TINY_DEEP, converge_steps=0)
+
+
 @pytest.mark.parametrize("mode", ["proposed", "random"])
 def test_opening_in_the_deep_cnn_preserves_its_outputs(mode):
     net = build_model("tunnels_cnn", (1, 28, 28), 10, width=4, seed=3, dtype=torch.float64)
@@ -169,6 +211,16 @@ def test_opening_in_the_deep_cnn_preserves_its_outputs(mode):
         with torch.no_grad():
             assert torch.allclose(new(x), net(x), rtol=0, atol=1e-10)
     assert torch.equal(parameters_to_vector(net), before)  # out of place
+
+
+def test_margin_verdict_needs_an_effect_beyond_the_margin():
+    from figures.tunnels_fig2_right import margin_verdict
+    from figures.verdict import paired_effect
+
+    tiny = paired_effect([0.0002, 0.0003, 0.00025])  # significant but far below a 2% escape
+    assert tiny.ci_low > 0 and margin_verdict(tiny, 0.02) is Verdict.NOT_HELD
+    assert margin_verdict(paired_effect([0.10, 0.12, 0.11]), 0.02) is Verdict.HELD
+    assert margin_verdict(paired_effect([0.0, 0.05, 0.01]), 0.02) is Verdict.INCONCLUSIVE
 
 
 def test_stuck_criterion():
