@@ -172,7 +172,7 @@ def _record_json(rec: Mapping[str, Any]) -> str:
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # == json.dumps(..., separators=(",", ":")), built once
-_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # == json.dumps(a str)
+_quote = json.encoder.encode_basestring_ascii  # == json.dumps(a str)
 
 
 def _jfloat(x: float) -> str:
@@ -261,7 +261,7 @@ def _tensor_bytes(t: Tensor) -> memoryview:
 def _raw_bytes(t: Tensor) -> memoryview:
     """The bytes of a private contiguous CPU tensor, without a copy (numpy's buffer where numpy has the dtype)."""
     if t.dtype in _NUMPY_DTYPES and not t.requires_grad:
-        return memoryview(t.numpy()).cast("B")
+        return memoryview(t.numpy().data).cast("B")  # the array's buffer (typed as one)
     return _tensor_bytes(t)
 
 
@@ -704,6 +704,7 @@ class _Writer:
                 need = need or self.durable == "append"
             self._writev(chunk)
             if need or (sync and self.unsynced):
+                assert self.pack_fd is not None  # _writev wrote to it
                 os.fdatasync(self.pack_fd)
                 self.unsynced = False
             if lines:
