@@ -157,9 +157,9 @@ class FastOpsMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is F.max_pool2d or func is torch.max_pool2d:
             b = _pool_args(args, kwargs)
-            ok = b is not None and isinstance(b["input"], Tensor) and b["input"].dim() in (3, 4)
-            if ok and is_pool2(b["kernel_size"], b["stride"], b["padding"], b["dilation"], b["ceil_mode"],
-                               b["return_indices"]):  # fmt: skip
+            if b is not None and isinstance(b["input"], Tensor) and b["input"].dim() in (3, 4) and \
+                    is_pool2(b["kernel_size"], b["stride"], b["padding"], b["dilation"], b["ceil_mode"],
+                             b["return_indices"]):  # fmt: skip
                 return maxpool2(b["input"])
         return func(*args, **kwargs)
 
@@ -221,7 +221,8 @@ _FAST_OUT: dict[Any, Callable[[Tensor], Tensor]] = {torch.tanh: _tanh, F.tanh: _
 # Nondecreasing functions commute with max pooling: pool(f(x)) == f(pool(x)) (4x fewer evaluations of f).
 _MONOTONE: set[Any] = {torch.relu, F.relu, torch.tanh, F.tanh, torch.sigmoid, F.sigmoid, F.relu6, "relu", "tanh",
                        "sigmoid"}  # fmt: skip
-_MODULE_UNARY: dict[type, Callable[[nn.Module], tuple[Any, dict[str, Any], bool]]] = {
+# Values take an instance of their key (not expressible per entry in a dict type, hence Any).
+_MODULE_UNARY: dict[type, Callable[[Any], tuple[Any, dict[str, Any], bool]]] = {
     nn.ReLU: lambda m: (F.relu, {}, True),
     nn.Tanh: lambda m: (torch.tanh, {}, True),
     nn.Sigmoid: lambda m: (torch.sigmoid, {}, True),
@@ -475,7 +476,8 @@ def build_program(model: nn.Module, key: nn.Module | None = None) -> Program | N
         return Ref(s)
 
     def arg(a: Any) -> Any:
-        return torch.fx.node.map_arg(a, lambda n: Ref(slot_of[n]))
+        # map_arg is typed for fx Arguments; Ref placeholders in their place are the point here.
+        return torch.fx.node.map_arg(a, lambda n: Ref(slot_of[n]))  # type: ignore[arg-type, return-value]
 
     for node in graph.nodes:
         if node.op == "placeholder":
@@ -517,10 +519,11 @@ def build_program(model: nn.Module, key: nn.Module | None = None) -> Program | N
 
 
 def _lower(node: torch.fx.Node, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], s: int,
-           attr: Callable[[str], Ref]) -> Instr | None:  # fmt: skip
+           attr: Callable[[str], Ref]) -> Instr:  # fmt: skip
     """The instruction of one fx node (a handler chosen by the operation, not by how the model spells it)."""
     t = node.target
     if node.op == "call_module":
+        assert isinstance(t, str)  # fx: a call_module's target is the module's qualified name
         m = model.get_submodule(t)
         tm = type(m)
         if len(args) != 1 or kwargs:
@@ -533,7 +536,7 @@ def _lower(node: torch.fx.Node, model: nn.Module, args: tuple[Any, ...], kwargs:
         if tm is nn.Linear:
             return Instr(s, h_linear, F.linear, (x, p("weight"), p("bias")), {}, name=t)
         if tm in _CONV_MOD and m.padding_mode == "zeros":
-            fn = _CONV_MOD[tm]
+            fn: Callable[..., Any] = _CONV_MOD[tm]
             return Instr(s, h_conv, fn, (x, p("weight"), p("bias"), m.stride, m.padding, m.dilation, m.groups), {},
                          {"nd": int(tm.__name__[-2])}, t)  # fmt: skip
         if tm in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d) and not m.training and m.running_mean is not None:
@@ -553,6 +556,7 @@ def _lower(node: torch.fx.Node, model: nn.Module, args: tuple[Any, ...], kwargs:
                 ins.meta["user_inplace"] = True
             return ins
         if tm is nn.LayerNorm:
+            assert isinstance(m, nn.LayerNorm)
             return Instr(s, h_layer_norm, F.layer_norm, (x, tuple(m.normalized_shape), p("weight"), p("bias"), m.eps),
                          {}, name=t)  # fmt: skip
         if tm is nn.Embedding and m.max_norm is None:
@@ -588,6 +592,7 @@ def _lower(node: torch.fx.Node, model: nn.Module, args: tuple[Any, ...], kwargs:
         return Instr(s, h_generic, name, args, kwargs, meta)
     # call_function
     f = t
+    assert not isinstance(f, str)  # fx: a call_function's target is the callable itself
     if f is builtins.getattr:
         return Instr(s, h_getattr, f, args, kwargs)
     if f is operator.getitem:
@@ -625,6 +630,7 @@ def _lower(node: torch.fx.Node, model: nn.Module, args: tuple[Any, ...], kwargs:
         return Instr(s, h_generic, f, args, kwargs)
     if f in _UNARY_FN:
         meta = {"monotone": f in _MONOTONE}
+        params: Mapping[str, inspect.Parameter]
         try:
             params = inspect.signature(f).parameters
         except (TypeError, ValueError):  # builtins
@@ -821,7 +827,7 @@ def h_getitem(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> An
     tup = idx if isinstance(idx, tuple) else (idx,)
     if not all(i is None or i is Ellipsis or isinstance(i, int | slice) for i in tup):
         return h_generic(ctx, ins, a, k)
-    return Val(SM, sm(x, ctx.P)[(slice(None), *tup)])
+    return Val(SM, sm(x, ctx.P)[(slice(None),) + tup])
 
 
 def h_unary(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> Any:
@@ -933,7 +939,7 @@ def h_dims(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> Any:
         d1 = rest[1] if len(rest) > 1 else kw.pop("dim1")
         return Val(SM, t.transpose(_dim(d0, nd), _dim(d1, nd)))
     if name == "permute":
-        dims = rest[0] if len(rest) == 1 and isinstance(rest[0], tuple | list) else (rest or kw.pop("dims"))
+        dims: Any = rest[0] if len(rest) == 1 and isinstance(rest[0], tuple | list) else (rest or kw.pop("dims"))
         return Val(SM, t.permute(0, *[_dim(d, nd) for d in dims]))
     if name == "unsqueeze":
         d = rest[0] if rest else kw.pop("dim")
@@ -956,7 +962,7 @@ def h_dims(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> Any:
         if name == "norm":
             return h_generic(ctx, ins, a, k)
         if d is None:
-            dims: Any = tuple(range(1, nd + 1))
+            dims = tuple(range(1, nd + 1))
             if name in ("amax", "amin", "logsumexp"):
                 return h_generic(ctx, ins, a, k)
         elif isinstance(d, tuple | list):
@@ -1248,10 +1254,10 @@ class StackedExec:
         got = self._module_names.get(prefix)
         if got is None:
             alias: dict[int, str] = {}
-            for n, t in self.copy.named_parameters(remove_duplicate=False):
-                alias.setdefault(id(t), n)
-            for n, t in self.copy.named_buffers(remove_duplicate=False):
-                alias.setdefault(id(t), n)
+            for n, p in self.copy.named_parameters(remove_duplicate=False):
+                alias.setdefault(id(p), n)
+            for n, b in self.copy.named_buffers(remove_duplicate=False):
+                alias.setdefault(id(b), n)
             got = [(n, alias[id(t)]) for n, t in (*m.named_parameters(), *m.named_buffers())]
             self._module_names[prefix] = got
         return got

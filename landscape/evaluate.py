@@ -796,7 +796,7 @@ def evaluate_points(
     max_act, total_act, out_shape = _probe_sizes(copy_, x1, bufs)
 
     affine = isinstance(points, AffinePoints)
-    exe: _Exec | None = None
+    exe: StackedExec | _FunctionalExec | None = None
     if strategy in (Strategy.AUTO, Strategy.STACKED) and bn is not BNMode.TRAIN:
         prog = build_program(copy_, key=model)
         if prog is not None:
@@ -829,7 +829,7 @@ def evaluate_points(
     basis = (points.basis.to(device=device, dtype=dtype)
              if isinstance(points, AffinePoints) and first_layer is not None else None)
 
-    def first_maps(x: Tensor) -> Tensor | None:
+    def first_maps(x: Tensor) -> Any:  # in the executor's own form: Tensor (functional), dict (stacked), or None
         if basis is None or first_layer is None:
             return None
         return run.first_maps(_first_input(copy_, first_layer, x, bufs), basis)
@@ -912,7 +912,7 @@ def _probe_ok(exe: StackedExec, copy_: nn.Module, layout: ParamLayout, bufs: Map
         with torch.no_grad():
             want = torch.func.functional_call(copy_, {**layout.unflatten(vec), **bufs}, (x,), strict=False)
             idx = torch.zeros(1, dtype=torch.long)
-            runs = [(_Chunk(idx, vec[None], None, None), None)]
+            runs: list[tuple[_Chunk, Any]] = [(_Chunk(idx, vec[None], None, None), None)]  # (chunk, first-layer maps)
             if exe.first is not None:
                 half = torch.full((1, 2), 0.5, dtype=torch.float64)
                 runs.append((_Chunk(idx, vec[None], half, None), exe.first_maps(x, torch.stack([vec, vec]))))

@@ -335,7 +335,7 @@ class _Correct:
     max_elements = 1 << 18  # about 1 MiB of float32 outputs held at most
 
     def __init__(self) -> None:
-        self.count = 0
+        self.count: float = 0  # fractional with K-dimensional outputs (count_correct: per-position means)
         self.outs: list[Tensor] = []
         self.ys: list[Tensor] = []
         self.limit = 0  # steps per reduction, from the first output (0: not known yet)
@@ -343,7 +343,7 @@ class _Correct:
     def set_limit(self, out: Tensor) -> None:
         self.limit = max(1, self.max_elements // max(1, out.numel()))
 
-    def reduce(self) -> int:
+    def reduce(self) -> float:
         outs, ys = self.outs, self.ys
         if outs:
             with torch.no_grad():
@@ -438,7 +438,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Problem | nn.Module,
         data: DataLike | None = None,
         loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
         optimizer: OptimizerSpec = "sgd",
@@ -701,7 +701,7 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_epoch_end(self, eev)
 
-    def _finish_epoch(self, epoch: int, run_loss: float, run_n: int, run_correct: int) -> EpochEvent:
+    def _finish_epoch(self, epoch: int, run_loss: float, run_n: int, run_correct: float) -> EpochEvent:
         self.epoch_progress = float(epoch + 1)
         metrics = {"train_loss": run_loss / max(run_n, 1)}
         if run_correct or self._targets_are_classes():
