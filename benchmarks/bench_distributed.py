@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -74,12 +73,6 @@ def worker(out: str) -> None:
         torch.distributed.destroy_process_group()
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(config: str, folder: str) -> dict:
     out = os.path.join(folder, config)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -87,8 +80,7 @@ def run(config: str, folder: str) -> dict:
     if config == "one":
         cmd = [sys.executable, *me]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-               f"--master_port={_port()}", *me]  # fmt: skip
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *me]
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(1 if config == "one" else 2)]
     return {"seconds": max(r["seconds"] for r in ranks), "values": ranks[0]["values"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,19 +15,30 @@ from landscape.distributed import all_gather_rows, all_reduce_sum, shard_bounds
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
+    """``torchrun --standalone`` (it picks a free rendezvous port itself: no race with other processes' ports).
+
+    Run once more on failure: a loaded machine can abort a gloo worker during start-up or teardown
+    (seen: SIGABRT "terminate called without an active exception"); a real failure fails twice.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        first = r
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            r.stderr = f"first attempt:\n{first.stdout[-1500:]}{first.stderr[-1500:]}\nsecond attempt:\n{r.stderr}"
+    return r
 
 
 def _run(script: str, folder: Path, nproc: int) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(ROOT / "tests" / script), str(folder)]
+    args = [str(ROOT / "tests" / script), str(folder)]
     if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-               "--master_addr=127.0.0.1", f"--master_port={_port()}", *cmd[1:]]  # fmt: skip
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        r = _torchrun(args)
+    else:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        r = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
@@ -82,10 +92,7 @@ def test_each_rank_reads_only_its_share(shard_results):
 
 
 def test_fsdp2_model_is_refused_and_the_documented_recipe_matches(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_port()}", str(ROOT / "tests" / "_shard_worker.py"), str(tmp_path), "fsdp"]  # fmt: skip
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    r = _torchrun([str(ROOT / "tests" / "_shard_worker.py"), str(tmp_path), "fsdp"])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for rank in range(2):
         res = np.load(tmp_path / f"fsdp{rank}.npz")
