@@ -440,6 +440,11 @@ class Problem:
                                                                        torch.device("cpu"))  # fmt: skip
         self.loss_spec = loss
         self.closure = _is_closure(loss, loss_form)
+        if self.closure and not callable(loss):
+            raise validation.InputTypeError(
+                f"loss_form='batch' needs a closure loss(model, batch); got {loss!r}: pass the callable, or a loss "
+                "name with loss_form='auto'"
+            )
         self.memory_budget = parse_bytes(memory_budget)
         self.batch_size = batch_size
         self.validate = validate

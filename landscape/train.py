@@ -329,7 +329,8 @@ class _Correct:
     once costs four tensor ops and a sync per step); :meth:`reduce` concatenates them and counts in one go,
     every ``limit`` steps (at most about ``max_elements`` output entries held) and at the end of the epoch.
     The outputs are held as the model returned them (``backward`` has already freed what their graph
-    saved); counting runs without grad. The count is the same integer as counting step by step.
+    saved); counting runs without grad. The count is the same as counting step by step (fractional per sample
+    for K-dimensional outputs: :func:`landscape.problem.count_correct`).
     """
 
     max_elements = 1 << 18  # about 1 MiB of float32 outputs held at most

@@ -310,3 +310,17 @@ def test_saturation_of_a_two_input_problem_equals_the_single_input_shorthand():
     got = landscape.measure_saturation(Problem(m, (x, z, t), "mse"), layers=["act"], exact_limit=100)
     want = landscape.measure_saturation(One(m, z), x, layers=["two.act"], exact_limit=100)
     assert got["act"].percentile(98.0) == pytest.approx(want["two.act"].percentile(98.0), rel=1e-12)
+
+
+def test_a_batch_closure_must_be_callable():
+    import pytest
+    import torch
+    from torch import nn
+
+    from landscape import Problem
+    from landscape.validation import InputError
+
+    net = nn.Linear(3, 2)
+    data = (torch.randn(4, 3), torch.randint(0, 2, (4,)))
+    with pytest.raises(InputError, match="loss_form='batch' needs a closure"):
+        Problem(net, data, "mse", loss_form="batch")
