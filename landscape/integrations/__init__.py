@@ -19,6 +19,27 @@ from torch import nn
 __all__: list[str] = []
 
 
+def recorder_options(**options: Any) -> dict[str, Any]:
+    """A callback's :class:`~landscape.recorder.Recorder` options, checked now so bad ones fail at construction.
+
+    The store itself is opened only when training starts (``Recorder(target, **options)``); the schedule,
+    factory and metadata are validated here against a throwaway in-memory trajectory.
+
+    Args:
+        **options: ``every_steps``, ``every_epochs``, ``buffers``, ``factory``, ``factory_kwargs``, ``meta``,
+            ``tags``, ``exist_ok``, ``durable`` (as :class:`~landscape.recorder.Recorder` takes them).
+
+    Returns:
+        The options, unchanged.
+    """
+    from landscape.recorder import Recorder
+    from landscape.trajectory import Trajectory
+
+    store_only = ("buffers", "exist_ok", "durable")  # meaningful only with the real store
+    Recorder(Trajectory(), **{k: v for k, v in options.items() if k not in store_only})
+    return options
+
+
 def require(module: str, pip_name: str, what: str) -> ModuleType:
     """Import ``module`` or raise an ImportError that says how to install it.
 

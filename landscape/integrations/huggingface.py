@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import nn
 
-from landscape.integrations import require, resolve_module
+from landscape.integrations import recorder_options, require, resolve_module
 from landscape.recorder import Recorder
 from landscape.trajectory import Trajectory
 
@@ -68,11 +68,8 @@ class RecordTrajectory(_tf.TrainerCallback):  # type: ignore[name-defined]
         exist_ok: bool = False,
         durable: bool | str = True,
     ) -> None:
-        # Checked now (bad options fail at construction); the store itself is opened at the start of training.
-        Recorder(Trajectory(), every_steps=every_steps, every_epochs=every_epochs, factory=factory,
-                 factory_kwargs=factory_kwargs, meta=meta, tags=tags)  # fmt: skip
         self._target = trajectory
-        self._options = dict(
+        self._options = recorder_options(
             every_steps=every_steps, every_epochs=every_epochs, buffers=buffers, factory=factory,
             factory_kwargs=factory_kwargs, meta=meta, tags=tags, exist_ok=exist_ok, durable=durable,
         )  # fmt: skip

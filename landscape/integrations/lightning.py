@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from landscape.integrations import require, resolve_module
+from landscape.integrations import recorder_options, require, resolve_module
 from landscape.recorder import Recorder
 from landscape.trajectory import Trajectory
 
@@ -90,11 +90,8 @@ class RecordTrajectory(_pl.Callback):  # type: ignore[name-defined]
         durable: bool | str = True,
     ) -> None:
         super().__init__()
-        # Checked now (bad options fail at construction); the store itself is opened at the start of training.
-        Recorder(Trajectory(), every_steps=every_steps, every_epochs=every_epochs, factory=factory,
-                 factory_kwargs=factory_kwargs, meta=meta, tags=tags)  # fmt: skip
         self._target = trajectory
-        self._options = dict(
+        self._options = recorder_options(
             every_steps=every_steps, every_epochs=every_epochs, buffers=buffers, factory=factory,
             factory_kwargs=factory_kwargs, meta=meta, tags=tags, exist_ok=exist_ok, durable=durable,
         )  # fmt: skip
