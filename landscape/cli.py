@@ -344,6 +344,8 @@ def _process_group() -> Iterator[None]:
         started = True
     try:
         yield
+        if started:  # leave together: gloo torn down under a rank still working aborts it (SIGABRT)
+            d.barrier()
     finally:
         if started:
             d.destroy_process_group()

@@ -93,6 +93,7 @@ def main() -> None:
             res = compute("split")
             rank = distributed.rank_world()[0]
             np.savez(os.path.join(folder, f"rank{rank}.npz"), **res)
+            torch.distributed.barrier()  # leave together (a rank tearing gloo down early can abort the other)
         finally:
             torch.distributed.destroy_process_group()
     else:
@@ -129,6 +130,7 @@ def fsdp_main(folder: str) -> None:
         got = prob.evaluate(pts, ("loss",))["loss"]
         rank = distributed.rank_world()[0]
         np.savez(os.path.join(folder, f"fsdp{rank}.npz"), want=want, got=got, refused=np.array(refused))
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
