@@ -72,14 +72,25 @@ def main() -> None:
     relabelled = apply_permutation(spec, random_permutation(spec, seed=3), a)
     back = weight_matching(a, relabelled, spec=spec).apply(relabelled)
     exact = all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), back.state_dict().values()))
-    print(json.dumps({
-        "model": f"ResNet-18 (CIFAR), width {args.width}", "parameters": n_params, "groups": len(spec.groups),
-        "threads": args.threads, "sweeps": sweeps, "objective_start": float(res.objective[0]),
-        "objective_end": float(res.objective[-1]), "recovers_relabelled_copy_bitwise": exact,
-        **{f"{k}_s_best": round(min(v), 3) for k, v in times.items()},
-        "gram_gflop": round(flops / 1e9, 1), "mm_float64_gflops": round(mm_rate / 1e9, 2),
-        "match_share_of_mm_rate": round(flops / min(times["match"]) / mm_rate, 2),
-    }, indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "model": f"ResNet-18 (CIFAR), width {args.width}",
+                "parameters": n_params,
+                "groups": len(spec.groups),
+                "threads": args.threads,
+                "sweeps": sweeps,
+                "objective_start": float(res.objective[0]),
+                "objective_end": float(res.objective[-1]),
+                "recovers_relabelled_copy_bitwise": exact,
+                **{f"{k}_s_best": round(min(v), 3) for k, v in times.items()},
+                "gram_gflop": round(flops / 1e9, 1),
+                "mm_float64_gflops": round(mm_rate / 1e9, 2),
+                "match_share_of_mm_rate": round(flops / min(times["match"]) / mm_rate, 2),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

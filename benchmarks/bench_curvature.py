@@ -48,9 +48,18 @@ def build(snapshots: int, every: int, lr: float) -> tuple[Trajectory, nn.Module,
     torch.manual_seed(0)
     net = MLP((1, 8, 8), [64, 64], 10, "tanh")
     traj = Trajectory()
-    Trainer(net, data, half_squared_error, lambda p: torch.optim.SGD(p, lr=lr), steps=(snapshots - 1) * every,
-            batch_size=None, shuffle=False, trajectory=traj, record_every_steps=every,
-            record_every_epochs=None).fit()  # fmt: skip
+    Trainer(
+        net,
+        data,
+        half_squared_error,
+        lambda p: torch.optim.SGD(p, lr=lr),
+        steps=(snapshots - 1) * every,
+        batch_size=None,
+        shuffle=False,
+        trajectory=traj,
+        record_every_steps=every,
+        record_every_epochs=None,
+    ).fit()
     return traj, net, data
 
 
@@ -66,10 +75,14 @@ def main() -> None:
     snapshots = 10 if args.quick else args.snapshots
     traj, net, data = build(snapshots, args.every, args.lr)
     settings = [(1, 1e-4)] if args.quick else [(1, 1e-4), (1, 1e-6), (5, 1e-4), (5, 1e-6)]
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
-          f"load {os.getloadavg()[0]:.2f}; {len(traj)} snapshots, steps {traj.steps[0]}..{traj.steps[-1]}")  # fmt: skip
-    print("| k | tol | HVPs cold | HVPs warm | cold / warm | max abs eigenvalue diff | max error bound | "
-          "lambda_max first -> last |")
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
+        f"load {os.getloadavg()[0]:.2f}; {len(traj)} snapshots, steps {traj.steps[0]}..{traj.steps[-1]}"
+    )
+    print(
+        "| k | tol | HVPs cold | HVPs warm | cold / warm | max abs eigenvalue diff | max error bound | "
+        "lambda_max first -> last |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for k, tol in settings:
         t0 = time.perf_counter()
@@ -80,10 +93,15 @@ def main() -> None:
         diff = float(np.abs(warm.eigenvalues - cold.eigenvalues).max())
         bound = float(np.maximum(warm.error_bounds, cold.error_bounds).max())
         assert warm.converged.all() and cold.converged.all()
-        print(f"| {k} | {tol:g} | {cold.total_hvps} | {warm.total_hvps} | {cold.total_hvps / warm.total_hvps:.2f} | "
-              f"{diff:.1e} | {bound:.1e} | {cold.lambda_max[0]:.2f} -> {cold.lambda_max[-1]:.2f} |")  # fmt: skip
-        print(f"#   time cold {t1 - t0:.1f} s, warm {t2 - t1:.1f} s (ratio {(t1 - t0) / (t2 - t1):.2f}), "
-              f"load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+        print(
+            f"| {k} | {tol:g} | {cold.total_hvps} | {warm.total_hvps} | {cold.total_hvps / warm.total_hvps:.2f} | "
+            f"{diff:.1e} | {bound:.1e} | {cold.lambda_max[0]:.2f} -> {cold.lambda_max[-1]:.2f} |"
+        )
+        print(
+            f"#   time cold {t1 - t0:.1f} s, warm {t2 - t1:.1f} s (ratio {(t1 - t0) / (t2 - t1):.2f}), "
+            f"load {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

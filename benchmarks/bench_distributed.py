@@ -83,8 +83,11 @@ def run(config: str, folder: str) -> dict:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *me]
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(1 if config == "one" else 2)]
-    return {"seconds": max(r["seconds"] for r in ranks), "values": ranks[0]["values"],
-            "held": max(r["held"] for r in ranks)}  # fmt: skip
+    return {
+        "seconds": max(r["seconds"] for r in ranks),
+        "values": ranks[0]["values"],
+        "held": max(r["held"] for r in ranks),
+    }
 
 
 def main() -> None:
@@ -106,12 +109,16 @@ def main() -> None:
             for u, w in zip(res["one"]["values"], res["two"]["values"]):
                 assert abs(u - w) <= 1e-4 * max(abs(u), 1e-12), (u, w)
             ratios.append(res["one"]["seconds"] / res["two"]["seconds"])
-            print(f"round {i}: one {res['one']['seconds']:.2f} s, two {res['two']['seconds']:.2f} s, "
-                  f"ratio {ratios[-1]:.2f}")  # fmt: skip
+            print(
+                f"round {i}: one {res['one']['seconds']:.2f} s, two {res['two']['seconds']:.2f} s, "
+                f"ratio {ratios[-1]:.2f}"
+            )
         held = res["two"]["held"] / res["one"]["held"]
-    print(f"median one/two: {statistics.median(ratios):.2f}x (target >= 1.7x); median seconds one "
-          f"{statistics.median(times['one']):.2f}, two {statistics.median(times['two']):.2f}; each rank held "
-          f"{held:.0%} of the data")  # fmt: skip
+    print(
+        f"median one/two: {statistics.median(ratios):.2f}x (target >= 1.7x); median seconds one "
+        f"{statistics.median(times['one']):.2f}, two {statistics.median(times['two']):.2f}; each rank held "
+        f"{held:.0%} of the data"
+    )
     print(f"load average at end: {os.getloadavg()}")
 
 

@@ -110,8 +110,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--snapshots", type=int, default=200)
     ap.add_argument("--components", type=int, default=10)
-    ap.add_argument("--model", choices=["mlp", "resnet18"], default="mlp",
-                    help="mlp: 987,210 parameters (the benchmark); resnet18: 11.2M (memory check, use --methods ours)")
+    ap.add_argument(
+        "--model",
+        choices=["mlp", "resnet18"],
+        default="mlp",
+        help="mlp: 987,210 parameters (the benchmark); resnet18: 11.2M (memory check, use --methods ours)",
+    )
     ap.add_argument("--keep", help="directory for the trajectory (kept and reused); default: a temporary one")
     ap.add_argument("--methods", default="ours,ours:128,sklearn-full,sklearn-auto")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -134,13 +138,17 @@ def main() -> None:
     for method in args.methods.split(","):
         out = subprocess.run(
             [sys.executable, __file__, "--worker", method, "--path", path, "--components", str(args.components)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     ref = rows[0]["ratios"]  # ours accumulates in float64; sklearn computes in the input's float32
     print(f"\n{args.snapshots} snapshots, k={args.components}, torch threads=2, load average {os.getloadavg()[0]:.1f}")
-    print(f"| method | time (s) | of which reading the stack (s) | peak RSS (MiB) | increase over baseline (MiB) "
-          f"| max abs diff of variance ratios to {rows[0]['method']} |")
+    print(
+        f"| method | time (s) | of which reading the stack (s) | peak RSS (MiB) | increase over baseline (MiB) "
+        f"| max abs diff of variance ratios to {rows[0]['method']} |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         err = max(abs(a - b) for a, b in zip(r["ratios"], ref))

@@ -57,8 +57,9 @@ def plain_loop_per_step(x, y, steps: int, anchors: int) -> tuple[float, float]:
     if anchors:
         base = parameters_to_vector(model)
         g = torch.Generator().manual_seed(1)
-        pen = PersistentPenalty(ParamLayout.from_model(model), base + 0.1 * torch.randn(anchors, base.numel(),
-                                                                                        generator=g), LAM)
+        pen = PersistentPenalty(
+            ParamLayout.from_model(model), base + 0.1 * torch.randn(anchors, base.numel(), generator=g), LAM
+        )
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MU)
 
     def step() -> None:
@@ -86,9 +87,19 @@ def generic_trainer_per_step(x, y, steps: int) -> tuple[float, float]:
     from persistence.trainer import PersistentTrainer
 
     model = build_model("regression_mlp", (1,), 1, m=M, init="he", seed=0)
-    pt = PersistentTrainer(model, (x, y), nn.functional.mse_loss, lambda p: torch.optim.SGD(p, lr=LR, momentum=MU),
-                           iterations=2, lam=LAM, eval_data={"train": (x, y)}, select_by="train_loss", steps=steps,
-                           batch_size=None, record_every_epochs=None)
+    pt = PersistentTrainer(
+        model,
+        (x, y),
+        nn.functional.mse_loss,
+        lambda p: torch.optim.SGD(p, lr=LR, momentum=MU),
+        iterations=2,
+        lam=LAM,
+        eval_data={"train": (x, y)},
+        select_by="train_loss",
+        steps=steps,
+        batch_size=None,
+        record_every_epochs=None,
+    )
     t, c = time.perf_counter(), time.process_time()
     pt.fit()
     return (time.perf_counter() - t) / (2 * steps), (time.process_time() - c) / (2 * steps)
@@ -118,17 +129,38 @@ def main() -> None:
     x, y = regression_1d()
     steps = PAPER_STEPS if args.full else args.steps
     template = build_model("regression_mlp", (1,), 1, m=M, init="he", seed=0)
-    out: dict = {"load_start": _load(), "threads": args.threads, "torch": torch.__version__, "n": int(x.shape[0]),
-                 "steps_per_run": steps, "paper_steps": PAPER_STEPS, "runs": PAPER_RUNS, "cpus": os.cpu_count()}
-    print(f"load average (1/5/15 min) at start: {out['load_start']}; torch threads {args.threads}; "
-          f"N = {x.shape[0]} points; {'paper scale' if args.full else f'{steps} steps per run, projected'}")
+    out: dict = {
+        "load_start": _load(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "n": int(x.shape[0]),
+        "steps_per_run": steps,
+        "paper_steps": PAPER_STEPS,
+        "runs": PAPER_RUNS,
+        "cpus": os.cpu_count(),
+    }
+    print(
+        f"load average (1/5/15 min) at start: {out['load_start']}; torch threads {args.threads}; "
+        f"N = {x.shape[0]} points; {'paper scale' if args.full else f'{steps} steps per run, projected'}"
+    )
     rows = []
 
     def row(name: str, per_step: tuple[float, float], total: tuple[float, float], note: str) -> None:
-        rows.append({"name": name, "per_step_us": per_step[0] * 1e6, "cpu_per_step_us": per_step[1] * 1e6,
-                     "total_min": total[0] / 60, "cpu_total_min": total[1] / 60, "note": note})
-        print(f"  {name:<46s}{per_step[0] * 1e6:8.1f} us/step {total[0] / 60:6.1f} min   (CPU {per_step[1] * 1e6:7.1f} "
-              f"us/step {total[1] / 60:6.1f} min)  {note}", flush=True)
+        rows.append(
+            {
+                "name": name,
+                "per_step_us": per_step[0] * 1e6,
+                "cpu_per_step_us": per_step[1] * 1e6,
+                "total_min": total[0] / 60,
+                "cpu_total_min": total[1] / 60,
+                "note": note,
+            }
+        )
+        print(
+            f"  {name:<46s}{per_step[0] * 1e6:8.1f} us/step {total[0] / 60:6.1f} min   (CPU {per_step[1] * 1e6:7.1f} "
+            f"us/step {total[1] / 60:6.1f} min)  {note}",
+            flush=True,
+        )
 
     def timed(fn, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
         t, c = time.perf_counter(), time.process_time()
@@ -136,89 +168,165 @@ def main() -> None:
         return r, time.perf_counter() - t, time.process_time() - c
 
     bar = args.full and sys.stderr.isatty()
-    print("columns: wall time per step and projected total; CPU time of this process (what an idle core would "
-          "need, roughly)")
+    print(
+        "columns: wall time per step and projected total; CPU time of this process (what an idle core would "
+        "need, roughly)"
+    )
 
     total_steps = PAPER_RUNS * PAPER_STEPS
     if args.part in ("seeds", "all"):
         print("re-initialization baseline: 100 seeds x 50,000 steps")
         b = plain_loop_per_step(x, y, args.baseline_steps, anchors=0)
-        row("plain loop (nn.Module + torch.optim)", b, (b[0] * total_steps, b[1] * total_steps),
-            f"projected from {args.baseline_steps} steps")
+        row(
+            "plain loop (nn.Module + torch.optim)",
+            b,
+            (b[0] * total_steps, b[1] * total_steps),
+            f"projected from {args.baseline_steps} steps",
+        )
         kw = dict(backend="compiled", steps_per_call=args.seeds_per_call, threads=args.threads)
-        _, compile_s, compile_c = timed(train_seeds_batched, template, x, y, range(PAPER_RUNS),
-                                        steps=2 * args.seeds_per_call, **kw)
+        _, compile_s, compile_c = timed(
+            train_seeds_batched, template, x, y, range(PAPER_RUNS), steps=2 * args.seeds_per_call, **kw
+        )
         short = train_seeds_batched(template, x, y, range(PAPER_RUNS), steps=40, **kw)
         ref = train_seeds_batched(template, x, y, range(PAPER_RUNS), steps=40, backend="eager", threads=args.threads)
         # Per-seed largest difference; seeds that blow up (lr 0.001 is too large for some) amplify any rounding.
         diff = np.abs(short.final - ref.final).max(1)
         blown = ~(ref.losses[:, -1] < 10 * ref.losses[:, 0])
-        out["seeds_compiled_vs_eager"] = {"median": float(np.median(diff)), "max_not_diverging":
-                                          float(diff[~blown].max()), "diverging_seeds": np.flatnonzero(blown).tolist()}
+        out["seeds_compiled_vs_eager"] = {
+            "median": float(np.median(diff)),
+            "max_not_diverging": float(diff[~blown].max()),
+            "diverging_seeds": np.flatnonzero(blown).tolist(),
+        }
         res, wall, cpu = timed(train_seeds_batched, template, x, y, range(PAPER_RUNS), steps=steps, progress=bar, **kw)
         per = (wall / steps / PAPER_RUNS, cpu / steps / PAPER_RUNS)  # per network-step; one step trains 100 seeds
         tot = (compile_s + per[0] * total_steps, compile_c + per[1] * total_steps)
-        row("fast: batched, compiled (per network-step)", per, tot,
-            f"compile {compile_s:.0f} s" + ("" if args.full else f"; projected from {steps} steps"))
-        out["seeds"] = {"compile_s": compile_s, "fit_s": wall, "fit_cpu_s": cpu, "baseline_per_step_s": b[0],
-                        "baseline_cpu_per_step_s": b[1], "fast_per_network_step_s": per[0],
-                        "fast_cpu_per_network_step_s": per[1], "projected_min": tot[0] / 60,
-                        "projected_cpu_min": tot[1] / 60}
+        row(
+            "fast: batched, compiled (per network-step)",
+            per,
+            tot,
+            f"compile {compile_s:.0f} s" + ("" if args.full else f"; projected from {steps} steps"),
+        )
+        out["seeds"] = {
+            "compile_s": compile_s,
+            "fit_s": wall,
+            "fit_cpu_s": cpu,
+            "baseline_per_step_s": b[0],
+            "baseline_cpu_per_step_s": b[1],
+            "fast_per_network_step_s": per[0],
+            "fast_cpu_per_network_step_s": per[1],
+            "projected_min": tot[0] / 60,
+            "projected_cpu_min": tot[1] / 60,
+        }
         if args.full:
             fl = res.final_loss
-            out["seeds"]["outcome"] = {"best_seed": res.best, "best_loss": float(fl.min()),
-                                       "median_loss": float(np.median(fl)), "losses": fl.tolist()}
+            out["seeds"]["outcome"] = {
+                "best_seed": res.best,
+                "best_loss": float(fl.min()),
+                "median_loss": float(np.median(fl)),
+                "losses": fl.tolist(),
+            }
             print(f"  outcome: best seed {res.best} loss {fl.min():.4f}, median {np.median(fl):.4f}")
         if args.save:
             os.makedirs(args.save, exist_ok=True)
             res.save(os.path.join(args.save, "seeds.npz"))
         cv = out["seeds_compiled_vs_eager"]
-        print(f"  compiled vs eager (100 seeds, 40 steps): largest parameter difference per seed: median "
-              f"{cv['median']:.1e}, max {cv['max_not_diverging']:.1e} over seeds whose loss did not blow up "
-              f"(blew up: seeds {cv['diverging_seeds']})")
+        print(
+            f"  compiled vs eager (100 seeds, 40 steps): largest parameter difference per seed: median "
+            f"{cv['median']:.1e}, max {cv['max_not_diverging']:.1e} over seeds whose loss did not blow up "
+            f"(blew up: seeds {cv['diverging_seeds']})"
+        )
 
     if args.part in ("persistent", "all"):
         print("persistent training: 100 iterations x 50,000 steps, lambda = 0.01")
         b = plain_loop_per_step(x, y, args.baseline_steps, anchors=PAPER_RUNS - 1)
-        row("plain loop + PersistentPenalty (99 anchors)", b, (b[0] * total_steps, b[1] * total_steps),
-            f"projected from {args.baseline_steps}")
+        row(
+            "plain loop + PersistentPenalty (99 anchors)",
+            b,
+            (b[0] * total_steps, b[1] * total_steps),
+            f"projected from {args.baseline_steps}",
+        )
         g = generic_trainer_per_step(x, y, args.baseline_steps)
-        row("generic PersistentTrainer (2 iterations)", g, (g[0] * total_steps, g[1] * total_steps),
-            f"projected from 2 x {args.baseline_steps}")
+        row(
+            "generic PersistentTrainer (2 iterations)",
+            g,
+            (g[0] * total_steps, g[1] * total_steps),
+            f"projected from 2 x {args.baseline_steps}",
+        )
         model = build_model("regression_mlp", (1,), 1, m=M, init="he", seed=0)
         kw = dict(iterations=PAPER_RUNS, lam=LAM, lr=LR, momentum=MU, threads=args.threads)
-        _, compile_s, compile_c = timed(fast_persistent_run, model, x, y, steps=args.persistent_per_call,
-                                        backend="compiled", steps_per_call=args.persistent_per_call, **kw)
-        a = fast_persistent_run(model, x, y, steps=24, backend="compiled", steps_per_call=args.persistent_per_call,
-                                **kw)
+        _, compile_s, compile_c = timed(
+            fast_persistent_run,
+            model,
+            x,
+            y,
+            steps=args.persistent_per_call,
+            backend="compiled",
+            steps_per_call=args.persistent_per_call,
+            **kw,
+        )
+        a = fast_persistent_run(
+            model, x, y, steps=24, backend="compiled", steps_per_call=args.persistent_per_call, **kw
+        )
         e = fast_persistent_run(model, x, y, steps=24, backend="eager", **kw)
         # A sign flip of a near-zero <Theta_k, theta> (eq. 6 is discontinuous there) can separate single iterations.
         diff = np.abs(a.finals - e.finals).max(1)
-        out["persistent_compiled_vs_eager"] = {"median": float(np.median(diff)), "max": float(diff.max()),
-                                               "iterations_above_1e-5": int((diff > 1e-5).sum())}
-        res, wall, cpu = timed(fast_persistent_run, model, x, y, steps=steps, backend="compiled",
-                               steps_per_call=args.persistent_per_call, progress=bar, log_every=100, **kw)
+        out["persistent_compiled_vs_eager"] = {
+            "median": float(np.median(diff)),
+            "max": float(diff.max()),
+            "iterations_above_1e-5": int((diff > 1e-5).sum()),
+        }
+        res, wall, cpu = timed(
+            fast_persistent_run,
+            model,
+            x,
+            y,
+            steps=steps,
+            backend="compiled",
+            steps_per_call=args.persistent_per_call,
+            progress=bar,
+            log_every=100,
+            **kw,
+        )
         per = (wall / total_steps * PAPER_STEPS / steps, cpu / total_steps * PAPER_STEPS / steps)
         tot = (compile_s + per[0] * total_steps, compile_c + per[1] * total_steps)
-        row("fast: compiled multi-step", per, tot,
-            f"compile {compile_s:.0f} s" + ("" if args.full else f"; projected from 100 x {steps} steps"))
-        out["persistent"] = {"compile_s": compile_s, "fit_s": wall, "fit_cpu_s": cpu, "baseline_per_step_s": b[0],
-                             "baseline_cpu_per_step_s": b[1], "generic_trainer_per_step_s": g[0],
-                             "generic_trainer_cpu_per_step_s": g[1], "fast_per_step_s": per[0],
-                             "fast_cpu_per_step_s": per[1], "projected_min": tot[0] / 60,
-                             "projected_cpu_min": tot[1] / 60}
+        row(
+            "fast: compiled multi-step",
+            per,
+            tot,
+            f"compile {compile_s:.0f} s" + ("" if args.full else f"; projected from 100 x {steps} steps"),
+        )
+        out["persistent"] = {
+            "compile_s": compile_s,
+            "fit_s": wall,
+            "fit_cpu_s": cpu,
+            "baseline_per_step_s": b[0],
+            "baseline_cpu_per_step_s": b[1],
+            "generic_trainer_per_step_s": g[0],
+            "generic_trainer_cpu_per_step_s": g[1],
+            "fast_per_step_s": per[0],
+            "fast_cpu_per_step_s": per[1],
+            "projected_min": tot[0] / 60,
+            "projected_cpu_min": tot[1] / 60,
+        }
         if args.full:
             c = res.champion
-            out["persistent"]["outcome"] = {"champion": c, "champion_loss": res.metrics[c]["train_loss"],
-                                            "losses": [m["train_loss"] for m in res.metrics]}
-            print(f"  outcome: championship iteration {c}, loss {res.metrics[c]['train_loss']:.4f}; "
-                  f"plain model {res.metrics[0]['train_loss']:.4f}")
+            out["persistent"]["outcome"] = {
+                "champion": c,
+                "champion_loss": res.metrics[c]["train_loss"],
+                "losses": [m["train_loss"] for m in res.metrics],
+            }
+            print(
+                f"  outcome: championship iteration {c}, loss {res.metrics[c]['train_loss']:.4f}; "
+                f"plain model {res.metrics[0]['train_loss']:.4f}"
+            )
         if args.save:
             os.makedirs(args.save, exist_ok=True)
             res.save(os.path.join(args.save, "persistent.npz"))
         cv = out["persistent_compiled_vs_eager"]
-        print(f"  compiled vs eager (100 iterations x 24 steps): largest parameter difference per iteration: median "
-              f"{cv['median']:.1e}, max {cv['max']:.1e} ({cv['iterations_above_1e-5']} iterations above 1e-5)")
+        print(
+            f"  compiled vs eager (100 iterations x 24 steps): largest parameter difference per iteration: median "
+            f"{cv['median']:.1e}, max {cv['max']:.1e} ({cv['iterations_above_1e-5']} iterations above 1e-5)"
+        )
 
     out["rows"] = rows
     out["load_end"] = _load()

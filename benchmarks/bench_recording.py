@@ -165,11 +165,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--dir", default=None, help="where the on-disk stores go (default: a new temporary directory)")
     ap.add_argument(
-        "--only", default=None,
+        "--only",
+        default=None,
         help="configurations to run, separated by commas (by ';' when a name has a comma); plain always runs",
     )
     ap.add_argument(
-        "--store-mode", action="append", default=[], metavar="NAME=JSON",
+        "--store-mode",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
         help='an extra on-disk configuration: a row name and Trajectory keywords, e.g. \'mine={"durable": "flush"}\'',
     )
     ap.add_argument("--json", default=None, help="write the measurements to this JSON file")
@@ -203,14 +207,25 @@ def main() -> None:
         configs = {k: v for k, v in configs.items() if k in keep}
 
     out: dict[str, Any] = {
-        "load_start": _load(), "steps": args.steps, "rounds": args.rounds, "batch_size": args.batch_size,
-        "threads": args.threads, "store_dir": root, "filesystem": _filesystem(root), "torch": torch.__version__,
-        "parameters": sum(p.numel() for p in net.parameters()), "modes": modes,
+        "load_start": _load(),
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "store_dir": root,
+        "filesystem": _filesystem(root),
+        "torch": torch.__version__,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "modes": modes,
     }
-    print(f"load average (1/5/15 min) at start: {out['load_start']}; torch {torch.__version__}, "
-          f"{args.threads} thread(s); stores in {root} ({out['filesystem']})")
-    print(f"digits MLP, {out['parameters']} parameters ({out['parameters'] * 4 / 1000:.1f} KB per snapshot), "
-          f"{x.shape[0]} training images, batch {args.batch_size}, {args.steps} steps per run, {args.rounds} rounds")
+    print(
+        f"load average (1/5/15 min) at start: {out['load_start']}; torch {torch.__version__}, "
+        f"{args.threads} thread(s); stores in {root} ({out['filesystem']})"
+    )
+    print(
+        f"digits MLP, {out['parameters']} parameters ({out['parameters'] * 4 / 1000:.1f} KB per snapshot), "
+        f"{x.shape[0]} training images, batch {args.batch_size}, {args.steps} steps per run, {args.rounds} rounds"
+    )
 
     # Warm-up (first-call initializations, allocator) and the correctness checks.
     _, _, ref = plain_loop(net, x, y, args.steps, args.batch_size)
@@ -252,9 +267,14 @@ def main() -> None:
     for name in order:
         wall = statistics.median(t[0] for t in times[name]) / args.steps
         cpu = statistics.median(t[1] for t in times[name]) / args.steps
-        row = {"config": name, "wall_us_per_step": wall * 1e6, "cpu_us_per_step": cpu * 1e6,
-               "vs_plain_wall": ratio("plain", name, 0), "vs_plain_cpu": ratio("plain", name, 1),
-               "vs_plain_best_cpu": best_ratio("plain", name)}
+        row = {
+            "config": name,
+            "wall_us_per_step": wall * 1e6,
+            "cpu_us_per_step": cpu * 1e6,
+            "vs_plain_wall": ratio("plain", name, 0),
+            "vs_plain_cpu": ratio("plain", name, 1),
+            "vs_plain_best_cpu": best_ratio("plain", name),
+        }
         if "trainer" in times and name not in ("plain",):
             row["vs_trainer_wall"] = ratio("trainer", name, 0)
             row["vs_trainer_cpu"] = ratio("trainer", name, 1)
@@ -268,13 +288,23 @@ def main() -> None:
     print(f"load average at end: {out['load_end']}")
     print("ratios: wall and CPU are medians over rounds of the per-round ratio, 'best' the ratio of the fastest runs'")
     print("CPU times; 'vs trainer' = relative to not recording; 'extra us' = wall time per step over the trainer")
-    print(f"{'configuration':<36s}{'wall us/step':>13s}{'CPU us/step':>12s}{'vs plain':>10s}{'(CPU)':>8s}{'(best)':>8s}"
-          f"{'vs trainer':>12s}{'(CPU)':>8s}{'(best)':>8s}{'extra us':>10s}")
+    print(
+        f"{'configuration':<36s}{'wall us/step':>13s}{'CPU us/step':>12s}{'vs plain':>10s}{'(CPU)':>8s}{'(best)':>8s}"
+        f"{'vs trainer':>12s}{'(CPU)':>8s}{'(best)':>8s}{'extra us':>10s}"
+    )
     for row in rows:
-        vt = (f"{row['vs_trainer_wall']:12.3f}{row['vs_trainer_cpu']:8.3f}{row['vs_trainer_best_cpu']:8.3f}"
-              f"{row['extra_wall_us_per_step']:10.1f}") if "vs_trainer_wall" in row else ""
-        print(f"{row['config']:<36s}{row['wall_us_per_step']:13.1f}{row['cpu_us_per_step']:12.1f}"
-              f"{row['vs_plain_wall']:10.3f}{row['vs_plain_cpu']:8.3f}{row['vs_plain_best_cpu']:8.3f}{vt}")
+        vt = (
+            (
+                f"{row['vs_trainer_wall']:12.3f}{row['vs_trainer_cpu']:8.3f}{row['vs_trainer_best_cpu']:8.3f}"
+                f"{row['extra_wall_us_per_step']:10.1f}"
+            )
+            if "vs_trainer_wall" in row
+            else ""
+        )
+        print(
+            f"{row['config']:<36s}{row['wall_us_per_step']:13.1f}{row['cpu_us_per_step']:12.1f}"
+            f"{row['vs_plain_wall']:10.3f}{row['vs_plain_cpu']:8.3f}{row['vs_plain_best_cpu']:8.3f}{vt}"
+        )
 
     by_name = {row["config"]: row for row in rows}
     checks = []  # (what, wall ratio, best CPU ratio, limit); the verdict is on wall time (fsync waits are not CPU)
@@ -284,8 +314,14 @@ def main() -> None:
     for key, limit, what in (("flush", 1.3, "durable at flush()"), ("append", 2.0, "every append durable")):
         row = next((by_name[n] for n in TARGET_ROWS[key] if n in by_name), None)
         if row is not None and "vs_trainer_wall" in row:
-            checks.append((f"{row['config']} ({what}) <= {limit}x unrecorded", row["vs_trainer_wall"],
-                           row["vs_trainer_best_cpu"], limit))
+            checks.append(
+                (
+                    f"{row['config']} ({what}) <= {limit}x unrecorded",
+                    row["vs_trainer_wall"],
+                    row["vs_trainer_best_cpu"],
+                    limit,
+                )
+            )
         elif key == "flush":
             checks.append((f"disk, {what}: this store has no such mode", float("nan"), float("nan"), limit))
     out["targets"] = [{"target": t, "wall": m, "best_cpu": c, "limit": lim, "met": m <= lim} for t, m, c, lim in checks]

@@ -83,8 +83,9 @@ def layer_flops(model: nn.Module, x: torch.Tensor) -> list[tuple[int, int]]:
 
     def hook(m: nn.Module, args: tuple, o: torch.Tensor) -> None:
         if isinstance(m, nn.Conv2d):
-            out.append((2 * o[0].numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1],
-                        o[0].numel()))  # fmt: skip
+            out.append(
+                (2 * o[0].numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1], o[0].numel())
+            )
         elif isinstance(m, nn.Linear):
             out.append((2 * m.in_features * m.out_features, m.out_features))
 
@@ -336,16 +337,29 @@ def scaling() -> dict:
 
     one = subprocess.run([sys.executable, here, "--worker", "lenet"], capture_output=True, text=True, env=env)
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", here,
-         "--worker", "lenet"],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            here,
+            "--worker",
+            "lenet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     start_at = time.time() + 30.0  # both halves start together, after their start-up and warm-up
     halves = [
         subprocess.Popen(
             [sys.executable, here, "--worker", "lenet", "--half", str(h), "--start-at", str(start_at)],
-            stdout=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for h in (0, 1)
     ]
     r1, r2 = last_json(one.stdout), last_json(two.stdout)
@@ -438,8 +452,14 @@ def main() -> None:  # noqa: D103
         model, X, y = case(name)
         ll, ll_wall, ll_cpu = run_line(model, X, y, "ll")
         ours, wall, cpu = run_line(model, X, y, "ours")
-        row = {"case": name, "ll_s": ll_wall, "ours_s": wall, "ratio_wall": ll_wall / wall, "ratio_cpu": ll_cpu / cpu,
-               "max_rel_diff": float(np.max(np.abs(ll - ours) / np.abs(ours)))}  # fmt: skip
+        row = {
+            "case": name,
+            "ll_s": ll_wall,
+            "ours_s": wall,
+            "ratio_wall": ll_wall / wall,
+            "ratio_cpu": ll_cpu / cpu,
+            "max_rel_diff": float(np.max(np.abs(ll - ours) / np.abs(ours))),
+        }
         lines.append(row)
         print(json.dumps({"line": row}), flush=True)
     if not args.skip_dist:
@@ -448,26 +468,34 @@ def main() -> None:  # noqa: D103
     print("\n| case | loss-landscapes pts/s | landscape pts/s | ratio (wall) | ratio (CPU) | max rel. diff |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['case']} | {r['ll_pts_per_s']:.1f} | {r['ours_pts_per_s']:.1f} | {r['ratio_wall']:.1f}x | "
-              f"{r['ratio_cpu']:.1f}x | {r['max_rel_diff']:.1e} |")  # fmt: skip
+        print(
+            f"| {r['case']} | {r['ll_pts_per_s']:.1f} | {r['ours_pts_per_s']:.1f} | {r['ratio_wall']:.1f}x | "
+            f"{r['ratio_cpu']:.1f}x | {r['max_rel_diff']:.1e} |"
+        )
     if lines:
-        print(f"\n| {LINE}-point line (whole calls) | loss-landscapes s | landscape s | ratio (wall) | ratio (CPU) | "
-              "max rel. diff |")
+        print(
+            f"\n| {LINE}-point line (whole calls) | loss-landscapes s | landscape s | ratio (wall) | ratio (CPU) | "
+            "max rel. diff |"
+        )
         for r in lines:
-            print(f"| {r['case']} | {r['ll_s']:.3f} | {r['ours_s']:.3f} | {r['ratio_wall']:.1f}x | "
-                  f"{r['ratio_cpu']:.1f}x | {r['max_rel_diff']:.1e} |")  # fmt: skip
+            print(
+                f"| {r['case']} | {r['ll_s']:.3f} | {r['ours_s']:.3f} | {r['ratio_wall']:.1f}x | "
+                f"{r['ratio_cpu']:.1f}x | {r['max_rel_diff']:.1e} |"
+            )
     if not args.skip_strategies:
         print("\nengine strategies, points/s on an 8x8 corner of the same lattice:")
         for r in rows:
             print(f"  {r['case']}: " + ", ".join(f"{k} {v:.1f}" for k, v in r["strategies_pts_per_s"].items()))
     for le in rows:
         if "work_gflops" in le:
-            print(f"\n{le['case']} plane: work done {le['work_gflops']:.1f} GFLOP/s = {le['work_fraction_of_mm']:.2f} "
-                  "of "
-                  f"torch.mm's best {peak / 1e9:.1f} ({le['work_fraction_of_mm_cpu_time']:.2f} counting this process's "
-                  f"CPU time; {le['work_fraction_of_sustained_mm']:.2f} of the {le['mm_sustained_gflops']:.1f} GFLOP/s "
-                  f"torch.mm sustained just before); nominal (first layer counted per point) "
-                  f"{le['nominal_gflops']:.1f} GFLOP/s = {le['nominal_fraction_of_mm']:.2f}")  # fmt: skip
+            print(
+                f"\n{le['case']} plane: work done {le['work_gflops']:.1f} GFLOP/s = {le['work_fraction_of_mm']:.2f} "
+                "of "
+                f"torch.mm's best {peak / 1e9:.1f} ({le['work_fraction_of_mm_cpu_time']:.2f} counting this process's "
+                f"CPU time; {le['work_fraction_of_sustained_mm']:.2f} of the {le['mm_sustained_gflops']:.1f} GFLOP/s "
+                f"torch.mm sustained just before); nominal (first layer counted per point) "
+                f"{le['nominal_gflops']:.1f} GFLOP/s = {le['nominal_fraction_of_mm']:.2f}"
+            )
 
 
 if __name__ == "__main__":

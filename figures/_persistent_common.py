@@ -47,8 +47,7 @@ from persistence import PersistentTrainer
 SOURCE = "Persistent Neurons (extended version)"
 SOURCE_PREPRINT = "Persistent Neurons (preprint version)"
 RED, BLUE, GREEN, GREY, ORANGE = "#d62728", "#1f77b4", "#2ca02c", "#7f7f7f", "#ff7f0e"
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
-           "#bcbd22")
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 CIFAR_HINT = "CIFAR-10 in its python version: the batches data_batch_1..5 and test_batch under cifar-10-batches-py/"
 
 
@@ -92,8 +91,14 @@ def load_data(data: str, data_dir: str | None = None, seed: int = 0) -> Splits:
     if data == "mnist14":
         s = load_mnist_subset(val=1000, test=1000, seed=seed)
         pool = lambda p: (nn.functional.avg_pool2d(p[0], 2), p[1])  # noqa: E731
-        return dataclasses.replace(s, train=pool(s.train), val=pool(s.val), test=pool(s.test), input_shape=(1, 14, 14),
-                                   description=s.description + "; 2x2 average-pooled to 14x14")
+        return dataclasses.replace(
+            s,
+            train=pool(s.train),
+            val=pool(s.val),
+            test=pool(s.test),
+            input_shape=(1, 14, 14),
+            description=s.description + "; 2x2 average-pooled to 14x14",
+        )
     if data == "cifar10":
         root = require_data(data_dir, what=CIFAR_HINT)
         try:
@@ -165,8 +170,15 @@ class RunSetup:
     def build(self) -> nn.Module:
         """The initial model, identical for every iteration."""
         s = self.splits()
-        return build_model(self.model, s.input_shape, s.num_classes, init=self.init, init_std=self.init_std,
-                           seed=self.init_seed, **self.model_kwargs)
+        return build_model(
+            self.model,
+            s.input_shape,
+            s.num_classes,
+            init=self.init,
+            init_std=self.init_std,
+            seed=self.init_seed,
+            **self.model_kwargs,
+        )
 
     def n_params(self) -> int:
         """Number of trainable parameters."""
@@ -186,8 +198,8 @@ class RunSetup:
             "repetitions": f"{self.iterations} iterations (1 plain + {self.iterations - 1} persistent)",
             "optimizer": f"Adam lr {self.lr:g}, batch {self.batch_size}, same minibatch order in every iteration",
             "persistent": f"{self.mode}, lambda {self.lam:g}"
-                          + (" x the preprint's depth factor |L(w_ini) - L(w_0)|" if self.depth_factor else "")
-                          + ", championship = highest validation accuracy",
+            + (" x the preprint's depth factor |L(w_ini) - L(w_0)|" if self.depth_factor else "")
+            + ", championship = highest validation accuracy",
         }
 
 
@@ -209,12 +221,26 @@ def run_persistent(setup: RunSetup, cache: Path | str | None = None, progress: b
         from landscape.saturation import SaturationRecorder
 
         xs = s.val[0][: setup.saturation_images]  # type: ignore[index]
-        callbacks.append(SaturationRecorder(xs, layers=nn.Tanh, percentiles=(98.0,), every_epochs=1,
-                                            histogram_epochs=setup.histogram_epochs or None))
-    kw = dict(iterations=setup.iterations, lam=setup.lam, mode=setup.mode, select_by="val_accuracy",
-              eval_data={"val": s.val, "test": s.test}, seed=setup.seed, progress=progress,
-              optimizer_kwargs={"lr": setup.lr}, epochs=setup.epochs, batch_size=setup.batch_size,
-              callbacks=callbacks, record_every_epochs=setup.record_every_epochs, depth_factor=setup.depth_factor)
+        callbacks.append(
+            SaturationRecorder(
+                xs, layers=nn.Tanh, percentiles=(98.0,), every_epochs=1, histogram_epochs=setup.histogram_epochs or None
+            )
+        )
+    kw = dict(
+        iterations=setup.iterations,
+        lam=setup.lam,
+        mode=setup.mode,
+        select_by="val_accuracy",
+        eval_data={"val": s.val, "test": s.test},
+        seed=setup.seed,
+        progress=progress,
+        optimizer_kwargs={"lr": setup.lr},
+        epochs=setup.epochs,
+        batch_size=setup.batch_size,
+        callbacks=callbacks,
+        record_every_epochs=setup.record_every_epochs,
+        depth_factor=setup.depth_factor,
+    )
     model = setup.build()
     loss = nn.functional.cross_entropy
     if cache is None:
@@ -242,15 +268,21 @@ def lenet_full_setups(scale: Scale | str, data_dir: Path | str | None = None) ->
         ``{"bad": ..., "good": ...}``.
     """
     if Scale(scale) is Scale.FULL:
-        base = dict(data="cifar10", data_dir=None if data_dir is None else str(data_dir), iterations=20, epochs=150,
-                    batch_size=256)
+        base = dict(
+            data="cifar10",
+            data_dir=None if data_dir is None else str(data_dir),
+            iterations=20,
+            epochs=150,
+            batch_size=256,
+        )
         stds = (("bad", 0.2), ("good", 0.05))
     else:
         base = dict(data="digits", iterations=6, epochs=30, batch_size=64)
         stds = (("bad", QUICK_BAD_STD), ("good", 0.05))
     return {
-        name: RunSetup(name=f"lenet5_full_{name}", model="lenet5", mode="full", lam=0.01, init="normal", init_std=std,
-                       **base)  # type: ignore[arg-type]
+        name: RunSetup(
+            name=f"lenet5_full_{name}", model="lenet5", mode="full", lam=0.01, init="normal", init_std=std, **base
+        )  # type: ignore[arg-type]
         for name, std in stds
     }
 
@@ -282,13 +314,30 @@ def partial_setup(which: str, scale: Scale | str, data_dir: Path | str | None = 
         raise ValueError(f"unknown partial run {which!r}; valid: {sorted(PARTIAL_MODELS)}")
     _, model, kw, epochs, batch = PARTIAL_MODELS[which]
     if Scale(scale) is Scale.FULL:
-        return RunSetup(name=f"{which}_partial", data="cifar10", data_dir=None if data_dir is None else str(data_dir),
-                        model=model, model_kwargs=kw, mode="partial", lam=0.001, iterations=20, epochs=epochs,
-                        batch_size=batch)
+        return RunSetup(
+            name=f"{which}_partial",
+            data="cifar10",
+            data_dir=None if data_dir is None else str(data_dir),
+            model=model,
+            model_kwargs=kw,
+            mode="partial",
+            lam=0.001,
+            iterations=20,
+            epochs=epochs,
+            batch_size=batch,
+        )
     model, kw, epochs = _PARTIAL_QUICK[which]
-    return RunSetup(name=f"{which}_partial", data="digits", model=model, model_kwargs=kw, mode="partial",
-                    lam=QUICK_LAMBDA.get(which, 0.001),
-                    iterations=6, epochs=epochs, batch_size=64)
+    return RunSetup(
+        name=f"{which}_partial",
+        data="digits",
+        model=model,
+        model_kwargs=kw,
+        mode="partial",
+        lam=QUICK_LAMBDA.get(which, 0.001),
+        iterations=6,
+        epochs=epochs,
+        batch_size=64,
+    )
 
 
 def accuracies(pt: PersistentTrainer) -> tuple[np.ndarray, np.ndarray]:
@@ -384,8 +433,15 @@ class Sub:
 _MPL_DASH = {"solid": "-", "dash": "--", "dot": ":", "dashdot": "-."}
 
 
-def render(key: str, subs: Sequence[Sub], title: str, *, cols: int | None = None, caption: str = "",
-           size: tuple[float, float] = (5.2, 3.8)) -> Panel:
+def render(
+    key: str,
+    subs: Sequence[Sub],
+    title: str,
+    *,
+    cols: int | None = None,
+    caption: str = "",
+    size: tuple[float, float] = (5.2, 3.8),
+) -> Panel:
     """Draw subplots as one plotly and one matplotlib figure (a gallery :class:`Panel`).
 
     Args:
@@ -402,41 +458,78 @@ def render(key: str, subs: Sequence[Sub], title: str, *, cols: int | None = None
     n = len(subs)
     cols = n if cols is None else cols
     rows = math.ceil(n / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[s.title for s in subs], horizontal_spacing=0.08,
-                        vertical_spacing=0.14)
+    fig = make_subplots(
+        rows=rows, cols=cols, subplot_titles=[s.title for s in subs], horizontal_spacing=0.08, vertical_spacing=0.14
+    )
     seen: set[str] = set()
     for i, s in enumerate(subs):
         r, c = divmod(i, cols)
         rc = {"row": r + 1, "col": c + 1}
         for ln in s.lines:
-            fig.add_trace(go.Scatter(x=np.asarray(ln.x), y=np.asarray(ln.y), name=ln.name, legendgroup=ln.name,
-                                     showlegend=bool(ln.name) and ln.name not in seen,
-                                     mode="lines+markers" if ln.markers else "lines",
-                                     line={"color": ln.color, "dash": ln.dash, "width": ln.width}), **rc)
+            fig.add_trace(
+                go.Scatter(
+                    x=np.asarray(ln.x),
+                    y=np.asarray(ln.y),
+                    name=ln.name,
+                    legendgroup=ln.name,
+                    showlegend=bool(ln.name) and ln.name not in seen,
+                    mode="lines+markers" if ln.markers else "lines",
+                    line={"color": ln.color, "dash": ln.dash, "width": ln.width},
+                ),
+                **rc,
+            )
             seen.add(ln.name)
         for y, name, color, dash in s.hlines:
             xs = [v for ln in s.lines for v in np.asarray(ln.x).tolist()] or [0, 1]
-            fig.add_trace(go.Scatter(x=[min(xs), max(xs)], y=[y, y], mode="lines", name=name, legendgroup=name,
-                                     showlegend=name not in seen, line={"color": color, "dash": dash, "width": 1.5}),
-                          **rc)
+            fig.add_trace(
+                go.Scatter(
+                    x=[min(xs), max(xs)],
+                    y=[y, y],
+                    mode="lines",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=name not in seen,
+                    line={"color": color, "dash": dash, "width": 1.5},
+                ),
+                **rc,
+            )
             seen.add(name)
         for x, y, name, color in s.marks:
-            fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=name, legendgroup=name,
-                                     showlegend=name not in seen,
-                                     marker={"symbol": "star", "size": 14, "color": color,
-                                             "line": {"color": "black", "width": 1}}), **rc)
+            fig.add_trace(
+                go.Scatter(
+                    x=[x],
+                    y=[y],
+                    mode="markers",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=name not in seen,
+                    marker={"symbol": "star", "size": 14, "color": color, "line": {"color": "black", "width": 1}},
+                ),
+                **rc,
+            )
             seen.add(name)
         fig.update_xaxes(title_text=s.xlabel, **rc)
         fig.update_yaxes(title_text=s.ylabel, type="log" if s.logy else "linear", **rc)
-    fig.update_layout(title=title, template="plotly_white", height=max(380, 330 * rows + 90),
-                      legend={"orientation": "h", "y": -0.18 if rows == 1 else -0.08, "yanchor": "top"})
+    fig.update_layout(
+        title=title,
+        template="plotly_white",
+        height=max(380, 330 * rows + 90),
+        legend={"orientation": "h", "y": -0.18 if rows == 1 else -0.08, "yanchor": "top"},
+    )
     mfig = matplotlib.figure.Figure(figsize=(size[0] * cols, size[1] * rows + 0.6), layout="constrained")
     axes = np.atleast_1d(mfig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, s in zip(axes, subs):
         for ln in s.lines:
-            ax.plot(np.asarray(ln.x), np.asarray(ln.y), color=ln.color, linestyle=_MPL_DASH.get(ln.dash, "-"),
-                    marker="o" if ln.markers else None, markersize=3, linewidth=ln.width * 0.75,
-                    label=ln.name or "_nolegend_")
+            ax.plot(
+                np.asarray(ln.x),
+                np.asarray(ln.y),
+                color=ln.color,
+                linestyle=_MPL_DASH.get(ln.dash, "-"),
+                marker="o" if ln.markers else None,
+                markersize=3,
+                linewidth=ln.width * 0.75,
+                label=ln.name or "_nolegend_",
+            )
         for y, name, color, dash in s.hlines:
             ax.axhline(y, color=color, linestyle=_MPL_DASH.get(dash, "-"), linewidth=1.2, label=name)
         for x, y, name, color in s.marks:
@@ -457,11 +550,17 @@ def error_sub(pt: PersistentTrainer, title: str) -> Sub:
     it = np.arange(len(val))
     c = pt.champion_
     return Sub(
-        title=title, xlabel="iteration (0 = plain)", ylabel="error (%)",
-        lines=[Line(it, 100 * (1 - val), "validation error, persistent", RED, "dash", True),
-               Line(it, 100 * (1 - test), "test error, persistent", BLUE, "dash", True)],
-        hlines=[(100 * (1 - val[0]), "validation error, plain", RED, "solid"),
-                (100 * (1 - test[0]), "test error, plain", BLUE, "solid")],
+        title=title,
+        xlabel="iteration (0 = plain)",
+        ylabel="error (%)",
+        lines=[
+            Line(it, 100 * (1 - val), "validation error, persistent", RED, "dash", True),
+            Line(it, 100 * (1 - test), "test error, persistent", BLUE, "dash", True),
+        ],
+        hlines=[
+            (100 * (1 - val[0]), "validation error, plain", RED, "solid"),
+            (100 * (1 - test[0]), "test error, plain", BLUE, "solid"),
+        ],
         marks=[(c, 100 * (1 - val[c]), "championship", ORANGE)],
     )
 
@@ -470,8 +569,10 @@ def history_subs(pt: PersistentTrainer, label: str) -> list[Sub]:
     """Loss and error per epoch of the championship (solid) and the plain model (dotted) (000 Fig. 8-11, right)."""
     c = pt.champion_
     subs = []
-    for what, metrics, ylabel in (("loss", ("train_loss", "val_loss"), "loss"),
-                                  ("error", ("train_accuracy", "val_accuracy"), "error (%)")):
+    for what, metrics, ylabel in (
+        ("loss", ("train_loss", "val_loss"), "loss"),
+        ("error", ("train_accuracy", "val_accuracy"), "error (%)"),
+    ):
         lines = []
         for it, dash, who in ((c, "solid", f"championship (iteration {c})"), (0, "dot", "plain")):
             for m, color in zip(metrics, (BLUE, RED)):
@@ -493,7 +594,7 @@ def test_correct(pt: PersistentTrainer, iteration: int, splits: Splits) -> np.nd
     model = iteration_model(pt, iteration).eval()
     x, y = splits.test
     with torch_threads(1):
-        pred = torch.cat([model(x[i:i + 512]).argmax(1) for i in range(0, len(x), 512)])
+        pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
     return (pred == y).numpy()
 
 
@@ -503,7 +604,7 @@ def train_correct(pt: PersistentTrainer, iteration: int, splits: Splits) -> np.n
     model = iteration_model(pt, iteration).eval()
     x, y = splits.train
     with torch_threads(1):
-        pred = torch.cat([model(x[i:i + 512]).argmax(1) for i in range(0, len(x), 512)])
+        pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
     return (pred == y).numpy()
 
 
@@ -513,7 +614,7 @@ def test_predictions(pt: PersistentTrainer, iteration: int, splits: Splits) -> n
     model = iteration_model(pt, iteration).eval()
     x, _ = splits.test
     with torch_threads(1):
-        return torch.cat([model(x[i:i + 512]).argmax(1) for i in range(0, len(x), 512)]).numpy()
+        return torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)]).numpy()
 
 
 def converged_premise(pt: PersistentTrainer, what: str = "every iteration converged") -> Premise:
@@ -538,9 +639,13 @@ def converged_premise(pt: PersistentTrainer, what: str = "every iteration conver
     n = _n_train(pt)
     a = min(max(min(finals), 1.0 / n), 1 - 1.0 / n)
     tol = max(CONVERGED_TOL, 3 * math.sqrt(2 * a * (1 - a) / n))
-    return at_most(what, changes, tol,
-                   detail=f"absolute change of training accuracy over the last 10% of epochs, per iteration; bound "
-                          f"max(1 point, 3 sd of the minibatch-average noise on {n} images)")
+    return at_most(
+        what,
+        changes,
+        tol,
+        detail=f"absolute change of training accuracy over the last 10% of epochs, per iteration; bound "
+        f"max(1 point, 3 sd of the minibatch-average noise on {n} images)",
+    )
 
 
 def _n_train(pt: PersistentTrainer) -> int:
@@ -560,14 +665,19 @@ def moved_premise(pt: PersistentTrainer, splits: Splits) -> tuple[Premise, list[
     """
     p0 = test_predictions(pt, 0, splits)
     dis = [float(np.mean(test_predictions(pt, i, splits) != p0)) for i in range(1, len(pt.results_))]
-    return at_least("the persistent iterations differ from the plain model", max(dis, default=0.0), MOVED_MIN,
-                    detail=f"largest share of test images a persistent iteration labels differently from the plain "
-                           f"model (per iteration: {', '.join(f'{d:.4f}' for d in dis)}); at least {MOVED_MIN:g} "
-                           "is needed for an accuracy change of the paper's size to be possible"), dis
+    return at_least(
+        "the persistent iterations differ from the plain model",
+        max(dis, default=0.0),
+        MOVED_MIN,
+        detail=f"largest share of test images a persistent iteration labels differently from the plain "
+        f"model (per iteration: {', '.join(f'{d:.4f}' for d in dis)}); at least {MOVED_MIN:g} "
+        "is needed for an accuracy change of the paper's size to be possible",
+    ), dis
 
 
-def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray, direction: int = 1,
-            paper_effect: float | None = None) -> tuple[Effect, Verdict]:
+def mcnemar(
+    correct_a: np.ndarray, correct_b: np.ndarray, direction: int = 1, paper_effect: float | None = None
+) -> tuple[Effect, Verdict]:
     """Paired accuracy difference A - B on the same test images (McNemar) and its verdict."""
     eff = paired_proportions(correct_a, correct_b)
     return eff, verdict_for(eff, direction=direction, paper_effect=paper_effect)
@@ -587,8 +697,16 @@ def proportion_effect(k: int, n: int, p0: float, confidence: float = 0.95) -> Ef
     ci = stats.binomtest(k, n, p0).proportion_ci(confidence_level=confidence, method="exact")
     p = float(stats.binomtest(k, n, p0).pvalue)
     share = k / n
-    return Effect(share - p0, math.sqrt(share * (1 - share)), n, ci.low - p0, ci.high - p0, p, confidence,
-                  f"binomial vs {p0:g} (Clopper-Pearson)")
+    return Effect(
+        share - p0,
+        math.sqrt(share * (1 - share)),
+        n,
+        ci.low - p0,
+        ci.high - p0,
+        p,
+        confidence,
+        f"binomial vs {p0:g} (Clopper-Pearson)",
+    )
 
 
 def spearman_effect(x: Sequence[float], y: Sequence[float], confidence: float = 0.95) -> Effect:
@@ -602,5 +720,13 @@ def spearman_effect(x: Sequence[float], y: Sequence[float], confidence: float = 
         return Effect(r, math.nan, n, -1.0, 1.0, p if math.isfinite(p) else 1.0, confidence, "Spearman (too few)")
     z, se = math.atanh(max(min(r, 0.999999), -0.999999)), 1.06 / math.sqrt(n - 3)
     q = float(stats.norm.ppf(0.5 + confidence / 2))
-    return Effect(r, math.nan, n, math.tanh(z - q * se), math.tanh(z + q * se), p, confidence,
-                  "Spearman rank correlation (Fisher z, Fieller se)")
+    return Effect(
+        r,
+        math.nan,
+        n,
+        math.tanh(z - q * se),
+        math.tanh(z + q * se),
+        p,
+        confidence,
+        "Spearman rank correlation (Fisher z, Fieller se)",
+    )

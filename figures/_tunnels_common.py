@@ -56,8 +56,15 @@ F = nn.functional
 SOURCE = "Tunnels (Escaping Flat Areas via Function-Preserving Structural Network Modifications)"
 GRAD_TOL = 1e-5  # premise: the start is a critical point (full-batch gradient norm, float64)
 STUCK_TOL = 0.02  # premise: the control's loss drops by less than 2% (relative) over the run
-COLORS = {"control": "#1f77b4", "proposed": "#2ca02c", "random": "#ff7f0e", "constant": "#9467bd",
-          "half": "#7f7f7f", "pgd": "#2ca02c", "neon": "#d62728"}
+COLORS = {
+    "control": "#1f77b4",
+    "proposed": "#2ca02c",
+    "random": "#ff7f0e",
+    "constant": "#9467bd",
+    "half": "#7f7f7f",
+    "pgd": "#2ca02c",
+    "neon": "#d62728",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,16 +96,21 @@ class Setup:
 
     def scaling(self, data_desc: str) -> dict[str, Any]:
         """The scaling record of a figure."""
-        return {"model": f"SigmoidConvNet: 1 conv layer, {self.filters} filters {self.kernel}x{self.kernel}, sigmoid, "
-                         "softmax layer (paper: 8 filters 5x5)",
-                "data": data_desc, "epochs": f"{self.total_steps} SGD steps (minibatch {self.batch_size})",
-                "repetitions": self.repetitions,
-                "start": f"verified saddle: 1-filter network at a critical point (L-BFGS + up to {self.newton_steps} "
-                         f"float64 Newton steps of size {self.newton_step_size}), filter duplicated {self.filters}x "
-                         "(paper: 20 Newton steps of 0.1)",
-                "label_noise": self.label_noise, "tunnels_opened": f"{self.tunnels} (paper: 2)",
-                "sgd_lr": self.lr, "open_close": f"open at step {self.open_at}, close at {self.close_at}",
-                "t": self.t}
+        return {
+            "model": f"SigmoidConvNet: 1 conv layer, {self.filters} filters {self.kernel}x{self.kernel}, sigmoid, "
+            "softmax layer (paper: 8 filters 5x5)",
+            "data": data_desc,
+            "epochs": f"{self.total_steps} SGD steps (minibatch {self.batch_size})",
+            "repetitions": self.repetitions,
+            "start": f"verified saddle: 1-filter network at a critical point (L-BFGS + up to {self.newton_steps} "
+            f"float64 Newton steps of size {self.newton_step_size}), filter duplicated {self.filters}x "
+            "(paper: 20 Newton steps of 0.1)",
+            "label_noise": self.label_noise,
+            "tunnels_opened": f"{self.tunnels} (paper: 2)",
+            "sgd_lr": self.lr,
+            "open_close": f"open at step {self.open_at}, close at {self.close_at}",
+            "t": self.t,
+        }
 
 
 def make_setup(scale: Scale | str) -> Setup:
@@ -161,8 +173,9 @@ def duplicate_filters(one: nn.Module, k: int, input_shape: tuple[int, ...]) -> n
     Function-preserving: the output equals ``one``'s for every input. Same dtype as ``one``.
     """
     conv, fc = one.conv1, one.fc1
-    net = SigmoidConvNet(input_shape, fc.out_features, filters=k, kernel_size=conv.kernel_size[0],
-                         stride=conv.stride[0]).to(conv.weight.dtype)
+    net = SigmoidConvNet(
+        input_shape, fc.out_features, filters=k, kernel_size=conv.kernel_size[0], stride=conv.stride[0]
+    ).to(conv.weight.dtype)
     with torch.no_grad():
         net.conv1.weight.copy_(conv.weight.repeat(k, 1, 1, 1))
         net.conv1.bias.copy_(conv.bias.repeat(k))
@@ -176,8 +189,15 @@ def _critical_one_filter(setup: Setup, data: tuple[Tensor, Tensor]) -> tuple[nn.
     x, y = data[0].double(), data[1]
     torch.manual_seed(setup.seed)
     one = SigmoidConvNet(tuple(x.shape[1:]), 10, filters=1, kernel_size=setup.kernel).double()
-    opt = torch.optim.LBFGS(one.parameters(), lr=1.0, max_iter=300, history_size=50, tolerance_grad=GRAD_TOL / 100,
-                            tolerance_change=0.0, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        one.parameters(),
+        lr=1.0,
+        max_iter=300,
+        history_size=50,
+        tolerance_grad=GRAD_TOL / 100,
+        tolerance_change=0.0,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> Tensor:
         opt.zero_grad()
@@ -189,8 +209,9 @@ def _critical_one_filter(setup: Setup, data: tuple[Tensor, Tensor]) -> tuple[nn.
         opt.step(closure)
         if float(torch.cat([p.grad.reshape(-1) for p in one.parameters()]).norm()) < GRAD_TOL / 100:
             break
-    res = newton_flat(one, (x, y), F.cross_entropy, steps=setup.newton_steps, step_size=setup.newton_step_size,
-                      damping=0.0)
+    res = newton_flat(
+        one, (x, y), F.cross_entropy, steps=setup.newton_steps, step_size=setup.newton_step_size, damping=0.0
+    )
     best = int(np.argmin(res.grad_norms))  # Newton from a near-critical point: keep the best iterate
     info = {"newton_losses": res.losses, "newton_grad_norms": res.grad_norms}
     if best < len(res.grad_norms) - 1:  # rerun to the best iterate (deterministic)
@@ -198,8 +219,9 @@ def _critical_one_filter(setup: Setup, data: tuple[Tensor, Tensor]) -> tuple[nn.
     return res.model, info
 
 
-def saddle_point(setup: Setup, data: tuple[Tensor, Tensor], cache: Path | None, progress: bool = False
-                 ) -> tuple[nn.Module, dict[str, Any]]:
+def saddle_point(
+    setup: Setup, data: tuple[Tensor, Tensor], cache: Path | None, progress: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
     """The verified saddle the single-layer experiments start from (cached); returns the model and its record.
 
     The record holds ``loss`` and ``grad_norm`` (float64, full batch) at the saddle, ``min_eig`` / ``max_eig`` /
@@ -232,16 +254,27 @@ def saddle_point(setup: Setup, data: tuple[Tensor, Tensor], cache: Path | None, 
 
 def saddle_premises(info: dict[str, Any]) -> list[Premise]:
     """Premises of the start: a critical point (gradient norm) with negative curvature (a saddle, not a minimum)."""
-    out = [at_most("the start is a critical point (full-batch gradient norm, float64)", info["grad_norm"], GRAD_TOL,
-                   detail=f"loss there {info['loss']:.4f}")]
+    out = [
+        at_most(
+            "the start is a critical point (full-batch gradient norm, float64)",
+            info["grad_norm"],
+            GRAD_TOL,
+            detail=f"loss there {info['loss']:.4f}",
+        )
+    ]
     if np.isfinite(info["min_eig"]):
-        out.append(at_most("the start is a saddle: the Hessian has a negative eigenvalue", info["min_eig"], 0.0,
-                           detail=f"{info['n_negative']} eigenvalues below -1e-8; largest {info['max_eig']:.3g}"))
+        out.append(
+            at_most(
+                "the start is a saddle: the Hessian has a negative eigenvalue",
+                info["min_eig"],
+                0.0,
+                detail=f"{info['n_negative']} eigenvalues below -1e-8; largest {info['max_eig']:.3g}",
+            )
+        )
     return out
 
 
-def stuck_premise(curves: list[list[float]], steps: np.ndarray, what: str = "the control run stays stuck"
-                  ) -> Premise:
+def stuck_premise(curves: list[list[float]], steps: np.ndarray, what: str = "the control run stays stuck") -> Premise:
     """Premise: the control's full-batch loss drops by less than ``STUCK_TOL`` (relative), per repetition.
 
     The drop is ``(L(0) - mean L over the last quarter of the run) / L(0)``: noise above the start counts as 0.
@@ -249,8 +282,13 @@ def stuck_premise(curves: list[list[float]], steps: np.ndarray, what: str = "the
     a = np.asarray(curves, dtype=float)
     tail = steps >= steps[-1] * 0.75
     drop = (a[:, 0] - a[:, tail].mean(1)) / a[:, 0]
-    return at_most(what, drop.tolist(), STUCK_TOL, detail="relative drop of the full-batch loss from the start to "
-                   "the mean of the last quarter of the run, per repetition")
+    return at_most(
+        what,
+        drop.tolist(),
+        STUCK_TOL,
+        detail="relative drop of the full-batch loss from the start to "
+        "the mean of the last quarter of the run, per repetition",
+    )
 
 
 class FullLoss(Callback):
@@ -264,8 +302,9 @@ class FullLoss(Callback):
 
     def _rec(self, trainer: Trainer) -> None:
         self.steps.append(trainer.step)
-        self.losses.append(evaluate_dataset(trainer.model, self.data, nn.functional.cross_entropy,
-                                            accuracy=False)["loss"])
+        self.losses.append(
+            evaluate_dataset(trainer.model, self.data, nn.functional.cross_entropy, accuracy=False)["loss"]
+        )
         if self.extra is not None:
             self.extras.append(self.extra(trainer.model))
 
@@ -324,8 +363,17 @@ PGD_KW = {"radius": 0.5, "t_thres": 25}
 NEON_KW = {"t_thres": 25, "escape_step": 0.5, "iterations": 50, "eta": 0.4, "radius": 1e-2}
 NEON_IMAGES = 256  # NEON's gradient differences on the first 256 training images (full batch: 4x slower)
 MOVE_MIN = 0.1  # premise: a baseline moves the weights by at least this much (Euclidean norm) per application
-ARMS = ("control", "open_proposed", "open_random", "open_constant", "open_half", "reorg_proposed", "reorg_random",
-        "pgd", "neon")
+ARMS = (
+    "control",
+    "open_proposed",
+    "open_random",
+    "open_constant",
+    "open_half",
+    "reorg_proposed",
+    "reorg_random",
+    "pgd",
+    "neon",
+)
 
 
 def _arm_callbacks(arm: str, s: Setup, data: tuple[Tensor, Tensor], rep: int) -> tuple[list[Callback], Any]:
@@ -333,12 +381,14 @@ def _arm_callbacks(arm: str, s: Setup, data: tuple[Tensor, Tensor], rep: int) ->
         return [], None
     kind, _, mode = arm.partition("_")
     if kind == "open":  # Fig. 1 left (proposed, random) and Fig. 3 (all four modes: the clone's distance)
-        sch = TunnelSchedule(s.open_at, {"conv1": s.tunnels}, close_at=s.close_at, t=s.t, mode=mode, warmup_steps=0,
-                             seed=rep)
+        sch = TunnelSchedule(
+            s.open_at, {"conv1": s.tunnels}, close_at=s.close_at, t=s.t, mode=mode, warmup_steps=0, seed=rep
+        )
         return [sch, CloneDistance(sch)], None
     if kind == "reorg":
-        sch = TunnelSchedule(s.open_at, {"conv1": max(1, s.tunnels)}, action="reorganize", t=s.t, mode=mode,
-                             warmup_steps=0, seed=rep)
+        sch = TunnelSchedule(
+            s.open_at, {"conv1": max(1, s.tunnels)}, action="reorganize", t=s.t, mode=mode, warmup_steps=0, seed=rep
+        )
         return [sch], None
     if arm == "pgd":
         cb = MeasuredPGD(s.open_at, seed=rep, **PGD_KW)
@@ -349,8 +399,9 @@ def _arm_callbacks(arm: str, s: Setup, data: tuple[Tensor, Tensor], rep: int) ->
     raise ValueError(f"unknown arm {arm!r}; valid: {ARMS}")
 
 
-def run_arm(arm: str, setup: Setup, data: tuple[Tensor, Tensor], start: nn.Module, cache: Path | None,
-            progress: bool = False) -> dict[str, Any]:
+def run_arm(
+    arm: str, setup: Setup, data: tuple[Tensor, Tensor], start: nn.Module, cache: Path | None, progress: bool = False
+) -> dict[str, Any]:
     """SGD from the saddle for every repetition with one arm's intervention (cached per arm, shared by figures).
 
     Returns:
@@ -370,8 +421,17 @@ def run_arm(arm: str, setup: Setup, data: tuple[Tensor, Tensor], start: nn.Modul
         for rep in tqdm(range(setup.repetitions), disable=not progress, leave=False, desc=arm):
             cbs, mover = _arm_callbacks(arm, setup, data, rep)
             fl = FullLoss(data, every=5)
-            tr = Trainer(start, data, F.cross_entropy, "sgd", optimizer_kwargs={"lr": setup.lr},
-                         steps=setup.total_steps, batch_size=setup.batch_size, seed=rep, callbacks=[*cbs, fl])
+            tr = Trainer(
+                start,
+                data,
+                F.cross_entropy,
+                "sgd",
+                optimizer_kwargs={"lr": setup.lr},
+                steps=setup.total_steps,
+                batch_size=setup.batch_size,
+                seed=rep,
+                callbacks=[*cbs, fl],
+            )
             tr.fit()
             out["theta"].append(parameters_to_vector(tr.model).tolist())  # the final network (Table 4)
             out["steps"] = fl.steps
@@ -399,8 +459,12 @@ def moved_premise(res: dict[str, Any], name: str) -> Premise:
     """Premise: the baseline changed the weights, by at least ``MOVE_MIN`` per application, in every repetition."""
     per_rep = [float(np.mean(m)) if m else 0.0 for m in res["moves"]]
     counts = [len(m) for m in res["moves"]]
-    return at_least(f"{name} moved the weights (mean norm of its weight changes per run)", per_rep, MOVE_MIN,
-                    detail=f"applications per run {counts}; 0 means it never fired")
+    return at_least(
+        f"{name} moved the weights (mean norm of its weight changes per run)",
+        per_rep,
+        MOVE_MIN,
+        detail=f"applications per run {counts}; 0 means it never fired",
+    )
 
 
 def equivalence_verdict(effect: Effect, margin: float) -> Verdict:
@@ -422,7 +486,14 @@ def band_traces(go: Any, x: np.ndarray, mean: np.ndarray, std: np.ndarray, name:
     """Plotly traces of a mean line with a one-standard-deviation band."""
     rgba = f"rgba({int(color[1:3], 16)},{int(color[3:5], 16)},{int(color[5:7], 16)},0.2)"
     return [
-        go.Scatter(x=np.r_[x, x[::-1]], y=np.r_[mean + std, (mean - std)[::-1]], fill="toself", fillcolor=rgba,
-                   line={"width": 0}, hoverinfo="skip", showlegend=False),
+        go.Scatter(
+            x=np.r_[x, x[::-1]],
+            y=np.r_[mean + std, (mean - std)[::-1]],
+            fill="toself",
+            fillcolor=rgba,
+            line={"width": 0},
+            hoverinfo="skip",
+            showlegend=False,
+        ),
         go.Scatter(x=x, y=mean, mode="lines", name=name, line={"color": color}),
     ]

@@ -48,10 +48,20 @@ from tunnels.split import SplitStats, split_matrices
 from tunnels.training import TunnelSchedule
 
 PAPER_TABLE3: dict[str, dict[str, tuple[float, float]]] = {  # App. C.2, Table 3: wall clock (mean, std) in seconds
-    "MNIST": {"control": (1420, 218), "random": (1317, 370), "proposed": (1318, 284), "noisy SGD": (1390, 236),
-              "NEON": (1367, 251)},
-    "ImageNet": {"control": (31222, 2218), "random": (32812, 2429), "proposed": (31361, 2636),
-                 "noisy SGD": (31964, 2927), "NEON": (32518, 2737)},
+    "MNIST": {
+        "control": (1420, 218),
+        "random": (1317, 370),
+        "proposed": (1318, 284),
+        "noisy SGD": (1390, 236),
+        "NEON": (1367, 251),
+    },
+    "ImageNet": {
+        "control": (31222, 2218),
+        "random": (32812, 2429),
+        "proposed": (31361, 2636),
+        "noisy SGD": (31964, 2927),
+        "NEON": (32518, 2737),
+    },
 }
 DEEP_ARMS = ("control", "proposed", "random")
 IMAGENET64_DIR = "imagenet64"
@@ -112,8 +122,10 @@ class DeepSetup:
 
     def __post_init__(self) -> None:
         if not 2 * self.window <= self.open_at < self.total_steps or self.total_steps - self.open_at < self.window:
-            raise ValueError(f"need 2 * window <= open_at < total_steps and a window after the opening; got window="
-                             f"{self.window}, open_at={self.open_at}, total_steps={self.total_steps}")
+            raise ValueError(
+                f"need 2 * window <= open_at < total_steps and a window after the opening; got window="
+                f"{self.window}, open_at={self.open_at}, total_steps={self.total_steps}"
+            )
         if self.repetitions < 1 or self.max_inits < 1 or self.bin < 1:
             raise ValueError("repetitions, max_inits and bin must be >= 1")
         if self.start not in ("search", "tied"):
@@ -134,17 +146,18 @@ class DeepSetup:
         paper = self.scale == "full"
         return {
             "model": f"TunnelsCNN: 5 conv layers of {self.width} filters 3x3, BatchNorm + 2x2 max pooling on the first "
-                     "three, ReLU, softmax layer" + ("" if paper else " (paper: 64 filters)"),
+            "three, ReLU, softmax layer" + ("" if paper else " (paper: 64 filters)"),
             "data": data_desc,
             "epochs": f"{self.total_steps} Adam steps (minibatch {self.batch_size}), opening at step {self.open_at}"
-                      + ("" if paper else " (paper: minibatch 256, opening at step 5000)"),
+            + ("" if paper else " (paper: minibatch 256, opening at step 5000)"),
             "repetitions": self.repetitions,
-            "adam_lr": self.lr, "t": self.t,
+            "adam_lr": self.lr,
+            "t": self.t,
             "opened": "1 filter in conv4 and 1 in conv5 (largest rho), A from a full pass in train mode",
             "warmup": f"{self.warmup_steps} steps, lr factor {self.warmup_start} -> 1 (linear); Adam and BatchNorm "
-                      "buffers cleared in every arm",
+            "buffers cleared in every arm",
             "stuck_criterion": f"loss change over the last {self.window} steps before opening < {self.stuck_tol:.0%}, "
-                               f"up to {self.max_inits} initializations tried",
+            f"up to {self.max_inits} initializations tried",
         }
 
 
@@ -171,8 +184,28 @@ def make_deep_setup(scale: Scale | str) -> DeepSetup:
     """
     if Scale(scale) is Scale.FULL:  # App. B.3; the run length after opening is not stated in the paper
         return DeepSetup("full", "imagenet64", None, 64, 2e-5, 256, 5000, 20000, 10, 1.0, 20, 0.1, 500, 0.01, 10, 100)
-    return DeepSetup("quick", "mnist_subset", None, 8, 1e-4, 128, 150, 450, 3, 1.0, 20, 0.1, 50, 0.01, 1, 10,
-                     start="tied", converge_steps=2500, converge_lr=1e-3, label_noise=0.25)
+    return DeepSetup(
+        "quick",
+        "mnist_subset",
+        None,
+        8,
+        1e-4,
+        128,
+        150,
+        450,
+        3,
+        1.0,
+        20,
+        0.1,
+        50,
+        0.01,
+        1,
+        10,
+        start="tied",
+        converge_steps=2500,
+        converge_lr=1e-3,
+        label_noise=0.25,
+    )
 
 
 class Imagenet64Batches:
@@ -193,8 +226,16 @@ class Imagenet64Batches:
         ``(X (B, 3, 64, 64) float32, y (B,) int64)``.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, mean: float, batch_size: int, *,
-                 shuffle: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        mean: float,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
         self.images, self.labels, self.mean = images, labels, float(mean)
         self.batch_size, self.shuffle = int(batch_size), shuffle
         self._gen = torch.Generator().manual_seed(seed)
@@ -234,13 +275,21 @@ def load_imagenet64(data_dir: Path | str, batch_size: int, max_files: int | None
         MissingDataError: If no file is found (the message says what to put where).
         ValueError: If a file does not have the layout above.
     """
-    root = require_data(data_dir, IMAGENET64_DIR, what="downsampled ImageNet 64x64 (Imagenet64_train_npz: "
-                        f"train_data_batch_1..10.npz in {IMAGENET64_DIR}/)")
-    files = sorted((root / IMAGENET64_DIR).glob("train_data_batch_*.npz"),
-                   key=lambda p: int(p.stem.rsplit("_", 1)[-1]) if p.stem.rsplit("_", 1)[-1].isdigit() else 0)
+    root = require_data(
+        data_dir,
+        IMAGENET64_DIR,
+        what=f"downsampled ImageNet 64x64 (Imagenet64_train_npz: train_data_batch_1..10.npz in {IMAGENET64_DIR}/)",
+    )
+    files = sorted(
+        (root / IMAGENET64_DIR).glob("train_data_batch_*.npz"),
+        key=lambda p: int(p.stem.rsplit("_", 1)[-1]) if p.stem.rsplit("_", 1)[-1].isdigit() else 0,
+    )
     if not files:
-        require_data(data_dir, f"{IMAGENET64_DIR}/train_data_batch_1.npz", what="downsampled ImageNet 64x64 "
-                     "(Imagenet64_train_npz)")
+        require_data(
+            data_dir,
+            f"{IMAGENET64_DIR}/train_data_batch_1.npz",
+            what="downsampled ImageNet 64x64 (Imagenet64_train_npz)",
+        )
     xs, ys = [], []
     for f in files[:max_files]:
         with np.load(f, allow_pickle=False) as z:
@@ -248,8 +297,9 @@ def load_imagenet64(data_dir: Path | str, batch_size: int, max_files: int | None
                 raise ValueError(f"{f}: expected arrays 'data' and 'labels', found {sorted(z.files)}")
             x, y = z["data"], np.asarray(z["labels"]).astype(np.int64).reshape(-1)
         if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 64 * 64 or len(y) != len(x):
-            raise ValueError(f"{f}: 'data' must be uint8 (N, 12288) with N labels, got {x.dtype} {x.shape} and "
-                             f"{len(y)} labels")
+            raise ValueError(
+                f"{f}: 'data' must be uint8 (N, 12288) with N labels, got {x.dtype} {x.shape} and {len(y)} labels"
+            )
         if len(y) and (y.min() < 1 or y.max() > 1000):
             raise ValueError(f"{f}: labels must lie in 1..1000, found {y.min()}..{y.max()}")
         xs.append(x.reshape(-1, 3, 64, 64))
@@ -267,8 +317,12 @@ def load_deep_data(setup: DeepSetup, data_dir: Path | None) -> tuple[Any, tuple[
     """
     if setup.data == "imagenet64":
         batches = load_imagenet64(data_dir, setup.batch_size)  # type: ignore[arg-type]
-        return batches, (3, 64, 64), 1000, (f"ImageNet 64x64 ({len(batches.labels):,} training images), pixel mean "
-                                            "subtracted")
+        return (
+            batches,
+            (3, 64, 64),
+            1000,
+            (f"ImageNet 64x64 ({len(batches.labels):,} training images), pixel mean subtracted"),
+        )
     sp = load_mnist_subset(val=0, test=0)
     x, y = sp.train
     if setup.n_train is not None:
@@ -314,8 +368,15 @@ def tied_spread(model: nn.Module) -> float:
     c4, c5, fc = model.get_submodule("conv4"), model.get_submodule("conv5"), model.get_submodule("fc1")
     per = fc.in_features // c5.out_channels
     w4, b4, w5, b5, w = (t.detach() for t in (c4.weight, c4.bias, c5.weight, c5.bias, fc.weight))
-    return float(max((w4 - w4[:1]).abs().max(), (b4 - b4[0]).abs().max(), (w5 - w5[:1, :1]).abs().max(),
-                     (b5 - b5[0]).abs().max(), (w - w[:, :per].repeat(1, c5.out_channels)).abs().max()))
+    return float(
+        max(
+            (w4 - w4[:1]).abs().max(),
+            (b4 - b4[0]).abs().max(),
+            (w5 - w5[:1, :1]).abs().max(),
+            (b5 - b5[0]).abs().max(),
+            (w - w[:, :per].repeat(1, c5.out_channels)).abs().max(),
+        )
+    )
 
 
 def is_stuck(losses: list[float] | np.ndarray, window: int, tol: float) -> tuple[bool, float]:
@@ -399,8 +460,7 @@ def _full_loss(model: nn.Module, data: Any, batch_size: int, max_batches: int | 
     curves also differ by the batch drawn: about 1% noise in a 50-step mean at the quick scale).
     """
     batches = iterate_batches(data, batch_size if isinstance(data, tuple) else None)
-    prob = Problem(copy.deepcopy(model), list(itertools.islice(batches, max_batches)), "cross_entropy",
-                   bn_mode="train")
+    prob = Problem(copy.deepcopy(model), list(itertools.islice(batches, max_batches)), "cross_entropy", bn_mode="train")
     return float(prob.loss())
 
 
@@ -447,8 +507,11 @@ def deep_runs(setup: DeepSetup, data_dir: Path | None, cache: Path | None, progr
         control at its end; ``nan`` for the search).
     """
     if setup.data == "imagenet64":  # fail before anything slow
-        require_data(data_dir, IMAGENET64_DIR, what="downsampled ImageNet 64x64 (Imagenet64_train_npz: "
-                     f"train_data_batch_1..10.npz in {IMAGENET64_DIR}/)")
+        require_data(
+            data_dir,
+            IMAGENET64_DIR,
+            what=f"downsampled ImageNet 64x64 (Imagenet64_train_npz: train_data_batch_1..10.npz in {IMAGENET64_DIR}/)",
+        )
     path = None if cache is None else cache / f"deep_{setup.key()}.json"
     if path is None:
         return _deep_runs(setup, data_dir, progress)
@@ -472,8 +535,17 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
         return data if pair else data.with_order(True, order_seed)
 
     def trainer(model: nn.Module, steps: int, seed: int, callbacks: list[Callback]) -> Trainer:
-        return Trainer(model, train_data(seed), loss, "adam", optimizer_kwargs={"lr": s.lr}, steps=steps,
-                       batch_size=bs, seed=seed, callbacks=callbacks)
+        return Trainer(
+            model,
+            train_data(seed),
+            loss,
+            "adam",
+            optimizer_kwargs={"lr": s.lr},
+            steps=steps,
+            batch_size=bs,
+            seed=seed,
+            callbacks=callbacks,
+        )
 
     # one untimed A on a few images first: the first torch.func transform of a process pays one-off start-up costs
     # that would otherwise land on the first timed opening (Table 3)
@@ -497,15 +569,24 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
     if s.start == "tied":  # the built plateau: the tied network trained to convergence once, shared by every rep
         init = tie_units(build_model("tunnels_cnn", shape, classes, width=s.width, seed=s.seed))
         g0 = _full_grad_sq(init, data if pair else data.with_order(False), s.batch_size, None if pair else 50)
-        tr = Trainer(init, train_data(s.seed), loss, "adam", optimizer_kwargs={"lr": s.converge_lr},
-                     steps=s.converge_steps, batch_size=bs, seed=s.seed)
+        tr = Trainer(
+            init,
+            train_data(s.seed),
+            loss,
+            "adam",
+            optimizer_kwargs={"lr": s.converge_lr},
+            steps=s.converge_steps,
+            batch_size=bs,
+            seed=s.seed,
+        )
         c_losses, c_sec = _train_losses(tr)
         init = tr.model
         tried.append([s.seed, is_stuck(c_losses, s.window, s.stuck_tol)[1]])
         conv = {"grad_sq_init": g0, "curve": _binned(c_losses, s.bin), "sec": c_sec, "steps": s.converge_steps}
     else:  # the paper's search: initializations in a fixed order until one gets stuck (repetition 0 decides)
-        for init_seed in tqdm(range(s.seed, s.seed + s.max_inits), disable=not progress, leave=False,
-                              desc="init search"):
+        for init_seed in tqdm(
+            range(s.seed, s.seed + s.max_inits), disable=not progress, leave=False, desc="init search"
+        ):
             init = build_model("tunnels_cnn", shape, classes, width=s.width, seed=init_seed)
             first = pre_run(0)
             stuck, rel = is_stuck(first[0], s.window, s.stuck_tol)
@@ -537,14 +618,22 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
         stuck_reps.append(is_stuck(pre, s.window, s.stuck_tol)[1])
         loss_open.append(float(np.mean(pre[-s.window :])))
         if rep == 0:
-            grad_sq = _full_grad_sq(state, data if pair else data.with_order(False), s.batch_size,
-                                    None if pair else 50)
+            grad_sq = _full_grad_sq(state, data if pair else data.with_order(False), s.batch_size, None if pair else 50)
         for arm in DEEP_ARMS:
             sched = TimedTunnelSchedule(
-                0, sites, action="restart" if arm == "control" else "open",
-                mode="proposed" if arm == "control" else arm, t=s.t, stats_train=True, stats_batch_size=s.batch_size,
-                stats_data=data if pair else data.with_order(False), warmup_steps=s.warmup_steps,
-                warmup_start=s.warmup_start, reset_norm_stats=True, seed=rep)
+                0,
+                sites,
+                action="restart" if arm == "control" else "open",
+                mode="proposed" if arm == "control" else arm,
+                t=s.t,
+                stats_train=True,
+                stats_batch_size=s.batch_size,
+                stats_data=data if pair else data.with_order(False),
+                warmup_steps=s.warmup_steps,
+                warmup_start=s.warmup_start,
+                reset_norm_stats=True,
+                seed=rep,
+            )
             # the same data order after the opening in every arm of a repetition (paired comparison)
             tail = _LossAt(s.total_steps - s.open_at - s.window, full)  # Fig. 4's convergence check
             post_tr = trainer(state, s.total_steps - s.open_at, 1000 + rep, [sched, tail])
@@ -566,13 +655,32 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
                 rho[arm] = {c.producer: float("nan") if c.rho is None else float(c.rho) for c in ev.changes}
     n_steps += conv.get("steps", 0)
     shared = conv.get("sec", 0.0)  # counted once, though every repetition's "pre" time includes it
-    train_sec = shared + sum(p - shared for p in times["pre"]) + sum(
-        sum(v) - sum(o) for v, o in zip(times["post"].values(), times["open"].values()))
+    train_sec = (
+        shared
+        + sum(p - shared for p in times["pre"])
+        + sum(sum(v) - sum(o) for v, o in zip(times["post"].values(), times["open"].values()))
+    )
     stuck_found = bool(stuck_reps[0] < s.stuck_tol)
-    return {"setup": dataclasses.asdict(s), "data": desc, "init_seed": int(tried[-1][0]), "stuck_found": stuck_found,
-            "tried": tried, "stuck_reps": stuck_reps, "curves": curves, "loss_open": loss_open,
-            "loss_end": loss_end, "times": times, "step_time": train_sec / n_steps, "grad_sq": grad_sq,
-            "rho": rho, "units": units, "converge": conv, "tied_spread": spread,
-            "full_before": full_before, "full_open": full_open, "full_end": full_end,
-            "full_tail": full_tail,
-            "stuck_full": [abs(o - b) / o for b, o in zip(full_before, full_open)]}
+    return {
+        "setup": dataclasses.asdict(s),
+        "data": desc,
+        "init_seed": int(tried[-1][0]),
+        "stuck_found": stuck_found,
+        "tried": tried,
+        "stuck_reps": stuck_reps,
+        "curves": curves,
+        "loss_open": loss_open,
+        "loss_end": loss_end,
+        "times": times,
+        "step_time": train_sec / n_steps,
+        "grad_sq": grad_sq,
+        "rho": rho,
+        "units": units,
+        "converge": conv,
+        "tied_spread": spread,
+        "full_before": full_before,
+        "full_open": full_open,
+        "full_end": full_end,
+        "full_tail": full_tail,
+        "stuck_full": [abs(o - b) / o for b, o in zip(full_before, full_open)],
+    }

@@ -74,8 +74,9 @@ def _train(width: int, seed: int, train: Any, cache: Path | None = None) -> tupl
         if path is not None and path.is_file():
             model.load_state_dict(safetensors.torch.load_file(path))
         else:
-            model = fit(model, train, optimizer="adam", optimizer_kwargs={"lr": 1e-3}, epochs=epochs,
-                        batch_size=128, seed=seed).model  # fmt: skip
+            model = fit(
+                model, train, optimizer="adam", optimizer_kwargs={"lr": 1e-3}, epochs=epochs, batch_size=128, seed=seed
+            ).model
             if path is not None:
                 tmp = path.with_suffix(".tmp")
                 safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
@@ -114,9 +115,11 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
         (a, acc_a), (b, acc_b) = _train(width, sa, train, _cache(out)), _train(width, sb, train, _cache(out))
         accs.setdefault(width, []).extend([acc_a, acc_b])
         b_wm = weight_matching(a, b).apply(b)
-        res = {"naive": loss_barrier(a, b, train, alphas=ALPHAS),
-               "weight matching": loss_barrier(a, b_wm, train, alphas=ALPHAS),
-               "weight matching + REPAIR": loss_barrier(a, b_wm, train, alphas=ALPHAS, repair=True)}
+        res = {
+            "naive": loss_barrier(a, b, train, alphas=ALPHAS),
+            "weight matching": loss_barrier(a, b_wm, train, alphas=ALPHAS),
+            "weight matching + REPAIR": loss_barrier(a, b_wm, train, alphas=ALPHAS, repair=True),
+        }
         r = rows.setdefault(width, {k: [] for k in res})
         for k, v in res.items():
             r[k].append(float(v.loss_barrier))
@@ -126,13 +129,25 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
     wide = max(cfg["widths"])
     every = [x for v in accs.values() for x in v]
     epochs = {w: EPOCHS_BY_WIDTH.get(w, EPOCHS) for w in cfg["widths"]}
-    trained = at_least("the endpoints fit the training set", min(every), TRAIN_ACC,
-                       detail=f"lowest training accuracy of the {len(every)} networks (Adam, epochs by width {epochs})")
-    trained_wide = at_least(f"the width-{max(cfg['widths'])} endpoints fit the training set",
-                            min(accs[max(cfg["widths"])]), TRAIN_ACC, detail="lowest training accuracy of that width")
+    trained = at_least(
+        "the endpoints fit the training set",
+        min(every),
+        TRAIN_ACC,
+        detail=f"lowest training accuracy of the {len(every)} networks (Adam, epochs by width {epochs})",
+    )
+    trained_wide = at_least(
+        f"the width-{max(cfg['widths'])} endpoints fit the training set",
+        min(accs[max(cfg["widths"])]),
+        TRAIN_ACC,
+        detail="lowest training accuracy of that width",
+    )
     naive_w = rows[wide]["naive"]
-    barrier_exists = at_least(f"the straight line between the raw width-{wide} networks rises", min(naive_w),
-                              MIN_BARRIER, detail="smallest naive training-loss barrier over the seed pairs (nats)")
+    barrier_exists = at_least(
+        f"the straight line between the raw width-{wide} networks rises",
+        min(naive_w),
+        MIN_BARRIER,
+        detail="smallest naive training-loss barrier over the seed pairs (nats)",
+    )
     ratio = np.asarray(rows[wide]["weight matching"]) / np.asarray(naive_w)
     eff_half = paired_effect(ratio, 0.5)
     small, big = min(cfg["widths"]), wide
@@ -144,30 +159,42 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
     claims = [
         Claim(
             statement="Weight matching (permuting b's hidden units to match a's weights) removes most of the loss "
-                      "barrier between two independently trained networks: at least half of it.",
-            paper_value=None, source="Ainsworth, Hayase & Srinivasa, Git Re-Basin (ICLR 2023), Sec. 3 and 5",
-            measured=ratio.tolist(), premises=[trained_wide, barrier_exists], effect=eff_half,
-            verdict=verdict_for(eff_half, direction=-1), scale=scale.value,
+            "barrier between two independently trained networks: at least half of it.",
+            paper_value=None,
+            source="Ainsworth, Hayase & Srinivasa, Git Re-Basin (ICLR 2023), Sec. 3 and 5",
+            measured=ratio.tolist(),
+            premises=[trained_wide, barrier_exists],
+            effect=eff_half,
+            verdict=verdict_for(eff_half, direction=-1),
+            scale=scale.value,
             detail=f"barrier after / before weight matching at width {wide}, one value per seed pair (n={n}); held "
-                   "if the 95% interval of the ratio lies below 0.5 (effect = ratio - 0.5).",
+            "if the 95% interval of the ratio lies below 0.5 (effect = ratio - 0.5).",
         ),
         Claim(
             statement="After alignment the barrier shrinks as the networks get wider (linear mode connectivity "
-                      "modulo permutations emerges with width).",
-            paper_value=None, source="Git Re-Basin (ICLR 2023), Sec. 5, the width study",
+            "modulo permutations emerges with width).",
+            paper_value=None,
+            source="Git Re-Basin (ICLR 2023), Sec. 5, the width study",
             measured=[float(np.mean(rows[w]["weight matching"])) for w in cfg["widths"]],
-            premises=[trained], effect=eff_width, verdict=verdict_for(eff_width, direction=1), scale=scale.value,
+            premises=[trained],
+            effect=eff_width,
+            verdict=verdict_for(eff_width, direction=1),
+            scale=scale.value,
             detail=f"mean aligned barrier per width {cfg['widths']}; effect = barrier at width {small} minus at "
-                   f"width {big}, paired over the same seed pairs (n={n}).",
+            f"width {big}, paired over the same seed pairs (n={n}).",
         ),
         Claim(
             statement="REPAIR (renormalizing the interpolated network's units to the interpolated statistics) "
-                      "lowers the barrier of the aligned interpolation further.",
-            paper_value=None, source="Jordan et al., REPAIR (ICLR 2023), Sec. 4",
-            measured=all_rep, premises=[trained], effect=eff_repair, verdict=verdict_for(eff_repair, direction=1),
+            "lowers the barrier of the aligned interpolation further.",
+            paper_value=None,
+            source="Jordan et al., REPAIR (ICLR 2023), Sec. 4",
+            measured=all_rep,
+            premises=[trained],
+            effect=eff_repair,
+            verdict=verdict_for(eff_repair, direction=1),
             scale=scale.value,
             detail=f"aligned barrier with REPAIR per seed pair and width; effect = without minus with REPAIR over "
-                   f"all {len(all_wm)} pairs.",
+            f"all {len(all_wm)} pairs.",
         ),
     ]
 
@@ -178,12 +205,16 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
     ax = mfig.add_subplot()
     for (width, kind), ys in curves.items():
         name = f"{kind}, width {width}"
-        fig.add_trace(go.Scatter(x=ALPHAS, y=ys, mode="lines", name=name,
-                                 line=dict(color=colors[kind], dash=dashes[width])))
-        ax.plot(ALPHAS, ys, color=colors[kind], ls={"dot": ":", "solid": "-", "dash": "--"}[dashes[width]],
-                label=name)
-    fig.update_layout(title="Training loss along the line from a to b (seed pair 0/1)", xaxis_title="alpha",
-                      yaxis_title="training loss", height=430)
+        fig.add_trace(
+            go.Scatter(x=ALPHAS, y=ys, mode="lines", name=name, line=dict(color=colors[kind], dash=dashes[width]))
+        )
+        ax.plot(ALPHAS, ys, color=colors[kind], ls={"dot": ":", "solid": "-", "dash": "--"}[dashes[width]], label=name)
+    fig.update_layout(
+        title="Training loss along the line from a to b (seed pair 0/1)",
+        xaxis_title="alpha",
+        yaxis_title="training loss",
+        height=430,
+    )
     ax.set(xlabel="alpha", ylabel="training loss", title="Training loss from a to b (seed pair 0/1)")
     ax.legend(fontsize=7)
     bars = go.Figure()
@@ -192,25 +223,42 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
     kinds = list(colors)
     for j, kind in enumerate(kinds):
         means = [float(np.mean(rows[w][kind])) for w in cfg["widths"]]
-        bars.add_trace(go.Bar(x=[str(w) for w in cfg["widths"]], y=means, name=kind, marker_color=colors[kind],
-                              error_y=dict(array=[float(np.std(rows[w][kind])) for w in cfg["widths"]])))
+        bars.add_trace(
+            go.Bar(
+                x=[str(w) for w in cfg["widths"]],
+                y=means,
+                name=kind,
+                marker_color=colors[kind],
+                error_y=dict(array=[float(np.std(rows[w][kind])) for w in cfg["widths"]]),
+            )
+        )
         xs = np.arange(len(cfg["widths"])) + (j - 1) * 0.27
         bx.bar(xs, means, width=0.27, color=colors[kind], label=kind)
-    bars.update_layout(barmode="group", title="Loss barrier by width (mean and spread over seed pairs)",
-                       xaxis_title="hidden width", yaxis_title="training-loss barrier", height=430)
+    bars.update_layout(
+        barmode="group",
+        title="Loss barrier by width (mean and spread over seed pairs)",
+        xaxis_title="hidden width",
+        yaxis_title="training-loss barrier",
+        height=430,
+    )
     bx.set_xticks(np.arange(len(cfg["widths"])), [str(w) for w in cfg["widths"]])
     bx.set(xlabel="hidden width", ylabel="training-loss barrier", title="Loss barrier by width")
     bx.legend(fontsize=7)
     return FigureResult(
         caption="Two MLPs trained from different seeds are joined by a straight line in weight space. Left: the "
-                "training loss along it, raw, after weight matching and after weight matching + REPAIR. Right: "
-                "the barrier (the largest rise above the interpolated endpoint losses) by width. Not in the "
-                "papers the gallery reproduces: this is what the package adds.",
+        "training loss along it, raw, after weight matching and after weight matching + REPAIR. Right: "
+        "the barrier (the largest rise above the interpolated endpoint losses) by width. Not in the "
+        "papers the gallery reproduces: this is what the package adds.",
         panels=[Panel("line", plotly=fig, mpl=mfig), Panel("widths", plotly=bars, mpl=mbars)],
         claims=claims,
-        scaling={"model": "MLP 784-w-w-10", "data": "MNIST subset (3,000 training images)", "epochs": epochs,
-                 "repetitions": f"{cfg['pairs']} seed pairs per width", "widths": cfg["widths"],
-                 "alphas": len(ALPHAS)},
+        scaling={
+            "model": "MLP 784-w-w-10",
+            "data": "MNIST subset (3,000 training images)",
+            "epochs": epochs,
+            "repetitions": f"{cfg['pairs']} seed pairs per width",
+            "widths": cfg["widths"],
+            "alphas": len(ALPHAS),
+        },
     )
 
 
@@ -229,8 +277,16 @@ def run_curves(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
     for sa, sb in tqdm(_pair_seeds(cfg["pairs"]), desc="curves", disable=not progress, leave=False):
         (a, acc_a), (b, acc_b) = _train(width, sa, train, _cache(out)), _train(width, sb, train, _cache(out))
         accs += [acc_a, acc_b]
-        curve = fit_curve(a, b, train, epochs=cfg["curve_epochs"], batch_size=128, optimizer="sgd",
-                          optimizer_kwargs={"lr": 0.05, "momentum": 0.9}, seed=sa)  # fmt: skip
+        curve = fit_curve(
+            a,
+            b,
+            train,
+            epochs=cfg["curve_epochs"],
+            batch_size=128,
+            optimizer="sgd",
+            optimizer_kwargs={"lr": 0.05, "momentum": 0.9},
+            seed=sa,
+        )
         on_curve = evaluate_curve(a, curve, train, ts=ALPHAS, label="Bezier curve")
         straight = line(a, a, b, train, ALPHAS, label="straight line")
         line_b.append(barrier_values(ALPHAS, straight.metrics["loss"])["barrier"])
@@ -241,42 +297,60 @@ def run_curves(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
             kept = (straight, on_curve)
     ratio = np.asarray(curve_b) / np.asarray(line_b)
     eff = paired_effect(ratio, 0.1)
-    trained = at_least("the endpoints fit the training set", min(accs), TRAIN_ACC,
-                       detail=f"lowest training accuracy of the {len(accs)} networks")
-    rises = at_least("the straight line between the endpoints rises", min(line_b), MIN_BARRIER,
-                     detail="smallest straight-line training-loss barrier over the seed pairs (nats)")
+    trained = at_least(
+        "the endpoints fit the training set",
+        min(accs),
+        TRAIN_ACC,
+        detail=f"lowest training accuracy of the {len(accs)} networks",
+    )
+    rises = at_least(
+        "the straight line between the endpoints rises",
+        min(line_b),
+        MIN_BARRIER,
+        detail="smallest straight-line training-loss barrier over the seed pairs (nats)",
+    )
     claims = [
         Claim(
             statement="Two independently trained minima are joined by a simple curve (a quadratic Bezier curve "
-                      "with one trained bend) along which the training loss stays near the endpoints', while "
-                      "the straight line between them rises.",
-            paper_value=None, source="Garipov et al., Loss Surfaces, Mode Connectivity, and Fast Ensembling "
-                                     "(NeurIPS 2018), Sec. 3 and Fig. 1",
-            measured=ratio.tolist(), premises=[trained, rises], effect=eff, verdict=verdict_for(eff, direction=-1),
+            "with one trained bend) along which the training loss stays near the endpoints', while "
+            "the straight line between them rises.",
+            paper_value=None,
+            source="Garipov et al., Loss Surfaces, Mode Connectivity, and Fast Ensembling "
+            "(NeurIPS 2018), Sec. 3 and Fig. 1",
+            measured=ratio.tolist(),
+            premises=[trained, rises],
+            effect=eff,
+            verdict=verdict_for(eff, direction=-1),
             scale=scale.value,
             detail=f"curve barrier / line barrier per seed pair (n={len(ratio)}; curve barriers "
-                   f"{np.round(curve_b, 4).tolist()}, line barriers {np.round(line_b, 4).tolist()}; maximum training "
-                   f"loss on the curve {np.round(curve_max, 4).tolist()}, on the line {np.round(line_max, 4).tolist()}"
-                   "); 'near the "
-                   "endpoints' is fixed "
-                   f"before measuring as at most 10% of the line's barrier: held if the 95% interval of the ratio "
-                   f"lies below 0.1. Bend trained {cfg['curve_epochs']} epochs (SGD lr 0.05, momentum 0.9, one "
-                   "t ~ U(0, 1) per step).",
+            f"{np.round(curve_b, 4).tolist()}, line barriers {np.round(line_b, 4).tolist()}; maximum training "
+            f"loss on the curve {np.round(curve_max, 4).tolist()}, on the line {np.round(line_max, 4).tolist()}"
+            "); 'near the "
+            "endpoints' is fixed "
+            f"before measuring as at most 10% of the line's barrier: held if the 95% interval of the ratio "
+            f"lies below 0.1. Bend trained {cfg['curve_epochs']} epochs (SGD lr 0.05, momentum 0.9, one "
+            "t ~ U(0, 1) per step).",
         ),
     ]
     assert kept is not None
     straight, on_curve = kept
     fig = plot_curve_vs_line(straight, on_curve, title="Training loss: straight line vs trained Bezier curve")
     mfig = matplotlib.figure.Figure(figsize=(6.5, 4.2))
-    plot_curve_vs_line(straight, on_curve, backend="matplotlib", ax=mfig.add_subplot(),
-                       title="Training loss: line vs Bezier curve")  # fmt: skip
+    plot_curve_vs_line(
+        straight, on_curve, backend="matplotlib", ax=mfig.add_subplot(), title="Training loss: line vs Bezier curve"
+    )
     return FigureResult(
         caption="Training loss along the straight line between two MLPs trained from different seeds, and along "
-                "a quadratic Bezier curve whose bend was trained (Garipov et al.'s procedure) between the same "
-                "endpoints (seed pair 0/1 shown). Not in the papers the gallery reproduces: this is what the "
-                "package adds.",
+        "a quadratic Bezier curve whose bend was trained (Garipov et al.'s procedure) between the same "
+        "endpoints (seed pair 0/1 shown). Not in the papers the gallery reproduces: this is what the "
+        "package adds.",
         panels=[Panel("curve", plotly=fig, mpl=mfig)],
         claims=claims,
-        scaling={"model": f"MLP 784-{width}-{width}-10", "data": "MNIST subset (3,000 training images)",
-                 "epochs": EPOCHS, "repetitions": f"{cfg['pairs']} seed pairs", "curve_epochs": cfg["curve_epochs"]},
+        scaling={
+            "model": f"MLP 784-{width}-{width}-10",
+            "data": "MNIST subset (3,000 training images)",
+            "epochs": EPOCHS,
+            "repetitions": f"{cfg['pairs']} seed pairs",
+            "curve_epochs": cfg["curve_epochs"],
+        },
     )

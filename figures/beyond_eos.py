@@ -44,8 +44,16 @@ CNN_IMAGES = 250
 
 def small_cnn() -> nn.Module:
     """The edge-of-stability CNN: conv 8 - tanh - avg-pool - conv 16 - tanh - avg-pool - fc 10 on 8x8 images."""
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
-                         nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(16 * 2 * 2, 10))  # fmt: skip
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 2 * 2, 10),
+    )
 
 
 def half_squared_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -53,8 +61,9 @@ def half_squared_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((out - target) ** 2).sum(1).mean()
 
 
-def _runs(make: Any, n_images: int, lrs: Sequence[float], steps: int, every: int, progress: bool,
-          what: str) -> tuple[list[Any], list[dict[str, float]], list[list[float]]]:
+def _runs(
+    make: Any, n_images: int, lrs: Sequence[float], steps: int, every: int, progress: bool, what: str
+) -> tuple[list[Any], list[dict[str, float]], list[list[float]]]:
     """Full-batch gradient descent from one initialization (seed 0) at each step size, with its curvature."""
     from tqdm.auto import tqdm
 
@@ -68,46 +77,81 @@ def _runs(make: Any, n_images: int, lrs: Sequence[float], steps: int, every: int
     for lr in tqdm(lrs, desc=f"{what} step sizes", disable=not progress, leave=False):
         torch.manual_seed(0)
         model = make()
-        trace, history = gradient_descent_curvature(model=model, loss_fn=half_squared_error, data=data, lr=lr,
-                                                    steps=steps, every_steps=every, progress=False,
-                                                    label=f"{what}, lr = {lr:.3g}")  # fmt: skip
+        trace, history = gradient_descent_curvature(
+            model=model,
+            loss_fn=half_squared_error,
+            data=data,
+            lr=lr,
+            steps=steps,
+            every_steps=every,
+            progress=False,
+            label=f"{what}, lr = {lr:.3g}",
+        )
         traces.append(trace)
         summaries.append(edge_of_stability_summary(trace, within=WITHIN))
         losses.append([float(h["train_loss"]) for h in history])
     return traces, summaries, losses
 
 
-def _claims(what: str, lrs: Sequence[float], summaries: list[dict[str, float]], losses: list[list[float]],
-            steps: int, scale: Scale) -> list[Claim]:
+def _claims(
+    what: str,
+    lrs: Sequence[float],
+    summaries: list[dict[str, float]],
+    losses: list[list[float]],
+    steps: int,
+    scale: Scale,
+) -> list[Claim]:
     """Two claims per step size: progressive sharpening up to 2/lr, then settling within 10% of it."""
     claims = []
     for lr, s, loss in zip(lrs, summaries, losses):
-        stable_start = at_most(f"gradient descent ({what}) at lr {lr:.3g} starts below the threshold 2/lr",
-                               s["initial_ratio"], 1.0, detail="initial lambda_max / (2 / lr)")
-        trained = at_most(f"the {what} run at lr {lr:.3g} trains (does not diverge)", loss[-1] / loss[0], 0.5,
-                          detail="final / initial training loss")
-        claims.append(Claim(
-            statement=f"Progressive sharpening ({what}, lr {lr:.3g}): the top Hessian eigenvalue rises until it "
-                      "reaches 2/lr.",
-            paper_value=None, source="Cohen et al., Gradient Descent on Neural Networks Typically Occurs at the "
-                                     "Edge of Stability (ICLR 2021), Sec. 3, Fig. 1",
-            measured=s["reached_step"], held=s["reached_step"] >= 0, premises=[stable_start, trained],
-            scale=scale.value,
-            detail=f"first recorded step where lambda_max >= 0.9 x 2/lr (-1: never, within {steps} steps); "
-                   f"2/lr = {2 / lr:.3g}, initial lambda_max = {s['initial_ratio'] * 2 / lr:.3g}.",
-        ))
-        reached = at_least(f"lambda_max ({what}) reached 2/lr at lr {lr:.3g}", s["reached_step"], 0.0,
-                           detail="step where lambda_max first reached 0.9 x 2/lr (-1: never): the run is in the "
-                                  "edge-of-stability regime")
-        claims.append(Claim(
-            statement=f"Edge of stability ({what}, lr {lr:.3g}): once there, the top eigenvalue hovers at 2/lr: it "
-                      f"settles within {WITHIN:.0%} of it.",
-            paper_value=None, source="Cohen et al. (ICLR 2021), Sec. 3",
-            measured=[s["tail_median_ratio"], s["tail_min_ratio"], s["tail_max_ratio"]],
-            held=abs(s["tail_median_ratio"] - 1) <= WITHIN, premises=[trained, reached], scale=scale.value,
-            detail=f"lambda_max / (2/lr) over the last quarter of the records: median, min, max; held if the median "
-                   f"is within {WITHIN:.0%} of 1 ({s['tail_share_within']:.0%} of those records are).",
-        ))
+        stable_start = at_most(
+            f"gradient descent ({what}) at lr {lr:.3g} starts below the threshold 2/lr",
+            s["initial_ratio"],
+            1.0,
+            detail="initial lambda_max / (2 / lr)",
+        )
+        trained = at_most(
+            f"the {what} run at lr {lr:.3g} trains (does not diverge)",
+            loss[-1] / loss[0],
+            0.5,
+            detail="final / initial training loss",
+        )
+        claims.append(
+            Claim(
+                statement=f"Progressive sharpening ({what}, lr {lr:.3g}): the top Hessian eigenvalue rises until it "
+                "reaches 2/lr.",
+                paper_value=None,
+                source="Cohen et al., Gradient Descent on Neural Networks Typically Occurs at the "
+                "Edge of Stability (ICLR 2021), Sec. 3, Fig. 1",
+                measured=s["reached_step"],
+                held=s["reached_step"] >= 0,
+                premises=[stable_start, trained],
+                scale=scale.value,
+                detail=f"first recorded step where lambda_max >= 0.9 x 2/lr (-1: never, within {steps} steps); "
+                f"2/lr = {2 / lr:.3g}, initial lambda_max = {s['initial_ratio'] * 2 / lr:.3g}.",
+            )
+        )
+        reached = at_least(
+            f"lambda_max ({what}) reached 2/lr at lr {lr:.3g}",
+            s["reached_step"],
+            0.0,
+            detail="step where lambda_max first reached 0.9 x 2/lr (-1: never): the run is in the "
+            "edge-of-stability regime",
+        )
+        claims.append(
+            Claim(
+                statement=f"Edge of stability ({what}, lr {lr:.3g}): once there, the top eigenvalue hovers at 2/lr: it "
+                f"settles within {WITHIN:.0%} of it.",
+                paper_value=None,
+                source="Cohen et al. (ICLR 2021), Sec. 3",
+                measured=[s["tail_median_ratio"], s["tail_min_ratio"], s["tail_max_ratio"]],
+                held=abs(s["tail_median_ratio"] - 1) <= WITHIN,
+                premises=[trained, reached],
+                scale=scale.value,
+                detail=f"lambda_max / (2/lr) over the last quarter of the records: median, min, max; held if the "
+                f"median is within {WITHIN:.0%} of 1 ({s['tail_share_within']:.0%} of those records are).",
+            )
+        )
     return claims
 
 
@@ -119,26 +163,34 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
     with torch_threads(1):
         mlp = _runs(lambda: MLP((1, 8, 8), [64, 64], 10, "tanh"), N_IMAGES, LRS, STEPS, EVERY, progress, "MLP")
         cnn = _runs(small_cnn, CNN_IMAGES, CNN_LRS, CNN_STEPS, CNN_EVERY, progress, "CNN")
-    claims = _claims("MLP", LRS, mlp[1], mlp[2], STEPS, scale) + _claims("CNN", CNN_LRS, cnn[1], cnn[2], CNN_STEPS,
-                                                                          scale)  # fmt: skip
+    claims = _claims("MLP", LRS, mlp[1], mlp[2], STEPS, scale) + _claims(
+        "CNN", CNN_LRS, cnn[1], cnn[2], CNN_STEPS, scale
+    )
     panels = []
     for key, what, traces in (("sharpness", "tanh MLP", mlp[0]), ("cnn", "small tanh CNN", cnn[0])):
         fig = plot_sharpness(traces, title=f"Full-batch gradient descent ({what}): top Hessian eigenvalue against step")
         mfig = matplotlib.figure.Figure(figsize=(7, 4.5))
-        plot_sharpness(traces, backend="matplotlib", ax=mfig.add_subplot(),
-                       title=f"{what}: top Hessian eigenvalue against step (dashed: 2/lr)")  # fmt: skip
+        plot_sharpness(
+            traces,
+            backend="matplotlib",
+            ax=mfig.add_subplot(),
+            title=f"{what}: top Hessian eigenvalue against step (dashed: 2/lr)",
+        )
         panels.append(Panel(key, plotly=fig, mpl=mfig))
     return FigureResult(
         caption=f"The top Hessian eigenvalue of the training loss during full-batch gradient descent at three step "
-                f"sizes, with each run's stability threshold 2/lr dashed (Cohen et al.'s Fig. 1 on embedded digits): "
-                f"a tanh MLP (every {EVERY} steps) and a small tanh CNN (every {CNN_EVERY} steps). Not in the papers "
-                f"the gallery reproduces: this is what the package adds.",
+        f"sizes, with each run's stability threshold 2/lr dashed (Cohen et al.'s Fig. 1 on embedded digits): "
+        f"a tanh MLP (every {EVERY} steps) and a small tanh CNN (every {CNN_EVERY} steps). Not in the papers "
+        f"the gallery reproduces: this is what the package adds.",
         panels=panels,
         claims=claims,
-        scaling={"model": f"tanh MLP 64-64-64-10; small tanh CNN (conv 8 - conv 16 - fc 10, "
-                          f"{sum(p.numel() for p in small_cnn().parameters()):,} parameters)",
-                 "data": f"8x8 digits, full batch: first {N_IMAGES} training images (MLP), first {CNN_IMAGES} (CNN)",
-                 "epochs": f"full-batch steps: MLP {STEPS:,}, CNN {CNN_STEPS:,}", "repetitions": 1,
-                 "step_sizes": {"MLP": [float(lr) for lr in LRS], "CNN": [float(lr) for lr in CNN_LRS]},
-                 "curvature_every_steps": {"MLP": EVERY, "CNN": CNN_EVERY}},
+        scaling={
+            "model": f"tanh MLP 64-64-64-10; small tanh CNN (conv 8 - conv 16 - fc 10, "
+            f"{sum(p.numel() for p in small_cnn().parameters()):,} parameters)",
+            "data": f"8x8 digits, full batch: first {N_IMAGES} training images (MLP), first {CNN_IMAGES} (CNN)",
+            "epochs": f"full-batch steps: MLP {STEPS:,}, CNN {CNN_STEPS:,}",
+            "repetitions": 1,
+            "step_sizes": {"MLP": [float(lr) for lr in LRS], "CNN": [float(lr) for lr in CNN_LRS]},
+            "curvature_every_steps": {"MLP": EVERY, "CNN": CNN_EVERY},
+        },
     )

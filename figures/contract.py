@@ -320,11 +320,13 @@ class Panel:
         if not isinstance(self.key, str) or not _PANEL_RE.match(self.key):
             raise ValueError(f"Panel.key {self.key!r} must match {_PANEL_RE.pattern} (it becomes a file name)")
         if not isinstance(self.plotly, go.Figure):
-            raise TypeError(f"Panel {self.key!r}: plotly must be a plotly.graph_objects.Figure, "
-                            f"got {type(self.plotly).__name__}")
+            raise TypeError(
+                f"Panel {self.key!r}: plotly must be a plotly.graph_objects.Figure, got {type(self.plotly).__name__}"
+            )
         if not isinstance(self.mpl, matplotlib.figure.Figure):
-            raise TypeError(f"Panel {self.key!r}: mpl must be a matplotlib.figure.Figure, "
-                            f"got {type(self.mpl).__name__}")
+            raise TypeError(
+                f"Panel {self.key!r}: mpl must be a matplotlib.figure.Figure, got {type(self.mpl).__name__}"
+            )
 
 
 @dataclasses.dataclass
@@ -364,8 +366,9 @@ class FigureResult:
             raise TypeError(f"FigureResult.scaling must be a dict, got {type(self.scaling).__name__}")
         missing = [k for k in SCALING_KEYS if k not in self.scaling]
         if missing:
-            raise ValueError(f"FigureResult.scaling misses {missing}; it needs {list(SCALING_KEYS)} "
-                             "(and may hold more)")
+            raise ValueError(
+                f"FigureResult.scaling misses {missing}; it needs {list(SCALING_KEYS)} (and may hold more)"
+            )
         self.scaling = dict(self.scaling)
         try:
             json.dumps(self.scaling, allow_nan=False)
@@ -413,8 +416,9 @@ class FigureSpec:
 _REGISTRY: dict[str, FigureSpec] = {}
 
 
-def register_figure(name: str, *, paper: Paper | str, title: str,
-                    scales: Sequence[Scale | str] | None = None) -> Callable[[FigureFunction], FigureFunction]:
+def register_figure(
+    name: str, *, paper: Paper | str, title: str, scales: Sequence[Scale | str] | None = None
+) -> Callable[[FigureFunction], FigureFunction]:
     """Decorator registering a figure function under ``name``.
 
     Args:
@@ -540,23 +544,32 @@ def require_data(data_dir: Path | str | None, *relative: str, what: str) -> Path
     """
     hint = "(the quick and medium scales need no data: drop --full)"
     if data_dir is None:
-        raise MissingDataError(f"this figure at full scale needs {what}: pass --data-dir DIR holding "
-                               f"{', '.join(relative) or 'it'} {hint}")
+        raise MissingDataError(
+            f"this figure at full scale needs {what}: pass --data-dir DIR holding {', '.join(relative) or 'it'} {hint}"
+        )
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise MissingDataError(f"--data-dir {root} is not a directory; it should hold {what} {hint}")
     missing = [r for r in relative if not (root / r).exists()]
     if missing:
-        raise MissingDataError(f"--data-dir {root} lacks {', '.join(missing)}: this figure at full scale needs "
-                               f"{what} there {hint}")
+        raise MissingDataError(
+            f"--data-dir {root} lacks {', '.join(missing)}: this figure at full scale needs {what} there {hint}"
+        )
     return root
 
 
 CLAIMS_FORMAT = 2
 """Version of ``claims.json`` (2: verdicts, premises and effects on every claim)."""
 
-_SUMMARY_KEYS = ("figures_ok", "figures_failed", "figures_pending", "claims_held", "claims_not_held",
-                 "claims_inconclusive", "claims_not_tested")
+_SUMMARY_KEYS = (
+    "figures_ok",
+    "figures_failed",
+    "figures_pending",
+    "claims_held",
+    "claims_not_held",
+    "claims_inconclusive",
+    "claims_not_tested",
+)
 
 
 def _claims_schema() -> dict[str, Any]:
@@ -582,8 +595,18 @@ def _claims_schema() -> dict[str, Any]:
     }
     claim = {
         "type": "object",
-        "required": ["statement", "paper_value", "measured", "held", "verdict", "detail", "source", "premises",
-                     "effect", "scale"],
+        "required": [
+            "statement",
+            "paper_value",
+            "measured",
+            "held",
+            "verdict",
+            "detail",
+            "source",
+            "premises",
+            "effect",
+            "scale",
+        ],
         "additionalProperties": False,
         "properties": {
             "statement": {"type": "string", "minLength": 1},
@@ -599,10 +622,14 @@ def _claims_schema() -> dict[str, Any]:
         },
         "allOf": [  # held mirrors the verdict; a failed premise means not tested
             {"if": {"properties": {"verdict": {"const": "held"}}}, "then": {"properties": {"held": {"const": True}}}},
-            {"if": {"properties": {"verdict": {"const": "not held"}}},
-             "then": {"properties": {"held": {"const": False}}}},
-            {"if": {"properties": {"premises": {"contains": {"properties": {"met": {"const": False}}}}}},
-             "then": {"properties": {"verdict": {"const": "not tested"}}}},
+            {
+                "if": {"properties": {"verdict": {"const": "not held"}}},
+                "then": {"properties": {"held": {"const": False}}},
+            },
+            {
+                "if": {"properties": {"premises": {"contains": {"properties": {"met": {"const": False}}}}}},
+                "then": {"properties": {"verdict": {"const": "not tested"}}},
+            },
         ],
     }
     panel = {
@@ -618,8 +645,23 @@ def _claims_schema() -> dict[str, Any]:
     }
     figure = {
         "type": "object",
-        "required": ["name", "title", "paper", "module", "scale", "scaling", "caption", "runtime_s", "status",
-                     "error", "cached", "cache_key", "finished", "panels", "claims"],
+        "required": [
+            "name",
+            "title",
+            "paper",
+            "module",
+            "scale",
+            "scaling",
+            "caption",
+            "runtime_s",
+            "status",
+            "error",
+            "cached",
+            "cache_key",
+            "finished",
+            "panels",
+            "claims",
+        ],
         "properties": {
             "name": {"type": "string", "minLength": 1},
             "title": {"type": "string"},
@@ -640,12 +682,14 @@ def _claims_schema() -> dict[str, Any]:
         "allOf": [
             {  # a rendered figure states its scaling, time and panels, and has no error
                 "if": {"properties": {"status": {"const": "ok"}}},
-                "then": {"properties": {
-                    "scaling": {"required": list(SCALING_KEYS)},
-                    "runtime_s": {"type": "number"},
-                    "error": {"type": "null"},
-                    "panels": {"minItems": 1},
-                }},
+                "then": {
+                    "properties": {
+                        "scaling": {"required": list(SCALING_KEYS)},
+                        "runtime_s": {"type": "number"},
+                        "error": {"type": "null"},
+                        "panels": {"minItems": 1},
+                    }
+                },
             },
             {  # a failed figure carries its traceback
                 "if": {"properties": {"status": {"const": "failed"}}},

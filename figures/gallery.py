@@ -87,16 +87,24 @@ def render_figure(result: FigureResult, stage: Path, name: str) -> list[dict[str
     """
     panels = []
     for p in result.panels:
-        p.plotly.write_html(stage / f"{p.key}.html", include_plotlyjs=f"../{PLOTLY_JS}", full_html=True,
-                            config={"displaylogo": False})
+        p.plotly.write_html(
+            stage / f"{p.key}.html", include_plotlyjs=f"../{PLOTLY_JS}", full_html=True, config={"displaylogo": False}
+        )
         (stage / f"{p.key}.plotly.json").write_text(p.plotly.to_json(), encoding="utf-8")
         p.mpl.savefig(stage / f"{p.key}.png", dpi=PNG_DPI, bbox_inches="tight")
         if "matplotlib.pyplot" in sys.modules:  # release pyplot-managed figures; a no-op for plain Figures
             import matplotlib.pyplot as plt
 
             plt.close(p.mpl)
-        panels.append({"key": p.key, "caption": p.caption, "html": f"{name}/{p.key}.html",
-                       "png": f"{name}/{p.key}.png", "json": f"{name}/{p.key}.plotly.json"})
+        panels.append(
+            {
+                "key": p.key,
+                "caption": p.caption,
+                "html": f"{name}/{p.key}.html",
+                "png": f"{name}/{p.key}.png",
+                "json": f"{name}/{p.key}.plotly.json",
+            }
+        )
     return panels
 
 
@@ -126,8 +134,15 @@ def figure_entry(spec: FigureSpec | None, *, name: str, scale: str, status: str,
     return entry
 
 
-SUMMARY_KEYS = ("figures_ok", "figures_failed", "figures_pending", "claims_held", "claims_not_held",
-                "claims_inconclusive", "claims_not_tested")
+SUMMARY_KEYS = (
+    "figures_ok",
+    "figures_failed",
+    "figures_pending",
+    "claims_held",
+    "claims_not_held",
+    "claims_inconclusive",
+    "claims_not_tested",
+)
 
 
 def summarize(entries: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -199,15 +214,20 @@ def _evidence(c: Mapping[str, Any]) -> str:
     for p in c.get("premises") or ():
         cls = "met" if p["met"] else "unmet"
         bound = "" if p["threshold"] is None else f" (bound {_fmt(p['threshold'])})"
-        parts.append(f'<li class="premise {cls}">{"✓" if p["met"] else "✗"} premise: {html.escape(p["statement"])}: '
-                     f"{html.escape(_fmt(p['measured']))}{html.escape(bound)}"
-                     + (f' <span class="how">{html.escape(p["detail"])}</span>' if p["detail"] else "") + "</li>")
+        parts.append(
+            f'<li class="premise {cls}">{"✓" if p["met"] else "✗"} premise: {html.escape(p["statement"])}: '
+            f"{html.escape(_fmt(p['measured']))}{html.escape(bound)}"
+            + (f' <span class="how">{html.escape(p["detail"])}</span>' if p["detail"] else "")
+            + "</li>"
+        )
     e = c.get("effect")
     if e:
-        parts.append(f'<li class="effect">effect {html.escape(_fmt(e["mean"]))} '
-                     f"[{html.escape(_fmt(e['ci_low']))}, {html.escape(_fmt(e['ci_high']))}] "
-                     f"({e['confidence']:.0%} CI, n={e['n']}, p={html.escape(_fmt(e['p_value']))}, "
-                     f"{html.escape(e['method'])})</li>")
+        parts.append(
+            f'<li class="effect">effect {html.escape(_fmt(e["mean"]))} '
+            f"[{html.escape(_fmt(e['ci_low']))}, {html.escape(_fmt(e['ci_high']))}] "
+            f"({e['confidence']:.0%} CI, n={e['n']}, p={html.escape(_fmt(e['p_value']))}, "
+            f"{html.escape(e['method'])})</li>"
+        )
     if c.get("scale"):
         parts.append(f'<li class="scale">verdict from the {html.escape(c["scale"])} scale</li>')
     return f'<ul class="evidence">{"".join(parts)}</ul>' if parts else ""
@@ -228,8 +248,10 @@ def _claims_table(claims: Sequence[Mapping[str, Any]]) -> str:
             f'<td class="mark" title="{cls.replace("-", " ")}">{mark}</td>'
             f'<td class="detail">{html.escape(c["detail"])}{_evidence(c)}</td></tr>'
         )
-    return ('<table class="claims"><thead><tr><th>Claim (paper)</th><th>Paper</th><th>Measured here</th>'
-            '<th>Verdict</th><th>How measured</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+    return (
+        '<table class="claims"><thead><tr><th>Claim (paper)</th><th>Paper</th><th>Measured here</th>'
+        "<th>Verdict</th><th>How measured</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
 
 
 def _scaling_list(entry: Mapping[str, Any]) -> str:
@@ -253,14 +275,20 @@ def _plot_div(out: Path, panel: Mapping[str, Any], div_id: str) -> str:
 
 def _figure_section(out: Path, entry: Mapping[str, Any], fragments: dict[str, str]) -> str:
     name = entry["name"]
-    head = (f'<h3>{html.escape(entry["title"])} <span class="name">{html.escape(name)}</span> '
-            f'<span class="status {entry["status"]}">{entry["status"]}</span></h3>')
+    head = (
+        f'<h3>{html.escape(entry["title"])} <span class="name">{html.escape(name)}</span> '
+        f'<span class="status {entry["status"]}">{entry["status"]}</span></h3>'
+    )
     if entry["status"] == "pending":
-        return f'<section class="figure pending" id="fig-{name}">{head}<p>Not finished (running, or the build ' \
-               f"was interrupted).</p></section>"
+        return (
+            f'<section class="figure pending" id="fig-{name}">{head}<p>Not finished (running, or the build '
+            f"was interrupted).</p></section>"
+        )
     if entry["status"] == "failed":
-        return (f'<section class="figure failed" id="fig-{name}">{head}<p>This figure failed; its claims are '
-                f'not tested. Traceback:</p><pre class="error">{html.escape(entry["error"] or "")}</pre></section>')
+        return (
+            f'<section class="figure failed" id="fig-{name}">{head}<p>This figure failed; its claims are '
+            f'not tested. Traceback:</p><pre class="error">{html.escape(entry["error"] or "")}</pre></section>'
+        )
     key = f"{name}:{entry['cache_key']}:{entry['finished']}"
     if key not in fragments:  # build each embedded plot once per process (the index is rewritten often)
         parts = []
@@ -275,8 +303,10 @@ def _figure_section(out: Path, entry: Mapping[str, Any], fragments: dict[str, st
                 f'<a href="{html.escape(p["png"])}">PNG</a></div></div>{cap}</div>'
             )
         fragments[key] = "".join(parts)
-    return (f'<section class="figure ok" id="fig-{name}">{head}<p class="caption">{html.escape(entry["caption"])}</p>'
-            f"{_scaling_list(entry)}{fragments[key]}{_claims_table(entry['claims'])}</section>")
+    return (
+        f'<section class="figure ok" id="fig-{name}">{head}<p class="caption">{html.escape(entry["caption"])}</p>'
+        f"{_scaling_list(entry)}{fragments[key]}{_claims_table(entry['claims'])}</section>"
+    )
 
 
 _CSS = """
@@ -363,8 +393,15 @@ _SELF_CHECK = """<script>
 </script>"""
 
 
-def write_index(out: Path, entries: Sequence[Mapping[str, Any]], *, scale: str, total_runtime_s: float,
-                fragments: dict[str, str] | None = None, note: str = "") -> Path:
+def write_index(
+    out: Path,
+    entries: Sequence[Mapping[str, Any]],
+    *,
+    scale: str,
+    total_runtime_s: float,
+    fragments: dict[str, str] | None = None,
+    note: str = "",
+) -> Path:
     """Write ``out/index.html`` atomically: summary, contents, then every figure grouped by paper.
 
     Args:
@@ -383,14 +420,16 @@ def write_index(out: Path, entries: Sequence[Mapping[str, Any]], *, scale: str, 
     banner = ""
     if s["figures_pending"]:
         pending = _plural(s["figures_pending"], "figure")
-        banner = f'<p class="banner">This gallery is incomplete: {pending} pending (the build is running or was ' \
-                 "interrupted).</p>"
+        banner = (
+            f'<p class="banner">This gallery is incomplete: {pending} pending (the build is running or was '
+            "interrupted).</p>"
+        )
     summary = (
         f'<div class="summary"><div class="held">✓ {_plural(s["claims_held"], "claim")} held</div>'
         f'<div class="not-held">✗ {s["claims_not_held"]} not held</div>'
-        f'<div>≈ {s["claims_inconclusive"]} inconclusive</div>'
-        f'<div>n.t. {s["claims_not_tested"]} not tested (premise not met or not testable)</div>'
-        f'<div>{_plural(s["figures_ok"], "figure")} rendered</div>'
+        f"<div>≈ {s['claims_inconclusive']} inconclusive</div>"
+        f"<div>n.t. {s['claims_not_tested']} not tested (premise not met or not testable)</div>"
+        f"<div>{_plural(s['figures_ok'], 'figure')} rendered</div>"
         + (f'<div class="failed">{_plural(s["figures_failed"], "figure")} failed</div>' if s["figures_failed"] else "")
         + "</div>"
     )
@@ -403,8 +442,10 @@ def write_index(out: Path, entries: Sequence[Mapping[str, Any]], *, scale: str, 
             f'<td><span class="status {e["status"]}">{e["status"]}</span></td><td>{marks}'
             f'</td><td class="num">{_fmt_time(e["runtime_s"])}{" (cached)" if e["cached"] else ""}</td></tr>'
         )
-    toc = ('<table class="contents"><thead><tr><th>Figure</th><th>Name</th><th>Status</th><th>Claims</th>'
-           "<th>Run time</th></tr></thead><tbody>" + "".join(toc_rows) + "</tbody></table>")
+    toc = (
+        '<table class="contents"><thead><tr><th>Figure</th><th>Name</th><th>Status</th><th>Claims</th>'
+        "<th>Run time</th></tr></thead><tbody>" + "".join(toc_rows) + "</tbody></table>"
+    )
     sections = []
     order = {p.value: i for i, p in enumerate(Paper)}
     papers = sorted({e["paper"] for e in entries}, key=lambda p: (order.get(p, len(order)), str(p)))
@@ -440,6 +481,11 @@ def cache_key(spec: FigureSpec, scale: str, data_dir: Path | None) -> str | None
     source = spec.source_hash()
     if source is None:
         return None
-    parts = {"format": CLAIMS_FORMAT, "name": spec.name, "scale": scale, "source": source,
-             "data_dir": str(data_dir.resolve()) if (data_dir is not None and scale == "full") else None}
+    parts = {
+        "format": CLAIMS_FORMAT,
+        "name": spec.name,
+        "scale": scale,
+        "source": source,
+        "data_dir": str(data_dir.resolve()) if (data_dir is not None and scale == "full") else None,
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]

@@ -55,8 +55,9 @@ def transient_share(curve: np.ndarray, frac: float = 0.25) -> float:
 
 
 @single_threaded
-def fig1(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None,
-         progress: bool = False) -> FigureResult:
+def fig1(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
     """Compute and draw Fig. 1 (see the module docstring).
 
     Args:
@@ -75,11 +76,32 @@ def fig1(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
     at = [round(setup.epochs * f) for f in setup.switch_fractions]
     panels = []
     for m in methods:
-        panels.append((LABELS[m], [Curve(np.arange(len(got[m, k].history)), got[m, k].curve("surface_loss"),
-                                         f"init {k}", color(m), LINESTYLES[k % len(LINESTYLES)])
-                                   for k in range(reps)]))  # fmt: skip
-    f = small_multiples(panels, cols=2, xlabel="epoch", ylabel="training loss", logy=True, vlines=at, width=4.4,
-                        height=3.0, title="Fig. 1: learning curves (dotted: Fig. 7's switch epochs)")
+        panels.append(
+            (
+                LABELS[m],
+                [
+                    Curve(
+                        np.arange(len(got[m, k].history)),
+                        got[m, k].curve("surface_loss"),
+                        f"init {k}",
+                        color(m),
+                        LINESTYLES[k % len(LINESTYLES)],
+                    )
+                    for k in range(reps)
+                ],
+            )
+        )
+    f = small_multiples(
+        panels,
+        cols=2,
+        xlabel="epoch",
+        ylabel="training loss",
+        logy=True,
+        vlines=at,
+        width=4.4,
+        height=3.0,
+        title="Fig. 1: learning curves (dotted: Fig. 7's switch epochs)",
+    )
     share = {key: transient_share(r.curve("surface_loss")) for key, r in got.items()}
     log_share = {key: transient_share(np.log(r.curve("surface_loss"))) for key, r in got.items()}
     sgd = [share["sgd", k] for k in range(reps)]
@@ -88,28 +110,41 @@ def fig1(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
     claims = [
         Claim(
             statement="Learning has a short transient phase in which the loss decreases rapidly, followed by a "
-                      "minimization phase in which it decreases slowly.",
-            paper_value=None, source=f"{SOURCE}, Sec. 2.2.1 and 4.3, Fig. 1", measured=sgd, premises=[premise],
-            effect=eff, verdict=verdict_for(eff, direction=1), scale=setup.name,
+            "minimization phase in which it decreases slowly.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 2.2.1 and 4.3, Fig. 1",
+            measured=sgd,
+            premises=[premise],
+            effect=eff,
+            verdict=verdict_for(eff, direction=1),
+            scale=setup.name,
             detail=f"measured = per init, the share of SGD's total training-loss decrease reached after the first "
-                   f"quarter of training ({at[0]} of {setup.epochs} epochs); effect = share - 1/2 over {reps} inits "
-                   f"(paired t); held if above 0. Adam: " + ", ".join(f"{share['adam', k]:.3f}" for k in range(reps))
-                   + ". On log loss: SGD " + ", ".join(f"{log_share['sgd', k]:.3f}" for k in range(reps))
-                   + ", Adam " + ", ".join(f"{log_share['adam', k]:.3f}" for k in range(reps))
-                   + ". The learning-rate schedule (halved between 8 stages) slows the late phase by design.",
+            f"quarter of training ({at[0]} of {setup.epochs} epochs); effect = share - 1/2 over {reps} inits "
+            f"(paired t); held if above 0. Adam: "
+            + ", ".join(f"{share['adam', k]:.3f}" for k in range(reps))
+            + ". On log loss: SGD "
+            + ", ".join(f"{log_share['sgd', k]:.3f}" for k in range(reps))
+            + ", Adam "
+            + ", ".join(f"{log_share['adam', k]:.3f}" for k in range(reps))
+            + ". The learning-rate schedule (halved between 8 stages) slows the late phase by design.",
         ),
     ]
     return FigureResult(
         caption="Fig. 1: training loss per epoch (on the surface images, BatchNorm with batch statistics) of SGD and "
-                "Adam from every initialization of the shared pool, log axis; dotted lines at the epochs where Fig. 7 "
-                "switches optimizer. The paper's Fig. 1 is a schematic learning curve; this one is measured. Scaled "
-                "down from the paper (see scaling).",
-        panels=[Panel("learning_curve", plotly=f[0], mpl=f[1])], claims=claims,
+        "Adam from every initialization of the shared pool, log axis; dotted lines at the epochs where Fig. 7 "
+        "switches optimizer. The paper's Fig. 1 is a schematic learning curve; this one is measured. Scaled "
+        "down from the paper (see scaling).",
+        panels=[Panel("learning_curve", plotly=f[0], mpl=f[1])],
+        claims=claims,
         scaling=setup.scaling(reps, initializations=f"{reps} per method"),
     )
 
 
-@register_figure("im_fig1", paper="im", title="Im et al. Fig. 1: learning curve, transient and minimization phases",
-                 scales=("medium",))
+@register_figure(
+    "im_fig1",
+    paper="im",
+    title="Im et al. Fig. 1: learning curve, transient and minimization phases",
+    scales=("medium",),
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig1(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

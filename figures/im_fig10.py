@@ -39,8 +39,9 @@ __all__ = ["fig10"]
 
 
 @single_threaded
-def fig10(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None,
-          progress: bool = False) -> FigureResult:
+def fig10(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
     """Compute and draw Fig. 10 (see the module docstring).
 
     Args:
@@ -59,8 +60,10 @@ def fig10(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | No
     kw = {**runs.eval_kw(RunSpec()), "metrics": ("loss",)}
     data = runs.surface_data()
     alphas = np.linspace(0, 2, 41)
-    loss = {key: line(template, r.init, r.final, data, alphas=alphas, **kw).metrics["loss"]
-            for key, r in tqdm(grid.items(), desc="fig 10 lines", disable=not progress, leave=False)}  # fmt: skip
+    loss = {
+        key: line(template, r.init, r.final, data, alphas=alphas, **kw).metrics["loss"]
+        for key, r in tqdm(grid.items(), desc="fig 10 lines", disable=not progress, leave=False)
+    }
 
     i1 = int(np.argmin(np.abs(alphas - 1)))
     past = alphas >= 1.25
@@ -69,39 +72,60 @@ def fig10(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | No
     argmin = {key: float(alphas[np.nanargmin(z)]) if np.isfinite(z).any() else np.nan for key, z in loss.items()}
     worst = min(ratio, key=lambda k: ratio[k] if np.isfinite(ratio[k]) else -np.inf)
     dash = LINESTYLES
-    panels = [(LABELS[m], [Curve(alphas, loss[m, k], f"init {k}", color(m), dash[k % len(dash)]) for k in range(reps)])
-              for m in METHODS]  # fmt: skip
-    f = small_multiples(panels, cols=4, xlabel="alpha (0: init, 1: final)", ylabel="training loss", logy=True,
-                        vlines=[1.0], title="Fig. 10: interpolation from the initial to the final weights, to alpha 2")
-    past_min = {key: float(np.min(z[past]) / z[i1]) if np.isfinite(z).all() and z[i1] > 0 else np.nan
-                for key, z in loss.items()}  # fmt: skip
+    panels = [
+        (LABELS[m], [Curve(alphas, loss[m, k], f"init {k}", color(m), dash[k % len(dash)]) for k in range(reps)])
+        for m in METHODS
+    ]
+    f = small_multiples(
+        panels,
+        cols=4,
+        xlabel="alpha (0: init, 1: final)",
+        ylabel="training loss",
+        logy=True,
+        vlines=[1.0],
+        title="Fig. 10: interpolation from the initial to the final weights, to alpha 2",
+    )
+    past_min = {
+        key: float(np.min(z[past]) / z[i1]) if np.isfinite(z).all() and z[i1] > 0 else np.nan for key, z in loss.items()
+    }
     per_init = [float(np.nanmin([past_min[m, k] for m in METHODS])) for k in range(reps)]
     eff = paired_effect(np.log(per_init), 0.0)
     premise = converged_premise(list(grid.values()), runs.surface_data())
     claims = [
         Claim(
             statement="Interpolating beyond the final weights (the critical point) along the init -> final line, the "
-                      "loss increases.",
-            paper_value=None, source=f"{SOURCE}, Sec. 3.3, Fig. 10", measured=per_init, premises=[premise],
-            effect=eff, verdict=verdict_for(eff, direction=1), scale=setup.name,
+            "loss increases.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 3.3, Fig. 10",
+            measured=per_init,
+            premises=[premise],
+            effect=eff,
+            verdict=verdict_for(eff, direction=1),
+            scale=setup.name,
             detail=f"measured = per init, the smallest min over alpha in [1.25, 2] of L(alpha) / L(1) over the 7 "
-                   f"methods; effect = mean log over {reps} inits (paired t against 0); held if above 0. "
-                   f"{sum(ok.values())}/{len(ok)} runs have loss above L(1) everywhere on [1.25, 2]; loss(2) / loss(1) "
-                   f"smallest {ratio[worst]:.3g} ({LABELS[worst[0]]}, init {worst[1]}), median "
-                   f"{np.nanmedian(list(ratio.values())):.3g}. The loss is smallest at alpha = "
-                   + ", ".join(sorted({f'{a:g}' for a in argmin.values()})) + " (41 points on [0, 2]).",
+            f"methods; effect = mean log over {reps} inits (paired t against 0); held if above 0. "
+            f"{sum(ok.values())}/{len(ok)} runs have loss above L(1) everywhere on [1.25, 2]; loss(2) / loss(1) "
+            f"smallest {ratio[worst]:.3g} ({LABELS[worst[0]]}, init {worst[1]}), median "
+            f"{np.nanmedian(list(ratio.values())):.3g}. The loss is smallest at alpha = "
+            + ", ".join(sorted({f"{a:g}" for a in argmin.values()}))
+            + " (41 points on [0, 2]).",
         ),
     ]
     return FigureResult(
         caption="Fig. 10: training loss on the line from the initial (alpha 0) through the final weights (alpha 1, "
-                "dotted) to alpha 2, per method (one line style per initialization). Scaled down from the paper (see "
-                "scaling).",
-        panels=[Panel("beyond_final", plotly=f[0], mpl=f[1])], claims=claims,
+        "dotted) to alpha 2, per method (one line style per initialization). Scaled down from the paper (see "
+        "scaling).",
+        panels=[Panel("beyond_final", plotly=f[0], mpl=f[1])],
+        claims=claims,
         scaling=setup.scaling(reps, initializations=f"{reps} per method", line="41 points, alpha in [0, 2]"),
     )
 
 
-@register_figure("im_fig10", paper="im", title="Im et al. Fig. 10: init -> final interpolation continued to alpha 2",
-                 scales=("medium",))
+@register_figure(
+    "im_fig10",
+    paper="im",
+    title="Im et al. Fig. 10: init -> final interpolation continued to alpha 2",
+    scales=("medium",),
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig10(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

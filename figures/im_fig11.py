@@ -36,12 +36,24 @@ from landscape.surface import line
 __all__ = ["INITS", "fig11", "flatness"]
 
 INITS = ((-10.0, 0.01), (-1.0, 1.0), None)  # Im et al. A.5; None = He's initialization (the reference)
-_COLORS = {(True, 0): "#1f77b4", (False, 0): "#9ecae1", (True, 1): "#d62728", (False, 1): "#fc9272",
-           (True, 2): "#2ca02c", (False, 2): "#a1d99b"}  # fmt: skip
+_COLORS = {
+    (True, 0): "#1f77b4",
+    (False, 0): "#9ecae1",
+    (True, 1): "#d62728",
+    (False, 1): "#fc9272",
+    (True, 2): "#2ca02c",
+    (False, 2): "#a1d99b",
+}
 
 
-_STYLE = {(True, 0): "solid", (False, 0): "dash", (True, 1): "dot", (False, 1): "dashdot", (True, 2): "solid",
-          (False, 2): "dash"}  # fmt: skip
+_STYLE = {
+    (True, 0): "solid",
+    (False, 0): "dash",
+    (True, 1): "dot",
+    (False, 1): "dashdot",
+    (True, 2): "solid",
+    (False, 2): "dash",
+}
 _WIDTH = {0: 4.0, 1: 1.6, 2: 1.6}
 
 
@@ -77,8 +89,9 @@ def flatness(runs: ImRuns, run: Run, seed: int = 0) -> float:
 
 
 @single_threaded
-def fig11(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None,
-          progress: bool = False) -> FigureResult:
+def fig11(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
     """Compute and draw Fig. 11 (see the module docstring).
 
     Args:
@@ -106,25 +119,57 @@ def fig11(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | No
     data = runs.surface_data()
     lines = {}
     for (bn, i), r in got.items():
-        lines[bn, i] = line(r.factory(), r.init, r.final, data, alphas=alphas, metrics=("loss",),
-                            **runs.eval_kw(r.spec)).metrics["loss"]  # fmt: skip
+        lines[bn, i] = line(
+            r.factory(), r.init, r.final, data, alphas=alphas, metrics=("loss",), **runs.eval_kw(r.spec)
+        ).metrics["loss"]
 
     def lab(bn: bool, i: int) -> str:
         return f"{_name(i)}, {'with' if bn else 'no'} BN"
 
     curves = []
-    for metric, what, sc in (("trainset_loss", "training loss", 1.0), ("trainset_accuracy", "training accuracy (%)",
-                                                                        100.0)):  # fmt: skip
+    for metric, what, sc in (
+        ("trainset_loss", "training loss", 1.0),
+        ("trainset_accuracy", "training accuracy (%)", 100.0),
+    ):
         # N(-10, 0.01) and N(-1, 1) trace the same flat line when neither trains: the first is drawn wide and
         # underneath, the second narrow and dotted on top, so both stay visible
-        curves.append((what, [Curve(np.arange(len(r.history)), sc * r.curve(metric), lab(bn, i), _COLORS[bn, i],
-                                    dash=_STYLE[bn, i], width=_WIDTH[i]) for (bn, i), r in got.items()]))  # fmt: skip
-    ft = small_multiples(curves, cols=2, xlabel="epoch", ylabel="", width=4.4, height=3.2, sharey=False,
-                         title="Fig. 11(a): NIN trained with SGD from exotic and He initializations")
-    fl = small_multiples([(_name(i), [Curve(alphas, lines[bn, i], lab(bn, i), _COLORS[bn, i], dash=_STYLE[bn, i])
-                                      for bn in bns]) for i in range(len(INITS))], cols=3,
-                         xlabel="alpha (0: init, 1: final)", ylabel="training loss", logy=True,
-                         title="Fig. 11(b): loss from the initial to the final weights")  # fmt: skip
+        curves.append(
+            (
+                what,
+                [
+                    Curve(
+                        np.arange(len(r.history)),
+                        sc * r.curve(metric),
+                        lab(bn, i),
+                        _COLORS[bn, i],
+                        dash=_STYLE[bn, i],
+                        width=_WIDTH[i],
+                    )
+                    for (bn, i), r in got.items()
+                ],
+            )
+        )
+    ft = small_multiples(
+        curves,
+        cols=2,
+        xlabel="epoch",
+        ylabel="",
+        width=4.4,
+        height=3.2,
+        sharey=False,
+        title="Fig. 11(a): NIN trained with SGD from exotic and He initializations",
+    )
+    fl = small_multiples(
+        [
+            (_name(i), [Curve(alphas, lines[bn, i], lab(bn, i), _COLORS[bn, i], dash=_STYLE[bn, i]) for bn in bns])
+            for i in range(len(INITS))
+        ],
+        cols=3,
+        xlabel="alpha (0: init, 1: final)",
+        ylabel="training loss",
+        logy=True,
+        title="Fig. 11(b): loss from the initial to the final weights",
+    )
 
     exotic = range(len(INITS) - 1)
     ref = len(INITS) - 1
@@ -133,22 +178,44 @@ def fig11(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | No
     flat = {(i, k): flatness(runs, every[False, i, k]) for i in exotic for k in range(reps)}
     stopped = [f"{lab(bn, i)} seed {k}" for (bn, i, k), r in every.items() if not r.completed]
     note = f" Runs stopped early by a non-finite loss: {', '.join(stopped)}." if stopped else ""
-    accs = "; ".join(f"{lab(bn, i)}: train " + "/".join(f"{100 * acc[bn, i, k]:.1f}" for k in range(reps))
-                     + "%, test " + "/".join(f"{100 * test[bn, i, k]:.1f}" for k in range(reps)) + "%"
-                     for bn in bns for i in range(len(INITS)))  # fmt: skip
+    accs = "; ".join(
+        f"{lab(bn, i)}: train "
+        + "/".join(f"{100 * acc[bn, i, k]:.1f}" for k in range(reps))
+        + "%, test "
+        + "/".join(f"{100 * test[bn, i, k]:.1f}" for k in range(reps))
+        + "%"
+        for bn in bns
+        for i in range(len(INITS))
+    )
     ks = range(reps)
     no_bn = [max(acc[False, i, k] for i in exotic) for k in ks]
     fl_vals = [max(flat[i, k] for i in exotic) for k in ks]
     with_bn = [min(acc[True, i, k] for i in exotic) for k in ks]
     gap = [100 * (max(test[True, i, k] for i in exotic) - test[True, ref, k]) for k in ks]
-    he_nobn = at_least("the He-initialized NIN without BatchNorm trains", [acc[False, ref, k] for k in ks], 0.5,
-                       detail="its final training accuracy per seed; at least 50%")
-    he_bn = at_least("the He-initialized NIN with BatchNorm trains", [acc[True, ref, k] for k in ks], 0.5,
-                     detail="its final training accuracy per seed; at least 50%")
-    stuck = at_most("the exotic runs without BatchNorm are stuck", no_bn, 0.2,
-                    detail="the better exotic run's final training accuracy per seed; below 20%")
-    trained = at_least("the exotic runs with BatchNorm trained", with_bn, 0.5,
-                       detail="the worse exotic BatchNorm run's final training accuracy per seed; at least 50%")
+    he_nobn = at_least(
+        "the He-initialized NIN without BatchNorm trains",
+        [acc[False, ref, k] for k in ks],
+        0.5,
+        detail="its final training accuracy per seed; at least 50%",
+    )
+    he_bn = at_least(
+        "the He-initialized NIN with BatchNorm trains",
+        [acc[True, ref, k] for k in ks],
+        0.5,
+        detail="its final training accuracy per seed; at least 50%",
+    )
+    stuck = at_most(
+        "the exotic runs without BatchNorm are stuck",
+        no_bn,
+        0.2,
+        detail="the better exotic run's final training accuracy per seed; below 20%",
+    )
+    trained = at_least(
+        "the exotic runs with BatchNorm trained",
+        with_bn,
+        0.5,
+        detail="the worse exotic BatchNorm run's final training accuracy per seed; at least 50%",
+    )
     e1 = paired_effect(no_bn, 0.2)
     e2 = paired_effect(fl_vals, 0.01) if np.isfinite(fl_vals).all() else None
     e3 = paired_effect(with_bn, 0.5)
@@ -156,51 +223,80 @@ def fig11(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | No
     claims = [
         Claim(
             statement="Without batch normalization, NIN does not train at all from N(-10, 0.01) or N(-1, 1) "
-                      "initializations.",
-            paper_value=None, source=f"{SOURCE}, A.5, Fig. 11", measured=no_bn, premises=[he_nobn], effect=e1,
-            verdict=verdict_for(e1, direction=-1), scale=setup.name,
+            "initializations.",
+            paper_value=None,
+            source=f"{SOURCE}, A.5, Fig. 11",
+            measured=no_bn,
+            premises=[he_nobn],
+            effect=e1,
+            verdict=verdict_for(e1, direction=-1),
+            scale=setup.name,
             detail=f"measured = per seed, the better exotic run's final training accuracy; effect = that minus 20% "
-                   f"over {reps} seeds (paired t); held if below 0 (chance 10%). {accs}.{note}",
+            f"over {reps} seeds (paired t); held if below 0 (chance 10%). {accs}.{note}",
         ),
         Claim(
             statement="Around these initializations the loss surface is a plateau rather than a bad local minimum.",
-            paper_value=None, source=f"{SOURCE}, A.5, Fig. 11(b)", measured=fl_vals, premises=[stuck], effect=e2,
-            verdict=verdict_for(e2, direction=-1) if e2 else "not tested", scale=setup.name,
+            paper_value=None,
+            source=f"{SOURCE}, A.5, Fig. 11(b)",
+            measured=fl_vals,
+            premises=[stuck],
+            effect=e2,
+            verdict=verdict_for(e2, direction=-1) if e2 else "not tested",
+            scale=setup.name,
             detail="measured = per seed, the larger relative change of the training loss around the initialization "
-                   "(training path and two random directions of 10% of ||theta_0||) of the two nets without "
-                   f"BatchNorm; effect = that minus 0.01 over {reps} seeds (paired t); held if below 0. Per run: "
-                   + ", ".join(f"{_name(i)} seed {k} {flat[i, k]:.3g}" for i in exotic for k in ks) + ".",
+            "(training path and two random directions of 10% of ||theta_0||) of the two nets without "
+            f"BatchNorm; effect = that minus 0.01 over {reps} seeds (paired t); held if below 0. Per run: "
+            + ", ".join(f"{_name(i)} seed {k} {flat[i, k]:.3g}" for i in exotic for k in ks)
+            + ".",
         ),
         Claim(
             statement="With batch normalization, NIN trains from these initializations (slowly) and finds a local "
-                      "minimum.",
-            paper_value=None, source=f"{SOURCE}, A.5, Fig. 11", measured=with_bn, premises=[he_bn], effect=e3,
-            verdict=verdict_for(e3, direction=1), scale=setup.name,
+            "minimum.",
+            paper_value=None,
+            source=f"{SOURCE}, A.5, Fig. 11",
+            measured=with_bn,
+            premises=[he_bn],
+            effect=e3,
+            verdict=verdict_for(e3, direction=1),
+            scale=setup.name,
             detail=f"measured = per seed, the worse exotic BatchNorm run's final training accuracy; effect = that "
-                   f"minus 50% over {reps} seeds (paired t); held if above 0. {accs}.",
+            f"minus 50% over {reps} seeds (paired t); held if above 0. {accs}.",
         ),
         Claim(
             statement="The minimum found from the exotic initializations (with batch normalization) is not as good as "
-                      "the one found from small initial values.",
-            paper_value=None, source=f"{SOURCE}, A.5", measured=gap, premises=[trained], effect=e4,
-            verdict=verdict_for(e4, direction=-1), scale=setup.name,
+            "the one found from small initial values.",
+            paper_value=None,
+            source=f"{SOURCE}, A.5",
+            measured=gap,
+            premises=[trained],
+            effect=e4,
+            verdict=verdict_for(e4, direction=-1),
+            scale=setup.name,
             detail=f"measured = per seed, best exotic test accuracy minus the He-initialized one (points); effect over "
-                   f"{reps} seeds (paired t); held if below 0.",
+            f"{reps} seeds (paired t); held if below 0.",
         ),
     ]
     return FigureResult(
         caption="Fig. 11: the NIN-style net trained with SGD from every convolution weight and bias drawn from "
-                "N(-10, 0.01) (blue) or N(-1, 1) (red), and from He's initialization (green), with BatchNorm "
-                "(solid) and without (dashed, light). (a) training loss and accuracy per epoch; (b) training loss from "
-                "the initial to the final weights. Scaled down from the paper (see scaling).",
+        "N(-10, 0.01) (blue) or N(-1, 1) (red), and from He's initialization (green), with BatchNorm "
+        "(solid) and without (dashed, light). (a) training loss and accuracy per epoch; (b) training loss from "
+        "the initial to the final weights. Scaled down from the paper (see scaling).",
         panels=[Panel("training", plotly=ft[0], mpl=ft[1]), Panel("init_final", plotly=fl[0], mpl=fl[1])],
         claims=claims,
-        scaling=setup.scaling(setup.repetitions_nin, arch="nin", optimizer="SGD lr 0.05",
-                              initializations="N(-10, 0.01), N(-1, 1) on conv weights and biases; He (reference)"),
+        scaling=setup.scaling(
+            setup.repetitions_nin,
+            arch="nin",
+            optimizer="SGD lr 0.05",
+            initializations="N(-10, 0.01), N(-1, 1) on conv weights and biases; He (reference)",
+        ),
     )
 
 
-@register_figure("im_fig11", paper="im", title="Im et al. Fig. 11: NIN from exotic initializations, with/without BN",
-                 scales=("medium",))
+@register_figure(
+    "im_fig11",
+    paper="im",
+    title="Im et al. Fig. 11: NIN from exotic initializations, with/without BN",
+    scales=("medium",),
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig11(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

@@ -93,20 +93,36 @@ class SwitchFigure:
 
     def switched(self, first: str, second: str, f: float, k: int, variant: int) -> RunSpec:
         """The run of ``first`` switched to ``second`` at fraction ``f`` of training (panel ``variant``)."""
-        return RunSpec(first, init=k, arch=self.arch, hyper=dict(self.start.get(first, {})), then=second,
-                       switch_at=f, then_hyper=dict(self.after[variant].get(second, {})))  # fmt: skip
+        return RunSpec(
+            first,
+            init=k,
+            arch=self.arch,
+            hyper=dict(self.start.get(first, {})),
+            then=second,
+            switch_at=f,
+            then_hyper=dict(self.after[variant].get(second, {})),
+        )
 
 
 SWITCHES = {
-    12: SwitchFigure(12, "nin", "sgd", "adam", {"sgd": {"lr": 0.1}},
-                     ({"sgd": {"lr": 0.1}}, {"sgd": {"lr": 0.05}}, {"sgd": {"lr": 0.01}})),
-    13: SwitchFigure(13, "vgg", "sgd", "adam", {},
-                     ({}, {"adam": {"lr": 0.0005}}, {"sgd": {"lr": 0.01}, "adam": {"lr": 0.0001}})),
-    14: SwitchFigure(14, "vgg", "sgd", "adadelta", {},
-                     ({"sgd": {"lr": 0.1}}, {"sgd": {"lr": 0.05}}, {"sgd": {"lr": 0.01}})),
-    15: SwitchFigure(15, "vgg", "adam", "adadelta", {},
-                     ({"adam": {"lr": 0.001}}, {"adam": {"lr": 0.0005}}, {"adam": {"lr": 0.0001}})),
-}  # fmt: skip
+    12: SwitchFigure(
+        12,
+        "nin",
+        "sgd",
+        "adam",
+        {"sgd": {"lr": 0.1}},
+        ({"sgd": {"lr": 0.1}}, {"sgd": {"lr": 0.05}}, {"sgd": {"lr": 0.01}}),
+    ),
+    13: SwitchFigure(
+        13, "vgg", "sgd", "adam", {}, ({}, {"adam": {"lr": 0.0005}}, {"sgd": {"lr": 0.01}, "adam": {"lr": 0.0001}})
+    ),
+    14: SwitchFigure(
+        14, "vgg", "sgd", "adadelta", {}, ({"sgd": {"lr": 0.1}}, {"sgd": {"lr": 0.05}}, {"sgd": {"lr": 0.01}})
+    ),
+    15: SwitchFigure(
+        15, "vgg", "adam", "adadelta", {}, ({"adam": {"lr": 0.001}}, {"adam": {"lr": 0.0005}}, {"adam": {"lr": 0.0001}})
+    ),
+}
 """The four appendix figures (readings of their captions in the module docstring)."""
 
 FRACTIONS = (0.25, 0.5)
@@ -124,8 +140,9 @@ def _rates(sf: SwitchFigure, variant: int) -> str:
 
 
 @single_threaded
-def switch_figure(number: int, setup: ImSetup, *, cache_dir: Path | str | None = None, progress: bool = False
-                  ) -> FigureResult:  # fmt: skip
+def switch_figure(
+    number: int, setup: ImSetup, *, cache_dir: Path | str | None = None, progress: bool = False
+) -> FigureResult:
     """Compute and draw one of Figs. 12-15 (see the module docstring).
 
     Args:
@@ -143,8 +160,13 @@ def switch_figure(number: int, setup: ImSetup, *, cache_dir: Path | str | None =
     variants = range(min(setup.switch_lr_variants, len(sf.after)))
     dirs = ((sf.a, sf.b), (sf.b, sf.a))
     specs = {("plain", m, k): sf.plain(m, k) for k in range(reps) for m in (sf.a, sf.b)}
-    specs |= {(x, y, f, k, v): sf.switched(x, y, f, k, v) for k in range(reps) for v in variants for x, y in dirs
-              for f in FRACTIONS}  # fmt: skip
+    specs |= {
+        (x, y, f, k, v): sf.switched(x, y, f, k, v)
+        for k in range(reps)
+        for v in variants
+        for x, y in dirs
+        for f in FRACTIONS
+    }
     got = runs.table(specs)
     template = setup.model(RunSpec(arch=sf.arch))
     kw = {**runs.eval_kw(RunSpec(arch=sf.arch)), "metrics": ("loss",)}
@@ -187,15 +209,23 @@ def switch_figure(number: int, setup: ImSetup, *, cache_dir: Path | str | None =
 
     def before(fs: tuple[float, ...]) -> Any:
         vals = [d for f in fs for d in drops[f]]
-        return at_least("the switch happens before convergence (the unswitched run still learns)", vals, 0.10,
-                        detail=f"relative fall of the unswitched run's training loss from the switch "
-                               f"({', '.join(f'{f:.0%}' for f in fs)} of training) to the end, every switched run "
-                               f"and init; at least 10%")  # fmt: skip
+        return at_least(
+            "the switch happens before convergence (the unswitched run still learns)",
+            vals,
+            0.10,
+            detail=f"relative fall of the unswitched run's training loss from the switch "
+            f"({', '.join(f'{f:.0%}' for f in fs)} of training) to the end, every switched run "
+            f"and init; at least 10%",
+        )
 
-    differ = at_least("the two methods' characteristic training accuracies differ", acc_gap, 1.0,
-                      detail=f"|final training accuracy of unswitched {LABELS[sf.a]} - unswitched {LABELS[sf.b]}| per "
-                             "init, in points; at least 1 (else a switched run has no characteristic accuracy to "
-                             "jump to)")  # fmt: skip
+    differ = at_least(
+        "the two methods' characteristic training accuracies differ",
+        acc_gap,
+        1.0,
+        detail=f"|final training accuracy of unswitched {LABELS[sf.a]} - unswitched {LABELS[sf.b]}| per "
+        "init, in points; at least 1 (else a switched run has no characteristic accuracy to "
+        "jump to)",
+    )
     e1 = paired_effect(np.log(scores), 0.0) if np.isfinite(scores).all() and min(scores) > 0 else None
     e2 = paired_effect(jumps, 0.0)
     e3 = paired_effect(rels, 0.5) if np.isfinite(rels).all() else None
@@ -204,34 +234,50 @@ def switch_figure(number: int, setup: ImSetup, *, cache_dir: Path | str | None =
     claims = [
         Claim(
             statement=f"Switching between {pair} ({sf.arch.upper()}), however late (here at {latest:.0%} of "
-                      "training), ends in a different local minimum from the unswitched method's.",
-            paper_value=None, source=src, measured=scores, premises=[before((latest,)), conv], effect=e1,
-            verdict=verdict_for(e1, direction=1) if e1 else "not tested", scale=setup.name,
+            "training), ends in a different local minimum from the unswitched method's.",
+            paper_value=None,
+            source=src,
+            measured=scores,
+            premises=[before((latest,)), conv],
+            effect=e1,
+            verdict=verdict_for(e1, direction=1) if e1 else "not tested",
+            scale=setup.name,
             detail=f"measured = per init, the weakest rise score (peak / max(2 x larger endpoint loss, endpoint + 0.05 "
-                   f"nats); >= 1 is a sharp rise) on the line from the first method's unswitched minimum to the run "
-                   f"switched at {latest:.0%}, over both directions and {len(variants)} rate panel(s); effect = mean "
-                   f"log score over {reps} inits (paired t against 0); held if above 0."
-                   + ("" if e1 else " Not tested: a score is not finite (a loss diverged)."),
+            f"nats); >= 1 is a sharp rise) on the line from the first method's unswitched minimum to the run "
+            f"switched at {latest:.0%}, over both directions and {len(variants)} rate panel(s); effect = mean "
+            f"log score over {reps} inits (paired t against 0); held if above 0."
+            + ("" if e1 else " Not tested: a score is not finite (a loss diverged)."),
         ),
         Claim(
             statement=f"After a switch between {pair}, the training accuracy goes to the accuracy characteristic of "
-                      "the new method.",
-            paper_value=None, source=src, measured=jumps, premises=[before(FRACTIONS), conv, differ], effect=e2,
-            verdict=verdict_for(e2, direction=1), scale=setup.name,
+            "the new method.",
+            paper_value=None,
+            source=src,
+            measured=jumps,
+            premises=[before(FRACTIONS), conv, differ],
+            effect=e2,
+            verdict=verdict_for(e2, direction=1),
+            scale=setup.name,
             detail="measured = per init, mean over the switched runs of |final accuracy - first method's| - |final "
-                   "accuracy - second method's| (training accuracy, points; positive: nearer the new method); effect "
-                   f"over {reps} inits (paired t against 0); held if above 0. Unswitched accuracy gaps: "
-                   + ", ".join(f"{g:.2f}" for g in acc_gap) + " points.",
+            "accuracy - second method's| (training accuracy, points; positive: nearer the new method); effect "
+            f"over {reps} inits (paired t against 0); held if above 0. Unswitched accuracy gaps: "
+            + ", ".join(f"{g:.2f}" for g in acc_gap)
+            + " points.",
         ),
         Claim(
             statement=f"The distance between the initial and current weights changes behaviour after switching "
-                      f"between {pair}.",
-            paper_value=None, source=src, measured=rels, premises=[before(FRACTIONS), conv], effect=e3,
-            verdict=verdict_for(e3, direction=1) if e3 else "not tested", scale=setup.name,
+            f"between {pair}.",
+            paper_value=None,
+            source=src,
+            measured=rels,
+            premises=[before(FRACTIONS), conv],
+            effect=e3,
+            verdict=verdict_for(e3, direction=1) if e3 else "not tested",
+            scale=setup.name,
             detail="growth of ||theta_t - theta_0|| per epoch after the switch, switched vs unswitched run over the "
-                   "same epochs; measured = per init, the smallest relative difference over the switched runs; "
-                   f"effect = that minus 0.5 over {reps} inits (paired t); held if above 0 (every switch changes the "
-                   "growth by more than 50%)." + ("" if e3 else " Not tested: a slope is not finite."),
+            "same epochs; measured = per init, the smallest relative difference over the switched runs; "
+            f"effect = that minus 0.5 over {reps} inits (paired t); held if above 0 (every switch changes the "
+            "growth by more than 50%)." + ("" if e3 else " Not tested: a slope is not finite."),
         ),
     ]
 
@@ -241,39 +287,73 @@ def switch_figure(number: int, setup: ImSetup, *, cache_dir: Path | str | None =
         tag = f" ({'abc'[v]})" if len(variants) > 1 else ""
         for x, y in dirs:
             title = f"{LABELS[x]} -> {LABELS[y]}{tag}"
-            base = [Curve(np.arange(len(got["plain", m, 0].history)), None, LABELS[m], color(m), dash=True, width=1.2)
-                    for m in (x, y)]  # fmt: skip
-            for metric, sc_, panels in (("trainset_accuracy", 100.0, acc_panels),
-                                        ("dist_init", 1.0, dist_panels)):  # fmt: skip
+            base = [
+                Curve(np.arange(len(got["plain", m, 0].history)), None, LABELS[m], color(m), dash=True, width=1.2)
+                for m in (x, y)
+            ]
+            for metric, sc_, panels in (("trainset_accuracy", 100.0, acc_panels), ("dist_init", 1.0, dist_panels)):
                 cs = [dataclasses.replace(c, y=sc_ * got["plain", m, 0].curve(metric)) for c, m in zip(base, (x, y))]
                 for i, f in enumerate(FRACTIONS):
                     r = got[x, y, f, 0, v]
-                    cs.append(Curve(np.arange(len(r.history)), sc_ * r.curve(metric), r.label,
-                                    _SHADES[(0 if x == sf.a else 3) + i]))  # fmt: skip
+                    cs.append(
+                        Curve(
+                            np.arange(len(r.history)),
+                            sc_ * r.curve(metric),
+                            r.label,
+                            _SHADES[(0 if x == sf.a else 3) + i],
+                        )
+                    )
                 panels.append((title, cs))
-            cs = [Curve(alphas, lines0[x, y, f, v], got[x, y, f, 0, v].label, _SHADES[(0 if x == sf.a else 3) + i])
-                  for i, f in enumerate(FRACTIONS)]  # fmt: skip
+            cs = [
+                Curve(alphas, lines0[x, y, f, v], got[x, y, f, 0, v].label, _SHADES[(0 if x == sf.a else 3) + i])
+                for i, f in enumerate(FRACTIONS)
+            ]
             line_panels.append((f"from {LABELS[x]}'s minimum (0) to{tag} ...", cs))
     name = f"Fig. {number} ({sf.arch.upper()})"
-    fa = small_multiples(acc_panels, cols=2, xlabel="epoch", ylabel="training accuracy (%)", vlines=at,
-                         title=f"{name}: training accuracy when switching (dotted: switch epochs)")
-    fd = small_multiples(dist_panels, cols=2, xlabel="epoch", ylabel="||theta_t - theta_0||", vlines=at,
-                         title=f"{name}: distance from the initial weights")
-    fl = small_multiples(line_panels, cols=2, xlabel="alpha", ylabel="training loss", logy=True,
-                         title=f"{name}: loss from the unswitched minimum to the switched runs' minima")
+    fa = small_multiples(
+        acc_panels,
+        cols=2,
+        xlabel="epoch",
+        ylabel="training accuracy (%)",
+        vlines=at,
+        title=f"{name}: training accuracy when switching (dotted: switch epochs)",
+    )
+    fd = small_multiples(
+        dist_panels,
+        cols=2,
+        xlabel="epoch",
+        ylabel="||theta_t - theta_0||",
+        vlines=at,
+        title=f"{name}: distance from the initial weights",
+    )
+    fl = small_multiples(
+        line_panels,
+        cols=2,
+        xlabel="alpha",
+        ylabel="training loss",
+        logy=True,
+        title=f"{name}: loss from the unswitched minimum to the switched runs' minima",
+    )
     rates = " | ".join(f"({'abc'[v]}) {_rates(sf, v)}" for v in variants)
     return FigureResult(
         caption=f"Fig. {number}: the {sf.arch.upper()} trained with {pair} from one initialization, unswitched "
-                f"(dashed) and switched to the other method at {', '.join(f'{f:.0%}' for f in FRACTIONS)} of training "
-                "(labels: epochs of each). Top: training accuracy; middle: distance from the initial weights; bottom: "
-                "training loss on the line from the unswitched minimum to each switched run's minimum. Learning rates "
-                f"before -> after the switch: {rates}. Scaled down from the paper (see scaling).",
-        panels=[Panel("accuracy", plotly=fa[0], mpl=fa[1]), Panel("distance", plotly=fd[0], mpl=fd[1]),
-                Panel("interpolation", plotly=fl[0], mpl=fl[1])],
+        f"(dashed) and switched to the other method at {', '.join(f'{f:.0%}' for f in FRACTIONS)} of training "
+        "(labels: epochs of each). Top: training accuracy; middle: distance from the initial weights; bottom: "
+        "training loss on the line from the unswitched minimum to each switched run's minimum. Learning rates "
+        f"before -> after the switch: {rates}. Scaled down from the paper (see scaling).",
+        panels=[
+            Panel("accuracy", plotly=fa[0], mpl=fa[1]),
+            Panel("distance", plotly=fd[0], mpl=fd[1]),
+            Panel("interpolation", plotly=fl[0], mpl=fl[1]),
+        ],
         claims=claims,
-        scaling=setup.scaling(reps, arch=sf.arch, initializations=f"drawn: init 0; claims: {reps} inits",
-                              switches=f"at epochs {at} of {setup.epochs}",
-                              rate_panels=f"{len(variants)} of 3 ({rates})"),
+        scaling=setup.scaling(
+            reps,
+            arch=sf.arch,
+            initializations=f"drawn: init 0; claims: {reps} inits",
+            switches=f"at epochs {at} of {setup.epochs}",
+            rate_panels=f"{len(variants)} of 3 ({rates})",
+        ),
     )
 
 

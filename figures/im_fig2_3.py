@@ -64,8 +64,9 @@ def _panel(key: str, result: object, title: str, draw: object) -> Panel:
 
 
 @single_threaded
-def fig2_3(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None,
-           progress: bool = False) -> FigureResult:
+def fig2_3(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
     """Compute and draw Figs. 2 and 3 (see the module docstring).
 
     Args:
@@ -107,8 +108,11 @@ def fig2_3(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
         a, b = sgd[k], sgd[(k + 1) % reps]
         if reps < 2 or (k == reps - 1 and reps == 2):
             break
-        z = edges(b2.metrics["loss"])["right"] if k == 0 else line(template, a.final, b.final, data, alphas=alphas,
-                                                                   **kw).metrics["loss"]  # fmt: skip
+        z = (
+            edges(b2.metrics["loss"])["right"]
+            if k == 0
+            else line(template, a.final, b.final, data, alphas=alphas, **kw).metrics["loss"]
+        )
         s2.append(rise_score(z))
     s3, e3k = [], []
     for k, rk in enumerate(by_init):
@@ -117,34 +121,46 @@ def fig2_3(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
         else:  # the square's edges: top c1 -> c0, bottom c3 -> c2, left c3 -> c1, right c2 -> c0
             c = [r.final for r in rk]
             ends = {"top": (c[1], c[0]), "bottom": (c[3], c[2]), "left": (c[3], c[1]), "right": (c[2], c[0])}
-            sc = {e: rise_score(line(template, u, v, data, alphas=alphas, **kw).metrics["loss"])
-                  for e, (u, v) in ends.items()}  # fmt: skip
+            sc = {
+                e: rise_score(line(template, u, v, data, alphas=alphas, **kw).metrics["loss"])
+                for e, (u, v) in ends.items()
+            }
         e3k.append(sc)
         s3.append(float(min(sc.values())))
     eff2 = paired_effect(np.log(s2), 0.0) if s2 else None
     eff3 = paired_effect(np.log(s3), 0.0)
     claims = [
         Claim(
-            statement="The minima SGD reaches from two different initializations are separated by high loss "
-                      "(Fig. 2).",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.1, Fig. 2", measured=s2, premises=[premise], effect=eff2,
-            verdict=verdict_for(eff2, direction=1) if eff2 else "not tested", scale=setup.name,
+            statement="The minima SGD reaches from two different initializations are separated by high loss (Fig. 2).",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.1, Fig. 2",
+            measured=s2,
+            premises=[premise],
+            effect=eff2,
+            verdict=verdict_for(eff2, direction=1) if eff2 else "not tested",
+            scale=setup.name,
             detail=f"measured = rise score of the loss on the straight line between the SGD minima of inits k and "
-                   f"k + 1 ({len(s2)} pairs of the {reps} inits; score = peak / max(2 x larger endpoint loss, endpoint "
-                   f"+ 0.05 nats), >= 1 is a sharp rise); effect = mean log score (paired t against 0); held if above "
-                   f"0. Drawn pair (inits 0, 1): peak {r2[0]:.3g}x the larger endpoint loss (+{r2[1]:.3g} nats).",
+            f"k + 1 ({len(s2)} pairs of the {reps} inits; score = peak / max(2 x larger endpoint loss, endpoint "
+            f"+ 0.05 nats), >= 1 is a sharp rise); effect = mean log score (paired t against 0); held if above "
+            f"0. Drawn pair (inits 0, 1): peak {r2[0]:.3g}x the larger endpoint loss (+{r2[1]:.3g} nats).",
         ),
         Claim(
             statement="Even in 2-D projections through the minima of four methods from one initialization, the "
-                      "minima are separated by high loss (Fig. 3).",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.1, Fig. 3", measured=s3, premises=[premise], effect=eff3,
-            verdict=verdict_for(eff3, direction=1), scale=setup.name,
+            "minima are separated by high loss (Fig. 3).",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.1, Fig. 3",
+            measured=s3,
+            premises=[premise],
+            effect=eff3,
+            verdict=verdict_for(eff3, direction=1),
+            scale=setup.name,
             detail=f"measured = per init, the weakest rise score on the four edges of the bilinear square (SGD, Adam, "
-                   f"Adadelta, RMSprop minima); effect = mean log score over {reps} inits (paired t against 0); held "
-                   f"if above 0. Per init: " + "; ".join(
-                       ", ".join(f"{pair[e]} {v:.2g}" for e, v in sc.items()) for sc in e3k)
-                   + ". Drawn init 0: " + ", ".join(f"{pair[e]} {v[0]:.3g}x (+{v[1]:.3g})" for e, v in e3.items())
-                   + ".",
+            f"Adadelta, RMSprop minima); effect = mean log score over {reps} inits (paired t against 0); held "
+            f"if above 0. Per init: "
+            + "; ".join(", ".join(f"{pair[e]} {v:.2g}" for e, v in sc.items()) for sc in e3k)
+            + ". Drawn init 0: "
+            + ", ".join(f"{pair[e]} {v[0]:.3g}x (+{v[1]:.3g})" for e, v in e3.items())
+            + ".",
         ),
     ]
     panels = [
@@ -154,18 +170,25 @@ def fig2_3(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     ]
     return FigureResult(
         caption="Fig. 2 (two panels): log10 training loss over the bilinear slice through two initializations and "
-                "the SGD minima reached from them (top edge: init 0 -> its minimum, bottom: init 1 -> its minimum, "
-                "right: minimum to minimum), and over the barycentric slice through init 0 and both minima. Fig. 3: "
-                "the bilinear slice through the minima of SGD, Adam, Adadelta and RMSprop from one initialization. "
-                "Scaled down from the paper (see scaling).",
-        panels=panels, claims=claims,
-        scaling=setup.scaling(setup.repetitions, grid=f"{n} x {n}",
-                              initializations=f"drawn: inits 0 and 1 (Fig. 2), init 0 (Fig. 3); claims: "
-                                              f"{setup.repetitions} inits"),
+        "the SGD minima reached from them (top edge: init 0 -> its minimum, bottom: init 1 -> its minimum, "
+        "right: minimum to minimum), and over the barycentric slice through init 0 and both minima. Fig. 3: "
+        "the bilinear slice through the minima of SGD, Adam, Adadelta and RMSprop from one initialization. "
+        "Scaled down from the paper (see scaling).",
+        panels=panels,
+        claims=claims,
+        scaling=setup.scaling(
+            setup.repetitions,
+            grid=f"{n} x {n}",
+            initializations=f"drawn: inits 0 and 1 (Fig. 2), init 0 (Fig. 3); claims: {setup.repetitions} inits",
+        ),
     )
 
 
-@register_figure("im_fig2_3", paper="im", title="Im et al. Figs. 2-3: slices through SGD minima, four methods' minima",
-                 scales=("medium",))
+@register_figure(
+    "im_fig2_3",
+    paper="im",
+    title="Im et al. Figs. 2-3: slices through SGD minima, four methods' minima",
+    scales=("medium",),
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig2_3(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

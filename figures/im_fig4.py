@@ -60,8 +60,9 @@ def anova(groups: list[np.ndarray]) -> tuple[float, float]:
 
 
 @single_threaded
-def fig4(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None,
-         progress: bool = False) -> FigureResult:
+def fig4(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
     """Compute and draw Fig. 4 (see the module docstring).
 
     Args:
@@ -87,13 +88,28 @@ def fig4(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
         ax = axes[0, col]
         for k in range(reps):
             c = _INIT_COLORS[k % len(_INIT_COLORS)]
-            pfig.add_trace(go.Scatter(x=np.arange(len(METHODS)) + offsets[k], y=100 * acc[:, k], mode="markers",
-                                      marker={"color": c, "size": 9}, name=f"init {k}", legendgroup=f"init {k}",
-                                      showlegend=col == 0, text=names,
-                                      hovertemplate="%{text}: %{y:.2f}%<extra>init " + str(k) + "</extra>"),
-                           row=1, col=col + 1)  # fmt: skip
-            ax.scatter(np.arange(len(METHODS)) + offsets[k], 100 * acc[:, k], color=c, s=22,
-                       label=f"init {k}" if col == 0 else None)  # fmt: skip
+            pfig.add_trace(
+                go.Scatter(
+                    x=np.arange(len(METHODS)) + offsets[k],
+                    y=100 * acc[:, k],
+                    mode="markers",
+                    marker={"color": c, "size": 9},
+                    name=f"init {k}",
+                    legendgroup=f"init {k}",
+                    showlegend=col == 0,
+                    text=names,
+                    hovertemplate="%{text}: %{y:.2f}%<extra>init " + str(k) + "</extra>",
+                ),
+                row=1,
+                col=col + 1,
+            )
+            ax.scatter(
+                np.arange(len(METHODS)) + offsets[k],
+                100 * acc[:, k],
+                color=c,
+                s=22,
+                label=f"init {k}" if col == 0 else None,
+            )
         ax.set_xticks(range(len(METHODS)), names, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel(f"{what} accuracy (%)")
         ax.set_title(f"({'ab'[col]}) {what} accuracy", fontsize=10)
@@ -120,51 +136,73 @@ def fig4(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
     sgd = idx["sgd"]
     eff_o = paired_effect(100 * train[three].mean(0), 100 * train[sgd])
     at_ceiling = float(np.mean(train >= 1.0 - 1e-9))
-    ceiling = at_most("the training accuracies are below the 100% ceiling (an ordering can show)", at_ceiling, 0.5,
-                      detail="fraction of the runs at 100% training accuracy; at most half")
+    ceiling = at_most(
+        "the training accuracies are below the 100% ceiling (an ordering can show)",
+        at_ceiling,
+        0.5,
+        detail="fraction of the runs at 100% training accuracy; at most half",
+    )
     table_te = ", ".join(f"{n} {100 * v:.2f}" for n, v in zip(names, means_te))
     table_tr = ", ".join(f"{n} {100 * v:.2f}" for n, v in zip(names, means_tr))
-    losses = ", ".join(f"{n} {np.mean([grid[m, k].last('trainset_loss') for k in range(reps)]):.2g}"
-                       for n, m in zip(names, METHODS))  # fmt: skip
+    losses = ", ".join(
+        f"{n} {np.mean([grid[m, k].last('trainset_loss') for k in range(reps)]):.2g}" for n, m in zip(names, METHODS)
+    )
     claims = [
         Claim(
             statement="The generalization (test) accuracy of the minima found by the different methods is not "
-                      "significantly different.",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.2, Fig. 4(b)", measured=list(100 * means_te),
-            premises=[premise], effect=eff_m, verdict=no_difference(p_m, eff_m, margin), scale=setup.name,
+            "significantly different.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.2, Fig. 4(b)",
+            measured=list(100 * means_te),
+            premises=[premise],
+            effect=eff_m,
+            verdict=no_difference(p_m, eff_m, margin),
+            scale=setup.name,
             detail=f"measured = mean test accuracy (%) per method over {reps} inits ({table_te}); one-way ANOVA across "
-                   f"methods F = {f_m:.3g}, p = {p_m:.3g}; effect = best ({names[hi_m]}) minus worst ({names[lo_m]}) "
-                   f"method, paired over inits (points); held if p >= 0.05 and that interval lies within +-{margin:g} "
-                   "point, not held if p < 0.05.",
+            f"methods F = {f_m:.3g}, p = {p_m:.3g}; effect = best ({names[hi_m]}) minus worst ({names[lo_m]}) "
+            f"method, paired over inits (points); held if p >= 0.05 and that interval lies within +-{margin:g} "
+            "point, not held if p < 0.05.",
         ),
         Claim(
             statement="In training accuracy SGD finds the minima with the lowest accuracy, and Adam, RMSprop and "
-                      "Adadelta those with the highest.",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.2, Fig. 4(a)", measured=list(100 * means_tr),
-            premises=[premise, ceiling], effect=eff_o, verdict=verdict_for(eff_o, direction=1), scale=setup.name,
+            "Adadelta those with the highest.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.2, Fig. 4(a)",
+            measured=list(100 * means_tr),
+            premises=[premise, ceiling],
+            effect=eff_o,
+            verdict=verdict_for(eff_o, direction=1),
+            scale=setup.name,
             detail=f"measured = mean training accuracy (%) per method ({table_tr}); effect = mean of Adam, RMSprop and "
-                   f"Adadelta minus SGD, paired over {reps} inits (points); held if above 0. Final training loss: "
-                   f"{losses}.",
+            f"Adadelta minus SGD, paired over {reps} inits (points); held if above 0. Final training loss: "
+            f"{losses}.",
         ),
         Claim(
             statement="There is no relationship between the weight initialization and the test accuracy.",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.2", measured=list(100 * means_i),
-            premises=[premise], effect=eff_i, verdict=no_difference(p_i, eff_i, margin), scale=setup.name,
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.2",
+            measured=list(100 * means_i),
+            premises=[premise],
+            effect=eff_i,
+            verdict=no_difference(p_i, eff_i, margin),
+            scale=setup.name,
             detail=f"measured = mean test accuracy (%) per init over the 7 methods; one-way ANOVA across the {reps} "
-                   f"inits F = {f_i:.3g}, p = {p_i:.3g}; effect = best minus worst init paired over the methods; held "
-                   f"if p >= 0.05 and that interval lies within +-{margin:g} point, not held if p < 0.05.",
+            f"inits F = {f_i:.3g}, p = {p_i:.3g}; effect = best minus worst init paired over the methods; held "
+            f"if p >= 0.05 and that interval lies within +-{margin:g} point, not held if p < 0.05.",
         ),
     ]
     return FigureResult(
         caption="Fig. 4: accuracy of the final weights of every method over the whole training set (a) and test set "
-                "(b), eval mode; colours are initializations (shared by all methods, same minibatches). Scaled down "
-                "from the paper (see scaling).",
-        panels=[Panel("accuracy", plotly=pfig, mpl=mfig)], claims=claims,
+        "(b), eval mode; colours are initializations (shared by all methods, same minibatches). Scaled down "
+        "from the paper (see scaling).",
+        panels=[Panel("accuracy", plotly=pfig, mpl=mfig)],
+        claims=claims,
         scaling=setup.scaling(reps, initializations=f"{reps} per method"),
     )
 
 
-@register_figure("im_fig4", paper="im", title="Im et al. Fig. 4: training and test accuracy per method and init",
-                 scales=("medium",))
+@register_figure(
+    "im_fig4", paper="im", title="Im et al. Fig. 4: training and test accuracy per method and init", scales=("medium",)
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig4(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

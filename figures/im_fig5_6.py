@@ -81,8 +81,9 @@ def basin_widths(d: np.ndarray, loss: np.ndarray, length: float) -> tuple[float,
 
 
 @single_threaded
-def fig5_6(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None,
-           progress: bool = False) -> FigureResult:
+def fig5_6(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
     """Compute and draw Figs. 5 and 6 (see the module docstring).
 
     Args:
@@ -110,8 +111,9 @@ def fig5_6(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     alphas = np.linspace(0, 1, 21)
     for a, b in PAIRS:
         for k in range(reps):
-            pair_lines[a, b, k] = line(template, grid[a, k].final, grid[b, k].final, data, alphas=alphas,
-                                       **kw).metrics["loss"]  # fmt: skip
+            pair_lines[a, b, k] = line(template, grid[a, k].final, grid[b, k].final, data, alphas=alphas, **kw).metrics[
+                "loss"
+            ]
 
     widths = {key: basin_widths(d, z, length) for key, (d, z, length) in prof.items()}
     censored = sum(widths[key][0] >= d[-1] for key, (d, _, _) in prof.items())
@@ -129,24 +131,57 @@ def fig5_6(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
             c6.append(Curve(d, z, f"init {k}", color(m), dash[k % len(dash)], marks=(length,)))
         p5.append((LABELS[m], c5))
         p6.append((LABELS[m], c6))
-    f5 = small_multiples(p5, cols=4, xlabel="alpha (init 0 -> final 1)", ylabel="training loss", logy=True,
-                         title="Fig. 5(a,c): loss from the initial to the final weights, per method and init")
-    f6 = small_multiples(p6, cols=4, xlabel="distance from the final weights (Eq. 1)", ylabel="training loss",
-                         logy=True, title="Fig. 6: loss vs absolute distance from the minimum (dot: the init)")
-    pairs = [(f"{LABELS[a]} (0) -> {LABELS[b]} (1)",
-              [Curve(alphas, pair_lines[a, b, k], f"init {k}", "#444", dash[k % len(dash)]) for k in range(reps)])
-             for a, b in PAIRS]  # fmt: skip
-    f5b = small_multiples(pairs, cols=3, xlabel="alpha", ylabel="training loss", logy=True,
-                          title="Fig. 5(b,d): loss between the finals of two methods, per init")
+    f5 = small_multiples(
+        p5,
+        cols=4,
+        xlabel="alpha (init 0 -> final 1)",
+        ylabel="training loss",
+        logy=True,
+        title="Fig. 5(a,c): loss from the initial to the final weights, per method and init",
+    )
+    f6 = small_multiples(
+        p6,
+        cols=4,
+        xlabel="distance from the final weights (Eq. 1)",
+        ylabel="training loss",
+        logy=True,
+        title="Fig. 6: loss vs absolute distance from the minimum (dot: the init)",
+    )
+    pairs = [
+        (
+            f"{LABELS[a]} (0) -> {LABELS[b]} (1)",
+            [Curve(alphas, pair_lines[a, b, k], f"init {k}", "#444", dash[k % len(dash)]) for k in range(reps)],
+        )
+        for a, b in PAIRS
+    ]
+    f5b = small_multiples(
+        pairs,
+        cols=3,
+        xlabel="alpha",
+        ylabel="training loss",
+        logy=True,
+        title="Fig. 5(b,d): loss between the finals of two methods, per init",
+    )
 
-    wfig = make_subplots(1, 2, subplot_titles=["distance at which the loss doubles", "same, as a fraction of "
-                                               "||init - final|| (alpha)"])  # fmt: skip
+    wfig = make_subplots(
+        1, 2, subplot_titles=["distance at which the loss doubles", "same, as a fraction of ||init - final|| (alpha)"]
+    )
     mw, axes = mpl_grid(1, 2, 4.8, 3.4)
     for col, vals in enumerate((lambda m, k: widths[m, k][0], lambda m, k: rel[m, k])):
         for i, m in enumerate(METHODS):
             ys = [vals(m, k) for k in range(reps)]
-            wfig.add_trace(go.Scatter(x=[LABELS[m]] * reps, y=ys, mode="markers", marker={"color": color(m), "size": 9},
-                                      name=LABELS[m], showlegend=False), row=1, col=col + 1)  # fmt: skip
+            wfig.add_trace(
+                go.Scatter(
+                    x=[LABELS[m]] * reps,
+                    y=ys,
+                    mode="markers",
+                    marker={"color": color(m), "size": 9},
+                    name=LABELS[m],
+                    showlegend=False,
+                ),
+                row=1,
+                col=col + 1,
+            )
             axes[0, col].scatter([i] * reps, ys, color=color(m), s=20)
         axes[0, col].set_xticks(range(len(METHODS)), [LABELS[m] for m in METHODS], rotation=45, ha="right", fontsize=8)
         if any(v > 0 for v in (widths[key][0] for key in widths)):
@@ -175,11 +210,20 @@ def fig5_6(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     groups = [np.log([dbl[m, k] for k in range(reps)]) for m in METHODS]
     f_m, p_m = anova(groups) if all(np.isfinite(g).all() for g in groups) else (math.nan, math.nan)
     allv = np.concatenate(groups)
-    eta2 = (float(sum(len(g) * (g.mean() - allv.mean()) ** 2 for g in groups) / ((allv - allv.mean()) ** 2).sum())
-            if np.isfinite(allv).all() and allv.std() > 0 else math.nan)  # fmt: skip
-    premises = [converged_premise(list(grid.values()), runs.surface_data()),
-                at_most("every basin width is measured (the loss doubles on the line)", censored, 0,
-                        detail=f"runs whose loss never doubled within 1.5x ||init - final|| of {len(prof)}")]
+    eta2 = (
+        float(sum(len(g) * (g.mean() - allv.mean()) ** 2 for g in groups) / ((allv - allv.mean()) ** 2).sum())
+        if np.isfinite(allv).all() and allv.std() > 0
+        else math.nan
+    )
+    premises = [
+        converged_premise(list(grid.values()), runs.surface_data()),
+        at_most(
+            "every basin width is measured (the loss doubles on the line)",
+            censored,
+            0,
+            detail=f"runs whose loss never doubled within 1.5x ||init - final|| of {len(prof)}",
+        ),
+    ]
     if reps < 2 or not np.isfinite(p_m):
         v_char, why = Verdict.NOT_TESTED, "needs at least 2 initializations per method and finite widths. "
     else:
@@ -187,48 +231,73 @@ def fig5_6(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     claims = [
         Claim(
             statement="The basins around the minima found by Adam and Adam+RK2 are larger than those found by SGD and "
-                      "SGD+RK2: the training loss stays small over a wider range of alpha (init -> final).",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.2, Fig. 5(a,c)", measured=r_rel, premises=premises,
-            effect=eff_rel, verdict=verdict_for(eff_rel, direction=1), scale=setup.name,
+            "SGD+RK2: the training loss stays small over a wider range of alpha (init -> final).",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.2, Fig. 5(a,c)",
+            measured=r_rel,
+            premises=premises,
+            effect=eff_rel,
+            verdict=verdict_for(eff_rel, direction=1),
+            scale=setup.name,
             detail=f"width = fraction of ||init - final|| from the final at which the loss doubles; measured = per "
-                   f"init, Adam-family mean / SGD-family mean; effect = mean log ratio over {reps} inits (paired t "
-                   "against 0); held if above 0.",
+            f"init, Adam-family mean / SGD-family mean; effect = mean log ratio over {reps} inits (paired t "
+            "against 0); held if above 0.",
         ),
         Claim(
             statement="Measured as absolute distance in parameter space (Eq. 1), the basins of Adam-family minima are "
-                      "wider than those of SGD-family minima.",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.2, Fig. 6", measured=r_abs, premises=premises,
-            effect=eff_abs, verdict=verdict_for(eff_abs, direction=1), scale=setup.name,
+            "wider than those of SGD-family minima.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.2, Fig. 6",
+            measured=r_abs,
+            premises=premises,
+            effect=eff_abs,
+            verdict=verdict_for(eff_abs, direction=1),
+            scale=setup.name,
             detail=f"width = distance from the final weights at which the loss doubles; measured = per init, "
-                   f"Adam-family / SGD-family width; effect = mean log ratio over {reps} inits (paired t); held if "
-                   f"above 0. Mean width per method: {per}. Half-height width ratio (loss halfway to the init's), all "
-                   f"inits: {r_half:.3g}.",
+            f"Adam-family / SGD-family width; effect = mean log ratio over {reps} inits (paired t); held if "
+            f"above 0. Mean width per method: {per}. Half-height width ratio (loss halfway to the init's), all "
+            f"inits: {r_half:.3g}.",
         ),
         Claim(
             statement="The shape of the loss around the minima is characteristic of the method: strikingly similar "
-                      "across runs of one method, different across methods.",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.2 and Sec. 5, Fig. 5",
-            measured=eta2, premises=premises, verdict=v_char, scale=setup.name,
+            "across runs of one method, different across methods.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.2 and Sec. 5, Fig. 5",
+            measured=eta2,
+            premises=premises,
+            verdict=v_char,
+            scale=setup.name,
             detail=why + f"measured = share of the variance of log basin width (doubling distance) explained by the "
-                         f"method (eta squared); one-way ANOVA across the 7 methods, {reps} inits each: F = {f_m:.3g}, "
-                         f"p = {p_m:.3g}; held if p < 0.05, inconclusive otherwise.",
+            f"method (eta squared); one-way ANOVA across the 7 methods, {reps} inits each: F = {f_m:.3g}, "
+            f"p = {p_m:.3g}; held if p < 0.05, inconclusive otherwise.",
         ),
     ]
     return FigureResult(
         caption="Figs. 5-6: training loss along the line from each method's final weights through its initial "
-                "weights (one colour per method, one line style per initialization). Fig. 5 draws the init -> final "
-                "part against alpha; Fig. 6 the whole line against the absolute distance from the minimum, beyond the "
-                "initialization (dots). Fig. 5(b,d): loss between the finals of pairs of methods, per initialization. "
-                "Last panel: the basin widths the claims use. Scaled down from the paper (see scaling).",
-        panels=[Panel("fig5_init_final", plotly=f5[0], mpl=f5[1]), Panel("fig5_final_final", plotly=f5b[0], mpl=f5b[1]),
-                Panel("fig6_distance", plotly=f6[0], mpl=f6[1]), Panel("basin_width", plotly=wfig, mpl=mw)],
+        "weights (one colour per method, one line style per initialization). Fig. 5 draws the init -> final "
+        "part against alpha; Fig. 6 the whole line against the absolute distance from the minimum, beyond the "
+        "initialization (dots). Fig. 5(b,d): loss between the finals of pairs of methods, per initialization. "
+        "Last panel: the basin widths the claims use. Scaled down from the paper (see scaling).",
+        panels=[
+            Panel("fig5_init_final", plotly=f5[0], mpl=f5[1]),
+            Panel("fig5_final_final", plotly=f5b[0], mpl=f5b[1]),
+            Panel("fig6_distance", plotly=f6[0], mpl=f6[1]),
+            Panel("basin_width", plotly=wfig, mpl=mw),
+        ],
         claims=claims,
-        scaling=setup.scaling(reps, initializations=f"{reps} per method",
-                              line="Eq. 1: 31 points to 1.5x ||init - final|| + 12 geometric near the minimum"),
+        scaling=setup.scaling(
+            reps,
+            initializations=f"{reps} per method",
+            line="Eq. 1: 31 points to 1.5x ||init - final|| + 12 geometric near the minimum",
+        ),
     )
 
 
-@register_figure("im_fig5_6", paper="im", title="Im et al. Figs. 5-6: loss around each method's minima, several inits",
-                 scales=("medium",))
+@register_figure(
+    "im_fig5_6",
+    paper="im",
+    title="Im et al. Figs. 5-6: loss around each method's minima, several inits",
+    scales=("medium",),
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig5_6(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

@@ -67,18 +67,24 @@ def slope_change(switched: Run, plain: Run, at: int) -> tuple[float, float, floa
     return float(s), float(p), float(abs(s - p) / abs(p)) if p != 0 else math.inf
 
 
-def _curves(plain: dict[str, Run], switched: list[Run], a: str, b: str, metric: str, scale: float = 1.0
-            ) -> list[Curve]:
+def _curves(plain: dict[str, Run], switched: list[Run], a: str, b: str, metric: str, scale: float = 1.0) -> list[Curve]:
     """Per-epoch curves of the unswitched runs of ``a`` and ``b`` (dashed) and of the runs switched from ``a``."""
-    out = [Curve(np.arange(len(plain[m].history)), scale * plain[m].curve(metric), LABELS[m], color(m), dash=True,
-                 width=1.2) for m in (a, b)]  # fmt: skip
-    return out + [Curve(np.arange(len(r.history)), scale * r.curve(metric), r.label, _SHADES[a][i % 3])
-                  for i, r in enumerate(switched)]  # fmt: skip
+    out = [
+        Curve(
+            np.arange(len(plain[m].history)), scale * plain[m].curve(metric), LABELS[m], color(m), dash=True, width=1.2
+        )
+        for m in (a, b)
+    ]
+    return out + [
+        Curve(np.arange(len(r.history)), scale * r.curve(metric), r.label, _SHADES[a][i % 3])
+        for i, r in enumerate(switched)
+    ]
 
 
 @single_threaded
-def fig7(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None,
-         progress: bool = False) -> FigureResult:
+def fig7(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
     """Compute and draw Fig. 7 (see the module docstring).
 
     Args:
@@ -92,12 +98,20 @@ def fig7(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
     """
     runs = ImRuns(setup, cache_dir, progress)
     fr = setup.switch_fractions
-    runs.many([RunSpec(a, init=k, then=b, switch_at=f) for k in range(setup.repetitions_switch)
-               for a, b in (("sgd", "adam"), ("adam", "sgd")) for f in fr]
-              + [RunSpec(m, init=k) for k in range(setup.repetitions_switch) for m in ("sgd", "adam")])  # fmt: skip
+    runs.many(
+        [
+            RunSpec(a, init=k, then=b, switch_at=f)
+            for k in range(setup.repetitions_switch)
+            for a, b in (("sgd", "adam"), ("adam", "sgd"))
+            for f in fr
+        ]
+        + [RunSpec(m, init=k) for k in range(setup.repetitions_switch) for m in ("sgd", "adam")]
+    )
     plain = {m: runs.get(RunSpec(m, init=0)) for m in ("sgd", "adam")}
-    sw = {(a, b): runs.many([RunSpec(a, init=0, then=b, switch_at=f) for f in fr]) for a, b in (("sgd", "adam"),
-                                                                                               ("adam", "sgd"))}
+    sw = {
+        (a, b): runs.many([RunSpec(a, init=0, then=b, switch_at=f) for f in fr])
+        for a, b in (("sgd", "adam"), ("adam", "sgd"))
+    }
     at = [round(setup.epochs * f) for f in fr]
     template = setup.model(RunSpec())
     kw = {**runs.eval_kw(RunSpec()), "metrics": ("loss",)}
@@ -124,12 +138,30 @@ def fig7(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
         cs.append(Curve(alphas, z, LABELS[b], color(b), dash=True))
         line_panels.append((f"from {LABELS[a]}'s minimum (0) to ... (1)", cs))
 
-    fa = small_multiples(acc_panels, cols=2, xlabel="epoch", ylabel="accuracy (%)", vlines=at,
-                         title="Fig. 7: accuracy when switching methods (dotted: switch epochs)")
-    fd = small_multiples(dist_panels, cols=2, xlabel="epoch", ylabel="||theta_t - theta_0||", vlines=at,
-                         title="Fig. 7: distance from the initial weights per epoch")
-    fl = small_multiples(line_panels, cols=2, xlabel="alpha", ylabel="training loss", logy=True,
-                         title="Fig. 7: loss between the unswitched minimum and the switched runs' minima")
+    fa = small_multiples(
+        acc_panels,
+        cols=2,
+        xlabel="epoch",
+        ylabel="accuracy (%)",
+        vlines=at,
+        title="Fig. 7: accuracy when switching methods (dotted: switch epochs)",
+    )
+    fd = small_multiples(
+        dist_panels,
+        cols=2,
+        xlabel="epoch",
+        ylabel="||theta_t - theta_0||",
+        vlines=at,
+        title="Fig. 7: distance from the initial weights per epoch",
+    )
+    fl = small_multiples(
+        line_panels,
+        cols=2,
+        xlabel="alpha",
+        ylabel="training loss",
+        logy=True,
+        title="Fig. 7: loss between the unswitched minimum and the switched runs' minima",
+    )
 
     # ---- the claims over every initialization
     late = max(fr)
@@ -137,8 +169,9 @@ def fig7(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
     score_late, min_rel, a2s_k, drop_plain, finals = [], [], [], {}, []
     for k in range(reps):
         pk = plain if k == 0 else {m: runs.get(RunSpec(m, init=k)) for m in ("sgd", "adam")}
-        swk = sw if k == 0 else {(a, b): runs.many([RunSpec(a, init=k, then=b, switch_at=f) for f in fr])
-                                 for a, b in sw}  # fmt: skip
+        swk = (
+            sw if k == 0 else {(a, b): runs.many([RunSpec(a, init=k, then=b, switch_at=f) for f in fr]) for a, b in sw}
+        )
         finals += [r for v in swk.values() for r in v]
         sc, rels, a2s_here = [], [], []
         for (a, b), rr in swk.items():
@@ -161,9 +194,13 @@ def fig7(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
     def before(keys: list[tuple[str, float]]) -> object:
         vals = [v for key in keys for v in drop_plain[key]]
         names = ", ".join(f"{LABELS[a]} at {f:.0%}" for a, f in keys)
-        return at_least("the switch happens before convergence (the unswitched run still learns)", vals, 0.10,
-                        detail=f"relative fall of the unswitched run's training loss from the switch to the end "
-                               f"({names}; {reps} inits each); at least 10%")
+        return at_least(
+            "the switch happens before convergence (the unswitched run still learns)",
+            vals,
+            0.10,
+            detail=f"relative fall of the unswitched run's training loss from the switch to the end "
+            f"({names}; {reps} inits each); at least 10%",
+        )
 
     pre_late = before([("sgd", late), ("adam", late)])
     pre_all = before([(a, f) for a in ("sgd", "adam") for f in fr])
@@ -171,59 +208,82 @@ def fig7(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
     eff1 = paired_effect(np.log(score_late), 0.0)
     eff2 = paired_effect(min_rel, 0.5)
     eff3 = paired_effect(a2s_k, 0.0)
-    table = "; ".join(f"{LABELS[a]}->{LABELS[b]} at {f:.0%}: {v[0]:.3g}x (+{v[1]:.3g})" for (a, b, f), v in
-                      rises_.items())  # fmt: skip
-    sl = "; ".join(f"{LABELS[a]}->{LABELS[b]} at {f:.0%}: {v[0]:.3g} vs {v[1]:.3g}/epoch" for (a, b, f), v in
-                   slopes.items())  # fmt: skip
+    table = "; ".join(
+        f"{LABELS[a]}->{LABELS[b]} at {f:.0%}: {v[0]:.3g}x (+{v[1]:.3g})" for (a, b, f), v in rises_.items()
+    )
+    sl = "; ".join(
+        f"{LABELS[a]}->{LABELS[b]} at {f:.0%}: {v[0]:.3g} vs {v[1]:.3g}/epoch" for (a, b, f), v in slopes.items()
+    )
     a2s = [v for (a, _, _), v in drops.items() if a == "adam"]
     claims = [
         Claim(
             statement="However late the optimizer is switched (here at 75% of training), training ends in a "
-                      "different local minimum.",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.3, Fig. 7 (right column)", measured=score_late,
-            premises=[pre_late, conv], effect=eff1, verdict=verdict_for(eff1, direction=1), scale=setup.name,
+            "different local minimum.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.3, Fig. 7 (right column)",
+            measured=score_late,
+            premises=[pre_late, conv],
+            effect=eff1,
+            verdict=verdict_for(eff1, direction=1),
+            scale=setup.name,
             detail=f"measured = per init, the weaker rise score (peak / max(2 x larger endpoint loss, endpoint + 0.05 "
-                   f"nats); >= 1 is a sharp rise) on the line from the unswitched method's minimum to the run switched "
-                   f"at {late:.0%} (both directions); effect = mean log score over {reps} inits (paired t against 0); "
-                   f"held if above 0. Init 0, all switches: {table}.",
+            f"nats); >= 1 is a sharp rise) on the line from the unswitched method's minimum to the run switched "
+            f"at {late:.0%} (both directions); effect = mean log score over {reps} inits (paired t against 0); "
+            f"held if above 0. Init 0, all switches: {table}.",
         ),
         Claim(
             statement="The distance between the initial and current weights changes behaviour drastically after "
-                      "switching from one method to another.",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.3, Fig. 7 (middle column)", measured=min_rel,
-            premises=[pre_all, conv], effect=eff2, verdict=verdict_for(eff2, direction=1), scale=setup.name,
+            "switching from one method to another.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.3, Fig. 7 (middle column)",
+            measured=min_rel,
+            premises=[pre_all, conv],
+            effect=eff2,
+            verdict=verdict_for(eff2, direction=1),
+            scale=setup.name,
             detail=f"growth of ||theta_t - theta_0|| per epoch after the switch, switched vs unswitched run over the "
-                   f"same epochs; measured = per init, the smallest relative difference over the {len(fr) * 2} "
-                   f"switched runs; effect = that minus 0.5 over {reps} inits (paired t); held if above 0 (every "
-                   f"switch changes the growth by more than 50%). Init 0: {sl}.",
+            f"same epochs; measured = per init, the smallest relative difference over the {len(fr) * 2} "
+            f"switched runs; effect = that minus 0.5 over {reps} inits (paired t); held if above 0 (every "
+            f"switch changes the growth by more than 50%). Init 0: {sl}.",
         ),
         Claim(
             statement="The distance from the initial weights starts to decrease when switching from Adam to SGD.",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.3, Fig. 7", measured=a2s_k,
-            premises=[pre_adam, conv], effect=eff3, verdict=verdict_for(eff3, direction=-1), scale=setup.name,
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.3, Fig. 7",
+            measured=a2s_k,
+            premises=[pre_adam, conv],
+            effect=eff3,
+            verdict=verdict_for(eff3, direction=-1),
+            scale=setup.name,
             detail="measured = per init, the mean relative change of ||theta_t - theta_0|| from the switch to the end "
-                   f"over the Adam -> SGD runs; effect over {reps} inits (paired t against 0); held if below 0. "
-                   "Init 0: " + ", ".join(f"{v:+.1%}" for v in a2s) + ".",
+            f"over the Adam -> SGD runs; effect over {reps} inits (paired t against 0); held if below 0. "
+            "Init 0: " + ", ".join(f"{v:+.1%}" for v in a2s) + ".",
         ),
     ]
     return FigureResult(
         caption="Fig. 7: SGD and Adam from one initialization, unswitched (dashed) and switched to the other method "
-                f"at {', '.join(f'{f:.0%}' for f in fr)} of training (labels: epochs of each). Top: training and test "
-                "accuracy; middle: distance of the weights from the initial ones; bottom: training loss on the line "
-                "from the unswitched minimum (alpha 0) to each switched run's minimum and to the other method's "
-                "(dashed). Scaled down from the paper (see scaling).",
-        panels=[Panel("accuracy", plotly=fa[0], mpl=fa[1]), Panel("distance", plotly=fd[0], mpl=fd[1]),
-                Panel("interpolation", plotly=fl[0], mpl=fl[1])],
+        f"at {', '.join(f'{f:.0%}' for f in fr)} of training (labels: epochs of each). Top: training and test "
+        "accuracy; middle: distance of the weights from the initial ones; bottom: training loss on the line "
+        "from the unswitched minimum (alpha 0) to each switched run's minimum and to the other method's "
+        "(dashed). Scaled down from the paper (see scaling).",
+        panels=[
+            Panel("accuracy", plotly=fa[0], mpl=fa[1]),
+            Panel("distance", plotly=fd[0], mpl=fd[1]),
+            Panel("interpolation", plotly=fl[0], mpl=fl[1]),
+        ],
         claims=claims,
-        scaling=setup.scaling(setup.repetitions_switch,
-                              initializations=f"drawn: init 0; claims: {setup.repetitions_switch} inits",
-                              switches=f"at epochs {at} of {setup.epochs}",
-                              switch_learning_rates="SGD 0.05, Adam 0.001 before and after (Fig. 13(a)), times the "
-                                                    "schedule's current factor"),
+        scaling=setup.scaling(
+            setup.repetitions_switch,
+            initializations=f"drawn: init 0; claims: {setup.repetitions_switch} inits",
+            switches=f"at epochs {at} of {setup.epochs}",
+            switch_learning_rates="SGD 0.05, Adam 0.001 before and after (Fig. 13(a)), times the "
+            "schedule's current factor",
+        ),
     )
 
 
-@register_figure("im_fig7", paper="im", title="Im et al. Fig. 7: switching between SGD and Adam at 25/50/75%",
-                 scales=("medium",))
+@register_figure(
+    "im_fig7", paper="im", title="Im et al. Fig. 7: switching between SGD and Adam at 25/50/75%", scales=("medium",)
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig7(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

@@ -55,8 +55,12 @@ VARIANTS = (
 )
 _SGD_GRID = (0.2, 0.1, 0.05)
 _ADAPTIVE_GRID = (0.002, 0.001, 0.0005)
-GRIDS = {"sgd": _SGD_GRID, "sgd_rk2": tuple(2 * x for x in _SGD_GRID), "adam": _ADAPTIVE_GRID,
-         "adam_rk2": tuple(2 * x for x in _ADAPTIVE_GRID)}  # fmt: skip
+GRIDS = {
+    "sgd": _SGD_GRID,
+    "sgd_rk2": tuple(2 * x for x in _SGD_GRID),
+    "adam": _ADAPTIVE_GRID,
+    "adam_rk2": tuple(2 * x for x in _ADAPTIVE_GRID),
+}
 
 
 def _spec(setup: ImSetup, method: str, coef: str | None, lr: float, init: int) -> RunSpec:
@@ -95,8 +99,9 @@ def _final(r: Run) -> float:
 
 
 @single_threaded
-def fig9(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None,
-         progress: bool = False) -> FigureResult:
+def fig9(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
     """Compute and draw Fig. 9 (see the module docstring).
 
     Args:
@@ -113,15 +118,17 @@ def fig9(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
     spe = setup.steps_per_epoch()
     label = {key: lab for key, lab, *_ in VARIANTS}
     # ---- the grid on init 0
-    grid_runs = runs.table({(key, lr): _spec(setup, m, coef, lr, 0) for key, _, m, coef, _ in VARIANTS
-                            for lr in GRIDS[m]})  # fmt: skip
+    grid_runs = runs.table(
+        {(key, lr): _spec(setup, m, coef, lr, 0) for key, _, m, coef, _ in VARIANTS for lr in GRIDS[m]}
+    )
     best = {}
     for key, _, m, _, _ in VARIANTS:
         losses = {lr: _final(grid_runs[key, lr]) for lr in GRIDS[m]}
         best[key] = min(losses, key=lambda lr: losses[lr])
     # ---- the comparison on inits 1..reps at each variant's best rate
-    got = runs.table({(key, k): _spec(setup, m, coef, best[key], k) for key, _, m, coef, _ in VARIANTS
-                      for k in range(1, reps + 1)})  # fmt: skip
+    got = runs.table(
+        {(key, k): _spec(setup, m, coef, best[key], k) for key, _, m, coef, _ in VARIANTS for k in range(1, reps + 1)}
+    )
     fin = {key: [_final(got[key, k]) for k in range(1, reps + 1)] for key, *_ in VARIANTS}
 
     def mean_curve(key: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -131,8 +138,10 @@ def fig9(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
         return x, np.mean([r.curve(metric)[:n] for r in rs], axis=0)
 
     figs = []
-    for metric, what, scale, log in (("trainset_accuracy", "training accuracy (%)", 100.0, False),
-                                     ("surface_loss", "training loss", 1.0, True)):  # fmt: skip
+    for metric, what, scale, log in (
+        ("trainset_accuracy", "training accuracy (%)", 100.0, False),
+        ("surface_loss", "training loss", 1.0, True),
+    ):
         panels = []
         for fam in (("sgd", "midpoint", "heun", "ralston"), ("adam", "adam_rk2")):
             cs = []
@@ -141,9 +150,18 @@ def fig9(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
                     x, y = mean_curve(key, metric)
                     cs.append(Curve(x, scale * y, f"{lab} lr {best[key]:g}", col))
             panels.append((f"{'SGD' if fam[0] == 'sgd' else 'Adam'} family", cs))
-        figs.append(small_multiples(panels, cols=2, xlabel="gradient evaluations (epochs of SGD)", ylabel=what,
-                                    logy=log, width=4.4, height=3.0,
-                                    title=f"Fig. 9: {what} at each variant's best rate, mean of inits 1-{reps}"))
+        figs.append(
+            small_multiples(
+                panels,
+                cols=2,
+                xlabel="gradient evaluations (epochs of SGD)",
+                ylabel=what,
+                logy=log,
+                width=4.4,
+                height=3.0,
+                title=f"Fig. 9: {what} at each variant's best rate, mean of inits 1-{reps}",
+            )
+        )
 
     # learning-rate grid panel (init 0)
     import plotly.graph_objects as go
@@ -172,20 +190,31 @@ def fig9(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
     method_of = {key: m for key, _, m, _, _ in VARIANTS}
 
     def inside(keys: tuple[str, ...]) -> object:
-        edge = [float(best[k] >= max(GRIDS[method_of[k]]) and not math.isclose(best[k], top[method_of[k]]))
-                for k in keys]  # fmt: skip
-        return at_most("each variant is compared at its best rate in the paper's grid", edge, 0,
-                       detail="1 where the chosen rate is the top of the grid tried and below the paper's top rate "
-                              f"(a higher rate might do better): {', '.join(f'{label[k]} {best[k]:g}' for k in keys)}")
+        edge = [
+            float(best[k] >= max(GRIDS[method_of[k]]) and not math.isclose(best[k], top[method_of[k]])) for k in keys
+        ]
+        return at_most(
+            "each variant is compared at its best rate in the paper's grid",
+            edge,
+            0,
+            detail="1 where the chosen rate is the top of the grid tried and below the paper's top rate "
+            f"(a higher rate might do better): {', '.join(f'{label[k]} {best[k]:g}' for k in keys)}",
+        )
 
     def diverged(keys: tuple[str, ...]) -> object:
         n = sum(not np.isfinite(v) for key in keys for v in fin[key])
-        return at_most("no run at the chosen rates diverged", n, 0,
-                       detail=f"runs of {', '.join(label[k] for k in keys)} (inits 1-{reps}) that stopped on a "
-                              "non-finite loss or ended above their initial loss")
+        return at_most(
+            "no run at the chosen rates diverged",
+            n,
+            0,
+            detail=f"runs of {', '.join(label[k] for k in keys)} (inits 1-{reps}) that stopped on a "
+            "non-finite loss or ended above their initial loss",
+        )
 
-    grid_txt = "; ".join(f"{label[key]}: " + ", ".join(f"{lr:g} -> {_final(grid_runs[key, lr]):.3g}"
-                                                        for lr in GRIDS[m]) for key, _, m, _, _ in VARIANTS)
+    grid_txt = "; ".join(
+        f"{label[key]}: " + ", ".join(f"{lr:g} -> {_final(grid_runs[key, lr]):.3g}" for lr in GRIDS[m])
+        for key, _, m, _, _ in VARIANTS
+    )
 
     def claim(key: str, ref: str, direction: int, statement: str, note: str = "") -> Claim:
         a, b = np.array(fin[key]), np.array(fin[ref])
@@ -194,41 +223,72 @@ def fig9(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | Non
         eff = paired_effect(d, 0.0) if d.size else None
         ratio = [float(x) for x in np.exp(-d)] if d.size else [math.nan]
         return Claim(
-            statement=statement, paper_value=None, source=f"{SOURCE}, A.4, Fig. 9", measured=ratio,
-            premises=[diverged((key, ref)), inside((key, ref))], effect=eff,
-            verdict=verdict_for(eff, direction=direction) if eff else "not tested", scale=setup.name,
+            statement=statement,
+            paper_value=None,
+            source=f"{SOURCE}, A.4, Fig. 9",
+            measured=ratio,
+            premises=[diverged((key, ref)), inside((key, ref))],
+            effect=eff,
+            verdict=verdict_for(eff, direction=direction) if eff else "not tested",
+            scale=setup.name,
             detail=f"measured = per init, final training loss of {label[key]} (lr {best[key]:g}) / {label[ref]} (lr "
-                   f"{best[ref]:g}) after the same gradient evaluations ({setup.epochs} epochs of SGD); effect = mean "
-                   f"log({label[ref]} / {label[key]}) over {int(ok.sum())} inits (paired t); {note}Rates chosen on "
-                   f"init 0 (final loss per rate): {grid_txt}.",
+            f"{best[ref]:g}) after the same gradient evaluations ({setup.epochs} epochs of SGD); effect = mean "
+            f"log({label[ref]} / {label[key]}) over {int(ok.sum())} inits (paired t); {note}Rates chosen on "
+            f"init 0 (final loss per rate): {grid_txt}.",
         )
 
     claims = [
-        claim("heun", "sgd", 1, "SGD+RK2 with Heun's coefficients outperforms SGD at equal gradient evaluations.",
-              "held if above 0. "),
-        claim("ralston", "sgd", 1, "SGD+RK2 with Ralston's coefficients outperforms SGD at equal gradient "
-                                   "evaluations.", "held if above 0. "),
-        claim("midpoint", "sgd", -1, "SGD+RK2 with the Midpoint coefficients does not outperform SGD (the "
-                                     "exception among the RK2 variants).",
-              "held if below 0 (SGD significantly better), not held if above, inconclusive otherwise. "),
-        claim("adam_rk2", "adam", -1, "Adam outperforms Adam+RK2: RK2 does not improve Adam.",
-              "held if below 0 (Adam lower). "),
+        claim(
+            "heun",
+            "sgd",
+            1,
+            "SGD+RK2 with Heun's coefficients outperforms SGD at equal gradient evaluations.",
+            "held if above 0. ",
+        ),
+        claim(
+            "ralston",
+            "sgd",
+            1,
+            "SGD+RK2 with Ralston's coefficients outperforms SGD at equal gradient evaluations.",
+            "held if above 0. ",
+        ),
+        claim(
+            "midpoint",
+            "sgd",
+            -1,
+            "SGD+RK2 with the Midpoint coefficients does not outperform SGD (the exception among the RK2 variants).",
+            "held if below 0 (SGD significantly better), not held if above, inconclusive otherwise. ",
+        ),
+        claim(
+            "adam_rk2",
+            "adam",
+            -1,
+            "Adam outperforms Adam+RK2: RK2 does not improve Adam.",
+            "held if below 0 (Adam lower). ",
+        ),
     ]
     return FigureResult(
         caption="Fig. 9: training accuracy (top) and loss (bottom) against gradient evaluations (an RK2 step counts "
-                "two, so RK2 runs train half the epochs), each variant at its best rate of a 3-point grid chosen on "
-                "init 0 (last panel), mean over the other initializations. Scaled down from the paper (see scaling).",
-        panels=[Panel("accuracy", plotly=figs[0][0], mpl=figs[0][1]), Panel("loss", plotly=figs[1][0], mpl=figs[1][1]),
-                Panel("lr_grid", plotly=gfig, mpl=mg)],
+        "two, so RK2 runs train half the epochs), each variant at its best rate of a 3-point grid chosen on "
+        "init 0 (last panel), mean over the other initializations. Scaled down from the paper (see scaling).",
+        panels=[
+            Panel("accuracy", plotly=figs[0][0], mpl=figs[0][1]),
+            Panel("loss", plotly=figs[1][0], mpl=figs[1][1]),
+            Panel("lr_grid", plotly=gfig, mpl=mg),
+        ],
         claims=claims,
-        scaling=setup.scaling(reps, initializations=f"rate chosen on init 0; compared on inits 1-{reps}",
-                              budget=f"{setup.epochs} epochs of SGD's gradient evaluations for every variant (RK2: "
-                                     f"{max(1, setup.epochs // 2)} epochs)",
-                              learning_rate_grid="; ".join(f"{m}: {list(g)}" for m, g in GRIDS.items())),
+        scaling=setup.scaling(
+            reps,
+            initializations=f"rate chosen on init 0; compared on inits 1-{reps}",
+            budget=f"{setup.epochs} epochs of SGD's gradient evaluations for every variant (RK2: "
+            f"{max(1, setup.epochs // 2)} epochs)",
+            learning_rate_grid="; ".join(f"{m}: {list(g)}" for m, g in GRIDS.items()),
+        ),
     )
 
 
-@register_figure("im_fig9", paper="im", title="Im et al. Fig. 9: SGD and Adam with Runge-Kutta (RK2) steps",
-                 scales=("medium",))
+@register_figure(
+    "im_fig9", paper="im", title="Im et al. Fig. 9: SGD and Adam with Runge-Kutta (RK2) steps", scales=("medium",)
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig9(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

@@ -73,12 +73,23 @@ def lstm_setup(scale: Scale | str, data_dir: Path | str | None = None) -> ImSetu
     if scale is Scale.QUICK:
         return ImSetup(name="quick", dataset="pydoc", train_size=800, epochs=5, dropout=0.1, surface_size=512)
     if scale is Scale.MEDIUM:
-        return ImSetup(name="medium", dataset="pydoc", train_size=None, epochs=10, dropout=0.1,
-                       surface_size=1000)  # fmt: skip
+        return ImSetup(name="medium", dataset="pydoc", train_size=None, epochs=10, dropout=0.1, surface_size=1000)
     root = _ptb_dir(data_dir)  # fails at once, naming the files, when they are missing
-    return ImSetup(name="full", dataset="ptb", data_dir=str(root), train_size=None, epochs=13, batch_size=20,
-                   dropout=0.0, surface_size=2000, lstm_vocab=10_000, lstm_embed=200, lstm_hidden=200,
-                   lstm_layers=2, lstm_seq=35)  # fmt: skip
+    return ImSetup(
+        name="full",
+        dataset="ptb",
+        data_dir=str(root),
+        train_size=None,
+        epochs=13,
+        batch_size=20,
+        dropout=0.0,
+        surface_size=2000,
+        lstm_vocab=10_000,
+        lstm_embed=200,
+        lstm_hidden=200,
+        lstm_layers=2,
+        lstm_seq=35,
+    )
 
 
 def _spec(method: str, k: int) -> RunSpec:
@@ -111,8 +122,7 @@ def lstm_figure(setup: ImSetup, *, cache_dir: Path | str | None = None, progress
     for k in range(reps):
         sc = []
         for a, b in pairs:
-            z = line(template, got[a, k].final, got[b, k].final, data, alphas=alphas,
-                     metrics=("loss",)).metrics["loss"]  # fmt: skip
+            z = line(template, got[a, k].final, got[b, k].final, data, alphas=alphas, metrics=("loss",)).metrics["loss"]
             lines[a, b, k] = z
             sc.append(rise_score(z))
         scores.append(float(min(sc)))
@@ -124,61 +134,110 @@ def lstm_figure(setup: ImSetup, *, cache_dir: Path | str | None = None, progress
     _, p = anova(list(test))
     hi, lo = int(np.argmax(test.mean(1))), int(np.argmin(test.mean(1)))
     e2 = paired_effect(test[hi], test[lo])
-    table = ", ".join(f"{LABELS[m]} train {train[i].mean():.3f} / test {test[i].mean():.3f} (perplexity "
-                      f"{np.exp(test[i].mean()):.0f})" for i, m in enumerate(methods))  # fmt: skip
+    table = ", ".join(
+        f"{LABELS[m]} train {train[i].mean():.3f} / test {test[i].mean():.3f} (perplexity {np.exp(test[i].mean()):.0f})"
+        for i, m in enumerate(methods)
+    )
     src = f"{SOURCE}, Sec. 3.4 and"
     claims = [
         Claim(
             statement="For every pair of optimization methods, the training loss on the straight line between their "
-                      "final weights (LSTM, same initialization) rises sharply: each method finds a different "
-                      "critical point.",
-            paper_value=None, source=f"{src} 4.1, Table 1", measured=scores, premises=[conv], effect=e1,
-            verdict=verdict_for(e1, direction=1) if e1 else "not tested", scale=setup.name,
+            "final weights (LSTM, same initialization) rises sharply: each method finds a different "
+            "critical point.",
+            paper_value=None,
+            source=f"{src} 4.1, Table 1",
+            measured=scores,
+            premises=[conv],
+            effect=e1,
+            verdict=verdict_for(e1, direction=1) if e1 else "not tested",
+            scale=setup.name,
             detail=f"measured = per init, the weakest rise score over the {len(pairs)} pairs (peak / max(2 x larger "
-                   "endpoint loss, endpoint + 0.05 nats); >= 1 is a sharp rise); effect = mean log score over "
-                   f"{reps} inits (paired t against 0); held if above 0. Init 0 per pair: "
-                   + ", ".join(f"{LABELS[a]}-{LABELS[b]} {rise_score(lines[a, b, 0]):.3g}" for a, b in pairs) + "."
-                   + ("" if e1 else " Not tested: a loss on a line is not finite."),
+            "endpoint loss, endpoint + 0.05 nats); >= 1 is a sharp rise); effect = mean log score over "
+            f"{reps} inits (paired t against 0); held if above 0. Init 0 per pair: "
+            + ", ".join(f"{LABELS[a]}-{LABELS[b]} {rise_score(lines[a, b, 0]):.3g}" for a, b in pairs)
+            + "."
+            + ("" if e1 else " Not tested: a loss on a line is not finite."),
         ),
         Claim(
             statement="The minima found by the different methods do not differ in quality (LSTM: test loss).",
-            paper_value=None, source=f"{src} 4.2, Fig. 4", measured=list(test.mean(1)), premises=[conv],
-            effect=e2, verdict=no_difference(p, e2, MARGIN_NATS), scale=setup.name,
+            paper_value=None,
+            source=f"{src} 4.2, Fig. 4",
+            measured=list(test.mean(1)),
+            premises=[conv],
+            effect=e2,
+            verdict=no_difference(p, e2, MARGIN_NATS),
+            scale=setup.name,
             detail=f"measured = mean per-word test loss (nats) per method ({', '.join(LABELS[m] for m in methods)}) "
-                   f"over {reps} inits; one-way ANOVA across methods p = {p:.3g}; effect = worst "
-                   f"({LABELS[methods[hi]]}) minus best ({LABELS[methods[lo]]}) method, paired over inits; held if "
-                   f"p >= 0.05 and that interval lies within +-{MARGIN_NATS:g} nats, not held if p < 0.05. {table}.",
+            f"over {reps} inits; one-way ANOVA across methods p = {p:.3g}; effect = worst "
+            f"({LABELS[methods[hi]]}) minus best ({LABELS[methods[lo]]}) method, paired over inits; held if "
+            f"p >= 0.05 and that interval lies within +-{MARGIN_NATS:g} nats, not held if p < 0.05. {table}.",
         ),
     ]
 
     curves = []
     for metric, what in (("trainset_loss", "training loss"), ("test_loss", "test loss")):
-        curves.append((what, [Curve(np.arange(len(got[m, k].history)), got[m, k].curve(metric),
-                                    f"{LABELS[m]} init {k}", color(m), dash=LINESTYLES[k % len(LINESTYLES)])
-                              for m in methods for k in range(reps)]))  # fmt: skip
-    fc = small_multiples(curves, cols=2, xlabel="epoch", ylabel="loss per word (nats)", sharey=False, width=4.2,
-                         height=3.0, title="LSTM language model: learning curves per method and initialization")
-    fl = small_multiples([(f"{LABELS[a]} (0) to {LABELS[b]} (1)", [Curve(alphas, lines[a, b, k], f"init {k}",
-                                                                         "#444444", dash=LINESTYLES[k % 6])
-                                                                   for k in range(reps)]) for a, b in pairs],
-                         cols=3, xlabel="alpha", ylabel="training loss", logy=True,
-                         title="LSTM: training loss between the final weights of two methods")  # fmt: skip
+        curves.append(
+            (
+                what,
+                [
+                    Curve(
+                        np.arange(len(got[m, k].history)),
+                        got[m, k].curve(metric),
+                        f"{LABELS[m]} init {k}",
+                        color(m),
+                        dash=LINESTYLES[k % len(LINESTYLES)],
+                    )
+                    for m in methods
+                    for k in range(reps)
+                ],
+            )
+        )
+    fc = small_multiples(
+        curves,
+        cols=2,
+        xlabel="epoch",
+        ylabel="loss per word (nats)",
+        sharey=False,
+        width=4.2,
+        height=3.0,
+        title="LSTM language model: learning curves per method and initialization",
+    )
+    fl = small_multiples(
+        [
+            (
+                f"{LABELS[a]} (0) to {LABELS[b]} (1)",
+                [Curve(alphas, lines[a, b, k], f"init {k}", "#444444", dash=LINESTYLES[k % 6]) for k in range(reps)],
+            )
+            for a, b in pairs
+        ],
+        cols=3,
+        xlabel="alpha",
+        ylabel="training loss",
+        logy=True,
+        title="LSTM: training loss between the final weights of two methods",
+    )
     return FigureResult(
         caption="The LSTM language model of Im et al. (Sec. 3.4) trained with SGD, Adam and Adadelta from shared "
-                "initializations (line styles). Top: training and test loss per word and epoch; bottom: training "
-                "loss on the straight line between two methods' final weights, per initialization. "
-                + ("Scaled down: embedded English text (CPython's documentation), not Penn Treebank (see scaling)."
-                   if setup.dataset == "pydoc" else "On Penn Treebank."),
+        "initializations (line styles). Top: training and test loss per word and epoch; bottom: training "
+        "loss on the straight line between two methods' final weights, per initialization. "
+        + (
+            "Scaled down: embedded English text (CPython's documentation), not Penn Treebank (see scaling)."
+            if setup.dataset == "pydoc"
+            else "On Penn Treebank."
+        ),
         panels=[Panel("learning", plotly=fc[0], mpl=fc[1]), Panel("interpolation", plotly=fl[0], mpl=fl[1])],
         claims=claims,
-        scaling={**setup.scaling(reps, arch="lstm"),
-                 "model": setup.describe_model("lstm") + " (paper: an LSTM on Penn Treebank, settings not given)",
-                 "learning_rates": "SGD 0.2 (top of the paper's grid), Adam 0.001, Adadelta 1.0; not searched",
-                 "sequence_length": setup.lstm_seq},
+        scaling={
+            **setup.scaling(reps, arch="lstm"),
+            "model": setup.describe_model("lstm") + " (paper: an LSTM on Penn Treebank, settings not given)",
+            "learning_rates": "SGD 0.2 (top of the paper's grid), Adam 0.001, Adadelta 1.0; not searched",
+            "sequence_length": setup.lstm_seq,
+        },
     )
 
 
-@register_figure("im_lstm", paper="im", title="Im et al. LSTM language model: minima of three methods, quality",
-                 scales=("medium",))
+@register_figure(
+    "im_lstm", paper="im", title="Im et al. LSTM language model: minima of three methods, quality", scales=("medium",)
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return lstm_figure(lstm_setup(scale, data_dir), cache_dir=cache_dir(out), progress=progress)

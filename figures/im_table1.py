@@ -64,8 +64,10 @@ def _mpl_triangle(ax: object, xy: np.ndarray, z: np.ndarray, lo: float, hi: floa
     a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel(), idx[1:, :-1].ravel()
     tris = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
     px, py = xy[..., 0].ravel(), xy[..., 1].ravel()
-    area = np.abs((px[tris[:, 1]] - px[tris[:, 0]]) * (py[tris[:, 2]] - py[tris[:, 0]])
-                  - (px[tris[:, 2]] - px[tris[:, 0]]) * (py[tris[:, 1]] - py[tris[:, 0]]))  # fmt: skip
+    area = np.abs(
+        (px[tris[:, 1]] - px[tris[:, 0]]) * (py[tris[:, 2]] - py[tris[:, 0]])
+        - (px[tris[:, 2]] - px[tris[:, 0]]) * (py[tris[:, 1]] - py[tris[:, 0]])
+    )
     tris = tris[area > 1e-12]  # the alpha = 0 column is one point (the initialization)
     tri = mtri.Triangulation(px, py, tris)
     zz = z.ravel()
@@ -86,8 +88,9 @@ def _labels(data: object) -> np.ndarray:
 
 
 @single_threaded
-def table1(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None,
-           progress: bool = False) -> FigureResult:
+def table1(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
     """Compute and draw Table 1 (see the module docstring).
 
     Args:
@@ -129,30 +132,46 @@ def table1(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
             all_runs += rk
         scores = []
         for c, r in pairs:
-            z = seg[c, r] if k == 0 else line(template, rk[c].final, rk[r].final, data, alphas=seg_alphas,
-                                              metrics=("loss",), **kw).metrics["loss"]  # fmt: skip
+            z = (
+                seg[c, r]
+                if k == 0
+                else line(template, rk[c].final, rk[r].final, data, alphas=seg_alphas, metrics=("loss",), **kw).metrics[
+                    "loss"
+                ]
+            )
             scores.append(rise_score(z))
         min_score.append(float(np.nanmin(scores)) if np.isfinite(scores).any() else math.nan)
         n_rise_k.append(int(np.sum(np.asarray(scores) >= 1)))
-        out_k = evaluate_points(template, torch.stack([x.final for x in rk]), test, metrics=("outputs",),
-                                **kw)["outputs"]  # fmt: skip
+        out_k = evaluate_points(template, torch.stack([x.final for x in rk]), test, metrics=("outputs",), **kw)[
+            "outputs"
+        ]
         pred = np.asarray(out_k).argmax(-1)  # (7, N)
         yt = _labels(test)
         wrong = pred != yt[None, :]
         dis_k = [float(np.mean(pred[a] != pred[b])) for b in range(k_methods) for a in range(b)]
         sum_k = [float(wrong[a].mean() + wrong[b].mean()) for b in range(k_methods) for a in range(b)]
         shares.append(float(np.mean(dis_k) / np.mean(sum_k)) if np.mean(sum_k) > 0 else math.nan)
-    premise = converged_premise(all_runs, data,
-                                f"the {len(all_runs)} runs (7 methods x {reps} inits) reached critical points")
+    premise = converged_premise(
+        all_runs, data, f"the {len(all_runs)} runs (7 methods x {reps} inits) reached critical points"
+    )
 
     # ---- measures
     rows = []
     for c, r in pairs:
         ratio, height = rise(seg[c, r])
         d = dist[c, r]
-        rows.append({"a": specs[c].method, "b": specs[r].method, "rise_ratio": ratio, "rise_nats": height,
-                     "rises": rises(ratio, height), "rms": float(d.rms[-1]), "disagreement": float(d.disagreement[-1]),
-                     "summed_error": float(err[c] + err[r])})  # fmt: skip
+        rows.append(
+            {
+                "a": specs[c].method,
+                "b": specs[r].method,
+                "rise_ratio": ratio,
+                "rise_nats": height,
+                "rises": rises(ratio, height),
+                "rms": float(d.rms[-1]),
+                "disagreement": float(d.disagreement[-1]),
+                "summed_error": float(err[c] + err[r]),
+            }
+        )
     ratios = np.array([x["rise_ratio"] for x in rows])
     weakest = rows[int(np.nanargmin(ratios))] if np.isfinite(ratios).any() else rows[0]
     rms = float(np.mean([x["rms"] for x in rows]))
@@ -160,8 +179,9 @@ def table1(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     sum_err = float(np.mean([x["summed_error"] for x in rows]))
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "table1.json").write_text(json.dumps({"test_error": dict(zip(METHODS, err.tolist())),
-                                                           "pairs": rows}, indent=1, default=float))  # fmt: skip
+        (Path(out) / "table1.json").write_text(
+            json.dumps({"test_error": dict(zip(METHODS, err.tolist())), "pairs": rows}, indent=1, default=float)
+        )
 
     # ---- drawing (shared log10 colour range over all lower cells)
     logs = {p: np.log10(np.where(b.metrics["loss"] > 0, b.metrics["loss"], np.nan)) for p, b in bary.items()}
@@ -178,10 +198,18 @@ def table1(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
             ax, rc = axes[r, c], {"row": r + 1, "col": c + 1}
             if r == c:
                 n = "" if r == c == 0 else str(r * k + c + 1)
-                pfig.add_annotation(text=f"<b>{names[r]}</b>", x=0.5, y=0.5, showarrow=False, font={"size": 11},
-                                    xref=f"x{n} domain", yref=f"y{n} domain")  # fmt: skip
-                ax.text(0.5, 0.5, names[r], ha="center", va="center", fontsize=10, weight="bold",
-                        transform=ax.transAxes)
+                pfig.add_annotation(
+                    text=f"<b>{names[r]}</b>",
+                    x=0.5,
+                    y=0.5,
+                    showarrow=False,
+                    font={"size": 11},
+                    xref=f"x{n} domain",
+                    yref=f"y{n} domain",
+                )
+                ax.text(
+                    0.5, 0.5, names[r], ha="center", va="center", fontsize=10, weight="bold", transform=ax.transAxes
+                )
                 ax.set_axis_off()
             elif r > c:
                 b = bary[c, r]
@@ -189,23 +217,51 @@ def table1(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
                 if shade is not None:
                     gx, gy, gz = shade
                     gz = np.round(gz, 3)  # a thousandth of a decade is below what a colour shows; halves the page
-                    pfig.add_trace(go.Heatmap(x=gx, y=gy, z=gz, zmin=lo, zmax=hi, colorscale="Viridis",
-                                              showscale=(r, c) == (1, 0), hoverongaps=False,
-                                              colorbar={"title": {"text": "log10 loss"}, "len": 0.5, "y": 0.25},
-                                              hovertemplate=f"init / {names[c]} / {names[r]}<br>log10 loss %{{z:.3f}}"
-                                                            "<extra></extra>"), **rc)  # fmt: skip
+                    pfig.add_trace(
+                        go.Heatmap(
+                            x=gx,
+                            y=gy,
+                            z=gz,
+                            zmin=lo,
+                            zmax=hi,
+                            colorscale="Viridis",
+                            showscale=(r, c) == (1, 0),
+                            hoverongaps=False,
+                            colorbar={"title": {"text": "log10 loss"}, "len": 0.5, "y": 0.25},
+                            hovertemplate=f"init / {names[c]} / {names[r]}<br>log10 loss %{{z:.3f}}<extra></extra>",
+                        ),
+                        **rc,
+                    )
                 tri = np.vstack([_TRI, _TRI[:1]])
-                pfig.add_trace(go.Scatter(x=tri[:, 0], y=tri[:, 1], mode="lines", line={"color": "black", "width": 1},
-                                          showlegend=False, hoverinfo="skip"), **rc)  # fmt: skip
+                pfig.add_trace(
+                    go.Scatter(
+                        x=tri[:, 0],
+                        y=tri[:, 1],
+                        mode="lines",
+                        line={"color": "black", "width": 1},
+                        showlegend=False,
+                        hoverinfo="skip",
+                    ),
+                    **rc,
+                )
                 art = _mpl_triangle(ax, b.triangle_xy(), logs[c, r], lo, hi)
                 ax.text(0.0, -0.02, "init", fontsize=6, ha="center", va="top")
             else:
                 d = dist[r, c]
                 for y, dash, nm in ((d.rms, None, "RMS distance"), (d.disagreement, "dash", "disagreement")):
-                    pfig.add_trace(go.Scatter(x=d.alphas, y=y, mode="lines", line={"color": "#444", "dash": dash},
-                                              name=nm, showlegend=(r, c) == (0, 1),
-                                              hovertemplate=f"{names[r]} -> {names[c]}, alpha %{{x:.2f}}: %{{y:.3f}}"
-                                                            f" ({nm})<extra></extra>"), **rc)  # fmt: skip
+                    pfig.add_trace(
+                        go.Scatter(
+                            x=d.alphas,
+                            y=y,
+                            mode="lines",
+                            line={"color": "#444", "dash": dash},
+                            name=nm,
+                            showlegend=(r, c) == (0, 1),
+                            hovertemplate=f"{names[r]} -> {names[c]}, alpha %{{x:.2f}}: %{{y:.3f}}"
+                            f" ({nm})<extra></extra>",
+                        ),
+                        **rc,
+                    )
                 ax.plot(d.alphas, d.rms, color="#333", lw=1.2)
                 ax.plot(d.alphas, d.disagreement, color="#333", lw=1.0, ls="--")
                 ax.set_ylim(0, ymax)
@@ -218,13 +274,20 @@ def table1(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     for r in range(k):
         for c in range(r + 1, k):
             pfig.update_yaxes(range=[0, ymax], row=r + 1, col=c + 1)
-    pfig.update_layout(height=900, width=980, template="plotly_white",
-                       title="Table 1: init / final / final barycentric loss (lower), functional distance (upper)",
-                       legend={"orientation": "h", "y": -0.02})  # fmt: skip
+    pfig.update_layout(
+        height=900,
+        width=980,
+        template="plotly_white",
+        title="Table 1: init / final / final barycentric loss (lower), functional distance (upper)",
+        legend={"orientation": "h", "y": -0.02},
+    )
     if art is not None:
         mfig.colorbar(art, ax=axes[:, 0], location="left", shrink=0.5, label="log10 training loss")
-    mfig.suptitle("Table 1: loss over (init, final c, final r) [lower]; RMS distance (solid) and label "
-                  "disagreement (dashed) from final r toward final c [upper]", fontsize=9)
+    mfig.suptitle(
+        "Table 1: loss over (init, final c, final r) [lower]; RMS distance (solid) and label "
+        "disagreement (dashed) from final r toward final c [upper]",
+        fontsize=9,
+    )
 
     log_min = np.log(np.asarray(min_score))
     eff_rise = paired_effect(log_min, 0.0)
@@ -232,69 +295,92 @@ def table1(setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | N
     claims = [
         Claim(
             statement="For every pair of optimization methods started from the same initialization, the training loss "
-                      "between their final weights shows a sharp increase along the interpolated path.",
-            paper_value=None, source=f"{SOURCE}, Sec. 4.1, Table 1 (lower triangle)",
-            measured=min_score, premises=[premise], effect=eff_rise, verdict=verdict_for(eff_rise, direction=1),
+            "between their final weights shows a sharp increase along the interpolated path.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.1, Table 1 (lower triangle)",
+            measured=min_score,
+            premises=[premise],
+            effect=eff_rise,
+            verdict=verdict_for(eff_rise, direction=1),
             scale=setup.name,
             detail=f"measured = per initialization, the weakest of the {len(rows)} pairs' rise score (peak / max(2 x "
-                   f"larger endpoint loss, endpoint + 0.05 nats) on the straight segment, {setup.grid} points; >= 1 is "
-                   f"a sharp rise); effect = mean log score over {reps} inits (paired t against 0); held if its "
-                   f"interval lies above 0. Pairs rising sharply per init: {n_rise_k} of {len(rows)}. Init 0: weakest "
-                   f"{LABELS[weakest['a']]}-{LABELS[weakest['b']]} peak {weakest['rise_ratio']:.3g}x the larger "
-                   f"endpoint (+{weakest['rise_nats']:.3g} nats), median ratio {np.nanmedian(ratios):.3g}.",
+            f"larger endpoint loss, endpoint + 0.05 nats) on the straight segment, {setup.grid} points; >= 1 is "
+            f"a sharp rise); effect = mean log score over {reps} inits (paired t against 0); held if its "
+            f"interval lies above 0. Pairs rising sharply per init: {n_rise_k} of {len(rows)}. Init 0: weakest "
+            f"{LABELS[weakest['a']]}-{LABELS[weakest['b']]} peak {weakest['rise_ratio']:.3g}x the larger "
+            f"endpoint (+{weakest['rise_nats']:.3g} nats), median ratio {np.nanmedian(ratios):.3g}.",
         ),
         Claim(
             statement="The minima are functionally different networks, not reparameterizations: their label "
-                      "disagreement on held-out data is over a third of the maximum possible given their error "
-                      "(paper: 8% of 22%).",
-            paper_value=round(8 / 22, 3), source=f"{SOURCE}, Sec. 4.1, Table 1 (upper triangle)",
-            measured=shares, premises=[premise], effect=eff_share, verdict=verdict_for(eff_share, direction=1),
+            "disagreement on held-out data is over a third of the maximum possible given their error "
+            "(paper: 8% of 22%).",
+            paper_value=round(8 / 22, 3),
+            source=f"{SOURCE}, Sec. 4.1, Table 1 (upper triangle)",
+            measured=shares,
+            premises=[premise],
+            effect=eff_share,
+            verdict=verdict_for(eff_share, direction=1),
             scale=setup.name,
             detail=f"measured = per initialization, mean label disagreement over the {len(rows)} pairs / mean summed "
-                   f"test error of the pair ({setup.splits().sizes['test']:,} test images); effect = share - 1/3 over "
-                   f"{reps} inits (paired t); held if above 0. Init 0: disagreement {dis:.2%}, summed error "
-                   f"{sum_err:.2%} (test errors: " + ", ".join(f"{LABELS[m]} {e:.1%}" for m, e in zip(METHODS, err))
-                   + ").",
+            f"test error of the pair ({setup.splits().sizes['test']:,} test images); effect = share - 1/3 over "
+            f"{reps} inits (paired t); held if above 0. Init 0: disagreement {dis:.2%}, summed error "
+            f"{sum_err:.2%} (test errors: " + ", ".join(f"{LABELS[m]} {e:.1%}" for m, e in zip(METHODS, err)) + ").",
         ),
     ]
     quick = setup.dataset == "digits"
-    why = ("not comparable at this scale: both numbers grow with the networks' error rate (paper: CIFAR-10 at ~11% "
-           f"error; here {np.mean(err):.1%} mean test error), the scale-free version is the claim above")
+    why = (
+        "not comparable at this scale: both numbers grow with the networks' error rate (paper: CIFAR-10 at ~11% "
+        f"error; here {np.mean(err):.1%} mean test error), the scale-free version is the claim above"
+    )
     claims += [
         Claim(
             statement="The average RMS distance between the outputs of networks found by different methods is "
-                      "approximately 0.16.",
-            paper_value=0.16, source=f"{SOURCE}, Sec. 4.1 (Eq. 4.1)", measured=rms,
-            held=None if quick else bool(0.08 <= rms <= 0.32), premises=[premise], scale=setup.name,
+            "approximately 0.16.",
+            paper_value=0.16,
+            source=f"{SOURCE}, Sec. 4.1 (Eq. 4.1)",
+            measured=rms,
+            held=None if quick else bool(0.08 <= rms <= 0.32),
+            premises=[premise],
+            scale=setup.name,
             detail=f"RMS of the softmax-output difference over {setup.splits().sizes['test']:,} test images, mean of "
-                   f"{len(rows)} pairs (range {min(x['rms'] for x in rows):.3f}-{max(x['rms'] for x in rows):.3f}); "
-                   + (why if quick else "held if within a factor 2 of 0.16."),
+            f"{len(rows)} pairs (range {min(x['rms'] for x in rows):.3f}-{max(x['rms'] for x in rows):.3f}); "
+            + (why if quick else "held if within a factor 2 of 0.16."),
         ),
         Claim(
             statement="The label disagreement between networks found by different methods is about 8%.",
-            paper_value=0.08, source=f"{SOURCE}, Sec. 4.1", measured=dis,
-            held=None if quick else bool(0.04 <= dis <= 0.16), premises=[premise], scale=setup.name,
+            paper_value=0.08,
+            source=f"{SOURCE}, Sec. 4.1",
+            measured=dis,
+            held=None if quick else bool(0.04 <= dis <= 0.16),
+            premises=[premise],
+            scale=setup.name,
             detail=f"fraction of test images with different predicted labels, mean of {len(rows)} pairs (range "
-                   f"{min(x['disagreement'] for x in rows):.3f}-{max(x['disagreement'] for x in rows):.3f}); "
-                   + (why if quick else "held if within a factor 2 of 8%."),
+            f"{min(x['disagreement'] for x in rows):.3f}-{max(x['disagreement'] for x in rows):.3f}); "
+            + (why if quick else "held if within a factor 2 of 8%."),
         ),
     ]
     return FigureResult(
         caption="Table 1: the seven methods trained from one initialization with the same minibatches. Lower "
-                "triangle: log10 training loss over the triangle (initial weights [bottom left], final of the "
-                "column's method [bottom right], final of the row's method [top]), one colour scale. Upper triangle: "
-                "distance of the network interpolated from the row's final (alpha 0) to the column's (alpha 1) from "
-                "the row's final: RMS softmax-output distance (solid) and label disagreement (dashed) on the test "
-                "images. Scaled down from the paper (see scaling).",
+        "triangle: log10 training loss over the triangle (initial weights [bottom left], final of the "
+        "column's method [bottom right], final of the row's method [top]), one colour scale. Upper triangle: "
+        "distance of the network interpolated from the row's final (alpha 0) to the column's (alpha 1) from "
+        "the row's final: RMS softmax-output distance (solid) and label disagreement (dashed) on the test "
+        "images. Scaled down from the paper (see scaling).",
         panels=[Panel("table1", plotly=pfig, mpl=mfig)],
         claims=claims,
-        scaling=setup.scaling(setup.repetitions, grid=f"barycentric {setup.grid} x {setup.grid}; distance at 11 alphas",
-                              initializations=f"drawn: init 0; claims: {setup.repetitions} inits, each shared by "
-                                              "all methods"),
+        scaling=setup.scaling(
+            setup.repetitions,
+            grid=f"barycentric {setup.grid} x {setup.grid}; distance at 11 alphas",
+            initializations=f"drawn: init 0; claims: {setup.repetitions} inits, each shared by all methods",
+        ),
     )
 
 
-@register_figure("im_table1", paper="im", title="Im et al. Table 1: minima of every pair of methods from one init",
-                 scales=("medium",))
+@register_figure(
+    "im_table1",
+    paper="im",
+    title="Im et al. Table 1: minima of every pair of methods from one init",
+    scales=("medium",),
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return table1(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

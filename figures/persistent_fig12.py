@@ -75,13 +75,26 @@ def summary(spec: HessianSpectrum) -> dict[str, float]:
     """Top eigenvalue, bulk edge, their ratio and the outlier count of a spectrum."""
     edge = bulk_edge(spec)
     top = float(spec.top_eigenvalues[0]) if len(spec.top_eigenvalues) else float(spec.nodes.max())
-    return {"top": top, "edge": edge, "ratio": top / edge if edge > 0 else float("inf"),
-            "outliers": outliers(spec, edge), "k": len(spec.top_eigenvalues)}
+    return {
+        "top": top,
+        "edge": edge,
+        "ratio": top / edge if edge > 0 else float("inf"),
+        "outliers": outliers(spec, edge),
+        "k": len(spec.top_eigenvalues),
+    }
 
 
-def figure12(scale: Scale | str, data_dir: Path | str | None = None, cache: Path | str | None = None,
-             progress: bool = False, setup: RunSetup | None = None, images: int | None = None,
-             probes: int = 3, steps: int | None = None, top_k: int = 24) -> FigureResult:
+def figure12(
+    scale: Scale | str,
+    data_dir: Path | str | None = None,
+    cache: Path | str | None = None,
+    progress: bool = False,
+    setup: RunSetup | None = None,
+    images: int | None = None,
+    probes: int = 3,
+    steps: int | None = None,
+    top_k: int = 24,
+) -> FigureResult:
     """The figure at a scale (or for an explicit setup and spectrum settings)."""
     full = Scale(scale) is Scale.FULL
     setup = setup or partial_setup("resnet", scale, data_dir)
@@ -95,9 +108,20 @@ def figure12(scale: Scale | str, data_dir: Path | str | None = None, cache: Path
     spectra = []
     with torch_threads(1):
         for it in (0, other):
-            spectra.append(hessian_spectrum(iteration_model(pt, it), nn.functional.cross_entropy, data,
-                                            n_probes=probes, steps=steps, top_k=top_k, seed=0, bn_mode="eval",
-                                            data_description=f"{images} training images", progress=progress))
+            spectra.append(
+                hessian_spectrum(
+                    iteration_model(pt, it),
+                    nn.functional.cross_entropy,
+                    data,
+                    n_probes=probes,
+                    steps=steps,
+                    top_k=top_k,
+                    seed=0,
+                    bn_mode="eval",
+                    data_description=f"{images} training images",
+                    progress=progress,
+                )
+            )
     sp, so = summary(spectra[0]), summary(spectra[1])
     who = f"championship (iteration {c})" if other == c else f"best persistent iteration ({other})"
     labels = ["plain", who]
@@ -111,8 +135,12 @@ def figure12(scale: Scale | str, data_dir: Path | str | None = None, cache: Path
         ax.axvline(s["edge"], linestyle="--", color=color, linewidth=1, label=f"bulk edge ({name})")
     ax.legend(fontsize="small")
     splits = setup.splits()
-    champ_is_persistent = at_least("the championship is a persistent iteration", c, 1,
-                                   detail=f"championship index (0 = the plain model); iteration {other} drawn")
+    champ_is_persistent = at_least(
+        "the championship is a persistent iteration",
+        c,
+        1,
+        detail=f"championship index (0 = the plain model); iteration {other} drawn",
+    )
     moved, _ = moved_premise(pt, splits)
     # Per probe (the same random probes for both models: same seed, same dimension): paired over the probes.
     e_p, e_o = probe_edges(spectra[0]), probe_edges(spectra[1])
@@ -122,54 +150,75 @@ def figure12(scale: Scale | str, data_dir: Path | str | None = None, cache: Path
     out_o = [outliers(spectra[1], e) for e in e_o]
     eff_out = paired_effect(out_o, out_p)
     capped = max(out_p + out_o) >= top_k
-    resolved = at_most("the outlier counts are resolved (below the number of top eigenvalues computed)",
-                       float(max(out_p + out_o)), top_k - 1,
-                       detail=f"largest outlier count over models and probes; {top_k} eigenvalues computed")
+    resolved = at_most(
+        "the outlier counts are resolved (below the number of top eigenvalues computed)",
+        float(max(out_p + out_o)),
+        top_k - 1,
+        detail=f"largest outlier count over models and probes; {top_k} eigenvalues computed",
+    )
     bound = max(float(np.max(sp_.top_error_bounds, initial=0.0)) for sp_ in spectra)
 
     def nums(s: dict[str, float]) -> str:
-        return (f"top {s['top']:.4g}, bulk edge {s['edge']:.4g}, ratio {s['ratio']:.4g}, outliers "
-                f"{s['outliers']:d} of the top {s['k']:d}")
+        return (
+            f"top {s['top']:.4g}, bulk edge {s['edge']:.4g}, ratio {s['ratio']:.4g}, outliers "
+            f"{s['outliers']:d} of the top {s['k']:d}"
+        )
 
     src = f"{SOURCE}, Sec. 5, Fig. 12"
     prem = [champ_is_persistent, moved]
-    noise = (f"paired over the {probes} SLQ probes (the same probe vectors for both models): the interval covers "
-             "the bulk-edge estimator's noise, not training-seed variance (one run)")
+    noise = (
+        f"paired over the {probes} SLQ probes (the same probe vectors for both models): the interval covers "
+        "the bulk-edge estimator's noise, not training-seed variance (one run)"
+    )
     claims = [
         Claim(
             statement="Persistent training shortens the distance between the largest Hessian eigenvalue and the "
-                      "bulk: top eigenvalue / bulk edge is smaller for the championship.",
-            paper_value=None, source=src, measured=[round(float(r), 4) for r in ratio_o - ratio_p],
-            effect=eff_ratio, verdict=verdict_for(eff_ratio, direction=-1), premises=prem, scale=str(Scale(scale)),
+            "bulk: top eigenvalue / bulk edge is smaller for the championship.",
+            paper_value=None,
+            source=src,
+            measured=[round(float(r), 4) for r in ratio_o - ratio_p],
+            effect=eff_ratio,
+            verdict=verdict_for(eff_ratio, direction=-1),
+            premises=prem,
+            scale=str(Scale(scale)),
             detail=f"measured: championship minus plain ratio, per probe. plain: {nums(sp)}; {labels[1]}: {nums(so)}. "
-                   f"Bulk edge = {100 * BULK_MASS:g}th percentile of each probe's SLQ measure ({steps} Lanczos "
-                   f"steps); top eigenvalue exact (block Lanczos, error bound {bound:.2g}); "
-                   f"{noise}.",
+            f"Bulk edge = {100 * BULK_MASS:g}th percentile of each probe's SLQ measure ({steps} Lanczos "
+            f"steps); top eigenvalue exact (block Lanczos, error bound {bound:.2g}); "
+            f"{noise}.",
         ),
         Claim(
             statement="The championship's Hessian spectrum has fewer outliers than the plain model's.",
-            paper_value=None, source=src, measured=[float(a - b) for a, b in zip(out_o, out_p)],
-            effect=eff_out, verdict=verdict_for(eff_out, direction=-1), premises=[*prem, resolved],
+            paper_value=None,
+            source=src,
+            measured=[float(a - b) for a, b in zip(out_o, out_p)],
+            effect=eff_out,
+            verdict=verdict_for(eff_out, direction=-1),
+            premises=[*prem, resolved],
             scale=str(Scale(scale)),
             detail=f"measured: championship minus plain count, per probe. Outliers = exact top eigenvalues (top "
-                   f"{top_k}) above {OUTLIER_FACTOR:g} x the bulk edge: plain {out_p}, {labels[1]} {out_o} per probe"
-                   + (f"; some count reached {top_k}, the number computed, so it is a lower bound" if capped else "")
-                   + f"; {noise}.",
+            f"{top_k}) above {OUTLIER_FACTOR:g} x the bulk edge: plain {out_p}, {labels[1]} {out_o} per probe"
+            + (f"; some count reached {top_k}, the number computed, so it is a lower bound" if capped else "")
+            + f"; {noise}.",
         ),
     ]
     return FigureResult(
         caption=f"Fig. 12: Hessian eigenvalue densities (SLQ, Gaussian broadening, log scale) of the plain model and "
-                f"the {labels[1]} of the partial persistent ResNet run of Fig. 11; dotted lines: top eigenvalues, "
-                f"dashed: bulk edges ({100 * BULK_MASS:g}% of the spectral mass below). The paper draws the two "
-                "densities side by side.",
-        panels=[Panel("density", plotly=fig, mpl=mfig)], claims=claims,
-        scaling={"model": setup.describe_model() + " (paper: ResNet-18)", **setup.scaling(),
-                 "hessian": f"training cross-entropy on {images} training images, eval-mode BatchNorm, {probes} SLQ "
-                            f"probes x {steps} steps, top {top_k} eigenvalues"},
+        f"the {labels[1]} of the partial persistent ResNet run of Fig. 11; dotted lines: top eigenvalues, "
+        f"dashed: bulk edges ({100 * BULK_MASS:g}% of the spectral mass below). The paper draws the two "
+        "densities side by side.",
+        panels=[Panel("density", plotly=fig, mpl=mfig)],
+        claims=claims,
+        scaling={
+            "model": setup.describe_model() + " (paper: ResNet-18)",
+            **setup.scaling(),
+            "hessian": f"training cross-entropy on {images} training images, eval-mode BatchNorm, {probes} SLQ "
+            f"probes x {steps} steps, top {top_k} eigenvalues",
+        },
     )
 
 
-@register_figure("persistent_fig12", paper="persistent",
-                 title="Fig. 12: Hessian eigenvalue density, plain vs championship ResNet")
+@register_figure(
+    "persistent_fig12", paper="persistent", title="Fig. 12: Hessian eigenvalue density, plain vs championship ResNet"
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return figure12(scale, data_dir, cache_dir(out), progress)

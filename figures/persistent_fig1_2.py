@@ -91,13 +91,16 @@ def figure1_2(steps: int = STEPS, lr: float = LR, lam: float = LAM, progress: bo
     f_p, f_q = float(loss(*end_p)), float(loss(*end_q))
     step_p = float(np.linalg.norm(plain[-1] - plain[-2]))
     step_q = float(np.linalg.norm(pers[-1] - pers[-2]))
-    conv_p = at_most("plain GD converged", step_p, CONV_TOL,
-                     detail="distance moved over the last 250 steps")
+    conv_p = at_most("plain GD converged", step_p, CONV_TOL, detail="distance moved over the last 250 steps")
     conv_q = at_most("persistent GD converged", step_q, CONV_TOL, detail="distance moved over the last 250 steps")
 
     surface = go.Figure(go.Surface(x=xs, y=ys, z=Z, colorscale="Viridis", showscale=False))
-    surface.update_layout(title="Fig. 1: loss surface with two minima", height=450, margin=dict(l=0, r=0, t=40, b=0),
-                          scene=dict(xaxis_title="x", yaxis_title="y", zaxis_title="f"))
+    surface.update_layout(
+        title="Fig. 1: loss surface with two minima",
+        height=450,
+        margin=dict(l=0, r=0, t=40, b=0),
+        scene=dict(xaxis_title="x", yaxis_title="y", zaxis_title="f"),
+    )
     m_surface = matplotlib.figure.Figure(figsize=(5.5, 4.5))
     ax = m_surface.add_subplot(projection="3d")
     ax.plot_surface(X, Y, Z, cmap="viridis", linewidth=0, antialiased=True)
@@ -109,15 +112,39 @@ def figure1_2(steps: int = STEPS, lr: float = LR, lam: float = LAM, progress: bo
     m_paths = matplotlib.figure.Figure(figsize=(11, 4.6), layout="constrained")
     maxes = m_paths.subplots(1, 2)
     for col, ((path, name, color), mx) in enumerate(zip(paths, maxes), start=1):
-        fig.add_trace(go.Contour(x=xs, y=ys, z=Z, colorscale="Viridis", ncontours=30, showscale=col == 1,
-                                 colorbar=dict(title="f", x=1.02)), row=1, col=col)
-        fig.add_trace(go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines", name=name,
-                                 line=dict(color=color, width=3)), row=1, col=col)
+        fig.add_trace(
+            go.Contour(
+                x=xs,
+                y=ys,
+                z=Z,
+                colorscale="Viridis",
+                ncontours=30,
+                showscale=col == 1,
+                colorbar=dict(title="f", x=1.02),
+            ),
+            row=1,
+            col=col,
+        )
+        fig.add_trace(
+            go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines", name=name, line=dict(color=color, width=3)),
+            row=1,
+            col=col,
+        )
         pts = [W_INI, tuple(w0) if col == 2 else MINIMUM_A, MINIMUM_B]
         labels = ["w_ini", "anchor w0 = plain end" if col == 2 else "(2, -2)", "(-2, -1)"]
-        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers+text", text=labels,
-                                 textposition="top center", showlegend=False,
-                                 marker=dict(color="white", size=9, line=dict(color="black", width=1))), row=1, col=col)
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in pts],
+                y=[p[1] for p in pts],
+                mode="markers+text",
+                text=labels,
+                textposition="top center",
+                showlegend=False,
+                marker=dict(color="white", size=9, line=dict(color="black", width=1)),
+            ),
+            row=1,
+            col=col,
+        )
         fig.update_xaxes(title_text="x", row=1, col=col)
         fig.update_yaxes(title_text="y", row=1, col=col)
         cs = mx.contourf(X, Y, Z, levels=30, cmap="viridis")
@@ -128,37 +155,53 @@ def figure1_2(steps: int = STEPS, lr: float = LR, lam: float = LAM, progress: bo
         mx.set(xlabel="x", ylabel="y", title=titles[col - 1])
         mx.legend(loc="upper left")
     m_paths.colorbar(cs, ax=maxes, label="f")
-    fig.update_layout(title="Fig. 2: plain vs persistent gradient descent from w_ini", height=470,
-                      template="plotly_white", legend=dict(orientation="h", y=-0.15))
+    fig.update_layout(
+        title="Fig. 2: plain vs persistent gradient descent from w_ini",
+        height=470,
+        template="plotly_white",
+        legend=dict(orientation="h", y=-0.15),
+    )
 
     claims = [
         Claim(
             statement="Plain GD from w_ini = (-0.335, -1.4), lr 0.001, 50,000 steps converges to the sub-optimal "
-                      "minimum (x_a, y_a) = (2, -2).",
-            paper_value=0.0, source=f"{SOURCE}, Sec. 2, Fig. 2 (left)", measured=round(d_plain, 5),
-            held=bool(d_plain < TOL), premises=[conv_p], scale="quick",
+            "minimum (x_a, y_a) = (2, -2).",
+            paper_value=0.0,
+            source=f"{SOURCE}, Sec. 2, Fig. 2 (left)",
+            measured=round(d_plain, 5),
+            held=bool(d_plain < TOL),
+            premises=[conv_p],
+            scale="quick",
             detail=f"measured: distance of the final iterate {_fmt(end_p)} from (2, -2); an exact check, held if "
-                   f"below {TOL}; f there = {f_p:.4f}.",
+            f"below {TOL}; f there = {f_p:.4f}.",
         ),
         Claim(
             statement="Persistent training (lambda = 0.1, anchor w0 = the plain solution) from the same w_ini "
-                      "converges to the other basin, (x_b, y_b) = (-2, -1), the global minimum.",
-            paper_value=0.0, source=f"{SOURCE}, Sec. 2, eq. (2), Fig. 2 (right)", measured=round(d_pers, 5),
-            held=bool(d_pers < TOL and f_q < f_p), premises=[conv_p, conv_q], scale="quick",
+            "converges to the other basin, (x_b, y_b) = (-2, -1), the global minimum.",
+            paper_value=0.0,
+            source=f"{SOURCE}, Sec. 2, eq. (2), Fig. 2 (right)",
+            measured=round(d_pers, 5),
+            held=bool(d_pers < TOL and f_q < f_p),
+            premises=[conv_p, conv_q],
+            scale="quick",
             detail=f"measured: distance of the final iterate {_fmt(end_q)} from (-2, -1); an exact check, held if "
-                   f"below {TOL} (the penalty's constant pull shifts the minimum slightly) and f lower than at the "
-                   f"plain end point ({f_q:.4f} vs {f_p:.4f}).",
+            f"below {TOL} (the penalty's constant pull shifts the minimum slightly) and f lower than at the "
+            f"plain end point ({f_q:.4f} vs {f_p:.4f}).",
         ),
     ]
     return FigureResult(
         caption="Fig. 1: the two-minima loss surface of eq. (1). Fig. 2: gradient descent paths from w_ini on the "
-                "contour plot, plain (left) and persistent with the plain solution as anchor (right). Paper "
-                "settings at both scales; paths drawn every 250 steps.",
+        "contour plot, plain (left) and persistent with the plain solution as anchor (right). Paper "
+        "settings at both scales; paths drawn every 250 steps.",
         panels=[Panel("surface", plotly=surface, mpl=m_surface), Panel("paths", plotly=fig, mpl=m_paths)],
         claims=claims,
-        scaling={"model": "analytic f(x, y), eq. (1)", "data": "none (analytic)",
-                 "epochs": f"{steps:,} GD steps, lr {lr:g}", "repetitions": "1 plain + 1 persistent",
-                 "lambda": lam},
+        scaling={
+            "model": "analytic f(x, y), eq. (1)",
+            "data": "none (analytic)",
+            "epochs": f"{steps:,} GD steps, lr {lr:g}",
+            "repetitions": "1 plain + 1 persistent",
+            "lambda": lam,
+        },
     )
 
 

@@ -71,6 +71,8 @@ def settle(losses: np.ndarray, kink: float) -> np.ndarray:
     arr = np.atleast_2d(np.asarray(losses, dtype=np.float64))
     start = min(arr.shape[1] - 2, int(np.floor(0.9 * arr.shape[1])))
     return np.abs(arr[:, -1] - arr[:, start]) / max(abs(kink), 1e-12)
+
+
 N_POINTS = 200
 
 
@@ -84,10 +86,16 @@ def _sine(x: torch.Tensor) -> torch.Tensor:
 
 TARGETS: dict[str, tuple[Any, float, str]] = {
     # name: (target, half width of the x range, description)
-    "quartic": (_quartic, 4.0, "y = x^4 / 16 - 2 on 200 even points over [-4, 4] (range [-2, 14], the paper's Fig. 3 "
-                "axes)"),
-    "sine": (_sine, 10.0, "y = 3 sin(x) on 200 even points over [-10, 10] (landscape.data.regression_1d; the "
-             "gallery's earlier stand-in)"),
+    "quartic": (
+        _quartic,
+        4.0,
+        "y = x^4 / 16 - 2 on 200 even points over [-4, 4] (range [-2, 14], the paper's Fig. 3 axes)",
+    ),
+    "sine": (
+        _sine,
+        10.0,
+        "y = 3 sin(x) on 200 even points over [-10, 10] (landscape.data.regression_1d; the gallery's earlier stand-in)",
+    ),
 }
 
 
@@ -98,6 +106,8 @@ def kink_data(target: str) -> tuple[torch.Tensor, torch.Tensor]:
     fn, hw, _ = TARGETS[target]
     x = torch.linspace(-hw, hw, N_POINTS, dtype=torch.float64)[:, None]
     return x.float(), fn(x).float()
+
+
 PAPER_KINK, PAPER_BEST_REINIT, PAPER_CHAMPION = 4.2, 0.33, 0.10  # 000 Sec. 3, Figs. 3-5
 
 
@@ -149,8 +159,9 @@ class KinkSetup:
         return build_model("regression_mlp", (1,), 1, m=self.m, init="he", seed=seed)
 
 
-def kink_runs(setup: KinkSetup, cache: Path | str | None = None,
-              progress: bool = False) -> tuple[SeedsResult, FastPersistentResult, int]:
+def kink_runs(
+    setup: KinkSetup, cache: Path | str | None = None, progress: bool = False
+) -> tuple[SeedsResult, FastPersistentResult, int]:
     """Train (or load) the re-initializations and the persistent chain.
 
     Returns:
@@ -165,17 +176,37 @@ def kink_runs(setup: KinkSetup, cache: Path | str | None = None,
         if seeds_file is not None and seeds_file.is_file():
             seeds = SeedsResult.load(seeds_file)
         else:
-            seeds = train_seeds_batched(setup.model(0), x, y, list(range(setup.seeds)), steps=setup.steps,
-                                        lr=setup.lr, momentum=setup.momentum, backend=setup.backend,
-                                        log_every=max(setup.steps // 100, 1), progress=progress)
+            seeds = train_seeds_batched(
+                setup.model(0),
+                x,
+                y,
+                list(range(setup.seeds)),
+                steps=setup.steps,
+                lr=setup.lr,
+                momentum=setup.momentum,
+                backend=setup.backend,
+                log_every=max(setup.steps // 100, 1),
+                progress=progress,
+            )
             if seeds_file is not None:
                 root.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
                 seeds.save(seeds_file)
         init_seed = chain_seed(seeds.final_loss, kink)
-        pers = fast_persistent_run(setup.model(init_seed), x, y, iterations=setup.iterations, steps=setup.steps,
-                                   lam=setup.lam, lr=setup.lr, momentum=setup.momentum, backend=setup.backend,
-                                   log_every=max(setup.steps // 100, 1), select_by="train_loss",
-                                   checkpoint=None if root is None else root / "persistent.npz", progress=progress)
+        pers = fast_persistent_run(
+            setup.model(init_seed),
+            x,
+            y,
+            iterations=setup.iterations,
+            steps=setup.steps,
+            lam=setup.lam,
+            lr=setup.lr,
+            momentum=setup.momentum,
+            backend=setup.backend,
+            log_every=max(setup.steps // 100, 1),
+            select_by="train_loss",
+            checkpoint=None if root is None else root / "persistent.npz",
+            progress=progress,
+        )
     return seeds, pers, init_seed
 
 
@@ -213,27 +244,62 @@ def figure3_5(setup: KinkSetup, cache: Path | str | None = None, progress: bool 
     two = []
     for k, mask in enumerate((xd <= 0, xd > 0)):
         coef = np.polyfit(xd[mask], yd[mask], 1)
-        two.append(Line(xd[mask], np.polyval(coef, xd[mask]), "" if k else "two-region linear fit (closed form)",
-                        GREEN, "dash", width=1.5))
+        two.append(
+            Line(
+                xd[mask],
+                np.polyval(coef, xd[mask]),
+                "" if k else "two-region linear fit (closed form)",
+                GREEN,
+                "dash",
+                width=1.5,
+            )
+        )
     plain = pers.model(0, template)
-    fig3 = Sub(f"Fig. 3: plain model (He seed {s0}), loss {pl[0]:.3f}", "x", "y",
-               [data_line, Line(xs[:, 0].numpy(), _predict(plain, xs), "plain predictor", RED), *two])
-    fig4 = Sub(f"Fig. 4: final loss of {len(final)} re-initializations", "seed", "training MSE",
-               [Line(np.arange(len(final)), final, "final loss per seed", BLUE, "dot", True, 1.0)],
-               hlines=[(kink, f"kink loss (closed form) {kink:.3f}", GREEN, "dash")],
-               marks=[(best, final[best], f"best seed ({best}): {final[best]:.3f}", ORANGE)])
-    fig5 = Sub(f"Fig. 5: loss per persistent iteration (lambda {setup.lam:g})", "iteration (0 = plain)",
-               "training MSE", [Line(np.arange(len(pl)), pl, "final loss per iteration", RED, "dot", True, 1.0)],
-               hlines=[(kink, f"kink loss (closed form) {kink:.3f}", GREEN, "dash"),
-                       (final[best], f"best re-initialization {final[best]:.3f}", BLUE, "dot")],
-               marks=[(champ, pl[champ], f"championship ({champ}): {pl[champ]:.3f}", ORANGE)])
-    champs = Sub("Championship predictors", "x", "y", [
-        data_line,
-        Line(xs[:, 0].numpy(), _predict(seeds.model(best, template), xs), f"best re-init (seed {best}), "
-             f"loss {final[best]:.3f}", BLUE),
-        Line(xs[:, 0].numpy(), _predict(pers.model(champ, template), xs), f"persistent championship (iteration "
-             f"{champ}), loss {pl[champ]:.3f}", RED),
-    ])
+    fig3 = Sub(
+        f"Fig. 3: plain model (He seed {s0}), loss {pl[0]:.3f}",
+        "x",
+        "y",
+        [data_line, Line(xs[:, 0].numpy(), _predict(plain, xs), "plain predictor", RED), *two],
+    )
+    fig4 = Sub(
+        f"Fig. 4: final loss of {len(final)} re-initializations",
+        "seed",
+        "training MSE",
+        [Line(np.arange(len(final)), final, "final loss per seed", BLUE, "dot", True, 1.0)],
+        hlines=[(kink, f"kink loss (closed form) {kink:.3f}", GREEN, "dash")],
+        marks=[(best, final[best], f"best seed ({best}): {final[best]:.3f}", ORANGE)],
+    )
+    fig5 = Sub(
+        f"Fig. 5: loss per persistent iteration (lambda {setup.lam:g})",
+        "iteration (0 = plain)",
+        "training MSE",
+        [Line(np.arange(len(pl)), pl, "final loss per iteration", RED, "dot", True, 1.0)],
+        hlines=[
+            (kink, f"kink loss (closed form) {kink:.3f}", GREEN, "dash"),
+            (final[best], f"best re-initialization {final[best]:.3f}", BLUE, "dot"),
+        ],
+        marks=[(champ, pl[champ], f"championship ({champ}): {pl[champ]:.3f}", ORANGE)],
+    )
+    champs = Sub(
+        "Championship predictors",
+        "x",
+        "y",
+        [
+            data_line,
+            Line(
+                xs[:, 0].numpy(),
+                _predict(seeds.model(best, template), xs),
+                f"best re-init (seed {best}), loss {final[best]:.3f}",
+                BLUE,
+            ),
+            Line(
+                xs[:, 0].numpy(),
+                _predict(pers.model(champ, template), xs),
+                f"persistent championship (iteration {champ}), loss {pl[champ]:.3f}",
+                RED,
+            ),
+        ],
+    )
     panels = [
         render("kink", [fig3], "Fig. 3: the He-initialized MLP's kink predictor", size=(6.4, 4.2)),
         render("losses", [fig4, fig5], "Figs. 4-5: re-initialization vs persistent training", size=(5.6, 4.0)),
@@ -243,84 +309,121 @@ def figure3_5(setup: KinkSetup, cache: Path | str | None = None, progress: bool 
     sc = setup.name
     seed_changes = settle(seeds.losses, kink)
     share_conv = float(np.mean(seed_changes <= SETTLE_TOL))
-    seeds_conv = at_least("the re-initialized runs converged", share_conv, CONVERGED_SHARE,
-                          detail=f"share of seeds whose training loss changed by at most {SETTLE_TOL:g} x the kink "
-                                 f"loss over the last 10% of the {setup.steps:,} steps (largest change "
-                                 f"{seed_changes.max():.3g} x); relative to the kink loss, not to the run's own "
-                                 "loss, since a loss near 0 changes by large relative amounts without moving")
+    seeds_conv = at_least(
+        "the re-initialized runs converged",
+        share_conv,
+        CONVERGED_SHARE,
+        detail=f"share of seeds whose training loss changed by at most {SETTLE_TOL:g} x the kink "
+        f"loss over the last 10% of the {setup.steps:,} steps (largest change "
+        f"{seed_changes.max():.3g} x); relative to the kink loss, not to the run's own "
+        "loss, since a loss near 0 changes by large relative amounts without moving",
+    )
     chain_changes = settle(pers.losses, kink)
-    chain_conv = at_most("every persistent iteration converged", chain_changes.tolist(), SETTLE_TOL,
-                         detail="change of the training MSE (without the penalty) over the last 10% of steps, in "
-                                "units of the kink loss, per iteration")
-    plain_conv = at_most("the chain's plain run converged", float(chain_changes[0]), SETTLE_TOL,
-                         detail="change of the training MSE over the last 10% of steps, in units of the kink loss")
-    starts_in_kink = at_least("the persistent chain starts in the kink", float(abs(pl[0] - kink) <= KINK_TOL), 1.0,
-                              detail=f"1 if the chain's plain model (He seed {s0}) ends within {KINK_TOL} of the kink "
-                                     f"loss {kink:.3f} (its loss {pl[0]:.3f}); the paper's chain starts from the "
-                                     "kink of Fig. 3")
+    chain_conv = at_most(
+        "every persistent iteration converged",
+        chain_changes.tolist(),
+        SETTLE_TOL,
+        detail="change of the training MSE (without the penalty) over the last 10% of steps, in "
+        "units of the kink loss, per iteration",
+    )
+    plain_conv = at_most(
+        "the chain's plain run converged",
+        float(chain_changes[0]),
+        SETTLE_TOL,
+        detail="change of the training MSE over the last 10% of steps, in units of the kink loss",
+    )
+    starts_in_kink = at_least(
+        "the persistent chain starts in the kink",
+        float(abs(pl[0] - kink) <= KINK_TOL),
+        1.0,
+        detail=f"1 if the chain's plain model (He seed {s0}) ends within {KINK_TOL} of the kink "
+        f"loss {kink:.3f} (its loss {pl[0]:.3f}); the paper's chain starts from the "
+        "kink of Fig. 3",
+    )
     rate_eff = proportion_effect(int(kinked.sum()), len(final), 0.5)
     persistent_kinked = in_kink(pl[1:], kink)
     claims = [
         Claim(
             statement="The He-initialized MLP fails to fit the nonlinear trend: two linear regressions joined by a "
-                      "kink near 0, loss ~4.2 (Fig. 3).",
-            paper_value=PAPER_KINK, source=f"{SOURCE}, Sec. 3, Fig. 3", measured=round(float(pl[0]), 4),
-            held=bool(abs(pl[0] - kink) <= KINK_TOL), premises=[plain_conv], scale=sc,
+            "kink near 0, loss ~4.2 (Fig. 3).",
+            paper_value=PAPER_KINK,
+            source=f"{SOURCE}, Sec. 3, Fig. 3",
+            measured=round(float(pl[0]), 4),
+            held=bool(abs(pl[0] - kink) <= KINK_TOL),
+            premises=[plain_conv],
+            scale=sc,
             detail=f"the plain model of the persistent chain (He seed {s0}, chosen as the first re-initialization "
-                   f"seed ending in the kink{'' if kinked.any() else ' - none did, so the worst seed'}); held if its "
-                   f"loss is within {KINK_TOL} of the closed-form two-region linear fit, {kink:.3f} on this data "
-                   "(the paper's 4.2 is on its own, unpublished data).",
+            f"seed ending in the kink{'' if kinked.any() else ' - none did, so the worst seed'}); held if its "
+            f"loss is within {KINK_TOL} of the closed-form two-region linear fit, {kink:.3f} on this data "
+            "(the paper's 4.2 is on its own, unpublished data).",
         ),
         Claim(
             statement="Most re-initialized seeds end in the kink (trivial) solution.",
-            paper_value=None, source=f"{SOURCE}, Sec. 3, Fig. 4", measured=round(float(kinked.mean()), 4),
-            effect=rate_eff, verdict=verdict_for(rate_eff, direction=1), premises=[seeds_conv], scale=sc,
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 3, Fig. 4",
+            measured=round(float(kinked.mean()), 4),
+            effect=rate_eff,
+            verdict=verdict_for(rate_eff, direction=1),
+            premises=[seeds_conv],
+            scale=sc,
             detail=f"measured: share of the {len(final)} seeds whose final loss is within {KINK_TOL} of the kink loss "
-                   f"{kink:.3f} (seeds {np.flatnonzero(kinked).tolist()}); effect = share minus 1/2 with an exact "
-                   f"binomial interval ('most' = more than half). {n_triv} of {len(final)} end at or above the kink "
-                   f"loss. Final losses: median {np.median(final):.3f}, min {final.min():.3f}, max {final.max():.3f}.",
+            f"{kink:.3f} (seeds {np.flatnonzero(kinked).tolist()}); effect = share minus 1/2 with an exact "
+            f"binomial interval ('most' = more than half). {n_triv} of {len(final)} end at or above the kink "
+            f"loss. Final losses: median {np.median(final):.3f}, min {final.min():.3f}, max {final.max():.3f}.",
         ),
         Claim(
             statement="The persistent championship's loss is below the best re-initialization's (0.10 vs 0.33).",
-            paper_value=round(PAPER_CHAMPION - PAPER_BEST_REINIT, 4), source=f"{SOURCE}, Sec. 3, Figs. 4-5",
-            measured=round(float(pl[champ] - final[best]), 4), held=bool(pl[champ] < final[best]),
-            premises=[starts_in_kink, chain_conv, seeds_conv], scale=sc,
+            paper_value=round(PAPER_CHAMPION - PAPER_BEST_REINIT, 4),
+            source=f"{SOURCE}, Sec. 3, Figs. 4-5",
+            measured=round(float(pl[champ] - final[best]), 4),
+            held=bool(pl[champ] < final[best]),
+            premises=[starts_in_kink, chain_conv, seeds_conv],
+            scale=sc,
             detail=f"measured: lowest training MSE over {len(pl)} persistent iterations (iteration {champ}, "
-                   f"{pl[champ]:.4f}) minus that over {len(final)} seeds (seed {best}, {final[best]:.4f}); same "
-                   f"steps per run ({setup.steps:,}); an exact comparison of "
-                   f"two minima over unequal numbers of tries ({len(pl)} vs {len(final)}; the paper: 100 each).",
+            f"{pl[champ]:.4f}) minus that over {len(final)} seeds (seed {best}, {final[best]:.4f}); same "
+            f"steps per run ({setup.steps:,}); an exact comparison of "
+            f"two minima over unequal numbers of tries ({len(pl)} vs {len(final)}; the paper: 100 each).",
         ),
         Claim(
             statement="Persistent training leaves the kink: after a few iterations the loss is well below ~4.2, and "
-                      "the kink no longer recurs.",
-            paper_value=None, source=f"{SOURCE}, Sec. 3, Fig. 5", measured=round(float(pl[champ]), 4),
-            held=bool(pl[champ] < 0.5 * kink), premises=[starts_in_kink, chain_conv], scale=sc,
+            "the kink no longer recurs.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 3, Fig. 5",
+            measured=round(float(pl[champ]), 4),
+            held=bool(pl[champ] < 0.5 * kink),
+            premises=[starts_in_kink, chain_conv],
+            scale=sc,
             detail=f"held if the championship loss is below half the kink loss ({0.5 * kink:.3f}); losses per "
-                   f"iteration: {', '.join(f'{v:.3f}' for v in pl)}; {int(persistent_kinked.sum())} of "
-                   f"{len(pl) - 1} persistent iterations end in the kink (re-initializations: "
-                   f"{int(kinked.sum())} of {len(final)}).",
+            f"iteration: {', '.join(f'{v:.3f}' for v in pl)}; {int(persistent_kinked.sum())} of "
+            f"{len(pl) - 1} persistent iterations end in the kink (re-initializations: "
+            f"{int(kinked.sum())} of {len(final)}).",
         ),
     ]
     scaling: dict[str, Any] = {
         "model": f"ReLU MLP 1-{setup.m}-{setup.m}-1, He init (weights N(0, 2/fan_in), biases 0)",
         "data": TARGETS[setup.target][2],
         "epochs": f"{setup.steps:,} full-batch steps per run (paper: 50,000)",
-        "repetitions": f"{setup.seeds} re-init seeds (paper 100), {setup.iterations} persistent iterations "
-                       f"(paper 100)",
+        "repetitions": f"{setup.seeds} re-init seeds (paper 100), {setup.iterations} persistent iterations (paper 100)",
         "optimizer": f"SGD lr {setup.lr:g}, momentum {setup.momentum:g}, MSE",
         "persistent": f"full, lambda {setup.lam:g}, chain from He seed {s0}, championship = lowest training loss",
         "backend": f"persistence.fast ({pers.settings.get('backend', setup.backend)})",
     }
     return FigureResult(
         caption=f"Fig. 3: the plain model of the persistent chain (He seed {s0}) and the closed-form kink solution. "
-                f"Figs. 4-5: final loss of each re-initialization seed and of each persistent iteration "
-                f"(same budget per run), and the two championship predictors. Data: {TARGETS[setup.target][2]} (the "
-                f"paper's data are unpublished).",
-        panels=panels, claims=claims, scaling=scaling,
+        f"Figs. 4-5: final loss of each re-initialization seed and of each persistent iteration "
+        f"(same budget per run), and the two championship predictors. Data: {TARGETS[setup.target][2]} (the "
+        f"paper's data are unpublished).",
+        panels=panels,
+        claims=claims,
+        scaling=scaling,
     )
 
 
-@register_figure("persistent_fig3_5", paper="persistent",
-                 title="Figs. 3-5: 1-D regression kink, re-initialization vs persistent training", scales=("medium",))
+@register_figure(
+    "persistent_fig3_5",
+    paper="persistent",
+    title="Figs. 3-5: 1-D regression kink, re-initialization vs persistent training",
+    scales=("medium",),
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return figure3_5(KinkSetup.for_scale(scale), cache=_cache_dir(out), progress=progress)

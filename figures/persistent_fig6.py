@@ -30,9 +30,15 @@ from landscape.surface import plane
 DIVERGE_MIN = 0.25
 
 
-def figure6(scale: Scale | str, data_dir: Path | str | None = None, cache: Path | str | None = None,
-            progress: bool = False, setup=None, grid: int | None = None, loss_images: int | None = None
-            ) -> FigureResult:
+def figure6(
+    scale: Scale | str,
+    data_dir: Path | str | None = None,
+    cache: Path | str | None = None,
+    progress: bool = False,
+    setup=None,
+    grid: int | None = None,
+    loss_images: int | None = None,
+) -> FigureResult:
     """The figure at a scale (or for an explicit :class:`RunSetup` of the bad initialization)."""
     full = Scale(scale) is Scale.FULL
     setup = setup or lenet_full_setups(scale, data_dir)["bad"]
@@ -40,8 +46,11 @@ def figure6(scale: Scale | str, data_dir: Path | str | None = None, cache: Path 
     loss_images = loss_images or (5000 if full else 512)
     pt = run_persistent(setup, cache, progress)
     c = pt.champion_
-    shown = c if c > 0 else (1 + int(np.argmax([r.metrics["val_accuracy"] for r in pt.results_[1:]]))
-                             if len(pt.results_) > 1 else 0)
+    shown = (
+        c
+        if c > 0
+        else (1 + int(np.argmax([r.metrics["val_accuracy"] for r in pt.results_[1:]])) if len(pt.results_) > 1 else 0)
+    )
     t_plain, t_other = pt.results_[0].trajectory, pt.results_[shown].trajectory
     label = f"championship (iteration {c})" if shown == c else f"best persistent iteration ({shown})"
     x, y = setup.splits().train
@@ -68,32 +77,53 @@ def figure6(scale: Scale | str, data_dir: Path | str | None = None, cache: Path 
     travel = 0.5 * float((v0[-1] - v0[0]).norm() + (v1[-1] - v1[0]).norm())
     ratio = end_gap / travel if travel > 0 else float("nan")
     evr = pca.explained_variance_ratio_
-    champ_persistent = at_least("the championship is a persistent iteration", c, 1,
-                                detail=f"championship index (0 = the plain model); iteration {shown} drawn")
-    same_start = at_most("both paths start from the same weights", start_gap, 0.0,
-                         detail="distance between the two initial parameter vectors")
-    claims = [Claim(
-        statement="The plain and the championship trajectories start from the same location but converge to "
-                  "different solutions.",
-        paper_value=None, source=f"{SOURCE}, Sec. 4, Fig. 6", measured=round(ratio, 4),
-        held=bool(ratio >= DIVERGE_MIN), premises=[champ_persistent, same_start], scale=str(Scale(scale)),
-        detail=(f"measured: distance between the end points / mean distance travelled from the start ({end_gap:.3g} / "
+    champ_persistent = at_least(
+        "the championship is a persistent iteration",
+        c,
+        1,
+        detail=f"championship index (0 = the plain model); iteration {shown} drawn",
+    )
+    same_start = at_most(
+        "both paths start from the same weights",
+        start_gap,
+        0.0,
+        detail="distance between the two initial parameter vectors",
+    )
+    claims = [
+        Claim(
+            statement="The plain and the championship trajectories start from the same location but converge to "
+            "different solutions.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4, Fig. 6",
+            measured=round(ratio, 4),
+            held=bool(ratio >= DIVERGE_MIN),
+            premises=[champ_persistent, same_start],
+            scale=str(Scale(scale)),
+            detail=(
+                f"measured: distance between the end points / mean distance travelled from the start ({end_gap:.3g} / "
                 f"{travel:.3g}); a geometric check, held if the ratio is at least {DIVERGE_MIN}. PCA plane explains "
                 f"{100 * evr.sum():.1f}% of the variance of the two paths; median off-plane share "
-                f"{path.median_off_plane_ratio:.2f}."),
-    )]
+                f"{path.median_off_plane_ratio:.2f}."
+            ),
+        )
+    ]
     return FigureResult(
         caption=f"Fig. 6: the training paths (one point per epoch, square = start, star = end) of the plain LeNet-5 "
-                f"and the {label} from the bad initialization, projected on the plane of their first two "
-                f"principal components, over the training loss on that plane (log colour scale, {loss_images} "
-                f"training images). Right: each snapshot's loss vs the loss at its projection.",
-        panels=[Panel("pca", plotly=fig, mpl=mfig)], claims=claims,
-        scaling={"model": setup.describe_model(), **setup.scaling(),
-                 "plane": f"{grid} x {grid} grid, loss on {loss_images} training images"},
+        f"and the {label} from the bad initialization, projected on the plane of their first two "
+        f"principal components, over the training loss on that plane (log colour scale, {loss_images} "
+        f"training images). Right: each snapshot's loss vs the loss at its projection.",
+        panels=[Panel("pca", plotly=fig, mpl=mfig)],
+        claims=claims,
+        scaling={
+            "model": setup.describe_model(),
+            **setup.scaling(),
+            "plane": f"{grid} x {grid} grid, loss on {loss_images} training images",
+        },
     )
 
 
-@register_figure("persistent_fig6", paper="persistent",
-                 title="Fig. 6: plain vs championship LeNet-5 trajectories on a PCA plane")
+@register_figure(
+    "persistent_fig6", paper="persistent", title="Fig. 6: plain vs championship LeNet-5 trajectories on a PCA plane"
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return figure6(scale, data_dir, cache_dir(out), progress)

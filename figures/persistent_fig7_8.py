@@ -49,87 +49,134 @@ def _labels(setups: dict) -> dict[str, str]:
     return {k: f"initialization {i}, N(0, {setups[k].init_std:g}) ({k})" for i, k in ((1, "bad"), (2, "good"))}
 
 
-def figure7_8(scale: Scale | str, data_dir: Path | str | None = None, cache: Path | str | None = None,
-              progress: bool = False, setups: dict | None = None) -> FigureResult:
+def figure7_8(
+    scale: Scale | str,
+    data_dir: Path | str | None = None,
+    cache: Path | str | None = None,
+    progress: bool = False,
+    setups: dict | None = None,
+) -> FigureResult:
     """The figure at a scale (or at explicit ``setups``, ``{"bad": RunSetup, "good": RunSetup}``)."""
     setups = setups or lenet_full_setups(scale, data_dir)
     runs = {k: run_persistent(s, cache, progress) for k, s in setups.items()}
     LABELS = _labels(setups)  # noqa: N806
     v = {k: accuracy_claim_values(pt) for k, pt in runs.items()}
     b, g = v["bad"], v["good"]
-    errors = render("errors", [error_sub(runs[k], f"Fig. 7: {LABELS[k]}") for k in ("bad", "good")],
-                    "Fig. 7: validation and test error per persistent iteration (LeNet-5, full persistent)")
-    curves = render("curves", history_subs(runs["bad"], "init 1 (bad)") + history_subs(runs["good"], "init 2 (good)"),
-                    "Fig. 8: training curves of the championships (dotted: plain)", cols=2,
-                    caption="Training loss includes the persistent penalty.")
+    errors = render(
+        "errors",
+        [error_sub(runs[k], f"Fig. 7: {LABELS[k]}") for k in ("bad", "good")],
+        "Fig. 7: validation and test error per persistent iteration (LeNet-5, full persistent)",
+    )
+    curves = render(
+        "curves",
+        history_subs(runs["bad"], "init 1 (bad)") + history_subs(runs["good"], "init 2 (good)"),
+        "Fig. 8: training curves of the championships (dotted: plain)",
+        cols=2,
+        caption="Training loss includes the persistent penalty.",
+    )
 
     splits = setups["bad"].splits()
-    correct = {k: (test_correct(runs[k], 0, splits), test_correct(runs[k], v[k]["champion"], splits))
-               for k in runs}
+    correct = {k: (test_correct(runs[k], 0, splits), test_correct(runs[k], v[k]["champion"], splits)) for k in runs}
     n_test = len(splits.test[1])
     gap_val = float(g["plain_val"] - b["plain_val"])
-    bad_worse = at_least(f"the N(0, {setups['bad'].init_std:g}) initialization is the worse one", gap_val, BAD_GAP,
-                         detail=f"plain validation accuracy, good minus bad init ({pct(g['plain_val'])} - "
-                                f"{pct(b['plain_val'])}); at least {100 * BAD_GAP:g} points (paper: "
-                                f"{100 * (PAPER['good']['plain_val'] - PAPER['bad']['plain_val']):.2f})")
+    bad_worse = at_least(
+        f"the N(0, {setups['bad'].init_std:g}) initialization is the worse one",
+        gap_val,
+        BAD_GAP,
+        detail=f"plain validation accuracy, good minus bad init ({pct(g['plain_val'])} - "
+        f"{pct(b['plain_val'])}); at least {100 * BAD_GAP:g} points (paper: "
+        f"{100 * (PAPER['good']['plain_val'] - PAPER['bad']['plain_val']):.2f})",
+    )
     conv = {k: converged_premise(runs[k], f"every iteration from the {k} init converged") for k in runs}
     moved = {k: moved_premise(runs[k], splits)[0] for k in runs}
     src = f"{SOURCE}, Sec. 4, Fig. 7"
     nums = f"McNemar on the {resolvable(n_test)}; one training seed (training-seed variance is not covered)"
     claims = []
-    eff, ver = mcnemar(correct["good"][0], correct["bad"][0], 1,
-                       PAPER["good"]["plain_test"] - PAPER["bad"]["plain_test"])
-    claims.append(Claim(
-        statement=f"N(0, {setups['bad'].init_std:g}) is the worse initialization: the plain model from it has the "
-                  "lower test accuracy.",
-        paper_value=round(100 * (PAPER["good"]["plain_test"] - PAPER["bad"]["plain_test"]), 2), source=src,
-        measured=round(100 * eff.mean, 3), effect=eff, verdict=ver, premises=[conv["bad"], conv["good"]],
-        scale=str(Scale(scale)),
-        detail=f"test accuracy of the plain model, good minus bad init, in points ({pct(g['plain_test'])} vs "
-               f"{pct(b['plain_test'])}; validation {pct(g['plain_val'])} vs {pct(b['plain_val'])}); {nums}.",
-    ))
-    eff, ver = mcnemar(correct["bad"][1], correct["good"][0], 1,
-                       PAPER["bad"]["champ_test"] - PAPER["good"]["plain_test"])
-    claims.append(Claim(
-        statement="Persistent training on the bad initialization reaches the plain good initialization's accuracy "
-                  "(and passes it).",
-        paper_value=round(100 * (PAPER["bad"]["champ_test"] - PAPER["good"]["plain_test"]), 2), source=src,
-        measured=round(100 * eff.mean, 3), effect=eff, verdict=ver,
-        premises=[bad_worse, conv["bad"], conv["good"], moved["bad"]], scale=str(Scale(scale)),
-        detail=f"test accuracy, championship of the bad init (iteration {b['champion']}, chosen on validation) minus "
-               f"the plain good init, in points ({pct(b['champ_test'])} vs {pct(g['plain_test'])}; validation "
-               f"{pct(b['champ_val'])} vs {pct(g['plain_val'])}); {nums}.",
-    ))
+    eff, ver = mcnemar(
+        correct["good"][0], correct["bad"][0], 1, PAPER["good"]["plain_test"] - PAPER["bad"]["plain_test"]
+    )
+    claims.append(
+        Claim(
+            statement=f"N(0, {setups['bad'].init_std:g}) is the worse initialization: the plain model from it has the "
+            "lower test accuracy.",
+            paper_value=round(100 * (PAPER["good"]["plain_test"] - PAPER["bad"]["plain_test"]), 2),
+            source=src,
+            measured=round(100 * eff.mean, 3),
+            effect=eff,
+            verdict=ver,
+            premises=[conv["bad"], conv["good"]],
+            scale=str(Scale(scale)),
+            detail=f"test accuracy of the plain model, good minus bad init, in points ({pct(g['plain_test'])} vs "
+            f"{pct(b['plain_test'])}; validation {pct(g['plain_val'])} vs {pct(b['plain_val'])}); {nums}.",
+        )
+    )
+    eff, ver = mcnemar(
+        correct["bad"][1], correct["good"][0], 1, PAPER["bad"]["champ_test"] - PAPER["good"]["plain_test"]
+    )
+    claims.append(
+        Claim(
+            statement="Persistent training on the bad initialization reaches the plain good initialization's accuracy "
+            "(and passes it).",
+            paper_value=round(100 * (PAPER["bad"]["champ_test"] - PAPER["good"]["plain_test"]), 2),
+            source=src,
+            measured=round(100 * eff.mean, 3),
+            effect=eff,
+            verdict=ver,
+            premises=[bad_worse, conv["bad"], conv["good"], moved["bad"]],
+            scale=str(Scale(scale)),
+            detail=f"test accuracy, championship of the bad init (iteration {b['champion']}, chosen on validation) "
+            f"minus the plain good init, in points ({pct(b['champ_test'])} vs {pct(g['plain_test'])}; validation "
+            f"{pct(b['champ_val'])} vs {pct(g['plain_val'])}); {nums}.",
+        )
+    )
     for k, word in (("bad", "the bad"), ("good", "also the good")):
         d = v[k]
         eff, ver = mcnemar(correct[k][1], correct[k][0], 1, PAPER[k]["champ_test"] - PAPER[k]["plain_test"])
         prem = [conv[k], moved[k]] + ([bad_worse] if k == "bad" else [])
-        claims.append(Claim(
-            statement=f"Persistent training improves {word} initialization's test accuracy.",
-            paper_value=round(100 * (PAPER[k]["champ_test"] - PAPER[k]["plain_test"]), 2), source=src,
-            measured=round(100 * eff.mean, 3), effect=eff, verdict=ver, premises=prem, scale=str(Scale(scale)),
-            detail=f"test accuracy of the championship (iteration {d['champion']}, chosen on validation accuracy; "
-                   f"the test images played no part in the choice) minus the plain model's, in points "
-                   f"({pct(d['champ_test'])} vs {pct(d['plain_test'])}; validation {pct(d['plain_val'])} -> "
-                   f"{pct(d['champ_val'])}); {nums}.",
-        ))
+        claims.append(
+            Claim(
+                statement=f"Persistent training improves {word} initialization's test accuracy.",
+                paper_value=round(100 * (PAPER[k]["champ_test"] - PAPER[k]["plain_test"]), 2),
+                source=src,
+                measured=round(100 * eff.mean, 3),
+                effect=eff,
+                verdict=ver,
+                premises=prem,
+                scale=str(Scale(scale)),
+                detail=f"test accuracy of the championship (iteration {d['champion']}, chosen on validation accuracy; "
+                f"the test images played no part in the choice) minus the plain model's, in points "
+                f"({pct(d['champ_test'])} vs {pct(d['plain_test'])}; validation {pct(d['plain_val'])} -> "
+                f"{pct(d['champ_val'])}); {nums}.",
+            )
+        )
     s = setups["bad"]
-    scaling = {"model": s.describe_model() + f" (and N(0, {setups['good'].init_std:g}))", **s.scaling(),
-               "layers": layers_used(runs["bad"])}
+    scaling = {
+        "model": s.describe_model() + f" (and N(0, {setups['good'].init_std:g}))",
+        **s.scaling(),
+        "layers": layers_used(runs["bad"]),
+    }
     return FigureResult(
-        caption=("" if setups["bad"].init_std == 0.2 else
-                 f"The bad init here is N(0, {setups['bad'].init_std:g}), not the paper's N(0, 0.2), which was the "
-                 "better one on 8x8 digits (plain validation 95.3% / 95.0% vs 90.0% / 90.3% over 2 seeds; see "
-                 "figures/_persistent_common.QUICK_BAD_STD). ")
-                + "Fig. 7: validation (red) and test (blue) error of each persistent iteration (dashed) against the "
-                "plain model's (solid lines), for the bad and the good initialization; the star marks the "
-                "championship. Fig. 8: loss and error per epoch of the championship (solid) and the plain model "
-                "(dotted).",
-        panels=[errors, curves], claims=claims, scaling=scaling,
+        caption=(
+            ""
+            if setups["bad"].init_std == 0.2
+            else f"The bad init here is N(0, {setups['bad'].init_std:g}), not the paper's N(0, 0.2), which was the "
+            "better one on 8x8 digits (plain validation 95.3% / 95.0% vs 90.0% / 90.3% over 2 seeds; see "
+            "figures/_persistent_common.QUICK_BAD_STD). "
+        )
+        + "Fig. 7: validation (red) and test (blue) error of each persistent iteration (dashed) against the "
+        "plain model's (solid lines), for the bad and the good initialization; the star marks the "
+        "championship. Fig. 8: loss and error per epoch of the championship (solid) and the plain model "
+        "(dotted).",
+        panels=[errors, curves],
+        claims=claims,
+        scaling=scaling,
     )
 
 
-@register_figure("persistent_fig7_8", paper="persistent",
-                 title="Figs. 7-8: full persistent LeNet-5 from bad and good initializations")
+@register_figure(
+    "persistent_fig7_8",
+    paper="persistent",
+    title="Figs. 7-8: full persistent LeNet-5 from bad and good initializations",
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return figure7_8(scale, data_dir, cache_dir(out), progress)

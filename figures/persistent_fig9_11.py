@@ -54,9 +54,14 @@ PAPER = {  # 000 Sec. 4: (plain val, plain test, championship val, championship 
 FIGNUM = {"lenet5": 9, "alexnet": 10, "resnet": 11}
 
 
-def figure_partial(which: str, scale: Scale | str, data_dir: Path | str | None = None,
-                   cache: Path | str | None = None, progress: bool = False,
-                   setup: RunSetup | None = None) -> FigureResult:
+def figure_partial(
+    which: str,
+    scale: Scale | str,
+    data_dir: Path | str | None = None,
+    cache: Path | str | None = None,
+    progress: bool = False,
+    setup: RunSetup | None = None,
+) -> FigureResult:
     """Fig. 9 (``"lenet5"``), 10 (``"alexnet"``) or 11 (``"resnet"``) at a scale, or for an explicit setup."""
     setup = setup or partial_setup(which, scale, data_dir)
     paper_name, n = PARTIAL_MODELS[which][0], FIGNUM[which]
@@ -64,10 +69,18 @@ def figure_partial(which: str, scale: Scale | str, data_dir: Path | str | None =
     pt = run_persistent(setup, cache, progress)
     v = accuracy_claim_values(pt)
     p_val, p_test, c_val, c_test = PAPER[which]
-    errors = render("errors", [error_sub(pt, f"Fig. {n} (left): {title}, partial persistent")],
-                    f"Fig. {n}: validation and test error per iteration ({title})", size=(6.4, 4.2))
-    history = render("history", history_subs(pt, title), f"Fig. {n} (right): training and validation history",
-                     caption="Training loss includes the persistent penalty.")
+    errors = render(
+        "errors",
+        [error_sub(pt, f"Fig. {n} (left): {title}, partial persistent")],
+        f"Fig. {n}: validation and test error per iteration ({title})",
+        size=(6.4, 4.2),
+    )
+    history = render(
+        "history",
+        history_subs(pt, title),
+        f"Fig. {n} (right): training and validation history",
+        caption="Training loss includes the persistent penalty.",
+    )
     src = f"{SOURCE}, Sec. 4, Fig. {n}"
     splits = setup.splits()
     c = v["champion"]
@@ -77,23 +90,32 @@ def figure_partial(which: str, scale: Scale | str, data_dir: Path | str | None =
     claims = [
         Claim(
             statement=f"Partial persistent training raises {paper_name}'s test accuracy above the plain model's "
-                      "(the championship is chosen on validation accuracy).",
-            paper_value=round(100 * (c_test - p_test), 2), source=src, measured=round(100 * eff.mean, 3),
-            effect=eff, verdict=ver, premises=[conv, moved], scale=str(Scale(scale)),
+            "(the championship is chosen on validation accuracy).",
+            paper_value=round(100 * (c_test - p_test), 2),
+            source=src,
+            measured=round(100 * eff.mean, 3),
+            effect=eff,
+            verdict=ver,
+            premises=[conv, moved],
+            scale=str(Scale(scale)),
             detail=f"test accuracy of the championship (iteration {c}) minus the plain model's, in points "
-                   f"({pct(v['champ_test'])} vs {pct(v['plain_test'])}); McNemar on the "
-                   f"{resolvable(len(splits.test[1]))}, which played no part in choosing the championship. "
-                   f"Validation (the selection set, biased upwards): {pct(v['champ_val'])} vs {pct(v['plain_val'])} "
-                   f"(paper {pct(c_val)} vs {pct(p_val)}). One training seed: training-seed variance is not covered.",
+            f"({pct(v['champ_test'])} vs {pct(v['plain_test'])}); McNemar on the "
+            f"{resolvable(len(splits.test[1]))}, which played no part in choosing the championship. "
+            f"Validation (the selection set, biased upwards): {pct(v['champ_val'])} vs {pct(v['plain_val'])} "
+            f"(paper {pct(c_val)} vs {pct(p_val)}). One training seed: training-seed variance is not covered.",
         ),
     ]
     return FigureResult(
         caption=f"Fig. {n}: left, validation (red) and test (blue) error of each partial persistent iteration (dashed) "
-                f"against the plain {title}'s (solid), the star marks the championship; right, loss and error per "
-                "epoch of the championship (solid) and the plain model (dotted).",
-        panels=[errors, history], claims=claims,
-        scaling={"model": setup.describe_model() + f" (paper: {paper_name})", **setup.scaling(),
-                 "layers": layers_used(pt)},
+        f"against the plain {title}'s (solid), the star marks the championship; right, loss and error per "
+        "epoch of the championship (solid) and the plain model (dotted).",
+        panels=[errors, history],
+        claims=claims,
+        scaling={
+            "model": setup.describe_model() + f" (paper: {paper_name})",
+            **setup.scaling(),
+            "layers": layers_used(pt),
+        },
     )
 
 

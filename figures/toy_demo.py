@@ -44,8 +44,9 @@ def grad(x: float, y: float) -> tuple[float, float]:
     return 0.4 * (x - 2) * e1 + 3 * (x + 2) * e2, 0.4 * (y + 2) * e1 + 3 * (y + 1) * e2
 
 
-def gradient_descent(start: tuple[float, float], lr: float, steps: int, every: int = 250,
-                     progress: bool = False) -> np.ndarray:
+def gradient_descent(
+    start: tuple[float, float], lr: float, steps: int, every: int = 250, progress: bool = False
+) -> np.ndarray:
     """Plain GD on :func:`loss`; returns the path, shape (steps // every + 1, 2), first row the start."""
     x, y = start
     path = [(x, y)]
@@ -61,8 +62,13 @@ def gradient_descent(start: tuple[float, float], lr: float, steps: int, every: i
 
 
 def _local_minimum(start: tuple[float, float]) -> np.ndarray:
-    res = minimize(lambda w: float(loss(w[0], w[1])), np.asarray(start), jac=lambda w: np.asarray(grad(*w)),
-                   method="BFGS", options={"gtol": 1e-10})
+    res = minimize(
+        lambda w: float(loss(w[0], w[1])),
+        np.asarray(start),
+        jac=lambda w: np.asarray(grad(*w)),
+        method="BFGS",
+        options={"gtol": 1e-10},
+    )
     return res.x
 
 
@@ -70,8 +76,11 @@ def _fmt(p: np.ndarray | tuple[float, float]) -> str:
     return f"({p[0]:.3f}, {p[1]:.3f})"
 
 
-@register_figure("toy_demo", paper="persistent",
-                 title="Gallery self-test demo (not a reproduction; see Figs. 1-2): two-minima surface, plain GD")
+@register_figure(
+    "toy_demo",
+    paper="persistent",
+    title="Gallery self-test demo (not a reproduction; see Figs. 1-2): two-minima surface, plain GD",
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     xs, ys = np.linspace(-4.5, 4.5, 121), np.linspace(-4.5, 2.5, 99)
     X, Y = np.meshgrid(xs, ys)  # (99, 121)
@@ -83,23 +92,45 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
     err = max(np.linalg.norm(found_a - MINIMUM_A), np.linalg.norm(found_b - MINIMUM_B))
 
     surface = go.Figure(go.Surface(x=xs, y=ys, z=Z, colorscale="Viridis", showscale=False))
-    surface.update_layout(title="f(x, y): two minima", height=450, margin=dict(l=0, r=0, t=40, b=0),
-                          scene=dict(xaxis_title="x", yaxis_title="y", zaxis_title="f"))
+    surface.update_layout(
+        title="f(x, y): two minima",
+        height=450,
+        margin=dict(l=0, r=0, t=40, b=0),
+        scene=dict(xaxis_title="x", yaxis_title="y", zaxis_title="f"),
+    )
     m_surface = matplotlib.figure.Figure(figsize=(5.5, 4.5))
     ax = m_surface.add_subplot(projection="3d")
     ax.plot_surface(X, Y, Z, cmap="viridis", linewidth=0, antialiased=True)
     ax.set(xlabel="x", ylabel="y", zlabel="f", title="f(x, y): two minima")
 
     contour = go.Figure(go.Contour(x=xs, y=ys, z=Z, colorscale="Viridis", ncontours=30, colorbar=dict(title="f")))
-    contour.add_trace(go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines", line=dict(color="red", width=3),
-                                 name=f"GD, lr {LR:g}, {STEPS:,} steps"))
-    contour.add_trace(go.Scatter(x=[W_INI[0], MINIMUM_A[0], MINIMUM_B[0]], y=[W_INI[1], MINIMUM_A[1], MINIMUM_B[1]],
-                                 mode="markers+text", text=["w_ini", "(x_a, y_a)", "(x_b, y_b)"],
-                                 textposition="top center", marker=dict(color="white", size=9,
-                                                                        line=dict(color="black", width=1)),
-                                 name="start and minima"))
-    contour.update_layout(title="Plain gradient descent from w_ini", height=450, xaxis_title="x", yaxis_title="y",
-                          legend=dict(x=0.01, y=0.99, bgcolor="rgba(255,255,255,0.7)"))
+    contour.add_trace(
+        go.Scatter(
+            x=path[:, 0],
+            y=path[:, 1],
+            mode="lines",
+            line=dict(color="red", width=3),
+            name=f"GD, lr {LR:g}, {STEPS:,} steps",
+        )
+    )
+    contour.add_trace(
+        go.Scatter(
+            x=[W_INI[0], MINIMUM_A[0], MINIMUM_B[0]],
+            y=[W_INI[1], MINIMUM_A[1], MINIMUM_B[1]],
+            mode="markers+text",
+            text=["w_ini", "(x_a, y_a)", "(x_b, y_b)"],
+            textposition="top center",
+            marker=dict(color="white", size=9, line=dict(color="black", width=1)),
+            name="start and minima",
+        )
+    )
+    contour.update_layout(
+        title="Plain gradient descent from w_ini",
+        height=450,
+        xaxis_title="x",
+        yaxis_title="y",
+        legend=dict(x=0.01, y=0.99, bgcolor="rgba(255,255,255,0.7)"),
+    )
     m_contour = matplotlib.figure.Figure(figsize=(5.5, 4.5))
     ax = m_contour.add_subplot()
     cs = ax.contourf(X, Y, Z, levels=30, cmap="viridis")
@@ -120,38 +151,51 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
         Claim(
             premises=[minima],
             statement="f has two minima: (x_a, y_a) = (2, -2) and (x_b, y_b) = (-2, -1).",
-            paper_value=0.0, source="Persistent Neurons, Sec. 2, eq. (1)",
-            measured=round(float(err), 5), held=bool(err < _TOL), scale="quick",
+            paper_value=0.0,
+            source="Persistent Neurons, Sec. 2, eq. (1)",
+            measured=round(float(err), 5),
+            held=bool(err < _TOL),
+            scale="quick",
             detail=f"measured: the larger distance of the minima BFGS finds from each stated point (gtol 1e-10), "
-                   f"{_fmt(found_a)} and {_fmt(found_b)}; held if below {_TOL} (the other basin's tail shifts "
-                   f"(x_b, y_b) slightly).",
+            f"{_fmt(found_a)} and {_fmt(found_b)}; held if below {_TOL} (the other basin's tail shifts "
+            f"(x_b, y_b) slightly).",
         ),
         Claim(
             premises=[settled],
             statement="Plain GD from w_ini = (-0.335, -1.4) with learning rate 0.001 for 50,000 steps converges "
-                      "to the sub-optimal minimum (x_a, y_a).",
-            paper_value=0.0, source="Persistent Neurons, Sec. 2, Fig. 2 (left)",
+            "to the sub-optimal minimum (x_a, y_a).",
+            paper_value=0.0,
+            source="Persistent Neurons, Sec. 2, Fig. 2 (left)",
             measured=round(float(np.linalg.norm(end - MINIMUM_A)), 5),
-            held=bool(np.linalg.norm(end - MINIMUM_A) < _TOL), scale="quick",
+            held=bool(np.linalg.norm(end - MINIMUM_A) < _TOL),
+            scale="quick",
             detail=f"measured: distance of the final GD iterate {_fmt(end)} from (2, -2); held if below {_TOL}.",
         ),
         Claim(
             premises=[minima],
             statement="(x_a, y_a) is the sub-optimal of the two minima.",
-            paper_value=None, source="Persistent Neurons, Sec. 2",
-            measured=f_a - f_b, held=f_a > f_b, scale="quick",
+            paper_value=None,
+            source="Persistent Neurons, Sec. 2",
+            measured=f_a - f_b,
+            held=f_a > f_b,
+            scale="quick",
             detail=f"f at the located minima: f(x_a, y_a) = {f_a:.4f}, f(x_b, y_b) = {f_b:.4f}; measured is their "
-                   "difference, held if positive.",
+            "difference, held if positive.",
         ),
     ]
     return FigureResult(
         caption="A gallery self-test demo, not a reproduction (Persistent Neurons Figs. 1-2 are reproduced in "
-                "persistent_fig1_2). The two-minima loss surface of Persistent Neurons eq. (1) (their Fig. 1) and "
-                "the path of plain "
-                "gradient descent from w_ini on its contour plot (the left half of their Fig. 2). Same settings as "
-                "the paper at both scales; the path is drawn every 250 steps.",
+        "persistent_fig1_2). The two-minima loss surface of Persistent Neurons eq. (1) (their Fig. 1) and "
+        "the path of plain "
+        "gradient descent from w_ini on its contour plot (the left half of their Fig. 2). Same settings as "
+        "the paper at both scales; the path is drawn every 250 steps.",
         panels=[Panel("surface", plotly=surface, mpl=m_surface), Panel("path", plotly=contour, mpl=m_contour)],
         claims=claims,
-        scaling={"model": "analytic f(x, y), eq. (1)", "data": "none (analytic)",
-                 "epochs": f"{STEPS:,} GD steps, lr {LR:g}", "repetitions": 1, "grid": "121 x 99"},
+        scaling={
+            "model": "analytic f(x, y), eq. (1)",
+            "data": "none (analytic)",
+            "epochs": f"{STEPS:,} GD steps, lr {LR:g}",
+            "repetitions": 1,
+            "grid": "121 x 99",
+        },
     )

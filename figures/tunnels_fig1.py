@@ -47,8 +47,9 @@ CONVERGED_TOL = 1e-3  # premise of Fig. 1 right: gradient norm of the converged 
 WINDOW = 50  # steps: "immediately after opening" and "at the end" (fixed before measuring)
 
 
-def run_left(scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False,
-             setup=None) -> FigureResult:
+def run_left(
+    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None
+) -> FigureResult:
     """Fig. 1 left at a scale (or for an explicit setup)."""
     s = setup or make_setup(scale)
     data, desc = load_data(s, data_dir)
@@ -86,38 +87,60 @@ def run_left(scale: Scale | str, data_dir: Path | None, cache: Path | None, prog
     e3 = paired_effect(final["control"], final["proposed"])
     n = s.repetitions
     claims = [
-        Claim("Note the immediate drop in loss when we add the filters (proposed opening).", None,
-              (drop["proposed"] - drop["control"]).tolist(),
-              detail=f"per repetition: loss decrease from the opening (step {s.open_at}) to the mean over steps "
-                     f"{s.open_at + 5}-{s.open_at + WINDOW}, proposed minus control (paired by data order, n={n}); "
-                     f"{e1}. Held if the interval lies above 0.",
-              source=src, premises=premises, effect=e1, verdict=verdict_for(e1, direction=1), scale=s.scale),
-        Claim("Adding the filters in a random fashion (a random lambda of the same magnitude) provides no improvement "
-              "(tested here as: the random opening improves less than the proposed one).", None,
-              (while_open["random"] - while_open["proposed"]).tolist(),
-              detail=f"per repetition: mean full-batch loss while the tunnel is open (steps {s.open_at + 5}-"
-                     f"{s.close_at}), random minus proposed; {e2}. Held if the interval lies above 0 (random higher). "
-                     f"Random vs control over the same steps: "
-                     f"{paired_effect(while_open['control'], while_open['random'])} (control minus random).",
-              source=src, premises=premises, effect=e2, verdict=verdict_for(e2, direction=1), scale=s.scale),
-        Claim("Even after we close the tunnel and remove the filters again, the model continues to remain unstuck.",
-              None, (final["control"] - final["proposed"]).tolist(),
-              detail=f"per repetition: mean full-batch loss over the last {WINDOW} steps, control minus proposed "
-                     f"(closing at step {s.close_at}); {e3}. Held if the interval lies above 0. Means: control "
-                     f"{final['control'].mean():.4f}, proposed {final['proposed'].mean():.4f}, random "
-                     f"{final['random'].mean():.4f}; loss at the saddle {info['loss']:.4f}.",
-              source=src, premises=premises, effect=e3, verdict=verdict_for(e3, direction=1), scale=s.scale),
+        Claim(
+            "Note the immediate drop in loss when we add the filters (proposed opening).",
+            None,
+            (drop["proposed"] - drop["control"]).tolist(),
+            detail=f"per repetition: loss decrease from the opening (step {s.open_at}) to the mean over steps "
+            f"{s.open_at + 5}-{s.open_at + WINDOW}, proposed minus control (paired by data order, n={n}); "
+            f"{e1}. Held if the interval lies above 0.",
+            source=src,
+            premises=premises,
+            effect=e1,
+            verdict=verdict_for(e1, direction=1),
+            scale=s.scale,
+        ),
+        Claim(
+            "Adding the filters in a random fashion (a random lambda of the same magnitude) provides no improvement "
+            "(tested here as: the random opening improves less than the proposed one).",
+            None,
+            (while_open["random"] - while_open["proposed"]).tolist(),
+            detail=f"per repetition: mean full-batch loss while the tunnel is open (steps {s.open_at + 5}-"
+            f"{s.close_at}), random minus proposed; {e2}. Held if the interval lies above 0 (random higher). "
+            f"Random vs control over the same steps: "
+            f"{paired_effect(while_open['control'], while_open['random'])} (control minus random).",
+            source=src,
+            premises=premises,
+            effect=e2,
+            verdict=verdict_for(e2, direction=1),
+            scale=s.scale,
+        ),
+        Claim(
+            "Even after we close the tunnel and remove the filters again, the model continues to remain unstuck.",
+            None,
+            (final["control"] - final["proposed"]).tolist(),
+            detail=f"per repetition: mean full-batch loss over the last {WINDOW} steps, control minus proposed "
+            f"(closing at step {s.close_at}); {e3}. Held if the interval lies above 0. Means: control "
+            f"{final['control'].mean():.4f}, proposed {final['proposed'].mean():.4f}, random "
+            f"{final['random'].mean():.4f}; loss at the saddle {info['loss']:.4f}.",
+            source=src,
+            premises=premises,
+            effect=e3,
+            verdict=verdict_for(e3, direction=1),
+            scale=s.scale,
+        ),
     ]
     return FigureResult(
         caption=f"Fig. 1 left: full-batch training loss (mean and one std over {n} minibatch orders) of SGD (lr "
-                f"{s.lr}) from a verified saddle (a 1-filter network at a critical point, its filter duplicated "
-                f"{s.filters}x: loss {info['loss']:.4f}, gradient norm {info['grad_norm']:.2g}, smallest Hessian "
-                f"eigenvalue {info['min_eig']:.3g}, {info['n_negative']} negative). Identical filters get identical "
-                f"gradients, so the control cannot leave the saddle's symmetric subspace. {s.tunnels} filter(s) opened "
-                f"at step {s.open_at} (proposed lambda_t or a random lambda of the same norm, t = {s.t}) and closed at "
-                f"step {s.close_at}. The paper's start (20 Newton steps of 0.1) left a gradient norm of 0.225 "
-                "here, from which the control was not stuck; see figures/_tunnels_common.py.",
-        panels=[Panel("loss", plotly=fig, mpl=mfig)], claims=claims,
+        f"{s.lr}) from a verified saddle (a 1-filter network at a critical point, its filter duplicated "
+        f"{s.filters}x: loss {info['loss']:.4f}, gradient norm {info['grad_norm']:.2g}, smallest Hessian "
+        f"eigenvalue {info['min_eig']:.3g}, {info['n_negative']} negative). Identical filters get identical "
+        f"gradients, so the control cannot leave the saddle's symmetric subspace. {s.tunnels} filter(s) opened "
+        f"at step {s.open_at} (proposed lambda_t or a random lambda of the same norm, t = {s.t}) and closed at "
+        f"step {s.close_at}. The paper's start (20 Newton steps of 0.1) left a gradient norm of 0.225 "
+        "here, from which the control was not stuck; see figures/_tunnels_common.py.",
+        panels=[Panel("loss", plotly=fig, mpl=mfig)],
+        claims=claims,
         scaling=s.scaling(desc),
     )
 
@@ -126,8 +149,15 @@ def converged_model(s, data, steps: int = 300) -> nn.Module:
     """The network trained to convergence by full-batch L-BFGS in float64 (Sec. 4.2)."""
     net = initial_model(s, tuple(data[0].shape[1:])).double()
     x, y = data[0].double(), data[1]
-    opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=steps, history_size=50, tolerance_grad=1e-12,
-                            tolerance_change=0.0, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        net.parameters(),
+        lr=1.0,
+        max_iter=steps,
+        history_size=50,
+        tolerance_grad=1e-12,
+        tolerance_change=0.0,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()
@@ -150,8 +180,9 @@ def _loss_grad(net: nn.Module, x, y) -> tuple[float, float]:
     return float(loss.detach()), float(sum(float(gi.pow(2).sum()) for gi in g))
 
 
-def run_right(scale: Scale | str, data_dir: Path | None, progress: bool = False, setup=None,
-              lbfgs_steps: int | None = None) -> FigureResult:
+def run_right(
+    scale: Scale | str, data_dir: Path | None, progress: bool = False, setup=None, lbfgs_steps: int | None = None
+) -> FigureResult:
     """Fig. 1 right at a scale."""
     s = setup or make_setup(scale)
     quick = s.scale == "quick"
@@ -186,38 +217,69 @@ def run_right(scale: Scale | str, data_dir: Path | None, progress: bool = False,
     for i, n in enumerate(counts):  # the squared norm: the quantity the claims test (quadratic in t, additive in n)
         fig.add_trace(go.Scatter(x=ts, y=sq[i], mode="lines+markers", name=f"{n} tunnel(s)"))
         ax.plot(ts, sq[i], "o-", label=f"{n} tunnel(s)")
-    fig.update_layout(title="Fig. 1 right: squared gradient norm right after opening vs t", xaxis_title="t",
-                      yaxis_title="squared full-batch gradient norm")
+    fig.update_layout(
+        title="Fig. 1 right: squared gradient norm right after opening vs t",
+        xaxis_title="t",
+        yaxis_title="squared full-batch gradient norm",
+    )
     ax.set(xlabel="t", ylabel="squared full-batch gradient norm", title="Fig. 1 right: ||g||^2 after opening")
     ax.legend()
-    premises = [at_most("the network is trained to convergence (full-batch gradient norm before opening, float64)",
-                        float(np.sqrt(g0)), CONVERGED_TOL, detail=f"loss {loss0:.4f}; the paper: 'negligible "
-                        "gradient norm, no change in loss'")]
+    premises = [
+        at_most(
+            "the network is trained to convergence (full-batch gradient norm before opening, float64)",
+            float(np.sqrt(g0)),
+            CONVERGED_TOL,
+            detail=f"loss {loss0:.4f}; the paper: 'negligible gradient norm, no change in loss'",
+        )
+    ]
     claims = [
-        Claim("The total loss remains unchanged after tunnel opening, irrespective of the choice of t.", None,
-              float(f"{dloss:.3g}"), dloss <= 1e-10 * max(1.0, loss0),
-              "measured: largest |loss after - loss before| over all t and tunnel counts, float64; held if "
-              "<= 1e-10 (relative); an exact check (no seeds involved).", f"{SOURCE}, Sec. 4.2", premises=premises,
-              scale=s.scale),
-        Claim("Note the quadratic relationship between t and the gradient norm (squared norm grows as t^2).", 2,
-              round(p, 4), bool(abs(p - 2) < 0.1),
-              f"measured: exponent of a log-log fit of ||g'||^2 - ||g||^2 against t > 0 for one tunnel (gradient "
-              f"norm before opening {np.sqrt(g0):.2g}); held if within 0.1 of 2 (deterministic, full batch). The "
-              "paper's 'gradient norm' is read as the squared norm, which the theory makes quadratic in t; the "
-              "panel plots the squared norm.", f"{SOURCE}, Sec. 4.2, Fig. 1 right", premises=premises,
-              scale=s.scale),
-        Claim("The additive effect of the number of filters added, as predicted by the theory.", None,
-              float(f"{add_err:.3g}"), add_err < 0.05,
-              "measured: largest relative gap, at t = 2, between the squared gradient norm with n tunnels and "
-              "||g||^2 + sum of the n largest 2 t^2 rho_i; held if < 5% (deterministic, full batch).",
-              f"{SOURCE}, Sec. 4.2, Fig. 1 right", premises=premises, scale=s.scale),
+        Claim(
+            "The total loss remains unchanged after tunnel opening, irrespective of the choice of t.",
+            None,
+            float(f"{dloss:.3g}"),
+            dloss <= 1e-10 * max(1.0, loss0),
+            "measured: largest |loss after - loss before| over all t and tunnel counts, float64; held if "
+            "<= 1e-10 (relative); an exact check (no seeds involved).",
+            f"{SOURCE}, Sec. 4.2",
+            premises=premises,
+            scale=s.scale,
+        ),
+        Claim(
+            "Note the quadratic relationship between t and the gradient norm (squared norm grows as t^2).",
+            2,
+            round(p, 4),
+            bool(abs(p - 2) < 0.1),
+            f"measured: exponent of a log-log fit of ||g'||^2 - ||g||^2 against t > 0 for one tunnel (gradient "
+            f"norm before opening {np.sqrt(g0):.2g}); held if within 0.1 of 2 (deterministic, full batch). The "
+            "paper's 'gradient norm' is read as the squared norm, which the theory makes quadratic in t; the "
+            "panel plots the squared norm.",
+            f"{SOURCE}, Sec. 4.2, Fig. 1 right",
+            premises=premises,
+            scale=s.scale,
+        ),
+        Claim(
+            "The additive effect of the number of filters added, as predicted by the theory.",
+            None,
+            float(f"{add_err:.3g}"),
+            add_err < 0.05,
+            "measured: largest relative gap, at t = 2, between the squared gradient norm with n tunnels and "
+            "||g||^2 + sum of the n largest 2 t^2 rho_i; held if < 5% (deterministic, full batch).",
+            f"{SOURCE}, Sec. 4.2, Fig. 1 right",
+            premises=premises,
+            scale=s.scale,
+        ),
     ]
     return FigureResult(
         caption="Fig. 1 right: squared full-batch gradient norm right after opening n tunnels (the n filters with the "
-                "largest rho) in a network trained to convergence by full-batch L-BFGS (float64), against t.",
-        panels=[Panel("gradnorm", plotly=fig, mpl=mfig)], claims=claims,
-        scaling={**s.scaling(desc), "epochs": f"L-BFGS to convergence (gradient norm {np.sqrt(g0):.2g})",
-                 "repetitions": 1, "t": "0 to 2, 9 values"},
+        "largest rho) in a network trained to convergence by full-batch L-BFGS (float64), against t.",
+        panels=[Panel("gradnorm", plotly=fig, mpl=mfig)],
+        claims=claims,
+        scaling={
+            **s.scaling(desc),
+            "epochs": f"L-BFGS to convergence (gradient norm {np.sqrt(g0):.2g})",
+            "repetitions": 1,
+            "t": "0 to 2, 9 values",
+        },
     )
 
 

@@ -48,8 +48,9 @@ RUNS = {"control": "control", "proposed": "reorg_proposed", "random": "reorg_ran
 _COLOR = {**COLORS, "pgd": "#8c564b"}
 
 
-def run_fig2_left(scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False,
-                  setup=None) -> FigureResult:
+def run_fig2_left(
+    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None
+) -> FigureResult:
     """Fig. 2 left at a scale (or for an explicit setup)."""
     s = setup or make_setup(scale)
     data, desc = load_data(s, data_dir)
@@ -70,43 +71,73 @@ def run_fig2_left(scale: Scale | str, data_dir: Path | None, cache: Path | None,
         ax.fill_between(steps, mu - sd, mu + sd, color=_COLOR[r], alpha=0.15)
     fig.add_vline(x=s.open_at, line_dash="dot")
     ax.axvline(s.open_at, ls=":", color="k")
-    fig.update_layout(title="Fig. 2 left: weight reorganization vs baselines", xaxis_title="step",
-                      yaxis_title="full-batch training loss")
+    fig.update_layout(
+        title="Fig. 2 left: weight reorganization vs baselines",
+        xaxis_title="step",
+        yaxis_title="full-batch training loss",
+    )
     ax.set(xlabel="step", ylabel="full-batch training loss", title="Fig. 2 left: reorganization vs baselines")
     ax.legend(fontsize=8)
 
     src = f"{SOURCE}, Sec. 4.3, Fig. 2 left"
-    how = (f"per repetition: mean full-batch loss over steps {s.open_at + 5}-{s.total_steps}, paired by data order "
-           f"(n={s.repetitions}); means " + ", ".join(f"{r} {after[r].mean():.4f}" for r in RUNS) + ". ")
+    how = (
+        f"per repetition: mean full-batch loss over steps {s.open_at + 5}-{s.total_steps}, paired by data order "
+        f"(n={s.repetitions}); means " + ", ".join(f"{r} {after[r].mean():.4f}" for r in RUNS) + ". "
+    )
     claims = []
     e = paired_effect(after["control"], after["proposed"])
-    claims.append(Claim("The targeted weight reorganization escapes the flat area.", None,
-                        (after["control"] - after["proposed"]).tolist(),
-                        detail=how + f"Control minus proposed: {e}. Held if the interval lies above 0.", source=src,
-                        premises=base, effect=e, verdict=verdict_for(e, direction=1), scale=s.scale))
-    for other, name in (("random", "random weight reorganization (same magnitude)"), ("pgd", "perturbed GD"),
-                        ("neon", "NEON")):
+    claims.append(
+        Claim(
+            "The targeted weight reorganization escapes the flat area.",
+            None,
+            (after["control"] - after["proposed"]).tolist(),
+            detail=how + f"Control minus proposed: {e}. Held if the interval lies above 0.",
+            source=src,
+            premises=base,
+            effect=e,
+            verdict=verdict_for(e, direction=1),
+            scale=s.scale,
+        )
+    )
+    for other, name in (
+        ("random", "random weight reorganization (same magnitude)"),
+        ("pgd", "perturbed GD"),
+        ("neon", "NEON"),
+    ):
         e = paired_effect(after[other], after["proposed"])
         prem = base + ([moved[other]] if other in moved else [])
-        claims.append(Claim(f"The targeted weight reorganization vastly outperforms {name}.", None,
-                            (after[other] - after["proposed"]).tolist(),
-                            detail=how + f"{other} minus proposed: {e}. Held if the interval lies above 0 (the paper "
-                                         "gives no number for 'vastly').",
-                            source=src, premises=prem, effect=e, verdict=verdict_for(e, direction=1), scale=s.scale))
+        claims.append(
+            Claim(
+                f"The targeted weight reorganization vastly outperforms {name}.",
+                None,
+                (after[other] - after["proposed"]).tolist(),
+                detail=how + f"{other} minus proposed: {e}. Held if the interval lies above 0 (the paper "
+                "gives no number for 'vastly').",
+                source=src,
+                premises=prem,
+                effect=e,
+                verdict=verdict_for(e, direction=1),
+                scale=s.scale,
+            )
+        )
     fired = {r: [len(m) for m in res[r]["moves"]] for r in ("pgd", "neon")}
     return FigureResult(
         caption=f"Fig. 2 left: full-batch training loss (mean and one std over {s.repetitions} data orders) of SGD "
-                f"from the verified saddle of Fig. 1 left (loss {info['loss']:.4f}, gradient norm "
-                f"{info['grad_norm']:.2g}, smallest Hessian eigenvalue {info['min_eig']:.3g}): control, "
-                f"reorganization at step {s.open_at} (proposed or random lambda, t = {s.t}), perturbed GD "
-                f"(fired {fired['pgd']} times per run) and NEON (fired {fired['neon']} times per run) "
-                "from that step on.",
-        panels=[Panel("loss", plotly=fig, mpl=mfig)], claims=claims,
-        scaling={**s.scaling(desc), "reorganized": "1 merge + reopen (quick, 2 filters); paper: 2",
-                 "pgd": f"radius {PGD_KW['radius']} every {PGD_KW['t_thres']} steps",
-                 "neon": f"{NEON_KW['iterations']} iterations of step {NEON_KW['eta']}, radius {NEON_KW['radius']}, "
-                         f"escape step {NEON_KW['escape_step']}, every {NEON_KW['t_thres']} steps, gradient "
-                         f"differences on {NEON_IMAGES} images"},
+        f"from the verified saddle of Fig. 1 left (loss {info['loss']:.4f}, gradient norm "
+        f"{info['grad_norm']:.2g}, smallest Hessian eigenvalue {info['min_eig']:.3g}): control, "
+        f"reorganization at step {s.open_at} (proposed or random lambda, t = {s.t}), perturbed GD "
+        f"(fired {fired['pgd']} times per run) and NEON (fired {fired['neon']} times per run) "
+        "from that step on.",
+        panels=[Panel("loss", plotly=fig, mpl=mfig)],
+        claims=claims,
+        scaling={
+            **s.scaling(desc),
+            "reorganized": "1 merge + reopen (quick, 2 filters); paper: 2",
+            "pgd": f"radius {PGD_KW['radius']} every {PGD_KW['t_thres']} steps",
+            "neon": f"{NEON_KW['iterations']} iterations of step {NEON_KW['eta']}, radius {NEON_KW['radius']}, "
+            f"escape step {NEON_KW['escape_step']}, every {NEON_KW['t_thres']} steps, gradient "
+            f"differences on {NEON_IMAGES} images",
+        },
     )
 
 

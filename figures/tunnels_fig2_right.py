@@ -59,8 +59,13 @@ def margin_verdict(effect: Effect, margin: float) -> Verdict:
     return Verdict.INCONCLUSIVE
 
 
-def run_fig2_right(scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False,
-                   setup: DeepSetup | None = None) -> FigureResult:
+def run_fig2_right(
+    scale: Scale | str,
+    data_dir: Path | None,
+    cache: Path | None,
+    progress: bool = False,
+    setup: DeepSetup | None = None,
+) -> FigureResult:
     """Fig. 2 right at a scale (or for an explicit setup)."""
     s = setup or make_deep_setup(scale)
     res = deep_runs(s, data_dir, cache, progress)
@@ -105,31 +110,48 @@ def run_fig2_right(scale: Scale | str, data_dir: Path | None, cache: Path | None
     end = {a: np.asarray(res["full_end"][a]) for a in DEEP_ARMS}
     mb_end = {a: np.asarray(res["loss_end"][a]) for a in DEEP_ARMS}
     mb_open = np.asarray(res["loss_open"])
-    full_how = (f"the mean training loss over fixed batches (train-mode BatchNorm, the loss Adam descends), so that "
-                f"two evaluations differ only by the weights; the minibatch-loss version (means of {s.window} steps, "
-                "about 1% sampling noise at the quick scale)")
+    full_how = (
+        f"the mean training loss over fixed batches (train-mode BatchNorm, the loss Adam descends), so that "
+        f"two evaluations differ only by the weights; the minibatch-loss version (means of {s.window} steps, "
+        "about 1% sampling noise at the quick scale)"
+    )
     premises = [
-        at_most("every repetition is stuck at the opening (the paper's search criterion)", res["stuck_full"],
-                s.stuck_tol, detail=f"relative change of {full_how} gives {[round(r, 4) for r in res['stuck_reps']]}"
-                f", from step {s.open_at - s.window} to the opening; the initialization search tried seeds "
-                f"{[int(t) for t, _ in res['tried']]}"),
-        at_most("the control run stays stuck after the opening", ((lo - end["control"]) / lo).tolist(), CONTROL_TOL,
-                detail=f"relative drop of {full_how} gives "
-                       f"{[round(v, 4) for v in ((mb_open - mb_end['control']) / mb_open).tolist()]}, from the "
-                       "opening to the end, per repetition; a larger drop means the plateau was slow progress"),
+        at_most(
+            "every repetition is stuck at the opening (the paper's search criterion)",
+            res["stuck_full"],
+            s.stuck_tol,
+            detail=f"relative change of {full_how} gives {[round(r, 4) for r in res['stuck_reps']]}"
+            f", from step {s.open_at - s.window} to the opening; the initialization search tried seeds "
+            f"{[int(t) for t, _ in res['tried']]}",
+        ),
+        at_most(
+            "the control run stays stuck after the opening",
+            ((lo - end["control"]) / lo).tolist(),
+            CONTROL_TOL,
+            detail=f"relative drop of {full_how} gives "
+            f"{[round(v, 4) for v in ((mb_open - mb_end['control']) / mb_open).tolist()]}, from the "
+            "opening to the end, per repetition; a larger drop means the plateau was slow progress",
+        ),
     ]
     if s.start == "tied":
         premises += [
-            at_most("the opening point is near-critical: full-batch gradient norm relative to the tied init's",
-                    float(np.sqrt(res["grad_sq"] / res["converge"]["grad_sq_init"])), GRAD_RATIO,
-                    detail=f"gradient of the mean training loss (train-mode BatchNorm) at repetition 0's opening "
-                           f"point, norm {np.sqrt(res['grad_sq']):.3g}, over its norm at the tied initialization "
-                           f"{np.sqrt(res['converge']['grad_sq_init']):.3g} (bound fixed before measuring: an order "
-                           "of magnitude)"),
-            at_most("the control never leaves the tied (symmetric) subspace", res["tied_spread"], 0.0,
-                    detail="largest absolute difference between any conv4 / conv5 filter (or fc1 block) and filter 0 "
-                           "at the end of each control run: 0 means the copies stayed bitwise identical, so the "
-                           "control is confined to the bottleneck network's landscape"),
+            at_most(
+                "the opening point is near-critical: full-batch gradient norm relative to the tied init's",
+                float(np.sqrt(res["grad_sq"] / res["converge"]["grad_sq_init"])),
+                GRAD_RATIO,
+                detail=f"gradient of the mean training loss (train-mode BatchNorm) at repetition 0's opening "
+                f"point, norm {np.sqrt(res['grad_sq']):.3g}, over its norm at the tied initialization "
+                f"{np.sqrt(res['converge']['grad_sq_init']):.3g} (bound fixed before measuring: an order "
+                "of magnitude)",
+            ),
+            at_most(
+                "the control never leaves the tied (symmetric) subspace",
+                res["tied_spread"],
+                0.0,
+                detail="largest absolute difference between any conv4 / conv5 filter (or fc1 block) and filter 0 "
+                "at the end of each control run: 0 means the copies stayed bitwise identical, so the "
+                "control is confined to the bottleneck network's landscape",
+            ),
         ]
     src = f"{SOURCE}, Sec. 4.4, Fig. 2 right"
     n = s.repetitions
@@ -139,43 +161,72 @@ def run_fig2_right(scale: Scale | str, data_dir: Path | None, cache: Path | None
     rel_r = ((end["random"] - end["proposed"]) / lo).tolist()
     e_p, e_r = paired_effect(rel_p), paired_effect(rel_r)
     n_stuck = sum(r < s.stuck_tol for r in res["stuck_full"])
-    how = (f"per repetition: the final mean training loss over fixed batches (train-mode BatchNorm), paired by data "
-           f"order (n={n}); minibatch means of the last {s.window} steps: control {mb_end['control'].mean():.4f}, "
-           f"proposed {mb_end['proposed'].mean():.4f}, random {mb_end['random'].mean():.4f}; "
-           f"loss at the opening {lo.mean():.4f}; final means control {end['control'].mean():.4f}, proposed "
-           f"{end['proposed'].mean():.4f}, random {end['random'].mean():.4f}. ")
-    rule = (f"Held if the interval lies above {CONTROL_TOL:.0%} (an escape: more than the control may drop and still "
-            f"count as stuck), not held if it lies below {CONTROL_TOL:.0%}, else inconclusive.")
+    how = (
+        f"per repetition: the final mean training loss over fixed batches (train-mode BatchNorm), paired by data "
+        f"order (n={n}); minibatch means of the last {s.window} steps: control {mb_end['control'].mean():.4f}, "
+        f"proposed {mb_end['proposed'].mean():.4f}, random {mb_end['random'].mean():.4f}; "
+        f"loss at the opening {lo.mean():.4f}; final means control {end['control'].mean():.4f}, proposed "
+        f"{end['proposed'].mean():.4f}, random {end['random'].mean():.4f}. "
+    )
+    rule = (
+        f"Held if the interval lies above {CONTROL_TOL:.0%} (an escape: more than the control may drop and still "
+        f"count as stuck), not held if it lies below {CONTROL_TOL:.0%}, else inconclusive."
+    )
     claims = [
-        Claim("The proposed tunnel opening (one filter added to each of the last two hidden layers) escapes the "
-              "plateau.", None, rel_p,
-              detail=how + f"(Control minus proposed) / loss at the opening: {e_p}. {rule}", source=src,
-              premises=premises, effect=e_p, verdict=margin_verdict(e_p, CONTROL_TOL), scale=s.scale),
-        Claim("The random tunnel opening (random lambda of the same norm) does not manage to escape the plateau, "
-              "whereas the proposed one does (tested as: proposed ends lower than random by an escape).", None, rel_r,
-              detail=how + f"(Random minus proposed) / loss at the opening: {e_r}. {rule} Random vs control: "
-                     f"{paired_effect(((end['control'] - end['random']) / lo).tolist())} (control minus random, "
-                     "relative).",
-              source=src, premises=premises, effect=e_r, verdict=margin_verdict(e_r, CONTROL_TOL), scale=s.scale),
-        Claim("The flat area is a property of the network, not of the exact data order: every repetition (another "
-              "data order from the same initialization) gets stuck.", None, float(n_stuck / n),
-              n_stuck == n,
-              f"measured: share of the {n} repetitions meeting the stuck criterion at the opening step (loss change "
-              f"over the last {s.window} steps < {s.stuck_tol:.0%}; changes {[round(r, 4) for r in res['stuck_full']]})"
-              "; held if all do. The criterion is the paper's 'no change of loss', which a slow creep can also pass: "
-              "the premise asks that the control also stays stuck after the opening.", f"{SOURCE}, App. B.3",
-              premises=premises[1:], scale=s.scale),
+        Claim(
+            "The proposed tunnel opening (one filter added to each of the last two hidden layers) escapes the plateau.",
+            None,
+            rel_p,
+            detail=how + f"(Control minus proposed) / loss at the opening: {e_p}. {rule}",
+            source=src,
+            premises=premises,
+            effect=e_p,
+            verdict=margin_verdict(e_p, CONTROL_TOL),
+            scale=s.scale,
+        ),
+        Claim(
+            "The random tunnel opening (random lambda of the same norm) does not manage to escape the plateau, "
+            "whereas the proposed one does (tested as: proposed ends lower than random by an escape).",
+            None,
+            rel_r,
+            detail=how + f"(Random minus proposed) / loss at the opening: {e_r}. {rule} Random vs control: "
+            f"{paired_effect(((end['control'] - end['random']) / lo).tolist())} (control minus random, "
+            "relative).",
+            source=src,
+            premises=premises,
+            effect=e_r,
+            verdict=margin_verdict(e_r, CONTROL_TOL),
+            scale=s.scale,
+        ),
+        Claim(
+            "The flat area is a property of the network, not of the exact data order: every repetition (another "
+            "data order from the same initialization) gets stuck.",
+            None,
+            float(n_stuck / n),
+            n_stuck == n,
+            f"measured: share of the {n} repetitions meeting the stuck criterion at the opening step (loss change "
+            f"over the last {s.window} steps < {s.stuck_tol:.0%}; changes {[round(r, 4) for r in res['stuck_full']]})"
+            "; held if all do. The criterion is the paper's 'no change of loss', which a slow creep can also pass: "
+            "the premise asks that the control also stays stuck after the opening.",
+            f"{SOURCE}, App. B.3",
+            premises=premises[1:],
+            scale=s.scale,
+        ),
     ]
     stuck = bool(res["stuck_found"])
     rho = res["rho"].get("proposed", {})
     gain = 2 * s.t**2 * sum(rho.values())
     if s.start == "tied":
-        start = (f"from a built plateau: conv4 and conv5 tied to one filter each (seed {res['init_seed']}), trained "
-                 f"{s.converge_steps} Adam steps at {s.converge_lr:g} (shared), then {s.open_at} steps at {s.lr:g} "
-                 f"per data order; the steps on the axis count from the end of the shared run")
+        start = (
+            f"from a built plateau: conv4 and conv5 tied to one filter each (seed {res['init_seed']}), trained "
+            f"{s.converge_steps} Adam steps at {s.converge_lr:g} (shared), then {s.open_at} steps at {s.lr:g} "
+            f"per data order; the steps on the axis count from the end of the shared run"
+        )
     else:
-        start = (f"from initialization seed {res['init_seed']} (the first of {len(res['tried'])} tried that met the "
-                 f"stuck criterion{'' if stuck else ' - none did'})")
+        start = (
+            f"from initialization seed {res['init_seed']} (the first of {len(res['tried'])} tried that met the "
+            f"stuck criterion{'' if stuck else ' - none did'})"
+        )
     caption = (
         f"Fig. 2 right: minibatch training loss (mean of {s.bin} steps; mean and one std over {s.repetitions} data "
         f"orders) of the 5-conv-layer CNN {start}. At step {s.open_at} every arm restarts Adam and BatchNorm's "
@@ -188,13 +239,17 @@ def run_fig2_right(scale: Scale | str, data_dir: Path | None, cache: Path | None
         f"{np.mean(res['stuck_full']):.2%} over the last {s.window} steps before the opening (stuck criterion: < "
         f"{s.stuck_tol:.0%}). The perturbed-GD and NEON baselines of the paper's panel are not run."
     )
-    return FigureResult(caption=caption, panels=[Panel("loss", plotly=fig, mpl=mfig)], claims=claims,
-                        scaling={**s.scaling(res["data"]), "init_seed": res["init_seed"],
-                                 "inits_tried": len(res["tried"])})
+    return FigureResult(
+        caption=caption,
+        panels=[Panel("loss", plotly=fig, mpl=mfig)],
+        claims=claims,
+        scaling={**s.scaling(res["data"]), "init_seed": res["init_seed"], "inits_tried": len(res["tried"])},
+    )
 
 
-@register_figure("tunnels_fig2_right", paper="tunnels",
-                 title="Fig. 2 right: tunnel opening in a 5-conv-layer CNN stuck under Adam")
+@register_figure(
+    "tunnels_fig2_right", paper="tunnels", title="Fig. 2 right: tunnel opening in a 5-conv-layer CNN stuck under Adam"
+)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     with torch_threads(1):
         return run_fig2_right(scale, data_dir, cache_dir(out), progress)

@@ -35,8 +35,9 @@ WINDOW = 50  # steps after opening at which "fastest" is judged (fixed before me
 HALF_TOL = 1e-6  # "never broken": the distance stays below this
 
 
-def run_fig3(scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False,
-             setup=None) -> FigureResult:
+def run_fig3(
+    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None
+) -> FigureResult:
     """Fig. 3 at a scale (or for an explicit setup)."""
     s = setup or make_setup(scale)
     data, desc = load_data(s, data_dir)
@@ -55,8 +56,11 @@ def run_fig3(scale: Scale | str, data_dir: Path | None, cache: Path | None, prog
         fig.add_traces(band_traces(go, steps, mu, sd, m, COLORS[m]))
         ax.plot(steps, mu, color=COLORS[m], label=m)
         ax.fill_between(steps, mu - sd, mu + sd, color=COLORS[m], alpha=0.2)
-    fig.update_layout(title="Fig. 3: distance between the cloned filter and its origin", xaxis_title="step",
-                      yaxis_title="||K_u - K_u'||")
+    fig.update_layout(
+        title="Fig. 3: distance between the cloned filter and its origin",
+        xaxis_title="step",
+        yaxis_title="||K_u - K_u'||",
+    )
     ax.set(xlabel="step", ylabel="||K_u - K_u'||", title="Fig. 3: symmetry breaking after opening")
     ax.legend()
     premises = saddle_premises(info)
@@ -64,28 +68,46 @@ def run_fig3(scale: Scale | str, data_dir: Path | None, cache: Path | None, prog
     claims = []
     for other in ("random", "constant"):
         e = paired_effect(at_w["proposed"], at_w[other])
-        claims.append(Claim(
-            f"Symmetry is broken faster using our proposed method than with a {other} lambda.", None,
-            (at_w["proposed"] - at_w[other]).tolist(),
-            detail=f"per repetition: ||K_u - K_u'|| {WINDOW} steps after opening, proposed minus {other} (paired by "
-                   f"data order, n={s.repetitions}); {e}. Means: " + ", ".join(f"{m} {at_w[m].mean():.3g}"
-                                                                             for m in MODES)
-                   + ". Held if the interval lies above 0.",
-            source=src, premises=premises, effect=e, verdict=verdict_for(e, direction=1), scale=s.scale))
-    claims.append(Claim("In the special case lambda_t = 1/2, symmetry is never broken.", 0, half_max,
-                        half_max <= HALF_TOL,
-                        f"largest distance over all {s.repetitions} runs and every recorded step with lambda = 1/2 "
-                        f"(exact check); held if <= {HALF_TOL:g} (fixed before measuring). In exact arithmetic it is "
-                        "0; in float32 the clone and its origin sit in different channels whose sums round "
-                        "differently, and the saddle's negative curvature amplifies that rounding (the other splits "
-                        f"reach {min(float(at_w[m].mean()) for m in ('proposed', 'random', 'constant')):.3g} or more).",
-                        src, premises=premises, scale=s.scale))
+        claims.append(
+            Claim(
+                f"Symmetry is broken faster using our proposed method than with a {other} lambda.",
+                None,
+                (at_w["proposed"] - at_w[other]).tolist(),
+                detail=f"per repetition: ||K_u - K_u'|| {WINDOW} steps after opening, proposed minus {other} "
+                f"(paired by data order, n={s.repetitions}); {e}. Means: "
+                + ", ".join(f"{m} {at_w[m].mean():.3g}" for m in MODES)
+                + ". Held if the interval lies above 0.",
+                source=src,
+                premises=premises,
+                effect=e,
+                verdict=verdict_for(e, direction=1),
+                scale=s.scale,
+            )
+        )
+    claims.append(
+        Claim(
+            "In the special case lambda_t = 1/2, symmetry is never broken.",
+            0,
+            half_max,
+            half_max <= HALF_TOL,
+            f"largest distance over all {s.repetitions} runs and every recorded step with lambda = 1/2 "
+            f"(exact check); held if <= {HALF_TOL:g} (fixed before measuring). In exact arithmetic it is "
+            "0; in float32 the clone and its origin sit in different channels whose sums round "
+            "differently, and the saddle's negative curvature amplifies that rounding (the other splits "
+            f"reach {min(float(at_w[m].mean()) for m in ('proposed', 'random', 'constant')):.3g} or more).",
+            src,
+            premises=premises,
+            scale=s.scale,
+        )
+    )
     return FigureResult(
         caption=f"Fig. 3: distance between the cloned filter and its origin from the opening of one filter at step "
-                f"{s.open_at} to its closing at step {s.close_at} (mean and one std over {s.repetitions} runs), for "
-                f"the proposed, random, constant and 1/2 splits (t = {s.t}), from the verified saddle of Fig. 1 left "
-                f"(gradient norm {info['grad_norm']:.2g}, smallest Hessian eigenvalue {info['min_eig']:.3g}).",
-        panels=[Panel("distance", plotly=fig, mpl=mfig)], claims=claims, scaling=s.scaling(desc),
+        f"{s.open_at} to its closing at step {s.close_at} (mean and one std over {s.repetitions} runs), for "
+        f"the proposed, random, constant and 1/2 splits (t = {s.t}), from the verified saddle of Fig. 1 left "
+        f"(gradient norm {info['grad_norm']:.2g}, smallest Hessian eigenvalue {info['min_eig']:.3g}).",
+        panels=[Panel("distance", plotly=fig, mpl=mfig)],
+        claims=claims,
+        scaling=s.scaling(desc),
     )
 
 

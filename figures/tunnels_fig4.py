@@ -51,9 +51,16 @@ from figures.verdict import at_most, paired_effect
 
 EQUIV = 0.02  # "the same loss": the paired difference within +-2% of the control's final loss
 CONV_LAST, CONV_TOL = 0.1, 0.01  # the project's convergence default: < 1% change over the last 10%
-SINGLE = {"opening and closing": {"control": "control", "proposed": "open_proposed", "random": "open_random"},
-          "weight reorganization": {"control": "control", "proposed": "reorg_proposed", "random": "reorg_random",
-                                    "pgd": "pgd", "neon": "neon"}}
+SINGLE = {
+    "opening and closing": {"control": "control", "proposed": "open_proposed", "random": "open_random"},
+    "weight reorganization": {
+        "control": "control",
+        "proposed": "reorg_proposed",
+        "random": "reorg_random",
+        "pgd": "pgd",
+        "neon": "neon",
+    },
+}
 _COLOR = {**COLORS, "pgd": "#8c564b"}
 
 
@@ -61,31 +68,50 @@ def _converged(curves: np.ndarray, what: str) -> object:
     """Relative change from the mean of the 10% before the last 10% to the mean of the last 10%, per repetition."""
     k = max(1, int(round(curves.shape[1] * CONV_LAST)))
     a, b = curves[:, -2 * k : -k].mean(1), curves[:, -k:].mean(1)
-    return at_most(f"the {what} runs converged", (np.abs(b - a) / a).tolist(), CONV_TOL,
-                   detail=f"relative change between the means of the last two {CONV_LAST:.0%} windows of the run "
-                          "(window means: minibatch and SGD noise averaged)")
+    return at_most(
+        f"the {what} runs converged",
+        (np.abs(b - a) / a).tolist(),
+        CONV_TOL,
+        detail=f"relative change between the means of the last two {CONV_LAST:.0%} windows of the run "
+        "(window means: minibatch and SGD noise averaged)",
+    )
 
 
-def _claims(name: str, final: dict[str, np.ndarray], premises: list, scale: str, src: str,
-            what: str = "final full-batch loss (mean over the last 10% of the run)") -> list[Claim]:
+def _claims(
+    name: str,
+    final: dict[str, np.ndarray],
+    premises: list,
+    scale: str,
+    src: str,
+    what: str = "final full-batch loss (mean over the last 10% of the run)",
+) -> list[Claim]:
     out = []
     ref = float(final["control"].mean())
     for other in final:
         if other == "proposed":
             continue
         e = paired_effect(final["proposed"], final[other])
-        out.append(Claim(
-            f"All optimization methods converge to the same loss ({name}: proposed vs {other}).", None,
-            (final["proposed"] - final[other]).tolist(),
-            detail=f"per repetition: {what}, proposed minus {other}; {e}. "
-                   f"Held if the interval lies inside +-{EQUIV:.0%} of the control's final loss ({EQUIV * ref:.4f}), "
-                   "not held if it excludes 0.",
-            source=src, premises=premises, effect=e, verdict=equivalence_verdict(e, EQUIV * ref), scale=scale))
+        out.append(
+            Claim(
+                f"All optimization methods converge to the same loss ({name}: proposed vs {other}).",
+                None,
+                (final["proposed"] - final[other]).tolist(),
+                detail=f"per repetition: {what}, proposed minus {other}; {e}. "
+                f"Held if the interval lies inside +-{EQUIV:.0%} of the control's final loss ({EQUIV * ref:.4f}), "
+                "not held if it excludes 0.",
+                source=src,
+                premises=premises,
+                effect=e,
+                verdict=equivalence_verdict(e, EQUIV * ref),
+                scale=scale,
+            )
+        )
     return out
 
 
-def run_fig4(scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False,
-             setup=None, deep_setup=None) -> FigureResult:
+def run_fig4(
+    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None, deep_setup=None
+) -> FigureResult:
     """Fig. 4 at a scale (or for explicit setups)."""
     s = setup or make_setup(scale)
     ds = deep_setup or make_deep_setup(scale)
@@ -93,8 +119,11 @@ def run_fig4(scale: Scale | str, data_dir: Path | None, cache: Path | None, prog
     start, info = saddle_point(s, data, cache, progress)
     deep = deep_runs(ds, data_dir, cache, progress)
     src = f"{SOURCE}, App. C.5, Fig. 4"
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("1 layer: opening and closing", "1 layer: reorganization",
-                                                        "5-layer CNN: opening"))
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=("1 layer: opening and closing", "1 layer: reorganization", "5-layer CNN: opening"),
+    )
     mfig = matplotlib.figure.Figure(figsize=(15, 4.2))
     axes = mfig.subplots(1, 3)
     claims: list[Claim] = []
@@ -103,8 +132,11 @@ def run_fig4(scale: Scale | str, data_dir: Path | None, cache: Path | None, prog
         steps = np.asarray(res["control"]["steps"])
         for m, r in res.items():
             mu, sd = mean_std(r["losses"])
-            fig.add_trace(go.Scatter(x=steps, y=mu, mode="lines", name=m, line={"color": _COLOR[m]},
-                                     showlegend=col == 1), row=1, col=col + 1)
+            fig.add_trace(
+                go.Scatter(x=steps, y=mu, mode="lines", name=m, line={"color": _COLOR[m]}, showlegend=col == 1),
+                row=1,
+                col=col + 1,
+            )
             axes[col].plot(steps, mu, color=_COLOR[m], label=m)
             axes[col].fill_between(steps, mu - sd, mu + sd, color=_COLOR[m], alpha=0.15)
         axes[col].set(xlabel="step", ylabel="full-batch training loss", title=f"1 layer: {name}")
@@ -116,8 +148,9 @@ def run_fig4(scale: Scale | str, data_dir: Path | None, cache: Path | None, prog
     x = np.minimum(np.arange(n_bins) * ds.bin + ds.bin / 2, ds.total_steps)
     for a in DEEP_ARMS:
         mu, sd = mean_std(deep["curves"][a])
-        fig.add_trace(go.Scatter(x=x, y=mu, mode="lines", name=a, line={"color": COLORS[a]}, showlegend=False),
-                      row=1, col=3)
+        fig.add_trace(
+            go.Scatter(x=x, y=mu, mode="lines", name=a, line={"color": COLORS[a]}, showlegend=False), row=1, col=3
+        )
         axes[2].plot(x, mu, color=COLORS[a], label=a)
         axes[2].fill_between(x, mu - sd, mu + sd, color=COLORS[a], alpha=0.15)
     axes[2].set(xlabel="step", ylabel=f"minibatch loss (mean of {ds.bin} steps)", title="5-layer CNN: opening")
@@ -125,21 +158,32 @@ def run_fig4(scale: Scale | str, data_dir: Path | None, cache: Path | None, prog
     dfinal = {a: np.asarray(deep["full_end"][a]) for a in DEEP_ARMS}
     tail = np.concatenate([np.asarray(deep["full_tail"][a]) for a in DEEP_ARMS])
     dend = np.concatenate([dfinal[a] for a in DEEP_ARMS])
-    dconv = at_most("the deep-CNN runs converged", (np.abs(dend - tail) / tail).tolist(), CONV_TOL,
-                    detail=f"relative change of the mean training loss over fixed batches (train-mode BatchNorm) over "
-                           f"the last {ds.window} of {ds.total_steps} steps, per arm and repetition (the minibatch "
-                           "curves carry about 1% sampling noise in a window)")
-    claims += _claims("5-layer CNN, opening", dfinal, [dconv], ds.scale, src,
-                      what="final training loss over fixed batches (train-mode BatchNorm)")
+    dconv = at_most(
+        "the deep-CNN runs converged",
+        (np.abs(dend - tail) / tail).tolist(),
+        CONV_TOL,
+        detail=f"relative change of the mean training loss over fixed batches (train-mode BatchNorm) over "
+        f"the last {ds.window} of {ds.total_steps} steps, per arm and repetition (the minibatch "
+        "curves carry about 1% sampling noise in a window)",
+    )
+    claims += _claims(
+        "5-layer CNN, opening",
+        dfinal,
+        [dconv],
+        ds.scale,
+        src,
+        what="final training loss over fixed batches (train-mode BatchNorm)",
+    )
     fig.update_xaxes(title_text="step")
     fig.update_layout(title="Fig. 4: full runs of the three experiments", height=430)
     mfig.suptitle("Fig. 4: full runs of the three experiments")
     mfig.tight_layout()
     return FigureResult(
         caption=f"Fig. 4: the full runs (mean and one std over the repetitions) of the single-layer experiments "
-                f"({s.total_steps} SGD steps from the verified saddle; Figs. 1 left and 2 left) and of the deep CNN "
-                f"({ds.total_steps} Adam steps; Fig. 2 right), reused from their cached runs.",
-        panels=[Panel("loss", plotly=fig, mpl=mfig)], claims=claims,
+        f"({s.total_steps} SGD steps from the verified saddle; Figs. 1 left and 2 left) and of the deep CNN "
+        f"({ds.total_steps} Adam steps; Fig. 2 right), reused from their cached runs.",
+        panels=[Panel("loss", plotly=fig, mpl=mfig)],
+        claims=claims,
         scaling={**s.scaling(desc), "deep": f"{ds.total_steps} Adam steps, {ds.width} filters, {deep['data']}"},
     )
 

@@ -40,15 +40,22 @@ from figures.contract import Claim, FigureResult, Panel, Scale, register_figure,
 from figures.verdict import at_least, paired_effect
 from landscape.params import model_at
 
-ARMS = {"control": "control", "proposed opening": "open_proposed", "random opening": "open_random",
-        "proposed reorganization": "reorg_proposed", "random reorganization": "reorg_random", "perturbed GD": "pgd",
-        "NEON": "neon"}
+ARMS = {
+    "control": "control",
+    "proposed opening": "open_proposed",
+    "random opening": "open_random",
+    "proposed reorganization": "reorg_proposed",
+    "random reorganization": "reorg_random",
+    "perturbed GD": "pgd",
+    "NEON": "neon",
+}
 EQUIV_MARGIN = 0.02  # "no difference": the interval of the accuracy difference inside +-2 points
 PAPER_MNIST = 0.98
 
 
-def run_table4(scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False,
-               setup=None) -> FigureResult:
+def run_table4(
+    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None
+) -> FigureResult:
     """Table 4 at a scale (or for an explicit setup)."""
     s = setup or make_setup(scale)
     data, desc = load_data(s, data_dir)
@@ -59,8 +66,12 @@ def run_table4(scale: Scale | str, data_dir: Path | None, cache: Path | None, pr
     acc: dict[str, np.ndarray] = {}
     with torch.no_grad():
         for name, r in res.items():
-            acc[name] = np.array([float((model_at(ref, torch.tensor(th)).eval()(xt).argmax(1) == yt).float().mean())
-                                  for th in r["theta"]])
+            acc[name] = np.array(
+                [
+                    float((model_at(ref, torch.tensor(th)).eval()(xt).argmax(1) == yt).float().mean())
+                    for th in r["theta"]
+                ]
+            )
     steps = np.asarray(res["control"]["steps"])
     premises = [*saddle_premises(info), stuck_premise(res["control"]["losses"], steps)]
     e = paired_effect(acc["proposed opening"], acc["control"])
@@ -71,11 +82,15 @@ def run_table4(scale: Scale | str, data_dir: Path | None, cache: Path | None, pr
     colors = [COLORS.get(a.split("_")[-1], "#7f7f7f") for a in ARMS.values()]
     fig = go.Figure(go.Bar(x=names, y=means, error_y={"type": "data", "array": sds}, marker_color=colors))
     for n in names:
-        fig.add_trace(go.Scatter(x=[n] * len(acc[n]), y=acc[n], mode="markers", marker={"color": "black", "size": 5},
-                                 showlegend=False))
+        fig.add_trace(
+            go.Scatter(
+                x=[n] * len(acc[n]), y=acc[n], mode="markers", marker={"color": "black", "size": 5}, showlegend=False
+            )
+        )
     fig.add_hline(y=PAPER_MNIST, line_dash="dot", annotation_text="paper, MNIST 8 filters: 0.98")
-    fig.update_layout(title="Table 4: test accuracy of the final networks", yaxis_title="test accuracy",
-                      yaxis_range=[0, 1])
+    fig.update_layout(
+        title="Table 4: test accuracy of the final networks", yaxis_title="test accuracy", yaxis_range=[0, 1]
+    )
     mfig = matplotlib.figure.Figure(figsize=(8, 4.2))
     ax = mfig.add_subplot()
     pos = np.arange(len(names))
@@ -84,37 +99,60 @@ def run_table4(scale: Scale | str, data_dir: Path | None, cache: Path | None, pr
         ax.plot(np.full(len(acc[n]), pos[i]), acc[n], "k.", ms=4)
     ax.axhline(PAPER_MNIST, ls=":", color="k", label="paper, MNIST 8 filters: 0.98")
     ax.set_xticks(pos, names, rotation=20, ha="right", fontsize=8)
-    ax.set(ylabel="test accuracy", ylim=(0, 1), title="Table 4: test accuracy of the final networks (quick)"
-           if s.scale == "quick" else "Table 4: test accuracy of the final networks")
+    ax.set(
+        ylabel="test accuracy",
+        ylim=(0, 1),
+        title="Table 4: test accuracy of the final networks (quick)"
+        if s.scale == "quick"
+        else "Table 4: test accuracy of the final networks",
+    )
     ax.legend(fontsize=8, loc="lower right")
     mfig.tight_layout()
     src = f"{SOURCE}, App. C.3, Table 4"
     n = s.repetitions
     sd_diff = e.sd if np.isfinite(e.sd) else float("nan")
     claims = [
-        Claim("We did not find a difference [in final test accuracy] between networks that had been optimized using "
-              "our method and networks that had not.", None, (acc["proposed opening"] - acc["control"]).tolist(),
-              detail=f"per repetition: test accuracy of the final network, proposed opening minus control, on "
-                     f"{len(yt)} test images (paired by data order, n={n}); {e}. Equivalence test fixed before "
-                     f"measuring: held if the interval lies inside +-{EQUIV_MARGIN:.0%} (one test image is "
-                     f"{1 / len(yt):.2%}; the spread of the differences is {sd_diff:.3g}), not held if it excludes 0. "
-                     "Means: " + ", ".join(f"{k} {acc[k].mean():.3f}" for k in names) + ".",
-              source=src, premises=premises, effect=e, verdict=v, scale=s.scale),
-        Claim("The single-hidden-layer MNIST classifier (8 filters) reaches a test accuracy of 0.98.", PAPER_MNIST,
-              acc["control"].tolist(),
-              detail="test accuracy of the control's final networks, one per repetition. Not comparable at the quick "
-                     "scale: the paper's task is MNIST with clean labels and 8 filters.",
-              source=src, scale=s.scale,
-              premises=[at_least("the experiment is the paper's (MNIST, clean training labels, 8 filters)",
-                                 float(s.scale == "full" and s.label_noise == 0 and s.filters == 8), 1.0,
-                                 detail=f"here: {desc}; {s.filters} filters")]),
+        Claim(
+            "We did not find a difference [in final test accuracy] between networks that had been optimized using "
+            "our method and networks that had not.",
+            None,
+            (acc["proposed opening"] - acc["control"]).tolist(),
+            detail=f"per repetition: test accuracy of the final network, proposed opening minus control, on "
+            f"{len(yt)} test images (paired by data order, n={n}); {e}. Equivalence test fixed before "
+            f"measuring: held if the interval lies inside +-{EQUIV_MARGIN:.0%} (one test image is "
+            f"{1 / len(yt):.2%}; the spread of the differences is {sd_diff:.3g}), not held if it excludes 0. "
+            "Means: " + ", ".join(f"{k} {acc[k].mean():.3f}" for k in names) + ".",
+            source=src,
+            premises=premises,
+            effect=e,
+            verdict=v,
+            scale=s.scale,
+        ),
+        Claim(
+            "The single-hidden-layer MNIST classifier (8 filters) reaches a test accuracy of 0.98.",
+            PAPER_MNIST,
+            acc["control"].tolist(),
+            detail="test accuracy of the control's final networks, one per repetition. Not comparable at the quick "
+            "scale: the paper's task is MNIST with clean labels and 8 filters.",
+            source=src,
+            scale=s.scale,
+            premises=[
+                at_least(
+                    "the experiment is the paper's (MNIST, clean training labels, 8 filters)",
+                    float(s.scale == "full" and s.label_noise == 0 and s.filters == 8),
+                    1.0,
+                    detail=f"here: {desc}; {s.filters} filters",
+                )
+            ],
+        ),
     ]
     return FigureResult(
         caption=f"Table 4: test accuracy ({tdesc}) of the final networks of the single-layer runs (Figs. 1 left and 2 "
-                f"left; mean and one std over {n} data orders, dots: repetitions), after {s.total_steps} SGD steps "
-                f"from the verified saddle. The dotted line is the paper's MNIST value (8 filters, clean labels, "
-                "full MNIST); the deep CNN's ImageNet row (0.28) is not run.",
-        panels=[Panel("accuracy", plotly=fig, mpl=mfig)], claims=claims,
+        f"left; mean and one std over {n} data orders, dots: repetitions), after {s.total_steps} SGD steps "
+        f"from the verified saddle. The dotted line is the paper's MNIST value (8 filters, clean labels, "
+        "full MNIST); the deep CNN's ImageNet row (0.28) is not run.",
+        panels=[Panel("accuracy", plotly=fig, mpl=mfig)],
+        claims=claims,
         scaling={**s.scaling(desc), "test": tdesc},
     )
 

@@ -130,9 +130,13 @@ class Premise:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form."""
-        return {"statement": self.statement, "measured": _json_number(self.measured),
-                "threshold": _json_number(self.threshold),
-                "met": self.met, "detail": self.detail}
+        return {
+            "statement": self.statement,
+            "measured": _json_number(self.measured),
+            "threshold": _json_number(self.threshold),
+            "met": self.met,
+            "detail": self.detail,
+        }
 
     def __str__(self) -> str:
         m = self.measured if isinstance(self.measured, float) else max(self.measured, key=abs, default=math.nan)
@@ -154,8 +158,9 @@ def at_least(statement: str, value: Any, limit: float, *, detail: str = "") -> P
     return Premise(statement, v, float(limit), bool(vals) and all(x >= limit for x in vals), detail)
 
 
-def converged(curves: Any, *, last: float = 0.1, rel_tol: float = 0.01, what: str = "the runs converged",
-              detail: str = "") -> Premise:  # fmt: skip
+def converged(
+    curves: Any, *, last: float = 0.1, rel_tol: float = 0.01, what: str = "the runs converged", detail: str = ""
+) -> Premise:
     """Premise: each loss curve changed by less than ``rel_tol`` (relative) over its last ``last`` fraction.
 
     The change is ``|L[-1] - L[start]| / max(|L[start]|, 1e-12)`` with ``start`` the first index of the
@@ -210,8 +215,10 @@ class Effect:
         return {k: _json_number(float(v)) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
 
     def __str__(self) -> str:
-        return (f"effect {self.mean:+.4g} [{self.ci_low:+.4g}, {self.ci_high:+.4g}] "
-                f"({self.confidence:.0%} CI, n={self.n}, p={self.p_value:.2g}, {self.method})")
+        return (
+            f"effect {self.mean:+.4g} [{self.ci_low:+.4g}, {self.ci_high:+.4g}] "
+            f"({self.confidence:.0%} CI, n={self.n}, p={self.p_value:.2g}, {self.method})"
+        )
 
 
 def paired_effect(a: Sequence[float], b: Sequence[float] | float = 0.0, *, confidence: float = 0.95) -> Effect:
@@ -231,8 +238,11 @@ def paired_effect(a: Sequence[float], b: Sequence[float] | float = 0.0, *, confi
     from scipy import stats
 
     a_arr = np.asarray(a, dtype=np.float64).reshape(-1)
-    b_arr = np.broadcast_to(np.asarray(b, dtype=np.float64), a_arr.shape) if np.ndim(b) == 0 else \
-        np.asarray(b, dtype=np.float64).reshape(-1)  # fmt: skip
+    b_arr = (
+        np.broadcast_to(np.asarray(b, dtype=np.float64), a_arr.shape)
+        if np.ndim(b) == 0
+        else np.asarray(b, dtype=np.float64).reshape(-1)
+    )
     if a_arr.shape != b_arr.shape or a_arr.size == 0:
         raise ValueError(f"paired_effect needs two equal-length, non-empty samples, got {a_arr.size} and {b_arr.size}")
     d = a_arr - b_arr

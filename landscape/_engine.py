@@ -83,10 +83,16 @@ def maxpool2(h: Tensor, out: tuple[Tensor, Tensor] | Tensor | None = None) -> Te
     if (H, W) != tuple(h.shape[-2:]):
         h = h[..., :H, :W]
     mid, fin = (out if isinstance(out, tuple) else (None, out)) if out is not None else (None, None)
-    a = torch.maximum(h[..., 0::2, :], h[..., 1::2, :], out=mid) if mid is not None else \
-        torch.maximum(h[..., 0::2, :], h[..., 1::2, :])  # fmt: skip
-    return torch.maximum(a[..., 0::2], a[..., 1::2], out=fin) if fin is not None else \
-        torch.maximum(a[..., 0::2], a[..., 1::2])  # fmt: skip
+    a = (
+        torch.maximum(h[..., 0::2, :], h[..., 1::2, :], out=mid)
+        if mid is not None
+        else torch.maximum(h[..., 0::2, :], h[..., 1::2, :])
+    )
+    return (
+        torch.maximum(a[..., 0::2], a[..., 1::2], out=fin)
+        if fin is not None
+        else torch.maximum(a[..., 0::2], a[..., 1::2])
+    )
 
 
 def tanh_(t: Tensor) -> Tensor:
@@ -96,8 +102,12 @@ def tanh_(t: Tensor) -> Tensor:
     MLP's planes spent half their time in), largest relative error to float64 ``tanh`` 1.1e-7
     against 6e-8 (2 units in the last place instead of 1).
     """
-    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and t.is_contiguous() \
-            and not t.requires_grad:  # fmt: skip
+    if (
+        t.device.type == "cpu"
+        and t.dtype in (torch.float32, torch.float64)
+        and t.is_contiguous()
+        and not t.requires_grad
+    ):
         a = t.numpy()
         np.tanh(a, out=a)
         return t
@@ -115,8 +125,14 @@ def _two(v: Any) -> bool:
     return v in (2, (2, 2), [2, 2])
 
 
-def is_pool2(kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
-             return_indices: bool = False) -> bool:  # fmt: skip
+def is_pool2(
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> bool:
     """Are these ``max_pool2d`` arguments plain 2x2 stride-2 pooling (what :func:`maxpool2` computes)?"""
     return (
         _two(kernel_size)
@@ -134,8 +150,15 @@ def _bind(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
     return dict(b.arguments)
 
 
-def _sig_max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,  # noqa: ANN001, ANN202
-                    return_indices=False): ...  # fmt: skip
+def _sig_max_pool2d(
+    input,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode=False,  # noqa: ANN001, ANN202
+    return_indices=False,
+): ...
 
 
 _POOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -157,9 +180,14 @@ class FastOpsMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is F.max_pool2d or func is torch.max_pool2d:
             b = _pool_args(args, kwargs)
-            if b is not None and isinstance(b["input"], Tensor) and b["input"].dim() in (3, 4) and \
-                    is_pool2(b["kernel_size"], b["stride"], b["padding"], b["dilation"], b["ceil_mode"],
-                             b["return_indices"]):  # fmt: skip
+            if (
+                b is not None
+                and isinstance(b["input"], Tensor)
+                and b["input"].dim() in (3, 4)
+                and is_pool2(
+                    b["kernel_size"], b["stride"], b["padding"], b["dilation"], b["ceil_mode"], b["return_indices"]
+                )
+            ):
                 return maxpool2(b["input"])
         return func(*args, **kwargs)
 
@@ -173,8 +201,9 @@ def uses_pool2(model: nn.Module, call: Callable[[], Any]) -> bool:
             if func is F.max_pool2d or func is torch.max_pool2d:
                 b = _pool_args(args, kwargs or {})
                 if b is not None:
-                    seen[0] |= is_pool2(b["kernel_size"], b["stride"], b["padding"], b["dilation"], b["ceil_mode"],
-                                        b["return_indices"])  # fmt: skip
+                    seen[0] |= is_pool2(
+                        b["kernel_size"], b["stride"], b["padding"], b["dilation"], b["ceil_mode"], b["return_indices"]
+                    )
             return func(*args, **(kwargs or {}))
 
     try:
@@ -191,36 +220,148 @@ def _identity(x: Any, *a: Any, **k: Any) -> Any:
 
 
 _UNARY_FN: set[Any] = {
-    torch.relu, F.relu, torch.tanh, F.tanh, torch.sigmoid, F.sigmoid, F.gelu, F.silu, F.elu, F.leaky_relu,
-    F.hardtanh, F.relu6, F.softplus, F.mish, F.hardswish, F.hardsigmoid, F.selu, F.celu, F.softsign, F.tanhshrink,
-    F.logsigmoid, torch.exp, torch.neg, torch.abs, torch.square, torch.sqrt, torch.rsqrt, torch.log, torch.sin,
-    torch.cos, torch.erf, torch.clamp, torch.clip, torch.pow, torch.reciprocal, torch.sign, operator.neg,
-    operator.pos, operator.abs, torch.nan_to_num,
-}  # fmt: skip
+    torch.relu,
+    F.relu,
+    torch.tanh,
+    F.tanh,
+    torch.sigmoid,
+    F.sigmoid,
+    F.gelu,
+    F.silu,
+    F.elu,
+    F.leaky_relu,
+    F.hardtanh,
+    F.relu6,
+    F.softplus,
+    F.mish,
+    F.hardswish,
+    F.hardsigmoid,
+    F.selu,
+    F.celu,
+    F.softsign,
+    F.tanhshrink,
+    F.logsigmoid,
+    torch.exp,
+    torch.neg,
+    torch.abs,
+    torch.square,
+    torch.sqrt,
+    torch.rsqrt,
+    torch.log,
+    torch.sin,
+    torch.cos,
+    torch.erf,
+    torch.clamp,
+    torch.clip,
+    torch.pow,
+    torch.reciprocal,
+    torch.sign,
+    operator.neg,
+    operator.pos,
+    operator.abs,
+    torch.nan_to_num,
+}
 _DROPOUT_FN = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout}
 _UNARY_METHOD = {
-    "relu", "tanh", "sigmoid", "exp", "neg", "abs", "square", "sqrt", "rsqrt", "log", "sin", "cos", "erf",
-    "clamp", "clip", "pow", "reciprocal", "sign", "float", "double", "half", "to", "contiguous", "clone", "detach",
-    "type_as", "nan_to_num",
-}  # fmt: skip
-_INPLACE_METHOD = {"relu_": "relu", "tanh_": "tanh", "sigmoid_": "sigmoid", "clamp_": "clamp", "exp_": "exp",
-                   "neg_": "neg", "abs_": "abs", "pow_": "pow", "sqrt_": "sqrt"}  # fmt: skip
+    "relu",
+    "tanh",
+    "sigmoid",
+    "exp",
+    "neg",
+    "abs",
+    "square",
+    "sqrt",
+    "rsqrt",
+    "log",
+    "sin",
+    "cos",
+    "erf",
+    "clamp",
+    "clip",
+    "pow",
+    "reciprocal",
+    "sign",
+    "float",
+    "double",
+    "half",
+    "to",
+    "contiguous",
+    "clone",
+    "detach",
+    "type_as",
+    "nan_to_num",
+}
+_INPLACE_METHOD = {
+    "relu_": "relu",
+    "tanh_": "tanh",
+    "sigmoid_": "sigmoid",
+    "clamp_": "clamp",
+    "exp_": "exp",
+    "neg_": "neg",
+    "abs_": "abs",
+    "pow_": "pow",
+    "sqrt_": "sqrt",
+}
 _BINARY_FN = {
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub, operator.imul,
-    operator.itruediv, torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum, torch.where,
-    torch.addcmul, torch.true_divide, torch.rsub,
-}  # fmt: skip
-_BINARY_METHOD = {"add", "sub", "mul", "div", "true_divide", "maximum", "minimum", "add_", "sub_", "mul_",
-                  "div_", "addcmul", "rsub"}  # fmt: skip
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
+    torch.maximum,
+    torch.minimum,
+    torch.where,
+    torch.addcmul,
+    torch.true_divide,
+    torch.rsub,
+}
+_BINARY_METHOD = {
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "true_divide",
+    "maximum",
+    "minimum",
+    "add_",
+    "sub_",
+    "mul_",
+    "div_",
+    "addcmul",
+    "rsub",
+}
 _OWN_INPLACE: dict[Any, Callable[[Tensor], Tensor]] = {
-    torch.relu: torch.relu_, F.relu: torch.relu_, torch.tanh: tanh_, F.tanh: tanh_,
-    torch.sigmoid: torch.sigmoid_, F.sigmoid: torch.sigmoid_, "relu": torch.relu_, "tanh": tanh_,
+    torch.relu: torch.relu_,
+    F.relu: torch.relu_,
+    torch.tanh: tanh_,
+    F.tanh: tanh_,
+    torch.sigmoid: torch.sigmoid_,
+    F.sigmoid: torch.sigmoid_,
+    "relu": torch.relu_,
+    "tanh": tanh_,
     "sigmoid": torch.sigmoid_,
-}  # fmt: skip
+}
 _FAST_OUT: dict[Any, Callable[[Tensor], Tensor]] = {torch.tanh: _tanh, F.tanh: _tanh, "tanh": _tanh}
 # Nondecreasing functions commute with max pooling: pool(f(x)) == f(pool(x)) (4x fewer evaluations of f).
-_MONOTONE: set[Any] = {torch.relu, F.relu, torch.tanh, F.tanh, torch.sigmoid, F.sigmoid, F.relu6, "relu", "tanh",
-                       "sigmoid"}  # fmt: skip
+_MONOTONE: set[Any] = {
+    torch.relu,
+    F.relu,
+    torch.tanh,
+    F.tanh,
+    torch.sigmoid,
+    F.sigmoid,
+    F.relu6,
+    "relu",
+    "tanh",
+    "sigmoid",
+}
 # Values take an instance of their key (not expressible per entry in a dict type, hence Any).
 _MODULE_UNARY: dict[type, Callable[[Any], tuple[Any, dict[str, Any], bool]]] = {
     nn.ReLU: lambda m: (F.relu, {}, True),
@@ -249,16 +390,46 @@ _MODULE_UNARY: dict[type, Callable[[Any], tuple[Any, dict[str, Any], bool]]] = {
 }
 _CONV_FN = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3, F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
 _CONV_MOD = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
-_POOL_FN = {F.avg_pool2d: 2, F.adaptive_avg_pool2d: 2, F.adaptive_max_pool2d: 2, F.max_pool1d: 1,
-            F.avg_pool1d: 1, F.adaptive_avg_pool1d: 1, F.lp_pool2d: 2, F.max_pool3d: 3, F.avg_pool3d: 3,
-            F.adaptive_avg_pool3d: 3, torch.max_pool2d: 2}  # fmt: skip
-_POOL_MOD = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-             nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool2d, nn.MaxPool1d, nn.MaxPool3d, nn.LPPool2d)  # fmt: skip
-_POOL_MOD_DIMS = {nn.AvgPool1d: 1, nn.MaxPool1d: 1, nn.AdaptiveAvgPool1d: 1, nn.AvgPool3d: 3, nn.MaxPool3d: 3,
-                  nn.AdaptiveAvgPool3d: 3}  # fmt: skip
+_POOL_FN = {
+    F.avg_pool2d: 2,
+    F.adaptive_avg_pool2d: 2,
+    F.adaptive_max_pool2d: 2,
+    F.max_pool1d: 1,
+    F.avg_pool1d: 1,
+    F.adaptive_avg_pool1d: 1,
+    F.lp_pool2d: 2,
+    F.max_pool3d: 3,
+    F.avg_pool3d: 3,
+    F.adaptive_avg_pool3d: 3,
+    torch.max_pool2d: 2,
+}
+_POOL_MOD = (
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool2d,
+    nn.MaxPool1d,
+    nn.MaxPool3d,
+    nn.LPPool2d,
+)
+_POOL_MOD_DIMS = {
+    nn.AvgPool1d: 1,
+    nn.MaxPool1d: 1,
+    nn.AdaptiveAvgPool1d: 1,
+    nn.AvgPool3d: 3,
+    nn.MaxPool3d: 3,
+    nn.AdaptiveAvgPool3d: 3,
+}
 _REDUCE = {"mean", "sum", "amax", "amin", "prod", "logsumexp", "std", "var", "norm"}
-_SOFTMAX = {F.softmax: "softmax", F.log_softmax: "log_softmax", torch.softmax: "softmax",
-            torch.log_softmax: "log_softmax"}  # fmt: skip
+_SOFTMAX = {
+    F.softmax: "softmax",
+    F.log_softmax: "log_softmax",
+    torch.softmax: "softmax",
+    torch.log_softmax: "log_softmax",
+}
 
 
 # =========================================================================== helpers on values
@@ -328,8 +499,11 @@ def _dim(d: int, nd: int) -> int:
 
 def _stacked(outs: list[Any], owned: bool = True) -> Val:
     """Per-point results as one SM tensor when they are tensors of one shape, else a PP list."""
-    if all(isinstance(o, Tensor) for o in outs) and len({tuple(o.shape) for o in outs}) == 1 and \
-            len({o.dtype for o in outs}) == 1:  # fmt: skip
+    if (
+        all(isinstance(o, Tensor) for o in outs)
+        and len({tuple(o.shape) for o in outs}) == 1
+        and len({o.dtype for o in outs}) == 1
+    ):
         return Val(SM, torch.stack(outs), owned)
     return Val(PP, outs)
 
@@ -352,8 +526,16 @@ class Instr:
 
     __slots__ = ("out", "handler", "fn", "args", "kwargs", "meta", "inplace_ok", "dyn", "bufdep", "dead", "name")
 
-    def __init__(self, out: int, handler: Callable[..., Any], fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 meta: dict[str, Any] | None = None, name: str = "") -> None:  # fmt: skip
+    def __init__(
+        self,
+        out: int,
+        handler: Callable[..., Any],
+        fn: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+        name: str = "",
+    ) -> None:
         self.out, self.handler, self.fn, self.args, self.kwargs = out, handler, fn, args, kwargs
         self.meta = meta or {}
         self.inplace_ok = False  # the first input has no other reader: may be overwritten
@@ -500,9 +682,13 @@ def build_program(model: nn.Module, key: nn.Module | None = None) -> Program | N
             ins = _lower(node, model, args, kwargs, s, attr)
         except (Unsupported, TypeError, ValueError):  # unusual arguments: the exact per-point path
             m = model.get_submodule(node.target) if node.op == "call_module" else None
-            ins = Instr(s, h_module, m, args, kwargs, {"module": node.target}) if m is not None else \
-                Instr(s, h_generic, node.target, args, kwargs, {"method": node.target} if node.op == "call_method"
-                      else {})  # fmt: skip
+            ins = (
+                Instr(s, h_module, m, args, kwargs, {"module": node.target})
+                if m is not None
+                else Instr(
+                    s, h_generic, node.target, args, kwargs, {"method": node.target} if node.op == "call_method" else {}
+                )
+            )
         prog.instrs.append(ins)
     if prog.input < 0 or prog.output < 0:
         return None
@@ -518,8 +704,14 @@ def build_program(model: nn.Module, key: nn.Module | None = None) -> Program | N
     return prog
 
 
-def _lower(node: torch.fx.Node, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], s: int,
-           attr: Callable[[str], Ref]) -> Instr:  # fmt: skip
+def _lower(
+    node: torch.fx.Node,
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    s: int,
+    attr: Callable[[str], Ref],
+) -> Instr:
     """The instruction of one fx node (a handler chosen by the operation, not by how the model spells it)."""
     t = node.target
     if node.op == "call_module":
@@ -537,14 +729,33 @@ def _lower(node: torch.fx.Node, model: nn.Module, args: tuple[Any, ...], kwargs:
             return Instr(s, h_linear, F.linear, (x, p("weight"), p("bias")), {}, name=t)
         if tm in _CONV_MOD and m.padding_mode == "zeros":
             fn: Callable[..., Any] = _CONV_MOD[tm]
-            return Instr(s, h_conv, fn, (x, p("weight"), p("bias"), m.stride, m.padding, m.dilation, m.groups), {},
-                         {"nd": int(tm.__name__[-2])}, t)  # fmt: skip
+            return Instr(
+                s,
+                h_conv,
+                fn,
+                (x, p("weight"), p("bias"), m.stride, m.padding, m.dilation, m.groups),
+                {},
+                {"nd": int(tm.__name__[-2])},
+                t,
+            )
         if tm in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d) and not m.training and m.running_mean is not None:
-            return Instr(s, h_bn, F.batch_norm, (x, p("running_mean"), p("running_var"), p("weight"), p("bias"),
-                                                  m.eps), {}, name=t)  # fmt: skip
+            return Instr(
+                s,
+                h_bn,
+                F.batch_norm,
+                (x, p("running_mean"), p("running_var"), p("weight"), p("bias"), m.eps),
+                {},
+                name=t,
+            )
         if tm is nn.MaxPool2d:
-            return Instr(s, h_maxpool, F.max_pool2d, (x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
-                                                      m.return_indices), {}, name=t)  # fmt: skip
+            return Instr(
+                s,
+                h_maxpool,
+                F.max_pool2d,
+                (x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices),
+                {},
+                name=t,
+            )
         if tm in _POOL_MOD:
             return Instr(s, h_batched, m, (x,), {}, {"nd": _POOL_MOD_DIMS.get(tm, 2)}, t)
         if tm is nn.Flatten:
@@ -557,8 +768,9 @@ def _lower(node: torch.fx.Node, model: nn.Module, args: tuple[Any, ...], kwargs:
             return ins
         if tm is nn.LayerNorm:
             assert isinstance(m, nn.LayerNorm)
-            return Instr(s, h_layer_norm, F.layer_norm, (x, tuple(m.normalized_shape), p("weight"), p("bias"), m.eps),
-                         {}, name=t)  # fmt: skip
+            return Instr(
+                s, h_layer_norm, F.layer_norm, (x, tuple(m.normalized_shape), p("weight"), p("bias"), m.eps), {}, name=t
+            )
         if tm is nn.Embedding and m.max_norm is None:
             return Instr(s, h_embedding, F.embedding, (x, p("weight")), {}, name=t)
         if tm in (nn.Softmax, nn.LogSoftmax) and m.dim is not None:
@@ -600,8 +812,13 @@ def _lower(node: torch.fx.Node, model: nn.Module, args: tuple[Any, ...], kwargs:
     if f is F.linear:
         return Instr(s, h_linear, f, *_norm(f, args, kwargs, ("input", "weight", "bias")))
     if f in _CONV_FN:
-        return Instr(s, h_conv, f, *_norm(f, args, kwargs, ("input", "weight", "bias", "stride", "padding",
-                                                            "dilation", "groups")), {"nd": _CONV_FN[f]})  # fmt: skip
+        return Instr(
+            s,
+            h_conv,
+            f,
+            *_norm(f, args, kwargs, ("input", "weight", "bias", "stride", "padding", "dilation", "groups")),
+            {"nd": _CONV_FN[f]},
+        )
     if f is F.batch_norm:
         b = _bind(_sig_batch_norm, args, kwargs)
         if b["training"]:
@@ -618,9 +835,24 @@ def _lower(node: torch.fx.Node, model: nn.Module, args: tuple[Any, ...], kwargs:
         return Instr(s, h_generic, f, args, kwargs)
     if f is F.max_pool2d:
         b = _bind(_sig_max_pool2d, args, kwargs)
-        return Instr(s, h_maxpool, f, tuple(b.get(k, d) for k, d in (
-            ("input", None), ("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1),
-            ("ceil_mode", False), ("return_indices", False))), {})  # fmt: skip
+        return Instr(
+            s,
+            h_maxpool,
+            f,
+            tuple(
+                b.get(k, d)
+                for k, d in (
+                    ("input", None),
+                    ("kernel_size", None),
+                    ("stride", None),
+                    ("padding", 0),
+                    ("dilation", 1),
+                    ("ceil_mode", False),
+                    ("return_indices", False),
+                )
+            ),
+            {},
+        )
     if f in _POOL_FN:
         return Instr(s, h_batched, f, args, kwargs, {"nd": _POOL_FN[f]})
     if f in _DROPOUT_FN:
@@ -665,15 +897,30 @@ def _lower(node: torch.fx.Node, model: nn.Module, args: tuple[Any, ...], kwargs:
     return Instr(s, h_generic, f, args, kwargs)
 
 
-def _sig_batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,  # noqa: ANN001, ANN202
-                    momentum=0.1, eps=1e-5): ...  # fmt: skip
+def _sig_batch_norm(
+    input,
+    running_mean,
+    running_var,
+    weight=None,
+    bias=None,
+    training=False,  # noqa: ANN001, ANN202
+    momentum=0.1,
+    eps=1e-5,
+): ...
 
 
 def _sig_layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5): ...  # noqa: ANN001, ANN202
 
 
-def _sig_embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,  # noqa: ANN001, ANN202
-                   sparse=False): ...  # fmt: skip
+def _sig_embedding(
+    input,
+    weight,
+    padding_idx=None,
+    max_norm=None,
+    norm_type=2.0,
+    scale_grad_by_freq=False,  # noqa: ANN001, ANN202
+    sparse=False,
+): ...
 
 
 def _norm(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any], names: Sequence[str]) -> tuple[tuple[Any, ...], dict]:
@@ -703,9 +950,17 @@ def _rewrite_pools(prog: Program, users: dict[int, int]) -> None:
         src = ins.args[0]
         while True:
             prev = by_out.get(src.i)
-            if prev is None or prev.handler is not h_unary or not prev.meta.get("monotone") or users.get(src.i) != 1 \
-                    or prev.meta.get("user_inplace") or not prev.args or not isinstance(prev.args[0], Ref) \
-                    or has_ref(prev.args[1:]) or has_ref(prev.kwargs):  # fmt: skip
+            if (
+                prev is None
+                or prev.handler is not h_unary
+                or not prev.meta.get("monotone")
+                or users.get(src.i) != 1
+                or prev.meta.get("user_inplace")
+                or not prev.args
+                or not isinstance(prev.args[0], Ref)
+                or has_ref(prev.args[1:])
+                or has_ref(prev.kwargs)
+            ):
                 break
             post.insert(0, prev)
             prev.dead = True
@@ -747,8 +1002,11 @@ def _mark(prog: Program) -> None:
         if c is None or ins.dead:
             continue
         x, w, b = c.args[0], c.args[1], c.args[2]
-        if not isinstance(w, Ref) or w.i not in prog.params or (b is not None and (not isinstance(b, Ref) or
-                                                                                 b.i not in prog.params)):  # fmt: skip
+        if (
+            not isinstance(w, Ref)
+            or w.i not in prog.params
+            or (b is not None and (not isinstance(b, Ref) or b.i not in prog.params))
+        ):
             continue
         xr = _refs(x)
         if any(r in dyn or r in bufdep for r in xr):
@@ -859,8 +1117,11 @@ def h_nary(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> Any:
     if has_pp((a, k)):
         return h_generic(ctx, ins, a, k)
     vals = [v for v in (*a, *k.values()) if isinstance(v, Val)]
-    if all(v.kind == FM for v in vals) and len({pshape(v) for v in vals}) == 1 and not any(
-            isinstance(v, Tensor) and v.dim() > 0 for v in (*a, *k.values())):  # fmt: skip
+    if (
+        all(v.kind == FM for v in vals)
+        and len({pshape(v) for v in vals}) == 1
+        and not any(isinstance(v, Tensor) and v.dim() > 0 for v in (*a, *k.values()))
+    ):
         conv = [v.data if isinstance(v, Val) else v for v in a]
         kw = {n: v.data if isinstance(v, Val) else v for n, v in k.items()}
         return Val(FM, getattr(conv[0], fn)(*conv[1:], **kw) if isinstance(fn, str) else fn(*conv, **kw), True)
@@ -947,8 +1208,9 @@ def h_dims(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> Any:
     if name == "squeeze":
         d = rest[0] if rest else kw.pop("dim", None)
         s = pshape(x)
-        dims = [i for i, n in enumerate(s) if n == 1] if d is None else (list(d) if isinstance(d, tuple | list)
-                                                                          else [d])  # fmt: skip
+        dims = (
+            [i for i, n in enumerate(s) if n == 1] if d is None else (list(d) if isinstance(d, tuple | list) else [d])
+        )
         dims = [_dim(i, nd) for i in dims if s[i] == 1]
         return Val(SM, t.squeeze(tuple(dims)) if dims else t)
     if name in ("softmax", "log_softmax"):
@@ -1073,8 +1335,7 @@ def h_bn(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> Any:
     if nd < 2:
         return h_generic(ctx, ins, (x, rm, rv), {"weight": w, "bias": b, "training": False, "eps": eps})
     shape = (P, 1, -1, *([1] * (nd - 2)))
-    return Val(SM, torch.addcmul(shift.reshape(shape), x.data if isinstance(x, Val) else x, scale.reshape(shape)),
-               True)  # fmt: skip
+    return Val(SM, torch.addcmul(shift.reshape(shape), x.data if isinstance(x, Val) else x, scale.reshape(shape)), True)
 
 
 def h_layer_norm(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> Any:
@@ -1201,8 +1462,9 @@ class Ctx:
 
     def varies(self, name: str) -> bool:
         """Does parameter or buffer ``name`` differ between the points?"""
-        return (self.pd is not None and name in self.pd) or (self.chunk is not None and self.chunk.buffers is not None
-                                                             and name in self.chunk.buffers[0])  # fmt: skip
+        return (self.pd is not None and name in self.pd) or (
+            self.chunk is not None and self.chunk.buffers is not None and name in self.chunk.buffers[0]
+        )
 
     def tensor_at(self, name: str, p: int) -> Tensor:
         """Parameter or buffer ``name`` at point ``p``."""

@@ -84,7 +84,6 @@ class AlignmentResult(Result):
     _dims = {"permutation.*": ("{key}",), "objective": ("sweep",)}
     _thumb = ("objective", "line")
 
-
     permutation: dict[str, np.ndarray]
     objective: np.ndarray
     method: str
@@ -126,7 +125,7 @@ def matching_objective(
     spec: PermutationSpec,
     a: nn.Module | Mapping[str, Tensor],
     b: nn.Module | Mapping[str, Tensor],
-    perm: Mapping[str, Tensor] | None = None
+    perm: Mapping[str, Tensor] | None = None,
 ) -> float:
     """The weight-matching objective ``sum_t <a[t], P(b)[t]>`` over the parameters, in float64.
 
@@ -207,8 +206,11 @@ def weight_matching(
         return matching_objective(spec, A, B, perm)
 
     # a's unit rows never change: cut them once (reshaping a moved axis copies the tensor)
-    a_rows = {(ax.tensor, ax.axis): _unit_rows(A[ax.tensor], ax.axis, ax.block, spec.sizes[ax.group], ax.repeat)
-              for axs in by_tensor.values() for ax in axs}  # fmt: skip
+    a_rows = {
+        (ax.tensor, ax.axis): _unit_rows(A[ax.tensor], ax.axis, ax.block, spec.sizes[ax.group], ax.repeat)
+        for axs in by_tensor.values()
+        for ax in axs
+    }
 
     history = [objective()]
     bar = tqdm(total=max_sweeps, desc="weight matching", unit="sweep", disable=not progress, leave=False)
@@ -404,8 +406,9 @@ def interpolate_models(a: nn.Module, b: nn.Module, alpha: float) -> nn.Module:
     return new
 
 
-def _site_stats(model: nn.Module, sites: Sequence[tuple[str, int]], data: DataLike, batch_size: int | None,
-                train: bool) -> dict[str, tuple[Tensor, Tensor]]:  # fmt: skip
+def _site_stats(
+    model: nn.Module, sites: Sequence[tuple[str, int]], data: DataLike, batch_size: int | None, train: bool
+) -> dict[str, tuple[Tensor, Tensor]]:
     store: dict[str, Tensor] = {}
     m = _hooked_copy(model, sites, store)
     sums: dict[str, list[Any]] = {s: [0, 0.0, 0.0] for s, _ in sites}

@@ -56,7 +56,6 @@ class BarrierResult(Result):
     _table = ("alpha",)
     _thumb = ("metrics.loss", "line")
 
-
     alphas: np.ndarray
     metrics: dict[str, np.ndarray]
     loss_barrier: float
@@ -108,8 +107,12 @@ def barrier_values(
     above = np.where(np.isfinite(above), above, np.inf)
     i, j = int(np.argmax(rise)), int(np.argmax(above))
     # + 0.0: an endpoint's own rise is -0.0 for accuracy (sign * 0.0); report it as 0
-    return {"barrier": float(rise[i]) + 0.0, "barrier_mean": float(above[j]) + 0.0, "peak_alpha": float(a[i]),
-            "peak_alpha_mean": float(a[j])}  # fmt: skip
+    return {
+        "barrier": float(rise[i]) + 0.0,
+        "barrier_mean": float(above[j]) + 0.0,
+        "peak_alpha": float(a[i]),
+        "peak_alpha_mean": float(a[j]),
+    }
 
 
 def barrier_of(result: Any, *, label: str | None = None) -> BarrierResult:
@@ -136,10 +139,24 @@ def barrier_of(result: Any, *, label: str | None = None) -> BarrierResult:
 
 def _make(alphas: np.ndarray, metrics: dict[str, np.ndarray], path: str, label: str, prov: Provenance) -> BarrierResult:
     lb = barrier_values(alphas, metrics["loss"])
-    ab = (barrier_values(alphas, metrics["accuracy"], higher_is_better=True) if "accuracy" in metrics
-          else {"barrier": float("nan"), "barrier_mean": float("nan")})  # fmt: skip
-    return BarrierResult(alphas, metrics, lb["barrier"], lb["barrier_mean"], lb["peak_alpha"], lb["peak_alpha_mean"],
-                         ab["barrier"], ab["barrier_mean"], path, label, prov)  # fmt: skip
+    ab = (
+        barrier_values(alphas, metrics["accuracy"], higher_is_better=True)
+        if "accuracy" in metrics
+        else {"barrier": float("nan"), "barrier_mean": float("nan")}
+    )
+    return BarrierResult(
+        alphas,
+        metrics,
+        lb["barrier"],
+        lb["barrier_mean"],
+        lb["peak_alpha"],
+        lb["peak_alpha_mean"],
+        ab["barrier"],
+        ab["barrier_mean"],
+        path,
+        label,
+        prov,
+    )
 
 
 def loss_barrier(
@@ -189,14 +206,29 @@ def loss_barrier(
     if not (np.any(al == 0) and np.any(al == 1)):
         raise ValueError("alphas must contain 0 and 1 (the endpoints)")
     if metrics is None:
-        regression = isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[1], Tensor) \
+        regression = (
+            isinstance(data, tuple | list)
+            and len(data) == 2
+            and isinstance(data[1], Tensor)
             and data[1].is_floating_point()
+        )
         metrics = ("loss",) if regression else ("loss", "accuracy")
     if "loss" not in metrics:
         raise ValueError(f"metrics must include 'loss', got {list(metrics)}")
     if not repair:
-        r = line(a, a, b, data, al, metrics=metrics, loss_fn=loss_fn, bn_mode=bn_mode, batch_size=batch_size,
-                 progress=progress, label=label)  # fmt: skip
+        r = line(
+            a,
+            a,
+            b,
+            data,
+            al,
+            metrics=metrics,
+            loss_fn=loss_fn,
+            bn_mode=bn_mode,
+            batch_size=batch_size,
+            progress=progress,
+            label=label,
+        )
         return _make(al, {k: r.metrics[k] for k in metrics}, "line", label, r.provenance)
     from tqdm.auto import tqdm
 
@@ -204,11 +236,22 @@ def loss_barrier(
 
     vals: dict[str, list[float]] = {k: [] for k in metrics}
     for alpha in tqdm(al, desc="repaired path", unit="pt", disable=not progress, leave=False):
-        m = a if alpha == 0 else b if alpha == 1 else repair_fn(a, b, data if repair_data is None else repair_data,
-                                                                alpha=float(alpha))  # fmt: skip
-        out = evaluate_points(m, parameters_to_vector(m)[None], data, metrics=metrics, loss_fn=loss_fn,
-                              bn_mode="train" if BNMode(bn_mode) is BNMode.TRAIN else "eval",
-                              batch_size=batch_size)  # fmt: skip
+        m = (
+            a
+            if alpha == 0
+            else b
+            if alpha == 1
+            else repair_fn(a, b, data if repair_data is None else repair_data, alpha=float(alpha))
+        )
+        out = evaluate_points(
+            m,
+            parameters_to_vector(m)[None],
+            data,
+            metrics=metrics,
+            loss_fn=loss_fn,
+            bn_mode="train" if BNMode(bn_mode) is BNMode.TRAIN else "eval",
+            batch_size=batch_size,
+        )
         for k in metrics:
             vals[k].append(float(out[k][0]))
     prov = Provenance.here(data=describe_data(data), model=type(a).__name__, repair=True)

@@ -177,9 +177,7 @@ def load_point(spec: str, template: nn.Module) -> nn.Module:
         try:
             return traj.model_at(template, i)
         except CorruptTrajectoryError as e:  # a damaged file is not an architecture mismatch
-            raise CLIError(
-                f"{spec}: the trajectory is damaged: {e}; see landscape check {str(path)!r}"
-            ) from None
+            raise CLIError(f"{spec}: the trajectory is damaged: {e}; see landscape check {str(path)!r}") from None
         except ValueError as e:
             raise CLIError(f"architecture mismatch for {spec}: {e}; check --model and --model-kw") from None
     if index is not None:
@@ -490,8 +488,11 @@ def _pca_plane(
     xr = _range(args.range, "--range") if args.range else (lo[0] - pad[0], hi[0] + pad[0])
     yr = _range(args.yrange, "--yrange") if args.yrange else xr if args.range else (lo[1] - pad[1], hi[1] + pad[1])
     c, d1, d2 = pca.plane_directions()
-    extra = {"directions": "pca", "pca_center": str(args.pca_center),
-             "explained_variance_ratio": [float(v) for v in pca.explained_variance_ratio_[:2]]}  # fmt: skip
+    extra = {
+        "directions": "pca",
+        "pca_center": str(args.pca_center),
+        "explained_variance_ratio": [float(v) for v in pca.explained_variance_ratio_[:2]],
+    }
     res = plane(base, c, d1, d2, data, np.linspace(xr[0], xr[1], nx), np.linspace(yr[0], yr[1], ny), extra=extra, **kw)
     return res, path, pca
 
@@ -532,8 +533,18 @@ def cmd_plane(args: argparse.Namespace) -> list[str]:
                 raise CLIError(str(e)) from None
         else:
             xs, ys = _grid_axes(args, (-1.0, 1.0))
-            res = random_plane(center, data, xs, ys, center=center, seed=args.seed, normalization=_NORMALIZATION[kind],
-                               bias_bn=args.bias_bn, orthogonal=args.orthogonal, **kw)  # fmt: skip
+            res = random_plane(
+                center,
+                data,
+                xs,
+                ys,
+                center=center,
+                seed=args.seed,
+                normalization=_NORMALIZATION[kind],
+                bias_bn=args.bias_bn,
+                orthogonal=args.orthogonal,
+                **kw,
+            )
     w = _Writer(args)
     w.result(args.name, res)
     style = "filled" if min(len(res.xs), len(res.ys)) >= 2 else "heatmap"  # contours need 2 x 2 points
@@ -567,14 +578,20 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
         w.result(f"{args.name}_plane", res)
     if w.rank == 0:
         f = w.out / f"{args.name}_directions.safetensors"
-        safetensors.torch.save_file({"center": pca.mean_.contiguous(), "components": pca.components_.contiguous()},
-                                    str(f), metadata={"explained_variance_ratio": json.dumps(
-                                        [float(v) for v in pca.explained_variance_ratio_])})  # fmt: skip
+        safetensors.torch.save_file(
+            {"center": pca.mean_.contiguous(), "components": pca.components_.contiguous()},
+            str(f),
+            metadata={"explained_variance_ratio": json.dumps([float(v) for v in pca.explained_variance_ratio_])},
+        )
         w.written.append(f)
     w.figure(args.name, lambda be: plot_trajectory(res, path, log=args.log, backend=be))
     evr = ", ".join(f"{100 * v:.2f}%" for v in pca.explained_variance_ratio_)
-    w.report([f"{args.name}: {pca.n_samples_} snapshots; explained variance {evr}; "
-              f"median off-plane share {100 * path.median_off_plane_ratio:.1f}%"])  # fmt: skip
+    w.report(
+        [
+            f"{args.name}: {pca.n_samples_} snapshots; explained variance {evr}; "
+            f"median off-plane share {100 * path.median_off_plane_ratio:.1f}%"
+        ]
+    )
     return [str(p) for p in w.written]
 
 
@@ -597,17 +614,31 @@ def cmd_hessian(args: argparse.Namespace) -> list[str]:
             options["memory_budget"] = parse_bytes(args.memory_budget)
         except ValueError as e:
             raise CLIError(f"--memory-budget: {e}") from None
-    res = hessian_spectrum(model, nn.functional.cross_entropy, data, bn_mode=args.bn_mode,
-                           n_probes=args.probes, steps=args.lanczos_steps, top_k=args.top_k,
-                           trace_products=args.trace_products, seed=args.seed, data_description=f"{desc}; at {at}",
-                           progress=not args.quiet, **options)  # fmt: skip
+    res = hessian_spectrum(
+        model,
+        nn.functional.cross_entropy,
+        data,
+        bn_mode=args.bn_mode,
+        n_probes=args.probes,
+        steps=args.lanczos_steps,
+        top_k=args.top_k,
+        trace_products=args.trace_products,
+        seed=args.seed,
+        data_description=f"{desc}; at {at}",
+        progress=not args.quiet,
+        **options,
+    )
     w = _Writer(args)
     w.result(args.name, res)
     w.figure(args.name, lambda be: plot_spectrum_density(res, labels=[at], log=not args.linear, backend=be))
     top = ", ".join(f"{v:.5g}" for v in res.top_eigenvalues)
     traces = ", ".join(f"{k} {v:.5g}" for k, v in res.trace.items())
-    w.report([f"{args.name}: {res.n_params} parameters, {res.n_samples} samples; top eigenvalues [{top}]; "
-              f"trace {traces}; {res.hvp_count} Hessian-vector products"])  # fmt: skip
+    w.report(
+        [
+            f"{args.name}: {res.n_params} parameters, {res.n_samples} samples; top eigenvalues [{top}]; "
+            f"trace {traces}; {res.hvp_count} Hessian-vector products"
+        ]
+    )
     return [str(p) for p in w.written]
 
 
@@ -621,15 +652,27 @@ def cmd_distance(args: argparse.Namespace) -> list[str]:
     template = build_template(args, [start, args.end], shape, classes)
     a, b = load_point(start, template), load_point(args.end, template)
     alphas = None if args.alphas is None else parse_values(args.alphas, "--alphas")
-    res = distance_along_path(a, a, b, data, alphas=alphas, output=args.output,
-                              label=args.label or f"{start} -> {args.end}", **_eval_kw(args, desc))  # fmt: skip
+    res = distance_along_path(
+        a,
+        a,
+        b,
+        data,
+        alphas=alphas,
+        output=args.output,
+        label=args.label or f"{start} -> {args.end}",
+        **_eval_kw(args, desc),
+    )
     w = _Writer(args)
     w.result(args.name, res)
     w.figure(args.name, lambda be: plot_distance(res, log=args.log, backend=be))
     end = int(np.argmin(np.abs(res.alphas - 1.0)))
-    w.report([f"{args.name}: {len(res.alphas)} points; at alpha {res.alphas[end]:g}: RMS {args.output} distance "
-              f"{res.rms[end]:.5g}, label disagreement {res.disagreement[end]:.4g} "
-              f"over {res.n_samples} samples"])  # fmt: skip
+    w.report(
+        [
+            f"{args.name}: {len(res.alphas)} points; at alpha {res.alphas[end]:g}: RMS {args.output} distance "
+            f"{res.rms[end]:.5g}, label disagreement {res.disagreement[end]:.4g} "
+            f"over {res.n_samples} samples"
+        ]
+    )
     return [str(p) for p in w.written]
 
 
@@ -672,8 +715,9 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
     log, style = args.log, args.style
     draws: dict[str, Callable[[str], Any]] = {}
     if kind is LineResult:
-        draws[args.name] = lambda be: P.plot_line(results, accuracy=all("accuracy" in r.metrics for r in results),
-                                                  log=log, backend=be)  # fmt: skip
+        draws[args.name] = lambda be: P.plot_line(
+            results, accuracy=all("accuracy" in r.metrics for r in results), log=log, backend=be
+        )
     elif kind is DistanceResult:
         draws[args.name] = lambda be: P.plot_distance(results, log=log, backend=be)
     elif kind is PlaneResult and path is not None:
@@ -720,26 +764,44 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-html", action="store_true", help="do not write the interactive HTML")
     out.add_argument("--no-png", action="store_true", help="do not write the PNG")
     out.add_argument("--quiet", action="store_true", help="no progress bars, no summary")
-    out.add_argument("--cdn", action="store_true",
-                     help="HTML loads plotly.js from its CDN (needs a network to view); default: one "
-                          "plotly.min.js written beside the pages")  # fmt: skip
+    out.add_argument(
+        "--cdn",
+        action="store_true",
+        help="HTML loads plotly.js from its CDN (needs a network to view); default: one "
+        "plotly.min.js written beside the pages",
+    )
 
     ev = argparse.ArgumentParser(add_help=False)
-    ev.add_argument("--model", metavar="NAME|PKG.MOD:FACTORY",
-                    help="a name in landscape.models.MODELS, or package.module:factory (a function or class of "
-                         "your own, on PYTHONPATH); default: the factory recorded in the trajectory")  # fmt: skip
-    ev.add_argument("--model-kw", nargs="+", default=[], metavar="JSON|KEY=VALUE",
-                    help="model arguments: a JSON object ('{\"width\": 8}') or KEY=VALUE pairs, VALUE as JSON "
-                         "(e.g. hidden=[32,16] activation=tanh)")  # fmt: skip
-    ev.add_argument("--weights", metavar="FILE",
-                    help="weights of the model: .safetensors or a torch state dict (.pt, read weights_only); "
-                         "the default point (plane centre, hessian point, distance start)")  # fmt: skip
+    ev.add_argument(
+        "--model",
+        metavar="NAME|PKG.MOD:FACTORY",
+        help="a name in landscape.models.MODELS, or package.module:factory (a function or class of "
+        "your own, on PYTHONPATH); default: the factory recorded in the trajectory",
+    )
+    ev.add_argument(
+        "--model-kw",
+        nargs="+",
+        default=[],
+        metavar="JSON|KEY=VALUE",
+        help="model arguments: a JSON object ('{\"width\": 8}') or KEY=VALUE pairs, VALUE as JSON "
+        "(e.g. hidden=[32,16] activation=tanh)",
+    )
+    ev.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="weights of the model: .safetensors or a torch state dict (.pt, read weights_only); "
+        "the default point (plane centre, hessian point, distance start)",
+    )
     ev.add_argument("--split", choices=("train", "val", "test"), default="train", help="data split (default train)")
     ev.add_argument("--limit", type=int, help="use only the first N examples")
     ev.add_argument("--batch-size", type=int, help="micro-batch size of the evaluation engine")
     ev.add_argument("--memory-budget", help="memory budget of the engine, e.g. 512MB")
-    ev.add_argument("--bn-mode", choices=("eval", "train", "interpolate"), default="eval",
-                    help="BatchNorm policy (default eval: running statistics of the first/centre model)")  # fmt: skip
+    ev.add_argument(
+        "--bn-mode",
+        choices=("eval", "train", "interpolate"),
+        default="eval",
+        help="BatchNorm policy (default eval: running statistics of the first/centre model)",
+    )
     ev.add_argument("--dtype", type=_dtype, default=torch.float32, help="float32 (default) or float64")
 
     data_help = f"{' | '.join(DATA_NAMES)} | cifar10:DIR | mnist:DIR | DIR"
@@ -748,62 +810,86 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--from", dest="start", metavar="POINT", help="TRAJ[:INDEX] or weights file (default --weights)")
     ln.add_argument("--to", dest="end", required=True, metavar="POINT", help="TRAJ[:INDEX] or weights file")
     ln.add_argument("--alphas", help="START:STOP:COUNT or a list (default 0:1:21); distances with --distance")
-    ln.add_argument("--distance", action="store_true",
-                    help="absolute-distance line from --from toward --to (Im et al. eq. 1)")  # fmt: skip
+    ln.add_argument(
+        "--distance", action="store_true", help="absolute-distance line from --from toward --to (Im et al. eq. 1)"
+    )
     ln.add_argument("--label", help="curve name")
 
     pl = sub.add_parser("plane", parents=[ev, out], help="a 2-D slice around a centre")
     pl.add_argument("--data", required=True, help=data_help)
     pl.add_argument("--center", metavar="POINT", help="centre TRAJ[:INDEX] or FILE.safetensors")
-    pl.add_argument("--directions", choices=DIRECTIONS, default="filter",
-                    help="filter/layer/model-normalized or raw random directions, PCA of trajectories, "
-                         "or two models")  # fmt: skip
+    pl.add_argument(
+        "--directions",
+        choices=DIRECTIONS,
+        default="filter",
+        help="filter/layer/model-normalized or raw random directions, PCA of trajectories, or two models",
+    )
     pl.add_argument("--models", nargs=2, metavar="POINT", help="the two other models (--directions models)")
     pl.add_argument("--trajectory", nargs="+", metavar="TRAJ", help="trajectories (--directions pca)")
     pl.add_argument("--range", help="START:STOP of both axes (default -1:1; models -0.5:1.5; pca: around the path)")
     pl.add_argument("--yrange", help="START:STOP of the second axis (default: --range)")
     pl.add_argument("--resolution", default="21", help="N or NXxNY grid points (default 21)")
     pl.add_argument("--seed", type=int, default=0, help="seed of random directions")
-    pl.add_argument("--bias-bn", choices=("zero", "keep", "copy"), default="zero",
-                    help="direction on biases and BatchNorm parameters (default zero, Li et al.)")  # fmt: skip
+    pl.add_argument(
+        "--bias-bn",
+        choices=("zero", "keep", "copy"),
+        default="zero",
+        help="direction on biases and BatchNorm parameters (default zero, Li et al.)",
+    )
     pl.add_argument("--orthogonal", action="store_true", help="orthogonalize the two random directions")
     pl.add_argument("--frame", choices=("anchors", "orthogonal"), default="anchors", help="--directions models frame")
-    pl.add_argument("--pca-center", choices=("point", "mean", "first", "last"), default="point",
-                    help="PCA centre: --center (default; else the last snapshot) or the snapshots' "
-                         "mean/first/last")  # fmt: skip
+    pl.add_argument(
+        "--pca-center",
+        choices=("point", "mean", "first", "last"),
+        default="point",
+        help="PCA centre: --center (default; else the last snapshot) or the snapshots' mean/first/last",
+    )
 
     pc = sub.add_parser("pca", parents=[ev, out], help="PCA of trajectories, optionally with the loss plane")
     pc.add_argument("trajectories", nargs="+", metavar="TRAJ")
     pc.add_argument("--data", help=f"evaluate the PCA plane and the path's losses on {data_help}")
     pc.add_argument("--center", metavar="POINT", help="centre point (with --pca-center point; default --weights)")
-    pc.add_argument("--pca-center", choices=("point", "mean", "first", "last"), default="mean",
-                    help="PCA centre (default mean, Lipton 2016; last: Li et al. 2018)")  # fmt: skip
+    pc.add_argument(
+        "--pca-center",
+        choices=("point", "mean", "first", "last"),
+        default="mean",
+        help="PCA centre (default mean, Lipton 2016; last: Li et al. 2018)",
+    )
     pc.add_argument("--range", help="START:STOP of both axes (default: around the path)")
     pc.add_argument("--yrange", help="START:STOP of the second axis")
     pc.add_argument("--resolution", default="21", help="N or NXxNY grid points (default 21)")
 
     hs = sub.add_parser("hessian", parents=[ev, out], help="Hessian eigenvalue density, top eigenvalues and trace")
     hs.add_argument("--data", required=True, help=data_help)
-    hs.add_argument("--at", metavar="POINT", help="TRAJ[:INDEX] or weights file (default: --weights, else the "
-                                                  "last snapshot of --trajectory)")  # fmt: skip
+    hs.add_argument(
+        "--at",
+        metavar="POINT",
+        help="TRAJ[:INDEX] or weights file (default: --weights, else the last snapshot of --trajectory)",
+    )
     hs.add_argument("--trajectory", nargs=1, metavar="TRAJ", help="trajectory whose last snapshot to analyze")
     hs.add_argument("--probes", type=int, default=4, help="SLQ probe vectors (default 4)")
     hs.add_argument("--lanczos-steps", type=int, default=100, help="Lanczos steps per probe (default 100)")
     hs.add_argument("--top-k", type=int, default=5, help="top eigenvalues to compute (default 5; 0 skips)")
-    hs.add_argument("--trace-products", type=int, default=0,
-                    help="Hessian-vector products for each of Hutchinson and Hutch++ "
-                         "(default 0: SLQ's trace only)")  # fmt: skip
+    hs.add_argument(
+        "--trace-products",
+        type=int,
+        default=0,
+        help="Hessian-vector products for each of Hutchinson and Hutch++ (default 0: SLQ's trace only)",
+    )
     hs.add_argument("--seed", type=int, default=0, help="seed of the random probes")
     hs.add_argument("--linear", action="store_true", help="linear density axis (default log)")
 
-    ds = sub.add_parser("distance", parents=[ev, out],
-                        help="functional distance and label disagreement along a line")  # fmt: skip
+    ds = sub.add_parser("distance", parents=[ev, out], help="functional distance and label disagreement along a line")
     ds.add_argument("--data", required=True, help=data_help)
     ds.add_argument("--from", dest="start", metavar="POINT", help="reference TRAJ[:INDEX] or FILE (default --weights)")
     ds.add_argument("--to", dest="end", required=True, metavar="POINT", help="TRAJ[:INDEX] or weights file")
     ds.add_argument("--alphas", help="START:STOP:COUNT or a list of positions on the line (default 0:1:11)")
-    ds.add_argument("--output", choices=("softmax", "logits"), default="softmax",
-                    help="compare class probabilities (default) or raw outputs")  # fmt: skip
+    ds.add_argument(
+        "--output",
+        choices=("softmax", "logits"),
+        default="softmax",
+        help="compare class probabilities (default) or raw outputs",
+    )
     ds.add_argument("--label", help="curve name")
 
     pt = sub.add_parser("plot", parents=[out], help="re-render saved results")
@@ -814,10 +900,14 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="verify a trajectory store; --repair rebuilds its index, --migrate converts v1")
     ck.add_argument("trajectory", metavar="TRAJ")
     how = ck.add_mutually_exclusive_group()
-    how.add_argument("--repair", action="store_true",
-                     help="rebuild index.jsonl from the intact packs (keeps the old index, unused bytes)")  # fmt: skip
-    how.add_argument("--migrate", action="store_true",
-                     help="convert a version-1 store (the original is kept as TRAJ.v1-backup)")  # fmt: skip
+    how.add_argument(
+        "--repair",
+        action="store_true",
+        help="rebuild index.jsonl from the intact packs (keeps the old index, unused bytes)",
+    )
+    how.add_argument(
+        "--migrate", action="store_true", help="convert a version-1 store (the original is kept as TRAJ.v1-backup)"
+    )
     return p
 
 
@@ -855,9 +945,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(_join_negative(list(sys.argv[1:] if argv is None else argv)))
     args.name = getattr(args, "name", None) or args.command
     commands: dict[str, Callable[[argparse.Namespace], list[str] | int]] = {
-        "line": cmd_line, "plane": cmd_plane, "pca": cmd_pca, "hessian": cmd_hessian, "distance": cmd_distance,
-        "plot": cmd_plot, "check": cmd_check,
-    }  # fmt: skip
+        "line": cmd_line,
+        "plane": cmd_plane,
+        "pca": cmd_pca,
+        "hessian": cmd_hessian,
+        "distance": cmd_distance,
+        "plot": cmd_plot,
+        "check": cmd_check,
+    }
     try:
         _check_early(args)
         with _process_group():

@@ -75,10 +75,20 @@ class CurvatureTrace(Result):
         provenance: Seed, data, options.
     """
 
-    _dims = {"steps": ("point",), "epochs": ("point",), "indices": ("point",), "eigenvalues": ("point", "rank"),
-             "error_bounds": ("point", "rank"), "residuals": ("point", "rank"), "converged": ("point",),
-             "hvps": ("point",), "trace": ("point",), "trace_stderr": ("point",),
-             "layer_eigenvalues": ("point", "layer"), "lr": ("point",)}  # fmt: skip
+    _dims = {
+        "steps": ("point",),
+        "epochs": ("point",),
+        "indices": ("point",),
+        "eigenvalues": ("point", "rank"),
+        "error_bounds": ("point", "rank"),
+        "residuals": ("point", "rank"),
+        "converged": ("point",),
+        "hvps": ("point",),
+        "trace": ("point",),
+        "trace_stderr": ("point",),
+        "layer_eigenvalues": ("point", "layer"),
+        "lr": ("point",),
+    }
     _coords = {"steps": "step", "epochs": "epoch", "indices": "index"}
     _labels = {"layer_names": "layer"}
     _table = ("point",)
@@ -87,7 +97,6 @@ class CurvatureTrace(Result):
         if self.eigenvalues.size == 0:
             return None
         return ("lines", self.steps, list(self.eigenvalues.T), "step", "top eigenvalues")
-
 
     steps: np.ndarray
     epochs: np.ndarray
@@ -222,8 +231,16 @@ class _Tracker:
     def _nan_row(self) -> dict[str, Any]:
         nan = np.full(self.k, np.nan)
         self._history = {}
-        row = {"values": nan, "bounds": nan, "residuals": nan, "converged": False, "trace": math.nan,
-               "trace_stderr": math.nan, "layers": {}, "hvps": 0}  # fmt: skip
+        row = {
+            "values": nan,
+            "bounds": nan,
+            "residuals": nan,
+            "converged": False,
+            "trace": math.nan,
+            "trace_stderr": math.nan,
+            "layers": {},
+            "hvps": 0,
+        }
         self.rows.append(row)
         return row
 
@@ -240,9 +257,14 @@ class _Tracker:
         self.n_samples = op.n_samples
         k = min(self.k, op.n)
         pairs = hessian_eigenpairs(
-            op, k, tol=self.tol, max_steps=self.max_steps, seed=self.seed, block=self.block,
+            op,
+            k,
+            tol=self.tol,
+            max_steps=self.max_steps,
+            seed=self.seed,
+            block=self.block,
             v0=self._start(_TOP, op.n),
-        )  # fmt: skip
+        )
         self._remember(_TOP, pairs.vectors)
         row: dict[str, Any] = {
             "values": _pad(pairs.values.numpy(), self.k),
@@ -276,9 +298,16 @@ class _Tracker:
                 return op.matmat(full)[idx]
 
             pairs = top_eigenpairs(
-                block, len(idx), 1, tol=self.tol, max_steps=self.max_steps, generator=gen.manual_seed(self.seed),
-                breakdown=100 * eps, eps=eps, v0=self._start(name, len(idx)),
-            )  # fmt: skip
+                block,
+                len(idx),
+                1,
+                tol=self.tol,
+                max_steps=self.max_steps,
+                generator=gen.manual_seed(self.seed),
+                breakdown=100 * eps,
+                eps=eps,
+                v0=self._start(name, len(idx)),
+            )
             self._remember(name, pairs.vectors)
             out[name] = float(pairs.values[0])
             if name not in self.layer_names:
@@ -300,7 +329,7 @@ class _Tracker:
         for t, r in enumerate(rows):
             for j, name in enumerate(self.layer_names):
                 layers[t, j] = r["layers"].get(name, np.nan)
-        stack = (lambda key: np.stack([r[key] for r in rows]) if rows else np.zeros((0, self.k)))  # noqa: E731
+        stack = lambda key: np.stack([r[key] for r in rows]) if rows else np.zeros((0, self.k))  # noqa: E731
         return CurvatureTrace(
             steps=np.asarray(steps, dtype=np.int64),
             epochs=np.asarray(epochs, dtype=np.float64),
@@ -436,10 +465,20 @@ def trajectory_curvature(
     elif loss_fn is None or data is None:
         raise TypeError("trajectory_curvature needs a Problem, or a model template with loss_fn and data")
     tracker = _Tracker(
-        loss_fn, tracker_data, k=k, tol=tol, warm_start=warm_start, per_layer=per_layer,
-        trace_products=trace_products, max_steps=max_steps, block=block, bn_mode=bn_mode, dtype=dtype, seed=seed,
+        loss_fn,
+        tracker_data,
+        k=k,
+        tol=tol,
+        warm_start=warm_start,
+        per_layer=per_layer,
+        trace_products=trace_products,
+        max_steps=max_steps,
+        block=block,
+        bn_mode=bn_mode,
+        dtype=dtype,
+        seed=seed,
         extrapolate=extrapolate,
-    )  # fmt: skip
+    )
     lrs = _lrs(lr, trajectory, idx)
     steps, epochs = trajectory.steps, trajectory.epochs
     for i in tqdm(idx, desc="curvature", disable=not progress, leave=False):
@@ -526,16 +565,26 @@ class CurvatureRecorder(RecordTrajectory):
         label: str = "",
     ) -> None:
         super().__init__(
-            _Discard() if trajectory is None else trajectory, every_steps=every_steps, every_epochs=every_epochs,
+            _Discard() if trajectory is None else trajectory,
+            every_steps=every_steps,
+            every_epochs=every_epochs,
             tags=tags,
-        )  # fmt: skip
+        )
         self.store = trajectory
         self.data, self.loss_fn = data, loss_fn
         self.options: dict[str, Any] = {
-            "k": k, "tol": tol, "warm_start": warm_start, "per_layer": per_layer, "trace_products": trace_products,
-            "max_steps": max_steps, "block": block, "bn_mode": bn_mode, "dtype": dtype, "seed": seed,
+            "k": k,
+            "tol": tol,
+            "warm_start": warm_start,
+            "per_layer": per_layer,
+            "trace_products": trace_products,
+            "max_steps": max_steps,
+            "block": block,
+            "bn_mode": bn_mode,
+            "dtype": dtype,
+            "seed": seed,
             "extrapolate": extrapolate,
-        }  # fmt: skip
+        }
         _Tracker(nn.functional.mse_loss, None, **self.options)  # checks the options now, not at the first step
         self.metric_prefix = metric_prefix
         self.label = label
@@ -636,13 +685,28 @@ def gradient_descent_curvature(
     if not lr > 0 or steps < 1:
         raise ValueError(f"lr and steps must be positive, got lr={lr}, steps={steps}")
     rec = CurvatureRecorder(
-        trajectory, every_steps=every_steps, k=k, tol=tol, warm_start=warm_start, seed=seed,
+        trajectory,
+        every_steps=every_steps,
+        k=k,
+        tol=tol,
+        warm_start=warm_start,
+        seed=seed,
         label=label or f"lr={lr:g}",
-    )  # fmt: skip
+    )
     trainer = Trainer(
-        model, data, loss_fn, lambda p: torch.optim.SGD(p, lr=lr), steps=steps, batch_size=None, shuffle=False,
-        seed=seed, callbacks=[rec], record_every_epochs=None, on_nonfinite="stop", progress=progress,
-    )  # fmt: skip
+        model,
+        data,
+        loss_fn,
+        lambda p: torch.optim.SGD(p, lr=lr),
+        steps=steps,
+        batch_size=None,
+        shuffle=False,
+        seed=seed,
+        callbacks=[rec],
+        record_every_epochs=None,
+        on_nonfinite="stop",
+        progress=progress,
+    )
     trainer.fit()
     return rec.trace_, trainer.history_
 

@@ -105,7 +105,6 @@ class ModeCurve(Result):
     _table = ("epoch",)
     _thumb = ("history.train_loss", "line")
 
-
     control: np.ndarray
     shape: str = "bezier"
     history: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -145,7 +144,6 @@ class CurveResult(Result):
     _coords = {"ts": "t"}
     _table = ("t",)
     _thumb = ("metrics.loss", "line")
-
 
     ts: np.ndarray
     metrics: dict[str, np.ndarray]
@@ -241,18 +239,37 @@ def fit_curve(
     theta = 0.5 * (w0 + w1) if init_bend is None else torch.as_tensor(init_bend).to(w0.dtype)
     layout.check_vector(theta)
     module = _CurveModel(a, w0, theta, w1, k)
-    tr = Trainer(module, data, loss_fn, optimizer, optimizer_kwargs=optimizer_kwargs, epochs=epochs, steps=steps,
-                 batch_size=batch_size, seed=seed, trajectory=trajectory, record_every_steps=record_every_steps,
-                 record_every_epochs=record_every_epochs, tags={"curve": k.value}, progress=progress).fit()  # fmt: skip
+    tr = Trainer(
+        module,
+        data,
+        loss_fn,
+        optimizer,
+        optimizer_kwargs=optimizer_kwargs,
+        epochs=epochs,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        trajectory=trajectory,
+        record_every_steps=record_every_steps,
+        record_every_epochs=record_every_epochs,
+        tags={"curve": k.value},
+        progress=progress,
+    ).fit()
     trained = tr.model  # the trainer's copy of ``module``
     assert isinstance(trained, _CurveModel)
     bend = trained.bend.detach()
     keys = sorted({key for h in tr.history_ for key in h})
     hist = {key: np.asarray([h.get(key, np.nan) for h in tr.history_], np.float64) for key in keys}
-    prov = Provenance.here(seed=seed, data=describe_data(data), kind=k.value, steps=tr.step,
-                           optimizer=optimizer if isinstance(optimizer, str) else "custom",
-                           optimizer_kwargs={kk: float(v) if isinstance(v, int | float) else str(v)
-                                             for kk, v in (optimizer_kwargs or {}).items()})  # fmt: skip
+    prov = Provenance.here(
+        seed=seed,
+        data=describe_data(data),
+        kind=k.value,
+        steps=tr.step,
+        optimizer=optimizer if isinstance(optimizer, str) else "custom",
+        optimizer_kwargs={
+            kk: float(v) if isinstance(v, int | float) else str(v) for kk, v in (optimizer_kwargs or {}).items()
+        },
+    )
     control = torch.stack([w0, bend.to(w0.dtype), w1]).cpu().numpy()
     return ModeCurve(control, k.value, hist, layout.to_dict(), prov)
 
@@ -292,16 +309,19 @@ def evaluate_curve(
         ValueError: If the curve does not fit the model, or ``bn_mode="interpolate"`` (the bend has no buffers).
     """
     if BNMode(bn_mode) is BNMode.INTERPOLATE:
-        raise ValueError("bn_mode='interpolate' needs buffers at every control point; the bend has none: use 'eval' "
-                         "or 'train'")  # fmt: skip
+        raise ValueError(
+            "bn_mode='interpolate' needs buffers at every control point; the bend has none: use 'eval' or 'train'"
+        )
     t = np.linspace(0, 1, 25) if ts is None else np.asarray(ts, np.float64).reshape(-1)
     layout = ParamLayout.from_model(model)
     dtype = next(iter(model.parameters())).dtype
     basis = torch.as_tensor(np.asarray(curve.control)).to(dtype)
     layout.check_vector(basis[0])
     pts = AffinePoints(basis, curve_coefficients(curve.shape, t))
-    res = evaluate_points(model, pts, data, metrics=metrics, loss_fn=loss_fn, bn_mode=bn_mode, batch_size=batch_size,
-                          progress=progress)  # fmt: skip
-    prov = Provenance.here(data=describe_data(data), model=type(model).__name__, kind=curve.shape,
-                           bn_mode=BNMode(bn_mode).value)  # fmt: skip
+    res = evaluate_points(
+        model, pts, data, metrics=metrics, loss_fn=loss_fn, bn_mode=bn_mode, batch_size=batch_size, progress=progress
+    )
+    prov = Provenance.here(
+        data=describe_data(data), model=type(model).__name__, kind=curve.shape, bn_mode=BNMode(bn_mode).value
+    )
     return CurveResult(t, res, np.asarray(curve.control), curve.shape, label, layout.to_dict(), prov)

@@ -373,8 +373,12 @@ class Splits:
         def conv(p: Pair) -> Pair:
             return p[0].to(device=device, dtype=dtype), p[1].to(device=device)
 
-        return dataclasses.replace(self, train=conv(self.train), val=None if self.val is None else conv(self.val),
-                                   test=None if self.test is None else conv(self.test))
+        return dataclasses.replace(
+            self,
+            train=conv(self.train),
+            val=None if self.val is None else conv(self.val),
+            test=None if self.test is None else conv(self.test),
+        )
 
 
 def _resolve_sizes(n: int, sizes: Sequence[int | float | None]) -> list[int]:

@@ -264,7 +264,12 @@ def random_directions(
     dirs = torch.stack(
         [
             random_direction(
-                model, generator=g, normalization=normalization, bias_bn=bias_bn, reference=reference, params=params,
+                model,
+                generator=g,
+                normalization=normalization,
+                bias_bn=bias_bn,
+                reference=reference,
+                params=params,
                 layout=layout,
             )
             for _ in range(int(n))

@@ -89,7 +89,6 @@ class DistanceResult(Result):
     _table = ("alpha",)
     _thumb = ("rms", "line")
 
-
     alphas: np.ndarray
     rms: np.ndarray
     disagreement: np.ndarray
@@ -139,8 +138,13 @@ def _distance_problem(problem: Problem | nn.Module, data: Any, bn_mode: Any, mem
         raise TypeError("data is missing: pass a landscape.Problem, or the model with data")
     bn = str(getattr(bn_mode, "value", bn_mode)) if bn_mode is not None else None
     # Targets are not used: checked only as loosely as a custom loss would (no label-range check).
-    return Problem(problem, data, lambda outputs, targets: outputs.sum(), loss_form="outputs",
-                   bn_mode=bn if bn in ("eval", "train") else "eval")  # fmt: skip
+    return Problem(
+        problem,
+        data,
+        lambda outputs, targets: outputs.sum(),
+        loss_form="outputs",
+        bn_mode=bn if bn in ("eval", "train") else "eval",
+    )
 
 
 def distance_along_path(
@@ -217,20 +221,49 @@ def distance_along_path(
             raise ValueError("bn_mode='interpolate' needs a and b given as models (their buffers are interpolated)")
     basis = torch.stack([v for v, _ in anchors])
     ref_pts = AffinePoints(basis, np.array([[1.0, 0.0]]), bufs)
-    ref = torch.from_numpy(evaluate_points(
-        prob, ref_pts, metrics=("outputs",), batch_size=batch_size, chunk_size=chunk_size, strategy=strategy,
-        bn_mode=bn_mode, progress=progress, memory_budget=memory_budget)["outputs"][0])  # fmt: skip
+    ref = torch.from_numpy(
+        evaluate_points(
+            prob,
+            ref_pts,
+            metrics=("outputs",),
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            strategy=strategy,
+            bn_mode=bn_mode,
+            progress=progress,
+            memory_budget=memory_budget,
+        )["outputs"][0]
+    )
     if ref.dim() < 2:
         raise ValueError(f"functional distance needs outputs of shape (B, C), got {tuple(ref.shape)} (N, ...)")
     metrics = (_SquaredDistance(ref, kind is OutputKind.SOFTMAX), _Disagreement(ref))
     pts = AffinePoints(basis, np.stack([1 - al, al], 1), bufs)
-    res = evaluate_points(prob, pts, metrics=metrics, batch_size=batch_size, chunk_size=chunk_size, strategy=strategy,
-                          bn_mode=bn_mode, progress=progress, memory_budget=memory_budget)  # fmt: skip
-    prov = Provenance.here(data=desc or prob.description, kind="distance_along_path", output=kind.value,
-                           model=type(prob.model).__name__)  # fmt: skip
+    res = evaluate_points(
+        prob,
+        pts,
+        metrics=metrics,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        strategy=strategy,
+        bn_mode=bn_mode,
+        progress=progress,
+        memory_budget=memory_budget,
+    )
+    prov = Provenance.here(
+        data=desc or prob.description, kind="distance_along_path", output=kind.value, model=type(prob.model).__name__
+    )
     ends = basis.detach().cpu().numpy()
-    return DistanceResult(al, np.sqrt(res["squared_distance"]), res["disagreement"], ends, kind.value,
-                          int(ref.shape[0]), label, layout.to_dict(), prov)  # fmt: skip
+    return DistanceResult(
+        al,
+        np.sqrt(res["squared_distance"]),
+        res["disagreement"],
+        ends,
+        kind.value,
+        int(ref.shape[0]),
+        label,
+        layout.to_dict(),
+        prov,
+    )
 
 
 def functional_distance(
@@ -269,9 +302,20 @@ def functional_distance(
     Returns:
         A :class:`FunctionalDistance`.
     """
-    r = distance_along_path(problem, a, b, data, alphas=[1.0], output=output, batch_size=batch_size,
-                            chunk_size=chunk_size, memory_budget=memory_budget, strategy=strategy, bn_mode=bn_mode,
-                            progress=progress, data_description=renamed(data_description, data_desc, "data_desc",
-                                                                        "data_description"))  # fmt: skip
+    r = distance_along_path(
+        problem,
+        a,
+        b,
+        data,
+        alphas=[1.0],
+        output=output,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        memory_budget=memory_budget,
+        strategy=strategy,
+        bn_mode=bn_mode,
+        progress=progress,
+        data_description=renamed(data_description, data_desc, "data_desc", "data_description"),
+    )
     prov = dataclasses.replace(r.provenance, extra={**r.provenance.extra, "kind": "functional_distance"})
     return FunctionalDistance(float(r.rms[0]), float(r.disagreement[0]), r.output, r.n_samples, prov)

@@ -166,5 +166,6 @@ def check_not_fsdp(model: torch.nn.Module) -> None:
     for name, m in model.named_modules():
         if isinstance(m, FSDPModule):
             where = f"module {name!r}" if name else "the model"
-            raise InputError(f"{where} is wrapped by FSDP2 (fully_shard), whose hooks override the evaluated "
-                             f"parameters; {FSDP_FIX}")  # fmt: skip
+            raise InputError(
+                f"{where} is wrapped by FSDP2 (fully_shard), whose hooks override the evaluated parameters; {FSDP_FIX}"
+            )

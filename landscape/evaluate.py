@@ -231,8 +231,15 @@ class _Chunk:
 
 
 def _chunks(
-    points: Any, numel: int, dtype: torch.dtype, device: torch.device, size: int, rank: int, world: int,
-    want_buffers: bool, counter: list[int],
+    points: Any,
+    numel: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    size: int,
+    rank: int,
+    world: int,
+    want_buffers: bool,
+    counter: list[int],
 ) -> Iterator[_Chunk]:
     """Yield this rank's chunks (points ``i`` with ``i % world == rank``); ``counter[0]`` ends as P."""
 
@@ -297,16 +304,16 @@ def describe_data(data: Any) -> str:
     return f"{type(data).__name__} of {n} batches"
 
 
-def _read_data(data: Any, model: nn.Module, metrics: Sequence[Any], loss_fn: Any, device: torch.device,
-               dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:  # fmt: skip
+def _read_data(
+    data: Any, model: nn.Module, metrics: Sequence[Any], loss_fn: Any, device: torch.device, dtype: torch.dtype
+) -> list[tuple[Tensor, Tensor]]:
     """The data read once, checked and normalized by :mod:`landscape.validation` (dtype, labels, NaN, empty)."""
     names = {m for m in metrics if isinstance(m, str)}
     # Targets matter only to the loss and accuracy; custom metrics (e.g. the functional distance) get them as given.
     loss = loss_fn if "loss" in names else ("cross_entropy" if "accuracy" in names else None)
     if loss is not None and not isinstance(loss, str) and _Metrics._loss_kind(loss, True)[0] == "ce":
         loss = "cross_entropy"  # the engine's own cross-entropy gathers every label: no ignore_index
-    return validate_batches(data, model, loss, targets=bool(names & {"loss", "accuracy"}), dtype=dtype,
-                            device=device)  # fmt: skip
+    return validate_batches(data, model, loss, targets=bool(names & {"loss", "accuracy"}), dtype=dtype, device=device)
 
 
 def _recut(batches: list[tuple[Tensor, Tensor]], size: int) -> list[tuple[Tensor, Tensor]]:
@@ -352,8 +359,12 @@ class _FirstLayer:
         m = self.module
         assert isinstance(m, nn.Conv2d)  # _find_first_layer admits Linear and Conv2d only
         if m.groups != 1:
-            return torch.stack([F.conv2d(u, w_, b_, m.stride, m.padding, m.dilation, m.groups)
-                                for w_, b_ in zip(w.chunk(K), [None] * K if b is None else b.chunk(K))])  # fmt: skip
+            return torch.stack(
+                [
+                    F.conv2d(u, w_, b_, m.stride, m.padding, m.dilation, m.groups)
+                    for w_, b_ in zip(w.chunk(K), [None] * K if b is None else b.chunk(K))
+                ]
+            )
         out = F.conv2d(u, w, b, m.stride, m.padding, m.dilation)
         return out.view(u.shape[0], K, -1, *out.shape[2:]).transpose(0, 1).contiguous()
 
@@ -475,8 +486,15 @@ class _Exec:
 class _FunctionalExec(_Exec):
     """One point at a time (or a vmapped chunk) through ``functional_call`` on the private copy."""
 
-    def __init__(self, copy_: nn.Module, layout: ParamLayout, bufs: Mapping[str, Tensor], bn_train: bool,
-                 first: _FirstLayer | None, vmap: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        copy_: nn.Module,
+        layout: ParamLayout,
+        bufs: Mapping[str, Tensor],
+        bn_train: bool,
+        first: _FirstLayer | None,
+        vmap: bool,
+    ) -> None:
         super().__init__(copy_, layout, bufs, bn_train)
         self.first, self.vmap = first, vmap
         self.fast_ops: bool | None = None
@@ -495,8 +513,9 @@ class _FunctionalExec(_Exec):
 
     def _call(self, params: Mapping[str, Tensor], bufs: Mapping[str, Tensor], x: Tensor, z: Tensor | None) -> Tensor:
         if self.fast_ops is None:  # 2x2 max pooling through strided views (~10x faster than F.max_pool2d here)
-            self.fast_ops = uses_pool2(self.copy, lambda: torch.func.functional_call(
-                self.copy, {**params, **bufs}, (x,), strict=False))  # fmt: skip
+            self.fast_ops = uses_pool2(
+                self.copy, lambda: torch.func.functional_call(self.copy, {**params, **bufs}, (x,), strict=False)
+            )
         self.inject[0] = z
         try:
             if self.fast_ops:
@@ -513,9 +532,11 @@ class _FunctionalExec(_Exec):
         if self.vmap and P > 1:
             try:
                 params = self.layout.unflatten_batch(chunk.mat)
-                bufs = self.bufs if chunk.buffers is None else {
-                    k: torch.stack([b[k] for b in chunk.buffers]) for k in chunk.buffers[0]
-                }  # fmt: skip
+                bufs = (
+                    self.bufs
+                    if chunk.buffers is None
+                    else {k: torch.stack([b[k] for b in chunk.buffers]) for k in chunk.buffers[0]}
+                )
                 zb = None if zs is None else torch.stack(zs)
                 dims = (0, None if chunk.buffers is None else 0, None if zb is None else 0)
                 out = torch.func.vmap(lambda p, b, z: self._call(p, b, x, z), in_dims=dims)(params, bufs, zb)
@@ -525,8 +546,9 @@ class _FunctionalExec(_Exec):
                 self.vmap = False
         outs = []
         for p in range(P):
-            out = self._call(self.layout.unflatten(chunk.mat[p]), self.point_bufs(chunk, p), x,
-                             None if zs is None else zs[p])
+            out = self._call(
+                self.layout.unflatten(chunk.mat[p]), self.point_bufs(chunk, p), x, None if zs is None else zs[p]
+            )
             if not isinstance(out, Tensor):
                 raise TypeError(f"the model returns {type(out).__name__}; the engine needs a tensor of outputs")
             outs.append(out)
@@ -572,8 +594,13 @@ class _Metrics:
             return "mse", F.mse_loss
         if isinstance(loss_fn, str):
             raise ValueError(f"unknown loss {loss_fn!r}; valid: 'cross_entropy', 'mse' or a callable")
-        if type(loss_fn) is nn.CrossEntropyLoss and loss_fn.weight is None and loss_fn.reduction == "mean" \
-                and loss_fn.label_smoothing == 0 and loss_fn.ignore_index == -100:  # fmt: skip
+        if (
+            type(loss_fn) is nn.CrossEntropyLoss
+            and loss_fn.weight is None
+            and loss_fn.reduction == "mean"
+            and loss_fn.label_smoothing == 0
+            and loss_fn.ignore_index == -100
+        ):
             return "ce", F.cross_entropy
         if type(loss_fn) is nn.MSELoss and loss_fn.reduction == "mean":
             return "mse", F.mse_loss
@@ -600,8 +627,14 @@ class _Metrics:
                 # log_softmax over the class axis of (P, C, B): one vectorized pass, ~2x the manual pipeline
                 lp = torch.log_softmax(cm, 1, out=ws)
                 val = -lp.gather(1, y.view(1, 1, B).expand(P, 1, B))[:, 0].sum(1, dtype=torch.float64)
-            elif key == "loss" and not self.plain and cm is not None and self.kind == "mse" and cm.shape[1] == 1 \
-                    and y.numel() == B:  # fmt: skip - targets (B,) or (B, 1) (validation matches them to the outputs)
+            elif (
+                key == "loss"
+                and not self.plain
+                and cm is not None
+                and self.kind == "mse"
+                and cm.shape[1] == 1
+                and y.numel() == B
+            ):  # targets (B,) or (B, 1) (validation matches them to the outputs)
                 val = (cm[:, 0] - y.reshape(B)).square().sum(1, dtype=torch.float64)
             elif key == "loss":
                 val = torch.stack([self.loss_fn(sm[p], y).double().reshape(()) * B for p in range(P)])
@@ -762,9 +795,18 @@ def evaluate_points(
                 points, metrics, chunk_size=chunk_size or 16, progress=progress
             )
         if problem.sharded and not _SHARD_LOCAL.get():
-            return _evaluate_sharded(problem, points, metrics, batch_size=batch_size, chunk_size=chunk_size,
-                                     memory_budget=memory_budget, strategy=strategy, bn_mode=bn, buffers=buffers,
-                                     progress=progress)  # fmt: skip
+            return _evaluate_sharded(
+                problem,
+                points,
+                metrics,
+                batch_size=batch_size,
+                chunk_size=chunk_size,
+                memory_budget=memory_budget,
+                strategy=strategy,
+                bn_mode=bn,
+                buffers=buffers,
+                progress=progress,
+            )
         model, data, loss_fn = problem.compute_model(), pairs, problem.engine_loss()
     else:
         model = problem
@@ -826,8 +868,11 @@ def evaluate_points(
         chunk_size = max(1, min(chunk_size, budget // max(1, per_point)))
 
     run, first_layer = exe, exe.first  # as the closure below sees them
-    basis = (points.basis.to(device=device, dtype=dtype)
-             if isinstance(points, AffinePoints) and first_layer is not None else None)
+    basis = (
+        points.basis.to(device=device, dtype=dtype)
+        if isinstance(points, AffinePoints) and first_layer is not None
+        else None
+    )
 
     def first_maps(x: Tensor) -> Any:  # in the executor's own form: Tensor (functional), dict (stacked), or None
         if basis is None or first_layer is None:
@@ -840,8 +885,12 @@ def evaluate_points(
     from tqdm.auto import tqdm
 
     total = len(points) if hasattr(points, "__len__") else None  # type: ignore[arg-type]
-    bar = tqdm(total=None if total is None else len(range(rank, total, world)), desc="points", unit="pt",
-               disable=not progress or rank != 0)  # fmt: skip
+    bar = tqdm(
+        total=None if total is None else len(range(rank, total, world)),
+        desc="points",
+        unit="pt",
+        disable=not progress or rank != 0,
+    )
     block_points = max(chunk_size, budget // 4 // max(1, layout.numel * 8))
     chunks = _chunks(points, layout.numel, dtype, device, chunk_size, rank, world, bn is BNMode.INTERPOLATE, counter)
     with torch.no_grad(), bar:
@@ -901,8 +950,9 @@ def _take(chunks: Iterator[_Chunk], n_points: int) -> list[_Chunk]:
     return block
 
 
-def _probe_ok(exe: StackedExec, copy_: nn.Module, layout: ParamLayout, bufs: Mapping[str, Tensor], x: Tensor,
-              vec: Tensor) -> bool:  # fmt: skip
+def _probe_ok(
+    exe: StackedExec, copy_: nn.Module, layout: ParamLayout, bufs: Mapping[str, Tensor], x: Tensor, vec: Tensor
+) -> bool:
     """Does the stacked executor reproduce ``functional_call`` at the model's own point on a few samples?
 
     Both paths are checked: the plain one and, if the executor has first-layer maps, the affine one
@@ -925,5 +975,8 @@ def _probe_ok(exe: StackedExec, copy_: nn.Module, layout: ParamLayout, bufs: Map
     if not isinstance(want, Tensor):
         return False
     scale = float(want.abs().max()) if want.numel() else 0.0
-    return all(got.shape == want.shape and bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, scale),
-                                                                  equal_nan=True)) for got in gots)  # fmt: skip
+    return all(
+        got.shape == want.shape
+        and bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, scale), equal_nan=True))
+        for got in gots
+    )

@@ -253,9 +253,12 @@ def resolve(target: str, *, trusted: bool = True) -> Callable[..., Any]:
 
 
 def build_model(
-    factory: FactoryRef | str, kwargs: Mapping[str, Any] | None = None, *, trusted: bool = True,
+    factory: FactoryRef | str,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    trusted: bool = True,
     dtype: torch.dtype | None = None,
-) -> nn.Module:  # fmt: skip
+) -> nn.Module:
     """Build a model from a factory reference.
 
     Args:
@@ -337,8 +340,11 @@ def load_weights(model: nn.Module, weights: str | Path | Mapping[str, Tensor], *
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and state[k].shape != v.shape]  # fmt: skip
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or shapes:
         parts = []
         for label, items in (("missing", missing), ("unexpected", unexpected), ("shape (file vs model)", shapes)):

@@ -867,8 +867,7 @@ class HessianOperator:
         estimate = count[0] * self.n_samples / size
         self.cached = bool(self._cache) if self._cache is not None else estimate <= self.memory_budget
         if self.cached:
-            self._graphs = [first] + [self._graph(*((c, None) if self.problem is not None else c))
-                                      for c in chunks[1:]]  # fmt: skip
+            self._graphs = [first] + [self._graph(*((c, None) if self.problem is not None else c)) for c in chunks[1:]]
 
     # ------------------------------------------------------------------ products
     def matmat(self, V: Tensor) -> Tensor:
@@ -1125,8 +1124,13 @@ class HessianSpectrum(Result):
         top_residuals: Residual norms ``||H v - lambda v||`` of the top eigenpairs, shape ``(k,)``.
     """
 
-    _dims = {"nodes": ("probe", "node"), "weights": ("probe", "node"), "top_eigenvalues": ("rank",),
-             "top_error_bounds": ("rank",), "top_residuals": ("rank",)}  # fmt: skip
+    _dims = {
+        "nodes": ("probe", "node"),
+        "weights": ("probe", "node"),
+        "top_eigenvalues": ("rank",),
+        "top_error_bounds": ("rank",),
+        "top_residuals": ("rank",),
+    }
     _table = ("rank",)
 
     def _thumbnail_data(self) -> tuple[Any, ...] | None:
@@ -1134,7 +1138,6 @@ class HessianSpectrum(Result):
             return None
         x, y = self.density(n_points=400)
         return ("lines", x, [np.log10(np.maximum(y, 1e-8 * y.max()))], "eigenvalue", "log10 density")
-
 
     nodes: np.ndarray
     weights: np.ndarray
@@ -1338,9 +1341,19 @@ def hessian_spectrum(
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        op = HessianOperator(problem, loss_fn, data, params, bn_mode=bn_mode, micro_batch_size=micro_batch_size,
-                             memory_budget=memory_budget, cache=cache, dtype=dtype, fast_ops=fast_ops,
-                             channels_last=channels_last)  # fmt: skip
+        op = HessianOperator(
+            problem,
+            loss_fn,
+            data,
+            params,
+            bn_mode=bn_mode,
+            micro_batch_size=micro_batch_size,
+            memory_budget=memory_budget,
+            cache=cache,
+            dtype=dtype,
+            fast_ops=fast_ops,
+            channels_last=channels_last,
+        )
     for w in caught:  # re-issued at the caller of hessian_spectrum
         warnings.warn(w.message, w.category, stacklevel=2)
     return spectrum_of(

@@ -545,9 +545,7 @@ def slq(
     block = block or n_probes
     for start in range(0, n_probes, block):
         cols = slice(start, min(start + block, n_probes))
-        run = lanczos(
-            matmat, probes[:, cols], m, basis_dtype=basis_dtype, breakdown=breakdown, progress=progress
-        )
+        run = lanczos(matmat, probes[:, cols], m, basis_dtype=basis_dtype, breakdown=breakdown, progress=progress)
         for j in range(run.alpha.shape[0]):
             length = int(run.lengths[j])
             theta, S = ritz(run.alpha[j], run.beta[j], length)

@@ -181,9 +181,7 @@ class ParamLayout:
             axis = None
             if p.dim() >= 2:
                 axis = _FILTER_AXIS.get(type(owner), 0)
-            specs.append(
-                TensorSpec(name, tuple(p.shape), pos, pos + p.numel(), layer, axis, type(owner).__name__)
-            )
+            specs.append(TensorSpec(name, tuple(p.shape), pos, pos + p.numel(), layer, axis, type(owner).__name__))
             pos += p.numel()
         return cls(specs)
 
@@ -380,9 +378,7 @@ def parameters_to_vector(model: nn.Module, *, dtype: torch.dtype | None = None, 
 
 def vector_to_dict(model_or_layout: nn.Module | ParamLayout, vec: Tensor) -> dict[str, Tensor]:
     """Split a flat vector into a name->tensor dict (views of ``vec``) for a model or layout."""
-    layout = (
-        model_or_layout if isinstance(model_or_layout, ParamLayout) else ParamLayout.from_model(model_or_layout)
-    )
+    layout = model_or_layout if isinstance(model_or_layout, ParamLayout) else ParamLayout.from_model(model_or_layout)
     return layout.unflatten(vec)
 
 
@@ -444,9 +440,7 @@ def parameter_mask(model: nn.Module, params: ParamSelection = "all", layout: Par
     return mask
 
 
-def as_param_dict(
-    model: nn.Module, params: ParamsLike, layout: ParamLayout | None = None
-) -> dict[str, Tensor]:
+def as_param_dict(model: nn.Module, params: ParamsLike, layout: ParamLayout | None = None) -> dict[str, Tensor]:
     """Turn a flat vector or a dict into a validated name->tensor dict for ``model``.
 
     Args:
@@ -543,9 +537,7 @@ def functional_forward(
         return torch.func.functional_call(model, {**bufs, **tensors}, args, kwargs, strict=False)
 
 
-def model_at(
-    model: nn.Module, params: ParamsLike, buffers: Mapping[str, Tensor] | None = None
-) -> nn.Module:
+def model_at(model: nn.Module, params: ParamsLike, buffers: Mapping[str, Tensor] | None = None) -> nn.Module:
     """A new copy of ``model`` with its parameters (and optionally buffers) set to a point.
 
     Args:

@@ -382,8 +382,9 @@ class TrajectoryPCA:
         self.n_components = n_components
         self.center = center
         self.block_size = block_size
-        self.memory_budget = renamed(memory_budget if max_memory is None else None, max_memory, "max_memory",
-                                     "memory_budget")  # fmt: skip
+        self.memory_budget = renamed(
+            memory_budget if max_memory is None else None, max_memory, "max_memory", "memory_budget"
+        )
         self.progress = progress
 
     # ------------------------------------------------------------------ fitting
@@ -408,9 +409,7 @@ class TrajectoryPCA:
             raise ValueError(f"n_components={k} exceeds min(n_snapshots, n_parameters) = {min(n, d)}")
         return int(k)
 
-    def _gram(
-        self, src: _Stack, center: Center | int | Tensor
-    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def _gram(self, src: _Stack, center: Center | int | Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """First pass: Gram of the snapshots shifted by the first one, their sum, and ``y_i . u`` for a centre vector.
 
         Returns:
@@ -511,8 +510,7 @@ class TrajectoryPCA:
         if float(lam[-1]) <= 1e-12 * float(evals[0]):
             rank = int((evals > 1e-12 * evals[0]).sum())
             raise ValueError(
-                f"the centred snapshots span only {rank} direction(s); use n_components <= {rank} "
-                f"(asked for {k})"
+                f"the centred snapshots span only {rank} direction(s); use n_components <= {rank} (asked for {k})"
             )
         sing = lam.sqrt()
         coef = evecs[:, :k] / sing  # (T, k): components = coef^T (Y - w)
@@ -727,9 +725,18 @@ class ProjectedPath(Result):
         provenance: Where the result came from.
     """
 
-    _dims = {"coordinates": ("snapshot", "xy"), "displacement": ("snapshot",), "off_plane": ("snapshot",),
-             "off_plane_ratio": ("snapshot",), "run": ("snapshot",), "steps": ("snapshot",), "epochs": ("snapshot",),
-             "explained_variance_ratio": ("xy",), "true_loss": ("snapshot",), "plane_loss": ("snapshot",)}  # fmt: skip
+    _dims = {
+        "coordinates": ("snapshot", "xy"),
+        "displacement": ("snapshot",),
+        "off_plane": ("snapshot",),
+        "off_plane_ratio": ("snapshot",),
+        "run": ("snapshot",),
+        "steps": ("snapshot",),
+        "epochs": ("snapshot",),
+        "explained_variance_ratio": ("xy",),
+        "true_loss": ("snapshot",),
+        "plane_loss": ("snapshot",),
+    }
     _coords = {"run": "run", "steps": "step", "epochs": "epoch"}
     _table = ("snapshot",)
 
@@ -737,7 +744,6 @@ class ProjectedPath(Result):
         if len(self.coordinates) == 0:
             return None
         return ("path", self.split("coordinates"))
-
 
     coordinates: np.ndarray
     displacement: np.ndarray
@@ -870,9 +876,18 @@ def make_loss_at(
     prob = as_problem(problem, data, loss_fn)
 
     def loss_at(points: Tensor) -> Tensor:
-        out = evaluate_points(prob, points, metrics=("loss",), batch_size=batch_size, chunk_size=chunk_size,
-                              memory_budget=memory_budget, strategy=strategy, bn_mode=bn_mode, buffers=buffers,
-                              progress=progress)  # fmt: skip
+        out = evaluate_points(
+            prob,
+            points,
+            metrics=("loss",),
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            memory_budget=memory_budget,
+            strategy=strategy,
+            bn_mode=bn_mode,
+            buffers=buffers,
+            progress=progress,
+        )
         return torch.from_numpy(np.asarray(out["loss"], dtype=np.float64))
 
     return loss_at

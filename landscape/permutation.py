@@ -151,8 +151,10 @@ class PermutationSpec:
         """Inverse of :meth:`to_dict`."""
         return cls(
             {str(k): int(v) for k, v in d["sizes"].items()},
-            tuple(AxisPerm(str(a["tensor"]), int(a["axis"]), str(a["group"]), int(a["block"]), int(a.get("repeat", 1)))
-                  for a in d["axes"]),
+            tuple(
+                AxisPerm(str(a["tensor"]), int(a["axis"]), str(a["group"]), int(a["block"]), int(a.get("repeat", 1)))
+                for a in d["axes"]
+            ),
             {str(g): tuple((str(m), int(ax)) for m, ax in v) for g, v in d.get("sites", {}).items()},
             tuple((str(m), str(g)) for m, g in d.get("affine_sites", [])),
         )
@@ -164,30 +166,113 @@ class PermutationSpec:
 # =========================================================================== derivation by tracing
 # Modules that act pointwise on channels (or pool within a channel): the group passes through.
 _POINTWISE: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
-    nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Identity,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-)  # fmt: skip
-_NONLINEAR = tuple(t for t in _POINTWISE if t not in (nn.Identity,) and not issubclass(t, nn.modules.dropout._DropoutNd)
-                   and "Pool" not in t.__name__)  # fmt: skip
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+_NONLINEAR = tuple(
+    t
+    for t in _POINTWISE
+    if t not in (nn.Identity,) and not issubclass(t, nn.modules.dropout._DropoutNd) and "Pool" not in t.__name__
+)
 _PRELU = (nn.PReLU,)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _F = torch.nn.functional
 _POINTWISE_FUNCS = {
-    torch.relu, _F.relu, torch.tanh, _F.tanh, torch.sigmoid, _F.sigmoid, _F.gelu, _F.silu, _F.elu, _F.leaky_relu,
-    _F.softplus, _F.hardtanh, _F.relu6, _F.mish, _F.dropout, _F.dropout2d, _F.max_pool1d, _F.max_pool2d,
-    _F.max_pool3d, _F.avg_pool1d, _F.avg_pool2d, _F.avg_pool3d, _F.adaptive_avg_pool1d, _F.adaptive_avg_pool2d,
-    _F.adaptive_max_pool2d, torch.abs, torch.exp, torch.neg, operator.neg, torch.clamp,
-}  # fmt: skip
-_POINTWISE_METHODS = {"relu", "tanh", "sigmoid", "abs", "exp", "neg", "clamp", "contiguous", "clone", "float",
-                      "double", "to", "detach"}  # fmt: skip
-_BINARY_FUNCS = {operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
-                 operator.truediv, torch.add, torch.sub, torch.mul, torch.div}  # fmt: skip
+    torch.relu,
+    _F.relu,
+    torch.tanh,
+    _F.tanh,
+    torch.sigmoid,
+    _F.sigmoid,
+    _F.gelu,
+    _F.silu,
+    _F.elu,
+    _F.leaky_relu,
+    _F.softplus,
+    _F.hardtanh,
+    _F.relu6,
+    _F.mish,
+    _F.dropout,
+    _F.dropout2d,
+    _F.max_pool1d,
+    _F.max_pool2d,
+    _F.max_pool3d,
+    _F.avg_pool1d,
+    _F.avg_pool2d,
+    _F.avg_pool3d,
+    _F.adaptive_avg_pool1d,
+    _F.adaptive_avg_pool2d,
+    _F.adaptive_max_pool2d,
+    torch.abs,
+    torch.exp,
+    torch.neg,
+    operator.neg,
+    torch.clamp,
+}
+_POINTWISE_METHODS = {
+    "relu",
+    "tanh",
+    "sigmoid",
+    "abs",
+    "exp",
+    "neg",
+    "clamp",
+    "contiguous",
+    "clone",
+    "float",
+    "double",
+    "to",
+    "detach",
+}
+_BINARY_FUNCS = {
+    operator.add,
+    operator.iadd,
+    operator.sub,
+    operator.isub,
+    operator.mul,
+    operator.imul,
+    operator.truediv,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
+}
 _BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
 _FLATTEN_METHODS = {"flatten", "view", "reshape"}
 
@@ -320,8 +405,11 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                     n = groups.size[groups.find(v.gid)]
                     if v.flat:
                         if mod.in_features % n:
-                            raise unsupported(node, f"Linear {name!r} (in_features {mod.in_features} not a multiple of "
-                                                    f"the {n} flattened channels)")  # fmt: skip
+                            raise unsupported(
+                                node,
+                                f"Linear {name!r} (in_features {mod.in_features} not a multiple of "
+                                f"the {n} flattened channels)",
+                            )
                         block = mod.in_features // n
                     elif mod.in_features == n:
                         block = 1
@@ -415,8 +503,13 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 v, idx = val(node.args[0]), node.args[1]
                 idx = idx if isinstance(idx, tuple) else (idx,)
                 # out[:, -1] of an LSTM output (B, T, H): indexing that leaves the last (feature) axis alone
-                if v.axis == -1 and v.ndim is not None and not v.flat and len(idx) < v.ndim \
-                        and all(isinstance(i, int | slice) for i in idx):
+                if (
+                    v.axis == -1
+                    and v.ndim is not None
+                    and not v.flat
+                    and len(idx) < v.ndim
+                    and all(isinstance(i, int | slice) for i in idx)
+                ):
                     vals[node] = _Val(v.gid, -1, ndim=v.ndim - sum(isinstance(i, int) for i in idx))
                 else:
                     raise unsupported(node, _where(node) + " (indexing that may touch the feature axis)")
@@ -618,4 +711,3 @@ def apply_permutation(
         lay = layout if isinstance(layout, ParamLayout) else ParamLayout.from_model(layout)
         return lay.flatten(_permute_dict(spec, perm, lay.unflatten(target)))
     return _permute_dict(spec, perm, target)
-

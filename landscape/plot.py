@@ -273,8 +273,16 @@ def grid_of(result: PlaneResult | BilinearResult, metric: str, log: bool, clip: 
         raise TypeError(f"expected a PlaneResult or BilinearResult, got {type(result).__name__}")
     z = masked(_scalar_metric(result.metrics, metric, type(result).__name__), clip=clip, log10=log)
     pts = np.asarray(pts, np.float64).reshape(-1, 2)
-    return Grid(np.asarray(x, np.float64), np.asarray(y, np.float64), z, xl, yl,
-                f"log10 {metric}" if log else metric, pts, list(labs)[: len(pts)])  # fmt: skip
+    return Grid(
+        np.asarray(x, np.float64),
+        np.asarray(y, np.float64),
+        z,
+        xl,
+        yl,
+        f"log10 {metric}" if log else metric,
+        pts,
+        list(labs)[: len(pts)],
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,9 +338,12 @@ def path_runs(path: ProjectedPath, labels: Sequence[str] | None) -> tuple[list[P
         t = epochs[sel] if use_epochs else np.arange(int(sel.sum()), dtype=np.float64)
         hover = []
         for k in range(len(xy)):
-            h = (f"{lab}<br>step {int(steps[k])}" + (f", epoch {t[k]:.3g}" if use_epochs else "")
-                 + f"<br>(x, y) = ({xy[k, 0]:.4g}, {xy[k, 1]:.4g})"
-                 + f"<br>off-plane distance {off[k]:.4g} ({100 * ratio[k]:.1f}% of the displacement)")  # fmt: skip
+            h = (
+                f"{lab}<br>step {int(steps[k])}"
+                + (f", epoch {t[k]:.3g}" if use_epochs else "")
+                + f"<br>(x, y) = ({xy[k, 0]:.4g}, {xy[k, 1]:.4g})"
+                + f"<br>off-plane distance {off[k]:.4g} ({100 * ratio[k]:.1f}% of the displacement)"
+            )
             if path.true_loss is not None:
                 h += f"<br>loss {true[sel][k]:.5g}; on the plane {plane[sel][k]:.5g}"
             hover.append(h)
@@ -376,8 +387,9 @@ def triangle_raster(
     if len(alphas) < 2 or len(betas) < 2:
         return None
     ia, ib = np.argsort(alphas), np.argsort(betas)
-    interp = RegularGridInterpolator((np.asarray(betas)[ib], np.asarray(alphas)[ia]), z[np.ix_(ib, ia)],
-                                     bounds_error=False, fill_value=np.nan)  # fmt: skip
+    interp = RegularGridInterpolator(
+        (np.asarray(betas)[ib], np.asarray(alphas)[ia]), z[np.ix_(ib, ia)], bounds_error=False, fill_value=np.nan
+    )
     x = np.linspace(0.0, 1.0, size)
     y = np.linspace(0.0, np.sqrt(3) / 2, size)
     X, Y = np.meshgrid(x, y)
@@ -414,15 +426,44 @@ def _grid_traces(g: Grid, style: Style, levels: int, colorbar: dict[str, Any] | 
     lo, hi = g.zrange()
     cb = {"title": {"text": g.zlabel}, **(colorbar or {})}
     if style is Style.HEATMAP:
-        return [go.Heatmap(x=g.x, y=g.y, z=g.z, zmin=lo, zmax=hi, colorscale=COLORSCALE, colorbar=cb,
-                           hoverongaps=False, name=g.zlabel)]  # fmt: skip
+        return [
+            go.Heatmap(
+                x=g.x,
+                y=g.y,
+                z=g.z,
+                zmin=lo,
+                zmax=hi,
+                colorscale=COLORSCALE,
+                colorbar=cb,
+                hoverongaps=False,
+                name=g.zlabel,
+            )
+        ]
     if style is Style.SURFACE:
         return [go.Surface(x=g.x, y=g.y, z=g.z, cmin=lo, cmax=hi, colorscale=COLORSCALE, colorbar=cb, name=g.zlabel)]
     size = (hi - lo) / max(1, int(levels))
-    contours = {"start": lo, "end": hi, "size": size, "coloring": "fill" if style is Style.FILLED else "lines",
-                "showlabels": style is Style.CONTOUR}  # fmt: skip
-    return [go.Contour(x=g.x, y=g.y, z=g.z, zmin=lo, zmax=hi, contours=contours, colorscale=COLORSCALE,
-                       colorbar=cb, connectgaps=False, line={"width": 1}, name=g.zlabel)]  # fmt: skip
+    contours = {
+        "start": lo,
+        "end": hi,
+        "size": size,
+        "coloring": "fill" if style is Style.FILLED else "lines",
+        "showlabels": style is Style.CONTOUR,
+    }
+    return [
+        go.Contour(
+            x=g.x,
+            y=g.y,
+            z=g.z,
+            zmin=lo,
+            zmax=hi,
+            contours=contours,
+            colorscale=COLORSCALE,
+            colorbar=cb,
+            connectgaps=False,
+            line={"width": 1},
+            name=g.zlabel,
+        )
+    ]
 
 
 def _point_trace(g: Grid) -> list[Any]:
@@ -430,9 +471,18 @@ def _point_trace(g: Grid) -> list[Any]:
     if not len(g.points):
         return []
     go = _go()
-    return [go.Scatter(x=g.points[:, 0], y=g.points[:, 1], mode="markers+text", text=g.point_labels,
-                       textposition="top center", marker={"symbol": "x", "size": 9, "color": "black"},
-                       name="anchors", showlegend=False)]  # fmt: skip
+    return [
+        go.Scatter(
+            x=g.points[:, 0],
+            y=g.points[:, 1],
+            mode="markers+text",
+            text=g.point_labels,
+            textposition="top center",
+            marker={"symbol": "x", "size": 9, "color": "black"},
+            name="anchors",
+            showlegend=False,
+        )
+    ]
 
 
 def _draw_grid(g: Grid, style: Style, levels: int, title: str, fig: Any, square: bool = False) -> Any:
@@ -440,8 +490,9 @@ def _draw_grid(g: Grid, style: Style, levels: int, title: str, fig: Any, square:
     for tr in _grid_traces(g, style, levels) + ([] if style is Style.SURFACE else _point_trace(g)):
         fig.add_trace(tr)
     if style is Style.SURFACE:
-        fig.update_layout(title=title, scene={"xaxis_title": g.xlabel, "yaxis_title": g.ylabel,
-                                              "zaxis_title": g.zlabel})  # fmt: skip
+        fig.update_layout(
+            title=title, scene={"xaxis_title": g.xlabel, "yaxis_title": g.ylabel, "zaxis_title": g.zlabel}
+        )
     else:
         fig.update_layout(title=title, xaxis_title=g.xlabel, yaxis_title=g.ylabel)
         if square:
@@ -451,8 +502,17 @@ def _draw_grid(g: Grid, style: Style, levels: int, title: str, fig: Any, square:
 
 def _secondary_axis(fig: Any, title: str) -> None:
     """A right-hand y axis ``y2`` over [0, 1] for rates (accuracy, disagreement), with its own ticks."""
-    fig.update_layout(yaxis2={"title": {"text": title}, "overlaying": "y", "side": "right", "tickmode": "auto",
-                              "range": [0, 1.02], "showgrid": False}, legend={"x": 1.08})  # fmt: skip
+    fig.update_layout(
+        yaxis2={
+            "title": {"text": title},
+            "overlaying": "y",
+            "side": "right",
+            "tickmode": "auto",
+            "range": [0, 1.02],
+            "showgrid": False,
+        },
+        legend={"x": 1.08},
+    )
 
 
 def _mpl(name: str, **kw: Any) -> Any:
@@ -501,8 +561,18 @@ def plot_line(
         ValueError: On unknown options or mixed coordinates with ``x="auto"``.
     """
     if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
-        return _mpl("plot_line", results=results, labels=labels, metric=metric, accuracy=accuracy, x=x, log=log,
-                    anchors=anchors, title=title, ax=ax)  # fmt: skip
+        return _mpl(
+            "plot_line",
+            results=results,
+            labels=labels,
+            metric=metric,
+            accuracy=accuracy,
+            x=x,
+            log=log,
+            anchors=anchors,
+            title=title,
+            ax=ax,
+        )
     curves, xlabel = line_curves(results, labels, metric, accuracy, x, log)
     go = _go()
     fig = _new_fig(fig)
@@ -510,11 +580,29 @@ def plot_line(
     marks: dict[float, str] = {}
     for i, c in enumerate(curves):
         color = COLORS[(base + i) % len(COLORS)]
-        fig.add_trace(go.Scatter(x=c.x, y=c.y, mode="lines+markers", name=c.label, line={"color": color},
-                                 marker={"size": 4}, connectgaps=False))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=c.x,
+                y=c.y,
+                mode="lines+markers",
+                name=c.label,
+                line={"color": color},
+                marker={"size": 4},
+                connectgaps=False,
+            )
+        )
         if c.acc is not None:
-            fig.add_trace(go.Scatter(x=c.x, y=c.acc, mode="lines", name=f"{c.label} accuracy", yaxis="y2",
-                                     line={"color": color, "dash": "dot"}, connectgaps=False))  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=c.x,
+                    y=c.acc,
+                    mode="lines",
+                    name=f"{c.label} accuracy",
+                    yaxis="y2",
+                    line={"color": color, "dash": "dot"},
+                    connectgaps=False,
+                )
+            )
         marks.update({float(m): lab for m, lab in zip(c.marks, c.mark_labels)})
     if anchors:
         for m, lab in marks.items():
@@ -554,8 +642,9 @@ def plot_distance(
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
     """
     if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
-        return _mpl("plot_distance", results=results, labels=labels, disagreement=disagreement, log=log,
-                    title=title, ax=ax)  # fmt: skip
+        return _mpl(
+            "plot_distance", results=results, labels=labels, disagreement=disagreement, log=log, title=title, ax=ax
+        )
     items = results_of(results, DistanceResult, "plot_distance")
     labs = labels_of(items, labels)
     go = _go()
@@ -563,14 +652,31 @@ def plot_distance(
     base = len(fig.data)
     for i, (r, lab) in enumerate(zip(items, labs)):
         color = COLORS[(base + i) % len(COLORS)]
-        fig.add_trace(go.Scatter(x=r.alphas, y=masked(r.rms, log=log), mode="lines+markers",
-                                 name=f"{lab} RMS distance ({r.output})", line={"color": color}))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=r.alphas,
+                y=masked(r.rms, log=log),
+                mode="lines+markers",
+                name=f"{lab} RMS distance ({r.output})",
+                line={"color": color},
+            )
+        )
         if disagreement:
-            fig.add_trace(go.Scatter(x=r.alphas, y=masked(r.disagreement), mode="lines", yaxis="y2",
-                                     name=f"{lab} label disagreement",
-                                     line={"color": color, "dash": "dot"}))  # fmt: skip
-    fig.update_layout(title=title_or(title, "functional distance from the first network"), xaxis_title="alpha",
-                      yaxis_title="RMS output distance")  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=r.alphas,
+                    y=masked(r.disagreement),
+                    mode="lines",
+                    yaxis="y2",
+                    name=f"{lab} label disagreement",
+                    line={"color": color, "dash": "dot"},
+                )
+            )
+    fig.update_layout(
+        title=title_or(title, "functional distance from the first network"),
+        xaxis_title="alpha",
+        yaxis_title="RMS output distance",
+    )
     if log:
         fig.update_layout(yaxis_type="log")
     if disagreement:
@@ -746,8 +852,17 @@ def plot_bilinear(
     if not isinstance(result, BilinearResult):
         raise TypeError(f"plot_bilinear takes a BilinearResult, got {type(result).__name__}")
     if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
-        return _mpl("plot_bilinear", result=result, metric=metric, style=st, log=log, levels=levels, clip=clip,
-                    title=title, ax=ax)  # fmt: skip
+        return _mpl(
+            "plot_bilinear",
+            result=result,
+            metric=metric,
+            style=st,
+            log=log,
+            levels=levels,
+            clip=clip,
+            title=title,
+            ax=ax,
+        )
     g = grid_of(result, metric, log, clip)
     return _draw_grid(g, st, levels, title_or(title, f"{g.zlabel}: bilinear interpolation"), fig, square=True)
 
@@ -787,8 +902,9 @@ def plot_barycentric(
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
     """
     if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
-        return _mpl("plot_barycentric", result=result, metric=metric, log=log, levels=levels, clip=clip,
-                    title=title, ax=ax)  # fmt: skip
+        return _mpl(
+            "plot_barycentric", result=result, metric=metric, log=log, levels=levels, clip=clip, title=title, ax=ax
+        )
     xy, z = triangle_of(result, metric, log, clip)
     go = _go()
     fig = _new_fig(fig)
@@ -799,33 +915,81 @@ def plot_barycentric(
     shade = triangle_raster(result.alphas, result.betas, z)
     if shade is not None:
         gx, gy, gz = shade
-        fig.add_trace(go.Contour(x=gx, y=gy, z=gz, zmin=lo, zmax=hi, colorscale=COLORSCALE, connectgaps=False,
-                                 contours={"start": lo, "end": hi, "size": (hi - lo) / max(1, int(levels)),
-                                           "coloring": "fill"},
-                                 line={"width": 0.5}, colorbar={"title": {"text": zlabel}}, hoverinfo="skip",
-                                 name=zlabel))  # fmt: skip
-    fig.add_trace(go.Scatter(
-        x=xy[..., 0][ok], y=xy[..., 1][ok], mode="markers", name="grid points",
-        marker={"color": z[ok], "colorscale": COLORSCALE, "cmin": lo, "cmax": hi, "size": 4,
-                "line": {"color": "white", "width": 0.5}, "showscale": shade is None,
-                "colorbar": {"title": {"text": zlabel}}},
-        customdata=np.stack([A[ok], B[ok]], 1),
-        hovertemplate="alpha %{customdata[0]:.3g}, beta %{customdata[1]:.3g}<br>" + zlabel + " %{marker.color:.5g}"
-                      "<extra></extra>",
-    ))  # fmt: skip
+        fig.add_trace(
+            go.Contour(
+                x=gx,
+                y=gy,
+                z=gz,
+                zmin=lo,
+                zmax=hi,
+                colorscale=COLORSCALE,
+                connectgaps=False,
+                contours={"start": lo, "end": hi, "size": (hi - lo) / max(1, int(levels)), "coloring": "fill"},
+                line={"width": 0.5},
+                colorbar={"title": {"text": zlabel}},
+                hoverinfo="skip",
+                name=zlabel,
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=xy[..., 0][ok],
+            y=xy[..., 1][ok],
+            mode="markers",
+            name="grid points",
+            marker={
+                "color": z[ok],
+                "colorscale": COLORSCALE,
+                "cmin": lo,
+                "cmax": hi,
+                "size": 4,
+                "line": {"color": "white", "width": 0.5},
+                "showscale": shade is None,
+                "colorbar": {"title": {"text": zlabel}},
+            },
+            customdata=np.stack([A[ok], B[ok]], 1),
+            hovertemplate="alpha %{customdata[0]:.3g}, beta %{customdata[1]:.3g}<br>" + zlabel + " %{marker.color:.5g}"
+            "<extra></extra>",
+        )
+    )
     if (~ok).any():
-        fig.add_trace(go.Scatter(x=xy[..., 0][~ok], y=xy[..., 1][~ok], mode="markers", name="non-finite",
-                                 marker={"symbol": "x", "color": "gray", "size": 6}))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=xy[..., 0][~ok],
+                y=xy[..., 1][~ok],
+                mode="markers",
+                name="non-finite",
+                marker={"symbol": "x", "color": "gray", "size": 6},
+            )
+        )
     tri = np.vstack([TRIANGLE, TRIANGLE[:1]])
     names = list(result.anchor_labels)[:3] if len(result.anchor_labels) >= 3 else ["p0", "p1", "p2"]
-    fig.add_trace(go.Scatter(x=tri[:, 0], y=tri[:, 1], mode="lines", line={"color": "black", "width": 1},
-                             showlegend=False, hoverinfo="skip"))  # fmt: skip
-    fig.add_trace(go.Scatter(x=TRIANGLE[:, 0], y=TRIANGLE[:, 1] + np.array([-0.04, -0.04, 0.04]), mode="text",
-                             text=names, showlegend=False, hoverinfo="skip"))  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=tri[:, 0],
+            y=tri[:, 1],
+            mode="lines",
+            line={"color": "black", "width": 1},
+            showlegend=False,
+            hoverinfo="skip",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=TRIANGLE[:, 0],
+            y=TRIANGLE[:, 1] + np.array([-0.04, -0.04, 0.04]),
+            mode="text",
+            text=names,
+            showlegend=False,
+            hoverinfo="skip",
+        )
+    )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1)
-    fig.update_layout(title=title_or(title, f"{zlabel}: barycentric interpolation"),
-                      legend={"orientation": "h", "y": 0.0, "yanchor": "top"})  # fmt: skip
+    fig.update_layout(
+        title=title_or(title, f"{zlabel}: barycentric interpolation"),
+        legend={"orientation": "h", "y": 0.0, "yanchor": "top"},
+    )
     return fig
 
 
@@ -881,16 +1045,33 @@ def plot_trajectory(
     if st is Style.SURFACE:
         raise ValueError("a trajectory is overlaid on a 2-D style: 'filled', 'contour' or 'heatmap'")
     if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
-        return _mpl("plot_trajectory", plane=plane, path=path, labels=labels, metric=metric, style=st, log=log,
-                    levels=levels, clip=clip, panel=panel, title=title, ax=ax)  # fmt: skip
+        return _mpl(
+            "plot_trajectory",
+            plane=plane,
+            path=path,
+            labels=labels,
+            metric=metric,
+            style=st,
+            log=log,
+            levels=levels,
+            clip=clip,
+            panel=panel,
+            title=title,
+            ax=ax,
+        )
     runs, tname = path_runs(path, labels)
     go = _go()
     second = panel and fig is None and path.true_loss is not None
     if second:
         from plotly.subplots import make_subplots
 
-        fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.16,
-                            subplot_titles=["path on the PCA plane", "loss: snapshot vs its projection"])  # fmt: skip
+        fig = make_subplots(
+            rows=1,
+            cols=2,
+            column_widths=[0.6, 0.4],
+            horizontal_spacing=0.16,
+            subplot_titles=["path on the PCA plane", "loss: snapshot vs its projection"],
+        )
         fig.update_layout(template="plotly_white")
     fig = _new_fig(fig)
     rc = {"row": 1, "col": 1} if second else {}
@@ -905,24 +1086,63 @@ def plot_trajectory(
         color = COLORS[i % len(COLORS)]
         symbols = ["circle"] * len(r.xy)
         symbols[0], symbols[-1] = "square", "star"
-        marker = {"color": r.ratio, "colorscale": PATH_SCALE, "cmin": 0.0, "cmax": 1.0, "size": 8, "symbol": symbols,
-                  "line": {"color": color, "width": 1.5}, "showscale": i == 0}  # fmt: skip
+        marker = {
+            "color": r.ratio,
+            "colorscale": PATH_SCALE,
+            "cmin": 0.0,
+            "cmax": 1.0,
+            "size": 8,
+            "symbol": symbols,
+            "line": {"color": color, "width": 1.5},
+            "showscale": i == 0,
+        }
         if i == 0:
-            marker["colorbar"] = {"title": {"text": "off-plane share", "side": "right"}, "orientation": "h",
-                                  "y": -0.2, "yanchor": "top", "len": 0.3, "x": 0.2, "thickness": 10}  # fmt: skip
-        trace = go.Scatter(x=r.xy[:, 0], y=r.xy[:, 1], mode="lines+markers", name=r.label, marker=marker,
-                           line={"color": color, "width": 2}, hovertext=r.hover, hoverinfo="text")  # fmt: skip
+            marker["colorbar"] = {
+                "title": {"text": "off-plane share", "side": "right"},
+                "orientation": "h",
+                "y": -0.2,
+                "yanchor": "top",
+                "len": 0.3,
+                "x": 0.2,
+                "thickness": 10,
+            }
+        trace = go.Scatter(
+            x=r.xy[:, 0],
+            y=r.xy[:, 1],
+            mode="lines+markers",
+            name=r.label,
+            marker=marker,
+            line={"color": color, "width": 2},
+            hovertext=r.hover,
+            hoverinfo="text",
+        )
         fig.add_trace(trace, **rc)
     fig.update_xaxes(title_text=xl, **rc)
     fig.update_yaxes(title_text=yl, **rc)
     if second:
         for i, r in enumerate(runs):
             color = COLORS[i % len(COLORS)]
-            true = go.Scatter(x=r.t, y=r.true_loss, mode="lines+markers", name=f"{r.label}: loss",
-                              line={"color": color}, hovertext=r.hover, hoverinfo="text")  # fmt: skip
+            true = go.Scatter(
+                x=r.t,
+                y=r.true_loss,
+                mode="lines+markers",
+                name=f"{r.label}: loss",
+                line={"color": color},
+                hovertext=r.hover,
+                hoverinfo="text",
+            )
             fig.add_trace(true, row=1, col=2)
-            fig.add_trace(go.Scatter(x=r.t, y=r.plane_loss, mode="lines", name=f"{r.label}: loss on the plane",
-                                     line={"color": color, "dash": "dash"}), row=1, col=2)  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=r.t,
+                    y=r.plane_loss,
+                    mode="lines",
+                    name=f"{r.label}: loss on the plane",
+                    line={"color": color, "dash": "dash"},
+                ),
+                row=1,
+                col=2,
+            )
         fig.update_xaxes(title_text=tname, row=1, col=2)
         fig.update_yaxes(title_text="loss", type="log" if log else "linear", row=1, col=2)
     fig.update_layout(title=title_or(title, "training path on the PCA plane"), margin={"b": 120})
@@ -1014,19 +1234,44 @@ def plot_sharpness(
         ValueError: On an eigenvalue index beyond ``k`` or unknown options.
     """
     if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
-        return _mpl("plot_sharpness", traces=traces, labels=labels, eigenvalue=eigenvalue, layer=layer,
-                    threshold=threshold, log=log, title=title, ax=ax)  # fmt: skip
+        return _mpl(
+            "plot_sharpness",
+            traces=traces,
+            labels=labels,
+            eigenvalue=eigenvalue,
+            layer=layer,
+            threshold=threshold,
+            log=log,
+            title=title,
+            ax=ax,
+        )
     curves, ylabel = sharpness_curves(traces, labels, eigenvalue, layer, log)
     go = _go()
     fig = _new_fig(fig)
     base = len(fig.data)
     for i, c in enumerate(curves):
         color = COLORS[(base + i) % len(COLORS)]
-        fig.add_trace(go.Scatter(x=c.steps, y=c.values, mode="lines+markers", name=c.label, line={"color": color},
-                                 marker={"size": 4}, connectgaps=False))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=c.steps,
+                y=c.values,
+                mode="lines+markers",
+                name=c.label,
+                line={"color": color},
+                marker={"size": 4},
+                connectgaps=False,
+            )
+        )
         if threshold and np.isfinite(c.threshold).any():
-            fig.add_trace(go.Scatter(x=c.steps, y=c.threshold, mode="lines", name=f"{c.label}: 2/lr",
-                                     line={"color": color, "dash": "dash", "shape": "hv"}))  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=c.steps,
+                    y=c.threshold,
+                    mode="lines",
+                    name=f"{c.label}: 2/lr",
+                    line={"color": color, "dash": "dash", "shape": "hv"},
+                )
+            )
     fig.update_layout(title=title_or(title, "sharpness during training"), xaxis_title="step", yaxis_title=ylabel)
     if log:
         fig.update_layout(yaxis_type="log")
@@ -1053,8 +1298,7 @@ def curve_vs_line_curves(
         out.append(Curve(np.asarray(line.coords, np.float64), y, None, line.label or "line", np.zeros(0), []))
     for r, lab in zip(items, labs):
         y = masked(_scalar_metric(r.metrics, metric, f"curve {lab!r}"))
-        out.append(Curve(np.asarray(r.ts, np.float64), y, None, lab if labels or r.label else r.shape, np.zeros(0),
-                         []))  # fmt: skip
+        out.append(Curve(np.asarray(r.ts, np.float64), y, None, lab if labels or r.label else r.shape, np.zeros(0), []))
     return out
 
 
@@ -1098,10 +1342,20 @@ def plot_curve_vs_line(
     base = len(fig.data)
     for i, c in enumerate(curve_vs_line_curves(line, curves, metric, labels)):
         dash = "dash" if (line is not None and i == 0) else "solid"
-        fig.add_trace(go.Scatter(x=c.x, y=c.y, mode="lines+markers", name=c.label, marker={"size": 4},
-                                 line={"color": COLORS[(base + i) % len(COLORS)], "dash": dash}, connectgaps=False))
-    fig.update_layout(title=title_or(title, f"{metric}: straight line vs curve"), xaxis_title="t (alpha)",
-                      yaxis_title=metric)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=c.x,
+                y=c.y,
+                mode="lines+markers",
+                name=c.label,
+                marker={"size": 4},
+                line={"color": COLORS[(base + i) % len(COLORS)], "dash": dash},
+                connectgaps=False,
+            )
+        )
+    fig.update_layout(
+        title=title_or(title, f"{metric}: straight line vs curve"), xaxis_title="t (alpha)", yaxis_title=metric
+    )
     return fig
 
 
@@ -1139,21 +1393,50 @@ def plot_plane_curve(
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
     """
     if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
-        return _mpl("plot_plane_curve", plane=plane, curve=curve, metric=metric, log=log, levels=levels, clip=clip,
-                    title=title, ax=ax)  # fmt: skip
+        return _mpl(
+            "plot_plane_curve",
+            plane=plane,
+            curve=curve,
+            metric=metric,
+            log=log,
+            levels=levels,
+            clip=clip,
+            title=title,
+            ax=ax,
+        )
     xy, ctrl = plane_curve_xy(plane, curve)
     g = grid_of(plane, metric, log, clip)
     g = dataclasses.replace(g, points=np.zeros((0, 2)), point_labels=[])
-    fig = _draw_grid(g, Style.FILLED, levels, title_or(title, f"{g.zlabel}: plane through the endpoints and the bend"),
-                     fig, square=True)  # fmt: skip
+    fig = _draw_grid(
+        g,
+        Style.FILLED,
+        levels,
+        title_or(title, f"{g.zlabel}: plane through the endpoints and the bend"),
+        fig,
+        square=True,
+    )
     go = _go()
-    fig.add_trace(go.Scatter(x=ctrl[[0, 2], 0], y=ctrl[[0, 2], 1], mode="lines", name="line",
-                             line={"color": "white", "dash": "dash"}))  # fmt: skip
-    fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="lines", name=curve.label or curve.shape,
-                             line={"color": "#d62728", "width": 3}))  # fmt: skip
-    fig.add_trace(go.Scatter(x=ctrl[:, 0], y=ctrl[:, 1], mode="markers+text", text=["w0", "bend", "w1"],
-                             textposition="top center", marker={"symbol": "x", "size": 9, "color": "black"},
-                             showlegend=False))  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=ctrl[[0, 2], 0], y=ctrl[[0, 2], 1], mode="lines", name="line", line={"color": "white", "dash": "dash"}
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=xy[:, 0], y=xy[:, 1], mode="lines", name=curve.label or curve.shape, line={"color": "#d62728", "width": 3}
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=ctrl[:, 0],
+            y=ctrl[:, 1],
+            mode="markers+text",
+            text=["w0", "bend", "w1"],
+            textposition="top center",
+            marker={"symbol": "x", "size": 9, "color": "black"},
+            showlegend=False,
+        )
+    )
     return fig
 
 
@@ -1177,8 +1460,9 @@ def save_html(fig: Any, path: str | os.PathLike[str], *, plotlyjs: bool | str = 
         raise TypeError(f"save_html takes a plotly figure, got {type(fig).__name__}; use save_png for matplotlib")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(path, include_plotlyjs=plotlyjs, include_mathjax=False, full_html=True,
-                   config={"displaylogo": False})  # fmt: skip
+    fig.write_html(
+        path, include_plotlyjs=plotlyjs, include_mathjax=False, full_html=True, config={"displaylogo": False}
+    )
     return path
 
 

@@ -148,11 +148,18 @@ def plot_distance(
     ax2 = ax.twinx() if disagreement else None
     for i, (r, lab) in enumerate(zip(items, labs)):
         color = COLORS[(base + i) % len(COLORS)]
-        ax.plot(r.alphas, _mask(masked(r.rms, log=log)), marker="o", markersize=3, color=color,
-                label=f"{lab} RMS distance ({r.output})")  # fmt: skip
+        ax.plot(
+            r.alphas,
+            _mask(masked(r.rms, log=log)),
+            marker="o",
+            markersize=3,
+            color=color,
+            label=f"{lab} RMS distance ({r.output})",
+        )
         if ax2 is not None:
-            ax2.plot(r.alphas, _mask(masked(r.disagreement)), linestyle=":", color=color,
-                     label=f"{lab} label disagreement")  # fmt: skip
+            ax2.plot(
+                r.alphas, _mask(masked(r.disagreement)), linestyle=":", color=color, label=f"{lab} label disagreement"
+            )
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("alpha")
@@ -196,9 +203,18 @@ def _draw_grid(fig: Any, ax: Any, g: Grid, style: Style, levels: int, points: bo
 
 
 def _grid_plot(
-    result: PlaneResult | BilinearResult, style: Style, metric: str, log: bool, levels: int, clip: float | None,
-    anchors: bool, title: str | None, ax: Any, default_title: str, square: bool = False,
-) -> Any:  # fmt: skip
+    result: PlaneResult | BilinearResult,
+    style: Style,
+    metric: str,
+    log: bool,
+    levels: int,
+    clip: float | None,
+    anchors: bool,
+    title: str | None,
+    ax: Any,
+    default_title: str,
+    square: bool = False,
+) -> Any:
     g = grid_of(result, metric, log, clip)
     fig, ax = _axes(ax, (5.6, 4.6))
     _draw_grid(fig, ax, g, style, levels, anchors)
@@ -272,8 +288,9 @@ def plot_surface(
     lo, hi = g.zrange()
     X, Y = np.meshgrid(g.x, g.y)
     rs, cs = (max(1, -(-n // _MAX_CELLS)) for n in g.z.shape)  # stride only past _MAX_CELLS cells per side
-    surf = ax.plot_surface(X, Y, _mask(g.z), cmap=CMAP, vmin=lo, vmax=hi, rstride=rs, cstride=cs, linewidth=0,
-                           antialiased=False)  # fmt: skip
+    surf = ax.plot_surface(
+        X, Y, _mask(g.z), cmap=CMAP, vmin=lo, vmax=hi, rstride=rs, cstride=cs, linewidth=0, antialiased=False
+    )
     fig.colorbar(surf, ax=ax, label=g.zlabel, shrink=0.7)
     ax.set_xlabel(g.xlabel)
     ax.set_ylabel(g.ylabel)
@@ -334,8 +351,10 @@ def plot_barycentric(
     a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel(), idx[1:, :-1].ravel()
     tris = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
     px, py = xy[..., 0].ravel(), xy[..., 1].ravel()
-    area = 0.5 * np.abs((px[tris[:, 1]] - px[tris[:, 0]]) * (py[tris[:, 2]] - py[tris[:, 0]])
-                        - (px[tris[:, 2]] - px[tris[:, 0]]) * (py[tris[:, 1]] - py[tris[:, 0]]))  # fmt: skip
+    area = 0.5 * np.abs(
+        (px[tris[:, 1]] - px[tris[:, 0]]) * (py[tris[:, 2]] - py[tris[:, 0]])
+        - (px[tris[:, 2]] - px[tris[:, 0]]) * (py[tris[:, 1]] - py[tris[:, 0]])
+    )
     tris = tris[area > 1e-12]
     zlabel = f"log10 {metric}" if log else metric
     lo, hi = finite_range(z)
@@ -347,8 +366,14 @@ def plot_barycentric(
         art = ax.tripcolor(tri, _mask(z.ravel()), shading="gouraud", cmap=CMAP, vmin=lo, vmax=hi)
         fig.colorbar(art, ax=ax, label=zlabel)
         if levels and not hidden.all():
-            ax.tricontour(tri, np.where(bad, lo, z.ravel()), levels=np.linspace(lo, hi, int(levels) + 1),
-                          colors="k", linewidths=0.3, alpha=0.6)  # fmt: skip
+            ax.tricontour(
+                tri,
+                np.where(bad, lo, z.ravel()),
+                levels=np.linspace(lo, hi, int(levels) + 1),
+                colors="k",
+                linewidths=0.3,
+                alpha=0.6,
+            )
     if bad.any():
         ax.scatter(px[bad], py[bad], marker="x", color="gray", s=12, label="non-finite")
         ax.legend(fontsize="small", loc="upper right")
@@ -405,8 +430,9 @@ def plot_trajectory(
     for i, r in enumerate(runs):
         color = COLORS[i % len(COLORS)]
         ax.plot(r.xy[:, 0], r.xy[:, 1], color=color, linewidth=1.5, label=r.label, zorder=3)
-        sc = ax.scatter(r.xy[:, 0], r.xy[:, 1], c=r.ratio, cmap=PATH_CMAP, vmin=0.0, vmax=1.0, edgecolors=color,
-                        s=28, zorder=4)  # fmt: skip
+        sc = ax.scatter(
+            r.xy[:, 0], r.xy[:, 1], c=r.ratio, cmap=PATH_CMAP, vmin=0.0, vmax=1.0, edgecolors=color, s=28, zorder=4
+        )
         ax.scatter(r.xy[:1, 0], r.xy[:1, 1], marker="s", s=60, facecolors="none", edgecolors=color, zorder=5)
         ax.scatter(r.xy[-1:, 0], r.xy[-1:, 1], marker="*", s=120, color=color, zorder=5)
     if sc is not None:
@@ -483,8 +509,7 @@ def plot_curve_vs_line(
     base = len(ax.lines)
     for i, c in enumerate(curve_vs_line_curves(line, curves, metric, labels)):
         style = "--" if (line is not None and i == 0) else "-"
-        ax.plot(c.x, _mask(c.y), style, marker="o", markersize=3, color=COLORS[(base + i) % len(COLORS)],
-                label=c.label)  # fmt: skip
+        ax.plot(c.x, _mask(c.y), style, marker="o", markersize=3, color=COLORS[(base + i) % len(COLORS)], label=c.label)
     ax.set_xlabel("t (alpha)")
     ax.set_ylabel(metric)
     ax.legend(fontsize="small")

@@ -91,7 +91,10 @@ def plot_saturation_curves(
         for x, y, li, r, name in lines:
             fig.add_trace(
                 go.Scatter(
-                    x=x, y=y, mode="lines+markers", name=name,
+                    x=x,
+                    y=y,
+                    mode="lines+markers",
+                    name=name,
                     line={"color": _COLORS[li % len(_COLORS)], "dash": _PLOTLY_DASH[r % len(_PLOTLY_DASH)]},
                 )
             )
@@ -106,8 +109,15 @@ def plot_saturation_curves(
     else:
         figure = ax.figure
     for x, y, li, r, name in lines:
-        ax.plot(x, y, color=_COLORS[li % len(_COLORS)], linestyle=_MPL_DASH[r % len(_MPL_DASH)], marker="o",
-                markersize=3, label=name)
+        ax.plot(
+            x,
+            y,
+            color=_COLORS[li % len(_COLORS)],
+            linestyle=_MPL_DASH[r % len(_MPL_DASH)],
+            marker="o",
+            markersize=3,
+            label=name,
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"p{q:g} of activation")
     ax.set_title(title)
@@ -167,11 +177,20 @@ def plot_activation_histograms(
             for x, y, li, r, name in entries:
                 fig.add_trace(
                     go.Scatter(
-                        x=x, y=y, mode="lines", name=name, legendgroup=name, showlegend=c == 1,
-                        line={"shape": "hvh", "color": _COLORS[li % len(_COLORS)],
-                              "dash": _PLOTLY_DASH[r % len(_PLOTLY_DASH)]},
+                        x=x,
+                        y=y,
+                        mode="lines",
+                        name=name,
+                        legendgroup=name,
+                        showlegend=c == 1,
+                        line={
+                            "shape": "hvh",
+                            "color": _COLORS[li % len(_COLORS)],
+                            "dash": _PLOTLY_DASH[r % len(_PLOTLY_DASH)],
+                        },
                     ),
-                    row=1, col=c,
+                    row=1,
+                    col=c,
                 )
             fig.update_xaxes(title_text=xlabel, row=1, col=c)
         fig.update_yaxes(title_text="share of values", row=1, col=1)
@@ -182,8 +201,9 @@ def plot_activation_histograms(
     figure, axes = plt.subplots(1, len(eps), figsize=(4.8 * len(eps), 3.8), sharey=True, squeeze=False)
     for ax, e, entries in zip(axes[0], eps, panels):
         for x, y, li, r, name in entries:
-            ax.step(x, y, where="mid", color=_COLORS[li % len(_COLORS)], linestyle=_MPL_DASH[r % len(_MPL_DASH)],
-                    label=name)
+            ax.step(
+                x, y, where="mid", color=_COLORS[li % len(_COLORS)], linestyle=_MPL_DASH[r % len(_MPL_DASH)], label=name
+            )
         ax.set_title(f"epoch {e:g}")
         ax.set_xlabel(xlabel)
     axes[0][0].set_ylabel("share of values")

@@ -327,13 +327,21 @@ def _split_source(source: Any, batch_size: int | None) -> Any:
     if isinstance(source, _TensorSource):
         lo, hi = distributed.shard_bounds(source.n, rank, world)
         return _TensorSource(tuple(t[lo:hi] for t in source.tensors), batch_size)
-    if isinstance(source, DataLoader) and isinstance(source.dataset, Dataset) and not isinstance(
-            source.dataset, IterableDataset) and source.batch_sampler is not None:  # fmt: skip
+    if (
+        isinstance(source, DataLoader)
+        and isinstance(source.dataset, Dataset)
+        and not isinstance(source.dataset, IterableDataset)
+        and source.batch_sampler is not None
+    ):
         lo, hi = distributed.shard_bounds(len(source.dataset), rank, world)  # type: ignore[arg-type]
         if isinstance(source.sampler, torch.utils.data.SequentialSampler):  # only the share's samples are read
-            return DataLoader(Subset(source.dataset, range(lo, hi)), batch_size=source.batch_size,
-                              collate_fn=source.collate_fn, num_workers=source.num_workers,
-                              drop_last=source.drop_last)  # fmt: skip
+            return DataLoader(
+                Subset(source.dataset, range(lo, hi)),
+                batch_size=source.batch_size,
+                collate_fn=source.collate_fn,
+                num_workers=source.num_workers,
+                drop_last=source.drop_last,
+            )
     if isinstance(source, list | tuple):
         lo, hi = distributed.shard_bounds(len(source), rank, world)
         return list(source[lo:hi])
@@ -436,8 +444,9 @@ class Problem:
         self.layout = ParamLayout.from_model(model)
         ref = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
         self.dtype: torch.dtype = dtype or (ref.dtype if ref is not None else torch.float32)
-        self.device = torch.device(device) if device is not None else (ref.device if ref is not None else
-                                                                       torch.device("cpu"))  # fmt: skip
+        self.device = (
+            torch.device(device) if device is not None else (ref.device if ref is not None else torch.device("cpu"))
+        )
         self.loss_spec = loss
         self.closure = _is_closure(loss, loss_form)
         if self.closure and not callable(loss):
@@ -523,8 +532,11 @@ class Problem:
                 x, y = ts
                 return f"tensor pair X{tuple(x.shape)} {str(x.dtype)[6:]}, y{tuple(y.shape)} {str(y.dtype)[6:]}"
             return "tensors " + ", ".join(f"{tuple(t.shape)} {str(t.dtype)[6:]}" for t in ts)
-        n = f"{self._n_batches} batches, {self._n_samples} samples" if self._n_batches is not None else (
-            f"{len(d)} batches" if hasattr(d, "__len__") else "batches")  # fmt: skip
+        n = (
+            f"{self._n_batches} batches, {self._n_samples} samples"
+            if self._n_batches is not None
+            else (f"{len(d)} batches" if hasattr(d, "__len__") else "batches")
+        )
         return f"{type(d).__name__} of {n}"
 
     @property
@@ -534,8 +546,13 @@ class Problem:
 
     def provenance(self) -> dict[str, Any]:
         """What goes into a result's provenance: data, loss, dtype, BatchNorm mode, notes."""
-        return {"data": self.description, "loss": self.loss_name, "dtype": str(self.dtype).replace("torch.", ""),
-                "bn_mode": self.bn_mode, "notes": list(self.notes)}  # fmt: skip
+        return {
+            "data": self.description,
+            "loss": self.loss_name,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "bn_mode": self.bn_mode,
+            "notes": list(self.notes),
+        }
 
     def total_count(self) -> float:
         """The denominator of the mean: the number of samples, or a ``(sum, count)`` closure's summed counts.
@@ -630,13 +647,13 @@ class Problem:
 
     def _normalize(self, raw: Any, index: int) -> Batch:
         """Cast, check (first pass) and split one raw batch."""
-        pair = isinstance(raw, tuple | list) and len(raw) == 2 and all(isinstance(t, Tensor | np.ndarray)
-                                                                         for t in raw)  # fmt: skip
+        pair = isinstance(raw, tuple | list) and len(raw) == 2 and all(isinstance(t, Tensor | np.ndarray) for t in raw)
         if pair and not self.closure:
             x, y = (torch.as_tensor(t) for t in raw)
             if self._checker is None:
-                self._checker = validation.BatchChecker(self.model, self.loss_spec, dtype=self.dtype,
-                                                        device=self.device)  # fmt: skip
+                self._checker = validation.BatchChecker(
+                    self.model, self.loss_spec, dtype=self.dtype, device=self.device
+                )
             if self.validate and self._cache is None and self._n_samples is None and not self._prechecked:
                 single = isinstance(self._source, _TensorSource) and len(self._source) == 1
                 x, y = self._checker(x, y, index, single)  # type: ignore[assignment]
@@ -675,8 +692,14 @@ class Problem:
             return
         first = self._n_samples is None
         src = self._source
-        if first and self.validate and isinstance(src, _TensorSource) and len(src.tensors) == 2 \
-                and not self.closure and src.n > 0:  # fmt: skip
+        if (
+            first
+            and self.validate
+            and isinstance(src, _TensorSource)
+            and len(src.tensors) == 2
+            and not self.closure
+            and src.n > 0
+        ):
             # A tensor pair is checked whole, so messages give indices into the caller's tensors.
             self._checker = validation.BatchChecker(self.model, self.loss_spec, dtype=self.dtype, device=self.device)
             x, y = self._checker(*src.tensors, 0, True)
@@ -948,8 +971,11 @@ class Problem:
 
         from landscape.evaluate import AffinePoints
 
-        metrics = self.default_metrics() if metrics is None else tuple(
-            (metrics,) if isinstance(metrics, str) or callable(metrics) else metrics)  # fmt: skip
+        metrics = (
+            self.default_metrics()
+            if metrics is None
+            else tuple((metrics,) if isinstance(metrics, str) or callable(metrics) else metrics)
+        )
         keys: list[tuple[str, Any]] = []
         for m in metrics:
             if isinstance(m, str):
@@ -964,11 +990,13 @@ class Problem:
                 raise TypeError(f"a metric must be a name or a callable, got {type(m).__name__}")
         if isinstance(points, AffinePoints):
             P = len(points)
-            rows: Iterable[Tensor] = (points.materialize(torch.arange(s, min(s + chunk_size, P)))
-                                      for s in range(0, P, chunk_size))  # fmt: skip
+            rows: Iterable[Tensor] = (
+                points.materialize(torch.arange(s, min(s + chunk_size, P))) for s in range(0, P, chunk_size)
+            )
         else:
-            mat = points if isinstance(points, Tensor) else torch.stack([torch.as_tensor(p).reshape(-1)
-                                                                         for p in points])  # fmt: skip
+            mat = (
+                points if isinstance(points, Tensor) else torch.stack([torch.as_tensor(p).reshape(-1) for p in points])
+            )
             mat = mat if mat.dim() == 2 else mat[None]
             P = int(mat.shape[0])
             rows = (mat[s : s + chunk_size] for s in range(0, P, chunk_size))
@@ -1091,5 +1119,13 @@ def as_problem(
         raise validation.InputTypeError(
             "data is missing; pass a landscape.Problem(model, data, loss) or the model with data"
         )
-    return Problem(problem, data, loss, bn_mode=bn_mode or "eval", dtype=dtype, batch_size=batch_size,
-                   memory_budget=memory_budget, data_description=data_description)  # fmt: skip
+    return Problem(
+        problem,
+        data,
+        loss,
+        bn_mode=bn_mode or "eval",
+        dtype=dtype,
+        batch_size=batch_size,
+        memory_budget=memory_budget,
+        data_description=data_description,
+    )

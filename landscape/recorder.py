@@ -51,6 +51,7 @@ from landscape.trajectory import Trajectory
 
 __all__ = ["Recorder", "factory_reference", "FACTORY_KEY"]
 
+
 def factory_reference(factory: Any, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The JSON reference ``{"target": "pkg.mod:qualname", "kwargs": {...}}`` of a model factory.
 

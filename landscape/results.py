@@ -426,8 +426,13 @@ class Result:
             (coords if key in spec.coords else data_vars)[name] = (dims[key], arrays[key])
         for field, dim in spec.labels.items():
             value = getattr(self, field, None)
-            if (isinstance(value, list) and all(isinstance(v, str) for v in value) and sizes.get(dim) == len(value)
-                    and dim not in coords and dim not in data_vars):  # fmt: skip
+            if (
+                isinstance(value, list)
+                and all(isinstance(v, str) for v in value)
+                and sizes.get(dim) == len(value)
+                and dim not in coords
+                and dim not in data_vars
+            ):
                 coords[dim] = ((dim,), np.array(value, dtype=str))
         header = {"__format__": _FORMAT, "__class__": type(self).__name__, "fields": fields, "variables": names}
         attrs: dict[str, Any] = {_XR_HEADER: json.dumps(header)}

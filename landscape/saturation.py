@@ -265,12 +265,17 @@ class SaturationStats(Result):
         provenance: Where the result came from.
     """
 
-    _dims = {"percentiles": ("percentile",), "values": ("percentile",), "lower": ("percentile",),
-             "upper": ("percentile",), "counts": ("bin",), "edges": ("edge",)}  # fmt: skip
+    _dims = {
+        "percentiles": ("percentile",),
+        "values": ("percentile",),
+        "lower": ("percentile",),
+        "upper": ("percentile",),
+        "counts": ("bin",),
+        "edges": ("edge",),
+    }
     _coords = {"percentiles": "percentile"}
     _table = ("percentile",)
     _thumb = ("counts", "line")
-
 
     layer: str
     value: str
@@ -341,10 +346,18 @@ class SaturationHistory(Result):
         provenance: Where the result came from.
     """
 
-    _dims = {"epochs": ("epoch",), "percentiles": ("percentile",), "values": ("epoch", "layer", "percentile"),
-             "lower": ("epoch", "layer", "percentile"), "upper": ("epoch", "layer", "percentile"),
-             "mean": ("epoch", "layer"), "std": ("epoch", "layer"), "histogram_epochs": ("histogram_epoch",),
-             "histograms": ("histogram_epoch", "layer", "bin"), "edges": ("layer", "edge")}  # fmt: skip
+    _dims = {
+        "epochs": ("epoch",),
+        "percentiles": ("percentile",),
+        "values": ("epoch", "layer", "percentile"),
+        "lower": ("epoch", "layer", "percentile"),
+        "upper": ("epoch", "layer", "percentile"),
+        "mean": ("epoch", "layer"),
+        "std": ("epoch", "layer"),
+        "histogram_epochs": ("histogram_epoch",),
+        "histograms": ("histogram_epoch", "layer", "bin"),
+        "edges": ("layer", "edge"),
+    }
     _coords = {"epochs": "epoch", "percentiles": "percentile", "histogram_epochs": "histogram_epoch"}
     _labels = {"layers": "layer"}
     _table = ("epoch", "layer")
@@ -354,7 +367,6 @@ class SaturationHistory(Result):
             return None
         q = float(self.percentiles[-1])
         return ("lines", self.epochs, list(self.values[:, :, -1].T), "epoch", f"percentile {q:g} per layer")
-
 
     epochs: np.ndarray
     layers: list[str]
@@ -642,8 +654,9 @@ def measure_saturation(
                     torch.func.functional_call(model, bufs, b.inputs, b.kwargs, strict=False)
                     checker.n_samples += b.size
             else:
-                for i, x in enumerate(tqdm(_iter_inputs(data, batch_size), disable=not progress, desc="activations",
-                                           leave=False)):  # fmt: skip
+                for i, x in enumerate(
+                    tqdm(_iter_inputs(data, batch_size), disable=not progress, desc="activations", leave=False)
+                ):
                     # cast to the model's dtype, NaN/inf inputs refused; buffers are the private copies
                     torch.func.functional_call(model, bufs, (checker(x, None, i)[0],), strict=False)
     finally:
@@ -736,8 +749,13 @@ class SaturationRecorder(Callback):
         if int(every_epochs) < 1:
             raise ValueError(f"every_epochs must be a positive integer, got {every_epochs}")
         _value_option(value)
-        measure_kwargs: _MeasureOptions = {"value": value, "bins": bins, "range": range,
-                                           "exact_limit": exact_limit, "batch_size": batch_size}  # fmt: skip
+        measure_kwargs: _MeasureOptions = {
+            "value": value,
+            "bins": bins,
+            "range": range,
+            "exact_limit": exact_limit,
+            "batch_size": batch_size,
+        }
         self.data = data
         self.layers = layers
         self.percentiles = tuple(float(q) for q in percentiles)
@@ -771,8 +789,9 @@ class SaturationRecorder(Callback):
 
     def _measure(self, trainer: Trainer, epoch: float) -> dict[str, SaturationStats]:
         with torch.random.fork_rng(devices=[]):  # a shuffling DataLoader must not perturb the training RNG
-            stats = measure_saturation(trainer.model, self.data, self.layers, percentiles=self.percentiles,
-                                       **self.measure_kwargs)
+            stats = measure_saturation(
+                trainer.model, self.data, self.layers, percentiles=self.percentiles, **self.measure_kwargs
+            )
         self._stats.append(stats)
         self._epochs.append(epoch)
         if self._store is not None and hasattr(self._store, "update_meta"):

@@ -117,7 +117,6 @@ class SharpnessResult(Result):
     _dims = {"values": ("sample",)}
     _table = ("sample",)
 
-
     measure: str
     value: float
     stderr: float
@@ -180,8 +179,9 @@ class _Objective:
         return value / count, (g / count if g is not None else None)
 
 
-def _objective(problem: Problem | nn.Module, loss_fn: Any, data: Any, params: Any, adaptive: Adaptive,
-               eta: float) -> _Objective:  # fmt: skip
+def _objective(
+    problem: Problem | nn.Module, loss_fn: Any, data: Any, params: Any, adaptive: Adaptive, eta: float
+) -> _Objective:
     return _Objective(as_problem(problem, data, loss_fn), params, adaptive, eta)
 
 
@@ -519,8 +519,11 @@ def m_sharpness(
     obj = _objective(problem, loss_fn, data, params, adaptive, eta)
     if not 1 <= m <= obj.n_samples:
         raise ValueError(f"m must be between 1 and the number of samples {obj.n_samples}, got {m}")
-    pairs = [(b.inputs[0], b.targets) for b in obj.batches if b.targets is not None] if all(
-        len(b.inputs) == 1 and not b.kwargs and b.targets is not None for b in obj.batches) else None  # fmt: skip
+    pairs = (
+        [(b.inputs[0], b.targets) for b in obj.batches if b.targets is not None]
+        if all(len(b.inputs) == 1 and not b.kwargs and b.targets is not None for b in obj.batches)
+        else None
+    )
     if pairs is None or obj.problem.closure:
         raise ValueError("m-sharpness re-splits the data: it needs (X, y) tensor batches and an (outputs, y) loss")
     if len({(X.shape[1:], y.shape[1:]) for X, y in pairs}) != 1:

@@ -90,7 +90,6 @@ class LineResult(Result):
         dims = {"coords": (c,), "metrics.*": (c,), "anchors": ("anchor", "param"), "anchor_coords": ("anchor",)}
         return Labeling(dims, {"coords": c}, self._labels, (c,))
 
-
     coords: np.ndarray
     metrics: dict[str, np.ndarray]
     anchors: np.ndarray
@@ -126,13 +125,18 @@ class PlaneResult(Result):
         provenance: Seed, data, version and options (direction normalization, ...).
     """
 
-    _dims = {"xs": ("x",), "ys": ("y",), "metrics.*": ("y", "x"), "center": ("param",),
-             "directions": ("direction", "param"), "anchor_coords": ("anchor", "xy")}  # fmt: skip
+    _dims = {
+        "xs": ("x",),
+        "ys": ("y",),
+        "metrics.*": ("y", "x"),
+        "center": ("param",),
+        "directions": ("direction", "param"),
+        "anchor_coords": ("anchor", "xy"),
+    }
     _coords = {"xs": "x", "ys": "y"}
     _labels = {"anchor_labels": "anchor"}
     _table = ("y", "x")
     _thumb = ("metrics.loss", "image")
-
 
     xs: np.ndarray
     ys: np.ndarray
@@ -182,13 +186,17 @@ class BilinearResult(Result):
         provenance: Data, version, options.
     """
 
-    _dims = {"alphas": ("alpha",), "betas": ("beta",), "metrics.*": ("beta", "alpha"), "corners": ("corner", "param"),
-             "corner_coords": ("corner", "ab")}  # fmt: skip
+    _dims = {
+        "alphas": ("alpha",),
+        "betas": ("beta",),
+        "metrics.*": ("beta", "alpha"),
+        "corners": ("corner", "param"),
+        "corner_coords": ("corner", "ab"),
+    }
     _coords = {"alphas": "alpha", "betas": "beta"}
     _labels = {"anchor_labels": "corner"}
     _table = ("beta", "alpha")
     _thumb = ("metrics.loss", "image")
-
 
     alphas: np.ndarray
     betas: np.ndarray
@@ -222,7 +230,6 @@ class BarycentricResult(Result):
     _labels = {"anchor_labels": "vertex"}
     _table = ("beta", "alpha")
     _thumb = ("metrics.loss", "image")
-
 
     alphas: np.ndarray
     betas: np.ndarray
@@ -260,8 +267,10 @@ class _Opts:
     data_description: str | None = None
 
     def engine(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("metrics", "batch_size", "chunk_size", "memory_budget", "strategy",
-                                              "bn_mode", "progress")}  # fmt: skip
+        return {
+            k: getattr(self, k)
+            for k in ("metrics", "batch_size", "chunk_size", "memory_budget", "strategy", "bn_mode", "progress")
+        }
 
 
 def _problem(problem: ProblemLike, data: Any, loss_fn: Any, opts: _Opts, data_desc: str | None) -> Problem:
@@ -306,8 +315,10 @@ def _evaluate(
     if bn is BNMode.INTERPOLATE:
         if any(b is None for _, b in anchors):
             raise ValueError("bn_mode='interpolate' needs every anchor given as a model (its buffers are interpolated)")
-        bufs = [{k: (v.to(prob.dtype) if v.is_floating_point() else v) for k, v in b.items()}  # type: ignore[union-attr]
-                for _, b in anchors]  # fmt: skip
+        bufs = [
+            {k: (v.to(prob.dtype) if v.is_floating_point() else v) for k, v in b.items()}  # type: ignore[union-attr]
+            for _, b in anchors
+        ]
     res = evaluate_points(prob, AffinePoints(basis, coefs, bufs), **opts.engine())
     bad = int((~np.isfinite(res["loss"])).sum()) if "loss" in res else 0
     prov = Provenance.here(
@@ -399,8 +410,18 @@ def line(
     anchors = [_anchor(prob, a, layout), _anchor(prob, b, layout)]
     coefs = np.stack([1 - al, al], 1)
     res, bad, prov = _evaluate(prob, anchors, coefs, opts, {"kind": "line"})
-    return LineResult(al, res, _np(torch.stack([v for v, _ in anchors])), np.array([0.0, 1.0]), ["a", "b"],
-                      "alpha", label, bad, layout.to_dict(), prov)  # fmt: skip
+    return LineResult(
+        al,
+        res,
+        _np(torch.stack([v for v, _ in anchors])),
+        np.array([0.0, 1.0]),
+        ["a", "b"],
+        "alpha",
+        label,
+        bad,
+        layout.to_dict(),
+        prov,
+    )
 
 
 def line_distance(
@@ -468,8 +489,18 @@ def line_distance(
     t = ds / length
     coefs = np.stack([1 - t, t], 1)
     res, bad, prov = _evaluate(prob, anchors, coefs, opts, {"kind": "line_distance"})
-    return LineResult(ds, res, _np(torch.stack([v for v, _ in anchors])), np.array([0.0, length]),
-                      ["minimum", "reference"], "distance", label, bad, layout.to_dict(), prov)  # fmt: skip
+    return LineResult(
+        ds,
+        res,
+        _np(torch.stack([v for v, _ in anchors])),
+        np.array([0.0, length]),
+        ["minimum", "reference"],
+        "distance",
+        label,
+        bad,
+        layout.to_dict(),
+        prov,
+    )
 
 
 # =========================================================================== 2-D
@@ -538,8 +569,17 @@ def bilinear(
     coefs = np.stack([Bt * A, Bt * (1 - A), (1 - Bt) * A, (1 - Bt) * (1 - A)], 1)
     res, bad, prov = _evaluate(prob, anchors, coefs, opts, {"kind": "bilinear"})
     cc = np.array([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
-    return BilinearResult(al, be, _grid(res, len(be), len(al)), _np(torch.stack([v for v, _ in anchors])), cc,
-                          ["c0", "c1", "c2", "c3"], bad, layout.to_dict(), prov)  # fmt: skip
+    return BilinearResult(
+        al,
+        be,
+        _grid(res, len(be), len(al)),
+        _np(torch.stack([v for v, _ in anchors])),
+        cc,
+        ["c0", "c1", "c2", "c3"],
+        bad,
+        layout.to_dict(),
+        prov,
+    )
 
 
 def barycentric(
@@ -604,8 +644,16 @@ def barycentric(
     A, Bt = (g.reshape(-1) for g in np.meshgrid(al, be))
     coefs = np.stack([1 - A, A * Bt, A * (1 - Bt)], 1)
     res, bad, prov = _evaluate(prob, anchors, coefs, opts, {"kind": "barycentric"})
-    return BarycentricResult(al, be, _grid(res, len(be), len(al)), _np(torch.stack([v for v, _ in anchors])),
-                             ["p0", "p1", "p2"], bad, layout.to_dict(), prov)  # fmt: skip
+    return BarycentricResult(
+        al,
+        be,
+        _grid(res, len(be), len(al)),
+        _np(torch.stack([v for v, _ in anchors])),
+        ["p0", "p1", "p2"],
+        bad,
+        layout.to_dict(),
+        prov,
+    )
 
 
 def plane(
@@ -669,10 +717,21 @@ def plane(
     x, y = _coords(xs, "xs"), _coords(xs if ys is None else ys, "ys")
     X, Y = (g.reshape(-1) for g in np.meshgrid(x, y))
     coefs = np.stack([np.ones_like(X), X, Y], 1)
-    res, bad, prov = _evaluate(prob, [c, (dirs[0], None), (dirs[1], None)], coefs, opts,
-                               {"kind": "plane", **(extra or {})})  # fmt: skip
-    return PlaneResult(x, y, _grid(res, len(y), len(x)), _np(c[0]), _np(torch.stack(dirs)), np.zeros((1, 2)),
-                       ["center"], bad, layout.to_dict(), prov)  # fmt: skip
+    res, bad, prov = _evaluate(
+        prob, [c, (dirs[0], None), (dirs[1], None)], coefs, opts, {"kind": "plane", **(extra or {})}
+    )
+    return PlaneResult(
+        x,
+        y,
+        _grid(res, len(y), len(x)),
+        _np(c[0]),
+        _np(torch.stack(dirs)),
+        np.zeros((1, 2)),
+        ["center"],
+        bad,
+        layout.to_dict(),
+        prov,
+    )
 
 
 def random_plane(
@@ -740,13 +799,37 @@ def random_plane(
     layout = prob.layout
     model = prob.model
     c = _anchor(prob, model if center is None else center, layout)[0]
-    d = random_directions(model, 2, seed=seed, normalization=normalization, bias_bn=bias_bn, orthogonal=orthogonal,
-                          reference=c, params=params, layout=layout)  # fmt: skip
-    extra = {"directions": "random", "normalization": str(normalization), "bias_bn": str(bias_bn),
-             "orthogonal": orthogonal, "params": params if isinstance(params, str) else list(params)}  # fmt: skip
+    d = random_directions(
+        model,
+        2,
+        seed=seed,
+        normalization=normalization,
+        bias_bn=bias_bn,
+        orthogonal=orthogonal,
+        reference=c,
+        params=params,
+        layout=layout,
+    )
+    extra = {
+        "directions": "random",
+        "normalization": str(normalization),
+        "bias_bn": str(bias_bn),
+        "orthogonal": orthogonal,
+        "params": params if isinstance(params, str) else list(params),
+    }
     xs = np.linspace(-1, 1, 21) if xs is None else xs
-    return plane(prob, c, d[0], d[1], xs=xs, ys=xs if ys is None else ys, extra=extra, **opts.engine(), seed=seed,
-                 data_description=opts.data_description)  # fmt: skip
+    return plane(
+        prob,
+        c,
+        d[0],
+        d[1],
+        xs=xs,
+        ys=xs if ys is None else ys,
+        extra=extra,
+        **opts.engine(),
+        seed=seed,
+        data_description=opts.data_description,
+    )
 
 
 def plane_through(
@@ -833,5 +916,15 @@ def plane_through(
     dtype = anchors[0][0].dtype
     dirs = torch.stack([e1, (e2 - a * e1) / b]).to(dtype)
     where = np.array([[0.0, 0.0], [1.0, 0.0], [a, b]])
-    return PlaneResult(x, y, _grid(res, len(y), len(x)), _np(anchors[0][0]), _np(dirs), where, ["p0", "p1", "p2"],
-                       bad, layout.to_dict(), prov)  # fmt: skip
+    return PlaneResult(
+        x,
+        y,
+        _grid(res, len(y), len(x)),
+        _np(anchors[0][0]),
+        _np(dirs),
+        where,
+        ["p0", "p1", "p2"],
+        bad,
+        layout.to_dict(),
+        prov,
+    )

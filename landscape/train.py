@@ -491,8 +491,9 @@ class Trainer:
         # Checked and cast to the model's dtype once here, so the loop itself never checks.
         check_model(model)
         data = validate_pair(data, model, loss_fn, argname="data")
-        eval_data = {k: validate_pair(d, model, loss_fn, argname=f"eval_data[{k!r}]")
-                     for k, d in (eval_data or {}).items()}  # fmt: skip
+        eval_data = {
+            k: validate_pair(d, model, loss_fn, argname=f"eval_data[{k!r}]") for k, d in (eval_data or {}).items()
+        }
         self.initial_model = model
         self.data = data
         self.loss_fn = loss_fn
@@ -510,9 +511,12 @@ class Trainer:
         if trajectory is not None:
             self.callbacks.append(
                 RecordTrajectory(
-                    trajectory, every_steps=record_every_steps, every_epochs=record_every_epochs, tags=tags,
+                    trajectory,
+                    every_steps=record_every_steps,
+                    every_epochs=record_every_epochs,
+                    tags=tags,
                     factory=factory,
-                )  # fmt: skip
+                )
             )
         elif factory is not None:
             raise ValueError("factory= is stored in the trajectory's metadata: give trajectory= too")

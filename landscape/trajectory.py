@@ -128,13 +128,24 @@ _CORE = ("i", "seg", "step", "epoch", "time", "dtype", "metrics", "tags")  # a r
 _ST_CODES = {  # torch dtype -> safetensors dtype name (the ones torch and safetensors share)
     getattr(torch, t): c
     for t, c in (
-        ("float64", "F64"), ("float32", "F32"), ("float16", "F16"), ("bfloat16", "BF16"), ("int64", "I64"),
-        ("int32", "I32"), ("int16", "I16"), ("int8", "I8"), ("uint8", "U8"), ("bool", "BOOL"),
-        ("uint16", "U16"), ("uint32", "U32"), ("uint64", "U64"), ("float8_e4m3fn", "F8_E4M3"),
+        ("float64", "F64"),
+        ("float32", "F32"),
+        ("float16", "F16"),
+        ("bfloat16", "BF16"),
+        ("int64", "I64"),
+        ("int32", "I32"),
+        ("int16", "I16"),
+        ("int8", "I8"),
+        ("uint8", "U8"),
+        ("bool", "BOOL"),
+        ("uint16", "U16"),
+        ("uint32", "U32"),
+        ("uint64", "U64"),
+        ("float8_e4m3fn", "F8_E4M3"),
         ("float8_e5m2", "F8_E5M2"),
     )
     if hasattr(torch, t)
-}  # fmt: skip
+}
 _SEAL = re.compile(rb',"sum":"([0-9a-f]{64})"\}\s*\Z')
 _DURABLE: dict[bool | str, bool | str] = {True: "append", False: False, "append": "append", "flush": "flush"}
 
@@ -229,8 +240,19 @@ def _named_tensors(model: nn.Module) -> tuple[list[tuple[str, Tensor]], dict[str
 
 def _module_sig(mods: list[nn.Module]) -> list[tuple[Any, ...]]:
     # Per module: names and identities of its children, parameters and buffers (C-speed tuple building).
-    return [(*m._modules, *map(id, m._modules.values()), None, *m._parameters, *map(id, m._parameters.values()),
-             None, *m._buffers, *map(id, m._buffers.values())) for m in mods]  # fmt: skip
+    return [
+        (
+            *m._modules,
+            *map(id, m._modules.values()),
+            None,
+            *m._parameters,
+            *map(id, m._parameters.values()),
+            None,
+            *m._buffers,
+            *map(id, m._buffers.values()),
+        )
+        for m in mods
+    ]
 
 
 def _tensor_sig(tensors: list[Tensor]) -> list[tuple[Any, ...]]:
@@ -265,8 +287,17 @@ def _raw_bytes(t: Tensor) -> memoryview:
     return _tensor_bytes(t)
 
 
-_NUMPY_DTYPES = {torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16, torch.int8,
-                 torch.uint8, torch.bool}  # fmt: skip
+_NUMPY_DTYPES = {
+    torch.float64,
+    torch.float32,
+    torch.float16,
+    torch.int64,
+    torch.int32,
+    torch.int16,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+}
 _HEAD = f'{{"__metadata__":{{"format":"{FORMAT_NAME}","record":'.encode()
 
 
@@ -287,8 +318,7 @@ def _table_json(spec: tuple[tuple[str, torch.dtype, tuple[int, ...], int], ...])
 def _encode(tensors: Mapping[str, Tensor], record_json: str, extra: Mapping[str, str]) -> tuple[bytes, str]:
     """One snapshot as a safetensors byte string carrying its own record and digest; returns ``(blob, digest)``."""
     parts = [_tensor_bytes(t) for t in tensors.values()]
-    table_json = _table_json(tuple((k, t.dtype, tuple(t.shape), b.nbytes)
-                                   for (k, t), b in zip(tensors.items(), parts)))  # fmt: skip
+    table_json = _table_json(tuple((k, t.dtype, tuple(t.shape), b.nbytes) for (k, t), b in zip(tensors.items(), parts)))
     digest = _digest(record_json + ("\n" + extra["segment"] if "segment" in extra else ""), table_json, parts)
     meta = {"format": FORMAT_NAME, "record": record_json, "digest": digest, **extra}
     # == json.dumps({"__metadata__": meta, **table}) without serializing the table twice
@@ -493,10 +523,18 @@ class _Item:
     __slots__ = ("seq", "i", "new_pack", "rec", "rj", "pre", "head", "tail", "parts", "keep", "sync", "size")
 
     def __init__(
-        self, i: int = -1, new_pack: str | None = None, rec: dict[str, Any] | None = None, rj: str = "",
-        pre: bytes = b"", head: bytes = b"", tail: bytes = b"", parts: list[Any] | None = None,
-        keep: Any = None, sync: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        i: int = -1,
+        new_pack: str | None = None,
+        rec: dict[str, Any] | None = None,
+        rj: str = "",
+        pre: bytes = b"",
+        head: bytes = b"",
+        tail: bytes = b"",
+        parts: list[Any] | None = None,
+        keep: Any = None,
+        sync: bool = False,
+    ) -> None:
         self.seq, self.i, self.new_pack, self.rec, self.rj, self.pre = 0, i, new_pack, rec, rj, pre
         self.head, self.tail, self.parts, self.keep, self.sync = head, tail, parts or [], keep, sync
         self.size = rec["size"] if rec is not None else 0
@@ -530,9 +568,15 @@ class _Writer:
     THREADED = True
 
     def __init__(
-        self, root: Path, durable: Any, index_fd: int, index_size: int, dir_fd: int | None, threaded: bool,
+        self,
+        root: Path,
+        durable: Any,
+        index_fd: int,
+        index_size: int,
+        dir_fd: int | None,
+        threaded: bool,
         first_index: int = 0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.root, self.durable = root, durable
         self.index_fd, self.index_size, self.dir_fd = index_fd, index_size, dir_fd
         self.pack_fd: int | None = None
@@ -628,8 +672,13 @@ class _Writer:
 
     def _ready(self) -> bool:
         q = self.queue
-        return (len(q) >= self.BATCH or self.bytes >= self.BATCH_BYTES or self.stopping or self.urgent
-                or any(it.sync for it in q))  # fmt: skip
+        return (
+            len(q) >= self.BATCH
+            or self.bytes >= self.BATCH_BYTES
+            or self.stopping
+            or self.urgent
+            or any(it.sync for it in q)
+        )
 
     def _process(self) -> None:
         """Without a thread: write the queue now, in the appending thread (``cond`` held)."""
@@ -751,9 +800,7 @@ class _Writer:
             if self.durable:
                 _fsync_path(self.root)
             self.dir_fd = os.open(self.root / _SNAPDIR, os.O_RDONLY)
-        self.pack_fd = os.open(
-            self.root / _SNAPDIR / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644
-        )
+        self.pack_fd = os.open(self.root / _SNAPDIR / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         self.pack_name = name
         if self.durable == "append":
             os.fsync(self.dir_fd)  # the new pack's directory entry
@@ -819,8 +866,10 @@ class CheckReport:
         return not self.problems and not self.recoverable and not self.lost and self.version == FORMAT_VERSION
 
     def __str__(self) -> str:
-        out = [f"trajectory {self.path} (format version {self.version}): {self.snapshots} snapshots, "
-               f"{len(self.intact)} intact"]  # fmt: skip
+        out = [
+            f"trajectory {self.path} (format version {self.version}): {self.snapshots} snapshots, "
+            f"{len(self.intact)} intact"
+        ]
         if self.recoverable:
             out.append(f"recoverable from their packs (check --repair): {_ranges(self.recoverable)}")
         if self.lost:
@@ -1425,9 +1474,14 @@ class Trajectory:
         if w is None:
             assert self.path is not None and self._index_fd is not None
             w = self._writer = _Writer(
-                self.path, self._durable, self._index_fd, self._offset, self._dir_fd,
-                threaded=_Writer.THREADED and self._durable != "append", first_index=len(self._records),
-            )  # fmt: skip
+                self.path,
+                self._durable,
+                self._index_fd,
+                self._offset,
+                self._dir_fd,
+                threaded=_Writer.THREADED and self._durable != "append",
+                first_index=len(self._records),
+            )
             self._writer_base = len(self._records)
             self._index_fd = self._dir_fd = None  # the writer owns (and closes) them now
         return w
@@ -1450,8 +1504,7 @@ class Trajectory:
             seg = json.dumps({"layout": lay.to_dict(), "buffer_names": list(names)})
         rj = _record_json_fast(rec)
         parts = [_raw_bytes(t) for t in tensors.values()]
-        table = _table_json(tuple((k, t.dtype, tuple(t.shape), b.nbytes)
-                                  for (k, t), b in zip(tensors.items(), parts)))  # fmt: skip
+        table = _table_json(tuple((k, t.dtype, tuple(t.shape), b.nbytes) for (k, t), b in zip(tensors.items(), parts)))
         # The safetensors header of _encode with a 64-character hole for the digest, which the writer fills.
         head = _HEAD + _quote(rj).encode() + b',"digest":"'
         tail = ('"' + (',"segment":' + _quote(seg) if seg else "") + "}," + table[1:]).encode()

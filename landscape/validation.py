@@ -93,8 +93,14 @@ class LossKind(str, enum.Enum):
 
 
 _CLASSIFICATION_FNS = {F.cross_entropy, F.nll_loss}
-_REGRESSION_FNS = {F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss, F.binary_cross_entropy,
-                   F.binary_cross_entropy_with_logits}  # fmt: skip
+_REGRESSION_FNS = {
+    F.mse_loss,
+    F.l1_loss,
+    F.smooth_l1_loss,
+    F.huber_loss,
+    F.binary_cross_entropy,
+    F.binary_cross_entropy_with_logits,
+}
 _CLASSIFICATION_MODULES = (nn.CrossEntropyLoss, nn.NLLLoss)
 _REGRESSION_MODULES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss)
 
@@ -171,8 +177,7 @@ def check_finite(t: Tensor, name: str, fix: str = "") -> None:
         raise InputError(f"{name} holds {what}; expected finite values. {fix or 'Clean or drop those values.'}")
 
 
-def check_model(model: nn.Module, argname: str = "model", *, buffers: bool = True,
-                trainable: bool = True) -> None:  # fmt: skip
+def check_model(model: nn.Module, argname: str = "model", *, buffers: bool = True, trainable: bool = True) -> None:
     """Refuse a model whose parameters (or buffers) hold NaN/inf, naming each bad tensor.
 
     Args:
@@ -227,8 +232,14 @@ def check_vector(vec: Tensor, argname: str, layout: Any = None) -> None:
 
 
 # --------------------------------------------------------------------------- tensors
-def normalize_inputs(x: Tensor, dtype: torch.dtype, *, argname: str = "data", keep_integer: bool = False,
-                     device: torch.device | None = None) -> Tensor:  # fmt: skip
+def normalize_inputs(
+    x: Tensor,
+    dtype: torch.dtype,
+    *,
+    argname: str = "data",
+    keep_integer: bool = False,
+    device: torch.device | None = None,
+) -> Tensor:
     """Inputs cast to ``dtype`` (integers and bools too, with a one-time note), moved to ``device``.
 
     Args:
@@ -256,8 +267,9 @@ def normalize_inputs(x: Tensor, dtype: torch.dtype, *, argname: str = "data", ke
     return x if device is None else x.to(device)
 
 
-def normalize_targets(y: Tensor, dtype: torch.dtype, kind: LossKind | None, *, argname: str = "data",
-                      device: torch.device | None = None) -> Tensor:  # fmt: skip
+def normalize_targets(
+    y: Tensor, dtype: torch.dtype, kind: LossKind | None, *, argname: str = "data", device: torch.device | None = None
+) -> Tensor:
     """Targets normalized for a loss of ``kind`` (see the module docstring); ``kind=None``: targets unused.
 
     Raises:
@@ -358,9 +370,17 @@ class BatchChecker:
         n_classes: The output width for the label range check (default: probed on the first sample).
     """
 
-    def __init__(self, model: nn.Module | None, loss_fn: Any = None, *, argname: str = "data", targets: bool = True,
-                 dtype: torch.dtype | None = None, device: torch.device | None = None,
-                 n_classes: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module | None,
+        loss_fn: Any = None,
+        *,
+        argname: str = "data",
+        targets: bool = True,
+        dtype: torch.dtype | None = None,
+        device: torch.device | None = None,
+        n_classes: int | None = None,
+    ) -> None:
         self.model = model
         self.loss_fn = loss_fn
         self.argname = argname
@@ -378,8 +398,9 @@ class BatchChecker:
     def _where(self, index: int | None, single: bool) -> str:
         return self.argname if single or index is None else f"{self.argname} (batch {index})"
 
-    def __call__(self, x: Tensor, y: Tensor | None, index: int | None = None,
-                 single: bool = False) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    def __call__(
+        self, x: Tensor, y: Tensor | None, index: int | None = None, single: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         """Check and normalize one batch ``(x, y)`` (``y=None``: inputs only)."""
         where = self._where(index, single)
         if not isinstance(x, Tensor):
@@ -395,8 +416,7 @@ class BatchChecker:
                     self.kind, self.ignore_index = loss_kind("mse" if y.is_floating_point() else "cross_entropy")
                 else:
                     self.kind, self.ignore_index = loss_kind(self.loss_fn)
-            y = normalize_targets(y, self.dtype, self.kind if self.targets else None, argname=where,
-                                  device=self.device)  # fmt: skip
+            y = normalize_targets(y, self.dtype, self.kind if self.targets else None, argname=where, device=self.device)
             if self.targets:
                 check_finite(y, f"{where}: targets", "Drop or impute those samples.")
                 if self.kind is LossKind.CLASSIFICATION and not y.is_floating_point():
@@ -455,9 +475,17 @@ def _is_pair(data: Any) -> bool:
     return isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
 
 
-def validate_batches(data: Any, model: nn.Module | None, loss_fn: Any = None, *, argname: str = "data",
-                     targets: bool = True, dtype: torch.dtype | None = None, device: torch.device | None = None,
-                     n_classes: int | None = None) -> ValidBatches:  # fmt: skip
+def validate_batches(
+    data: Any,
+    model: nn.Module | None,
+    loss_fn: Any = None,
+    *,
+    argname: str = "data",
+    targets: bool = True,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+    n_classes: int | None = None,
+) -> ValidBatches:
     """Read all of ``data`` once into checked, normalized batches (for analyzers that keep the data).
 
     Args:
@@ -481,8 +509,9 @@ def validate_batches(data: Any, model: nn.Module | None, loss_fn: Any = None, *,
     if isinstance(data, ValidBatches) and data.dtype == want and (data.targets_checked or not targets):
         if device is None or all(x.device == device for x, _ in data):
             return data
-    check = BatchChecker(model, loss_fn, argname=argname, targets=targets, dtype=want, device=device,
-                         n_classes=n_classes)  # fmt: skip
+    check = BatchChecker(
+        model, loss_fn, argname=argname, targets=targets, dtype=want, device=device, n_classes=n_classes
+    )
     single = _is_pair(data)
     out = ValidBatches(check(x, y, i, single) for i, (x, y) in enumerate(_pairs(data, argname)))
     check.finish()
@@ -490,9 +519,17 @@ def validate_batches(data: Any, model: nn.Module | None, loss_fn: Any = None, *,
     return out
 
 
-def iter_validated(data: Any, model: nn.Module | None, loss_fn: Any = None, *, argname: str = "data",
-                   batch_size: int | None = None, targets: bool = True, dtype: torch.dtype | None = None,
-                   device: torch.device | None = None) -> Iterator[tuple[Tensor, Tensor]]:  # fmt: skip
+def iter_validated(
+    data: Any,
+    model: nn.Module | None,
+    loss_fn: Any = None,
+    *,
+    argname: str = "data",
+    batch_size: int | None = None,
+    targets: bool = True,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Stream checked, normalized batches (for analyzers that pass over the data once); refuses empty data at the end.
 
     ``batch_size`` splits a tensor pair. Otherwise as :func:`validate_batches`.
@@ -529,8 +566,9 @@ class ValidatedLoader:
         argname: The data's argument name.
     """
 
-    def __init__(self, data: Iterable[tuple[Tensor, Tensor]], model: nn.Module, loss_fn: Any = None, *,
-                 argname: str = "data") -> None:  # fmt: skip
+    def __init__(
+        self, data: Iterable[tuple[Tensor, Tensor]], model: nn.Module, loss_fn: Any = None, *, argname: str = "data"
+    ) -> None:
         self.data = data
         self.checker = BatchChecker(model, loss_fn, argname=argname)
         self.checked = False
@@ -568,7 +606,7 @@ def validate_pair(data: Any, model: nn.Module, loss_fn: Any = None, *, argname: 
     if isinstance(data, ValidPair | ValidatedLoader):
         return data
     if _is_pair(data):
-        (x, y), = validate_batches(data, model, loss_fn, argname=argname)
+        ((x, y),) = validate_batches(data, model, loss_fn, argname=argname)
         out = ValidPair((x, y))
         out.dtype = x.dtype if x.is_floating_point() else model_dtype(model)
         return out
@@ -579,8 +617,9 @@ def validate_pair(data: Any, model: nn.Module, loss_fn: Any = None, *, argname: 
     return ValidatedLoader(data, model, loss_fn, argname=argname)
 
 
-def validate_problem(model: nn.Module, data: Any, loss_fn: Any = None, *, argname: str = "data",
-                     dtype: torch.dtype | None = None) -> ValidBatches:  # fmt: skip
+def validate_problem(
+    model: nn.Module, data: Any, loss_fn: Any = None, *, argname: str = "data", dtype: torch.dtype | None = None
+) -> ValidBatches:
     """Check the model's weights and read ``data`` into checked batches: the whole check of ``(model, data, loss)``.
 
     Args:

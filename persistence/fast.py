@@ -183,8 +183,9 @@ def he_init_vectors(
 
     rows = [
         parameters_to_vector(
-            build_model("regression_mlp", (in_features,), out_features, m=m, depth=depth, init="he", seed=int(s),
-                        dtype=dtype)
+            build_model(
+                "regression_mlp", (in_features,), out_features, m=m, depth=depth, init="he", seed=int(s), dtype=dtype
+            )
         )
         for s in seeds
     ]
@@ -201,8 +202,11 @@ def _forward(ps: Sequence[Tensor], x: Tensor) -> tuple[Tensor, list[Tensor]]:
         w, b = ps[2 * li], ps[2 * li + 1]
         if li == 0:
             # x is shared by all S networks; with one input feature the layer is an outer product.
-            z = torch.addcmul(b[:, None, :], x, w.transpose(1, 2)) if w.shape[2] == 1 else (
-                torch.matmul(x, w.transpose(1, 2)) + b[:, None, :])
+            z = (
+                torch.addcmul(b[:, None, :], x, w.transpose(1, 2))
+                if w.shape[2] == 1
+                else (torch.matmul(x, w.transpose(1, 2)) + b[:, None, :])
+            )
         else:
             z = torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
         if li < n_layers - 1:
@@ -309,9 +313,7 @@ def mlp_loss_and_grad(
     return (loss, grad) if vectors.dim() == 2 else (loss[0], grad[0])
 
 
-def _anchor_mats(
-    layout: ParamLayout, anchors: Tensor, dtype: torch.dtype, capacity: int | None = None
-) -> list[Tensor]:
+def _anchor_mats(layout: ParamLayout, anchors: Tensor, dtype: torch.dtype, capacity: int | None = None) -> list[Tensor]:
     """Per-layer anchor matrices ``(capacity, n_l)``, rows divided by their squared norm (zero rows padded)."""
     k = anchors.shape[0]
     cap = k if capacity is None else capacity
@@ -492,11 +494,14 @@ class SeedsResult(Result):
         provenance: Data description and versions.
     """
 
-    _dims = {"initial": ("network", "param"), "final": ("network", "param"), "loss_steps": ("step",),
-             "losses": ("network", "step")}  # fmt: skip
+    _dims = {
+        "initial": ("network", "param"),
+        "final": ("network", "param"),
+        "loss_steps": ("step",),
+        "losses": ("network", "step"),
+    }
     _coords = {"loss_steps": "step"}
     _thumb = ("losses", "line")
-
 
     widths: list[int]
     seeds: list[int] | None
@@ -547,13 +552,18 @@ class FastPersistentResult(Result):
         provenance: Data description and versions.
     """
 
-    _dims = {"initial": ("param",), "finals": ("iteration", "param"), "loss_steps": ("step",),
-             "losses": ("iteration", "step"), "penalties": ("iteration", "step"), "snapshot_steps": ("snapshot_step",),
-             "snapshots": ("iteration", "snapshot_step", "param")}  # fmt: skip
+    _dims = {
+        "initial": ("param",),
+        "finals": ("iteration", "param"),
+        "loss_steps": ("step",),
+        "losses": ("iteration", "step"),
+        "penalties": ("iteration", "step"),
+        "snapshot_steps": ("snapshot_step",),
+        "snapshots": ("iteration", "snapshot_step", "param"),
+    }
     _coords = {"loss_steps": "step", "snapshot_steps": "snapshot_step"}
     _table = ("iteration", "step")
     _thumb = ("losses", "line")
-
 
     widths: list[int]
     layer_names: list[str]
@@ -591,8 +601,11 @@ class FastPersistentResult(Result):
         """
         layout = ParamLayout.from_model(template)
         traj = Trajectory(layout=layout, meta={"persistent_iteration": iteration, "source": "persistence.fast"})
-        tags: dict[str, Any] = {"persistent_iteration": iteration, "lambda": self.settings["lam"],
-                                "persistent_mode": self.settings["mode"]}
+        tags: dict[str, Any] = {
+            "persistent_iteration": iteration,
+            "lambda": self.settings["lam"],
+            "persistent_mode": self.settings["mode"],
+        }
         if self.layers[iteration] is not None:
             tags["persistent_layer"] = self.layers[iteration]
         if self.snapshots.shape[1]:
@@ -683,8 +696,9 @@ def train_seeds_batched(
         hidden = set(widths[1:-1])
         if len(hidden) != 1:
             raise ValueError(f"seeds need a RegressionMLP (equal hidden widths), got widths {widths}; pass vectors")
-        init = he_init_vectors(seeds, m=widths[1], depth=len(widths) - 1, in_features=widths[0],
-                               out_features=widths[-1], dtype=dtype)
+        init = he_init_vectors(
+            seeds, m=widths[1], depth=len(widths) - 1, in_features=widths[0], out_features=widths[-1], dtype=dtype
+        )
     init = init[None] if init.dim() == 1 else init
     if init.shape[0] == 0:
         raise ValueError("no starting points given")
@@ -694,11 +708,25 @@ def train_seeds_batched(
     with _threads(threads), torch.no_grad(), tqdm(total=steps, disable=not progress, desc="seeds", unit="step") as bar:
         stepper = _Stepper(backend, steps_per_call, float(lr), float(momentum), penalty=False)
         ps, losses, _, _ = stepper.run(vectors_to_stack(init, widths), x, y, steps, log_steps, bar=bar)
-    settings = {"steps": steps, "lr": lr, "momentum": momentum, "dtype": str(dtype).removeprefix("torch."),
-                "backend": "eager" if stepper.multi is stepper.eager else "compiled", "steps_per_call": stepper.k,
-                "fit_time": time.perf_counter() - start}
-    return SeedsResult(list(widths), seeds, init.numpy().copy(), stack_to_vectors(ps).numpy(), log_steps,
-                       losses.numpy(), settings, Provenance.here(data=f"x {tuple(x.shape)}, y {tuple(y.shape)}"))
+    settings = {
+        "steps": steps,
+        "lr": lr,
+        "momentum": momentum,
+        "dtype": str(dtype).removeprefix("torch."),
+        "backend": "eager" if stepper.multi is stepper.eager else "compiled",
+        "steps_per_call": stepper.k,
+        "fit_time": time.perf_counter() - start,
+    }
+    return SeedsResult(
+        list(widths),
+        seeds,
+        init.numpy().copy(),
+        stack_to_vectors(ps).numpy(),
+        log_steps,
+        losses.numpy(),
+        settings,
+        Provenance.here(data=f"x {tuple(x.shape)}, y {tuple(y.shape)}"),
+    )
 
 
 # ------------------------------------------------------------------------------------- persistent
@@ -776,24 +804,47 @@ def fast_persistent_run(
     if steps < 0 or iterations < 1:
         raise ValueError(f"need steps >= 0 and iterations >= 1, got steps={steps}, iterations={iterations}")
     x, y = _check_xy(x, y, widths, dtype, "training data")
-    evals = {name: _check_xy(ex, ey, widths, dtype, f"eval_data[{name!r}]") for name, (ex, ey) in
-             (eval_data or {}).items()}
+    evals = {
+        name: _check_xy(ex, ey, widths, dtype, f"eval_data[{name!r}]") for name, (ex, ey) in (eval_data or {}).items()
+    }
     valid = sorted(f"{name}_loss" for name in {"train", *evals})
     if select_by not in valid:
         raise ValueError(f"select_by must be one of {valid} (name evaluation sets in eval_data), got {select_by!r}")
     # The partial-mode draws are PersistentTrainer's own, so both paths penalize the same layers.
-    drawer = PersistentTrainer(model, (x, y), nn.functional.mse_loss, "sgd", iterations=iterations, lam=lam,
-                               mode=mode, layer=layer, seed=seed, eval_data={"train": (x, y)},
-                               select_by="train_loss", steps=1)
+    drawer = PersistentTrainer(
+        model,
+        (x, y),
+        nn.functional.mse_loss,
+        "sgd",
+        iterations=iterations,
+        lam=lam,
+        mode=mode,
+        layer=layer,
+        seed=seed,
+        eval_data={"train": (x, y)},
+        select_by="train_loss",
+        steps=1,
+    )
     layers = [drawer.layer_for(i) for i in range(iterations)]
     initial = parameters_to_vector(model)
     log_steps = _log_steps(steps, log_every)
     if record_every is not None and record_every < 1:
         raise ValueError(f"record_every must be a positive integer or None, got {record_every}")
-    settings: dict[str, Any] = {"iterations": iterations, "steps": steps, "lam": lam, "lr": lr, "momentum": momentum,
-                                "mode": mode.value, "layer": layer, "depth_factor_used": depth_factor, "seed": seed,
-                                "dtype": str(dtype).removeprefix("torch."), "record_every": record_every,
-                                "log_every": log_every, "select_by": select_by}
+    settings: dict[str, Any] = {
+        "iterations": iterations,
+        "steps": steps,
+        "lam": lam,
+        "lr": lr,
+        "momentum": momentum,
+        "mode": mode.value,
+        "layer": layer,
+        "depth_factor_used": depth_factor,
+        "seed": seed,
+        "dtype": str(dtype).removeprefix("torch."),
+        "record_every": record_every,
+        "log_every": log_every,
+        "select_by": select_by,
+    }
     data_hash = hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()
     fingerprint = {**settings, "iterations": None, "data_sha256": data_hash}
     prov = Provenance.here(seed=seed, data=f"x {tuple(x.shape)}, y {tuple(y.shape)}, {str(dtype)}")
@@ -811,14 +862,16 @@ def fast_persistent_run(
             if it < len(finals):
                 continue
             t0 = time.perf_counter()
-            anchors = _anchor_mats(layout, torch.stack(finals) if finals else initial.new_zeros(0, layout.numel),
-                                   dtype, cap)
+            anchors = _anchor_mats(
+                layout, torch.stack(finals) if finals else initial.new_zeros(0, layout.numel), dtype, cap
+            )
             c = 1.0 if (depth is None or not depth_factor) else depth
             scales = _layer_scales(layout, None if layers[it] is None else [layers[it]], lam * c, dtype)
             if it == 0:
                 scales.zero_()
-            ps, ls, pn, recs = stepper.run(vectors_to_stack(initial.clone(), widths), x, y, steps, log_steps,
-                                           anchors, scales, record_every)
+            ps, ls, pn, recs = stepper.run(
+                vectors_to_stack(initial.clone(), widths), x, y, steps, log_steps, anchors, scales, record_every
+            )
             final = stack_to_vectors(ps)[0]
             if it == 0 and depth_factor:  # 001 eq. 4: depth from the start to the plain model's final loss
                 depth = abs(float(_mse(vectors_to_stack(initial, widths), x, y)[0]) - float(ls[0, -1]))
@@ -829,16 +882,35 @@ def fast_persistent_run(
             rows["losses"].append(ls[0].numpy())
             rows["penalties"].append(pn[0].numpy())
             rows["metrics"].append(metrics)
-            rows["snapshots"].append(torch.stack([r[0] for r in recs]).numpy() if recs else
-                                     np.zeros((0, layout.numel), dtype=initial.numpy().dtype))
+            rows["snapshots"].append(
+                torch.stack([r[0] for r in recs]).numpy()
+                if recs
+                else np.zeros((0, layout.numel), dtype=initial.numpy().dtype)
+            )
             rows["times"].append(time.perf_counter() - t0)
             if ckpt is not None:
-                _result(widths, layout, initial, finals, rows, layers, depth, select_by, log_steps, record_every,
-                        {**settings, "fingerprint": fingerprint}, prov).save(ckpt)
-    settings.update(backend="eager" if stepper.multi is stepper.eager else "compiled", steps_per_call=stepper.k,
-                    fit_time=time.perf_counter() - start)
-    return _result(widths, layout, initial, finals, rows, layers, depth, select_by, log_steps, record_every, settings,
-                   prov)
+                _result(
+                    widths,
+                    layout,
+                    initial,
+                    finals,
+                    rows,
+                    layers,
+                    depth,
+                    select_by,
+                    log_steps,
+                    record_every,
+                    {**settings, "fingerprint": fingerprint},
+                    prov,
+                ).save(ckpt)
+    settings.update(
+        backend="eager" if stepper.multi is stepper.eager else "compiled",
+        steps_per_call=stepper.k,
+        fit_time=time.perf_counter() - start,
+    )
+    return _result(
+        widths, layout, initial, finals, rows, layers, depth, select_by, log_steps, record_every, settings, prov
+    )
 
 
 def _result(
@@ -856,8 +928,11 @@ def _result(
     provenance: Provenance,
 ) -> FastPersistentResult:
     steps = settings["steps"]
-    snap_steps = (np.unique(np.append(np.arange(0, steps + 1, record_every), steps)) if record_every
-                  else np.zeros(0, dtype=np.int64))
+    snap_steps = (
+        np.unique(np.append(np.arange(0, steps + 1, record_every), steps))
+        if record_every
+        else np.zeros(0, dtype=np.int64)
+    )
     return FastPersistentResult(
         widths=list(widths),
         layer_names=list(layout.layers),
@@ -891,4 +966,3 @@ def _resume(
     rows["snapshots"].extend(old.snapshots)
     rows["times"].extend(old.settings.get("iteration_times", []))
     return old.depth_factor
-

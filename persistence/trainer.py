@@ -158,8 +158,9 @@ class PersistentTrainer:
         # Checked and cast once here: every iteration's Trainer takes the validated data as it is.
         check_model(model)
         data = validate_pair(data, model, loss_fn, argname="data")
-        eval_data = {k: validate_pair(d, model, loss_fn, argname=f"eval_data[{k!r}]")
-                     for k, d in (eval_data or {}).items()}  # fmt: skip
+        eval_data = {
+            k: validate_pair(d, model, loss_fn, argname=f"eval_data[{k!r}]") for k, d in (eval_data or {}).items()
+        }
         self.initial = model
         self.data = data
         self.loss_fn = loss_fn

@@ -235,8 +235,9 @@ def test_loss_barrier_equals_a_hand_loop(tmp_path):
     assert res.loss_barrier == pytest.approx(max(lin), abs=1e-10)
     assert res.peak_alpha == alphas[int(np.argmax(lin))]
     assert res.loss_barrier_mean == pytest.approx(max(losses) - (losses[0] + losses[-1]) / 2, abs=1e-10)
-    assert res.accuracy_barrier == pytest.approx(max((1 - al) * accs[0] + al * accs[-1] - x
-                                                     for al, x in zip(alphas, accs)), abs=1e-12)  # fmt: skip
+    assert res.accuracy_barrier == pytest.approx(
+        max((1 - al) * accs[0] + al * accs[-1] - x for al, x in zip(alphas, accs)), abs=1e-12
+    )
     again = load_result(res.save(tmp_path / "barrier"))
     assert isinstance(again, BarrierResult) and again.loss_barrier == res.loss_barrier
     # the same numbers from an evaluated line

@@ -58,8 +58,16 @@ def test_im_table1_revisited_at_a_tiny_scale(monkeypatch, tmp_path):
     from figures import beyond_im_table1 as bit
     from figures._im_common import ImSetup
 
-    tiny = ImSetup(name="tiny", train_size=64, vgg_cfg=(2, "M"), vgg_hidden=4, epochs=2, lr_stages=1,
-                   repetitions=2, surface_size=32)  # fmt: skip
+    tiny = ImSetup(
+        name="tiny",
+        train_size=64,
+        vgg_cfg=(2, "M"),
+        vgg_hidden=4,
+        epochs=2,
+        lr_stages=1,
+        repetitions=2,
+        surface_size=32,
+    )
     monkeypatch.setattr(bit, "_setup", lambda scale, data_dir: tiny)
     monkeypatch.setattr(bit, "ALPHAS", np.linspace(0, 1, 3))
     res = bit.run(scale=Scale.QUICK, data_dir=None, out=tmp_path / "fig", progress=False)
@@ -98,16 +106,37 @@ def test_sharpness_table_at_a_tiny_scale(monkeypatch, tmp_path):
     from figures._im_common import ImSetup
     from figures._persistent_common import RunSetup
 
-    tiny = ImSetup(name="tiny", train_size=64, vgg_cfg=(2, "M"), vgg_hidden=4, epochs=2, lr_stages=1,
-                   repetitions=1, surface_size=32)  # fmt: skip
-    lenet = {name: RunSetup(name=f"tiny_{i}", data="digits", model="lenet5", mode=mode, lam=0.01, iterations=2,
-                            epochs=1, batch_size=256, record_every_epochs=None)
-             for i, (name, mode) in enumerate([("full", "full"), ("partial", "partial")])}  # fmt: skip
+    tiny = ImSetup(
+        name="tiny",
+        train_size=64,
+        vgg_cfg=(2, "M"),
+        vgg_hidden=4,
+        epochs=2,
+        lr_stages=1,
+        repetitions=1,
+        surface_size=32,
+    )
+    lenet = {
+        name: RunSetup(
+            name=f"tiny_{i}",
+            data="digits",
+            model="lenet5",
+            mode=mode,
+            lam=0.01,
+            iterations=2,
+            epochs=1,
+            batch_size=256,
+            record_every_epochs=None,
+        )
+        for i, (name, mode) in enumerate([("full", "full"), ("partial", "partial")])
+    }
     monkeypatch.setattr(bs, "_im_setup", lambda scale, data_dir: tiny)
     monkeypatch.setattr(bs, "_lenet_setups", lambda scale, data_dir: lenet)
     monkeypatch.setattr(bs, "N_IMAGES", 32)
-    cheap = {k: (d, {**kw, **{o: 2 for o in ("steps", "n_samples", "n_batches") if o in kw}})
-             for k, (d, kw) in bs.MEASURES.items()}  # fmt: skip
+    cheap = {
+        k: (d, {**kw, **{o: 2 for o in ("steps", "n_samples", "n_batches") if o in kw}})
+        for k, (d, kw) in bs.MEASURES.items()
+    }
     monkeypatch.setattr(bs, "MEASURES", cheap)
     out = tmp_path / "fig"
     res = bs.run(scale=Scale.QUICK, data_dir=None, out=out, progress=False)

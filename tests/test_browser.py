@@ -25,15 +25,31 @@ def _chromium() -> str:
         pytest.skip("LANDSCAPE_SKIP_BROWSER=1")
     exe = os.environ.get("LANDSCAPE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        pytest.fail("headless Chromium not found: run `bash .ci/install_chromium.sh` (installs Debian's chromium), "
-                    "or set LANDSCAPE_SKIP_BROWSER=1 to skip the browser test")
+        pytest.fail(
+            "headless Chromium not found: run `bash .ci/install_chromium.sh` (installs Debian's chromium), "
+            "or set LANDSCAPE_SKIP_BROWSER=1 to skip the browser test"
+        )
     return exe
 
 
 def _dump_dom(exe: str, page: Path, profile: Path, *extra: str) -> str:
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--virtual-time-budget=15000", *extra, "--dump-dom", page.as_uri()]
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--enable-unsafe-swiftshader",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=15000",
+        *extra,
+        "--dump-dom",
+        page.as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
     return proc.stdout
@@ -102,8 +118,9 @@ def test_self_check_catches_errors_and_missing_webgl(gallery: Path, tmp_path: Pa
     exe = _chromium()
     broken = gallery / "broken.html"
     page = (gallery / "index.html").read_text(encoding="utf-8")
-    broken.write_text(page.replace("</h1>", "</h1><script>throw new Error('injected-test-error')</script>", 1),
-                      encoding="utf-8")
+    broken.write_text(
+        page.replace("</h1>", "</h1><script>throw new Error('injected-test-error')</script>", 1), encoding="utf-8"
+    )
     body = _parse(_dump_dom(exe, broken, tmp_path / "profile", "--disable-3d-apis")).body
     assert body.get("data-gallery-check") == "done"
     assert any("injected-test-error" in e for e in json.loads(body["data-js-errors"]))

@@ -37,8 +37,16 @@ def runs(tmp_path_factory):
     for seed in (0, 1):
         net = build_model("mlp", (1, 8, 8), 10, hidden=[8], seed=seed)
         path = root / f"run{seed}"
-        Trainer(net, (X, y), optimizer="sgd", optimizer_kwargs={"lr": 0.5}, epochs=2, batch_size=50, seed=seed,
-                trajectory=Trajectory.create(path)).fit()  # fmt: skip
+        Trainer(
+            net,
+            (X, y),
+            optimizer="sgd",
+            optimizer_kwargs={"lr": 0.5},
+            epochs=2,
+            batch_size=50,
+            seed=seed,
+            trajectory=Trajectory.create(path),
+        ).fit()
         paths.append(path)
     return paths
 
@@ -66,8 +74,27 @@ def _files(out: Path, *names: str) -> None:
 def test_line_from_trajectory(runs, tmp_path):
     traj = runs[0]
     out = tmp_path / "line"
-    rc = main(["line", *MODEL, "--data", "digits", "--limit", str(N), "--dtype", "float64", "--from", f"{traj}:0",
-               "--to", str(traj), "--alphas", "-0.5:1.5:9", "--out", str(out), "--quiet"])  # fmt: skip
+    rc = main(
+        [
+            "line",
+            *MODEL,
+            "--data",
+            "digits",
+            "--limit",
+            str(N),
+            "--dtype",
+            "float64",
+            "--from",
+            f"{traj}:0",
+            "--to",
+            str(traj),
+            "--alphas",
+            "-0.5:1.5:9",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     _files(out, "line.npz", "line.html", "line.png")
     r = load_result(out / "line.npz")
@@ -86,9 +113,33 @@ def test_line_from_trajectory(runs, tmp_path):
 def test_plane_filter_directions(runs, tmp_path):
     traj = runs[0]
     out = tmp_path / "plane"
-    rc = main(["plane", *MODEL, "--data", "digits", "--limit", str(N), "--dtype", "float64", "--center", f"{traj}:-1",
-               "--directions", "filter", "--range", "-1:1", "--resolution", "5x3", "--seed", "7", "--out", str(out),
-               "--name", "p", "--quiet"])  # fmt: skip
+    rc = main(
+        [
+            "plane",
+            *MODEL,
+            "--data",
+            "digits",
+            "--limit",
+            str(N),
+            "--dtype",
+            "float64",
+            "--center",
+            f"{traj}:-1",
+            "--directions",
+            "filter",
+            "--range",
+            "-1:1",
+            "--resolution",
+            "5x3",
+            "--seed",
+            "7",
+            "--out",
+            str(out),
+            "--name",
+            "p",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     _files(out, "p.npz", "p.html", "p.png", "p_surface.html")
     r = PlaneResult.load(out / "p.npz")
@@ -104,8 +155,26 @@ def test_plane_filter_directions(runs, tmp_path):
 
 def test_pca_plane_overlays_in_plane_coordinates(runs, tmp_path):
     out = tmp_path / "pca"
-    rc = main(["plane", *MODEL, "--data", "digits", "--limit", str(N), "--directions", "pca", "--trajectory",
-               *map(str, runs), "--resolution", "4", "--out", str(out), "--no-html", "--quiet"])  # fmt: skip
+    rc = main(
+        [
+            "plane",
+            *MODEL,
+            "--data",
+            "digits",
+            "--limit",
+            str(N),
+            "--directions",
+            "pca",
+            "--trajectory",
+            *map(str, runs),
+            "--resolution",
+            "4",
+            "--out",
+            str(out),
+            "--no-html",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     _files(out, "plane.npz", "plane_path.npz", "plane.png")
     pl, path = PlaneResult.load(out / "plane.npz"), ProjectedPath.load(out / "plane_path.npz")
@@ -114,8 +183,20 @@ def test_pca_plane_overlays_in_plane_coordinates(runs, tmp_path):
     lo, hi = path.coordinates.min(0), path.coordinates.max(0)  # the default range covers the path
     assert pl.xs[0] < lo[0] and pl.xs[-1] > hi[0] and pl.ys[0] < lo[1] and pl.ys[-1] > hi[1]
     assert np.isfinite(path.true_loss).all() and np.isfinite(path.plane_loss).all()
-    rc = main(["plot", str(out / "plane.npz"), "--path", str(out / "plane_path.npz"), "--out", str(out), "--name",
-               "again", "--no-png", "--quiet"])  # fmt: skip
+    rc = main(
+        [
+            "plot",
+            str(out / "plane.npz"),
+            "--path",
+            str(out / "plane_path.npz"),
+            "--out",
+            str(out),
+            "--name",
+            "again",
+            "--no-png",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     _files(out, "again.html")
 
@@ -128,9 +209,28 @@ def test_safetensors_checkpoint_and_meta_model(runs, tmp_path):
     traj.append_model(build_model("mlp", (1, 8, 8), 10, hidden=[8], seed=6), step=0)
     traj.close()
     out = tmp_path / "ck"
-    rc = main(["line", "--data", "digits", "--limit", str(N), "--dtype", "float64", "--from", str(ckpt), "--to",
-               str(tmp_path / "meta"), "--alphas", "0,1", "--out", str(out), "--no-html", "--no-png",
-               "--quiet"])  # fmt: skip
+    rc = main(
+        [
+            "line",
+            "--data",
+            "digits",
+            "--limit",
+            str(N),
+            "--dtype",
+            "float64",
+            "--from",
+            str(ckpt),
+            "--to",
+            str(tmp_path / "meta"),
+            "--alphas",
+            "0,1",
+            "--out",
+            str(out),
+            "--no-html",
+            "--no-png",
+            "--quiet",
+        ]
+    )
     assert rc == 0  # the model comes from the trajectory's metadata
     r = LineResult.load(out / "line.npz")
     vec = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
@@ -151,8 +251,15 @@ def test_safetensors_checkpoint_and_meta_model(runs, tmp_path):
 )
 def test_errors_are_named(runs, tmp_path, capsys, change, message):
     (tmp_path / "net.pt").write_bytes(b"not read")
-    opts = {"--model": "mlp", "--model-kw": "hidden=[8]", "--data": "digits", "--from": "{traj}:0", "--to": "{traj}",
-            "--alphas": "0,1", "--out": str(tmp_path / "o")}  # fmt: skip
+    opts = {
+        "--model": "mlp",
+        "--model-kw": "hidden=[8]",
+        "--data": "digits",
+        "--from": "{traj}:0",
+        "--to": "{traj}",
+        "--alphas": "0,1",
+        "--out": str(tmp_path / "o"),
+    }
     opts.update(change)
     argv = ["line", "--quiet"] + [x.format(traj=runs[0], root=tmp_path) for kv in opts.items() for x in kv]
     assert main(argv) == 2
@@ -169,14 +276,39 @@ def test_model_required_without_metadata(runs, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(runs, tmp_path):
-    args = ["plane", *MODEL, "--data", "digits", "--limit", str(N), "--center", f"{runs[0]}:-1", "--resolution",
-            "5x4", "--seed", "3", "--no-html", "--quiet"]  # fmt: skip
+    args = [
+        "plane",
+        *MODEL,
+        "--data",
+        "digits",
+        "--limit",
+        str(N),
+        "--center",
+        f"{runs[0]}:-1",
+        "--resolution",
+        "5x4",
+        "--seed",
+        "3",
+        "--no-html",
+        "--quiet",
+    ]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     pythonpath = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
     env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port
-           "-m", "landscape", *args, "--out", str(tmp_path / "two")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",  # a free port
+        "-m",
+        "landscape",
+        *args,
+        "--out",
+        str(tmp_path / "two"),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = PlaneResult.load(tmp_path / "one" / "plane.npz"), PlaneResult.load(tmp_path / "two" / "plane.npz")

@@ -55,8 +55,17 @@ def run(tmp_path_factory):
     torch.manual_seed(0)
     net = nets.make(width=8)
     traj = Trajectory.create(root / "run")
-    tr = Trainer(net, _data(), optimizer="sgd", optimizer_kwargs={"lr": 0.5}, epochs=1, batch_size=40, seed=0,
-                 trajectory=traj, factory=(TARGET, {"width": 8}))  # fmt: skip
+    tr = Trainer(
+        net,
+        _data(),
+        optimizer="sgd",
+        optimizer_kwargs={"lr": 0.5},
+        epochs=1,
+        batch_size=40,
+        seed=0,
+        trajectory=traj,
+        factory=(TARGET, {"width": 8}),
+    )
     tr.fit()
     traj.close()
     state = {k: v.detach().clone().contiguous() for k, v in tr.model.state_dict().items()}
@@ -68,8 +77,14 @@ def run(tmp_path_factory):
 def _cli(args, cwd, env_extra=None):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)]), "OMP_NUM_THREADS": "1"}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "landscape", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "landscape", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 # ----------------------------------------------------------------------------- the recorded factory
@@ -85,8 +100,14 @@ def test_record_trajectory_and_fit_take_a_factory(tmp_path):
     assert t.meta["model_factory"] == {"target": TARGET, "kwargs": {"width": 5}}
     t.close()
     X, y = _data()
-    fit(nets.Net(width=3), (X[:20], y[:20]), steps=1, trajectory=Trajectory.create(tmp_path / "b"),
-        factory=nets.Net, record_every_epochs=None)  # fmt: skip
+    fit(
+        nets.Net(width=3),
+        (X[:20], y[:20]),
+        steps=1,
+        trajectory=Trajectory.create(tmp_path / "b"),
+        factory=nets.Net,
+        record_every_epochs=None,
+    )
     assert Trajectory.open(tmp_path / "b").meta["model_factory"] == {"target": "tests_pkg.nets:Net", "kwargs": {}}
     with pytest.raises(ValueError, match="give trajectory= too"):
         Trainer(nets.make(), (X, y), steps=1, factory=TARGET)
@@ -94,7 +115,9 @@ def test_record_trajectory_and_fit_take_a_factory(tmp_path):
 
 def test_factory_forms_and_errors():
     assert FA.as_factory_ref({"target": TARGET, "kwargs": {"width": 2}}).to_meta() == {
-        "target": TARGET, "kwargs": {"width": 2}}  # fmt: skip
+        "target": TARGET,
+        "kwargs": {"width": 2},
+    }
     assert FA.as_factory_ref(TARGET, {"width": 2}) == FA.as_factory_ref((TARGET, '{"width": 2}'))
     assert isinstance(FA.build_model(TARGET, {"width": 2}), torch.nn.Sequential)
     for bad, match in [
@@ -138,8 +161,11 @@ def test_weights_files_and_mismatch(run, tmp_path):
         for k, v in m.state_dict().items():
             assert torch.equal(v, ref[k]), (f, k)
     assert torch.equal(parameters_to_vector(template), before)  # the template is never modified
-    with pytest.raises(FA.FactoryError, match=r"do not fit the model.*shape \(file vs model\): 1.weight \(8, 64\) vs "
-                                              r"\(4, 64\).*--model-kw"):  # fmt: skip
+    with pytest.raises(
+        FA.FactoryError,
+        match=r"do not fit the model.*shape \(file vs model\): 1.weight \(8, 64\) vs "
+        r"\(4, 64\).*--model-kw",
+    ):
         FA.load_weights(nets.make(width=4), run["st"])
     torch.save(nets.make(width=8), tmp_path / "pickled.pt")  # a pickled module, not a state dict
     with pytest.raises(FA.FactoryError, match="weights_only"):
@@ -183,10 +209,41 @@ def test_plane_on_a_model_outside_the_package(run, tmp_path):
 def test_plane_from_the_trajectory_alone(run, tmp_path):
     """``plane --trajectory DIR``: the recorded factory builds the model; same plane as naming it."""
     a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["plane", "--trajectory", str(run["traj"]), *QUIET, "--resolution", "3", "--out", str(a),
-                 "--no-html", "--no-png"]) == 0  # fmt: skip
-    assert main(["plane", *MODEL, "--center", str(run["traj"]), *QUIET, "--resolution", "3", "--out", str(b),
-                 "--no-html", "--no-png"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "plane",
+                "--trajectory",
+                str(run["traj"]),
+                *QUIET,
+                "--resolution",
+                "3",
+                "--out",
+                str(a),
+                "--no-html",
+                "--no-png",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "plane",
+                *MODEL,
+                "--center",
+                str(run["traj"]),
+                *QUIET,
+                "--resolution",
+                "3",
+                "--out",
+                str(b),
+                "--no-html",
+                "--no-png",
+            ]
+        )
+        == 0
+    )
     ra, rb = load_result(a / "plane.npz"), load_result(b / "plane.npz")
     np.testing.assert_array_equal(ra.center, Trajectory.open(run["traj"])[-1].vector.numpy())
     np.testing.assert_array_equal(ra.metrics["loss"], rb.metrics["loss"])
@@ -197,8 +254,7 @@ def test_hessian_matches_the_python_api(run, tmp_path):
     assert main(["hessian", "--trajectory", str(run["traj"]), *QUIET, *opts, "--out", str(tmp_path / "t")]) == 0
     assert main(["hessian", *MODEL, "--weights", str(run["pt"]), *QUIET, *opts, "--out", str(tmp_path / "w")]) == 0
     model = Trajectory.open(run["traj"]).model_at(nets.make(width=8), -1)
-    api = hessian_spectrum(model, F.cross_entropy, _data(), n_probes=2, steps=8, top_k=2,
-                           trace_products=6, seed=0)  # fmt: skip
+    api = hessian_spectrum(model, F.cross_entropy, _data(), n_probes=2, steps=8, top_k=2, trace_products=6, seed=0)
     for sub in ("t", "w"):
         r = load_result(tmp_path / sub / "hessian.npz")
         assert isinstance(r, HessianSpectrum)
@@ -211,8 +267,26 @@ def test_hessian_matches_the_python_api(run, tmp_path):
 
 def test_distance_matches_the_python_api(run, tmp_path):
     out = tmp_path / "d"
-    assert main(["distance", *MODEL, "--from", f"{run['traj']}:0", "--to", str(run["st"]), *QUIET,
-                 "--alphas", "0:1:5", "--out", str(out), "--no-png", "--no-html"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "distance",
+                *MODEL,
+                "--from",
+                f"{run['traj']}:0",
+                "--to",
+                str(run["st"]),
+                *QUIET,
+                "--alphas",
+                "0:1:5",
+                "--out",
+                str(out),
+                "--no-png",
+                "--no-html",
+            ]
+        )
+        == 0
+    )
     r = load_result(out / "distance.npz")
     assert isinstance(r, DistanceResult)
     a = Trajectory.open(run["traj"]).model_at(nets.make(width=8), 0)
@@ -224,8 +298,26 @@ def test_distance_matches_the_python_api(run, tmp_path):
 
 def test_cdn_pages_reference_the_cdn(run, tmp_path):
     out = tmp_path / "cdn"
-    assert main(["distance", *MODEL, "--from", f"{run['traj']}:0", "--to", str(run["st"]), *QUIET,
-                 "--alphas", "0:1:3", "--out", str(out), "--no-png", "--cdn"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "distance",
+                *MODEL,
+                "--from",
+                f"{run['traj']}:0",
+                "--to",
+                str(run["st"]),
+                *QUIET,
+                "--alphas",
+                "0:1:3",
+                "--out",
+                str(out),
+                "--no-png",
+                "--cdn",
+            ]
+        )
+        == 0
+    )
     page = (out / "distance.html").read_text()
     assert "cdn.plot.ly" in page and not (out / "plotly.min.js").exists()
 

@@ -48,8 +48,17 @@ def _problem(seed: int = 0):
 
 def _gd_trajectory(net: nn.Module, X, y, steps: int, lr: float = 0.5) -> Trajectory:
     traj = Trajectory()
-    Trainer(net, (X, y), CE, lambda p: torch.optim.SGD(p, lr=lr), steps=steps, batch_size=None, trajectory=traj,
-            record_every_steps=1, record_every_epochs=None).fit()  # fmt: skip
+    Trainer(
+        net,
+        (X, y),
+        CE,
+        lambda p: torch.optim.SGD(p, lr=lr),
+        steps=steps,
+        batch_size=None,
+        trajectory=traj,
+        record_every_steps=1,
+        record_every_epochs=None,
+    ).fit()
     return traj
 
 
@@ -57,8 +66,9 @@ def test_eigenvalues_trace_and_layers_equal_the_dense_hessian_at_every_snapshot(
     net, X, y = _problem()
     traj = _gd_trajectory(net, X, y, steps=5)
     n = parameters_to_vector(net).numel()
-    tr = trajectory_curvature(traj, net, CE, (X, y), k=3, tol=1e-8, per_layer=True, trace_products=3 * n,
-                              lr=0.5, progress=False)  # fmt: skip
+    tr = trajectory_curvature(
+        traj, net, CE, (X, y), k=3, tol=1e-8, per_layer=True, trace_products=3 * n, lr=0.5, progress=False
+    )
     assert len(tr) == len(traj) == 6 and tr.eigenvalues.shape == (6, 3) and tr.converged.all()
     assert tr.layer_names == ["0", "2"] and tr.layer_eigenvalues.shape == (6, 2)
     layout = ParamLayout.from_model(net)
@@ -123,8 +133,17 @@ def test_recorder_writes_the_dense_top_eigenvalue_and_leaves_training_unchanged(
     rec = CurvatureRecorder(traj, every_steps=4, k=2, tol=1e-8, per_layer=True, trace_products=6)
     t1 = Trainer(net, (X, y), CE, opt, steps=10, batch_size=None, callbacks=[rec]).fit()
     plain = Trajectory()
-    t2 = Trainer(net, (X, y), CE, opt, steps=10, batch_size=None, trajectory=plain, record_every_steps=4,
-                 record_every_epochs=None).fit()  # fmt: skip
+    t2 = Trainer(
+        net,
+        (X, y),
+        CE,
+        opt,
+        steps=10,
+        batch_size=None,
+        trajectory=plain,
+        record_every_steps=4,
+        record_every_epochs=None,
+    ).fit()
     assert torch.equal(parameters_to_vector(t1.model), parameters_to_vector(t2.model))  # bitwise
     assert traj.steps.tolist() == plain.steps.tolist() == [0, 4, 8, 10]
     for name in ("lambda_max", "lambda_2", "lr", "hessian_trace", "hessian_hvps", "lambda_max/0", "lambda_max/2"):
@@ -150,8 +169,9 @@ def test_gradient_descent_on_a_quadratic_has_the_constant_closed_form_sharpness(
     net = nn.Linear(4, 1).double()
     Xb = torch.cat([X, torch.ones(30, 1, dtype=F64)], 1)  # the bias is a constant input
     lam = float(torch.linalg.eigvalsh(2 * Xb.T @ Xb / 30)[-1])
-    tr, hist = gradient_descent_curvature(net, nn.MSELoss(), (X, y), lr=0.1, steps=20, every_steps=5, tol=1e-10,
-                                          progress=False)  # fmt: skip
+    tr, hist = gradient_descent_curvature(
+        net, nn.MSELoss(), (X, y), lr=0.1, steps=20, every_steps=5, tol=1e-10, progress=False
+    )
     assert tr.steps.tolist() == [0, 5, 10, 15, 20] and len(hist) == 20
     np.testing.assert_allclose(tr.lambda_max, lam, rtol=1e-9)
     np.testing.assert_allclose(tr.threshold, 20.0)
@@ -215,8 +235,9 @@ def test_a_diverging_run_stops_cleanly_and_non_finite_snapshots_give_nan():
     X, y = torch.randn(30, 4, generator=g, dtype=F64), torch.randn(30, 1, generator=g, dtype=F64)
     Xb = torch.cat([X, torch.ones(30, 1, dtype=F64)], 1)
     lam = float(torch.linalg.eigvalsh(2 * Xb.T @ Xb / 30)[-1])
-    tr, hist = gradient_descent_curvature(nn.Linear(4, 1).double(), nn.MSELoss(), (X, y), lr=50.0, steps=400,
-                                          every_steps=50, progress=False)  # fmt: skip
+    tr, hist = gradient_descent_curvature(
+        nn.Linear(4, 1).double(), nn.MSELoss(), (X, y), lr=50.0, steps=400, every_steps=50, progress=False
+    )
     assert len(hist) < 400  # stopped at the non-finite loss
     np.testing.assert_allclose(tr.lambda_max, lam, rtol=1e-6)
     # a snapshot holding NaN weights has NaN curvature, and the next one starts cold
@@ -233,11 +254,25 @@ def test_a_diverging_run_stops_cleanly_and_non_finite_snapshots_give_nan():
 def _synthetic(lam: list[float], lr: float) -> CurvatureTrace:
     T = len(lam)
     z = np.zeros((T, 1))
-    return CurvatureTrace(steps=np.arange(T) * 10, epochs=np.arange(T, dtype=float), indices=np.arange(T),
-                          eigenvalues=np.array(lam, float)[:, None], error_bounds=z, residuals=z,
-                          converged=np.ones(T, bool), hvps=np.ones(T, np.int64), trace=np.full(T, np.nan),
-                          trace_stderr=np.full(T, np.nan), layer_names=[], layer_eigenvalues=np.zeros((T, 0)),
-                          lr=np.full(T, lr), k=1, tol=1e-4, warm_start=True, bn_mode="eval")  # fmt: skip
+    return CurvatureTrace(
+        steps=np.arange(T) * 10,
+        epochs=np.arange(T, dtype=float),
+        indices=np.arange(T),
+        eigenvalues=np.array(lam, float)[:, None],
+        error_bounds=z,
+        residuals=z,
+        converged=np.ones(T, bool),
+        hvps=np.ones(T, np.int64),
+        trace=np.full(T, np.nan),
+        trace_stderr=np.full(T, np.nan),
+        layer_names=[],
+        layer_eigenvalues=np.zeros((T, 0)),
+        lr=np.full(T, lr),
+        k=1,
+        tol=1e-4,
+        warm_start=True,
+        bn_mode="eval",
+    )
 
 
 def test_edge_of_stability_summary_by_hand():
@@ -262,8 +297,21 @@ def test_warm_start_extrapolation_is_exact_on_a_quadratic_path_and_matches_colum
     a = torch.linalg.qr(torch.randn(6, 2, generator=g, dtype=F64))[0]
     b, c = (1e-3 * torch.randn(6, 2, generator=g, dtype=F64) for _ in range(2))
     path = lambda t: a + b * t + c * t**2  # noqa: E731  (orthonormal columns, slowly moving)
-    tr = _Tracker(CE, None, k=2, tol=1e-4, warm_start=True, per_layer=False, trace_products=0, max_steps=None,
-                  block=None, bn_mode="eval", dtype=None, seed=0, extrapolate=2)  # fmt: skip
+    tr = _Tracker(
+        CE,
+        None,
+        k=2,
+        tol=1e-4,
+        warm_start=True,
+        per_layer=False,
+        trace_products=0,
+        max_steps=None,
+        block=None,
+        bn_mode="eval",
+        dtype=None,
+        seed=0,
+        extrapolate=2,
+    )
     for i, t in enumerate((0.0, 3.0, 4.0)):
         tr._step = t
         v = path(t)

@@ -75,8 +75,17 @@ def test_training_the_bend_lowers_the_mean_loss_along_the_curve(minima, shape, t
     ts = np.linspace(0, 1, 21)
     before = evaluate_curve(a, fit_curve(a, b, data, kind=shape, steps=0), data, ts=ts)
     with Trajectory.create(tmp_path / "bend") as traj:
-        curve = fit_curve(a, b, data, kind=shape, steps=120, optimizer_kwargs={"lr": 0.2}, trajectory=traj,
-                          record_every_steps=40, record_every_epochs=None)  # fmt: skip
+        curve = fit_curve(
+            a,
+            b,
+            data,
+            kind=shape,
+            steps=120,
+            optimizer_kwargs={"lr": 0.2},
+            trajectory=traj,
+            record_every_steps=40,
+            record_every_epochs=None,
+        )
     after = evaluate_curve(a, curve, data, ts=ts)
     assert after.metrics["loss"].mean() < 0.8 * before.metrics["loss"].mean()
     assert barrier_of(after).loss_barrier < barrier_of(before).loss_barrier

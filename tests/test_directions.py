@@ -20,9 +20,14 @@ from landscape.params import ParamLayout, parameters_to_vector
 def model():
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ConvTranspose2d(3, 4, 2), nn.Flatten(), nn.Linear(4 * 5 * 5, 6),
-        nn.LayerNorm(6), nn.Linear(6, 2, bias=False),
-    )  # fmt: skip
+        nn.Conv2d(2, 3, 3),
+        nn.BatchNorm2d(3),
+        nn.ConvTranspose2d(3, 4, 2),
+        nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 6),
+        nn.LayerNorm(6),
+        nn.Linear(6, 2, bias=False),
+    )
 
 
 def reference(direction, theta, m, bias_bn):

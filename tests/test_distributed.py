@@ -69,9 +69,24 @@ def test_collectives_are_identity_without_a_group():
     assert all_gather_rows(t[0]) is t[0]
 
 
-KEYS = ["loss", "grad", "hvp", "eval_loss", "eval_accuracy", "eval_outputs", "tensor_loss", "list_grad",
-        "plane_loss", "plane_accuracy", "distance_rms", "distance_disagreement", "eig_values", "eig_vectors_abs",
-        "slq_nodes", "slq_weights"]  # fmt: skip
+KEYS = [
+    "loss",
+    "grad",
+    "hvp",
+    "eval_loss",
+    "eval_accuracy",
+    "eval_outputs",
+    "tensor_loss",
+    "list_grad",
+    "plane_loss",
+    "plane_accuracy",
+    "distance_rms",
+    "distance_disagreement",
+    "eig_values",
+    "eig_vectors_abs",
+    "slq_nodes",
+    "slq_weights",
+]
 
 
 @pytest.mark.parametrize("key", KEYS)

@@ -38,8 +38,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return path
     out = tmp_path_factory.mktemp("docs_site")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stderr[-4000:]}"
     return out
 
@@ -55,10 +61,24 @@ def _chromium() -> str:
 
 def _open(page: Path, profile: Path) -> tuple[str, list[str]]:
     """The page's DOM after its scripts ran, and the uncaught JavaScript errors from Chromium's console log."""
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
-           "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=15000",
-           "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--enable-unsafe-swiftshader",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=15000",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
     errors = [line for line in proc.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
@@ -111,8 +131,16 @@ def test_index_renders_with_navigation(site: Path, tmp_path: Path) -> None:
     dom = _parse(dom_text)
     assert dom.title.strip().startswith("landscape")
     # every top-level part of the nav is linked from the home page, and each target exists in the site
-    for target in ("getting-started/", "architecture/", "api/", "notebooks/", "arguments/",
-                   "architecture/analyzers/", "architecture/gallery/", "api/landscape/surface/"):
+    for target in (
+        "getting-started/",
+        "architecture/",
+        "api/",
+        "notebooks/",
+        "arguments/",
+        "architecture/analyzers/",
+        "architecture/gallery/",
+        "api/landscape/surface/",
+    ):
         assert target in dom.hrefs, f"{target} not linked from the index"
         assert (site / target / "index.html").is_file()
     # the search index was built and covers the API pages
@@ -137,8 +165,9 @@ def test_api_page_documents_every_public_name(site: Path, tmp_path: Path) -> Non
 def test_notebook_page_draws_its_plotly_figures(site: Path, tmp_path: Path) -> None:
     page = site / "notebooks" / "01_slices"
     rendered = json.loads((page / "01_slices.ipynb").read_text(encoding="utf-8"))  # the copy the page shows
-    expected = sum("application/vnd.plotly.v1+json" in o.get("data", {})
-                   for c in rendered["cells"] for o in c.get("outputs", []))
+    expected = sum(
+        "application/vnd.plotly.v1+json" in o.get("data", {}) for c in rendered["cells"] for o in c.get("outputs", [])
+    )
     dom_text, errors = _open(page / "index.html", tmp_path / "profile")
     assert errors == []
     plots = _parse(dom_text).plots

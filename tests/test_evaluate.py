@@ -40,15 +40,27 @@ def make(kind: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
         X = torch.randn(20, 5)
     elif kind == "cnn":
         m = nn.Sequential(
-            nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 3), nn.ReLU(),
-            nn.Flatten(), nn.Linear(16, 3),
-        )  # fmt: skip
+            nn.Conv2d(1, 3, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(3, 4, 3),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(16, 3),
+        )
         X = torch.randn(20, 1, 8, 8)
     else:
         m = nn.Sequential(
-            nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(27, 6),
-            nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3),
-        )  # fmt: skip
+            nn.Conv2d(1, 3, 3),
+            nn.BatchNorm2d(3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(27, 6),
+            nn.BatchNorm1d(6),
+            nn.Tanh(),
+            nn.Linear(6, 3),
+        )
         X = torch.randn(20, 1, 8, 8)
         with torch.no_grad():  # non-trivial running statistics
             m.train()
@@ -69,8 +81,13 @@ def batches(X, y, sizes=(7, 7, 6)):
 def plane_points(m, nx=3, ny=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     c = parameters_to_vector(m)
-    basis = torch.stack([c, 0.5 * torch.randn(c.numel(), generator=g, dtype=c.dtype),
-                         0.5 * torch.randn(c.numel(), generator=g, dtype=c.dtype)])  # fmt: skip
+    basis = torch.stack(
+        [
+            c,
+            0.5 * torch.randn(c.numel(), generator=g, dtype=c.dtype),
+            0.5 * torch.randn(c.numel(), generator=g, dtype=c.dtype),
+        ]
+    )
     xs, ys = np.linspace(-1, 1, nx), np.linspace(-0.5, 1, ny)
     X, Y = (a.reshape(-1) for a in np.meshgrid(xs, ys))
     return AffinePoints(basis, np.stack([np.ones_like(X), X, Y], 1))
@@ -169,9 +186,7 @@ def test_interpolated_buffers():
     basis = torch.stack([parameters_to_vector(m), parameters_to_vector(other)])
     pts = AffinePoints(basis, np.stack([1 - alphas, alphas], 1), [ba, bb])
     vecs = pts.materialize(torch.arange(4))
-    bufs = [
-        {k: ((1 - a) * ba[k] + a * bb[k]) if ba[k].is_floating_point() else ba[k] for k in ba} for a in alphas
-    ]
+    bufs = [{k: ((1 - a) * ba[k] + a * bb[k]) if ba[k].is_floating_point() else ba[k] for k in ba} for a in alphas]
     want_l, _ = brute(m, vecs, [(X, y)], bufs=bufs)
     for s in ("loop", "functional", "stacked"):
         got = evaluate_points(m, pts, (X, y), strategy=s, bn_mode="interpolate")
@@ -365,8 +380,9 @@ def test_operation_level_handlers_cover_module_and_functional_spellings():
             return self.l(torch.flatten(F.max_pool2d(self.c(x).relu(), 2), 1))
 
     fn = Fn().double()
-    fn.load_state_dict({"c.weight": mods[0].weight, "c.bias": mods[0].bias, "l.weight": mods[4].weight,
-                        "l.bias": mods[4].bias})  # fmt: skip
+    fn.load_state_dict(
+        {"c.weight": mods[0].weight, "c.bias": mods[0].bias, "l.weight": mods[4].weight, "l.bias": mods[4].bias}
+    )
     for net in (mods, fn):
         prog = build_program(net.eval())
         live = [ins.handler for ins in prog.instrs if not ins.dead]

@@ -36,10 +36,19 @@ def _tiny_result(tag: str, held: bool | None = True) -> FigureResult:
     fig = go.Figure(go.Scatter(x=[0, 1, 2], y=[1, 0, 1]))
     mfig = matplotlib.figure.Figure(figsize=(2, 2))
     mfig.add_subplot().plot([0, 1, 2], [1, 0, 1])
-    claim = Claim(statement=f"{tag} claim", paper_value=1.0, measured=np.float32(1.5), held=held,
-                  detail="not testable here" if held is None else "test")
-    return FigureResult(caption=f"{tag} caption", panels=[Panel("main", plotly=fig, mpl=mfig)], claims=[claim],
-                        scaling={"model": "none", "data": "none", "epochs": 0, "repetitions": 1})
+    claim = Claim(
+        statement=f"{tag} claim",
+        paper_value=1.0,
+        measured=np.float32(1.5),
+        held=held,
+        detail="not testable here" if held is None else "test",
+    )
+    return FigureResult(
+        caption=f"{tag} caption",
+        panels=[Panel("main", plotly=fig, mpl=mfig)],
+        claims=[claim],
+        scaling={"model": "none", "data": "none", "epochs": 0, "repetitions": 1},
+    )
 
 
 def _counted(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
@@ -89,8 +98,15 @@ def test_toy_gallery_files_offline_and_schema(toy_gallery: Path) -> None:
     assert toy["runtime_s"] > 0 and {"model", "data", "epochs", "repetitions"} <= set(toy["scaling"])
     # The analytic toy reproduces all of the paper's claims it checks.
     assert len(toy["claims"]) == 3 and all(c["held"] is True for c in toy["claims"])
-    assert doc["summary"] == {"figures_ok": 1, "figures_failed": 0, "figures_pending": 0, "claims_held": 3,
-                              "claims_not_held": 0, "claims_inconclusive": 0, "claims_not_tested": 0}
+    assert doc["summary"] == {
+        "figures_ok": 1,
+        "figures_failed": 0,
+        "figures_pending": 0,
+        "claims_held": 3,
+        "claims_not_held": 0,
+        "claims_inconclusive": 0,
+        "claims_not_tested": 0,
+    }
     assert [p["key"] for p in toy["panels"]] == ["surface", "path"]
     for p in toy["panels"]:
         png = matplotlib.image.imread(out / p["png"])
@@ -108,7 +124,7 @@ def test_toy_gallery_files_offline_and_schema(toy_gallery: Path) -> None:
     assert index.count('<table class="claims">') == 1
     for c in toy["claims"]:
         assert c["statement"].replace("'", "&#x27;") in index
-    assert index.count("<td class=\"mark\" title=\"held\">✓</td>") == 3
+    assert index.count('<td class="mark" title="held">✓</td>') == 3
 
 
 def test_cache_reuse_force_and_scale(tmp_path: Path) -> None:
@@ -138,9 +154,11 @@ def test_medium_scale_reaches_only_figures_with_a_medium_setting(tmp_path: Path,
         def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
             seen.setdefault(tag, []).append(Scale(scale).value)
             res = _tiny_result(tag)
-            res.claims.append(Claim(statement=f"{tag} own-scale claim", paper_value=None, measured=1.0, held=True,
-                                    scale="full"))  # a scale the figure states itself is kept
+            res.claims.append(
+                Claim(statement=f"{tag} own-scale claim", paper_value=None, measured=1.0, held=True, scale="full")
+            )  # a scale the figure states itself is kept
             return res
+
         return run
 
     with temporary_registry():

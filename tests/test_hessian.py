@@ -99,7 +99,6 @@ def _assert_untouched(model: nn.Module, snap: dict) -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
-
 @pytest.fixture(scope="module")
 def cnn_case() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
     m, X, y = _cnn()

@@ -24,7 +24,6 @@ CE = nn.CrossEntropyLoss()
 MSE = nn.MSELoss()
 
 
-
 class Twin(nn.Module):
     """Two tanh MLPs with equal weights, each on its own half of the outputs: ``H = diag(H1, H1) / 2``."""
 
@@ -51,8 +50,13 @@ def _mlp():
 def _cnn():
     torch.manual_seed(1)
     m = nn.Sequential(
-        nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 3), nn.Tanh(),
-        nn.Flatten(), nn.Linear(4, 3),
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.Tanh(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(4, 3),
     ).double()
     return m, CE, torch.randn(40, 1, 6, 6, dtype=F64), torch.randint(0, 3, (40,))
 
@@ -60,8 +64,15 @@ def _cnn():
 def _bn_cnn():
     torch.manual_seed(2)
     m = nn.Sequential(
-        nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 3),
+        nn.Conv2d(1, 3, 3),
+        nn.BatchNorm2d(3),
+        nn.Tanh(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(3, 4),
+        nn.BatchNorm1d(4),
+        nn.Tanh(),
+        nn.Linear(4, 3),
     ).double()
     with torch.no_grad():
         for bn in (m[1], m[6]):

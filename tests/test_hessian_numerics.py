@@ -19,7 +19,6 @@ F64 = torch.float64
 CE = nn.CrossEntropyLoss()
 
 
-
 def _mlp(seed: int = 0, n: int = 64) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(10, 20), nn.Tanh(), nn.Linear(20, 3)), torch.randn(n, 10), torch.randint(0, 3, (n,))
@@ -220,5 +219,6 @@ def test_weighted_means_are_not_split_into_micro_batches() -> None:
     torch.testing.assert_close(
         HessianOperator(m, smooth, (X, y), micro_batch_size=8) @ V,
         HessianOperator(m, smooth, (X, y), micro_batch_size=None) @ V,
-        rtol=1e-10, atol=1e-12,
+        rtol=1e-10,
+        atol=1e-12,
     )

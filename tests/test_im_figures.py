@@ -26,9 +26,22 @@ from figures.im_fig9 import equal_evals
 from figures.verdict import Verdict, paired_effect
 from landscape.params import parameters_to_vector
 
-TINY = ImSetup(name="test", train_size=96, vgg_cfg=(4, "M"), vgg_hidden=8, epochs=2, lr_stages=2, repetitions=2,
-               repetitions_nobn=2, repetitions_fig9=2, repetitions_switch=2, repetitions_nin=2, surface_size=48,
-               grid=3, nin_width=4)
+TINY = ImSetup(
+    name="test",
+    train_size=96,
+    vgg_cfg=(4, "M"),
+    vgg_hidden=8,
+    epochs=2,
+    lr_stages=2,
+    repetitions=2,
+    repetitions_nobn=2,
+    repetitions_fig9=2,
+    repetitions_switch=2,
+    repetitions_nin=2,
+    surface_size=48,
+    grid=3,
+    nin_width=4,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +65,9 @@ def test_runs_share_the_initialization_and_count_gradient_evaluations(runs):
     assert [r["grad_evals"] for r in rk2.history] == [0, 2 * steps, 4 * steps]  # RK2: two closures per step
     # the logged distance from init is the distance between the stored endpoints
     assert sgd.history[0]["dist_init"] == 0.0
-    assert sgd.history[-1]["dist_init"] == pytest.approx(float((sgd.final.double() - sgd.init.double()).norm()),
-                                                         rel=1e-6)
+    assert sgd.history[-1]["dist_init"] == pytest.approx(
+        float((sgd.final.double() - sgd.init.double()).norm()), rel=1e-6
+    )
     # the model at the last snapshot is the final vector
     assert torch.equal(parameters_to_vector(sgd.model(-1)), sgd.final)
 
@@ -163,8 +177,25 @@ def _check_named(res: FigureResult, scale: str) -> None:
     assert {"model", "data", "epochs", "repetitions"} <= set(res.scaling)
 
 
-@pytest.mark.parametrize("name", ["fig1", "fig2_3", "table1", "fig4", "fig5_6", "fig7", "fig8_table2", "fig9",
-                                  "fig10", "fig11", "fig12", "fig13", "fig14", "fig15"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fig1",
+        "fig2_3",
+        "table1",
+        "fig4",
+        "fig5_6",
+        "fig7",
+        "fig8_table2",
+        "fig9",
+        "fig10",
+        "fig11",
+        "fig12",
+        "fig13",
+        "fig14",
+        "fig15",
+    ],
+)
 def test_every_figure_at_tiny_scale(cache, name):
     import importlib
 
@@ -229,8 +260,15 @@ def test_step_decay_halves_the_rate_between_stages(runs):
     X, y = torch.randn(32, 3), torch.randint(0, 2, (32,))
     net = nn.Linear(3, 2)
     # the decay callback runs before the spy: the rate logged after step s is the rate of step s + 1
-    Trainer(net, (X, y), optimizer="sgd", optimizer_kwargs={"lr": 0.4}, epochs=4, batch_size=8,
-            callbacks=[common._StepDecay(16, 4), Spy()]).fit()  # fmt: skip
+    Trainer(
+        net,
+        (X, y),
+        optimizer="sgd",
+        optimizer_kwargs={"lr": 0.4},
+        epochs=4,
+        batch_size=8,
+        callbacks=[common._StepDecay(16, 4), Spy()],
+    ).fit()
     assert seen[:3] == [0.4] * 3 and seen[3] == pytest.approx(0.2) and seen[-1] == pytest.approx(0.05)
 
 
@@ -251,8 +289,20 @@ def test_medium_scale_is_wired_through_make_all(tmp_path, monkeypatch):
     assert entry["claims"] and all(c["scale"] == "medium" for c in entry["claims"])
 
 
-TINY_LSTM = ImSetup(name="test-lstm", dataset="pydoc", train_size=40, epochs=2, lr_stages=2, batch_size=8,
-                    surface_size=16, lstm_vocab=50, lstm_embed=4, lstm_hidden=6, lstm_seq=5, repetitions_lstm=2)
+TINY_LSTM = ImSetup(
+    name="test-lstm",
+    dataset="pydoc",
+    train_size=40,
+    epochs=2,
+    lr_stages=2,
+    batch_size=8,
+    surface_size=16,
+    lstm_vocab=50,
+    lstm_embed=4,
+    lstm_hidden=6,
+    lstm_seq=5,
+    repetitions_lstm=2,
+)
 
 
 def test_text_splits_shift_by_one_word(tmp_path):

@@ -102,10 +102,18 @@ def _lightning_run(pl, net, data, *, tmp_path, lr, max_epochs, max_steps=-1, **c
 
     cb = RecordTrajectory(**cb_kw)
     trainer = pl.Trainer(
-        max_epochs=max_epochs, max_steps=max_steps, accelerator="cpu", devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, callbacks=[cb], default_root_dir=tmp_path,
-    )  # fmt: skip
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[cb],
+        default_root_dir=tmp_path,
+    )
     loader = DataLoader(TensorDataset(*data), batch_size=5, shuffle=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no workers", "no validation loop": irrelevant here
@@ -124,11 +132,30 @@ def test_lightning_records_the_hand_written_loop(tmp_path, every_steps, every_ep
     g = torch.Generator().manual_seed(1)
     data = torch.randn(20, 3, generator=g), torch.randn(20, 2, generator=g)
     sched = dict(every_steps=every_steps, every_epochs=every_epochs)
-    _lightning_run(pl, net, data, tmp_path=tmp_path, lr=0.05, max_epochs=max_epochs, max_steps=max_steps,
-                   trajectory=tmp_path / "run", module="net", factory=make_net, meta={"seed": 0}, **sched)  # fmt: skip
+    _lightning_run(
+        pl,
+        net,
+        data,
+        tmp_path=tmp_path,
+        lr=0.05,
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        trajectory=tmp_path / "run",
+        module="net",
+        factory=make_net,
+        meta={"seed": 0},
+        **sched,
+    )
     batches = [(data[0][i : i + 5], data[1][i : i + 5]) for i in range(0, 20, 5)]
-    ref = _hand_loop(net, batches, loss_of=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), epochs=max_epochs,
-                     max_steps=max_steps if max_steps > 0 else None, lr=0.05, **sched)  # fmt: skip
+    ref = _hand_loop(
+        net,
+        batches,
+        loss_of=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]),
+        epochs=max_epochs,
+        max_steps=max_steps if max_steps > 0 else None,
+        lr=0.05,
+        **sched,
+    )
     got = Trajectory.open(tmp_path / "run")  # the callback closed the store it opened
     assert len(ref) >= 3
     _assert_same(got, ref, batch_loss=True)
@@ -145,16 +172,31 @@ def test_lightning_gradient_accumulation_counts_optimizer_steps(tmp_path):
     data = torch.randn(20, 3, generator=g), torch.randn(20, 2, generator=g)
     cb = RecordTrajectoryLightning(every_steps=1, every_epochs=1, module="net")
     trainer = pl.Trainer(
-        max_epochs=2, accumulate_grad_batches=2, accelerator="cpu", devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[cb],
+        max_epochs=2,
+        accumulate_grad_batches=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[cb],
         default_root_dir=tmp_path,
-    )  # fmt: skip
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(_lit_module(pl, copy.deepcopy(net), 0.05), DataLoader(TensorDataset(*data), batch_size=5))
     batches = [(data[0][i : i + 5], data[1][i : i + 5]) for i in range(0, 20, 5)]
-    ref = _hand_loop(net, batches, loss_of=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), epochs=2, lr=0.05,
-                     accumulate=2, every_steps=1, every_epochs=1)  # fmt: skip
+    ref = _hand_loop(
+        net,
+        batches,
+        loss_of=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]),
+        epochs=2,
+        lr=0.05,
+        accumulate=2,
+        every_steps=1,
+        every_epochs=1,
+    )
     assert ref.steps.tolist() == [0, 1, 2, 3, 4]  # 4 batches an epoch, 2 optimizer steps
     _assert_same(cb.trajectory, ref)
 
@@ -177,9 +219,17 @@ def test_lightning_iterable_of_unknown_length(tmp_path):
     x, y = torch.randn(20, 3, generator=g), torch.randn(20, 2, generator=g)
     batches = [(x[i : i + 5], y[i : i + 5]) for i in range(0, 20, 5)]
     cb = RecordTrajectoryLightning(every_steps=3, every_epochs=1, module="net")
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cb],
-                         default_root_dir=tmp_path)  # fmt: skip
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[cb],
+        default_root_dir=tmp_path,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(_lit_module(pl, copy.deepcopy(net), 0.05), DataLoader(_Stream(batches), batch_size=None))
@@ -214,9 +264,17 @@ def test_lightning_failure_closes_the_store_without_a_final_point(tmp_path):
 
     lit.training_step = failing
     cb = RecordTrajectoryLightning(trajectory=tmp_path / "run", every_steps=1)
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cb],
-                         default_root_dir=tmp_path)  # fmt: skip
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[cb],
+        default_root_dir=tmp_path,
+    )
     with warnings.catch_warnings(), pytest.raises(FloatingPointError, match="diverged"):
         warnings.simplefilter("ignore")
         trainer.fit(lit, DataLoader(TensorDataset(torch.randn(20, 3), torch.randn(20, 2)), batch_size=5))
@@ -255,9 +313,16 @@ def _tiny_bert():
     tf = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
     cfg = tf.BertConfig(
-        vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-        max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2,
-    )  # fmt: skip
+        vocab_size=30,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=2,
+    )
     torch.manual_seed(0)
     return tf, tf.BertForSequenceClassification(cfg)
 
@@ -278,22 +343,43 @@ def test_huggingface_trainer_records_the_hand_written_loop(tmp_path, every_steps
     train_model = copy.deepcopy(model)
     opt = torch.optim.SGD(train_model.parameters(), lr=0.1)
     args = tf.TrainingArguments(
-        output_dir=str(tmp_path), use_cpu=True, report_to=[], save_strategy="no", disable_tqdm=True,
-        per_device_train_batch_size=4, num_train_epochs=epochs, max_steps=max_steps, max_grad_norm=0.0,
-        train_sampling_strategy="sequential", logging_strategy="steps", logging_steps=1,
-        dataloader_num_workers=0, dataloader_pin_memory=False, seed=0,
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        per_device_train_batch_size=4,
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        max_grad_norm=0.0,
+        train_sampling_strategy="sequential",
+        logging_strategy="steps",
+        logging_steps=1,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+        seed=0,
+    )
     trainer = tf.Trainer(
-        model=train_model, args=args, train_dataset=ds, callbacks=[cb],
+        model=train_model,
+        args=args,
+        train_dataset=ds,
+        callbacks=[cb],
         optimizers=(opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)),
-    )  # fmt: skip
+    )
     trainer.remove_callback(tf.trainer_callback.PrinterCallback)  # disable_tqdm=True prints every log instead
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.train()
     batches = [{k: torch.stack([ds[i][k] for i in range(j, j + 4)]) for k in ds[0]} for j in range(0, len(ds), 4)]
-    ref = _hand_loop(model, batches, loss_of=lambda m, b: m(**b).loss, epochs=epochs,
-                     max_steps=max_steps if max_steps > 0 else None, lr=0.1, **sched)  # fmt: skip
+    ref = _hand_loop(
+        model,
+        batches,
+        loss_of=lambda m, b: m(**b).loss,
+        epochs=epochs,
+        max_steps=max_steps if max_steps > 0 else None,
+        lr=0.1,
+        **sched,
+    )
     got = cb.trajectory
     assert len(ref) >= 3
     _assert_same(got, ref)

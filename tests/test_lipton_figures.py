@@ -33,8 +33,20 @@ from landscape.params import functional_forward
 from landscape.pca import TrajectoryPCA, pairwise_end_distances
 from landscape.trajectory import Trajectory
 
-TINY = LiptonSetup(name="tiny", n_train=160, downsample=4, channels=(3, 6), hidden=16, epochs=5, every=2,
-                   pretrain_epochs=2, repetitions=3, line_points=5, batch_size=32, base_every_steps=None)
+TINY = LiptonSetup(
+    name="tiny",
+    n_train=160,
+    downsample=4,
+    channels=(3, 6),
+    hidden=16,
+    epochs=5,
+    every=2,
+    pretrain_epochs=2,
+    repetitions=3,
+    line_points=5,
+    batch_size=32,
+    base_every_steps=None,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -117,8 +129,9 @@ def test_figure2_and_3_claims(results: dict[str, FigureResult], cache: Path) -> 
     assert [c.y[-1] for c in curves[: TINY.repetitions]] == pytest.approx(norms, rel=1e-6)
 
 
-def test_runs_share_starts_and_are_cached(results: dict[str, FigureResult], cache: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runs_share_starts_and_are_cached(
+    results: dict[str, FigureResult], cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("a cached run was trained again")
 
@@ -138,8 +151,9 @@ def test_runs_share_starts_and_are_cached(results: dict[str, FigureResult], cach
     # Cached on disk: the fresh LiptonRuns above read every run back without training.
     root = cache / TINY.key()
     names = sorted(p.name for p in root.iterdir() if p.is_dir())
-    assert names == sorted([f"init{k}" for k in range(3)] + [f"shuffle{k}" for k in (1, 2)]
-                           + [f"clone{k}" for k in range(3)])
+    assert names == sorted(
+        [f"init{k}" for k in range(3)] + [f"shuffle{k}" for k in (1, 2)] + [f"clone{k}" for k in range(3)]
+    )
     again = Trajectory.open(root / "clone1")
     assert torch.equal(again.vectors(), clones[1].vectors())
     assert dataclasses.replace(TINY, epochs=6).key() != TINY.key()
@@ -154,8 +168,12 @@ def test_losses_match_a_float64_loop(cache: Path) -> None:
     assert runs.losses(AffinePoints(ends, np.stack([1 - t, t], 1))) == pytest.approx(got, rel=1e-6)
     model = TINY.model(0).double().eval()
     x, y = runs.eval_data
-    want = [float(F.cross_entropy(functional_forward(model, (1 - a) * ends[0].double() + a * ends[1].double(),
-                                                     x.double()), y)) for a in t]
+    want = [
+        float(
+            F.cross_entropy(functional_forward(model, (1 - a) * ends[0].double() + a * ends[1].double(), x.double()), y)
+        )
+        for a in t
+    ]
     assert got == pytest.approx(want, rel=1e-4)
     assert x.shape == (TINY.n_train, 1, 7, 7) and 0 <= float(x.min()) and float(x.max()) <= 1
 

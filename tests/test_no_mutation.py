@@ -125,8 +125,16 @@ class Ctx:
         return (self.X, self.y)
 
     def models(self) -> list[nn.Module]:
-        return [self.model, self.other, self.third, self.fourth, self.mlp, self.bn, self.forward_hooks_only,
-                *self.extra]  # fmt: skip
+        return [
+            self.model,
+            self.other,
+            self.third,
+            self.fourth,
+            self.mlp,
+            self.bn,
+            self.forward_hooks_only,
+            *self.extra,
+        ]
 
     def mlp_vectors(self) -> torch.Tensor:
         from landscape.params import parameters_to_vector
@@ -205,8 +213,9 @@ ARGS: dict[str, Callable[[Ctx], Any]] = {
     "iteration": lambda c: 0,
     "index": lambda c: 0,
     "spec": lambda c: __import__("landscape").permutation_spec(c.model),
-    "perm": lambda c: __import__("landscape").random_permutation(__import__("landscape").permutation_spec(c.model),
-                                                                 seed=1),
+    "perm": lambda c: __import__("landscape").random_permutation(
+        __import__("landscape").permutation_spec(c.model), seed=1
+    ),
     "target": lambda c: c.other,
     "alpha": lambda c: 0.5,
     "curve": lambda c: __import__("landscape").fit_curve(c.model, c.other, c.data, steps=0),
@@ -215,8 +224,14 @@ ARGS: dict[str, Callable[[Ctx], Any]] = {
 _TINY = {"alphas": [0.0, 0.5, 1.0]}
 _BN_MODES = [{"bn_mode": "eval"}, {"bn_mode": "train"}]
 _FIT = {"epochs": 1, "batch_size": 6}
-_PERSIST = {"iterations": 2, "lam": 0.01, "optimizer": "sgd", "epochs": 1, "batch_size": 6,
-            "eval_data": Lazy(lambda c: {"val": c.data})}
+_PERSIST = {
+    "iterations": 2,
+    "lam": 0.01,
+    "optimizer": "sgd",
+    "epochs": 1,
+    "batch_size": 6,
+    "eval_data": Lazy(lambda c: {"val": c.data}),
+}
 
 # Per-function options: a list of variants, each a dict of keyword (or, for positional-only use,
 # named) arguments merged over the builders; Lazy values are built from the context.
@@ -225,8 +240,10 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.measure_saturation": [{"train": True}, {"train": False}],
     "landscape.evaluate_points": [{"bn_mode": m, "strategy": s} for m in ("eval", "train") for s in ("auto", "loop")],
     "landscape.line": [{**_TINY, **m} for m in (*_BN_MODES, {"bn_mode": "interpolate"})],
-    "landscape.line_distance": [{"reference": Lazy(lambda c: c.other), "distances": [0.0, 1.0], **m}
-                                for m in (*_BN_MODES, {"bn_mode": "interpolate"})],  # fmt: skip
+    "landscape.line_distance": [
+        {"reference": Lazy(lambda c: c.other), "distances": [0.0, 1.0], **m}
+        for m in (*_BN_MODES, {"bn_mode": "interpolate"})
+    ],
     "landscape.bilinear": [{"n": 2, **m} for m in (*_BN_MODES, {"bn_mode": "interpolate"})],
     "landscape.barycentric": [{"n": 2, **m} for m in (*_BN_MODES, {"bn_mode": "interpolate"})],
     "landscape.plane": [{"center": Lazy(lambda c: c.model), **m} for m in _BN_MODES],
@@ -245,17 +262,27 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.Trainer.add_event": [{"event": {"type": "test"}}],
     "landscape.factory.load_weights": [{"weights": Lazy(lambda c: dict(c.other.state_dict()))}],
     "landscape.HessianOperator": [{"micro_batch_size": None}, {"bn_mode": "train", "micro_batch_size": None}],
-    "landscape.hessian_spectrum": [{"steps": 3, "n_probes": 1, "top_k": 1}, {"steps": 3, "n_probes": 1, "top_k": 1,
-                                                                          "bn_mode": "train"}],  # fmt: skip
+    "landscape.hessian_spectrum": [
+        {"steps": 3, "n_probes": 1, "top_k": 1},
+        {"steps": 3, "n_probes": 1, "top_k": 1, "bn_mode": "train"},
+    ],
     "landscape.hessian_eigenpairs": [{"k": 1, "max_steps": 4}],
     "landscape.hessian_directions": [{"k": 1}],
     "landscape.hessian_trace": [{"n_products": 3}],
     "landscape.hessian.spectrum_of": [{"n_probes": 1, "steps": 3, "top_k": 1}],
-    "landscape.trajectory_curvature": [{"trajectory": Lazy(lambda c: _trajectory(c)), "k": 2, "per_layer": True,
-                                        "trace_products": 3, "progress": False}],  # fmt: skip
+    "landscape.trajectory_curvature": [
+        {
+            "trajectory": Lazy(lambda c: _trajectory(c)),
+            "k": 2,
+            "per_layer": True,
+            "trace_products": 3,
+            "progress": False,
+        }
+    ],
     "landscape.gradient_descent_curvature": [{"lr": 0.1, "steps": 2, "every_steps": 1, "progress": False}],
-    "landscape.worst_case_sharpness": [{"radius": 0.1, "steps": 2, "norm": n, "adaptive": a}
-                                       for n, a in (("l2", "none"), ("linf", "filter"))],  # fmt: skip
+    "landscape.worst_case_sharpness": [
+        {"radius": 0.1, "steps": 2, "norm": n, "adaptive": a} for n, a in (("l2", "none"), ("linf", "filter"))
+    ],
     "landscape.average_sharpness": [{"radius": 0.1, "n_samples": 3, "adaptive": "elementwise"}],
     "landscape.m_sharpness": [{"m": 6, "radius": 0.1, "steps": 1, "progress": False}],
     "landscape.pca.make_loss_at": [{"__call__": Lazy(lambda c: torch.stack([c.vec(), c.vec(0.2)]))}],
@@ -263,16 +290,36 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.params.preserved_mode": [{"train": True, "__with__": True}, {"train": False, "__with__": True}],
     "landscape.Trajectory.model_at": [{"i": 0}],
     "persistence.PersistentTrainer": [_PERSIST],
-    "persistence.fast_persistent_run": [{"model": Lazy(lambda c: c.mlp), "x": Lazy(lambda c: c.xr),
-                                         "y": Lazy(lambda c: c.yr), "iterations": 2, "steps": 3, "lam": 0.01,
-                                         "backend": "eager"}],  # fmt: skip
-    "persistence.mlp_loss_and_grad": [{"model": Lazy(lambda c: c.mlp), "x": Lazy(lambda c: c.xr),
-                                       "y": Lazy(lambda c: c.yr),
-                                       "vectors": Lazy(lambda c: c.mlp_vectors())}],  # fmt: skip
+    "persistence.fast_persistent_run": [
+        {
+            "model": Lazy(lambda c: c.mlp),
+            "x": Lazy(lambda c: c.xr),
+            "y": Lazy(lambda c: c.yr),
+            "iterations": 2,
+            "steps": 3,
+            "lam": 0.01,
+            "backend": "eager",
+        }
+    ],
+    "persistence.mlp_loss_and_grad": [
+        {
+            "model": Lazy(lambda c: c.mlp),
+            "x": Lazy(lambda c: c.xr),
+            "y": Lazy(lambda c: c.yr),
+            "vectors": Lazy(lambda c: c.mlp_vectors()),
+        }
+    ],
     "persistence.mlp_widths": [{"model": Lazy(lambda c: c.mlp)}],
-    "persistence.train_seeds_batched": [{"model": Lazy(lambda c: c.mlp), "x": Lazy(lambda c: c.xr),
-                                         "y": Lazy(lambda c: c.yr), "initial": [0, 1], "steps": 3,
-                                         "backend": "eager"}],  # fmt: skip
+    "persistence.train_seeds_batched": [
+        {
+            "model": Lazy(lambda c: c.mlp),
+            "x": Lazy(lambda c: c.xr),
+            "y": Lazy(lambda c: c.yr),
+            "initial": [0, 1],
+            "steps": 3,
+            "backend": "eager",
+        }
+    ],
     "persistence.FastPersistentResult.model": [{"template": Lazy(lambda c: c.mlp)}],
     "persistence.FastPersistentResult.champion_model": [{"template": Lazy(lambda c: c.mlp)}],
     "persistence.FastPersistentResult.trajectory": [{"template": Lazy(lambda c: c.mlp)}],
@@ -295,8 +342,9 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "tunnels.open_units": [{"units": [0], "lambdas": Lazy(lambda c: torch.tensor([[0.5, 0.5, 0.5]]))}],
     "tunnels.close_units": [{"pairs": [(0, 1)]}],
     "tunnels.reorganize": [{"data": Lazy(lambda c: c.data), "loss_fn": F.cross_entropy, "seed": 0}],
-    "tunnels.reorganize_units": [{"merges": [(0, 1)], "units": [2],
-                                  "lambdas": Lazy(lambda c: torch.tensor([[0.5, 0.5, 0.5]]))}],  # fmt: skip
+    "tunnels.reorganize_units": [
+        {"merges": [(0, 1)], "units": [2], "lambdas": Lazy(lambda c: torch.tensor([[0.5, 0.5, 0.5]]))}
+    ],
     "tunnels.resolve_site": [{"producer": "0"}],
     # train=True refuses Dropout between the layers (a clear ValueError): run it on the BN model without one
     "tunnels.split_matrices": [{"train": False}, {"train": True, "model": Lazy(lambda c: c.bn)}],
@@ -358,9 +406,7 @@ def _model_params(fn: Callable[..., Any]) -> list[str]:
     except (TypeError, ValueError):
         return []
     return [
-        p.name
-        for p in sig.parameters.values()
-        if p.name in _MODEL_NAMES or _MODEL_ANNOTATION.search(str(p.annotation))
+        p.name for p in sig.parameters.values() if p.name in _MODEL_NAMES or _MODEL_ANNOTATION.search(str(p.annotation))
     ]
 
 
@@ -497,8 +543,12 @@ def _cases() -> Iterator[Any]:
 
 
 # Entry points that refuse a model with frozen parameters, with a ValueError saying so (by design).
-REFUSE_FROZEN = {"persistence.fast_persistent_run", "persistence.mlp_loss_and_grad", "persistence.mlp_widths",
-                 "persistence.train_seeds_batched"}  # fmt: skip
+REFUSE_FROZEN = {
+    "persistence.fast_persistent_run",
+    "persistence.mlp_loss_and_grad",
+    "persistence.mlp_widths",
+    "persistence.train_seeds_batched",
+}
 
 
 @pytest.mark.parametrize("frozen", [False, True], ids=["trainable", "half-frozen"])
@@ -529,9 +579,16 @@ def test_every_public_function_taking_a_model_is_walked():
     """A new public function taking a model needs builders for its arguments, a CALLS entry or a SKIP reason."""
     keys = {k for k, _, _ in WALKED}
     assert len(keys) >= 60, f"only {len(keys)} public callables taking a model found: is discovery broken?"
-    for expected in ("landscape.functional_forward", "landscape.measure_saturation", "landscape.line",
-                     "landscape.HessianOperator.matvec", "persistence.PersistentTrainer", "tunnels.split_stats",
-                     "landscape.pca.make_loss_at", "landscape.Trajectory.append_model"):  # fmt: skip
+    for expected in (
+        "landscape.functional_forward",
+        "landscape.measure_saturation",
+        "landscape.line",
+        "landscape.HessianOperator.matvec",
+        "persistence.PersistentTrainer",
+        "tunnels.split_stats",
+        "landscape.pca.make_loss_at",
+        "landscape.Trajectory.append_model",
+    ):
         assert expected in keys, expected
     stale = sorted((set(CALLS) | set(SKIP)) - keys - set(INSTANCES))
     assert not stale, f"CALLS/SKIP name callables that are not public or take no model: {stale}"

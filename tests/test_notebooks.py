@@ -28,8 +28,9 @@ def run_notebook(path: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("LANDSCAPE_QUICK", "1")
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()
     EXECUTED.mkdir(parents=True, exist_ok=True)
     tmp = EXECUTED / f".{path.name}.tmp"

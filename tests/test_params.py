@@ -57,8 +57,14 @@ def test_layout_names_slices_layers_filter_axes():
     assert [s.name for s in lay.layers["0"]] == ["0.weight", "0.bias"]
     axes = {s.name: s.filter_axis for s in lay}
     assert axes == {
-        "0.weight": 0, "0.bias": None, "1.weight": None, "1.bias": None,
-        "2.weight": 1, "2.bias": None, "3.weight": 0, "3.bias": None,
+        "0.weight": 0,
+        "0.bias": None,
+        "1.weight": None,
+        "1.bias": None,
+        "2.weight": 1,
+        "2.bias": None,
+        "3.weight": 0,
+        "3.bias": None,
     }
     idx = lay.layer_index("3")
     assert idx.tolist() == list(range(lay["3.weight"].start, lay["3.bias"].stop))

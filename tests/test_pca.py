@@ -40,8 +40,15 @@ def _net(seed=1):
 
 def _recorded(path=None, seed=0, epochs=12):
     traj = Trajectory(path)
-    Trainer(_net(), _data(), optimizer=lambda p: torch.optim.SGD(p, lr=0.3, momentum=0.9), epochs=epochs,
-            batch_size=16, seed=seed, trajectory=traj).fit()
+    Trainer(
+        _net(),
+        _data(),
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.3, momentum=0.9),
+        epochs=epochs,
+        batch_size=16,
+        seed=seed,
+        trajectory=traj,
+    ).fit()
     return traj
 
 

@@ -78,15 +78,29 @@ def _mlp() -> nn.Module:
 # (name, builder, input shape): the registry every acceptance check runs over.
 CASES = [
     ("mlp", _mlp, (1, 8, 8)),
-    ("mlp_tanh", lambda: build_model("mlp", (6,), 4, hidden=[5, 5, 5], activation="tanh", seed=1,
-                                     dtype=torch.float64), (6,)),  # fmt: skip
+    (
+        "mlp_tanh",
+        lambda: build_model("mlp", (6,), 4, hidden=[5, 5, 5], activation="tanh", seed=1, dtype=torch.float64),
+        (6,),
+    ),
     ("lenet5", lambda: build_model("lenet5", (1, 8, 8), 10, seed=0, dtype=torch.float64), (1, 8, 8)),
-    ("vgg_bn", lambda: build_model("vgg", (1, 8, 8), 10, cfg=(4, "M", 6, 6), hidden=8, dropout=0.0, seed=0,
-                                   dtype=torch.float64), (1, 8, 8)),  # fmt: skip
-    ("small_resnet", lambda: build_model("small_resnet", (1, 8, 8), 10, width=4, seed=0, dtype=torch.float64),
-     (1, 8, 8)),
-    ("resnet_2blocks", lambda: build_model("small_resnet", (3, 8, 8), 5, width=4, blocks=(2, 2), seed=0,
-                                           dtype=torch.float64), (3, 8, 8)),  # fmt: skip
+    (
+        "vgg_bn",
+        lambda: build_model(
+            "vgg", (1, 8, 8), 10, cfg=(4, "M", 6, 6), hidden=8, dropout=0.0, seed=0, dtype=torch.float64
+        ),
+        (1, 8, 8),
+    ),
+    (
+        "small_resnet",
+        lambda: build_model("small_resnet", (1, 8, 8), 10, width=4, seed=0, dtype=torch.float64),
+        (1, 8, 8),
+    ),
+    (
+        "resnet_2blocks",
+        lambda: build_model("small_resnet", (3, 8, 8), 5, width=4, blocks=(2, 2), seed=0, dtype=torch.float64),
+        (3, 8, 8),
+    ),
     ("residual_mlp", lambda: _ResidualMLP().double(), (5,)),
     ("conv_functional", lambda: _ConvFunctional().double(), (1, 8, 8)),
     ("lstm_last_step", lambda: _LSTMNet(1, False).double(), (7, 3)),
@@ -140,8 +154,14 @@ def test_specs_of_the_zoo():
     spec = permutation_spec(resnet)
     # stage 0: the stem's stream runs through the identity shortcut; stages 1-2 each start a new stream at
     # their projection shortcut, shared with conv2 of the block
-    assert spec.sizes == {"P_conv1": 4, "P_layers.0.0.conv1": 4, "P_layers.1.0.conv1": 8, "P_layers.1.0.conv2": 8,
-                          "P_layers.2.0.conv1": 16, "P_layers.2.0.conv2": 16}  # fmt: skip
+    assert spec.sizes == {
+        "P_conv1": 4,
+        "P_layers.0.0.conv1": 4,
+        "P_layers.1.0.conv1": 8,
+        "P_layers.1.0.conv2": 8,
+        "P_layers.2.0.conv1": 16,
+        "P_layers.2.0.conv2": 16,
+    }
     stream = {a.tensor for a in spec.axes_of("P_conv1") if a.axis == 0}
     assert {"conv1.weight", "bn1.running_mean", "layers.0.0.conv2.weight", "layers.0.0.bn2.running_var"} <= stream
     shortcut = {a.tensor for a in spec.axes_of("P_layers.1.0.conv2")}

@@ -76,8 +76,11 @@ def test_penalty_errors():
 
 
 def test_select_champion():
-    ms = [{"val_loss": 0.5, "val_accuracy": 0.7}, {"val_loss": 0.3, "val_accuracy": 0.6},
-          {"val_loss": float("nan"), "val_accuracy": 0.9}]
+    ms = [
+        {"val_loss": 0.5, "val_accuracy": 0.7},
+        {"val_loss": 0.3, "val_accuracy": 0.6},
+        {"val_loss": float("nan"), "val_accuracy": 0.9},
+    ]
     assert select_champion(ms, "val_loss") == 1
     assert select_champion(ms, "val_accuracy") == 2
     with pytest.raises(KeyError, match="test_loss"):
@@ -92,8 +95,18 @@ def _problem():
 
 def _pt(out_dir=None, iterations=4, **kw):
     train, val = _problem()
-    return PersistentTrainer(_mlp(), train, nn.functional.mse_loss, lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9),
-                             iterations=iterations, lam=0.01, eval_data={"val": val}, steps=40, out_dir=out_dir, **kw)
+    return PersistentTrainer(
+        _mlp(),
+        train,
+        nn.functional.mse_loss,
+        lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9),
+        iterations=iterations,
+        lam=0.01,
+        eval_data={"val": val},
+        steps=40,
+        out_dir=out_dir,
+        **kw,
+    )
 
 
 def test_iterations_start_from_the_same_weights_and_champion_is_best():

@@ -43,8 +43,16 @@ def _data(n=30, in_features=1, out_features=1, seed=0):
 
 
 def _net(seed=3, m=6, **kw):
-    return build_model("regression_mlp", (kw.pop("in_features", 1),), kw.pop("out_features", 1), m=m, init="he",
-                       seed=seed, dtype=F64, **kw)
+    return build_model(
+        "regression_mlp",
+        (kw.pop("in_features", 1),),
+        kw.pop("out_features", 1),
+        m=m,
+        init="he",
+        seed=seed,
+        dtype=F64,
+        **kw,
+    )
 
 
 def _sgd(lr):
@@ -57,7 +65,8 @@ def _snapshot(model):
 
 def _unchanged(model, snap):
     return all(torch.equal(v, snap[k]) for k, v in model.state_dict().items()) and all(
-        p.requires_grad for p in model.parameters())
+        p.requires_grad for p in model.parameters()
+    )
 
 
 def test_layout_conversion_matches_param_layout_and_he_init_matches_build_model():
@@ -86,8 +95,12 @@ def test_hand_derived_gradient_equals_autograd_with_penalty():
         pts = torch.randn(3, lay.numel, generator=g, dtype=F64)
         anchors = torch.randn(5, lay.numel, generator=g, dtype=F64)
         names = list(lay.layers)
-        for anc, layers, factor in ((None, None, None), (anchors, None, None), (anchors, [names[1]], 2.5),
-                                    (anchors, [names[0], names[-1]], None)):
+        for anc, layers, factor in (
+            (None, None, None),
+            (anchors, None, None),
+            (anchors, [names[1]], 2.5),
+            (anchors, [names[0], names[-1]], None),
+        ):
             loss, grad = mlp_loss_and_grad(net, pts, x, y, anchors=anc, lam=0.07, layers=layers, depth_factor=factor)
             for j in range(3):
                 v = pts[j].clone().requires_grad_(True)
@@ -134,11 +147,22 @@ def test_fast_persistent_run_equals_persistent_trainer(mode, depth_factor):
     net = _net(seed=4)
     snap = _snapshot(net)
     kw = dict(iterations=4, lam=0.5, mode=mode, depth_factor=depth_factor, seed=7)
-    fast = fast_persistent_run(net, x, y, steps=60, lr=0.01, eval_data={"val": (xv, yv)}, select_by="val_loss",
-                               backend="eager", log_every=15, **kw)
+    fast = fast_persistent_run(
+        net,
+        x,
+        y,
+        steps=60,
+        lr=0.01,
+        eval_data={"val": (xv, yv)},
+        select_by="val_loss",
+        backend="eager",
+        log_every=15,
+        **kw,
+    )
     assert _unchanged(net, snap)
-    ref = PersistentTrainer(net, (x, y), nn.functional.mse_loss, _sgd(0.01), eval_data={"val": (xv, yv)},
-                            steps=60, batch_size=None, **kw).fit()
+    ref = PersistentTrainer(
+        net, (x, y), nn.functional.mse_loss, _sgd(0.01), eval_data={"val": (xv, yv)}, steps=60, batch_size=None, **kw
+    ).fit()
     assert fast.layers == [r.layer for r in ref.results_]
     if mode == "partial":
         assert set(fast.layers[1:]) <= {"fc1", "fc2", "fc3"} and fast.layers[0] is None
@@ -156,8 +180,9 @@ def test_every_iteration_starts_from_bitwise_the_same_weights_and_trajectories()
     x, y = _data(25)
     net = _net(seed=2)
     init = parameters_to_vector(net).numpy()
-    res = fast_persistent_run(net, x, y, iterations=3, steps=30, lam=0.3, lr=0.01, record_every=10, log_every=10,
-                              backend="eager")
+    res = fast_persistent_run(
+        net, x, y, iterations=3, steps=30, lam=0.3, lr=0.01, record_every=10, log_every=10, backend="eager"
+    )
     assert res.snapshots.shape == (3, 4, init.size) and list(res.snapshot_steps) == [0, 10, 20, 30]
     for i in range(3):
         assert np.array_equal(res.snapshots[i, 0], init)
@@ -207,8 +232,10 @@ def test_errors_name_the_problem():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("LANDSCAPE_TEST_COMPILE") != "1",
-                    reason="compiles with inductor (~20-60 s); set LANDSCAPE_TEST_COMPILE=1")
+@pytest.mark.skipif(
+    os.environ.get("LANDSCAPE_TEST_COMPILE") != "1",
+    reason="compiles with inductor (~20-60 s); set LANDSCAPE_TEST_COMPILE=1",
+)
 def test_compiled_backend_equals_eager():
     x, y = _data(12)
     net = _net(m=4)

@@ -53,8 +53,9 @@ def _check(result: FigureResult, n_claims: int) -> list[Claim]:
 
 
 def _tiny(name: str, model: str, **kw) -> common.RunSetup:
-    base = dict(name=name, data="digits", model=model, mode="partial", lam=0.001, iterations=2, epochs=1,
-                batch_size=256)
+    base = dict(
+        name=name, data="digits", model=model, mode="partial", lam=0.001, iterations=2, epochs=1, batch_size=256
+    )
     return common.RunSetup(**{**base, **kw})
 
 
@@ -114,19 +115,23 @@ def test_run_persistent_cache_reuses_finished_iterations(tmp_path, monkeypatch):
 
 
 def test_fig6_and_fig7_8_tiny(tmp_path):
-    setups = {k: _tiny(f"t_lenet_{k}", "lenet5", mode="full", lam=0.01, init="normal", init_std=std)
-              for k, std in (("bad", 0.2), ("good", 0.05))}
+    setups = {
+        k: _tiny(f"t_lenet_{k}", "lenet5", mode="full", lam=0.01, init="normal", init_std=std)
+        for k, std in (("bad", 0.2), ("good", 0.05))
+    }
     claims = _check(figure7_8("quick", cache=tmp_path, setups=setups), 4)
     assert any("worse one" in p.statement for p in claims[1].premises)
     (claim,) = _check(figure6("quick", cache=tmp_path, setup=setups["bad"], grid=5, loss_images=64), 1)
     assert isinstance(claim.measured, float) and claim.measured >= 0
 
 
-@pytest.mark.parametrize("which,model,kw", [("lenet5", "lenet5", {}),
-                                            ("alexnet", "alexnet", {"channels": (4, 4), "hidden": (8, 8)})])
+@pytest.mark.parametrize(
+    "which,model,kw", [("lenet5", "lenet5", {}), ("alexnet", "alexnet", {"channels": (4, 4), "hidden": (8, 8)})]
+)
 def test_fig9_11_tiny(tmp_path, which, model, kw):
-    (claim,) = _check(figure_partial(which, "quick", cache=tmp_path,
-                                     setup=_tiny(f"t_{which}", model, model_kwargs=kw)), 1)
+    (claim,) = _check(
+        figure_partial(which, "quick", cache=tmp_path, setup=_tiny(f"t_{which}", model, model_kwargs=kw)), 1
+    )
     assert claim.effect is not None and claim.effect.n == 359  # McNemar on the digits test split
 
 
@@ -136,17 +141,37 @@ def test_fig12_tiny(tmp_path):
 
 
 def test_fig13_15_tiny(tmp_path):
-    setup = _tiny("t_tanh", "mlp7_tanh", model_kwargs={"width": 8}, init="xavier", iterations=3, epochs=2,
-                  saturation=True, histogram_epochs=(1.0, 2.0), saturation_images=50, record_every_epochs=1)
+    setup = _tiny(
+        "t_tanh",
+        "mlp7_tanh",
+        model_kwargs={"width": 8},
+        init="xavier",
+        iterations=3,
+        epochs=2,
+        saturation=True,
+        histogram_epochs=(1.0, 2.0),
+        saturation_images=50,
+        record_every_epochs=1,
+    )
     claims = _check(figure13_15("quick", cache=tmp_path, setup=setup), 4)
     assert any("saturated" in p.statement for p in claims[1].premises)
 
 
 # --------------------------------------------------------------------------- measures
 def _spectrum(nodes: np.ndarray, weights: np.ndarray, top: float) -> HessianSpectrum:
-    return HessianSpectrum(nodes=nodes, weights=weights, top_eigenvalues=np.array([top]), top_error_bounds=np.zeros(1),
-                           trace={}, trace_stderr={}, hvp_count=0, bn_mode="eval", n_params=10, param_names=[],
-                           n_samples=1)
+    return HessianSpectrum(
+        nodes=nodes,
+        weights=weights,
+        top_eigenvalues=np.array([top]),
+        top_error_bounds=np.zeros(1),
+        trace={},
+        trace_stderr={},
+        hvp_count=0,
+        bn_mode="eval",
+        n_params=10,
+        param_names=[],
+        n_samples=1,
+    )
 
 
 def test_bulk_edge_and_outliers_on_a_known_measure():
@@ -165,10 +190,19 @@ def test_bulk_edge_and_outliers_on_a_known_measure():
 def test_saturation_measures_on_a_known_history():
     edges = np.tile(np.linspace(-1, 1, 5), (2, 1))  # bins centred at -0.75, -0.25, 0.25, 0.75
     counts = np.array([[[0, 1, 1, 0], [2, 0, 0, 2]]])  # one kept epoch, two layers
-    h = SaturationHistory(epochs=np.array([0.0, 1.0]), layers=["a", "b"], percentiles=np.array([98.0]),
-                          values=np.array([[[9.0], [9.0]], [[0.2], [0.4]]]), lower=np.zeros((2, 2, 1)),
-                          upper=np.zeros((2, 2, 1)), mean=np.zeros((2, 2)), std=np.zeros((2, 2)),
-                          histogram_epochs=np.array([1.0]), histograms=counts, edges=edges)
+    h = SaturationHistory(
+        epochs=np.array([0.0, 1.0]),
+        layers=["a", "b"],
+        percentiles=np.array([98.0]),
+        values=np.array([[[9.0], [9.0]], [[0.2], [0.4]]]),
+        lower=np.zeros((2, 2, 1)),
+        upper=np.zeros((2, 2, 1)),
+        mean=np.zeros((2, 2)),
+        std=np.zeros((2, 2)),
+        histogram_epochs=np.array([1.0]),
+        histograms=counts,
+        edges=edges,
+    )
     assert saturation_score(h) == pytest.approx(0.3)  # the epoch-0 measurement is left out
     assert saturated_share(h, 1.0, edge=0.5) == pytest.approx(4 / 6)
     assert saturated_share_layers(h, 1.0, edge=0.5).tolist() == pytest.approx([0.0, 1.0])
@@ -215,9 +249,10 @@ def test_kink_targets_match_paper_axes():
 
 # --------------------------------------------------------------------------- the preprint's depth-factor variant
 def test_preprint_figures_tiny(tmp_path):
-    setups = {k: _tiny(f"t_pp_{k}", "lenet5", mode="full", lam=0.01, init="normal", init_std=std, depth_factor=True,
-                       epochs=2)
-              for k, std in (("bad", 0.5), ("good", 0.05))}
+    setups = {
+        k: _tiny(f"t_pp_{k}", "lenet5", mode="full", lam=0.01, init="normal", init_std=std, depth_factor=True, epochs=2)
+        for k, std in (("bad", 0.5), ("good", 0.05))
+    }
     claims = _check(figure_pp11("quick", cache=tmp_path, setups=setups), 2)
     assert "depth factor" in claims[0].statement
     setup = _tiny("t_pp_partial", "lenet5", depth_factor=True)

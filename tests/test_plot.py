@@ -29,7 +29,9 @@ def setup():
     a, b, c, d = (_net(s) for s in range(4))
     data = (X, y)
     return {
-        "model": a, "data": data, "nets": (a, b, c, d),
+        "model": a,
+        "data": data,
+        "nets": (a, b, c, d),
         "line": line(a, a, b, data, alphas=np.linspace(-0.5, 1.5, 9), label="a-b"),
         "line2": line(a, a, c, data, alphas=np.linspace(0, 1, 5), label="a-c"),
         "dist": line_distance(a, a, b, data, distances=np.linspace(0, 2, 6)),
@@ -37,7 +39,7 @@ def setup():
         "bilinear": bilinear(a, [a, b, c, d], data, alphas=np.linspace(0, 1, 4), betas=np.linspace(0, 1, 3)),
         "bary": barycentric(a, a, b, c, data, alphas=np.linspace(0, 1, 5), betas=np.linspace(0, 1, 4)),
         "fd": distance_along_path(a, a, b, data, alphas=np.linspace(0, 1, 5), label="a-b"),
-    }  # fmt: skip
+    }
 
 
 def _poison(result, positions, name="loss"):
@@ -349,8 +351,11 @@ def test_errors_are_named(setup):
     with pytest.raises(ValueError, match="mix alpha and distance"):
         plot.plot_line([setup["line"], setup["dist"]])
     with pytest.raises(ValueError, match="2 x 2"):
-        plot.plot_contour(dataclasses.replace(setup["plane"], ys=setup["plane"].ys[:1],
-                                              metrics={"loss": setup["plane"].metrics["loss"][:1]}))  # fmt: skip
+        plot.plot_contour(
+            dataclasses.replace(
+                setup["plane"], ys=setup["plane"].ys[:1], metrics={"loss": setup["plane"].metrics["loss"][:1]}
+            )
+        )
 
 
 def test_save_html_offline_and_png(setup, tmp_path):

@@ -208,8 +208,9 @@ def test_batchnorm_train_mode_uses_batch_statistics_and_leaves_model():
         net.eval()
         ref_eval = F.cross_entropy(net(X), y)
         net.train()
-        ref_train = F.cross_entropy(torch.func.functional_call(net, {k: v.clone() for k, v in
-                                                                     net.state_dict().items()}, (X,)), y)  # fmt: skip
+        ref_train = F.cross_entropy(
+            torch.func.functional_call(net, {k: v.clone() for k, v in net.state_dict().items()}, (X,)), y
+        )
     torch.testing.assert_close(p_eval.loss(), ref_eval, rtol=1e-12, atol=0)
     torch.testing.assert_close(p_train.loss(), ref_train, rtol=1e-12, atol=0)
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())

@@ -32,16 +32,25 @@ VOCAB, T = 8, 6
 
 
 def gpt2() -> nn.Module:
-    cfg = transformers.GPT2Config(n_layer=1, n_embd=4, n_head=2, vocab_size=VOCAB, n_positions=8, bos_token_id=0,
-                                  eos_token_id=0, attn_implementation="sdpa")  # fmt: skip
+    cfg = transformers.GPT2Config(
+        n_layer=1,
+        n_embd=4,
+        n_head=2,
+        vocab_size=VOCAB,
+        n_positions=8,
+        bos_token_id=0,
+        eos_token_id=0,
+        attn_implementation="sdpa",
+    )
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(cfg).double().eval()
 
 
 def resnet() -> nn.Module:
     # torchvision from PyPI is broken beside this torch build: a tiny transformers ResNet (BatchNorm, shortcuts).
-    cfg = transformers.ResNetConfig(num_channels=1, embedding_size=2, hidden_sizes=[2, 4], depths=[1, 1], num_labels=3,
-                                    layer_type="basic")  # fmt: skip
+    cfg = transformers.ResNetConfig(
+        num_channels=1, embedding_size=2, hidden_sizes=[2, 4], depths=[1, 1], num_labels=3, layer_type="basic"
+    )
     torch.manual_seed(0)
     m = transformers.ResNetForImageClassification(cfg).double()
     with torch.no_grad():  # non-trivial running statistics, so eval-mode BatchNorm is not the identity
@@ -136,9 +145,11 @@ def hand_loss(model: nn.Module, theta: torch.Tensor, data, per_batch) -> float:
 
 
 def snapshot(model: nn.Module):
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            {k: m.training for k, m in model.named_modules()},
-            {k: p.requires_grad for k, p in model.named_parameters()})  # fmt: skip
+    return (
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+        {k: m.training for k, m in model.named_modules()},
+        {k: p.requires_grad for k, p in model.named_parameters()},
+    )
 
 
 def assert_unchanged(model: nn.Module, snap) -> None:
@@ -171,8 +182,9 @@ def test_line_and_plane_equal_a_hand_written_loop(name):
     c, d = torch.as_tensor(pl.center), torch.as_tensor(pl.directions)
     for i, yv in enumerate(pl.ys):
         for j, xv in enumerate(pl.xs):
-            assert pl.metrics["loss"][i, j] == pytest.approx(hand_loss(model, c + xv * d[0] + yv * d[1], data, hand),
-                                                             rel=1e-6, abs=1e-9)  # fmt: skip
+            assert pl.metrics["loss"][i, j] == pytest.approx(
+                hand_loss(model, c + xv * d[0] + yv * d[1], data, hand), rel=1e-6, abs=1e-9
+            )
     assert pl.provenance.extra["loss"] == prob.loss_name
     assert_unchanged(model, snap)
 
@@ -270,8 +282,7 @@ def test_trajectory_pca_with_problem_losses(name):
     prob = Problem(model, data, loss)
     theta = parameters_to_vector(model).detach()
     g = torch.Generator().manual_seed(2)
-    steps = torch.stack([theta + 0.05 * k * torch.randn(theta.shape, generator=g, dtype=theta.dtype)
-                         for k in range(5)])  # fmt: skip
+    steps = torch.stack([theta + 0.05 * k * torch.randn(theta.shape, generator=g, dtype=theta.dtype) for k in range(5)])
     pca = landscape.TrajectoryPCA().fit(steps)
     path = pca.project(steps, loss_at=prob)
     want = [hand_loss(model, v, data, hand) for v in steps]

@@ -80,10 +80,19 @@ def _trainer_run(net, data, *, batch_size, epochs=None, steps=None, lr=0.05, eve
     traj = Trajectory()
     cbs = [_Mark(events_at)] if events_at else []
     Trainer(
-        net, data, nn.functional.mse_loss, lambda p: torch.optim.SGD(p, lr=lr), epochs=epochs, steps=steps,
-        batch_size=batch_size, shuffle=False, trajectory=traj, record_every_steps=every_steps,
-        record_every_epochs=every_epochs, callbacks=cbs,
-    ).fit()  # fmt: skip
+        net,
+        data,
+        nn.functional.mse_loss,
+        lambda p: torch.optim.SGD(p, lr=lr),
+        epochs=epochs,
+        steps=steps,
+        batch_size=batch_size,
+        shuffle=False,
+        trajectory=traj,
+        record_every_steps=every_steps,
+        record_every_epochs=every_epochs,
+        callbacks=cbs,
+    ).fit()
     return traj
 
 
@@ -98,8 +107,10 @@ def assert_same_trajectory(a, b, *, exact=True, metrics=True):
             torch.testing.assert_close(sa.vector, sb.vector, rtol=0, atol=1e-6)
         assert sorted(sa.buffers) == sorted(sb.buffers)
         for k in sa.buffers:
-            assert torch.equal(sa.buffers[k], sb.buffers[k]) if exact else torch.allclose(
-                sa.buffers[k].double(), sb.buffers[k].double(), atol=1e-6
+            assert (
+                torch.equal(sa.buffers[k], sb.buffers[k])
+                if exact
+                else torch.allclose(sa.buffers[k].double(), sb.buffers[k].double(), atol=1e-6)
             )
         if metrics:
             assert sa.metrics.keys() == sb.metrics.keys()
@@ -312,8 +323,18 @@ def test_add_event_forces_the_next_snapshot_as_trainer_add_event_does():
             pass
 
     ref = Trajectory()
-    Trainer(net, data, nn.functional.mse_loss, lambda p: torch.optim.SGD(p, lr=0.05), steps=10, batch_size=5,
-            shuffle=False, trajectory=ref, record_every_epochs=None, callbacks=[Mark()]).fit()  # fmt: skip
+    Trainer(
+        net,
+        data,
+        nn.functional.mse_loss,
+        lambda p: torch.optim.SGD(p, lr=0.05),
+        steps=10,
+        batch_size=5,
+        shuffle=False,
+        trajectory=ref,
+        record_every_epochs=None,
+        callbacks=[Mark()],
+    ).fit()
     model = copy.deepcopy(net)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     rec = Recorder(None, model=model, every_epochs=None, steps_per_epoch=4)

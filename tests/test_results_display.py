@@ -51,8 +51,7 @@ def results() -> dict[str, R.Result]:
     out: dict[str, R.Result] = {}
     out["LineResult"] = line(a, a, b, data, alphas=np.linspace(-0.5, 1.5, 5), progress=False)
     out["LineResult/distance"] = line_distance(a, a, b, data, distances=[0.0, 0.5, 1.0], progress=False)
-    out["PlaneResult"] = random_plane(a, data, np.linspace(-1, 1, 4), np.linspace(-0.5, 0.5, 3), seed=0,
-                                      progress=False)  # fmt: skip
+    out["PlaneResult"] = random_plane(a, data, np.linspace(-1, 1, 4), np.linspace(-0.5, 0.5, 3), seed=0, progress=False)
     out["BilinearResult"] = bilinear(a, [a, b, c, d], data, n=3, progress=False)
     out["BarycentricResult"] = barycentric(a, a, b, c, data, n=3, progress=False)
     out["FunctionalDistance"] = functional_distance(a, a, b, data, progress=False)
@@ -69,23 +68,40 @@ def results() -> dict[str, R.Result]:
     path = torch.stack([torch.nn.utils.parameters_to_vector(m.parameters()) for m in (a, b, c, d)])
     pca = TrajectoryPCA(2).fit(path)
     out["ProjectedPath"] = pca.project(path, loss_at=lambda p: p.square().sum(1))
-    out["CurvatureTrace"], _ = gradient_descent_curvature(a, ce, data, lr=0.1, steps=4, every_steps=2, k=2,
-                                                          progress=False)  # fmt: skip
+    out["CurvatureTrace"], _ = gradient_descent_curvature(
+        a, ce, data, lr=0.1, steps=4, every_steps=2, k=2, progress=False
+    )
     out["AlignmentResult"] = weight_matching(a, b)
     reg = _net(0, nn.ReLU)
     Xr, yr = X[:, :4], X[:, :3].sin()
     out["SeedsResult"] = train_seeds_batched(reg, Xr, yr, [0, 1], steps=4, log_every=2, backend="eager")
-    out["FastPersistentResult"] = fast_persistent_run(reg, Xr, yr, iterations=2, steps=4, lam=0.1, log_every=2,
-                                                      record_every=2, backend="eager")  # fmt: skip
+    out["FastPersistentResult"] = fast_persistent_run(
+        reg, Xr, yr, iterations=2, steps=4, lam=0.1, log_every=2, record_every=2, backend="eager"
+    )
     return out
 
 
 CASES = [
-    "LineResult", "LineResult/distance", "PlaneResult", "BilinearResult", "BarycentricResult", "FunctionalDistance",
-    "DistanceResult", "BarrierResult", "ModeCurve", "CurveResult", "HessianSpectrum", "SaturationStats",
-    "SaturationHistory", "SharpnessResult", "ProjectedPath", "CurvatureTrace", "AlignmentResult", "SeedsResult",
+    "LineResult",
+    "LineResult/distance",
+    "PlaneResult",
+    "BilinearResult",
+    "BarycentricResult",
+    "FunctionalDistance",
+    "DistanceResult",
+    "BarrierResult",
+    "ModeCurve",
+    "CurveResult",
+    "HessianSpectrum",
+    "SaturationStats",
+    "SaturationHistory",
+    "SharpnessResult",
+    "ProjectedPath",
+    "CurvatureTrace",
+    "AlignmentResult",
+    "SeedsResult",
     "FastPersistentResult",
-]  # fmt: skip
+]
 
 
 def test_every_registered_type_is_covered():
@@ -149,8 +165,9 @@ def test_to_xarray_round_trips(results, case):
         for k in arrays:
             head = k.rpartition(".")[0]
             if k == key or (key.endswith(".*") and head == key[:-2]):
-                assert ds[names[k]].dims[: len(dims)] == tuple(d.replace("{key}", k.rpartition(".")[2])
-                                                              for d in dims), k  # fmt: skip
+                assert ds[names[k]].dims[: len(dims)] == tuple(
+                    d.replace("{key}", k.rpartition(".")[2]) for d in dims
+                ), k
     for field, dim in spec.labels.items():
         labels = getattr(r, field)
         if labels and dim in ds.dims and ds.sizes[dim] == len(labels):
@@ -216,8 +233,13 @@ def test_repr_is_short_and_never_prints_arrays(results, case):
 def test_repr_does_not_grow_with_the_grid():
     def plane(n):
         g = np.random.default_rng(0)
-        return PlaneResult(np.linspace(-1, 1, n), np.linspace(-1, 1, n), {"loss": g.random((n, n))},
-                           g.random(50 * n), g.random((2, 50 * n)))  # fmt: skip
+        return PlaneResult(
+            np.linspace(-1, 1, n),
+            np.linspace(-1, 1, n),
+            {"loss": g.random((n, n))},
+            g.random(50 * n),
+            g.random((2, 50 * n)),
+        )
 
     small, big = repr(plane(11)), repr(plane(101))
     assert len(small) < 1000 and abs(len(big) - len(small)) < 40
@@ -243,8 +265,17 @@ def test_html_is_well_formed(results, case):
 
 
 def test_thumbnails_exist_for_the_grids_and_curves(results):
-    for case in ("PlaneResult", "LineResult", "DistanceResult", "HessianSpectrum", "ProjectedPath", "CurvatureTrace",
-                 "SaturationHistory", "BarrierResult", "CurveResult"):  # fmt: skip
+    for case in (
+        "PlaneResult",
+        "LineResult",
+        "DistanceResult",
+        "HessianSpectrum",
+        "ProjectedPath",
+        "CurvatureTrace",
+        "SaturationHistory",
+        "BarrierResult",
+        "CurveResult",
+    ):
         assert results[case]._thumbnail_data() is not None, case
 
 

@@ -25,9 +25,7 @@ F32_TOL = 8 * float(np.finfo(np.float32).eps)
 
 def _net(seed=0, scale=3.0):
     torch.manual_seed(seed)
-    net = nn.Sequential(
-        nn.Linear(6, 16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3)
-    )
+    net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
     with torch.no_grad():
         net[0].weight.mul_(scale)  # drive the first layer into saturation
     return net
@@ -42,8 +40,10 @@ def _captured(net, x, names):
     """Brute force: every activation of the named modules, in float64."""
     out = {n: [] for n in names}
     mods = dict(net.named_modules())
-    hs = [mods[n].register_forward_hook(lambda m, i, o, n=n: out[n].append(o.detach().double().reshape(-1)))
-          for n in names]
+    hs = [
+        mods[n].register_forward_hook(lambda m, i, o, n=n: out[n].append(o.detach().double().reshape(-1)))
+        for n in names
+    ]
     with torch.no_grad():
         was = net.training
         net.eval()
@@ -156,15 +156,25 @@ def test_module_called_twice_gives_one_layer_per_call_and_selection_by_name():
 
 def _train(callbacks, traj, epochs=3, **kw):
     x, y = _data()
-    return Trainer(_net(), (x, y), optimizer=lambda p: torch.optim.SGD(p, lr=0.2), epochs=epochs, batch_size=50,
-                   callbacks=callbacks, trajectory=traj, seed=0, **kw).fit()
+    return Trainer(
+        _net(),
+        (x, y),
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.2),
+        epochs=epochs,
+        batch_size=50,
+        callbacks=callbacks,
+        trajectory=traj,
+        seed=0,
+        **kw,
+    ).fit()
 
 
 def test_recorder_history_matches_snapshots_and_is_stored_with_the_trajectory(tmp_path):
     val_x = _data(n=60, seed=5)[0]
     traj = Trajectory(tmp_path / "run", durable=False)
-    rec = SaturationRecorder(val_x, percentiles=(50, 98), every_epochs=1, histogram_epochs=[0, 3], exact_limit=0,
-                             bins=40, label="plain")
+    rec = SaturationRecorder(
+        val_x, percentiles=(50, 98), every_epochs=1, histogram_epochs=[0, 3], exact_limit=0, bins=40, label="plain"
+    )
     tr = _train([rec], traj)
     hist = rec.history_
     np.testing.assert_array_equal(hist.epochs, [0, 1, 2, 3])

@@ -39,9 +39,20 @@ def content(t: Trajectory) -> list:
     out = [t.meta, [(s.start, s.stop, s.layout, s.buffer_names) for s in t.segments]]
     for s in t:
         out.append(
-            (s.index, s.step, s.epoch, s.wall_time, repr(s.metrics), s.tags, s.segment, s.layout, s.vector.dtype,
-             s.vector.tolist(), {k: (v.dtype, v.tolist()) for k, v in s.buffers.items()})
-        )  # fmt: skip
+            (
+                s.index,
+                s.step,
+                s.epoch,
+                s.wall_time,
+                repr(s.metrics),
+                s.tags,
+                s.segment,
+                s.layout,
+                s.vector.dtype,
+                s.vector.tolist(),
+                {k: (v.dtype, v.tolist()) for k, v in s.buffers.items()},
+            )
+        )
     return out
 
 
@@ -65,8 +76,11 @@ def pristine(tmp_path_factory):
     build(p)
     files = {q.relative_to(p): q.read_bytes() for q in sorted(p.rglob("*")) if q.is_file()}
     assert sorted(str(f) for f in files) == [
-        "index.jsonl", "manifest.json", "snapshots/00000000.pack", "snapshots/00000002.pack"
-    ]  # fmt: skip
+        "index.jsonl",
+        "manifest.json",
+        "snapshots/00000000.pack",
+        "snapshots/00000002.pack",
+    ]
     return p, files, read(p)
 
 

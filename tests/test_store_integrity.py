@@ -47,8 +47,12 @@ def assert_all(t, n):
         e, s = writer.expected(i), t[i]
         assert torch.equal(s.vector, e["vector"]) and s.vector.dtype == e["vector"].dtype
         assert (s.step, s.epoch, s.wall_time, s.metrics, s.tags) == (
-            e["step"], e["epoch"], e["wall_time"], e["metrics"], e["tags"]
-        )  # fmt: skip
+            e["step"],
+            e["epoch"],
+            e["wall_time"],
+            e["metrics"],
+            e["tags"],
+        )
         assert all(torch.equal(s.buffers[k], v) for k, v in e["buffers"].items()) and s.layout == e["layout"]
 
 
@@ -120,7 +124,7 @@ def test_recovery_refuses_damage_and_changes_nothing(tmp_path):
         ),
         "pack shorter than the index": lambda: os.truncate(pack, pack.stat().st_size - 50),
         "pack missing": lambda: pack.unlink(),
-    }  # fmt: skip
+    }
     clean = files(p)
     for what, damage in cases.items():
         damage()
@@ -244,9 +248,13 @@ class _CountingOs:
 
 @pytest.mark.parametrize(
     "durable, per_append",
-    [(True, ["writev", "fdatasync", "write"]), ("append", ["writev", "fdatasync", "write"]),
-     ("flush", []), (False, [])],
-)  # fmt: skip
+    [
+        (True, ["writev", "fdatasync", "write"]),
+        ("append", ["writev", "fdatasync", "write"]),
+        ("flush", []),
+        (False, []),
+    ],
+)
 def test_durable_modes_sync_when_promised(tmp_path, monkeypatch, durable, per_append):
     counting = _CountingOs()
     monkeypatch.setattr(trajectory_module, "os", counting)
@@ -303,8 +311,12 @@ def test_append_model_cache_sees_replaced_data_buffers_and_modules(tmp_path):
 
     def record():
         t.append_model(net)
-        expected.append((parameters_to_vector(net).clone(), {k: v.clone() for k, v in net.state_dict().items()
-                                                             if "running" in k or "num_batches" in k}))  # fmt: skip
+        expected.append(
+            (
+                parameters_to_vector(net).clone(),
+                {k: v.clone() for k, v in net.state_dict().items() if "running" in k or "num_batches" in k},
+            )
+        )
 
     record()
     net(torch.randn(5, 3))  # train mode: running statistics change in place
@@ -388,11 +400,13 @@ _json = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(
-    step=st.integers(-(2**70), 2**70), epoch=st.floats(), wall=st.floats(),
+    step=st.integers(-(2**70), 2**70),
+    epoch=st.floats(),
+    wall=st.floats(),
     metrics=st.dictionaries(st.text(max_size=6), st.floats(), max_size=4),
     tags=st.dictionaries(st.text(max_size=6), _json, max_size=3),
     dtype=st.sampled_from(sorted(trajectory_module._DTYPES)),
-)  # fmt: skip
+)
 def test_fast_record_json_is_byte_identical_to_json_dumps(step, epoch, wall, metrics, tags, dtype):
     # The writer builds the record by hand; readers verify it with json.dumps: one differing byte = unreadable.
     rec = {"i": 7, "seg": 2, "step": step, "epoch": epoch, "time": wall, "dtype": dtype}
@@ -422,8 +436,9 @@ class _FailingOs:
         return writev
 
 
-@pytest.mark.parametrize("surfaces_at, threaded", [("flush", True), ("append", True), ("close", True),
-                                                    ("flush", False), ("close", False)])  # fmt: skip
+@pytest.mark.parametrize(
+    "surfaces_at, threaded", [("flush", True), ("append", True), ("close", True), ("flush", False), ("close", False)]
+)
 def test_writer_thread_error_surfaces_and_loses_nothing_written(tmp_path, monkeypatch, surfaces_at, threaded):
     monkeypatch.setattr(trajectory_module._Writer, "THREADED", threaded)  # the writer thread, or batches inline
     p = tmp_path / "t"
@@ -549,8 +564,10 @@ def test_a_failed_sync_names_the_first_unwritten_snapshot(tmp_path, monkeypatch)
     class FailingSync:
         def __getattr__(self, name):
             if name == "fdatasync":
+
                 def fail(fd):
                     raise OSError(5, "Input/output error")
+
                 return fail
             return getattr(os, name)
 

@@ -44,8 +44,12 @@ def assert_fixture(t):
         kw, s = v1_expected(i), t[i]
         assert s.vector.dtype == kw["vector"].dtype and torch.equal(s.vector, kw["vector"])
         assert (s.step, s.epoch, s.wall_time, s.metrics, s.tags) == (
-            kw["step"], kw["epoch"], kw["wall_time"], kw["metrics"], kw["tags"]
-        )  # fmt: skip
+            kw["step"],
+            kw["epoch"],
+            kw["wall_time"],
+            kw["metrics"],
+            kw["tags"],
+        )
         assert torch.equal(s.buffers["bn.running_mean"], kw["buffers"]["bn.running_mean"])
         assert s.layout == kw["layout"]
 

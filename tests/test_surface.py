@@ -78,8 +78,15 @@ def test_line_distance_follows_im_eq1():
         assert got == pytest.approx(loss_at(m, vec(m) + d * u, data), rel=1e-12)
     assert r.anchor_coords[1] == pytest.approx(L) and r.coord_name == "distance"
     m32, ref32 = copy.deepcopy(m).float(), copy.deepcopy(ref).float()
-    r32 = line_distance(m32, m32, ref32, (data[0].float(), data[1]), distances=[0.0, r.anchor_coords[1]],
-                        metrics=("outputs",), strategy="loop")  # fmt: skip
+    r32 = line_distance(
+        m32,
+        m32,
+        ref32,
+        (data[0].float(), data[1]),
+        distances=[0.0, r.anchor_coords[1]],
+        metrics=("outputs",),
+        strategy="loop",
+    )
     with torch.no_grad():
         assert torch.equal(torch.from_numpy(r32.metrics["outputs"][0]), m32(data[0].float()))
     default = line_distance(m, m, ref, data)
@@ -141,8 +148,9 @@ def test_plane_through_three_models_both_frames(tmp_path):
     m, (m1, m2), data = setup(3)
     X = data[0].float()
     f0, f1, f2 = (copy.deepcopy(x).float() for x in (m, m1, m2))
-    r = plane_through(f0, f0, f1, f2, (X, data[1]), xs=[0.0, 1.0, 0.5], ys=[1.0, 0.0], metrics=("outputs",),
-                      strategy="loop")  # fmt: skip
+    r = plane_through(
+        f0, f0, f1, f2, (X, data[1]), xs=[0.0, 1.0, 0.5], ys=[1.0, 0.0], metrics=("outputs",), strategy="loop"
+    )
     with torch.no_grad():
         assert torch.equal(torch.from_numpy(r.metrics["outputs"][1, 0]), f0(X))
         assert torch.equal(torch.from_numpy(r.metrics["outputs"][1, 1]), f1(X))

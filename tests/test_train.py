@@ -33,8 +33,9 @@ def test_seeded_runs_are_bitwise_identical_and_seed_matters():
     runs = []
     for seed in (3, 3, 4):
         rec = ListRecorder()
-        Trainer(_net(), _data(), optimizer=sgd(), epochs=3, batch_size=8, seed=seed, trajectory=rec,
-                record_every_steps=2).fit()
+        Trainer(
+            _net(), _data(), optimizer=sgd(), epochs=3, batch_size=8, seed=seed, trajectory=rec, record_every_steps=2
+        ).fit()
         runs.append(torch.stack([r["vector"] for r in rec]))
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
@@ -57,8 +58,16 @@ def test_caller_model_untouched_and_initial_snapshot_is_it():
 def test_recording_schedule_steps_epochs_first_last_without_duplicates():
     rec = ListRecorder()
     # 40 samples, batch 16 -> 3 batches/epoch; 7 steps: stops in the middle of epoch 3
-    Trainer(_net(), _data(), optimizer=sgd(), steps=7, batch_size=16, trajectory=rec, record_every_steps=2,
-            record_every_epochs=1).fit()
+    Trainer(
+        _net(),
+        _data(),
+        optimizer=sgd(),
+        steps=7,
+        batch_size=16,
+        trajectory=rec,
+        record_every_steps=2,
+        record_every_epochs=1,
+    ).fit()
     steps = [r["step"] for r in rec]
     assert steps == [0, 2, 3, 4, 6, 7]
     epoch_end = [r for r in rec if r["step"] in (3, 6)]
@@ -256,8 +265,17 @@ def test_recording_is_bitwise_a_hand_written_loop(where, tmp_path):
     net = _bn_net()
     ref_model, expected = _hand_written_run(net, x, y, epochs=3, batch=16, seed=7, every_steps=2)
     traj = Trajectory() if where == "memory" else Trajectory(tmp_path / "t", durable=False)
-    tr = Trainer(net, (x, y), optimizer=sgd(), epochs=3, batch_size=16, seed=7, trajectory=traj,
-                 record_every_steps=2, record_every_epochs=1).fit()
+    tr = Trainer(
+        net,
+        (x, y),
+        optimizer=sgd(),
+        epochs=3,
+        batch_size=16,
+        seed=7,
+        trajectory=traj,
+        record_every_steps=2,
+        record_every_epochs=1,
+    ).fit()
     if where == "disk":
         traj.close()
         traj = Trajectory.open(tmp_path / "t", "r")
@@ -269,8 +287,9 @@ def test_recording_is_bitwise_a_hand_written_loop(where, tmp_path):
         assert torch.equal(snap.vector, exp["vector"])
         assert snap.buffers.keys() == exp["buffers"].keys() and snap.buffers
         assert all(torch.equal(snap.buffers[k], v) for k, v in exp["buffers"].items())
-    assert [h["train_accuracy"] for h in tr.history_] == [r["metrics"]["train_accuracy"] for r in expected
-                                                          if "train_accuracy" in r["metrics"]]
+    assert [h["train_accuracy"] for h in tr.history_] == [
+        r["metrics"]["train_accuracy"] for r in expected if "train_accuracy" in r["metrics"]
+    ]
 
 
 class _UncachedRecorder:
@@ -304,8 +323,17 @@ def test_cached_layout_recorder_equals_uncached_reference_through_growth_and_fre
     for fast in (True, False):
         traj = Trajectory()
         rec = traj if fast else _UncachedRecorder(traj)
-        Trainer(_bn_net(), _data(), optimizer=sgd(), epochs=3, batch_size=8, seed=2, callbacks=[Change()],
-                trajectory=rec, record_every_steps=1).fit()
+        Trainer(
+            _bn_net(),
+            _data(),
+            optimizer=sgd(),
+            epochs=3,
+            batch_size=8,
+            seed=2,
+            callbacks=[Change()],
+            trajectory=rec,
+            record_every_steps=1,
+        ).fit()
         runs.append(traj)
     fast, slow = runs
     assert len(fast) == len(slow) == 16
@@ -368,8 +396,9 @@ def test_seeded_training_with_recording_is_bitwise_reproducible_across_processes
     for p in paths:
         subprocess.run([sys.executable, "-c", script, str(p)], check=True, env=env, cwd=root, timeout=300)
     here = Trajectory()
-    Trainer(_bn_net(), _data(), optimizer=sgd(), epochs=3, batch_size=16, seed=7, trajectory=here,
-            record_every_steps=2).fit()
+    Trainer(
+        _bn_net(), _data(), optimizer=sgd(), epochs=3, batch_size=16, seed=7, trajectory=here, record_every_steps=2
+    ).fit()
     a, b = (Trajectory.open(p, "r") for p in paths)
     assert len(a) == len(b) == len(here) == 7
     for sa, sb, sh in zip(a, b, here):

@@ -86,8 +86,14 @@ def nets(draw: st.DrawFn, kind: str | None = None, min_units: int = 1, max_side:
         if kind == "cc":
             v = draw(st.integers(1, 3))
             k2 = draw(st.integers(1, min(3, hw[0])))
-            cons = nn.Conv2d(units, v, k2, stride=draw(st.integers(1, 2)), padding=draw(st.integers(0, 1)),
-                             dilation=draw(st.integers(1, 2)) if hw[0] >= 2 * k2 else 1)  # fmt: skip
+            cons = nn.Conv2d(
+                units,
+                v,
+                k2,
+                stride=draw(st.integers(1, 2)),
+                padding=draw(st.integers(0, 1)),
+                dilation=draw(st.integers(1, 2)) if hw[0] >= 2 * k2 else 1,
+            )
             out_hw = cons.double()(torch.zeros(1, units, *hw, dtype=DT)).shape[-2:]
             post = [cons, nn.Tanh(), nn.Flatten(), nn.Linear(v * out_hw[0] * out_hw[1], n_out)]
         else:
@@ -197,8 +203,10 @@ def brute_force_A(model: nn.Sequential, pi: int, ci: int, u: int, x, y, train: b
             if isinstance(m, nn.Flatten):
                 continue
             if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and m.affine:
-                bp = {"weight": with_row(m.weight.detach(), th[pos : pos + 1]),
-                      "bias": with_row(m.bias.detach(), th[pos + 1 : pos + 2])}  # fmt: skip
+                bp = {
+                    "weight": with_row(m.weight.detach(), th[pos : pos + 1]),
+                    "bias": with_row(m.bias.detach(), th[pos + 1 : pos + 2]),
+                }
                 pos += 2
                 z = call(m, z, **bp)
             else:
@@ -370,9 +378,15 @@ def test_in_place_activation_after_producer(conv: bool) -> None:
 def test_chained_sites_open_exactly_and_close_bitwise() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 3, 2), nn.BatchNorm2d(3), nn.Tanh(), nn.Conv2d(3, 3, 2, padding=1), nn.Softplus(),
-        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 2),
-    ).double()  # fmt: skip
+        nn.Conv2d(1, 3, 2),
+        nn.BatchNorm2d(3),
+        nn.Tanh(),
+        nn.Conv2d(3, 3, 2, padding=1),
+        nn.Softplus(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(12, 2),
+    ).double()
     x, y = torch.randn(9, 1, 4, 4, dtype=DT), torch.randn(9, 2, dtype=DT)
     assert [s.producer for s in find_sites(model)] == ["0", "3"]
     stats = split_stats(model, (x, y), mse)

@@ -29,8 +29,23 @@ from landscape.models import build_model
 from landscape.params import parameters_to_vector
 from tunnels import open_tunnels, split_stats
 
-TINY = Setup("quick", n_train=64, filters=2, kernel=5, newton_steps=2, newton_step_size=1.0, lr=1.0, batch_size=32,
-             open_at=4, close_at=8, total_steps=12, repetitions=2, t=1.0, label_noise=0.5, tunnels=1)
+TINY = Setup(
+    "quick",
+    n_train=64,
+    filters=2,
+    kernel=5,
+    newton_steps=2,
+    newton_step_size=1.0,
+    lr=1.0,
+    batch_size=32,
+    open_at=4,
+    close_at=8,
+    total_steps=12,
+    repetitions=2,
+    t=1.0,
+    label_noise=0.5,
+    tunnels=1,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -119,9 +134,27 @@ def test_fig2_left(tmp_path):
 
 # ----------------------------------------------------------------------------- Sec. 4.4: Fig. 2 right and Table 3
 # stuck_tol 0.5: at this size the stuck criterion must pass for certain (the claims are then True/False, not None)
-TINY_DEEP = DeepSetup("quick", "mnist_subset", n_train=256, width=4, lr=1e-3, batch_size=32, open_at=8, total_steps=14,
-                      repetitions=2, t=1.0, warmup_steps=3, warmup_start=0.1, window=3, stuck_tol=0.5, max_inits=1,
-                      bin=2, start="tied", converge_steps=6, label_noise=0.25)
+TINY_DEEP = DeepSetup(
+    "quick",
+    "mnist_subset",
+    n_train=256,
+    width=4,
+    lr=1e-3,
+    batch_size=32,
+    open_at=8,
+    total_steps=14,
+    repetitions=2,
+    t=1.0,
+    warmup_steps=3,
+    warmup_start=0.1,
+    window=3,
+    stuck_tol=0.5,
+    max_inits=1,
+    bin=2,
+    start="tied",
+    converge_steps=6,
+    label_noise=0.25,
+)
 
 
 def test_fig2_right_and_table3_share_one_cached_run(tmp_path):
@@ -174,8 +207,16 @@ def test_tied_cnn_is_a_bottleneck_network_and_adam_keeps_it_tied():
         ref = F.linear(4 * h5.flatten(1), net.fc1.weight[:, :per], net.fc1.bias)
         assert torch.allclose(net(x), ref, rtol=0, atol=1e-10)
     net.train()
-    tr = Trainer(net.float(), (x.float(), y), torch.nn.functional.cross_entropy, "adam", optimizer_kwargs={"lr": 1e-2},
-                 steps=5, batch_size=8, seed=0)
+    tr = Trainer(
+        net.float(),
+        (x.float(), y),
+        torch.nn.functional.cross_entropy,
+        "adam",
+        optimizer_kwargs={"lr": 1e-2},
+        steps=5,
+        batch_size=8,
+        seed=0,
+    )
     tr.fit()
     moved = parameters_to_vector(tr.model) - parameters_to_vector(net)
     assert float(moved.norm()) > 0 and tied_spread(tr.model) == 0.0  # trained, and the copies stayed bitwise equal
@@ -237,8 +278,12 @@ def test_imagenet64_npz_batches(tmp_path):
     rng = np.random.default_rng(0)
     labels = [rng.integers(1, 1001, 5), rng.integers(1, 1001, 3)]
     for i, lab in enumerate(labels, 1):
-        np.savez(d / f"train_data_batch_{i}.npz", data=rng.integers(0, 256, (len(lab), 12288), dtype=np.uint8),
-                 labels=lab, mean=np.zeros(12288))
+        np.savez(
+            d / f"train_data_batch_{i}.npz",
+            data=rng.integers(0, 256, (len(lab), 12288), dtype=np.uint8),
+            labels=lab,
+            mean=np.zeros(12288),
+        )
     b = load_imagenet64(tmp_path, batch_size=3)
     got = list(b)
     assert len(b) == len(got) == 3 and [x.shape[0] for x, _ in got] == [3, 3, 2]

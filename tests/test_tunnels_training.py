@@ -69,8 +69,19 @@ def test_schedule_open_close_records_events_segments_and_preserves_function():
     spy, lr_spy = _Spy(), _LrSpy()
     sched = TunnelSchedule(open_at=3, units={"0": 2}, close_at=7, t=0.5, warmup_steps=4, warmup_start=0.25)
     traj = Trajectory()
-    tr = Trainer(net, (X, y), F.cross_entropy, "adam", optimizer_kwargs={"lr": 0.01}, steps=10, batch_size=16,
-                 callbacks=[spy, sched, lr_spy], trajectory=traj, record_every_steps=1, record_every_epochs=None)
+    tr = Trainer(
+        net,
+        (X, y),
+        F.cross_entropy,
+        "adam",
+        optimizer_kwargs={"lr": 0.01},
+        steps=10,
+        batch_size=16,
+        callbacks=[spy, sched, lr_spy],
+        trajectory=traj,
+        record_every_steps=1,
+        record_every_epochs=None,
+    )
     tr.fit()
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), ref.parameters()))  # caller's model untouched
     # events: open at 3 (2 filters added), close at 7
@@ -122,8 +133,16 @@ def test_schedule_restart_and_validation():
     X, y = _data()
     lr_spy = _LrSpy()
     sched = TunnelSchedule(open_at=2, action="restart", warmup_steps=2, warmup_start=0.5)
-    Trainer(_net(), (X, y), F.cross_entropy, "adam", optimizer_kwargs={"lr": 0.1}, steps=5, batch_size=16,
-            callbacks=[sched, lr_spy]).fit()
+    Trainer(
+        _net(),
+        (X, y),
+        F.cross_entropy,
+        "adam",
+        optimizer_kwargs={"lr": 0.1},
+        steps=5,
+        batch_size=16,
+        callbacks=[sched, lr_spy],
+    ).fit()
     assert sched.events_ == [(2, None)] and lr_spy.opt_states[2] == 0
     assert [lr_spy.lrs[s] for s in (2, 3, 4)] == pytest.approx([0.05, 0.075, 0.1])
     with pytest.raises(ValueError, match="valid"):
@@ -134,10 +153,12 @@ def test_schedule_restart_and_validation():
 
 def test_schedule_reorganize_and_ema_keep_architecture():
     X, y = _data()
-    sched = TunnelSchedule(open_at=2, units={"0": 1}, action="reorganize", stats="ema", ema_steps=2,
-                           stats_batch_size=16, warmup_steps=0)
-    tr = Trainer(_net(), (X, y), F.cross_entropy, "sgd", optimizer_kwargs={"lr": 0.1}, steps=4, batch_size=16,
-                 callbacks=[sched])
+    sched = TunnelSchedule(
+        open_at=2, units={"0": 1}, action="reorganize", stats="ema", ema_steps=2, stats_batch_size=16, warmup_steps=0
+    )
+    tr = Trainer(
+        _net(), (X, y), F.cross_entropy, "sgd", optimizer_kwargs={"lr": 0.1}, steps=4, batch_size=16, callbacks=[sched]
+    )
     tr.fit()
     assert sched.events_[0][1].kind == "reorganize" and sched.stats_.method == "ema"
     assert tr.model[0].out_channels == 3
@@ -190,8 +211,9 @@ def test_gd_is_stuck_and_pgd_escapes_strict_saddle():
     stuck = perturbed_gradient_descent(_saddle, x0, lr=0.1, steps=200, radius=0.0, grad_threshold=-1.0)
     assert stuck.values[-1] == 0.0 and not stuck.escapes
     gen = torch.Generator().manual_seed(0)
-    res = perturbed_gradient_descent(_saddle, x0, lr=0.1, steps=200, radius=1e-2, grad_threshold=1e-3,
-                                     t_thres=20, generator=gen)
+    res = perturbed_gradient_descent(
+        _saddle, x0, lr=0.1, steps=200, radius=1e-2, grad_threshold=1e-3, t_thres=20, generator=gen
+    )
     assert res.escapes and res.escapes[0] == 0
     assert res.values[-1] == pytest.approx(-0.25, abs=1e-6)
 
@@ -204,8 +226,9 @@ def test_neon_finds_negative_curvature_and_escapes():
     # at a minimum there is no negative curvature
     d_min, curv_min = neon_direction(_saddle, torch.tensor([0.0, 1.0], dtype=torch.float64), generator=gen)
     assert d_min is None and curv_min > 0
-    res = neon_descent(_saddle, x0, lr=0.1, steps=150, grad_threshold=1e-3, escape_step=0.1, generator=gen,
-                       eta=0.5, iterations=60)
+    res = neon_descent(
+        _saddle, x0, lr=0.1, steps=150, grad_threshold=1e-3, escape_step=0.1, generator=gen, eta=0.5, iterations=60
+    )
     assert res.escapes == [0] and res.values[-1] == pytest.approx(-0.25, abs=1e-6)
 
 
@@ -213,11 +236,22 @@ def test_baseline_callbacks_run_in_trainer():
     X, y = _data(32)
     net = _net()
     pgd = PerturbedGD(start=2, radius=0.1, t_thres=2, seed=0)
-    neon = NEONEscape(start=2, data=(X, y), t_thres=3, iterations=5, eta=0.05, radius=1e-2,
-                      curvature_threshold=-float("inf"))
+    neon = NEONEscape(
+        start=2, data=(X, y), t_thres=3, iterations=5, eta=0.05, radius=1e-2, curvature_threshold=-float("inf")
+    )
     traj = Trajectory()
-    tr = Trainer(net, (X, y), F.cross_entropy, "sgd", optimizer_kwargs={"lr": 0.0}, steps=7, batch_size=16,
-                 callbacks=[pgd, neon], trajectory=traj, record_every_epochs=None)
+    tr = Trainer(
+        net,
+        (X, y),
+        F.cross_entropy,
+        "sgd",
+        optimizer_kwargs={"lr": 0.0},
+        steps=7,
+        batch_size=16,
+        callbacks=[pgd, neon],
+        trajectory=traj,
+        record_every_epochs=None,
+    )
     tr.fit()
     assert pgd.steps_ == [2, 4, 6] and neon.steps_ == [2, 5]  # (an event at the very last step is not recorded)
     moved = parameters_to_vector(tr.model) - parameters_to_vector(net)

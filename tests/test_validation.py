@@ -143,10 +143,13 @@ def test_repro_labels_n1_squeezed_with_a_note():
     assert torch.equal(parameters_to_vector(a), parameters_to_vector(b))
 
 
-@pytest.mark.parametrize("labels, match", [
-    (lambda y: y + 3, r"largest class label is 5 but the model outputs 3 classes .* at least 6 classes"),
-    (lambda y: y - 1, r"smallest class label is -1; expected labels 0 to 2"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (lambda y: y + 3, r"largest class label is 5 but the model outputs 3 classes .* at least 6 classes"),
+        (lambda y: y - 1, r"smallest class label is -1; expected labels 0 to 2"),
+    ],
+)
 def test_repro_labels_out_of_range_refused(labels, match):
     net, X, y = _mlp(), *_data()
     bad = labels(y)

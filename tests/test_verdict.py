@@ -101,8 +101,15 @@ def test_failed_premise_makes_the_claim_not_tested_whatever_was_measured():
 
 def test_claim_verdicts_held_mirror_and_schema():
     eff = paired_effect([0.2, 0.3, 0.25], [0.1, 0.1, 0.12])
-    c = Claim("A beats B.", 0.05, [0.1, 0.2, 0.13], verdict=verdict_for(eff), effect=eff, scale="quick",
-              detail="test accuracy difference over 3 seeds")
+    c = Claim(
+        "A beats B.",
+        0.05,
+        [0.1, 0.2, 0.13],
+        verdict=verdict_for(eff),
+        effect=eff,
+        scale="quick",
+        detail="test accuracy difference over 3 seeds",
+    )
     assert c.held is True and c.measured == pytest.approx([0.1, 0.2, 0.13])
     inc = Claim("A beats B.", None, 0.0, verdict="inconclusive", detail="interval covers zero")
     assert inc.held is None and inc.verdict is Verdict.INCONCLUSIVE
@@ -131,8 +138,9 @@ def test_figures_sort_by_paper_then_number():
 
 
 def test_make_all_list_prints_every_figure_name():
-    out = subprocess.run([sys.executable, "-m", "figures.make_all", "--list"], capture_output=True, text=True,
-                         check=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "figures.make_all", "--list"], capture_output=True, text=True, check=True, timeout=120
+    )
     names = [line.split("\t")[0] for line in out.stdout.splitlines()]
     assert "toy_demo" in names and "im_fig10" in names and len(names) == len(set(names)) >= 20
     assert names.index("im_fig2_3") < names.index("im_fig10")

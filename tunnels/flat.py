@@ -203,15 +203,20 @@ def newton_flat(
     if isinstance(model, Problem):
         if data is not None or loss_fn is not None:
             raise TypeError("model is a Problem, which holds its data and loss; pass neither data nor loss_fn")
-        prob = model if model.dtype == torch.float64 else Problem(model.model, model._raw, model.loss_spec,
-                                                                   bn_mode=model.bn_mode, dtype=torch.float64)
+        prob = (
+            model
+            if model.dtype == torch.float64
+            else Problem(model.model, model._raw, model.loss_spec, bn_mode=model.bn_mode, dtype=torch.float64)
+        )
         model = prob.model
     else:
         prob = None
     theta0 = parameters_to_vector(model).detach()
     if theta0.numel() > max_params:
-        raise ValueError(f"the dense Hessian needs P x P memory and the model has P={theta0.numel()} > max_params="
-                         f"{max_params}: use a smaller network or raise max_params")
+        raise ValueError(
+            f"the dense Hessian needs P x P memory and the model has P={theta0.numel()} > max_params="
+            f"{max_params}: use a smaller network or raise max_params"
+        )
     f = (prob or as_problem(model, data, loss_fn, dtype=torch.float64)).objective()
     theta = theta0.double()
     res = NewtonResult(model=model)
@@ -254,8 +259,9 @@ class PathResult:
     escapes: list[int]
 
 
-def uniform_ball(n: int, radius: float, *, dtype: torch.dtype = torch.float64,
-                 generator: torch.Generator | None = None) -> Tensor:
+def uniform_ball(
+    n: int, radius: float, *, dtype: torch.dtype = torch.float64, generator: torch.Generator | None = None
+) -> Tensor:
     """A point drawn uniformly from the ``n``-dimensional ball of the given radius, shape ``(n,)``."""
     d = torch.randn(n, dtype=dtype, generator=generator)
     r = torch.rand((), dtype=dtype, generator=generator) ** (1.0 / n)
@@ -388,8 +394,16 @@ def neon_descent(
         norms.append(float(g.norm()))
         if norms[-1] <= grad_threshold and k - last > t_thres:
             last = k
-            d, _ = neon_direction(f, x, generator=generator, grad=g, radius=radius, eta=eta, iterations=iterations,
-                                  curvature_threshold=curvature_threshold)  # fmt: skip
+            d, _ = neon_direction(
+                f,
+                x,
+                generator=generator,
+                grad=g,
+                radius=radius,
+                eta=eta,
+                iterations=iterations,
+                curvature_threshold=curvature_threshold,
+            )
             if d is not None:
                 x = x + escape_step * _descent_sign(d, g, generator) * d
                 escapes.append(k)
@@ -442,10 +456,16 @@ class PerturbedGD(Callback):
         steps_: Steps at which a perturbation was applied.
     """
 
-    def __init__(self, start: int, radius: float, grad_threshold: float | None = None, t_thres: int = 10,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, start: int, radius: float, grad_threshold: float | None = None, t_thres: int = 10, seed: int = 0
+    ) -> None:
         self.start, self.radius, self.grad_threshold, self.t_thres, self.seed = (
-            start, radius, grad_threshold, t_thres, seed)  # fmt: skip
+            start,
+            radius,
+            grad_threshold,
+            t_thres,
+            seed,
+        )
         self.steps_: list[int] = []
 
     def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
@@ -489,14 +509,29 @@ class NEONEscape(Callback):
         curvatures_: ``(step, curvature estimate)`` of every call.
     """
 
-    def __init__(self, start: int, data: Any, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, *,
-                 escape_step: float = 0.5, grad_threshold: float | None = None, t_thres: int = 10, seed: int = 0,
-                 radius: float = 1e-3, eta: float = 0.1, iterations: int = 50,
-                 curvature_threshold: float = 1e-6) -> None:  # fmt: skip
+    def __init__(
+        self,
+        start: int,
+        data: Any,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+        *,
+        escape_step: float = 0.5,
+        grad_threshold: float | None = None,
+        t_thres: int = 10,
+        seed: int = 0,
+        radius: float = 1e-3,
+        eta: float = 0.1,
+        iterations: int = 50,
+        curvature_threshold: float = 1e-6,
+    ) -> None:
         self.start, self.data, self.loss_fn, self.escape_step = start, data, loss_fn, escape_step
         self.grad_threshold, self.t_thres, self.seed = grad_threshold, t_thres, seed
-        self.neon_kw = {"radius": radius, "eta": eta, "iterations": iterations,
-                        "curvature_threshold": curvature_threshold}  # fmt: skip
+        self.neon_kw = {
+            "radius": radius,
+            "eta": eta,
+            "iterations": iterations,
+            "curvature_threshold": curvature_threshold,
+        }
         self.steps_: list[int] = []
         self.curvatures_: list[tuple[int, float]] = []
 

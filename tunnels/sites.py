@@ -86,10 +86,29 @@ _PAIR_RULES: dict[tuple[type[nn.Module], type[nn.Module]], PairKind] = {
 }
 _SUPPORTED = "Linear -> Linear, Conv2d -> Conv2d, Conv2d -> [pooling] -> Flatten -> Linear"
 _POINTWISE: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
-    nn.Tanh, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.LogSigmoid,
-    nn.Tanhshrink, nn.Softshrink, nn.Hardshrink, nn.Identity, nn.Dropout,
-)  # fmt: skip
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.LogSigmoid,
+    nn.Tanhshrink,
+    nn.Softshrink,
+    nn.Hardshrink,
+    nn.Identity,
+    nn.Dropout,
+)
 _POOLS: tuple[type[nn.Module], ...] = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 _BETWEEN = "pointwise activations, Identity, Dropout, BatchNorm1d/2d, MaxPool2d/AvgPool2d/Adaptive*Pool2d, Flatten"
 
@@ -311,8 +330,9 @@ def _build_site(
         n_cons, spatial = cons.out_features, cons.in_features // units
     n_weight = prod.weight[0].numel()
     n_in = n_weight + int(prod.bias is not None) + 2 * n_affine
-    return TunnelSite(pname, cname, kind, tuple(n for n, _ in between), tuple(norms), units, n_in, n_weight,
-                      n_cons, spatial)  # fmt: skip
+    return TunnelSite(
+        pname, cname, kind, tuple(n for n, _ in between), tuple(norms), units, n_in, n_weight, n_cons, spatial
+    )
 
 
 def resolve_site(model: nn.Module, producer: Any, consumer: str | None = None) -> TunnelSite:

@@ -267,8 +267,9 @@ def _segment(model: nn.Module, site: TunnelSite, train: bool) -> tuple[Callable[
                 continue
             batch = train or m.running_mean is None
             w, b = (params[j], params[j + 1]) if j is not None else (None, None)
-            z = F.batch_norm(z, None if batch else m.running_mean, None if batch else m.running_var, w, b,
-                             training=batch, eps=m.eps)  # fmt: skip
+            z = F.batch_norm(
+                z, None if batch else m.running_mean, None if batch else m.running_var, w, b, training=batch, eps=m.eps
+            )
         return z
 
     return g, bn_params
@@ -553,6 +554,9 @@ class SplitAccumulator:
             raise RuntimeError("no update yet: call update(model, batch) during training first")
         corr = 1 - self.decay**self.n_updates_
         return SplitStats(
-            self._sites, {p: m / corr for p, m in self._m.items()}, StatsMethod.EMA.value, self.n_examples_,
+            self._sites,
+            {p: m / corr for p, m in self._m.items()},
+            StatsMethod.EMA.value,
+            self.n_examples_,
             self.n_updates_,
-        )  # fmt: skip
+        )

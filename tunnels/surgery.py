@@ -471,8 +471,9 @@ def open_tunnels(
             if p in opened:
                 a = augment_rows(a, site.n_weight, *opened[p])
             rho, star = principal_split(a)
-        lam = torch.stack([make_lambdas(mode_e, t, s.n_out, None if star is None else star[i], gen)
-                           for i in range(len(us))])  # fmt: skip
+        lam = torch.stack(
+            [make_lambdas(mode_e, t, s.n_out, None if star is None else star[i], gen) for i in range(len(us))]
+        )
         dtype, device = _dtype_device(new, s)
         lam = lam.to(dtype=dtype, device=device)
         clones = _open_site(new, s, us, lam)
@@ -555,8 +556,9 @@ def reorganize(
     rho = star = None
     if stats is not None:
         rho, star = principal_split(stats.A[s.producer][units])
-    lam = torch.stack([make_lambdas(mode_e, t, s.n_out, None if star is None else star[i], gen)
-                       for i in range(len(units))])  # fmt: skip
+    lam = torch.stack(
+        [make_lambdas(mode_e, t, s.n_out, None if star is None else star[i], gen) for i in range(len(units))]
+    )
     dtype, device = _dtype_device(merged, s)
     lam = lam.to(dtype=dtype, device=device)
     _clone_into(merged, s, units, slots, lam)

@@ -144,7 +144,11 @@ class TunnelSchedule(Callback):
         self.open_at, self.close_at, self.units, self.t, self.seed = open_at, close_at, units, float(t), seed
         self.stats_data, self.loss_fn, self.max_batches = stats_data, loss_fn, max_batches
         self.ema_steps, self.ema_decay, self.stats_batch_size, self.stats_train = (
-            ema_steps, ema_decay, stats_batch_size, stats_train)  # fmt: skip
+            ema_steps,
+            ema_decay,
+            stats_batch_size,
+            stats_train,
+        )
         self.warmup_steps, self.warmup_start, self.warmup_on_close = warmup_steps, float(warmup_start), warmup_on_close
         self.reset_norm_stats = reset_norm_stats
         self._reset_state()
@@ -167,7 +171,8 @@ class TunnelSchedule(Callback):
     def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: D102
         step = event.step
         needs_a = self.action is not ScheduleAction.RESTART and (
-            self.mode is LambdaMode.PROPOSED or self.action is ScheduleAction.REORGANIZE)
+            self.mode is LambdaMode.PROPOSED or self.action is ScheduleAction.REORGANIZE
+        )
         if needs_a and self.stats is StatsMethod.EMA and self.open_at - self.ema_steps < step <= self.open_at:
             self._ema_update(trainer)
         if step == self.open_at:
@@ -191,8 +196,9 @@ class TunnelSchedule(Callback):
 
     def _ema_update(self, trainer: Trainer) -> None:
         if self._acc is None:
-            self._acc = SplitAccumulator(self._loss(trainer), self._sites(trainer.model), decay=self.ema_decay,
-                                         train=self.stats_train)  # fmt: skip
+            self._acc = SplitAccumulator(
+                self._loss(trainer), self._sites(trainer.model), decay=self.ema_decay, train=self.stats_train
+            )
         batch = self._next_batch(trainer)
         self._acc.update(trainer.model, batch)
 
@@ -202,8 +208,9 @@ class TunnelSchedule(Callback):
             if self._ema_iter is None:
                 gen = torch.Generator().manual_seed(0 if self.seed is None else self.seed)
                 pair = isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[0], Tensor)
-                self._ema_iter = (iterate_batches(data, self.stats_batch_size, True, gen) if pair
-                                  else iter(iterate_batches(data)))  # fmt: skip
+                self._ema_iter = (
+                    iterate_batches(data, self.stats_batch_size, True, gen) if pair else iter(iterate_batches(data))
+                )
             try:
                 return next(self._ema_iter)
             except StopIteration:
@@ -226,8 +233,15 @@ class TunnelSchedule(Callback):
             return self._acc.stats()  # type: ignore[union-attr]
         max_b = self.max_batches if self.stats is StatsMethod.PARTIAL else None
         data = self._data(trainer)
-        return split_stats(trainer.model, data, self._loss(trainer), self._sites(trainer.model), max_batches=max_b,
-                           train=self.stats_train, batch_size=self.stats_batch_size)  # fmt: skip
+        return split_stats(
+            trainer.model,
+            data,
+            self._loss(trainer),
+            self._sites(trainer.model),
+            max_batches=max_b,
+            train=self.stats_train,
+            batch_size=self.stats_batch_size,
+        )
 
     def _open(self, trainer: Trainer) -> None:
         step = trainer.step
@@ -262,8 +276,10 @@ class TunnelSchedule(Callback):
             return
         groups = getattr(trainer.optimizer, "param_groups", None)
         if groups is None or not all("lr" in g for g in groups):
-            raise ValueError("learning-rate warm-up needs an optimizer with param_groups holding 'lr'; "
-                             "pass warmup_steps=0 for this optimizer")
+            raise ValueError(
+                "learning-rate warm-up needs an optimizer with param_groups holding 'lr'; "
+                "pass warmup_steps=0 for this optimizer"
+            )
         self._warm = (step, [float(g["lr"]) for g in groups])
 
     def _apply_warmup(self, trainer: Trainer, step: int) -> None:

@@ -51,8 +51,10 @@ def _api_path(module: str) -> str:
 def _api_page(module: str) -> str:
     if module in PACKAGES:  # the package page: its docstring and an index of its modules, not every re-export
         links = "\n".join(f"- [`{m}`]({m.rsplit('.', 1)[-1]}.md)" for m in public_modules(module)[1:])
-        return (f"# `{module}`\n\n::: {module}\n    options:\n      members: false\n      show_root_heading: false\n\n"
-                f"## Modules\n\n{links}\n")
+        return (
+            f"# `{module}`\n\n::: {module}\n    options:\n      members: false\n      show_root_heading: false\n\n"
+            f"## Modules\n\n{links}\n"
+        )
     return f"# `{module}`\n\n::: {module}\n    options:\n      show_root_heading: false\n"
 
 
@@ -67,8 +69,9 @@ def _with_plotly_html(executed: Path, out: Path) -> None:
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             if PLOTLY_MIME in data and "text/html" not in data:
-                data["text/html"] = pio.to_html(dict(data[PLOTLY_MIME]), include_plotlyjs=False, full_html=False,
-                                                validate=False)
+                data["text/html"] = pio.to_html(
+                    dict(data[PLOTLY_MIME]), include_plotlyjs=False, full_html=False, validate=False
+                )
     out.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out)
 
@@ -91,8 +94,11 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     for pkg in PACKAGES:
         for module in public_modules(pkg):
             files.append(File.generated(config, _api_path(module), content=_api_page(module)))
-    files.append(File.generated(config, PLOTLY_JS,
-                                abs_src_path=str(Path(plotly.__file__).parent / "package_data" / "plotly.min.js")))
+    files.append(
+        File.generated(
+            config, PLOTLY_JS, abs_src_path=str(Path(plotly.__file__).parent / "package_data" / "plotly.min.js")
+        )
+    )
     stale = []
     for source in _notebooks():
         executed = EXECUTED / source.name
@@ -104,8 +110,10 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
             src_dir = ROOT
         files.append(File(f"notebooks/{source.name}", str(src_dir), config.site_dir, config.use_directory_urls))
     if stale:
-        msg = (f"notebooks rendered without outputs (no current executed copy in {EXECUTED}): {', '.join(stale)}; "
-               "run `python -m pytest tests/test_notebooks.py` first to render them with outputs")
+        msg = (
+            f"notebooks rendered without outputs (no current executed copy in {EXECUTED}): {', '.join(stale)}; "
+            "run `python -m pytest tests/test_notebooks.py` first to render them with outputs"
+        )
         if os.environ.get("LANDSCAPE_DOCS_REQUIRE_OUTPUTS") == "1":
             raise PluginError(msg)
         log.info(msg)
@@ -118,4 +126,3 @@ def on_page_content(html: str, page: Page, config: MkDocsConfig, files: Files) -
         return html
     depth = page.url.count("/")  # "notebooks/00_quickstart/" -> 2 levels below the site root
     return f'<script src="{"../" * depth}{PLOTLY_JS}"></script>\n{html}'
-

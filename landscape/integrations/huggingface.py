@@ -70,9 +70,16 @@ class RecordTrajectory(_tf.TrainerCallback):  # type: ignore[name-defined]
     ) -> None:
         self._target = trajectory
         self._options = recorder_options(
-            every_steps=every_steps, every_epochs=every_epochs, buffers=buffers, factory=factory,
-            factory_kwargs=factory_kwargs, meta=meta, tags=tags, exist_ok=exist_ok, durable=durable,
-        )  # fmt: skip
+            every_steps=every_steps,
+            every_epochs=every_epochs,
+            buffers=buffers,
+            factory=factory,
+            factory_kwargs=factory_kwargs,
+            meta=meta,
+            tags=tags,
+            exist_ok=exist_ok,
+            durable=durable,
+        )
         self.module = module
         self.recorder: Recorder | None = None
         self.trajectory: Any = trajectory if hasattr(trajectory, "append_model") else None

@@ -92,9 +92,16 @@ class RecordTrajectory(_pl.Callback):  # type: ignore[name-defined]
         super().__init__()
         self._target = trajectory
         self._options = recorder_options(
-            every_steps=every_steps, every_epochs=every_epochs, buffers=buffers, factory=factory,
-            factory_kwargs=factory_kwargs, meta=meta, tags=tags, exist_ok=exist_ok, durable=durable,
-        )  # fmt: skip
+            every_steps=every_steps,
+            every_epochs=every_epochs,
+            buffers=buffers,
+            factory=factory,
+            factory_kwargs=factory_kwargs,
+            meta=meta,
+            tags=tags,
+            exist_ok=exist_ok,
+            durable=durable,
+        )
         self.module = module
         self.recorder: Recorder | None = None
         self.trajectory: Any = trajectory if hasattr(trajectory, "append_model") else None
@@ -124,8 +131,13 @@ class RecordTrajectory(_pl.Callback):  # type: ignore[name-defined]
         if trainer.global_step <= rec.step_count:  # gradient accumulation: no optimizer step yet
             return
         epoch = trainer.current_epoch + ((batch_idx + 1) / n if known else 0.0)
-        rec.step(self._net(pl_module), loss=_loss_of(outputs), step=trainer.global_step, epoch=epoch,
-                 epoch_end=bool(self._epoch_complete))  # fmt: skip
+        rec.step(
+            self._net(pl_module),
+            loss=_loss_of(outputs),
+            step=trainer.global_step,
+            epoch=epoch,
+            epoch_end=bool(self._epoch_complete),
+        )
 
     def on_train_epoch_end(self, trainer: Any, pl_module: nn.Module) -> None:  # noqa: D102
         rec = self.recorder
