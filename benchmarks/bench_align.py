@@ -39,9 +39,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from landscape.align import weight_matching
+    from landscape.analyze import apply_permutation, permutation_spec, random_permutation, weight_matching
     from landscape.models import build_model
-    from landscape.permutation import apply_permutation, permutation_spec, random_permutation
 
     a = build_model("resnet18", (3, 32, 32), 10, width=args.width, seed=0)
     b = build_model("resnet18", (3, 32, 32), 10, width=args.width, seed=1)

@@ -1,4 +1,4 @@
-"""Hessian benchmark: landscape.hessian against PyHessian 0.1 (issue 4, item 2).
+"""Hessian benchmark: landscape.curvature.hessian against PyHessian 0.1 (issue 4, item 2).
 
 Run from the repository root (PyHessian through the ``bench`` extra, ``pip install pyhessian==0.1``)::
 
@@ -42,8 +42,12 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from landscape.hessian import HessianOperator, hessian_eigenpairs, hessian_trace  # noqa: E402
-from landscape.lanczos import slq  # noqa: E402
+from landscape.curvature import (  # noqa: E402
+    HessianOperator,
+    hessian_eigenpairs,
+    hessian_trace,
+    slq,  # noqa: E402
+)
 
 
 # ----------------------------------------------------------------------------- data and models

@@ -75,7 +75,7 @@ def worker(method: str, path: str, k: int) -> dict[str, float | str | list[float
     import numpy as np
     import torch
 
-    from landscape.pca import TrajectoryPCA
+    from landscape.analyze import TrajectoryPCA
     from landscape.trajectory import Trajectory
 
     traj = Trajectory.open(path)

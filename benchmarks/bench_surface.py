@@ -11,7 +11,7 @@ loss-landscapes' ``planar_interpolation(start, end_one, end_two, metric, steps=4
 in-place additions and evaluates, in even columns, one step further along the second direction than
 in odd ones (it adds before evaluating going up and subtracts before evaluating going down). So both
 libraries evaluate the lattice it really visits, ``start + i h d1 + j h d2`` for ``i < 41, j < 42``
-(1,722 points; ``landscape`` through :func:`landscape.surface.plane`), and each loss-landscapes value
+(1,722 points; ``landscape`` through :func:`landscape.analyze.plane`), and each loss-landscapes value
 is compared with the ``landscape`` value at the point it evaluated.
 
 Cases (``--cases``): ``mlp_tanh`` (``MLP(64, [32], 10, "tanh")``), ``mlp`` (ReLU), ``lenet`` and
@@ -164,7 +164,7 @@ def case(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 def lattice(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Start point and the two step vectors ``h d1``, ``h d2`` of the 41x41 plane over [-1, 1]^2."""
-    from landscape.directions import random_directions
+    from landscape.analyze import random_directions
     from landscape.params import parameters_to_vector
 
     center = parameters_to_vector(model)
@@ -181,7 +181,7 @@ def run_ours(
 
     ``i`` runs over ``cols`` if given, else over ``range(n_cols)``.
     """
-    from landscape.surface import plane
+    from landscape.analyze import plane
 
     start, s1, s2 = lattice(model)
     xs = np.arange(STEPS if n_cols is None else n_cols) if cols is None else cols
@@ -235,7 +235,7 @@ LINE = 50
 
 def line_ends(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """End points of the 50-point line: the model and the model plus a filter-normalized direction (seed 1)."""
-    from landscape.directions import random_directions
+    from landscape.analyze import random_directions
     from landscape.params import parameters_to_vector
 
     a = parameters_to_vector(model)
@@ -250,7 +250,7 @@ def run_line(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lib: str) -> tu
     """
     a, b = line_ends(model)
     if lib == "ours":
-        from landscape.surface import line
+        from landscape.analyze import line
 
         t, c = time.perf_counter(), time.process_time()
         r = line(model, a, b, (X, y), np.arange(1, LINE + 1) / LINE, metrics=("loss",))
@@ -269,7 +269,7 @@ def run_line(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lib: str) -> tu
 
 def strategies(model: nn.Module, X: torch.Tensor, y: torch.Tensor, n: int = 8) -> dict[str, float]:
     """Points per second of each engine strategy on the first ``n x n`` lattice points."""
-    from landscape.surface import plane
+    from landscape.analyze import plane
 
     start, s1, s2 = lattice(model)
     out = {}

@@ -1,7 +1,7 @@
 """Shared training runs of the Im, Tao & Branson figures (``figures/im_*.py``), cached on disk.
 
 Im, Tao & Branson, "An Empirical Analysis of Deep Network Loss Surfaces". Every figure of the paper looks at
-minima found by the seven methods of :data:`landscape.optim.METHODS` from shared initial weights and the same
+minima found by the seven methods of :data:`landscape.train.METHODS` from shared initial weights and the same
 minibatch order, so the figures share one pool of runs: a run is a :class:`RunSpec` (method, initialization,
 BatchNorm or not, an optimizer switch, an exotic initialization), trained once by :class:`ImRuns` and kept as a
 two-snapshot :class:`~landscape.trajectory.Trajectory` (initial and final weights with their BatchNorm buffers;
@@ -15,7 +15,7 @@ Settings (:class:`ImSetup`), readings where the paper is silent:
   (conv 16-pool-conv 32-pool-conv 64-pool, fc 64, dropout 0.25, with or without BatchNorm) or a small NIN
   (width 16), 20 epochs of batch 32, three initializations (two without BatchNorm). Full scale: the paper's
   (Sec. 3.4): CIFAR-10, the cifar.torch VGG (and NIN, width 192), 200 epochs of batch 128.
-- Hyperparameters are :func:`landscape.optim.default_hyperparameters` (Sec. 3.4 grids, doubled for RK2; Heun).
+- Hyperparameters are :func:`landscape.train.default_hyperparameters` (Sec. 3.4 grids, doubled for RK2; Heun).
 - Learning-rate schedule: the paper names its code, szagoruyko/cifar.torch, which halves the learning rate every 25
   of its 200 epochs (8 stages, final rate 1/128 of the first). Every run here does the same over its own length
   (``lr_stages`` equal stages, halving between them; an optimizer switch keeps the schedule: the new method starts
@@ -58,9 +58,16 @@ from figures.contract import MissingDataError, Scale, cache_lock, require_data, 
 from figures.verdict import Effect, Premise, Verdict, at_most, converged
 from landscape.data import Splits, load_cifar10, load_digits_split, load_mnist_subset
 from landscape.models import build_model
-from landscape.optim import METHODS, SwitchSchedule, default_hyperparameters
 from landscape.params import ParamLayout, parameters_to_vector
-from landscape.train import Callback, EpochEvent, Trainer, evaluate_dataset
+from landscape.train import (
+    METHODS,
+    Callback,
+    EpochEvent,
+    SwitchSchedule,
+    Trainer,
+    default_hyperparameters,
+    evaluate_dataset,
+)
 from landscape.trajectory import Trajectory
 
 __all__ = [
@@ -454,7 +461,7 @@ class RunSpec:
     """One training run of the pool.
 
     Attributes:
-        method: One of :data:`landscape.optim.METHODS` (the first phase when switching).
+        method: One of :data:`landscape.train.METHODS` (the first phase when switching).
         init: Initialization index (its seed is ``1000 * setup.seed + init``); runs with one index share weights.
         batchnorm: BatchNorm after every convolution.
         arch: ``"vgg"`` or ``"nin"``.

@@ -218,7 +218,7 @@ def run_persistent(setup: RunSetup, cache: Path | str | None = None, progress: b
     s = setup.splits()
     callbacks = []
     if setup.saturation:
-        from landscape.saturation import SaturationRecorder
+        from landscape.analyze import SaturationRecorder
 
         xs = s.val[0][: setup.saturation_images]  # type: ignore[index]
         callbacks.append(

@@ -6,7 +6,7 @@ of the loss barrier between two independently trained networks is a relabelling 
 interpolated network's activation statistics (Jordan et al., *REPAIR*, ICLR 2023), and that minima which a
 straight line separates are joined by simple low-loss curves (Garipov et al., *Loss Surfaces, Mode
 Connectivity, and Fast Ensembling*, NeurIPS 2018). These two figures check those claims with the package's
-:mod:`landscape.align`, :mod:`landscape.barrier` and :mod:`landscape.curves`.
+:mod:`landscape.analyze.align`, :mod:`landscape.analyze.barrier` and :mod:`landscape.analyze.curves`.
 
 Setting (both scales, quick is the default): two-hidden-layer MLPs ``784-w-w-10`` trained from different
 seeds with Adam (lr 1e-3, batch 128) on the 3,000 training images of the embedded 5,000-image MNIST subset;
@@ -267,7 +267,7 @@ def run_curves(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
     from tqdm.auto import tqdm
 
     from landscape import evaluate_curve, fit_curve, line
-    from landscape.barrier import barrier_values
+    from landscape.analyze import barrier_values
     from landscape.plot import plot_curve_vs_line
 
     cfg = _settings(scale)

@@ -91,7 +91,7 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
     from tqdm.auto import tqdm
 
     from figures._im_common import METHOD_LABELS, ImRuns, RunSpec, cache_dir, grad_norm
-    from landscape.optim import METHODS
+    from landscape.train import METHODS
 
     setup = _setup(scale, data_dir)
     reps = setup.repetitions

@@ -5,7 +5,7 @@ Learning*, ICLR 2017) tied sharp minima to worse generalization; Dinh et al. (20
 be changed by reparameterization without changing the function; Kwon et al. (*ASAM*, ICML 2021) made it
 adaptive; Andriushchenko et al. (*A Modern Look at the Relationship between Sharpness and Generalization*,
 ICML 2023) found that none of the measures correlates reliably with generalization across modern settings.
-This figure measures four of them (:mod:`landscape.sharpness`) at the minima the Im et al. and Persistent
+This figure measures four of them (:mod:`landscape.curvature.sharpness`) at the minima the Im et al. and Persistent
 Neurons figures already train (their caches; nothing is retrained) and reports the rank correlation with the
 test error that appears, whatever it is.
 
@@ -72,7 +72,7 @@ def measure(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> dict[s
     Returns:
         ``{name: (value, standard error)}``, plus ``"loss"``: ``(L(theta), 0)``, the training loss on ``data``.
     """
-    from landscape.sharpness import average_sharpness, m_sharpness, worst_case_sharpness
+    from landscape.curvature import average_sharpness, m_sharpness, worst_case_sharpness
 
     loss = nn.functional.cross_entropy
     out = {}
@@ -106,7 +106,7 @@ def _lenet_setups(scale: Scale, data_dir: Path | None) -> dict[str, Any]:
 def _im_minima(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> list[dict[str, Any]]:
     """The Im et al. pool (7 methods x the setup's initializations): model, accuracies, training images."""
     from figures._im_common import METHOD_LABELS, ImRuns, RunSpec, cache_dir
-    from landscape.optim import METHODS
+    from landscape.train import METHODS
 
     setup = _im_setup(scale, data_dir)
     runs = ImRuns(setup, cache_dir(out), progress)

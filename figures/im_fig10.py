@@ -32,8 +32,8 @@ from figures._im_common import (
 from figures._im_common import METHOD_LABELS as LABELS
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import paired_effect, verdict_for
-from landscape.optim import METHODS
-from landscape.surface import line
+from landscape.analyze import line
+from landscape.train import METHODS
 
 __all__ = ["fig10"]
 

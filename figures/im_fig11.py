@@ -30,8 +30,8 @@ import torch
 from figures._im_common import SOURCE, Curve, ImRuns, ImSetup, Run, RunSpec, cache_dir, single_threaded, small_multiples
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import at_least, at_most, paired_effect, verdict_for
+from landscape.analyze import line
 from landscape.evaluate import evaluate_points
-from landscape.surface import line
 
 __all__ = ["INITS", "fig11", "flatness"]
 

@@ -62,7 +62,7 @@ from figures._im_common import (
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.im_fig7 import slope_change
 from figures.verdict import at_least, paired_effect, verdict_for
-from landscape.surface import line
+from landscape.analyze import line
 
 __all__ = ["SWITCHES", "SwitchFigure", "switch_figure"]
 

@@ -35,8 +35,8 @@ from figures._im_common import (
 )
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import paired_effect, verdict_for
+from landscape.analyze import barycentric, bilinear, line
 from landscape.plot import plot_barycentric, plot_bilinear
-from landscape.surface import barycentric, bilinear, line
 
 __all__ = ["FIG3_METHODS", "fig2_3", "edges"]
 

@@ -1,6 +1,6 @@
 """Im, Tao & Branson, Fig. 4: training and test accuracy of each method over several initializations.
 
-Every method of :data:`landscape.optim.METHODS` trained from ``setup.repetitions`` initializations with the same
+Every method of :data:`landscape.train.METHODS` trained from ``setup.repetitions`` initializations with the same
 minibatch order (runs from :mod:`figures._im_common`); accuracy of the final weights over the whole training and
 test sets, in eval mode. "Not significantly different" is a one-way ANOVA across methods (scipy's ``f_oneway``)
 at the 5% level; the paper gives no test. The same test across initializations checks the paper's "no
@@ -38,7 +38,7 @@ from figures._im_common import (
 )
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import at_most, paired_effect, verdict_for
-from landscape.optim import METHODS
+from landscape.train import METHODS
 
 __all__ = ["anova", "fig4"]
 

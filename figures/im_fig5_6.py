@@ -47,8 +47,8 @@ from figures._im_common import METHOD_LABELS as LABELS
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.im_fig4 import anova
 from figures.verdict import Verdict, at_most, paired_effect, verdict_for
-from landscape.optim import METHODS
-from landscape.surface import line, line_distance
+from landscape.analyze import line, line_distance
+from landscape.train import METHODS
 
 __all__ = ["PAIRS", "basin_widths", "fig5_6"]
 

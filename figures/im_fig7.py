@@ -3,7 +3,7 @@
 From one initialization and minibatch order: SGD throughout, Adam throughout, and SGD -> Adam and Adam -> SGD
 switched at each of ``setup.switch_fractions`` (Sec. 4.3), each method with its own default learning rate (SGD
 0.05, Adam 0.001: the pairing of Fig. 13(a)); the new optimizer starts with empty state
-(:class:`landscape.optim.SwitchSchedule`). Runs from :mod:`figures._im_common`. Labels follow the paper's
+(:class:`landscape.train.SwitchSchedule`). Runs from :mod:`figures._im_common`. Labels follow the paper's
 "S100-A100": epochs of the first method, then of the second.
 
 Readings (fixed before measuring): "a different minimum" = the loss on the straight line between the minimum of
@@ -46,7 +46,7 @@ from figures._im_common import (
 )
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import at_least, paired_effect, verdict_for
-from landscape.surface import line
+from landscape.analyze import line
 
 __all__ = ["fig7", "slope_change"]
 

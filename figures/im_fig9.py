@@ -40,7 +40,7 @@ from figures._im_common import (
 )
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import at_most, paired_effect, verdict_for
-from landscape.optim import default_hyperparameters
+from landscape.train import default_hyperparameters
 
 __all__ = ["GRIDS", "VARIANTS", "equal_evals", "fig9"]
 

@@ -52,7 +52,7 @@ from figures._im_common import METHOD_LABELS as LABELS
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.im_fig4 import anova
 from figures.verdict import paired_effect, verdict_for
-from landscape.surface import line
+from landscape.analyze import line
 
 __all__ = ["LSTM_METHODS", "lstm_figure", "lstm_setup"]
 

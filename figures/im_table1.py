@@ -46,11 +46,10 @@ from figures._im_common import (
 )
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import paired_effect, verdict_for
-from landscape.distance import distance_along_path
+from landscape.analyze import barycentric, distance_along_path, line
 from landscape.evaluate import evaluate_points
-from landscape.optim import METHODS
-from landscape.plot import triangle_raster
-from landscape.surface import barycentric, line
+from landscape.plot.core import triangle_raster
+from landscape.train import METHODS
 
 __all__ = ["table1"]
 

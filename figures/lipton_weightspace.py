@@ -20,9 +20,9 @@ Readings where the paper is silent (stated here and in each figure's scaling):
 - Optimizer: SGD with momentum 0.9, learning rate 0.05 (quick) / 0.01 (full), weight decay 5e-4, batch 64 /
   128. The paper names only "dropout regularization and l2^2 weight decay".
 - "Loss" along the straight line and along the path is the cross-entropy on the training images in eval mode
-  (dropout off), without the weight-decay term: :func:`landscape.surface.line` for the line,
+  (dropout off), without the weight-decay term: :func:`landscape.analyze.line` for the line,
   :func:`landscape.evaluate.evaluate_points` for the snapshots of the path.
-- PCA is ordinary PCA (centred on the mean of the snapshots), :class:`landscape.pca.TrajectoryPCA`; several
+- PCA is ordinary PCA (centred on the mean of the snapshots), :class:`landscape.analyze.TrajectoryPCA`; several
   paths share one PCA fitted on all their plotted snapshots. Paths and lines are drawn by the package's renderers
   (:func:`landscape.plot.plot_trajectory`, :func:`landscape.plot.plot_line`); the distance-from-origin curves
   are drawn here.
@@ -76,12 +76,18 @@ from figures.contract import (
     torch_threads,
 )
 from figures.verdict import Premise, at_least, at_most, converged
+from landscape.analyze import (
+    LineResult,
+    ProjectedPath,
+    TrajectoryPCA,
+    distance_from_origin,
+    line,
+    pairwise_end_distances,
+)
 from landscape.evaluate import AffinePoints, evaluate_points
 from landscape.models import build_model
 from landscape.params import ParamLayout
-from landscape.pca import ProjectedPath, TrajectoryPCA, distance_from_origin, pairwise_end_distances
 from landscape.plot import plot_line, plot_trajectory
-from landscape.surface import LineResult, line
 from landscape.train import Callback, EpochEvent, Trainer
 from landscape.trajectory import Trajectory
 

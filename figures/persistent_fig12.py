@@ -3,7 +3,7 @@
 000 Sec. 5, Fig. 12: spectral densities (PyHessian, stochastic Lanczos quadrature) of the vanilla ResNet-18 and
 the championship of its partial persistent training (Fig. 11): "the championship persistent model's spectrum has
 fewer outliers than the plain model"; "persistent training further shortened the distance between the largest
-eigenvalue of the Hessian and the bulk". Here: :func:`landscape.hessian.hessian_spectrum` (SLQ density, Lanczos
+eigenvalue of the Hessian and the bulk". Here: :func:`landscape.curvature.hessian_spectrum` (SLQ density, Lanczos
 top eigenvalues) of the training cross-entropy, BatchNorm in eval mode (running statistics), on the models of
 the Fig. 11 run (shared cache, ``figures/_persistent_common.py``).
 
@@ -41,8 +41,8 @@ from figures._persistent_common import (
 )
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import at_most, paired_effect, verdict_for
-from landscape.hessian import HessianSpectrum, hessian_spectrum
-from landscape.plot_hessian import plot_spectrum_density
+from landscape.curvature import HessianSpectrum, hessian_spectrum
+from landscape.plot import plot_spectrum_density
 
 BULK_MASS = 0.99
 OUTLIER_FACTOR = 5.0

@@ -12,8 +12,8 @@ and 1) and the persistent championship (more in the near-linear region).
 Readings: 7 layers = 6 tanh hidden layers + the output layer (:func:`landscape.models.build_model`
 ``"mlp7_tanh"``); width 1,000 at full scale (Glorot & Bengio's), 128 at the quick one; lambda 0.001, Adam lr
 0.001 and one random layer per iteration as the partial runs of Sec. 4; 10 iterations at full scale (the paper
-shows at least five). The percentile is of the raw activation values (:mod:`landscape.saturation`), measured
-after every epoch on 500 (quick: 300) fixed validation images by :class:`landscape.saturation.SaturationRecorder`.
+shows at least five). The percentile is of the raw activation values (:mod:`landscape.analyze.saturation`), measured
+after every epoch on 500 (quick: 300) fixed validation images by :class:`landscape.analyze.SaturationRecorder`.
 
 Measures fixed before measuring: an iteration's *saturation* is its 98th percentile averaged over the layers and
 the epochs 1..E; "decreases with the iterations" = negative Spearman rank correlation between iteration and
@@ -56,8 +56,8 @@ from figures._persistent_common import (
 )
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import paired_effect, verdict_for
-from landscape.plot_saturation import plot_activation_histograms, plot_saturation_curves
-from landscape.saturation import SaturationHistory
+from landscape.analyze import SaturationHistory
+from landscape.plot import plot_activation_histograms, plot_saturation_curves
 
 Q = 98.0
 EDGE = 0.9

@@ -3,7 +3,7 @@
 000 Sec. 4, Fig. 6: "Green: plain model training trajectory; Red: championship training trajectory. The two
 trajectories start from the same location while converge to different solutions", drawn over contours of the
 loss. Here: the full persistent LeNet-5 runs of Figs. 7-8 from the bad initialization (shared cache,
-``figures/_persistent_common.py``), one snapshot per epoch; one :class:`landscape.pca.TrajectoryPCA` (centred
+``figures/_persistent_common.py``), one snapshot per epoch; one :class:`landscape.analyze.TrajectoryPCA` (centred
 on the mean) fitted on both paths; the training loss (cross-entropy, eval mode, without the penalty) on the
 PCA plane around them, and each snapshot's true loss beside the loss at its projection.
 
@@ -22,10 +22,9 @@ from torch import nn
 from figures._persistent_common import SOURCE, cache_dir, lenet_full_setups, run_persistent, torch_threads
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import at_least, at_most
-from landscape.pca import TrajectoryPCA, make_loss_at
+from landscape.analyze import TrajectoryPCA, make_loss_at, plane
 from landscape.plot import plot_trajectory
-from landscape.plot_mpl import plot_trajectory as plot_trajectory_mpl
-from landscape.surface import plane
+from landscape.plot import plot_trajectory as plot_trajectory_mpl
 
 DIVERGE_MIN = 0.25
 

@@ -1,11 +1,11 @@
 """landscape: loss-landscape analysis and visualization for PyTorch models.
 
 Trainers write trajectories (:class:`Trajectory`), analyzers read them and return result objects
-(:class:`Result` subclasses that save without pickle), renderers (``landscape.plot``,
-``landscape.plot_mpl``) draw those results.
+(:class:`Result` subclasses that save without pickle), renderers (``landscape.plot.core``,
+``landscape.plot._mpl``) draw those results.
 """
 
-from landscape.align import (
+from landscape.analyze.align import (
     AlignmentResult,
     activation_correlations,
     activation_matching,
@@ -14,50 +14,24 @@ from landscape.align import (
     repair,
     weight_matching,
 )
-from landscape.barrier import BarrierResult, barrier_of, barrier_values, loss_barrier
-from landscape.curvature import (
-    CurvatureRecorder,
-    CurvatureTrace,
-    edge_of_stability_summary,
-    gradient_descent_curvature,
-    trajectory_curvature,
-)
-from landscape.curves import CurveKind, CurveResult, ModeCurve, curve_coefficients, evaluate_curve, fit_curve
-from landscape.directions import (
+from landscape.analyze.barrier import BarrierResult, barrier_of, barrier_values, loss_barrier
+from landscape.analyze.curves import CurveKind, CurveResult, ModeCurve, curve_coefficients, evaluate_curve, fit_curve
+from landscape.analyze.directions import (
     directions_from_models,
     normalize_direction,
     orthogonalize,
     random_direction,
     random_directions,
 )
-from landscape.distance import DistanceResult, FunctionalDistance, distance_along_path, functional_distance
-from landscape.evaluate import AffinePoints, evaluate_points
-from landscape.hessian import (
-    HessianOperator,
-    HessianSpectrum,
-    hessian_directions,
-    hessian_eigenpairs,
-    hessian_spectrum,
-    hessian_trace,
-)
-from landscape.params import (
-    ParamLayout,
-    TensorSpec,
-    as_param_dict,
-    buffers_dict,
-    functional_forward,
-    model_at,
-    parameters_to_vector,
-    vector_to_dict,
-)
-from landscape.pca import (
+from landscape.analyze.distance import DistanceResult, FunctionalDistance, distance_along_path, functional_distance
+from landscape.analyze.pca import (
     ProjectedPath,
     TrajectoryPCA,
     distance_from_init,
     distance_from_origin,
     pairwise_end_distances,
 )
-from landscape.permutation import (
+from landscape.analyze.permutation import (
     AxisPerm,
     PermutationSpec,
     PermutationSpecError,
@@ -68,18 +42,8 @@ from landscape.permutation import (
     permutation_spec,
     random_permutation,
 )
-from landscape.problem import Problem, as_problem, differentiable_kernels, model_output
-from landscape.recorder import Recorder
-from landscape.results import Provenance, Result, load_result
-from landscape.saturation import SaturationHistory, SaturationRecorder, SaturationStats, measure_saturation
-from landscape.sharpness import (
-    SharpnessResult,
-    average_sharpness,
-    m_sharpness,
-    perturbation_scale,
-    worst_case_sharpness,
-)
-from landscape.surface import (
+from landscape.analyze.saturation import SaturationHistory, SaturationRecorder, SaturationStats, measure_saturation
+from landscape.analyze.surface import (
     BarycentricResult,
     BilinearResult,
     LineResult,
@@ -92,8 +56,44 @@ from landscape.surface import (
     plane_through,
     random_plane,
 )
-from landscape.train import Callback, RecordTrajectory, Trainer, fit
-from landscape.trajectory import CorruptTrajectoryError, Segment, Snapshot, Trajectory, TrajectoryError
+from landscape.curvature.hessian import (
+    HessianOperator,
+    HessianSpectrum,
+    hessian_directions,
+    hessian_eigenpairs,
+    hessian_spectrum,
+    hessian_trace,
+)
+from landscape.curvature.sharpness import (
+    SharpnessResult,
+    average_sharpness,
+    m_sharpness,
+    perturbation_scale,
+    worst_case_sharpness,
+)
+from landscape.curvature.training import (
+    CurvatureRecorder,
+    CurvatureTrace,
+    edge_of_stability_summary,
+    gradient_descent_curvature,
+    trajectory_curvature,
+)
+from landscape.evaluate.points import AffinePoints, evaluate_points
+from landscape.params import (
+    ParamLayout,
+    TensorSpec,
+    as_param_dict,
+    buffers_dict,
+    functional_forward,
+    model_at,
+    parameters_to_vector,
+    vector_to_dict,
+)
+from landscape.problem import Problem, as_problem, differentiable_kernels, model_output
+from landscape.results import Provenance, Result, load_result
+from landscape.train.loop import Callback, RecordTrajectory, Trainer, fit
+from landscape.train.recorder import Recorder
+from landscape.trajectory.store import CorruptTrajectoryError, Segment, Snapshot, Trajectory, TrajectoryError
 from landscape.validation import InputError, InputWarning
 
 __all__ = [

@@ -21,7 +21,7 @@ A point is ``TRAJ[:INDEX]`` (a trajectory directory and a snapshot index, defaul
 counts from the end) or a weights file: ``.safetensors`` (a state dict or a snapshot: ``vector`` plus
 ``buffers/...``) or a torch state dict (``.pt``/``.pth``/``.bin``/``.ckpt``, read with
 ``torch.load(weights_only=True)``); nothing is unpickled. The model is ``--model``: a name in
-:data:`landscape.models.MODELS` or ``package.module:factory`` (any importable function or class, called
+:data:`landscape.models.zoo.MODELS` or ``package.module:factory`` (any importable function or class, called
 with ``--model-kw``); without ``--model``, the factory recorded in the first trajectory's metadata
 (``"model_factory"``, written by ``Trainer(..., factory=...)``; see :mod:`landscape.factory`), else its
 ``model``/``model_kw`` entries.
@@ -142,7 +142,7 @@ def parse_point(spec: str) -> tuple[Path, int | None]:
 
 # =========================================================================== loading
 def _open_trajectory(path: Path) -> Any:
-    from landscape.trajectory import Trajectory, TrajectoryError
+    from landscape.trajectory.store import Trajectory, TrajectoryError
 
     try:
         traj = Trajectory.open(path, "r")
@@ -172,7 +172,7 @@ def load_point(spec: str, template: nn.Module) -> nn.Module:
                 f"{spec}: snapshot index {i} out of range; {str(path)!r} has {len(traj)} snapshots "
                 f"(0..{len(traj) - 1}, or negative from the end)"
             )
-        from landscape.trajectory import CorruptTrajectoryError
+        from landscape.trajectory.store import CorruptTrajectoryError
 
         try:
             return traj.model_at(template, i)
@@ -265,14 +265,14 @@ def _first_meta(specs: Sequence[str]) -> tuple[dict[str, Any], str] | None:
 def build_template(args: argparse.Namespace, points: Sequence[str], shape: tuple[int, ...], classes: int) -> nn.Module:
     """The architecture: ``--model``/``--model-kw``, or the first trajectory's recorded factory or model.
 
-    ``--model`` is a zoo name (:data:`landscape.models.MODELS`) or ``package.module:factory``; a factory
+    ``--model`` is a zoo name (:data:`landscape.models.zoo.MODELS`) or ``package.module:factory``; a factory
     recorded in a trajectory is held to :func:`landscape.factory.resolve`'s rules for untrusted references.
 
     Raises:
         CLIError: If no model is named anywhere, or the factory or builder rejects the options.
     """
     from landscape.factory import FactoryError, FactoryRef, factory_from_meta
-    from landscape.models import build_model
+    from landscape.models.zoo import build_model
 
     name, kw = args.model, _model_kw(args.model_kw)
     ref, trusted = None, True
@@ -368,7 +368,7 @@ class _Writer:
     def figure(self, stem: str, draw: Callable[[str], Any], html: bool = True, png: bool = True) -> None:
         if self.rank != 0:
             return
-        from landscape.plot import save_html, save_png
+        from landscape.plot.core import save_html, save_png
 
         if self.html and html:
             self.written.append(save_html(draw("plotly"), self.out / f"{stem}.html", plotlyjs=self.plotlyjs))
@@ -402,8 +402,8 @@ def _loss_range(r: Any) -> str:
 # =========================================================================== commands
 def cmd_line(args: argparse.Namespace) -> list[str]:
     """``line``: linear interpolation (or the absolute-distance line) between two points."""
-    from landscape.plot import plot_line
-    from landscape.surface import line, line_distance
+    from landscape.analyze.surface import line, line_distance
+    from landscape.plot.core import plot_line
 
     data, shape, classes, desc = load_data(args, args.dtype)
     args.start = _default_point(args, args.start, "--from POINT")
@@ -452,15 +452,15 @@ def _pca_plane(
     """Fit the PCA of ``trajs``, evaluate the plane around its centre and project the paths with their losses.
 
     The plane is ``pca.plane_directions()``, so the path's coordinates are the plane's (see
-    :func:`landscape.plot.plot_trajectory`). BatchNorm buffers come from ``center`` (default: the last
+    :func:`landscape.plot.core.plot_trajectory`). BatchNorm buffers come from ``center`` (default: the last
     snapshot of the last trajectory).
 
     Returns:
         ``(PlaneResult or None, ProjectedPath, TrajectoryPCA)``; the plane is ``None`` without ``data``.
     """
-    from landscape.evaluate import evaluate_points
-    from landscape.pca import TrajectoryPCA
-    from landscape.surface import plane
+    from landscape.analyze.pca import TrajectoryPCA
+    from landscape.analyze.surface import plane
+    from landscape.evaluate.points import evaluate_points
 
     runs = [_open_trajectory(parse_point(t)[0]) for t in trajs]
     src = runs[0] if len(runs) == 1 else runs
@@ -499,8 +499,8 @@ def _pca_plane(
 
 def cmd_plane(args: argparse.Namespace) -> list[str]:
     """``plane``: a 2-D slice around a centre along random, normalized, PCA or model directions."""
-    from landscape.plot import plot_contour, plot_heatmap, plot_surface, plot_trajectory
-    from landscape.surface import plane_through, random_plane
+    from landscape.analyze.surface import plane_through, random_plane
+    from landscape.plot.core import plot_contour, plot_heatmap, plot_surface, plot_trajectory
 
     data, shape, classes, desc = load_data(args, args.dtype)
     kind = args.directions
@@ -564,7 +564,7 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
     """``pca``: PCA of trajectories; with ``--data`` also the loss plane and the path's true losses."""
     import safetensors.torch
 
-    from landscape.plot import plot_trajectory
+    from landscape.plot.core import plot_trajectory
 
     data = desc = template = None
     args.center = args.center or args.weights
@@ -597,9 +597,9 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
 
 def cmd_hessian(args: argparse.Namespace) -> list[str]:
     """``hessian``: eigenvalue density (SLQ), top eigenvalues and traces of the loss Hessian at one point."""
-    from landscape.evaluate import parse_bytes
-    from landscape.hessian import hessian_spectrum
-    from landscape.plot_hessian import plot_spectrum_density
+    from landscape.curvature.hessian import hessian_spectrum
+    from landscape.evaluate.points import parse_bytes
+    from landscape.plot.hessian import plot_spectrum_density
 
     if args.bn_mode not in ("eval", "train"):
         raise CLIError(f"--bn-mode {args.bn_mode}: the Hessian is of one model; use eval or train")
@@ -644,8 +644,8 @@ def cmd_hessian(args: argparse.Namespace) -> list[str]:
 
 def cmd_distance(args: argparse.Namespace) -> list[str]:
     """``distance``: functional distance and label disagreement from ``--from`` along the line to ``--to``."""
-    from landscape.distance import distance_along_path
-    from landscape.plot import plot_distance
+    from landscape.analyze.distance import distance_along_path
+    from landscape.plot.core import plot_distance
 
     data, shape, classes, desc = load_data(args, args.dtype)
     start = _default_point(args, args.start, "--from POINT")
@@ -678,7 +678,7 @@ def cmd_distance(args: argparse.Namespace) -> list[str]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Verify a trajectory store, print the report; 0 if intact (or repaired, migrated), 1 if damaged."""
-    from landscape.trajectory import Trajectory, TrajectoryError
+    from landscape.trajectory.store import Trajectory, TrajectoryError
 
     try:
         rep = Trajectory.check(args.trajectory, repair=args.repair, migrate=args.migrate)
@@ -694,10 +694,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> list[str]:
     """``plot``: re-render saved results (several line or distance results are overlaid)."""
     from landscape import plot as P
-    from landscape.distance import DistanceResult
-    from landscape.pca import ProjectedPath
+    from landscape.analyze.distance import DistanceResult
+    from landscape.analyze.pca import ProjectedPath
+    from landscape.analyze.surface import BarycentricResult, BilinearResult, LineResult, PlaneResult
     from landscape.results import load_result
-    from landscape.surface import BarycentricResult, BilinearResult, LineResult, PlaneResult
 
     try:
         results: list[Any] = [load_result(p) for p in args.results]  # dispatched on their type below
@@ -775,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--model",
         metavar="NAME|PKG.MOD:FACTORY",
-        help="a name in landscape.models.MODELS, or package.module:factory (a function or class of "
+        help="a name in landscape.models.zoo.MODELS, or package.module:factory (a function or class of "
         "your own, on PYTHONPATH); default: the factory recorded in the trajectory",
     )
     ev.add_argument(

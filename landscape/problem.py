@@ -420,7 +420,7 @@ class Problem:
         validate: bool = True,
         shard: str = "none",
     ) -> None:
-        from landscape.evaluate import parse_bytes
+        from landscape.evaluate.points import parse_bytes
 
         if isinstance(model, Problem):
             raise validation.InputTypeError("model is already a Problem; use it directly")
@@ -951,7 +951,7 @@ class Problem:
     ) -> dict[str, np.ndarray]:
         """Metrics at many points, one point at a time, data outer (each batch read once per chunk of points).
 
-        The general path behind :func:`~landscape.evaluate.evaluate_points` for problems its fast executors
+        The general path behind :func:`~landscape.evaluate.points.evaluate_points` for problems its fast executors
         do not take (closures, mapping or multi-input batches, streamed data).
 
         Args:
@@ -969,7 +969,7 @@ class Problem:
         """
         from tqdm.auto import tqdm
 
-        from landscape.evaluate import AffinePoints
+        from landscape.evaluate.points import AffinePoints
 
         metrics = (
             self.default_metrics()

@@ -25,11 +25,11 @@ Policy (one for the whole package):
 Checks cost O(data) once per call and never run per evaluated point; data that already passed
 (:class:`ValidBatches`, :class:`ValidPair`, :class:`ValidatedLoader`) is not checked again.
 
-Where it runs: :func:`~landscape.evaluate.evaluate_points` (so every line, plane and slice),
-:func:`~landscape.distance.functional_distance` / ``distance_along_path`` (endpoints too),
-:func:`~landscape.train.evaluate_dataset`, :class:`~landscape.train.Trainer` (tensor pairs once at
-construction, batched data on its first pass), :func:`~landscape.saturation.measure_saturation`,
-:class:`~landscape.hessian.HessianOperator`, :meth:`~landscape.pca.TrajectoryPCA.fit` (snapshots),
+Where it runs: :func:`~landscape.evaluate.points.evaluate_points` (so every line, plane and slice),
+:func:`~landscape.analyze.distance.functional_distance` / ``distance_along_path`` (endpoints too),
+:func:`~landscape.train.loop.evaluate_dataset`, :class:`~landscape.train.loop.Trainer` (tensor pairs once at
+construction, batched data on its first pass), :func:`~landscape.analyze.saturation.measure_saturation`,
+:class:`~landscape.curvature.hessian.HessianOperator`, :meth:`~landscape.analyze.pca.TrajectoryPCA.fit` (snapshots),
 ``tunnels.split_stats`` / ``SplitAccumulator.update`` / ``full_batch_objective`` / ``newton_flat``,
 ``persistence.PersistentTrainer`` and the fast persistent paths. A ``landscape.Problem`` is meant to call
 :func:`validate_problem` once and hand its batches on.
@@ -462,7 +462,7 @@ class ValidBatches(list):
 
 
 def _pairs(data: Any, argname: str) -> Iterator[tuple[Tensor, Tensor]]:
-    from landscape.data import iterate_batches
+    from landscape.data.core import iterate_batches
 
     if isinstance(data, Tensor) or not isinstance(data, Iterable):
         raise InputTypeError(
@@ -534,7 +534,7 @@ def iter_validated(
 
     ``batch_size`` splits a tensor pair. Otherwise as :func:`validate_batches`.
     """
-    from landscape.data import iterate_batches
+    from landscape.data.core import iterate_batches
 
     want = dtype or (model_dtype(model) if model is not None else torch.float32)
     if isinstance(data, ValidPair) and data.dtype == want and device is None:

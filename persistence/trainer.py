@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.params import ParamLayout, model_at, parameters_to_vector
-from landscape.train import DataLike, OptimizerSpec, Trainer, evaluate_dataset
+from landscape.train.loop import DataLike, OptimizerSpec, Trainer, evaluate_dataset
 from landscape.trajectory import Trajectory
 from landscape.validation import check_model, validate_pair
 from persistence.penalty import PersistentPenalty

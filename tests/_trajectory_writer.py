@@ -10,7 +10,7 @@ Plans (``<plan>[:flush]``: the writer uses ``durable="flush"`` and calls ``flush
 append, printing ``flushed <i>``: snapshots up to ``i`` are on disk and synced; otherwise the default ``durable=True``):
     ``upto:N``  append until the store holds ``N`` snapshots, then exit normally.
     ``run:N``   the same; the test SIGKILLs the child at some moment before.
-    ``kill:K``  SIGKILL itself at the K-th file-system call of ``landscape.trajectory`` after opening
+    ``kill:K``  SIGKILL itself at the K-th file-system call of ``landscape.trajectory.store`` after opening
                 the store (in the writer thread for pack and index writes); a ``write`` or ``writev`` call
                 first writes half of its bytes (a torn snapshot, batch of snapshots or index line).
     ``open:K``  the same, counting from before opening (kills during crash recovery).
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import landscape.trajectory as trajectory_module  # noqa: E402
+import landscape.trajectory.store as trajectory_module  # noqa: E402
 from landscape.params import ParamLayout  # noqa: E402
 
 SWITCH = 6  # snapshots [0, SWITCH) use the small layout, later ones the grown network's

@@ -13,19 +13,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from landscape.align import (
+from landscape.analyze import (
     AlignmentResult,
+    BarrierResult,
     activation_correlations,
     activation_matching,
+    apply_permutation,
+    barrier_of,
+    barrier_values,
     interpolate_models,
+    loss_barrier,
     matching_objective,
+    permutation_spec,
+    random_permutation,
     repair,
     weight_matching,
 )
-from landscape.barrier import BarrierResult, barrier_of, barrier_values, loss_barrier
 from landscape.models import build_model
 from landscape.params import parameters_to_vector
-from landscape.permutation import apply_permutation, permutation_spec, random_permutation
 from landscape.results import load_result
 
 
@@ -241,7 +246,7 @@ def test_loss_barrier_equals_a_hand_loop(tmp_path):
     again = load_result(res.save(tmp_path / "barrier"))
     assert isinstance(again, BarrierResult) and again.loss_barrier == res.loss_barrier
     # the same numbers from an evaluated line
-    from landscape.surface import line
+    from landscape.analyze import line
 
     assert barrier_of(line(a, a, b, (X, y), alphas)).loss_barrier == pytest.approx(res.loss_barrier, abs=1e-12)
 

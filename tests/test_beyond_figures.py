@@ -85,8 +85,8 @@ def test_im_table1_pair_undoes_a_hidden_permutation():
     import torch
 
     from figures import beyond_im_table1 as bit
+    from landscape.analyze import apply_permutation, permutation_spec, random_permutation
     from landscape.models import build_model
-    from landscape.permutation import apply_permutation, permutation_spec, random_permutation
 
     a = build_model("vgg", (1, 8, 8), 10, cfg=(6, "M", 8, "M"), hidden=12, dropout=0.0, seed=0)
     spec = permutation_spec(a)

@@ -12,13 +12,11 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
+from landscape.analyze import LineResult, PlaneResult, ProjectedPath, random_directions
 from landscape.cli import main
 from landscape.data import load_digits_split
-from landscape.directions import random_directions
 from landscape.models import build_model
-from landscape.pca import ProjectedPath
 from landscape.results import load_result
-from landscape.surface import LineResult, PlaneResult
 from landscape.train import Trainer
 from landscape.trajectory import Trajectory
 

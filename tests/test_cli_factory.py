@@ -20,13 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from landscape import factory as FA
+from landscape.analyze import DistanceResult, PlaneResult, distance_along_path
 from landscape.cli import build_parser, main
+from landscape.curvature import HessianSpectrum, hessian_spectrum
 from landscape.data import load_digits_split
-from landscape.distance import DistanceResult, distance_along_path
-from landscape.hessian import HessianSpectrum, hessian_spectrum
 from landscape.params import parameters_to_vector
 from landscape.results import load_result
-from landscape.surface import PlaneResult
 from landscape.train import RecordTrajectory, Trainer, fit
 from landscape.trajectory import Trajectory
 

@@ -15,8 +15,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from landscape.curvature import CurvatureRecorder, CurvatureTrace, gradient_descent_curvature, trajectory_curvature
-from landscape.lanczos import top_eigenpairs
+from landscape.curvature import (
+    CurvatureRecorder,
+    CurvatureTrace,
+    gradient_descent_curvature,
+    top_eigenpairs,
+    trajectory_curvature,
+)
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.results import load_result
 from landscape.train import Trainer
@@ -202,7 +207,7 @@ def _trace(lr: float, label: str, per_layer: bool = False) -> CurvatureTrace:
 
 
 def test_plot_sharpness_draws_the_trace_and_its_threshold():
-    from landscape import plot
+    from landscape.plot import core as plot
 
     a, b = _trace(0.5, "a", per_layer=True), _trace(0.25, "b")
     fig = plot.plot_sharpness([a, b])
@@ -291,7 +296,7 @@ def test_edge_of_stability_summary_by_hand():
 
 
 def test_warm_start_extrapolation_is_exact_on_a_quadratic_path_and_matches_columns():
-    from landscape.curvature import _TOP, _Tracker
+    from landscape.curvature.training import _TOP, _Tracker
 
     g = torch.Generator().manual_seed(0)
     a = torch.linalg.qr(torch.randn(6, 2, generator=g, dtype=F64))[0]

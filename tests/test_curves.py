@@ -8,11 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape.barrier import barrier_of
-from landscape.curves import CurveResult, ModeCurve, curve_coefficients, evaluate_curve, fit_curve
+from landscape.analyze import (
+    CurveResult,
+    ModeCurve,
+    barrier_of,
+    curve_coefficients,
+    evaluate_curve,
+    fit_curve,
+    line,
+    plane_through,
+)
 from landscape.params import parameters_to_vector
 from landscape.results import load_result
-from landscape.surface import line, plane_through
 from landscape.trajectory import Trajectory
 
 
@@ -111,7 +118,7 @@ def test_curve_results_save_without_pickle_and_render(minima, tmp_path):
     xy = plane.project(res.points())
     back = plane.center + xy[:, :1] * plane.directions[0] + xy[:, 1:] * plane.directions[1]
     np.testing.assert_allclose(back, res.points(), atol=1e-10)
-    from landscape import plot
+    from landscape.plot import core as plot
 
     straight = line(a, a, b, data, np.linspace(0, 1, 7))
     for backend in ("plotly", "matplotlib"):

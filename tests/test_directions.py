@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.directions import (
+from landscape.analyze import (
     directions_from_models,
     normalize_direction,
     orthogonalize,

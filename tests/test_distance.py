@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.distance import DistanceResult, FunctionalDistance, distance_along_path, functional_distance
+from landscape.analyze import DistanceResult, FunctionalDistance, distance_along_path, functional_distance
 from landscape.params import model_at
 from landscape.results import load_result
 from tests.test_evaluate import assert_untouched, batches, snapshot

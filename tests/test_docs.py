@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-import landscape.surface
+import landscape.analyze.surface
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("mkdocs")
@@ -152,8 +152,8 @@ def test_api_page_documents_every_public_name(site: Path, tmp_path: Path) -> Non
     dom_text, errors = _open(site / "api" / "landscape" / "surface" / "index.html", tmp_path / "profile")
     assert errors == []
     dom = _parse(dom_text)
-    module = landscape.surface
-    missing = [n for n in module.__all__ if f"landscape.surface.{n}" not in dom.ids]
+    module = landscape.analyze.surface
+    missing = [n for n in module.__all__ if f"landscape.analyze.surface.{n}" not in dom.ids]
     assert missing == [], f"public names without an entry on the API page: {missing}"
     text = "".join("".join(dom.text).split())  # whitespace-free: code spans split text into highlighted tokens
     for obj in (module.line, module.PlaneResult):  # the summaries come from the source's docstrings

@@ -10,16 +10,20 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from landscape.hessian import (
+from landscape.curvature import (
     HessianOperator,
     HessianSpectrum,
     hessian_directions,
     hessian_eigenpairs,
     hessian_spectrum,
     hessian_trace,
+    hutchinson,
+    hutchpp,
+    rademacher,
+    slq,
     spectrum_of,
+    top_eigenpairs,
 )
-from landscape.lanczos import hutchinson, hutchpp, rademacher, slq, top_eigenpairs
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.results import load_result
 
@@ -146,7 +150,7 @@ def test_cnn_batchnorm_hvp_matches_torch_func_hessian(cnn_case, fast_ops, micro_
 def test_strided_dilated_one_channel_conv_and_shared_bn_input_match_torch_func_hessian(
     monkeypatch, channels_last: bool
 ) -> None:
-    import landscape.hessian as hs
+    import landscape.curvature.hessian as hs
 
     torch.manual_seed(3)
 
@@ -183,7 +187,7 @@ def test_max_pooled_first_convolutions_match_torch_func_hessian(monkeypatch, cha
     # Convolutions of the input followed by max-pooling take the gathered path (_PooledConv); the
     # Hessian must be the same function's: BN folded, ReLU before or after pooling, in-place ReLU,
     # overlapping padded ceil-mode pooling, and a pooled conv whose ReLU output is used elsewhere too.
-    import landscape.hessian as hs
+    import landscape.curvature.hessian as hs
 
     torch.manual_seed(4)
 
@@ -429,7 +433,7 @@ def test_hessian_spectrum_end_to_end_saves_and_plots(tmp_path) -> None:
     np.testing.assert_array_equal(back.nodes, spec.nodes)
     assert back.trace == spec.trace and back.bn_mode == "eval" and back.param_names == spec.param_names
 
-    from landscape.plot_hessian import plot_spectrum_density
+    from landscape.plot import plot_spectrum_density
 
     fig = plot_spectrum_density([spec, back], ["plain", "championship"])
     assert len(fig.data) == 2 and fig.layout.yaxis.type == "log"

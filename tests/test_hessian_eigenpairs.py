@@ -15,8 +15,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from landscape.hessian import HessianOperator, hessian_eigenpairs, hessian_spectrum
-from landscape.lanczos import top_eigenpairs
+from landscape.curvature import HessianOperator, hessian_eigenpairs, hessian_spectrum, top_eigenpairs
 from landscape.params import ParamLayout, parameters_to_vector
 
 F64 = torch.float64

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from landscape.hessian import HessianOperator, hessian_eigenpairs, hessian_spectrum
+from landscape.curvature import HessianOperator, hessian_eigenpairs, hessian_spectrum
 from landscape.params import ParamLayout, parameters_to_vector
 
 F64 = torch.float64

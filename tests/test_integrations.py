@@ -1,7 +1,7 @@
 """Lightning and Hugging Face runs record what a hand-written loop records at the same steps.
 
 Each library trains a tiny model on CPU for a few steps (no downloads: a small nn.Module, a config-built
-BERT); a plain loop with the same optimizer and batches, recording with ``landscape.recorder.Recorder``,
+BERT); a plain loop with the same optimizer and batches, recording with ``landscape.train.Recorder``,
 is the reference. Both are deterministic on CPU, so the snapshots must agree bitwise.
 """
 
@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from landscape import Trajectory
-from landscape.recorder import FACTORY_KEY, Recorder
+from landscape.train import FACTORY_KEY, Recorder
 
 
 def make_net(width: int = 6) -> nn.Module:

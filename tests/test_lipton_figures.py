@@ -28,9 +28,9 @@ from figures.lipton_weightspace import (
     path_lengths,
 )
 from figures.verdict import Verdict
+from landscape.analyze import TrajectoryPCA, pairwise_end_distances
 from landscape.evaluate import AffinePoints
 from landscape.params import functional_forward
-from landscape.pca import TrajectoryPCA, pairwise_end_distances
 from landscape.trajectory import Trajectory
 
 TINY = LiptonSetup(

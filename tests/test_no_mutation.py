@@ -156,7 +156,7 @@ class Lazy:
 
 
 def _hessian_op(c: Ctx) -> Any:
-    from landscape.hessian import HessianOperator
+    from landscape.curvature import HessianOperator
 
     return HessianOperator(c.model, F.cross_entropy, c.data)
 
@@ -269,7 +269,7 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.hessian_eigenpairs": [{"k": 1, "max_steps": 4}],
     "landscape.hessian_directions": [{"k": 1}],
     "landscape.hessian_trace": [{"n_products": 3}],
-    "landscape.hessian.spectrum_of": [{"n_probes": 1, "steps": 3, "top_k": 1}],
+    "landscape.curvature.spectrum_of": [{"n_probes": 1, "steps": 3, "top_k": 1}],
     "landscape.trajectory_curvature": [
         {
             "trajectory": Lazy(lambda c: _trajectory(c)),
@@ -285,7 +285,7 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     ],
     "landscape.average_sharpness": [{"radius": 0.1, "n_samples": 3, "adaptive": "elementwise"}],
     "landscape.m_sharpness": [{"m": 6, "radius": 0.1, "steps": 1, "progress": False}],
-    "landscape.pca.make_loss_at": [{"__call__": Lazy(lambda c: torch.stack([c.vec(), c.vec(0.2)]))}],
+    "landscape.analyze.make_loss_at": [{"__call__": Lazy(lambda c: torch.stack([c.vec(), c.vec(0.2)]))}],
     "landscape.train.evaluate_dataset": [{"loss_fn": F.cross_entropy}],
     "landscape.params.preserved_mode": [{"train": True, "__with__": True}, {"train": False, "__with__": True}],
     "landscape.Trajectory.model_at": [{"i": 0}],
@@ -586,7 +586,7 @@ def test_every_public_function_taking_a_model_is_walked():
         "landscape.HessianOperator.matvec",
         "persistence.PersistentTrainer",
         "tunnels.split_stats",
-        "landscape.pca.make_loss_at",
+        "landscape.analyze.make_loss_at",
         "landscape.Trajectory.append_model",
     ):
         assert expected in keys, expected

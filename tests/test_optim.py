@@ -1,4 +1,4 @@
-"""Tests for landscape.optim: RK2 wrapper, optimizer switching, the method registry (Im et al.)."""
+"""Tests for landscape.train.optim: RK2 wrapper, optimizer switching, the method registry (Im et al.)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.optim import (
+from landscape.train import (
     METHODS,
     RK2,
     RK_COEFFICIENTS,

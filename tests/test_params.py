@@ -249,7 +249,7 @@ def test_point_wins_over_buffers_and_frozen_models_get_the_full_hessian():
     """Callers pass frozen parameters in ``buffers=`` (the Hessian does); the point must decide their value."""
     import torch.nn.functional as F
 
-    from landscape.hessian import HessianOperator
+    from landscape.curvature import HessianOperator
 
     torch.manual_seed(1)
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()

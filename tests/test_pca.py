@@ -7,8 +7,7 @@ import torch
 from sklearn.decomposition import PCA
 from torch import nn
 
-from landscape.params import ParamLayout, functional_forward, parameters_to_vector
-from landscape.pca import (
+from landscape.analyze import (
     ProjectedPath,
     TrajectoryPCA,
     distance_from_init,
@@ -16,6 +15,7 @@ from landscape.pca import (
     make_loss_at,
     pairwise_end_distances,
 )
+from landscape.params import ParamLayout, functional_forward, parameters_to_vector
 from landscape.results import load_result
 from landscape.train import Trainer
 from landscape.trajectory import Trajectory

@@ -9,9 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.models import build_model
-from landscape.params import ParamLayout, parameters_to_vector
-from landscape.permutation import (
+from landscape.analyze import (
     PermutationSpec,
     PermutationSpecError,
     apply_permutation,
@@ -21,6 +19,8 @@ from landscape.permutation import (
     permutation_spec,
     random_permutation,
 )
+from landscape.models import build_model
+from landscape.params import ParamLayout, parameters_to_vector
 
 
 class _ResidualMLP(nn.Module):

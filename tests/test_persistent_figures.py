@@ -23,10 +23,10 @@ from figures.persistent_fig13_15 import figure13_15, saturated_share, saturated_
 from figures.persistent_preprint import figure_pp11, figure_pp_partial
 from figures.toy_demo import grad, loss
 from figures.verdict import verdict_for
+from landscape.analyze import SaturationHistory
+from landscape.curvature import HessianSpectrum
 from landscape.data import two_minima
-from landscape.hessian import HessianSpectrum
 from landscape.params import ParamLayout
-from landscape.saturation import SaturationHistory
 from persistence import PersistentPenalty, PersistentTrainer
 
 VERDICTS = {"held", "not held", "inconclusive", "not tested"}

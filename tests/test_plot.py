@@ -9,10 +9,18 @@ import torch
 from torch import nn
 
 from landscape import plot, plot_mpl
-from landscape.distance import distance_along_path
+from landscape.analyze import (
+    TrajectoryPCA,
+    barycentric,
+    bilinear,
+    distance_along_path,
+    line,
+    line_distance,
+    make_loss_at,
+    plane,
+    random_plane,
+)
 from landscape.params import parameters_to_vector
-from landscape.pca import TrajectoryPCA, make_loss_at
-from landscape.surface import barycentric, bilinear, line, line_distance, plane, random_plane
 
 BACKENDS = ["plotly", "matplotlib"]
 

@@ -9,8 +9,7 @@ from torch import nn
 
 from landscape import Trajectory
 from landscape.factory import FactoryError
-from landscape.recorder import FACTORY_KEY, Recorder, factory_reference
-from landscape.train import Trainer
+from landscape.train import FACTORY_KEY, Recorder, Trainer, factory_reference
 
 
 def make_net(width: int = 6) -> nn.Module:

@@ -18,16 +18,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape import results as R
-from landscape.align import weight_matching
-from landscape.barrier import loss_barrier
-from landscape.curvature import gradient_descent_curvature
-from landscape.curves import evaluate_curve, fit_curve
-from landscape.distance import distance_along_path, functional_distance
-from landscape.hessian import hessian_spectrum
-from landscape.pca import TrajectoryPCA
-from landscape.saturation import SaturationHistory, measure_saturation
-from landscape.sharpness import worst_case_sharpness
-from landscape.surface import PlaneResult, barycentric, bilinear, line, line_distance, random_plane
+from landscape.analyze import (
+    PlaneResult,
+    SaturationHistory,
+    TrajectoryPCA,
+    barycentric,
+    bilinear,
+    distance_along_path,
+    evaluate_curve,
+    fit_curve,
+    functional_distance,
+    line,
+    line_distance,
+    loss_barrier,
+    measure_saturation,
+    random_plane,
+    weight_matching,
+)
+from landscape.curvature import gradient_descent_curvature, hessian_spectrum, worst_case_sharpness
 from persistence.fast import fast_persistent_run, train_seeds_batched
 
 pytest.importorskip("xarray")

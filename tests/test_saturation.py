@@ -5,16 +5,16 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.params import parameters_to_vector
-from landscape.plot_saturation import plot_activation_histograms, plot_saturation_curves
-from landscape.results import load_result
-from landscape.saturation import (
+from landscape.analyze import (
     SaturationHistory,
     SaturationRecorder,
     SaturationStats,
     StreamingHistogram,
     measure_saturation,
 )
+from landscape.params import parameters_to_vector
+from landscape.plot import plot_activation_histograms, plot_saturation_curves
+from landscape.results import load_result
 from landscape.train import RecordTrajectory, Trainer
 from landscape.trajectory import Trajectory
 

@@ -14,14 +14,14 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.results import load_result
-from landscape.sharpness import (
+from landscape.curvature import (
     SharpnessResult,
     average_sharpness,
     m_sharpness,
     perturbation_scale,
     worst_case_sharpness,
 )
+from landscape.results import load_result
 
 F64 = torch.float64
 MSE = nn.MSELoss()

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import landscape.trajectory as trajectory_module
+import landscape.trajectory.store as trajectory_module
 from landscape import cli
 from landscape.params import ParamLayout, TensorSpec, parameters_to_vector
 from landscape.trajectory import CorruptTrajectoryError, Trajectory, TrajectoryError
@@ -372,7 +372,7 @@ def test_repair_rebuilds_a_damaged_manifest_from_the_packs(tmp_path):
 
 
 def test_one_walk_equals_torchs_named_parameters_and_buffers():
-    from landscape.trajectory import _named_tensors
+    from landscape.trajectory.store import _named_tensors
 
     shared = nn.Linear(2, 2)
     inner = nn.Sequential(nn.Linear(4, 4, bias=False), nn.BatchNorm1d(4))
@@ -502,7 +502,7 @@ def test_unclosed_store_writes_its_queue_when_collected_and_at_exit(tmp_path):
     gc.collect()
     assert torch.equal(Trajectory.open(tmp_path / "gc").vectors()[:, 0], torch.tensor([0.0, 1.0, 2.0]))
     code = (
-        "import torch, sys; from landscape.trajectory import Trajectory\n"
+        "import torch, sys; from landscape.trajectory.store import Trajectory\n"
         f"t = Trajectory({str(tmp_path / 'exit')!r}, durable=False)\n"
         "for i in range(40): t.append(torch.full((4,), float(i)))\n"
         "sys.modules['__main__'].keep = t  # alive at exit: only the exit hook can write the queue\n"
@@ -538,7 +538,7 @@ def test_queued_snapshots_reach_the_disk_without_flush_and_then_survive_sigkill(
     p = tmp_path / "t"
     code = (
         "import sys, time, torch\n"
-        "from landscape.trajectory import Trajectory\n"
+        "from landscape.trajectory.store import Trajectory\n"
         f"t = Trajectory({str(p)!r}, durable='flush')\n"
         "for i in range(5): t.append(torch.full((3,), float(i)))\n"
         "print('appended', flush=True)\n"

@@ -8,9 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape.params import model_at, parameters_to_vector
-from landscape.results import load_result
-from landscape.surface import (
+from landscape.analyze import (
     BarycentricResult,
     PlaneResult,
     barycentric,
@@ -21,6 +19,8 @@ from landscape.surface import (
     plane_through,
     random_plane,
 )
+from landscape.params import model_at, parameters_to_vector
+from landscape.results import load_result
 from tests.test_evaluate import assert_untouched, snapshot
 
 
@@ -212,7 +212,7 @@ def test_interpolated_batchnorm_states_and_nan_counts():
 
 
 def test_no_public_function_touches_the_models():
-    from landscape.distance import distance_along_path, functional_distance
+    from landscape.analyze import distance_along_path, functional_distance
 
     torch.manual_seed(2)
     m = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Dropout(0.5), nn.Linear(5, 3)).double()

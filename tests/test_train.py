@@ -349,7 +349,7 @@ def test_cached_layout_recorder_equals_uncached_reference_through_growth_and_fre
 
 
 def test_accuracy_counted_in_chunks_equals_counting_every_step(monkeypatch):
-    from landscape import train
+    from landscape.train import loop as train
 
     x, y = _data(n=45)
     runs = []
@@ -378,8 +378,8 @@ def test_seeded_training_with_recording_is_bitwise_reproducible_across_processes
     script = (
         "import sys, torch\n"
         "from torch import nn\n"
-        "from landscape.train import Trainer\n"
-        "from landscape.trajectory import Trajectory\n"
+        "from landscape.train.loop import Trainer\n"
+        "from landscape.trajectory.store import Trajectory\n"
         "torch.set_num_threads(1)\n"  # as this process (tests/conftest.py): reductions may split by thread
         "torch.manual_seed(5)\n"
         "net = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 3))\n"

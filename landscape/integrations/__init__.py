@@ -1,4 +1,4 @@
-"""Trajectory recording from other libraries' trainers, built on :class:`landscape.recorder.Recorder`.
+"""Trajectory recording from other libraries' trainers, built on :class:`landscape.train.recorder.Recorder`.
 
 * :mod:`landscape.integrations.lightning`: a PyTorch Lightning callback.
 * :mod:`landscape.integrations.huggingface`: a Hugging Face ``transformers`` ``TrainerCallback``.
@@ -20,20 +20,20 @@ __all__: list[str] = []
 
 
 def recorder_options(**options: Any) -> dict[str, Any]:
-    """A callback's :class:`~landscape.recorder.Recorder` options, checked now so bad ones fail at construction.
+    """A callback's :class:`~landscape.train.recorder.Recorder` options, checked now so bad ones fail at construction.
 
     The store itself is opened only when training starts (``Recorder(target, **options)``); the schedule,
     factory and metadata are validated here against a throwaway in-memory trajectory.
 
     Args:
         **options: ``every_steps``, ``every_epochs``, ``buffers``, ``factory``, ``factory_kwargs``, ``meta``,
-            ``tags``, ``exist_ok``, ``durable`` (as :class:`~landscape.recorder.Recorder` takes them).
+            ``tags``, ``exist_ok``, ``durable`` (as :class:`~landscape.train.recorder.Recorder` takes them).
 
     Returns:
         The options, unchanged.
     """
-    from landscape.recorder import Recorder
-    from landscape.trajectory import Trajectory
+    from landscape.train.recorder import Recorder
+    from landscape.trajectory.store import Trajectory
 
     store_only = ("buffers", "exist_ok", "durable")  # meaningful only with the real store
     Recorder(Trajectory(), **{k: v for k, v in options.items() if k not in store_only})

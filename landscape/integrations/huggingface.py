@@ -1,6 +1,6 @@
 """Record a trajectory from a Hugging Face ``transformers.Trainer`` run: a callback on a recorder.
 
-The callback drives a :class:`~landscape.recorder.Recorder` from ``TrainerCallback`` hooks.
+The callback drives a :class:`~landscape.train.recorder.Recorder` from ``TrainerCallback`` hooks.
 
 Example:
     >>> from landscape.integrations.huggingface import RecordTrajectory
@@ -8,7 +8,7 @@ Example:
     >>> transformers.Trainer(model, args, train_dataset=ds, callbacks=[cb]).train()  # doctest: +SKIP
     >>> cb.trajectory  # doctest: +SKIP
 
-The schedule is that of :class:`landscape.train.RecordTrajectory`: the initial point (at
+The schedule is that of :class:`landscape.train.loop.RecordTrajectory`: the initial point (at
 ``on_train_begin``), every ``every_steps`` optimizer steps (``state.global_step``: gradient accumulation
 counts optimizer steps), every ``every_epochs`` completed epochs, and the final point; the fractional
 epoch is ``state.epoch``. ``Trainer`` logs after its step callbacks run, so step snapshots carry no loss;
@@ -26,8 +26,8 @@ from typing import Any
 from torch import nn
 
 from landscape.integrations import recorder_options, require, resolve_module
-from landscape.recorder import Recorder
-from landscape.trajectory import Trajectory
+from landscape.train.recorder import Recorder
+from landscape.trajectory.store import Trajectory
 
 _tf = require("transformers", "transformers", "landscape.integrations.huggingface")
 
@@ -38,19 +38,19 @@ class RecordTrajectory(_tf.TrainerCallback):  # type: ignore[name-defined]
     """A ``transformers`` callback writing snapshots of the model into a trajectory.
 
     Args:
-        trajectory: A :class:`~landscape.trajectory.Trajectory`, a directory for a new on-disk store, or
+        trajectory: A :class:`~landscape.trajectory.store.Trajectory`, a directory for a new on-disk store, or
             ``None`` for a new in-memory one (``callback.trajectory`` after the run).
         every_steps: Record every k optimizer steps (``None``: not by steps).
         every_epochs: Record every k epochs (``None``: not by epochs).
         module: What to record: ``None`` for the trainer's model, a dotted attribute name
             (a backbone, ``"bert"``) or a function ``model -> nn.Module``.
         buffers: Store buffers (BatchNorm running statistics, position ids) with every snapshot.
-        factory: The model factory for the run metadata (see :class:`~landscape.recorder.Recorder`).
+        factory: The model factory for the run metadata (see :class:`~landscape.train.recorder.Recorder`).
         factory_kwargs: Its keyword arguments.
         meta: Run-level JSON metadata.
         tags: Tags added to every snapshot.
         exist_ok: Append to a trajectory already at the directory (a resumed run).
-        durable: When an on-disk store fsyncs (see :class:`~landscape.trajectory.Trajectory`).
+        durable: When an on-disk store fsyncs (see :class:`~landscape.trajectory.store.Trajectory`).
     """
 
     def __init__(

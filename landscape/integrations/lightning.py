@@ -1,4 +1,4 @@
-"""Record a trajectory from a PyTorch Lightning run: a callback on :class:`~landscape.recorder.Recorder`.
+"""Record a trajectory from a PyTorch Lightning run: a callback on :class:`~landscape.train.recorder.Recorder`.
 
 Example:
     >>> from landscape.integrations.lightning import RecordTrajectory
@@ -6,7 +6,7 @@ Example:
     >>> lightning.pytorch.Trainer(max_epochs=3, callbacks=[cb]).fit(lit_model, loader)  # doctest: +SKIP
     >>> cb.trajectory  # doctest: +SKIP
 
-The schedule is that of :class:`landscape.train.RecordTrajectory`: the initial point (at
+The schedule is that of :class:`landscape.train.loop.RecordTrajectory`: the initial point (at
 ``on_train_start``), every ``every_steps`` optimizer steps (``trainer.global_step``, so gradient
 accumulation counts optimizer steps), every ``every_epochs`` completed epochs, and the final point. Step
 snapshots carry the step's loss (``batch_loss``, from what ``training_step`` returned); epoch snapshots
@@ -26,8 +26,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from landscape.integrations import recorder_options, require, resolve_module
-from landscape.recorder import Recorder
-from landscape.trajectory import Trajectory
+from landscape.train.recorder import Recorder
+from landscape.trajectory.store import Trajectory
 
 
 def _import_lightning() -> ModuleType:
@@ -58,7 +58,7 @@ class RecordTrajectory(_pl.Callback):  # type: ignore[name-defined]
     """A Lightning callback writing snapshots of the model into a trajectory.
 
     Args:
-        trajectory: A :class:`~landscape.trajectory.Trajectory`, a directory for a new on-disk store, or
+        trajectory: A :class:`~landscape.trajectory.store.Trajectory`, a directory for a new on-disk store, or
             ``None`` for a new in-memory one (``callback.trajectory`` after the run).
         every_steps: Record every k optimizer steps (``None``: not by steps).
         every_epochs: Record every k epochs (``None``: not by epochs).
@@ -66,12 +66,12 @@ class RecordTrajectory(_pl.Callback):  # type: ignore[name-defined]
             (``"net"``: the network the module wraps, whose layout a factory rebuilds) or a function
             ``pl_module -> nn.Module``.
         buffers: Store buffers (BatchNorm running statistics) with every snapshot.
-        factory: The model factory for the run metadata (see :class:`~landscape.recorder.Recorder`).
+        factory: The model factory for the run metadata (see :class:`~landscape.train.recorder.Recorder`).
         factory_kwargs: Its keyword arguments.
         meta: Run-level JSON metadata.
         tags: Tags added to every snapshot.
         exist_ok: Append to a trajectory already at the directory (a resumed run).
-        durable: When an on-disk store fsyncs (see :class:`~landscape.trajectory.Trajectory`).
+        durable: When an on-disk store fsyncs (see :class:`~landscape.trajectory.store.Trajectory`).
     """
 
     def __init__(

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from landscape.params import preserved_mode
 from landscape.results import Provenance, Result, register_result
-from landscape.train import Callback, EpochEvent, RecordTrajectory, Trainer
+from landscape.train.loop import Callback, EpochEvent, RecordTrajectory, Trainer
 from landscape.validation import BatchChecker, check_model
 
 __all__ = [
@@ -704,7 +704,7 @@ class SaturationRecorder(Callback):
       measurement before training, whose snapshot is written with no metrics.
     * convenient: at epoch ends the percentiles are put into the epoch's metrics dict (the same dict as
       ``trainer.last_metrics``) as ``"<metric_prefix>/<layer>/p98"``, so the snapshot that
-      :class:`~landscape.train.RecordTrajectory` writes at that step carries them (``traj.metric(...)``).
+      :class:`~landscape.train.loop.RecordTrajectory` writes at that step carries them (``traj.metric(...)``).
       This needs the recorder to run *before* ``RecordTrajectory``; ``Trainer(trajectory=...)`` appends its
       recorder after the given callbacks, so that holds by default, and a warning says when it does not.
 

@@ -10,7 +10,7 @@ Two definitions are in common use, and both are returned:
 
 For accuracy the barrier is the drop in accuracy (the rise of the error), so that a positive barrier
 is bad for both metrics. The path is any 1-D family of points whose first and last points are the two
-networks: a line (:func:`landscape.surface.line`), a curve (:func:`landscape.curves.evaluate_curve`), or
+networks: a line (:func:`landscape.analyze.surface.line`), a curve (:func:`landscape.analyze.curves.evaluate_curve`), or
 a repaired path (:func:`loss_barrier` with ``repair=True``). The grid used and where the barrier peaks
 are kept with the numbers.
 """
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from landscape.evaluate import BNMode, describe_data, evaluate_points
+from landscape.evaluate.points import BNMode, describe_data, evaluate_points
 from landscape.params import parameters_to_vector
 from landscape.results import Provenance, Result, register_result
 
@@ -116,7 +116,7 @@ def barrier_values(
 
 
 def barrier_of(result: Any, *, label: str | None = None) -> BarrierResult:
-    """Barriers along an evaluated path: a :class:`~landscape.surface.LineResult` or a curve result.
+    """Barriers along an evaluated path: a :class:`~landscape.analyze.surface.LineResult` or a curve result.
 
     Args:
         result: Any result with ``coords`` (or ``ts``) in ``[0, 1]`` holding 0 and 1, and ``metrics``
@@ -186,7 +186,7 @@ def loss_barrier(
         loss_fn: Loss (default: cross-entropy for class targets, MSE otherwise).
         metrics: Metrics to evaluate (``"loss"`` is required); default ``("loss", "accuracy")``, or only the loss
             when the data is a tensor pair with floating (regression) targets.
-        repair: Evaluate each interpolated network after :func:`landscape.align.repair` (REPAIR).
+        repair: Evaluate each interpolated network after :func:`landscape.analyze.align.repair` (REPAIR).
         repair_data: Data for REPAIR's statistics (default: ``data``; inputs only are used).
         bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"`` (BatchNorm policy; with ``repair`` the repaired
             networks' own statistics are used).
@@ -200,7 +200,7 @@ def loss_barrier(
     Raises:
         ValueError: On a grid without both endpoints.
     """
-    from landscape.surface import line
+    from landscape.analyze.surface import line
 
     al = np.linspace(0, 1, 25) if alphas is None else np.asarray(alphas, np.float64)
     if not (np.any(al == 0) and np.any(al == 1)):
@@ -232,7 +232,7 @@ def loss_barrier(
         return _make(al, {k: r.metrics[k] for k in metrics}, "line", label, r.provenance)
     from tqdm.auto import tqdm
 
-    from landscape.align import repair as repair_fn
+    from landscape.analyze.align import repair as repair_fn
 
     vals: dict[str, list[float]] = {k: [] for k in metrics}
     for alpha in tqdm(al, desc="repaired path", unit="pt", disable=not progress, leave=False):

@@ -1,4 +1,4 @@
-"""Operation-level fast paths of the evaluation engine (private; :mod:`landscape.evaluate` drives them).
+"""Operation-level fast paths of the evaluation engine (private; :mod:`landscape.evaluate.points` drives them).
 
 The stacked executor evaluates a chunk of ``P`` parameter points at once. The model is traced once
 with :mod:`torch.fx` (standard ``torch.nn`` layers stay leaves, everything else is traced through),
@@ -1478,7 +1478,7 @@ class Ctx:
 
 
 class _Affine:
-    """Marker for :mod:`landscape.evaluate`: this executor computes first-layer maps of affine points."""
+    """Marker for :mod:`landscape.evaluate.points`: this executor computes first-layer maps of affine points."""
 
 
 class StackedExec:

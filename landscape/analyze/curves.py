@@ -9,12 +9,12 @@ the curve ``phi_theta(t)``, ``t`` in ``[0, 1]``, runs from ``w0`` to ``w1`` thro
   after.
 
 The bend is trained to minimize the expected loss over ``t ~ U(0, 1)`` (their eq. 5), one fresh ``t``
-per minibatch, through the package's :class:`~landscape.train.Trainer`, so it is recorded into a
+per minibatch, through the package's :class:`~landscape.train.loop.Trainer`, so it is recorded into a
 trajectory like any training run (the trajectory's vectors are the bend, one tensor ``"bend"``). Every
 point of either curve is an affine combination of ``(w0, theta, w1)``, so curves are evaluated by
-:func:`~landscape.evaluate.evaluate_points` through :class:`~landscape.evaluate.AffinePoints`, and a
+:func:`~landscape.evaluate.points.evaluate_points` through :class:`~landscape.evaluate.points.AffinePoints`, and a
 quadratic Bezier curve lies in the plane through its three control points
-(:func:`landscape.surface.plane_through`), which is how Garipov et al.'s Fig. 1 is drawn.
+(:func:`landscape.analyze.surface.plane_through`), which is how Garipov et al.'s Fig. 1 is drawn.
 
 A Bezier curve whose bend is the midpoint ``(w0 + w1) / 2`` is the straight line, point for point, which
 is the default initialization (the paper's as well).
@@ -39,10 +39,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.evaluate import AffinePoints, BNMode, describe_data, evaluate_points
+from landscape.analyze.surface import PointLike, _anchor
+from landscape.evaluate.points import AffinePoints, BNMode, describe_data, evaluate_points
 from landscape.params import ParamLayout, functional_forward
 from landscape.results import Provenance, Result, register_result
-from landscape.surface import PointLike, _anchor
 
 __all__ = [
     "CurveKind",
@@ -213,14 +213,14 @@ def fit_curve(
         data: Training data: tensor pair or iterable of ``(X, y)`` batches.
         kind: ``"bezier"`` (quadratic) or ``"polychain"`` (one bend).
         loss_fn: Mean-reduced loss.
-        optimizer: Optimizer name for :func:`landscape.optim.make_optimizer` or a factory.
+        optimizer: Optimizer name for :func:`landscape.train.optim.make_optimizer` or a factory.
         optimizer_kwargs: Its hyperparameters (e.g. ``{"lr": 0.05, "momentum": 0.9}``).
         epochs: Training epochs (one of ``epochs`` / ``steps`` required).
         steps: Optimizer steps.
         batch_size: Minibatch size (``None``: full batch).
         init_bend: Starting bend ``(D,)`` (default: the midpoint ``(w0 + w1) / 2``, i.e. the straight line).
         seed: Seed of the ``t`` draws and the shuffling.
-        trajectory: A :class:`~landscape.trajectory.Trajectory` to record the bend into.
+        trajectory: A :class:`~landscape.trajectory.store.Trajectory` to record the bend into.
         record_every_steps: Recording schedule by steps.
         record_every_epochs: Recording schedule by epochs.
         progress: Show a tqdm bar.
@@ -231,7 +231,7 @@ def fit_curve(
     Raises:
         ValueError: On an unknown kind or a point of another architecture.
     """
-    from landscape.train import Trainer
+    from landscape.train.loop import Trainer
 
     k = _kind(kind)
     layout = ParamLayout.from_model(a)
@@ -294,7 +294,7 @@ def evaluate_curve(
         curve: From :func:`fit_curve` (or built by hand).
         data: Tensor pair or iterable of ``(X, y)`` batches.
         ts: ``(n,)`` positions (default ``linspace(0, 1, 25)``).
-        metrics: Metric names for :func:`~landscape.evaluate.evaluate_points`.
+        metrics: Metric names for :func:`~landscape.evaluate.points.evaluate_points`.
         loss_fn: Loss (default: by target dtype).
         bn_mode: ``"eval"`` (the model's running statistics) or ``"train"`` (batch statistics, as Garipov et
             al. recompute them per point).

@@ -17,7 +17,7 @@ its positions whose argmax differs.
 
 Along a path (Table 1, upper triangle): the distance of each interpolated network
 ``(1 - alpha) theta_1 + alpha theta_2`` from the first endpoint ``theta_1``.
-Both go through :func:`landscape.evaluate.evaluate_points` with custom batch metrics.
+Both go through :func:`landscape.evaluate.points.evaluate_points` with custom batch metrics.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.evaluate import AffinePoints, BNMode, Strategy, evaluate_points
+from landscape.analyze.surface import PointLike, _anchor
+from landscape.evaluate.points import AffinePoints, BNMode, Strategy, evaluate_points
 from landscape.problem import Problem, renamed
 from landscape.results import Provenance, Result, register_result
-from landscape.surface import PointLike, _anchor
 from landscape.validation import check_finite, check_vector
 
 __all__ = ["OutputKind", "FunctionalDistance", "DistanceResult", "functional_distance", "distance_along_path"]
@@ -179,7 +179,7 @@ def distance_along_path(
         batch_size: Micro-batch size of the evaluation.
         chunk_size: Points evaluated together.
         memory_budget: Bytes (or ``"512MB"``) for the evaluation (point chunks and activations).
-        strategy: Evaluation strategy (see :func:`~landscape.evaluate.evaluate_points`).
+        strategy: Evaluation strategy (see :func:`~landscape.evaluate.points.evaluate_points`).
         bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's.
         progress: Show a progress bar.
         data_description: The data's description in the provenance (default: the problem's).

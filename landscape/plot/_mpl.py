@@ -1,6 +1,6 @@
-"""Matplotlib (static) renderers: the same functions as :mod:`landscape.plot`, drawing into axes.
+"""Matplotlib (static) renderers: the same functions as :mod:`landscape.plot.core`, drawing into axes.
 
-Each function takes the same arguments as its :mod:`landscape.plot` twin minus ``backend`` and ``fig``,
+Each function takes the same arguments as its :mod:`landscape.plot.core` twin minus ``backend`` and ``fig``,
 draws into ``ax`` when one is given (else into a new ``matplotlib.figure.Figure``, made without
 ``pyplot`` so no global state is kept) and returns the figure. Masked (non-finite) values are passed
 to matplotlib as masked arrays: lines break, cells and triangles are left blank, surfaces get holes.
@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from landscape.curvature import CurvatureTrace
-from landscape.curves import CurveResult
-from landscape.distance import DistanceResult
-from landscape.pca import ProjectedPath
-from landscape.plot import (
+from landscape.analyze.curves import CurveResult
+from landscape.analyze.distance import DistanceResult
+from landscape.analyze.pca import ProjectedPath
+from landscape.analyze.surface import BarycentricResult, BilinearResult, LineResult, PlaneResult
+from landscape.curvature.training import CurvatureTrace
+from landscape.plot.core import (
     COLORS,
     TRIANGLE,
     Grid,
@@ -40,7 +41,6 @@ from landscape.plot import (
     title_or,
     triangle_of,
 )
-from landscape.surface import BarycentricResult, BilinearResult, LineResult, PlaneResult
 
 __all__ = [
     "plot_line",
@@ -92,7 +92,7 @@ def plot_line(
     title: str | None = None,
     ax: Any = None,
 ) -> Any:
-    """A metric along one or several lines (see :func:`landscape.plot.plot_line`).
+    """A metric along one or several lines (see :func:`landscape.plot.core.plot_line`).
 
     Returns:
         The ``matplotlib.figure.Figure``.
@@ -136,7 +136,7 @@ def plot_distance(
     title: str | None = None,
     ax: Any = None,
 ) -> Any:
-    """Functional distance along paths (see :func:`landscape.plot.plot_distance`).
+    """Functional distance along paths (see :func:`landscape.plot.core.plot_distance`).
 
     Returns:
         The ``matplotlib.figure.Figure``.
@@ -236,7 +236,7 @@ def plot_contour(
     title: str | None = None,
     ax: Any = None,
 ) -> Any:
-    """Contour lines or filled contours over a plane (see :func:`landscape.plot.plot_contour`).
+    """Contour lines or filled contours over a plane (see :func:`landscape.plot.core.plot_contour`).
 
     Returns:
         The ``matplotlib.figure.Figure``.
@@ -255,7 +255,7 @@ def plot_heatmap(
     title: str | None = None,
     ax: Any = None,
 ) -> Any:
-    """A heatmap over a plane (see :func:`landscape.plot.plot_heatmap`); masked cells are blank.
+    """A heatmap over a plane (see :func:`landscape.plot.core.plot_heatmap`); masked cells are blank.
 
     Returns:
         The ``matplotlib.figure.Figure``.
@@ -272,7 +272,7 @@ def plot_surface(
     title: str | None = None,
     ax: Any = None,
 ) -> Any:
-    """A 3-D surface (see :func:`landscape.plot.plot_surface`); cells with masked corners lose them.
+    """A 3-D surface (see :func:`landscape.plot.core.plot_surface`); cells with masked corners lose them.
 
     One polygon per grid cell (every second, third... row/column past 120 cells per side, which
     matplotlib draws slowly), coloured by its mean finite height.
@@ -310,7 +310,7 @@ def plot_bilinear(
     title: str | None = None,
     ax: Any = None,
 ) -> Any:
-    """The square layout of a bilinear slice (see :func:`landscape.plot.plot_bilinear`).
+    """The square layout of a bilinear slice (see :func:`landscape.plot.core.plot_bilinear`).
 
     Returns:
         The ``matplotlib.figure.Figure``.
@@ -333,7 +333,7 @@ def plot_barycentric(
     title: str | None = None,
     ax: Any = None,
 ) -> Any:
-    """The triangle layout of a barycentric slice (see :func:`landscape.plot.plot_barycentric`).
+    """The triangle layout of a barycentric slice (see :func:`landscape.plot.core.plot_barycentric`).
 
     The ``(m, n)`` grid is triangulated cell by cell (zero-area triangles, e.g. at ``alpha = 0``
     where a whole column is vertex 0, dropped; triangles touching a masked point masked) and drawn
@@ -403,7 +403,7 @@ def plot_trajectory(
     title: str | None = None,
     ax: Any = None,
 ) -> Any:
-    """A projected path over the PCA plane (see :func:`landscape.plot.plot_trajectory`).
+    """A projected path over the PCA plane (see :func:`landscape.plot.core.plot_trajectory`).
 
     Returns:
         The ``matplotlib.figure.Figure``.
@@ -468,7 +468,7 @@ def plot_sharpness(
     title: str | None = None,
     ax: Any = None,
 ) -> Any:
-    """Sharpness against step with the ``2 / lr`` lines (see :func:`landscape.plot.plot_sharpness`).
+    """Sharpness against step with the ``2 / lr`` lines (see :func:`landscape.plot.core.plot_sharpness`).
 
     Returns:
         The ``matplotlib.figure.Figure``.
@@ -500,7 +500,7 @@ def plot_curve_vs_line(
     title: str | None = None,
     ax: Any = None,
 ) -> Any:
-    """A metric along the straight line and along curves (see :func:`landscape.plot.plot_curve_vs_line`).
+    """A metric along the straight line and along curves (see :func:`landscape.plot.core.plot_curve_vs_line`).
 
     Returns:
         The ``matplotlib.figure.Figure``.

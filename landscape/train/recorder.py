@@ -1,6 +1,6 @@
 """Record a trajectory from any training loop: a hand-written one, PyTorch Lightning, Hugging Face.
 
-:class:`Recorder` is the package's :class:`~landscape.train.RecordTrajectory` schedule for loops the
+:class:`Recorder` is the package's :class:`~landscape.train.loop.RecordTrajectory` schedule for loops the
 package does not own: the loop calls :meth:`Recorder.begin` before the first optimizer step,
 :meth:`Recorder.step` after every optimizer step, :meth:`Recorder.epoch_end` after every epoch and
 :meth:`Recorder.close` at the end. It writes the same store the same way (``Trajectory.append_model``:
@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from landscape.factory import FACTORY_KEY, as_factory_ref
 from landscape.params import ParamLayout, parameters_to_vector
-from landscape.trajectory import Trajectory
+from landscape.trajectory.store import Trajectory
 
 __all__ = ["Recorder", "factory_reference", "FACTORY_KEY"]
 
@@ -101,13 +101,13 @@ class Recorder:
 
     Call :meth:`begin` before the first optimizer step, :meth:`step` after each one, :meth:`epoch_end`
     after each epoch (optional when recording by steps only) and :meth:`close` at the end. The schedule
-    is that of :class:`~landscape.train.RecordTrajectory`: the initial point, every ``every_steps``
+    is that of :class:`~landscape.train.loop.RecordTrajectory`: the initial point, every ``every_steps``
     steps, every ``every_epochs`` epochs, every step with events, and the final point, never one step
     twice. As a context manager, leaving the block normally calls ``close()`` on the last model seen;
     an exception only closes the store.
 
     Args:
-        trajectory: A :class:`~landscape.trajectory.Trajectory` (or any object with ``append_model``
+        trajectory: A :class:`~landscape.trajectory.store.Trajectory` (or any object with ``append_model``
             and ``update_meta``), a directory for a new on-disk store, or ``None`` for a new in-memory one.
         every_steps: Record every k optimizer steps (``None``: not by steps).
         every_epochs: Record every k epochs (``None``: not by epochs).
@@ -122,7 +122,7 @@ class Recorder:
         meta: Run-level JSON metadata merged into the trajectory's.
         tags: Tags added to every snapshot.
         exist_ok: With a directory: append to a trajectory already there instead of failing.
-        durable: With a directory: when snapshots are fsynced (see :class:`~landscape.trajectory.Trajectory`).
+        durable: With a directory: when snapshots are fsynced (see :class:`~landscape.trajectory.store.Trajectory`).
         model: If given, :meth:`begin` is called with it: the initial point is recorded at once.
 
     Attributes:

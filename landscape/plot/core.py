@@ -1,12 +1,12 @@
 """Renderers for slices: curves, contours, heatmaps, surfaces, trajectory overlays, triangles and squares.
 
-Renderers only draw. They take result objects (:class:`~landscape.surface.LineResult`,
-:class:`~landscape.surface.PlaneResult`, :class:`~landscape.surface.BilinearResult`,
-:class:`~landscape.surface.BarycentricResult`, :class:`~landscape.distance.DistanceResult`,
-:class:`~landscape.pca.ProjectedPath`), never models, and never evaluate a loss. Every function has a
+Renderers only draw. They take result objects (:class:`~landscape.analyze.surface.LineResult`,
+:class:`~landscape.analyze.surface.PlaneResult`, :class:`~landscape.analyze.surface.BilinearResult`,
+:class:`~landscape.analyze.surface.BarycentricResult`, :class:`~landscape.analyze.distance.DistanceResult`,
+:class:`~landscape.analyze.pca.ProjectedPath`), never models, and never evaluate a loss. Every function has a
 ``backend`` argument: ``"plotly"`` (default) returns a ``plotly.graph_objects.Figure`` and draws into
 ``fig`` when one is given; ``"matplotlib"`` returns a ``matplotlib.figure.Figure`` and draws into ``ax``
-when one is given (the same functions live in :mod:`landscape.plot_mpl`).
+when one is given (the same functions live in :mod:`landscape.plot._mpl`).
 
 Non-finite values (a diverged grid point's NaN or inf loss) are masked, never drawn as huge numbers:
 plotly traces hold NaN there (a gap), matplotlib artists hold masked arrays. With ``log=True`` 1-D
@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from landscape.curvature import CurvatureTrace
-from landscape.curves import CurveResult
-from landscape.distance import DistanceResult
-from landscape.pca import ProjectedPath
-from landscape.surface import BarycentricResult, BilinearResult, LineResult, PlaneResult
+from landscape.analyze.curves import CurveResult
+from landscape.analyze.distance import DistanceResult
+from landscape.analyze.pca import ProjectedPath
+from landscape.analyze.surface import BarycentricResult, BilinearResult, LineResult, PlaneResult
+from landscape.curvature.training import CurvatureTrace
 
 __all__ = [
     "Backend",
@@ -516,7 +516,7 @@ def _secondary_axis(fig: Any, title: str) -> None:
 
 
 def _mpl(name: str, **kw: Any) -> Any:
-    from landscape import plot_mpl
+    from landscape.plot import _mpl as plot_mpl
 
     return getattr(plot_mpl, name)(**kw)
 
@@ -1014,7 +1014,7 @@ def plot_trajectory(
 
     The path's coordinates are drawn as they are: the plane must be the PCA plane the path was
     projected on, i.e. computed with ``center, d1, d2 = pca.plane_directions()`` of the same fitted
-    :class:`~landscape.pca.TrajectoryPCA` (then the path's ``(x, y)`` are the plane's ``(xs, ys)``
+    :class:`~landscape.analyze.pca.TrajectoryPCA` (then the path's ``(x, y)`` are the plane's ``(xs, ys)``
     coordinates). Markers are coloured by the share of each snapshot's displacement that lies off the
     plane; hover texts give step, epoch, off-plane distance, and the snapshot's true loss beside the
     loss at its projection. With ``panel`` (and losses in the path) a second panel draws those two
@@ -1022,7 +1022,7 @@ def plot_trajectory(
 
     Args:
         plane: The PCA-plane :class:`PlaneResult`, or ``None`` to draw the path alone.
-        path: The :class:`~landscape.pca.ProjectedPath` (``TrajectoryPCA.project``).
+        path: The :class:`~landscape.analyze.pca.ProjectedPath` (``TrajectoryPCA.project``).
         labels: Run names (default ``"run i"``).
         metric: Metric of the plane to draw.
         style: ``"filled"``, ``"contour"`` or ``"heatmap"``.
@@ -1214,7 +1214,7 @@ def plot_sharpness(
     function under a learning-rate schedule).
 
     Args:
-        traces: One :class:`~landscape.curvature.CurvatureTrace` or several (e.g. one per learning rate).
+        traces: One :class:`~landscape.curvature.training.CurvatureTrace` or several (e.g. one per learning rate).
         labels: Legend entries (default: each trace's ``label``, else ``"run i"``).
         eigenvalue: Which of the top-k to draw (0 = ``lambda_max``).
         layer: Draw this layer's top eigenvalue instead (a trace computed with ``per_layer=True``).
@@ -1324,7 +1324,7 @@ def plot_curve_vs_line(
 
     Args:
         line: A :class:`LineResult` between the curve's endpoints (or ``None``).
-        curves: One :class:`~landscape.curves.CurveResult` or several.
+        curves: One :class:`~landscape.analyze.curves.CurveResult` or several.
         labels: Legend entries of the curves (default: each result's label, else its shape).
         metric: Metric to draw.
         backend: ``"plotly"`` or ``"matplotlib"``.
@@ -1467,7 +1467,7 @@ def save_html(fig: Any, path: str | os.PathLike[str], *, plotlyjs: bool | str = 
 
 
 def save_png(fig: Any, path: str | os.PathLike[str], *, dpi: int = 150) -> Path:
-    """Write a matplotlib figure as PNG (see :func:`landscape.plot_mpl.save_png`)."""
-    from landscape.plot_mpl import save_png as _save
+    """Write a matplotlib figure as PNG (see :func:`landscape.plot._mpl.save_png`)."""
+    from landscape.plot._mpl import save_png as _save
 
     return _save(fig, path, dpi=dpi)

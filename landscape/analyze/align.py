@@ -1,7 +1,7 @@
 """Aligning two networks' hidden units: weight matching, activation matching and REPAIR.
 
 Two networks trained from different seeds compute similar features in different orders. Aligning
-``b`` to ``a`` finds a permutation of ``b``'s units (a :mod:`landscape.permutation` permutation) that
+``b`` to ``a`` finds a permutation of ``b``'s units (a :mod:`landscape.analyze.permutation` permutation) that
 makes the two close, after which the straight line between them often has a much lower loss barrier.
 
 * :func:`weight_matching` (Ainsworth, Hayase and Srinivasa, *Git Re-Basin*, ICLR 2023, §3.2, Alg. 1):
@@ -16,7 +16,7 @@ makes the two close, after which the straight line between them often has a much
   before the nonlinearity.
 
 Example:
-    >>> from landscape.permutation import random_permutation
+    >>> from landscape.analyze.permutation import random_permutation
     >>> a = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 2))
     >>> spec = permutation_spec(a)
     >>> b = apply_permutation(spec, random_permutation(spec, seed=1), a)
@@ -37,10 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.data import iterate_batches
-from landscape.evaluate import describe_data
-from landscape.params import preserved_mode
-from landscape.permutation import (
+from landscape.analyze.permutation import (
     AxisPerm,
     PermutationSpec,
     _check_perm,
@@ -49,6 +46,9 @@ from landscape.permutation import (
     identity_permutation,
     permutation_spec,
 )
+from landscape.data.core import iterate_batches
+from landscape.evaluate.points import describe_data
+from landscape.params import preserved_mode
 from landscape.results import Provenance, Result, register_result
 
 __all__ = [

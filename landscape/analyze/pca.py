@@ -129,7 +129,7 @@ class _ListRows(_Rows):
 
 
 class _TrajectoryRows(_Rows):
-    """Rows of a :class:`~landscape.trajectory.Trajectory` (or anything with ``vectors``, ``segments``)."""
+    """Rows of a :class:`~landscape.trajectory.store.Trajectory` (or anything with ``vectors``, ``segments``)."""
 
     def __init__(self, traj: Any, segment: int | None) -> None:
         segs = list(traj.segments)
@@ -393,7 +393,7 @@ class TrajectoryPCA:
             if int(self.block_size) < 1:
                 raise ValueError(f"block_size must be a positive integer or None, got {self.block_size}")
             return int(self.block_size)
-        from landscape.evaluate import parse_bytes
+        from landscape.evaluate.points import parse_bytes
 
         return _auto_block(src.dim, src.dtype.itemsize, src.n, parse_bytes(self.memory_budget))
 
@@ -452,7 +452,7 @@ class TrajectoryPCA:
         """Fit the principal components of the snapshots of ``X``.
 
         Args:
-            X: A :class:`~landscape.trajectory.Trajectory`, a ``(T, D)`` tensor or array, a list of ``(D,)``
+            X: A :class:`~landscape.trajectory.store.Trajectory`, a ``(T, D)`` tensor or array, a list of ``(D,)``
                 vectors or Snapshots, or a list of several Trajectories / ``(T_i, D)`` matrices fitted jointly
                 (stacked in order).
             y: Ignored (scikit-learn compatibility).
@@ -849,7 +849,7 @@ def make_loss_at(
 ) -> LossAt:
     """A ``loss_at(vectors (n, D)) -> (n,)`` giving the mean loss over the data at each point.
 
-    Goes through the evaluation engine, :func:`landscape.evaluate.evaluate_points` (default: eval
+    Goes through the evaluation engine, :func:`landscape.evaluate.points.evaluate_points` (default: eval
     mode with the model's own buffers, i.e. BatchNorm running statistics); the model is never modified.
 
     Args:
@@ -870,7 +870,7 @@ def make_loss_at(
     Returns:
         The callable, returning a float64 tensor ``(n,)``.
     """
-    from landscape.evaluate import evaluate_points
+    from landscape.evaluate.points import evaluate_points
     from landscape.problem import as_problem
 
     prob = as_problem(problem, data, loss_fn)

@@ -343,7 +343,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
             operation the derivation does not know (the message names it and lists what is supported).
 
     Example:
-        >>> from landscape.models import build_model
+        >>> from landscape.models.zoo import build_model
         >>> spec = permutation_spec(build_model("small_resnet", (1, 8, 8), 10, seed=0))
         >>> len(spec.groups)  # stem + stream of stage 1, and per stage: inner conv, stream
         6

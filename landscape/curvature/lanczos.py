@@ -1,7 +1,7 @@
 """Randomized linear algebra on a symmetric operator given only through matrix products.
 
 Everything here takes a ``matmat`` callable, ``(n, k) float64 -> (n, k) float64``, so it runs on the
-Hessian operator of :mod:`landscape.hessian` or on any dense or implicit symmetric matrix:
+Hessian operator of :mod:`landscape.curvature.hessian` or on any dense or implicit symmetric matrix:
 
 * :func:`lanczos`: ``p`` independent Lanczos recurrences run in lockstep (one ``matmat`` of ``p``
   columns per step), float64 recurrence with full reorthogonalization (classical Gram-Schmidt, twice).

@@ -1,7 +1,7 @@
 """1-D and 2-D slices of the loss surface (Goodfellow et al. 2015; Im et al. 2016; Li et al. 2018).
 
-Every slice is an affine family of points evaluated by :func:`landscape.evaluate.evaluate_points`
-through :class:`~landscape.evaluate.AffinePoints`, so no slice holds all its parameter vectors at
+Every slice is an affine family of points evaluated by :func:`landscape.evaluate.points.evaluate_points`
+through :class:`~landscape.evaluate.points.AffinePoints`, so no slice holds all its parameter vectors at
 once. Points are computed in float64 as combinations of the *anchor* vectors and rounded once; a
 point whose only nonzero coefficient is 1 is that anchor, bitwise (alpha 0 and 1 of a line, the four
 bilinear corners, the three barycentric vertices, the three models of :func:`plane_through`).
@@ -24,7 +24,7 @@ Readings of the papers (see also ``shared/papers/README.md``):
 Every slice takes a :class:`~landscape.problem.Problem` first (or, as a shorthand, the model with ``data``
 and ``loss_fn``). The evaluation options are the same keywords on every slice (see ``docs/arguments.md``):
 ``metrics``, ``loss_fn``, ``batch_size``, ``chunk_size``, ``memory_budget``, ``strategy``, ``bn_mode``,
-``progress`` go to :func:`~landscape.evaluate.evaluate_points`; ``seed`` and ``data_description`` to the
+``progress`` go to :func:`~landscape.evaluate.points.evaluate_points`; ``seed`` and ``data_description`` to the
 provenance (``data_desc`` is its deprecated old name).
 """
 
@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.directions import random_directions
-from landscape.evaluate import AffinePoints, BatchMetric, BNMode, Strategy, evaluate_points
+from landscape.analyze.directions import random_directions
+from landscape.evaluate.points import AffinePoints, BatchMetric, BNMode, Strategy, evaluate_points
 from landscape.params import ParamLayout, ParamSelection, as_param_dict, buffers_dict, parameters_to_vector
 from landscape.problem import Problem, as_problem, renamed
 from landscape.results import Labeling, Provenance, Result, register_result
@@ -766,13 +766,13 @@ def random_plane(
         xs: ``(nx,)`` coordinates (default 21 values over [-1, 1]).
         ys: ``(ny,)`` coordinates (default: ``xs``).
         center: Origin (default: the model's parameters); directions are normalized to it.
-        normalization: See :func:`landscape.directions.normalize_direction`.
-        bias_bn: See :func:`landscape.directions.normalize_direction`.
+        normalization: See :func:`landscape.analyze.directions.normalize_direction`.
+        bias_bn: See :func:`landscape.analyze.directions.normalize_direction`.
         orthogonal: Gram-Schmidt the two directions after normalization.
         params: Which parameters the directions move: ``"all"`` (default; frozen parameters too, so a
             frozen and an unfrozen copy of a model give the same plane), ``"trainable"`` (directions
             zero on ``requires_grad=False`` tensors, e.g. a fine-tuned model's frozen layers), or
-            tensor / layer names. See :mod:`landscape.directions`.
+            tensor / layer names. See :mod:`landscape.analyze.directions`.
         loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
             for integer targets, MSE otherwise.
         metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class

@@ -2,7 +2,7 @@
 
 Persistent, tunnel, optimizer-switch and RK2 training all use :class:`Trainer`: it owns the loop,
 the user's code hooks in through a handful of callbacks or by iterating step events. One callback,
-:class:`RecordTrajectory`, writes snapshots into a :class:`~landscape.trajectory.Trajectory` on a
+:class:`RecordTrajectory`, writes snapshots into a :class:`~landscape.trajectory.store.Trajectory` on a
 schedule (every k steps and/or every epoch, plus the initial and final points).
 
 Contracts the other parts rely on:
@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from landscape.data import iterate_batches
+from landscape.data.core import iterate_batches
 from landscape.validation import InputError, check_model, validate_pair
 
 if TYPE_CHECKING:
     from landscape.problem import Problem
 
 if TYPE_CHECKING:
-    from landscape.optim import RK2
+    from landscape.train.optim import RK2
 
 __all__ = [
     "StepEvent",
@@ -147,7 +147,7 @@ class RecordTrajectory(Callback):
 
     Args:
         trajectory: Any object with ``append_model(model, *, step, epoch, metrics, tags)``, normally a
-            :class:`~landscape.trajectory.Trajectory`.
+            :class:`~landscape.trajectory.store.Trajectory`.
         every_steps: Record every k optimizer steps (``None``: not by steps).
         every_epochs: Record every k epochs (``None``: not by epochs).
         tags: Tags added to every snapshot (run name, optimizer, persistent iteration, ...).
@@ -399,7 +399,7 @@ class Trainer:
             (re-iterated every epoch, e.g. a ``DataLoader``).
         loss_fn: Mean-reduced loss ``loss_fn(outputs, targets) -> scalar`` or a loss name; default
             cross-entropy for integer targets, MSE otherwise (the default of every analyzer too).
-        optimizer: A method name for :func:`landscape.optim.make_optimizer` (``"sgd"``, ``"adam"``, ...) or a
+        optimizer: A method name for :func:`landscape.train.optim.make_optimizer` (``"sgd"``, ``"adam"``, ...) or a
             factory ``params -> torch.optim.Optimizer`` (also used to rebuild the optimizer when the model is
             replaced).
         optimizer_kwargs: Hyperparameters for a named optimizer.
@@ -552,7 +552,7 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         spec = self.optimizer_spec
         if isinstance(spec, str):
-            from landscape.optim import make_optimizer
+            from landscape.train.optim import make_optimizer
 
             return make_optimizer(spec, params, **self.optimizer_kwargs)
         if callable(spec):

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape.evaluate import evaluate_points
+from landscape.evaluate.points import evaluate_points
 from landscape.params import ParamLayout, parameter_mask, parameters_to_vector
 from landscape.problem import Batch, Problem, as_problem
 from landscape.results import Provenance, Result, register_result

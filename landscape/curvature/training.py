@@ -1,17 +1,17 @@
 """Hessian curvature along training: at every snapshot of a trajectory, or recorded while training.
 
-* :func:`trajectory_curvature` streams the snapshots of a :class:`~landscape.trajectory.Trajectory` (one
+* :func:`trajectory_curvature` streams the snapshots of a :class:`~landscape.trajectory.store.Trajectory` (one
   model in memory at a time) and computes the top-``k`` Hessian eigenvalues of the full-data loss at each,
   optionally the trace (Hutch++) and the top eigenvalue of each layer's diagonal block. Lanczos starts from
   the previous snapshot's eigenvectors (a warm start: consecutive snapshots have close Hessians), with the
   same residual stopping rule as a cold start, so only the number of Hessian-vector products changes.
-* :class:`CurvatureRecorder` is a :class:`~landscape.train.RecordTrajectory` that computes the same at every
+* :class:`CurvatureRecorder` is a :class:`~landscape.train.loop.RecordTrajectory` that computes the same at every
   snapshot it records (every ``k`` steps), writing ``lambda_max`` and friends into the snapshot's metrics.
 * :func:`gradient_descent_curvature` runs full-batch gradient descent with the recorder: the experiment of
   Cohen et al. 2021, *Gradient Descent on Neural Networks Typically Occurs at the Edge of Stability* (ICLR),
   where the top eigenvalue rises ("progressive sharpening") until it reaches ``2 / lr`` and then hovers there.
 
-All return a :class:`CurvatureTrace`; :func:`landscape.plot.plot_sharpness` draws it with the ``2 / lr``
+All return a :class:`CurvatureTrace`; :func:`landscape.plot.core.plot_sharpness` draws it with the ``2 / lr``
 line. The Hessian is of the eval-mode function by default (BatchNorm running statistics, Dropout off), as
 in :func:`landscape.hessian_spectrum`; models are never modified.
 """
@@ -28,12 +28,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape.hessian import BNMode, HessianOperator, hessian_eigenpairs, hessian_trace
-from landscape.lanczos import top_eigenpairs
+from landscape.curvature.hessian import BNMode, HessianOperator, hessian_eigenpairs, hessian_trace
+from landscape.curvature.lanczos import top_eigenpairs
 from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
-from landscape.train import RecordTrajectory, Trainer
-from landscape.trajectory import Trajectory
+from landscape.train.loop import RecordTrajectory, Trainer
+from landscape.trajectory.store import Trajectory
 
 __all__ = [
     "CurvatureTrace",
@@ -57,7 +57,7 @@ class CurvatureTrace(Result):
         epochs: Epoch of each point, shape ``(T,)``.
         indices: Snapshot index in the trajectory, shape ``(T,)`` (``-1`` where none was written).
         eigenvalues: Top-``k`` eigenvalues (largest first), shape ``(T, k)``.
-        error_bounds: Their error bounds (see :class:`landscape.lanczos.EigenPairs`), shape ``(T, k)``.
+        error_bounds: Their error bounds (see :class:`landscape.curvature.lanczos.EigenPairs`), shape ``(T, k)``.
         residuals: Residual norms ``||H v - lambda v||``, shape ``(T, k)``.
         converged: Whether every residual met the tolerance, shape ``(T,)``.
         hvps: Hessian-vector products spent at each point (eigenpairs, layers and trace), shape ``(T,)``.
@@ -501,16 +501,16 @@ class _Discard:
 class CurvatureRecorder(RecordTrajectory):
     """Record snapshots with their Hessian curvature every ``every_steps`` steps during training.
 
-    A :class:`~landscape.train.RecordTrajectory` (initial point, schedule, events, final point) whose every
+    A :class:`~landscape.train.loop.RecordTrajectory` (initial point, schedule, events, final point) whose every
     snapshot also carries, in its metrics: ``lambda_max`` (top eigenvalue), ``lambda_2`` ... ``lambda_k``,
     ``lr`` (the first parameter group's learning rate), ``hessian_hvps``, and if asked ``hessian_trace``
     and ``lambda_max/<layer>`` (names prefixed by ``metric_prefix``). The same values accumulate in
     :attr:`trace_`. Use it *instead of* the trainer's own recorder (do not also pass ``trajectory=`` to the
-    :class:`~landscape.train.Trainer`). Curvature is computed on a copy of the trained model's weights
+    :class:`~landscape.train.loop.Trainer`). Curvature is computed on a copy of the trained model's weights
     under a forked RNG, so training is bitwise the same with or without the recorder.
 
     Args:
-        trajectory: Where snapshots go (a :class:`~landscape.trajectory.Trajectory`); ``None`` keeps only
+        trajectory: Where snapshots go (a :class:`~landscape.trajectory.store.Trajectory`); ``None`` keeps only
             :attr:`trace_`.
         data: Data of the loss whose Hessian is taken; default the trainer's training data.
         loss_fn: Its batch-mean loss; default the trainer's.
@@ -524,7 +524,7 @@ class CurvatureRecorder(RecordTrajectory):
         trace_products: Hutch++ products per snapshot (0 skips the trace).
         max_steps: Product limit per Lanczos run.
         block: Lanczos block size.
-        bn_mode: ``"eval"`` or ``"train"`` (see :class:`~landscape.hessian.HessianOperator`).
+        bn_mode: ``"eval"`` or ``"train"`` (see :class:`~landscape.curvature.hessian.HessianOperator`).
         dtype: Compute dtype of the Hessian.
         seed: Seed of the Lanczos start vectors.
         metric_prefix: Prefix of the metric names.

@@ -10,7 +10,7 @@ championship ResNet-18, computed with PyHessian (Yao et al. 2020) by stochastic 
   (the fastest HVP measured on CPU), cached when it fits a memory budget and rebuilt otherwise.
 * :func:`hessian_eigenpairs`, :func:`hessian_directions`, :func:`hessian_trace`, :func:`hessian_spectrum`:
   Lanczos top-k, eigenvector directions for plane slices, Hutchinson / Hutch++ traces and the SLQ density
-  (:mod:`landscape.lanczos` holds the algorithms), returned as a :class:`HessianSpectrum` result.
+  (:mod:`landscape.curvature.lanczos` holds the algorithms), returned as a :class:`HessianSpectrum` result.
 
 BatchNorm: the Hessian is of the loss with BatchNorm in eval mode (running statistics, the default, as
 the issue and PyHessian use) or in train mode (batch statistics of each given batch, so the function
@@ -48,8 +48,7 @@ from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
 
 from landscape import distributed, validation
-from landscape.evaluate import parse_bytes
-from landscape.lanczos import (
+from landscape.curvature.lanczos import (
     EigenPairs,
     TraceEstimate,
     Which,
@@ -60,6 +59,7 @@ from landscape.lanczos import (
     slq,
     top_eigenpairs,
 )
+from landscape.evaluate.points import parse_bytes
 from landscape.params import ParamLayout, TensorSpec, functional_forward, preserved_mode
 from landscape.problem import KERNEL_NOTE, LOSSES, FunctionalModel, Problem, differentiable_kernels, renamed
 from landscape.results import Provenance, Result, register_result
@@ -1014,7 +1014,7 @@ def hessian_eigenpairs(
     Converged means every returned pair has a residual ``||H v - lambda v|| <= max(tol, 100 eps) * ||H||``
     (``eps`` of the compute dtype, ``||H||`` estimated by the largest Ritz value magnitude); the bound is
     in ``tolerance``. Error bounds add ``sqrt(n) eps ||H||`` for the rounding of the products (see
-    :func:`landscape.lanczos.top_eigenpairs`).
+    :func:`landscape.curvature.lanczos.top_eigenpairs`).
 
     Args:
         op: The Hessian, or a :class:`~landscape.problem.Problem` (its Hessian is built).

@@ -19,7 +19,7 @@ against ``"loop"`` in float64):
   to one point at a time. Measured here it is not faster on CPU, so ``"auto"`` never picks it.
 - ``"stacked"``: any model :mod:`torch.fx` traces (no control flow on the data) that returns one
   tensor, evaluated for a chunk of points at once at the level of operations
-  (:mod:`landscape._engine`): ``nn.Linear`` and ``F.linear``, ``nn.MaxPool2d`` and ``F.max_pool2d``,
+  (:mod:`landscape.evaluate._fast`): ``nn.Linear`` and ``F.linear``, ``nn.MaxPool2d`` and ``F.max_pool2d``,
   ``nn.ReLU`` and ``x.relu()`` take the same vectorized handler; operations without one run point
   by point. Many points share one ``bmm`` per linear layer; logits stay class-major ``(P, C, B)``
   so the cross-entropy's ``log_softmax`` runs over contiguous samples; first layers of affine
@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape._engine import FastOpsMode, StackedExec, Unsupported, build_program, uses_pool2
+from landscape.evaluate._fast import FastOpsMode, StackedExec, Unsupported, build_program, uses_pool2
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.validation import check_model, validate_batches
 

@@ -1,0 +1,43 @@
+"""The model zoo: the papers' architectures, built by name."""
+
+from landscape.models.zoo import (
+    MLP,
+    MODELS,
+    Activation,
+    AlexNet,
+    BasicBlock,
+    InitScheme,
+    LeNet5,
+    LiptonCNN,
+    NINNet,
+    RegressionMLP,
+    ResNet,
+    ResNet18,
+    SigmoidConvNet,
+    SmallResNet,
+    TunnelsCNN,
+    VGGNet,
+    build_model,
+    init_weights,
+)
+
+__all__ = [
+    "Activation",
+    "AlexNet",
+    "BasicBlock",
+    "InitScheme",
+    "LeNet5",
+    "LiptonCNN",
+    "MLP",
+    "MODELS",
+    "NINNet",
+    "RegressionMLP",
+    "ResNet",
+    "ResNet18",
+    "SigmoidConvNet",
+    "SmallResNet",
+    "TunnelsCNN",
+    "VGGNet",
+    "build_model",
+    "init_weights",
+]
