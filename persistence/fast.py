@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape._options import parse_option
 from landscape.params import ParamLayout, model_at, parameters_to_vector
 from landscape.results import Provenance, Result, register_result
 from landscape.trajectory import Trajectory
@@ -80,13 +81,6 @@ class Backend(str, enum.Enum):
     AUTO = "auto"
     COMPILED = "compiled"
     EAGER = "eager"
-
-
-def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        raise ValueError(f"unknown {what} {value!r}; valid: {[m.value for m in cls]}") from None  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------------------- layout
@@ -683,7 +677,7 @@ def train_seeds_batched(
     """
     from tqdm.auto import tqdm
 
-    backend = _enum(Backend, backend, "backend")
+    backend = parse_option(Backend, backend, "backend")
     widths = mlp_widths(model)
     dtype = _dtype_of(model)
     if steps < 0:
@@ -795,8 +789,8 @@ def fast_persistent_run(
     """
     from tqdm.auto import tqdm
 
-    backend = _enum(Backend, backend, "backend")
-    mode = _enum(PersistentMode, mode, "mode")
+    backend = parse_option(Backend, backend, "backend")
+    mode = parse_option(PersistentMode, mode, "mode")
     widths = mlp_widths(model)
     dtype = _dtype_of(model)
     check_model(model)

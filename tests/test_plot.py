@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape import plot, plot_mpl
+from landscape import plot
 from landscape.analyze import (
     TrajectoryPCA,
     barycentric,
@@ -21,6 +21,7 @@ from landscape.analyze import (
     random_plane,
 )
 from landscape.params import parameters_to_vector
+from landscape.plot import _mpl as plot_mpl
 
 BACKENDS = ["plotly", "matplotlib"]
 

@@ -65,15 +65,6 @@ class EventKind(str, enum.Enum):
     REORGANIZE = "reorganize"
 
 
-def _enum(cls: type[enum.Enum], value: Any) -> Any:
-    """``cls(value)``, or a ValueError listing the valid values (shared by surgery, split and training)."""
-    try:
-        return cls(value)
-    except ValueError:
-        valid = [m.value for m in cls]  # type: ignore[attr-defined]
-        raise ValueError(f"unknown {cls.__name__} {value!r}; valid: {valid}") from None
-
-
 class UnsupportedSiteError(ValueError):
     """A producer / consumer pair, or a module between them, that tunnels cannot handle."""
 

@@ -82,9 +82,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from landscape._options import parse_option
 from landscape.params import preserved_mode
 from landscape.validation import check_model, iter_validated, validate_batches
-from tunnels.sites import PairKind, TunnelSite, _enum, find_sites, resolve_site
+from tunnels.sites import PairKind, TunnelSite, find_sites, resolve_site
 
 __all__ = [
     "LambdaMode",
@@ -197,7 +198,7 @@ def make_lambdas(
     Raises:
         ValueError: On an unknown mode or a missing / misshaped ``lambda_star``.
     """
-    mode = _enum(LambdaMode, mode)
+    mode = parse_option(LambdaMode, mode)
     half = torch.full((n_out,), 0.5, dtype=torch.float64)
     if mode is LambdaMode.HALF:
         return half

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from landscape._options import parse_option
 from tunnels.sites import (
     _SUPPORTED,
     EventKind,
@@ -46,7 +47,6 @@ from tunnels.sites import (
     TunnelSite,
     UnitChange,
     UnsupportedSiteError,
-    _enum,
     _order,
     find_sites,
     resolve_site,
@@ -454,7 +454,7 @@ def open_tunnels(
     """
     from tunnels.split import LambdaMode, augment_rows, make_lambdas, principal_split
 
-    mode_e = _enum(LambdaMode, mode)
+    mode_e = parse_option(LambdaMode, mode)
     if seed is None and mode_e is LambdaMode.RANDOM:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -529,7 +529,7 @@ def reorganize(
     """
     from tunnels.split import LambdaMode, make_lambdas, principal_split, split_stats
 
-    mode_e = _enum(LambdaMode, mode)
+    mode_e = parse_option(LambdaMode, mode)
     if seed is None and mode_e is LambdaMode.RANDOM:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
     gen = torch.Generator().manual_seed(seed) if seed is not None else None

@@ -40,9 +40,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from landscape._options import parse_option
 from landscape.data import iterate_batches
 from landscape.train import Callback, StepEvent, Trainer
-from tunnels.sites import TunnelEvent, _enum
+from tunnels.sites import TunnelEvent
 from tunnels.split import LambdaMode, SplitAccumulator, SplitStats, StatsMethod, split_stats
 from tunnels.surgery import close_tunnels, open_tunnels, reorganize
 
@@ -128,9 +129,9 @@ class TunnelSchedule(Callback):
         reset_norm_stats: bool = False,
         seed: int | None = None,
     ) -> None:
-        self.action = _enum(ScheduleAction, action)
-        self.mode = _enum(LambdaMode, mode)
-        self.stats = _enum(StatsMethod, stats)
+        self.action = parse_option(ScheduleAction, action)
+        self.mode = parse_option(LambdaMode, mode)
+        self.stats = parse_option(StatsMethod, stats)
         if open_at < 0:
             raise ValueError(f"open_at must be >= 0, got {open_at}")
         if close_at is not None and (close_at <= open_at or self.action is not ScheduleAction.OPEN):

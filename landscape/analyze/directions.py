@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from landscape._options import parse_option
 from landscape.params import ParamLayout, ParamSelection, parameter_mask, parameters_to_vector
 
 __all__ = [
@@ -77,13 +78,6 @@ class BiasBN(str, Enum):
     ZERO = "zero"
     KEEP = "keep"
     COPY = "copy"
-
-
-def _option(cls: type[Enum], value: Any, what: str) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        raise ValueError(f"unknown {what} {value!r}; valid: {[e.value for e in cls]}") from None
 
 
 def _vector(model_or_vec: nn.Module | Tensor) -> Tensor:
@@ -119,8 +113,8 @@ def normalize_direction(
     Raises:
         ValueError: On unknown options or vectors that do not fit the layout.
     """
-    norm = _option(Normalization, normalization, "normalization")
-    bb = _option(BiasBN, bias_bn, "bias_bn")
+    norm = parse_option(Normalization, normalization, "normalization")
+    bb = parse_option(BiasBN, bias_bn, "bias_bn")
     layout = _layout(layout)
     layout.check_vector(direction)
     layout.check_vector(reference)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from landscape._options import parse_option
 from landscape.params import preserved_mode
 from landscape.results import Provenance, Result, register_result
 from landscape.train.loop import Callback, EpochEvent, RecordTrajectory, Trainer
@@ -66,13 +67,6 @@ class ActivationValue(str, enum.Enum):
 
     RAW = "raw"  # the activation itself (Glorot & Bengio 2010 Fig. 3; Persistent Neurons Fig. 14)
     ABS = "abs"  # its magnitude: saturation at either asymptote
-
-
-def _value_option(value: ActivationValue | str) -> ActivationValue:
-    try:
-        return ActivationValue(value)
-    except ValueError:
-        raise ValueError(f"unknown value {value!r}; valid: {[v.value for v in ActivationValue]}") from None
 
 
 # --------------------------------------------------------------------------- streaming histogram
@@ -218,7 +212,7 @@ class StreamingHistogram:
         p = [self.percentile(q) for q in percentiles]
         return SaturationStats(
             layer=layer,
-            value=_value_option(value).value,
+            value=parse_option(ActivationValue, value, "value").value,
             percentiles=np.asarray(percentiles, dtype=np.float64),
             values=np.array([x[0] for x in p]),
             lower=np.array([x[1] for x in p]),
@@ -611,7 +605,7 @@ def measure_saturation(
     """
     from landscape.problem import Problem
 
-    val = _value_option(value)
+    val = parse_option(ActivationValue, value, "value")
     prob = None
     if isinstance(model, Problem):
         if data is not None:
@@ -748,7 +742,7 @@ class SaturationRecorder(Callback):
     ) -> None:
         if int(every_epochs) < 1:
             raise ValueError(f"every_epochs must be a positive integer, got {every_epochs}")
-        _value_option(value)
+        parse_option(ActivationValue, value, "value")
         measure_kwargs: _MeasureOptions = {
             "value": value,
             "bins": bins,

@@ -48,6 +48,7 @@ from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
 
 from landscape import distributed, validation
+from landscape._options import parse_option
 from landscape.curvature.lanczos import (
     EigenPairs,
     TraceEstimate,
@@ -105,13 +106,6 @@ class TraceMethod(str, enum.Enum):
 
     HUTCHINSON = "hutchinson"
     HUTCHPP = "hutchpp"
-
-
-def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        raise ValueError(f"unknown {what} {value!r}; valid: {[m.value for m in cls]}") from None
 
 
 def _names(items: Sequence[Any], model: nn.Module | None = None, most: int = 6) -> str:
@@ -634,7 +628,7 @@ class HessianOperator:
                 )
                 self.notes.append(note)
                 warnings.warn(note, UserWarning, stacklevel=2)
-        self.bn_mode: BNMode = _enum(BNMode, bn_mode, "bn_mode")
+        self.bn_mode: BNMode = parse_option(BNMode, bn_mode, "bn_mode")
         self.layout = ParamLayout.from_model(model)
         if self.layout.numel == 0:
             raise ValueError("the model has no trainable parameters (requires_grad=True)")
@@ -1093,7 +1087,7 @@ def hessian_trace(
         Estimate, standard error and products used.
     """
     op = _as_operator(op)
-    method = _enum(TraceMethod, method, "trace method")
+    method = parse_option(TraceMethod, method, "trace method")
     gen = torch.Generator().manual_seed(seed)
     if method is TraceMethod.HUTCHPP:
         return hutchpp(op.matmat, op.n, n_products, generator=gen)

@@ -19,13 +19,15 @@ import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from landscape._options import parse_option
 
 __all__ = [
     "MatMat",
@@ -60,13 +62,6 @@ class Which(str, enum.Enum):
 
 
 _E = TypeVar("_E", bound=enum.Enum)
-
-
-def _enum(cls: type[_E], value: Any, what: str) -> _E:
-    try:
-        return cls(value)
-    except ValueError:
-        raise ValueError(f"unknown {what} {value!r}; valid: {[m.value for m in cls]}") from None
 
 
 def rademacher(n: int, k: int, generator: torch.Generator) -> Tensor:
@@ -341,7 +336,7 @@ def top_eigenpairs(
         ValueError: If ``k`` is not in ``[1, n]``, ``block < 1`` or ``which`` is unknown, or ``v0`` has the
             wrong length or non-finite entries.
     """
-    which = _enum(Which, which, "which")
+    which = parse_option(Which, which, "which")
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and the dimension {n}, got {k}")
     start = None if v0 is None else _start_vectors(v0, n)

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from landscape._options import parse_option
 from landscape.evaluate.points import evaluate_points
 from landscape.params import ParamLayout, parameter_mask, parameters_to_vector
 from landscape.problem import Batch, Problem, as_problem
@@ -78,13 +79,6 @@ class Distribution(str, enum.Enum):
 
 
 _E = TypeVar("_E", bound=enum.Enum)
-
-
-def _enum(cls: type[_E], value: Any, what: str) -> _E:
-    try:
-        return cls(value)
-    except ValueError:
-        raise ValueError(f"unknown {what} {value!r}; valid: {[m.value for m in cls]}") from None
 
 
 @register_result
@@ -203,7 +197,7 @@ def perturbation_scale(
     Returns:
         Shape ``(numel,)`` in the parameters' dtype, in the layout of :func:`landscape.parameters_to_vector`.
     """
-    adaptive = _enum(Adaptive, adaptive, "adaptive option")
+    adaptive = parse_option(Adaptive, adaptive, "adaptive option")
     layout = layout or ParamLayout.from_model(model)
     theta = parameters_to_vector(model).detach()
     if adaptive is Adaptive.NONE:
@@ -338,7 +332,7 @@ def worst_case_sharpness(
         ValueError: On a non-positive radius, ``steps < 0``, ``restarts < 1`` or unknown options.
         InputError: On invalid data or weights (see :mod:`landscape.validation`).
     """
-    norm, adaptive = _enum(Norm, norm, "norm"), _enum(Adaptive, adaptive, "adaptive option")
+    norm, adaptive = parse_option(Norm, norm, "norm"), parse_option(Adaptive, adaptive, "adaptive option")
     _check(radius, steps, restarts)
     obj = _objective(problem, loss_fn, data, params, adaptive, eta)
     gen = torch.Generator().manual_seed(seed)
@@ -423,8 +417,8 @@ def average_sharpness(
         ValueError: On a non-positive radius, fewer than 2 samples or unknown options.
         InputError: On invalid data or weights.
     """
-    distribution = _enum(Distribution, distribution, "distribution")
-    adaptive = _enum(Adaptive, adaptive, "adaptive option")
+    distribution = parse_option(Distribution, distribution, "distribution")
+    adaptive = parse_option(Adaptive, adaptive, "adaptive option")
     _check(radius, 0, 1)
     if n_samples < 2:
         raise ValueError(f"n_samples must be at least 2 (for a standard error), got {n_samples}")
@@ -514,7 +508,7 @@ def m_sharpness(
         ValueError: If ``m`` is not in ``[1, N]``, on a non-positive radius, or unknown options.
         InputError: On invalid data or weights.
     """
-    norm, adaptive = _enum(Norm, norm, "norm"), _enum(Adaptive, adaptive, "adaptive option")
+    norm, adaptive = parse_option(Norm, norm, "norm"), parse_option(Adaptive, adaptive, "adaptive option")
     _check(radius, steps, restarts)
     obj = _objective(problem, loss_fn, data, params, adaptive, eta)
     if not 1 <= m <= obj.n_samples:

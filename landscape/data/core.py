@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from landscape._options import parse_option
+
 __all__ = [
     "Normalize",
     "Splits",
@@ -329,16 +331,6 @@ class Normalize(str, enum.Enum):
     NONE = "none"
 
 
-def _enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
-    if isinstance(value, cls):
-        return value
-    try:
-        return cls(str(value).lower())
-    except ValueError:
-        valid = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown {what} {value!r}; valid values are {valid}") from None
-
-
 @dataclasses.dataclass(frozen=True)
 class Splits:
     """Train / validation / test tensor pairs of one data set.
@@ -463,7 +455,7 @@ def _image_splits(
     dtype: torch.dtype,
     name: str,
 ) -> Splits:
-    norm = _enum(Normalize, normalize, "normalize option")
+    norm = parse_option(Normalize, normalize, "normalize option")
     val, test = sizes
     tr, va, te = split(X, y, [None, val, test], seed=seed)
     parts: dict[str, Pair | None] = {
@@ -735,7 +727,7 @@ def load_cifar10(
         "val": (Xva.to(dtype), yva) if val_size else None,
         "test": (Xte.to(dtype), yte),
     }
-    parts, how = _scale(parts, _enum(Normalize, normalize, "normalize option"), 255.0)
+    parts, how = _scale(parts, parse_option(Normalize, normalize, "normalize option"), 255.0)
     counts = "/".join(str(0 if p is None else p[0].shape[0]) for p in parts.values())
     desc = f"CIFAR-10 from {root}; train/val/test = {counts} (val/test split of test_batch, seed {seed}); {how}"
     return Splits(parts["train"], parts["val"], parts["test"], (3, 32, 32), 10, desc)  # type: ignore[arg-type]
@@ -856,7 +848,7 @@ def load_mnist_idx(
         "val": (Xva.to(dtype), yva) if val_size else None,
         "test": (Xte.to(dtype), yte),
     }
-    parts, how = _scale(parts, _enum(Normalize, normalize, "normalize option"), 255.0)
+    parts, how = _scale(parts, parse_option(Normalize, normalize, "normalize option"), 255.0)
     counts = "/".join(str(0 if p is None else p[0].shape[0]) for p in parts.values())
     desc = f"MNIST (IDX) from {Path(data_dir)}; train/val/test = {counts} (val from train, seed {seed}); {how}"
     return Splits(parts["train"], parts["val"], parts["test"], tuple(Xte.shape[1:]), 10, desc)  # type: ignore[arg-type]

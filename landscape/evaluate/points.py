@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from landscape._options import parse_option
 from landscape.evaluate._fast import FastOpsMode, StackedExec, Unsupported, build_program, uses_pool2
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.validation import check_model, validate_batches
@@ -107,13 +108,6 @@ class BNMode(str, Enum):
     EVAL = "eval"
     TRAIN = "train"
     INTERPOLATE = "interpolate"
-
-
-def _option(cls: type[Enum], value: Any, what: str) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        raise ValueError(f"unknown {what} {value!r}; valid: {[e.value for e in cls]}") from None
 
 
 def parse_bytes(size: int | str | None, default: int = 1 << 30) -> int:
@@ -784,7 +778,7 @@ def evaluate_points(
     if isinstance(problem, Problem):
         if data is not None or loss_fn is not None:
             raise ValueError("a Problem holds its data and loss; do not pass data or loss_fn with it")
-        bn = _option(BNMode, problem.bn_mode if bn_mode is None else bn_mode, "bn_mode")
+        bn = parse_option(BNMode, problem.bn_mode if bn_mode is None else bn_mode, "bn_mode")
         pairs = problem.pairs()
         if pairs is None:  # the general path: closures, mapping / multi-input batches, streamed data
             if bn is BNMode.INTERPOLATE or buffers is not None:
@@ -810,10 +804,10 @@ def evaluate_points(
         model, data, loss_fn = problem.compute_model(), pairs, problem.engine_loss()
     else:
         model = problem
-        bn = _option(BNMode, BNMode.EVAL if bn_mode is None else bn_mode, "bn_mode")
+        bn = parse_option(BNMode, BNMode.EVAL if bn_mode is None else bn_mode, "bn_mode")
         if data is None:
             raise ValueError("data is missing: pass a landscape.Problem, or the model with data")
-    strategy = _option(Strategy, strategy, "strategy")
+    strategy = parse_option(Strategy, strategy, "strategy")
     layout = ParamLayout.from_model(model)
     ref = next(iter(model.parameters()), None)
     dtype = ref.dtype if ref is not None else torch.float32

@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from landscape._options import parse_option
+
 __all__ = [
     "Activation",
     "InitScheme",
@@ -84,17 +86,6 @@ class InitScheme(str, enum.Enum):
 
 
 _E = TypeVar("_E", bound=enum.Enum)
-
-
-def _enum(cls: type[_E], value: Any, what: str) -> _E:
-    """Parse a string option into ``cls``; unknown values raise listing the valid ones."""
-    if isinstance(value, cls):
-        return value
-    try:
-        return cls(str(value).lower())
-    except ValueError:
-        valid = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown {what} {value!r}; valid values are {valid}") from None
 
 
 _ACT: dict[Activation, type[nn.Module]] = {
@@ -224,7 +215,7 @@ class MLP(nn.Sequential):
         out_features: int,
         activation: Activation | str = Activation.RELU,
     ) -> None:
-        act = _ACT[_enum(Activation, activation, "activation")]
+        act = _ACT[parse_option(Activation, activation, "activation")]
         shape = _shape(in_features)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         if len(shape) > 1:
@@ -711,7 +702,7 @@ def init_weights(
     Raises:
         ValueError: On an unknown scheme, or ``"normal"`` without ``std``.
     """
-    scheme = _enum(InitScheme, scheme, "init scheme")
+    scheme = parse_option(InitScheme, scheme, "init scheme")
     if scheme is InitScheme.NORMAL and (std is None or std < 0):
         raise ValueError("init scheme 'normal' needs std >= 0, e.g. init_weights(model, 'normal', std=0.05)")
     with _seeded(seed), torch.no_grad():
@@ -832,7 +823,7 @@ def build_model(
     key = name.lower().replace("-", "_")
     if key not in MODELS:
         raise KeyError(f"unknown model {name!r}; valid names are {', '.join(sorted(MODELS))}")
-    scheme = _enum(InitScheme, init, "init scheme")
+    scheme = parse_option(InitScheme, init, "init scheme")
     with _seeded(seed):
         model = MODELS[key](input_shape, num_classes, **kwargs)
         if scheme is not InitScheme.DEFAULT:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from landscape._options import parse_option
 from landscape.analyze.curves import CurveResult
 from landscape.analyze.distance import DistanceResult
 from landscape.analyze.pca import ProjectedPath
@@ -33,7 +34,6 @@ from landscape.plot.core import (
     labels_of,
     line_curves,
     masked,
-    option,
     path_runs,
     plane_curve_xy,
     results_of,
@@ -315,7 +315,7 @@ def plot_bilinear(
     Returns:
         The ``matplotlib.figure.Figure``.
     """
-    st = option(Style, style, "style")
+    st = parse_option(Style, style, "style")
     if not isinstance(result, BilinearResult):
         raise TypeError(f"plot_bilinear takes a BilinearResult, got {type(result).__name__}")
     if st is Style.SURFACE:
@@ -411,7 +411,7 @@ def plot_trajectory(
     Raises:
         ValueError: On a 3-D ``style``.
     """
-    st = option(Style, style, "style")
+    st = parse_option(Style, style, "style")
     if st is Style.SURFACE:
         raise ValueError("a trajectory is overlaid on a 2-D style: 'filled', 'contour' or 'heatmap'")
     runs, tname = path_runs(path, labels)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from landscape._options import parse_option
 from landscape.analyze.curves import CurveResult
 from landscape.analyze.distance import DistanceResult
 from landscape.analyze.pca import ProjectedPath
@@ -81,14 +82,6 @@ class Style(str, enum.Enum):
     FILLED = "filled"
     HEATMAP = "heatmap"
     SURFACE = "surface"
-
-
-def option(cls: type[enum.Enum], value: Any, what: str) -> Any:
-    """Parse a string option into ``cls``; unknown values raise listing the valid ones."""
-    try:
-        return cls(value)
-    except ValueError:
-        raise ValueError(f"unknown {what} {value!r}; valid: {[e.value for e in cls]}") from None
 
 
 # =========================================================================== data preparation (shared)
@@ -183,7 +176,7 @@ def line_curves(
     """
     items = results_of(results, LineResult, "plot_line")
     labs = labels_of(items, labels)
-    xa = option(XAxis, x, "x axis")
+    xa = parse_option(XAxis, x, "x axis")
     names = {r.coord_name for r in items}
     if xa is XAxis.AUTO and len(names) > 1:
         raise ValueError("the results mix alpha and distance coordinates; pass x='alpha' or x='distance'")
@@ -560,7 +553,7 @@ def plot_line(
         KeyError: If a result lacks ``metric`` (or the accuracy).
         ValueError: On unknown options or mixed coordinates with ``x="auto"``.
     """
-    if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
+    if parse_option(Backend, backend, "backend") is Backend.MATPLOTLIB:
         return _mpl(
             "plot_line",
             results=results,
@@ -641,7 +634,7 @@ def plot_distance(
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
     """
-    if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
+    if parse_option(Backend, backend, "backend") is Backend.MATPLOTLIB:
         return _mpl(
             "plot_distance", results=results, labels=labels, disagreement=disagreement, log=log, title=title, ax=ax
         )
@@ -699,7 +692,7 @@ def _plot_grid(
     fig: Any,
     ax: Any,
 ) -> Any:
-    if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
+    if parse_option(Backend, backend, "backend") is Backend.MATPLOTLIB:
         kw = {"metric": metric, "log": log, "clip": clip, "anchors": anchors, "title": title, "ax": ax}
         if style is not Style.HEATMAP:
             kw["levels"] = levels
@@ -812,7 +805,7 @@ def plot_surface(
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
     """
-    if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
+    if parse_option(Backend, backend, "backend") is Backend.MATPLOTLIB:
         return _mpl("plot_surface", result=result, metric=metric, log=log, clip=clip, title=title, ax=ax)
     g = grid_of(result, metric, log, clip)
     return _draw_grid(g, Style.SURFACE, 0, title_or(title, f"{g.zlabel} surface"), fig)
@@ -848,10 +841,10 @@ def plot_bilinear(
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
     """
-    st = option(Style, style, "style")
+    st = parse_option(Style, style, "style")
     if not isinstance(result, BilinearResult):
         raise TypeError(f"plot_bilinear takes a BilinearResult, got {type(result).__name__}")
-    if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
+    if parse_option(Backend, backend, "backend") is Backend.MATPLOTLIB:
         return _mpl(
             "plot_bilinear",
             result=result,
@@ -901,7 +894,7 @@ def plot_barycentric(
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
     """
-    if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
+    if parse_option(Backend, backend, "backend") is Backend.MATPLOTLIB:
         return _mpl(
             "plot_barycentric", result=result, metric=metric, log=log, levels=levels, clip=clip, title=title, ax=ax
         )
@@ -1041,10 +1034,10 @@ def plot_trajectory(
     Raises:
         ValueError: On a 3-D ``style``.
     """
-    st = option(Style, style, "style")
+    st = parse_option(Style, style, "style")
     if st is Style.SURFACE:
         raise ValueError("a trajectory is overlaid on a 2-D style: 'filled', 'contour' or 'heatmap'")
-    if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
+    if parse_option(Backend, backend, "backend") is Backend.MATPLOTLIB:
         return _mpl(
             "plot_trajectory",
             plane=plane,
@@ -1233,7 +1226,7 @@ def plot_sharpness(
         KeyError: On a layer the traces do not have.
         ValueError: On an eigenvalue index beyond ``k`` or unknown options.
     """
-    if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
+    if parse_option(Backend, backend, "backend") is Backend.MATPLOTLIB:
         return _mpl(
             "plot_sharpness",
             traces=traces,
@@ -1335,7 +1328,7 @@ def plot_curve_vs_line(
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
     """
-    if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
+    if parse_option(Backend, backend, "backend") is Backend.MATPLOTLIB:
         return _mpl("plot_curve_vs_line", line=line, curves=curves, labels=labels, metric=metric, title=title, ax=ax)
     go = _go()
     fig = _new_fig(fig)
@@ -1392,7 +1385,7 @@ def plot_plane_curve(
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
     """
-    if option(Backend, backend, "backend") is Backend.MATPLOTLIB:
+    if parse_option(Backend, backend, "backend") is Backend.MATPLOTLIB:
         return _mpl(
             "plot_plane_curve",
             plane=plane,

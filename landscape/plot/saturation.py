@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from landscape._options import parse_option
 from landscape.analyze.saturation import SaturationHistory
 from landscape.plot.core import COLORS as _COLORS
-from landscape.plot.core import Backend, option
+from landscape.plot.core import Backend
 
 __all__ = ["plot_saturation_curves", "plot_activation_histograms"]
 
@@ -74,7 +75,7 @@ def plot_saturation_curves(
     Raises:
         KeyError: If ``q`` or a layer was not recorded.
     """
-    be = option(Backend, backend, "backend")
+    be = parse_option(Backend, backend, "backend")
     hs, labs = _histories(histories, labels)
     title = title or f"{q:g}th percentile of activation values" + (" (|a|)" if hs[0].value == "abs" else "")
     lines = []  # (x, y, layer index, run index, name)
@@ -150,7 +151,7 @@ def plot_activation_histograms(
     Raises:
         KeyError: If a history kept no histogram at one of ``epochs``.
     """
-    be = option(Backend, backend, "backend")
+    be = parse_option(Backend, backend, "backend")
     hs, labs = _histories(histories, labels)
     eps = [float(e) for e in (hs[0].histogram_epochs if epochs is None else epochs)]
     if not eps:

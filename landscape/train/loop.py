@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from landscape._options import parse_option
 from landscape.data.core import iterate_batches
 from landscape.validation import InputError, check_model, validate_pair
 
@@ -70,14 +71,6 @@ class OnNonFinite(str, enum.Enum):
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss becomes NaN or infinite (what was recorded before is kept)."""
-
-
-def _enum(cls: type[enum.Enum], value: Any) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        valid = [m.value for m in cls]
-        raise ValueError(f"unknown {cls.__name__} {value!r}; valid: {valid}") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -521,7 +514,7 @@ class Trainer:
         elif factory is not None:
             raise ValueError("factory= is stored in the trajectory's metadata: give trajectory= too")
         self.trajectory = trajectory
-        self.on_nonfinite = _enum(OnNonFinite, on_nonfinite)
+        self.on_nonfinite = parse_option(OnNonFinite, on_nonfinite)
         self.progress = progress
 
         self.model: nn.Module = copy.deepcopy(model)

@@ -43,6 +43,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from landscape._options import parse_option
+
 __all__ = [
     "Method",
     "METHODS",
@@ -54,14 +56,6 @@ __all__ = [
     "default_hyperparameters",
     "make_optimizer",
 ]
-
-
-def _enum(cls: type[enum.Enum], value: Any) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        valid = [m.value for m in cls]
-        raise ValueError(f"unknown {cls.__name__} {value!r}; valid: {valid}") from None
 
 
 # --------------------------------------------------------------------------- RK2
@@ -87,7 +81,7 @@ RK_COEFFICIENTS: dict[RKMethod, tuple[float, float, float]] = {
 
 def _coefficients(method: str | RKMethod | Sequence[float]) -> tuple[float, float, float]:
     if isinstance(method, str):
-        return RK_COEFFICIENTS[_enum(RKMethod, method)]
+        return RK_COEFFICIENTS[parse_option(RKMethod, method)]
     try:
         a1, a2, q1 = (float(c) for c in method)
     except (TypeError, ValueError):
@@ -178,7 +172,7 @@ class RK2:
             raise ValueError("LBFGS evaluates the closure itself and cannot be RK2-wrapped; use SGD, Adam, ...")
         self.inner = inner
         self.a1, self.a2, self.q1 = _coefficients(method)
-        self.method = _enum(RKMethod, method).value if isinstance(method, str) else (self.a1, self.a2, self.q1)
+        self.method = parse_option(RKMethod, method).value if isinstance(method, str) else (self.a1, self.a2, self.q1)
         self.same_noise = bool(same_noise)
 
     # torch.optim-compatible surface -------------------------------------------------------------
@@ -326,7 +320,7 @@ def default_hyperparameters(name: str | Method) -> dict[str, Any]:
     Raises:
         ValueError: If ``name`` is not one of :data:`METHODS`.
     """
-    return dict(_DEFAULTS[_enum(Method, name)])
+    return dict(_DEFAULTS[parse_option(Method, name)])
 
 
 def make_optimizer(name: str | Method, params: Iterable[Any], **hyper: Any) -> torch.optim.Optimizer | RK2:
@@ -350,7 +344,7 @@ def make_optimizer(name: str | Method, params: Iterable[Any], **hyper: Any) -> t
         ValueError: If ``name`` is unknown (the message lists :data:`METHODS`).
         TypeError: If a hyperparameter is not accepted by the underlying optimizer.
     """
-    m = _enum(Method, name)
+    m = parse_option(Method, name)
     kw = {**_DEFAULTS[m], **hyper}
     if m in (Method.SGD_RK2, Method.ADAM_RK2):
         rk = {"method": kw.pop("method"), "same_noise": kw.pop("same_noise", True)}
@@ -503,9 +497,9 @@ class SwitchSchedule:
             return p.name
         spec = p.optimizer
         if isinstance(spec, (str, Method)):
-            return _enum(Method, spec).value
+            return parse_option(Method, spec).value
         if isinstance(spec, tuple):
-            return _enum(Method, spec[0]).value
+            return parse_option(Method, spec[0]).value
         return _optimizer_name(opt)
 
     # torch.optim-compatible surface -------------------------------------------------------------
