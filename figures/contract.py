@@ -489,10 +489,12 @@ def discover(package: str = "figures") -> list[ImportFailure]:
     """
     pkg = importlib.import_module(package)
     failures = []
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-        if info.ispkg or info.name.startswith("_") or info.name in _INFRASTRUCTURE:
+    # figures/<paper>/<figure>.py: one level of paper packages, their private modules (shared setup) skipped
+    for info in sorted(pkgutil.walk_packages(pkg.__path__, prefix=f"{package}."), key=lambda i: i.name):
+        leaf = info.name.rsplit(".", 1)[-1]
+        if info.ispkg or leaf.startswith("_") or leaf in _INFRASTRUCTURE:
             continue
-        module = f"{package}.{info.name}"
+        module = info.name
         try:
             importlib.import_module(module)
         except Exception:  # noqa: BLE001 - one broken figure module must not hide the others

@@ -56,7 +56,7 @@ def test_edge_of_stability_figure_at_a_tiny_scale(monkeypatch, tmp_path):
 
 def test_im_table1_revisited_at_a_tiny_scale(monkeypatch, tmp_path):
     from figures import beyond_im_table1 as bit
-    from figures._im_common import ImSetup
+    from figures.im._setup import ImSetup
 
     tiny = ImSetup(
         name="tiny",
@@ -103,8 +103,8 @@ def test_sharpness_table_at_a_tiny_scale(monkeypatch, tmp_path):
     import json
 
     from figures import beyond_sharpness as bs
-    from figures._im_common import ImSetup
-    from figures._persistent_common import RunSetup
+    from figures.im._setup import ImSetup
+    from figures.persistent._setup import RunSetup
 
     tiny = ImSetup(
         name="tiny",

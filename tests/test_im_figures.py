@@ -1,4 +1,4 @@
-"""Im, Tao & Branson figures: the shared run pool (figures/_im_common.py), the measures, two figures at tiny scale."""
+"""Im, Tao & Branson figures: the shared run pool (figures/im/_setup.py), the measures, two figures at tiny scale."""
 
 import math
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from figures import _im_common as common
-from figures._im_common import (
+from figures.contract import Claim, FigureResult, MissingDataError
+from figures.im._setup import (
     ImRuns,
     ImSetup,
     RunSpec,
@@ -18,11 +19,10 @@ from figures._im_common import (
     rise_score,
     rises,
 )
-from figures.contract import Claim, FigureResult, MissingDataError
-from figures.im_fig2_3 import edges
-from figures.im_fig5_6 import basin_widths
-from figures.im_fig8_table2 import barrier_width, n_bumps
-from figures.im_fig9 import equal_evals
+from figures.im.fig2_3 import edges
+from figures.im.fig5_6 import basin_widths
+from figures.im.fig8_table2 import barrier_width, n_bumps
+from figures.im.fig9 import equal_evals
 from figures.verdict import Verdict, paired_effect
 from landscape.params import parameters_to_vector
 
@@ -200,12 +200,12 @@ def test_every_figure_at_tiny_scale(cache, name):
     import importlib
 
     if name in ("fig12", "fig13", "fig14", "fig15"):
-        from figures.im_fig12_15 import switch_figure
+        from figures.im.fig12_15 import switch_figure
 
         res = switch_figure(int(name[3:]), TINY, cache_dir=cache)
         assert len(res.claims) == 3
     else:
-        mod = importlib.import_module(f"figures.im_{name}")
+        mod = importlib.import_module(f"figures.im.{name}")
         res = getattr(mod, name)(TINY, cache_dir=cache)
     _check(res)
     if name == "fig9":
@@ -328,7 +328,7 @@ def test_text_splits_shift_by_one_word(tmp_path):
 
 def test_lstm_figure_at_tiny_scale(tmp_path):
     from figures.contract import MissingDataError as Missing
-    from figures.im_lstm import lstm_figure, lstm_setup
+    from figures.im.lstm import lstm_figure, lstm_setup
 
     res = lstm_figure(TINY_LSTM, cache_dir=tmp_path)
     _check_named(res, "test-lstm")

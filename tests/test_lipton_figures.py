@@ -1,4 +1,4 @@
-"""Lipton weight-space figures (figures/lipton_weightspace.py) at a tiny scale: runs, measures, claims, panels."""
+"""Lipton weight-space figures (figures/lipton/weightspace.py) at a tiny scale: runs, measures, claims, panels."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from figures.contract import Claim, FigureResult, MissingDataError, Scale
-from figures.lipton_weightspace import (
+from figures.lipton.weightspace import (
     CONVERGED_TOL,
     LOW_LOSS,
     LiptonRuns,

@@ -13,14 +13,14 @@ from torch import nn
 
 from figures import _persistent_common as common
 from figures.contract import Claim, FigureResult
-from figures.persistent_fig1_2 import figure1_2, persistent_gd
-from figures.persistent_fig3_5 import KinkSetup, chain_seed, figure3_5, in_kink, kink_data
-from figures.persistent_fig6 import figure6
-from figures.persistent_fig7_8 import figure7_8
-from figures.persistent_fig9_11 import figure_partial
-from figures.persistent_fig12 import bulk_edge, figure12, outliers, probe_edges
-from figures.persistent_fig13_15 import figure13_15, saturated_share, saturated_share_layers, saturation_score
-from figures.persistent_preprint import figure_pp11, figure_pp_partial
+from figures.persistent.fig1_2 import figure1_2, persistent_gd
+from figures.persistent.fig3_5 import KinkSetup, chain_seed, figure3_5, in_kink, kink_data
+from figures.persistent.fig6 import figure6
+from figures.persistent.fig7_8 import figure7_8
+from figures.persistent.fig9_11 import figure_partial
+from figures.persistent.fig12 import bulk_edge, figure12, outliers, probe_edges
+from figures.persistent.fig13_15 import figure13_15, saturated_share, saturated_share_layers, saturation_score
+from figures.persistent.preprint import figure_pp11, figure_pp_partial
 from figures.toy_demo import grad, loss
 from figures.verdict import verdict_for
 from landscape.analyze import SaturationHistory

@@ -10,7 +10,9 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from figures._tunnels_common import (
+from figures.contract import Claim, FigureResult, MissingDataError
+from figures.tunnels._deep import DeepSetup, deep_runs, is_stuck, load_imagenet64
+from figures.tunnels._setup import (
     STUCK_TOL,
     Setup,
     duplicate_filters,
@@ -20,10 +22,8 @@ from figures._tunnels_common import (
     saddle_premises,
     stuck_premise,
 )
-from figures._tunnels_deep import DeepSetup, deep_runs, is_stuck, load_imagenet64
-from figures.contract import Claim, FigureResult, MissingDataError
-from figures.tunnels_fig1 import run_left, run_right
-from figures.tunnels_fig3 import run_fig3
+from figures.tunnels.fig1 import run_left, run_right
+from figures.tunnels.fig3 import run_fig3
 from figures.verdict import Verdict
 from landscape.models import build_model
 from landscape.params import parameters_to_vector
@@ -127,7 +127,7 @@ def test_fig3(tmp_path):
 
 
 def test_fig2_left(tmp_path):
-    from figures.tunnels_fig2 import run_fig2_left
+    from figures.tunnels.fig2 import run_fig2_left
 
     _check(run_fig2_left("quick", None, tmp_path, setup=TINY), ["loss"], 4)
 
@@ -158,8 +158,8 @@ TINY_DEEP = DeepSetup(
 
 
 def test_fig2_right_and_table3_share_one_cached_run(tmp_path):
-    from figures.tunnels_fig2_right import run_fig2_right
-    from figures.tunnels_table3 import run_table3
+    from figures.tunnels.fig2_right import run_fig2_right
+    from figures.tunnels.table3 import run_table3
 
     _check(run_fig2_right("quick", None, tmp_path, setup=TINY_DEEP), ["loss"], 3)
     (cached,) = tmp_path.glob("deep_*.json")
@@ -183,7 +183,7 @@ def test_fig2_right_and_table3_share_one_cached_run(tmp_path):
 
 
 def test_tied_cnn_is_a_bottleneck_network_and_adam_keeps_it_tied():
-    from figures._tunnels_deep import tie_units, tied_spread
+    from figures.tunnels._deep import tie_units, tied_spread
     from landscape.train import Trainer
 
     net = build_model("tunnels_cnn", (1, 28, 28), 10, width=4, seed=1, dtype=torch.float64)
@@ -255,7 +255,7 @@ def test_opening_in_the_deep_cnn_preserves_its_outputs(mode):
 
 
 def test_margin_verdict_needs_an_effect_beyond_the_margin():
-    from figures.tunnels_fig2_right import margin_verdict
+    from figures.tunnels.fig2_right import margin_verdict
     from figures.verdict import paired_effect
 
     tiny = paired_effect([0.0002, 0.0003, 0.00025])  # significant but far below a 2% escape
@@ -298,8 +298,8 @@ def test_imagenet64_npz_batches(tmp_path):
 
 
 def test_table4_and_its_equivalence_verdict(tmp_path):
-    from figures._tunnels_common import equivalence_verdict
-    from figures.tunnels_table4 import run_table4
+    from figures.tunnels._setup import equivalence_verdict
+    from figures.tunnels.table4 import run_table4
     from figures.verdict import paired_effect
 
     res = run_table4("quick", None, tmp_path, setup=TINY)
@@ -316,7 +316,7 @@ def test_table4_and_its_equivalence_verdict(tmp_path):
 
 
 def test_fig4_reuses_the_cached_runs(tmp_path):
-    from figures.tunnels_fig4 import run_fig4
+    from figures.tunnels.fig4 import run_fig4
 
     res = run_fig4("quick", None, tmp_path, setup=TINY, deep_setup=TINY_DEEP)
     _check(res, ["loss"], 2 + 4 + 2)  # proposed vs each other arm, per experiment

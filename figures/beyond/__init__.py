@@ -1,0 +1,1 @@
+"""Beyond the papers: connecting minima, sharpness against generalization, curvature over training."""

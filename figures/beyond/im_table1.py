@@ -1,0 +1,303 @@
+"""Beyond the papers: Im et al.'s Table 1 revisited with weight matching (connecting minima).
+
+Im, Tao and Branson (*An Empirical Analysis of Deep Network Loss Surfaces*, Sec. 4.1, Table 1) ask whether
+different optimizers started from one initialization find different minima, and read a rise of the loss on
+the straight line between them as a barrier separating them. Since then, Ainsworth, Hayase and Srinivasa
+(*Git Re-Basin*, ICLR 2023) showed that much of the barrier between independently trained networks is a
+relabelling of their hidden units: permuting one network's units to match the other's weights removes most
+of it. This figure asks that question of the minima the Im et al. figures already train (the cached pool of
+``figures/im/_setup.py``, nothing retrained): the barrier between
+
+- two optimizers' minima from one initialization (Table 1's pairs: 21 method pairs x 5 initializations), and
+- one optimizer's minima from two initializations (Fig. 2's pairs: 10 initialization pairs x 7 methods),
+
+before and after weight matching (:func:`landscape.weight_matching`) of the second network to the first.
+
+The networks are Im et al.'s VGG-style CNN with BatchNorm (quick scale: conv 16-32-64, fc 64, on 8x8 digits).
+Its permutation spec derives from the model (4 groups: three convolutions with their BatchNorm, the hidden
+fully connected layer). Barriers are on the training loss of the surface images along 11 points of the
+straight line (the linear definition of Frankle et al. 2020, :func:`landscape.loss_barrier`), with
+BatchNorm using the batch statistics of those images, as the Im figures evaluate their surfaces: at every
+interpolated point the normalization statistics are reset to that network's own, which is Jordan et al.'s
+(REPAIR, ICLR 2023) fix of the variance collapse for BatchNorm networks; REPAIR proper (about 1 s per pair
+here) is not run.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import matplotlib.figure
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.verdict import at_least, paired_effect, verdict_for
+
+ALPHAS = np.linspace(0, 1, 11)  # the Im figures' segment grid (ImSetup.grid)
+TRAIN_ACC = 0.97  # premise: the minima fit the training set (as the other connecting-minima figures)
+MIN_BARRIER = 0.1  # premise: the straight line between the raw minima rises by at least this (nats)
+HALF = 0.5  # Git Re-Basin's direction, fixed before measuring: weight matching removes at least half
+FLOOR = 1e-4  # barriers below this are drawn at it on the log axis
+SOURCE_IM = "Im, Tao & Branson, An Empirical Analysis of Deep Network Loss Surfaces, Sec. 4.1, Table 1"
+SOURCE_REBASIN = "Ainsworth, Hayase & Srinivasa, Git Re-Basin (ICLR 2023), Sec. 3 and 5"
+
+
+def _moved(perm: dict[str, np.ndarray]) -> float:
+    """Share of hidden units that a permutation moves (0: the identity)."""
+    flat = np.concatenate([np.asarray(p) != np.arange(len(p)) for p in perm.values()])
+    return float(flat.mean()) if flat.size else 0.0
+
+
+def _pair(a: Any, b: Any, data: Any) -> dict[str, Any]:
+    """Barriers before and after weight matching of ``b`` to ``a`` (BatchNorm with batch statistics)."""
+    from landscape import loss_barrier, weight_matching
+
+    res = weight_matching(a=a, b=b)
+    moved = _moved(res.permutation)
+    before = loss_barrier(a=a, b=b, data=data, alphas=ALPHAS, bn_mode="train")
+    # the identity permutation leaves b as it is: the line, and so the barrier, are the same
+    after = before if moved == 0 else loss_barrier(a=a, b=res.apply(b), data=data, alphas=ALPHAS, bn_mode="train")
+    return {
+        "moved": moved,
+        "before": float(before.loss_barrier),
+        "after": float(after.loss_barrier),
+        "acc_before": float(before.accuracy_barrier),
+        "acc_after": float(after.accuracy_barrier),
+        "line_before": np.asarray(before.metrics["loss"]),
+        "line_after": np.asarray(after.metrics["loss"]),
+    }
+
+
+def _setup(scale: Scale, data_dir: Path | None) -> Any:
+    from figures.im._setup import ImSetup
+
+    return ImSetup.for_scale(scale, data_dir)
+
+
+def _fmt(xs: Any) -> str:
+    return "[" + ", ".join(f"{x:.3g}" for x in xs) + "]"
+
+
+@register_figure(
+    "beyond_im_table1",
+    paper="beyond",
+    title="Im et al. Table 1 revisited: barriers between minima before and after weight matching",
+)
+def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    from tqdm.auto import tqdm
+
+    from figures.im._setup import METHOD_LABELS, ImRuns, RunSpec, cache_dir, grad_norm
+    from landscape.train import METHODS
+
+    setup = _setup(scale, data_dir)
+    reps = setup.repetitions
+    with torch_threads(1):
+        runs = ImRuns(setup, cache_dir(out), progress)
+        keys = [(m, k) for k in range(reps) for m in METHODS]  # the pool Im's Table 1 trains, in its order
+        pool = dict(zip(keys, runs.many([RunSpec(m, init=k) for m, k in keys])))
+        data = runs.surface_data()
+        models = {key: r.model() for key, r in pool.items()}
+        jobs = [("methods", (m1, k), (m2, k)) for k in range(reps) for m1, m2 in itertools.combinations(METHODS, 2)]
+        jobs += [("inits", (m, k1), (m, k2)) for m in METHODS for k1, k2 in itertools.combinations(range(reps), 2)]
+        rows = []
+        for kind, ka, kb in tqdm(jobs, desc="pairs", disable=not progress, leave=False):
+            rows.append({"kind": kind, "a": ka, "b": kb, **_pair(models[ka], models[kb], data)})
+        crit = [grad_norm(r, -1, data) / grad_norm(r, 0, data) for r in pool.values()]
+    accs = [r.last("trainset_accuracy") for r in pool.values()]
+    same = [r for r in rows if r["kind"] == "methods"]
+    diff = [r for r in rows if r["kind"] == "inits"]
+
+    fit = at_least(
+        "the minima fit the training set",
+        min(accs),
+        TRAIN_ACC,
+        detail=f"lowest training accuracy of the {len(accs)} runs (7 methods x {reps} initializations, "
+        f"{setup.epochs} epochs with the halving schedule)",
+    )
+    crit_note = (
+        f"Not critical points by Im et al.'s own test (Sec. 3.3: final / initial gradient norm <= 0.01; the "
+        f"premise of the Im figures' claims): median {np.median(crit):.3g}, largest {max(crit):.3g}, "
+        f"{sum(c <= 0.01 for c in crit)} of {len(crit)} runs meet it; Git Re-Basin's claim is about "
+        "trained networks, which these are."
+    )
+
+    # ---- one initialization, two optimizers (Table 1's pairs)
+    s_before = np.array([r["before"] for r in same])
+    s_after = np.array([r["after"] for r in same])
+    s_moved = np.array([r["moved"] for r in same])
+    rises_same = at_least(
+        "the straight line between two optimizers' minima from one initialization rises",
+        float(s_before.min()),
+        MIN_BARRIER,
+        detail=f"smallest training-loss barrier (nats) over the {len(same)} pairs (21 method pairs x "
+        f"{reps} initializations); median {np.median(s_before):.3g}, largest "
+        f"{s_before.max():.3g}; {int(np.sum(s_before >= MIN_BARRIER))} pairs reach "
+        f"{MIN_BARRIER:g}",
+    )
+    ratio_same = s_after / np.maximum(s_before, 1e-12)
+    eff_same = paired_effect(ratio_same, HALF)
+    # ---- two initializations, one optimizer (Fig. 2's pairs): per initialization pair, the mean over methods
+    d_before = np.array([r["before"] for r in diff])
+    d_after = np.array([r["after"] for r in diff])
+    d_ratio = d_after / np.maximum(d_before, 1e-12)
+    init_pairs = list(itertools.combinations(range(reps), 2))
+    per_pair = np.array(
+        [np.mean([x for r, x in zip(diff, d_ratio) if (r["a"][1], r["b"][1]) == p]) for p in init_pairs]
+    )
+    eff_diff = paired_effect(per_pair, HALF)
+    rises_diff = at_least(
+        "the straight line between one optimizer's minima from two initializations rises",
+        float(d_before.min()),
+        MIN_BARRIER,
+        detail=f"smallest training-loss barrier (nats) over the {len(diff)} pairs (7 methods x "
+        f"{len(init_pairs)} initialization pairs); median {np.median(d_before):.3g}",
+    )
+    by_method = {m: float(np.mean([x for r, x in zip(diff, d_ratio) if r["a"][0] == m])) for m in METHODS}
+    claims = [
+        Claim(
+            statement="Im et al.'s Table 1 revisited: the barrier between two optimizers' minima from one "
+            "initialization is a relabelling of hidden units: weight matching removes at least half of it.",
+            paper_value=None,
+            source=f"{SOURCE_IM}; {SOURCE_REBASIN}",
+            measured=ratio_same.tolist(),
+            premises=[fit, rises_same],
+            effect=eff_same,
+            verdict=verdict_for(eff_same, direction=-1),
+            scale=scale.value,
+            detail=f"barrier after / before weight matching per pair (n={len(same)}); held if the 95% interval of "
+            f"the ratio lies below {HALF:g}. Weight matching kept the identity in "
+            f"{int(np.sum(s_moved == 0))} of {len(same)} pairs (largest share of units moved "
+            f"{s_moved.max():.3g}): from one initialization the units already correspond. Barriers before: "
+            f"median {np.median(s_before):.3g} nats, after: median {np.median(s_after):.3g}. {crit_note}",
+        ),
+        Claim(
+            statement="Weight matching removes at least half of the loss barrier between one optimizer's minima "
+            "from two initializations (Git Re-Basin, on Im et al.'s minima of seven optimizers).",
+            paper_value=None,
+            source=SOURCE_REBASIN,
+            measured=per_pair.tolist(),
+            premises=[fit, rises_diff],
+            effect=eff_diff,
+            verdict=verdict_for(eff_diff, direction=-1),
+            scale=scale.value,
+            detail=f"barrier after / before weight matching, mean over the 7 methods, per initialization pair "
+            f"(n={len(init_pairs)}; the pairs come from {reps} initializations, each in {reps - 1} pairs, so "
+            f"they are not independent and the interval is optimistic); effect = ratio - {HALF:g}, held if "
+            f"its interval lies below 0. Per method: "
+            + ", ".join(f"{METHOD_LABELS[m]} {v:.3g}" for m, v in by_method.items())
+            + f"; all {len(diff)} pairs: {d_ratio.min():.3g}-{d_ratio.max():.3g}. Barriers (nats) before: "
+            f"median {np.median(d_before):.3g}, after: median {np.median(d_after):.3g} (one initialization, "
+            f"two optimizers: {np.median(s_before):.3g}); accuracy barriers before / after: median "
+            f"{np.median([r['acc_before'] for r in diff]):.3g} / "
+            f"{np.median([r['acc_after'] for r in diff]):.3g}. Share of units moved: "
+            f"{np.median([r['moved'] for r in diff]):.3g} (median). {crit_note}",
+        ),
+    ]
+
+    # ---- drawing: barriers by kind (log axis), and the loss along two example lines
+    groups = [("one init, two optimizers", same), ("two inits, one optimizer", diff)]
+    colors = {"before": "#c62828", "after": "#1565c0"}
+    bars = go.Figure()
+    mfig = matplotlib.figure.Figure(figsize=(11, 4.2))
+    ax, lx = mfig.add_subplot(1, 2, 1), mfig.add_subplot(1, 2, 2)
+    for j, when in enumerate(("before", "after")):
+        xs, ys = [], []
+        for name, rs in groups:
+            vals = [max(r[when], FLOOR) for r in rs]
+            xs += [name] * len(vals)
+            ys += vals
+        bars.add_trace(
+            go.Box(
+                x=xs,
+                y=ys,
+                name=f"{when} weight matching",
+                marker_color=colors[when],
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+            )
+        )
+        for g, (_, rs) in enumerate(groups):
+            vals = np.array([max(r[when], FLOOR) for r in rs])
+            pos = g + (j - 0.5) * 0.35
+            ax.boxplot([vals], positions=[pos], widths=0.3, showfliers=False, medianprops={"color": colors[when]})
+            ax.scatter(
+                pos + np.random.default_rng(g).uniform(-0.1, 0.1, len(vals)),
+                vals,
+                s=6,
+                color=colors[when],
+                alpha=0.6,
+                label=f"{when} weight matching" if g == 0 else None,
+            )
+    bars.update_layout(
+        boxmode="group",
+        yaxis_type="log",
+        height=430,
+        yaxis_title="training-loss barrier (nats)",
+        title=f"Barriers between Im et al.'s minima (below {FLOOR:g} drawn at {FLOOR:g})",
+    )
+    ax.set_yscale("log")
+    ax.set_xticks([0, 1], [g[0].replace(", ", ",\n") for g in groups])
+    ax.set(ylabel="training-loss barrier (nats)", title="Barriers before / after weight matching")
+    ax.legend(fontsize=7)
+    examples = [
+        next(r for r in same if r["a"] == ("sgd", 0) and r["b"] == ("adam", 0)),
+        next(r for r in diff if r["a"] == ("sgd", 0) and r["b"] == ("sgd", 1)),
+    ]
+    lines = go.Figure()
+    for r, dash in zip(examples, ("dot", "solid")):
+        name = f"{METHOD_LABELS[r['a'][0]]} init {r['a'][1]} - {METHOD_LABELS[r['b'][0]]} init {r['b'][1]}"
+        for when in ("before", "after"):
+            lines.add_trace(
+                go.Scatter(
+                    x=ALPHAS,
+                    y=r[f"line_{when}"],
+                    mode="lines",
+                    name=f"{name}, {when}",
+                    line={"color": colors[when], "dash": dash},
+                )
+            )
+            lx.plot(
+                ALPHAS, r[f"line_{when}"], color=colors[when], ls=":" if dash == "dot" else "-", label=f"{name}, {when}"
+            )
+    lines.update_layout(
+        yaxis_type="log",
+        height=430,
+        xaxis_title="alpha",
+        yaxis_title="training loss",
+        title="Training loss along the line, before and after weight matching",
+    )
+    lx.set_yscale("log")
+    lx.set(xlabel="alpha", ylabel="training loss", title="Loss along two example lines")
+    lx.legend(fontsize=6)
+    combined = make_subplots(1, 2, subplot_titles=("barriers", "example lines"))
+    for t in bars.data:
+        combined.add_trace(t, row=1, col=1)
+    for t in lines.data:
+        combined.add_trace(t, row=1, col=2)
+    combined.update_yaxes(type="log")
+    combined.update_layout(
+        boxmode="group",
+        height=450,
+        title="Im et al.'s minima: loss barriers before (red) and after (blue) weight matching",
+    )
+    return FigureResult(
+        caption="The minima of Im et al.'s Table 1 (seven optimizers x five initializations, VGG-style CNN with "
+        "BatchNorm on 8x8 digits, reused from the Im figures' cache) joined by straight lines. Left: the "
+        "training-loss barrier of each pair, for two optimizers from one initialization (Table 1's pairs) "
+        "and for one optimizer from two initializations, before and after permuting the second network's "
+        "units to match the first's weights. Right: the loss along one pair of each kind. BatchNorm uses "
+        "the batch statistics of the evaluated images (a reset at every interpolated point). Not in the "
+        "papers the gallery reproduces: this is what the package adds.",
+        panels=[Panel("barriers", plotly=combined, mpl=mfig)],
+        claims=claims,
+        scaling=setup.scaling(
+            f"{reps} initializations x 7 methods (the Im figures' pool); {len(same)} + {len(diff)} pairs",
+            alphas=len(ALPHAS),
+            alignment="weight matching (Git Re-Basin Alg. 1), 4 permutation groups",
+        ),
+    )

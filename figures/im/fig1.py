@@ -1,0 +1,150 @@
+"""Im, Tao & Branson, Fig. 1 (Sec. 2.2.1): a learning curve, its "transient" and "minimization" phases.
+
+The paper's Fig. 1 is "an example of learning curve of neural network": a short transient phase in which the loss
+falls fast, then a long minimization phase in which it falls slowly (Sutskever et al. 2013). Here: the training
+loss per epoch of SGD and Adam from the shared pool of runs (:mod:`figures.im._setup`, BatchNorm VGG, every
+initialization), on a log axis, with the switch epochs of Fig. 7 marked.
+
+Reading (fixed before measuring): the transient phase is the first quarter of training (Fig. 7's earliest switch);
+the claim is that it accounts for most of the loss decrease: per run, ``(L_0 - L_{E/4}) / (L_0 - L_E)`` is above
+1/2. Measured on log loss too (the curve as the paper draws it has a log-like shape) in the detail. Statistics: paired
+t over the initializations of the SGD runs' share against 1/2; Adam's alongside. Premise: the runs converged (a
+curve still falling steeply at the end has no minimization phase yet).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.im._setup import (
+    LINESTYLES,
+    SOURCE,
+    Curve,
+    ImRuns,
+    ImSetup,
+    RunSpec,
+    cache_dir,
+    color,
+    converged_premise,
+    single_threaded,
+    small_multiples,
+)
+from figures.im._setup import METHOD_LABELS as LABELS
+from figures.verdict import paired_effect, verdict_for
+
+__all__ = ["fig1", "transient_share"]
+
+
+def transient_share(curve: np.ndarray, frac: float = 0.25) -> float:
+    """Share of a loss curve's total decrease reached after the first ``frac`` of its points.
+
+    Args:
+        curve: ``(E + 1,)`` losses at epochs ``0..E``.
+        frac: Length of the transient phase, as a fraction of training.
+
+    Returns:
+        ``(L_0 - L_k) / (L_0 - L_E)`` with ``k = round(frac * E)``; NaN if the loss did not decrease.
+    """
+    c = np.asarray(curve, dtype=np.float64)
+    k = int(round(frac * (len(c) - 1)))
+    total = c[0] - c[-1]
+    return float((c[0] - c[k]) / total) if np.isfinite(total) and total > 0 else float("nan")
+
+
+@single_threaded
+def fig1(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
+    """Compute and draw Fig. 1 (see the module docstring).
+
+    Args:
+        setup: Scale of the experiment.
+        cache_dir: Cache of the shared runs (``None``: in memory).
+        out: Unused (the figure writes no extra files).
+        progress: Show progress bars.
+
+    Returns:
+        The figure with its claims.
+    """
+    runs = ImRuns(setup, cache_dir, progress)
+    reps = setup.repetitions
+    methods = ("sgd", "adam")
+    got = runs.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in methods})
+    at = [round(setup.epochs * f) for f in setup.switch_fractions]
+    panels = []
+    for m in methods:
+        panels.append(
+            (
+                LABELS[m],
+                [
+                    Curve(
+                        np.arange(len(got[m, k].history)),
+                        got[m, k].curve("surface_loss"),
+                        f"init {k}",
+                        color(m),
+                        LINESTYLES[k % len(LINESTYLES)],
+                    )
+                    for k in range(reps)
+                ],
+            )
+        )
+    f = small_multiples(
+        panels,
+        cols=2,
+        xlabel="epoch",
+        ylabel="training loss",
+        logy=True,
+        vlines=at,
+        width=4.4,
+        height=3.0,
+        title="Fig. 1: learning curves (dotted: Fig. 7's switch epochs)",
+    )
+    share = {key: transient_share(r.curve("surface_loss")) for key, r in got.items()}
+    log_share = {key: transient_share(np.log(r.curve("surface_loss"))) for key, r in got.items()}
+    sgd = [share["sgd", k] for k in range(reps)]
+    eff = paired_effect(sgd, 0.5)
+    premise = converged_premise(list(got.values()), runs.surface_data())
+    claims = [
+        Claim(
+            statement="Learning has a short transient phase in which the loss decreases rapidly, followed by a "
+            "minimization phase in which it decreases slowly.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 2.2.1 and 4.3, Fig. 1",
+            measured=sgd,
+            premises=[premise],
+            effect=eff,
+            verdict=verdict_for(eff, direction=1),
+            scale=setup.name,
+            detail=f"measured = per init, the share of SGD's total training-loss decrease reached after the first "
+            f"quarter of training ({at[0]} of {setup.epochs} epochs); effect = share - 1/2 over {reps} inits "
+            f"(paired t); held if above 0. Adam: "
+            + ", ".join(f"{share['adam', k]:.3f}" for k in range(reps))
+            + ". On log loss: SGD "
+            + ", ".join(f"{log_share['sgd', k]:.3f}" for k in range(reps))
+            + ", Adam "
+            + ", ".join(f"{log_share['adam', k]:.3f}" for k in range(reps))
+            + ". The learning-rate schedule (halved between 8 stages) slows the late phase by design.",
+        ),
+    ]
+    return FigureResult(
+        caption="Fig. 1: training loss per epoch (on the surface images, BatchNorm with batch statistics) of SGD and "
+        "Adam from every initialization of the shared pool, log axis; dotted lines at the epochs where Fig. 7 "
+        "switches optimizer. The paper's Fig. 1 is a schematic learning curve; this one is measured. Scaled "
+        "down from the paper (see scaling).",
+        panels=[Panel("learning_curve", plotly=f[0], mpl=f[1])],
+        claims=claims,
+        scaling=setup.scaling(reps, initializations=f"{reps} per method"),
+    )
+
+
+@register_figure(
+    "im_fig1",
+    paper="im",
+    title="Im et al. Fig. 1: learning curve, transient and minimization phases",
+    scales=("medium",),
+)
+def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return fig1(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

@@ -1,0 +1,131 @@
+"""Im, Tao & Branson, Fig. 10: interpolation from the initial to the final weights, continued to alpha = 2.
+
+``theta(alpha) = (1 - alpha) theta_0 + alpha theta_1`` (Eq. 2), alpha in [0, 2], for every method and
+initialization of the BatchNorm runs of :mod:`figures.im._setup`. The paper's evidence that the critical points
+are minima, not saddles along this line: past the final weights the loss rises again. Reading (fixed before
+measuring): for every run, the loss everywhere on alpha in [1.25, 2] exceeds the loss at alpha = 1. Statistics:
+per initialization, the log of the smallest ratio min_{alpha >= 1.25} L(alpha) / L(1) over the 7 methods; paired t
+over the initializations against 0, held if above. Premise: the runs converged (a run still descending has its
+minimum along this line beyond alpha = 1 for a trivial reason).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.im._setup import (
+    LINESTYLES,
+    SOURCE,
+    Curve,
+    ImRuns,
+    ImSetup,
+    RunSpec,
+    cache_dir,
+    color,
+    converged_premise,
+    single_threaded,
+    small_multiples,
+)
+from figures.im._setup import METHOD_LABELS as LABELS
+from figures.verdict import paired_effect, verdict_for
+from landscape.analyze import line
+from landscape.train import METHODS
+
+__all__ = ["fig10"]
+
+
+@single_threaded
+def fig10(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
+    """Compute and draw Fig. 10 (see the module docstring).
+
+    Args:
+        setup: Scale of the experiment.
+        cache_dir: Cache of the shared runs (``None``: in memory).
+        out: Unused (the figure writes no extra files).
+        progress: Show progress bars.
+
+    Returns:
+        The figure with its claims.
+    """
+    runs = ImRuns(setup, cache_dir, progress)
+    reps = setup.repetitions
+    grid = runs.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in METHODS})
+    template = setup.model(RunSpec())
+    kw = {**runs.eval_kw(RunSpec()), "metrics": ("loss",)}
+    data = runs.surface_data()
+    alphas = np.linspace(0, 2, 41)
+    loss = {
+        key: line(template, r.init, r.final, data, alphas=alphas, **kw).metrics["loss"]
+        for key, r in tqdm(grid.items(), desc="fig 10 lines", disable=not progress, leave=False)
+    }
+
+    i1 = int(np.argmin(np.abs(alphas - 1)))
+    past = alphas >= 1.25
+    ok = {key: bool(np.isfinite(z).all() and z[past].min() > z[i1]) for key, z in loss.items()}
+    ratio = {key: z[-1] / z[i1] for key, z in loss.items()}
+    argmin = {key: float(alphas[np.nanargmin(z)]) if np.isfinite(z).any() else np.nan for key, z in loss.items()}
+    worst = min(ratio, key=lambda k: ratio[k] if np.isfinite(ratio[k]) else -np.inf)
+    dash = LINESTYLES
+    panels = [
+        (LABELS[m], [Curve(alphas, loss[m, k], f"init {k}", color(m), dash[k % len(dash)]) for k in range(reps)])
+        for m in METHODS
+    ]
+    f = small_multiples(
+        panels,
+        cols=4,
+        xlabel="alpha (0: init, 1: final)",
+        ylabel="training loss",
+        logy=True,
+        vlines=[1.0],
+        title="Fig. 10: interpolation from the initial to the final weights, to alpha 2",
+    )
+    past_min = {
+        key: float(np.min(z[past]) / z[i1]) if np.isfinite(z).all() and z[i1] > 0 else np.nan for key, z in loss.items()
+    }
+    per_init = [float(np.nanmin([past_min[m, k] for m in METHODS])) for k in range(reps)]
+    eff = paired_effect(np.log(per_init), 0.0)
+    premise = converged_premise(list(grid.values()), runs.surface_data())
+    claims = [
+        Claim(
+            statement="Interpolating beyond the final weights (the critical point) along the init -> final line, the "
+            "loss increases.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 3.3, Fig. 10",
+            measured=per_init,
+            premises=[premise],
+            effect=eff,
+            verdict=verdict_for(eff, direction=1),
+            scale=setup.name,
+            detail=f"measured = per init, the smallest min over alpha in [1.25, 2] of L(alpha) / L(1) over the 7 "
+            f"methods; effect = mean log over {reps} inits (paired t against 0); held if above 0. "
+            f"{sum(ok.values())}/{len(ok)} runs have loss above L(1) everywhere on [1.25, 2]; loss(2) / loss(1) "
+            f"smallest {ratio[worst]:.3g} ({LABELS[worst[0]]}, init {worst[1]}), median "
+            f"{np.nanmedian(list(ratio.values())):.3g}. The loss is smallest at alpha = "
+            + ", ".join(sorted({f"{a:g}" for a in argmin.values()}))
+            + " (41 points on [0, 2]).",
+        ),
+    ]
+    return FigureResult(
+        caption="Fig. 10: training loss on the line from the initial (alpha 0) through the final weights (alpha 1, "
+        "dotted) to alpha 2, per method (one line style per initialization). Scaled down from the paper (see "
+        "scaling).",
+        panels=[Panel("beyond_final", plotly=f[0], mpl=f[1])],
+        claims=claims,
+        scaling=setup.scaling(reps, initializations=f"{reps} per method", line="41 points, alpha in [0, 2]"),
+    )
+
+
+@register_figure(
+    "im_fig10",
+    paper="im",
+    title="Im et al. Fig. 10: init -> final interpolation continued to alpha 2",
+    scales=("medium",),
+)
+def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return fig10(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

@@ -1,0 +1,302 @@
+"""Im, Tao & Branson, Fig. 11 (A.5): NIN from exotic initializations, with and without batch normalization.
+
+The NIN-style net of :mod:`figures.im._setup` trained with SGD (lr 0.05, as the paper: "we trained ... with
+SGD") from every convolution weight and bias drawn from N(-10, 0.01) or N(-1, 1) (Swirszcz et al.'s
+initializations; BatchNorm's own scale and shift keep 1 and 0: the package's default reading of "initial
+parameters"), with and without BatchNorm, plus He's initialization (He et al. 2015, the "very small parameter
+values" nets are typically initialized with, A.5) of each as the reference.
+
+Readings (fixed before measuring): "does not train" = final training accuracy below 20% (chance: 10%); "trains"
+= at least 50%. "A plateau rather than a bad local minimum" = the training loss around the initialization is flat:
+along the training path (init -> final) and along two random directions through the init (each of length 10% of
+||theta_0||, 11 points from -1 to 1 times that), it varies by less than 1% of the loss at the init.
+
+Statistics: every run is repeated from ``setup.repetitions_nin`` initialization seeds; per seed the claim's measure
+(the better exotic run's training accuracy, the larger flatness, the worse BatchNorm run's accuracy, the best exotic
+test accuracy minus He's) is tested against its threshold with a paired t over the seeds. Premises: the
+He-initialized reference trains (>= 50% training accuracy) in the same setting, so "does not train" is the
+initialization's doing; the plateau claim needs the exotic runs stuck (< 20%); the quality comparison needs the
+exotic BatchNorm runs to have trained (>= 50%).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.im._setup import SOURCE, Curve, ImRuns, ImSetup, Run, RunSpec, cache_dir, single_threaded, small_multiples
+from figures.verdict import at_least, at_most, paired_effect, verdict_for
+from landscape.analyze import line
+from landscape.evaluate import evaluate_points
+
+__all__ = ["INITS", "fig11", "flatness"]
+
+INITS = ((-10.0, 0.01), (-1.0, 1.0), None)  # Im et al. A.5; None = He's initialization (the reference)
+_COLORS = {
+    (True, 0): "#1f77b4",
+    (False, 0): "#9ecae1",
+    (True, 1): "#d62728",
+    (False, 1): "#fc9272",
+    (True, 2): "#2ca02c",
+    (False, 2): "#a1d99b",
+}
+
+
+_STYLE = {
+    (True, 0): "solid",
+    (False, 0): "dash",
+    (True, 1): "dot",
+    (False, 1): "dashdot",
+    (True, 2): "solid",
+    (False, 2): "dash",
+}
+_WIDTH = {0: 4.0, 1: 1.6, 2: 1.6}
+
+
+def _name(i: int) -> str:
+    init = INITS[i]
+    return "He init" if init is None else f"N({init[0]:g}, {init[1]:g})"
+
+
+def flatness(runs: ImRuns, run: Run, seed: int = 0) -> float:
+    """Largest relative change of the training loss around a run's initialization (see the module docstring).
+
+    Returns:
+        ``max |L(theta) - L(theta_0)| / L(theta_0)`` over the probe points (NaN if a loss is not finite).
+    """
+    template = run.factory()
+    kw = {**runs.eval_kw(run.spec), "metrics": ("loss",)}
+    data = runs.surface_data()
+    theta0 = run.init.double()
+    gen = torch.Generator().manual_seed(seed)
+    ts = np.linspace(-1, 1, 11)
+    pts = []
+    for _ in range(2):
+        d = torch.randn(theta0.shape, generator=gen, dtype=torch.float64)
+        d *= 0.1 * theta0.norm() / d.norm()
+        pts += [theta0 + t * d for t in ts]
+    probe = evaluate_points(template, torch.stack(pts).to(run.init.dtype), data, **kw)["loss"]
+    path = line(template, run.init, run.final, data, alphas=np.linspace(0, 1, 11), **kw).metrics["loss"]
+    base = float(path[0])
+    vals = np.r_[probe, path]
+    if not np.isfinite(vals).all() or base <= 0:
+        return math.nan
+    return float(np.max(np.abs(vals - base)) / base)
+
+
+@single_threaded
+def fig11(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
+    """Compute and draw Fig. 11 (see the module docstring).
+
+    Args:
+        setup: Scale of the experiment.
+        cache_dir: Cache of the shared runs (``None``: in memory).
+        out: Unused (the figure writes no extra files).
+        progress: Show progress bars.
+
+    Returns:
+        The figure with its claims.
+    """
+    runs = ImRuns(setup, cache_dir, progress)
+    bns = (True, False)
+
+    def spec(i: int, bn: bool, k: int = 0) -> RunSpec:
+        init = INITS[i]
+        if init is None:
+            return RunSpec("sgd", init=k, arch="nin", batchnorm=bn, init_scheme="he")
+        return RunSpec("sgd", init=k, arch="nin", batchnorm=bn, init_mean=init[0], init_std=init[1])
+
+    reps = setup.repetitions_nin
+    every = runs.table({(bn, i, k): spec(i, bn, k) for k in range(reps) for i in range(len(INITS)) for bn in bns})
+    got = {(bn, i): every[bn, i, 0] for i in range(len(INITS)) for bn in bns}
+    alphas = np.linspace(0, 1, 21)
+    data = runs.surface_data()
+    lines = {}
+    for (bn, i), r in got.items():
+        lines[bn, i] = line(
+            r.factory(), r.init, r.final, data, alphas=alphas, metrics=("loss",), **runs.eval_kw(r.spec)
+        ).metrics["loss"]
+
+    def lab(bn: bool, i: int) -> str:
+        return f"{_name(i)}, {'with' if bn else 'no'} BN"
+
+    curves = []
+    for metric, what, sc in (
+        ("trainset_loss", "training loss", 1.0),
+        ("trainset_accuracy", "training accuracy (%)", 100.0),
+    ):
+        # N(-10, 0.01) and N(-1, 1) trace the same flat line when neither trains: the first is drawn wide and
+        # underneath, the second narrow and dotted on top, so both stay visible
+        curves.append(
+            (
+                what,
+                [
+                    Curve(
+                        np.arange(len(r.history)),
+                        sc * r.curve(metric),
+                        lab(bn, i),
+                        _COLORS[bn, i],
+                        dash=_STYLE[bn, i],
+                        width=_WIDTH[i],
+                    )
+                    for (bn, i), r in got.items()
+                ],
+            )
+        )
+    ft = small_multiples(
+        curves,
+        cols=2,
+        xlabel="epoch",
+        ylabel="",
+        width=4.4,
+        height=3.2,
+        sharey=False,
+        title="Fig. 11(a): NIN trained with SGD from exotic and He initializations",
+    )
+    fl = small_multiples(
+        [
+            (_name(i), [Curve(alphas, lines[bn, i], lab(bn, i), _COLORS[bn, i], dash=_STYLE[bn, i]) for bn in bns])
+            for i in range(len(INITS))
+        ],
+        cols=3,
+        xlabel="alpha (0: init, 1: final)",
+        ylabel="training loss",
+        logy=True,
+        title="Fig. 11(b): loss from the initial to the final weights",
+    )
+
+    exotic = range(len(INITS) - 1)
+    ref = len(INITS) - 1
+    acc = {key: r.last("trainset_accuracy") for key, r in every.items()}
+    test = {key: r.last("test_accuracy") for key, r in every.items()}
+    flat = {(i, k): flatness(runs, every[False, i, k]) for i in exotic for k in range(reps)}
+    stopped = [f"{lab(bn, i)} seed {k}" for (bn, i, k), r in every.items() if not r.completed]
+    note = f" Runs stopped early by a non-finite loss: {', '.join(stopped)}." if stopped else ""
+    accs = "; ".join(
+        f"{lab(bn, i)}: train "
+        + "/".join(f"{100 * acc[bn, i, k]:.1f}" for k in range(reps))
+        + "%, test "
+        + "/".join(f"{100 * test[bn, i, k]:.1f}" for k in range(reps))
+        + "%"
+        for bn in bns
+        for i in range(len(INITS))
+    )
+    ks = range(reps)
+    no_bn = [max(acc[False, i, k] for i in exotic) for k in ks]
+    fl_vals = [max(flat[i, k] for i in exotic) for k in ks]
+    with_bn = [min(acc[True, i, k] for i in exotic) for k in ks]
+    gap = [100 * (max(test[True, i, k] for i in exotic) - test[True, ref, k]) for k in ks]
+    he_nobn = at_least(
+        "the He-initialized NIN without BatchNorm trains",
+        [acc[False, ref, k] for k in ks],
+        0.5,
+        detail="its final training accuracy per seed; at least 50%",
+    )
+    he_bn = at_least(
+        "the He-initialized NIN with BatchNorm trains",
+        [acc[True, ref, k] for k in ks],
+        0.5,
+        detail="its final training accuracy per seed; at least 50%",
+    )
+    stuck = at_most(
+        "the exotic runs without BatchNorm are stuck",
+        no_bn,
+        0.2,
+        detail="the better exotic run's final training accuracy per seed; below 20%",
+    )
+    trained = at_least(
+        "the exotic runs with BatchNorm trained",
+        with_bn,
+        0.5,
+        detail="the worse exotic BatchNorm run's final training accuracy per seed; at least 50%",
+    )
+    e1 = paired_effect(no_bn, 0.2)
+    e2 = paired_effect(fl_vals, 0.01) if np.isfinite(fl_vals).all() else None
+    e3 = paired_effect(with_bn, 0.5)
+    e4 = paired_effect(gap, 0.0)
+    claims = [
+        Claim(
+            statement="Without batch normalization, NIN does not train at all from N(-10, 0.01) or N(-1, 1) "
+            "initializations.",
+            paper_value=None,
+            source=f"{SOURCE}, A.5, Fig. 11",
+            measured=no_bn,
+            premises=[he_nobn],
+            effect=e1,
+            verdict=verdict_for(e1, direction=-1),
+            scale=setup.name,
+            detail=f"measured = per seed, the better exotic run's final training accuracy; effect = that minus 20% "
+            f"over {reps} seeds (paired t); held if below 0 (chance 10%). {accs}.{note}",
+        ),
+        Claim(
+            statement="Around these initializations the loss surface is a plateau rather than a bad local minimum.",
+            paper_value=None,
+            source=f"{SOURCE}, A.5, Fig. 11(b)",
+            measured=fl_vals,
+            premises=[stuck],
+            effect=e2,
+            verdict=verdict_for(e2, direction=-1) if e2 else "not tested",
+            scale=setup.name,
+            detail="measured = per seed, the larger relative change of the training loss around the initialization "
+            "(training path and two random directions of 10% of ||theta_0||) of the two nets without "
+            f"BatchNorm; effect = that minus 0.01 over {reps} seeds (paired t); held if below 0. Per run: "
+            + ", ".join(f"{_name(i)} seed {k} {flat[i, k]:.3g}" for i in exotic for k in ks)
+            + ".",
+        ),
+        Claim(
+            statement="With batch normalization, NIN trains from these initializations (slowly) and finds a local "
+            "minimum.",
+            paper_value=None,
+            source=f"{SOURCE}, A.5, Fig. 11",
+            measured=with_bn,
+            premises=[he_bn],
+            effect=e3,
+            verdict=verdict_for(e3, direction=1),
+            scale=setup.name,
+            detail=f"measured = per seed, the worse exotic BatchNorm run's final training accuracy; effect = that "
+            f"minus 50% over {reps} seeds (paired t); held if above 0. {accs}.",
+        ),
+        Claim(
+            statement="The minimum found from the exotic initializations (with batch normalization) is not as good as "
+            "the one found from small initial values.",
+            paper_value=None,
+            source=f"{SOURCE}, A.5",
+            measured=gap,
+            premises=[trained],
+            effect=e4,
+            verdict=verdict_for(e4, direction=-1),
+            scale=setup.name,
+            detail=f"measured = per seed, best exotic test accuracy minus the He-initialized one (points); effect over "
+            f"{reps} seeds (paired t); held if below 0.",
+        ),
+    ]
+    return FigureResult(
+        caption="Fig. 11: the NIN-style net trained with SGD from every convolution weight and bias drawn from "
+        "N(-10, 0.01) (blue) or N(-1, 1) (red), and from He's initialization (green), with BatchNorm "
+        "(solid) and without (dashed, light). (a) training loss and accuracy per epoch; (b) training loss from "
+        "the initial to the final weights. Scaled down from the paper (see scaling).",
+        panels=[Panel("training", plotly=ft[0], mpl=ft[1]), Panel("init_final", plotly=fl[0], mpl=fl[1])],
+        claims=claims,
+        scaling=setup.scaling(
+            setup.repetitions_nin,
+            arch="nin",
+            optimizer="SGD lr 0.05",
+            initializations="N(-10, 0.01), N(-1, 1) on conv weights and biases; He (reference)",
+        ),
+    )
+
+
+@register_figure(
+    "im_fig11",
+    paper="im",
+    title="Im et al. Fig. 11: NIN from exotic initializations, with/without BN",
+    scales=("medium",),
+)
+def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return fig11(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

@@ -1,0 +1,369 @@
+"""Im, Tao & Branson, Figs. 12-15 (A.6): NIN and VGG switching between SGD, Adam and Adadelta at 25% and 50%.
+
+The appendix repeats the switching experiment of Sec. 4.3 (Fig. 7) for more pairs of methods and rates: Fig. 12,
+the NIN switching between SGD and Adam; Fig. 13, the VGG between SGD and Adam; Fig. 14, SGD and Adadelta; Fig. 15,
+Adam and Adadelta; every switch at epochs 50 and 100 of 200 (here 25% and 50% of training), each panel (a)-(c) with
+other learning rates after the switch. From one initialization and minibatch order (:mod:`figures.im._setup`, whose
+learning-rate schedule, halved between 8 equal stages, continues across a switch), the unswitched runs of both
+methods and the runs switched either way; the new optimizer starts with empty state.
+
+Readings of the garbled captions (fixed before measuring):
+
+- Fig. 12 (NIN): SGD starts at 0.1 and Adam at 0.001; after the switch Adam runs at 0.001 and SGD at 0.1 (a),
+  0.05 (b) or 0.01 (c) (the caption's "(left) 0.001 (0.1) ... (middle) ... 0.05 ... (right) ... 0.01").
+- Fig. 13 (VGG): Adam 0.001 and SGD 0.05 at first, then (a) SGD 0.05 / Adam 0.001 (the runs of Fig. 7), (b) SGD 0.05 /
+  Adam 0.0005, (c) SGD 0.01 / Adam 0.0001.
+- Fig. 14 (VGG): Adadelta needs no rate (here its default, 1.0); SGD starts at 0.05 and runs at 0.1 (a), 0.05 (b, its
+  caption is missing) or 0.01 (c) after the switch.
+- Fig. 15 (VGG): its caption repeats Fig. 14's; read as Fig. 13's Adam rates: Adam 0.001 at first, then 0.001 (a),
+  0.0005 (b) or 0.0001 (c).
+
+The quick and medium scales run panel (a) only (``ImSetup.switch_lr_variants``); the full scale all three.
+
+Claims (Sec. 4.3, which the appendix figures illustrate; readings as Fig. 7's, fixed before measuring):
+"a different minimum" = the loss on the straight line from the unswitched minimum of the first method to the switched
+run's final weights rises sharply (:func:`figures.im._setup.rise_score` >= 1); "the training accuracy jumps to the
+characteristic accuracy of the new method" = the switched run ends nearer the unswitched second method's training
+accuracy than the first's; "the distance changes behaviour" = after the switch the distance from the initial weights
+grows more than 50% faster or slower than without the switch.
+
+Statistics: each claim's measure is taken per initialization (``setup.repetitions_switch`` of them) and tested with
+a paired t over them (:func:`figures.verdict.paired_effect`). Premises: the switch happens before convergence (the
+unswitched run's training loss still falls by at least 10% from the switch to the end), the switched runs ended at
+critical points (:func:`figures.im._setup.converged_premise`), and for the accuracy claim the two methods'
+characteristic training accuracies differ (by at least 1 point per initialization: else there is nothing to jump to).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.im._setup import METHOD_LABELS as LABELS
+from figures.im._setup import (
+    SOURCE,
+    Curve,
+    ImRuns,
+    ImSetup,
+    Run,
+    RunSpec,
+    cache_dir,
+    color,
+    converged_premise,
+    rise_score,
+    single_threaded,
+    small_multiples,
+)
+from figures.im.fig7 import slope_change
+from figures.verdict import at_least, paired_effect, verdict_for
+from landscape.analyze import line
+
+__all__ = ["SWITCHES", "SwitchFigure", "switch_figure"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SwitchFigure:
+    """One of Figs. 12-15: the architecture, the two methods, their first rates and the rates after each switch.
+
+    Attributes:
+        number: The paper's figure number.
+        arch: ``"vgg"`` or ``"nin"``.
+        a: First method of the pair.
+        b: Second method of the pair.
+        start: Hyperparameter overrides of each method before the switch (``{}``: its defaults).
+        after: Per panel (a), (b), (c): the overrides of each method after a switch to it.
+    """
+
+    number: int
+    arch: str
+    a: str
+    b: str
+    start: Mapping[str, Mapping[str, Any]]
+    after: tuple[Mapping[str, Mapping[str, Any]], ...]
+
+    def plain(self, method: str, k: int) -> RunSpec:
+        """The unswitched run of ``method`` from initialization ``k``."""
+        return RunSpec(method, init=k, arch=self.arch, hyper=dict(self.start.get(method, {})))
+
+    def switched(self, first: str, second: str, f: float, k: int, variant: int) -> RunSpec:
+        """The run of ``first`` switched to ``second`` at fraction ``f`` of training (panel ``variant``)."""
+        return RunSpec(
+            first,
+            init=k,
+            arch=self.arch,
+            hyper=dict(self.start.get(first, {})),
+            then=second,
+            switch_at=f,
+            then_hyper=dict(self.after[variant].get(second, {})),
+        )
+
+
+SWITCHES = {
+    12: SwitchFigure(
+        12,
+        "nin",
+        "sgd",
+        "adam",
+        {"sgd": {"lr": 0.1}},
+        ({"sgd": {"lr": 0.1}}, {"sgd": {"lr": 0.05}}, {"sgd": {"lr": 0.01}}),
+    ),
+    13: SwitchFigure(
+        13, "vgg", "sgd", "adam", {}, ({}, {"adam": {"lr": 0.0005}}, {"sgd": {"lr": 0.01}, "adam": {"lr": 0.0001}})
+    ),
+    14: SwitchFigure(
+        14, "vgg", "sgd", "adadelta", {}, ({"sgd": {"lr": 0.1}}, {"sgd": {"lr": 0.05}}, {"sgd": {"lr": 0.01}})
+    ),
+    15: SwitchFigure(
+        15, "vgg", "adam", "adadelta", {}, ({"adam": {"lr": 0.001}}, {"adam": {"lr": 0.0005}}, {"adam": {"lr": 0.0001}})
+    ),
+}
+"""The four appendix figures (readings of their captions in the module docstring)."""
+
+FRACTIONS = (0.25, 0.5)
+"""Switch points: epochs 50 and 100 of the paper's 200."""
+
+_SHADES = ("#9ecae1", "#4292c6", "#08519c", "#fc9272", "#ef3b2c", "#a50f15")
+
+
+def _rates(sf: SwitchFigure, variant: int) -> str:
+    def r(m: str, h: Mapping[str, Mapping[str, Any]]) -> str:
+        lr = dict(h.get(m, {})).get("lr")
+        return "default" if lr is None else f"{lr:g}"
+
+    return "; ".join(f"{LABELS[m]} {r(m, sf.start)} -> {r(m, sf.after[variant])}" for m in (sf.a, sf.b))
+
+
+@single_threaded
+def switch_figure(
+    number: int, setup: ImSetup, *, cache_dir: Path | str | None = None, progress: bool = False
+) -> FigureResult:
+    """Compute and draw one of Figs. 12-15 (see the module docstring).
+
+    Args:
+        number: 12, 13, 14 or 15.
+        setup: Scale of the experiment.
+        cache_dir: Cache of the shared runs (``None``: in memory).
+        progress: Show progress bars.
+
+    Returns:
+        The figure with its claims.
+    """
+    sf = SWITCHES[number]
+    runs = ImRuns(setup, cache_dir, progress)
+    reps = setup.repetitions_switch
+    variants = range(min(setup.switch_lr_variants, len(sf.after)))
+    dirs = ((sf.a, sf.b), (sf.b, sf.a))
+    specs = {("plain", m, k): sf.plain(m, k) for k in range(reps) for m in (sf.a, sf.b)}
+    specs |= {
+        (x, y, f, k, v): sf.switched(x, y, f, k, v)
+        for k in range(reps)
+        for v in variants
+        for x, y in dirs
+        for f in FRACTIONS
+    }
+    got = runs.table(specs)
+    template = setup.model(RunSpec(arch=sf.arch))
+    kw = {**runs.eval_kw(RunSpec(arch=sf.arch)), "metrics": ("loss",)}
+    data = runs.surface_data()
+    alphas = np.linspace(0, 1, 21)
+    at = [round(setup.epochs * f) for f in FRACTIONS]
+    latest = max(FRACTIONS)
+
+    def interp(p: Run, q: Run) -> np.ndarray:
+        return line(template, p.final, q.final, data, alphas=alphas, **kw).metrics["loss"]
+
+    # ---- per initialization: the claims' measures
+    scores, jumps, rels, drops, acc_gap, lines0 = [], [], [], {}, [], {}
+    for k in range(reps):
+        plain = {m: got["plain", m, k] for m in (sf.a, sf.b)}
+        acc = {m: 100 * plain[m].last("trainset_accuracy") for m in plain}
+        acc_gap.append(abs(acc[sf.a] - acc[sf.b]))
+        sc, jp, rl = [], [], []
+        for v in variants:
+            for x, y in dirs:
+                for i, f in enumerate(FRACTIONS):
+                    r = got[x, y, f, k, v]
+                    s = 100 * r.last("trainset_accuracy")
+                    jp.append(abs(s - acc[x]) - abs(s - acc[y]))
+                    rl.append(slope_change(r, plain[x], at[i])[2])
+                    c = plain[x].curve("surface_loss")
+                    drops.setdefault(f, []).append(float(1 - c[-1] / c[at[i]]) if c[at[i]] > 0 else 0.0)
+                    if f == latest or k == 0:
+                        z = interp(plain[x], r)
+                        if k == 0:
+                            lines0[x, y, f, v] = z
+                        if f == latest:
+                            sc.append(rise_score(z))
+        scores.append(float(min(sc)))
+        jumps.append(float(np.mean(jp)))
+        rels.append(float(np.nanmin(rl)) if np.isfinite(rl).any() else math.nan)
+
+    switched = [r for key, r in got.items() if key[0] != "plain"]
+    conv = converged_premise(switched, data, f"the {len(switched)} switched runs reached critical points")
+
+    def before(fs: tuple[float, ...]) -> Any:
+        vals = [d for f in fs for d in drops[f]]
+        return at_least(
+            "the switch happens before convergence (the unswitched run still learns)",
+            vals,
+            0.10,
+            detail=f"relative fall of the unswitched run's training loss from the switch "
+            f"({', '.join(f'{f:.0%}' for f in fs)} of training) to the end, every switched run "
+            f"and init; at least 10%",
+        )
+
+    differ = at_least(
+        "the two methods' characteristic training accuracies differ",
+        acc_gap,
+        1.0,
+        detail=f"|final training accuracy of unswitched {LABELS[sf.a]} - unswitched {LABELS[sf.b]}| per "
+        "init, in points; at least 1 (else a switched run has no characteristic accuracy to "
+        "jump to)",
+    )
+    e1 = paired_effect(np.log(scores), 0.0) if np.isfinite(scores).all() and min(scores) > 0 else None
+    e2 = paired_effect(jumps, 0.0)
+    e3 = paired_effect(rels, 0.5) if np.isfinite(rels).all() else None
+    src = f"{SOURCE}, Sec. 4.3 and A.6, Fig. {number}"
+    pair = f"{LABELS[sf.a]} and {LABELS[sf.b]}"
+    claims = [
+        Claim(
+            statement=f"Switching between {pair} ({sf.arch.upper()}), however late (here at {latest:.0%} of "
+            "training), ends in a different local minimum from the unswitched method's.",
+            paper_value=None,
+            source=src,
+            measured=scores,
+            premises=[before((latest,)), conv],
+            effect=e1,
+            verdict=verdict_for(e1, direction=1) if e1 else "not tested",
+            scale=setup.name,
+            detail=f"measured = per init, the weakest rise score (peak / max(2 x larger endpoint loss, endpoint + 0.05 "
+            f"nats); >= 1 is a sharp rise) on the line from the first method's unswitched minimum to the run "
+            f"switched at {latest:.0%}, over both directions and {len(variants)} rate panel(s); effect = mean "
+            f"log score over {reps} inits (paired t against 0); held if above 0."
+            + ("" if e1 else " Not tested: a score is not finite (a loss diverged)."),
+        ),
+        Claim(
+            statement=f"After a switch between {pair}, the training accuracy goes to the accuracy characteristic of "
+            "the new method.",
+            paper_value=None,
+            source=src,
+            measured=jumps,
+            premises=[before(FRACTIONS), conv, differ],
+            effect=e2,
+            verdict=verdict_for(e2, direction=1),
+            scale=setup.name,
+            detail="measured = per init, mean over the switched runs of |final accuracy - first method's| - |final "
+            "accuracy - second method's| (training accuracy, points; positive: nearer the new method); effect "
+            f"over {reps} inits (paired t against 0); held if above 0. Unswitched accuracy gaps: "
+            + ", ".join(f"{g:.2f}" for g in acc_gap)
+            + " points.",
+        ),
+        Claim(
+            statement=f"The distance between the initial and current weights changes behaviour after switching "
+            f"between {pair}.",
+            paper_value=None,
+            source=src,
+            measured=rels,
+            premises=[before(FRACTIONS), conv],
+            effect=e3,
+            verdict=verdict_for(e3, direction=1) if e3 else "not tested",
+            scale=setup.name,
+            detail="growth of ||theta_t - theta_0|| per epoch after the switch, switched vs unswitched run over the "
+            "same epochs; measured = per init, the smallest relative difference over the switched runs; "
+            f"effect = that minus 0.5 over {reps} inits (paired t); held if above 0 (every switch changes the "
+            "growth by more than 50%)." + ("" if e3 else " Not tested: a slope is not finite."),
+        ),
+    ]
+
+    # ---- drawing: init 0
+    acc_panels, dist_panels, line_panels = [], [], []
+    for v in variants:
+        tag = f" ({'abc'[v]})" if len(variants) > 1 else ""
+        for x, y in dirs:
+            title = f"{LABELS[x]} -> {LABELS[y]}{tag}"
+            base = [
+                Curve(np.arange(len(got["plain", m, 0].history)), None, LABELS[m], color(m), dash=True, width=1.2)
+                for m in (x, y)
+            ]
+            for metric, sc_, panels in (("trainset_accuracy", 100.0, acc_panels), ("dist_init", 1.0, dist_panels)):
+                cs = [dataclasses.replace(c, y=sc_ * got["plain", m, 0].curve(metric)) for c, m in zip(base, (x, y))]
+                for i, f in enumerate(FRACTIONS):
+                    r = got[x, y, f, 0, v]
+                    cs.append(
+                        Curve(
+                            np.arange(len(r.history)),
+                            sc_ * r.curve(metric),
+                            r.label,
+                            _SHADES[(0 if x == sf.a else 3) + i],
+                        )
+                    )
+                panels.append((title, cs))
+            cs = [
+                Curve(alphas, lines0[x, y, f, v], got[x, y, f, 0, v].label, _SHADES[(0 if x == sf.a else 3) + i])
+                for i, f in enumerate(FRACTIONS)
+            ]
+            line_panels.append((f"from {LABELS[x]}'s minimum (0) to{tag} ...", cs))
+    name = f"Fig. {number} ({sf.arch.upper()})"
+    fa = small_multiples(
+        acc_panels,
+        cols=2,
+        xlabel="epoch",
+        ylabel="training accuracy (%)",
+        vlines=at,
+        title=f"{name}: training accuracy when switching (dotted: switch epochs)",
+    )
+    fd = small_multiples(
+        dist_panels,
+        cols=2,
+        xlabel="epoch",
+        ylabel="||theta_t - theta_0||",
+        vlines=at,
+        title=f"{name}: distance from the initial weights",
+    )
+    fl = small_multiples(
+        line_panels,
+        cols=2,
+        xlabel="alpha",
+        ylabel="training loss",
+        logy=True,
+        title=f"{name}: loss from the unswitched minimum to the switched runs' minima",
+    )
+    rates = " | ".join(f"({'abc'[v]}) {_rates(sf, v)}" for v in variants)
+    return FigureResult(
+        caption=f"Fig. {number}: the {sf.arch.upper()} trained with {pair} from one initialization, unswitched "
+        f"(dashed) and switched to the other method at {', '.join(f'{f:.0%}' for f in FRACTIONS)} of training "
+        "(labels: epochs of each). Top: training accuracy; middle: distance from the initial weights; bottom: "
+        "training loss on the line from the unswitched minimum to each switched run's minimum. Learning rates "
+        f"before -> after the switch: {rates}. Scaled down from the paper (see scaling).",
+        panels=[
+            Panel("accuracy", plotly=fa[0], mpl=fa[1]),
+            Panel("distance", plotly=fd[0], mpl=fd[1]),
+            Panel("interpolation", plotly=fl[0], mpl=fl[1]),
+        ],
+        claims=claims,
+        scaling=setup.scaling(
+            reps,
+            arch=sf.arch,
+            initializations=f"drawn: init 0; claims: {reps} inits",
+            switches=f"at epochs {at} of {setup.epochs}",
+            rate_panels=f"{len(variants)} of 3 ({rates})",
+        ),
+    )
+
+
+def _register(number: int, title: str) -> None:
+    @register_figure(f"im_fig{number}", paper="im", title=title, scales=("medium",))
+    def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+        return switch_figure(number, ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), progress=progress)
+
+
+_register(12, "Im et al. Fig. 12: NIN switching between SGD and Adam at 25/50%")
+_register(13, "Im et al. Fig. 13: VGG switching between SGD and Adam at 25/50%, other rates")
+_register(14, "Im et al. Fig. 14: VGG switching between SGD and Adadelta at 25/50%")
+_register(15, "Im et al. Fig. 15: VGG switching between Adam and Adadelta at 25/50%")

@@ -1,0 +1,208 @@
+"""Im, Tao & Branson, Fig. 4: training and test accuracy of each method over several initializations.
+
+Every method of :data:`landscape.train.METHODS` trained from ``setup.repetitions`` initializations with the same
+minibatch order (runs from :mod:`figures.im._setup`); accuracy of the final weights over the whole training and
+test sets, in eval mode. "Not significantly different" is a one-way ANOVA across methods (scipy's ``f_oneway``)
+at the 5% level; the paper gives no test. The same test across initializations checks the paper's "no
+relationship between the weight initialization and the validation accuracy". A "no difference" claim is held only
+when the ANOVA finds none *and* the paired interval of the largest difference (best minus worst group) lies within
++-1 percentage point (what the experiment can resolve: 449 test images, one image = 0.22 points); a significant
+difference is "not held"; anything else is inconclusive. The ordering claim (SGD lowest, adaptive methods highest)
+is a paired t over initializations of the adaptive methods' mean training accuracy minus SGD's; its premise is that
+the methods are not all at the 100% ceiling (otherwise there is no ordering to see). Premise of every claim: the
+runs converged.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from scipy.stats import f_oneway
+
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.im._setup import METHOD_LABELS as LABELS
+from figures.im._setup import (
+    SOURCE,
+    ImRuns,
+    ImSetup,
+    RunSpec,
+    cache_dir,
+    converged_premise,
+    mpl_grid,
+    no_difference,
+    single_threaded,
+)
+from figures.verdict import at_most, paired_effect, verdict_for
+from landscape.train import METHODS
+
+__all__ = ["anova", "fig4"]
+
+_INIT_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+
+
+def anova(groups: list[np.ndarray]) -> tuple[float, float]:
+    """One-way ANOVA ``(F, p)`` of groups of values; ``(nan, nan)`` when it is undefined (a group of one, no spread).
+
+    Args:
+        groups: One array of observations per group.
+    """
+    if len(groups) < 2 or any(len(g) < 2 for g in groups):
+        return math.nan, math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: F undefined
+        res = f_oneway(*groups)
+    return float(res.statistic), float(res.pvalue)
+
+
+@single_threaded
+def fig4(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
+    """Compute and draw Fig. 4 (see the module docstring).
+
+    Args:
+        setup: Scale of the experiment.
+        cache_dir: Cache of the shared runs (``None``: in memory).
+        out: Unused (the figure writes no extra files).
+        progress: Show progress bars.
+
+    Returns:
+        The figure with its claims.
+    """
+    runs = ImRuns(setup, cache_dir, progress)
+    reps = setup.repetitions
+    grid = runs.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in METHODS})
+    train = np.array([[grid[m, k].last("trainset_accuracy") for k in range(reps)] for m in METHODS])  # (7, R)
+    test = np.array([[grid[m, k].last("test_accuracy") for k in range(reps)] for m in METHODS])
+
+    names = [LABELS[m] for m in METHODS]
+    pfig = make_subplots(1, 2, subplot_titles=["(a) training accuracy", "(b) test accuracy"])
+    mfig, axes = mpl_grid(1, 2, 5.2, 3.8)
+    offsets = (np.arange(reps) - (reps - 1) / 2) * 0.12
+    for col, (acc, what) in enumerate(((train, "training"), (test, "test"))):
+        ax = axes[0, col]
+        for k in range(reps):
+            c = _INIT_COLORS[k % len(_INIT_COLORS)]
+            pfig.add_trace(
+                go.Scatter(
+                    x=np.arange(len(METHODS)) + offsets[k],
+                    y=100 * acc[:, k],
+                    mode="markers",
+                    marker={"color": c, "size": 9},
+                    name=f"init {k}",
+                    legendgroup=f"init {k}",
+                    showlegend=col == 0,
+                    text=names,
+                    hovertemplate="%{text}: %{y:.2f}%<extra>init " + str(k) + "</extra>",
+                ),
+                row=1,
+                col=col + 1,
+            )
+            ax.scatter(
+                np.arange(len(METHODS)) + offsets[k],
+                100 * acc[:, k],
+                color=c,
+                s=22,
+                label=f"init {k}" if col == 0 else None,
+            )
+        ax.set_xticks(range(len(METHODS)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel(f"{what} accuracy (%)")
+        ax.set_title(f"({'ab'[col]}) {what} accuracy", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    pfig.update_xaxes(tickvals=list(range(len(METHODS))), ticktext=names)
+    pfig.update_yaxes(title_text="accuracy (%)")
+    pfig.update_layout(template="plotly_white", height=430, title="Fig. 4: final accuracy per method and init")
+
+    # ---- claims
+    margin = 1.0  # percentage points, fixed before measuring
+    premise = converged_premise(list(grid.values()), runs.surface_data())
+    f_m, p_m = anova(list(test))
+    means_te = test.mean(1)
+    hi_m, lo_m = int(np.argmax(means_te)), int(np.argmin(means_te))
+    eff_m = paired_effect(100 * test[hi_m], 100 * test[lo_m])
+    f_i, p_i = anova(list(test.T)) if reps >= 2 else (math.nan, math.nan)
+    means_i = test.mean(0)
+    hi_i, lo_i = int(np.argmax(means_i)), int(np.argmin(means_i))
+    eff_i = paired_effect(100 * test[:, hi_i], 100 * test[:, lo_i])  # paired over the 7 methods
+    means_tr = train.mean(1)
+    idx = {m: i for i, m in enumerate(METHODS)}
+    three = [idx[m] for m in ("adam", "rmsprop", "adadelta")]
+    sgd = idx["sgd"]
+    eff_o = paired_effect(100 * train[three].mean(0), 100 * train[sgd])
+    at_ceiling = float(np.mean(train >= 1.0 - 1e-9))
+    ceiling = at_most(
+        "the training accuracies are below the 100% ceiling (an ordering can show)",
+        at_ceiling,
+        0.5,
+        detail="fraction of the runs at 100% training accuracy; at most half",
+    )
+    table_te = ", ".join(f"{n} {100 * v:.2f}" for n, v in zip(names, means_te))
+    table_tr = ", ".join(f"{n} {100 * v:.2f}" for n, v in zip(names, means_tr))
+    losses = ", ".join(
+        f"{n} {np.mean([grid[m, k].last('trainset_loss') for k in range(reps)]):.2g}" for n, m in zip(names, METHODS)
+    )
+    claims = [
+        Claim(
+            statement="The generalization (test) accuracy of the minima found by the different methods is not "
+            "significantly different.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.2, Fig. 4(b)",
+            measured=list(100 * means_te),
+            premises=[premise],
+            effect=eff_m,
+            verdict=no_difference(p_m, eff_m, margin),
+            scale=setup.name,
+            detail=f"measured = mean test accuracy (%) per method over {reps} inits ({table_te}); one-way ANOVA across "
+            f"methods F = {f_m:.3g}, p = {p_m:.3g}; effect = best ({names[hi_m]}) minus worst ({names[lo_m]}) "
+            f"method, paired over inits (points); held if p >= 0.05 and that interval lies within +-{margin:g} "
+            "point, not held if p < 0.05.",
+        ),
+        Claim(
+            statement="In training accuracy SGD finds the minima with the lowest accuracy, and Adam, RMSprop and "
+            "Adadelta those with the highest.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.2, Fig. 4(a)",
+            measured=list(100 * means_tr),
+            premises=[premise, ceiling],
+            effect=eff_o,
+            verdict=verdict_for(eff_o, direction=1),
+            scale=setup.name,
+            detail=f"measured = mean training accuracy (%) per method ({table_tr}); effect = mean of Adam, RMSprop and "
+            f"Adadelta minus SGD, paired over {reps} inits (points); held if above 0. Final training loss: "
+            f"{losses}.",
+        ),
+        Claim(
+            statement="There is no relationship between the weight initialization and the test accuracy.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.2",
+            measured=list(100 * means_i),
+            premises=[premise],
+            effect=eff_i,
+            verdict=no_difference(p_i, eff_i, margin),
+            scale=setup.name,
+            detail=f"measured = mean test accuracy (%) per init over the 7 methods; one-way ANOVA across the {reps} "
+            f"inits F = {f_i:.3g}, p = {p_i:.3g}; effect = best minus worst init paired over the methods; held "
+            f"if p >= 0.05 and that interval lies within +-{margin:g} point, not held if p < 0.05.",
+        ),
+    ]
+    return FigureResult(
+        caption="Fig. 4: accuracy of the final weights of every method over the whole training set (a) and test set "
+        "(b), eval mode; colours are initializations (shared by all methods, same minibatches). Scaled down "
+        "from the paper (see scaling).",
+        panels=[Panel("accuracy", plotly=pfig, mpl=mfig)],
+        claims=claims,
+        scaling=setup.scaling(reps, initializations=f"{reps} per method"),
+    )
+
+
+@register_figure(
+    "im_fig4", paper="im", title="Im et al. Fig. 4: training and test accuracy per method and init", scales=("medium",)
+)
+def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return fig4(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

@@ -1,0 +1,303 @@
+"""Im, Tao & Branson, Figs. 5-6: the loss around the minima of each method, over several initializations.
+
+For every method and initialization (runs from :mod:`figures.im._setup`), the training loss along the line from
+the final weights toward the initial weights and beyond it (Eq. 1: ``theta(d) = theta_1 + d (theta_0 - theta_1) /
+||theta_0 - theta_1||``, d up to 1.5 ||theta_0 - theta_1||), evaluated once and drawn twice: Fig. 5(a,c) against
+alpha of the init -> final interpolation (``alpha = 1 - d / ||theta_0 - theta_1||``, alpha in [0, 1]) and Fig. 6
+against the absolute distance d. Fig. 5(b,d): the loss between the finals of selected pairs of methods, per run.
+
+Basin width (the paper gives none; fixed before measuring): the distance from the final weights at which the loss
+along Eq. 1 first doubles (linear interpolation between grid points; the grid is refined geometrically near the
+minimum), in absolute units (Fig. 6) and as a fraction of ||theta_0 - theta_1|| (Fig. 5's alpha). The half-height
+width (loss halfway between the minimum's and the initialization's) is reported alongside.
+
+Statistics (fixed before measuring): per initialization, the Adam-family width (mean of Adam and Adam+RK2) over the
+SGD-family width (SGD and SGD+RK2); the claims test the mean log ratio over the initializations (paired t) against
+0. "Characteristic of the method" is a one-way ANOVA of log width across the 7 methods (held if p < 0.05; a
+non-significant result is inconclusive: it cannot show similarity). Premises: every run converged, and no width is
+censored by the end of the line (the loss doubles somewhere on it).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from tqdm.auto import tqdm
+
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.im._setup import (
+    LINESTYLES,
+    SOURCE,
+    Curve,
+    ImRuns,
+    ImSetup,
+    RunSpec,
+    cache_dir,
+    color,
+    converged_premise,
+    first_crossing,
+    mpl_grid,
+    single_threaded,
+    small_multiples,
+)
+from figures.im._setup import METHOD_LABELS as LABELS
+from figures.im.fig4 import anova
+from figures.verdict import Verdict, at_most, paired_effect, verdict_for
+from landscape.analyze import line, line_distance
+from landscape.train import METHODS
+
+__all__ = ["PAIRS", "basin_widths", "fig5_6"]
+
+PAIRS = (("sgd", "adam"), ("sgd", "sgd_rk2"), ("adam", "adam_rk2"))  # Fig. 5(b,d): "selected pairs"
+ADAM_FAMILY = ("adam", "adam_rk2")
+SGD_FAMILY = ("sgd", "sgd_rk2")
+
+
+def distance_grid(length: float) -> np.ndarray:
+    """Distances of Eq. 1 from a minimum: 31 up to 1.5x ``length`` plus 12 geometric ones near 0, shape ``(43,)``."""
+    return np.union1d(np.linspace(0.0, 1.5, 31), np.geomspace(1e-3, 0.1, 12)) * length
+
+
+def basin_widths(d: np.ndarray, loss: np.ndarray, length: float) -> tuple[float, float]:
+    """``(doubling distance, half-height distance)`` of a loss profile along Eq. 1.
+
+    Args:
+        d: ``(n,)`` increasing distances from the minimum (``d[0] = 0``).
+        loss: ``(n,)`` losses; ``loss[0]`` at the minimum.
+        length: Distance of the initial weights (the half-height level uses the loss there).
+
+    Returns:
+        The first distances at which the loss reaches ``2 loss[0]`` and ``(loss[0] + loss(length)) / 2``; a level
+        never reached gives ``d[-1]`` (a lower bound: the width is censored by the end of the line).
+    """
+    l0 = float(loss[0])
+    l_init = float(np.interp(length, d, loss))
+    out = [first_crossing(d, loss, 2 * l0), first_crossing(d, loss, l0 + 0.5 * (l_init - l0))]
+    return tuple(float(d[-1]) if math.isnan(w) else w for w in out)  # type: ignore[return-value]
+
+
+@single_threaded
+def fig5_6(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
+    """Compute and draw Figs. 5 and 6 (see the module docstring).
+
+    Args:
+        setup: Scale of the experiment.
+        cache_dir: Cache of the shared runs (``None``: in memory).
+        out: Unused (the figure writes no extra files).
+        progress: Show progress bars.
+
+    Returns:
+        The figure with its claims.
+    """
+    runs = ImRuns(setup, cache_dir, progress)
+    reps = setup.repetitions
+    grid = runs.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in METHODS})
+    template = setup.model(RunSpec())
+    kw = {**runs.eval_kw(RunSpec()), "metrics": ("loss",)}
+    data = runs.surface_data()
+
+    prof: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, float]] = {}
+    for (m, k), r in tqdm(grid.items(), desc="fig 5-6 lines", disable=not progress, leave=False):
+        length = float((r.init.double() - r.final.double()).norm())
+        res = line_distance(template, r.final, r.init, data, distances=distance_grid(length), **kw)
+        prof[m, k] = (res.coords, res.metrics["loss"], length)
+    pair_lines = {}
+    alphas = np.linspace(0, 1, 21)
+    for a, b in PAIRS:
+        for k in range(reps):
+            pair_lines[a, b, k] = line(template, grid[a, k].final, grid[b, k].final, data, alphas=alphas, **kw).metrics[
+                "loss"
+            ]
+
+    widths = {key: basin_widths(d, z, length) for key, (d, z, length) in prof.items()}
+    censored = sum(widths[key][0] >= d[-1] for key, (d, _, _) in prof.items())
+    rel = {key: widths[key][0] / prof[key][2] for key in prof}
+
+    # ---- drawing
+    dash = LINESTYLES
+    p5, p6 = [], []
+    for m in METHODS:
+        c5, c6 = [], []
+        for k in range(reps):
+            d, z, length = prof[m, k]
+            inside = d <= length * (1 + 1e-9)
+            c5.append(Curve(1 - d[inside] / length, z[inside], f"init {k}", color(m), dash[k % len(dash)]))
+            c6.append(Curve(d, z, f"init {k}", color(m), dash[k % len(dash)], marks=(length,)))
+        p5.append((LABELS[m], c5))
+        p6.append((LABELS[m], c6))
+    f5 = small_multiples(
+        p5,
+        cols=4,
+        xlabel="alpha (init 0 -> final 1)",
+        ylabel="training loss",
+        logy=True,
+        title="Fig. 5(a,c): loss from the initial to the final weights, per method and init",
+    )
+    f6 = small_multiples(
+        p6,
+        cols=4,
+        xlabel="distance from the final weights (Eq. 1)",
+        ylabel="training loss",
+        logy=True,
+        title="Fig. 6: loss vs absolute distance from the minimum (dot: the init)",
+    )
+    pairs = [
+        (
+            f"{LABELS[a]} (0) -> {LABELS[b]} (1)",
+            [Curve(alphas, pair_lines[a, b, k], f"init {k}", "#444", dash[k % len(dash)]) for k in range(reps)],
+        )
+        for a, b in PAIRS
+    ]
+    f5b = small_multiples(
+        pairs,
+        cols=3,
+        xlabel="alpha",
+        ylabel="training loss",
+        logy=True,
+        title="Fig. 5(b,d): loss between the finals of two methods, per init",
+    )
+
+    wfig = make_subplots(
+        1, 2, subplot_titles=["distance at which the loss doubles", "same, as a fraction of ||init - final|| (alpha)"]
+    )
+    mw, axes = mpl_grid(1, 2, 4.8, 3.4)
+    for col, vals in enumerate((lambda m, k: widths[m, k][0], lambda m, k: rel[m, k])):
+        for i, m in enumerate(METHODS):
+            ys = [vals(m, k) for k in range(reps)]
+            wfig.add_trace(
+                go.Scatter(
+                    x=[LABELS[m]] * reps,
+                    y=ys,
+                    mode="markers",
+                    marker={"color": color(m), "size": 9},
+                    name=LABELS[m],
+                    showlegend=False,
+                ),
+                row=1,
+                col=col + 1,
+            )
+            axes[0, col].scatter([i] * reps, ys, color=color(m), s=20)
+        axes[0, col].set_xticks(range(len(METHODS)), [LABELS[m] for m in METHODS], rotation=45, ha="right", fontsize=8)
+        if any(v > 0 for v in (widths[key][0] for key in widths)):
+            axes[0, col].set_yscale("log")
+        axes[0, col].grid(alpha=0.3)
+    axes[0, 0].set_title("distance at which the loss doubles", fontsize=9)
+    axes[0, 1].set_title("same, as a fraction of ||init - final||", fontsize=9)
+    wfig.update_yaxes(type="log")
+    wfig.update_layout(template="plotly_white", height=420, title="Basin width per method (each dot one init)")
+    mw.suptitle("Basin width per method (each dot one initialization)", fontsize=10)
+
+    # ---- claims
+    def fam(vals: dict, methods: tuple[str, ...], k: int | None = None) -> float:
+        ks = range(reps) if k is None else [k]
+        v = [vals[m, j] for m in methods for j in ks]
+        return float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+
+    dbl = {key: w[0] for key, w in widths.items()}
+    half = {key: w[1] for key, w in widths.items()}
+    r_abs = [fam(dbl, ADAM_FAMILY, k) / fam(dbl, SGD_FAMILY, k) for k in range(reps)]
+    r_rel = [fam(rel, ADAM_FAMILY, k) / fam(rel, SGD_FAMILY, k) for k in range(reps)]
+    r_half = fam(half, ADAM_FAMILY) / fam(half, SGD_FAMILY)
+    eff_rel = paired_effect(np.log(r_rel), 0.0)
+    eff_abs = paired_effect(np.log(r_abs), 0.0)
+    per = ", ".join(f"{LABELS[m]} {np.nanmean([dbl[m, k] for k in range(reps)]):.3g}" for m in METHODS)
+    groups = [np.log([dbl[m, k] for k in range(reps)]) for m in METHODS]
+    f_m, p_m = anova(groups) if all(np.isfinite(g).all() for g in groups) else (math.nan, math.nan)
+    allv = np.concatenate(groups)
+    eta2 = (
+        float(sum(len(g) * (g.mean() - allv.mean()) ** 2 for g in groups) / ((allv - allv.mean()) ** 2).sum())
+        if np.isfinite(allv).all() and allv.std() > 0
+        else math.nan
+    )
+    premises = [
+        converged_premise(list(grid.values()), runs.surface_data()),
+        at_most(
+            "every basin width is measured (the loss doubles on the line)",
+            censored,
+            0,
+            detail=f"runs whose loss never doubled within 1.5x ||init - final|| of {len(prof)}",
+        ),
+    ]
+    if reps < 2 or not np.isfinite(p_m):
+        v_char, why = Verdict.NOT_TESTED, "needs at least 2 initializations per method and finite widths. "
+    else:
+        v_char, why = (Verdict.HELD if p_m < 0.05 else Verdict.INCONCLUSIVE), ""
+    claims = [
+        Claim(
+            statement="The basins around the minima found by Adam and Adam+RK2 are larger than those found by SGD and "
+            "SGD+RK2: the training loss stays small over a wider range of alpha (init -> final).",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.2, Fig. 5(a,c)",
+            measured=r_rel,
+            premises=premises,
+            effect=eff_rel,
+            verdict=verdict_for(eff_rel, direction=1),
+            scale=setup.name,
+            detail=f"width = fraction of ||init - final|| from the final at which the loss doubles; measured = per "
+            f"init, Adam-family mean / SGD-family mean; effect = mean log ratio over {reps} inits (paired t "
+            "against 0); held if above 0.",
+        ),
+        Claim(
+            statement="Measured as absolute distance in parameter space (Eq. 1), the basins of Adam-family minima are "
+            "wider than those of SGD-family minima.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.2, Fig. 6",
+            measured=r_abs,
+            premises=premises,
+            effect=eff_abs,
+            verdict=verdict_for(eff_abs, direction=1),
+            scale=setup.name,
+            detail=f"width = distance from the final weights at which the loss doubles; measured = per init, "
+            f"Adam-family / SGD-family width; effect = mean log ratio over {reps} inits (paired t); held if "
+            f"above 0. Mean width per method: {per}. Half-height width ratio (loss halfway to the init's), all "
+            f"inits: {r_half:.3g}.",
+        ),
+        Claim(
+            statement="The shape of the loss around the minima is characteristic of the method: strikingly similar "
+            "across runs of one method, different across methods.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.2 and Sec. 5, Fig. 5",
+            measured=eta2,
+            premises=premises,
+            verdict=v_char,
+            scale=setup.name,
+            detail=why + f"measured = share of the variance of log basin width (doubling distance) explained by the "
+            f"method (eta squared); one-way ANOVA across the 7 methods, {reps} inits each: F = {f_m:.3g}, "
+            f"p = {p_m:.3g}; held if p < 0.05, inconclusive otherwise.",
+        ),
+    ]
+    return FigureResult(
+        caption="Figs. 5-6: training loss along the line from each method's final weights through its initial "
+        "weights (one colour per method, one line style per initialization). Fig. 5 draws the init -> final "
+        "part against alpha; Fig. 6 the whole line against the absolute distance from the minimum, beyond the "
+        "initialization (dots). Fig. 5(b,d): loss between the finals of pairs of methods, per initialization. "
+        "Last panel: the basin widths the claims use. Scaled down from the paper (see scaling).",
+        panels=[
+            Panel("fig5_init_final", plotly=f5[0], mpl=f5[1]),
+            Panel("fig5_final_final", plotly=f5b[0], mpl=f5b[1]),
+            Panel("fig6_distance", plotly=f6[0], mpl=f6[1]),
+            Panel("basin_width", plotly=wfig, mpl=mw),
+        ],
+        claims=claims,
+        scaling=setup.scaling(
+            reps,
+            initializations=f"{reps} per method",
+            line="Eq. 1: 31 points to 1.5x ||init - final|| + 12 geometric near the minimum",
+        ),
+    )
+
+
+@register_figure(
+    "im_fig5_6",
+    paper="im",
+    title="Im et al. Figs. 5-6: loss around each method's minima, several inits",
+    scales=("medium",),
+)
+def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return fig5_6(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

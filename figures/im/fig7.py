@@ -1,0 +1,289 @@
+"""Im, Tao & Branson, Fig. 7 (and Fig. 13): switching optimizer at 25%, 50% and 75% of training.
+
+From one initialization and minibatch order: SGD throughout, Adam throughout, and SGD -> Adam and Adam -> SGD
+switched at each of ``setup.switch_fractions`` (Sec. 4.3), each method with its own default learning rate (SGD
+0.05, Adam 0.001: the pairing of Fig. 13(a)); the new optimizer starts with empty state
+(:class:`landscape.train.SwitchSchedule`). Runs from :mod:`figures.im._setup`. Labels follow the paper's
+"S100-A100": epochs of the first method, then of the second.
+
+Readings (fixed before measuring): "a different minimum" = the loss on the straight line between the minimum of
+the method used throughout and the switched run's final weights rises sharply (peak >= 2x the larger endpoint loss
+and >= 0.05 nats above it, as in Table 1). "The distance from the initialization changes behaviour" = after the
+switch, its mean growth per epoch differs by more than 50% from the growth of the unswitched run over the same
+epochs.
+
+The learning-rate schedule (:mod:`figures.im._setup`: halved between 8 equal stages) continues across a switch.
+Statistics: the drawing is init 0; the claims repeat every switch from ``setup.repetitions_switch``
+initializations and test per-init measures with a paired t over the initializations (the weakest rise score at the
+latest switch against 1 in log; the smallest relative slope change against 0.5; the Adam -> SGD distance change
+against 0). Premises: the switch happens before convergence (the unswitched run's training loss still falls by at
+least 10% between the switch and the end, Sec. 4.3 "during the minimization phase", not after it), and the switched
+runs converged.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.im._setup import METHOD_LABELS as LABELS
+from figures.im._setup import (
+    SOURCE,
+    Curve,
+    ImRuns,
+    ImSetup,
+    Run,
+    RunSpec,
+    cache_dir,
+    color,
+    converged_premise,
+    rise,
+    rise_score,
+    single_threaded,
+    small_multiples,
+)
+from figures.verdict import at_least, paired_effect, verdict_for
+from landscape.analyze import line
+
+__all__ = ["fig7", "slope_change"]
+
+_SHADES = {"sgd": ["#9ecae1", "#4292c6", "#08519c"], "adam": ["#fc9272", "#ef3b2c", "#a50f15"]}
+
+
+def slope_change(switched: Run, plain: Run, at: int) -> tuple[float, float, float]:
+    """Mean growth per epoch of the distance from init after epoch ``at``: switched, unswitched, relative change.
+
+    Returns:
+        ``(slope of the switched run, slope of the plain run, |difference| / |plain slope|)``.
+    """
+    ds, dp = switched.curve("dist_init"), plain.curve("dist_init")
+    e = min(len(ds), len(dp)) - 1
+    if e <= at:
+        return math.nan, math.nan, math.nan
+    s, p = (ds[e] - ds[at]) / (e - at), (dp[e] - dp[at]) / (e - at)
+    return float(s), float(p), float(abs(s - p) / abs(p)) if p != 0 else math.inf
+
+
+def _curves(plain: dict[str, Run], switched: list[Run], a: str, b: str, metric: str, scale: float = 1.0) -> list[Curve]:
+    """Per-epoch curves of the unswitched runs of ``a`` and ``b`` (dashed) and of the runs switched from ``a``."""
+    out = [
+        Curve(
+            np.arange(len(plain[m].history)), scale * plain[m].curve(metric), LABELS[m], color(m), dash=True, width=1.2
+        )
+        for m in (a, b)
+    ]
+    return out + [
+        Curve(np.arange(len(r.history)), scale * r.curve(metric), r.label, _SHADES[a][i % 3])
+        for i, r in enumerate(switched)
+    ]
+
+
+@single_threaded
+def fig7(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
+    """Compute and draw Fig. 7 (see the module docstring).
+
+    Args:
+        setup: Scale of the experiment.
+        cache_dir: Cache of the shared runs (``None``: in memory).
+        out: Unused (the figure writes no extra files).
+        progress: Show progress bars.
+
+    Returns:
+        The figure with its claims.
+    """
+    runs = ImRuns(setup, cache_dir, progress)
+    fr = setup.switch_fractions
+    runs.many(
+        [
+            RunSpec(a, init=k, then=b, switch_at=f)
+            for k in range(setup.repetitions_switch)
+            for a, b in (("sgd", "adam"), ("adam", "sgd"))
+            for f in fr
+        ]
+        + [RunSpec(m, init=k) for k in range(setup.repetitions_switch) for m in ("sgd", "adam")]
+    )
+    plain = {m: runs.get(RunSpec(m, init=0)) for m in ("sgd", "adam")}
+    sw = {
+        (a, b): runs.many([RunSpec(a, init=0, then=b, switch_at=f) for f in fr])
+        for a, b in (("sgd", "adam"), ("adam", "sgd"))
+    }
+    at = [round(setup.epochs * f) for f in fr]
+    template = setup.model(RunSpec())
+    kw = {**runs.eval_kw(RunSpec()), "metrics": ("loss",)}
+    data = runs.surface_data()
+    alphas = np.linspace(0, 1, 21)
+
+    acc_panels, dist_panels, line_panels = [], [], []
+    rises_, slopes, drops = {}, {}, {}
+    for a, b in sw:
+        title = f"{LABELS[a]} -> {LABELS[b]}"
+        for metric, what in (("trainset_accuracy", "training"), ("test_accuracy", "test")):
+            acc_panels.append((f"{title}: {what} accuracy", _curves(plain, sw[a, b], a, b, metric, 100.0)))
+        cs = _curves(plain, sw[a, b], a, b, "dist_init")
+        dist_panels.append((title, cs))
+        cs = []
+        for i, r in enumerate(sw[a, b]):
+            z = line(template, plain[a].final, r.final, data, alphas=alphas, **kw).metrics["loss"]
+            rises_[a, b, fr[i]] = rise(z)
+            cs.append(Curve(alphas, z, r.label, _SHADES[a][i % 3]))
+            slopes[a, b, fr[i]] = slope_change(r, plain[a], at[i])
+            d = r.curve("dist_init")
+            drops[a, b, fr[i]] = (d[-1] - d[at[i]]) / d[at[i]] if d[at[i]] > 0 else math.nan
+        z = line(template, plain[a].final, plain[b].final, data, alphas=alphas, **kw).metrics["loss"]
+        cs.append(Curve(alphas, z, LABELS[b], color(b), dash=True))
+        line_panels.append((f"from {LABELS[a]}'s minimum (0) to ... (1)", cs))
+
+    fa = small_multiples(
+        acc_panels,
+        cols=2,
+        xlabel="epoch",
+        ylabel="accuracy (%)",
+        vlines=at,
+        title="Fig. 7: accuracy when switching methods (dotted: switch epochs)",
+    )
+    fd = small_multiples(
+        dist_panels,
+        cols=2,
+        xlabel="epoch",
+        ylabel="||theta_t - theta_0||",
+        vlines=at,
+        title="Fig. 7: distance from the initial weights per epoch",
+    )
+    fl = small_multiples(
+        line_panels,
+        cols=2,
+        xlabel="alpha",
+        ylabel="training loss",
+        logy=True,
+        title="Fig. 7: loss between the unswitched minimum and the switched runs' minima",
+    )
+
+    # ---- the claims over every initialization
+    late = max(fr)
+    reps = setup.repetitions_switch
+    score_late, min_rel, a2s_k, drop_plain, finals = [], [], [], {}, []
+    for k in range(reps):
+        pk = plain if k == 0 else {m: runs.get(RunSpec(m, init=k)) for m in ("sgd", "adam")}
+        swk = (
+            sw if k == 0 else {(a, b): runs.many([RunSpec(a, init=k, then=b, switch_at=f) for f in fr]) for a, b in sw}
+        )
+        finals += [r for v in swk.values() for r in v]
+        sc, rels, a2s_here = [], [], []
+        for (a, b), rr in swk.items():
+            for i, r in enumerate(rr):
+                sl = slopes[a, b, fr[i]] if k == 0 else slope_change(r, pk[a], at[i])
+                rels.append(sl[2])
+                if fr[i] == late:
+                    z = line(template, pk[a].final, r.final, data, alphas=alphas, **kw).metrics["loss"]
+                    sc.append(rise_score(z))
+                if a == "adam":
+                    d = r.curve("dist_init")
+                    a2s_here.append((d[-1] - d[at[i]]) / d[at[i]] if d[at[i]] > 0 else math.nan)
+                c = pk[a].curve("surface_loss")
+                drop_plain.setdefault((a, fr[i]), []).append(float(1 - c[-1] / c[at[i]]) if c[at[i]] > 0 else 0.0)
+        score_late.append(float(min(sc)))
+        min_rel.append(float(np.nanmin(rels)) if np.isfinite(rels).any() else math.nan)
+        a2s_k.append(float(np.nanmean(a2s_here)))
+    conv = converged_premise(finals, data, f"the {len(finals)} switched runs reached critical points")
+
+    def before(keys: list[tuple[str, float]]) -> object:
+        vals = [v for key in keys for v in drop_plain[key]]
+        names = ", ".join(f"{LABELS[a]} at {f:.0%}" for a, f in keys)
+        return at_least(
+            "the switch happens before convergence (the unswitched run still learns)",
+            vals,
+            0.10,
+            detail=f"relative fall of the unswitched run's training loss from the switch to the end "
+            f"({names}; {reps} inits each); at least 10%",
+        )
+
+    pre_late = before([("sgd", late), ("adam", late)])
+    pre_all = before([(a, f) for a in ("sgd", "adam") for f in fr])
+    pre_adam = before([("adam", f) for f in fr])
+    eff1 = paired_effect(np.log(score_late), 0.0)
+    eff2 = paired_effect(min_rel, 0.5)
+    eff3 = paired_effect(a2s_k, 0.0)
+    table = "; ".join(
+        f"{LABELS[a]}->{LABELS[b]} at {f:.0%}: {v[0]:.3g}x (+{v[1]:.3g})" for (a, b, f), v in rises_.items()
+    )
+    sl = "; ".join(
+        f"{LABELS[a]}->{LABELS[b]} at {f:.0%}: {v[0]:.3g} vs {v[1]:.3g}/epoch" for (a, b, f), v in slopes.items()
+    )
+    a2s = [v for (a, _, _), v in drops.items() if a == "adam"]
+    claims = [
+        Claim(
+            statement="However late the optimizer is switched (here at 75% of training), training ends in a "
+            "different local minimum.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.3, Fig. 7 (right column)",
+            measured=score_late,
+            premises=[pre_late, conv],
+            effect=eff1,
+            verdict=verdict_for(eff1, direction=1),
+            scale=setup.name,
+            detail=f"measured = per init, the weaker rise score (peak / max(2 x larger endpoint loss, endpoint + 0.05 "
+            f"nats); >= 1 is a sharp rise) on the line from the unswitched method's minimum to the run switched "
+            f"at {late:.0%} (both directions); effect = mean log score over {reps} inits (paired t against 0); "
+            f"held if above 0. Init 0, all switches: {table}.",
+        ),
+        Claim(
+            statement="The distance between the initial and current weights changes behaviour drastically after "
+            "switching from one method to another.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.3, Fig. 7 (middle column)",
+            measured=min_rel,
+            premises=[pre_all, conv],
+            effect=eff2,
+            verdict=verdict_for(eff2, direction=1),
+            scale=setup.name,
+            detail=f"growth of ||theta_t - theta_0|| per epoch after the switch, switched vs unswitched run over the "
+            f"same epochs; measured = per init, the smallest relative difference over the {len(fr) * 2} "
+            f"switched runs; effect = that minus 0.5 over {reps} inits (paired t); held if above 0 (every "
+            f"switch changes the growth by more than 50%). Init 0: {sl}.",
+        ),
+        Claim(
+            statement="The distance from the initial weights starts to decrease when switching from Adam to SGD.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.3, Fig. 7",
+            measured=a2s_k,
+            premises=[pre_adam, conv],
+            effect=eff3,
+            verdict=verdict_for(eff3, direction=-1),
+            scale=setup.name,
+            detail="measured = per init, the mean relative change of ||theta_t - theta_0|| from the switch to the end "
+            f"over the Adam -> SGD runs; effect over {reps} inits (paired t against 0); held if below 0. "
+            "Init 0: " + ", ".join(f"{v:+.1%}" for v in a2s) + ".",
+        ),
+    ]
+    return FigureResult(
+        caption="Fig. 7: SGD and Adam from one initialization, unswitched (dashed) and switched to the other method "
+        f"at {', '.join(f'{f:.0%}' for f in fr)} of training (labels: epochs of each). Top: training and test "
+        "accuracy; middle: distance of the weights from the initial ones; bottom: training loss on the line "
+        "from the unswitched minimum (alpha 0) to each switched run's minimum and to the other method's "
+        "(dashed). Scaled down from the paper (see scaling).",
+        panels=[
+            Panel("accuracy", plotly=fa[0], mpl=fa[1]),
+            Panel("distance", plotly=fd[0], mpl=fd[1]),
+            Panel("interpolation", plotly=fl[0], mpl=fl[1]),
+        ],
+        claims=claims,
+        scaling=setup.scaling(
+            setup.repetitions_switch,
+            initializations=f"drawn: init 0; claims: {setup.repetitions_switch} inits",
+            switches=f"at epochs {at} of {setup.epochs}",
+            switch_learning_rates="SGD 0.05, Adam 0.001 before and after (Fig. 13(a)), times the "
+            "schedule's current factor",
+        ),
+    )
+
+
+@register_figure(
+    "im_fig7", paper="im", title="Im et al. Fig. 7: switching between SGD and Adam at 25/50/75%", scales=("medium",)
+)
+def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return fig7(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

@@ -1,0 +1,268 @@
+"""Im, Tao & Branson, Fig. 8 and Table 2: minima with and without batch normalization.
+
+The VGG-style net with and without BatchNorm, every method from ``setup.repetitions_nobn`` initializations (the
+same seeds, so the convolution weights start equal), runs from :mod:`figures.im._setup`. Top: the loss along
+init -> final per method; bottom (Table 2 / Fig. 8 bottom): the loss between the finals of every pair of methods,
+per initialization, with and without BatchNorm.
+
+Readings (fixed before measuring): the dependence of the minimum's quality on the initialization is the spread
+(max - min) of a method's test accuracy over the initializations, averaged over methods. A path between two
+minima is unimodal when it has at most one interior local maximum of prominence >= 2% of the path's loss range
+(``scipy.signal.find_peaks``); its barrier width is the fraction of the path whose loss lies above halfway between
+the larger endpoint loss and the peak.
+
+Statistics (fixed before measuring): the init-dependence claim pairs the 7 methods (spread over the same
+``repetitions_nobn`` initialization seeds with and without BatchNorm; paired t of the spreads). The shape claims
+pair the initializations (share of unimodal paths, mean barrier width, per init; paired t). Premises: the runs
+converged, and the shape claims need barriers to have a shape: at least half of the final -> final paths rise
+sharply (rise score >= 1, as Table 1) in both settings; without a barrier "wide" and "bumpy" describe noise.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import find_peaks
+from tqdm.auto import tqdm
+
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.im._setup import (
+    LINESTYLES,
+    SOURCE,
+    Curve,
+    ImRuns,
+    ImSetup,
+    RunSpec,
+    cache_dir,
+    color,
+    converged_premise,
+    rise_score,
+    single_threaded,
+    small_multiples,
+)
+from figures.im._setup import METHOD_LABELS as LABELS
+from figures.verdict import at_least, paired_effect, verdict_for
+from landscape.analyze import line
+from landscape.train import METHODS
+
+__all__ = ["barrier_width", "fig8_table2", "n_bumps"]
+
+
+def n_bumps(z: np.ndarray, rel_prominence: float = 0.02) -> int:
+    """Interior local maxima of a path's loss with prominence >= ``rel_prominence`` of its range (NaN path: -1)."""
+    z = np.asarray(z, np.float64)
+    if not np.isfinite(z).all():
+        return -1
+    span = float(z.max() - z.min())
+    if span == 0:
+        return 0
+    return len(find_peaks(z, prominence=rel_prominence * span)[0])
+
+
+def barrier_width(z: np.ndarray) -> float:
+    """Fraction of a path whose loss lies above halfway between the larger endpoint loss and the peak (0: no rise)."""
+    z = np.asarray(z, np.float64)
+    end, peak = max(z[0], z[-1]), z.max()
+    if not np.isfinite(z).all() or peak <= end:
+        return 0.0
+    return float(np.mean(z > end + 0.5 * (peak - end)))
+
+
+@single_threaded
+def fig8_table2(
+    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
+) -> FigureResult:
+    """Compute and draw Fig. 8 and Table 2 (see the module docstring).
+
+    Args:
+        setup: Scale of the experiment.
+        cache_dir: Cache of the shared runs (``None``: in memory).
+        out: Unused (the figure writes no extra files).
+        progress: Show progress bars.
+
+    Returns:
+        The figure with its claims.
+    """
+    runs = ImRuns(setup, cache_dir, progress)
+    reps = setup.repetitions_nobn
+    bns = (True, False)
+    grid = runs.table(
+        {(bn, m, k): RunSpec(m, init=k, batchnorm=bn) for bn in bns for k in range(reps) for m in METHODS}
+    )
+    alphas = np.linspace(0, 1, 21)
+    data = runs.surface_data()
+    templates = {bn: setup.model(RunSpec(batchnorm=bn)) for bn in bns}
+    kws = {bn: {**runs.eval_kw(RunSpec(batchnorm=bn)), "metrics": ("loss",)} for bn in bns}
+
+    init_final, final_final = {}, {}
+    for key, r in tqdm(grid.items(), desc="fig 8 init-final", disable=not progress, leave=False):
+        init_final[key] = line(templates[key[0]], r.init, r.final, data, alphas=alphas, **kws[key[0]]).metrics["loss"]
+    pairs = list(itertools.combinations(METHODS, 2))
+    for bn, k in tqdm(
+        list(itertools.product(bns, range(reps))), desc="fig 8 final-final", disable=not progress, leave=False
+    ):
+        for a, b in pairs:
+            final_final[bn, k, a, b] = line(
+                templates[bn], grid[bn, a, k].final, grid[bn, b, k].final, data, alphas=alphas, **kws[bn]
+            ).metrics["loss"]
+
+    dash = LINESTYLES
+    top = [
+        (
+            LABELS[m],
+            [
+                Curve(
+                    alphas,
+                    init_final[bn, m, k],
+                    f"{'with' if bn else 'without'} BN, init {k}",
+                    color(m) if bn else "#222",
+                    dash[k % len(dash)],
+                    1.5 if bn else 1.2,
+                )
+                for bn in bns
+                for k in range(reps)
+            ],
+        )
+        for m in METHODS
+    ]
+    ft = small_multiples(
+        top,
+        cols=4,
+        xlabel="alpha (init 0 -> final 1)",
+        ylabel="training loss",
+        logy=True,
+        title="Fig. 8 (top): loss from the initial to the final weights, with (colour) and without (black) BatchNorm",
+    )
+    cmap = [
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
+        "#17becf",
+    ]
+    bottom = []
+    for bn in bns:
+        for k in range(reps):
+            cs = [
+                Curve(alphas, final_final[bn, k, a, b], f"{LABELS[a]}-{LABELS[b]}", cmap[i % len(cmap)], i >= 10, 1.0)
+                for i, (a, b) in enumerate(pairs)
+            ]
+            bottom.append((f"{'with' if bn else 'without'} BatchNorm, init {k}", cs))
+    fb = small_multiples(
+        bottom,
+        cols=reps,
+        xlabel="alpha (final of the first method -> of the second)",
+        ylabel="training loss",
+        logy=True,
+        width=4.2,
+        height=3.0,
+        title="Table 2 / Fig. 8 (bottom): loss between the finals of every pair of methods",
+    )
+
+    # ---- claims
+    test = {key: r.last("test_accuracy") for key, r in grid.items()}
+    spread_m = {
+        bn: [
+            100 * (max(test[bn, m, k] for k in range(reps)) - min(test[bn, m, k] for k in range(reps))) for m in METHODS
+        ]
+        for bn in bns
+    }
+    spread = {bn: float(np.mean(spread_m[bn])) for bn in bns}
+    eff1 = paired_effect(spread_m[False], spread_m[True])
+    uni_k = {
+        bn: [float(np.mean([0 <= n_bumps(final_final[bn, k, a, b]) <= 1 for a, b in pairs])) for k in range(reps)]
+        for bn in bns
+    }
+    wid_k = {
+        bn: [float(np.mean([barrier_width(final_final[bn, k, a, b]) for a, b in pairs])) for k in range(reps)]
+        for bn in bns
+    }
+    rising = {bn: float(np.mean([rise_score(z) >= 1 for (b, *_), z in final_final.items() if b == bn])) for bn in bns}
+    eff2 = paired_effect(uni_k[True], uni_k[False])
+    eff3 = paired_effect(wid_k[False], wid_k[True])
+    conv = converged_premise(list(grid.values()), runs.surface_data())
+    barriers = at_least(
+        "the paths between minima have barriers (in both settings)",
+        [rising[False], rising[True]],
+        0.5,
+        detail="share of final -> final paths that rise sharply (rise score >= 1), without and "
+        "with BatchNorm; at least half",
+    )
+    acc_tab = "; ".join(
+        f"{'BN' if bn else 'no BN'}: "
+        + ", ".join(f"{LABELS[m]} " + "/".join(f"{100 * test[bn, m, k]:.1f}" for k in range(reps)) for m in METHODS)
+        for bn in bns
+    )
+    untestable = "needs at least 2 initializations. " if reps < 2 else ""
+    claims = [
+        Claim(
+            statement="Without batch normalization, the quality of the local minimum a method finds depends much more "
+            "on the initialization.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.4, Fig. 8 vs Fig. 5",
+            measured=spread_m[False],
+            premises=[conv],
+            effect=eff1,
+            verdict="not tested" if reps < 2 else verdict_for(eff1, direction=1),
+            scale=setup.name,
+            detail=untestable + f"measured = per method, the spread (max - min, points) of test accuracy over {reps} "
+            f"initializations without BatchNorm (mean {spread[False]:.2f}; with it {spread[True]:.2f}); effect "
+            f"= without minus with, paired over the 7 methods; held if above 0. Test accuracy (%) per init: "
+            f"{acc_tab}.",
+        ),
+        Claim(
+            statement="With batch normalization the loss between minima shows sharp unimodal jumps; without it the "
+            "shapes are not necessarily unimodal (bumpy).",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.4, Table 2, Fig. 8",
+            measured=uni_k[False],
+            premises=[conv, barriers],
+            effect=eff2,
+            verdict=verdict_for(eff2, direction=1),
+            scale=setup.name,
+            detail=f"measured = per init, the share of the 21 final -> final paths without BatchNorm with at most one "
+            f"interior local maximum of prominence >= 2% of the path's range (with BatchNorm: {uni_k[True]}); "
+            f"effect = with minus without, paired over {reps} inits; held if above 0.",
+        ),
+        Claim(
+            statement="Without batch normalization the barriers between minima are wide; with it they are sharp.",
+            paper_value=None,
+            source=f"{SOURCE}, Sec. 4.4, Fig. 8",
+            measured=wid_k[False],
+            premises=[conv, barriers],
+            effect=eff3,
+            verdict=verdict_for(eff3, direction=1),
+            scale=setup.name,
+            detail=f"measured = per init, the mean fraction of a final -> final path above halfway between its larger "
+            f"endpoint loss and its peak, without BatchNorm (with it: {wid_k[True]}); effect = without minus "
+            f"with, paired over {reps} inits; held if above 0.",
+        ),
+    ]
+    return FigureResult(
+        caption="Fig. 8 / Table 2: the VGG-style net trained by every method with BatchNorm (colours) and without "
+        "(black), from the same initialization seeds (line styles). Top: training loss from the initial to "
+        "the final weights. Bottom: training loss between the final weights of every pair of methods, one "
+        "panel per initialization and BatchNorm setting. Scaled down from the paper (see scaling).",
+        panels=[Panel("init_final", plotly=ft[0], mpl=ft[1]), Panel("final_final", plotly=fb[0], mpl=fb[1])],
+        claims=claims,
+        scaling=setup.scaling(
+            reps, initializations=f"{reps} per method and BatchNorm setting", batchnorm="with and without (same seeds)"
+        ),
+    )
+
+
+@register_figure(
+    "im_fig8_table2",
+    paper="im",
+    title="Im et al. Fig. 8 / Table 2: minima with and without BatchNorm",
+    scales=("medium",),
+)
+def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return fig8_table2(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)

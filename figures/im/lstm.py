@@ -1,0 +1,243 @@
+"""Im, Tao & Branson: the LSTM language model (Sec. 3.4, Table 1, Fig. 4), on embedded English or Penn Treebank.
+
+The paper tests "the LSTM on the Penn Treebank next-word prediction data set" alongside the VGG and the NIN, and
+states its findings for all three: "for every pair of optimization algorithms ... the training loss between the final
+weights for different algorithms shows a sharp increase along the interpolated path" (Sec. 4.1, Table 1) and the
+minima found "are not different in terms of their final quality" (Sec. 4.2, Fig. 4). It gives no settings for the
+LSTM; the readings here (fixed before measuring):
+
+- Model: a word-level LSTM language model (:class:`figures.im._setup.WordLSTM`: embedding, LSTM, linear decoder);
+  every sequence of ``lstm_seq`` words starts from a zero state (no state carried across sequences).
+- Quick scale: CPython's own English documentation (``pydoc_data.topics``, about 108,000 training words), vocabulary of
+  the 1,000 most frequent words, 800 training sequences of 20 words, embedding 32, LSTM 64, 5 epochs of batch 32.
+  Medium: the same model on all of that text (about 5,400 sequences), 10 epochs. Full: Penn
+  Treebank from ``--data-dir`` (``ptb.train.txt`` / ``ptb.test.txt``), Zaremba et al.'s "small" model (2 x 200, 35
+  steps, batch 20, 13 epochs, vocabulary 10,000), a common reading of "the LSTM" on that set.
+- Methods: SGD, Adam and Adadelta (the three of the appendix's switching figures) from shared initial weights and the
+  same minibatch order, with the learning-rate schedule of the other Im figures (halved between 8 equal stages).
+  SGD runs at 0.2, the top of the paper's grid (Sec. 3.4; LSTM language models are trained with large SGD rates);
+  Adam at 0.001 and Adadelta at 1.0 (the package's defaults). No rate was searched.
+- "A sharp rise" = :func:`figures.im._setup.rise_score` >= 1 (peak >= 2x the larger endpoint loss and >= 0.05 nats
+  above it, as in Table 1's figure). "Not different in quality" = per-word test loss: one-way ANOVA across methods
+  p >= 0.05 and the best-minus-worst method's interval within +-0.05 nats (5% perplexity).
+
+Statistics over ``setup.repetitions_lstm`` initializations. Premise of both claims: the runs ended at critical points
+(:func:`figures.im._setup.converged_premise`, the paper's definition of its minima).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.im._setup import (
+    LINESTYLES,
+    SOURCE,
+    Curve,
+    ImRuns,
+    ImSetup,
+    RunSpec,
+    _ptb_dir,
+    cache_dir,
+    color,
+    converged_premise,
+    no_difference,
+    rise_score,
+    single_threaded,
+    small_multiples,
+)
+from figures.im._setup import METHOD_LABELS as LABELS
+from figures.im.fig4 import anova
+from figures.verdict import paired_effect, verdict_for
+from landscape.analyze import line
+
+__all__ = ["LSTM_METHODS", "lstm_figure", "lstm_setup"]
+
+LSTM_METHODS = {"sgd": {"lr": 0.2}, "adam": {}, "adadelta": {}}
+"""The methods compared and their overrides of the package's default hyperparameters."""
+
+MARGIN_NATS = 0.05
+"""Largest test-loss difference between methods still read as "not different" (fixed before measuring)."""
+
+
+def lstm_setup(scale: Scale | str, data_dir: Path | str | None = None) -> ImSetup:
+    """The LSTM figure's settings at a gallery scale (see the module docstring).
+
+    Raises:
+        MissingDataError: At full scale when ``data_dir`` does not hold Penn Treebank's text files.
+    """
+    scale = Scale(scale)
+    if scale is Scale.QUICK:
+        return ImSetup(name="quick", dataset="pydoc", train_size=800, epochs=5, dropout=0.1, surface_size=512)
+    if scale is Scale.MEDIUM:
+        return ImSetup(name="medium", dataset="pydoc", train_size=None, epochs=10, dropout=0.1, surface_size=1000)
+    root = _ptb_dir(data_dir)  # fails at once, naming the files, when they are missing
+    return ImSetup(
+        name="full",
+        dataset="ptb",
+        data_dir=str(root),
+        train_size=None,
+        epochs=13,
+        batch_size=20,
+        dropout=0.0,
+        surface_size=2000,
+        lstm_vocab=10_000,
+        lstm_embed=200,
+        lstm_hidden=200,
+        lstm_layers=2,
+        lstm_seq=35,
+    )
+
+
+def _spec(method: str, k: int) -> RunSpec:
+    return RunSpec(method, init=k, arch="lstm", batchnorm=False, hyper=LSTM_METHODS[method])
+
+
+@single_threaded
+def lstm_figure(setup: ImSetup, *, cache_dir: Path | str | None = None, progress: bool = False) -> FigureResult:
+    """Compute and draw the LSTM figure (see the module docstring).
+
+    Args:
+        setup: Scale of the experiment (a text ``dataset``: ``"pydoc"`` or ``"ptb"``).
+        cache_dir: Cache of the runs (``None``: in memory).
+        progress: Show progress bars.
+
+    Returns:
+        The figure with its claims.
+    """
+    if setup.dataset not in ("pydoc", "ptb"):
+        raise ValueError(f"the LSTM figure needs a text dataset ('pydoc' or 'ptb'), got {setup.dataset!r}")
+    runs = ImRuns(setup, cache_dir, progress)
+    reps = setup.repetitions_lstm
+    methods = list(LSTM_METHODS)
+    got = runs.table({(m, k): _spec(m, k) for k in range(reps) for m in methods})
+    template = setup.model(_spec("sgd", 0))
+    data = runs.surface_data()
+    alphas = np.linspace(0, 1, 21)
+    pairs = list(itertools.combinations(methods, 2))
+    lines, scores = {}, []
+    for k in range(reps):
+        sc = []
+        for a, b in pairs:
+            z = line(template, got[a, k].final, got[b, k].final, data, alphas=alphas, metrics=("loss",)).metrics["loss"]
+            lines[a, b, k] = z
+            sc.append(rise_score(z))
+        scores.append(float(min(sc)))
+    test = np.array([[got[m, k].last("test_loss") for k in range(reps)] for m in methods])  # (methods, inits)
+    train = np.array([[got[m, k].last("trainset_loss") for k in range(reps)] for m in methods])
+    conv = converged_premise(list(got.values()), data, f"the {len(got)} LSTM runs reached critical points")
+    finite = bool(np.isfinite(scores).all() and min(scores) > 0)
+    e1 = paired_effect(np.log(scores), 0.0) if finite else None
+    _, p = anova(list(test))
+    hi, lo = int(np.argmax(test.mean(1))), int(np.argmin(test.mean(1)))
+    e2 = paired_effect(test[hi], test[lo])
+    table = ", ".join(
+        f"{LABELS[m]} train {train[i].mean():.3f} / test {test[i].mean():.3f} (perplexity {np.exp(test[i].mean()):.0f})"
+        for i, m in enumerate(methods)
+    )
+    src = f"{SOURCE}, Sec. 3.4 and"
+    claims = [
+        Claim(
+            statement="For every pair of optimization methods, the training loss on the straight line between their "
+            "final weights (LSTM, same initialization) rises sharply: each method finds a different "
+            "critical point.",
+            paper_value=None,
+            source=f"{src} 4.1, Table 1",
+            measured=scores,
+            premises=[conv],
+            effect=e1,
+            verdict=verdict_for(e1, direction=1) if e1 else "not tested",
+            scale=setup.name,
+            detail=f"measured = per init, the weakest rise score over the {len(pairs)} pairs (peak / max(2 x larger "
+            "endpoint loss, endpoint + 0.05 nats); >= 1 is a sharp rise); effect = mean log score over "
+            f"{reps} inits (paired t against 0); held if above 0. Init 0 per pair: "
+            + ", ".join(f"{LABELS[a]}-{LABELS[b]} {rise_score(lines[a, b, 0]):.3g}" for a, b in pairs)
+            + "."
+            + ("" if e1 else " Not tested: a loss on a line is not finite."),
+        ),
+        Claim(
+            statement="The minima found by the different methods do not differ in quality (LSTM: test loss).",
+            paper_value=None,
+            source=f"{src} 4.2, Fig. 4",
+            measured=list(test.mean(1)),
+            premises=[conv],
+            effect=e2,
+            verdict=no_difference(p, e2, MARGIN_NATS),
+            scale=setup.name,
+            detail=f"measured = mean per-word test loss (nats) per method ({', '.join(LABELS[m] for m in methods)}) "
+            f"over {reps} inits; one-way ANOVA across methods p = {p:.3g}; effect = worst "
+            f"({LABELS[methods[hi]]}) minus best ({LABELS[methods[lo]]}) method, paired over inits; held if "
+            f"p >= 0.05 and that interval lies within +-{MARGIN_NATS:g} nats, not held if p < 0.05. {table}.",
+        ),
+    ]
+
+    curves = []
+    for metric, what in (("trainset_loss", "training loss"), ("test_loss", "test loss")):
+        curves.append(
+            (
+                what,
+                [
+                    Curve(
+                        np.arange(len(got[m, k].history)),
+                        got[m, k].curve(metric),
+                        f"{LABELS[m]} init {k}",
+                        color(m),
+                        dash=LINESTYLES[k % len(LINESTYLES)],
+                    )
+                    for m in methods
+                    for k in range(reps)
+                ],
+            )
+        )
+    fc = small_multiples(
+        curves,
+        cols=2,
+        xlabel="epoch",
+        ylabel="loss per word (nats)",
+        sharey=False,
+        width=4.2,
+        height=3.0,
+        title="LSTM language model: learning curves per method and initialization",
+    )
+    fl = small_multiples(
+        [
+            (
+                f"{LABELS[a]} (0) to {LABELS[b]} (1)",
+                [Curve(alphas, lines[a, b, k], f"init {k}", "#444444", dash=LINESTYLES[k % 6]) for k in range(reps)],
+            )
+            for a, b in pairs
+        ],
+        cols=3,
+        xlabel="alpha",
+        ylabel="training loss",
+        logy=True,
+        title="LSTM: training loss between the final weights of two methods",
+    )
+    return FigureResult(
+        caption="The LSTM language model of Im et al. (Sec. 3.4) trained with SGD, Adam and Adadelta from shared "
+        "initializations (line styles). Top: training and test loss per word and epoch; bottom: training "
+        "loss on the straight line between two methods' final weights, per initialization. "
+        + (
+            "Scaled down: embedded English text (CPython's documentation), not Penn Treebank (see scaling)."
+            if setup.dataset == "pydoc"
+            else "On Penn Treebank."
+        ),
+        panels=[Panel("learning", plotly=fc[0], mpl=fc[1]), Panel("interpolation", plotly=fl[0], mpl=fl[1])],
+        claims=claims,
+        scaling={
+            **setup.scaling(reps, arch="lstm"),
+            "model": setup.describe_model("lstm") + " (paper: an LSTM on Penn Treebank, settings not given)",
+            "learning_rates": "SGD 0.2 (top of the paper's grid), Adam 0.001, Adadelta 1.0; not searched",
+            "sequence_length": setup.lstm_seq,
+        },
+    )
+
+
+@register_figure(
+    "im_lstm", paper="im", title="Im et al. LSTM language model: minima of three methods, quality", scales=("medium",)
+)
+def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return lstm_figure(lstm_setup(scale, data_dir), cache_dir=cache_dir(out), progress=progress)

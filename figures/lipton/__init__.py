@@ -1,0 +1,1 @@
+"""Lipton, "Stuck in What? Adventures in Weight Space": its figures."""

@@ -1,0 +1,1 @@
+"""Persistent Neurons (extended version and preprint): its figures, one module each."""

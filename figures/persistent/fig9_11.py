@@ -1,0 +1,134 @@
+"""Persistent Neurons, Figs. 9-11: partial persistent LeNet-5, AlexNet and ResNet-18.
+
+000 Sec. 4 (eq. 5): each persistent iteration penalizes one randomly drawn layer (seeded, recorded in the
+scaling), lambda = 0.001, Adam lr 0.001, PyTorch's default initialization; LeNet-5 (batch 256), AlexNet and
+ResNet-18 (batch 128) for 150, 150 and 350 epochs on CIFAR-10 (test set split 5,000 / 5,000 into validation
+and test). Left of each figure: validation and test error per iteration against the plain model's; right: the
+championship's training and validation history. Paper (Sec. 4): championship vs plain validation / test
+accuracy 73.60% / 73.22% vs 72.94% / 72.60% (LeNet-5), 80.74% / 79.44% vs 80.46% / 78.92% (AlexNet),
+92.40% / 92.18% vs 92.20% / 91.94% (ResNet-18).
+
+Quick scale (``figures/persistent/_setup.py``): 8x8 digits, 6 iterations; LeNet-5 30 epochs, an AlexNet with
+32/32 filters and 128/64 hidden units 20 epochs, a small ResNet (8-16-32 channels, one block per stage) 15
+epochs; batch 64; lambda 0.001 for LeNet-5 and AlexNet, 1.0 for the small ResNet, whose iterations at 0.001, 0.01
+and 0.1 labelled at most 0.28% of the test images differently from the plain model (``QUICK_LAMBDA`` in
+``figures/persistent/_setup.py``). The ResNet run is shared with Fig. 12. The championship is picked on
+validation accuracy (ties go to the plain model), so the claim is decided on the test images, which played no
+part in that choice:
+McNemar's paired test of championship vs plain on the same images. Premises: every iteration converged
+(training accuracy moved by at most max(1 point, 3 sd of its minibatch noise) over the last 10% of epochs; see
+``_persistent_common.converged_premise``) and the penalty changed the solution
+(some persistent iteration labels at least 1% of the test images differently from the plain model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from figures.contract import Claim, FigureResult, Scale, register_figure
+from figures.persistent._setup import (
+    PARTIAL_MODELS,
+    SOURCE,
+    RunSetup,
+    accuracy_claim_values,
+    cache_dir,
+    converged_premise,
+    error_sub,
+    history_subs,
+    layers_used,
+    mcnemar,
+    moved_premise,
+    partial_setup,
+    pct,
+    render,
+    resolvable,
+    run_persistent,
+    test_correct,
+)
+
+PAPER = {  # 000 Sec. 4: (plain val, plain test, championship val, championship test)
+    "lenet5": (0.7294, 0.7260, 0.7360, 0.7322),
+    "alexnet": (0.8046, 0.7892, 0.8074, 0.7944),
+    "resnet": (0.9220, 0.9194, 0.9240, 0.9218),
+}
+FIGNUM = {"lenet5": 9, "alexnet": 10, "resnet": 11}
+
+
+def figure_partial(
+    which: str,
+    scale: Scale | str,
+    data_dir: Path | str | None = None,
+    cache: Path | str | None = None,
+    progress: bool = False,
+    setup: RunSetup | None = None,
+) -> FigureResult:
+    """Fig. 9 (``"lenet5"``), 10 (``"alexnet"``) or 11 (``"resnet"``) at a scale, or for an explicit setup."""
+    setup = setup or partial_setup(which, scale, data_dir)
+    paper_name, n = PARTIAL_MODELS[which][0], FIGNUM[which]
+    title = paper_name if setup.model == PARTIAL_MODELS[which][1] else f"{setup.model} (for {paper_name})"
+    pt = run_persistent(setup, cache, progress)
+    v = accuracy_claim_values(pt)
+    p_val, p_test, c_val, c_test = PAPER[which]
+    errors = render(
+        "errors",
+        [error_sub(pt, f"Fig. {n} (left): {title}, partial persistent")],
+        f"Fig. {n}: validation and test error per iteration ({title})",
+        size=(6.4, 4.2),
+    )
+    history = render(
+        "history",
+        history_subs(pt, title),
+        f"Fig. {n} (right): training and validation history",
+        caption="Training loss includes the persistent penalty.",
+    )
+    src = f"{SOURCE}, Sec. 4, Fig. {n}"
+    splits = setup.splits()
+    c = v["champion"]
+    conv = converged_premise(pt)
+    moved, dis = moved_premise(pt, splits)
+    eff, ver = mcnemar(test_correct(pt, c, splits), test_correct(pt, 0, splits), 1, c_test - p_test)
+    claims = [
+        Claim(
+            statement=f"Partial persistent training raises {paper_name}'s test accuracy above the plain model's "
+            "(the championship is chosen on validation accuracy).",
+            paper_value=round(100 * (c_test - p_test), 2),
+            source=src,
+            measured=round(100 * eff.mean, 3),
+            effect=eff,
+            verdict=ver,
+            premises=[conv, moved],
+            scale=str(Scale(scale)),
+            detail=f"test accuracy of the championship (iteration {c}) minus the plain model's, in points "
+            f"({pct(v['champ_test'])} vs {pct(v['plain_test'])}); McNemar on the "
+            f"{resolvable(len(splits.test[1]))}, which played no part in choosing the championship. "
+            f"Validation (the selection set, biased upwards): {pct(v['champ_val'])} vs {pct(v['plain_val'])} "
+            f"(paper {pct(c_val)} vs {pct(p_val)}). One training seed: training-seed variance is not covered.",
+        ),
+    ]
+    return FigureResult(
+        caption=f"Fig. {n}: left, validation (red) and test (blue) error of each partial persistent iteration (dashed) "
+        f"against the plain {title}'s (solid), the star marks the championship; right, loss and error per "
+        "epoch of the championship (solid) and the plain model (dotted).",
+        panels=[errors, history],
+        claims=claims,
+        scaling={
+            "model": setup.describe_model() + f" (paper: {paper_name})",
+            **setup.scaling(),
+            "layers": layers_used(pt),
+        },
+    )
+
+
+@register_figure("persistent_fig9", paper="persistent", title="Fig. 9: partial persistent LeNet-5")
+def run9(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return figure_partial("lenet5", scale, data_dir, cache_dir(out), progress)
+
+
+@register_figure("persistent_fig10", paper="persistent", title="Fig. 10: partial persistent AlexNet")
+def run10(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return figure_partial("alexnet", scale, data_dir, cache_dir(out), progress)
+
+
+@register_figure("persistent_fig11", paper="persistent", title="Fig. 11: partial persistent ResNet")
+def run11(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return figure_partial("resnet", scale, data_dir, cache_dir(out), progress)

@@ -1,0 +1,1 @@
+"""Escaping Flat Areas via Function-Preserving Structural Network Modifications: its figures and tables."""
