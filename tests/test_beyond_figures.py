@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from figures import beyond_connect as bc
+from figures.beyond import connect as bc
 from figures.contract import FigureResult, Scale
 from figures.verdict import Verdict
 
@@ -35,7 +35,7 @@ def test_beyond_figures_build_with_well_formed_verdicts(tiny, tmp_path, run):
 
 
 def test_edge_of_stability_figure_at_a_tiny_scale(monkeypatch, tmp_path):
-    from figures import beyond_eos as eos
+    from figures.beyond import eos as eos
 
     monkeypatch.setattr(eos, "STEPS", 40)
     monkeypatch.setattr(eos, "EVERY", 20)
@@ -55,7 +55,7 @@ def test_edge_of_stability_figure_at_a_tiny_scale(monkeypatch, tmp_path):
 
 
 def test_im_table1_revisited_at_a_tiny_scale(monkeypatch, tmp_path):
-    from figures import beyond_im_table1 as bit
+    from figures.beyond import im_table1 as bit
     from figures.im._setup import ImSetup
 
     tiny = ImSetup(
@@ -84,7 +84,7 @@ def test_im_table1_pair_undoes_a_hidden_permutation():
     """A network and a unit-permuted copy of it: the raw line rises, the matched line is flat, units moved."""
     import torch
 
-    from figures import beyond_im_table1 as bit
+    from figures.beyond import im_table1 as bit
     from landscape.analyze import apply_permutation, permutation_spec, random_permutation
     from landscape.models import build_model
 
@@ -102,7 +102,7 @@ def test_im_table1_pair_undoes_a_hidden_permutation():
 def test_sharpness_table_at_a_tiny_scale(monkeypatch, tmp_path):
     import json
 
-    from figures import beyond_sharpness as bs
+    from figures.beyond import sharpness as bs
     from figures.im._setup import ImSetup
     from figures.persistent._setup import RunSetup
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from figures import _im_common as common
 from figures.contract import Claim, FigureResult, MissingDataError
+from figures.im import _setup as common
 from figures.im._setup import (
     ImRuns,
     ImSetup,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from figures import _persistent_common as common
 from figures.contract import Claim, FigureResult
+from figures.persistent import _setup as common
 from figures.persistent.fig1_2 import figure1_2, persistent_gd
 from figures.persistent.fig3_5 import KinkSetup, chain_seed, figure3_5, in_kink, kink_data
 from figures.persistent.fig6 import figure6
