@@ -11,7 +11,7 @@ E = TypeVar("E", bound=enum.Enum)
 
 
 def parse_option(cls: type[E], value: Any, what: str | None = None) -> E:
-    """Parse ``value`` (a member or its value) into ``cls``; an unknown value raises naming the valid ones.
+    """Parse ``value`` (a member or its value, strings case-insensitively) into ``cls``; unknown values raise.
 
     Args:
         cls: The enum.
@@ -19,7 +19,7 @@ def parse_option(cls: type[E], value: Any, what: str | None = None) -> E:
         what: The option's name in the message; default the enum's class name.
 
     Raises:
-        ValueError: ``unknown <what> <value>; valid: [...]``.
+        ValueError: ``unknown <what> <value>; valid values are 'a', 'b'``.
 
     Example:
         >>> import enum
@@ -28,8 +28,15 @@ def parse_option(cls: type[E], value: Any, what: str | None = None) -> E:
         >>> parse_option(Color, "red") is Color.RED
         True
     """
+    if isinstance(value, cls):
+        return value
     try:
         return cls(value)
     except ValueError:
-        valid = [m.value for m in cls]
-        raise ValueError(f"unknown {what or cls.__name__} {value!r}; valid: {valid}") from None
+        pass
+    if isinstance(value, str):
+        for member in cls:
+            if isinstance(member.value, str) and member.value.lower() == value.lower():
+                return member
+    valid = ", ".join(repr(m.value) for m in cls)
+    raise ValueError(f"unknown {what or cls.__name__} {value!r}; valid values are {valid}") from None
