@@ -462,7 +462,7 @@ class ValidBatches(list):
 
 
 def _pairs(data: Any, argname: str) -> Iterator[tuple[Tensor, Tensor]]:
-    from landscape.data.core import iterate_batches
+    from landscape.data.batches import iterate_batches
 
     if isinstance(data, Tensor) or not isinstance(data, Iterable):
         raise InputTypeError(
@@ -534,7 +534,7 @@ def iter_validated(
 
     ``batch_size`` splits a tensor pair. Otherwise as :func:`validate_batches`.
     """
-    from landscape.data.core import iterate_batches
+    from landscape.data.batches import iterate_batches
 
     want = dtype or (model_dtype(model) if model is not None else torch.float32)
     if isinstance(data, ValidPair) and data.dtype == want and device is None:

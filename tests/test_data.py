@@ -1,4 +1,4 @@
-"""Tests for landscape.data.core: toys, the two-piece fit, splits, loaders (restricted unpickler), batching."""
+"""Tests for landscape.data: toys, the two-piece fit, splits, loaders (restricted unpickler), batching."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import landscape
-import landscape.data.core as ldata
+import landscape.data.readers as ldata
 import tunnels
 from landscape import (
     HessianOperator,

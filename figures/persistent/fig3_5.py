@@ -12,7 +12,7 @@ Data (the paper does not publish its data): a target consistent with the paper's
 rates measured while choosing (32 He seeds, 20,000 steps, momentum 0.9, lr 0.001; "kink" = final loss within 0.1
 of the two-region loss): ``x^4/16 - 2`` (kink loss 4.734) 0/32, every seed below 0.007; ``x^2 - 2 + 1.8 cos 2x``
 (4.613) 0/32, all below 0.14; ``0.83 x^4/16 + 0.17 x^2 - 2`` (4.012) 0/32, all below 0.004; the gallery's earlier
-stand-in ``3 sin x`` on [-10, 10] (3.970, ``"sine"``) 1/32 (review of ed875bd); ``landscape.data.core`` records
+stand-in ``3 sin x`` on [-10, 10] (3.970, ``"sine"``) 1/32 (review of ed875bd); ``landscape.data.toy`` records
 x^2, x^2/2 + 2 sin 2x, a Gaussian bump and sin on [-6, 6] ... [-12, 12] as not reproducing "most seeds" either.
 On the paper's axes the He-initialized network with zero biases escapes the kink at 0 in every seed tried: the
 phenomenon does not appear, and the claims that need a chain starting in the kink are not tested. The persistent

@@ -46,7 +46,7 @@ from landscape.analyze.permutation import (
     identity_permutation,
     permutation_spec,
 )
-from landscape.data.core import iterate_batches
+from landscape.data.batches import iterate_batches
 from landscape.evaluate.points import describe_data
 from landscape.params import preserved_mode
 from landscape.results import Provenance, Result, register_result

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape._options import parse_option
-from landscape.data.core import iterate_batches
+from landscape.data.batches import iterate_batches
 from landscape.validation import InputError, check_model, validate_pair
 
 if TYPE_CHECKING:

