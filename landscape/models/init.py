@@ -1,0 +1,138 @@
+"""Weight initializations named in the papers, drawn reproducibly."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from landscape._options import parse_option
+
+__all__ = ["InitScheme", "WEIGHT_LAYERS", "NORM_LAYERS", "seeded", "init_weights"]
+
+
+class InitScheme(str, enum.Enum):
+    """Weight initializations named in the papers.
+
+    ``he``/``kaiming``: weights N(0, 2 / fan_in), biases 0 (He et al. 2015; Persistent Neurons §3).
+    ``xavier``/``glorot``: weights U(-a, a), a = sqrt(6 / (fan_in + fan_out)), biases 0 (Glorot &
+    Bengio 2010's "normalized initialization"; Persistent Neurons §5). ``xavier_normal``: weights
+    N(0, 2 / (fan_in + fan_out)), biases 0. ``default``: PyTorch's own ``reset_parameters``.
+    ``normal``: weights and biases N(mean, std) (Persistent Neurons §4: N(0, 0.2) "bad" and
+    N(0, 0.05) "good" LeNet-5; Im et al. A.5: N(-10, 0.01), N(-1, 1)).
+    """
+
+    DEFAULT = "default"
+    HE = "he"
+    KAIMING = "kaiming"
+    XAVIER = "xavier"
+    GLOROT = "glorot"
+    XAVIER_NORMAL = "xavier_normal"
+    NORMAL = "normal"
+
+
+# Modules whose ``weight`` is a (fan_out, fan_in, *kernel) matrix: the layers an init scheme draws.
+WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+NORM_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+)
+
+
+# --------------------------------------------------------------------------- initialization
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Run with torch's global CPU generator seeded, restoring its previous state afterwards."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def init_weights(
+    model: nn.Module,
+    scheme: InitScheme | str = InitScheme.DEFAULT,
+    *,
+    seed: int | None = None,
+    mean: float = 0.0,
+    std: float | None = None,
+    include_norm: bool = False,
+) -> nn.Module:
+    """Re-initialize a freshly built model's weights **in place** and return it.
+
+    This is the one function in the package that writes into a model; call it on models you just
+    built (as :func:`build_model` does), never on a caller's trained model.
+
+    Linear and convolution layers are drawn by ``scheme`` (see :class:`InitScheme`). Normalization
+    layers keep weight 1 and bias 0, except under ``"normal"`` with ``include_norm=True``, where
+    they are drawn too (the "all parameters" reading of Im et al.'s exotic initializations).
+    ``"default"`` calls every module's own ``reset_parameters`` (BatchNorm running statistics reset too).
+
+    Args:
+        model: A freshly built module.
+        scheme: ``"he"``/``"kaiming"``, ``"xavier"``/``"glorot"``, ``"xavier_normal"``, ``"default"`` or ``"normal"``.
+        seed: If given, draw from a generator seeded with it (the global RNG state is restored after).
+        mean: Mean for ``"normal"``.
+        std: Standard deviation for ``"normal"`` (required there).
+        include_norm: Under ``"normal"``, also draw normalization layers' weight and bias.
+
+    Returns:
+        ``model`` itself.
+
+    Raises:
+        ValueError: On an unknown scheme, or ``"normal"`` without ``std``.
+    """
+    scheme = parse_option(InitScheme, scheme, "init scheme")
+    if scheme is InitScheme.NORMAL and (std is None or std < 0):
+        raise ValueError("init scheme 'normal' needs std >= 0, e.g. init_weights(model, 'normal', std=0.05)")
+    with seeded(seed), torch.no_grad():
+        for module in model.modules():
+            if scheme is InitScheme.DEFAULT:
+                reset = getattr(module, "reset_parameters", None)
+                if callable(reset):
+                    reset()
+                continue
+            if isinstance(module, WEIGHT_LAYERS):
+                _draw(module, scheme, mean, std)
+            elif isinstance(module, NORM_LAYERS) and scheme is InitScheme.NORMAL and include_norm:
+                for p in (getattr(module, "weight", None), getattr(module, "bias", None)):
+                    if isinstance(p, Tensor):
+                        p.normal_(mean, std)  # type: ignore[arg-type]
+    return model
+
+
+def _draw(module: nn.Module, scheme: InitScheme, mean: float, std: float | None) -> None:
+    weight: Tensor = module.weight  # type: ignore[assignment]
+    bias: Tensor | None = module.bias  # type: ignore[assignment]
+    if scheme in (InitScheme.HE, InitScheme.KAIMING):
+        nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu")
+    elif scheme in (InitScheme.XAVIER, InitScheme.GLOROT):
+        nn.init.xavier_uniform_(weight)
+    elif scheme is InitScheme.XAVIER_NORMAL:
+        nn.init.xavier_normal_(weight)
+    else:  # NORMAL
+        weight.normal_(mean, std)  # type: ignore[arg-type]
+        if bias is not None:
+            bias.normal_(mean, std)  # type: ignore[arg-type]
+        return
+    if bias is not None:
+        bias.zero_()
