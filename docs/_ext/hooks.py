@@ -1,7 +1,8 @@
 """MkDocs hooks: one API page per public module, and the notebooks with the outputs the test suite made.
 
 API pages are generated at build time (one ``::: module`` page per public module of ``landscape``,
-``persistence`` and ``tunnels``), so a new module appears in the reference without editing the nav.
+``persistence`` and ``tunnels``, at every depth; a package's page is its docstring and an index of its
+modules), so a new module appears in the reference without editing the nav.
 
 Notebooks: ``tests/test_notebooks.py`` executes every notebook (quick settings) and writes the executed copy
 to ``build/notebooks/``; the docs render that copy, so CI runs each notebook once. When a copy is missing or
@@ -37,25 +38,45 @@ PLOTLY_MIME = "application/vnd.plotly.v1+json"
 log = logging.getLogger("mkdocs.hooks.landscape")
 
 
+def _is_package(module: str) -> bool:
+    return (ROOT.joinpath(*module.split(".")) / "__init__.py").exists()
+
+
+def _children(package: str) -> list[str]:
+    """Dotted names of the public modules and subpackages directly inside ``package``, sorted."""
+    found = pkgutil.iter_modules([str(ROOT.joinpath(*package.split(".")))])
+    return sorted(f"{package}.{m.name}" for m in found if not m.name.startswith(("_", "__main__")))
+
+
 def public_modules(package: str) -> list[str]:
-    """Dotted names of a package and its public submodules (no ``_private`` or ``__main__``), sorted."""
-    names = [f"{package}.{m.name}" for m in pkgutil.iter_modules([str(ROOT / package)]) if not m.name.startswith("_")]
-    return [package, *sorted(names)]
+    """Dotted names of a package and of its public modules at every depth (no ``_private`` or ``__main__``)."""
+    names = [package]
+    for child in _children(package):
+        names += public_modules(child) if _is_package(child) else [child]
+    return names
 
 
 def _api_path(module: str) -> str:
-    parts = module.split(".")
-    return f"api/{parts[0]}/index.md" if len(parts) == 1 else f"api/{parts[0]}/{parts[1]}.md"
+    path = "api/" + "/".join(module.split("."))
+    return f"{path}/index.md" if _is_package(module) else f"{path}.md"
 
 
 def _api_page(module: str) -> str:
-    if module in PACKAGES:  # the package page: its docstring and an index of its modules, not every re-export
-        links = "\n".join(f"- [`{m}`]({m.rsplit('.', 1)[-1]}.md)" for m in public_modules(module)[1:])
+    if _is_package(module):  # its docstring and an index of its modules; every object is documented once, in its module
+        leaf = {False: "{}.md", True: "{}/index.md"}
+        links = "\n".join(f"- [`{m}`]({leaf[_is_package(m)].format(m.rsplit('.', 1)[-1])})" for m in _children(module))
         return (
             f"# `{module}`\n\n::: {module}\n    options:\n      members: false\n      show_root_heading: false\n\n"
             f"## Modules\n\n{links}\n"
         )
     return f"# `{module}`\n\n::: {module}\n    options:\n      show_root_heading: false\n"
+
+
+def _nav(package: str) -> dict[str, list[object]]:
+    entries: list[object] = [_api_path(package)]
+    for child in _children(package):
+        entries.append(_nav(child) if _is_package(child) else _api_path(child))
+    return {package: entries}
 
 
 def _notebooks() -> list[Path]:
@@ -78,7 +99,7 @@ def _with_plotly_html(executed: Path, out: Path) -> None:
 
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
     """Fills the nav's "API reference" and "Notebooks" placeholders with the generated pages."""
-    api = [{pkg: [_api_path(m) for m in public_modules(pkg)]} for pkg in PACKAGES]
+    api = [_nav(pkg) for pkg in PACKAGES]
     notebooks = [f"notebooks/{p.name}" for p in _notebooks()]
     for entry in config.nav or []:
         if isinstance(entry, dict) and entry.get("API reference") == "generated":
