@@ -139,17 +139,17 @@ def test_index_renders_with_navigation(site: Path, tmp_path: Path) -> None:
         "arguments/",
         "architecture/analyzers/",
         "architecture/gallery/",
-        "api/landscape/surface/",
+        "api/landscape/analyze/surface/",
     ):
         assert target in dom.hrefs, f"{target} not linked from the index"
         assert (site / target / "index.html").is_file()
     # the search index was built and covers the API pages
     search = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
-    assert any(d["location"].startswith("api/landscape/surface/") for d in search["docs"])
+    assert any(d["location"].startswith("api/landscape/analyze/surface/") for d in search["docs"])
 
 
 def test_api_page_documents_every_public_name(site: Path, tmp_path: Path) -> None:
-    dom_text, errors = _open(site / "api" / "landscape" / "surface" / "index.html", tmp_path / "profile")
+    dom_text, errors = _open(site / "api" / "landscape" / "analyze" / "surface" / "index.html", tmp_path / "profile")
     assert errors == []
     dom = _parse(dom_text)
     module = landscape.analyze.surface
