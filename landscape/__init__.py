@@ -42,20 +42,10 @@ from landscape.analyze.permutation import (
     permutation_spec,
     random_permutation,
 )
+from landscape.analyze.planes import plane, plane_through, random_plane
 from landscape.analyze.saturation import SaturationHistory, SaturationRecorder, SaturationStats, measure_saturation
-from landscape.analyze.surface import (
-    BarycentricResult,
-    BilinearResult,
-    LineResult,
-    PlaneResult,
-    barycentric,
-    bilinear,
-    line,
-    line_distance,
-    plane,
-    plane_through,
-    random_plane,
-)
+from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
+from landscape.analyze.surface import barycentric, bilinear, line, line_distance
 from landscape.curvature.hessian import (
     HessianOperator,
     HessianSpectrum,

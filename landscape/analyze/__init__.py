@@ -60,6 +60,7 @@ from landscape.analyze.permutation import (
     permutation_spec,
     random_permutation,
 )
+from landscape.analyze.planes import plane, plane_through, random_plane
 from landscape.analyze.saturation import (
     HISTOGRAM_RANGES,
     ActivationValue,
@@ -69,19 +70,8 @@ from landscape.analyze.saturation import (
     StreamingHistogram,
     measure_saturation,
 )
-from landscape.analyze.surface import (
-    BarycentricResult,
-    BilinearResult,
-    LineResult,
-    PlaneResult,
-    barycentric,
-    bilinear,
-    line,
-    line_distance,
-    plane,
-    plane_through,
-    random_plane,
-)
+from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
+from landscape.analyze.surface import barycentric, bilinear, line, line_distance
 
 __all__ = [
     "ActivationValue",

@@ -14,7 +14,7 @@ trajectory like any training run (the trajectory's vectors are the bend, one ten
 point of either curve is an affine combination of ``(w0, theta, w1)``, so curves are evaluated by
 :func:`~landscape.evaluate.points.evaluate_points` through :class:`~landscape.evaluate.points.AffinePoints`, and a
 quadratic Bezier curve lies in the plane through its three control points
-(:func:`landscape.analyze.surface.plane_through`), which is how Garipov et al.'s Fig. 1 is drawn.
+(:func:`landscape.analyze.planes.plane_through`), which is how Garipov et al.'s Fig. 1 is drawn.
 
 A Bezier curve whose bend is the midpoint ``(w0 + w1) / 2`` is the straight line, point for point, which
 is the default initialization (the paper's as well).
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.analyze.surface import PointLike, _anchor
+from landscape.analyze.slicing import PointLike, as_anchor
 from landscape.evaluate.points import AffinePoints, BNMode, describe_data, evaluate_points
 from landscape.params import ParamLayout, functional_forward
 from landscape.results import Provenance, Result, register_result
@@ -235,7 +235,7 @@ def fit_curve(
 
     k = _kind(kind)
     layout = ParamLayout.from_model(a)
-    (w0, _), (w1, _) = _anchor(a, a, layout), _anchor(a, b, layout)
+    (w0, _), (w1, _) = as_anchor(a, a, layout), as_anchor(a, b, layout)
     theta = 0.5 * (w0 + w1) if init_bend is None else torch.as_tensor(init_bend).to(w0.dtype)
     layout.check_vector(theta)
     module = _CurveModel(a, w0, theta, w1, k)

@@ -1,8 +1,8 @@
 """Renderers for slices: curves, contours, heatmaps, surfaces, trajectory overlays, triangles and squares.
 
-Renderers only draw. They take result objects (:class:`~landscape.analyze.surface.LineResult`,
-:class:`~landscape.analyze.surface.PlaneResult`, :class:`~landscape.analyze.surface.BilinearResult`,
-:class:`~landscape.analyze.surface.BarycentricResult`, :class:`~landscape.analyze.distance.DistanceResult`,
+Renderers only draw. They take result objects (:class:`~landscape.analyze.slice_results.LineResult`,
+:class:`~landscape.analyze.slice_results.PlaneResult`, :class:`~landscape.analyze.slice_results.BilinearResult`,
+:class:`~landscape.analyze.slice_results.BarycentricResult`, :class:`~landscape.analyze.distance.DistanceResult`,
 :class:`~landscape.analyze.pca.ProjectedPath`), never models, and never evaluate a loss. Every function has a
 ``backend`` argument: ``"plotly"`` (default) returns a ``plotly.graph_objects.Figure`` and draws into
 ``fig`` when one is given; ``"matplotlib"`` returns a ``matplotlib.figure.Figure`` and draws into ``ax``
@@ -32,7 +32,7 @@ from landscape._options import parse_option
 from landscape.analyze.curves import CurveResult
 from landscape.analyze.distance import DistanceResult
 from landscape.analyze.pca import ProjectedPath
-from landscape.analyze.surface import BarycentricResult, BilinearResult, LineResult, PlaneResult
+from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
 from landscape.curvature.training import CurvatureTrace
 
 __all__ = [
