@@ -24,13 +24,8 @@ from landscape.analyze.directions import (
     random_directions,
 )
 from landscape.analyze.distance import DistanceResult, FunctionalDistance, distance_along_path, functional_distance
-from landscape.analyze.pca import (
-    ProjectedPath,
-    TrajectoryPCA,
-    distance_from_init,
-    distance_from_origin,
-    pairwise_end_distances,
-)
+from landscape.analyze.paths import ProjectedPath, distance_from_init, distance_from_origin, pairwise_end_distances
+from landscape.analyze.pca import TrajectoryPCA
 from landscape.analyze.permutation import (
     AxisPerm,
     PermutationSpec,

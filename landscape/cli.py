@@ -695,7 +695,7 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
     """``plot``: re-render saved results (several line or distance results are overlaid)."""
     from landscape import plot as P
     from landscape.analyze.distance import DistanceResult
-    from landscape.analyze.pca import ProjectedPath
+    from landscape.analyze.paths import ProjectedPath
     from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
     from landscape.results import load_result
 

@@ -39,15 +39,14 @@ from landscape.analyze.distance import (
     distance_along_path,
     functional_distance,
 )
-from landscape.analyze.pca import (
-    Center,
+from landscape.analyze.paths import (
     ProjectedPath,
-    TrajectoryPCA,
     distance_from_init,
     distance_from_origin,
     make_loss_at,
     pairwise_end_distances,
 )
+from landscape.analyze.pca import Center, TrajectoryPCA
 from landscape.analyze.permutation import (
     AxisPerm,
     Permutation,
