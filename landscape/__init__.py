@@ -38,7 +38,9 @@ from landscape.analyze.permutation import (
     random_permutation,
 )
 from landscape.analyze.planes import plane, plane_through, random_plane
-from landscape.analyze.saturation import SaturationHistory, SaturationRecorder, SaturationStats, measure_saturation
+from landscape.analyze.saturation import measure_saturation
+from landscape.analyze.saturation_recorder import SaturationRecorder
+from landscape.analyze.saturation_results import SaturationHistory, SaturationStats
 from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
 from landscape.analyze.surface import barycentric, bilinear, line, line_distance
 from landscape.curvature.hessian import (

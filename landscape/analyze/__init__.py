@@ -39,6 +39,7 @@ from landscape.analyze.distance import (
     distance_along_path,
     functional_distance,
 )
+from landscape.analyze.histogram import StreamingHistogram
 from landscape.analyze.paths import (
     ProjectedPath,
     distance_from_init,
@@ -60,15 +61,9 @@ from landscape.analyze.permutation import (
     random_permutation,
 )
 from landscape.analyze.planes import plane, plane_through, random_plane
-from landscape.analyze.saturation import (
-    HISTOGRAM_RANGES,
-    ActivationValue,
-    SaturationHistory,
-    SaturationRecorder,
-    SaturationStats,
-    StreamingHistogram,
-    measure_saturation,
-)
+from landscape.analyze.saturation import HISTOGRAM_RANGES, measure_saturation
+from landscape.analyze.saturation_recorder import SaturationRecorder
+from landscape.analyze.saturation_results import ActivationValue, SaturationHistory, SaturationStats
 from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
 from landscape.analyze.surface import barycentric, bilinear, line, line_distance
 
