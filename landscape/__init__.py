@@ -27,16 +27,14 @@ from landscape.analyze.distance import DistanceResult, FunctionalDistance, dista
 from landscape.analyze.paths import ProjectedPath, distance_from_init, distance_from_origin, pairwise_end_distances
 from landscape.analyze.pca import TrajectoryPCA
 from landscape.analyze.permutation import (
-    AxisPerm,
-    PermutationSpec,
-    PermutationSpecError,
     apply_permutation,
     compose_permutations,
     identity_permutation,
     invert_permutation,
-    permutation_spec,
     random_permutation,
 )
+from landscape.analyze.permutation_spec import AxisPerm, PermutationSpec, PermutationSpecError
+from landscape.analyze.permutation_tracing import permutation_spec
 from landscape.analyze.planes import plane, plane_through, random_plane
 from landscape.analyze.saturation import measure_saturation
 from landscape.analyze.saturation_recorder import SaturationRecorder

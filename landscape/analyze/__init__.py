@@ -49,17 +49,14 @@ from landscape.analyze.paths import (
 )
 from landscape.analyze.pca import Center, TrajectoryPCA
 from landscape.analyze.permutation import (
-    AxisPerm,
-    Permutation,
-    PermutationSpec,
-    PermutationSpecError,
     apply_permutation,
     compose_permutations,
     identity_permutation,
     invert_permutation,
-    permutation_spec,
     random_permutation,
 )
+from landscape.analyze.permutation_spec import AxisPerm, Permutation, PermutationSpec, PermutationSpecError
+from landscape.analyze.permutation_tracing import permutation_spec
 from landscape.analyze.planes import plane, plane_through, random_plane
 from landscape.analyze.saturation import HISTOGRAM_RANGES, measure_saturation
 from landscape.analyze.saturation_recorder import SaturationRecorder
