@@ -35,12 +35,19 @@ from landscape.analyze.permutation import (
 )
 from landscape.analyze.permutation_spec import AxisPerm, PermutationSpec, PermutationSpecError
 from landscape.analyze.permutation_tracing import permutation_spec
-from landscape.analyze.planes import plane, plane_through, random_plane
 from landscape.analyze.saturation import measure_saturation
 from landscape.analyze.saturation_recorder import SaturationRecorder
 from landscape.analyze.saturation_results import SaturationHistory, SaturationStats
 from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
-from landscape.analyze.surface import barycentric, bilinear, line, line_distance
+from landscape.analyze.surface import (
+    barycentric,
+    bilinear,
+    line,
+    line_distance,
+    plane,
+    plane_through,
+    random_plane,
+)
 from landscape.curvature.hessian import (
     HessianOperator,
     HessianSpectrum,

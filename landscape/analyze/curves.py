@@ -14,7 +14,7 @@ trajectory like any training run (the trajectory's vectors are the bend, one ten
 point of either curve is an affine combination of ``(w0, theta, w1)``, so curves are evaluated by
 :func:`~landscape.evaluate.points.evaluate_points` through :class:`~landscape.evaluate.points.AffinePoints`, and a
 quadratic Bezier curve lies in the plane through its three control points
-(:func:`landscape.analyze.planes.plane_through`), which is how Garipov et al.'s Fig. 1 is drawn.
+(:func:`landscape.analyze.surface.plane_through`), which is how Garipov et al.'s Fig. 1 is drawn.
 
 A Bezier curve whose bend is the midpoint ``(w0 + w1) / 2`` is the straight line, point for point, which
 is the default initialization (the paper's as well).

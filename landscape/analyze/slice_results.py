@@ -1,8 +1,7 @@
 """The results of the slices: a line, a plane, Im et al.'s bilinear square and barycentric triangle.
 
 Each is a frozen :class:`~landscape.results.Result` that carries its coordinates, anchors, layout and
-provenance, and saves without pickle. The functions that compute them are in :mod:`landscape.analyze.surface`
-(lines, bilinear, barycentric) and :mod:`landscape.analyze.planes`.
+provenance, and saves without pickle. The functions that compute them are in :mod:`landscape.analyze.surface`.
 """
 
 from __future__ import annotations

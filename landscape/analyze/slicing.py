@@ -1,6 +1,6 @@
 """What every slice shares: its evaluation keywords, its problem, its anchors and one evaluation.
 
-A slice (:mod:`landscape.analyze.surface`, :mod:`landscape.analyze.planes`) and a functional distance
+A slice (:mod:`landscape.analyze.surface`) and a functional distance
 (:mod:`landscape.analyze.distance`) are affine families of points ``coefs @ anchors`` evaluated by
 :func:`~landscape.evaluate.points.evaluate_points` through :class:`~landscape.evaluate.points.AffinePoints`.
 The evaluation keywords are the same on every one of them (see ``docs/arguments.md``), declared once here as

@@ -18,8 +18,22 @@ def _dtype(name: str) -> torch.dtype:
     return table[name]
 
 
-def _line_options(p: argparse.ArgumentParser, data_help: str, *, start: str, alphas: str) -> None:
+# The help of --from and --alphas of the commands along a line.
+_LINE_HELP = {
+    "line": (
+        "TRAJ[:INDEX] or weights file (default --weights)",
+        "START:STOP:COUNT or a list (default 0:1:21); distances with --distance",
+    ),
+    "distance": (
+        "reference TRAJ[:INDEX] or FILE (default --weights)",
+        "START:STOP:COUNT or a list of positions on the line (default 0:1:11)",
+    ),
+}
+
+
+def _line_options(p: argparse.ArgumentParser, command: str, data_help: str) -> None:
     """The options of a command along the line from one point to another (``line``, ``distance``)."""
+    start, alphas = _LINE_HELP[command]
     p.add_argument("--data", required=True, help=data_help)
     p.add_argument("--from", dest="start", metavar="POINT", help=start)
     p.add_argument("--to", dest="end", required=True, metavar="POINT", help="TRAJ[:INDEX] or weights file")
@@ -83,12 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_help = f"{' | '.join(DATA_NAMES)} | cifar10:DIR | mnist:DIR | DIR"
     ln = sub.add_parser("line", parents=[ev, out], help="linear interpolation between two points")
-    _line_options(
-        ln,
-        data_help,
-        start="TRAJ[:INDEX] or weights file (default --weights)",
-        alphas="START:STOP:COUNT or a list (default 0:1:21); distances with --distance",
-    )
+    _line_options(ln, "line", data_help)
     ln.add_argument(
         "--distance", action="store_true", help="absolute-distance line from --from toward --to (Im et al. eq. 1)"
     )
@@ -159,12 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--linear", action="store_true", help="linear density axis (default log)")
 
     ds = sub.add_parser("distance", parents=[ev, out], help="functional distance and label disagreement along a line")
-    _line_options(
-        ds,
-        data_help,
-        start="reference TRAJ[:INDEX] or FILE (default --weights)",
-        alphas="START:STOP:COUNT or a list of positions on the line (default 0:1:11)",
-    )
+    _line_options(ds, "distance", data_help)
     ds.add_argument(
         "--output",
         choices=("softmax", "logits"),

@@ -86,7 +86,7 @@ def _pca_plane(
         ``(PlaneResult or None, ProjectedPath, TrajectoryPCA)``; the plane is ``None`` without ``data``.
     """
     from landscape.analyze.pca import TrajectoryPCA
-    from landscape.analyze.planes import plane
+    from landscape.analyze.surface import plane
     from landscape.evaluate.points import evaluate_points
 
     runs = [open_trajectory(parse_point(t)[0]) for t in trajs]
@@ -126,7 +126,7 @@ def _pca_plane(
 
 def cmd_plane(args: argparse.Namespace) -> list[str]:
     """``plane``: a 2-D slice around a centre along random, normalized, PCA or model directions."""
-    from landscape.analyze.planes import plane_through, random_plane
+    from landscape.analyze.surface import plane_through, random_plane
     from landscape.plot.core import plot_contour, plot_heatmap, plot_surface, plot_trajectory
 
     data, shape, classes, desc = load_data(args, args.dtype)
