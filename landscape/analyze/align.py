@@ -239,7 +239,14 @@ def weight_matching(
                 break
     final = {g: p.numpy().astype(np.int64) for g, p in perm.items()}
     prov = Provenance.here(seed=seed, method="weight_matching", sweeps=len(history) - 1)
-    return AlignmentResult(final, np.asarray(history), "weight", spec.to_dict(), {}, prov)
+    return AlignmentResult(
+        permutation=final,
+        objective=np.asarray(history),
+        method="weight",
+        spec=spec.to_dict(),
+        per_group={},
+        provenance=prov,
+    )
 
 
 # =========================================================================== activations
@@ -385,7 +392,14 @@ def activation_matching(
         total += float(c[rows, cols].sum())
         per[g] = float(c[rows, cols].mean())
     prov = Provenance.here(data=describe_data(data), method="activation_matching", train=train)
-    return AlignmentResult(perm, np.array([total]), "activation", spec.to_dict(), per, prov)
+    return AlignmentResult(
+        permutation=perm,
+        objective=np.array([total]),
+        method="activation",
+        spec=spec.to_dict(),
+        per_group=per,
+        provenance=prov,
+    )
 
 
 # =========================================================================== REPAIR

@@ -271,7 +271,7 @@ def fit_curve(
         },
     )
     control = torch.stack([w0, bend.to(w0.dtype), w1]).cpu().numpy()
-    return ModeCurve(control, k.value, hist, layout.to_dict(), prov)
+    return ModeCurve(control=control, shape=k.value, history=hist, layout=layout.to_dict(), provenance=prov)
 
 
 def evaluate_curve(
@@ -324,4 +324,12 @@ def evaluate_curve(
     prov = Provenance.here(
         data=describe_data(data), model=type(model).__name__, kind=curve.shape, bn_mode=BNMode(bn_mode).value
     )
-    return CurveResult(t, res, np.asarray(curve.control), curve.shape, label, layout.to_dict(), prov)
+    return CurveResult(
+        ts=t,
+        metrics=res,
+        control=np.asarray(curve.control),
+        shape=curve.shape,
+        label=label,
+        layout=layout.to_dict(),
+        provenance=prov,
+    )

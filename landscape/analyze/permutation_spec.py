@@ -102,13 +102,19 @@ class PermutationSpec:
     def from_dict(cls, d: Mapping[str, Any]) -> PermutationSpec:
         """Inverse of :meth:`to_dict`."""
         return cls(
-            {str(k): int(v) for k, v in d["sizes"].items()},
-            tuple(
-                AxisPerm(str(a["tensor"]), int(a["axis"]), str(a["group"]), int(a["block"]), int(a.get("repeat", 1)))
+            sizes={str(k): int(v) for k, v in d["sizes"].items()},
+            axes=tuple(
+                AxisPerm(
+                    tensor=str(a["tensor"]),
+                    axis=int(a["axis"]),
+                    group=str(a["group"]),
+                    block=int(a["block"]),
+                    repeat=int(a.get("repeat", 1)),
+                )
                 for a in d["axes"]
             ),
-            {str(g): tuple((str(m), int(ax)) for m, ax in v) for g, v in d.get("sites", {}).items()},
-            tuple((str(m), str(g)) for m, g in d.get("affine_sites", [])),
+            sites={str(g): tuple((str(m), int(ax)) for m, ax in v) for g, v in d.get("sites", {}).items()},
+            affine_sites=tuple((str(m), str(g)) for m, g in d.get("affine_sites", [])),
         )
 
     def __repr__(self) -> str:

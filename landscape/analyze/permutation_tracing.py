@@ -440,7 +440,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
         if r == 0 or (tensor, axis) in seen:
             continue
         seen.add((tensor, axis))
-        axes.append(AxisPerm(tensor, axis, roots[r], block, repeat))
+        axes.append(AxisPerm(tensor=tensor, axis=axis, group=roots[r], block=block, repeat=repeat))
     site_map: dict[str, list[tuple[str, int]]] = {}
     for name, axis, gid in sites:
         r = groups.find(gid)
@@ -468,4 +468,4 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
         else:
             affine.append((name, gid))
     affine_sites = tuple((m, roots[groups.find(g)]) for m, g in affine)
-    return PermutationSpec(sizes, tuple(axes), sites_out, affine_sites)
+    return PermutationSpec(sizes=sizes, axes=tuple(axes), sites=sites_out, affine_sites=affine_sites)
