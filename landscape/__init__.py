@@ -24,30 +24,22 @@ from landscape.analyze.directions import (
     random_directions,
 )
 from landscape.analyze.distance import DistanceResult, FunctionalDistance, distance_along_path, functional_distance
-from landscape.analyze.pca import (
-    ProjectedPath,
-    TrajectoryPCA,
-    distance_from_init,
-    distance_from_origin,
-    pairwise_end_distances,
-)
+from landscape.analyze.paths import ProjectedPath, distance_from_init, distance_from_origin, pairwise_end_distances
+from landscape.analyze.pca import TrajectoryPCA
 from landscape.analyze.permutation import (
-    AxisPerm,
-    PermutationSpec,
-    PermutationSpecError,
     apply_permutation,
     compose_permutations,
     identity_permutation,
     invert_permutation,
-    permutation_spec,
     random_permutation,
 )
-from landscape.analyze.saturation import SaturationHistory, SaturationRecorder, SaturationStats, measure_saturation
+from landscape.analyze.permutation_spec import AxisPerm, PermutationSpec, PermutationSpecError
+from landscape.analyze.permutation_tracing import permutation_spec
+from landscape.analyze.saturation import measure_saturation
+from landscape.analyze.saturation_recorder import SaturationRecorder
+from landscape.analyze.saturation_results import SaturationHistory, SaturationStats
+from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
 from landscape.analyze.surface import (
-    BarycentricResult,
-    BilinearResult,
-    LineResult,
-    PlaneResult,
     barycentric,
     bilinear,
     line,

@@ -2,7 +2,7 @@
 
 import sys
 
-from landscape.cli import main
+from landscape.cli.app import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -39,41 +39,29 @@ from landscape.analyze.distance import (
     distance_along_path,
     functional_distance,
 )
-from landscape.analyze.pca import (
-    Center,
+from landscape.analyze.histogram import StreamingHistogram
+from landscape.analyze.paths import (
     ProjectedPath,
-    TrajectoryPCA,
     distance_from_init,
     distance_from_origin,
     make_loss_at,
     pairwise_end_distances,
 )
+from landscape.analyze.pca import Center, TrajectoryPCA
 from landscape.analyze.permutation import (
-    AxisPerm,
-    Permutation,
-    PermutationSpec,
-    PermutationSpecError,
     apply_permutation,
     compose_permutations,
     identity_permutation,
     invert_permutation,
-    permutation_spec,
     random_permutation,
 )
-from landscape.analyze.saturation import (
-    HISTOGRAM_RANGES,
-    ActivationValue,
-    SaturationHistory,
-    SaturationRecorder,
-    SaturationStats,
-    StreamingHistogram,
-    measure_saturation,
-)
+from landscape.analyze.permutation_spec import AxisPerm, Permutation, PermutationSpec, PermutationSpecError
+from landscape.analyze.permutation_tracing import permutation_spec
+from landscape.analyze.saturation import HISTOGRAM_RANGES, measure_saturation
+from landscape.analyze.saturation_recorder import SaturationRecorder
+from landscape.analyze.saturation_results import ActivationValue, SaturationHistory, SaturationStats
+from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
 from landscape.analyze.surface import (
-    BarycentricResult,
-    BilinearResult,
-    LineResult,
-    PlaneResult,
     barycentric,
     bilinear,
     line,

@@ -38,14 +38,13 @@ import torch
 from torch import Tensor, nn
 
 from landscape.analyze.permutation import (
-    AxisPerm,
-    PermutationSpec,
-    _check_perm,
-    _permute_tensor,
     apply_permutation,
+    check_permutation,
     identity_permutation,
-    permutation_spec,
+    permute_tensor,
 )
+from landscape.analyze.permutation_spec import AxisPerm, PermutationSpec
+from landscape.analyze.permutation_tracing import permutation_spec
 from landscape.data.batches import iterate_batches
 from landscape.evaluate.points import describe_data
 from landscape.params import preserved_mode
@@ -194,7 +193,7 @@ def weight_matching(
         raise ValueError("a and b have different parameter names or shapes; weight matching needs one architecture")
     A = {k: v.double() for k, v in A.items()}
     B = {k: v.double() for k, v in B.items()}
-    perm = _check_perm(spec, identity_permutation(spec) if init is None else init)
+    perm = check_permutation(spec, identity_permutation(spec) if init is None else init)
     by_tensor: dict[str, list[AxisPerm]] = {}
     for ax in spec.axes:
         if ax.tensor in A:
@@ -224,9 +223,9 @@ def weight_matching(
                     if not mine:
                         continue
                     others = [ax for ax in axs if ax.group != g]
-                    Bt = _permute_tensor(B[t], others, perm)  # the other axes at their current permutation
+                    Bt = permute_tensor(B[t], others, perm)  # the other axes at their current permutation
                     for ax in mine:  # one group on two axes (rare): the other axis at its current value
-                        Bo = _permute_tensor(Bt, [x for x in mine if x is not ax], perm)
+                        Bo = permute_tensor(Bt, [x for x in mine if x is not ax], perm)
                         C.addmm_(a_rows[(t, ax.axis)], _unit_rows(Bo, ax.axis, ax.block, n, ax.repeat).T)
                 _, cols = linear_sum_assignment(C.numpy(), maximize=True)
                 new = torch.as_tensor(cols, dtype=torch.long)
@@ -240,7 +239,14 @@ def weight_matching(
                 break
     final = {g: p.numpy().astype(np.int64) for g, p in perm.items()}
     prov = Provenance.here(seed=seed, method="weight_matching", sweeps=len(history) - 1)
-    return AlignmentResult(final, np.asarray(history), "weight", spec.to_dict(), {}, prov)
+    return AlignmentResult(
+        permutation=final,
+        objective=np.asarray(history),
+        method="weight",
+        spec=spec.to_dict(),
+        per_group={},
+        provenance=prov,
+    )
 
 
 # =========================================================================== activations
@@ -386,7 +392,14 @@ def activation_matching(
         total += float(c[rows, cols].sum())
         per[g] = float(c[rows, cols].mean())
     prov = Provenance.here(data=describe_data(data), method="activation_matching", train=train)
-    return AlignmentResult(perm, np.array([total]), "activation", spec.to_dict(), per, prov)
+    return AlignmentResult(
+        permutation=perm,
+        objective=np.array([total]),
+        method="activation",
+        spec=spec.to_dict(),
+        per_group=per,
+        provenance=prov,
+    )
 
 
 # =========================================================================== REPAIR

@@ -145,17 +145,17 @@ def _make(alphas: np.ndarray, metrics: dict[str, np.ndarray], path: str, label: 
         else {"barrier": float("nan"), "barrier_mean": float("nan")}
     )
     return BarrierResult(
-        alphas,
-        metrics,
-        lb["barrier"],
-        lb["barrier_mean"],
-        lb["peak_alpha"],
-        lb["peak_alpha_mean"],
-        ab["barrier"],
-        ab["barrier_mean"],
-        path,
-        label,
-        prov,
+        alphas=alphas,
+        metrics=metrics,
+        loss_barrier=lb["barrier"],
+        loss_barrier_mean=lb["barrier_mean"],
+        peak_alpha=lb["peak_alpha"],
+        peak_alpha_mean=lb["peak_alpha_mean"],
+        accuracy_barrier=ab["barrier"],
+        accuracy_barrier_mean=ab["barrier_mean"],
+        path=path,
+        label=label,
+        provenance=prov,
     )
 
 

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.analyze.surface import PointLike, _anchor
+from landscape.analyze.slicing import PointLike, as_anchor
 from landscape.evaluate.points import AffinePoints, BNMode, describe_data, evaluate_points
 from landscape.params import ParamLayout, functional_forward
 from landscape.results import Provenance, Result, register_result
@@ -235,7 +235,7 @@ def fit_curve(
 
     k = _kind(kind)
     layout = ParamLayout.from_model(a)
-    (w0, _), (w1, _) = _anchor(a, a, layout), _anchor(a, b, layout)
+    (w0, _), (w1, _) = as_anchor(a, a, layout), as_anchor(a, b, layout)
     theta = 0.5 * (w0 + w1) if init_bend is None else torch.as_tensor(init_bend).to(w0.dtype)
     layout.check_vector(theta)
     module = _CurveModel(a, w0, theta, w1, k)
@@ -271,7 +271,7 @@ def fit_curve(
         },
     )
     control = torch.stack([w0, bend.to(w0.dtype), w1]).cpu().numpy()
-    return ModeCurve(control, k.value, hist, layout.to_dict(), prov)
+    return ModeCurve(control=control, shape=k.value, history=hist, layout=layout.to_dict(), provenance=prov)
 
 
 def evaluate_curve(
@@ -324,4 +324,12 @@ def evaluate_curve(
     prov = Provenance.here(
         data=describe_data(data), model=type(model).__name__, kind=curve.shape, bn_mode=BNMode(bn_mode).value
     )
-    return CurveResult(t, res, np.asarray(curve.control), curve.shape, label, layout.to_dict(), prov)
+    return CurveResult(
+        ts=t,
+        metrics=res,
+        control=np.asarray(curve.control),
+        shape=curve.shape,
+        label=label,
+        layout=layout.to_dict(),
+        provenance=prov,
+    )

@@ -25,17 +25,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.analyze.surface import PointLike, _anchor
-from landscape.evaluate.points import AffinePoints, BNMode, Strategy, evaluate_points
-from landscape.problem import Problem, renamed
+from landscape.analyze.slicing import EngineOptions, PointLike, SliceSettings, as_anchor, shows_options, to_numpy
+from landscape.evaluate.points import AffinePoints, evaluate_points
+from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
 from landscape.validation import check_finite, check_vector
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["OutputKind", "FunctionalDistance", "DistanceResult", "functional_distance", "distance_along_path"]
 
@@ -129,14 +132,13 @@ class _Disagreement:
         return diff.flatten(2).mean(2).sum(1) if diff.dim() > 2 else diff.sum(1)
 
 
-def _distance_problem(problem: Problem | nn.Module, data: Any, bn_mode: Any, memory_budget: Any) -> Problem:
+def _distance_problem(problem: Problem | nn.Module, data: Any, bn: str | None) -> Problem:
     if isinstance(problem, Problem):
         if data is not None:
             raise TypeError("the first argument is a Problem, which holds its data; do not pass data")
         return problem
     if data is None:
         raise TypeError("data is missing: pass a landscape.Problem, or the model with data")
-    bn = str(getattr(bn_mode, "value", bn_mode)) if bn_mode is not None else None
     # Targets are not used: checked only as loosely as a custom loss would (no label-range check).
     return Problem(
         problem,
@@ -147,6 +149,7 @@ def _distance_problem(problem: Problem | nn.Module, data: Any, bn_mode: Any, mem
     )
 
 
+@shows_options(EngineOptions)
 def distance_along_path(
     problem: Problem | nn.Module,
     a: PointLike,
@@ -156,14 +159,7 @@ def distance_along_path(
     *,
     output: OutputKind | str = OutputKind.SOFTMAX,
     label: str = "",
-    batch_size: int | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int | str | None = None,
-    strategy: Strategy | str = "auto",
-    bn_mode: BNMode | str | None = None,
-    progress: bool = False,
-    data_description: str | None = None,
-    data_desc: str | None = None,
+    **options: Unpack[EngineOptions],
 ) -> DistanceResult:
     """Functional distance and label disagreement of ``(1 - alpha) a + alpha b`` from ``a`` (Im et al. Table 1).
 
@@ -176,14 +172,9 @@ def distance_along_path(
         alphas: ``(n,)`` positions; default ``linspace(0, 1, 11)``.
         output: ``"softmax"`` (default, see the module docstring) or ``"logits"``.
         label: Curve name.
-        batch_size: Micro-batch size of the evaluation.
-        chunk_size: Points evaluated together.
-        memory_budget: Bytes (or ``"512MB"``) for the evaluation (point chunks and activations).
-        strategy: Evaluation strategy (see :func:`~landscape.evaluate.points.evaluate_points`).
-        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's.
-        progress: Show a progress bar.
-        data_description: The data's description in the provenance (default: the problem's).
-        data_desc: Deprecated name of ``data_description``.
+        **options: The evaluation keywords (:class:`~landscape.analyze.slicing.EngineOptions`): ``batch_size``,
+            ``chunk_size``, ``memory_budget``, ``strategy``, ``bn_mode`` (``"interpolate"`` too),
+            ``progress``, ``data_description`` (``data_desc`` is its deprecated name).
 
     Returns:
         A :class:`DistanceResult`.
@@ -203,11 +194,11 @@ def distance_along_path(
         kind = OutputKind(output)
     except ValueError:
         raise ValueError(f"unknown output {output!r}; valid: {[e.value for e in OutputKind]}") from None
-    desc = renamed(data_description, data_desc, "data_desc", "data_description")
-    prob = _distance_problem(problem, data, bn_mode, memory_budget)
-    interpolate = str(getattr(bn_mode, "value", bn_mode)) == "interpolate"
+    settings = SliceSettings.of("distance_along_path", options, EngineOptions)
+    prob = _distance_problem(problem, data, settings.bn_name())
+    interpolate = settings.bn_name() == "interpolate"
     layout = prob.layout
-    anchors = [_anchor(prob, a, layout), _anchor(prob, b, layout)]
+    anchors = [as_anchor(prob, a, layout), as_anchor(prob, b, layout)]
     # A NaN endpoint would give rms=nan beside a plausible disagreement (argmax of NaN is 0): refuse it.
     for name, (vec, bufs_k) in zip(("a", "b"), anchors):
         check_vector(vec, name, layout)
@@ -221,51 +212,33 @@ def distance_along_path(
             raise ValueError("bn_mode='interpolate' needs a and b given as models (their buffers are interpolated)")
     basis = torch.stack([v for v, _ in anchors])
     ref_pts = AffinePoints(basis, np.array([[1.0, 0.0]]), bufs)
-    ref = torch.from_numpy(
-        evaluate_points(
-            prob,
-            ref_pts,
-            metrics=("outputs",),
-            batch_size=batch_size,
-            chunk_size=chunk_size,
-            strategy=strategy,
-            bn_mode=bn_mode,
-            progress=progress,
-            memory_budget=memory_budget,
-        )["outputs"][0]
-    )
+    engine = settings.engine()
+    ref = torch.from_numpy(evaluate_points(prob, ref_pts, **{**engine, "metrics": ("outputs",)})["outputs"][0])
     if ref.dim() < 2:
         raise ValueError(f"functional distance needs outputs of shape (B, C), got {tuple(ref.shape)} (N, ...)")
     metrics = (_SquaredDistance(ref, kind is OutputKind.SOFTMAX), _Disagreement(ref))
     pts = AffinePoints(basis, np.stack([1 - al, al], 1), bufs)
-    res = evaluate_points(
-        prob,
-        pts,
-        metrics=metrics,
-        batch_size=batch_size,
-        chunk_size=chunk_size,
-        strategy=strategy,
-        bn_mode=bn_mode,
-        progress=progress,
-        memory_budget=memory_budget,
-    )
+    res = evaluate_points(prob, pts, **{**engine, "metrics": metrics})
     prov = Provenance.here(
-        data=desc or prob.description, kind="distance_along_path", output=kind.value, model=type(prob.model).__name__
+        data=settings.data_description or prob.description,
+        kind="distance_along_path",
+        output=kind.value,
+        model=type(prob.model).__name__,
     )
-    ends = basis.detach().cpu().numpy()
     return DistanceResult(
-        al,
-        np.sqrt(res["squared_distance"]),
-        res["disagreement"],
-        ends,
-        kind.value,
-        int(ref.shape[0]),
-        label,
-        layout.to_dict(),
-        prov,
+        alphas=al,
+        rms=np.sqrt(res["squared_distance"]),
+        disagreement=res["disagreement"],
+        anchors=to_numpy(basis),
+        output=kind.value,
+        n_samples=int(ref.shape[0]),
+        label=label,
+        layout=layout.to_dict(),
+        provenance=prov,
     )
 
 
+@shows_options(EngineOptions)
 def functional_distance(
     problem: Problem | nn.Module,
     a: PointLike,
@@ -273,14 +246,7 @@ def functional_distance(
     data: Any = None,
     *,
     output: OutputKind | str = OutputKind.SOFTMAX,
-    batch_size: int | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int | str | None = None,
-    strategy: Strategy | str = "auto",
-    bn_mode: BNMode | str | None = None,
-    progress: bool = False,
-    data_description: str | None = None,
-    data_desc: str | None = None,
+    **options: Unpack[EngineOptions],
 ) -> FunctionalDistance:
     """RMS output distance and label disagreement between networks ``a`` and ``b`` (Im et al. Sec. 4.1).
 
@@ -290,32 +256,20 @@ def functional_distance(
         b: Second network.
         data: Shorthand only: the data (targets are not used).
         output: ``"softmax"`` (default) or ``"logits"``.
-        batch_size: As for :func:`distance_along_path`.
-        chunk_size: As for :func:`distance_along_path`.
-        memory_budget: As for :func:`distance_along_path`.
-        strategy: As for :func:`distance_along_path`.
-        bn_mode: As for :func:`distance_along_path`.
-        progress: As for :func:`distance_along_path`.
-        data_description: As for :func:`distance_along_path`.
-        data_desc: Deprecated name of ``data_description``.
+        **options: The evaluation keywords, as for :func:`distance_along_path`.
 
     Returns:
         A :class:`FunctionalDistance`.
     """
-    r = distance_along_path(
-        problem,
-        a,
-        b,
-        data,
-        alphas=[1.0],
-        output=output,
-        batch_size=batch_size,
-        chunk_size=chunk_size,
-        memory_budget=memory_budget,
-        strategy=strategy,
-        bn_mode=bn_mode,
-        progress=progress,
-        data_description=renamed(data_description, data_desc, "data_desc", "data_description"),
-    )
+    settings = SliceSettings.of("functional_distance", options, EngineOptions)  # unknown keywords fail here
+    engine = {k: v for k, v in options.items() if k != "data_desc"}  # the deprecated name warned once, above
+    engine["data_description"] = settings.data_description
+    r = distance_along_path(problem, a, b, data, alphas=[1.0], output=output, **engine)  # type: ignore[arg-type]
     prov = dataclasses.replace(r.provenance, extra={**r.provenance.extra, "kind": "functional_distance"})
-    return FunctionalDistance(float(r.rms[0]), float(r.disagreement[0]), r.output, r.n_samples, prov)
+    return FunctionalDistance(
+        rms=float(r.rms[0]),
+        disagreement=float(r.disagreement[0]),
+        output=r.output,
+        n_samples=r.n_samples,
+        provenance=prov,
+    )

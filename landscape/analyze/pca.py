@@ -24,33 +24,22 @@ float64 numpy arrays, like scikit-learn's. Component signs follow scikit-learn's
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
+from landscape.analyze.paths import LossAt, ProjectedPath, make_loss_at
+from landscape.analyze.snapshots import SnapshotStack, Workspace, refuse_nonfinite, row_sqnorms
 from landscape.problem import Problem
-from landscape.results import Provenance, Result, register_result
-from landscape.validation import InputError, check_vector, describe_nonfinite
+from landscape.results import Provenance
+from landscape.validation import check_vector
 
-__all__ = [
-    "Center",
-    "TrajectoryPCA",
-    "ProjectedPath",
-    "distance_from_origin",
-    "distance_from_init",
-    "pairwise_end_distances",
-    "make_loss_at",
-]
-
-LossAt = Callable[[Tensor], Tensor]
-_WORKSPACE_ELEMENTS = 1 << 22  # float64 elements of the reused panel workspace (32 MiB)
+__all__ = ["Center", "TrajectoryPCA"]
 
 
 class Center(str, enum.Enum):
@@ -84,204 +73,6 @@ def _center_option(center: Any) -> Center | int | Tensor:
     raise TypeError(f"center must be 'mean', 'first', 'last', an int or a (D,) vector, got {type(center).__name__}")
 
 
-# --------------------------------------------------------------------------- sources of snapshot rows
-class _Rows:
-    """Random access to the rows of one trajectory-like input, in blocks."""
-
-    n: int
-    dim: int
-    dtype: torch.dtype
-    steps: np.ndarray
-    epochs: np.ndarray
-
-    def read(self, start: int, stop: int, out: Tensor) -> None:
-        """Copy rows ``[start, stop)`` into ``out`` of shape ``(stop - start, D)``."""
-        raise NotImplementedError
-
-
-class _MatrixRows(_Rows):
-    def __init__(self, mat: Tensor) -> None:
-        self.mat = mat
-        self.n, self.dim = mat.shape
-        self.dtype = mat.dtype
-        self.steps = np.arange(self.n, dtype=np.int64)
-        self.epochs = np.full(self.n, np.nan)
-
-    def read(self, start: int, stop: int, out: Tensor) -> None:
-        out.copy_(self.mat[start:stop])
-
-
-class _ListRows(_Rows):
-    def __init__(self, vecs: Sequence[Tensor], steps: np.ndarray, epochs: np.ndarray) -> None:
-        dims = {v.shape[0] for v in vecs}
-        if len(dims) > 1:
-            raise ValueError(f"the snapshots have different dimensions {sorted(dims)}; PCA needs one parameter space")
-        self.vecs = list(vecs)
-        self.n, self.dim = len(vecs), dims.pop()
-        self.dtype = vecs[0].dtype
-        for v in vecs[1:]:
-            self.dtype = torch.promote_types(self.dtype, v.dtype)
-        self.steps, self.epochs = steps, epochs
-
-    def read(self, start: int, stop: int, out: Tensor) -> None:
-        for r, i in enumerate(range(start, stop)):
-            out[r].copy_(self.vecs[i])
-
-
-class _TrajectoryRows(_Rows):
-    """Rows of a :class:`~landscape.trajectory.store.Trajectory` (or anything with ``vectors``, ``segments``)."""
-
-    def __init__(self, traj: Any, segment: int | None) -> None:
-        segs = list(traj.segments)
-        if not segs:
-            raise ValueError(f"{traj!r} is empty")
-        if segment is not None:
-            if not -len(segs) <= segment < len(segs):
-                raise ValueError(f"segment {segment} does not exist; {traj!r} has {len(segs)} segments")
-            segs = [segs[segment]]
-        dims = {s.layout.numel for s in segs}
-        if len(dims) > 1:
-            ranges = ", ".join(f"{s.index}: [{s.start}, {s.stop}) D={s.layout.numel}" for s in segs)
-            raise ValueError(
-                f"{traj!r} has segments with different parameter counts ({ranges}); PCA needs one parameter "
-                "space: pass segment=k"
-            )
-        self.traj = traj
-        self.index = np.concatenate([np.arange(s.start, s.stop) for s in segs]).astype(np.int64)
-        self.n, self.dim = len(self.index), dims.pop()
-        self._first = traj.vectors([int(self.index[0])])[0]  # cached: the fit reads it again as its reference
-        self.dtype = self._first.dtype
-        self.steps = np.asarray(traj.steps)[self.index]
-        self.epochs = np.asarray(traj.epochs, dtype=np.float64)[self.index]
-
-    def read(self, start: int, stop: int, out: Tensor) -> None:
-        for r, k in enumerate(range(start, stop)):
-            # one snapshot at a time, without the stacked copy vectors() would make
-            out[r].copy_(self._first if k == 0 else self.traj[int(self.index[k])].vector)
-
-
-def _is_trajectory(x: Any) -> bool:
-    return hasattr(x, "vectors") and hasattr(x, "segments") and hasattr(x, "__len__")
-
-
-def _as_rows(x: Any, segment: int | None) -> _Rows:
-    if _is_trajectory(x):
-        return _TrajectoryRows(x, segment)
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if isinstance(x, Tensor):
-        if x.dim() == 1:
-            x = x[None]
-        if x.dim() != 2:
-            raise ValueError(f"a snapshot matrix must have shape (T, D), got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"snapshot vectors must be floating point, got {x.dtype}")
-        return _MatrixRows(x.detach())
-    if hasattr(x, "vector"):  # a single Snapshot
-        x = [x]
-    if isinstance(x, Sequence) and x and all(hasattr(s, "vector") or isinstance(s, Tensor) for s in x):
-        vecs = [s.vector if hasattr(s, "vector") else s for s in x]
-        if any(v.dim() != 1 for v in vecs):
-            raise ValueError("a list of snapshots must hold flat (D,) vectors")
-        steps = np.array([getattr(s, "step", i) for i, s in enumerate(x)], dtype=np.int64)
-        epochs = np.array([getattr(s, "epoch", np.nan) for s in x], dtype=np.float64)
-        return _ListRows([v.detach() for v in vecs], steps, epochs)
-    raise TypeError(
-        f"cannot read snapshots from a {type(x).__name__}; pass a Trajectory, a (T, D) tensor or array, "
-        "a list of (D,) vectors or Snapshots, or a list of those for several trajectories"
-    )
-
-
-def _is_collection(x: Any) -> bool:
-    """True for a list of several trajectory-likes (as opposed to one list of snapshots)."""
-    if not isinstance(x, list | tuple) or not x:
-        return False
-    return all(_is_trajectory(e) or (isinstance(e, Tensor | np.ndarray) and e.ndim == 2) for e in x)
-
-
-class _Stack:
-    """Several row sources read as one stacked ``(T, D)`` matrix."""
-
-    def __init__(self, x: Any, segment: int | None) -> None:
-        parts = [_as_rows(e, segment) for e in (x if _is_collection(x) else [x])]
-        dims = {p.dim for p in parts}
-        if len(dims) > 1:
-            raise ValueError(f"the trajectories have different dimensions {sorted(dims)}; PCA needs one weight space")
-        self.parts = parts
-        self.dim = dims.pop()
-        self.lengths = [p.n for p in parts]
-        self.n = sum(self.lengths)
-        self.offsets = np.cumsum([0, *self.lengths])
-        dt = parts[0].dtype
-        for p in parts[1:]:
-            dt = torch.promote_types(dt, p.dtype)
-        self.dtype = torch.promote_types(dt, torch.float32)  # bf16/fp16 blocks would lose precision
-
-    def read(self, start: int, stop: int, out: Tensor | None = None) -> Tensor:
-        """Rows ``[start, stop)`` of the stack, shape ``(stop - start, D)``, in ``self.dtype``."""
-        if out is None:
-            out = torch.empty(stop - start, self.dim, dtype=self.dtype)
-        out = out[: stop - start]
-        for k, p in enumerate(self.parts):
-            a, b = max(start, int(self.offsets[k])), min(stop, int(self.offsets[k + 1]))
-            if a < b:
-                p.read(a - int(self.offsets[k]), b - int(self.offsets[k]), out[a - start : b - start])
-        return out
-
-    def blocks(self, size: int, progress: bool = False, desc: str = "") -> Iterator[tuple[int, int, Tensor]]:
-        buf = torch.empty(min(size, self.n), self.dim, dtype=self.dtype)
-        for a in tqdm(range(0, self.n, size), disable=not progress, desc=desc, leave=False):
-            b = min(a + size, self.n)
-            yield a, b, self.read(a, b, buf)
-
-    def meta(self, name: str) -> np.ndarray:
-        return np.concatenate([getattr(p, name) for p in self.parts])
-
-    @property
-    def run(self) -> np.ndarray:
-        return np.repeat(np.arange(len(self.parts)), self.lengths)
-
-
-class _Workspace:
-    """Reused float64 buffers holding column panels of blocks minus a reference point.
-
-    Blocks stay in their stored dtype; each product works on float64 panels converted into these
-    preallocated buffers, which keeps the arithmetic in float64 without fresh large temporaries
-    (their allocation and page faults otherwise dominate the streamed passes).
-    """
-
-    def __init__(self, dim: int, rows: Sequence[int]) -> None:
-        self.dim = dim
-        self.width = int(min(dim, max(1024, _WORKSPACE_ELEMENTS // max(1, sum(rows)))))
-        self.bufs = [torch.empty(r, self.width, dtype=torch.float64) for r in rows]
-
-    def panels(self) -> Iterator[slice]:
-        for a in range(0, self.dim, self.width):
-            yield slice(a, min(a + self.width, self.dim))
-
-    def shifted(self, slot: int, block: Tensor, ref: Tensor, cols: slice) -> Tensor:
-        """``block[:, cols] - ref[cols]`` in float64, shape ``(rows, len(cols))``, in buffer ``slot``."""
-        out = self.bufs[slot][: block.shape[0], : cols.stop - cols.start]
-        return torch.sub(block[:, cols], ref[cols], out=out)
-
-
-def _sqnorms(y: Tensor) -> Tensor:
-    """Squared norms of the rows of ``y`` (no temporary of ``y``'s size)."""
-    return torch.linalg.vector_norm(y, dim=1).square()
-
-
-def _norms(src: _Stack, block_size: int, ref_of: Callable[[int], Tensor], progress: bool) -> np.ndarray:
-    """``||x_t - ref_of(t)||`` for every stacked row ``t``, streamed; ``ref_of(t)`` is a float64 ``(D,)``."""
-    out = np.zeros(src.n)
-    ws = _Workspace(src.dim, [1])
-    for a, b, blk in src.blocks(block_size, progress, "norms"):
-        for i in range(b - a):
-            ref = ref_of(a + i)
-            sq = sum(float(_sqnorms(ws.shifted(0, blk[i : i + 1], ref, c))) for c in ws.panels())
-            out[a + i] = math.sqrt(sq)
-    return out
-
-
 def _orthonormalize_rows(m: Tensor) -> None:
     """Modified Gram-Schmidt on the rows of ``m`` (k, D), in place, applied twice ("twice is enough").
 
@@ -298,35 +89,6 @@ def _orthonormalize_rows(m: Tensor) -> None:
 
 def _auto_block(dim: int, itemsize: int, n: int, max_memory: int) -> int:
     return int(max(1, min(n, max_memory // max(1, int(1.25 * dim * itemsize)))))
-
-
-# --------------------------------------------------------------------------- the estimator
-def _refuse_nonfinite(src: _Stack) -> None:
-    """Name the snapshots holding NaN/inf (and their parameters, for trajectories); only on the error path."""
-    bad = []
-    row = torch.empty(1, src.dim, dtype=src.dtype)
-    for i in range(src.n):
-        what = describe_nonfinite(src.read(i, i + 1, row)[0])
-        if what is None:
-            continue
-        k = int(np.searchsorted(src.offsets, i, side="right")) - 1
-        part, local = src.parts[k], i - int(src.offsets[k])
-        names = ""
-        if isinstance(part, _TrajectoryRows):
-            pos = int(part.index[local])
-            seg = next(sg for sg in part.traj.segments if sg.start <= pos < sg.stop)
-            fin = torch.isfinite(row[0])
-            names = " in " + ", ".join(repr(sp.name) for sp in seg.layout.specs if not bool(fin[sp.slice].all()))
-        bad.append(f"snapshot {i} (step {int(src.meta('steps')[i])}): {what}{names}")
-        if len(bad) == 5:
-            bad.append("...")
-            break
-    if not bad:
-        raise InputError("X: the snapshots are finite but their squared distances overflow; rescale them (float64?)")
-    raise InputError(
-        f"X holds non-finite snapshots: {'; '.join(bad)}. Expected finite weights: drop those snapshots (a diverged "
-        "run?) or fit on the ones before."
-    )
 
 
 class TrajectoryPCA:
@@ -388,7 +150,7 @@ class TrajectoryPCA:
         self.progress = progress
 
     # ------------------------------------------------------------------ fitting
-    def _block(self, src: _Stack) -> int:
+    def _block(self, src: SnapshotStack) -> int:
         if self.block_size is not None:
             if int(self.block_size) < 1:
                 raise ValueError(f"block_size must be a positive integer or None, got {self.block_size}")
@@ -409,7 +171,9 @@ class TrajectoryPCA:
             raise ValueError(f"n_components={k} exceeds min(n_snapshots, n_parameters) = {min(n, d)}")
         return int(k)
 
-    def _gram(self, src: _Stack, center: Center | int | Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def _gram(
+        self, src: SnapshotStack, center: Center | int | Tensor
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """First pass: Gram of the snapshots shifted by the first one, their sum, and ``y_i . u`` for a centre vector.
 
         Returns:
@@ -429,7 +193,7 @@ class TrajectoryPCA:
         a_vec = torch.zeros(n, dtype=torch.float64) if u is not None else None
         resident = torch.empty(min(b, n), d, dtype=src.dtype)
         stream = torch.empty(min(s, n), d, dtype=src.dtype) if b < n else None
-        ws = _Workspace(d, [min(b, n), min(s, n)])
+        ws = Workspace(d, [min(b, n), min(s, n)])
         for i0 in tqdm(range(0, n, b), disable=not self.progress, desc="PCA Gram", leave=False):
             i1 = min(i0 + b, n)
             blk = src.read(i0, i1, resident)
@@ -467,7 +231,7 @@ class TrajectoryPCA:
             InputError: If a snapshot holds NaN/inf (naming the snapshot, its step and its parameters).
         """
         center = _center_option(self.center)
-        src = _Stack(X, segment)
+        src = SnapshotStack(X, segment)
         n, d = src.n, src.dim
         if n < 2:
             raise ValueError(f"PCA needs at least two snapshots, got {n}")
@@ -482,7 +246,7 @@ class TrajectoryPCA:
             check_vector(center, "center")
         gram, ref, total, a_vec = self._gram(src, center)
         if not bool(torch.isfinite(gram.diagonal()).all()):  # ||y_i - y_0||^2: O(T) to test, the pass is done
-            _refuse_nonfinite(src)
+            refuse_nonfinite(src)
 
         # Move the origin from the reference snapshot to the centre w: G_c = G - a 1^T - 1 a^T + kappa.
         if center is Center.MEAN:
@@ -518,7 +282,7 @@ class TrajectoryPCA:
         # Second pass: components = sum_i coef_i (y_i - w).
         comp = torch.zeros(k, d, dtype=torch.float64)
         size = self._block(src)
-        ws = _Workspace(d, [min(size, n)])
+        ws = Workspace(d, [min(size, n)])
         for a0, a1, blk in src.blocks(size, self.progress, "PCA components"):
             for cols in ws.panels():
                 comp[:, cols] += coef[a0:a1].T @ ws.shifted(0, blk, ref, cols)
@@ -575,7 +339,7 @@ class TrajectoryPCA:
         src = self._source(X, segment)
         out = np.zeros((src.n, self.n_components_))
         size = self._block(src)
-        ws = _Workspace(src.dim, [min(size, src.n)])
+        ws = Workspace(src.dim, [min(size, src.n)])
         for a, b, blk in src.blocks(size, self.progress, "PCA transform"):
             acc = torch.zeros(b - a, self.n_components_, dtype=torch.float64)
             for cols in ws.panels():
@@ -591,8 +355,8 @@ class TrajectoryPCA:
             raise ValueError(f"coordinates must have shape (n, {self.n_components_}), got {tuple(c.shape)}")
         return self.mean_ + c @ self.components_
 
-    def _source(self, X: Any, segment: int | None) -> _Stack:
-        src = _Stack(X, segment)
+    def _source(self, X: Any, segment: int | None) -> SnapshotStack:
+        src = SnapshotStack(X, segment)
         if src.dim != self.n_features_in_:
             raise ValueError(
                 f"the snapshots have {src.dim} parameters but the PCA was fitted on {self.n_features_in_}; "
@@ -661,17 +425,17 @@ class TrajectoryPCA:
         true_loss = np.full(n, np.nan) if loss_at is not None else None
         plane_loss = np.full(n, np.nan) if loss_at is not None else None
         size = min(self._block(src), max(1, points_per_call)) if loss_at is not None else self._block(src)
-        ws = _Workspace(src.dim, [min(size, n)])
+        ws = Workspace(src.dim, [min(size, n)])
         for a, b, blk in src.blocks(size, self.progress, "PCA project"):
             xy = torch.zeros(b - a, 2, dtype=torch.float64)
             sq = torch.zeros(b - a, dtype=torch.float64)
             for cols in ws.panels():
                 r = ws.shifted(0, blk, center, cols)
                 xy += r @ dirs[:, cols].T
-                sq += _sqnorms(r)
+                sq += row_sqnorms(r)
             res = torch.zeros(b - a, dtype=torch.float64)
             for cols in ws.panels():  # residual norm directly: no cancellation when it is small
-                res += _sqnorms(ws.shifted(0, blk, center, cols).addmm_(xy, dirs[:, cols], alpha=-1))
+                res += row_sqnorms(ws.shifted(0, blk, center, cols).addmm_(xy, dirs[:, cols], alpha=-1))
             coords[a:b], full[a:b], off[a:b] = xy.numpy(), sq.sqrt().numpy(), res.sqrt().numpy()
             if loss_at is not None:
                 true_loss[a:b] = _call_loss(loss_at, blk, b - a)  # type: ignore[index]
@@ -702,192 +466,3 @@ def _call_loss(loss_at: LossAt, pts: Tensor, n: int) -> np.ndarray:
     if out.numel() != n:
         raise ValueError(f"loss_at returned {out.numel()} values for {n} points; it must map (n, D) -> (n,)")
     return out.to(torch.float64).numpy()
-
-
-# --------------------------------------------------------------------------- the projected path
-@register_result
-@dataclasses.dataclass(frozen=True)
-class ProjectedPath(Result):
-    """Trajectories projected on the PCA plane, with what the plane cannot show.
-
-    Attributes:
-        coordinates: ``(T, 2)`` coordinates ``(x, y)``: the projection is ``center + x d1 + y d2``.
-        displacement: ``(T,)`` distance of each snapshot from the centre.
-        off_plane: ``(T,)`` norm of the part of the displacement orthogonal to the plane.
-        off_plane_ratio: ``(T,)`` ``off_plane / displacement`` (0 at the centre itself).
-        run: ``(T,)`` index of the trajectory each snapshot belongs to.
-        steps: ``(T,)`` optimizer steps (row numbers for plain matrices).
-        epochs: ``(T,)`` epochs (NaN for plain matrices).
-        explained_variance_ratio: ``(2,)`` variance shares of the two axes.
-        true_loss: ``(T,)`` loss at each snapshot, or ``None``.
-        plane_loss: ``(T,)`` loss at each snapshot's projection on the plane, or ``None``.
-        center: How the PCA was centred (``"mean"``, ``"last"``, ``"index 3"``, ``"vector"``).
-        provenance: Where the result came from.
-    """
-
-    _dims = {
-        "coordinates": ("snapshot", "xy"),
-        "displacement": ("snapshot",),
-        "off_plane": ("snapshot",),
-        "off_plane_ratio": ("snapshot",),
-        "run": ("snapshot",),
-        "steps": ("snapshot",),
-        "epochs": ("snapshot",),
-        "explained_variance_ratio": ("xy",),
-        "true_loss": ("snapshot",),
-        "plane_loss": ("snapshot",),
-    }
-    _coords = {"run": "run", "steps": "step", "epochs": "epoch"}
-    _table = ("snapshot",)
-
-    def _thumbnail_data(self) -> tuple[Any, ...] | None:
-        if len(self.coordinates) == 0:
-            return None
-        return ("path", self.split("coordinates"))
-
-    coordinates: np.ndarray
-    displacement: np.ndarray
-    off_plane: np.ndarray
-    off_plane_ratio: np.ndarray
-    run: np.ndarray
-    steps: np.ndarray
-    epochs: np.ndarray
-    explained_variance_ratio: np.ndarray
-    true_loss: np.ndarray | None = None
-    plane_loss: np.ndarray | None = None
-    center: str = "mean"
-    provenance: Provenance = dataclasses.field(default_factory=Provenance)
-
-    @property
-    def median_off_plane_ratio(self) -> float:
-        """Median share of a snapshot's displacement that lies off the plane."""
-        return float(np.median(self.off_plane_ratio))
-
-    def split(self, field: str = "coordinates") -> list[np.ndarray]:
-        """One array per trajectory of a per-snapshot field (e.g. ``"coordinates"`` -> list of ``(T_i, 2)``)."""
-        values = getattr(self, field)
-        if values is None:
-            raise ValueError(f"{field} was not computed")
-        return [values[self.run == r] for r in np.unique(self.run)]
-
-
-# --------------------------------------------------------------------------- distances (Lipton Fig. 3)
-def distance_from_origin(X: Any, *, segment: int | None = None, block_size: int = 16) -> np.ndarray:
-    """Euclidean norm of every snapshot, ``||x_t||`` (Lipton Fig. 3a).
-
-    Args:
-        X: One or several trajectories, as for :meth:`TrajectoryPCA.fit` (several are stacked).
-        segment: Segment to read from multi-segment trajectories.
-        block_size: Snapshots in memory at a time.
-
-    Returns:
-        Numpy float64 ``(T,)``.
-    """
-    src = _Stack(X, segment)
-    zero = torch.zeros(src.dim, dtype=torch.float64)
-    return _norms(src, block_size, lambda t: zero, False)
-
-
-def distance_from_init(X: Any, *, segment: int | None = None, block_size: int = 16) -> np.ndarray:
-    """Distance of every snapshot from the first snapshot of its own trajectory, ``||x_t - x_0||``.
-
-    Args:
-        X: One or several trajectories (each measured from its own first snapshot; results stacked).
-        segment: Segment to read from multi-segment trajectories.
-        block_size: Snapshots in memory at a time.
-
-    Returns:
-        Numpy float64 ``(T,)``.
-    """
-    src = _Stack(X, segment)
-    inits = [src.read(int(o), int(o) + 1)[0].to(torch.float64) for o in src.offsets[:-1]]
-    run = src.run
-    return _norms(src, block_size, lambda t: inits[int(run[t])], False)
-
-
-def pairwise_end_distances(trajectories: Sequence[Any], *, segment: int | None = None) -> np.ndarray:
-    """Euclidean distances between the final snapshots of several trajectories (Lipton Fig. 2-3).
-
-    Args:
-        trajectories: ``n`` trajectories (or ``(T_i, D)`` matrices, or final ``(D,)`` vectors).
-        segment: Segment to read from multi-segment trajectories (default: all segments, last snapshot).
-
-    Returns:
-        Numpy float64 ``(n, n)``, symmetric with a zero diagonal.
-
-    Raises:
-        ValueError: If the trajectories live in different parameter spaces.
-    """
-    ends = []
-    for t in trajectories:
-        src = _Stack(t, segment)
-        ends.append(src.read(src.n - 1, src.n)[0].to(torch.float64))
-    dims = {e.shape[0] for e in ends}
-    if len(dims) > 1:
-        raise ValueError(f"the final snapshots have different dimensions {sorted(dims)}")
-    n = len(ends)
-    out = np.zeros((n, n))
-    for i in range(n):
-        for j in range(i + 1, n):
-            out[i, j] = out[j, i] = float((ends[i] - ends[j]).norm())
-    return out
-
-
-# --------------------------------------------------------------------------- a default loss evaluator
-def make_loss_at(
-    problem: Problem | nn.Module,
-    data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]] | None = None,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
-    *,
-    batch_size: int | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int | str | None = None,
-    strategy: str = "auto",
-    bn_mode: str | None = None,
-    buffers: Mapping[str, Tensor] | None = None,
-    progress: bool = False,
-) -> LossAt:
-    """A ``loss_at(vectors (n, D)) -> (n,)`` giving the mean loss over the data at each point.
-
-    Goes through the evaluation engine, :func:`landscape.evaluate.points.evaluate_points` (default: eval
-    mode with the model's own buffers, i.e. BatchNorm running statistics); the model is never modified.
-
-    Args:
-        problem: A :class:`~landscape.problem.Problem`, or the architecture (its parameters are replaced by
-            each point) with ``data`` and ``loss_fn``.
-        data: Shorthand only: a tensor pair ``(X (N, ...), y (N,))`` or an iterable of such batches (read
-            once here).
-        loss_fn: Shorthand only: batch-mean loss, ``"cross_entropy"`` / ``"mse"``, or ``None`` for the
-            default (cross-entropy for integer targets, MSE otherwise).
-        batch_size: Micro-batch size of the evaluation.
-        chunk_size: Points evaluated together.
-        memory_budget: Bytes (or ``"512MB"``) for the evaluation.
-        strategy: Evaluation strategy.
-        bn_mode: ``"eval"``, ``"train"``; default the problem's.
-        buffers: Buffers to use instead of the model's own.
-        progress: Show a progress bar per call.
-
-    Returns:
-        The callable, returning a float64 tensor ``(n,)``.
-    """
-    from landscape.evaluate.points import evaluate_points
-    from landscape.problem import as_problem
-
-    prob = as_problem(problem, data, loss_fn)
-
-    def loss_at(points: Tensor) -> Tensor:
-        out = evaluate_points(
-            prob,
-            points,
-            metrics=("loss",),
-            batch_size=batch_size,
-            chunk_size=chunk_size,
-            memory_budget=memory_budget,
-            strategy=strategy,
-            bn_mode=bn_mode,
-            buffers=buffers,
-            progress=progress,
-        )
-        return torch.from_numpy(np.asarray(out["loss"], dtype=np.float64))
-
-    return loss_at

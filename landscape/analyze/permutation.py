@@ -1,31 +1,15 @@
 """Permutations of hidden units as data: which tensor axes move together, and applying them.
 
 Hidden units of a network can be relabelled without changing its function: permute the output
-units of a layer and the matching input axis of every consumer. A :class:`PermutationSpec` says
-which axes of which tensors (parameters *and* buffers, e.g. BatchNorm running statistics) carry one
-permutation ("group"); a permutation is a plain ``dict[group, LongTensor]``. Convention: a
-permutation ``p`` of a group moves old unit ``p[i]`` to position ``i`` (``new[i] = old[p[i]]``),
-as ``scipy.optimize.linear_sum_assignment``'s column indices read.
+units of a layer and the matching input axis of every consumer. A
+:class:`~landscape.analyze.permutation_spec.PermutationSpec` says which axes of which tensors (parameters
+*and* buffers, e.g. BatchNorm running statistics) carry one permutation ("group"); a permutation is a plain
+``dict[group, LongTensor]``. Convention: a permutation ``p`` of a group moves old unit ``p[i]`` to position
+``i`` (``new[i] = old[p[i]]``), as ``scipy.optimize.linear_sum_assignment``'s column indices read.
 
-The spec is derived by tracing the model with :mod:`torch.fx` and propagating, value by value,
-which group owns its channel axis:
-
-* Linear and Conv layers start a new group for their outputs (the input axis of their weight takes
-  the group of their input); the last layer's outputs reach the model output and stay fixed.
-* Pointwise modules and functions (activations, dropout, pooling) pass the group on; BatchNorm and
-  LayerNorm take it on their weight, bias and running statistics.
-* Adding two values merges their groups: the residual stream of a ResNet shares one permutation
-  across the blocks it runs through. A stream added to an unpermuted value (the input) stays fixed.
-* ``Flatten`` after a convolution turns each channel into a block of ``H * W`` features of the next
-  Linear's input (the block size is read from that Linear's ``in_features``).
-
-* A unidirectional LSTM starts one group per layer, applied inside each of the four stacked gates of
-  ``weight_ih``, ``weight_hh`` (rows and columns) and the biases; its output and one layer of ``h_n`` carry it.
-
-Anything else a permuted value flows into (attention, concatenation, grouped convolution, local
-response normalization, bidirectional LSTM, ...) raises a :class:`PermutationSpecError` naming the module or operation.
-Ainsworth, Hayase and Srinivasa, *Git Re-Basin* (ICLR 2023), §2-3 define the permutation spec this
-module derives.
+The spec (:mod:`landscape.analyze.permutation_spec`) is derived by tracing the model
+(:func:`~landscape.analyze.permutation_tracing.permutation_spec`); this module builds, composes, inverts and
+applies permutations.
 
 Example:
     >>> net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
@@ -42,23 +26,16 @@ Example:
 from __future__ import annotations
 
 import copy
-import dataclasses
-import operator
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.fx
 from torch import Tensor, nn
 
+from landscape.analyze.permutation_spec import AxisPerm, Permutation, PermutationSpec
 from landscape.params import ParamLayout
 
 __all__ = [
-    "PermutationSpec",
-    "PermutationSpecError",
-    "Permutation",
-    "AxisPerm",
-    "permutation_spec",
     "apply_permutation",
     "compose_permutations",
     "invert_permutation",
@@ -66,539 +43,7 @@ __all__ = [
     "random_permutation",
 ]
 
-Permutation = dict[str, Tensor]
-"""A permutation per group: ``{group: LongTensor (n,)}``, ``new[i] = old[p[i]]``."""
 
-
-class PermutationSpecError(ValueError):
-    """The permutation spec of a model cannot be derived (an unsupported module or operation)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class AxisPerm:
-    """One permuted axis of one tensor.
-
-    Attributes:
-        tensor: Name in the model's ``state_dict`` (parameter or buffer), e.g. ``"fc1.weight"``.
-        axis: The axis (0 for a layer's outputs, 1 for its inputs).
-        group: The permutation group acting on it.
-        block: Consecutive entries per unit: 1, or ``H * W`` for a Linear fed by a flattened ``(C, H, W)`` map.
-        repeat: Copies of the unit axis along the tensor axis: 1, or 4 for the stacked gates of an LSTM
-            (the axis is read as ``(repeat, n, block)`` and the ``n`` axis is permuted in every copy).
-    """
-
-    tensor: str
-    axis: int
-    group: str
-    block: int = 1
-    repeat: int = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class PermutationSpec:
-    """Which axes of which tensors each permutation group moves.
-
-    Attributes:
-        sizes: Group name -> number of units, in the order of the layers that created them.
-        axes: Every permuted axis (several per tensor when its input and output axes both move).
-        sites: Group -> ``(module name, channel axis)`` of the modules whose outputs carry the group
-            after a nonlinearity (or, without one, the layers producing it); activation matching
-            correlates these.
-        affine_sites: ``(module name, group)`` of the last affine module (Linear, Conv or BatchNorm)
-            before each nonlinearity of a permuted layer; REPAIR rescales their outputs.
-    """
-
-    sizes: dict[str, int]
-    axes: tuple[AxisPerm, ...]
-    sites: dict[str, tuple[tuple[str, int], ...]] = dataclasses.field(default_factory=dict)
-    affine_sites: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def groups(self) -> list[str]:
-        """Group names in creation order."""
-        return list(self.sizes)
-
-    def axes_of(self, group: str) -> list[AxisPerm]:
-        """Every axis a group moves.
-
-        Raises:
-            KeyError: On an unknown group; the message lists the groups.
-        """
-        if group not in self.sizes:
-            raise KeyError(f"no group {group!r}; groups are {self.groups}")
-        return [a for a in self.axes if a.group == group]
-
-    def tensor_axes(self, tensor: str) -> list[AxisPerm]:
-        """The permuted axes of one tensor (empty if it does not move)."""
-        return [a for a in self.axes if a.tensor == tensor]
-
-    @property
-    def tensors(self) -> list[str]:
-        """Names of the tensors that move, in first-mention order."""
-        return list(dict.fromkeys(a.tensor for a in self.axes))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-compatible form."""
-        return {
-            "sizes": dict(self.sizes),
-            "axes": [dataclasses.asdict(a) for a in self.axes],
-            "sites": {g: [list(s) for s in v] for g, v in self.sites.items()},
-            "affine_sites": [list(s) for s in self.affine_sites],
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> PermutationSpec:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            {str(k): int(v) for k, v in d["sizes"].items()},
-            tuple(
-                AxisPerm(str(a["tensor"]), int(a["axis"]), str(a["group"]), int(a["block"]), int(a.get("repeat", 1)))
-                for a in d["axes"]
-            ),
-            {str(g): tuple((str(m), int(ax)) for m, ax in v) for g, v in d.get("sites", {}).items()},
-            tuple((str(m), str(g)) for m, g in d.get("affine_sites", [])),
-        )
-
-    def __repr__(self) -> str:
-        return f"PermutationSpec({len(self.sizes)} groups {self.sizes}, {len(self.tensors)} tensors)"
-
-
-# =========================================================================== derivation by tracing
-# Modules that act pointwise on channels (or pool within a channel): the group passes through.
-_POINTWISE: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Softplus,
-    nn.Softsign,
-    nn.Tanhshrink,
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-)
-_NONLINEAR = tuple(
-    t
-    for t in _POINTWISE
-    if t not in (nn.Identity,) and not issubclass(t, nn.modules.dropout._DropoutNd) and "Pool" not in t.__name__
-)
-_PRELU = (nn.PReLU,)
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_F = torch.nn.functional
-_POINTWISE_FUNCS = {
-    torch.relu,
-    _F.relu,
-    torch.tanh,
-    _F.tanh,
-    torch.sigmoid,
-    _F.sigmoid,
-    _F.gelu,
-    _F.silu,
-    _F.elu,
-    _F.leaky_relu,
-    _F.softplus,
-    _F.hardtanh,
-    _F.relu6,
-    _F.mish,
-    _F.dropout,
-    _F.dropout2d,
-    _F.max_pool1d,
-    _F.max_pool2d,
-    _F.max_pool3d,
-    _F.avg_pool1d,
-    _F.avg_pool2d,
-    _F.avg_pool3d,
-    _F.adaptive_avg_pool1d,
-    _F.adaptive_avg_pool2d,
-    _F.adaptive_max_pool2d,
-    torch.abs,
-    torch.exp,
-    torch.neg,
-    operator.neg,
-    torch.clamp,
-}
-_POINTWISE_METHODS = {
-    "relu",
-    "tanh",
-    "sigmoid",
-    "abs",
-    "exp",
-    "neg",
-    "clamp",
-    "contiguous",
-    "clone",
-    "float",
-    "double",
-    "to",
-    "detach",
-}
-_BINARY_FUNCS = {
-    operator.add,
-    operator.iadd,
-    operator.sub,
-    operator.isub,
-    operator.mul,
-    operator.imul,
-    operator.truediv,
-    torch.add,
-    torch.sub,
-    torch.mul,
-    torch.div,
-}
-_BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
-_FLATTEN_METHODS = {"flatten", "view", "reshape"}
-
-
-@dataclasses.dataclass(frozen=True)
-class _Val:
-    """The group of a traced value's channel axis: ``gid`` (None: unpermuted), the axis, flattened or not."""
-
-    gid: int | None
-    axis: int = 1
-    flat: bool = False
-    kind: str = "tensor"  # or "lstm" (its output tuple), "state" (the (h, c) tuple), "layers" (h_n or c_n)
-    ndim: int | None = None
-    layers: tuple[int, ...] = ()
-
-
-class _Groups:
-    """Union-find over groups; group 0 is the fixed (identity) group."""
-
-    def __init__(self) -> None:
-        self.parent = [0]
-        self.size = [0]
-        self.name = ["<fixed>"]
-
-    def new(self, n: int, name: str) -> int:
-        self.parent.append(len(self.parent))
-        self.size.append(n)
-        self.name.append(name)
-        return len(self.parent) - 1
-
-    def find(self, g: int) -> int:
-        while self.parent[g] != g:
-            self.parent[g] = self.parent[self.parent[g]]
-            g = self.parent[g]
-        return g
-
-    def union(self, a: int, b: int, where: str) -> int:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return ra
-        if 0 not in (ra, rb) and self.size[ra] != self.size[rb]:
-            raise PermutationSpecError(
-                f"{where}: adds values of {self.size[ra]} and {self.size[rb]} channels; they cannot share a permutation"
-            )
-        lo, hi = min(ra, rb), max(ra, rb)  # the older group (or the fixed one) names the merge
-        self.parent[hi] = lo
-        return lo
-
-
-def _where(node: torch.fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack")
-    inside = f" inside module {list(stack)[-1]!r}" if stack else ""
-    return f"operation {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)}){inside}"
-
-
-def permutation_spec(model: nn.Module) -> PermutationSpec:
-    """Derive the permutation spec of a model by tracing it with :mod:`torch.fx`.
-
-    Args:
-        model: Any module :func:`torch.fx.symbolic_trace` can trace (only read).
-
-    Returns:
-        The spec: groups, the tensor axes each moves (parameters and buffers), the sites for
-        activation matching and REPAIR.
-
-    Raises:
-        PermutationSpecError: If the model cannot be traced, or a permuted value flows into a module or
-            operation the derivation does not know (the message names it and lists what is supported).
-
-    Example:
-        >>> from landscape.models.zoo import build_model
-        >>> spec = permutation_spec(build_model("small_resnet", (1, 8, 8), 10, seed=0))
-        >>> len(spec.groups)  # stem + stream of stage 1, and per stage: inner conv, stream
-        6
-    """
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception as e:  # noqa: BLE001 - any tracing failure becomes one clear error
-        raise PermutationSpecError(
-            f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); the permutation spec is "
-            "derived from the traced graph, so forward() must be free of data-dependent control flow"
-        ) from e
-    modules = dict(model.named_modules())
-    groups = _Groups()
-    vals: dict[torch.fx.Node, _Val] = {}
-    out_group: dict[str, int] = {}  # a module called twice produces the same group
-    entries: list[tuple[str, int, int, int, int]] = []  # (tensor, axis, gid, block, repeat)
-    sites: list[tuple[str, int, int]] = []  # (module, axis, gid) of nonlinear outputs
-    producers: list[tuple[str, int, int]] = []  # Linear/Conv/BN outputs
-    affine: list[tuple[str, int]] = []
-
-    def val(a: Any) -> _Val:
-        return vals.get(a, _Val(None)) if isinstance(a, torch.fx.Node) else _Val(None)
-
-    def node_args(node: torch.fx.Node) -> list[torch.fx.Node]:
-        return [a for a in node.all_input_nodes]
-
-    def grouped_inputs(node: torch.fx.Node) -> list[_Val]:
-        return [vals[a] for a in node_args(node) if vals.get(a, _Val(None)).gid is not None]
-
-    def unsupported(node: torch.fx.Node, what: str) -> PermutationSpecError:
-        return PermutationSpecError(
-            f"cannot derive a permutation spec for {type(model).__name__}: permuted units flow into {what}, which "
-            "does not commute with a permutation of channels as far as this derivation knows. Supported: Linear, "
-            "Conv1d/2d/3d and ConvTranspose (groups=1), BatchNorm, LayerNorm over the channel axis, pointwise "
-            "activations, dropout, pooling, Flatten, addition of streams, unidirectional LSTM (its output and "
-            "one layer of h_n / c_n)"
-        )
-
-    def new_group(name: str, n: int) -> int:
-        if name not in out_group:
-            out_group[name] = groups.new(n, f"P_{name}")
-        return out_group[name]
-
-    for node in gm.graph.nodes:
-        if node.op == "placeholder" or node.op == "get_attr":
-            vals[node] = _Val(None)
-        elif node.op == "output":
-            for v in grouped_inputs(node):
-                groups.union(v.gid, 0, "output")  # type: ignore[arg-type]
-        elif node.op == "call_module":
-            name = str(node.target)
-            mod = modules[name]
-            v = val(node.args[0]) if node.args else _Val(None)
-            extra = [a for a in node_args(node)[1:] if val(a).gid is not None]
-            if extra:
-                raise unsupported(node, f"module {name!r} ({type(mod).__name__}) through a second input")
-            if isinstance(mod, nn.Linear):
-                if v.gid is not None:
-                    n = groups.size[groups.find(v.gid)]
-                    if v.flat:
-                        if mod.in_features % n:
-                            raise unsupported(
-                                node,
-                                f"Linear {name!r} (in_features {mod.in_features} not a multiple of "
-                                f"the {n} flattened channels)",
-                            )
-                        block = mod.in_features // n
-                    elif mod.in_features == n:
-                        block = 1
-                    else:
-                        raise unsupported(node, f"Linear {name!r} over an axis other than the channels")
-                    entries.append((f"{name}.weight", 1, v.gid, block, 1))
-                g = new_group(name, mod.out_features)
-                entries.append((f"{name}.weight", 0, g, 1, 1))
-                if mod.bias is not None:
-                    entries.append((f"{name}.bias", 0, g, 1, 1))
-                vals[node] = _Val(g, -1)
-                producers.append((name, -1, g))
-            elif isinstance(mod, _CONV + _CONVT):
-                if mod.groups != 1:
-                    raise unsupported(node, f"grouped convolution {name!r} (groups={mod.groups})")
-                if v.gid is not None and (v.flat or v.axis != 1):
-                    raise unsupported(node, f"convolution {name!r} over a flattened or non-channel axis")
-                tr = isinstance(mod, _CONVT)
-                if v.gid is not None:
-                    entries.append((f"{name}.weight", 0 if tr else 1, v.gid, 1, 1))
-                g = new_group(name, mod.out_channels)
-                entries.append((f"{name}.weight", 1 if tr else 0, g, 1, 1))
-                if mod.bias is not None:
-                    entries.append((f"{name}.bias", 0, g, 1, 1))
-                vals[node] = _Val(g, 1)
-                producers.append((name, 1, g))
-            elif isinstance(mod, _BN) or (isinstance(mod, nn.LayerNorm) and len(mod.normalized_shape) == 1):
-                if v.gid is not None:
-                    if isinstance(mod, nn.LayerNorm) and v.axis != -1:
-                        raise unsupported(node, f"LayerNorm {name!r} over an axis other than the channels")
-                    for t in ("weight", "bias", "running_mean", "running_var"):
-                        if getattr(mod, t, None) is not None:
-                            entries.append((f"{name}.{t}", 0, v.gid, 1, 1))
-                    producers.append((name, v.axis, v.gid))
-                vals[node] = v
-            elif isinstance(mod, nn.LSTM):
-                if mod.bidirectional or mod.proj_size:
-                    raise unsupported(node, f"LSTM {name!r} (bidirectional or projected LSTMs are not supported)")
-                if v.gid is not None and (v.flat or v.axis != -1):
-                    raise unsupported(node, f"LSTM {name!r} over an axis other than the features")
-                prev, layer_groups = v.gid, []
-                for k in range(mod.num_layers):
-                    g = new_group(f"{name}.l{k}", mod.hidden_size)
-                    layer_groups.append(g)
-                    if prev is not None:
-                        entries.append((f"{name}.weight_ih_l{k}", 1, prev, 1, 1))
-                    # the four gates are stacked along axis 0: one permutation inside each
-                    entries.append((f"{name}.weight_ih_l{k}", 0, g, 1, 4))
-                    entries.append((f"{name}.weight_hh_l{k}", 0, g, 1, 4))
-                    entries.append((f"{name}.weight_hh_l{k}", 1, g, 1, 1))
-                    if mod.bias:
-                        entries.append((f"{name}.bias_ih_l{k}", 0, g, 1, 4))
-                        entries.append((f"{name}.bias_hh_l{k}", 0, g, 1, 4))
-                    prev = g
-                vals[node] = _Val(prev, -1, kind="lstm", layers=tuple(layer_groups))
-            elif isinstance(mod, nn.Flatten):
-                if v.gid is not None:
-                    if mod.start_dim != 1 or v.axis != 1:
-                        raise unsupported(node, f"Flatten {name!r} (start_dim={mod.start_dim})")
-                    vals[node] = _Val(v.gid, -1, flat=True)
-                else:
-                    vals[node] = v
-            elif isinstance(mod, _POINTWISE):
-                if isinstance(mod, _PRELU) and mod.num_parameters > 1:
-                    if v.gid is not None:
-                        entries.append((f"{name}.weight", 0, v.gid, 1, 1))
-                vals[node] = v
-                if v.gid is not None and isinstance(mod, _NONLINEAR):
-                    sites.append((name, v.axis, v.gid))
-            elif v.gid is None:
-                vals[node] = _Val(None)  # an unknown module on unpermuted values: its tensors do not move
-            else:
-                raise unsupported(node, f"module {name!r} ({type(mod).__name__})")
-        else:  # call_function / call_method
-            gin = grouped_inputs(node)
-            target = node.target
-            fname = target if isinstance(target, str) else getattr(target, "__name__", str(target))
-            if node.op == "call_function" and target is operator.getitem and val(node.args[0]).kind != "tensor":
-                v, idx = val(node.args[0]), node.args[1]
-                if v.kind == "lstm":  # (output (B, T, H), (h_n, c_n)); batched input assumed
-                    vals[node] = _Val(v.gid, -1, ndim=3) if idx == 0 else _Val(None, -1, kind="state", layers=v.layers)
-                elif v.kind == "state":  # h_n or c_n: (num_layers, B, H), layer k in row k
-                    vals[node] = _Val(None, -1, kind="layers", layers=v.layers)
-                elif isinstance(idx, int):  # one layer of h_n: (B, H)
-                    vals[node] = _Val(v.layers[idx], -1, ndim=2)
-                else:
-                    raise unsupported(node, _where(node) + " (index h_n / c_n by one layer, e.g. h_n[-1])")
-            elif not gin:
-                vals[node] = _Val(None)
-            elif node.op == "call_function" and target is operator.getitem:
-                v, idx = val(node.args[0]), node.args[1]
-                idx = idx if isinstance(idx, tuple) else (idx,)
-                # out[:, -1] of an LSTM output (B, T, H): indexing that leaves the last (feature) axis alone
-                if (
-                    v.axis == -1
-                    and v.ndim is not None
-                    and not v.flat
-                    and len(idx) < v.ndim
-                    and all(isinstance(i, int | slice) for i in idx)
-                ):
-                    vals[node] = _Val(v.gid, -1, ndim=v.ndim - sum(isinstance(i, int) for i in idx))
-                else:
-                    raise unsupported(node, _where(node) + " (indexing that may touch the feature axis)")
-            elif (node.op == "call_function" and target in _POINTWISE_FUNCS) or (
-                node.op == "call_method" and target in _POINTWISE_METHODS
-            ):
-                vals[node] = val(node.args[0])
-            elif (node.op == "call_function" and target in _BINARY_FUNCS) or (
-                node.op == "call_method" and target in _BINARY_METHODS
-            ):
-                ins = [a for a in node.args if isinstance(a, torch.fx.Node)]
-                first = gin[0].gid
-                assert first is not None  # grouped_inputs keeps only values with a group
-                g = first
-                for a in ins:
-                    ga = val(a).gid
-                    g = groups.union(g, 0 if ga is None else ga, _where(node))
-                if any(val(a).flat for a in ins) or len({val(a).axis for a in ins if val(a).gid is not None}) > 1:
-                    raise unsupported(node, _where(node) + " mixing flattened and channel-axis values")
-                vals[node] = _Val(g, gin[0].axis)
-            elif (node.op == "call_function" and target is torch.flatten) or (
-                node.op == "call_method" and target in _FLATTEN_METHODS
-            ):
-                v = val(node.args[0])
-                start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 1)
-                if fname == "flatten" and start == 1 and v.axis == 1 and not v.flat:
-                    vals[node] = _Val(v.gid, -1, flat=True)
-                elif fname in ("view", "reshape") and v.axis == 1 and not v.flat:
-                    vals[node] = _Val(v.gid, -1, flat=True)  # x.view(B, -1): read as a flatten, checked by the Linear
-                else:
-                    raise unsupported(node, _where(node))
-            elif fname == "mean" or fname == "amax":
-                dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-                dims = (dims,) if isinstance(dims, int) else dims
-                v = val(node.args[0])
-                if dims is None or (v.axis == 1 and 1 in dims) or (v.axis == -1 and -1 in dims):
-                    raise unsupported(node, _where(node) + " reducing over channels")
-                vals[node] = v  # pooled within each channel
-            elif fname in ("size", "dim", "getattr") or (node.op == "call_function" and target is getattr):
-                vals[node] = _Val(None)  # shapes, not tensors
-            else:
-                raise unsupported(node, _where(node))
-
-    # ----------------------------------------------------------------- assemble
-    roots: dict[int, str] = {}
-    for gid in range(1, len(groups.parent)):
-        r = groups.find(gid)
-        if r != 0 and r not in roots:
-            roots[r] = groups.name[r]
-    sizes = {roots[r]: groups.size[r] for r in sorted(roots)}
-    seen: set[tuple[str, int]] = set()
-    axes = []
-    for tensor, axis, gid, block, repeat in entries:
-        r = groups.find(gid)
-        if r == 0 or (tensor, axis) in seen:
-            continue
-        seen.add((tensor, axis))
-        axes.append(AxisPerm(tensor, axis, roots[r], block, repeat))
-    site_map: dict[str, list[tuple[str, int]]] = {}
-    for name, axis, gid in sites:
-        r = groups.find(gid)
-        if r:
-            site_map.setdefault(roots[r], []).append((name, axis))
-    for name, axis, gid in producers:
-        r = groups.find(gid)
-        if r and roots[r] not in site_map:
-            site_map.setdefault(f"_prod_{roots[r]}", []).append((name, axis))
-    sites_out = {key: tuple(at) for key, at in site_map.items() if not key.startswith("_prod_")}
-    for key, at in site_map.items():
-        if key.startswith("_prod_") and key[6:] not in sites_out:
-            sites_out[key[6:]] = (at[-1],)
-    # REPAIR sites: a Linear/Conv producing a permuted group, or the BatchNorm right after it.
-    node_of = {str(n.target): n for n in gm.graph.nodes if n.op == "call_module"}
-    for name, _, gid in producers:
-        r = groups.find(gid)
-        mod = modules[name]
-        if not r or isinstance(mod, _BN + (nn.LayerNorm,)):
-            continue
-        users = list(node_of[name].users)
-        nxt = users[0] if len(users) == 1 and users[0].op == "call_module" else None
-        if nxt is not None and isinstance(modules[str(nxt.target)], _BN):
-            affine.append((str(nxt.target), gid))
-        else:
-            affine.append((name, gid))
-    affine_sites = tuple((m, roots[groups.find(g)]) for m, g in affine)
-    return PermutationSpec(sizes, tuple(axes), sites_out, affine_sites)
-
-
-# =========================================================================== permutations
 def identity_permutation(spec: PermutationSpec) -> Permutation:
     """The identity permutation of every group."""
     return {g: torch.arange(n) for g, n in spec.sizes.items()}
@@ -610,7 +55,7 @@ def random_permutation(spec: PermutationSpec, *, seed: int = 0) -> Permutation:
     return {g: torch.randperm(n, generator=gen) for g, n in spec.sizes.items()}
 
 
-def _check_perm(spec: PermutationSpec, perm: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def check_permutation(spec: PermutationSpec, perm: Mapping[str, Tensor]) -> dict[str, Tensor]:
     out = {}
     for g, n in spec.sizes.items():
         if g not in perm:
@@ -649,7 +94,7 @@ def invert_permutation(perm: Mapping[str, Tensor]) -> Permutation:
     return {g: torch.argsort(torch.as_tensor(p).long()) for g, p in perm.items()}
 
 
-def _permute_tensor(t: Tensor, axes: list[AxisPerm], perm: Mapping[str, Tensor]) -> Tensor:
+def permute_tensor(t: Tensor, axes: list[AxisPerm], perm: Mapping[str, Tensor]) -> Tensor:
     for a in axes:
         p = perm[a.group].to(t.device)
         n = p.numel()
@@ -671,7 +116,7 @@ def _permute_dict(
     by_tensor: dict[str, list[AxisPerm]] = {}
     for a in spec.axes:
         by_tensor.setdefault(a.tensor, []).append(a)
-    return {k: _permute_tensor(v, by_tensor[k], perm) if k in by_tensor else v for k, v in tensors.items()}
+    return {k: permute_tensor(v, by_tensor[k], perm) if k in by_tensor else v for k, v in tensors.items()}
 
 
 def apply_permutation(
@@ -697,7 +142,7 @@ def apply_permutation(
     Raises:
         ValueError: On a permutation that does not fit the spec, or a vector without a layout.
     """
-    perm = _check_perm(spec, perm)
+    perm = check_permutation(spec, perm)
     if isinstance(target, nn.Module):
         new = copy.deepcopy(target)
         state = _permute_dict(spec, perm, {k: v.detach() for k, v in target.state_dict(keep_vars=True).items()})

@@ -1,5 +1,8 @@
 """1-D and 2-D slices of the loss surface (Goodfellow et al. 2015; Im et al. 2016; Li et al. 2018).
 
+The slices' results are in :mod:`landscape.analyze.slice_results`, the machinery they share (evaluation
+keywords, problem, anchors, one evaluation) in :mod:`landscape.analyze.slicing`.
+
 Every slice is an affine family of points evaluated by :func:`landscape.evaluate.points.evaluate_points`
 through :class:`~landscape.evaluate.points.AffinePoints`, so no slice holds all its parameter vectors at
 once. Points are computed in float64 as combinations of the *anchor* vectors and rounded once; a
@@ -25,330 +28,69 @@ Every slice takes a :class:`~landscape.problem.Problem` first (or, as a shorthan
 and ``loss_fn``). The evaluation options are the same keywords on every slice (see ``docs/arguments.md``):
 ``metrics``, ``loss_fn``, ``batch_size``, ``chunk_size``, ``memory_budget``, ``strategy``, ``bn_mode``,
 ``progress`` go to :func:`~landscape.evaluate.points.evaluate_points`; ``seed`` and ``data_description`` to the
-provenance (``data_desc`` is its deprecated old name).
+provenance (``data_desc`` is its deprecated old name). They are declared once,
+:class:`~landscape.analyze.slicing.SliceOptions`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from landscape.analyze.directions import random_directions
-from landscape.evaluate.points import AffinePoints, BatchMetric, BNMode, Strategy, evaluate_points
-from landscape.params import ParamLayout, ParamSelection, as_param_dict, buffers_dict, parameters_to_vector
-from landscape.problem import Problem, as_problem, renamed
-from landscape.results import Labeling, Provenance, Result, register_result
+from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
+from landscape.analyze.slicing import (
+    PointLike,
+    ProblemLike,
+    SliceOptions,
+    as_anchor,
+    begin_slice,
+    coordinates,
+    evaluate_slice,
+    grid_metrics,
+    shows_options,
+    to_numpy,
+)
+from landscape.params import ParamLayout, ParamSelection
+from landscape.results import Provenance
 
-__all__ = [
-    "LineResult",
-    "PlaneResult",
-    "BilinearResult",
-    "BarycentricResult",
-    "line",
-    "line_distance",
-    "bilinear",
-    "barycentric",
-    "plane",
-    "random_plane",
-    "plane_through",
-]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
-PointLike = nn.Module | Tensor | Mapping[str, Tensor]
-ProblemLike = Problem | nn.Module
-Metrics = Sequence[str | BatchMetric] | None
+__all__ = ["line", "line_distance", "bilinear", "barycentric", "plane", "random_plane", "plane_through"]
 
 
-# =========================================================================== results
-@register_result
-@dataclasses.dataclass(frozen=True)
-class LineResult(Result):
-    """Metrics along a line.
-
-    Attributes:
-        coords: ``(n,)`` positions: alphas (``coord_name="alpha"``) or distances (``"distance"``).
-        metrics: Name -> ``(n,)`` values (``"outputs"``: ``(n, N, *out)``); NaN/inf kept.
-        anchors: ``(k, D)`` anchor vectors (the endpoints, or the minimum and the reference).
-        anchor_coords: ``(k,)`` positions of the anchors on the coordinate axis.
-        anchor_labels: Names of the anchors.
-        coord_name: ``"alpha"`` or ``"distance"``.
-        label: Name of the curve, for overlays.
-        n_nonfinite: Number of points with a NaN or inf loss.
-        layout: The parameter layout (``ParamLayout.to_dict()``).
-        provenance: Seed, data, version and options.
-    """
-
-    _labels = {"anchor_labels": "anchor"}
-    _thumb = ("metrics.loss", "line")
-
-    def _spec(self) -> Labeling:
-        c = self.coord_name or "alpha"  # the axis is named after what it holds: alpha or distance
-        dims = {"coords": (c,), "metrics.*": (c,), "anchors": ("anchor", "param"), "anchor_coords": ("anchor",)}
-        return Labeling(dims, {"coords": c}, self._labels, (c,))
-
-    coords: np.ndarray
-    metrics: dict[str, np.ndarray]
-    anchors: np.ndarray
-    anchor_coords: np.ndarray
-    anchor_labels: list[str] = dataclasses.field(default_factory=list)
-    coord_name: str = "alpha"
-    label: str = ""
-    n_nonfinite: int = 0
-    layout: dict[str, Any] = dataclasses.field(default_factory=dict)
-    provenance: Provenance = dataclasses.field(default_factory=Provenance)
-
-    @property
-    def alphas(self) -> np.ndarray:
-        """The coordinates (alphas or distances), shape ``(n,)``."""
-        return self.coords
-
-
-@register_result
-@dataclasses.dataclass(frozen=True)
-class PlaneResult(Result):
-    """Metrics on a regular grid of a plane: ``grid[i, j]`` is at ``center + xs[j] d1 + ys[i] d2``.
-
-    Attributes:
-        xs: ``(nx,)`` coordinates along ``directions[0]``.
-        ys: ``(ny,)`` coordinates along ``directions[1]``.
-        metrics: Name -> ``(ny, nx)`` grid (``"outputs"``: ``(ny, nx, N, *out)``); NaN/inf kept.
-        center: ``(D,)`` origin of the plane.
-        directions: ``(2, D)`` the two directions.
-        anchor_coords: ``(k, 2)`` plane coordinates of notable points (e.g. the three models).
-        anchor_labels: Their names.
-        n_nonfinite: Number of grid points with a NaN or inf loss.
-        layout: The parameter layout (``ParamLayout.to_dict()``).
-        provenance: Seed, data, version and options (direction normalization, ...).
-    """
-
-    _dims = {
-        "xs": ("x",),
-        "ys": ("y",),
-        "metrics.*": ("y", "x"),
-        "center": ("param",),
-        "directions": ("direction", "param"),
-        "anchor_coords": ("anchor", "xy"),
-    }
-    _coords = {"xs": "x", "ys": "y"}
-    _labels = {"anchor_labels": "anchor"}
-    _table = ("y", "x")
-    _thumb = ("metrics.loss", "image")
-
-    xs: np.ndarray
-    ys: np.ndarray
-    metrics: dict[str, np.ndarray]
-    center: np.ndarray
-    directions: np.ndarray
-    anchor_coords: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2)))
-    anchor_labels: list[str] = dataclasses.field(default_factory=list)
-    n_nonfinite: int = 0
-    layout: dict[str, Any] = dataclasses.field(default_factory=dict)
-    provenance: Provenance = dataclasses.field(default_factory=Provenance)
-
-    def project(self, points: Tensor | np.ndarray) -> np.ndarray:
-        """Plane coordinates of points (least squares in float64), e.g. a trajectory to overlay.
-
-        Args:
-            points: ``(T, D)`` or ``(D,)`` parameter vectors.
-
-        Returns:
-            ``(T, 2)`` coordinates ``(x, y)`` minimizing ``||p - center - x d1 - y d2||``.
-        """
-        p = np.atleast_2d(np.asarray(points.detach().cpu() if isinstance(points, Tensor) else points, np.float64))
-        d = self.directions.astype(np.float64)
-        rhs = (p - self.center.astype(np.float64)) @ d.T
-        return np.linalg.solve(d @ d.T, rhs.T).T
-
-    def point(self, x: float, y: float) -> np.ndarray:
-        """The parameter vector at plane coordinates ``(x, y)``, shape ``(D,)`` (float64)."""
-        d = self.directions.astype(np.float64)
-        return self.center.astype(np.float64) + x * d[0] + y * d[1]
-
-
-@register_result
-@dataclasses.dataclass(frozen=True)
-class BilinearResult(Result):
-    """Metrics of Im et al.'s bilinear interpolation between four points.
-
-    Attributes:
-        alphas: ``(n,)``.
-        betas: ``(m,)``.
-        metrics: Name -> ``(m, n)`` grid, ``[i, j]`` at ``(alpha_j, beta_i)``.
-        corners: ``(4, D)`` the four points (Im et al.'s theta_1..theta_4).
-        corner_coords: ``(4, 2)`` their ``(alpha, beta)``: ``(1, 1), (0, 1), (1, 0), (0, 0)``.
-        anchor_labels: Names of the corners.
-        n_nonfinite: Number of grid points with a NaN or inf loss.
-        layout: The parameter layout.
-        provenance: Data, version, options.
-    """
-
-    _dims = {
-        "alphas": ("alpha",),
-        "betas": ("beta",),
-        "metrics.*": ("beta", "alpha"),
-        "corners": ("corner", "param"),
-        "corner_coords": ("corner", "ab"),
-    }
-    _coords = {"alphas": "alpha", "betas": "beta"}
-    _labels = {"anchor_labels": "corner"}
-    _table = ("beta", "alpha")
-    _thumb = ("metrics.loss", "image")
-
-    alphas: np.ndarray
-    betas: np.ndarray
-    metrics: dict[str, np.ndarray]
-    corners: np.ndarray
-    corner_coords: np.ndarray
-    anchor_labels: list[str] = dataclasses.field(default_factory=list)
-    n_nonfinite: int = 0
-    layout: dict[str, Any] = dataclasses.field(default_factory=dict)
-    provenance: Provenance = dataclasses.field(default_factory=Provenance)
-
-
-@register_result
-@dataclasses.dataclass(frozen=True)
-class BarycentricResult(Result):
-    """Metrics of Im et al.'s barycentric interpolation over a triangle of three points.
-
-    Attributes:
-        alphas: ``(n,)`` in [0, 1] (0 is vertex 0).
-        betas: ``(m,)`` in [0, 1] (1 is the edge toward vertex 1, 0 toward vertex 2).
-        metrics: Name -> ``(m, n)`` grid, ``[i, j]`` at ``(alpha_j, beta_i)``.
-        vertices: ``(3, D)``.
-        anchor_labels: Names of the vertices.
-        n_nonfinite: Number of grid points with a NaN or inf loss.
-        layout: The parameter layout.
-        provenance: Data, version, options.
-    """
-
-    _dims = {"alphas": ("alpha",), "betas": ("beta",), "metrics.*": ("beta", "alpha"), "vertices": ("vertex", "param")}
-    _coords = {"alphas": "alpha", "betas": "beta"}
-    _labels = {"anchor_labels": "vertex"}
-    _table = ("beta", "alpha")
-    _thumb = ("metrics.loss", "image")
-
-    alphas: np.ndarray
-    betas: np.ndarray
-    metrics: dict[str, np.ndarray]
-    vertices: np.ndarray
-    anchor_labels: list[str] = dataclasses.field(default_factory=list)
-    n_nonfinite: int = 0
-    layout: dict[str, Any] = dataclasses.field(default_factory=dict)
-    provenance: Provenance = dataclasses.field(default_factory=Provenance)
-
-    def triangle_xy(self) -> np.ndarray:
-        """Positions of the grid in an equilateral triangle, shape ``(m, n, 2)``.
-
-        Vertex 0 at ``(0, 0)``, vertex 1 at ``(1, 0)``, vertex 2 at ``(1/2, sqrt(3)/2)``.
-        """
-        a = self.alphas[None, :, None]
-        b = self.betas[:, None, None]
-        v1, v2 = np.array([1.0, 0.0]), np.array([0.5, np.sqrt(3) / 2])
-        return a * b * v1 + a * (1 - b) * v2
-
-
-# =========================================================================== helpers
-@dataclasses.dataclass
-class _Opts:
-    """The evaluation keywords shared by every slice."""
-
-    metrics: Any = None
-    batch_size: int | None = None
-    chunk_size: int | None = None
-    memory_budget: int | str | None = None
-    strategy: Strategy | str = "auto"
-    bn_mode: BNMode | str | None = None
-    progress: bool = False
-    seed: int | None = None
-    data_description: str | None = None
-
-    def engine(self) -> dict[str, Any]:
-        return {
-            k: getattr(self, k)
-            for k in ("metrics", "batch_size", "chunk_size", "memory_budget", "strategy", "bn_mode", "progress")
-        }
-
-
-def _problem(problem: ProblemLike, data: Any, loss_fn: Any, opts: _Opts, data_desc: str | None) -> Problem:
-    """The problem (built from the shorthand once), and ``data_description`` resolved from its old name."""
-    opts.data_description = renamed(opts.data_description, data_desc, "data_desc", "data_description")
-    bn = str(getattr(opts.bn_mode, "value", opts.bn_mode)) if opts.bn_mode is not None else None
-    if isinstance(problem, Problem) and data is not None:
-        raise TypeError(
-            "the first argument is a Problem, which holds its data; do not pass data (pass coordinates such as "
-            "alphas= or xs= by keyword)"
-        )
-    # The shorthand's data are held as before (the budget bounds point chunks and activations, not the data).
-    return as_problem(problem, data, loss_fn, bn_mode=bn if bn in ("eval", "train") else None)
-
-
-def _anchor(prob: ProblemLike, p: PointLike, layout: ParamLayout) -> tuple[Tensor, dict[str, Tensor] | None]:
-    """(vector, buffers or None) of a model, a flat vector or a parameter dict, in the problem's dtype."""
-    model = prob.model if isinstance(prob, Problem) else prob
-    dtype = prob.dtype if isinstance(prob, Problem) else next(iter(model.parameters())).dtype
-    if isinstance(p, nn.Module):
-        vec, bufs = parameters_to_vector(p), buffers_dict(p)
-    elif isinstance(p, Tensor):
-        vec, bufs = p.detach(), None
-    elif isinstance(p, Mapping):
-        vec, bufs = layout.flatten(as_param_dict(model, p, layout)), None  # may leave frozen tensors out
-    else:
-        raise TypeError(f"an anchor must be a model, a flat vector or a parameter dict, got {type(p).__name__}")
-    layout.check_vector(vec)
-    return vec.to(dtype), bufs
-
-
-def _evaluate(
-    prob: Problem,
-    anchors: Sequence[tuple[Tensor, dict[str, Tensor] | None]],
-    coefs: np.ndarray,
-    opts: _Opts,
-    extra: dict[str, Any],
-) -> tuple[dict[str, np.ndarray], int, Provenance]:
-    basis = torch.stack([a for a, _ in anchors])
-    bufs = None
-    bn = BNMode(getattr(opts.bn_mode, "value", opts.bn_mode) or prob.bn_mode)
-    if bn is BNMode.INTERPOLATE:
-        if any(b is None for _, b in anchors):
-            raise ValueError("bn_mode='interpolate' needs every anchor given as a model (its buffers are interpolated)")
-        bufs = [
-            {k: (v.to(prob.dtype) if v.is_floating_point() else v) for k, v in b.items()}  # type: ignore[union-attr]
-            for _, b in anchors
-        ]
-    res = evaluate_points(prob, AffinePoints(basis, coefs, bufs), **opts.engine())
-    bad = int((~np.isfinite(res["loss"])).sum()) if "loss" in res else 0
-    prov = Provenance.here(
-        seed=opts.seed,
-        data=opts.data_description or prob.description,
-        model=type(prob.model).__name__,
-        strategy=str(getattr(opts.strategy, "value", opts.strategy)),
-        bn_mode=bn.value,
-        loss=prob.loss_name,
-        **extra,
+def _line_result(
+    anchors: Sequence[tuple[Tensor, Any]],
+    coords: np.ndarray,
+    res: dict[str, np.ndarray],
+    where: tuple[np.ndarray, list[str], str],
+    label: str,
+    bad: int,
+    layout: ParamLayout,
+    prov: Provenance,
+) -> LineResult:
+    anchor_coords, anchor_labels, coord_name = where
+    return LineResult(
+        coords=coords,
+        metrics=res,
+        anchors=to_numpy(torch.stack([v for v, _ in anchors])),
+        anchor_coords=anchor_coords,
+        anchor_labels=anchor_labels,
+        coord_name=coord_name,
+        label=label,
+        n_nonfinite=bad,
+        layout=layout.to_dict(),
+        provenance=prov,
     )
-    return res, bad, prov
-
-
-def _grid(res: dict[str, np.ndarray], ny: int, nx: int) -> dict[str, np.ndarray]:
-    return {k: v.reshape(ny, nx, *v.shape[1:]) for k, v in res.items()}
-
-
-def _coords(values: Any, name: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    if arr.size == 0 or not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be a non-empty sequence of finite numbers")
-    return arr
-
-
-def _np(t: Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
 
 
 # =========================================================================== 1-D
+@shows_options(SliceOptions)
 def line(
     problem: ProblemLike,
     a: PointLike,
@@ -357,17 +99,8 @@ def line(
     alphas: Sequence[float] | np.ndarray | None = None,
     *,
     label: str = "",
-    loss_fn: Any = None,
-    metrics: Metrics = None,
-    batch_size: int | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int | str | None = None,
-    strategy: Strategy | str = "auto",
-    bn_mode: BNMode | str | None = None,
-    progress: bool = False,
     seed: int | None = None,
-    data_description: str | None = None,
-    data_desc: str | None = None,
+    **options: Unpack[SliceOptions],
 ) -> LineResult:
     """Linear interpolation ``(1 - alpha) a + alpha b`` over any alphas (beyond the endpoints too).
 
@@ -378,20 +111,10 @@ def line(
         data: Shorthand only: tensor pair, Dataset, DataLoader or iterable of batches.
         alphas: ``(n,)`` positions; default ``linspace(0, 1, 21)``.
         label: Curve name.
-        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
-            for integer targets, MSE otherwise.
-        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
-            targets, accuracy.
-        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
-        chunk_size: Points evaluated together (default: chosen by the memory budget).
-        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
-            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
-        strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
-        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
-        progress: Show a progress bar.
         seed: Recorded in the provenance.
-        data_description: The data's description in the provenance (default: the problem's).
-        data_desc: Deprecated name of ``data_description``.
+        **options: The evaluation keywords of every slice (:class:`~landscape.analyze.slicing.SliceOptions`):
+            ``loss_fn``, ``metrics``, ``batch_size``, ``chunk_size``, ``memory_budget``, ``strategy``,
+            ``bn_mode``, ``progress``, ``data_description`` (``data_desc`` is its deprecated name).
 
     Returns:
         A :class:`LineResult` with ``coord_name="alpha"``.
@@ -403,27 +126,16 @@ def line(
         >>> r.metrics["loss"].shape
         (4,)
     """
-    opts = _Opts(metrics, batch_size, chunk_size, memory_budget, strategy, bn_mode, progress, seed, data_description)
-    prob = _problem(problem, data, loss_fn, opts, data_desc)
+    settings, prob = begin_slice("line", problem, data, options, seed)
     layout = prob.layout
-    al = _coords(np.linspace(0, 1, 21) if alphas is None else alphas, "alphas")
-    anchors = [_anchor(prob, a, layout), _anchor(prob, b, layout)]
-    coefs = np.stack([1 - al, al], 1)
-    res, bad, prov = _evaluate(prob, anchors, coefs, opts, {"kind": "line"})
-    return LineResult(
-        al,
-        res,
-        _np(torch.stack([v for v, _ in anchors])),
-        np.array([0.0, 1.0]),
-        ["a", "b"],
-        "alpha",
-        label,
-        bad,
-        layout.to_dict(),
-        prov,
-    )
+    al = coordinates(np.linspace(0, 1, 21) if alphas is None else alphas, "alphas")
+    anchors = [as_anchor(prob, a, layout), as_anchor(prob, b, layout)]
+    res, bad, prov = evaluate_slice(prob, anchors, np.stack([1 - al, al], 1), settings, {"kind": "line"})
+    where = (np.array([0.0, 1.0]), ["a", "b"], "alpha")
+    return _line_result(anchors, al, res, where, label, bad, layout, prov)
 
 
+@shows_options(SliceOptions)
 def line_distance(
     problem: ProblemLike,
     minimum: PointLike,
@@ -432,17 +144,8 @@ def line_distance(
     distances: Sequence[float] | np.ndarray | None = None,
     *,
     label: str = "",
-    loss_fn: Any = None,
-    metrics: Metrics = None,
-    batch_size: int | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int | str | None = None,
-    strategy: Strategy | str = "auto",
-    bn_mode: BNMode | str | None = None,
-    progress: bool = False,
     seed: int | None = None,
-    data_description: str | None = None,
-    data_desc: str | None = None,
+    **options: Unpack[SliceOptions],
 ) -> LineResult:
     """Loss against absolute parameter distance from a minimum toward a reference (Im et al. eq. 1).
 
@@ -454,20 +157,8 @@ def line_distance(
         distances: ``(n,)`` Euclidean distances from the minimum; default 31 values over
             ``[0, 1.5 ||ref - theta_min||]``, plus the reference's own distance.
         label: Curve name.
-        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
-            for integer targets, MSE otherwise.
-        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
-            targets, accuracy.
-        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
-        chunk_size: Points evaluated together (default: chosen by the memory budget).
-        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
-            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
-        strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
-        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
-        progress: Show a progress bar.
         seed: Recorded in the provenance.
-        data_description: The data's description in the provenance (default: the problem's).
-        data_desc: Deprecated name of ``data_description``.
+        **options: The evaluation keywords, as for :func:`line`.
 
     Returns:
         A :class:`LineResult` with ``coord_name="distance"``; ``anchor_coords`` is ``[0, ||ref - theta_min||]``.
@@ -475,35 +166,24 @@ def line_distance(
     Raises:
         ValueError: If the two points coincide.
     """
-    opts = _Opts(metrics, batch_size, chunk_size, memory_budget, strategy, bn_mode, progress, seed, data_description)
-    prob = _problem(problem, data, loss_fn, opts, data_desc)
+    settings, prob = begin_slice("line_distance", problem, data, options, seed)
     layout = prob.layout
-    anchors = [_anchor(prob, minimum, layout), _anchor(prob, reference, layout)]
+    anchors = [as_anchor(prob, minimum, layout), as_anchor(prob, reference, layout)]
     length = float((anchors[1][0].double() - anchors[0][0].double()).norm())
     if length == 0:
         raise ValueError("minimum and reference are the same point; the direction is undefined")
     if distances is None:
         grid = np.linspace(0, 1.5 * length, 31)
         distances = np.union1d(grid[~np.isclose(grid, length, rtol=1e-9, atol=0)], [length])
-    ds = _coords(distances, "distances")
+    ds = coordinates(distances, "distances")
     t = ds / length
-    coefs = np.stack([1 - t, t], 1)
-    res, bad, prov = _evaluate(prob, anchors, coefs, opts, {"kind": "line_distance"})
-    return LineResult(
-        ds,
-        res,
-        _np(torch.stack([v for v, _ in anchors])),
-        np.array([0.0, length]),
-        ["minimum", "reference"],
-        "distance",
-        label,
-        bad,
-        layout.to_dict(),
-        prov,
-    )
+    res, bad, prov = evaluate_slice(prob, anchors, np.stack([1 - t, t], 1), settings, {"kind": "line_distance"})
+    where = (np.array([0.0, length]), ["minimum", "reference"], "distance")
+    return _line_result(anchors, ds, res, where, label, bad, layout, prov)
 
 
 # =========================================================================== 2-D
+@shows_options(SliceOptions)
 def bilinear(
     problem: ProblemLike,
     corners: Sequence[PointLike],
@@ -512,17 +192,8 @@ def bilinear(
     *,
     alphas: Sequence[float] | np.ndarray | None = None,
     betas: Sequence[float] | np.ndarray | None = None,
-    loss_fn: Any = None,
-    metrics: Metrics = None,
-    batch_size: int | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int | str | None = None,
-    strategy: Strategy | str = "auto",
-    bn_mode: BNMode | str | None = None,
-    progress: bool = False,
     seed: int | None = None,
-    data_description: str | None = None,
-    data_desc: str | None = None,
+    **options: Unpack[SliceOptions],
 ) -> BilinearResult:
     """Im et al.'s bilinear interpolation over four points (A.1 eqs. 3-5).
 
@@ -535,20 +206,8 @@ def bilinear(
         n: Grid resolution when ``alphas``/``betas`` are not given (``linspace(0, 1, n)``).
         alphas: ``(n,)`` alphas.
         betas: ``(m,)`` betas.
-        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
-            for integer targets, MSE otherwise.
-        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
-            targets, accuracy.
-        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
-        chunk_size: Points evaluated together (default: chosen by the memory budget).
-        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
-            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
-        strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
-        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
-        progress: Show a progress bar.
         seed: Recorded in the provenance.
-        data_description: The data's description in the provenance (default: the problem's).
-        data_desc: Deprecated name of ``data_description``.
+        **options: The evaluation keywords, as for :func:`line`.
 
     Returns:
         A :class:`BilinearResult`; the corners are hit exactly.
@@ -558,30 +217,29 @@ def bilinear(
     """
     if len(corners) != 4:
         raise ValueError(f"bilinear interpolation needs four corners, got {len(corners)}")
-    opts = _Opts(metrics, batch_size, chunk_size, memory_budget, strategy, bn_mode, progress, seed, data_description)
-    prob = _problem(problem, data, loss_fn, opts, data_desc)
+    settings, prob = begin_slice("bilinear", problem, data, options, seed)
     layout = prob.layout
-    anchors = [_anchor(prob, c, layout) for c in corners]
-    al = _coords(np.linspace(0, 1, n) if alphas is None else alphas, "alphas")
-    be = _coords(np.linspace(0, 1, n) if betas is None else betas, "betas")
+    anchors = [as_anchor(prob, c, layout) for c in corners]
+    al = coordinates(np.linspace(0, 1, n) if alphas is None else alphas, "alphas")
+    be = coordinates(np.linspace(0, 1, n) if betas is None else betas, "betas")
     A, Bt = np.meshgrid(al, be)  # (m, n): row i is beta_i
     A, Bt = A.reshape(-1), Bt.reshape(-1)
     coefs = np.stack([Bt * A, Bt * (1 - A), (1 - Bt) * A, (1 - Bt) * (1 - A)], 1)
-    res, bad, prov = _evaluate(prob, anchors, coefs, opts, {"kind": "bilinear"})
-    cc = np.array([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    res, bad, prov = evaluate_slice(prob, anchors, coefs, settings, {"kind": "bilinear"})
     return BilinearResult(
-        al,
-        be,
-        _grid(res, len(be), len(al)),
-        _np(torch.stack([v for v, _ in anchors])),
-        cc,
-        ["c0", "c1", "c2", "c3"],
-        bad,
-        layout.to_dict(),
-        prov,
+        alphas=al,
+        betas=be,
+        metrics=grid_metrics(res, len(be), len(al)),
+        corners=to_numpy(torch.stack([v for v, _ in anchors])),
+        corner_coords=np.array([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]),
+        anchor_labels=["c0", "c1", "c2", "c3"],
+        n_nonfinite=bad,
+        layout=layout.to_dict(),
+        provenance=prov,
     )
 
 
+@shows_options(SliceOptions)
 def barycentric(
     problem: ProblemLike,
     p0: PointLike,
@@ -592,17 +250,8 @@ def barycentric(
     *,
     alphas: Sequence[float] | np.ndarray | None = None,
     betas: Sequence[float] | np.ndarray | None = None,
-    loss_fn: Any = None,
-    metrics: Metrics = None,
-    batch_size: int | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int | str | None = None,
-    strategy: Strategy | str = "auto",
-    bn_mode: BNMode | str | None = None,
-    progress: bool = False,
     seed: int | None = None,
-    data_description: str | None = None,
-    data_desc: str | None = None,
+    **options: Unpack[SliceOptions],
 ) -> BarycentricResult:
     """Im et al.'s barycentric interpolation over three points (A.1 eqs. 6-8).
 
@@ -617,45 +266,41 @@ def barycentric(
         n: Grid resolution when ``alphas``/``betas`` are not given (``linspace(0, 1, n)``).
         alphas: ``(n,)`` alphas.
         betas: ``(m,)`` betas.
-        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
-            for integer targets, MSE otherwise.
-        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
-            targets, accuracy.
-        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
-        chunk_size: Points evaluated together (default: chosen by the memory budget).
-        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
-            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
-        strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
-        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
-        progress: Show a progress bar.
         seed: Recorded in the provenance.
-        data_description: The data's description in the provenance (default: the problem's).
-        data_desc: Deprecated name of ``data_description``.
+        **options: The evaluation keywords, as for :func:`line`.
 
     Returns:
         A :class:`BarycentricResult`; the vertices are hit exactly.
     """
-    opts = _Opts(metrics, batch_size, chunk_size, memory_budget, strategy, bn_mode, progress, seed, data_description)
-    prob = _problem(problem, data, loss_fn, opts, data_desc)
+    settings, prob = begin_slice("barycentric", problem, data, options, seed)
     layout = prob.layout
-    anchors = [_anchor(prob, p, layout) for p in (p0, p1, p2)]
-    al = _coords(np.linspace(0, 1, n) if alphas is None else alphas, "alphas")
-    be = _coords(np.linspace(0, 1, n) if betas is None else betas, "betas")
+    anchors = [as_anchor(prob, p, layout) for p in (p0, p1, p2)]
+    al = coordinates(np.linspace(0, 1, n) if alphas is None else alphas, "alphas")
+    be = coordinates(np.linspace(0, 1, n) if betas is None else betas, "betas")
     A, Bt = (g.reshape(-1) for g in np.meshgrid(al, be))
     coefs = np.stack([1 - A, A * Bt, A * (1 - Bt)], 1)
-    res, bad, prov = _evaluate(prob, anchors, coefs, opts, {"kind": "barycentric"})
+    res, bad, prov = evaluate_slice(prob, anchors, coefs, settings, {"kind": "barycentric"})
     return BarycentricResult(
-        al,
-        be,
-        _grid(res, len(be), len(al)),
-        _np(torch.stack([v for v, _ in anchors])),
-        ["p0", "p1", "p2"],
-        bad,
-        layout.to_dict(),
-        prov,
+        alphas=al,
+        betas=be,
+        metrics=grid_metrics(res, len(be), len(al)),
+        vertices=to_numpy(torch.stack([v for v, _ in anchors])),
+        anchor_labels=["p0", "p1", "p2"],
+        n_nonfinite=bad,
+        layout=layout.to_dict(),
+        provenance=prov,
     )
 
 
+# =========================================================================== planes (Li et al.)
+def _grid(xs: Any, ys: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The axes ``x``, ``y`` (``ys`` defaults to ``xs``) and the flat row-major grid ``X``, ``Y``."""
+    x, y = coordinates(xs, "xs"), coordinates(xs if ys is None else ys, "ys")
+    X, Y = (g.reshape(-1) for g in np.meshgrid(x, y))
+    return x, y, X, Y
+
+
+@shows_options(SliceOptions)
 def plane(
     problem: ProblemLike,
     center: PointLike,
@@ -666,17 +311,8 @@ def plane(
     ys: Sequence[float] | np.ndarray | None = None,
     *,
     extra: Mapping[str, Any] | None = None,
-    loss_fn: Any = None,
-    metrics: Metrics = None,
-    batch_size: int | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int | str | None = None,
-    strategy: Strategy | str = "auto",
-    bn_mode: BNMode | str | None = None,
-    progress: bool = False,
     seed: int | None = None,
-    data_description: str | None = None,
-    data_desc: str | None = None,
+    **options: Unpack[SliceOptions],
 ) -> PlaneResult:
     """Metrics on the grid ``center + xs[j] d1 + ys[i] d2`` (any ranges and resolutions, square or not).
 
@@ -690,50 +326,37 @@ def plane(
         ys: ``(ny,)`` coordinates along ``d2`` (default: ``xs``).
         extra: More provenance entries (``bn_mode="interpolate"`` is not available: directions carry no
             buffers).
-        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
-            for integer targets, MSE otherwise.
-        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
-            targets, accuracy.
-        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
-        chunk_size: Points evaluated together (default: chosen by the memory budget).
-        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
-            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
-        strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
-        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
-        progress: Show a progress bar.
         seed: Recorded in the provenance.
-        data_description: The data's description in the provenance (default: the problem's).
-        data_desc: Deprecated name of ``data_description``.
+        **options: The evaluation keywords of every slice (:class:`~landscape.analyze.slicing.SliceOptions`):
+            ``loss_fn``, ``metrics``, ``batch_size``, ``chunk_size``, ``memory_budget``, ``strategy``,
+            ``bn_mode``, ``progress``, ``data_description`` (``data_desc`` is its deprecated name).
 
     Returns:
-        A :class:`PlaneResult` with ``(ny, nx)`` grids.
+        A :class:`~landscape.analyze.slice_results.PlaneResult` with ``(ny, nx)`` grids.
     """
-    opts = _Opts(metrics, batch_size, chunk_size, memory_budget, strategy, bn_mode, progress, seed, data_description)
-    prob = _problem(problem, data, loss_fn, opts, data_desc)
+    settings, prob = begin_slice("plane", problem, data, options, seed)
     layout = prob.layout
-    c = _anchor(prob, center, layout)
-    dirs = [_anchor(prob, d, layout)[0] for d in (d1, d2)]
-    xs = np.linspace(-1, 1, 21) if xs is None else xs
-    x, y = _coords(xs, "xs"), _coords(xs if ys is None else ys, "ys")
-    X, Y = (g.reshape(-1) for g in np.meshgrid(x, y))
+    c = as_anchor(prob, center, layout)
+    dirs = [as_anchor(prob, d, layout)[0] for d in (d1, d2)]
+    x, y, X, Y = _grid(np.linspace(-1, 1, 21) if xs is None else xs, ys)
     coefs = np.stack([np.ones_like(X), X, Y], 1)
-    res, bad, prov = _evaluate(
-        prob, [c, (dirs[0], None), (dirs[1], None)], coefs, opts, {"kind": "plane", **(extra or {})}
-    )
+    anchors = [c, (dirs[0], None), (dirs[1], None)]
+    res, bad, prov = evaluate_slice(prob, anchors, coefs, settings, {"kind": "plane", **(extra or {})})
     return PlaneResult(
-        x,
-        y,
-        _grid(res, len(y), len(x)),
-        _np(c[0]),
-        _np(torch.stack(dirs)),
-        np.zeros((1, 2)),
-        ["center"],
-        bad,
-        layout.to_dict(),
-        prov,
+        xs=x,
+        ys=y,
+        metrics=grid_metrics(res, len(y), len(x)),
+        center=to_numpy(c[0]),
+        directions=to_numpy(torch.stack(dirs)),
+        anchor_coords=np.zeros((1, 2)),
+        anchor_labels=["center"],
+        n_nonfinite=bad,
+        layout=layout.to_dict(),
+        provenance=prov,
     )
 
 
+@shows_options(SliceOptions)
 def random_plane(
     problem: ProblemLike,
     data: Any = None,
@@ -745,17 +368,8 @@ def random_plane(
     bias_bn: str = "zero",
     orthogonal: bool = False,
     params: ParamSelection = "all",
-    loss_fn: Any = None,
-    metrics: Metrics = None,
-    batch_size: int | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int | str | None = None,
-    strategy: Strategy | str = "auto",
-    bn_mode: BNMode | str | None = None,
-    progress: bool = False,
     seed: int = 0,
-    data_description: str | None = None,
-    data_desc: str | None = None,
+    **options: Unpack[SliceOptions],
 ) -> PlaneResult:
     """Li et al.'s plane: two seeded random directions, filter-normalized by default, around a center.
 
@@ -773,32 +387,20 @@ def random_plane(
             frozen and an unfrozen copy of a model give the same plane), ``"trainable"`` (directions
             zero on ``requires_grad=False`` tensors, e.g. a fine-tuned model's frozen layers), or
             tensor / layer names. See :mod:`landscape.analyze.directions`.
-        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
-            for integer targets, MSE otherwise.
-        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
-            targets, accuracy.
-        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
-        chunk_size: Points evaluated together (default: chosen by the memory budget).
-        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
-            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
-        strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
-        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
-        progress: Show a progress bar.
         seed: Seed of the directions (recorded in the provenance).
-        data_description: The data's description in the provenance (default: the problem's).
-        data_desc: Deprecated name of ``data_description``.
+        **options: The evaluation keywords, as for :func:`plane`.
 
     Returns:
-        A :class:`PlaneResult` whose provenance records seed and direction options.
+        A :class:`~landscape.analyze.slice_results.PlaneResult` whose provenance records seed and direction
+        options.
 
     Raises:
         ValueError: If ``params`` selects no parameter.
     """
-    opts = _Opts(metrics, batch_size, chunk_size, memory_budget, strategy, bn_mode, progress, seed, data_description)
-    prob = _problem(problem, data, loss_fn, opts, data_desc)
+    settings, prob = begin_slice("random_plane", problem, data, options, seed)
     layout = prob.layout
     model = prob.model
-    c = _anchor(prob, model if center is None else center, layout)[0]
+    c = as_anchor(prob, model if center is None else center, layout)[0]
     d = random_directions(
         model,
         2,
@@ -826,12 +428,13 @@ def random_plane(
         xs=xs,
         ys=xs if ys is None else ys,
         extra=extra,
-        **opts.engine(),
+        **settings.engine(),
         seed=seed,
-        data_description=opts.data_description,
+        data_description=settings.data_description,
     )
 
 
+@shows_options(SliceOptions)
 def plane_through(
     problem: ProblemLike,
     p0: PointLike,
@@ -842,17 +445,8 @@ def plane_through(
     ys: Sequence[float] | np.ndarray | None = None,
     *,
     frame: str = "anchors",
-    loss_fn: Any = None,
-    metrics: Metrics = None,
-    batch_size: int | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int | str | None = None,
-    strategy: Strategy | str = "auto",
-    bn_mode: BNMode | str | None = None,
-    progress: bool = False,
     seed: int | None = None,
-    data_description: str | None = None,
-    data_desc: str | None = None,
+    **options: Unpack[SliceOptions],
 ) -> PlaneResult:
     """The plane through three models, centered at ``p0``.
 
@@ -871,33 +465,21 @@ def plane_through(
         xs: ``(nx,)`` coordinates along ``d1`` (default 21 over [-0.5, 1.5]).
         ys: ``(ny,)`` coordinates along ``d2`` (default: ``xs``).
         frame: ``"anchors"`` or ``"orthogonal"``.
-        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
-            for integer targets, MSE otherwise.
-        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
-            targets, accuracy.
-        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
-        chunk_size: Points evaluated together (default: chosen by the memory budget).
-        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
-            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
-        strategy: ``"auto"``, ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
-        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
-        progress: Show a progress bar.
         seed: Recorded in the provenance.
-        data_description: The data's description in the provenance (default: the problem's).
-        data_desc: Deprecated name of ``data_description``.
+        **options: The evaluation keywords, as for :func:`plane`.
 
     Returns:
-        A :class:`PlaneResult`; ``anchor_coords`` holds the three models' coordinates.
+        A :class:`~landscape.analyze.slice_results.PlaneResult`; ``anchor_coords`` holds the three models'
+        coordinates.
 
     Raises:
         ValueError: On an unknown frame or collinear models.
     """
     if frame not in ("anchors", "orthogonal"):
         raise ValueError(f"unknown frame {frame!r}; valid: ['anchors', 'orthogonal']")
-    opts = _Opts(metrics, batch_size, chunk_size, memory_budget, strategy, bn_mode, progress, seed, data_description)
-    prob = _problem(problem, data, loss_fn, opts, data_desc)
+    settings, prob = begin_slice("plane_through", problem, data, options, seed)
     layout = prob.layout
-    anchors = [_anchor(prob, p, layout) for p in (p0, p1, p2)]
+    anchors = [as_anchor(prob, p, layout) for p in (p0, p1, p2)]
     v0, v1, v2 = (v.double() for v, _ in anchors)
     e1, e2 = v1 - v0, v2 - v0
     a = float(e2 @ e1 / (e1 @ e1)) if float(e1.norm()) > 0 else 0.0
@@ -906,25 +488,21 @@ def plane_through(
         raise ValueError("the three models are collinear (or coincide); they do not span a plane")
     if frame == "anchors":
         a, b = 0.0, 1.0  # d2 = p2 - p0
-    xs = np.linspace(-0.5, 1.5, 21) if xs is None else xs
-    x, y = _coords(xs, "xs"), _coords(xs if ys is None else ys, "ys")
-    X, Y = (g.reshape(-1) for g in np.meshgrid(x, y))
+    x, y, X, Y = _grid(np.linspace(-0.5, 1.5, 21) if xs is None else xs, ys)
     # center + X d1 + Y d2 with d1 = p1 - p0, d2 = (p2 - p0 - a d1) / b, written over the three models
     # (exact 0/1 coefficients at the anchors of the "anchors" frame).
     coefs = np.stack([1 - X - (1 - a) * Y / b, X - a * Y / b, Y / b], 1)
-    res, bad, prov = _evaluate(prob, anchors, coefs, opts, {"kind": "plane_through", "frame": frame})
-    dtype = anchors[0][0].dtype
-    dirs = torch.stack([e1, (e2 - a * e1) / b]).to(dtype)
-    where = np.array([[0.0, 0.0], [1.0, 0.0], [a, b]])
+    res, bad, prov = evaluate_slice(prob, anchors, coefs, settings, {"kind": "plane_through", "frame": frame})
+    dirs = torch.stack([e1, (e2 - a * e1) / b]).to(anchors[0][0].dtype)
     return PlaneResult(
-        x,
-        y,
-        _grid(res, len(y), len(x)),
-        _np(anchors[0][0]),
-        _np(dirs),
-        where,
-        ["p0", "p1", "p2"],
-        bad,
-        layout.to_dict(),
-        prov,
+        xs=x,
+        ys=y,
+        metrics=grid_metrics(res, len(y), len(x)),
+        center=to_numpy(anchors[0][0]),
+        directions=to_numpy(dirs),
+        anchor_coords=np.array([[0.0, 0.0], [1.0, 0.0], [a, b]]),
+        anchor_labels=["p0", "p1", "p2"],
+        n_nonfinite=bad,
+        layout=layout.to_dict(),
+        provenance=prov,
     )

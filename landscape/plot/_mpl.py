@@ -19,8 +19,8 @@ import numpy as np
 from landscape._options import parse_option
 from landscape.analyze.curves import CurveResult
 from landscape.analyze.distance import DistanceResult
-from landscape.analyze.pca import ProjectedPath
-from landscape.analyze.surface import BarycentricResult, BilinearResult, LineResult, PlaneResult
+from landscape.analyze.paths import ProjectedPath
+from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
 from landscape.curvature.training import CurvatureTrace
 from landscape.plot.core import (
     COLORS,

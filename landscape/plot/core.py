@@ -1,9 +1,9 @@
 """Renderers for slices: curves, contours, heatmaps, surfaces, trajectory overlays, triangles and squares.
 
-Renderers only draw. They take result objects (:class:`~landscape.analyze.surface.LineResult`,
-:class:`~landscape.analyze.surface.PlaneResult`, :class:`~landscape.analyze.surface.BilinearResult`,
-:class:`~landscape.analyze.surface.BarycentricResult`, :class:`~landscape.analyze.distance.DistanceResult`,
-:class:`~landscape.analyze.pca.ProjectedPath`), never models, and never evaluate a loss. Every function has a
+Renderers only draw. They take result objects (:class:`~landscape.analyze.slice_results.LineResult`,
+:class:`~landscape.analyze.slice_results.PlaneResult`, :class:`~landscape.analyze.slice_results.BilinearResult`,
+:class:`~landscape.analyze.slice_results.BarycentricResult`, :class:`~landscape.analyze.distance.DistanceResult`,
+:class:`~landscape.analyze.paths.ProjectedPath`), never models, and never evaluate a loss. Every function has a
 ``backend`` argument: ``"plotly"`` (default) returns a ``plotly.graph_objects.Figure`` and draws into
 ``fig`` when one is given; ``"matplotlib"`` returns a ``matplotlib.figure.Figure`` and draws into ``ax``
 when one is given (the same functions live in :mod:`landscape.plot._mpl`).
@@ -31,8 +31,8 @@ import numpy as np
 from landscape._options import parse_option
 from landscape.analyze.curves import CurveResult
 from landscape.analyze.distance import DistanceResult
-from landscape.analyze.pca import ProjectedPath
-from landscape.analyze.surface import BarycentricResult, BilinearResult, LineResult, PlaneResult
+from landscape.analyze.paths import ProjectedPath
+from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
 from landscape.curvature.training import CurvatureTrace
 
 __all__ = [
@@ -1015,7 +1015,7 @@ def plot_trajectory(
 
     Args:
         plane: The PCA-plane :class:`PlaneResult`, or ``None`` to draw the path alone.
-        path: The :class:`~landscape.analyze.pca.ProjectedPath` (``TrajectoryPCA.project``).
+        path: The :class:`~landscape.analyze.paths.ProjectedPath` (``TrajectoryPCA.project``).
         labels: Run names (default ``"run i"``).
         metric: Metric of the plane to draw.
         style: ``"filled"``, ``"contour"`` or ``"heatmap"``.

@@ -4,7 +4,7 @@
 colour per layer and one line style per run; the first run is drawn solid, as the paper's plain
 model ("The solid line is the plain model's results"). ``plot_activation_histograms`` draws the
 normalized activation histograms at chosen epochs, one panel per epoch (Fig. 15: epochs 15 and 30).
-Both take :class:`~landscape.analyze.saturation.SaturationHistory` objects and return a plotly or matplotlib
+Both take :class:`~landscape.analyze.saturation_results.SaturationHistory` objects and return a plotly or matplotlib
 figure.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from landscape._options import parse_option
-from landscape.analyze.saturation import SaturationHistory
+from landscape.analyze.saturation_results import SaturationHistory
 from landscape.plot.core import COLORS as _COLORS
 from landscape.plot.core import Backend
 

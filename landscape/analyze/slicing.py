@@ -1,0 +1,280 @@
+"""What every slice shares: its evaluation keywords, its problem, its anchors and one evaluation.
+
+A slice (:mod:`landscape.analyze.surface`) and a functional distance
+(:mod:`landscape.analyze.distance`) are affine families of points ``coefs @ anchors`` evaluated by
+:func:`~landscape.evaluate.points.evaluate_points` through :class:`~landscape.evaluate.points.AffinePoints`.
+The evaluation keywords are the same on every one of them (see ``docs/arguments.md``), declared once here as
+typed dictionaries (:class:`EngineOptions`, :class:`SliceOptions`) and shown in each function's signature by
+:func:`shows_options`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from landscape.evaluate.points import AffinePoints, BatchMetric, BNMode, Strategy, evaluate_points
+from landscape.params import ParamLayout, as_param_dict, buffers_dict, parameters_to_vector
+from landscape.problem import Problem, as_problem, renamed
+from landscape.results import Provenance
+
+__all__ = [
+    "PointLike",
+    "ProblemLike",
+    "EngineOptions",
+    "SliceOptions",
+    "SliceSettings",
+    "shows_options",
+    "slice_problem",
+    "begin_slice",
+    "as_anchor",
+    "evaluate_slice",
+    "grid_metrics",
+    "coordinates",
+    "to_numpy",
+]
+
+PointLike = nn.Module | Tensor | Mapping[str, Tensor]
+ProblemLike = Problem | nn.Module
+Metrics = Sequence[str | BatchMetric] | None
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class EngineOptions(TypedDict, total=False):
+    """The evaluation keywords of every slice and distance (all optional).
+
+    Attributes:
+        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
+        chunk_size: Points evaluated together (default: chosen by the memory budget).
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
+            :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
+        strategy: ``"auto"`` (default), ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
+        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
+        progress: Show a progress bar (default ``False``).
+        data_description: The data's description in the provenance (default: the problem's).
+        data_desc: Deprecated name of ``data_description``.
+    """
+
+    batch_size: int | None
+    chunk_size: int | None
+    memory_budget: int | str | None
+    strategy: Strategy | str
+    bn_mode: BNMode | str | None
+    progress: bool
+    data_description: str | None
+    data_desc: str | None
+
+
+class SliceOptions(EngineOptions, total=False):
+    """The keywords of every slice: :class:`EngineOptions` and the loss and metrics (all optional).
+
+    Attributes:
+        loss_fn: Shorthand only: the loss (name, ``(outputs, targets)`` or a closure); default cross-entropy
+            for integer targets, MSE otherwise.
+        metrics: ``"loss"``, ``"accuracy"``, ``"outputs"`` and/or callables; default loss and, for class
+            targets, accuracy.
+    """
+
+    loss_fn: Any
+    metrics: Metrics
+
+
+_DEFAULTS: dict[str, Any] = {"strategy": "auto", "progress": False}
+
+
+def _keywords(options: type) -> dict[str, Any]:
+    """Name -> annotation of a typed dictionary's keys (its bases' included, in declaration order)."""
+    return {k: getattr(a, "__forward_arg__", a) for k, a in options.__annotations__.items()}
+
+
+def shows_options(options: type) -> Callable[[F], F]:
+    """Decorator: the function's ``**options`` shows as the keyword-only parameters of ``options``.
+
+    ``inspect.signature`` and ``help`` then list every keyword with its default, as if written out.
+
+    Args:
+        options: :class:`EngineOptions` or :class:`SliceOptions`.
+
+    Returns:
+        The decorator (the function itself, with ``__signature__`` set).
+    """
+
+    def decorate(fn: F) -> F:
+        sig = inspect.signature(fn)
+        params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        params += [
+            inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=_DEFAULTS.get(k), annotation=a)
+            for k, a in _keywords(options).items()
+        ]
+        fn.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        return fn
+
+    return decorate
+
+
+@dataclasses.dataclass
+class SliceSettings:
+    """The evaluation keywords of one call, resolved (defaults filled, the deprecated name mapped)."""
+
+    metrics: Any = None
+    loss_fn: Any = None
+    batch_size: int | None = None
+    chunk_size: int | None = None
+    memory_budget: int | str | None = None
+    strategy: Strategy | str = "auto"
+    bn_mode: BNMode | str | None = None
+    progress: bool = False
+    seed: int | None = None
+    data_description: str | None = None
+
+    @classmethod
+    def of(cls, function: str, options: Mapping[str, Any], allowed: type, seed: int | None = None) -> SliceSettings:
+        """The settings of a call of ``function`` with keywords ``options`` (keys of the typed dict ``allowed``).
+
+        Raises:
+            TypeError: On a keyword ``function`` does not take, or both ``data_description`` and ``data_desc``.
+        """
+        for k in options:
+            if k not in _keywords(allowed):
+                raise TypeError(f"{function}() got an unexpected keyword argument {k!r}")
+        kw = dict(options)
+        desc = renamed(kw.pop("data_description", None), kw.pop("data_desc", None), "data_desc", "data_description")
+        return cls(**kw, seed=seed, data_description=desc)
+
+    def engine(self) -> dict[str, Any]:
+        """The keywords of :func:`~landscape.evaluate.points.evaluate_points`."""
+        return {
+            k: getattr(self, k)
+            for k in ("metrics", "batch_size", "chunk_size", "memory_budget", "strategy", "bn_mode", "progress")
+        }
+
+    def bn_name(self) -> str | None:
+        """``bn_mode`` as a plain string (``None`` if not given)."""
+        return str(getattr(self.bn_mode, "value", self.bn_mode)) if self.bn_mode is not None else None
+
+
+def slice_problem(problem: ProblemLike, data: Any, settings: SliceSettings) -> Problem:
+    """The problem of a slice: ``problem`` itself, or the one the shorthand ``(model, data, loss_fn)`` builds.
+
+    Raises:
+        TypeError: If ``data`` is given beside a :class:`~landscape.problem.Problem`.
+    """
+    bn = settings.bn_name()
+    if isinstance(problem, Problem) and data is not None:
+        raise TypeError(
+            "the first argument is a Problem, which holds its data; do not pass data (pass coordinates such as "
+            "alphas= or xs= by keyword)"
+        )
+    # The shorthand's data are held as before (the budget bounds point chunks and activations, not the data).
+    return as_problem(problem, data, settings.loss_fn, bn_mode=bn if bn in ("eval", "train") else None)
+
+
+def begin_slice(
+    function: str, problem: ProblemLike, data: Any, options: Mapping[str, Any], seed: int | None = None
+) -> tuple[SliceSettings, Problem]:
+    """The settings and the problem of a call of the slice ``function`` (see :func:`slice_problem`)."""
+    settings = SliceSettings.of(function, options, SliceOptions, seed)
+    return settings, slice_problem(problem, data, settings)
+
+
+def as_anchor(prob: ProblemLike, p: PointLike, layout: ParamLayout) -> tuple[Tensor, dict[str, Tensor] | None]:
+    """(vector, buffers or None) of a model, a flat vector or a parameter dict, in the problem's dtype.
+
+    Args:
+        prob: The problem (or model) whose dtype the vector takes.
+        p: A model (its buffers come along), a ``(D,)`` vector or a parameter dict.
+        layout: The parameter layout the vector must fit.
+
+    Returns:
+        The ``(D,)`` vector and the model's buffers (``None`` for a vector or a dict).
+
+    Raises:
+        TypeError: If ``p`` is none of the three.
+        ValueError: If the vector does not fit the layout.
+    """
+    model = prob.model if isinstance(prob, Problem) else prob
+    dtype = prob.dtype if isinstance(prob, Problem) else next(iter(model.parameters())).dtype
+    if isinstance(p, nn.Module):
+        vec, bufs = parameters_to_vector(p), buffers_dict(p)
+    elif isinstance(p, Tensor):
+        vec, bufs = p.detach(), None
+    elif isinstance(p, Mapping):
+        vec, bufs = layout.flatten(as_param_dict(model, p, layout)), None  # may leave frozen tensors out
+    else:
+        raise TypeError(f"an anchor must be a model, a flat vector or a parameter dict, got {type(p).__name__}")
+    layout.check_vector(vec)
+    return vec.to(dtype), bufs
+
+
+def evaluate_slice(
+    prob: Problem,
+    anchors: Sequence[tuple[Tensor, dict[str, Tensor] | None]],
+    coefs: np.ndarray,
+    settings: SliceSettings,
+    extra: dict[str, Any],
+) -> tuple[dict[str, np.ndarray], int, Provenance]:
+    """Evaluate the points ``coefs @ anchors``.
+
+    Args:
+        prob: The problem.
+        anchors: ``k`` pairs (``(D,)`` vector, buffers or None) from :func:`as_anchor`.
+        coefs: ``(P, k)`` coefficients of the points.
+        settings: The call's evaluation keywords.
+        extra: Provenance entries (``kind`` and the slice's options).
+
+    Returns:
+        The metrics (name -> ``(P, ...)``), the number of points with a non-finite loss, and the provenance.
+
+    Raises:
+        ValueError: If ``bn_mode="interpolate"`` and an anchor is not a model.
+    """
+    basis = torch.stack([a for a, _ in anchors])
+    bufs = None
+    bn = BNMode(getattr(settings.bn_mode, "value", settings.bn_mode) or prob.bn_mode)
+    if bn is BNMode.INTERPOLATE:
+        if any(b is None for _, b in anchors):
+            raise ValueError("bn_mode='interpolate' needs every anchor given as a model (its buffers are interpolated)")
+        bufs = [
+            {k: (v.to(prob.dtype) if v.is_floating_point() else v) for k, v in b.items()}  # type: ignore[union-attr]
+            for _, b in anchors
+        ]
+    res = evaluate_points(prob, AffinePoints(basis, coefs, bufs), **settings.engine())
+    bad = int((~np.isfinite(res["loss"])).sum()) if "loss" in res else 0
+    prov = Provenance.here(
+        seed=settings.seed,
+        data=settings.data_description or prob.description,
+        model=type(prob.model).__name__,
+        strategy=str(getattr(settings.strategy, "value", settings.strategy)),
+        bn_mode=bn.value,
+        loss=prob.loss_name,
+        **extra,
+    )
+    return res, bad, prov
+
+
+def grid_metrics(res: Mapping[str, np.ndarray], ny: int, nx: int) -> dict[str, np.ndarray]:
+    """Metrics of ``ny * nx`` points (row-major) as ``(ny, nx, ...)`` grids."""
+    return {k: v.reshape(ny, nx, *v.shape[1:]) for k, v in res.items()}
+
+
+def coordinates(values: Any, name: str) -> np.ndarray:
+    """``values`` as a flat float64 array.
+
+    Raises:
+        ValueError: If it is empty or holds NaN/inf.
+    """
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.size == 0 or not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be a non-empty sequence of finite numbers")
+    return arr
+
+
+def to_numpy(t: Tensor) -> np.ndarray:
+    """A tensor's values as a numpy array (detached, on the CPU)."""
+    return t.detach().cpu().numpy()

@@ -1,0 +1,70 @@
+"""``main``: parse, check the cheap options early, run the command inside torchrun's process group."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+
+from landscape.cli.files import cmd_check, cmd_plot
+from landscape.cli.measures import cmd_distance, cmd_hessian
+from landscape.cli.output import process_group
+from landscape.cli.parser import build_parser
+from landscape.cli.parsing import CLIError, parse_range, parse_resolution, parse_values
+from landscape.cli.slices import cmd_line, cmd_pca, cmd_plane
+
+__all__ = ["main"]
+
+_VALUE_OPTIONS = ("--alphas", "--range", "--yrange")
+
+
+def _check_early(args: argparse.Namespace) -> None:
+    """Validate the cheap options before any data or model is loaded."""
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        raise CLIError(f"--limit {args.limit}: give a positive number of examples")
+    if getattr(args, "alphas", None) is not None:
+        parse_values(args.alphas, "--alphas")
+    if getattr(args, "resolution", None) is not None:
+        parse_resolution(args.resolution)
+    for opt in ("range", "yrange"):
+        if getattr(args, opt, None):
+            parse_range(getattr(args, opt), f"--{opt}")
+
+
+def _join_negative(argv: Sequence[str]) -> list[str]:
+    """``--alphas -0.5:1.5:41`` -> ``--alphas=-0.5:1.5:41``: argparse would take the value for an option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in _VALUE_OPTIONS and i + 1 < len(argv) and re.match(r"-[0-9.]", argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0, 1 for a damaged store from ``check``, 2 on a user error)."""
+    args = build_parser().parse_args(_join_negative(list(sys.argv[1:] if argv is None else argv)))
+    args.name = getattr(args, "name", None) or args.command
+    commands: dict[str, Callable[[argparse.Namespace], list[str] | int]] = {
+        "line": cmd_line,
+        "plane": cmd_plane,
+        "pca": cmd_pca,
+        "hessian": cmd_hessian,
+        "distance": cmd_distance,
+        "plot": cmd_plot,
+        "check": cmd_check,
+    }
+    try:
+        _check_early(args)
+        with process_group():
+            status = commands[args.command](args)
+    except (CLIError, ValueError) as e:  # analyzers raise ValueError for bad input: report it, no traceback
+        rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+        print(f"landscape: error: {e}" + (f" (rank {rank})" if rank else ""), file=sys.stderr)
+        return 2
+    return status if isinstance(status, int) else 0  # only check returns a status

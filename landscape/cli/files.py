@@ -1,0 +1,77 @@
+"""The commands on saved files: ``plot`` (re-render results) and ``check`` (verify a trajectory store)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from landscape.cli.output import Writer
+from landscape.cli.parsing import CLIError
+
+__all__ = ["cmd_plot", "cmd_check"]
+
+
+def cmd_plot(args: argparse.Namespace) -> list[str]:
+    """``plot``: re-render saved results (several line or distance results are overlaid)."""
+    from landscape import plot as P
+    from landscape.analyze.distance import DistanceResult
+    from landscape.analyze.paths import ProjectedPath
+    from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
+    from landscape.results import load_result
+
+    try:
+        results: list[Any] = [load_result(p) for p in args.results]  # dispatched on their type below
+        path = load_result(args.path) if args.path else None
+    except (ValueError, FileNotFoundError) as e:
+        raise CLIError(str(e)) from None
+    if path is not None and not isinstance(path, ProjectedPath):
+        raise CLIError(f"--path {args.path} holds a {type(path).__name__}, not a ProjectedPath")
+    kinds = {type(r) for r in results}
+    if len(kinds) > 1:
+        raise CLIError(f"cannot overlay different result types {sorted(k.__name__ for k in kinds)}")
+    kind, first = kinds.pop(), results[0]
+    if len(results) > 1 and kind not in (LineResult, DistanceResult):
+        raise CLIError(f"only line and distance results can be overlaid, got {len(results)} {kind.__name__}s")
+    log, style = args.log, args.style
+    draws: dict[str, Callable[[str], Any]] = {}
+    if kind is LineResult:
+        draws[args.name] = lambda be: P.plot_line(
+            results, accuracy=all("accuracy" in r.metrics for r in results), log=log, backend=be
+        )
+    elif kind is DistanceResult:
+        draws[args.name] = lambda be: P.plot_distance(results, log=log, backend=be)
+    elif kind is PlaneResult and path is not None:
+        draws[args.name] = lambda be: P.plot_trajectory(first, path, log=log, style=style, backend=be)
+    elif kind in (PlaneResult, BilinearResult):
+        if style == "heatmap":
+            draws[args.name] = lambda be: P.plot_heatmap(first, log=log, backend=be)
+        else:
+            draws[args.name] = lambda be: P.plot_contour(first, filled=style == "filled", log=log, backend=be)
+        draws[f"{args.name}_surface"] = lambda be: P.plot_surface(first, log=log, backend=be)
+    elif kind is BarycentricResult:
+        draws[args.name] = lambda be: P.plot_barycentric(first, log=log, backend=be)
+    elif kind is ProjectedPath:
+        draws[args.name] = lambda be: P.plot_trajectory(None, first, log=log, backend=be)
+    else:
+        raise CLIError(f"no renderer for a {kind.__name__}")
+    w = Writer(args)
+    for stem, draw in draws.items():
+        w.figure(stem, draw)
+    w.report()
+    return [str(p) for p in w.written]
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Verify a trajectory store, print the report; 0 if intact (or repaired, migrated), 1 if damaged."""
+    from landscape.trajectory.store import Trajectory, TrajectoryError
+
+    try:
+        rep = Trajectory.check(args.trajectory, repair=args.repair, migrate=args.migrate)
+    except FileNotFoundError:
+        raise CLIError(f"trajectory {args.trajectory!r} not found") from None
+    except TrajectoryError as e:
+        raise CLIError(f"cannot check {args.trajectory!r}: {e}") from None
+    print(rep)
+    done = rep.ok or rep.repaired or (args.migrate and rep.version != 1 and not rep.lost)
+    return 0 if done else 1

@@ -1,0 +1,96 @@
+"""The commands that measure at points: ``hessian`` (the spectrum at one point), ``distance`` (along a line)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from landscape.cli.loading import build_template, default_point, load_data, load_point
+from landscape.cli.output import Writer
+from landscape.cli.parsing import CLIError, eval_kw, parse_values
+
+__all__ = ["cmd_hessian", "cmd_distance"]
+
+
+def cmd_hessian(args: argparse.Namespace) -> list[str]:
+    """``hessian``: eigenvalue density (SLQ), top eigenvalues and traces of the loss Hessian at one point."""
+    from landscape.curvature.hessian import hessian_spectrum
+    from landscape.evaluate.points import parse_bytes
+    from landscape.plot.hessian import plot_spectrum_density
+
+    if args.bn_mode not in ("eval", "train"):
+        raise CLIError(f"--bn-mode {args.bn_mode}: the Hessian is of one model; use eval or train")
+    data, shape, classes, desc = load_data(args, args.dtype)
+    at = default_point(args, args.at, "--at POINT")
+    model = load_point(at, build_template(args, [at, *(args.trajectory or [])], shape, classes))
+    options: dict[str, Any] = {}
+    if args.batch_size is not None:
+        options["micro_batch_size"] = args.batch_size
+    if args.memory_budget is not None:
+        try:
+            options["memory_budget"] = parse_bytes(args.memory_budget)
+        except ValueError as e:
+            raise CLIError(f"--memory-budget: {e}") from None
+    res = hessian_spectrum(
+        model,
+        nn.functional.cross_entropy,
+        data,
+        bn_mode=args.bn_mode,
+        n_probes=args.probes,
+        steps=args.lanczos_steps,
+        top_k=args.top_k,
+        trace_products=args.trace_products,
+        seed=args.seed,
+        data_description=f"{desc}; at {at}",
+        progress=not args.quiet,
+        **options,
+    )
+    w = Writer(args)
+    w.result(args.name, res)
+    w.figure(args.name, lambda be: plot_spectrum_density(res, labels=[at], log=not args.linear, backend=be))
+    top = ", ".join(f"{v:.5g}" for v in res.top_eigenvalues)
+    traces = ", ".join(f"{k} {v:.5g}" for k, v in res.trace.items())
+    w.report(
+        [
+            f"{args.name}: {res.n_params} parameters, {res.n_samples} samples; top eigenvalues [{top}]; "
+            f"trace {traces}; {res.hvp_count} Hessian-vector products"
+        ]
+    )
+    return [str(p) for p in w.written]
+
+
+def cmd_distance(args: argparse.Namespace) -> list[str]:
+    """``distance``: functional distance and label disagreement from ``--from`` along the line to ``--to``."""
+    from landscape.analyze.distance import distance_along_path
+    from landscape.plot.core import plot_distance
+
+    data, shape, classes, desc = load_data(args, args.dtype)
+    start = default_point(args, args.start, "--from POINT")
+    template = build_template(args, [start, args.end], shape, classes)
+    a, b = load_point(start, template), load_point(args.end, template)
+    alphas = None if args.alphas is None else parse_values(args.alphas, "--alphas")
+    res = distance_along_path(
+        a,
+        a,
+        b,
+        data,
+        alphas=alphas,
+        output=args.output,
+        label=args.label or f"{start} -> {args.end}",
+        **eval_kw(args, desc),
+    )
+    w = Writer(args)
+    w.result(args.name, res)
+    w.figure(args.name, lambda be: plot_distance(res, log=args.log, backend=be))
+    end = int(np.argmin(np.abs(res.alphas - 1.0)))
+    w.report(
+        [
+            f"{args.name}: {len(res.alphas)} points; at alpha {res.alphas[end]:g}: RMS {args.output} distance "
+            f"{res.rms[end]:.5g}, label disagreement {res.disagreement[end]:.4g} "
+            f"over {res.n_samples} samples"
+        ]
+    )
+    return [str(p) for p in w.written]

@@ -1,0 +1,74 @@
+"""Where the commands write: one process (rank 0) writes results, pages and images; torchrun's process group."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["rank", "process_group", "Writer"]
+
+
+def rank() -> int:
+    """This process's rank in the default process group (0 outside one)."""
+    d = torch.distributed
+    return d.get_rank() if d.is_available() and d.is_initialized() else 0
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[None]:
+    """Join a gloo group when launched by torchrun (``WORLD_SIZE`` > 1) and leave it afterwards."""
+    d = torch.distributed
+    started = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and d.is_available() and not d.is_initialized():
+        d.init_process_group("gloo")
+        started = True
+    try:
+        yield
+        if started:  # leave together: gloo torn down under a rank still working aborts it (SIGABRT)
+            d.barrier()
+    finally:
+        if started:
+            d.destroy_process_group()
+
+
+class Writer:
+    """Writes results and figures on rank 0 only, and reports what it wrote."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.out = Path(args.out)
+        self.html, self.png, self.quiet = not args.no_html, not args.no_png, args.quiet
+        self.plotlyjs = "cdn" if args.cdn else "directory"  # one plotly.min.js per output folder
+        self.rank = rank()
+        self.written: list[Path] = []
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    def result(self, stem: str, result: Any) -> None:
+        """Save ``result`` as ``<out>/<stem>.npz``."""
+        if self.rank == 0:
+            self.written.append(result.save(self.out / f"{stem}.npz"))
+
+    def figure(self, stem: str, draw: Callable[[str], Any], html: bool = True, png: bool = True) -> None:
+        """Write ``draw(backend)`` as ``<stem>.html`` (plotly) and ``<stem>.png`` (matplotlib), unless turned off."""
+        if self.rank != 0:
+            return
+        from landscape.plot.core import save_html, save_png
+
+        if self.html and html:
+            self.written.append(save_html(draw("plotly"), self.out / f"{stem}.html", plotlyjs=self.plotlyjs))
+        if self.png and png:
+            self.written.append(save_png(draw("matplotlib"), self.out / f"{stem}.png"))
+
+    def report(self, lines: Sequence[str] = ()) -> None:
+        """Print ``lines`` and the files written (rank 0, unless ``--quiet``)."""
+        if self.rank == 0 and not self.quiet:
+            for line in lines:
+                print(line)
+            for p in self.written:
+                print(f"wrote {p}")

@@ -1,0 +1,196 @@
+"""The argument parser of ``landscape`` (``python -m landscape``): shared option groups and one subcommand each."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from landscape.cli.parsing import DATA_NAMES, DIRECTIONS
+
+__all__ = ["build_parser"]
+
+
+def _dtype(name: str) -> torch.dtype:
+    table = {"float32": torch.float32, "float64": torch.float64}
+    if name not in table:
+        raise argparse.ArgumentTypeError(f"unknown dtype {name!r}; valid: {sorted(table)}")
+    return table[name]
+
+
+# The help of --from and --alphas of the commands along a line.
+_LINE_HELP = {
+    "line": (
+        "TRAJ[:INDEX] or weights file (default --weights)",
+        "START:STOP:COUNT or a list (default 0:1:21); distances with --distance",
+    ),
+    "distance": (
+        "reference TRAJ[:INDEX] or FILE (default --weights)",
+        "START:STOP:COUNT or a list of positions on the line (default 0:1:11)",
+    ),
+}
+
+
+def _line_options(p: argparse.ArgumentParser, command: str, data_help: str) -> None:
+    """The options of a command along the line from one point to another (``line``, ``distance``)."""
+    start, alphas = _LINE_HELP[command]
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--from", dest="start", metavar="POINT", help=start)
+    p.add_argument("--to", dest="end", required=True, metavar="POINT", help="TRAJ[:INDEX] or weights file")
+    p.add_argument("--alphas", help=alphas)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m landscape``."""
+    p = argparse.ArgumentParser(
+        prog="landscape",
+        description="Loss-landscape slices, Hessian spectra and functional distances from the command line.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="{line,plane,pca,hessian,distance,plot,check}")
+
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("--out", required=True, help="output directory")
+    out.add_argument("--name", help="file stem of the outputs (default: the command name)")
+    out.add_argument("--log", action="store_true", help="log scale in the plots")
+    out.add_argument("--no-html", action="store_true", help="do not write the interactive HTML")
+    out.add_argument("--no-png", action="store_true", help="do not write the PNG")
+    out.add_argument("--quiet", action="store_true", help="no progress bars, no summary")
+    out.add_argument(
+        "--cdn",
+        action="store_true",
+        help="HTML loads plotly.js from its CDN (needs a network to view); default: one "
+        "plotly.min.js written beside the pages",
+    )
+
+    ev = argparse.ArgumentParser(add_help=False)
+    ev.add_argument(
+        "--model",
+        metavar="NAME|PKG.MOD:FACTORY",
+        help="a name in landscape.models.zoo.MODELS, or package.module:factory (a function or class of "
+        "your own, on PYTHONPATH); default: the factory recorded in the trajectory",
+    )
+    ev.add_argument(
+        "--model-kw",
+        nargs="+",
+        default=[],
+        metavar="JSON|KEY=VALUE",
+        help="model arguments: a JSON object ('{\"width\": 8}') or KEY=VALUE pairs, VALUE as JSON "
+        "(e.g. hidden=[32,16] activation=tanh)",
+    )
+    ev.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="weights of the model: .safetensors or a torch state dict (.pt, read weights_only); "
+        "the default point (plane centre, hessian point, distance start)",
+    )
+    ev.add_argument("--split", choices=("train", "val", "test"), default="train", help="data split (default train)")
+    ev.add_argument("--limit", type=int, help="use only the first N examples")
+    ev.add_argument("--batch-size", type=int, help="micro-batch size of the evaluation engine")
+    ev.add_argument("--memory-budget", help="memory budget of the engine, e.g. 512MB")
+    ev.add_argument(
+        "--bn-mode",
+        choices=("eval", "train", "interpolate"),
+        default="eval",
+        help="BatchNorm policy (default eval: running statistics of the first/centre model)",
+    )
+    ev.add_argument("--dtype", type=_dtype, default=torch.float32, help="float32 (default) or float64")
+
+    data_help = f"{' | '.join(DATA_NAMES)} | cifar10:DIR | mnist:DIR | DIR"
+    ln = sub.add_parser("line", parents=[ev, out], help="linear interpolation between two points")
+    _line_options(ln, "line", data_help)
+    ln.add_argument(
+        "--distance", action="store_true", help="absolute-distance line from --from toward --to (Im et al. eq. 1)"
+    )
+    ln.add_argument("--label", help="curve name")
+
+    pl = sub.add_parser("plane", parents=[ev, out], help="a 2-D slice around a centre")
+    pl.add_argument("--data", required=True, help=data_help)
+    pl.add_argument("--center", metavar="POINT", help="centre TRAJ[:INDEX] or FILE.safetensors")
+    pl.add_argument(
+        "--directions",
+        choices=DIRECTIONS,
+        default="filter",
+        help="filter/layer/model-normalized or raw random directions, PCA of trajectories, or two models",
+    )
+    pl.add_argument("--models", nargs=2, metavar="POINT", help="the two other models (--directions models)")
+    pl.add_argument("--trajectory", nargs="+", metavar="TRAJ", help="trajectories (--directions pca)")
+    pl.add_argument("--range", help="START:STOP of both axes (default -1:1; models -0.5:1.5; pca: around the path)")
+    pl.add_argument("--yrange", help="START:STOP of the second axis (default: --range)")
+    pl.add_argument("--resolution", default="21", help="N or NXxNY grid points (default 21)")
+    pl.add_argument("--seed", type=int, default=0, help="seed of random directions")
+    pl.add_argument(
+        "--bias-bn",
+        choices=("zero", "keep", "copy"),
+        default="zero",
+        help="direction on biases and BatchNorm parameters (default zero, Li et al.)",
+    )
+    pl.add_argument("--orthogonal", action="store_true", help="orthogonalize the two random directions")
+    pl.add_argument("--frame", choices=("anchors", "orthogonal"), default="anchors", help="--directions models frame")
+    pl.add_argument(
+        "--pca-center",
+        choices=("point", "mean", "first", "last"),
+        default="point",
+        help="PCA centre: --center (default; else the last snapshot) or the snapshots' mean/first/last",
+    )
+
+    pc = sub.add_parser("pca", parents=[ev, out], help="PCA of trajectories, optionally with the loss plane")
+    pc.add_argument("trajectories", nargs="+", metavar="TRAJ")
+    pc.add_argument("--data", help=f"evaluate the PCA plane and the path's losses on {data_help}")
+    pc.add_argument("--center", metavar="POINT", help="centre point (with --pca-center point; default --weights)")
+    pc.add_argument(
+        "--pca-center",
+        choices=("point", "mean", "first", "last"),
+        default="mean",
+        help="PCA centre (default mean, Lipton 2016; last: Li et al. 2018)",
+    )
+    pc.add_argument("--range", help="START:STOP of both axes (default: around the path)")
+    pc.add_argument("--yrange", help="START:STOP of the second axis")
+    pc.add_argument("--resolution", default="21", help="N or NXxNY grid points (default 21)")
+
+    hs = sub.add_parser("hessian", parents=[ev, out], help="Hessian eigenvalue density, top eigenvalues and trace")
+    hs.add_argument("--data", required=True, help=data_help)
+    hs.add_argument(
+        "--at",
+        metavar="POINT",
+        help="TRAJ[:INDEX] or weights file (default: --weights, else the last snapshot of --trajectory)",
+    )
+    hs.add_argument("--trajectory", nargs=1, metavar="TRAJ", help="trajectory whose last snapshot to analyze")
+    hs.add_argument("--probes", type=int, default=4, help="SLQ probe vectors (default 4)")
+    hs.add_argument("--lanczos-steps", type=int, default=100, help="Lanczos steps per probe (default 100)")
+    hs.add_argument("--top-k", type=int, default=5, help="top eigenvalues to compute (default 5; 0 skips)")
+    hs.add_argument(
+        "--trace-products",
+        type=int,
+        default=0,
+        help="Hessian-vector products for each of Hutchinson and Hutch++ (default 0: SLQ's trace only)",
+    )
+    hs.add_argument("--seed", type=int, default=0, help="seed of the random probes")
+    hs.add_argument("--linear", action="store_true", help="linear density axis (default log)")
+
+    ds = sub.add_parser("distance", parents=[ev, out], help="functional distance and label disagreement along a line")
+    _line_options(ds, "distance", data_help)
+    ds.add_argument(
+        "--output",
+        choices=("softmax", "logits"),
+        default="softmax",
+        help="compare class probabilities (default) or raw outputs",
+    )
+    ds.add_argument("--label", help="curve name")
+
+    pt = sub.add_parser("plot", parents=[out], help="re-render saved results")
+    pt.add_argument("results", nargs="+", metavar="RESULT.npz")
+    pt.add_argument("--path", metavar="PATH.npz", help="a ProjectedPath to overlay on a plane")
+    pt.add_argument("--style", choices=("filled", "contour", "heatmap"), default="filled", help="2-D style")
+
+    ck = sub.add_parser("check", help="verify a trajectory store; --repair rebuilds its index, --migrate converts v1")
+    ck.add_argument("trajectory", metavar="TRAJ")
+    how = ck.add_mutually_exclusive_group()
+    how.add_argument(
+        "--repair",
+        action="store_true",
+        help="rebuild index.jsonl from the intact packs (keeps the old index, unused bytes)",
+    )
+    how.add_argument(
+        "--migrate", action="store_true", help="convert a version-1 store (the original is kept as TRAJ.v1-backup)"
+    )
+    return p
