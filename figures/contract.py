@@ -78,11 +78,6 @@ from typing import TYPE_CHECKING, Any
 
 from figures.verdict import Effect, Premise, Verdict, _json_number, _StrEnum
 
-try:  # advisory lock so parallel figure processes train each cached run once
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 if TYPE_CHECKING:
     import matplotlib.figure
     import plotly.graph_objects as go
@@ -99,7 +94,7 @@ __all__ = [
     "Paper",
     "Scale",
     "Value",
-    "cache_lock",
+    "cache_dir",
     "discover",
     "get_figure",
     "register_figure",
@@ -758,16 +753,14 @@ def torch_threads(n: int | None = 1) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-@contextlib.contextmanager
-def cache_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def cache_dir(out: Path | str, paper: Paper | str) -> Path:
+    """The cache of a paper's shared runs: ``<gallery>/.cache/<paper>``.
+
+    Args:
+        out: The figure's (staging) directory inside the gallery, as passed to the figure function.
+        paper: The paper whose figures share the runs.
+
+    Returns:
+        The directory (not created: the cached-run helper creates what it writes).
+    """
+    return Path(out).resolve().parent / ".cache" / Paper(paper).value

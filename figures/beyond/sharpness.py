@@ -43,7 +43,7 @@ from matplotlib.ticker import NullFormatter
 from plotly.subplots import make_subplots
 from torch import nn
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import at_least, at_most, verdict_for
 
 N_IMAGES = 512
@@ -240,14 +240,13 @@ def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     from tqdm.auto import tqdm
 
-    with torch_threads(1):
-        families = {
-            "Im et al. VGG": _im_minima(scale, data_dir, out, progress),
-            "LeNet-5": _lenet_minima(scale, data_dir, out, progress),
-        }
-        every = [r for rs in families.values() for r in rs]
-        for r in tqdm(every, desc="sharpness", disable=not progress, leave=False):
-            r["sharpness"] = measure(r["model"], r["data"])
+    families = {
+        "Im et al. VGG": _im_minima(scale, data_dir, out, progress),
+        "LeNet-5": _lenet_minima(scale, data_dir, out, progress),
+    }
+    every = [r for rs in families.values() for r in rs]
+    for r in tqdm(every, desc="sharpness", disable=not progress, leave=False):
+        r["sharpness"] = measure(r["model"], r["data"])
     claims = [c for fam, rs in families.items() for c in _claims(fam, rs, scale)]
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "sharpness.json").write_text(

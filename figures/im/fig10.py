@@ -16,18 +16,16 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import (
     LINESTYLES,
     SOURCE,
     Curve,
     ImRuns,
-    ImSetup,
     RunSpec,
-    cache_dir,
     color,
     converged_premise,
-    single_threaded,
+    im_figure,
     small_multiples,
 )
 from figures.im._setup import METHOD_LABELS as LABELS
@@ -38,22 +36,14 @@ from landscape.train import METHODS
 __all__ = ["fig10"]
 
 
-@single_threaded
-def fig10(
-    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
-) -> FigureResult:
-    """Compute and draw Fig. 10 (see the module docstring).
+@im_figure
+def fig10(runs: ImRuns) -> FigureResult:
+    """Compute and draw Fig. 10 (see the module docstring) from the pool of runs of one setting.
 
-    Args:
-        setup: Scale of the experiment.
-        cache_dir: Cache of the shared runs (``None``: in memory).
-        out: Unused (the figure writes no extra files).
-        progress: Show progress bars.
-
-    Returns:
-        The figure with its claims.
+    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None)``, see
+    :func:`~figures.im._runs.im_figure`.
     """
-    runs = ImRuns(setup, cache_dir, progress)
+    setup, progress = runs.setup, runs.progress
     reps = setup.repetitions
     grid = runs.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in METHODS})
     template = setup.model(RunSpec())
@@ -128,4 +118,4 @@ def fig10(
     scales=("medium",),
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig10(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)
+    return fig10(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

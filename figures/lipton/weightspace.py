@@ -73,7 +73,6 @@ from figures.contract import (
     cache_lock,
     register_figure,
     require_data,
-    torch_threads,
 )
 from figures.verdict import Premise, at_least, at_most, converged
 from landscape.analyze import (
@@ -958,17 +957,14 @@ def _cache_dir(out: Path) -> Path:
 
 @register_figure("lipton_fig1", paper="lipton", title="Lipton Fig. 1: 2D PCA of training paths, and the straight line")
 def run_fig1(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return figure1(LiptonSetup.for_scale(scale, data_dir), cache_dir=_cache_dir(out), progress=progress)
+    return figure1(LiptonSetup.for_scale(scale, data_dir), cache_dir=_cache_dir(out), progress=progress)
 
 
 @register_figure("lipton_fig2", paper="lipton", title="Lipton Fig. 2: paths from one initialization, new shuffles")
 def run_fig2(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return figure2(LiptonSetup.for_scale(scale, data_dir), cache_dir=_cache_dir(out), progress=progress)
+    return figure2(LiptonSetup.for_scale(scale, data_dir), cache_dir=_cache_dir(out), progress=progress)
 
 
 @register_figure("lipton_fig3", paper="lipton", title="Lipton Fig. 3: distance from the origin, and cloned paths")
 def run_fig3(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return figure3(LiptonSetup.for_scale(scale, data_dir), cache_dir=_cache_dir(out), progress=progress)
+    return figure3(LiptonSetup.for_scale(scale, data_dir), cache_dir=_cache_dir(out), progress=progress)

@@ -37,11 +37,12 @@ import torch
 from plotly.subplots import make_subplots
 from torch import nn
 
-from figures.contract import MissingDataError, Panel, Scale, cache_lock, require_data, torch_threads
+from figures.contract import MissingDataError, Panel, Scale, require_data
 from figures.verdict import Effect, Premise, Verdict, at_least, at_most, paired_proportions, verdict_for
 from landscape.data import Splits, load_cifar10, load_digits_split, load_mnist_subset
 from landscape.models import build_model
 from landscape.params import ParamLayout
+from landscape.trajectory import cache_lock, lock_path
 from persistence import PersistentTrainer
 
 SOURCE = "Persistent Neurons (extended version)"
@@ -52,11 +53,6 @@ CIFAR_HINT = "CIFAR-10 in its python version: the batches data_batch_1..5 and te
 
 
 # --------------------------------------------------------------------------- small utilities
-def cache_dir(out: Path | str) -> Path:
-    """``<gallery>/.cache/persistent``: ``out`` is the figure's staging directory inside the gallery."""
-    return Path(out).resolve().parent / ".cache" / "persistent"
-
-
 def source_hash() -> str:
     """SHA-256 of this file (part of every cache key: editing the shared runs retrains them)."""
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
@@ -244,10 +240,11 @@ def run_persistent(setup: RunSetup, cache: Path | str | None = None, progress: b
     model = setup.build()
     loss = nn.functional.cross_entropy
     if cache is None:
-        with torch_threads(1):
-            return PersistentTrainer(model, s.train, loss, "adam", **kw).fit()
+        return PersistentTrainer(model, s.train, loss, "adam", **kw).fit()
+    # The trainer checkpoints every iteration under out_dir and resumes from it: the lock makes a concurrent
+    # figure process wait for a run in progress, then load it, instead of training it twice.
     root = Path(cache)
-    with cache_lock(root / f"{setup.key()}.lock"), torch_threads(1):
+    with cache_lock(lock_path(root / setup.key())):
         return PersistentTrainer(model, s.train, loss, "adam", out_dir=root / setup.key(), **kw).fit()
 
 
@@ -593,8 +590,7 @@ def test_correct(pt: PersistentTrainer, iteration: int, splits: Splits) -> np.nd
     """Whether one iteration's model classifies each test image correctly, boolean ``(n_test,)``."""
     model = iteration_model(pt, iteration).eval()
     x, y = splits.test
-    with torch_threads(1):
-        pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
+    pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
     return (pred == y).numpy()
 
 
@@ -603,8 +599,7 @@ def train_correct(pt: PersistentTrainer, iteration: int, splits: Splits) -> np.n
     """Whether one iteration's model (eval mode) classifies each training image correctly, ``(n_train,)``."""
     model = iteration_model(pt, iteration).eval()
     x, y = splits.train
-    with torch_threads(1):
-        pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
+    pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
     return (pred == y).numpy()
 
 
@@ -613,8 +608,7 @@ def test_predictions(pt: PersistentTrainer, iteration: int, splits: Splits) -> n
     """One iteration's predicted test labels, ``(n_test,)``."""
     model = iteration_model(pt, iteration).eval()
     x, _ = splits.test
-    with torch_threads(1):
-        return torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)]).numpy()
+    return torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)]).numpy()
 
 
 def converged_premise(pt: PersistentTrainer, what: str = "every iteration converged") -> Premise:

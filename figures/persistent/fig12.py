@@ -38,7 +38,6 @@ from figures.persistent._setup import (
     moved_premise,
     partial_setup,
     run_persistent,
-    torch_threads,
 )
 from figures.verdict import at_most, paired_effect, verdict_for
 from landscape.curvature import HessianSpectrum, hessian_spectrum
@@ -106,22 +105,21 @@ def figure12(
     x, y = setup.splits().train
     data = (x[:images], y[:images])
     spectra = []
-    with torch_threads(1):
-        for it in (0, other):
-            spectra.append(
-                hessian_spectrum(
-                    iteration_model(pt, it),
-                    nn.functional.cross_entropy,
-                    data,
-                    n_probes=probes,
-                    steps=steps,
-                    top_k=top_k,
-                    seed=0,
-                    bn_mode="eval",
-                    data_description=f"{images} training images",
-                    progress=progress,
-                )
+    for it in (0, other):
+        spectra.append(
+            hessian_spectrum(
+                iteration_model(pt, it),
+                nn.functional.cross_entropy,
+                data,
+                n_probes=probes,
+                steps=steps,
+                top_k=top_k,
+                seed=0,
+                bn_mode="eval",
+                data_description=f"{images} training images",
+                progress=progress,
             )
+        )
     sp, so = summary(spectra[0]), summary(spectra[1])
     who = f"championship (iteration {c})" if other == c else f"best persistent iteration ({other})"
     labels = ["plain", who]

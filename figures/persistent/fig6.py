@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
-from figures.persistent._setup import SOURCE, cache_dir, lenet_full_setups, run_persistent, torch_threads
+from figures.persistent._setup import SOURCE, cache_dir, lenet_full_setups, run_persistent
 from figures.verdict import at_least, at_most
 from landscape.analyze import TrajectoryPCA, make_loss_at, plane
 from landscape.plot import plot_trajectory
@@ -55,16 +55,15 @@ def figure6(
     x, y = setup.splits().train
     data = (x[:loss_images], y[:loss_images])
     model = setup.build()
-    with torch_threads(1):
-        pca = TrajectoryPCA(2).fit([t_plain, t_other])
-        loss_at = make_loss_at(model, data, nn.functional.cross_entropy)
-        path = pca.project([t_plain, t_other], loss_at=loss_at)
-        lo, hi = path.coordinates.min(0), path.coordinates.max(0)
-        pad = 0.25 * (hi - lo) + 1e-9
-        center, d1, d2 = pca.plane_directions(torch.float32)
-        xs = np.linspace(lo[0] - pad[0], hi[0] + pad[0], grid)
-        ys = np.linspace(lo[1] - pad[1], hi[1] + pad[1], grid)
-        surf = plane(model, center, d1, d2, data, xs, ys, metrics=("loss",), loss_fn=nn.functional.cross_entropy)
+    pca = TrajectoryPCA(2).fit([t_plain, t_other])
+    loss_at = make_loss_at(model, data, nn.functional.cross_entropy)
+    path = pca.project([t_plain, t_other], loss_at=loss_at)
+    lo, hi = path.coordinates.min(0), path.coordinates.max(0)
+    pad = 0.25 * (hi - lo) + 1e-9
+    center, d1, d2 = pca.plane_directions(torch.float32)
+    xs = np.linspace(lo[0] - pad[0], hi[0] + pad[0], grid)
+    ys = np.linspace(lo[1] - pad[1], hi[1] + pad[1], grid)
+    surf = plane(model, center, d1, d2, data, xs, ys, metrics=("loss",), loss_fn=nn.functional.cross_entropy)
     labels = ["plain", label]
     title = "Fig. 6: plain vs championship trajectory on the PCA plane (training loss)"
     fig = plot_trajectory(surf, path, labels=labels, log=True, title=title)

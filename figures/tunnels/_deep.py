@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from figures.contract import Scale, cache_lock, require_data
+from figures.contract import Scale, require_data
 from landscape.data import iterate_batches, load_mnist_subset
 from landscape.models import build_model
 from landscape.params import parameter_mask
@@ -512,17 +512,8 @@ def deep_runs(setup: DeepSetup, data_dir: Path | None, cache: Path | None, progr
             IMAGENET64_DIR,
             what=f"downsampled ImageNet 64x64 (Imagenet64_train_npz: train_data_batch_1..10.npz in {IMAGENET64_DIR}/)",
         )
-    path = None if cache is None else cache / f"deep_{setup.key()}.json"
-    if path is None:
-        return _deep_runs(setup, data_dir, progress)
-    with cache_lock(cache / f"deep_{setup.key()}.lock"):  # type: ignore[operator]
-        if path.exists():
-            return json.loads(path.read_text())
-        res = _deep_runs(setup, data_dir, progress)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(res))
-        tmp.replace(path)
-        return res
+    path = None if cache is None else Path(cache) / f"deep_{setup.key()}.json"
+    return cached_json(path, lambda: _deep_runs(setup, data_dir, progress))  # type: ignore[no-any-return]
 
 
 def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str, Any]:

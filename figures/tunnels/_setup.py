@@ -42,12 +42,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from figures.contract import Scale, cache_lock, require_data
+from figures.contract import Scale, require_data
 from figures.verdict import Effect, Premise, Verdict, at_least, at_most
 from landscape.data import load_digits_split, load_mnist_idx
 from landscape.models import SigmoidConvNet
 from landscape.params import model_at, parameters_to_vector
 from landscape.train import Callback, StepEvent, Trainer, evaluate_dataset
+from landscape.trajectory import build_once, cached_json
 from tunnels import NEONEscape, PerturbedGD, TunnelSchedule
 from tunnels.flat import dense_hessian, full_batch_objective, newton_flat
 
@@ -160,13 +161,6 @@ def initial_model(setup: Setup, input_shape: tuple[int, ...]) -> nn.Module:
     return SigmoidConvNet(input_shape, 10, filters=setup.filters, kernel_size=setup.kernel)
 
 
-def cache_dir(out: Path | str) -> Path:
-    """``<gallery>/_cache/tunnels``."""
-    d = Path(out).resolve().parent / "_cache" / "tunnels"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 def duplicate_filters(one: nn.Module, k: int, input_shape: tuple[int, ...]) -> nn.Module:
     """A ``SigmoidConvNet`` with ``k`` copies of ``one``'s single filter, outbound weights split equally.
 
@@ -229,27 +223,36 @@ def saddle_point(
     parameters), ``one_filter_loss`` and the Newton polish's history.
     """
     shape = tuple(data[0].shape[1:])
-    path = None if cache is None else cache / f"saddle_{setup.key()}.safetensors"
     ref = initial_model(setup, shape)
-    if path is not None and path.exists():
-        t = safetensors.torch.load_file(str(path))
-        return model_at(ref, t["theta"]), json.loads(path.with_suffix(".json").read_text())
-    one, info = _critical_one_filter(setup, data)
-    net = duplicate_filters(one, setup.filters, shape)
-    f = full_batch_objective(net, (data[0].double(), data[1]), F.cross_entropy, dtype=torch.float64)
-    theta = parameters_to_vector(net).double()
-    g, v = torch.func.grad_and_value(f)(theta)
-    info.update(loss=float(v), grad_norm=float(g.norm()), one_filter_loss=float(v), n_params=int(theta.numel()))
-    if theta.numel() <= 5000:
-        lam = torch.linalg.eigvalsh(dense_hessian(f, theta, progress=progress))
-        info.update(min_eig=float(lam[0]), max_eig=float(lam[-1]), n_negative=int((lam < -1e-8).sum()))
-    else:
-        info.update(min_eig=float("nan"), max_eig=float("nan"), n_negative=-1)
-    model = model_at(ref, theta.float())
-    if path is not None:
-        safetensors.torch.save_file({"theta": theta.float().contiguous()}, str(path))
-        path.with_suffix(".json").write_text(json.dumps(info))
-    return model, info
+
+    def compute() -> tuple[Tensor, dict[str, Any]]:
+        one, info = _critical_one_filter(setup, data)
+        net = duplicate_filters(one, setup.filters, shape)
+        f = full_batch_objective(net, (data[0].double(), data[1]), F.cross_entropy, dtype=torch.float64)
+        theta = parameters_to_vector(net).double()
+        g, v = torch.func.grad_and_value(f)(theta)
+        info.update(loss=float(v), grad_norm=float(g.norm()), one_filter_loss=float(v), n_params=int(theta.numel()))
+        if theta.numel() <= 5000:
+            lam = torch.linalg.eigvalsh(dense_hessian(f, theta, progress=progress))
+            info.update(min_eig=float(lam[0]), max_eig=float(lam[-1]), n_negative=int((lam < -1e-8).sum()))
+        else:
+            info.update(min_eig=float("nan"), max_eig=float("nan"), n_negative=-1)
+        return theta.float().contiguous(), info
+
+    if cache is None:
+        theta, info = compute()
+        return model_at(ref, theta), info
+    path = Path(cache) / f"saddle_{setup.key()}"
+
+    def build(tmp: Path) -> None:  # a directory: the weights and their record, renamed into place together
+        theta, info = compute()
+        tmp.mkdir()
+        safetensors.torch.save_file({"theta": theta}, str(tmp / "theta.safetensors"))
+        (tmp / "info.json").write_text(json.dumps(info))
+
+    build_once(path, build)
+    theta = safetensors.torch.load_file(str(path / "theta.safetensors"))["theta"]
+    return model_at(ref, theta), json.loads((path / "info.json").read_text())
 
 
 def saddle_premises(info: dict[str, Any]) -> list[Premise]:
@@ -412,11 +415,8 @@ def run_arm(
         the final parameter vector of each repetition (``open_*`` arms are closed again by then: every arm ends with
         ``filters`` filters).
     """
-    path = None if cache is None else cache / f"arm_{setup.key()}_{arm}.json"
-    lock = contextlib.nullcontext() if cache is None else cache_lock(cache / f"arm_{setup.key()}_{arm}.lock")
-    with lock:
-        if path is not None and path.exists():
-            return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+    def compute() -> dict[str, Any]:
         out: dict[str, Any] = {"steps": [], "losses": [], "moves": [], "dist_steps": [], "dist": [], "theta": []}
         for rep in tqdm(range(setup.repetitions), disable=not progress, leave=False, desc=arm):
             cbs, mover = _arm_callbacks(arm, setup, data, rep)
@@ -441,9 +441,9 @@ def run_arm(
             if dist:
                 out["dist_steps"] = dist[0].steps
                 out["dist"].append(dist[0].dist)
-        if path is not None:
-            path.write_text(json.dumps(out))
         return out
+
+    return cached_json(None if cache is None else Path(cache) / f"arm_{setup.key()}_{arm}.json", compute)  # type: ignore[no-any-return]
 
 
 def window_mean(res: dict[str, Any], lo: float, hi: float) -> np.ndarray:

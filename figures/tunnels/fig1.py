@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.tunnels._setup import (
     COLORS,
     SOURCE,
@@ -285,11 +285,9 @@ def run_right(
 
 @register_figure("tunnels_fig1_left", paper="tunnels", title="Fig. 1 left: tunnel opening escapes a flat area")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_left(scale, data_dir, cache_dir(out), progress)
+    return run_left(scale, data_dir, cache_dir(out), progress)
 
 
 @register_figure("tunnels_fig1_right", paper="tunnels", title="Fig. 1 right: gradient norm after opening vs t")
 def run_r(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_right(scale, data_dir, progress)
+    return run_right(scale, data_dir, progress)

@@ -23,7 +23,7 @@ import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.tunnels._setup import (
     COLORS,
     NEON_IMAGES,
@@ -143,5 +143,4 @@ def run_fig2_left(
 
 @register_figure("tunnels_fig2_left", paper="tunnels", title="Fig. 2 left: weight reorganization vs PGD and NEON")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_fig2_left(scale, data_dir, cache_dir(out), progress)
+    return run_fig2_left(scale, data_dir, cache_dir(out), progress)

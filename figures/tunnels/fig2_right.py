@@ -36,7 +36,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_runs, make_deep_setup
 from figures.tunnels._setup import COLORS, SOURCE, band_traces, cache_dir, mean_std
 from figures.verdict import Effect, Verdict, at_most, paired_effect
@@ -251,5 +251,4 @@ def run_fig2_right(
     "tunnels_fig2_right", paper="tunnels", title="Fig. 2 right: tunnel opening in a 5-conv-layer CNN stuck under Adam"
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_fig2_right(scale, data_dir, cache_dir(out), progress)
+    return run_fig2_right(scale, data_dir, cache_dir(out), progress)

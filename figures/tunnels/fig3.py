@@ -16,7 +16,7 @@ import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.tunnels._setup import (
     COLORS,
     SOURCE,
@@ -113,5 +113,4 @@ def run_fig3(
 
 @register_figure("tunnels_fig3", paper="tunnels", title="Fig. 3: symmetry breaking between a clone and its origin")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_fig3(scale, data_dir, cache_dir(out), progress)
+    return run_fig3(scale, data_dir, cache_dir(out), progress)

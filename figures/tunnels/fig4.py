@@ -32,7 +32,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.tunnels._deep import DEEP_ARMS, deep_runs, make_deep_setup
 from figures.tunnels._setup import (
     COLORS,
@@ -190,5 +190,4 @@ def run_fig4(
 
 @register_figure("tunnels_fig4", paper="tunnels", title="Fig. 4: full runs of the three experiments")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_fig4(scale, data_dir, cache_dir(out), progress)
+    return run_fig4(scale, data_dir, cache_dir(out), progress)

@@ -22,7 +22,7 @@ import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.tunnels._deep import DEEP_ARMS, PAPER_TABLE3, DeepSetup, deep_runs, make_deep_setup
 from figures.tunnels._setup import COLORS, SOURCE, cache_dir
 from figures.verdict import at_least
@@ -196,5 +196,4 @@ def run_table3(
 
 @register_figure("tunnels_table3", paper="tunnels", title="Table 3: wall-clock overhead of tunnel opening")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_table3(scale, data_dir, cache_dir(out), progress)
+    return run_table3(scale, data_dir, cache_dir(out), progress)

@@ -22,7 +22,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.tunnels._setup import (
     COLORS,
     SOURCE,
@@ -159,5 +159,4 @@ def run_table4(
 
 @register_figure("tunnels_table4", paper="tunnels", title="Table 4: test accuracy of the final classifiers")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_table4(scale, data_dir, cache_dir(out), progress)
+    return run_table4(scale, data_dir, cache_dir(out), progress)
