@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from figures.contract import CLAIMS_FORMAT, FigureResult, FigureSpec, Paper
+from figures.contract import FigureResult, FigureSpec, Paper
+from figures.schema import CLAIMS_FORMAT
 from figures.verdict import Verdict
 
 __all__ = [
@@ -161,7 +162,7 @@ def utc_now() -> str:
 
 
 def claims_document(entries: Sequence[Mapping[str, Any]], *, scale: str, total_runtime_s: float) -> dict[str, Any]:
-    """The whole ``claims.json`` document (see ``figures.contract.CLAIMS_SCHEMA``)."""
+    """The whole ``claims.json`` document (see ``figures.schema.CLAIMS_SCHEMA``)."""
     summary = summarize(entries)
     return {
         "format": CLAIMS_FORMAT,

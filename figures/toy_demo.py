@@ -6,8 +6,9 @@ plain half of the paper's Fig. 2, which ``persistent_fig1_2`` reproduces in full
 that figure, not this one, as the reproduction. (The gallery files it under Persistent Neurons because the figure
 contract knows only the four papers; a "demo" category would need ``figures/contract.py``.)
 
-Reading of eq. (1) (``papers/README.md``, reading 1): ``f(x, y) = -exp(-((x-2)^2 + (y+2)^2) / 5)
-- 3/2 exp(-((x+2)^2 + (y+1)^2))``. The analytic surface needs no data, so both scales are the paper's.
+The printed eq. (1) is ambiguous; the gallery reads it as
+``f(x, y) = -exp(-((x-2)^2 + (y+2)^2) / 5) - 3/2 exp(-((x+2)^2 + (y+1)^2))``.
+The analytic surface needs no data, so both scales are the paper's.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import at_most
 
-# Persistent Neurons, Sec. 2 (000 and 001): the stated minima, the start, the step size and the step count.
+# Persistent Neurons, Sec. 2 (both versions): the stated minima, the start, the step size and the step count.
 MINIMUM_A = (2.0, -2.0)  # (x_a, y_a), where plain GD ends ("sub-optimal")
 MINIMUM_B = (-2.0, -1.0)  # (x_b, y_b)
 W_INI = (-0.335, -1.4)

@@ -78,7 +78,7 @@ def test_runs_are_cached_on_disk(runs, cache, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a cached run was trained again")
 
-    monkeypatch.setattr(common, "_train", boom)
+    monkeypatch.setattr("figures.im._runs._train", boom)
     again = ImRuns(TINY, cache).get(RunSpec("sgd"))
     assert torch.equal(again.final, first.final) and again.history == first.history
 

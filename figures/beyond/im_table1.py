@@ -34,7 +34,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.verdict import at_least, paired_effect, verdict_for
 
 ALPHAS = np.linspace(0, 1, 11)  # the Im figures' segment grid (ImSetup.grid)
@@ -90,12 +90,12 @@ def _fmt(xs: Any) -> str:
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     from tqdm.auto import tqdm
 
-    from figures.im._setup import METHOD_LABELS, ImRuns, RunSpec, cache_dir, grad_norm
+    from figures.im._setup import METHOD_LABELS, ImRuns, RunSpec, grad_norm
     from landscape.train import METHODS
 
     setup = _setup(scale, data_dir)
     reps = setup.repetitions
-    runs = ImRuns(setup, cache_dir(out), progress)
+    runs = ImRuns(setup, cache_dir(out, "im"), progress)
     keys = [(m, k) for k in range(reps) for m in METHODS]  # the pool Im's Table 1 trains, in its order
     pool = dict(zip(keys, runs.many([RunSpec(m, init=k) for m, k in keys])))
     data = runs.surface_data()

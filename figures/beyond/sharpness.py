@@ -43,7 +43,7 @@ from matplotlib.ticker import NullFormatter
 from plotly.subplots import make_subplots
 from torch import nn
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.verdict import at_least, at_most, verdict_for
 
 N_IMAGES = 512
@@ -105,11 +105,11 @@ def _lenet_setups(scale: Scale, data_dir: Path | None) -> dict[str, Any]:
 
 def _im_minima(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> list[dict[str, Any]]:
     """The Im et al. pool (7 methods x the setup's initializations): model, accuracies, training images."""
-    from figures.im._setup import METHOD_LABELS, ImRuns, RunSpec, cache_dir
+    from figures.im._setup import METHOD_LABELS, ImRuns, RunSpec
     from landscape.train import METHODS
 
     setup = _im_setup(scale, data_dir)
-    runs = ImRuns(setup, cache_dir(out), progress)
+    runs = ImRuns(setup, cache_dir(out, "im"), progress)
     keys = [(m, k) for k in range(setup.repetitions) for m in METHODS]  # Table 1's pool, in its order
     x, y = setup.splits().train
     data = (x[:N_IMAGES], y[:N_IMAGES])
@@ -129,12 +129,12 @@ def _im_minima(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
 
 def _lenet_minima(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> list[dict[str, Any]]:
     """LeNet-5's persistent iterations (plain = iteration 0) of the full bad / good and the partial runs."""
-    from figures.persistent._setup import cache_dir, iteration_model, run_persistent
+    from figures.persistent._setup import iteration_model, run_persistent
     from landscape.train import evaluate_dataset
 
     rows = []
     for label, setup in _lenet_setups(scale, data_dir).items():
-        pt = run_persistent(setup, cache_dir(out), progress)
+        pt = run_persistent(setup, cache_dir(out, "persistent"), progress)
         x, y = setup.splits().train
         data = (x[:N_IMAGES], y[:N_IMAGES])
         for i, r in enumerate(pt.results_):

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from figures.contract import FigureResult, Scale
+from figures.contract import FigureResult, figure_function
 from figures.im._settings import ImSetup, RunSpec
 from figures.im._text import WordLSTM, text_splits, tokenize
 from landscape.data import Splits
@@ -346,22 +346,11 @@ def im_figure(
     Returns:
         The figure function (or, without ``body``, the decorator).
     """
-    make = settings if settings is not None else ImSetup.for_scale
 
     def decorate(body: Callable[..., FigureResult]) -> Callable[..., FigureResult]:
-        @functools.wraps(body)
-        def figure(
-            scale: Scale | str = Scale.QUICK,
-            data_dir: Path | str | None = None,
-            *,
-            cache: Path | str | None = None,
-            progress: bool = False,
-            setup: ImSetup | None = None,
-            **options: Any,
-        ) -> FigureResult:
-            setup = setup if setup is not None else make(scale, data_dir)
+        def on_runs(setup: ImSetup, *, cache: Path | str | None, progress: bool, **options: Any) -> FigureResult:
             return body(ImRuns(setup, cache, progress), **options)
 
-        return figure
+        return figure_function(settings or ImSetup.for_scale)(functools.wraps(body)(on_runs))  # type: ignore[no-any-return]
 
     return decorate if body is None else decorate(body)

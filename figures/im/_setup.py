@@ -1,4 +1,4 @@
-"""Shared training runs of the Im, Tao & Branson figures (``figures/im_*.py``), cached on disk.
+"""Shared training runs of the Im, Tao & Branson figures (``figures/im/``), cached on disk.
 
 Im, Tao & Branson, "An Empirical Analysis of Deep Network Loss Surfaces". Every figure of the paper looks at
 minima found by the seven methods of :data:`landscape.train.METHODS` from shared initial weights and the same

@@ -1,6 +1,6 @@
 """Persistent Neurons, Fig. 6: plain vs championship training trajectories of LeNet-5 on a 2-D PCA plane.
 
-000 Sec. 4, Fig. 6: "Green: plain model training trajectory; Red: championship training trajectory. The two
+Sec. 4, Fig. 6: "Green: plain model training trajectory; Red: championship training trajectory. The two
 trajectories start from the same location while converge to different solutions", drawn over contours of the
 loss. Here: the full persistent LeNet-5 runs of Figs. 7-8 from the bad initialization (shared cache,
 ``figures/persistent/_setup.py``), one snapshot per epoch; one :class:`landscape.analyze.TrajectoryPCA` (centred
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
-from figures.persistent._setup import SOURCE, cache_dir, lenet_full_setups, run_persistent
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.persistent._setup import SOURCE, lenet_full_setups, run_persistent
 from figures.verdict import at_least, at_most
 from landscape.analyze import TrajectoryPCA, make_loss_at, plane
 from landscape.plot import plot_trajectory
@@ -30,8 +30,9 @@ DIVERGE_MIN = 0.25
 
 
 def figure6(
-    scale: Scale | str,
+    scale: Scale | str = Scale.QUICK,
     data_dir: Path | str | None = None,
+    *,
     cache: Path | str | None = None,
     progress: bool = False,
     setup=None,
@@ -124,4 +125,4 @@ def figure6(
     "persistent_fig6", paper="persistent", title="Fig. 6: plain vs championship LeNet-5 trajectories on a PCA plane"
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure6(scale, data_dir, cache_dir(out), progress)
+    return figure6(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)

@@ -1,4 +1,4 @@
-"""Shared setup of the Tunnels figures (private to ``figures/tunnels_*.py``).
+"""Shared setup of the Tunnels figures (private to ``figures/tunnels/``).
 
 Source: "Escaping Flat Areas via Function-Preserving Structural Network Modifications" (Tunnels), Sec. 4.1-4.3
 and App. B.1: a single hidden conv layer (8 filters of 5x5, sigmoid) and a softmax layer on MNIST (pixel means
@@ -28,7 +28,6 @@ random), 2 filters of 5x5 (382 parameters), SGD learning rate 1.0 (as the paper)
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json

@@ -22,12 +22,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.tunnels._setup import (
     COLORS,
     SOURCE,
     band_traces,
-    cache_dir,
     initial_model,
     load_data,
     make_setup,
@@ -48,7 +47,12 @@ WINDOW = 50  # steps: "immediately after opening" and "at the end" (fixed before
 
 
 def run_left(
-    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None
+    scale: Scale | str = Scale.QUICK,
+    data_dir: Path | None = None,
+    *,
+    cache: Path | None = None,
+    progress: bool = False,
+    setup=None,
 ) -> FigureResult:
     """Fig. 1 left at a scale (or for an explicit setup)."""
     s = setup or make_setup(scale)
@@ -181,7 +185,13 @@ def _loss_grad(net: nn.Module, x, y) -> tuple[float, float]:
 
 
 def run_right(
-    scale: Scale | str, data_dir: Path | None, progress: bool = False, setup=None, lbfgs_steps: int | None = None
+    scale: Scale | str = Scale.QUICK,
+    data_dir: Path | None = None,
+    *,
+    cache: Path | None = None,
+    progress: bool = False,
+    setup=None,
+    lbfgs_steps: int | None = None,
 ) -> FigureResult:
     """Fig. 1 right at a scale."""
     s = setup or make_setup(scale)
@@ -285,9 +295,9 @@ def run_right(
 
 @register_figure("tunnels_fig1_left", paper="tunnels", title="Fig. 1 left: tunnel opening escapes a flat area")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_left(scale, data_dir, cache_dir(out), progress)
+    return run_left(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)
 
 
 @register_figure("tunnels_fig1_right", paper="tunnels", title="Fig. 1 right: gradient norm after opening vs t")
 def run_r(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_right(scale, data_dir, progress)
+    return run_right(scale, data_dir, progress=progress)

@@ -23,7 +23,7 @@ import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.tunnels._setup import (
     COLORS,
     NEON_IMAGES,
@@ -31,7 +31,6 @@ from figures.tunnels._setup import (
     PGD_KW,
     SOURCE,
     band_traces,
-    cache_dir,
     load_data,
     make_setup,
     mean_std,
@@ -49,7 +48,12 @@ _COLOR = {**COLORS, "pgd": "#8c564b"}
 
 
 def run_fig2_left(
-    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None
+    scale: Scale | str = Scale.QUICK,
+    data_dir: Path | None = None,
+    *,
+    cache: Path | None = None,
+    progress: bool = False,
+    setup=None,
 ) -> FigureResult:
     """Fig. 2 left at a scale (or for an explicit setup)."""
     s = setup or make_setup(scale)
@@ -143,4 +147,4 @@ def run_fig2_left(
 
 @register_figure("tunnels_fig2_left", paper="tunnels", title="Fig. 2 left: weight reorganization vs PGD and NEON")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_fig2_left(scale, data_dir, cache_dir(out), progress)
+    return run_fig2_left(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

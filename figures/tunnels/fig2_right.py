@@ -36,9 +36,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_runs, make_deep_setup
-from figures.tunnels._setup import COLORS, SOURCE, band_traces, cache_dir, mean_std
+from figures.tunnels._setup import COLORS, SOURCE, band_traces, mean_std
 from figures.verdict import Effect, Verdict, at_most, paired_effect
 
 CONTROL_TOL = 0.02  # premise: the control's loss drops by less than 2% (relative) from the opening to the end
@@ -60,9 +60,10 @@ def margin_verdict(effect: Effect, margin: float) -> Verdict:
 
 
 def run_fig2_right(
-    scale: Scale | str,
-    data_dir: Path | None,
-    cache: Path | None,
+    scale: Scale | str = Scale.QUICK,
+    data_dir: Path | None = None,
+    *,
+    cache: Path | None = None,
     progress: bool = False,
     setup: DeepSetup | None = None,
 ) -> FigureResult:
@@ -251,4 +252,4 @@ def run_fig2_right(
     "tunnels_fig2_right", paper="tunnels", title="Fig. 2 right: tunnel opening in a 5-conv-layer CNN stuck under Adam"
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_fig2_right(scale, data_dir, cache_dir(out), progress)
+    return run_fig2_right(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

@@ -16,12 +16,11 @@ import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.tunnels._setup import (
     COLORS,
     SOURCE,
     band_traces,
-    cache_dir,
     load_data,
     make_setup,
     run_arm,
@@ -36,7 +35,12 @@ HALF_TOL = 1e-6  # "never broken": the distance stays below this
 
 
 def run_fig3(
-    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None
+    scale: Scale | str = Scale.QUICK,
+    data_dir: Path | None = None,
+    *,
+    cache: Path | None = None,
+    progress: bool = False,
+    setup=None,
 ) -> FigureResult:
     """Fig. 3 at a scale (or for an explicit setup)."""
     s = setup or make_setup(scale)
@@ -113,4 +117,4 @@ def run_fig3(
 
 @register_figure("tunnels_fig3", paper="tunnels", title="Fig. 3: symmetry breaking between a clone and its origin")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_fig3(scale, data_dir, cache_dir(out), progress)
+    return run_fig3(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

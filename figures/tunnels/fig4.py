@@ -32,12 +32,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.tunnels._deep import DEEP_ARMS, deep_runs, make_deep_setup
 from figures.tunnels._setup import (
     COLORS,
     SOURCE,
-    cache_dir,
     equivalence_verdict,
     load_data,
     make_setup,
@@ -110,7 +109,13 @@ def _claims(
 
 
 def run_fig4(
-    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None, deep_setup=None
+    scale: Scale | str = Scale.QUICK,
+    data_dir: Path | None = None,
+    *,
+    cache: Path | None = None,
+    progress: bool = False,
+    setup=None,
+    deep_setup=None,
 ) -> FigureResult:
     """Fig. 4 at a scale (or for explicit setups)."""
     s = setup or make_setup(scale)
@@ -190,4 +195,4 @@ def run_fig4(
 
 @register_figure("tunnels_fig4", paper="tunnels", title="Fig. 4: full runs of the three experiments")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_fig4(scale, data_dir, cache_dir(out), progress)
+    return run_fig4(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

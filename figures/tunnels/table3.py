@@ -22,9 +22,9 @@ import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.tunnels._deep import DEEP_ARMS, PAPER_TABLE3, DeepSetup, deep_runs, make_deep_setup
-from figures.tunnels._setup import COLORS, SOURCE, cache_dir
+from figures.tunnels._setup import COLORS, SOURCE
 from figures.verdict import at_least
 
 SHARE_LIMIT = 0.05  # "insignificant": less than 5% of the run
@@ -49,9 +49,10 @@ def _ms(a: np.ndarray) -> tuple[float, float]:
 
 
 def run_table3(
-    scale: Scale | str,
-    data_dir: Path | None,
-    cache: Path | None,
+    scale: Scale | str = Scale.QUICK,
+    data_dir: Path | None = None,
+    *,
+    cache: Path | None = None,
     progress: bool = False,
     setup: DeepSetup | None = None,
 ) -> FigureResult:
@@ -196,4 +197,4 @@ def run_table3(
 
 @register_figure("tunnels_table3", paper="tunnels", title="Table 3: wall-clock overhead of tunnel opening")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_table3(scale, data_dir, cache_dir(out), progress)
+    return run_table3(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

@@ -22,11 +22,10 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.tunnels._setup import (
     COLORS,
     SOURCE,
-    cache_dir,
     equivalence_verdict,
     initial_model,
     load_data,
@@ -54,7 +53,12 @@ PAPER_MNIST = 0.98
 
 
 def run_table4(
-    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None
+    scale: Scale | str = Scale.QUICK,
+    data_dir: Path | None = None,
+    *,
+    cache: Path | None = None,
+    progress: bool = False,
+    setup=None,
 ) -> FigureResult:
     """Table 4 at a scale (or for an explicit setup)."""
     s = setup or make_setup(scale)
@@ -159,4 +163,4 @@ def run_table4(
 
 @register_figure("tunnels_table4", paper="tunnels", title="Table 4: test accuracy of the final classifiers")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_table4(scale, data_dir, cache_dir(out), progress)
+    return run_table4(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)
