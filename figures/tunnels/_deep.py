@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -548,3 +549,26 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
         "full_tail": full_tail,
         "stuck_full": [abs(o - b) / o for b, o in zip(full_before, full_open)],
     }
+
+
+def deep_figure(body: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a deep-CNN figure the one signature of the gallery's figure functions (use as ``@deep_figure``).
+
+    The decorated function is called as ``figure(scale="quick", data_dir=None, *, cache=None, progress=False,
+    setup=None)`` (``setup`` overrides the settings of ``scale``) and calls ``body(setup, res)`` with the result of
+    :func:`deep_runs` (computed once, cached, shared by Fig. 2 right and Table 3).
+    """
+
+    @functools.wraps(body)
+    def figure(
+        scale: Scale | str = Scale.QUICK,
+        data_dir: Path | None = None,
+        *,
+        cache: Path | None = None,
+        progress: bool = False,
+        setup: DeepSetup | None = None,
+    ) -> Any:
+        s = setup or make_deep_setup(scale)
+        return body(s, deep_runs(s, data_dir, cache, progress))
+
+    return figure

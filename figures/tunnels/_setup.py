@@ -29,6 +29,7 @@ random), 2 filters of 5x5 (382 parameters), SGD learning rate 1.0 (as the paper)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -496,3 +497,60 @@ def band_traces(go: Any, x: np.ndarray, mean: np.ndarray, std: np.ndarray, name:
         ),
         go.Scatter(x=x, y=mean, mode="lines", name=name, line={"color": color}),
     ]
+
+
+@dataclasses.dataclass(frozen=True)
+class SaddleStart:
+    """What every single-layer figure starts from: settings, data and the verified saddle (see :func:`saddle_figure`).
+
+    Attributes:
+        scale: The gallery scale.
+        data_dir: The user's data directory (full scale).
+        setup: The settings.
+        data: The training images ``(N, 1, H, W)`` and labels ``(N,)``.
+        desc: What the data are (for the scaling record).
+        start: The saddle the runs start from.
+        info: The saddle's record (:func:`saddle_point`).
+        cache: The cache of the shared runs (``None``: in memory).
+        progress: Show progress bars.
+    """
+
+    scale: Scale
+    data_dir: Path | None
+    setup: Setup
+    data: tuple[Tensor, Tensor]
+    desc: str
+    start: nn.Module
+    info: dict[str, Any]
+    cache: Path | None
+    progress: bool
+
+    def arm(self, arm: str) -> dict[str, Any]:
+        """The runs of one arm from the saddle (:func:`run_arm`, cached and shared by the figures)."""
+        return run_arm(arm, self.setup, self.data, self.start, self.cache, self.progress)
+
+
+def saddle_figure(body: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a single-layer figure the one signature of the gallery's figure functions (use as ``@saddle_figure``).
+
+    The decorated function is called as ``figure(scale="quick", data_dir=None, *, cache=None, progress=False,
+    setup=None, **options)`` (``setup`` overrides the settings of ``scale``; tests pass a tiny one) and calls
+    ``body(start, **options)`` with the :class:`SaddleStart` it builds: the data and the verified saddle (cached).
+    """
+
+    @functools.wraps(body)
+    def figure(
+        scale: Scale | str = Scale.QUICK,
+        data_dir: Path | None = None,
+        *,
+        cache: Path | None = None,
+        progress: bool = False,
+        setup: Setup | None = None,
+        **options: Any,
+    ) -> Any:
+        s = setup or make_setup(scale)
+        data, desc = load_data(s, data_dir)
+        start, info = saddle_point(s, data, cache, progress)
+        return body(SaddleStart(Scale(scale), data_dir, s, data, desc, start, info, cache, progress), **options)
+
+    return figure

@@ -26,13 +26,13 @@ from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, regis
 from figures.tunnels._setup import (
     COLORS,
     SOURCE,
+    SaddleStart,
     band_traces,
     initial_model,
     load_data,
     make_setup,
     mean_std,
-    run_arm,
-    saddle_point,
+    saddle_figure,
     saddle_premises,
     stuck_premise,
     window_mean,
@@ -46,19 +46,11 @@ CONVERGED_TOL = 1e-3  # premise of Fig. 1 right: gradient norm of the converged 
 WINDOW = 50  # steps: "immediately after opening" and "at the end" (fixed before measuring)
 
 
-def run_left(
-    scale: Scale | str = Scale.QUICK,
-    data_dir: Path | None = None,
-    *,
-    cache: Path | None = None,
-    progress: bool = False,
-    setup=None,
-) -> FigureResult:
-    """Fig. 1 left at a scale (or for an explicit setup)."""
-    s = setup or make_setup(scale)
-    data, desc = load_data(s, data_dir)
-    start, info = saddle_point(s, data, cache, progress)
-    res = {m: run_arm(a, s, data, start, cache, progress) for m, a in ARMS_LEFT.items()}
+@saddle_figure
+def run_left(st: SaddleStart) -> FigureResult:
+    """Fig. 1 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
+    s, desc, info = st.setup, st.desc, st.info
+    res = {m: st.arm(a) for m, a in ARMS_LEFT.items()}
     steps = np.asarray(res["control"]["steps"])
     stats = {m: mean_std(r["losses"]) for m, r in res.items()}
     premises = [*saddle_premises(info), stuck_premise(res["control"]["losses"], steps)]

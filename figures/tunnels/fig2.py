@@ -30,13 +30,11 @@ from figures.tunnels._setup import (
     NEON_KW,
     PGD_KW,
     SOURCE,
+    SaddleStart,
     band_traces,
-    load_data,
-    make_setup,
     mean_std,
     moved_premise,
-    run_arm,
-    saddle_point,
+    saddle_figure,
     saddle_premises,
     stuck_premise,
     window_mean,
@@ -47,19 +45,11 @@ RUNS = {"control": "control", "proposed": "reorg_proposed", "random": "reorg_ran
 _COLOR = {**COLORS, "pgd": "#8c564b"}
 
 
-def run_fig2_left(
-    scale: Scale | str = Scale.QUICK,
-    data_dir: Path | None = None,
-    *,
-    cache: Path | None = None,
-    progress: bool = False,
-    setup=None,
-) -> FigureResult:
-    """Fig. 2 left at a scale (or for an explicit setup)."""
-    s = setup or make_setup(scale)
-    data, desc = load_data(s, data_dir)
-    start, info = saddle_point(s, data, cache, progress)
-    res = {r: run_arm(a, s, data, start, cache, progress) for r, a in RUNS.items()}
+@saddle_figure
+def run_fig2_left(st: SaddleStart) -> FigureResult:
+    """Fig. 2 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
+    s, desc, info = st.setup, st.desc, st.info
+    res = {r: st.arm(a) for r, a in RUNS.items()}
     steps = np.asarray(res["control"]["steps"])
     stats = {r: mean_std(v["losses"]) for r, v in res.items()}
     after = {r: window_mean(v, s.open_at + 5, s.total_steps) for r, v in res.items()}

@@ -30,6 +30,7 @@ to 1 (paper: 0.1 for 20 steps). The paper's perturbed-GD and NEON baselines of t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib.figure
 import numpy as np
@@ -37,7 +38,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_runs, make_deep_setup
+from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_figure
 from figures.tunnels._setup import COLORS, SOURCE, band_traces, mean_std
 from figures.verdict import Effect, Verdict, at_most, paired_effect
 
@@ -59,17 +60,9 @@ def margin_verdict(effect: Effect, margin: float) -> Verdict:
     return Verdict.INCONCLUSIVE
 
 
-def run_fig2_right(
-    scale: Scale | str = Scale.QUICK,
-    data_dir: Path | None = None,
-    *,
-    cache: Path | None = None,
-    progress: bool = False,
-    setup: DeepSetup | None = None,
-) -> FigureResult:
-    """Fig. 2 right at a scale (or for an explicit setup)."""
-    s = setup or make_deep_setup(scale)
-    res = deep_runs(s, data_dir, cache, progress)
+@deep_figure
+def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
+    """Fig. 2 right at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._deep.deep_figure`)."""
     n_bins = len(res["curves"]["control"][0])
     x = np.minimum(np.arange(n_bins) * s.bin + s.bin / 2, s.total_steps)
     stats = {a: mean_std(res["curves"][a]) for a in DEEP_ARMS}

@@ -20,11 +20,9 @@ from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, regis
 from figures.tunnels._setup import (
     COLORS,
     SOURCE,
+    SaddleStart,
     band_traces,
-    load_data,
-    make_setup,
-    run_arm,
-    saddle_point,
+    saddle_figure,
     saddle_premises,
 )
 from figures.verdict import paired_effect, verdict_for
@@ -34,19 +32,11 @@ WINDOW = 50  # steps after opening at which "fastest" is judged (fixed before me
 HALF_TOL = 1e-6  # "never broken": the distance stays below this
 
 
-def run_fig3(
-    scale: Scale | str = Scale.QUICK,
-    data_dir: Path | None = None,
-    *,
-    cache: Path | None = None,
-    progress: bool = False,
-    setup=None,
-) -> FigureResult:
-    """Fig. 3 at a scale (or for an explicit setup)."""
-    s = setup or make_setup(scale)
-    data, desc = load_data(s, data_dir)
-    start, info = saddle_point(s, data, cache, progress)
-    res = {m: run_arm(f"open_{m}", s, data, start, cache, progress) for m in MODES}
+@saddle_figure
+def run_fig3(st: SaddleStart) -> FigureResult:
+    """Fig. 3 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
+    s, desc, info = st.setup, st.desc, st.info
+    res = {m: st.arm(f"open_{m}") for m in MODES}
     dist = {m: np.asarray(r["dist"], dtype=float) for m, r in res.items()}
     steps = np.asarray(res["proposed"]["dist_steps"])
     stats = {m: (d.mean(0), d.std(0)) for m, d in dist.items()}

@@ -26,13 +26,11 @@ from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, regis
 from figures.tunnels._setup import (
     COLORS,
     SOURCE,
+    SaddleStart,
     equivalence_verdict,
     initial_model,
-    load_data,
     load_test,
-    make_setup,
-    run_arm,
-    saddle_point,
+    saddle_figure,
     saddle_premises,
     stuck_premise,
 )
@@ -52,21 +50,13 @@ EQUIV_MARGIN = 0.02  # "no difference": the interval of the accuracy difference 
 PAPER_MNIST = 0.98
 
 
-def run_table4(
-    scale: Scale | str = Scale.QUICK,
-    data_dir: Path | None = None,
-    *,
-    cache: Path | None = None,
-    progress: bool = False,
-    setup=None,
-) -> FigureResult:
-    """Table 4 at a scale (or for an explicit setup)."""
-    s = setup or make_setup(scale)
-    data, desc = load_data(s, data_dir)
-    (xt, yt), tdesc = load_test(s, data_dir)
-    start, info = saddle_point(s, data, cache, progress)
+@saddle_figure
+def run_table4(st: SaddleStart) -> FigureResult:
+    """Table 4 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
+    s, data, desc, info = st.setup, st.data, st.desc, st.info
+    (xt, yt), tdesc = load_test(s, st.data_dir)
     ref = initial_model(s, tuple(data[0].shape[1:]))
-    res = {name: run_arm(a, s, data, start, cache, progress) for name, a in ARMS.items()}
+    res = {name: st.arm(a) for name, a in ARMS.items()}
     acc: dict[str, np.ndarray] = {}
     with torch.no_grad():
         for name, r in res.items():
