@@ -23,6 +23,7 @@ from figures.im._text import WordLSTM, text_splits, tokenize
 from landscape.data import Splits
 from landscape.params import parameters_to_vector
 from landscape.train import (
+    METHODS,
     Callback,
     EpochEvent,
     SwitchSchedule,
@@ -320,6 +321,14 @@ class ImRuns:
         if x.shape[0] <= 1024:
             return (x, y)
         return [(x[i : i + 1000], y[i : i + 1000]) for i in range(0, x.shape[0], 1000)]
+
+    def method_grid(self, reps: int) -> dict[tuple[str, int], Run]:
+        """``{(method, init): run}`` for every method of :data:`landscape.train.METHODS` from ``reps`` inits."""
+        return self.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in METHODS})
+
+    def loss_kit(self) -> tuple[nn.Module, dict[str, Any], tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]]:
+        """What a loss-surface figure evaluates with: a template model, the loss-only options and the data."""
+        return self.setup.model(RunSpec()), {**self.eval_kw(RunSpec()), "metrics": ("loss",)}, self.surface_data()
 
     @staticmethod
     def eval_kw(spec: RunSpec) -> dict[str, Any]:

@@ -54,11 +54,7 @@ def transient_share(curve: np.ndarray, frac: float = 0.25) -> float:
 
 @im_figure
 def fig1(runs: ImRuns) -> FigureResult:
-    """Compute and draw Fig. 1 (see the module docstring) from the pool of runs of one setting.
-
-    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None)``, see
-    :func:`~figures.im._runs.im_figure`.
-    """
+    """Fig. 1 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
     setup = runs.setup
     reps = setup.repetitions
     methods = ("sgd", "adam")

@@ -22,7 +22,6 @@ from figures.im._setup import (
     SOURCE,
     Curve,
     ImRuns,
-    RunSpec,
     color,
     converged_premise,
     im_figure,
@@ -38,17 +37,11 @@ __all__ = ["fig10"]
 
 @im_figure
 def fig10(runs: ImRuns) -> FigureResult:
-    """Compute and draw Fig. 10 (see the module docstring) from the pool of runs of one setting.
-
-    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None)``, see
-    :func:`~figures.im._runs.im_figure`.
-    """
+    """Fig. 10 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
     setup, progress = runs.setup, runs.progress
     reps = setup.repetitions
-    grid = runs.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in METHODS})
-    template = setup.model(RunSpec())
-    kw = {**runs.eval_kw(RunSpec()), "metrics": ("loss",)}
-    data = runs.surface_data()
+    grid = runs.method_grid(reps)
+    template, kw, data = runs.loss_kit()
     alphas = np.linspace(0, 2, 41)
     loss = {
         key: line(template, r.init, r.final, data, alphas=alphas, **kw).metrics["loss"]

@@ -90,11 +90,7 @@ def flatness(runs: ImRuns, run: Run, seed: int = 0) -> float:
 
 @im_figure
 def fig11(runs: ImRuns) -> FigureResult:
-    """Compute and draw Fig. 11 (see the module docstring) from the pool of runs of one setting.
-
-    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None)``, see
-    :func:`~figures.im._runs.im_figure`.
-    """
+    """Fig. 11 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
     setup = runs.setup
     bns = (True, False)
 

@@ -63,11 +63,7 @@ def _panel(key: str, result: object, title: str, draw: object) -> Panel:
 
 @im_figure
 def fig2_3(runs: ImRuns) -> FigureResult:
-    """Compute and draw Figs. 2 and 3 (see the module docstring) from the pool of runs of one setting.
-
-    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None)``, see
-    :func:`~figures.im._runs.im_figure`.
-    """
+    """Figs. 2 and 3 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
     setup, progress = runs.setup, runs.progress
     runs.many([RunSpec(m, init=k) for k in range(setup.repetitions) for m in ("sgd", *FIG3_METHODS)])
     s0, s1 = runs.many([RunSpec("sgd", init=0), RunSpec("sgd", init=1)])

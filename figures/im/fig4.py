@@ -29,7 +29,6 @@ from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im._setup import (
     SOURCE,
     ImRuns,
-    RunSpec,
     converged_premise,
     im_figure,
     mpl_grid,
@@ -59,14 +58,10 @@ def anova(groups: list[np.ndarray]) -> tuple[float, float]:
 
 @im_figure
 def fig4(runs: ImRuns) -> FigureResult:
-    """Compute and draw Fig. 4 (see the module docstring) from the pool of runs of one setting.
-
-    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None)``, see
-    :func:`~figures.im._runs.im_figure`.
-    """
+    """Fig. 4 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
     setup = runs.setup
     reps = setup.repetitions
-    grid = runs.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in METHODS})
+    grid = runs.method_grid(reps)
     train = np.array([[grid[m, k].last("trainset_accuracy") for k in range(reps)] for m in METHODS])  # (7, R)
     test = np.array([[grid[m, k].last("test_accuracy") for k in range(reps)] for m in METHODS])
 

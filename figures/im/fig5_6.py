@@ -34,7 +34,6 @@ from figures.im._setup import (
     SOURCE,
     Curve,
     ImRuns,
-    RunSpec,
     color,
     converged_premise,
     first_crossing,
@@ -80,17 +79,11 @@ def basin_widths(d: np.ndarray, loss: np.ndarray, length: float) -> tuple[float,
 
 @im_figure
 def fig5_6(runs: ImRuns) -> FigureResult:
-    """Compute and draw Figs. 5 and 6 (see the module docstring) from the pool of runs of one setting.
-
-    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None)``, see
-    :func:`~figures.im._runs.im_figure`.
-    """
+    """Figs. 5 and 6 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
     setup, progress = runs.setup, runs.progress
     reps = setup.repetitions
-    grid = runs.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in METHODS})
-    template = setup.model(RunSpec())
-    kw = {**runs.eval_kw(RunSpec()), "metrics": ("loss",)}
-    data = runs.surface_data()
+    grid = runs.method_grid(reps)
+    template, kw, data = runs.loss_kit()
 
     prof: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, float]] = {}
     for (m, k), r in tqdm(grid.items(), desc="fig 5-6 lines", disable=not progress, leave=False):

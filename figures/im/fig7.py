@@ -81,11 +81,7 @@ def _curves(plain: dict[str, Run], switched: list[Run], a: str, b: str, metric: 
 
 @im_figure
 def fig7(runs: ImRuns) -> FigureResult:
-    """Compute and draw Fig. 7 (see the module docstring) from the pool of runs of one setting.
-
-    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None)``, see
-    :func:`~figures.im._runs.im_figure`.
-    """
+    """Fig. 7 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
     setup = runs.setup
     fr = setup.switch_fractions
     runs.many(
@@ -103,9 +99,7 @@ def fig7(runs: ImRuns) -> FigureResult:
         for a, b in (("sgd", "adam"), ("adam", "sgd"))
     }
     at = [round(setup.epochs * f) for f in fr]
-    template = setup.model(RunSpec())
-    kw = {**runs.eval_kw(RunSpec()), "metrics": ("loss",)}
-    data = runs.surface_data()
+    template, kw, data = runs.loss_kit()
     alphas = np.linspace(0, 1, 21)
 
     acc_panels, dist_panels, line_panels = [], [], []

@@ -70,11 +70,7 @@ def barrier_width(z: np.ndarray) -> float:
 
 @im_figure
 def fig8_table2(runs: ImRuns) -> FigureResult:
-    """Compute and draw Fig. 8 and Table 2 (see the module docstring) from the pool of runs of one setting.
-
-    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None)``, see
-    :func:`~figures.im._runs.im_figure`.
-    """
+    """Fig. 8 and Table 2 from the runs of one setting (signature: :func:`~figures.im._runs.im_figure`)."""
     setup, progress = runs.setup, runs.progress
     reps = setup.repetitions_nobn
     bns = (True, False)

@@ -99,11 +99,7 @@ def _final(r: Run) -> float:
 
 @im_figure
 def fig9(runs: ImRuns) -> FigureResult:
-    """Compute and draw Fig. 9 (see the module docstring) from the pool of runs of one setting.
-
-    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None)``, see
-    :func:`~figures.im._runs.im_figure`.
-    """
+    """Fig. 9 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
     setup = runs.setup
     reps = setup.repetitions_fig9
     spe = setup.steps_per_epoch()

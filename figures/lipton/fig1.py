@@ -47,13 +47,7 @@ from landscape.analyze import (
 def figure1(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> FigureResult:
     """Fig. 1: 2D PCA of one path and of five paths from different initializations, and the straight line.
 
-    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None)``, see
-    :func:`figures.contract.figure_function`.
-
-    Args:
-        setup: The run settings.
-        cache: Cache root of the recorded runs (``None``: in memory).
-        progress: Show tqdm bars.
+    The signature is :func:`figures.contract.figure_function`'s.
 
     Returns:
         Panels ``single``, ``two``, ``five`` and ``line`` (the paper's 1, 2 and 5 paths, and the straight line);

@@ -35,13 +35,7 @@ from figures.lipton._setup import (
 def figure2(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> FigureResult:
     """Fig. 2: paths from one initialization, each with its own shuffle of the data.
 
-    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None)``, see
-    :func:`figures.contract.figure_function`.
-
-    Args:
-        setup: The run settings.
-        cache: Cache root of the recorded runs (``None``: in memory).
-        progress: Show tqdm bars.
+    The signature is :func:`figures.contract.figure_function`'s.
 
     Returns:
         Panel ``paths``; claims that the paths diverge and that their final pairwise distances are equal.

@@ -46,13 +46,7 @@ from landscape.analyze import (
 def figure3(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> FigureResult:
     """Fig. 3: distance from the origin per epoch, and paths after cloning a partially trained model.
 
-    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None)``, see
-    :func:`figures.contract.figure_function`.
-
-    Args:
-        setup: The run settings.
-        cache: Cache root of the recorded runs (``None``: in memory).
-        progress: Show tqdm bars.
+    The signature is :func:`figures.contract.figure_function`'s.
 
     Returns:
         Panels ``origin`` and ``clones``; claims on distances from the origin, the flat region and the clones.
