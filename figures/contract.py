@@ -380,17 +380,21 @@ def cache_dir(out: Path | str, paper: Paper | str) -> Path:
     return Path(out).resolve().parent / ".cache" / Paper(paper).value
 
 
-def figure_function(settings: Callable[[Scale, Path | None], Any]) -> Callable[[Callable[..., FigureResult]], Any]:
+def figure_function(
+    settings: Callable[[Scale, Path | None], Any], prepare: Callable[..., tuple[Any, ...]] | None = None
+) -> Callable[[Callable[..., FigureResult]], Any]:
     """Decorator giving a figure's computation the one signature of the gallery's figure functions.
 
     Every figure function is called as ``figure(scale="quick", data_dir=None, *, cache=None, progress=False,
     setup=None, **options)``: ``setup`` overrides the settings of ``scale`` (tests pass tiny ones), ``cache`` is
-    the directory of the shared runs (``None``: in memory; the registered function passes
-    :func:`cache_dir`). The decorated ``body(setup, *, cache, progress, **options)`` gets the settings already
-    made by ``settings(scale, data_dir)``.
+    the directory of the shared runs (``None``: in memory; the registered function passes :func:`cache_dir`).
+    The settings are ``setup`` or ``settings(scale, data_dir)``. Without ``prepare`` the decorated body is called
+    as ``body(setup, *, cache, progress, **options)``; with it, as ``body(*prepare(setup, scale=..., data_dir=...,
+    cache=..., progress=...), **options)`` (a paper's shared start: its pool of runs, its data and saddle...).
 
     Args:
         settings: The settings at a gallery scale, e.g. ``LiptonSetup.for_scale``.
+        prepare: What the paper's figures start from, built from the settings (see above).
 
     Returns:
         The decorator.
@@ -407,10 +411,15 @@ def figure_function(settings: Callable[[Scale, Path | None], Any]) -> Callable[[
             setup: Any = None,
             **options: Any,
         ) -> FigureResult:
+            scale, data_dir = Scale(scale), None if data_dir is None else Path(data_dir)
             if setup is None:
-                setup = settings(Scale(scale), None if data_dir is None else Path(data_dir))
-            return body(setup, cache=cache, progress=progress, **options)
+                setup = settings(scale, data_dir)
+            if prepare is None:
+                return body(setup, cache=cache, progress=progress, **options)
+            start = prepare(setup, scale=scale, data_dir=data_dir, cache=cache, progress=progress)
+            return body(*start, **options)
 
+        del figure.__wrapped__  # help() and inspect show this signature, not the body's
         return figure
 
     return decorate

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import hashlib
 import inspect
 import math
@@ -356,10 +355,8 @@ def im_figure(
         The figure function (or, without ``body``, the decorator).
     """
 
-    def decorate(body: Callable[..., FigureResult]) -> Callable[..., FigureResult]:
-        def on_runs(setup: ImSetup, *, cache: Path | str | None, progress: bool, **options: Any) -> FigureResult:
-            return body(ImRuns(setup, cache, progress), **options)
+    def pool(setup: ImSetup, *, cache: Path | str | None, progress: bool, **_: Any) -> tuple[ImRuns]:
+        return (ImRuns(setup, cache, progress),)
 
-        return figure_function(settings or ImSetup.for_scale)(functools.wraps(body)(on_runs))  # type: ignore[no-any-return]
-
+    decorate = figure_function(settings or ImSetup.for_scale, pool)
     return decorate if body is None else decorate(body)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.persistent._setup import SOURCE
-from figures.toy_demo import MINIMUM_A, MINIMUM_B, W_INI, grad, loss
+from figures.toy_demo import MINIMUM_A, MINIMUM_B, W_INI, draw_surface, grad, loss
 from figures.verdict import at_most
 
 LAM = 0.1  # Persistent Neurons, Sec. 2, eq. (2)
@@ -103,17 +103,7 @@ def figure1_2(
     conv_p = at_most("plain GD converged", step_p, CONV_TOL, detail="distance moved over the last 250 steps")
     conv_q = at_most("persistent GD converged", step_q, CONV_TOL, detail="distance moved over the last 250 steps")
 
-    surface = go.Figure(go.Surface(x=xs, y=ys, z=Z, colorscale="Viridis", showscale=False))
-    surface.update_layout(
-        title="Fig. 1: loss surface with two minima",
-        height=450,
-        margin=dict(l=0, r=0, t=40, b=0),
-        scene=dict(xaxis_title="x", yaxis_title="y", zaxis_title="f"),
-    )
-    m_surface = matplotlib.figure.Figure(figsize=(5.5, 4.5))
-    ax = m_surface.add_subplot(projection="3d")
-    ax.plot_surface(X, Y, Z, cmap="viridis", linewidth=0, antialiased=True)
-    ax.set(xlabel="x", ylabel="y", zlabel="f", title="Fig. 1: loss surface with two minima")
+    surface, m_surface = draw_surface(xs, ys, Z, "Fig. 1: loss surface with two minima")
 
     titles = [f"plain GD: f, lr {lr:g}, {steps:,} steps", f"persistent: f + {lam:g} |w0.w| / ||w0||^2"]
     paths = [(plain, "plain GD", "red"), (pers, "persistent GD", "orange")]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import hashlib
 import itertools
 import json
@@ -39,7 +38,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from figures.contract import Scale, require_data
+from figures.contract import Scale, figure_function, require_data
 from figures.tunnels._deep_data import IMAGENET64_DIR, load_deep_data
 from landscape.data import iterate_batches
 from landscape.models import build_model
@@ -559,16 +558,9 @@ def deep_figure(body: Callable[..., Any]) -> Callable[..., Any]:
     :func:`deep_runs` (computed once, cached, shared by Fig. 2 right and Table 3).
     """
 
-    @functools.wraps(body)
-    def figure(
-        scale: Scale | str = Scale.QUICK,
-        data_dir: Path | None = None,
-        *,
-        cache: Path | None = None,
-        progress: bool = False,
-        setup: DeepSetup | None = None,
-    ) -> Any:
-        s = setup or make_deep_setup(scale)
-        return body(s, deep_runs(s, data_dir, cache, progress))
+    def runs(
+        s: DeepSetup, *, scale: Scale, data_dir: Path | None, cache: Path | None, progress: bool
+    ) -> tuple[DeepSetup, dict[str, Any]]:
+        return s, deep_runs(s, data_dir, cache, progress)
 
-    return figure
+    return figure_function(lambda scale, data_dir: make_deep_setup(scale), runs)(body)  # type: ignore[no-any-return]

@@ -29,7 +29,6 @@ random), 2 filters of 5x5 (382 parameters), SGD learning rate 1.0 (as the paper)
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -42,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from figures.contract import Scale, require_data
+from figures.contract import Scale, figure_function, require_data
 from figures.verdict import Effect, Premise, Verdict, at_least, at_most
 from landscape.data import load_digits_split, load_mnist_idx
 from landscape.models import SigmoidConvNet
@@ -537,20 +536,12 @@ def saddle_figure(body: Callable[..., Any]) -> Callable[..., Any]:
     setup=None, **options)`` (``setup`` overrides the settings of ``scale``; tests pass a tiny one) and calls
     ``body(start, **options)`` with the :class:`SaddleStart` it builds: the data and the verified saddle (cached).
     """
+    return figure_function(lambda scale, data_dir: make_setup(scale), _saddle_start)(body)  # type: ignore[no-any-return]
 
-    @functools.wraps(body)
-    def figure(
-        scale: Scale | str = Scale.QUICK,
-        data_dir: Path | None = None,
-        *,
-        cache: Path | None = None,
-        progress: bool = False,
-        setup: Setup | None = None,
-        **options: Any,
-    ) -> Any:
-        s = setup or make_setup(scale)
-        data, desc = load_data(s, data_dir)
-        start, info = saddle_point(s, data, cache, progress)
-        return body(SaddleStart(Scale(scale), data_dir, s, data, desc, start, info, cache, progress), **options)
 
-    return figure
+def _saddle_start(
+    s: Setup, *, scale: Scale, data_dir: Path | None, cache: Path | None, progress: bool
+) -> tuple[SaddleStart]:
+    data, desc = load_data(s, data_dir)
+    start, info = saddle_point(s, data, cache, progress)
+    return (SaddleStart(scale, data_dir, s, data, desc, start, info, cache, progress),)

@@ -84,14 +84,15 @@ def _remove(p: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def build_once(final: Path | str, build: Callable[[Path], None], *, wait: bool = True) -> bool | None:
+def build_once(final: Path | str, build: Callable[[Path], object], *, wait: bool = True) -> bool | None:
     """Make sure ``final`` exists, building it at most once across processes.
 
     Args:
         final: Where the finished result lives: a file or a directory (its parent is created if missing).
         build: Called as ``build(tmp)`` with a fresh temporary path beside ``final`` that does not exist yet; it
-            must create the whole result there (a file or a directory). It is then renamed to ``final``. If
-            ``build`` raises, the temporary path is removed and the exception propagates (``final`` stays absent).
+            must create the whole result there (a file or a directory; its return value is ignored). It is then
+            renamed to ``final``. If ``build`` raises, the temporary path is removed and the exception propagates
+            (``final`` stays absent).
         wait: If another process is building ``final``, wait for it (default). With ``False``, return ``None``
             at once instead, so the caller can do other work first and call again.
 
