@@ -1,4 +1,4 @@
-"""Lipton weight-space figures (figures/lipton/weightspace.py) at a tiny scale: runs, measures, claims, panels."""
+"""Lipton weight-space figures (figures/lipton/) at a tiny scale: runs, measures, claims, panels."""
 
 from __future__ import annotations
 

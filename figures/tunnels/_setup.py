@@ -23,7 +23,7 @@ labels redrawn the 1-filter network has a finite minimum (loss 1.14, weight norm
 Quick scale (two CPU cores): scikit-learn's 8x8 digits (all 1,079 training images, 25% of the labels redrawn at
 random), 2 filters of 5x5 (382 parameters), SGD learning rate 1.0 (as the paper), minibatch 128, 5 repetitions
 (minibatch orders); one tunnel opened (paper: 2 of 8). The saddle is computed once and cached under
-``<gallery>/_cache/tunnels/`` (safetensors, keyed by the settings and this file's source).
+``<gallery>/.cache/tunnels/`` (safetensors, keyed by the settings and this file's source).
 """
 
 from __future__ import annotations
