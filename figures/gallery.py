@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from figures.contract import FigureResult, FigureSpec, Paper
-from figures.schema import CLAIMS_FORMAT
+from figures.schema import CLAIMS_FORMAT, SUMMARY_KEYS
 from figures.verdict import Verdict
 
 __all__ = [
@@ -133,17 +133,6 @@ def figure_entry(spec: FigureSpec | None, *, name: str, scale: str, status: str,
         raise TypeError(f"unknown figure entry fields {sorted(unknown)}")
     entry.update(fields)
     return entry
-
-
-SUMMARY_KEYS = (
-    "figures_ok",
-    "figures_failed",
-    "figures_pending",
-    "claims_held",
-    "claims_not_held",
-    "claims_inconclusive",
-    "claims_not_tested",
-)
 
 
 def summarize(entries: Sequence[Mapping[str, Any]]) -> dict[str, int]:
