@@ -1,12 +1,11 @@
 """The papers' figures, reproduced, and the gallery that shows them with their claims checked.
 
-Run ``python -m figures.make_all`` to write ``gallery/index.html``. Each ``figures/<paper>_<figure>.py``
+Run ``python -m figures.make_all`` to write ``gallery/index.html``. Each ``figures/<paper>/<figure>.py``
 registers its figure functions with :func:`register_figure`; see :mod:`figures.contract` for the contract
 and a complete minimal figure module.
 """
 
 from figures.contract import (
-    CLAIMS_SCHEMA,
     Claim,
     FigureResult,
     FigureSpec,
@@ -21,6 +20,7 @@ from figures.contract import (
     require_data,
     temporary_registry,
 )
+from figures.schema import CLAIMS_SCHEMA
 
 __all__ = [
     "CLAIMS_SCHEMA",

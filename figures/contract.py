@@ -1,7 +1,8 @@
 """The figure contract: what a figure module defines and what ``python -m figures.make_all`` expects back.
 
-A figure module lives at ``figures/<paper>_<figure>.py`` (for example ``figures/lipton_fig1.py``). It is found
-by importing every module of the ``figures`` package, so adding a figure means adding one file. Each module
+A figure module lives at ``figures/<paper>/<figure>.py`` (for example ``figures/lipton/fig1.py``), beside its
+paper's shared setup (``figures/<paper>/_setup.py``: the runs the paper's figures share, cached once). It is
+found by importing every public module of the paper packages, so adding a figure means adding one file. Each module
 registers one or more functions with :func:`register_figure`. A registered function is called with keyword
 arguments ``run(scale=..., data_dir=..., out=..., progress=...)`` and returns a :class:`FigureResult`:
 
@@ -18,11 +19,23 @@ The function returns its figures as :class:`Panel` objects (each one plotly figu
 gallery and one matplotlib figure for the PNG), its :class:`Claim` list (a claim that did not hold is
 reported as such, never tuned away) and its scaling (model, data, epochs, repetitions). make_all times it,
 writes ``<name>/<panel>.html``, ``<name>/<panel>.png`` and ``<name>/record.json``, and adds it to
-``index.html`` and ``claims.json`` (schema: :data:`CLAIMS_SCHEMA`). Results are cached by figure name,
+``index.html`` and ``claims.json`` (schema: :data:`figures.schema.CLAIMS_SCHEMA`). Results are cached by figure name,
 scale and a hash of the module's source file: edit the module (or pass ``--force``) to recompute; changes
 to library code the figure calls are not seen by the cache.
 
-A complete minimal figure module (``figures/lipton_example.py``)::
+Conventions every figure follows:
+
+- One signature for the computation behind a registered function: ``figure(scale="quick", data_dir=None, *,
+  cache=None, progress=False, setup=None, **options)`` (:func:`figure_function` gives it to a function of the
+  settings; tests pass a tiny ``setup``). The registered function only forwards to it, with
+  ``cache=cache_dir(out, paper)``.
+- One cache: runs shared between figures go to :func:`cache_dir` (``<gallery>/.cache/<paper>``) and are built by
+  :func:`landscape.trajectory.build_once` (train once under a lock, rename atomically, clean stale temporary
+  directories), so concurrent figure processes train each run once.
+- One thread policy: the runner (``make_all``) runs every figure on one torch thread (:func:`torch_threads`;
+  spawned workers get ``OMP_NUM_THREADS=1``). Figure code does not set threads itself.
+
+A complete minimal figure module (``figures/lipton/example.py``)::
 
     \"\"\"Lipton 2016, Fig. 0: an example (the module docstring names the paper and figure).\"\"\"
 
@@ -65,31 +78,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib
 import inspect
-import json
 import pkgutil
 import re
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from figures.verdict import Effect, Premise, Verdict, _json_number, _StrEnum
-
-try:  # advisory lock so parallel figure processes train each cached run once
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from figures.result import Claim, FigureResult, Panel, Value
+from figures.verdict import StrEnum
 
 if TYPE_CHECKING:
-    import matplotlib.figure
-    import plotly.graph_objects as go
+    pass
 
 __all__ = [
-    "CLAIMS_FORMAT",
-    "CLAIMS_SCHEMA",
     "Claim",
     "FigureResult",
     "FigureSpec",
@@ -99,8 +105,9 @@ __all__ = [
     "Paper",
     "Scale",
     "Value",
-    "cache_lock",
+    "cache_dir",
     "discover",
+    "figure_function",
     "get_figure",
     "register_figure",
     "registered",
@@ -109,19 +116,12 @@ __all__ = [
     "torch_threads",
 ]
 
-Value = int | float | str | None
-"""A paper value or a measured value: a number, a short string (``"(2, -2)"``, ``"81.39%"``), or ``None``."""
-
-SCALING_KEYS = ("model", "data", "epochs", "repetitions")
-"""Keys every :attr:`FigureResult.scaling` must hold (more are welcome: batch size, steps, grid size...)."""
-
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-_PANEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 # Modules of the package that are not figure modules.
-_INFRASTRUCTURE = frozenset({"contract", "make_all", "gallery", "__main__"})
+_INFRASTRUCTURE = frozenset({"contract", "make_all", "gallery", "result", "schema", "verdict", "__main__"})
 
 
-class Scale(_StrEnum):
+class Scale(StrEnum):
     """Scale a figure runs at.
 
     ``quick``: embedded data, 2 CPU cores, the whole gallery within 15 minutes. ``medium``: embedded data, claims
@@ -134,10 +134,10 @@ class Scale(_StrEnum):
     FULL = "full"
 
 
-class Paper(_StrEnum):
-    """The papers whose figures the gallery reproduces (``/work/shared/papers/README.md``).
+class Paper(StrEnum):
+    """The papers whose figures the gallery reproduces (by title in :attr:`citation`).
 
-    The value is the prefix of the figure modules' file names: ``figures/<paper>_<figure>.py``.
+    The value is the name of the paper's package of figure modules: ``figures/<paper>/<figure>.py``.
     """
 
     PERSISTENT = "persistent"
@@ -163,217 +163,6 @@ _CITATIONS = {
 
 class MissingDataError(FileNotFoundError):
     """A figure at full scale needs data that ``--data-dir`` does not hold."""
-
-
-def _plain(value: Any, what: str) -> Value:
-    """Numpy/torch scalars to Python; reject anything that is not a number, a string or None."""
-    if value is None or isinstance(value, str):
-        return value
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
-        value = value.item()  # numpy or torch 0-d scalar
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be a number, a string or None, got a bool; put a pass/fail in `held`")
-    if isinstance(value, (int, float)):
-        return value
-    raise TypeError(f"{what} must be a number, a string or None, got {type(value).__name__}: {value!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    """One statement of a paper checked against what was measured here.
-
-    The verdict is one of :class:`~figures.verdict.Verdict`: held, not held, inconclusive (the effect is
-    inside this experiment's noise) or not tested. Give it as ``verdict=`` (usually from
-    :func:`figures.verdict.verdict_for` on an :class:`~figures.verdict.Effect` over repeated seeds) or, for
-    a claim decided by an exact check, as ``held=True/False``. ``premises`` are the checks that the
-    experiment set up the paper's situation; if any is not met the verdict is *not tested*, whatever was
-    measured, and ``detail`` is prefixed with the failed premises' numbers.
-
-    Attributes:
-        statement: The paper's statement, quoted or closely paraphrased.
-        paper_value: The paper's number (or short string) for it, ``None`` when the paper gives none.
-        measured: The value measured here: a number or a list of numbers (one per seed, say); ``None`` only
-            when not measured. Prose belongs in ``detail``.
-        held: ``True``/``False``/``None``; derived from ``verdict`` when that is given (``True`` only for
-            held, ``False`` only for not held).
-        detail: How it was measured (metric, tolerance, what "held" means), or why it is not testable.
-        source: Where the statement and ``paper_value`` are in the paper, by title and section, e.g.
-            ``"Lipton 2016, Sec. 3, Fig. 1"``.
-        premises: The premise checks this claim rests on.
-        effect: The paired effect it was decided on, if comparative.
-        verdict: The verdict (derived from ``held`` when not given).
-        scale: The scale the verdict comes from (``"quick"``, ``"medium"``, ``"full"``), when it is stated.
-
-    Raises:
-        ValueError: If ``statement`` is empty, a claim is not tested or inconclusive without a reason in
-            ``detail``, or ``held`` contradicts ``verdict``.
-        TypeError: If a value is not a number, a list of numbers, a string or ``None``, or ``held`` is not a
-            bool or ``None``.
-    """
-
-    statement: str
-    paper_value: Value
-    measured: Value | list[float]
-    held: bool | None = None
-    detail: str = ""
-    source: str = ""
-    premises: tuple[Premise, ...] = ()
-    effect: Effect | None = None
-    verdict: Verdict | None = None
-    scale: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.statement, str) or not self.statement.strip():
-            raise ValueError("Claim.statement must be a non-empty string (the paper's statement)")
-        object.__setattr__(self, "paper_value", _plain(self.paper_value, "Claim.paper_value"))
-        object.__setattr__(self, "measured", _measured(self.measured))
-        held = self.held
-        if hasattr(held, "item") and getattr(held, "ndim", None) == 0:
-            held = held.item()  # numpy.bool_ or a 0-d torch bool tensor
-        if held is not None and not isinstance(held, bool):
-            raise TypeError(f"Claim.held must be True, False or None, got {type(held).__name__}: {held!r}")
-        premises = tuple(self.premises)
-        if not all(isinstance(p, Premise) for p in premises):
-            raise TypeError("Claim.premises must hold figures.verdict.Premise objects")
-        if self.effect is not None and not isinstance(self.effect, Effect):
-            raise TypeError(f"Claim.effect must be a figures.verdict.Effect, got {type(self.effect).__name__}")
-        object.__setattr__(self, "premises", premises)
-        verdict = self.verdict
-        if verdict is None:
-            verdict = Verdict.NOT_TESTED if held is None else Verdict.HELD if held else Verdict.NOT_HELD
-        else:
-            verdict = Verdict(verdict)
-            implied = {Verdict.HELD: True, Verdict.NOT_HELD: False}.get(verdict)
-            if held is not None and held is not implied:
-                raise ValueError(f"Claim.held={held} contradicts verdict {verdict.value!r}; give one of them")
-        detail = self.detail
-        failed = [p for p in premises if not p.met]
-        if failed:  # a claim whose premise fails is not tested, whatever was measured
-            verdict = Verdict.NOT_TESTED
-            detail = "premise not met: " + "; ".join(str(p) for p in failed) + (f". {detail}" if detail else "")
-        object.__setattr__(self, "verdict", verdict)
-        object.__setattr__(self, "held", {Verdict.HELD: True, Verdict.NOT_HELD: False}.get(verdict))
-        object.__setattr__(self, "detail", detail)
-        if verdict in (Verdict.NOT_TESTED, Verdict.INCONCLUSIVE) and not detail.strip():
-            raise ValueError(f"Claim is {verdict.value}: say why in Claim.detail")
-
-    @property
-    def premise_met(self) -> bool:
-        """Whether every premise holds (vacuously true without premises)."""
-        return all(p.met for p in self.premises)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-compatible form (non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"``)."""
-        return {
-            "statement": self.statement,
-            "paper_value": _json_number(self.paper_value),
-            "measured": _json_number(self.measured),
-            "held": self.held,
-            "verdict": self.verdict.value,
-            "detail": self.detail,
-            "source": self.source,
-            "premises": [p.to_dict() for p in self.premises],
-            "effect": None if self.effect is None else self.effect.to_dict(),
-            "scale": self.scale,
-        }
-
-
-def _measured(value: Any) -> Value | list[float]:
-    """A claim's measured value: as :func:`_plain`, or a list of numbers (arrays become lists)."""
-    if hasattr(value, "tolist") and getattr(value, "ndim", 0) >= 1:
-        value = value.tolist()
-    if isinstance(value, (list, tuple)):
-        out = []
-        for v in value:
-            v = _plain(v, "Claim.measured entry")
-            if not isinstance(v, (int, float)):
-                raise TypeError(f"Claim.measured as a list must hold numbers, got {type(v).__name__}: {v!r}")
-            out.append(v)
-        return out
-    return _plain(value, "Claim.measured")
-
-
-@dataclasses.dataclass
-class Panel:
-    """One rendered panel of a figure, in both renderings.
-
-    Attributes:
-        key: File-name stem of the panel (``[a-z0-9][a-z0-9_-]*``), unique within the figure.
-        plotly: The interactive figure (written as ``<key>.html`` and embedded in ``index.html``).
-        mpl: The static figure (written as ``<key>.png``); prefer ``matplotlib.figure.Figure(...)`` over pyplot.
-        caption: Optional caption of this panel alone.
-
-    Raises:
-        ValueError: If ``key`` is not a valid file-name stem.
-        TypeError: If ``plotly`` or ``mpl`` has the wrong type.
-    """
-
-    key: str
-    plotly: go.Figure
-    mpl: matplotlib.figure.Figure
-    caption: str = ""
-
-    def __post_init__(self) -> None:
-        import matplotlib.figure
-        import plotly.graph_objects as go
-
-        if not isinstance(self.key, str) or not _PANEL_RE.match(self.key):
-            raise ValueError(f"Panel.key {self.key!r} must match {_PANEL_RE.pattern} (it becomes a file name)")
-        if not isinstance(self.plotly, go.Figure):
-            raise TypeError(
-                f"Panel {self.key!r}: plotly must be a plotly.graph_objects.Figure, got {type(self.plotly).__name__}"
-            )
-        if not isinstance(self.mpl, matplotlib.figure.Figure):
-            raise TypeError(
-                f"Panel {self.key!r}: mpl must be a matplotlib.figure.Figure, got {type(self.mpl).__name__}"
-            )
-
-
-@dataclasses.dataclass
-class FigureResult:
-    """What a registered figure function returns.
-
-    Attributes:
-        caption: The figure's caption: what is plotted, and how it differs from the paper's figure.
-        panels: The rendered panels, in display order (at least one; keys unique).
-        claims: The paper's claims checked here (may be empty for a purely illustrative figure).
-        scaling: The scale used, recorded next to the figure: at least ``model``, ``data``, ``epochs`` and
-            ``repetitions`` (strings or numbers), plus anything else worth stating; JSON-compatible.
-
-    Raises:
-        ValueError: If there is no panel, keys repeat, or ``scaling`` misses a required key.
-        TypeError: If ``panels``/``claims`` hold the wrong types, or ``scaling`` is not JSON-compatible.
-    """
-
-    caption: str
-    panels: list[Panel]
-    claims: list[Claim]
-    scaling: dict[str, Any]
-
-    def __post_init__(self) -> None:
-        self.panels = list(self.panels)
-        self.claims = list(self.claims)
-        if not self.panels:
-            raise ValueError("FigureResult.panels is empty: a figure renders at least one Panel")
-        if not all(isinstance(p, Panel) for p in self.panels):
-            raise TypeError("FigureResult.panels must hold Panel objects")
-        keys = [p.key for p in self.panels]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"FigureResult.panels has repeated keys: {keys}")
-        if not all(isinstance(c, Claim) for c in self.claims):
-            raise TypeError("FigureResult.claims must hold Claim objects")
-        if not isinstance(self.scaling, Mapping):
-            raise TypeError(f"FigureResult.scaling must be a dict, got {type(self.scaling).__name__}")
-        missing = [k for k in SCALING_KEYS if k not in self.scaling]
-        if missing:
-            raise ValueError(
-                f"FigureResult.scaling misses {missing}; it needs {list(SCALING_KEYS)} (and may hold more)"
-            )
-        self.scaling = dict(self.scaling)
-        try:
-            json.dumps(self.scaling, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"FigureResult.scaling must be JSON-compatible (plain str/int/float/list/dict): {e}") from e
 
 
 FigureFunction = Callable[..., FigureResult]
@@ -560,186 +349,6 @@ def require_data(data_dir: Path | str | None, *relative: str, what: str) -> Path
     return root
 
 
-CLAIMS_FORMAT = 2
-"""Version of ``claims.json`` (2: verdicts, premises and effects on every claim)."""
-
-_SUMMARY_KEYS = (
-    "figures_ok",
-    "figures_failed",
-    "figures_pending",
-    "claims_held",
-    "claims_not_held",
-    "claims_inconclusive",
-    "claims_not_tested",
-)
-
-
-def _claims_schema() -> dict[str, Any]:
-    value = {"type": ["number", "string", "null"]}
-    number = {"type": ["number", "string"]}  # non-finite floats are written as "nan", "inf", "-inf"
-    premise = {
-        "type": "object",
-        "required": ["statement", "measured", "threshold", "met", "detail"],
-        "additionalProperties": False,
-        "properties": {
-            "statement": {"type": "string", "minLength": 1},
-            "measured": {"anyOf": [number, {"type": "array", "items": number}]},
-            "threshold": {"type": ["number", "string", "null"]},
-            "met": {"type": "boolean"},
-            "detail": {"type": "string"},
-        },
-    }
-    effect = {
-        "type": ["object", "null"],
-        "required": ["mean", "sd", "n", "ci_low", "ci_high", "p_value", "confidence", "method"],
-        "properties": {k: number for k in ("mean", "sd", "ci_low", "ci_high", "p_value", "confidence")}
-        | {"n": {"type": "integer", "minimum": 1}, "method": {"type": "string"}},
-    }
-    claim = {
-        "type": "object",
-        "required": [
-            "statement",
-            "paper_value",
-            "measured",
-            "held",
-            "verdict",
-            "detail",
-            "source",
-            "premises",
-            "effect",
-            "scale",
-        ],
-        "additionalProperties": False,
-        "properties": {
-            "statement": {"type": "string", "minLength": 1},
-            "paper_value": value,
-            "measured": {"anyOf": [value, {"type": "array", "items": number}]},
-            "held": {"type": ["boolean", "null"]},
-            "verdict": {"enum": [v.value for v in Verdict]},
-            "detail": {"type": "string"},
-            "source": {"type": "string"},
-            "premises": {"type": "array", "items": premise},
-            "effect": effect,
-            "scale": {"type": ["string", "null"]},
-        },
-        "allOf": [  # held mirrors the verdict; a failed premise means not tested
-            {"if": {"properties": {"verdict": {"const": "held"}}}, "then": {"properties": {"held": {"const": True}}}},
-            {
-                "if": {"properties": {"verdict": {"const": "not held"}}},
-                "then": {"properties": {"held": {"const": False}}},
-            },
-            {
-                "if": {"properties": {"premises": {"contains": {"properties": {"met": {"const": False}}}}}},
-                "then": {"properties": {"verdict": {"const": "not tested"}}},
-            },
-        ],
-    }
-    panel = {
-        "type": "object",
-        "required": ["key", "caption", "html", "png", "json"],
-        "properties": {
-            "key": {"type": "string", "pattern": _PANEL_RE.pattern},
-            "caption": {"type": "string"},
-            "html": {"type": "string"},
-            "png": {"type": "string"},
-            "json": {"type": "string"},
-        },
-    }
-    figure = {
-        "type": "object",
-        "required": [
-            "name",
-            "title",
-            "paper",
-            "module",
-            "scale",
-            "scaling",
-            "caption",
-            "runtime_s",
-            "status",
-            "error",
-            "cached",
-            "cache_key",
-            "finished",
-            "panels",
-            "claims",
-        ],
-        "properties": {
-            "name": {"type": "string", "minLength": 1},
-            "title": {"type": "string"},
-            "paper": {"type": ["string", "null"]},
-            "module": {"type": "string"},
-            "scale": {"enum": [s.value for s in Scale]},
-            "scaling": {"type": "object"},
-            "caption": {"type": "string"},
-            "runtime_s": {"type": ["number", "null"], "minimum": 0},
-            "status": {"enum": ["ok", "failed", "pending"]},
-            "error": {"type": ["string", "null"]},
-            "cached": {"type": "boolean"},
-            "cache_key": {"type": ["string", "null"]},
-            "finished": {"type": ["string", "null"]},
-            "panels": {"type": "array", "items": panel},
-            "claims": {"type": "array", "items": claim},
-        },
-        "allOf": [
-            {  # a rendered figure states its scaling, time and panels, and has no error
-                "if": {"properties": {"status": {"const": "ok"}}},
-                "then": {
-                    "properties": {
-                        "scaling": {"required": list(SCALING_KEYS)},
-                        "runtime_s": {"type": "number"},
-                        "error": {"type": "null"},
-                        "panels": {"minItems": 1},
-                    }
-                },
-            },
-            {  # a failed figure carries its traceback
-                "if": {"properties": {"status": {"const": "failed"}}},
-                "then": {"properties": {"error": {"type": "string", "minLength": 1}}},
-            },
-        ],
-    }
-    count = {"type": "integer", "minimum": 0}
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "landscape figure gallery: claims.json",
-        "type": "object",
-        "required": ["format", "generated", "scale", "complete", "total_runtime_s", "summary", "figures"],
-        "properties": {
-            "format": {"const": CLAIMS_FORMAT},
-            "generated": {"type": "string"},
-            "scale": {"enum": [s.value for s in Scale]},
-            "complete": {"type": "boolean"},
-            "total_runtime_s": {"type": "number", "minimum": 0},
-            "summary": {
-                "type": "object",
-                "required": list(_SUMMARY_KEYS),
-                "properties": dict.fromkeys(_SUMMARY_KEYS, count),
-            },
-            "figures": {"type": "array", "items": figure},
-        },
-    }
-
-
-CLAIMS_SCHEMA: dict[str, Any] = _claims_schema()
-"""JSON Schema (draft 2020-12) of ``claims.json``.
-
-Top level: ``format`` (:data:`CLAIMS_FORMAT`), ``generated`` (ISO 8601 UTC), ``scale`` (``quick``/``medium``/``full``:
-the gallery's; each figure's own ``scale`` says which it ran at),
-``complete`` (false while a run is in progress or was interrupted), ``total_runtime_s`` (wall time of the run),
-``summary`` (counts of figures ok/failed/pending and claims held/not held/inconclusive/not tested), and
-``figures``: one object per figure with ``name``, ``title``, ``paper``, ``module``, ``scale``, ``scaling`` (model, data,
-epochs, repetitions, ...), ``caption``, ``runtime_s``, ``status`` (``ok``/``failed``/``pending``), ``error``
-(traceback or null), ``cached`` (reused from an earlier run), ``cache_key``, ``finished`` (ISO time),
-``panels`` (``key``, ``caption`` and the ``html``/``png``/``json`` paths relative to the gallery) and
-``claims`` (``statement``, ``paper_value``, ``measured`` (a number or a list of numbers), ``verdict`` (held /
-not held / inconclusive / not tested), ``held`` (true/false/null, mirroring the verdict), ``detail``,
-``source``, ``premises`` (each ``statement``, ``measured``, ``threshold``, ``met``, ``detail``), ``effect``
-(``mean``, ``sd``, ``n``, ``ci_low``, ``ci_high``, ``p_value``, ``confidence``, ``method``, or null) and
-``scale`` (which scale the verdict comes from, or null)).
-"""
-
-
 @contextlib.contextmanager
 def torch_threads(n: int | None = 1) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads (``None``: unchanged), restoring the old count after.
@@ -758,16 +367,59 @@ def torch_threads(n: int | None = 1) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-@contextlib.contextmanager
-def cache_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def cache_dir(out: Path | str, paper: Paper | str) -> Path:
+    """The cache of a paper's shared runs: ``<gallery>/.cache/<paper>``.
+
+    Args:
+        out: The figure's (staging) directory inside the gallery, as passed to the figure function.
+        paper: The paper whose figures share the runs.
+
+    Returns:
+        The directory (not created: the cached-run helper creates what it writes).
+    """
+    return Path(out).resolve().parent / ".cache" / Paper(paper).value
+
+
+def figure_function(
+    settings: Callable[[Scale, Path | None], Any], prepare: Callable[..., tuple[Any, ...]] | None = None
+) -> Callable[[Callable[..., FigureResult]], Any]:
+    """Decorator giving a figure's computation the one signature of the gallery's figure functions.
+
+    Every figure function is called as ``figure(scale="quick", data_dir=None, *, cache=None, progress=False,
+    setup=None, **options)``: ``setup`` overrides the settings of ``scale`` (tests pass tiny ones), ``cache`` is
+    the directory of the shared runs (``None``: in memory; the registered function passes :func:`cache_dir`).
+    The settings are ``setup`` or ``settings(scale, data_dir)``. Without ``prepare`` the decorated body is called
+    as ``body(setup, *, cache, progress, **options)``; with it, as ``body(*prepare(setup, scale=..., data_dir=...,
+    cache=..., progress=...), **options)`` (a paper's shared start: its pool of runs, its data and saddle...).
+
+    Args:
+        settings: The settings at a gallery scale, e.g. ``LiptonSetup.for_scale``.
+        prepare: What the paper's figures start from, built from the settings (see above).
+
+    Returns:
+        The decorator.
+    """
+
+    def decorate(body: Callable[..., FigureResult]) -> Callable[..., FigureResult]:
+        @functools.wraps(body)
+        def figure(
+            scale: Scale | str = Scale.QUICK,
+            data_dir: Path | str | None = None,
+            *,
+            cache: Path | str | None = None,
+            progress: bool = False,
+            setup: Any = None,
+            **options: Any,
+        ) -> FigureResult:
+            scale, data_dir = Scale(scale), None if data_dir is None else Path(data_dir)
+            if setup is None:
+                setup = settings(scale, data_dir)
+            if prepare is None:
+                return body(setup, cache=cache, progress=progress, **options)
+            start = prepare(setup, scale=scale, data_dir=data_dir, cache=cache, progress=progress)
+            return body(*start, **options)
+
+        del figure.__wrapped__  # help() and inspect show this signature, not the body's
+        return figure
+
+    return decorate

@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from figures.contract import CLAIMS_FORMAT, FigureResult, FigureSpec, Paper
+from figures.contract import FigureResult, FigureSpec, Paper
+from figures.schema import CLAIMS_FORMAT, SUMMARY_KEYS
 from figures.verdict import Verdict
 
 __all__ = [
@@ -134,17 +135,6 @@ def figure_entry(spec: FigureSpec | None, *, name: str, scale: str, status: str,
     return entry
 
 
-SUMMARY_KEYS = (
-    "figures_ok",
-    "figures_failed",
-    "figures_pending",
-    "claims_held",
-    "claims_not_held",
-    "claims_inconclusive",
-    "claims_not_tested",
-)
-
-
 def summarize(entries: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """Counts of figures ok/failed/pending and of claims per verdict (rendered figures only)."""
     s = dict.fromkeys(SUMMARY_KEYS, 0)
@@ -161,7 +151,7 @@ def utc_now() -> str:
 
 
 def claims_document(entries: Sequence[Mapping[str, Any]], *, scale: str, total_runtime_s: float) -> dict[str, Any]:
-    """The whole ``claims.json`` document (see ``figures.contract.CLAIMS_SCHEMA``)."""
+    """The whole ``claims.json`` document (see ``figures.schema.CLAIMS_SCHEMA``)."""
     summary = summarize(entries)
     return {
         "format": CLAIMS_FORMAT,

@@ -10,7 +10,7 @@ Runs at the quick scale (embedded data, two CPU cores; the whole quick gallery i
 without a medium setting run, or are reused, at quick, and each figure says which scale it ran at) or ``--full``
 (``--scale full``). Writes into ``--out`` (default ``gallery/``): ``index.html`` (every figure, interactive
 and PNG, its caption, scaling, run time and claims table, with a summary of the claims at the top),
-``claims.json`` (schema: ``figures.contract.CLAIMS_SCHEMA``), ``plotly.min.js`` (shared, offline) and one
+``claims.json`` (schema: ``figures.schema.CLAIMS_SCHEMA``), ``plotly.min.js`` (shared, offline) and one
 directory per figure with its panels' ``.html``/``.png``/``.plotly.json`` and ``record.json`` (the cache).
 
 A figure that raises is reported (traceback on stderr and in the gallery) and the others still run; the
@@ -142,9 +142,10 @@ def _run_one(
         if stage.exists():
             shutil.rmtree(stage)
         stage.mkdir(parents=True)
-        result = spec.run(
-            scale=Scale(scale), data_dir=None if data_dir is None else Path(data_dir), out=stage, progress=progress
-        )
+        with torch_threads(1):  # the one thread policy: extra threads on busy cores slow torch down
+            result = spec.run(
+                scale=Scale(scale), data_dir=None if data_dir is None else Path(data_dir), out=stage, progress=progress
+            )
         if not isinstance(result, FigureResult):
             raise TypeError(f"figure {name!r} returned {type(result).__name__}, expected figures.contract.FigureResult")
         panels = render_figure(result, stage, name)
@@ -356,21 +357,20 @@ def make_gallery(
     bar = tqdm(total=len(todo), desc="figures", unit="fig", disable=not progress, file=sys.stderr)
     try:
         if jobs == 1 or len(todo) <= 1:
-            with torch_threads(1):  # one thread per worker: extra threads on busy cores slow torch down
-                for spec, key in todo:
-                    bar.set_postfix_str(spec.name)
-                    finished(
-                        _run_one(
-                            spec.name,
-                            None,
-                            spec.run_scale(scale).value,
-                            None if data_dir is None else str(data_dir),
-                            str(out),
-                            progress,
-                            key,
-                        )
+            for spec, key in todo:
+                bar.set_postfix_str(spec.name)
+                finished(
+                    _run_one(
+                        spec.name,
+                        None,
+                        spec.run_scale(scale).value,
+                        None if data_dir is None else str(data_dir),
+                        str(out),
+                        progress,
+                        key,
                     )
-                    bar.update()
+                )
+                bar.update()
         else:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(

@@ -6,8 +6,9 @@ plain half of the paper's Fig. 2, which ``persistent_fig1_2`` reproduces in full
 that figure, not this one, as the reproduction. (The gallery files it under Persistent Neurons because the figure
 contract knows only the four papers; a "demo" category would need ``figures/contract.py``.)
 
-Reading of eq. (1) (``papers/README.md``, reading 1): ``f(x, y) = -exp(-((x-2)^2 + (y+2)^2) / 5)
-- 3/2 exp(-((x+2)^2 + (y+1)^2))``. The analytic surface needs no data, so both scales are the paper's.
+The printed eq. (1) is ambiguous; the gallery reads it as
+``f(x, y) = -exp(-((x-2)^2 + (y+2)^2) / 5) - 3/2 exp(-((x+2)^2 + (y+1)^2))``.
+The analytic surface needs no data, so both scales are the paper's.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import at_most
 
-# Persistent Neurons, Sec. 2 (000 and 001): the stated minima, the start, the step size and the step count.
+# Persistent Neurons, Sec. 2 (both versions): the stated minima, the start, the step size and the step count.
 MINIMUM_A = (2.0, -2.0)  # (x_a, y_a), where plain GD ends ("sub-optimal")
 MINIMUM_B = (-2.0, -1.0)  # (x_b, y_b)
 W_INI = (-0.335, -1.4)
@@ -61,6 +62,25 @@ def gradient_descent(
     return np.asarray(path, dtype=np.float64)
 
 
+def draw_surface(
+    xs: np.ndarray, ys: np.ndarray, Z: np.ndarray, title: str
+) -> tuple[go.Figure, matplotlib.figure.Figure]:
+    """The loss surface ``Z`` (shape ``(len(ys), len(xs))``) in 3-D, as a plotly and a matplotlib figure."""
+    surface = go.Figure(go.Surface(x=xs, y=ys, z=Z, colorscale="Viridis", showscale=False))
+    surface.update_layout(
+        title=title,
+        height=450,
+        margin=dict(l=0, r=0, t=40, b=0),
+        scene=dict(xaxis_title="x", yaxis_title="y", zaxis_title="f"),
+    )
+    m_surface = matplotlib.figure.Figure(figsize=(5.5, 4.5))
+    ax = m_surface.add_subplot(projection="3d")
+    X, Y = np.meshgrid(xs, ys)
+    ax.plot_surface(X, Y, Z, cmap="viridis", linewidth=0, antialiased=True)
+    ax.set(xlabel="x", ylabel="y", zlabel="f", title=title)
+    return surface, m_surface
+
+
 def _local_minimum(start: tuple[float, float]) -> np.ndarray:
     res = minimize(
         lambda w: float(loss(w[0], w[1])),
@@ -91,17 +111,7 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
     f_a, f_b = float(loss(*found_a)), float(loss(*found_b))
     err = max(np.linalg.norm(found_a - MINIMUM_A), np.linalg.norm(found_b - MINIMUM_B))
 
-    surface = go.Figure(go.Surface(x=xs, y=ys, z=Z, colorscale="Viridis", showscale=False))
-    surface.update_layout(
-        title="f(x, y): two minima",
-        height=450,
-        margin=dict(l=0, r=0, t=40, b=0),
-        scene=dict(xaxis_title="x", yaxis_title="y", zaxis_title="f"),
-    )
-    m_surface = matplotlib.figure.Figure(figsize=(5.5, 4.5))
-    ax = m_surface.add_subplot(projection="3d")
-    ax.plot_surface(X, Y, Z, cmap="viridis", linewidth=0, antialiased=True)
-    ax.set(xlabel="x", ylabel="y", zlabel="f", title="f(x, y): two minima")
+    surface, m_surface = draw_surface(xs, ys, Z, "f(x, y): two minima")
 
     contour = go.Figure(go.Contour(x=xs, y=ys, z=Z, colorscale="Viridis", ncontours=30, colorbar=dict(title="f")))
     contour.add_trace(

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 
-class _StrEnum(str, enum.Enum):
+class StrEnum(str, enum.Enum):
     """A string option that also accepts plain (case-insensitive) strings and lists valid values on error."""
 
     @classmethod
@@ -61,7 +61,7 @@ class _StrEnum(str, enum.Enum):
         return str(self.value)
 
 
-class Verdict(_StrEnum):
+class Verdict(StrEnum):
     """Outcome of a claim: held, not held, inconclusive (inside the noise) or not tested (premise failed)."""
 
     HELD = "held"
@@ -86,10 +86,10 @@ def _number(value: Any, what: str) -> float | list[float]:
     raise TypeError(f"{what} must be a number or a list of numbers, got {type(value).__name__}: {value!r}")
 
 
-def _json_number(value: Any) -> Any:
+def json_number(value: Any) -> Any:
     """Numbers and lists of them for JSON: non-finite floats become the strings nan, inf and -inf."""
     if isinstance(value, list):
-        return [_json_number(v) for v in value]
+        return [json_number(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN/Infinity
     return value
@@ -132,8 +132,8 @@ class Premise:
         """JSON-compatible form."""
         return {
             "statement": self.statement,
-            "measured": _json_number(self.measured),
-            "threshold": _json_number(self.threshold),
+            "measured": json_number(self.measured),
+            "threshold": json_number(self.threshold),
             "met": self.met,
             "detail": self.detail,
         }
@@ -212,7 +212,7 @@ class Effect:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form."""
-        return {k: _json_number(float(v)) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+        return {k: json_number(float(v)) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
 
     def __str__(self) -> str:
         return (

@@ -16,7 +16,6 @@ from plotly.offline import get_plotlyjs
 
 from figures import contract
 from figures.contract import (
-    CLAIMS_SCHEMA,
     Claim,
     FigureResult,
     MissingDataError,
@@ -27,6 +26,7 @@ from figures.contract import (
     temporary_registry,
 )
 from figures.make_all import main, make_gallery
+from figures.schema import CLAIMS_SCHEMA
 
 CALLS: dict[str, int] = {}
 MODE: dict[str, str] = {"flaky": "ok"}

@@ -78,7 +78,7 @@ def test_runs_are_cached_on_disk(runs, cache, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a cached run was trained again")
 
-    monkeypatch.setattr(common, "_train", boom)
+    monkeypatch.setattr("figures.im._runs._train", boom)
     again = ImRuns(TINY, cache).get(RunSpec("sgd"))
     assert torch.equal(again.final, first.final) and again.history == first.history
 
@@ -202,11 +202,11 @@ def test_every_figure_at_tiny_scale(cache, name):
     if name in ("fig12", "fig13", "fig14", "fig15"):
         from figures.im.fig12_15 import switch_figure
 
-        res = switch_figure(int(name[3:]), TINY, cache_dir=cache)
+        res = switch_figure(setup=TINY, cache=cache, number=int(name[3:]))
         assert len(res.claims) == 3
     else:
         mod = importlib.import_module(f"figures.im.{name}")
-        res = getattr(mod, name)(TINY, cache_dir=cache)
+        res = getattr(mod, name)(setup=TINY, cache=cache)
     _check(res)
     if name == "fig9":
         assert len(res.claims) == 4
@@ -249,11 +249,11 @@ def test_no_difference_verdict():
 def test_step_decay_halves_the_rate_between_stages(runs):
     import torch.nn as nn
 
-    from landscape.train import Trainer
+    from landscape.train import Callback, Trainer
 
     seen = []
 
-    class Spy(common.Callback):
+    class Spy(Callback):
         def on_step_end(self, trainer, event):
             seen.append(trainer.optimizer.param_groups[0]["lr"])
 
@@ -267,7 +267,7 @@ def test_step_decay_halves_the_rate_between_stages(runs):
         optimizer_kwargs={"lr": 0.4},
         epochs=4,
         batch_size=8,
-        callbacks=[common._StepDecay(16, 4), Spy()],
+        callbacks=[common.StepDecay(16, 4), Spy()],
     ).fit()
     assert seen[:3] == [0.4] * 3 and seen[3] == pytest.approx(0.2) and seen[-1] == pytest.approx(0.05)
 
@@ -330,7 +330,7 @@ def test_lstm_figure_at_tiny_scale(tmp_path):
     from figures.contract import MissingDataError as Missing
     from figures.im.lstm import lstm_figure, lstm_setup
 
-    res = lstm_figure(TINY_LSTM, cache_dir=tmp_path)
+    res = lstm_figure(setup=TINY_LSTM, cache=tmp_path)
     _check_named(res, "test-lstm")
     assert len(res.claims) == 2
     run = ImRuns(TINY_LSTM, tmp_path).get(RunSpec("adam", arch="lstm", batchnorm=False))

@@ -1,4 +1,4 @@
-"""Lipton weight-space figures (figures/lipton/weightspace.py) at a tiny scale: runs, measures, claims, panels."""
+"""Lipton weight-space figures (figures/lipton/) at a tiny scale: runs, measures, claims, panels."""
 
 from __future__ import annotations
 
@@ -14,19 +14,19 @@ import torch
 import torch.nn.functional as F
 
 from figures.contract import Claim, FigureResult, MissingDataError, Scale
-from figures.lipton.weightspace import (
+from figures.lipton._setup import (
     CONVERGED_TOL,
     LOW_LOSS,
     LiptonRuns,
     LiptonSetup,
     converged_premise,
     divergence_ratio,
-    figure1,
-    figure2,
-    figure3,
     pairwise_cv,
     path_lengths,
 )
+from figures.lipton.fig1 import figure1
+from figures.lipton.fig2 import figure2
+from figures.lipton.fig3 import figure3
 from figures.verdict import Verdict
 from landscape.analyze import TrajectoryPCA, pairwise_end_distances
 from landscape.evaluate import AffinePoints
@@ -65,7 +65,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def results(cache: Path) -> dict[str, FigureResult]:
-    return {f.__name__: f(TINY, cache_dir=cache) for f in (figure1, figure2, figure3)}
+    return {f.__name__: f(setup=TINY, cache=cache) for f in (figure1, figure2, figure3)}
 
 
 def _check_result(res: FigureResult, keys: list[str], n_claims: int) -> None:

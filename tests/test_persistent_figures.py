@@ -97,10 +97,10 @@ def test_fig3_5_tiny_and_cached(tmp_path):
     assert (medium.name, medium.seeds) == ("medium", 100)
     assert KinkSetup.for_scale("quick") == KinkSetup(**{**medium.__dict__, "name": "quick", "seeds": 32})
     setup = KinkSetup(seeds=3, iterations=2, steps=200, backend="eager", name="tiny")
-    first = figure3_5(setup, cache=tmp_path)
+    first = figure3_5(setup=setup, cache=tmp_path)
     claims = _check(first, 4)
     assert (tmp_path / setup.key() / "seeds.npz").is_file() and (tmp_path / setup.key() / "persistent.npz").is_file()
-    again = figure3_5(setup, cache=tmp_path)  # loaded from the cache: the same numbers
+    again = figure3_5(setup=setup, cache=tmp_path)  # loaded from the cache: the same numbers
     assert [c.measured for c in again.claims] == [c.measured for c in claims]
 
 
@@ -130,7 +130,7 @@ def test_fig6_and_fig7_8_tiny(tmp_path):
 )
 def test_fig9_11_tiny(tmp_path, which, model, kw):
     (claim,) = _check(
-        figure_partial(which, "quick", cache=tmp_path, setup=_tiny(f"t_{which}", model, model_kwargs=kw)), 1
+        figure_partial("quick", which=which, cache=tmp_path, setup=_tiny(f"t_{which}", model, model_kwargs=kw)), 1
     )
     assert claim.effect is not None and claim.effect.n == 359  # McNemar on the digits test split
 
@@ -236,7 +236,7 @@ def test_premise_failure_makes_claims_not_tested(tmp_path):
     # A run whose persistent iterations equal the plain model (lambda 0) fails "the iterations differ", so its
     # accuracy claim is not tested, whatever the numbers.
     setup = _tiny("t_same", "lenet5", lam=0.0, epochs=2)
-    (claim,) = _check(figure_partial("lenet5", "quick", cache=tmp_path, setup=setup), 1)
+    (claim,) = _check(figure_partial("quick", which="lenet5", cache=tmp_path, setup=setup), 1)
     moved = [p for p in claim.premises if "differ" in p.statement]
     assert moved and not moved[0].met and claim.verdict.value == "not tested"
 

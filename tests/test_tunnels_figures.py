@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from figures.contract import Claim, FigureResult, MissingDataError
-from figures.tunnels._deep import DeepSetup, deep_runs, is_stuck, load_imagenet64
+from figures.tunnels._deep import DeepSetup, deep_runs, is_stuck
+from figures.tunnels._deep_data import load_imagenet64
 from figures.tunnels._setup import (
     STUCK_TOL,
     Setup,
@@ -108,11 +109,11 @@ def test_stuck_and_moved_premises_on_synthetic_curves():
 
 
 def test_fig1_left(tmp_path):
-    _check(run_left("quick", None, tmp_path, setup=TINY), ["loss"], 3)
+    _check(run_left("quick", cache=tmp_path, setup=TINY), ["loss"], 3)
 
 
 def test_fig1_right_matches_theory():
-    res = run_right("quick", None, setup=TINY, lbfgs_steps=30)
+    res = run_right("quick", setup=TINY, lbfgs_steps=30)
     _check(res, ["gradnorm"], 3)
     loss_claim, exp_claim, add_claim = res.claims
     assert loss_claim.held  # opening preserves the function exactly in float64, whatever the point
@@ -121,7 +122,7 @@ def test_fig1_right_matches_theory():
 
 
 def test_fig3(tmp_path):
-    res = run_fig3("quick", None, tmp_path, setup=TINY)
+    res = run_fig3("quick", cache=tmp_path, setup=TINY)
     _check(res, ["distance"], 3)
     assert res.claims[2].measured <= 1e-4  # lambda = 1/2 keeps the clone (nearly: float32 rounding) on its origin
 
@@ -129,7 +130,7 @@ def test_fig3(tmp_path):
 def test_fig2_left(tmp_path):
     from figures.tunnels.fig2 import run_fig2_left
 
-    _check(run_fig2_left("quick", None, tmp_path, setup=TINY), ["loss"], 4)
+    _check(run_fig2_left("quick", cache=tmp_path, setup=TINY), ["loss"], 4)
 
 
 # ----------------------------------------------------------------------------- Sec. 4.4: Fig. 2 right and Table 3
@@ -161,10 +162,10 @@ def test_fig2_right_and_table3_share_one_cached_run(tmp_path):
     from figures.tunnels.fig2_right import run_fig2_right
     from figures.tunnels.table3 import run_table3
 
-    _check(run_fig2_right("quick", None, tmp_path, setup=TINY_DEEP), ["loss"], 3)
+    _check(run_fig2_right("quick", cache=tmp_path, setup=TINY_DEEP), ["loss"], 3)
     (cached,) = tmp_path.glob("deep_*.json")
     stamp = cached.stat().st_mtime_ns
-    _check(run_table3("quick", None, tmp_path, setup=TINY_DEEP), ["times"], 2)
+    _check(run_table3("quick", cache=tmp_path, setup=TINY_DEEP), ["times"], 2)
     assert cached.stat().st_mtime_ns == stamp  # Table 3 read Fig. 2 right's runs instead of training again
     res = deep_runs(TINY_DEEP, None, tmp_path)
     # paired arms: every arm of a repetition continues from the same state, so the curves agree up to the opening
@@ -302,7 +303,7 @@ def test_table4_and_its_equivalence_verdict(tmp_path):
     from figures.tunnels.table4 import run_table4
     from figures.verdict import paired_effect
 
-    res = run_table4("quick", None, tmp_path, setup=TINY)
+    res = run_table4("quick", cache=tmp_path, setup=TINY)
     _check(res, ["accuracy"], 2)
     assert all(0 <= a <= 1 for a in res.claims[1].measured)
     assert res.claims[1].verdict is Verdict.NOT_TESTED  # a tiny run is not the paper's experiment
@@ -318,5 +319,5 @@ def test_table4_and_its_equivalence_verdict(tmp_path):
 def test_fig4_reuses_the_cached_runs(tmp_path):
     from figures.tunnels.fig4 import run_fig4
 
-    res = run_fig4("quick", None, tmp_path, setup=TINY, deep_setup=TINY_DEEP)
+    res = run_fig4("quick", cache=tmp_path, setup=TINY, deep_setup=TINY_DEEP)
     _check(res, ["loss"], 2 + 4 + 2)  # proposed vs each other arm, per experiment

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from figures.contract import CLAIMS_SCHEMA, Claim
+from figures.contract import Claim
 from figures.make_all import figure_sort_key
+from figures.schema import CLAIMS_SCHEMA
 from figures.verdict import (
     Verdict,
     at_least,

@@ -17,9 +17,7 @@ pairs.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +26,9 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_lock, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.verdict import at_least, paired_effect, verdict_for
+from landscape.trajectory import build_once
 
 EPOCHS = 30
 # Width 32 reached only 0.969 training accuracy after 30 epochs (premise below: 0.97), so it trains longer;
@@ -67,20 +66,23 @@ def _train(width: int, seed: int, train: Any, cache: Path | None = None) -> tupl
     epochs = EPOCHS_BY_WIDTH.get(width, EPOCHS)
     model = build_model("mlp", (1, 28, 28), 10, hidden=[width, width], seed=seed)
     key = hashlib.sha256(f"{width}-{seed}-{epochs}-{source_hash()}".encode()).hexdigest()[:16]
-    path = None if cache is None else cache / f"mlp_w{width}_s{seed}_{key}.safetensors"
-    with contextlib.ExitStack() as stack:
-        if path is not None:
-            stack.enter_context(cache_lock(path.with_suffix(".lock")))
-        if path is not None and path.is_file():
-            model.load_state_dict(safetensors.torch.load_file(path))
-        else:
-            model = fit(
-                model, train, optimizer="adam", optimizer_kwargs={"lr": 1e-3}, epochs=epochs, batch_size=128, seed=seed
-            ).model
-            if path is not None:
-                tmp = path.with_suffix(".tmp")
-                safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-                os.replace(tmp, path)
+
+    def trained() -> torch.nn.Module:
+        return fit(
+            model, train, optimizer="adam", optimizer_kwargs={"lr": 1e-3}, epochs=epochs, batch_size=128, seed=seed
+        ).model
+
+    if cache is None:
+        model = trained()
+    else:
+        path = Path(cache) / f"mlp_w{width}_s{seed}_{key}.safetensors"
+
+        def build(tmp: Path) -> None:
+            state = trained().state_dict()
+            safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+
+        build_once(path, build)
+        model.load_state_dict(safetensors.torch.load_file(path))
     acc = evaluate_dataset(model, train, torch.nn.functional.cross_entropy)["accuracy"]
     return model, float(acc)
 
@@ -88,11 +90,6 @@ def _train(width: int, seed: int, train: Any, cache: Path | None = None) -> tupl
 def source_hash() -> str:
     """SHA-256 of this file: editing it retrains the cached networks."""
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-
-
-def _cache(out: Path) -> Path:
-    """``<gallery>/.cache/beyond``: ``out`` is the figure's staging directory inside the gallery."""
-    return Path(out).resolve().parent / ".cache" / "beyond"
 
 
 def _pair_seeds(n: int) -> list[tuple[int, int]]:
@@ -112,7 +109,10 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
     curves: dict[tuple[int, str], np.ndarray] = {}
     jobs = [(w, s) for w in cfg["widths"] for s in _pair_seeds(cfg["pairs"])]
     for width, (sa, sb) in tqdm(jobs, desc="pairs", disable=not progress, leave=False):
-        (a, acc_a), (b, acc_b) = _train(width, sa, train, _cache(out)), _train(width, sb, train, _cache(out))
+        (a, acc_a), (b, acc_b) = (
+            _train(width, sa, train, cache_dir(out, "beyond")),
+            _train(width, sb, train, cache_dir(out, "beyond")),
+        )
         accs.setdefault(width, []).extend([acc_a, acc_b])
         b_wm = weight_matching(a, b).apply(b)
         res = {
@@ -275,7 +275,10 @@ def run_curves(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
     train = _data().train
     accs, line_b, curve_b, line_max, curve_max, kept = [], [], [], [], [], None
     for sa, sb in tqdm(_pair_seeds(cfg["pairs"]), desc="curves", disable=not progress, leave=False):
-        (a, acc_a), (b, acc_b) = _train(width, sa, train, _cache(out)), _train(width, sb, train, _cache(out))
+        (a, acc_a), (b, acc_b) = (
+            _train(width, sa, train, cache_dir(out, "beyond")),
+            _train(width, sb, train, cache_dir(out, "beyond")),
+        )
         accs += [acc_a, acc_b]
         curve = fit_curve(
             a,

@@ -28,7 +28,7 @@ import matplotlib.figure
 import torch
 from torch import nn
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.verdict import at_least, at_most
 
 LRS = (2 / 30, 0.1, 0.2)  # 2/lr = 30, 20, 10: all above the initial lambda_max (6.8), so sharpening must happen
@@ -160,9 +160,8 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
     from landscape.models import MLP
     from landscape.plot import plot_sharpness
 
-    with torch_threads(1):
-        mlp = _runs(lambda: MLP((1, 8, 8), [64, 64], 10, "tanh"), N_IMAGES, LRS, STEPS, EVERY, progress, "MLP")
-        cnn = _runs(small_cnn, CNN_IMAGES, CNN_LRS, CNN_STEPS, CNN_EVERY, progress, "CNN")
+    mlp = _runs(lambda: MLP((1, 8, 8), [64, 64], 10, "tanh"), N_IMAGES, LRS, STEPS, EVERY, progress, "MLP")
+    cnn = _runs(small_cnn, CNN_IMAGES, CNN_LRS, CNN_STEPS, CNN_EVERY, progress, "CNN")
     claims = _claims("MLP", LRS, mlp[1], mlp[2], STEPS, scale) + _claims(
         "CNN", CNN_LRS, cnn[1], cnn[2], CNN_STEPS, scale
     )

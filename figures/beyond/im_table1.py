@@ -34,7 +34,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.verdict import at_least, paired_effect, verdict_for
 
 ALPHAS = np.linspace(0, 1, 11)  # the Im figures' segment grid (ImSetup.grid)
@@ -90,23 +90,22 @@ def _fmt(xs: Any) -> str:
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     from tqdm.auto import tqdm
 
-    from figures.im._setup import METHOD_LABELS, ImRuns, RunSpec, cache_dir, grad_norm
+    from figures.im._setup import METHOD_LABELS, ImRuns, RunSpec, grad_norm
     from landscape.train import METHODS
 
     setup = _setup(scale, data_dir)
     reps = setup.repetitions
-    with torch_threads(1):
-        runs = ImRuns(setup, cache_dir(out), progress)
-        keys = [(m, k) for k in range(reps) for m in METHODS]  # the pool Im's Table 1 trains, in its order
-        pool = dict(zip(keys, runs.many([RunSpec(m, init=k) for m, k in keys])))
-        data = runs.surface_data()
-        models = {key: r.model() for key, r in pool.items()}
-        jobs = [("methods", (m1, k), (m2, k)) for k in range(reps) for m1, m2 in itertools.combinations(METHODS, 2)]
-        jobs += [("inits", (m, k1), (m, k2)) for m in METHODS for k1, k2 in itertools.combinations(range(reps), 2)]
-        rows = []
-        for kind, ka, kb in tqdm(jobs, desc="pairs", disable=not progress, leave=False):
-            rows.append({"kind": kind, "a": ka, "b": kb, **_pair(models[ka], models[kb], data)})
-        crit = [grad_norm(r, -1, data) / grad_norm(r, 0, data) for r in pool.values()]
+    runs = ImRuns(setup, cache_dir(out, "im"), progress)
+    keys = [(m, k) for k in range(reps) for m in METHODS]  # the pool Im's Table 1 trains, in its order
+    pool = dict(zip(keys, runs.many([RunSpec(m, init=k) for m, k in keys])))
+    data = runs.surface_data()
+    models = {key: r.model() for key, r in pool.items()}
+    jobs = [("methods", (m1, k), (m2, k)) for k in range(reps) for m1, m2 in itertools.combinations(METHODS, 2)]
+    jobs += [("inits", (m, k1), (m, k2)) for m in METHODS for k1, k2 in itertools.combinations(range(reps), 2)]
+    rows = []
+    for kind, ka, kb in tqdm(jobs, desc="pairs", disable=not progress, leave=False):
+        rows.append({"kind": kind, "a": ka, "b": kb, **_pair(models[ka], models[kb], data)})
+    crit = [grad_norm(r, -1, data) / grad_norm(r, 0, data) for r in pool.values()]
     accs = [r.last("trainset_accuracy") for r in pool.values()]
     same = [r for r in rows if r["kind"] == "methods"]
     diff = [r for r in rows if r["kind"] == "inits"]

@@ -43,7 +43,7 @@ from matplotlib.ticker import NullFormatter
 from plotly.subplots import make_subplots
 from torch import nn
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.verdict import at_least, at_most, verdict_for
 
 N_IMAGES = 512
@@ -105,11 +105,11 @@ def _lenet_setups(scale: Scale, data_dir: Path | None) -> dict[str, Any]:
 
 def _im_minima(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> list[dict[str, Any]]:
     """The Im et al. pool (7 methods x the setup's initializations): model, accuracies, training images."""
-    from figures.im._setup import METHOD_LABELS, ImRuns, RunSpec, cache_dir
+    from figures.im._setup import METHOD_LABELS, ImRuns, RunSpec
     from landscape.train import METHODS
 
     setup = _im_setup(scale, data_dir)
-    runs = ImRuns(setup, cache_dir(out), progress)
+    runs = ImRuns(setup, cache_dir(out, "im"), progress)
     keys = [(m, k) for k in range(setup.repetitions) for m in METHODS]  # Table 1's pool, in its order
     x, y = setup.splits().train
     data = (x[:N_IMAGES], y[:N_IMAGES])
@@ -129,12 +129,12 @@ def _im_minima(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
 
 def _lenet_minima(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> list[dict[str, Any]]:
     """LeNet-5's persistent iterations (plain = iteration 0) of the full bad / good and the partial runs."""
-    from figures.persistent._setup import cache_dir, iteration_model, run_persistent
+    from figures.persistent._setup import iteration_model, run_persistent
     from landscape.train import evaluate_dataset
 
     rows = []
     for label, setup in _lenet_setups(scale, data_dir).items():
-        pt = run_persistent(setup, cache_dir(out), progress)
+        pt = run_persistent(setup, cache_dir(out, "persistent"), progress)
         x, y = setup.splits().train
         data = (x[:N_IMAGES], y[:N_IMAGES])
         for i, r in enumerate(pt.results_):
@@ -240,14 +240,13 @@ def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     from tqdm.auto import tqdm
 
-    with torch_threads(1):
-        families = {
-            "Im et al. VGG": _im_minima(scale, data_dir, out, progress),
-            "LeNet-5": _lenet_minima(scale, data_dir, out, progress),
-        }
-        every = [r for rs in families.values() for r in rs]
-        for r in tqdm(every, desc="sharpness", disable=not progress, leave=False):
-            r["sharpness"] = measure(r["model"], r["data"])
+    families = {
+        "Im et al. VGG": _im_minima(scale, data_dir, out, progress),
+        "LeNet-5": _lenet_minima(scale, data_dir, out, progress),
+    }
+    every = [r for rs in families.values() for r in rs]
+    for r in tqdm(every, desc="sharpness", disable=not progress, leave=False):
+        r["sharpness"] = measure(r["model"], r["data"])
     claims = [c for fam, rs in families.items() for c in _claims(fam, rs, scale)]
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "sharpness.json").write_text(

@@ -18,18 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import (
     LINESTYLES,
     SOURCE,
     Curve,
     ImRuns,
-    ImSetup,
     RunSpec,
-    cache_dir,
     color,
     converged_premise,
-    single_threaded,
+    im_figure,
     small_multiples,
 )
 from figures.im._setup import METHOD_LABELS as LABELS
@@ -54,22 +52,10 @@ def transient_share(curve: np.ndarray, frac: float = 0.25) -> float:
     return float((c[0] - c[k]) / total) if np.isfinite(total) and total > 0 else float("nan")
 
 
-@single_threaded
-def fig1(
-    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
-) -> FigureResult:
-    """Compute and draw Fig. 1 (see the module docstring).
-
-    Args:
-        setup: Scale of the experiment.
-        cache_dir: Cache of the shared runs (``None``: in memory).
-        out: Unused (the figure writes no extra files).
-        progress: Show progress bars.
-
-    Returns:
-        The figure with its claims.
-    """
-    runs = ImRuns(setup, cache_dir, progress)
+@im_figure
+def fig1(runs: ImRuns) -> FigureResult:
+    """Fig. 1 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
+    setup = runs.setup
     reps = setup.repetitions
     methods = ("sgd", "adam")
     got = runs.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in methods})
@@ -147,4 +133,4 @@ def fig1(
     scales=("medium",),
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig1(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)
+    return fig1(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

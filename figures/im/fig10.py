@@ -16,18 +16,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import (
     LINESTYLES,
     SOURCE,
     Curve,
     ImRuns,
-    ImSetup,
-    RunSpec,
-    cache_dir,
     color,
     converged_premise,
-    single_threaded,
+    im_figure,
     small_multiples,
 )
 from figures.im._setup import METHOD_LABELS as LABELS
@@ -38,27 +35,13 @@ from landscape.train import METHODS
 __all__ = ["fig10"]
 
 
-@single_threaded
-def fig10(
-    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
-) -> FigureResult:
-    """Compute and draw Fig. 10 (see the module docstring).
-
-    Args:
-        setup: Scale of the experiment.
-        cache_dir: Cache of the shared runs (``None``: in memory).
-        out: Unused (the figure writes no extra files).
-        progress: Show progress bars.
-
-    Returns:
-        The figure with its claims.
-    """
-    runs = ImRuns(setup, cache_dir, progress)
+@im_figure
+def fig10(runs: ImRuns) -> FigureResult:
+    """Fig. 10 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
+    setup, progress = runs.setup, runs.progress
     reps = setup.repetitions
-    grid = runs.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in METHODS})
-    template = setup.model(RunSpec())
-    kw = {**runs.eval_kw(RunSpec()), "metrics": ("loss",)}
-    data = runs.surface_data()
+    grid = runs.method_grid(reps)
+    template, kw, data = runs.loss_kit()
     alphas = np.linspace(0, 2, 41)
     loss = {
         key: line(template, r.init, r.final, data, alphas=alphas, **kw).metrics["loss"]
@@ -128,4 +111,4 @@ def fig10(
     scales=("medium",),
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig10(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)
+    return fig10(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

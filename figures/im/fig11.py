@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
-from figures.im._setup import SOURCE, Curve, ImRuns, ImSetup, Run, RunSpec, cache_dir, single_threaded, small_multiples
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.im._setup import SOURCE, Curve, ImRuns, Run, RunSpec, im_figure, small_multiples
 from figures.verdict import at_least, at_most, paired_effect, verdict_for
 from landscape.analyze import line
 from landscape.evaluate import evaluate_points
@@ -88,22 +88,10 @@ def flatness(runs: ImRuns, run: Run, seed: int = 0) -> float:
     return float(np.max(np.abs(vals - base)) / base)
 
 
-@single_threaded
-def fig11(
-    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
-) -> FigureResult:
-    """Compute and draw Fig. 11 (see the module docstring).
-
-    Args:
-        setup: Scale of the experiment.
-        cache_dir: Cache of the shared runs (``None``: in memory).
-        out: Unused (the figure writes no extra files).
-        progress: Show progress bars.
-
-    Returns:
-        The figure with its claims.
-    """
-    runs = ImRuns(setup, cache_dir, progress)
+@im_figure
+def fig11(runs: ImRuns) -> FigureResult:
+    """Fig. 11 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
+    setup = runs.setup
     bns = (True, False)
 
     def spec(i: int, bn: bool, k: int = 0) -> RunSpec:
@@ -299,4 +287,4 @@ def fig11(
     scales=("medium",),
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig11(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)
+    return fig11(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -44,20 +44,18 @@ from typing import Any
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im._setup import (
     SOURCE,
     Curve,
     ImRuns,
-    ImSetup,
     Run,
     RunSpec,
-    cache_dir,
     color,
     converged_premise,
+    im_figure,
     rise_score,
-    single_threaded,
     small_multiples,
 )
 from figures.im.fig7 import slope_change
@@ -139,23 +137,15 @@ def _rates(sf: SwitchFigure, variant: int) -> str:
     return "; ".join(f"{LABELS[m]} {r(m, sf.start)} -> {r(m, sf.after[variant])}" for m in (sf.a, sf.b))
 
 
-@single_threaded
-def switch_figure(
-    number: int, setup: ImSetup, *, cache_dir: Path | str | None = None, progress: bool = False
-) -> FigureResult:
-    """Compute and draw one of Figs. 12-15 (see the module docstring).
+@im_figure
+def switch_figure(runs: ImRuns, number: int) -> FigureResult:
+    """Compute and draw one of Figs. 12-15 (see the module docstring) from the runs of one setting.
 
-    Args:
-        number: 12, 13, 14 or 15.
-        setup: Scale of the experiment.
-        cache_dir: Cache of the shared runs (``None``: in memory).
-        progress: Show progress bars.
-
-    Returns:
-        The figure with its claims.
+    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None, number)``, see
+    :func:`~figures.im._runs.im_figure`; ``number`` is 12, 13, 14 or 15.
     """
+    setup = runs.setup
     sf = SWITCHES[number]
-    runs = ImRuns(setup, cache_dir, progress)
     reps = setup.repetitions_switch
     variants = range(min(setup.switch_lr_variants, len(sf.after)))
     dirs = ((sf.a, sf.b), (sf.b, sf.a))
@@ -360,7 +350,7 @@ def switch_figure(
 def _register(number: int, title: str) -> None:
     @register_figure(f"im_fig{number}", paper="im", title=title, scales=("medium",))
     def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-        return switch_figure(number, ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), progress=progress)
+        return switch_figure(scale, data_dir, cache=cache_dir(out, "im"), progress=progress, number=number)
 
 
 _register(12, "Im et al. Fig. 12: NIN switching between SGD and Adam at 25/50%")

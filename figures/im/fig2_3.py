@@ -21,18 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im._setup import (
     SOURCE,
     ImRuns,
-    ImSetup,
     RunSpec,
-    cache_dir,
     converged_premise,
+    im_figure,
     rise,
     rise_score,
-    single_threaded,
 )
 from figures.verdict import paired_effect, verdict_for
 from landscape.analyze import barycentric, bilinear, line
@@ -63,22 +61,10 @@ def _panel(key: str, result: object, title: str, draw: object) -> Panel:
     return Panel(key, plotly=pfig, mpl=mfig)
 
 
-@single_threaded
-def fig2_3(
-    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
-) -> FigureResult:
-    """Compute and draw Figs. 2 and 3 (see the module docstring).
-
-    Args:
-        setup: Scale of the experiment.
-        cache_dir: Cache of the shared runs (``None``: in memory).
-        out: Unused (the figure writes no extra files).
-        progress: Show progress bars.
-
-    Returns:
-        The figure with its claims.
-    """
-    runs = ImRuns(setup, cache_dir, progress)
+@im_figure
+def fig2_3(runs: ImRuns) -> FigureResult:
+    """Figs. 2 and 3 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
+    setup, progress = runs.setup, runs.progress
     runs.many([RunSpec(m, init=k) for k in range(setup.repetitions) for m in ("sgd", *FIG3_METHODS)])
     s0, s1 = runs.many([RunSpec("sgd", init=0), RunSpec("sgd", init=1)])
     four = runs.many([RunSpec(m, init=0) for m in FIG3_METHODS])
@@ -191,4 +177,4 @@ def fig2_3(
     scales=("medium",),
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig2_3(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)
+    return fig2_3(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

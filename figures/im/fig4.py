@@ -24,18 +24,15 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy.stats import f_oneway
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im._setup import (
     SOURCE,
     ImRuns,
-    ImSetup,
-    RunSpec,
-    cache_dir,
     converged_premise,
+    im_figure,
     mpl_grid,
     no_difference,
-    single_threaded,
 )
 from figures.verdict import at_most, paired_effect, verdict_for
 from landscape.train import METHODS
@@ -59,24 +56,12 @@ def anova(groups: list[np.ndarray]) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-@single_threaded
-def fig4(
-    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
-) -> FigureResult:
-    """Compute and draw Fig. 4 (see the module docstring).
-
-    Args:
-        setup: Scale of the experiment.
-        cache_dir: Cache of the shared runs (``None``: in memory).
-        out: Unused (the figure writes no extra files).
-        progress: Show progress bars.
-
-    Returns:
-        The figure with its claims.
-    """
-    runs = ImRuns(setup, cache_dir, progress)
+@im_figure
+def fig4(runs: ImRuns) -> FigureResult:
+    """Fig. 4 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
+    setup = runs.setup
     reps = setup.repetitions
-    grid = runs.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in METHODS})
+    grid = runs.method_grid(reps)
     train = np.array([[grid[m, k].last("trainset_accuracy") for k in range(reps)] for m in METHODS])  # (7, R)
     test = np.array([[grid[m, k].last("test_accuracy") for k in range(reps)] for m in METHODS])
 
@@ -205,4 +190,4 @@ def fig4(
     "im_fig4", paper="im", title="Im et al. Fig. 4: training and test accuracy per method and init", scales=("medium",)
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig4(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)
+    return fig4(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

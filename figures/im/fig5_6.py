@@ -28,20 +28,17 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import (
     LINESTYLES,
     SOURCE,
     Curve,
     ImRuns,
-    ImSetup,
-    RunSpec,
-    cache_dir,
     color,
     converged_premise,
     first_crossing,
+    im_figure,
     mpl_grid,
-    single_threaded,
     small_multiples,
 )
 from figures.im._setup import METHOD_LABELS as LABELS
@@ -80,27 +77,13 @@ def basin_widths(d: np.ndarray, loss: np.ndarray, length: float) -> tuple[float,
     return tuple(float(d[-1]) if math.isnan(w) else w for w in out)  # type: ignore[return-value]
 
 
-@single_threaded
-def fig5_6(
-    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
-) -> FigureResult:
-    """Compute and draw Figs. 5 and 6 (see the module docstring).
-
-    Args:
-        setup: Scale of the experiment.
-        cache_dir: Cache of the shared runs (``None``: in memory).
-        out: Unused (the figure writes no extra files).
-        progress: Show progress bars.
-
-    Returns:
-        The figure with its claims.
-    """
-    runs = ImRuns(setup, cache_dir, progress)
+@im_figure
+def fig5_6(runs: ImRuns) -> FigureResult:
+    """Figs. 5 and 6 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
+    setup, progress = runs.setup, runs.progress
     reps = setup.repetitions
-    grid = runs.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in METHODS})
-    template = setup.model(RunSpec())
-    kw = {**runs.eval_kw(RunSpec()), "metrics": ("loss",)}
-    data = runs.surface_data()
+    grid = runs.method_grid(reps)
+    template, kw, data = runs.loss_kit()
 
     prof: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, float]] = {}
     for (m, k), r in tqdm(grid.items(), desc="fig 5-6 lines", disable=not progress, leave=False):
@@ -300,4 +283,4 @@ def fig5_6(
     scales=("medium",),
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig5_6(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)
+    return fig5_6(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

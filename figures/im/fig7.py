@@ -28,21 +28,19 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im._setup import (
     SOURCE,
     Curve,
     ImRuns,
-    ImSetup,
     Run,
     RunSpec,
-    cache_dir,
     color,
     converged_premise,
+    im_figure,
     rise,
     rise_score,
-    single_threaded,
     small_multiples,
 )
 from figures.verdict import at_least, paired_effect, verdict_for
@@ -81,22 +79,10 @@ def _curves(plain: dict[str, Run], switched: list[Run], a: str, b: str, metric: 
     ]
 
 
-@single_threaded
-def fig7(
-    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
-) -> FigureResult:
-    """Compute and draw Fig. 7 (see the module docstring).
-
-    Args:
-        setup: Scale of the experiment.
-        cache_dir: Cache of the shared runs (``None``: in memory).
-        out: Unused (the figure writes no extra files).
-        progress: Show progress bars.
-
-    Returns:
-        The figure with its claims.
-    """
-    runs = ImRuns(setup, cache_dir, progress)
+@im_figure
+def fig7(runs: ImRuns) -> FigureResult:
+    """Fig. 7 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
+    setup = runs.setup
     fr = setup.switch_fractions
     runs.many(
         [
@@ -113,9 +99,7 @@ def fig7(
         for a, b in (("sgd", "adam"), ("adam", "sgd"))
     }
     at = [round(setup.epochs * f) for f in fr]
-    template = setup.model(RunSpec())
-    kw = {**runs.eval_kw(RunSpec()), "metrics": ("loss",)}
-    data = runs.surface_data()
+    template, kw, data = runs.loss_kit()
     alphas = np.linspace(0, 1, 21)
 
     acc_panels, dist_panels, line_panels = [], [], []
@@ -286,4 +270,4 @@ def fig7(
     "im_fig7", paper="im", title="Im et al. Fig. 7: switching between SGD and Adam at 25/50/75%", scales=("medium",)
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig7(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)
+    return fig7(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -27,19 +27,17 @@ import numpy as np
 from scipy.signal import find_peaks
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import (
     LINESTYLES,
     SOURCE,
     Curve,
     ImRuns,
-    ImSetup,
     RunSpec,
-    cache_dir,
     color,
     converged_premise,
+    im_figure,
     rise_score,
-    single_threaded,
     small_multiples,
 )
 from figures.im._setup import METHOD_LABELS as LABELS
@@ -70,22 +68,10 @@ def barrier_width(z: np.ndarray) -> float:
     return float(np.mean(z > end + 0.5 * (peak - end)))
 
 
-@single_threaded
-def fig8_table2(
-    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
-) -> FigureResult:
-    """Compute and draw Fig. 8 and Table 2 (see the module docstring).
-
-    Args:
-        setup: Scale of the experiment.
-        cache_dir: Cache of the shared runs (``None``: in memory).
-        out: Unused (the figure writes no extra files).
-        progress: Show progress bars.
-
-    Returns:
-        The figure with its claims.
-    """
-    runs = ImRuns(setup, cache_dir, progress)
+@im_figure
+def fig8_table2(runs: ImRuns) -> FigureResult:
+    """Fig. 8 and Table 2 from the runs of one setting (signature: :func:`~figures.im._runs.im_figure`)."""
+    setup, progress = runs.setup, runs.progress
     reps = setup.repetitions_nobn
     bns = (True, False)
     grid = runs.table(
@@ -265,4 +251,4 @@ def fig8_table2(
     scales=("medium",),
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig8_table2(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)
+    return fig8_table2(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

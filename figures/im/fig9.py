@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import (
     SOURCE,
     Curve,
@@ -34,9 +34,8 @@ from figures.im._setup import (
     ImSetup,
     Run,
     RunSpec,
-    cache_dir,
+    im_figure,
     mpl_grid,
-    single_threaded,
     small_multiples,
 )
 from figures.verdict import at_most, paired_effect, verdict_for
@@ -98,22 +97,10 @@ def _final(r: Run) -> float:
     return float(c[-1])
 
 
-@single_threaded
-def fig9(
-    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
-) -> FigureResult:
-    """Compute and draw Fig. 9 (see the module docstring).
-
-    Args:
-        setup: Scale of the experiment.
-        cache_dir: Cache of the shared runs (``None``: in memory).
-        out: Unused (the figure writes no extra files).
-        progress: Show progress bars.
-
-    Returns:
-        The figure with its claims.
-    """
-    runs = ImRuns(setup, cache_dir, progress)
+@im_figure
+def fig9(runs: ImRuns) -> FigureResult:
+    """Fig. 9 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
+    setup = runs.setup
     reps = setup.repetitions_fig9
     spe = setup.steps_per_epoch()
     label = {key: lab for key, lab, *_ in VARIANTS}
@@ -291,4 +278,4 @@ def fig9(
     "im_fig9", paper="im", title="Im et al. Fig. 9: SGD and Adam with Runge-Kutta (RK2) steps", scales=("medium",)
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig9(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)
+    return fig9(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import (
     LINESTYLES,
     SOURCE,
@@ -40,13 +40,12 @@ from figures.im._setup import (
     ImRuns,
     ImSetup,
     RunSpec,
-    _ptb_dir,
-    cache_dir,
     color,
     converged_premise,
+    im_figure,
     no_difference,
+    ptb_dir,
     rise_score,
-    single_threaded,
     small_multiples,
 )
 from figures.im._setup import METHOD_LABELS as LABELS
@@ -74,7 +73,7 @@ def lstm_setup(scale: Scale | str, data_dir: Path | str | None = None) -> ImSetu
         return ImSetup(name="quick", dataset="pydoc", train_size=800, epochs=5, dropout=0.1, surface_size=512)
     if scale is Scale.MEDIUM:
         return ImSetup(name="medium", dataset="pydoc", train_size=None, epochs=10, dropout=0.1, surface_size=1000)
-    root = _ptb_dir(data_dir)  # fails at once, naming the files, when they are missing
+    root = ptb_dir(data_dir)  # fails at once, naming the files, when they are missing
     return ImSetup(
         name="full",
         dataset="ptb",
@@ -96,21 +95,16 @@ def _spec(method: str, k: int) -> RunSpec:
     return RunSpec(method, init=k, arch="lstm", batchnorm=False, hyper=LSTM_METHODS[method])
 
 
-@single_threaded
-def lstm_figure(setup: ImSetup, *, cache_dir: Path | str | None = None, progress: bool = False) -> FigureResult:
-    """Compute and draw the LSTM figure (see the module docstring).
+@im_figure(settings=lstm_setup)
+def lstm_figure(runs: ImRuns) -> FigureResult:
+    """Compute and draw the LSTM figure (see the module docstring) from the runs of one setting.
 
-    Args:
-        setup: Scale of the experiment (a text ``dataset``: ``"pydoc"`` or ``"ptb"``).
-        cache_dir: Cache of the runs (``None``: in memory).
-        progress: Show progress bars.
-
-    Returns:
-        The figure with its claims.
+    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None)``, see
+    :func:`~figures.im._runs.im_figure`; the setting needs a text ``dataset`` (``"pydoc"`` or ``"ptb"``).
     """
+    setup = runs.setup
     if setup.dataset not in ("pydoc", "ptb"):
         raise ValueError(f"the LSTM figure needs a text dataset ('pydoc' or 'ptb'), got {setup.dataset!r}")
-    runs = ImRuns(setup, cache_dir, progress)
     reps = setup.repetitions_lstm
     methods = list(LSTM_METHODS)
     got = runs.table({(m, k): _spec(m, k) for k in range(reps) for m in methods})
@@ -240,4 +234,4 @@ def lstm_figure(setup: ImSetup, *, cache_dir: Path | str | None = None, progress
     "im_lstm", paper="im", title="Im et al. LSTM language model: minima of three methods, quality", scales=("medium",)
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return lstm_figure(lstm_setup(scale, data_dir), cache_dir=cache_dir(out), progress=progress)
+    return lstm_figure(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -30,20 +30,18 @@ import torch
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im._setup import (
     SOURCE,
     ImRuns,
-    ImSetup,
     RunSpec,
-    cache_dir,
     converged_premise,
+    im_figure,
     mpl_grid,
     rise,
     rise_score,
     rises,
-    single_threaded,
 )
 from figures.verdict import paired_effect, verdict_for
 from landscape.analyze import barycentric, distance_along_path, line
@@ -86,22 +84,15 @@ def _labels(data: object) -> np.ndarray:
     return np.concatenate([np.asarray(y) for _, y in data])  # type: ignore[attr-defined]
 
 
-@single_threaded
-def table1(
-    setup: ImSetup, *, cache_dir: Path | str | None = None, out: Path | None = None, progress: bool = False
-) -> FigureResult:
-    """Compute and draw Table 1 (see the module docstring).
+@im_figure
+def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
+    """Compute and draw Table 1 (see the module docstring) from the pool of runs of one setting.
 
-    Args:
-        setup: Scale of the experiment.
-        cache_dir: Cache of the shared runs (``None``: in memory).
-        out: Directory for ``table1.json`` (per-pair numbers); ``None`` writes nothing.
-        progress: Show progress bars.
-
-    Returns:
-        The figure with its claims.
+    Signature: ``(scale="quick", data_dir=None, *, cache=None, progress=False, setup=None, out=None)``, see
+    :func:`~figures.im._runs.im_figure`; ``out`` is the directory for ``table1.json`` (per-pair numbers), ``None``
+    writes nothing.
     """
-    runs = ImRuns(setup, cache_dir, progress)
+    setup, progress = runs.setup, runs.progress
     runs.many([RunSpec(m, init=k) for k in range(setup.repetitions) for m in METHODS])  # one call: shared training
     specs = [RunSpec(m, init=0) for m in METHODS]
     rs = runs.many(specs)
@@ -382,4 +373,4 @@ def table1(
     scales=("medium",),
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return table1(ImSetup.for_scale(scale, data_dir), cache_dir=cache_dir(out), out=out, progress=progress)
+    return table1(scale, data_dir, cache=cache_dir(out, "im"), progress=progress, out=out)

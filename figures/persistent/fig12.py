@@ -1,6 +1,6 @@
 """Persistent Neurons, Fig. 12: Hessian eigenvalue density of the plain vs the championship ResNet.
 
-000 Sec. 5, Fig. 12: spectral densities (PyHessian, stochastic Lanczos quadrature) of the vanilla ResNet-18 and
+Sec. 5, Fig. 12: spectral densities (PyHessian, stochastic Lanczos quadrature) of the vanilla ResNet-18 and
 the championship of its partial persistent training (Fig. 11): "the championship persistent model's spectrum has
 fewer outliers than the plain model"; "persistent training further shortened the distance between the largest
 eigenvalue of the Hessian and the bulk". Here: :func:`landscape.curvature.hessian_spectrum` (SLQ density, Lanczos
@@ -27,18 +27,16 @@ import matplotlib.figure
 import numpy as np
 from torch import nn
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.persistent._setup import (
     SOURCE,
     RunSetup,
     at_least,
     best_persistent,
-    cache_dir,
     iteration_model,
     moved_premise,
     partial_setup,
     run_persistent,
-    torch_threads,
 )
 from figures.verdict import at_most, paired_effect, verdict_for
 from landscape.curvature import HessianSpectrum, hessian_spectrum
@@ -85,8 +83,9 @@ def summary(spec: HessianSpectrum) -> dict[str, float]:
 
 
 def figure12(
-    scale: Scale | str,
+    scale: Scale | str = Scale.QUICK,
     data_dir: Path | str | None = None,
+    *,
     cache: Path | str | None = None,
     progress: bool = False,
     setup: RunSetup | None = None,
@@ -106,22 +105,21 @@ def figure12(
     x, y = setup.splits().train
     data = (x[:images], y[:images])
     spectra = []
-    with torch_threads(1):
-        for it in (0, other):
-            spectra.append(
-                hessian_spectrum(
-                    iteration_model(pt, it),
-                    nn.functional.cross_entropy,
-                    data,
-                    n_probes=probes,
-                    steps=steps,
-                    top_k=top_k,
-                    seed=0,
-                    bn_mode="eval",
-                    data_description=f"{images} training images",
-                    progress=progress,
-                )
+    for it in (0, other):
+        spectra.append(
+            hessian_spectrum(
+                iteration_model(pt, it),
+                nn.functional.cross_entropy,
+                data,
+                n_probes=probes,
+                steps=steps,
+                top_k=top_k,
+                seed=0,
+                bn_mode="eval",
+                data_description=f"{images} training images",
+                progress=progress,
             )
+        )
     sp, so = summary(spectra[0]), summary(spectra[1])
     who = f"championship (iteration {c})" if other == c else f"best persistent iteration ({other})"
     labels = ["plain", who]
@@ -221,4 +219,4 @@ def figure12(
     "persistent_fig12", paper="persistent", title="Fig. 12: Hessian eigenvalue density, plain vs championship ResNet"
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure12(scale, data_dir, cache_dir(out), progress)
+    return figure12(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)

@@ -1,6 +1,6 @@
 """Persistent Neurons, Figs. 13-15: saturation of a 7-layer tanh network under partial persistent training.
 
-000 Sec. 5: a 7-layer fully connected network with tanh activations and Xavier initialization (Glorot & Bengio
+Sec. 5: a 7-layer fully connected network with tanh activations and Xavier initialization (Glorot & Bengio
 2010), partial persistent training on CIFAR-10 (same validation / test split as Sec. 4). Fig. 13: validation and
 test error per iteration (the 5th iteration is the championship). Fig. 14: the 98th percentile of each layer's
 activation values over 30 epochs, plain (solid) vs persistent iterations: "the neurons become less saturated as
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.persistent._setup import (
     ORANGE,
     PALETTE,
@@ -42,7 +42,6 @@ from figures.persistent._setup import (
     Sub,
     accuracy_claim_values,
     at_least,
-    cache_dir,
     converged_premise,
     error_sub,
     layers_used,
@@ -145,8 +144,9 @@ def saturated_share_layers(h: SaturationHistory, epoch: float, edge: float = EDG
 
 
 def figure13_15(
-    scale: Scale | str,
+    scale: Scale | str = Scale.QUICK,
     data_dir: Path | str | None = None,
+    *,
     cache: Path | str | None = None,
     progress: bool = False,
     setup: RunSetup | None = None,
@@ -327,4 +327,4 @@ def _release(fig) -> None:  # noqa: ANN001
     title="Figs. 13-15: saturation of a 7-layer tanh network under partial persistent training",
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure13_15(scale, data_dir, cache_dir(out), progress)
+    return figure13_15(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)

@@ -1,10 +1,10 @@
 """Persistent Neurons, Figs. 1-2: the two-minima surface, plain GD vs persistent GD on its contour plot.
 
-000 Sec. 2 (and 001): ``f`` of eq. (1) (reading 1 of ``papers/README.md``) has a shallow wide minimum near
+Sec. 2 (and the preprint): ``f`` of eq. (1) (read as in :mod:`figures.toy_demo`) has a shallow wide minimum near
 (2, -2) and a deep narrow one near (-2, -1). Gradient descent (lr 0.001, 50,000 steps) from
 ``w_ini = (-0.335, -1.4)`` ends in (2, -2). Persistent training restarts from ``w_ini`` on
 ``f + lambda |w0 . w| / ||w0||^2`` (eq. 2, lambda = 0.1) with ``w0`` the plain run's converged point, and ends
-in the other basin. The penalty's gradient is 000 eq. (6), ``lambda sign(w0 . w) w0 / ||w0||^2`` (tested
+in the other basin. The penalty's gradient is Persistent Neurons, eq. (6), ``lambda sign(w0 . w) w0 / ||w0||^2`` (tested
 against :class:`persistence.PersistentPenalty`). The surface is analytic, so both scales are the paper's.
 
 Reused from :mod:`figures.toy_demo` (the gallery's self-test demo, which draws the plain half only and is not
@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 
 from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
 from figures.persistent._setup import SOURCE
-from figures.toy_demo import MINIMUM_A, MINIMUM_B, W_INI, grad, loss
+from figures.toy_demo import MINIMUM_A, MINIMUM_B, W_INI, draw_surface, grad, loss
 from figures.verdict import at_most
 
-LAM = 0.1  # 000 Sec. 2, eq. (2)
+LAM = 0.1  # Persistent Neurons, Sec. 2, eq. (2)
 LR = 1e-3
 STEPS = 50_000
 CONV_TOL = 1e-3  # premise: the last 250 steps moved the iterate by at most this
@@ -64,7 +64,7 @@ def persistent_gd(
     path = [(x, y)]
     for t in tqdm(range(1, steps + 1), desc="toy GD", disable=not progress, leave=False, mininterval=0.5):
         gx, gy = grad(x, y)
-        for (ax_, ay_), (sx, sy) in zip(a, scaled):  # 000 eq. (6) in two dimensions
+        for (ax_, ay_), (sx, sy) in zip(a, scaled):  # Persistent Neurons, eq. (6) in two dimensions
             s = np.sign(ax_ * x + ay_ * y)
             gx, gy = gx + s * sx, gy + s * sy
         x, y = x - lr * gx, y - lr * gy
@@ -77,8 +77,17 @@ def _fmt(p: np.ndarray | Sequence[float]) -> str:
     return f"({p[0]:.3f}, {p[1]:.3f})"
 
 
-def figure1_2(steps: int = STEPS, lr: float = LR, lam: float = LAM, progress: bool = False) -> FigureResult:
-    """The figure at given settings (the paper's by default)."""
+def figure1_2(
+    scale: Scale | str = Scale.QUICK,
+    data_dir: Path | str | None = None,
+    *,
+    cache: Path | str | None = None,
+    progress: bool = False,
+    steps: int = STEPS,
+    lr: float = LR,
+    lam: float = LAM,
+) -> FigureResult:
+    """The figure at given settings (the paper's by default; the toy needs no data or cache, at every scale)."""
     xs, ys = np.linspace(-4.5, 4.5, 121), np.linspace(-4.5, 2.5, 99)
     X, Y = np.meshgrid(xs, ys)
     Z = loss(X, Y)
@@ -94,17 +103,7 @@ def figure1_2(steps: int = STEPS, lr: float = LR, lam: float = LAM, progress: bo
     conv_p = at_most("plain GD converged", step_p, CONV_TOL, detail="distance moved over the last 250 steps")
     conv_q = at_most("persistent GD converged", step_q, CONV_TOL, detail="distance moved over the last 250 steps")
 
-    surface = go.Figure(go.Surface(x=xs, y=ys, z=Z, colorscale="Viridis", showscale=False))
-    surface.update_layout(
-        title="Fig. 1: loss surface with two minima",
-        height=450,
-        margin=dict(l=0, r=0, t=40, b=0),
-        scene=dict(xaxis_title="x", yaxis_title="y", zaxis_title="f"),
-    )
-    m_surface = matplotlib.figure.Figure(figsize=(5.5, 4.5))
-    ax = m_surface.add_subplot(projection="3d")
-    ax.plot_surface(X, Y, Z, cmap="viridis", linewidth=0, antialiased=True)
-    ax.set(xlabel="x", ylabel="y", zlabel="f", title="Fig. 1: loss surface with two minima")
+    surface, m_surface = draw_surface(xs, ys, Z, "Fig. 1: loss surface with two minima")
 
     titles = [f"plain GD: f, lr {lr:g}, {steps:,} steps", f"persistent: f + {lam:g} |w0.w| / ||w0||^2"]
     paths = [(plain, "plain GD", "red"), (pers, "persistent GD", "orange")]
@@ -207,4 +206,4 @@ def figure1_2(steps: int = STEPS, lr: float = LR, lam: float = LAM, progress: bo
 
 @register_figure("persistent_fig1_2", paper="persistent", title="Figs. 1-2: two-minima toy, plain vs persistent GD")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure1_2(progress=progress)
+    return figure1_2(scale, data_dir, progress=progress)

@@ -1,6 +1,6 @@
 """Persistent Neurons, Figs. 3-5: the 1-D regression "kink", re-initializations vs persistent training.
 
-000 Sec. 3 / Algorithm 1: a ReLU MLP ``R -> 32 -> 32 -> R`` (eq. 3), He initialization, full-batch MSE, SGD with
+Sec. 3 / Algorithm 1: a ReLU MLP ``R -> 32 -> 32 -> R`` (eq. 3), He initialization, full-batch MSE, SGD with
 momentum 0.9, lr 0.001, 50,000 steps. Fig. 3: the plain model fits two straight lines joined by a kink
 (loss ~4.2). Fig. 4: 100 re-initializations, "most seeds" end in that kink; the best has loss 0.33. Fig. 5: 100
 persistent iterations (lambda = 0.01) from the kink's initialization; the championship has loss 0.10.
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from figures.contract import Claim, FigureResult, Scale, cache_lock, register_figure
+from figures.contract import Claim, FigureResult, Scale, cache_dir, figure_function, register_figure
 from figures.persistent._setup import (
     BLUE,
     GREEN,
@@ -55,10 +55,10 @@ from figures.persistent._setup import (
     render,
     source_hash,
 )
-from figures.persistent._setup import cache_dir as _cache_dir
 from figures.verdict import at_least, at_most, verdict_for
 from landscape.data import two_region_linear_loss
 from landscape.models import build_model
+from landscape.trajectory import cache_lock, lock_path
 from persistence.fast import FastPersistentResult, SeedsResult, fast_persistent_run, train_seeds_batched
 
 KINK_TOL = 0.1
@@ -108,7 +108,7 @@ def kink_data(target: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x.float(), fn(x).float()
 
 
-PAPER_KINK, PAPER_BEST_REINIT, PAPER_CHAMPION = 4.2, 0.33, 0.10  # 000 Sec. 3, Figs. 3-5
+PAPER_KINK, PAPER_BEST_REINIT, PAPER_CHAMPION = 4.2, 0.33, 0.10  # Persistent Neurons, Sec. 3, Figs. 3-5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +141,7 @@ class KinkSetup:
 
     @classmethod
     def for_scale(cls, scale: Scale | str) -> KinkSetup:
-        """Quick settings, medium (the paper's 100 seeds, quick's other settings) or the paper's (000 Sec. 3)."""
+        """Quick settings, medium (the paper's 100 seeds, quick's other settings) or the paper's (Sec. 3)."""
         if Scale(scale) is Scale.QUICK:
             return cls()
         if Scale(scale) is Scale.MEDIUM:
@@ -171,7 +171,7 @@ def kink_runs(
     x, y = kink_data(setup.target)
     kink = two_region_linear_loss(x, y)
     root = None if cache is None else Path(cache) / setup.key()
-    with cache_lock(root.with_suffix(".lock")) if root else contextlib.nullcontext():
+    with cache_lock(lock_path(root)) if root else contextlib.nullcontext():
         seeds_file = None if root is None else root / "seeds.npz"
         if seeds_file is not None and seeds_file.is_file():
             seeds = SeedsResult.load(seeds_file)
@@ -226,8 +226,9 @@ def _predict(model: torch.nn.Module, xs: torch.Tensor) -> np.ndarray:
         return model(xs).reshape(-1).double().numpy()
 
 
-def figure3_5(setup: KinkSetup, cache: Path | str | None = None, progress: bool = False) -> FigureResult:
-    """The figure at given settings."""
+@figure_function(lambda scale, data_dir: KinkSetup.for_scale(scale))
+def figure3_5(setup: KinkSetup, *, cache: Path | str | None, progress: bool) -> FigureResult:
+    """The figure at given settings (signature: :func:`figures.contract.figure_function`; no data needed)."""
     x, y = kink_data(setup.target)
     kink = two_region_linear_loss(x, y)
     seeds, pers, s0 = kink_runs(setup, cache, progress)
@@ -426,4 +427,4 @@ def figure3_5(setup: KinkSetup, cache: Path | str | None = None, progress: bool 
     scales=("medium",),
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure3_5(KinkSetup.for_scale(scale), cache=_cache_dir(out), progress=progress)
+    return figure3_5(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)

@@ -1,6 +1,6 @@
 """Persistent Neurons, Fig. 6: plain vs championship training trajectories of LeNet-5 on a 2-D PCA plane.
 
-000 Sec. 4, Fig. 6: "Green: plain model training trajectory; Red: championship training trajectory. The two
+Sec. 4, Fig. 6: "Green: plain model training trajectory; Red: championship training trajectory. The two
 trajectories start from the same location while converge to different solutions", drawn over contours of the
 loss. Here: the full persistent LeNet-5 runs of Figs. 7-8 from the bad initialization (shared cache,
 ``figures/persistent/_setup.py``), one snapshot per epoch; one :class:`landscape.analyze.TrajectoryPCA` (centred
@@ -19,19 +19,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
-from figures.persistent._setup import SOURCE, cache_dir, lenet_full_setups, run_persistent, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.persistent._setup import SOURCE, lenet_full_setups, run_persistent
 from figures.verdict import at_least, at_most
 from landscape.analyze import TrajectoryPCA, make_loss_at, plane
 from landscape.plot import plot_trajectory
-from landscape.plot import plot_trajectory as plot_trajectory_mpl
 
 DIVERGE_MIN = 0.25
 
 
 def figure6(
-    scale: Scale | str,
+    scale: Scale | str = Scale.QUICK,
     data_dir: Path | str | None = None,
+    *,
     cache: Path | str | None = None,
     progress: bool = False,
     setup=None,
@@ -55,20 +55,19 @@ def figure6(
     x, y = setup.splits().train
     data = (x[:loss_images], y[:loss_images])
     model = setup.build()
-    with torch_threads(1):
-        pca = TrajectoryPCA(2).fit([t_plain, t_other])
-        loss_at = make_loss_at(model, data, nn.functional.cross_entropy)
-        path = pca.project([t_plain, t_other], loss_at=loss_at)
-        lo, hi = path.coordinates.min(0), path.coordinates.max(0)
-        pad = 0.25 * (hi - lo) + 1e-9
-        center, d1, d2 = pca.plane_directions(torch.float32)
-        xs = np.linspace(lo[0] - pad[0], hi[0] + pad[0], grid)
-        ys = np.linspace(lo[1] - pad[1], hi[1] + pad[1], grid)
-        surf = plane(model, center, d1, d2, data, xs, ys, metrics=("loss",), loss_fn=nn.functional.cross_entropy)
+    pca = TrajectoryPCA(2).fit([t_plain, t_other])
+    loss_at = make_loss_at(model, data, nn.functional.cross_entropy)
+    path = pca.project([t_plain, t_other], loss_at=loss_at)
+    lo, hi = path.coordinates.min(0), path.coordinates.max(0)
+    pad = 0.25 * (hi - lo) + 1e-9
+    center, d1, d2 = pca.plane_directions(torch.float32)
+    xs = np.linspace(lo[0] - pad[0], hi[0] + pad[0], grid)
+    ys = np.linspace(lo[1] - pad[1], hi[1] + pad[1], grid)
+    surf = plane(model, center, d1, d2, data, xs, ys, metrics=("loss",), loss_fn=nn.functional.cross_entropy)
     labels = ["plain", label]
     title = "Fig. 6: plain vs championship trajectory on the PCA plane (training loss)"
     fig = plot_trajectory(surf, path, labels=labels, log=True, title=title)
-    mfig = plot_trajectory_mpl(surf, path, labels=labels, log=True, title=title)
+    mfig = plot_trajectory(surf, path, labels=labels, log=True, title=title, backend="matplotlib")
 
     v0, v1 = t_plain.vectors(dtype=torch.float64), t_other.vectors(dtype=torch.float64)
     start_gap = float((v0[0] - v1[0]).norm())
@@ -125,4 +124,4 @@ def figure6(
     "persistent_fig6", paper="persistent", title="Fig. 6: plain vs championship LeNet-5 trajectories on a PCA plane"
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure6(scale, data_dir, cache_dir(out), progress)
+    return figure6(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)

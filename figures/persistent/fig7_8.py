@@ -1,6 +1,6 @@
 """Persistent Neurons, Figs. 7-8: full persistent LeNet-5 from a "bad" and a "good" initialization.
 
-000 Sec. 4: LeNet-5 (ReLU) with every weight and bias drawn from N(0, 0.2) (initialization 1, "bad") or
+Sec. 4: LeNet-5 (ReLU) with every weight and bias drawn from N(0, 0.2) (initialization 1, "bad") or
 N(0, 0.05) (initialization 2, "good"); Adam lr 0.001, batch 256, lambda = 0.01 on all layers, 20 iterations
 (1 plain + 19 persistent) on CIFAR-10 with its test set split 5,000 / 5,000 into validation and test. Fig. 7:
 validation and test error per iteration against the plain model's (horizontal lines). Fig. 8: training curves
@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from figures.contract import Claim, FigureResult, Scale, register_figure
+from figures.contract import Claim, FigureResult, Scale, cache_dir, register_figure
 from figures.persistent._setup import (
     SOURCE,
     accuracy_claim_values,
     at_least,
-    cache_dir,
     converged_premise,
     error_sub,
     history_subs,
@@ -38,7 +37,7 @@ from figures.persistent._setup import (
     test_correct,
 )
 
-PAPER = {  # 000 Sec. 4, Fig. 7: validation / test accuracy
+PAPER = {  # Persistent Neurons, Sec. 4, Fig. 7: validation / test accuracy
     "bad": {"plain_val": 0.7074, "plain_test": 0.6994, "champ_val": 0.7164, "champ_test": 0.7178},
     "good": {"plain_val": 0.7158, "plain_test": 0.7148, "champ_val": 0.7276, "champ_test": 0.7322},
 }
@@ -50,8 +49,9 @@ def _labels(setups: dict) -> dict[str, str]:
 
 
 def figure7_8(
-    scale: Scale | str,
+    scale: Scale | str = Scale.QUICK,
     data_dir: Path | str | None = None,
+    *,
     cache: Path | str | None = None,
     progress: bool = False,
     setups: dict | None = None,
@@ -179,4 +179,4 @@ def figure7_8(
     title="Figs. 7-8: full persistent LeNet-5 from bad and good initializations",
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure7_8(scale, data_dir, cache_dir(out), progress)
+    return figure7_8(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)

@@ -1,6 +1,6 @@
 """Persistent Neurons, Figs. 9-11: partial persistent LeNet-5, AlexNet and ResNet-18.
 
-000 Sec. 4 (eq. 5): each persistent iteration penalizes one randomly drawn layer (seeded, recorded in the
+Sec. 4 (eq. 5): each persistent iteration penalizes one randomly drawn layer (seeded, recorded in the
 scaling), lambda = 0.001, Adam lr 0.001, PyTorch's default initialization; LeNet-5 (batch 256), AlexNet and
 ResNet-18 (batch 128) for 150, 150 and 350 epochs on CIFAR-10 (test set split 5,000 / 5,000 into validation
 and test). Left of each figure: validation and test error per iteration against the plain model's; right: the
@@ -25,13 +25,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from figures.contract import Claim, FigureResult, Scale, register_figure
+from figures.contract import Claim, FigureResult, Scale, cache_dir, register_figure
 from figures.persistent._setup import (
     PARTIAL_MODELS,
     SOURCE,
     RunSetup,
     accuracy_claim_values,
-    cache_dir,
     converged_premise,
     error_sub,
     history_subs,
@@ -46,7 +45,7 @@ from figures.persistent._setup import (
     test_correct,
 )
 
-PAPER = {  # 000 Sec. 4: (plain val, plain test, championship val, championship test)
+PAPER = {  # Persistent Neurons, Sec. 4: (plain val, plain test, championship val, championship test)
     "lenet5": (0.7294, 0.7260, 0.7360, 0.7322),
     "alexnet": (0.8046, 0.7892, 0.8074, 0.7944),
     "resnet": (0.9220, 0.9194, 0.9240, 0.9218),
@@ -55,11 +54,12 @@ FIGNUM = {"lenet5": 9, "alexnet": 10, "resnet": 11}
 
 
 def figure_partial(
-    which: str,
-    scale: Scale | str,
+    scale: Scale | str = Scale.QUICK,
     data_dir: Path | str | None = None,
+    *,
     cache: Path | str | None = None,
     progress: bool = False,
+    which: str,
     setup: RunSetup | None = None,
 ) -> FigureResult:
     """Fig. 9 (``"lenet5"``), 10 (``"alexnet"``) or 11 (``"resnet"``) at a scale, or for an explicit setup."""
@@ -121,14 +121,14 @@ def figure_partial(
 
 @register_figure("persistent_fig9", paper="persistent", title="Fig. 9: partial persistent LeNet-5")
 def run9(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure_partial("lenet5", scale, data_dir, cache_dir(out), progress)
+    return figure_partial(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress, which="lenet5")
 
 
 @register_figure("persistent_fig10", paper="persistent", title="Fig. 10: partial persistent AlexNet")
 def run10(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure_partial("alexnet", scale, data_dir, cache_dir(out), progress)
+    return figure_partial(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress, which="alexnet")
 
 
 @register_figure("persistent_fig11", paper="persistent", title="Fig. 11: partial persistent ResNet")
 def run11(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure_partial("resnet", scale, data_dir, cache_dir(out), progress)
+    return figure_partial(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress, which="resnet")

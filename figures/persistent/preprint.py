@@ -1,8 +1,8 @@
 """Persistent Neurons (preprint version), Fig. 11 and eq. (5): the depth-factor variant and its overlay figure.
 
 The preprint scales every persistent penalty by ``|L(w_ini) - L(w_0)|``, "an estimation of the loss surface's
-depth from its start point w_ini to the plain model's final loss" (preprint eqs. 4-5; reading 4 of
-``papers/README.md``); the extended version drops the factor. Two figures of the preprint are reproduced here
+depth from its start point w_ini to the plain model's final loss" (preprint eqs. 4-5, as read
+here); the extended version drops the factor. Two figures of the preprint are reproduced here
 with that factor (:class:`persistence.PersistentTrainer` ``depth_factor=True``):
 
 - ``persistent_pp_fig11``: preprint Fig. 11, the training curves of the plain models (transparent) and the
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Scale, register_figure
+from figures.contract import Claim, FigureResult, Scale, cache_dir, register_figure
 from figures.persistent._setup import (
     BLUE,
     RED,
@@ -35,7 +35,6 @@ from figures.persistent._setup import (
     Line,
     Sub,
     at_least,
-    cache_dir,
     converged_premise,
     curve,
     lenet_full_setups,
@@ -67,8 +66,9 @@ def preprint_full_setups(scale: Scale | str, data_dir: Path | str | None = None)
 
 
 def figure_pp11(
-    scale: Scale | str,
+    scale: Scale | str = Scale.QUICK,
     data_dir: Path | str | None = None,
+    *,
     cache: Path | str | None = None,
     progress: bool = False,
     setups: dict | None = None,
@@ -157,8 +157,9 @@ def figure_pp11(
 
 
 def figure_pp_partial(
-    scale: Scale | str,
+    scale: Scale | str = Scale.QUICK,
     data_dir: Path | str | None = None,
+    *,
     cache: Path | str | None = None,
     progress: bool = False,
     setup=None,
@@ -235,7 +236,7 @@ def figure_pp_partial(
     title="Preprint Fig. 11: plain vs championship curves, good vs bad init, with the depth factor",
 )
 def run_pp11(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure_pp11(scale, data_dir, cache_dir(out), progress)
+    return figure_pp11(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)
 
 
 @register_figure(
@@ -244,4 +245,4 @@ def run_pp11(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> 
     title="Preprint eq. 5: partial persistent LeNet-5 with the depth factor",
 )
 def run_pp_partial(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure_pp_partial(scale, data_dir, cache_dir(out), progress)
+    return figure_pp_partial(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)

@@ -1,4 +1,4 @@
-"""Shared setup of the Tunnels figures (private to ``figures/tunnels_*.py``).
+"""Shared setup of the Tunnels figures (private to ``figures/tunnels/``).
 
 Source: "Escaping Flat Areas via Function-Preserving Structural Network Modifications" (Tunnels), Sec. 4.1-4.3
 and App. B.1: a single hidden conv layer (8 filters of 5x5, sigmoid) and a softmax layer on MNIST (pixel means
@@ -23,12 +23,11 @@ labels redrawn the 1-filter network has a finite minimum (loss 1.14, weight norm
 Quick scale (two CPU cores): scikit-learn's 8x8 digits (all 1,079 training images, 25% of the labels redrawn at
 random), 2 filters of 5x5 (382 parameters), SGD learning rate 1.0 (as the paper), minibatch 128, 5 repetitions
 (minibatch orders); one tunnel opened (paper: 2 of 8). The saddle is computed once and cached under
-``<gallery>/_cache/tunnels/`` (safetensors, keyed by the settings and this file's source).
+``<gallery>/.cache/tunnels/`` (safetensors, keyed by the settings and this file's source).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -42,12 +41,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from figures.contract import Scale, cache_lock, require_data
+from figures.contract import Scale, figure_function, require_data
 from figures.verdict import Effect, Premise, Verdict, at_least, at_most
 from landscape.data import load_digits_split, load_mnist_idx
 from landscape.models import SigmoidConvNet
 from landscape.params import model_at, parameters_to_vector
 from landscape.train import Callback, StepEvent, Trainer, evaluate_dataset
+from landscape.trajectory import build_once, cached_json
 from tunnels import NEONEscape, PerturbedGD, TunnelSchedule
 from tunnels.flat import dense_hessian, full_batch_objective, newton_flat
 
@@ -160,13 +160,6 @@ def initial_model(setup: Setup, input_shape: tuple[int, ...]) -> nn.Module:
     return SigmoidConvNet(input_shape, 10, filters=setup.filters, kernel_size=setup.kernel)
 
 
-def cache_dir(out: Path | str) -> Path:
-    """``<gallery>/_cache/tunnels``."""
-    d = Path(out).resolve().parent / "_cache" / "tunnels"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 def duplicate_filters(one: nn.Module, k: int, input_shape: tuple[int, ...]) -> nn.Module:
     """A ``SigmoidConvNet`` with ``k`` copies of ``one``'s single filter, outbound weights split equally.
 
@@ -229,27 +222,36 @@ def saddle_point(
     parameters), ``one_filter_loss`` and the Newton polish's history.
     """
     shape = tuple(data[0].shape[1:])
-    path = None if cache is None else cache / f"saddle_{setup.key()}.safetensors"
     ref = initial_model(setup, shape)
-    if path is not None and path.exists():
-        t = safetensors.torch.load_file(str(path))
-        return model_at(ref, t["theta"]), json.loads(path.with_suffix(".json").read_text())
-    one, info = _critical_one_filter(setup, data)
-    net = duplicate_filters(one, setup.filters, shape)
-    f = full_batch_objective(net, (data[0].double(), data[1]), F.cross_entropy, dtype=torch.float64)
-    theta = parameters_to_vector(net).double()
-    g, v = torch.func.grad_and_value(f)(theta)
-    info.update(loss=float(v), grad_norm=float(g.norm()), one_filter_loss=float(v), n_params=int(theta.numel()))
-    if theta.numel() <= 5000:
-        lam = torch.linalg.eigvalsh(dense_hessian(f, theta, progress=progress))
-        info.update(min_eig=float(lam[0]), max_eig=float(lam[-1]), n_negative=int((lam < -1e-8).sum()))
-    else:
-        info.update(min_eig=float("nan"), max_eig=float("nan"), n_negative=-1)
-    model = model_at(ref, theta.float())
-    if path is not None:
-        safetensors.torch.save_file({"theta": theta.float().contiguous()}, str(path))
-        path.with_suffix(".json").write_text(json.dumps(info))
-    return model, info
+
+    def compute() -> tuple[Tensor, dict[str, Any]]:
+        one, info = _critical_one_filter(setup, data)
+        net = duplicate_filters(one, setup.filters, shape)
+        f = full_batch_objective(net, (data[0].double(), data[1]), F.cross_entropy, dtype=torch.float64)
+        theta = parameters_to_vector(net).double()
+        g, v = torch.func.grad_and_value(f)(theta)
+        info.update(loss=float(v), grad_norm=float(g.norm()), one_filter_loss=float(v), n_params=int(theta.numel()))
+        if theta.numel() <= 5000:
+            lam = torch.linalg.eigvalsh(dense_hessian(f, theta, progress=progress))
+            info.update(min_eig=float(lam[0]), max_eig=float(lam[-1]), n_negative=int((lam < -1e-8).sum()))
+        else:
+            info.update(min_eig=float("nan"), max_eig=float("nan"), n_negative=-1)
+        return theta.float().contiguous(), info
+
+    if cache is None:
+        theta, info = compute()
+        return model_at(ref, theta), info
+    path = Path(cache) / f"saddle_{setup.key()}"
+
+    def build(tmp: Path) -> None:  # a directory: the weights and their record, renamed into place together
+        theta, info = compute()
+        tmp.mkdir()
+        safetensors.torch.save_file({"theta": theta}, str(tmp / "theta.safetensors"))
+        (tmp / "info.json").write_text(json.dumps(info))
+
+    build_once(path, build)
+    theta = safetensors.torch.load_file(str(path / "theta.safetensors"))["theta"]
+    return model_at(ref, theta), json.loads((path / "info.json").read_text())
 
 
 def saddle_premises(info: dict[str, Any]) -> list[Premise]:
@@ -412,11 +414,8 @@ def run_arm(
         the final parameter vector of each repetition (``open_*`` arms are closed again by then: every arm ends with
         ``filters`` filters).
     """
-    path = None if cache is None else cache / f"arm_{setup.key()}_{arm}.json"
-    lock = contextlib.nullcontext() if cache is None else cache_lock(cache / f"arm_{setup.key()}_{arm}.lock")
-    with lock:
-        if path is not None and path.exists():
-            return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+    def compute() -> dict[str, Any]:
         out: dict[str, Any] = {"steps": [], "losses": [], "moves": [], "dist_steps": [], "dist": [], "theta": []}
         for rep in tqdm(range(setup.repetitions), disable=not progress, leave=False, desc=arm):
             cbs, mover = _arm_callbacks(arm, setup, data, rep)
@@ -441,9 +440,9 @@ def run_arm(
             if dist:
                 out["dist_steps"] = dist[0].steps
                 out["dist"].append(dist[0].dist)
-        if path is not None:
-            path.write_text(json.dumps(out))
         return out
+
+    return cached_json(None if cache is None else Path(cache) / f"arm_{setup.key()}_{arm}.json", compute)  # type: ignore[no-any-return]
 
 
 def window_mean(res: dict[str, Any], lo: float, hi: float) -> np.ndarray:
@@ -497,3 +496,52 @@ def band_traces(go: Any, x: np.ndarray, mean: np.ndarray, std: np.ndarray, name:
         ),
         go.Scatter(x=x, y=mean, mode="lines", name=name, line={"color": color}),
     ]
+
+
+@dataclasses.dataclass(frozen=True)
+class SaddleStart:
+    """What every single-layer figure starts from: settings, data and the verified saddle (see :func:`saddle_figure`).
+
+    Attributes:
+        scale: The gallery scale.
+        data_dir: The user's data directory (full scale).
+        setup: The settings.
+        data: The training images ``(N, 1, H, W)`` and labels ``(N,)``.
+        desc: What the data are (for the scaling record).
+        start: The saddle the runs start from.
+        info: The saddle's record (:func:`saddle_point`).
+        cache: The cache of the shared runs (``None``: in memory).
+        progress: Show progress bars.
+    """
+
+    scale: Scale
+    data_dir: Path | None
+    setup: Setup
+    data: tuple[Tensor, Tensor]
+    desc: str
+    start: nn.Module
+    info: dict[str, Any]
+    cache: Path | None
+    progress: bool
+
+    def arm(self, arm: str) -> dict[str, Any]:
+        """The runs of one arm from the saddle (:func:`run_arm`, cached and shared by the figures)."""
+        return run_arm(arm, self.setup, self.data, self.start, self.cache, self.progress)
+
+
+def saddle_figure(body: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a single-layer figure the one signature of the gallery's figure functions (use as ``@saddle_figure``).
+
+    The decorated function is called as ``figure(scale="quick", data_dir=None, *, cache=None, progress=False,
+    setup=None, **options)`` (``setup`` overrides the settings of ``scale``; tests pass a tiny one) and calls
+    ``body(start, **options)`` with the :class:`SaddleStart` it builds: the data and the verified saddle (cached).
+    """
+    return figure_function(lambda scale, data_dir: make_setup(scale), _saddle_start)(body)  # type: ignore[no-any-return]
+
+
+def _saddle_start(
+    s: Setup, *, scale: Scale, data_dir: Path | None, cache: Path | None, progress: bool
+) -> tuple[SaddleStart]:
+    data, desc = load_data(s, data_dir)
+    start, info = saddle_point(s, data, cache, progress)
+    return (SaddleStart(scale, data_dir, s, data, desc, start, info, cache, progress),)

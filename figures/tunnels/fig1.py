@@ -22,18 +22,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.tunnels._setup import (
     COLORS,
     SOURCE,
+    SaddleStart,
     band_traces,
-    cache_dir,
     initial_model,
     load_data,
     make_setup,
     mean_std,
-    run_arm,
-    saddle_point,
+    saddle_figure,
     saddle_premises,
     stuck_premise,
     window_mean,
@@ -47,14 +46,11 @@ CONVERGED_TOL = 1e-3  # premise of Fig. 1 right: gradient norm of the converged 
 WINDOW = 50  # steps: "immediately after opening" and "at the end" (fixed before measuring)
 
 
-def run_left(
-    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None
-) -> FigureResult:
-    """Fig. 1 left at a scale (or for an explicit setup)."""
-    s = setup or make_setup(scale)
-    data, desc = load_data(s, data_dir)
-    start, info = saddle_point(s, data, cache, progress)
-    res = {m: run_arm(a, s, data, start, cache, progress) for m, a in ARMS_LEFT.items()}
+@saddle_figure
+def run_left(st: SaddleStart) -> FigureResult:
+    """Fig. 1 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
+    s, desc, info = st.setup, st.desc, st.info
+    res = {m: st.arm(a) for m, a in ARMS_LEFT.items()}
     steps = np.asarray(res["control"]["steps"])
     stats = {m: mean_std(r["losses"]) for m, r in res.items()}
     premises = [*saddle_premises(info), stuck_premise(res["control"]["losses"], steps)]
@@ -181,7 +177,13 @@ def _loss_grad(net: nn.Module, x, y) -> tuple[float, float]:
 
 
 def run_right(
-    scale: Scale | str, data_dir: Path | None, progress: bool = False, setup=None, lbfgs_steps: int | None = None
+    scale: Scale | str = Scale.QUICK,
+    data_dir: Path | None = None,
+    *,
+    cache: Path | None = None,
+    progress: bool = False,
+    setup=None,
+    lbfgs_steps: int | None = None,
 ) -> FigureResult:
     """Fig. 1 right at a scale."""
     s = setup or make_setup(scale)
@@ -285,11 +287,9 @@ def run_right(
 
 @register_figure("tunnels_fig1_left", paper="tunnels", title="Fig. 1 left: tunnel opening escapes a flat area")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_left(scale, data_dir, cache_dir(out), progress)
+    return run_left(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)
 
 
 @register_figure("tunnels_fig1_right", paper="tunnels", title="Fig. 1 right: gradient norm after opening vs t")
 def run_r(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_right(scale, data_dir, progress)
+    return run_right(scale, data_dir, progress=progress)

@@ -23,21 +23,18 @@ import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.tunnels._setup import (
     COLORS,
     NEON_IMAGES,
     NEON_KW,
     PGD_KW,
     SOURCE,
+    SaddleStart,
     band_traces,
-    cache_dir,
-    load_data,
-    make_setup,
     mean_std,
     moved_premise,
-    run_arm,
-    saddle_point,
+    saddle_figure,
     saddle_premises,
     stuck_premise,
     window_mean,
@@ -48,14 +45,11 @@ RUNS = {"control": "control", "proposed": "reorg_proposed", "random": "reorg_ran
 _COLOR = {**COLORS, "pgd": "#8c564b"}
 
 
-def run_fig2_left(
-    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None
-) -> FigureResult:
-    """Fig. 2 left at a scale (or for an explicit setup)."""
-    s = setup or make_setup(scale)
-    data, desc = load_data(s, data_dir)
-    start, info = saddle_point(s, data, cache, progress)
-    res = {r: run_arm(a, s, data, start, cache, progress) for r, a in RUNS.items()}
+@saddle_figure
+def run_fig2_left(st: SaddleStart) -> FigureResult:
+    """Fig. 2 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
+    s, desc, info = st.setup, st.desc, st.info
+    res = {r: st.arm(a) for r, a in RUNS.items()}
     steps = np.asarray(res["control"]["steps"])
     stats = {r: mean_std(v["losses"]) for r, v in res.items()}
     after = {r: window_mean(v, s.open_at + 5, s.total_steps) for r, v in res.items()}
@@ -143,5 +137,4 @@ def run_fig2_left(
 
 @register_figure("tunnels_fig2_left", paper="tunnels", title="Fig. 2 left: weight reorganization vs PGD and NEON")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_fig2_left(scale, data_dir, cache_dir(out), progress)
+    return run_fig2_left(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

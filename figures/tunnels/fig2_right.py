@@ -30,15 +30,16 @@ to 1 (paper: 0.1 for 20 steps). The paper's perturbed-GD and NEON baselines of t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
-from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_runs, make_deep_setup
-from figures.tunnels._setup import COLORS, SOURCE, band_traces, cache_dir, mean_std
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_figure
+from figures.tunnels._setup import COLORS, SOURCE, band_traces, mean_std
 from figures.verdict import Effect, Verdict, at_most, paired_effect
 
 CONTROL_TOL = 0.02  # premise: the control's loss drops by less than 2% (relative) from the opening to the end
@@ -59,16 +60,9 @@ def margin_verdict(effect: Effect, margin: float) -> Verdict:
     return Verdict.INCONCLUSIVE
 
 
-def run_fig2_right(
-    scale: Scale | str,
-    data_dir: Path | None,
-    cache: Path | None,
-    progress: bool = False,
-    setup: DeepSetup | None = None,
-) -> FigureResult:
-    """Fig. 2 right at a scale (or for an explicit setup)."""
-    s = setup or make_deep_setup(scale)
-    res = deep_runs(s, data_dir, cache, progress)
+@deep_figure
+def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
+    """Fig. 2 right at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._deep.deep_figure`)."""
     n_bins = len(res["curves"]["control"][0])
     x = np.minimum(np.arange(n_bins) * s.bin + s.bin / 2, s.total_steps)
     stats = {a: mean_std(res["curves"][a]) for a in DEEP_ARMS}
@@ -251,5 +245,4 @@ def run_fig2_right(
     "tunnels_fig2_right", paper="tunnels", title="Fig. 2 right: tunnel opening in a 5-conv-layer CNN stuck under Adam"
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_fig2_right(scale, data_dir, cache_dir(out), progress)
+    return run_fig2_right(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

@@ -16,16 +16,13 @@ import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.tunnels._setup import (
     COLORS,
     SOURCE,
+    SaddleStart,
     band_traces,
-    cache_dir,
-    load_data,
-    make_setup,
-    run_arm,
-    saddle_point,
+    saddle_figure,
     saddle_premises,
 )
 from figures.verdict import paired_effect, verdict_for
@@ -35,14 +32,11 @@ WINDOW = 50  # steps after opening at which "fastest" is judged (fixed before me
 HALF_TOL = 1e-6  # "never broken": the distance stays below this
 
 
-def run_fig3(
-    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None
-) -> FigureResult:
-    """Fig. 3 at a scale (or for an explicit setup)."""
-    s = setup or make_setup(scale)
-    data, desc = load_data(s, data_dir)
-    start, info = saddle_point(s, data, cache, progress)
-    res = {m: run_arm(f"open_{m}", s, data, start, cache, progress) for m in MODES}
+@saddle_figure
+def run_fig3(st: SaddleStart) -> FigureResult:
+    """Fig. 3 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
+    s, desc, info = st.setup, st.desc, st.info
+    res = {m: st.arm(f"open_{m}") for m in MODES}
     dist = {m: np.asarray(r["dist"], dtype=float) for m, r in res.items()}
     steps = np.asarray(res["proposed"]["dist_steps"])
     stats = {m: (d.mean(0), d.std(0)) for m, d in dist.items()}
@@ -113,5 +107,4 @@ def run_fig3(
 
 @register_figure("tunnels_fig3", paper="tunnels", title="Fig. 3: symmetry breaking between a clone and its origin")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_fig3(scale, data_dir, cache_dir(out), progress)
+    return run_fig3(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

@@ -32,18 +32,15 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
-from figures.tunnels._deep import DEEP_ARMS, deep_runs, make_deep_setup
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_runs, make_deep_setup
 from figures.tunnels._setup import (
     COLORS,
     SOURCE,
-    cache_dir,
+    SaddleStart,
     equivalence_verdict,
-    load_data,
-    make_setup,
     mean_std,
-    run_arm,
-    saddle_point,
+    saddle_figure,
     saddle_premises,
     window_mean,
 )
@@ -109,15 +106,12 @@ def _claims(
     return out
 
 
-def run_fig4(
-    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None, deep_setup=None
-) -> FigureResult:
-    """Fig. 4 at a scale (or for explicit setups)."""
-    s = setup or make_setup(scale)
-    ds = deep_setup or make_deep_setup(scale)
-    data, desc = load_data(s, data_dir)
-    start, info = saddle_point(s, data, cache, progress)
-    deep = deep_runs(ds, data_dir, cache, progress)
+@saddle_figure
+def run_fig4(st: SaddleStart, deep_setup: DeepSetup | None = None) -> FigureResult:
+    """Fig. 4 at a scale (or for explicit setups) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
+    s, desc, info = st.setup, st.desc, st.info
+    ds = deep_setup or make_deep_setup(st.scale)
+    deep = deep_runs(ds, st.data_dir, st.cache, st.progress)
     src = f"{SOURCE}, App. C.5, Fig. 4"
     fig = make_subplots(
         rows=1,
@@ -128,7 +122,7 @@ def run_fig4(
     axes = mfig.subplots(1, 3)
     claims: list[Claim] = []
     for col, (name, arms) in enumerate(SINGLE.items()):
-        res = {m: run_arm(a, s, data, start, cache, progress) for m, a in arms.items()}
+        res = {m: st.arm(a) for m, a in arms.items()}
         steps = np.asarray(res["control"]["steps"])
         for m, r in res.items():
             mu, sd = mean_std(r["losses"])
@@ -190,5 +184,4 @@ def run_fig4(
 
 @register_figure("tunnels_fig4", paper="tunnels", title="Fig. 4: full runs of the three experiments")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_fig4(scale, data_dir, cache_dir(out), progress)
+    return run_fig4(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

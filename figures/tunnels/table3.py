@@ -22,9 +22,9 @@ import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
-from figures.tunnels._deep import DEEP_ARMS, PAPER_TABLE3, DeepSetup, deep_runs, make_deep_setup
-from figures.tunnels._setup import COLORS, SOURCE, cache_dir
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.tunnels._deep import DEEP_ARMS, PAPER_TABLE3, DeepSetup, deep_figure
+from figures.tunnels._setup import COLORS, SOURCE
 from figures.verdict import at_least
 
 SHARE_LIMIT = 0.05  # "insignificant": less than 5% of the run
@@ -48,16 +48,9 @@ def _ms(a: np.ndarray) -> tuple[float, float]:
     return float(np.mean(a)), float(np.std(a))
 
 
-def run_table3(
-    scale: Scale | str,
-    data_dir: Path | None,
-    cache: Path | None,
-    progress: bool = False,
-    setup: DeepSetup | None = None,
-) -> FigureResult:
-    """Table 3 at a scale (or for an explicit setup)."""
-    s = setup or make_deep_setup(scale)
-    res = deep_runs(s, data_dir, cache, progress)
+@deep_figure
+def run_table3(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
+    """Table 3 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._deep.deep_figure`)."""
     T = res["times"]
     runs = run_times(res)
     opening = {k: np.asarray(T[k]["proposed"]) for k in ("open", "a", "eigen")}
@@ -196,5 +189,4 @@ def run_table3(
 
 @register_figure("tunnels_table3", paper="tunnels", title="Table 3: wall-clock overhead of tunnel opening")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_table3(scale, data_dir, cache_dir(out), progress)
+    return run_table3(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

