@@ -1,15 +1,19 @@
-"""The trajectory store: snapshots of a training run on disk, written crash-safely and read back lazily."""
+"""The trajectory store: snapshots of a training run on disk, written crash-safely and read back lazily.
 
-from landscape.trajectory.store import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    CheckReport,
-    CorruptTrajectoryError,
-    Segment,
-    Snapshot,
-    Trajectory,
-    TrajectoryError,
-)
+* :mod:`~landscape.trajectory.store`: :class:`Trajectory`, the store itself (in memory or on disk);
+* :mod:`~landscape.trajectory.records`: :class:`Snapshot` and :class:`Segment`, what it holds;
+* :mod:`~landscape.trajectory.fileformat`: the on-disk format (sealed manifest and index, snapshot packs);
+* :mod:`~landscape.trajectory.writer`: the group-commit writer thread;
+* :mod:`~landscape.trajectory.check`: ``check`` / ``repair`` / ``migrate`` and their :class:`CheckReport`;
+* :mod:`~landscape.trajectory.capture`: what ``append_model`` takes from a model;
+* :mod:`~landscape.trajectory.files`: the package's one atomic write and one advisory lock.
+"""
+
+from landscape.trajectory.check import CheckReport
+from landscape.trajectory.fileformat import FORMAT_NAME, FORMAT_VERSION, CorruptTrajectoryError, TrajectoryError
+from landscape.trajectory.files import file_lock, write_atomic
+from landscape.trajectory.records import Segment, Snapshot
+from landscape.trajectory.store import Trajectory
 
 __all__ = [
     "CheckReport",
@@ -20,4 +24,6 @@ __all__ = [
     "Snapshot",
     "Trajectory",
     "TrajectoryError",
+    "file_lock",
+    "write_atomic",
 ]
