@@ -34,14 +34,7 @@ from torch import Tensor, nn
 
 from landscape._options import parse_option
 from landscape.data.core import iterate_batches
-from landscape.train.callbacks import (
-    Callback,
-    EpochEvent,
-    NonFiniteLossError,
-    OnNonFinite,
-    RecordTrajectory,
-    StepEvent,
-)
+from landscape.train.callbacks import Callback, EpochEvent, NonFiniteLossError, OnNonFinite, RecordTrajectory, StepEvent
 from landscape.train.metrics import CorrectCounter, evaluate_dataset, resolve_loss
 from landscape.validation import InputError, check_model, is_tensor_pair, validate_pair
 

@@ -981,17 +981,8 @@ class Trajectory:
         """
         out = Trajectory.create(path, self._pending if not self._segs else None, meta=self._meta, durable=self._durable)
         for snap in tqdm(self, total=len(self), disable=not progress, desc="saving trajectory"):
-            out.append(
-                snap.vector,
-                step=snap.step,
-                epoch=snap.epoch,
-                metrics=snap.metrics,
-                tags=snap.tags,
-                buffers=snap.buffers,
-                layout=snap.layout,
-                wall_time=snap.wall_time,
-                new_segment=snap.index in self._seg_start,
-            )
+            kept = {k: getattr(snap, k) for k in ("step", "epoch", "metrics", "tags", "buffers", "layout", "wall_time")}
+            out.append(snap.vector, new_segment=snap.index in self._seg_start, **kept)
         return out
 
     # ------------------------------------------------------------ check / repair / migrate
