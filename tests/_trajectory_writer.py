@@ -38,10 +38,10 @@ from torch import nn  # noqa: E402
 
 import landscape.trajectory.store as trajectory_module  # noqa: E402
 from landscape.params import ParamLayout  # noqa: E402
-from landscape.trajectory import check, fileformat, files, writer  # noqa: E402
+from landscape.trajectory import check, fileformat, files, index, writer  # noqa: E402
 
 #: The modules of the store that make file-system calls: a test replaces ``os`` in all of them at once.
-IO_MODULES = (trajectory_module, files, writer, check, fileformat)
+IO_MODULES = (trajectory_module, index, files, writer, check, fileformat)
 
 SWITCH = 6  # snapshots [0, SWITCH) use the small layout, later ones the grown network's
 _LAYOUTS = {

@@ -3,6 +3,7 @@
 * :mod:`~landscape.trajectory.store`: :class:`Trajectory`, the store itself (in memory or on disk);
 * :mod:`~landscape.trajectory.records`: :class:`Snapshot` and :class:`Segment`, what it holds;
 * :mod:`~landscape.trajectory.fileformat`: the on-disk format (sealed manifest and index, snapshot packs);
+* :mod:`~landscape.trajectory.index`: the index as a reader holds it, and crash recovery;
 * :mod:`~landscape.trajectory.writer`: the group-commit writer thread;
 * :mod:`~landscape.trajectory.check`: ``check`` / ``repair`` / ``migrate`` and their :class:`CheckReport`;
 * :mod:`~landscape.trajectory.capture`: what ``append_model`` takes from a model;
