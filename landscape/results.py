@@ -385,7 +385,7 @@ class Result:
     # ------------------------------------------------------------------ labeled export
     def _spec(self) -> Labeling:
         """The labeling of this result's arrays (subclasses override when it depends on field values)."""
-        return Labeling(self._dims, self._coords, self._labels, self._table)
+        return Labeling(dims=self._dims, coords=self._coords, labels=self._labels, table=self._table)
 
     def to_xarray(self) -> Any:
         """The result as an :class:`xarray.Dataset` with named dimensions and coordinates.

@@ -397,7 +397,7 @@ class Trainer:
                 self._events = []
             finished = n_batches is not None and b + 1 == n_batches
             self.epoch_progress = epoch + ((b + 1) / n_batches if n_batches else 0.0)
-            ev = StepEvent(self.step, epoch, b, loss, finished, events)
+            ev = StepEvent(step=self.step, epoch=epoch, batch=b, loss=loss, epoch_end=finished, events=events)
             if finished:
                 eev = self._finish_epoch(epoch, run_loss, run_n, correct.reduce())
             for cb in self.callbacks:
@@ -425,7 +425,7 @@ class Trainer:
                 metrics[f"{name}_{k}"] = v
         self.last_metrics = metrics
         self.history_.append({"epoch": epoch + 1, "step": self.step, **metrics})
-        return EpochEvent(epoch, self.step, metrics)
+        return EpochEvent(epoch=epoch, step=self.step, metrics=metrics)
 
     def _targets_are_classes(self) -> bool:
         return is_tensor_pair(self.data) and not self.data[1].is_floating_point()  # type: ignore[index]

@@ -124,7 +124,7 @@ def check_store(cls: type[Trajectory], path: str | os.PathLike[str], *, repair: 
     p = Path(path)
     if not p.is_dir():
         raise FileNotFoundError(f"no trajectory at {p}: the directory does not exist")
-    rep = CheckReport(p)
+    rep = CheckReport(path=p)
     manifest_ok, segs = True, []
     try:
         manifest = read_manifest(p)

@@ -286,7 +286,7 @@ def snapshot_frame(rj: str, segment: str, tensors: Mapping[str, Tensor]) -> Fram
     n += -n % 8
     size = 8 + n + sum(b.nbytes for b in parts)
     pre = (rj + ("\n" + segment if segment else "") + "\n" + table + "\n").encode()  # what _digest hashes first
-    return Frame(pre, n.to_bytes(8, "little") + head, tail, parts, size)
+    return Frame(pre=pre, head=n.to_bytes(8, "little") + head, tail=tail, parts=parts, size=size)
 
 
 def manifest_bytes(meta: Mapping[str, Any], segments: SegmentTable) -> bytes:
@@ -347,7 +347,7 @@ def read_manifest(path: Path) -> Manifest:
         segs = [parse_segment(s) for s in m["segments"]]
     except (KeyError, TypeError, ValueError) as e:
         raise CorruptTrajectoryError(f"{f} has a malformed segment table or metadata ({e})") from e
-    return Manifest(version, meta, segs)
+    return Manifest(version=version, meta=meta, segments=segs)
 
 
 def parse_index_line(line: bytes, n: int, version: int, where: str) -> dict[str, Any]:

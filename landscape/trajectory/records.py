@@ -19,7 +19,8 @@ __all__ = ["Segment", "Snapshot"]
 
 def flat_layout(numel: int) -> ParamLayout:
     # Default for a bare vector (e.g. a point on a 2-D toy function): one tensor named "vector".
-    return ParamLayout([TensorSpec("vector", (numel,), 0, numel, "", None, "")])
+    spec = TensorSpec(name="vector", shape=(numel,), start=0, stop=numel, layer="", filter_axis=None, module_type="")
+    return ParamLayout([spec])
 
 
 @dataclass(frozen=True)

@@ -481,7 +481,18 @@ class Trajectory(StoreIndex):
         self._pack_size += frame.size
         sync = self._durable == "append"
         try:
-            item = WriteItem(i, new_pack, rec, rj, frame.pre, frame.head, frame.tail, frame.parts, tensors, sync)
+            item = WriteItem(
+                i=i,
+                new_pack=new_pack,
+                rec=rec,
+                rj=rj,
+                pre=frame.pre,
+                head=frame.head,
+                tail=frame.tail,
+                parts=frame.parts,
+                keep=tensors,
+                sync=sync,
+            )
             seq = w.put(item)
             if sync:
                 w.wait(seq)  # every append durable: return once its batch is synced
@@ -710,7 +721,7 @@ class Trajectory(StoreIndex):
         """The segments, in order (each a run of snapshots sharing one layout)."""
         stops = [*self._seg_start[1:], len(self._records)]
         return [
-            Segment(k, s, e, lay, names)
+            Segment(index=k, start=s, stop=e, layout=lay, buffer_names=names)
             for k, ((lay, names), s, e) in enumerate(zip(self._segs, self._seg_start, stops))
         ]
 

@@ -52,6 +52,7 @@ class WriteItem:
 
     def __init__(
         self,
+        *,
         i: int = -1,
         new_pack: str | None = None,
         rec: dict[str, Any] | None = None,
