@@ -184,7 +184,7 @@ def as_factory_ref(factory: Any, kwargs: Mapping[str, Any] | None = None, *, che
             f"cannot use {type(factory).__name__} as a model factory; give 'package.module:name', "
             "(target, kwargs), a FactoryRef or an importable function"
         )
-    ref = FactoryRef(target, {**base, **parse_kwargs(kwargs)})
+    ref = FactoryRef(target=target, kwargs={**base, **parse_kwargs(kwargs)})
     if check:
         resolve(ref.target)
     return ref

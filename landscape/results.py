@@ -31,6 +31,8 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 import numpy as np
 import torch
 
+from landscape.trajectory.files import write_atomic
+
 __all__ = ["Provenance", "Result", "package_version", "load_result", "register_result"]
 
 T = TypeVar("T", bound="Result")
@@ -383,7 +385,7 @@ class Result:
     # ------------------------------------------------------------------ labeled export
     def _spec(self) -> Labeling:
         """The labeling of this result's arrays (subclasses override when it depends on field values)."""
-        return Labeling(self._dims, self._coords, self._labels, self._table)
+        return Labeling(dims=self._dims, coords=self._coords, labels=self._labels, table=self._table)
 
     def to_xarray(self) -> Any:
         """The result as an :class:`xarray.Dataset` with named dimensions and coordinates.
@@ -510,11 +512,10 @@ class Result:
         }
         arrays = {f"a{i}": a for i, a in enumerate(arrays.values())} | {"__keys__": np.array(list(arrays))}
         payload = json.dumps(header)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            # ignore: numpy's stub matches **arrays against the bool allow_pickle; the keys here are a0, a1, __keys__
-            np.savez(fh, __header__=np.array(payload), **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
+        buf = io.BytesIO()
+        # ignore: numpy's stub matches **arrays against the bool allow_pickle; the keys here are a0, a1, __keys__
+        np.savez(buf, __header__=np.array(payload), **arrays)  # type: ignore[arg-type]
+        write_atomic(path, buf.getvalue())  # readers see the old file or the new one, never a partial one
         return path
 
     @classmethod

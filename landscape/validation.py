@@ -471,7 +471,8 @@ def _pairs(data: Any, argname: str) -> Iterator[tuple[Tensor, Tensor]]:
     return iterate_batches(data)
 
 
-def _is_pair(data: Any) -> bool:
+def is_tensor_pair(data: Any) -> bool:
+    """Is ``data`` a tensor pair ``(X, y)`` (a tuple or list of two tensors)?"""
     return isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
 
 
@@ -512,7 +513,7 @@ def validate_batches(
     check = BatchChecker(
         model, loss_fn, argname=argname, targets=targets, dtype=want, device=device, n_classes=n_classes
     )
-    single = _is_pair(data)
+    single = is_tensor_pair(data)
     out = ValidBatches(check(x, y, i, single) for i, (x, y) in enumerate(_pairs(data, argname)))
     check.finish()
     out.dtype, out.n_samples, out.targets_checked = want, check.n_samples, targets
@@ -543,7 +544,7 @@ def iter_validated(
     if isinstance(data, ValidatedLoader) and data.checker.dtype == want and device is None:
         yield from data  # checks itself on its first pass, only casts afterwards
         return
-    if _is_pair(data):  # checked whole, so messages give indices into the caller's tensors
+    if is_tensor_pair(data):  # checked whole, so messages give indices into the caller's tensors
         (pair,) = validate_batches(data, model, loss_fn, argname=argname, targets=targets, dtype=want, device=device)
         yield from iterate_batches(pair, batch_size)
         return
@@ -605,7 +606,7 @@ def validate_pair(data: Any, model: nn.Module, loss_fn: Any = None, *, argname: 
     """
     if isinstance(data, ValidPair | ValidatedLoader):
         return data
-    if _is_pair(data):
+    if is_tensor_pair(data):
         ((x, y),) = validate_batches(data, model, loss_fn, argname=argname)
         out = ValidPair((x, y))
         out.dtype = x.dtype if x.is_floating_point() else model_dtype(model)

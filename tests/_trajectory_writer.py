@@ -10,7 +10,7 @@ Plans (``<plan>[:flush]``: the writer uses ``durable="flush"`` and calls ``flush
 append, printing ``flushed <i>``: snapshots up to ``i`` are on disk and synced; otherwise the default ``durable=True``):
     ``upto:N``  append until the store holds ``N`` snapshots, then exit normally.
     ``run:N``   the same; the test SIGKILLs the child at some moment before.
-    ``kill:K``  SIGKILL itself at the K-th file-system call of ``landscape.trajectory.store`` after opening
+    ``kill:K``  SIGKILL itself at the K-th file-system call of the store (:data:`IO_MODULES`) after opening
                 the store (in the writer thread for pack and index writes); a ``write`` or ``writev`` call
                 first writes half of its bytes (a torn snapshot, batch of snapshots or index line).
     ``open:K``  the same, counting from before opening (kills during crash recovery).
@@ -38,6 +38,10 @@ from torch import nn  # noqa: E402
 
 import landscape.trajectory.store as trajectory_module  # noqa: E402
 from landscape.params import ParamLayout  # noqa: E402
+from landscape.trajectory import check, fileformat, files, index, writer  # noqa: E402
+
+#: The modules of the store that make file-system calls: a test replaces ``os`` in all of them at once.
+IO_MODULES = (trajectory_module, index, files, writer, check, fileformat)
 
 SWITCH = 6  # snapshots [0, SWITCH) use the small layout, later ones the grown network's
 _LAYOUTS = {
@@ -45,6 +49,12 @@ _LAYOUTS = {
     True: ParamLayout.from_model(nn.Sequential(nn.Linear(40, 80), nn.Linear(80, 3))),
 }
 _COUNTED = {"open", "write", "writev", "fsync", "fdatasync", "close", "replace", "truncate", "ftruncate", "unlink"}
+
+
+def set_os(value: Any, setattr: Any = setattr) -> None:
+    """Make every module of :data:`IO_MODULES` call ``value`` for ``os`` (``setattr``: e.g. ``monkeypatch.setattr``)."""
+    for module in IO_MODULES:
+        setattr(module, "os", value)
 
 
 def expected(i: int) -> dict[str, Any]:
@@ -64,7 +74,7 @@ def expected(i: int) -> dict[str, Any]:
 
 
 class _KillingOs:
-    """Stands in for ``os`` inside the trajectory module; SIGKILLs the process at the K-th counted call."""
+    """Stands in for ``os`` inside the store's modules; SIGKILLs the process at the K-th counted call."""
 
     def __init__(self, k: int) -> None:
         self.k, self.n = k, 0
@@ -98,10 +108,10 @@ def _child(directory: str, plan: str) -> None:
     kind, arg, *how = plan.split(":")
     durable = how[0] if how else True
     if kind == "open":
-        trajectory_module.os = _KillingOs(int(arg))  # type: ignore[assignment]
+        set_os(_KillingOs(int(arg)))
     traj = trajectory_module.Trajectory(directory, durable=durable)
     if kind == "kill":
-        trajectory_module.os = _KillingOs(int(arg))  # type: ignore[assignment]
+        set_os(_KillingOs(int(arg)))
     stop = int(arg) if kind in ("upto", "run") else 10**9
     while len(traj) < stop:
         i = len(traj)

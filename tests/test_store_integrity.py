@@ -16,10 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import landscape.trajectory.store as trajectory_module
 from landscape import cli
 from landscape.params import ParamLayout, TensorSpec, parameters_to_vector
 from landscape.trajectory import CorruptTrajectoryError, Trajectory, TrajectoryError
+from landscape.trajectory.fileformat import DTYPES, record_json, record_json_fast
+from landscape.trajectory.records import jsonify, metrics_dict
+from landscape.trajectory.writer import PackWriter
 
 HELPER = Path(__file__).with_name("_trajectory_writer.py")
 _spec = importlib.util.spec_from_file_location("_trajectory_writer", HELPER)
@@ -257,8 +259,8 @@ class _CountingOs:
 )
 def test_durable_modes_sync_when_promised(tmp_path, monkeypatch, durable, per_append):
     counting = _CountingOs()
-    monkeypatch.setattr(trajectory_module, "os", counting)
-    monkeypatch.setattr(trajectory_module._Writer, "LINGER", 600.0)  # no partial batch on a slow machine
+    writer.set_os(counting, monkeypatch.setattr)
+    monkeypatch.setattr(PackWriter, "LINGER", 600.0)  # no partial batch on a slow machine
     t = Trajectory.create(tmp_path / "t", durable=durable)
     t.append(torch.zeros(5))
     t.flush()
@@ -372,7 +374,7 @@ def test_repair_rebuilds_a_damaged_manifest_from_the_packs(tmp_path):
 
 
 def test_one_walk_equals_torchs_named_parameters_and_buffers():
-    from landscape.trajectory.store import _named_tensors
+    from landscape.trajectory.capture import named_tensors
 
     shared = nn.Linear(2, 2)
     inner = nn.Sequential(nn.Linear(4, 4, bias=False), nn.BatchNorm1d(4))
@@ -386,7 +388,7 @@ def test_one_walk_equals_torchs_named_parameters_and_buffers():
     tied.register_buffer("scale", torch.ones(1), persistent=False)
     nets.append(tied)
     for net in nets:
-        params, buffers = _named_tensors(net)
+        params, buffers = named_tensors(net)
         assert [(k, id(v)) for k, v in params] == [(k, id(v)) for k, v in net.named_parameters()]
         assert [(k, id(v)) for k, v in buffers.items()] == [(k, id(v)) for k, v in net.named_buffers()]
 
@@ -405,13 +407,13 @@ _json = st.recursive(
     wall=st.floats(),
     metrics=st.dictionaries(st.text(max_size=6), st.floats(), max_size=4),
     tags=st.dictionaries(st.text(max_size=6), _json, max_size=3),
-    dtype=st.sampled_from(sorted(trajectory_module._DTYPES)),
+    dtype=st.sampled_from(sorted(DTYPES)),
 )
 def test_fast_record_json_is_byte_identical_to_json_dumps(step, epoch, wall, metrics, tags, dtype):
     # The writer builds the record by hand; readers verify it with json.dumps: one differing byte = unreadable.
     rec = {"i": 7, "seg": 2, "step": step, "epoch": epoch, "time": wall, "dtype": dtype}
-    rec.update(metrics=trajectory_module._metrics(metrics), tags=trajectory_module._jsonify(tags, "tags"))
-    assert trajectory_module._record_json_fast(rec) == trajectory_module._record_json(rec)
+    rec.update(metrics=metrics_dict(metrics), tags=jsonify(tags, "tags"))
+    assert record_json_fast(rec) == record_json(rec)
 
 
 class _FailingOs:
@@ -440,14 +442,14 @@ class _FailingOs:
     "surfaces_at, threaded", [("flush", True), ("append", True), ("close", True), ("flush", False), ("close", False)]
 )
 def test_writer_thread_error_surfaces_and_loses_nothing_written(tmp_path, monkeypatch, surfaces_at, threaded):
-    monkeypatch.setattr(trajectory_module._Writer, "THREADED", threaded)  # the writer thread, or batches inline
+    monkeypatch.setattr(PackWriter, "THREADED", threaded)  # the writer thread, or batches inline
     p = tmp_path / "t"
     t = Trajectory.create(p, durable="flush")
     for i in range(4):
         e = writer.expected(i)
         t.append(e.pop("vector"), **e)
     t.flush()  # snapshots 0-3 are written and synced (in one batch or more)
-    monkeypatch.setattr(trajectory_module, "os", _FailingOs(after=1))
+    writer.set_os(_FailingOs(after=1), monkeypatch.setattr)
     for i in range(4, 7):
         e = writer.expected(i)
         t.append(e.pop("vector"), **e)  # queued; the next writev fails
@@ -465,7 +467,7 @@ def test_writer_thread_error_surfaces_and_loses_nothing_written(tmp_path, monkey
     else:
         with pytest.raises(TrajectoryError, match=message):
             getattr(t, surfaces_at)()
-    monkeypatch.setattr(trajectory_module, "os", os)
+    writer.set_os(os, monkeypatch.setattr)
     assert len(t) == 4  # the store forgot what was never written, and is closed for appending
     with pytest.raises(TrajectoryError, match="closed"):
         t.append(torch.zeros(3))
@@ -574,10 +576,10 @@ def test_a_failed_sync_names_the_first_unwritten_snapshot(tmp_path, monkeypatch)
     t = Trajectory.create(tmp_path / "t", durable="flush")
     for i in range(3):
         t.append(torch.full((2,), float(i)))
-    monkeypatch.setattr(trajectory_module, "os", FailingSync())
+    writer.set_os(FailingSync(), monkeypatch.setattr)
     with pytest.raises(TrajectoryError, match=r"Input/output error.*snapshots before 0 are intact"):
         t.flush()  # the batch of 0-2 was written, then its sync failed: nothing is vouched for
-    monkeypatch.setattr(trajectory_module, "os", os)
+    writer.set_os(os, monkeypatch.setattr)
     assert len(t) == 0
 
 
@@ -585,10 +587,10 @@ def test_a_failed_durable_append_starting_a_segment_keeps_the_earlier_segments(t
     t = Trajectory.create(tmp_path / "t")  # durable="append": written and synced inside append
     t.append(torch.zeros(2))
     t.append(torch.ones(2))
-    monkeypatch.setattr(trajectory_module, "os", _FailingOs(after=1))
+    writer.set_os(_FailingOs(after=1), monkeypatch.setattr)
     with pytest.raises(TrajectoryError, match=r"No space left.*snapshots before 2 are intact"):
         t.append(torch.zeros(3), layout=ParamLayout([TensorSpec("w", (3,), 0, 3, "", None, "")]))
-    monkeypatch.setattr(trajectory_module, "os", os)
+    writer.set_os(os, monkeypatch.setattr)
     assert len(t) == 2 and [(s.start, s.stop) for s in t.segments] == [(0, 2)]
     assert torch.equal(t.vectors(), torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
     r = quiet_open(tmp_path / "t", "a")

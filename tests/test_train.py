@@ -349,12 +349,12 @@ def test_cached_layout_recorder_equals_uncached_reference_through_growth_and_fre
 
 
 def test_accuracy_counted_in_chunks_equals_counting_every_step(monkeypatch):
-    from landscape.train import loop as train
+    from landscape.train.metrics import CorrectCounter
 
     x, y = _data(n=45)
     runs = []
     for max_elements in (1 << 18, 7, 1):  # one count per epoch, a few steps per count, every step
-        monkeypatch.setattr(train._Correct, "max_elements", max_elements)
+        monkeypatch.setattr(CorrectCounter, "max_elements", max_elements)
         runs.append(Trainer(_net(), (x, y), optimizer=sgd(), epochs=3, batch_size=8, seed=1).fit().history_)
     assert runs[0] == runs[1] == runs[2]
     _, expected = _hand_written_run(_net(), x, y, epochs=3, batch=8, seed=1, every_steps=10**9)

@@ -10,13 +10,31 @@ them. Install them with ``pip install "landscape[integrations]"``.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from torch import nn
 
+from landscape.train.recorder import Recorder
+from landscape.trajectory.store import Trajectory
+
 __all__: list[str] = []
+
+
+#: The :class:`~landscape.train.recorder.Recorder` options a framework callback takes.
+RECORDER_OPTIONS = (
+    "every_steps",
+    "every_epochs",
+    "buffers",
+    "factory",
+    "factory_kwargs",
+    "meta",
+    "tags",
+    "exist_ok",
+    "durable",
+)
 
 
 def recorder_options(**options: Any) -> dict[str, Any]:
@@ -26,15 +44,18 @@ def recorder_options(**options: Any) -> dict[str, Any]:
     factory and metadata are validated here against a throwaway in-memory trajectory.
 
     Args:
-        **options: ``every_steps``, ``every_epochs``, ``buffers``, ``factory``, ``factory_kwargs``, ``meta``,
-            ``tags``, ``exist_ok``, ``durable`` (as :class:`~landscape.train.recorder.Recorder` takes them).
+        **options: Any of :data:`RECORDER_OPTIONS` (as :class:`~landscape.train.recorder.Recorder` takes them).
 
     Returns:
         The options, unchanged.
-    """
-    from landscape.train.recorder import Recorder
-    from landscape.trajectory.store import Trajectory
 
+    Raises:
+        TypeError: On an option that is not one of :data:`RECORDER_OPTIONS`.
+        ValueError: On a bad schedule or factory reference.
+    """
+    unknown = sorted(set(options) - set(RECORDER_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown recorder options {unknown}; valid: {list(RECORDER_OPTIONS)}")
     store_only = ("buffers", "exist_ok", "durable")  # meaningful only with the real store
     Recorder(Trajectory(), **{k: v for k, v in options.items() if k not in store_only})
     return options
@@ -87,3 +108,58 @@ def resolve_module(model: nn.Module, module: str | Callable[[Any], nn.Module] | 
     if not isinstance(out, nn.Module):
         raise TypeError(f"the module to record must be a torch.nn.Module, got {type(out).__name__}")
     return out
+
+
+class RecorderCallback:
+    """What the framework callbacks share: options checked at construction, a Recorder started with training.
+
+    A framework callback derives from this class and the framework's callback class, calls :meth:`start_recording`
+    when training begins and drives :attr:`recorder` from its hooks.
+
+    Args:
+        trajectory: A :class:`~landscape.trajectory.store.Trajectory`, a directory for a new on-disk store, or
+            ``None`` for a new in-memory one (``callback.trajectory`` after the run).
+        module: What to record: ``None`` for the framework's model itself, a dotted attribute name (the
+            network it wraps, whose layout a factory rebuilds) or a function ``model -> nn.Module``.
+        **options: The :class:`~landscape.train.recorder.Recorder` options :data:`RECORDER_OPTIONS`:
+            ``every_steps`` (record every k optimizer steps; default ``None``: not by steps), ``every_epochs``
+            (every k epochs; default 1), ``buffers`` (store buffers with every snapshot; default true),
+            ``factory`` and ``factory_kwargs`` (the model factory for the run metadata), ``meta`` (run-level
+            JSON metadata), ``tags`` (added to every snapshot), ``exist_ok`` (append to a trajectory already
+            at the directory: a resumed run), ``durable`` (when an on-disk store fsyncs; see
+            :class:`~landscape.trajectory.store.Trajectory`).
+
+    Raises:
+        TypeError: On an unknown option.
+        ValueError: On a bad schedule or factory reference.
+    """
+
+    def __init__(
+        self,
+        trajectory: Trajectory | str | os.PathLike[str] | None = None,
+        *,
+        module: str | Callable[[Any], nn.Module] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        self._target = trajectory
+        self._options = recorder_options(**options)
+        self.module = module
+        self.recorder: Recorder | None = None
+        self.trajectory: Any = trajectory if hasattr(trajectory, "append_model") else None
+        self.reset_run_state()
+
+    def reset_run_state(self) -> None:
+        """Forget what the callback kept of a previous run (called at construction and by :meth:`start_recording`)."""
+
+    def recorded_module(self, model: nn.Module | None) -> nn.Module:
+        """The network to record inside the framework's ``model`` (see ``module``)."""
+        assert model is not None
+        return resolve_module(model, self.module)
+
+    def start_recording(self, model: nn.Module | None, step: int, epoch: float) -> None:
+        """Open the recorder (and its store) and record the initial point."""
+        self.recorder = Recorder(self._target, **self._options)
+        self.trajectory = self.recorder.trajectory
+        self.reset_run_state()
+        self.recorder.begin(self.recorded_module(model), step=step, epoch=epoch)

@@ -19,88 +19,46 @@ main process records.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
-from landscape.integrations import recorder_options, require, resolve_module
-from landscape.train.recorder import Recorder
-from landscape.trajectory.store import Trajectory
+from landscape.integrations import RecorderCallback, require
 
 _tf = require("transformers", "transformers", "landscape.integrations.huggingface")
 
 __all__ = ["RecordTrajectory"]
 
 
-class RecordTrajectory(_tf.TrainerCallback):  # type: ignore[name-defined]
+class RecordTrajectory(RecorderCallback, _tf.TrainerCallback):  # type: ignore[name-defined]
     """A ``transformers`` callback writing snapshots of the model into a trajectory.
 
     Args:
         trajectory: A :class:`~landscape.trajectory.store.Trajectory`, a directory for a new on-disk store, or
             ``None`` for a new in-memory one (``callback.trajectory`` after the run).
-        every_steps: Record every k optimizer steps (``None``: not by steps).
-        every_epochs: Record every k epochs (``None``: not by epochs).
         module: What to record: ``None`` for the trainer's model, a dotted attribute name
             (a backbone, ``"bert"``) or a function ``model -> nn.Module``.
-        buffers: Store buffers (BatchNorm running statistics, position ids) with every snapshot.
-        factory: The model factory for the run metadata (see :class:`~landscape.train.recorder.Recorder`).
-        factory_kwargs: Its keyword arguments.
-        meta: Run-level JSON metadata.
-        tags: Tags added to every snapshot.
-        exist_ok: Append to a trajectory already at the directory (a resumed run).
-        durable: When an on-disk store fsyncs (see :class:`~landscape.trajectory.store.Trajectory`).
+        **options: ``every_steps``, ``every_epochs``, ``buffers`` (BatchNorm running statistics, position ids),
+            ``factory``, ``factory_kwargs``, ``meta``, ``tags``, ``exist_ok``, ``durable``: see
+            :class:`~landscape.integrations.RecorderCallback`.
     """
 
-    def __init__(
-        self,
-        trajectory: Trajectory | str | os.PathLike[str] | None = None,
-        *,
-        every_steps: int | None = None,
-        every_epochs: int | None = 1,
-        module: str | Callable[[Any], nn.Module] | None = None,
-        buffers: bool = True,
-        factory: Any = None,
-        factory_kwargs: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        tags: Mapping[str, Any] | None = None,
-        exist_ok: bool = False,
-        durable: bool | str = True,
-    ) -> None:
-        self._target = trajectory
-        self._options = recorder_options(
-            every_steps=every_steps,
-            every_epochs=every_epochs,
-            buffers=buffers,
-            factory=factory,
-            factory_kwargs=factory_kwargs,
-            meta=meta,
-            tags=tags,
-            exist_ok=exist_ok,
-            durable=durable,
-        )
-        self.module = module
-        self.recorder: Recorder | None = None
-        self.trajectory: Any = trajectory if hasattr(trajectory, "append_model") else None
+    def reset_run_state(self) -> None:  # noqa: D102
         self._logs: dict[str, float] = {}
         self._logs_step = -1
 
-    def _net(self, model: nn.Module | None) -> nn.Module:
+    def recorded_module(self, model: nn.Module | None) -> nn.Module:  # noqa: D102
         if model is None:
             raise RuntimeError("the transformers Trainer passed no model to the callback")
-        return resolve_module(model, self.module)
+        return super().recorded_module(model)
 
     def _metrics(self, state: Any) -> dict[str, Any]:
         return dict(self._logs) if self._logs_step == state.global_step else {}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:  # noqa: D102
-        if not state.is_world_process_zero:
-            return
-        self.recorder = Recorder(self._target, **self._options)
-        self.trajectory = self.recorder.trajectory
-        self._logs, self._logs_step = {}, -1
-        self.recorder.begin(self._net(model), step=state.global_step, epoch=float(state.epoch or 0.0))
+        if state.is_world_process_zero:
+            self.start_recording(model, step=state.global_step, epoch=float(state.epoch or 0.0))
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:  # noqa: D102
         rec = self.recorder
@@ -109,7 +67,7 @@ class RecordTrajectory(_tf.TrainerCallback):  # type: ignore[name-defined]
         epoch = float(state.epoch or 0.0)
         # The last step of an epoch lands exactly on the next whole epoch (epoch + k/k).
         ends = epoch.is_integer() and int(epoch) == rec.epoch_count + 1
-        rec.step(self._net(model), step=state.global_step, epoch=epoch, epoch_end=ends)
+        rec.step(self.recorded_module(model), step=state.global_step, epoch=epoch, epoch_end=ends)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kw: Any) -> None:  # noqa: D102
         if self._logs_step != state.global_step:
@@ -122,9 +80,9 @@ class RecordTrajectory(_tf.TrainerCallback):  # type: ignore[name-defined]
         # Trainer also calls this hook after an epoch cut short by max_steps; that is no epoch end.
         if rec is None or not (epoch.is_integer() and int(epoch) == rec.epoch_count + 1):
             return
-        rec.epoch_end(self._net(model), metrics=self._metrics(state))
+        rec.epoch_end(self.recorded_module(model), metrics=self._metrics(state))
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:  # noqa: D102
         if self.recorder is not None:
             m = self._metrics(state)
-            self.recorder.close(self._net(model), metrics=m or None)
+            self.recorder.close(self.recorded_module(model), metrics=m or None)

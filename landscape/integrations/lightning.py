@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
 from torch import Tensor, nn
 
-from landscape.integrations import recorder_options, require, resolve_module
-from landscape.train.recorder import Recorder
-from landscape.trajectory.store import Trajectory
+from landscape.integrations import RecorderCallback, require
 
 
 def _import_lightning() -> ModuleType:
@@ -54,69 +51,25 @@ def _loss_of(outputs: Any) -> Tensor | float | None:
     return None
 
 
-class RecordTrajectory(_pl.Callback):  # type: ignore[name-defined]
+class RecordTrajectory(RecorderCallback, _pl.Callback):  # type: ignore[name-defined]
     """A Lightning callback writing snapshots of the model into a trajectory.
 
     Args:
         trajectory: A :class:`~landscape.trajectory.store.Trajectory`, a directory for a new on-disk store, or
             ``None`` for a new in-memory one (``callback.trajectory`` after the run).
-        every_steps: Record every k optimizer steps (``None``: not by steps).
-        every_epochs: Record every k epochs (``None``: not by epochs).
         module: What to record: ``None`` for the ``LightningModule`` itself, a dotted attribute name
             (``"net"``: the network the module wraps, whose layout a factory rebuilds) or a function
             ``pl_module -> nn.Module``.
-        buffers: Store buffers (BatchNorm running statistics) with every snapshot.
-        factory: The model factory for the run metadata (see :class:`~landscape.train.recorder.Recorder`).
-        factory_kwargs: Its keyword arguments.
-        meta: Run-level JSON metadata.
-        tags: Tags added to every snapshot.
-        exist_ok: Append to a trajectory already at the directory (a resumed run).
-        durable: When an on-disk store fsyncs (see :class:`~landscape.trajectory.store.Trajectory`).
+        **options: ``every_steps``, ``every_epochs``, ``buffers``, ``factory``, ``factory_kwargs``, ``meta``,
+            ``tags``, ``exist_ok``, ``durable``: see :class:`~landscape.integrations.RecorderCallback`.
     """
 
-    def __init__(
-        self,
-        trajectory: Trajectory | str | os.PathLike[str] | None = None,
-        *,
-        every_steps: int | None = None,
-        every_epochs: int | None = 1,
-        module: str | Callable[[Any], nn.Module] | None = None,
-        buffers: bool = True,
-        factory: Any = None,
-        factory_kwargs: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        tags: Mapping[str, Any] | None = None,
-        exist_ok: bool = False,
-        durable: bool | str = True,
-    ) -> None:
-        super().__init__()
-        self._target = trajectory
-        self._options = recorder_options(
-            every_steps=every_steps,
-            every_epochs=every_epochs,
-            buffers=buffers,
-            factory=factory,
-            factory_kwargs=factory_kwargs,
-            meta=meta,
-            tags=tags,
-            exist_ok=exist_ok,
-            durable=durable,
-        )
-        self.module = module
-        self.recorder: Recorder | None = None
-        self.trajectory: Any = trajectory if hasattr(trajectory, "append_model") else None
+    def reset_run_state(self) -> None:  # noqa: D102
         self._epoch_complete: bool | None = False
 
-    def _net(self, pl_module: nn.Module) -> nn.Module:
-        return resolve_module(pl_module, self.module)
-
     def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:  # noqa: D102
-        if not trainer.is_global_zero:
-            return
-        self.recorder = Recorder(self._target, **self._options)
-        self.trajectory = self.recorder.trajectory
-        self._epoch_complete = False
-        self.recorder.begin(self._net(pl_module), step=trainer.global_step, epoch=float(trainer.current_epoch))
+        if trainer.is_global_zero:
+            self.start_recording(pl_module, step=trainer.global_step, epoch=float(trainer.current_epoch))
 
     def on_train_batch_end(  # noqa: D102
         self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int
@@ -132,7 +85,7 @@ class RecordTrajectory(_pl.Callback):  # type: ignore[name-defined]
             return
         epoch = trainer.current_epoch + ((batch_idx + 1) / n if known else 0.0)
         rec.step(
-            self._net(pl_module),
+            self.recorded_module(pl_module),
             loss=_loss_of(outputs),
             step=trainer.global_step,
             epoch=epoch,
@@ -148,11 +101,11 @@ class RecordTrajectory(_pl.Callback):  # type: ignore[name-defined]
         if self._epoch_complete is None and limit not in (None, -1) and trainer.global_step >= limit:
             return
         self._epoch_complete = False
-        rec.epoch_end(self._net(pl_module), metrics=dict(trainer.callback_metrics))
+        rec.epoch_end(self.recorded_module(pl_module), metrics=dict(trainer.callback_metrics))
 
     def on_train_end(self, trainer: Any, pl_module: nn.Module) -> None:  # noqa: D102
         if self.recorder is not None:
-            self.recorder.close(self._net(pl_module))
+            self.recorder.close(self.recorded_module(pl_module))
 
     def on_exception(self, trainer: Any, pl_module: nn.Module, exception: BaseException) -> None:  # noqa: D102
         if self.recorder is not None:

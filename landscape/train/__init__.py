@@ -1,17 +1,22 @@
-"""Training that records its path: the loop, its callbacks, the optimizers (RK2, switching) and recorders."""
+"""Training that records its path: the loop, its callbacks, the optimizers (RK2, switching) and recorders.
 
-from landscape.train.loop import (
+* :mod:`~landscape.train.loop`: :class:`Trainer` and :func:`fit`;
+* :mod:`~landscape.train.callbacks`: step and epoch events, :class:`Callback`, :class:`RecordTrajectory`;
+* :mod:`~landscape.train.metrics`: :func:`evaluate_dataset` and what the loop measures per epoch;
+* :mod:`~landscape.train.optim`: :class:`RK2`, optimizer switches, :func:`make_optimizer`;
+* :mod:`~landscape.train.recorder`: :class:`Recorder`, recording from any training loop.
+"""
+
+from landscape.train.callbacks import (
     Callback,
     EpochEvent,
     NonFiniteLossError,
     OnNonFinite,
     RecordTrajectory,
     StepEvent,
-    Trainer,
-    evaluate_dataset,
-    fit,
-    seed_everything,
 )
+from landscape.train.loop import Trainer, fit, seed_everything
+from landscape.train.metrics import evaluate_dataset
 from landscape.train.optim import (
     METHODS,
     RK2,

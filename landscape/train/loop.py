@@ -17,17 +17,16 @@ Contracts the other parts rely on:
   the recorder notices the new layout and the trajectory starts a new segment.
 
 The trainer works on a deep copy of the model it is given: the caller's model is the initial point
-and stays untouched; the trained model is ``trainer.model``.
+and stays untouched; the trained model is ``trainer.model``. The events and callbacks live in
+:mod:`landscape.train.callbacks`, what the loop measures in :mod:`landscape.train.metrics`.
 """
 
 from __future__ import annotations
 
 import copy
-import enum
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -35,187 +34,24 @@ from torch import Tensor, nn
 
 from landscape._options import parse_option
 from landscape.data.batches import iterate_batches
-from landscape.validation import InputError, check_model, validate_pair
+from landscape.train.callbacks import Callback, EpochEvent, NonFiniteLossError, OnNonFinite, RecordTrajectory, StepEvent
+from landscape.train.metrics import CorrectCounter, evaluate_dataset, resolve_loss
+from landscape.validation import InputError, check_model, is_tensor_pair, validate_pair
 
 if TYPE_CHECKING:
     from landscape.problem import Problem
-
-if TYPE_CHECKING:
     from landscape.train.optim import RK2
 
-__all__ = [
-    "StepEvent",
-    "EpochEvent",
-    "Callback",
-    "RecordTrajectory",
-    "Trainer",
-    "NonFiniteLossError",
-    "OnNonFinite",
-    "fit",
-    "evaluate_dataset",
-    "seed_everything",
-]
+__all__ = ["Trainer", "fit", "seed_everything"]
 
 Batch = tuple[Tensor, Tensor]
 DataLike = tuple[Tensor, Tensor] | Iterable[Batch]
 OptimizerSpec = str | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
-class OnNonFinite(str, enum.Enum):
-    """What the loop does when a training loss is NaN or infinite."""
-
-    RAISE = "raise"
-    STOP = "stop"
-    IGNORE = "ignore"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised when the training loss becomes NaN or infinite (what was recorded before is kept)."""
-
-
 def seed_everything(seed: int) -> None:
     """Seed torch's global generator (dropout, default initializations) for a reproducible run."""
     torch.manual_seed(seed)
-
-
-@dataclass
-class StepEvent:
-    """What happened in one optimizer step.
-
-    Attributes:
-        step: Steps completed so far (1 after the first update).
-        epoch: Zero-based epoch the step belongs to.
-        batch: Zero-based index of the minibatch within the epoch.
-        loss: Training loss (with regularizer) of the batch at the start of the step.
-        epoch_end: Whether this step finished an epoch.
-        events: Events raised during the step (optimizer switch, tunnel opening, ...).
-    """
-
-    step: int
-    epoch: int
-    batch: int
-    loss: float
-    epoch_end: bool = False
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class EpochEvent:
-    """Per-epoch metrics.
-
-    ``metrics`` holds ``train_loss`` (running mean over the epoch's batches, in train mode),
-    ``train_accuracy`` for class targets, and ``<name>_loss`` / ``<name>_accuracy`` per evaluation set.
-    """
-
-    epoch: int
-    step: int
-    metrics: dict[str, float]
-
-
-class Callback:
-    """Hooks into :class:`Trainer`. Override any subset; every hook receives the trainer."""
-
-    def on_train_begin(self, trainer: Trainer) -> None:
-        """Called once before the first step (the model is at its initial point)."""
-
-    def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:
-        """Called after every optimizer step."""
-
-    def on_epoch_end(self, trainer: Trainer, event: EpochEvent) -> None:
-        """Called after every epoch, with its metrics."""
-
-    def on_train_end(self, trainer: Trainer) -> None:
-        """Called once after the last step (also after an early stop)."""
-
-
-class RecordTrajectory(Callback):
-    """Record snapshots into a trajectory on a schedule.
-
-    Records the initial point, every ``every_steps`` steps, every ``every_epochs`` epochs, the step of
-    every event (optimizer switch, tunnel), and the final point; never the same step twice.
-
-    Snapshots go through the store's ``append_model``, which caches the model's layout between snapshots
-    (rebuilt when the parameters change), so a snapshot costs a concatenation of the parameters and the
-    store's own work.
-
-    Args:
-        trajectory: Any object with ``append_model(model, *, step, epoch, metrics, tags)``, normally a
-            :class:`~landscape.trajectory.store.Trajectory`.
-        every_steps: Record every k optimizer steps (``None``: not by steps).
-        every_epochs: Record every k epochs (``None``: not by epochs).
-        tags: Tags added to every snapshot (run name, optimizer, persistent iteration, ...).
-        factory: How to rebuild the model, stored in the run metadata under ``"model_factory"`` so that
-            ``landscape plane --trajectory DIR`` needs no ``--model``: ``"pkg.mod:name"``,
-            ``("pkg.mod:name", {kwargs})``, a :class:`~landscape.factory.FactoryRef` or an importable
-            function (see :func:`landscape.factory.as_factory_ref`).
-    """
-
-    def __init__(
-        self,
-        trajectory: Any,
-        *,
-        every_steps: int | None = None,
-        every_epochs: int | None = 1,
-        tags: Mapping[str, Any] | None = None,
-        factory: Any = None,
-    ) -> None:
-        for name, v in (("every_steps", every_steps), ("every_epochs", every_epochs)):
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be a positive integer or None, got {v}")
-        if factory is not None:
-            from landscape.factory import FACTORY_KEY, as_factory_ref
-
-            if not hasattr(trajectory, "update_meta"):
-                raise TypeError(f"factory= needs a trajectory with update_meta(), got {type(trajectory).__name__}")
-            trajectory.update_meta({FACTORY_KEY: as_factory_ref(factory).to_meta()})
-        self.trajectory = trajectory
-        self.every_steps = every_steps
-        self.every_epochs = every_epochs
-        self.tags = dict(tags or {})
-        self._last_step: int | None = None
-        self._pending_events: list[dict[str, Any]] = []
-
-    def _record(self, trainer: Trainer, epoch: float, metrics: Mapping[str, float]) -> None:
-        tags = dict(self.tags)
-        if self._pending_events:
-            tags["events"] = self._pending_events
-            self._pending_events = []
-        self.trajectory.append_model(trainer.model, step=trainer.step, epoch=epoch, metrics=dict(metrics), tags=tags)
-        self._last_step = trainer.step
-
-    def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
-        self._last_step = None
-        self._record(trainer, 0.0, trainer.last_metrics)
-
-    def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: D102
-        if event.events:
-            self._pending_events.extend(event.events)
-        by_steps = self.every_steps is not None and event.step % self.every_steps == 0
-        # Epoch-scheduled snapshots are written in on_epoch_end, where the epoch metrics exist.
-        by_epoch = event.epoch_end and self.every_epochs is not None and (event.epoch + 1) % self.every_epochs == 0
-        if (by_steps or event.events) and not by_epoch:
-            self._record(trainer, trainer.epoch_progress, {"batch_loss": event.loss})
-
-    def on_epoch_end(self, trainer: Trainer, event: EpochEvent) -> None:  # noqa: D102
-        if self.every_epochs is not None and (event.epoch + 1) % self.every_epochs == 0:
-            if self._last_step == trainer.step and not self._pending_events:
-                return
-            self._record(trainer, float(event.epoch + 1), event.metrics)
-
-    def on_train_end(self, trainer: Trainer) -> None:  # noqa: D102
-        # Events raised by callbacks during the very last step have no later step to ride on.
-        self._pending_events.extend(trainer.drain_events())
-        if self._last_step != trainer.step or self._pending_events:
-            self._record(trainer, trainer.epoch_progress, trainer.last_metrics)
-
-
-def _is_tensor_pair(data: Any) -> bool:
-    return (
-        isinstance(data, tuple | list)
-        and len(data) == 2
-        and isinstance(data[0], Tensor)
-        and isinstance(data[1], Tensor)
-    )
 
 
 def _check_pair(data: tuple[Tensor, Tensor], what: str) -> None:
@@ -230,129 +66,9 @@ def _batches(
     data: DataLike, batch_size: int | None, shuffle: bool, generator: torch.Generator | None
 ) -> Iterator[Batch]:
     # Batching options apply to tensor pairs only; an iterable of batches is taken as it comes.
-    if _is_tensor_pair(data):
+    if is_tensor_pair(data):
         return iterate_batches(data, batch_size, shuffle, generator)
     return iterate_batches(data)
-
-
-def evaluate_dataset(
-    problem: Problem | nn.Module,
-    data: DataLike | None = None,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
-    *,
-    batch_size: int | None = 1024,
-    accuracy: bool = True,
-) -> dict[str, float]:
-    """Mean loss (and accuracy for class targets) over a dataset, in eval mode, no grad: the Problem's mean loss.
-
-    The model is never modified (evaluated through :class:`~landscape.problem.Problem`). Batches are weighted
-    by their size.
-
-    Args:
-        problem: A :class:`~landscape.problem.Problem`, or the model with ``data`` and ``loss_fn``.
-        data: Shorthand only: a tensor pair ``(X (N, ...), y (N,) or (N, k))`` or an iterable of batches.
-        loss_fn: Shorthand only: a mean-reduced loss ``loss_fn(outputs, targets)`` or a name; default
-            cross-entropy for integer targets, MSE otherwise (the package-wide default).
-        batch_size: Batch size for a tensor pair (``None``: one batch).
-        accuracy: Also compute accuracy (when the targets are class indices).
-
-    Returns:
-        ``{"loss": ..., "accuracy": ...}`` (accuracy only when requested and targets are integer).
-
-    Raises:
-        InputError: On empty data, NaN/inf in the data or weights, or class labels outside the output
-            width (see :mod:`landscape.validation`; inputs are cast to the model's dtype).
-    """
-    from landscape.problem import Problem, as_problem
-
-    prob = as_problem(problem, data, loss_fn, batch_size=None if isinstance(problem, Problem) else batch_size)
-    metrics = prob.default_metrics() if accuracy else ("loss",)
-    if "accuracy" not in metrics:
-        return {"loss": float(prob.loss())}
-    out = prob.evaluate(prob.theta0[None], metrics)
-    return {k: float(v[0]) for k, v in out.items()}
-
-
-def default_loss(data: Any) -> Callable[[Tensor, Tensor], Tensor]:
-    """The package-wide default loss: cross-entropy for integer targets, MSE for floating ones.
-
-    Reads the targets of a tensor pair, or of the first batch of re-iterable data (a one-shot iterator is
-    not read: cross-entropy).
-    """
-    y = None
-    if _is_tensor_pair(data):
-        y = data[1]
-    elif isinstance(data, Iterable) and iter(data) is not data:
-        first = next(iter(data), None)
-        if isinstance(first, tuple | list) and len(first) >= 2 and isinstance(first[-1], Tensor):
-            y = first[-1]
-    floating = y is not None and (y.is_floating_point() or y.is_complex())
-    return nn.functional.mse_loss if floating else nn.functional.cross_entropy
-
-
-def _resolve_loss(loss_fn: Any, data: Any) -> Callable[[Tensor, Tensor], Tensor]:
-    from landscape.problem import LOSSES
-
-    if loss_fn is None:
-        return default_loss(data)
-    if isinstance(loss_fn, str):
-        if loss_fn not in LOSSES:
-            raise ValueError(f"unknown loss {loss_fn!r}; valid: {sorted(LOSSES)} or a callable")
-        return LOSSES[loss_fn]
-    return loss_fn
-
-
-def _n_correct(out: Tensor, y: Tensor) -> float:
-    """Correctly classified samples of a batch (:func:`landscape.problem.count_correct`)."""
-    from landscape.problem import count_correct
-
-    return count_correct(out, y)
-
-
-def _last_target_is_int(data: DataLike) -> bool:
-    if _is_tensor_pair(data):
-        return not data[1].is_floating_point()  # type: ignore[index]
-    return True
-
-
-class _Correct:
-    """Counts correct class predictions (``argmax == target``) over an epoch, many steps at a time.
-
-    The loop appends each step's outputs and targets to ``outs`` / ``ys`` (a list append, where counting at
-    once costs four tensor ops and a sync per step); :meth:`reduce` concatenates them and counts in one go,
-    every ``limit`` steps (at most about ``max_elements`` output entries held) and at the end of the epoch.
-    The outputs are held as the model returned them (``backward`` has already freed what their graph
-    saved); counting runs without grad. The count is the same as counting step by step (fractional per sample
-    for K-dimensional outputs: :func:`landscape.problem.count_correct`).
-    """
-
-    max_elements = 1 << 18  # about 1 MiB of float32 outputs held at most
-
-    def __init__(self) -> None:
-        self.count: float = 0  # fractional with K-dimensional outputs (count_correct: per-position means)
-        self.outs: list[Tensor] = []
-        self.ys: list[Tensor] = []
-        self.limit = 0  # steps per reduction, from the first output (0: not known yet)
-
-    def set_limit(self, out: Tensor) -> None:
-        self.limit = max(1, self.max_elements // max(1, out.numel()))
-
-    def reduce(self) -> float:
-        outs, ys = self.outs, self.ys
-        if outs:
-            with torch.no_grad():
-                try:
-                    o, t = torch.cat(outs), torch.cat(ys)
-                    batched = o.dim() == 2 and t.dim() == 1 and o.shape[0] == t.shape[0]
-                except RuntimeError:  # different widths, dims or devices: count step by step
-                    batched = False
-                if batched:
-                    self.count += int((o.argmax(-1) == t).sum())
-                else:
-                    self.count += sum(_n_correct(o, t) for o, t in zip(outs, ys) if o.dim() >= 2)
-            outs.clear()
-            ys.clear()
-        return self.count
 
 
 class _Progress:
@@ -473,14 +189,14 @@ class Trainer:
                 raise ValueError(f"{name} must be >= 0, got {v}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be positive or None, got {batch_size}")
-        if _is_tensor_pair(data):
+        if is_tensor_pair(data):
             _check_pair(data, "training data")  # type: ignore[arg-type]
         elif isinstance(data, Tensor):
             raise TypeError("data must be a pair (X, y) or an iterable of (X, y) batches, got a single tensor")
         for k, d in (eval_data or {}).items():
-            if _is_tensor_pair(d):
+            if is_tensor_pair(d):
                 _check_pair(d, f"eval_data[{k!r}]")  # type: ignore[arg-type]
-        loss_fn = _resolve_loss(loss_fn, data)
+        loss_fn = resolve_loss(loss_fn, data)
         # Checked and cast to the model's dtype once here, so the loop itself never checks.
         check_model(model)
         data = validate_pair(data, model, loss_fn, argname="data")
@@ -533,7 +249,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- helpers
     def _count_batches(self) -> int | None:
-        if _is_tensor_pair(self.data):
+        if is_tensor_pair(self.data):
             n = self.data[0].shape[0]  # type: ignore[index]
             return 1 if self.batch_size is None else math.ceil(n / self.batch_size)
         try:
@@ -598,7 +314,7 @@ class Trainer:
             loss = loss + self.regularizer(self.model)
         loss.backward()
         if self._last_out is None:  # accuracy belongs to the point the step starts from, not an RK2 stage point
-            self._last_out = out  # not detached (a tensor op per step): counted under no_grad, see _Correct
+            self._last_out = out  # not detached (a tensor op per step): counted under no_grad, see CorrectCounter
         return loss
 
     # -------------------------------------------------------------------- loop
@@ -633,9 +349,9 @@ class Trainer:
     def _run_epoch(self, epoch: int, gen: torch.Generator, bar: _Progress | None) -> Iterator[StepEvent]:
         # The per-step path does what a plain loop does (one optimizer step) plus one tensor op, the float of
         # the loss (for the NaN check, the running mean and the event), and Python bookkeeping. The training
-        # accuracy is counted in chunks of steps (see _Correct); callbacks and events cost nothing when absent.
+        # accuracy is counted in chunks of steps (see CorrectCounter); callbacks and events cost nothing when absent.
         run_loss, run_n = 0.0, 0
-        correct = _Correct()
+        correct = CorrectCounter()
         outs, ys = correct.outs, correct.ys
         n_batches = self.batches_per_epoch
         closure = self._closure
@@ -681,7 +397,7 @@ class Trainer:
                 self._events = []
             finished = n_batches is not None and b + 1 == n_batches
             self.epoch_progress = epoch + ((b + 1) / n_batches if n_batches else 0.0)
-            ev = StepEvent(self.step, epoch, b, loss, finished, events)
+            ev = StepEvent(step=self.step, epoch=epoch, batch=b, loss=loss, epoch_end=finished, events=events)
             if finished:
                 eev = self._finish_epoch(epoch, run_loss, run_n, correct.reduce())
             for cb in self.callbacks:
@@ -709,10 +425,10 @@ class Trainer:
                 metrics[f"{name}_{k}"] = v
         self.last_metrics = metrics
         self.history_.append({"epoch": epoch + 1, "step": self.step, **metrics})
-        return EpochEvent(epoch, self.step, metrics)
+        return EpochEvent(epoch=epoch, step=self.step, metrics=metrics)
 
     def _targets_are_classes(self) -> bool:
-        return _is_tensor_pair(self.data) and not self.data[1].is_floating_point()  # type: ignore[index]
+        return is_tensor_pair(self.data) and not self.data[1].is_floating_point()  # type: ignore[index]
 
     def _done(self, epoch: int) -> bool:
         if self._stop:

@@ -113,7 +113,34 @@ def _set_rng_state(saved: tuple[Tensor, list[Tensor] | None]) -> None:
         torch.cuda.set_rng_state_all(saved[1])
 
 
-class RK2:
+class OptimizerWrapper:
+    """The ``torch.optim``-compatible surface of an optimizer that steps through another one.
+
+    ``param_groups``, ``state`` and ``zero_grad`` are those of :attr:`wrapped` (shared: changing ``lr`` in a
+    group here changes it there).
+    """
+
+    @property
+    def wrapped(self) -> Any:
+        """The optimizer that takes the current step (RK2's inner optimizer, a schedule's current one)."""
+        raise NotImplementedError
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The wrapped optimizer's parameter groups."""
+        return self.wrapped.param_groups
+
+    @property
+    def state(self) -> Any:
+        """The wrapped optimizer's per-parameter state."""
+        return self.wrapped.state
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients of all parameters (as ``torch.optim.Optimizer.zero_grad``)."""
+        self.wrapped.zero_grad(set_to_none=set_to_none)
+
+
+class RK2(OptimizerWrapper):
     """Second-order Runge-Kutta step on the update field of any ``torch.optim`` optimizer.
 
     With X the inner optimizer's displacement for one step (learning rate included; for SGD
@@ -177,23 +204,14 @@ class RK2:
 
     # torch.optim-compatible surface -------------------------------------------------------------
     @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        """The inner optimizer's parameter groups (shared, so changing ``lr`` here changes it there)."""
-        return self.inner.param_groups
-
-    @property
-    def state(self) -> Any:
-        """The inner optimizer's per-parameter state."""
-        return self.inner.state
+    def wrapped(self) -> torch.optim.Optimizer:
+        """The inner optimizer."""
+        return self.inner
 
     @property
     def defaults(self) -> dict[str, Any]:
         """The inner optimizer's default hyperparameters."""
         return self.inner.defaults
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Reset the gradients of all parameters (as ``torch.optim.Optimizer.zero_grad``)."""
-        self.inner.zero_grad(set_to_none=set_to_none)
 
     def pop_events(self) -> list[dict[str, Any]]:
         """No events of its own (present so loops can treat every optimizer alike)."""
@@ -388,7 +406,7 @@ def _optimizer_name(opt: Any) -> str:
     return type(opt).__name__.lower()
 
 
-class SwitchSchedule:
+class SwitchSchedule(OptimizerWrapper):
     """Train with one optimizer, then switch to others at given steps or fractions of training.
 
     Im et al. Sec. 4.3 switch method (e.g. SGD -> Adam) at 25%, 50% or 75% of training, each method
@@ -504,23 +522,14 @@ class SwitchSchedule:
 
     # torch.optim-compatible surface -------------------------------------------------------------
     @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        """The current optimizer's parameter groups."""
-        return self.optimizer.param_groups
-
-    @property
-    def state(self) -> Any:
-        """The current optimizer's per-parameter state."""
-        return self.optimizer.state
+    def wrapped(self) -> Any:
+        """The current phase's optimizer."""
+        return self.optimizer
 
     @property
     def name(self) -> str:
         """Name of the current phase's optimizer."""
         return self._name(self.phase, self.optimizer)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Reset the gradients (as ``torch.optim.Optimizer.zero_grad``)."""
-        self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """One step of the current optimizer; switches afterwards if the next phase starts now.

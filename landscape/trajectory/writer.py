@@ -1,0 +1,346 @@
+"""The writer of an on-disk trajectory store: group commit in a background thread, and what each call guarantees.
+
+The first append of a ``durable="flush"`` or ``False`` store starts a writer thread. The appending
+thread prepares each snapshot (a private copy of its tensors, its record, its safetensors header: see
+:func:`landscape.trajectory.fileformat.snapshot_frame`) and queues it; the writer computes the digests,
+writes every queued snapshot of a pack with one ``writev`` and their index lines with one ``write``, and
+syncs when asked (``durable="append"`` does the same in the appending thread, one snapshot at a time).
+What a completed call guarantees:
+
+* ``append``, ``durable="append"`` (``True``, the default): the snapshot is written and its pack
+  ``fdatasync``-ed: it survives the death of the process (SIGKILL included) and an operating-system crash
+  or power loss. That costs one ``fdatasync`` per append (done by the appending thread, which has to wait
+  for it anyway).
+* ``append``, ``durable="flush"`` or ``False``: the snapshot is copied (later changes to the caller's
+  tensors or model do not reach it) and queued. The writer hands it to the operating system within
+  ``PackWriter.LINGER`` (0.05 s), sooner once ``PackWriter.BATCH`` (64) snapshots or 4 MB are queued;
+  ``append`` waits while 256 snapshots or 64 MB are queued. A killed process loses at most the snapshots
+  still queued, never one that a returned ``flush`` covered.
+* ``flush`` (every mode): every snapshot appended before is written and synced, with the index and the
+  directories: it survives anything short of damage to the disk.
+* ``close``: as ``flush`` (with ``durable=False``: written, not synced); the writer thread ends. An
+  unclosed store writes its queue (without syncing) when it is garbage collected or the interpreter exits.
+
+If the writer fails (disk full, I/O error), it truncates what it wrote of the failed batch, writes
+nothing more, and the next ``append``, ``flush`` or ``close`` raises :class:`TrajectoryError` naming the
+cause and the first snapshot not written; everything written before is intact. A store opened for
+appending cannot append from a forked child (its writer thread exists only in the parent).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import hashlib
+import os
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+from landscape.trajectory.fileformat import SNAPDIR, TrajectoryError, index_line
+from landscape.trajectory.files import fsync_path, write_all
+
+__all__: list[str] = []
+
+
+class WriteItem:
+    """One queued snapshot (or, with ``rec`` None, a sync request) for the writer thread."""
+
+    __slots__ = ("seq", "i", "new_pack", "rec", "rj", "pre", "head", "tail", "parts", "keep", "sync", "size")
+
+    def __init__(
+        self,
+        *,
+        i: int = -1,
+        new_pack: str | None = None,
+        rec: dict[str, Any] | None = None,
+        rj: str = "",
+        pre: bytes = b"",
+        head: bytes = b"",
+        tail: bytes = b"",
+        parts: list[Any] | None = None,
+        keep: Any = None,
+        sync: bool = False,
+    ) -> None:
+        self.seq, self.i, self.new_pack, self.rec, self.rj, self.pre = 0, i, new_pack, rec, rj, pre
+        self.head, self.tail, self.parts, self.keep, self.sync = head, tail, parts or [], keep, sync
+        self.size = rec["size"] if rec is not None else 0
+
+
+class PackWriter:
+    """The writer of an on-disk store (group commit).
+
+    It owns the pack and index descriptors. The appending thread prepares each snapshot (record JSON,
+    safetensors header around a placeholder for the digest, pack, offset and size: everything that is
+    pure Python) and queues it with a private copy of its tensors. A batch of queued snapshots is then
+    written at once: their digests computed (``hashlib`` releases the GIL on the tensor bytes), every
+    snapshot of a pack written with one ``writev``, their index lines with one ``write``, and synced
+    when asked (every batch of a ``durable="append"`` store, or a :meth:`sync` request from ``flush`` /
+    ``close``). With ``threaded`` a daemon thread writes the batches (at BATCH snapshots or BATCH_BYTES, a
+    sync request or LINGER seconds); without, the appending thread does when BATCH snapshots are queued
+    (or at once with ``durable="append"``, which waits for its sync anyway).
+
+    It holds no reference to its :class:`Trajectory`, so an unclosed store is still garbage collected
+    (its ``__del__`` writes the queue). After a failure it writes nothing more: the failed batch's
+    partial bytes are truncated away (earlier snapshots stay intact) and :attr:`error` is raised to the
+    appending thread at its next ``append``, ``flush`` or ``close``.
+    """
+
+    #: Snapshots the queue may hold; ``append`` waits beyond that (bounds memory and what a kill loses).
+    MAX_QUEUE, MAX_BYTES = 256, 64 * 2**20
+    #: The thread wakes for this many queued snapshots or bytes, for a sync, or after LINGER seconds.
+    BATCH, BATCH_BYTES, LINGER = 64, 4 * 2**20, 0.05
+    #: Write in a thread (True) or in the appending thread once BATCH snapshots are queued (False).
+    #: ``durable="append"`` always writes in the appending thread: it waits for every sync anyway.
+    THREADED = True
+
+    def __init__(
+        self,
+        root: Path,
+        durable: Any,
+        index_fd: int,
+        index_size: int,
+        dir_fd: int | None,
+        threaded: bool,
+        first_index: int = 0,
+    ) -> None:
+        self.root, self.durable = root, durable
+        self.index_fd, self.index_size, self.dir_fd = index_fd, index_size, dir_fd
+        self.pack_fd: int | None = None
+        self.pack_name, self.unsynced = "", False
+        self.cond = threading.Condition(threading.Lock())
+        self.queue: collections.deque[WriteItem] = collections.deque()
+        self.seq = 0  # items queued so far
+        self.bytes = 0  # bytes of the snapshots queued
+        self.urgent = False  # someone waits for the queue: write it now
+        self.done = 0  # items processed (written, and synced where asked)
+        self.written = 0  # snapshots written to the OS (pack bytes and index line)
+        self.error: BaseException | None = None
+        self.failed_at = -1  # first snapshot the failed batch held
+        self.next_i = first_index  # the snapshot after the last one written
+        self.stopping = False
+        self.pid = os.getpid()
+        self.thread: threading.Thread | None = None
+        if threaded:
+            self.thread = threading.Thread(target=self._run, name="landscape-trajectory-writer", daemon=True)
+            self.thread.start()
+        WRITERS.add(self)
+
+    # ---------------------------------------------------------- appending thread
+    def put(self, item: WriteItem) -> int:
+        """Queue an item (waits while the queue is full); returns its sequence number."""
+        with self.cond:
+            self.raise_error()
+            while self.queue and (len(self.queue) >= self.MAX_QUEUE or self.bytes >= self.MAX_BYTES) and not self.error:
+                if self.thread is None:
+                    self._process()
+                    break
+                self.cond.notify_all()
+                self.cond.wait()
+            self.raise_error()
+            self.seq += 1
+            item.seq = self.seq
+            self.queue.append(item)
+            self.bytes += item.size
+            if item.sync or len(self.queue) >= self.BATCH or self.bytes >= self.BATCH_BYTES:
+                if self.thread is None:
+                    self._process()
+                else:
+                    self.cond.notify_all()
+            return self.seq
+
+    def wait(self, seq: int) -> None:
+        """Wait until item ``seq`` (and every earlier one) is processed; raise the thread's error if any."""
+        with self.cond:
+            while self.done < seq and self.error is None:
+                if self.thread is None:
+                    self._process()
+                    continue
+                self.urgent = True  # write now, without waiting for a full batch or LINGER
+                self.cond.notify_all()
+                self.cond.wait()
+            self.raise_error()
+
+    def sync(self) -> None:
+        """Write everything queued and fsync the pack, the directories and the index."""
+        self.wait(self.put(WriteItem(sync=True)))
+
+    def stop(self) -> None:
+        """Write everything queued (no sync), end the thread and close its descriptors; never raises."""
+        if self.pid == os.getpid():  # (in a forked child the thread does not exist and the lock may be held)
+            with self.cond:
+                self.stopping = True
+                self.cond.notify_all()
+                if self.thread is None and self.queue:
+                    self._process()
+            if self.thread is not None and self.thread is not threading.current_thread():
+                self.thread.join()
+        WRITERS.discard(self)
+        for name in ("pack_fd", "index_fd", "dir_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                setattr(self, name, None)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def raise_error(self) -> None:
+        if self.pid != os.getpid():
+            raise TrajectoryError(
+                "this store was opened for appending in another process (before a fork); its writer thread "
+                "does not exist here: open the store again in this process"
+            )
+        if self.error is not None:
+            raise TrajectoryError(
+                f"the background writer of {self.root} failed ({type(self.error).__name__}: {self.error}); "
+                f"snapshots before {self.failed_at} are intact in the store (synced up to the last flush that "
+                f"returned), {self.failed_at} and later were not written (or only partly, and removed again); "
+                "the store is closed: open it again with mode='a' to continue"
+            ) from self.error
+
+    def _ready(self) -> bool:
+        q = self.queue
+        return (
+            len(q) >= self.BATCH
+            or self.bytes >= self.BATCH_BYTES
+            or self.stopping
+            or self.urgent
+            or any(it.sync for it in q)
+        )
+
+    def _process(self) -> None:
+        """Without a thread: write the queue now, in the appending thread (``cond`` held)."""
+        batch = list(self.queue)
+        self.queue.clear()
+        self.bytes = 0
+        if batch and self.error is None:
+            try:
+                self._write(batch)
+            except BaseException as e:  # noqa: BLE001 - raised by _raise below and at every later call
+                self.error = e
+        if batch:
+            self.done = batch[-1].seq
+
+    # ---------------------------------------------------------- writer thread
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                if not self.stopping:  # batch: wait for BATCH snapshots, BATCH_BYTES, a sync, or LINGER
+                    self.cond.wait_for(self._ready, timeout=self.LINGER)
+                batch = list(self.queue)
+                self.queue.clear()
+                self.bytes, self.urgent = 0, False
+                if not batch and self.stopping:
+                    return
+                self.cond.notify_all()  # room in the queue again
+            if not batch:
+                continue
+            if self.error is None:
+                try:
+                    self._write(batch)
+                except BaseException as e:  # noqa: BLE001 - reported to the appending thread
+                    self.error = e
+            with self.cond:
+                self.done = batch[-1].seq
+                self.cond.notify_all()
+            if self.error is not None:
+                with self.cond:  # nothing more is written; wake every waiter until stop()
+                    while not self.stopping:
+                        self.queue.clear()
+                        self.cond.notify_all()
+                        self.cond.wait()
+                return
+
+    def _write(self, batch: list[WriteItem]) -> None:
+        assert self.index_fd is not None
+        lines: list[bytes] = []
+        chunk: list[Any] = []  # bytes for the current pack
+        sync = any(it.rec is None for it in batch)  # a flush / close: sync everything
+        need = False  # a snapshot of a durable="append" store: sync before its appender returns
+        first = next((it.i for it in batch if it.rec is not None), None)
+        pack_start = None  # (fd, offset) where this batch began writing to the current pack
+        index_start = self.index_size
+        try:
+            for it in batch:
+                if it.rec is None:
+                    continue
+                if it.new_pack:
+                    self._writev(chunk)
+                    chunk = []
+                    self._new_pack(it.new_pack)
+                    pack_start = (self.pack_fd, 0)
+                elif pack_start is None:
+                    pack_start = (self.pack_fd, it.rec["off"])
+                h = hashlib.sha256(it.pre)
+                for part in it.parts:
+                    h.update(part)  # releases the GIL for large parts
+                digest = h.hexdigest()
+                it.rec["digest"] = digest
+                chunk += [it.head, digest.encode(), it.tail, *it.parts]
+                lines.append(index_line(it.rj, it.rec))
+                need = need or self.durable == "append"
+            self._writev(chunk)
+            if need or (sync and self.unsynced):
+                assert self.pack_fd is not None  # _writev wrote to it
+                os.fdatasync(self.pack_fd)
+                self.unsynced = False
+            if lines:
+                data = b"".join(lines)
+                write_all(self.index_fd, data)  # the index is a cache of the packs: synced by flush
+                self.index_size += len(data)
+            if sync:
+                if self.dir_fd is not None:
+                    os.fsync(self.dir_fd)
+                os.fsync(self.index_fd)
+                fsync_path(self.root)  # the entries of the index, the manifest and the pack directory
+            self.written += len(lines)
+            self.next_i += len(lines)  # snapshots are queued in order
+        except BaseException:
+            # e.g. disk full mid-write: leave no partial snapshot or torn line before the next writer's
+            self.failed_at = first if first is not None else self.next_i
+            if pack_start is not None and pack_start[0] is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(pack_start[0], pack_start[1])
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.index_fd, index_start)
+            raise
+
+    def _writev(self, chunk: list[Any]) -> None:
+        if not chunk:
+            return
+        assert self.pack_fd is not None
+        self.unsynced = True
+        for k in range(0, len(chunk), 512):  # IOV_MAX is 1024 on Linux
+            part = chunk[k : k + 512]
+            total = sum(len(b) for b in part)
+            n = os.writev(self.pack_fd, part)
+            if n < total:  # a short write (signal, disk nearly full): write the rest plainly
+                write_all(self.pack_fd, b"".join(bytes(b) for b in part)[n:])
+
+    def _new_pack(self, name: str) -> None:
+        if self.pack_fd is not None:
+            if self.unsynced and self.durable != "append":
+                os.fdatasync(self.pack_fd)  # flush() only syncs the current pack (rare: once per pack)
+            os.close(self.pack_fd)
+            self.pack_fd = None
+        if self.dir_fd is None:
+            (self.root / SNAPDIR).mkdir(exist_ok=True)
+            if self.durable:
+                fsync_path(self.root)
+            self.dir_fd = os.open(self.root / SNAPDIR, os.O_RDONLY)
+        self.pack_fd = os.open(self.root / SNAPDIR / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self.pack_name = name
+        if self.durable == "append":
+            os.fsync(self.dir_fd)  # the new pack's directory entry
+        self.unsynced = True
+
+
+WRITERS: weakref.WeakSet[PackWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def drain_writers() -> None:
+    # An unclosed store's queued snapshots still reach the OS at interpreter exit (not synced: close() syncs).
+    for w in list(WRITERS):
+        w.stop()
