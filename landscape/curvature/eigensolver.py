@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,6 +97,15 @@ def _new_block(w: Tensor, basis: Tensor, scale: float, breakdown: float, gen: to
             v -= q[:, :c] @ (q[:, :c].T @ v)
         q[:, c] = v / v.norm()
     return q, R
+
+
+def _expand(matmat: MatMat, q: Tensor, basis: Tensor, m: int, bar: Any) -> tuple[int, Tensor]:
+    """Store the block ``q`` ``(n, bw)`` as rows ``m : m + bw`` of ``basis``: its width and ``A q`` in float64."""
+    bw = q.shape[1]
+    basis[m : m + bw] = q.T
+    w = matmat(q).to(torch.float64)
+    bar.update(bw)
+    return bw, w
 
 
 def _start_vectors(v0: Tensor, n: int) -> Tensor:
@@ -188,10 +198,7 @@ def top_eigenpairs(
     scale, m, lo = 0.0, 0, 0
     bar = tqdm(total=limit, desc="Lanczos (top-k)", disable=not progress, leave=False)
     while True:
-        bw = q.shape[1]
-        basis[m : m + bw] = q.T
-        w = matmat(q).to(torch.float64)
-        bar.update(bw)
+        bw, w = _expand(matmat, q, basis, m, bar)
         # The band of T: this block and the previous one (entries further out are rounding-size, and
         # removed by the full reorthogonalization without being recorded, as in single-vector Lanczos).
         coef = basis[lo : m + bw] @ w  # (m + bw - lo, bw)
@@ -254,10 +261,7 @@ def _warm_eigenpairs(
     m = 0
     bar = tqdm(total=limit, desc="Lanczos (top-k, warm)", disable=not progress, leave=False)
     while True:
-        bw = q.shape[1]
-        basis[m : m + bw] = q.T
-        w = matmat(q).to(torch.float64)
-        bar.update(bw)
+        bw, w = _expand(matmat, q, basis, m, bar)
         coef = basis[: m + bw] @ w  # (m + bw, bw): the new columns of T, against the whole basis
         T[: m + bw, m : m + bw] = coef.numpy()
         T[m : m + bw, : m + bw] = coef.numpy().T

@@ -41,13 +41,6 @@ __all__ = [
 ]
 
 
-class TraceMethod(str, enum.Enum):
-    """Stochastic trace estimator."""
-
-    HUTCHINSON = "hutchinson"
-    HUTCHPP = "hutchpp"
-
-
 def _as_operator(op: Any) -> HessianOperator:
     """The operator itself, or the operator of a :class:`~landscape.problem.Problem`."""
     if isinstance(op, Problem):
@@ -137,6 +130,13 @@ def hessian_directions(
     op = _as_operator(op)
     pairs = hessian_eigenpairs(op, k, which=which, tol=tol, seed=seed)
     return op.to_full(pairs.vectors).T.to(op.dtype).contiguous()
+
+
+class TraceMethod(str, enum.Enum):
+    """Stochastic trace estimator."""
+
+    HUTCHINSON = "hutchinson"
+    HUTCHPP = "hutchpp"
 
 
 def hessian_trace(
