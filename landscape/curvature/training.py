@@ -13,7 +13,8 @@
 
 All return a :class:`CurvatureTrace`; :func:`landscape.plot.core.plot_sharpness` draws it with the ``2 / lr``
 line. The Hessian is of the eval-mode function by default (BatchNorm running statistics, Dropout off), as
-in :func:`landscape.hessian_spectrum`; models are never modified.
+in :func:`landscape.hessian_spectrum`; models are never modified. The measurement at each point, with its
+warm start, is :class:`~landscape.curvature.tracker.CurvatureTracker`.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class CurvatureTrace(Result):
         epochs: Epoch of each point, shape ``(T,)``.
         indices: Snapshot index in the trajectory, shape ``(T,)`` (``-1`` where none was written).
         eigenvalues: Top-``k`` eigenvalues (largest first), shape ``(T, k)``.
-        error_bounds: Their error bounds (see :class:`landscape.curvature.lanczos.EigenPairs`), shape ``(T, k)``.
+        error_bounds: Their error bounds (see :class:`landscape.curvature.eigensolver.EigenPairs`), shape ``(T, k)``.
         residuals: Residual norms ``||H v - lambda v||``, shape ``(T, k)``.
         converged: Whether every residual met the tolerance, shape ``(T,)``.
         hvps: Hessian-vector products spent at each point (eigenpairs, layers and trace), shape ``(T,)``.
