@@ -48,20 +48,20 @@ from landscape.analyze.surface import (
     plane_through,
     random_plane,
 )
-from landscape.curvature.hessian import (
-    HessianOperator,
-    HessianSpectrum,
-    hessian_directions,
-    hessian_eigenpairs,
-    hessian_spectrum,
-    hessian_trace,
-)
+from landscape.curvature.hessian import HessianOperator
 from landscape.curvature.sharpness import (
     SharpnessResult,
     average_sharpness,
     m_sharpness,
     perturbation_scale,
     worst_case_sharpness,
+)
+from landscape.curvature.spectrum import (
+    HessianSpectrum,
+    hessian_directions,
+    hessian_eigenpairs,
+    hessian_spectrum,
+    hessian_trace,
 )
 from landscape.curvature.training import (
     CurvatureRecorder,

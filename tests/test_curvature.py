@@ -296,13 +296,13 @@ def test_edge_of_stability_summary_by_hand():
 
 
 def test_warm_start_extrapolation_is_exact_on_a_quadratic_path_and_matches_columns():
-    from landscape.curvature.training import _TOP, _Tracker
+    from landscape.curvature.tracker import TOP_KEY, CurvatureTracker
 
     g = torch.Generator().manual_seed(0)
     a = torch.linalg.qr(torch.randn(6, 2, generator=g, dtype=F64))[0]
     b, c = (1e-3 * torch.randn(6, 2, generator=g, dtype=F64) for _ in range(2))
     path = lambda t: a + b * t + c * t**2  # noqa: E731  (orthonormal columns, slowly moving)
-    tr = _Tracker(
+    tr = CurvatureTracker(
         CE,
         None,
         k=2,
@@ -318,13 +318,13 @@ def test_warm_start_extrapolation_is_exact_on_a_quadratic_path_and_matches_colum
         extrapolate=2,
     )
     for i, t in enumerate((0.0, 3.0, 4.0)):
-        tr._step = t
+        tr.step = t
         v = path(t)
         if i == 2:  # columns swapped and one sign flipped, as Lanczos may return them
             v = torch.stack([-v[:, 1], v[:, 0]], 1)
-        tr._remember(_TOP, v)
-    tr._step = 9.0
-    torch.testing.assert_close(tr._start(_TOP, 6), path(9.0), rtol=1e-10, atol=1e-10)
-    assert tr._start(_TOP, 7) is None  # another dimension: no warm start
+        tr.remember(TOP_KEY, v)
+    tr.step = 9.0
+    torch.testing.assert_close(tr.start_vectors(TOP_KEY, 6), path(9.0), rtol=1e-10, atol=1e-10)
+    assert tr.start_vectors(TOP_KEY, 7) is None  # another dimension: no warm start
     tr.extrapolate = 0
-    torch.testing.assert_close(tr._start(_TOP, 6), path(4.0))
+    torch.testing.assert_close(tr.start_vectors(TOP_KEY, 6), path(4.0))

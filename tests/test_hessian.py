@@ -150,7 +150,7 @@ def test_cnn_batchnorm_hvp_matches_torch_func_hessian(cnn_case, fast_ops, micro_
 def test_strided_dilated_one_channel_conv_and_shared_bn_input_match_torch_func_hessian(
     monkeypatch, channels_last: bool
 ) -> None:
-    import landscape.curvature.hessian as hs
+    import landscape.curvature._kernels as kernels
 
     torch.manual_seed(3)
 
@@ -175,8 +175,8 @@ def test_strided_dilated_one_channel_conv_and_shared_bn_input_match_torch_func_h
     m.eval()
     X, y = torch.randn(6, 1, 9, 9), torch.randint(0, 3, (6,))
     used = []
-    from_cols = hs._conv_from_cols  # the one-channel convolution's R-forward term, from the unfolded input
-    monkeypatch.setattr(hs, "_conv_from_cols", lambda *a: used.append(1) or from_cols(*a))
+    from_cols = kernels.conv_from_cols  # the one-channel convolution's R-forward term, from the unfolded input
+    monkeypatch.setattr(kernels, "conv_from_cols", lambda *a: used.append(1) or from_cols(*a))
     op = HessianOperator(m, LOSS, (X, y), dtype=F64, channels_last=channels_last)
     torch.testing.assert_close(op.dense(), _dense_reference(m, X, y), rtol=1e-10, atol=1e-12)
     assert len(used) == 2 * op.n  # per product: conv1 itself (feeds tanh) and its BN-folded twin
@@ -184,10 +184,10 @@ def test_strided_dilated_one_channel_conv_and_shared_bn_input_match_torch_func_h
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_max_pooled_first_convolutions_match_torch_func_hessian(monkeypatch, channels_last: bool) -> None:
-    # Convolutions of the input followed by max-pooling take the gathered path (_PooledConv); the
+    # Convolutions of the input followed by max-pooling take the gathered path (PooledConv); the
     # Hessian must be the same function's: BN folded, ReLU before or after pooling, in-place ReLU,
     # overlapping padded ceil-mode pooling, and a pooled conv whose ReLU output is used elsewhere too.
-    import landscape.curvature.hessian as hs
+    import landscape.curvature._kernels as kernels
 
     torch.manual_seed(4)
 
@@ -215,8 +215,8 @@ def test_max_pooled_first_convolutions_match_torch_func_hessian(monkeypatch, cha
     m.eval()
     X, y = torch.randn(6, 2, 9, 9), torch.randint(0, 3, (6,))
     used = []
-    apply = hs._PooledConv.apply
-    monkeypatch.setattr(hs._PooledConv, "apply", lambda *a: used.append(1) or apply(*a))
+    apply = kernels.PooledConv.apply
+    monkeypatch.setattr(kernels.PooledConv, "apply", lambda *a: used.append(1) or apply(*a))
     op = HessianOperator(m, LOSS, (X, y), dtype=F64, channels_last=channels_last, micro_batch_size=4)
     torch.testing.assert_close(op.dense(), _dense_reference(m, X, y), rtol=1e-10, atol=1e-12)
     assert len(used) == 3 * 2  # three pooled convolutions in each of the two micro-batches

@@ -17,7 +17,7 @@ __all__ = ["cmd_hessian", "cmd_distance"]
 
 def cmd_hessian(args: argparse.Namespace) -> list[str]:
     """``hessian``: eigenvalue density (SLQ), top eigenvalues and traces of the loss Hessian at one point."""
-    from landscape.curvature.hessian import hessian_spectrum
+    from landscape.curvature.spectrum import hessian_spectrum
     from landscape.evaluate.points import parse_bytes
     from landscape.plot.hessian import plot_spectrum_density
 

@@ -1,22 +1,11 @@
-"""Curvature: the Hessian operator, Lanczos and SLQ spectra, trace estimates, sharpness, and curvature over training."""
+"""Curvature: the Hessian operator, its spectrum (Lanczos, SLQ, traces), sharpness, and curvature over training."""
 
-from landscape.curvature.hessian import (
-    BNMode,
-    HessianOperator,
-    HessianSpectrum,
-    TraceMethod,
-    hessian_directions,
-    hessian_eigenpairs,
-    hessian_spectrum,
-    hessian_trace,
-    spectrum_of,
-)
+from landscape.curvature.eigensolver import EigenPairs, Which, top_eigenpairs
+from landscape.curvature.hessian import BNMode, HessianOperator
 from landscape.curvature.lanczos import (
-    EigenPairs,
     LanczosRun,
     MatMat,
     TraceEstimate,
-    Which,
     default_sigma,
     gaussian_density,
     hutchinson,
@@ -25,7 +14,6 @@ from landscape.curvature.lanczos import (
     rademacher,
     ritz,
     slq,
-    top_eigenpairs,
 )
 from landscape.curvature.sharpness import (
     Adaptive,
@@ -36,6 +24,15 @@ from landscape.curvature.sharpness import (
     m_sharpness,
     perturbation_scale,
     worst_case_sharpness,
+)
+from landscape.curvature.spectrum import (
+    HessianSpectrum,
+    TraceMethod,
+    hessian_directions,
+    hessian_eigenpairs,
+    hessian_spectrum,
+    hessian_trace,
+    spectrum_of,
 )
 from landscape.curvature.training import (
     CurvatureRecorder,

@@ -27,8 +27,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,9 +76,6 @@ class Distribution(str, enum.Enum):
 
     GAUSSIAN = "gaussian"  # u ~ N(0, radius^2 I)
     SPHERE = "sphere"  # u uniform on the sphere ||u||_2 = radius
-
-
-_E = TypeVar("_E", bound=enum.Enum)
 
 
 @register_result
@@ -242,19 +239,32 @@ def _random_start(n: int, norm: Norm, radius: float, gen: torch.Generator, dtype
     return z * (radius / z.norm())  # on the sphere: a maximum over the ball of a convex part lies there
 
 
+@dataclasses.dataclass(frozen=True)
+class _Ball:
+    """Settings of projected gradient ascent in the ball ``||u||_p <= radius`` (parsed and checked)."""
+
+    norm: Norm
+    adaptive: Adaptive
+    radius: float
+    eta: float
+    steps: int
+    restarts: int
+    step_size: float
+
+
+def _ball(
+    norm: Norm | str, adaptive: Adaptive | str, radius: float, eta: float, steps: int, restarts: int, step_size: float
+) -> _Ball:
+    norm, adaptive = parse_option(Norm, norm, "norm"), parse_option(Adaptive, adaptive, "adaptive option")
+    _check(radius, steps, restarts)
+    return _Ball(norm, adaptive, radius, eta, steps, restarts, step_size)
+
+
 def _ascent(
-    obj: _Objective,
-    batches: list[Batch] | None,
-    base: float,
-    norm: Norm,
-    radius: float,
-    steps: int,
-    restarts: int,
-    step_size: float,
-    gen: torch.Generator,
-    bar: Any,
+    obj: _Objective, batches: list[Batch] | None, base: float, ball: _Ball, gen: torch.Generator, bar: Any
 ) -> np.ndarray:
     """Best loss increase found by each restart of projected gradient ascent, shape ``(restarts,)``."""
+    norm, radius, steps, restarts, step_size = ball.norm, ball.radius, ball.steps, ball.restarts, ball.step_size
     best = np.full(restarts, -math.inf)
     for r in range(restarts):
         u = _random_start(obj.n, norm, radius, gen, obj.theta.dtype)
@@ -332,30 +342,64 @@ def worst_case_sharpness(
         ValueError: On a non-positive radius, ``steps < 0``, ``restarts < 1`` or unknown options.
         InputError: On invalid data or weights (see :mod:`landscape.validation`).
     """
-    norm, adaptive = parse_option(Norm, norm, "norm"), parse_option(Adaptive, adaptive, "adaptive option")
-    _check(radius, steps, restarts)
-    obj = _objective(problem, loss_fn, data, params, adaptive, eta)
+    ball = _ball(norm, adaptive, radius, eta, steps, restarts, step_size)
+    obj = _objective(problem, loss_fn, data, params, ball.adaptive, eta)
     gen = torch.Generator().manual_seed(seed)
+    return _ball_sharpness(obj, ball, gen, seed=seed, data_description=data_description, progress=progress)
+
+
+def _ball_sharpness(
+    obj: _Objective,
+    ball: _Ball,
+    gen: torch.Generator,
+    batches: Iterable[list[Batch]] | None = None,
+    *,
+    m: int = 0,
+    count: int = 0,
+    seed: int,
+    data_description: str,
+    progress: bool,
+) -> SharpnessResult:
+    """Worst-case sharpness on the whole data, or m-sharpness on ``count`` ``batches`` of ``m`` samples.
+
+    On the whole data (``batches=None``) ``values`` holds each restart's best increase and the sharpness is
+    their maximum; on batches, ``values`` holds each batch's increase over its own base loss (the maximum
+    over restarts) and the sharpness is their mean, with its standard error.
+    """
     base, _ = obj(torch.zeros(obj.n, dtype=obj.theta.dtype))
-    with tqdm(total=steps * restarts, desc="worst-case sharpness", disable=not progress, leave=False) as bar:
-        values = _ascent(obj, None, base, norm, radius, steps, restarts, step_size, gen, bar)
+    extra: dict[str, Any] = {"step_size": ball.step_size}
+    if batches is None:
+        with tqdm(
+            total=ball.steps * ball.restarts, desc="worst-case sharpness", disable=not progress, leave=False
+        ) as bar:
+            values = _ascent(obj, None, base, ball, gen, bar)
+        value, stderr = float(values.max()), 0.0
+    else:
+        zero = torch.zeros(obj.n, dtype=obj.theta.dtype)
+        values = np.zeros(count)
+        for i, batch in enumerate(tqdm(batches, total=count, desc="m-sharpness", disable=not progress, leave=False)):
+            batch_base, _ = obj(zero, batch)
+            values[i] = _ascent(obj, batch, batch_base, ball, gen, _NoBar()).max()
+        value = float(values.mean())
+        stderr = float(values.std(ddof=1) / math.sqrt(count)) if count > 1 else 0.0
+        extra["n_batches"] = count
     return SharpnessResult(
-        measure="worst_case",
-        value=float(values.max()),
-        stderr=0.0,
-        radius=float(radius),
-        norm=norm.value,
-        adaptive=adaptive.value,
-        eta=float(eta),
-        steps=int(steps),
-        restarts=int(restarts),
+        measure="m_sharpness" if batches is not None else "worst_case",
+        value=value,
+        stderr=stderr,
+        radius=float(ball.radius),
+        norm=ball.norm.value,
+        adaptive=ball.adaptive.value,
+        eta=float(ball.eta),
+        steps=int(ball.steps),
+        restarts=int(ball.restarts),
         n_samples=0,
-        m=0,
+        m=int(m),
         base_loss=base,
         values=values,
         loss_evaluations=obj.evaluations,
         n_params=obj.n,
-        provenance=_provenance(obj, seed, data_description, step_size=step_size),
+        provenance=_provenance(obj, seed, data_description, **extra),
     )
 
 
@@ -508,9 +552,8 @@ def m_sharpness(
         ValueError: If ``m`` is not in ``[1, N]``, on a non-positive radius, or unknown options.
         InputError: On invalid data or weights.
     """
-    norm, adaptive = parse_option(Norm, norm, "norm"), parse_option(Adaptive, adaptive, "adaptive option")
-    _check(radius, steps, restarts)
-    obj = _objective(problem, loss_fn, data, params, adaptive, eta)
+    ball = _ball(norm, adaptive, radius, eta, steps, restarts, step_size)
+    obj = _objective(problem, loss_fn, data, params, ball.adaptive, eta)
     if not 1 <= m <= obj.n_samples:
         raise ValueError(f"m must be between 1 and the number of samples {obj.n_samples}, got {m}")
     pairs = (
@@ -529,32 +572,10 @@ def m_sharpness(
     count = len(y) // m if n_batches is None else min(int(n_batches), len(y) // m)
     if count < 1:
         raise ValueError(f"n_batches must be at least 1, got {n_batches}")
-    base, _ = obj(torch.zeros(obj.n, dtype=obj.theta.dtype))
-    zero = torch.zeros(obj.n, dtype=obj.theta.dtype)
-    values = np.zeros(count)
-    for i in tqdm(range(count), desc="m-sharpness", disable=not progress, leave=False):
-        idx = perm[i * m : (i + 1) * m]
-        batch = [obj.problem._split((X[idx], y[idx]), i)]
-        batch_base, _ = obj(zero, batch)
-        values[i] = _ascent(obj, batch, batch_base, norm, radius, steps, restarts, step_size, gen, _NoBar()).max()
-    stderr = float(values.std(ddof=1) / math.sqrt(count)) if count > 1 else 0.0
-    return SharpnessResult(
-        measure="m_sharpness",
-        value=float(values.mean()),
-        stderr=stderr,
-        radius=float(radius),
-        norm=norm.value,
-        adaptive=adaptive.value,
-        eta=float(eta),
-        steps=int(steps),
-        restarts=int(restarts),
-        n_samples=0,
-        m=int(m),
-        base_loss=base,
-        values=values,
-        loss_evaluations=obj.evaluations,
-        n_params=obj.n,
-        provenance=_provenance(obj, seed, data_description, step_size=step_size, n_batches=count),
+    # one batch at a time, made when the loop reaches it
+    batches = ([obj.problem._split((X[idx], y[idx]), i)] for i, idx in enumerate(perm[: count * m].split(m)))
+    return _ball_sharpness(
+        obj, ball, gen, batches, m=m, count=count, seed=seed, data_description=data_description, progress=progress
     )
 
 

@@ -13,7 +13,8 @@
 
 All return a :class:`CurvatureTrace`; :func:`landscape.plot.core.plot_sharpness` draws it with the ``2 / lr``
 line. The Hessian is of the eval-mode function by default (BatchNorm running statistics, Dropout off), as
-in :func:`landscape.hessian_spectrum`; models are never modified.
+in :func:`landscape.hessian_spectrum`; models are never modified. The measurement at each point, with its
+warm start, is :class:`~landscape.curvature.tracker.CurvatureTracker`.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape.curvature.hessian import BNMode, HessianOperator, hessian_eigenpairs, hessian_trace
-from landscape.curvature.lanczos import top_eigenpairs
+from landscape.curvature.hessian import BNMode
+from landscape.curvature.tracker import CurvatureTracker
 from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
 from landscape.train.loop import RecordTrajectory, Trainer
@@ -44,7 +45,6 @@ __all__ = [
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-_TOP = "\x00top-k"  # history key of the top-k vectors (layer names may be "")
 
 
 @register_result
@@ -57,7 +57,7 @@ class CurvatureTrace(Result):
         epochs: Epoch of each point, shape ``(T,)``.
         indices: Snapshot index in the trajectory, shape ``(T,)`` (``-1`` where none was written).
         eigenvalues: Top-``k`` eigenvalues (largest first), shape ``(T, k)``.
-        error_bounds: Their error bounds (see :class:`landscape.curvature.lanczos.EigenPairs`), shape ``(T, k)``.
+        error_bounds: Their error bounds (see :class:`landscape.curvature.eigensolver.EigenPairs`), shape ``(T, k)``.
         residuals: Residual norms ``||H v - lambda v||``, shape ``(T, k)``.
         converged: Whether every residual met the tolerance, shape ``(T,)``.
         hvps: Hessian-vector products spent at each point (eigenpairs, layers and trace), shape ``(T,)``.
@@ -138,238 +138,44 @@ class CurvatureTrace(Result):
         return len(self.steps)
 
 
-# =========================================================================== one point at a time
-class _Tracker:
-    """Curvature of one model after another, each Lanczos run warm-started from the previous point's vectors."""
-
-    def __init__(
-        self,
-        loss_fn: LossFn | None,  # None when data is a Problem (it holds the loss)
-        data: Any,
-        *,
-        k: int,
-        tol: float,
-        warm_start: bool,
-        per_layer: bool,
-        trace_products: int,
-        max_steps: int | None,
-        block: int | None,
-        bn_mode: BNMode | str,
-        dtype: torch.dtype | None,
-        seed: int,
-        extrapolate: int = 2,
-    ) -> None:
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        if not tol > 0:
-            raise ValueError(f"tol must be positive, got {tol}")
-        if trace_products < 0:
-            raise ValueError(f"trace_products must be >= 0, got {trace_products}")
-        self.loss_fn, self.data = loss_fn, data
-        self.k, self.tol, self.warm_start, self.per_layer = int(k), float(tol), bool(warm_start), bool(per_layer)
-        self.trace_products, self.max_steps, self.block = int(trace_products), max_steps, block
-        self.bn_mode, self.dtype, self.seed = BNMode(bn_mode), dtype, int(seed)
-        self.extrapolate = int(extrapolate)
-        if self.extrapolate < 0:
-            raise ValueError(f"extrapolate must be >= 0, got {extrapolate}")
-        self._history: dict[str, list[tuple[float, Tensor]]] = {}  # _TOP or a layer -> (step, vectors)
-        self._step = 0.0
-        self.layer_names: list[str] = []
-        self.rows: list[dict[str, Any]] = []
-        self.n_samples = 0
-        self._problem: Problem | None = None
-
-    def _start(self, key: str, n: int) -> Tensor | None:
-        """Start vectors at the current step: the last vectors, or a polynomial through the last few.
-
-        Along a trajectory the eigenvectors move smoothly with the step, so a Lagrange extrapolation through
-        the last ``extrapolate + 1`` points starts Lanczos closer than the last vectors alone (on the
-        benchmark trajectory, k = 1: 2.16x fewer products than a cold start, against 1.56x from the last vectors).
-        """
-        hist = self._history.get(key, [])
-        if not self.warm_start or not hist or hist[-1][1].shape[0] != n:
-            return None
-        hist = hist[-(self.extrapolate + 1) :]
-        steps = [t for t, _ in hist]
-        if len(set(steps)) < len(steps) or self._step in steps[:-1]:
-            return hist[-1][1]
-        out = torch.zeros_like(hist[-1][1])
-        for j, (tj, vj) in enumerate(hist):
-            w = math.prod((self._step - tm) / (tj - tm) for m, (tm, _) in enumerate(hist) if m != j)
-            out += w * vj
-        return out
-
-    def _remember(self, key: str, vectors: Tensor) -> None:
-        """Keep the vectors, columns matched to the last ones (order by overlap, sign) so they extrapolate."""
-        hist = self._history.setdefault(key, [])
-        if hist and hist[-1][1].shape == vectors.shape:
-            last = hist[-1][1]
-            overlap = (last.T @ vectors).abs()  # (k, k)
-            order, free = [], list(range(vectors.shape[1]))
-            for i in range(vectors.shape[1]):  # greedy: each previous column takes its closest new one
-                j = max(free, key=lambda c: float(overlap[i, c]))
-                order.append(j)
-                free.remove(j)
-            vectors = vectors[:, order]
-            vectors = vectors * torch.sign((last * vectors).sum(0) + 1e-300)
-        elif hist:
-            hist.clear()  # another shape: the network changed, or fewer vectors
-        hist.append((self._step, vectors))
-        del hist[: -(self.extrapolate + 1)]
-
-    def __call__(self, model: nn.Module, step: float = 0.0) -> dict[str, Any]:
-        self._step = float(step)
-        # A diverged run (gradient descent above its stability limit) reaches non-finite weights or products:
-        # its curvature is recorded as NaN instead of ending the training or the scan.
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            return self._nan_row()
-        try:
-            return self._measure(model)
-        except np.linalg.LinAlgError:
-            return self._nan_row()
-
-    def _nan_row(self) -> dict[str, Any]:
-        nan = np.full(self.k, np.nan)
-        self._history = {}
-        row = {
-            "values": nan,
-            "bounds": nan,
-            "residuals": nan,
-            "converged": False,
-            "trace": math.nan,
-            "trace_stderr": math.nan,
-            "layers": {},
-            "hvps": 0,
-        }
-        self.rows.append(row)
-        return row
-
-    def _measure(self, model: nn.Module) -> dict[str, Any]:
-        # One Problem: the data are read, checked and cast once; each snapshot's model reuses them.
-        if self._problem is None:
-            if isinstance(self.data, Problem):
-                self._problem = self.data.with_model(model)
-            else:
-                self._problem = Problem(model, self.data, self.loss_fn, bn_mode=self.bn_mode.value, dtype=self.dtype)
-        else:
-            self._problem = self._problem.with_model(model)
-        op = HessianOperator(self._problem, bn_mode=self.bn_mode, dtype=self.dtype)
-        self.n_samples = op.n_samples
-        k = min(self.k, op.n)
-        pairs = hessian_eigenpairs(
-            op,
-            k,
-            tol=self.tol,
-            max_steps=self.max_steps,
-            seed=self.seed,
-            block=self.block,
-            v0=self._start(_TOP, op.n),
-        )
-        self._remember(_TOP, pairs.vectors)
-        row: dict[str, Any] = {
-            "values": _pad(pairs.values.numpy(), self.k),
-            "bounds": _pad(pairs.error_bounds.numpy(), self.k),
-            "residuals": _pad(pairs.residuals.numpy(), self.k),
-            "converged": pairs.converged,
-            "trace": math.nan,
-            "trace_stderr": math.nan,
-            "layers": {},
-        }
-        if self.per_layer:
-            row["layers"] = self._layers(op)
-        if self.trace_products:
-            est = hessian_trace(op, self.trace_products, seed=self.seed + 2)
-            row["trace"], row["trace_stderr"] = est.estimate, est.stderr
-        row["hvps"] = op.hvp_count
-        self.rows.append(row)
-        return row
-
-    def _layers(self, op: HessianOperator) -> dict[str, float]:
-        """Top eigenvalue of each layer's diagonal block ``P_l H P_l^T``, by products of the full operator."""
-        out = {}
-        eps = float(torch.finfo(op.dtype).eps)
-        gen = torch.Generator()
-        for name in op.layout.layers:
-            idx = op.layout.layer_index(name)
-
-            def block(V: Tensor, idx: Tensor = idx) -> Tensor:
-                full = V.new_zeros(op.n, V.shape[1])
-                full[idx] = V
-                return op.matmat(full)[idx]
-
-            pairs = top_eigenpairs(
-                block,
-                len(idx),
-                1,
-                tol=self.tol,
-                max_steps=self.max_steps,
-                generator=gen.manual_seed(self.seed),
-                breakdown=100 * eps,
-                eps=eps,
-                v0=self._start(name, len(idx)),
-            )
-            self._remember(name, pairs.vectors)
-            out[name] = float(pairs.values[0])
-            if name not in self.layer_names:
-                self.layer_names.append(name)
-        return out
-
-    def result(
-        self,
-        steps: Sequence[int] | np.ndarray,
-        epochs: Sequence[float] | np.ndarray,
-        indices: Sequence[int],
-        lr: Sequence[float] | np.ndarray,
-        label: str,
-        provenance: Provenance,
-    ) -> CurvatureTrace:
-        rows = self.rows
-        T = len(rows)
-        layers = np.full((T, len(self.layer_names)), np.nan)
-        for t, r in enumerate(rows):
-            for j, name in enumerate(self.layer_names):
-                layers[t, j] = r["layers"].get(name, np.nan)
-        stack = lambda key: np.stack([r[key] for r in rows]) if rows else np.zeros((0, self.k))  # noqa: E731
-        return CurvatureTrace(
-            steps=np.asarray(steps, dtype=np.int64),
-            epochs=np.asarray(epochs, dtype=np.float64),
-            indices=np.asarray(indices, dtype=np.int64),
-            eigenvalues=stack("values"),
-            error_bounds=stack("bounds"),
-            residuals=stack("residuals"),
-            converged=np.array([r["converged"] for r in rows], dtype=bool),
-            hvps=np.array([r["hvps"] for r in rows], dtype=np.int64),
-            trace=np.array([r["trace"] for r in rows], dtype=np.float64),
-            trace_stderr=np.array([r["trace_stderr"] for r in rows], dtype=np.float64),
-            layer_names=list(self.layer_names),
-            layer_eigenvalues=layers,
-            lr=np.asarray(lr, dtype=np.float64),
-            k=self.k,
-            tol=self.tol,
-            warm_start=self.warm_start,
-            bn_mode=self.bn_mode.value,
-            label=label,
-            provenance=provenance,
-        )
-
-    def provenance(self, data_description: str, **extra: Any) -> Provenance:
-        return Provenance.here(
-            seed=self.seed,
-            data=data_description or f"{self.n_samples} samples",
-            trace_products=self.trace_products,
-            max_steps=self.max_steps,
-            block=self.block,
-            extrapolate=self.extrapolate,
-            threads=torch.get_num_threads(),
-            **extra,
-        )
-
-
-def _pad(a: np.ndarray, k: int) -> np.ndarray:
-    """``a`` padded with NaN to length ``k`` (a model with fewer than ``k`` parameters)."""
-    out = np.full(k, np.nan)
-    out[: len(a)] = a
-    return out
+def _trace_of(
+    tracker: CurvatureTracker,
+    steps: Sequence[int] | np.ndarray,
+    epochs: Sequence[float] | np.ndarray,
+    indices: Sequence[int],
+    lr: Sequence[float] | np.ndarray,
+    label: str,
+    provenance: Provenance,
+) -> CurvatureTrace:
+    """The tracker's rows so far as a :class:`CurvatureTrace` at the given points (one per row)."""
+    rows = tracker.rows
+    T = len(rows)
+    layers = np.full((T, len(tracker.layer_names)), np.nan)
+    for t, r in enumerate(rows):
+        for j, name in enumerate(tracker.layer_names):
+            layers[t, j] = r["layers"].get(name, np.nan)
+    stack = lambda key: np.stack([r[key] for r in rows]) if rows else np.zeros((0, tracker.k))  # noqa: E731
+    return CurvatureTrace(
+        steps=np.asarray(steps, dtype=np.int64),
+        epochs=np.asarray(epochs, dtype=np.float64),
+        indices=np.asarray(indices, dtype=np.int64),
+        eigenvalues=stack("values"),
+        error_bounds=stack("bounds"),
+        residuals=stack("residuals"),
+        converged=np.array([r["converged"] for r in rows], dtype=bool),
+        hvps=np.array([r["hvps"] for r in rows], dtype=np.int64),
+        trace=np.array([r["trace"] for r in rows], dtype=np.float64),
+        trace_stderr=np.array([r["trace_stderr"] for r in rows], dtype=np.float64),
+        layer_names=list(tracker.layer_names),
+        layer_eigenvalues=layers,
+        lr=np.asarray(lr, dtype=np.float64),
+        k=tracker.k,
+        tol=tracker.tol,
+        warm_start=tracker.warm_start,
+        bn_mode=tracker.bn_mode.value,
+        label=label,
+        provenance=provenance,
+    )
 
 
 def _lrs(lr: float | Sequence[float] | None, traj: Trajectory, idx: list[int]) -> np.ndarray:
@@ -464,7 +270,7 @@ def trajectory_curvature(
         model, tracker_data = model.model, model
     elif loss_fn is None or data is None:
         raise TypeError("trajectory_curvature needs a Problem, or a model template with loss_fn and data")
-    tracker = _Tracker(
+    tracker = CurvatureTracker(
         loss_fn,
         tracker_data,
         k=k,
@@ -487,7 +293,7 @@ def trajectory_curvature(
             tracker(snapshot_model, float(steps[i]))
         del snapshot_model
     prov = tracker.provenance(data_description, model=type(model).__name__, trajectory=repr(trajectory))
-    return tracker.result(steps[idx], epochs[idx], idx, lrs, label, prov)
+    return _trace_of(tracker, steps[idx], epochs[idx], idx, lrs, label, prov)
 
 
 # =========================================================================== during training
@@ -585,10 +391,10 @@ class CurvatureRecorder(RecordTrajectory):
             "seed": seed,
             "extrapolate": extrapolate,
         }
-        _Tracker(nn.functional.mse_loss, None, **self.options)  # checks the options now, not at the first step
+        CurvatureTracker(nn.functional.mse_loss, None, **self.options)  # checks the options now, not at the first step
         self.metric_prefix = metric_prefix
         self.label = label
-        self._tracker: _Tracker | None = None
+        self._tracker: CurvatureTracker | None = None
         self._steps: list[int] = []
         self._epochs: list[float] = []
         self._indices: list[int] = []
@@ -597,7 +403,7 @@ class CurvatureRecorder(RecordTrajectory):
     def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
         data = self.data if self.data is not None else trainer.data
         loss_fn = self.loss_fn if self.loss_fn is not None else trainer.loss_fn
-        self._tracker = _Tracker(loss_fn, data, **self.options)
+        self._tracker = CurvatureTracker(loss_fn, data, **self.options)
         self._steps, self._epochs, self._indices, self._lrs = [], [], [], []
         super().on_train_begin(trainer)
 
@@ -630,7 +436,7 @@ class CurvatureRecorder(RecordTrajectory):
         if self._tracker is None:
             raise RuntimeError("nothing recorded yet: the recorder measures when training begins")
         prov = self._tracker.provenance("", recorder=True, every_steps=self.every_steps)
-        return self._tracker.result(self._steps, self._epochs, self._indices, self._lrs, self.label, prov)
+        return _trace_of(self._tracker, self._steps, self._epochs, self._indices, self._lrs, self.label, prov)
 
 
 # =========================================================================== the edge-of-stability run

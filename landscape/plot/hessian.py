@@ -1,6 +1,6 @@
 """Renderers for Hessian spectra: the SLQ eigenvalue density on a log axis (PyHessian / Ghorbani et al. 2019 style).
 
-Renderers only draw: they take :class:`~landscape.curvature.hessian.HessianSpectrum` results (precomputed Ritz
+Renderers only draw: they take :class:`~landscape.curvature.spectrum.HessianSpectrum` results (precomputed Ritz
 nodes and weights) and never evaluate a model. Overlaying two spectra gives the Persistent Neurons
 Fig. 12 comparison (plain vs championship).
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from landscape.curvature.hessian import HessianSpectrum
+from landscape.curvature.spectrum import HessianSpectrum
 
 __all__ = ["Backend", "plot_spectrum_density"]
 

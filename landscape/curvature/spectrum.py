@@ -1,0 +1,434 @@
+"""The Hessian's spectrum: top eigenpairs, eigenvector directions, stochastic traces and the SLQ density.
+
+Entry points on a :class:`~landscape.curvature.hessian.HessianOperator` (or a
+:class:`~landscape.problem.Problem`, whose operator is built): :func:`hessian_eigenpairs` (Lanczos top-k),
+:func:`hessian_directions` (eigenvectors as parameter-space directions for plane slices),
+:func:`hessian_trace` (Hutchinson / Hutch++) and :func:`spectrum_of` / :func:`hessian_spectrum` (the
+stochastic Lanczos quadrature density of the Persistent Neurons paper's Fig. 12, as PyHessian computes it),
+returned as a :class:`HessianSpectrum` result. The algorithms are in :mod:`landscape.curvature.lanczos`
+and :mod:`landscape.curvature.eigensolver`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from landscape import validation
+from landscape._options import parse_option
+from landscape.curvature.eigensolver import EigenPairs, Which, top_eigenpairs
+from landscape.curvature.hessian import BNMode, HessianOperator, LossFn
+from landscape.curvature.lanczos import TraceEstimate, default_sigma, gaussian_density, hutchinson, hutchpp, slq
+from landscape.problem import Problem, renamed
+from landscape.results import Provenance, Result, register_result
+
+__all__ = [
+    "TraceMethod",
+    "HessianSpectrum",
+    "hessian_eigenpairs",
+    "hessian_directions",
+    "hessian_trace",
+    "hessian_spectrum",
+    "spectrum_of",
+]
+
+
+def _as_operator(op: Any) -> HessianOperator:
+    """The operator itself, or the operator of a :class:`~landscape.problem.Problem`."""
+    if isinstance(op, Problem):
+        return HessianOperator(op)
+    validation.check_operator(op)
+    return op
+
+
+def _breakdown(op: HessianOperator) -> float:
+    # Products carry the compute dtype's rounding: below ~100 eps of ||H|| a residual is noise.
+    return 100 * torch.finfo(op.dtype).eps
+
+
+# =========================================================================== analyses
+def hessian_eigenpairs(
+    op: HessianOperator | Problem,
+    k: int = 5,
+    *,
+    which: Which | str = Which.LA,
+    tol: float = 1e-6,
+    max_steps: int | None = None,
+    seed: int = 0,
+    block: int | None = None,
+    v0: Tensor | None = None,
+    progress: bool = False,
+) -> EigenPairs:
+    """Top-k eigenvalues and eigenvectors by block Lanczos with full reorthogonalization.
+
+    Converged means every returned pair has a residual ``||H v - lambda v|| <= max(tol, 100 eps) * ||H||``
+    (``eps`` of the compute dtype, ``||H||`` estimated by the largest Ritz value magnitude); the bound is
+    in ``tolerance``. Error bounds add ``sqrt(n) eps ||H||`` for the rounding of the products (see
+    :func:`landscape.curvature.eigensolver.top_eigenpairs`).
+
+    Args:
+        op: The Hessian, or a :class:`~landscape.problem.Problem` (its Hessian is built).
+        k: Number of eigenpairs.
+        which: ``"LA"`` (largest), ``"LM"`` (largest magnitude, as power iteration) or ``"SA"``.
+        tol: Relative residual tolerance of the stopping rule.
+        max_steps: Product limit (default ``max(20 k, 100)``).
+        seed: Seed of the start block.
+        block: Lanczos block size (default ``min(k, 2)``): eigenvalues repeated up to ``block`` times show
+            every copy; pass ``k`` to find any multiplicity. With ``v0``, the width of each expansion after
+            the start block.
+        v0: Warm start: start vectors ``(n, j)`` or ``(n,)`` in subset coordinates, e.g. the ``vectors`` of
+            the eigenpairs at a nearby point (the previous snapshot of a trajectory). Same stopping rule, so
+            the same accuracy in fewer products when the start is good.
+        progress: Show a progress bar.
+
+    Returns:
+        Eigenvalues ``(k,)``, unit eigenvectors ``(n, k)`` in subset coordinates, residuals, error bounds,
+        product count.
+    """
+    op = _as_operator(op)
+    gen = torch.Generator().manual_seed(seed)
+    return top_eigenpairs(
+        op.matmat,
+        op.n,
+        k,
+        which=which,
+        tol=tol,
+        max_steps=max_steps,
+        generator=gen,
+        breakdown=_breakdown(op),
+        block=block,
+        eps=float(torch.finfo(op.dtype).eps),
+        v0=v0,
+        progress=progress,
+    )
+
+
+def hessian_directions(
+    op: HessianOperator | Problem, k: int = 2, *, which: Which | str = Which.LA, tol: float = 1e-6, seed: int = 0
+) -> Tensor:
+    """Top Hessian eigenvectors as full-length parameter-space directions (e.g. for a plane slice).
+
+    Args:
+        op: The Hessian (possibly of a parameter subset), or a :class:`~landscape.problem.Problem`.
+        k: Number of directions.
+        which: Spectrum end, as in :func:`hessian_eigenpairs`.
+        tol: Eigenvalue tolerance.
+        seed: Seed of the start vector.
+
+    Returns:
+        Shape ``(k, numel)`` in the operator's dtype: unit vectors in the model's flat parameter layout,
+        zero on parameters outside the subset, ordered by eigenvalue (largest first for ``"LA"``).
+    """
+    op = _as_operator(op)
+    pairs = hessian_eigenpairs(op, k, which=which, tol=tol, seed=seed)
+    return op.to_full(pairs.vectors).T.to(op.dtype).contiguous()
+
+
+class TraceMethod(str, enum.Enum):
+    """Stochastic trace estimator."""
+
+    HUTCHINSON = "hutchinson"
+    HUTCHPP = "hutchpp"
+
+
+def hessian_trace(
+    op: HessianOperator | Problem,
+    n_products: int = 99,
+    *,
+    method: TraceMethod | str = TraceMethod.HUTCHPP,
+    seed: int = 0,
+) -> TraceEstimate:
+    """Stochastic trace of the Hessian.
+
+    Args:
+        op: The Hessian, or a :class:`~landscape.problem.Problem`.
+        n_products: Hessian-vector product budget.
+        method: ``"hutchpp"`` (Meyer et al. 2021) or ``"hutchinson"`` (Rademacher probes).
+        seed: Seed of the probes.
+
+    Returns:
+        Estimate, standard error and products used.
+    """
+    op = _as_operator(op)
+    method = parse_option(TraceMethod, method, "trace method")
+    gen = torch.Generator().manual_seed(seed)
+    if method is TraceMethod.HUTCHPP:
+        return hutchpp(op.matmat, op.n, n_products, generator=gen)
+    return hutchinson(op.matmat, op.n, n_products, generator=gen)
+
+
+@register_result
+@dataclasses.dataclass(frozen=True, eq=False)
+class HessianSpectrum(Result):
+    """Hessian eigenvalue density (SLQ) with top eigenvalues and traces.
+
+    Attributes:
+        nodes: Ritz values per probe, shape ``(p, m)``.
+        weights: Quadrature weights per probe, shape ``(p, m)``; each row sums to 1.
+        top_eigenvalues: Largest eigenvalues, shape ``(k,)`` (empty if not computed).
+        top_error_bounds: Their error bounds (Lanczos plus rounding), shape ``(k,)``.
+        trace: Estimates by method: ``"slq"`` (free, from the probes) and, if computed,
+            ``"hutchinson"`` and ``"hutchpp"``.
+        trace_stderr: Standard errors of the same estimates.
+        hvp_count: Hessian-vector products spent on everything in this result.
+        bn_mode: ``"eval"`` or ``"train"``: which BatchNorm statistics the Hessian is of.
+        n_params: Dimension of the Hessian.
+        param_names: Tensors the Hessian covers.
+        n_samples: Data points in the loss.
+        provenance: Seed, data and settings; ``extra["notes"]`` lists what the operator did beyond the plain
+            definition (e.g. a half-precision model computed in float32), ``extra["model_dtype"]`` and
+            ``extra["reduction"]`` the model's dtype and the loss reduction.
+        top_residuals: Residual norms ``||H v - lambda v||`` of the top eigenpairs, shape ``(k,)``.
+    """
+
+    _dims = {
+        "nodes": ("probe", "node"),
+        "weights": ("probe", "node"),
+        "top_eigenvalues": ("rank",),
+        "top_error_bounds": ("rank",),
+        "top_residuals": ("rank",),
+    }
+    _table = ("rank",)
+
+    def _thumbnail_data(self) -> tuple[Any, ...] | None:
+        if not (self.weights > 0).any():
+            return None
+        x, y = self.density(n_points=400)
+        return ("lines", x, [np.log10(np.maximum(y, 1e-8 * y.max()))], "eigenvalue", "log10 density")
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    top_eigenvalues: np.ndarray
+    top_error_bounds: np.ndarray
+    trace: dict[str, float]
+    trace_stderr: dict[str, float]
+    hvp_count: int
+    bn_mode: str
+    n_params: int
+    param_names: list[str]
+    n_samples: int
+    provenance: Provenance = dataclasses.field(default_factory=Provenance)
+    top_residuals: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def sigma(self) -> float:
+        """Default Gaussian width: ``sqrt(1e-5 * max(1, width))`` as in PyHessian's density plots."""
+        return default_sigma(self.nodes[self.weights > 0])
+
+    def grid(self, n_points: int | None = None, sigma: float | None = None) -> np.ndarray:
+        """A grid covering the nodes plus 6 sigma on each side, spacing at most sigma / 4.
+
+        Returns:
+            Shape ``(g,)``.
+        """
+        sigma = self.sigma if sigma is None else sigma
+        used = self.nodes[self.weights > 0]
+        lo, hi = float(used.min()) - 6 * sigma, float(used.max()) + 6 * sigma
+        if n_points is None:
+            n_points = int(min(200_000, max(1000, math.ceil(4 * (hi - lo) / sigma) + 1)))
+        return np.linspace(lo, hi, n_points)
+
+    def density(
+        self, grid: np.ndarray | None = None, *, sigma: float | None = None, n_points: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Eigenvalue density with Gaussian broadening.
+
+        Args:
+            grid: Points to evaluate at, shape ``(g,)``; default :meth:`grid`.
+            sigma: Gaussian standard deviation; default :attr:`sigma`.
+            n_points: Size of the default grid.
+
+        Returns:
+            ``(grid, density)``, each shape ``(g,)``; on the default grid it integrates to 1.
+        """
+        sigma = self.sigma if sigma is None else float(sigma)
+        x = self.grid(n_points, sigma) if grid is None else np.asarray(grid, dtype=np.float64)
+        return x, gaussian_density(self.nodes, self.weights, x, sigma)
+
+    def spectral_measure(self) -> tuple[np.ndarray, np.ndarray]:
+        """The SLQ estimate as a discrete measure: nodes and masses (summing to 1), shapes ``(p * m,)``."""
+        return self.nodes.ravel(), self.weights.ravel() / self.nodes.shape[0]
+
+
+def spectrum_of(
+    op: HessianOperator | Problem,
+    *,
+    n_probes: int = 4,
+    steps: int = 100,
+    top_k: int = 5,
+    trace_products: int = 0,
+    tol: float = 1e-6,
+    seed: int = 0,
+    data_description: str = "",
+    progress: bool = False,
+    data: str | None = None,
+) -> HessianSpectrum:
+    """SLQ density, top eigenvalues and traces of a :class:`HessianOperator`.
+
+    Args:
+        op: The Hessian, or a :class:`~landscape.problem.Problem`.
+        n_probes: SLQ probe vectors (PyHessian's ``n_v``).
+        steps: Lanczos steps per probe (PyHessian's ``iter``).
+        top_k: Top eigenvalues to compute (0 skips).
+        trace_products: Product budget of each of Hutchinson and Hutch++ (0 skips both).
+        tol: Eigenvalue tolerance for the top-k.
+        seed: Seed of every random vector.
+        data_description: Description of the data for the provenance (default: the problem's).
+        progress: Show progress bars.
+        data: Deprecated name of ``data_description``.
+
+    Returns:
+        The spectrum.
+    """
+    data_description = renamed(data_description or None, data, "data", "data_description") or ""
+    op = _as_operator(op)
+    if not data_description and op.problem is not None:
+        data_description = op.problem.description
+    start = op.hvp_count
+    gen = torch.Generator().manual_seed(seed)
+    steps = min(steps, op.n)
+    basis_bytes = n_probes * steps * op.n * 8
+    # Probes in lockstep share each graph pass; fall back to one at a time (and float32 vectors) if large.
+    block = n_probes if basis_bytes <= op.memory_budget // 2 else 1
+    basis_dtype = torch.float64 if basis_bytes // n_probes * block <= op.memory_budget // 2 else torch.float32
+    nodes, weights = slq(
+        op.matmat,
+        op.n,
+        n_probes,
+        steps,
+        generator=gen,
+        block=block,
+        basis_dtype=basis_dtype,
+        breakdown=_breakdown(op),
+        progress=progress,
+    )
+    trace = {"slq": float(op.n * np.mean((weights * nodes).sum(1)))}
+    stderr = {"slq": float(op.n * np.std((weights * nodes).sum(1)) / math.sqrt(n_probes)) if n_probes > 1 else math.nan}
+    top = bounds = residuals = np.zeros(0)
+    if top_k > 0:
+        pairs = hessian_eigenpairs(op, min(top_k, op.n), tol=tol, seed=seed + 1, progress=progress)
+        top, bounds, residuals = pairs.values.numpy(), pairs.error_bounds.numpy(), pairs.residuals.numpy()
+    if trace_products > 0:
+        for method in TraceMethod:
+            est = hessian_trace(op, trace_products, method=method, seed=seed + 2)
+            trace[method.value], stderr[method.value] = est.estimate, est.stderr
+    prov = Provenance.here(
+        seed=seed,
+        data=data_description or f"{op.n_samples} samples",
+        model=type(op.model).__name__,
+        n_probes=n_probes,
+        steps=steps,
+        micro_batch_size=op.micro_batch_size,
+        dtype=str(op.dtype),
+        model_dtype=str(op.model_dtype),
+        reduction=op.reduction,
+        notes=list(op.notes),
+        kernels=op.kernels,
+        threads=torch.get_num_threads(),
+    )
+    return HessianSpectrum(
+        nodes=nodes,
+        weights=weights,
+        top_eigenvalues=top,
+        top_error_bounds=bounds,
+        trace=trace,
+        trace_stderr=stderr,
+        hvp_count=op.hvp_count - start,
+        bn_mode=op.bn_mode.value,
+        n_params=op.n,
+        param_names=op.param_names,
+        n_samples=op.n_samples,
+        provenance=prov,
+        top_residuals=residuals,
+    )
+
+
+def hessian_spectrum(
+    problem: Problem | nn.Module,
+    loss_fn: LossFn | str | None = None,
+    data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]] | None = None,
+    *,
+    params: str | Sequence[str] | None = None,
+    bn_mode: BNMode | str | None = None,
+    n_probes: int = 4,
+    steps: int = 100,
+    top_k: int = 5,
+    trace_products: int = 0,
+    tol: float = 1e-6,
+    seed: int = 0,
+    data_description: str = "",
+    progress: bool = False,
+    micro_batch_size: int | str | None = "auto",
+    memory_budget: int | str = 2 * 2**30,
+    cache: bool | None = None,
+    dtype: torch.dtype | None = None,
+    fast_ops: bool = True,
+    channels_last: bool | str = "auto",
+) -> HessianSpectrum:
+    """Hessian eigenvalue density of a model's full-dataset loss (the Persistent Neurons Fig. 12 analysis).
+
+    Builds a :class:`HessianOperator` and runs :func:`spectrum_of`.
+
+    Args:
+        problem: A :class:`~landscape.problem.Problem`, or the network (never modified) with ``loss_fn``
+            and ``data``.
+        loss_fn: Shorthand only: batch-mean (or batch-sum) loss ``loss_fn(outputs, targets) -> scalar`` or a
+            loss name.
+        data: Shorthand only: a pair ``(X, y)`` or an iterable of ``(X, y)`` batches.
+        params: Parameter subset (tensor or layer names); ``None`` for all.
+        bn_mode: ``"eval"`` or ``"train"``; ``None``: the problem's (``"eval"``, with a warning for a
+            train-mode model given as the shorthand).
+        n_probes: SLQ probes.
+        steps: Lanczos steps per probe.
+        top_k: Top eigenvalues to compute (0 skips).
+        trace_products: Product budget of each trace estimator (0 skips).
+        tol: Eigenvalue tolerance.
+        seed: Seed of the random vectors.
+        data_description: Text for the provenance (default: the problem's description).
+        progress: Show progress bars.
+        micro_batch_size: See :class:`HessianOperator`.
+        memory_budget: See :class:`HessianOperator`.
+        cache: See :class:`HessianOperator`.
+        dtype: See :class:`HessianOperator`.
+        fast_ops: See :class:`HessianOperator`.
+        channels_last: See :class:`HessianOperator`.
+
+    Returns:
+        The spectrum.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        op = HessianOperator(
+            problem,
+            loss_fn,
+            data,
+            params,
+            bn_mode=bn_mode,
+            micro_batch_size=micro_batch_size,
+            memory_budget=memory_budget,
+            cache=cache,
+            dtype=dtype,
+            fast_ops=fast_ops,
+            channels_last=channels_last,
+        )
+    for w in caught:  # re-issued at the caller of hessian_spectrum
+        warnings.warn(w.message, w.category, stacklevel=2)
+    return spectrum_of(
+        op,
+        n_probes=n_probes,
+        steps=steps,
+        top_k=top_k,
+        trace_products=trace_products,
+        tol=tol,
+        seed=seed,
+        data_description=data_description,
+        progress=progress,
+    )

@@ -1,0 +1,238 @@
+"""Hessian curvature of one model after another, each Lanczos run warm-started from the previous one.
+
+:class:`CurvatureTracker` is the measurement behind :func:`~landscape.curvature.training.trajectory_curvature`
+and :class:`~landscape.curvature.training.CurvatureRecorder`: at each point (a snapshot, or the model being
+trained) the top-``k`` Hessian eigenpairs of the full-data loss, optionally the Hutch++ trace and the top
+eigenvalue of each layer's diagonal block. Lanczos starts from a polynomial extrapolation (in the step) of
+the last points' eigenvectors: consecutive points have close Hessians, and the residual stopping rule is
+that of a cold start, so only the number of Hessian-vector products changes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from landscape.curvature.eigensolver import top_eigenpairs
+from landscape.curvature.hessian import BNMode, HessianOperator
+from landscape.curvature.spectrum import hessian_eigenpairs, hessian_trace
+from landscape.problem import Problem
+from landscape.results import Provenance
+
+__all__ = ["CurvatureTracker"]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+TOP_KEY = "\x00top-k"  # history key of the top-k vectors (layer names may be "")
+
+
+class CurvatureTracker:
+    """Curvature of one model after another, each Lanczos run warm-started from the previous point's vectors.
+
+    Calling it on a model measures the top-``k`` eigenpairs (and optionally per-layer top eigenvalues and
+    the Hutch++ trace) of that model's Hessian and appends a row to :attr:`rows`: ``values``, ``bounds``,
+    ``residuals`` (each ``(k,)``, NaN-padded), ``converged``, ``trace``, ``trace_stderr``, ``layers`` (layer
+    name -> top eigenvalue) and ``hvps``. Start vectors are kept per key (:data:`TOP_KEY` for the top-k,
+    a layer name for its block) with the step they were found at.
+    """
+
+    def __init__(
+        self,
+        loss_fn: LossFn | None,  # None when data is a Problem (it holds the loss)
+        data: Any,
+        *,
+        k: int,
+        tol: float,
+        warm_start: bool,
+        per_layer: bool,
+        trace_products: int,
+        max_steps: int | None,
+        block: int | None,
+        bn_mode: BNMode | str,
+        dtype: torch.dtype | None,
+        seed: int,
+        extrapolate: int = 2,
+    ) -> None:
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if not tol > 0:
+            raise ValueError(f"tol must be positive, got {tol}")
+        if trace_products < 0:
+            raise ValueError(f"trace_products must be >= 0, got {trace_products}")
+        self.loss_fn, self.data = loss_fn, data
+        self.k, self.tol, self.warm_start, self.per_layer = int(k), float(tol), bool(warm_start), bool(per_layer)
+        self.trace_products, self.max_steps, self.block = int(trace_products), max_steps, block
+        self.bn_mode, self.dtype, self.seed = BNMode(bn_mode), dtype, int(seed)
+        self.extrapolate = int(extrapolate)
+        if self.extrapolate < 0:
+            raise ValueError(f"extrapolate must be >= 0, got {extrapolate}")
+        self._history: dict[str, list[tuple[float, Tensor]]] = {}  # TOP_KEY or a layer -> (step, vectors)
+        self.step = 0.0
+        self.layer_names: list[str] = []
+        self.rows: list[dict[str, Any]] = []
+        self.n_samples = 0
+        self._problem: Problem | None = None
+
+    def start_vectors(self, key: str, n: int) -> Tensor | None:
+        """Start vectors at the current step: the last vectors, or a polynomial through the last few.
+
+        Along a trajectory the eigenvectors move smoothly with the step, so a Lagrange extrapolation through
+        the last ``extrapolate + 1`` points starts Lanczos closer than the last vectors alone (on the
+        benchmark trajectory, k = 1: 2.16x fewer products than a cold start, against 1.56x from the last vectors).
+        """
+        hist = self._history.get(key, [])
+        if not self.warm_start or not hist or hist[-1][1].shape[0] != n:
+            return None
+        hist = hist[-(self.extrapolate + 1) :]
+        steps = [t for t, _ in hist]
+        if len(set(steps)) < len(steps) or self.step in steps[:-1]:
+            return hist[-1][1]
+        out = torch.zeros_like(hist[-1][1])
+        for j, (tj, vj) in enumerate(hist):
+            w = math.prod((self.step - tm) / (tj - tm) for m, (tm, _) in enumerate(hist) if m != j)
+            out += w * vj
+        return out
+
+    def remember(self, key: str, vectors: Tensor) -> None:
+        """Keep the vectors, columns matched to the last ones (order by overlap, sign) so they extrapolate."""
+        hist = self._history.setdefault(key, [])
+        if hist and hist[-1][1].shape == vectors.shape:
+            last = hist[-1][1]
+            overlap = (last.T @ vectors).abs()  # (k, k)
+            order, free = [], list(range(vectors.shape[1]))
+            for i in range(vectors.shape[1]):  # greedy: each previous column takes its closest new one
+                j = max(free, key=lambda c: float(overlap[i, c]))
+                order.append(j)
+                free.remove(j)
+            vectors = vectors[:, order]
+            vectors = vectors * torch.sign((last * vectors).sum(0) + 1e-300)
+        elif hist:
+            hist.clear()  # another shape: the network changed, or fewer vectors
+        hist.append((self.step, vectors))
+        del hist[: -(self.extrapolate + 1)]
+
+    def __call__(self, model: nn.Module, step: float = 0.0) -> dict[str, Any]:
+        """Measure ``model`` (at optimizer step ``step``, for the extrapolation) and append its row.
+
+        Returns:
+            The row (see the class docstring); all NaN for non-finite weights or a failed eigensolve.
+        """
+        self.step = float(step)
+        # A diverged run (gradient descent above its stability limit) reaches non-finite weights or products:
+        # its curvature is recorded as NaN instead of ending the training or the scan.
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            return self._nan_row()
+        try:
+            return self._measure(model)
+        except np.linalg.LinAlgError:
+            return self._nan_row()
+
+    def _nan_row(self) -> dict[str, Any]:
+        nan = np.full(self.k, np.nan)
+        self._history = {}
+        row = {
+            "values": nan,
+            "bounds": nan,
+            "residuals": nan,
+            "converged": False,
+            "trace": math.nan,
+            "trace_stderr": math.nan,
+            "layers": {},
+            "hvps": 0,
+        }
+        self.rows.append(row)
+        return row
+
+    def _measure(self, model: nn.Module) -> dict[str, Any]:
+        # One Problem: the data are read, checked and cast once; each snapshot's model reuses them.
+        if self._problem is None:
+            if isinstance(self.data, Problem):
+                self._problem = self.data.with_model(model)
+            else:
+                self._problem = Problem(model, self.data, self.loss_fn, bn_mode=self.bn_mode.value, dtype=self.dtype)
+        else:
+            self._problem = self._problem.with_model(model)
+        op = HessianOperator(self._problem, bn_mode=self.bn_mode, dtype=self.dtype)
+        self.n_samples = op.n_samples
+        k = min(self.k, op.n)
+        pairs = hessian_eigenpairs(
+            op,
+            k,
+            tol=self.tol,
+            max_steps=self.max_steps,
+            seed=self.seed,
+            block=self.block,
+            v0=self.start_vectors(TOP_KEY, op.n),
+        )
+        self.remember(TOP_KEY, pairs.vectors)
+        row: dict[str, Any] = {
+            "values": pad_nan(pairs.values.numpy(), self.k),
+            "bounds": pad_nan(pairs.error_bounds.numpy(), self.k),
+            "residuals": pad_nan(pairs.residuals.numpy(), self.k),
+            "converged": pairs.converged,
+            "trace": math.nan,
+            "trace_stderr": math.nan,
+            "layers": {},
+        }
+        if self.per_layer:
+            row["layers"] = self._layers(op)
+        if self.trace_products:
+            est = hessian_trace(op, self.trace_products, seed=self.seed + 2)
+            row["trace"], row["trace_stderr"] = est.estimate, est.stderr
+        row["hvps"] = op.hvp_count
+        self.rows.append(row)
+        return row
+
+    def _layers(self, op: HessianOperator) -> dict[str, float]:
+        """Top eigenvalue of each layer's diagonal block ``P_l H P_l^T``, by products of the full operator."""
+        out = {}
+        eps = float(torch.finfo(op.dtype).eps)
+        gen = torch.Generator()
+        for name in op.layout.layers:
+            idx = op.layout.layer_index(name)
+
+            def block(V: Tensor, idx: Tensor = idx) -> Tensor:
+                full = V.new_zeros(op.n, V.shape[1])
+                full[idx] = V
+                return op.matmat(full)[idx]
+
+            pairs = top_eigenpairs(
+                block,
+                len(idx),
+                1,
+                tol=self.tol,
+                max_steps=self.max_steps,
+                generator=gen.manual_seed(self.seed),
+                breakdown=100 * eps,
+                eps=eps,
+                v0=self.start_vectors(name, len(idx)),
+            )
+            self.remember(name, pairs.vectors)
+            out[name] = float(pairs.values[0])
+            if name not in self.layer_names:
+                self.layer_names.append(name)
+        return out
+
+    def provenance(self, data_description: str, **extra: Any) -> Provenance:
+        """Provenance of the measurements: seed, data, options, threads, plus ``extra``."""
+        return Provenance.here(
+            seed=self.seed,
+            data=data_description or f"{self.n_samples} samples",
+            trace_products=self.trace_products,
+            max_steps=self.max_steps,
+            block=self.block,
+            extrapolate=self.extrapolate,
+            threads=torch.get_num_threads(),
+            **extra,
+        )
+
+
+def pad_nan(a: np.ndarray, k: int) -> np.ndarray:
+    """``a`` padded with NaN to length ``k`` (a model with fewer than ``k`` parameters)."""
+    out = np.full(k, np.nan)
+    out[: len(a)] = a
+    return out
