@@ -44,7 +44,10 @@ from persistence.mlp import (
 )
 from persistence.stepper import Backend, Stepper, log_steps, torch_threads
 
-__all__ = ["BatchedEngine", "BATCHED_OPTIONS"]
+__all__ = [
+    "BATCHED_OPTIONS",
+    "sgd_hyperparameters",
+]  # BatchedEngine is the trainer's; build it through PersistentTrainer
 
 # The Trainer keywords this engine reads, and its own; anything else is an error naming engine="loop".
 BATCHED_OPTIONS = {
