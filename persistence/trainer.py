@@ -170,12 +170,12 @@ class PersistentTrainer:
                 f"select_by={select_by!r} needs an evaluation set named {set_name!r} in eval_data "
                 f"(got {sorted(eval_data or {})})"
             )
-        # Checked and cast once here: every iteration's Trainer takes the validated data as it is.
+        # Checked and cast once here, the training set and every evaluation set alike: every iteration's
+        # Trainer (or the batched engine) takes the validated data as it is.
         check_model(model)
-        data = validate_pair(data, model, loss_fn, argname="data")
-        eval_data = {
-            k: validate_pair(d, model, loss_fn, argname=f"eval_data[{k!r}]") for k, d in (eval_data or {}).items()
-        }
+        named = {"data": data, **{f"eval_data[{k!r}]": d for k, d in (eval_data or {}).items()}}
+        checked = [validate_pair(d, model, loss_fn, argname=name) for name, d in named.items()]
+        data, eval_data = checked[0], dict(zip(eval_data or {}, checked[1:]))
         self.initial = model
         self.data = data
         self.loss_fn = loss_fn
