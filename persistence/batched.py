@@ -129,8 +129,8 @@ class BatchedEngine:
     def __init__(
         self,
         model: nn.Module,
-        data: tuple[Tensor, Tensor],
-        eval_data: Mapping[str, tuple[Tensor, Tensor]],
+        data: Any,
+        eval_data: Mapping[str, Any],
         loss_fn: Any,
         optimizer: Any,
         capacity: int,
@@ -153,13 +153,18 @@ class BatchedEngine:
             raise ValueError(
                 f"the batched engine computes the mean squared error, got loss {loss_fn!r}; use engine='loop'"
             )
+        for name, d in {"data": data, **{f"eval_data[{k!r}]": d for k, d in eval_data.items()}}.items():
+            if not (isinstance(d, tuple | list) and len(d) == 2 and all(isinstance(t, Tensor) for t in d)):
+                raise ValueError(f"the batched engine needs {name} as a tensor pair (X, y); use engine='loop'")
         self.widths = mlp_widths(model)
         self.dtype = dtype_of(model)
         self.layout = ParamLayout.from_model(model)
         self.initial = parameters_to_vector(model).detach()
         self.template = model
-        self.x, self.y = check_xy(*data, self.widths, self.dtype, "training data")
-        self.evals = {k: check_xy(*d, self.widths, self.dtype, f"eval_data[{k!r}]") for k, d in eval_data.items()}
+        self.x, self.y = check_xy(data[0], data[1], self.widths, self.dtype, "training data")
+        self.evals = {
+            k: check_xy(d[0], d[1], self.widths, self.dtype, f"eval_data[{k!r}]") for k, d in eval_data.items()
+        }
         self.lr, self.momentum = sgd_hyperparameters(optimizer, options.get("optimizer_kwargs"))
         self.steps = int(options["steps"])
         self.log_every = int(options.get("log_every", 100))

@@ -27,7 +27,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from landscape.train.loop import DataLike, OptimizerSpec
 from landscape.trajectory import Trajectory
 from landscape.validation import check_model, validate_pair
 from persistence.penalty import PersistentMode, PersistentPenalty, draw_layer
+
+if TYPE_CHECKING:
+    from persistence.batched import BatchedEngine
 
 __all__ = ["Engine", "PersistentMode", "IterationResult", "PersistentTrainer", "select_champion"]
 
@@ -164,8 +167,8 @@ class PersistentTrainer:
         if layer is not None and layer not in self.layout.layers:
             raise ValueError(f"unknown layer {layer!r}; the model's layers are {list(self.layout.layers)}")
         set_name = select_by.split("_", 1)[0]
-        implicit = {"train"} if self.engine is Engine.BATCHED else set()
-        if set_name not in (eval_data or {}) and set_name not in implicit:
+        sets = {*(eval_data or {}), *({"train"} if self.engine is Engine.BATCHED else ())}
+        if not any(select_by.startswith(f"{name}_") for name in sets):
             raise ValueError(
                 f"select_by={select_by!r} needs an evaluation set named {set_name!r} in eval_data "
                 f"(got {sorted(eval_data or {})})"
@@ -192,7 +195,8 @@ class PersistentTrainer:
         self.trainer_kwargs = trainer_kwargs
         self.results_: list[IterationResult] = []
         self.depth_factor_: float | None = None
-        self.batched_engine = None
+        # The batched engine (``None`` for the loop engine): its settings, the backend that ran, the logged steps.
+        self.batched_engine: BatchedEngine | None = None
         if self.engine is Engine.BATCHED:
             from persistence.batched import BatchedEngine
 
