@@ -15,14 +15,70 @@ matrix-vector product per tensor however many solutions precede; its gradient is
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape._options import parse_option
 from landscape.params import ParamLayout
 
-__all__ = ["PersistentPenalty"]
+__all__ = ["PersistentMode", "PersistentPenalty", "draw_layer"]
+
+
+class PersistentMode(str, enum.Enum):
+    """Which layers the penalty covers: all (000 eq. 4) or one per iteration (000 eq. 5)."""
+
+    FULL = "full"
+    PARTIAL = "partial"
+
+
+def draw_layer(
+    layer_names: Sequence[str],
+    iteration: int,
+    *,
+    mode: PersistentMode | str = PersistentMode.FULL,
+    seed: int = 0,
+    layer: str | None = None,
+) -> str | None:
+    """The layer a persistent iteration penalizes: a pure function of its arguments.
+
+    Full mode and iteration 0 (the plain model) penalize no single layer (``None``); partial mode penalizes
+    the fixed ``layer`` if one is given, else one drawn uniformly from ``layer_names`` by a generator seeded
+    with ``[seed, iteration]``. The draw consumes no global random state and does not depend on how many
+    iterations ran before, so every engine and every resumed run penalizes the same layers.
+
+    Args:
+        layer_names: The model's layer names in order (``ParamLayout.layers``).
+        iteration: 0 for the plain model, then 1, 2, ...
+        mode: ``"full"`` or ``"partial"``.
+        seed: Seed of the draws.
+        layer: A fixed layer name (partial mode) instead of the draw.
+
+    Returns:
+        The penalized layer, or ``None`` (full mode, iteration 0).
+
+    Raises:
+        ValueError: On an unknown mode or layer, or no layers.
+
+    Example:
+        >>> draw_layer(["fc1", "fc2"], 3, mode="partial", seed=0) == draw_layer(["fc1", "fc2"], 3, mode="partial")
+        True
+    """
+    mode = parse_option(PersistentMode, mode, "mode")
+    names = list(layer_names)
+    if layer is not None and layer not in names:
+        raise ValueError(f"unknown layer {layer!r}; the model's layers are {names}")
+    if mode is PersistentMode.FULL or iteration == 0:
+        return None
+    if layer is not None:
+        return layer
+    if not names:
+        raise ValueError("the model has no layers to penalize")
+    rng = np.random.default_rng([seed, iteration])  # independent of how many iterations ran before
+    return names[int(rng.integers(len(names)))]
 
 
 class PersistentPenalty:

@@ -6,6 +6,12 @@ of all previous converged solutions as a regularizer. Each iteration is recorded
 trajectory, tagged with its iteration (and, in partial mode, its layer). The championship is the
 iteration with the best validation metric at its end.
 
+Two engines train an iteration (``engine=``): ``"loop"`` (default) runs it through the shared
+:class:`~landscape.train.Trainer` (any model, loss, optimizer, minibatches); ``"batched"``
+(:mod:`persistence.batched`) runs a Linear/ReLU MLP on full-batch MSE with momentum SGD through a fast
+hand-derived step, up to float rounding the same arithmetic. Both use the same layer draw
+(:func:`~persistence.penalty.draw_layer`), the same recording callback and tags, and the same resume.
+
 Resuming: with ``out_dir`` given, each finished iteration is committed to ``out_dir/state.json``
 (atomically, after its trajectory is complete); a rerun with the same arguments skips finished
 iterations, takes their converged points from their trajectories, and redoes an unfinished one from
@@ -21,26 +27,31 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape._options import parse_option
 from landscape.params import ParamLayout, model_at, parameters_to_vector
-from landscape.train.loop import DataLike, OptimizerSpec, Trainer, evaluate_dataset
+from landscape.train import Trainer, evaluate_dataset
+from landscape.train.loop import DataLike, OptimizerSpec
 from landscape.trajectory import Trajectory
 from landscape.validation import check_model, validate_pair
-from persistence.penalty import PersistentPenalty
+from persistence.penalty import PersistentMode, PersistentPenalty, draw_layer
 
-__all__ = ["PersistentMode", "IterationResult", "PersistentTrainer", "select_champion"]
+if TYPE_CHECKING:
+    from persistence.batched import BatchedEngine
+
+__all__ = ["Engine", "PersistentMode", "IterationResult", "PersistentTrainer", "select_champion"]
 
 
-class PersistentMode(str, enum.Enum):
-    """Which layers the penalty covers: all (000 eq. 4) or one per iteration (000 eq. 5)."""
+class Engine(str, enum.Enum):
+    """How an iteration trains: the shared training loop, or the fast batched MLP step."""
 
-    FULL = "full"
-    PARTIAL = "partial"
+    LOOP = "loop"
+    BATCHED = "batched"
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,8 @@ class IterationResult:
         metrics: Final metrics (``val_loss``, ``val_accuracy``, ``test_*``, ``train_loss`` ...).
         layer: The penalized layer in partial mode, ``None`` otherwise.
         trajectory: The recorded trajectory of this iteration.
+        history: The batched engine's loss log: ``steps``, ``loss`` (without the penalty), ``penalty`` at the
+            logged steps and the iteration's ``time`` in seconds; ``None`` for the loop engine.
     """
 
     iteration: int
@@ -60,6 +73,7 @@ class IterationResult:
     metrics: dict[str, float]
     layer: str | None
     trajectory: Trajectory
+    history: dict[str, Any] | None = None
 
 
 def select_champion(metrics: Sequence[Mapping[str, float]], key: str = "val_loss", mode: str | None = None) -> int:
@@ -109,7 +123,11 @@ class PersistentTrainer:
         seed: Seed of every iteration's training run and of the partial-mode layer draws.
         out_dir: Directory for the trajectories and the resume state (``None``: in memory, no resume).
         progress: Show progress over iterations.
-        **trainer_kwargs: Passed to every :class:`~landscape.train.Trainer` (epochs, steps, batch_size ...).
+        engine: ``"loop"`` (every iteration through :class:`~landscape.train.Trainer`) or ``"batched"`` (the
+            fast step of :mod:`persistence.batched`: Linear/ReLU MLPs, MSE, full-batch momentum SGD; there
+            ``select_by`` may also name the training set, ``"train_loss"``, without an evaluation set).
+        **trainer_kwargs: Passed to every :class:`~landscape.train.Trainer` (epochs, steps, batch_size ...);
+            with ``engine="batched"``, the keywords of :data:`persistence.batched.BATCHED_OPTIONS`.
 
     Example:
         >>> X = torch.linspace(-1, 1, 32)[:, None]
@@ -138,29 +156,29 @@ class PersistentTrainer:
         seed: int = 0,
         out_dir: str | os.PathLike[str] | None = None,
         progress: bool = False,
+        engine: Engine | str = Engine.LOOP,
         **trainer_kwargs: Any,
     ) -> None:
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1 (the plain model counts), got {iterations}")
-        try:
-            self.mode = PersistentMode(mode)
-        except ValueError:
-            raise ValueError(f"unknown mode {mode!r}; valid: {[m.value for m in PersistentMode]}") from None
+        self.mode = parse_option(PersistentMode, mode, "mode")
+        self.engine = parse_option(Engine, engine, "engine")
         self.layout = ParamLayout.from_model(model)
         if layer is not None and layer not in self.layout.layers:
             raise ValueError(f"unknown layer {layer!r}; the model's layers are {list(self.layout.layers)}")
         set_name = select_by.split("_", 1)[0]
-        if set_name not in (eval_data or {}):
+        sets = {*(eval_data or {}), *({"train"} if self.engine is Engine.BATCHED else ())}
+        if not any(select_by.startswith(f"{name}_") for name in sets):
             raise ValueError(
                 f"select_by={select_by!r} needs an evaluation set named {set_name!r} in eval_data "
                 f"(got {sorted(eval_data or {})})"
             )
-        # Checked and cast once here: every iteration's Trainer takes the validated data as it is.
+        # Checked and cast once here, the training set and every evaluation set alike: every iteration's
+        # Trainer (or the batched engine) takes the validated data as it is.
         check_model(model)
-        data = validate_pair(data, model, loss_fn, argname="data")
-        eval_data = {
-            k: validate_pair(d, model, loss_fn, argname=f"eval_data[{k!r}]") for k, d in (eval_data or {}).items()
-        }
+        named = {"data": data, **{f"eval_data[{k!r}]": d for k, d in (eval_data or {}).items()}}
+        checked = [validate_pair(d, model, loss_fn, argname=name) for name, d in named.items()]
+        data, eval_data = checked[0], dict(zip(eval_data or {}, checked[1:]))
         self.initial = model
         self.data = data
         self.loss_fn = loss_fn
@@ -177,17 +195,19 @@ class PersistentTrainer:
         self.trainer_kwargs = trainer_kwargs
         self.results_: list[IterationResult] = []
         self.depth_factor_: float | None = None
+        # The batched engine (``None`` for the loop engine): its settings, the backend that ran, the logged steps.
+        self.batched_engine: BatchedEngine | None = None
+        if self.engine is Engine.BATCHED:
+            from persistence.batched import BatchedEngine
+
+            self.batched_engine = BatchedEngine(
+                model, data, self.eval_data, loss_fn, optimizer, iterations - 1, trainer_kwargs
+            )
 
     # --------------------------------------------------------------------- api
     def layer_for(self, iteration: int) -> str | None:
         """The penalized layer of an iteration: ``None`` in full mode; seeded draw (or the fixed layer) in partial."""
-        if self.mode is PersistentMode.FULL or iteration == 0:
-            return None
-        if self.layer is not None:
-            return self.layer
-        names = list(self.layout.layers)
-        rng = np.random.default_rng([self.seed, iteration])  # independent of how many iterations ran before
-        return names[int(rng.integers(len(names)))]
+        return draw_layer(list(self.layout.layers), iteration, mode=self.mode, seed=self.seed, layer=self.layer)
 
     @property
     def champion_(self) -> int:
@@ -217,7 +237,10 @@ class PersistentTrainer:
             res = self._run_iteration(it)
             self.results_.append(res)
             if self.out_dir is not None:
-                state.setdefault("finished", []).append({"iteration": it, "metrics": res.metrics, "layer": res.layer})
+                entry: dict[str, Any] = {"iteration": it, "metrics": res.metrics, "layer": res.layer}
+                if res.history is not None:
+                    entry["history"] = res.history
+                state.setdefault("finished", []).append(entry)
                 state["depth_factor"] = self.depth_factor_
                 self._save_state(state)
         return self
@@ -253,6 +276,22 @@ class PersistentTrainer:
             tags["persistent_layer"] = layer
         if self.depth_factor:
             tags["depth_factor"] = True
+        history = None
+        if self.batched_engine is None:
+            final, metrics = self._run_loop(it, traj, tags)
+        else:
+            finals = [r.final for r in self.results_]
+            anchors = torch.stack(finals) if finals else self.batched_engine.initial.new_zeros(0, self.layout.numel)
+            scale = self.lam * (self.depth_factor_ if (self.depth_factor and self.depth_factor_ is not None) else 1.0)
+            final, metrics, history = self.batched_engine.run(it, anchors, layer, scale, traj, tags)
+            if it == 0 and self.depth_factor:
+                self.depth_factor_ = self.batched_engine.depth_factor(final, history)
+        if path is not None:
+            traj.close()
+            traj = Trajectory.open(path)
+        return IterationResult(it, final, metrics, layer, traj, history)
+
+    def _run_loop(self, it: int, traj: Trajectory, tags: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
         trainer = Trainer(
             self.initial,
             self.data,
@@ -274,18 +313,15 @@ class PersistentTrainer:
         for name, d in self.eval_data.items():
             for k, v in evaluate_dataset(trainer.model, d, self.loss_fn).items():
                 metrics[f"{name}_{k}"] = v
-        if path is not None:
-            traj.close()
-            traj = Trajectory.open(path)
-        return IterationResult(it, parameters_to_vector(trainer.model), metrics, layer, traj)
+        return parameters_to_vector(trainer.model), metrics
 
     def _restore(self, it: int, entry: Mapping[str, Any]) -> IterationResult:
         traj = Trajectory.open(self._traj_path(it))  # type: ignore[arg-type]
         final = traj[len(traj) - 1].vector
-        return IterationResult(it, final, dict(entry["metrics"]), entry.get("layer"), traj)
+        return IterationResult(it, final, dict(entry["metrics"]), entry.get("layer"), traj, entry.get("history"))
 
     def _fingerprint(self) -> dict[str, Any]:
-        return {
+        fp = {
             "iterations_seed": self.seed,
             "lam": self.lam,
             "mode": self.mode.value,
@@ -294,6 +330,9 @@ class PersistentTrainer:
             "numel": self.layout.numel,
             "initial_sum": float(parameters_to_vector(self.initial).double().sum()),
         }
+        if self.batched_engine is not None:  # the loop engine's fingerprint is unchanged, so its old runs resume
+            fp.update(self.batched_engine.settings(), select_by=self.select_by)
+        return fp
 
     def _load_state(self) -> dict[str, Any]:
         if self.out_dir is None:

@@ -8,9 +8,13 @@ from torch import nn
 from landscape.models import RegressionMLP, build_model
 from landscape.params import ParamLayout, functional_forward, parameters_to_vector
 from landscape.train import Trainer
-from persistence.fast import (
+from landscape.trajectory import Trajectory
+from persistence import (
     FastPersistentResult,
+    PersistentPenalty,
+    PersistentTrainer,
     SeedsResult,
+    draw_layer,
     fast_persistent_run,
     he_init_vectors,
     mlp_loss_and_grad,
@@ -19,8 +23,6 @@ from persistence.fast import (
     train_seeds_batched,
     vectors_to_stack,
 )
-from persistence.penalty import PersistentPenalty
-from persistence.trainer import PersistentTrainer
 
 F64 = torch.float64
 
@@ -199,11 +201,14 @@ def test_checkpoint_resume_and_save_load(tmp_path):
     net = _net(seed=1)
     kw = dict(steps=40, lam=0.3, lr=0.01, backend="eager")
     full = fast_persistent_run(net, x, y, iterations=3, **kw)
-    ck = tmp_path / "chain.npz"
-    fast_persistent_run(net, x, y, iterations=2, checkpoint=ck, **kw)  # "interrupted" after two iterations
+    ck = tmp_path / "chain"
+    first = fast_persistent_run(net, x, y, iterations=2, checkpoint=ck, **kw)  # "interrupted" after two iterations
+    (ck / "iteration_002").mkdir()  # the third iteration left half-written
     resumed = fast_persistent_run(net, x, y, iterations=3, checkpoint=ck, **kw)
-    assert np.allclose(resumed.finals, full.finals, rtol=1e-12, atol=1e-14)
-    assert resumed.settings["iteration_times"][:2] == FastPersistentResult.load(ck).settings["iteration_times"][:2]
+    assert np.array_equal(resumed.finals, full.finals)  # the eager step is deterministic: bitwise
+    assert np.array_equal(resumed.losses, full.losses) and resumed.metrics == full.metrics
+    assert resumed.settings["iteration_times"][:2] == first.settings["iteration_times"]  # not retrained
+    assert Trajectory.open(ck / "iteration_002")[0].tags["persistent_iteration"] == 2
     with pytest.raises(ValueError, match="other settings"):
         fast_persistent_run(net, x, y, iterations=3, checkpoint=ck, **{**kw, "lam": 0.2})
     back = FastPersistentResult.load(full.save(tmp_path / "r"))
@@ -247,3 +252,91 @@ def test_compiled_backend_equals_eager():
     sa = train_seeds_batched(net, x, y, [0, 1], steps=9, backend="compiled", steps_per_call=4)
     sb = train_seeds_batched(net, x, y, [0, 1], steps=9, backend="eager")
     assert np.allclose(sa.final, sb.final, rtol=1e-12, atol=1e-13)
+
+
+def _engine_run(engine, out_dir=None, iterations=3, lr=0.01, **kw):
+    x, y = _data(24)
+    xv, yv = _data(9)
+    return PersistentTrainer(
+        _net(seed=6),
+        (x, y),
+        nn.functional.mse_loss,
+        _sgd(lr),
+        iterations=iterations,
+        lam=0.4,
+        eval_data={"val": (xv, yv)},
+        steps=30,
+        batch_size=None,
+        record_every_steps=10,
+        record_every_epochs=None,
+        out_dir=out_dir,
+        engine=engine,
+        **({"backend": "eager"} if engine == "batched" else {}),
+        **kw,
+    ).fit()
+
+
+@pytest.mark.parametrize("mode", ["full", "partial"])
+def test_loop_and_batched_engines_record_the_same_trajectories(mode):
+    loop = _engine_run("loop", mode=mode, depth_factor=mode == "partial", seed=3)
+    fast = _engine_run("batched", mode=mode, depth_factor=mode == "partial", seed=3)
+    assert [r.layer for r in fast.results_] == [r.layer for r in loop.results_]
+    assert fast.depth_factor_ == pytest.approx(loop.depth_factor_, rel=1e-10)
+    for a, b in zip(loop.results_, fast.results_):
+        ta, tb = a.trajectory, b.trajectory
+        assert list(ta.steps) == list(tb.steps) == [0, 10, 20, 30]
+        assert np.array_equal(ta.epochs, tb.epochs)
+        assert [ta.tags(i) for i in range(len(ta))] == [tb.tags(i) for i in range(len(tb))]
+        assert torch.allclose(ta.vectors(), tb.vectors(), rtol=1e-9, atol=1e-11)
+        # the batch loss of a recorded step: the loss (with the penalty) that step started from
+        assert tb[1].metrics["batch_loss"] == pytest.approx(ta[1].metrics["batch_loss"], rel=1e-9)
+        assert b.metrics["val_loss"] == pytest.approx(a.metrics["val_loss"], rel=1e-9)
+        assert a.history is None and b.history["steps"][-1] == 30
+    assert (fast.results_[1].final - fast.results_[0].final).abs().max() > 1e-3  # the penalty acted
+    assert fast.champion_ == loop.champion_
+
+
+def test_batched_engine_resume_after_interruption_equals_uninterrupted(tmp_path):
+    full = _engine_run("batched", tmp_path / "a", iterations=4, mode="partial", depth_factor=True)
+    _engine_run("batched", tmp_path / "b", iterations=2, mode="partial", depth_factor=True)
+    (tmp_path / "b" / "iteration_002").mkdir()  # an iteration left half-written
+    resumed = _engine_run("batched", tmp_path / "b", iterations=4, mode="partial", depth_factor=True)
+    for a, b in zip(full.results_, resumed.results_):
+        assert torch.equal(a.final, b.final) and torch.equal(a.trajectory.vectors(), b.trajectory.vectors())
+        assert a.metrics == b.metrics and a.layer == b.layer and a.history["loss"] == b.history["loss"]
+    assert full.depth_factor_ == resumed.depth_factor_ > 0
+    with pytest.raises(ValueError, match="other settings"):  # the engine's settings are part of the fingerprint
+        _engine_run("batched", tmp_path / "b", iterations=4, mode="partial", depth_factor=True, lr=0.02)
+
+
+def test_layer_draw_is_pure():
+    names = ["fc1", "fc2", "fc3"]
+    torch_state, np_state = torch.get_rng_state(), np.random.get_state()
+    draws = [draw_layer(names, i, mode="partial", seed=5) for i in range(40)]
+    assert torch.equal(torch.get_rng_state(), torch_state)  # no global random state consumed
+    assert all(a == b for a, b in zip(np.random.get_state()[1], np_state[1]))
+    assert draws == [draw_layer(names, i, mode="partial", seed=5) for i in range(40)]  # same inputs, same output
+    assert draws[7] == draw_layer(names, 7, mode="partial", seed=5)  # independent of the iterations before
+    assert draws[0] is None and set(draws[1:]) == set(names)  # the plain iteration penalizes no single layer
+    assert draws != [draw_layer(names, i, mode="partial", seed=6) for i in range(40)]
+    assert draw_layer(names, 3, mode="full", seed=5) is None
+    assert draw_layer(names, 3, mode="partial", layer="fc2") == "fc2"
+    pt = _engine_run("loop", mode="partial", seed=5, iterations=1)
+    assert [pt.layer_for(i) for i in range(40)] == draws  # the trainer's draw is this function
+    with pytest.raises(ValueError, match="unknown layer"):
+        draw_layer(names, 1, mode="partial", layer="fc9")
+
+
+def test_batched_engine_rejects_what_it_cannot_run():
+    x, y = _data(10)
+    kw = dict(iterations=2, lam=0.1, eval_data={"val": (x, y)}, steps=5, engine="batched")
+    with pytest.raises(ValueError, match="Adam.*engine='loop'"):
+        PersistentTrainer(_net(), (x, y), nn.functional.mse_loss, lambda p: torch.optim.Adam(p), **kw)
+    with pytest.raises(ValueError, match="mean squared error"):
+        PersistentTrainer(_net(), (x, y), nn.functional.l1_loss, _sgd(0.1), **kw)
+    with pytest.raises(ValueError, match="full batch"):
+        PersistentTrainer(_net(), (x, y), nn.functional.mse_loss, _sgd(0.1), batch_size=4, **kw)
+    with pytest.raises(ValueError, match="does not take \\['epochs'\\]"):
+        PersistentTrainer(_net(), (x, y), nn.functional.mse_loss, _sgd(0.1), epochs=3, **kw)
+    with pytest.raises(ValueError, match="unknown engine 'gpu'"):
+        PersistentTrainer(_net(), (x, y), nn.functional.mse_loss, _sgd(0.1), **{**kw, "engine": "gpu"})

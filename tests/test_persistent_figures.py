@@ -99,7 +99,9 @@ def test_fig3_5_tiny_and_cached(tmp_path):
     setup = KinkSetup(seeds=3, iterations=2, steps=200, backend="eager", name="tiny")
     first = figure3_5(setup=setup, cache=tmp_path)
     claims = _check(first, 4)
-    assert (tmp_path / setup.key() / "seeds.npz").is_file() and (tmp_path / setup.key() / "persistent.npz").is_file()
+    assert (tmp_path / setup.key() / "seeds.npz").is_file() and (
+        tmp_path / setup.key() / "persistent" / "state.json"
+    ).is_file()
     again = figure3_5(setup=setup, cache=tmp_path)  # loaded from the cache: the same numbers
     assert [c.measured for c in again.claims] == [c.measured for c in claims]
 

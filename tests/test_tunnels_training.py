@@ -8,24 +8,29 @@ import pytest
 import torch
 from torch import nn
 
+import tunnels
 from landscape.params import parameters_to_vector
 from landscape.train import Callback, Trainer
 from landscape.trajectory import Trajectory
-from tunnels import TunnelEvent
-from tunnels.flat import (
-    NEONEscape,
-    PerturbedGD,
-    damped_newton_step,
-    dense_hessian,
-    full_batch_objective,
-    neon_descent,
-    neon_direction,
-    newton_flat,
-    perturbed_gradient_descent,
-)
-from tunnels.training import TunnelSchedule
+from tunnels import NEONEscape, PerturbedGD, TunnelEvent, TunnelSchedule
 
 F = nn.functional
+
+
+def _fit(net, data, optimizer, lr, steps, callbacks, **kw):
+    """Cross-entropy training in minibatches of 16 with the given callbacks; snapshots by steps only."""
+    kw.setdefault("record_every_epochs", None)
+    return Trainer(
+        net,
+        data,
+        F.cross_entropy,
+        optimizer,
+        optimizer_kwargs={"lr": lr},
+        steps=steps,
+        batch_size=16,
+        callbacks=callbacks,
+        **kw,
+    ).fit()
 
 
 def _data(n: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,20 +74,7 @@ def test_schedule_open_close_records_events_segments_and_preserves_function():
     spy, lr_spy = _Spy(), _LrSpy()
     sched = TunnelSchedule(open_at=3, units={"0": 2}, close_at=7, t=0.5, warmup_steps=4, warmup_start=0.25)
     traj = Trajectory()
-    tr = Trainer(
-        net,
-        (X, y),
-        F.cross_entropy,
-        "adam",
-        optimizer_kwargs={"lr": 0.01},
-        steps=10,
-        batch_size=16,
-        callbacks=[spy, sched, lr_spy],
-        trajectory=traj,
-        record_every_steps=1,
-        record_every_epochs=None,
-    )
-    tr.fit()
+    tr = _fit(net, (X, y), "adam", 0.01, 10, [spy, sched, lr_spy], trajectory=traj, record_every_steps=1)
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), ref.parameters()))  # caller's model untouched
     # events: open at 3 (2 filters added), close at 7
     kinds = [(s, ev.kind) for s, ev in sched.events_]
@@ -133,16 +125,7 @@ def test_schedule_restart_and_validation():
     X, y = _data()
     lr_spy = _LrSpy()
     sched = TunnelSchedule(open_at=2, action="restart", warmup_steps=2, warmup_start=0.5)
-    Trainer(
-        _net(),
-        (X, y),
-        F.cross_entropy,
-        "adam",
-        optimizer_kwargs={"lr": 0.1},
-        steps=5,
-        batch_size=16,
-        callbacks=[sched, lr_spy],
-    ).fit()
+    _fit(_net(), (X, y), "adam", 0.1, 5, [sched, lr_spy])
     assert sched.events_ == [(2, None)] and lr_spy.opt_states[2] == 0
     assert [lr_spy.lrs[s] for s in (2, 3, 4)] == pytest.approx([0.05, 0.075, 0.1])
     with pytest.raises(ValueError, match="valid"):
@@ -156,10 +139,7 @@ def test_schedule_reorganize_and_ema_keep_architecture():
     sched = TunnelSchedule(
         open_at=2, units={"0": 1}, action="reorganize", stats="ema", ema_steps=2, stats_batch_size=16, warmup_steps=0
     )
-    tr = Trainer(
-        _net(), (X, y), F.cross_entropy, "sgd", optimizer_kwargs={"lr": 0.1}, steps=4, batch_size=16, callbacks=[sched]
-    )
-    tr.fit()
+    tr = _fit(_net(), (X, y), "sgd", 0.1, 4, [sched])
     assert sched.events_[0][1].kind == "reorganize" and sched.stats_.method == "ema"
     assert tr.model[0].out_channels == 3
 
@@ -175,15 +155,15 @@ def test_newton_step_on_quadratic_is_exact_minimizer():
     def f(x):
         return 0.5 * x @ A @ x - b @ x
 
-    H = dense_hessian(f, x0, chunk_size=4)
+    H = tunnels.dense_hessian(f, x0, chunk_size=4)
     torch.testing.assert_close(H, A)
     grad = A @ x0 - b
-    x1 = x0 + damped_newton_step(grad, H)
+    x1 = x0 + tunnels.damped_newton_step(grad, H)
     torch.testing.assert_close(x1, torch.linalg.solve(A, b))
     # step size scales the step; damping shrinks it
-    half = x0 + damped_newton_step(grad, H, step_size=0.5)
+    half = x0 + tunnels.damped_newton_step(grad, H, step_size=0.5)
     torch.testing.assert_close(half, 0.5 * (x0 + x1))
-    assert (damped_newton_step(grad, H, damping=10.0)).norm() < (x1 - x0).norm()
+    assert (tunnels.damped_newton_step(grad, H, damping=10.0)).norm() < (x1 - x0).norm()
 
 
 def test_newton_flat_reduces_gradient_and_leaves_model():
@@ -191,10 +171,10 @@ def test_newton_flat_reduces_gradient_and_leaves_model():
     net = nn.Sequential(nn.Linear(36, 3), nn.Sigmoid(), nn.Linear(3, 3))
     X = X.reshape(24, -1)
     ref = copy.deepcopy(net)
-    f = full_batch_objective(net, (X.double(), y), F.cross_entropy, dtype=torch.float64)
+    f = tunnels.full_batch_objective(net, (X.double(), y), F.cross_entropy, dtype=torch.float64)
     theta = parameters_to_vector(net).double()
-    torch.testing.assert_close(dense_hessian(f, theta), torch.autograd.functional.hessian(f, theta))
-    res = newton_flat(net, (X, y), F.cross_entropy, steps=4, step_size=1.0, damping=0.0)
+    torch.testing.assert_close(tunnels.dense_hessian(f, theta), torch.autograd.functional.hessian(f, theta))
+    res = tunnels.newton_flat(net, (X, y), F.cross_entropy, steps=4, step_size=1.0, damping=0.0)
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), ref.parameters()))
     assert len(res.losses) == 5 and res.grad_norms[-1] < res.grad_norms[0]
     assert res.model is not net and next(res.model.parameters()).dtype == torch.float32
@@ -208,10 +188,10 @@ def _saddle(x):
 
 def test_gd_is_stuck_and_pgd_escapes_strict_saddle():
     x0 = torch.zeros(2, dtype=torch.float64)
-    stuck = perturbed_gradient_descent(_saddle, x0, lr=0.1, steps=200, radius=0.0, grad_threshold=-1.0)
+    stuck = tunnels.perturbed_gradient_descent(_saddle, x0, lr=0.1, steps=200, radius=0.0, grad_threshold=-1.0)
     assert stuck.values[-1] == 0.0 and not stuck.escapes
     gen = torch.Generator().manual_seed(0)
-    res = perturbed_gradient_descent(
+    res = tunnels.perturbed_gradient_descent(
         _saddle, x0, lr=0.1, steps=200, radius=1e-2, grad_threshold=1e-3, t_thres=20, generator=gen
     )
     assert res.escapes and res.escapes[0] == 0
@@ -221,12 +201,12 @@ def test_gd_is_stuck_and_pgd_escapes_strict_saddle():
 def test_neon_finds_negative_curvature_and_escapes():
     x0 = torch.zeros(2, dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
-    d, curv = neon_direction(_saddle, x0, radius=1e-3, eta=0.5, iterations=60, generator=gen)
+    d, curv = tunnels.neon_direction(_saddle, x0, radius=1e-3, eta=0.5, iterations=60, generator=gen)
     assert d is not None and abs(float(d[1])) == pytest.approx(1.0, abs=1e-6) and curv == pytest.approx(-1, abs=1e-3)
     # at a minimum there is no negative curvature
-    d_min, curv_min = neon_direction(_saddle, torch.tensor([0.0, 1.0], dtype=torch.float64), generator=gen)
+    d_min, curv_min = tunnels.neon_direction(_saddle, torch.tensor([0.0, 1.0], dtype=torch.float64), generator=gen)
     assert d_min is None and curv_min > 0
-    res = neon_descent(
+    res = tunnels.neon_descent(
         _saddle, x0, lr=0.1, steps=150, grad_threshold=1e-3, escape_step=0.1, generator=gen, eta=0.5, iterations=60
     )
     assert res.escapes == [0] and res.values[-1] == pytest.approx(-0.25, abs=1e-6)
@@ -240,19 +220,7 @@ def test_baseline_callbacks_run_in_trainer():
         start=2, data=(X, y), t_thres=3, iterations=5, eta=0.05, radius=1e-2, curvature_threshold=-float("inf")
     )
     traj = Trajectory()
-    tr = Trainer(
-        net,
-        (X, y),
-        F.cross_entropy,
-        "sgd",
-        optimizer_kwargs={"lr": 0.0},
-        steps=7,
-        batch_size=16,
-        callbacks=[pgd, neon],
-        trajectory=traj,
-        record_every_epochs=None,
-    )
-    tr.fit()
+    tr = _fit(net, (X, y), "sgd", 0.0, 7, [pgd, neon], trajectory=traj)
     assert pgd.steps_ == [2, 4, 6] and neon.steps_ == [2, 5]  # (an event at the very last step is not recorded)
     moved = parameters_to_vector(tr.model) - parameters_to_vector(net)
     assert float(moved.norm()) > 0  # lr = 0: only the baselines moved the weights

@@ -294,23 +294,12 @@ def perturbed_gradient_descent(
     Returns:
         The :class:`PathResult`.
     """
-    x = x0.detach().clone()
-    values, norms, escapes = [], [], []
-    last = -t_thres - 1
-    for k in range(steps):
-        v, g = _value_and_grad(f, x)
-        values.append(v)
-        norms.append(float(g.norm()))
-        if norms[-1] <= grad_threshold and k - last > t_thres:
-            x = x + uniform_ball(x.numel(), radius, dtype=x.dtype, generator=generator)
-            escapes.append(k)
-            last = k
-            v, g = _value_and_grad(f, x)
-        x = x - lr * g
-    v, g = _value_and_grad(f, x)
-    values.append(v)
-    norms.append(float(g.norm()))
-    return PathResult(x, values, norms, escapes)
+
+    def perturb(x: Tensor, g: Tensor) -> Tensor:
+        return x + uniform_ball(x.numel(), radius, dtype=x.dtype, generator=generator)
+
+    # Jin et al.: the gradient step follows the perturbation, from the perturbed point.
+    return _descend_with_escapes(f, x0, lr, steps, grad_threshold, t_thres, perturb, step_after_escape=True)
 
 
 def neon_direction(
@@ -385,6 +374,40 @@ def neon_descent(
     Returns:
         The :class:`PathResult`.
     """
+
+    def escape(x: Tensor, g: Tensor) -> Tensor | None:
+        d, _ = neon_direction(
+            f,
+            x,
+            generator=generator,
+            grad=g,
+            radius=radius,
+            eta=eta,
+            iterations=iterations,
+            curvature_threshold=curvature_threshold,
+        )
+        return None if d is None else x + escape_step * _descent_sign(d, g, generator) * d
+
+    # An escape step replaces that iteration's gradient step.
+    return _descend_with_escapes(f, x0, lr, steps, grad_threshold, t_thres, escape, step_after_escape=False)
+
+
+def _descend_with_escapes(
+    f: Objective,
+    x0: Tensor,
+    lr: float,
+    steps: int,
+    grad_threshold: float,
+    t_thres: int,
+    escape: Callable[[Tensor, Tensor], Tensor | None],
+    *,
+    step_after_escape: bool,
+) -> PathResult:
+    """Gradient descent that calls ``escape(x, grad)`` when the gradient is small (at most every ``t_thres`` steps).
+
+    ``escape`` returns the escaped point or ``None`` (no escape found). After an escape, either a gradient
+    step from the escaped point follows (``step_after_escape``, perturbed GD) or the iteration ends (NEON).
+    """
     x = x0.detach().clone()
     values, norms, escapes = [], [], []
     last = -t_thres - 1
@@ -394,20 +417,13 @@ def neon_descent(
         norms.append(float(g.norm()))
         if norms[-1] <= grad_threshold and k - last > t_thres:
             last = k
-            d, _ = neon_direction(
-                f,
-                x,
-                generator=generator,
-                grad=g,
-                radius=radius,
-                eta=eta,
-                iterations=iterations,
-                curvature_threshold=curvature_threshold,
-            )
-            if d is not None:
-                x = x + escape_step * _descent_sign(d, g, generator) * d
+            moved = escape(x, g)
+            if moved is not None:
+                x = moved
                 escapes.append(k)
-                continue
+                if not step_after_escape:
+                    continue
+                v, g = _value_and_grad(f, x)
         x = x - lr * g
     v, g = _value_and_grad(f, x)
     values.append(v)

@@ -57,14 +57,6 @@ class PairKind(str, enum.Enum):
     CONV_LINEAR = "conv-linear"
 
 
-class EventKind(str, enum.Enum):
-    """What a :class:`TunnelEvent` did."""
-
-    OPEN = "open"
-    CLOSE = "close"
-    REORGANIZE = "reorganize"
-
-
 class UnsupportedSiteError(ValueError):
     """A producer / consumer pair, or a module between them, that tunnels cannot handle."""
 
@@ -75,30 +67,32 @@ _PAIR_RULES: dict[tuple[type[nn.Module], type[nn.Module]], PairKind] = {
     (nn.Conv2d, nn.Conv2d): PairKind.CONV_CONV,
     (nn.Conv2d, nn.Linear): PairKind.CONV_LINEAR,
 }
-_SUPPORTED = "Linear -> Linear, Conv2d -> Conv2d, Conv2d -> [pooling] -> Flatten -> Linear"
+# What the registry supports, for error messages.
+SUPPORTED_PAIRS = "Linear -> Linear, Conv2d -> Conv2d, Conv2d -> [pooling] -> Flatten -> Linear"
+# Alphabetical. PReLU is not here: its per-channel weight would have to be cloned with the unit.
 _POINTWISE: tuple[type[nn.Module], ...] = (
+    nn.CELU,
+    nn.Dropout,
+    nn.ELU,
+    nn.GELU,
+    nn.Hardshrink,
+    nn.Hardsigmoid,
+    nn.Hardswish,
+    nn.Hardtanh,
+    nn.Identity,
+    nn.LeakyReLU,
+    nn.LogSigmoid,
+    nn.Mish,
     nn.ReLU,
     nn.ReLU6,
-    nn.LeakyReLU,
-    nn.ELU,
     nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
     nn.Sigmoid,
-    nn.Tanh,
+    nn.SiLU,
     nn.Softplus,
-    nn.Softsign,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.LogSigmoid,
-    nn.Tanhshrink,
     nn.Softshrink,
-    nn.Hardshrink,
-    nn.Identity,
-    nn.Dropout,
+    nn.Softsign,
+    nn.Tanh,
+    nn.Tanhshrink,
 )
 _POOLS: tuple[type[nn.Module], ...] = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 _BETWEEN = "pointwise activations, Identity, Dropout, BatchNorm1d/2d, MaxPool2d/AvgPool2d/Adaptive*Pool2d, Flatten"
@@ -145,6 +139,14 @@ class TunnelSite:
         d["kind"] = self.kind.value
         d["between"], d["norms"] = list(self.between), list(self.norms)
         return d
+
+
+class EventKind(str, enum.Enum):
+    """What a :class:`TunnelEvent` did."""
+
+    OPEN = "open"
+    CLOSE = "close"
+    REORGANIZE = "reorganize"
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,7 @@ def _rule(producer: nn.Module, consumer: nn.Module, pname: str, cname: str) -> P
             return kind
     raise UnsupportedSiteError(
         f"no tunnel rule for {type(producer).__name__} {pname!r} -> {type(consumer).__name__} {cname!r}; "
-        f"supported pairs: {_SUPPORTED}"
+        f"supported pairs: {SUPPORTED_PAIRS}"
     )
 
 
@@ -397,5 +399,6 @@ def find_sites(model: nn.Module) -> tuple[TunnelSite, ...]:
     return tuple(out)
 
 
-def _order(model: nn.Module) -> dict[str, int]:
+def module_order(model: nn.Module) -> dict[str, int]:
+    """Position of every leaf module name in the model's module order (sites are processed in this order)."""
     return {n: i for i, (n, _) in enumerate(_leaves(model))}

@@ -3,7 +3,7 @@
 Implements the structural modifications of "Escaping Flat Areas via Function-Preserving Structural
 Network Modifications" (anonymous, ICLR 2019 submission; "Tunnels"), Sections 2.3-3.2. The sites
 (the supported producer / consumer pairs, what may sit between them, how names resolve to modules)
-and the event records live in :mod:`tunnels.sites` and are re-exported here; the matrix A and the
+and the event records live in :mod:`tunnels.sites`; the matrix A and the
 choice of the outbound split live in :mod:`tunnels.split`.
 
 Opening (Section 2.3): clone unit ``u`` into a new unit ``u'`` appended after the existing units,
@@ -40,15 +40,14 @@ from torch import Tensor, nn
 
 from landscape._options import parse_option
 from tunnels.sites import (
-    _SUPPORTED,
+    SUPPORTED_PAIRS,
     EventKind,
-    PairKind,
     TunnelEvent,
     TunnelSite,
     UnitChange,
     UnsupportedSiteError,
-    _order,
     find_sites,
+    module_order,
     resolve_site,
 )
 
@@ -56,14 +55,6 @@ if TYPE_CHECKING:
     from tunnels.split import LambdaMode, SplitStats
 
 __all__ = [
-    "PairKind",
-    "EventKind",
-    "UnsupportedSiteError",
-    "TunnelSite",
-    "UnitChange",
-    "TunnelEvent",
-    "resolve_site",
-    "find_sites",
     "open_units",
     "close_units",
     "reorganize_units",
@@ -376,7 +367,7 @@ def _plan(
         sites = list(stats.sites) if stats is not None else list(find_sites(model))
         sites = [resolve_site(model, s) for s in sites]
         if not sites:
-            raise UnsupportedSiteError(f"the model has no supported site ({_SUPPORTED})")
+            raise UnsupportedSiteError(f"the model has no supported site ({SUPPORTED_PAIRS})")
         stats = _get_stats(model, sites, stats, **kw)
         ranked = stats.ranking()
         if units > len(ranked):
@@ -400,7 +391,7 @@ def _plan(
                 order = torch.argsort(stats.rho(p), descending=True, stable=True)  # type: ignore[union-attr]
                 spec = [int(u) for u in order[:spec]]
             plan[p] = (s, _check_units(spec, s.n_units, f"units of {p!r}"))
-    order = _order(model)
+    order = module_order(model)
     return dict(sorted(plan.items(), key=lambda kv: order[kv[0]])), stats
 
 

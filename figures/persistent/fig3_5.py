@@ -204,7 +204,7 @@ def kink_runs(
             backend=setup.backend,
             log_every=max(setup.steps // 100, 1),
             select_by="train_loss",
-            checkpoint=None if root is None else root / "persistent.npz",
+            checkpoint=None if root is None else root / "persistent",
             progress=progress,
         )
     return seeds, pers, init_seed

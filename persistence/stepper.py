@@ -1,0 +1,159 @@
+"""The multi-step function of the fast paths: full-batch momentum SGD, compiled or eager.
+
+``k`` steps of ``torch.optim.SGD(lr, momentum)`` arithmetic (``buf = mu * buf + g; p -= lr * buf``) on the
+hand-derived MLP loss of :mod:`persistence.mlp` (optionally with the persistent penalty) run as one function
+compiled with ``torch.compile`` (inductor, C++ wrapper), falling back to the same function uncompiled
+(``backend="eager"``) where compilation is unavailable. The anchor matrices are padded with zero rows to a
+run's final count, so the compiled function keeps one shape for a whole persistent chain: a zero row
+contributes ``|0| = 0`` to the penalty and ``sign(0) * 0 = 0`` to its gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from persistence.mlp import add_penalty, mse, mse_grads, penalty_and_grad, stack_to_vectors
+
+__all__ = ["Backend", "Stepper", "log_steps", "torch_threads"]
+
+
+class Backend(str, enum.Enum):
+    """How the multi-step function runs: compiled (inductor), eager, or compiled with an eager fallback."""
+
+    AUTO = "auto"
+    COMPILED = "compiled"
+    EAGER = "eager"
+
+
+def make_steps(k: int, lr: float, mu: float, penalty: bool) -> Callable[..., Any]:
+    """``k`` full-batch momentum-SGD steps as one function (what ``torch.compile`` unrolls and fuses)."""
+
+    def steps(ps, bufs, x, y, anchors, scales):  # noqa: ANN001, ANN202
+        ps, bufs = list(ps), list(bufs)
+        losses, pens = [], []
+        for _ in range(k):
+            loss, grads = mse_grads(ps, x, y)
+            if penalty:
+                pen, grads = add_penalty(ps, grads, anchors, scales)
+                pens.append(pen)
+            losses.append(loss)
+            # torch.optim.SGD(momentum=mu): buf = mu * buf + g (buf = g at step 1, the same as buf = 0), p -= lr * buf
+            bufs = [torch.add(b * mu, g) for b, g in zip(bufs, grads)]
+            ps = [torch.add(p, b, alpha=-lr) for p, b in zip(ps, bufs)]
+        pen_t = torch.stack(pens) if penalty else torch.zeros_like(torch.stack(losses))
+        return ps, bufs, torch.stack(losses), pen_t
+
+    return steps
+
+
+_COMPILED: dict[tuple[Any, ...], Callable[..., Any]] = {}
+
+
+class Stepper:
+    """Runs ``steps`` momentum-SGD steps in calls of ``k`` (compiled) plus single eager steps for the rest."""
+
+    def __init__(self, backend: Backend, k: int, lr: float, mu: float, penalty: bool) -> None:
+        if k < 1:
+            raise ValueError(f"steps_per_call must be >= 1, got {k}")
+        self.backend = backend
+        self.eager = make_steps(1, lr, mu, penalty)
+        self.k = 1 if backend is Backend.EAGER else k
+        self.multi = self.eager
+        if backend is not Backend.EAGER:
+            key = (self.k, lr, mu, penalty)
+            if key not in _COMPILED:
+                _COMPILED[key] = torch.compile(
+                    make_steps(self.k, lr, mu, penalty), fullgraph=True, dynamic=False, options={"cpp_wrapper": True}
+                )
+            self.multi = _COMPILED[key]
+        self.verified = backend is Backend.EAGER
+
+    def _call_multi(self, *args: Any) -> Any:
+        if self.verified:
+            return self.multi(*args)
+        try:
+            # Every configuration compiles the same code object; allow more than dynamo's default 8 variants.
+            with torch._dynamo.config.patch(recompile_limit=64):
+                out = self.multi(*args)
+        except Exception as e:  # noqa: BLE001 - any compiler failure: fall back or re-raise with advice
+            if self.backend is Backend.COMPILED:
+                raise RuntimeError(f"torch.compile failed ({type(e).__name__}: {e}); use backend='eager'") from e
+            warnings.warn(f"torch.compile failed ({type(e).__name__}); running eagerly (slower)", stacklevel=3)
+            self.multi, self.k = self.eager, 1
+            out = self.multi(*args)
+        self.verified = True
+        return out
+
+    def run(
+        self,
+        ps: list[Tensor],
+        x: Tensor,
+        y: Tensor,
+        steps: int,
+        log_steps: np.ndarray,
+        anchors: Sequence[Tensor] = (),
+        scales: Tensor | None = None,
+        record_every: int | None = None,
+        bar: Any = None,
+    ) -> tuple[list[Tensor], Tensor, Tensor, list[Tensor]]:
+        """Train from ``ps`` with fresh zero momentum.
+
+        Returns:
+            Final stacked tensors, losses and penalties at ``log_steps`` (S, n_log) (the loss at a step is the
+            one the step starts from; at ``steps``, the final point's), and the recorded points, each (S, numel).
+        """
+        bufs = [torch.zeros_like(p) for p in ps]
+        scales = ps[0].new_zeros(len(anchors)) if scales is None else scales
+        want = {int(s): j for j, s in enumerate(log_steps)}
+        losses = ps[0].new_full((ps[0].shape[0], len(log_steps)), float("nan"))
+        pens = torch.zeros_like(losses)
+        records = [stack_to_vectors(ps)] if record_every else []
+        step = 0
+        while step < steps:
+            room = steps - step if not record_every else min(steps - step, record_every - step % record_every)
+            fn = self._call_multi if room >= self.k else self.eager
+            ps, bufs, ls, pn = fn(ps, bufs, x, y, anchors, scales)
+            for i in range(ls.shape[0]):  # the first compiled call may have fallen back to one eager step
+                j = want.get(step + i)
+                if j is not None:
+                    losses[:, j] = ls[i]
+                    pens[:, j] = pn[i]
+            step += ls.shape[0]
+            if record_every and step % record_every == 0:
+                records.append(stack_to_vectors(ps))
+            if bar is not None:
+                bar.update(ls.shape[0])
+        if steps in want:
+            losses[:, want[steps]] = mse(ps, x, y)
+            if len(anchors):
+                pens[:, want[steps]] = penalty_and_grad(ps, anchors, scales)[0]
+        if record_every and steps % record_every:
+            records.append(stack_to_vectors(ps))
+        return ps, losses, pens, records
+
+
+def log_steps(steps: int, log_every: int) -> np.ndarray:
+    """The logged steps: every ``log_every`` steps from 0, and ``steps`` (the final point)."""
+    if log_every < 1:
+        raise ValueError(f"log_every must be a positive integer, got {log_every}")
+    return np.unique(np.append(np.arange(0, steps, log_every), steps)).astype(np.int64)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (``None``: leave it)."""
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
