@@ -670,17 +670,10 @@ class Problem:
 
     def _retarget(self, y: Tensor) -> Tensor:
         """Targets as the checker normalized them on the first pass (later passes: cast only)."""
-        c = self._checker
         y = y.to(self.device)
-        if c is None or c.kind is None:
+        if self._checker is None:
             return y.to(self.dtype) if y.is_floating_point() else y
-        if c.kind is validation.LossKind.CLASSIFICATION and not y.is_floating_point():
-            return (y[:, 0] if y.dim() == 2 and y.shape[1] == 1 else y).long()
-        if c.kind is validation.LossKind.REGRESSION or y.is_floating_point():
-            y = y.to(self.dtype)
-            if c.kind is validation.LossKind.REGRESSION and isinstance(c._out_shape, tuple):
-                y = validation._match_regression_shape(y, c._out_shape, "", note=False)
-        return y
+        return self._checker.recast_targets(y)
 
     def batches(self) -> Iterator[Batch]:
         """The normalized batches, in order: from memory when held, else read from the source.
