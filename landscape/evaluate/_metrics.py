@@ -18,7 +18,28 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from landscape.evaluate.points import BatchMetric
 
-__all__ = ["MetricSums", "engine_loss"]
+__all__ = ["MetricSums", "engine_loss", "metric_keys"]
+
+
+def metric_keys(metrics: Any) -> list[tuple[str, Any]]:
+    """``[(key, fn)]`` of metric names (``fn`` ``None``) and ``BatchMetric`` callables (key: ``name`` or ``__name__``).
+
+    Raises:
+        ValueError: On an unknown name; ``TypeError`` on something neither a name nor callable.
+    """
+    if isinstance(metrics, str) or callable(metrics):
+        metrics = (metrics,)
+    keys: list[tuple[str, Any]] = []
+    for m in metrics:
+        if isinstance(m, str):
+            if m not in ("loss", "accuracy", "outputs"):
+                raise ValueError(f"unknown metric {m!r}; valid: 'loss', 'accuracy', 'outputs' or a callable")
+            keys.append((m, None))
+        elif callable(m):
+            keys.append((str(getattr(m, "name", getattr(m, "__name__", "metric"))), m))
+        else:
+            raise TypeError(f"a metric must be a name or a callable, got {type(m).__name__}")
+    return keys
 
 
 def engine_loss(loss_fn: Any, integer: bool) -> tuple[str, Callable[[Tensor, Tensor], Tensor]]:
@@ -58,18 +79,7 @@ class MetricSums:
     """Per-batch metric sums: loss, accuracy, outputs and custom ``BatchMetric`` callables."""
 
     def __init__(self, metrics: Sequence[str | BatchMetric], loss_fn: Any, y: Tensor, plain: bool) -> None:
-        if isinstance(metrics, str) or callable(metrics):
-            metrics = (metrics,)
-        self.keys: list[tuple[str, Any]] = []
-        for m in metrics:
-            if isinstance(m, str):
-                if m not in ("loss", "accuracy", "outputs"):
-                    raise ValueError(f"unknown metric {m!r}; valid: 'loss', 'accuracy', 'outputs' or a callable")
-                self.keys.append((m, None))
-            elif callable(m):
-                self.keys.append((str(getattr(m, "name", getattr(m, "__name__", "metric"))), m))
-            else:
-                raise TypeError(f"a metric must be a name or a callable, got {type(m).__name__}")
+        self.keys = metric_keys(metrics)
         if len({k for k, _ in self.keys}) != len(self.keys):
             raise ValueError(f"duplicate metric names in {[k for k, _ in self.keys]}")
         integer = not (y.is_floating_point() or y.is_complex())

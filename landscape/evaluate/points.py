@@ -9,30 +9,31 @@ against ``"loop"`` in float64):
 
 - ``"loop"``: the reference. One point and one of the caller's batches at a time through
   :func:`torch.func.functional_call`, the loss computed by ``loss_fn``.
-- ``"functional"``: any model. A private copy evaluated one point at a time, data re-cut into
-  cache-sized micro-batches (fresh large activations are slow to page in), 2x2 max pooling routed
-  through two ``torch.maximum`` of strided views by a ``TorchFunctionMode`` (~10x faster than
-  ``F.max_pool2d`` on this CPU, exact), and, when the first parametrized op is a ``Linear``/``Conv2d``
+- ``"functional"``: any model (:mod:`landscape.evaluate._pointwise`). A private copy evaluated one point at
+  a time, data re-cut into cache-sized micro-batches (fresh large activations are slow to page in), 2x2 max
+  pooling routed through two ``torch.maximum`` of strided views by a ``TorchFunctionMode`` (~10x faster
+  than ``F.max_pool2d`` on this CPU, exact), and, when the first parametrized op is a ``Linear``/``Conv2d``
   on the input and the points are affine, its output ``sum_k c_k (W_k x + b_k)`` combined from K
   precomputed maps instead of one layer evaluation per point.
 - ``"vmap"``: ``"functional"`` vmapped over chunks of points; chunks vmap cannot handle fall back
   to one point at a time. Measured here it is not faster on CPU, so ``"auto"`` never picks it.
 - ``"stacked"``: any model :mod:`torch.fx` traces (no control flow on the data) that returns one
-  tensor, evaluated for a chunk of points at once at the level of operations
-  (:mod:`landscape.evaluate._fast`): ``nn.Linear`` and ``F.linear``, ``nn.MaxPool2d`` and ``F.max_pool2d``,
-  ``nn.ReLU`` and ``x.relu()`` take the same vectorized handler; operations without one run point
-  by point. Many points share one ``bmm`` per linear layer; logits stay class-major ``(P, C, B)``
-  so the cross-entropy's ``log_softmax`` runs over contiguous samples; first layers of affine
-  points are one ``(P, K) @ (K, n)`` product (pooled by phase when a 2x2 max pool follows); the
-  large per-step tensors go into reused buffers.
+  tensor, evaluated for a chunk of points at once at the level of operations (traced by
+  :mod:`landscape.evaluate._trace`, run by :mod:`landscape.evaluate._stacked`): ``nn.Linear`` and
+  ``F.linear``, ``nn.MaxPool2d`` and ``F.max_pool2d``, ``nn.ReLU`` and ``x.relu()`` take the same
+  vectorized handler (:mod:`landscape.evaluate._handlers`); operations without one run point by point.
+  Many points share one ``bmm`` per linear layer; logits stay class-major ``(P, C, B)`` so the
+  cross-entropy's ``log_softmax`` runs over contiguous samples; first layers of affine points are one
+  ``(P, K) @ (K, n)`` product (pooled by phase when a 2x2 max pool follows); the large per-step tensors
+  go into reused buffers.
 - ``"auto"``: ``"stacked"`` when the model passes a probe against ``functional_call`` (plain and
   affine paths), else
   ``"functional"`` (``"loop"`` order for ``bn_mode="train"``, whose statistics depend on the batches).
 
-BatchNorm policy (``bn_mode``): ``"eval"`` (default) uses the running statistics of the given model (or
-``buffers``); ``"train"`` uses each of the caller's batches' statistics (running buffers are never
-written, dropout stays off); ``"interpolate"`` uses per-point buffers ``sum_k c_k B_k`` of an
-:class:`AffinePoints` whose ``buffers`` are given (Li et al.'s "states").
+BatchNorm policy (``bn_mode``, :class:`~landscape.functional.BNMode`): ``"eval"`` (default) uses the
+running statistics of the given model (or ``buffers``); ``"train"`` uses each of the caller's batches'
+statistics (running buffers are never written, dropout stays off); ``"interpolate"`` uses per-point
+buffers ``sum_k c_k B_k`` of an :class:`AffinePoints` whose ``buffers`` are given (Li et al.'s "states").
 
 Loss: ``loss_fn`` returns the mean over a batch (like ``nn.CrossEntropyLoss()``); the engine weights
 batches by size, so the result is the mean over the dataset. A point whose loss is NaN or inf is
@@ -55,6 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape import distributed
+from landscape._batch import describe_data
 from landscape._options import parse_bytes, parse_option
 from landscape.evaluate._metrics import MetricSums, engine_loss
 from landscape.evaluate._pointwise import PointwiseExec, find_first_layer, first_input, probe_sizes
@@ -63,7 +65,7 @@ from landscape.evaluate._trace import build_program
 from landscape.evaluate.affine import AffinePoints, iter_chunks, take_block
 from landscape.functional import BNMode, eval_copy
 from landscape.params import ParamLayout, parameters_to_vector
-from landscape.validation import check_model, is_tensor_pair, validate_batches
+from landscape.validation import check_model, validate_batches
 
 if TYPE_CHECKING:
     from landscape.problem import Problem
@@ -105,15 +107,6 @@ class Strategy(str, Enum):
 
 
 # =========================================================================== data
-def describe_data(data: Any) -> str:
-    """A short provenance description of ``data`` (shapes and dtypes, or the number of batches)."""
-    if is_tensor_pair(data):
-        x, y = data
-        return f"tensor pair X{tuple(x.shape)} {str(x.dtype)[6:]}, y{tuple(y.shape)} {str(y.dtype)[6:]}"
-    n = len(data) if hasattr(data, "__len__") else "?"
-    return f"{type(data).__name__} of {n} batches"
-
-
 def _read_data(
     data: Any, model: nn.Module, metrics: Sequence[Any], loss_fn: Any, device: torch.device, dtype: torch.dtype
 ) -> list[tuple[Tensor, Tensor]]:
