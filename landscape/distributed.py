@@ -48,6 +48,7 @@ __all__ = [
     "broadcast",
     "all_gather_rows",
     "check_not_fsdp",
+    "all_gather_strided",
 ]
 
 SHARD_MODES = ("none", "split", "given")
@@ -136,6 +137,28 @@ def all_gather_rows(local: Tensor) -> Tensor:
     parts = [torch.empty_like(buf) for _ in range(world)]
     d.all_gather(parts, buf)
     return torch.cat([p[:k] for p, k in zip(parts, sizes)]).to(local.device)
+
+
+def all_gather_strided(local: Tensor, total: int) -> Tensor:
+    """All-gather ``total`` rows held round-robin: row ``j`` of rank ``r`` is global row ``r + j * world``.
+
+    How the evaluation engine splits points (point ``i`` on rank ``i % world``). Returns ``local`` without a
+    process group of more than one rank.
+    """
+    rank, world = rank_world()
+    if world == 1:
+        return local
+    dev = _device()
+    per = -(-total // world)
+    buf = torch.zeros((per, *local.shape[1:]), dtype=local.dtype, device=dev)
+    buf[: local.shape[0]] = local.to(dev)
+    parts = [torch.empty_like(buf) for _ in range(world)]
+    torch.distributed.all_gather(parts, buf)
+    out = torch.empty((total, *local.shape[1:]), dtype=local.dtype)
+    for r in range(world):
+        cnt = len(range(r, total, world))
+        out[r::world] = parts[r][:cnt].cpu()
+    return out
 
 
 FSDP_FIX = (

@@ -31,7 +31,7 @@ Every analyzer takes a :class:`Problem` first; a bare ``(model, data, loss)`` is
 * **the one mean loss, gradient and Hessian-vector product** over the data
   (:meth:`Problem.loss`, :meth:`Problem.grad`, :meth:`Problem.hvp`): per batch the sum of the loss over
   its samples (batch mean times batch size, or the closure's ``(sum, count)``), summed over batches,
-  passed through the one reduction hook :meth:`Problem._reduce` (identity in one process; the place where
+  passed through the one reduction hook :meth:`Problem.reduce_sums` (identity in one process; the place where
   sums are all-reduced across ranks under ``torch.distributed``), then divided by the total count. The
   result is the mean over the dataset whatever the batching.
 * **the parameter layout** (:attr:`Problem.layout`, built once), the compute ``dtype`` and ``device``,
@@ -54,20 +54,21 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import dataclasses
-import inspect
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from landscape import distributed, validation
+from landscape._batch import TARGET_KEYS, Batch, BatchReader, split_batch
+from landscape._loss import LOSSES, check_scalar, count_correct, is_closure
+from landscape._options import parse_bytes
+from landscape._options import renamed as renamed  # re-exported: its users import it from here
+from landscape.functional import KERNEL_NOTE as KERNEL_NOTE  # re-exported
+from landscape.functional import FunctionalModel, differentiable_kernels, model_output
 from landscape.params import ParamLayout
 
 __all__ = [
@@ -82,285 +83,7 @@ __all__ = [
     "TARGET_KEYS",
 ]
 
-LOSSES: dict[str, Callable[..., Tensor]] = {
-    "cross_entropy": F.cross_entropy,
-    "nll": F.nll_loss,
-    "mse": F.mse_loss,
-    "l1": F.l1_loss,
-    "huber": F.huber_loss,
-    "smooth_l1": F.smooth_l1_loss,
-    "bce": F.binary_cross_entropy,
-    "bce_with_logits": F.binary_cross_entropy_with_logits,
-}
-"""The loss names a :class:`Problem` accepts (batch means)."""
 
-TARGET_KEYS = ("labels", "label", "targets", "target", "y")
-"""Keys of a mapping batch that hold the targets (the first present wins); the rest are model inputs."""
-
-_CLOSURE_NAMES = ("model", "fmodel", "net", "module", "network")
-_BN = nn.modules.batchnorm._BatchNorm
-KERNEL_NOTE = "second-order products ran with the math SDPA kernel (differentiable); the caller's settings restored"
-
-
-# =========================================================================== small helpers
-def count_correct(out: Tensor, y: Tensor) -> float:
-    """Correctly classified samples of a batch: ``argmax`` over the class axis equal to the target.
-
-    For outputs ``(N, C, d1, ...)`` with targets ``(N, d1, ...)`` (the K-dimensional form of ``cross_entropy``,
-    e.g. a language model's words), each sample counts its fraction of correct positions.
-    """
-    if out.dim() > 2 and y.dim() == out.dim() - 1:
-        return float((out.argmax(dim=1) == y).flatten(1).float().mean(1).sum())
-    return int((out.argmax(dim=-1) == y).sum())
-
-
-def model_output(out: Any) -> Tensor:
-    """The tensor a loss ``(outputs, targets)`` and the metrics see: the documented output rule.
-
-    A tensor is returned as is; an object with a ``logits`` attribute or key (Hugging Face ``ModelOutput``)
-    gives its logits; another mapping its first non-``None`` value; a tuple or list its first element.
-
-    Raises:
-        TypeError: If no tensor can be found.
-    """
-    if isinstance(out, Tensor):
-        return out
-    logits = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(out, Mapping):
-        for v in out.values():
-            if v is not None:
-                return model_output(v)
-    if isinstance(out, tuple | list) and out:
-        return model_output(out[0])
-    raise TypeError(
-        f"cannot find the output tensor in a {type(out).__name__}; return a tensor, a tuple (first element), "
-        "an object with .logits, or pass a closure loss(model, batch)"
-    )
-
-
-@contextlib.contextmanager
-def differentiable_kernels() -> Iterator[None]:
-    """Select kernels whose backward is differentiable (math scaled-dot-product attention) inside the block.
-
-    The fused CPU flash-attention kernel has no double backward (``derivative for
-    aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented``); the math kernel
-    computes the same function with plain differentiable ops. The caller's backend choice is restored on
-    exit (``torch.nn.attention.sdpa_kernel`` saves and restores it).
-    """
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:  # a torch without the attention module has no fused SDPA kernels either
-        yield
-        return
-    with sdpa_kernel([SDPBackend.MATH]):
-        yield
-
-
-def _to(x: Any, dtype: torch.dtype, device: torch.device) -> Any:
-    """Tensors (and numpy arrays) inside ``x`` moved to ``device``; floating ones cast to ``dtype``."""
-    if isinstance(x, np.ndarray):
-        x = torch.as_tensor(x)
-    if isinstance(x, Tensor):
-        if x.is_floating_point():
-            return x.to(device=device, dtype=dtype)
-        return x.to(device)
-    if isinstance(x, Mapping):
-        # Its own type when that constructor takes a dict (a Mapping's need not: probed by _rebuildable).
-        rebuild: Callable[[dict], Any] = type(x) if type(x) is not dict and _rebuildable(x) else dict
-        return rebuild({k: _to(v, dtype, device) for k, v in x.items()})
-    if isinstance(x, tuple) and hasattr(x, "_fields"):  # namedtuple
-        return type(x)(*(_to(v, dtype, device) for v in x))
-    if isinstance(x, tuple | list):
-        return type(x)(_to(v, dtype, device) for v in x)
-    return x
-
-
-def _rebuildable(x: Mapping) -> bool:
-    cls: Callable[[dict], Any] = type(x)  # a Mapping type promises no constructor: the probe below finds out
-    try:
-        cls({})
-    except Exception:  # noqa: BLE001 - e.g. a BatchEncoding needs more arguments: fall back to a dict
-        return False
-    return True
-
-
-def _first_tensor(x: Any) -> Tensor | None:
-    if isinstance(x, Tensor):
-        return x
-    vals = x.values() if isinstance(x, Mapping) else x if isinstance(x, tuple | list) else ()
-    for v in vals:
-        t = _first_tensor(v)
-        if t is not None:
-            return t
-    return None
-
-
-def _nbytes(x: Any) -> int:
-    if isinstance(x, Tensor):
-        return x.numel() * x.element_size()
-    vals = x.values() if isinstance(x, Mapping) else x if isinstance(x, tuple | list) else ()
-    return sum(_nbytes(v) for v in vals)
-
-
-def _is_closure(fn: Any, form: str) -> bool:
-    if form == "batch":
-        return True
-    if form == "outputs" or isinstance(fn, str | nn.Module) or fn is None:
-        return False
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    return bool(params) and (params[0].name in _CLOSURE_NAMES or params[0].annotation in (nn.Module, "nn.Module"))
-
-
-@dataclasses.dataclass
-class Batch:
-    """One normalized batch.
-
-    Attributes:
-        inputs: Positional model inputs.
-        kwargs: Keyword model inputs (a mapping batch without its target key).
-        targets: The targets, or ``None``.
-        raw: The batch as the data gave it (cast), what a closure loss receives.
-        size: Number of samples (first dimension of the targets, else of the first input tensor).
-    """
-
-    inputs: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    targets: Tensor | None
-    raw: Any
-    size: int
-
-
-class FunctionalModel:
-    """The model evaluated at given parameters: call it like the model; other attributes are the model's.
-
-    Runs :func:`torch.func.functional_call` with the point's parameters and private buffers, in eval mode
-    (BatchNorm in train mode when ``bn_train``; Dropout always off). The model's flags are restored after.
-    """
-
-    def __init__(self, model: nn.Module, tensors: dict[str, Tensor], bn_train: bool = False) -> None:
-        self.__dict__["_fm"] = (model, tensors, bn_train)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
-        model, tensors, bn_train = self.__dict__["_fm"]
-        with _modes(model, bn_train):
-            return torch.func.functional_call(model, tensors, args, kwargs, strict=False)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_fm"][0], name)
-
-
-@contextlib.contextmanager
-def _modes(model: nn.Module, bn_train: bool) -> Iterator[None]:
-    saved = [(m, m.training) for m in model.modules()]
-    try:
-        for m, _ in saved:
-            m.training = bn_train and isinstance(m, _BN)
-        yield
-    finally:
-        for m, t in saved:
-            m.training = t
-
-
-# =========================================================================== sources
-class _TensorSource:
-    """A tuple of same-length tensors cut into batches of ``batch_size`` (``None``: one batch)."""
-
-    def __init__(self, tensors: tuple[Any, ...], batch_size: int | None) -> None:
-        self.tensors = tuple(torch.as_tensor(t) for t in tensors)
-        self.n = int(self.tensors[0].shape[0]) if self.tensors[0].dim() else 0
-        if any(t.dim() == 0 or int(t.shape[0]) != self.n for t in self.tensors):
-            shapes = [tuple(t.shape) for t in self.tensors]
-            raise validation.InputError(f"data: the tensors must share their first dimension, got shapes {shapes}")
-        self.size = batch_size or max(self.n, 1)
-
-    def __len__(self) -> int:
-        return max(1, -(-self.n // self.size))
-
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        if self.n == 0:
-            yield self.tensors
-            return
-        for s in range(0, self.n, self.size):
-            yield tuple(t[s : s + self.size] for t in self.tensors)
-
-
-def _source(data: Any, batch_size: int | None) -> tuple[Any, bool]:
-    """``(re-iterable source of raw batches, in_memory)``."""
-    from torch.utils.data import DataLoader, Dataset, IterableDataset
-
-    if isinstance(data, Problem):
-        raise validation.InputTypeError("data is already a Problem; pass it as the first argument instead")
-    if isinstance(data, tuple | list) and data and all(isinstance(t, Tensor | np.ndarray) for t in data):
-        return _TensorSource(tuple(data), batch_size), True
-    if isinstance(data, Mapping):
-        return [data], True
-    if isinstance(data, Tensor):
-        raise validation.InputTypeError(
-            "data is a single tensor; pass (X, y), a Dataset, a DataLoader or an iterable of batches"
-        )
-    if isinstance(data, DataLoader):
-        return data, False
-    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
-        return DataLoader(data, batch_size=batch_size or 64, shuffle=False), False
-    if isinstance(data, Iterable):
-        if iter(data) is data:  # a generator: readable once, so kept
-            return list(data), True
-        return data, isinstance(data, list | tuple)
-    raise validation.InputTypeError(
-        f"data must be a tensor pair (X, y), a Dataset, a DataLoader or an iterable of batches, got "
-        f"{type(data).__name__}"
-    )
-
-
-def _split_source(source: Any, batch_size: int | None) -> Any:
-    """This rank's contiguous share of a source (see ``Problem(shard="split")``); the source itself alone."""
-    from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
-
-    rank, world = distributed.rank_world()
-    if world == 1:
-        return source
-    if isinstance(source, _TensorSource):
-        lo, hi = distributed.shard_bounds(source.n, rank, world)
-        return _TensorSource(tuple(t[lo:hi] for t in source.tensors), batch_size)
-    if (
-        isinstance(source, DataLoader)
-        and isinstance(source.dataset, Dataset)
-        and not isinstance(source.dataset, IterableDataset)
-        and source.batch_sampler is not None
-    ):
-        lo, hi = distributed.shard_bounds(len(source.dataset), rank, world)  # type: ignore[arg-type]
-        if isinstance(source.sampler, torch.utils.data.SequentialSampler):  # only the share's samples are read
-            return DataLoader(
-                Subset(source.dataset, range(lo, hi)),
-                batch_size=source.batch_size,
-                collate_fn=source.collate_fn,
-                num_workers=source.num_workers,
-                drop_last=source.drop_last,
-            )
-    if isinstance(source, list | tuple):
-        lo, hi = distributed.shard_bounds(len(source), rank, world)
-        return list(source[lo:hi])
-    return _StridedSource(source, rank, world)
-
-
-class _StridedSource:
-    """Batch ``i`` of a re-iterable goes to rank ``i % world`` (the others' batches are skipped, not kept)."""
-
-    def __init__(self, source: Any, rank: int, world: int) -> None:
-        self.source, self.rank, self.world = source, rank, world
-
-    def __iter__(self) -> Iterator[Any]:
-        for i, b in enumerate(self.source):
-            if i % self.world == self.rank:
-                yield b
-
-
-# =========================================================================== the problem
 class Problem:
     """A model, its data and its loss: the one mean loss, gradient and HVP over the data.
 
@@ -420,22 +143,17 @@ class Problem:
         validate: bool = True,
         shard: str = "none",
     ) -> None:
-        from landscape.evaluate.points import parse_bytes
-
         if isinstance(model, Problem):
             raise validation.InputTypeError("model is already a Problem; use it directly")
         if not isinstance(model, nn.Module):
             raise validation.InputTypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if loss_form not in ("auto", "outputs", "batch"):
-            raise ValueError(f"unknown loss_form {loss_form!r}; valid: ['auto', 'outputs', 'batch']")
+        if isinstance(data, Problem):
+            raise validation.InputTypeError("data is already a Problem; pass it as the first argument instead")
+        closure = is_closure(loss, loss_form)  # raises on an unknown loss, loss name or loss_form
         if str(getattr(bn_mode, "value", bn_mode)) not in ("eval", "train"):
             raise ValueError(f"unknown bn_mode {bn_mode!r}; valid: ['eval', 'train']")
         if shard not in distributed.SHARD_MODES:
             raise ValueError(f"unknown shard {shard!r}; valid: {list(distributed.SHARD_MODES)}")
-        if isinstance(loss, str) and loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; valid: {sorted(LOSSES)}, a callable or a closure")
-        if loss is not None and not isinstance(loss, str) and not callable(loss):
-            raise validation.InputTypeError(f"loss must be a name or a callable, got {type(loss).__name__}")
         distributed.check_not_fsdp(model)
         if validate:
             validation.check_model(model)
@@ -448,40 +166,41 @@ class Problem:
             torch.device(device) if device is not None else (ref.device if ref is not None else torch.device("cpu"))
         )
         self.loss_spec = loss
-        self.closure = _is_closure(loss, loss_form)
-        if self.closure and not callable(loss):
-            raise validation.InputTypeError(
-                f"loss_form='batch' needs a closure loss(model, batch); got {loss!r}: pass the callable, or a loss "
-                "name with loss_form='auto'"
-            )
+        self.closure = closure
         self.memory_budget = parse_bytes(memory_budget)
         self.batch_size = batch_size
         self.validate = validate
         self.notes: list[str] = []
         self.hvp_count = 0
-        self._raw = data
         self.shard = shard
         self._total_samples: int | None = None
-        self._source, self._in_memory = _source(data, batch_size)
-        if shard == "split":
-            self._source = _split_source(self._source, batch_size)
-        self._cache: list[Batch] | None = None
+        self._data = BatchReader(
+            data,
+            model,
+            loss,
+            closure=self.closure,
+            dtype=self.dtype,
+            device=self.device,
+            batch_size=batch_size,
+            memory_budget=self.memory_budget,
+            validate=validate,
+            shard=shard,
+        )
         self._cast_model: nn.Module | None = None
         self._total: float | None = None
         self._tensor_output: bool | None = None
-        self._prechecked = False
-        self._checker: validation.BatchChecker | None = None
         self._loss_fn: Callable[..., Any] | None = None
-        self._n_samples: int | None = None
-        self._n_batches: int | None = None
-        self._pairs = True  # every batch a 2-tuple of tensors (the evaluation engine's fast form)
         self._described = data_description
+        self._take_weights(model)
+
+    # ------------------------------------------------------------------ basics
+    def _take_weights(self, model: nn.Module) -> None:
+        """The model's parameters (by the layout), buffers and frozen parameters, cast once."""
         named = dict(model.named_parameters())
         self._params0 = {s.name: self._cast(named[s.name]) for s in self.layout.specs}
         self._buffers0 = {k: self._cast(v) for k, v in model.named_buffers()}
         self._frozen = {k: self._cast(v) for k, v in named.items() if k not in self._params0}
 
-    # ------------------------------------------------------------------ basics
     def _cast(self, t: Tensor) -> Tensor:
         if hasattr(t, "full_tensor"):  # a DTensor (FSDP2 / tensor parallel): gathered whole, once (collective)
             t = t.full_tensor()
@@ -515,34 +234,25 @@ class Problem:
     @property
     def n_samples(self) -> int:
         """Number of samples (one pass over the data the first time)."""
-        if self._n_samples is None:
+        if self._data.n_samples is None:
             for _ in self.batches():
                 pass
-        return int(self._n_samples)  # type: ignore[arg-type]
+        return int(self._data.n_samples)  # type: ignore[arg-type]
+
+    @property
+    def data(self) -> Any:
+        """The data as given (before normalization; this rank's share is read from it)."""
+        return self._data.raw
 
     @property
     def description(self) -> str:
         """The data's description for provenance."""
-        if self._described is not None:
-            return self._described
-        d = self._raw
-        if isinstance(self._source, _TensorSource):  # the caller's tensors, as given (not as cast)
-            ts = [torch.as_tensor(t) for t in d]
-            if len(ts) == 2:
-                x, y = ts
-                return f"tensor pair X{tuple(x.shape)} {str(x.dtype)[6:]}, y{tuple(y.shape)} {str(y.dtype)[6:]}"
-            return "tensors " + ", ".join(f"{tuple(t.shape)} {str(t.dtype)[6:]}" for t in ts)
-        n = (
-            f"{self._n_batches} batches, {self._n_samples} samples"
-            if self._n_batches is not None
-            else (f"{len(d)} batches" if hasattr(d, "__len__") else "batches")
-        )
-        return f"{type(d).__name__} of {n}"
+        return self._described if self._described is not None else self._data.describe()
 
     @property
     def streamed(self) -> bool:
         """Whether the data is re-read on every pass (not held in memory)."""
-        return self._cache is None and not self._in_memory
+        return self._data.streamed
 
     def provenance(self) -> dict[str, Any]:
         """What goes into a result's provenance: data, loss, dtype, BatchNorm mode, notes."""
@@ -564,8 +274,8 @@ class Problem:
         if self._total is None:
             fm = self.functional()
             with torch.no_grad():
-                count = sum(self._batch_terms(fm, b)[1] for b in self.batches())
-            self._total = float(self._reduce([torch.tensor(count, dtype=torch.float64)])[0])
+                count = sum(self.batch_terms(fm, b)[1] for b in self.batches())
+            self._total = float(self.reduce_sums([torch.tensor(count, dtype=torch.float64)])[0])
         return self._total
 
     def with_options(self, *, bn_mode: str | None = None) -> Problem:
@@ -593,10 +303,7 @@ class Problem:
         new.hvp_count = 0
         new._cast_model = None
         new._tensor_output = None
-        named = dict(model.named_parameters())
-        new._params0 = {s.name: new._cast(named[s.name]) for s in new.layout.specs}
-        new._buffers0 = {k: new._cast(v) for k, v in model.named_buffers()}
-        new._frozen = {k: new._cast(v) for k, v in named.items() if k not in new._params0}
+        new._take_weights(model)
         return new
 
     def compute_model(self) -> nn.Module:
@@ -616,114 +323,16 @@ class Problem:
         """
         if self.closure:
             raise ValueError("a closure loss has no (outputs, targets) form")
-        fn = self._loss_fn_for(next(iter(self.batches())).targets)
+        fn = self.loss_fn_for(next(iter(self.batches())).targets)
         return self.loss_spec if self.loss_spec in ("cross_entropy", "mse") else fn
 
     # ------------------------------------------------------------------ data
-    def _split(self, raw: Any, index: int) -> Batch:
-        if isinstance(raw, np.ndarray):
-            raw = torch.as_tensor(raw)
-        inputs: tuple[Any, ...]
-        if isinstance(raw, Tensor):
-            inputs, kwargs, targets = (raw,), {}, None
-        elif isinstance(raw, Mapping):
-            key = next((k for k in TARGET_KEYS if k in raw), None)
-            kwargs = {k: v for k, v in raw.items() if k != key}
-            inputs, targets = (), (raw[key] if key is not None else None)
-        elif isinstance(raw, tuple | list) and raw:
-            inputs, kwargs, targets = (tuple(raw[:-1]), {}, raw[-1]) if len(raw) > 1 else ((raw[0],), {}, None)
-        else:
-            raise validation.InputTypeError(
-                f"data (batch {index}): a batch must be a tensor, a tuple (*inputs, targets) or a mapping, got "
-                f"{type(raw).__name__}"
-            )
-        if targets is not None and not isinstance(targets, Tensor):
-            targets = torch.as_tensor(targets) if isinstance(targets, np.ndarray | list) else targets
-        lead = targets if isinstance(targets, Tensor) else _first_tensor((inputs, kwargs))
-        size = int(lead.shape[0]) if isinstance(lead, Tensor) and lead.dim() else 1
-        if size == 0:
-            raise validation.InputError(f"data (batch {index}) holds no samples; expected at least one")
-        return Batch(tuple(inputs), dict(kwargs), targets, raw, size)
-
-    def _normalize(self, raw: Any, index: int) -> Batch:
-        """Cast, check (first pass) and split one raw batch."""
-        pair = isinstance(raw, tuple | list) and len(raw) == 2 and all(isinstance(t, Tensor | np.ndarray) for t in raw)
-        if pair and not self.closure:
-            x, y = (torch.as_tensor(t) for t in raw)
-            if self._checker is None:
-                self._checker = validation.BatchChecker(
-                    self.model, self.loss_spec, dtype=self.dtype, device=self.device
-                )
-            if self.validate and self._cache is None and self._n_samples is None and not self._prechecked:
-                single = isinstance(self._source, _TensorSource) and len(self._source) == 1
-                x, y = self._checker(x, y, index, single)  # type: ignore[assignment]
-            else:
-                x, y = _to(x, self.dtype, self.device), self._retarget(y)
-            return self._split((x, y), index)
-        self._pairs = False
-        raw = _to(raw, self.dtype, self.device)
-        if self.validate and self._n_samples is None:
-            for t in _flat_tensors(raw):
-                if t.is_floating_point():
-                    validation.check_finite(t, f"data (batch {index})", "Drop or impute those samples.")
-        return self._split(raw, index)
-
-    def _retarget(self, y: Tensor) -> Tensor:
-        """Targets as the checker normalized them on the first pass (later passes: cast only)."""
-        c = self._checker
-        y = y.to(self.device)
-        if c is None or c.kind is None:
-            return y.to(self.dtype) if y.is_floating_point() else y
-        if c.kind is validation.LossKind.CLASSIFICATION and not y.is_floating_point():
-            return (y[:, 0] if y.dim() == 2 and y.shape[1] == 1 else y).long()
-        if c.kind is validation.LossKind.REGRESSION or y.is_floating_point():
-            y = y.to(self.dtype)
-            if c.kind is validation.LossKind.REGRESSION and isinstance(c._out_shape, tuple):
-                y = validation._match_regression_shape(y, c._out_shape, "", note=False)
-        return y
-
     def batches(self) -> Iterator[Batch]:
         """The normalized batches, in order: from memory when held, else read from the source.
 
         The first pass validates, counts the samples, and keeps the batches when they fit the memory budget.
         """
-        if self._cache is not None:
-            yield from self._cache
-            return
-        first = self._n_samples is None
-        src = self._source
-        if (
-            first
-            and self.validate
-            and isinstance(src, _TensorSource)
-            and len(src.tensors) == 2
-            and not self.closure
-            and src.n > 0
-        ):
-            # A tensor pair is checked whole, so messages give indices into the caller's tensors.
-            self._checker = validation.BatchChecker(self.model, self.loss_spec, dtype=self.dtype, device=self.device)
-            x, y = self._checker(*src.tensors, 0, True)
-            assert y is not None  # targets in, targets out
-            src.tensors = (x, y)
-            self._prechecked = True
-        keep: list[Batch] | None = [] if first else None
-        held, n, count = 0, 0, 0
-        for i, raw in enumerate(self._source):
-            b = self._normalize(raw, i)
-            n += b.size
-            count += 1
-            if keep is not None:
-                held += _nbytes(b.raw)
-                if self._in_memory or held <= self.memory_budget:
-                    keep.append(b)
-                else:
-                    keep = None
-            yield b
-        if count == 0:
-            raise validation.InputError("data holds no batch; expected at least one sample")
-        if first:
-            self._n_samples, self._n_batches = n, count
-            self._cache = keep
+        return self._data.batches()
 
     def pairs(self) -> list[tuple[Tensor, Tensor]] | None:
         """The data as checked ``(X, y)`` tensor batches when it is that simple and held in memory, else ``None``.
@@ -732,8 +341,8 @@ class Problem:
         """
         if self.closure:
             return None
-        batches = list(self.batches())
-        if not self._pairs or self._cache is None:
+        batches = self._data.held_pairs()
+        if batches is None:
             return None
         if self._tensor_output is None:  # the engine and the Hessian kernels call the model for a tensor
             with torch.no_grad():
@@ -746,7 +355,7 @@ class Problem:
         return out
 
     # ------------------------------------------------------------------ loss
-    def _loss_fn_for(self, targets: Tensor | None) -> Callable[[Tensor, Tensor | None], Tensor]:
+    def loss_fn_for(self, targets: Tensor | None) -> Callable[[Tensor, Tensor | None], Tensor]:
         """The batch-mean ``loss(outputs, targets)`` (the default resolved from the targets' dtype)."""
         if self._loss_fn is None:
             fn = self.loss_spec
@@ -770,11 +379,11 @@ class Problem:
             bufs = {k: v.clone() for k, v in bufs.items()}  # running statistics updated privately
         return FunctionalModel(self.model, {**self._frozen, **bufs, **params}, self.bn_mode == "train")
 
-    def _outputs(self, fm: FunctionalModel, batch: Batch) -> Tensor:
+    def outputs(self, fm: FunctionalModel, batch: Batch) -> Tensor:
         """The output tensor of one batch (the output rule applied)."""
         return model_output(fm(*batch.inputs, **batch.kwargs))
 
-    def _batch_terms(self, fm: FunctionalModel, batch: Batch) -> tuple[Tensor, float]:
+    def batch_terms(self, fm: FunctionalModel, batch: Batch) -> tuple[Tensor, float]:
         """``(sum of the loss over the batch's samples, count)`` at the point ``fm``."""
         if self.closure:
             # A closure is a callable, except under loss_form="batch" with a loss name (then this TypeError).
@@ -782,24 +391,15 @@ class Problem:
             if isinstance(r, tuple | list):
                 total, count = r
                 return total, float(count)
-            return self._scalar(r) * batch.size, float(batch.size)
+            return check_scalar(r) * batch.size, float(batch.size)
         if batch.targets is None:
             raise validation.InputError(
                 "the batches carry no targets; give (inputs, targets) batches or a closure loss(model, batch)"
             )
-        out = self._outputs(fm, batch)
-        return self._scalar(self._loss_fn_for(batch.targets)(out, batch.targets)) * batch.size, float(batch.size)
+        out = self.outputs(fm, batch)
+        return check_scalar(self.loss_fn_for(batch.targets)(out, batch.targets)) * batch.size, float(batch.size)
 
-    @staticmethod
-    def _scalar(r: Any) -> Tensor:
-        if not isinstance(r, Tensor) or r.dim() != 0:
-            raise ValueError(
-                f"the loss returned {type(r).__name__} of shape {tuple(getattr(r, 'shape', ()))}; it must return a "
-                "scalar tensor (the batch mean), or a closure may return (sum, count)"
-            )
-        return r
-
-    def _reduce(self, sums: list[Tensor]) -> list[Tensor]:
+    def reduce_sums(self, sums: list[Tensor]) -> list[Tensor]:
         """The one reduction hook: per-process sums over batches (the last is the count) -> global sums.
 
         Identity in one process. Under ``torch.distributed`` with data sharded across ranks this is where
@@ -819,13 +419,13 @@ class Problem:
         """Number of samples over all ranks (:attr:`n_samples` is this rank's; collective when sharded)."""
         if self._total_samples is None:
             n = torch.tensor(float(self.n_samples), dtype=torch.float64)
-            self._total_samples = int(self._reduce([n])[0])
+            self._total_samples = int(self.reduce_sums([n])[0])
         return self._total_samples
 
     @property
     def shard_ordered(self) -> bool:
         """Whether the ranks' shares, concatenated in rank order, are the data in order (not a strided split)."""
-        return not isinstance(self._source, _StridedSource)
+        return self._data.ordered
 
     def objective(self) -> Callable[[Tensor], Tensor]:
         """The mean loss as a pure function ``f(theta (D,)) -> scalar``, differentiable by ``torch.func``.
@@ -840,7 +440,7 @@ class Problem:
             fm = self.functional(theta)
             out: Tensor | None = None
             for b in self.batches():
-                t, _ = self._batch_terms(fm, b)
+                t, _ = self.batch_terms(fm, b)
                 out = t if out is None else out + t
             assert out is not None  # batches() raises on data without a batch
             return out / total
@@ -861,10 +461,10 @@ class Problem:
         count = 0.0
         with torch.no_grad():
             for b in self.batches():
-                t, c = self._batch_terms(fm, b)
+                t, c = self.batch_terms(fm, b)
                 total += t.double()
                 count += c
-        total, n = self._reduce([total, torch.tensor(count, dtype=torch.float64, device=self.device)])
+        total, n = self.reduce_sums([total, torch.tensor(count, dtype=torch.float64, device=self.device)])
         return (total / n).to(self.dtype)
 
     def loss_and_grad(self, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -876,14 +476,14 @@ class Problem:
         with torch.enable_grad():
             for b in self.batches():
                 fm = self.functional(th)
-                t, c = self._batch_terms(fm, b)
+                t, c = self.batch_terms(fm, b)
                 if t.requires_grad:
                     (gb,) = torch.autograd.grad(t, th, allow_unused=True)
                     if gb is not None:
                         g += gb
                 total += t.detach()
                 count += c
-        total, g, n = self._reduce([total, g, torch.tensor(count, dtype=self.dtype, device=self.device)])
+        total, g, n = self.reduce_sums([total, g, torch.tensor(count, dtype=self.dtype, device=self.device)])
         return total / n, g / n
 
     def grad(self, theta: Tensor | None = None) -> Tensor:
@@ -906,7 +506,7 @@ class Problem:
         count = 0.0
         with torch.enable_grad(), differentiable_kernels():
             for b in self.batches():
-                t, c = self._batch_terms(self.functional(th), b)
+                t, c = self.batch_terms(self.functional(th), b)
                 count += c
                 if not t.requires_grad:
                     continue
@@ -919,7 +519,7 @@ class Problem:
                         out[:, j] += hv
         self._note_kernels()
         self.hvp_count += V.shape[1]
-        out, n = self._reduce([out, torch.tensor(count, dtype=self.dtype, device=self.device)])
+        out, n = self.reduce_sums([out, torch.tensor(count, dtype=self.dtype, device=self.device)])
         out = out / n
         return out[:, 0] if one else out
 
@@ -967,114 +567,14 @@ class Problem:
         Raises:
             ValueError: On unknown metrics, or accuracy/outputs under a closure loss.
         """
-        from tqdm.auto import tqdm
+        from landscape.evaluate._general import evaluate_problem
 
-        from landscape.evaluate.points import AffinePoints
+        return evaluate_problem(self, points, metrics, chunk_size=chunk_size, progress=progress)
 
-        metrics = (
-            self.default_metrics()
-            if metrics is None
-            else tuple((metrics,) if isinstance(metrics, str) or callable(metrics) else metrics)
-        )
-        keys: list[tuple[str, Any]] = []
-        for m in metrics:
-            if isinstance(m, str):
-                if m not in ("loss", "accuracy", "outputs"):
-                    raise ValueError(f"unknown metric {m!r}; valid: 'loss', 'accuracy', 'outputs' or a callable")
-                if self.closure and m == "accuracy":
-                    raise ValueError("accuracy needs (outputs, targets) class labels; a closure loss has no targets")
-                keys.append((m, None))
-            elif callable(m):
-                keys.append((str(getattr(m, "name", getattr(m, "__name__", "metric"))), m))
-            else:
-                raise TypeError(f"a metric must be a name or a callable, got {type(m).__name__}")
-        if isinstance(points, AffinePoints):
-            P = len(points)
-            rows: Iterable[Tensor] = (
-                points.materialize(torch.arange(s, min(s + chunk_size, P))) for s in range(0, P, chunk_size)
-            )
-        else:
-            mat = (
-                points if isinstance(points, Tensor) else torch.stack([torch.as_tensor(p).reshape(-1) for p in points])
-            )
-            mat = mat if mat.dim() == 2 else mat[None]
-            P = int(mat.shape[0])
-            rows = (mat[s : s + chunk_size] for s in range(0, P, chunk_size))
-        if self.sharded and not self.shard_ordered and any(k == "outputs" for k, _ in keys):
-            raise ValueError(
-                "metric 'outputs' needs the data order, which a strided shard of an iterable loses; shard a "
-                "Dataset, a DataLoader over one, a list of batches or tensors instead"
-            )
-        out: dict[str, list[Any]] = {k: [] for k, _ in keys}
-        with torch.no_grad(), tqdm(total=P, desc="points", unit="pt", disable=not progress) as bar:
-            for chunk in rows:
-                validation.check_vector(chunk[0], "points", self.layout)
-                fms = [self.functional(th.to(device=self.device, dtype=self.dtype)) for th in chunk]
-                sums = {k: torch.zeros(len(fms), dtype=torch.float64) for k, _ in keys if k != "outputs"}
-                outs: list[list[Tensor]] = [[] for _ in fms]
-                count, start = 0.0, 0
-                for b in self.batches():
-                    c = float(b.size)
-                    for p, fm in enumerate(fms):
-                        if self.closure and "loss" in sums:
-                            t, c = self._batch_terms(fm, b)
-                            sums["loss"][p] += float(t)
-                        if self.closure and not any(k != "loss" for k, _ in keys):
-                            continue
-                        o = self._outputs(fm, b)
-                        for k, fn in keys:
-                            if k == "loss":
-                                if not self.closure:
-                                    sums[k][p] += float(self._loss_fn_for(b.targets)(o, b.targets)) * b.size
-                            elif k == "accuracy":
-                                if b.targets is None:
-                                    raise ValueError("metric 'accuracy' needs class-label targets; this data has none")
-                                sums[k][p] += float(count_correct(o, b.targets))
-                            elif k == "outputs":
-                                outs[p].append(o.detach().cpu())
-                            else:
-                                sums[k][p] += float(fn(o[None], b.targets, start).double().reshape(-1)[0])
-                    count += c
-                    start += b.size
-                names = list(sums)
-                *totals, n_t = self._reduce([*(sums[k] for k in names), torch.tensor(count, dtype=torch.float64)])
-                sums, n = dict(zip(names, totals)), float(n_t)
-                for k, _ in keys:
-                    if k == "outputs":
-                        stacked = torch.stack([torch.cat(o) for o in outs])  # (p, n_local, *out)
-                        if self.sharded:  # rows in rank order = data order for contiguous shares
-                            stacked = distributed.all_gather_rows(stacked.transpose(0, 1)).transpose(0, 1)
-                        out[k].append(stacked)
-                    else:
-                        out[k].append(sums[k] / n)
-                bar.update(len(fms))
-        res = {k: torch.cat(v).numpy() for k, v in out.items()}
-        if "loss" in res and "accuracy" in res:
-            res["accuracy"][~np.isfinite(res["loss"])] = np.nan
-        return res
-
-
-def _flat_tensors(x: Any) -> Iterator[Tensor]:
-    if isinstance(x, Tensor):
-        yield x
-        return
-    vals = x.values() if isinstance(x, Mapping) else x if isinstance(x, tuple | list) else ()
-    for v in vals:
-        yield from _flat_tensors(v)
-
-
-def renamed(new: Any, old: Any, old_name: str, new_name: str) -> Any:
-    """The value of a keyword given under its new name or its deprecated old one (which warns).
-
-    Raises:
-        TypeError: If both are given.
-    """
-    if old is None:
-        return new
-    if new is not None:
-        raise TypeError(f"{old_name} is the deprecated name of {new_name}; pass only {new_name}")
-    warnings.warn(f"{old_name} is deprecated; use {new_name}", DeprecationWarning, stacklevel=3)
-    return old
+    # Old private names, used by landscape.curvature until it switches to the public ones.
+    _batch_terms = batch_terms
+    _loss_fn_for = loss_fn_for
+    _split = staticmethod(split_batch)
 
 
 def as_problem(

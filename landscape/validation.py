@@ -1,9 +1,9 @@
 """Input validation: the one place where data, targets, weights and dtypes are checked and normalized.
 
 Every public entry point that takes a model and data runs its inputs through these plain functions
-(and a future ``landscape.Problem`` owns them), so bad input fails early with an :class:`InputError`
-that names the argument, what was expected, what was given and the fix, instead of a deep torch error
-or a silently wrong number.
+(a :class:`~landscape.problem.Problem` on its first pass over the data), so bad input fails early with an
+:class:`InputError` that names the argument, what was expected, what was given and the fix, instead of a
+deep torch error or a silently wrong number.
 
 Policy (one for the whole package):
 
@@ -31,8 +31,8 @@ Where it runs: :func:`~landscape.evaluate.points.evaluate_points` (so every line
 construction, batched data on its first pass), :func:`~landscape.analyze.saturation.measure_saturation`,
 :class:`~landscape.curvature.hessian.HessianOperator`, :meth:`~landscape.analyze.pca.TrajectoryPCA.fit` (snapshots),
 ``tunnels.split_stats`` / ``SplitAccumulator.update`` / ``full_batch_objective`` / ``newton_flat``,
-``persistence.PersistentTrainer`` and the fast persistent paths. A ``landscape.Problem`` is meant to call
-:func:`validate_problem` once and hand its batches on.
+``persistence.PersistentTrainer`` and the fast persistent paths, and every :class:`~landscape.problem.Problem`
+(through :class:`BatchChecker` on its first pass).
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ __all__ = [
     "ValidatedLoader",
     "validate_pair",
     "validate_problem",
+    "is_tensor_pair",
+    "match_regression_shape",
     "check_operator",
 ]
 
@@ -302,7 +304,7 @@ def normalize_targets(
     return y if device is None else y.to(device)
 
 
-def _match_regression_shape(y: Tensor, out: tuple[int, ...], where: str, note: bool = True) -> Tensor:
+def match_regression_shape(y: Tensor, out: tuple[int, ...], where: str, note: bool = True) -> Tensor:
     """Targets ``(N,)`` for outputs ``(N, 1)`` (or the reverse) reshaped like the outputs, with a note.
 
     Torch's regression losses would broadcast ``(N, 1) - (N,)`` to ``(N, N)``: a wrong loss with only a warning.
@@ -425,7 +427,7 @@ class BatchChecker:
                     if n_classes is not None:
                         check_labels(y, n_classes, argname=where, ignore_index=self.ignore_index)
                 elif self.kind is LossKind.REGRESSION and (out := self._out(x)) is not None:
-                    y = _match_regression_shape(y, out, where)
+                    y = match_regression_shape(y, out, where)
         self.n_samples += int(x.shape[0])
         self.n_batches += 1
         return x, y
@@ -435,6 +437,16 @@ class BatchChecker:
         if self._out_shape is False:
             self._out_shape = None if self.model is None else _output_shape(self.model, x)
         return self._out_shape  # type: ignore[return-value]
+
+    def recast_targets(self, y: Tensor) -> Tensor:
+        """Targets of a later pass normalized as this checker normalized the first pass's (no checks, casts only)."""
+        if self.kind is LossKind.CLASSIFICATION and not y.is_floating_point():
+            return (y[:, 0] if y.dim() == 2 and y.shape[1] == 1 else y).long()
+        if self.kind is LossKind.REGRESSION or y.is_floating_point():
+            y = y.to(self.dtype)
+            if self.kind is LossKind.REGRESSION and isinstance(self._out_shape, tuple):
+                y = match_regression_shape(y, self._out_shape, "", note=False)
+        return y
 
     def finish(self) -> None:
         """Refuse data that held no sample.
@@ -588,15 +600,7 @@ class ValidatedLoader:
         for x, y in self.data:
             if x.dtype != c.dtype and (x.is_floating_point() or not c.keep_integer):
                 x = x.to(c.dtype)
-            if c.kind is LossKind.CLASSIFICATION and y.dim() == 2 and y.shape[1] == 1 and not y.is_floating_point():
-                y = y[:, 0]
-            if y.is_floating_point() and y.dtype != c.dtype or c.kind is LossKind.REGRESSION and y.dtype != c.dtype:
-                y = y.to(c.dtype)
-            if c.kind is LossKind.REGRESSION and isinstance(c._out_shape, tuple):
-                y = _match_regression_shape(y, c._out_shape, "", note=False)
-            elif c.kind is LossKind.CLASSIFICATION and not y.is_floating_point() and y.dtype != torch.long:
-                y = y.long()
-            yield x, y
+            yield x, c.recast_targets(y)
 
 
 def validate_pair(data: Any, model: nn.Module, loss_fn: Any = None, *, argname: str = "data") -> Any:

@@ -366,7 +366,8 @@ def test_functional_style_models_equal_brute_force_float64(tail):
 
 def test_operation_level_handlers_cover_module_and_functional_spellings():
     """The same network written with modules and with functions gives one program shape and one fast path."""
-    from landscape.evaluate._fast import build_program, h_conv_pool, h_generic, h_module
+    from landscape.evaluate._handlers import h_conv_pool, h_generic, h_module
+    from landscape.evaluate._trace import build_program
 
     torch.manual_seed(0)
     mods = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(27, 4)).double()
@@ -398,7 +399,7 @@ def test_operation_level_handlers_cover_module_and_functional_spellings():
 
 def test_functional_path_routes_2x2_max_pool_and_stays_exact():
     """An untraceable model (data-dependent branch) runs through the functional path with the fast pooling."""
-    from landscape.evaluate._fast import FastOpsMode, uses_pool2
+    from landscape.evaluate._kernels import FastOpsMode, uses_pool2
 
     class Branchy(nn.Module):
         def __init__(self) -> None:

@@ -233,12 +233,33 @@ _PERSIST = {
     "eval_data": Lazy(lambda c: {"val": c.data}),
 }
 
+# A Problem's method at its own point on its first batch.
+_AT_BATCH = {"fm": Lazy(lambda c: _problem(c).functional()), "batch": Lazy(lambda c: _first_batch(c))}
+
 # Per-function options: a list of variants, each a dict of keyword (or, for positional-only use,
 # named) arguments merged over the builders; Lazy values are built from the context.
 CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.functional_forward": [{"train": None}, {"train": True}, {"train": False}],
     "landscape.measure_saturation": [{"train": True}, {"train": False}],
     "landscape.evaluate_points": [{"bn_mode": m, "strategy": s} for m in ("eval", "train") for s in ("auto", "loop")],
+    "landscape.Problem.batch_terms": [_AT_BATCH],
+    "landscape.Problem.outputs": [_AT_BATCH],
+    "landscape.functional.model_modes": [{"bn_train": t, "__with__": True} for t in (False, True)],
+    "landscape.validation.BatchChecker.recast_targets": [{"y": Lazy(lambda c: c.y)}],
+    "landscape._batch.BatchReader": [
+        {
+            "loss": None,
+            "closure": False,
+            "dtype": torch.float64,
+            "device": torch.device("cpu"),
+            "batch_size": 6,
+            "memory_budget": 1 << 20,
+            "validate": True,
+            "shard": "none",
+        }
+    ],
+    "landscape.Problem.loss_fn_for": [{"targets": Lazy(lambda c: c.y)}],
+    "landscape.Problem.reduce_sums": [{"sums": Lazy(lambda c: [torch.ones(2, dtype=torch.float64)])}],
     "landscape.line": [{**_TINY, **m} for m in (*_BN_MODES, {"bn_mode": "interpolate"})],
     "landscape.line_distance": [
         {"reference": Lazy(lambda c: c.other), "distances": [0.0, 1.0], **m}
@@ -365,6 +386,14 @@ INSTANCES: dict[str, Callable[[Ctx], Any]] = {
         _mlp(6), c.xr, c.yr, [0], steps=2, backend="eager"
     ),
 }
+
+
+def _problem(c: Ctx) -> Any:
+    return __import__("landscape").Problem(c.model, c.data)
+
+
+def _first_batch(c: Ctx) -> Any:
+    return next(iter(_problem(c).batches()))
 
 
 def _checked_once(c: Ctx) -> Any:

@@ -239,7 +239,7 @@ def test_attention_hvp_selects_the_math_kernel_and_restores_settings():
     v = torch.randn(prob.numel)
     with pytest.raises(RuntimeError, match="flash_attention"):  # the failing case without the kernel choice
         th = prob.theta0.requires_grad_(True)
-        t, _ = prob._batch_terms(prob.functional(th), next(prob.batches()))
+        t, _ = prob.batch_terms(prob.functional(th), next(prob.batches()))
         (g,) = torch.autograd.grad(t, th, create_graph=True)
         torch.autograd.grad(g @ v, th)
     hv = prob.hvp(v)

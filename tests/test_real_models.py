@@ -298,7 +298,7 @@ def test_gpt2_hvp_needs_the_kernel_choice():
     th = prob.theta0.requires_grad_(True)
     with pytest.raises(RuntimeError, match="not implemented"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t, _ = prob._batch_terms(prob.functional(th), next(prob.batches()))
+        t, _ = prob.batch_terms(prob.functional(th), next(prob.batches()))
         (gr,) = torch.autograd.grad(t, th, create_graph=True)
         torch.autograd.grad(gr.sum(), th)
     v = torch.randn(prob.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(0))

@@ -206,7 +206,7 @@ def newton_flat(
         prob = (
             model
             if model.dtype == torch.float64
-            else Problem(model.model, model._raw, model.loss_spec, bn_mode=model.bn_mode, dtype=torch.float64)
+            else Problem(model.model, model.data, model.loss_spec, bn_mode=model.bn_mode, dtype=torch.float64)
         )
         model = prob.model
     else:

@@ -84,7 +84,7 @@ from tqdm.auto import tqdm
 
 from landscape._options import parse_option
 from landscape.params import preserved_mode
-from landscape.validation import check_model, iter_validated, validate_batches
+from landscape.validation import check_model, is_tensor_pair, iter_validated, validate_batches
 from tunnels.sites import PairKind, TunnelSite, find_sites, resolve_site
 
 __all__ = [
@@ -456,7 +456,7 @@ def split_stats(
     total: dict[str, Tensor] = {}
     n_ex = n_b = 0
     check_model(model)
-    batches = iter_validated(data, model, loss_fn, batch_size=batch_size if _is_pair(data) else None)
+    batches = iter_validated(data, model, loss_fn, batch_size=batch_size if is_tensor_pair(data) else None)
     for xb, yb in tqdm(batches, disable=not progress, desc="tunnel A", total=max_batches):
         part = split_matrices(model, (xb, yb), loss_fn, resolved, train=train, max_elements=max_elements)
         b = int(xb.shape[0])
@@ -469,10 +469,6 @@ def split_stats(
         raise ValueError("data yielded no batch")
     method = StatsMethod.FULL if max_batches is None else StatsMethod.PARTIAL
     return SplitStats(tuple(resolved), {p: a / n_ex for p, a in total.items()}, method.value, n_ex, n_b)
-
-
-def _is_pair(data: Any) -> bool:
-    return isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(d, Tensor) for d in data)
 
 
 class SplitAccumulator:

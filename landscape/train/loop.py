@@ -179,7 +179,7 @@ class Trainer:
             if model.closure:
                 raise ValueError("the trainer's loop computes loss(outputs, targets); a closure loss is not supported")
             # model assigned last: mypy types each item of the tuple after the assignments before it
-            data, loss_fn, model = model._raw, model.loss_spec, model.model
+            data, loss_fn, model = model.data, model.loss_spec, model.model
         if data is None:
             raise TypeError("data is missing: pass a landscape.Problem, or the model with data")
         if epochs is None and steps is None:

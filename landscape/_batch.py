@@ -1,0 +1,384 @@
+"""The data of a :class:`~landscape.problem.Problem`: batches read from a source, normalized and checked once.
+
+Accepted data: a tensor pair ``(X, y)`` (or a longer tuple of tensors, the last being the targets), a
+``torch.utils.data.Dataset`` (wrapped in a ``DataLoader``), a ``DataLoader``, or any re-iterable of batches.
+A batch is a tensor (inputs only), a tuple/list ``(*inputs, targets)`` or a mapping (targets under the first
+of :data:`TARGET_KEYS` present). A one-shot iterator is read once and kept; any other source is streamed,
+and kept after the first pass only when the cast batches fit the memory budget (:class:`BatchReader`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from landscape import distributed, validation
+
+__all__ = ["Batch", "BatchReader", "TARGET_KEYS", "describe_data", "split_batch", "to_device"]
+
+TARGET_KEYS = ("labels", "label", "targets", "target", "y")
+"""Keys of a mapping batch that hold the targets (the first present wins); the rest are model inputs."""
+
+
+def describe_data(data: Any) -> str:
+    """A short provenance description of ``data`` (shapes and dtypes, or the number of batches)."""
+    if validation.is_tensor_pair(data):
+        x, y = data
+        return f"tensor pair X{tuple(x.shape)} {str(x.dtype)[6:]}, y{tuple(y.shape)} {str(y.dtype)[6:]}"
+    n = len(data) if hasattr(data, "__len__") else "?"
+    return f"{type(data).__name__} of {n} batches"
+
+
+def to_device(x: Any, dtype: torch.dtype, device: torch.device) -> Any:
+    """Tensors (and numpy arrays) inside ``x`` moved to ``device``; floating ones cast to ``dtype``."""
+    if isinstance(x, np.ndarray):
+        x = torch.as_tensor(x)
+    if isinstance(x, Tensor):
+        if x.is_floating_point():
+            return x.to(device=device, dtype=dtype)
+        return x.to(device)
+    if isinstance(x, Mapping):
+        # Its own type when that constructor takes a dict (a Mapping's need not: probed by _rebuildable).
+        rebuild: Callable[[dict], Any] = type(x) if type(x) is not dict and _rebuildable(x) else dict
+        return rebuild({k: to_device(v, dtype, device) for k, v in x.items()})
+    if isinstance(x, tuple) and hasattr(x, "_fields"):  # namedtuple
+        return type(x)(*(to_device(v, dtype, device) for v in x))
+    if isinstance(x, tuple | list):
+        return type(x)(to_device(v, dtype, device) for v in x)
+    return x
+
+
+def _rebuildable(x: Mapping) -> bool:
+    cls: Callable[[dict], Any] = type(x)  # a Mapping type promises no constructor: the probe below finds out
+    try:
+        cls({})
+    except Exception:  # noqa: BLE001 - e.g. a BatchEncoding needs more arguments: fall back to a dict
+        return False
+    return True
+
+
+def _first_tensor(x: Any) -> Tensor | None:
+    if isinstance(x, Tensor):
+        return x
+    vals = x.values() if isinstance(x, Mapping) else x if isinstance(x, tuple | list) else ()
+    for v in vals:
+        t = _first_tensor(v)
+        if t is not None:
+            return t
+    return None
+
+
+def _nbytes(x: Any) -> int:
+    if isinstance(x, Tensor):
+        return x.numel() * x.element_size()
+    vals = x.values() if isinstance(x, Mapping) else x if isinstance(x, tuple | list) else ()
+    return sum(_nbytes(v) for v in vals)
+
+
+@dataclasses.dataclass
+class Batch:
+    """One normalized batch.
+
+    Attributes:
+        inputs: Positional model inputs.
+        kwargs: Keyword model inputs (a mapping batch without its target key).
+        targets: The targets, or ``None``.
+        raw: The batch as the data gave it (cast), what a closure loss receives.
+        size: Number of samples (first dimension of the targets, else of the first input tensor).
+    """
+
+    inputs: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    targets: Tensor | None
+    raw: Any
+    size: int
+
+
+def _flat_tensors(x: Any) -> Iterator[Tensor]:
+    if isinstance(x, Tensor):
+        yield x
+        return
+    vals = x.values() if isinstance(x, Mapping) else x if isinstance(x, tuple | list) else ()
+    for v in vals:
+        yield from _flat_tensors(v)
+
+
+def split_batch(raw: Any, index: int) -> Batch:
+    """One raw batch (already cast) split into inputs, keyword inputs and targets (see the module docstring).
+
+    Raises:
+        InputTypeError: On a batch of another kind; :class:`~landscape.validation.InputError` on an empty one.
+    """
+    if isinstance(raw, np.ndarray):
+        raw = torch.as_tensor(raw)
+    inputs: tuple[Any, ...]
+    if isinstance(raw, Tensor):
+        inputs, kwargs, targets = (raw,), {}, None
+    elif isinstance(raw, Mapping):
+        key = next((k for k in TARGET_KEYS if k in raw), None)
+        kwargs = {k: v for k, v in raw.items() if k != key}
+        inputs, targets = (), (raw[key] if key is not None else None)
+    elif isinstance(raw, tuple | list) and raw:
+        inputs, kwargs, targets = (tuple(raw[:-1]), {}, raw[-1]) if len(raw) > 1 else ((raw[0],), {}, None)
+    else:
+        raise validation.InputTypeError(
+            f"data (batch {index}): a batch must be a tensor, a tuple (*inputs, targets) or a mapping, got "
+            f"{type(raw).__name__}"
+        )
+    if targets is not None and not isinstance(targets, Tensor):
+        targets = torch.as_tensor(targets) if isinstance(targets, np.ndarray | list) else targets
+    lead = targets if isinstance(targets, Tensor) else _first_tensor((inputs, kwargs))
+    size = int(lead.shape[0]) if isinstance(lead, Tensor) and lead.dim() else 1
+    if size == 0:
+        raise validation.InputError(f"data (batch {index}) holds no samples; expected at least one")
+    return Batch(tuple(inputs), dict(kwargs), targets, raw, size)
+
+
+class _TensorSource:
+    """A tuple of same-length tensors cut into batches of ``batch_size`` (``None``: one batch)."""
+
+    def __init__(self, tensors: tuple[Any, ...], batch_size: int | None) -> None:
+        self.tensors = tuple(torch.as_tensor(t) for t in tensors)
+        self.n = int(self.tensors[0].shape[0]) if self.tensors[0].dim() else 0
+        if any(t.dim() == 0 or int(t.shape[0]) != self.n for t in self.tensors):
+            shapes = [tuple(t.shape) for t in self.tensors]
+            raise validation.InputError(f"data: the tensors must share their first dimension, got shapes {shapes}")
+        self.size = batch_size or max(self.n, 1)
+
+    def __len__(self) -> int:
+        return max(1, -(-self.n // self.size))
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        if self.n == 0:
+            yield self.tensors
+            return
+        for s in range(0, self.n, self.size):
+            yield tuple(t[s : s + self.size] for t in self.tensors)
+
+
+def _source(data: Any, batch_size: int | None) -> tuple[Any, bool]:
+    """``(re-iterable source of raw batches, in_memory)``."""
+    from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+    if isinstance(data, tuple | list) and data and all(isinstance(t, Tensor | np.ndarray) for t in data):
+        return _TensorSource(tuple(data), batch_size), True
+    if isinstance(data, Mapping):
+        return [data], True
+    if isinstance(data, Tensor):
+        raise validation.InputTypeError(
+            "data is a single tensor; pass (X, y), a Dataset, a DataLoader or an iterable of batches"
+        )
+    if isinstance(data, DataLoader):
+        return data, False
+    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
+        return DataLoader(data, batch_size=batch_size or 64, shuffle=False), False
+    if isinstance(data, Iterable):
+        if iter(data) is data:  # a generator: readable once, so kept
+            return list(data), True
+        return data, isinstance(data, list | tuple)
+    raise validation.InputTypeError(
+        f"data must be a tensor pair (X, y), a Dataset, a DataLoader or an iterable of batches, got "
+        f"{type(data).__name__}"
+    )
+
+
+def _split_source(source: Any, batch_size: int | None) -> Any:
+    """This rank's contiguous share of a source (see ``Problem(shard="split")``); the source itself alone."""
+    from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
+
+    rank, world = distributed.rank_world()
+    if world == 1:
+        return source
+    if isinstance(source, _TensorSource):
+        lo, hi = distributed.shard_bounds(source.n, rank, world)
+        return _TensorSource(tuple(t[lo:hi] for t in source.tensors), batch_size)
+    if (
+        isinstance(source, DataLoader)
+        and isinstance(source.dataset, Dataset)
+        and not isinstance(source.dataset, IterableDataset)
+        and source.batch_sampler is not None
+    ):
+        lo, hi = distributed.shard_bounds(len(source.dataset), rank, world)  # type: ignore[arg-type]
+        if isinstance(source.sampler, torch.utils.data.SequentialSampler):  # only the share's samples are read
+            return DataLoader(
+                Subset(source.dataset, range(lo, hi)),
+                batch_size=source.batch_size,
+                collate_fn=source.collate_fn,
+                num_workers=source.num_workers,
+                drop_last=source.drop_last,
+            )
+    if isinstance(source, list | tuple):
+        lo, hi = distributed.shard_bounds(len(source), rank, world)
+        return list(source[lo:hi])
+    return _StridedSource(source, rank, world)
+
+
+class _StridedSource:
+    """Batch ``i`` of a re-iterable goes to rank ``i % world`` (the others' batches are skipped, not kept)."""
+
+    def __init__(self, source: Any, rank: int, world: int) -> None:
+        self.source, self.rank, self.world = source, rank, world
+
+    def __iter__(self) -> Iterator[Any]:
+        for i, b in enumerate(self.source):
+            if i % self.world == self.rank:
+                yield b
+
+
+class BatchReader:
+    """A problem's data read batch by batch: cast, checked on the first pass, kept in memory when it fits.
+
+    Args:
+        data: The data (see the module docstring).
+        model: The network (the checks' dtype policy, embedding inputs and output width).
+        loss: The loss as given (the target policy).
+        closure: Whether the loss is a closure (its batches are cast, not checked against a target policy).
+        dtype: Compute dtype (floating tensors are cast to it).
+        device: Compute device.
+        batch_size: Batch size for a tensor pair (default: one batch) or a ``Dataset`` (default 64).
+        memory_budget: Bytes the cast batches may take to be kept after the first pass.
+        validate: Check the data (NaN/inf, labels, empty data) on the first pass.
+        shard: ``"split"`` keeps only this rank's share (see :class:`~landscape.problem.Problem`).
+
+    Attributes:
+        cache: The batches once held in memory, else ``None`` (streamed).
+        n_samples: Number of samples, known after the first pass.
+        n_batches: Number of batches, known after the first pass.
+        all_pairs: Whether every batch read so far is an ``(X, y)`` pair of tensors.
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        model: nn.Module,
+        loss: Any,
+        *,
+        closure: bool,
+        dtype: torch.dtype,
+        device: torch.device,
+        batch_size: int | None,
+        memory_budget: int,
+        validate: bool,
+        shard: str,
+    ) -> None:
+        self.raw = data
+        self.model, self.loss, self.closure = model, loss, closure
+        self.dtype, self.device = dtype, device
+        self.memory_budget, self.validate = memory_budget, validate
+        self.source, self.in_memory = _source(data, batch_size)
+        if shard == "split":
+            self.source = _split_source(self.source, batch_size)
+        self.cache: list[Batch] | None = None
+        self.n_samples: int | None = None
+        self.n_batches: int | None = None
+        self.all_pairs = True
+        self.checker: validation.BatchChecker | None = None
+        self._prechecked = False
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the data is re-read on every pass (not held in memory)."""
+        return self.cache is None and not self.in_memory
+
+    @property
+    def ordered(self) -> bool:
+        """Whether the ranks' shares, concatenated in rank order, are the data in order (not a strided split)."""
+        return not isinstance(self.source, _StridedSource)
+
+    def describe(self) -> str:
+        """The data's description for provenance (the caller's tensors as given, not as cast)."""
+        d = self.raw
+        if isinstance(self.source, _TensorSource):
+            ts = [torch.as_tensor(t) for t in d]
+            if len(ts) == 2:
+                return describe_data(tuple(ts))
+            return "tensors " + ", ".join(f"{tuple(t.shape)} {str(t.dtype)[6:]}" for t in ts)
+        n = (
+            f"{self.n_batches} batches, {self.n_samples} samples"
+            if self.n_batches is not None
+            else (f"{len(d)} batches" if hasattr(d, "__len__") else "batches")
+        )
+        return f"{type(d).__name__} of {n}"
+
+    def _normalize(self, raw: Any, index: int) -> Batch:
+        """Cast, check (first pass) and split one raw batch."""
+        pair = isinstance(raw, tuple | list) and len(raw) == 2 and all(isinstance(t, Tensor | np.ndarray) for t in raw)
+        if pair and not self.closure:
+            x, y = (torch.as_tensor(t) for t in raw)
+            if self.checker is None:
+                self.checker = validation.BatchChecker(self.model, self.loss, dtype=self.dtype, device=self.device)
+            if self.validate and self.cache is None and self.n_samples is None and not self._prechecked:
+                single = isinstance(self.source, _TensorSource) and len(self.source) == 1
+                x, y = self.checker(x, y, index, single)  # type: ignore[assignment]
+            else:
+                x, y = to_device(x, self.dtype, self.device), self._retarget(y)
+            return split_batch((x, y), index)
+        self.all_pairs = False
+        raw = to_device(raw, self.dtype, self.device)
+        if self.validate and self.n_samples is None:
+            for t in _flat_tensors(raw):
+                if t.is_floating_point():
+                    validation.check_finite(t, f"data (batch {index})", "Drop or impute those samples.")
+        return split_batch(raw, index)
+
+    def _retarget(self, y: Tensor) -> Tensor:
+        """Targets as the checker normalized them on the first pass (later passes: cast only)."""
+        y = y.to(self.device)
+        if self.checker is None:
+            return y.to(self.dtype) if y.is_floating_point() else y
+        return self.checker.recast_targets(y)
+
+    def batches(self) -> Iterator[Batch]:
+        """The normalized batches, in order: from memory when held, else read from the source.
+
+        The first pass validates, counts the samples, and keeps the batches when they fit the memory budget.
+        """
+        if self.cache is not None:
+            yield from self.cache
+            return
+        first = self.n_samples is None
+        src = self.source
+        if (
+            first
+            and self.validate
+            and isinstance(src, _TensorSource)
+            and len(src.tensors) == 2
+            and not self.closure
+            and src.n > 0
+        ):
+            # A tensor pair is checked whole, so messages give indices into the caller's tensors.
+            self.checker = validation.BatchChecker(self.model, self.loss, dtype=self.dtype, device=self.device)
+            x, y = self.checker(*src.tensors, 0, True)
+            assert y is not None  # targets in, targets out
+            src.tensors = (x, y)
+            self._prechecked = True
+        keep: list[Batch] | None = [] if first else None
+        held, n, count = 0, 0, 0
+        for i, raw in enumerate(self.source):
+            b = self._normalize(raw, i)
+            n += b.size
+            count += 1
+            if keep is not None:
+                held += _nbytes(b.raw)
+                if self.in_memory or held <= self.memory_budget:
+                    keep.append(b)
+                else:
+                    keep = None
+            yield b
+        if count == 0:
+            raise validation.InputError("data holds no batch; expected at least one sample")
+        if first:
+            self.n_samples, self.n_batches = n, count
+            self.cache = keep
+
+    def held_pairs(self) -> list[Batch] | None:
+        """All batches, when every one is an ``(X, y)`` tensor pair and they are held in memory; else ``None``."""
+        batches = list(self.batches())
+        if not self.all_pairs or self.cache is None:
+            return None
+        return batches

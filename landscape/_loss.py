@@ -1,0 +1,90 @@
+"""The loss forms a :class:`~landscape.problem.Problem` accepts, and the accuracy count.
+
+A loss is a name (:data:`LOSSES`), ``loss(outputs, targets)`` returning the batch mean, or a *closure*
+``loss(model, batch)`` (:func:`is_closure` tells them apart) returning the batch mean or ``(sum, count)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from landscape.validation import InputTypeError
+
+__all__ = ["LOSSES", "CLOSURE_NAMES", "is_closure", "check_scalar", "count_correct"]
+
+LOSSES: dict[str, Callable[..., Tensor]] = {
+    "cross_entropy": F.cross_entropy,
+    "nll": F.nll_loss,
+    "mse": F.mse_loss,
+    "l1": F.l1_loss,
+    "huber": F.huber_loss,
+    "smooth_l1": F.smooth_l1_loss,
+    "bce": F.binary_cross_entropy,
+    "bce_with_logits": F.binary_cross_entropy_with_logits,
+}
+"""The loss names a :class:`~landscape.problem.Problem` accepts (batch means)."""
+
+CLOSURE_NAMES = ("model", "fmodel", "net", "module", "network")
+"""First-parameter names that make a callable loss a closure ``loss(model, batch)`` under ``loss_form="auto"``."""
+
+
+def is_closure(fn: Any, form: str) -> bool:
+    """Whether the loss ``fn`` is a closure ``loss(model, batch)`` under ``loss_form=form``; checks both.
+
+    ``"batch"``: always; ``"outputs"``: never; ``"auto"``: when its first parameter is named as in
+    :data:`CLOSURE_NAMES` or annotated ``nn.Module``.
+
+    Raises:
+        ValueError: On an unknown ``form`` or loss name.
+        InputTypeError: On a loss that is neither a name nor callable, or a name under ``form="batch"``.
+    """
+    if form not in ("auto", "outputs", "batch"):
+        raise ValueError(f"unknown loss_form {form!r}; valid: ['auto', 'outputs', 'batch']")
+    if isinstance(fn, str) and fn not in LOSSES:
+        raise ValueError(f"unknown loss {fn!r}; valid: {sorted(LOSSES)}, a callable or a closure")
+    if fn is not None and not isinstance(fn, str) and not callable(fn):
+        raise InputTypeError(f"loss must be a name or a callable, got {type(fn).__name__}")
+    if form == "batch":
+        if not callable(fn):
+            raise InputTypeError(
+                f"loss_form='batch' needs a closure loss(model, batch); got {fn!r}: pass the callable, or a loss "
+                "name with loss_form='auto'"
+            )
+        return True
+    if form == "outputs" or isinstance(fn, str | nn.Module) or fn is None:
+        return False
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return bool(params) and (params[0].name in CLOSURE_NAMES or params[0].annotation in (nn.Module, "nn.Module"))
+
+
+def check_scalar(r: Any) -> Tensor:
+    """``r`` if it is a 0-d tensor (what a loss must return).
+
+    Raises:
+        ValueError: Naming what the loss returned.
+    """
+    if not isinstance(r, Tensor) or r.dim() != 0:
+        raise ValueError(
+            f"the loss returned {type(r).__name__} of shape {tuple(getattr(r, 'shape', ()))}; it must return a "
+            "scalar tensor (the batch mean), or a closure may return (sum, count)"
+        )
+    return r
+
+
+def count_correct(out: Tensor, y: Tensor) -> float:
+    """Correctly classified samples of a batch: ``argmax`` over the class axis equal to the target.
+
+    For outputs ``(N, C, d1, ...)`` with targets ``(N, d1, ...)`` (the K-dimensional form of ``cross_entropy``,
+    e.g. a language model's words), each sample counts its fraction of correct positions.
+    """
+    if out.dim() > 2 and y.dim() == out.dim() - 1:
+        return float((out.argmax(dim=1) == y).flatten(1).float().mean(1).sum())
+    return int((out.argmax(dim=-1) == y).sum())

@@ -1,0 +1,104 @@
+"""The general path of the evaluation engine (private): any problem, one point at a time.
+
+For problems the executors of :mod:`landscape.evaluate.points` do not take (closure losses, mapping or
+multi-input batches, streamed data): each chunk of points reads every batch once (data outer), every point
+runs through :meth:`Problem.functional <landscape.problem.Problem.functional>`, and the sums go through the
+problem's one reduction (so a data-sharded problem gives the mean over all ranks' data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from landscape import distributed, validation
+from landscape._loss import count_correct
+from landscape.evaluate._metrics import metric_keys
+from landscape.evaluate.affine import AffinePoints
+
+if TYPE_CHECKING:
+    from landscape.problem import Problem
+
+__all__ = ["evaluate_problem"]
+
+
+def evaluate_problem(
+    problem: Problem, points: Any, metrics: Sequence[Any] | None = None, *, chunk_size: int = 16, progress: bool = False
+) -> dict[str, np.ndarray]:
+    """Metrics at many points of ``problem``: :meth:`Problem.evaluate <landscape.problem.Problem.evaluate>`."""
+    from tqdm.auto import tqdm
+
+    metrics = (
+        problem.default_metrics()
+        if metrics is None
+        else tuple((metrics,) if isinstance(metrics, str) or callable(metrics) else metrics)
+    )
+    keys = metric_keys(metrics)
+    if problem.closure and any(k == "accuracy" and fn is None for k, fn in keys):
+        raise ValueError("accuracy needs (outputs, targets) class labels; a closure loss has no targets")
+    if isinstance(points, AffinePoints):
+        P = len(points)
+        rows: Iterable[Tensor] = (
+            points.materialize(torch.arange(s, min(s + chunk_size, P))) for s in range(0, P, chunk_size)
+        )
+    else:
+        mat = points if isinstance(points, Tensor) else torch.stack([torch.as_tensor(p).reshape(-1) for p in points])
+        mat = mat if mat.dim() == 2 else mat[None]
+        P = int(mat.shape[0])
+        rows = (mat[s : s + chunk_size] for s in range(0, P, chunk_size))
+    if problem.sharded and not problem.shard_ordered and any(k == "outputs" for k, _ in keys):
+        raise ValueError(
+            "metric 'outputs' needs the data order, which a strided shard of an iterable loses; shard a "
+            "Dataset, a DataLoader over one, a list of batches or tensors instead"
+        )
+    out: dict[str, list[Any]] = {k: [] for k, _ in keys}
+    with torch.no_grad(), tqdm(total=P, desc="points", unit="pt", disable=not progress) as bar:
+        for chunk in rows:
+            validation.check_vector(chunk[0], "points", problem.layout)
+            fms = [problem.functional(th.to(device=problem.device, dtype=problem.dtype)) for th in chunk]
+            sums = {k: torch.zeros(len(fms), dtype=torch.float64) for k, _ in keys if k != "outputs"}
+            outs: list[list[Tensor]] = [[] for _ in fms]
+            count, start = 0.0, 0
+            for b in problem.batches():
+                c = float(b.size)
+                for p, fm in enumerate(fms):
+                    if problem.closure and "loss" in sums:
+                        t, c = problem.batch_terms(fm, b)
+                        sums["loss"][p] += float(t)
+                    if problem.closure and not any(k != "loss" for k, _ in keys):
+                        continue
+                    o = problem.outputs(fm, b)
+                    for k, fn in keys:
+                        if k == "loss":
+                            if not problem.closure:
+                                sums[k][p] += float(problem.loss_fn_for(b.targets)(o, b.targets)) * b.size
+                        elif k == "accuracy":
+                            if b.targets is None:
+                                raise ValueError("metric 'accuracy' needs class-label targets; this data has none")
+                            sums[k][p] += float(count_correct(o, b.targets))
+                        elif k == "outputs":
+                            outs[p].append(o.detach().cpu())
+                        else:
+                            sums[k][p] += float(fn(o[None], b.targets, start).double().reshape(-1)[0])
+                count += c
+                start += b.size
+            names = list(sums)
+            *totals, n_t = problem.reduce_sums([*(sums[k] for k in names), torch.tensor(count, dtype=torch.float64)])
+            sums, n = dict(zip(names, totals)), float(n_t)
+            for k, _ in keys:
+                if k == "outputs":
+                    stacked = torch.stack([torch.cat(o) for o in outs])  # (p, n_local, *out)
+                    if problem.sharded:  # rows in rank order = data order for contiguous shares
+                        stacked = distributed.all_gather_rows(stacked.transpose(0, 1)).transpose(0, 1)
+                    out[k].append(stacked)
+                else:
+                    out[k].append(sums[k] / n)
+            bar.update(len(fms))
+    res = {k: torch.cat(v).numpy() for k, v in out.items()}
+    if "loss" in res and "accuracy" in res:
+        res["accuracy"][~np.isfinite(res["loss"])] = np.nan
+    return res

@@ -1,0 +1,127 @@
+"""The model at a point: BatchNorm policy, the functional model, differentiable kernels and the output rule.
+
+One home for how the package runs a model at parameters other than its own, without modifying it:
+
+* **BatchNorm policy** (:class:`BNMode`): ``"eval"`` uses the running statistics; ``"train"`` uses each
+  batch's statistics (running buffers are never written: they go to private copies), Dropout always off;
+  ``"interpolate"`` (the evaluation engine only) uses per-point buffers ``sum_k c_k B_k`` of affine points
+  between models (Li et al.'s "states"). A :class:`~landscape.problem.Problem` takes ``"eval"`` or ``"train"``.
+* **The functional model** (:class:`FunctionalModel`): the model evaluated through
+  :func:`torch.func.functional_call` at given parameters and buffers, in the mode the policy says; the
+  model's own train/eval flags are restored after every call.
+* **Differentiable kernels** (:func:`differentiable_kernels`): second-order products select the math
+  scaled-dot-product-attention kernel, whose backward is differentiable.
+* **The output rule** (:func:`model_output`): which tensor of what the model returns the loss and metrics see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import enum
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["BNMode", "FunctionalModel", "eval_copy", "model_modes", "differentiable_kernels", "model_output"]
+
+KERNEL_NOTE = "second-order products ran with the math SDPA kernel (differentiable); the caller's settings restored"
+"""What a problem's provenance notes say after second-order products ran under :func:`differentiable_kernels`."""
+
+_BATCH_NORM = nn.modules.batchnorm._BatchNorm  # the base class of BatchNorm1d/2d/3d (and SyncBatchNorm)
+
+
+class BNMode(str, enum.Enum):
+    """BatchNorm policy: running statistics, batch statistics, or interpolated buffers."""
+
+    EVAL = "eval"
+    TRAIN = "train"
+    INTERPOLATE = "interpolate"
+
+
+@contextlib.contextmanager
+def model_modes(model: nn.Module, bn_train: bool) -> Iterator[None]:
+    """Inside the block every module is in eval mode, BatchNorm in train mode when ``bn_train``; restored after."""
+    saved = [(m, m.training) for m in model.modules()]
+    try:
+        for m, _ in saved:
+            m.training = bn_train and isinstance(m, _BATCH_NORM)
+        yield
+    finally:
+        for m, t in saved:
+            m.training = t
+
+
+def eval_copy(model: nn.Module, bn_train: bool = False) -> nn.Module:
+    """A deep copy in eval mode (its BatchNorm layers in train mode when ``bn_train``), for private use."""
+    m = copy.deepcopy(model).eval()
+    if bn_train:
+        for sub in m.modules():
+            if isinstance(sub, _BATCH_NORM):
+                sub.train()
+    return m
+
+
+class FunctionalModel:
+    """The model evaluated at given parameters: call it like the model; other attributes are the model's.
+
+    Runs :func:`torch.func.functional_call` with the point's parameters and private buffers, in eval mode
+    (BatchNorm in train mode when ``bn_train``; Dropout always off). The model's flags are restored after.
+    """
+
+    def __init__(self, model: nn.Module, tensors: dict[str, Tensor], bn_train: bool = False) -> None:
+        self.__dict__["_fm"] = (model, tensors, bn_train)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+        model, tensors, bn_train = self.__dict__["_fm"]
+        with model_modes(model, bn_train):
+            return torch.func.functional_call(model, tensors, args, kwargs, strict=False)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_fm"][0], name)
+
+
+@contextlib.contextmanager
+def differentiable_kernels() -> Iterator[None]:
+    """Select kernels whose backward is differentiable (math scaled-dot-product attention) inside the block.
+
+    The fused CPU flash-attention kernel has no double backward (``derivative for
+    aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented``); the math kernel
+    computes the same function with plain differentiable ops. The caller's backend choice is restored on
+    exit (``torch.nn.attention.sdpa_kernel`` saves and restores it).
+    """
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # a torch without the attention module has no fused SDPA kernels either
+        yield
+        return
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield
+
+
+def model_output(out: Any) -> Tensor:
+    """The tensor a loss ``(outputs, targets)`` and the metrics see: the documented output rule.
+
+    A tensor is returned as is; an object with a ``logits`` attribute or key (Hugging Face ``ModelOutput``)
+    gives its logits; another mapping its first non-``None`` value; a tuple or list its first element.
+
+    Raises:
+        TypeError: If no tensor can be found.
+    """
+    if isinstance(out, Tensor):
+        return out
+    logits = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(out, Mapping):
+        for v in out.values():
+            if v is not None:
+                return model_output(v)
+    if isinstance(out, tuple | list) and out:
+        return model_output(out[0])
+    raise TypeError(
+        f"cannot find the output tensor in a {type(out).__name__}; return a tensor, a tuple (first element), "
+        "an object with .logits, or pass a closure loss(model, batch)"
+    )
