@@ -45,13 +45,8 @@ TINY = ImSetup(
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("im_cache")
-
-
-@pytest.fixture(scope="module")
-def runs(cache):
-    return ImRuns(TINY, cache)
+def runs(figure_cache):
+    return ImRuns(TINY, figure_cache)
 
 
 def test_runs_share_the_initialization_and_count_gradient_evaluations(runs):
@@ -72,14 +67,14 @@ def test_runs_share_the_initialization_and_count_gradient_evaluations(runs):
     assert torch.equal(parameters_to_vector(sgd.model(-1)), sgd.final)
 
 
-def test_runs_are_cached_on_disk(runs, cache, monkeypatch):
+def test_runs_are_cached_on_disk(runs, figure_cache, monkeypatch):
     first = runs.get(RunSpec("sgd"))
 
     def boom(*a, **k):
         raise AssertionError("a cached run was trained again")
 
     monkeypatch.setattr(common, "_train", boom)
-    again = ImRuns(TINY, cache).get(RunSpec("sgd"))
+    again = ImRuns(TINY, figure_cache).get(RunSpec("sgd"))
     assert torch.equal(again.final, first.final) and again.history == first.history
 
 
@@ -196,17 +191,17 @@ def _check_named(res: FigureResult, scale: str) -> None:
         "fig15",
     ],
 )
-def test_every_figure_at_tiny_scale(cache, name):
+def test_every_figure_at_tiny_scale(figure_cache, name):
     import importlib
 
     if name in ("fig12", "fig13", "fig14", "fig15"):
         from figures.im.fig12_15 import switch_figure
 
-        res = switch_figure(int(name[3:]), TINY, cache_dir=cache)
+        res = switch_figure(int(name[3:]), TINY, cache_dir=figure_cache)
         assert len(res.claims) == 3
     else:
         mod = importlib.import_module(f"figures.im.{name}")
-        res = getattr(mod, name)(TINY, cache_dir=cache)
+        res = getattr(mod, name)(TINY, cache_dir=figure_cache)
     _check(res)
     if name == "fig9":
         assert len(res.claims) == 4

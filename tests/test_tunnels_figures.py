@@ -48,14 +48,6 @@ TINY = Setup(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _check(res: FigureResult, keys: list[str], n_claims: int) -> None:
     assert [p.key for p in res.panels] == keys
     for p in res.panels:
