@@ -14,6 +14,7 @@ from torch import nn
 
 from landscape.evaluate import AffinePoints
 from landscape.params import model_at, parameters_to_vector
+from tests.registry import make_case
 
 __all__ = [
     "Residual",
@@ -149,9 +150,14 @@ def assert_untouched(m, snap):
 
 
 def mlp_family(n_models=4, dtype=torch.float64):
-    """A float64 MLP, ``n_models - 1`` perturbed copies of it and 24 samples of 3 classes: ``(m, others, (X, y))``."""
+    """The registry's ``mlp_tanh`` case in ``dtype``, ``n_models - 1`` perturbed copies and its 24 samples.
+
+    Returns:
+        ``(m, others, (X (24, 4), y (24,)))``.
+    """
+    case = make_case("mlp_tanh")
+    m = case.model.to(dtype)
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).to(dtype)
     others = []
     for _ in range(n_models - 1):
         o = copy.deepcopy(m)
@@ -159,9 +165,7 @@ def mlp_family(n_models=4, dtype=torch.float64):
             for p in o.parameters():
                 p.add_(torch.randn_like(p))
         others.append(o)
-    X = torch.randn(24, 4, dtype=dtype)
-    y = torch.randint(0, 3, (24,))
-    return m, others, (X, y)
+    return m, others, (case.inputs[0].to(dtype), case.targets)
 
 
 def loss_at(m, vec, data):
