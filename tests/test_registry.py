@@ -41,6 +41,7 @@ from landscape import (
     line,
     loss_barrier,
     measure_saturation,
+    normalize_direction,
     permutation_spec,
     random_permutation,
     random_plane,
@@ -121,6 +122,28 @@ def test_problem_bn_train_mode_uses_each_batchs_statistics(registry_case: Case) 
     H = torch.func.jacrev(torch.func.grad(f))(th)
     torch.testing.assert_close(prob.hvp(v, th), H @ v, rtol=1e-10, atol=1e-10)
     assert not torch.allclose(prob.loss(th), case.problem().loss(th))  # the two modes differ here
+
+
+# --------------------------------------------------------------------------- directions
+@pytest.mark.parametrize("bias_bn", ["zero", "copy", "keep"])
+def test_filter_normalization_matches_a_per_filter_loop(registry_case: Case, bias_bn: str) -> None:
+    """Li et al.'s filter normalization: every row (output unit / filter) of a >1-D tensor scaled to the
+    reference's norm of that row; 1-D tensors zeroed, copied or scaled whole (``bias_bn``)."""
+    case = registry_case
+    theta = case.theta0()
+    raw = _direction(case, 12, 1.0)
+    got = normalize_direction(raw, theta, case.model, "filter", bias_bn)
+    want = []
+    for d, w in zip(case.unflatten(raw.clone()).values(), case.unflatten(theta).values(), strict=True):
+        d = d.clone()
+        if d.dim() <= 1:
+            d = {"zero": torch.zeros_like(d), "copy": w.clone(), "keep": d * w.norm() / (d.norm() + 1e-10)}[bias_bn]
+        else:
+            for j in range(d.shape[0]):
+                d[j] *= w[j].norm() / (d[j].norm() + 1e-10)
+        want.append(d.reshape(-1))
+    torch.testing.assert_close(got, torch.cat(want), rtol=1e-13, atol=0)
+    assert not torch.equal(raw, got)
 
 
 # --------------------------------------------------------------------------- slices and distances
