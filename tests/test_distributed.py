@@ -106,6 +106,7 @@ def test_each_rank_reads_only_its_share(shard_results):
     assert reads[0].isdisjoint(reads[1]) and len(reads[0] | reads[1]) == n
 
 
+@pytest.mark.slow
 def test_fsdp2_model_is_refused_and_the_documented_recipe_matches(tmp_path):
     r = _torchrun([str(ROOT / "tests" / "_shard_worker.py"), str(tmp_path), "fsdp"])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
