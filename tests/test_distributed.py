@@ -89,6 +89,7 @@ KEYS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", KEYS)
 def test_sharded_sums_equal_one_process(shard_results, key):
     single, ranks = shard_results
@@ -97,6 +98,7 @@ def test_sharded_sums_equal_one_process(shard_results, key):
         np.testing.assert_array_equal(r[key], ranks[0][key])  # every rank holds the same answer
 
 
+@pytest.mark.slow
 def test_each_rank_reads_only_its_share(shard_results):
     single, ranks = shard_results
     n = len(single["read"])

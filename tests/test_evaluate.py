@@ -147,6 +147,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_distributed_two_gloo_processes(tmp_path):
     import torch.multiprocessing as mp
 
