@@ -21,6 +21,7 @@ __all__ = [
     "assert_untouched",
     "batches",
     "brute",
+    "check_figure_result",
     "loss_at",
     "make",
     "mlp_family",
@@ -176,3 +177,37 @@ def loss_at(m, vec, data):
 
 def vec(m):
     return parameters_to_vector(m).double()
+
+
+def check_figure_result(res, source: str, keys=None, n_claims=None) -> list:
+    """The figure contract's invariants on a :class:`figures.contract.FigureResult`; returns its claims.
+
+    Panels exist (with ``keys``: exactly those, each a plotly figure with traces and a matplotlib figure with
+    axes); every claim cites ``source``, has one of the four verdicts, ``held`` in True/False/None and a numeric
+    ``measured`` (a number or a list of numbers, never prose or a bool); a held claim has every premise met,
+    and a claim with a premise not met is not tested.
+    """
+    import matplotlib.figure
+    import plotly.graph_objects as go
+
+    from figures.contract import Claim, FigureResult
+    from figures.verdict import Verdict
+
+    assert isinstance(res, FigureResult) and res.panels and res.claims
+    if keys is not None:
+        assert [p.key for p in res.panels] == list(keys)
+        for p in res.panels:
+            assert isinstance(p.plotly, go.Figure) and len(p.plotly.data) > 0
+            assert isinstance(p.mpl, matplotlib.figure.Figure) and p.mpl.axes
+    if n_claims is not None:
+        assert len(res.claims) == n_claims
+    for c in res.claims:
+        assert isinstance(c, Claim) and c.source.startswith(source), c.source
+        assert c.verdict in set(Verdict) and c.held in (True, False, None), c
+        vals = c.measured if isinstance(c.measured, list) else [c.measured]
+        assert vals and all(isinstance(v, float | int) and not isinstance(v, bool) for v in vals), c.measured
+        if c.verdict is Verdict.HELD:
+            assert all(p.met for p in c.premises), f"held on a failed premise: {c.statement}"
+        if not all(p.met for p in c.premises):
+            assert c.verdict is Verdict.NOT_TESTED, c
+    return list(res.claims)

@@ -25,6 +25,7 @@ from figures.im.fig8_table2 import barrier_width, n_bumps
 from figures.im.fig9 import equal_evals
 from figures.verdict import Verdict, paired_effect
 from landscape.params import parameters_to_vector
+from tests.helpers import check_figure_result
 
 TINY = ImSetup(
     name="test",
@@ -155,16 +156,9 @@ def _check(res: FigureResult) -> None:
 
 
 def _check_named(res: FigureResult, scale: str) -> None:
-    assert isinstance(res, FigureResult) and res.panels and res.claims
-    for c in res.claims:
-        assert isinstance(c, Claim) and c.source.startswith("Im, Tao & Branson")
-        assert c.verdict in set(Verdict), c
-        assert c.held in (True, False, None)
-        vals = c.measured if isinstance(c.measured, list) else [c.measured]
-        assert vals and all(isinstance(v, float | int) and not isinstance(v, bool) for v in vals), c
+    for c in check_figure_result(res, "Im, Tao & Branson"):
         assert c.premises, f"claim without premises: {c.statement}"
         if c.verdict is Verdict.HELD:
-            assert c.premise_met, c
             assert c.effect is None or c.effect.ci_low > 0 or c.effect.ci_high < 0, c
         if not c.premise_met:
             assert c.verdict is Verdict.NOT_TESTED and c.detail.startswith("premise not met")

@@ -6,14 +6,12 @@ import dataclasses
 import math
 from pathlib import Path
 
-import matplotlib.figure
 import numpy as np
-import plotly.graph_objects as go
 import pytest
 import torch
 import torch.nn.functional as F
 
-from figures.contract import Claim, FigureResult, MissingDataError, Scale
+from figures.contract import FigureResult, MissingDataError, Scale
 from figures.lipton.weightspace import (
     CONVERGED_TOL,
     LOW_LOSS,
@@ -32,6 +30,7 @@ from landscape.analyze import TrajectoryPCA, pairwise_end_distances
 from landscape.evaluate import AffinePoints
 from landscape.params import functional_forward
 from landscape.trajectory import Trajectory
+from tests.helpers import check_figure_result
 
 TINY = LiptonSetup(
     name="tiny",
@@ -55,16 +54,8 @@ def results(figure_cache: Path) -> dict[str, FigureResult]:
 
 
 def _check_result(res: FigureResult, keys: list[str], n_claims: int) -> None:
-    assert [p.key for p in res.panels] == keys
-    for p in res.panels:
-        assert isinstance(p.plotly, go.Figure) and len(p.plotly.data) > 0
-        assert isinstance(p.mpl, matplotlib.figure.Figure) and p.mpl.axes
-    assert len(res.claims) == n_claims
-    for c in res.claims:
-        assert isinstance(c, Claim) and c.source.startswith("Lipton 2016") and c.detail
-        assert isinstance(c.measured, float | int) and math.isfinite(c.measured)
-        assert c.held in (True, False, None) and c.verdict in set(Verdict)
-        assert c.verdict is not Verdict.HELD or all(p.met for p in c.premises)  # no held claim on a failed premise
+    for c in check_figure_result(res, "Lipton 2016", keys, n_claims):
+        assert c.detail and isinstance(c.measured, float | int) and math.isfinite(c.measured)
         assert c.scale is None  # a custom scale: the verdict is not the gallery's
     assert res.scaling["epochs"] == TINY.epochs and res.scaling["repetitions"] == TINY.repetitions
     assert f"{TINY.n_params():,} parameters" in res.scaling["model"]
