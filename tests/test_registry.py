@@ -3,8 +3,9 @@
 The registry (:mod:`tests.registry`) holds tiny float64 problems: an MLP, a Linear on token inputs, a CNN
 with BatchNorm, a ResNet block, an attention block, an LSTM and a frozen-parameter model with mapping
 batches and a closure loss. Covered: the Problem's loss, gradient and HVP (eval and train BatchNorm), every
-engine strategy, line, random plane, functional distance (two points and along a path), evaluate_points'
-outputs, loss barriers, top eigenpairs, SLQ, Hutchinson / Hutch++ traces, TrajectoryPCA, permutation specs
+engine strategy, filter normalization, line, random plane, functional distance (two points and along a
+path), evaluate_points' outputs, loss barriers, activation saturation (exact percentiles and histograms
+against forward hooks), top eigenpairs, SLQ, Hutchinson / Hutch++ traces, TrajectoryPCA, permutation specs
 (function preserved, composition, inverse) and weight matching.
 Each test compares an analyzer with a reference written here from the case's raw pieces (the whole data
 as one batch through ``torch.func.functional_call``), never with the package's own output. The
