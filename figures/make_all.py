@@ -60,6 +60,7 @@ from figures.gallery import (
     write_index,
     write_plotly_js,
 )
+from figures.verdict_table import golden_report
 
 __all__ = ["GalleryReport", "MEDIUM_BUDGET_S", "QUICK_BUDGET_S", "main", "make_gallery"]
 
@@ -426,6 +427,8 @@ def make_gallery(
         f"-> {out / 'index.html'}",
         file=sys.stderr,
     )
+    if scale is Scale.QUICK and not only:  # a changed verdict shows as a diff (issue 20); a warning, not a failure
+        print(golden_report(ordered), file=sys.stderr)
     return GalleryReport(out=out, entries=ordered, total_runtime_s=total, summary=summary)
 
 

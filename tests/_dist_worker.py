@@ -8,7 +8,7 @@ from landscape.evaluate import evaluate_points
 
 def compute() -> dict[str, np.ndarray]:
     """Evaluate a few cases; under an initialized process group the engine shards and gathers."""
-    from tests.test_evaluate import batches, make, plane_points
+    from tests.helpers import batches, make, plane_points
 
     torch.set_num_threads(1)
     out = {}

@@ -1,4 +1,12 @@
-"""Shared test set-up."""
+"""Shared test set-up: one torch thread, a cache directory per figure-test module, the registry's cases.
+
+Helpers that several test modules call live in :mod:`tests.helpers`, the tiny models and problems every
+analyzer's brute-force tests run over in :mod:`tests.registry`; test modules never import each other.
+Tests marked ``slow`` are deselected by default (``addopts`` in ``pyproject.toml``); run them with
+``python -m pytest -m slow`` (CI runs both).
+"""
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +21,12 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def figure_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty cache directory shared by the tests of one module (trained runs are reused across its tests)."""
+    return tmp_path_factory.mktemp(f"{request.module.__name__.rsplit('.', 1)[-1]}_cache")
 
 
 # --------------------------------------------------------------------------- the registry of tiny problems (issue 20)

@@ -49,7 +49,6 @@ def _data():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A width-8 model of tests_pkg trained one epoch, recorded with its factory; its weights in two files."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("factory")
     torch.manual_seed(0)
     net = nets.make(width=8)

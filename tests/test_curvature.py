@@ -26,6 +26,7 @@ from landscape.params import ParamLayout, parameters_to_vector
 from landscape.results import load_result
 from landscape.train import Trainer
 from landscape.trajectory import Trajectory
+from tests.registry import make_case
 
 F64 = torch.float64
 CE = nn.CrossEntropyLoss()
@@ -43,12 +44,10 @@ def dense(model: nn.Module, loss_fn, X: torch.Tensor, y: torch.Tensor) -> torch.
     return torch.func.hessian(loss)(parameters_to_vector(m).double())
 
 
-def _problem(seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
-    X, y = torch.randn(48, 5, generator=g, dtype=F64), torch.randint(0, 3, (48,), generator=g)
-    return net, X, y
+def _problem(name: str = "mlp_tanh"):
+    """A registry case's model and its data ``(X (24, ...), y (24,))``."""
+    case = make_case(name)
+    return case.model, case.inputs[0], case.targets
 
 
 def _gd_trajectory(net: nn.Module, X, y, steps: int, lr: float = 0.5) -> Trajectory:
@@ -93,7 +92,7 @@ def test_eigenvalues_trace_and_layers_equal_the_dense_hessian_at_every_snapshot(
 
 def test_warm_start_gives_the_cold_eigenvalues_in_fewer_products():
     """50 snapshots of gradient descent: warm and cold agree within the error bounds; warm spends fewer products."""
-    net, X, y = _problem(1)
+    net, X, y = _problem("cnn_bn")
     traj = _gd_trajectory(net, X, y, steps=49, lr=0.3)
     assert len(traj) == 50
     opts = {"k": 2, "tol": 1e-6, "progress": False}
@@ -132,7 +131,7 @@ def test_lanczos_warm_start_from_exact_eigenvectors_stops_after_one_block():
 
 
 def test_recorder_writes_the_dense_top_eigenvalue_and_leaves_training_unchanged():
-    net, X, y = _problem(2)
+    net, X, y = _problem("mlp_tanh")
     opt = lambda p: torch.optim.SGD(p, lr=0.2)  # noqa: E731
     traj = Trajectory()
     rec = CurvatureRecorder(traj, every_steps=4, k=2, tol=1e-8, per_layer=True, trace_products=6)

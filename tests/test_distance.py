@@ -7,8 +7,7 @@ import torch
 from landscape.analyze import DistanceResult, FunctionalDistance, distance_along_path, functional_distance
 from landscape.params import model_at
 from landscape.results import load_result
-from tests.test_evaluate import assert_untouched, batches, snapshot
-from tests.test_surface import setup, vec
+from tests.helpers import assert_untouched, batches, mlp_family, snapshot, vec
 
 
 def per_sample(m, va, vb, X, softmax=True):
@@ -26,7 +25,7 @@ def per_sample(m, va, vb, X, softmax=True):
 
 @pytest.mark.parametrize("output", ["softmax", "logits"])
 def test_functional_distance_equals_per_sample_loop(output):
-    m, (b,), (X, y) = setup(2)
+    m, (b,), (X, y) = mlp_family(2)
     snap, snap_b = snapshot(m), snapshot(b)
     r = functional_distance(m, m, b, batches(X, y, (10, 10, 4)), output=output)
     assert_untouched(m, snap)
@@ -38,7 +37,7 @@ def test_functional_distance_equals_per_sample_loop(output):
 
 
 def test_distance_along_path(tmp_path):
-    m, (b,), (X, y) = setup(2)
+    m, (b,), (X, y) = mlp_family(2)
     alphas = [0.0, 0.3, 1.0, 1.5]
     r = distance_along_path(m, m, b, (X, y), alphas=alphas, label="a-b")
     assert r.rms[0] == 0 and r.disagreement[0] == 0

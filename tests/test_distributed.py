@@ -89,6 +89,7 @@ KEYS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", KEYS)
 def test_sharded_sums_equal_one_process(shard_results, key):
     single, ranks = shard_results
@@ -97,6 +98,7 @@ def test_sharded_sums_equal_one_process(shard_results, key):
         np.testing.assert_array_equal(r[key], ranks[0][key])  # every rank holds the same answer
 
 
+@pytest.mark.slow
 def test_each_rank_reads_only_its_share(shard_results):
     single, ranks = shard_results
     n = len(single["read"])
@@ -106,6 +108,7 @@ def test_each_rank_reads_only_its_share(shard_results):
     assert reads[0].isdisjoint(reads[1]) and len(reads[0] | reads[1]) == n
 
 
+@pytest.mark.slow
 def test_fsdp2_model_is_refused_and_the_documented_recipe_matches(tmp_path):
     r = _torchrun([str(ROOT / "tests" / "_shard_worker.py"), str(tmp_path), "fsdp"])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

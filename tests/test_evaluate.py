@@ -12,126 +12,7 @@ from torch import nn
 
 from landscape.evaluate import AffinePoints, evaluate_points, parse_bytes
 from landscape.params import ParamLayout, model_at, parameters_to_vector
-
-
-class Residual(nn.Module):
-    """Not a chain: exercises the generic path and the first-layer detection through a custom forward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc2, self.out = nn.Linear(5, 8), nn.Linear(8, 8), nn.Linear(8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.fc1(x))
-        return self.out(h + torch.tanh(self.fc2(h)))
-
-
-def make(kind: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    torch.manual_seed({"mlp": 0, "cnn": 1, "bn": 2, "res": 3, "tied": 4}[kind])
-    if kind == "tied":  # one Linear applied twice: shared weights, repeated module in the chain
-        lin = nn.Linear(5, 5)
-        m = nn.Sequential(lin, nn.Tanh(), lin, nn.ReLU(), nn.Linear(5, 3))
-        X = torch.randn(20, 5)
-    elif kind == "mlp":
-        m = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
-        X = torch.randn(20, 5)
-    elif kind == "res":
-        m = Residual()
-        X = torch.randn(20, 5)
-    elif kind == "cnn":
-        m = nn.Sequential(
-            nn.Conv2d(1, 3, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(3, 4, 3),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(16, 3),
-        )
-        X = torch.randn(20, 1, 8, 8)
-    else:
-        m = nn.Sequential(
-            nn.Conv2d(1, 3, 3),
-            nn.BatchNorm2d(3),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(27, 6),
-            nn.BatchNorm1d(6),
-            nn.Tanh(),
-            nn.Linear(6, 3),
-        )
-        X = torch.randn(20, 1, 8, 8)
-        with torch.no_grad():  # non-trivial running statistics
-            m.train()
-            for _ in range(3):
-                m(X * 2 + 1)
-    m = m.double().eval()
-    return m, X.double(), torch.randint(0, 3, (20,))
-
-
-def batches(X, y, sizes=(7, 7, 6)):
-    out, s = [], 0
-    for n in sizes:
-        out.append((X[s : s + n], y[s : s + n]))
-        s += n
-    return out
-
-
-def plane_points(m, nx=3, ny=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    c = parameters_to_vector(m)
-    basis = torch.stack(
-        [
-            c,
-            0.5 * torch.randn(c.numel(), generator=g, dtype=c.dtype),
-            0.5 * torch.randn(c.numel(), generator=g, dtype=c.dtype),
-        ]
-    )
-    xs, ys = np.linspace(-1, 1, nx), np.linspace(-0.5, 1, ny)
-    X, Y = (a.reshape(-1) for a in np.meshgrid(xs, ys))
-    return AffinePoints(basis, np.stack([np.ones_like(X), X, Y], 1))
-
-
-def brute(m, vecs, data, train_bn=False, bufs=None):
-    """Explicit float64 loop: one point, one batch, one nn.Module call at a time."""
-    loss, acc = [], []
-    for i, v in enumerate(vecs):
-        net = model_at(m, v, None if bufs is None else bufs[i])
-        net.eval()
-        if train_bn:
-            for mod in net.modules():
-                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                    mod.train()
-        tot_l = tot_a = n = 0.0
-        with torch.no_grad():
-            for x, y in data:
-                out = net(x)
-                tot_l += F.cross_entropy(out, y).item() * len(y)
-                tot_a += (out.argmax(1) == y).sum().item()
-                n += len(y)
-        loss.append(tot_l / n)
-        acc.append(tot_a / n)
-    return np.array(loss), np.array(acc)
-
-
-def snapshot(m):
-    return (
-        {k: v.detach().clone() for k, v in m.state_dict(keep_vars=True).items()},
-        {k: v.requires_grad for k, v in m.named_parameters()},
-        {k: mod.training for k, mod in m.named_modules()},
-    )
-
-
-def assert_untouched(m, snap):
-    sd, rg, tr = snap
-    now = m.state_dict(keep_vars=True)
-    assert sd.keys() == now.keys()
-    for k, v in sd.items():
-        assert torch.equal(v, now[k].detach()) and v.dtype == now[k].dtype, k
-    assert rg == {k: v.requires_grad for k, v in m.named_parameters()}
-    assert tr == {k: mod.training for k, mod in m.named_modules()}
-
+from tests.helpers import assert_untouched, batches, brute, make, plane_points, snapshot
 
 STRATEGIES = ["loop", "functional", "vmap", "stacked", "auto"]
 
@@ -266,6 +147,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_distributed_two_gloo_processes(tmp_path):
     import torch.multiprocessing as mp
 

@@ -25,6 +25,7 @@ from figures.im.fig8_table2 import barrier_width, n_bumps
 from figures.im.fig9 import equal_evals
 from figures.verdict import Verdict, paired_effect
 from landscape.params import parameters_to_vector
+from tests.helpers import check_figure_result
 
 TINY = ImSetup(
     name="test",
@@ -45,13 +46,8 @@ TINY = ImSetup(
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("im_cache")
-
-
-@pytest.fixture(scope="module")
-def runs(cache):
-    return ImRuns(TINY, cache)
+def runs(figure_cache):
+    return ImRuns(TINY, figure_cache)
 
 
 def test_runs_share_the_initialization_and_count_gradient_evaluations(runs):
@@ -72,14 +68,14 @@ def test_runs_share_the_initialization_and_count_gradient_evaluations(runs):
     assert torch.equal(parameters_to_vector(sgd.model(-1)), sgd.final)
 
 
-def test_runs_are_cached_on_disk(runs, cache, monkeypatch):
+def test_runs_are_cached_on_disk(runs, figure_cache, monkeypatch):
     first = runs.get(RunSpec("sgd"))
 
     def boom(*a, **k):
         raise AssertionError("a cached run was trained again")
 
     monkeypatch.setattr("figures.im._runs._train", boom)
-    again = ImRuns(TINY, cache).get(RunSpec("sgd"))
+    again = ImRuns(TINY, figure_cache).get(RunSpec("sgd"))
     assert torch.equal(again.final, first.final) and again.history == first.history
 
 
@@ -160,16 +156,9 @@ def _check(res: FigureResult) -> None:
 
 
 def _check_named(res: FigureResult, scale: str) -> None:
-    assert isinstance(res, FigureResult) and res.panels and res.claims
-    for c in res.claims:
-        assert isinstance(c, Claim) and c.source.startswith("Im, Tao & Branson")
-        assert c.verdict in set(Verdict), c
-        assert c.held in (True, False, None)
-        vals = c.measured if isinstance(c.measured, list) else [c.measured]
-        assert vals and all(isinstance(v, float | int) and not isinstance(v, bool) for v in vals), c
+    for c in check_figure_result(res, "Im, Tao & Branson"):
         assert c.premises, f"claim without premises: {c.statement}"
         if c.verdict is Verdict.HELD:
-            assert c.premise_met, c
             assert c.effect is None or c.effect.ci_low > 0 or c.effect.ci_high < 0, c
         if not c.premise_met:
             assert c.verdict is Verdict.NOT_TESTED and c.detail.startswith("premise not met")
@@ -196,17 +185,17 @@ def _check_named(res: FigureResult, scale: str) -> None:
         "fig15",
     ],
 )
-def test_every_figure_at_tiny_scale(cache, name):
+def test_every_figure_at_tiny_scale(figure_cache, name):
     import importlib
 
     if name in ("fig12", "fig13", "fig14", "fig15"):
         from figures.im.fig12_15 import switch_figure
 
-        res = switch_figure(setup=TINY, cache=cache, number=int(name[3:]))
+        res = switch_figure(setup=TINY, cache=figure_cache, number=int(name[3:]))
         assert len(res.claims) == 3
     else:
         mod = importlib.import_module(f"figures.im.{name}")
-        res = getattr(mod, name)(setup=TINY, cache=cache)
+        res = getattr(mod, name)(setup=TINY, cache=figure_cache)
     _check(res)
     if name == "fig9":
         assert len(res.claims) == 4

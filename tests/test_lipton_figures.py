@@ -6,14 +6,12 @@ import dataclasses
 import math
 from pathlib import Path
 
-import matplotlib.figure
 import numpy as np
-import plotly.graph_objects as go
 import pytest
 import torch
 import torch.nn.functional as F
 
-from figures.contract import Claim, FigureResult, MissingDataError, Scale
+from figures.contract import FigureResult, MissingDataError, Scale
 from figures.lipton._setup import (
     CONVERGED_TOL,
     LOW_LOSS,
@@ -32,6 +30,7 @@ from landscape.analyze import TrajectoryPCA, pairwise_end_distances
 from landscape.evaluate import AffinePoints
 from landscape.params import functional_forward
 from landscape.trajectory import Trajectory
+from tests.helpers import check_figure_result
 
 TINY = LiptonSetup(
     name="tiny",
@@ -49,49 +48,27 @@ TINY = LiptonSetup(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and on a busy machine thread hand-offs dominate.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("lipton_cache")
-
-
-@pytest.fixture(scope="module")
-def results(cache: Path) -> dict[str, FigureResult]:
-    return {f.__name__: f(setup=TINY, cache=cache) for f in (figure1, figure2, figure3)}
+def results(figure_cache: Path) -> dict[str, FigureResult]:
+    return {f.__name__: f(setup=TINY, cache=figure_cache) for f in (figure1, figure2, figure3)}
 
 
 def _check_result(res: FigureResult, keys: list[str], n_claims: int) -> None:
-    assert [p.key for p in res.panels] == keys
-    for p in res.panels:
-        assert isinstance(p.plotly, go.Figure) and len(p.plotly.data) > 0
-        assert isinstance(p.mpl, matplotlib.figure.Figure) and p.mpl.axes
-    assert len(res.claims) == n_claims
-    for c in res.claims:
-        assert isinstance(c, Claim) and c.source.startswith("Lipton 2016") and c.detail
-        assert isinstance(c.measured, float | int) and math.isfinite(c.measured)
-        assert c.held in (True, False, None) and c.verdict in set(Verdict)
-        assert c.verdict is not Verdict.HELD or all(p.met for p in c.premises)  # no held claim on a failed premise
+    for c in check_figure_result(res, "Lipton 2016", keys, n_claims):
+        assert c.detail and isinstance(c.measured, float | int) and math.isfinite(c.measured)
         assert c.scale is None  # a custom scale: the verdict is not the gallery's
     assert res.scaling["epochs"] == TINY.epochs and res.scaling["repetitions"] == TINY.repetitions
     assert f"{TINY.n_params():,} parameters" in res.scaling["model"]
 
 
-def test_figure1_claims_and_panels(results: dict[str, FigureResult], cache: Path) -> None:
+def test_figure1_claims_and_panels(results: dict[str, FigureResult], figure_cache: Path) -> None:
     res = results["figure1"]
     _check_result(res, ["single", "two", "five", "line"], 5)
     ev2, ev10 = res.claims[0], res.claims[1]
     assert (ev2.paper_value, ev10.paper_value) == (81.39, 95.63)
     assert 0 <= ev2.measured <= ev10.measured <= 100 + 1e-9
     # The measured numbers agree with an independent PCA of the recorded path.
-    base = LiptonRuns(TINY, cache).base()
+    base = LiptonRuns(TINY, figure_cache).base()
     ratios = TrajectoryPCA(n_components=len(base) - 1).fit(base).explained_variance_ratio_
     assert np.all((ratios >= -1e-12) & (ratios <= 1 + 1e-12)) and np.all(np.diff(np.cumsum(ratios)) >= -1e-12)
     X = base.vectors().double().numpy()
@@ -112,11 +89,11 @@ def test_figure1_claims_and_panels(results: dict[str, FigureResult], cache: Path
     assert 0 < res.claims[4].measured <= 1 + 1e-9
 
 
-def test_figure2_and_3_claims(results: dict[str, FigureResult], cache: Path) -> None:
+def test_figure2_and_3_claims(results: dict[str, FigureResult], figure_cache: Path) -> None:
     r2, r3 = results["figure2"], results["figure3"]
     _check_result(r2, ["paths"], 2)
     _check_result(r3, ["origin", "clones"], 4)
-    runs = LiptonRuns(TINY, cache)
+    runs = LiptonRuns(TINY, figure_cache)
     ratio, pair, _ = divergence_ratio(runs.shuffles())
     assert r2.claims[0].measured == pytest.approx(ratio, abs=1e-4) and ratio > 0
     assert r2.claims[1].measured == pytest.approx(pairwise_cv(pair), abs=1e-4)
@@ -130,13 +107,13 @@ def test_figure2_and_3_claims(results: dict[str, FigureResult], cache: Path) -> 
 
 
 def test_runs_share_starts_and_are_cached(
-    results: dict[str, FigureResult], cache: Path, monkeypatch: pytest.MonkeyPatch
+    results: dict[str, FigureResult], figure_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("a cached run was trained again")
 
     monkeypatch.setattr(LiptonRuns, "_train", no_training)
-    runs = LiptonRuns(TINY, cache)
+    runs = LiptonRuns(TINY, figure_cache)
     base, inits, shuffles, clones = runs.base(), runs.inits(), runs.shuffles(), runs.clones()
     assert base.epochs.tolist() == list(range(TINY.epochs + 1))
     assert inits[0] is base and shuffles[0] is base
@@ -149,7 +126,7 @@ def test_runs_share_starts_and_are_cached(
     for c in clones:
         assert torch.equal(c[0].vector, pre) and c.epochs[-1] == TINY.epochs - TINY.pretrain_epochs
     # Cached on disk: the fresh LiptonRuns above read every run back without training.
-    root = cache / TINY.key()
+    root = figure_cache / TINY.key()
     names = sorted(p.name for p in root.iterdir() if p.is_dir())
     assert names == sorted(
         [f"init{k}" for k in range(3)] + [f"shuffle{k}" for k in (1, 2)] + [f"clone{k}" for k in range(3)]
@@ -159,8 +136,8 @@ def test_runs_share_starts_and_are_cached(
     assert dataclasses.replace(TINY, epochs=6).key() != TINY.key()
 
 
-def test_losses_match_a_float64_loop(cache: Path) -> None:
-    runs = LiptonRuns(TINY, cache)
+def test_losses_match_a_float64_loop(figure_cache: Path) -> None:
+    runs = LiptonRuns(TINY, figure_cache)
     base = runs.base()
     ends = torch.stack([base[0].vector, base[-1].vector])
     t = np.array([0.0, 0.3, 1.0])
@@ -178,8 +155,8 @@ def test_losses_match_a_float64_loop(cache: Path) -> None:
     assert x.shape == (TINY.n_train, 1, 7, 7) and 0 <= float(x.min()) and float(x.max()) <= 1
 
 
-def test_converged_premise_on_synthetic_runs(cache: Path) -> None:
-    runs = LiptonRuns(TINY, cache)
+def test_converged_premise_on_synthetic_runs(figure_cache: Path) -> None:
+    runs = LiptonRuns(TINY, figure_cache)
     base = runs.base()
     flat, low, finals = converged_premise(runs, [base], "the tiny path")
     assert finals.shape == (1,) and flat.threshold == CONVERGED_TOL and low.threshold == LOW_LOSS

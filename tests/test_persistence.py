@@ -127,6 +127,7 @@ def test_iterations_start_from_the_same_weights_and_champion_is_best():
     assert [r.trajectory[1].tags["persistent_iteration"] for r in pt.results_] == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     full = _pt(tmp_path / "a", depth_factor=True).fit()
     # interrupted run: only 2 iterations finished, the third left half-written

@@ -27,15 +27,6 @@ from persistence import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The generic Trainer's tiny matmuls slow down many-fold with two threads on a busy machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _data(n=30, in_features=1, out_features=1, seed=0):
     x = torch.linspace(-3, 3, n, dtype=F64)[:, None]
     if in_features > 1:

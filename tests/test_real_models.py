@@ -261,6 +261,7 @@ def _dense_hessian(model, data, hand) -> torch.Tensor:
         return torch.func.hessian(f)(theta)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_hessian_top3_equals_dense_torch_func(name):
     model, data, loss, hand = case(name)
@@ -291,6 +292,7 @@ def test_trajectory_pca_with_problem_losses(name):
     assert_unchanged(model, snap)
 
 
+@pytest.mark.slow
 def test_gpt2_hvp_needs_the_kernel_choice():
     """The failing case itself: double backward through the fused CPU kernel is not implemented."""
     model, data, loss, hand = case("gpt2")

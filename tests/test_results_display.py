@@ -49,7 +49,6 @@ def _net(seed: int, act: type[nn.Module] = nn.Tanh) -> nn.Module:
 @pytest.fixture(scope="module")
 def results() -> dict[str, R.Result]:
     """One result of every registered type (and both axis names of a line), each from a real computation."""
-    torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     X = torch.randn(24, 4, generator=g, dtype=torch.float64)
     y = torch.randint(0, 3, (24,), generator=g)

@@ -139,6 +139,7 @@ def _flip(data, k, x=0xFF):
     return data[:k] + bytes([data[k] ^ x]) + data[k + 1 :]
 
 
+@pytest.mark.slow
 def test_every_byte_flip(pristine, tmp_path):
     src, files, expected = pristine
     p = tmp_path / "s"
@@ -146,6 +147,7 @@ def test_every_byte_flip(pristine, tmp_path):
     _run_all(p, files, expected, _flip, append=True)
 
 
+@pytest.mark.slow
 def test_every_truncation(pristine, tmp_path):
     src, files, expected = pristine
     p = tmp_path / "s"
@@ -153,6 +155,7 @@ def test_every_truncation(pristine, tmp_path):
     _run_all(p, files, expected, lambda d, k: d[:k], append=True)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_faults(pristine, tmp_path, data):

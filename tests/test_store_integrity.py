@@ -146,6 +146,7 @@ def _flip(f, off, bit=0x01):
         fh.write(bytes([b ^ bit]))
 
 
+@pytest.mark.slow
 def test_deleting_a_lock_file_does_not_admit_a_second_writer(tmp_path):
     p = store(tmp_path, n=2)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -400,6 +401,7 @@ _json = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     step=st.integers(-(2**70), 2**70),
@@ -496,6 +498,7 @@ def test_queued_snapshots_are_private_copies_and_readable_at_once(tmp_path):
     assert torch.equal(s.vector, torch.arange(6.0)) and torch.equal(s.buffers["b"], torch.tensor([1, 2]))
 
 
+@pytest.mark.slow
 def test_unclosed_store_writes_its_queue_when_collected_and_at_exit(tmp_path):
     t = Trajectory.create(tmp_path / "gc", durable="flush")
     for i in range(3):
@@ -533,6 +536,7 @@ def test_a_forked_child_cannot_append_through_its_parents_writer(tmp_path):
     assert len(Trajectory.open(tmp_path / "t")) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs SIGKILL")
 def test_queued_snapshots_reach_the_disk_without_flush_and_then_survive_sigkill(tmp_path):
     # The writer thread writes a partial batch after LINGER: an idle appender's snapshots do not wait for

@@ -96,6 +96,7 @@ def test_check_migrate_converts_and_keeps_the_original(v1):
     assert len(Trajectory.open(v1)) == 4
 
 
+@pytest.mark.slow
 def test_cli_check_migrate(v1):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     run = [sys.executable, "-m", "landscape", "check", str(v1)]

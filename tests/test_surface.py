@@ -21,36 +21,11 @@ from landscape.analyze import (
 )
 from landscape.params import model_at, parameters_to_vector
 from landscape.results import load_result
-from tests.test_evaluate import assert_untouched, snapshot
-
-
-def setup(n_models=4, dtype=torch.float64):
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).to(dtype)
-    others = []
-    for _ in range(n_models - 1):
-        o = copy.deepcopy(m)
-        with torch.no_grad():
-            for p in o.parameters():
-                p.add_(torch.randn_like(p))
-        others.append(o)
-    X = torch.randn(24, 4, dtype=dtype)
-    y = torch.randint(0, 3, (24,))
-    return m, others, (X, y)
-
-
-def loss_at(m, vec, data):
-    X, y = data
-    with torch.no_grad():
-        return F.cross_entropy(model_at(m, torch.as_tensor(vec, dtype=torch.float64))(X), y).item()
-
-
-def vec(m):
-    return parameters_to_vector(m).double()
+from tests.helpers import assert_untouched, loss_at, mlp_family, snapshot, vec
 
 
 def test_line_hits_endpoints_bitwise_and_goes_beyond():
-    m, (b,), data = setup(2, torch.float32)
+    m, (b,), data = mlp_family(2, torch.float32)
     assert next(m.parameters()).dtype == torch.float32
     snap, snap_b = snapshot(m), snapshot(b)
     r = line(m, m, b, data, alphas=[0.0, 1.0, 0.5, 2.0, -1.0], metrics=("loss", "outputs"), strategy="loop")
@@ -61,7 +36,7 @@ def test_line_hits_endpoints_bitwise_and_goes_beyond():
     assert np.array_equal(r.anchors[0], parameters_to_vector(m).numpy())
     assert_untouched(m, snap)
     assert_untouched(b, snap_b)
-    m64, (b64,), data64 = setup(2)
+    m64, (b64,), data64 = mlp_family(2)
     r = line(m64, m64, b64, data64, alphas=[0.5, 2.0, -1.0])
     a_, b_ = vec(m64), vec(b64)
     for alpha, got in zip([0.5, 2.0, -1.0], r.metrics["loss"]):
@@ -70,7 +45,7 @@ def test_line_hits_endpoints_bitwise_and_goes_beyond():
 
 
 def test_line_distance_follows_im_eq1():
-    m, (ref,), data = setup(2)
+    m, (ref,), data = mlp_family(2)
     L = float((vec(ref) - vec(m)).norm())
     r = line_distance(m, m, ref, data, distances=[0.0, 0.3 * L, L, 1.7 * L])
     u = (vec(ref) - vec(m)) / L
@@ -94,7 +69,7 @@ def test_line_distance_follows_im_eq1():
 
 
 def test_bilinear_and_barycentric_hit_their_anchors_and_match_formulas():
-    m, others, data = setup(4, torch.float32)
+    m, others, data = mlp_family(4, torch.float32)
     c = [m, *others]
     X = data[0]
     r = bilinear(m, c, data, n=3, metrics=("outputs",), strategy="loop")
@@ -107,7 +82,7 @@ def test_bilinear_and_barycentric_hit_their_anchors_and_match_formulas():
         assert all(torch.equal(torch.from_numpy(t.metrics["outputs"][i, 0]), c[0](X)) for i in range(3))
         assert torch.equal(torch.from_numpy(t.metrics["outputs"][2, 2]), c[1](X))  # alpha 1, beta 1
         assert torch.equal(torch.from_numpy(t.metrics["outputs"][0, 2]), c[2](X))  # alpha 1, beta 0
-    m, others, data = setup(4)
+    m, others, data = mlp_family(4)
     v = [vec(m)] + [vec(o) for o in others]
     r = bilinear(m, [m, *others], data, alphas=[0.25, 0.6], betas=[0.1, 0.5, 0.9])
     assert r.metrics["loss"].shape == (3, 2)
@@ -129,7 +104,7 @@ def test_bilinear_and_barycentric_hit_their_anchors_and_match_formulas():
 
 @pytest.mark.parametrize("nx,ny", [(5, 5), (4, 4), (6, 3)])
 def test_planes_are_regular(nx, ny):
-    m, _, data = setup(1)
+    m, _, data = mlp_family(1)
     g = torch.Generator().manual_seed(nx * 10 + ny)
     d1, d2 = (torch.randn(vec(m).numel(), generator=g, dtype=torch.float64) * 0.3 for _ in range(2))
     xs, ys = np.linspace(-1, 1.5, nx), np.linspace(-0.7, 0.4, ny)
@@ -145,7 +120,7 @@ def test_planes_are_regular(nx, ny):
 
 
 def test_plane_through_three_models_both_frames(tmp_path):
-    m, (m1, m2), data = setup(3)
+    m, (m1, m2), data = mlp_family(3)
     X = data[0].float()
     f0, f1, f2 = (copy.deepcopy(x).float() for x in (m, m1, m2))
     r = plane_through(
@@ -174,7 +149,7 @@ def test_plane_through_three_models_both_frames(tmp_path):
 
 
 def test_random_plane_is_seeded_and_recorded(tmp_path):
-    m, _, data = setup(1)
+    m, _, data = mlp_family(1)
     a = random_plane(m, data, xs=np.linspace(-1, 1, 3), seed=3)
     b = random_plane(m, data, xs=np.linspace(-1, 1, 3), seed=3)
     np.testing.assert_array_equal(a.directions, b.directions)

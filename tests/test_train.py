@@ -368,6 +368,7 @@ def test_progress_bar_does_not_change_training(capsys):
     assert a.history_ == b.history_
 
 
+@pytest.mark.slow
 def test_seeded_training_with_recording_is_bitwise_reproducible_across_processes(tmp_path):
     import os
     import subprocess

@@ -494,6 +494,7 @@ def test_corrupt_index_line_in_the_middle_is_an_error(tmp_path):
 
 
 # --------------------------------------------------------------------------- SIGKILL at many moments
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and SIGKILL")
 def test_sigkilled_writer_loses_nothing_completed(tmp_path):
     """A writer is killed at every file-system call of an append, during recovery, and at random moments.

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import math
 
-import matplotlib.figure
 import numpy as np
-import plotly.graph_objects as go
 import pytest
 import torch
 
-from figures.contract import Claim, FigureResult, MissingDataError
+from figures.contract import FigureResult, MissingDataError
 from figures.tunnels._deep import DeepSetup, deep_runs, is_stuck
 from figures.tunnels._deep_data import load_imagenet64
 from figures.tunnels._setup import (
@@ -28,6 +26,7 @@ from figures.tunnels.fig3 import run_fig3
 from figures.verdict import Verdict
 from landscape.models import build_model
 from landscape.params import parameters_to_vector
+from tests.helpers import check_figure_result
 from tunnels import open_tunnels, split_stats
 
 TINY = Setup(
@@ -49,26 +48,9 @@ TINY = Setup(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _check(res: FigureResult, keys: list[str], n_claims: int) -> None:
-    assert [p.key for p in res.panels] == keys
-    for p in res.panels:
-        assert isinstance(p.plotly, go.Figure) and len(p.plotly.data) > 0
-        assert isinstance(p.mpl, matplotlib.figure.Figure) and p.mpl.axes
-    assert len(res.claims) == n_claims
-    for c in res.claims:
-        assert isinstance(c, Claim) and c.source.startswith("Tunnels") and c.detail
-        assert c.verdict in set(Verdict) and c.measured is not None
-        vals = c.measured if isinstance(c.measured, list) else [c.measured]
-        assert vals and all(isinstance(v, float | int) for v in vals)  # numeric, never prose
-        assert c.verdict is not Verdict.HELD or all(p.met for p in c.premises)  # no held claim on a failed premise
+    for c in check_figure_result(res, "Tunnels", keys, n_claims):
+        assert c.detail
     assert {"model", "data", "epochs", "repetitions"} <= set(res.scaling)
 
 

@@ -138,6 +138,7 @@ def test_figures_sort_by_paper_then_number():
         assert figure_sort_key(x, paper[x]) < figure_sort_key(y, paper[y])
 
 
+@pytest.mark.slow
 def test_make_all_list_prints_every_figure_name():
     out = subprocess.run(
         [sys.executable, "-m", "figures.make_all", "--list"], capture_output=True, text=True, check=True, timeout=120

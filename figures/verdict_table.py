@@ -1,0 +1,274 @@
+"""The golden verdict table: every claim's verdict of a gallery run, as a small TSV that a change shows in.
+
+A gallery's ``claims.json`` holds, per figure, a list of claims with their verdicts (held, not held,
+inconclusive, not tested). :func:`verdict_table` reduces it to one row per claim: the figure name, the claim's
+index in that figure, a short stable key of its statement (see :func:`statement_key`) and the verdict.
+:func:`write_table` / :func:`read_table` store it as TSV (``figures/golden_verdicts.tsv`` is the quick-scale
+table of the current figures), and :func:`compare` lists the added, removed and changed rows, so that a
+changed verdict is a visible, reviewable diff rather than a silent change in a long HTML page.
+
+Usage::
+
+    python -m figures.verdict_table CLAIMS_JSON [--golden figures/golden_verdicts.tsv] [--write]
+
+prints the diff of ``CLAIMS_JSON``'s table against the golden one and exits 1 if they differ (0 if equal);
+``--write`` overwrites the golden table with the new one instead (after a reviewed, explained change).
+Only figures that finished (status ``ok``) contribute rows, so a failed or pending figure shows as removed rows.
+
+Example:
+    >>> doc = {"figures": [{"name": "toy", "status": "ok", "claims": [
+    ...     {"statement": "The loss goes down.", "verdict": "held"}]}]}
+    >>> verdict_table(doc)
+    [VerdictRow(figure='toy', claim=0, key='the-loss-goes-down', verdict='held')]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "GOLDEN",
+    "HEADER",
+    "VerdictDiff",
+    "VerdictRow",
+    "compare",
+    "golden_report",
+    "main",
+    "read_table",
+    "statement_key",
+    "verdict_table",
+    "write_table",
+]
+
+GOLDEN = Path(__file__).with_name("golden_verdicts.tsv")
+"""The golden quick-scale verdict table of the current figures."""
+
+HEADER = ("figure", "claim", "key", "verdict")
+"""The TSV's column names (its first line)."""
+
+_KEY_WORDS = 8
+_KEY_CHARS = 60
+
+
+def statement_key(statement: str) -> str:
+    """A short stable key of a claim's statement: its first words, lower case, joined by ``-``.
+
+    Only letters and digits count (numbers keep their digits: "1.5" becomes "1-5"), so the key survives
+    changes of punctuation and spacing but not of the claim's opening words. The key is for a reader of the
+    diff; rows are matched by figure and claim index.
+
+    Args:
+        statement: The claim's statement.
+
+    Returns:
+        At most 8 words and 60 characters, e.g. ``"plain-gd-from-w-ini-0-335-1"``.
+    """
+    words = re.findall(r"[a-z0-9]+", statement.lower())[:_KEY_WORDS]
+    return "-".join(words)[:_KEY_CHARS].rstrip("-")
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class VerdictRow:
+    """One claim's row of the verdict table.
+
+    Attributes:
+        figure: The registered figure name.
+        claim: The claim's index in the figure's claim list (0-based).
+        key: :func:`statement_key` of the statement.
+        verdict: ``"held"``, ``"not held"``, ``"inconclusive"`` or ``"not tested"``.
+    """
+
+    figure: str
+    claim: int
+    key: str
+    verdict: str
+
+
+def _verdict(claim: Mapping[str, Any]) -> str:
+    verdict = claim.get("verdict")
+    if verdict is None:  # format-1 documents: only ``held`` (True / False / None)
+        held = claim.get("held")
+        verdict = "not tested" if held is None else "held" if held else "not held"
+    return str(verdict)
+
+
+def verdict_table(document: Mapping[str, Any]) -> list[VerdictRow]:
+    """The verdict table of a ``claims.json`` document, sorted by figure name and claim index.
+
+    Args:
+        document: The parsed ``claims.json`` (schema: ``figures.contract.CLAIMS_SCHEMA``).
+
+    Returns:
+        One row per claim of every figure whose status is ``ok``.
+
+    Raises:
+        ValueError: If the document has no ``figures`` list (not a gallery's ``claims.json``).
+    """
+    figures = document.get("figures") if isinstance(document, Mapping) else None
+    if not isinstance(figures, list):
+        raise ValueError("not a gallery claims.json: no 'figures' list (write one with python -m figures.make_all)")
+    rows = [
+        VerdictRow(str(f["name"]), i, statement_key(str(c.get("statement", ""))), _verdict(c))
+        for f in figures
+        if f.get("status", "ok") == "ok"
+        for i, c in enumerate(f.get("claims") or ())
+    ]
+    return sorted(rows)
+
+
+def write_table(rows: Iterable[VerdictRow], path: Path | str) -> Path:
+    """Write the rows as TSV with a header line (sorted, so equal tables give equal files).
+
+    Args:
+        rows: The table.
+        path: The ``.tsv`` file to write.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    lines = ["\t".join(HEADER)] + [f"{r.figure}\t{r.claim}\t{r.key}\t{r.verdict}" for r in sorted(rows)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def read_table(path: Path | str) -> list[VerdictRow]:
+    """Read a table written by :func:`write_table`.
+
+    Raises:
+        ValueError: If the header or a row does not have the four columns (the message names the line).
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or tuple(lines[0].split("\t")) != HEADER:
+        raise ValueError(f"{path}: first line must be the header {'<TAB>'.join(HEADER)!r}")
+    rows = []
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 4 or not parts[1].isdigit():
+            raise ValueError(f"{path}:{n}: expected figure<TAB>claim index<TAB>key<TAB>verdict, got {line!r}")
+        rows.append(VerdictRow(parts[0], int(parts[1]), parts[2], parts[3]))
+    return sorted(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class VerdictDiff:
+    """The difference between an old (golden) and a new verdict table.
+
+    Attributes:
+        added: Rows only in the new table.
+        removed: Rows only in the old table.
+        changed: ``(old, new)`` pairs of the same figure and claim index whose key or verdict differ.
+    """
+
+    added: list[VerdictRow]
+    removed: list[VerdictRow]
+    changed: list[tuple[VerdictRow, VerdictRow]]
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def lines(self) -> list[str]:
+        """The diff as readable lines (``+`` added, ``-`` removed, ``~`` changed), empty when equal."""
+        out = [f"~ {o.figure} #{o.claim} {_change(o, n)}" for o, n in self.changed]
+        out += [f"+ {r.figure} #{r.claim} {r.key}: {r.verdict}" for r in self.added]
+        out += [f"- {r.figure} #{r.claim} {r.key}: {r.verdict}" for r in self.removed]
+        return out
+
+    def __str__(self) -> str:
+        if not self:
+            return "verdict table: no change"
+        counts = f"{len(self.changed)} changed, {len(self.added)} added, {len(self.removed)} removed"
+        return "\n".join([f"verdict table: {counts}", *self.lines()])
+
+
+def _change(old: VerdictRow, new: VerdictRow) -> str:
+    key = old.key if old.key == new.key else f"{old.key} -> {new.key}"
+    verdict = old.verdict if old.verdict == new.verdict else f"{old.verdict} -> {new.verdict}"
+    return f"{key}: {verdict}"
+
+
+def compare(old: Sequence[VerdictRow], new: Sequence[VerdictRow], figures: Iterable[str] | None = None) -> VerdictDiff:
+    """Added, removed and changed rows of ``new`` against ``old``, matched by figure and claim index.
+
+    Args:
+        old: The reference (golden) table.
+        new: The table of a new run.
+        figures: Compare only these figures (for a run of a few figures); default: all of both tables.
+
+    Returns:
+        The :class:`VerdictDiff` (false when the tables agree).
+    """
+    keep = None if figures is None else set(figures)
+    a = {(r.figure, r.claim): r for r in old if keep is None or r.figure in keep}
+    b = {(r.figure, r.claim): r for r in new if keep is None or r.figure in keep}
+    return VerdictDiff(
+        added=sorted(b[k] for k in b.keys() - a.keys()),
+        removed=sorted(a[k] for k in a.keys() - b.keys()),
+        changed=sorted(((a[k], b[k]) for k in a.keys() & b.keys() if a[k] != b[k]), key=lambda p: p[0]),
+    )
+
+
+def golden_report(entries: Sequence[Mapping[str, Any]], golden: Path | str = GOLDEN) -> str:
+    """The verdict diff of a gallery run's figure entries against the golden table, as text to print.
+
+    ``figures.make_all`` prints it at the end of a whole quick-scale run: a warning, not a failure.
+
+    Args:
+        entries: The figures' ``claims.json`` entries.
+        golden: The reference table.
+
+    Returns:
+        ``"verdict table: no change"``, or a warning line followed by the diff.
+    """
+    golden = Path(golden)
+    if not golden.exists():
+        return f"verdict table: no golden table at {golden} (python -m figures.verdict_table CLAIMS_JSON --write)"
+    diff = compare(read_table(golden), verdict_table({"figures": list(entries)}))
+    if not diff:
+        return str(diff)
+    return f"WARNING: verdicts differ from {golden.name} (review, then update it with --write)\n{diff}"
+
+
+def _load(path: Path) -> Mapping[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"no such file: {path} (give a gallery's claims.json, e.g. gallery/claims.json)") from None
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{path} is not JSON ({e}); give a gallery's claims.json") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns 1 when the tables differ (0 when equal or after ``--write``)."""
+    p = argparse.ArgumentParser(prog="python -m figures.verdict_table", description=__doc__.split("\n")[0])
+    p.add_argument("claims", type=Path, metavar="CLAIMS_JSON", help="a gallery's claims.json")
+    p.add_argument("--golden", type=Path, default=GOLDEN, help=f"the reference table (default: {GOLDEN.name})")
+    p.add_argument("--write", action="store_true", help="write the new table to --golden instead of comparing")
+    args = p.parse_args(argv)
+    document = _load(args.claims)
+    if document.get("scale") not in (None, "quick"):
+        print(f"note: {args.claims} is at scale {document['scale']!r}; the golden table is quick-scale")
+    rows = verdict_table(document)
+    if args.write:
+        write_table(rows, args.golden)
+        print(f"wrote {len(rows)} rows to {args.golden}")
+        return 0
+    if not args.golden.exists():
+        raise SystemExit(f"no golden table at {args.golden}; create one with --write")
+    diff = compare(read_table(args.golden), rows)
+    print(diff)
+    return 1 if diff else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Helpers shared by several test modules: tiny models of the evaluation engine, plane points, brute-force loops.
+
+Test modules import these from here, never from each other (issue 20). The registry of tiny models that every
+analyzer's brute-force test runs over is :mod:`tests.registry`; the models here exercise the evaluation
+engine's specific paths (a shared module in the chain, max-pooling, a custom forward, two BatchNorm kinds).
+"""
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landscape.evaluate import AffinePoints
+from landscape.params import model_at, parameters_to_vector
+from tests.registry import make_case
+
+__all__ = [
+    "Residual",
+    "assert_untouched",
+    "batches",
+    "brute",
+    "check_figure_result",
+    "loss_at",
+    "make",
+    "mlp_family",
+    "plane_points",
+    "snapshot",
+    "vec",
+]
+
+
+class Residual(nn.Module):
+    """Not a chain: exercises the generic path and the first-layer detection through a custom forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.out = nn.Linear(5, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x))
+        return self.out(h + torch.tanh(self.fc2(h)))
+
+
+def make(kind: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed({"mlp": 0, "cnn": 1, "bn": 2, "res": 3, "tied": 4}[kind])
+    if kind == "tied":  # one Linear applied twice: shared weights, repeated module in the chain
+        lin = nn.Linear(5, 5)
+        m = nn.Sequential(lin, nn.Tanh(), lin, nn.ReLU(), nn.Linear(5, 3))
+        X = torch.randn(20, 5)
+    elif kind == "mlp":
+        m = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+        X = torch.randn(20, 5)
+    elif kind == "res":
+        m = Residual()
+        X = torch.randn(20, 5)
+    elif kind == "cnn":
+        m = nn.Sequential(
+            nn.Conv2d(1, 3, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(3, 4, 3),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(16, 3),
+        )
+        X = torch.randn(20, 1, 8, 8)
+    else:
+        m = nn.Sequential(
+            nn.Conv2d(1, 3, 3),
+            nn.BatchNorm2d(3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(27, 6),
+            nn.BatchNorm1d(6),
+            nn.Tanh(),
+            nn.Linear(6, 3),
+        )
+        X = torch.randn(20, 1, 8, 8)
+        with torch.no_grad():  # non-trivial running statistics
+            m.train()
+            for _ in range(3):
+                m(X * 2 + 1)
+    m = m.double().eval()
+    return m, X.double(), torch.randint(0, 3, (20,))
+
+
+def batches(X, y, sizes=(7, 7, 6)):
+    out, s = [], 0
+    for n in sizes:
+        out.append((X[s : s + n], y[s : s + n]))
+        s += n
+    return out
+
+
+def plane_points(m, nx=3, ny=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c = parameters_to_vector(m)
+    basis = torch.stack(
+        [
+            c,
+            0.5 * torch.randn(c.numel(), generator=g, dtype=c.dtype),
+            0.5 * torch.randn(c.numel(), generator=g, dtype=c.dtype),
+        ]
+    )
+    xs, ys = np.linspace(-1, 1, nx), np.linspace(-0.5, 1, ny)
+    X, Y = (a.reshape(-1) for a in np.meshgrid(xs, ys))
+    return AffinePoints(basis, np.stack([np.ones_like(X), X, Y], 1))
+
+
+def brute(m, vecs, data, train_bn=False, bufs=None):
+    """Explicit float64 loop: one point, one batch, one nn.Module call at a time."""
+    loss, acc = [], []
+    for i, v in enumerate(vecs):
+        net = model_at(m, v, None if bufs is None else bufs[i])
+        net.eval()
+        if train_bn:
+            for mod in net.modules():
+                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                    mod.train()
+        tot_l = tot_a = n = 0.0
+        with torch.no_grad():
+            for x, y in data:
+                out = net(x)
+                tot_l += F.cross_entropy(out, y).item() * len(y)
+                tot_a += (out.argmax(1) == y).sum().item()
+                n += len(y)
+        loss.append(tot_l / n)
+        acc.append(tot_a / n)
+    return np.array(loss), np.array(acc)
+
+
+def snapshot(m):
+    return (
+        {k: v.detach().clone() for k, v in m.state_dict(keep_vars=True).items()},
+        {k: v.requires_grad for k, v in m.named_parameters()},
+        {k: mod.training for k, mod in m.named_modules()},
+    )
+
+
+def assert_untouched(m, snap):
+    sd, rg, tr = snap
+    now = m.state_dict(keep_vars=True)
+    assert sd.keys() == now.keys()
+    for k, v in sd.items():
+        assert torch.equal(v, now[k].detach()) and v.dtype == now[k].dtype, k
+    assert rg == {k: v.requires_grad for k, v in m.named_parameters()}
+    assert tr == {k: mod.training for k, mod in m.named_modules()}
+
+
+def mlp_family(n_models=4, dtype=torch.float64):
+    """The registry's ``mlp_tanh`` case in ``dtype``, ``n_models - 1`` perturbed copies and its 24 samples.
+
+    Returns:
+        ``(m, others, (X (24, 4), y (24,)))``.
+    """
+    case = make_case("mlp_tanh")
+    m = case.model.to(dtype)
+    torch.manual_seed(0)
+    others = []
+    for _ in range(n_models - 1):
+        o = copy.deepcopy(m)
+        with torch.no_grad():
+            for p in o.parameters():
+                p.add_(torch.randn_like(p))
+        others.append(o)
+    return m, others, (case.inputs[0].to(dtype), case.targets)
+
+
+def loss_at(m, vec, data):
+    X, y = data
+    with torch.no_grad():
+        return F.cross_entropy(model_at(m, torch.as_tensor(vec, dtype=torch.float64))(X), y).item()
+
+
+def vec(m):
+    return parameters_to_vector(m).double()
+
+
+def check_figure_result(res, source: str, keys=None, n_claims=None) -> list:
+    """The figure contract's invariants on a :class:`figures.contract.FigureResult`; returns its claims.
+
+    Panels exist (with ``keys``: exactly those, each a plotly figure with traces and a matplotlib figure with
+    axes); every claim cites ``source``, has one of the four verdicts, ``held`` in True/False/None and a numeric
+    ``measured`` (a number or a list of numbers, never prose or a bool); a held claim has every premise met,
+    and a claim with a premise not met is not tested.
+    """
+    import matplotlib.figure
+    import plotly.graph_objects as go
+
+    from figures.contract import Claim, FigureResult
+    from figures.verdict import Verdict
+
+    assert isinstance(res, FigureResult) and res.panels and res.claims
+    if keys is not None:
+        assert [p.key for p in res.panels] == list(keys)
+        for p in res.panels:
+            assert isinstance(p.plotly, go.Figure) and len(p.plotly.data) > 0
+            assert isinstance(p.mpl, matplotlib.figure.Figure) and p.mpl.axes
+    if n_claims is not None:
+        assert len(res.claims) == n_claims
+    for c in res.claims:
+        assert isinstance(c, Claim) and c.source.startswith(source), c.source
+        assert c.verdict in set(Verdict) and c.held in (True, False, None), c
+        vals = c.measured if isinstance(c.measured, list) else [c.measured]
+        assert vals and all(isinstance(v, float | int) and not isinstance(v, bool) for v in vals), c.measured
+        if c.verdict is Verdict.HELD:
+            assert all(p.met for p in c.premises), f"held on a failed premise: {c.statement}"
+        if not all(p.met for p in c.premises):
+            assert c.verdict is Verdict.NOT_TESTED, c
+    return list(res.claims)

@@ -1,0 +1,127 @@
+"""The golden verdict table (issue 20): extraction, TSV round trip, the diff, and the current figures against it."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from figures.contract import discover, registered
+from figures.make_all import main as make_all
+from figures.verdict_table import (
+    GOLDEN,
+    VerdictRow,
+    compare,
+    golden_report,
+    main,
+    read_table,
+    statement_key,
+    verdict_table,
+    write_table,
+)
+
+# The cheapest figures that train nothing shared with others (runtime_s of a quick gallery: under a second each).
+FAST_FIGURES = ("toy_demo", "persistent_fig1_2")
+
+
+def _doc(verdicts: dict[str, list[str]], status: dict[str, str] | None = None) -> dict:
+    """A synthetic claims.json: figure -> one claim per verdict, statements ``"Claim <i> of <figure>."``."""
+    return {
+        "format": 2,
+        "scale": "quick",
+        "figures": [
+            {
+                "name": name,
+                "status": (status or {}).get(name, "ok"),
+                "claims": [{"statement": f"Claim {i} of {name}.", "verdict": v} for i, v in enumerate(vs)],
+            }
+            for name, vs in verdicts.items()
+        ],
+    }
+
+
+def test_table_has_one_row_per_claim_of_finished_figures() -> None:
+    doc = _doc({"b": ["held", "not held"], "a": ["inconclusive"], "c": ["held"]}, status={"c": "failed"})
+    rows = verdict_table(doc)
+    assert rows == [
+        VerdictRow("a", 0, "claim-0-of-a", "inconclusive"),
+        VerdictRow("b", 0, "claim-0-of-b", "held"),
+        VerdictRow("b", 1, "claim-1-of-b", "not held"),
+    ]
+    # format 1: only ``held``
+    old = {"figures": [{"name": "x", "status": "ok", "claims": [{"statement": "s", "held": None}]}]}
+    assert verdict_table(old)[0].verdict == "not tested"
+    with pytest.raises(ValueError, match="claims.json"):
+        verdict_table({"format": 2})
+
+
+def test_statement_key_is_short_and_ignores_punctuation() -> None:
+    s = "Plain GD from w_ini = (-0.335, -1.4), lr 0.001, 50,000 steps converges to the sub-optimal minimum."
+    k = statement_key(s)
+    assert k == statement_key(s.replace(",", " ,").replace("(", "[")) and len(k) <= 60
+    assert k.startswith("plain-gd-from-w-ini") and statement_key(s.upper()) == k
+
+
+def test_tsv_round_trip_and_bad_files(tmp_path: Path) -> None:
+    rows = verdict_table(_doc({"f": ["held", "not tested"], "g": ["not held"]}))
+    p = write_table(rows, tmp_path / "t.tsv")
+    assert read_table(p) == rows
+    (tmp_path / "bad.tsv").write_text("figure\tclaim\tkey\tverdict\nf\tzero\tk\theld\n")
+    with pytest.raises(ValueError, match="bad.tsv:2"):
+        read_table(tmp_path / "bad.tsv")
+    (tmp_path / "nohead.tsv").write_text("f\t0\tk\theld\n")
+    with pytest.raises(ValueError, match="header"):
+        read_table(tmp_path / "nohead.tsv")
+
+
+def test_a_changed_added_or_removed_verdict_shows_in_the_diff() -> None:
+    old = verdict_table(_doc({"f": ["held", "not held"], "g": ["inconclusive"], "h": ["held"]}))
+    assert not compare(old, old) and str(compare(old, old)) == "verdict table: no change"
+    new = verdict_table(_doc({"f": ["held", "held", "not tested"], "g": ["inconclusive"]}))
+    diff = compare(old, new)
+    assert diff
+    assert [(o.figure, o.claim, o.verdict, n.verdict) for o, n in diff.changed] == [("f", 1, "not held", "held")]
+    assert [(r.figure, r.claim) for r in diff.added] == [("f", 2)]
+    assert [(r.figure, r.claim) for r in diff.removed] == [("h", 0)]
+    text = str(diff)
+    assert "1 changed, 1 added, 1 removed" in text
+    assert "~ f #1 claim-1-of-f: not held -> held" in text
+    assert "+ f #2 claim-2-of-f: not tested" in text and "- h #0 claim-0-of-h: held" in text
+    # a changed statement at the same index is a change too; restricting to figures hides the others
+    reworded = [VerdictRow("g", 0, "another-claim", "inconclusive")]
+    assert "claim-0-of-g -> another-claim" in str(compare(old, reworded, figures=["g"]))
+    assert not compare(old, new, figures=["g"])
+
+
+def test_cli_exits_1_on_a_change_and_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    claims, golden = tmp_path / "claims.json", tmp_path / "golden.tsv"
+    claims.write_text(json.dumps(_doc({"f": ["held"]})))
+    assert main([str(claims), "--golden", str(golden), "--write"]) == 0
+    assert main([str(claims), "--golden", str(golden)]) == 0
+    assert "no change" in capsys.readouterr().out
+    claims.write_text(json.dumps(_doc({"f": ["not held"]})))
+    assert main([str(claims), "--golden", str(golden)]) == 1
+    assert "~ f #0 claim-0-of-f: held -> not held" in capsys.readouterr().out
+    assert "WARNING" in golden_report(_doc({"f": ["not held"]})["figures"], golden)
+    with pytest.raises(SystemExit, match="no such file"):
+        main([str(tmp_path / "missing.json"), "--golden", str(golden)])
+
+
+def test_every_registered_figure_has_rows_in_the_golden_table() -> None:
+    assert not discover()
+    names = set(registered())
+    golden = read_table(GOLDEN)
+    in_table = {r.figure for r in golden}
+    assert names - in_table == set(), "figures without golden verdicts: run the quick gallery, then --write"
+    assert in_table - names == set(), "golden rows of figures that no longer exist"
+    for name in names:  # claim indices 0..k-1, no gaps
+        idx = sorted(r.claim for r in golden if r.figure == name)
+        assert idx == list(range(len(idx)))
+
+
+@pytest.mark.slow
+def test_fast_figures_reproduce_their_golden_verdicts(tmp_path: Path) -> None:
+    assert make_all(["--only", *FAST_FIGURES, "--out", str(tmp_path), "--quiet", "--jobs", "1"]) == 0
+    doc = json.loads((tmp_path / "claims.json").read_text())
+    diff = compare(read_table(GOLDEN), verdict_table(doc), figures=FAST_FIGURES)
+    assert not diff, str(diff)
+    assert {r.figure for r in verdict_table(doc)} >= set(FAST_FIGURES)
