@@ -41,17 +41,11 @@ The package: :mod:`~landscape.cli.app` (``main``), :mod:`~landscape.cli.parser` 
 """
 
 from landscape.cli.app import main
-from landscape.cli.loading import build_template, load_data, load_point
+from landscape.cli.loading import build_template as build_template
+from landscape.cli.loading import load_data as load_data
+from landscape.cli.loading import load_point as load_point
 from landscape.cli.parser import build_parser
 from landscape.cli.parsing import CLIError, parse_point, parse_values
 
-__all__ = [
-    "CLIError",
-    "main",
-    "build_parser",
-    "parse_values",
-    "parse_point",
-    "load_point",
-    "load_data",
-    "build_template",
-]
+__all__ = ["CLIError", "main", "build_parser", "parse_values", "parse_point"]  # as before the split; the loaders
+# stay importable from here (load_point, load_data, build_template) but out of __all__, as before.
