@@ -63,7 +63,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape import distributed, validation
-from landscape._batch import TARGET_KEYS, Batch, BatchReader, split_batch
+from landscape._batch import TARGET_KEYS, Batch, BatchReader
 from landscape._loss import LOSSES, check_scalar, count_correct, is_closure
 from landscape._options import parse_bytes
 from landscape._options import renamed as renamed  # re-exported: its users import it from here
@@ -570,11 +570,6 @@ class Problem:
         from landscape.evaluate._general import evaluate_problem
 
         return evaluate_problem(self, points, metrics, chunk_size=chunk_size, progress=progress)
-
-    # Old private names, used by landscape.curvature until it switches to the public ones.
-    _batch_terms = batch_terms
-    _loss_fn_for = loss_fn_for
-    _split = staticmethod(split_batch)
 
 
 def as_problem(

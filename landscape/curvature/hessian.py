@@ -25,7 +25,6 @@ BatchNorm are routed through custom autograd kernels with cheap double backward
 from __future__ import annotations
 
 import contextlib
-import enum
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -39,6 +38,7 @@ from landscape import distributed, validation
 from landscape._options import parse_option
 from landscape.curvature._kernels import CurvatureOps
 from landscape.evaluate.points import parse_bytes
+from landscape.functional import BNMode
 from landscape.params import ParamLayout, TensorSpec, functional_forward, preserved_mode
 from landscape.problem import KERNEL_NOTE, LOSSES, FunctionalModel, Problem, differentiable_kernels
 
@@ -59,13 +59,6 @@ _HALF = (torch.float16, torch.bfloat16)
 _RANDOM_MODULES = (nn.modules.dropout._DropoutNd, nn.RReLU)
 _BATCH_NORM = nn.modules.batchnorm._BatchNorm
 _MODE_DEPENDENT = (_BATCH_NORM, *_RANDOM_MODULES)
-
-
-class BNMode(str, enum.Enum):
-    """Which BatchNorm statistics the differentiated loss uses."""
-
-    EVAL = "eval"  # running statistics: the loss is a mean of per-sample terms
-    TRAIN = "train"  # batch statistics of each given batch
 
 
 def _names(items: Sequence[Any], model: nn.Module | None = None, most: int = 6) -> str:
@@ -218,7 +211,7 @@ class HessianOperator:
                 self.problem = problem
                 data = None
             else:
-                loss_fn, data = problem._loss_fn_for(pairs[0][1]), pairs
+                loss_fn, data = problem.loss_fn_for(pairs[0][1]), pairs
         else:
             model = problem
             if loss_fn is None or data is None:
@@ -249,6 +242,11 @@ class HessianOperator:
                 self.notes.append(note)
                 warnings.warn(note, UserWarning, stacklevel=2)
         self.bn_mode: BNMode = parse_option(BNMode, bn_mode, "bn_mode")
+        if self.bn_mode is BNMode.INTERPOLATE:
+            raise ValueError(
+                "bn_mode='interpolate' belongs to evaluating points between models; the Hessian's loss uses "
+                "BatchNorm running statistics (bn_mode='eval') or batch statistics (bn_mode='train')"
+            )
         self.layout = ParamLayout.from_model(model)
         if self.layout.numel == 0:
             raise ValueError("the model has no trainable parameters (requires_grad=True)")
@@ -383,7 +381,7 @@ class HessianOperator:
         with torch.enable_grad(), hooks, ops, differentiable_kernels():
             if self.problem is not None:  # the problem's batch: its loss summed over the batch, over the total
                 fm = FunctionalModel(self.model, {**extra, **self._params}, self.bn_mode is BNMode.TRAIN)
-                total, _ = self.problem._batch_terms(fm, X)
+                total, _ = self.problem.batch_terms(fm, X)
                 weighted = total / self._total
             else:
                 assert y is not None  # without a problem, the chunks are (X, y) pairs

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from landscape._batch import split_batch
 from landscape._options import parse_option
 from landscape.evaluate.points import evaluate_points
 from landscape.params import ParamLayout, parameter_mask, parameters_to_vector
@@ -159,7 +160,7 @@ class _Objective:
         with torch.enable_grad() if grad else torch.no_grad():
             fm = self.problem.functional(self.full(u))
             for b in batches:
-                t, c = self.problem._batch_terms(fm, b)
+                t, c = self.problem.batch_terms(fm, b)
                 if g is not None:  # grad
                     (gb,) = torch.autograd.grad(t, u, retain_graph=True, allow_unused=True)
                     if gb is not None:
@@ -573,7 +574,7 @@ def m_sharpness(
     if count < 1:
         raise ValueError(f"n_batches must be at least 1, got {n_batches}")
     # one batch at a time, made when the loop reaches it
-    batches = ([obj.problem._split((X[idx], y[idx]), i)] for i, idx in enumerate(perm[: count * m].split(m)))
+    batches = ([split_batch((X[idx], y[idx]), i)] for i, idx in enumerate(perm[: count * m].split(m)))
     return _ball_sharpness(
         obj, ball, gen, batches, m=m, count=count, seed=seed, data_description=data_description, progress=progress
     )
