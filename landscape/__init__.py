@@ -70,7 +70,9 @@ from landscape.curvature.training import (
     gradient_descent_curvature,
     trajectory_curvature,
 )
-from landscape.evaluate.points import AffinePoints, evaluate_points
+from landscape.evaluate.affine import AffinePoints
+from landscape.evaluate.points import evaluate_points
+from landscape.functional import differentiable_kernels, model_output
 from landscape.params import (
     ParamLayout,
     TensorSpec,
@@ -81,11 +83,14 @@ from landscape.params import (
     parameters_to_vector,
     vector_to_dict,
 )
-from landscape.problem import Problem, as_problem, differentiable_kernels, model_output
+from landscape.problem import Problem, as_problem
 from landscape.results import Provenance, Result, load_result
-from landscape.train.loop import Callback, RecordTrajectory, Trainer, fit
+from landscape.train.callbacks import Callback, RecordTrajectory
+from landscape.train.loop import Trainer, fit
 from landscape.train.recorder import Recorder
-from landscape.trajectory.store import CorruptTrajectoryError, Segment, Snapshot, Trajectory, TrajectoryError
+from landscape.trajectory.fileformat import CorruptTrajectoryError, TrajectoryError
+from landscape.trajectory.records import Segment, Snapshot
+from landscape.trajectory.store import Trajectory
 from landscape.validation import InputError, InputWarning
 
 __all__ = [

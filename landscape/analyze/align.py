@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape._batch import describe_data
 from landscape.analyze.permutation import (
     apply_permutation,
     check_permutation,
@@ -46,7 +47,6 @@ from landscape.analyze.permutation import (
 from landscape.analyze.permutation_spec import AxisPerm, PermutationSpec
 from landscape.analyze.permutation_tracing import permutation_spec
 from landscape.data.batches import iterate_batches
-from landscape.evaluate.points import describe_data
 from landscape.params import preserved_mode
 from landscape.results import Provenance, Result, register_result
 

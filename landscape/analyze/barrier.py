@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from landscape.evaluate.points import BNMode, describe_data, evaluate_points
+from landscape._batch import describe_data
+from landscape.evaluate.points import evaluate_points
+from landscape.functional import BNMode
 from landscape.params import parameters_to_vector
 from landscape.results import Provenance, Result, register_result
 

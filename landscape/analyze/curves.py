@@ -39,8 +39,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape._batch import describe_data
 from landscape.analyze.slicing import PointLike, as_anchor
-from landscape.evaluate.points import AffinePoints, BNMode, describe_data, evaluate_points
+from landscape.evaluate.affine import AffinePoints
+from landscape.evaluate.points import evaluate_points
+from landscape.functional import BNMode
 from landscape.params import ParamLayout, functional_forward
 from landscape.results import Provenance, Result, register_result
 

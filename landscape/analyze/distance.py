@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from landscape.analyze.slicing import EngineOptions, PointLike, SliceSettings, as_anchor, shows_options, to_numpy
-from landscape.evaluate.points import AffinePoints, evaluate_points
+from landscape.evaluate.affine import AffinePoints
+from landscape.evaluate.points import evaluate_points
 from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
 from landscape.validation import check_finite, check_vector

@@ -139,7 +139,7 @@ class TrajectoryPCA:
         progress: bool = False,
         max_memory: int | None = None,
     ) -> None:
-        from landscape.problem import renamed
+        from landscape._options import renamed
 
         self.n_components = n_components
         self.center = center
@@ -155,7 +155,7 @@ class TrajectoryPCA:
             if int(self.block_size) < 1:
                 raise ValueError(f"block_size must be a positive integer or None, got {self.block_size}")
             return int(self.block_size)
-        from landscape.evaluate.points import parse_bytes
+        from landscape._options import parse_bytes
 
         return _auto_block(src.dim, src.dtype.itemsize, src.n, parse_bytes(self.memory_budget))
 

@@ -17,7 +17,8 @@ from torch import nn
 from landscape._options import parse_option
 from landscape.analyze.saturation import LayerSpec, RangeLike, measure_saturation
 from landscape.analyze.saturation_results import ActivationValue, SaturationHistory, SaturationStats
-from landscape.train.loop import Callback, EpochEvent, RecordTrajectory, Trainer
+from landscape.train.callbacks import Callback, EpochEvent, RecordTrajectory
+from landscape.train.loop import Trainer
 
 __all__ = ["SaturationRecorder"]
 

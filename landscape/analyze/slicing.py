@@ -19,9 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.evaluate.points import AffinePoints, BatchMetric, BNMode, Strategy, evaluate_points
+from landscape._options import renamed
+from landscape.evaluate.affine import AffinePoints
+from landscape.evaluate.points import BatchMetric, Strategy, evaluate_points
+from landscape.functional import BNMode
 from landscape.params import ParamLayout, as_param_dict, buffers_dict, parameters_to_vector
-from landscape.problem import Problem, as_problem, renamed
+from landscape.problem import Problem, as_problem
 from landscape.results import Provenance
 
 __all__ = [

@@ -64,7 +64,8 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Verify a trajectory store, print the report; 0 if intact (or repaired, migrated), 1 if damaged."""
-    from landscape.trajectory.store import Trajectory, TrajectoryError
+    from landscape.trajectory.fileformat import TrajectoryError
+    from landscape.trajectory.store import Trajectory
 
     try:
         rep = Trajectory.check(args.trajectory, repair=args.repair, migrate=args.migrate)

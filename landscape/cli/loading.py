@@ -28,7 +28,8 @@ def open_trajectory(path: Path) -> Any:
     Raises:
         CLIError: If it is missing, unreadable or empty.
     """
-    from landscape.trajectory.store import Trajectory, TrajectoryError
+    from landscape.trajectory.fileformat import TrajectoryError
+    from landscape.trajectory.store import Trajectory
 
     try:
         traj = Trajectory.open(path, "r")
@@ -58,7 +59,7 @@ def load_point(spec: str, template: nn.Module) -> nn.Module:
                 f"{spec}: snapshot index {i} out of range; {str(path)!r} has {len(traj)} snapshots "
                 f"(0..{len(traj) - 1}, or negative from the end)"
             )
-        from landscape.trajectory.store import CorruptTrajectoryError
+        from landscape.trajectory.fileformat import CorruptTrajectoryError
 
         try:
             return traj.model_at(template, i)

@@ -17,8 +17,8 @@ __all__ = ["cmd_hessian", "cmd_distance"]
 
 def cmd_hessian(args: argparse.Namespace) -> list[str]:
     """``hessian``: eigenvalue density (SLQ), top eigenvalues and traces of the loss Hessian at one point."""
+    from landscape._options import parse_bytes
     from landscape.curvature.spectrum import hessian_spectrum
-    from landscape.evaluate.points import parse_bytes
     from landscape.plot.hessian import plot_spectrum_density
 
     if args.bn_mode not in ("eval", "train"):

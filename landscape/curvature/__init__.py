@@ -1,7 +1,7 @@
 """Curvature: the Hessian operator, its spectrum (Lanczos, SLQ, traces), sharpness, and curvature over training."""
 
 from landscape.curvature.eigensolver import EigenPairs, Which, top_eigenpairs
-from landscape.curvature.hessian import BNMode, HessianOperator
+from landscape.curvature.hessian import HessianOperator
 from landscape.curvature.lanczos import (
     LanczosRun,
     MatMat,
@@ -41,6 +41,7 @@ from landscape.curvature.training import (
     gradient_descent_curvature,
     trajectory_curvature,
 )
+from landscape.functional import BNMode
 
 __all__ = [
     "Adaptive",

@@ -35,12 +35,12 @@ import torch
 from torch import Tensor, nn
 
 from landscape import distributed, validation
-from landscape._options import parse_option
+from landscape._loss import LOSSES
+from landscape._options import parse_bytes, parse_option
 from landscape.curvature._kernels import CurvatureOps
-from landscape.evaluate.points import parse_bytes
-from landscape.functional import BNMode
+from landscape.functional import KERNEL_NOTE, BNMode, FunctionalModel, differentiable_kernels
 from landscape.params import ParamLayout, TensorSpec, functional_forward, preserved_mode
-from landscape.problem import KERNEL_NOTE, LOSSES, FunctionalModel, Problem, differentiable_kernels
+from landscape.problem import Problem
 
 __all__ = ["BNMode", "HessianOperator"]
 

@@ -35,11 +35,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape._batch import split_batch
+from landscape._batch import Batch, split_batch
 from landscape._options import parse_option
 from landscape.evaluate.points import evaluate_points
 from landscape.params import ParamLayout, parameter_mask, parameters_to_vector
-from landscape.problem import Batch, Problem, as_problem
+from landscape.problem import Problem, as_problem
 from landscape.results import Provenance, Result, register_result
 
 __all__ = [

@@ -23,11 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from landscape import validation
-from landscape._options import parse_option
+from landscape._options import parse_option, renamed
 from landscape.curvature.eigensolver import EigenPairs, Which, top_eigenpairs
-from landscape.curvature.hessian import BNMode, HessianOperator, LossFn
+from landscape.curvature.hessian import HessianOperator, LossFn
 from landscape.curvature.lanczos import TraceEstimate, default_sigma, gaussian_density, hutchinson, hutchpp, slq
-from landscape.problem import Problem, renamed
+from landscape.functional import BNMode
+from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
 
 __all__ = [

@@ -19,8 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from landscape.curvature.eigensolver import top_eigenpairs
-from landscape.curvature.hessian import BNMode, HessianOperator
+from landscape.curvature.hessian import HessianOperator
 from landscape.curvature.spectrum import hessian_eigenpairs, hessian_trace
+from landscape.functional import BNMode
 from landscape.problem import Problem
 from landscape.results import Provenance
 

@@ -29,11 +29,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape.curvature.hessian import BNMode
 from landscape.curvature.tracker import CurvatureTracker
+from landscape.functional import BNMode
 from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
-from landscape.train.loop import RecordTrajectory, Trainer
+from landscape.train.callbacks import RecordTrajectory
+from landscape.train.loop import Trainer
 from landscape.trajectory.store import Trajectory
 
 __all__ = [

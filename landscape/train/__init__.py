@@ -7,6 +7,7 @@
 * :mod:`~landscape.train.recorder`: :class:`Recorder`, recording from any training loop.
 """
 
+from landscape.factory import FACTORY_KEY
 from landscape.train.callbacks import (
     Callback,
     EpochEvent,
@@ -28,11 +29,7 @@ from landscape.train.optim import (
     default_hyperparameters,
     make_optimizer,
 )
-from landscape.train.recorder import (
-    FACTORY_KEY,
-    Recorder,
-    factory_reference,
-)
+from landscape.train.recorder import Recorder, factory_reference
 
 __all__ = [
     "Callback",

@@ -73,7 +73,7 @@ def default_loss(data: Any) -> Callable[[Tensor, Tensor], Tensor]:
 
 
 def resolve_loss(loss_fn: Any, data: Any) -> Callable[[Tensor, Tensor], Tensor]:
-    from landscape.problem import LOSSES
+    from landscape._loss import LOSSES
 
     if loss_fn is None:
         return default_loss(data)
@@ -118,7 +118,7 @@ class CorrectCounter:
                 if batched:
                     self.count += int((o.argmax(-1) == t).sum())
                 else:
-                    from landscape.problem import count_correct
+                    from landscape._loss import count_correct
 
                     self.count += sum(count_correct(o, t) for o, t in zip(outs, ys) if o.dim() >= 2)
             outs.clear()
