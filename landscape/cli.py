@@ -368,7 +368,7 @@ class _Writer:
     def figure(self, stem: str, draw: Callable[[str], Any], html: bool = True, png: bool = True) -> None:
         if self.rank != 0:
             return
-        from landscape.plot.core import save_html, save_png
+        from landscape.plot.files import save_html, save_png
 
         if self.html and html:
             self.written.append(save_html(draw("plotly"), self.out / f"{stem}.html", plotlyjs=self.plotlyjs))
@@ -403,7 +403,7 @@ def _loss_range(r: Any) -> str:
 def cmd_line(args: argparse.Namespace) -> list[str]:
     """``line``: linear interpolation (or the absolute-distance line) between two points."""
     from landscape.analyze.surface import line, line_distance
-    from landscape.plot.core import plot_line
+    from landscape.plot.curves import plot_line
 
     data, shape, classes, desc = load_data(args, args.dtype)
     args.start = _default_point(args, args.start, "--from POINT")
@@ -452,7 +452,7 @@ def _pca_plane(
     """Fit the PCA of ``trajs``, evaluate the plane around its centre and project the paths with their losses.
 
     The plane is ``pca.plane_directions()``, so the path's coordinates are the plane's (see
-    :func:`landscape.plot.core.plot_trajectory`). BatchNorm buffers come from ``center`` (default: the last
+    :func:`landscape.plot.planes.plot_trajectory`). BatchNorm buffers come from ``center`` (default: the last
     snapshot of the last trajectory).
 
     Returns:
@@ -500,7 +500,7 @@ def _pca_plane(
 def cmd_plane(args: argparse.Namespace) -> list[str]:
     """``plane``: a 2-D slice around a centre along random, normalized, PCA or model directions."""
     from landscape.analyze.surface import plane_through, random_plane
-    from landscape.plot.core import plot_contour, plot_heatmap, plot_surface, plot_trajectory
+    from landscape.plot.planes import plot_contour, plot_heatmap, plot_surface, plot_trajectory
 
     data, shape, classes, desc = load_data(args, args.dtype)
     kind = args.directions
@@ -564,7 +564,7 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
     """``pca``: PCA of trajectories; with ``--data`` also the loss plane and the path's true losses."""
     import safetensors.torch
 
-    from landscape.plot.core import plot_trajectory
+    from landscape.plot.planes import plot_trajectory
 
     data = desc = template = None
     args.center = args.center or args.weights
@@ -645,7 +645,7 @@ def cmd_hessian(args: argparse.Namespace) -> list[str]:
 def cmd_distance(args: argparse.Namespace) -> list[str]:
     """``distance``: functional distance and label disagreement from ``--from`` along the line to ``--to``."""
     from landscape.analyze.distance import distance_along_path
-    from landscape.plot.core import plot_distance
+    from landscape.plot.curves import plot_distance
 
     data, shape, classes, desc = load_data(args, args.dtype)
     start = _default_point(args, args.start, "--from POINT")
