@@ -24,7 +24,6 @@ from figures.persistent._setup import SOURCE, cache_dir, lenet_full_setups, run_
 from figures.verdict import at_least, at_most
 from landscape.analyze import TrajectoryPCA, make_loss_at, plane
 from landscape.plot import plot_trajectory
-from landscape.plot import plot_trajectory as plot_trajectory_mpl
 
 DIVERGE_MIN = 0.25
 
@@ -68,7 +67,7 @@ def figure6(
     labels = ["plain", label]
     title = "Fig. 6: plain vs championship trajectory on the PCA plane (training loss)"
     fig = plot_trajectory(surf, path, labels=labels, log=True, title=title)
-    mfig = plot_trajectory_mpl(surf, path, labels=labels, log=True, title=title)
+    mfig = plot_trajectory(surf, path, labels=labels, log=True, title=title, backend="matplotlib")
 
     v0, v1 = t_plain.vectors(dtype=torch.float64), t_other.vectors(dtype=torch.float64)
     start_gap = float((v0[0] - v1[0]).norm())

@@ -7,7 +7,14 @@ Colours and line styles come from one palette (:mod:`landscape.plot.style`), sha
 """
 
 from landscape.plot._prepare import Line, Panel, triangle_raster
-from landscape.plot.curves import plot_bands, plot_curve_vs_line, plot_distance, plot_line, plot_sharpness
+from landscape.plot.curves import (
+    plot_bands,
+    plot_curve_vs_line,
+    plot_distance,
+    plot_line,
+    plot_lines,
+    plot_sharpness,
+)
 from landscape.plot.files import save_html, save_png
 from landscape.plot.hessian import plot_spectrum_density
 from landscape.plot.panels import small_multiples
@@ -21,7 +28,7 @@ from landscape.plot.planes import (
     plot_trajectory,
 )
 from landscape.plot.saturation import plot_activation_histograms, plot_saturation_curves
-from landscape.plot.style import LINESTYLES, PALETTE, Backend, Style, XAxis
+from landscape.plot.style import LINESTYLES, PALETTE, Backend, Style, XAxis, tint
 
 __all__ = [
     "Backend",
@@ -40,6 +47,7 @@ __all__ = [
     "plot_distance",
     "plot_heatmap",
     "plot_line",
+    "plot_lines",
     "plot_plane_curve",
     "plot_saturation_curves",
     "plot_sharpness",
@@ -49,5 +57,6 @@ __all__ = [
     "save_html",
     "save_png",
     "small_multiples",
+    "tint",
     "triangle_raster",
 ]

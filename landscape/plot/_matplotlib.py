@@ -81,15 +81,18 @@ def lines(
     target: Any,
     curves: Sequence[Line],
     *,
-    title: str,
-    xlabel: str,
-    ylabel: str,
+    title: str | None,
+    xlabel: str | None,
+    ylabel: str | None,
     log: bool = False,
     secondary: str | None = None,
     vlines: Sequence[tuple[float, str]] = (),
     size: tuple[float, float] = (6.4, 4.2),
 ) -> Any:
-    """Overlaid curves with optional dotted grey vertical lines ``(x, label)`` and a secondary axis title."""
+    """Overlaid curves with optional dotted grey vertical lines ``(x, label)`` and a secondary axis title.
+
+    A title or axis label that is ``None`` is left as it is.
+    """
     fig, ax = _axes(target, size)
     base = sum(ln.get_gid() is None for ln in ax.lines)
     ax2 = ax.twinx() if any(ln.secondary for ln in curves) else None
@@ -101,15 +104,18 @@ def lines(
             ax.text(m, 1.0, f" {lab}", transform=ax.get_xaxis_transform(), va="bottom", fontsize=8, color="gray")
     if log:
         ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
     if ax2 is not None:
         ax2.set_ylabel(secondary or "")
         ax2.set_ylim(0, 1.02)
         _legend(ax, ax2)
     else:
         _legend(ax)
-    ax.set_title(title, pad=14 if any(lab for _, lab in vlines) else 6)
+    if title is not None:
+        ax.set_title(title, pad=14 if any(lab for _, lab in vlines) else 6)
     return fig
 
 

@@ -110,9 +110,9 @@ def lines(
     target: Any,
     curves: Sequence[Line],
     *,
-    title: str,
-    xlabel: str,
-    ylabel: str,
+    title: str | None,
+    xlabel: str | None,
+    ylabel: str | None,
     log: bool = False,
     secondary: str | None = None,
     vlines: Sequence[tuple[float, str]] = (),
@@ -120,7 +120,7 @@ def lines(
 ) -> Any:
     """Overlaid curves with optional dotted grey vertical lines ``(x, label)`` and a secondary axis title.
 
-    ``size`` (matplotlib inches) is ignored here.
+    A title or axis label that is ``None`` is left as it is; ``size`` (matplotlib inches) is ignored here.
     """
     fig = _new_fig(target)
     base = len(fig.data)
@@ -130,7 +130,8 @@ def lines(
         fig.add_vline(
             x=x, line_dash="dot", line_width=1, line_color="gray", **({"annotation_text": lab} if lab else {})
         )
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel)
+    texts = {"title": title, "xaxis_title": xlabel, "yaxis_title": ylabel}
+    fig.update_layout(**{k: v for k, v in texts.items() if v is not None})
     if log:
         fig.update_layout(yaxis_type="log")
     if secondary is not None and any(ln.secondary for ln in curves):

@@ -21,7 +21,7 @@ from landscape.curvature.training import CurvatureTrace
 from landscape.plot._prepare import Line, labels_of, masked, results_of, scalar_metric, title_or
 from landscape.plot.style import Backend, XAxis, dispatch
 
-__all__ = ["plot_line", "plot_distance", "plot_sharpness", "plot_curve_vs_line", "plot_bands"]
+__all__ = ["plot_line", "plot_distance", "plot_sharpness", "plot_curve_vs_line", "plot_lines", "plot_bands"]
 
 
 def line_curves(
@@ -300,6 +300,43 @@ def plot_curve_vs_line(
     )
 
 
+def plot_lines(
+    lines: Line | Sequence[Line],
+    *,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    log: bool = False,
+    backend: Backend | str = Backend.PLOTLY,
+    title: str | None = None,
+    fig: Any = None,
+    ax: Any = None,
+) -> Any:
+    """Overlay prepared curves (:class:`~landscape.plot.Line`, with their styles, bands and dots).
+
+    The building block of the other 1-D plots, for curves that are not a result object (a figure's own
+    measurements). Titles and labels that are ``None`` leave those of ``fig``/``ax`` as they are.
+
+    Args:
+        lines: One curve or several.
+        xlabel: Title of the x axis.
+        ylabel: Title of the y axis.
+        log: Log y axis.
+        backend: ``"plotly"`` or ``"matplotlib"``.
+        title: Figure title.
+        fig: Existing plotly figure to draw into (plotly backend).
+        ax: Existing matplotlib axes to draw into (matplotlib backend).
+
+    Returns:
+        A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
+
+    Raises:
+        TypeError: If ``lines`` are not :class:`~landscape.plot.Line` objects.
+    """
+    items = results_of(lines, Line, "plot_lines")
+    draw, target = dispatch(backend, fig, ax)
+    return draw.lines(target, items, title=title, xlabel=xlabel, ylabel=ylabel, log=log)
+
+
 def plot_bands(
     x: np.ndarray,
     means: np.ndarray | Sequence[np.ndarray],
@@ -308,11 +345,11 @@ def plot_bands(
     *,
     colors: Sequence[str] | None = None,
     alpha: float = 0.2,
-    xlabel: str = "",
-    ylabel: str = "",
+    xlabel: str | None = None,
+    ylabel: str | None = None,
     log: bool = False,
     backend: Backend | str = Backend.PLOTLY,
-    title: str = "",
+    title: str | None = None,
     fig: Any = None,
     ax: Any = None,
 ) -> Any:
@@ -325,11 +362,11 @@ def plot_bands(
         labels: ``k`` legend entries.
         colors: ``k`` colours (default: the palette, counted after the curves already on ``fig``/``ax``).
         alpha: Opacity of the bands.
-        xlabel: Title of the x axis.
-        ylabel: Title of the y axis.
+        xlabel: Title of the x axis (``None``: left as it is).
+        ylabel: Title of the y axis (``None``: left as it is).
         log: Log y axis.
         backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title.
+        title: Figure title (``None``: left as it is).
         fig: Existing plotly figure to draw into (plotly backend).
         ax: Existing matplotlib axes to draw into (matplotlib backend).
 

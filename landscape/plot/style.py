@@ -26,6 +26,7 @@ __all__ = [
     "PATH_CMAP",
     "color",
     "rgba",
+    "tint",
     "mpl_linestyle",
     "backend_module",
     "dispatch",
@@ -87,6 +88,13 @@ def rgba(hex_color: str, alpha: float) -> str:
     if len(h) != 6:
         raise ValueError(f"expected a colour '#rrggbb', got {hex_color!r}")
     return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha:g})"
+
+
+def tint(hex_color: str, share: float) -> str:
+    """``hex_color`` mixed with white (``share`` of white: 0 keeps it, 1 is white), e.g. a lighter twin of a run."""
+    h = hex_color.lstrip("#")
+    rgb = [int(h[k : k + 2], 16) for k in (0, 2, 4)]
+    return "#" + "".join(f"{round(v + (255 - v) * float(share)):02x}" for v in rgb)
 
 
 def mpl_linestyle(dash: str | bool | None) -> Any:
