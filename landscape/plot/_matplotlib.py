@@ -313,7 +313,7 @@ def panels(
         if p.logy and any(np.any(np.asarray(ln.y) > 0) for ln in p.lines):
             ax.set_yscale("log")
         ax.set_title(p.title, fontsize=9)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(which="both", labelsize=7)
         ax.grid(alpha=0.3)
         if p.xlabel:
             ax.set_xlabel(p.xlabel, fontsize=8)
