@@ -19,7 +19,7 @@ import matplotlib.tri as mtri
 import numpy as np
 from matplotlib.figure import Figure
 
-from landscape.plot._prepare import TRIANGLE, Grid, Line, Panel, PathRun, Triangle, finite_range
+from landscape.plot._prepare import TRIANGLE, Grid, Line, Panel, Paths, Triangle, finite_range
 from landscape.plot.style import CMAP, PATH_CMAP, Style, color, mpl_linestyle
 
 __all__ = ["lines", "grid", "triangle", "path", "plane_curve", "panels", "save"]
@@ -213,23 +213,12 @@ def triangle(target: Any, t: Triangle, levels: int, *, title: str) -> Any:
     return fig
 
 
-def path(
-    target: Any,
-    runs: Sequence[PathRun],
-    g: Grid | None,
-    style: Style,
-    levels: int,
-    *,
-    panel: bool,
-    title: str,
-    axis_titles: tuple[str, str],
-    tname: str,
-    log: bool,
-) -> Any:
-    """Projected runs over a grid, markers coloured by the off-plane share.
+def path(target: Any, paths: Paths, style: Style, levels: int, *, panel: bool, title: str) -> Any:
+    """Projected runs (``paths``) over their grid, markers coloured by the off-plane share.
 
     With ``panel`` (and no ``target``) a second panel draws each snapshot's loss and the loss at its projection.
     """
+    runs, g = paths.runs, paths.grid
     ax2 = None
     if target is None and panel:
         fig = Figure(figsize=(11.5, 4.8), layout="constrained")
@@ -249,17 +238,17 @@ def path(
         ax.scatter(r.xy[-1:, 0], r.xy[-1:, 1], marker="*", s=120, color=c, zorder=5)
     if sc is not None:
         fig.colorbar(sc, ax=ax, orientation="horizontal", fraction=0.05, label="off-plane share of the displacement")
-    ax.set_xlabel(axis_titles[0])
-    ax.set_ylabel(axis_titles[1])
+    ax.set_xlabel(paths.xlabel)
+    ax.set_ylabel(paths.ylabel)
     ax.legend(fontsize="small", loc="best")
     ax.set_title(title)
     if ax2 is not None:
         for i, r in enumerate(runs):
             _plot_line(ax2, Line(r.t, r.true_loss, f"{r.label}: loss", color(i), markers=True), 0)
             _plot_line(ax2, Line(r.t, r.plane_loss, f"{r.label}: on the plane", color(i), dash="dash"), 0)
-        if log:
+        if paths.log:
             ax2.set_yscale("log")
-        ax2.set_xlabel(tname)
+        ax2.set_xlabel(paths.tname)
         ax2.set_ylabel("loss")
         ax2.set_title("loss: snapshot vs its projection")
         ax2.legend(fontsize="small")

@@ -18,7 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from landscape.plot._prepare import TRIANGLE, Grid, Line, Panel, PathRun, Triangle, finite_range
+from landscape.plot._prepare import TRIANGLE, Grid, Line, Panel, Paths, Triangle, finite_range
 from landscape.plot.style import COLORSCALE, PATH_SCALE, Style, color, rgba
 
 __all__ = ["lines", "grid", "triangle", "path", "plane_curve", "panels", "save"]
@@ -279,23 +279,12 @@ def triangle(target: Any, t: Triangle, levels: int, *, title: str) -> Any:
     return fig
 
 
-def path(
-    target: Any,
-    runs: Sequence[PathRun],
-    g: Grid | None,
-    style: Style,
-    levels: int,
-    *,
-    panel: bool,
-    title: str,
-    axis_titles: tuple[str, str],
-    tname: str,
-    log: bool,
-) -> Any:
-    """Projected runs over a grid, markers coloured by the off-plane share.
+def path(target: Any, paths: Paths, style: Style, levels: int, *, panel: bool, title: str) -> Any:
+    """Projected runs (``paths``) over their grid, markers coloured by the off-plane share.
 
     With ``panel`` (and no ``target``) a second panel draws each snapshot's loss and the loss at its projection.
     """
+    runs, g = paths.runs, paths.grid
     second = panel and target is None
     fig = target
     if second:
@@ -348,16 +337,16 @@ def path(
             hoverinfo="text",
         )
         fig.add_trace(trace, **rc)
-    fig.update_xaxes(title_text=axis_titles[0], **rc)
-    fig.update_yaxes(title_text=axis_titles[1], **rc)
+    fig.update_xaxes(title_text=paths.xlabel, **rc)
+    fig.update_yaxes(title_text=paths.ylabel, **rc)
     if second:
         for i, r in enumerate(runs):
             true = Line(r.t, r.true_loss, f"{r.label}: loss", color(i), markers=True, hover=r.hover)
             plane = Line(r.t, r.plane_loss, f"{r.label}: loss on the plane", color(i), dash="dash")
             for tr in _line_traces(true, 0) + _line_traces(plane, 0):
                 fig.add_trace(tr, row=1, col=2)
-        fig.update_xaxes(title_text=tname, row=1, col=2)
-        fig.update_yaxes(title_text="loss", type="log" if log else "linear", row=1, col=2)
+        fig.update_xaxes(title_text=paths.tname, row=1, col=2)
+        fig.update_yaxes(title_text="loss", type="log" if paths.log else "linear", row=1, col=2)
     fig.update_layout(title=title, margin={"b": 120})
     if fig.layout.height is None:
         fig.update_layout(height=560)

@@ -23,6 +23,7 @@ __all__ = [
     "Panel",
     "Grid",
     "PathRun",
+    "Paths",
     "Triangle",
     "TRIANGLE",
     "masked",
@@ -262,6 +263,27 @@ class PathRun:
     steps: np.ndarray
     label: str
     hover: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """Projected runs ready to draw, over the plane they were projected on (or alone).
+
+    Attributes:
+        runs: The runs.
+        grid: The plane's grid, or ``None``.
+        xlabel: Title of the x axis (the first principal component).
+        ylabel: Title of the y axis.
+        tname: Title of the time axis of the loss panel (``"epoch"`` or ``"snapshot"``).
+        log: Log axis for the loss panel.
+    """
+
+    runs: list[PathRun]
+    grid: Grid | None
+    xlabel: str
+    ylabel: str
+    tname: str
+    log: bool
 
 
 def path_runs(path: ProjectedPath, labels: Sequence[str] | None) -> tuple[list[PathRun], str]:

@@ -20,7 +20,7 @@ from landscape._options import parse_option
 from landscape.analyze.curves import CurveResult
 from landscape.analyze.pca import ProjectedPath
 from landscape.analyze.surface import BarycentricResult, BilinearResult, PlaneResult
-from landscape.plot._prepare import grid_of, path_runs, plane_curve_xy, title_or, triangle_of
+from landscape.plot._prepare import Paths, grid_of, path_runs, plane_curve_xy, title_or, triangle_of
 from landscape.plot.style import Backend, Style, dispatch
 
 __all__ = [
@@ -288,19 +288,11 @@ def plot_trajectory(
     runs, tname = path_runs(path, labels)
     evr = np.asarray(path.explained_variance_ratio, np.float64)
     xl, yl = (f"PC{k + 1} ({100 * evr[k]:.1f}% of the variance)" if len(evr) > k else f"PC{k + 1}" for k in range(2))
+    g = None if plane is None else grid_of(plane, metric, log, clip)
     draw, target = dispatch(backend, fig, ax)
-    return draw.path(
-        target,
-        runs,
-        None if plane is None else grid_of(plane, metric, log, clip),
-        st,
-        levels,
-        panel=panel and path.true_loss is not None,
-        title=title_or(title, "training path on the PCA plane"),
-        axis_titles=(xl, yl),
-        tname=tname,
-        log=log,
-    )
+    paths = Paths(runs, g, xl, yl, tname, log)
+    panel = panel and path.true_loss is not None
+    return draw.path(target, paths, st, levels, panel=panel, title=title_or(title, "training path on the PCA plane"))
 
 
 def plot_plane_curve(
