@@ -1,8 +1,9 @@
 """Renderers: results in, figures out (plotly by default, matplotlib with ``backend='matplotlib'``).
 
 One contract in two backends, in the manner of arviz-plots: the public functions prepare plain data
-(:mod:`landscape.plot._prepare`: curves, grids, triangles, paths, panels) and hand it to the backend module,
-:mod:`landscape.plot._plotly` or :mod:`landscape.plot._matplotlib`, which implement the same drawing functions.
+(:mod:`landscape.plot._prepare`: curves and their frame, grids, triangles, paths, panels) and hand it to
+the backend module, :mod:`landscape.plot._plotly` or :mod:`landscape.plot._matplotlib`, which implement
+the same drawing functions.
 Colours and line styles come from one palette (:mod:`landscape.plot.style`), shared with the gallery.
 """
 

@@ -19,7 +19,7 @@ import matplotlib.tri as mtri
 import numpy as np
 from matplotlib.figure import Figure
 
-from landscape.plot._prepare import TRIANGLE, Grid, Line, Panel, Paths, Triangle, finite_range
+from landscape.plot._prepare import TRIANGLE, Frame, Grid, Line, Panel, Paths, Triangle, finite_range
 from landscape.plot.style import CMAP, PATH_CMAP, Style, color, mpl_linestyle
 
 __all__ = ["lines", "grid", "triangle", "path", "plane_curve", "panels", "save"]
@@ -77,45 +77,31 @@ def _legend(ax: Any, *more: Any) -> None:
         ax.legend(handles, labels, fontsize="small")
 
 
-def lines(
-    target: Any,
-    curves: Sequence[Line],
-    *,
-    title: str | None,
-    xlabel: str | None,
-    ylabel: str | None,
-    log: bool = False,
-    secondary: str | None = None,
-    vlines: Sequence[tuple[float, str]] = (),
-    size: tuple[float, float] = (6.4, 4.2),
-) -> Any:
-    """Overlaid curves with optional dotted grey vertical lines ``(x, label)`` and a secondary axis title.
-
-    A title or axis label that is ``None`` is left as it is.
-    """
-    fig, ax = _axes(target, size)
+def lines(target: Any, curves: Sequence[Line], frame: Frame) -> Any:
+    """Overlaid curves in a :class:`Frame` (titles, log axis, secondary axis, vertical reference lines)."""
+    fig, ax = _axes(target, frame.size)
     base = sum(ln.get_gid() is None for ln in ax.lines)
     ax2 = ax.twinx() if any(ln.secondary for ln in curves) else None
     for ln in curves:
         _plot_line(ax2 if (ln.secondary and ax2 is not None) else ax, ln, base)
-    for m, lab in vlines:
+    for m, lab in frame.vlines:
         ax.axvline(m, linestyle=":", linewidth=0.8, color="gray", gid=_ANCHOR)
         if lab:
             ax.text(m, 1.0, f" {lab}", transform=ax.get_xaxis_transform(), va="bottom", fontsize=8, color="gray")
-    if log:
+    if frame.log:
         ax.set_yscale("log")
-    if xlabel is not None:
-        ax.set_xlabel(xlabel)
-    if ylabel is not None:
-        ax.set_ylabel(ylabel)
+    if frame.xlabel is not None:
+        ax.set_xlabel(frame.xlabel)
+    if frame.ylabel is not None:
+        ax.set_ylabel(frame.ylabel)
     if ax2 is not None:
-        ax2.set_ylabel(secondary or "")
+        ax2.set_ylabel(frame.secondary or "")
         ax2.set_ylim(0, 1.02)
         _legend(ax, ax2)
     else:
         _legend(ax)
-    if title is not None:
-        ax.set_title(title, pad=14 if any(lab for _, lab in vlines) else 6)
+    if frame.title is not None:
+        ax.set_title(frame.title, pad=14 if any(lab for _, lab in frame.vlines) else 6)
     return fig
 
 

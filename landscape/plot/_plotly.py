@@ -18,7 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from landscape.plot._prepare import TRIANGLE, Grid, Line, Panel, Paths, Triangle, finite_range
+from landscape.plot._prepare import TRIANGLE, Frame, Grid, Line, Panel, Paths, Triangle, finite_range
 from landscape.plot.style import COLORSCALE, PATH_SCALE, Style, color, rgba
 
 __all__ = ["lines", "grid", "triangle", "path", "plane_curve", "panels", "save"]
@@ -106,36 +106,25 @@ def _secondary_axis(fig: Any, title: str) -> None:
     )
 
 
-def lines(
-    target: Any,
-    curves: Sequence[Line],
-    *,
-    title: str | None,
-    xlabel: str | None,
-    ylabel: str | None,
-    log: bool = False,
-    secondary: str | None = None,
-    vlines: Sequence[tuple[float, str]] = (),
-    size: tuple[float, float] = (6.4, 4.2),
-) -> Any:
-    """Overlaid curves with optional dotted grey vertical lines ``(x, label)`` and a secondary axis title.
+def lines(target: Any, curves: Sequence[Line], frame: Frame) -> Any:
+    """Overlaid curves in a :class:`Frame` (titles, log axis, secondary axis, vertical reference lines).
 
-    A title or axis label that is ``None`` is left as it is; ``size`` (matplotlib inches) is ignored here.
+    ``frame.size`` (matplotlib inches) is ignored here.
     """
     fig = _new_fig(target)
     base = len(fig.data)
     for ln in curves:
         fig.add_traces(_line_traces(ln, base))
-    for x, lab in vlines:
+    for x, lab in frame.vlines:
         fig.add_vline(
             x=x, line_dash="dot", line_width=1, line_color="gray", **({"annotation_text": lab} if lab else {})
         )
-    texts = {"title": title, "xaxis_title": xlabel, "yaxis_title": ylabel}
+    texts = {"title": frame.title, "xaxis_title": frame.xlabel, "yaxis_title": frame.ylabel}
     fig.update_layout(**{k: v for k, v in texts.items() if v is not None})
-    if log:
+    if frame.log:
         fig.update_layout(yaxis_type="log")
-    if secondary is not None and any(ln.secondary for ln in curves):
-        _secondary_axis(fig, secondary)
+    if frame.secondary is not None and any(ln.secondary for ln in curves):
+        _secondary_axis(fig, frame.secondary)
     return fig
 
 

@@ -19,6 +19,7 @@ from landscape.analyze.pca import ProjectedPath
 from landscape.analyze.surface import BarycentricResult, BilinearResult, PlaneResult
 
 __all__ = [
+    "Frame",
     "Line",
     "Panel",
     "Grid",
@@ -83,6 +84,29 @@ class Line:
     band_alpha: float = 0.2
     dots: tuple[float, ...] = ()
     hover: Sequence[str] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    """Titles, scale and reference lines of one plot of curves.
+
+    Attributes:
+        title: Figure title (``None``: leave the figure's as it is).
+        xlabel: Title of the x axis (``None``: leave it).
+        ylabel: Title of the y axis (``None``: leave it).
+        log: Log y axis.
+        secondary: Title of the secondary y axis in ``[0, 1]`` (drawn when a curve is ``secondary``).
+        vlines: ``(x, label)`` dotted grey vertical reference lines (``""``: no label).
+        size: Size of a new matplotlib figure (inches).
+    """
+
+    title: str | None = None
+    xlabel: str | None = None
+    ylabel: str | None = None
+    log: bool = False
+    secondary: str | None = None
+    vlines: Sequence[tuple[float, str]] = ()
+    size: tuple[float, float] = (6.4, 4.2)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ from landscape.analyze.curves import CurveResult
 from landscape.analyze.distance import DistanceResult
 from landscape.analyze.surface import LineResult
 from landscape.curvature.training import CurvatureTrace
-from landscape.plot._prepare import Line, labels_of, masked, results_of, scalar_metric, title_or
+from landscape.plot._prepare import Frame, Line, labels_of, masked, results_of, scalar_metric, title_or
 from landscape.plot.style import Backend, XAxis, dispatch
 
 __all__ = ["plot_line", "plot_distance", "plot_sharpness", "plot_curve_vs_line", "plot_lines", "plot_bands"]
@@ -112,12 +112,14 @@ def plot_line(
     return draw.lines(
         target,
         curves,
-        title=title_or(title, f"{metric} along the line"),
-        xlabel=xlabel,
-        ylabel=metric,
-        log=log,
-        secondary="accuracy",
-        vlines=list(marks.items()) if anchors else [],
+        Frame(
+            title=title_or(title, f"{metric} along the line"),
+            xlabel=xlabel,
+            ylabel=metric,
+            log=log,
+            secondary="accuracy",
+            vlines=list(marks.items()) if anchors else [],
+        ),
     )
 
 
@@ -159,11 +161,13 @@ def plot_distance(
     return draw.lines(
         target,
         curves,
-        title=title_or(title, "functional distance from the first network"),
-        xlabel="alpha",
-        ylabel="RMS output distance",
-        log=log,
-        secondary="label disagreement",
+        Frame(
+            title=title_or(title, "functional distance from the first network"),
+            xlabel="alpha",
+            ylabel="RMS output distance",
+            log=log,
+            secondary="label disagreement",
+        ),
     )
 
 
@@ -238,7 +242,7 @@ def plot_sharpness(
     curves, ylabel = sharpness_curves(traces, labels, eigenvalue, layer, log, threshold)
     draw, target = dispatch(backend, fig, ax)
     return draw.lines(
-        target, curves, title=title_or(title, "sharpness during training"), xlabel="step", ylabel=ylabel, log=log
+        target, curves, Frame(title=title_or(title, "sharpness during training"), xlabel="step", ylabel=ylabel, log=log)
     )
 
 
@@ -294,9 +298,7 @@ def plot_curve_vs_line(
     return draw.lines(
         target,
         curve_vs_line_curves(line, curves, metric, labels),
-        title=title_or(title, f"{metric}: straight line vs curve"),
-        xlabel="t (alpha)",
-        ylabel=metric,
+        Frame(title=title_or(title, f"{metric}: straight line vs curve"), xlabel="t (alpha)", ylabel=metric),
     )
 
 
@@ -334,7 +336,7 @@ def plot_lines(
     """
     items = results_of(lines, Line, "plot_lines")
     draw, target = dispatch(backend, fig, ax)
-    return draw.lines(target, items, title=title, xlabel=xlabel, ylabel=ylabel, log=log)
+    return draw.lines(target, items, Frame(title=title, xlabel=xlabel, ylabel=ylabel, log=log))
 
 
 def plot_bands(
@@ -388,4 +390,4 @@ def plot_bands(
         for i, (m, s, lab) in enumerate(zip(mu, sd, labels))
     ]
     draw, target = dispatch(backend, fig, ax)
-    return draw.lines(target, curves, title=title, xlabel=xlabel, ylabel=ylabel, log=log)
+    return draw.lines(target, curves, Frame(title=title, xlabel=xlabel, ylabel=ylabel, log=log))

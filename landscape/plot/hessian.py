@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from landscape.curvature.hessian import HessianSpectrum
-from landscape.plot._prepare import Line
+from landscape.plot._prepare import Frame, Line
 from landscape.plot.style import Backend, dispatch
 
 __all__ = ["plot_spectrum_density"]
@@ -81,10 +81,12 @@ def plot_spectrum_density(
     return draw.lines(
         target,
         curves,
-        title=title,
-        xlabel="eigenvalue",
-        ylabel=f"density (sigma={sigma:.2g})",
-        log=log,
-        vlines=tops,
-        size=(6.0, 4.0),
+        Frame(
+            title=title,
+            xlabel="eigenvalue",
+            ylabel=f"density (sigma={sigma:.2g})",
+            log=log,
+            vlines=tops,
+            size=(6.0, 4.0),
+        ),
     )

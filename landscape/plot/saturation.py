@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from landscape.analyze.saturation import SaturationHistory
-from landscape.plot._prepare import Line, Panel, labels_of, results_of
+from landscape.plot._prepare import Frame, Line, Panel, labels_of, results_of
 from landscape.plot.style import LINESTYLES, Backend, color, dispatch
 
 __all__ = ["plot_saturation_curves", "plot_activation_histograms"]
@@ -87,7 +87,7 @@ def plot_saturation_curves(
                     dash=dash,
                 )
             )
-    return draw.lines(target, curves, title=title, xlabel="epoch", ylabel=f"p{q:g} of activation")
+    return draw.lines(target, curves, Frame(title=title, xlabel="epoch", ylabel=f"p{q:g} of activation"))
 
 
 def _style(layer: int, run: int) -> tuple[str, str]:
