@@ -19,7 +19,7 @@ import matplotlib.tri as mtri
 import numpy as np
 from matplotlib.figure import Figure
 
-from landscape.plot._prepare import TRIANGLE, Frame, Grid, Line, Panel, Paths, Triangle, finite_range
+from landscape.plot._prepare import TRIANGLE, Frame, Grid, Line, PanelGrid, Paths, Triangle, finite_range
 from landscape.plot.style import CMAP, PATH_CMAP, Style, color, mpl_linestyle
 
 __all__ = ["lines", "grid", "triangle", "path", "plane_curve", "panels", "save"]
@@ -254,19 +254,12 @@ def plane_curve(target: Any, g: Grid, levels: int, xy: np.ndarray, ctrl: np.ndar
     return fig
 
 
-def panels(
-    items: Sequence[Panel],
-    *,
-    cols: int,
-    title: str,
-    sharey: bool = False,
-    size: tuple[float, float] = (3.2, 2.5),
-    legend: str = "figure",
-) -> Any:
+def panels(grid: PanelGrid) -> Any:
     """A grid of line panels, row by row.
 
-    ``legend``: ``"figure"`` (one, below), ``"axes"`` (in each panel) or ``"first"`` (in the first panel).
+    ``grid.legend``: ``"figure"`` (one, below), ``"axes"`` (in each panel) or ``"first"`` (in the first panel).
     """
+    items, cols, title, sharey, size, legend = grid.panels, grid.cols, grid.title, grid.sharey, grid.size, grid.legend
     rows = math.ceil(len(items) / cols)
     fig = Figure(figsize=(size[0] * cols, size[1] * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False, sharey=sharey)

@@ -18,7 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from landscape.plot._prepare import TRIANGLE, Frame, Grid, Line, Panel, Paths, Triangle, finite_range
+from landscape.plot._prepare import TRIANGLE, Frame, Grid, Line, PanelGrid, Paths, Triangle, finite_range
 from landscape.plot.style import COLORSCALE, PATH_SCALE, Style, color, rgba
 
 __all__ = ["lines", "grid", "triangle", "path", "plane_curve", "panels", "save"]
@@ -355,19 +355,12 @@ def plane_curve(target: Any, g: Grid, levels: int, xy: np.ndarray, ctrl: np.ndar
     return fig
 
 
-def panels(
-    items: Sequence[Panel],
-    *,
-    cols: int,
-    title: str,
-    sharey: bool = False,
-    size: tuple[float, float] = (3.2, 2.5),
-    legend: str = "figure",
-) -> Any:
+def panels(grid: PanelGrid) -> Any:
     """A grid of line panels, row by row; curves sharing a label share one legend entry.
 
-    ``size`` (matplotlib inches per panel) and ``legend`` (where matplotlib puts it) are ignored here.
+    ``grid.size`` (matplotlib inches per panel) and ``grid.legend`` (where matplotlib puts it) are ignored here.
     """
+    items, cols, title, sharey = grid.panels, grid.cols, grid.title, grid.sharey
     rows = math.ceil(len(items) / cols)
     fig = make_subplots(
         rows=rows,

@@ -22,6 +22,7 @@ __all__ = [
     "Frame",
     "Line",
     "Panel",
+    "PanelGrid",
     "Grid",
     "PathRun",
     "Paths",
@@ -132,6 +133,28 @@ class Panel:
     vlines: Sequence[float] = ()
     hlines: Sequence[tuple[float, str, str, str]] = ()
     stars: Sequence[tuple[float, float, str, str]] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class PanelGrid:
+    """Panels laid out row by row (:func:`landscape.plot.small_multiples`).
+
+    Attributes:
+        panels: The panels.
+        cols: Panels per row.
+        title: Figure title.
+        sharey: One y range for all panels.
+        size: Size of one matplotlib panel (inches).
+        legend: Where matplotlib puts the legend: ``"figure"`` (one, below), ``"axes"`` (in each panel) or
+            ``"first"`` (in the first panel); plotly has one legend.
+    """
+
+    panels: Sequence[Panel]
+    cols: int
+    title: str = ""
+    sharey: bool = False
+    size: tuple[float, float] = (3.2, 2.5)
+    legend: str = "figure"
 
 
 def masked(values: np.ndarray, log: bool = False, clip: float | None = None, log10: bool = False) -> np.ndarray:

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from landscape.plot._prepare import Panel
+from landscape.plot._prepare import Panel, PanelGrid
 from landscape.plot.style import Backend, dispatch
 
 __all__ = ["small_multiples"]
@@ -61,4 +61,4 @@ def small_multiples(
         )
         for i, p in enumerate(panels)
     ]
-    return draw.panels(items, cols=cols, title=title, sharey=sharey, size=size, legend=legend)
+    return draw.panels(PanelGrid(items, cols, title, sharey, size, legend))

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from landscape.analyze.saturation import SaturationHistory
-from landscape.plot._prepare import Frame, Line, Panel, labels_of, results_of
+from landscape.plot._prepare import Frame, Line, Panel, PanelGrid, labels_of, results_of
 from landscape.plot.style import LINESTYLES, Backend, color, dispatch
 
 __all__ = ["plot_saturation_curves", "plot_activation_histograms"]
@@ -141,11 +141,5 @@ def plot_activation_histograms(
                     Line(centres, np.asarray(shares, np.float64), f"{labs[r]} · {name}", step="mid", color=c, dash=dash)
                 )
         panels.append(Panel(f"epoch {e:g}", entries, xlabel=xlabel, ylabel="share of values" if k == 0 else None))
-    return draw.panels(
-        panels,
-        cols=len(eps),
-        title=title or "Normalized histogram of activation values",
-        sharey=True,
-        size=(4.8, 3.8),
-        legend="first",
-    )
+    title = title or "Normalized histogram of activation values"
+    return draw.panels(PanelGrid(panels, len(eps), title, sharey=True, size=(4.8, 3.8), legend="first"))
