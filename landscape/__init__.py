@@ -1,8 +1,8 @@
 """landscape: loss-landscape analysis and visualization for PyTorch models.
 
 Trainers write trajectories (:class:`Trajectory`), analyzers read them and return result objects
-(:class:`Result` subclasses that save without pickle), renderers (``landscape.plot.core``,
-``landscape.plot._mpl``) draw those results.
+(:class:`Result` subclasses that save without pickle), renderers (``landscape.plot``: one contract,
+a plotly and a matplotlib backend) draw those results.
 """
 
 from landscape.analyze.align import (

@@ -206,7 +206,7 @@ def _trace(lr: float, label: str, per_layer: bool = False) -> CurvatureTrace:
 
 
 def test_plot_sharpness_draws_the_trace_and_its_threshold():
-    from landscape.plot import core as plot
+    from landscape import plot
 
     a, b = _trace(0.5, "a", per_layer=True), _trace(0.25, "b")
     fig = plot.plot_sharpness([a, b])

@@ -118,7 +118,7 @@ def test_curve_results_save_without_pickle_and_render(minima, tmp_path):
     xy = plane.project(res.points())
     back = plane.center + xy[:, :1] * plane.directions[0] + xy[:, 1:] * plane.directions[1]
     np.testing.assert_allclose(back, res.points(), atol=1e-10)
-    from landscape.plot import core as plot
+    from landscape import plot
 
     straight = line(a, a, b, data, np.linspace(0, 1, 7))
     for backend in ("plotly", "matplotlib"):

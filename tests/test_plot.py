@@ -21,7 +21,6 @@ from landscape.analyze import (
     random_plane,
 )
 from landscape.params import parameters_to_vector
-from landscape.plot import _mpl as plot_mpl
 
 BACKENDS = ["plotly", "matplotlib"]
 
@@ -339,8 +338,8 @@ def test_draws_into_given_figure_and_axes(setup):
     ax1, ax2 = mfig.subplots(1, 2)
     assert plot.plot_heatmap(setup["plane"], backend="matplotlib", ax=ax2) is mfig
     assert len(ax2.collections) >= 1 and not ax1.collections
-    assert plot_mpl.plot_line(setup["line"], ax=ax1) is mfig
-    plot_mpl.plot_line(setup["line2"], ax=ax1, anchors=False)
+    assert plot.plot_line(setup["line"], backend="matplotlib", ax=ax1) is mfig
+    plot.plot_line(setup["line2"], backend="matplotlib", ax=ax1, anchors=False)
     curves = [ln for ln in ax1.lines if ln.get_gid() is None]  # the two curves, besides the anchors' lines
     np.testing.assert_array_equal(curves[1].get_xdata(), setup["line2"].coords)
     assert len(curves) == 2 and curves[0].get_color() != curves[1].get_color()

@@ -35,7 +35,6 @@ Settings (:class:`ImSetup`), readings where the paper is silent:
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +55,8 @@ from figures.im._measures import (
 from figures.im._runs import ImRuns, Run, StepDecay, im_figure
 from figures.im._settings import METHOD_LABELS, ImSetup, RunSpec
 from figures.im._text import WordLSTM, ptb_dir, text_splits
+from landscape.plot import LINESTYLES, PALETTE, Line, Panel
+from landscape.plot import small_multiples as plot_small_multiples
 
 __all__ = [  # the shared setup of the Im figures: defined here or in the private modules it gathers
     "LINESTYLES",
@@ -86,14 +87,14 @@ __all__ = [  # the shared setup of the Im figures: defined here or in the privat
 ]
 
 SOURCE = "Im, Tao & Branson, An Empirical Analysis of Deep Network Loss Surfaces"
-_COLORS = {
-    "sgd": "#1f77b4",
-    "momentum": "#17becf",
-    "rmsprop": "#9467bd",
-    "adadelta": "#8c564b",
-    "adam": "#d62728",
-    "sgd_rk2": "#2ca02c",
-    "adam_rk2": "#ff7f0e",
+_COLORS = {  # method -> colour of the one palette
+    "sgd": PALETTE[0],
+    "momentum": PALETTE[9],
+    "rmsprop": PALETTE[4],
+    "adadelta": PALETTE[5],
+    "adam": PALETTE[3],
+    "sgd_rk2": PALETTE[2],
+    "adam_rk2": PALETTE[1],
 }
 
 
@@ -108,25 +109,6 @@ def mpl_grid(rows: int, cols: int, width: float = 3.2, height: float = 2.6, **kw
     fig = matplotlib.figure.Figure(figsize=(width * cols, height * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False, **kw)
     return fig, axes
-
-
-LINESTYLES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
-"""Line styles of successive initializations (plotly names; :func:`small_multiples` maps them to matplotlib)."""
-_MPL_DASH = {
-    "solid": "-",
-    "dash": (0, (3, 1.5)),
-    "dot": (0, (1, 1.5)),
-    "dashdot": (0, (5, 1.5, 1, 1.5)),
-    "longdash": (0, (9, 5)),
-    "longdashdot": (0, (9, 2, 1, 2, 1, 2)),
-}
-
-
-def _dash(d: bool | str) -> tuple[Any, Any]:
-    """``(plotly dash, matplotlib linestyle)`` of a :class:`Curve`'s ``dash``."""
-    if isinstance(d, str):
-        return (None if d == "solid" else d), _MPL_DASH[d]
-    return ("dash" if d else None), ("--" if d else "-")
 
 
 @dataclasses.dataclass
@@ -165,7 +147,7 @@ def small_multiples(
     height: float = 2.5,
     sharey: bool = True,
 ) -> tuple[Any, Any]:
-    """A grid of line plots, in plotly and matplotlib.
+    """A grid of line plots, in plotly and matplotlib (:func:`landscape.plot.small_multiples`).
 
     Args:
         panels: ``(subplot title, curves)`` per subplot, row by row.
@@ -182,88 +164,12 @@ def small_multiples(
     Returns:
         ``(plotly.graph_objects.Figure, matplotlib.figure.Figure)``.
     """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    items = [Panel(sub, [_line(cv) for cv in curves], logy=logy, vlines=tuple(vlines)) for sub, curves in panels]
+    kw = {"cols": cols, "title": title, "xlabel": xlabel, "ylabel": ylabel, "sharey": sharey, "size": (width, height)}
+    return plot_small_multiples(items, **kw), plot_small_multiples(items, backend="matplotlib", **kw)
 
-    rows = math.ceil(len(panels) / cols)
-    pfig = make_subplots(
-        rows,
-        cols,
-        subplot_titles=[t for t, _ in panels],
-        horizontal_spacing=0.06,
-        vertical_spacing=0.12 if rows > 1 else 0.1,
-    )
-    mfig, axes = mpl_grid(rows, cols, width, height, sharey=sharey)
-    seen: set[str] = set()
-    for i, (sub, curves) in enumerate(panels):
-        r, c = divmod(i, cols)
-        ax = axes[r, c]
-        for cv in curves:
-            y = np.asarray(cv.y, np.float64)
-            y = np.where(np.isfinite(y) & ((y > 0) | (not logy)), y, np.nan)
-            pfig.add_trace(
-                go.Scatter(
-                    x=cv.x,
-                    y=y,
-                    mode="lines",
-                    name=cv.name,
-                    legendgroup=cv.name,
-                    showlegend=cv.name not in seen,
-                    connectgaps=False,
-                    line={"color": cv.color, "width": cv.width, "dash": _dash(cv.dash)[0]},
-                ),
-                row=r + 1,
-                col=c + 1,
-            )
-            ax.plot(
-                cv.x,
-                np.ma.masked_invalid(y),
-                color=cv.color,
-                lw=cv.width * 0.8,
-                ls=_dash(cv.dash)[1],
-                label=cv.name if cv.name not in seen else None,
-            )
-            if cv.marks:
-                my = np.interp(cv.marks, cv.x, np.nan_to_num(y, nan=np.nanmax(y) if np.isfinite(y).any() else 0.0))
-                pfig.add_trace(
-                    go.Scatter(
-                        x=list(cv.marks),
-                        y=my,
-                        mode="markers",
-                        showlegend=False,
-                        marker={"color": cv.color, "size": 6},
-                        hoverinfo="skip",
-                    ),
-                    row=r + 1,
-                    col=c + 1,
-                )
-                ax.plot(cv.marks, my, "o", color=cv.color, ms=3)
-            seen.add(cv.name)
-        for v in vlines:
-            ax.axvline(v, color="gray", lw=0.8, ls=":")
-            pfig.add_vline(x=v, line_dash="dot", line_color="gray", line_width=1, row=r + 1, col=c + 1)
-        ax.set_title(sub, fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-        if logy and any(np.any(np.asarray(cv.y) > 0) for cv in curves):
-            ax.set_yscale("log")
-        if r == rows - 1 or i + cols >= len(panels):
-            ax.set_xlabel(xlabel, fontsize=8)
-        if c == 0:
-            ax.set_ylabel(ylabel, fontsize=8)
-    for j in range(len(panels), rows * cols):
-        axes.flat[j].set_axis_off()
-    handles, labels = [], []
-    for ax in axes.flat:
-        h, lab = ax.get_legend_handles_labels()
-        handles += h
-        labels += lab
-    if handles:
-        mfig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=7)
-    mfig.suptitle(title, fontsize=10)
-    pfig.update_layout(template="plotly_white", title=title, height=280 * rows + 80)
-    pfig.update_xaxes(title_text=xlabel, title_font={"size": 11})
-    if logy:
-        pfig.update_yaxes(type="log")
-    pfig.update_yaxes(title_text=ylabel, col=1, title_font={"size": 11})
-    return pfig, mfig
+
+def _line(cv: Curve) -> Line:
+    """The package's :class:`~landscape.plot.Line` of a :class:`Curve`."""
+    dash = cv.dash if isinstance(cv.dash, str) else ("dash" if cv.dash else "solid")
+    return Line(np.asarray(cv.x), np.asarray(cv.y), cv.name, cv.color, dash=dash, width=cv.width, dots=tuple(cv.marks))

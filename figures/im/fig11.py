@@ -32,17 +32,13 @@ from figures.im._setup import SOURCE, Curve, ImRuns, Run, RunSpec, im_figure, sm
 from figures.verdict import at_least, at_most, paired_effect, verdict_for
 from landscape.analyze import line
 from landscape.evaluate import evaluate_points
+from landscape.plot import PALETTE, tint
 
 __all__ = ["INITS", "fig11", "flatness"]
 
 INITS = ((-10.0, 0.01), (-1.0, 1.0), None)  # Im et al. A.5; None = He's initialization (the reference)
-_COLORS = {
-    (True, 0): "#1f77b4",
-    (False, 0): "#9ecae1",
-    (True, 1): "#d62728",
-    (False, 1): "#fc9272",
-    (True, 2): "#2ca02c",
-    (False, 2): "#a1d99b",
+_COLORS = {  # (BatchNorm, init) -> a palette colour, lighter without BatchNorm
+    (bn, k): PALETTE[i] if bn else tint(PALETTE[i], 0.5) for bn in (True, False) for k, i in enumerate((0, 3, 2))
 }
 
 

@@ -35,11 +35,12 @@ from figures.im._setup import (
     no_difference,
 )
 from figures.verdict import at_most, paired_effect, verdict_for
+from landscape.plot import PALETTE
 from landscape.train import METHODS
 
 __all__ = ["anova", "fig4"]
 
-_INIT_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+_INIT_COLORS = PALETTE[:6]
 
 
 def anova(groups: list[np.ndarray]) -> tuple[float, float]:

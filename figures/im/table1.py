@@ -46,7 +46,7 @@ from figures.im._setup import (
 from figures.verdict import paired_effect, verdict_for
 from landscape.analyze import barycentric, distance_along_path, line
 from landscape.evaluate import evaluate_points
-from landscape.plot.core import triangle_raster
+from landscape.plot import triangle_raster
 from landscape.train import METHODS
 
 __all__ = ["table1"]

@@ -67,7 +67,7 @@ from landscape.analyze import (
     TrajectoryPCA,
     pairwise_end_distances,
 )
-from landscape.plot import plot_line, plot_trajectory
+from landscape.plot import PALETTE, Line, plot_line, plot_lines, plot_trajectory
 from landscape.trajectory import Trajectory
 
 __all__ = [
@@ -91,7 +91,7 @@ CONVERGED_LAST = 0.25  # premise "converged": the loss changed by less than CONV
 CONVERGED_TOL = 0.10
 LOW_LOSS = 0.01  # premise: the final training loss is at most this (the paper's runs reach 0.000X)
 SNAPSHOTS_PER_COMPONENT = 5  # premise of the k-component claims: at least 5 k snapshot-to-snapshot steps
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
+_COLORS = tuple(PALETTE[i] for i in (0, 3, 2, 1, 4, 5, 6, 9, 7, 8))  # the one palette, red second
 
 
 # --------------------------------------------------------------------------- measures
@@ -152,36 +152,24 @@ def _draw_line(line_res: LineResult, frac: np.ndarray, path: np.ndarray) -> tupl
     """The loss along the straight line (package renderer) with the loss along the path taken drawn over it."""
     title = "Training loss: straight line vs. the path taken"
     xlab = "fraction of the way: alpha on the line, share of the path length on the path"
-    name = "path taken (per-epoch snapshots)"
-    fig = plot_line(line_res, log=True, title=title)
-    fig.add_trace(go.Scatter(x=frac, y=path, mode="lines+markers", name=name, marker=dict(size=5, symbol="square")))
-    fig.update_layout(height=420, xaxis_title=xlab)
+    taken = Line(frac, path, "path taken (per-epoch snapshots)", _COLORS[1], markers=True, marker_size=5)
+    fig = plot_lines(taken, xlabel=xlab, fig=plot_line(line_res, log=True, title=title))
+    fig.update_layout(height=420)
     mfig = plot_line(line_res, log=True, title=title, backend="matplotlib")
-    ax = mfig.axes[0]
-    ax.plot(frac, path, "-s", ms=3, color="#d62728", label=name)
-    ax.set_xlabel(xlab)
-    ax.legend(fontsize="small")
+    plot_lines(taken, xlabel=xlab, backend="matplotlib", ax=mfig.axes[0])
     return fig, mfig
 
 
 def _draw_origin(curves: list[tuple[str, np.ndarray, np.ndarray, bool]]) -> tuple[go.Figure, matplotlib.figure.Figure]:
     """Distance from the origin per epoch; ``curves`` holds ``(label, epochs, distances, dashed)``."""
-    title = "Euclidean distance from the origin"
-    fig = go.Figure()
-    mfig = matplotlib.figure.Figure(figsize=(6.4, 4.2), layout="constrained")
-    ax = mfig.add_subplot()
-    for k, (lab, ep, d, dashed) in enumerate(curves):
-        c = _COLORS[k % len(_COLORS)]
-        fig.add_trace(
-            go.Scatter(
-                x=ep, y=d, mode="lines+markers", name=lab, line=dict(color=c, dash="dash" if dashed else "solid")
-            )
-        )
-        ax.plot(ep, d, "--" if dashed else "-", marker=".", color=c, label=lab)
-    fig.update_layout(title=title, height=420, xaxis_title="epoch", yaxis_title="||w||")
-    ax.set(xlabel="epoch", ylabel="||w||", title=title)
-    ax.legend(fontsize=7, ncol=2)
-    return fig, mfig
+    lines = [
+        Line(ep, d, lab, _COLORS[k % len(_COLORS)], dash="dash" if dashed else "solid", markers=True)
+        for k, (lab, ep, d, dashed) in enumerate(curves)
+    ]
+    kw = {"title": "Euclidean distance from the origin", "xlabel": "epoch", "ylabel": "||w||"}
+    fig = plot_lines(lines, **kw)
+    fig.update_layout(height=420)
+    return fig, plot_lines(lines, backend="matplotlib", **kw)
 
 
 # --------------------------------------------------------------------------- shared pieces of the figures

@@ -25,11 +25,8 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-import matplotlib.figure
 import numpy as np
-import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
 from figures.contract import Panel
 from figures.persistent._runs import (
@@ -52,6 +49,7 @@ from figures.persistent._runs import (
     source_hash,
 )
 from figures.verdict import Effect, Premise, Verdict, at_least, at_most, paired_proportions, verdict_for
+from landscape import plot
 from landscape.data import Splits
 from persistence import PersistentTrainer
 
@@ -101,8 +99,8 @@ __all__ = [  # the shared setup of the Persistent Neurons figures: defined here 
 
 SOURCE = "Persistent Neurons (extended version)"
 SOURCE_PREPRINT = "Persistent Neurons (preprint version)"
-RED, BLUE, GREEN, GREY, ORANGE = "#d62728", "#1f77b4", "#2ca02c", "#7f7f7f", "#ff7f0e"
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
+BLUE, ORANGE, GREEN, RED, GREY = (plot.PALETTE[i] for i in (0, 1, 2, 3, 7))
+PALETTE = tuple(plot.PALETTE[i] for i in (0, 3, 2, 1, 4, 5, 6, 9, 7, 8))  # the one palette, red second
 
 
 # --------------------------------------------------------------------------- drawing (both backends)
@@ -164,7 +162,7 @@ def render(
     caption: str = "",
     size: tuple[float, float] = (5.2, 3.8),
 ) -> Panel:
-    """Draw subplots as one plotly and one matplotlib figure (a gallery :class:`Panel`).
+    """Draw subplots as one plotly and one matplotlib figure (a gallery :class:`Panel`) by small_multiples.
 
     Args:
         key: Panel key.
@@ -177,92 +175,31 @@ def render(
     Returns:
         The panel.
     """
-    n = len(subs)
-    cols = n if cols is None else cols
-    rows = math.ceil(n / cols)
-    fig = make_subplots(
-        rows=rows, cols=cols, subplot_titles=[s.title for s in subs], horizontal_spacing=0.08, vertical_spacing=0.14
-    )
-    seen: set[str] = set()
-    for i, s in enumerate(subs):
-        r, c = divmod(i, cols)
-        rc = {"row": r + 1, "col": c + 1}
-        for ln in s.lines:
-            fig.add_trace(
-                go.Scatter(
-                    x=np.asarray(ln.x),
-                    y=np.asarray(ln.y),
-                    name=ln.name,
-                    legendgroup=ln.name,
-                    showlegend=bool(ln.name) and ln.name not in seen,
-                    mode="lines+markers" if ln.markers else "lines",
-                    line={"color": ln.color, "dash": ln.dash, "width": ln.width},
-                ),
-                **rc,
-            )
-            seen.add(ln.name)
-        for y, name, color, dash in s.hlines:
-            xs = [v for ln in s.lines for v in np.asarray(ln.x).tolist()] or [0, 1]
-            fig.add_trace(
-                go.Scatter(
-                    x=[min(xs), max(xs)],
-                    y=[y, y],
-                    mode="lines",
-                    name=name,
-                    legendgroup=name,
-                    showlegend=name not in seen,
-                    line={"color": color, "dash": dash, "width": 1.5},
-                ),
-                **rc,
-            )
-            seen.add(name)
-        for x, y, name, color in s.marks:
-            fig.add_trace(
-                go.Scatter(
-                    x=[x],
-                    y=[y],
-                    mode="markers",
-                    name=name,
-                    legendgroup=name,
-                    showlegend=name not in seen,
-                    marker={"symbol": "star", "size": 14, "color": color, "line": {"color": "black", "width": 1}},
-                ),
-                **rc,
-            )
-            seen.add(name)
-        fig.update_xaxes(title_text=s.xlabel, **rc)
-        fig.update_yaxes(title_text=s.ylabel, type="log" if s.logy else "linear", **rc)
-    fig.update_layout(
-        title=title,
-        template="plotly_white",
-        height=max(380, 330 * rows + 90),
-        legend={"orientation": "h", "y": -0.18 if rows == 1 else -0.08, "yanchor": "top"},
-    )
-    mfig = matplotlib.figure.Figure(figsize=(size[0] * cols, size[1] * rows + 0.6), layout="constrained")
-    axes = np.atleast_1d(mfig.subplots(rows, cols, squeeze=False)).ravel()
-    for ax, s in zip(axes, subs):
-        for ln in s.lines:
-            ax.plot(
-                np.asarray(ln.x),
-                np.asarray(ln.y),
-                color=ln.color,
-                linestyle=_MPL_DASH.get(ln.dash, "-"),
-                marker="o" if ln.markers else None,
-                markersize=3,
-                linewidth=ln.width * 0.75,
-                label=ln.name or "_nolegend_",
-            )
-        for y, name, color, dash in s.hlines:
-            ax.axhline(y, color=color, linestyle=_MPL_DASH.get(dash, "-"), linewidth=1.2, label=name)
-        for x, y, name, color in s.marks:
-            ax.scatter([x], [y], marker="*", s=160, color=color, edgecolors="black", zorder=5, label=name)
-        if s.logy:
-            ax.set_yscale("log")
-        ax.set(title=s.title, xlabel=s.xlabel, ylabel=s.ylabel)
-        ax.legend(fontsize="x-small")
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    mfig.suptitle(title)
+    panels = [
+        plot.Panel(
+            s.title,
+            [
+                plot.Line(
+                    np.asarray(ln.x),
+                    np.asarray(ln.y),
+                    ln.name,
+                    ln.color,
+                    dash=ln.dash,
+                    markers=ln.markers,
+                    width=ln.width,
+                )
+                for ln in s.lines
+            ],
+            xlabel=s.xlabel,
+            ylabel=s.ylabel,
+            logy=s.logy,
+            hlines=s.hlines,
+            stars=s.marks,
+        )
+        for s in subs
+    ]
+    kw = {"cols": len(subs) if cols is None else cols, "title": title, "size": size, "legend": "axes"}
+    fig, mfig = plot.small_multiples(panels, **kw), plot.small_multiples(panels, backend="matplotlib", **kw)
     return Panel(key, plotly=fig, mpl=mfig, caption=caption)
 
 

@@ -205,7 +205,6 @@ def figure13_15(
     t15 = f"Fig. 15: normalized activation histograms, plain vs championship (iteration {c})"
     fig15 = plot_activation_histograms([hs[0], hs[c]], eps, title=t15)
     m15 = plot_activation_histograms([hs[0], hs[c]], eps, title=t15, backend="matplotlib")
-    _release(m15)
     src = f"{SOURCE}, Sec. 5"
     sc = str(Scale(scale))
     splits = setup.splits()
@@ -312,13 +311,6 @@ def _mpl(draw, size: tuple[float, float]):  # noqa: ANN001, ANN202
     fig = matplotlib.figure.Figure(figsize=size, layout="constrained")
     draw(fig.add_subplot())
     return fig
-
-
-def _release(fig) -> None:  # noqa: ANN001
-    """Detach a pyplot-made figure from pyplot's registry (the gallery saves it; pyplot need not keep it)."""
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
 
 
 @register_figure(

@@ -46,6 +46,7 @@ from figures.verdict import Effect, Premise, Verdict, at_least, at_most
 from landscape.data import load_digits_split, load_mnist_idx
 from landscape.models import SigmoidConvNet
 from landscape.params import model_at, parameters_to_vector
+from landscape.plot import PALETTE, plot_bands
 from landscape.train import Callback, StepEvent, Trainer, evaluate_dataset
 from landscape.trajectory import build_once, cached_json
 from tunnels import NEONEscape, PerturbedGD, TunnelSchedule
@@ -56,14 +57,14 @@ F = nn.functional
 SOURCE = "Tunnels (Escaping Flat Areas via Function-Preserving Structural Network Modifications)"
 GRAD_TOL = 1e-5  # premise: the start is a critical point (full-batch gradient norm, float64)
 STUCK_TOL = 0.02  # premise: the control's loss drops by less than 2% (relative) over the run
-COLORS = {
-    "control": "#1f77b4",
-    "proposed": "#2ca02c",
-    "random": "#ff7f0e",
-    "constant": "#9467bd",
-    "half": "#7f7f7f",
-    "pgd": "#2ca02c",
-    "neon": "#d62728",
+COLORS = {  # arm -> colour of the one palette
+    "control": PALETTE[0],
+    "proposed": PALETTE[2],
+    "random": PALETTE[1],
+    "constant": PALETTE[4],
+    "half": PALETTE[7],
+    "pgd": PALETTE[2],
+    "neon": PALETTE[3],
 }
 
 
@@ -482,20 +483,11 @@ def mean_std(rows: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def band_traces(go: Any, x: np.ndarray, mean: np.ndarray, std: np.ndarray, name: str, color: str) -> list[Any]:
-    """Plotly traces of a mean line with a one-standard-deviation band."""
-    rgba = f"rgba({int(color[1:3], 16)},{int(color[3:5], 16)},{int(color[5:7], 16)},0.2)"
-    return [
-        go.Scatter(
-            x=np.r_[x, x[::-1]],
-            y=np.r_[mean + std, (mean - std)[::-1]],
-            fill="toself",
-            fillcolor=rgba,
-            line={"width": 0},
-            hoverinfo="skip",
-            showlegend=False,
-        ),
-        go.Scatter(x=x, y=mean, mode="lines", name=name, line={"color": color}),
-    ]
+    """Plotly traces of a mean line with a one-standard-deviation band (:func:`landscape.plot.plot_bands`).
+
+    ``go`` (``plotly.graph_objects``) is not needed any more; it stays for the callers.
+    """
+    return list(plot_bands(x, mean, std, [name], colors=[color]).data)
 
 
 @dataclasses.dataclass(frozen=True)

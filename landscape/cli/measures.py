@@ -65,7 +65,7 @@ def cmd_hessian(args: argparse.Namespace) -> list[str]:
 def cmd_distance(args: argparse.Namespace) -> list[str]:
     """``distance``: functional distance and label disagreement from ``--from`` along the line to ``--to``."""
     from landscape.analyze.distance import distance_along_path
-    from landscape.plot.core import plot_distance
+    from landscape.plot.curves import plot_distance
 
     data, shape, classes, desc = load_data(args, args.dtype)
     start = default_point(args, args.start, "--from POINT")

@@ -58,7 +58,7 @@ class Writer:
         """Write ``draw(backend)`` as ``<stem>.html`` (plotly) and ``<stem>.png`` (matplotlib), unless turned off."""
         if self.rank != 0:
             return
-        from landscape.plot.core import save_html, save_png
+        from landscape.plot.files import save_html, save_png
 
         if self.html and html:
             self.written.append(save_html(draw("plotly"), self.out / f"{stem}.html", plotlyjs=self.plotlyjs))

@@ -30,7 +30,7 @@ def _lossparse_range(r: Any) -> str:
 def cmd_line(args: argparse.Namespace) -> list[str]:
     """``line``: linear interpolation (or the absolute-distance line) between two points."""
     from landscape.analyze.surface import line, line_distance
-    from landscape.plot.core import plot_line
+    from landscape.plot.curves import plot_line
 
     data, shape, classes, desc = load_data(args, args.dtype)
     args.start = default_point(args, args.start, "--from POINT")
@@ -79,7 +79,7 @@ def _pca_plane(
     """Fit the PCA of ``trajs``, evaluate the plane around its centre and project the paths with their losses.
 
     The plane is ``pca.plane_directions()``, so the path's coordinates are the plane's (see
-    :func:`landscape.plot.core.plot_trajectory`). BatchNorm buffers come from ``center`` (default: the last
+    :func:`landscape.plot.planes.plot_trajectory`). BatchNorm buffers come from ``center`` (default: the last
     snapshot of the last trajectory).
 
     Returns:
@@ -127,7 +127,7 @@ def _pca_plane(
 def cmd_plane(args: argparse.Namespace) -> list[str]:
     """``plane``: a 2-D slice around a centre along random, normalized, PCA or model directions."""
     from landscape.analyze.surface import plane_through, random_plane
-    from landscape.plot.core import plot_contour, plot_heatmap, plot_surface, plot_trajectory
+    from landscape.plot.planes import plot_contour, plot_heatmap, plot_surface, plot_trajectory
 
     data, shape, classes, desc = load_data(args, args.dtype)
     kind = args.directions
@@ -191,7 +191,7 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
     """``pca``: PCA of trajectories; with ``--data`` also the loss plane and the path's true losses."""
     import safetensors.torch
 
-    from landscape.plot.core import plot_trajectory
+    from landscape.plot.planes import plot_trajectory
 
     data = desc = template = None
     args.center = args.center or args.weights

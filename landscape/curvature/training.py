@@ -11,7 +11,7 @@
   Cohen et al. 2021, *Gradient Descent on Neural Networks Typically Occurs at the Edge of Stability* (ICLR),
   where the top eigenvalue rises ("progressive sharpening") until it reaches ``2 / lr`` and then hovers there.
 
-All return a :class:`CurvatureTrace`; :func:`landscape.plot.core.plot_sharpness` draws it with the ``2 / lr``
+All return a :class:`CurvatureTrace`; :func:`landscape.plot.curves.plot_sharpness` draws it with the ``2 / lr``
 line. The Hessian is of the eval-mode function by default (BatchNorm running statistics, Dropout off), as
 in :func:`landscape.hessian_spectrum`; models are never modified. The measurement at each point, with its
 warm start, is :class:`~landscape.curvature.tracker.CurvatureTracker`.

@@ -1,31 +1,26 @@
 """Renderers for Hessian spectra: the SLQ eigenvalue density on a log axis (PyHessian / Ghorbani et al. 2019 style).
 
-Renderers only draw: they take :class:`~landscape.curvature.spectrum.HessianSpectrum` results (precomputed Ritz
+Renderers only draw: they take :class:`~landscape.curvature.hessian.HessianSpectrum` results (precomputed Ritz
 nodes and weights) and never evaluate a model. Overlaying two spectra gives the Persistent Neurons
 Fig. 12 comparison (plain vs championship).
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from landscape.curvature.spectrum import HessianSpectrum
+from landscape.plot._prepare import Frame, Line
+from landscape.plot.style import Backend, dispatch
 
-__all__ = ["Backend", "plot_spectrum_density"]
-
-
-class Backend(str, enum.Enum):
-    """Plotting library."""
-
-    PLOTLY = "plotly"
-    MATPLOTLIB = "matplotlib"
+__all__ = ["plot_spectrum_density"]
 
 
-def _shared_grid(spectra: Sequence[HessianSpectrum], sigma: float | None, n_points: int | None) -> np.ndarray:
+def shared_grid(spectra: Sequence[HessianSpectrum], sigma: float | None, n_points: int | None) -> np.ndarray:
+    """One eigenvalue grid covering every spectrum, as fine as the finest of their own grids."""
     grids = [s.grid(n_points, sigma) for s in spectra]
     lo, hi = min(g[0] for g in grids), max(g[-1] for g in grids)
     step = min(g[1] - g[0] for g in grids if len(g) > 1)
@@ -48,6 +43,8 @@ def plot_spectrum_density(
 ) -> Any:
     """Plot one or several Hessian eigenvalue densities on a shared grid.
 
+    Each spectrum's top eigenvalue is marked by a dotted vertical line.
+
     Args:
         spectra: One spectrum or several to overlay (e.g. plain and championship).
         labels: Legend entries, one per spectrum (default ``"spectrum i"``).
@@ -67,10 +64,7 @@ def plot_spectrum_density(
     Raises:
         ValueError: On an unknown backend, no spectra, or a label count that does not match.
     """
-    try:
-        backend = Backend(backend)
-    except ValueError:
-        raise ValueError(f"unknown backend {backend!r}; valid: {[b.value for b in Backend]}") from None
+    draw, target = dispatch(backend, fig, ax)
     items = [spectra] if isinstance(spectra, HessianSpectrum) else list(spectra)
     if not items:
         raise ValueError("no spectrum to plot")
@@ -78,41 +72,21 @@ def plot_spectrum_density(
     if len(labels) != len(items):
         raise ValueError(f"{len(labels)} labels for {len(items)} spectra")
     sigma = max(s.sigma for s in items) if sigma is None else float(sigma)
-    grid = _shared_grid(items, sigma, n_points)
-    curves = [s.density(grid, sigma=sigma)[1] for s in items]
-    if log:
-        curves = [np.maximum(c, floor) for c in curves]
-    tops = [s.top_eigenvalues for s in items]
-
-    if backend is Backend.PLOTLY:
-        import plotly.graph_objects as go
-
-        fig = fig if fig is not None else go.Figure()
-        for label, c, s in zip(labels, curves, items):
-            fig.add_trace(go.Scatter(x=grid, y=c, mode="lines", name=f"{label} ({s.bn_mode} BN)"))
-        fig.update_layout(title=title, xaxis_title="eigenvalue", yaxis_title=f"density (sigma={sigma:.2g})")
-        if log:
-            fig.update_yaxes(type="log")
-        for top in tops:
-            for v in top[:1]:
-                fig.add_vline(x=float(v), line_dash="dot", line_width=1)
-        return fig
-
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        figure, ax = plt.subplots(figsize=(6, 4))
-    else:
-        figure = ax.figure
-    for label, c, s in zip(labels, curves, items):
-        ax.plot(grid, c, label=f"{label} ({s.bn_mode} BN)", linewidth=1)
-    for top in tops:
-        for v in top[:1]:
-            ax.axvline(float(v), linestyle=":", linewidth=0.8, color="gray")
-    if log:
-        ax.set_yscale("log")
-    ax.set_xlabel("eigenvalue")
-    ax.set_ylabel(f"density (sigma={sigma:.2g})")
-    ax.set_title(title)
-    ax.legend()
-    return figure
+    grid = shared_grid(items, sigma, n_points)
+    curves = []
+    for i, (label, s) in enumerate(zip(labels, items)):
+        c = s.density(grid, sigma=sigma)[1]
+        curves.append(Line(grid, np.maximum(c, floor) if log else c, f"{label} ({s.bn_mode} BN)", slot=i))
+    tops = [(float(s.top_eigenvalues[0]), "") for s in items if len(s.top_eigenvalues)]
+    return draw.lines(
+        target,
+        curves,
+        Frame(
+            title=title,
+            xlabel="eigenvalue",
+            ylabel=f"density (sigma={sigma:.2g})",
+            log=log,
+            vlines=tops,
+            size=(6.0, 4.0),
+        ),
+    )

@@ -4,7 +4,7 @@
 colour per layer and one line style per run; the first run is drawn solid, as the paper's plain
 model ("The solid line is the plain model's results"). ``plot_activation_histograms`` draws the
 normalized activation histograms at chosen epochs, one panel per epoch (Fig. 15: epochs 15 and 30).
-Both take :class:`~landscape.analyze.saturation_results.SaturationHistory` objects and return a plotly or matplotlib
+Both take :class:`~landscape.analyze.saturation.SaturationHistory` objects and return a plotly or matplotlib
 figure.
 """
 
@@ -13,28 +13,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from landscape._options import parse_option
+import numpy as np
+
 from landscape.analyze.saturation_results import SaturationHistory
-from landscape.plot.core import COLORS as _COLORS
-from landscape.plot.core import Backend
+from landscape.plot._prepare import Frame, Line, Panel, PanelGrid, labels_of, results_of
+from landscape.plot.style import LINESTYLES, Backend, color, dispatch
 
 __all__ = ["plot_saturation_curves", "plot_activation_histograms"]
 
-_PLOTLY_DASH = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
-_MPL_DASH = ["-", "--", ":", "-.", (0, (8, 2)), (0, (8, 2, 2, 2))]
-
 
 def _histories(
-    histories: SaturationHistory | Sequence[SaturationHistory], labels: Sequence[str] | None
+    histories: SaturationHistory | Sequence[SaturationHistory], labels: Sequence[str] | None, what: str
 ) -> tuple[list[SaturationHistory], list[str]]:
-    hs = [histories] if isinstance(histories, SaturationHistory) else list(histories)
-    if not hs or not all(isinstance(h, SaturationHistory) for h in hs):
-        raise TypeError("pass a SaturationHistory or a sequence of them (e.g. SaturationRecorder(...).history_)")
-    if labels is None:
-        labels = [h.label or f"run {i}" for i, h in enumerate(hs)]
-    if len(labels) != len(hs):
-        raise ValueError(f"got {len(labels)} labels for {len(hs)} histories")
-    return hs, list(labels)
+    hs = results_of(histories, SaturationHistory, what)
+    return hs, labels_of(hs, labels)
 
 
 def _layers(h: SaturationHistory, layers: Sequence[str] | None) -> list[str]:
@@ -75,55 +67,32 @@ def plot_saturation_curves(
     Raises:
         KeyError: If ``q`` or a layer was not recorded.
     """
-    be = parse_option(Backend, backend, "backend")
-    hs, labs = _histories(histories, labels)
+    draw, target = dispatch(backend, fig, ax)
+    hs, labs = _histories(histories, labels, "plot_saturation_curves")
     title = title or f"{q:g}th percentile of activation values" + (" (|a|)" if hs[0].value == "abs" else "")
-    lines = []  # (x, y, layer index, run index, name)
+    curves = []
     all_layers: list[str] = []
     for r, h in enumerate(hs):
         for name in _layers(h, layers):
             if name not in all_layers:
                 all_layers.append(name)
-            lines.append((h.epochs, h.curve(name, q), all_layers.index(name), r, f"{labs[r]} · {name}"))
-    if be is Backend.PLOTLY:
-        import plotly.graph_objects as go
-
-        fig = fig if fig is not None else go.Figure()
-        for x, y, li, r, name in lines:
-            fig.add_trace(
-                go.Scatter(
-                    x=x,
-                    y=y,
-                    mode="lines+markers",
-                    name=name,
-                    line={"color": _COLORS[li % len(_COLORS)], "dash": _PLOTLY_DASH[r % len(_PLOTLY_DASH)]},
+            c, dash = _style(all_layers.index(name), r)
+            curves.append(
+                Line(
+                    h.epochs,
+                    np.asarray(h.curve(name, q), np.float64),
+                    f"{labs[r]} · {name}",
+                    markers=True,
+                    color=c,
+                    dash=dash,
                 )
             )
-        fig.update_layout(
-            title=title, xaxis_title="epoch", yaxis_title=f"p{q:g} of activation", template="plotly_white"
-        )
-        return fig
-    import matplotlib.pyplot as plt
+    return draw.lines(target, curves, Frame(title=title, xlabel="epoch", ylabel=f"p{q:g} of activation"))
 
-    if ax is None:
-        figure, ax = plt.subplots(figsize=(6.4, 4.2))
-    else:
-        figure = ax.figure
-    for x, y, li, r, name in lines:
-        ax.plot(
-            x,
-            y,
-            color=_COLORS[li % len(_COLORS)],
-            linestyle=_MPL_DASH[r % len(_MPL_DASH)],
-            marker="o",
-            markersize=3,
-            label=name,
-        )
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"p{q:g} of activation")
-    ax.set_title(title)
-    ax.legend(fontsize="small")
-    return figure
+
+def _style(layer: int, run: int) -> tuple[str, str]:
+    """``(colour, dash)``: one colour per layer, one line style per run (the first run solid)."""
+    return color(layer), LINESTYLES[run % len(LINESTYLES)]
 
 
 def plot_activation_histograms(
@@ -151,63 +120,26 @@ def plot_activation_histograms(
     Raises:
         KeyError: If a history kept no histogram at one of ``epochs``.
     """
-    be = parse_option(Backend, backend, "backend")
-    hs, labs = _histories(histories, labels)
+    draw, _ = dispatch(backend)
+    hs, labs = _histories(histories, labels, "plot_activation_histograms")
     eps = [float(e) for e in (hs[0].histogram_epochs if epochs is None else epochs)]
     if not eps:
         raise ValueError("no epochs to draw: the first history kept no histogram; pass epochs=...")
-    title = title or "Normalized histogram of activation values"
-    panels = []  # per epoch: list of (centres, shares, layer index, run index, name)
+    xlabel = "|activation|" if hs[0].value == "abs" else "activation"
+    panels = []
     all_layers: list[str] = []
-    for e in eps:
+    for k, e in enumerate(eps):
         entries = []
         for r, h in enumerate(hs):
             for name in _layers(h, layers):
                 if name not in all_layers:
                     all_layers.append(name)
                 shares, edges = h.normalized_histogram(e, name)
-                entries.append(((edges[:-1] + edges[1:]) / 2, shares, all_layers.index(name), r, f"{labs[r]} · {name}"))
-        panels.append(entries)
-    xlabel = "|activation|" if hs[0].value == "abs" else "activation"
-    if be is Backend.PLOTLY:
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-
-        fig = make_subplots(rows=1, cols=len(eps), subplot_titles=[f"epoch {e:g}" for e in eps], shared_yaxes=True)
-        for c, entries in enumerate(panels, start=1):
-            for x, y, li, r, name in entries:
-                fig.add_trace(
-                    go.Scatter(
-                        x=x,
-                        y=y,
-                        mode="lines",
-                        name=name,
-                        legendgroup=name,
-                        showlegend=c == 1,
-                        line={
-                            "shape": "hvh",
-                            "color": _COLORS[li % len(_COLORS)],
-                            "dash": _PLOTLY_DASH[r % len(_PLOTLY_DASH)],
-                        },
-                    ),
-                    row=1,
-                    col=c,
+                centres = (edges[:-1] + edges[1:]) / 2
+                c, dash = _style(all_layers.index(name), r)
+                entries.append(
+                    Line(centres, np.asarray(shares, np.float64), f"{labs[r]} · {name}", step="mid", color=c, dash=dash)
                 )
-            fig.update_xaxes(title_text=xlabel, row=1, col=c)
-        fig.update_yaxes(title_text="share of values", row=1, col=1)
-        fig.update_layout(title=title, template="plotly_white")
-        return fig
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(eps), figsize=(4.8 * len(eps), 3.8), sharey=True, squeeze=False)
-    for ax, e, entries in zip(axes[0], eps, panels):
-        for x, y, li, r, name in entries:
-            ax.step(
-                x, y, where="mid", color=_COLORS[li % len(_COLORS)], linestyle=_MPL_DASH[r % len(_MPL_DASH)], label=name
-            )
-        ax.set_title(f"epoch {e:g}")
-        ax.set_xlabel(xlabel)
-    axes[0][0].set_ylabel("share of values")
-    axes[0][0].legend(fontsize="small")
-    figure.suptitle(title)
-    return figure
+        panels.append(Panel(f"epoch {e:g}", entries, xlabel=xlabel, ylabel="share of values" if k == 0 else None))
+    title = title or "Normalized histogram of activation values"
+    return draw.panels(PanelGrid(panels, len(eps), title, sharey=True, size=(4.8, 3.8), legend="first"))

@@ -1,0 +1,337 @@
+"""Slices over two coordinates: contours, heatmaps, surfaces, squares, triangles, curves and paths on a plane.
+
+The bilinear square and the barycentric triangle are Im et al.'s layouts; a mode-connecting curve is drawn on
+the plane through its endpoints and bend; a projected training path is drawn over the PCA plane.
+
+Each function prepares a :class:`~landscape.plot._prepare.Grid`, :class:`~landscape.plot._prepare.Triangle`
+or :class:`~landscape.plot._prepare.PathRun` list (plain data) and hands it to the backend. ``z[i, j]`` is drawn
+at ``(xs[j], ys[i])``; non-finite values are masked (left blank), and ``log=True`` draws ``log10`` of the metric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from landscape._options import parse_option
+from landscape.analyze.curves import CurveResult
+from landscape.analyze.paths import ProjectedPath
+from landscape.analyze.slice_results import BarycentricResult, BilinearResult, PlaneResult
+from landscape.plot._prepare import Paths, grid_of, path_runs, plane_curve_xy, title_or, triangle_of
+from landscape.plot.style import Backend, Style, dispatch
+
+__all__ = [
+    "plot_contour",
+    "plot_heatmap",
+    "plot_surface",
+    "plot_bilinear",
+    "plot_barycentric",
+    "plot_plane_curve",
+    "plot_trajectory",
+]
+
+
+def _plot_grid(
+    result: PlaneResult | BilinearResult,
+    style: Style,
+    metric: str,
+    log: bool,
+    levels: int,
+    clip: float | None,
+    anchors: bool,
+    backend: Backend | str,
+    title: str | None,
+    default_title: str,
+    fig: Any,
+    ax: Any,
+    square: bool = False,
+) -> Any:
+    g = grid_of(result, metric, log, clip)
+    if not anchors:
+        g = dataclasses.replace(g, points=np.zeros((0, 2)), point_labels=[])
+    draw, target = dispatch(backend, fig, ax)
+    return draw.grid(target, g, style, levels, title=title_or(title, default_title.format(z=g.zlabel)), square=square)
+
+
+def plot_contour(
+    result: PlaneResult | BilinearResult,
+    *,
+    metric: str = "loss",
+    filled: bool = False,
+    log: bool = False,
+    levels: int = 20,
+    clip: float | None = None,
+    anchors: bool = True,
+    backend: Backend | str = Backend.PLOTLY,
+    title: str | None = None,
+    fig: Any = None,
+    ax: Any = None,
+) -> Any:
+    """Contour lines (or filled contours) of a metric over a plane, as in Li et al. Fig. 1 and 6.
+
+    ``z[i, j]`` is drawn at ``(xs[j], ys[i])``; anchor points (the centre, the models of
+    ``plane_through``, the bilinear corners) are marked with their labels.
+
+    Args:
+        result: A :class:`PlaneResult` or :class:`BilinearResult`.
+        metric: Metric to draw.
+        filled: Filled contours instead of lines.
+        log: Draw ``log10`` of the metric (non-positive values masked).
+        levels: Number of evenly spaced levels between the finite minimum and maximum.
+        clip: Values above are drawn at ``clip`` (Li et al.'s ``vmax``).
+        anchors: Mark the anchor points.
+        backend: ``"plotly"`` or ``"matplotlib"``.
+        title: Figure title.
+        fig: Existing plotly figure to draw into (plotly backend).
+        ax: Existing matplotlib axes to draw into (matplotlib backend).
+
+    Returns:
+        A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
+
+    Raises:
+        TypeError: On a result without a rectangular grid.
+        KeyError: If the result lacks ``metric``.
+    """
+    style = Style.FILLED if filled else Style.CONTOUR
+    return _plot_grid(result, style, metric, log, levels, clip, anchors, backend, title, "{z} on the plane", fig, ax)
+
+
+def plot_heatmap(
+    result: PlaneResult | BilinearResult,
+    *,
+    metric: str = "loss",
+    log: bool = False,
+    clip: float | None = None,
+    anchors: bool = True,
+    backend: Backend | str = Backend.PLOTLY,
+    title: str | None = None,
+    fig: Any = None,
+    ax: Any = None,
+) -> Any:
+    """A heatmap of a metric over a plane (one cell per grid point, masked cells left blank).
+
+    Args:
+        result: A :class:`PlaneResult` or :class:`BilinearResult`.
+        metric: Metric to draw.
+        log: Draw ``log10`` of the metric.
+        clip: Values above are drawn at ``clip``.
+        anchors: Mark the anchor points.
+        backend: ``"plotly"`` or ``"matplotlib"``.
+        title: Figure title.
+        fig: Existing plotly figure to draw into (plotly backend).
+        ax: Existing matplotlib axes to draw into (matplotlib backend).
+
+    Returns:
+        A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
+    """
+    return _plot_grid(result, Style.HEATMAP, metric, log, 0, clip, anchors, backend, title, "{z} on the plane", fig, ax)
+
+
+def plot_surface(
+    result: PlaneResult | BilinearResult,
+    *,
+    metric: str = "loss",
+    log: bool = False,
+    clip: float | None = None,
+    backend: Backend | str = Backend.PLOTLY,
+    title: str | None = None,
+    fig: Any = None,
+    ax: Any = None,
+) -> Any:
+    """A 3-D surface of a metric over a plane (Li et al. Fig. 1); masked points leave holes.
+
+    Args:
+        result: A :class:`PlaneResult` or :class:`BilinearResult`.
+        metric: Metric to draw (the height).
+        log: Height ``log10`` of the metric.
+        clip: Heights above are drawn at ``clip``.
+        backend: ``"plotly"`` or ``"matplotlib"``.
+        title: Figure title.
+        fig: Existing plotly figure to draw into (plotly backend).
+        ax: Existing matplotlib 3-D axes (``projection="3d"``) to draw into (matplotlib backend).
+
+    Returns:
+        A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
+    """
+    return _plot_grid(result, Style.SURFACE, metric, log, 0, clip, True, backend, title, "{z} surface", fig, ax)
+
+
+def plot_bilinear(
+    result: BilinearResult,
+    *,
+    metric: str = "loss",
+    style: Style | str = Style.FILLED,
+    log: bool = False,
+    levels: int = 20,
+    clip: float | None = None,
+    backend: Backend | str = Backend.PLOTLY,
+    title: str | None = None,
+    fig: Any = None,
+    ax: Any = None,
+) -> Any:
+    """The square layout of Im et al.'s bilinear slice (A.1): ``(alpha, beta)`` in the unit square, corners labelled.
+
+    Args:
+        result: A :class:`BilinearResult`.
+        metric: Metric to draw.
+        style: ``"filled"``, ``"contour"``, ``"heatmap"`` or ``"surface"``.
+        log: Draw ``log10`` of the metric.
+        levels: Number of contour levels.
+        clip: Values above are drawn at ``clip``.
+        backend: ``"plotly"`` or ``"matplotlib"``.
+        title: Figure title.
+        fig: Existing plotly figure to draw into (plotly backend).
+        ax: Existing matplotlib axes to draw into (matplotlib backend).
+
+    Returns:
+        A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
+    """
+    st = parse_option(Style, style, "style")
+    if not isinstance(result, BilinearResult):
+        raise TypeError(f"plot_bilinear takes a BilinearResult, got {type(result).__name__}")
+    default = "{z}: bilinear interpolation"
+    return _plot_grid(result, st, metric, log, levels, clip, True, backend, title, default, fig, ax, square=True)
+
+
+def plot_barycentric(
+    result: BarycentricResult,
+    *,
+    metric: str = "loss",
+    log: bool = False,
+    levels: int = 20,
+    clip: float | None = None,
+    backend: Backend | str = Backend.PLOTLY,
+    title: str | None = None,
+    fig: Any = None,
+    ax: Any = None,
+) -> Any:
+    """The triangle layout of Im et al.'s barycentric slice (A.1): vertex 0, 1, 2 at the corners.
+
+    Grid point ``(alpha_j, beta_i)`` is drawn at :meth:`BarycentricResult.triangle_xy` ``[i, j]``
+    (vertex 0 at ``(0, 0)``, 1 at ``(1, 0)``, 2 at ``(1/2, sqrt(3)/2)``). Plotly draws the grid points as
+    markers (masked points as grey crosses) over filled contours of the values interpolated bilinearly in
+    ``(alpha, beta)`` (:func:`triangle_raster`); matplotlib draws a Gouraud-shaded triangulation of the grid
+    with contour lines. Either way a cell touching a masked point is left blank.
+
+    Args:
+        result: A :class:`BarycentricResult`.
+        metric: Metric to draw.
+        log: Draw ``log10`` of the metric.
+        levels: Number of contour lines (matplotlib).
+        clip: Values above are drawn at ``clip``.
+        backend: ``"plotly"`` or ``"matplotlib"``.
+        title: Figure title.
+        fig: Existing plotly figure to draw into (plotly backend).
+        ax: Existing matplotlib axes to draw into (matplotlib backend).
+
+    Returns:
+        A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
+    """
+    t = triangle_of(result, metric, log, clip)
+    draw, target = dispatch(backend, fig, ax)
+    return draw.triangle(target, t, levels, title=title_or(title, f"{t.zlabel}: barycentric interpolation"))
+
+
+def plot_trajectory(
+    plane: PlaneResult | None,
+    path: ProjectedPath,
+    *,
+    labels: Sequence[str] | None = None,
+    metric: str = "loss",
+    style: Style | str = Style.FILLED,
+    log: bool = False,
+    levels: int = 20,
+    clip: float | None = None,
+    panel: bool = True,
+    backend: Backend | str = Backend.PLOTLY,
+    title: str | None = None,
+    fig: Any = None,
+    ax: Any = None,
+) -> Any:
+    """A projected training path over the PCA plane's loss surface (Li et al. Fig. 9; Lipton Fig. 1).
+
+    The path's coordinates are drawn as they are: the plane must be the PCA plane the path was
+    projected on, i.e. computed with ``center, d1, d2 = pca.plane_directions()`` of the same fitted
+    :class:`~landscape.analyze.pca.TrajectoryPCA` (then the path's ``(x, y)`` are the plane's ``(xs, ys)``
+    coordinates). Markers are coloured by the share of each snapshot's displacement that lies off the
+    plane; hover texts give step, epoch, off-plane distance, and the snapshot's true loss beside the
+    loss at its projection. With ``panel`` (and losses in the path) a second panel draws those two
+    losses along the path: where they differ, the plane misrepresents the path.
+
+    Args:
+        plane: The PCA-plane :class:`PlaneResult`, or ``None`` to draw the path alone.
+        path: The :class:`~landscape.analyze.pca.ProjectedPath` (``TrajectoryPCA.project``).
+        labels: Run names (default ``"run i"``).
+        metric: Metric of the plane to draw.
+        style: ``"filled"``, ``"contour"`` or ``"heatmap"``.
+        log: ``log10`` colours for the plane and log axis for the loss panel.
+        levels: Number of contour levels.
+        clip: Plane values above are drawn at ``clip``.
+        panel: Add the true-vs-plane loss panel (when ``fig``/``ax`` is not given and the path has losses).
+        backend: ``"plotly"`` or ``"matplotlib"``.
+        title: Figure title.
+        fig: Existing plotly figure to draw into (plotly backend; no second panel).
+        ax: Existing matplotlib axes to draw into (matplotlib backend; no second panel).
+
+    Returns:
+        A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
+
+    Raises:
+        ValueError: On a 3-D ``style``.
+    """
+    st = parse_option(Style, style, "style")
+    if st is Style.SURFACE:
+        raise ValueError("a trajectory is overlaid on a 2-D style: 'filled', 'contour' or 'heatmap'")
+    runs, tname = path_runs(path, labels)
+    evr = np.asarray(path.explained_variance_ratio, np.float64)
+    xl, yl = (f"PC{k + 1} ({100 * evr[k]:.1f}% of the variance)" if len(evr) > k else f"PC{k + 1}" for k in range(2))
+    g = None if plane is None else grid_of(plane, metric, log, clip)
+    draw, target = dispatch(backend, fig, ax)
+    paths = Paths(runs, g, xl, yl, tname, log)
+    panel = panel and path.true_loss is not None
+    return draw.path(target, paths, st, levels, panel=panel, title=title_or(title, "training path on the PCA plane"))
+
+
+def plot_plane_curve(
+    plane: PlaneResult,
+    curve: CurveResult,
+    *,
+    metric: str = "loss",
+    log: bool = False,
+    levels: int = 20,
+    clip: float | None = None,
+    backend: Backend | str = Backend.PLOTLY,
+    title: str | None = None,
+    fig: Any = None,
+    ax: Any = None,
+) -> Any:
+    """The plane through the endpoints and the bend, with the curve and the straight line on it (Garipov Fig. 1).
+
+    ``plane`` is :func:`landscape.plane_through` of ``(w0, w1, theta)``; the curve's points are projected
+    onto it (a quadratic Bezier curve lies in that plane exactly).
+
+    Args:
+        plane: The evaluated plane.
+        curve: The evaluated curve.
+        metric: Metric of the contours.
+        log: Contours of ``log10`` of the metric.
+        levels: Number of contour levels.
+        clip: Values above are drawn at ``clip``.
+        backend: ``"plotly"`` or ``"matplotlib"``.
+        title: Figure title.
+        fig: Existing plotly figure to draw into.
+        ax: Existing matplotlib axes to draw into.
+
+    Returns:
+        A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
+    """
+    xy, ctrl = plane_curve_xy(plane, curve)
+    g = grid_of(plane, metric, log, clip)
+    g = dataclasses.replace(g, points=np.zeros((0, 2)), point_labels=[])
+    draw, target = dispatch(backend, fig, ax)
+    name = curve.label or curve.shape
+    title = title_or(title, f"{g.zlabel}: plane through the endpoints and the bend")
+    return draw.plane_curve(target, g, levels, xy, ctrl, name, title=title)

@@ -1,0 +1,146 @@
+"""The renderer contract: two backends with the same functions, plain data in between, one palette, no pyplot."""
+
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from landscape import plot
+from landscape.plot import _matplotlib, _plotly
+from landscape.plot.style import LINESTYLES, PALETTE, mpl_linestyle, rgba, tint
+
+
+def test_backends_implement_the_same_functions():
+    assert _plotly.__all__ == _matplotlib.__all__
+    for name in _plotly.__all__:
+        a, b = inspect.signature(getattr(_plotly, name)), inspect.signature(getattr(_matplotlib, name))
+        if name == "save":  # plotly's options (plotlyjs) differ from matplotlib's (dpi) after the figure and path
+            assert list(a.parameters)[:2] == list(b.parameters)[:2]
+        else:
+            assert list(a.parameters) == list(b.parameters), name
+
+
+def test_every_plot_function_takes_a_backend():
+    names = [n for n in plot.__all__ if n.startswith("plot_") or n == "small_multiples"]
+    assert len(names) >= 17
+    for n in names:
+        assert "backend" in inspect.signature(getattr(plot, n)).parameters, n
+    with pytest.raises(ValueError, match="valid"):
+        plot.plot_lines(plot.Line(np.arange(3.0), np.arange(3.0)), backend="bokeh")
+
+
+def test_data_layer_imports_no_plotting_library_and_drawing_needs_no_pyplot():
+    code = """
+import sys
+import landscape.plot._prepare, landscape.plot.curves, landscape.plot.planes, landscape.plot.saturation
+import landscape.plot.hessian, landscape.plot.panels, landscape.plot.style
+assert not any(m.split('.')[0] in ('plotly', 'matplotlib') for m in sys.modules), 'data layer imported a plotter'
+import numpy as np
+from landscape import plot
+p = [plot.Panel('a', [plot.Line(np.arange(4.0), np.ones(4), 'x')]), plot.Panel('b')]
+plot.small_multiples(p, cols=2, backend='matplotlib')
+plot.plot_bands(np.arange(4.0), np.ones(4), np.ones(4), ['m'], backend='matplotlib')
+assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+
+
+def _panels():
+    x = np.linspace(0.0, 1.0, 5)
+    bad = np.array([1.0, np.nan, 0.5, -1.0, 2.0])  # a NaN and a value that has no logarithm
+    return (
+        x,
+        bad,
+        [
+            plot.Panel("first", [plot.Line(x, bad, "run", dash="dash"), plot.Line(x, x + 1, "other")], logy=True),
+            plot.Panel("second", [plot.Line(x, x + 2, "run", dots=(0.5,))], vlines=(0.25,)),
+            plot.Panel("third", [plot.Line(x, x + 3, "other")], hlines=[(2.0, "ref", "#000000", "dot")]),
+        ],
+    )
+
+
+def test_small_multiples_plotly_draws_the_data_once_per_legend_entry():
+    x, bad, panels = _panels()
+    fig = plot.small_multiples(panels, cols=2, xlabel="t", ylabel="v", title="grid")
+    curves = [t for t in fig.data if t.name in ("run", "other")]
+    want = np.where(np.isfinite(bad) & (bad > 0), bad, np.nan)
+    np.testing.assert_array_equal(np.isnan(np.asarray(curves[0].y, float)), np.isnan(want))
+    np.testing.assert_array_equal(np.asarray(curves[0].y, float)[~np.isnan(want)], want[~np.isnan(want)])
+    shown = [t.name for t in fig.data if t.showlegend is not False and t.name]
+    assert sorted(shown) == ["other", "ref", "run"]  # each label once
+    assert curves[0].line.color == curves[2].line.color == PALETTE[0]  # one palette slot per label position
+    assert fig.layout.yaxis.type == "log" and fig.layout.xaxis.title.text == "t" and fig.layout.yaxis.title.text == "v"
+    assert fig.layout.yaxis2.title.text is None  # the y label only in the first column
+    assert [a.text for a in fig.layout.annotations][:3] == ["first", "second", "third"]
+
+
+def test_small_multiples_matplotlib_masks_and_hides_unused_axes():
+    x, bad, panels = _panels()
+    fig = plot.small_multiples(panels, cols=2, xlabel="t", ylabel="v", backend="matplotlib")
+    axes = fig.axes
+    assert len(axes) == 4 and not axes[3].axison
+    y = axes[0].lines[0].get_ydata()
+    assert isinstance(y, np.ma.MaskedArray)
+    np.testing.assert_array_equal(y.mask, ~(np.isfinite(bad) & (bad > 0)))
+    assert axes[0].get_yscale() == "log" and axes[0].get_ylabel() == "v" and axes[1].get_ylabel() == ""
+    assert axes[0].lines[0].get_linestyle() == "--"
+    assert len(fig.legends) == 1 and sorted(t.get_text() for t in fig.legends[0].texts) == ["other", "ref", "run"]
+
+
+def test_bands_draw_mean_and_spread():
+    x = np.arange(4.0)
+    mu = np.array([[1.0, 2.0, 3.0, 4.0], [0.0, 0.5, 1.0, 1.5]])
+    sd = np.array([[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5]])
+    fig = plot.plot_bands(x, mu, sd, ["a", "b"], colors=["#1f77b4", "#d62728"])
+    band, mean = fig.data[0], fig.data[1]
+    np.testing.assert_array_equal(band.y, np.r_[mu[0] + sd[0], (mu[0] - sd[0])[::-1]])
+    np.testing.assert_array_equal(band.x, np.r_[x, x[::-1]])
+    assert band.fillcolor == "rgba(31,119,180,0.2)" and band.showlegend is False
+    np.testing.assert_array_equal(mean.y, mu[0])
+    mfig = plot.plot_bands(x, mu, sd, ["a", "b"], backend="matplotlib")
+    ax = mfig.axes[0]
+    np.testing.assert_array_equal(ax.lines[1].get_ydata(), mu[1])
+    verts = ax.collections[1].get_paths()[0].vertices
+    assert verts[:, 1].max() == pytest.approx((mu[1] + sd[1]).max())
+    assert verts[:, 1].min() == pytest.approx((mu[1] - sd[1]).min())
+    with pytest.raises(ValueError, match="curves"):
+        plot.plot_bands(x, mu, sd[:, :3], ["a", "b"])
+    with pytest.raises(ValueError, match="label"):
+        plot.plot_bands(x, mu, sd, ["a"])
+
+
+def test_plot_lines_adds_to_a_figure_and_keeps_its_titles():
+    x = np.arange(3.0)
+    fig = plot.plot_lines(plot.Line(x, x, "first"), title="kept", xlabel="x", ylabel="y")
+    plot.plot_lines(plot.Line(x, 2 * x, "second"), fig=fig)
+    assert fig.layout.title.text == "kept" and fig.layout.xaxis.title.text == "x"
+    assert [t.line.color for t in fig.data] == [PALETTE[0], PALETTE[1]]  # colours continue after what is drawn
+    mfig = plot.plot_lines(plot.Line(x, x, "first"), title="kept", backend="matplotlib")
+    plot.plot_lines(plot.Line(x, 2 * x, "second"), backend="matplotlib", ax=mfig.axes[0])
+    ax = mfig.axes[0]
+    assert ax.get_title() == "kept" and [ln.get_color() for ln in ax.lines] == [PALETTE[0], PALETTE[1]]
+    with pytest.raises(TypeError, match="Line"):
+        plot.plot_lines([x])
+
+
+def test_palette_and_styles():
+    assert len(set(PALETTE)) == len(PALETTE) == 10
+    assert tint(PALETTE[0], 0.0) == PALETTE[0] and tint(PALETTE[0], 1.0) == "#ffffff"
+    assert rgba("#ff0000", 0.5) == "rgba(255,0,0,0.5)"
+    assert [mpl_linestyle(d) for d in LINESTYLES[:4]] == ["-", "--", ":", "-."]
+    assert mpl_linestyle(True) == "--" and mpl_linestyle(False) == "-"
+    with pytest.raises(ValueError, match="line style"):
+        mpl_linestyle("wiggly")
+
+
+def test_figure_palettes_come_from_the_one_palette():
+    from figures.im._setup import color as im_color
+    from figures.persistent._setup import PALETTE as persistent_palette
+    from figures.tunnels._setup import COLORS as tunnels_colors
+    from landscape.train import METHODS
+
+    for colours in ([im_color(m) for m in METHODS], tunnels_colors.values(), persistent_palette):
+        assert set(colours) <= set(PALETTE)
+    assert sorted(persistent_palette) == sorted(PALETTE)
