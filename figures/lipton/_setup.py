@@ -140,7 +140,7 @@ def subsampled(traj: Trajectory, every: int, start_epoch: float = 0.0) -> list[i
 
 
 # --------------------------------------------------------------------------- drawing (no losses computed here)
-def _draw_paths(title: str, path: ProjectedPath, labels: list[str]) -> tuple[go.Figure, matplotlib.figure.Figure]:
+def draw_paths(title: str, path: ProjectedPath, labels: list[str]) -> tuple[go.Figure, matplotlib.figure.Figure]:
     """Paths in the plane of the first two principal components, by the package's trajectory renderer."""
     kw = {"labels": labels, "panel": False, "title": title}
     fig = plot_trajectory(None, path, **kw)
@@ -148,7 +148,7 @@ def _draw_paths(title: str, path: ProjectedPath, labels: list[str]) -> tuple[go.
     return fig, plot_trajectory(None, path, backend="matplotlib", **kw)
 
 
-def _draw_line(line_res: LineResult, frac: np.ndarray, path: np.ndarray) -> tuple[go.Figure, matplotlib.figure.Figure]:
+def draw_line(line_res: LineResult, frac: np.ndarray, path: np.ndarray) -> tuple[go.Figure, matplotlib.figure.Figure]:
     """The loss along the straight line (package renderer) with the loss along the path taken drawn over it."""
     title = "Training loss: straight line vs. the path taken"
     xlab = "fraction of the way: alpha on the line, share of the path length on the path"
@@ -160,7 +160,7 @@ def _draw_line(line_res: LineResult, frac: np.ndarray, path: np.ndarray) -> tupl
     return fig, mfig
 
 
-def _draw_origin(curves: list[tuple[str, np.ndarray, np.ndarray, bool]]) -> tuple[go.Figure, matplotlib.figure.Figure]:
+def draw_origin(curves: list[tuple[str, np.ndarray, np.ndarray, bool]]) -> tuple[go.Figure, matplotlib.figure.Figure]:
     """Distance from the origin per epoch; ``curves`` holds ``(label, epochs, distances, dashed)``."""
     lines = [
         Line(ep, d, lab, _COLORS[k % len(_COLORS)], dash="dash" if dashed else "solid", markers=True)

@@ -28,10 +28,10 @@ from figures.lipton._setup import (
     STRAIGHT_MAX,
     LiptonRuns,
     LiptonSetup,
-    _draw_line,
-    _draw_paths,
     converged_premise,
     cv_claim,
+    draw_line,
+    draw_paths,
     joint_pca,
     path_lengths,
     subsampled,
@@ -61,14 +61,14 @@ def figure1(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
     ev2 = pca1.cumulative_explained_variance(2)
     k10 = min(10, T)
     ev10 = pca1.cumulative_explained_variance(k10)
-    single = _draw_paths(f"One path, a snapshot per epoch ({T} snapshots)", pca1.project(base), ["init 0"])
+    single = draw_paths(f"One path, a snapshot per epoch ({T} snapshots)", pca1.project(base), ["init 0"])
 
     inits = runs.inits()
     idx = [subsampled(t, s.every) for t in inits]
     _, paths2 = joint_pca(inits[:2], idx[:2])  # the paper's middle panel: two paths in one PCA
-    two = _draw_paths(f"2 paths from different initializations (every {s.every} epochs)", paths2, ["init 0", "init 1"])
+    two = draw_paths(f"2 paths from different initializations (every {s.every} epochs)", paths2, ["init 0", "init 1"])
     _, paths = joint_pca(inits, idx)
-    five = _draw_paths(
+    five = draw_paths(
         f"{s.repetitions} paths from different initializations (every {s.every} epochs)",
         paths,
         [f"init {k}" for k in range(len(inits))],
@@ -89,7 +89,7 @@ def figure1(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
     monotone = max_rise <= 1e-3 * float(line_loss[0] - line_loss[-1])
     barrier = float(line_loss.max() - max(line_loss[0], line_loss[-1]))
 
-    line_fig = _draw_line(line_res, frac, path)
+    line_fig = draw_line(line_res, frac, path)
     scale = s.name if s.name in ("quick", "full") else None
     enough = [
         at_least(

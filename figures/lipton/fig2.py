@@ -20,11 +20,11 @@ from figures.contract import (
 from figures.lipton._setup import (
     LiptonRuns,
     LiptonSetup,
-    _draw_paths,
     converged_premise,
     cv_claim,
     diverge_claim,
     divergence_ratio,
+    draw_paths,
     joint_pca,
     subsampled,
     trained_premise,
@@ -45,7 +45,7 @@ def figure2(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
     trajs = runs.shuffles()
     idx = [subsampled(t, s.every) for t in trajs]
     _, paths = joint_pca(trajs, idx)
-    fig = _draw_paths(
+    fig = draw_paths(
         f"{s.repetitions} paths from one initialization, different data shuffles",
         paths,
         [f"shuffle {k}" for k in range(len(trajs))],

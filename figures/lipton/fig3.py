@@ -26,11 +26,11 @@ from figures.lipton._setup import (
     FLAT_TRAVEL_MIN,
     LiptonRuns,
     LiptonSetup,
-    _draw_origin,
-    _draw_paths,
     converged_premise,
     cv_claim,
     diverge_claim,
+    draw_origin,
+    draw_paths,
     joint_pca,
     path_lengths,
     subsampled,
@@ -61,10 +61,10 @@ def figure3(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
         curves.append((f"init {k}", t.epochs[i], distance_from_origin(t.vectors(i)), False))
     for k, t in enumerate(clones):
         curves.append((f"clone {k}", t.epochs + s.pretrain_epochs, distance_from_origin(t), True))
-    origin = _draw_origin(curves)
+    origin = draw_origin(curves)
     idx = [subsampled(t, s.every, s.pretrain_epochs) for t in clones]
     _, paths = joint_pca(clones, idx)
-    cl = _draw_paths(
+    cl = draw_paths(
         f"{s.repetitions} clones after {s.pretrain_epochs} epochs, different shuffles",
         paths,
         [f"clone {k}" for k in range(len(clones))],
