@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import landscape.analyze.slice_results
 import landscape.analyze.surface
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,10 +157,18 @@ def test_api_page_documents_every_public_name(site: Path, tmp_path: Path) -> Non
     missing = [n for n in module.__all__ if f"landscape.analyze.surface.{n}" not in dom.ids]
     assert missing == [], f"public names without an entry on the API page: {missing}"
     text = "".join("".join(dom.text).split())  # whitespace-free: code spans split text into highlighted tokens
-    for obj in (module.line, module.PlaneResult):  # the summaries come from the source's docstrings
+    for obj in (module.line, module.plane):  # the summaries come from the source's docstrings
         summary = inspect.getdoc(obj).split("\n\n")[0]
         assert "".join(summary.split()).replace("`", "") in text.replace("`", ""), summary
     assert ":func:`" not in text and ":class:`" not in text  # Sphinx roles were rendered
+    # the result types are documented once, on the page of the module that defines them
+    results = landscape.analyze.slice_results
+    page = site / "api" / "landscape" / "analyze" / "slice_results" / "index.html"
+    dom_text, errors = _open(page, tmp_path / "profile2")
+    assert errors == []
+    dom = _parse(dom_text)
+    missing = [n for n in results.__all__ if f"landscape.analyze.slice_results.{n}" not in dom.ids]
+    assert missing == [], f"public names without an entry on the API page: {missing}"
 
 
 def test_notebook_page_draws_its_plotly_figures(site: Path, tmp_path: Path) -> None:
