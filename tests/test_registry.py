@@ -359,7 +359,6 @@ def test_saturation_matches_a_hand_hook(registry_case: Case) -> None:
     hi = max(float(a.max()) for a in acts.values()) + 1.0
     qs = (0.0, 2.0, 50.0, 98.0, 100.0)
     prob = case.problem()
-    list(prob.batches())  # the first pass validates with a 2-sample forward; see the xfail test below
     stats = measure_saturation(prob, layers=names, range=(lo, hi), percentiles=qs, bins=13)
     assert list(stats) == names  # forward order, one label per module
     for name, s in stats.items():
@@ -371,12 +370,8 @@ def test_saturation_matches_a_hand_hook(registry_case: Case) -> None:
         assert s.std == pytest.approx(a.std(), rel=1e-10, abs=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: on a fresh Problem, the first pass's output-shape probe (validation._output_shape, a forward of "
-    "2 samples) runs while the saturation hooks are on, so 2 extra samples are counted",
-)
 def test_saturation_of_a_fresh_problem_counts_only_the_data() -> None:
+    # the first pass's 2-sample output-shape probe (validation) once ran while the hooks were on
     case = make_case("mlp_tanh")
     stats = measure_saturation(case.problem(), layers=["2"], range=(-10.0, 10.0))
     assert stats["2"].count == case.targets.numel() * 3  # 24 samples, 3 outputs

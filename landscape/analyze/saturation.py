@@ -17,6 +17,7 @@ Capture never changes the model: hooks are removed and train/eval modes restored
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -181,6 +182,10 @@ def measure_saturation(
 
         return hook
 
+    # A problem checks its data on the first pass, with a 2-sample forward to learn the output shape: take the
+    # first batch before the hooks go on, so that probe is not counted as data.
+    batches = None if prob is None else iter(prob.batches())
+    first = None if batches is None else next(batches, None)
     handles = [model.register_forward_pre_hook(reset)]
     try:
         handles += [m.register_forward_hook(hook_for(name)) for name, m in chosen]
@@ -189,7 +194,8 @@ def measure_saturation(
         bufs = {k: v.clone() for k, v in model.named_buffers()} if train else {}
         with torch.no_grad(), preserved_mode(model, train):
             if prob is not None:  # batches already checked and cast by the problem
-                for b in tqdm(prob.batches(), disable=not progress, desc="activations", leave=False):
+                rest = itertools.chain(() if first is None else (first,), batches or ())
+                for b in tqdm(rest, disable=not progress, desc="activations", leave=False):
                     torch.func.functional_call(model, bufs, b.inputs, b.kwargs, strict=False)
                     checker.n_samples += b.size
             else:
