@@ -91,6 +91,7 @@ from typing import TYPE_CHECKING, Any
 
 from figures.result import Claim, FigureResult, Panel, Value
 from figures.verdict import StrEnum
+from landscape.functional import torch_threads
 
 if TYPE_CHECKING:
     pass
@@ -347,24 +348,6 @@ def require_data(data_dir: Path | str | None, *relative: str, what: str) -> Path
             f"--data-dir {root} lacks {', '.join(missing)}: this figure at full scale needs {what} there {hint}"
         )
     return root
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None = 1) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (``None``: unchanged), restoring the old count after.
-
-    Figures use one: their models are small, they ran no faster on two threads, and several times slower
-    (up to 30x) when the two cores are shared with other work.
-    """
-    import torch
-
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def cache_dir(out: Path | str, paper: Paper | str) -> Path:

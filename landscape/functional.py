@@ -25,7 +25,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BNMode", "FunctionalModel", "eval_copy", "model_modes", "differentiable_kernels", "model_output"]
+__all__ = [
+    "BNMode",
+    "FunctionalModel",
+    "eval_copy",
+    "model_modes",
+    "differentiable_kernels",
+    "model_output",
+    "torch_threads",
+]
 
 KERNEL_NOTE = "second-order products ran with the math SDPA kernel (differentiable); the caller's settings restored"
 """What a problem's provenance notes say after second-order products ran under :func:`differentiable_kernels`."""
@@ -125,3 +133,19 @@ def model_output(out: Any) -> Tensor:
         f"cannot find the output tensor in a {type(out).__name__}; return a tensor, a tuple (first element), "
         "an object with .logits, or pass a closure loss(model, batch)"
     )
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None = 1) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (``None``: unchanged), restoring the old count after.
+
+    Small models run no faster on two threads, and several times slower when the cores are shared with other
+    work; the gallery runs every figure on one, the batched persistent engine on its ``threads`` setting.
+    """
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -10,16 +10,16 @@ contributes ``|0| = 0`` to the penalty and ``sign(0) * 0 = 0`` to its gradient.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from landscape.functional import torch_threads
 from persistence.mlp import add_penalty, mse, mse_grads, penalty_and_grad, stack_to_vectors
 
 __all__ = ["Backend", "Stepper", "log_steps", "torch_threads"]
@@ -145,15 +145,3 @@ def log_steps(steps: int, log_every: int) -> np.ndarray:
     if log_every < 1:
         raise ValueError(f"log_every must be a positive integer, got {log_every}")
     return np.unique(np.append(np.arange(0, steps, log_every), steps)).astype(np.int64)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count (``None``: leave it)."""
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
