@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from landscape._options import parse_option
 from landscape.data.batches import Pair
-from landscape.data.splits import Normalize, Splits, scale_pixels, split
+from landscape.data.splits import Normalize, Splits, assemble_splits, split
 
 __all__ = ["load_cifar10", "load_cifar_batch", "load_mnist_idx", "read_idx"]
 
@@ -211,15 +210,9 @@ def load_cifar10(
     if train_size is not None:
         ((Xtr, ytr),) = split(Xtr, ytr, [int(train_size)], seed=seed)
     (Xva, yva), (Xte, yte) = split(Xte, yte, [int(val_size), None], seed=seed)
-    parts: dict[str, Pair | None] = {
-        "train": (Xtr.to(dtype), ytr),
-        "val": (Xva.to(dtype), yva) if val_size else None,
-        "test": (Xte.to(dtype), yte),
-    }
-    parts, how = scale_pixels(parts, parse_option(Normalize, normalize, "normalize option"), 255.0)
-    counts = "/".join(str(0 if p is None else p[0].shape[0]) for p in parts.values())
-    desc = f"CIFAR-10 from {root}; train/val/test = {counts} (val/test split of test_batch, seed {seed}); {how}"
-    return Splits(parts["train"], parts["val"], parts["test"], (3, 32, 32), 10, desc)  # type: ignore[arg-type]
+    parts: dict[str, Pair | None] = {"train": (Xtr, ytr), "val": (Xva, yva) if val_size else None, "test": (Xte, yte)}
+    how_split = f"val/test split of test_batch, seed {seed}"
+    return assemble_splits(parts, normalize, 255.0, dtype, (3, 32, 32), f"CIFAR-10 from {root}", how_split)
 
 
 # =========================================================================== MNIST (IDX files)
@@ -332,12 +325,6 @@ def load_mnist_idx(
     Xte = torch.from_numpy(arrays["test_images"].astype(np.float64))[:, None]
     yte = torch.from_numpy(arrays["test_labels"].astype(np.int64))
     (Xtr, ytr), (Xva, yva) = split(Xtr, ytr, [None, int(val_size)], seed=seed)
-    parts: dict[str, Pair | None] = {
-        "train": (Xtr.to(dtype), ytr),
-        "val": (Xva.to(dtype), yva) if val_size else None,
-        "test": (Xte.to(dtype), yte),
-    }
-    parts, how = scale_pixels(parts, parse_option(Normalize, normalize, "normalize option"), 255.0)
-    counts = "/".join(str(0 if p is None else p[0].shape[0]) for p in parts.values())
-    desc = f"MNIST (IDX) from {Path(data_dir)}; train/val/test = {counts} (val from train, seed {seed}); {how}"
-    return Splits(parts["train"], parts["val"], parts["test"], tuple(Xte.shape[1:]), 10, desc)  # type: ignore[arg-type]
+    parts: dict[str, Pair | None] = {"train": (Xtr, ytr), "val": (Xva, yva) if val_size else None, "test": (Xte, yte)}
+    name = f"MNIST (IDX) from {Path(data_dir)}"
+    return assemble_splits(parts, normalize, 255.0, dtype, tuple(Xte.shape[1:]), name, f"val from train, seed {seed}")

@@ -179,11 +179,34 @@ def image_splits(
         "val": va if va[0].shape[0] else None,
         "test": te if te[0].shape[0] else None,
     }
+    return assemble_splits(parts, norm, max_value, dtype, tuple(X.shape[1:]), name, f"random split, seed {seed}")
+
+
+def assemble_splits(
+    parts: dict[str, Pair | None],
+    normalize: Normalize | str,
+    max_value: float,
+    dtype: torch.dtype,
+    input_shape: tuple[int, ...],
+    name: str,
+    how_split: str,
+) -> Splits:
+    """The image loaders' shared tail: cast the parts, scale their pixels, describe them, and build the splits.
+
+    Args:
+        parts: ``"train"``, ``"val"``, ``"test"`` -> ``(X (N, *input_shape), y (N,))`` or ``None``.
+        normalize: Pixel scaling (:class:`Normalize` or its value).
+        max_value: The raw pixel maximum.
+        dtype: Floating dtype of the images.
+        input_shape: Shape of one image.
+        name: What the data set is (the description's start).
+        how_split: How the parts were drawn (said in the description).
+    """
     parts = {k: None if p is None else (p[0].to(dtype), p[1]) for k, p in parts.items()}
-    parts, how = scale_pixels(parts, norm, max_value)
+    parts, how = scale_pixels(parts, parse_option(Normalize, normalize, "normalize option"), max_value)
     counts = "/".join(str(0 if p is None else p[0].shape[0]) for p in parts.values())
-    desc = f"{name}; train/val/test = {counts} (random split, seed {seed}); {how}"
-    return Splits(parts["train"], parts["val"], parts["test"], tuple(X.shape[1:]), 10, desc)  # type: ignore[arg-type]
+    desc = f"{name}; train/val/test = {counts} ({how_split}); {how}"
+    return Splits(parts["train"], parts["val"], parts["test"], input_shape, 10, desc)  # type: ignore[arg-type]
 
 
 # =========================================================================== embedded image sets
