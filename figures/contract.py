@@ -195,12 +195,16 @@ class FigureSpec:
         return scale if scale in self.scales else Scale.QUICK
 
     def source_hash(self) -> str | None:
-        """SHA-256 of the source file that defines :attr:`run` (``None`` if it cannot be read)."""
+        """SHA-256 of the source file that defines :attr:`run` and its paper's ``claims.toml`` (``None``: unread)."""
         try:
-            path = inspect.getsourcefile(self.run) or inspect.getfile(self.run)
-            return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            path = Path(inspect.getsourcefile(self.run) or inspect.getfile(self.run))
+            h = hashlib.sha256(path.read_bytes())
         except (OSError, TypeError):
             return None
+        claims = path.parent / "claims.toml"
+        if claims.is_file():
+            h.update(claims.read_bytes())
+        return h.hexdigest()
 
 
 _REGISTRY: dict[str, FigureSpec] = {}

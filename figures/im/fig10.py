@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import (
     LINESTYLES,
-    SOURCE,
     Curve,
     ImRuns,
     color,
@@ -28,7 +28,7 @@ from figures.im._setup import (
     small_multiples,
 )
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.verdict import paired_effect, verdict_for
+from figures.verdict import paired_effect
 from landscape.analyze import line
 from landscape.train import METHODS
 
@@ -74,24 +74,18 @@ def fig10(runs: ImRuns) -> FigureResult:
     per_init = [float(np.nanmin([past_min[m, k] for m in METHODS])) for k in range(reps)]
     eff = paired_effect(np.log(per_init), 0.0)
     premise = converged_premise(list(grid.values()), runs.surface_data())
+    book = ClaimBook("im_fig10", scale=setup.name)
     claims = [
-        Claim(
-            statement="Interpolating beyond the final weights (the critical point) along the init -> final line, the "
-            "loss increases.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 3.3, Fig. 10",
-            measured=per_init,
+        book(
+            "loss-rises-beyond-final",
+            per_init,
+            eff,
             premises=[premise],
-            effect=eff,
-            verdict=verdict_for(eff, direction=1),
-            scale=setup.name,
-            detail=f"measured = per init, the smallest min over alpha in [1.25, 2] of L(alpha) / L(1) over the 7 "
-            f"methods; effect = mean log over {reps} inits (paired t against 0); held if above 0. "
-            f"{sum(ok.values())}/{len(ok)} runs have loss above L(1) everywhere on [1.25, 2]; loss(2) / loss(1) "
-            f"smallest {ratio[worst]:.3g} ({LABELS[worst[0]]}, init {worst[1]}), median "
-            f"{np.nanmedian(list(ratio.values())):.3g}. The loss is smallest at alpha = "
-            + ", ".join(sorted({f"{a:g}" for a in argmin.values()}))
-            + " (41 points on [0, 2]).",
+            reps=reps,
+            above=f"{sum(ok.values())}/{len(ok)}",
+            smallest=f"{ratio[worst]:.3g} ({LABELS[worst[0]]}, init {worst[1]})",
+            median=np.nanmedian(list(ratio.values())),
+            argmin=", ".join(sorted({f"{a:g}" for a in argmin.values()})),
         ),
     ]
     return FigureResult(
