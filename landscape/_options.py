@@ -1,15 +1,22 @@
-"""Option parsing shared by every public function: enum options, memory sizes, deprecated keyword names."""
+"""Option parsing shared by every public function: enum options, memory sizes, deprecated keyword names.
+
+Keyword groups that several functions take are declared once as a typed dictionary, shown in each signature
+(:func:`shows_keywords`) and checked at each call (:func:`check_keywords`).
+"""
 
 from __future__ import annotations
 
 import enum
+import inspect
 import re
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["parse_option", "parse_bytes", "renamed"]
+__all__ = ["parse_option", "parse_bytes", "renamed", "typed_keywords", "shows_keywords", "check_keywords"]
 
 E = TypeVar("E", bound=enum.Enum)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def parse_option(cls: type[E], value: Any, what: str | None = None) -> E:
@@ -72,3 +79,46 @@ def renamed(new: Any, old: Any, old_name: str, new_name: str) -> Any:
         raise TypeError(f"{old_name} is the deprecated name of {new_name}; pass only {new_name}")
     warnings.warn(f"{old_name} is deprecated; use {new_name}", DeprecationWarning, stacklevel=3)
     return old
+
+
+def typed_keywords(options: type) -> dict[str, Any]:
+    """Name -> annotation of a typed dictionary's keys (its bases' included, in declaration order)."""
+    return {k: getattr(a, "__forward_arg__", a) for k, a in options.__annotations__.items()}
+
+
+def shows_keywords(options: type, defaults: Mapping[str, Any]) -> Callable[[F], F]:
+    """Decorator: a function's ``**options: Unpack[options]`` shows as the typed dictionary's keyword-only parameters.
+
+    ``inspect.signature`` and ``help`` then list every keyword with its default, as if written out.
+
+    Args:
+        options: The typed dictionary declaring the keywords.
+        defaults: Default of each keyword as shown (``None`` for those not named).
+
+    Returns:
+        The decorator (the function itself, with ``__signature__`` set).
+    """
+
+    def decorate(fn: F) -> F:
+        sig = inspect.signature(fn)
+        params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        params += [
+            inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(k), annotation=a)
+            for k, a in typed_keywords(options).items()
+        ]
+        fn.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        return fn
+
+    return decorate
+
+
+def check_keywords(function: str, given: Iterable[str], options: type) -> None:
+    """Raise as Python does on a keyword the typed dictionary ``options`` does not declare.
+
+    Raises:
+        TypeError: ``<function>() got an unexpected keyword argument '<name>'``.
+    """
+    known = typed_keywords(options)
+    for k in given:
+        if k not in known:
+            raise TypeError(f"{function}() got an unexpected keyword argument {k!r}")

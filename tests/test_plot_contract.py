@@ -29,6 +29,8 @@ def test_every_plot_function_takes_a_backend():
         assert "backend" in inspect.signature(getattr(plot, n)).parameters, n
     with pytest.raises(ValueError, match="valid"):
         plot.plot_lines(plot.Line(np.arange(3.0), np.arange(3.0)), backend="bokeh")
+    with pytest.raises(TypeError, match=r"plot_lines\(\) got an unexpected keyword argument 'colour'"):
+        plot.plot_lines(plot.Line(np.arange(3.0), np.arange(3.0)), colour="red")  # **canvas is not a catch-all
 
 
 def test_data_layer_imports_no_plotting_library_and_drawing_needs_no_pyplot():

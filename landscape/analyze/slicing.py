@@ -11,7 +11,6 @@ typed dictionaries (:class:`EngineOptions`, :class:`SliceOptions`) and shown in 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict, TypeVar
 
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape._options import renamed
+from landscape._options import check_keywords, renamed, shows_keywords
 from landscape.evaluate.affine import AffinePoints
 from landscape.evaluate.points import BatchMetric, Strategy, evaluate_points
 from landscape.functional import BNMode
@@ -91,11 +90,6 @@ class SliceOptions(EngineOptions, total=False):
 _DEFAULTS: dict[str, Any] = {"strategy": "auto", "progress": False}
 
 
-def _keywords(options: type) -> dict[str, Any]:
-    """Name -> annotation of a typed dictionary's keys (its bases' included, in declaration order)."""
-    return {k: getattr(a, "__forward_arg__", a) for k, a in options.__annotations__.items()}
-
-
 def shows_options(options: type) -> Callable[[F], F]:
     """Decorator: the function's ``**options`` shows as the keyword-only parameters of ``options``.
 
@@ -107,18 +101,7 @@ def shows_options(options: type) -> Callable[[F], F]:
     Returns:
         The decorator (the function itself, with ``__signature__`` set).
     """
-
-    def decorate(fn: F) -> F:
-        sig = inspect.signature(fn)
-        params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
-        params += [
-            inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=_DEFAULTS.get(k), annotation=a)
-            for k, a in _keywords(options).items()
-        ]
-        fn.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-        return fn
-
-    return decorate
+    return shows_keywords(options, _DEFAULTS)
 
 
 @dataclasses.dataclass
@@ -143,9 +126,7 @@ class SliceSettings:
         Raises:
             TypeError: On a keyword ``function`` does not take, or both ``data_description`` and ``data_desc``.
         """
-        for k in options:
-            if k not in _keywords(allowed):
-                raise TypeError(f"{function}() got an unexpected keyword argument {k!r}")
+        check_keywords(function, options, allowed)
         kw = dict(options)
         desc = renamed(kw.pop("data_description", None), kw.pop("data_desc", None), "data_desc", "data_description")
         return cls(**kw, seed=seed, data_description=desc)

@@ -4,7 +4,9 @@ One contract in two backends, in the manner of arviz-plots: the public functions
 (:mod:`landscape.plot._prepare`: curves and their frame, grids, triangles, paths, panels) and hand it to
 the backend module, :mod:`landscape.plot._plotly` or :mod:`landscape.plot._matplotlib`, which implement
 the same drawing functions.
-Colours and line styles come from one palette (:mod:`landscape.plot.style`), shared with the gallery.
+Colours and line styles come from one palette (:mod:`landscape.plot.style`), shared with the gallery. The
+drawing keywords of every plot of one picture, ``backend=``, ``title=``, ``fig=`` and ``ax=``, are declared
+once there too (:class:`~landscape.plot.style.Canvas`).
 """
 
 from landscape.plot._prepare import Line, Panel, triangle_raster
@@ -29,10 +31,11 @@ from landscape.plot.planes import (
     plot_trajectory,
 )
 from landscape.plot.saturation import plot_activation_histograms, plot_saturation_curves
-from landscape.plot.style import LINESTYLES, PALETTE, Backend, Style, XAxis, tint
+from landscape.plot.style import LINESTYLES, PALETTE, Backend, Canvas, Style, XAxis, tint
 
 __all__ = [
     "Backend",
+    "Canvas",
     "LINESTYLES",
     "Line",
     "PALETTE",

@@ -241,6 +241,10 @@ class Grid:
         lo, hi = self.zrange()
         return np.linspace(lo, hi, int(n) + 1)
 
+    def without_points(self) -> Grid:
+        """The same grid with no anchor points to mark."""
+        return dataclasses.replace(self, points=np.zeros((0, 2)), point_labels=[])
+
 
 def finite_range(z: np.ndarray) -> tuple[float, float]:
     """Finite minimum and maximum of ``z``; widened by 1/2 when equal, ``(0, 1)`` when nothing is finite."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,8 +18,11 @@ from landscape.analyze.curves import CurveResult
 from landscape.analyze.distance import DistanceResult
 from landscape.analyze.slice_results import LineResult
 from landscape.curvature.training import CurvatureTrace
-from landscape.plot._prepare import Frame, Line, labels_of, masked, results_of, scalar_metric, title_or
-from landscape.plot.style import Backend, XAxis, dispatch
+from landscape.plot._prepare import Frame, Line, labels_of, masked, results_of, scalar_metric
+from landscape.plot.style import Canvas, XAxis, canvas_of, shows_canvas
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["plot_line", "plot_distance", "plot_sharpness", "plot_curve_vs_line", "plot_lines", "plot_bands"]
 
@@ -69,6 +72,7 @@ def line_curves(
     return curves, marks, ("alpha" if want == "alpha" else "distance from the first point")
 
 
+@shows_canvas
 def plot_line(
     results: LineResult | Sequence[LineResult],
     labels: Sequence[str] | None = None,
@@ -78,10 +82,7 @@ def plot_line(
     x: XAxis | str = XAxis.AUTO,
     log: bool = False,
     anchors: bool = True,
-    backend: Backend | str = Backend.PLOTLY,
-    title: str | None = None,
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """A metric along one or several lines (interpolations or absolute-distance lines), overlaid.
 
@@ -94,10 +95,8 @@ def plot_line(
             the first anchor, ``alpha * ||b - a||``).
         log: Log y axis (values that are not positive are masked).
         anchors: Mark the anchors' positions (alpha 0 and 1, or the minimum and the reference).
-        backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title.
-        fig: Existing plotly figure to draw into (plotly backend).
-        ax: Existing matplotlib axes to draw into (matplotlib backend).
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title``, and ``fig`` (plotly) or ``ax`` (matplotlib) to draw into.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
@@ -108,31 +107,20 @@ def plot_line(
         ValueError: On unknown options or mixed coordinates with ``x="auto"``.
     """
     curves, marks, xlabel = line_curves(results, labels, metric, accuracy, x, log)
-    draw, target = dispatch(backend, fig, ax)
-    return draw.lines(
-        target,
-        curves,
-        Frame(
-            title=title_or(title, f"{metric} along the line"),
-            xlabel=xlabel,
-            ylabel=metric,
-            log=log,
-            secondary="accuracy",
-            vlines=list(marks.items()) if anchors else [],
-        ),
-    )
+    draw, target, title = canvas_of("plot_line", canvas, f"{metric} along the line")
+    vlines = list(marks.items()) if anchors else []
+    frame = Frame(title=title, xlabel=xlabel, ylabel=metric, log=log, secondary="accuracy", vlines=vlines)
+    return draw.lines(target, curves, frame)
 
 
+@shows_canvas
 def plot_distance(
     results: DistanceResult | Sequence[DistanceResult],
     labels: Sequence[str] | None = None,
     *,
     disagreement: bool = True,
     log: bool = False,
-    backend: Backend | str = Backend.PLOTLY,
-    title: str | None = None,
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """Functional distance from the first endpoint along interpolation paths (Im et al. Table 1).
 
@@ -141,10 +129,8 @@ def plot_distance(
         labels: Legend entries (default: each result's ``label``, else ``"run i"``).
         disagreement: Also draw the label disagreement rate, dotted, on a secondary y axis.
         log: Log axis for the RMS distance (zeros, e.g. at alpha 0, are masked).
-        backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title.
-        fig: Existing plotly figure to draw into (plotly backend).
-        ax: Existing matplotlib axes to draw into (matplotlib backend).
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title``, and ``fig`` (plotly) or ``ax`` (matplotlib) to draw into.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
@@ -157,18 +143,9 @@ def plot_distance(
         if disagreement:
             rate = masked(r.disagreement)
             curves.append(Line(r.alphas, rate, f"{lab} label disagreement", slot=i, dash="dot", secondary=True))
-    draw, target = dispatch(backend, fig, ax)
-    return draw.lines(
-        target,
-        curves,
-        Frame(
-            title=title_or(title, "functional distance from the first network"),
-            xlabel="alpha",
-            ylabel="RMS output distance",
-            log=log,
-            secondary="label disagreement",
-        ),
-    )
+    draw, target, title = canvas_of("plot_distance", canvas, "functional distance from the first network")
+    frame = Frame(title=title, xlabel="alpha", ylabel="RMS output distance", log=log, secondary="label disagreement")
+    return draw.lines(target, curves, frame)
 
 
 def sharpness_curves(
@@ -200,6 +177,7 @@ def sharpness_curves(
     return curves, f"{what} of the Hessian" + (f" (layer {layer})" if layer is not None else "")
 
 
+@shows_canvas
 def plot_sharpness(
     traces: CurvatureTrace | Sequence[CurvatureTrace],
     labels: Sequence[str] | None = None,
@@ -208,10 +186,7 @@ def plot_sharpness(
     layer: str | None = None,
     threshold: bool = True,
     log: bool = False,
-    backend: Backend | str = Backend.PLOTLY,
-    title: str | None = None,
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """Sharpness (a Hessian eigenvalue) against training step, with the ``2 / lr`` line of each run.
 
@@ -226,10 +201,8 @@ def plot_sharpness(
         layer: Draw this layer's top eigenvalue instead (a trace computed with ``per_layer=True``).
         threshold: Draw ``2 / lr`` where the learning rate is known.
         log: Log y axis.
-        backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title.
-        fig: Existing plotly figure to draw into (plotly backend).
-        ax: Existing matplotlib axes to draw into (matplotlib backend).
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title``, and ``fig`` (plotly) or ``ax`` (matplotlib) to draw into.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
@@ -240,10 +213,8 @@ def plot_sharpness(
         ValueError: On an eigenvalue index beyond ``k`` or unknown options.
     """
     curves, ylabel = sharpness_curves(traces, labels, eigenvalue, layer, log, threshold)
-    draw, target = dispatch(backend, fig, ax)
-    return draw.lines(
-        target, curves, Frame(title=title_or(title, "sharpness during training"), xlabel="step", ylabel=ylabel, log=log)
-    )
+    draw, target, title = canvas_of("plot_sharpness", canvas, "sharpness during training")
+    return draw.lines(target, curves, Frame(title=title, xlabel="step", ylabel=ylabel, log=log))
 
 
 def curve_vs_line_curves(
@@ -268,16 +239,14 @@ def curve_vs_line_curves(
     return [dataclasses.replace(c, slot=i, markers=True, marker_size=4) for i, c in enumerate(out)]
 
 
+@shows_canvas
 def plot_curve_vs_line(
     line: LineResult | None,
     curves: CurveResult | Sequence[CurveResult],
     labels: Sequence[str] | None = None,
     *,
     metric: str = "loss",
-    backend: Backend | str = Backend.PLOTLY,
-    title: str | None = None,
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """A metric along the straight line and along mode-connecting curves, over ``t`` (alpha) in ``[0, 1]``.
 
@@ -286,32 +255,25 @@ def plot_curve_vs_line(
         curves: One :class:`~landscape.analyze.curves.CurveResult` or several.
         labels: Legend entries of the curves (default: each result's label, else its shape).
         metric: Metric to draw.
-        backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title.
-        fig: Existing plotly figure to draw into.
-        ax: Existing matplotlib axes to draw into.
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title``, and ``fig`` (plotly) or ``ax`` (matplotlib) to draw into.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
     """
-    draw, target = dispatch(backend, fig, ax)
-    return draw.lines(
-        target,
-        curve_vs_line_curves(line, curves, metric, labels),
-        Frame(title=title_or(title, f"{metric}: straight line vs curve"), xlabel="t (alpha)", ylabel=metric),
-    )
+    draw, target, title = canvas_of("plot_curve_vs_line", canvas, f"{metric}: straight line vs curve")
+    frame = Frame(title=title, xlabel="t (alpha)", ylabel=metric)
+    return draw.lines(target, curve_vs_line_curves(line, curves, metric, labels), frame)
 
 
+@shows_canvas
 def plot_lines(
     lines: Line | Sequence[Line],
     *,
     xlabel: str | None = None,
     ylabel: str | None = None,
     log: bool = False,
-    backend: Backend | str = Backend.PLOTLY,
-    title: str | None = None,
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """Overlay prepared curves (:class:`~landscape.plot.Line`, with their styles, bands and dots).
 
@@ -323,10 +285,8 @@ def plot_lines(
         xlabel: Title of the x axis.
         ylabel: Title of the y axis.
         log: Log y axis.
-        backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title.
-        fig: Existing plotly figure to draw into (plotly backend).
-        ax: Existing matplotlib axes to draw into (matplotlib backend).
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title``, and ``fig`` (plotly) or ``ax`` (matplotlib) to draw into.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
@@ -335,10 +295,11 @@ def plot_lines(
         TypeError: If ``lines`` are not :class:`~landscape.plot.Line` objects.
     """
     items = results_of(lines, Line, "plot_lines")
-    draw, target = dispatch(backend, fig, ax)
+    draw, target, title = canvas_of("plot_lines", canvas)
     return draw.lines(target, items, Frame(title=title, xlabel=xlabel, ylabel=ylabel, log=log))
 
 
+@shows_canvas
 def plot_bands(
     x: np.ndarray,
     means: np.ndarray | Sequence[np.ndarray],
@@ -350,10 +311,7 @@ def plot_bands(
     xlabel: str | None = None,
     ylabel: str | None = None,
     log: bool = False,
-    backend: Backend | str = Backend.PLOTLY,
-    title: str | None = None,
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """Mean curves with a band of ``mean +- spread`` each (e.g. over seeds: the standard deviation).
 
@@ -367,10 +325,8 @@ def plot_bands(
         xlabel: Title of the x axis (``None``: left as it is).
         ylabel: Title of the y axis (``None``: left as it is).
         log: Log y axis.
-        backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title (``None``: left as it is).
-        fig: Existing plotly figure to draw into (plotly backend).
-        ax: Existing matplotlib axes to draw into (matplotlib backend).
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title``, and ``fig`` (plotly) or ``ax`` (matplotlib) to draw into.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
@@ -389,5 +345,5 @@ def plot_bands(
         Line(xs, masked(m, log=log), lab, None if colors is None else colors[i], slot=i, spread=s, band_alpha=alpha)
         for i, (m, s, lab) in enumerate(zip(mu, sd, labels))
     ]
-    draw, target = dispatch(backend, fig, ax)
+    draw, target, title = canvas_of("plot_bands", canvas)
     return draw.lines(target, curves, Frame(title=title, xlabel=xlabel, ylabel=ylabel, log=log))

@@ -8,13 +8,16 @@ Fig. 12 comparison (plain vs championship).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from landscape.curvature.spectrum import HessianSpectrum
 from landscape.plot._prepare import Frame, Line
-from landscape.plot.style import Backend, dispatch
+from landscape.plot.style import Canvas, canvas_of, shows_canvas
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["plot_spectrum_density"]
 
@@ -28,18 +31,16 @@ def shared_grid(spectra: Sequence[HessianSpectrum], sigma: float | None, n_point
     return np.linspace(lo, hi, count)
 
 
+@shows_canvas
 def plot_spectrum_density(
     spectra: HessianSpectrum | Sequence[HessianSpectrum],
     labels: Sequence[str] | None = None,
     *,
     log: bool = True,
-    backend: Backend | str = Backend.PLOTLY,
     sigma: float | None = None,
     n_points: int | None = None,
     floor: float = 1e-10,
-    title: str = "Hessian eigenvalue density",
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """Plot one or several Hessian eigenvalue densities on a shared grid.
 
@@ -49,22 +50,20 @@ def plot_spectrum_density(
         spectra: One spectrum or several to overlay (e.g. plain and championship).
         labels: Legend entries, one per spectrum (default ``"spectrum i"``).
         log: Log density axis, as in the PyHessian paper (densities below ``floor`` are clipped to it).
-        backend: ``"plotly"`` (returns ``plotly.graph_objects.Figure``) or ``"matplotlib"`` (returns
-            ``matplotlib.figure.Figure``).
         sigma: Gaussian broadening; default the largest of the spectra's defaults, so both use one width.
         n_points: Grid size (default: spacing of at most sigma / 4).
         floor: Lower clip of the log axis.
-        title: Figure title.
-        fig: Existing plotly figure to add traces to (plotly backend).
-        ax: Existing matplotlib axes to draw on (matplotlib backend).
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title`` (default ``"Hessian eigenvalue density"``), and ``fig`` (plotly) or
+            ``ax`` (matplotlib) to draw into.
 
     Returns:
-        The figure.
+        A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
 
     Raises:
         ValueError: On an unknown backend, no spectra, or a label count that does not match.
     """
-    draw, target = dispatch(backend, fig, ax)
+    draw, target, title = canvas_of("plot_spectrum_density", canvas, "Hessian eigenvalue density")
     items = [spectra] if isinstance(spectra, HessianSpectrum) else list(spectra)
     if not items:
         raise ValueError("no spectrum to plot")

@@ -10,9 +10,8 @@ at ``(xs[j], ys[i])``; non-finite values are masked (left blank), and ``log=True
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,8 +19,11 @@ from landscape._options import parse_option
 from landscape.analyze.curves import CurveResult
 from landscape.analyze.paths import ProjectedPath
 from landscape.analyze.slice_results import BarycentricResult, BilinearResult, PlaneResult
-from landscape.plot._prepare import Paths, grid_of, path_runs, plane_curve_xy, title_or, triangle_of
-from landscape.plot.style import Backend, Style, dispatch
+from landscape.plot._prepare import Grid, Paths, grid_of, path_runs, plane_curve_xy, triangle_of
+from landscape.plot.style import Canvas, Style, canvas_of, shows_canvas
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "plot_contour",
@@ -34,28 +36,15 @@ __all__ = [
 ]
 
 
-def _plot_grid(
-    result: PlaneResult | BilinearResult,
-    style: Style,
-    metric: str,
-    log: bool,
-    levels: int,
-    clip: float | None,
-    anchors: bool,
-    backend: Backend | str,
-    title: str | None,
-    default_title: str,
-    fig: Any,
-    ax: Any,
-    square: bool = False,
+def _draw_grid(
+    function: str, grid: Grid, style: Style, levels: int, canvas: Mapping[str, Any], title: str, square: bool = False
 ) -> Any:
-    g = grid_of(result, metric, log, clip)
-    if not anchors:
-        g = dataclasses.replace(g, points=np.zeros((0, 2)), point_labels=[])
-    draw, target = dispatch(backend, fig, ax)
-    return draw.grid(target, g, style, levels, title=title_or(title, default_title.format(z=g.zlabel)), square=square)
+    """Draw ``grid`` in ``style``; ``title`` is the plot's own title, a template of the grid's label ``{z}``."""
+    draw, target, drawn_title = canvas_of(function, canvas, title.format(z=grid.zlabel))
+    return draw.grid(target, grid, style, levels, title=drawn_title, square=square)
 
 
+@shows_canvas
 def plot_contour(
     result: PlaneResult | BilinearResult,
     *,
@@ -65,10 +54,7 @@ def plot_contour(
     levels: int = 20,
     clip: float | None = None,
     anchors: bool = True,
-    backend: Backend | str = Backend.PLOTLY,
-    title: str | None = None,
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """Contour lines (or filled contours) of a metric over a plane, as in Li et al. Fig. 1 and 6.
 
@@ -83,10 +69,8 @@ def plot_contour(
         levels: Number of evenly spaced levels between the finite minimum and maximum.
         clip: Values above are drawn at ``clip`` (Li et al.'s ``vmax``).
         anchors: Mark the anchor points.
-        backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title.
-        fig: Existing plotly figure to draw into (plotly backend).
-        ax: Existing matplotlib axes to draw into (matplotlib backend).
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title``, and ``fig`` (plotly) or ``ax`` (matplotlib) to draw into.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
@@ -96,9 +80,11 @@ def plot_contour(
         KeyError: If the result lacks ``metric``.
     """
     style = Style.FILLED if filled else Style.CONTOUR
-    return _plot_grid(result, style, metric, log, levels, clip, anchors, backend, title, "{z} on the plane", fig, ax)
+    g = grid_of(result, metric, log, clip)
+    return _draw_grid("plot_contour", g if anchors else g.without_points(), style, levels, canvas, "{z} on the plane")
 
 
+@shows_canvas
 def plot_heatmap(
     result: PlaneResult | BilinearResult,
     *,
@@ -106,10 +92,7 @@ def plot_heatmap(
     log: bool = False,
     clip: float | None = None,
     anchors: bool = True,
-    backend: Backend | str = Backend.PLOTLY,
-    title: str | None = None,
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """A heatmap of a metric over a plane (one cell per grid point, masked cells left blank).
 
@@ -119,27 +102,25 @@ def plot_heatmap(
         log: Draw ``log10`` of the metric.
         clip: Values above are drawn at ``clip``.
         anchors: Mark the anchor points.
-        backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title.
-        fig: Existing plotly figure to draw into (plotly backend).
-        ax: Existing matplotlib axes to draw into (matplotlib backend).
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title``, and ``fig`` (plotly) or ``ax`` (matplotlib) to draw into.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
     """
-    return _plot_grid(result, Style.HEATMAP, metric, log, 0, clip, anchors, backend, title, "{z} on the plane", fig, ax)
+    g = grid_of(result, metric, log, clip)
+    g = g if anchors else g.without_points()
+    return _draw_grid("plot_heatmap", g, Style.HEATMAP, 0, canvas, "{z} on the plane")
 
 
+@shows_canvas
 def plot_surface(
     result: PlaneResult | BilinearResult,
     *,
     metric: str = "loss",
     log: bool = False,
     clip: float | None = None,
-    backend: Backend | str = Backend.PLOTLY,
-    title: str | None = None,
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """A 3-D surface of a metric over a plane (Li et al. Fig. 1); masked points leave holes.
 
@@ -148,17 +129,17 @@ def plot_surface(
         metric: Metric to draw (the height).
         log: Height ``log10`` of the metric.
         clip: Heights above are drawn at ``clip``.
-        backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title.
-        fig: Existing plotly figure to draw into (plotly backend).
-        ax: Existing matplotlib 3-D axes (``projection="3d"``) to draw into (matplotlib backend).
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title``, and ``fig`` (plotly) or ``ax`` (matplotlib 3-D axes,
+            ``projection="3d"``) to draw into.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
     """
-    return _plot_grid(result, Style.SURFACE, metric, log, 0, clip, True, backend, title, "{z} surface", fig, ax)
+    return _draw_grid("plot_surface", grid_of(result, metric, log, clip), Style.SURFACE, 0, canvas, "{z} surface")
 
 
+@shows_canvas
 def plot_bilinear(
     result: BilinearResult,
     *,
@@ -167,10 +148,7 @@ def plot_bilinear(
     log: bool = False,
     levels: int = 20,
     clip: float | None = None,
-    backend: Backend | str = Backend.PLOTLY,
-    title: str | None = None,
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """The square layout of Im et al.'s bilinear slice (A.1): ``(alpha, beta)`` in the unit square, corners labelled.
 
@@ -181,10 +159,8 @@ def plot_bilinear(
         log: Draw ``log10`` of the metric.
         levels: Number of contour levels.
         clip: Values above are drawn at ``clip``.
-        backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title.
-        fig: Existing plotly figure to draw into (plotly backend).
-        ax: Existing matplotlib axes to draw into (matplotlib backend).
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title``, and ``fig`` (plotly) or ``ax`` (matplotlib) to draw into.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
@@ -192,10 +168,11 @@ def plot_bilinear(
     st = parse_option(Style, style, "style")
     if not isinstance(result, BilinearResult):
         raise TypeError(f"plot_bilinear takes a BilinearResult, got {type(result).__name__}")
-    default = "{z}: bilinear interpolation"
-    return _plot_grid(result, st, metric, log, levels, clip, True, backend, title, default, fig, ax, square=True)
+    g = grid_of(result, metric, log, clip)
+    return _draw_grid("plot_bilinear", g, st, levels, canvas, "{z}: bilinear interpolation", square=True)
 
 
+@shows_canvas
 def plot_barycentric(
     result: BarycentricResult,
     *,
@@ -203,10 +180,7 @@ def plot_barycentric(
     log: bool = False,
     levels: int = 20,
     clip: float | None = None,
-    backend: Backend | str = Backend.PLOTLY,
-    title: str | None = None,
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """The triangle layout of Im et al.'s barycentric slice (A.1): vertex 0, 1, 2 at the corners.
 
@@ -222,19 +196,18 @@ def plot_barycentric(
         log: Draw ``log10`` of the metric.
         levels: Number of contour lines (matplotlib).
         clip: Values above are drawn at ``clip``.
-        backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title.
-        fig: Existing plotly figure to draw into (plotly backend).
-        ax: Existing matplotlib axes to draw into (matplotlib backend).
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title``, and ``fig`` (plotly) or ``ax`` (matplotlib) to draw into.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
     """
     t = triangle_of(result, metric, log, clip)
-    draw, target = dispatch(backend, fig, ax)
-    return draw.triangle(target, t, levels, title=title_or(title, f"{t.zlabel}: barycentric interpolation"))
+    draw, target, title = canvas_of("plot_barycentric", canvas, f"{t.zlabel}: barycentric interpolation")
+    return draw.triangle(target, t, levels, title=title)
 
 
+@shows_canvas
 def plot_trajectory(
     plane: PlaneResult | None,
     path: ProjectedPath,
@@ -246,10 +219,7 @@ def plot_trajectory(
     levels: int = 20,
     clip: float | None = None,
     panel: bool = True,
-    backend: Backend | str = Backend.PLOTLY,
-    title: str | None = None,
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """A projected training path over the PCA plane's loss surface (Li et al. Fig. 9; Lipton Fig. 1).
 
@@ -271,10 +241,8 @@ def plot_trajectory(
         levels: Number of contour levels.
         clip: Plane values above are drawn at ``clip``.
         panel: Add the true-vs-plane loss panel (when ``fig``/``ax`` is not given and the path has losses).
-        backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title.
-        fig: Existing plotly figure to draw into (plotly backend; no second panel).
-        ax: Existing matplotlib axes to draw into (matplotlib backend; no second panel).
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title``, and ``fig`` (plotly) or ``ax`` (matplotlib) to draw into.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
@@ -289,12 +257,13 @@ def plot_trajectory(
     evr = np.asarray(path.explained_variance_ratio, np.float64)
     xl, yl = (f"PC{k + 1} ({100 * evr[k]:.1f}% of the variance)" if len(evr) > k else f"PC{k + 1}" for k in range(2))
     g = None if plane is None else grid_of(plane, metric, log, clip)
-    draw, target = dispatch(backend, fig, ax)
+    draw, target, title = canvas_of("plot_trajectory", canvas, "training path on the PCA plane")
     paths = Paths(runs, g, xl, yl, tname, log)
     panel = panel and path.true_loss is not None
-    return draw.path(target, paths, st, levels, panel=panel, title=title_or(title, "training path on the PCA plane"))
+    return draw.path(target, paths, st, levels, panel=panel, title=title)
 
 
+@shows_canvas
 def plot_plane_curve(
     plane: PlaneResult,
     curve: CurveResult,
@@ -303,10 +272,7 @@ def plot_plane_curve(
     log: bool = False,
     levels: int = 20,
     clip: float | None = None,
-    backend: Backend | str = Backend.PLOTLY,
-    title: str | None = None,
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """The plane through the endpoints and the bend, with the curve and the straight line on it (Garipov Fig. 1).
 
@@ -320,18 +286,13 @@ def plot_plane_curve(
         log: Contours of ``log10`` of the metric.
         levels: Number of contour levels.
         clip: Values above are drawn at ``clip``.
-        backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title.
-        fig: Existing plotly figure to draw into.
-        ax: Existing matplotlib axes to draw into.
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title``, and ``fig`` (plotly) or ``ax`` (matplotlib) to draw into.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
     """
     xy, ctrl = plane_curve_xy(plane, curve)
-    g = grid_of(plane, metric, log, clip)
-    g = dataclasses.replace(g, points=np.zeros((0, 2)), point_labels=[])
-    draw, target = dispatch(backend, fig, ax)
-    name = curve.label or curve.shape
-    title = title_or(title, f"{g.zlabel}: plane through the endpoints and the bend")
-    return draw.plane_curve(target, g, levels, xy, ctrl, name, title=title)
+    g = grid_of(plane, metric, log, clip).without_points()
+    draw, target, title = canvas_of("plot_plane_curve", canvas, f"{g.zlabel}: plane through the endpoints and the bend")
+    return draw.plane_curve(target, g, levels, xy, ctrl, curve.label or curve.shape, title=title)

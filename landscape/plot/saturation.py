@@ -10,14 +10,17 @@ figure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from landscape.analyze.saturation_results import SaturationHistory
 from landscape.plot._prepare import Frame, Line, Panel, PanelGrid, labels_of, results_of
-from landscape.plot.style import LINESTYLES, Backend, color, dispatch
+from landscape.plot.style import LINESTYLES, Backend, Canvas, canvas_of, color, dispatch, shows_canvas
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["plot_saturation_curves", "plot_activation_histograms"]
 
@@ -38,16 +41,29 @@ def _layers(h: SaturationHistory, layers: Sequence[str] | None) -> list[str]:
     return list(layers)
 
 
+def _curves(
+    hs: Sequence[SaturationHistory], layers: Sequence[str] | None
+) -> Iterator[tuple[int, SaturationHistory, str, str, str]]:
+    """``(run, history, layer, colour, dash)`` of each curve to draw, run by run.
+
+    One colour per layer (in the order the layers first appear), one line style per run (the first run solid).
+    """
+    seen: list[str] = []
+    for r, h in enumerate(hs):
+        for name in _layers(h, layers):
+            if name not in seen:
+                seen.append(name)
+            yield r, h, name, color(seen.index(name)), LINESTYLES[r % len(LINESTYLES)]
+
+
+@shows_canvas
 def plot_saturation_curves(
     histories: SaturationHistory | Sequence[SaturationHistory],
     labels: Sequence[str] | None = None,
     *,
     q: float = 98.0,
     layers: Sequence[str] | None = None,
-    backend: Backend | str = Backend.PLOTLY,
-    title: str | None = None,
-    fig: Any = None,
-    ax: Any = None,
+    **canvas: Unpack[Canvas],
 ) -> Any:
     """Percentile ``q`` of each layer's activations against the epoch, for one or several runs.
 
@@ -56,10 +72,8 @@ def plot_saturation_curves(
         labels: Run names (default: each history's ``label``).
         q: Percentile level to draw (must have been recorded).
         layers: Layers to draw (default: all of each history).
-        backend: ``"plotly"`` or ``"matplotlib"``.
-        title: Figure title.
-        fig: Existing plotly figure to draw into (plotly backend).
-        ax: Existing matplotlib axes to draw into (matplotlib backend).
+        **canvas: The drawing keywords (:class:`~landscape.plot.style.Canvas`): ``backend`` (``"plotly"`` or
+            ``"matplotlib"``), ``title``, and ``fig`` (plotly) or ``ax`` (matplotlib) to draw into.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
@@ -67,32 +81,14 @@ def plot_saturation_curves(
     Raises:
         KeyError: If ``q`` or a layer was not recorded.
     """
-    draw, target = dispatch(backend, fig, ax)
+    draw, target, title = canvas_of("plot_saturation_curves", canvas)
     hs, labs = _histories(histories, labels, "plot_saturation_curves")
     title = title or f"{q:g}th percentile of activation values" + (" (|a|)" if hs[0].value == "abs" else "")
-    curves = []
-    all_layers: list[str] = []
-    for r, h in enumerate(hs):
-        for name in _layers(h, layers):
-            if name not in all_layers:
-                all_layers.append(name)
-            c, dash = _style(all_layers.index(name), r)
-            curves.append(
-                Line(
-                    h.epochs,
-                    np.asarray(h.curve(name, q), np.float64),
-                    f"{labs[r]} · {name}",
-                    markers=True,
-                    color=c,
-                    dash=dash,
-                )
-            )
+    curves = [
+        Line(h.epochs, np.asarray(h.curve(name, q), np.float64), f"{labs[r]} · {name}", markers=True, color=c, dash=d)
+        for r, h, name, c, d in _curves(hs, layers)
+    ]
     return draw.lines(target, curves, Frame(title=title, xlabel="epoch", ylabel=f"p{q:g} of activation"))
-
-
-def _style(layer: int, run: int) -> tuple[str, str]:
-    """``(colour, dash)``: one colour per layer, one line style per run (the first run solid)."""
-    return color(layer), LINESTYLES[run % len(LINESTYLES)]
 
 
 def plot_activation_histograms(
@@ -127,19 +123,14 @@ def plot_activation_histograms(
         raise ValueError("no epochs to draw: the first history kept no histogram; pass epochs=...")
     xlabel = "|activation|" if hs[0].value == "abs" else "activation"
     panels = []
-    all_layers: list[str] = []
     for k, e in enumerate(eps):
         entries = []
-        for r, h in enumerate(hs):
-            for name in _layers(h, layers):
-                if name not in all_layers:
-                    all_layers.append(name)
-                shares, edges = h.normalized_histogram(e, name)
-                centres = (edges[:-1] + edges[1:]) / 2
-                c, dash = _style(all_layers.index(name), r)
-                entries.append(
-                    Line(centres, np.asarray(shares, np.float64), f"{labs[r]} · {name}", step="mid", color=c, dash=dash)
-                )
+        for r, h, name, c, dash in _curves(hs, layers):
+            shares, edges = h.normalized_histogram(e, name)
+            centres = (edges[:-1] + edges[1:]) / 2
+            entries.append(
+                Line(centres, np.asarray(shares, np.float64), f"{labs[r]} · {name}", step="mid", color=c, dash=dash)
+            )
         panels.append(Panel(f"epoch {e:g}", entries, xlabel=xlabel, ylabel="share of values" if k == 0 else None))
     title = title or "Normalized histogram of activation values"
     return draw.panels(PanelGrid(panels, len(eps), title, sharey=True, size=(4.8, 3.8), legend="first"))

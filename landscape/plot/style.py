@@ -1,5 +1,9 @@
 """The renderers' shared vocabulary: the backend enum, drawing options, the one palette and line-style cycle.
 
+The drawing keywords that every plot of one picture takes, ``backend=``, ``title=``, ``fig=`` and ``ax=``, are
+declared once, :class:`Canvas`, shown in each function's signature (:func:`shows_canvas`) and resolved into
+the backend module and what to draw into by :func:`canvas_of`.
+
 Both backends (:mod:`landscape.plot._plotly`, :mod:`landscape.plot._matplotlib`) and the gallery's figures take
 their colours and line styles from here, so a run has the same colour in every picture. Nothing here imports a
 plotting library; :func:`backend_module` imports the chosen backend when a plot asks for it.
@@ -9,10 +13,11 @@ from __future__ import annotations
 
 import enum
 import importlib
+from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 
-from landscape._options import parse_option
+from landscape._options import check_keywords, parse_option, shows_keywords
 
 __all__ = [
     "Backend",
@@ -30,7 +35,12 @@ __all__ = [
     "mpl_linestyle",
     "backend_module",
     "dispatch",
+    "Canvas",
+    "shows_canvas",
+    "canvas_of",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 """The one palette (matplotlib's ``tab10``): the i-th run, layer or method gets ``PALETTE[i % 10]``."""
@@ -124,3 +134,47 @@ def dispatch(backend: Backend | str, fig: Any = None, ax: Any = None) -> tuple[M
     """``(drawing module, what to draw into)``: ``fig`` for plotly, ``ax`` for matplotlib (``None``: new)."""
     be = parse_option(Backend, backend, "backend")
     return importlib.import_module(f"landscape.plot._{be.value}"), (fig if be is Backend.PLOTLY else ax)
+
+
+class Canvas(TypedDict, total=False):
+    """The drawing keywords of every plot of one picture (all optional; ``**canvas`` in the signatures).
+
+    Attributes:
+        backend: ``"plotly"`` (default: returns a ``plotly.graph_objects.Figure``) or ``"matplotlib"`` (returns
+            a ``matplotlib.figure.Figure``, built without pyplot).
+        title: Figure title; ``None`` (default): the plot's own title (for a plot that has none, the title of
+            ``fig``/``ax`` is left as it is); ``""``: no title.
+        fig: Existing plotly figure to draw into (plotly backend; default: a new figure).
+        ax: Existing matplotlib axes to draw into (matplotlib backend; default: a new figure).
+    """
+
+    backend: Backend | str
+    title: str | None
+    fig: Any
+    ax: Any
+
+
+def shows_canvas(fn: F) -> F:
+    """Decorator: the function's ``**canvas`` shows as the keyword-only parameters of :class:`Canvas`.
+
+    ``inspect.signature`` and ``help`` then list ``backend``, ``title``, ``fig`` and ``ax`` with their defaults.
+    """
+    return shows_keywords(Canvas, {"backend": Backend.PLOTLY})(fn)
+
+
+def canvas_of(function: str, canvas: Mapping[str, Any], title: str | None = None) -> tuple[ModuleType, Any, str | None]:
+    """``(drawing module, what to draw into, title)`` of a call's :class:`Canvas` keywords.
+
+    Args:
+        function: The plot function's name (for the error on an unknown keyword).
+        canvas: The keywords given.
+        title: The plot's own title, drawn when ``canvas`` gives ``title=None`` or none.
+
+    Raises:
+        TypeError: On a keyword that is not a :class:`Canvas` keyword.
+        ValueError: On an unknown backend.
+    """
+    check_keywords(function, canvas, Canvas)
+    draw, target = dispatch(canvas.get("backend", Backend.PLOTLY), canvas.get("fig"), canvas.get("ax"))
+    given = canvas.get("title")
+    return draw, target, title if given is None else given
