@@ -32,7 +32,6 @@ __all__ = [
     "scalar_metric",
     "results_of",
     "labels_of",
-    "title_or",
     "finite_range",
     "grid_of",
     "path_runs",
@@ -433,11 +432,6 @@ def triangle_raster(
     inside = (u >= -1e-12) & (w >= -1e-12)
     out = np.where(inside, interp(np.stack([b, a], -1)), np.nan)
     return x, y, out
-
-
-def title_or(title: str | None, default: str) -> str:
-    """``title`` unless it is ``None`` (``""`` means no title)."""
-    return default if title is None else title
 
 
 @dataclasses.dataclass(frozen=True)

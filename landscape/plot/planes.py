@@ -81,7 +81,8 @@ def plot_contour(
     """
     style = Style.FILLED if filled else Style.CONTOUR
     g = grid_of(result, metric, log, clip)
-    return _draw_grid("plot_contour", g if anchors else g.without_points(), style, levels, canvas, "{z} on the plane")
+    g = g if anchors else g.without_points()
+    return _draw_grid("plot_contour", g, style, levels, canvas, "{z} on the plane")
 
 
 @shows_canvas
