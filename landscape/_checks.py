@@ -22,6 +22,7 @@ __all__ = [
     "LossKind",
     "loss_kind",
     "model_dtype",
+    "floating_reference",
     "describe_nonfinite",
     "check_finite",
     "check_model",
@@ -96,12 +97,15 @@ def loss_kind(loss_fn: Any) -> tuple[LossKind, int | None]:
 
 
 # --------------------------------------------------------------------------- model
+def floating_reference(model: nn.Module) -> Tensor | None:
+    """The model's first floating parameter, else its first floating buffer (``None``: neither)."""
+    return next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
+
+
 def model_dtype(model: nn.Module) -> torch.dtype:
     """The model's floating dtype: its first floating parameter's, else first floating buffer's, else float32."""
-    for t in (*model.parameters(), *model.buffers()):
-        if t.is_floating_point():
-            return t.dtype
-    return torch.float32
+    ref = floating_reference(model)
+    return ref.dtype if ref is not None else torch.float32
 
 
 def describe_nonfinite(t: Tensor) -> str | None:
