@@ -43,38 +43,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from landscape._checks import (  # re-exported: the tensor-level checks
-    InputError,
-    InputTypeError,
-    InputWarning,
-    LossKind,
-    check_finite,
-    check_labels,
-    check_model,
-    check_operator,
-    check_vector,
-    describe_nonfinite,
-    loss_kind,
-    match_regression_shape,
-    model_dtype,
-    normalize_inputs,
-    normalize_targets,
-)
+from landscape import _checks
+from landscape._checks import InputError as InputError
+from landscape._checks import InputTypeError as InputTypeError
+from landscape._checks import InputWarning as InputWarning
+from landscape._checks import LossKind as LossKind
+from landscape._checks import check_finite as check_finite
+from landscape._checks import check_labels as check_labels
+from landscape._checks import check_model as check_model
+from landscape._checks import check_operator as check_operator
+from landscape._checks import check_vector as check_vector
+from landscape._checks import describe_nonfinite as describe_nonfinite
+from landscape._checks import floating_reference as floating_reference
+from landscape._checks import loss_kind as loss_kind
+from landscape._checks import match_regression_shape as match_regression_shape
+from landscape._checks import model_dtype as model_dtype
+from landscape._checks import normalize_inputs as normalize_inputs
+from landscape._checks import normalize_targets as normalize_targets
 
 __all__ = [
-    "InputError",
-    "InputTypeError",
-    "InputWarning",
-    "LossKind",
-    "loss_kind",
-    "model_dtype",
-    "describe_nonfinite",
-    "check_finite",
-    "check_model",
-    "check_vector",
-    "check_labels",
-    "normalize_inputs",
-    "normalize_targets",
     "BatchChecker",
     "ValidBatches",
     "ValidPair",
@@ -84,9 +71,8 @@ __all__ = [
     "validate_pair",
     "validate_problem",
     "is_tensor_pair",
-    "match_regression_shape",
-    "check_operator",
 ]
+__all__ += _checks.__all__  # the tensor-level checks, re-exported by the imports above
 
 
 # --------------------------------------------------------------------------- model
