@@ -13,9 +13,10 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape.validation import InputTypeError
+from landscape._checks import InputTypeError
+from landscape._options import check_choice
 
-__all__ = ["LOSSES", "CLOSURE_NAMES", "is_closure", "check_scalar", "count_correct"]
+__all__ = ["LOSSES", "CLOSURE_NAMES", "is_closure", "loss_name", "class_targets", "check_scalar", "count_correct"]
 
 LOSSES: dict[str, Callable[..., Tensor]] = {
     "cross_entropy": F.cross_entropy,
@@ -43,8 +44,7 @@ def is_closure(fn: Any, form: str) -> bool:
         ValueError: On an unknown ``form`` or loss name.
         InputTypeError: On a loss that is neither a name nor callable, or a name under ``form="batch"``.
     """
-    if form not in ("auto", "outputs", "batch"):
-        raise ValueError(f"unknown loss_form {form!r}; valid: ['auto', 'outputs', 'batch']")
+    form = check_choice(form, ("auto", "outputs", "batch"), "loss_form")
     if isinstance(fn, str) and fn not in LOSSES:
         raise ValueError(f"unknown loss {fn!r}; valid: {sorted(LOSSES)}, a callable or a closure")
     if fn is not None and not isinstance(fn, str) and not callable(fn):
@@ -63,6 +63,21 @@ def is_closure(fn: Any, form: str) -> bool:
     except (TypeError, ValueError):
         return False
     return bool(params) and (params[0].name in CLOSURE_NAMES or params[0].annotation in (nn.Module, "nn.Module"))
+
+
+def loss_name(fn: Any, closure: bool) -> str:
+    """A loss's name for provenance: the name given, its ``__name__`` (``"closure:<name>"`` for a closure)."""
+    if isinstance(fn, str):
+        return fn
+    if fn is None:
+        return "auto (cross_entropy for integer targets, else mse)"
+    name = getattr(fn, "__name__", type(fn).__name__)
+    return f"closure:{name}" if closure else name
+
+
+def class_targets(y: Tensor | None) -> bool:
+    """Whether targets are class labels (integer or bool; not floating, not complex), as the default loss decides."""
+    return y is not None and not (y.is_floating_point() or y.is_complex())
 
 
 def check_scalar(r: Any) -> Tensor:

@@ -10,10 +10,18 @@ import enum
 import inspect
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["parse_option", "parse_bytes", "renamed", "typed_keywords", "shows_keywords", "check_keywords"]
+__all__ = [
+    "parse_option",
+    "check_choice",
+    "parse_bytes",
+    "renamed",
+    "typed_keywords",
+    "shows_keywords",
+    "check_keywords",
+]
 
 E = TypeVar("E", bound=enum.Enum)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,6 +57,18 @@ def parse_option(cls: type[E], value: Any, what: str | None = None) -> E:
                 return member
     valid = ", ".join(repr(m.value) for m in cls)
     raise ValueError(f"unknown {what or cls.__name__} {value!r}; valid values are {valid}") from None
+
+
+def check_choice(value: Any, valid: Sequence[str], what: str) -> str:
+    """``value`` (or an enum member's value) as a string, if it is one of ``valid``.
+
+    Raises:
+        ValueError: ``unknown <what> <value>; valid: [...]``.
+    """
+    text = str(getattr(value, "value", value))
+    if text not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid: {list(valid)}")
+    return text
 
 
 def parse_bytes(size: int | str | None, default: int = 1 << 30) -> int:

@@ -64,9 +64,10 @@ from torch import Tensor, nn
 
 from landscape import distributed, validation
 from landscape._batch import TARGET_KEYS, Batch, BatchReader
-from landscape._loss import LOSSES, check_scalar, count_correct, is_closure
-from landscape._options import parse_bytes
+from landscape._loss import LOSSES, check_scalar, class_targets, count_correct, is_closure, loss_name
+from landscape._options import check_choice, parse_bytes
 from landscape._options import renamed as renamed  # re-exported: its users import it from here
+from landscape._weights import ModelWeights, compute_placement
 from landscape.functional import KERNEL_NOTE as KERNEL_NOTE  # re-exported
 from landscape.functional import FunctionalModel, differentiable_kernels, model_output
 from landscape.params import ParamLayout
@@ -150,21 +151,14 @@ class Problem:
         if isinstance(data, Problem):
             raise validation.InputTypeError("data is already a Problem; pass it as the first argument instead")
         closure = is_closure(loss, loss_form)  # raises on an unknown loss, loss name or loss_form
-        if str(getattr(bn_mode, "value", bn_mode)) not in ("eval", "train"):
-            raise ValueError(f"unknown bn_mode {bn_mode!r}; valid: ['eval', 'train']")
-        if shard not in distributed.SHARD_MODES:
-            raise ValueError(f"unknown shard {shard!r}; valid: {list(distributed.SHARD_MODES)}")
+        self.bn_mode: str = check_choice(bn_mode, ("eval", "train"), "bn_mode")
+        check_choice(shard, distributed.SHARD_MODES, "shard")
         distributed.check_not_fsdp(model)
         if validate:
             validation.check_model(model)
         self.model = model
-        self.bn_mode: str = str(getattr(bn_mode, "value", bn_mode))
         self.layout = ParamLayout.from_model(model)
-        ref = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
-        self.dtype: torch.dtype = dtype or (ref.dtype if ref is not None else torch.float32)
-        self.device = (
-            torch.device(device) if device is not None else (ref.device if ref is not None else torch.device("cpu"))
-        )
+        self.dtype, self.device = compute_placement(model, dtype, device)
         self.loss_spec = loss
         self.closure = closure
         self.memory_budget = parse_bytes(memory_budget)
@@ -186,27 +180,13 @@ class Problem:
             validate=validate,
             shard=shard,
         )
-        self._cast_model: nn.Module | None = None
         self._total: float | None = None
         self._tensor_output: bool | None = None
         self._loss_fn: Callable[..., Any] | None = None
         self._described = data_description
-        self._take_weights(model)
+        self._weights = ModelWeights(model, self.layout, self.dtype, self.device)
 
     # ------------------------------------------------------------------ basics
-    def _take_weights(self, model: nn.Module) -> None:
-        """The model's parameters (by the layout), buffers and frozen parameters, cast once."""
-        named = dict(model.named_parameters())
-        self._params0 = {s.name: self._cast(named[s.name]) for s in self.layout.specs}
-        self._buffers0 = {k: self._cast(v) for k, v in model.named_buffers()}
-        self._frozen = {k: self._cast(v) for k, v in named.items() if k not in self._params0}
-
-    def _cast(self, t: Tensor) -> Tensor:
-        if hasattr(t, "full_tensor"):  # a DTensor (FSDP2 / tensor parallel): gathered whole, once (collective)
-            t = t.full_tensor()
-        t = t.detach().to(self.device)
-        return t.to(self.dtype) if t.is_floating_point() else t
-
     def __repr__(self) -> str:
         return f"Problem({type(self.model).__name__}, {self.description}, loss={self.loss_name})"
 
@@ -218,18 +198,12 @@ class Problem:
     @property
     def theta0(self) -> Tensor:
         """The model's own parameter vector ``(D,)`` in the compute dtype (a copy)."""
-        return self.layout.flatten(self._params0).clone()
+        return self.layout.flatten(self._weights.params).clone()
 
     @property
     def loss_name(self) -> str:
         """The loss's name for provenance (``"closure:<name>"`` for a closure)."""
-        fn = self.loss_spec
-        if isinstance(fn, str):
-            return fn
-        if fn is None:
-            return "auto (cross_entropy for integer targets, else mse)"
-        name = getattr(fn, "__name__", type(fn).__name__)
-        return f"closure:{name}" if self.closure else name
+        return loss_name(self.loss_spec, self.closure)
 
     @property
     def n_samples(self) -> int:
@@ -282,10 +256,8 @@ class Problem:
         """The same problem (same data, caches and layout) with another BatchNorm mode."""
         if bn_mode is None or bn_mode == self.bn_mode:
             return self
-        if bn_mode not in ("eval", "train"):
-            raise ValueError(f"unknown bn_mode {bn_mode!r}; valid: ['eval', 'train']")
         new = copy.copy(self)
-        new.bn_mode = bn_mode
+        new.bn_mode = check_choice(bn_mode, ("eval", "train"), "bn_mode")
         new.notes = self.notes  # shared: provenance of either says what ran
         return new
 
@@ -301,19 +273,13 @@ class Problem:
         new.layout = ParamLayout.from_model(model)
         new.notes = list(self.notes)
         new.hvp_count = 0
-        new._cast_model = None
         new._tensor_output = None
-        new._take_weights(model)
+        new._weights = ModelWeights(model, new.layout, self.dtype, self.device)
         return new
 
     def compute_model(self) -> nn.Module:
         """The model in the compute dtype and device: the model itself, or a private cast copy (built once)."""
-        ref = next((t for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()), None)
-        if ref is None or (ref.dtype == self.dtype and ref.device == self.device):
-            return self.model
-        if self._cast_model is None:
-            self._cast_model = copy.deepcopy(self.model).to(device=self.device, dtype=self.dtype)
-        return self._cast_model
+        return self._weights.compute_model()
 
     def engine_loss(self) -> str | Callable[[Tensor, Tensor], Tensor]:
         """The ``(outputs, targets)`` loss for the evaluation engine (names it computes natively stay names).
@@ -360,24 +326,14 @@ class Problem:
         if self._loss_fn is None:
             fn = self.loss_spec
             if fn is None:
-                integer = targets is not None and not (targets.is_floating_point() or targets.is_complex())
-                fn = "cross_entropy" if integer else "mse"
+                fn = "cross_entropy" if class_targets(targets) else "mse"
                 self.loss_spec = fn
             self._loss_fn = LOSSES[fn] if isinstance(fn, str) else fn
         return self._loss_fn
 
     def functional(self, theta: Tensor | Mapping[str, Tensor] | None = None) -> FunctionalModel:
         """The model at ``theta`` (``(D,)`` vector or parameter dict; default the model's own point)."""
-        if theta is None:
-            params: Mapping[str, Tensor] = self._params0
-        elif isinstance(theta, Tensor):
-            params = self.layout.unflatten(theta.to(device=self.device, dtype=self.dtype))
-        else:
-            params = theta
-        bufs = self._buffers0
-        if self.bn_mode == "train" and bufs:
-            bufs = {k: v.clone() for k, v in bufs.items()}  # running statistics updated privately
-        return FunctionalModel(self.model, {**self._frozen, **bufs, **params}, self.bn_mode == "train")
+        return self._weights.functional(theta, self.bn_mode == "train")
 
     def outputs(self, fm: FunctionalModel, batch: Batch) -> Tensor:
         """The output tensor of one batch (the output rule applied)."""
@@ -408,6 +364,11 @@ class Problem:
         if self.shard == "none":
             return sums
         return distributed.all_reduce_sum(sums)
+
+    def _means(self, sums: list[Tensor], count: float, dtype: torch.dtype) -> list[Tensor]:
+        """Sums over this process's batches divided by the count (in ``dtype``), both through :meth:`reduce_sums`."""
+        *totals, n = self.reduce_sums([*sums, torch.tensor(count, dtype=dtype, device=self.device)])
+        return [t / n for t in totals]
 
     @property
     def sharded(self) -> bool:
@@ -464,8 +425,8 @@ class Problem:
                 t, c = self.batch_terms(fm, b)
                 total += t.double()
                 count += c
-        total, n = self.reduce_sums([total, torch.tensor(count, dtype=torch.float64, device=self.device)])
-        return (total / n).to(self.dtype)
+        (mean,) = self._means([total], count, torch.float64)
+        return mean.to(self.dtype)
 
     def loss_and_grad(self, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(mean loss, gradient (D,))`` at ``theta``, one pass over the data."""
@@ -483,8 +444,8 @@ class Problem:
                         g += gb
                 total += t.detach()
                 count += c
-        total, g, n = self.reduce_sums([total, g, torch.tensor(count, dtype=self.dtype, device=self.device)])
-        return total / n, g / n
+        mean, g = self._means([total, g], count, self.dtype)
+        return mean, g
 
     def grad(self, theta: Tensor | None = None) -> Tensor:
         """Gradient ``(D,)`` of the mean loss at ``theta``."""
@@ -519,8 +480,7 @@ class Problem:
                         out[:, j] += hv
         self._note_kernels()
         self.hvp_count += V.shape[1]
-        out, n = self.reduce_sums([out, torch.tensor(count, dtype=self.dtype, device=self.device)])
-        out = out / n
+        (out,) = self._means([out], count, self.dtype)
         return out[:, 0] if one else out
 
     def _note_kernels(self) -> None:
@@ -537,8 +497,7 @@ class Problem:
         if self.closure:
             return ("loss",)
         b = next(iter(self.batches()))
-        y = b.targets
-        integer = y is not None and not (y.is_floating_point() or y.is_complex()) and y.dim() >= 1
+        integer = class_targets(b.targets) and b.targets.dim() >= 1  # type: ignore[union-attr]
         return ("loss", "accuracy") if integer else ("loss",)
 
     def evaluate(

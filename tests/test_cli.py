@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,21 +33,26 @@ def runs(tmp_path_factory):
     X, y = load_digits_split().train
     X, y = X[:N], y[:N]
     paths = []
+    sgd = dict(optimizer="sgd", optimizer_kwargs={"lr": 0.5}, epochs=2, batch_size=50)
     for seed in (0, 1):
         net = build_model("mlp", (1, 8, 8), 10, hidden=[8], seed=seed)
         path = root / f"run{seed}"
-        Trainer(
-            net,
-            (X, y),
-            optimizer="sgd",
-            optimizer_kwargs={"lr": 0.5},
-            epochs=2,
-            batch_size=50,
-            seed=seed,
-            trajectory=Trajectory.create(path),
-        ).fit()
+        Trainer(net, (X, y), seed=seed, trajectory=Trajectory.create(path), **sgd).fit()
         paths.append(path)
     return paths
+
+
+def _argv(command: str, *flags: str, model: bool = True, **options: Any) -> list[str]:
+    """``python -m landscape``'s arguments for ``command`` on the first N digits (with the MLP unless ``model=False``).
+
+    Each option becomes ``--name value`` (``_`` in a name is ``-``, a trailing one dropped: ``from_`` is ``--from``; a
+    list gives several values); each flag becomes ``--flag``; ``--quiet`` ends the list.
+    """
+    argv = [command, *(MODEL if model else []), "--data", "digits", "--limit", str(N)]
+    for name, value in options.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        argv += [f"--{name.rstrip('_').replace('_', '-')}", *map(str, values)]
+    return [*argv, *(f"--{f}" for f in flags), "--quiet"]
 
 
 def _data64():
@@ -72,27 +78,7 @@ def _files(out: Path, *names: str) -> None:
 def test_line_from_trajectory(runs, tmp_path):
     traj = runs[0]
     out = tmp_path / "line"
-    rc = main(
-        [
-            "line",
-            *MODEL,
-            "--data",
-            "digits",
-            "--limit",
-            str(N),
-            "--dtype",
-            "float64",
-            "--from",
-            f"{traj}:0",
-            "--to",
-            str(traj),
-            "--alphas",
-            "-0.5:1.5:9",
-            "--out",
-            str(out),
-            "--quiet",
-        ]
-    )
+    rc = main(_argv("line", dtype="float64", from_=f"{traj}:0", to=traj, alphas="-0.5:1.5:9", out=out))
     assert rc == 0
     _files(out, "line.npz", "line.html", "line.png")
     r = load_result(out / "line.npz")
@@ -111,33 +97,8 @@ def test_line_from_trajectory(runs, tmp_path):
 def test_plane_filter_directions(runs, tmp_path):
     traj = runs[0]
     out = tmp_path / "plane"
-    rc = main(
-        [
-            "plane",
-            *MODEL,
-            "--data",
-            "digits",
-            "--limit",
-            str(N),
-            "--dtype",
-            "float64",
-            "--center",
-            f"{traj}:-1",
-            "--directions",
-            "filter",
-            "--range",
-            "-1:1",
-            "--resolution",
-            "5x3",
-            "--seed",
-            "7",
-            "--out",
-            str(out),
-            "--name",
-            "p",
-            "--quiet",
-        ]
-    )
+    options = dict(dtype="float64", center=f"{traj}:-1", directions="filter", range="-1:1", resolution="5x3")
+    rc = main(_argv("plane", seed=7, out=out, name="p", **options))
     assert rc == 0
     _files(out, "p.npz", "p.html", "p.png", "p_surface.html")
     r = PlaneResult.load(out / "p.npz")
@@ -153,26 +114,7 @@ def test_plane_filter_directions(runs, tmp_path):
 
 def test_pca_plane_overlays_in_plane_coordinates(runs, tmp_path):
     out = tmp_path / "pca"
-    rc = main(
-        [
-            "plane",
-            *MODEL,
-            "--data",
-            "digits",
-            "--limit",
-            str(N),
-            "--directions",
-            "pca",
-            "--trajectory",
-            *map(str, runs),
-            "--resolution",
-            "4",
-            "--out",
-            str(out),
-            "--no-html",
-            "--quiet",
-        ]
-    )
+    rc = main(_argv("plane", "no-html", directions="pca", trajectory=runs, resolution=4, out=out))
     assert rc == 0
     _files(out, "plane.npz", "plane_path.npz", "plane.png")
     pl, path = PlaneResult.load(out / "plane.npz"), ProjectedPath.load(out / "plane_path.npz")
@@ -181,20 +123,8 @@ def test_pca_plane_overlays_in_plane_coordinates(runs, tmp_path):
     lo, hi = path.coordinates.min(0), path.coordinates.max(0)  # the default range covers the path
     assert pl.xs[0] < lo[0] and pl.xs[-1] > hi[0] and pl.ys[0] < lo[1] and pl.ys[-1] > hi[1]
     assert np.isfinite(path.true_loss).all() and np.isfinite(path.plane_loss).all()
-    rc = main(
-        [
-            "plot",
-            str(out / "plane.npz"),
-            "--path",
-            str(out / "plane_path.npz"),
-            "--out",
-            str(out),
-            "--name",
-            "again",
-            "--no-png",
-            "--quiet",
-        ]
-    )
+    plane, path = str(out / "plane.npz"), str(out / "plane_path.npz")
+    rc = main(["plot", plane, "--path", path, "--out", str(out), "--name", "again", "--no-png", "--quiet"])
     assert rc == 0
     _files(out, "again.html")
 
@@ -207,28 +137,8 @@ def test_safetensors_checkpoint_and_meta_model(runs, tmp_path):
     traj.append_model(build_model("mlp", (1, 8, 8), 10, hidden=[8], seed=6), step=0)
     traj.close()
     out = tmp_path / "ck"
-    rc = main(
-        [
-            "line",
-            "--data",
-            "digits",
-            "--limit",
-            str(N),
-            "--dtype",
-            "float64",
-            "--from",
-            str(ckpt),
-            "--to",
-            str(tmp_path / "meta"),
-            "--alphas",
-            "0,1",
-            "--out",
-            str(out),
-            "--no-html",
-            "--no-png",
-            "--quiet",
-        ]
-    )
+    options = dict(dtype="float64", from_=ckpt, to=tmp_path / "meta", alphas="0,1", out=out)
+    rc = main(_argv("line", "no-html", "no-png", model=False, **options))
     assert rc == 0  # the model comes from the trajectory's metadata
     r = LineResult.load(out / "line.npz")
     vec = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
@@ -274,22 +184,7 @@ def test_model_required_without_metadata(runs, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(runs, tmp_path):
-    args = [
-        "plane",
-        *MODEL,
-        "--data",
-        "digits",
-        "--limit",
-        str(N),
-        "--center",
-        f"{runs[0]}:-1",
-        "--resolution",
-        "5x4",
-        "--seed",
-        "3",
-        "--no-html",
-        "--quiet",
-    ]
+    args = _argv("plane", "no-html", center=f"{runs[0]}:-1", resolution="5x4", seed=3)
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     pythonpath = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}

@@ -207,41 +207,9 @@ def test_plane_on_a_model_outside_the_package(run, tmp_path):
 def test_plane_from_the_trajectory_alone(run, tmp_path):
     """``plane --trajectory DIR``: the recorded factory builds the model; same plane as naming it."""
     a, b = tmp_path / "a", tmp_path / "b"
-    assert (
-        main(
-            [
-                "plane",
-                "--trajectory",
-                str(run["traj"]),
-                *QUIET,
-                "--resolution",
-                "3",
-                "--out",
-                str(a),
-                "--no-html",
-                "--no-png",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "plane",
-                *MODEL,
-                "--center",
-                str(run["traj"]),
-                *QUIET,
-                "--resolution",
-                "3",
-                "--out",
-                str(b),
-                "--no-html",
-                "--no-png",
-            ]
-        )
-        == 0
-    )
+    grid = [*QUIET, "--resolution", "3", "--no-html", "--no-png"]
+    assert main(["plane", "--trajectory", str(run["traj"]), *grid, "--out", str(a)]) == 0
+    assert main(["plane", *MODEL, "--center", str(run["traj"]), *grid, "--out", str(b)]) == 0
     ra, rb = load_result(a / "plane.npz"), load_result(b / "plane.npz")
     np.testing.assert_array_equal(ra.center, Trajectory.open(run["traj"])[-1].vector.numpy())
     np.testing.assert_array_equal(ra.metrics["loss"], rb.metrics["loss"])
@@ -263,28 +231,15 @@ def test_hessian_matches_the_python_api(run, tmp_path):
         assert r.n_params == api.n_params and r.n_samples == N
 
 
+def _distance(run, out, alphas, *flags):
+    """``landscape distance`` from the run's first snapshot to its weights file, at ``alphas``; the exit code."""
+    argv = ["distance", *MODEL, "--from", f"{run['traj']}:0", "--to", str(run["st"]), *QUIET]
+    return main([*argv, "--alphas", alphas, "--out", str(out), "--no-png", *flags])
+
+
 def test_distance_matches_the_python_api(run, tmp_path):
     out = tmp_path / "d"
-    assert (
-        main(
-            [
-                "distance",
-                *MODEL,
-                "--from",
-                f"{run['traj']}:0",
-                "--to",
-                str(run["st"]),
-                *QUIET,
-                "--alphas",
-                "0:1:5",
-                "--out",
-                str(out),
-                "--no-png",
-                "--no-html",
-            ]
-        )
-        == 0
-    )
+    assert _distance(run, out, "0:1:5", "--no-html") == 0
     r = load_result(out / "distance.npz")
     assert isinstance(r, DistanceResult)
     a = Trajectory.open(run["traj"]).model_at(nets.make(width=8), 0)
@@ -296,26 +251,7 @@ def test_distance_matches_the_python_api(run, tmp_path):
 
 def test_cdn_pages_reference_the_cdn(run, tmp_path):
     out = tmp_path / "cdn"
-    assert (
-        main(
-            [
-                "distance",
-                *MODEL,
-                "--from",
-                f"{run['traj']}:0",
-                "--to",
-                str(run["st"]),
-                *QUIET,
-                "--alphas",
-                "0:1:3",
-                "--out",
-                str(out),
-                "--no-png",
-                "--cdn",
-            ]
-        )
-        == 0
-    )
+    assert _distance(run, out, "0:1:3", "--cdn") == 0
     page = (out / "distance.html").read_text()
     assert "cdn.plot.ly" in page and not (out / "plotly.min.js").exists()
 

@@ -53,22 +53,34 @@ def test_train_mode_batchnorm_uses_each_batch():
     assert not np.allclose(eval_l, want_l)  # the policy matters on this model
 
 
-def test_interpolated_buffers():
-    m, X, y = make("bn")
+def _perturbed(m, scale):
+    """A copy of ``m`` with Gaussian noise of ``scale`` added to every parameter."""
     other = copy.deepcopy(m)
     with torch.no_grad():
         for p in other.parameters():
-            p.add_(0.3 * torch.randn_like(p))
+            p.add_(scale * torch.randn_like(p))
+    return other
+
+
+def _interpolated(m, other, alphas, X, y):
+    """Points ``(1 - a) m + a other`` with the buffers interpolated alike, and the brute-force losses there."""
+    ba, bb = dict(m.named_buffers()), dict(other.named_buffers())
+    basis = torch.stack([parameters_to_vector(m), parameters_to_vector(other)])
+    pts = AffinePoints(basis, np.stack([1 - alphas, alphas], 1), [ba, bb])
+    bufs = [{k: ((1 - a) * ba[k] + a * bb[k]) if ba[k].is_floating_point() else ba[k] for k in ba} for a in alphas]
+    want_l, _ = brute(m, pts.materialize(torch.arange(len(alphas))), [(X, y)], bufs=bufs)
+    return pts, want_l
+
+
+def test_interpolated_buffers():
+    m, X, y = make("bn")
+    other = _perturbed(m, 0.3)
+    with torch.no_grad():  # other running statistics: a pass in train mode over shifted data
         other.train()
         other(X * 3 - 1)
         other.eval()
-    ba, bb = dict(m.named_buffers()), dict(other.named_buffers())
-    alphas = np.array([0.0, 0.25, 1.0, 1.5])
-    basis = torch.stack([parameters_to_vector(m), parameters_to_vector(other)])
-    pts = AffinePoints(basis, np.stack([1 - alphas, alphas], 1), [ba, bb])
+    pts, want_l = _interpolated(m, other, np.array([0.0, 0.25, 1.0, 1.5]), X, y)
     vecs = pts.materialize(torch.arange(4))
-    bufs = [{k: ((1 - a) * ba[k] + a * bb[k]) if ba[k].is_floating_point() else ba[k] for k in ba} for a in alphas]
-    want_l, _ = brute(m, vecs, [(X, y)], bufs=bufs)
     for s in ("loop", "functional", "stacked"):
         got = evaluate_points(m, pts, (X, y), strategy=s, bn_mode="interpolate")
         np.testing.assert_allclose(got["loss"], want_l, rtol=1e-10, err_msg=s)
@@ -310,18 +322,11 @@ def test_functional_path_routes_2x2_max_pool_and_stays_exact():
 
 def test_interpolated_buffers_on_a_functional_model():
     m, X, y = make_functional("plain")
-    other = copy.deepcopy(m)
+    other = _perturbed(m, 0.2)
     with torch.no_grad():
-        for p in other.parameters():
-            p.add_(0.2 * torch.randn_like(p))
         other.bn.running_mean.add_(0.3)
         other.bn.running_var.mul_(1.7)
-    ba, bb = dict(m.named_buffers()), dict(other.named_buffers())
-    alphas = np.array([0.0, 0.4, 1.0])
-    basis = torch.stack([parameters_to_vector(m), parameters_to_vector(other)])
-    pts = AffinePoints(basis, np.stack([1 - alphas, alphas], 1), [ba, bb])
-    bufs = [{k: ((1 - a) * ba[k] + a * bb[k]) if ba[k].is_floating_point() else ba[k] for k in ba} for a in alphas]
-    want_l, _ = brute(m, pts.materialize(torch.arange(3)), [(X, y)], bufs=bufs)
+    pts, want_l = _interpolated(m, other, np.array([0.0, 0.4, 1.0]), X, y)
     for s in ("stacked", "functional"):
         got = evaluate_points(m, pts, (X, y), strategy=s, bn_mode="interpolate")
         np.testing.assert_allclose(got["loss"], want_l, rtol=1e-10, err_msg=s)

@@ -37,14 +37,16 @@ def _assert_same(got, ref, *, batch_loss=False):
             assert a.metrics["batch_loss"] == b.metrics["batch_loss"], a.step
 
 
-def _hand_loop(model, batches, *, loss_of, epochs, max_steps=None, lr, accumulate=1, **rec_kw):
+def _hand_loop(model, batches, *, loss_of, epochs, max_steps=None, lr, accumulate=1, length_known=True, **rec_kw):
     """The reference: a plain loop over fixed batches with SGD, recording through a Recorder.
 
-    With ``accumulate`` k, gradients of k batches (each loss divided by k) make one optimizer step.
+    With ``accumulate`` k, gradients of k batches (each loss divided by k) make one optimizer step;
+    ``length_known=False`` gives the recorder no ``steps_per_epoch`` (a stream of unknown length).
     """
     model = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    rec = Recorder(Trajectory(), steps_per_epoch=-(-len(batches) // accumulate), **rec_kw)
+    steps_per_epoch = -(-len(batches) // accumulate) if length_known else None
+    rec = Recorder(Trajectory(), steps_per_epoch=steps_per_epoch, **rec_kw)
     rec.begin(model)
     model.train()
     step = 0
@@ -97,27 +99,40 @@ def _lit_module(pl, net, lr):
     return Lit()
 
 
-def _lightning_run(pl, net, data, *, tmp_path, lr, max_epochs, max_steps=-1, **cb_kw):
-    from landscape.integrations.lightning import RecordTrajectory
+def _mse(m, b):
+    return nn.functional.mse_loss(m(b[0]), b[1])
 
-    cb = RecordTrajectory(**cb_kw)
+
+def _data20():
+    """20 regression samples ``(X (20, 3), y (20, 2))`` and the same cut into 4 batches of 5."""
+    g = torch.Generator().manual_seed(1)
+    data = torch.randn(20, 3, generator=g), torch.randn(20, 2, generator=g)
+    return data, [(data[0][i : i + 5], data[1][i : i + 5]) for i in range(0, 20, 5)]
+
+
+def _fit(pl, module, loader, cb, *, tmp_path, **options):
+    """Fit ``module`` with a quiet one-device CPU Lightning trainer carrying the callback ``cb``."""
     trainer = pl.Trainer(
-        max_epochs=max_epochs,
-        max_steps=max_steps,
         accelerator="cpu",
         devices=1,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        num_sanity_val_steps=0,
         callbacks=[cb],
         default_root_dir=tmp_path,
+        **options,
     )
-    loader = DataLoader(TensorDataset(*data), batch_size=5, shuffle=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no workers", "no validation loop": irrelevant here
-        trainer.fit(_lit_module(pl, copy.deepcopy(net), lr), loader)
+        trainer.fit(module, loader)
+
+
+def _lightning_run(pl, net, data, *, tmp_path, lr, max_epochs, max_steps=-1, **cb_kw):
+    cb = RecordTrajectoryLightning(**cb_kw)
+    loader = DataLoader(TensorDataset(*data), batch_size=5, shuffle=False)
+    module = _lit_module(pl, copy.deepcopy(net), lr)
+    _fit(pl, module, loader, cb, tmp_path=tmp_path, max_epochs=max_epochs, max_steps=max_steps, num_sanity_val_steps=0)
     return cb
 
 
@@ -129,8 +144,7 @@ def test_lightning_records_the_hand_written_loop(tmp_path, every_steps, every_ep
     pl = _lightning()
     torch.manual_seed(0)
     net = make_net()
-    g = torch.Generator().manual_seed(1)
-    data = torch.randn(20, 3, generator=g), torch.randn(20, 2, generator=g)
+    data, batches = _data20()
     sched = dict(every_steps=every_steps, every_epochs=every_epochs)
     _lightning_run(
         pl,
@@ -146,11 +160,10 @@ def test_lightning_records_the_hand_written_loop(tmp_path, every_steps, every_ep
         meta={"seed": 0},
         **sched,
     )
-    batches = [(data[0][i : i + 5], data[1][i : i + 5]) for i in range(0, 20, 5)]
     ref = _hand_loop(
         net,
         batches,
-        loss_of=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]),
+        loss_of=_mse,
         epochs=max_epochs,
         max_steps=max_steps if max_steps > 0 else None,
         lr=0.05,
@@ -164,43 +177,6 @@ def test_lightning_records_the_hand_written_loop(tmp_path, every_steps, every_ep
         assert "train_loss" in got[int(got.steps.tolist().index(4))].metrics
 
 
-def test_lightning_gradient_accumulation_counts_optimizer_steps(tmp_path):
-    pl = _lightning()
-    torch.manual_seed(0)
-    net = make_net()
-    g = torch.Generator().manual_seed(1)
-    data = torch.randn(20, 3, generator=g), torch.randn(20, 2, generator=g)
-    cb = RecordTrajectoryLightning(every_steps=1, every_epochs=1, module="net")
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accumulate_grad_batches=2,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[cb],
-        default_root_dir=tmp_path,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(_lit_module(pl, copy.deepcopy(net), 0.05), DataLoader(TensorDataset(*data), batch_size=5))
-    batches = [(data[0][i : i + 5], data[1][i : i + 5]) for i in range(0, 20, 5)]
-    ref = _hand_loop(
-        net,
-        batches,
-        loss_of=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]),
-        epochs=2,
-        lr=0.05,
-        accumulate=2,
-        every_steps=1,
-        every_epochs=1,
-    )
-    assert ref.steps.tolist() == [0, 1, 2, 3, 4]  # 4 batches an epoch, 2 optimizer steps
-    _assert_same(cb.trajectory, ref)
-
-
 class _Stream(torch.utils.data.IterableDataset):
     """Batches of unknown length (no __len__): epochs end where the stream does."""
 
@@ -211,44 +187,32 @@ class _Stream(torch.utils.data.IterableDataset):
         return iter(self.batches)
 
 
-def test_lightning_iterable_of_unknown_length(tmp_path):
+@pytest.mark.parametrize(
+    "stream,accumulate,every_steps,steps,epochs",
+    [
+        (False, 2, 1, [0, 1, 2, 3, 4], [0.0, 0.5, 1.0, 1.5, 2.0]),  # 4 batches an epoch, 2 optimizer steps
+        (True, 1, 3, [0, 3, 4, 6, 8], [0.0, 0.0, 1.0, 1.0, 2.0]),  # no steps_per_epoch: the length is unknown
+    ],
+    ids=["gradient-accumulation", "iterable-of-unknown-length"],
+)
+def test_lightning_epochs_of_another_length_record_the_hand_written_loop(
+    tmp_path, stream, accumulate, every_steps, steps, epochs
+):
     pl = _lightning()
     torch.manual_seed(0)
     net = make_net()
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(20, 3, generator=g), torch.randn(20, 2, generator=g)
-    batches = [(x[i : i + 5], y[i : i + 5]) for i in range(0, 20, 5)]
-    cb = RecordTrajectoryLightning(every_steps=3, every_epochs=1, module="net")
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[cb],
-        default_root_dir=tmp_path,
+    data, batches = _data20()
+    cb = RecordTrajectoryLightning(every_steps=every_steps, every_epochs=1, module="net")
+    loader = DataLoader(_Stream(batches), batch_size=None) if stream else DataLoader(TensorDataset(*data), batch_size=5)
+    module = _lit_module(pl, copy.deepcopy(net), 0.05)
+    _fit(pl, module, loader, cb, tmp_path=tmp_path, max_epochs=2, accumulate_grad_batches=accumulate)
+    sched = dict(every_steps=every_steps, every_epochs=1)
+    ref = _hand_loop(
+        net, batches, loss_of=_mse, epochs=2, lr=0.05, accumulate=accumulate, length_known=not stream, **sched
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(_lit_module(pl, copy.deepcopy(net), 0.05), DataLoader(_Stream(batches), batch_size=None))
-    loss = lambda m, b: nn.functional.mse_loss(m(b[0]), b[1])  # noqa: E731
-    model = copy.deepcopy(net)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    rec = Recorder(None, model=model, every_steps=3, every_epochs=1)  # no steps_per_epoch: length unknown
-    for _ in range(2):
-        for b in batches:
-            opt.zero_grad(set_to_none=True)
-            l_b = loss(model, b)
-            l_b.backward()
-            opt.step()
-            rec.step(model, loss=l_b)
-        rec.epoch_end(model)
-    ref = rec.close(model)
-    assert ref.steps.tolist() == [0, 3, 4, 6, 8]
-    assert ref.epochs.tolist() == [0.0, 0.0, 1.0, 1.0, 2.0]
-    _assert_same(cb.trajectory, ref, batch_loss=True)
+    assert ref.steps.tolist() == steps
+    assert ref.epochs.tolist() == epochs
+    _assert_same(cb.trajectory, ref, batch_loss=accumulate == 1)  # accumulated: the two log different batch losses
 
 
 def test_lightning_failure_closes_the_store_without_a_final_point(tmp_path):
@@ -264,20 +228,9 @@ def test_lightning_failure_closes_the_store_without_a_final_point(tmp_path):
 
     lit.training_step = failing
     cb = RecordTrajectoryLightning(trajectory=tmp_path / "run", every_steps=1)
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[cb],
-        default_root_dir=tmp_path,
-    )
-    with warnings.catch_warnings(), pytest.raises(FloatingPointError, match="diverged"):
-        warnings.simplefilter("ignore")
-        trainer.fit(lit, DataLoader(TensorDataset(torch.randn(20, 3), torch.randn(20, 2)), batch_size=5))
+    loader = DataLoader(TensorDataset(torch.randn(20, 3), torch.randn(20, 2)), batch_size=5)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        _fit(pl, lit, loader, cb, tmp_path=tmp_path, max_epochs=2)
     with Trajectory.open(tmp_path / "run", "a") as traj:  # the writer's lock was released
         assert traj.steps.tolist() == [0, 1, 2, 3]  # no final point after the failure
 

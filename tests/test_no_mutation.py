@@ -259,6 +259,17 @@ CALLS: dict[str, list[dict[str, Any]]] = {
         }
     ],
     "landscape.Problem.loss_fn_for": [{"targets": Lazy(lambda c: c.y)}],
+    "landscape._weights.ModelWeights": [  # float32 for the float64 model: compute_model builds its cast copy
+        {
+            "layout": Lazy(lambda c: __import__("landscape").ParamLayout.from_model(c.model)),
+            "dtype": torch.float32,
+            "device": torch.device("cpu"),
+        }
+    ],
+    "landscape._weights.ModelWeights.functional": [
+        {"theta": Lazy(lambda c: c.vec()), "bn_train": t} for t in (False, True)
+    ],
+    "landscape._weights.compute_placement": [{"dtype": None, "device": None}],
     "landscape.Problem.reduce_sums": [{"sums": Lazy(lambda c: [torch.ones(2, dtype=torch.float64)])}],
     "landscape.line": [{**_TINY, **m} for m in (*_BN_MODES, {"bn_mode": "interpolate"})],
     "landscape.line_distance": [

@@ -55,6 +55,20 @@ def _vec(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
+def _restored(model: nn.Module, opt, make):
+    """A copy of ``model`` (from another seed) and a new optimizer ``make(params)``, both loaded from a weights-only
+    checkpoint of ``model`` and ``opt``; also the checkpoint."""
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
+    buf.seek(0)
+    ck = torch.load(buf, weights_only=True)
+    net = _net(1)
+    net.load_state_dict(ck["model"])
+    new = make(net.parameters())
+    new.load_state_dict(ck["opt"])
+    return net, new, ck
+
+
 def _same_state(a: dict, b: dict) -> bool:
     sa, sb = a["state"], b["state"]
     if sa.keys() != sb.keys():
@@ -199,14 +213,7 @@ def test_rk2_state_dict_round_trip_continues_identically(inner):
     batches = _batches(8)
     for x, y in batches[:4]:
         ra.step(_closure(a, ra, x, y))
-    buf = io.BytesIO()
-    torch.save({"model": a.state_dict(), "opt": ra.state_dict()}, buf)
-    buf.seek(0)
-    ck = torch.load(buf, weights_only=True)
-    b = _net(1)
-    b.load_state_dict(ck["model"])
-    rb = RK2(INNERS[inner](b.parameters()), "ralston")
-    rb.load_state_dict(ck["opt"])
+    b, rb, ck = _restored(a, ra, lambda p: RK2(INNERS[inner](p), "ralston"))
     for x, y in batches[4:]:
         ra.step(_closure(a, ra, x, y))
         rb.step(_closure(b, rb, x, y))
@@ -314,14 +321,7 @@ def test_switch_state_dict_round_trip(save_at):
     batches = _batches(8)
     for x, y in batches[:save_at]:
         sa.step(_closure(a, sa, x, y))
-    buf = io.BytesIO()
-    torch.save({"model": a.state_dict(), "opt": sa.state_dict()}, buf)
-    buf.seek(0)
-    ck = torch.load(buf, weights_only=True)
-    b = _net(1)
-    b.load_state_dict(ck["model"])
-    sb = SwitchSchedule(b.parameters(), phases)
-    sb.load_state_dict(ck["opt"])
+    b, sb, ck = _restored(a, sa, lambda p: SwitchSchedule(p, phases))
     assert sb.phase == sa.phase and sb.steps == save_at
     for x, y in batches[save_at:]:
         sa.step(_closure(a, sa, x, y))

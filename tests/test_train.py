@@ -29,13 +29,16 @@ def sgd(lr=0.1):
     return lambda p: torch.optim.SGD(p, lr=lr, momentum=0.9)
 
 
+def _fit(net, data=None, **options):
+    """``Trainer(net, data, optimizer=sgd(), **options).fit()``; the data default :func:`_data`."""
+    return Trainer(net, _data() if data is None else data, optimizer=sgd(), **options).fit()
+
+
 def test_seeded_runs_are_bitwise_identical_and_seed_matters():
     runs = []
     for seed in (3, 3, 4):
         rec = ListRecorder()
-        Trainer(
-            _net(), _data(), optimizer=sgd(), epochs=3, batch_size=8, seed=seed, trajectory=rec, record_every_steps=2
-        ).fit()
+        _fit(_net(), epochs=3, batch_size=8, seed=seed, trajectory=rec, record_every_steps=2)
         runs.append(torch.stack([r["vector"] for r in rec]))
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
@@ -58,16 +61,7 @@ def test_caller_model_untouched_and_initial_snapshot_is_it():
 def test_recording_schedule_steps_epochs_first_last_without_duplicates():
     rec = ListRecorder()
     # 40 samples, batch 16 -> 3 batches/epoch; 7 steps: stops in the middle of epoch 3
-    Trainer(
-        _net(),
-        _data(),
-        optimizer=sgd(),
-        steps=7,
-        batch_size=16,
-        trajectory=rec,
-        record_every_steps=2,
-        record_every_epochs=1,
-    ).fit()
+    _fit(_net(), steps=7, batch_size=16, trajectory=rec, record_every_steps=2, record_every_epochs=1)
     steps = [r["step"] for r in rec]
     assert steps == [0, 2, 3, 4, 6, 7]
     epoch_end = [r for r in rec if r["step"] in (3, 6)]
@@ -265,17 +259,9 @@ def test_recording_is_bitwise_a_hand_written_loop(where, tmp_path):
     net = _bn_net()
     ref_model, expected = _hand_written_run(net, x, y, epochs=3, batch=16, seed=7, every_steps=2)
     traj = Trajectory() if where == "memory" else Trajectory(tmp_path / "t", durable=False)
-    tr = Trainer(
-        net,
-        (x, y),
-        optimizer=sgd(),
-        epochs=3,
-        batch_size=16,
-        seed=7,
-        trajectory=traj,
-        record_every_steps=2,
-        record_every_epochs=1,
-    ).fit()
+    tr = _fit(
+        net, (x, y), epochs=3, batch_size=16, seed=7, trajectory=traj, record_every_steps=2, record_every_epochs=1
+    )
     if where == "disk":
         traj.close()
         traj = Trajectory.open(tmp_path / "t", "r")
@@ -323,17 +309,7 @@ def test_cached_layout_recorder_equals_uncached_reference_through_growth_and_fre
     for fast in (True, False):
         traj = Trajectory()
         rec = traj if fast else _UncachedRecorder(traj)
-        Trainer(
-            _bn_net(),
-            _data(),
-            optimizer=sgd(),
-            epochs=3,
-            batch_size=8,
-            seed=2,
-            callbacks=[Change()],
-            trajectory=rec,
-            record_every_steps=1,
-        ).fit()
+        _fit(_bn_net(), epochs=3, batch_size=8, seed=2, callbacks=[Change()], trajectory=rec, record_every_steps=1)
         runs.append(traj)
     fast, slow = runs
     assert len(fast) == len(slow) == 16
@@ -397,9 +373,7 @@ def test_seeded_training_with_recording_is_bitwise_reproducible_across_processes
     for p in paths:
         subprocess.run([sys.executable, "-c", script, str(p)], check=True, env=env, cwd=root, timeout=300)
     here = Trajectory()
-    Trainer(
-        _bn_net(), _data(), optimizer=sgd(), epochs=3, batch_size=16, seed=7, trajectory=here, record_every_steps=2
-    ).fit()
+    _fit(_bn_net(), epochs=3, batch_size=16, seed=7, trajectory=here, record_every_steps=2)
     a, b = (Trajectory.open(p, "r") for p in paths)
     assert len(a) == len(b) == len(here) == 7
     for sa, sb, sh in zip(a, b, here):
