@@ -21,7 +21,8 @@ import plotly.graph_objects as go
 from scipy.optimize import minimize
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, register_figure
 from figures.verdict import at_most
 
 # Persistent Neurons, Sec. 2 (both versions): the stated minima, the start, the step size and the step count.
@@ -157,41 +158,28 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
     minima = at_most("BFGS found critical points", grad_norm, 1e-6, detail="larger gradient norm at the two points")
     moved = float(np.linalg.norm(path[-1] - path[-max(2, len(path) // 10)]))
     settled = at_most("GD has stopped moving", moved, 1e-3, detail="distance moved over the last 10% of the steps")
+    # The demo is filed under Persistent Neurons (see the module docstring), so are its claims.
+    book = ClaimBook("toy_demo", scale="quick", paper="persistent")
+    dist = np.linalg.norm(end - MINIMUM_A)
     claims = [
-        Claim(
-            premises=[minima],
-            statement="f has two minima: (x_a, y_a) = (2, -2) and (x_b, y_b) = (-2, -1).",
-            paper_value=0.0,
-            source="Persistent Neurons, Sec. 2, eq. (1)",
-            measured=round(float(err), 5),
+        book(
+            "two-minima",
+            round(float(err), 5),
             held=bool(err < _TOL),
-            scale="quick",
-            detail=f"measured: the larger distance of the minima BFGS finds from each stated point (gtol 1e-10), "
-            f"{_fmt(found_a)} and {_fmt(found_b)}; held if below {_TOL} (the other basin's tail shifts "
-            f"(x_b, y_b) slightly).",
-        ),
-        Claim(
-            premises=[settled],
-            statement="Plain GD from w_ini = (-0.335, -1.4) with learning rate 0.001 for 50,000 steps converges "
-            "to the sub-optimal minimum (x_a, y_a).",
-            paper_value=0.0,
-            source="Persistent Neurons, Sec. 2, Fig. 2 (left)",
-            measured=round(float(np.linalg.norm(end - MINIMUM_A)), 5),
-            held=bool(np.linalg.norm(end - MINIMUM_A) < _TOL),
-            scale="quick",
-            detail=f"measured: distance of the final GD iterate {_fmt(end)} from (2, -2); held if below {_TOL}.",
-        ),
-        Claim(
             premises=[minima],
-            statement="(x_a, y_a) is the sub-optimal of the two minima.",
-            paper_value=None,
-            source="Persistent Neurons, Sec. 2",
-            measured=f_a - f_b,
-            held=f_a > f_b,
-            scale="quick",
-            detail=f"f at the located minima: f(x_a, y_a) = {f_a:.4f}, f(x_b, y_b) = {f_b:.4f}; measured is their "
-            "difference, held if positive.",
+            found_a=_fmt(found_a),
+            found_b=_fmt(found_b),
+            tol=_TOL,
         ),
+        book(
+            "plain-gd-ends-in-a",
+            round(float(dist), 5),
+            held=bool(dist < _TOL),
+            premises=[settled],
+            end=_fmt(end),
+            tol=_TOL,
+        ),
+        book("a-is-sub-optimal", f_a - f_b, held=f_a > f_b, premises=[minima], f_a=f_a, f_b=f_b),
     ]
     return FigureResult(
         caption="A gallery self-test demo, not a reproduction (Persistent Neurons Figs. 1-2 are reproduced in "

@@ -115,7 +115,7 @@ def test_fig6_and_fig7_8_tiny(tmp_path):
         k: _tiny(f"t_lenet_{k}", "lenet5", mode="full", lam=0.01, init="normal", init_std=std)
         for k, std in (("bad", 0.2), ("good", 0.05))
     }
-    claims = _check(figure7_8("quick", cache=tmp_path, setups=setups), 4)
+    claims = _check(figure7_8("quick", cache=tmp_path, setup=setups), 4)
     assert any("worse one" in p.statement for p in claims[1].premises)
     (claim,) = _check(figure6("quick", cache=tmp_path, setup=setups["bad"], grid=5, loss_images=64), 1)
     assert isinstance(claim.measured, float) and claim.measured >= 0
@@ -249,7 +249,7 @@ def test_preprint_figures_tiny(tmp_path):
         k: _tiny(f"t_pp_{k}", "lenet5", mode="full", lam=0.01, init="normal", init_std=std, depth_factor=True, epochs=2)
         for k, std in (("bad", 0.5), ("good", 0.05))
     }
-    claims = _check(figure_pp11("quick", cache=tmp_path, setups=setups), 2)
+    claims = _check(figure_pp11("quick", cache=tmp_path, setup=setups), 2)
     assert "depth factor" in claims[0].statement
     setup = _tiny("t_pp_partial", "lenet5", depth_factor=True)
     (claim,) = _check(figure_pp_partial("quick", cache=tmp_path, setup=setup), 1)

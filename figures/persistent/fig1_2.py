@@ -22,8 +22,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
-from figures.persistent._setup import SOURCE
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, figure_function, register_figure
 from figures.toy_demo import MINIMUM_A, MINIMUM_B, W_INI, draw_surface, grad, loss
 from figures.verdict import at_most
 
@@ -77,17 +77,15 @@ def _fmt(p: np.ndarray | Sequence[float]) -> str:
     return f"({p[0]:.3f}, {p[1]:.3f})"
 
 
+@figure_function(lambda scale, data_dir: None)
 def figure1_2(
-    scale: Scale | str = Scale.QUICK,
-    data_dir: Path | str | None = None,
-    *,
-    cache: Path | str | None = None,
-    progress: bool = False,
-    steps: int = STEPS,
-    lr: float = LR,
-    lam: float = LAM,
+    setup: None, *, cache: Path | str | None, progress: bool, steps: int = STEPS, lr: float = LR, lam: float = LAM
 ) -> FigureResult:
-    """The figure at given settings (the paper's by default; the toy needs no data or cache, at every scale)."""
+    """The figure at given settings, the paper's by default (signature: :func:`figures.contract.figure_function`).
+
+    The toy needs no data, cache or settings (``setup`` is unused): it has the paper's at every scale, and the
+    options ``steps``, ``lr`` and ``lam`` change them.
+    """
     xs, ys = np.linspace(-4.5, 4.5, 121), np.linspace(-4.5, 2.5, 99)
     X, Y = np.meshgrid(xs, ys)
     Z = loss(X, Y)
@@ -161,31 +159,26 @@ def figure1_2(
         legend=dict(orientation="h", y=-0.15),
     )
 
+    book = ClaimBook("persistent_fig1_2", scale="quick")
     claims = [
-        Claim(
-            statement="Plain GD from w_ini = (-0.335, -1.4), lr 0.001, 50,000 steps converges to the sub-optimal "
-            "minimum (x_a, y_a) = (2, -2).",
-            paper_value=0.0,
-            source=f"{SOURCE}, Sec. 2, Fig. 2 (left)",
-            measured=round(d_plain, 5),
+        book(
+            "plain-gd-ends-in-a",
+            round(d_plain, 5),
             held=bool(d_plain < TOL),
             premises=[conv_p],
-            scale="quick",
-            detail=f"measured: distance of the final iterate {_fmt(end_p)} from (2, -2); an exact check, held if "
-            f"below {TOL}; f there = {f_p:.4f}.",
+            end=_fmt(end_p),
+            tol=TOL,
+            f=f_p,
         ),
-        Claim(
-            statement="Persistent training (lambda = 0.1, anchor w0 = the plain solution) from the same w_ini "
-            "converges to the other basin, (x_b, y_b) = (-2, -1), the global minimum.",
-            paper_value=0.0,
-            source=f"{SOURCE}, Sec. 2, eq. (2), Fig. 2 (right)",
-            measured=round(d_pers, 5),
+        book(
+            "persistent-gd-ends-in-b",
+            round(d_pers, 5),
             held=bool(d_pers < TOL and f_q < f_p),
             premises=[conv_p, conv_q],
-            scale="quick",
-            detail=f"measured: distance of the final iterate {_fmt(end_q)} from (-2, -1); an exact check, held if "
-            f"below {TOL} (the penalty's constant pull shifts the minimum slightly) and f lower than at the "
-            f"plain end point ({f_q:.4f} vs {f_p:.4f}).",
+            end=_fmt(end_q),
+            tol=TOL,
+            f=f_q,
+            f_plain=f_p,
         ),
     ]
     return FigureResult(
