@@ -63,6 +63,23 @@ def gradient_descent(
     return np.asarray(path, dtype=np.float64)
 
 
+def surface_grid() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The grid the surface is drawn on.
+
+    Returns:
+        ``xs`` ``(121,)`` over [-4.5, 4.5], ``ys`` ``(99,)`` over [-4.5, 2.5], and ``X``, ``Y`` and
+        ``Z = f(X, Y)``, each ``(99, 121)``.
+    """
+    xs, ys = np.linspace(-4.5, 4.5, 121), np.linspace(-4.5, 2.5, 99)
+    X, Y = np.meshgrid(xs, ys)
+    return xs, ys, X, Y, loss(X, Y)
+
+
+def analytic_scaling(steps: int, lr: float) -> dict[str, str]:
+    """The scaling entries of a figure on the analytic surface: the model, no data, the gradient-descent budget."""
+    return {"model": "analytic f(x, y), eq. (1)", "data": "none (analytic)", "epochs": f"{steps:,} GD steps, lr {lr:g}"}
+
+
 def draw_surface(
     xs: np.ndarray, ys: np.ndarray, Z: np.ndarray, title: str
 ) -> tuple[go.Figure, matplotlib.figure.Figure]:
@@ -103,9 +120,7 @@ def _fmt(p: np.ndarray | tuple[float, float]) -> str:
     title="Gallery self-test demo (not a reproduction; see Figs. 1-2): two-minima surface, plain GD",
 )
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    xs, ys = np.linspace(-4.5, 4.5, 121), np.linspace(-4.5, 2.5, 99)
-    X, Y = np.meshgrid(xs, ys)  # (99, 121)
-    Z = loss(X, Y)
+    xs, ys, X, Y, Z = surface_grid()
     path = gradient_descent(W_INI, LR, STEPS, progress=progress)
     end = path[-1]
     found_a, found_b = _local_minimum(MINIMUM_A), _local_minimum(MINIMUM_B)
@@ -160,27 +175,15 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
     settled = at_most("GD has stopped moving", moved, 1e-3, detail="distance moved over the last 10% of the steps")
     # The demo is filed under Persistent Neurons (see the module docstring), so are its claims.
     book = ClaimBook("toy_demo", scale="quick", paper="persistent")
-    dist = np.linalg.norm(end - MINIMUM_A)
+    near = (  # the checks "a point lies within _TOL of the paper's": key, distance, premise, template values
+        ("two-minima", err, minima, {"found_a": _fmt(found_a), "found_b": _fmt(found_b)}),
+        ("plain-gd-ends-in-a", np.linalg.norm(end - MINIMUM_A), settled, {"end": _fmt(end)}),
+    )
     claims = [
-        book(
-            "two-minima",
-            round(float(err), 5),
-            held=bool(err < _TOL),
-            premises=[minima],
-            found_a=_fmt(found_a),
-            found_b=_fmt(found_b),
-            tol=_TOL,
-        ),
-        book(
-            "plain-gd-ends-in-a",
-            round(float(dist), 5),
-            held=bool(dist < _TOL),
-            premises=[settled],
-            end=_fmt(end),
-            tol=_TOL,
-        ),
-        book("a-is-sub-optimal", f_a - f_b, held=f_a > f_b, premises=[minima], f_a=f_a, f_b=f_b),
+        book(key, round(float(d), 5), held=bool(d < _TOL), premises=[premise], tol=_TOL, **values)
+        for key, d, premise, values in near
     ]
+    claims.append(book("a-is-sub-optimal", f_a - f_b, held=f_a > f_b, premises=[minima], f_a=f_a, f_b=f_b))
     return FigureResult(
         caption="A gallery self-test demo, not a reproduction (Persistent Neurons Figs. 1-2 are reproduced in "
         "persistent_fig1_2). The two-minima loss surface of Persistent Neurons eq. (1) (their Fig. 1) and "
@@ -189,11 +192,5 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
         "the paper at both scales; the path is drawn every 250 steps.",
         panels=[Panel("surface", plotly=surface, mpl=m_surface), Panel("path", plotly=contour, mpl=m_contour)],
         claims=claims,
-        scaling={
-            "model": "analytic f(x, y), eq. (1)",
-            "data": "none (analytic)",
-            "epochs": f"{STEPS:,} GD steps, lr {LR:g}",
-            "repetitions": 1,
-            "grid": "121 x 99",
-        },
+        scaling={**analytic_scaling(STEPS, LR), "repetitions": 1, "grid": "121 x 99"},
     )

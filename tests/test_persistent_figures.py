@@ -254,3 +254,37 @@ def test_preprint_figures_tiny(tmp_path):
     setup = _tiny("t_pp_partial", "lenet5", depth_factor=True)
     (claim,) = _check(figure_pp_partial("quick", cache=tmp_path, setup=setup), 1)
     assert "Depth factor" in claim.detail
+
+
+# --------------------------------------------------------------------------- the claims file against the paper tables
+def test_claims_file_paper_values_are_the_figures_paper_tables():
+    # claims.toml holds each claim's paper value (points) and paper effect (a fraction); the figures keep the
+    # paper's accuracies in their PAPER tables for details and premises: both must say the same.
+    from figures.claims import paper_claims
+    from figures.persistent import fig3_5, fig7_8, fig9_11, preprint
+
+    specs = paper_claims("persistent")
+
+    def check(figure: str, key: str, diff: float, effect: bool = True) -> None:
+        spec = specs[figure][key]
+        assert spec.paper_value == round(100 * diff, 2), (figure, key)
+        assert spec.paper_effect == (pytest.approx(diff, abs=1e-12) if effect else None), (figure, key)
+
+    p = fig7_8.PAPER
+    check("persistent_fig7_8", "bad-init-is-worse", p["good"]["plain_test"] - p["bad"]["plain_test"])
+    check("persistent_fig7_8", "bad-persistent-reaches-good-plain", p["bad"]["champ_test"] - p["good"]["plain_test"])
+    for k in ("bad", "good"):
+        check("persistent_fig7_8", f"persistent-improves-{k}", p[k]["champ_test"] - p[k]["plain_test"])
+    for which, n in fig9_11.FIGNUM.items():
+        _, plain_test, _, champ_test = fig9_11.PAPER[which]
+        check(f"persistent_fig{n}", "persistent-beats-plain", champ_test - plain_test)
+        assert fig9_11.PARTIAL_MODELS[which][0] in specs[f"persistent_fig{n}"]["persistent-beats-plain"].statement
+    full, partial = preprint.PAPER_FULL, preprint.PAPER_PARTIAL_LENET
+    diff = full["bad"]["champ_test"] - full["good"]["plain_test"]
+    check("persistent_pp_fig11", "bad-championship-passes-good-plain", diff, effect=False)
+    check("persistent_pp_partial", "depth-factor-raises-accuracy", partial["champ_test"] - partial["plain_test"])
+    kink = specs["persistent_fig3_5"]
+    assert kink["plain-model-fits-a-kink"].paper_value == fig3_5.PAPER_KINK
+    assert kink["persistent-beats-best-reinit"].paper_value == round(
+        fig3_5.PAPER_CHAMPION - fig3_5.PAPER_BEST_REINIT, 4
+    )

@@ -77,6 +77,7 @@ __all__ = [  # the shared setup of the Persistent Neurons figures: defined here 
     "accuracy_claim",
     "accuracy_claim_values",
     "best_persistent",
+    "championship_claim",
     "converged_premise",
     "curve",
     "error_sub",
@@ -391,6 +392,22 @@ def accuracy_claim(
     """
     eff = paired_proportions(correct_a, correct_b)
     return book(key, round(100 * eff.mean, 3), eff, premises=premises, **values)
+
+
+def championship_claim(
+    book: ClaimBook, key: str, pt: PersistentTrainer, splits: Splits, *, premises: Sequence[Premise], **values: Any
+) -> Claim:
+    """The claim ``key`` that a run's championship classifies the test images better than its plain model.
+
+    McNemar on the test images (:func:`accuracy_claim`), which played no part in choosing the championship. The
+    templates get the run's accuracies (:func:`accuracy_claim_values`: ``champion``, ``plain_val``,
+    ``plain_test``, ``champ_val``, ``champ_test``), ``resolvable`` (:func:`resolvable`) and ``values``.
+    """
+    v = accuracy_claim_values(pt)
+    correct = [test_correct(pt, it, splits) for it in (v["champion"], 0)]
+    return accuracy_claim(
+        book, key, *correct, premises=premises, **v, resolvable=resolvable(len(splits.test[1])), **values
+    )
 
 
 def resolvable(n: int) -> str:

@@ -40,18 +40,16 @@ from figures.persistent._setup import (
     Line,
     RunSetup,
     Sub,
-    accuracy_claim,
     accuracy_claim_values,
     at_least,
+    championship_claim,
     converged_premise,
     error_sub,
     layers_used,
     moved_premise,
     persistent_figure,
     render,
-    resolvable,
     spearman_effect,
-    test_correct,
 )
 from figures.verdict import paired_effect
 from landscape.analyze import SaturationHistory
@@ -223,15 +221,7 @@ def figure13_15(setup: RunSetup, pt: PersistentTrainer, scale: Scale, progress: 
     eff15 = paired_effect(per_layer_c, per_layer_p)
     book = ClaimBook("persistent_fig13_15", scale=str(scale))
     claims = [
-        accuracy_claim(
-            book,
-            "championship-beats-plain",
-            test_correct(pt, c, splits),
-            test_correct(pt, 0, splits),
-            premises=[conv, moved],
-            **v,
-            resolvable=resolvable(len(splits.test[1])),
-        ),
+        championship_claim(book, "championship-beats-plain", pt, splits, premises=[conv, moved]),
         book(
             "saturation-falls-with-iterations",
             round(rho_eff.mean, 4),

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, figure_function, register_figure
-from figures.toy_demo import MINIMUM_A, MINIMUM_B, W_INI, draw_surface, grad, loss
+from figures.toy_demo import MINIMUM_A, MINIMUM_B, W_INI, analytic_scaling, draw_surface, grad, loss, surface_grid
 from figures.verdict import at_most
 
 LAM = 0.1  # Persistent Neurons, Sec. 2, eq. (2)
@@ -86,9 +86,7 @@ def figure1_2(
     The toy needs no data, cache or settings (``setup`` is unused): it has the paper's at every scale, and the
     options ``steps``, ``lr`` and ``lam`` change them.
     """
-    xs, ys = np.linspace(-4.5, 4.5, 121), np.linspace(-4.5, 2.5, 99)
-    X, Y = np.meshgrid(xs, ys)
-    Z = loss(X, Y)
+    xs, ys, X, Y, Z = surface_grid()
     plain = persistent_gd(W_INI, lr, steps, progress=progress)
     w0 = plain[-1]
     pers = persistent_gd(W_INI, lr, steps, anchors=[w0], lam=lam, progress=progress)
@@ -160,26 +158,19 @@ def figure1_2(
     )
 
     book = ClaimBook("persistent_fig1_2", scale="quick")
-    claims = [
-        book(
-            "plain-gd-ends-in-a",
-            round(d_plain, 5),
-            held=bool(d_plain < TOL),
-            premises=[conv_p],
-            end=_fmt(end_p),
-            tol=TOL,
-            f=f_p,
-        ),
-        book(
+    ends = (  # key, distance of the end point from the paper's minimum, a further condition, premises, values
+        ("plain-gd-ends-in-a", d_plain, True, [conv_p], {"end": _fmt(end_p), "f": f_p}),
+        (
             "persistent-gd-ends-in-b",
-            round(d_pers, 5),
-            held=bool(d_pers < TOL and f_q < f_p),
-            premises=[conv_p, conv_q],
-            end=_fmt(end_q),
-            tol=TOL,
-            f=f_q,
-            f_plain=f_p,
+            d_pers,
+            f_q < f_p,
+            [conv_p, conv_q],
+            {"end": _fmt(end_q), "f": f_q, "f_plain": f_p},
         ),
+    )
+    claims = [
+        book(key, round(d, 5), held=bool(d < TOL and lower), premises=premises, tol=TOL, **values)
+        for key, d, lower, premises, values in ends
     ]
     return FigureResult(
         caption="Fig. 1: the two-minima loss surface of eq. (1). Fig. 2: gradient descent paths from w_ini on the "
@@ -187,13 +178,7 @@ def figure1_2(
         "settings at both scales; paths drawn every 250 steps.",
         panels=[Panel("surface", plotly=surface, mpl=m_surface), Panel("paths", plotly=fig, mpl=m_paths)],
         claims=claims,
-        scaling={
-            "model": "analytic f(x, y), eq. (1)",
-            "data": "none (analytic)",
-            "epochs": f"{steps:,} GD steps, lr {lr:g}",
-            "repetitions": "1 plain + 1 persistent",
-            "lambda": lam,
-        },
+        scaling={**analytic_scaling(steps, lr), "repetitions": "1 plain + 1 persistent", "lambda": lam},
     )
 
 

@@ -31,8 +31,7 @@ from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.persistent._setup import (
     PARTIAL_MODELS,
     RunSetup,
-    accuracy_claim,
-    accuracy_claim_values,
+    championship_claim,
     converged_premise,
     error_sub,
     history_subs,
@@ -41,8 +40,6 @@ from figures.persistent._setup import (
     partial_setup,
     persistent_figure,
     render,
-    resolvable,
-    test_correct,
 )
 from persistence import PersistentTrainer
 
@@ -72,7 +69,6 @@ def _figure_partial(
 ) -> FigureResult:
     paper_name, n = PARTIAL_MODELS[which][0], FIGNUM[which]
     title = paper_name if setup.model == PARTIAL_MODELS[which][1] else f"{setup.model} (for {paper_name})"
-    v = accuracy_claim_values(pt)
     p_val, p_test, c_val, c_test = PAPER[which]
     errors = render(
         "errors",
@@ -87,19 +83,16 @@ def _figure_partial(
         caption="Training loss includes the persistent penalty.",
     )
     splits = setup.splits()
-    c = v["champion"]
     conv = converged_premise(pt)
     moved, dis = moved_premise(pt, splits)
     book = ClaimBook(f"persistent_fig{n}", scale=str(scale))
     claims = [
-        accuracy_claim(
+        championship_claim(
             book,
             "persistent-beats-plain",
-            test_correct(pt, c, splits),
-            test_correct(pt, 0, splits),
+            pt,
+            splits,
             premises=[conv, moved],
-            **v,
-            resolvable=resolvable(len(splits.test[1])),
             paper_champ_val=c_val,
             paper_plain_val=p_val,
         ),

@@ -37,6 +37,7 @@ from figures.persistent._setup import (
     Sub,
     accuracy_claim,
     at_least,
+    championship_claim,
     converged_premise,
     curve,
     lenet_full_setups,
@@ -180,18 +181,12 @@ def figure_pp_partial(setup: RunSetup, pt: PersistentTrainer, scale: Scale, prog
     moved, dis = moved_premise(pt, splits)
     book = ClaimBook("persistent_pp_partial", scale=str(scale))
     claims = [
-        accuracy_claim(
+        championship_claim(
             book,
             "depth-factor-raises-accuracy",
-            test_correct(pt, c, splits),
-            test_correct(pt, 0, splits),
+            pt,
+            splits,
             premises=[conv, moved],
-            champion=c,
-            champ_test=test[c],
-            plain_test=test[0],
-            champ_val=val[c],
-            plain_val=val[0],
-            resolvable=resolvable(len(splits.test[1])),
             depth=pt.depth_factor_,
             lam=setup.lam * (pt.depth_factor_ or 0),
         )
