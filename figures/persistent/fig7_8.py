@@ -115,13 +115,9 @@ def figure7_8(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, pr
             resolvable=res,
         ),
     ]
-    for k in ("bad", "good"):  # championship vs plain model of each init
+    for k, key in (("bad", "persistent-improves-bad"), ("good", "persistent-improves-good")):  # champion vs plain
         prem = [conv[k], moved[k]] + ([bad_worse] if k == "bad" else [])
-        claims.append(
-            accuracy_claim(
-                book, f"persistent-improves-{k}", correct[k][1], correct[k][0], premises=prem, **v[k], resolvable=res
-            )
-        )
+        claims.append(accuracy_claim(book, key, correct[k][1], correct[k][0], premises=prem, **v[k], resolvable=res))
     s = setups["bad"]
     scaling = {
         "model": s.describe_model() + f" (and N(0, {setups['good'].init_std:g}))",
