@@ -17,7 +17,7 @@ validation accuracy (ties go to the plain model), so the claim is decided on the
 part in that choice:
 McNemar's paired test of championship vs plain on the same images. Premises: every iteration converged
 (training accuracy moved by at most max(1 point, 3 sd of its minibatch noise) over the last 10% of epochs; see
-``_persistent_common.converged_premise``) and the penalty changed the solution
+``figures.persistent._setup.converged_premise``) and the penalty changed the solution
 (some persistent iteration labels at least 1% of the test images differently from the plain model).
 """
 
