@@ -89,6 +89,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from figures.claims import claims_file
 from figures.result import Claim, FigureResult, Panel, Value
 from figures.verdict import StrEnum
 from landscape.functional import torch_threads
@@ -201,7 +202,7 @@ class FigureSpec:
             h = hashlib.sha256(path.read_bytes())
         except (OSError, TypeError):
             return None
-        claims = path.parent / "claims.toml"
+        claims = claims_file(self.paper.value)  # figures/<paper>/, also for a figure outside it (toy_demo)
         if claims.is_file():
             h.update(claims.read_bytes())
         return h.hexdigest()

@@ -115,7 +115,7 @@ def test_fig6_and_fig7_8_tiny(tmp_path):
         k: _tiny(f"t_lenet_{k}", "lenet5", mode="full", lam=0.01, init="normal", init_std=std)
         for k, std in (("bad", 0.2), ("good", 0.05))
     }
-    claims = _check(figure7_8("quick", cache=tmp_path, setups=setups), 4)
+    claims = _check(figure7_8("quick", cache=tmp_path, setup=setups), 4)
     assert any("worse one" in p.statement for p in claims[1].premises)
     (claim,) = _check(figure6("quick", cache=tmp_path, setup=setups["bad"], grid=5, loss_images=64), 1)
     assert isinstance(claim.measured, float) and claim.measured >= 0
@@ -249,8 +249,58 @@ def test_preprint_figures_tiny(tmp_path):
         k: _tiny(f"t_pp_{k}", "lenet5", mode="full", lam=0.01, init="normal", init_std=std, depth_factor=True, epochs=2)
         for k, std in (("bad", 0.5), ("good", 0.05))
     }
-    claims = _check(figure_pp11("quick", cache=tmp_path, setups=setups), 2)
+    claims = _check(figure_pp11("quick", cache=tmp_path, setup=setups), 2)
     assert "depth factor" in claims[0].statement
     setup = _tiny("t_pp_partial", "lenet5", depth_factor=True)
     (claim,) = _check(figure_pp_partial("quick", cache=tmp_path, setup=setup), 1)
     assert "Depth factor" in claim.detail
+
+
+# --------------------------------------------------------------------------- the claims file against the paper tables
+def test_claims_file_paper_values_are_the_figures_paper_tables():
+    # claims.toml holds each claim's paper value (points) and paper effect (a fraction); the figures keep the
+    # paper's accuracies in their PAPER tables for details and premises: both must say the same.
+    from figures.claims import paper_claims
+    from figures.persistent import fig3_5, fig7_8, fig9_11, preprint
+
+    specs = paper_claims("persistent")
+
+    def check(figure: str, key: str, diff: float, effect: bool = True) -> None:
+        spec = specs[figure][key]
+        assert spec.paper_value == round(100 * diff, 2), (figure, key)
+        assert spec.paper_effect == (pytest.approx(diff, abs=1e-12) if effect else None), (figure, key)
+
+    p = fig7_8.PAPER
+    check("persistent_fig7_8", "bad-init-is-worse", p["good"]["plain_test"] - p["bad"]["plain_test"])
+    check("persistent_fig7_8", "bad-persistent-reaches-good-plain", p["bad"]["champ_test"] - p["good"]["plain_test"])
+    for k in ("bad", "good"):
+        check("persistent_fig7_8", f"persistent-improves-{k}", p[k]["champ_test"] - p[k]["plain_test"])
+    for which, n in fig9_11.FIGNUM.items():
+        _, plain_test, _, champ_test = fig9_11.PAPER[which]
+        check(f"persistent_fig{n}", "persistent-beats-plain", champ_test - plain_test)
+        assert fig9_11.PARTIAL_MODELS[which][0] in specs[f"persistent_fig{n}"]["persistent-beats-plain"].statement
+    full, partial = preprint.PAPER_FULL, preprint.PAPER_PARTIAL_LENET
+    diff = full["bad"]["champ_test"] - full["good"]["plain_test"]
+    check("persistent_pp_fig11", "bad-championship-passes-good-plain", diff, effect=False)
+    check("persistent_pp_partial", "depth-factor-raises-accuracy", partial["champ_test"] - partial["plain_test"])
+    kink = specs["persistent_fig3_5"]
+    assert kink["plain-model-fits-a-kink"].paper_value == fig3_5.PAPER_KINK
+    assert kink["persistent-beats-best-reinit"].paper_value == round(
+        fig3_5.PAPER_CHAMPION - fig3_5.PAPER_BEST_REINIT, 4
+    )
+
+
+def test_statement_template_names_the_setting():
+    # Fig. 7's first statement names the bad initialization, which differs between scales: a template field.
+    from figures.claims import ClaimBook
+    from figures.verdict import paired_proportions
+
+    book = ClaimBook("persistent_fig7_8", scale="quick")
+    assert "bad_std" in book["bad-init-is-worse"].fields
+    better = paired_proportions(np.arange(100) < 90, np.arange(100) < 60)
+    accs = dict(good_test=0.9, bad_test=0.6, good_val=0.91, bad_val=0.62, resolvable="100 test images")
+    claim = book("bad-init-is-worse", 30.0, better, bad_std=0.5, **accs)
+    assert claim.statement.startswith("N(0, 0.5) is the worse initialization")
+    assert "(90.00% vs 60.00%; validation 91.00% vs 62.00%)" in claim.detail and claim.verdict.value == "held"
+    with pytest.raises(ValueError, match="bad_std"):
+        book("bad-init-is-worse", 30.0, better, **accs)

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from figures.contract import Panel
+from figures.claims import ClaimBook
+from figures.contract import Claim, FigureResult, Panel, figure_function
 from figures.persistent._runs import (
     CIFAR_HINT,
     PARTIAL_MODELS,
@@ -72,8 +74,10 @@ __all__ = [  # the shared setup of the Persistent Neurons figures: defined here 
     "RunSetup",
     "Sub",
     "accuracies",
+    "accuracy_claim",
     "accuracy_claim_values",
     "best_persistent",
+    "championship_claim",
     "converged_premise",
     "curve",
     "error_sub",
@@ -86,6 +90,7 @@ __all__ = [  # the shared setup of the Persistent Neurons figures: defined here 
     "moved_premise",
     "partial_setup",
     "pct",
+    "persistent_figure",
     "proportion_effect",
     "render",
     "resolvable",
@@ -101,6 +106,32 @@ SOURCE = "Persistent Neurons (extended version)"
 SOURCE_PREPRINT = "Persistent Neurons (preprint version)"
 BLUE, ORANGE, GREEN, RED, GREY = (plot.PALETTE[i] for i in (0, 1, 2, 3, 7))
 PALETTE = tuple(plot.PALETTE[i] for i in (0, 3, 2, 1, 4, 5, 6, 9, 7, 8))  # the one palette, red second
+
+
+# --------------------------------------------------------------------------- the figure functions' signature
+def persistent_figure(settings: Callable[..., Any]) -> Callable[[Callable[..., FigureResult]], Any]:
+    """Give a figure on persistent runs the one signature of the gallery's figure functions.
+
+    The decorated function is called as ``figure(scale="quick", data_dir=None, *, cache=None, progress=False,
+    setup=None, **options)`` (:func:`figures.contract.figure_function`): the settings are ``setup`` if given (tests
+    pass tiny ones), else ``settings(scale, data_dir)``; one :class:`RunSetup`, or a dict of them (the bad and the
+    good initialization). The body is called as ``body(setup, runs, scale, progress, **options)``, ``runs`` the
+    trained :class:`persistence.PersistentTrainer` of the setup (a dict of them for a dict), cached under ``cache``.
+
+    Args:
+        settings: The settings at a gallery scale, ``settings(scale, data_dir)``.
+
+    Returns:
+        The decorator.
+    """
+    return figure_function(settings, _trained)
+
+
+def _trained(setup: Any, *, scale: Any, data_dir: Any, cache: Any, progress: bool) -> tuple[Any, Any, Any, bool]:
+    """The start of a persistent figure: its settings, their trained runs, the scale and the progress flag."""
+    if isinstance(setup, Mapping):
+        return setup, {k: run_persistent(s, cache, progress) for k, s in setup.items()}, scale, progress
+    return setup, run_persistent(setup, cache, progress), scale, progress
 
 
 # --------------------------------------------------------------------------- drawing (both backends)
@@ -248,29 +279,27 @@ MOVED_MIN = 0.01  # a persistent iteration must disagree with the plain model on
 
 
 @torch.no_grad()
+def _predict(pt: PersistentTrainer, iteration: int, x: torch.Tensor) -> torch.Tensor:
+    """One iteration's model (eval mode) labels of the images ``x``, ``(n,)``, in batches of 512."""
+    model = iteration_model(pt, iteration).eval()
+    return torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
+
+
 def test_correct(pt: PersistentTrainer, iteration: int, splits: Splits) -> np.ndarray:
     """Whether one iteration's model classifies each test image correctly, boolean ``(n_test,)``."""
-    model = iteration_model(pt, iteration).eval()
     x, y = splits.test
-    pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
-    return (pred == y).numpy()
+    return (_predict(pt, iteration, x) == y).numpy()
 
 
-@torch.no_grad()
 def train_correct(pt: PersistentTrainer, iteration: int, splits: Splits) -> np.ndarray:
     """Whether one iteration's model (eval mode) classifies each training image correctly, ``(n_train,)``."""
-    model = iteration_model(pt, iteration).eval()
     x, y = splits.train
-    pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
-    return (pred == y).numpy()
+    return (_predict(pt, iteration, x) == y).numpy()
 
 
-@torch.no_grad()
 def test_predictions(pt: PersistentTrainer, iteration: int, splits: Splits) -> np.ndarray:
     """One iteration's predicted test labels, ``(n_test,)``."""
-    model = iteration_model(pt, iteration).eval()
-    x, _ = splits.test
-    return torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)]).numpy()
+    return _predict(pt, iteration, splits.test[0]).numpy()
 
 
 def converged_premise(pt: PersistentTrainer, what: str = "every iteration converged") -> Premise:
@@ -337,6 +366,48 @@ def mcnemar(
     """Paired accuracy difference A - B on the same test images (McNemar) and its verdict."""
     eff = paired_proportions(correct_a, correct_b)
     return eff, verdict_for(eff, direction=direction, paper_effect=paper_effect)
+
+
+def accuracy_claim(
+    book: ClaimBook,
+    key: str,
+    correct_a: np.ndarray,
+    correct_b: np.ndarray,
+    *,
+    premises: Sequence[Premise],
+    **values: Any,
+) -> Claim:
+    """The claim ``key`` that model A classifies the same images better than model B (McNemar).
+
+    Measured is the paired accuracy difference A - B in points; the verdict comes from the effect in the claim's
+    direction (and the paper's effect, when its ``claims.toml`` gives one).
+
+    Args:
+        book: The figure's claims.
+        key: The claim's key.
+        correct_a: Whether model A classifies each image correctly, boolean ``(n,)``.
+        correct_b: The same for model B on the same images, ``(n,)``.
+        premises: The claim's premises.
+        **values: The fields of the claim's templates.
+    """
+    eff = paired_proportions(correct_a, correct_b)
+    return book(key, round(100 * eff.mean, 3), eff, premises=premises, **values)
+
+
+def championship_claim(
+    book: ClaimBook, key: str, pt: PersistentTrainer, splits: Splits, *, premises: Sequence[Premise], **values: Any
+) -> Claim:
+    """The claim ``key`` that a run's championship classifies the test images better than its plain model.
+
+    McNemar on the test images (:func:`accuracy_claim`), which played no part in choosing the championship. The
+    templates get the run's accuracies (:func:`accuracy_claim_values`: ``champion``, ``plain_val``,
+    ``plain_test``, ``champ_val``, ``champ_test``), ``resolvable`` (:func:`resolvable`) and ``values``.
+    """
+    v = accuracy_claim_values(pt)
+    correct = [test_correct(pt, it, splits) for it in (v["champion"], 0)]
+    return accuracy_claim(
+        book, key, *correct, premises=premises, **v, resolvable=resolvable(len(splits.test[1])), **values
+    )
 
 
 def resolvable(n: int) -> str:

@@ -27,20 +27,21 @@ import matplotlib.figure
 import numpy as np
 from torch import nn
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.persistent._setup import (
-    SOURCE,
     RunSetup,
     at_least,
     best_persistent,
     iteration_model,
     moved_premise,
     partial_setup,
-    run_persistent,
+    persistent_figure,
 )
-from figures.verdict import at_most, paired_effect, verdict_for
+from figures.verdict import at_most, paired_effect
 from landscape.curvature import HessianSpectrum, hessian_spectrum
 from landscape.plot import plot_spectrum_density
+from persistence import PersistentTrainer
 
 BULK_MASS = 0.99
 OUTLIER_FACTOR = 5.0
@@ -82,24 +83,26 @@ def summary(spec: HessianSpectrum) -> dict[str, float]:
     }
 
 
+@persistent_figure(lambda scale, data_dir: partial_setup("resnet", scale, data_dir))
 def figure12(
-    scale: Scale | str = Scale.QUICK,
-    data_dir: Path | str | None = None,
+    setup: RunSetup,
+    pt: PersistentTrainer,
+    scale: Scale,
+    progress: bool,
     *,
-    cache: Path | str | None = None,
-    progress: bool = False,
-    setup: RunSetup | None = None,
     images: int | None = None,
     probes: int = 3,
     steps: int | None = None,
     top_k: int = 24,
 ) -> FigureResult:
-    """The figure at a scale (or for an explicit setup and spectrum settings)."""
-    full = Scale(scale) is Scale.FULL
-    setup = setup or partial_setup("resnet", scale, data_dir)
+    """The figure at a scale, or for an explicit setup and spectrum settings.
+
+    Signature: :func:`figures.persistent._setup.persistent_figure`, with the options ``images`` (training images
+    of the Hessian), ``probes`` (SLQ probes), ``steps`` (Lanczos steps) and ``top_k`` (top eigenvalues).
+    """
+    full = scale is Scale.FULL
     images = images or (1000 if full else 256)
     steps = steps or (100 if full else 40)
-    pt = run_persistent(setup, cache, progress)
     c = pt.champion_
     other = c if c > 0 else best_persistent(pt)
     x, y = setup.splits().train
@@ -162,41 +165,34 @@ def figure12(
             f"{s['outliers']:d} of the top {s['k']:d}"
         )
 
-    src = f"{SOURCE}, Sec. 5, Fig. 12"
+    book = ClaimBook("persistent_fig12", scale=str(scale))
     prem = [champ_is_persistent, moved]
-    noise = (
-        f"paired over the {probes} SLQ probes (the same probe vectors for both models): the interval covers "
-        "the bulk-edge estimator's noise, not training-seed variance (one run)"
-    )
     claims = [
-        Claim(
-            statement="Persistent training shortens the distance between the largest Hessian eigenvalue and the "
-            "bulk: top eigenvalue / bulk edge is smaller for the championship.",
-            paper_value=None,
-            source=src,
-            measured=[round(float(r), 4) for r in ratio_o - ratio_p],
-            effect=eff_ratio,
-            verdict=verdict_for(eff_ratio, direction=-1),
+        book(
+            "top-to-bulk-shrinks",
+            [round(float(r), 4) for r in ratio_o - ratio_p],
+            eff_ratio,
             premises=prem,
-            scale=str(Scale(scale)),
-            detail=f"measured: championship minus plain ratio, per probe. plain: {nums(sp)}; {labels[1]}: {nums(so)}. "
-            f"Bulk edge = {100 * BULK_MASS:g}th percentile of each probe's SLQ measure ({steps} Lanczos "
-            f"steps); top eigenvalue exact (block Lanczos, error bound {bound:.2g}); "
-            f"{noise}.",
+            plain=nums(sp),
+            who=labels[1],
+            other=nums(so),
+            percentile=100 * BULK_MASS,
+            steps=steps,
+            bound=bound,
+            probes=probes,
         ),
-        Claim(
-            statement="The championship's Hessian spectrum has fewer outliers than the plain model's.",
-            paper_value=None,
-            source=src,
-            measured=[float(a - b) for a, b in zip(out_o, out_p)],
-            effect=eff_out,
-            verdict=verdict_for(eff_out, direction=-1),
+        book(
+            "fewer-outliers",
+            [float(a - b) for a, b in zip(out_o, out_p)],
+            eff_out,
             premises=[*prem, resolved],
-            scale=str(Scale(scale)),
-            detail=f"measured: championship minus plain count, per probe. Outliers = exact top eigenvalues (top "
-            f"{top_k}) above {OUTLIER_FACTOR:g} x the bulk edge: plain {out_p}, {labels[1]} {out_o} per probe"
-            + (f"; some count reached {top_k}, the number computed, so it is a lower bound" if capped else "")
-            + f"; {noise}.",
+            top_k=top_k,
+            factor=OUTLIER_FACTOR,
+            plain=out_p,
+            who=labels[1],
+            other=out_o,
+            capped=f"; some count reached {top_k}, the number computed, so it is a lower bound" if capped else "",
+            probes=probes,
         ),
     ]
     return FigureResult(

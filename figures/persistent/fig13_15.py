@@ -32,31 +32,29 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.persistent._setup import (
     ORANGE,
     PALETTE,
-    SOURCE,
     Line,
     RunSetup,
     Sub,
     accuracy_claim_values,
     at_least,
+    championship_claim,
     converged_premise,
     error_sub,
     layers_used,
-    mcnemar,
     moved_premise,
-    pct,
+    persistent_figure,
     render,
-    resolvable,
-    run_persistent,
     spearman_effect,
-    test_correct,
 )
-from figures.verdict import paired_effect, verdict_for
+from figures.verdict import paired_effect
 from landscape.analyze import SaturationHistory
 from landscape.plot import plot_activation_histograms, plot_saturation_curves
+from persistence import PersistentTrainer
 
 Q = 98.0
 EDGE = 0.9
@@ -71,39 +69,35 @@ SATURATED_MIN = 0.5  # premise: at least half of the plain model's activations b
 
 def saturation_setup(scale: Scale | str, data_dir: Path | str | None = None) -> RunSetup:
     """The partial persistent tanh-MLP run at a scale."""
-    if Scale(scale) is Scale.FULL:
-        return RunSetup(
-            name="mlp7_tanh_partial",
-            data="cifar10",
-            data_dir=None if data_dir is None else str(data_dir),
-            model="mlp7_tanh",
-            model_kwargs={"width": 1000},
-            init="xavier",
-            mode="partial",
-            lam=0.001,
-            iterations=10,
-            epochs=30,
-            batch_size=128,
-            saturation=True,
-            histogram_epochs=(15.0, 30.0),
-            record_every_epochs=6,
-        )
-    return RunSetup(
+    both = dict(
         name="mlp7_tanh_partial",
-        data="mnist14",
         model="mlp7_tanh",
-        model_kwargs={"width": 128},
         init="xavier",
         mode="partial",
         lam=0.001,
-        iterations=6,
         epochs=30,
         batch_size=128,
         saturation=True,
         histogram_epochs=(15.0, 30.0),
+    )
+    if Scale(scale) is Scale.FULL:
+        data_dir = None if data_dir is None else str(data_dir)
+        return RunSetup(
+            data="cifar10",
+            data_dir=data_dir,
+            model_kwargs={"width": 1000},
+            iterations=10,
+            record_every_epochs=6,
+            **both,
+        )
+    return RunSetup(
+        data="mnist14",
+        model_kwargs={"width": 128},
+        iterations=6,
         saturation_images=300,
         record_every_epochs=1,
         lr=QUICK_LR,
+        **both,
     )
 
 
@@ -143,17 +137,12 @@ def saturated_share_layers(h: SaturationHistory, epoch: float, edge: float = EDG
     return (counts * (np.abs(centers) > edge)).sum(1) / np.maximum(counts.sum(1), 1.0)
 
 
-def figure13_15(
-    scale: Scale | str = Scale.QUICK,
-    data_dir: Path | str | None = None,
-    *,
-    cache: Path | str | None = None,
-    progress: bool = False,
-    setup: RunSetup | None = None,
-) -> FigureResult:
-    """The figure at a scale (or for an explicit setup with ``saturation=True``)."""
-    setup = setup or saturation_setup(scale, data_dir)
-    pt = run_persistent(setup, cache, progress)
+@persistent_figure(saturation_setup)
+def figure13_15(setup: RunSetup, pt: PersistentTrainer, scale: Scale, progress: bool) -> FigureResult:
+    """The figure at a scale, or for an explicit setup with ``saturation=True``.
+
+    Signature: :func:`figures.persistent._setup.persistent_figure`.
+    """
     hs = histories(pt)
     v = accuracy_claim_values(pt)
     c = v["champion"]
@@ -205,8 +194,6 @@ def figure13_15(
     t15 = f"Fig. 15: normalized activation histograms, plain vs championship (iteration {c})"
     fig15 = plot_activation_histograms([hs[0], hs[c]], eps, title=t15)
     m15 = plot_activation_histograms([hs[0], hs[c]], eps, title=t15, backend="matplotlib")
-    src = f"{SOURCE}, Sec. 5"
-    sc = str(Scale(scale))
     splits = setup.splits()
     conv = converged_premise(pt)
     moved, _ = moved_premise(pt, splits)
@@ -228,65 +215,38 @@ def figure13_15(
         detail="index of the least saturated iteration (0 = the plain model); the paper's "
         "claim contrasts the best iteration with a less saturated later one",
     )
-    eff1, ver1 = mcnemar(test_correct(pt, c, splits), test_correct(pt, 0, splits), 1)
     rho_eff = spearman_effect(np.arange(len(scores)), scores)
     per_layer_p = saturated_share_layers(hs[0], last_epoch)
     per_layer_c = saturated_share_layers(hs[c], last_epoch)
     eff15 = paired_effect(per_layer_c, per_layer_p)
+    book = ClaimBook("persistent_fig13_15", scale=str(scale))
     claims = [
-        Claim(
-            statement="The championship (a persistent iteration; Fig. 13: the 5th) has a higher test accuracy than "
-            "the plain model.",
-            paper_value=None,
-            source=f"{src}, Fig. 13",
-            measured=round(100 * eff1.mean, 3),
-            effect=eff1,
-            verdict=ver1,
-            premises=[conv, moved],
-            scale=sc,
-            detail=f"test accuracy of the championship (iteration {c}, chosen on validation) minus the plain model's, "
-            f"in points ({pct(v['champ_test'])} vs {pct(v['plain_test'])}; validation {pct(v['champ_val'])} vs "
-            f"{pct(v['plain_val'])}); McNemar on the {resolvable(len(splits.test[1]))}.",
-        ),
-        Claim(
-            statement="The neurons become less saturated as the persistent iteration increases.",
-            paper_value=None,
-            source=f"{src}, Fig. 14",
-            measured=round(rho_eff.mean, 4),
-            effect=rho_eff,
-            verdict=verdict_for(rho_eff, direction=-1),
+        championship_claim(book, "championship-beats-plain", pt, splits, premises=[conv, moved]),
+        book(
+            "saturation-falls-with-iterations",
+            round(rho_eff.mean, 4),
+            rho_eff,
             premises=[saturated, moved],
-            scale=sc,
-            detail=f"Spearman rank correlation between iteration and saturation score (p{Q:g} averaged over layers and "
-            f"epochs): {', '.join(f'{x:.4f}' for x in scores)}; held if the interval lies below 0. Spread of "
-            f"the scores (max - min): {scores.max() - scores.min():.2g}.",
+            q=Q,
+            scores=", ".join(f"{x:.4f}" for x in scores),
+            spread=scores.max() - scores.min(),
         ),
-        Claim(
-            statement="The best iteration is not the least saturated one: less saturation does not always imply "
-            "better accuracy.",
-            paper_value=None,
-            source=f"{src}, Fig. 14",
-            measured=[float(c), float(least)],
+        book(
+            "best-is-not-least-saturated",
+            [float(c), float(least)],
             held=bool(c != least),
             premises=[saturated, moved, champ_persistent, least_persistent],
-            scale=sc,
-            detail="measured: [championship (highest validation accuracy), least saturated iteration (lowest "
-            "saturation score)]; an exact check, held if they differ (paper: the 5th is the best, not the "
-            "least saturated).",
         ),
-        Claim(
-            statement="The plain model's activations sit mostly at the asymptotes; the persistent championship "
-            "moves them towards the near-linear region (less saturated).",
-            paper_value=None,
-            source=f"{src}, Fig. 15",
-            measured=[round(float(x), 4) for x in per_layer_c - per_layer_p],
-            effect=eff15,
-            verdict=verdict_for(eff15, direction=-1),
+        book(
+            "championship-less-saturated",
+            [round(float(x), 4) for x in per_layer_c - per_layer_p],
+            eff15,
             premises=[saturated, champ_persistent, moved],
-            scale=sc,
-            detail=f"share of activations with |a| > {EDGE} at epoch {last_epoch:g}, championship minus plain, per "
-            f"tanh layer (paired over the {len(per_layer_p)} layers); pooled: {share_champ:.4f} vs "
-            f"{share_plain:.4f}.",
+            edge=EDGE,
+            epoch=last_epoch,
+            layers=len(per_layer_p),
+            champ=share_champ,
+            plain=share_plain,
         ),
     ]
     return FigureResult(

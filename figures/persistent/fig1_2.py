@@ -22,9 +22,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
-from figures.persistent._setup import SOURCE
-from figures.toy_demo import MINIMUM_A, MINIMUM_B, W_INI, draw_surface, grad, loss
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, figure_function, register_figure
+from figures.toy_demo import MINIMUM_A, MINIMUM_B, W_INI, analytic_scaling, draw_surface, grad, loss, surface_grid
 from figures.verdict import at_most
 
 LAM = 0.1  # Persistent Neurons, Sec. 2, eq. (2)
@@ -77,20 +77,16 @@ def _fmt(p: np.ndarray | Sequence[float]) -> str:
     return f"({p[0]:.3f}, {p[1]:.3f})"
 
 
+@figure_function(lambda scale, data_dir: None)
 def figure1_2(
-    scale: Scale | str = Scale.QUICK,
-    data_dir: Path | str | None = None,
-    *,
-    cache: Path | str | None = None,
-    progress: bool = False,
-    steps: int = STEPS,
-    lr: float = LR,
-    lam: float = LAM,
+    setup: None, *, cache: Path | str | None, progress: bool, steps: int = STEPS, lr: float = LR, lam: float = LAM
 ) -> FigureResult:
-    """The figure at given settings (the paper's by default; the toy needs no data or cache, at every scale)."""
-    xs, ys = np.linspace(-4.5, 4.5, 121), np.linspace(-4.5, 2.5, 99)
-    X, Y = np.meshgrid(xs, ys)
-    Z = loss(X, Y)
+    """The figure at given settings, the paper's by default (signature: :func:`figures.contract.figure_function`).
+
+    The toy needs no data, cache or settings (``setup`` is unused): it has the paper's at every scale, and the
+    options ``steps``, ``lr`` and ``lam`` change them.
+    """
+    xs, ys, X, Y, Z = surface_grid()
     plain = persistent_gd(W_INI, lr, steps, progress=progress)
     w0 = plain[-1]
     pers = persistent_gd(W_INI, lr, steps, anchors=[w0], lam=lam, progress=progress)
@@ -161,32 +157,20 @@ def figure1_2(
         legend=dict(orientation="h", y=-0.15),
     )
 
+    book = ClaimBook("persistent_fig1_2", scale="quick")
+    ends = (  # key, distance of the end point from the paper's minimum, a further condition, premises, values
+        ("plain-gd-ends-in-a", d_plain, True, [conv_p], {"end": _fmt(end_p), "f": f_p}),
+        (
+            "persistent-gd-ends-in-b",
+            d_pers,
+            f_q < f_p,
+            [conv_p, conv_q],
+            {"end": _fmt(end_q), "f": f_q, "f_plain": f_p},
+        ),
+    )
     claims = [
-        Claim(
-            statement="Plain GD from w_ini = (-0.335, -1.4), lr 0.001, 50,000 steps converges to the sub-optimal "
-            "minimum (x_a, y_a) = (2, -2).",
-            paper_value=0.0,
-            source=f"{SOURCE}, Sec. 2, Fig. 2 (left)",
-            measured=round(d_plain, 5),
-            held=bool(d_plain < TOL),
-            premises=[conv_p],
-            scale="quick",
-            detail=f"measured: distance of the final iterate {_fmt(end_p)} from (2, -2); an exact check, held if "
-            f"below {TOL}; f there = {f_p:.4f}.",
-        ),
-        Claim(
-            statement="Persistent training (lambda = 0.1, anchor w0 = the plain solution) from the same w_ini "
-            "converges to the other basin, (x_b, y_b) = (-2, -1), the global minimum.",
-            paper_value=0.0,
-            source=f"{SOURCE}, Sec. 2, eq. (2), Fig. 2 (right)",
-            measured=round(d_pers, 5),
-            held=bool(d_pers < TOL and f_q < f_p),
-            premises=[conv_p, conv_q],
-            scale="quick",
-            detail=f"measured: distance of the final iterate {_fmt(end_q)} from (-2, -1); an exact check, held if "
-            f"below {TOL} (the penalty's constant pull shifts the minimum slightly) and f lower than at the "
-            f"plain end point ({f_q:.4f} vs {f_p:.4f}).",
-        ),
+        book(key, round(d, 5), held=bool(d < TOL and lower), premises=premises, tol=TOL, **values)
+        for key, d, lower, premises, values in ends
     ]
     return FigureResult(
         caption="Fig. 1: the two-minima loss surface of eq. (1). Fig. 2: gradient descent paths from w_ini on the "
@@ -194,13 +178,7 @@ def figure1_2(
         "settings at both scales; paths drawn every 250 steps.",
         panels=[Panel("surface", plotly=surface, mpl=m_surface), Panel("paths", plotly=fig, mpl=m_paths)],
         claims=claims,
-        scaling={
-            "model": "analytic f(x, y), eq. (1)",
-            "data": "none (analytic)",
-            "epochs": f"{steps:,} GD steps, lr {lr:g}",
-            "repetitions": "1 plain + 1 persistent",
-            "lambda": lam,
-        },
+        scaling={**analytic_scaling(steps, lr), "repetitions": "1 plain + 1 persistent", "lambda": lam},
     )
 
 

@@ -41,21 +41,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from figures.contract import Claim, FigureResult, Scale, cache_dir, figure_function, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Scale, cache_dir, figure_function, register_figure
 from figures.persistent._setup import (
     BLUE,
     GREEN,
     GREY,
     ORANGE,
     RED,
-    SOURCE,
     Line,
     Sub,
     proportion_effect,
     render,
     source_hash,
 )
-from figures.verdict import at_least, at_most, verdict_for
+from figures.verdict import at_least, at_most
 from landscape.data import two_region_linear_loss
 from landscape.models import build_model
 from landscape.trajectory import cache_lock, lock_path
@@ -108,7 +108,8 @@ def kink_data(target: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x.float(), fn(x).float()
 
 
-PAPER_KINK, PAPER_BEST_REINIT, PAPER_CHAMPION = 4.2, 0.33, 0.10  # Persistent Neurons, Sec. 3, Figs. 3-5
+# Persistent Neurons, Sec. 3, Figs. 3-5 (the claims' paper values in claims.toml come from these)
+PAPER_KINK, PAPER_BEST_REINIT, PAPER_CHAMPION = 4.2, 0.33, 0.10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,23 +172,20 @@ def kink_runs(
     x, y = kink_data(setup.target)
     kink = two_region_linear_loss(x, y)
     root = None if cache is None else Path(cache) / setup.key()
+    training = dict(  # the same optimizer, budget and backend for the seeds and the persistent chain
+        steps=setup.steps,
+        lr=setup.lr,
+        momentum=setup.momentum,
+        backend=setup.backend,
+        log_every=max(setup.steps // 100, 1),
+        progress=progress,
+    )
     with cache_lock(lock_path(root)) if root else contextlib.nullcontext():
         seeds_file = None if root is None else root / "seeds.npz"
         if seeds_file is not None and seeds_file.is_file():
             seeds = SeedsResult.load(seeds_file)
         else:
-            seeds = train_seeds_batched(
-                setup.model(0),
-                x,
-                y,
-                list(range(setup.seeds)),
-                steps=setup.steps,
-                lr=setup.lr,
-                momentum=setup.momentum,
-                backend=setup.backend,
-                log_every=max(setup.steps // 100, 1),
-                progress=progress,
-            )
+            seeds = train_seeds_batched(setup.model(0), x, y, list(range(setup.seeds)), **training)
             if seeds_file is not None:
                 root.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
                 seeds.save(seeds_file)
@@ -197,15 +195,10 @@ def kink_runs(
             x,
             y,
             iterations=setup.iterations,
-            steps=setup.steps,
             lam=setup.lam,
-            lr=setup.lr,
-            momentum=setup.momentum,
-            backend=setup.backend,
-            log_every=max(setup.steps // 100, 1),
             select_by="train_loss",
             checkpoint=None if root is None else root / "persistent",
-            progress=progress,
+            **training,
         )
     return seeds, pers, init_seed
 
@@ -343,61 +336,56 @@ def figure3_5(setup: KinkSetup, *, cache: Path | str | None, progress: bool) -> 
     )
     rate_eff = proportion_effect(int(kinked.sum()), len(final), 0.5)
     persistent_kinked = in_kink(pl[1:], kink)
+    book = ClaimBook("persistent_fig3_5", scale=sc)
     claims = [
-        Claim(
-            statement="The He-initialized MLP fails to fit the nonlinear trend: two linear regressions joined by a "
-            "kink near 0, loss ~4.2 (Fig. 3).",
-            paper_value=PAPER_KINK,
-            source=f"{SOURCE}, Sec. 3, Fig. 3",
-            measured=round(float(pl[0]), 4),
+        book(
+            "plain-model-fits-a-kink",
+            round(float(pl[0]), 4),
             held=bool(abs(pl[0] - kink) <= KINK_TOL),
             premises=[plain_conv],
-            scale=sc,
-            detail=f"the plain model of the persistent chain (He seed {s0}, chosen as the first re-initialization "
-            f"seed ending in the kink{'' if kinked.any() else ' - none did, so the worst seed'}); held if its "
-            f"loss is within {KINK_TOL} of the closed-form two-region linear fit, {kink:.3f} on this data "
-            "(the paper's 4.2 is on its own, unpublished data).",
+            seed=s0,
+            fallback="" if kinked.any() else " - none did, so the worst seed",
+            tol=KINK_TOL,
+            kink=kink,
         ),
-        Claim(
-            statement="Most re-initialized seeds end in the kink (trivial) solution.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 3, Fig. 4",
-            measured=round(float(kinked.mean()), 4),
-            effect=rate_eff,
-            verdict=verdict_for(rate_eff, direction=1),
+        book(
+            "most-seeds-end-in-the-kink",
+            round(float(kinked.mean()), 4),
+            rate_eff,
             premises=[seeds_conv],
-            scale=sc,
-            detail=f"measured: share of the {len(final)} seeds whose final loss is within {KINK_TOL} of the kink loss "
-            f"{kink:.3f} (seeds {np.flatnonzero(kinked).tolist()}); effect = share minus 1/2 with an exact "
-            f"binomial interval ('most' = more than half). {n_triv} of {len(final)} end at or above the kink "
-            f"loss. Final losses: median {np.median(final):.3f}, min {final.min():.3f}, max {final.max():.3f}.",
+            seeds=len(final),
+            tol=KINK_TOL,
+            kink=kink,
+            kinked=np.flatnonzero(kinked).tolist(),
+            n_above=n_triv,
+            median=np.median(final),
+            min=final.min(),
+            max=final.max(),
         ),
-        Claim(
-            statement="The persistent championship's loss is below the best re-initialization's (0.10 vs 0.33).",
-            paper_value=round(PAPER_CHAMPION - PAPER_BEST_REINIT, 4),
-            source=f"{SOURCE}, Sec. 3, Figs. 4-5",
-            measured=round(float(pl[champ] - final[best]), 4),
+        book(
+            "persistent-beats-best-reinit",
+            round(float(pl[champ] - final[best]), 4),
             held=bool(pl[champ] < final[best]),
             premises=[starts_in_kink, chain_conv, seeds_conv],
-            scale=sc,
-            detail=f"measured: lowest training MSE over {len(pl)} persistent iterations (iteration {champ}, "
-            f"{pl[champ]:.4f}) minus that over {len(final)} seeds (seed {best}, {final[best]:.4f}); same "
-            f"steps per run ({setup.steps:,}); an exact comparison of "
-            f"two minima over unequal numbers of tries ({len(pl)} vs {len(final)}; the paper: 100 each).",
+            iterations=len(pl),
+            champ=champ,
+            champ_loss=pl[champ],
+            seeds=len(final),
+            best=best,
+            best_loss=final[best],
+            steps=setup.steps,
         ),
-        Claim(
-            statement="Persistent training leaves the kink: after a few iterations the loss is well below ~4.2, and "
-            "the kink no longer recurs.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 3, Fig. 5",
-            measured=round(float(pl[champ]), 4),
+        book(
+            "persistent-leaves-the-kink",
+            round(float(pl[champ]), 4),
             held=bool(pl[champ] < 0.5 * kink),
             premises=[starts_in_kink, chain_conv],
-            scale=sc,
-            detail=f"held if the championship loss is below half the kink loss ({0.5 * kink:.3f}); losses per "
-            f"iteration: {', '.join(f'{v:.3f}' for v in pl)}; {int(persistent_kinked.sum())} of "
-            f"{len(pl) - 1} persistent iterations end in the kink (re-initializations: "
-            f"{int(kinked.sum())} of {len(final)}).",
+            half=0.5 * kink,
+            losses=", ".join(f"{v:.3f}" for v in pl),
+            kinked=int(persistent_kinked.sum()),
+            persistent=len(pl) - 1,
+            kinked_seeds=int(kinked.sum()),
+            seeds=len(final),
         ),
     ]
     scaling: dict[str, Any] = {

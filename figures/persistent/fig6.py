@@ -19,37 +19,37 @@ import numpy as np
 import torch
 from torch import nn
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.persistent._setup import SOURCE, lenet_full_setups, run_persistent
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.persistent._setup import RunSetup, best_persistent, lenet_full_setups, persistent_figure
 from figures.verdict import at_least, at_most
 from landscape.analyze import TrajectoryPCA, make_loss_at, plane
 from landscape.plot import plot_trajectory
+from persistence import PersistentTrainer
 
 DIVERGE_MIN = 0.25
 
 
+@persistent_figure(lambda scale, data_dir: lenet_full_setups(scale, data_dir)["bad"])
 def figure6(
-    scale: Scale | str = Scale.QUICK,
-    data_dir: Path | str | None = None,
+    setup: RunSetup,
+    pt: PersistentTrainer,
+    scale: Scale,
+    progress: bool,
     *,
-    cache: Path | str | None = None,
-    progress: bool = False,
-    setup=None,
     grid: int | None = None,
     loss_images: int | None = None,
 ) -> FigureResult:
-    """The figure at a scale (or for an explicit :class:`RunSetup` of the bad initialization)."""
-    full = Scale(scale) is Scale.FULL
-    setup = setup or lenet_full_setups(scale, data_dir)["bad"]
+    """The figure at a scale, or for the :class:`RunSetup` of the bad initialization (``setup``).
+
+    Signature: :func:`figures.persistent._setup.persistent_figure`, with the options ``grid`` (points per side of
+    the plane) and ``loss_images``.
+    """
+    full = scale is Scale.FULL
     grid = grid or (31 if full else 17)
     loss_images = loss_images or (5000 if full else 512)
-    pt = run_persistent(setup, cache, progress)
     c = pt.champion_
-    shown = (
-        c
-        if c > 0
-        else (1 + int(np.argmax([r.metrics["val_accuracy"] for r in pt.results_[1:]])) if len(pt.results_) > 1 else 0)
-    )
+    shown = c if c > 0 else best_persistent(pt)
     t_plain, t_other = pt.results_[0].trajectory, pt.results_[shown].trajectory
     label = f"championship (iteration {c})" if shown == c else f"best persistent iteration ({shown})"
     x, y = setup.splits().train
@@ -87,22 +87,18 @@ def figure6(
         0.0,
         detail="distance between the two initial parameter vectors",
     )
+    book = ClaimBook("persistent_fig6", scale=str(scale))
     claims = [
-        Claim(
-            statement="The plain and the championship trajectories start from the same location but converge to "
-            "different solutions.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4, Fig. 6",
-            measured=round(ratio, 4),
+        book(
+            "paths-diverge",
+            round(ratio, 4),
             held=bool(ratio >= DIVERGE_MIN),
             premises=[champ_persistent, same_start],
-            scale=str(Scale(scale)),
-            detail=(
-                f"measured: distance between the end points / mean distance travelled from the start ({end_gap:.3g} / "
-                f"{travel:.3g}); a geometric check, held if the ratio is at least {DIVERGE_MIN}. PCA plane explains "
-                f"{100 * evr.sum():.1f}% of the variance of the two paths; median off-plane share "
-                f"{path.median_off_plane_ratio:.2f}."
-            ),
+            end_gap=end_gap,
+            travel=travel,
+            min_ratio=DIVERGE_MIN,
+            explained=100 * evr.sum(),
+            off_plane=path.median_off_plane_ratio,
         )
     ]
     return FigureResult(

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from figures.contract import Claim, FigureResult, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.persistent._setup import (
-    SOURCE,
+    accuracy_claim,
     accuracy_claim_values,
     at_least,
     converged_premise,
@@ -28,16 +29,16 @@ from figures.persistent._setup import (
     history_subs,
     layers_used,
     lenet_full_setups,
-    mcnemar,
     moved_premise,
     pct,
+    persistent_figure,
     render,
     resolvable,
-    run_persistent,
     test_correct,
 )
+from persistence import PersistentTrainer
 
-PAPER = {  # Persistent Neurons, Sec. 4, Fig. 7: validation / test accuracy
+PAPER = {  # Persistent Neurons, Sec. 4, Fig. 7: validation / test accuracy (the claims' paper values come from these)
     "bad": {"plain_val": 0.7074, "plain_test": 0.6994, "champ_val": 0.7164, "champ_test": 0.7178},
     "good": {"plain_val": 0.7158, "plain_test": 0.7148, "champ_val": 0.7276, "champ_test": 0.7322},
 }
@@ -48,17 +49,12 @@ def _labels(setups: dict) -> dict[str, str]:
     return {k: f"initialization {i}, N(0, {setups[k].init_std:g}) ({k})" for i, k in ((1, "bad"), (2, "good"))}
 
 
-def figure7_8(
-    scale: Scale | str = Scale.QUICK,
-    data_dir: Path | str | None = None,
-    *,
-    cache: Path | str | None = None,
-    progress: bool = False,
-    setups: dict | None = None,
-) -> FigureResult:
-    """The figure at a scale (or at explicit ``setups``, ``{"bad": RunSetup, "good": RunSetup}``)."""
-    setups = setups or lenet_full_setups(scale, data_dir)
-    runs = {k: run_persistent(s, cache, progress) for k, s in setups.items()}
+@persistent_figure(lenet_full_setups)
+def figure7_8(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, progress: bool) -> FigureResult:
+    """The figure at a scale, or for explicit ``setup={"bad": RunSetup, "good": RunSetup}``.
+
+    Signature: :func:`figures.persistent._setup.persistent_figure`.
+    """
     LABELS = _labels(setups)  # noqa: N806
     v = {k: accuracy_claim_values(pt) for k, pt in runs.items()}
     b, g = v["bad"], v["good"]
@@ -89,66 +85,39 @@ def figure7_8(
     )
     conv = {k: converged_premise(runs[k], f"every iteration from the {k} init converged") for k in runs}
     moved = {k: moved_premise(runs[k], splits)[0] for k in runs}
-    src = f"{SOURCE}, Sec. 4, Fig. 7"
-    nums = f"McNemar on the {resolvable(n_test)}; one training seed (training-seed variance is not covered)"
-    claims = []
-    eff, ver = mcnemar(
-        correct["good"][0], correct["bad"][0], 1, PAPER["good"]["plain_test"] - PAPER["bad"]["plain_test"]
-    )
-    claims.append(
-        Claim(
-            statement=f"N(0, {setups['bad'].init_std:g}) is the worse initialization: the plain model from it has the "
-            "lower test accuracy.",
-            paper_value=round(100 * (PAPER["good"]["plain_test"] - PAPER["bad"]["plain_test"]), 2),
-            source=src,
-            measured=round(100 * eff.mean, 3),
-            effect=eff,
-            verdict=ver,
+    book = ClaimBook("persistent_fig7_8", scale=str(scale))
+    res = resolvable(n_test)
+    claims = [
+        accuracy_claim(
+            book,
+            "bad-init-is-worse",
+            correct["good"][0],
+            correct["bad"][0],
             premises=[conv["bad"], conv["good"]],
-            scale=str(Scale(scale)),
-            detail=f"test accuracy of the plain model, good minus bad init, in points ({pct(g['plain_test'])} vs "
-            f"{pct(b['plain_test'])}; validation {pct(g['plain_val'])} vs {pct(b['plain_val'])}); {nums}.",
-        )
-    )
-    eff, ver = mcnemar(
-        correct["bad"][1], correct["good"][0], 1, PAPER["bad"]["champ_test"] - PAPER["good"]["plain_test"]
-    )
-    claims.append(
-        Claim(
-            statement="Persistent training on the bad initialization reaches the plain good initialization's accuracy "
-            "(and passes it).",
-            paper_value=round(100 * (PAPER["bad"]["champ_test"] - PAPER["good"]["plain_test"]), 2),
-            source=src,
-            measured=round(100 * eff.mean, 3),
-            effect=eff,
-            verdict=ver,
+            bad_std=setups["bad"].init_std,
+            good_test=g["plain_test"],
+            bad_test=b["plain_test"],
+            good_val=g["plain_val"],
+            bad_val=b["plain_val"],
+            resolvable=res,
+        ),
+        accuracy_claim(
+            book,
+            "bad-persistent-reaches-good-plain",
+            correct["bad"][1],
+            correct["good"][0],
             premises=[bad_worse, conv["bad"], conv["good"], moved["bad"]],
-            scale=str(Scale(scale)),
-            detail=f"test accuracy, championship of the bad init (iteration {b['champion']}, chosen on validation) "
-            f"minus the plain good init, in points ({pct(b['champ_test'])} vs {pct(g['plain_test'])}; validation "
-            f"{pct(b['champ_val'])} vs {pct(g['plain_val'])}); {nums}.",
-        )
-    )
-    for k, word in (("bad", "the bad"), ("good", "also the good")):
-        d = v[k]
-        eff, ver = mcnemar(correct[k][1], correct[k][0], 1, PAPER[k]["champ_test"] - PAPER[k]["plain_test"])
+            champion=b["champion"],
+            champ_test=b["champ_test"],
+            champ_val=b["champ_val"],
+            plain_test=g["plain_test"],
+            plain_val=g["plain_val"],
+            resolvable=res,
+        ),
+    ]
+    for k, key in (("bad", "persistent-improves-bad"), ("good", "persistent-improves-good")):  # champion vs plain
         prem = [conv[k], moved[k]] + ([bad_worse] if k == "bad" else [])
-        claims.append(
-            Claim(
-                statement=f"Persistent training improves {word} initialization's test accuracy.",
-                paper_value=round(100 * (PAPER[k]["champ_test"] - PAPER[k]["plain_test"]), 2),
-                source=src,
-                measured=round(100 * eff.mean, 3),
-                effect=eff,
-                verdict=ver,
-                premises=prem,
-                scale=str(Scale(scale)),
-                detail=f"test accuracy of the championship (iteration {d['champion']}, chosen on validation accuracy; "
-                f"the test images played no part in the choice) minus the plain model's, in points "
-                f"({pct(d['champ_test'])} vs {pct(d['plain_test'])}; validation {pct(d['plain_val'])} -> "
-                f"{pct(d['champ_val'])}); {nums}.",
-            )
-        )
+        claims.append(accuracy_claim(book, key, correct[k][1], correct[k][0], premises=prem, **v[k], resolvable=res))
     s = setups["bad"]
     scaling = {
         "model": s.describe_model() + f" (and N(0, {setups['good'].init_std:g}))",

@@ -17,35 +17,34 @@ validation accuracy (ties go to the plain model), so the claim is decided on the
 part in that choice:
 McNemar's paired test of championship vs plain on the same images. Premises: every iteration converged
 (training accuracy moved by at most max(1 point, 3 sd of its minibatch noise) over the last 10% of epochs; see
-``_persistent_common.converged_premise``) and the penalty changed the solution
+``figures.persistent._setup.converged_premise``) and the penalty changed the solution
 (some persistent iteration labels at least 1% of the test images differently from the plain model).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from figures.contract import Claim, FigureResult, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.persistent._setup import (
     PARTIAL_MODELS,
-    SOURCE,
     RunSetup,
-    accuracy_claim_values,
+    championship_claim,
     converged_premise,
     error_sub,
     history_subs,
     layers_used,
-    mcnemar,
     moved_premise,
     partial_setup,
-    pct,
+    persistent_figure,
     render,
-    resolvable,
-    run_persistent,
-    test_correct,
 )
+from persistence import PersistentTrainer
 
-PAPER = {  # Persistent Neurons, Sec. 4: (plain val, plain test, championship val, championship test)
+# Persistent Neurons, Sec. 4 (the claims' paper values in claims.toml come from these):
+PAPER = {  # (plain val, plain test, championship val, championship test)
     "lenet5": (0.7294, 0.7260, 0.7360, 0.7322),
     "alexnet": (0.8046, 0.7892, 0.8074, 0.7944),
     "resnet": (0.9220, 0.9194, 0.9240, 0.9218),
@@ -54,20 +53,22 @@ FIGNUM = {"lenet5": 9, "alexnet": 10, "resnet": 11}
 
 
 def figure_partial(
-    scale: Scale | str = Scale.QUICK,
-    data_dir: Path | str | None = None,
-    *,
-    cache: Path | str | None = None,
-    progress: bool = False,
-    which: str,
-    setup: RunSetup | None = None,
+    scale: Scale | str = Scale.QUICK, data_dir: Path | str | None = None, *, which: str, **kw: Any
 ) -> FigureResult:
-    """Fig. 9 (``"lenet5"``), 10 (``"alexnet"``) or 11 (``"resnet"``) at a scale, or for an explicit setup."""
-    setup = setup or partial_setup(which, scale, data_dir)
+    """Fig. 9 (``"lenet5"``), 10 (``"alexnet"``) or 11 (``"resnet"``) at a scale, or for an explicit setup.
+
+    Signature: :func:`figures.persistent._setup.persistent_figure`'s (``cache``, ``progress``, ``setup``), the
+    default setup the partial run of ``which``.
+    """
+    figure = persistent_figure(lambda scale, data_dir: partial_setup(which, scale, data_dir))(_figure_partial)
+    return figure(scale, data_dir, which=which, **kw)
+
+
+def _figure_partial(
+    setup: RunSetup, pt: PersistentTrainer, scale: Scale, progress: bool, *, which: str
+) -> FigureResult:
     paper_name, n = PARTIAL_MODELS[which][0], FIGNUM[which]
     title = paper_name if setup.model == PARTIAL_MODELS[which][1] else f"{setup.model} (for {paper_name})"
-    pt = run_persistent(setup, cache, progress)
-    v = accuracy_claim_values(pt)
     p_val, p_test, c_val, c_test = PAPER[which]
     errors = render(
         "errors",
@@ -81,28 +82,19 @@ def figure_partial(
         f"Fig. {n} (right): training and validation history",
         caption="Training loss includes the persistent penalty.",
     )
-    src = f"{SOURCE}, Sec. 4, Fig. {n}"
     splits = setup.splits()
-    c = v["champion"]
     conv = converged_premise(pt)
     moved, dis = moved_premise(pt, splits)
-    eff, ver = mcnemar(test_correct(pt, c, splits), test_correct(pt, 0, splits), 1, c_test - p_test)
+    book = ClaimBook(f"persistent_fig{n}", scale=str(scale))
     claims = [
-        Claim(
-            statement=f"Partial persistent training raises {paper_name}'s test accuracy above the plain model's "
-            "(the championship is chosen on validation accuracy).",
-            paper_value=round(100 * (c_test - p_test), 2),
-            source=src,
-            measured=round(100 * eff.mean, 3),
-            effect=eff,
-            verdict=ver,
+        championship_claim(
+            book,
+            "persistent-beats-plain",
+            pt,
+            splits,
             premises=[conv, moved],
-            scale=str(Scale(scale)),
-            detail=f"test accuracy of the championship (iteration {c}) minus the plain model's, in points "
-            f"({pct(v['champ_test'])} vs {pct(v['plain_test'])}); McNemar on the "
-            f"{resolvable(len(splits.test[1]))}, which played no part in choosing the championship. "
-            f"Validation (the selection set, biased upwards): {pct(v['champ_val'])} vs {pct(v['plain_val'])} "
-            f"(paper {pct(c_val)} vs {pct(p_val)}). One training seed: training-seed variance is not covered.",
+            paper_champ_val=c_val,
+            paper_plain_val=p_val,
         ),
     ]
     return FigureResult(

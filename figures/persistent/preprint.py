@@ -27,29 +27,32 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.persistent._setup import (
     BLUE,
     RED,
-    SOURCE_PREPRINT,
     Line,
+    RunSetup,
     Sub,
+    accuracy_claim,
     at_least,
+    championship_claim,
     converged_premise,
     curve,
     lenet_full_setups,
-    mcnemar,
     moved_premise,
     partial_setup,
-    pct,
+    persistent_figure,
     render,
     resolvable,
-    run_persistent,
     test_correct,
     train_correct,
 )
+from persistence import PersistentTrainer
 
-# Preprint Sec. 4: plain / championship accuracies, init 1 = N(0, 0.05) (good), init 2 = N(0, 0.2) (bad).
+# Preprint Sec. 4: plain / championship accuracies, init 1 = N(0, 0.05) (good), init 2 = N(0, 0.2) (bad) (the
+# claims' paper values in claims.toml come from these).
 PAPER_FULL = {
     "good": {"plain_val": 0.6240, "plain_test": 0.6284, "champ_val": 0.6500, "champ_test": 0.6476},
     "bad": {"plain_val": 0.5730, "plain_test": 0.6058, "champ_val": 0.6394, "champ_test": 0.6382},
@@ -65,17 +68,19 @@ def preprint_full_setups(scale: Scale | str, data_dir: Path | str | None = None)
     return {k: dataclasses.replace(s, name=f"pp_{s.name}", depth_factor=True, **its) for k, s in base.items()}
 
 
-def figure_pp11(
-    scale: Scale | str = Scale.QUICK,
-    data_dir: Path | str | None = None,
-    *,
-    cache: Path | str | None = None,
-    progress: bool = False,
-    setups: dict | None = None,
-) -> FigureResult:
-    """Preprint Fig. 11 at a scale (or for explicit ``{"bad": RunSetup, "good": RunSetup}``)."""
-    setups = setups or preprint_full_setups(scale, data_dir)
-    runs = {k: run_persistent(s, cache, progress) for k, s in setups.items()}
+def preprint_partial_setup(scale: Scale | str, data_dir: Path | str | None = None) -> RunSetup:
+    """The preprint's partial persistent LeNet-5 run: Fig. 9's settings with the depth factor."""
+    base = partial_setup("lenet5", scale, data_dir)
+    its = {} if Scale(scale) is Scale.FULL else {"iterations": QUICK_ITERATIONS}
+    return dataclasses.replace(base, name="pp_lenet5_partial", depth_factor=True, **its)
+
+
+@persistent_figure(preprint_full_setups)
+def figure_pp11(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, progress: bool) -> FigureResult:
+    """Preprint Fig. 11 at a scale, or for explicit ``setup={"bad": RunSetup, "good": RunSetup}``.
+
+    Signature: :func:`figures.persistent._setup.persistent_figure`.
+    """
     splits = setups["bad"].splits()
     champ = {k: pt.champion_ for k, pt in runs.items()}
     lines = []
@@ -94,7 +99,6 @@ def figure_pp11(
         size=(9.0, 5.2),
         caption="Thin lines: plain models; thick: championships; dotted: training error; solid: validation error.",
     )
-    sc = str(Scale(scale))
     m = {k: pt.results_ for k, pt in runs.items()}
     plain_good, champ_bad = m["good"][0].metrics, m["bad"][champ["bad"]].metrics
     gap_val = float(plain_good["val_accuracy"] - m["bad"][0].metrics["val_accuracy"])
@@ -106,41 +110,26 @@ def figure_pp11(
     )
     conv = [converged_premise(runs[k], f"every iteration from the {k} init converged") for k in ("bad", "good")]
     moved = moved_premise(runs["bad"], splits)[0]
-    eff, ver = mcnemar(test_correct(runs["bad"], champ["bad"], splits), test_correct(runs["good"], 0, splits), 1)
-    eff_train, ver_train = mcnemar(
-        train_correct(runs["good"], 0, splits), train_correct(runs["bad"], champ["bad"], splits), 1
-    )
-    n = len(splits.test[1])
-    src = f"{SOURCE_PREPRINT}, Sec. 4, Fig. 11"
-    paper = PAPER_FULL
+    book = ClaimBook("persistent_pp_fig11", scale=str(scale))
     claims = [
-        Claim(
-            statement="With the depth factor, the bad initialization's championship passes the plain good "
-            "initialization on held-out data.",
-            paper_value=round(100 * (paper["bad"]["champ_test"] - paper["good"]["plain_test"]), 2),
-            source=src,
-            measured=round(100 * eff.mean, 3),
-            effect=eff,
-            verdict=ver,
+        accuracy_claim(
+            book,
+            "bad-championship-passes-good-plain",
+            test_correct(runs["bad"], champ["bad"], splits),
+            test_correct(runs["good"], 0, splits),
             premises=[bad_worse, *conv, moved],
-            scale=sc,
-            detail=f"test accuracy, championship of the bad init (iteration {champ['bad']}) minus the plain good init, "
-            f"in points (validation {pct(champ_bad['val_accuracy'])} vs {pct(plain_good['val_accuracy'])}); "
-            f"McNemar on the {resolvable(n)}. Preprint: +0.98 points on test (63.82% vs 62.84%), +1.54 on "
-            "validation.",
+            champion=champ["bad"],
+            champ_val=champ_bad["val_accuracy"],
+            plain_val=plain_good["val_accuracy"],
+            resolvable=resolvable(len(splits.test[1])),
         ),
-        Claim(
-            statement="The bad initialization's championship has the larger training error than the plain good "
-            "initialization (smaller training error does not always mean higher accuracy).",
-            paper_value=None,
-            source=src,
-            measured=round(100 * eff_train.mean, 3),
-            effect=eff_train,
-            verdict=ver_train,
+        accuracy_claim(
+            book,
+            "bad-championship-trains-worse",
+            train_correct(runs["good"], 0, splits),
+            train_correct(runs["bad"], champ["bad"], splits),
             premises=[bad_worse, *conv],
-            scale=sc,
-            detail=f"training accuracy (eval mode, all {len(splits.train[1])} training images), plain good init minus "
-            f"the championship of the bad init, in points; McNemar on the same training images.",
+            n_train=len(splits.train[1]),
         ),
     ]
     depth = {k: runs[k].depth_factor_ for k in runs}
@@ -156,20 +145,12 @@ def figure_pp11(
     )
 
 
-def figure_pp_partial(
-    scale: Scale | str = Scale.QUICK,
-    data_dir: Path | str | None = None,
-    *,
-    cache: Path | str | None = None,
-    progress: bool = False,
-    setup=None,
-) -> FigureResult:  # noqa: ANN001
-    """The preprint's partial persistent LeNet-5 (eq. 5 with the depth factor)."""
-    if setup is None:
-        base = partial_setup("lenet5", scale, data_dir)
-        its = {} if Scale(scale) is Scale.FULL else {"iterations": QUICK_ITERATIONS}
-        setup = dataclasses.replace(base, name="pp_lenet5_partial", depth_factor=True, **its)
-    pt = run_persistent(setup, cache, progress)
+@persistent_figure(preprint_partial_setup)
+def figure_pp_partial(setup: RunSetup, pt: PersistentTrainer, scale: Scale, progress: bool) -> FigureResult:
+    """The preprint's partial persistent LeNet-5 (eq. 5 with the depth factor) at a scale, or for a setup.
+
+    Signature: :func:`figures.persistent._setup.persistent_figure`.
+    """
     splits = setup.splits()
     c = pt.champion_
     val = np.array([r.metrics["val_accuracy"] for r in pt.results_])
@@ -198,23 +179,16 @@ def figure_pp_partial(
     )
     conv = converged_premise(pt)
     moved, dis = moved_premise(pt, splits)
-    p = PAPER_PARTIAL_LENET
-    eff, ver = mcnemar(test_correct(pt, c, splits), test_correct(pt, 0, splits), 1, p["champ_test"] - p["plain_test"])
+    book = ClaimBook("persistent_pp_partial", scale=str(scale))
     claims = [
-        Claim(
-            statement="Partial persistent training with the depth factor (preprint eq. 5) raises LeNet-5's test "
-            "accuracy above the plain model's.",
-            paper_value=round(100 * (p["champ_test"] - p["plain_test"]), 2),
-            source=f"{SOURCE_PREPRINT}, Sec. 4, eq. (5), Figs. 12 and 15",
-            measured=round(100 * eff.mean, 3),
-            effect=eff,
-            verdict=ver,
+        championship_claim(
+            book,
+            "depth-factor-raises-accuracy",
+            pt,
+            splits,
             premises=[conv, moved],
-            scale=str(Scale(scale)),
-            detail=f"test accuracy of the championship (iteration {c}, chosen on validation) minus the plain model's, "
-            f"in points ({pct(test[c])} vs {pct(test[0])}; validation {pct(val[c])} vs {pct(val[0])}); McNemar on the "
-            f"{resolvable(len(splits.test[1]))}. Depth factor |L(w_ini) - L(w_0)| = {pt.depth_factor_:.3g}, so the "
-            f"effective lambda is {setup.lam * (pt.depth_factor_ or 0):.3g}.",
+            depth=pt.depth_factor_,
+            lam=setup.lam * (pt.depth_factor_ or 0),
         )
     ]
     return FigureResult(
