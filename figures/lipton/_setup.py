@@ -49,6 +49,7 @@ initial loss of its final value (not testable when the loss did not at least hal
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib.figure
 import numpy as np
@@ -56,9 +57,6 @@ import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
-from figures.contract import (
-    Claim,
-)
 from figures.lipton._runs import LiptonRuns, LiptonSetup
 from figures.verdict import Premise, at_most, converged
 from landscape.analyze import (
@@ -180,42 +178,43 @@ def joint_pca(trajs: list[Trajectory], idx: list[list[int]]) -> tuple[Trajectory
     return pca, pca.project(mats)
 
 
-def cv_claim(
-    what: str, pair: np.ndarray, source: str, premises: Sequence[Premise] = (), scale: str | None = None
-) -> Claim:
+def cv_check(pair: np.ndarray) -> dict[str, Any]:
+    """The "final distances roughly equal" check of an ``(n, n)`` distance matrix, as a claim's arguments.
+
+    Returns:
+        ``measured`` (the coefficient of variation of the pairwise distances), ``held`` (at most ``CV_MAX``) and the
+        values of the claim's detail template: ``pairs``, ``low``, ``high``, ``cv_max`` and ``runs``.
+    """
     cv = pairwise_cv(pair)
     iu = np.triu_indices(pair.shape[0], 1)
-    return Claim(
-        statement=f"Pairwise Euclidean distances between the final solutions of {what} are all roughly equal.",
-        paper_value=None,
-        source=source,
-        measured=round(cv, 4),
-        held=cv <= CV_MAX,
-        detail=f"coefficient of variation (std/mean) of the {len(iu[0])} pairwise distances between final weights "
-        f"(range {pair[iu].min():.3g}-{pair[iu].max():.3g}); held if <= {CV_MAX} (a threshold on one statistic "
-        f"of the {pair.shape[0]} runs, fixed before measuring).",
-        premises=list(premises),
-        scale=scale,
-    )
+    return {
+        "measured": round(cv, 4),
+        "held": cv <= CV_MAX,
+        "pairs": len(iu[0]),
+        "low": pair[iu].min(),
+        "high": pair[iu].max(),
+        "cv_max": CV_MAX,
+        "runs": pair.shape[0],
+    }
 
 
-def diverge_claim(
-    what: str, trajs: list[Trajectory], source: str, premises: Sequence[Premise] = (), scale: str | None = None
-) -> Claim:
+def diverge_check(trajs: list[Trajectory]) -> dict[str, Any]:
+    """The "paths from one start diverge" check (:func:`divergence_ratio`), as a claim's arguments.
+
+    Returns:
+        ``measured`` (the ratio), ``held`` (at least ``DIVERGE_MIN``) and the values of the claim's detail template:
+        ``pair`` (the mean pairwise final distance), ``travelled`` (the mean distance from the start) and
+        ``diverge_min``.
+    """
     ratio, pair, disp = divergence_ratio(trajs)
     iu = np.triu_indices(len(trajs), 1)
-    return Claim(
-        statement=f"{what} nevertheless diverge, finding solutions far apart in Euclidean distance.",
-        paper_value=None,
-        source=source,
-        measured=round(ratio, 4),
-        held=ratio >= DIVERGE_MIN,
-        detail=f"mean pairwise distance between the final weights ({pair[iu].mean():.3g}) over the mean distance "
-        f"each travelled from the shared start ({disp.mean():.3g}); 0 would mean identical paths, about "
-        f"1.4 independent directions. Held if >= {DIVERGE_MIN}.",
-        premises=list(premises),
-        scale=scale,
-    )
+    return {
+        "measured": round(ratio, 4),
+        "held": ratio >= DIVERGE_MIN,
+        "pair": pair[iu].mean(),
+        "travelled": disp.mean(),
+        "diverge_min": DIVERGE_MIN,
+    }
 
 
 # --------------------------------------------------------------------------- premises

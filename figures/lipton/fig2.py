@@ -9,26 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from figures.contract import (
-    FigureResult,
-    Panel,
-    Scale,
-    cache_dir,
-    figure_function,
-    register_figure,
-)
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, figure_function, register_figure
 from figures.lipton._setup import (
     LiptonRuns,
     LiptonSetup,
     converged_premise,
-    cv_claim,
-    diverge_claim,
-    divergence_ratio,
+    cv_check,
+    diverge_check,
     draw_paths,
     joint_pca,
     subsampled,
     trained_premise,
 )
+from landscape.analyze import pairwise_end_distances
 
 
 @figure_function(LiptonSetup.for_scale)
@@ -50,25 +44,25 @@ def figure2(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
         paths,
         [f"shuffle {k}" for k in range(len(trajs))],
     )
-    ratio, pair, _ = divergence_ratio(trajs)
-    src = "Lipton 2016, Sec. 3, Fig. 2"
     scale = s.name if s.name in ("quick", "full") else None
     conv = converged_premise(runs, trajs, f"the {len(trajs)} shuffled runs")[:2]
+    book = ClaimBook("lipton_fig2", scale=scale)
+    claims = [
+        book(
+            "shuffled-paths-diverge",
+            **diverge_check(trajs),
+            premises=[trained_premise(runs, trajs, f"the {len(trajs)} shuffled runs")],
+        ),
+        book(
+            "final-distances-equal", **cv_check(pairwise_end_distances(trajs)), premises=conv, repetitions=s.repetitions
+        ),
+    ]
     return FigureResult(
         caption=f"One PCA of {s.repetitions} paths that start from the same random initialization and differ only "
         f"in the order the data are fed (every {s.every} epochs; a square marks the shared start, a star "
         f"each end). Scaled down from the paper: {s.epochs} epochs.",
         panels=[Panel("paths", plotly=fig[0], mpl=fig[1])],
-        claims=[
-            diverge_claim(
-                "Paths from the same initialization, fed the data in different shuffled orders,",
-                trajs,
-                src,
-                premises=[trained_premise(runs, trajs, f"the {len(trajs)} shuffled runs")],
-                scale=scale,
-            ),
-            cv_claim(f"{s.repetitions} runs from one initialization with different shuffles", pair, src, conv, scale),
-        ],
+        claims=claims,
         scaling=s.scaling(),
     )
 

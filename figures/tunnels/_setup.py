@@ -31,13 +31,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import matplotlib.figure
 import numpy as np
+import plotly.graph_objects as go
 import safetensors.torch
 import torch
+from matplotlib.axes import Axes
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -54,7 +57,6 @@ from tunnels.flat import dense_hessian, full_batch_objective, newton_flat
 
 F = nn.functional
 
-SOURCE = "Tunnels (Escaping Flat Areas via Function-Preserving Structural Network Modifications)"
 GRAD_TOL = 1e-5  # premise: the start is a critical point (full-batch gradient norm, float64)
 STUCK_TOL = 0.02  # premise: the control's loss drops by less than 2% (relative) over the run
 COLORS = {  # arm -> colour of the one palette
@@ -134,12 +136,21 @@ def load_data(setup: Setup, data_dir: Path | None) -> tuple[tuple[Tensor, Tensor
     x, y = x[: setup.n_train], y[: setup.n_train]
     desc += ", pixel mean subtracted"
     if setup.label_noise > 0:
-        g = torch.Generator().manual_seed(setup.seed)
-        y = y.clone()
-        flip = torch.rand(len(y), generator=g) < setup.label_noise
-        y[flip] = torch.randint(0, 10, (int(flip.sum()),), generator=g)
+        y = redraw_labels(y, setup.label_noise, setup.seed)
         desc += f", {setup.label_noise:.0%} of the labels redrawn at random (a finite critical point exists)"
     return (x - x.mean(), y), desc
+
+
+def redraw_labels(y: Tensor, fraction: float, seed: int, classes: int = 10) -> Tensor:
+    """A copy of the labels ``(N,)`` with each one, with probability ``fraction``, redrawn uniformly (seeded).
+
+    Label noise gives a small network a finite minimum: on clean labels its weights run off to infinity.
+    """
+    g = torch.Generator().manual_seed(seed)
+    y = y.clone()
+    flip = torch.rand(len(y), generator=g) < fraction
+    y[flip] = torch.randint(0, classes, (int(flip.sum()),), generator=g)
+    return y
 
 
 def load_test(setup: Setup, data_dir: Path | None) -> tuple[tuple[Tensor, Tensor], str]:
@@ -490,6 +501,55 @@ def band_traces(go: Any, x: np.ndarray, mean: np.ndarray, std: np.ndarray, name:
     return list(plot_bands(x, mean, std, [name], colors=[color]).data)
 
 
+def add_bands(
+    fig: go.Figure,
+    ax: Axes,
+    x: np.ndarray,
+    stats: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    colors: Mapping[str, str],
+    *,
+    alpha: float = 0.2,
+    row: int | None = None,
+    col: int | None = None,
+    legend: bool = True,
+) -> None:
+    """Draw each arm's mean curve with a one-standard-deviation band, in plotly and in matplotlib.
+
+    Args:
+        fig: The plotly figure.
+        ax: The matplotlib axes.
+        x: The abscissae ``(T,)``.
+        stats: ``{arm: (mean (T,), std (T,))}``, drawn in this order.
+        colors: The colour of each arm.
+        alpha: Opacity of the matplotlib bands.
+        row: The plotly subplot's row (``None``: a figure without subplots).
+        col: The plotly subplot's column.
+        legend: Whether the plotly traces show in the legend.
+    """
+    for name, (mu, sd) in stats.items():
+        for tr in band_traces(go, x, mu, sd, name, colors[name]):
+            if not legend:
+                tr.showlegend = False
+            fig.add_trace(tr, row=row, col=col)
+        ax.plot(x, mu, color=colors[name], label=name)
+        ax.fill_between(x, mu - sd, mu + sd, color=colors[name], alpha=alpha)
+
+
+def band_figure(
+    x: np.ndarray,
+    stats: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    colors: Mapping[str, str],
+    figsize: tuple[float, float],
+    alpha: float = 0.2,
+) -> tuple[go.Figure, matplotlib.figure.Figure, Axes]:
+    """A plotly figure and a matplotlib figure of :func:`add_bands`, and the matplotlib axes (to add to)."""
+    fig = go.Figure()
+    mfig = matplotlib.figure.Figure(figsize=figsize)
+    ax = mfig.add_subplot()
+    add_bands(fig, ax, x, stats, colors, alpha=alpha)
+    return fig, mfig, ax
+
+
 @dataclasses.dataclass(frozen=True)
 class SaddleStart:
     """What every single-layer figure starts from: settings, data and the verified saddle (see :func:`saddle_figure`).
@@ -519,6 +579,15 @@ class SaddleStart:
     def arm(self, arm: str) -> dict[str, Any]:
         """The runs of one arm from the saddle (:func:`run_arm`, cached and shared by the figures)."""
         return run_arm(arm, self.setup, self.data, self.start, self.cache, self.progress)
+
+    def arms(self, arms: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], np.ndarray]:
+        """The runs of several arms by label (``{label: arm}``), and the steps they are recorded at ``(T,)``."""
+        res = {label: self.arm(a) for label, a in arms.items()}
+        return res, np.asarray(next(iter(res.values()))["steps"])  # every arm records at the same steps
+
+    def premises(self, control: dict[str, Any]) -> list[Premise]:
+        """The premises of a comparison with the control: the start is a saddle and the control stays stuck."""
+        return [*saddle_premises(self.info), stuck_premise(control["losses"], np.asarray(control["steps"]))]
 
 
 def saddle_figure(body: Callable[..., Any]) -> Callable[..., Any]:

@@ -22,17 +22,15 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.tunnels._setup import (
     COLORS,
-    SOURCE,
     SaddleStart,
     equivalence_verdict,
     initial_model,
     load_test,
     saddle_figure,
-    saddle_premises,
-    stuck_premise,
 )
 from figures.verdict import at_least, paired_effect
 from landscape.params import model_at
@@ -53,10 +51,10 @@ PAPER_MNIST = 0.98
 @saddle_figure
 def run_table4(st: SaddleStart) -> FigureResult:
     """Table 4 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
-    s, data, desc, info = st.setup, st.data, st.desc, st.info
+    s, data, desc = st.setup, st.data, st.desc
     (xt, yt), tdesc = load_test(s, st.data_dir)
     ref = initial_model(s, tuple(data[0].shape[1:]))
-    res = {name: st.arm(a) for name, a in ARMS.items()}
+    res, _ = st.arms(ARMS)
     acc: dict[str, np.ndarray] = {}
     with torch.no_grad():
         for name, r in res.items():
@@ -66,8 +64,7 @@ def run_table4(st: SaddleStart) -> FigureResult:
                     for th in r["theta"]
                 ]
             )
-    steps = np.asarray(res["control"]["steps"])
-    premises = [*saddle_premises(info), stuck_premise(res["control"]["losses"], steps)]
+    premises = st.premises(res["control"])
     e = paired_effect(acc["proposed opening"], acc["control"])
     v = equivalence_verdict(e, EQUIV_MARGIN)
     names = list(ARMS)
@@ -102,34 +99,25 @@ def run_table4(st: SaddleStart) -> FigureResult:
     )
     ax.legend(fontsize=8, loc="lower right")
     mfig.tight_layout()
-    src = f"{SOURCE}, App. C.3, Table 4"
     n = s.repetitions
-    sd_diff = e.sd if np.isfinite(e.sd) else float("nan")
+    book = ClaimBook("tunnels_table4", scale=s.scale)
     claims = [
-        Claim(
-            "We did not find a difference [in final test accuracy] between networks that had been optimized using "
-            "our method and networks that had not.",
-            None,
+        book(
+            "no-accuracy-difference",
             (acc["proposed opening"] - acc["control"]).tolist(),
-            detail=f"per repetition: test accuracy of the final network, proposed opening minus control, on "
-            f"{len(yt)} test images (paired by data order, n={n}); {e}. Equivalence test fixed before "
-            f"measuring: held if the interval lies inside +-{EQUIV_MARGIN:.0%} (one test image is "
-            f"{1 / len(yt):.2%}; the spread of the differences is {sd_diff:.3g}), not held if it excludes 0. "
-            "Means: " + ", ".join(f"{k} {acc[k].mean():.3f}" for k in names) + ".",
-            source=src,
+            e,
             premises=premises,
-            effect=e,
             verdict=v,
-            scale=s.scale,
+            n_test=len(yt),
+            n=n,
+            margin=EQUIV_MARGIN,
+            one_image=1 / len(yt),
+            spread=e.sd if np.isfinite(e.sd) else float("nan"),
+            means=", ".join(f"{k} {acc[k].mean():.3f}" for k in names),
         ),
-        Claim(
-            "The single-hidden-layer MNIST classifier (8 filters) reaches a test accuracy of 0.98.",
-            PAPER_MNIST,
+        book(
+            "mnist-accuracy",
             acc["control"].tolist(),
-            detail="test accuracy of the control's final networks, one per repetition. Not comparable at the quick "
-            "scale: the paper's task is MNIST with clean labels and 8 filters.",
-            source=src,
-            scale=s.scale,
             premises=[
                 at_least(
                     "the experiment is the paper's (MNIST, clean training labels, 8 filters)",
