@@ -178,6 +178,17 @@ def joint_pca(trajs: list[Trajectory], idx: list[list[int]]) -> tuple[Trajectory
     return pca, pca.project(mats)
 
 
+def draw_joint_paths(
+    title: str, trajs: list[Trajectory], label: str, every: int, start_epoch: float = 0.0
+) -> tuple[go.Figure, matplotlib.figure.Figure]:
+    """Several paths in the plane of one PCA of their snapshots every ``every`` epochs, labelled ``"<label> k"``.
+
+    ``start_epoch`` is the global epoch of the paths' first snapshots (clones start after the pretraining).
+    """
+    _, paths = joint_pca(trajs, [subsampled(t, every, start_epoch) for t in trajs])
+    return draw_paths(title, paths, [f"{label} {k}" for k in range(len(trajs))])
+
+
 def cv_check(pair: np.ndarray) -> dict[str, Any]:
     """The "final distances roughly equal" check of an ``(n, n)`` distance matrix, as a claim's arguments.
 

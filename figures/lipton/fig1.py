@@ -23,11 +23,10 @@ from figures.lipton._setup import (
     LiptonSetup,
     converged_premise,
     cv_check,
+    draw_joint_paths,
     draw_line,
     draw_paths,
-    joint_pca,
     path_lengths,
-    subsampled,
 )
 from figures.verdict import at_least, at_most
 from landscape.analyze import TrajectoryPCA, pairwise_end_distances
@@ -54,14 +53,11 @@ def figure1(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
     single = draw_paths(f"One path, a snapshot per epoch ({T} snapshots)", pca1.project(base), ["init 0"])
 
     inits = runs.inits()
-    idx = [subsampled(t, s.every) for t in inits]
-    _, paths2 = joint_pca(inits[:2], idx[:2])  # the paper's middle panel: two paths in one PCA
-    two = draw_paths(f"2 paths from different initializations (every {s.every} epochs)", paths2, ["init 0", "init 1"])
-    _, paths = joint_pca(inits, idx)
-    five = draw_paths(
-        f"{s.repetitions} paths from different initializations (every {s.every} epochs)",
-        paths,
-        [f"init {k}" for k in range(len(inits))],
+    two = draw_joint_paths(  # the paper's middle panel: two paths in one PCA
+        f"2 paths from different initializations (every {s.every} epochs)", inits[:2], "init", s.every
+    )
+    five = draw_joint_paths(
+        f"{s.repetitions} paths from different initializations (every {s.every} epochs)", inits, "init", s.every
     )
     pair = pairwise_end_distances(inits)
 
@@ -80,7 +76,6 @@ def figure1(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
     barrier = float(line_loss.max() - max(line_loss[0], line_loss[-1]))
 
     line_fig = draw_line(line_res, frac, path)
-    scale = s.name if s.name in ("quick", "full") else None
     enough = [
         at_least(
             f"the path has enough snapshots for {k} components to be a test (at least "
@@ -104,7 +99,7 @@ def figure1(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
         "tol": 100 * EV_TOLERANCE,
         "spacing": f" Snapshots every {s.base_every_steps} steps and at every epoch." if s.base_every_steps else "",
     }
-    book = ClaimBook("lipton_fig1", scale=scale)
+    book = ClaimBook("lipton_fig1", scale=s.verdict_scale)
     claims = [
         book(
             "two-components-explain-most",

@@ -17,9 +17,7 @@ from figures.lipton._setup import (
     converged_premise,
     cv_check,
     diverge_check,
-    draw_paths,
-    joint_pca,
-    subsampled,
+    draw_joint_paths,
     trained_premise,
 )
 from landscape.analyze import pairwise_end_distances
@@ -37,16 +35,11 @@ def figure2(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
     s = setup
     runs = LiptonRuns(s, cache, progress)
     trajs = runs.shuffles()
-    idx = [subsampled(t, s.every) for t in trajs]
-    _, paths = joint_pca(trajs, idx)
-    fig = draw_paths(
-        f"{s.repetitions} paths from one initialization, different data shuffles",
-        paths,
-        [f"shuffle {k}" for k in range(len(trajs))],
+    fig = draw_joint_paths(
+        f"{s.repetitions} paths from one initialization, different data shuffles", trajs, "shuffle", s.every
     )
-    scale = s.name if s.name in ("quick", "full") else None
     conv = converged_premise(runs, trajs, f"the {len(trajs)} shuffled runs")[:2]
-    book = ClaimBook("lipton_fig2", scale=scale)
+    book = ClaimBook("lipton_fig2", scale=s.verdict_scale)
     claims = [
         book(
             "shuffled-paths-diverge",

@@ -22,9 +22,8 @@ from figures.lipton._setup import (
     converged_premise,
     cv_check,
     diverge_check,
+    draw_joint_paths,
     draw_origin,
-    draw_paths,
-    joint_pca,
     path_lengths,
     subsampled,
     trained_premise,
@@ -52,12 +51,12 @@ def figure3(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
     for k, t in enumerate(clones):
         curves.append((f"clone {k}", t.epochs + s.pretrain_epochs, distance_from_origin(t), True))
     origin = draw_origin(curves)
-    idx = [subsampled(t, s.every, s.pretrain_epochs) for t in clones]
-    _, paths = joint_pca(clones, idx)
-    cl = draw_paths(
+    cl = draw_joint_paths(
         f"{s.repetitions} clones after {s.pretrain_epochs} epochs, different shuffles",
-        paths,
-        [f"clone {k}" for k in range(len(clones))],
+        clones,
+        "clone",
+        s.every,
+        s.pretrain_epochs,
     )
 
     final_norms = np.array([c[2][-1] for c in curves[: len(inits)]])
@@ -69,11 +68,10 @@ def figure3(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
     near = np.abs(loss - loss[-1]) <= FLAT_LOSS_FRACTION * loss[0]
     conv = int(next(i for i in range(len(near)) if near[i:].all()))
     after = float((lengths[-1] - lengths[conv]) / lengths[-1])
-    scale = s.name if s.name in ("quick", "full") else None
     base_conv = converged_premise(runs, [base], "the single path")[:2]
     clone_conv = converged_premise(runs, clones, f"the {len(clones)} clones", float(s.pretrain_epochs))[:2]
     pair = pairwise_end_distances(clones)
-    book = ClaimBook("lipton_fig3", scale=scale)
+    book = ClaimBook("lipton_fig3", scale=s.verdict_scale)
     claims = [
         book(
             "same-distance-from-origin",

@@ -44,8 +44,8 @@ from matplotlib.axes import Axes
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from figures.contract import Scale, figure_function, require_data
-from figures.verdict import Effect, Premise, Verdict, at_least, at_most
+from figures.contract import Claim, FigureResult, Panel, Scale, figure_function, require_data
+from figures.verdict import Effect, Premise, Verdict, at_least, at_most, paired_effect
 from landscape.data import load_digits_split, load_mnist_idx
 from landscape.models import SigmoidConvNet
 from landscape.params import model_at, parameters_to_vector
@@ -487,6 +487,11 @@ def equivalence_verdict(effect: Effect, margin: float) -> Verdict:
     return Verdict.INCONCLUSIVE
 
 
+def paired(a: np.ndarray, b: np.ndarray) -> tuple[list[float], Effect]:
+    """Differences ``a - b`` per repetition (a claim's measured values) and their paired effect; ``a``, ``b (R,)``."""
+    return (a - b).tolist(), paired_effect(a, b)
+
+
 def mean_std(rows: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation over repetitions (rows)."""
     a = np.asarray(rows, dtype=float)
@@ -533,6 +538,22 @@ def add_bands(
             fig.add_trace(tr, row=row, col=col)
         ax.plot(x, mu, color=colors[name], label=name)
         ax.fill_between(x, mu - sd, mu + sd, color=colors[name], alpha=alpha)
+
+
+def set_titles(
+    fig: go.Figure,
+    ax: Axes,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    *,
+    short_title: str | None = None,
+    legend_fontsize: float | None = None,
+) -> None:
+    """The title and axis labels in plotly and matplotlib (whose title may be shorter), and matplotlib's legend."""
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=short_title or title)
+    ax.legend(fontsize=legend_fontsize)
 
 
 def band_figure(
@@ -588,6 +609,23 @@ class SaddleStart:
     def premises(self, control: dict[str, Any]) -> list[Premise]:
         """The premises of a comparison with the control: the start is a saddle and the control stays stuck."""
         return [*saddle_premises(self.info), stuck_premise(control["losses"], np.asarray(control["steps"]))]
+
+    def result(
+        self,
+        caption: str,
+        panel: str,
+        fig: go.Figure,
+        mfig: matplotlib.figure.Figure,
+        claims: list[Claim],
+        **scaling: Any,
+    ) -> FigureResult:
+        """A single-layer figure's result: one panel, its claims, and the setup's scaling record plus ``scaling``."""
+        return FigureResult(
+            caption=caption,
+            panels=[Panel(panel, plotly=fig, mpl=mfig)],
+            claims=claims,
+            scaling={**self.setup.scaling(self.desc), **scaling},
+        )
 
 
 def saddle_figure(body: Callable[..., Any]) -> Callable[..., Any]:

@@ -32,7 +32,9 @@ from figures.tunnels._setup import (
     load_data,
     make_setup,
     mean_std,
+    paired,
     saddle_figure,
+    set_titles,
     window_mean,
 )
 from figures.verdict import at_most, paired_effect
@@ -47,7 +49,7 @@ WINDOW = 50  # steps: "immediately after opening" and "at the end" (fixed before
 @saddle_figure
 def run_left(st: SaddleStart) -> FigureResult:
     """Fig. 1 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
-    s, desc, info = st.setup, st.desc, st.info
+    s, info = st.setup, st.info
     res, steps = st.arms(ARMS_LEFT)
     stats = {m: mean_std(r["losses"]) for m, r in res.items()}
     premises = st.premises(res["control"])
@@ -64,30 +66,22 @@ def run_left(st: SaddleStart) -> FigureResult:
     fig.add_hline(y=info["loss"], line_dash="dash", line_color="gray")
     ax.axhline(info["loss"], ls="--", color="gray", lw=0.8, label="loss at the saddle")
     title = f"Fig. 1 left: {s.tunnels} filter(s) opened at step {s.open_at}, closed at {s.close_at}"
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="full-batch training loss")
-    ax.set(xlabel="step", ylabel="full-batch training loss", title=title)
-    ax.legend(fontsize=8)
+    set_titles(fig, ax, title, "step", "full-batch training loss", legend_fontsize=8)
 
-    e1 = paired_effect(drop["proposed"], drop["control"])
-    e2 = paired_effect(while_open["random"], while_open["proposed"])
-    e3 = paired_effect(final["control"], final["proposed"])
-    n = s.repetitions
     book = ClaimBook("tunnels_fig1_left", scale=s.scale)
     claims = [
         book(
             "drop-when-opened",
-            (drop["proposed"] - drop["control"]).tolist(),
-            e1,
+            *paired(drop["proposed"], drop["control"]),
             premises=premises,
             open_at=s.open_at,
             settled=s.open_at + 5,
             window_end=s.open_at + WINDOW,
-            n=n,
+            n=s.repetitions,
         ),
         book(
             "random-opening-no-better",
-            (while_open["random"] - while_open["proposed"]).tolist(),
-            e2,
+            *paired(while_open["random"], while_open["proposed"]),
             premises=premises,
             settled=s.open_at + 5,
             close_at=s.close_at,
@@ -95,8 +89,7 @@ def run_left(st: SaddleStart) -> FigureResult:
         ),
         book(
             "unstuck-after-closing",
-            (final["control"] - final["proposed"]).tolist(),
-            e3,
+            *paired(final["control"], final["proposed"]),
             premises=premises,
             window=WINDOW,
             close_at=s.close_at,
@@ -104,19 +97,17 @@ def run_left(st: SaddleStart) -> FigureResult:
             saddle=info["loss"],
         ),
     ]
-    return FigureResult(
-        caption=f"Fig. 1 left: full-batch training loss (mean and one std over {n} minibatch orders) of SGD (lr "
+    caption = (
+        f"Fig. 1 left: full-batch training loss (mean and one std over {s.repetitions} minibatch orders) of SGD (lr "
         f"{s.lr}) from a verified saddle (a 1-filter network at a critical point, its filter duplicated "
         f"{s.filters}x: loss {info['loss']:.4f}, gradient norm {info['grad_norm']:.2g}, smallest Hessian "
         f"eigenvalue {info['min_eig']:.3g}, {info['n_negative']} negative). Identical filters get identical "
         f"gradients, so the control cannot leave the saddle's symmetric subspace. {s.tunnels} filter(s) opened "
         f"at step {s.open_at} (proposed lambda_t or a random lambda of the same norm, t = {s.t}) and closed at "
         f"step {s.close_at}. The paper's start (20 Newton steps of 0.1) left a gradient norm of 0.225 "
-        "here, from which the control was not stuck; see figures/tunnels/_setup.py.",
-        panels=[Panel("loss", plotly=fig, mpl=mfig)],
-        claims=claims,
-        scaling=s.scaling(desc),
+        "here, from which the control was not stuck; see figures/tunnels/_setup.py."
     )
+    return st.result(caption, "loss", fig, mfig, claims)
 
 
 def converged_model(s, data, steps: int = 300) -> nn.Module:
@@ -197,13 +188,14 @@ def run_right(
     for i, n in enumerate(counts):  # the squared norm: the quantity the claims test (quadratic in t, additive in n)
         fig.add_trace(go.Scatter(x=ts, y=sq[i], mode="lines+markers", name=f"{n} tunnel(s)"))
         ax.plot(ts, sq[i], "o-", label=f"{n} tunnel(s)")
-    fig.update_layout(
-        title="Fig. 1 right: squared gradient norm right after opening vs t",
-        xaxis_title="t",
-        yaxis_title="squared full-batch gradient norm",
+    set_titles(
+        fig,
+        ax,
+        "Fig. 1 right: squared gradient norm right after opening vs t",
+        "t",
+        "squared full-batch gradient norm",
+        short_title="Fig. 1 right: ||g||^2 after opening",
     )
-    ax.set(xlabel="t", ylabel="squared full-batch gradient norm", title="Fig. 1 right: ||g||^2 after opening")
-    ax.legend()
     premises = [
         at_most(
             "the network is trained to convergence (full-batch gradient norm before opening, float64)",

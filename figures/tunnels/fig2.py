@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.tunnels._setup import (
     COLORS,
     NEON_IMAGES,
@@ -30,10 +30,11 @@ from figures.tunnels._setup import (
     band_figure,
     mean_std,
     moved_premise,
+    paired,
     saddle_figure,
+    set_titles,
     window_mean,
 )
-from figures.verdict import paired_effect
 
 RUNS = {"control": "control", "proposed": "reorg_proposed", "random": "reorg_random", "pgd": "pgd", "neon": "neon"}
 BASELINES = {"random": "random weight reorganization (same magnitude)", "pgd": "perturbed GD", "neon": "NEON"}
@@ -43,7 +44,7 @@ _COLOR = {**COLORS, "pgd": "#8c564b"}
 @saddle_figure
 def run_fig2_left(st: SaddleStart) -> FigureResult:
     """Fig. 2 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
-    s, desc, info = st.setup, st.desc, st.info
+    s, info = st.setup, st.info
     res, steps = st.arms(RUNS)
     stats = {r: mean_std(v["losses"]) for r, v in res.items()}
     after = {r: window_mean(v, s.open_at + 5, s.total_steps) for r, v in res.items()}
@@ -53,13 +54,15 @@ def run_fig2_left(st: SaddleStart) -> FigureResult:
     fig, mfig, ax = band_figure(steps, stats, _COLOR, (6.5, 4.2), alpha=0.15)
     fig.add_vline(x=s.open_at, line_dash="dot")
     ax.axvline(s.open_at, ls=":", color="k")
-    fig.update_layout(
-        title="Fig. 2 left: weight reorganization vs baselines",
-        xaxis_title="step",
-        yaxis_title="full-batch training loss",
+    set_titles(
+        fig,
+        ax,
+        "Fig. 2 left: weight reorganization vs baselines",
+        "step",
+        "full-batch training loss",
+        short_title="Fig. 2 left: reorganization vs baselines",
+        legend_fontsize=8,
     )
-    ax.set(xlabel="step", ylabel="full-batch training loss", title="Fig. 2 left: reorganization vs baselines")
-    ax.legend(fontsize=8)
 
     book = ClaimBook("tunnels_fig2_left", scale=s.scale)
     how = {
@@ -68,39 +71,38 @@ def run_fig2_left(st: SaddleStart) -> FigureResult:
         "n": s.repetitions,
         "means": ", ".join(f"{r} {after[r].mean():.4f}" for r in RUNS),
     }
-    e = paired_effect(after["control"], after["proposed"])
-    claims = [book("reorganization-escapes", (after["control"] - after["proposed"]).tolist(), e, premises=base, **how)]
-    for other, baseline in BASELINES.items():
-        e = paired_effect(after[other], after["proposed"])
-        claims.append(
-            book(
-                "reorganization-beats-baseline",
-                (after[other] - after["proposed"]).tolist(),
-                e,
-                premises=base + ([moved[other]] if other in moved else []),
-                baseline=baseline,
-                other=other,
-                **how,
-            )
+    claims = [book("reorganization-escapes", *paired(after["control"], after["proposed"]), premises=base, **how)]
+    claims += [
+        book(
+            "reorganization-beats-baseline",
+            *paired(after[other], after["proposed"]),
+            premises=base + ([moved[other]] if other in moved else []),
+            baseline=baseline,
+            other=other,
+            **how,
         )
+        for other, baseline in BASELINES.items()
+    ]
     fired = {r: [len(m) for m in res[r]["moves"]] for r in ("pgd", "neon")}
-    return FigureResult(
-        caption=f"Fig. 2 left: full-batch training loss (mean and one std over {s.repetitions} data orders) of SGD "
+    caption = (
+        f"Fig. 2 left: full-batch training loss (mean and one std over {s.repetitions} data orders) of SGD "
         f"from the verified saddle of Fig. 1 left (loss {info['loss']:.4f}, gradient norm "
         f"{info['grad_norm']:.2g}, smallest Hessian eigenvalue {info['min_eig']:.3g}): control, "
         f"reorganization at step {s.open_at} (proposed or random lambda, t = {s.t}), perturbed GD "
         f"(fired {fired['pgd']} times per run) and NEON (fired {fired['neon']} times per run) "
-        "from that step on.",
-        panels=[Panel("loss", plotly=fig, mpl=mfig)],
-        claims=claims,
-        scaling={
-            **s.scaling(desc),
-            "reorganized": "1 merge + reopen (quick, 2 filters); paper: 2",
-            "pgd": f"radius {PGD_KW['radius']} every {PGD_KW['t_thres']} steps",
-            "neon": f"{NEON_KW['iterations']} iterations of step {NEON_KW['eta']}, radius {NEON_KW['radius']}, "
-            f"escape step {NEON_KW['escape_step']}, every {NEON_KW['t_thres']} steps, gradient "
-            f"differences on {NEON_IMAGES} images",
-        },
+        "from that step on."
+    )
+    return st.result(
+        caption,
+        "loss",
+        fig,
+        mfig,
+        claims,
+        reorganized="1 merge + reopen (quick, 2 filters); paper: 2",
+        pgd=f"radius {PGD_KW['radius']} every {PGD_KW['t_thres']} steps",
+        neon=f"{NEON_KW['iterations']} iterations of step {NEON_KW['eta']}, radius {NEON_KW['radius']}, "
+        f"escape step {NEON_KW['escape_step']}, every {NEON_KW['t_thres']} steps, gradient "
+        f"differences on {NEON_IMAGES} images",
     )
 
 

@@ -15,9 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.tunnels._setup import COLORS, SaddleStart, band_figure, saddle_figure, saddle_premises
-from figures.verdict import paired_effect
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.tunnels._setup import (
+    COLORS,
+    SaddleStart,
+    band_figure,
+    paired,
+    saddle_figure,
+    saddle_premises,
+    set_titles,
+)
 
 MODES = ("proposed", "random", "constant", "half")
 WINDOW = 50  # steps after opening at which "fastest" is judged (fixed before measuring)
@@ -27,7 +34,7 @@ HALF_TOL = 1e-6  # "never broken": the distance stays below this
 @saddle_figure
 def run_fig3(st: SaddleStart) -> FigureResult:
     """Fig. 3 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
-    s, desc, info = st.setup, st.desc, st.info
+    s, info = st.setup, st.info
     res = {m: st.arm(f"open_{m}") for m in MODES}
     dist = {m: np.asarray(r["dist"], dtype=float) for m, r in res.items()}
     steps = np.asarray(res["proposed"]["dist_steps"])
@@ -36,21 +43,21 @@ def run_fig3(st: SaddleStart) -> FigureResult:
     at_w = {m: d[:, i_w] for m, d in dist.items()}
     half_max = float(np.max(dist["half"]))
     fig, mfig, ax = band_figure(steps, stats, COLORS, (6, 4))
-    fig.update_layout(
-        title="Fig. 3: distance between the cloned filter and its origin",
-        xaxis_title="step",
-        yaxis_title="||K_u - K_u'||",
+    set_titles(
+        fig,
+        ax,
+        "Fig. 3: distance between the cloned filter and its origin",
+        "step",
+        "||K_u - K_u'||",
+        short_title="Fig. 3: symmetry breaking after opening",
     )
-    ax.set(xlabel="step", ylabel="||K_u - K_u'||", title="Fig. 3: symmetry breaking after opening")
-    ax.legend()
     premises = saddle_premises(info)
     book = ClaimBook("tunnels_fig3", scale=s.scale)
     means = ", ".join(f"{m} {at_w[m].mean():.3g}" for m in MODES)
     claims = [
         book(
             "proposed-breaks-symmetry-faster",
-            (at_w["proposed"] - at_w[other]).tolist(),
-            paired_effect(at_w["proposed"], at_w[other]),
+            *paired(at_w["proposed"], at_w[other]),
             premises=premises,
             other=other,
             window=WINDOW,
@@ -70,15 +77,13 @@ def run_fig3(st: SaddleStart) -> FigureResult:
             others=min(float(at_w[m].mean()) for m in ("proposed", "random", "constant")),
         )
     )
-    return FigureResult(
-        caption=f"Fig. 3: distance between the cloned filter and its origin from the opening of one filter at step "
+    caption = (
+        f"Fig. 3: distance between the cloned filter and its origin from the opening of one filter at step "
         f"{s.open_at} to its closing at step {s.close_at} (mean and one std over {s.repetitions} runs), for "
         f"the proposed, random, constant and 1/2 splits (t = {s.t}), from the verified saddle of Fig. 1 left "
-        f"(gradient norm {info['grad_norm']:.2g}, smallest Hessian eigenvalue {info['min_eig']:.3g}).",
-        panels=[Panel("distance", plotly=fig, mpl=mfig)],
-        claims=claims,
-        scaling=s.scaling(desc),
+        f"(gradient norm {info['grad_norm']:.2g}, smallest Hessian eigenvalue {info['min_eig']:.3g})."
     )
+    return st.result(caption, "distance", fig, mfig, claims)
 
 
 @register_figure("tunnels_fig3", paper="tunnels", title="Fig. 3: symmetry breaking between a clone and its origin")

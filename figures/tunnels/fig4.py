@@ -34,18 +34,19 @@ from matplotlib.axes import Axes
 from plotly.subplots import make_subplots
 
 from figures.claims import ClaimBook
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import Claim, FigureResult, Scale, cache_dir, register_figure
 from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_runs, make_deep_setup
 from figures.tunnels._setup import (
     COLORS,
     SaddleStart,
     equivalence_verdict,
     mean_std,
+    paired,
     saddle_figure,
     saddle_premises,
     window_mean,
 )
-from figures.verdict import at_most, paired_effect
+from figures.verdict import at_most
 
 EQUIV = 0.02  # "the same loss": the paired difference within +-2% of the control's final loss
 CONV_LAST, CONV_TOL = 0.1, 0.01  # the project's convergence default: < 1% change over the last 10%
@@ -89,11 +90,11 @@ def _claims(
     for other in final:
         if other == "proposed":
             continue
-        e = paired_effect(final["proposed"], final[other])
+        diff, e = paired(final["proposed"], final[other])
         out.append(
             book(
                 "same-final-loss",
-                (final["proposed"] - final[other]).tolist(),
+                diff,
                 e,
                 premises=premises,
                 verdict=equivalence_verdict(e, margin),
@@ -121,7 +122,7 @@ def _draw(fig: go.Figure, ax: Axes, col: int, x: np.ndarray, curves: dict[str, l
 @saddle_figure
 def run_fig4(st: SaddleStart, deep_setup: DeepSetup | None = None) -> FigureResult:
     """Fig. 4 at a scale (or for explicit setups) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
-    s, desc, info = st.setup, st.desc, st.info
+    s, info = st.setup, st.info
     ds = deep_setup or make_deep_setup(st.scale)
     deep = deep_runs(ds, st.data_dir, st.cache, st.progress)
     fig = make_subplots(
@@ -167,13 +168,13 @@ def run_fig4(st: SaddleStart, deep_setup: DeepSetup | None = None) -> FigureResu
     fig.update_layout(title="Fig. 4: full runs of the three experiments", height=430)
     mfig.suptitle("Fig. 4: full runs of the three experiments")
     mfig.tight_layout()
-    return FigureResult(
-        caption=f"Fig. 4: the full runs (mean and one std over the repetitions) of the single-layer experiments "
+    caption = (
+        f"Fig. 4: the full runs (mean and one std over the repetitions) of the single-layer experiments "
         f"({s.total_steps} SGD steps from the verified saddle; Figs. 1 left and 2 left) and of the deep CNN "
-        f"({ds.total_steps} Adam steps; Fig. 2 right), reused from their cached runs.",
-        panels=[Panel("loss", plotly=fig, mpl=mfig)],
-        claims=claims,
-        scaling={**s.scaling(desc), "deep": f"{ds.total_steps} Adam steps, {ds.width} filters, {deep['data']}"},
+        f"({ds.total_steps} Adam steps; Fig. 2 right), reused from their cached runs."
+    )
+    return st.result(
+        caption, "loss", fig, mfig, claims, deep=f"{ds.total_steps} Adam steps, {ds.width} filters, {deep['data']}"
     )
 
 

@@ -23,16 +23,17 @@ import plotly.graph_objects as go
 import torch
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.tunnels._setup import (
     COLORS,
     SaddleStart,
     equivalence_verdict,
     initial_model,
     load_test,
+    paired,
     saddle_figure,
 )
-from figures.verdict import at_least, paired_effect
+from figures.verdict import at_least
 from landscape.params import model_at
 
 ARMS = {
@@ -65,7 +66,7 @@ def run_table4(st: SaddleStart) -> FigureResult:
                 ]
             )
     premises = st.premises(res["control"])
-    e = paired_effect(acc["proposed opening"], acc["control"])
+    diff, e = paired(acc["proposed opening"], acc["control"])
     v = equivalence_verdict(e, EQUIV_MARGIN)
     names = list(ARMS)
     means = [float(acc[n].mean()) for n in names]
@@ -104,7 +105,7 @@ def run_table4(st: SaddleStart) -> FigureResult:
     claims = [
         book(
             "no-accuracy-difference",
-            (acc["proposed opening"] - acc["control"]).tolist(),
+            diff,
             e,
             premises=premises,
             verdict=v,
@@ -128,15 +129,13 @@ def run_table4(st: SaddleStart) -> FigureResult:
             ],
         ),
     ]
-    return FigureResult(
-        caption=f"Table 4: test accuracy ({tdesc}) of the final networks of the single-layer runs (Figs. 1 left and 2 "
+    caption = (
+        f"Table 4: test accuracy ({tdesc}) of the final networks of the single-layer runs (Figs. 1 left and 2 "
         f"left; mean and one std over {n} data orders, dots: repetitions), after {s.total_steps} SGD steps "
         f"from the verified saddle. The dotted line is the paper's MNIST value (8 filters, clean labels, "
-        "full MNIST); the deep CNN's ImageNet row (0.28) is not run.",
-        panels=[Panel("accuracy", plotly=fig, mpl=mfig)],
-        claims=claims,
-        scaling={**s.scaling(desc), "test": tdesc},
+        "full MNIST); the deep CNN's ImageNet row (0.28) is not run."
     )
+    return st.result(caption, "accuracy", fig, mfig, claims, test=tdesc)
 
 
 @register_figure("tunnels_table4", paper="tunnels", title="Table 4: test accuracy of the final classifiers")
