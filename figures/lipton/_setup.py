@@ -189,18 +189,30 @@ def draw_joint_paths(
     return draw_paths(title, paths, [f"{label} {k}" for k in range(len(trajs))])
 
 
-def cv_check(pair: np.ndarray) -> dict[str, Any]:
-    """The "final distances roughly equal" check of an ``(n, n)`` distance matrix, as a claim's arguments.
+def equal_distances(
+    runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, start_epoch: float = 0.0
+) -> dict[str, Any]:
+    """The arguments of a claim that the paths' final solutions are all roughly the same distance apart.
+
+    Args:
+        runs: The recorded runs (for the premises' losses).
+        trajs: The paths.
+        what: Whose runs, for the premises' statements.
+        start_epoch: Global epoch of the paths' first snapshots (see :func:`converged_premise`).
 
     Returns:
-        ``measured`` (the coefficient of variation of the pairwise distances), ``held`` (at most ``CV_MAX``) and the
-        values of the claim's detail template: ``pairs``, ``low``, ``high``, ``cv_max`` and ``runs``.
+        ``measured`` (coefficient of variation of the pairwise distances between the final weights), ``held``
+        (at most ``CV_MAX``), ``premises`` (the runs ended at solutions: :func:`converged_premise`) and the
+        values of the claim's detail: ``pairs``, ``low``, ``high``, ``cv_max`` and ``runs``.
     """
+    pair = pairwise_end_distances(trajs)
     cv = pairwise_cv(pair)
     iu = np.triu_indices(pair.shape[0], 1)
+    flat, low, _ = converged_premise(runs, trajs, what, start_epoch)
     return {
         "measured": round(cv, 4),
         "held": cv <= CV_MAX,
+        "premises": [flat, low],
         "pairs": len(iu[0]),
         "low": pair[iu].min(),
         "high": pair[iu].max(),
@@ -209,19 +221,28 @@ def cv_check(pair: np.ndarray) -> dict[str, Any]:
     }
 
 
-def diverge_check(trajs: list[Trajectory]) -> dict[str, Any]:
-    """The "paths from one start diverge" check (:func:`divergence_ratio`), as a claim's arguments.
+def diverging_paths(
+    runs: LiptonRuns, trajs: list[Trajectory], what: str, start: Tensor | None = None
+) -> dict[str, Any]:
+    """The arguments of a claim that paths from one start diverge (:func:`divergence_ratio`).
+
+    Args:
+        runs: The recorded runs (for the premise's losses).
+        trajs: The paths.
+        what: Who trained, for the premise's statement.
+        start: The point the premise compares the final losses with (see :func:`trained_premise`).
 
     Returns:
-        ``measured`` (the ratio), ``held`` (at least ``DIVERGE_MIN``) and the values of the claim's detail template:
-        ``pair`` (the mean pairwise final distance), ``travelled`` (the mean distance from the start) and
-        ``diverge_min``.
+        ``measured`` (the ratio), ``held`` (at least ``DIVERGE_MIN``), ``premises`` (the paths are training paths:
+        :func:`trained_premise`) and the values of the claim's detail: ``pair`` (the mean pairwise final
+        distance), ``travelled`` (the mean distance from the start) and ``diverge_min``.
     """
     ratio, pair, disp = divergence_ratio(trajs)
     iu = np.triu_indices(len(trajs), 1)
     return {
         "measured": round(ratio, 4),
         "held": ratio >= DIVERGE_MIN,
+        "premises": [trained_premise(runs, trajs, what, start=start)],
         "pair": pair[iu].mean(),
         "travelled": disp.mean(),
         "diverge_min": DIVERGE_MIN,

@@ -11,16 +11,7 @@ from pathlib import Path
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, figure_function, register_figure
-from figures.lipton._setup import (
-    LiptonRuns,
-    LiptonSetup,
-    converged_premise,
-    cv_check,
-    diverge_check,
-    draw_joint_paths,
-    trained_premise,
-)
-from landscape.analyze import pairwise_end_distances
+from figures.lipton._setup import LiptonRuns, LiptonSetup, diverging_paths, draw_joint_paths, equal_distances
 
 
 @figure_function(LiptonSetup.for_scale)
@@ -38,17 +29,11 @@ def figure2(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
     fig = draw_joint_paths(
         f"{s.repetitions} paths from one initialization, different data shuffles", trajs, "shuffle", s.every
     )
-    conv = converged_premise(runs, trajs, f"the {len(trajs)} shuffled runs")[:2]
+    what = f"the {len(trajs)} shuffled runs"
     book = ClaimBook("lipton_fig2", scale=s.verdict_scale)
     claims = [
-        book(
-            "shuffled-paths-diverge",
-            **diverge_check(trajs),
-            premises=[trained_premise(runs, trajs, f"the {len(trajs)} shuffled runs")],
-        ),
-        book(
-            "final-distances-equal", **cv_check(pairwise_end_distances(trajs)), premises=conv, repetitions=s.repetitions
-        ),
+        book("shuffled-paths-diverge", **diverging_paths(runs, trajs, what)),
+        book("final-distances-equal", **equal_distances(runs, trajs, what), repetitions=s.repetitions),
     ]
     return FigureResult(
         caption=f"One PCA of {s.repetitions} paths that start from the same random initialization and differ only "

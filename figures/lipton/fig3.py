@@ -20,15 +20,15 @@ from figures.lipton._setup import (
     LiptonRuns,
     LiptonSetup,
     converged_premise,
-    cv_check,
-    diverge_check,
+    diverging_paths,
     draw_joint_paths,
     draw_origin,
+    equal_distances,
     path_lengths,
     subsampled,
     trained_premise,
 )
-from landscape.analyze import distance_from_origin, pairwise_end_distances
+from landscape.analyze import distance_from_origin
 
 
 @figure_function(LiptonSetup.for_scale)
@@ -69,8 +69,6 @@ def figure3(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
     conv = int(next(i for i in range(len(near)) if near[i:].all()))
     after = float((lengths[-1] - lengths[conv]) / lengths[-1])
     base_conv = converged_premise(runs, [base], "the single path")[:2]
-    clone_conv = converged_premise(runs, clones, f"the {len(clones)} clones", float(s.pretrain_epochs))[:2]
-    pair = pairwise_end_distances(clones)
     book = ClaimBook("lipton_fig3", scale=s.verdict_scale)
     claims = [
         book(
@@ -97,11 +95,14 @@ def figure3(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
         ),
         book(
             "clones-diverge",
-            **diverge_check(clones),
-            premises=[trained_premise(runs, clones, f"the {len(clones)} clones", start=base[0].vector)],
+            **diverging_paths(runs, clones, f"the {len(clones)} clones", start=base[0].vector),
             pretrain=s.pretrain_epochs,
         ),
-        book("final-distances-equal", **cv_check(pair), premises=clone_conv, repetitions=s.repetitions),
+        book(
+            "final-distances-equal",
+            **equal_distances(runs, clones, f"the {len(clones)} clones", float(s.pretrain_epochs)),
+            repetitions=s.repetitions,
+        ),
     ]
     return FigureResult(
         caption=f"Left: Euclidean distance of the weights from the origin every {s.every} epochs, for the "
