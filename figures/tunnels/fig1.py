@@ -24,17 +24,16 @@ from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.tunnels._plots import band_figure, set_titles
 from figures.tunnels._setup import (
     COLORS,
     SaddleStart,
-    band_figure,
     initial_model,
     load_data,
     make_setup,
     mean_std,
     paired,
     saddle_figure,
-    set_titles,
     window_mean,
 )
 from figures.verdict import at_most, paired_effect

@@ -21,18 +21,17 @@ from pathlib import Path
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.tunnels._plots import band_figure, set_titles
 from figures.tunnels._setup import (
     COLORS,
     NEON_IMAGES,
     NEON_KW,
     PGD_KW,
     SaddleStart,
-    band_figure,
     mean_std,
     moved_premise,
     paired,
     saddle_figure,
-    set_titles,
     window_mean,
 )
 

@@ -39,7 +39,8 @@ from plotly.subplots import make_subplots
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_figure
-from figures.tunnels._setup import COLORS, add_bands, mean_std
+from figures.tunnels._plots import add_bands
+from figures.tunnels._setup import COLORS, mean_std
 from figures.verdict import Effect, Verdict, at_most, paired_effect
 
 CONTROL_TOL = 0.02  # premise: the control's loss drops by less than 2% (relative) from the opening to the end

@@ -16,15 +16,8 @@ import numpy as np
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Scale, cache_dir, register_figure
-from figures.tunnels._setup import (
-    COLORS,
-    SaddleStart,
-    band_figure,
-    paired,
-    saddle_figure,
-    saddle_premises,
-    set_titles,
-)
+from figures.tunnels._plots import band_figure, set_titles
+from figures.tunnels._setup import COLORS, SaddleStart, paired, saddle_figure, saddle_premises
 
 MODES = ("proposed", "random", "constant", "half")
 WINDOW = 50  # steps after opening at which "fastest" is judged (fixed before measuring)
