@@ -48,7 +48,8 @@ initial loss of its final value (not testable when the loss did not at least hal
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib.figure
@@ -57,6 +58,7 @@ import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
+from figures.contract import FigureResult, Scale, figure_function
 from figures.lipton._runs import LiptonRuns, LiptonSetup
 from figures.verdict import Premise, at_most, converged
 from landscape.analyze import (
@@ -90,6 +92,23 @@ CONVERGED_TOL = 0.10
 LOW_LOSS = 0.01  # premise: the final training loss is at most this (the paper's runs reach 0.000X)
 SNAPSHOTS_PER_COMPONENT = 5  # premise of the k-component claims: at least 5 k snapshot-to-snapshot steps
 _COLORS = tuple(PALETTE[i] for i in (0, 3, 2, 1, 4, 5, 6, 9, 7, 8))  # the one palette, red second
+
+
+# --------------------------------------------------------------------------- the figures' signature
+def lipton_figure(body: Callable[..., FigureResult]) -> Callable[..., FigureResult]:
+    """Give a Lipton figure the one signature of the gallery's figure functions (use as ``@lipton_figure``).
+
+    The decorated function is called as ``figure(scale="quick", data_dir=None, *, cache=None, progress=False,
+    setup=None)`` (:func:`figures.contract.figure_function`; ``setup`` overrides the settings of ``scale``) and
+    calls ``body(setup, runs)`` with the :class:`LiptonRuns` of those settings (trained once, cached in ``cache``).
+    """
+    return figure_function(LiptonSetup.for_scale, _runs)(body)  # type: ignore[no-any-return]
+
+
+def _runs(
+    s: LiptonSetup, *, scale: Scale, data_dir: Path | None, cache: Path | str | None, progress: bool
+) -> tuple[LiptonSetup, LiptonRuns]:
+    return s, LiptonRuns(s, cache, progress)
 
 
 # --------------------------------------------------------------------------- measures

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, figure_function, register_figure
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.lipton._setup import (
     EV_TOLERANCE,
     PAPER_EV2,
@@ -25,24 +25,23 @@ from figures.lipton._setup import (
     draw_line,
     draw_paths,
     equal_distances,
+    lipton_figure,
     path_lengths,
 )
 from figures.verdict import at_least, at_most
 from landscape.analyze import TrajectoryPCA
 
 
-@figure_function(LiptonSetup.for_scale)
-def figure1(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> FigureResult:
+@lipton_figure
+def figure1(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 1: 2D PCA of one path and of five paths from different initializations, and the straight line.
 
-    The signature is :func:`figures.contract.figure_function`'s.
+    The signature is :func:`~figures.lipton._setup.lipton_figure`'s.
 
     Returns:
         Panels ``single``, ``two``, ``five`` and ``line`` (the paper's 1, 2 and 5 paths, and the straight line);
         claims on explained variance, distances and the straight line.
     """
-    s = setup
-    runs = LiptonRuns(s, cache, progress)
     base = runs.base()
     T = len(base)
     pca1 = TrajectoryPCA(n_components=2).fit(base)

@@ -10,21 +10,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, figure_function, register_figure
-from figures.lipton._setup import LiptonRuns, LiptonSetup, diverging_paths, draw_joint_paths, equal_distances
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.lipton._setup import (
+    LiptonRuns,
+    LiptonSetup,
+    diverging_paths,
+    draw_joint_paths,
+    equal_distances,
+    lipton_figure,
+)
 
 
-@figure_function(LiptonSetup.for_scale)
-def figure2(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> FigureResult:
+@lipton_figure
+def figure2(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 2: paths from one initialization, each with its own shuffle of the data.
 
-    The signature is :func:`figures.contract.figure_function`'s.
+    The signature is :func:`~figures.lipton._setup.lipton_figure`'s.
 
     Returns:
         Panel ``paths``; claims that the paths diverge and that their final pairwise distances are equal.
     """
-    s = setup
-    runs = LiptonRuns(s, cache, progress)
     trajs = runs.shuffles()
     fig = draw_joint_paths(
         f"{s.repetitions} paths from one initialization, different data shuffles", trajs, "shuffle", s.every

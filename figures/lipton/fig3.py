@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, figure_function, register_figure
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.lipton._setup import (
     CV_MAX,
     FLAT_LOSS_FRACTION,
@@ -24,6 +24,7 @@ from figures.lipton._setup import (
     draw_joint_paths,
     draw_origin,
     equal_distances,
+    lipton_figure,
     path_lengths,
     subsampled,
     trained_premise,
@@ -31,17 +32,15 @@ from figures.lipton._setup import (
 from landscape.analyze import distance_from_origin
 
 
-@figure_function(LiptonSetup.for_scale)
-def figure3(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> FigureResult:
+@lipton_figure
+def figure3(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 3: distance from the origin per epoch, and paths after cloning a partially trained model.
 
-    The signature is :func:`figures.contract.figure_function`'s.
+    The signature is :func:`~figures.lipton._setup.lipton_figure`'s.
 
     Returns:
         Panels ``origin`` and ``clones``; claims on distances from the origin, the flat region and the clones.
     """
-    s = setup
-    runs = LiptonRuns(s, cache, progress)
     inits = runs.inits()
     clones = runs.clones()
     curves = []
