@@ -11,7 +11,8 @@ A paper's statements are its specification, so they live in one data file per pa
 
 Optional fields: ``paper_value`` (a number or a short string; absent means the paper gives none) and
 ``paper_effect`` (the magnitude of the paper's effect, for :func:`~figures.verdict.verdict_for`). ``detail`` is a
-:meth:`str.format` template; the figure passes the values it names (``{effect}`` is the claim's effect).
+:meth:`str.format` template; the figure passes the values it names (``{effect}`` is the claim's effect). The
+``statement`` is a template too, for a claim whose wording depends on the experiment (a number of runs, say).
 
 The ``statement`` may name fields too (a setting the paper's sentence depends on); literal braces are ``{{``
 ``}}`` in both templates.

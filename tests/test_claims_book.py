@@ -121,3 +121,23 @@ def test_malformed_claims_are_refused_with_the_table_named(table, message):
     with pytest.raises(ValueError, match=message) as e:
         _spec(Path("claims.toml"), "fig", "key", table)
     assert str(e.value).startswith("claims.toml [fig.key]: ")
+
+
+def test_a_statement_may_be_a_template_filled_like_the_detail(tmp_path, monkeypatch):
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "claims.toml").write_text(
+        '[toy_c.agree]\nstatement = "The {n} runs agree."\nsource = "Toy 2026"\ndetail = "spread {cv:.2f}"\n'
+    )
+    monkeypatch.setattr(book_module, "_ROOT", tmp_path)
+    paper_claims.cache_clear()
+    try:
+        book = ClaimBook("toy_c")
+        assert book["agree"].fields == {"n", "cv"}
+        c = book("agree", 0.123, held=True, n=3, cv=0.123)
+        assert (c.statement, c.detail) == ("The 3 runs agree.", "spread 0.12")
+        with pytest.raises(ValueError, match=r"needs \['cv', 'n'\], got \['cv'\]"):
+            book("agree", 0.1, held=True, cv=0.1)
+    finally:
+        paper_claims.cache_clear()
+    with pytest.raises(ValueError, match="positional field"):
+        _spec(Path("claims.toml"), "fig", "key", {"statement": "{} runs", "source": "x"})

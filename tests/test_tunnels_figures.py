@@ -303,3 +303,14 @@ def test_fig4_reuses_the_cached_runs(tmp_path):
 
     res = run_fig4("quick", cache=tmp_path, setup=TINY, deep_setup=TINY_DEEP)
     _check(res, ["loss"], 2 + 4 + 2)  # proposed vs each other arm, per experiment
+
+
+def test_the_claims_files_paper_values_match_the_papers_tables():
+    from figures.claims import ClaimBook
+    from figures.tunnels._deep import PAPER_TABLE3
+    from figures.tunnels.table4 import PAPER_MNIST
+
+    (pm, ps), (cm, cs) = PAPER_TABLE3["ImageNet"]["proposed"], PAPER_TABLE3["ImageNet"]["control"]
+    table3 = ClaimBook("tunnels_table3")["overhead-insignificant"].paper_value
+    assert table3 == f"ImageNet: proposed {pm:,} ({ps:,}) s vs control {cm:,} ({cs:,}) s"
+    assert ClaimBook("tunnels_table4")["mnist-accuracy"].paper_value == PAPER_MNIST

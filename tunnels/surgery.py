@@ -395,6 +395,33 @@ def _plan(
     return dict(sorted(plan.items(), key=lambda kv: order[kv[0]])), stats
 
 
+def _lambda_source(mode: LambdaMode | str, seed: int | None) -> tuple[LambdaMode, int | None, torch.Generator | None]:
+    """The parsed mode, the seed (drawn from torch's generator for random directions if ``None``) and its generator."""
+    from tunnels.split import LambdaMode
+
+    mode_e = parse_option(LambdaMode, mode)
+    if seed is None and mode_e is LambdaMode.RANDOM:
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    return mode_e, seed, torch.Generator().manual_seed(seed) if seed is not None else None
+
+
+def _site_lambdas(
+    model: nn.Module,
+    site: TunnelSite,
+    n: int,
+    mode: LambdaMode,
+    t: float,
+    star: Tensor | None,
+    gen: torch.Generator | None,
+) -> Tensor:
+    """The ``(n, L)`` splits of ``n`` units of a site (row ``i`` from ``star[i]`` if given), in the site's dtype."""
+    from tunnels.split import make_lambdas
+
+    lam = torch.stack([make_lambdas(mode, t, site.n_out, None if star is None else star[i], gen) for i in range(n)])
+    dtype, device = _dtype_device(model, site)
+    return lam.to(dtype=dtype, device=device)
+
+
 def _event_info(stats: SplitStats | None) -> dict[str, Any]:
     return {} if stats is None else {"stats": stats.method, "n_examples": stats.n_examples}
 
@@ -443,12 +470,9 @@ def open_tunnels(
             not match the model.
         UnsupportedSiteError: On an unsupported site.
     """
-    from tunnels.split import LambdaMode, augment_rows, make_lambdas, principal_split
+    from tunnels.split import LambdaMode, augment_rows, principal_split
 
-    mode_e = parse_option(LambdaMode, mode)
-    if seed is None and mode_e is LambdaMode.RANDOM:
-        seed = int(torch.randint(0, 2**31 - 1, ()).item())
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    mode_e, seed, gen = _lambda_source(mode, seed)
     kw = {"data": data, "loss_fn": loss_fn, **stats_kw}
     plan, stats = _plan(model, units, stats, mode_e is LambdaMode.PROPOSED, kw)
     new = copy.deepcopy(model)
@@ -462,11 +486,7 @@ def open_tunnels(
             if p in opened:
                 a = augment_rows(a, site.n_weight, *opened[p])
             rho, star = principal_split(a)
-        lam = torch.stack(
-            [make_lambdas(mode_e, t, s.n_out, None if star is None else star[i], gen) for i in range(len(us))]
-        )
-        dtype, device = _dtype_device(new, s)
-        lam = lam.to(dtype=dtype, device=device)
+        lam = _site_lambdas(new, s, len(us), mode_e, t, star, gen)
         clones = _open_site(new, s, us, lam)
         opened[s.consumer] = (s.n_units, us)
         changes += [
@@ -518,12 +538,9 @@ def reorganize(
     Raises:
         ValueError: On bad pairs or units, an unknown mode, or missing A.
     """
-    from tunnels.split import LambdaMode, make_lambdas, principal_split, split_stats
+    from tunnels.split import LambdaMode, principal_split, split_stats
 
-    mode_e = parse_option(LambdaMode, mode)
-    if seed is None and mode_e is LambdaMode.RANDOM:
-        seed = int(torch.randint(0, 2**31 - 1, ()).item())
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    mode_e, seed, gen = _lambda_source(mode, seed)
     s = resolve_site(model, site)
     if isinstance(merges, int):
         merges = _closest_pairs(model, s, merges)
@@ -547,11 +564,7 @@ def reorganize(
     rho = star = None
     if stats is not None:
         rho, star = principal_split(stats.A[s.producer][units])
-    lam = torch.stack(
-        [make_lambdas(mode_e, t, s.n_out, None if star is None else star[i], gen) for i in range(len(units))]
-    )
-    dtype, device = _dtype_device(merged, s)
-    lam = lam.to(dtype=dtype, device=device)
+    lam = _site_lambdas(merged, s, len(units), mode_e, t, star, gen)
     _clone_into(merged, s, units, slots, lam)
     changes = tuple(
         UnitChange(s.producer, s.consumer, u, b, lv, None if rho is None else float(rho[i]), merged_into=a)

@@ -124,6 +124,11 @@ class LiptonSetup:
         )
 
     @property
+    def verdict_scale(self) -> str | None:
+        """The scale stamped on the claims: the gallery's ``"quick"`` or ``"full"``, ``None`` for a custom setup."""
+        return self.name if self.name in ("quick", "full") else None
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         """``(1, H, W)`` of the (downsampled) images."""
         s = 28 // self.downsample

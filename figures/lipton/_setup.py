@@ -48,7 +48,9 @@ initial loss of its final value (not testable when the loss did not at least hal
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import matplotlib.figure
 import numpy as np
@@ -56,9 +58,7 @@ import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
-from figures.contract import (
-    Claim,
-)
+from figures.contract import FigureResult, Scale, figure_function
 from figures.lipton._runs import LiptonRuns, LiptonSetup
 from figures.verdict import Premise, at_most, converged
 from landscape.analyze import (
@@ -92,6 +92,23 @@ CONVERGED_TOL = 0.10
 LOW_LOSS = 0.01  # premise: the final training loss is at most this (the paper's runs reach 0.000X)
 SNAPSHOTS_PER_COMPONENT = 5  # premise of the k-component claims: at least 5 k snapshot-to-snapshot steps
 _COLORS = tuple(PALETTE[i] for i in (0, 3, 2, 1, 4, 5, 6, 9, 7, 8))  # the one palette, red second
+
+
+# --------------------------------------------------------------------------- the figures' signature
+def lipton_figure(body: Callable[..., FigureResult]) -> Callable[..., FigureResult]:
+    """Give a Lipton figure the one signature of the gallery's figure functions (use as ``@lipton_figure``).
+
+    The decorated function is called as ``figure(scale="quick", data_dir=None, *, cache=None, progress=False,
+    setup=None)`` (:func:`figures.contract.figure_function`; ``setup`` overrides the settings of ``scale``) and
+    calls ``body(setup, runs)`` with the :class:`LiptonRuns` of those settings (trained once, cached in ``cache``).
+    """
+    return figure_function(LiptonSetup.for_scale, _runs)(body)  # type: ignore[no-any-return]
+
+
+def _runs(
+    s: LiptonSetup, *, scale: Scale, data_dir: Path | None, cache: Path | str | None, progress: bool
+) -> tuple[LiptonSetup, LiptonRuns]:
+    return s, LiptonRuns(s, cache, progress)
 
 
 # --------------------------------------------------------------------------- measures
@@ -180,42 +197,75 @@ def joint_pca(trajs: list[Trajectory], idx: list[list[int]]) -> tuple[Trajectory
     return pca, pca.project(mats)
 
 
-def cv_claim(
-    what: str, pair: np.ndarray, source: str, premises: Sequence[Premise] = (), scale: str | None = None
-) -> Claim:
+def draw_joint_paths(
+    title: str, trajs: list[Trajectory], label: str, every: int, start_epoch: float = 0.0
+) -> tuple[go.Figure, matplotlib.figure.Figure]:
+    """Several paths in the plane of one PCA of their snapshots every ``every`` epochs, labelled ``"<label> k"``.
+
+    ``start_epoch`` is the global epoch of the paths' first snapshots (clones start after the pretraining).
+    """
+    _, paths = joint_pca(trajs, [subsampled(t, every, start_epoch) for t in trajs])
+    return draw_paths(title, paths, [f"{label} {k}" for k in range(len(trajs))])
+
+
+def equal_distances(
+    runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, start_epoch: float = 0.0
+) -> dict[str, Any]:
+    """The arguments of a claim that the paths' final solutions are all roughly the same distance apart.
+
+    Args:
+        runs: The recorded runs (for the premises' losses).
+        trajs: The paths.
+        what: Whose runs, for the premises' statements.
+        start_epoch: Global epoch of the paths' first snapshots (see :func:`converged_premise`).
+
+    Returns:
+        ``measured`` (coefficient of variation of the pairwise distances between the final weights), ``held``
+        (at most ``CV_MAX``), ``premises`` (the runs ended at solutions: :func:`converged_premise`) and the
+        values of the claim's detail: ``pairs``, ``low``, ``high``, ``cv_max`` and ``runs``.
+    """
+    pair = pairwise_end_distances(trajs)
     cv = pairwise_cv(pair)
     iu = np.triu_indices(pair.shape[0], 1)
-    return Claim(
-        statement=f"Pairwise Euclidean distances between the final solutions of {what} are all roughly equal.",
-        paper_value=None,
-        source=source,
-        measured=round(cv, 4),
-        held=cv <= CV_MAX,
-        detail=f"coefficient of variation (std/mean) of the {len(iu[0])} pairwise distances between final weights "
-        f"(range {pair[iu].min():.3g}-{pair[iu].max():.3g}); held if <= {CV_MAX} (a threshold on one statistic "
-        f"of the {pair.shape[0]} runs, fixed before measuring).",
-        premises=list(premises),
-        scale=scale,
-    )
+    flat, low, _ = converged_premise(runs, trajs, what, start_epoch)
+    return {
+        "measured": round(cv, 4),
+        "held": cv <= CV_MAX,
+        "premises": [flat, low],
+        "pairs": len(iu[0]),
+        "low": pair[iu].min(),
+        "high": pair[iu].max(),
+        "cv_max": CV_MAX,
+        "runs": pair.shape[0],
+    }
 
 
-def diverge_claim(
-    what: str, trajs: list[Trajectory], source: str, premises: Sequence[Premise] = (), scale: str | None = None
-) -> Claim:
+def diverging_paths(
+    runs: LiptonRuns, trajs: list[Trajectory], what: str, start: Tensor | None = None
+) -> dict[str, Any]:
+    """The arguments of a claim that paths from one start diverge (:func:`divergence_ratio`).
+
+    Args:
+        runs: The recorded runs (for the premise's losses).
+        trajs: The paths.
+        what: Who trained, for the premise's statement.
+        start: The point the premise compares the final losses with (see :func:`trained_premise`).
+
+    Returns:
+        ``measured`` (the ratio), ``held`` (at least ``DIVERGE_MIN``), ``premises`` (the paths are training paths:
+        :func:`trained_premise`) and the values of the claim's detail: ``pair`` (the mean pairwise final
+        distance), ``travelled`` (the mean distance from the start) and ``diverge_min``.
+    """
     ratio, pair, disp = divergence_ratio(trajs)
     iu = np.triu_indices(len(trajs), 1)
-    return Claim(
-        statement=f"{what} nevertheless diverge, finding solutions far apart in Euclidean distance.",
-        paper_value=None,
-        source=source,
-        measured=round(ratio, 4),
-        held=ratio >= DIVERGE_MIN,
-        detail=f"mean pairwise distance between the final weights ({pair[iu].mean():.3g}) over the mean distance "
-        f"each travelled from the shared start ({disp.mean():.3g}); 0 would mean identical paths, about "
-        f"1.4 independent directions. Held if >= {DIVERGE_MIN}.",
-        premises=list(premises),
-        scale=scale,
-    )
+    return {
+        "measured": round(ratio, 4),
+        "held": ratio >= DIVERGE_MIN,
+        "premises": [trained_premise(runs, trajs, what, start=start)],
+        "pair": pair[iu].mean(),
+        "travelled": disp.mean(),
+        "diverge_min": DIVERGE_MIN,
+    }
 
 
 # --------------------------------------------------------------------------- premises

@@ -11,15 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import (
-    Claim,
-    FigureResult,
-    Panel,
-    Scale,
-    cache_dir,
-    figure_function,
-    register_figure,
-)
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.lipton._setup import (
     EV_TOLERANCE,
     PAPER_EV2,
@@ -28,33 +21,27 @@ from figures.lipton._setup import (
     STRAIGHT_MAX,
     LiptonRuns,
     LiptonSetup,
-    converged_premise,
-    cv_claim,
+    draw_joint_paths,
     draw_line,
     draw_paths,
-    joint_pca,
+    equal_distances,
+    lipton_figure,
     path_lengths,
-    subsampled,
 )
 from figures.verdict import at_least, at_most
-from landscape.analyze import (
-    TrajectoryPCA,
-    pairwise_end_distances,
-)
+from landscape.analyze import TrajectoryPCA
 
 
-@figure_function(LiptonSetup.for_scale)
-def figure1(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> FigureResult:
+@lipton_figure
+def figure1(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 1: 2D PCA of one path and of five paths from different initializations, and the straight line.
 
-    The signature is :func:`figures.contract.figure_function`'s.
+    The signature is :func:`~figures.lipton._setup.lipton_figure`'s.
 
     Returns:
         Panels ``single``, ``two``, ``five`` and ``line`` (the paper's 1, 2 and 5 paths, and the straight line);
         claims on explained variance, distances and the straight line.
     """
-    s = setup
-    runs = LiptonRuns(s, cache, progress)
     base = runs.base()
     T = len(base)
     pca1 = TrajectoryPCA(n_components=2).fit(base)
@@ -64,16 +51,12 @@ def figure1(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
     single = draw_paths(f"One path, a snapshot per epoch ({T} snapshots)", pca1.project(base), ["init 0"])
 
     inits = runs.inits()
-    idx = [subsampled(t, s.every) for t in inits]
-    _, paths2 = joint_pca(inits[:2], idx[:2])  # the paper's middle panel: two paths in one PCA
-    two = draw_paths(f"2 paths from different initializations (every {s.every} epochs)", paths2, ["init 0", "init 1"])
-    _, paths = joint_pca(inits, idx)
-    five = draw_paths(
-        f"{s.repetitions} paths from different initializations (every {s.every} epochs)",
-        paths,
-        [f"init {k}" for k in range(len(inits))],
+    two = draw_joint_paths(  # the paper's middle panel: two paths in one PCA
+        f"2 paths from different initializations (every {s.every} epochs)", inits[:2], "init", s.every
     )
-    pair = pairwise_end_distances(inits)
+    five = draw_joint_paths(
+        f"{s.repetitions} paths from different initializations (every {s.every} epochs)", inits, "init", s.every
+    )
 
     # Loss along the straight line init -> solution and at the snapshots of the path actually taken.
     t_line = np.linspace(0.0, 1.0, s.line_points)
@@ -90,7 +73,6 @@ def figure1(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
     barrier = float(line_loss.max() - max(line_loss[0], line_loss[-1]))
 
     line_fig = draw_line(line_res, frac, path)
-    scale = s.name if s.name in ("quick", "full") else None
     enough = [
         at_least(
             f"the path has enough snapshots for {k} components to be a test (at least "
@@ -101,79 +83,62 @@ def figure1(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
         )
         for k in (2, 10)
     ]
-    conv_flat, conv_low, _ = converged_premise(runs, inits, f"the {len(inits)} runs from different initializations")
     solved = at_most(
         "the path ends at a solution: final loss at most 10% of the initial loss",
         float(path[-1] / path[0]),
         0.1,
         detail=f"eval-mode training loss {path[0]:.3g} -> {path[-1]:.3g}",
     )
-    ev_detail = (
-        f"percent of the variance; ordinary PCA (centred on the mean) of the {T} per-epoch snapshots of "
-        f"one path (initialization + {s.epochs} epochs; the paper had 201); held if at least the paper's "
-        "value minus "
-        f"{100 * EV_TOLERANCE:.0f} percentage points."
-        + (f" Snapshots every {s.base_every_steps} steps and at every epoch." if s.base_every_steps else "")
-    )
+    ev = {
+        "snapshots": T,
+        "epochs": s.epochs,
+        "tol": 100 * EV_TOLERANCE,
+        "spacing": f" Snapshots every {s.base_every_steps} steps and at every epoch." if s.base_every_steps else "",
+    }
+    book = ClaimBook("lipton_fig1", scale=s.verdict_scale)
     claims = [
-        Claim(
-            statement="The first two principal components of one training path explain most of its variance "
-            "(81.39% in the paper).",
-            paper_value=round(100 * PAPER_EV2, 2),
-            measured=round(100 * ev2, 2),
+        book(
+            "two-components-explain-most",
+            round(100 * ev2, 2),
             held=ev2 >= PAPER_EV2 - EV_TOLERANCE,
-            detail=ev_detail,
-            source="Lipton 2016, Sec. 3, Fig. 1",
             premises=[enough[0]],
-            scale=scale,
+            **ev,
         ),
-        Claim(
-            statement="The top 10 principal components of one training path explain 95.63% of its variance.",
-            paper_value=round(100 * PAPER_EV10, 2),
-            measured=round(100 * ev10, 2),
+        book(
+            "ten-components-explain-95",
+            round(100 * ev10, 2),
             held=ev10 >= PAPER_EV10 - EV_TOLERANCE,
-            detail=ev_detail
-            + (
-                f" Only {T} snapshots: the top {k10} components explain everything by construction."
-                if k10 < 10
-                else f" With {T} snapshots there are at most {T - 1} components."
-            ),
-            source="Lipton 2016, Sec. 3",
             premises=[enough[1]],
-            scale=scale,
+            components=f"Only {T} snapshots: the top {k10} components explain everything by construction."
+            if k10 < 10
+            else f"With {T} snapshots there are at most {T - 1} components.",
+            **ev,
         ),
-        cv_claim(
-            f"{s.repetitions} runs from different random initializations",
-            pair,
-            "Lipton 2016, Fig. 1 caption",
-            [conv_flat, conv_low],
-            scale,
+        book(
+            "final-distances-equal",
+            **equal_distances(runs, inits, f"the {len(inits)} runs from different initializations"),
+            repetitions=s.repetitions,
         ),
-        Claim(
-            statement="A straight line in weight space from initialization to solution may correspond to "
-            "monotonically decreasing loss.",
-            paper_value=None,
-            measured=round(max_rise, 6),
+        book(
+            "line-may-decrease-monotonically",
+            round(max_rise, 6),
             held=monotone,
-            detail=f"largest increase of the training loss between consecutive points of the {s.line_points}-point "
-            f"line (held if <= 0.1% of the total decrease {line_loss[0] - line_loss[-1]:.3g}); max loss "
-            f"along the line {line_loss.max():.4g}, along the path {path.max():.4g}; barrier above the "
-            f"higher endpoint {barrier:.3g}. 'May' claims an existence: one path suffices.",
-            source="Lipton 2016, Sec. 1.1",
             premises=[solved],
-            scale=scale,
+            points=s.line_points,
+            decrease=line_loss[0] - line_loss[-1],
+            line_max=line_loss.max(),
+            path_max=path.max(),
+            barrier=barrier,
         ),
-        Claim(
-            statement="The path actually taken by gradient descent seems far from straight.",
-            paper_value=None,
-            measured=round(straight, 4),
+        book(
+            "path-far-from-straight",
+            round(straight, 4),
             held=straight <= STRAIGHT_MAX,
-            detail=f"straight-line distance init -> solution ({chord:.3g}) over the length of the path through its "
-            f"{T} snapshots ({lengths[-1]:.3g}; a lower bound on the true length); held if <= "
-            f"{STRAIGHT_MAX:.3g}.",
-            source="Lipton 2016, Sec. 1.1, Fig. 1",
             premises=[solved],
-            scale=scale,
+            chord=chord,
+            snapshots=T,
+            length=lengths[-1],
+            straight_max=STRAIGHT_MAX,
         ),
     ]
     return FigureResult(

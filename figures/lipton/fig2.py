@@ -9,66 +9,43 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from figures.contract import (
-    FigureResult,
-    Panel,
-    Scale,
-    cache_dir,
-    figure_function,
-    register_figure,
-)
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.lipton._setup import (
     LiptonRuns,
     LiptonSetup,
-    converged_premise,
-    cv_claim,
-    diverge_claim,
-    divergence_ratio,
-    draw_paths,
-    joint_pca,
-    subsampled,
-    trained_premise,
+    diverging_paths,
+    draw_joint_paths,
+    equal_distances,
+    lipton_figure,
 )
 
 
-@figure_function(LiptonSetup.for_scale)
-def figure2(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> FigureResult:
+@lipton_figure
+def figure2(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 2: paths from one initialization, each with its own shuffle of the data.
 
-    The signature is :func:`figures.contract.figure_function`'s.
+    The signature is :func:`~figures.lipton._setup.lipton_figure`'s.
 
     Returns:
         Panel ``paths``; claims that the paths diverge and that their final pairwise distances are equal.
     """
-    s = setup
-    runs = LiptonRuns(s, cache, progress)
     trajs = runs.shuffles()
-    idx = [subsampled(t, s.every) for t in trajs]
-    _, paths = joint_pca(trajs, idx)
-    fig = draw_paths(
-        f"{s.repetitions} paths from one initialization, different data shuffles",
-        paths,
-        [f"shuffle {k}" for k in range(len(trajs))],
+    fig = draw_joint_paths(
+        f"{s.repetitions} paths from one initialization, different data shuffles", trajs, "shuffle", s.every
     )
-    ratio, pair, _ = divergence_ratio(trajs)
-    src = "Lipton 2016, Sec. 3, Fig. 2"
-    scale = s.name if s.name in ("quick", "full") else None
-    conv = converged_premise(runs, trajs, f"the {len(trajs)} shuffled runs")[:2]
+    what = f"the {len(trajs)} shuffled runs"
+    book = ClaimBook("lipton_fig2", scale=s.verdict_scale)
+    claims = [
+        book("shuffled-paths-diverge", **diverging_paths(runs, trajs, what)),
+        book("final-distances-equal", **equal_distances(runs, trajs, what), repetitions=s.repetitions),
+    ]
     return FigureResult(
         caption=f"One PCA of {s.repetitions} paths that start from the same random initialization and differ only "
         f"in the order the data are fed (every {s.every} epochs; a square marks the shared start, a star "
         f"each end). Scaled down from the paper: {s.epochs} epochs.",
         panels=[Panel("paths", plotly=fig[0], mpl=fig[1])],
-        claims=[
-            diverge_claim(
-                "Paths from the same initialization, fed the data in different shuffled orders,",
-                trajs,
-                src,
-                premises=[trained_premise(runs, trajs, f"the {len(trajs)} shuffled runs")],
-                scale=scale,
-            ),
-            cv_claim(f"{s.repetitions} runs from one initialization with different shuffles", pair, src, conv, scale),
-        ],
+        claims=claims,
         scaling=s.scaling(),
     )
 

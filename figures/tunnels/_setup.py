@@ -31,9 +31,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import safetensors.torch
@@ -41,20 +41,23 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from figures.contract import Scale, figure_function, require_data
-from figures.verdict import Effect, Premise, Verdict, at_least, at_most
+from figures.contract import Claim, FigureResult, Panel, Scale, figure_function, require_data
+from figures.verdict import Effect, Premise, Verdict, at_least, at_most, paired_effect
 from landscape.data import load_digits_split, load_mnist_idx
 from landscape.models import SigmoidConvNet
 from landscape.params import model_at, parameters_to_vector
-from landscape.plot import PALETTE, plot_bands
+from landscape.plot import PALETTE
 from landscape.train import Callback, StepEvent, Trainer, evaluate_dataset
 from landscape.trajectory import build_once, cached_json
 from tunnels import NEONEscape, PerturbedGD, TunnelSchedule
 from tunnels.flat import dense_hessian, full_batch_objective, newton_flat
 
+if TYPE_CHECKING:
+    import matplotlib.figure
+    import plotly.graph_objects as go
+
 F = nn.functional
 
-SOURCE = "Tunnels (Escaping Flat Areas via Function-Preserving Structural Network Modifications)"
 GRAD_TOL = 1e-5  # premise: the start is a critical point (full-batch gradient norm, float64)
 STUCK_TOL = 0.02  # premise: the control's loss drops by less than 2% (relative) over the run
 COLORS = {  # arm -> colour of the one palette
@@ -134,12 +137,21 @@ def load_data(setup: Setup, data_dir: Path | None) -> tuple[tuple[Tensor, Tensor
     x, y = x[: setup.n_train], y[: setup.n_train]
     desc += ", pixel mean subtracted"
     if setup.label_noise > 0:
-        g = torch.Generator().manual_seed(setup.seed)
-        y = y.clone()
-        flip = torch.rand(len(y), generator=g) < setup.label_noise
-        y[flip] = torch.randint(0, 10, (int(flip.sum()),), generator=g)
+        y = redraw_labels(y, setup.label_noise, setup.seed)
         desc += f", {setup.label_noise:.0%} of the labels redrawn at random (a finite critical point exists)"
     return (x - x.mean(), y), desc
+
+
+def redraw_labels(y: Tensor, fraction: float, seed: int, classes: int = 10) -> Tensor:
+    """A copy of the labels ``(N,)`` with each one, with probability ``fraction``, redrawn uniformly (seeded).
+
+    Label noise gives a small network a finite minimum: on clean labels its weights run off to infinity.
+    """
+    g = torch.Generator().manual_seed(seed)
+    y = y.clone()
+    flip = torch.rand(len(y), generator=g) < fraction
+    y[flip] = torch.randint(0, classes, (int(flip.sum()),), generator=g)
+    return y
 
 
 def load_test(setup: Setup, data_dir: Path | None) -> tuple[tuple[Tensor, Tensor], str]:
@@ -476,18 +488,15 @@ def equivalence_verdict(effect: Effect, margin: float) -> Verdict:
     return Verdict.INCONCLUSIVE
 
 
+def paired(a: np.ndarray, b: np.ndarray) -> tuple[list[float], Effect]:
+    """Differences ``a - b`` per repetition (a claim's measured values) and their paired effect; ``a``, ``b (R,)``."""
+    return (a - b).tolist(), paired_effect(a, b)
+
+
 def mean_std(rows: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation over repetitions (rows)."""
     a = np.asarray(rows, dtype=float)
     return a.mean(0), a.std(0)
-
-
-def band_traces(go: Any, x: np.ndarray, mean: np.ndarray, std: np.ndarray, name: str, color: str) -> list[Any]:
-    """Plotly traces of a mean line with a one-standard-deviation band (:func:`landscape.plot.plot_bands`).
-
-    ``go`` (``plotly.graph_objects``) is not needed any more; it stays for the callers.
-    """
-    return list(plot_bands(x, mean, std, [name], colors=[color]).data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -519,6 +528,32 @@ class SaddleStart:
     def arm(self, arm: str) -> dict[str, Any]:
         """The runs of one arm from the saddle (:func:`run_arm`, cached and shared by the figures)."""
         return run_arm(arm, self.setup, self.data, self.start, self.cache, self.progress)
+
+    def arms(self, arms: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], np.ndarray]:
+        """The runs of several arms by label (``{label: arm}``), and the steps they are recorded at ``(T,)``."""
+        res = {label: self.arm(a) for label, a in arms.items()}
+        return res, np.asarray(next(iter(res.values()))["steps"])  # every arm records at the same steps
+
+    def premises(self, control: dict[str, Any]) -> list[Premise]:
+        """The premises of a comparison with the control: the start is a saddle and the control stays stuck."""
+        return [*saddle_premises(self.info), stuck_premise(control["losses"], np.asarray(control["steps"]))]
+
+    def result(
+        self,
+        caption: str,
+        panel: str,
+        fig: go.Figure,
+        mfig: matplotlib.figure.Figure,
+        claims: list[Claim],
+        **scaling: Any,
+    ) -> FigureResult:
+        """A single-layer figure's result: one panel, its claims, and the setup's scaling record plus ``scaling``."""
+        return FigureResult(
+            caption=caption,
+            panels=[Panel(panel, plotly=fig, mpl=mfig)],
+            claims=claims,
+            scaling={**self.setup.scaling(self.desc), **scaling},
+        )
 
 
 def saddle_figure(body: Callable[..., Any]) -> Callable[..., Any]:

@@ -22,22 +22,21 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.tunnels._plots import band_figure, set_titles
 from figures.tunnels._setup import (
     COLORS,
-    SOURCE,
     SaddleStart,
-    band_traces,
     initial_model,
     load_data,
     make_setup,
     mean_std,
+    paired,
     saddle_figure,
-    saddle_premises,
-    stuck_premise,
     window_mean,
 )
-from figures.verdict import at_most, paired_effect, verdict_for
+from figures.verdict import at_most, paired_effect
 from tunnels import open_tunnels, split_stats
 
 F = nn.functional
@@ -49,96 +48,65 @@ WINDOW = 50  # steps: "immediately after opening" and "at the end" (fixed before
 @saddle_figure
 def run_left(st: SaddleStart) -> FigureResult:
     """Fig. 1 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
-    s, desc, info = st.setup, st.desc, st.info
-    res = {m: st.arm(a) for m, a in ARMS_LEFT.items()}
-    steps = np.asarray(res["control"]["steps"])
+    s, info = st.setup, st.info
+    res, steps = st.arms(ARMS_LEFT)
     stats = {m: mean_std(r["losses"]) for m, r in res.items()}
-    premises = [*saddle_premises(info), stuck_premise(res["control"]["losses"], steps)]
+    premises = st.premises(res["control"])
     at_open = {m: window_mean(r, s.open_at, s.open_at) for m, r in res.items()}
     soon = {m: window_mean(r, s.open_at + 5, s.open_at + WINDOW) for m, r in res.items()}
     while_open = {m: window_mean(r, s.open_at + 5, s.close_at) for m, r in res.items()}
     final = {m: window_mean(r, s.total_steps - WINDOW, s.total_steps) for m, r in res.items()}
     drop = {m: at_open[m] - soon[m] for m in res}
 
-    fig = go.Figure()
-    mfig = matplotlib.figure.Figure(figsize=(6.5, 4.2))
-    ax = mfig.add_subplot()
-    for m, (mu, sd) in stats.items():
-        fig.add_traces(band_traces(go, steps, mu, sd, m, COLORS[m]))
-        ax.plot(steps, mu, color=COLORS[m], label=m)
-        ax.fill_between(steps, mu - sd, mu + sd, color=COLORS[m], alpha=0.2)
+    fig, mfig, ax = band_figure(steps, stats, COLORS, (6.5, 4.2))
     for x in (s.open_at, s.close_at):
         fig.add_vline(x=x, line_dash="dot")
         ax.axvline(x, ls=":", color="k")
     fig.add_hline(y=info["loss"], line_dash="dash", line_color="gray")
     ax.axhline(info["loss"], ls="--", color="gray", lw=0.8, label="loss at the saddle")
     title = f"Fig. 1 left: {s.tunnels} filter(s) opened at step {s.open_at}, closed at {s.close_at}"
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="full-batch training loss")
-    ax.set(xlabel="step", ylabel="full-batch training loss", title=title)
-    ax.legend(fontsize=8)
+    set_titles(fig, ax, title, "step", "full-batch training loss", legend_fontsize=8)
 
-    src = f"{SOURCE}, Sec. 4.1, Fig. 1 left"
-    e1 = paired_effect(drop["proposed"], drop["control"])
-    e2 = paired_effect(while_open["random"], while_open["proposed"])
-    e3 = paired_effect(final["control"], final["proposed"])
-    n = s.repetitions
+    book = ClaimBook("tunnels_fig1_left", scale=s.scale)
     claims = [
-        Claim(
-            "Note the immediate drop in loss when we add the filters (proposed opening).",
-            None,
-            (drop["proposed"] - drop["control"]).tolist(),
-            detail=f"per repetition: loss decrease from the opening (step {s.open_at}) to the mean over steps "
-            f"{s.open_at + 5}-{s.open_at + WINDOW}, proposed minus control (paired by data order, n={n}); "
-            f"{e1}. Held if the interval lies above 0.",
-            source=src,
+        book(
+            "drop-when-opened",
+            *paired(drop["proposed"], drop["control"]),
             premises=premises,
-            effect=e1,
-            verdict=verdict_for(e1, direction=1),
-            scale=s.scale,
+            open_at=s.open_at,
+            settled=s.open_at + 5,
+            window_end=s.open_at + WINDOW,
+            n=s.repetitions,
         ),
-        Claim(
-            "Adding the filters in a random fashion (a random lambda of the same magnitude) provides no improvement "
-            "(tested here as: the random opening improves less than the proposed one).",
-            None,
-            (while_open["random"] - while_open["proposed"]).tolist(),
-            detail=f"per repetition: mean full-batch loss while the tunnel is open (steps {s.open_at + 5}-"
-            f"{s.close_at}), random minus proposed; {e2}. Held if the interval lies above 0 (random higher). "
-            f"Random vs control over the same steps: "
-            f"{paired_effect(while_open['control'], while_open['random'])} (control minus random).",
-            source=src,
+        book(
+            "random-opening-no-better",
+            *paired(while_open["random"], while_open["proposed"]),
             premises=premises,
-            effect=e2,
-            verdict=verdict_for(e2, direction=1),
-            scale=s.scale,
+            settled=s.open_at + 5,
+            close_at=s.close_at,
+            random_vs_control=paired_effect(while_open["control"], while_open["random"]),
         ),
-        Claim(
-            "Even after we close the tunnel and remove the filters again, the model continues to remain unstuck.",
-            None,
-            (final["control"] - final["proposed"]).tolist(),
-            detail=f"per repetition: mean full-batch loss over the last {WINDOW} steps, control minus proposed "
-            f"(closing at step {s.close_at}); {e3}. Held if the interval lies above 0. Means: control "
-            f"{final['control'].mean():.4f}, proposed {final['proposed'].mean():.4f}, random "
-            f"{final['random'].mean():.4f}; loss at the saddle {info['loss']:.4f}.",
-            source=src,
+        book(
+            "unstuck-after-closing",
+            *paired(final["control"], final["proposed"]),
             premises=premises,
-            effect=e3,
-            verdict=verdict_for(e3, direction=1),
-            scale=s.scale,
+            window=WINDOW,
+            close_at=s.close_at,
+            final={m: f.mean() for m, f in final.items()},
+            saddle=info["loss"],
         ),
     ]
-    return FigureResult(
-        caption=f"Fig. 1 left: full-batch training loss (mean and one std over {n} minibatch orders) of SGD (lr "
+    caption = (
+        f"Fig. 1 left: full-batch training loss (mean and one std over {s.repetitions} minibatch orders) of SGD (lr "
         f"{s.lr}) from a verified saddle (a 1-filter network at a critical point, its filter duplicated "
         f"{s.filters}x: loss {info['loss']:.4f}, gradient norm {info['grad_norm']:.2g}, smallest Hessian "
         f"eigenvalue {info['min_eig']:.3g}, {info['n_negative']} negative). Identical filters get identical "
         f"gradients, so the control cannot leave the saddle's symmetric subspace. {s.tunnels} filter(s) opened "
         f"at step {s.open_at} (proposed lambda_t or a random lambda of the same norm, t = {s.t}) and closed at "
         f"step {s.close_at}. The paper's start (20 Newton steps of 0.1) left a gradient norm of 0.225 "
-        "here, from which the control was not stuck; see figures/tunnels/_setup.py.",
-        panels=[Panel("loss", plotly=fig, mpl=mfig)],
-        claims=claims,
-        scaling=s.scaling(desc),
+        "here, from which the control was not stuck; see figures/tunnels/_setup.py."
     )
+    return st.result(caption, "loss", fig, mfig, claims)
 
 
 def converged_model(s, data, steps: int = 300) -> nn.Module:
@@ -219,13 +187,14 @@ def run_right(
     for i, n in enumerate(counts):  # the squared norm: the quantity the claims test (quadratic in t, additive in n)
         fig.add_trace(go.Scatter(x=ts, y=sq[i], mode="lines+markers", name=f"{n} tunnel(s)"))
         ax.plot(ts, sq[i], "o-", label=f"{n} tunnel(s)")
-    fig.update_layout(
-        title="Fig. 1 right: squared gradient norm right after opening vs t",
-        xaxis_title="t",
-        yaxis_title="squared full-batch gradient norm",
+    set_titles(
+        fig,
+        ax,
+        "Fig. 1 right: squared gradient norm right after opening vs t",
+        "t",
+        "squared full-batch gradient norm",
+        short_title="Fig. 1 right: ||g||^2 after opening",
     )
-    ax.set(xlabel="t", ylabel="squared full-batch gradient norm", title="Fig. 1 right: ||g||^2 after opening")
-    ax.legend()
     premises = [
         at_most(
             "the network is trained to convergence (full-batch gradient norm before opening, float64)",
@@ -234,42 +203,11 @@ def run_right(
             detail=f"loss {loss0:.4f}; the paper: 'negligible gradient norm, no change in loss'",
         )
     ]
+    right = ClaimBook("tunnels_fig1_right", scale=s.scale)
     claims = [
-        Claim(
-            "The total loss remains unchanged after tunnel opening, irrespective of the choice of t.",
-            None,
-            float(f"{dloss:.3g}"),
-            dloss <= 1e-10 * max(1.0, loss0),
-            "measured: largest |loss after - loss before| over all t and tunnel counts, float64; held if "
-            "<= 1e-10 (relative); an exact check (no seeds involved).",
-            f"{SOURCE}, Sec. 4.2",
-            premises=premises,
-            scale=s.scale,
-        ),
-        Claim(
-            "Note the quadratic relationship between t and the gradient norm (squared norm grows as t^2).",
-            2,
-            round(p, 4),
-            bool(abs(p - 2) < 0.1),
-            f"measured: exponent of a log-log fit of ||g'||^2 - ||g||^2 against t > 0 for one tunnel (gradient "
-            f"norm before opening {np.sqrt(g0):.2g}); held if within 0.1 of 2 (deterministic, full batch). The "
-            "paper's 'gradient norm' is read as the squared norm, which the theory makes quadratic in t; the "
-            "panel plots the squared norm.",
-            f"{SOURCE}, Sec. 4.2, Fig. 1 right",
-            premises=premises,
-            scale=s.scale,
-        ),
-        Claim(
-            "The additive effect of the number of filters added, as predicted by the theory.",
-            None,
-            float(f"{add_err:.3g}"),
-            add_err < 0.05,
-            "measured: largest relative gap, at t = 2, between the squared gradient norm with n tunnels and "
-            "||g||^2 + sum of the n largest 2 t^2 rho_i; held if < 5% (deterministic, full batch).",
-            f"{SOURCE}, Sec. 4.2, Fig. 1 right",
-            premises=premises,
-            scale=s.scale,
-        ),
+        right("loss-unchanged", float(f"{dloss:.3g}"), held=dloss <= 1e-10 * max(1.0, loss0), premises=premises),
+        right("quadratic-in-t", round(p, 4), held=bool(abs(p - 2) < 0.1), premises=premises, grad_norm=np.sqrt(g0)),
+        right("additive-in-tunnels", float(f"{add_err:.3g}"), held=add_err < 0.05, premises=premises),
     ]
     return FigureResult(
         caption="Fig. 1 right: squared full-batch gradient norm right after opening n tunnels (the n filters with the "

@@ -19,119 +19,89 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.figure
-import numpy as np
-import plotly.graph_objects as go
-
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.tunnels._plots import band_figure, set_titles
 from figures.tunnels._setup import (
     COLORS,
     NEON_IMAGES,
     NEON_KW,
     PGD_KW,
-    SOURCE,
     SaddleStart,
-    band_traces,
     mean_std,
     moved_premise,
+    paired,
     saddle_figure,
-    saddle_premises,
-    stuck_premise,
     window_mean,
 )
-from figures.verdict import paired_effect, verdict_for
 
 RUNS = {"control": "control", "proposed": "reorg_proposed", "random": "reorg_random", "pgd": "pgd", "neon": "neon"}
+BASELINES = {"random": "random weight reorganization (same magnitude)", "pgd": "perturbed GD", "neon": "NEON"}
 _COLOR = {**COLORS, "pgd": "#8c564b"}
 
 
 @saddle_figure
 def run_fig2_left(st: SaddleStart) -> FigureResult:
     """Fig. 2 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
-    s, desc, info = st.setup, st.desc, st.info
-    res = {r: st.arm(a) for r, a in RUNS.items()}
-    steps = np.asarray(res["control"]["steps"])
+    s, info = st.setup, st.info
+    res, steps = st.arms(RUNS)
     stats = {r: mean_std(v["losses"]) for r, v in res.items()}
     after = {r: window_mean(v, s.open_at + 5, s.total_steps) for r, v in res.items()}
-    base = [*saddle_premises(info), stuck_premise(res["control"]["losses"], steps)]
+    base = st.premises(res["control"])
     moved = {"pgd": moved_premise(res["pgd"], "perturbed GD"), "neon": moved_premise(res["neon"], "NEON")}
 
-    fig = go.Figure()
-    mfig = matplotlib.figure.Figure(figsize=(6.5, 4.2))
-    ax = mfig.add_subplot()
-    for r, (mu, sd) in stats.items():
-        fig.add_traces(band_traces(go, steps, mu, sd, r, _COLOR[r]))
-        ax.plot(steps, mu, color=_COLOR[r], label=r)
-        ax.fill_between(steps, mu - sd, mu + sd, color=_COLOR[r], alpha=0.15)
+    fig, mfig, ax = band_figure(steps, stats, _COLOR, (6.5, 4.2), alpha=0.15)
     fig.add_vline(x=s.open_at, line_dash="dot")
     ax.axvline(s.open_at, ls=":", color="k")
-    fig.update_layout(
-        title="Fig. 2 left: weight reorganization vs baselines",
-        xaxis_title="step",
-        yaxis_title="full-batch training loss",
+    set_titles(
+        fig,
+        ax,
+        "Fig. 2 left: weight reorganization vs baselines",
+        "step",
+        "full-batch training loss",
+        short_title="Fig. 2 left: reorganization vs baselines",
+        legend_fontsize=8,
     )
-    ax.set(xlabel="step", ylabel="full-batch training loss", title="Fig. 2 left: reorganization vs baselines")
-    ax.legend(fontsize=8)
 
-    src = f"{SOURCE}, Sec. 4.3, Fig. 2 left"
-    how = (
-        f"per repetition: mean full-batch loss over steps {s.open_at + 5}-{s.total_steps}, paired by data order "
-        f"(n={s.repetitions}); means " + ", ".join(f"{r} {after[r].mean():.4f}" for r in RUNS) + ". "
-    )
-    claims = []
-    e = paired_effect(after["control"], after["proposed"])
-    claims.append(
-        Claim(
-            "The targeted weight reorganization escapes the flat area.",
-            None,
-            (after["control"] - after["proposed"]).tolist(),
-            detail=how + f"Control minus proposed: {e}. Held if the interval lies above 0.",
-            source=src,
-            premises=base,
-            effect=e,
-            verdict=verdict_for(e, direction=1),
-            scale=s.scale,
+    book = ClaimBook("tunnels_fig2_left", scale=s.scale)
+    how = {
+        "settled": s.open_at + 5,
+        "total": s.total_steps,
+        "n": s.repetitions,
+        "means": ", ".join(f"{r} {after[r].mean():.4f}" for r in RUNS),
+    }
+    claims = [book("reorganization-escapes", *paired(after["control"], after["proposed"]), premises=base, **how)]
+    claims += [
+        book(
+            "reorganization-beats-baseline",
+            *paired(after[other], after["proposed"]),
+            premises=base + ([moved[other]] if other in moved else []),
+            baseline=baseline,
+            other=other,
+            **how,
         )
-    )
-    for other, name in (
-        ("random", "random weight reorganization (same magnitude)"),
-        ("pgd", "perturbed GD"),
-        ("neon", "NEON"),
-    ):
-        e = paired_effect(after[other], after["proposed"])
-        prem = base + ([moved[other]] if other in moved else [])
-        claims.append(
-            Claim(
-                f"The targeted weight reorganization vastly outperforms {name}.",
-                None,
-                (after[other] - after["proposed"]).tolist(),
-                detail=how + f"{other} minus proposed: {e}. Held if the interval lies above 0 (the paper "
-                "gives no number for 'vastly').",
-                source=src,
-                premises=prem,
-                effect=e,
-                verdict=verdict_for(e, direction=1),
-                scale=s.scale,
-            )
-        )
+        for other, baseline in BASELINES.items()
+    ]
     fired = {r: [len(m) for m in res[r]["moves"]] for r in ("pgd", "neon")}
-    return FigureResult(
-        caption=f"Fig. 2 left: full-batch training loss (mean and one std over {s.repetitions} data orders) of SGD "
+    caption = (
+        f"Fig. 2 left: full-batch training loss (mean and one std over {s.repetitions} data orders) of SGD "
         f"from the verified saddle of Fig. 1 left (loss {info['loss']:.4f}, gradient norm "
         f"{info['grad_norm']:.2g}, smallest Hessian eigenvalue {info['min_eig']:.3g}): control, "
         f"reorganization at step {s.open_at} (proposed or random lambda, t = {s.t}), perturbed GD "
         f"(fired {fired['pgd']} times per run) and NEON (fired {fired['neon']} times per run) "
-        "from that step on.",
-        panels=[Panel("loss", plotly=fig, mpl=mfig)],
-        claims=claims,
-        scaling={
-            **s.scaling(desc),
-            "reorganized": "1 merge + reopen (quick, 2 filters); paper: 2",
-            "pgd": f"radius {PGD_KW['radius']} every {PGD_KW['t_thres']} steps",
-            "neon": f"{NEON_KW['iterations']} iterations of step {NEON_KW['eta']}, radius {NEON_KW['radius']}, "
-            f"escape step {NEON_KW['escape_step']}, every {NEON_KW['t_thres']} steps, gradient "
-            f"differences on {NEON_IMAGES} images",
-        },
+        "from that step on."
+    )
+    return st.result(
+        caption,
+        "loss",
+        fig,
+        mfig,
+        claims,
+        reorganized="1 merge + reopen (quick, 2 filters); paper: 2",
+        pgd=f"radius {PGD_KW['radius']} every {PGD_KW['t_thres']} steps",
+        neon=f"{NEON_KW['iterations']} iterations of step {NEON_KW['eta']}, radius {NEON_KW['radius']}, "
+        f"escape step {NEON_KW['escape_step']}, every {NEON_KW['t_thres']} steps, gradient "
+        f"differences on {NEON_IMAGES} images",
     )
 
 

@@ -34,12 +34,13 @@ from typing import Any
 
 import matplotlib.figure
 import numpy as np
-import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_figure
-from figures.tunnels._setup import COLORS, SOURCE, band_traces, mean_std
+from figures.tunnels._plots import add_bands
+from figures.tunnels._setup import COLORS, mean_std
 from figures.verdict import Effect, Verdict, at_most, paired_effect
 
 CONTROL_TOL = 0.02  # premise: the control's loss drops by less than 2% (relative) from the opening to the end
@@ -73,17 +74,8 @@ def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "minus control, after opening"))
     mfig = matplotlib.figure.Figure(figsize=(11, 4))
     ax, ax2 = mfig.subplots(1, 2)
-    for a, (mu, sd) in stats.items():
-        for tr in band_traces(go, x, mu, sd, a, COLORS[a]):
-            fig.add_trace(tr, row=1, col=1)
-        ax.plot(x, mu, color=COLORS[a], label=a)
-        ax.fill_between(x, mu - sd, mu + sd, color=COLORS[a], alpha=0.2)
-    for a, (mu, sd) in diffs.items():
-        for tr in band_traces(go, x[after], mu, sd, a, COLORS[a]):
-            tr.showlegend = False
-            fig.add_trace(tr, row=1, col=2)
-        ax2.plot(x[after], mu, color=COLORS[a], label=a)
-        ax2.fill_between(x[after], mu - sd, mu + sd, color=COLORS[a], alpha=0.2)
+    add_bands(fig, ax, x, stats, COLORS, row=1, col=1)
+    add_bands(fig, ax2, x[after], diffs, COLORS, row=1, col=2, legend=False)
     fig.add_vline(x=s.open_at, line_dash="dot", row=1, col=1)
     fig.add_hline(y=0.0, line_dash="dot", row=1, col=2)
     ax.axvline(s.open_at, ls=":", color="k")
@@ -147,7 +139,6 @@ def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
                 "control is confined to the bottleneck network's landscape",
             ),
         ]
-    src = f"{SOURCE}, Sec. 4.4, Fig. 2 right"
     n = s.repetitions
     # effects relative to the loss at the opening: an escape must exceed the drop the control may show and still
     # count as stuck (CONTROL_TOL), else a tiny significant difference would read as "escaped"
@@ -155,56 +146,35 @@ def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
     rel_r = ((end["random"] - end["proposed"]) / lo).tolist()
     e_p, e_r = paired_effect(rel_p), paired_effect(rel_r)
     n_stuck = sum(r < s.stuck_tol for r in res["stuck_full"])
-    how = (
-        f"per repetition: the final mean training loss over fixed batches (train-mode BatchNorm), paired by data "
-        f"order (n={n}); minibatch means of the last {s.window} steps: control {mb_end['control'].mean():.4f}, "
-        f"proposed {mb_end['proposed'].mean():.4f}, random {mb_end['random'].mean():.4f}; "
-        f"loss at the opening {lo.mean():.4f}; final means control {end['control'].mean():.4f}, proposed "
-        f"{end['proposed'].mean():.4f}, random {end['random'].mean():.4f}. "
-    )
-    rule = (
-        f"Held if the interval lies above {CONTROL_TOL:.0%} (an escape: more than the control may drop and still "
-        f"count as stuck), not held if it lies below {CONTROL_TOL:.0%}, else inconclusive."
-    )
+    how = {
+        "n": n,
+        "window": s.window,
+        "minibatch": {a: mb_end[a].mean() for a in DEEP_ARMS},
+        "at_open": lo.mean(),
+        "final": {a: end[a].mean() for a in DEEP_ARMS},
+        "margin": CONTROL_TOL,
+    }
+    book = ClaimBook("tunnels_fig2_right", scale=s.scale)
     claims = [
-        Claim(
-            "The proposed tunnel opening (one filter added to each of the last two hidden layers) escapes the plateau.",
-            None,
-            rel_p,
-            detail=how + f"(Control minus proposed) / loss at the opening: {e_p}. {rule}",
-            source=src,
-            premises=premises,
-            effect=e_p,
-            verdict=margin_verdict(e_p, CONTROL_TOL),
-            scale=s.scale,
-        ),
-        Claim(
-            "The random tunnel opening (random lambda of the same norm) does not manage to escape the plateau, "
-            "whereas the proposed one does (tested as: proposed ends lower than random by an escape).",
-            None,
+        book("proposed-escapes", rel_p, e_p, premises=premises, verdict=margin_verdict(e_p, CONTROL_TOL), **how),
+        book(
+            "random-does-not-escape",
             rel_r,
-            detail=how + f"(Random minus proposed) / loss at the opening: {e_r}. {rule} Random vs control: "
-            f"{paired_effect(((end['control'] - end['random']) / lo).tolist())} (control minus random, "
-            "relative).",
-            source=src,
+            e_r,
             premises=premises,
-            effect=e_r,
             verdict=margin_verdict(e_r, CONTROL_TOL),
-            scale=s.scale,
+            random_vs_control=paired_effect(((end["control"] - end["random"]) / lo).tolist()),
+            **how,
         ),
-        Claim(
-            "The flat area is a property of the network, not of the exact data order: every repetition (another "
-            "data order from the same initialization) gets stuck.",
-            None,
+        book(
+            "every-repetition-stuck",
             float(n_stuck / n),
-            n_stuck == n,
-            f"measured: share of the {n} repetitions meeting the stuck criterion at the opening step (loss change "
-            f"over the last {s.window} steps < {s.stuck_tol:.0%}; changes {[round(r, 4) for r in res['stuck_full']]})"
-            "; held if all do. The criterion is the paper's 'no change of loss', which a slow creep can also pass: "
-            "the premise asks that the control also stays stuck after the opening.",
-            f"{SOURCE}, App. B.3",
+            held=n_stuck == n,
             premises=premises[1:],
-            scale=s.scale,
+            n=n,
+            window=s.window,
+            stuck_tol=s.stuck_tol,
+            changes=[round(r, 4) for r in res["stuck_full"]],
         ),
     ]
     stuck = bool(res["stuck_found"])

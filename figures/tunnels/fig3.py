@@ -12,20 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.figure
 import numpy as np
-import plotly.graph_objects as go
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.tunnels._setup import (
-    COLORS,
-    SOURCE,
-    SaddleStart,
-    band_traces,
-    saddle_figure,
-    saddle_premises,
-)
-from figures.verdict import paired_effect, verdict_for
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.tunnels._plots import band_figure, set_titles
+from figures.tunnels._setup import COLORS, SaddleStart, paired, saddle_figure, saddle_premises
 
 MODES = ("proposed", "random", "constant", "half")
 WINDOW = 50  # steps after opening at which "fastest" is judged (fixed before measuring)
@@ -35,7 +27,7 @@ HALF_TOL = 1e-6  # "never broken": the distance stays below this
 @saddle_figure
 def run_fig3(st: SaddleStart) -> FigureResult:
     """Fig. 3 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
-    s, desc, info = st.setup, st.desc, st.info
+    s, info = st.setup, st.info
     res = {m: st.arm(f"open_{m}") for m in MODES}
     dist = {m: np.asarray(r["dist"], dtype=float) for m, r in res.items()}
     steps = np.asarray(res["proposed"]["dist_steps"])
@@ -43,66 +35,48 @@ def run_fig3(st: SaddleStart) -> FigureResult:
     i_w = min(int(np.searchsorted(steps, s.open_at + WINDOW)), len(steps) - 1)
     at_w = {m: d[:, i_w] for m, d in dist.items()}
     half_max = float(np.max(dist["half"]))
-    fig = go.Figure()
-    mfig = matplotlib.figure.Figure(figsize=(6, 4))
-    ax = mfig.add_subplot()
-    for m, (mu, sd) in stats.items():
-        fig.add_traces(band_traces(go, steps, mu, sd, m, COLORS[m]))
-        ax.plot(steps, mu, color=COLORS[m], label=m)
-        ax.fill_between(steps, mu - sd, mu + sd, color=COLORS[m], alpha=0.2)
-    fig.update_layout(
-        title="Fig. 3: distance between the cloned filter and its origin",
-        xaxis_title="step",
-        yaxis_title="||K_u - K_u'||",
+    fig, mfig, ax = band_figure(steps, stats, COLORS, (6, 4))
+    set_titles(
+        fig,
+        ax,
+        "Fig. 3: distance between the cloned filter and its origin",
+        "step",
+        "||K_u - K_u'||",
+        short_title="Fig. 3: symmetry breaking after opening",
     )
-    ax.set(xlabel="step", ylabel="||K_u - K_u'||", title="Fig. 3: symmetry breaking after opening")
-    ax.legend()
     premises = saddle_premises(info)
-    src = f"{SOURCE}, App. C.1, Fig. 3"
-    claims = []
-    for other in ("random", "constant"):
-        e = paired_effect(at_w["proposed"], at_w[other])
-        claims.append(
-            Claim(
-                f"Symmetry is broken faster using our proposed method than with a {other} lambda.",
-                None,
-                (at_w["proposed"] - at_w[other]).tolist(),
-                detail=f"per repetition: ||K_u - K_u'|| {WINDOW} steps after opening, proposed minus {other} "
-                f"(paired by data order, n={s.repetitions}); {e}. Means: "
-                + ", ".join(f"{m} {at_w[m].mean():.3g}" for m in MODES)
-                + ". Held if the interval lies above 0.",
-                source=src,
-                premises=premises,
-                effect=e,
-                verdict=verdict_for(e, direction=1),
-                scale=s.scale,
-            )
-        )
-    claims.append(
-        Claim(
-            "In the special case lambda_t = 1/2, symmetry is never broken.",
-            0,
-            half_max,
-            half_max <= HALF_TOL,
-            f"largest distance over all {s.repetitions} runs and every recorded step with lambda = 1/2 "
-            f"(exact check); held if <= {HALF_TOL:g} (fixed before measuring). In exact arithmetic it is "
-            "0; in float32 the clone and its origin sit in different channels whose sums round "
-            "differently, and the saddle's negative curvature amplifies that rounding (the other splits "
-            f"reach {min(float(at_w[m].mean()) for m in ('proposed', 'random', 'constant')):.3g} or more).",
-            src,
+    book = ClaimBook("tunnels_fig3", scale=s.scale)
+    means = ", ".join(f"{m} {at_w[m].mean():.3g}" for m in MODES)
+    claims = [
+        book(
+            "proposed-breaks-symmetry-faster",
+            *paired(at_w["proposed"], at_w[other]),
             premises=premises,
-            scale=s.scale,
+            other=other,
+            window=WINDOW,
+            n=s.repetitions,
+            means=means,
+        )
+        for other in ("random", "constant")
+    ]
+    claims.append(
+        book(
+            "half-never-breaks-symmetry",
+            half_max,
+            held=half_max <= HALF_TOL,
+            premises=premises,
+            n=s.repetitions,
+            tol=HALF_TOL,
+            others=min(float(at_w[m].mean()) for m in ("proposed", "random", "constant")),
         )
     )
-    return FigureResult(
-        caption=f"Fig. 3: distance between the cloned filter and its origin from the opening of one filter at step "
+    caption = (
+        f"Fig. 3: distance between the cloned filter and its origin from the opening of one filter at step "
         f"{s.open_at} to its closing at step {s.close_at} (mean and one std over {s.repetitions} runs), for "
         f"the proposed, random, constant and 1/2 splits (t = {s.t}), from the verified saddle of Fig. 1 left "
-        f"(gradient norm {info['grad_norm']:.2g}, smallest Hessian eigenvalue {info['min_eig']:.3g}).",
-        panels=[Panel("distance", plotly=fig, mpl=mfig)],
-        claims=claims,
-        scaling=s.scaling(desc),
+        f"(gradient norm {info['grad_norm']:.2g}, smallest Hessian eigenvalue {info['min_eig']:.3g})."
     )
+    return st.result(caption, "distance", fig, mfig, claims)
 
 
 @register_figure("tunnels_fig3", paper="tunnels", title="Fig. 3: symmetry breaking between a clone and its origin")

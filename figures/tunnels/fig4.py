@@ -30,21 +30,23 @@ from pathlib import Path
 import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
+from matplotlib.axes import Axes
 from plotly.subplots import make_subplots
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import Claim, FigureResult, Scale, cache_dir, register_figure
 from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_runs, make_deep_setup
 from figures.tunnels._setup import (
     COLORS,
-    SOURCE,
     SaddleStart,
     equivalence_verdict,
     mean_std,
+    paired,
     saddle_figure,
     saddle_premises,
     window_mean,
 )
-from figures.verdict import at_most, paired_effect
+from figures.verdict import at_most
 
 EQUIV = 0.02  # "the same loss": the paired difference within +-2% of the control's final loss
 CONV_LAST, CONV_TOL = 0.1, 0.01  # the project's convergence default: < 1% change over the last 10%
@@ -75,44 +77,54 @@ def _converged(curves: np.ndarray, what: str) -> object:
 
 
 def _claims(
-    name: str,
+    experiment: str,
     final: dict[str, np.ndarray],
     premises: list,
     scale: str,
-    src: str,
     what: str = "final full-batch loss (mean over the last 10% of the run)",
 ) -> list[Claim]:
+    """The proposed method against each other one: the same final loss, within +-``EQUIV`` of the control's."""
+    book = ClaimBook("tunnels_fig4", scale=scale)
+    margin = EQUIV * float(final["control"].mean())
     out = []
-    ref = float(final["control"].mean())
     for other in final:
         if other == "proposed":
             continue
-        e = paired_effect(final["proposed"], final[other])
+        diff, e = paired(final["proposed"], final[other])
         out.append(
-            Claim(
-                f"All optimization methods converge to the same loss ({name}: proposed vs {other}).",
-                None,
-                (final["proposed"] - final[other]).tolist(),
-                detail=f"per repetition: {what}, proposed minus {other}; {e}. "
-                f"Held if the interval lies inside +-{EQUIV:.0%} of the control's final loss ({EQUIV * ref:.4f}), "
-                "not held if it excludes 0.",
-                source=src,
+            book(
+                "same-final-loss",
+                diff,
+                e,
                 premises=premises,
-                effect=e,
-                verdict=equivalence_verdict(e, EQUIV * ref),
-                scale=scale,
+                verdict=equivalence_verdict(e, margin),
+                experiment=experiment,
+                other=other,
+                what=what,
+                tol=EQUIV,
+                margin=margin,
             )
         )
     return out
 
 
+def _draw(fig: go.Figure, ax: Axes, col: int, x: np.ndarray, curves: dict[str, list], legend: bool) -> None:
+    """Each method's mean curve over the repetitions: a line in plotly's subplot ``col``, with a std band in mpl."""
+    for m, rows in curves.items():
+        mu, sd = mean_std(rows)
+        fig.add_trace(
+            go.Scatter(x=x, y=mu, mode="lines", name=m, line={"color": _COLOR[m]}, showlegend=legend), row=1, col=col
+        )
+        ax.plot(x, mu, color=_COLOR[m], label=m)
+        ax.fill_between(x, mu - sd, mu + sd, color=_COLOR[m], alpha=0.15)
+
+
 @saddle_figure
 def run_fig4(st: SaddleStart, deep_setup: DeepSetup | None = None) -> FigureResult:
     """Fig. 4 at a scale (or for explicit setups) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
-    s, desc, info = st.setup, st.desc, st.info
+    s, info = st.setup, st.info
     ds = deep_setup or make_deep_setup(st.scale)
     deep = deep_runs(ds, st.data_dir, st.cache, st.progress)
-    src = f"{SOURCE}, App. C.5, Fig. 4"
     fig = make_subplots(
         rows=1,
         cols=3,
@@ -122,31 +134,16 @@ def run_fig4(st: SaddleStart, deep_setup: DeepSetup | None = None) -> FigureResu
     axes = mfig.subplots(1, 3)
     claims: list[Claim] = []
     for col, (name, arms) in enumerate(SINGLE.items()):
-        res = {m: st.arm(a) for m, a in arms.items()}
-        steps = np.asarray(res["control"]["steps"])
-        for m, r in res.items():
-            mu, sd = mean_std(r["losses"])
-            fig.add_trace(
-                go.Scatter(x=steps, y=mu, mode="lines", name=m, line={"color": _COLOR[m]}, showlegend=col == 1),
-                row=1,
-                col=col + 1,
-            )
-            axes[col].plot(steps, mu, color=_COLOR[m], label=m)
-            axes[col].fill_between(steps, mu - sd, mu + sd, color=_COLOR[m], alpha=0.15)
+        res, steps = st.arms(arms)
+        _draw(fig, axes[col], col + 1, steps, {m: r["losses"] for m, r in res.items()}, legend=col == 1)
         axes[col].set(xlabel="step", ylabel="full-batch training loss", title=f"1 layer: {name}")
         axes[col].legend(fontsize=7)
         curves = np.concatenate([np.asarray(r["losses"]) for r in res.values()])
         final = {m: window_mean(r, s.total_steps * (1 - CONV_LAST), s.total_steps) for m, r in res.items()}
-        claims += _claims(f"1 layer, {name}", final, [*saddle_premises(info), _converged(curves, name)], s.scale, src)
+        claims += _claims(f"1 layer, {name}", final, [*saddle_premises(info), _converged(curves, name)], s.scale)
     n_bins = len(deep["curves"]["control"][0])
     x = np.minimum(np.arange(n_bins) * ds.bin + ds.bin / 2, ds.total_steps)
-    for a in DEEP_ARMS:
-        mu, sd = mean_std(deep["curves"][a])
-        fig.add_trace(
-            go.Scatter(x=x, y=mu, mode="lines", name=a, line={"color": COLORS[a]}, showlegend=False), row=1, col=3
-        )
-        axes[2].plot(x, mu, color=COLORS[a], label=a)
-        axes[2].fill_between(x, mu - sd, mu + sd, color=COLORS[a], alpha=0.15)
+    _draw(fig, axes[2], 3, x, {a: deep["curves"][a] for a in DEEP_ARMS}, legend=False)
     axes[2].set(xlabel="step", ylabel=f"minibatch loss (mean of {ds.bin} steps)", title="5-layer CNN: opening")
     axes[2].legend(fontsize=7)
     dfinal = {a: np.asarray(deep["full_end"][a]) for a in DEEP_ARMS}
@@ -165,20 +162,19 @@ def run_fig4(st: SaddleStart, deep_setup: DeepSetup | None = None) -> FigureResu
         dfinal,
         [dconv],
         ds.scale,
-        src,
         what="final training loss over fixed batches (train-mode BatchNorm)",
     )
     fig.update_xaxes(title_text="step")
     fig.update_layout(title="Fig. 4: full runs of the three experiments", height=430)
     mfig.suptitle("Fig. 4: full runs of the three experiments")
     mfig.tight_layout()
-    return FigureResult(
-        caption=f"Fig. 4: the full runs (mean and one std over the repetitions) of the single-layer experiments "
+    caption = (
+        f"Fig. 4: the full runs (mean and one std over the repetitions) of the single-layer experiments "
         f"({s.total_steps} SGD steps from the verified saddle; Figs. 1 left and 2 left) and of the deep CNN "
-        f"({ds.total_steps} Adam steps; Fig. 2 right), reused from their cached runs.",
-        panels=[Panel("loss", plotly=fig, mpl=mfig)],
-        claims=claims,
-        scaling={**s.scaling(desc), "deep": f"{ds.total_steps} Adam steps, {ds.width} filters, {deep['data']}"},
+        f"({ds.total_steps} Adam steps; Fig. 2 right), reused from their cached runs."
+    )
+    return st.result(
+        caption, "loss", fig, mfig, claims, deep=f"{ds.total_steps} Adam steps, {ds.width} filters, {deep['data']}"
     )
 
 

@@ -22,19 +22,18 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.tunnels._setup import (
     COLORS,
-    SOURCE,
     SaddleStart,
     equivalence_verdict,
     initial_model,
     load_test,
+    paired,
     saddle_figure,
-    saddle_premises,
-    stuck_premise,
 )
-from figures.verdict import at_least, paired_effect
+from figures.verdict import at_least
 from landscape.params import model_at
 
 ARMS = {
@@ -53,10 +52,10 @@ PAPER_MNIST = 0.98
 @saddle_figure
 def run_table4(st: SaddleStart) -> FigureResult:
     """Table 4 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
-    s, data, desc, info = st.setup, st.data, st.desc, st.info
+    s, data, desc = st.setup, st.data, st.desc
     (xt, yt), tdesc = load_test(s, st.data_dir)
     ref = initial_model(s, tuple(data[0].shape[1:]))
-    res = {name: st.arm(a) for name, a in ARMS.items()}
+    res, _ = st.arms(ARMS)
     acc: dict[str, np.ndarray] = {}
     with torch.no_grad():
         for name, r in res.items():
@@ -66,9 +65,8 @@ def run_table4(st: SaddleStart) -> FigureResult:
                     for th in r["theta"]
                 ]
             )
-    steps = np.asarray(res["control"]["steps"])
-    premises = [*saddle_premises(info), stuck_premise(res["control"]["losses"], steps)]
-    e = paired_effect(acc["proposed opening"], acc["control"])
+    premises = st.premises(res["control"])
+    diff, e = paired(acc["proposed opening"], acc["control"])
     v = equivalence_verdict(e, EQUIV_MARGIN)
     names = list(ARMS)
     means = [float(acc[n].mean()) for n in names]
@@ -102,34 +100,25 @@ def run_table4(st: SaddleStart) -> FigureResult:
     )
     ax.legend(fontsize=8, loc="lower right")
     mfig.tight_layout()
-    src = f"{SOURCE}, App. C.3, Table 4"
     n = s.repetitions
-    sd_diff = e.sd if np.isfinite(e.sd) else float("nan")
+    book = ClaimBook("tunnels_table4", scale=s.scale)
     claims = [
-        Claim(
-            "We did not find a difference [in final test accuracy] between networks that had been optimized using "
-            "our method and networks that had not.",
-            None,
-            (acc["proposed opening"] - acc["control"]).tolist(),
-            detail=f"per repetition: test accuracy of the final network, proposed opening minus control, on "
-            f"{len(yt)} test images (paired by data order, n={n}); {e}. Equivalence test fixed before "
-            f"measuring: held if the interval lies inside +-{EQUIV_MARGIN:.0%} (one test image is "
-            f"{1 / len(yt):.2%}; the spread of the differences is {sd_diff:.3g}), not held if it excludes 0. "
-            "Means: " + ", ".join(f"{k} {acc[k].mean():.3f}" for k in names) + ".",
-            source=src,
+        book(
+            "no-accuracy-difference",
+            diff,
+            e,
             premises=premises,
-            effect=e,
             verdict=v,
-            scale=s.scale,
+            n_test=len(yt),
+            n=n,
+            margin=EQUIV_MARGIN,
+            one_image=1 / len(yt),
+            spread=e.sd if np.isfinite(e.sd) else float("nan"),
+            means=", ".join(f"{k} {acc[k].mean():.3f}" for k in names),
         ),
-        Claim(
-            "The single-hidden-layer MNIST classifier (8 filters) reaches a test accuracy of 0.98.",
-            PAPER_MNIST,
+        book(
+            "mnist-accuracy",
             acc["control"].tolist(),
-            detail="test accuracy of the control's final networks, one per repetition. Not comparable at the quick "
-            "scale: the paper's task is MNIST with clean labels and 8 filters.",
-            source=src,
-            scale=s.scale,
             premises=[
                 at_least(
                     "the experiment is the paper's (MNIST, clean training labels, 8 filters)",
@@ -140,15 +129,13 @@ def run_table4(st: SaddleStart) -> FigureResult:
             ],
         ),
     ]
-    return FigureResult(
-        caption=f"Table 4: test accuracy ({tdesc}) of the final networks of the single-layer runs (Figs. 1 left and 2 "
+    caption = (
+        f"Table 4: test accuracy ({tdesc}) of the final networks of the single-layer runs (Figs. 1 left and 2 "
         f"left; mean and one std over {n} data orders, dots: repetitions), after {s.total_steps} SGD steps "
         f"from the verified saddle. The dotted line is the paper's MNIST value (8 filters, clean labels, "
-        "full MNIST); the deep CNN's ImageNet row (0.28) is not run.",
-        panels=[Panel("accuracy", plotly=fig, mpl=mfig)],
-        claims=claims,
-        scaling={**s.scaling(desc), "test": tdesc},
+        "full MNIST); the deep CNN's ImageNet row (0.28) is not run."
     )
+    return st.result(caption, "accuracy", fig, mfig, claims, test=tdesc)
 
 
 @register_figure("tunnels_table4", paper="tunnels", title="Table 4: test accuracy of the final classifiers")
