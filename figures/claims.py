@@ -12,10 +12,8 @@ A paper's statements are its specification, so they live in one data file per pa
 Optional fields: ``paper_value`` (a number or a short string; absent means the paper gives none) and
 ``paper_effect`` (the magnitude of the paper's effect, for :func:`~figures.verdict.verdict_for`). ``detail`` is a
 :meth:`str.format` template; the figure passes the values it names (``{effect}`` is the claim's effect). The
-``statement`` is a template too, for a claim whose wording depends on the experiment (a number of runs, say).
-
-The ``statement`` may name fields too (a setting the paper's sentence depends on); literal braces are ``{{``
-``}}`` in both templates.
+``statement`` may name fields too, for a claim whose wording depends on the experiment (a number of runs, a
+setting); literal braces are ``{{`` ``}}`` in both templates.
 
 A figure decides its claims through a :class:`ClaimBook`; the verdict comes from the effect and the claim's
 ``direction``, from ``held=`` for an exact check, or from ``verdict=`` for a rule of the figure's own. Premises
