@@ -2,6 +2,7 @@
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -26,22 +27,33 @@ def test_every_claim_file_parses_and_names_registered_figures(paper):
             assert spec.statement.strip() and spec.source.strip() and key == spec.key
 
 
+def _book_figures(arg: ast.expr, module: str) -> list[str]:
+    """The figures a ``ClaimBook``'s first argument names: a constant, or an f-string (``f"im_fig{number}"``, one
+    function behind several registered figures) matched against the figures the module registers."""
+    if isinstance(arg, ast.Constant):
+        return [arg.value]
+    if isinstance(arg, ast.JoinedStr):
+        pattern = "".join(re.escape(v.value) if isinstance(v, ast.Constant) else ".+" for v in arg.values)
+        return [n for n, spec in registered().items() if spec.module == module and re.fullmatch(pattern, n)]
+    return []
+
+
 def _book_keys_used(module: str) -> set[tuple[str, str]]:
     """(figure, key) pairs a module decides: ``ClaimBook("fig", ...)`` bound to a name, then ``name("key", ...)``."""
     tree = ast.parse(Path(importlib.import_module(module).__file__).read_text())
-    books: dict[str, str] = {}
+    books: dict[str, list[str]] = {}
     used = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
             f = node.value.func
-            if isinstance(f, ast.Name) and f.id == "ClaimBook" and isinstance(node.value.args[0], ast.Constant):
+            if isinstance(f, ast.Name) and f.id == "ClaimBook" and node.value.args:
                 for t in node.targets:
                     if isinstance(t, ast.Name):
-                        books[t.id] = node.value.args[0].value
+                        books[t.id] = _book_figures(node.value.args[0], module)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in books and node.args:
             if isinstance(node.args[0], ast.Constant):
-                used.add((books[node.func.id], node.args[0].value))
+                used |= {(fig, node.args[0].value) for fig in books[node.func.id]}
     return used
 
 

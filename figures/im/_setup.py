@@ -63,7 +63,6 @@ __all__ = [  # the shared setup of the Im figures: defined here or in the privat
     "METHOD_LABELS",
     "RISE_NATS",
     "RISE_RATIO",
-    "SOURCE",
     "Curve",
     "ImRuns",
     "ImSetup",
@@ -86,7 +85,6 @@ __all__ = [  # the shared setup of the Im figures: defined here or in the privat
     "text_splits",
 ]
 
-SOURCE = "Im, Tao & Branson, An Empirical Analysis of Deep Network Loss Surfaces"
 _COLORS = {  # method -> colour of the one palette
     "sgd": PALETTE[0],
     "momentum": PALETTE[9],

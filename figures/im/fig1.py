@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import (
     LINESTYLES,
-    SOURCE,
     Curve,
     ImRuns,
     RunSpec,
@@ -31,7 +31,7 @@ from figures.im._setup import (
     small_multiples,
 )
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.verdict import paired_effect, verdict_for
+from figures.verdict import paired_effect
 
 __all__ = ["fig1", "transient_share"]
 
@@ -93,26 +93,19 @@ def fig1(runs: ImRuns) -> FigureResult:
     sgd = [share["sgd", k] for k in range(reps)]
     eff = paired_effect(sgd, 0.5)
     premise = converged_premise(list(got.values()), runs.surface_data())
+    book = ClaimBook("im_fig1", scale=setup.name)
     claims = [
-        Claim(
-            statement="Learning has a short transient phase in which the loss decreases rapidly, followed by a "
-            "minimization phase in which it decreases slowly.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 2.2.1 and 4.3, Fig. 1",
-            measured=sgd,
+        book(
+            "transient-then-minimization",
+            sgd,
+            eff,
             premises=[premise],
-            effect=eff,
-            verdict=verdict_for(eff, direction=1),
-            scale=setup.name,
-            detail=f"measured = per init, the share of SGD's total training-loss decrease reached after the first "
-            f"quarter of training ({at[0]} of {setup.epochs} epochs); effect = share - 1/2 over {reps} inits "
-            f"(paired t); held if above 0. Adam: "
-            + ", ".join(f"{share['adam', k]:.3f}" for k in range(reps))
-            + ". On log loss: SGD "
-            + ", ".join(f"{log_share['sgd', k]:.3f}" for k in range(reps))
-            + ", Adam "
-            + ", ".join(f"{log_share['adam', k]:.3f}" for k in range(reps))
-            + ". The learning-rate schedule (halved between 8 stages) slows the late phase by design.",
+            switch=at[0],
+            epochs=setup.epochs,
+            reps=reps,
+            adam=", ".join(f"{share['adam', k]:.3f}" for k in range(reps)),
+            log_sgd=", ".join(f"{log_share['sgd', k]:.3f}" for k in range(reps)),
+            log_adam=", ".join(f"{log_share['adam', k]:.3f}" for k in range(reps)),
         ),
     ]
     return FigureResult(

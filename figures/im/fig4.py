@@ -24,17 +24,17 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy.stats import f_oneway
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im._setup import (
-    SOURCE,
     ImRuns,
     converged_premise,
     im_figure,
     mpl_grid,
     no_difference,
 )
-from figures.verdict import at_most, paired_effect, verdict_for
+from figures.verdict import at_most, paired_effect
 from landscape.plot import PALETTE
 from landscape.train import METHODS
 
@@ -133,48 +133,41 @@ def fig4(runs: ImRuns) -> FigureResult:
     losses = ", ".join(
         f"{n} {np.mean([grid[m, k].last('trainset_loss') for k in range(reps)]):.2g}" for n, m in zip(names, METHODS)
     )
+    book = ClaimBook("im_fig4", scale=setup.name)
     claims = [
-        Claim(
-            statement="The generalization (test) accuracy of the minima found by the different methods is not "
-            "significantly different.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.2, Fig. 4(b)",
-            measured=list(100 * means_te),
+        book(
+            "test-accuracy-equal",
+            list(100 * means_te),
+            eff_m,
             premises=[premise],
-            effect=eff_m,
             verdict=no_difference(p_m, eff_m, margin),
-            scale=setup.name,
-            detail=f"measured = mean test accuracy (%) per method over {reps} inits ({table_te}); one-way ANOVA across "
-            f"methods F = {f_m:.3g}, p = {p_m:.3g}; effect = best ({names[hi_m]}) minus worst ({names[lo_m]}) "
-            f"method, paired over inits (points); held if p >= 0.05 and that interval lies within +-{margin:g} "
-            "point, not held if p < 0.05.",
+            reps=reps,
+            table=table_te,
+            f=f_m,
+            p=p_m,
+            best=names[hi_m],
+            worst=names[lo_m],
+            margin=margin,
         ),
-        Claim(
-            statement="In training accuracy SGD finds the minima with the lowest accuracy, and Adam, RMSprop and "
-            "Adadelta those with the highest.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.2, Fig. 4(a)",
-            measured=list(100 * means_tr),
+        book(
+            "sgd-lowest-training-accuracy",
+            list(100 * means_tr),
+            eff_o,
             premises=[premise, ceiling],
-            effect=eff_o,
-            verdict=verdict_for(eff_o, direction=1),
-            scale=setup.name,
-            detail=f"measured = mean training accuracy (%) per method ({table_tr}); effect = mean of Adam, RMSprop and "
-            f"Adadelta minus SGD, paired over {reps} inits (points); held if above 0. Final training loss: "
-            f"{losses}.",
+            table=table_tr,
+            reps=reps,
+            losses=losses,
         ),
-        Claim(
-            statement="There is no relationship between the weight initialization and the test accuracy.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.2",
-            measured=list(100 * means_i),
+        book(
+            "accuracy-independent-of-init",
+            list(100 * means_i),
+            eff_i,
             premises=[premise],
-            effect=eff_i,
             verdict=no_difference(p_i, eff_i, margin),
-            scale=setup.name,
-            detail=f"measured = mean test accuracy (%) per init over the 7 methods; one-way ANOVA across the {reps} "
-            f"inits F = {f_i:.3g}, p = {p_i:.3g}; effect = best minus worst init paired over the methods; held "
-            f"if p >= 0.05 and that interval lies within +-{margin:g} point, not held if p < 0.05.",
+            reps=reps,
+            f=f_i,
+            p=p_i,
+            margin=margin,
         ),
     ]
     return FigureResult(

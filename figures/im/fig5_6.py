@@ -28,10 +28,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import (
     LINESTYLES,
-    SOURCE,
     Curve,
     ImRuns,
     color,
@@ -43,7 +43,7 @@ from figures.im._setup import (
 )
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im.fig4 import anova
-from figures.verdict import Verdict, at_most, paired_effect, verdict_for
+from figures.verdict import Verdict, at_most, paired_effect
 from landscape.analyze import line, line_distance
 from landscape.train import METHODS
 
@@ -211,48 +211,20 @@ def fig5_6(runs: ImRuns) -> FigureResult:
         v_char, why = Verdict.NOT_TESTED, "needs at least 2 initializations per method and finite widths. "
     else:
         v_char, why = (Verdict.HELD if p_m < 0.05 else Verdict.INCONCLUSIVE), ""
+    book = ClaimBook("im_fig5_6", scale=setup.name)
     claims = [
-        Claim(
-            statement="The basins around the minima found by Adam and Adam+RK2 are larger than those found by SGD and "
-            "SGD+RK2: the training loss stays small over a wider range of alpha (init -> final).",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.2, Fig. 5(a,c)",
-            measured=r_rel,
+        book("adam-basins-wider-in-alpha", r_rel, eff_rel, premises=premises, reps=reps),
+        book(
+            "adam-basins-wider-in-distance",
+            r_abs,
+            eff_abs,
             premises=premises,
-            effect=eff_rel,
-            verdict=verdict_for(eff_rel, direction=1),
-            scale=setup.name,
-            detail=f"width = fraction of ||init - final|| from the final at which the loss doubles; measured = per "
-            f"init, Adam-family mean / SGD-family mean; effect = mean log ratio over {reps} inits (paired t "
-            "against 0); held if above 0.",
+            reps=reps,
+            per_method=per,
+            half=r_half,
         ),
-        Claim(
-            statement="Measured as absolute distance in parameter space (Eq. 1), the basins of Adam-family minima are "
-            "wider than those of SGD-family minima.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.2, Fig. 6",
-            measured=r_abs,
-            premises=premises,
-            effect=eff_abs,
-            verdict=verdict_for(eff_abs, direction=1),
-            scale=setup.name,
-            detail=f"width = distance from the final weights at which the loss doubles; measured = per init, "
-            f"Adam-family / SGD-family width; effect = mean log ratio over {reps} inits (paired t); held if "
-            f"above 0. Mean width per method: {per}. Half-height width ratio (loss halfway to the init's), all "
-            f"inits: {r_half:.3g}.",
-        ),
-        Claim(
-            statement="The shape of the loss around the minima is characteristic of the method: strikingly similar "
-            "across runs of one method, different across methods.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.2 and Sec. 5, Fig. 5",
-            measured=eta2,
-            premises=premises,
-            verdict=v_char,
-            scale=setup.name,
-            detail=why + f"measured = share of the variance of log basin width (doubling distance) explained by the "
-            f"method (eta squared); one-way ANOVA across the 7 methods, {reps} inits each: F = {f_m:.3g}, "
-            f"p = {p_m:.3g}; held if p < 0.05, inconclusive otherwise.",
+        book(
+            "shape-characteristic-of-method", eta2, premises=premises, verdict=v_char, why=why, reps=reps, f=f_m, p=p_m
         ),
     ]
     return FigureResult(

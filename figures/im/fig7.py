@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im._setup import (
-    SOURCE,
     Curve,
     ImRuns,
     Run,
@@ -43,7 +43,7 @@ from figures.im._setup import (
     rise_score,
     small_multiples,
 )
-from figures.verdict import at_least, paired_effect, verdict_for
+from figures.verdict import at_least, paired_effect
 from landscape.analyze import line
 
 __all__ = ["fig7", "slope_change"]
@@ -199,49 +199,33 @@ def fig7(runs: ImRuns) -> FigureResult:
         f"{LABELS[a]}->{LABELS[b]} at {f:.0%}: {v[0]:.3g} vs {v[1]:.3g}/epoch" for (a, b, f), v in slopes.items()
     )
     a2s = [v for (a, _, _), v in drops.items() if a == "adam"]
+    book = ClaimBook("im_fig7", scale=setup.name)
     claims = [
-        Claim(
-            statement="However late the optimizer is switched (here at 75% of training), training ends in a "
-            "different local minimum.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.3, Fig. 7 (right column)",
-            measured=score_late,
+        book(
+            "late-switch-different-minimum",
+            score_late,
+            eff1,
             premises=[pre_late, conv],
-            effect=eff1,
-            verdict=verdict_for(eff1, direction=1),
-            scale=setup.name,
-            detail=f"measured = per init, the weaker rise score (peak / max(2 x larger endpoint loss, endpoint + 0.05 "
-            f"nats); >= 1 is a sharp rise) on the line from the unswitched method's minimum to the run switched "
-            f"at {late:.0%} (both directions); effect = mean log score over {reps} inits (paired t against 0); "
-            f"held if above 0. Init 0, all switches: {table}.",
+            late=late,
+            reps=reps,
+            table=table,
         ),
-        Claim(
-            statement="The distance between the initial and current weights changes behaviour drastically after "
-            "switching from one method to another.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.3, Fig. 7 (middle column)",
-            measured=min_rel,
+        book(
+            "distance-changes-behaviour",
+            min_rel,
+            eff2,
             premises=[pre_all, conv],
-            effect=eff2,
-            verdict=verdict_for(eff2, direction=1),
-            scale=setup.name,
-            detail=f"growth of ||theta_t - theta_0|| per epoch after the switch, switched vs unswitched run over the "
-            f"same epochs; measured = per init, the smallest relative difference over the {len(fr) * 2} "
-            f"switched runs; effect = that minus 0.5 over {reps} inits (paired t); held if above 0 (every "
-            f"switch changes the growth by more than 50%). Init 0: {sl}.",
+            switched=len(fr) * 2,
+            reps=reps,
+            slopes=sl,
         ),
-        Claim(
-            statement="The distance from the initial weights starts to decrease when switching from Adam to SGD.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.3, Fig. 7",
-            measured=a2s_k,
+        book(
+            "adam-to-sgd-distance-decreases",
+            a2s_k,
+            eff3,
             premises=[pre_adam, conv],
-            effect=eff3,
-            verdict=verdict_for(eff3, direction=-1),
-            scale=setup.name,
-            detail="measured = per init, the mean relative change of ||theta_t - theta_0|| from the switch to the end "
-            f"over the Adam -> SGD runs; effect over {reps} inits (paired t against 0); held if below 0. "
-            "Init 0: " + ", ".join(f"{v:+.1%}" for v in a2s) + ".",
+            reps=reps,
+            changes=", ".join(f"{v:+.1%}" for v in a2s),
         ),
     ]
     return FigureResult(

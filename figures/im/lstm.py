@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import (
     LINESTYLES,
-    SOURCE,
     Curve,
     ImRuns,
     ImSetup,
@@ -50,7 +50,7 @@ from figures.im._setup import (
 )
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im.fig4 import anova
-from figures.verdict import paired_effect, verdict_for
+from figures.verdict import paired_effect
 from landscape.analyze import line
 
 __all__ = ["LSTM_METHODS", "lstm_figure", "lstm_setup"]
@@ -132,39 +132,32 @@ def lstm_figure(runs: ImRuns) -> FigureResult:
         f"{LABELS[m]} train {train[i].mean():.3f} / test {test[i].mean():.3f} (perplexity {np.exp(test[i].mean()):.0f})"
         for i, m in enumerate(methods)
     )
-    src = f"{SOURCE}, Sec. 3.4 and"
+    book = ClaimBook("im_lstm", scale=setup.name)
     claims = [
-        Claim(
-            statement="For every pair of optimization methods, the training loss on the straight line between their "
-            "final weights (LSTM, same initialization) rises sharply: each method finds a different "
-            "critical point.",
-            paper_value=None,
-            source=f"{src} 4.1, Table 1",
-            measured=scores,
+        book(
+            "pairs-rise-sharply",
+            scores,
+            e1,
             premises=[conv],
-            effect=e1,
-            verdict=verdict_for(e1, direction=1) if e1 else "not tested",
-            scale=setup.name,
-            detail=f"measured = per init, the weakest rise score over the {len(pairs)} pairs (peak / max(2 x larger "
-            "endpoint loss, endpoint + 0.05 nats); >= 1 is a sharp rise); effect = mean log score over "
-            f"{reps} inits (paired t against 0); held if above 0. Init 0 per pair: "
-            + ", ".join(f"{LABELS[a]}-{LABELS[b]} {rise_score(lines[a, b, 0]):.3g}" for a, b in pairs)
-            + "."
-            + ("" if e1 else " Not tested: a loss on a line is not finite."),
+            verdict=None if e1 else "not tested",
+            pairs=len(pairs),
+            reps=reps,
+            per_pair=", ".join(f"{LABELS[a]}-{LABELS[b]} {rise_score(lines[a, b, 0]):.3g}" for a, b in pairs),
+            not_tested="" if e1 else " Not tested: a loss on a line is not finite.",
         ),
-        Claim(
-            statement="The minima found by the different methods do not differ in quality (LSTM: test loss).",
-            paper_value=None,
-            source=f"{src} 4.2, Fig. 4",
-            measured=list(test.mean(1)),
+        book(
+            "quality-not-different",
+            list(test.mean(1)),
+            e2,
             premises=[conv],
-            effect=e2,
             verdict=no_difference(p, e2, MARGIN_NATS),
-            scale=setup.name,
-            detail=f"measured = mean per-word test loss (nats) per method ({', '.join(LABELS[m] for m in methods)}) "
-            f"over {reps} inits; one-way ANOVA across methods p = {p:.3g}; effect = worst "
-            f"({LABELS[methods[hi]]}) minus best ({LABELS[methods[lo]]}) method, paired over inits; held if "
-            f"p >= 0.05 and that interval lies within +-{MARGIN_NATS:g} nats, not held if p < 0.05. {table}.",
+            methods=", ".join(LABELS[m] for m in methods),
+            reps=reps,
+            p=p,
+            worst=LABELS[methods[hi]],
+            best=LABELS[methods[lo]],
+            margin=MARGIN_NATS,
+            table=table,
         ),
     ]
 
