@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im._setup import (
     Curve,
@@ -54,9 +54,10 @@ from figures.im._setup import (
     RunSpec,
     color,
     converged_premise,
+    history_curve,
     im_figure,
     rise_score,
-    small_multiples,
+    switching_panels,
 )
 from figures.im.fig7 import slope_change
 from figures.verdict import at_least, paired_effect
@@ -257,52 +258,33 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
         tag = f" ({'abc'[v]})" if len(variants) > 1 else ""
         for x, y in dirs:
             title = f"{LABELS[x]} -> {LABELS[y]}{tag}"
-            base = [
-                Curve(np.arange(len(got["plain", m, 0].history)), None, LABELS[m], color(m), dash=True, width=1.2)
-                for m in (x, y)
-            ]
-            for metric, sc_, panels in (("trainset_accuracy", 100.0, acc_panels), ("dist_init", 1.0, dist_panels)):
-                cs = [dataclasses.replace(c, y=sc_ * got["plain", m, 0].curve(metric)) for c, m in zip(base, (x, y))]
-                for i, f in enumerate(FRACTIONS):
-                    r = got[x, y, f, 0, v]
-                    cs.append(
-                        Curve(
-                            np.arange(len(r.history)),
-                            sc_ * r.curve(metric),
-                            r.label,
-                            _SHADES[(0 if x == sf.a else 3) + i],
-                        )
-                    )
-                panels.append((title, cs))
+            shades = _SHADES[:3] if x == sf.a else _SHADES[3:]
+            for metric, sc_, subplots in (("trainset_accuracy", 100.0, acc_panels), ("dist_init", 1.0, dist_panels)):
+                cs = [
+                    history_curve(got["plain", m, 0], metric, LABELS[m], color(m), scale=sc_, dash=True, width=1.2)
+                    for m in (x, y)
+                ]
+                cs += [
+                    history_curve(got[x, y, f, 0, v], metric, got[x, y, f, 0, v].label, shades[i], scale=sc_)
+                    for i, f in enumerate(FRACTIONS)
+                ]
+                subplots.append((title, cs))
             cs = [
-                Curve(alphas, lines0[x, y, f, v], got[x, y, f, 0, v].label, _SHADES[(0 if x == sf.a else 3) + i])
-                for i, f in enumerate(FRACTIONS)
+                Curve(alphas, lines0[x, y, f, v], got[x, y, f, 0, v].label, shades[i]) for i, f in enumerate(FRACTIONS)
             ]
             line_panels.append((f"from {LABELS[x]}'s minimum (0) to{tag} ...", cs))
     name = f"Fig. {number} ({sf.arch.upper()})"
-    fa = small_multiples(
+    panels = switching_panels(
+        at,
         acc_panels,
-        cols=2,
-        xlabel="epoch",
-        ylabel="training accuracy (%)",
-        vlines=at,
-        title=f"{name}: training accuracy when switching (dotted: switch epochs)",
-    )
-    fd = small_multiples(
         dist_panels,
-        cols=2,
-        xlabel="epoch",
-        ylabel="||theta_t - theta_0||",
-        vlines=at,
-        title=f"{name}: distance from the initial weights",
-    )
-    fl = small_multiples(
         line_panels,
-        cols=2,
-        xlabel="alpha",
-        ylabel="training loss",
-        logy=True,
-        title=f"{name}: loss from the unswitched minimum to the switched runs' minima",
+        (
+            f"{name}: training accuracy when switching (dotted: switch epochs)",
+            f"{name}: distance from the initial weights",
+            f"{name}: loss from the unswitched minimum to the switched runs' minima",
+        ),
+        accuracy_label="training accuracy (%)",
     )
     rates = " | ".join(f"({'abc'[v]}) {_rates(sf, v)}" for v in variants)
     return FigureResult(
@@ -312,11 +294,7 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
         "(labels: epochs of each). Top: training accuracy; middle: distance from the initial weights; bottom: "
         "training loss on the line from the unswitched minimum to each switched run's minimum. Learning rates "
         f"before -> after the switch: {rates}. Scaled down from the paper (see scaling).",
-        panels=[
-            Panel("accuracy", plotly=fa[0], mpl=fa[1]),
-            Panel("distance", plotly=fd[0], mpl=fd[1]),
-            Panel("interpolation", plotly=fl[0], mpl=fl[1]),
-        ],
+        panels=panels,
         claims=claims,
         scaling=setup.scaling(
             reps,

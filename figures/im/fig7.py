@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im._setup import (
     Curve,
@@ -38,10 +38,11 @@ from figures.im._setup import (
     RunSpec,
     color,
     converged_premise,
+    history_curve,
     im_figure,
     rise,
     rise_score,
-    small_multiples,
+    switching_panels,
 )
 from figures.verdict import at_least, paired_effect
 from landscape.analyze import line
@@ -67,16 +68,8 @@ def slope_change(switched: Run, plain: Run, at: int) -> tuple[float, float, floa
 
 def _curves(plain: dict[str, Run], switched: list[Run], a: str, b: str, metric: str, scale: float = 1.0) -> list[Curve]:
     """Per-epoch curves of the unswitched runs of ``a`` and ``b`` (dashed) and of the runs switched from ``a``."""
-    out = [
-        Curve(
-            np.arange(len(plain[m].history)), scale * plain[m].curve(metric), LABELS[m], color(m), dash=True, width=1.2
-        )
-        for m in (a, b)
-    ]
-    return out + [
-        Curve(np.arange(len(r.history)), scale * r.curve(metric), r.label, _SHADES[a][i % 3])
-        for i, r in enumerate(switched)
-    ]
+    out = [history_curve(plain[m], metric, LABELS[m], color(m), scale=scale, dash=True, width=1.2) for m in (a, b)]
+    return out + [history_curve(r, metric, r.label, _SHADES[a][i % 3], scale=scale) for i, r in enumerate(switched)]
 
 
 @im_figure
@@ -122,29 +115,17 @@ def fig7(runs: ImRuns) -> FigureResult:
         cs.append(Curve(alphas, z, LABELS[b], color(b), dash=True))
         line_panels.append((f"from {LABELS[a]}'s minimum (0) to ... (1)", cs))
 
-    fa = small_multiples(
+    panels = switching_panels(
+        at,
         acc_panels,
-        cols=2,
-        xlabel="epoch",
-        ylabel="accuracy (%)",
-        vlines=at,
-        title="Fig. 7: accuracy when switching methods (dotted: switch epochs)",
-    )
-    fd = small_multiples(
         dist_panels,
-        cols=2,
-        xlabel="epoch",
-        ylabel="||theta_t - theta_0||",
-        vlines=at,
-        title="Fig. 7: distance from the initial weights per epoch",
-    )
-    fl = small_multiples(
         line_panels,
-        cols=2,
-        xlabel="alpha",
-        ylabel="training loss",
-        logy=True,
-        title="Fig. 7: loss between the unswitched minimum and the switched runs' minima",
+        (
+            "Fig. 7: accuracy when switching methods (dotted: switch epochs)",
+            "Fig. 7: distance from the initial weights per epoch",
+            "Fig. 7: loss between the unswitched minimum and the switched runs' minima",
+        ),
+        accuracy_label="accuracy (%)",
     )
 
     # ---- the claims over every initialization
@@ -234,11 +215,7 @@ def fig7(runs: ImRuns) -> FigureResult:
         "accuracy; middle: distance of the weights from the initial ones; bottom: training loss on the line "
         "from the unswitched minimum (alpha 0) to each switched run's minimum and to the other method's "
         "(dashed). Scaled down from the paper (see scaling).",
-        panels=[
-            Panel("accuracy", plotly=fa[0], mpl=fa[1]),
-            Panel("distance", plotly=fd[0], mpl=fd[1]),
-            Panel("interpolation", plotly=fl[0], mpl=fl[1]),
-        ],
+        panels=panels,
         claims=claims,
         scaling=setup.scaling(
             setup.repetitions_switch,
