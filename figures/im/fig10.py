@@ -18,15 +18,7 @@ from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.im._setup import (
-    LINESTYLES,
-    Curve,
-    ImRuns,
-    color,
-    converged_premise,
-    im_figure,
-    small_multiples,
-)
+from figures.im._setup import LINESTYLES, Curve, ImRuns, color, converged_premise, im_figure, small_multiples
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import paired_effect
 from landscape.analyze import line

@@ -46,19 +46,9 @@ import numpy as np
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.im._measures import converged_premise, rise_score
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.im._setup import (
-    Curve,
-    ImRuns,
-    Run,
-    RunSpec,
-    color,
-    converged_premise,
-    history_curve,
-    im_figure,
-    rise_score,
-    switching_panels,
-)
+from figures.im._setup import Curve, ImRuns, Run, RunSpec, color, history_curve, im_figure, switching_panels
 from figures.im.fig7 import slope_change
 from figures.verdict import at_least, paired_effect
 from landscape.analyze import line

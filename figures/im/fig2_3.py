@@ -24,14 +24,7 @@ import numpy as np
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.im._setup import (
-    ImRuns,
-    RunSpec,
-    converged_premise,
-    im_figure,
-    rise,
-    rise_score,
-)
+from figures.im._setup import ImRuns, RunSpec, converged_premise, im_figure, rise, rise_score
 from figures.verdict import paired_effect
 from landscape.analyze import barycentric, bilinear, line
 from landscape.plot import plot_barycentric, plot_bilinear

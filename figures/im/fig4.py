@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -27,13 +28,7 @@ from scipy.stats import f_oneway
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.im._setup import (
-    ImRuns,
-    converged_premise,
-    im_figure,
-    mpl_grid,
-    no_difference,
-)
+from figures.im._setup import ImRuns, converged_premise, im_figure, mpl_grid, no_difference
 from figures.verdict import at_most, paired_effect
 from landscape.plot import PALETTE
 from landscape.train import METHODS
@@ -108,14 +103,6 @@ def fig4(runs: ImRuns) -> FigureResult:
     # ---- claims
     margin = 1.0  # percentage points, fixed before measuring
     premise = converged_premise(list(grid.values()), runs.surface_data())
-    f_m, p_m = anova(list(test))
-    means_te = test.mean(1)
-    hi_m, lo_m = int(np.argmax(means_te)), int(np.argmin(means_te))
-    eff_m = paired_effect(100 * test[hi_m], 100 * test[lo_m])
-    f_i, p_i = anova(list(test.T)) if reps >= 2 else (math.nan, math.nan)
-    means_i = test.mean(0)
-    hi_i, lo_i = int(np.argmax(means_i)), int(np.argmin(means_i))
-    eff_i = paired_effect(100 * test[:, hi_i], 100 * test[:, lo_i])  # paired over the 7 methods
     means_tr = train.mean(1)
     idx = {m: i for i, m in enumerate(METHODS)}
     three = [idx[m] for m in ("adam", "rmsprop", "adadelta")]
@@ -128,26 +115,45 @@ def fig4(runs: ImRuns) -> FigureResult:
         0.5,
         detail="fraction of the runs at 100% training accuracy; at most half",
     )
-    table_te = ", ".join(f"{n} {100 * v:.2f}" for n, v in zip(names, means_te))
+    table_te = ", ".join(f"{n} {100 * v:.2f}" for n, v in zip(names, test.mean(1)))
     table_tr = ", ".join(f"{n} {100 * v:.2f}" for n, v in zip(names, means_tr))
     losses = ", ".join(
         f"{n} {np.mean([grid[m, k].last('trainset_loss') for k in range(reps)]):.2g}" for n, m in zip(names, METHODS)
     )
+
+    def no_difference_between(groups: np.ndarray) -> tuple[dict[str, Any], str, str]:
+        """A "no difference" claim across the rows of ``groups`` (test accuracy, paired over the columns).
+
+        Returns:
+            The claim's measures (mean per row in %; one-way ANOVA; best minus worst row in points), and the best
+            and worst rows' names when the rows are the methods.
+        """
+        f, p = anova(list(groups))
+        means = groups.mean(1)
+        hi, lo = int(np.argmax(means)), int(np.argmin(means))
+        eff = paired_effect(100 * groups[hi], 100 * groups[lo])
+        measures = {
+            "measured": list(100 * means),
+            "effect": eff,
+            "verdict": no_difference(p, eff, margin),
+            "f": f,
+            "p": p,
+        }
+        return measures, names[hi], names[lo]
+
+    methods, best, worst = no_difference_between(test)
+    inits, _, _ = no_difference_between(test.T)  # paired over the 7 methods
     book = ClaimBook("im_fig4", scale=setup.name)
     claims = [
         book(
             "test-accuracy-equal",
-            list(100 * means_te),
-            eff_m,
             premises=[premise],
-            verdict=no_difference(p_m, eff_m, margin),
             reps=reps,
             table=table_te,
-            f=f_m,
-            p=p_m,
-            best=names[hi_m],
-            worst=names[lo_m],
+            best=best,
+            worst=worst,
             margin=margin,
+            **methods,
         ),
         book(
             "sgd-lowest-training-accuracy",
@@ -158,17 +164,7 @@ def fig4(runs: ImRuns) -> FigureResult:
             reps=reps,
             losses=losses,
         ),
-        book(
-            "accuracy-independent-of-init",
-            list(100 * means_i),
-            eff_i,
-            premises=[premise],
-            verdict=no_difference(p_i, eff_i, margin),
-            reps=reps,
-            f=f_i,
-            p=p_i,
-            margin=margin,
-        ),
+        book("accuracy-independent-of-init", premises=[premise], reps=reps, margin=margin, **inits),
     ]
     return FigureResult(
         caption="Fig. 4: accuracy of the final weights of every method over the whole training set (a) and test set "

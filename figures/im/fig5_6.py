@@ -30,17 +30,8 @@ from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.im._setup import (
-    LINESTYLES,
-    Curve,
-    ImRuns,
-    color,
-    converged_premise,
-    first_crossing,
-    im_figure,
-    mpl_grid,
-    small_multiples,
-)
+from figures.im._measures import converged_premise, first_crossing
+from figures.im._setup import LINESTYLES, Curve, ImRuns, color, im_figure, mpl_grid, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im.fig4 import anova
 from figures.verdict import Verdict, at_most, paired_effect
@@ -114,22 +105,6 @@ def fig5_6(runs: ImRuns) -> FigureResult:
             c6.append(Curve(d, z, f"init {k}", color(m), dash[k % len(dash)], marks=(length,)))
         p5.append((LABELS[m], c5))
         p6.append((LABELS[m], c6))
-    f5 = small_multiples(
-        p5,
-        cols=4,
-        xlabel="alpha (init 0 -> final 1)",
-        ylabel="training loss",
-        logy=True,
-        title="Fig. 5(a,c): loss from the initial to the final weights, per method and init",
-    )
-    f6 = small_multiples(
-        p6,
-        cols=4,
-        xlabel="distance from the final weights (Eq. 1)",
-        ylabel="training loss",
-        logy=True,
-        title="Fig. 6: loss vs absolute distance from the minimum (dot: the init)",
-    )
     pairs = [
         (
             f"{LABELS[a]} (0) -> {LABELS[b]} (1)",
@@ -137,13 +112,31 @@ def fig5_6(runs: ImRuns) -> FigureResult:
         )
         for a, b in PAIRS
     ]
-    f5b = small_multiples(
-        pairs,
-        cols=3,
-        xlabel="alpha",
-        ylabel="training loss",
+    loss = "training loss"
+    fig5, fig6 = multiples_panels(
+        [
+            (
+                "fig5_init_final",
+                p5,
+                "alpha (init 0 -> final 1)",
+                loss,
+                "Fig. 5(a,c): loss from the initial to the final weights, per method and init",
+            ),
+            (
+                "fig6_distance",
+                p6,
+                "distance from the final weights (Eq. 1)",
+                loss,
+                "Fig. 6: loss vs absolute distance from the minimum (dot: the init)",
+            ),
+        ],
+        cols=4,
         logy=True,
-        title="Fig. 5(b,d): loss between the finals of two methods, per init",
+    )
+    (fig5b,) = multiples_panels(
+        [("fig5_final_final", pairs, "alpha", loss, "Fig. 5(b,d): loss between the finals of two methods, per init")],
+        cols=3,
+        logy=True,
     )
 
     wfig = make_subplots(
@@ -233,12 +226,7 @@ def fig5_6(runs: ImRuns) -> FigureResult:
         "part against alpha; Fig. 6 the whole line against the absolute distance from the minimum, beyond the "
         "initialization (dots). Fig. 5(b,d): loss between the finals of pairs of methods, per initialization. "
         "Last panel: the basin widths the claims use. Scaled down from the paper (see scaling).",
-        panels=[
-            Panel("fig5_init_final", plotly=f5[0], mpl=f5[1]),
-            Panel("fig5_final_final", plotly=f5b[0], mpl=f5b[1]),
-            Panel("fig6_distance", plotly=f6[0], mpl=f6[1]),
-            Panel("basin_width", plotly=wfig, mpl=mw),
-        ],
+        panels=[fig5, fig5b, fig6, Panel("basin_width", plotly=wfig, mpl=mw)],
         claims=claims,
         scaling=setup.scaling(
             reps,

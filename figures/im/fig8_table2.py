@@ -29,17 +29,8 @@ from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.im._setup import (
-    LINESTYLES,
-    Curve,
-    ImRuns,
-    RunSpec,
-    color,
-    converged_premise,
-    im_figure,
-    rise_score,
-    small_multiples,
-)
+from figures.im._measures import converged_premise, rise_score
+from figures.im._setup import LINESTYLES, Curve, ImRuns, RunSpec, color, im_figure, small_multiples
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import at_least, paired_effect
 from landscape.analyze import line

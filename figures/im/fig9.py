@@ -29,16 +29,7 @@ import numpy as np
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.im._setup import (
-    Curve,
-    ImRuns,
-    ImSetup,
-    Run,
-    RunSpec,
-    im_figure,
-    mpl_grid,
-    small_multiples,
-)
+from figures.im._setup import Curve, ImRuns, ImSetup, Run, RunSpec, im_figure, mpl_grid, small_multiples
 from figures.verdict import at_most, paired_effect
 from landscape.train import default_hyperparameters
 

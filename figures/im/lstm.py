@@ -34,20 +34,8 @@ import numpy as np
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.im._setup import (
-    LINESTYLES,
-    Curve,
-    ImRuns,
-    ImSetup,
-    RunSpec,
-    color,
-    converged_premise,
-    im_figure,
-    no_difference,
-    ptb_dir,
-    rise_score,
-    small_multiples,
-)
+from figures.im._measures import converged_premise, no_difference, rise_score
+from figures.im._setup import LINESTYLES, Curve, ImRuns, ImSetup, RunSpec, color, im_figure, ptb_dir, small_multiples
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im.fig4 import anova
 from figures.verdict import paired_effect

@@ -34,16 +34,7 @@ from tqdm.auto import tqdm
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.im._setup import (
-    ImRuns,
-    RunSpec,
-    converged_premise,
-    im_figure,
-    mpl_grid,
-    rise,
-    rise_score,
-    rises,
-)
+from figures.im._setup import ImRuns, RunSpec, converged_premise, im_figure, mpl_grid, rise, rise_score, rises
 from figures.verdict import paired_effect
 from landscape.analyze import barycentric, distance_along_path, line
 from landscape.evaluate import evaluate_points
