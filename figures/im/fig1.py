@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.im._setup import LINESTYLES, Curve, ImRuns, RunSpec, color, converged_premise, im_figure, small_multiples
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.im._setup import LINESTYLES, Curve, ImRuns, RunSpec, color, converged_premise, im_figure, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import paired_effect
 
@@ -68,16 +68,21 @@ def fig1(runs: ImRuns) -> FigureResult:
                 ],
             )
         )
-    f = small_multiples(
-        panels,
+    (f,) = multiples_panels(
+        [
+            (
+                "learning_curve",
+                panels,
+                "epoch",
+                "training loss",
+                "Fig. 1: learning curves (dotted: Fig. 7's switch epochs)",
+            )
+        ],
         cols=2,
-        xlabel="epoch",
-        ylabel="training loss",
         logy=True,
         vlines=at,
         width=4.4,
         height=3.0,
-        title="Fig. 1: learning curves (dotted: Fig. 7's switch epochs)",
     )
     share = {key: transient_share(r.curve("surface_loss")) for key, r in got.items()}
     log_share = {key: transient_share(np.log(r.curve("surface_loss"))) for key, r in got.items()}
@@ -104,7 +109,7 @@ def fig1(runs: ImRuns) -> FigureResult:
         "Adam from every initialization of the shared pool, log axis; dotted lines at the epochs where Fig. 7 "
         "switches optimizer. The paper's Fig. 1 is a schematic learning curve; this one is measured. Scaled "
         "down from the paper (see scaling).",
-        panels=[Panel("learning_curve", plotly=f[0], mpl=f[1])],
+        panels=[f],
         claims=claims,
         scaling=setup.scaling(reps, initializations=f"{reps} per method"),
     )

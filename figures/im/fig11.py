@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.im._setup import Curve, ImRuns, Run, RunSpec, im_figure, small_multiples
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.im._setup import Curve, ImRuns, Run, RunSpec, im_figure, multiples_panels
 from figures.verdict import at_least, at_most, paired_effect
 from landscape.analyze import line
 from landscape.evaluate import evaluate_points
@@ -134,26 +134,29 @@ def fig11(runs: ImRuns) -> FigureResult:
                 ],
             )
         )
-    ft = small_multiples(
-        curves,
+    (ft,) = multiples_panels(
+        [("training", curves, "epoch", "", "Fig. 11(a): NIN trained with SGD from exotic and He initializations")],
         cols=2,
-        xlabel="epoch",
-        ylabel="",
         width=4.4,
         height=3.2,
         sharey=False,
-        title="Fig. 11(a): NIN trained with SGD from exotic and He initializations",
     )
-    fl = small_multiples(
+    by_init = [
+        (_name(i), [Curve(alphas, lines[bn, i], lab(bn, i), _COLORS[bn, i], dash=_STYLE[bn, i]) for bn in bns])
+        for i in range(len(INITS))
+    ]
+    (fl,) = multiples_panels(
         [
-            (_name(i), [Curve(alphas, lines[bn, i], lab(bn, i), _COLORS[bn, i], dash=_STYLE[bn, i]) for bn in bns])
-            for i in range(len(INITS))
+            (
+                "init_final",
+                by_init,
+                "alpha (0: init, 1: final)",
+                "training loss",
+                "Fig. 11(b): loss from the initial to the final weights",
+            )
         ],
         cols=3,
-        xlabel="alpha (0: init, 1: final)",
-        ylabel="training loss",
         logy=True,
-        title="Fig. 11(b): loss from the initial to the final weights",
     )
 
     exotic = range(len(INITS) - 1)
@@ -225,7 +228,7 @@ def fig11(runs: ImRuns) -> FigureResult:
         "N(-10, 0.01) (blue) or N(-1, 1) (red), and from He's initialization (green), with BatchNorm "
         "(solid) and without (dashed, light). (a) training loss and accuracy per epoch; (b) training loss from "
         "the initial to the final weights. Scaled down from the paper (see scaling).",
-        panels=[Panel("training", plotly=ft[0], mpl=ft[1]), Panel("init_final", plotly=fl[0], mpl=fl[1])],
+        panels=[ft, fl],
         claims=claims,
         scaling=setup.scaling(
             setup.repetitions_nin,

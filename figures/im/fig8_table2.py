@@ -28,9 +28,9 @@ from scipy.signal import find_peaks
 from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.im._measures import converged_premise, rise_score
-from figures.im._setup import LINESTYLES, Curve, ImRuns, RunSpec, color, im_figure, small_multiples
+from figures.im._setup import LINESTYLES, Curve, ImRuns, RunSpec, color, im_figure, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import at_least, paired_effect
 from landscape.analyze import line
@@ -104,13 +104,18 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
         )
         for m in METHODS
     ]
-    ft = small_multiples(
-        top,
+    (ft,) = multiples_panels(
+        [
+            (
+                "init_final",
+                top,
+                "alpha (init 0 -> final 1)",
+                "training loss",
+                "Fig. 8 (top): loss from the initial to the final weights, with (colour) and without (black) BatchNorm",
+            )
+        ],
         cols=4,
-        xlabel="alpha (init 0 -> final 1)",
-        ylabel="training loss",
         logy=True,
-        title="Fig. 8 (top): loss from the initial to the final weights, with (colour) and without (black) BatchNorm",
     )
     cmap = [
         "#1f77b4",
@@ -132,15 +137,20 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
                 for i, (a, b) in enumerate(pairs)
             ]
             bottom.append((f"{'with' if bn else 'without'} BatchNorm, init {k}", cs))
-    fb = small_multiples(
-        bottom,
+    (fb,) = multiples_panels(
+        [
+            (
+                "final_final",
+                bottom,
+                "alpha (final of the first method -> of the second)",
+                "training loss",
+                "Table 2 / Fig. 8 (bottom): loss between the finals of every pair of methods",
+            )
+        ],
         cols=reps,
-        xlabel="alpha (final of the first method -> of the second)",
-        ylabel="training loss",
         logy=True,
         width=4.2,
         height=3.0,
-        title="Table 2 / Fig. 8 (bottom): loss between the finals of every pair of methods",
     )
 
     # ---- claims
@@ -200,7 +210,7 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
         "(black), from the same initialization seeds (line styles). Top: training loss from the initial to "
         "the final weights. Bottom: training loss between the final weights of every pair of methods, one "
         "panel per initialization and BatchNorm setting. Scaled down from the paper (see scaling).",
-        panels=[Panel("init_final", plotly=ft[0], mpl=ft[1]), Panel("final_final", plotly=fb[0], mpl=fb[1])],
+        panels=[ft, fb],
         claims=claims,
         scaling=setup.scaling(
             reps, initializations=f"{reps} per method and BatchNorm setting", batchnorm="with and without (same seeds)"

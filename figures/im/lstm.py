@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.im._measures import converged_premise, no_difference, rise_score
-from figures.im._setup import LINESTYLES, Curve, ImRuns, ImSetup, RunSpec, color, im_figure, ptb_dir, small_multiples
+from figures.im._setup import LINESTYLES, Curve, ImRuns, ImSetup, RunSpec, color, im_figure, multiples_panels, ptb_dir
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im.fig4 import anova
 from figures.verdict import paired_effect
@@ -167,29 +167,40 @@ def lstm_figure(runs: ImRuns) -> FigureResult:
                 ],
             )
         )
-    fc = small_multiples(
-        curves,
+    (fc,) = multiples_panels(
+        [
+            (
+                "learning",
+                curves,
+                "epoch",
+                "loss per word (nats)",
+                "LSTM language model: learning curves per method and initialization",
+            )
+        ],
         cols=2,
-        xlabel="epoch",
-        ylabel="loss per word (nats)",
         sharey=False,
         width=4.2,
         height=3.0,
-        title="LSTM language model: learning curves per method and initialization",
     )
-    fl = small_multiples(
+    between = [
+        (
+            f"{LABELS[a]} (0) to {LABELS[b]} (1)",
+            [Curve(alphas, lines[a, b, k], f"init {k}", "#444444", dash=LINESTYLES[k % 6]) for k in range(reps)],
+        )
+        for a, b in pairs
+    ]
+    (fl,) = multiples_panels(
         [
             (
-                f"{LABELS[a]} (0) to {LABELS[b]} (1)",
-                [Curve(alphas, lines[a, b, k], f"init {k}", "#444444", dash=LINESTYLES[k % 6]) for k in range(reps)],
+                "interpolation",
+                between,
+                "alpha",
+                "training loss",
+                "LSTM: training loss between the final weights of two methods",
             )
-            for a, b in pairs
         ],
         cols=3,
-        xlabel="alpha",
-        ylabel="training loss",
         logy=True,
-        title="LSTM: training loss between the final weights of two methods",
     )
     return FigureResult(
         caption="The LSTM language model of Im et al. (Sec. 3.4) trained with SGD, Adam and Adadelta from shared "
@@ -200,7 +211,7 @@ def lstm_figure(runs: ImRuns) -> FigureResult:
             if setup.dataset == "pydoc"
             else "On Penn Treebank."
         ),
-        panels=[Panel("learning", plotly=fc[0], mpl=fc[1]), Panel("interpolation", plotly=fl[0], mpl=fl[1])],
+        panels=[fc, fl],
         claims=claims,
         scaling={
             **setup.scaling(reps, arch="lstm"),
