@@ -64,6 +64,7 @@ __all__ = [  # the shared setup of the Im figures: defined here or in the privat
     "METHOD_LABELS",
     "RISE_NATS",
     "RISE_RATIO",
+    "GALLERY",
     "Curve",
     "ImRuns",
     "ImSetup",
@@ -89,6 +90,9 @@ __all__ = [  # the shared setup of the Im figures: defined here or in the privat
     "text_splits",
 ]
 
+GALLERY: dict[str, Any] = {"paper": "im", "scales": ("medium",)}
+"""How every Im figure registers with the gallery (``register_figure(name, title=..., **GALLERY)``): paper ``im``,
+with a medium setting."""
 _COLORS = {  # method -> colour of the one palette
     "sgd": PALETTE[0],
     "momentum": PALETTE[9],

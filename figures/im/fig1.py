@@ -20,7 +20,17 @@ import numpy as np
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Scale, cache_dir, register_figure
-from figures.im._setup import LINESTYLES, Curve, ImRuns, RunSpec, color, converged_premise, im_figure, multiples_panels
+from figures.im._setup import (
+    GALLERY,
+    LINESTYLES,
+    Curve,
+    ImRuns,
+    RunSpec,
+    color,
+    converged_premise,
+    im_figure,
+    multiples_panels,
+)
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import paired_effect
 
@@ -115,11 +125,6 @@ def fig1(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig1",
-    paper="im",
-    title="Im et al. Fig. 1: learning curve, transient and minimization phases",
-    scales=("medium",),
-)
+@register_figure("im_fig1", title="Im et al. Fig. 1: learning curve, transient and minimization phases", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig1(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Scale, cache_dir, register_figure
-from figures.im._setup import LINESTYLES, Curve, ImRuns, color, converged_premise, im_figure, multiples_panels
+from figures.im._setup import GALLERY, LINESTYLES, Curve, ImRuns, color, converged_premise, im_figure, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import paired_effect
 from landscape.analyze import line
@@ -95,11 +95,6 @@ def fig10(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig10",
-    paper="im",
-    title="Im et al. Fig. 10: init -> final interpolation continued to alpha 2",
-    scales=("medium",),
-)
+@register_figure("im_fig10", title="Im et al. Fig. 10: init -> final interpolation continued to alpha 2", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig10(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -29,7 +29,7 @@ import torch
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Scale, cache_dir, register_figure
-from figures.im._setup import Curve, ImRuns, Run, RunSpec, im_figure, multiples_panels
+from figures.im._setup import GALLERY, Curve, ImRuns, Run, RunSpec, im_figure, multiples_panels
 from figures.verdict import at_least, at_most, paired_effect
 from landscape.analyze import line
 from landscape.evaluate import evaluate_points
@@ -239,11 +239,6 @@ def fig11(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig11",
-    paper="im",
-    title="Im et al. Fig. 11: NIN from exotic initializations, with/without BN",
-    scales=("medium",),
-)
+@register_figure("im_fig11", title="Im et al. Fig. 11: NIN from exotic initializations, with/without BN", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig11(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -47,8 +47,8 @@ import numpy as np
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.im._measures import converged_premise, rise_score
+from figures.im._setup import GALLERY, Curve, ImRuns, Run, RunSpec, color, history_curve, im_figure, switching_panels
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.im._setup import Curve, ImRuns, Run, RunSpec, color, history_curve, im_figure, switching_panels
 from figures.im.fig7 import slope_change
 from figures.verdict import at_least, paired_effect
 from landscape.analyze import line
@@ -297,7 +297,7 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
 
 
 def _register(number: int, title: str) -> None:
-    @register_figure(f"im_fig{number}", paper="im", title=title, scales=("medium",))
+    @register_figure(f"im_fig{number}", title=title, **GALLERY)
     def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
         return switch_figure(scale, data_dir, cache=cache_dir(out, "im"), progress=progress, number=number)
 

@@ -23,8 +23,8 @@ import numpy as np
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.im._setup import GALLERY, ImRuns, RunSpec, converged_premise, im_figure, rise, rise_score
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.im._setup import ImRuns, RunSpec, converged_premise, im_figure, rise, rise_score
 from figures.verdict import paired_effect
 from landscape.analyze import barycentric, bilinear, line
 from landscape.plot import plot_barycentric, plot_bilinear
@@ -152,11 +152,6 @@ def fig2_3(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig2_3",
-    paper="im",
-    title="Im et al. Figs. 2-3: slices through SGD minima, four methods' minima",
-    scales=("medium",),
-)
+@register_figure("im_fig2_3", title="Im et al. Figs. 2-3: slices through SGD minima, four methods' minima", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig2_3(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

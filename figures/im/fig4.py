@@ -27,8 +27,8 @@ from scipy.stats import f_oneway
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.im._setup import GALLERY, ImRuns, converged_premise, im_figure, mpl_grid, no_difference
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.im._setup import ImRuns, converged_premise, im_figure, mpl_grid, no_difference
 from figures.verdict import at_most, paired_effect
 from landscape.plot import PALETTE
 from landscape.train import METHODS
@@ -176,8 +176,6 @@ def fig4(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig4", paper="im", title="Im et al. Fig. 4: training and test accuracy per method and init", scales=("medium",)
-)
+@register_figure("im_fig4", title="Im et al. Fig. 4: training and test accuracy per method and init", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig4(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

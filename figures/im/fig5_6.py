@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.im._measures import converged_premise, first_crossing
-from figures.im._setup import LINESTYLES, Curve, ImRuns, color, im_figure, mpl_grid, multiples_panels
+from figures.im._setup import GALLERY, LINESTYLES, Curve, ImRuns, color, im_figure, mpl_grid, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im.fig4 import anova
 from figures.verdict import Verdict, at_most, paired_effect
@@ -236,11 +236,6 @@ def fig5_6(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig5_6",
-    paper="im",
-    title="Im et al. Figs. 5-6: loss around each method's minima, several inits",
-    scales=("medium",),
-)
+@register_figure("im_fig5_6", title="Im et al. Figs. 5-6: loss around each method's minima, several inits", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig5_6(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

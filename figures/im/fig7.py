@@ -31,8 +31,8 @@ import numpy as np
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.im._measures import converged_premise, rise, rise_score
+from figures.im._setup import GALLERY, Curve, ImRuns, Run, RunSpec, color, history_curve, im_figure, switching_panels
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.im._setup import Curve, ImRuns, Run, RunSpec, color, history_curve, im_figure, switching_panels
 from figures.verdict import at_least, paired_effect
 from landscape.analyze import line
 
@@ -216,8 +216,6 @@ def fig7(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig7", paper="im", title="Im et al. Fig. 7: switching between SGD and Adam at 25/50/75%", scales=("medium",)
-)
+@register_figure("im_fig7", title="Im et al. Fig. 7: switching between SGD and Adam at 25/50/75%", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig7(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.im._measures import converged_premise, rise_score
-from figures.im._setup import LINESTYLES, Curve, ImRuns, RunSpec, color, im_figure, multiples_panels
+from figures.im._setup import GALLERY, LINESTYLES, Curve, ImRuns, RunSpec, color, im_figure, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import at_least, paired_effect
 from landscape.analyze import line
@@ -218,11 +218,6 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig8_table2",
-    paper="im",
-    title="Im et al. Fig. 8 / Table 2: minima with and without BatchNorm",
-    scales=("medium",),
-)
+@register_figure("im_fig8_table2", title="Im et al. Fig. 8 / Table 2: minima with and without BatchNorm", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig8_table2(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

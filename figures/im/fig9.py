@@ -29,7 +29,7 @@ import numpy as np
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.im._setup import Curve, ImRuns, ImSetup, Run, RunSpec, im_figure, mpl_grid, small_multiples
+from figures.im._setup import GALLERY, Curve, ImRuns, ImSetup, Run, RunSpec, im_figure, mpl_grid, small_multiples
 from figures.verdict import at_most, paired_effect
 from landscape.train import default_hyperparameters
 
@@ -240,8 +240,6 @@ def fig9(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig9", paper="im", title="Im et al. Fig. 9: SGD and Adam with Runge-Kutta (RK2) steps", scales=("medium",)
-)
+@register_figure("im_fig9", title="Im et al. Fig. 9: SGD and Adam with Runge-Kutta (RK2) steps", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig9(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -35,7 +35,18 @@ import numpy as np
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.im._measures import converged_premise, no_difference, rise_score
-from figures.im._setup import LINESTYLES, Curve, ImRuns, ImSetup, RunSpec, color, im_figure, multiples_panels, ptb_dir
+from figures.im._setup import (
+    GALLERY,
+    LINESTYLES,
+    Curve,
+    ImRuns,
+    ImSetup,
+    RunSpec,
+    color,
+    im_figure,
+    multiples_panels,
+    ptb_dir,
+)
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im.fig4 import anova
 from figures.verdict import paired_effect
@@ -222,8 +233,6 @@ def lstm_figure(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_lstm", paper="im", title="Im et al. LSTM language model: minima of three methods, quality", scales=("medium",)
-)
+@register_figure("im_lstm", title="Im et al. LSTM language model: minima of three methods, quality", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return lstm_figure(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

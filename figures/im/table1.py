@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.im._setup import GALLERY, ImRuns, RunSpec, converged_premise, im_figure, mpl_grid, rise, rise_score, rises
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.im._setup import ImRuns, RunSpec, converged_premise, im_figure, mpl_grid, rise, rise_score, rises
 from figures.verdict import paired_effect
 from landscape.analyze import barycentric, distance_along_path, line
 from landscape.evaluate import evaluate_points
@@ -344,11 +344,6 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_table1",
-    paper="im",
-    title="Im et al. Table 1: minima of every pair of methods from one init",
-    scales=("medium",),
-)
+@register_figure("im_table1", title="Im et al. Table 1: minima of every pair of methods from one init", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return table1(scale, data_dir, cache=cache_dir(out, "im"), progress=progress, out=out)
