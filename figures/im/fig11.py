@@ -216,7 +216,6 @@ def fig11(runs: ImRuns) -> FigureResult:
             fl_vals,
             e2,
             premises=[stuck],
-            verdict=None if e2 else "not tested",
             reps=reps,
             per_run=", ".join(f"{_name(i)} seed {k} {flat[i, k]:.3g}" for i in exotic for k in ks),
         ),

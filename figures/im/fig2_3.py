@@ -115,7 +115,6 @@ def fig2_3(runs: ImRuns) -> FigureResult:
             s2,
             eff2,
             premises=[premise],
-            verdict=None if eff2 else "not tested",
             pairs=len(s2),
             reps=reps,
             ratio=r2[0],

@@ -205,7 +205,6 @@ def fig9(runs: ImRuns) -> FigureResult:
             "measured": [float(x) for x in np.exp(-d)] if d.size else [math.nan],
             "effect": eff,
             "premises": [diverged((key, ref)), inside((key, ref))],
-            "verdict": None if eff else "not tested",
             "lr": best[key],
             "ref_lr": best[ref],
             "epochs": setup.epochs,

@@ -138,7 +138,6 @@ def lstm_figure(runs: ImRuns) -> FigureResult:
             scores,
             e1,
             premises=[conv],
-            verdict=None if e1 else "not tested",
             pairs=len(pairs),
             reps=reps,
             per_pair=", ".join(f"{LABELS[a]}-{LABELS[b]} {rise_score(lines[a, b, 0]):.3g}" for a, b in pairs),
