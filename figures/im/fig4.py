@@ -121,12 +121,12 @@ def fig4(runs: ImRuns) -> FigureResult:
         f"{n} {np.mean([grid[m, k].last('trainset_loss') for k in range(reps)]):.2g}" for n, m in zip(names, METHODS)
     )
 
-    def no_difference_between(groups: np.ndarray) -> tuple[dict[str, Any], str, str]:
+    def no_difference_between(groups: np.ndarray) -> tuple[dict[str, Any], int, int]:
         """A "no difference" claim across the rows of ``groups`` (test accuracy, paired over the columns).
 
         Returns:
-            The claim's measures (mean per row in %; one-way ANOVA; best minus worst row in points), and the best
-            and worst rows' names when the rows are the methods.
+            The claim's measures (mean per row in %; one-way ANOVA; best minus worst row in points), and the rows
+            of the best and the worst mean.
         """
         f, p = anova(list(groups))
         means = groups.mean(1)
@@ -139,9 +139,9 @@ def fig4(runs: ImRuns) -> FigureResult:
             "f": f,
             "p": p,
         }
-        return measures, names[hi], names[lo]
+        return measures, hi, lo
 
-    methods, best, worst = no_difference_between(test)
+    methods, best, worst = no_difference_between(test)  # paired over the inits
     inits, _, _ = no_difference_between(test.T)  # paired over the 7 methods
     book = ClaimBook("im_fig4", scale=setup.name)
     claims = [
@@ -150,8 +150,8 @@ def fig4(runs: ImRuns) -> FigureResult:
             premises=[premise],
             reps=reps,
             table=table_te,
-            best=best,
-            worst=worst,
+            best=names[best],
+            worst=names[worst],
             margin=margin,
             **methods,
         ),
