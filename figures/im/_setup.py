@@ -41,6 +41,7 @@ from typing import Any
 import matplotlib.figure
 import numpy as np
 
+from figures.contract import Panel as GalleryPanel
 from figures.im._measures import (
     RISE_NATS,
     RISE_RATIO,
@@ -63,7 +64,7 @@ __all__ = [  # the shared setup of the Im figures: defined here or in the privat
     "METHOD_LABELS",
     "RISE_NATS",
     "RISE_RATIO",
-    "SOURCE",
+    "GALLERY",
     "Curve",
     "ImRuns",
     "ImSetup",
@@ -75,18 +76,23 @@ __all__ = [  # the shared setup of the Im figures: defined here or in the privat
     "converged_premise",
     "first_crossing",
     "grad_norm",
+    "history_curve",
     "im_figure",
     "mpl_grid",
+    "multiples_panels",
     "no_difference",
     "ptb_dir",
     "rise",
     "rise_score",
     "rises",
     "small_multiples",
+    "switching_panels",
     "text_splits",
 ]
 
-SOURCE = "Im, Tao & Branson, An Empirical Analysis of Deep Network Loss Surfaces"
+GALLERY: dict[str, Any] = {"paper": "im", "scales": ("medium",)}
+"""How every Im figure registers with the gallery (``register_figure(name, title=..., **GALLERY)``): paper ``im``,
+with a medium setting."""
 _COLORS = {  # method -> colour of the one palette
     "sgd": PALETTE[0],
     "momentum": PALETTE[9],
@@ -173,3 +179,59 @@ def _line(cv: Curve) -> Line:
     """The package's :class:`~landscape.plot.Line` of a :class:`Curve`."""
     dash = cv.dash if isinstance(cv.dash, str) else ("dash" if cv.dash else "solid")
     return Line(np.asarray(cv.x), np.asarray(cv.y), cv.name, cv.color, dash=dash, width=cv.width, dots=tuple(cv.marks))
+
+
+def history_curve(run: Run, metric: str, name: str, color: str, *, scale: float = 1.0, **style: Any) -> Curve:
+    """A column of a run's per-epoch history as a :class:`Curve`: x the epochs ``0..E``, y ``scale`` times it.
+
+    Args:
+        run: The run.
+        metric: The history column (``"surface_loss"``, ``"test_accuracy"``, ``"dist_init"``...).
+        name: Legend entry.
+        color: Line colour.
+        scale: Factor on the values (100: fractions as percent).
+        **style: ``dash``, ``width`` or ``marks`` of the :class:`Curve`.
+    """
+    return Curve(np.arange(len(run.history)), scale * run.curve(metric), name, color, **style)
+
+
+def multiples_panels(
+    rows: Sequence[tuple[str, Sequence[tuple[str, Sequence[Curve]]], str, str, str]], **options: Any
+) -> list[GalleryPanel]:
+    """Gallery panels of :func:`small_multiples`, one per row ``(key, subplots, xlabel, ylabel, title)``.
+
+    Args:
+        rows: Per panel: its key, its ``(subplot title, curves)`` pairs, axis titles and figure title.
+        **options: The other arguments of :func:`small_multiples`, the same for every panel (``cols`` at least).
+    """
+    out = []
+    for key, subplots, xlabel, ylabel, title in rows:
+        pfig, mfig = small_multiples(subplots, xlabel=xlabel, ylabel=ylabel, title=title, **options)
+        out.append(GalleryPanel(key, plotly=pfig, mpl=mfig))
+    return out
+
+
+def switching_panels(
+    at: Sequence[int],
+    accuracy: Sequence[tuple[str, Sequence[Curve]]],
+    distance: Sequence[tuple[str, Sequence[Curve]]],
+    interpolation: Sequence[tuple[str, Sequence[Curve]]],
+    titles: tuple[str, str, str],
+    accuracy_label: str,
+) -> list[GalleryPanel]:
+    """The three panels of an optimizer-switching figure (Figs. 7 and 12-15), two subplots a row.
+
+    Args:
+        at: The switch epochs (dotted in the per-epoch panels).
+        accuracy: Subplots of accuracy per epoch.
+        distance: Subplots of the distance from the initial weights per epoch.
+        interpolation: Subplots of the training loss on lines between minima (log axis).
+        titles: Titles of the three panels.
+        accuracy_label: The accuracy panel's y-axis title.
+    """
+    per_epoch = [
+        ("accuracy", accuracy, "epoch", accuracy_label, titles[0]),
+        ("distance", distance, "epoch", "||theta_t - theta_0||", titles[1]),
+    ]
+    lines = [("interpolation", interpolation, "alpha", "training loss", titles[2])]
+    return multiples_panels(per_epoch, cols=2, vlines=at) + multiples_panels(lines, cols=2, logy=True)

@@ -18,20 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.im._setup import (
+    GALLERY,
     LINESTYLES,
-    SOURCE,
     Curve,
     ImRuns,
     RunSpec,
     color,
     converged_premise,
     im_figure,
-    small_multiples,
+    multiples_panels,
 )
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.verdict import paired_effect, verdict_for
+from figures.verdict import paired_effect
 
 __all__ = ["fig1", "transient_share"]
 
@@ -77,42 +78,40 @@ def fig1(runs: ImRuns) -> FigureResult:
                 ],
             )
         )
-    f = small_multiples(
-        panels,
+    (f,) = multiples_panels(
+        [
+            (
+                "learning_curve",
+                panels,
+                "epoch",
+                "training loss",
+                "Fig. 1: learning curves (dotted: Fig. 7's switch epochs)",
+            )
+        ],
         cols=2,
-        xlabel="epoch",
-        ylabel="training loss",
         logy=True,
         vlines=at,
         width=4.4,
         height=3.0,
-        title="Fig. 1: learning curves (dotted: Fig. 7's switch epochs)",
     )
     share = {key: transient_share(r.curve("surface_loss")) for key, r in got.items()}
     log_share = {key: transient_share(np.log(r.curve("surface_loss"))) for key, r in got.items()}
     sgd = [share["sgd", k] for k in range(reps)]
     eff = paired_effect(sgd, 0.5)
     premise = converged_premise(list(got.values()), runs.surface_data())
+    book = ClaimBook("im_fig1", scale=setup.name)
     claims = [
-        Claim(
-            statement="Learning has a short transient phase in which the loss decreases rapidly, followed by a "
-            "minimization phase in which it decreases slowly.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 2.2.1 and 4.3, Fig. 1",
-            measured=sgd,
+        book(
+            "transient-then-minimization",
+            sgd,
+            eff,
             premises=[premise],
-            effect=eff,
-            verdict=verdict_for(eff, direction=1),
-            scale=setup.name,
-            detail=f"measured = per init, the share of SGD's total training-loss decrease reached after the first "
-            f"quarter of training ({at[0]} of {setup.epochs} epochs); effect = share - 1/2 over {reps} inits "
-            f"(paired t); held if above 0. Adam: "
-            + ", ".join(f"{share['adam', k]:.3f}" for k in range(reps))
-            + ". On log loss: SGD "
-            + ", ".join(f"{log_share['sgd', k]:.3f}" for k in range(reps))
-            + ", Adam "
-            + ", ".join(f"{log_share['adam', k]:.3f}" for k in range(reps))
-            + ". The learning-rate schedule (halved between 8 stages) slows the late phase by design.",
+            switch=at[0],
+            epochs=setup.epochs,
+            reps=reps,
+            adam=", ".join(f"{share['adam', k]:.3f}" for k in range(reps)),
+            log_sgd=", ".join(f"{log_share['sgd', k]:.3f}" for k in range(reps)),
+            log_adam=", ".join(f"{log_share['adam', k]:.3f}" for k in range(reps)),
         ),
     ]
     return FigureResult(
@@ -120,17 +119,12 @@ def fig1(runs: ImRuns) -> FigureResult:
         "Adam from every initialization of the shared pool, log axis; dotted lines at the epochs where Fig. 7 "
         "switches optimizer. The paper's Fig. 1 is a schematic learning curve; this one is measured. Scaled "
         "down from the paper (see scaling).",
-        panels=[Panel("learning_curve", plotly=f[0], mpl=f[1])],
+        panels=[f],
         claims=claims,
         scaling=setup.scaling(reps, initializations=f"{reps} per method"),
     )
 
 
-@register_figure(
-    "im_fig1",
-    paper="im",
-    title="Im et al. Fig. 1: learning curve, transient and minimization phases",
-    scales=("medium",),
-)
+@register_figure("im_fig1", title="Im et al. Fig. 1: learning curve, transient and minimization phases", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig1(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

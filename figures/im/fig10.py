@@ -17,16 +17,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.im._setup import (
-    LINESTYLES,
-    Curve,
-    ImRuns,
-    color,
-    converged_premise,
-    im_figure,
-    small_multiples,
-)
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.im._setup import GALLERY, LINESTYLES, Curve, ImRuns, color, converged_premise, im_figure, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import paired_effect
 from landscape.analyze import line
@@ -59,14 +51,19 @@ def fig10(runs: ImRuns) -> FigureResult:
         (LABELS[m], [Curve(alphas, loss[m, k], f"init {k}", color(m), dash[k % len(dash)]) for k in range(reps)])
         for m in METHODS
     ]
-    f = small_multiples(
-        panels,
+    (f,) = multiples_panels(
+        [
+            (
+                "beyond_final",
+                panels,
+                "alpha (0: init, 1: final)",
+                "training loss",
+                "Fig. 10: interpolation from the initial to the final weights, to alpha 2",
+            )
+        ],
         cols=4,
-        xlabel="alpha (0: init, 1: final)",
-        ylabel="training loss",
         logy=True,
         vlines=[1.0],
-        title="Fig. 10: interpolation from the initial to the final weights, to alpha 2",
     )
     past_min = {
         key: float(np.min(z[past]) / z[i1]) if np.isfinite(z).all() and z[i1] > 0 else np.nan for key, z in loss.items()
@@ -92,17 +89,12 @@ def fig10(runs: ImRuns) -> FigureResult:
         caption="Fig. 10: training loss on the line from the initial (alpha 0) through the final weights (alpha 1, "
         "dotted) to alpha 2, per method (one line style per initialization). Scaled down from the paper (see "
         "scaling).",
-        panels=[Panel("beyond_final", plotly=f[0], mpl=f[1])],
+        panels=[f],
         claims=claims,
         scaling=setup.scaling(reps, initializations=f"{reps} per method", line="41 points, alpha in [0, 2]"),
     )
 
 
-@register_figure(
-    "im_fig10",
-    paper="im",
-    title="Im et al. Fig. 10: init -> final interpolation continued to alpha 2",
-    scales=("medium",),
-)
+@register_figure("im_fig10", title="Im et al. Fig. 10: init -> final interpolation continued to alpha 2", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig10(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.im._setup import SOURCE, Curve, ImRuns, Run, RunSpec, im_figure, small_multiples
-from figures.verdict import at_least, at_most, paired_effect, verdict_for
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.im._setup import GALLERY, Curve, ImRuns, Run, RunSpec, im_figure, multiples_panels
+from figures.verdict import at_least, at_most, paired_effect
 from landscape.analyze import line
 from landscape.evaluate import evaluate_points
 from landscape.plot import PALETTE, tint
@@ -133,26 +134,29 @@ def fig11(runs: ImRuns) -> FigureResult:
                 ],
             )
         )
-    ft = small_multiples(
-        curves,
+    (ft,) = multiples_panels(
+        [("training", curves, "epoch", "", "Fig. 11(a): NIN trained with SGD from exotic and He initializations")],
         cols=2,
-        xlabel="epoch",
-        ylabel="",
         width=4.4,
         height=3.2,
         sharey=False,
-        title="Fig. 11(a): NIN trained with SGD from exotic and He initializations",
     )
-    fl = small_multiples(
+    by_init = [
+        (_name(i), [Curve(alphas, lines[bn, i], lab(bn, i), _COLORS[bn, i], dash=_STYLE[bn, i]) for bn in bns])
+        for i in range(len(INITS))
+    ]
+    (fl,) = multiples_panels(
         [
-            (_name(i), [Curve(alphas, lines[bn, i], lab(bn, i), _COLORS[bn, i], dash=_STYLE[bn, i]) for bn in bns])
-            for i in range(len(INITS))
+            (
+                "init_final",
+                by_init,
+                "alpha (0: init, 1: final)",
+                "training loss",
+                "Fig. 11(b): loss from the initial to the final weights",
+            )
         ],
         cols=3,
-        xlabel="alpha (0: init, 1: final)",
-        ylabel="training loss",
         logy=True,
-        title="Fig. 11(b): loss from the initial to the final weights",
     )
 
     exotic = range(len(INITS) - 1)
@@ -204,68 +208,26 @@ def fig11(runs: ImRuns) -> FigureResult:
     e2 = paired_effect(fl_vals, 0.01) if np.isfinite(fl_vals).all() else None
     e3 = paired_effect(with_bn, 0.5)
     e4 = paired_effect(gap, 0.0)
+    book = ClaimBook("im_fig11", scale=setup.name)
     claims = [
-        Claim(
-            statement="Without batch normalization, NIN does not train at all from N(-10, 0.01) or N(-1, 1) "
-            "initializations.",
-            paper_value=None,
-            source=f"{SOURCE}, A.5, Fig. 11",
-            measured=no_bn,
-            premises=[he_nobn],
-            effect=e1,
-            verdict=verdict_for(e1, direction=-1),
-            scale=setup.name,
-            detail=f"measured = per seed, the better exotic run's final training accuracy; effect = that minus 20% "
-            f"over {reps} seeds (paired t); held if below 0 (chance 10%). {accs}.{note}",
-        ),
-        Claim(
-            statement="Around these initializations the loss surface is a plateau rather than a bad local minimum.",
-            paper_value=None,
-            source=f"{SOURCE}, A.5, Fig. 11(b)",
-            measured=fl_vals,
+        book("no-bn-does-not-train", no_bn, e1, premises=[he_nobn], reps=reps, accuracies=accs, stopped=note),
+        book(
+            "plateau-not-minimum",
+            fl_vals,
+            e2,
             premises=[stuck],
-            effect=e2,
-            verdict=verdict_for(e2, direction=-1) if e2 else "not tested",
-            scale=setup.name,
-            detail="measured = per seed, the larger relative change of the training loss around the initialization "
-            "(training path and two random directions of 10% of ||theta_0||) of the two nets without "
-            f"BatchNorm; effect = that minus 0.01 over {reps} seeds (paired t); held if below 0. Per run: "
-            + ", ".join(f"{_name(i)} seed {k} {flat[i, k]:.3g}" for i in exotic for k in ks)
-            + ".",
+            reps=reps,
+            per_run=", ".join(f"{_name(i)} seed {k} {flat[i, k]:.3g}" for i in exotic for k in ks),
         ),
-        Claim(
-            statement="With batch normalization, NIN trains from these initializations (slowly) and finds a local "
-            "minimum.",
-            paper_value=None,
-            source=f"{SOURCE}, A.5, Fig. 11",
-            measured=with_bn,
-            premises=[he_bn],
-            effect=e3,
-            verdict=verdict_for(e3, direction=1),
-            scale=setup.name,
-            detail=f"measured = per seed, the worse exotic BatchNorm run's final training accuracy; effect = that "
-            f"minus 50% over {reps} seeds (paired t); held if above 0. {accs}.",
-        ),
-        Claim(
-            statement="The minimum found from the exotic initializations (with batch normalization) is not as good as "
-            "the one found from small initial values.",
-            paper_value=None,
-            source=f"{SOURCE}, A.5",
-            measured=gap,
-            premises=[trained],
-            effect=e4,
-            verdict=verdict_for(e4, direction=-1),
-            scale=setup.name,
-            detail=f"measured = per seed, best exotic test accuracy minus the He-initialized one (points); effect over "
-            f"{reps} seeds (paired t); held if below 0.",
-        ),
+        book("bn-trains", with_bn, e3, premises=[he_bn], reps=reps, accuracies=accs),
+        book("exotic-minimum-worse", gap, e4, premises=[trained], reps=reps),
     ]
     return FigureResult(
         caption="Fig. 11: the NIN-style net trained with SGD from every convolution weight and bias drawn from "
         "N(-10, 0.01) (blue) or N(-1, 1) (red), and from He's initialization (green), with BatchNorm "
         "(solid) and without (dashed, light). (a) training loss and accuracy per epoch; (b) training loss from "
         "the initial to the final weights. Scaled down from the paper (see scaling).",
-        panels=[Panel("training", plotly=ft[0], mpl=ft[1]), Panel("init_final", plotly=fl[0], mpl=fl[1])],
+        panels=[ft, fl],
         claims=claims,
         scaling=setup.scaling(
             setup.repetitions_nin,
@@ -276,11 +238,6 @@ def fig11(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig11",
-    paper="im",
-    title="Im et al. Fig. 11: NIN from exotic initializations, with/without BN",
-    scales=("medium",),
-)
+@register_figure("im_fig11", title="Im et al. Fig. 11: NIN from exotic initializations, with/without BN", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig11(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

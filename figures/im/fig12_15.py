@@ -44,22 +44,13 @@ from typing import Any
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.im._measures import converged_premise, rise_score
+from figures.im._setup import GALLERY, Curve, ImRuns, Run, RunSpec, color, history_curve, im_figure, switching_panels
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.im._setup import (
-    SOURCE,
-    Curve,
-    ImRuns,
-    Run,
-    RunSpec,
-    color,
-    converged_premise,
-    im_figure,
-    rise_score,
-    small_multiples,
-)
 from figures.im.fig7 import slope_change
-from figures.verdict import at_least, paired_effect, verdict_for
+from figures.verdict import at_least, paired_effect
 from landscape.analyze import line
 
 __all__ = ["SWITCHES", "SwitchFigure", "switch_figure"]
@@ -219,55 +210,33 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
     e1 = paired_effect(np.log(scores), 0.0) if np.isfinite(scores).all() and min(scores) > 0 else None
     e2 = paired_effect(jumps, 0.0)
     e3 = paired_effect(rels, 0.5) if np.isfinite(rels).all() else None
-    src = f"{SOURCE}, Sec. 4.3 and A.6, Fig. {number}"
-    pair = f"{LABELS[sf.a]} and {LABELS[sf.b]}"
+    book = ClaimBook(f"im_fig{number}", scale=setup.name)  # one table per figure: the pair is in the statements
     claims = [
-        Claim(
-            statement=f"Switching between {pair} ({sf.arch.upper()}), however late (here at {latest:.0%} of "
-            "training), ends in a different local minimum from the unswitched method's.",
-            paper_value=None,
-            source=src,
-            measured=scores,
+        book(
+            "late-switch-different-minimum",
+            scores,
+            e1,
             premises=[before((latest,)), conv],
-            effect=e1,
-            verdict=verdict_for(e1, direction=1) if e1 else "not tested",
-            scale=setup.name,
-            detail=f"measured = per init, the weakest rise score (peak / max(2 x larger endpoint loss, endpoint + 0.05 "
-            f"nats); >= 1 is a sharp rise) on the line from the first method's unswitched minimum to the run "
-            f"switched at {latest:.0%}, over both directions and {len(variants)} rate panel(s); effect = mean "
-            f"log score over {reps} inits (paired t against 0); held if above 0."
-            + ("" if e1 else " Not tested: a score is not finite (a loss diverged)."),
+            latest=latest,
+            panels=len(variants),
+            reps=reps,
+            not_tested="" if e1 else " Not tested: a score is not finite (a loss diverged).",
         ),
-        Claim(
-            statement=f"After a switch between {pair}, the training accuracy goes to the accuracy characteristic of "
-            "the new method.",
-            paper_value=None,
-            source=src,
-            measured=jumps,
+        book(
+            "accuracy-jumps-to-new-method",
+            jumps,
+            e2,
             premises=[before(FRACTIONS), conv, differ],
-            effect=e2,
-            verdict=verdict_for(e2, direction=1),
-            scale=setup.name,
-            detail="measured = per init, mean over the switched runs of |final accuracy - first method's| - |final "
-            "accuracy - second method's| (training accuracy, points; positive: nearer the new method); effect "
-            f"over {reps} inits (paired t against 0); held if above 0. Unswitched accuracy gaps: "
-            + ", ".join(f"{g:.2f}" for g in acc_gap)
-            + " points.",
+            reps=reps,
+            gaps=", ".join(f"{g:.2f}" for g in acc_gap),
         ),
-        Claim(
-            statement=f"The distance between the initial and current weights changes behaviour after switching "
-            f"between {pair}.",
-            paper_value=None,
-            source=src,
-            measured=rels,
+        book(
+            "distance-changes-behaviour",
+            rels,
+            e3,
             premises=[before(FRACTIONS), conv],
-            effect=e3,
-            verdict=verdict_for(e3, direction=1) if e3 else "not tested",
-            scale=setup.name,
-            detail="growth of ||theta_t - theta_0|| per epoch after the switch, switched vs unswitched run over the "
-            "same epochs; measured = per init, the smallest relative difference over the switched runs; "
-            f"effect = that minus 0.5 over {reps} inits (paired t); held if above 0 (every switch changes the "
-            "growth by more than 50%)." + ("" if e3 else " Not tested: a slope is not finite."),
+            reps=reps,
+            not_tested="" if e3 else " Not tested: a slope is not finite.",
         ),
     ]
 
@@ -277,65 +246,43 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
         tag = f" ({'abc'[v]})" if len(variants) > 1 else ""
         for x, y in dirs:
             title = f"{LABELS[x]} -> {LABELS[y]}{tag}"
-            base = [
-                Curve(np.arange(len(got["plain", m, 0].history)), None, LABELS[m], color(m), dash=True, width=1.2)
-                for m in (x, y)
-            ]
-            for metric, sc_, panels in (("trainset_accuracy", 100.0, acc_panels), ("dist_init", 1.0, dist_panels)):
-                cs = [dataclasses.replace(c, y=sc_ * got["plain", m, 0].curve(metric)) for c, m in zip(base, (x, y))]
-                for i, f in enumerate(FRACTIONS):
-                    r = got[x, y, f, 0, v]
-                    cs.append(
-                        Curve(
-                            np.arange(len(r.history)),
-                            sc_ * r.curve(metric),
-                            r.label,
-                            _SHADES[(0 if x == sf.a else 3) + i],
-                        )
-                    )
-                panels.append((title, cs))
+            shades = _SHADES[:3] if x == sf.a else _SHADES[3:]
+            for metric, sc_, subplots in (("trainset_accuracy", 100.0, acc_panels), ("dist_init", 1.0, dist_panels)):
+                cs = [
+                    history_curve(got["plain", m, 0], metric, LABELS[m], color(m), scale=sc_, dash=True, width=1.2)
+                    for m in (x, y)
+                ]
+                cs += [
+                    history_curve(got[x, y, f, 0, v], metric, got[x, y, f, 0, v].label, shades[i], scale=sc_)
+                    for i, f in enumerate(FRACTIONS)
+                ]
+                subplots.append((title, cs))
             cs = [
-                Curve(alphas, lines0[x, y, f, v], got[x, y, f, 0, v].label, _SHADES[(0 if x == sf.a else 3) + i])
-                for i, f in enumerate(FRACTIONS)
+                Curve(alphas, lines0[x, y, f, v], got[x, y, f, 0, v].label, shades[i]) for i, f in enumerate(FRACTIONS)
             ]
             line_panels.append((f"from {LABELS[x]}'s minimum (0) to{tag} ...", cs))
     name = f"Fig. {number} ({sf.arch.upper()})"
-    fa = small_multiples(
+    panels = switching_panels(
+        at,
         acc_panels,
-        cols=2,
-        xlabel="epoch",
-        ylabel="training accuracy (%)",
-        vlines=at,
-        title=f"{name}: training accuracy when switching (dotted: switch epochs)",
-    )
-    fd = small_multiples(
         dist_panels,
-        cols=2,
-        xlabel="epoch",
-        ylabel="||theta_t - theta_0||",
-        vlines=at,
-        title=f"{name}: distance from the initial weights",
-    )
-    fl = small_multiples(
         line_panels,
-        cols=2,
-        xlabel="alpha",
-        ylabel="training loss",
-        logy=True,
-        title=f"{name}: loss from the unswitched minimum to the switched runs' minima",
+        (
+            f"{name}: training accuracy when switching (dotted: switch epochs)",
+            f"{name}: distance from the initial weights",
+            f"{name}: loss from the unswitched minimum to the switched runs' minima",
+        ),
+        accuracy_label="training accuracy (%)",
     )
     rates = " | ".join(f"({'abc'[v]}) {_rates(sf, v)}" for v in variants)
     return FigureResult(
-        caption=f"Fig. {number}: the {sf.arch.upper()} trained with {pair} from one initialization, unswitched "
+        caption=f"Fig. {number}: the {sf.arch.upper()} trained with {LABELS[sf.a]} and {LABELS[sf.b]} from one "
+        "initialization, unswitched "
         f"(dashed) and switched to the other method at {', '.join(f'{f:.0%}' for f in FRACTIONS)} of training "
         "(labels: epochs of each). Top: training accuracy; middle: distance from the initial weights; bottom: "
         "training loss on the line from the unswitched minimum to each switched run's minimum. Learning rates "
         f"before -> after the switch: {rates}. Scaled down from the paper (see scaling).",
-        panels=[
-            Panel("accuracy", plotly=fa[0], mpl=fa[1]),
-            Panel("distance", plotly=fd[0], mpl=fd[1]),
-            Panel("interpolation", plotly=fl[0], mpl=fl[1]),
-        ],
+        panels=panels,
         claims=claims,
         scaling=setup.scaling(
             reps,
@@ -348,7 +295,7 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
 
 
 def _register(number: int, title: str) -> None:
-    @register_figure(f"im_fig{number}", paper="im", title=title, scales=("medium",))
+    @register_figure(f"im_fig{number}", title=title, **GALLERY)
     def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
         return switch_figure(scale, data_dir, cache=cache_dir(out, "im"), progress=progress, number=number)
 

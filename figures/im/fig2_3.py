@@ -21,18 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.im._setup import GALLERY, ImRuns, RunSpec, converged_premise, im_figure, rise, rise_score
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.im._setup import (
-    SOURCE,
-    ImRuns,
-    RunSpec,
-    converged_premise,
-    im_figure,
-    rise,
-    rise_score,
-)
-from figures.verdict import paired_effect, verdict_for
+from figures.verdict import paired_effect
 from landscape.analyze import barycentric, bilinear, line
 from landscape.plot import plot_barycentric, plot_bilinear
 
@@ -115,38 +108,26 @@ def fig2_3(runs: ImRuns) -> FigureResult:
         s3.append(float(min(sc.values())))
     eff2 = paired_effect(np.log(s2), 0.0) if s2 else None
     eff3 = paired_effect(np.log(s3), 0.0)
+    book = ClaimBook("im_fig2_3", scale=setup.name)
     claims = [
-        Claim(
-            statement="The minima SGD reaches from two different initializations are separated by high loss (Fig. 2).",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.1, Fig. 2",
-            measured=s2,
+        book(
+            "sgd-minima-separated",
+            s2,
+            eff2,
             premises=[premise],
-            effect=eff2,
-            verdict=verdict_for(eff2, direction=1) if eff2 else "not tested",
-            scale=setup.name,
-            detail=f"measured = rise score of the loss on the straight line between the SGD minima of inits k and "
-            f"k + 1 ({len(s2)} pairs of the {reps} inits; score = peak / max(2 x larger endpoint loss, endpoint "
-            f"+ 0.05 nats), >= 1 is a sharp rise); effect = mean log score (paired t against 0); held if above "
-            f"0. Drawn pair (inits 0, 1): peak {r2[0]:.3g}x the larger endpoint loss (+{r2[1]:.3g} nats).",
+            pairs=len(s2),
+            reps=reps,
+            ratio=r2[0],
+            nats=r2[1],
         ),
-        Claim(
-            statement="Even in 2-D projections through the minima of four methods from one initialization, the "
-            "minima are separated by high loss (Fig. 3).",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.1, Fig. 3",
-            measured=s3,
+        book(
+            "four-minima-separated",
+            s3,
+            eff3,
             premises=[premise],
-            effect=eff3,
-            verdict=verdict_for(eff3, direction=1),
-            scale=setup.name,
-            detail=f"measured = per init, the weakest rise score on the four edges of the bilinear square (SGD, Adam, "
-            f"Adadelta, RMSprop minima); effect = mean log score over {reps} inits (paired t against 0); held "
-            f"if above 0. Per init: "
-            + "; ".join(", ".join(f"{pair[e]} {v:.2g}" for e, v in sc.items()) for sc in e3k)
-            + ". Drawn init 0: "
-            + ", ".join(f"{pair[e]} {v[0]:.3g}x (+{v[1]:.3g})" for e, v in e3.items())
-            + ".",
+            reps=reps,
+            per_init="; ".join(", ".join(f"{pair[e]} {v:.2g}" for e, v in sc.items()) for sc in e3k),
+            drawn=", ".join(f"{pair[e]} {v[0]:.3g}x (+{v[1]:.3g})" for e, v in e3.items()),
         ),
     ]
     panels = [
@@ -170,11 +151,6 @@ def fig2_3(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig2_3",
-    paper="im",
-    title="Im et al. Figs. 2-3: slices through SGD minima, four methods' minima",
-    scales=("medium",),
-)
+@register_figure("im_fig2_3", title="Im et al. Figs. 2-3: slices through SGD minima, four methods' minima", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig2_3(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

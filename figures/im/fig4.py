@@ -18,23 +18,18 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy.stats import f_oneway
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.im._setup import GALLERY, ImRuns, converged_premise, im_figure, mpl_grid, no_difference
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.im._setup import (
-    SOURCE,
-    ImRuns,
-    converged_premise,
-    im_figure,
-    mpl_grid,
-    no_difference,
-)
-from figures.verdict import at_most, paired_effect, verdict_for
+from figures.verdict import at_most, paired_effect
 from landscape.plot import PALETTE
 from landscape.train import METHODS
 
@@ -108,14 +103,6 @@ def fig4(runs: ImRuns) -> FigureResult:
     # ---- claims
     margin = 1.0  # percentage points, fixed before measuring
     premise = converged_premise(list(grid.values()), runs.surface_data())
-    f_m, p_m = anova(list(test))
-    means_te = test.mean(1)
-    hi_m, lo_m = int(np.argmax(means_te)), int(np.argmin(means_te))
-    eff_m = paired_effect(100 * test[hi_m], 100 * test[lo_m])
-    f_i, p_i = anova(list(test.T)) if reps >= 2 else (math.nan, math.nan)
-    means_i = test.mean(0)
-    hi_i, lo_i = int(np.argmax(means_i)), int(np.argmin(means_i))
-    eff_i = paired_effect(100 * test[:, hi_i], 100 * test[:, lo_i])  # paired over the 7 methods
     means_tr = train.mean(1)
     idx = {m: i for i, m in enumerate(METHODS)}
     three = [idx[m] for m in ("adam", "rmsprop", "adadelta")]
@@ -128,54 +115,56 @@ def fig4(runs: ImRuns) -> FigureResult:
         0.5,
         detail="fraction of the runs at 100% training accuracy; at most half",
     )
-    table_te = ", ".join(f"{n} {100 * v:.2f}" for n, v in zip(names, means_te))
+    table_te = ", ".join(f"{n} {100 * v:.2f}" for n, v in zip(names, test.mean(1)))
     table_tr = ", ".join(f"{n} {100 * v:.2f}" for n, v in zip(names, means_tr))
     losses = ", ".join(
         f"{n} {np.mean([grid[m, k].last('trainset_loss') for k in range(reps)]):.2g}" for n, m in zip(names, METHODS)
     )
+
+    def no_difference_between(groups: np.ndarray) -> tuple[dict[str, Any], int, int]:
+        """A "no difference" claim across the rows of ``groups`` (test accuracy, paired over the columns).
+
+        Returns:
+            The claim's measures (mean per row in %; one-way ANOVA; best minus worst row in points), and the rows
+            of the best and the worst mean.
+        """
+        f, p = anova(list(groups))
+        means = groups.mean(1)
+        hi, lo = int(np.argmax(means)), int(np.argmin(means))
+        eff = paired_effect(100 * groups[hi], 100 * groups[lo])
+        measures = {
+            "measured": list(100 * means),
+            "effect": eff,
+            "verdict": no_difference(p, eff, margin),
+            "f": f,
+            "p": p,
+        }
+        return measures, hi, lo
+
+    methods, best, worst = no_difference_between(test)  # paired over the inits
+    inits, _, _ = no_difference_between(test.T)  # paired over the 7 methods
+    book = ClaimBook("im_fig4", scale=setup.name)
     claims = [
-        Claim(
-            statement="The generalization (test) accuracy of the minima found by the different methods is not "
-            "significantly different.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.2, Fig. 4(b)",
-            measured=list(100 * means_te),
+        book(
+            "test-accuracy-equal",
             premises=[premise],
-            effect=eff_m,
-            verdict=no_difference(p_m, eff_m, margin),
-            scale=setup.name,
-            detail=f"measured = mean test accuracy (%) per method over {reps} inits ({table_te}); one-way ANOVA across "
-            f"methods F = {f_m:.3g}, p = {p_m:.3g}; effect = best ({names[hi_m]}) minus worst ({names[lo_m]}) "
-            f"method, paired over inits (points); held if p >= 0.05 and that interval lies within +-{margin:g} "
-            "point, not held if p < 0.05.",
+            reps=reps,
+            table=table_te,
+            best=names[best],
+            worst=names[worst],
+            margin=margin,
+            **methods,
         ),
-        Claim(
-            statement="In training accuracy SGD finds the minima with the lowest accuracy, and Adam, RMSprop and "
-            "Adadelta those with the highest.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.2, Fig. 4(a)",
-            measured=list(100 * means_tr),
+        book(
+            "sgd-lowest-training-accuracy",
+            list(100 * means_tr),
+            eff_o,
             premises=[premise, ceiling],
-            effect=eff_o,
-            verdict=verdict_for(eff_o, direction=1),
-            scale=setup.name,
-            detail=f"measured = mean training accuracy (%) per method ({table_tr}); effect = mean of Adam, RMSprop and "
-            f"Adadelta minus SGD, paired over {reps} inits (points); held if above 0. Final training loss: "
-            f"{losses}.",
+            table=table_tr,
+            reps=reps,
+            losses=losses,
         ),
-        Claim(
-            statement="There is no relationship between the weight initialization and the test accuracy.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.2",
-            measured=list(100 * means_i),
-            premises=[premise],
-            effect=eff_i,
-            verdict=no_difference(p_i, eff_i, margin),
-            scale=setup.name,
-            detail=f"measured = mean test accuracy (%) per init over the 7 methods; one-way ANOVA across the {reps} "
-            f"inits F = {f_i:.3g}, p = {p_i:.3g}; effect = best minus worst init paired over the methods; held "
-            f"if p >= 0.05 and that interval lies within +-{margin:g} point, not held if p < 0.05.",
-        ),
+        book("accuracy-independent-of-init", premises=[premise], reps=reps, margin=margin, **inits),
     ]
     return FigureResult(
         caption="Fig. 4: accuracy of the final weights of every method over the whole training set (a) and test set "
@@ -187,8 +176,6 @@ def fig4(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig4", paper="im", title="Im et al. Fig. 4: training and test accuracy per method and init", scales=("medium",)
-)
+@register_figure("im_fig4", title="Im et al. Fig. 4: training and test accuracy per method and init", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig4(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

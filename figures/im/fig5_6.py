@@ -28,22 +28,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.im._setup import (
-    LINESTYLES,
-    SOURCE,
-    Curve,
-    ImRuns,
-    color,
-    converged_premise,
-    first_crossing,
-    im_figure,
-    mpl_grid,
-    small_multiples,
-)
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.im._measures import converged_premise, first_crossing
+from figures.im._setup import GALLERY, LINESTYLES, Curve, ImRuns, color, im_figure, mpl_grid, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im.fig4 import anova
-from figures.verdict import Verdict, at_most, paired_effect, verdict_for
+from figures.verdict import Verdict, at_most, paired_effect
 from landscape.analyze import line, line_distance
 from landscape.train import METHODS
 
@@ -114,22 +105,6 @@ def fig5_6(runs: ImRuns) -> FigureResult:
             c6.append(Curve(d, z, f"init {k}", color(m), dash[k % len(dash)], marks=(length,)))
         p5.append((LABELS[m], c5))
         p6.append((LABELS[m], c6))
-    f5 = small_multiples(
-        p5,
-        cols=4,
-        xlabel="alpha (init 0 -> final 1)",
-        ylabel="training loss",
-        logy=True,
-        title="Fig. 5(a,c): loss from the initial to the final weights, per method and init",
-    )
-    f6 = small_multiples(
-        p6,
-        cols=4,
-        xlabel="distance from the final weights (Eq. 1)",
-        ylabel="training loss",
-        logy=True,
-        title="Fig. 6: loss vs absolute distance from the minimum (dot: the init)",
-    )
     pairs = [
         (
             f"{LABELS[a]} (0) -> {LABELS[b]} (1)",
@@ -137,13 +112,31 @@ def fig5_6(runs: ImRuns) -> FigureResult:
         )
         for a, b in PAIRS
     ]
-    f5b = small_multiples(
-        pairs,
-        cols=3,
-        xlabel="alpha",
-        ylabel="training loss",
+    loss = "training loss"
+    fig5, fig6 = multiples_panels(
+        [
+            (
+                "fig5_init_final",
+                p5,
+                "alpha (init 0 -> final 1)",
+                loss,
+                "Fig. 5(a,c): loss from the initial to the final weights, per method and init",
+            ),
+            (
+                "fig6_distance",
+                p6,
+                "distance from the final weights (Eq. 1)",
+                loss,
+                "Fig. 6: loss vs absolute distance from the minimum (dot: the init)",
+            ),
+        ],
+        cols=4,
         logy=True,
-        title="Fig. 5(b,d): loss between the finals of two methods, per init",
+    )
+    (fig5b,) = multiples_panels(
+        [("fig5_final_final", pairs, "alpha", loss, "Fig. 5(b,d): loss between the finals of two methods, per init")],
+        cols=3,
+        logy=True,
     )
 
     wfig = make_subplots(
@@ -211,48 +204,20 @@ def fig5_6(runs: ImRuns) -> FigureResult:
         v_char, why = Verdict.NOT_TESTED, "needs at least 2 initializations per method and finite widths. "
     else:
         v_char, why = (Verdict.HELD if p_m < 0.05 else Verdict.INCONCLUSIVE), ""
+    book = ClaimBook("im_fig5_6", scale=setup.name)
     claims = [
-        Claim(
-            statement="The basins around the minima found by Adam and Adam+RK2 are larger than those found by SGD and "
-            "SGD+RK2: the training loss stays small over a wider range of alpha (init -> final).",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.2, Fig. 5(a,c)",
-            measured=r_rel,
+        book("adam-basins-wider-in-alpha", r_rel, eff_rel, premises=premises, reps=reps),
+        book(
+            "adam-basins-wider-in-distance",
+            r_abs,
+            eff_abs,
             premises=premises,
-            effect=eff_rel,
-            verdict=verdict_for(eff_rel, direction=1),
-            scale=setup.name,
-            detail=f"width = fraction of ||init - final|| from the final at which the loss doubles; measured = per "
-            f"init, Adam-family mean / SGD-family mean; effect = mean log ratio over {reps} inits (paired t "
-            "against 0); held if above 0.",
+            reps=reps,
+            per_method=per,
+            half=r_half,
         ),
-        Claim(
-            statement="Measured as absolute distance in parameter space (Eq. 1), the basins of Adam-family minima are "
-            "wider than those of SGD-family minima.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.2, Fig. 6",
-            measured=r_abs,
-            premises=premises,
-            effect=eff_abs,
-            verdict=verdict_for(eff_abs, direction=1),
-            scale=setup.name,
-            detail=f"width = distance from the final weights at which the loss doubles; measured = per init, "
-            f"Adam-family / SGD-family width; effect = mean log ratio over {reps} inits (paired t); held if "
-            f"above 0. Mean width per method: {per}. Half-height width ratio (loss halfway to the init's), all "
-            f"inits: {r_half:.3g}.",
-        ),
-        Claim(
-            statement="The shape of the loss around the minima is characteristic of the method: strikingly similar "
-            "across runs of one method, different across methods.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.2 and Sec. 5, Fig. 5",
-            measured=eta2,
-            premises=premises,
-            verdict=v_char,
-            scale=setup.name,
-            detail=why + f"measured = share of the variance of log basin width (doubling distance) explained by the "
-            f"method (eta squared); one-way ANOVA across the 7 methods, {reps} inits each: F = {f_m:.3g}, "
-            f"p = {p_m:.3g}; held if p < 0.05, inconclusive otherwise.",
+        book(
+            "shape-characteristic-of-method", eta2, premises=premises, verdict=v_char, why=why, reps=reps, f=f_m, p=p_m
         ),
     ]
     return FigureResult(
@@ -261,12 +226,7 @@ def fig5_6(runs: ImRuns) -> FigureResult:
         "part against alpha; Fig. 6 the whole line against the absolute distance from the minimum, beyond the "
         "initialization (dots). Fig. 5(b,d): loss between the finals of pairs of methods, per initialization. "
         "Last panel: the basin widths the claims use. Scaled down from the paper (see scaling).",
-        panels=[
-            Panel("fig5_init_final", plotly=f5[0], mpl=f5[1]),
-            Panel("fig5_final_final", plotly=f5b[0], mpl=f5b[1]),
-            Panel("fig6_distance", plotly=f6[0], mpl=f6[1]),
-            Panel("basin_width", plotly=wfig, mpl=mw),
-        ],
+        panels=[fig5, fig5b, fig6, Panel("basin_width", plotly=wfig, mpl=mw)],
         claims=claims,
         scaling=setup.scaling(
             reps,
@@ -276,11 +236,6 @@ def fig5_6(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig5_6",
-    paper="im",
-    title="Im et al. Figs. 5-6: loss around each method's minima, several inits",
-    scales=("medium",),
-)
+@register_figure("im_fig5_6", title="Im et al. Figs. 5-6: loss around each method's minima, several inits", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig5_6(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

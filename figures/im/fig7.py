@@ -28,22 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.im._measures import converged_premise, rise, rise_score
+from figures.im._setup import GALLERY, Curve, ImRuns, Run, RunSpec, color, history_curve, im_figure, switching_panels
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.im._setup import (
-    SOURCE,
-    Curve,
-    ImRuns,
-    Run,
-    RunSpec,
-    color,
-    converged_premise,
-    im_figure,
-    rise,
-    rise_score,
-    small_multiples,
-)
-from figures.verdict import at_least, paired_effect, verdict_for
+from figures.verdict import at_least, paired_effect
 from landscape.analyze import line
 
 __all__ = ["fig7", "slope_change"]
@@ -67,16 +57,8 @@ def slope_change(switched: Run, plain: Run, at: int) -> tuple[float, float, floa
 
 def _curves(plain: dict[str, Run], switched: list[Run], a: str, b: str, metric: str, scale: float = 1.0) -> list[Curve]:
     """Per-epoch curves of the unswitched runs of ``a`` and ``b`` (dashed) and of the runs switched from ``a``."""
-    out = [
-        Curve(
-            np.arange(len(plain[m].history)), scale * plain[m].curve(metric), LABELS[m], color(m), dash=True, width=1.2
-        )
-        for m in (a, b)
-    ]
-    return out + [
-        Curve(np.arange(len(r.history)), scale * r.curve(metric), r.label, _SHADES[a][i % 3])
-        for i, r in enumerate(switched)
-    ]
+    out = [history_curve(plain[m], metric, LABELS[m], color(m), scale=scale, dash=True, width=1.2) for m in (a, b)]
+    return out + [history_curve(r, metric, r.label, _SHADES[a][i % 3], scale=scale) for i, r in enumerate(switched)]
 
 
 @im_figure
@@ -122,29 +104,17 @@ def fig7(runs: ImRuns) -> FigureResult:
         cs.append(Curve(alphas, z, LABELS[b], color(b), dash=True))
         line_panels.append((f"from {LABELS[a]}'s minimum (0) to ... (1)", cs))
 
-    fa = small_multiples(
+    panels = switching_panels(
+        at,
         acc_panels,
-        cols=2,
-        xlabel="epoch",
-        ylabel="accuracy (%)",
-        vlines=at,
-        title="Fig. 7: accuracy when switching methods (dotted: switch epochs)",
-    )
-    fd = small_multiples(
         dist_panels,
-        cols=2,
-        xlabel="epoch",
-        ylabel="||theta_t - theta_0||",
-        vlines=at,
-        title="Fig. 7: distance from the initial weights per epoch",
-    )
-    fl = small_multiples(
         line_panels,
-        cols=2,
-        xlabel="alpha",
-        ylabel="training loss",
-        logy=True,
-        title="Fig. 7: loss between the unswitched minimum and the switched runs' minima",
+        (
+            "Fig. 7: accuracy when switching methods (dotted: switch epochs)",
+            "Fig. 7: distance from the initial weights per epoch",
+            "Fig. 7: loss between the unswitched minimum and the switched runs' minima",
+        ),
+        accuracy_label="accuracy (%)",
     )
 
     # ---- the claims over every initialization
@@ -199,49 +169,33 @@ def fig7(runs: ImRuns) -> FigureResult:
         f"{LABELS[a]}->{LABELS[b]} at {f:.0%}: {v[0]:.3g} vs {v[1]:.3g}/epoch" for (a, b, f), v in slopes.items()
     )
     a2s = [v for (a, _, _), v in drops.items() if a == "adam"]
+    book = ClaimBook("im_fig7", scale=setup.name)
     claims = [
-        Claim(
-            statement="However late the optimizer is switched (here at 75% of training), training ends in a "
-            "different local minimum.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.3, Fig. 7 (right column)",
-            measured=score_late,
+        book(
+            "late-switch-different-minimum",
+            score_late,
+            eff1,
             premises=[pre_late, conv],
-            effect=eff1,
-            verdict=verdict_for(eff1, direction=1),
-            scale=setup.name,
-            detail=f"measured = per init, the weaker rise score (peak / max(2 x larger endpoint loss, endpoint + 0.05 "
-            f"nats); >= 1 is a sharp rise) on the line from the unswitched method's minimum to the run switched "
-            f"at {late:.0%} (both directions); effect = mean log score over {reps} inits (paired t against 0); "
-            f"held if above 0. Init 0, all switches: {table}.",
+            late=late,
+            reps=reps,
+            table=table,
         ),
-        Claim(
-            statement="The distance between the initial and current weights changes behaviour drastically after "
-            "switching from one method to another.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.3, Fig. 7 (middle column)",
-            measured=min_rel,
+        book(
+            "distance-changes-behaviour",
+            min_rel,
+            eff2,
             premises=[pre_all, conv],
-            effect=eff2,
-            verdict=verdict_for(eff2, direction=1),
-            scale=setup.name,
-            detail=f"growth of ||theta_t - theta_0|| per epoch after the switch, switched vs unswitched run over the "
-            f"same epochs; measured = per init, the smallest relative difference over the {len(fr) * 2} "
-            f"switched runs; effect = that minus 0.5 over {reps} inits (paired t); held if above 0 (every "
-            f"switch changes the growth by more than 50%). Init 0: {sl}.",
+            switched=len(fr) * 2,
+            reps=reps,
+            slopes=sl,
         ),
-        Claim(
-            statement="The distance from the initial weights starts to decrease when switching from Adam to SGD.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.3, Fig. 7",
-            measured=a2s_k,
+        book(
+            "adam-to-sgd-distance-decreases",
+            a2s_k,
+            eff3,
             premises=[pre_adam, conv],
-            effect=eff3,
-            verdict=verdict_for(eff3, direction=-1),
-            scale=setup.name,
-            detail="measured = per init, the mean relative change of ||theta_t - theta_0|| from the switch to the end "
-            f"over the Adam -> SGD runs; effect over {reps} inits (paired t against 0); held if below 0. "
-            "Init 0: " + ", ".join(f"{v:+.1%}" for v in a2s) + ".",
+            reps=reps,
+            changes=", ".join(f"{v:+.1%}" for v in a2s),
         ),
     ]
     return FigureResult(
@@ -250,11 +204,7 @@ def fig7(runs: ImRuns) -> FigureResult:
         "accuracy; middle: distance of the weights from the initial ones; bottom: training loss on the line "
         "from the unswitched minimum (alpha 0) to each switched run's minimum and to the other method's "
         "(dashed). Scaled down from the paper (see scaling).",
-        panels=[
-            Panel("accuracy", plotly=fa[0], mpl=fa[1]),
-            Panel("distance", plotly=fd[0], mpl=fd[1]),
-            Panel("interpolation", plotly=fl[0], mpl=fl[1]),
-        ],
+        panels=panels,
         claims=claims,
         scaling=setup.scaling(
             setup.repetitions_switch,
@@ -266,8 +216,6 @@ def fig7(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig7", paper="im", title="Im et al. Fig. 7: switching between SGD and Adam at 25/50/75%", scales=("medium",)
-)
+@register_figure("im_fig7", title="Im et al. Fig. 7: switching between SGD and Adam at 25/50/75%", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig7(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

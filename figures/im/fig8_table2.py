@@ -27,21 +27,12 @@ import numpy as np
 from scipy.signal import find_peaks
 from tqdm.auto import tqdm
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.im._setup import (
-    LINESTYLES,
-    SOURCE,
-    Curve,
-    ImRuns,
-    RunSpec,
-    color,
-    converged_premise,
-    im_figure,
-    rise_score,
-    small_multiples,
-)
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.im._measures import converged_premise, rise_score
+from figures.im._setup import GALLERY, LINESTYLES, Curve, ImRuns, RunSpec, color, im_figure, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.verdict import at_least, paired_effect, verdict_for
+from figures.verdict import at_least, paired_effect
 from landscape.analyze import line
 from landscape.train import METHODS
 
@@ -113,13 +104,18 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
         )
         for m in METHODS
     ]
-    ft = small_multiples(
-        top,
+    (ft,) = multiples_panels(
+        [
+            (
+                "init_final",
+                top,
+                "alpha (init 0 -> final 1)",
+                "training loss",
+                "Fig. 8 (top): loss from the initial to the final weights, with (colour) and without (black) BatchNorm",
+            )
+        ],
         cols=4,
-        xlabel="alpha (init 0 -> final 1)",
-        ylabel="training loss",
         logy=True,
-        title="Fig. 8 (top): loss from the initial to the final weights, with (colour) and without (black) BatchNorm",
     )
     cmap = [
         "#1f77b4",
@@ -141,15 +137,20 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
                 for i, (a, b) in enumerate(pairs)
             ]
             bottom.append((f"{'with' if bn else 'without'} BatchNorm, init {k}", cs))
-    fb = small_multiples(
-        bottom,
+    (fb,) = multiples_panels(
+        [
+            (
+                "final_final",
+                bottom,
+                "alpha (final of the first method -> of the second)",
+                "training loss",
+                "Table 2 / Fig. 8 (bottom): loss between the finals of every pair of methods",
+            )
+        ],
         cols=reps,
-        xlabel="alpha (final of the first method -> of the second)",
-        ylabel="training loss",
         logy=True,
         width=4.2,
         height=3.0,
-        title="Table 2 / Fig. 8 (bottom): loss between the finals of every pair of methods",
     )
 
     # ---- claims
@@ -187,56 +188,29 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
         for bn in bns
     )
     untestable = "needs at least 2 initializations. " if reps < 2 else ""
+    book = ClaimBook("im_fig8_table2", scale=setup.name)
     claims = [
-        Claim(
-            statement="Without batch normalization, the quality of the local minimum a method finds depends much more "
-            "on the initialization.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.4, Fig. 8 vs Fig. 5",
-            measured=spread_m[False],
+        book(
+            "init-matters-without-bn",
+            spread_m[False],
+            eff1,
             premises=[conv],
-            effect=eff1,
-            verdict="not tested" if reps < 2 else verdict_for(eff1, direction=1),
-            scale=setup.name,
-            detail=untestable + f"measured = per method, the spread (max - min, points) of test accuracy over {reps} "
-            f"initializations without BatchNorm (mean {spread[False]:.2f}; with it {spread[True]:.2f}); effect "
-            f"= without minus with, paired over the 7 methods; held if above 0. Test accuracy (%) per init: "
-            f"{acc_tab}.",
+            verdict="not tested" if reps < 2 else None,
+            untestable=untestable,
+            reps=reps,
+            without=spread[False],
+            with_bn=spread[True],
+            accuracies=acc_tab,
         ),
-        Claim(
-            statement="With batch normalization the loss between minima shows sharp unimodal jumps; without it the "
-            "shapes are not necessarily unimodal (bumpy).",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.4, Table 2, Fig. 8",
-            measured=uni_k[False],
-            premises=[conv, barriers],
-            effect=eff2,
-            verdict=verdict_for(eff2, direction=1),
-            scale=setup.name,
-            detail=f"measured = per init, the share of the 21 final -> final paths without BatchNorm with at most one "
-            f"interior local maximum of prominence >= 2% of the path's range (with BatchNorm: {uni_k[True]}); "
-            f"effect = with minus without, paired over {reps} inits; held if above 0.",
-        ),
-        Claim(
-            statement="Without batch normalization the barriers between minima are wide; with it they are sharp.",
-            paper_value=None,
-            source=f"{SOURCE}, Sec. 4.4, Fig. 8",
-            measured=wid_k[False],
-            premises=[conv, barriers],
-            effect=eff3,
-            verdict=verdict_for(eff3, direction=1),
-            scale=setup.name,
-            detail=f"measured = per init, the mean fraction of a final -> final path above halfway between its larger "
-            f"endpoint loss and its peak, without BatchNorm (with it: {wid_k[True]}); effect = without minus "
-            f"with, paired over {reps} inits; held if above 0.",
-        ),
+        book("unimodal-with-bn", uni_k[False], eff2, premises=[conv, barriers], with_bn=uni_k[True], reps=reps),
+        book("wide-barriers-without-bn", wid_k[False], eff3, premises=[conv, barriers], with_bn=wid_k[True], reps=reps),
     ]
     return FigureResult(
         caption="Fig. 8 / Table 2: the VGG-style net trained by every method with BatchNorm (colours) and without "
         "(black), from the same initialization seeds (line styles). Top: training loss from the initial to "
         "the final weights. Bottom: training loss between the final weights of every pair of methods, one "
         "panel per initialization and BatchNorm setting. Scaled down from the paper (see scaling).",
-        panels=[Panel("init_final", plotly=ft[0], mpl=ft[1]), Panel("final_final", plotly=fb[0], mpl=fb[1])],
+        panels=[ft, fb],
         claims=claims,
         scaling=setup.scaling(
             reps, initializations=f"{reps} per method and BatchNorm setting", batchnorm="with and without (same seeds)"
@@ -244,11 +218,6 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig8_table2",
-    paper="im",
-    title="Im et al. Fig. 8 / Table 2: minima with and without BatchNorm",
-    scales=("medium",),
-)
+@register_figure("im_fig8_table2", title="Im et al. Fig. 8 / Table 2: minima with and without BatchNorm", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig8_table2(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

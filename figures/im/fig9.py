@@ -23,22 +23,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.im._setup import (
-    SOURCE,
-    Curve,
-    ImRuns,
-    ImSetup,
-    Run,
-    RunSpec,
-    im_figure,
-    mpl_grid,
-    small_multiples,
-)
-from figures.verdict import at_most, paired_effect, verdict_for
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.im._setup import GALLERY, Curve, ImRuns, ImSetup, Run, RunSpec, im_figure, mpl_grid, small_multiples
+from figures.verdict import at_most, paired_effect
 from landscape.train import default_hyperparameters
 
 __all__ = ["GRIDS", "VARIANTS", "equal_evals", "fig9"]
@@ -203,56 +195,29 @@ def fig9(runs: ImRuns) -> FigureResult:
         for key, _, m, _, _ in VARIANTS
     )
 
-    def claim(key: str, ref: str, direction: int, statement: str, note: str = "") -> Claim:
+    def versus(key: str, ref: str) -> dict[str, Any]:
+        """What a claim of variant ``key`` against ``ref`` at equal gradient evaluations is decided on."""
         a, b = np.array(fin[key]), np.array(fin[ref])
         ok = np.isfinite(a) & np.isfinite(b)
         d = np.log(b[ok]) - np.log(a[ok])  # > 0: `key` reaches the lower loss
         eff = paired_effect(d, 0.0) if d.size else None
-        ratio = [float(x) for x in np.exp(-d)] if d.size else [math.nan]
-        return Claim(
-            statement=statement,
-            paper_value=None,
-            source=f"{SOURCE}, A.4, Fig. 9",
-            measured=ratio,
-            premises=[diverged((key, ref)), inside((key, ref))],
-            effect=eff,
-            verdict=verdict_for(eff, direction=direction) if eff else "not tested",
-            scale=setup.name,
-            detail=f"measured = per init, final training loss of {label[key]} (lr {best[key]:g}) / {label[ref]} (lr "
-            f"{best[ref]:g}) after the same gradient evaluations ({setup.epochs} epochs of SGD); effect = mean "
-            f"log({label[ref]} / {label[key]}) over {int(ok.sum())} inits (paired t); {note}Rates chosen on "
-            f"init 0 (final loss per rate): {grid_txt}.",
-        )
+        return {
+            "measured": [float(x) for x in np.exp(-d)] if d.size else [math.nan],
+            "effect": eff,
+            "premises": [diverged((key, ref)), inside((key, ref))],
+            "lr": best[key],
+            "ref_lr": best[ref],
+            "epochs": setup.epochs,
+            "inits": int(ok.sum()),
+            "grid": grid_txt,
+        }
 
+    book = ClaimBook("im_fig9", scale=setup.name)
     claims = [
-        claim(
-            "heun",
-            "sgd",
-            1,
-            "SGD+RK2 with Heun's coefficients outperforms SGD at equal gradient evaluations.",
-            "held if above 0. ",
-        ),
-        claim(
-            "ralston",
-            "sgd",
-            1,
-            "SGD+RK2 with Ralston's coefficients outperforms SGD at equal gradient evaluations.",
-            "held if above 0. ",
-        ),
-        claim(
-            "midpoint",
-            "sgd",
-            -1,
-            "SGD+RK2 with the Midpoint coefficients does not outperform SGD (the exception among the RK2 variants).",
-            "held if below 0 (SGD significantly better), not held if above, inconclusive otherwise. ",
-        ),
-        claim(
-            "adam_rk2",
-            "adam",
-            -1,
-            "Adam outperforms Adam+RK2: RK2 does not improve Adam.",
-            "held if below 0 (Adam lower). ",
-        ),
+        book("heun-beats-sgd", **versus("heun", "sgd")),
+        book("ralston-beats-sgd", **versus("ralston", "sgd")),
+        book("midpoint-does-not-beat-sgd", **versus("midpoint", "sgd")),
+        book("adam-beats-adam-rk2", **versus("adam_rk2", "adam")),
     ]
     return FigureResult(
         caption="Fig. 9: training accuracy (top) and loss (bottom) against gradient evaluations (an RK2 step counts "
@@ -274,8 +239,6 @@ def fig9(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_fig9", paper="im", title="Im et al. Fig. 9: SGD and Adam with Runge-Kutta (RK2) steps", scales=("medium",)
-)
+@register_figure("im_fig9", title="Im et al. Fig. 9: SGD and Adam with Runge-Kutta (RK2) steps", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return fig9(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

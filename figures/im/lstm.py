@@ -32,25 +32,24 @@ from pathlib import Path
 
 import numpy as np
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.im._measures import converged_premise, no_difference, rise_score
 from figures.im._setup import (
+    GALLERY,
     LINESTYLES,
-    SOURCE,
     Curve,
     ImRuns,
     ImSetup,
     RunSpec,
     color,
-    converged_premise,
     im_figure,
-    no_difference,
+    multiples_panels,
     ptb_dir,
-    rise_score,
-    small_multiples,
 )
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im.fig4 import anova
-from figures.verdict import paired_effect, verdict_for
+from figures.verdict import paired_effect
 from landscape.analyze import line
 
 __all__ = ["LSTM_METHODS", "lstm_figure", "lstm_setup"]
@@ -132,39 +131,31 @@ def lstm_figure(runs: ImRuns) -> FigureResult:
         f"{LABELS[m]} train {train[i].mean():.3f} / test {test[i].mean():.3f} (perplexity {np.exp(test[i].mean()):.0f})"
         for i, m in enumerate(methods)
     )
-    src = f"{SOURCE}, Sec. 3.4 and"
+    book = ClaimBook("im_lstm", scale=setup.name)
     claims = [
-        Claim(
-            statement="For every pair of optimization methods, the training loss on the straight line between their "
-            "final weights (LSTM, same initialization) rises sharply: each method finds a different "
-            "critical point.",
-            paper_value=None,
-            source=f"{src} 4.1, Table 1",
-            measured=scores,
+        book(
+            "pairs-rise-sharply",
+            scores,
+            e1,
             premises=[conv],
-            effect=e1,
-            verdict=verdict_for(e1, direction=1) if e1 else "not tested",
-            scale=setup.name,
-            detail=f"measured = per init, the weakest rise score over the {len(pairs)} pairs (peak / max(2 x larger "
-            "endpoint loss, endpoint + 0.05 nats); >= 1 is a sharp rise); effect = mean log score over "
-            f"{reps} inits (paired t against 0); held if above 0. Init 0 per pair: "
-            + ", ".join(f"{LABELS[a]}-{LABELS[b]} {rise_score(lines[a, b, 0]):.3g}" for a, b in pairs)
-            + "."
-            + ("" if e1 else " Not tested: a loss on a line is not finite."),
+            pairs=len(pairs),
+            reps=reps,
+            per_pair=", ".join(f"{LABELS[a]}-{LABELS[b]} {rise_score(lines[a, b, 0]):.3g}" for a, b in pairs),
+            not_tested="" if e1 else " Not tested: a loss on a line is not finite.",
         ),
-        Claim(
-            statement="The minima found by the different methods do not differ in quality (LSTM: test loss).",
-            paper_value=None,
-            source=f"{src} 4.2, Fig. 4",
-            measured=list(test.mean(1)),
+        book(
+            "quality-not-different",
+            list(test.mean(1)),
+            e2,
             premises=[conv],
-            effect=e2,
             verdict=no_difference(p, e2, MARGIN_NATS),
-            scale=setup.name,
-            detail=f"measured = mean per-word test loss (nats) per method ({', '.join(LABELS[m] for m in methods)}) "
-            f"over {reps} inits; one-way ANOVA across methods p = {p:.3g}; effect = worst "
-            f"({LABELS[methods[hi]]}) minus best ({LABELS[methods[lo]]}) method, paired over inits; held if "
-            f"p >= 0.05 and that interval lies within +-{MARGIN_NATS:g} nats, not held if p < 0.05. {table}.",
+            methods=", ".join(LABELS[m] for m in methods),
+            reps=reps,
+            p=p,
+            worst=LABELS[methods[hi]],
+            best=LABELS[methods[lo]],
+            margin=MARGIN_NATS,
+            table=table,
         ),
     ]
 
@@ -186,29 +177,40 @@ def lstm_figure(runs: ImRuns) -> FigureResult:
                 ],
             )
         )
-    fc = small_multiples(
-        curves,
+    (fc,) = multiples_panels(
+        [
+            (
+                "learning",
+                curves,
+                "epoch",
+                "loss per word (nats)",
+                "LSTM language model: learning curves per method and initialization",
+            )
+        ],
         cols=2,
-        xlabel="epoch",
-        ylabel="loss per word (nats)",
         sharey=False,
         width=4.2,
         height=3.0,
-        title="LSTM language model: learning curves per method and initialization",
     )
-    fl = small_multiples(
+    between = [
+        (
+            f"{LABELS[a]} (0) to {LABELS[b]} (1)",
+            [Curve(alphas, lines[a, b, k], f"init {k}", "#444444", dash=LINESTYLES[k % 6]) for k in range(reps)],
+        )
+        for a, b in pairs
+    ]
+    (fl,) = multiples_panels(
         [
             (
-                f"{LABELS[a]} (0) to {LABELS[b]} (1)",
-                [Curve(alphas, lines[a, b, k], f"init {k}", "#444444", dash=LINESTYLES[k % 6]) for k in range(reps)],
+                "interpolation",
+                between,
+                "alpha",
+                "training loss",
+                "LSTM: training loss between the final weights of two methods",
             )
-            for a, b in pairs
         ],
         cols=3,
-        xlabel="alpha",
-        ylabel="training loss",
         logy=True,
-        title="LSTM: training loss between the final weights of two methods",
     )
     return FigureResult(
         caption="The LSTM language model of Im et al. (Sec. 3.4) trained with SGD, Adam and Adadelta from shared "
@@ -219,7 +221,7 @@ def lstm_figure(runs: ImRuns) -> FigureResult:
             if setup.dataset == "pydoc"
             else "On Penn Treebank."
         ),
-        panels=[Panel("learning", plotly=fc[0], mpl=fc[1]), Panel("interpolation", plotly=fl[0], mpl=fl[1])],
+        panels=[fc, fl],
         claims=claims,
         scaling={
             **setup.scaling(reps, arch="lstm"),
@@ -230,8 +232,6 @@ def lstm_figure(runs: ImRuns) -> FigureResult:
     )
 
 
-@register_figure(
-    "im_lstm", paper="im", title="Im et al. LSTM language model: minima of three methods, quality", scales=("medium",)
-)
+@register_figure("im_lstm", title="Im et al. LSTM language model: minima of three methods, quality", **GALLERY)
 def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     return lstm_figure(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)
