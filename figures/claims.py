@@ -3,11 +3,11 @@
 A paper's statements are its specification, so they live in one data file per paper,
 ``figures/<paper>/claims.toml``, one table per claim under the figure's name::
 
-    [im_fig11.exotic-init-flat]
-    statement = "Without batch normalization, the loss around these initializations is flat."
-    source = "Im, Tao & Branson, An Empirical Analysis of Deep Network Loss Surfaces, A.5, Fig. 11"
+    [im_fig11.exotic-minimum-worse]
+    statement = "The minimum found from the exotic initializations (with batch normalization) is not as good..."
+    source = "Im, Tao & Branson, An Empirical Analysis of Deep Network Loss Surfaces, A.5"
     direction = -1          # held if the effect is below 0 (1: above); omit for exact checks
-    detail = "measured = per seed, ...; effect over {reps} seeds (paired t); {effect}."
+    detail = "measured = per seed, best exotic test accuracy minus ...; effect over {reps} seeds (paired t)..."
 
 Optional fields: ``paper_value`` (a number or a short string; absent means the paper gives none) and
 ``paper_effect`` (the magnitude of the paper's effect, for :func:`~figures.verdict.verdict_for`). ``detail`` is a
