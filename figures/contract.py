@@ -84,10 +84,11 @@ import importlib
 import inspect
 import pkgutil
 import re
+import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from figures.claims import claims_file
 from figures.result import Claim, FigureResult, Panel, Value
@@ -168,6 +169,7 @@ class MissingDataError(FileNotFoundError):
 
 
 FigureFunction = Callable[..., FigureResult]
+F = TypeVar("F", bound=Callable[..., FigureResult])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +183,7 @@ class FigureSpec:
         run: The figure function ``run(scale=, data_dir=, out=, progress=) -> FigureResult``.
         module: Name of the module that defines ``run`` (imported again by ``--jobs`` worker processes).
         scales: The scales the figure has settings for (always quick and full; medium when it has one).
+        source: ``module.qualname`` of the registered function.
     """
 
     name: str
@@ -189,6 +192,7 @@ class FigureSpec:
     run: FigureFunction
     module: str
     scales: tuple[Scale, ...] = (Scale.QUICK, Scale.FULL)
+    source: str = ""
 
     def run_scale(self, scale: Scale | str) -> Scale:
         """The scale the figure runs at in a gallery at ``scale`` (a figure without a medium setting: quick)."""
@@ -196,15 +200,22 @@ class FigureSpec:
         return scale if scale in self.scales else Scale.QUICK
 
     def source_hash(self) -> str | None:
-        """SHA-256 of the source file that defines :attr:`run` and its paper's ``claims.toml`` (``None``: unread)."""
+        """SHA-256 of the figure's module, its paper's shared private modules and ``claims.toml`` (``None``: unread).
+
+        The private modules (``figures/<paper>/_*.py``: the shared setup, measures and drawing) count because a
+        figure's result depends on them as much as on its own module.
+        """
         try:
-            path = Path(inspect.getsourcefile(self.run) or inspect.getfile(self.run))
+            path = Path(inspect.getfile(sys.modules[self.module]))
             h = hashlib.sha256(path.read_bytes())
-        except (OSError, TypeError):
+        except (KeyError, OSError, TypeError):
             return None
         claims = claims_file(self.paper.value)  # figures/<paper>/, also for a figure outside it (toy_demo)
-        if claims.is_file():
-            h.update(claims.read_bytes())
+        shared = sorted(claims.parent.glob("_*.py")) if path.parent == claims.parent else []
+        for extra in [*shared, claims]:
+            if extra.is_file() and extra != path:
+                h.update(extra.name.encode())
+                h.update(extra.read_bytes())
         return h.hexdigest()
 
 
@@ -212,9 +223,19 @@ _REGISTRY: dict[str, FigureSpec] = {}
 
 
 def register_figure(
-    name: str, *, paper: Paper | str, title: str, scales: Sequence[Scale | str] | None = None
-) -> Callable[[FigureFunction], FigureFunction]:
-    """Decorator registering a figure function under ``name``.
+    name: str,
+    *,
+    paper: Paper | str,
+    title: str,
+    scales: Sequence[Scale | str] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Callable[[F], F]:
+    """Decorator registering a figure under ``name``.
+
+    It decorates either a figure function of the one signature (``figure(scale, data_dir, *, cache, progress,
+    **options)``, see :func:`figure_function`), which make_all calls with ``cache=cache_dir(out, paper)`` and
+    ``options``, or a runner ``run(scale, data_dir, out, progress)`` (a parameter named ``out``) that does its own
+    forwarding. Stack it to register one function under several names (with different ``options``).
 
     Args:
         name: Unique figure name (``[a-z][a-z0-9_]*``, conventionally ``<paper>_<figure>``).
@@ -222,12 +243,14 @@ def register_figure(
         title: Title shown in the gallery.
         scales: The scales the figure has settings for (default quick and full; add ``"medium"`` when the
             figure has a medium setting: otherwise a medium gallery runs it at quick).
+        options: Keyword arguments for a figure function (e.g. which of several models it draws).
 
     Returns:
         The decorator; it returns the function unchanged.
 
     Raises:
-        ValueError: If the name is malformed, already taken by another function, or ``paper`` is unknown.
+        ValueError: If the name is malformed, already taken by another function, ``paper`` is unknown, or
+            ``options`` come with a runner.
     """
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(f"figure name {name!r} must match {_NAME_RE.pattern}")
@@ -235,12 +258,25 @@ def register_figure(
     if not title or not isinstance(title, str):
         raise ValueError(f"figure {name!r} needs a non-empty title")
     own = tuple(sorted({Scale.QUICK, Scale.FULL, *(Scale(s) for s in scales or ())}, key=list(Scale).index))
+    extra = dict(options or {})
 
-    def decorate(fn: FigureFunction) -> FigureFunction:
+    def decorate(fn: F) -> F:
+        where = f"{fn.__module__}.{fn.__qualname__}"
         old = _REGISTRY.get(name)
-        if old is not None and (old.module, old.run.__qualname__) != (fn.__module__, fn.__qualname__):
-            raise ValueError(f"figure name {name!r} is already registered by {old.module}.{old.run.__qualname__}")
-        _REGISTRY[name] = FigureSpec(name=name, paper=paper, title=title, run=fn, module=fn.__module__, scales=own)
+        if old is not None and old.source != where:
+            raise ValueError(f"figure name {name!r} is already registered by {old.source}")
+        if "out" in inspect.signature(fn).parameters:
+            if extra:
+                raise ValueError(f"figure {name!r}: options go to a figure function, not to the runner {where}")
+            run: FigureFunction = fn
+        else:
+
+            def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+                return fn(scale, data_dir, cache=cache_dir(out, paper), progress=progress, **extra)
+
+        _REGISTRY[name] = FigureSpec(
+            name=name, paper=paper, title=title, run=run, module=fn.__module__, scales=own, source=where
+        )
         return fn
 
     return decorate

@@ -14,12 +14,10 @@ curve still falling steeply at the end has no minimization phase yet).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, register_figure
 from figures.im._setup import (
     GALLERY,
     LINESTYLES,
@@ -53,6 +51,7 @@ def transient_share(curve: np.ndarray, frac: float = 0.25) -> float:
     return float((c[0] - c[k]) / total) if np.isfinite(total) and total > 0 else float("nan")
 
 
+@register_figure("im_fig1", title="Im et al. Fig. 1: learning curve, transient and minimization phases", **GALLERY)
 @im_figure
 def fig1(runs: ImRuns) -> FigureResult:
     """Fig. 1 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
@@ -123,8 +122,3 @@ def fig1(runs: ImRuns) -> FigureResult:
         claims=claims,
         scaling=setup.scaling(reps, initializations=f"{reps} per method"),
     )
-
-
-@register_figure("im_fig1", title="Im et al. Fig. 1: learning curve, transient and minimization phases", **GALLERY)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig1(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

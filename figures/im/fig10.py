@@ -11,13 +11,11 @@ minimum along this line beyond alpha = 1 for a trivial reason).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, register_figure
 from figures.im._setup import GALLERY, LINESTYLES, Curve, ImRuns, color, converged_premise, im_figure, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import paired_effect
@@ -27,6 +25,7 @@ from landscape.train import METHODS
 __all__ = ["fig10"]
 
 
+@register_figure("im_fig10", title="Im et al. Fig. 10: init -> final interpolation continued to alpha 2", **GALLERY)
 @im_figure
 def fig10(runs: ImRuns) -> FigureResult:
     """Fig. 10 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
@@ -93,8 +92,3 @@ def fig10(runs: ImRuns) -> FigureResult:
         claims=claims,
         scaling=setup.scaling(reps, initializations=f"{reps} per method", line="41 points, alpha in [0, 2]"),
     )
-
-
-@register_figure("im_fig10", title="Im et al. Fig. 10: init -> final interpolation continued to alpha 2", **GALLERY)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig10(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -22,13 +22,12 @@ exotic BatchNorm runs to have trained (>= 50%).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, register_figure
 from figures.im._setup import GALLERY, Curve, ImRuns, Run, RunSpec, im_figure, multiples_panels
 from figures.verdict import at_least, at_most, paired_effect
 from landscape.analyze import line
@@ -85,6 +84,7 @@ def flatness(runs: ImRuns, run: Run, seed: int = 0) -> float:
     return float(np.max(np.abs(vals - base)) / base)
 
 
+@register_figure("im_fig11", title="Im et al. Fig. 11: NIN from exotic initializations, with/without BN", **GALLERY)
 @im_figure
 def fig11(runs: ImRuns) -> FigureResult:
     """Fig. 11 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
@@ -236,8 +236,3 @@ def fig11(runs: ImRuns) -> FigureResult:
             initializations="N(-10, 0.01), N(-1, 1) on conv weights and biases; He (reference)",
         ),
     )
-
-
-@register_figure("im_fig11", title="Im et al. Fig. 11: NIN from exotic initializations, with/without BN", **GALLERY)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig11(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -17,12 +17,11 @@ converged.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Panel, register_figure
 from figures.im._setup import GALLERY, ImRuns, RunSpec, converged_premise, im_figure, rise, rise_score
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import paired_effect
@@ -54,6 +53,7 @@ def _panel(key: str, result: object, title: str, draw: object) -> Panel:
     return Panel(key, plotly=pfig, mpl=mfig)
 
 
+@register_figure("im_fig2_3", title="Im et al. Figs. 2-3: slices through SGD minima, four methods' minima", **GALLERY)
 @im_figure
 def fig2_3(runs: ImRuns) -> FigureResult:
     """Figs. 2 and 3 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
@@ -149,8 +149,3 @@ def fig2_3(runs: ImRuns) -> FigureResult:
             initializations=f"drawn: inits 0 and 1 (Fig. 2), init 0 (Fig. 3); claims: {setup.repetitions} inits",
         ),
     )
-
-
-@register_figure("im_fig2_3", title="Im et al. Figs. 2-3: slices through SGD minima, four methods' minima", **GALLERY)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig2_3(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from plotly.subplots import make_subplots
 from scipy.stats import f_oneway
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Panel, register_figure
 from figures.im._setup import GALLERY, ImRuns, converged_premise, im_figure, mpl_grid, no_difference
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import at_most, paired_effect
@@ -52,6 +51,7 @@ def anova(groups: list[np.ndarray]) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
+@register_figure("im_fig4", title="Im et al. Fig. 4: training and test accuracy per method and init", **GALLERY)
 @im_figure
 def fig4(runs: ImRuns) -> FigureResult:
     """Fig. 4 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
@@ -174,8 +174,3 @@ def fig4(runs: ImRuns) -> FigureResult:
         claims=claims,
         scaling=setup.scaling(reps, initializations=f"{reps} per method"),
     )
-
-
-@register_figure("im_fig4", title="Im et al. Fig. 4: training and test accuracy per method and init", **GALLERY)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig4(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -21,7 +21,6 @@ censored by the end of the line (the loss doubles somewhere on it).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -29,7 +28,7 @@ from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Panel, register_figure
 from figures.im._measures import converged_premise, first_crossing
 from figures.im._setup import GALLERY, LINESTYLES, Curve, ImRuns, color, im_figure, mpl_grid, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
@@ -68,6 +67,7 @@ def basin_widths(d: np.ndarray, loss: np.ndarray, length: float) -> tuple[float,
     return tuple(float(d[-1]) if math.isnan(w) else w for w in out)  # type: ignore[return-value]
 
 
+@register_figure("im_fig5_6", title="Im et al. Figs. 5-6: loss around each method's minima, several inits", **GALLERY)
 @im_figure
 def fig5_6(runs: ImRuns) -> FigureResult:
     """Figs. 5 and 6 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
@@ -234,8 +234,3 @@ def fig5_6(runs: ImRuns) -> FigureResult:
             line="Eq. 1: 31 points to 1.5x ||init - final|| + 12 geometric near the minimum",
         ),
     )
-
-
-@register_figure("im_fig5_6", title="Im et al. Figs. 5-6: loss around each method's minima, several inits", **GALLERY)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig5_6(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

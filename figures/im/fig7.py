@@ -24,12 +24,11 @@ runs converged.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, register_figure
 from figures.im._measures import converged_premise, rise, rise_score
 from figures.im._setup import GALLERY, Curve, ImRuns, Run, RunSpec, color, history_curve, im_figure, switching_panels
 from figures.im._setup import METHOD_LABELS as LABELS
@@ -61,6 +60,7 @@ def _curves(plain: dict[str, Run], switched: list[Run], a: str, b: str, metric: 
     return out + [history_curve(r, metric, r.label, _SHADES[a][i % 3], scale=scale) for i, r in enumerate(switched)]
 
 
+@register_figure("im_fig7", title="Im et al. Fig. 7: switching between SGD and Adam at 25/50/75%", **GALLERY)
 @im_figure
 def fig7(runs: ImRuns) -> FigureResult:
     """Fig. 7 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
@@ -214,8 +214,3 @@ def fig7(runs: ImRuns) -> FigureResult:
             "schedule's current factor",
         ),
     )
-
-
-@register_figure("im_fig7", title="Im et al. Fig. 7: switching between SGD and Adam at 25/50/75%", **GALLERY)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig7(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

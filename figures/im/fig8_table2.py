@@ -21,14 +21,13 @@ sharply (rise score >= 1, as Table 1) in both settings; without a barrier "wide"
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 from scipy.signal import find_peaks
 from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, register_figure
 from figures.im._measures import converged_premise, rise_score
 from figures.im._setup import GALLERY, LINESTYLES, Curve, ImRuns, RunSpec, color, im_figure, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
@@ -59,6 +58,7 @@ def barrier_width(z: np.ndarray) -> float:
     return float(np.mean(z > end + 0.5 * (peak - end)))
 
 
+@register_figure("im_fig8_table2", title="Im et al. Fig. 8 / Table 2: minima with and without BatchNorm", **GALLERY)
 @im_figure
 def fig8_table2(runs: ImRuns) -> FigureResult:
     """Fig. 8 and Table 2 from the runs of one setting (signature: :func:`~figures.im._runs.im_figure`)."""
@@ -216,8 +216,3 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
             reps, initializations=f"{reps} per method and BatchNorm setting", batchnorm="with and without (same seeds)"
         ),
     )
-
-
-@register_figure("im_fig8_table2", title="Im et al. Fig. 8 / Table 2: minima with and without BatchNorm", **GALLERY)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig8_table2(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -22,13 +22,12 @@ when SGD is significantly better. Premise: no run at the chosen rates diverged.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Panel, register_figure
 from figures.im._setup import GALLERY, Curve, ImRuns, ImSetup, Run, RunSpec, im_figure, mpl_grid, small_multiples
 from figures.verdict import at_most, paired_effect
 from landscape.train import default_hyperparameters
@@ -89,6 +88,7 @@ def _final(r: Run) -> float:
     return float(c[-1])
 
 
+@register_figure("im_fig9", title="Im et al. Fig. 9: SGD and Adam with Runge-Kutta (RK2) steps", **GALLERY)
 @im_figure
 def fig9(runs: ImRuns) -> FigureResult:
     """Fig. 9 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
@@ -237,8 +237,3 @@ def fig9(runs: ImRuns) -> FigureResult:
             learning_rate_grid="; ".join(f"{m}: {list(g)}" for m, g in GRIDS.items()),
         ),
     )
-
-
-@register_figure("im_fig9", title="Im et al. Fig. 9: SGD and Adam with Runge-Kutta (RK2) steps", **GALLERY)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return fig9(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

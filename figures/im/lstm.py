@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Scale, register_figure
 from figures.im._measures import converged_premise, no_difference, rise_score
 from figures.im._setup import (
     GALLERY,
@@ -94,6 +94,7 @@ def _spec(method: str, k: int) -> RunSpec:
     return RunSpec(method, init=k, arch="lstm", batchnorm=False, hyper=LSTM_METHODS[method])
 
 
+@register_figure("im_lstm", title="Im et al. LSTM language model: minima of three methods, quality", **GALLERY)
 @im_figure(settings=lstm_setup)
 def lstm_figure(runs: ImRuns) -> FigureResult:
     """Compute and draw the LSTM figure (see the module docstring) from the runs of one setting.
@@ -230,8 +231,3 @@ def lstm_figure(runs: ImRuns) -> FigureResult:
             "sequence_length": setup.lstm_seq,
         },
     )
-
-
-@register_figure("im_lstm", title="Im et al. LSTM language model: minima of three methods, quality", **GALLERY)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return lstm_figure(scale, data_dir, cache=cache_dir(out, "im"), progress=progress)

@@ -7,12 +7,10 @@ The runs, settings and readings are shared by the three figures: see :mod:`figur
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Panel, register_figure
 from figures.lipton._setup import (
     EV_TOLERANCE,
     PAPER_EV2,
@@ -32,6 +30,7 @@ from figures.verdict import at_least, at_most
 from landscape.analyze import TrajectoryPCA
 
 
+@register_figure("lipton_fig1", paper="lipton", title="Lipton Fig. 1: 2D PCA of training paths, and the straight line")
 @lipton_figure
 def figure1(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 1: 2D PCA of one path and of five paths from different initializations, and the straight line.
@@ -164,8 +163,3 @@ def figure1(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
         claims=claims,
         scaling=s.scaling(),
     )
-
-
-@register_figure("lipton_fig1", paper="lipton", title="Lipton Fig. 1: 2D PCA of training paths, and the straight line")
-def run_fig1(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure1(scale, data_dir, cache=cache_dir(out, "lipton"), progress=progress)

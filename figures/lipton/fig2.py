@@ -7,10 +7,8 @@ The runs, settings and readings are shared by the three figures: see :mod:`figur
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Panel, register_figure
 from figures.lipton._setup import (
     LiptonRuns,
     LiptonSetup,
@@ -21,6 +19,7 @@ from figures.lipton._setup import (
 )
 
 
+@register_figure("lipton_fig2", paper="lipton", title="Lipton Fig. 2: paths from one initialization, new shuffles")
 @lipton_figure
 def figure2(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 2: paths from one initialization, each with its own shuffle of the data.
@@ -48,8 +47,3 @@ def figure2(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
         claims=claims,
         scaling=s.scaling(),
     )
-
-
-@register_figure("lipton_fig2", paper="lipton", title="Lipton Fig. 2: paths from one initialization, new shuffles")
-def run_fig2(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure2(scale, data_dir, cache=cache_dir(out, "lipton"), progress=progress)

@@ -7,12 +7,10 @@ The runs, settings and readings are shared by the three figures: see :mod:`figur
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Panel, register_figure
 from figures.lipton._setup import (
     CV_MAX,
     FLAT_LOSS_FRACTION,
@@ -32,6 +30,7 @@ from figures.lipton._setup import (
 from landscape.analyze import distance_from_origin
 
 
+@register_figure("lipton_fig3", paper="lipton", title="Lipton Fig. 3: distance from the origin, and cloned paths")
 @lipton_figure
 def figure3(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 3: distance from the origin per epoch, and paths after cloning a partially trained model.
@@ -113,8 +112,3 @@ def figure3(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
         claims=claims,
         scaling=s.scaling(),
     )
-
-
-@register_figure("lipton_fig3", paper="lipton", title="Lipton Fig. 3: distance from the origin, and cloned paths")
-def run_fig3(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure3(scale, data_dir, cache=cache_dir(out, "lipton"), progress=progress)

@@ -21,14 +21,12 @@ scale: ResNet-18 on 1,000 CIFAR-10 training images, 3 probes of 100 steps (PyHes
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib.figure
 import numpy as np
 from torch import nn
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Panel, Scale, register_figure
 from figures.persistent._setup import (
     RunSetup,
     at_least,
@@ -83,6 +81,9 @@ def summary(spec: HessianSpectrum) -> dict[str, float]:
     }
 
 
+@register_figure(
+    "persistent_fig12", paper="persistent", title="Fig. 12: Hessian eigenvalue density, plain vs championship ResNet"
+)
 @persistent_figure(lambda scale, data_dir: partial_setup("resnet", scale, data_dir))
 def figure12(
     setup: RunSetup,
@@ -209,10 +210,3 @@ def figure12(
             f"probes x {steps} steps, top {top_k} eigenvalues",
         },
     )
-
-
-@register_figure(
-    "persistent_fig12", paper="persistent", title="Fig. 12: Hessian eigenvalue density, plain vs championship ResNet"
-)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure12(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Panel, Scale, register_figure
 from figures.persistent._setup import (
     ORANGE,
     PALETTE,
@@ -137,6 +137,11 @@ def saturated_share_layers(h: SaturationHistory, epoch: float, edge: float = EDG
     return (counts * (np.abs(centers) > edge)).sum(1) / np.maximum(counts.sum(1), 1.0)
 
 
+@register_figure(
+    "persistent_fig13_15",
+    paper="persistent",
+    title="Figs. 13-15: saturation of a 7-layer tanh network under partial persistent training",
+)
 @persistent_figure(saturation_setup)
 def figure13_15(setup: RunSetup, pt: PersistentTrainer, scale: Scale, progress: bool) -> FigureResult:
     """The figure at a scale, or for an explicit setup with ``saturation=True``.
@@ -271,12 +276,3 @@ def _mpl(draw, size: tuple[float, float]):  # noqa: ANN001, ANN202
     fig = matplotlib.figure.Figure(figsize=size, layout="constrained")
     draw(fig.add_subplot())
     return fig
-
-
-@register_figure(
-    "persistent_fig13_15",
-    paper="persistent",
-    title="Figs. 13-15: saturation of a 7-layer tanh network under partial persistent training",
-)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure13_15(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, cache_dir, figure_function, register_figure
+from figures.contract import FigureResult, Scale, figure_function, register_figure
 from figures.persistent._setup import (
     BLUE,
     GREEN,
@@ -219,6 +219,12 @@ def _predict(model: torch.nn.Module, xs: torch.Tensor) -> np.ndarray:
         return model(xs).reshape(-1).double().numpy()
 
 
+@register_figure(
+    "persistent_fig3_5",
+    paper="persistent",
+    title="Figs. 3-5: 1-D regression kink, re-initialization vs persistent training",
+    scales=("medium",),
+)
 @figure_function(lambda scale, data_dir: KinkSetup.for_scale(scale))
 def figure3_5(setup: KinkSetup, *, cache: Path | str | None, progress: bool) -> FigureResult:
     """The figure at given settings (signature: :func:`figures.contract.figure_function`; no data needed)."""
@@ -406,13 +412,3 @@ def figure3_5(setup: KinkSetup, *, cache: Path | str | None, progress: bool) -> 
         claims=claims,
         scaling=scaling,
     )
-
-
-@register_figure(
-    "persistent_fig3_5",
-    paper="persistent",
-    title="Figs. 3-5: 1-D regression kink, re-initialization vs persistent training",
-    scales=("medium",),
-)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure3_5(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)

@@ -13,14 +13,12 @@ their end points is at least a quarter of the mean distance each travelled from 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Panel, Scale, register_figure
 from figures.persistent._setup import RunSetup, best_persistent, lenet_full_setups, persistent_figure
 from figures.verdict import at_least, at_most
 from landscape.analyze import TrajectoryPCA, make_loss_at, plane
@@ -30,6 +28,9 @@ from persistence import PersistentTrainer
 DIVERGE_MIN = 0.25
 
 
+@register_figure(
+    "persistent_fig6", paper="persistent", title="Fig. 6: plain vs championship LeNet-5 trajectories on a PCA plane"
+)
 @persistent_figure(lambda scale, data_dir: lenet_full_setups(scale, data_dir)["bad"])
 def figure6(
     setup: RunSetup,
@@ -114,10 +115,3 @@ def figure6(
             "plane": f"{grid} x {grid} grid, loss on {loss_images} training images",
         },
     )
-
-
-@register_figure(
-    "persistent_fig6", paper="persistent", title="Fig. 6: plain vs championship LeNet-5 trajectories on a PCA plane"
-)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure6(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)

@@ -16,10 +16,8 @@ one by at least 1 validation point, and the persistent iterations differ from th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Scale, register_figure
 from figures.persistent._setup import (
     accuracy_claim,
     accuracy_claim_values,
@@ -49,6 +47,11 @@ def _labels(setups: dict) -> dict[str, str]:
     return {k: f"initialization {i}, N(0, {setups[k].init_std:g}) ({k})" for i, k in ((1, "bad"), (2, "good"))}
 
 
+@register_figure(
+    "persistent_fig7_8",
+    paper="persistent",
+    title="Figs. 7-8: full persistent LeNet-5 from bad and good initializations",
+)
 @persistent_figure(lenet_full_setups)
 def figure7_8(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, progress: bool) -> FigureResult:
     """The figure at a scale, or for explicit ``setup={"bad": RunSetup, "good": RunSetup}``.
@@ -140,12 +143,3 @@ def figure7_8(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, pr
         claims=claims,
         scaling=scaling,
     )
-
-
-@register_figure(
-    "persistent_fig7_8",
-    paper="persistent",
-    title="Figs. 7-8: full persistent LeNet-5 from bad and good initializations",
-)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure7_8(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Scale, register_figure
 from figures.persistent._setup import (
     PARTIAL_MODELS,
     RunSetup,
@@ -52,6 +52,15 @@ PAPER = {  # (plain val, plain test, championship val, championship test)
 FIGNUM = {"lenet5": 9, "alexnet": 10, "resnet": 11}
 
 
+@register_figure(
+    "persistent_fig11", paper="persistent", title="Fig. 11: partial persistent ResNet", options={"which": "resnet"}
+)
+@register_figure(
+    "persistent_fig10", paper="persistent", title="Fig. 10: partial persistent AlexNet", options={"which": "alexnet"}
+)
+@register_figure(
+    "persistent_fig9", paper="persistent", title="Fig. 9: partial persistent LeNet-5", options={"which": "lenet5"}
+)
 def figure_partial(
     scale: Scale | str = Scale.QUICK, data_dir: Path | str | None = None, *, which: str, **kw: Any
 ) -> FigureResult:
@@ -109,18 +118,3 @@ def _figure_partial(
             "layers": layers_used(pt),
         },
     )
-
-
-@register_figure("persistent_fig9", paper="persistent", title="Fig. 9: partial persistent LeNet-5")
-def run9(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure_partial(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress, which="lenet5")
-
-
-@register_figure("persistent_fig10", paper="persistent", title="Fig. 10: partial persistent AlexNet")
-def run10(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure_partial(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress, which="alexnet")
-
-
-@register_figure("persistent_fig11", paper="persistent", title="Fig. 11: partial persistent ResNet")
-def run11(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure_partial(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress, which="resnet")

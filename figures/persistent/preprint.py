@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Scale, register_figure
 from figures.persistent._setup import (
     BLUE,
     RED,
@@ -75,6 +75,11 @@ def preprint_partial_setup(scale: Scale | str, data_dir: Path | str | None = Non
     return dataclasses.replace(base, name="pp_lenet5_partial", depth_factor=True, **its)
 
 
+@register_figure(
+    "persistent_pp_fig11",
+    paper="persistent",
+    title="Preprint Fig. 11: plain vs championship curves, good vs bad init, with the depth factor",
+)
 @persistent_figure(preprint_full_setups)
 def figure_pp11(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, progress: bool) -> FigureResult:
     """Preprint Fig. 11 at a scale, or for explicit ``setup={"bad": RunSetup, "good": RunSetup}``.
@@ -145,6 +150,11 @@ def figure_pp11(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, 
     )
 
 
+@register_figure(
+    "persistent_pp_partial",
+    paper="persistent",
+    title="Preprint eq. 5: partial persistent LeNet-5 with the depth factor",
+)
 @persistent_figure(preprint_partial_setup)
 def figure_pp_partial(setup: RunSetup, pt: PersistentTrainer, scale: Scale, progress: bool) -> FigureResult:
     """The preprint's partial persistent LeNet-5 (eq. 5 with the depth factor) at a scale, or for a setup.
@@ -202,21 +212,3 @@ def figure_pp_partial(setup: RunSetup, pt: PersistentTrainer, scale: Scale, prog
             "layers": ", ".join(f"{i}: {r.layer}" for i, r in enumerate(pt.results_[1:], start=1)),
         },
     )
-
-
-@register_figure(
-    "persistent_pp_fig11",
-    paper="persistent",
-    title="Preprint Fig. 11: plain vs championship curves, good vs bad init, with the depth factor",
-)
-def run_pp11(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure_pp11(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)
-
-
-@register_figure(
-    "persistent_pp_partial",
-    paper="persistent",
-    title="Preprint eq. 5: partial persistent LeNet-5 with the depth factor",
-)
-def run_pp_partial(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return figure_pp_partial(scale, data_dir, cache=cache_dir(out, "persistent"), progress=progress)

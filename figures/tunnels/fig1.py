@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Panel, Scale, register_figure
 from figures.tunnels._plots import band_figure, set_titles
 from figures.tunnels._setup import (
     COLORS,
@@ -45,6 +45,7 @@ CONVERGED_TOL = 1e-3  # premise of Fig. 1 right: gradient norm of the converged 
 WINDOW = 50  # steps: "immediately after opening" and "at the end" (fixed before measuring)
 
 
+@register_figure("tunnels_fig1_left", paper="tunnels", title="Fig. 1 left: tunnel opening escapes a flat area")
 @saddle_figure
 def run_left(st: SaddleStart) -> FigureResult:
     """Fig. 1 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
@@ -221,11 +222,6 @@ def run_right(
             "t": "0 to 2, 9 values",
         },
     )
-
-
-@register_figure("tunnels_fig1_left", paper="tunnels", title="Fig. 1 left: tunnel opening escapes a flat area")
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_left(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)
 
 
 @register_figure("tunnels_fig1_right", paper="tunnels", title="Fig. 1 right: gradient norm after opening vs t")

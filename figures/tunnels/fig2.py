@@ -17,10 +17,8 @@ Claims (paired over the repetitions, which share a data order across arms): the 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, register_figure
 from figures.tunnels._plots import band_figure, set_titles
 from figures.tunnels._setup import (
     COLORS,
@@ -40,6 +38,7 @@ BASELINES = {"random": "random weight reorganization (same magnitude)", "pgd": "
 _COLOR = {**COLORS, "pgd": "#8c564b"}
 
 
+@register_figure("tunnels_fig2_left", paper="tunnels", title="Fig. 2 left: weight reorganization vs PGD and NEON")
 @saddle_figure
 def run_fig2_left(st: SaddleStart) -> FigureResult:
     """Fig. 2 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
@@ -103,8 +102,3 @@ def run_fig2_left(st: SaddleStart) -> FigureResult:
         f"escape step {NEON_KW['escape_step']}, every {NEON_KW['t_thres']} steps, gradient "
         f"differences on {NEON_IMAGES} images",
     )
-
-
-@register_figure("tunnels_fig2_left", paper="tunnels", title="Fig. 2 left: weight reorganization vs PGD and NEON")
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_fig2_left(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

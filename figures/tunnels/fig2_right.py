@@ -29,7 +29,6 @@ to 1 (paper: 0.1 for 20 steps). The paper's perturbed-GD and NEON baselines of t
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import matplotlib.figure
@@ -37,7 +36,7 @@ import numpy as np
 from plotly.subplots import make_subplots
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Panel, register_figure
 from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_figure
 from figures.tunnels._plots import add_bands
 from figures.tunnels._setup import COLORS, mean_std
@@ -61,6 +60,9 @@ def margin_verdict(effect: Effect, margin: float) -> Verdict:
     return Verdict.INCONCLUSIVE
 
 
+@register_figure(
+    "tunnels_fig2_right", paper="tunnels", title="Fig. 2 right: tunnel opening in a 5-conv-layer CNN stuck under Adam"
+)
 @deep_figure
 def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
     """Fig. 2 right at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._deep.deep_figure`)."""
@@ -209,10 +211,3 @@ def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
         claims=claims,
         scaling={**s.scaling(res["data"]), "init_seed": res["init_seed"], "inits_tried": len(res["tried"])},
     )
-
-
-@register_figure(
-    "tunnels_fig2_right", paper="tunnels", title="Fig. 2 right: tunnel opening in a 5-conv-layer CNN stuck under Adam"
-)
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_fig2_right(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

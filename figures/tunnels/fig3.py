@@ -10,12 +10,10 @@ breaks the symmetry fastest (largest distance 50 steps after opening), and ``1/2
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, register_figure
 from figures.tunnels._plots import band_figure, set_titles
 from figures.tunnels._setup import COLORS, SaddleStart, paired, saddle_figure, saddle_premises
 
@@ -24,6 +22,7 @@ WINDOW = 50  # steps after opening at which "fastest" is judged (fixed before me
 HALF_TOL = 1e-6  # "never broken": the distance stays below this
 
 
+@register_figure("tunnels_fig3", paper="tunnels", title="Fig. 3: symmetry breaking between a clone and its origin")
 @saddle_figure
 def run_fig3(st: SaddleStart) -> FigureResult:
     """Fig. 3 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
@@ -77,8 +76,3 @@ def run_fig3(st: SaddleStart) -> FigureResult:
         f"(gradient norm {info['grad_norm']:.2g}, smallest Hessian eigenvalue {info['min_eig']:.3g})."
     )
     return st.result(caption, "distance", fig, mfig, claims)
-
-
-@register_figure("tunnels_fig3", paper="tunnels", title="Fig. 3: symmetry breaking between a clone and its origin")
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_fig3(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

@@ -25,8 +25,6 @@ tolerance, < 1% relative change at the end of the run, per repetition).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
@@ -34,7 +32,7 @@ from matplotlib.axes import Axes
 from plotly.subplots import make_subplots
 
 from figures.claims import ClaimBook
-from figures.contract import Claim, FigureResult, Scale, cache_dir, register_figure
+from figures.contract import Claim, FigureResult, register_figure
 from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_runs, make_deep_setup
 from figures.tunnels._setup import (
     COLORS,
@@ -119,6 +117,7 @@ def _draw(fig: go.Figure, ax: Axes, col: int, x: np.ndarray, curves: dict[str, l
         ax.fill_between(x, mu - sd, mu + sd, color=_COLOR[m], alpha=0.15)
 
 
+@register_figure("tunnels_fig4", paper="tunnels", title="Fig. 4: full runs of the three experiments")
 @saddle_figure
 def run_fig4(st: SaddleStart, deep_setup: DeepSetup | None = None) -> FigureResult:
     """Fig. 4 at a scale (or for explicit setups) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
@@ -176,8 +175,3 @@ def run_fig4(st: SaddleStart, deep_setup: DeepSetup | None = None) -> FigureResu
     return st.result(
         caption, "loss", fig, mfig, claims, deep=f"{ds.total_steps} Adam steps, {ds.width} filters, {deep['data']}"
     )
-
-
-@register_figure("tunnels_fig4", paper="tunnels", title="Fig. 4: full runs of the three experiments")
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_fig4(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

@@ -15,7 +15,6 @@ deviation of the control runs' wall-clock times (the paper's comparison), and be
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import matplotlib.figure
@@ -23,7 +22,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, Panel, register_figure
 from figures.tunnels._deep import DEEP_ARMS, PAPER_TABLE3, DeepSetup, deep_figure
 from figures.tunnels._setup import COLORS
 from figures.verdict import at_least
@@ -49,6 +48,7 @@ def _ms(a: np.ndarray) -> tuple[float, float]:
     return float(np.mean(a)), float(np.std(a))
 
 
+@register_figure("tunnels_table3", paper="tunnels", title="Table 3: wall-clock overhead of tunnel opening")
 @deep_figure
 def run_table3(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
     """Table 3 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._deep.deep_figure`)."""
@@ -181,8 +181,3 @@ def run_table3(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
         claims=claims,
         scaling={**s.scaling(res["data"]), "timing": "time.perf_counter wall clock, one torch thread, shared machine"},
     )
-
-
-@register_figure("tunnels_table3", paper="tunnels", title="Table 3: wall-clock overhead of tunnel opening")
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_table3(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)

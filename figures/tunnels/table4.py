@@ -15,15 +15,13 @@ is not run.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib.figure
 import numpy as np
 import plotly.graph_objects as go
 import torch
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, cache_dir, register_figure
+from figures.contract import FigureResult, register_figure
 from figures.tunnels._setup import (
     COLORS,
     SaddleStart,
@@ -49,6 +47,7 @@ EQUIV_MARGIN = 0.02  # "no difference": the interval of the accuracy difference 
 PAPER_MNIST = 0.98
 
 
+@register_figure("tunnels_table4", paper="tunnels", title="Table 4: test accuracy of the final classifiers")
 @saddle_figure
 def run_table4(st: SaddleStart) -> FigureResult:
     """Table 4 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
@@ -136,8 +135,3 @@ def run_table4(st: SaddleStart) -> FigureResult:
         "full MNIST); the deep CNN's ImageNet row (0.28) is not run."
     )
     return st.result(caption, "accuracy", fig, mfig, claims, test=tdesc)
-
-
-@register_figure("tunnels_table4", paper="tunnels", title="Table 4: test accuracy of the final classifiers")
-def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
-    return run_table4(scale, data_dir, cache=cache_dir(out, "tunnels"), progress=progress)
