@@ -3,19 +3,16 @@
 Trainers write trajectories (:class:`Trajectory`), analyzers read them and return result objects
 (:class:`Result` subclasses that save without pickle), renderers (``landscape.plot``: one contract,
 a plotly and a matplotlib backend) draw those results.
+
+Modules whose public names the front door takes whole are star-imported and their ``__all__`` spliced in.
 """
 
-from landscape.analyze.align import (
-    AlignmentResult,
-    activation_correlations,
-    activation_matching,
-    interpolate_models,
-    matching_objective,
-    repair,
-    weight_matching,
-)
-from landscape.analyze.barrier import BarrierResult, barrier_of, barrier_values, loss_barrier
-from landscape.analyze.curves import CurveKind, CurveResult, ModeCurve, curve_coefficients, evaluate_curve, fit_curve
+# ruff: noqa: F403 (each star import takes a module's ``__all__``)
+
+from landscape import analyze, curvature
+from landscape.analyze.align import *
+from landscape.analyze.barrier import *
+from landscape.analyze.curves import *
 from landscape.analyze.directions import (
     directions_from_models,
     normalize_direction,
@@ -26,28 +23,14 @@ from landscape.analyze.directions import (
 from landscape.analyze.distance import DistanceResult, FunctionalDistance, distance_along_path, functional_distance
 from landscape.analyze.paths import ProjectedPath, distance_from_init, distance_from_origin, pairwise_end_distances
 from landscape.analyze.pca import TrajectoryPCA
-from landscape.analyze.permutation import (
-    apply_permutation,
-    compose_permutations,
-    identity_permutation,
-    invert_permutation,
-    random_permutation,
-)
+from landscape.analyze.permutation import *
 from landscape.analyze.permutation_spec import AxisPerm, PermutationSpec, PermutationSpecError
-from landscape.analyze.permutation_tracing import permutation_spec
+from landscape.analyze.permutation_tracing import *
 from landscape.analyze.saturation import measure_saturation
-from landscape.analyze.saturation_recorder import SaturationRecorder
+from landscape.analyze.saturation_recorder import *
 from landscape.analyze.saturation_results import SaturationHistory, SaturationStats
-from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
-from landscape.analyze.surface import (
-    barycentric,
-    bilinear,
-    line,
-    line_distance,
-    plane,
-    plane_through,
-    random_plane,
-)
+from landscape.analyze.slice_results import *
+from landscape.analyze.surface import *
 from landscape.curvature.hessian import HessianOperator
 from landscape.curvature.sharpness import (
     SharpnessResult,
@@ -63,13 +46,7 @@ from landscape.curvature.spectrum import (
     hessian_spectrum,
     hessian_trace,
 )
-from landscape.curvature.training import (
-    CurvatureRecorder,
-    CurvatureTrace,
-    edge_of_stability_summary,
-    gradient_descent_curvature,
-    trajectory_curvature,
-)
+from landscape.curvature.training import *
 from landscape.evaluate.affine import AffinePoints
 from landscape.evaluate.points import evaluate_points
 from landscape.functional import differentiable_kernels, model_output
@@ -133,17 +110,8 @@ __all__ = [
     "normalize_direction",
     "orthogonalize",
     "directions_from_models",
-    "line",
-    "line_distance",
-    "bilinear",
-    "barycentric",
-    "plane",
-    "random_plane",
-    "plane_through",
-    "LineResult",
-    "PlaneResult",
-    "BilinearResult",
-    "BarycentricResult",
+    *analyze.surface.__all__,
+    *analyze.slice_results.__all__,
     "functional_distance",
     "distance_along_path",
     "FunctionalDistance",
@@ -163,13 +131,9 @@ __all__ = [
     "measure_saturation",
     "SaturationStats",
     "SaturationHistory",
-    "SaturationRecorder",
+    *analyze.saturation_recorder.__all__,
     # curvature over training, sharpness
-    "trajectory_curvature",
-    "CurvatureRecorder",
-    "CurvatureTrace",
-    "gradient_descent_curvature",
-    "edge_of_stability_summary",
+    *curvature.training.__all__,
     "worst_case_sharpness",
     "average_sharpness",
     "m_sharpness",
@@ -179,27 +143,9 @@ __all__ = [
     "PermutationSpec",
     "PermutationSpecError",
     "AxisPerm",
-    "permutation_spec",
-    "apply_permutation",
-    "compose_permutations",
-    "invert_permutation",
-    "identity_permutation",
-    "random_permutation",
-    "AlignmentResult",
-    "weight_matching",
-    "matching_objective",
-    "activation_correlations",
-    "activation_matching",
-    "repair",
-    "interpolate_models",
-    "BarrierResult",
-    "barrier_values",
-    "barrier_of",
-    "loss_barrier",
-    "CurveKind",
-    "ModeCurve",
-    "CurveResult",
-    "curve_coefficients",
-    "fit_curve",
-    "evaluate_curve",
+    *analyze.permutation_tracing.__all__,
+    *analyze.permutation.__all__,
+    *analyze.align.__all__,
+    *analyze.barrier.__all__,
+    *analyze.curves.__all__,
 ]

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from landscape.evaluate import AffinePoints
-from landscape.params import model_at, parameters_to_vector
+from landscape.params import ParamLayout, model_at, parameters_to_vector
 from tests.registry import make_case
 
 __all__ = [
@@ -22,10 +23,13 @@ __all__ = [
     "batches",
     "brute",
     "check_figure_result",
+    "dense_hessian",
     "loss_at",
     "make",
     "mlp_family",
     "plane_points",
+    "small_bn_cnn",
+    "small_cnn",
     "snapshot",
     "vec",
 ]
@@ -43,6 +47,34 @@ class Residual(nn.Module):
         return self.out(h + torch.tanh(self.fc2(h)))
 
 
+def small_cnn(act: type[nn.Module], side: int) -> nn.Sequential:
+    """conv 3x3 (padding 1) - act - max-pool 2 - conv 3x3 - act - linear, on ``(B, 1, side, side)``, 3 classes."""
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        act(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3),
+        act(),
+        nn.Flatten(),
+        nn.Linear(4 * (side // 2 - 2) ** 2, 3),
+    )
+
+
+def small_bn_cnn(act: type[nn.Module], pool: nn.Module, flat: int, hidden: int) -> nn.Sequential:
+    """conv 3x3 - BatchNorm - act - ``pool`` - linear (``flat`` inputs) - BatchNorm - tanh - linear, 3 classes."""
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3),
+        nn.BatchNorm2d(3),
+        act(),
+        pool,
+        nn.Flatten(),
+        nn.Linear(flat, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.Tanh(),
+        nn.Linear(hidden, 3),
+    )
+
+
 def make(kind: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     torch.manual_seed({"mlp": 0, "cnn": 1, "bn": 2, "res": 3, "tied": 4}[kind])
     if kind == "tied":  # one Linear applied twice: shared weights, repeated module in the chain
@@ -56,28 +88,10 @@ def make(kind: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
         m = Residual()
         X = torch.randn(20, 5)
     elif kind == "cnn":
-        m = nn.Sequential(
-            nn.Conv2d(1, 3, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(3, 4, 3),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(16, 3),
-        )
+        m = small_cnn(nn.ReLU, 8)
         X = torch.randn(20, 1, 8, 8)
     else:
-        m = nn.Sequential(
-            nn.Conv2d(1, 3, 3),
-            nn.BatchNorm2d(3),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(27, 6),
-            nn.BatchNorm1d(6),
-            nn.Tanh(),
-            nn.Linear(6, 3),
-        )
+        m = small_bn_cnn(nn.ReLU, nn.MaxPool2d(2), 27, 6)
         X = torch.randn(20, 1, 8, 8)
         with torch.no_grad():  # non-trivial running statistics
             m.train()
@@ -85,6 +99,18 @@ def make(kind: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
                 m(X * 2 + 1)
     m = m.double().eval()
     return m, X.double(), torch.randint(0, 3, (20,))
+
+
+def dense_hessian(model: nn.Module, loss_fn, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``torch.func.hessian`` of the eval-mode mean loss over all samples, float64, shape ``(n, n)``."""
+    m = copy.deepcopy(model).double().eval()
+    layout = ParamLayout.from_model(m)
+    bufs = dict(m.named_buffers())
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(m, {**layout.unflatten(theta), **bufs}, (X.double(),)), y)
+
+    return torch.func.hessian(loss)(parameters_to_vector(m).double())
 
 
 def batches(X, y, sizes=(7, 7, 6)):

@@ -7,13 +7,10 @@ without it (training unchanged, bitwise).
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from landscape.curvature import (
     CurvatureRecorder,
@@ -26,22 +23,11 @@ from landscape.params import ParamLayout, parameters_to_vector
 from landscape.results import load_result
 from landscape.train import Trainer
 from landscape.trajectory import Trajectory
+from tests.helpers import dense_hessian
 from tests.registry import make_case
 
 F64 = torch.float64
 CE = nn.CrossEntropyLoss()
-
-
-def dense(model: nn.Module, loss_fn, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``torch.func.hessian`` of the eval-mode mean loss, float64, shape ``(n, n)``."""
-    m = copy.deepcopy(model).double().eval()
-    layout = ParamLayout.from_model(m)
-    bufs = dict(m.named_buffers())
-
-    def loss(theta: torch.Tensor) -> torch.Tensor:
-        return loss_fn(functional_call(m, {**layout.unflatten(theta), **bufs}, (X.double(),)), y)
-
-    return torch.func.hessian(loss)(parameters_to_vector(m).double())
 
 
 def _problem(name: str = "mlp_tanh"):
@@ -77,7 +63,7 @@ def test_eigenvalues_trace_and_layers_equal_the_dense_hessian_at_every_snapshot(
     assert tr.layer_names == ["0", "2"] and tr.layer_eigenvalues.shape == (6, 2)
     layout = ParamLayout.from_model(net)
     for t in range(len(traj)):
-        H = dense(traj.model_at(net, t), CE, X, y)
+        H = dense_hessian(traj.model_at(net, t), CE, X, y)
         ev = torch.linalg.eigvalsh(H).flip(0)
         np.testing.assert_allclose(tr.eigenvalues[t], ev[:3].numpy(), rtol=1e-7, atol=1e-10)
         assert np.all(np.abs(tr.eigenvalues[t] - ev[:3].numpy()) <= tr.error_bounds[t] + 1e-12)
@@ -153,7 +139,7 @@ def test_recorder_writes_the_dense_top_eigenvalue_and_leaves_training_unchanged(
     for name in ("lambda_max", "lambda_2", "lr", "hessian_trace", "hessian_hvps", "lambda_max/0", "lambda_max/2"):
         assert name in traj.metric_names, name
     for t in range(len(traj)):
-        ev = torch.linalg.eigvalsh(dense(traj.model_at(net, t), CE, X, y)).flip(0)
+        ev = torch.linalg.eigvalsh(dense_hessian(traj.model_at(net, t), CE, X, y)).flip(0)
         assert traj.metric("lambda_max")[t] == pytest.approx(float(ev[0]), rel=1e-7)
         assert traj.metric("lambda_2")[t] == pytest.approx(float(ev[1]), rel=1e-7)
     np.testing.assert_allclose(traj.metric("lr"), 0.2)

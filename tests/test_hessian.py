@@ -26,6 +26,7 @@ from landscape.curvature import (
 )
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.results import load_result
+from tests.helpers import dense_hessian
 
 F64 = torch.float64
 LOSS = nn.CrossEntropyLoss()
@@ -74,18 +75,6 @@ def _batches(X: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, torch
     return [(X[:5], y[:5]), (X[5:7], y[5:7]), (X[7:], y[7:])]  # unequal sizes 5, 2, 6
 
 
-def _dense_reference(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """torch.func.hessian of the eval-mode mean loss over all samples, float64."""
-    m = copy.deepcopy(model).double().eval()
-    layout = ParamLayout.from_model(m)
-    bufs = {k: v for k, v in m.named_buffers()}
-
-    def loss(theta: torch.Tensor) -> torch.Tensor:
-        return LOSS(functional_call(m, {**layout.unflatten(theta), **bufs}, (X.double(),)), y)
-
-    return torch.func.hessian(loss)(parameters_to_vector(m))
-
-
 def _snapshot(model: nn.Module) -> dict:
     return {
         "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
@@ -106,14 +95,14 @@ def _assert_untouched(model: nn.Module, snap: dict) -> None:
 @pytest.fixture(scope="module")
 def cnn_case() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
     m, X, y = _cnn()
-    return m, X, y, _dense_reference(m, X, y)
+    return m, X, y, dense_hessian(m, LOSS, X, y)
 
 
 # ----------------------------------------------------------------------------- the HVP itself
 @pytest.mark.parametrize("micro_batch_size", ["auto", None, 4])
 def test_mlp_hvp_matches_torch_func_hessian(micro_batch_size: str | int | None) -> None:
     m, X, y = _mlp()
-    H = _dense_reference(m, X, y)
+    H = dense_hessian(m, LOSS, X, y)
     snap = _snapshot(m)
     op = HessianOperator(m, LOSS, _batches(X, y), dtype=F64, micro_batch_size=micro_batch_size)
     D = op.dense()
@@ -178,7 +167,7 @@ def test_strided_dilated_one_channel_conv_and_shared_bn_input_match_torch_func_h
     from_cols = kernels.conv_from_cols  # the one-channel convolution's R-forward term, from the unfolded input
     monkeypatch.setattr(kernels, "conv_from_cols", lambda *a: used.append(1) or from_cols(*a))
     op = HessianOperator(m, LOSS, (X, y), dtype=F64, channels_last=channels_last)
-    torch.testing.assert_close(op.dense(), _dense_reference(m, X, y), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(op.dense(), dense_hessian(m, LOSS, X, y), rtol=1e-10, atol=1e-12)
     assert len(used) == 2 * op.n  # per product: conv1 itself (feeds tanh) and its BN-folded twin
 
 
@@ -218,7 +207,7 @@ def test_max_pooled_first_convolutions_match_torch_func_hessian(monkeypatch, cha
     apply = kernels.PooledConv.apply
     monkeypatch.setattr(kernels.PooledConv, "apply", lambda *a: used.append(1) or apply(*a))
     op = HessianOperator(m, LOSS, (X, y), dtype=F64, channels_last=channels_last, micro_batch_size=4)
-    torch.testing.assert_close(op.dense(), _dense_reference(m, X, y), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(op.dense(), dense_hessian(m, LOSS, X, y), rtol=1e-10, atol=1e-12)
     assert len(used) == 3 * 2  # three pooled convolutions in each of the two micro-batches
 
 
@@ -234,7 +223,7 @@ def test_conv1d_dilation_and_string_padding_match_torch_func_hessian() -> None:
     )
     X, y = torch.randn(7, 2, 9), torch.randint(0, 3, (7,))
     op = HessianOperator(m, LOSS, (X, y), dtype=F64)
-    torch.testing.assert_close(op.dense(), _dense_reference(m, X, y), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(op.dense(), dense_hessian(m, LOSS, X, y), rtol=1e-10, atol=1e-12)
 
 
 def test_rebuilt_graphs_equal_cached(cnn_case) -> None:
@@ -410,7 +399,7 @@ def test_hutchpp_beats_hutchinson_and_is_exact_with_full_sketch() -> None:
 def test_operator_trace_estimators() -> None:
     m, X, y = _mlp()
     op = HessianOperator(m, LOSS, _batches(X, y), dtype=F64)
-    exact = float(torch.trace(_dense_reference(m, X, y)))
+    exact = float(torch.trace(dense_hessian(m, LOSS, X, y)))
     assert abs(hessian_trace(op, 3 * op.n, method="hutchpp").estimate - exact) < 1e-9 * abs(exact)
     est = hessian_trace(op, 300, method="hutchinson", seed=1)
     assert abs(est.estimate - exact) < 4 * est.stderr

@@ -13,10 +13,9 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from landscape.curvature import HessianOperator, hessian_eigenpairs, hessian_spectrum, top_eigenpairs
-from landscape.params import ParamLayout, parameters_to_vector
+from tests.helpers import dense_hessian, small_bn_cnn, small_cnn
 
 F64 = torch.float64
 CE = nn.CrossEntropyLoss()
@@ -48,31 +47,13 @@ def _mlp():
 
 def _cnn():
     torch.manual_seed(1)
-    m = nn.Sequential(
-        nn.Conv2d(1, 3, 3, padding=1),
-        nn.Tanh(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(3, 4, 3),
-        nn.Tanh(),
-        nn.Flatten(),
-        nn.Linear(4, 3),
-    ).double()
+    m = small_cnn(nn.Tanh, 6).double()
     return m, CE, torch.randn(40, 1, 6, 6, dtype=F64), torch.randint(0, 3, (40,))
 
 
 def _bn_cnn():
     torch.manual_seed(2)
-    m = nn.Sequential(
-        nn.Conv2d(1, 3, 3),
-        nn.BatchNorm2d(3),
-        nn.Tanh(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(3, 4),
-        nn.BatchNorm1d(4),
-        nn.Tanh(),
-        nn.Linear(4, 3),
-    ).double()
+    m = small_bn_cnn(nn.Tanh, nn.AdaptiveAvgPool2d(1), 3, 4).double()
     with torch.no_grad():
         for bn in (m[1], m[6]):
             bn.running_mean.normal_()
@@ -101,22 +82,10 @@ def _designed():
 CASES = {"mlp": _mlp, "cnn": _cnn, "bn_cnn": _bn_cnn, "twin": _twin, "designed": _designed}
 
 
-def dense(model: nn.Module, loss_fn, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``torch.func.hessian`` of the eval-mode mean loss, float64."""
-    m = copy.deepcopy(model).double().eval()
-    layout = ParamLayout.from_model(m)
-    bufs = dict(m.named_buffers())
-
-    def loss(theta: torch.Tensor) -> torch.Tensor:
-        return loss_fn(functional_call(m, {**layout.unflatten(theta), **bufs}, (X.double(),)), y)
-
-    return torch.func.hessian(loss)(parameters_to_vector(m).double())
-
-
 @pytest.fixture(scope="module")
 def case(request):
     model, loss_fn, X, y = CASES[request.param]()
-    return model, loss_fn, X, y, dense(model, loss_fn, X, y)
+    return model, loss_fn, X, y, dense_hessian(model, loss_fn, X, y)
 
 
 def check_pairs(H: torch.Tensor, pairs, k: int, value_tol: float, vector_tol: float) -> None:
@@ -170,7 +139,7 @@ def test_repeated_top_eigenvalue_needs_the_block() -> None:
 
 def test_top_1_through_the_spectrum() -> None:
     model, loss_fn, X, y = _cnn()
-    top = float(torch.linalg.eigvalsh(dense(model, loss_fn, X, y))[-1])
+    top = float(torch.linalg.eigvalsh(dense_hessian(model, loss_fn, X, y))[-1])
     spec = hessian_spectrum(model, loss_fn, (X, y), n_probes=1, steps=10, top_k=1, tol=1e-8)
     assert abs(float(spec.top_eigenvalues[0]) - top) <= 1e-8 * top
     assert spec.top_residuals.shape == (1,) and float(spec.top_residuals[0]) <= 1e-8 * top
@@ -182,7 +151,7 @@ def test_float32_error_bounds_cover_the_true_error(name: str) -> None:
     model, loss_fn, X, y = CASES[name]()
     m32 = copy.deepcopy(model).float()
     X32 = X.float()
-    H = dense(m32, loss_fn, X32, y)  # float64 Hessian at the float32 weights
+    H = dense_hessian(m32, loss_fn, X32, y)  # float64 Hessian at the float32 weights
     exact = torch.linalg.eigvalsh(H).flip(0)
     op = HessianOperator(m32, loss_fn, (X32, y))
     for k in (1, 3, 5):
@@ -205,7 +174,7 @@ def test_float32_error_bounds_cover_the_true_error(name: str) -> None:
 def test_residual_convergence_not_only_values() -> None:
     # At the values-only stopping rule, the issue's MLP returned eigenvector residuals up to 1.6e-4
     model, loss_fn, X, y = _mlp()
-    H = dense(model, loss_fn, X, y)
+    H = dense_hessian(model, loss_fn, X, y)
     norm = float(torch.linalg.eigvalsh(H).abs().max())
     op = HessianOperator(model, loss_fn, (X, y))
     for k in (2, 5, 8):

@@ -22,6 +22,9 @@ from landscape.results import Provenance
 
 __all__ = ["StreamingHistogram"]
 
+# The summary numbers a histogram hands on to its SaturationStats under the same names.
+_SUMMARY = ("underflow", "overflow", "count", "minimum", "maximum", "mean", "std", "nonfinite")
+
 
 class StreamingHistogram:
     """Histogram of a stream of values on a fixed range, with bounded percentile estimates.
@@ -173,13 +176,6 @@ class StreamingHistogram:
             exact=self.exact,
             counts=self.counts.numpy().copy(),
             edges=self.edges.numpy().copy(),
-            underflow=self.underflow,
-            overflow=self.overflow,
-            count=self.count,
-            minimum=self.minimum,
-            maximum=self.maximum,
-            mean=self.mean,
-            std=self.std,
-            nonfinite=self.nonfinite,
+            **{k: getattr(self, k) for k in _SUMMARY},
             provenance=Provenance.here(data=f"{self.count} activation values of layer {layer!r}"),
         )

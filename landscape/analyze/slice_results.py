@@ -122,9 +122,28 @@ class PlaneResult(Result):
         return self.center.astype(np.float64) + x * d[0] + y * d[1]
 
 
+@dataclasses.dataclass(frozen=True)
+class _AlphaBetaGrid(Result):
+    """What Im et al.'s two grids share: ``(alpha, beta)`` axes, metrics ``[i, j]`` at ``(alpha_j, beta_i)``.
+
+    Attributes:
+        alphas: ``(n,)``.
+        betas: ``(m,)``.
+        metrics: Name -> ``(m, n)`` grid.
+    """
+
+    _coords = {"alphas": "alpha", "betas": "beta"}
+    _table = ("beta", "alpha")
+    _thumb = ("metrics.loss", "image")
+
+    alphas: np.ndarray
+    betas: np.ndarray
+    metrics: dict[str, np.ndarray]
+
+
 @register_result
 @dataclasses.dataclass(frozen=True)
-class BilinearResult(Result):
+class BilinearResult(_AlphaBetaGrid):
     """Metrics of Im et al.'s bilinear interpolation between four points.
 
     Attributes:
@@ -146,14 +165,8 @@ class BilinearResult(Result):
         "corners": ("corner", "param"),
         "corner_coords": ("corner", "ab"),
     }
-    _coords = {"alphas": "alpha", "betas": "beta"}
     _labels = {"anchor_labels": "corner"}
-    _table = ("beta", "alpha")
-    _thumb = ("metrics.loss", "image")
 
-    alphas: np.ndarray
-    betas: np.ndarray
-    metrics: dict[str, np.ndarray]
     corners: np.ndarray
     corner_coords: np.ndarray
     anchor_labels: list[str] = dataclasses.field(default_factory=list)
@@ -164,7 +177,7 @@ class BilinearResult(Result):
 
 @register_result
 @dataclasses.dataclass(frozen=True)
-class BarycentricResult(Result):
+class BarycentricResult(_AlphaBetaGrid):
     """Metrics of Im et al.'s barycentric interpolation over a triangle of three points.
 
     Attributes:
@@ -179,14 +192,8 @@ class BarycentricResult(Result):
     """
 
     _dims = {"alphas": ("alpha",), "betas": ("beta",), "metrics.*": ("beta", "alpha"), "vertices": ("vertex", "param")}
-    _coords = {"alphas": "alpha", "betas": "beta"}
     _labels = {"anchor_labels": "vertex"}
-    _table = ("beta", "alpha")
-    _thumb = ("metrics.loss", "image")
 
-    alphas: np.ndarray
-    betas: np.ndarray
-    metrics: dict[str, np.ndarray]
     vertices: np.ndarray
     anchor_labels: list[str] = dataclasses.field(default_factory=list)
     n_nonfinite: int = 0

@@ -1,83 +1,27 @@
-"""Curvature: the Hessian operator, its spectrum (Lanczos, SLQ, traces), sharpness, and curvature over training."""
+"""Curvature: the Hessian operator, its spectrum (Lanczos, SLQ, traces), sharpness, and curvature over training.
 
-from landscape.curvature.eigensolver import EigenPairs, Which, top_eigenpairs
-from landscape.curvature.hessian import HessianOperator
-from landscape.curvature.lanczos import (
-    LanczosRun,
-    MatMat,
-    TraceEstimate,
-    default_sigma,
-    gaussian_density,
-    hutchinson,
-    hutchpp,
-    lanczos,
-    rademacher,
-    ritz,
-    slq,
-)
-from landscape.curvature.sharpness import (
-    Adaptive,
-    Distribution,
-    Norm,
-    SharpnessResult,
-    average_sharpness,
-    m_sharpness,
-    perturbation_scale,
-    worst_case_sharpness,
-)
-from landscape.curvature.spectrum import (
-    HessianSpectrum,
-    TraceMethod,
-    hessian_directions,
-    hessian_eigenpairs,
-    hessian_spectrum,
-    hessian_trace,
-    spectrum_of,
-)
-from landscape.curvature.training import (
-    CurvatureRecorder,
-    CurvatureTrace,
-    edge_of_stability_summary,
-    gradient_descent_curvature,
-    trajectory_curvature,
-)
-from landscape.functional import BNMode
+The package re-exports the public names of its modules: the union of their ``__all__``
+(the module ``lanczos`` goes by ``_lanczos`` here: a function the package exports has its name).
+"""
 
-__all__ = [
-    "Adaptive",
-    "BNMode",
-    "CurvatureRecorder",
-    "CurvatureTrace",
-    "Distribution",
-    "EigenPairs",
-    "HessianOperator",
-    "HessianSpectrum",
-    "LanczosRun",
-    "MatMat",
-    "Norm",
-    "SharpnessResult",
-    "TraceEstimate",
-    "TraceMethod",
-    "Which",
-    "average_sharpness",
-    "default_sigma",
-    "edge_of_stability_summary",
-    "gaussian_density",
-    "gradient_descent_curvature",
-    "hessian_directions",
-    "hessian_eigenpairs",
-    "hessian_spectrum",
-    "hessian_trace",
-    "hutchinson",
-    "hutchpp",
-    "lanczos",
-    "m_sharpness",
-    "perturbation_scale",
-    "rademacher",
-    "ritz",
-    "slq",
-    "spectrum_of",
-    "top_eigenpairs",
-    "trajectory_curvature",
-    "worst_case_sharpness",
-]
+# ruff: noqa: F403 (each star import takes a module's ``__all__``, which the package re-exports)
+
+from landscape.curvature import eigensolver, hessian, sharpness, spectrum, training
+from landscape.curvature import lanczos as _lanczos
+from landscape.curvature.eigensolver import *
+from landscape.curvature.hessian import *
+from landscape.curvature.lanczos import *
+from landscape.curvature.sharpness import *
+from landscape.curvature.spectrum import *
+from landscape.curvature.training import *
+
+__all__ = sorted(
+    [
+        *eigensolver.__all__,
+        *hessian.__all__,
+        *_lanczos.__all__,
+        *sharpness.__all__,
+        *spectrum.__all__,
+        *training.__all__,
+    ]
+)

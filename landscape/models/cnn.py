@@ -22,6 +22,49 @@ from landscape.models.blocks import (
 __all__ = ["LeNet5", "AlexNet", "SigmoidConvNet", "TunnelsCNN", "VGGNet", "NINNet", "LiptonCNN"]
 
 
+# --------------------------------------------------------------------------- shared pieces
+def _conv_pool_pair(c: int, channels: tuple[int, int], paddings: tuple[int, int]) -> OrderedDict[str, nn.Module]:
+    """``conv 5x5 - relu - max-pool 2``, twice, then flatten: LeNet-5's and Lipton's features."""
+    feats: OrderedDict[str, nn.Module] = OrderedDict()
+    cin = c
+    for i, (cout, pad) in enumerate(zip(channels, paddings), start=1):
+        feats[f"conv{i}"] = nn.Conv2d(cin, cout, 5, padding=pad)
+        feats[f"relu{i}"] = nn.ReLU()
+        feats[f"pool{i}"] = nn.MaxPool2d(2)
+        cin = cout
+    feats["flatten"] = nn.Flatten()
+    return feats
+
+
+def _flat_size(feats: OrderedDict[str, nn.Module], chw: tuple[int, int, int], model: str) -> int:
+    """Width of the flattened features ``feats`` of a ``(C, H, W)`` input (probed, so any layout fits)."""
+    return math.prod(probe_shape(nn.Sequential(feats), chw, model))
+
+
+def _two_hidden_head(flat: int, hidden: tuple[int, int], num_classes: int) -> OrderedDict[str, nn.Module]:
+    """``fc - relu - fc - relu - fc``: LeNet-5's and AlexNet's classifier."""
+    return OrderedDict(
+        fc1=nn.Linear(flat, hidden[0]),
+        relu3=nn.ReLU(),
+        fc2=nn.Linear(hidden[0], hidden[1]),
+        relu4=nn.ReLU(),
+        fc3=nn.Linear(hidden[1], num_classes),
+    )
+
+
+def _dropout_head(flat: int, hidden: int, num_classes: int, dropout: float, relu: str) -> OrderedDict[str, nn.Module]:
+    """``dropout - fc - relu - dropout - fc`` (no dropout layers at 0): VGG's and Lipton's classifier."""
+    head: OrderedDict[str, nn.Module] = OrderedDict()
+    if dropout > 0:
+        head["drop1"] = nn.Dropout(dropout)
+    head["fc1"] = nn.Linear(flat, hidden)
+    head[relu] = nn.ReLU()
+    if dropout > 0:
+        head["drop2"] = nn.Dropout(dropout)
+    head["fc2"] = nn.Linear(hidden, num_classes)
+    return head
+
+
 # --------------------------------------------------------------------------- classic CNNs
 class LeNet5(nn.Sequential):
     """LeNet-5 with ReLU and max pooling (Persistent Neurons §4, on CIFAR-10).
@@ -52,23 +95,8 @@ class LeNet5(nn.Sequential):
         num_classes = check_classes(num_classes)
         side = min(h, w)
         pad1, pad2 = (0, 0) if side >= 32 else (2, 0) if side >= 16 else (2, 2)
-        feats: OrderedDict[str, nn.Module] = OrderedDict(
-            conv1=nn.Conv2d(c, channels[0], 5, padding=pad1),
-            relu1=nn.ReLU(),
-            pool1=nn.MaxPool2d(2),
-            conv2=nn.Conv2d(channels[0], channels[1], 5, padding=pad2),
-            relu2=nn.ReLU(),
-            pool2=nn.MaxPool2d(2),
-            flatten=nn.Flatten(),
-        )
-        flat = math.prod(probe_shape(nn.Sequential(feats), (c, h, w), "LeNet5"))
-        feats.update(
-            fc1=nn.Linear(flat, hidden[0]),
-            relu3=nn.ReLU(),
-            fc2=nn.Linear(hidden[0], hidden[1]),
-            relu4=nn.ReLU(),
-            fc3=nn.Linear(hidden[1], num_classes),
-        )
+        feats = _conv_pool_pair(c, channels, (pad1, pad2))
+        feats.update(_two_hidden_head(_flat_size(feats, (c, h, w), "LeNet5"), hidden, num_classes))
         super().__init__(feats)
 
 
@@ -110,14 +138,7 @@ class AlexNet(nn.Sequential):
                 feats[f"lrn{i}"] = nn.LocalResponseNorm(9, alpha=0.001, beta=0.75, k=1.0)
             cin = cout
         feats["flatten"] = nn.Flatten()
-        flat = math.prod(probe_shape(nn.Sequential(feats), (c, h, w), "AlexNet"))
-        feats.update(
-            fc1=nn.Linear(flat, hidden[0]),
-            relu3=nn.ReLU(),
-            fc2=nn.Linear(hidden[0], hidden[1]),
-            relu4=nn.ReLU(),
-            fc3=nn.Linear(hidden[1], num_classes),
-        )
+        feats.update(_two_hidden_head(_flat_size(feats, (c, h, w), "AlexNet"), hidden, num_classes))
         super().__init__(feats)
 
 
@@ -150,8 +171,7 @@ class SigmoidConvNet(nn.Sequential):
             act1=nn.Sigmoid(),
             flatten=nn.Flatten(),
         )
-        flat = math.prod(probe_shape(nn.Sequential(feats), (c, h, w), "SigmoidConvNet"))
-        feats["fc1"] = nn.Linear(flat, num_classes)
+        feats["fc1"] = nn.Linear(_flat_size(feats, (c, h, w), "SigmoidConvNet"), num_classes)
         super().__init__(feats)
 
 
@@ -240,13 +260,7 @@ class VGGNet(nn.Sequential):
             feats[f"relu{nconv}"] = nn.ReLU()
             cin = int(item)
         feats["flatten"] = nn.Flatten()
-        if dropout > 0:
-            feats["drop1"] = nn.Dropout(dropout)
-        feats["fc1"] = nn.Linear(cin * spatial[0] * spatial[1], hidden)
-        feats[f"relu{nconv + 1}"] = nn.ReLU()
-        if dropout > 0:
-            feats["drop2"] = nn.Dropout(dropout)
-        feats["fc2"] = nn.Linear(hidden, num_classes)
+        feats.update(_dropout_head(cin * spatial[0] * spatial[1], hidden, num_classes, dropout, f"relu{nconv + 1}"))
         super().__init__(feats)
 
 
@@ -325,21 +339,6 @@ class LiptonCNN(nn.Sequential):
     ) -> None:
         c, h, w = image_shape(input_shape, "LiptonCNN")
         num_classes = check_classes(num_classes)
-        feats: OrderedDict[str, nn.Module] = OrderedDict(
-            conv1=nn.Conv2d(c, channels[0], 5, padding=2),
-            relu1=nn.ReLU(),
-            pool1=nn.MaxPool2d(2),
-            conv2=nn.Conv2d(channels[0], channels[1], 5, padding=2),
-            relu2=nn.ReLU(),
-            pool2=nn.MaxPool2d(2),
-            flatten=nn.Flatten(),
-        )
-        flat = math.prod(probe_shape(nn.Sequential(feats), (c, h, w), "LiptonCNN"))
-        if dropout > 0:
-            feats["drop1"] = nn.Dropout(dropout)
-        feats["fc1"] = nn.Linear(flat, hidden)
-        feats["relu3"] = nn.ReLU()
-        if dropout > 0:
-            feats["drop2"] = nn.Dropout(dropout)
-        feats["fc2"] = nn.Linear(hidden, num_classes)
+        feats = _conv_pool_pair(c, channels, (2, 2))
+        feats.update(_dropout_head(_flat_size(feats, (c, h, w), "LiptonCNN"), hidden, num_classes, dropout, "relu3"))
         super().__init__(feats)
