@@ -11,7 +11,8 @@ A paper's statements are its specification, so they live in one data file per pa
 
 Optional fields: ``paper_value`` (a number or a short string; absent means the paper gives none) and
 ``paper_effect`` (the magnitude of the paper's effect, for :func:`~figures.verdict.verdict_for`). ``detail`` is a
-:meth:`str.format` template; the figure passes the values it names (``{effect}`` is the claim's effect).
+:meth:`str.format` template; the figure passes the values it names (``{effect}`` is the claim's effect). So is
+``statement``, for a claim a figure checks once per case (``"... ({net}, lr {lr:.3g}) ..."``).
 
 A figure decides its claims through a :class:`ClaimBook`; the verdict comes from the effect and the claim's
 ``direction``, from ``held=`` for an exact check, or from ``verdict=`` for a rule of the figure's own. Premises
@@ -73,7 +74,8 @@ class ClaimSpec:
     Attributes:
         figure: The registered figure name that checks it.
         key: The claim's key within the figure (``[a-z0-9-]+``).
-        statement: The paper's statement, quoted or closely paraphrased.
+        statement: The paper's statement, quoted or closely paraphrased (a template like :attr:`detail` when the
+            figure checks it per case).
         source: Where it is in the paper, by title and section.
         detail: A template of how it is measured and decided (fields filled by the figure).
         paper_value: The paper's number or short string, ``None`` when it gives none.
@@ -92,8 +94,8 @@ class ClaimSpec:
 
     @property
     def fields(self) -> set[str]:
-        """The names :attr:`detail` needs."""
-        return _fields(self.detail)
+        """The names :attr:`statement` and :attr:`detail` need."""
+        return _fields(self.statement) | _fields(self.detail)
 
 
 def claims_file(paper: str) -> Path:
@@ -115,7 +117,7 @@ def _spec(path: Path, figure: str, key: str, table: Any) -> ClaimSpec:
     if table.get("direction", 1) not in (1, -1):
         raise ValueError(f"{where}: direction must be 1 or -1, got {table['direction']!r}")
     try:
-        _fields(table.get("detail", ""))
+        _fields(table["statement"]) | _fields(table.get("detail", ""))
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     return ClaimSpec(figure=figure, key=key, **table)
@@ -189,7 +191,7 @@ class ClaimBook:
             premises: The checks that the experiment set up the paper's situation.
             held: The outcome of an exact check.
             verdict: A verdict decided by a rule of the figure's own.
-            **values: The fields the detail template names (``effect`` is filled in).
+            **values: The fields the statement and detail templates name (``effect`` is filled in).
 
         Raises:
             ValueError: If a template field is missing or a value is not used (names both), or an effect comes
@@ -199,7 +201,7 @@ class ClaimBook:
         need = spec.fields - {"effect"}
         if need != set(values) or ("effect" in spec.fields and effect is None):
             raise ValueError(
-                f"claim {self.figure}.{key}: the detail template needs {sorted(spec.fields)}, got "
+                f"claim {self.figure}.{key}: the statement/detail template needs {sorted(spec.fields)}, got "
                 f"{sorted(values)}{' and an effect' if effect is not None else ' and no effect'}"
             )
         if verdict is None and held is None and effect is not None:
@@ -207,7 +209,7 @@ class ClaimBook:
                 raise ValueError(f"claim {self.figure}.{key} has an effect but no direction in its claims.toml")
             verdict = verdict_for(effect, direction=spec.direction, paper_effect=spec.paper_effect)
         return Claim(
-            statement=spec.statement,
+            statement=spec.statement.format(effect=effect, **values),
             paper_value=spec.paper_value,
             measured=measured,
             held=held,

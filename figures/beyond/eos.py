@@ -28,7 +28,9 @@ import matplotlib.figure
 import torch
 from torch import nn
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, register_figure
+from figures.result import Claim
 from figures.verdict import at_least, at_most
 
 LRS = (2 / 30, 0.1, 0.2)  # 2/lr = 30, 20, 10: all above the initial lambda_max (6.8), so sharpening must happen
@@ -102,6 +104,7 @@ def _claims(
     scale: Scale,
 ) -> list[Claim]:
     """Two claims per step size: progressive sharpening up to 2/lr, then settling within 10% of it."""
+    book = ClaimBook("beyond_eos", scale=scale.value)
     claims = []
     for lr, s, loss in zip(lrs, summaries, losses):
         stable_start = at_most(
@@ -117,18 +120,16 @@ def _claims(
             detail="final / initial training loss",
         )
         claims.append(
-            Claim(
-                statement=f"Progressive sharpening ({what}, lr {lr:.3g}): the top Hessian eigenvalue rises until it "
-                "reaches 2/lr.",
-                paper_value=None,
-                source="Cohen et al., Gradient Descent on Neural Networks Typically Occurs at the "
-                "Edge of Stability (ICLR 2021), Sec. 3, Fig. 1",
-                measured=s["reached_step"],
+            book(
+                "progressive-sharpening",
+                s["reached_step"],
                 held=s["reached_step"] >= 0,
                 premises=[stable_start, trained],
-                scale=scale.value,
-                detail=f"first recorded step where lambda_max >= 0.9 x 2/lr (-1: never, within {steps} steps); "
-                f"2/lr = {2 / lr:.3g}, initial lambda_max = {s['initial_ratio'] * 2 / lr:.3g}.",
+                net=what,
+                lr=lr,
+                steps=steps,
+                threshold=2 / lr,
+                initial=s["initial_ratio"] * 2 / lr,
             )
         )
         reached = at_least(
@@ -139,17 +140,15 @@ def _claims(
             "edge-of-stability regime",
         )
         claims.append(
-            Claim(
-                statement=f"Edge of stability ({what}, lr {lr:.3g}): once there, the top eigenvalue hovers at 2/lr: it "
-                f"settles within {WITHIN:.0%} of it.",
-                paper_value=None,
-                source="Cohen et al. (ICLR 2021), Sec. 3",
-                measured=[s["tail_median_ratio"], s["tail_min_ratio"], s["tail_max_ratio"]],
+            book(
+                "hovers-at-threshold",
+                [s["tail_median_ratio"], s["tail_min_ratio"], s["tail_max_ratio"]],
                 held=abs(s["tail_median_ratio"] - 1) <= WITHIN,
                 premises=[trained, reached],
-                scale=scale.value,
-                detail=f"lambda_max / (2/lr) over the last quarter of the records: median, min, max; held if the "
-                f"median is within {WITHIN:.0%} of 1 ({s['tail_share_within']:.0%} of those records are).",
+                net=what,
+                lr=lr,
+                within=WITHIN,
+                share=s["tail_share_within"],
             )
         )
     return claims

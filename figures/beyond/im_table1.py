@@ -34,16 +34,15 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.verdict import at_least, paired_effect, verdict_for
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.verdict import at_least, paired_effect
 
 ALPHAS = np.linspace(0, 1, 11)  # the Im figures' segment grid (ImSetup.grid)
 TRAIN_ACC = 0.97  # premise: the minima fit the training set (as the other connecting-minima figures)
 MIN_BARRIER = 0.1  # premise: the straight line between the raw minima rises by at least this (nats)
 HALF = 0.5  # Git Re-Basin's direction, fixed before measuring: weight matching removes at least half
 FLOOR = 1e-4  # barriers below this are drawn at it on the log axis
-SOURCE_IM = "Im, Tao & Branson, An Empirical Analysis of Deep Network Loss Surfaces, Sec. 4.1, Table 1"
-SOURCE_REBASIN = "Ainsworth, Hayase & Srinivasa, Git Re-Basin (ICLR 2023), Sec. 3 and 5"
 
 
 def _moved(perm: dict[str, np.ndarray]) -> float:
@@ -156,44 +155,41 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
         f"{len(init_pairs)} initialization pairs); median {np.median(d_before):.3g}",
     )
     by_method = {m: float(np.mean([x for r, x in zip(diff, d_ratio) if r["a"][0] == m])) for m in METHODS}
+    book = ClaimBook("beyond_im_table1", scale=scale.value)
     claims = [
-        Claim(
-            statement="Im et al.'s Table 1 revisited: the barrier between two optimizers' minima from one "
-            "initialization is a relabelling of hidden units: weight matching removes at least half of it.",
-            paper_value=None,
-            source=f"{SOURCE_IM}; {SOURCE_REBASIN}",
-            measured=ratio_same.tolist(),
+        book(
+            "barrier-is-a-relabelling",
+            ratio_same.tolist(),
+            eff_same,
             premises=[fit, rises_same],
-            effect=eff_same,
-            verdict=verdict_for(eff_same, direction=-1),
-            scale=scale.value,
-            detail=f"barrier after / before weight matching per pair (n={len(same)}); held if the 95% interval of "
-            f"the ratio lies below {HALF:g}. Weight matching kept the identity in "
-            f"{int(np.sum(s_moved == 0))} of {len(same)} pairs (largest share of units moved "
-            f"{s_moved.max():.3g}): from one initialization the units already correspond. Barriers before: "
-            f"median {np.median(s_before):.3g} nats, after: median {np.median(s_after):.3g}. {crit_note}",
+            n=len(same),
+            half=HALF,
+            kept=int(np.sum(s_moved == 0)),
+            most_moved=s_moved.max(),
+            before=np.median(s_before),
+            after=np.median(s_after),
+            critical=crit_note,
         ),
-        Claim(
-            statement="Weight matching removes at least half of the loss barrier between one optimizer's minima "
-            "from two initializations (Git Re-Basin, on Im et al.'s minima of seven optimizers).",
-            paper_value=None,
-            source=SOURCE_REBASIN,
-            measured=per_pair.tolist(),
+        book(
+            "weight-matching-halves-barrier",
+            per_pair.tolist(),
+            eff_diff,
             premises=[fit, rises_diff],
-            effect=eff_diff,
-            verdict=verdict_for(eff_diff, direction=-1),
-            scale=scale.value,
-            detail=f"barrier after / before weight matching, mean over the 7 methods, per initialization pair "
-            f"(n={len(init_pairs)}; the pairs come from {reps} initializations, each in {reps - 1} pairs, so "
-            f"they are not independent and the interval is optimistic); effect = ratio - {HALF:g}, held if "
-            f"its interval lies below 0. Per method: "
-            + ", ".join(f"{METHOD_LABELS[m]} {v:.3g}" for m, v in by_method.items())
-            + f"; all {len(diff)} pairs: {d_ratio.min():.3g}-{d_ratio.max():.3g}. Barriers (nats) before: "
-            f"median {np.median(d_before):.3g}, after: median {np.median(d_after):.3g} (one initialization, "
-            f"two optimizers: {np.median(s_before):.3g}); accuracy barriers before / after: median "
-            f"{np.median([r['acc_before'] for r in diff]):.3g} / "
-            f"{np.median([r['acc_after'] for r in diff]):.3g}. Share of units moved: "
-            f"{np.median([r['moved'] for r in diff]):.3g} (median). {crit_note}",
+            n=len(init_pairs),
+            reps=reps,
+            others=reps - 1,
+            half=HALF,
+            per_method=", ".join(f"{METHOD_LABELS[m]} {v:.3g}" for m, v in by_method.items()),
+            pairs=len(diff),
+            lowest=d_ratio.min(),
+            highest=d_ratio.max(),
+            before=np.median(d_before),
+            after=np.median(d_after),
+            one_init=np.median(s_before),
+            acc_before=np.median([r["acc_before"] for r in diff]),
+            acc_after=np.median([r["acc_after"] for r in diff]),
+            moved=np.median([r["moved"] for r in diff]),
+            critical=crit_note,
         ),
     ]
 
