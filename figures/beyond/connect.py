@@ -97,6 +97,14 @@ def _pair_seeds(n: int) -> list[tuple[int, int]]:
     return [(2 * i, 2 * i + 1) for i in range(n)]
 
 
+def _trained_pair(
+    width: int, seeds: tuple[int, int], train: Any, out: Path
+) -> tuple[tuple[torch.nn.Module, float], tuple[torch.nn.Module, float]]:
+    """The two networks of a seed pair with their training accuracies (cached under the gallery's ``out``)."""
+    sa, sb = seeds
+    return _train(width, sa, train, cache_dir(out, "beyond")), _train(width, sb, train, cache_dir(out, "beyond"))
+
+
 @register_figure("beyond_rebasin", paper="beyond", title="Loss barriers before and after weight matching and REPAIR")
 def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     from tqdm.auto import tqdm
@@ -110,10 +118,7 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
     curves: dict[tuple[int, str], np.ndarray] = {}
     jobs = [(w, s) for w in cfg["widths"] for s in _pair_seeds(cfg["pairs"])]
     for width, (sa, sb) in tqdm(jobs, desc="pairs", disable=not progress, leave=False):
-        (a, acc_a), (b, acc_b) = (
-            _train(width, sa, train, cache_dir(out, "beyond")),
-            _train(width, sb, train, cache_dir(out, "beyond")),
-        )
+        (a, acc_a), (b, acc_b) = _trained_pair(width, (sa, sb), train, out)
         accs.setdefault(width, []).extend([acc_a, acc_b])
         b_wm = weight_matching(a, b).apply(b)
         res = {
@@ -257,10 +262,7 @@ def run_curves(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
     train = _data().train
     accs, line_b, curve_b, line_max, curve_max, kept = [], [], [], [], [], None
     for sa, sb in tqdm(_pair_seeds(cfg["pairs"]), desc="curves", disable=not progress, leave=False):
-        (a, acc_a), (b, acc_b) = (
-            _train(width, sa, train, cache_dir(out, "beyond")),
-            _train(width, sb, train, cache_dir(out, "beyond")),
-        )
+        (a, acc_a), (b, acc_b) = _trained_pair(width, (sa, sb), train, out)
         accs += [acc_a, acc_b]
         curve = fit_curve(
             a,

@@ -63,6 +63,15 @@ def half_squared_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((out - target) ** 2).sum(1).mean()
 
 
+def onehot_digits(n_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n_images`` training digits ``(n, 1, 8, 8)`` with one-hot targets ``(n, 10)`` (the square loss's)."""
+    from landscape.data import load_digits_split
+
+    X, y = load_digits_split(seed=0).train
+    X, y = X[:n_images], y[:n_images]
+    return X, nn.functional.one_hot(y, 10).float()
+
+
 def _runs(
     make: Any, n_images: int, lrs: Sequence[float], steps: int, every: int, progress: bool, what: str
 ) -> tuple[list[Any], list[dict[str, float]], list[list[float]]]:
@@ -70,11 +79,8 @@ def _runs(
     from tqdm.auto import tqdm
 
     from landscape import edge_of_stability_summary, gradient_descent_curvature
-    from landscape.data import load_digits_split
 
-    X, y = load_digits_split(seed=0).train
-    X, y = X[:n_images], y[:n_images]
-    data = (X, nn.functional.one_hot(y, 10).float())
+    data = onehot_digits(n_images)
     traces, summaries, losses = [], [], []
     for lr in tqdm(lrs, desc=f"{what} step sizes", disable=not progress, leave=False):
         torch.manual_seed(0)
