@@ -125,14 +125,14 @@ def _claims(
             0.5,
             detail="final / initial training loss",
         )
+        case = {"net": what, "lr": lr}  # the statements' fields: which run
         claims.append(
             book(
                 "progressive-sharpening",
                 s["reached_step"],
                 held=s["reached_step"] >= 0,
                 premises=[stable_start, trained],
-                net=what,
-                lr=lr,
+                **case,
                 steps=steps,
                 threshold=2 / lr,
                 initial=s["initial_ratio"] * 2 / lr,
@@ -151,8 +151,7 @@ def _claims(
                 [s["tail_median_ratio"], s["tail_min_ratio"], s["tail_max_ratio"]],
                 held=abs(s["tail_median_ratio"] - 1) <= WITHIN,
                 premises=[trained, reached],
-                net=what,
-                lr=lr,
+                **case,
                 within=WITHIN,
                 share=s["tail_share_within"],
             )
