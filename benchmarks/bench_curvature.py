@@ -29,22 +29,15 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from figures.beyond.eos import half_squared_error, onehot_digits  # noqa: E402
 from landscape.curvature import trajectory_curvature  # noqa: E402
-from landscape.data import load_digits_split  # noqa: E402
 from landscape.models import MLP  # noqa: E402
 from landscape.train import Trainer  # noqa: E402
 from landscape.trajectory import Trajectory  # noqa: E402
 
 
-def half_squared_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``1/2 ||f(x) - y||^2`` averaged over samples (Cohen et al. 2021's square loss)."""
-    return 0.5 * ((out - target) ** 2).sum(1).mean()
-
-
 def build(snapshots: int, every: int, lr: float) -> tuple[Trajectory, nn.Module, tuple[torch.Tensor, torch.Tensor]]:
-    X, y = load_digits_split(seed=0).train
-    X, y = X[:1000], y[:1000]
-    data = (X, nn.functional.one_hot(y, 10).float())
+    data = onehot_digits(1000)
     torch.manual_seed(0)
     net = MLP((1, 8, 8), [64, 64], 10, "tanh")
     traj = Trajectory()

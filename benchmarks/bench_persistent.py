@@ -43,6 +43,11 @@ def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def _wall_cpu(who: str, what: str, pair: tuple[float, float]) -> dict[str, float]:
+    """A (wall, CPU) pair as two JSON entries: ``{who}_{what}`` and ``{who}_cpu_{what}``."""
+    return {f"{who}_{what}": pair[0], f"{who}_cpu_{what}": pair[1]}
+
+
 def plain_loop_per_step(x, y, steps: int, anchors: int) -> tuple[float, float]:
     """Wall and CPU seconds per step of the plain nn.Module + torch.optim loop (with the penalty if anchors)."""
     import torch
@@ -144,6 +149,7 @@ def main() -> None:
         f"N = {x.shape[0]} points; {'paper scale' if args.full else f'{steps} steps per run, projected'}"
     )
     rows = []
+    total_steps = PAPER_RUNS * PAPER_STEPS
 
     def row(name: str, per_step: tuple[float, float], total: tuple[float, float], note: str) -> None:
         rows.append(
@@ -162,6 +168,40 @@ def main() -> None:
             flush=True,
         )
 
+    def projected_row(
+        name: str, per_step: tuple[float, float], note: str, compile_s: tuple[float, float] = (0.0, 0.0)
+    ) -> tuple[float, float]:
+        """A row whose total is the compile time plus the per-step time x the experiment's steps; returns it."""
+        total = (compile_s[0] + per_step[0] * total_steps, compile_s[1] + per_step[1] * total_steps)
+        row(name, per_step, total, note)
+        return total
+
+    def fast_row(
+        name: str,
+        per_step: tuple[float, float],
+        compile_s: tuple[float, float],
+        fit: tuple[float, float],
+        projected_from: str,
+        unit: str,
+        baselines: dict[str, tuple[float, float]],
+    ) -> dict[str, float]:
+        """The row of a fast path, and its JSON entry (compile, fit, baselines, per step, projected total)."""
+        note = f"compile {compile_s[0]:.0f} s" + ("" if args.full else f"; projected from {projected_from}")
+        total = projected_row(name, per_step, note, compile_s)
+        entry = {"compile_s": compile_s[0], **_wall_cpu("fit", "s", fit)}
+        for who, pair in baselines.items():
+            entry.update(_wall_cpu(who, "per_step_s", pair))
+        return {
+            **entry,
+            **_wall_cpu("fast", unit, per_step),
+            **_wall_cpu("projected", "min", (total[0] / 60, total[1] / 60)),
+        }
+
+    def save(res, name: str) -> None:  # noqa: ANN001
+        if args.save:
+            os.makedirs(args.save, exist_ok=True)
+            res.save(os.path.join(args.save, name))
+
     def timed(fn, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
         t, c = time.perf_counter(), time.process_time()
         r = fn(*a, **k)
@@ -173,16 +213,10 @@ def main() -> None:
         "need, roughly)"
     )
 
-    total_steps = PAPER_RUNS * PAPER_STEPS
     if args.part in ("seeds", "all"):
         print("re-initialization baseline: 100 seeds x 50,000 steps")
         b = plain_loop_per_step(x, y, args.baseline_steps, anchors=0)
-        row(
-            "plain loop (nn.Module + torch.optim)",
-            b,
-            (b[0] * total_steps, b[1] * total_steps),
-            f"projected from {args.baseline_steps} steps",
-        )
+        projected_row("plain loop (nn.Module + torch.optim)", b, f"projected from {args.baseline_steps} steps")
         kw = dict(backend="compiled", steps_per_call=args.seeds_per_call, threads=args.threads)
         _, compile_s, compile_c = timed(
             train_seeds_batched, template, x, y, range(PAPER_RUNS), steps=2 * args.seeds_per_call, **kw
@@ -199,24 +233,15 @@ def main() -> None:
         }
         res, wall, cpu = timed(train_seeds_batched, template, x, y, range(PAPER_RUNS), steps=steps, progress=bar, **kw)
         per = (wall / steps / PAPER_RUNS, cpu / steps / PAPER_RUNS)  # per network-step; one step trains 100 seeds
-        tot = (compile_s + per[0] * total_steps, compile_c + per[1] * total_steps)
-        row(
+        out["seeds"] = fast_row(
             "fast: batched, compiled (per network-step)",
             per,
-            tot,
-            f"compile {compile_s:.0f} s" + ("" if args.full else f"; projected from {steps} steps"),
+            (compile_s, compile_c),
+            (wall, cpu),
+            f"{steps} steps",
+            "per_network_step_s",
+            {"baseline": b},
         )
-        out["seeds"] = {
-            "compile_s": compile_s,
-            "fit_s": wall,
-            "fit_cpu_s": cpu,
-            "baseline_per_step_s": b[0],
-            "baseline_cpu_per_step_s": b[1],
-            "fast_per_network_step_s": per[0],
-            "fast_cpu_per_network_step_s": per[1],
-            "projected_min": tot[0] / 60,
-            "projected_cpu_min": tot[1] / 60,
-        }
         if args.full:
             fl = res.final_loss
             out["seeds"]["outcome"] = {
@@ -226,9 +251,7 @@ def main() -> None:
                 "losses": fl.tolist(),
             }
             print(f"  outcome: best seed {res.best} loss {fl.min():.4f}, median {np.median(fl):.4f}")
-        if args.save:
-            os.makedirs(args.save, exist_ok=True)
-            res.save(os.path.join(args.save, "seeds.npz"))
+        save(res, "seeds.npz")
         cv = out["seeds_compiled_vs_eager"]
         print(
             f"  compiled vs eager (100 seeds, 40 steps): largest parameter difference per seed: median "
@@ -239,19 +262,9 @@ def main() -> None:
     if args.part in ("persistent", "all"):
         print("persistent training: 100 iterations x 50,000 steps, lambda = 0.01")
         b = plain_loop_per_step(x, y, args.baseline_steps, anchors=PAPER_RUNS - 1)
-        row(
-            "plain loop + PersistentPenalty (99 anchors)",
-            b,
-            (b[0] * total_steps, b[1] * total_steps),
-            f"projected from {args.baseline_steps}",
-        )
+        projected_row("plain loop + PersistentPenalty (99 anchors)", b, f"projected from {args.baseline_steps}")
         g = generic_trainer_per_step(x, y, args.baseline_steps)
-        row(
-            "generic PersistentTrainer (2 iterations)",
-            g,
-            (g[0] * total_steps, g[1] * total_steps),
-            f"projected from 2 x {args.baseline_steps}",
-        )
+        projected_row("generic PersistentTrainer (2 iterations)", g, f"projected from 2 x {args.baseline_steps}")
         model = build_model("regression_mlp", (1,), 1, m=M, init="he", seed=0)
         kw = dict(iterations=PAPER_RUNS, lam=LAM, lr=LR, momentum=MU, threads=args.threads)
         _, compile_s, compile_c = timed(
@@ -288,26 +301,15 @@ def main() -> None:
             **kw,
         )
         per = (wall / total_steps * PAPER_STEPS / steps, cpu / total_steps * PAPER_STEPS / steps)
-        tot = (compile_s + per[0] * total_steps, compile_c + per[1] * total_steps)
-        row(
+        out["persistent"] = fast_row(
             "fast: compiled multi-step",
             per,
-            tot,
-            f"compile {compile_s:.0f} s" + ("" if args.full else f"; projected from 100 x {steps} steps"),
+            (compile_s, compile_c),
+            (wall, cpu),
+            f"100 x {steps} steps",
+            "per_step_s",
+            {"baseline": b, "generic_trainer": g},
         )
-        out["persistent"] = {
-            "compile_s": compile_s,
-            "fit_s": wall,
-            "fit_cpu_s": cpu,
-            "baseline_per_step_s": b[0],
-            "baseline_cpu_per_step_s": b[1],
-            "generic_trainer_per_step_s": g[0],
-            "generic_trainer_cpu_per_step_s": g[1],
-            "fast_per_step_s": per[0],
-            "fast_cpu_per_step_s": per[1],
-            "projected_min": tot[0] / 60,
-            "projected_cpu_min": tot[1] / 60,
-        }
         if args.full:
             c = res.champion
             out["persistent"]["outcome"] = {
@@ -319,9 +321,7 @@ def main() -> None:
                 f"  outcome: championship iteration {c}, loss {res.metrics[c]['train_loss']:.4f}; "
                 f"plain model {res.metrics[0]['train_loss']:.4f}"
             )
-        if args.save:
-            os.makedirs(args.save, exist_ok=True)
-            res.save(os.path.join(args.save, "persistent.npz"))
+        save(res, "persistent.npz")
         cv = out["persistent_compiled_vs_eager"]
         print(
             f"  compiled vs eager (100 iterations x 24 steps): largest parameter difference per iteration: median "

@@ -6,8 +6,15 @@ engine's specific paths (a shared module in the chain, max-pooling, a custom for
 """
 
 import copy
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,8 +29,12 @@ __all__ = [
     "assert_untouched",
     "batches",
     "brute",
+    "build_toy_gallery",
     "check_figure_result",
+    "chromium_dom",
+    "chromium_executable",
     "dense_hessian",
+    "feed",
     "loss_at",
     "make",
     "mlp_family",
@@ -237,3 +248,57 @@ def check_figure_result(res, source: str, keys=None, n_claims=None) -> list:
         if not all(p.met for p in c.premises):
             assert c.verdict is Verdict.NOT_TESTED, c
     return list(res.claims)
+
+
+def build_toy_gallery(out: Path) -> Path:
+    """The gallery of the toy demo alone, built into ``out`` (quietly); returns ``out``."""
+    from figures.make_all import main
+
+    assert main(["--only", "toy_demo", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def chromium_executable() -> str | None:
+    """Headless Chromium for the browser tests (``LANDSCAPE_CHROMIUM`` or on the path), ``None`` if absent.
+
+    ``LANDSCAPE_SKIP_BROWSER=1`` skips the calling test instead.
+    """
+    if os.environ.get("LANDSCAPE_SKIP_BROWSER") == "1":
+        pytest.skip("LANDSCAPE_SKIP_BROWSER=1")
+    return os.environ.get("LANDSCAPE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium_dom(exe: str, page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Open ``page`` in headless Chromium (a fresh ``profile`` directory, ``extra`` flags) and dump its DOM.
+
+    Returns the finished process: the DOM after the page's scripts ran is its ``stdout``.
+    """
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--enable-unsafe-swiftshader",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=15000",
+        *extra,
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
+    return proc
+
+
+Parser = TypeVar("Parser", bound=HTMLParser)
+
+
+def feed(parser: Parser, html: str) -> Parser:
+    """``parser`` after reading ``html`` (an :class:`~html.parser.HTMLParser` that collects what a test checks)."""
+    parser.feed(html)
+    return parser

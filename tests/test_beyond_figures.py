@@ -1,12 +1,27 @@
 """The 'Beyond the papers' figures at a tiny scale: they build, and their verdicts are well-formed."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from figures.beyond import connect as bc
 from figures.contract import FigureResult, Scale
+from figures.im._setup import ImSetup
 from figures.verdict import Verdict
 from tests.helpers import check_figure_result
+
+# Im et al.'s pool at a size that trains in seconds (the beyond figures reuse it; two epochs fit nothing)
+TINY_IM = ImSetup(
+    name="tiny",
+    train_size=64,
+    vgg_cfg=(2, "M"),
+    vgg_hidden=4,
+    epochs=2,
+    lr_stages=1,
+    repetitions=2,
+    surface_size=32,
+)
 
 
 @pytest.fixture
@@ -53,19 +68,8 @@ def test_edge_of_stability_figure_at_a_tiny_scale(monkeypatch, tmp_path):
 
 def test_im_table1_revisited_at_a_tiny_scale(monkeypatch, tmp_path):
     from figures.beyond import im_table1 as bit
-    from figures.im._setup import ImSetup
 
-    tiny = ImSetup(
-        name="tiny",
-        train_size=64,
-        vgg_cfg=(2, "M"),
-        vgg_hidden=4,
-        epochs=2,
-        lr_stages=1,
-        repetitions=2,
-        surface_size=32,
-    )
-    monkeypatch.setattr(bit, "_setup", lambda scale, data_dir: tiny)
+    monkeypatch.setattr(bit, "_setup", lambda scale, data_dir: TINY_IM)
     monkeypatch.setattr(bit, "ALPHAS", np.linspace(0, 1, 3))
     res = bit.run(scale=Scale.QUICK, data_dir=None, out=tmp_path / "fig", progress=False)
     _check(res)
@@ -100,19 +104,9 @@ def test_sharpness_table_at_a_tiny_scale(monkeypatch, tmp_path):
     import json
 
     from figures.beyond import sharpness as bs
-    from figures.im._setup import ImSetup
     from figures.persistent._setup import RunSetup
 
-    tiny = ImSetup(
-        name="tiny",
-        train_size=64,
-        vgg_cfg=(2, "M"),
-        vgg_hidden=4,
-        epochs=2,
-        lr_stages=1,
-        repetitions=1,
-        surface_size=32,
-    )
+    tiny = dataclasses.replace(TINY_IM, repetitions=1)
     lenet = {
         name: RunSetup(
             name=f"tiny_{i}",

@@ -9,21 +9,16 @@ rendered (SVG layer, plus a live WebGL scene for 3-D plots) and which JavaScript
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from figures.make_all import main
+from tests.helpers import build_toy_gallery, chromium_dom, chromium_executable, feed
 
 
 def _chromium() -> str:
-    if os.environ.get("LANDSCAPE_SKIP_BROWSER") == "1":
-        pytest.skip("LANDSCAPE_SKIP_BROWSER=1")
-    exe = os.environ.get("LANDSCAPE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    exe = chromium_executable()
     if exe is None:
         pytest.fail(
             "headless Chromium not found: run `bash .ci/install_chromium.sh` (installs Debian's chromium), "
@@ -33,26 +28,7 @@ def _chromium() -> str:
 
 
 def _dump_dom(exe: str, page: Path, profile: Path, *extra: str) -> str:
-    cmd = [
-        exe,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--enable-unsafe-swiftshader",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=15000",
-        *extra,
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
-    return proc.stdout
+    return chromium_dom(exe, page, profile, *extra).stdout
 
 
 class _Dom(HTMLParser):
@@ -87,16 +63,12 @@ class _Dom(HTMLParser):
 
 
 def _parse(dom: str) -> _Dom:
-    p = _Dom()
-    p.feed(dom)
-    return p
+    return feed(_Dom(), dom)
 
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("browser_gallery")
-    assert main(["--only", "toy_demo", "--out", str(out), "--quiet"]) == 0
-    return out
+    return build_toy_gallery(tmp_path_factory.mktemp("browser_gallery"))
 
 
 def test_index_renders_every_plot_without_js_errors(gallery: Path, tmp_path: Path) -> None:

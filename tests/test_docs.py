@@ -13,7 +13,6 @@ import inspect
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -23,6 +22,7 @@ import pytest
 
 import landscape.analyze.slice_results
 import landscape.analyze.surface
+from tests.helpers import chromium_dom, chromium_executable, feed
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("mkdocs")
@@ -51,37 +51,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _chromium() -> str:
-    if os.environ.get("LANDSCAPE_SKIP_BROWSER") == "1":
-        pytest.skip("LANDSCAPE_SKIP_BROWSER=1")
-    exe = os.environ.get("LANDSCAPE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("headless Chromium not found (`bash .ci/install_chromium.sh` installs it; CI does)")
-    return exe
-
-
 def _open(page: Path, profile: Path) -> tuple[str, list[str]]:
     """The page's DOM after its scripts ran, and the uncaught JavaScript errors from Chromium's console log."""
-    cmd = [
-        _chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--enable-unsafe-swiftshader",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=15000",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
+    exe = chromium_executable()
+    if exe is None:
+        pytest.skip("headless Chromium not found (`bash .ci/install_chromium.sh` installs it; CI does)")
+    proc = chromium_dom(exe, page, profile, "--enable-logging=stderr", "--v=0")
     errors = [line for line in proc.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
     return proc.stdout, errors
 
@@ -121,9 +96,7 @@ class _Dom(HTMLParser):
 
 
 def _parse(dom: str) -> _Dom:
-    p = _Dom()
-    p.feed(dom)
-    return p
+    return feed(_Dom(), dom)
 
 
 def test_index_renders_with_navigation(site: Path, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from figures.contract import (
 )
 from figures.make_all import main, make_gallery
 from figures.schema import CLAIMS_SCHEMA
+from tests.helpers import build_toy_gallery
 
 CALLS: dict[str, int] = {}
 MODE: dict[str, str] = {"flaky": "ok"}
@@ -84,9 +85,7 @@ def _entry(doc: dict, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def toy_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("gallery")
-    assert main(["--only", "toy_demo", "--out", str(out), "--quiet"]) == 0
-    return out
+    return build_toy_gallery(tmp_path_factory.mktemp("gallery"))
 
 
 def test_toy_gallery_files_offline_and_schema(toy_gallery: Path) -> None:

@@ -26,8 +26,9 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.verdict import at_least, paired_effect, verdict_for
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.verdict import at_least, paired_effect
 from landscape.trajectory import build_once
 
 EPOCHS = 30
@@ -96,6 +97,14 @@ def _pair_seeds(n: int) -> list[tuple[int, int]]:
     return [(2 * i, 2 * i + 1) for i in range(n)]
 
 
+def _trained_pair(
+    width: int, seeds: tuple[int, int], train: Any, out: Path
+) -> tuple[tuple[torch.nn.Module, float], tuple[torch.nn.Module, float]]:
+    """The two networks of a seed pair with their training accuracies (cached under the gallery's ``out``)."""
+    sa, sb = seeds
+    return _train(width, sa, train, cache_dir(out, "beyond")), _train(width, sb, train, cache_dir(out, "beyond"))
+
+
 @register_figure("beyond_rebasin", paper="beyond", title="Loss barriers before and after weight matching and REPAIR")
 def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
     from tqdm.auto import tqdm
@@ -109,10 +118,7 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
     curves: dict[tuple[int, str], np.ndarray] = {}
     jobs = [(w, s) for w in cfg["widths"] for s in _pair_seeds(cfg["pairs"])]
     for width, (sa, sb) in tqdm(jobs, desc="pairs", disable=not progress, leave=False):
-        (a, acc_a), (b, acc_b) = (
-            _train(width, sa, train, cache_dir(out, "beyond")),
-            _train(width, sb, train, cache_dir(out, "beyond")),
-        )
+        (a, acc_a), (b, acc_b) = _trained_pair(width, (sa, sb), train, out)
         accs.setdefault(width, []).extend([acc_a, acc_b])
         b_wm = weight_matching(a, b).apply(b)
         res = {
@@ -156,46 +162,27 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
     all_rep = [x for w in cfg["widths"] for x in rows[w]["weight matching + REPAIR"]]
     eff_repair = paired_effect(all_wm, all_rep)
     n = cfg["pairs"]
+    rebasin_book = ClaimBook("beyond_rebasin", scale=scale.value)
     claims = [
-        Claim(
-            statement="Weight matching (permuting b's hidden units to match a's weights) removes most of the loss "
-            "barrier between two independently trained networks: at least half of it.",
-            paper_value=None,
-            source="Ainsworth, Hayase & Srinivasa, Git Re-Basin (ICLR 2023), Sec. 3 and 5",
-            measured=ratio.tolist(),
+        rebasin_book(
+            "weight-matching-halves-barrier",
+            ratio.tolist(),
+            eff_half,
             premises=[trained_wide, barrier_exists],
-            effect=eff_half,
-            verdict=verdict_for(eff_half, direction=-1),
-            scale=scale.value,
-            detail=f"barrier after / before weight matching at width {wide}, one value per seed pair (n={n}); held "
-            "if the 95% interval of the ratio lies below 0.5 (effect = ratio - 0.5).",
+            width=wide,
+            n=n,
         ),
-        Claim(
-            statement="After alignment the barrier shrinks as the networks get wider (linear mode connectivity "
-            "modulo permutations emerges with width).",
-            paper_value=None,
-            source="Git Re-Basin (ICLR 2023), Sec. 5, the width study",
-            measured=[float(np.mean(rows[w]["weight matching"])) for w in cfg["widths"]],
+        rebasin_book(
+            "barrier-shrinks-with-width",
+            [float(np.mean(rows[w]["weight matching"])) for w in cfg["widths"]],
+            eff_width,
             premises=[trained],
-            effect=eff_width,
-            verdict=verdict_for(eff_width, direction=1),
-            scale=scale.value,
-            detail=f"mean aligned barrier per width {cfg['widths']}; effect = barrier at width {small} minus at "
-            f"width {big}, paired over the same seed pairs (n={n}).",
+            widths=cfg["widths"],
+            small=small,
+            big=big,
+            n=n,
         ),
-        Claim(
-            statement="REPAIR (renormalizing the interpolated network's units to the interpolated statistics) "
-            "lowers the barrier of the aligned interpolation further.",
-            paper_value=None,
-            source="Jordan et al., REPAIR (ICLR 2023), Sec. 4",
-            measured=all_rep,
-            premises=[trained],
-            effect=eff_repair,
-            verdict=verdict_for(eff_repair, direction=1),
-            scale=scale.value,
-            detail=f"aligned barrier with REPAIR per seed pair and width; effect = without minus with REPAIR over "
-            f"all {len(all_wm)} pairs.",
-        ),
+        rebasin_book("repair-lowers-barrier", all_rep, eff_repair, premises=[trained], n=len(all_wm)),
     ]
 
     colors = {"naive": "#c62828", "weight matching": "#1565c0", "weight matching + REPAIR": "#2e7d32"}
@@ -275,10 +262,7 @@ def run_curves(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
     train = _data().train
     accs, line_b, curve_b, line_max, curve_max, kept = [], [], [], [], [], None
     for sa, sb in tqdm(_pair_seeds(cfg["pairs"]), desc="curves", disable=not progress, leave=False):
-        (a, acc_a), (b, acc_b) = (
-            _train(width, sa, train, cache_dir(out, "beyond")),
-            _train(width, sb, train, cache_dir(out, "beyond")),
-        )
+        (a, acc_a), (b, acc_b) = _trained_pair(width, (sa, sb), train, out)
         accs += [acc_a, acc_b]
         curve = fit_curve(
             a,
@@ -312,27 +296,19 @@ def run_curves(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
         MIN_BARRIER,
         detail="smallest straight-line training-loss barrier over the seed pairs (nats)",
     )
+    curve_book = ClaimBook("beyond_curves", scale=scale.value)
     claims = [
-        Claim(
-            statement="Two independently trained minima are joined by a simple curve (a quadratic Bezier curve "
-            "with one trained bend) along which the training loss stays near the endpoints', while "
-            "the straight line between them rises.",
-            paper_value=None,
-            source="Garipov et al., Loss Surfaces, Mode Connectivity, and Fast Ensembling "
-            "(NeurIPS 2018), Sec. 3 and Fig. 1",
-            measured=ratio.tolist(),
+        curve_book(
+            "bezier-curve-joins-minima",
+            ratio.tolist(),
+            eff,
             premises=[trained, rises],
-            effect=eff,
-            verdict=verdict_for(eff, direction=-1),
-            scale=scale.value,
-            detail=f"curve barrier / line barrier per seed pair (n={len(ratio)}; curve barriers "
-            f"{np.round(curve_b, 4).tolist()}, line barriers {np.round(line_b, 4).tolist()}; maximum training "
-            f"loss on the curve {np.round(curve_max, 4).tolist()}, on the line {np.round(line_max, 4).tolist()}"
-            "); 'near the "
-            "endpoints' is fixed "
-            f"before measuring as at most 10% of the line's barrier: held if the 95% interval of the ratio "
-            f"lies below 0.1. Bend trained {cfg['curve_epochs']} epochs (SGD lr 0.05, momentum 0.9, one "
-            "t ~ U(0, 1) per step).",
+            n=len(ratio),
+            curve_barriers=np.round(curve_b, 4).tolist(),
+            line_barriers=np.round(line_b, 4).tolist(),
+            curve_max=np.round(curve_max, 4).tolist(),
+            line_max=np.round(line_max, 4).tolist(),
+            curve_epochs=cfg["curve_epochs"],
         ),
     ]
     assert kept is not None

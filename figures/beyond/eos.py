@@ -28,7 +28,9 @@ import matplotlib.figure
 import torch
 from torch import nn
 
-from figures.contract import Claim, FigureResult, Panel, Scale, register_figure
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, register_figure
+from figures.result import Claim
 from figures.verdict import at_least, at_most
 
 LRS = (2 / 30, 0.1, 0.2)  # 2/lr = 30, 20, 10: all above the initial lambda_max (6.8), so sharpening must happen
@@ -61,6 +63,15 @@ def half_squared_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((out - target) ** 2).sum(1).mean()
 
 
+def onehot_digits(n_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n_images`` training digits ``(n, 1, 8, 8)`` with one-hot targets ``(n, 10)`` (the square loss's)."""
+    from landscape.data import load_digits_split
+
+    X, y = load_digits_split(seed=0).train
+    X, y = X[:n_images], y[:n_images]
+    return X, nn.functional.one_hot(y, 10).float()
+
+
 def _runs(
     make: Any, n_images: int, lrs: Sequence[float], steps: int, every: int, progress: bool, what: str
 ) -> tuple[list[Any], list[dict[str, float]], list[list[float]]]:
@@ -68,11 +79,8 @@ def _runs(
     from tqdm.auto import tqdm
 
     from landscape import edge_of_stability_summary, gradient_descent_curvature
-    from landscape.data import load_digits_split
 
-    X, y = load_digits_split(seed=0).train
-    X, y = X[:n_images], y[:n_images]
-    data = (X, nn.functional.one_hot(y, 10).float())
+    data = onehot_digits(n_images)
     traces, summaries, losses = [], [], []
     for lr in tqdm(lrs, desc=f"{what} step sizes", disable=not progress, leave=False):
         torch.manual_seed(0)
@@ -102,6 +110,7 @@ def _claims(
     scale: Scale,
 ) -> list[Claim]:
     """Two claims per step size: progressive sharpening up to 2/lr, then settling within 10% of it."""
+    book = ClaimBook("beyond_eos", scale=scale.value)
     claims = []
     for lr, s, loss in zip(lrs, summaries, losses):
         stable_start = at_most(
@@ -116,19 +125,17 @@ def _claims(
             0.5,
             detail="final / initial training loss",
         )
+        case = {"net": what, "lr": lr}  # the statements' fields: which run
         claims.append(
-            Claim(
-                statement=f"Progressive sharpening ({what}, lr {lr:.3g}): the top Hessian eigenvalue rises until it "
-                "reaches 2/lr.",
-                paper_value=None,
-                source="Cohen et al., Gradient Descent on Neural Networks Typically Occurs at the "
-                "Edge of Stability (ICLR 2021), Sec. 3, Fig. 1",
-                measured=s["reached_step"],
+            book(
+                "progressive-sharpening",
+                s["reached_step"],
                 held=s["reached_step"] >= 0,
                 premises=[stable_start, trained],
-                scale=scale.value,
-                detail=f"first recorded step where lambda_max >= 0.9 x 2/lr (-1: never, within {steps} steps); "
-                f"2/lr = {2 / lr:.3g}, initial lambda_max = {s['initial_ratio'] * 2 / lr:.3g}.",
+                **case,
+                steps=steps,
+                threshold=2 / lr,
+                initial=s["initial_ratio"] * 2 / lr,
             )
         )
         reached = at_least(
@@ -139,17 +146,14 @@ def _claims(
             "edge-of-stability regime",
         )
         claims.append(
-            Claim(
-                statement=f"Edge of stability ({what}, lr {lr:.3g}): once there, the top eigenvalue hovers at 2/lr: it "
-                f"settles within {WITHIN:.0%} of it.",
-                paper_value=None,
-                source="Cohen et al. (ICLR 2021), Sec. 3",
-                measured=[s["tail_median_ratio"], s["tail_min_ratio"], s["tail_max_ratio"]],
+            book(
+                "hovers-at-threshold",
+                [s["tail_median_ratio"], s["tail_min_ratio"], s["tail_max_ratio"]],
                 held=abs(s["tail_median_ratio"] - 1) <= WITHIN,
                 premises=[trained, reached],
-                scale=scale.value,
-                detail=f"lambda_max / (2/lr) over the last quarter of the records: median, min, max; held if the "
-                f"median is within {WITHIN:.0%} of 1 ({s['tail_share_within']:.0%} of those records are).",
+                **case,
+                within=WITHIN,
+                share=s["tail_share_within"],
             )
         )
     return claims

@@ -34,16 +34,15 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.verdict import at_least, paired_effect, verdict_for
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.verdict import Premise, at_least, paired_effect
 
 ALPHAS = np.linspace(0, 1, 11)  # the Im figures' segment grid (ImSetup.grid)
 TRAIN_ACC = 0.97  # premise: the minima fit the training set (as the other connecting-minima figures)
 MIN_BARRIER = 0.1  # premise: the straight line between the raw minima rises by at least this (nats)
 HALF = 0.5  # Git Re-Basin's direction, fixed before measuring: weight matching removes at least half
 FLOOR = 1e-4  # barriers below this are drawn at it on the log axis
-SOURCE_IM = "Im, Tao & Branson, An Empirical Analysis of Deep Network Loss Surfaces, Sec. 4.1, Table 1"
-SOURCE_REBASIN = "Ainsworth, Hayase & Srinivasa, Git Re-Basin (ICLR 2023), Sec. 3 and 5"
 
 
 def _moved(perm: dict[str, np.ndarray]) -> float:
@@ -70,6 +69,24 @@ def _pair(a: Any, b: Any, data: Any) -> dict[str, Any]:
         "line_before": np.asarray(before.metrics["loss"]),
         "line_after": np.asarray(after.metrics["loss"]),
     }
+
+
+def _barriers(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Barriers before and after weight matching over some pairs (rows of :func:`_pair`), and after / before."""
+    before = np.array([r["before"] for r in rows])
+    after = np.array([r["after"] for r in rows])
+    return before, after, after / np.maximum(before, 1e-12)
+
+
+def _rises(between: str, before: np.ndarray, pairs: str, more: str = "") -> Premise:
+    """The premise that the straight lines rise: the smallest raw barrier reaches :data:`MIN_BARRIER`."""
+    return at_least(
+        f"the straight line between {between} rises",
+        float(before.min()),
+        MIN_BARRIER,
+        detail=f"smallest training-loss barrier (nats) over the {len(before)} pairs ({pairs}); median "
+        f"{np.median(before):.3g}{more}",
+    )
 
 
 def _setup(scale: Scale, data_dir: Path | None) -> Any:
@@ -125,75 +142,62 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
     )
 
     # ---- one initialization, two optimizers (Table 1's pairs)
-    s_before = np.array([r["before"] for r in same])
-    s_after = np.array([r["after"] for r in same])
+    s_before, s_after, ratio_same = _barriers(same)
     s_moved = np.array([r["moved"] for r in same])
-    rises_same = at_least(
-        "the straight line between two optimizers' minima from one initialization rises",
-        float(s_before.min()),
-        MIN_BARRIER,
-        detail=f"smallest training-loss barrier (nats) over the {len(same)} pairs (21 method pairs x "
-        f"{reps} initializations); median {np.median(s_before):.3g}, largest "
-        f"{s_before.max():.3g}; {int(np.sum(s_before >= MIN_BARRIER))} pairs reach "
-        f"{MIN_BARRIER:g}",
+    rises_same = _rises(
+        "two optimizers' minima from one initialization",
+        s_before,
+        f"21 method pairs x {reps} initializations",
+        f", largest {s_before.max():.3g}; {int(np.sum(s_before >= MIN_BARRIER))} pairs reach {MIN_BARRIER:g}",
     )
-    ratio_same = s_after / np.maximum(s_before, 1e-12)
     eff_same = paired_effect(ratio_same, HALF)
     # ---- two initializations, one optimizer (Fig. 2's pairs): per initialization pair, the mean over methods
-    d_before = np.array([r["before"] for r in diff])
-    d_after = np.array([r["after"] for r in diff])
-    d_ratio = d_after / np.maximum(d_before, 1e-12)
+    d_before, d_after, d_ratio = _barriers(diff)
     init_pairs = list(itertools.combinations(range(reps), 2))
     per_pair = np.array(
         [np.mean([x for r, x in zip(diff, d_ratio) if (r["a"][1], r["b"][1]) == p]) for p in init_pairs]
     )
     eff_diff = paired_effect(per_pair, HALF)
-    rises_diff = at_least(
-        "the straight line between one optimizer's minima from two initializations rises",
-        float(d_before.min()),
-        MIN_BARRIER,
-        detail=f"smallest training-loss barrier (nats) over the {len(diff)} pairs (7 methods x "
-        f"{len(init_pairs)} initialization pairs); median {np.median(d_before):.3g}",
+    rises_diff = _rises(
+        "one optimizer's minima from two initializations",
+        d_before,
+        f"7 methods x {len(init_pairs)} initialization pairs",
     )
     by_method = {m: float(np.mean([x for r, x in zip(diff, d_ratio) if r["a"][0] == m])) for m in METHODS}
+    book = ClaimBook("beyond_im_table1", scale=scale.value)
+    both = {"half": HALF, "critical": crit_note}  # the two claims' templates share these
     claims = [
-        Claim(
-            statement="Im et al.'s Table 1 revisited: the barrier between two optimizers' minima from one "
-            "initialization is a relabelling of hidden units: weight matching removes at least half of it.",
-            paper_value=None,
-            source=f"{SOURCE_IM}; {SOURCE_REBASIN}",
-            measured=ratio_same.tolist(),
+        book(
+            "barrier-is-a-relabelling",
+            ratio_same.tolist(),
+            eff_same,
             premises=[fit, rises_same],
-            effect=eff_same,
-            verdict=verdict_for(eff_same, direction=-1),
-            scale=scale.value,
-            detail=f"barrier after / before weight matching per pair (n={len(same)}); held if the 95% interval of "
-            f"the ratio lies below {HALF:g}. Weight matching kept the identity in "
-            f"{int(np.sum(s_moved == 0))} of {len(same)} pairs (largest share of units moved "
-            f"{s_moved.max():.3g}): from one initialization the units already correspond. Barriers before: "
-            f"median {np.median(s_before):.3g} nats, after: median {np.median(s_after):.3g}. {crit_note}",
+            n=len(same),
+            kept=int(np.sum(s_moved == 0)),
+            most_moved=s_moved.max(),
+            before=np.median(s_before),
+            after=np.median(s_after),
+            **both,
         ),
-        Claim(
-            statement="Weight matching removes at least half of the loss barrier between one optimizer's minima "
-            "from two initializations (Git Re-Basin, on Im et al.'s minima of seven optimizers).",
-            paper_value=None,
-            source=SOURCE_REBASIN,
-            measured=per_pair.tolist(),
+        book(
+            "weight-matching-halves-barrier",
+            per_pair.tolist(),
+            eff_diff,
             premises=[fit, rises_diff],
-            effect=eff_diff,
-            verdict=verdict_for(eff_diff, direction=-1),
-            scale=scale.value,
-            detail=f"barrier after / before weight matching, mean over the 7 methods, per initialization pair "
-            f"(n={len(init_pairs)}; the pairs come from {reps} initializations, each in {reps - 1} pairs, so "
-            f"they are not independent and the interval is optimistic); effect = ratio - {HALF:g}, held if "
-            f"its interval lies below 0. Per method: "
-            + ", ".join(f"{METHOD_LABELS[m]} {v:.3g}" for m, v in by_method.items())
-            + f"; all {len(diff)} pairs: {d_ratio.min():.3g}-{d_ratio.max():.3g}. Barriers (nats) before: "
-            f"median {np.median(d_before):.3g}, after: median {np.median(d_after):.3g} (one initialization, "
-            f"two optimizers: {np.median(s_before):.3g}); accuracy barriers before / after: median "
-            f"{np.median([r['acc_before'] for r in diff]):.3g} / "
-            f"{np.median([r['acc_after'] for r in diff]):.3g}. Share of units moved: "
-            f"{np.median([r['moved'] for r in diff]):.3g} (median). {crit_note}",
+            n=len(init_pairs),
+            reps=reps,
+            others=reps - 1,
+            per_method=", ".join(f"{METHOD_LABELS[m]} {v:.3g}" for m, v in by_method.items()),
+            pairs=len(diff),
+            lowest=d_ratio.min(),
+            highest=d_ratio.max(),
+            before=np.median(d_before),
+            after=np.median(d_after),
+            one_init=np.median(s_before),
+            acc_before=np.median([r["acc_before"] for r in diff]),
+            acc_after=np.median([r["acc_after"] for r in diff]),
+            moved=np.median([r["moved"] for r in diff]),
+            **both,
         ),
     ]
 

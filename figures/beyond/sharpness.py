@@ -43,8 +43,10 @@ from matplotlib.ticker import NullFormatter
 from plotly.subplots import make_subplots
 from torch import nn
 
-from figures.contract import Claim, FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.verdict import at_least, at_most, verdict_for
+from figures.claims import ClaimBook
+from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
+from figures.result import Claim
+from figures.verdict import at_least, at_most
 
 N_IMAGES = 512
 TRAIN_ACC = 0.99  # premise: the minima fit the training set equally well (compared at equal training fit)
@@ -60,10 +62,6 @@ MEASURES: dict[str, tuple[str, dict[str, Any]]] = {
         {"kind": "m", "radius": 0.05, "steps": 5, "m": 32, "n_batches": 8},
     ),
 }
-SOURCES = (
-    "Keskar et al. (ICLR 2017); Foret et al., SAM (ICLR 2021); Kwon et al., ASAM (ICML 2021); Andriushchenko "
-    "et al., A Modern Look at the Relationship between Sharpness and Generalization (ICML 2023)"
-)
 
 
 def measure(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> dict[str, tuple[float, float]]:
@@ -168,6 +166,7 @@ def _claims(family: str, rows: list[dict[str, Any]], scale: Scale) -> list[Claim
         detail=f"lowest training accuracy of the {len(rows)} minima (sharpness is compared at equal "
         f"training fit; {sum(a >= TRAIN_ACC for a in accs)} of {len(rows)} reach {TRAIN_ACC:g})",
     )
+    book = ClaimBook("beyond_sharpness", scale=scale.value)
     claims = []
     for name, (desc, _) in MEASURES.items():
         vals = np.array([r["sharpness"][name][0] for r in rows])
@@ -183,30 +182,27 @@ def _claims(family: str, rows: list[dict[str, Any]], scale: Scale) -> list[Claim
         eff = spearman_effect(vals.tolist(), err)
         keep = [i for i, a in enumerate(accs) if a >= TRAIN_ACC]
         sub = spearman_effect([vals[i] for i in keep], [err[i] for i in keep]) if len(keep) > 3 else None
+        fitting = (
+            ""
+            if sub is None or len(keep) == len(rows)
+            else f"; over the {len(keep)} minima that fit the training set: rho {sub.mean:+.2f} "
+            f"[{sub.ci_low:+.2f}, {sub.ci_high:+.2f}]"
+        )
         claims.append(
-            Claim(
-                statement=f"Sharper minima generalize worse: the {desc} sharpness of the {family} minima "
-                "rank-correlates positively with their test error.",
-                paper_value=None,
-                source=SOURCES,
-                measured=vals.tolist(),
+            book(
+                "sharper-generalizes-worse",
+                vals.tolist(),
+                eff,
                 premises=[fit, resolved],
-                effect=eff,
-                verdict=verdict_for(eff, direction=1),
-                scale=scale.value,
-                detail=f"Spearman rho {eff.mean:+.2f} [{eff.ci_low:+.2f}, {eff.ci_high:+.2f}] (Fisher z) over "
-                f"{len(rows)} minima (sharpness {vals.min():.3g}-{vals.max():.3g}, test error "
-                f"{min(err):.2%}-{max(err):.2%}); held if the interval lies above 0. Small n, and the minima are "
-                "not independent (shared initializations and data), so the interval is optimistic. For "
-                f"comparison, the training loss itself: rho {base.mean:+.2f} [{base.ci_low:+.2f}, "
-                f"{base.ci_high:+.2f}] (a sharpness that only tracks it adds nothing)"
-                + (
-                    ""
-                    if sub is None or len(keep) == len(rows)
-                    else f"; over the {len(keep)} minima that fit the training set: rho {sub.mean:+.2f} "
-                    f"[{sub.ci_low:+.2f}, {sub.ci_high:+.2f}]"
-                )
-                + ".",
+                measure=desc,
+                family=family,
+                n=len(rows),
+                lowest=vals.min(),
+                highest=vals.max(),
+                err_low=min(err),
+                err_high=max(err),
+                loss=base,
+                fitting=fitting,
             )
         )
     return claims
