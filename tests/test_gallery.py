@@ -312,3 +312,25 @@ def test_require_data(tmp_path: Path) -> None:
         require_data(tmp_path, "cifar-10-batches-py", what="CIFAR-10")
     (tmp_path / "cifar-10-batches-py").mkdir()
     assert require_data(str(tmp_path), "cifar-10-batches-py", what="CIFAR-10") == tmp_path
+
+
+def test_a_registered_figure_function_gets_the_papers_cache_and_its_options(tmp_path) -> None:
+    seen = []
+
+    def figure(scale="quick", data_dir=None, *, cache=None, progress=False, which="a"):
+        seen.append((Scale(scale), data_dir, cache, progress, which))
+        return _tiny_result(which)
+
+    with temporary_registry() as reg:
+        register_figure("opt_b", paper="lipton", title="B", options={"which": "b"})(
+            register_figure("opt_a", paper="lipton", title="A")(figure)
+        )
+        out = tmp_path / "gallery" / "opt_b"
+        reg["opt_b"].run(scale=Scale.QUICK, data_dir=None, out=out, progress=True)
+        reg["opt_a"].run(scale=Scale.QUICK, data_dir=None, out=tmp_path / "gallery" / "opt_a", progress=False)
+        assert reg["opt_a"].source == reg["opt_b"].source and reg["opt_b"].module == __name__
+        assert reg["opt_b"].source_hash() is not None
+    cache = contract.cache_dir(out, "lipton")
+    assert seen == [(Scale.QUICK, None, cache, True, "b"), (Scale.QUICK, None, cache, False, "a")]
+    with pytest.raises(ValueError, match="options go to a figure function"):
+        register_figure("opt_c", paper="lipton", title="C", options={"which": "c"})(_counted)
