@@ -10,17 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.train import (
-    METHODS,
-    RK2,
-    RK_COEFFICIENTS,
-    Method,
-    Phase,
-    RKMethod,
-    SwitchSchedule,
-    default_hyperparameters,
-    make_optimizer,
-)
+from landscape.train import optim
 
 DT = torch.float64
 
@@ -103,7 +93,7 @@ def test_rk2_euler_equals_plain_optimizer_bitwise(inner, dropout):
     def run(wrap):
         model = _net(0, dropout)
         opt = INNERS[inner](model.parameters())
-        opt = RK2(opt, method=(1.0, 0.0, 0.0)) if wrap else opt
+        opt = optim.RK2(opt, method=(1.0, 0.0, 0.0)) if wrap else opt
         torch.manual_seed(5)  # dropout masks: same_noise rewinds the RNG, so the RNG advances as in a plain step
         out = [(opt.step(_closure(model, opt, x, y)).detach(), _vec(model)) for x, y in _batches(8)]
         return out, (opt.inner if wrap else opt).state_dict(), torch.rand(1)
@@ -115,8 +105,8 @@ def test_rk2_euler_equals_plain_optimizer_bitwise(inner, dropout):
 
 
 def test_rk2_euler_named_equals_custom_triple():
-    assert RK_COEFFICIENTS[RKMethod.EULER] == (1.0, 0.0, 0.0)
-    assert (RK2(torch.optim.SGD(_net().parameters(), lr=0.1), "euler").a1) == 1.0
+    assert optim.RK_COEFFICIENTS[optim.RKMethod.EULER] == (1.0, 0.0, 0.0)
+    assert (optim.RK2(torch.optim.SGD(_net().parameters(), lr=0.1), "euler").a1) == 1.0
 
 
 def _quadratic_final_error(method, n_steps: int, T: float = 1.0) -> float:
@@ -126,7 +116,7 @@ def _quadratic_final_error(method, n_steps: int, T: float = 1.0) -> float:
     h = T / n_steps
     opt = torch.optim.SGD([x], lr=h)
     if method != "plain":
-        opt = RK2(opt, method)
+        opt = optim.RK2(opt, method)
 
     def closure():
         opt.zero_grad()
@@ -162,7 +152,7 @@ def test_rk2_step_matches_two_plain_copies(inner, method, warmup):
     for x, y in batches[:warmup]:
         opt.step(_closure(model, opt, x, y))
     x, y = batches[-1]
-    a1, a2, q1 = RK_COEFFICIENTS[RKMethod(method)] if isinstance(method, str) else method
+    a1, a2, q1 = optim.RK_COEFFICIENTS[optim.RKMethod(method)] if isinstance(method, str) else method
     theta0 = _vec(model)
 
     m1, o1 = copy.deepcopy((model, opt))
@@ -175,7 +165,7 @@ def test_rk2_step_matches_two_plain_copies(inner, method, warmup):
     k2 = _vec(m2) - (theta0 + q1 * k1)
     expected = theta0 + a1 * k1 + a2 * k2
 
-    rk = RK2(opt, method)
+    rk = optim.RK2(opt, method)
     rk.step(_closure(model, rk, x, y))
     assert torch.allclose(_vec(model), expected, rtol=0, atol=1e-13)
     assert not torch.allclose(_vec(model), _vec(m1), rtol=0, atol=1e-9)  # the RK2 step differs from Euler
@@ -184,7 +174,7 @@ def test_rk2_step_matches_two_plain_copies(inner, method, warmup):
 
 def test_rk2_calls_closure_twice_on_the_same_batch():
     model = _net(0, dropout=0.5)
-    rk = RK2(torch.optim.Adam(model.parameters(), lr=0.01), "ralston")
+    rk = optim.RK2(torch.optim.Adam(model.parameters(), lr=0.01), "ralston")
     log: list = []
     masks: list = []
     model[2].register_forward_hook(lambda mod, inp, out: masks.append((out == 0).clone()))
@@ -202,24 +192,24 @@ def test_rk2_returns_stage1_loss():
     x, y = _batches(1)[0]
     with torch.no_grad():
         before = nn.functional.cross_entropy(model(x), y)
-    rk = RK2(torch.optim.SGD(model.parameters(), lr=0.5), "heun")
+    rk = optim.RK2(torch.optim.SGD(model.parameters(), lr=0.5), "heun")
     assert torch.equal(rk.step(_closure(model, rk, x, y)).detach(), before)
 
 
 @pytest.mark.parametrize("inner", ["momentum", "adam"])
 def test_rk2_state_dict_round_trip_continues_identically(inner):
     a = _net(0)
-    ra = RK2(INNERS[inner](a.parameters()), "ralston")
+    ra = optim.RK2(INNERS[inner](a.parameters()), "ralston")
     batches = _batches(8)
     for x, y in batches[:4]:
         ra.step(_closure(a, ra, x, y))
-    b, rb, ck = _restored(a, ra, lambda p: RK2(INNERS[inner](p), "ralston"))
+    b, rb, ck = _restored(a, ra, lambda p: optim.RK2(INNERS[inner](p), "ralston"))
     for x, y in batches[4:]:
         ra.step(_closure(a, ra, x, y))
         rb.step(_closure(b, rb, x, y))
         assert torch.equal(_vec(a), _vec(b))
     with pytest.raises(ValueError, match="coefficients"):
-        RK2(INNERS[inner](b.parameters()), "heun").load_state_dict(ck["opt"])
+        optim.RK2(INNERS[inner](b.parameters()), "heun").load_state_dict(ck["opt"])
     with pytest.raises(ValueError, match="not an RK2 state_dict"):
         rb.load_state_dict(rb.inner.state_dict())
 
@@ -227,8 +217,8 @@ def test_rk2_state_dict_round_trip_continues_identically(inner):
 def test_rk2_optimizer_surface_and_errors():
     model = _net(0)
     inner = torch.optim.SGD(model.parameters(), lr=0.1)
-    rk = RK2(inner)
-    assert (rk.a1, rk.a2, rk.q1) == RK_COEFFICIENTS[RKMethod.HEUN]
+    rk = optim.RK2(inner)
+    assert (rk.a1, rk.a2, rk.q1) == optim.RK_COEFFICIENTS[optim.RKMethod.HEUN]
     assert rk.param_groups is inner.param_groups and rk.state is inner.state and rk.pop_events() == []
     rk.param_groups[0]["lr"] = 0.2
     assert inner.param_groups[0]["lr"] == 0.2
@@ -239,13 +229,13 @@ def test_rk2_optimizer_surface_and_errors():
     with pytest.raises(ValueError, match="closure"):
         rk.step(None)
     with pytest.raises(ValueError, match="heun"):
-        RK2(inner, "rk4")
+        optim.RK2(inner, "rk4")
     with pytest.raises(ValueError, match="a1 \\+ a2"):
-        RK2(inner, (0.5, 0.6, 1.0))
+        optim.RK2(inner, (0.5, 0.6, 1.0))
     with pytest.raises(TypeError, match="torch.optim.Optimizer"):
-        RK2(rk)
+        optim.RK2(rk)
     with pytest.raises(ValueError, match="LBFGS"):
-        RK2(torch.optim.LBFGS(model.parameters()))
+        optim.RK2(torch.optim.LBFGS(model.parameters()))
 
 
 # --------------------------------------------------------------------------- switching
@@ -259,7 +249,7 @@ def _sgd(lr=0.1):
 def test_switch_that_never_fires_equals_first_optimizer(late):
     a, b = _net(0), _net(0)
     plain = _sgd()(a.parameters())
-    sched = SwitchSchedule(b.parameters(), [(0, _sgd()), (late, "adam")], total_steps=6)
+    sched = optim.SwitchSchedule(b.parameters(), [(0, _sgd()), (late, "adam")], total_steps=6)
     for x, y in _batches(6):
         plain.step(_closure(a, plain, x, y))
         sched.step(_closure(b, sched, x, y))
@@ -272,7 +262,7 @@ def test_switch_that_never_fires_equals_first_optimizer(late):
 def test_switch_is_continuous_and_emits_one_event():
     a, b = _net(0), _net(0)
     phases = [(0, ("sgd", {"lr": 0.1})), (0.5, ("adam", {"lr": 0.01}))]
-    sched = SwitchSchedule(b.parameters(), phases, total_steps=8)
+    sched = optim.SwitchSchedule(b.parameters(), phases, total_steps=8)
     assert sched.switch_steps == (0, 4)
     plain = torch.optim.SGD(a.parameters(), lr=0.1)
     events = []
@@ -292,12 +282,12 @@ def test_switch_is_continuous_and_emits_one_event():
 def test_switch_at_paper_fractions_and_into_rk2():
     model = _net(0)
     phases = [
-        Phase(0, ("sgd", {"lr": 0.05})),
-        Phase(0.25, "adam", name="A"),
-        Phase(0.5, lambda p: RK2(torch.optim.SGD(p, lr=0.1), "ralston")),
-        Phase(0.75, "adadelta"),
+        optim.Phase(0, ("sgd", {"lr": 0.05})),
+        optim.Phase(0.25, "adam", name="A"),
+        optim.Phase(0.5, lambda p: optim.RK2(torch.optim.SGD(p, lr=0.1), "ralston")),
+        optim.Phase(0.75, "adadelta"),
     ]
-    sched = SwitchSchedule(model.parameters(), phases, total_steps=12)
+    sched = optim.SwitchSchedule(model.parameters(), phases, total_steps=12)
     assert sched.switch_steps == (0, 3, 6, 9)
     log: list = []
     got = []
@@ -317,11 +307,11 @@ def test_switch_at_paper_fractions_and_into_rk2():
 def test_switch_state_dict_round_trip(save_at):
     phases = [(0, _sgd()), (4, ("adam_rk2", {"lr": 0.01}))]
     a = _net(0)
-    sa = SwitchSchedule(a.parameters(), phases)
+    sa = optim.SwitchSchedule(a.parameters(), phases)
     batches = _batches(8)
     for x, y in batches[:save_at]:
         sa.step(_closure(a, sa, x, y))
-    b, sb, ck = _restored(a, sa, lambda p: SwitchSchedule(p, phases))
+    b, sb, ck = _restored(a, sa, lambda p: optim.SwitchSchedule(p, phases))
     assert sb.phase == sa.phase and sb.steps == save_at
     for x, y in batches[save_at:]:
         sa.step(_closure(a, sa, x, y))
@@ -329,13 +319,13 @@ def test_switch_state_dict_round_trip(save_at):
         assert torch.equal(_vec(a), _vec(b))
         assert sa.pop_events() == sb.pop_events()
     with pytest.raises(ValueError, match="switch steps"):
-        SwitchSchedule(b.parameters(), [(0, _sgd()), (5, "adam")]).load_state_dict(ck["opt"])
+        optim.SwitchSchedule(b.parameters(), [(0, _sgd()), (5, "adam")]).load_state_dict(ck["opt"])
 
 
 def test_switch_param_groups_are_not_shared_between_phases():
     model = _net(0)
     groups = [{"params": list(model[0].parameters()), "lr": 0.3}, {"params": list(model[2].parameters())}]
-    sched = SwitchSchedule(groups, [(0, ("sgd", {"lr": 0.1})), (1, "adam")])
+    sched = optim.SwitchSchedule(groups, [(0, ("sgd", {"lr": 0.1})), (1, "adam")])
     x, y = _batches(1)[0]
     sched.step(_closure(model, sched, x, y))
     assert [g["lr"] for g in sched.param_groups] == [0.3, 0.001]
@@ -346,31 +336,31 @@ def test_switch_param_groups_are_not_shared_between_phases():
 def test_switch_schedule_errors():
     ps = list(_net(0).parameters())
     with pytest.raises(ValueError, match="total_steps"):
-        SwitchSchedule(ps, [(0, "sgd"), (0.5, "adam")])
+        optim.SwitchSchedule(ps, [(0, "sgd"), (0.5, "adam")])
     with pytest.raises(ValueError, match="strictly increasing"):
-        SwitchSchedule(ps, [(0, "sgd"), (0.5, "adam"), (0.5, "sgd")], total_steps=10)
+        optim.SwitchSchedule(ps, [(0, "sgd"), (0.5, "adam"), (0.5, "sgd")], total_steps=10)
     with pytest.raises(ValueError, match="start at 0"):
-        SwitchSchedule(ps, [(2, "sgd")])
+        optim.SwitchSchedule(ps, [(2, "sgd")])
     with pytest.raises(ValueError, match="\\[0, 1\\]"):
-        SwitchSchedule(ps, [(0, "sgd"), (1.5, "adam")], total_steps=10)
+        optim.SwitchSchedule(ps, [(0, "sgd"), (1.5, "adam")], total_steps=10)
     with pytest.raises(ValueError, match="valid"):
-        SwitchSchedule(ps, [(0, "adamw")])
+        optim.SwitchSchedule(ps, [(0, "adamw")])
     with pytest.raises(ValueError, match="params it is given"):
-        SwitchSchedule(ps, [(0, lambda p: torch.optim.SGD(ps[:1], lr=0.1))])
+        optim.SwitchSchedule(ps, [(0, lambda p: torch.optim.SGD(ps[:1], lr=0.1))])
     with pytest.raises(TypeError, match="name must be a str"):
-        SwitchSchedule(ps, [(0, "sgd", {"lr": 0.1})])
+        optim.SwitchSchedule(ps, [(0, "sgd", {"lr": 0.1})])
 
 
 # --------------------------------------------------------------------------- registry
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", optim.METHODS)
 def test_every_method_runs_by_name_and_reduces_a_convex_loss(name):
     g = torch.Generator().manual_seed(0)
     X = torch.randn(32, 5, generator=g, dtype=DT)
     y = 0.1 * (X @ torch.randn(5, generator=g, dtype=DT) + 0.3)  # small scale: adaptive steps are ~lr
     w, b = nn.Parameter(torch.zeros(5, dtype=DT)), nn.Parameter(torch.zeros((), dtype=DT))
-    opt = make_optimizer(name, [w, b])
+    opt = optim.make_optimizer(name, [w, b])
 
     def loss_fn():
         return ((X @ w + b - y) ** 2).mean()
@@ -385,32 +375,32 @@ def test_every_method_runs_by_name_and_reduces_a_convex_loss(name):
     losses = [opt.step(closure).item() for _ in range(200)]
     assert losses[0] == first
     assert loss_fn().item() < 0.1 * first, name
-    assert opt.param_groups[0]["lr"] == default_hyperparameters(name)["lr"]
+    assert opt.param_groups[0]["lr"] == optim.default_hyperparameters(name)["lr"]
 
 
 def test_registry_defaults_and_overrides():
     ps = list(_net(0).parameters())
-    assert METHODS == ("sgd", "momentum", "rmsprop", "adadelta", "adam", "sgd_rk2", "adam_rk2")
-    assert make_optimizer("momentum", ps).param_groups[0]["momentum"] == 0.9
-    assert make_optimizer(Method.ADAM, ps, lr=0.1).param_groups[0]["lr"] == 0.1
-    rk = make_optimizer("sgd_rk2", ps)
-    assert isinstance(rk, RK2) and isinstance(rk.inner, torch.optim.SGD) and rk.method == "heun"
-    assert rk.param_groups[0]["lr"] == 2 * default_hyperparameters("sgd")["lr"]  # Im et al. 3.4: doubled
-    rk = make_optimizer("adam_rk2", ps, method="midpoint", betas=(0.8, 0.9))
+    assert optim.METHODS == ("sgd", "momentum", "rmsprop", "adadelta", "adam", "sgd_rk2", "adam_rk2")
+    assert optim.make_optimizer("momentum", ps).param_groups[0]["momentum"] == 0.9
+    assert optim.make_optimizer(optim.Method.ADAM, ps, lr=0.1).param_groups[0]["lr"] == 0.1
+    rk = optim.make_optimizer("sgd_rk2", ps)
+    assert isinstance(rk, optim.RK2) and isinstance(rk.inner, torch.optim.SGD) and rk.method == "heun"
+    assert rk.param_groups[0]["lr"] == 2 * optim.default_hyperparameters("sgd")["lr"]  # Im et al. 3.4: doubled
+    rk = optim.make_optimizer("adam_rk2", ps, method="midpoint", betas=(0.8, 0.9))
     assert isinstance(rk.inner, torch.optim.Adam) and (rk.a1, rk.a2, rk.q1) == (0.0, 1.0, 0.5)
     assert rk.param_groups[0]["betas"] == (0.8, 0.9)
-    d = default_hyperparameters("sgd")
+    d = optim.default_hyperparameters("sgd")
     d["lr"] = 9.0
-    assert default_hyperparameters("sgd")["lr"] == 0.05  # a copy
+    assert optim.default_hyperparameters("sgd")["lr"] == 0.05  # a copy
     with pytest.raises(ValueError, match="sgd_rk2"):
-        make_optimizer("adamw", ps)
+        optim.make_optimizer("adamw", ps)
 
 
 def test_trainer_records_switch_event():
     from landscape.train import Trainer
 
     X, y = _batches(1)[0]
-    opt = lambda p: SwitchSchedule(p, [(0, "sgd"), (0.5, "adam_rk2")], total_steps=6)  # noqa: E731
+    opt = lambda p: optim.SwitchSchedule(p, [(0, "sgd"), (0.5, "adam_rk2")], total_steps=6)  # noqa: E731
     net = _net(0)
     before = _vec(net)
     evs = list(Trainer(net, (X, y), optimizer=opt, steps=6, record_every_epochs=None))
