@@ -121,7 +121,7 @@ class PackWriter:
         self.failed_at = -1  # first snapshot the failed batch held
         self.next_i = first_index  # the snapshot after the last one written
         self.stopping = False
-        self.pid = os.getpid()
+        self.forked = False  # set in a forked child (see _after_fork): no os.getpid() call per append
         self.thread: threading.Thread | None = None
         if threaded:
             self.thread = threading.Thread(target=self._run, name="landscape-trajectory-writer", daemon=True)
@@ -169,7 +169,7 @@ class PackWriter:
 
     def stop(self) -> None:
         """Write everything queued (no sync), end the thread and close its descriptors; never raises."""
-        if self.pid == os.getpid():  # (in a forked child the thread does not exist and the lock may be held)
+        if not self.forked:  # (in a forked child the thread does not exist and the lock may be held)
             with self.cond:
                 self.stopping = True
                 self.cond.notify_all()
@@ -186,7 +186,7 @@ class PackWriter:
                     os.close(fd)
 
     def raise_error(self) -> None:
-        if self.pid != os.getpid():
+        if self.forked:
             raise TrajectoryError(
                 "this store was opened for appending in another process (before a fork); its writer thread "
                 "does not exist here: open the store again in this process"
@@ -337,6 +337,16 @@ class PackWriter:
 
 
 WRITERS: weakref.WeakSet[PackWriter] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    # A forked child has no writer threads; its copies of the parent's writers must not be used.
+    for w in list(WRITERS):
+        w.forked = True
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows)
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 @atexit.register
