@@ -39,7 +39,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from landscape.trajectory.fileformat import SNAPDIR, TrajectoryError, index_line
+from landscape.trajectory.fileformat import SNAPDIR, Frame, TrajectoryError, index_line
 from landscape.trajectory.files import fsync_path, write_all
 
 __all__: list[str] = []
@@ -57,16 +57,17 @@ class WriteItem:
         new_pack: str | None = None,
         rec: dict[str, Any] | None = None,
         rj: str = "",
-        pre: bytes = b"",
-        head: bytes = b"",
-        tail: bytes = b"",
-        parts: list[Any] | None = None,
+        frame: Frame | None = None,
         keep: Any = None,
         sync: bool = False,
     ) -> None:
-        self.seq, self.i, self.new_pack, self.rec, self.rj, self.pre = 0, i, new_pack, rec, rj, pre
-        self.head, self.tail, self.parts, self.keep, self.sync = head, tail, parts or [], keep, sync
-        self.size = rec["size"] if rec is not None else 0
+        self.seq, self.i, self.new_pack, self.rec, self.rj, self.keep, self.sync = 0, i, new_pack, rec, rj, keep, sync
+        if frame is None:
+            self.pre = self.head = self.tail = b""
+            self.parts: list[Any] = []
+            self.size = 0
+        else:
+            self.pre, self.head, self.tail, self.parts, self.size = frame
 
 
 class PackWriter:
