@@ -335,6 +335,12 @@ def test_append_model_cache_sees_replaced_data_buffers_and_modules(tmp_path):
     record()
     net[0] = nn.Linear(3, 4)  # a replaced module
     record()
+    net.append(nn.Identity())  # a module added: same layout, so the snapshot stays in the segment
+    net[0].bias = nn.Parameter(net[0].bias.detach() + 1.0)  # name re-registered with a new parameter
+    record()
+    del net[0].bias  # removed and added back (a new dict entry, equal name)
+    net[0].bias = nn.Parameter(torch.zeros(4))
+    record()
     assert len(t.segments) == 1
     for i, (vec, bufs) in enumerate(expected):
         s = t[i]

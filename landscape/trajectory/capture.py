@@ -8,6 +8,8 @@ does): comparing identities is far cheaper than a rebuild. ``requires_grad`` is 
 
 from __future__ import annotations
 
+import operator
+from itertools import chain
 from typing import Any
 
 import torch
@@ -57,21 +59,14 @@ def named_tensors(model: nn.Module) -> tuple[list[tuple[str, Tensor]], dict[str,
     return params, buffers
 
 
-def _module_sig(mods: list[nn.Module]) -> list[tuple[Any, ...]]:
-    # Per module: names and identities of its children, parameters and buffers (C-speed tuple building).
-    return [
-        (
-            *m._modules,
-            *map(id, m._modules.values()),
-            None,
-            *m._parameters,
-            *map(id, m._parameters.values()),
-            None,
-            *m._buffers,
-            *map(id, m._buffers.values()),
-        )
-        for m in mods
-    ]
+_DICTS = operator.attrgetter("_modules", "_parameters", "_buffers")
+
+
+def _module_sig(mods: list[nn.Module]) -> list[Any]:
+    # Every module's child, parameter and buffer dicts, then their names, then their values (C-speed list
+    # building; compared by identity, see _same_structure).
+    dicts = [d for m in mods for d in _DICTS(m)]
+    return [*dicts, *chain.from_iterable(dicts), *chain.from_iterable(map(dict.values, dicts))]
 
 
 def _tensor_sig(tensors: list[Tensor]) -> list[tuple[Any, ...]]:
@@ -81,17 +76,18 @@ def _tensor_sig(tensors: list[Tensor]) -> list[tuple[Any, ...]]:
 def _structure(model: nn.Module, tensors: list[Tensor]) -> tuple[Any, ...]:
     """What :func:`_same_structure` compares.
 
-    Every module's children, parameters and buffers (names and identities) and the layout tensors'
-    memory, shape, stride and dtype. The objects are held too, so that no identity can be reused.
+    Every module's children, parameters and buffers (their dicts, names and objects) and the layout
+    tensors' memory, shape, stride and dtype. The objects are held, so that no identity can be reused.
     """
     mods = list(model.modules())
-    held = [(*m._parameters.values(), *m._buffers.values()) for m in mods]
-    return mods, _module_sig(mods), tensors, _tensor_sig(tensors), held
+    return mods, _module_sig(mods), tensors, _tensor_sig(tensors)
 
 
 def _same_structure(structure: tuple[Any, ...]) -> bool:
-    mods, sig, tensors, tsig, _ = structure
-    return _module_sig(mods) == sig and _tensor_sig(tensors) == tsig
+    # By identity: an equal but new name or object counts as a change (a rebuild, never a wrong reuse).
+    mods, sig, tensors, tsig = structure
+    now = _module_sig(mods)
+    return len(now) == len(sig) and all(map(operator.is_, now, sig)) and _tensor_sig(tensors) == tsig
 
 
 def capture_model(

@@ -269,6 +269,17 @@ class Frame(NamedTuple):
     size: int
 
 
+@functools.lru_cache(maxsize=64)
+def _frame_ends(spec: tuple[tuple[str, torch.dtype, tuple[int, ...], int], ...]) -> tuple[bytes, bytes, int]:
+    # What every snapshot of a segment (but the first of a pack) shares: the header after the digest, what the
+    # digest hashes after the record, and the tensor bytes.
+    table = table_json(spec)
+    return ('"},' + table[1:]).encode(), ("\n" + table + "\n").encode(), sum(s[3] for s in spec)
+
+
+_PAD = tuple(b" " * k for k in range(8))
+
+
 def snapshot_frame(rj: str, segment: str, tensors: Mapping[str, Tensor]) -> Frame:
     """Frame one snapshot (private contiguous CPU tensors) without hashing it.
 
@@ -278,15 +289,20 @@ def snapshot_frame(rj: str, segment: str, tensors: Mapping[str, Tensor]) -> Fram
         tensors: ``vector`` and ``buffers/<name>``, in that order.
     """
     parts = [raw_bytes(t) for t in tensors.values()]
-    table = table_json(tuple((k, t.dtype, tuple(t.shape), b.nbytes) for (k, t), b in zip(tensors.items(), parts)))
+    spec = tuple((k, t.dtype, tuple(t.shape), b.nbytes) for (k, t), b in zip(tensors.items(), parts))
     head = _HEAD + _quote(rj).encode() + b',"digest":"'
-    tail = ('"' + (',"segment":' + _quote(segment) if segment else "") + "}," + table[1:]).encode()
+    if segment:  # the first snapshot of a pack: built in full (once per pack)
+        table = table_json(spec)
+        tail = ('",' + '"segment":' + _quote(segment) + "}," + table[1:]).encode()
+        pre = (rj + "\n" + segment + "\n" + table + "\n").encode()  # what _digest hashes first
+        nbytes = sum(b.nbytes for b in parts)
+    else:
+        tail, pre_tail, nbytes = _frame_ends(spec)
+        pre = rj.encode() + pre_tail
     n = len(head) + 64 + len(tail)
-    tail += b" " * (-n % 8)  # safetensors aligns the data to 8 bytes
+    tail += _PAD[-n % 8]  # safetensors aligns the data to 8 bytes
     n += -n % 8
-    size = 8 + n + sum(b.nbytes for b in parts)
-    pre = (rj + ("\n" + segment if segment else "") + "\n" + table + "\n").encode()  # what _digest hashes first
-    return Frame(pre=pre, head=n.to_bytes(8, "little") + head, tail=tail, parts=parts, size=size)
+    return Frame(pre=pre, head=n.to_bytes(8, "little") + head, tail=tail, parts=parts, size=8 + n + nbytes)
 
 
 def manifest_bytes(meta: Mapping[str, Any], segments: SegmentTable) -> bytes:

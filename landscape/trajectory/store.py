@@ -99,6 +99,7 @@ __all__ = [
     "FORMAT_VERSION",
 ]
 
+_DTYPE_NAMES = {d: name for name, d in DTYPES.items()}  # torch.float32 -> "float32"
 _DURABLE: dict[bool | str, bool | str] = {True: "append", False: False, "append": "append", "flush": "flush"}
 Durable = bool | str  # True / "append", "flush", False
 
@@ -376,8 +377,8 @@ class Trajectory(StoreIndex):
             raise TrajectoryError(f"cannot append to {self!r}: it is {'closed' if self._closed else 'read-only'}")
         if not isinstance(vector, Tensor):
             raise TypeError(f"vector must be a torch.Tensor, got {type(vector).__name__}")
-        dtype = str(vector.dtype).removeprefix("torch.")
-        if dtype not in DTYPES:
+        dtype = _DTYPE_NAMES.get(vector.dtype)
+        if dtype is None:
             raise TypeError(f"vector has dtype {vector.dtype}; a parameter vector must be one of {list(DTYPES)}")
         if vector.dim() != 1:
             raise ValueError(f"vector must be flat, shape (numel,), got shape {tuple(vector.shape)}")
@@ -416,9 +417,10 @@ class Trajectory(StoreIndex):
             "metrics": metrics_dict(metrics),
             "tags": jsonify(tags, "tags"),
         }
-        vec = vector.detach()
-        if vector is not self._fresh or vec.device.type != "cpu":  # append_model's own copy needs none
-            vec = vec.to("cpu", copy=True).contiguous()
+        if vector is self._fresh and vector.device.type == "cpu":
+            vec = vector  # append_model's own new, detached, contiguous vector needs no copy
+        else:
+            vec = vector.detach().to("cpu", copy=True).contiguous()
         tensors = {"vector": vec}
         tensors.update({BUF + k: v for k, v in bufs.items()})
         if start:
@@ -481,19 +483,7 @@ class Trajectory(StoreIndex):
         self._pack_size += frame.size
         sync = self._durable == "append"
         try:
-            item = WriteItem(
-                i=i,
-                new_pack=new_pack,
-                rec=rec,
-                rj=rj,
-                pre=frame.pre,
-                head=frame.head,
-                tail=frame.tail,
-                parts=frame.parts,
-                keep=tensors,
-                sync=sync,
-            )
-            seq = w.put(item)
+            seq = w.put(WriteItem(i=i, new_pack=new_pack, rec=rec, rj=rj, frame=frame, keep=tensors, sync=sync))
             if sync:
                 w.wait(seq)  # every append durable: return once its batch is synced
         except TrajectoryError:

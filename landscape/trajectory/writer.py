@@ -39,7 +39,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from landscape.trajectory.fileformat import SNAPDIR, TrajectoryError, index_line
+from landscape.trajectory.fileformat import SNAPDIR, Frame, TrajectoryError, index_line
 from landscape.trajectory.files import fsync_path, write_all
 
 __all__: list[str] = []
@@ -57,16 +57,17 @@ class WriteItem:
         new_pack: str | None = None,
         rec: dict[str, Any] | None = None,
         rj: str = "",
-        pre: bytes = b"",
-        head: bytes = b"",
-        tail: bytes = b"",
-        parts: list[Any] | None = None,
+        frame: Frame | None = None,
         keep: Any = None,
         sync: bool = False,
     ) -> None:
-        self.seq, self.i, self.new_pack, self.rec, self.rj, self.pre = 0, i, new_pack, rec, rj, pre
-        self.head, self.tail, self.parts, self.keep, self.sync = head, tail, parts or [], keep, sync
-        self.size = rec["size"] if rec is not None else 0
+        self.seq, self.i, self.new_pack, self.rec, self.rj, self.keep, self.sync = 0, i, new_pack, rec, rj, keep, sync
+        if frame is None:
+            self.pre = self.head = self.tail = b""
+            self.parts: list[Any] = []
+            self.size = 0
+        else:
+            self.pre, self.head, self.tail, self.parts, self.size = frame
 
 
 class PackWriter:
@@ -121,7 +122,7 @@ class PackWriter:
         self.failed_at = -1  # first snapshot the failed batch held
         self.next_i = first_index  # the snapshot after the last one written
         self.stopping = False
-        self.pid = os.getpid()
+        self.forked = False  # set in a forked child (see _after_fork): no os.getpid() call per append
         self.thread: threading.Thread | None = None
         if threaded:
             self.thread = threading.Thread(target=self._run, name="landscape-trajectory-writer", daemon=True)
@@ -169,7 +170,7 @@ class PackWriter:
 
     def stop(self) -> None:
         """Write everything queued (no sync), end the thread and close its descriptors; never raises."""
-        if self.pid == os.getpid():  # (in a forked child the thread does not exist and the lock may be held)
+        if not self.forked:  # (in a forked child the thread does not exist and the lock may be held)
             with self.cond:
                 self.stopping = True
                 self.cond.notify_all()
@@ -186,7 +187,7 @@ class PackWriter:
                     os.close(fd)
 
     def raise_error(self) -> None:
-        if self.pid != os.getpid():
+        if self.forked:
             raise TrajectoryError(
                 "this store was opened for appending in another process (before a fork); its writer thread "
                 "does not exist here: open the store again in this process"
@@ -337,6 +338,16 @@ class PackWriter:
 
 
 WRITERS: weakref.WeakSet[PackWriter] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    # A forked child has no writer threads; its copies of the parent's writers must not be used.
+    for w in list(WRITERS):
+        w.forked = True
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows)
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 @atexit.register
