@@ -42,6 +42,7 @@ __all__ = [
     "small_bn_cnn",
     "small_cnn",
     "snapshot",
+    "tiny_im_setup",
     "vec",
 ]
 
@@ -248,6 +249,31 @@ def check_figure_result(res, source: str, keys=None, n_claims=None) -> list:
         if not all(p.met for p in c.premises):
             assert c.verdict is Verdict.NOT_TESTED, c
     return list(res.claims)
+
+
+def tiny_im_setup():
+    """Im et al.'s settings at a size that trains in seconds (the Im and 'Beyond the papers' figure tests).
+
+    Two epochs fit nothing at this size: claims that need a trained network rest on a failed premise.
+    """
+    from figures.im._setup import ImSetup
+
+    return ImSetup(
+        name="test",
+        train_size=96,
+        vgg_cfg=(4, "M"),
+        vgg_hidden=8,
+        epochs=2,
+        lr_stages=2,
+        repetitions=2,
+        repetitions_nobn=2,
+        repetitions_fig9=2,
+        repetitions_switch=2,
+        repetitions_nin=2,
+        surface_size=48,
+        grid=3,
+        nin_width=4,
+    )
 
 
 def build_toy_gallery(out: Path) -> Path:

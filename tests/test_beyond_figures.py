@@ -7,21 +7,10 @@ import pytest
 
 from figures.beyond import connect as bc
 from figures.contract import FigureResult, Scale
-from figures.im._setup import ImSetup
 from figures.verdict import Verdict
-from tests.helpers import check_figure_result
+from tests.helpers import check_figure_result, tiny_im_setup
 
-# Im et al.'s pool at a size that trains in seconds (the beyond figures reuse it; two epochs fit nothing)
-TINY_IM = ImSetup(
-    name="tiny",
-    train_size=64,
-    vgg_cfg=(2, "M"),
-    vgg_hidden=4,
-    epochs=2,
-    lr_stages=1,
-    repetitions=2,
-    surface_size=32,
-)
+TINY_IM = tiny_im_setup()  # Im et al.'s pool, which the beyond figures reuse
 
 
 @pytest.fixture
@@ -76,7 +65,7 @@ def test_im_table1_revisited_at_a_tiny_scale(monkeypatch, tmp_path):
     same, diff = res.claims
     # 21 method pairs from each of 2 inits; one init pair per method
     assert len(same.measured) == 42 and len(diff.measured) == 1
-    # two epochs on 64 images fit nothing: no claim is tested
+    # two epochs fit nothing at this size: no claim is tested
     assert same.verdict is Verdict.NOT_TESTED and diff.verdict is Verdict.NOT_TESTED
     assert all(r >= 0 for r in same.measured)
 

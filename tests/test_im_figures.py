@@ -25,24 +25,9 @@ from figures.im.fig8_table2 import barrier_width, n_bumps
 from figures.im.fig9 import equal_evals
 from figures.verdict import Verdict, paired_effect
 from landscape.params import parameters_to_vector
-from tests.helpers import check_figure_result
+from tests.helpers import check_figure_result, tiny_im_setup
 
-TINY = ImSetup(
-    name="test",
-    train_size=96,
-    vgg_cfg=(4, "M"),
-    vgg_hidden=8,
-    epochs=2,
-    lr_stages=2,
-    repetitions=2,
-    repetitions_nobn=2,
-    repetitions_fig9=2,
-    repetitions_switch=2,
-    repetitions_nin=2,
-    surface_size=48,
-    grid=3,
-    nin_width=4,
-)
+TINY = tiny_im_setup()
 
 
 @pytest.fixture(scope="module")

@@ -260,24 +260,11 @@ class ImSetup:
             torch.manual_seed(kw["seed"])
             return WordLSTM(s.num_classes, self.lstm_embed, self.lstm_hidden, self.lstm_layers, self.dropout)
         if spec.arch == "nin":
-            return build_model(
-                "nin",
-                s.input_shape,
-                s.num_classes,
-                width=self.nin_width,
-                batchnorm=spec.batchnorm,
-                dropout=self.dropout,
-                **kw,
-            )
+            kw["width"] = self.nin_width
+        else:
+            kw.update(cfg=self.vgg_cfg, hidden=self.vgg_hidden)
         return build_model(
-            "vgg",
-            s.input_shape,
-            s.num_classes,
-            cfg=self.vgg_cfg,
-            batchnorm=spec.batchnorm,
-            hidden=self.vgg_hidden,
-            dropout=self.dropout,
-            **kw,
+            spec.arch, s.input_shape, s.num_classes, batchnorm=spec.batchnorm, dropout=self.dropout, **kw
         )
 
     def label(self, spec: RunSpec) -> str:
