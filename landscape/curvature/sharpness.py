@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landscape._batch import Batch, split_batch
-from landscape._options import check_keywords, parse_option, shows_keywords
+from landscape._options import keyword_values, parse_option, shows_keywords
 from landscape.evaluate.points import evaluate_points
 from landscape.params import ParamLayout, parameter_mask, parameters_to_vector
 from landscape.problem import Problem, as_problem
@@ -132,16 +132,6 @@ _DEFAULTS: dict[str, Any] = {
     "restarts": 1,
     "step_size": 1.0,
 }
-
-
-def _settings(function: str, options: Any, allowed: type) -> dict[str, Any]:
-    """The keywords of one call with the defaults filled in.
-
-    Raises:
-        TypeError: On a keyword ``function`` does not take.
-    """
-    check_keywords(function, options, allowed)
-    return {k: options.get(k, _DEFAULTS[k]) for k in allowed.__annotations__}
 
 
 @register_result
@@ -393,7 +383,7 @@ def worst_case_sharpness(
         ValueError: On a non-positive radius, ``steps < 0``, ``restarts < 1`` or unknown options.
         InputError: On invalid data or weights (see :mod:`landscape.validation`).
     """
-    o = _settings("worst_case_sharpness", options, AscentOptions)
+    o = keyword_values("worst_case_sharpness", options, AscentOptions, _DEFAULTS)
     ball = _ball(o["norm"], o["adaptive"], radius, o["eta"], o["steps"], o["restarts"], o["step_size"])
     obj = _objective(problem, loss_fn, data, o["params"], ball.adaptive, o["eta"])
     gen = torch.Generator().manual_seed(o["seed"])
@@ -507,7 +497,7 @@ def average_sharpness(
         ValueError: On a non-positive radius, fewer than 2 samples or unknown options.
         InputError: On invalid data or weights.
     """
-    o = _settings("average_sharpness", options, PerturbationOptions)
+    o = keyword_values("average_sharpness", options, PerturbationOptions, _DEFAULTS)
     eta, seed = o["eta"], o["seed"]
     distribution = parse_option(Distribution, distribution, "distribution")
     adaptive = parse_option(Adaptive, o["adaptive"], "adaptive option")
@@ -585,7 +575,7 @@ def m_sharpness(
         ValueError: If ``m`` is not in ``[1, N]``, on a non-positive radius, or unknown options.
         InputError: On invalid data or weights.
     """
-    o = _settings("m_sharpness", options, AscentOptions)
+    o = keyword_values("m_sharpness", options, AscentOptions, _DEFAULTS)
     ball = _ball(o["norm"], o["adaptive"], radius, o["eta"], o["steps"], o["restarts"], o["step_size"])
     obj = _objective(problem, loss_fn, data, o["params"], ball.adaptive, o["eta"])
     if not 1 <= m <= obj.n_samples:
