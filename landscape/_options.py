@@ -21,6 +21,7 @@ __all__ = [
     "typed_keywords",
     "shows_keywords",
     "check_keywords",
+    "keyword_values",
 ]
 
 E = TypeVar("E", bound=enum.Enum)
@@ -142,3 +143,15 @@ def check_keywords(function: str, given: Iterable[str], options: type) -> None:
     for k in given:
         if k not in known:
             raise TypeError(f"{function}() got an unexpected keyword argument {k!r}")
+
+
+def keyword_values(
+    function: str, given: Mapping[str, Any], options: type, defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Every keyword of the typed dictionary ``options``: its value in ``given``, else its default (or ``None``).
+
+    Raises:
+        TypeError: ``<function>() got an unexpected keyword argument '<name>'`` (see :func:`check_keywords`).
+    """
+    check_keywords(function, given, options)
+    return {k: given[k] if k in given else defaults.get(k) for k in typed_keywords(options)}

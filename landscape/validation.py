@@ -38,7 +38,7 @@ construction, batched data on its first pass), :func:`~landscape.analyze.saturat
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -60,8 +60,13 @@ from landscape._checks import match_regression_shape as match_regression_shape
 from landscape._checks import model_dtype as model_dtype
 from landscape._checks import normalize_inputs as normalize_inputs
 from landscape._checks import normalize_targets as normalize_targets
+from landscape._options import check_keywords, keyword_values, shows_keywords
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
+    "BatchOptions",
     "BatchChecker",
     "ValidBatches",
     "ValidPair",
@@ -94,6 +99,28 @@ def _output_shape(model: nn.Module, x: Tensor) -> tuple[int, ...] | None:
 
 
 # --------------------------------------------------------------------------- batches
+class BatchOptions(TypedDict, total=False):
+    """How batches are checked, by :class:`BatchChecker` and :func:`validate_batches` (all optional).
+
+    Attributes:
+        argname: The data's argument name, for messages (default ``"data"``).
+        targets: ``False`` when the targets are not used (they are then passed through unchecked; default
+            ``True``).
+        dtype: Override the model's dtype.
+        device: Move batches there (default: unchanged).
+        n_classes: The output width for the label range check (default: probed on the first sample).
+    """
+
+    argname: str
+    targets: bool
+    dtype: torch.dtype | None
+    device: torch.device | None
+    n_classes: int | None
+
+
+_BATCH_DEFAULTS: dict[str, Any] = {"argname": "data", "targets": True}
+
+
 class BatchChecker:
     """Checks and normalizes the batches of one call, in order; :meth:`finish` refuses empty data.
 
@@ -101,32 +128,21 @@ class BatchChecker:
         model: The network (gives the dtype, device, embedding policy and output width).
         loss_fn: The loss (decides the target policy); ``None`` with ``targets=True``: cross-entropy for
             integer targets, MSE otherwise (the evaluation engine's default).
-        argname: The data's argument name, for messages.
-        targets: ``False`` when the targets are not used (they are then passed through unchecked).
-        dtype: Override the model's dtype.
-        device: Move batches there (default: unchanged).
-        n_classes: The output width for the label range check (default: probed on the first sample).
+        **options: How batches are checked (:class:`BatchOptions`): ``argname``, ``targets``, ``dtype``,
+            ``device``, ``n_classes``.
     """
 
-    def __init__(
-        self,
-        model: nn.Module | None,
-        loss_fn: Any = None,
-        *,
-        argname: str = "data",
-        targets: bool = True,
-        dtype: torch.dtype | None = None,
-        device: torch.device | None = None,
-        n_classes: int | None = None,
-    ) -> None:
+    @shows_keywords(BatchOptions, _BATCH_DEFAULTS)
+    def __init__(self, model: nn.Module | None, loss_fn: Any = None, **options: Unpack[BatchOptions]) -> None:
+        o = keyword_values("BatchChecker", options, BatchOptions, _BATCH_DEFAULTS)
         self.model = model
         self.loss_fn = loss_fn
-        self.argname = argname
-        self.targets = targets
-        self.dtype = dtype or (model_dtype(model) if model is not None else torch.float32)
-        self.device = device
+        self.argname: str = o["argname"]
+        self.targets: bool = o["targets"]
+        self.dtype: torch.dtype = o["dtype"] or (model_dtype(model) if model is not None else torch.float32)
+        self.device: torch.device | None = o["device"]
         self.keep_integer = model is not None and _takes_integer_inputs(model)
-        self.n_classes = n_classes
+        self.n_classes: int | None = o["n_classes"]
         self._out_shape: tuple[int, ...] | None | bool = False  # False: not probed yet
         self.n_samples = 0
         self.n_batches = 0
@@ -229,16 +245,9 @@ def is_tensor_pair(data: Any) -> bool:
     return isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
 
 
+@shows_keywords(BatchOptions, _BATCH_DEFAULTS)
 def validate_batches(
-    data: Any,
-    model: nn.Module | None,
-    loss_fn: Any = None,
-    *,
-    argname: str = "data",
-    targets: bool = True,
-    dtype: torch.dtype | None = None,
-    device: torch.device | None = None,
-    n_classes: int | None = None,
+    data: Any, model: nn.Module | None, loss_fn: Any = None, **options: Unpack[BatchOptions]
 ) -> ValidBatches:
     """Read all of ``data`` once into checked, normalized batches (for analyzers that keep the data).
 
@@ -247,11 +256,8 @@ def validate_batches(
             same dtype is returned as is).
         model: The network (dtype, device, output width); ``None`` with ``dtype`` given.
         loss_fn: As for :class:`BatchChecker`.
-        argname: The data's argument name.
-        targets: Whether the targets are used.
-        dtype: Override the model's dtype.
-        device: Move the batches there.
-        n_classes: Output width for the label check (default: probed).
+        **options: How batches are checked (:class:`BatchOptions`): ``argname``, ``targets``, ``dtype``,
+            ``device``, ``n_classes``.
 
     Returns:
         The batches (a pair stays one batch).
@@ -259,15 +265,14 @@ def validate_batches(
     Raises:
         InputError: On empty data, NaN/inf, bad labels; :class:`InputTypeError` on data of the wrong kind.
     """
-    want = dtype or (model_dtype(model) if model is not None else torch.float32)
+    check_keywords("validate_batches", options, BatchOptions)
+    check = BatchChecker(model, loss_fn, **options)
+    want, device, targets = check.dtype, check.device, check.targets
     if isinstance(data, ValidBatches) and data.dtype == want and (data.targets_checked or not targets):
         if device is None or all(x.device == device for x, _ in data):
             return data
-    check = BatchChecker(
-        model, loss_fn, argname=argname, targets=targets, dtype=want, device=device, n_classes=n_classes
-    )
     single = is_tensor_pair(data)
-    out = ValidBatches(check(x, y, i, single) for i, (x, y) in enumerate(_pairs(data, argname)))
+    out = ValidBatches(check(x, y, i, single) for i, (x, y) in enumerate(_pairs(data, check.argname)))
     check.finish()
     out.dtype, out.n_samples, out.targets_checked = want, check.n_samples, targets
     return out

@@ -31,13 +31,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from landscape._batch import describe_data
+from landscape._options import keyword_values, shows_keywords
 from landscape.analyze.permutation import (
     apply_permutation,
     check_permutation,
@@ -50,8 +51,12 @@ from landscape.data.batches import iterate_batches
 from landscape.params import preserved_mode
 from landscape.results import Provenance, Result, register_result
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "AlignmentResult",
+    "ActivationOptions",
     "weight_matching",
     "matching_objective",
     "activation_correlations",
@@ -62,6 +67,25 @@ __all__ = [
 
 ModelOrState = nn.Module | Mapping[str, Tensor]
 DataLike = tuple[Tensor, Tensor] | Iterable[Any]
+
+
+class ActivationOptions(TypedDict, total=False):
+    """How activations are collected, by :func:`activation_correlations` and :func:`activation_matching`.
+
+    Attributes:
+        spec: Permutation spec (default: derived from ``a``).
+        batch_size: Batch size for tensor data (default 256).
+        train: Run in train mode (BatchNorm batch statistics); default eval mode.
+        progress: Show a tqdm bar over batches (default ``False``).
+    """
+
+    spec: PermutationSpec | None
+    batch_size: int | None
+    train: bool
+    progress: bool
+
+
+_ACTIVATION_DEFAULTS: dict[str, Any] = {"batch_size": 256, "train": False, "progress": False}
 
 
 @register_result
@@ -297,16 +321,9 @@ class _Moments:
         return cov / ((va.sqrt()[:, None] + eps) * (vb.sqrt()[None, :] + eps))
 
 
+@shows_keywords(ActivationOptions, _ACTIVATION_DEFAULTS)
 def activation_correlations(
-    a: nn.Module,
-    b: nn.Module,
-    data: DataLike,
-    *,
-    spec: PermutationSpec | None = None,
-    batch_size: int | None = 256,
-    train: bool = False,
-    eps: float = 0.0,
-    progress: bool = False,
+    a: nn.Module, b: nn.Module, data: DataLike, *, eps: float = 0.0, **options: Unpack[ActivationOptions]
 ) -> dict[str, np.ndarray]:
     """Correlations between ``a``'s and ``b``'s units of each group over a dataset, streamed in float64.
 
@@ -318,11 +335,9 @@ def activation_correlations(
         a: First model (only read; a private copy is hooked).
         b: Second model, same architecture.
         data: Tensor pair ``(X, y)``, an input tensor ``X``, or an iterable of ``(X, y)`` batches.
-        spec: Permutation spec (default: derived from ``a``).
-        batch_size: Batch size for tensor data.
-        train: Run in train mode (BatchNorm batch statistics); default eval mode.
         eps: Added to each standard deviation (0: a dead unit gives NaN correlations, set to 0 when matching).
-        progress: Show a tqdm bar over batches.
+        **options: How activations are collected (:class:`ActivationOptions`): ``spec``, ``batch_size``,
+            ``train``, ``progress``.
 
     Returns:
         Group -> ``(n, n)`` correlation matrix.
@@ -332,7 +347,8 @@ def activation_correlations(
     """
     from tqdm.auto import tqdm
 
-    spec = _spec_for(a, spec)
+    o = keyword_values("activation_correlations", options, ActivationOptions, _ACTIVATION_DEFAULTS)
+    spec, train = _spec_for(a, o["spec"]), o["train"]
     sites = [s for g in spec.groups for s in spec.sites.get(g, ())]
     sa: dict[str, Tensor] = {}
     sb: dict[str, Tensor] = {}
@@ -340,7 +356,8 @@ def activation_correlations(
     moments = {g: _Moments() for g in spec.groups if spec.sites.get(g)}
     dtype = next(iter(a.parameters())).dtype
     with torch.no_grad(), preserved_mode(ca, train), preserved_mode(cb, train):
-        for batch in tqdm(_batches_of(data, batch_size), desc="activations", disable=not progress, leave=False):
+        batches = _batches_of(data, o["batch_size"])
+        for batch in tqdm(batches, desc="activations", disable=not o["progress"], leave=False):
             x = batch[0] if isinstance(batch, tuple | list) else batch
             x = x.to(dtype) if x.is_floating_point() else x
             ca(x)
@@ -351,15 +368,9 @@ def activation_correlations(
     return {g: m.corr(eps).numpy() for g, m in moments.items()}
 
 
+@shows_keywords(ActivationOptions, _ACTIVATION_DEFAULTS)
 def activation_matching(
-    a: nn.Module,
-    b: nn.Module,
-    data: DataLike,
-    *,
-    spec: PermutationSpec | None = None,
-    batch_size: int | None = 256,
-    train: bool = False,
-    progress: bool = False,
+    a: nn.Module, b: nn.Module, data: DataLike, **options: Unpack[ActivationOptions]
 ) -> AlignmentResult:
     """Permute ``b``'s units to maximize the correlation of its activations with ``a``'s (Git Re-Basin §3.1).
 
@@ -370,10 +381,8 @@ def activation_matching(
         a: Reference model (only read).
         b: Model to align (only read).
         data: Tensor pair, input tensor, or iterable of ``(X, y)`` batches.
-        spec: Permutation spec (default: derived from ``a``).
-        batch_size: Batch size for tensor data.
-        train: Collect activations in train mode.
-        progress: Show a tqdm bar.
+        **options: How activations are collected (:class:`ActivationOptions`): ``spec``, ``batch_size``,
+            ``train``, ``progress``.
 
     Returns:
         An :class:`AlignmentResult` with ``method="activation"``; ``objective`` holds the summed matched
@@ -381,8 +390,9 @@ def activation_matching(
     """
     from scipy.optimize import linear_sum_assignment
 
-    spec = _spec_for(a, spec)
-    corr = activation_correlations(a, b, data, spec=spec, batch_size=batch_size, train=train, progress=progress)
+    o = keyword_values("activation_matching", options, ActivationOptions, _ACTIVATION_DEFAULTS)
+    spec = o["spec"] = _spec_for(a, o["spec"])
+    corr = activation_correlations(a, b, data, **o)
     perm = {g: p.numpy().astype(np.int64) for g, p in identity_permutation(spec).items()}
     total, per = 0.0, {}
     for g, c in corr.items():
@@ -391,7 +401,7 @@ def activation_matching(
         perm[g] = cols.astype(np.int64)
         total += float(c[rows, cols].sum())
         per[g] = float(c[rows, cols].mean())
-    prov = Provenance.here(data=describe_data(data), method="activation_matching", train=train)
+    prov = Provenance.here(data=describe_data(data), method="activation_matching", train=o["train"])
     return AlignmentResult(
         permutation=perm,
         objective=np.array([total]),

@@ -28,7 +28,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
@@ -36,13 +36,16 @@ from torch import Tensor, nn
 
 from landscape import distributed, validation
 from landscape._loss import LOSSES
-from landscape._options import parse_bytes, parse_option
+from landscape._options import keyword_values, parse_bytes, parse_option, shows_keywords
 from landscape.curvature._kernels import CurvatureOps
 from landscape.functional import KERNEL_NOTE, BNMode, FunctionalModel, differentiable_kernels
 from landscape.params import ParamLayout, TensorSpec, functional_forward, preserved_mode
 from landscape.problem import Problem
 
-__all__ = ["BNMode", "HessianOperator"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["BNMode", "OperatorOptions", "HessianOperator"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -59,6 +62,42 @@ _HALF = (torch.float16, torch.bfloat16)
 _RANDOM_MODULES = (nn.modules.dropout._DropoutNd, nn.RReLU)
 _BATCH_NORM = nn.modules.batchnorm._BatchNorm
 _MODE_DEPENDENT = (_BATCH_NORM, *_RANDOM_MODULES)
+
+
+class OperatorOptions(TypedDict, total=False):
+    """How a :class:`HessianOperator` is built (all optional); also taken by :func:`~landscape.hessian_spectrum`.
+
+    Attributes:
+        bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics); ``None`` (default) means
+            ``"eval"`` and warns if the model is in train mode with BatchNorm or Dropout.
+        micro_batch_size: ``"auto"`` (default), a size, or ``None`` to use the batches as given.
+        memory_budget: Bytes the cached gradient graphs may take (default 2 GiB); above it graphs are rebuilt
+            per product.
+        cache: Force (``True``) or forbid (``False``) graph caching; ``None`` (default) decides by the budget.
+        dtype: Compute dtype (e.g. ``torch.float64`` for references); default the model's, float32 for a
+            half-precision model.
+        fast_ops: Use the double-backward-friendly convolution and eval BatchNorm (same values; default
+            ``True``).
+        channels_last: Run 2-D convolutions channels-last (``True``/``False``), or ``"auto"`` (default): when
+            most ``nn.Conv2d`` layers have at least 8 input channels (oneDNN ran those 1.1-1.4x faster so here,
+            and LeNet-5's 1- and 6-channel layers slower). Only with ``fast_ops``.
+    """
+
+    bn_mode: BNMode | str | None
+    micro_batch_size: int | str | None
+    memory_budget: int | str
+    cache: bool | None
+    dtype: torch.dtype | None
+    fast_ops: bool
+    channels_last: bool | str
+
+
+OPERATOR_DEFAULTS: dict[str, Any] = {
+    "micro_batch_size": "auto",
+    "memory_budget": 2 * 2**30,
+    "fast_ops": True,
+    "channels_last": "auto",
+}
 
 
 def _names(items: Sequence[Any], model: nn.Module | None = None, most: int = 6) -> str:
@@ -151,17 +190,8 @@ class HessianOperator:
         data: Shorthand only: a pair ``(X, y)`` or an iterable of ``(X, y)`` batches; read once and kept.
         params: ``None`` for all trainable parameters, or tensor names and/or layer names (module paths
             such as ``"fc1"``, meaning its weight and bias).
-        bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics); ``None`` means
-            ``"eval"`` and warns if the model is in train mode with BatchNorm or Dropout.
-        micro_batch_size: ``"auto"``, a size, or ``None`` to use the batches as given.
-        memory_budget: Bytes the cached gradient graphs may take; above it graphs are rebuilt per product.
-        cache: Force (``True``) or forbid (``False``) graph caching; ``None`` decides by the budget.
-        dtype: Compute dtype (e.g. ``torch.float64`` for references); default the model's, float32 for a
-            half-precision model.
-        fast_ops: Use the double-backward-friendly convolution and eval BatchNorm (same values).
-        channels_last: Run 2-D convolutions channels-last (``True``/``False``), or ``"auto"``: when most
-            ``nn.Conv2d`` layers have at least 8 input channels (oneDNN ran those 1.1-1.4x faster so here,
-            and LeNet-5's 1- and 6-channel layers slower). Only with ``fast_ops``.
+        **options: The operator keywords (:class:`OperatorOptions`): ``bn_mode``, ``micro_batch_size``,
+            ``memory_budget``, ``cache``, ``dtype``, ``fast_ops``, ``channels_last``.
 
     Attributes:
         notes: What was done beyond the plain definition (half-precision upcast, sum reduction, batches
@@ -181,21 +211,18 @@ class HessianOperator:
         torch.Size([26])
     """
 
+    @shows_keywords(OperatorOptions, OPERATOR_DEFAULTS)
     def __init__(
         self,
         problem: Problem | nn.Module,
         loss_fn: LossFn | str | None = None,
         data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]] | None = None,
         params: str | Sequence[str] | None = None,
-        *,
-        bn_mode: BNMode | str | None = None,
-        micro_batch_size: int | str | None = "auto",
-        memory_budget: int | str = 2 * 2**30,
-        cache: bool | None = None,
-        dtype: torch.dtype | None = None,
-        fast_ops: bool = True,
-        channels_last: bool | str = "auto",
+        **options: Unpack[OperatorOptions],
     ) -> None:
+        o = keyword_values("HessianOperator", options, OperatorOptions, OPERATOR_DEFAULTS)
+        bn_mode, micro_batch_size, cache, dtype = o["bn_mode"], o["micro_batch_size"], o["cache"], o["dtype"]
+        memory_budget, fast_ops, channels_last = o["memory_budget"], o["fast_ops"], o["channels_last"]
         self.problem: Problem | None = None  # set for problems the (X, y) kernels below do not take
         # data split across ranks: products are all-reduced (every rank makes the same calls)
         self._shard: Problem | None = problem if isinstance(problem, Problem) and problem.sharded else None

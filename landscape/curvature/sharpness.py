@@ -28,7 +28,7 @@ import dataclasses
 import enum
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
@@ -36,17 +36,22 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landscape._batch import Batch, split_batch
-from landscape._options import parse_option
+from landscape._options import keyword_values, parse_option, shows_keywords
 from landscape.evaluate.points import evaluate_points
 from landscape.params import ParamLayout, parameter_mask, parameters_to_vector
 from landscape.problem import Problem, as_problem
 from landscape.results import Provenance, Result, register_result
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "Norm",
     "Adaptive",
     "Distribution",
     "SharpnessResult",
+    "PerturbationOptions",
+    "AscentOptions",
     "perturbation_scale",
     "worst_case_sharpness",
     "average_sharpness",
@@ -77,6 +82,56 @@ class Distribution(str, enum.Enum):
 
     GAUSSIAN = "gaussian"  # u ~ N(0, radius^2 I)
     SPHERE = "sphere"  # u uniform on the sphere ||u||_2 = radius
+
+
+class PerturbationOptions(TypedDict, total=False):
+    """The keywords of every sharpness measure (all optional).
+
+    Attributes:
+        adaptive: ``"none"`` (default), ``"elementwise"`` or ``"filter"`` (see the module docstring).
+        eta: Offset of the adaptive scale (default 0).
+        params: Parameters to perturb: ``"all"`` (default), ``"trainable"``, or tensor / layer names.
+        seed: Seed of the random draws: starting points, perturbations, the batches' permutation (default 0).
+        data_description: Text for the provenance (default ``""``).
+        progress: Show a progress bar, over ascent steps, samples or batches (default ``True``).
+    """
+
+    adaptive: Adaptive | str
+    eta: float
+    params: str | Sequence[str]
+    seed: int
+    data_description: str
+    progress: bool
+
+
+class AscentOptions(PerturbationOptions, total=False):
+    """The keywords of the gradient-ascent measures: :class:`PerturbationOptions` and the ascent (all optional).
+
+    Attributes:
+        norm: ``"l2"`` (default) or ``"linf"``.
+        steps: Ascent steps per restart, and per batch for m-sharpness (default 20).
+        restarts: Random restarts, per batch for m-sharpness (default 1).
+        step_size: First step as a fraction of ``rho`` (default 1).
+    """
+
+    norm: Norm | str
+    steps: int
+    restarts: int
+    step_size: float
+
+
+_DEFAULTS: dict[str, Any] = {
+    "adaptive": Adaptive.NONE,
+    "eta": 0.0,
+    "params": "all",
+    "seed": 0,
+    "data_description": "",
+    "progress": True,
+    "norm": Norm.L2,
+    "steps": 20,
+    "restarts": 1,
+    "step_size": 1.0,
+}
 
 
 @register_result
@@ -289,22 +344,14 @@ def _ascent(
     return best
 
 
+@shows_keywords(AscentOptions, _DEFAULTS)
 def worst_case_sharpness(
     problem: Problem | nn.Module,
     loss_fn: LossFn | str | None = None,
     data: DataLike = None,
     *,
     radius: float,
-    norm: Norm | str = Norm.L2,
-    adaptive: Adaptive | str = Adaptive.NONE,
-    eta: float = 0.0,
-    steps: int = 20,
-    restarts: int = 1,
-    step_size: float = 1.0,
-    params: str | Sequence[str] = "all",
-    seed: int = 0,
-    data_description: str = "",
-    progress: bool = True,
+    **options: Unpack[AscentOptions],
 ) -> SharpnessResult:
     """Worst-case (epsilon-) sharpness by projected gradient ascent.
 
@@ -325,16 +372,9 @@ def worst_case_sharpness(
         loss_fn: Shorthand only: batch-mean loss ``loss_fn(outputs, targets) -> scalar`` (or a name, a closure).
         data: Shorthand only: a pair ``(X, y)`` or an iterable of batches.
         radius: ``rho`` (> 0).
-        norm: ``"l2"`` or ``"linf"``.
-        adaptive: ``"none"``, ``"elementwise"`` or ``"filter"`` (see the module docstring).
-        eta: Offset of the adaptive scale.
-        steps: Ascent steps per restart.
-        restarts: Random restarts.
-        step_size: First step as a fraction of ``rho``.
-        params: Parameters to perturb: ``"all"``, ``"trainable"``, or tensor / layer names.
-        seed: Seed of the starting points.
-        data_description: Text for the provenance.
-        progress: Show a progress bar over ascent steps.
+        **options: The perturbation and ascent keywords (:class:`AscentOptions`): ``norm``, ``steps``,
+            ``restarts``, ``step_size``, ``adaptive``, ``eta``, ``params``, ``seed`` (of the starting points),
+            ``data_description``, ``progress`` (over ascent steps).
 
     Returns:
         The result; ``values`` holds the best increase of each restart, ``(restarts,)``.
@@ -343,10 +383,13 @@ def worst_case_sharpness(
         ValueError: On a non-positive radius, ``steps < 0``, ``restarts < 1`` or unknown options.
         InputError: On invalid data or weights (see :mod:`landscape.validation`).
     """
-    ball = _ball(norm, adaptive, radius, eta, steps, restarts, step_size)
-    obj = _objective(problem, loss_fn, data, params, ball.adaptive, eta)
-    gen = torch.Generator().manual_seed(seed)
-    return _ball_sharpness(obj, ball, gen, seed=seed, data_description=data_description, progress=progress)
+    o = keyword_values("worst_case_sharpness", options, AscentOptions, _DEFAULTS)
+    ball = _ball(o["norm"], o["adaptive"], radius, o["eta"], o["steps"], o["restarts"], o["step_size"])
+    obj = _objective(problem, loss_fn, data, o["params"], ball.adaptive, o["eta"])
+    gen = torch.Generator().manual_seed(o["seed"])
+    return _ball_sharpness(
+        obj, ball, gen, seed=o["seed"], data_description=o["data_description"], progress=o["progress"]
+    )
 
 
 def _ball_sharpness(
@@ -414,6 +457,7 @@ def _check(radius: float, steps: int, restarts: int) -> None:
 
 
 # =========================================================================== average case
+@shows_keywords(PerturbationOptions, _DEFAULTS)
 def average_sharpness(
     problem: Problem | nn.Module,
     loss_fn: LossFn | str | None = None,
@@ -421,13 +465,8 @@ def average_sharpness(
     *,
     radius: float,
     distribution: Distribution | str = Distribution.GAUSSIAN,
-    adaptive: Adaptive | str = Adaptive.NONE,
-    eta: float = 0.0,
     n_samples: int = 100,
-    params: str | Sequence[str] = "all",
-    seed: int = 0,
-    data_description: str = "",
-    progress: bool = True,
+    **options: Unpack[PerturbationOptions],
 ) -> SharpnessResult:
     """Average-case sharpness by Monte Carlo, with its standard error.
 
@@ -446,13 +485,9 @@ def average_sharpness(
         data: Shorthand only: a pair ``(X, y)`` or an iterable of batches.
         radius: Gaussian standard deviation per coordinate, or the sphere's radius (> 0).
         distribution: ``"gaussian"`` or ``"sphere"``.
-        adaptive: ``"none"``, ``"elementwise"`` or ``"filter"``.
-        eta: Offset of the adaptive scale.
         n_samples: Monte Carlo samples (at least 2, for the standard error).
-        params: Parameters to perturb: ``"all"``, ``"trainable"``, or tensor / layer names.
-        seed: Seed of the perturbations.
-        data_description: Text for the provenance.
-        progress: Show a progress bar over samples.
+        **options: The perturbation keywords (:class:`PerturbationOptions`): ``adaptive``, ``eta``,
+            ``params``, ``seed`` (of the perturbations), ``data_description``, ``progress`` (over samples).
 
     Returns:
         The result; ``values`` holds the increase of every sample, ``(n_samples,)``, and ``stderr`` their
@@ -462,12 +497,14 @@ def average_sharpness(
         ValueError: On a non-positive radius, fewer than 2 samples or unknown options.
         InputError: On invalid data or weights.
     """
+    o = keyword_values("average_sharpness", options, PerturbationOptions, _DEFAULTS)
+    eta, seed = o["eta"], o["seed"]
     distribution = parse_option(Distribution, distribution, "distribution")
-    adaptive = parse_option(Adaptive, adaptive, "adaptive option")
+    adaptive = parse_option(Adaptive, o["adaptive"], "adaptive option")
     _check(radius, 0, 1)
     if n_samples < 2:
         raise ValueError(f"n_samples must be at least 2 (for a standard error), got {n_samples}")
-    obj = _objective(problem, loss_fn, data, params, adaptive, eta)
+    obj = _objective(problem, loss_fn, data, o["params"], adaptive, eta)
     gen = torch.Generator().manual_seed(seed)
 
     def points() -> Iterator[Tensor]:  # streamed: one vector at a time, base point first
@@ -477,7 +514,7 @@ def average_sharpness(
             u = z * radius if distribution is Distribution.GAUSSIAN else z * (radius / z.norm())
             yield obj.full(u)
 
-    losses = evaluate_points(obj.problem, points(), metrics=("loss",), progress=progress)["loss"]
+    losses = evaluate_points(obj.problem, points(), metrics=("loss",), progress=o["progress"])["loss"]
     base, values = float(losses[0]), np.asarray(losses[1:], dtype=np.float64) - float(losses[0])
     return SharpnessResult(
         measure="average_case",
@@ -495,11 +532,12 @@ def average_sharpness(
         values=values,
         loss_evaluations=float(n_samples + 1),
         n_params=obj.n,
-        provenance=_provenance(obj, seed, data_description),
+        provenance=_provenance(obj, seed, o["data_description"]),
     )
 
 
 # =========================================================================== m-sharpness
+@shows_keywords(AscentOptions, _DEFAULTS)
 def m_sharpness(
     problem: Problem | nn.Module,
     loss_fn: LossFn | str | None = None,
@@ -507,17 +545,8 @@ def m_sharpness(
     *,
     m: int,
     radius: float,
-    norm: Norm | str = Norm.L2,
-    adaptive: Adaptive | str = Adaptive.NONE,
-    eta: float = 0.0,
-    steps: int = 20,
-    restarts: int = 1,
-    step_size: float = 1.0,
     n_batches: int | None = None,
-    params: str | Sequence[str] = "all",
-    seed: int = 0,
-    data_description: str = "",
-    progress: bool = True,
+    **options: Unpack[AscentOptions],
 ) -> SharpnessResult:
     """m-sharpness: worst-case sharpness of batches of ``m`` samples, averaged over batches.
 
@@ -534,17 +563,10 @@ def m_sharpness(
         data: Shorthand only: a pair ``(X, y)`` or an iterable of ``(X, y)`` batches (pooled, then re-split).
         m: Batch size (samples left over after the last full batch are not used).
         radius: ``rho`` (> 0).
-        norm: ``"l2"`` or ``"linf"``.
-        adaptive: ``"none"``, ``"elementwise"`` or ``"filter"``.
-        eta: Offset of the adaptive scale.
-        steps: Ascent steps per restart and batch.
-        restarts: Random restarts per batch.
-        step_size: First step as a fraction of ``rho``.
         n_batches: Use only this many batches (default all ``N // m``).
-        params: Parameters to perturb.
-        seed: Seed of the permutation and the starting points.
-        data_description: Text for the provenance.
-        progress: Show a progress bar over batches.
+        **options: The perturbation and ascent keywords, as for :func:`worst_case_sharpness` (``steps`` and
+            ``restarts`` per batch; ``seed`` of the permutation and the starting points; ``progress`` over
+            batches).
 
     Returns:
         The result; ``values`` holds each batch's increase, ``(n_batches,)``, ``stderr`` their standard error.
@@ -553,8 +575,9 @@ def m_sharpness(
         ValueError: If ``m`` is not in ``[1, N]``, on a non-positive radius, or unknown options.
         InputError: On invalid data or weights.
     """
-    ball = _ball(norm, adaptive, radius, eta, steps, restarts, step_size)
-    obj = _objective(problem, loss_fn, data, params, ball.adaptive, eta)
+    o = keyword_values("m_sharpness", options, AscentOptions, _DEFAULTS)
+    ball = _ball(o["norm"], o["adaptive"], radius, o["eta"], o["steps"], o["restarts"], o["step_size"])
+    obj = _objective(problem, loss_fn, data, o["params"], ball.adaptive, o["eta"])
     if not 1 <= m <= obj.n_samples:
         raise ValueError(f"m must be between 1 and the number of samples {obj.n_samples}, got {m}")
     pairs = (
@@ -568,7 +591,7 @@ def m_sharpness(
         raise ValueError("m-sharpness re-splits the data: every batch must have the same sample shapes")
     X = torch.cat([b[0] for b in pairs])
     y = torch.cat([b[1] for b in pairs])
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(o["seed"])
     perm = torch.randperm(len(y), generator=gen)
     count = len(y) // m if n_batches is None else min(int(n_batches), len(y) // m)
     if count < 1:
@@ -576,7 +599,15 @@ def m_sharpness(
     # one batch at a time, made when the loop reaches it
     batches = ([split_batch((X[idx], y[idx]), i)] for i, idx in enumerate(perm[: count * m].split(m)))
     return _ball_sharpness(
-        obj, ball, gen, batches, m=m, count=count, seed=seed, data_description=data_description, progress=progress
+        obj,
+        ball,
+        gen,
+        batches,
+        m=m,
+        count=count,
+        seed=o["seed"],
+        data_description=o["data_description"],
+        progress=o["progress"],
     )
 
 

@@ -16,24 +16,28 @@ import enum
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from landscape import validation
-from landscape._options import parse_option, renamed
+from landscape._options import keyword_values, parse_option, renamed, shows_keywords, typed_keywords
 from landscape.curvature.eigensolver import EigenPairs, Which, top_eigenpairs
-from landscape.curvature.hessian import HessianOperator, LossFn
+from landscape.curvature.hessian import OPERATOR_DEFAULTS, HessianOperator, LossFn, OperatorOptions
 from landscape.curvature.lanczos import TraceEstimate, default_sigma, gaussian_density, hutchinson, hutchpp, slq
-from landscape.functional import BNMode
 from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "TraceMethod",
     "HessianSpectrum",
+    "SpectrumOptions",
+    "HessianSpectrumOptions",
     "hessian_eigenpairs",
     "hessian_directions",
     "hessian_trace",
@@ -259,37 +263,69 @@ class HessianSpectrum(Result):
         return self.nodes.ravel(), self.weights.ravel() / self.nodes.shape[0]
 
 
+class SpectrumOptions(TypedDict, total=False):
+    """The keywords of the SLQ spectrum, :func:`spectrum_of` and :func:`hessian_spectrum` (all optional).
+
+    Attributes:
+        n_probes: SLQ probe vectors (PyHessian's ``n_v``; default 4).
+        steps: Lanczos steps per probe (PyHessian's ``iter``; default 100).
+        top_k: Top eigenvalues to compute (default 5; 0 skips).
+        trace_products: Product budget of each of Hutchinson and Hutch++ (default 0: skips both).
+        tol: Eigenvalue tolerance for the top-k (default ``1e-6``).
+        seed: Seed of every random vector (default 0).
+        data_description: Description of the data for the provenance (default: the problem's).
+        progress: Show progress bars (default ``False``).
+    """
+
+    n_probes: int
+    steps: int
+    top_k: int
+    trace_products: int
+    tol: float
+    seed: int
+    data_description: str
+    progress: bool
+
+
+class HessianSpectrumOptions(SpectrumOptions, OperatorOptions, total=False):
+    """The keywords of :func:`hessian_spectrum`: the spectrum's and the operator's (all optional).
+
+    They are :class:`SpectrumOptions` and :class:`~landscape.curvature.hessian.OperatorOptions`.
+    """
+
+
+_SPECTRUM_DEFAULTS: dict[str, Any] = {
+    "n_probes": 4,
+    "steps": 100,
+    "top_k": 5,
+    "trace_products": 0,
+    "tol": 1e-6,
+    "seed": 0,
+    "data_description": "",
+    "progress": False,
+    **OPERATOR_DEFAULTS,
+}
+
+
+@shows_keywords(SpectrumOptions, _SPECTRUM_DEFAULTS)
 def spectrum_of(
-    op: HessianOperator | Problem,
-    *,
-    n_probes: int = 4,
-    steps: int = 100,
-    top_k: int = 5,
-    trace_products: int = 0,
-    tol: float = 1e-6,
-    seed: int = 0,
-    data_description: str = "",
-    progress: bool = False,
-    data: str | None = None,
+    op: HessianOperator | Problem, *, data: str | None = None, **options: Unpack[SpectrumOptions]
 ) -> HessianSpectrum:
     """SLQ density, top eigenvalues and traces of a :class:`HessianOperator`.
 
     Args:
         op: The Hessian, or a :class:`~landscape.problem.Problem`.
-        n_probes: SLQ probe vectors (PyHessian's ``n_v``).
-        steps: Lanczos steps per probe (PyHessian's ``iter``).
-        top_k: Top eigenvalues to compute (0 skips).
-        trace_products: Product budget of each of Hutchinson and Hutch++ (0 skips both).
-        tol: Eigenvalue tolerance for the top-k.
-        seed: Seed of every random vector.
-        data_description: Description of the data for the provenance (default: the problem's).
-        progress: Show progress bars.
         data: Deprecated name of ``data_description``.
+        **options: The spectrum keywords (:class:`SpectrumOptions`): ``n_probes``, ``steps``, ``top_k``,
+            ``trace_products``, ``tol``, ``seed``, ``data_description``, ``progress``.
 
     Returns:
         The spectrum.
     """
-    data_description = renamed(data_description or None, data, "data", "data_description") or ""
+    o = keyword_values("spectrum_of", options, SpectrumOptions, _SPECTRUM_DEFAULTS)
+    n_probes, steps, top_k, trace_products = o["n_probes"], o["steps"], o["top_k"], o["trace_products"]
+    tol, seed, progress = o["tol"], o["seed"], o["progress"]
+    data_description = renamed(o["data_description"] or None, data, "data", "data_description") or ""
     op = _as_operator(op)
     if not data_description and op.problem is not None:
         data_description = op.problem.description
@@ -352,27 +388,14 @@ def spectrum_of(
     )
 
 
+@shows_keywords(HessianSpectrumOptions, _SPECTRUM_DEFAULTS)
 def hessian_spectrum(
     problem: Problem | nn.Module,
     loss_fn: LossFn | str | None = None,
     data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]] | None = None,
     *,
     params: str | Sequence[str] | None = None,
-    bn_mode: BNMode | str | None = None,
-    n_probes: int = 4,
-    steps: int = 100,
-    top_k: int = 5,
-    trace_products: int = 0,
-    tol: float = 1e-6,
-    seed: int = 0,
-    data_description: str = "",
-    progress: bool = False,
-    micro_batch_size: int | str | None = "auto",
-    memory_budget: int | str = 2 * 2**30,
-    cache: bool | None = None,
-    dtype: torch.dtype | None = None,
-    fast_ops: bool = True,
-    channels_last: bool | str = "auto",
+    **options: Unpack[HessianSpectrumOptions],
 ) -> HessianSpectrum:
     """Hessian eigenvalue density of a model's full-dataset loss (the Persistent Neurons Fig. 12 analysis).
 
@@ -385,51 +408,20 @@ def hessian_spectrum(
             loss name.
         data: Shorthand only: a pair ``(X, y)`` or an iterable of ``(X, y)`` batches.
         params: Parameter subset (tensor or layer names); ``None`` for all.
-        bn_mode: ``"eval"`` or ``"train"``; ``None``: the problem's (``"eval"``, with a warning for a
-            train-mode model given as the shorthand).
-        n_probes: SLQ probes.
-        steps: Lanczos steps per probe.
-        top_k: Top eigenvalues to compute (0 skips).
-        trace_products: Product budget of each trace estimator (0 skips).
-        tol: Eigenvalue tolerance.
-        seed: Seed of the random vectors.
-        data_description: Text for the provenance (default: the problem's description).
-        progress: Show progress bars.
-        micro_batch_size: See :class:`HessianOperator`.
-        memory_budget: See :class:`HessianOperator`.
-        cache: See :class:`HessianOperator`.
-        dtype: See :class:`HessianOperator`.
-        fast_ops: See :class:`HessianOperator`.
-        channels_last: See :class:`HessianOperator`.
+        **options: The spectrum keywords (:class:`SpectrumOptions`: ``n_probes``, ``steps``, ``top_k``,
+            ``trace_products``, ``tol``, ``seed``, ``data_description``, ``progress``) and the operator keywords
+            (:class:`~landscape.curvature.hessian.OperatorOptions`: ``bn_mode``, the problem's if ``None``,
+            with a warning for a train-mode model given as the shorthand; ``micro_batch_size``,
+            ``memory_budget``, ``cache``, ``dtype``, ``fast_ops``, ``channels_last``).
 
     Returns:
         The spectrum.
     """
+    o = keyword_values("hessian_spectrum", options, HessianSpectrumOptions, _SPECTRUM_DEFAULTS)
+    operator = {k: o[k] for k in typed_keywords(OperatorOptions)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        op = HessianOperator(
-            problem,
-            loss_fn,
-            data,
-            params,
-            bn_mode=bn_mode,
-            micro_batch_size=micro_batch_size,
-            memory_budget=memory_budget,
-            cache=cache,
-            dtype=dtype,
-            fast_ops=fast_ops,
-            channels_last=channels_last,
-        )
+        op = HessianOperator(problem, loss_fn, data, params, **operator)
     for w in caught:  # re-issued at the caller of hessian_spectrum
         warnings.warn(w.message, w.category, stacklevel=2)
-    return spectrum_of(
-        op,
-        n_probes=n_probes,
-        steps=steps,
-        top_k=top_k,
-        trace_products=trace_products,
-        tol=tol,
-        seed=seed,
-        data_description=data_description,
-        progress=progress,
-    )
+    return spectrum_of(op, **{k: o[k] for k in typed_keywords(SpectrumOptions)})

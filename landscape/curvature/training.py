@@ -22,13 +22,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from landscape._options import keyword_values, shows_keywords
 from landscape.curvature.tracker import CurvatureTracker
 from landscape.functional import BNMode
 from landscape.problem import Problem
@@ -37,7 +38,11 @@ from landscape.train.callbacks import RecordTrajectory
 from landscape.train.loop import Trainer
 from landscape.trajectory.store import Trajectory
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
+    "CurvatureOptions",
     "CurvatureTrace",
     "trajectory_curvature",
     "CurvatureRecorder",
@@ -46,6 +51,52 @@ __all__ = [
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+class CurvatureOptions(TypedDict, total=False):
+    """What is measured at each point, by :func:`trajectory_curvature` and :class:`CurvatureRecorder` (all optional).
+
+    Attributes:
+        k: Top eigenvalues per point (default 1).
+        tol: Relative residual tolerance of the Lanczos stopping rule (default ``1e-4``).
+        warm_start: Start Lanczos from the previous points' eigenvectors (default ``True``).
+        extrapolate: Degree of the polynomial (in the step) through the last ``extrapolate + 1`` points'
+            eigenvectors that gives the start vectors (default 2; 0: the last vectors as they are).
+        per_layer: Also the top eigenvalue of each layer's diagonal Hessian block (weight and bias together;
+            default ``False``).
+        trace_products: Hutch++ products for a trace estimate per point (default 0: skips the trace).
+        max_steps: Product limit per Lanczos run (default as :func:`landscape.hessian_eigenpairs`).
+        block: Lanczos block size (default ``min(k, 2)``; warm: the start block holds all ``k`` previous
+            vectors, then the space grows by ``block`` residuals per step).
+        bn_mode: ``"eval"`` (running statistics, default) or ``"train"`` (batch statistics of the given
+            batches); see :class:`~landscape.curvature.hessian.HessianOperator`.
+        dtype: Compute dtype of the Hessian (default the model's; float64 for references).
+        seed: Seed of the random start vectors (default 0).
+    """
+
+    k: int
+    tol: float
+    warm_start: bool
+    extrapolate: int
+    per_layer: bool
+    trace_products: int
+    max_steps: int | None
+    block: int | None
+    bn_mode: BNMode | str
+    dtype: torch.dtype | None
+    seed: int
+
+
+_DEFAULTS: dict[str, Any] = {
+    "k": 1,
+    "tol": 1e-4,
+    "warm_start": True,
+    "extrapolate": 2,
+    "per_layer": False,
+    "trace_products": 0,
+    "bn_mode": BNMode.EVAL,
+    "seed": 0,
+}
 
 
 @register_result
@@ -193,28 +244,19 @@ def _lrs(lr: float | Sequence[float] | None, traj: Trajectory, idx: list[int]) -
 
 
 # =========================================================================== along a trajectory
+@shows_keywords(CurvatureOptions, _DEFAULTS)
 def trajectory_curvature(
     trajectory: Trajectory,
     model: Problem | nn.Module | Callable[[], nn.Module],
     loss_fn: LossFn | None = None,
     data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]] | None = None,
     *,
-    k: int = 1,
     indices: Sequence[int] | None = None,
-    tol: float = 1e-4,
-    warm_start: bool = True,
-    extrapolate: int = 2,
-    per_layer: bool = False,
-    trace_products: int = 0,
-    max_steps: int | None = None,
-    block: int | None = None,
     lr: float | Sequence[float] | None = None,
-    bn_mode: BNMode | str = BNMode.EVAL,
-    dtype: torch.dtype | None = None,
-    seed: int = 0,
     label: str = "",
     data_description: str = "",
     progress: bool = True,
+    **options: Unpack[CurvatureOptions],
 ) -> CurvatureTrace:
     """Top Hessian eigenvalues (and optionally trace and per-layer top eigenvalues) at every snapshot.
 
@@ -232,25 +274,15 @@ def trajectory_curvature(
         loss_fn: With a template: batch-mean (or batch-sum) loss ``loss_fn(outputs, targets) -> scalar``.
         data: With a template: a pair ``(X, y)`` or an iterable of ``(X, y)`` batches: the loss whose Hessian
             is taken.
-        k: Top eigenvalues per snapshot.
         indices: Snapshots to analyze (default all, in order; negative indices allowed).
-        tol: Relative residual tolerance of the Lanczos stopping rule.
-        warm_start: Start Lanczos from the previous snapshots' eigenvectors.
-        extrapolate: Degree of the polynomial (in the step) through the last ``extrapolate + 1`` snapshots'
-            eigenvectors that gives the start vectors (0: the last vectors as they are).
-        per_layer: Also the top eigenvalue of each layer's diagonal Hessian block (weight and bias together).
-        trace_products: Hutch++ products for a trace estimate per snapshot (0 skips).
-        max_steps: Product limit per Lanczos run (default as :func:`landscape.hessian_eigenpairs`).
-        block: Lanczos block size (default ``min(k, 2)``; warm: the start block holds all ``k`` previous
-            vectors, then the space grows by ``block`` residuals per step).
         lr: Learning rate (one number, or one per analyzed snapshot) for the ``2 / lr`` line; default the
             trajectory's ``"lr"`` metric if recorded, else unknown.
-        bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics of the given batches).
-        dtype: Compute dtype (default the model's; float64 for references).
-        seed: Seed of the random start vectors.
         label: Run name for legends.
         data_description: Text for the provenance.
         progress: Show a progress bar over snapshots.
+        **options: What is measured at each snapshot (:class:`CurvatureOptions`): ``k``, ``tol``,
+            ``warm_start``, ``extrapolate``, ``per_layer``, ``trace_products``, ``max_steps``, ``block``,
+            ``bn_mode``, ``dtype``, ``seed``.
 
     Returns:
         The curvature at each analyzed snapshot.
@@ -272,19 +304,7 @@ def trajectory_curvature(
     elif loss_fn is None or data is None:
         raise TypeError("trajectory_curvature needs a Problem, or a model template with loss_fn and data")
     tracker = CurvatureTracker(
-        loss_fn,
-        tracker_data,
-        k=k,
-        tol=tol,
-        warm_start=warm_start,
-        per_layer=per_layer,
-        trace_products=trace_products,
-        max_steps=max_steps,
-        block=block,
-        bn_mode=bn_mode,
-        dtype=dtype,
-        seed=seed,
-        extrapolate=extrapolate,
+        loss_fn, tracker_data, **keyword_values("trajectory_curvature", options, CurvatureOptions, _DEFAULTS)
     )
     lrs = _lrs(lr, trajectory, idx)
     steps, epochs = trajectory.steps, trajectory.epochs
@@ -323,20 +343,11 @@ class CurvatureRecorder(RecordTrajectory):
         loss_fn: Its batch-mean loss; default the trainer's.
         every_steps: Record every this many optimizer steps.
         every_epochs: Also record every this many epochs (default not: full-batch steps are epochs).
-        k: Top eigenvalues per snapshot.
-        tol: Relative residual tolerance of Lanczos.
-        warm_start: Start each Lanczos run from the previous snapshots' eigenvectors.
-        extrapolate: Degree of the extrapolation of the previous eigenvectors (see :func:`trajectory_curvature`).
-        per_layer: Also each layer's top eigenvalue.
-        trace_products: Hutch++ products per snapshot (0 skips the trace).
-        max_steps: Product limit per Lanczos run.
-        block: Lanczos block size.
-        bn_mode: ``"eval"`` or ``"train"`` (see :class:`~landscape.curvature.hessian.HessianOperator`).
-        dtype: Compute dtype of the Hessian.
-        seed: Seed of the Lanczos start vectors.
         metric_prefix: Prefix of the metric names.
         tags: Tags of every snapshot.
         label: Run name of :attr:`trace_`.
+        **options: What is measured at each snapshot (:class:`CurvatureOptions`), as for
+            :func:`trajectory_curvature`.
 
     Example:
         >>> X, y = torch.randn(32, 3), torch.randint(0, 2, (32,))
@@ -348,6 +359,7 @@ class CurvatureRecorder(RecordTrajectory):
         [0, 5, 10]
     """
 
+    @shows_keywords(CurvatureOptions, _DEFAULTS)
     def __init__(
         self,
         trajectory: Any = None,
@@ -356,20 +368,10 @@ class CurvatureRecorder(RecordTrajectory):
         *,
         every_steps: int = 10,
         every_epochs: int | None = None,
-        k: int = 1,
-        tol: float = 1e-4,
-        warm_start: bool = True,
-        extrapolate: int = 2,
-        per_layer: bool = False,
-        trace_products: int = 0,
-        max_steps: int | None = None,
-        block: int | None = None,
-        bn_mode: BNMode | str = BNMode.EVAL,
-        dtype: torch.dtype | None = None,
-        seed: int = 0,
         metric_prefix: str = "",
         tags: Mapping[str, Any] | None = None,
         label: str = "",
+        **options: Unpack[CurvatureOptions],
     ) -> None:
         super().__init__(
             _Discard() if trajectory is None else trajectory,
@@ -379,19 +381,7 @@ class CurvatureRecorder(RecordTrajectory):
         )
         self.store = trajectory
         self.data, self.loss_fn = data, loss_fn
-        self.options: dict[str, Any] = {
-            "k": k,
-            "tol": tol,
-            "warm_start": warm_start,
-            "per_layer": per_layer,
-            "trace_products": trace_products,
-            "max_steps": max_steps,
-            "block": block,
-            "bn_mode": bn_mode,
-            "dtype": dtype,
-            "seed": seed,
-            "extrapolate": extrapolate,
-        }
+        self.options: dict[str, Any] = keyword_values("CurvatureRecorder", options, CurvatureOptions, _DEFAULTS)
         CurvatureTracker(nn.functional.mse_loss, None, **self.options)  # checks the options now, not at the first step
         self.metric_prefix = metric_prefix
         self.label = label
