@@ -28,7 +28,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from landscape import distributed, validation
 from landscape._loss import LOSSES
 from landscape._options import keyword_values, parse_bytes, parse_option, shows_keywords
 from landscape.curvature._kernels import CurvatureOps
+from landscape.curvature.options import OPERATOR_DEFAULTS, OperatorOptions
 from landscape.functional import KERNEL_NOTE, BNMode, FunctionalModel, differentiable_kernels
 from landscape.params import ParamLayout, TensorSpec, functional_forward, preserved_mode
 from landscape.problem import Problem
@@ -45,7 +46,7 @@ from landscape.problem import Problem
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["BNMode", "OperatorOptions", "HessianOperator"]
+__all__ = ["BNMode", "HessianOperator"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -62,42 +63,6 @@ _HALF = (torch.float16, torch.bfloat16)
 _RANDOM_MODULES = (nn.modules.dropout._DropoutNd, nn.RReLU)
 _BATCH_NORM = nn.modules.batchnorm._BatchNorm
 _MODE_DEPENDENT = (_BATCH_NORM, *_RANDOM_MODULES)
-
-
-class OperatorOptions(TypedDict, total=False):
-    """How a :class:`HessianOperator` is built (all optional); also taken by :func:`~landscape.hessian_spectrum`.
-
-    Attributes:
-        bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics); ``None`` (default) means
-            ``"eval"`` and warns if the model is in train mode with BatchNorm or Dropout.
-        micro_batch_size: ``"auto"`` (default), a size, or ``None`` to use the batches as given.
-        memory_budget: Bytes the cached gradient graphs may take (default 2 GiB); above it graphs are rebuilt
-            per product.
-        cache: Force (``True``) or forbid (``False``) graph caching; ``None`` (default) decides by the budget.
-        dtype: Compute dtype (e.g. ``torch.float64`` for references); default the model's, float32 for a
-            half-precision model.
-        fast_ops: Use the double-backward-friendly convolution and eval BatchNorm (same values; default
-            ``True``).
-        channels_last: Run 2-D convolutions channels-last (``True``/``False``), or ``"auto"`` (default): when
-            most ``nn.Conv2d`` layers have at least 8 input channels (oneDNN ran those 1.1-1.4x faster so here,
-            and LeNet-5's 1- and 6-channel layers slower). Only with ``fast_ops``.
-    """
-
-    bn_mode: BNMode | str | None
-    micro_batch_size: int | str | None
-    memory_budget: int | str
-    cache: bool | None
-    dtype: torch.dtype | None
-    fast_ops: bool
-    channels_last: bool | str
-
-
-OPERATOR_DEFAULTS: dict[str, Any] = {
-    "micro_batch_size": "auto",
-    "memory_budget": 2 * 2**30,
-    "fast_ops": True,
-    "channels_last": "auto",
-}
 
 
 def _names(items: Sequence[Any], model: nn.Module | None = None, most: int = 6) -> str:

@@ -25,10 +25,9 @@ the model; the model is never modified (everything runs through ``functional_cal
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,6 +36,14 @@ from tqdm.auto import tqdm
 
 from landscape._batch import Batch, split_batch
 from landscape._options import keyword_values, parse_option, shows_keywords
+from landscape.curvature.options import (
+    SHARPNESS_DEFAULTS,
+    Adaptive,
+    AscentOptions,
+    Distribution,
+    Norm,
+    PerturbationOptions,
+)
 from landscape.evaluate.points import evaluate_points
 from landscape.params import ParamLayout, parameter_mask, parameters_to_vector
 from landscape.problem import Problem, as_problem
@@ -46,12 +53,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = [
-    "Norm",
-    "Adaptive",
-    "Distribution",
     "SharpnessResult",
-    "PerturbationOptions",
-    "AscentOptions",
     "perturbation_scale",
     "worst_case_sharpness",
     "average_sharpness",
@@ -60,78 +62,6 @@ __all__ = [
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 DataLike = Any  # a pair (X, y) or an iterable of (X, y) batches
-
-
-class Norm(str, enum.Enum):
-    """Norm of the perturbation ball (on ``u = delta / c``)."""
-
-    L2 = "l2"
-    LINF = "linf"
-
-
-class Adaptive(str, enum.Enum):
-    """Scale ``c`` of the perturbation ``delta = c * u``."""
-
-    NONE = "none"  # c = 1
-    ELEMENTWISE = "elementwise"  # c = |theta| + eta
-    FILTER = "filter"  # c = ||filter|| + eta (|theta| for vector tensors)
-
-
-class Distribution(str, enum.Enum):
-    """Random perturbation of average-case sharpness."""
-
-    GAUSSIAN = "gaussian"  # u ~ N(0, radius^2 I)
-    SPHERE = "sphere"  # u uniform on the sphere ||u||_2 = radius
-
-
-class PerturbationOptions(TypedDict, total=False):
-    """The keywords of every sharpness measure (all optional).
-
-    Attributes:
-        adaptive: ``"none"`` (default), ``"elementwise"`` or ``"filter"`` (see the module docstring).
-        eta: Offset of the adaptive scale (default 0).
-        params: Parameters to perturb: ``"all"`` (default), ``"trainable"``, or tensor / layer names.
-        seed: Seed of the random draws: starting points, perturbations, the batches' permutation (default 0).
-        data_description: Text for the provenance (default ``""``).
-        progress: Show a progress bar, over ascent steps, samples or batches (default ``True``).
-    """
-
-    adaptive: Adaptive | str
-    eta: float
-    params: str | Sequence[str]
-    seed: int
-    data_description: str
-    progress: bool
-
-
-class AscentOptions(PerturbationOptions, total=False):
-    """The keywords of the gradient-ascent measures: :class:`PerturbationOptions` and the ascent (all optional).
-
-    Attributes:
-        norm: ``"l2"`` (default) or ``"linf"``.
-        steps: Ascent steps per restart, and per batch for m-sharpness (default 20).
-        restarts: Random restarts, per batch for m-sharpness (default 1).
-        step_size: First step as a fraction of ``rho`` (default 1).
-    """
-
-    norm: Norm | str
-    steps: int
-    restarts: int
-    step_size: float
-
-
-_DEFAULTS: dict[str, Any] = {
-    "adaptive": Adaptive.NONE,
-    "eta": 0.0,
-    "params": "all",
-    "seed": 0,
-    "data_description": "",
-    "progress": True,
-    "norm": Norm.L2,
-    "steps": 20,
-    "restarts": 1,
-    "step_size": 1.0,
-}
 
 
 @register_result
@@ -344,7 +274,7 @@ def _ascent(
     return best
 
 
-@shows_keywords(AscentOptions, _DEFAULTS)
+@shows_keywords(AscentOptions, SHARPNESS_DEFAULTS)
 def worst_case_sharpness(
     problem: Problem | nn.Module,
     loss_fn: LossFn | str | None = None,
@@ -383,7 +313,7 @@ def worst_case_sharpness(
         ValueError: On a non-positive radius, ``steps < 0``, ``restarts < 1`` or unknown options.
         InputError: On invalid data or weights (see :mod:`landscape.validation`).
     """
-    o = keyword_values("worst_case_sharpness", options, AscentOptions, _DEFAULTS)
+    o = keyword_values("worst_case_sharpness", options, AscentOptions, SHARPNESS_DEFAULTS)
     ball = _ball(o["norm"], o["adaptive"], radius, o["eta"], o["steps"], o["restarts"], o["step_size"])
     obj = _objective(problem, loss_fn, data, o["params"], ball.adaptive, o["eta"])
     gen = torch.Generator().manual_seed(o["seed"])
@@ -457,7 +387,7 @@ def _check(radius: float, steps: int, restarts: int) -> None:
 
 
 # =========================================================================== average case
-@shows_keywords(PerturbationOptions, _DEFAULTS)
+@shows_keywords(PerturbationOptions, SHARPNESS_DEFAULTS)
 def average_sharpness(
     problem: Problem | nn.Module,
     loss_fn: LossFn | str | None = None,
@@ -497,7 +427,7 @@ def average_sharpness(
         ValueError: On a non-positive radius, fewer than 2 samples or unknown options.
         InputError: On invalid data or weights.
     """
-    o = keyword_values("average_sharpness", options, PerturbationOptions, _DEFAULTS)
+    o = keyword_values("average_sharpness", options, PerturbationOptions, SHARPNESS_DEFAULTS)
     eta, seed = o["eta"], o["seed"]
     distribution = parse_option(Distribution, distribution, "distribution")
     adaptive = parse_option(Adaptive, o["adaptive"], "adaptive option")
@@ -537,7 +467,7 @@ def average_sharpness(
 
 
 # =========================================================================== m-sharpness
-@shows_keywords(AscentOptions, _DEFAULTS)
+@shows_keywords(AscentOptions, SHARPNESS_DEFAULTS)
 def m_sharpness(
     problem: Problem | nn.Module,
     loss_fn: LossFn | str | None = None,
@@ -575,7 +505,7 @@ def m_sharpness(
         ValueError: If ``m`` is not in ``[1, N]``, on a non-positive radius, or unknown options.
         InputError: On invalid data or weights.
     """
-    o = keyword_values("m_sharpness", options, AscentOptions, _DEFAULTS)
+    o = keyword_values("m_sharpness", options, AscentOptions, SHARPNESS_DEFAULTS)
     ball = _ball(o["norm"], o["adaptive"], radius, o["eta"], o["steps"], o["restarts"], o["step_size"])
     obj = _objective(problem, loss_fn, data, o["params"], ball.adaptive, o["eta"])
     if not 1 <= m <= obj.n_samples:

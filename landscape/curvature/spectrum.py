@@ -16,7 +16,7 @@ import enum
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,8 +25,9 @@ from torch import Tensor, nn
 from landscape import validation
 from landscape._options import keyword_values, parse_option, renamed, shows_keywords, typed_keywords
 from landscape.curvature.eigensolver import EigenPairs, Which, top_eigenpairs
-from landscape.curvature.hessian import OPERATOR_DEFAULTS, HessianOperator, LossFn, OperatorOptions
+from landscape.curvature.hessian import HessianOperator, LossFn
 from landscape.curvature.lanczos import TraceEstimate, default_sigma, gaussian_density, hutchinson, hutchpp, slq
+from landscape.curvature.options import SPECTRUM_DEFAULTS, HessianSpectrumOptions, OperatorOptions, SpectrumOptions
 from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
 
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 __all__ = [
     "TraceMethod",
     "HessianSpectrum",
-    "SpectrumOptions",
-    "HessianSpectrumOptions",
     "hessian_eigenpairs",
     "hessian_directions",
     "hessian_trace",
@@ -263,51 +262,7 @@ class HessianSpectrum(Result):
         return self.nodes.ravel(), self.weights.ravel() / self.nodes.shape[0]
 
 
-class SpectrumOptions(TypedDict, total=False):
-    """The keywords of the SLQ spectrum, :func:`spectrum_of` and :func:`hessian_spectrum` (all optional).
-
-    Attributes:
-        n_probes: SLQ probe vectors (PyHessian's ``n_v``; default 4).
-        steps: Lanczos steps per probe (PyHessian's ``iter``; default 100).
-        top_k: Top eigenvalues to compute (default 5; 0 skips).
-        trace_products: Product budget of each of Hutchinson and Hutch++ (default 0: skips both).
-        tol: Eigenvalue tolerance for the top-k (default ``1e-6``).
-        seed: Seed of every random vector (default 0).
-        data_description: Description of the data for the provenance (default: the problem's).
-        progress: Show progress bars (default ``False``).
-    """
-
-    n_probes: int
-    steps: int
-    top_k: int
-    trace_products: int
-    tol: float
-    seed: int
-    data_description: str
-    progress: bool
-
-
-class HessianSpectrumOptions(SpectrumOptions, OperatorOptions, total=False):
-    """The keywords of :func:`hessian_spectrum`: the spectrum's and the operator's (all optional).
-
-    They are :class:`SpectrumOptions` and :class:`~landscape.curvature.hessian.OperatorOptions`.
-    """
-
-
-_SPECTRUM_DEFAULTS: dict[str, Any] = {
-    "n_probes": 4,
-    "steps": 100,
-    "top_k": 5,
-    "trace_products": 0,
-    "tol": 1e-6,
-    "seed": 0,
-    "data_description": "",
-    "progress": False,
-    **OPERATOR_DEFAULTS,
-}
-
-
-@shows_keywords(SpectrumOptions, _SPECTRUM_DEFAULTS)
+@shows_keywords(SpectrumOptions, SPECTRUM_DEFAULTS)
 def spectrum_of(
     op: HessianOperator | Problem, *, data: str | None = None, **options: Unpack[SpectrumOptions]
 ) -> HessianSpectrum:
@@ -322,7 +277,7 @@ def spectrum_of(
     Returns:
         The spectrum.
     """
-    o = keyword_values("spectrum_of", options, SpectrumOptions, _SPECTRUM_DEFAULTS)
+    o = keyword_values("spectrum_of", options, SpectrumOptions, SPECTRUM_DEFAULTS)
     n_probes, steps, top_k, trace_products = o["n_probes"], o["steps"], o["top_k"], o["trace_products"]
     tol, seed, progress = o["tol"], o["seed"], o["progress"]
     data_description = renamed(o["data_description"] or None, data, "data", "data_description") or ""
@@ -388,7 +343,7 @@ def spectrum_of(
     )
 
 
-@shows_keywords(HessianSpectrumOptions, _SPECTRUM_DEFAULTS)
+@shows_keywords(HessianSpectrumOptions, SPECTRUM_DEFAULTS)
 def hessian_spectrum(
     problem: Problem | nn.Module,
     loss_fn: LossFn | str | None = None,
@@ -417,7 +372,7 @@ def hessian_spectrum(
     Returns:
         The spectrum.
     """
-    o = keyword_values("hessian_spectrum", options, HessianSpectrumOptions, _SPECTRUM_DEFAULTS)
+    o = keyword_values("hessian_spectrum", options, HessianSpectrumOptions, SPECTRUM_DEFAULTS)
     operator = {k: o[k] for k in typed_keywords(OperatorOptions)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
