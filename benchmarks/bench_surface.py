@@ -243,6 +243,9 @@ def line_ends(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return a, (a.double() + d.double()).float()
 
 
+LINE_REPEATS = 7  # alternating whole calls per library; medians compare
+
+
 def run_line(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lib: str) -> tuple[np.ndarray, float, float]:
     """Losses at ``a + (i / 50) (b - a)``, ``i = 1..50`` (loss-landscapes' ``linear_interpolation`` points).
 
@@ -450,14 +453,24 @@ def main() -> None:  # noqa: D103
     lines = []
     for name in args.line_cases.split(",") if args.line_cases else []:
         model, X, y = case(name)
-        ll, ll_wall, ll_cpu = run_line(model, X, y, "ll")
-        ours, wall, cpu = run_line(model, X, y, "ours")
+        # Each call is timed whole (set-up included); a single call of ~10 ms swings 1.5x with the allocator's
+        # state (fresh pages fault), so the two libraries alternate LINE_REPEATS calls and the medians compare.
+        # The first calls are reported beside them.
+        timed = {"ll": [], "ours": []}
+        for _ in range(LINE_REPEATS):
+            for lib in ("ll", "ours"):
+                timed[lib].append(run_line(model, X, y, lib))
+        ll, ours = timed["ll"][0][0], timed["ours"][0][0]
+        ll_wall, ll_cpu = (float(np.median([r[i] for r in timed["ll"]])) for i in (1, 2))
+        wall, cpu = (float(np.median([r[i] for r in timed["ours"]])) for i in (1, 2))
         row = {
             "case": name,
             "ll_s": ll_wall,
             "ours_s": wall,
             "ratio_wall": ll_wall / wall,
             "ratio_cpu": ll_cpu / cpu,
+            "calls": LINE_REPEATS,
+            "first_call_ratio_wall": timed["ll"][0][1] / timed["ours"][0][1],
             "max_rel_diff": float(np.max(np.abs(ll - ours) / np.abs(ours))),
         }
         lines.append(row)

@@ -85,8 +85,10 @@ class StackedExec:
     def workspace(self, key: Any, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """A reused buffer: fresh large tensors page-fault on every chunk (measured: ~10x slower)."""
         buf = self.buffers.get(key)
-        if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
-            buf = self.buffers[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        if buf is not None and buf.dtype == like.dtype and buf.device == like.device and buf.shape[1:] == shape[1:]:
+            if buf.shape[0] >= shape[0]:
+                return buf[: shape[0]]  # a smaller (last) chunk: a leading slice of the buffer, still contiguous
+        buf = self.buffers[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
         return buf
 
     def module_names(self, prefix: str, m: nn.Module) -> list[tuple[str, str]]:
