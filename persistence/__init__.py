@@ -1,6 +1,7 @@
 """Persistent Neurons: the persistent penalty, the persistent trainer and championship selection.
 
-Source: "Persistent Neurons" (``shared/papers/000_*.txt``, extended version; ``001_*.txt``, preprint).
+Source: "Persistent Neurons", cited as *PN* (the extended version: sections, equations, Algorithm 1 and figures by
+its numbering) and *PN preprint* (the preprint, whose eq. 4-5 add the depth factor ``|L(w_ini) - L(w_0)|``).
 
 Modules: :mod:`~persistence.penalty` (the penalty, its modes and the layer draw), :mod:`~persistence.trainer`
 (the persistent trainer and its two engines), :mod:`~persistence.batched` (the fast engine),

@@ -3,7 +3,7 @@
 The ``"loop"`` engine trains each iteration through :class:`landscape.train.Trainer` (any model, loss,
 optimizer and minibatching). This engine trains the same iteration with the hand-derived loss and gradient of
 :mod:`persistence.mlp` and the multi-step function of :mod:`persistence.stepper` (compiled, or eager), which on
-two CPU cores turns the paper's 1-D regression chain (000 Sec. 3, Algorithm 1: 100 iterations of 50,000 steps)
+two CPU cores turns the paper's 1-D regression chain (PN Sec. 3, Algorithm 1: 100 iterations of 50,000 steps)
 from hours into minutes. Its arithmetic is the loop engine's, up to float rounding.
 
 What both engines share, so that a run does not depend on the engine beyond rounding: the trainer's iteration
@@ -261,6 +261,6 @@ class BatchedEngine:
         return final, metrics, history
 
     def depth_factor(self, final_plain: Tensor, history_plain: Mapping[str, Any]) -> float:
-        """The preprint's ``|L(w_ini) - L(w_0)|`` (001 eq. 4) from the plain iteration's final loss."""
+        """The preprint's ``|L(w_ini) - L(w_0)|`` (PN preprint eq. 4) from the plain iteration's final loss."""
         l_ini = float(mse(vectors_to_stack(self.initial, self.widths), self.x, self.y)[0])
         return abs(l_ini - float(history_plain["loss"][-1]))

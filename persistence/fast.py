@@ -1,6 +1,6 @@
-"""Paper-scale speed path of the Persistent Neurons 1-D regression experiment (000 Sec. 3, Fig. 3-5).
+"""Paper-scale speed path of the Persistent Neurons 1-D regression experiment (PN Sec. 3, Fig. 3-5).
 
-The paper trains its ReLU MLP ``R -> 32 -> 32 -> R`` (000 eq. 3) with full-batch gradient descent,
+The paper trains its ReLU MLP ``R -> 32 -> 32 -> R`` (PN eq. 3) with full-batch gradient descent,
 momentum 0.9, lr 0.001 and the mean squared error for 50,000 steps, 100 times from fresh He
 initializations (Fig. 4, the re-initialization baseline) and 100 times as one persistent chain
 (Fig. 5, Algorithm 1). Through a plain ``nn.Module`` + ``torch.optim`` loop that is well over an hour
@@ -10,7 +10,7 @@ on two CPU cores; this module does the same arithmetic in minutes:
   stacked as ``(S, out, in)`` and ``(S, out)``, a hand-derived forward/backward of batched matmuls.
 * :func:`fast_persistent_run` runs Algorithm 1. Its iterations are sequential (each uses every earlier
   converged solution as an anchor), so the speed comes from a fast single-model step: the same
-  hand-derived forward/backward plus the penalty gradient of 000 eq. (6),
+  hand-derived forward/backward plus the penalty gradient of PN eq. (6),
   ``lambda * c * sum_k sign(<Theta_k^l, theta^l>) Theta_k^l / ||Theta_k^l||^2``, with the anchors of
   each layer stacked into one ``(K, n_l)`` matrix (two small matrix-vector products per layer).
 
@@ -23,7 +23,7 @@ Scope: ``nn.Sequential`` models of ``Linear`` (with bias) and ``ReLU`` layers, `
 last (:class:`landscape.models.RegressionMLP` of any depth and width), mean-reduced MSE, full-batch
 SGD with momentum exactly as ``torch.optim.SGD`` (``buf = mu * buf + g; p -= lr * buf``; no
 dampening, Nesterov or weight decay). Full and partial persistent training and the preprint's depth
-factor ``|L(w_ini) - L(w_0)|`` (001 eq. 4-5) are supported. Anything else (other models, losses,
+factor ``|L(w_ini) - L(w_0)|`` (PN preprint eq. 4-5) are supported. Anything else (other models, losses,
 optimizers, minibatches): :class:`persistence.PersistentTrainer`.
 
 The paper's two runs (about 2 and 4 CPU-minutes; see ``benchmarks/bench_persistent.py``)::
@@ -85,7 +85,7 @@ def _nan_argmin(values: np.ndarray) -> int:
 @register_result
 @dataclass(frozen=True, eq=False)
 class SeedsResult(Result):
-    """The re-initialization baseline: S networks trained independently (000 Fig. 4).
+    """The re-initialization baseline: S networks trained independently (PN Fig. 4).
 
     Attributes:
         widths: Layer widths ``(in, h_1, ..., out)``.
@@ -136,7 +136,7 @@ class SeedsResult(Result):
 @register_result
 @dataclass(frozen=True, eq=False)
 class FastPersistentResult(Result):
-    """A persistent chain (000 Algorithm 1, Fig. 5): iteration 0 is the plain model.
+    """A persistent chain (PN Algorithm 1, Fig. 5): iteration 0 is the plain model.
 
     Attributes:
         widths: Layer widths ``(in, h_1, ..., out)``.
@@ -240,11 +240,11 @@ def train_seeds_batched(
     threads: int | None = 1,
     progress: bool = False,
 ) -> SeedsResult:
-    """Train S copies of an MLP from S starting points at once: full-batch MSE, momentum SGD (000 Fig. 4).
+    """Train S copies of an MLP from S starting points at once: full-batch MSE, momentum SGD (PN Fig. 4).
 
     Network ``j`` follows exactly the arithmetic of ``torch.optim.SGD(lr=lr, momentum=momentum)`` on
     ``mse_loss(model(x), y)`` from its own start (up to float rounding); all S run as one batched
-    computation. Defaults are the paper's (000 Sec. 3: lr 0.001, momentum 0.9; 50,000 steps).
+    computation. Defaults are the paper's (PN Sec. 3: lr 0.001, momentum 0.9; 50,000 steps).
 
     Args:
         model: The architecture (:func:`mlp_widths`) and dtype; never modified.
@@ -348,13 +348,13 @@ def fast_persistent_run(
     checkpoint: str | os.PathLike[str] | None = None,
     progress: bool = False,
 ) -> FastPersistentResult:
-    """Persistent training (000 Algorithm 1) of an MLP: the fast path of :class:`persistence.PersistentTrainer`.
+    """Persistent training (PN Algorithm 1) of an MLP: the fast path of :class:`persistence.PersistentTrainer`.
 
     Iteration 0 trains the plain model; iteration ``i`` trains from bitwise the same initial weights
     with ``lam * c * sum_{k<i} sum_l |<Theta_k^l, theta^l>| / ||Theta_k^l||^2`` added to the MSE. Same
     arithmetic as ``PersistentTrainer(model, (x, y), mse_loss, SGD(lr, momentum), steps=steps, ...)``
     with full-batch data (up to float rounding), including the partial-mode layer draws of its ``seed``.
-    Paper settings (000 Sec. 3, Algorithm 1): ``iterations=100, steps=50_000, lam=0.01``.
+    Paper settings (PN Sec. 3, Algorithm 1): ``iterations=100, steps=50_000, lam=0.01``.
 
     Args:
         model: The initial model (architecture, dtype and the initial weights); never modified.
@@ -365,9 +365,9 @@ def fast_persistent_run(
         lam: Penalty strength lambda.
         lr: Learning rate.
         momentum: Momentum.
-        mode: ``"full"`` (all layers, 000 eq. 4) or ``"partial"`` (one layer per iteration, 000 eq. 5).
+        mode: ``"full"`` (all layers, PN eq. 4) or ``"partial"`` (one layer per iteration, PN eq. 5).
         layer: Partial mode: a fixed layer name instead of the seeded draw.
-        depth_factor: Multiply the penalty by ``|L(w_ini) - L(w_0)|`` (001 eq. 4-5).
+        depth_factor: Multiply the penalty by ``|L(w_ini) - L(w_0)|`` (PN preprint eq. 4-5).
         seed: Seed of the partial-mode layer draws (as ``PersistentTrainer``).
         eval_data: Named ``(X, y)`` sets evaluated at each converged point (``<name>_loss``).
         select_by: Championship metric (lowest wins), e.g. ``"train_loss"`` (the paper) or ``"val_loss"``.

@@ -4,7 +4,7 @@ The fast paths of Persistent Neurons (:mod:`persistence.fast`, the ``"batched"``
 :class:`persistence.PersistentTrainer`) train ``nn.Sequential(Linear, ReLU, ..., Linear)`` models
 (:class:`landscape.models.RegressionMLP`) on the mean squared error without autograd: the weights of S
 networks are stacked as ``(S, out, in)`` and ``(S, out)`` and a hand-derived forward/backward of batched
-matmuls gives the loss and gradient of all S at once, plus the persistent penalty of 000 eq. (4) and its
+matmuls gives the loss and gradient of all S at once, plus the persistent penalty of PN eq. (4) and its
 gradient, eq. (6), ``lambda * c * sum_k sign(<Theta_k^l, theta^l>) Theta_k^l / ||Theta_k^l||^2``, with
 the anchors of each layer stacked into one ``(K, n_l)`` matrix (two small matrix-vector products per layer).
 
@@ -180,7 +180,7 @@ def mse(ps: Sequence[Tensor], x: Tensor, y: Tensor) -> Tensor:
 
 
 def penalty_and_grad(ps: Sequence[Tensor], anchors: Sequence[Tensor], scales: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """Persistent penalty (000 eq. 4) (S,) and its eq. (6) gradient per layer (S, n_l).
+    """Persistent penalty (PN eq. 4) (S,) and its eq. (6) gradient per layer (S, n_l).
 
     ``anchors[l]`` is ``(K, n_l)`` with rows ``Theta_k^l / ||Theta_k^l||^2``; ``scales[l]`` is ``lambda * c`` or 0.
     """

@@ -1,4 +1,4 @@
-"""The persistent penalty of Persistent Neurons (000 eq. 4-5, Algorithm 1; 001 eq. 4-5).
+"""The persistent penalty of Persistent Neurons (Persistent Neurons eq. 4-5 and Algorithm 1; its preprint, eq. 4-5).
 
 For previous converged solutions ``Theta_k`` (k = 0 .. n-1) and layers ``l`` (weight and bias of one
 module concatenated, ``ParamLayout.layers``), the penalty added to the loss is::
@@ -6,7 +6,7 @@ module concatenated, ``ParamLayout.layers``), the penalty added to the loss is::
     lambda * c * sum_k sum_l |<Theta_k^l, theta^l>| / ||Theta_k^l||^2
 
 where ``c`` is 1 (000, the extended version) or the preprint's depth estimate
-``|L(w_ini) - L(w_0)|`` (001 eq. 4-5): the loss at the initial weights minus the plain model's
+``|L(w_ini) - L(w_0)|`` (PN preprint eq. 4-5): the loss at the initial weights minus the plain model's
 converged loss. Partial mode keeps one layer ``l_s`` (drawn at random per persistent iteration, or
 named). The anchors are stacked per layer and per tensor, so evaluating the penalty costs one small
 matrix-vector product per tensor however many solutions precede; its gradient is the paper's eq. (6),
@@ -29,7 +29,7 @@ __all__ = ["PersistentMode", "PersistentPenalty", "draw_layer"]
 
 
 class PersistentMode(str, enum.Enum):
-    """Which layers the penalty covers: all (000 eq. 4) or one per iteration (000 eq. 5)."""
+    """Which layers the penalty covers: all (PN eq. 4) or one per iteration (PN eq. 5)."""
 
     FULL = "full"
     PARTIAL = "partial"
@@ -92,7 +92,7 @@ class PersistentPenalty:
             0.001 for partial persistent training).
         layers: ``None`` for all layers (full persistent training) or the layer names to penalize
             (partial persistent training uses one).
-        depth_factor: The preprint's ``|L(w_ini) - L(w_0)|`` (001 eq. 4-5), or ``None`` for 000's form.
+        depth_factor: The preprint's ``|L(w_ini) - L(w_0)|`` (PN preprint eq. 4-5), or ``None`` for PN's form.
 
     Raises:
         ValueError: On anchors of the wrong length, unknown layers, or an anchor layer of zero norm.

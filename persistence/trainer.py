@@ -1,4 +1,4 @@
-"""Persistent training and championship selection (Persistent Neurons, 000 Algorithm 1 and Sec. 4).
+"""Persistent training and championship selection (Persistent Neurons, PN Algorithm 1 and Sec. 4).
 
 Iteration 0 is the plain model. Every later iteration restarts from *bitwise the same* initial
 weights and trains through the shared :class:`~landscape.train.Trainer` with the persistent penalty
@@ -112,11 +112,11 @@ class PersistentTrainer:
         data: Training data (tensor pair or iterable of batches).
         loss_fn: Mean-reduced loss.
         optimizer: Method name or factory, as for :class:`~landscape.train.Trainer`.
-        iterations: Total iterations N including the plain one (000 Fig. 7-8: 20).
+        iterations: Total iterations N including the plain one (PN Fig. 7-8: 20).
         lam: Penalty strength lambda.
         mode: ``"full"`` or ``"partial"``.
         layer: In partial mode, a fixed layer name instead of a random draw per iteration.
-        depth_factor: Use the preprint's factor ``|L(w_ini) - L(w_0)|`` (001 eq. 4-5), measured on the
+        depth_factor: Use the preprint's factor ``|L(w_ini) - L(w_0)|`` (PN preprint eq. 4-5), measured on the
             training data from the initial weights and the plain model's converged weights.
         select_by: Validation metric of the championship, e.g. ``"val_loss"`` or ``"val_accuracy"``.
         eval_data: Named evaluation sets; must contain the set named in ``select_by``.
@@ -305,7 +305,7 @@ class PersistentTrainer:
             **self.trainer_kwargs,
         ).fit()
         if it == 0 and self.depth_factor:
-            # 001 eq. 4: the loss surface's depth from the start point to the plain model's final loss.
+            # PN preprint eq. 4: the loss surface's depth from the start point to the plain model's final loss.
             l_ini = evaluate_dataset(self.initial, self.data, self.loss_fn, accuracy=False)["loss"]
             l_0 = evaluate_dataset(trainer.model, self.data, self.loss_fn, accuracy=False)["loss"]
             self.depth_factor_ = abs(l_ini - l_0)

@@ -235,6 +235,8 @@ def test_renderers_draw_every_layer_and_run(backend):
         np.testing.assert_allclose(fig.data[0].y, runs[0].curve("1"))
         assert len(fig2.data) == 8
         assert sum(fig2.data[0].y) == pytest.approx(1.0)
+        assert fig.layout.title.text.startswith("98th percentile")  # the default title
+        assert not plot_saturation_curves(runs, title="").layout.title.text  # title="": none, as every plot
     else:
         import matplotlib.pyplot as plt
 

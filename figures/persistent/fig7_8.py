@@ -133,7 +133,7 @@ def figure7_8(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, pr
             if setups["bad"].init_std == 0.2
             else f"The bad init here is N(0, {setups['bad'].init_std:g}), not the paper's N(0, 0.2), which was the "
             "better one on 8x8 digits (plain validation 95.3% / 95.0% vs 90.0% / 90.3% over 2 seeds; see "
-            "figures/_persistent_common.QUICK_BAD_STD). "
+            "figures/persistent/_runs.QUICK_BAD_STD). "
         )
         + "Fig. 7: validation (red) and test (blue) error of each persistent iteration (dashed) against the "
         "plain model's (solid lines), for the bad and the good initialization; the star marks the "

@@ -81,9 +81,9 @@ def plot_saturation_curves(
     Raises:
         KeyError: If ``q`` or a layer was not recorded.
     """
-    draw, target, title = canvas_of("plot_saturation_curves", canvas)
     hs, labs = _histories(histories, labels, "plot_saturation_curves")
-    title = title or f"{q:g}th percentile of activation values" + (" (|a|)" if hs[0].value == "abs" else "")
+    default = f"{q:g}th percentile of activation values" + (" (|a|)" if hs[0].value == "abs" else "")
+    draw, target, title = canvas_of("plot_saturation_curves", canvas, default)  # title="": none, as every plot
     curves = [
         Line(h.epochs, np.asarray(h.curve(name, q), np.float64), f"{labs[r]} · {name}", markers=True, color=c, dash=d)
         for r, h, name, c, d in _curves(hs, layers)
