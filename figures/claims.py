@@ -153,9 +153,10 @@ class ClaimBook:
 
     def __init__(self, figure: str, *, scale: str | None = None, paper: str | None = None) -> None:
         self.figure, self.scale = figure, scale
-        specs = paper_claims(paper or figure.split("_", 1)[0])
+        paper = paper or figure.split("_", 1)[0]
+        specs = paper_claims(paper)
         if figure not in specs:
-            raise KeyError(f"{claims_file(paper or figure.split('_', 1)[0])} has no claims for figure {figure!r}")
+            raise KeyError(f"{claims_file(paper)} has no claims for figure {figure!r}")
         self._specs = specs[figure]
 
     def keys(self) -> Iterable[str]:

@@ -181,9 +181,6 @@ class Sub:
     logy: bool = False
 
 
-_MPL_DASH = {"solid": "-", "dash": "--", "dot": ":", "dashdot": "-."}
-
-
 def render(
     key: str,
     subs: Sequence[Sub],
