@@ -12,18 +12,16 @@ from landscape.params import (
     preserved_mode,
     vector_to_dict,
 )
+from tests.helpers import small_bn_cnn
 
 
 def _cnn():
+    """conv (1 -> 3) - BatchNorm - ReLU - Dropout - flatten - Linear(48, 5) - ...: on ``(B, 1, 6, 6)`` inputs.
+
+    The Dropout (index 3, in the pooling slot) makes train mode random; index 5 is a Linear.
+    """
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 3, 3),
-        nn.BatchNorm2d(3),
-        nn.ReLU(),
-        nn.Dropout(0.5),
-        nn.Flatten(),
-        nn.Linear(3 * 4 * 4, 5),
-    ).double()
+    return small_bn_cnn(nn.ReLU, nn.Dropout(0.5), 3 * 4 * 4, 5).double()
 
 
 def _snapshot(model):

@@ -33,10 +33,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def store(tmp_path, n=6, name="t", **kw):
     t = Trajectory.create(tmp_path / name, **kw)
     for i in range(n):
-        e = writer.expected(i)
-        t.append(e.pop("vector"), **e)
+        append_expected(t, i)
     t.close()
     return tmp_path / name
+
+
+def append_expected(t, i):
+    """Append the writer's snapshot ``i`` (its vector and keywords) to the store ``t``."""
+    e = writer.expected(i)
+    t.append(e.pop("vector"), **e)
+
+
+def assert_resumes(t, p, n):
+    """``t`` (open for appending, at ``p``) holds snapshots ``0..n-1``, takes snapshot ``n`` and reads it back."""
+    assert_all(t, n)
+    append_expected(t, n)
+    t.close()
+    assert_all(Trajectory.open(p), n + 1)
 
 
 def files(p):
@@ -207,12 +220,7 @@ def test_check_lost_snapshots(tmp_path):
     assert "dropped the lost snapshots 5..5" in str(rep)
     aside = list((p / "snapshots").glob("*.damaged-*"))
     assert len(aside) == 1 and aside[0].stat().st_size == rec[5]["size"]  # moved aside, not deleted
-    t = Trajectory.open(p, "a")
-    assert_all(t, 5)
-    e = writer.expected(5)
-    t.append(e.pop("vector"), **e)
-    t.close()
-    assert_all(Trajectory.open(p), 6)
+    assert_resumes(Trajectory.open(p, "a"), p, 5)
     assert Trajectory.check(p).ok
 
 
@@ -454,13 +462,11 @@ def test_writer_thread_error_surfaces_and_loses_nothing_written(tmp_path, monkey
     p = tmp_path / "t"
     t = Trajectory.create(p, durable="flush")
     for i in range(4):
-        e = writer.expected(i)
-        t.append(e.pop("vector"), **e)
+        append_expected(t, i)
     t.flush()  # snapshots 0-3 are written and synced (in one batch or more)
     writer.set_os(_FailingOs(after=1), monkeypatch.setattr)
     for i in range(4, 7):
-        e = writer.expected(i)
-        t.append(e.pop("vector"), **e)  # queued; the next writev fails
+        append_expected(t, i)  # queued; the next writev fails
     message = r"background writer of .* failed \(OSError: .*No space left.*snapshots before 4 are intact"
     if surfaces_at == "append":
         deadline = time.monotonic() + 30
@@ -469,9 +475,8 @@ def test_writer_thread_error_surfaces_and_loses_nothing_written(tmp_path, monkey
             t._writer.cond.notify_all()  # wake it before LINGER
             t._writer.cond.release()
             time.sleep(0.01)
-        e = writer.expected(7)
         with pytest.raises(TrajectoryError, match=message):
-            t.append(e.pop("vector"), **e)
+            append_expected(t, 7)
     else:
         with pytest.raises(TrajectoryError, match=message):
             getattr(t, surfaces_at)()
@@ -484,11 +489,7 @@ def test_writer_thread_error_surfaces_and_loses_nothing_written(tmp_path, monkey
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the writer removed its partial batch: recovery has nothing to drop
         r = Trajectory.open(p, "a")
-    assert_all(r, 4)
-    e = writer.expected(4)
-    r.append(e.pop("vector"), **e)
-    r.close()
-    assert_all(Trajectory.open(p), 5)
+    assert_resumes(r, p, 4)
 
 
 def test_queued_snapshots_are_private_copies_and_readable_at_once(tmp_path):
