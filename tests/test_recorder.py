@@ -75,7 +75,8 @@ class _Mark:
         pass
 
 
-def _trainer_run(net, data, *, batch_size, epochs=None, steps=None, lr=0.05, events_at=(), every_steps, every_epochs):
+def _trainer_run(net, data, *, lr=0.05, events_at=(), every_steps, every_epochs, **schedule):
+    """What :func:`_hand_loop` does, by :class:`Trainer`; ``schedule``: its ``batch_size``, ``epochs``, ``steps``."""
     traj = Trajectory()
     cbs = [_Mark(events_at)] if events_at else []
     Trainer(
@@ -83,14 +84,12 @@ def _trainer_run(net, data, *, batch_size, epochs=None, steps=None, lr=0.05, eve
         data,
         nn.functional.mse_loss,
         lambda p: torch.optim.SGD(p, lr=lr),
-        epochs=epochs,
-        steps=steps,
-        batch_size=batch_size,
         shuffle=False,
         trajectory=traj,
         record_every_steps=every_steps,
         record_every_epochs=every_epochs,
         callbacks=cbs,
+        **schedule,
     ).fit()
     return traj
 
