@@ -56,8 +56,7 @@ def run(tmp_path_factory):
     tr = Trainer(
         net,
         _data(),
-        optimizer="sgd",
-        optimizer_kwargs={"lr": 0.5},
+        optimizer_kwargs={"lr": 0.5},  # of the default optimizer, SGD
         epochs=1,
         batch_size=40,
         seed=0,
