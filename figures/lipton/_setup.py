@@ -78,7 +78,7 @@ __all__ = [
     "divergence_ratio",
 ]
 
-# The thresholds two figures share (each figure's own are in its module).
+# Thresholds and premises the figures share (a threshold only one figure reads lives in its module).
 CV_MAX = 0.10
 DIVERGE_MIN = 0.5
 CONVERGED_LAST = 0.25  # premise "converged": the loss changed by less than CONVERGED_TOL over the last quarter
