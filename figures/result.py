@@ -13,13 +13,13 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from figures.verdict import Effect, Premise, Verdict, json_number
+from figures.verdict import Effect, Premise, Verdict, json_fields
 
 if TYPE_CHECKING:
     import matplotlib.figure
     import plotly.graph_objects as go
 
-__all__ = ["PANEL_RE", "SCALING_KEYS", "Claim", "FigureResult", "Panel", "Value"]
+__all__ = ["CLAIM_KEYS", "PANEL_RE", "SCALING_KEYS", "Claim", "FigureResult", "Panel", "Value"]
 
 Value = int | float | str | None
 """A paper value or a measured value: a number, a short string (``"(2, -2)"``, ``"81.39%"``), or ``None``."""
@@ -42,6 +42,21 @@ def _plain(value: Any, what: str) -> Value:
     if isinstance(value, (int, float)):
         return value
     raise TypeError(f"{what} must be a number, a string or None, got {type(value).__name__}: {value!r}")
+
+
+CLAIM_KEYS = (
+    "statement",
+    "paper_value",
+    "measured",
+    "held",
+    "verdict",
+    "detail",
+    "source",
+    "premises",
+    "effect",
+    "scale",
+)
+"""The keys of :meth:`Claim.to_dict`, in the order ``claims.json`` writes them (its schema requires each)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,18 +145,7 @@ class Claim:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form (non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"``)."""
-        return {
-            "statement": self.statement,
-            "paper_value": json_number(self.paper_value),
-            "measured": json_number(self.measured),
-            "held": self.held,
-            "verdict": self.verdict.value,
-            "detail": self.detail,
-            "source": self.source,
-            "premises": [p.to_dict() for p in self.premises],
-            "effect": None if self.effect is None else self.effect.to_dict(),
-            "scale": self.scale,
-        }
+        return json_fields(self, CLAIM_KEYS)
 
 
 def _measured(value: Any) -> Value | list[float]:

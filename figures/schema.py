@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from figures.contract import Scale
-from figures.result import PANEL_RE, SCALING_KEYS
+from figures.result import CLAIM_KEYS, PANEL_RE, SCALING_KEYS
 from figures.verdict import Verdict
 
 __all__ = ["CLAIMS_FORMAT", "CLAIMS_SCHEMA", "SUMMARY_KEYS"]
@@ -47,18 +47,7 @@ def _claims_schema() -> dict[str, Any]:
     }
     claim = {
         "type": "object",
-        "required": [
-            "statement",
-            "paper_value",
-            "measured",
-            "held",
-            "verdict",
-            "detail",
-            "source",
-            "premises",
-            "effect",
-            "scale",
-        ],
+        "required": list(CLAIM_KEYS),
         "additionalProperties": False,
         "properties": {
             "statement": {"type": "string", "minLength": 1},

@@ -39,6 +39,8 @@ __all__ = [
     "at_least",
     "at_most",
     "converged",
+    "json_fields",
+    "json_number",
     "paired_effect",
     "paired_proportions",
     "verdict_for",
@@ -95,6 +97,30 @@ def json_number(value: Any) -> Any:
     return value
 
 
+def json_fields(result: Any, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The JSON-compatible form of a result dataclass (:class:`Premise`, :class:`Effect`, a claim).
+
+    Numbers and lists of them go through :func:`json_number`, enums become their values, nested results their
+    own ``to_dict()``, tuples lists.
+
+    Args:
+        result: A dataclass instance.
+        names: The fields to write, in this order (default: every field, in declaration order).
+    """
+    keys = [f.name for f in dataclasses.fields(result)] if names is None else names
+    return {k: _json_value(getattr(result, k)) for k in keys}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_json_value(v) for v in value]
+    return json_number(float(value) if isinstance(value, float) else value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Premise:
     """One check that the experiment set up the paper's situation.
@@ -130,13 +156,7 @@ class Premise:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form."""
-        return {
-            "statement": self.statement,
-            "measured": json_number(self.measured),
-            "threshold": json_number(self.threshold),
-            "met": self.met,
-            "detail": self.detail,
-        }
+        return json_fields(self)
 
     def __str__(self) -> str:
         m = self.measured if isinstance(self.measured, float) else max(self.measured, key=abs, default=math.nan)
@@ -212,7 +232,7 @@ class Effect:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form."""
-        return {k: json_number(float(v)) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+        return json_fields(self)
 
     def __str__(self) -> str:
         return (

@@ -26,9 +26,10 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from figures.beyond._minima import fit_premise, halving_claim, rise_premise
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.verdict import at_least, paired_effect
+from figures.verdict import paired_effect
 from landscape.trajectory import build_once
 
 EPOCHS = 30
@@ -36,8 +37,6 @@ EPOCHS = 30
 # the premise decides the training length, never the claim.
 EPOCHS_BY_WIDTH = {32: 60}
 ALPHAS = np.linspace(0, 1, 25)
-TRAIN_ACC = 0.97  # premise: the endpoints fit the training set (they are minima, not early-stopped points)
-MIN_BARRIER = 0.1  # premise: the straight line between the raw endpoints rises by at least this (nats)
 
 
 def _settings(scale: Scale) -> dict[str, Any]:
@@ -135,27 +134,17 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
     wide = max(cfg["widths"])
     every = [x for v in accs.values() for x in v]
     epochs = {w: EPOCHS_BY_WIDTH.get(w, EPOCHS) for w in cfg["widths"]}
-    trained = at_least(
-        "the endpoints fit the training set",
-        min(every),
-        TRAIN_ACC,
-        detail=f"lowest training accuracy of the {len(every)} networks (Adam, epochs by width {epochs})",
+    trained = fit_premise(
+        every, f"lowest training accuracy of the {len(every)} networks (Adam, epochs by width {epochs})"
     )
-    trained_wide = at_least(
-        f"the width-{max(cfg['widths'])} endpoints fit the training set",
-        min(accs[max(cfg["widths"])]),
-        TRAIN_ACC,
-        detail="lowest training accuracy of that width",
-    )
+    trained_wide = fit_premise(accs[wide], "lowest training accuracy of that width", f"the width-{wide} endpoints")
     naive_w = rows[wide]["naive"]
-    barrier_exists = at_least(
-        f"the straight line between the raw width-{wide} networks rises",
+    barrier_exists = rise_premise(
+        f"the raw width-{wide} networks",
         min(naive_w),
-        MIN_BARRIER,
-        detail="smallest naive training-loss barrier over the seed pairs (nats)",
+        "smallest naive training-loss barrier over the seed pairs (nats)",
     )
     ratio = np.asarray(rows[wide]["weight matching"]) / np.asarray(naive_w)
-    eff_half = paired_effect(ratio, 0.5)
     small, big = min(cfg["widths"]), wide
     eff_width = paired_effect(rows[small]["weight matching"], rows[big]["weight matching"])
     all_wm = [x for w in cfg["widths"] for x in rows[w]["weight matching"]]
@@ -164,13 +153,8 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
     n = cfg["pairs"]
     rebasin_book = ClaimBook("beyond_rebasin", scale=scale.value)
     claims = [
-        rebasin_book(
-            "weight-matching-halves-barrier",
-            ratio.tolist(),
-            eff_half,
-            premises=[trained_wide, barrier_exists],
-            width=wide,
-            n=n,
+        halving_claim(
+            rebasin_book, "weight-matching-halves-barrier", ratio, [trained_wide, barrier_exists], width=wide
         ),
         rebasin_book(
             "barrier-shrinks-with-width",
@@ -284,17 +268,9 @@ def run_curves(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
             kept = (straight, on_curve)
     ratio = np.asarray(curve_b) / np.asarray(line_b)
     eff = paired_effect(ratio, 0.1)
-    trained = at_least(
-        "the endpoints fit the training set",
-        min(accs),
-        TRAIN_ACC,
-        detail=f"lowest training accuracy of the {len(accs)} networks",
-    )
-    rises = at_least(
-        "the straight line between the endpoints rises",
-        min(line_b),
-        MIN_BARRIER,
-        detail="smallest straight-line training-loss barrier over the seed pairs (nats)",
+    trained = fit_premise(accs, f"lowest training accuracy of the {len(accs)} networks")
+    rises = rise_premise(
+        "the endpoints", min(line_b), "smallest straight-line training-loss barrier over the seed pairs (nats)"
     )
     curve_book = ClaimBook("beyond_curves", scale=scale.value)
     claims = [

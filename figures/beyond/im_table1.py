@@ -34,14 +34,12 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from figures.beyond._minima import HALF, MIN_BARRIER, fit_premise, halving_claim, rise_premise
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.verdict import Premise, at_least, paired_effect
+from figures.verdict import Premise
 
 ALPHAS = np.linspace(0, 1, 11)  # the Im figures' segment grid (ImSetup.grid)
-TRAIN_ACC = 0.97  # premise: the minima fit the training set (as the other connecting-minima figures)
-MIN_BARRIER = 0.1  # premise: the straight line between the raw minima rises by at least this (nats)
-HALF = 0.5  # Git Re-Basin's direction, fixed before measuring: weight matching removes at least half
 FLOOR = 1e-4  # barriers below this are drawn at it on the log axis
 
 
@@ -79,14 +77,10 @@ def _barriers(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def _rises(between: str, before: np.ndarray, pairs: str, more: str = "") -> Premise:
-    """The premise that the straight lines rise: the smallest raw barrier reaches :data:`MIN_BARRIER`."""
-    return at_least(
-        f"the straight line between {between} rises",
-        float(before.min()),
-        MIN_BARRIER,
-        detail=f"smallest training-loss barrier (nats) over the {len(before)} pairs ({pairs}); median "
-        f"{np.median(before):.3g}{more}",
-    )
+    """The premise that the straight lines rise (:func:`~figures.beyond._minima.rise_premise`), over some pairs."""
+    median = np.median(before)
+    detail = f"smallest training-loss barrier (nats) over the {len(before)} pairs ({pairs}); median {median:.3g}{more}"
+    return rise_premise(between, float(before.min()), detail)
 
 
 def _setup(scale: Scale, data_dir: Path | None) -> Any:
@@ -127,12 +121,11 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
     same = [r for r in rows if r["kind"] == "methods"]
     diff = [r for r in rows if r["kind"] == "inits"]
 
-    fit = at_least(
-        "the minima fit the training set",
-        min(accs),
-        TRAIN_ACC,
-        detail=f"lowest training accuracy of the {len(accs)} runs (7 methods x {reps} initializations, "
-        f"{setup.epochs} epochs with the halving schedule)",
+    fit = fit_premise(
+        accs,
+        f"lowest training accuracy of the {len(accs)} runs (7 methods x {reps} initializations, {setup.epochs} "
+        "epochs with the halving schedule)",
+        "the minima",
     )
     crit_note = (
         f"Not critical points by Im et al.'s own test (Sec. 3.3: final / initial gradient norm <= 0.01; the "
@@ -150,14 +143,12 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
         f"21 method pairs x {reps} initializations",
         f", largest {s_before.max():.3g}; {int(np.sum(s_before >= MIN_BARRIER))} pairs reach {MIN_BARRIER:g}",
     )
-    eff_same = paired_effect(ratio_same, HALF)
     # ---- two initializations, one optimizer (Fig. 2's pairs): per initialization pair, the mean over methods
     d_before, d_after, d_ratio = _barriers(diff)
     init_pairs = list(itertools.combinations(range(reps), 2))
     per_pair = np.array(
         [np.mean([x for r, x in zip(diff, d_ratio) if (r["a"][1], r["b"][1]) == p]) for p in init_pairs]
     )
-    eff_diff = paired_effect(per_pair, HALF)
     rises_diff = _rises(
         "one optimizer's minima from two initializations",
         d_before,
@@ -167,24 +158,22 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
     book = ClaimBook("beyond_im_table1", scale=scale.value)
     both = {"half": HALF, "critical": crit_note}  # the two claims' templates share these
     claims = [
-        book(
+        halving_claim(
+            book,
             "barrier-is-a-relabelling",
-            ratio_same.tolist(),
-            eff_same,
-            premises=[fit, rises_same],
-            n=len(same),
+            ratio_same,
+            [fit, rises_same],
             kept=int(np.sum(s_moved == 0)),
             most_moved=s_moved.max(),
             before=np.median(s_before),
             after=np.median(s_after),
             **both,
         ),
-        book(
+        halving_claim(
+            book,
             "weight-matching-halves-barrier",
-            per_pair.tolist(),
-            eff_diff,
-            premises=[fit, rises_diff],
-            n=len(init_pairs),
+            per_pair,
+            [fit, rises_diff],
             reps=reps,
             others=reps - 1,
             per_method=", ".join(f"{METHOD_LABELS[m]} {v:.3g}" for m, v in by_method.items()),

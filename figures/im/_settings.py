@@ -297,8 +297,18 @@ class ImSetup:
         cfg = "-".join(str(c) for c in self.vgg_cfg)
         return f"VGG-style CNN (conv {cfg}, fc {self.vgg_hidden}, dropout {self.dropout:g}), {n:,} params"
 
-    def scaling(self, repetitions: int | str, arch: str = "vgg", **extra: Any) -> dict[str, Any]:
-        """The ``FigureResult.scaling`` record: model, data, epochs, repetitions, batch, optimizers, and ``extra``."""
+    def scaling(
+        self, repetitions: int | str, arch: str = "vgg", drawn: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        """The ``FigureResult.scaling`` record: model, data, epochs, repetitions, batch, optimizers, and ``extra``.
+
+        Args:
+            repetitions: The initializations the claims use (a count, or a description).
+            arch: The architecture described under ``model``.
+            drawn: For a figure that draws fewer initializations than its claims use: which ones it draws (e.g.
+                ``"init 0"``); recorded as ``initializations`` beside the count.
+            **extra: More entries (grid, line, switches...).
+        """
         s = self.splits()
         sizes = s.sizes
         data = {
@@ -331,6 +341,8 @@ class ImSetup:
             "statistics",
             "scale": self.name,
         }
+        if drawn is not None:
+            out["initializations"] = f"drawn: {drawn}; claims: {repetitions} inits"
         out.update(extra)
         return out
 

@@ -287,7 +287,7 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
         scaling=setup.scaling(
             reps,
             arch=sf.arch,
-            initializations=f"drawn: init 0; claims: {reps} inits",
+            drawn="init 0",
             switches=f"at epochs {at} of {setup.epochs}",
             rate_panels=f"{len(variants)} of 3 ({rates})",
         ),

@@ -143,9 +143,5 @@ def fig2_3(runs: ImRuns) -> FigureResult:
         "Scaled down from the paper (see scaling).",
         panels=panels,
         claims=claims,
-        scaling=setup.scaling(
-            setup.repetitions,
-            grid=f"{n} x {n}",
-            initializations=f"drawn: inits 0 and 1 (Fig. 2), init 0 (Fig. 3); claims: {setup.repetitions} inits",
-        ),
+        scaling=setup.scaling(setup.repetitions, grid=f"{n} x {n}", drawn="inits 0 and 1 (Fig. 2), init 0 (Fig. 3)"),
     )

@@ -208,7 +208,7 @@ def fig7(runs: ImRuns) -> FigureResult:
         claims=claims,
         scaling=setup.scaling(
             setup.repetitions_switch,
-            initializations=f"drawn: init 0; claims: {setup.repetitions_switch} inits",
+            drawn="init 0",
             switches=f"at epochs {at} of {setup.epochs}",
             switch_learning_rates="SGD 0.05, Adam 0.001 before and after (Fig. 13(a)), times the "
             "schedule's current factor",

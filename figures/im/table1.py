@@ -198,12 +198,11 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
                 shade = triangle_raster(b.alphas, b.betas, logs[c, r], size=61)
                 if shade is not None:
                     gx, gy, gz = shade
-                    gz = np.round(gz, 3)  # a thousandth of a decade is below what a colour shows; halves the page
                     pfig.add_trace(
                         go.Heatmap(
                             x=gx,
                             y=gy,
-                            z=gz,
+                            z=np.round(gz, 3),  # a thousandth of a decade is below what a colour shows; halves the page
                             zmin=lo,
                             zmax=hi,
                             colorscale="Viridis",

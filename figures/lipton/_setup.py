@@ -78,19 +78,12 @@ __all__ = [
     "divergence_ratio",
 ]
 
-# Lipton 2016, Sec. 3: explained variance of the first 2 and first 10 components of one 200-epoch path.
-PAPER_EV2 = 0.8139
-PAPER_EV10 = 0.9563
-EV_TOLERANCE = 0.10
+# Thresholds and premises the figures share (a threshold only one figure reads lives in its module).
 CV_MAX = 0.10
 DIVERGE_MIN = 0.5
-STRAIGHT_MAX = 2 / 3
-FLAT_LOSS_FRACTION = 0.05
-FLAT_TRAVEL_MIN = 0.25
 CONVERGED_LAST = 0.25  # premise "converged": the loss changed by less than CONVERGED_TOL over the last quarter
 CONVERGED_TOL = 0.10
 LOW_LOSS = 0.01  # premise: the final training loss is at most this (the paper's runs reach 0.000X)
-SNAPSHOTS_PER_COMPONENT = 5  # premise of the k-component claims: at least 5 k snapshot-to-snapshot steps
 _COLORS = tuple(PALETTE[i] for i in (0, 3, 2, 1, 4, 5, 6, 9, 7, 8))  # the one palette, red second
 
 
