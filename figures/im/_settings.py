@@ -297,6 +297,13 @@ class ImSetup:
         cfg = "-".join(str(c) for c in self.vgg_cfg)
         return f"VGG-style CNN (conv {cfg}, fc {self.vgg_hidden}, dropout {self.dropout:g}), {n:,} params"
 
+    @property
+    def scale_note(self) -> str:
+        """The caption's sentence on scale: scaled down (quick, medium) or the paper's settings (full)."""
+        if self.name == "full":
+            return "At the paper's settings (see scaling)."
+        return "Scaled down from the paper (see scaling)."
+
     def scaling(
         self, repetitions: int | str, arch: str = "vgg", drawn: str | None = None, **extra: Any
     ) -> dict[str, Any]:

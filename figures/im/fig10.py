@@ -86,8 +86,7 @@ def fig10(runs: ImRuns) -> FigureResult:
     ]
     return FigureResult(
         caption="Fig. 10: training loss on the line from the initial (alpha 0) through the final weights (alpha 1, "
-        "dotted) to alpha 2, per method (one line style per initialization). Scaled down from the paper (see "
-        "scaling).",
+        "dotted) to alpha 2, per method (one line style per initialization). " + setup.scale_note,
         panels=[f],
         claims=claims,
         scaling=setup.scaling(reps, initializations=f"{reps} per method", line="41 points, alpha in [0, 2]"),

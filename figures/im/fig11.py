@@ -226,7 +226,7 @@ def fig11(runs: ImRuns) -> FigureResult:
         caption="Fig. 11: the NIN-style net trained with SGD from every convolution weight and bias drawn from "
         "N(-10, 0.01) (blue) or N(-1, 1) (red), and from He's initialization (green), with BatchNorm "
         "(solid) and without (dashed, light). (a) training loss and accuracy per epoch; (b) training loss from "
-        "the initial to the final weights. Scaled down from the paper (see scaling).",
+        "the initial to the final weights. " + setup.scale_note,
         panels=[ft, fl],
         claims=claims,
         scaling=setup.scaling(

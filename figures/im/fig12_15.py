@@ -281,7 +281,7 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
         f"(dashed) and switched to the other method at {', '.join(f'{f:.0%}' for f in FRACTIONS)} of training "
         "(labels: epochs of each). Top: training accuracy; middle: distance from the initial weights; bottom: "
         "training loss on the line from the unswitched minimum to each switched run's minimum. Learning rates "
-        f"before -> after the switch: {rates}. Scaled down from the paper (see scaling).",
+        f"before -> after the switch: {rates}. " + setup.scale_note,
         panels=panels,
         claims=claims,
         scaling=setup.scaling(

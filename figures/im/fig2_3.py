@@ -140,7 +140,7 @@ def fig2_3(runs: ImRuns) -> FigureResult:
         "the SGD minima reached from them (top edge: init 0 -> its minimum, bottom: init 1 -> its minimum, "
         "right: minimum to minimum), and over the barycentric slice through init 0 and both minima. Fig. 3: "
         "the bilinear slice through the minima of SGD, Adam, Adadelta and RMSprop from one initialization. "
-        "Scaled down from the paper (see scaling).",
+        + setup.scale_note,
         panels=panels,
         claims=claims,
         scaling=setup.scaling(setup.repetitions, grid=f"{n} x {n}", drawn="inits 0 and 1 (Fig. 2), init 0 (Fig. 3)"),

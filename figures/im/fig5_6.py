@@ -225,7 +225,7 @@ def fig5_6(runs: ImRuns) -> FigureResult:
         "weights (one colour per method, one line style per initialization). Fig. 5 draws the init -> final "
         "part against alpha; Fig. 6 the whole line against the absolute distance from the minimum, beyond the "
         "initialization (dots). Fig. 5(b,d): loss between the finals of pairs of methods, per initialization. "
-        "Last panel: the basin widths the claims use. Scaled down from the paper (see scaling).",
+        "Last panel: the basin widths the claims use. " + setup.scale_note,
         panels=[fig5, fig5b, fig6, Panel("basin_width", plotly=wfig, mpl=mw)],
         claims=claims,
         scaling=setup.scaling(

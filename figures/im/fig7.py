@@ -203,7 +203,7 @@ def fig7(runs: ImRuns) -> FigureResult:
         f"at {', '.join(f'{f:.0%}' for f in fr)} of training (labels: epochs of each). Top: training and test "
         "accuracy; middle: distance of the weights from the initial ones; bottom: training loss on the line "
         "from the unswitched minimum (alpha 0) to each switched run's minimum and to the other method's "
-        "(dashed). Scaled down from the paper (see scaling).",
+        "(dashed). " + setup.scale_note,
         panels=panels,
         claims=claims,
         scaling=setup.scaling(

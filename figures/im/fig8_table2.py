@@ -209,7 +209,7 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
         caption="Fig. 8 / Table 2: the VGG-style net trained by every method with BatchNorm (colours) and without "
         "(black), from the same initialization seeds (line styles). Top: training loss from the initial to "
         "the final weights. Bottom: training loss between the final weights of every pair of methods, one "
-        "panel per initialization and BatchNorm setting. Scaled down from the paper (see scaling).",
+        "panel per initialization and BatchNorm setting. " + setup.scale_note,
         panels=[ft, fb],
         claims=claims,
         scaling=setup.scaling(

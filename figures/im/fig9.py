@@ -222,7 +222,7 @@ def fig9(runs: ImRuns) -> FigureResult:
     return FigureResult(
         caption="Fig. 9: training accuracy (top) and loss (bottom) against gradient evaluations (an RK2 step counts "
         "two, so RK2 runs train half the epochs), each variant at its best rate of a 3-point grid chosen on "
-        "init 0 (last panel), mean over the other initializations. Scaled down from the paper (see scaling).",
+        "init 0 (last panel), mean over the other initializations. " + setup.scale_note,
         panels=[
             Panel("accuracy", plotly=figs[0][0], mpl=figs[0][1]),
             Panel("loss", plotly=figs[1][0], mpl=figs[1][1]),

@@ -332,7 +332,7 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
         "column's method [bottom right], final of the row's method [top]), one colour scale. Upper triangle: "
         "distance of the network interpolated from the row's final (alpha 0) to the column's (alpha 1) from "
         "the row's final: RMS softmax-output distance (solid) and label disagreement (dashed) on the test "
-        "images. Scaled down from the paper (see scaling).",
+        "images. " + setup.scale_note,
         panels=[Panel("table1", plotly=pfig, mpl=mfig)],
         claims=claims,
         scaling=setup.scaling(

@@ -129,6 +129,11 @@ class LiptonSetup:
         return self.name if self.name in ("quick", "full") else None
 
     @property
+    def scale_note(self) -> str:
+        """How the captions introduce the settings: scaled down (quick, custom) or the paper's (full)."""
+        return "The paper's settings" if self.name == "full" else "Scaled down from the paper"
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         """``(1, H, W)`` of the (downsampled) images."""
         s = 28 // self.downsample

@@ -150,7 +150,7 @@ def figure1(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
         "A square marks each start, a star each end; a marker's fill is the share of that snapshot's "
         "displacement that lies off the plane. Right: training loss (eval mode) along the straight line from "
         "initialization to solution and at the snapshots of the path taken, each against the fraction of "
-        f"its own length. Scaled down from the paper: {s.epochs} epochs, snapshot spacing {s.every}.",
+        f"its own length. {s.scale_note}: {s.epochs} epochs, snapshot spacing {s.every}.",
         panels=[
             Panel(
                 "single",

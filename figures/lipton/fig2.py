@@ -42,7 +42,7 @@ def figure2(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     return FigureResult(
         caption=f"One PCA of {s.repetitions} paths that start from the same random initialization and differ only "
         f"in the order the data are fed (every {s.every} epochs; a square marks the shared start, a star "
-        f"each end). Scaled down from the paper: {s.epochs} epochs.",
+        f"each end). {s.scale_note}: {s.epochs} epochs.",
         panels=[Panel("paths", plotly=fig[0], mpl=fig[1])],
         claims=claims,
         scaling=s.scaling(),

@@ -110,7 +110,7 @@ def figure3(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
         f"{len(inits)} runs from different initializations (solid) and for {len(clones)} clones of run 0 "
         f"taken after {s.pretrain_epochs} epochs and trained on with new data shuffles (dashed). Right: one "
         f"PCA of the clones' paths from the shared pretrained point (square) to their ends (stars). "
-        f"Scaled down from the paper: {s.epochs} epochs, cloning after {s.pretrain_epochs}.",
+        f"{s.scale_note}: {s.epochs} epochs, cloning after {s.pretrain_epochs}.",
         panels=[Panel("origin", plotly=origin[0], mpl=origin[1]), Panel("clones", plotly=cl[0], mpl=cl[1])],
         claims=claims,
         scaling=s.scaling(),
