@@ -21,11 +21,11 @@ from figures.contract import FigureResult, register_figure
 from figures.im._setup import (
     GALLERY,
     LINESTYLES,
-    Curve,
     ImRuns,
     RunSpec,
     color,
     converged_premise,
+    history_curve,
     im_figure,
     multiples_panels,
 )
@@ -66,12 +66,8 @@ def fig1(runs: ImRuns) -> FigureResult:
             (
                 LABELS[m],
                 [
-                    Curve(
-                        np.arange(len(got[m, k].history)),
-                        got[m, k].curve("surface_loss"),
-                        f"init {k}",
-                        color(m),
-                        LINESTYLES[k % len(LINESTYLES)],
+                    history_curve(
+                        got[m, k], "surface_loss", f"init {k}", color(m), dash=LINESTYLES[k % len(LINESTYLES)]
                     )
                     for k in range(reps)
                 ],
