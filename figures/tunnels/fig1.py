@@ -45,7 +45,12 @@ CONVERGED_TOL = 1e-3  # premise of Fig. 1 right: gradient norm of the converged 
 WINDOW = 50  # steps: "immediately after opening" and "at the end" (fixed before measuring)
 
 
-@register_figure("tunnels_fig1_left", paper="tunnels", title="Fig. 1 left: tunnel opening escapes a flat area")
+@register_figure(
+    "tunnels_fig1_left",
+    paper="tunnels",
+    title="Fig. 1 left: tunnel opening escapes a flat area",
+    scales=("medium",),
+)
 @saddle_figure
 def run_left(st: SaddleStart) -> FigureResult:
     """Fig. 1 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""

@@ -21,7 +21,7 @@ from figures.claims import ClaimBook
 from figures.contract import FigureResult, register_figure
 from figures.tunnels._plots import band_figure, set_titles
 from figures.tunnels._setup import (
-    COLORS,
+    LINE_COLORS,
     NEON_IMAGES,
     NEON_KW,
     PGD_KW,
@@ -35,10 +35,14 @@ from figures.tunnels._setup import (
 
 RUNS = {"control": "control", "proposed": "reorg_proposed", "random": "reorg_random", "pgd": "pgd", "neon": "neon"}
 BASELINES = {"random": "random weight reorganization (same magnitude)", "pgd": "perturbed GD", "neon": "NEON"}
-_COLOR = {**COLORS, "pgd": "#8c564b"}
 
 
-@register_figure("tunnels_fig2_left", paper="tunnels", title="Fig. 2 left: weight reorganization vs PGD and NEON")
+@register_figure(
+    "tunnels_fig2_left",
+    paper="tunnels",
+    title="Fig. 2 left: weight reorganization vs PGD and NEON",
+    scales=("medium",),
+)
 @saddle_figure
 def run_fig2_left(st: SaddleStart) -> FigureResult:
     """Fig. 2 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
@@ -49,7 +53,7 @@ def run_fig2_left(st: SaddleStart) -> FigureResult:
     base = st.premises(res["control"])
     moved = {"pgd": moved_premise(res["pgd"], "perturbed GD"), "neon": moved_premise(res["neon"], "NEON")}
 
-    fig, mfig, ax = band_figure(steps, stats, _COLOR, (6.5, 4.2), alpha=0.15)
+    fig, mfig, ax = band_figure(steps, stats, LINE_COLORS, (6.5, 4.2), alpha=0.15)
     fig.add_vline(x=s.open_at, line_dash="dot")
     ax.axvline(s.open_at, ls=":", color="k")
     set_titles(
@@ -96,7 +100,7 @@ def run_fig2_left(st: SaddleStart) -> FigureResult:
         fig,
         mfig,
         claims,
-        reorganized="1 merge + reopen (quick, 2 filters); paper: 2",
+        reorganized=f"1 merge + reopen ({s.scale}, 2 filters); paper: 2",
         pgd=f"radius {PGD_KW['radius']} every {PGD_KW['t_thres']} steps",
         neon=f"{NEON_KW['iterations']} iterations of step {NEON_KW['eta']}, radius {NEON_KW['radius']}, "
         f"escape step {NEON_KW['escape_step']}, every {NEON_KW['t_thres']} steps, gradient "

@@ -39,7 +39,7 @@ from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, register_figure
 from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_figure
 from figures.tunnels._plots import add_bands
-from figures.tunnels._setup import COLORS, mean_std
+from figures.tunnels._setup import LINE_COLORS, NEON_KW, PGD_KW, mean_std, moved_premise
 from figures.verdict import Effect, Verdict, at_most, paired_effect
 
 CONTROL_TOL = 0.02  # premise: the control's loss drops by less than 2% (relative) from the opening to the end
@@ -60,24 +60,64 @@ def margin_verdict(effect: Effect, margin: float) -> Verdict:
     return Verdict.INCONCLUSIVE
 
 
+BASELINES = {"pgd": "perturbed GD", "neon": "NEON"}  # the paper's baselines (Sec. 4.4), run at the medium scale
+
+
+def _moves(res: dict[str, Any], arm: str) -> str:
+    """How far a baseline moved the weights: per application, absolute and relative to the weight norm."""
+    m = np.concatenate([np.asarray(v, dtype=float) for v in res["moves"][arm]] or [np.zeros(0)])
+    w = float(np.mean(res["weight_norm"]))
+    if not len(m):
+        return f"it never moved the weights (weight norm {w:.3g})"
+    return (
+        f"{len(m)} weight changes over {len(res['moves'][arm])} runs, norm {m.mean():.3g} each "
+        f"({m.mean() / w:.2%} of the weight norm {w:.3g} at the opening); at the end the copies of the tied units "
+        f"differ by up to {max(res['untied'][arm]):.3g} (0: still tied)"
+    )
+
+
+def _baselines_caption(s: DeepSetup, res: dict[str, Any]) -> str:
+    """The caption's account of the baseline arms: their constants and how far they moved the weights."""
+    out = (
+        f"Baselines from the first step after the opening, on the control's restart: perturbed GD (a point of the "
+        f"ball of radius {PGD_KW['radius']} added every {PGD_KW['t_thres']} steps; {_moves(res, 'pgd')})"
+        if "pgd" in s.baselines
+        else ""
+    )
+    if "neon" in s.baselines:
+        curv = np.concatenate([np.asarray(c, dtype=float) for c in res["neon_curvatures"]] or [np.full(1, np.nan)])
+        out += (
+            f"{'; ' if out else 'Baselines: '}NEON every {NEON_KW['t_thres']} steps ({NEON_KW['iterations']} "
+            f"power iterations of step {res['neon_eta']:.3g} = 0.86 / {res['lam_max']:.3g}, the largest Hessian "
+            f"eigenvalue at the opening, on {res['neon_images']} images with train-mode BatchNorm; probe radius "
+            f"{NEON_KW['radius']}, escape step {NEON_KW['escape_step']}; curvature estimates "
+            f"{curv.min():.3g} to {curv.max():.3g}; {_moves(res, 'neon')})"
+        )
+    return out + ". The paper compares them in this panel too (Sec. 4.4: the proposed method escapes 'faster than "
+    "the baseline methods')."
+
+
 @register_figure(
-    "tunnels_fig2_right", paper="tunnels", title="Fig. 2 right: tunnel opening in a 5-conv-layer CNN stuck under Adam"
+    "tunnels_fig2_right",
+    paper="tunnels",
+    title="Fig. 2 right: tunnel opening in a 5-conv-layer CNN stuck under Adam",
+    scales=("medium",),
 )
 @deep_figure
 def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
     """Fig. 2 right at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._deep.deep_figure`)."""
     n_bins = len(res["curves"]["control"][0])
     x = np.minimum(np.arange(n_bins) * s.bin + s.bin / 2, s.total_steps)
-    stats = {a: mean_std(res["curves"][a]) for a in DEEP_ARMS}
+    stats = {a: mean_std(res["curves"][a]) for a in s.arms}
     after = x > s.open_at
     ctrl = np.asarray(res["curves"]["control"])
-    diffs = {a: mean_std((np.asarray(res["curves"][a]) - ctrl)[:, after].tolist()) for a in ("proposed", "random")}
+    diffs = {a: mean_std((np.asarray(res["curves"][a]) - ctrl)[:, after].tolist()) for a in s.arms[1:]}
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "minus control, after opening"))
     mfig = matplotlib.figure.Figure(figsize=(11, 4))
     ax, ax2 = mfig.subplots(1, 2)
-    add_bands(fig, ax, x, stats, COLORS, row=1, col=1)
-    add_bands(fig, ax2, x[after], diffs, COLORS, row=1, col=2, legend=False)
+    add_bands(fig, ax, x, stats, LINE_COLORS, row=1, col=1)
+    add_bands(fig, ax2, x[after], diffs, LINE_COLORS, row=1, col=2, legend=False)
     fig.add_vline(x=s.open_at, line_dash="dot", row=1, col=1)
     fig.add_hline(y=0.0, line_dash="dot", row=1, col=2)
     ax.axvline(s.open_at, ls=":", color="k")
@@ -95,8 +135,8 @@ def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
     mfig.tight_layout()
 
     lo = np.asarray(res["full_open"])
-    end = {a: np.asarray(res["full_end"][a]) for a in DEEP_ARMS}
-    mb_end = {a: np.asarray(res["loss_end"][a]) for a in DEEP_ARMS}
+    end = {a: np.asarray(res["full_end"][a]) for a in s.arms}
+    mb_end = {a: np.asarray(res["loss_end"][a]) for a in s.arms}
     mb_open = np.asarray(res["loss_open"])
     full_how = (
         f"the mean training loss over fixed batches (train-mode BatchNorm, the loss Adam descends), so that "
@@ -179,6 +219,23 @@ def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
             changes=[round(r, 4) for r in res["stuck_full"]],
         ),
     ]
+    for b in s.baselines:  # medium scale: the paper's baselines, each with the premise that it moved the weights
+        rel_b = ((end[b] - end["proposed"]) / lo).tolist()
+        e_b = paired_effect(rel_b)
+        claims.append(
+            book(
+                "proposed-beats-baseline",
+                rel_b,
+                e_b,
+                premises=[*premises, moved_premise({"moves": res["moves"][b]}, BASELINES[b])],
+                verdict=margin_verdict(e_b, CONTROL_TOL),
+                baseline=BASELINES[b],
+                baseline_vs_control=paired_effect(((end["control"] - end[b]) / lo).tolist()),
+                moves=_moves(res, b),
+                final_baseline=end[b].mean(),
+                **how,
+            )
+        )
     stuck = bool(res["stuck_found"])
     rho = res["rho"].get("proposed", {})
     gain = 2 * s.t**2 * sum(rho.values())
@@ -203,7 +260,12 @@ def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
         f"squared full-batch gradient norm is {res['grad_sq']:.3g} and the proposed opening adds about "
         f"2 t^2 (rho_conv4 + rho_conv5) = {gain:.3g} to it ({gain / res['grad_sq']:.1%}); the mean loss changed by "
         f"{np.mean(res['stuck_full']):.2%} over the last {s.window} steps before the opening (stuck criterion: < "
-        f"{s.stuck_tol:.0%}). The perturbed-GD and NEON baselines of the paper's panel are not run."
+        f"{s.stuck_tol:.0%}). "
+        + (
+            _baselines_caption(s, res)
+            if s.baselines
+            else "The perturbed-GD and NEON baselines of the paper's panel are not run."
+        )
     )
     return FigureResult(
         caption=caption,

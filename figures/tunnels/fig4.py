@@ -33,9 +33,9 @@ from plotly.subplots import make_subplots
 
 from figures.claims import ClaimBook
 from figures.contract import Claim, FigureResult, register_figure
-from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_runs, make_deep_setup
+from figures.tunnels._deep import DeepSetup, deep_runs, make_deep_setup
 from figures.tunnels._setup import (
-    COLORS,
+    LINE_COLORS,
     SaddleStart,
     equivalence_verdict,
     mean_std,
@@ -58,7 +58,6 @@ SINGLE = {
         "neon": "neon",
     },
 }
-_COLOR = {**COLORS, "pgd": "#8c564b"}
 
 
 def _converged(curves: np.ndarray, what: str) -> object:
@@ -110,14 +109,19 @@ def _draw(fig: go.Figure, ax: Axes, col: int, x: np.ndarray, curves: dict[str, l
     """Each method's mean curve over the repetitions: a line in plotly's subplot ``col``, with a std band in mpl."""
     for m, rows in curves.items():
         mu, sd = mean_std(rows)
+        color = LINE_COLORS[m]
         fig.add_trace(
-            go.Scatter(x=x, y=mu, mode="lines", name=m, line={"color": _COLOR[m]}, showlegend=legend), row=1, col=col
+            go.Scatter(x=x, y=mu, mode="lines", name=m, line={"color": LINE_COLORS[m]}, showlegend=legend),
+            row=1,
+            col=col,
         )
-        ax.plot(x, mu, color=_COLOR[m], label=m)
-        ax.fill_between(x, mu - sd, mu + sd, color=_COLOR[m], alpha=0.15)
+        ax.plot(x, mu, color=color, label=m)
+        ax.fill_between(x, mu - sd, mu + sd, color=color, alpha=0.15)
 
 
-@register_figure("tunnels_fig4", paper="tunnels", title="Fig. 4: full runs of the three experiments")
+@register_figure(
+    "tunnels_fig4", paper="tunnels", title="Fig. 4: full runs of the three experiments", scales=("medium",)
+)
 @saddle_figure
 def run_fig4(st: SaddleStart, deep_setup: DeepSetup | None = None) -> FigureResult:
     """Fig. 4 at a scale (or for explicit setups) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
@@ -142,12 +146,12 @@ def run_fig4(st: SaddleStart, deep_setup: DeepSetup | None = None) -> FigureResu
         claims += _claims(f"1 layer, {name}", final, [*saddle_premises(info), _converged(curves, name)], s.scale)
     n_bins = len(deep["curves"]["control"][0])
     x = np.minimum(np.arange(n_bins) * ds.bin + ds.bin / 2, ds.total_steps)
-    _draw(fig, axes[2], 3, x, {a: deep["curves"][a] for a in DEEP_ARMS}, legend=False)
+    _draw(fig, axes[2], 3, x, {a: deep["curves"][a] for a in ds.arms}, legend=False)
     axes[2].set(xlabel="step", ylabel=f"minibatch loss (mean of {ds.bin} steps)", title="5-layer CNN: opening")
     axes[2].legend(fontsize=7)
-    dfinal = {a: np.asarray(deep["full_end"][a]) for a in DEEP_ARMS}
-    tail = np.concatenate([np.asarray(deep["full_tail"][a]) for a in DEEP_ARMS])
-    dend = np.concatenate([dfinal[a] for a in DEEP_ARMS])
+    dfinal = {a: np.asarray(deep["full_end"][a]) for a in ds.arms}
+    tail = np.concatenate([np.asarray(deep["full_tail"][a]) for a in ds.arms])
+    dend = np.concatenate([dfinal[a] for a in ds.arms])
     dconv = at_most(
         "the deep-CNN runs converged",
         (np.abs(dend - tail) / tail).tolist(),

@@ -47,7 +47,9 @@ EQUIV_MARGIN = 0.02  # "no difference": the interval of the accuracy difference 
 PAPER_MNIST = 0.98
 
 
-@register_figure("tunnels_table4", paper="tunnels", title="Table 4: test accuracy of the final classifiers")
+@register_figure(
+    "tunnels_table4", paper="tunnels", title="Table 4: test accuracy of the final classifiers", scales=("medium",)
+)
 @saddle_figure
 def run_table4(st: SaddleStart) -> FigureResult:
     """Table 4 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
@@ -93,9 +95,7 @@ def run_table4(st: SaddleStart) -> FigureResult:
     ax.set(
         ylabel="test accuracy",
         ylim=(0, 1),
-        title="Table 4: test accuracy of the final networks (quick)"
-        if s.scale == "quick"
-        else "Table 4: test accuracy of the final networks",
+        title="Table 4: test accuracy of the final networks" + ("" if s.scale == "full" else f" ({s.scale})"),
     )
     ax.legend(fontsize=8, loc="lower right")
     mfig.tight_layout()
