@@ -373,3 +373,11 @@ def test_deep_baselines_leave_the_three_arms_unchanged_and_move_the_weights(tmp_
     assert [c.statement.split("baseline ")[-1].split(" ")[0] for c in fig.claims[3:]] == ["perturbed", "NEON"]
     _check(run_table3("quick", cache=tmp_path, setup=with_b), ["times"], 2)
     _check(run_fig4("quick", cache=tmp_path, setup=TINY, deep_setup=with_b), ["loss"], 2 + 4 + 4)
+
+
+def test_both_verdict_needs_both_parts():
+    from figures.tunnels.fig2_right import both_verdict
+
+    H, N, I = Verdict.HELD, Verdict.NOT_HELD, Verdict.INCONCLUSIVE
+    table = {(H, H): H, (H, N): N, (N, H): N, (H, I): I, (I, H): I, (I, I): I, (N, I): N, (I, N): N, (N, N): N}
+    assert {k: both_verdict(*k) for k in table} == table

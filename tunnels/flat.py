@@ -377,18 +377,10 @@ def neon_descent(
     Returns:
         The :class:`PathResult`.
     """
+    neon_kw = {"radius": radius, "eta": eta, "iterations": iterations, "curvature_threshold": curvature_threshold}
 
     def escape(x: Tensor, g: Tensor) -> Tensor | None:
-        d, _ = neon_direction(
-            f,
-            x,
-            generator=generator,
-            grad=g,
-            radius=radius,
-            eta=eta,
-            iterations=iterations,
-            curvature_threshold=curvature_threshold,
-        )
+        d, _ = neon_direction(f, x, generator=generator, grad=g, **neon_kw)
         return None if d is None else x + escape_step * _descent_sign(d, g, generator) * d
 
     # An escape step replaces that iteration's gradient step.

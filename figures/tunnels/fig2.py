@@ -9,7 +9,8 @@ power iteration on gradient differences over 256 training images, 50 iterations 
 Hessian eigenvalue at the saddle, 2.15), probe radius 0.01, escape step 0.5, every 25 steps). The baselines'
 constants are this package's choices (the paper gives none), set so that each one measurably moves the weights
 (a premise, checked: the norm of each weight change). A first version probed NEON with 10 iterations of step 0.05:
-its curvature estimate stayed positive (+0.009 to +0.018) and it never fired, so it equalled the control.
+its curvature estimate stayed positive (+0.009 to +0.018) and it never fired, so it equalled the control. Medium
+scale: the same runs, 2,000 SGD steps instead of 400 (the runs of Fig. 4 at medium, shared).
 
 Claims (paired over the repetitions, which share a data order across arms): the proposed reorganization escapes
 (lower mean loss after step 50 than the control) and beats random reorganization, perturbed GD and NEON.
@@ -18,7 +19,7 @@ Claims (paired over the repetitions, which share a data order across arms): the 
 from __future__ import annotations
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, register_figure
+from figures.contract import FigureResult
 from figures.tunnels._plots import band_figure, set_titles
 from figures.tunnels._setup import (
     LINE_COLORS,
@@ -26,10 +27,9 @@ from figures.tunnels._setup import (
     NEON_KW,
     PGD_KW,
     SaddleStart,
-    mean_std,
     moved_premise,
     paired,
-    saddle_figure,
+    single_layer_figure,
     window_mean,
 )
 
@@ -37,18 +37,11 @@ RUNS = {"control": "control", "proposed": "reorg_proposed", "random": "reorg_ran
 BASELINES = {"random": "random weight reorganization (same magnitude)", "pgd": "perturbed GD", "neon": "NEON"}
 
 
-@register_figure(
-    "tunnels_fig2_left",
-    paper="tunnels",
-    title="Fig. 2 left: weight reorganization vs PGD and NEON",
-    scales=("medium",),
-)
-@saddle_figure
+@single_layer_figure("tunnels_fig2_left", "Fig. 2 left: weight reorganization vs PGD and NEON")
 def run_fig2_left(st: SaddleStart) -> FigureResult:
     """Fig. 2 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
     s, info = st.setup, st.info
-    res, steps = st.arms(RUNS)
-    stats = {r: mean_std(v["losses"]) for r, v in res.items()}
+    res, steps, stats = st.curves(RUNS)
     after = {r: window_mean(v, s.open_at + 5, s.total_steps) for r, v in res.items()}
     base = st.premises(res["control"])
     moved = {"pgd": moved_premise(res["pgd"], "perturbed GD"), "neon": moved_premise(res["neon"], "NEON")}

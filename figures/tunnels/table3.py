@@ -9,6 +9,9 @@ the matrices A, the eigen-analysis (SVD of each unit's A) and the rest (surgery,
 rebuild). The paper's numbers are shown as the paper's (its MNIST runs are Sec. 4.1's single-layer network, its
 ImageNet runs the deep CNN); ours are measured on one CPU core of a shared machine.
 
+At the medium scale the runs include Fig. 2 right's perturbed-GD and NEON arms, timed the same way (the paper's
+"Noisy SGD" and "NEON" rows); their run times include the perturbations and NEON's gradient differences.
+
 Claims (thresholds fixed before measuring): the mean opening overhead of the proposed runs is below the standard
 deviation of the control runs' wall-clock times (the paper's comparison), and below 5% of the mean proposed run.
 """
