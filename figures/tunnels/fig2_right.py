@@ -46,8 +46,9 @@ to 0.19 (PGD) and 0.12 (NEON) apart; the control's stay bitwise equal). NEON fin
 the opening, NEON by 62% [51%, 74%] (each kick raises the loss and Adam does not recover it in the 25 steps before
 the next). The proposed opening does not escape either (0.02%), so "escapes faster than the baselines" is not held
 though it ends lower than both. Smaller perturbations were not tried (budget; and a size chosen after seeing the
-result would be tuned). Cost: the deep-CNN runs with the baselines took 404 s of wall clock at load 5-9 (quick's three
-arms: 112 s at load 6-8); NEON's 12 x 51 gradients over 256 images per run are most of the difference.
+result would be tuned). Cost: the deep-CNN runs with the baselines took 404 s and 302 s of wall clock in two runs at
+load 5-9 and 4-6 (quick's three arms: 112 s at load 6-8); NEON's 12 x 51 gradients over 256 images per run are most of
+the difference.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from plotly.subplots import make_subplots
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, register_figure
-from figures.tunnels._deep import DEEP_ARMS, DeepSetup, deep_figure
+from figures.tunnels._deep import DEEP_ARMS, NEON_ETA_LMAX, DeepSetup, deep_figure
 from figures.tunnels._plots import add_bands
 from figures.tunnels._setup import LINE_COLORS, NEON_KW, PGD_KW, mean_std, moved_premise
 from figures.verdict import Effect, Verdict, at_most, paired_effect
@@ -111,9 +112,9 @@ def _baselines_caption(s: DeepSetup, res: dict[str, Any]) -> str:
         curv = np.concatenate([np.asarray(c, dtype=float) for c in res["neon_curvatures"]] or [np.full(1, np.nan)])
         out += (
             f"{'; ' if out else 'Baselines: '}NEON every {NEON_KW['t_thres']} steps ({NEON_KW['iterations']} "
-            f"power iterations of step {res['neon_eta']:.3g} = 0.86 / {res['lam_max']:.3g}, the largest Hessian "
-            f"eigenvalue at the opening, on {res['neon_images']} images with train-mode BatchNorm; probe radius "
-            f"{NEON_KW['radius']}, escape step {NEON_KW['escape_step']}; curvature estimates "
+            f"power iterations of step {res['neon_eta']:.3g} = {NEON_ETA_LMAX} / {res['lam_max']:.3g}, the largest "
+            f"Hessian eigenvalue at the opening, on {res['neon_images']} images with train-mode BatchNorm; probe "
+            f"radius {NEON_KW['radius']}, escape step {NEON_KW['escape_step']}; curvature estimates "
             f"{curv.min():.3g} to {curv.max():.3g}; {_moves(res, 'neon')})"
         )
     return out + ". The paper compares them in this panel too (Sec. 4.4: the proposed method escapes 'faster than "
