@@ -314,3 +314,70 @@ def test_the_claims_files_paper_values_match_the_papers_tables():
     table3 = ClaimBook("tunnels_table3")["overhead-insignificant"].paper_value
     assert table3 == f"ImageNet: proposed {pm:,} ({ps:,}) s vs control {cm:,} ({cs:,}) s"
     assert ClaimBook("tunnels_table4")["mnist-accuracy"].paper_value == PAPER_MNIST
+
+
+# ----------------------------------------------------------------------------- the medium scale
+def test_medium_settings_and_which_figures_have_them():
+    import dataclasses
+
+    from figures.contract import Scale, discover, get_figure
+    from figures.tunnels._deep import DEEP_BASELINES, make_deep_setup
+    from figures.tunnels._setup import make_setup
+
+    quick, medium = make_setup("quick"), make_setup("medium")
+    assert medium == dataclasses.replace(quick, scale="medium", total_steps=2000)  # only the run length changes
+    dq, dm = make_deep_setup("quick"), make_deep_setup("medium")
+    assert dm == dataclasses.replace(dq, scale="medium", baselines=DEEP_BASELINES) and dq.arms == dq.arms[:3]
+    discover()
+    # the figures drawn from the single-layer runs or the deep-CNN runs have the medium setting; Fig. 1 right
+    # (its own L-BFGS network) and Fig. 3 (the steps around the opening) stay quick
+    with_medium = {
+        n
+        for n in ("fig1_left", "fig1_right", "fig2_left", "fig2_right", "fig3", "fig4", "table3", "table4")
+        if Scale.MEDIUM in get_figure(f"tunnels_{n}").scales
+    }
+    assert with_medium == {"fig1_left", "fig2_left", "fig2_right", "fig4", "table3", "table4"}
+    with pytest.raises(ValueError, match="baselines"):
+        dataclasses.replace(dq, baselines=("pgd", "sgd"))
+
+
+def test_deep_baselines_leave_the_three_arms_unchanged_and_move_the_weights(tmp_path):
+    import dataclasses
+
+    from figures.tunnels._deep import DEEP_ARMS
+    from figures.tunnels._setup import NEON_KW, PGD_KW
+    from figures.tunnels.fig2_right import run_fig2_right
+    from figures.tunnels.fig4 import run_fig4
+    from figures.tunnels.table3 import run_table3
+
+    with_b = dataclasses.replace(TINY_DEEP, baselines=("pgd", "neon"))
+    res = deep_runs(with_b, None, tmp_path)
+    plain = deep_runs(TINY_DEEP, None, tmp_path)
+    for key in ("curves", "full_end", "full_tail", "loss_end"):  # the baselines run after the three arms
+        assert {a: res[key][a] for a in DEEP_ARMS} == plain[key]
+    for a in ("pgd", "neon"):  # paired: every arm continues from the repetition's state at the opening
+        k = with_b.open_at // with_b.bin
+        assert [c[:k] for c in res["curves"][a]] == [c[:k] for c in res["curves"]["control"]]
+    pgd = np.concatenate(res["moves"]["pgd"])
+    post = with_b.total_steps - with_b.open_at
+    assert len(pgd) == with_b.repetitions * len(range(1, post + 1, PGD_KW["t_thres"]))
+    assert np.all((pgd > 0) & (pgd <= PGD_KW["radius"] * (1 + 1e-5)))  # a point of the ball
+    neon = np.concatenate([m for m in res["moves"]["neon"] if m] or [np.zeros(0)])
+    np.testing.assert_allclose(neon, NEON_KW["escape_step"], rtol=1e-4)  # a unit direction times the escape step
+    assert len(res["neon_curvatures"]) == with_b.repetitions and res["lam_max"] > 0
+    assert res["neon_eta"] == pytest.approx(0.86 / res["lam_max"])
+    assert min(res["untied"]["pgd"]) > 0  # a random perturbation breaks the tie the control keeps
+    assert res["neon_images"] == min(256, 256 // with_b.batch_size * with_b.batch_size)
+    fig = run_fig2_right("quick", cache=tmp_path, setup=with_b)
+    _check(fig, ["loss"], 5)
+    assert [c.statement.split("baseline ")[-1].split(" ")[0] for c in fig.claims[3:]] == ["perturbed", "NEON"]
+    _check(run_table3("quick", cache=tmp_path, setup=with_b), ["times"], 2)
+    _check(run_fig4("quick", cache=tmp_path, setup=TINY, deep_setup=with_b), ["loss"], 2 + 4 + 4)
+
+
+def test_both_verdict_needs_both_parts():
+    from figures.tunnels.fig2_right import both_verdict
+
+    H, N, I = Verdict.HELD, Verdict.NOT_HELD, Verdict.INCONCLUSIVE
+    table = {(H, H): H, (H, N): N, (N, H): N, (H, I): I, (I, H): I, (I, I): I, (N, I): N, (I, N): N, (N, N): N}
+    assert {k: both_verdict(*k) for k in table} == table

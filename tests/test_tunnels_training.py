@@ -226,3 +226,23 @@ def test_baseline_callbacks_run_in_trainer():
     assert float(moved.norm()) > 0  # lr = 0: only the baselines moved the weights
     types = [e["type"] for i in range(len(traj)) for e in traj.tags(i).get("events", [])]
     assert types.count("perturbation") == 3 and types.count("neon") == 2
+
+
+def test_neon_objective_in_train_mode_is_the_batch_statistics_loss():
+    """``bn_mode="train"``: NEON's objective is the loss a training step sees (batch statistics), not eval mode's."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2))
+    X, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    batches = [(X[:8], y[:8]), (X[8:], y[8:])]
+    theta = parameters_to_vector(net).detach()
+    f_train = tunnels.full_batch_objective(net, batches, nn.functional.cross_entropy, bn_mode="train")
+    f_eval = tunnels.full_batch_objective(net, batches, nn.functional.cross_entropy)
+    ref = copy.deepcopy(net).train()
+    with torch.no_grad():  # by hand: the mean over the two batches of the batch-statistics loss
+        by_hand = sum(float(nn.functional.cross_entropy(ref(xb), yb)) for xb, yb in batches) / 2
+        net.eval()
+        by_hand_eval = float(nn.functional.cross_entropy(net(X), y))
+    assert float(f_train(theta)) == pytest.approx(by_hand, rel=1e-6)
+    assert float(f_eval(theta)) == pytest.approx(by_hand_eval, rel=1e-6) and abs(by_hand - by_hand_eval) > 1e-3
+    with pytest.raises(ValueError, match="bn_mode"):
+        NEONEscape(start=0, data=batches, bn_mode="batch")

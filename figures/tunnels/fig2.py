@@ -9,7 +9,8 @@ power iteration on gradient differences over 256 training images, 50 iterations 
 Hessian eigenvalue at the saddle, 2.15), probe radius 0.01, escape step 0.5, every 25 steps). The baselines'
 constants are this package's choices (the paper gives none), set so that each one measurably moves the weights
 (a premise, checked: the norm of each weight change). A first version probed NEON with 10 iterations of step 0.05:
-its curvature estimate stayed positive (+0.009 to +0.018) and it never fired, so it equalled the control.
+its curvature estimate stayed positive (+0.009 to +0.018) and it never fired, so it equalled the control. Medium
+scale: the same runs, 2,000 SGD steps instead of 400 (the runs of Fig. 4 at medium, shared).
 
 Claims (paired over the repetitions, which share a data order across arms): the proposed reorganization escapes
 (lower mean loss after step 50 than the control) and beats random reorganization, perturbed GD and NEON.
@@ -18,38 +19,34 @@ Claims (paired over the repetitions, which share a data order across arms): the 
 from __future__ import annotations
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, register_figure
+from figures.contract import FigureResult
 from figures.tunnels._plots import band_figure, set_titles
 from figures.tunnels._setup import (
-    COLORS,
+    LINE_COLORS,
     NEON_IMAGES,
     NEON_KW,
     PGD_KW,
     SaddleStart,
-    mean_std,
     moved_premise,
     paired,
-    saddle_figure,
+    single_layer_figure,
     window_mean,
 )
 
 RUNS = {"control": "control", "proposed": "reorg_proposed", "random": "reorg_random", "pgd": "pgd", "neon": "neon"}
 BASELINES = {"random": "random weight reorganization (same magnitude)", "pgd": "perturbed GD", "neon": "NEON"}
-_COLOR = {**COLORS, "pgd": "#8c564b"}
 
 
-@register_figure("tunnels_fig2_left", paper="tunnels", title="Fig. 2 left: weight reorganization vs PGD and NEON")
-@saddle_figure
+@single_layer_figure("tunnels_fig2_left", "Fig. 2 left: weight reorganization vs PGD and NEON")
 def run_fig2_left(st: SaddleStart) -> FigureResult:
     """Fig. 2 left at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
     s, info = st.setup, st.info
-    res, steps = st.arms(RUNS)
-    stats = {r: mean_std(v["losses"]) for r, v in res.items()}
+    res, steps, stats = st.curves(RUNS)
     after = {r: window_mean(v, s.open_at + 5, s.total_steps) for r, v in res.items()}
     base = st.premises(res["control"])
     moved = {"pgd": moved_premise(res["pgd"], "perturbed GD"), "neon": moved_premise(res["neon"], "NEON")}
 
-    fig, mfig, ax = band_figure(steps, stats, _COLOR, (6.5, 4.2), alpha=0.15)
+    fig, mfig, ax = band_figure(steps, stats, LINE_COLORS, (6.5, 4.2), alpha=0.15)
     fig.add_vline(x=s.open_at, line_dash="dot")
     ax.axvline(s.open_at, ls=":", color="k")
     set_titles(
@@ -96,7 +93,7 @@ def run_fig2_left(st: SaddleStart) -> FigureResult:
         fig,
         mfig,
         claims,
-        reorganized="1 merge + reopen (quick, 2 filters); paper: 2",
+        reorganized=f"1 merge + reopen ({s.scale}, 2 filters); paper: 2",
         pgd=f"radius {PGD_KW['radius']} every {PGD_KW['t_thres']} steps",
         neon=f"{NEON_KW['iterations']} iterations of step {NEON_KW['eta']}, radius {NEON_KW['radius']}, "
         f"escape step {NEON_KW['escape_step']}, every {NEON_KW['t_thres']} steps, gradient "

@@ -13,17 +13,16 @@ from __future__ import annotations
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, register_figure
+from figures.contract import FigureResult
 from figures.tunnels._plots import band_figure, set_titles
-from figures.tunnels._setup import COLORS, SaddleStart, paired, saddle_figure, saddle_premises
+from figures.tunnels._setup import COLORS, SaddleStart, paired, saddle_premises, single_layer_figure
 
 MODES = ("proposed", "random", "constant", "half")
 WINDOW = 50  # steps after opening at which "fastest" is judged (fixed before measuring)
 HALF_TOL = 1e-6  # "never broken": the distance stays below this
 
 
-@register_figure("tunnels_fig3", paper="tunnels", title="Fig. 3: symmetry breaking between a clone and its origin")
-@saddle_figure
+@single_layer_figure("tunnels_fig3", "Fig. 3: symmetry breaking between a clone and its origin", medium=False)
 def run_fig3(st: SaddleStart) -> FigureResult:
     """Fig. 3 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._setup.saddle_figure`)."""
     s, info = st.setup, st.info

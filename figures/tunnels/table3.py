@@ -9,6 +9,9 @@ the matrices A, the eigen-analysis (SVD of each unit's A) and the rest (surgery,
 rebuild). The paper's numbers are shown as the paper's (its MNIST runs are Sec. 4.1's single-layer network, its
 ImageNet runs the deep CNN); ours are measured on one CPU core of a shared machine.
 
+At the medium scale the runs include Fig. 2 right's perturbed-GD and NEON arms, timed the same way (the paper's
+"Noisy SGD" and "NEON" rows); their run times include the perturbations and NEON's gradient differences.
+
 Claims (thresholds fixed before measuring): the mean opening overhead of the proposed runs is below the standard
 deviation of the control runs' wall-clock times (the paper's comparison), and below 5% of the mean proposed run.
 """
@@ -23,8 +26,8 @@ import plotly.graph_objects as go
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, register_figure
-from figures.tunnels._deep import DEEP_ARMS, PAPER_TABLE3, DeepSetup, deep_figure
-from figures.tunnels._setup import COLORS
+from figures.tunnels._deep import PAPER_TABLE3, DeepSetup, deep_figure
+from figures.tunnels._setup import LINE_COLORS
 from figures.verdict import at_least
 
 SHARE_LIMIT = 0.05  # "insignificant": less than 5% of the run
@@ -41,14 +44,16 @@ def run_times(res: dict[str, Any]) -> dict[str, np.ndarray]:
         ``{arm: array (repetitions,)}``.
     """
     pre = np.asarray(res["times"]["pre"])
-    return {a: pre + np.asarray(res["times"]["post"][a]) for a in DEEP_ARMS}
+    return {a: pre + np.asarray(post) for a, post in res["times"]["post"].items()}
 
 
 def _ms(a: np.ndarray) -> tuple[float, float]:
     return float(np.mean(a)), float(np.std(a))
 
 
-@register_figure("tunnels_table3", paper="tunnels", title="Table 3: wall-clock overhead of tunnel opening")
+@register_figure(
+    "tunnels_table3", paper="tunnels", title="Table 3: wall-clock overhead of tunnel opening", scales=("medium",)
+)
 @deep_figure
 def run_table3(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
     """Table 3 at a scale (or for an explicit setup) (signature: :func:`~figures.tunnels._deep.deep_figure`)."""
@@ -60,12 +65,12 @@ def run_table3(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
     steps_eq = float(np.mean(opening["open"])) / res["step_time"]
 
     # ------------------------------------------------------------------ the table: paper's rows, then ours
-    where = "quick" if s.scale == "quick" else "full"
+    where = s.scale
     rows: list[tuple[str, str, float, float]] = []
     for ds, arms in PAPER_TABLE3.items():
         for arm, (m, sd) in arms.items():
             rows.append((f"paper, {ds}", f"{arm} run [s]", m, sd))
-    for a in DEEP_ARMS:
+    for a in s.arms:
         rows.append((f"ours ({where})", f"{a} run [s]", *_ms(runs[a])))
     for label, v in (
         ("opening, total (proposed) [s]", opening["open"]),
@@ -109,24 +114,24 @@ def run_table3(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
     tab.set_fontsize(8)
     ax_t.set_title("Table 3: the paper's wall-clock times (GPU) and ours (one CPU core)", fontsize=10, pad=8)
     # bars: our runs split into training and opening parts, error bar = std of the run total
-    pos = np.arange(len(DEEP_ARMS))
-    train = np.array([np.mean(runs[a] - np.asarray(T["open"][a])) for a in DEEP_ARMS])
+    pos = np.arange(len(s.arms))
+    train = np.array([np.mean(runs[a] - np.asarray(T["open"][a])) for a in s.arms])
     parts = {
-        "A (data pass)": [np.mean(T["a"][a]) for a in DEEP_ARMS],
-        "eigen-analysis": [np.mean(T["eigen"][a]) for a in DEEP_ARMS],
+        "A (data pass)": [np.mean(T["a"][a]) for a in s.arms],
+        "eigen-analysis": [np.mean(T["eigen"][a]) for a in s.arms],
         "surgery + resets": [
-            np.mean(np.asarray(T["open"][a]) - np.asarray(T["a"][a]) - np.asarray(T["eigen"][a])) for a in DEEP_ARMS
+            np.mean(np.asarray(T["open"][a]) - np.asarray(T["a"][a]) - np.asarray(T["eigen"][a])) for a in s.arms
         ],
     }
     ax_b.barh(
-        pos, train, color="#c7c7c7", edgecolor=[COLORS[a] for a in DEEP_ARMS], linewidth=2, label="training steps"
+        pos, train, color="#c7c7c7", edgecolor=[LINE_COLORS[a] for a in s.arms], linewidth=2, label="training steps"
     )
     left = train.copy()
     for (name, v), c in zip(parts.items(), ("#d62728", "#9467bd", "#7f7f7f")):
         ax_b.barh(pos, v, left=left, color=c, label=name)
         left = left + np.asarray(v)
-    ax_b.errorbar(left, pos, xerr=[np.std(runs[a]) for a in DEEP_ARMS], fmt="none", ecolor="k", capsize=4)
-    ax_b.set_yticks(pos, list(DEEP_ARMS))
+    ax_b.errorbar(left, pos, xerr=[np.std(runs[a]) for a in s.arms], fmt="none", ecolor="k", capsize=4)
+    ax_b.set_yticks(pos, list(s.arms))
     ax_b.set(
         xlabel="wall-clock seconds per run (ours; error bar: one std of the run)",
         title=f"our runs: {s.total_steps} Adam steps, opening after step {s.open_at}",
