@@ -298,7 +298,7 @@ def test_statement_template_names_the_setting():
     book = ClaimBook("persistent_fig7_8", scale="quick")
     assert "bad_std" in book["bad-init-is-worse"].fields
     better = paired_proportions(np.arange(100) < 90, np.arange(100) < 60)
-    accs = dict(good_test=0.9, bad_test=0.6, good_val=0.91, bad_val=0.62, resolvable="100 test images")
+    accs = dict(good_test=0.9, bad_test=0.6, good_val=0.91, bad_val=0.62, test="McNemar on 100 test images", seeds="")
     claim = book("bad-init-is-worse", 30.0, better, bad_std=0.5, **accs)
     assert claim.statement.startswith("N(0, 0.5) is the worse initialization")
     assert "(90.00% vs 60.00%; validation 91.00% vs 62.00%)" in claim.detail and claim.verdict.value == "held"

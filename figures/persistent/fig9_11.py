@@ -40,6 +40,8 @@ from figures.persistent._setup import (
     partial_setup,
     persistent_figure,
     render,
+    seeds_caption,
+    seeds_scaling,
 )
 from persistence import PersistentTrainer
 
@@ -53,29 +55,44 @@ FIGNUM = {"lenet5": 9, "alexnet": 10, "resnet": 11}
 
 
 @register_figure(
-    "persistent_fig11", paper="persistent", title="Fig. 11: partial persistent ResNet", options={"which": "resnet"}
+    "persistent_fig11",
+    paper="persistent",
+    title="Fig. 11: partial persistent ResNet",
+    scales=("medium",),
+    options={"which": "resnet"},
 )
 @register_figure(
-    "persistent_fig10", paper="persistent", title="Fig. 10: partial persistent AlexNet", options={"which": "alexnet"}
+    "persistent_fig10",
+    paper="persistent",
+    title="Fig. 10: partial persistent AlexNet",
+    scales=("medium",),
+    options={"which": "alexnet"},
 )
 @register_figure(
-    "persistent_fig9", paper="persistent", title="Fig. 9: partial persistent LeNet-5", options={"which": "lenet5"}
+    "persistent_fig9",
+    paper="persistent",
+    title="Fig. 9: partial persistent LeNet-5",
+    scales=("medium",),
+    options={"which": "lenet5"},
 )
 def figure_partial(
     scale: Scale | str = Scale.QUICK, data_dir: Path | str | None = None, *, which: str, **kw: Any
 ) -> FigureResult:
     """Fig. 9 (``"lenet5"``), 10 (``"alexnet"``) or 11 (``"resnet"``) at a scale, or for an explicit setup.
 
-    Signature: :func:`figures.persistent._setup.persistent_figure`'s (``cache``, ``progress``, ``setup``), the
-    default setup the partial run of ``which``.
+    Signature: :func:`figures.persistent._setup.persistent_figure`'s with ``seeds=True`` (``cache``, ``progress``,
+    ``setup``: a :class:`RunSetup` or a list of them, one per training seed), the default setup the partial run of
+    ``which``.
     """
-    figure = persistent_figure(lambda scale, data_dir: partial_setup(which, scale, data_dir))(_figure_partial)
+    settings = lambda scale, data_dir: partial_setup(which, scale, data_dir)  # noqa: E731
+    figure = persistent_figure(settings, seeds=True)(_figure_partial)
     return figure(scale, data_dir, which=which, **kw)
 
 
 def _figure_partial(
-    setup: RunSetup, pt: PersistentTrainer, scale: Scale, progress: bool, *, which: str
+    setups: list[RunSetup], runs: list[PersistentTrainer], scale: Scale, progress: bool, *, which: str
 ) -> FigureResult:
+    setup, pt = setups[0], runs[0]  # drawn: the first seed (the quick run)
     paper_name, n = PARTIAL_MODELS[which][0], FIGNUM[which]
     title = paper_name if setup.model == PARTIAL_MODELS[which][1] else f"{setup.model} (for {paper_name})"
     p_val, p_test, c_val, c_test = PAPER[which]
@@ -92,14 +109,14 @@ def _figure_partial(
         caption="Training loss includes the persistent penalty.",
     )
     splits = setup.splits()
-    conv = converged_premise(pt)
-    moved, dis = moved_premise(pt, splits)
+    conv = converged_premise(runs)
+    moved, _ = moved_premise(runs, splits)
     book = ClaimBook(f"persistent_fig{n}", scale=str(scale))
     claims = [
         championship_claim(
             book,
             "persistent-beats-plain",
-            pt,
+            runs,
             splits,
             premises=[conv, moved],
             paper_champ_val=c_val,
@@ -109,12 +126,13 @@ def _figure_partial(
     return FigureResult(
         caption=f"Fig. {n}: left, validation (red) and test (blue) error of each partial persistent iteration (dashed) "
         f"against the plain {title}'s (solid), the star marks the championship; right, loss and error per "
-        "epoch of the championship (solid) and the plain model (dotted).",
+        "epoch of the championship (solid) and the plain model (dotted)." + seeds_caption(runs),
         panels=[errors, history],
         claims=claims,
         scaling={
             "model": setup.describe_model() + f" (paper: {paper_name})",
             **setup.scaling(),
             "layers": layers_used(pt),
+            **seeds_scaling(runs),
         },
     )

@@ -45,7 +45,9 @@ from figures.persistent._setup import (
     partial_setup,
     persistent_figure,
     render,
-    resolvable,
+    seed_values,
+    seeds_caption,
+    seeds_scaling,
     test_correct,
     train_correct,
 )
@@ -79,21 +81,25 @@ def preprint_partial_setup(scale: Scale | str, data_dir: Path | str | None = Non
     "persistent_pp_fig11",
     paper="persistent",
     title="Preprint Fig. 11: plain vs championship curves, good vs bad init, with the depth factor",
+    scales=("medium",),
 )
-@persistent_figure(preprint_full_setups)
-def figure_pp11(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, progress: bool) -> FigureResult:
-    """Preprint Fig. 11 at a scale, or for explicit ``setup={"bad": RunSetup, "good": RunSetup}``.
+@persistent_figure(preprint_full_setups, seeds=True)
+def figure_pp11(
+    setups: dict[str, list[RunSetup]], runs: dict[str, list[PersistentTrainer]], scale: Scale, progress: bool
+) -> FigureResult:
+    """Preprint Fig. 11 at a scale, or for explicit ``setup={"bad": ..., "good": ...}`` (RunSetups or seed lists).
 
-    Signature: :func:`figures.persistent._setup.persistent_figure`.
+    Signature: :func:`figures.persistent._setup.persistent_figure` with ``seeds=True``.
     """
-    splits = setups["bad"].splits()
-    champ = {k: pt.champion_ for k, pt in runs.items()}
+    splits = setups["bad"][0].splits()
+    first = {k: r[0] for k, r in runs.items()}  # drawn: the first seed (the quick run)
+    champ = {k: pt.champion_ for k, pt in first.items()}
     lines = []
     for k, color in (("good", RED), ("bad", BLUE)):
-        std = setups[k].init_std
+        std = setups[k][0].init_std
         for it, width, who in ((0, 1.0, "plain"), (champ[k], 2.5, f"championship (iteration {champ[k]})")):
             for metric, dash in (("train_accuracy", "dot"), ("val_accuracy", "solid")):
-                e, acc = curve(runs[k], it, metric)
+                e, acc = curve(first[k], it, metric)
                 lines.append(
                     Line(e, 100 * (1 - acc), f"N(0, {std:g}) {who}: {metric.split('_')[0]}", color, dash, width=width)
                 )
@@ -104,14 +110,17 @@ def figure_pp11(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, 
         size=(9.0, 5.2),
         caption="Thin lines: plain models; thick: championships; dotted: training error; solid: validation error.",
     )
-    m = {k: pt.results_ for k, pt in runs.items()}
-    plain_good, champ_bad = m["good"][0].metrics, m["bad"][champ["bad"]].metrics
-    gap_val = float(plain_good["val_accuracy"] - m["bad"][0].metrics["val_accuracy"])
+    v = {k: seed_values(r) for k, r in runs.items()}
+    gaps = [
+        float(g.results_[0].metrics["val_accuracy"] - b.results_[0].metrics["val_accuracy"])
+        for g, b in zip(runs["good"], runs["bad"])
+    ]
     bad_worse = at_least(
-        f"the N(0, {setups['bad'].init_std:g}) initialization is the worse one",
-        gap_val,
+        f"the N(0, {setups['bad'][0].init_std:g}) initialization is the worse one",
+        gaps[0] if len(gaps) == 1 else gaps,
         0.01,
-        detail="plain validation accuracy, good minus bad init; at least 1 point",
+        detail="plain validation accuracy, good minus bad init; at least 1 point"
+        + ("" if len(gaps) == 1 else f" in each of the {len(gaps)} training seeds"),
     )
     conv = [converged_premise(runs[k], f"every iteration from the {k} init converged") for k in ("bad", "good")]
     moved = moved_premise(runs["bad"], splits)[0]
@@ -120,33 +129,37 @@ def figure_pp11(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, 
         accuracy_claim(
             book,
             "bad-championship-passes-good-plain",
-            test_correct(runs["bad"], champ["bad"], splits),
-            test_correct(runs["good"], 0, splits),
+            [test_correct(pt, pt.champion_, splits) for pt in runs["bad"]],
+            [test_correct(pt, 0, splits) for pt in runs["good"]],
             premises=[bad_worse, *conv, moved],
-            champion=champ["bad"],
-            champ_val=champ_bad["val_accuracy"],
-            plain_val=plain_good["val_accuracy"],
-            resolvable=resolvable(len(splits.test[1])),
+            champion=v["bad"]["champion"],
+            champ_val=v["bad"]["champ_val"],
+            plain_val=v["good"]["plain_val"],
         ),
         accuracy_claim(
             book,
             "bad-championship-trains-worse",
-            train_correct(runs["good"], 0, splits),
-            train_correct(runs["bad"], champ["bad"], splits),
+            [train_correct(pt, 0, splits) for pt in runs["good"]],
+            [train_correct(pt, pt.champion_, splits) for pt in runs["bad"]],
             premises=[bad_worse, *conv],
+            images="training",
             n_train=len(splits.train[1]),
         ),
     ]
-    depth = {k: runs[k].depth_factor_ for k in runs}
-    s = setups["bad"]
+    depth = {k: first[k].depth_factor_ for k in runs}
+    s = setups["bad"][0]
     return FigureResult(
         caption=f"Preprint Fig. 11: per-epoch training and validation error of the plain models and the championships "
         f"of full persistent LeNet-5 runs with the preprint's depth factor (bad init N(0, "
-        f"{setups['bad'].init_std:g}), good init N(0, {setups['good'].init_std:g})). Depth factors "
-        f"|L(w_ini) - L(w_0)|: bad {depth['bad']:.3g}, good {depth['good']:.3g}.",
+        f"{s.init_std:g}), good init N(0, {setups['good'][0].init_std:g})). Depth factors "
+        f"|L(w_ini) - L(w_0)|: bad {depth['bad']:.3g}, good {depth['good']:.3g}." + seeds_caption(runs["bad"]),
         panels=[panel],
         claims=claims,
-        scaling={"model": s.describe_model() + f" (and N(0, {setups['good'].init_std:g}))", **s.scaling()},
+        scaling={
+            "model": s.describe_model() + f" (and N(0, {setups['good'][0].init_std:g}))",
+            **s.scaling(),
+            **seeds_scaling(runs["bad"]),
+        },
     )
 
 
@@ -154,13 +167,18 @@ def figure_pp11(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, 
     "persistent_pp_partial",
     paper="persistent",
     title="Preprint eq. 5: partial persistent LeNet-5 with the depth factor",
+    scales=("medium",),
 )
-@persistent_figure(preprint_partial_setup)
-def figure_pp_partial(setup: RunSetup, pt: PersistentTrainer, scale: Scale, progress: bool) -> FigureResult:
+@persistent_figure(preprint_partial_setup, seeds=True)
+def figure_pp_partial(
+    setups: list[RunSetup], runs: list[PersistentTrainer], scale: Scale, progress: bool
+) -> FigureResult:
     """The preprint's partial persistent LeNet-5 (eq. 5 with the depth factor) at a scale, or for a setup.
 
-    Signature: :func:`figures.persistent._setup.persistent_figure`.
+    Signature: :func:`figures.persistent._setup.persistent_figure` with ``seeds=True`` (``setup``: a RunSetup or a
+    list of them, one per training seed).
     """
+    setup, pt = setups[0], runs[0]  # drawn: the first seed (the quick run)
     splits = setup.splits()
     c = pt.champion_
     val = np.array([r.metrics["val_accuracy"] for r in pt.results_])
@@ -187,28 +205,32 @@ def figure_pp_partial(setup: RunSetup, pt: PersistentTrainer, scale: Scale, prog
         "Preprint Figs. 12 and 15 (eq. 5): validation and test error per iteration",
         size=(6.4, 4.2),
     )
-    conv = converged_premise(pt)
-    moved, dis = moved_premise(pt, splits)
+    conv = converged_premise(runs)
+    moved, _ = moved_premise(runs, splits)
     book = ClaimBook("persistent_pp_partial", scale=str(scale))
+    depths = [p.depth_factor_ or 0.0 for p in runs]
+    per_seed = "" if len(runs) == 1 else " per seed"
     claims = [
         championship_claim(
             book,
             "depth-factor-raises-accuracy",
-            pt,
+            runs,
             splits,
             premises=[conv, moved],
-            depth=pt.depth_factor_,
-            lam=setup.lam * (pt.depth_factor_ or 0),
+            depth=", ".join(f"{d:.3g}" for d in depths) + per_seed,
+            lam=", ".join(f"{setup.lam * d:.3g}" for d in depths) + per_seed,
         )
     ]
     return FigureResult(
         caption="The preprint's partial persistent LeNet-5 (one random layer per iteration, penalty times the depth "
-        "factor |L(w_ini) - L(w_0)|): validation and test error per iteration against the plain model's.",
+        "factor |L(w_ini) - L(w_0)|): validation and test error per iteration against the plain model's."
+        + seeds_caption(runs),
         panels=[panel],
         claims=claims,
         scaling={
             "model": setup.describe_model(),
             **setup.scaling(),
             "layers": ", ".join(f"{i}: {r.layer}" for i, r in enumerate(pt.results_[1:], start=1)),
+            **seeds_scaling(runs),
         },
     )
