@@ -53,6 +53,22 @@ def _tiny(name: str, model: str, **kw) -> common.RunSetup:
     return common.RunSetup(**{**base, **kw})
 
 
+def _tiny_tanh() -> common.RunSetup:
+    """A tiny partial persistent tanh MLP that records its saturation (Figs. 13-15)."""
+    return _tiny(
+        "t_tanh",
+        "mlp7_tanh",
+        model_kwargs={"width": 8},
+        init="xavier",
+        iterations=3,
+        epochs=2,
+        saturation=True,
+        histogram_epochs=(1.0, 2.0),
+        saturation_images=50,
+        record_every_epochs=1,
+    )
+
+
 # --------------------------------------------------------------------------- Figs. 1-2 (paper settings)
 def test_toy_claims_hold_at_paper_settings():
     claims = _check(figure1_2(), 2)
@@ -137,18 +153,7 @@ def test_fig12_tiny(tmp_path):
 
 
 def test_fig13_15_tiny(tmp_path):
-    setup = _tiny(
-        "t_tanh",
-        "mlp7_tanh",
-        model_kwargs={"width": 8},
-        init="xavier",
-        iterations=3,
-        epochs=2,
-        saturation=True,
-        histogram_epochs=(1.0, 2.0),
-        saturation_images=50,
-        record_every_epochs=1,
-    )
+    setup = _tiny_tanh()
     claims = _check(figure13_15("quick", cache=tmp_path, setup=setup), 4)
     assert any("saturated" in p.statement for p in claims[1].premises)
 
@@ -396,18 +401,7 @@ def test_fig9_and_fig12_medium_tiny(tmp_path):
 
 
 def test_fig13_15_medium_tiny(tmp_path):
-    setup = _tiny(
-        "t_tanh",
-        "mlp7_tanh",
-        model_kwargs={"width": 8},
-        init="xavier",
-        iterations=3,
-        epochs=2,
-        saturation=True,
-        histogram_epochs=(1.0, 2.0),
-        saturation_images=50,
-        record_every_epochs=1,
-    )
+    setup = _tiny_tanh()
     claims = _medium(figure13_15("medium", cache=tmp_path, setup=common.repeat_seeds(setup, 2)), 4, exact=(2,))
     assert all(isinstance(p.measured, float) for p in claims[2].premises)  # the exact check is seed 0's
     assert any(isinstance(p.measured, list) and len(p.measured) == 2 for p in claims[1].premises)  # every seed's

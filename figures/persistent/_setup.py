@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from figures.claims import ClaimBook
-from figures.contract import Claim, FigureResult, Panel, Scale, figure_function
+from figures.contract import Claim, FigureResult, Panel, Scale, figure_function, register_figure
 from figures.persistent._runs import (
     CIFAR_HINT,
     MEDIUM_SEEDS,
@@ -108,14 +108,14 @@ __all__ = [  # the shared setup of the Persistent Neurons figures: defined here 
     "repeat_seeds",
     "resolvable",
     "seed_values",
-    "seeds_caption",
-    "seeds_scaling",
+    "seeded_figure",
     "run_persistent",
     "source_hash",
     "spearman_effect",
     "test_correct",
     "test_predictions",
     "train_correct",
+    "with_seeds",
 ]
 
 SOURCE = "Persistent Neurons (extended version)"
@@ -156,6 +156,31 @@ def persistent_figure(
         return _per_run(settings(scale, data_dir), lambda s: repeat_seeds(s, n))
 
     return figure_function(over_seeds, _trained_seeds)
+
+
+def seeded_figure(
+    name: str, title: str, settings: Callable[..., Any]
+) -> Callable[[Callable[..., FigureResult]], Callable[..., FigureResult]]:
+    """Register a Persistent Neurons figure whose runs repeat over training seeds at the medium scale.
+
+    The body gets its settings and runs as :func:`persistent_figure` with ``seeds=True`` gives them (lists over
+    the seeds); the figure is registered under ``name`` with a medium setting
+    (:func:`figures.contract.register_figure`).
+
+    Args:
+        name: The figure's name.
+        title: Its title in the gallery.
+        settings: The settings of seed 0 at a gallery scale, ``settings(scale, data_dir)``.
+
+    Returns:
+        The decorator; it returns the figure function.
+    """
+
+    def decorate(body: Callable[..., FigureResult]) -> Callable[..., FigureResult]:
+        figure: Callable[..., FigureResult] = persistent_figure(settings, seeds=True)(body)
+        return register_figure(name, paper="persistent", title=title, scales=("medium",))(figure)
+
+    return decorate
 
 
 def _per_run(setup: Any, fn: Callable[[RunSetup], Any]) -> Any:
@@ -524,21 +549,21 @@ def championship_claim(
     return accuracy_claim(book, key, champ, plain, premises=premises, **seed_values(runs), **values)
 
 
-def seeds_scaling(runs: Sequence[PersistentTrainer]) -> dict[str, str]:
-    """The scaling entry of a figure over several training seeds (none for one seed: the quick run)."""
+def with_seeds(result: FigureResult, runs: Sequence[PersistentTrainer]) -> FigureResult:
+    """``result`` noting its training seeds in the caption and the scaling (one seed, the quick run: unchanged)."""
     if len(runs) == 1:
-        return {}
+        return result
     champs = ", ".join(str(pt.champion_) for pt in runs)
-    return {
-        "seeds": f"{len(runs)} training seeds 0-{len(runs) - 1} (initial weights, minibatch order and penalized "
-        f"layers; the same data split), otherwise the quick settings; championships per seed: {champs}; the "
-        "plots, the layers and the exact checks show seed 0 (the quick run)"
-    }
-
-
-def seeds_caption(runs: Sequence[PersistentTrainer]) -> str:
-    """A caption's note on the seeds (empty for one seed)."""
-    return "" if len(runs) == 1 else f" Drawn: training seed 0 of {len(runs)}; the claims are paired over the seeds."
+    seeds = (
+        f"{len(runs)} training seeds 0-{len(runs) - 1} (initial weights, minibatch order and penalized layers; the "
+        f"same data split), otherwise the quick settings; championships per seed: {champs}; the plots, the layers "
+        "and the exact checks show seed 0 (the quick run)"
+    )
+    return dataclasses.replace(
+        result,
+        caption=f"{result.caption} Drawn: training seed 0 of {len(runs)}; the claims are paired over the seeds.",
+        scaling={**result.scaling, "seeds": seeds},
+    )
 
 
 def resolvable(n: int) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 from torch import nn
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, register_figure
+from figures.contract import FigureResult, Panel, Scale
 from figures.persistent._setup import (
     RunSetup,
     at_least,
@@ -36,9 +36,8 @@ from figures.persistent._setup import (
     iteration_model,
     moved_premise,
     partial_setup,
-    persistent_figure,
-    seeds_caption,
-    seeds_scaling,
+    seeded_figure,
+    with_seeds,
 )
 from figures.verdict import at_most, paired_effect
 from landscape.curvature import HessianSpectrum, hessian_spectrum
@@ -129,13 +128,11 @@ def _per_probe(spectra: list[HessianSpectrum]) -> dict[str, Any]:
     }
 
 
-@register_figure(
+@seeded_figure(
     "persistent_fig12",
-    paper="persistent",
-    title="Fig. 12: Hessian eigenvalue density, plain vs championship ResNet",
-    scales=("medium",),
+    "Fig. 12: Hessian eigenvalue density, plain vs championship ResNet",
+    lambda scale, data_dir: partial_setup("resnet", scale, data_dir),
 )
-@persistent_figure(lambda scale, data_dir: partial_setup("resnet", scale, data_dir), seeds=True)
 def figure12(
     setups: list[RunSetup],
     runs: list[PersistentTrainer],
@@ -258,11 +255,11 @@ def figure12(
             pairing=pairing,
         ),
     ]
-    return FigureResult(
+    result = FigureResult(
         caption=f"Fig. 12: Hessian eigenvalue densities (SLQ, Gaussian broadening, log scale) of the plain model and "
         f"the {labels[1]} of the partial persistent ResNet run of Fig. 11; dotted lines: top eigenvalues, "
         f"dashed: bulk edges ({100 * BULK_MASS:g}% of the spectral mass below). The paper draws the two "
-        "densities side by side." + seeds_caption(runs),
+        "densities side by side.",
         panels=[Panel("density", plotly=fig, mpl=mfig)],
         claims=claims,
         scaling={
@@ -270,6 +267,6 @@ def figure12(
             **setup.scaling(),
             "hessian": f"training cross-entropy on {images} training images, eval-mode BatchNorm, {probes} SLQ "
             f"probes x {steps} steps, top {top_k} eigenvalues",
-            **seeds_scaling(runs),
         },
     )
+    return with_seeds(result, runs)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, Scale, register_figure
+from figures.contract import FigureResult, Panel, Scale
 from figures.persistent._setup import (
     ORANGE,
     PALETTE,
@@ -46,11 +46,10 @@ from figures.persistent._setup import (
     error_sub,
     layers_used,
     moved_premise,
-    persistent_figure,
     render,
-    seeds_caption,
-    seeds_scaling,
+    seeded_figure,
     spearman_effect,
+    with_seeds,
 )
 from figures.verdict import paired_effect
 from landscape.analyze import SaturationHistory
@@ -171,13 +170,11 @@ class _Seed:
         )
 
 
-@register_figure(
+@seeded_figure(
     "persistent_fig13_15",
-    paper="persistent",
-    title="Figs. 13-15: saturation of a 7-layer tanh network under partial persistent training",
-    scales=("medium",),
+    "Figs. 13-15: saturation of a 7-layer tanh network under partial persistent training",
+    saturation_setup,
 )
-@persistent_figure(saturation_setup, seeds=True)
 def figure13_15(setups: list[RunSetup], runs: list[PersistentTrainer], scale: Scale, progress: bool) -> FigureResult:
     """The figure at a scale, or for an explicit setup with ``saturation=True`` (or a list of them, one per seed).
 
@@ -319,11 +316,11 @@ def figure13_15(setups: list[RunSetup], runs: list[PersistentTrainer], scale: Sc
             **pooled,
         ),
     ]
-    return FigureResult(
+    result = FigureResult(
         caption="Fig. 13: validation and test error per iteration. Fig. 14: the 98th percentile of each tanh layer's "
         "activations per epoch for the plain model (solid), the championship and the last iteration, and a "
         "summary over all iterations. Fig. 15: normalized activation histograms of the plain model and the "
-        f"championship at epochs {', '.join(f'{e:g}' for e in eps)}." + seeds_caption(runs),
+        f"championship at epochs {', '.join(f'{e:g}' for e in eps)}.",
         panels=[errors, p14, summary, Panel("histograms", plotly=fig15, mpl=m15)],
         claims=claims,
         scaling={
@@ -331,9 +328,9 @@ def figure13_15(setups: list[RunSetup], runs: list[PersistentTrainer], scale: Sc
             **setup.scaling(),
             "layers": layers_used(pt),
             "saturation": f"p{Q:g} of raw tanh outputs on {setup.saturation_images} validation images, every epoch",
-            **seeds_scaling(runs),
         },
     )
+    return with_seeds(result, runs)
 
 
 def _mpl(draw, size: tuple[float, float]):  # noqa: ANN001, ANN202

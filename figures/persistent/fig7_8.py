@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, register_figure
+from figures.contract import FigureResult, Scale
 from figures.persistent._setup import (
     RunSetup,
     accuracy_claim,
@@ -32,12 +32,11 @@ from figures.persistent._setup import (
     lenet_full_setups,
     moved_premise,
     pct,
-    persistent_figure,
     render,
     seed_values,
-    seeds_caption,
-    seeds_scaling,
+    seeded_figure,
     test_correct,
+    with_seeds,
 )
 from figures.verdict import Premise
 from persistence import PersistentTrainer
@@ -75,13 +74,9 @@ def _labels(setups: dict) -> dict[str, str]:
     return {k: f"initialization {i}, N(0, {setups[k].init_std:g}) ({k})" for i, k in ((1, "bad"), (2, "good"))}
 
 
-@register_figure(
-    "persistent_fig7_8",
-    paper="persistent",
-    title="Figs. 7-8: full persistent LeNet-5 from bad and good initializations",
-    scales=("medium",),
+@seeded_figure(
+    "persistent_fig7_8", "Figs. 7-8: full persistent LeNet-5 from bad and good initializations", lenet_full_setups
 )
-@persistent_figure(lenet_full_setups, seeds=True)
 def figure7_8(
     setups: dict[str, list[RunSetup]], runs: dict[str, list[PersistentTrainer]], scale: Scale, progress: bool
 ) -> FigureResult:
@@ -149,9 +144,8 @@ def figure7_8(
         "model": s.describe_model() + f" (and N(0, {setups['good'][0].init_std:g}))",
         **s.scaling(),
         "layers": layers_used(first["bad"]),
-        **seeds_scaling(runs["bad"]),
     }
-    return FigureResult(
+    result = FigureResult(
         caption=(
             ""
             if s.init_std == 0.2
@@ -162,8 +156,9 @@ def figure7_8(
         + "Fig. 7: validation (red) and test (blue) error of each persistent iteration (dashed) against the "
         "plain model's (solid lines), for the bad and the good initialization; the star marks the "
         "championship. Fig. 8: loss and error per epoch of the championship (solid) and the plain model "
-        "(dotted)." + seeds_caption(runs["bad"]),
+        "(dotted).",
         panels=[errors, curves],
         claims=claims,
         scaling=scaling,
     )
+    return with_seeds(result, runs["bad"])

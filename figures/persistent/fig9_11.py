@@ -40,8 +40,7 @@ from figures.persistent._setup import (
     partial_setup,
     persistent_figure,
     render,
-    seeds_caption,
-    seeds_scaling,
+    with_seeds,
 )
 from persistence import PersistentTrainer
 
@@ -54,27 +53,6 @@ PAPER = {  # (plain val, plain test, championship val, championship test)
 FIGNUM = {"lenet5": 9, "alexnet": 10, "resnet": 11}
 
 
-@register_figure(
-    "persistent_fig11",
-    paper="persistent",
-    title="Fig. 11: partial persistent ResNet",
-    scales=("medium",),
-    options={"which": "resnet"},
-)
-@register_figure(
-    "persistent_fig10",
-    paper="persistent",
-    title="Fig. 10: partial persistent AlexNet",
-    scales=("medium",),
-    options={"which": "alexnet"},
-)
-@register_figure(
-    "persistent_fig9",
-    paper="persistent",
-    title="Fig. 9: partial persistent LeNet-5",
-    scales=("medium",),
-    options={"which": "lenet5"},
-)
 def figure_partial(
     scale: Scale | str = Scale.QUICK, data_dir: Path | str | None = None, *, which: str, **kw: Any
 ) -> FigureResult:
@@ -87,6 +65,16 @@ def figure_partial(
     settings = lambda scale, data_dir: partial_setup(which, scale, data_dir)  # noqa: E731
     figure = persistent_figure(settings, seeds=True)(_figure_partial)
     return figure(scale, data_dir, which=which, **kw)
+
+
+for _which, _name in (("lenet5", "LeNet-5"), ("alexnet", "AlexNet"), ("resnet", "ResNet")):  # Figs. 9, 10, 11
+    register_figure(
+        f"persistent_fig{FIGNUM[_which]}",
+        paper="persistent",
+        title=f"Fig. {FIGNUM[_which]}: partial persistent {_name}",
+        scales=("medium",),
+        options={"which": _which},
+    )(figure_partial)
 
 
 def _figure_partial(
@@ -123,16 +111,16 @@ def _figure_partial(
             paper_plain_val=p_val,
         ),
     ]
-    return FigureResult(
+    result = FigureResult(
         caption=f"Fig. {n}: left, validation (red) and test (blue) error of each partial persistent iteration (dashed) "
         f"against the plain {title}'s (solid), the star marks the championship; right, loss and error per "
-        "epoch of the championship (solid) and the plain model (dotted)." + seeds_caption(runs),
+        "epoch of the championship (solid) and the plain model (dotted).",
         panels=[errors, history],
         claims=claims,
         scaling={
             "model": setup.describe_model() + f" (paper: {paper_name})",
             **setup.scaling(),
             "layers": layers_used(pt),
-            **seeds_scaling(runs),
         },
     )
+    return with_seeds(result, runs)

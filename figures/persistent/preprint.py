@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, register_figure
+from figures.contract import FigureResult, Scale
 from figures.persistent._setup import (
     BLUE,
     RED,
@@ -43,13 +43,12 @@ from figures.persistent._setup import (
     lenet_full_setups,
     moved_premise,
     partial_setup,
-    persistent_figure,
     render,
     seed_values,
-    seeds_caption,
-    seeds_scaling,
+    seeded_figure,
     test_correct,
     train_correct,
+    with_seeds,
 )
 from persistence import PersistentTrainer
 
@@ -77,13 +76,11 @@ def preprint_partial_setup(scale: Scale | str, data_dir: Path | str | None = Non
     return dataclasses.replace(base, name="pp_lenet5_partial", depth_factor=True, **its)
 
 
-@register_figure(
+@seeded_figure(
     "persistent_pp_fig11",
-    paper="persistent",
-    title="Preprint Fig. 11: plain vs championship curves, good vs bad init, with the depth factor",
-    scales=("medium",),
+    "Preprint Fig. 11: plain vs championship curves, good vs bad init, with the depth factor",
+    preprint_full_setups,
 )
-@persistent_figure(preprint_full_setups, seeds=True)
 def figure_pp11(
     setups: dict[str, list[RunSetup]], runs: dict[str, list[PersistentTrainer]], scale: Scale, progress: bool
 ) -> FigureResult:
@@ -148,28 +145,24 @@ def figure_pp11(
     ]
     depth = {k: first[k].depth_factor_ for k in runs}
     s = setups["bad"][0]
-    return FigureResult(
+    result = FigureResult(
         caption=f"Preprint Fig. 11: per-epoch training and validation error of the plain models and the championships "
         f"of full persistent LeNet-5 runs with the preprint's depth factor (bad init N(0, "
         f"{s.init_std:g}), good init N(0, {setups['good'][0].init_std:g})). Depth factors "
-        f"|L(w_ini) - L(w_0)|: bad {depth['bad']:.3g}, good {depth['good']:.3g}." + seeds_caption(runs["bad"]),
+        f"|L(w_ini) - L(w_0)|: bad {depth['bad']:.3g}, good {depth['good']:.3g}.",
         panels=[panel],
         claims=claims,
         scaling={
             "model": s.describe_model() + f" (and N(0, {setups['good'][0].init_std:g}))",
             **s.scaling(),
-            **seeds_scaling(runs["bad"]),
         },
     )
+    return with_seeds(result, runs["bad"])
 
 
-@register_figure(
-    "persistent_pp_partial",
-    paper="persistent",
-    title="Preprint eq. 5: partial persistent LeNet-5 with the depth factor",
-    scales=("medium",),
+@seeded_figure(
+    "persistent_pp_partial", "Preprint eq. 5: partial persistent LeNet-5 with the depth factor", preprint_partial_setup
 )
-@persistent_figure(preprint_partial_setup, seeds=True)
 def figure_pp_partial(
     setups: list[RunSetup], runs: list[PersistentTrainer], scale: Scale, progress: bool
 ) -> FigureResult:
@@ -221,16 +214,15 @@ def figure_pp_partial(
             lam=", ".join(f"{setup.lam * d:.3g}" for d in depths) + per_seed,
         )
     ]
-    return FigureResult(
+    result = FigureResult(
         caption="The preprint's partial persistent LeNet-5 (one random layer per iteration, penalty times the depth "
-        "factor |L(w_ini) - L(w_0)|): validation and test error per iteration against the plain model's."
-        + seeds_caption(runs),
+        "factor |L(w_ini) - L(w_0)|): validation and test error per iteration against the plain model's.",
         panels=[panel],
         claims=claims,
         scaling={
             "model": setup.describe_model(),
             **setup.scaling(),
             "layers": ", ".join(f"{i}: {r.layer}" for i, r in enumerate(pt.results_[1:], start=1)),
-            **seeds_scaling(runs),
         },
     )
+    return with_seeds(result, runs)
