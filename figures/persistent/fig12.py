@@ -17,6 +17,13 @@ iteration is shown for orientation and the claims are not tested).
 
 Quick scale: the small ResNet of Fig. 11's quick run, 256 training images, 3 probes of 40 Lanczos steps; full
 scale: ResNet-18 on 1,000 CIFAR-10 training images, 3 probes of 100 steps (PyHessian's ``iter``).
+
+Medium scale (``--scale medium``): the runs of Fig. 11's medium scale (5 training seeds, shared through the cache),
+each seed's two spectra with the same probe vectors; the claims are decided by a paired t interval over the seeds of
+each seed's mean (over its probes) championship-minus-plain difference, which covers training-seed variance (the
+quick scale's interval, over the probes of one run, covers only the estimator's noise). The premises must hold in
+every seed. One seed's two spectra cost 13.4 s of one core (one torch thread, load average 3.6-4.1 on 2 cores): the
+4 added seeds about 55 s (their training is Fig. 11's).
 """
 
 from __future__ import annotations

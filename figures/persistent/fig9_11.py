@@ -19,6 +19,15 @@ McNemar's paired test of championship vs plain on the same images. Premises: eve
 (training accuracy moved by at most max(1 point, 3 sd of its minibatch noise) over the last 10% of epochs; see
 ``figures.persistent._setup.converged_premise``) and the penalty changed the solution
 (some persistent iteration labels at least 1% of the test images differently from the plain model).
+
+Medium scale (``--scale medium``): the quick settings over 5 training seeds (``MEDIUM_SEEDS``; seed ``s`` draws the
+initial weights, the minibatch order and the penalized layers from ``s``, ``repeat_seeds``); seed 0 is the quick run,
+shared through the cache. Each comparative claim is then decided by a paired t interval over the seeds of each
+seed's accuracy difference (``figures.verdict.paired_effect``), which covers training-seed variance as well as the
+test split's; measured lists the per-seed differences. One seed costs 8.1 s (LeNet-5), 19.1 s (AlexNet)
+and 12.2 s (small ResNet) of one core (one torch thread, load average 2.7-3.1 on 2 cores): the 4 added seeds about
+160 s for the three figures. The ResNet seeds are shared with Fig. 12. The premise "the iterations differ from the
+plain model" must hold in every seed.
 """
 
 from __future__ import annotations
