@@ -99,6 +99,7 @@ __all__ = [  # the shared setup of the Persistent Neurons figures: defined here 
     "lenet_full_setups",
     "load_data",
     "mcnemar",
+    "in_every_seed",
     "moved_premise",
     "partial_setup",
     "pct",
@@ -436,22 +437,37 @@ def moved_premise(
         dis.append([float(np.mean(test_predictions(pt, i, splits) != p0)) for i in range(1, len(pt.results_))])
     need = f"at least {MOVED_MIN:g} is needed for an accuracy change of the paper's size to be possible"
     largest = [max(d, default=0.0) for d in dis]
-    if len(dis) == 1:
-        per = ", ".join(f"{d:.4f}" for d in dis[0])
-        return at_least(
-            "the persistent iterations differ from the plain model",
-            largest[0],
-            MOVED_MIN,
-            detail="largest share of test images a persistent iteration labels differently from the plain model "
-            f"(per iteration: {per}); {need}",
-        ), dis
-    return at_least(
-        "the persistent iterations differ from the plain model (in every seed)",
+    per = f" (per iteration: {', '.join(f'{d:.4f}' for d in dis[0])})" if len(dis) == 1 else ""
+    return in_every_seed(
+        "the persistent iterations differ from the plain model",
         largest,
         MOVED_MIN,
-        detail="per training seed, the largest share of test images a persistent iteration labels differently "
-        f"from the plain model; {need}",
+        detail=f"largest share of test images a persistent iteration labels differently from the plain model{per}; "
+        + need,
     ), dis
+
+
+def in_every_seed(statement: str, values: Sequence[float], limit: float, *, detail: str) -> Premise:
+    """Premise ``value >= limit`` of one seed, or of every seed of several (on the smallest, with all in the detail).
+
+    With several seeds ``measured`` is the smallest value, so that a failed premise shows the value that failed it;
+    the statement gains " (in every seed)" and the detail the value of each seed.
+
+    Args:
+        statement: What must be true.
+        values: One value per seed, ``(seeds,)``.
+        limit: The bound.
+        detail: How the value is measured.
+    """
+    if len(values) == 1:
+        return at_least(statement, values[0], limit, detail=detail)
+    per = ", ".join(f"{v:.4g}" for v in values)
+    return at_least(
+        f"{statement} (in every seed)",
+        min(values),
+        limit,
+        detail=f"{detail}; the smallest over the {len(values)} training seeds, per seed: {per}",
+    )
 
 
 def mcnemar(

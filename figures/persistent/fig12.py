@@ -38,8 +38,8 @@ from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale
 from figures.persistent._setup import (
     RunSetup,
-    at_least,
     best_persistent,
+    in_every_seed,
     iteration_model,
     moved_premise,
     partial_setup,
@@ -178,12 +178,11 @@ def figure12(
     ax.legend(fontsize="small")
     splits = setup.splits()
     champs = [r.champion_ for r in runs]
-    champ_is_persistent = at_least(
+    champ_is_persistent = in_every_seed(
         "the championship is a persistent iteration",
-        c if len(runs) == 1 else champs,
+        champs,
         1,
-        detail=f"championship index (0 = the plain model); iteration {other} drawn"
-        + ("" if len(runs) == 1 else f"; per training seed: {', '.join(map(str, champs))}"),
+        detail=f"championship index (0 = the plain model); iteration {other} drawn",
     )
     moved, _ = moved_premise(runs, splits)
     probe = [_per_probe(sp_) for _, sp_ in per_seed]

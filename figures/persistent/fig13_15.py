@@ -51,6 +51,7 @@ from figures.persistent._setup import (
     championship_claim,
     converged_premise,
     error_sub,
+    in_every_seed,
     layers_used,
     moved_premise,
     render,
@@ -241,28 +242,22 @@ def figure13_15(setups: list[RunSetup], runs: list[PersistentTrainer], scale: Sc
     moved, _ = moved_premise(runs, splits)
     moved0 = moved if one else moved_premise(pt, splits)[0]
     shares = [x.share_plain for x in seeds]
-    every = "" if one else " (in every seed)"
-    saturated = at_least(
-        "the plain tanh network is saturated" + every,
-        shares[0] if one else shares,
-        SATURATED_MIN,
-        detail=f"share of the plain model's activations with |a| > {EDGE} at epoch {last_epoch:g}, "
-        f"pooled over the layers (Fig. 15: 'mostly at the asymptotes' read as at least "
-        f"{SATURATED_MIN:g}); its p{Q:g} saturation score is {scores[0]:.4f}"
-        + ("" if one else f" (seed 0; shares per seed: {', '.join(f'{x:.3f}' for x in shares)})"),
+    saturated, saturated0 = (
+        in_every_seed(
+            "the plain tanh network is saturated",
+            values,
+            SATURATED_MIN,
+            detail=f"share of the plain model's activations with |a| > {EDGE} at epoch {last_epoch:g}, "
+            f"pooled over the layers (Fig. 15: 'mostly at the asymptotes' read as at least "
+            f"{SATURATED_MIN:g}); its p{Q:g} saturation score is {scores[0]:.4f}" + ("" if one else " (seed 0)"),
+        )
+        for values in (shares, shares[:1])  # every seed, and seed 0 (for the exact check on seed 0)
     )
-    sat0 = "the plain tanh network is saturated (seed 0)"
-    saturated0 = saturated if one else at_least(sat0, shares[0], SATURATED_MIN, detail=saturated.detail)
-    champ_persistent = at_least(
-        "the championship is a persistent iteration" + every,
-        c if one else [x.champion for x in seeds],
-        1,
-        detail="championship index (0 = the plain model)" + ("" if one else ", per training seed"),
-    )
-    champ0 = (
-        champ_persistent
-        if one
-        else at_least("the championship is a persistent iteration (seed 0)", c, 1, detail="championship index")
+    champ_persistent, champ0 = (
+        in_every_seed(
+            "the championship is a persistent iteration", values, 1, detail="championship index (0 = the plain model)"
+        )
+        for values in ([x.champion for x in seeds], [c])
     )
     least_persistent = at_least(
         "persistent training lowered the saturation (the least saturated iteration is a persistent one)",
