@@ -53,6 +53,22 @@ def _tiny(name: str, model: str, **kw) -> common.RunSetup:
     return common.RunSetup(**{**base, **kw})
 
 
+def _tiny_tanh() -> common.RunSetup:
+    """A tiny partial persistent tanh MLP that records its saturation (Figs. 13-15)."""
+    return _tiny(
+        "t_tanh",
+        "mlp7_tanh",
+        model_kwargs={"width": 8},
+        init="xavier",
+        iterations=3,
+        epochs=2,
+        saturation=True,
+        histogram_epochs=(1.0, 2.0),
+        saturation_images=50,
+        record_every_epochs=1,
+    )
+
+
 # --------------------------------------------------------------------------- Figs. 1-2 (paper settings)
 def test_toy_claims_hold_at_paper_settings():
     claims = _check(figure1_2(), 2)
@@ -137,18 +153,7 @@ def test_fig12_tiny(tmp_path):
 
 
 def test_fig13_15_tiny(tmp_path):
-    setup = _tiny(
-        "t_tanh",
-        "mlp7_tanh",
-        model_kwargs={"width": 8},
-        init="xavier",
-        iterations=3,
-        epochs=2,
-        saturation=True,
-        histogram_epochs=(1.0, 2.0),
-        saturation_images=50,
-        record_every_epochs=1,
-    )
+    setup = _tiny_tanh()
     claims = _check(figure13_15("quick", cache=tmp_path, setup=setup), 4)
     assert any("saturated" in p.statement for p in claims[1].premises)
 
@@ -298,9 +303,108 @@ def test_statement_template_names_the_setting():
     book = ClaimBook("persistent_fig7_8", scale="quick")
     assert "bad_std" in book["bad-init-is-worse"].fields
     better = paired_proportions(np.arange(100) < 90, np.arange(100) < 60)
-    accs = dict(good_test=0.9, bad_test=0.6, good_val=0.91, bad_val=0.62, resolvable="100 test images")
+    accs = dict(good_test=0.9, bad_test=0.6, good_val=0.91, bad_val=0.62, test="McNemar on 100 test images", seeds="")
     claim = book("bad-init-is-worse", 30.0, better, bad_std=0.5, **accs)
     assert claim.statement.startswith("N(0, 0.5) is the worse initialization")
     assert "(90.00% vs 60.00%; validation 91.00% vs 62.00%)" in claim.detail and claim.verdict.value == "held"
     with pytest.raises(ValueError, match="bad_std"):
         book("bad-init-is-worse", 30.0, better, **accs)
+
+
+# --------------------------------------------------------------------------- the medium scale: repeated training seeds
+def test_repeat_seeds_share_seed_0_with_the_quick_run():
+    from figures.persistent._runs import partial_setup
+
+    for which in ("lenet5", "resnet"):
+        quick = partial_setup(which, "quick")
+        seeds = common.repeat_seeds(partial_setup(which, "medium"), common.MEDIUM_SEEDS)
+        assert seeds[0] == quick and seeds[0].key() == quick.key()  # the medium figures reuse the quick run's cache
+        assert [(s.seed, s.init_seed) for s in seeds] == [(i, i) for i in range(common.MEDIUM_SEEDS)]
+        assert len({s.key() for s in seeds}) == common.MEDIUM_SEEDS
+    with pytest.raises(ValueError, match="at least 1 seed"):
+        common.repeat_seeds(quick, 0)
+
+
+def test_persistent_figure_repeats_the_runs_over_seeds_at_medium_only(monkeypatch):
+    monkeypatch.setattr(common, "run_persistent", lambda setup, cache, progress: ("trained", setup.seed))
+    base = _tiny("t_seeds", "lenet5")
+
+    @common.persistent_figure(lambda scale, data_dir: {"a": base}, seeds=True)
+    def body(setups, runs, scale, progress):
+        return setups, runs
+
+    for scale, n in (("quick", 1), ("medium", common.MEDIUM_SEEDS), ("full", 1)):
+        setups, runs = body(scale)
+        assert [s.seed for s in setups["a"]] == list(range(n)) and runs["a"] == [("trained", i) for i in range(n)]
+    setups, runs = body("medium", setup=base)  # an explicit single setup is one seed
+    assert setups == [base] and runs == [("trained", 0)]
+
+
+def test_accuracy_claim_over_seeds_is_a_paired_t_on_the_seed_accuracies():
+    from scipy import stats
+
+    from figures.claims import ClaimBook
+
+    rng = np.random.default_rng(1)
+    a = [rng.random(200) < p for p in (0.90, 0.85, 0.92, 0.88)]
+    b = [rng.random(200) < p for p in (0.80, 0.84, 0.86, 0.83)]
+    values = dict(champion="1 / 2 / 1 / 3", champ_test=0.9, plain_test=0.8, champ_val=0.9, plain_val=0.8)
+    values.update(paper_champ_val=0.736, paper_plain_val=0.7294)
+    book = ClaimBook("persistent_fig9", scale="medium")
+    claim = common.accuracy_claim(book, "persistent-beats-plain", a, b, premises=[], **values)
+    acc_a, acc_b = [x.mean() for x in a], [y.mean() for y in b]
+    ref = stats.ttest_rel(acc_a, acc_b).confidence_interval(0.95)  # independent reference: scipy's paired t
+    assert claim.effect.n == 4 and claim.effect.method == "paired t"
+    assert (claim.effect.ci_low, claim.effect.ci_high) == pytest.approx((ref.low, ref.high))
+    assert claim.measured == pytest.approx([100 * (x - y) for x, y in zip(acc_a, acc_b)], abs=1e-3)
+    assert "paired t over 4 training seeds" in claim.detail and "4 training seeds: the interval covers" in claim.detail
+    one = common.accuracy_claim(book, "persistent-beats-plain", a[:1], b[:1], premises=[], **values)
+    assert one.effect.n == 200 and one.effect.method.startswith("McNemar")  # one seed: the images are the pairs
+    assert "One training seed: training-seed variance is not covered." in one.detail
+
+
+def _medium(result: FigureResult, n_claims: int, seeds: int = 2, exact: tuple[int, ...] = ()) -> list[Claim]:
+    """Check a medium-scale result over ``seeds`` training seeds; ``exact`` lists the claims checked on seed 0 only."""
+    claims = _check(result, n_claims)
+    for i, c in enumerate(claims):
+        assert c.scale == "medium"
+        if i not in exact:
+            assert len(c.measured) == seeds and c.effect.n == seeds and c.effect.method.startswith("paired t"), c
+    assert f"{seeds} training seeds" in result.scaling["seeds"]
+    return claims
+
+
+def test_fig7_8_and_preprint_medium_tiny(tmp_path):
+    setups = {
+        k: common.repeat_seeds(_tiny(f"t_lenet_{k}", "lenet5", mode="full", lam=0.01, init="normal", init_std=std), 2)
+        for k, std in (("bad", 0.2), ("good", 0.05))
+    }
+    claims = _medium(figure7_8("medium", cache=tmp_path, setup=setups), 4)
+    assert all("2 training seeds" in c.detail for c in claims)
+    worse = [p for p in claims[1].premises if "worse one" in p.statement]
+    assert worse[0].statement.endswith("(in every seed)") and "per seed: " in worse[0].detail
+    per_seed = [float(x) for x in worse[0].detail.rsplit("per seed: ", 1)[1].split(", ")]
+    assert worse[0].measured == pytest.approx(min(per_seed), abs=1e-3)  # a failure shows the seed that failed it
+    setups = {k: [dataclasses.replace(s, depth_factor=True, name=f"pp_{s.name}") for s in v] for k, v in setups.items()}
+    _medium(figure_pp11("medium", cache=tmp_path, setup=setups), 2)
+    setup = common.repeat_seeds(_tiny("t_pp_partial", "lenet5", depth_factor=True), 2)
+    (claim,) = _medium(figure_pp_partial("medium", cache=tmp_path, setup=setup), 1)
+    assert "per seed" in claim.detail
+
+
+def test_fig9_and_fig12_medium_tiny(tmp_path):
+    setup = common.repeat_seeds(_tiny("t_lenet5", "lenet5"), 2)
+    (claim,) = _medium(figure_partial("medium", which="lenet5", cache=tmp_path, setup=setup), 1)
+    moved = [p for p in claim.premises if "differ" in p.statement]
+    assert moved and moved[0].statement.endswith("(in every seed)")
+    setup = common.repeat_seeds(_tiny("t_resnet", "small_resnet", model_kwargs={"width": 4}), 2)
+    claims = _medium(figure12("medium", cache=tmp_path, setup=setup, images=32, probes=2, steps=8, top_k=1), 2)
+    assert all("paired over the 2 training seeds" in c.detail for c in claims)
+
+
+def test_fig13_15_medium_tiny(tmp_path):
+    setup = _tiny_tanh()
+    claims = _medium(figure13_15("medium", cache=tmp_path, setup=common.repeat_seeds(setup, 2)), 4, exact=(2,))
+    assert not any("every seed" in p.statement for p in claims[2].premises)  # the exact check is seed 0's
+    assert all("every seed" in p.statement for p in claims[1].premises)
+    assert "rho" in claims[1].detail and "seed 1:" in claims[1].detail

@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from figures.claims import ClaimBook
-from figures.contract import Claim, FigureResult, Panel, figure_function
+from figures.contract import Claim, FigureResult, Panel, Scale, figure_function, register_figure
 from figures.persistent._runs import (
     CIFAR_HINT,
+    MEDIUM_SEEDS,
     PARTIAL_MODELS,
     QUICK_BAD_STD,
     QUICK_LAMBDA,
@@ -47,10 +48,20 @@ from figures.persistent._runs import (
     load_data,
     partial_setup,
     pct,
+    repeat_seeds,
     run_persistent,
     source_hash,
 )
-from figures.verdict import Effect, Premise, Verdict, at_least, at_most, paired_proportions, verdict_for
+from figures.verdict import (
+    Effect,
+    Premise,
+    Verdict,
+    at_least,
+    at_most,
+    paired_effect,
+    paired_proportions,
+    verdict_for,
+)
 from landscape import plot
 from landscape.data import Splits
 from persistence import PersistentTrainer
@@ -61,6 +72,7 @@ __all__ = [  # the shared setup of the Persistent Neurons figures: defined here 
     "CONVERGED_TOL",
     "GREEN",
     "GREY",
+    "MEDIUM_SEEDS",
     "MOVED_MIN",
     "ORANGE",
     "PALETTE",
@@ -87,19 +99,24 @@ __all__ = [  # the shared setup of the Persistent Neurons figures: defined here 
     "lenet_full_setups",
     "load_data",
     "mcnemar",
+    "in_every_seed",
     "moved_premise",
     "partial_setup",
     "pct",
     "persistent_figure",
     "proportion_effect",
     "render",
+    "repeat_seeds",
     "resolvable",
+    "seed_values",
+    "seeded_figure",
     "run_persistent",
     "source_hash",
     "spearman_effect",
     "test_correct",
     "test_predictions",
     "train_correct",
+    "with_seeds",
 ]
 
 SOURCE = "Persistent Neurons (extended version)"
@@ -109,7 +126,9 @@ PALETTE = tuple(plot.PALETTE[i] for i in (0, 3, 2, 1, 4, 5, 6, 9, 7, 8))  # the 
 
 
 # --------------------------------------------------------------------------- the figure functions' signature
-def persistent_figure(settings: Callable[..., Any]) -> Callable[[Callable[..., FigureResult]], Any]:
+def persistent_figure(
+    settings: Callable[..., Any], *, seeds: bool = False
+) -> Callable[[Callable[..., FigureResult]], Any]:
     """Give a figure on persistent runs the one signature of the gallery's figure functions.
 
     The decorated function is called as ``figure(scale="quick", data_dir=None, *, cache=None, progress=False,
@@ -118,20 +137,67 @@ def persistent_figure(settings: Callable[..., Any]) -> Callable[[Callable[..., F
     good initialization). The body is called as ``body(setup, runs, scale, progress, **options)``, ``runs`` the
     trained :class:`persistence.PersistentTrainer` of the setup (a dict of them for a dict), cached under ``cache``.
 
+    With ``seeds=True`` the figure repeats its runs over training seeds: at the medium scale ``settings`` gives
+    the run of seed 0 and :func:`repeat_seeds` adds the others (:data:`MEDIUM_SEEDS` in all; one seed at the
+    quick and full scales), and the body gets a list per run, ``(seeds,)`` setups and trainers (a dict of lists for
+    a dict). An explicit ``setup`` may be a list (of seeds) too; a single one is one seed.
+
     Args:
         settings: The settings at a gallery scale, ``settings(scale, data_dir)``.
+        seeds: Repeat the runs over training seeds (see above).
 
     Returns:
         The decorator.
     """
-    return figure_function(settings, _trained)
+    if not seeds:
+        return figure_function(settings, _trained)
+
+    def over_seeds(scale: Any, data_dir: Any) -> Any:
+        n = MEDIUM_SEEDS if Scale(scale) is Scale.MEDIUM else 1
+        return _per_run(settings(scale, data_dir), lambda s: repeat_seeds(s, n))
+
+    return figure_function(over_seeds, _trained_seeds)
+
+
+def seeded_figure(
+    name: str, title: str, settings: Callable[..., Any]
+) -> Callable[[Callable[..., FigureResult]], Callable[..., FigureResult]]:
+    """Register a Persistent Neurons figure whose runs repeat over training seeds at the medium scale.
+
+    The body gets its settings and runs as :func:`persistent_figure` with ``seeds=True`` gives them (lists over
+    the seeds); the figure is registered under ``name`` with a medium setting
+    (:func:`figures.contract.register_figure`).
+
+    Args:
+        name: The figure's name.
+        title: Its title in the gallery.
+        settings: The settings of seed 0 at a gallery scale, ``settings(scale, data_dir)``.
+
+    Returns:
+        The decorator; it returns the figure function.
+    """
+
+    def decorate(body: Callable[..., FigureResult]) -> Callable[..., FigureResult]:
+        figure: Callable[..., FigureResult] = persistent_figure(settings, seeds=True)(body)
+        return register_figure(name, paper="persistent", title=title, scales=("medium",))(figure)
+
+    return decorate
+
+
+def _per_run(setup: Any, fn: Callable[[RunSetup], Any]) -> Any:
+    """``fn`` applied to one run's setup, or to each of a dict's."""
+    return {k: fn(s) for k, s in setup.items()} if isinstance(setup, Mapping) else fn(setup)
 
 
 def _trained(setup: Any, *, scale: Any, data_dir: Any, cache: Any, progress: bool) -> tuple[Any, Any, Any, bool]:
     """The start of a persistent figure: its settings, their trained runs, the scale and the progress flag."""
-    if isinstance(setup, Mapping):
-        return setup, {k: run_persistent(s, cache, progress) for k, s in setup.items()}, scale, progress
-    return setup, run_persistent(setup, cache, progress), scale, progress
+    return setup, _per_run(setup, lambda s: run_persistent(s, cache, progress)), scale, progress
+
+
+def _trained_seeds(setup: Any, *, scale: Any, data_dir: Any, cache: Any, progress: bool) -> tuple[Any, Any, Any, bool]:
+    """:func:`_trained` over seeds: each run's setup a list (a single one is one seed), the trainers in lists."""
+    setup = _per_run(setup, lambda s: list(s) if isinstance(s, (list, tuple)) else [s])
+    return setup, _per_run(setup, lambda ss: [run_persistent(s, cache, progress) for s in ss]), scale, progress
 
 
 # --------------------------------------------------------------------------- drawing (both backends)
@@ -299,33 +365,47 @@ def test_predictions(pt: PersistentTrainer, iteration: int, splits: Splits) -> n
     return _predict(pt, iteration, splits.test[0]).numpy()
 
 
-def converged_premise(pt: PersistentTrainer, what: str = "every iteration converged") -> Premise:
-    """Premise: each iteration's training accuracy stopped moving over its last 10% of epochs.
+def _seeds(pts: PersistentTrainer | Sequence[PersistentTrainer]) -> list[PersistentTrainer]:
+    """One run or the runs of several training seeds, as a list."""
+    return [pts] if isinstance(pts, PersistentTrainer) else list(pts)
+
+
+def converged_premise(
+    pts: PersistentTrainer | Sequence[PersistentTrainer], what: str = "every iteration converged"
+) -> Premise:
+    """Premise: each iteration's training accuracy stopped moving over its last 10% of epochs (of every seed).
 
     The measure is the absolute change of the training accuracy (a running average over an epoch's minibatches)
     between the first and the last epoch of the final 10%. The bound is 1 point or three standard deviations of
-    the difference of two such averages when nothing changes, ``3 sqrt(2 a (1 - a) / n)`` (``a`` the final
+    the difference of two such averages when nothing changes, ``3 sqrt(2 a (1 - a) / n)`` (``a`` the lowest final
     accuracy, ``n`` the training images), whichever is larger: a 1-point bound alone failed on changes of
     1.0-1.8 points on 1,079 digits images, inside that noise (0.7 points at 97%). Needs per-epoch snapshots
     (``record_every_epochs=1``). The training loss is not used: it carries the persistent penalty, and near zero
     its relative change is noise.
+
+    Args:
+        pts: One run, or the runs of several training seeds (``measured`` then lists every seed's iterations).
+        what: The premise's statement.
     """
+    runs = _seeds(pts)
     changes, finals = [], []
-    for it in range(len(pt.results_)):
-        _, acc = curve(pt, it, "train_accuracy")
-        if len(acc) < 2:
-            return Premise(what, math.nan, CONVERGED_TOL, False, "fewer than 2 per-epoch snapshots")
-        start = min(len(acc) - 2, int(math.floor(0.9 * len(acc))))
-        changes.append(abs(float(acc[-1] - acc[start])))
-        finals.append(float(acc[-1]))
-    n = _n_train(pt)
+    for pt in runs:
+        for it in range(len(pt.results_)):
+            _, acc = curve(pt, it, "train_accuracy")
+            if len(acc) < 2:
+                return Premise(what, math.nan, CONVERGED_TOL, False, "fewer than 2 per-epoch snapshots")
+            start = min(len(acc) - 2, int(math.floor(0.9 * len(acc))))
+            changes.append(abs(float(acc[-1] - acc[start])))
+            finals.append(float(acc[-1]))
+    n = _n_train(runs[0])
     a = min(max(min(finals), 1.0 / n), 1 - 1.0 / n)
     tol = max(CONVERGED_TOL, 3 * math.sqrt(2 * a * (1 - a) / n))
+    per = "per iteration" if len(runs) == 1 else f"per iteration of each of the {len(runs)} seeds"
     return at_most(
         what,
         changes,
         tol,
-        detail=f"absolute change of training accuracy over the last 10% of epochs, per iteration; bound "
+        detail=f"absolute change of training accuracy over the last 10% of epochs, {per}; bound "
         f"max(1 point, 3 sd of the minibatch-average noise on {n} images)",
     )
 
@@ -338,23 +418,56 @@ def _n_train(pt: PersistentTrainer) -> int:
         return 1000
 
 
-def moved_premise(pt: PersistentTrainer, splits: Splits) -> tuple[Premise, list[float]]:
+def moved_premise(
+    pts: PersistentTrainer | Sequence[PersistentTrainer], splits: Splits
+) -> tuple[Premise, list[list[float]]]:
     """Premise: the penalty changed the solution: some persistent iteration disagrees with the plain model.
 
+    Args:
+        pts: One run, or the runs of several training seeds (the premise must then hold for every seed).
+        splits: The data (its test images are compared).
+
     Returns:
-        The premise (on the largest disagreement over the persistent iterations) and the share of test images
-        each persistent iteration labels differently from the plain model.
+        The premise (on the largest disagreement over the persistent iterations, per seed) and, per seed, the
+        share of test images each persistent iteration labels differently from the plain model.
     """
-    p0 = test_predictions(pt, 0, splits)
-    dis = [float(np.mean(test_predictions(pt, i, splits) != p0)) for i in range(1, len(pt.results_))]
-    return at_least(
+    dis = []
+    for pt in _seeds(pts):
+        p0 = test_predictions(pt, 0, splits)
+        dis.append([float(np.mean(test_predictions(pt, i, splits) != p0)) for i in range(1, len(pt.results_))])
+    need = f"at least {MOVED_MIN:g} is needed for an accuracy change of the paper's size to be possible"
+    largest = [max(d, default=0.0) for d in dis]
+    per = f" (per iteration: {', '.join(f'{d:.4f}' for d in dis[0])})" if len(dis) == 1 else ""
+    return in_every_seed(
         "the persistent iterations differ from the plain model",
-        max(dis, default=0.0),
+        largest,
         MOVED_MIN,
-        detail=f"largest share of test images a persistent iteration labels differently from the plain "
-        f"model (per iteration: {', '.join(f'{d:.4f}' for d in dis)}); at least {MOVED_MIN:g} "
-        "is needed for an accuracy change of the paper's size to be possible",
+        detail=f"largest share of test images a persistent iteration labels differently from the plain model{per}; "
+        + need,
     ), dis
+
+
+def in_every_seed(statement: str, values: Sequence[float], limit: float, *, detail: str) -> Premise:
+    """Premise ``value >= limit`` of one seed, or of every seed of several (on the smallest, with all in the detail).
+
+    With several seeds ``measured`` is the smallest value, so that a failed premise shows the value that failed it;
+    the statement gains " (in every seed)" and the detail the value of each seed.
+
+    Args:
+        statement: What must be true.
+        values: One value per seed, ``(seeds,)``.
+        limit: The bound.
+        detail: How the value is measured.
+    """
+    if len(values) == 1:
+        return at_least(statement, values[0], limit, detail=detail)
+    per = ", ".join(f"{v:.4g}" for v in values)
+    return at_least(
+        f"{statement} (in every seed)",
+        min(values),
+        limit,
+        detail=f"{detail}; the smallest over the {len(values)} training seeds, per seed: {per}",
+    )
 
 
 def mcnemar(
@@ -368,42 +481,104 @@ def mcnemar(
 def accuracy_claim(
     book: ClaimBook,
     key: str,
-    correct_a: np.ndarray,
-    correct_b: np.ndarray,
+    correct_a: Sequence[np.ndarray],
+    correct_b: Sequence[np.ndarray],
     *,
     premises: Sequence[Premise],
+    images: str = "test",
     **values: Any,
 ) -> Claim:
-    """The claim ``key`` that model A classifies the same images better than model B (McNemar).
+    """The claim ``key`` that model A classifies the same images better than model B, over one or more seeds.
 
-    Measured is the paired accuracy difference A - B in points; the verdict comes from the effect in the claim's
-    direction (and the paper's effect, when its ``claims.toml`` gives one).
+    With one training seed the test is McNemar's on the images (:func:`figures.verdict.paired_proportions`): it
+    covers the noise of the image sample, not of training, and measured is the accuracy difference A - B in
+    points. With several seeds it is a paired t interval over the seeds (:func:`figures.verdict.paired_effect`)
+    of each seed's accuracy difference, which covers both, and measured is the list of those differences in
+    points. The verdict comes from the effect in the claim's direction (and the paper's effect, when its
+    ``claims.toml`` gives one).
+
+    The claim's templates may name ``test`` (how it is tested: the test and the images), ``seeds`` and
+    ``seeds_sentence`` (what the seeds cover, as a clause and as a sentence); they are filled here.
 
     Args:
         book: The figure's claims.
         key: The claim's key.
-        correct_a: Whether model A classifies each image correctly, boolean ``(n,)``.
-        correct_b: The same for model B on the same images, ``(n,)``.
+        correct_a: Per seed, whether model A classifies each image correctly, boolean ``(n,)`` each.
+        correct_b: The same for model B on the same images.
         premises: The claim's premises.
-        **values: The fields of the claim's templates.
+        images: ``"test"`` or ``"training"``: which images (for the text).
+        **values: The other fields of the claim's templates (accuracies are seed means at several seeds).
     """
-    eff = paired_proportions(correct_a, correct_b)
-    return book(key, round(100 * eff.mean, 3), eff, premises=premises, **values)
+    k, n = len(correct_a), len(correct_a[0])
+    where = resolvable(n) if images == "test" else f"same {images} images"
+    if k == 1:
+        eff = paired_proportions(correct_a[0], correct_b[0])
+        measured: Any = round(100 * eff.mean, 3)
+        texts = {
+            "test": f"McNemar on the {where}",
+            "seeds": "one training seed (training-seed variance is not covered)",
+            "seeds_sentence": "One training seed: training-seed variance is not covered.",
+        }
+    else:
+        diffs = [float(np.mean(a) - np.mean(b)) for a, b in zip(correct_a, correct_b)]
+        eff = paired_effect([float(np.mean(a)) for a in correct_a], [float(np.mean(b)) for b in correct_b])
+        measured = [round(100 * d, 3) for d in diffs]
+        texts = {
+            "test": f"a paired t over {k} training seeds on the {where} (accuracies given are seed means; per "
+            f"seed: {', '.join(f'{100 * d:+.2f}' for d in diffs)} points)",
+            "seeds": f"{k} training seeds (initial weights, minibatch order and penalized layers), whose variance "
+            "the interval covers",
+            "seeds_sentence": f"{k} training seeds: the interval covers training-seed variance.",
+        }
+    fields = book[key].fields
+    return book(key, measured, eff, premises=premises, **{f: t for f, t in texts.items() if f in fields}, **values)
+
+
+def seed_values(pts: PersistentTrainer | Sequence[PersistentTrainer]) -> dict[str, Any]:
+    """:func:`accuracy_claim_values` of one run; of several seeds, the accuracies' means and the champions as text."""
+    vs = [accuracy_claim_values(pt) for pt in _seeds(pts)]
+    if len(vs) == 1:
+        return vs[0]
+    out: dict[str, Any] = {k: float(np.mean([v[k] for v in vs])) for k in vs[0] if k != "champion"}
+    out["champion"] = " / ".join(str(v["champion"]) for v in vs) + " over the seeds"
+    return out
 
 
 def championship_claim(
-    book: ClaimBook, key: str, pt: PersistentTrainer, splits: Splits, *, premises: Sequence[Premise], **values: Any
+    book: ClaimBook,
+    key: str,
+    pts: PersistentTrainer | Sequence[PersistentTrainer],
+    splits: Splits,
+    *,
+    premises: Sequence[Premise],
+    **values: Any,
 ) -> Claim:
     """The claim ``key`` that a run's championship classifies the test images better than its plain model.
 
-    McNemar on the test images (:func:`accuracy_claim`), which played no part in choosing the championship. The
-    templates get the run's accuracies (:func:`accuracy_claim_values`: ``champion``, ``plain_val``,
-    ``plain_test``, ``champ_val``, ``champ_test``), ``resolvable`` (:func:`resolvable`) and ``values``.
+    On the test images (:func:`accuracy_claim`: McNemar for one run, a paired t over the seeds for several), which
+    played no part in choosing the championship. The templates get the runs' accuracies (:func:`seed_values`:
+    ``champion``, ``plain_val``, ``plain_test``, ``champ_val``, ``champ_test``) and ``values``.
     """
-    v = accuracy_claim_values(pt)
-    correct = [test_correct(pt, it, splits) for it in (v["champion"], 0)]
-    return accuracy_claim(
-        book, key, *correct, premises=premises, **v, resolvable=resolvable(len(splits.test[1])), **values
+    runs = _seeds(pts)
+    champ = [test_correct(pt, pt.champion_, splits) for pt in runs]
+    plain = [test_correct(pt, 0, splits) for pt in runs]
+    return accuracy_claim(book, key, champ, plain, premises=premises, **seed_values(runs), **values)
+
+
+def with_seeds(result: FigureResult, runs: Sequence[PersistentTrainer]) -> FigureResult:
+    """``result`` noting its training seeds in the caption and the scaling (one seed, the quick run: unchanged)."""
+    if len(runs) == 1:
+        return result
+    champs = ", ".join(str(pt.champion_) for pt in runs)
+    seeds = (
+        f"{len(runs)} training seeds 0-{len(runs) - 1} (initial weights, minibatch order and penalized layers; the "
+        f"same data split), otherwise the quick settings; championships per seed: {champs}; the plots, the layers "
+        "and the exact checks show seed 0 (the quick run)"
+    )
+    return dataclasses.replace(
+        result,
+        caption=f"{result.caption} Drawn: training seed 0 of {len(runs)}; the claims are paired over the seeds.",
+        scaling={**result.scaling, "seeds": seeds},
     )
 
 

@@ -19,6 +19,15 @@ McNemar's paired test of championship vs plain on the same images. Premises: eve
 (training accuracy moved by at most max(1 point, 3 sd of its minibatch noise) over the last 10% of epochs; see
 ``figures.persistent._setup.converged_premise``) and the penalty changed the solution
 (some persistent iteration labels at least 1% of the test images differently from the plain model).
+
+Medium scale (``--scale medium``): the quick settings over 5 training seeds (``MEDIUM_SEEDS``; seed ``s`` draws the
+initial weights, the minibatch order and the penalized layers from ``s``, ``repeat_seeds``); seed 0 is the quick run,
+shared through the cache. Each comparative claim is then decided by a paired t interval over the seeds of each
+seed's accuracy difference (``figures.verdict.paired_effect``), which covers training-seed variance as well as the
+test split's; measured lists the per-seed differences. One seed costs 8.1 s (LeNet-5), 19.1 s (AlexNet)
+and 12.2 s (small ResNet) of one core (one torch thread, load average 2.7-3.1 on 2 cores): the 4 added seeds about
+160 s for the three figures. The ResNet seeds are shared with Fig. 12. The premise "the iterations differ from the
+plain model" must hold in every seed.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from figures.persistent._setup import (
     partial_setup,
     persistent_figure,
     render,
+    with_seeds,
 )
 from persistence import PersistentTrainer
 
@@ -52,30 +62,34 @@ PAPER = {  # (plain val, plain test, championship val, championship test)
 FIGNUM = {"lenet5": 9, "alexnet": 10, "resnet": 11}
 
 
-@register_figure(
-    "persistent_fig11", paper="persistent", title="Fig. 11: partial persistent ResNet", options={"which": "resnet"}
-)
-@register_figure(
-    "persistent_fig10", paper="persistent", title="Fig. 10: partial persistent AlexNet", options={"which": "alexnet"}
-)
-@register_figure(
-    "persistent_fig9", paper="persistent", title="Fig. 9: partial persistent LeNet-5", options={"which": "lenet5"}
-)
 def figure_partial(
     scale: Scale | str = Scale.QUICK, data_dir: Path | str | None = None, *, which: str, **kw: Any
 ) -> FigureResult:
     """Fig. 9 (``"lenet5"``), 10 (``"alexnet"``) or 11 (``"resnet"``) at a scale, or for an explicit setup.
 
-    Signature: :func:`figures.persistent._setup.persistent_figure`'s (``cache``, ``progress``, ``setup``), the
-    default setup the partial run of ``which``.
+    Signature: :func:`figures.persistent._setup.persistent_figure`'s with ``seeds=True`` (``cache``, ``progress``,
+    ``setup``: a :class:`RunSetup` or a list of them, one per training seed), the default setup the partial run of
+    ``which``.
     """
-    figure = persistent_figure(lambda scale, data_dir: partial_setup(which, scale, data_dir))(_figure_partial)
+    settings = lambda scale, data_dir: partial_setup(which, scale, data_dir)  # noqa: E731
+    figure = persistent_figure(settings, seeds=True)(_figure_partial)
     return figure(scale, data_dir, which=which, **kw)
 
 
+for _which, _name in (("lenet5", "LeNet-5"), ("alexnet", "AlexNet"), ("resnet", "ResNet")):  # Figs. 9, 10, 11
+    register_figure(
+        f"persistent_fig{FIGNUM[_which]}",
+        paper="persistent",
+        title=f"Fig. {FIGNUM[_which]}: partial persistent {_name}",
+        scales=("medium",),
+        options={"which": _which},
+    )(figure_partial)
+
+
 def _figure_partial(
-    setup: RunSetup, pt: PersistentTrainer, scale: Scale, progress: bool, *, which: str
+    setups: list[RunSetup], runs: list[PersistentTrainer], scale: Scale, progress: bool, *, which: str
 ) -> FigureResult:
+    setup, pt = setups[0], runs[0]  # drawn: the first seed (the quick run)
     paper_name, n = PARTIAL_MODELS[which][0], FIGNUM[which]
     title = paper_name if setup.model == PARTIAL_MODELS[which][1] else f"{setup.model} (for {paper_name})"
     p_val, p_test, c_val, c_test = PAPER[which]
@@ -92,21 +106,21 @@ def _figure_partial(
         caption="Training loss includes the persistent penalty.",
     )
     splits = setup.splits()
-    conv = converged_premise(pt)
-    moved, dis = moved_premise(pt, splits)
+    conv = converged_premise(runs)
+    moved, _ = moved_premise(runs, splits)
     book = ClaimBook(f"persistent_fig{n}", scale=str(scale))
     claims = [
         championship_claim(
             book,
             "persistent-beats-plain",
-            pt,
+            runs,
             splits,
             premises=[conv, moved],
             paper_champ_val=c_val,
             paper_plain_val=p_val,
         ),
     ]
-    return FigureResult(
+    result = FigureResult(
         caption=f"Fig. {n}: left, validation (red) and test (blue) error of each partial persistent iteration (dashed) "
         f"against the plain {title}'s (solid), the star marks the championship; right, loss and error per "
         "epoch of the championship (solid) and the plain model (dotted).",
@@ -118,3 +132,4 @@ def _figure_partial(
             "layers": layers_used(pt),
         },
     )
+    return with_seeds(result, runs)

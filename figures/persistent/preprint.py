@@ -18,6 +18,14 @@ version's quick runs (``figures/persistent/_setup.py``), N(0, 0.5) as the bad in
 ``QUICK_BAD_STD``. Claims are decided on the test images (McNemar), which played no part in choosing the
 championship; premises as the extended version's figures (converged, the iterations differ from the plain model,
 the bad init is the worse one).
+
+Medium scale (``--scale medium``): the quick settings over 5 training seeds (``MEDIUM_SEEDS``; seed ``s`` draws the
+initial weights, the minibatch order and the penalized layers from ``s``, ``repeat_seeds``); seed 0 is the quick run,
+shared through the cache. Each comparative claim is then decided by a paired t interval over the seeds of each
+seed's accuracy difference (``figures.verdict.paired_effect``), which covers training-seed variance as well as the
+test split's; measured lists the per-seed differences. One seed costs 6.0 + 5.6 s (the two full runs)
+and 5.3 s (the partial run) of one core (one torch thread, load average 2.7-3.1 on 2 cores): the 4 added seeds about
+70 s for both figures.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Scale, register_figure
+from figures.contract import FigureResult, Scale
 from figures.persistent._setup import (
     BLUE,
     RED,
@@ -36,18 +44,19 @@ from figures.persistent._setup import (
     RunSetup,
     Sub,
     accuracy_claim,
-    at_least,
     championship_claim,
     converged_premise,
     curve,
+    in_every_seed,
     lenet_full_setups,
     moved_premise,
     partial_setup,
-    persistent_figure,
     render,
-    resolvable,
+    seed_values,
+    seeded_figure,
     test_correct,
     train_correct,
+    with_seeds,
 )
 from persistence import PersistentTrainer
 
@@ -75,25 +84,27 @@ def preprint_partial_setup(scale: Scale | str, data_dir: Path | str | None = Non
     return dataclasses.replace(base, name="pp_lenet5_partial", depth_factor=True, **its)
 
 
-@register_figure(
+@seeded_figure(
     "persistent_pp_fig11",
-    paper="persistent",
-    title="Preprint Fig. 11: plain vs championship curves, good vs bad init, with the depth factor",
+    "Preprint Fig. 11: plain vs championship curves, good vs bad init, with the depth factor",
+    preprint_full_setups,
 )
-@persistent_figure(preprint_full_setups)
-def figure_pp11(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, progress: bool) -> FigureResult:
-    """Preprint Fig. 11 at a scale, or for explicit ``setup={"bad": RunSetup, "good": RunSetup}``.
+def figure_pp11(
+    setups: dict[str, list[RunSetup]], runs: dict[str, list[PersistentTrainer]], scale: Scale, progress: bool
+) -> FigureResult:
+    """Preprint Fig. 11 at a scale, or for explicit ``setup={"bad": ..., "good": ...}`` (RunSetups or seed lists).
 
-    Signature: :func:`figures.persistent._setup.persistent_figure`.
+    Signature: :func:`figures.persistent._setup.persistent_figure` with ``seeds=True``.
     """
-    splits = setups["bad"].splits()
-    champ = {k: pt.champion_ for k, pt in runs.items()}
+    splits = setups["bad"][0].splits()
+    first = {k: r[0] for k, r in runs.items()}  # drawn: the first seed (the quick run)
+    champ = {k: pt.champion_ for k, pt in first.items()}
     lines = []
     for k, color in (("good", RED), ("bad", BLUE)):
-        std = setups[k].init_std
+        std = setups[k][0].init_std
         for it, width, who in ((0, 1.0, "plain"), (champ[k], 2.5, f"championship (iteration {champ[k]})")):
             for metric, dash in (("train_accuracy", "dot"), ("val_accuracy", "solid")):
-                e, acc = curve(runs[k], it, metric)
+                e, acc = curve(first[k], it, metric)
                 lines.append(
                     Line(e, 100 * (1 - acc), f"N(0, {std:g}) {who}: {metric.split('_')[0]}", color, dash, width=width)
                 )
@@ -104,12 +115,14 @@ def figure_pp11(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, 
         size=(9.0, 5.2),
         caption="Thin lines: plain models; thick: championships; dotted: training error; solid: validation error.",
     )
-    m = {k: pt.results_ for k, pt in runs.items()}
-    plain_good, champ_bad = m["good"][0].metrics, m["bad"][champ["bad"]].metrics
-    gap_val = float(plain_good["val_accuracy"] - m["bad"][0].metrics["val_accuracy"])
-    bad_worse = at_least(
-        f"the N(0, {setups['bad'].init_std:g}) initialization is the worse one",
-        gap_val,
+    v = {k: seed_values(r) for k, r in runs.items()}
+    gaps = [
+        float(g.results_[0].metrics["val_accuracy"] - b.results_[0].metrics["val_accuracy"])
+        for g, b in zip(runs["good"], runs["bad"])
+    ]
+    bad_worse = in_every_seed(
+        f"the N(0, {setups['bad'][0].init_std:g}) initialization is the worse one",
+        gaps,
         0.01,
         detail="plain validation accuracy, good minus bad init; at least 1 point",
     )
@@ -120,47 +133,52 @@ def figure_pp11(setups: dict, runs: dict[str, PersistentTrainer], scale: Scale, 
         accuracy_claim(
             book,
             "bad-championship-passes-good-plain",
-            test_correct(runs["bad"], champ["bad"], splits),
-            test_correct(runs["good"], 0, splits),
+            [test_correct(pt, pt.champion_, splits) for pt in runs["bad"]],
+            [test_correct(pt, 0, splits) for pt in runs["good"]],
             premises=[bad_worse, *conv, moved],
-            champion=champ["bad"],
-            champ_val=champ_bad["val_accuracy"],
-            plain_val=plain_good["val_accuracy"],
-            resolvable=resolvable(len(splits.test[1])),
+            champion=v["bad"]["champion"],
+            champ_val=v["bad"]["champ_val"],
+            plain_val=v["good"]["plain_val"],
         ),
         accuracy_claim(
             book,
             "bad-championship-trains-worse",
-            train_correct(runs["good"], 0, splits),
-            train_correct(runs["bad"], champ["bad"], splits),
+            [train_correct(pt, 0, splits) for pt in runs["good"]],
+            [train_correct(pt, pt.champion_, splits) for pt in runs["bad"]],
             premises=[bad_worse, *conv],
+            images="training",
             n_train=len(splits.train[1]),
         ),
     ]
-    depth = {k: runs[k].depth_factor_ for k in runs}
-    s = setups["bad"]
-    return FigureResult(
+    depth = {k: first[k].depth_factor_ for k in runs}
+    s = setups["bad"][0]
+    result = FigureResult(
         caption=f"Preprint Fig. 11: per-epoch training and validation error of the plain models and the championships "
         f"of full persistent LeNet-5 runs with the preprint's depth factor (bad init N(0, "
-        f"{setups['bad'].init_std:g}), good init N(0, {setups['good'].init_std:g})). Depth factors "
+        f"{s.init_std:g}), good init N(0, {setups['good'][0].init_std:g})). Depth factors "
         f"|L(w_ini) - L(w_0)|: bad {depth['bad']:.3g}, good {depth['good']:.3g}.",
         panels=[panel],
         claims=claims,
-        scaling={"model": s.describe_model() + f" (and N(0, {setups['good'].init_std:g}))", **s.scaling()},
+        scaling={
+            "model": s.describe_model() + f" (and N(0, {setups['good'][0].init_std:g}))",
+            **s.scaling(),
+        },
     )
+    return with_seeds(result, runs["bad"])
 
 
-@register_figure(
-    "persistent_pp_partial",
-    paper="persistent",
-    title="Preprint eq. 5: partial persistent LeNet-5 with the depth factor",
+@seeded_figure(
+    "persistent_pp_partial", "Preprint eq. 5: partial persistent LeNet-5 with the depth factor", preprint_partial_setup
 )
-@persistent_figure(preprint_partial_setup)
-def figure_pp_partial(setup: RunSetup, pt: PersistentTrainer, scale: Scale, progress: bool) -> FigureResult:
+def figure_pp_partial(
+    setups: list[RunSetup], runs: list[PersistentTrainer], scale: Scale, progress: bool
+) -> FigureResult:
     """The preprint's partial persistent LeNet-5 (eq. 5 with the depth factor) at a scale, or for a setup.
 
-    Signature: :func:`figures.persistent._setup.persistent_figure`.
+    Signature: :func:`figures.persistent._setup.persistent_figure` with ``seeds=True`` (``setup``: a RunSetup or a
+    list of them, one per training seed).
     """
+    setup, pt = setups[0], runs[0]  # drawn: the first seed (the quick run)
     splits = setup.splits()
     c = pt.champion_
     val = np.array([r.metrics["val_accuracy"] for r in pt.results_])
@@ -187,21 +205,23 @@ def figure_pp_partial(setup: RunSetup, pt: PersistentTrainer, scale: Scale, prog
         "Preprint Figs. 12 and 15 (eq. 5): validation and test error per iteration",
         size=(6.4, 4.2),
     )
-    conv = converged_premise(pt)
-    moved, dis = moved_premise(pt, splits)
+    conv = converged_premise(runs)
+    moved, _ = moved_premise(runs, splits)
     book = ClaimBook("persistent_pp_partial", scale=str(scale))
+    depths = [p.depth_factor_ or 0.0 for p in runs]
+    per_seed = "" if len(runs) == 1 else " per seed"
     claims = [
         championship_claim(
             book,
             "depth-factor-raises-accuracy",
-            pt,
+            runs,
             splits,
             premises=[conv, moved],
-            depth=pt.depth_factor_,
-            lam=setup.lam * (pt.depth_factor_ or 0),
+            depth=", ".join(f"{d:.3g}" for d in depths) + per_seed,
+            lam=", ".join(f"{setup.lam * d:.3g}" for d in depths) + per_seed,
         )
     ]
-    return FigureResult(
+    result = FigureResult(
         caption="The preprint's partial persistent LeNet-5 (one random layer per iteration, penalty times the depth "
         "factor |L(w_ini) - L(w_0)|): validation and test error per iteration against the plain model's.",
         panels=[panel],
@@ -212,3 +232,4 @@ def figure_pp_partial(setup: RunSetup, pt: PersistentTrainer, scale: Scale, prog
             "layers": ", ".join(f"{i}: {r.layer}" for i, r in enumerate(pt.results_[1:], start=1)),
         },
     )
+    return with_seeds(result, runs)
