@@ -121,6 +121,10 @@ def _json_value(value: Any) -> Any:
     return json_number(float(value) if isinstance(value, float) else value)
 
 
+PREMISE_KEYS = ("statement", "measured", "threshold", "met", "detail")
+"""The fields of a premise in ``claims.json``."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Premise:
     """One check that the experiment set up the paper's situation.
@@ -142,6 +146,8 @@ class Premise:
     threshold: float | None
     met: bool
     detail: str = ""
+    #: ``"<="`` (:func:`at_most`) or ``">="`` (:func:`at_least`): which entry of a list is the worst, for the text.
+    side: str = dataclasses.field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.statement, str) or not self.statement.strip():
@@ -156,10 +162,13 @@ class Premise:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form."""
-        return json_fields(self)
+        return json_fields(self, PREMISE_KEYS)
 
     def __str__(self) -> str:
-        m = self.measured if isinstance(self.measured, float) else max(self.measured, key=abs, default=math.nan)
+        m = self.measured
+        if not isinstance(m, float):  # the entry nearest to failing (or failing most): the one that decides
+            pick = {"<=": max, ">=": min}.get(self.side)
+            m = pick(m, default=math.nan) if pick else max(m, key=abs, default=math.nan)
         bound = "" if self.threshold is None else f" (bound {self.threshold:.3g})"
         return f"{self.statement}: {'met' if self.met else 'NOT met'}, measured {m:.3g}{bound}"
 
@@ -168,14 +177,14 @@ def at_most(statement: str, value: Any, limit: float, *, detail: str = "") -> Pr
     """Premise ``value <= limit`` (every entry, when ``value`` is a list, e.g. one per seed)."""
     v = _number(value, "value")
     vals = v if isinstance(v, list) else [v]
-    return Premise(statement, v, float(limit), bool(vals) and all(x <= limit for x in vals), detail)
+    return Premise(statement, v, float(limit), bool(vals) and all(x <= limit for x in vals), detail, side="<=")
 
 
 def at_least(statement: str, value: Any, limit: float, *, detail: str = "") -> Premise:
     """Premise ``value >= limit`` (every entry, when ``value`` is a list)."""
     v = _number(value, "value")
     vals = v if isinstance(v, list) else [v]
-    return Premise(statement, v, float(limit), bool(vals) and all(x >= limit for x in vals), detail)
+    return Premise(statement, v, float(limit), bool(vals) and all(x >= limit for x in vals), detail, side=">=")
 
 
 def converged(

@@ -179,3 +179,12 @@ def test_free_cores_from_idle_share_and_load_average_fallback(monkeypatch):
     monkeypatch.setattr(make_all, "open", unreadable, raising=False)
     monkeypatch.setattr(make_all.os, "getloadavg", lambda: (n + 3.0, 0.0, 0.0))
     assert make_all.free_cores(0.0) == 1  # busier than the machine: still one worker
+
+
+def test_premise_text_names_the_entry_that_decides():
+    # "at least": the smallest entry decides (and fails here); "at most": the largest; the JSON form is unchanged
+    low = at_least("every seed trained", [5.0, 0.5, 3.0], 1.0)
+    assert not low.met and "measured 0.5 (bound 1)" in str(low)
+    high = at_most("every run settled", [0.2, -3.0, 0.9], 1.0)
+    assert high.met and "measured 0.9 (bound 1)" in str(high)
+    assert set(low.to_dict()) == {"statement", "measured", "threshold", "met", "detail"}
