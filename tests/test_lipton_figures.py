@@ -196,6 +196,11 @@ def test_setup_scales_and_validation(tmp_path: Path) -> None:
     full = LiptonSetup.for_scale("full", tmp_path)
     assert (full.epochs, full.every, full.pretrain_epochs, full.repetitions) == (200, 10, 10, 5)
     assert full.input_shape == (1, 28, 28)
+    # medium: the paper's schedule (as full) on the quick data and network, stamped "medium" on the claims
+    medium = LiptonSetup.for_scale("medium")
+    assert (medium.epochs, medium.every, medium.pretrain_epochs, medium.lr) == (full.epochs, 10, 10, full.lr)
+    assert (medium.n_train, medium.channels, medium.data_dir) == (LiptonSetup().n_train, LiptonSetup().channels, None)
+    assert medium.verdict_scale == "medium" and medium.scale_note == "Scaled down from the paper"
     with pytest.raises(ValueError, match="valid values"):
         LiptonSetup.for_scale("huge")
     with pytest.raises(ValueError, match="pretrain_epochs"):
@@ -204,3 +209,17 @@ def test_setup_scales_and_validation(tmp_path: Path) -> None:
         LiptonSetup(downsample=3)
     with pytest.raises(FileNotFoundError, match="IDX"):  # an empty data dir: the loader says what to put where
         _ = LiptonRuns(full).data
+
+
+def test_medium_scale_is_wired_through_make_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``make_all --scale medium`` runs the Lipton figures at LiptonSetup.medium() (here the tiny setting)."""
+    import json
+
+    from figures.make_all import make_gallery
+
+    tiny_medium = dataclasses.replace(TINY, name="medium")
+    monkeypatch.setattr(LiptonSetup, "medium", classmethod(lambda cls: tiny_medium))
+    rep = make_gallery(["lipton_fig2"], scale="medium", out=tmp_path, jobs=1, progress=False, verbose=False)
+    assert rep.exit_code == 0
+    (entry,) = [e for e in json.loads((tmp_path / "claims.json").read_text())["figures"] if e["name"] == "lipton_fig2"]
+    assert entry["scale"] == "medium" and entry["claims"] and all(c["scale"] == "medium" for c in entry["claims"])

@@ -19,7 +19,12 @@ from figures.lipton._setup import (
 )
 
 
-@register_figure("lipton_fig2", paper="lipton", title="Lipton Fig. 2: paths from one initialization, new shuffles")
+@register_figure(
+    "lipton_fig2",
+    paper="lipton",
+    scales=("medium",),
+    title="Lipton Fig. 2: paths from one initialization, new shuffles",
+)
 @lipton_figure
 def figure2(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 2: paths from one initialization, each with its own shuffle of the data.

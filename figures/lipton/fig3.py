@@ -33,7 +33,9 @@ FLAT_LOSS_FRACTION = 0.05
 FLAT_TRAVEL_MIN = 0.25
 
 
-@register_figure("lipton_fig3", paper="lipton", title="Lipton Fig. 3: distance from the origin, and cloned paths")
+@register_figure(
+    "lipton_fig3", paper="lipton", scales=("medium",), title="Lipton Fig. 3: distance from the origin, and cloned paths"
+)
 @lipton_figure
 def figure3(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 3: distance from the origin per epoch, and paths after cloning a partially trained model.
