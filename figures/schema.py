@@ -6,7 +6,7 @@ from typing import Any
 
 from figures.contract import Scale
 from figures.result import CLAIM_KEYS, PANEL_RE, SCALING_KEYS
-from figures.verdict import Verdict
+from figures.verdict import PREMISE_KEYS, Verdict
 
 __all__ = ["CLAIMS_FORMAT", "CLAIMS_SCHEMA", "SUMMARY_KEYS"]
 
@@ -29,7 +29,7 @@ def _claims_schema() -> dict[str, Any]:
     number = {"type": ["number", "string"]}  # non-finite floats are written as "nan", "inf", "-inf"
     premise = {
         "type": "object",
-        "required": ["statement", "measured", "threshold", "met", "detail"],
+        "required": list(PREMISE_KEYS),
         "additionalProperties": False,
         "properties": {
             "statement": {"type": "string", "minLength": 1},

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "PREMISE_KEYS",
     "Effect",
     "Premise",
     "Verdict",
