@@ -215,13 +215,43 @@ def free_cores(sample_s: float = 0.5) -> int:
     return max(1, min(n, int(round(free))))
 
 
-def _last_runtime(out: Path, name: str) -> float:
-    """The run time recorded by the figure's last run in ``out`` (``inf`` when unknown)."""
+RUNTIMES = Path(__file__).with_name("runtimes.tsv")
+
+
+def _shipped_runtimes() -> dict[tuple[str, str], float]:
+    """``figures/runtimes.tsv``: a figure's measured wall time per scale, for a gallery that has no record yet."""
+    table: dict[tuple[str, str], float] = {}
     try:
-        t = json.loads(_record_path(out, name).read_text(encoding="utf-8")).get("runtime_s")
-    except (OSError, ValueError):
-        return math.inf
-    return float(t) if isinstance(t, (int, float)) else math.inf
+        lines = RUNTIMES.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return table
+    for line in lines:
+        parts = line.split("\t")
+        if len(parts) == 3 and not line.startswith("#"):
+            try:
+                table[parts[0], parts[1]] = float(parts[2])
+            except ValueError:
+                continue
+    return table
+
+
+def _last_runtime(
+    out: Path, name: str, scale: str = "quick", shipped: dict[tuple[str, str], float] | None = None
+) -> float:
+    """The figure's expected run time: its last run at ``scale`` in ``out``, else the shipped table's, else ``inf``.
+
+    A fresh gallery has no records; without the shipped times it would start the figures in registry order and a
+    long one (Im Table 1 at medium: over an hour) could start last and leave one core idle for its whole length.
+    """
+    try:
+        rec = json.loads(_record_path(out, name).read_text(encoding="utf-8"))
+        t = rec.get("runtime_s")
+        if isinstance(t, (int, float)) and rec.get("scale", scale) == scale:
+            return float(t)
+    except (OSError, ValueError, AttributeError):
+        pass
+    shipped = _shipped_runtimes() if shipped is None else shipped
+    return shipped.get((name, scale), shipped.get((name, "quick"), math.inf))
 
 
 def _init_worker(threads: int) -> None:
@@ -352,8 +382,10 @@ def make_gallery(
             )
         publish()
 
-    # Longest first (by the last recorded run time; unknown first), so the slowest figure does not start last.
-    todo.sort(key=lambda t: -_last_runtime(out, t[0].name))
+    # Longest first (the last run time at this scale, else figures/runtimes.tsv; unknown first), so the slowest
+    # figure does not start last.
+    shipped = _shipped_runtimes()
+    todo.sort(key=lambda t: -_last_runtime(out, t[0].name, t[0].run_scale(scale).value, shipped))
     publish()  # the pending figures show as such until they finish
     bar = tqdm(total=len(todo), desc="figures", unit="fig", disable=not progress, file=sys.stderr)
     try:

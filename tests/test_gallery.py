@@ -334,3 +334,48 @@ def test_a_registered_figure_function_gets_the_papers_cache_and_its_options(tmp_
     assert seen == [(Scale.QUICK, None, cache, True, "b"), (Scale.QUICK, None, cache, False, "a")]
     with pytest.raises(ValueError, match="options go to a figure function"):
         register_figure("opt_c", paper="lipton", title="C", options={"which": "c"})(_counted)
+
+
+def test_fresh_gallery_starts_longest_first_from_the_shipped_runtimes(tmp_path: Path, monkeypatch) -> None:
+    from figures import make_all
+
+    table = tmp_path / "runtimes.tsv"
+    table.write_text("# figure\tscale\tseconds\nshort\tquick\t1\nlong\tquick\t50\nlong\tmedium\t9\nbad\tquick\tx\n")
+    monkeypatch.setattr(make_all, "RUNTIMES", table)
+    shipped = make_all._shipped_runtimes()
+    assert shipped == {("short", "quick"): 1.0, ("long", "quick"): 50.0, ("long", "medium"): 9.0}
+    out = tmp_path / "g"
+    assert make_all._last_runtime(out, "long", "medium") == 9.0  # no record: the shipped time at this scale
+    assert make_all._last_runtime(out, "short", "medium") == 1.0  # no medium time: the quick one
+    assert make_all._last_runtime(out, "unknown") == float("inf")
+    (out / "long").mkdir(parents=True)
+    (out / "long" / "record.json").write_text(json.dumps({"runtime_s": 3.5, "scale": "quick"}))
+    assert make_all._last_runtime(out, "long", "quick") == 3.5  # a record at this scale wins
+    assert make_all._last_runtime(out, "long", "medium") == 9.0  # a record at another scale does not
+
+    order: list[str] = []
+
+    def recorder(tag: str):
+        def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> FigureResult:
+            order.append(tag)
+            return _tiny_result(tag)
+
+        return run
+
+    with temporary_registry():
+        for tag in ("short", "unknown", "long"):
+            register_figure(tag, paper="im", title=tag)(recorder(tag))
+        assert main(["--out", str(tmp_path / "fresh"), "--quiet", "--jobs", "1"]) == 0
+    assert order == ["unknown", "long", "short"]
+
+
+def test_shipped_runtimes_cover_every_registered_figure() -> None:
+    from figures import make_all
+    from figures.contract import discover, registered
+
+    discover()
+    shipped = make_all._shipped_runtimes()
+    missing = [n for n, spec in registered().items() if (n, "quick") not in shipped]
+    assert not missing, f"add their quick wall time to figures/runtimes.tsv: {missing}"
+    no_medium = [n for n, s in registered().items() if "medium" in s.scales and (n, "medium") not in shipped]
+    assert not no_medium, f"add their medium wall time to figures/runtimes.tsv: {no_medium}"
