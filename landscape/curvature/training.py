@@ -500,7 +500,6 @@ def gradient_descent_curvature(
         shuffle=False,
         seed=seed,
         callbacks=[rec],
-        record_every_epochs=None,
         on_nonfinite="stop",
         progress=progress,
     )
