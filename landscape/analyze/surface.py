@@ -47,6 +47,7 @@ from landscape.analyze.slicing import (
     PointLike,
     ProblemLike,
     SliceOptions,
+    SliceSettings,
     as_anchor,
     begin_slice,
     coordinates,
@@ -55,26 +56,35 @@ from landscape.analyze.slicing import (
     shows_options,
     to_numpy,
 )
-from landscape.params import ParamLayout, ParamSelection
-from landscape.results import Provenance
+from landscape.params import ParamSelection
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from landscape.problem import Problem
+
 __all__ = ["line", "line_distance", "bilinear", "barycentric", "plane", "random_plane", "plane_through"]
 
 
-def _line_result(
+def _line_slice(
+    prob: Problem,
+    settings: SliceSettings,
     anchors: Sequence[tuple[Tensor, Any]],
+    *,
+    t: np.ndarray,
     coords: np.ndarray,
-    res: dict[str, np.ndarray],
-    where: tuple[np.ndarray, list[str], str],
+    kind: str,
+    anchor_coords: np.ndarray,
+    anchor_labels: list[str],
+    coord_name: str,
     label: str,
-    bad: int,
-    layout: ParamLayout,
-    prov: Provenance,
 ) -> LineResult:
-    anchor_coords, anchor_labels, coord_name = where
+    """Evaluate ``(1 - t) anchors[0] + t anchors[1]`` and return it as a line over ``coords`` (both ``(n,)``).
+
+    ``kind`` names the slice in the provenance; the other keywords are the :class:`LineResult` fields that
+    tell :func:`line` and :func:`line_distance` apart.
+    """
+    res, bad, prov = evaluate_slice(prob, anchors, np.stack([1 - t, t], 1), settings, {"kind": kind})
     return LineResult(
         coords=coords,
         metrics=res,
@@ -84,7 +94,7 @@ def _line_result(
         coord_name=coord_name,
         label=label,
         n_nonfinite=bad,
-        layout=layout.to_dict(),
+        layout=prob.layout.to_dict(),
         provenance=prov,
     )
 
@@ -127,12 +137,20 @@ def line(
         (4,)
     """
     settings, prob = begin_slice("line", problem, data, options, seed)
-    layout = prob.layout
     al = coordinates(np.linspace(0, 1, 21) if alphas is None else alphas, "alphas")
-    anchors = [as_anchor(prob, a, layout), as_anchor(prob, b, layout)]
-    res, bad, prov = evaluate_slice(prob, anchors, np.stack([1 - al, al], 1), settings, {"kind": "line"})
-    where = (np.array([0.0, 1.0]), ["a", "b"], "alpha")
-    return _line_result(anchors, al, res, where, label, bad, layout, prov)
+    anchors = [as_anchor(prob, a, prob.layout), as_anchor(prob, b, prob.layout)]
+    return _line_slice(
+        prob,
+        settings,
+        anchors,
+        t=al,
+        coords=al,
+        kind="line",
+        anchor_coords=np.array([0.0, 1.0]),
+        anchor_labels=["a", "b"],
+        coord_name="alpha",
+        label=label,
+    )
 
 
 @shows_options(SliceOptions)
@@ -167,8 +185,7 @@ def line_distance(
         ValueError: If the two points coincide.
     """
     settings, prob = begin_slice("line_distance", problem, data, options, seed)
-    layout = prob.layout
-    anchors = [as_anchor(prob, minimum, layout), as_anchor(prob, reference, layout)]
+    anchors = [as_anchor(prob, minimum, prob.layout), as_anchor(prob, reference, prob.layout)]
     length = float((anchors[1][0].double() - anchors[0][0].double()).norm())
     if length == 0:
         raise ValueError("minimum and reference are the same point; the direction is undefined")
@@ -176,13 +193,44 @@ def line_distance(
         grid = np.linspace(0, 1.5 * length, 31)
         distances = np.union1d(grid[~np.isclose(grid, length, rtol=1e-9, atol=0)], [length])
     ds = coordinates(distances, "distances")
-    t = ds / length
-    res, bad, prov = evaluate_slice(prob, anchors, np.stack([1 - t, t], 1), settings, {"kind": "line_distance"})
-    where = (np.array([0.0, length]), ["minimum", "reference"], "distance")
-    return _line_result(anchors, ds, res, where, label, bad, layout, prov)
+    return _line_slice(
+        prob,
+        settings,
+        anchors,
+        t=ds / length,
+        coords=ds,
+        kind="line_distance",
+        anchor_coords=np.array([0.0, length]),
+        anchor_labels=["minimum", "reference"],
+        coord_name="distance",
+        label=label,
+    )
 
 
 # =========================================================================== 2-D
+def _grid(
+    xs: Any, ys: Any, names: tuple[str, str] = ("xs", "ys")
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The axes ``x``, ``y`` (``ys`` defaults to ``xs``) and the flat row-major grid ``X``, ``Y``.
+
+    ``names`` are the arguments' names in error messages.
+    """
+    x, y = coordinates(xs, names[0]), coordinates(xs if ys is None else ys, names[1])
+    X, Y = (g.reshape(-1) for g in np.meshgrid(x, y))  # (len(y), len(x)) grids: row i is y[i]
+    return x, y, X, Y
+
+
+def _unit_grid(n: int, alphas: Any, betas: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Im et al.'s axes ``alphas``, ``betas`` (default ``linspace(0, 1, n)``) and their flat row-major grid.
+
+    Returns:
+        ``alphas (nx,)``, ``betas (ny,)`` and ``A``, ``B`` of shape ``(ny * nx,)``: point ``i * nx + j``
+        is ``(alphas[j], betas[i])``.
+    """
+    unit = np.linspace(0, 1, n)
+    return _grid(unit if alphas is None else alphas, unit if betas is None else betas, ("alphas", "betas"))
+
+
 @shows_options(SliceOptions)
 def bilinear(
     problem: ProblemLike,
@@ -220,10 +268,7 @@ def bilinear(
     settings, prob = begin_slice("bilinear", problem, data, options, seed)
     layout = prob.layout
     anchors = [as_anchor(prob, c, layout) for c in corners]
-    al = coordinates(np.linspace(0, 1, n) if alphas is None else alphas, "alphas")
-    be = coordinates(np.linspace(0, 1, n) if betas is None else betas, "betas")
-    A, Bt = np.meshgrid(al, be)  # (m, n): row i is beta_i
-    A, Bt = A.reshape(-1), Bt.reshape(-1)
+    al, be, A, Bt = _unit_grid(n, alphas, betas)
     coefs = np.stack([Bt * A, Bt * (1 - A), (1 - Bt) * A, (1 - Bt) * (1 - A)], 1)
     res, bad, prov = evaluate_slice(prob, anchors, coefs, settings, {"kind": "bilinear"})
     return BilinearResult(
@@ -275,9 +320,7 @@ def barycentric(
     settings, prob = begin_slice("barycentric", problem, data, options, seed)
     layout = prob.layout
     anchors = [as_anchor(prob, p, layout) for p in (p0, p1, p2)]
-    al = coordinates(np.linspace(0, 1, n) if alphas is None else alphas, "alphas")
-    be = coordinates(np.linspace(0, 1, n) if betas is None else betas, "betas")
-    A, Bt = (g.reshape(-1) for g in np.meshgrid(al, be))
+    al, be, A, Bt = _unit_grid(n, alphas, betas)
     coefs = np.stack([1 - A, A * Bt, A * (1 - Bt)], 1)
     res, bad, prov = evaluate_slice(prob, anchors, coefs, settings, {"kind": "barycentric"})
     return BarycentricResult(
@@ -293,11 +336,6 @@ def barycentric(
 
 
 # =========================================================================== planes (Li et al.)
-def _grid(xs: Any, ys: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The axes ``x``, ``y`` (``ys`` defaults to ``xs``) and the flat row-major grid ``X``, ``Y``."""
-    x, y = coordinates(xs, "xs"), coordinates(xs if ys is None else ys, "ys")
-    X, Y = (g.reshape(-1) for g in np.meshgrid(x, y))
-    return x, y, X, Y
 
 
 @shows_options(SliceOptions)
