@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
@@ -23,14 +23,25 @@ __all__ = ["LeNet5", "AlexNet", "SigmoidConvNet", "TunnelsCNN", "VGGNet", "NINNe
 
 
 # --------------------------------------------------------------------------- shared pieces
-def _conv_pool_pair(c: int, channels: tuple[int, int], paddings: tuple[int, int]) -> OrderedDict[str, nn.Module]:
-    """``conv 5x5 - relu - max-pool 2``, twice, then flatten: LeNet-5's and Lipton's features."""
+def _conv_pool_stack(
+    c: int,
+    channels: Sequence[int],
+    paddings: Sequence[int],
+    pool: Callable[[], nn.Module] = lambda: nn.MaxPool2d(2),
+    lrn: Callable[[], nn.Module] | None = None,
+) -> OrderedDict[str, nn.Module]:
+    """``conv 5x5 - relu - pool [- local response norm]`` per entry of ``channels``, then flatten.
+
+    LeNet-5's and Lipton's features (max-pool 2, no norm) and AlexNet's (max-pool 3/2, local response norm).
+    """
     feats: OrderedDict[str, nn.Module] = OrderedDict()
     cin = c
     for i, (cout, pad) in enumerate(zip(channels, paddings), start=1):
         feats[f"conv{i}"] = nn.Conv2d(cin, cout, 5, padding=pad)
         feats[f"relu{i}"] = nn.ReLU()
-        feats[f"pool{i}"] = nn.MaxPool2d(2)
+        feats[f"pool{i}"] = pool()
+        if lrn is not None:
+            feats[f"lrn{i}"] = lrn()
         cin = cout
     feats["flatten"] = nn.Flatten()
     return feats
@@ -95,7 +106,7 @@ class LeNet5(nn.Sequential):
         num_classes = check_classes(num_classes)
         side = min(h, w)
         pad1, pad2 = (0, 0) if side >= 32 else (2, 0) if side >= 16 else (2, 2)
-        feats = _conv_pool_pair(c, channels, (pad1, pad2))
+        feats = _conv_pool_stack(c, channels, (pad1, pad2))
         feats.update(_two_hidden_head(_flat_size(feats, (c, h, w), "LeNet5"), hidden, num_classes))
         super().__init__(feats)
 
@@ -128,16 +139,13 @@ class AlexNet(nn.Sequential):
     ) -> None:
         c, h, w = image_shape(input_shape, "AlexNet")
         num_classes = check_classes(num_classes)
-        feats: OrderedDict[str, nn.Module] = OrderedDict()
-        cin = c
-        for i, cout in enumerate(channels, start=1):
-            feats[f"conv{i}"] = nn.Conv2d(cin, cout, 5, padding=2)
-            feats[f"relu{i}"] = nn.ReLU()
-            feats[f"pool{i}"] = nn.MaxPool2d(3, stride=2, padding=1)
-            if lrn:
-                feats[f"lrn{i}"] = nn.LocalResponseNorm(9, alpha=0.001, beta=0.75, k=1.0)
-            cin = cout
-        feats["flatten"] = nn.Flatten()
+        feats = _conv_pool_stack(
+            c,
+            channels,
+            [2] * len(channels),
+            pool=lambda: nn.MaxPool2d(3, stride=2, padding=1),
+            lrn=(lambda: nn.LocalResponseNorm(9, alpha=0.001, beta=0.75, k=1.0)) if lrn else None,
+        )
         feats.update(_two_hidden_head(_flat_size(feats, (c, h, w), "AlexNet"), hidden, num_classes))
         super().__init__(feats)
 
@@ -339,6 +347,6 @@ class LiptonCNN(nn.Sequential):
     ) -> None:
         c, h, w = image_shape(input_shape, "LiptonCNN")
         num_classes = check_classes(num_classes)
-        feats = _conv_pool_pair(c, channels, (2, 2))
+        feats = _conv_pool_stack(c, channels, (2, 2))
         feats.update(_dropout_head(_flat_size(feats, (c, h, w), "LiptonCNN"), hidden, num_classes, dropout, "relu3"))
         super().__init__(feats)
