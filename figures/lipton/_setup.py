@@ -63,7 +63,7 @@ import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
-from figures.contract import FigureResult, Scale, figure_function
+from figures.contract import FigureResult, Scale, figure_function, register_figure
 from figures.lipton._runs import LiptonRuns, LiptonSetup
 from figures.verdict import Premise, at_most, converged
 from landscape.analyze import (
@@ -93,14 +93,27 @@ _COLORS = tuple(PALETTE[i] for i in (0, 3, 2, 1, 4, 5, 6, 9, 7, 8))  # the one p
 
 
 # --------------------------------------------------------------------------- the figures' signature
-def lipton_figure(body: Callable[..., FigureResult]) -> Callable[..., FigureResult]:
-    """Give a Lipton figure the one signature of the gallery's figure functions (use as ``@lipton_figure``).
+def lipton_figure(name: str, title: str) -> Callable[[Callable[..., FigureResult]], Callable[..., FigureResult]]:
+    """Register a Lipton figure and give it the one signature of the gallery's figure functions.
 
     The decorated function is called as ``figure(scale="quick", data_dir=None, *, cache=None, progress=False,
     setup=None)`` (:func:`figures.contract.figure_function`; ``setup`` overrides the settings of ``scale``) and
     calls ``body(setup, runs)`` with the :class:`LiptonRuns` of those settings (trained once, cached in ``cache``).
+    It is registered under ``name`` with a medium setting (:func:`figures.contract.register_figure`).
+
+    Args:
+        name: The figure's name.
+        title: Its title in the gallery.
+
+    Returns:
+        The decorator; it returns the figure function.
     """
-    return figure_function(LiptonSetup.for_scale, _runs)(body)  # type: ignore[no-any-return]
+
+    def decorate(body: Callable[..., FigureResult]) -> Callable[..., FigureResult]:
+        figure: Callable[..., FigureResult] = figure_function(LiptonSetup.for_scale, _runs)(body)
+        return register_figure(name, paper="lipton", title=title, scales=("medium",))(figure)
+
+    return decorate
 
 
 def _runs(

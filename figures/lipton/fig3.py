@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, register_figure
+from figures.contract import FigureResult, Panel
 from figures.lipton._setup import (
     CV_MAX,
     LiptonRuns,
@@ -33,10 +33,7 @@ FLAT_LOSS_FRACTION = 0.05
 FLAT_TRAVEL_MIN = 0.25
 
 
-@register_figure(
-    "lipton_fig3", paper="lipton", scales=("medium",), title="Lipton Fig. 3: distance from the origin, and cloned paths"
-)
-@lipton_figure
+@lipton_figure("lipton_fig3", "Lipton Fig. 3: distance from the origin, and cloned paths")
 def figure3(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 3: distance from the origin per epoch, and paths after cloning a partially trained model.
 
