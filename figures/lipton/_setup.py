@@ -219,6 +219,18 @@ def draw_joint_paths(
     return draw_paths(title, paths, [f"{label} {k}" for k in range(len(trajs))])
 
 
+def roughly_equal(values: np.ndarray) -> dict[str, Any]:
+    """The measured part of a claim that ``values`` are roughly equal: their coefficient of variation (std / mean).
+
+    Returns:
+        ``measured`` (the coefficient of variation, to 4 decimals), ``held`` (at most ``CV_MAX``) and the values of
+        the claim's detail: ``low`` and ``high`` (of ``values``) and ``cv_max``.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    cv = float(v.std() / v.mean())
+    return {"measured": round(cv, 4), "held": cv <= CV_MAX, "low": v.min(), "high": v.max(), "cv_max": CV_MAX}
+
+
 def equal_distances(
     runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, start_epoch: float = 0.0
 ) -> dict[str, Any]:
@@ -231,24 +243,13 @@ def equal_distances(
         start_epoch: Global epoch of the paths' first snapshots (see :func:`converged_premise`).
 
     Returns:
-        ``measured`` (coefficient of variation of the pairwise distances between the final weights), ``held``
-        (at most ``CV_MAX``), ``premises`` (the runs ended at solutions: :func:`converged_premise`) and the
-        values of the claim's detail: ``pairs``, ``low``, ``high``, ``cv_max`` and ``runs``.
+        :func:`roughly_equal` of the pairwise distances between the final weights, ``premises`` (the runs ended at
+        solutions: :func:`converged_premise`) and the values of the claim's detail ``pairs`` and ``runs``.
     """
     pair = pairwise_end_distances(trajs)
-    cv = pairwise_cv(pair)
     iu = np.triu_indices(pair.shape[0], 1)
     flat, low, _ = converged_premise(runs, trajs, what, start_epoch)
-    return {
-        "measured": round(cv, 4),
-        "held": cv <= CV_MAX,
-        "premises": [flat, low],
-        "pairs": len(iu[0]),
-        "low": pair[iu].min(),
-        "high": pair[iu].max(),
-        "cv_max": CV_MAX,
-        "runs": pair.shape[0],
-    }
+    return {**roughly_equal(pair[iu]), "premises": [flat, low], "pairs": len(iu[0]), "runs": pair.shape[0]}
 
 
 def diverging_paths(
