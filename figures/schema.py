@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from figures.contract import Scale
@@ -24,32 +25,44 @@ SUMMARY_KEYS = (
 )
 
 
+def _record(
+    properties: dict[str, Any], *, required: Sequence[str] | None = None, closed: bool = False, **extra: Any
+) -> dict[str, Any]:
+    """The schema of a JSON object with ``properties``.
+
+    Args:
+        properties: The schema of each key.
+        required: The keys every object has (default: all of ``properties``).
+        closed: Whether other keys are an error.
+        **extra: More schema keywords (``allOf``, or ``type`` to replace ``"object"``).
+    """
+    schema: dict[str, Any] = {"type": "object", "required": list(properties if required is None else required)}
+    if closed:
+        schema["additionalProperties"] = False
+    return schema | {"properties": properties} | extra
+
+
 def _claims_schema() -> dict[str, Any]:
     value = {"type": ["number", "string", "null"]}
     number = {"type": ["number", "string"]}  # non-finite floats are written as "nan", "inf", "-inf"
-    premise = {
-        "type": "object",
-        "required": list(PREMISE_KEYS),
-        "additionalProperties": False,
-        "properties": {
+    premise = _record(
+        {
             "statement": {"type": "string", "minLength": 1},
             "measured": {"anyOf": [number, {"type": "array", "items": number}]},
             "threshold": {"type": ["number", "string", "null"]},
             "met": {"type": "boolean"},
             "detail": {"type": "string"},
         },
-    }
-    effect = {
-        "type": ["object", "null"],
-        "required": ["mean", "sd", "n", "ci_low", "ci_high", "p_value", "confidence", "method"],
-        "properties": {k: number for k in ("mean", "sd", "ci_low", "ci_high", "p_value", "confidence")}
+        required=PREMISE_KEYS,
+        closed=True,
+    )
+    effect = _record(
+        {k: number for k in ("mean", "sd", "ci_low", "ci_high", "p_value", "confidence")}
         | {"n": {"type": "integer", "minimum": 1}, "method": {"type": "string"}},
-    }
-    claim = {
-        "type": "object",
-        "required": list(CLAIM_KEYS),
-        "additionalProperties": False,
-        "properties": {
+        type=["object", "null"],
+    )
+    claim = _record(
+        {
             "statement": {"type": "string", "minLength": 1},
             "paper_value": value,
             "measured": {"anyOf": [value, {"type": "array", "items": number}]},
@@ -61,7 +74,9 @@ def _claims_schema() -> dict[str, Any]:
             "effect": effect,
             "scale": {"type": ["string", "null"]},
         },
-        "allOf": [  # held mirrors the verdict; a failed premise means not tested
+        required=CLAIM_KEYS,
+        closed=True,
+        allOf=[  # held mirrors the verdict; a failed premise means not tested
             {"if": {"properties": {"verdict": {"const": "held"}}}, "then": {"properties": {"held": {"const": True}}}},
             {
                 "if": {"properties": {"verdict": {"const": "not held"}}},
@@ -72,38 +87,18 @@ def _claims_schema() -> dict[str, Any]:
                 "then": {"properties": {"verdict": {"const": "not tested"}}},
             },
         ],
-    }
-    panel = {
-        "type": "object",
-        "required": ["key", "caption", "html", "png", "json"],
-        "properties": {
+    )
+    panel = _record(
+        {
             "key": {"type": "string", "pattern": PANEL_RE.pattern},
             "caption": {"type": "string"},
             "html": {"type": "string"},
             "png": {"type": "string"},
             "json": {"type": "string"},
-        },
-    }
-    figure = {
-        "type": "object",
-        "required": [
-            "name",
-            "title",
-            "paper",
-            "module",
-            "scale",
-            "scaling",
-            "caption",
-            "runtime_s",
-            "status",
-            "error",
-            "cached",
-            "cache_key",
-            "finished",
-            "panels",
-            "claims",
-        ],
-        "properties": {
+        }
+    )
+    figure = _record(
+        {
             "name": {"type": "string", "minLength": 1},
             "title": {"type": "string"},
             "paper": {"type": ["string", "null"]},
@@ -120,7 +115,7 @@ def _claims_schema() -> dict[str, Any]:
             "panels": {"type": "array", "items": panel},
             "claims": {"type": "array", "items": claim},
         },
-        "allOf": [
+        allOf=[
             {  # a rendered figure states its scaling, time and panels, and has no error
                 "if": {"properties": {"status": {"const": "ok"}}},
                 "then": {
@@ -137,26 +132,23 @@ def _claims_schema() -> dict[str, Any]:
                 "then": {"properties": {"error": {"type": "string", "minLength": 1}}},
             },
         ],
-    }
+    )
     count = {"type": "integer", "minimum": 0}
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "landscape figure gallery: claims.json",
-        "type": "object",
-        "required": ["format", "generated", "scale", "complete", "total_runtime_s", "summary", "figures"],
-        "properties": {
+    document = _record(
+        {
             "format": {"const": CLAIMS_FORMAT},
             "generated": {"type": "string"},
             "scale": {"enum": [s.value for s in Scale]},
             "complete": {"type": "boolean"},
             "total_runtime_s": {"type": "number", "minimum": 0},
-            "summary": {
-                "type": "object",
-                "required": list(SUMMARY_KEYS),
-                "properties": dict.fromkeys(SUMMARY_KEYS, count),
-            },
+            "summary": _record(dict.fromkeys(SUMMARY_KEYS, count)),
             "figures": {"type": "array", "items": figure},
-        },
+        }
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "landscape figure gallery: claims.json",
+        **document,
     }
 
 

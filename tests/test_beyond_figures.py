@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from figures.beyond import PACKAGE_ADDS
 from figures.beyond import connect as bc
 from figures.contract import FigureResult, Scale
 from figures.verdict import Verdict
@@ -21,6 +22,7 @@ def tiny(monkeypatch):
 
 
 def _check(res: FigureResult) -> None:
+    assert PACKAGE_ADDS in res.caption  # every caption of the section says it is not a reproduction
     for c in check_figure_result(res, ""):
         assert c.premises
         if not all(p.met for p in c.premises):

@@ -26,6 +26,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from figures.beyond import PACKAGE_ADDS
 from figures.beyond._minima import fit_premise, halving_claim, rise_premise
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
@@ -218,8 +219,7 @@ def run_rebasin(scale: Scale, data_dir: Path | None, out: Path, progress: bool) 
     return FigureResult(
         caption="Two MLPs trained from different seeds are joined by a straight line in weight space. Left: the "
         "training loss along it, raw, after weight matching and after weight matching + REPAIR. Right: "
-        "the barrier (the largest rise above the interpolated endpoint losses) by width. Not in the "
-        "papers the gallery reproduces: this is what the package adds.",
+        "the barrier (the largest rise above the interpolated endpoint losses) by width. " + PACKAGE_ADDS,
         panels=[Panel("line", plotly=fig, mpl=mfig), Panel("widths", plotly=bars, mpl=mbars)],
         claims=claims,
         scaling={
@@ -297,8 +297,7 @@ def run_curves(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -
     return FigureResult(
         caption="Training loss along the straight line between two MLPs trained from different seeds, and along "
         "a quadratic Bezier curve whose bend was trained (Garipov et al.'s procedure) between the same "
-        "endpoints (seed pair 0/1 shown). Not in the papers the gallery reproduces: this is what the "
-        "package adds.",
+        "endpoints (seed pair 0/1 shown). " + PACKAGE_ADDS,
         panels=[Panel("curve", plotly=fig, mpl=mfig)],
         claims=claims,
         scaling={

@@ -34,6 +34,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from figures.beyond import PACKAGE_ADDS
 from figures.beyond._minima import HALF, MIN_BARRIER, fit_premise, halving_claim, rise_premise
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
@@ -283,8 +284,7 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
         "training-loss barrier of each pair, for two optimizers from one initialization (Table 1's pairs) "
         "and for one optimizer from two initializations, before and after permuting the second network's "
         "units to match the first's weights. Right: the loss along one pair of each kind. BatchNorm uses "
-        "the batch statistics of the evaluated images (a reset at every interpolated point). Not in the "
-        "papers the gallery reproduces: this is what the package adds.",
+        "the batch statistics of the evaluated images (a reset at every interpolated point). " + PACKAGE_ADDS,
         panels=[Panel("barriers", plotly=combined, mpl=mfig)],
         claims=claims,
         scaling=setup.scaling(

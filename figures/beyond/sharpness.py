@@ -43,6 +43,7 @@ from matplotlib.ticker import NullFormatter
 from plotly.subplots import make_subplots
 from torch import nn
 
+from figures.beyond import PACKAGE_ADDS
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.result import Claim
@@ -317,8 +318,8 @@ def run(scale: Scale, data_dir: Path | None, out: Path, progress: bool) -> Figur
         caption="Four sharpness measures at the minima the Im et al. figures (VGG-style CNN with BatchNorm, 7 "
         "optimizers x 5 initializations) and the Persistent Neurons figures (LeNet-5, plain and persistent "
         "iterations of three runs) train, beside their test accuracy; reused from those figures' caches. "
-        "Not in the papers the gallery reproduces: this is what the package adds. Per-minimum numbers: "
-        "sharpness.json.",
+        + PACKAGE_ADDS
+        + " Per-minimum numbers: sharpness.json.",
         panels=[Panel("scatter", plotly=sc, mpl=mfig), Panel("table", plotly=tab, mpl=tfig)],
         claims=claims,
         scaling={

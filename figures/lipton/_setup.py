@@ -63,7 +63,7 @@ import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
-from figures.contract import FigureResult, Scale, figure_function
+from figures.contract import FigureResult, Scale, figure_function, register_figure
 from figures.lipton._runs import LiptonRuns, LiptonSetup
 from figures.verdict import Premise, at_most, converged
 from landscape.analyze import (
@@ -93,14 +93,27 @@ _COLORS = tuple(PALETTE[i] for i in (0, 3, 2, 1, 4, 5, 6, 9, 7, 8))  # the one p
 
 
 # --------------------------------------------------------------------------- the figures' signature
-def lipton_figure(body: Callable[..., FigureResult]) -> Callable[..., FigureResult]:
-    """Give a Lipton figure the one signature of the gallery's figure functions (use as ``@lipton_figure``).
+def lipton_figure(name: str, title: str) -> Callable[[Callable[..., FigureResult]], Callable[..., FigureResult]]:
+    """Register a Lipton figure and give it the one signature of the gallery's figure functions.
 
     The decorated function is called as ``figure(scale="quick", data_dir=None, *, cache=None, progress=False,
     setup=None)`` (:func:`figures.contract.figure_function`; ``setup`` overrides the settings of ``scale``) and
     calls ``body(setup, runs)`` with the :class:`LiptonRuns` of those settings (trained once, cached in ``cache``).
+    It is registered under ``name`` with a medium setting (:func:`figures.contract.register_figure`).
+
+    Args:
+        name: The figure's name.
+        title: Its title in the gallery.
+
+    Returns:
+        The decorator; it returns the figure function.
     """
-    return figure_function(LiptonSetup.for_scale, _runs)(body)  # type: ignore[no-any-return]
+
+    def decorate(body: Callable[..., FigureResult]) -> Callable[..., FigureResult]:
+        figure: Callable[..., FigureResult] = figure_function(LiptonSetup.for_scale, _runs)(body)
+        return register_figure(name, paper="lipton", title=title, scales=("medium",))(figure)
+
+    return decorate
 
 
 def _runs(
@@ -206,6 +219,18 @@ def draw_joint_paths(
     return draw_paths(title, paths, [f"{label} {k}" for k in range(len(trajs))])
 
 
+def roughly_equal(values: np.ndarray) -> dict[str, Any]:
+    """The measured part of a claim that ``values`` are roughly equal: their coefficient of variation (std / mean).
+
+    Returns:
+        ``measured`` (the coefficient of variation, to 4 decimals), ``held`` (at most ``CV_MAX``) and the values of
+        the claim's detail: ``low`` and ``high`` (of ``values``) and ``cv_max``.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    cv = float(v.std() / v.mean())
+    return {"measured": round(cv, 4), "held": cv <= CV_MAX, "low": v.min(), "high": v.max(), "cv_max": CV_MAX}
+
+
 def equal_distances(
     runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, start_epoch: float = 0.0
 ) -> dict[str, Any]:
@@ -218,24 +243,13 @@ def equal_distances(
         start_epoch: Global epoch of the paths' first snapshots (see :func:`converged_premise`).
 
     Returns:
-        ``measured`` (coefficient of variation of the pairwise distances between the final weights), ``held``
-        (at most ``CV_MAX``), ``premises`` (the runs ended at solutions: :func:`converged_premise`) and the
-        values of the claim's detail: ``pairs``, ``low``, ``high``, ``cv_max`` and ``runs``.
+        :func:`roughly_equal` of the pairwise distances between the final weights, ``premises`` (the runs ended at
+        solutions: :func:`converged_premise`) and the values of the claim's detail ``pairs`` and ``runs``.
     """
     pair = pairwise_end_distances(trajs)
-    cv = pairwise_cv(pair)
     iu = np.triu_indices(pair.shape[0], 1)
     flat, low, _ = converged_premise(runs, trajs, what, start_epoch)
-    return {
-        "measured": round(cv, 4),
-        "held": cv <= CV_MAX,
-        "premises": [flat, low],
-        "pairs": len(iu[0]),
-        "low": pair[iu].min(),
-        "high": pair[iu].max(),
-        "cv_max": CV_MAX,
-        "runs": pair.shape[0],
-    }
+    return {**roughly_equal(pair[iu]), "premises": [flat, low], "pairs": len(iu[0]), "runs": pair.shape[0]}
 
 
 def diverging_paths(

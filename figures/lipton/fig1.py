@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, register_figure
+from figures.contract import FigureResult, Panel
 from figures.lipton._setup import (
     LiptonRuns,
     LiptonSetup,
@@ -32,13 +32,7 @@ STRAIGHT_MAX = 2 / 3  # "far from straight": straight-line distance at most 2/3 
 SNAPSHOTS_PER_COMPONENT = 5  # premise of the k-component claims: at least 5 k snapshot-to-snapshot steps
 
 
-@register_figure(
-    "lipton_fig1",
-    paper="lipton",
-    scales=("medium",),
-    title="Lipton Fig. 1: 2D PCA of training paths, and the straight line",
-)
-@lipton_figure
+@lipton_figure("lipton_fig1", "Lipton Fig. 1: 2D PCA of training paths, and the straight line")
 def figure1(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 1: 2D PCA of one path and of five paths from different initializations, and the straight line.
 

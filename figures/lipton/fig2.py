@@ -8,7 +8,7 @@ The runs, settings and readings are shared by the three figures: see :mod:`figur
 from __future__ import annotations
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, register_figure
+from figures.contract import FigureResult, Panel
 from figures.lipton._setup import (
     LiptonRuns,
     LiptonSetup,
@@ -19,13 +19,7 @@ from figures.lipton._setup import (
 )
 
 
-@register_figure(
-    "lipton_fig2",
-    paper="lipton",
-    scales=("medium",),
-    title="Lipton Fig. 2: paths from one initialization, new shuffles",
-)
-@lipton_figure
+@lipton_figure("lipton_fig2", "Lipton Fig. 2: paths from one initialization, new shuffles")
 def figure2(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 2: paths from one initialization, each with its own shuffle of the data.
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult, Panel, register_figure
+from figures.contract import FigureResult, Panel
 from figures.lipton._setup import (
-    CV_MAX,
     LiptonRuns,
     LiptonSetup,
     converged_premise,
@@ -22,6 +21,7 @@ from figures.lipton._setup import (
     equal_distances,
     lipton_figure,
     path_lengths,
+    roughly_equal,
     subsampled,
     trained_premise,
 )
@@ -33,10 +33,7 @@ FLAT_LOSS_FRACTION = 0.05
 FLAT_TRAVEL_MIN = 0.25
 
 
-@register_figure(
-    "lipton_fig3", paper="lipton", scales=("medium",), title="Lipton Fig. 3: distance from the origin, and cloned paths"
-)
-@lipton_figure
+@lipton_figure("lipton_fig3", "Lipton Fig. 3: distance from the origin, and cloned paths")
 def figure3(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     """Fig. 3: distance from the origin per epoch, and paths after cloning a partially trained model.
 
@@ -63,7 +60,6 @@ def figure3(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     )
 
     final_norms = np.array([c[2][-1] for c in curves[: len(inits)]])
-    norm_cv = float(final_norms.std() / final_norms.mean())
     # Flat region: how much of its path the base run still travels once its loss has (nearly) converged.
     base = runs.base()
     loss = runs.losses(v.vector for v in base)
@@ -76,14 +72,10 @@ def figure3(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
     claims = [
         book(
             "same-distance-from-origin",
-            round(norm_cv, 4),
-            held=norm_cv <= CV_MAX,
+            **roughly_equal(final_norms),
             premises=[trained_premise(runs, inits, f"the {len(inits)} runs from different initializations")],
             epochs=s.epochs,
             runs=len(inits),
-            low=final_norms.min(),
-            high=final_norms.max(),
-            cv_max=CV_MAX,
         ),
         book(
             "travel-through-flat-regions",
