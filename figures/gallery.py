@@ -38,6 +38,7 @@ __all__ = [
     "write_claims_json",
     "write_index",
     "write_plotly_js",
+    "write_reproduction_table",
 ]
 
 PLOTLY_JS = "plotly.min.js"
@@ -52,6 +53,29 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     else:
         tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+REPRODUCTION_TABLE = "README.md"
+
+
+def write_reproduction_table(out: Path) -> Path:
+    """Copy ``figures/README.md`` into the gallery as ``out/README.md`` (skipped when already identical).
+
+    Per paper, it tabulates which phenomena reproduce at quick and at medium scale, with the numbers and how they
+    were measured. The tables are the record of the sessions that measured them; ``claims.json`` beside them is
+    this build's.
+
+    Args:
+        out: The gallery directory.
+
+    Returns:
+        The path of the copy.
+    """
+    path = out / REPRODUCTION_TABLE
+    text = Path(__file__).with_name("README.md").read_bytes()
+    if not path.is_file() or path.read_bytes() != text:
+        write_atomic(path, text)
+    return path
 
 
 def write_plotly_js(out: Path) -> Path:
@@ -452,7 +476,10 @@ def write_index(
 <body data-gallery-check="pending">
 <h1>Loss-landscape figure gallery</h1>
 <p class="meta">Scale: <b>{html.escape(scale)}</b> · generated {utc_now()} · total run time {_fmt_time(total_runtime_s)}
- · <a href="claims.json">claims.json</a>{(" · " + html.escape(note)) if note else ""}</p>
+ · <a href="claims.json">claims.json</a>
+ · <a href="{REPRODUCTION_TABLE}">what reproduces, per paper and scale</a>{
+        (" · " + html.escape(note)) if note else ""
+    }</p>
 {banner}{summary}{toc}
 {"".join(sections)}
 {_SELF_CHECK}

@@ -59,6 +59,7 @@ from figures.gallery import (
     write_claims_json,
     write_index,
     write_plotly_js,
+    write_reproduction_table,
 )
 from figures.verdict_table import golden_report
 
@@ -329,6 +330,7 @@ def make_gallery(
     selected = list(dict.fromkeys(only)) if only else list(specs)
     out.mkdir(parents=True, exist_ok=True)
     write_plotly_js(out)
+    write_reproduction_table(out)
 
     def say(msg: str) -> None:
         if verbose:

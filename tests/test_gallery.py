@@ -124,6 +124,12 @@ def test_toy_gallery_files_offline_and_schema(toy_gallery: Path) -> None:
     for c in toy["claims"]:
         assert c["statement"].replace("'", "&#x27;") in index
     assert index.count('<td class="mark" title="held">✓</td>') == 3
+    # The per-paper reproduction tables (quick and medium columns) travel with the gallery, linked from the index.
+    table = (out / "README.md").read_text(encoding="utf-8")
+    assert table == (Path(contract.__file__).with_name("README.md")).read_text(encoding="utf-8")
+    heads = [line for line in table.splitlines() if line.startswith("| phenomenon | reproduces at quick scale?")]
+    assert sum("| medium |" in h for h in heads) >= 4  # Im, Persistent, Tunnels, Lipton
+    assert '<a href="README.md">' in index
 
 
 def test_cache_reuse_force_and_scale(tmp_path: Path) -> None:
