@@ -22,6 +22,7 @@ list unfinished figures as pending, so an interrupted run never leaves a stale g
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -33,7 +34,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -257,16 +258,22 @@ def _last_runtime(
 
 # glibc malloc: serve every tensor from the heap and keep freed memory (up to 1 GiB) instead of mapping and unmapping
 # each large buffer. With the defaults a medium-scale Im training step page-faults its activations afresh every
-# time: the whole medium gallery spent 3,007 s in the kernel against 9,588 s of user time. Measured on that
-# workload (benchmarks/bench_allocator.py): system time 2.3 s -> 0.1 s, wall time about 0.77x. Read by glibc when
-# a process starts, so it reaches the spawned workers; other C libraries ignore it; a value the user set is kept.
+# time: the whole medium gallery spent 3,007 s in the kernel against 9,588 s of user time. On that workload
+# (benchmarks/bench_allocator.py): system time 1.94 s -> 0.09 s, wall time 0.82x. Read by glibc when a process
+# starts, so it reaches the spawned workers; other C libraries ignore it; a value the user set is kept.
 ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
-def _tune_allocator_for_workers() -> None:
-    """Set :data:`ALLOCATOR_ENV` in ``os.environ`` (where unset) for the worker processes spawned after this."""
-    for var, value in ALLOCATOR_ENV.items():
-        os.environ.setdefault(var, value)
+@contextlib.contextmanager
+def _allocator_env_for_workers() -> Iterator[None]:
+    """Set :data:`ALLOCATOR_ENV` (where unset) while workers are spawned; the caller's environment is restored."""
+    added = [var for var in ALLOCATOR_ENV if var not in os.environ]
+    os.environ.update({var: ALLOCATOR_ENV[var] for var in added})
+    try:
+        yield
+    finally:
+        for var in added:
+            os.environ.pop(var, None)
 
 
 def _init_worker(threads: int) -> None:
@@ -421,11 +428,13 @@ def make_gallery(
                 )
                 bar.update()
         else:
-            _tune_allocator_for_workers()
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(
-                max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(1,)
-            ) as pool:
+            with (
+                _allocator_env_for_workers(),
+                ProcessPoolExecutor(
+                    max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(1,)
+                ) as pool,
+            ):
                 futures = {
                     pool.submit(
                         _run_one,

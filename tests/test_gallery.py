@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -385,3 +386,16 @@ def test_shipped_runtimes_cover_every_registered_figure() -> None:
     assert not missing, f"add their quick wall time to figures/runtimes.tsv: {missing}"
     no_medium = [n for n, s in registered().items() if "medium" in s.scales and (n, "medium") not in shipped]
     assert not no_medium, f"add their medium wall time to figures/runtimes.tsv: {no_medium}"
+
+
+def test_worker_allocator_settings_are_scoped_and_keep_the_users(monkeypatch) -> None:
+    from figures import make_all
+
+    names = list(make_all.ALLOCATOR_ENV)
+    for var in names:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(names[0], "12345")  # the user's own value
+    with make_all._allocator_env_for_workers():
+        assert os.environ[names[0]] == "12345"
+        assert all(os.environ[v] == make_all.ALLOCATOR_ENV[v] for v in names[1:])
+    assert os.environ[names[0]] == "12345" and not any(v in os.environ for v in names[1:])
