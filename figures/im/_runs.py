@@ -7,9 +7,9 @@ import dataclasses
 import hashlib
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from figures.contract import FigureResult, figure_function
 from figures.im._settings import ImSetup, RunSpec
 from figures.im._text import WordLSTM, text_splits, tokenize
+from landscape.analyze import line
 from landscape.data import Splits
 from landscape.params import parameters_to_vector
 from landscape.train import (
@@ -30,6 +31,8 @@ from landscape.train import (
     evaluate_dataset,
 )
 from landscape.trajectory import Trajectory, build_once
+
+K = TypeVar("K")  # the keys of a table of runs
 
 
 class _GradCounter:
@@ -327,7 +330,29 @@ class ImRuns:
 
     def loss_kit(self) -> tuple[nn.Module, dict[str, Any], tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]]:
         """What a loss-surface figure evaluates with: a template model, the loss-only options and the data."""
-        return self.setup.model(RunSpec()), {**self.eval_kw(RunSpec()), "metrics": ("loss",)}, self.surface_data()
+        return self.setup.model(RunSpec()), self.loss_kw(RunSpec()), self.surface_data()
+
+    def init_final_losses(self, runs: Mapping[K, Run], alphas: np.ndarray, desc: str) -> dict[K, np.ndarray]:
+        """Training loss on the line from each run's initial to its final weights (Eq. 2), on :meth:`surface_data`.
+
+        Args:
+            runs: ``{key: run}``, of any architectures.
+            alphas: ``(n,)`` positions on the line (0: the initial weights, 1: the final ones).
+            desc: Label of the progress bar.
+
+        Returns:
+            ``{key: loss (n,)}``, in the order of ``runs``.
+        """
+        data = self.surface_data()
+        return {
+            key: line(r.factory(), r.init, r.final, data, alphas=alphas, **self.loss_kw(r.spec)).metrics["loss"]
+            for key, r in tqdm(runs.items(), desc=desc, disable=not self.progress, leave=False)
+        }
+
+    @classmethod
+    def loss_kw(cls, spec: RunSpec) -> dict[str, Any]:
+        """Evaluation options of a run's architecture for the training loss alone (:meth:`eval_kw`)."""
+        return {**cls.eval_kw(spec), "metrics": ("loss",)}
 
     @staticmethod
     def eval_kw(spec: RunSpec) -> dict[str, Any]:

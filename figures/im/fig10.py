@@ -12,14 +12,12 @@ minimum along this line beyond alpha = 1 for a trivial reason).
 from __future__ import annotations
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, register_figure
 from figures.im._setup import GALLERY, LINESTYLES, Curve, ImRuns, color, converged_premise, im_figure, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import paired_effect
-from landscape.analyze import line
 from landscape.train import METHODS
 
 __all__ = ["fig10"]
@@ -29,15 +27,11 @@ __all__ = ["fig10"]
 @im_figure
 def fig10(runs: ImRuns) -> FigureResult:
     """Fig. 10 from the runs of one setting (module docstring; signature: :func:`~figures.im._runs.im_figure`)."""
-    setup, progress = runs.setup, runs.progress
+    setup = runs.setup
     reps = setup.repetitions
     grid = runs.method_grid(reps)
-    template, kw, data = runs.loss_kit()
     alphas = np.linspace(0, 2, 41)
-    loss = {
-        key: line(template, r.init, r.final, data, alphas=alphas, **kw).metrics["loss"]
-        for key, r in tqdm(grid.items(), desc="fig 10 lines", disable=not progress, leave=False)
-    }
+    loss = runs.init_final_losses(grid, alphas, "fig 10 lines")
 
     i1 = int(np.argmin(np.abs(alphas - 1)))
     past = alphas >= 1.25

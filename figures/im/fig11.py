@@ -65,7 +65,7 @@ def flatness(runs: ImRuns, run: Run, seed: int = 0) -> float:
         ``max |L(theta) - L(theta_0)| / L(theta_0)`` over the probe points (NaN if a loss is not finite).
     """
     template = run.factory()
-    kw = {**runs.eval_kw(run.spec), "metrics": ("loss",)}
+    kw = runs.loss_kw(run.spec)
     data = runs.surface_data()
     theta0 = run.init.double()
     gen = torch.Generator().manual_seed(seed)
@@ -101,12 +101,7 @@ def fig11(runs: ImRuns) -> FigureResult:
     every = runs.table({(bn, i, k): spec(i, bn, k) for k in range(reps) for i in range(len(INITS)) for bn in bns})
     got = {(bn, i): every[bn, i, 0] for i in range(len(INITS)) for bn in bns}
     alphas = np.linspace(0, 1, 21)
-    data = runs.surface_data()
-    lines = {}
-    for (bn, i), r in got.items():
-        lines[bn, i] = line(
-            r.factory(), r.init, r.final, data, alphas=alphas, metrics=("loss",), **runs.eval_kw(r.spec)
-        ).metrics["loss"]
+    lines = runs.init_final_losses(got, alphas, "fig 11 lines")
 
     def lab(bn: bool, i: int) -> str:
         return f"{_name(i)}, {'with' if bn else 'no'} BN"

@@ -150,7 +150,7 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
     }
     got = runs.table(specs)
     template = setup.model(RunSpec(arch=sf.arch))
-    kw = {**runs.eval_kw(RunSpec(arch=sf.arch)), "metrics": ("loss",)}
+    kw = runs.loss_kw(RunSpec(arch=sf.arch))
     data = runs.surface_data()
     alphas = np.linspace(0, 1, 21)
     at = [round(setup.epochs * f) for f in FRACTIONS]

@@ -62,7 +62,7 @@ def fig2_3(runs: ImRuns) -> FigureResult:
     s0, s1 = runs.many([RunSpec("sgd", init=0), RunSpec("sgd", init=1)])
     four = runs.many([RunSpec(m, init=0) for m in FIG3_METHODS])
     template = setup.model(s0.spec)
-    kw = {**runs.eval_kw(s0.spec), "metrics": ("loss",), "progress": progress}
+    kw = {**runs.loss_kw(s0.spec), "progress": progress}
     data, n = runs.surface_data(), setup.grid
 
     b2 = bilinear(template, [s0.final, s0.init, s1.final, s1.init], data, n=n, **kw)

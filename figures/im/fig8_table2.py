@@ -71,11 +71,10 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
     alphas = np.linspace(0, 1, 21)
     data = runs.surface_data()
     templates = {bn: setup.model(RunSpec(batchnorm=bn)) for bn in bns}
-    kws = {bn: {**runs.eval_kw(RunSpec(batchnorm=bn)), "metrics": ("loss",)} for bn in bns}
+    kws = {bn: runs.loss_kw(RunSpec(batchnorm=bn)) for bn in bns}
 
-    init_final, final_final = {}, {}
-    for key, r in tqdm(grid.items(), desc="fig 8 init-final", disable=not progress, leave=False):
-        init_final[key] = line(templates[key[0]], r.init, r.final, data, alphas=alphas, **kws[key[0]]).metrics["loss"]
+    init_final = runs.init_final_losses(grid, alphas, "fig 8 init-final")
+    final_final = {}
     pairs = list(itertools.combinations(METHODS, 2))
     for bn, k in tqdm(
         list(itertools.product(bns, range(reps))), desc="fig 8 final-final", disable=not progress, leave=False
