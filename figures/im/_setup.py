@@ -78,6 +78,7 @@ __all__ = [  # the shared setup of the Im figures: defined here or in the privat
     "grad_norm",
     "history_curve",
     "im_figure",
+    "init_dash",
     "mpl_grid",
     "multiples_panels",
     "no_difference",
@@ -107,6 +108,11 @@ _COLORS = {  # method -> colour of the one palette
 def color(method: str) -> str:
     """The colour of a method in every Im figure."""
     return _COLORS.get(method, "#7f7f7f")
+
+
+def init_dash(k: int) -> str:
+    """The line style of initialization ``k`` in every Im figure (:data:`LINESTYLES` in turn, one per init)."""
+    return LINESTYLES[k % len(LINESTYLES)]
 
 
 # --------------------------------------------------------------------------- drawing

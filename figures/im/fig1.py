@@ -20,13 +20,13 @@ from figures.claims import ClaimBook
 from figures.contract import FigureResult, register_figure
 from figures.im._setup import (
     GALLERY,
-    LINESTYLES,
     ImRuns,
     RunSpec,
     color,
     converged_premise,
     history_curve,
     im_figure,
+    init_dash,
     multiples_panels,
 )
 from figures.im._setup import METHOD_LABELS as LABELS
@@ -66,9 +66,7 @@ def fig1(runs: ImRuns) -> FigureResult:
             (
                 LABELS[m],
                 [
-                    history_curve(
-                        got[m, k], "surface_loss", f"init {k}", color(m), dash=LINESTYLES[k % len(LINESTYLES)]
-                    )
+                    history_curve(got[m, k], "surface_loss", f"init {k}", color(m), dash=init_dash(k))
                     for k in range(reps)
                 ],
             )

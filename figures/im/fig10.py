@@ -15,7 +15,7 @@ import numpy as np
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, register_figure
-from figures.im._setup import GALLERY, LINESTYLES, Curve, ImRuns, color, converged_premise, im_figure, multiples_panels
+from figures.im._setup import GALLERY, Curve, ImRuns, color, converged_premise, im_figure, init_dash, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import paired_effect
 from landscape.train import METHODS
@@ -39,9 +39,8 @@ def fig10(runs: ImRuns) -> FigureResult:
     ratio = {key: z[-1] / z[i1] for key, z in loss.items()}
     argmin = {key: float(alphas[np.nanargmin(z)]) if np.isfinite(z).any() else np.nan for key, z in loss.items()}
     worst = min(ratio, key=lambda k: ratio[k] if np.isfinite(ratio[k]) else -np.inf)
-    dash = LINESTYLES
     panels = [
-        (LABELS[m], [Curve(alphas, loss[m, k], f"init {k}", color(m), dash[k % len(dash)]) for k in range(reps)])
+        (LABELS[m], [Curve(alphas, loss[m, k], f"init {k}", color(m), init_dash(k)) for k in range(reps)])
         for m in METHODS
     ]
     (f,) = multiples_panels(

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, register_figure
 from figures.im._measures import converged_premise, first_crossing
-from figures.im._setup import GALLERY, LINESTYLES, Curve, ImRuns, color, im_figure, mpl_grid, multiples_panels
+from figures.im._setup import GALLERY, Curve, ImRuns, color, im_figure, init_dash, mpl_grid, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im.fig4 import anova
 from figures.verdict import Verdict, at_most, paired_effect
@@ -94,21 +94,20 @@ def fig5_6(runs: ImRuns) -> FigureResult:
     rel = {key: widths[key][0] / prof[key][2] for key in prof}
 
     # ---- drawing
-    dash = LINESTYLES
     p5, p6 = [], []
     for m in METHODS:
         c5, c6 = [], []
         for k in range(reps):
             d, z, length = prof[m, k]
             inside = d <= length * (1 + 1e-9)
-            c5.append(Curve(1 - d[inside] / length, z[inside], f"init {k}", color(m), dash[k % len(dash)]))
-            c6.append(Curve(d, z, f"init {k}", color(m), dash[k % len(dash)], marks=(length,)))
+            c5.append(Curve(1 - d[inside] / length, z[inside], f"init {k}", color(m), init_dash(k)))
+            c6.append(Curve(d, z, f"init {k}", color(m), init_dash(k), marks=(length,)))
         p5.append((LABELS[m], c5))
         p6.append((LABELS[m], c6))
     pairs = [
         (
             f"{LABELS[a]} (0) -> {LABELS[b]} (1)",
-            [Curve(alphas, pair_lines[a, b, k], f"init {k}", "#444", dash[k % len(dash)]) for k in range(reps)],
+            [Curve(alphas, pair_lines[a, b, k], f"init {k}", "#444", init_dash(k)) for k in range(reps)],
         )
         for a, b in PAIRS
     ]

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, register_figure
 from figures.im._measures import converged_premise, rise_score
-from figures.im._setup import GALLERY, LINESTYLES, Curve, ImRuns, RunSpec, color, im_figure, multiples_panels
+from figures.im._setup import GALLERY, Curve, ImRuns, RunSpec, color, im_figure, init_dash, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import at_least, paired_effect
 from landscape.analyze import line
@@ -84,7 +84,6 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
                 templates[bn], grid[bn, a, k].final, grid[bn, b, k].final, data, alphas=alphas, **kws[bn]
             ).metrics["loss"]
 
-    dash = LINESTYLES
     top = [
         (
             LABELS[m],
@@ -94,7 +93,7 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
                     init_final[bn, m, k],
                     f"{'with' if bn else 'without'} BN, init {k}",
                     color(m) if bn else "#222",
-                    dash[k % len(dash)],
+                    init_dash(k),
                     1.5 if bn else 1.2,
                 )
                 for bn in bns

@@ -37,13 +37,13 @@ from figures.contract import FigureResult, Scale, register_figure
 from figures.im._measures import converged_premise, no_difference, rise_score
 from figures.im._setup import (
     GALLERY,
-    LINESTYLES,
     Curve,
     ImRuns,
     ImSetup,
     RunSpec,
     color,
     im_figure,
+    init_dash,
     multiples_panels,
     ptb_dir,
 )
@@ -171,7 +171,7 @@ def lstm_figure(runs: ImRuns) -> FigureResult:
                         got[m, k].curve(metric),
                         f"{LABELS[m]} init {k}",
                         color(m),
-                        dash=LINESTYLES[k % len(LINESTYLES)],
+                        dash=init_dash(k),
                     )
                     for m in methods
                     for k in range(reps)
@@ -196,7 +196,7 @@ def lstm_figure(runs: ImRuns) -> FigureResult:
     between = [
         (
             f"{LABELS[a]} (0) to {LABELS[b]} (1)",
-            [Curve(alphas, lines[a, b, k], f"init {k}", "#444444", dash=LINESTYLES[k % 6]) for k in range(reps)],
+            [Curve(alphas, lines[a, b, k], f"init {k}", "#444444", dash=init_dash(k)) for k in range(reps)],
         )
         for a, b in pairs
     ]
