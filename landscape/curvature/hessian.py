@@ -40,7 +40,7 @@ from landscape._options import keyword_values, parse_bytes, parse_option, shows_
 from landscape.curvature._kernels import CurvatureOps
 from landscape.curvature.options import OPERATOR_DEFAULTS, OperatorOptions
 from landscape.functional import KERNEL_NOTE, BNMode, FunctionalModel, differentiable_kernels
-from landscape.params import ParamLayout, TensorSpec, functional_forward, preserved_mode
+from landscape.params import ParamLayout, TensorSpec, functional_forward, parameter_mask, preserved_mode
 from landscape.problem import Problem
 
 if TYPE_CHECKING:
@@ -76,25 +76,15 @@ def _names(items: Sequence[Any], model: nn.Module | None = None, most: int = 6) 
 
 
 # =========================================================================== the operator
-def _select(layout: ParamLayout, params: str | Sequence[str] | None) -> tuple[TensorSpec, ...]:
+def _select(model: nn.Module, layout: ParamLayout, params: str | Sequence[str] | None) -> tuple[TensorSpec, ...]:
+    """The tensors a ``params`` selection covers (``None``: all), read as :func:`~landscape.params.parameter_mask`."""
     if params is None:
         return layout.specs
-    names = [params] if isinstance(params, str) else list(params)
-    if not names:
-        raise ValueError("params is empty; pass None for all parameters or tensor / layer names")
-    layers = layout.layers
-    chosen: set[str] = set()
-    for name in names:
-        if name in layout:
-            chosen.add(name)
-        elif name in layers:
-            chosen.update(s.name for s in layers[name])
-        else:
-            raise ValueError(
-                f"{name!r} is neither a trainable tensor nor a layer; tensors: {list(layout.names)}, "
-                f"layers: {list(layers)}"
-            )
-    return tuple(s for s in layout.specs if s.name in chosen)
+    mask = parameter_mask(model, params, layout)
+    chosen = tuple(s for s in layout.specs if bool(mask[s.slice].any()))
+    if not chosen:
+        raise ValueError(f"params={params!r} selects no parameter (every parameter is frozen); pass 'all' or names")
+    return chosen
 
 
 def _as_batches(data: Any) -> list[tuple[Tensor, Tensor]]:
@@ -153,8 +143,9 @@ class HessianOperator:
         loss_fn: Shorthand only: ``loss_fn(outputs, targets) -> scalar`` batch mean, e.g.
             ``nn.CrossEntropyLoss()``, or batch sum, or a loss name.
         data: Shorthand only: a pair ``(X, y)`` or an iterable of ``(X, y)`` batches; read once and kept.
-        params: ``None`` for all trainable parameters, or tensor names and/or layer names (module paths
-            such as ``"fc1"``, meaning its weight and bias).
+        params: ``None`` or ``"all"`` for every floating parameter (frozen ones included, as in the parameter
+            vector), ``"trainable"`` for those with ``requires_grad=True``, or tensor names and/or layer names
+            (module paths such as ``"fc1"``, meaning its weight and bias).
         **options: The operator keywords (:class:`OperatorOptions`): ``bn_mode``, ``micro_batch_size``,
             ``memory_budget``, ``cache``, ``dtype``, ``fast_ops``, ``channels_last``.
 
@@ -242,7 +233,7 @@ class HessianOperator:
         self.layout = ParamLayout.from_model(model)
         if self.layout.numel == 0:
             raise ValueError("the model has no trainable parameters (requires_grad=True)")
-        self.specs = _select(self.layout, params)
+        self.specs = _select(model, self.layout, params)
         self.index = torch.cat([torch.arange(s.start, s.stop) for s in self.specs])
         self.n = int(self.index.numel())
         named = dict(model.named_parameters())

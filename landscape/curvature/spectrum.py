@@ -362,7 +362,7 @@ def hessian_spectrum(
         loss_fn: Shorthand only: batch-mean (or batch-sum) loss ``loss_fn(outputs, targets) -> scalar`` or a
             loss name.
         data: Shorthand only: a pair ``(X, y)`` or an iterable of ``(X, y)`` batches.
-        params: Parameter subset (tensor or layer names); ``None`` for all.
+        params: Parameter subset: ``"trainable"``, or tensor or layer names; ``None`` or ``"all"`` for all.
         **options: The spectrum keywords (:class:`SpectrumOptions`: ``n_probes``, ``steps``, ``top_k``,
             ``trace_products``, ``tol``, ``seed``, ``data_description``, ``progress``) and the operator keywords
             (:class:`~landscape.curvature.hessian.OperatorOptions`: ``bn_mode``, the problem's if ``None``,

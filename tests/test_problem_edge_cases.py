@@ -1,0 +1,66 @@
+"""Edge cases a demanding user hits around landscape.Problem and its analyzers, against plain-torch references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landscape.curvature.hessian import HessianOperator
+from landscape.curvature.spectrum import hessian_eigenpairs
+from landscape.problem import Problem
+
+
+def _frozen_net() -> nn.Module:
+    """An MLP whose first layer is frozen (a fine-tuning set-up)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    net[0].requires_grad_(False)
+    return net
+
+
+def _data(n: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (n,), generator=g)
+
+
+def _dense_hessian(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """torch.func's Hessian of the mean cross-entropy in the named tensors (the others held at the model's values)."""
+    fixed = {k: v.detach() for k, v in net.named_parameters()}
+    shapes = [fixed[k].shape for k in names]
+    sizes = [s.numel() for s in shapes]
+
+    def f(th: torch.Tensor) -> torch.Tensor:
+        parts = {k: t.reshape(s) for k, t, s in zip(names, th.split(sizes), shapes)}
+        return F.cross_entropy(torch.func.functional_call(net, {**fixed, **parts}, (X,)), y)
+
+    return torch.func.hessian(f)(torch.cat([fixed[k].flatten() for k in names]))
+
+
+@pytest.mark.parametrize(
+    ("params", "names"),
+    [("trainable", ["2.weight", "2.bias"]), ("all", ["0.weight", "0.bias", "2.weight", "2.bias"])],
+)
+def test_hessian_params_all_and_trainable(params, names):
+    # docs/arguments.md lists "all" and "trainable" for the Hessian's params=, as for random_plane and sharpness;
+    # the operator took them for tensor names and refused them
+    net = _frozen_net()
+    X, y = _data()
+    op = HessianOperator(Problem(net, (X, y)), params=params)
+    H = _dense_hessian(net, X, y, names)
+    assert op.n == H.shape[0]
+    top = torch.linalg.eigvalsh(H).flip(0)[:3]
+    torch.testing.assert_close(hessian_eigenpairs(op, 3).values, top, rtol=1e-8, atol=1e-10)
+
+
+def test_hessian_params_trainable_with_everything_frozen_is_named():
+    net = _frozen_net().requires_grad_(False)
+    with pytest.raises(ValueError, match="params='trainable' selects no parameter"):
+        HessianOperator(Problem(net, _data()), params="trainable")
+
+
+def test_hessian_params_unknown_name_names_the_argument():
+    net = _frozen_net()
+    with pytest.raises(ValueError, match=r"^params: 'nope' is neither 'all', 'trainable', a tensor nor a layer"):
+        HessianOperator(Problem(net, _data()), params=["nope"])
