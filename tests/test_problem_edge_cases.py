@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from landscape.analyze.surface import barycentric, line
 from landscape.curvature.hessian import HessianOperator
 from landscape.curvature.spectrum import hessian_eigenpairs
+from landscape.params import parameters_to_vector
 from landscape.problem import Problem
 
 
@@ -64,3 +66,29 @@ def test_hessian_params_unknown_name_names_the_argument():
     net = _frozen_net()
     with pytest.raises(ValueError, match=r"^params: 'nope' is neither 'all', 'trainable', a tensor nor a layer"):
         HessianOperator(Problem(net, _data()), params=["nope"])
+
+
+def _mlp_problem(**kw) -> tuple[Problem, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    a = parameters_to_vector(net).detach()
+    return Problem(net, _data(), **kw), a, a + 0.1 * torch.randn_like(a)
+
+
+@pytest.mark.parametrize("shorthand", [False, True])
+def test_slice_bn_mode_unknown_names_the_argument(shorthand):
+    # the slices raised "'foo' is not a valid BNMode" (no argument name, no valid values) where the distances
+    # and the engine say "unknown bn_mode ..."
+    prob, a, b = _mlp_problem()
+    args = (prob.model, a, b, prob.data) if shorthand else (prob, a, b)
+    with pytest.raises(ValueError, match=r"unknown bn_mode 'foo'; valid values are 'eval', 'train', 'interpolate'"):
+        line(*args, bn_mode="foo")
+    with pytest.raises(ValueError, match=r"unknown bn_mode 'foo'"):
+        barycentric(prob, a, b, 0.5 * a, bn_mode="foo")
+
+
+def test_slice_bn_mode_reads_like_every_option():
+    # options are read case-insensitively everywhere (parse_option); the slices refused "EVAL"
+    prob, a, b = _mlp_problem()
+    upper = line(prob, a, b, alphas=[0.0, 1.0], bn_mode="EVAL").metrics["loss"]
+    torch.testing.assert_close(torch.as_tensor(upper), torch.stack([prob.loss(a), prob.loss(b)]).double())

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape._options import check_keywords, renamed, shows_keywords
+from landscape._options import check_keywords, parse_option, renamed, shows_keywords
 from landscape.evaluate.affine import AffinePoints
 from landscape.evaluate.points import BatchMetric, Strategy, evaluate_points
 from landscape.functional import BNMode
@@ -139,8 +139,12 @@ class SliceSettings:
         }
 
     def bn_name(self) -> str | None:
-        """``bn_mode`` as a plain string (``None`` if not given)."""
-        return str(getattr(self.bn_mode, "value", self.bn_mode)) if self.bn_mode is not None else None
+        """``bn_mode`` as a plain string (``None`` if not given).
+
+        Raises:
+            ValueError: On an unknown ``bn_mode``, naming the valid ones.
+        """
+        return parse_option(BNMode, self.bn_mode, "bn_mode").value if self.bn_mode is not None else None
 
 
 def slice_problem(problem: ProblemLike, data: Any, settings: SliceSettings) -> Problem:
@@ -220,7 +224,7 @@ def evaluate_slice(
     """
     basis = torch.stack([a for a, _ in anchors])
     bufs = None
-    bn = BNMode(getattr(settings.bn_mode, "value", settings.bn_mode) or prob.bn_mode)
+    bn = parse_option(BNMode, settings.bn_mode or prob.bn_mode, "bn_mode")
     if bn is BNMode.INTERPOLATE:
         if any(b is None for _, b in anchors):
             raise ValueError("bn_mode='interpolate' needs every anchor given as a model (its buffers are interpolated)")
