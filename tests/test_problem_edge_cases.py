@@ -9,7 +9,7 @@ from torch import nn
 
 from landscape.analyze.surface import barycentric, line
 from landscape.curvature.hessian import HessianOperator
-from landscape.curvature.spectrum import hessian_eigenpairs
+from landscape.curvature.spectrum import hessian_eigenpairs, hessian_spectrum
 from landscape.params import parameters_to_vector
 from landscape.problem import Problem
 
@@ -92,3 +92,11 @@ def test_slice_bn_mode_reads_like_every_option():
     prob, a, b = _mlp_problem()
     upper = line(prob, a, b, alphas=[0.0, 1.0], bn_mode="EVAL").metrics["loss"]
     torch.testing.assert_close(torch.as_tensor(upper), torch.stack([prob.loss(a), prob.loss(b)]).double())
+
+
+@pytest.mark.parametrize(("option", "value"), [("n_probes", 0), ("top_k", -1), ("trace_products", -3)])
+def test_spectrum_counts_out_of_range_are_named(option, value):
+    # n_probes=0 raised a bare ZeroDivisionError; top_k=-1 returned no eigenvalue without a word
+    prob, _, _ = _mlp_problem()
+    with pytest.raises(ValueError, match=rf"^{option} must be an integer >= \d, got {value}$"):
+        hessian_spectrum(prob, **{option: value, "steps": 4})

@@ -276,10 +276,16 @@ def spectrum_of(
 
     Returns:
         The spectrum.
+
+    Raises:
+        ValueError: On ``n_probes < 1``, a negative ``top_k`` or ``trace_products``.
     """
     o = keyword_values("spectrum_of", options, SpectrumOptions, SPECTRUM_DEFAULTS)
     n_probes, steps, top_k, trace_products = o["n_probes"], o["steps"], o["top_k"], o["trace_products"]
     tol, seed, progress = o["tol"], o["seed"], o["progress"]
+    for name, value, least in (("n_probes", n_probes, 1), ("top_k", top_k, 0), ("trace_products", trace_products, 0)):
+        if not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     data_description = renamed(o["data_description"] or None, data, "data", "data_description") or ""
     op = _as_operator(op)
     if not data_description and op.problem is not None:
