@@ -125,7 +125,7 @@ class Problem:
         hvp_count: Number of Hessian-vector products computed (one per vector).
 
     Raises:
-        InputError: On bad data, weights or options (named, with the fix).
+        InputError: On bad data or weights (named, with the fix); ``ValueError`` on a bad option.
     """
 
     def __init__(
@@ -153,6 +153,11 @@ class Problem:
         closure = is_closure(loss, loss_form)  # raises on an unknown loss, loss name or loss_form
         self.bn_mode: str = check_choice(bn_mode, ("eval", "train"), "bn_mode")
         check_choice(shard, distributed.SHARD_MODES, "shard")
+        whole = isinstance(batch_size, int | np.integer) and not isinstance(batch_size, bool)
+        if batch_size is not None and not (whole and batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating-point torch dtype (e.g. torch.float64) or None, got {dtype}")
         distributed.check_not_fsdp(model)
         if validate:
             validation.check_model(model)

@@ -100,3 +100,18 @@ def test_spectrum_counts_out_of_range_are_named(option, value):
     prob, _, _ = _mlp_problem()
     with pytest.raises(ValueError, match=rf"^{option} must be an integer >= \d, got {value}$"):
         hessian_spectrum(prob, **{option: value, "steps": 4})
+
+
+@pytest.mark.parametrize("size", [0, -2, 2.5])
+def test_problem_batch_size_out_of_range_is_named(size):
+    # batch_size=0 silently meant one batch, -2 gave "data holds no batch", 2.5 a slicing TypeError deep inside
+    net = nn.Sequential(nn.Linear(3, 2)).double()
+    with pytest.raises(ValueError, match=rf"^batch_size must be a positive integer or None, got {size}$"):
+        Problem(net, _data(), batch_size=size)
+
+
+def test_problem_dtype_not_floating_is_named():
+    # dtype=torch.int64 failed at the first product with "mat1 and mat2 must have the same dtype"
+    net = nn.Sequential(nn.Linear(3, 2))
+    with pytest.raises(ValueError, match=r"^dtype must be a floating-point torch dtype .*got torch.int64$"):
+        Problem(net, _data(), dtype=torch.int64)
