@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from landscape.analyze.surface import barycentric, line
 from landscape.curvature.hessian import HessianOperator
 from landscape.curvature.spectrum import hessian_eigenpairs, hessian_spectrum
 from landscape.params import parameters_to_vector
 from landscape.problem import Problem
+from landscape.train.loop import Trainer
 
 
 def _frozen_net() -> nn.Module:
@@ -115,3 +119,27 @@ def test_problem_dtype_not_floating_is_named():
     net = nn.Sequential(nn.Linear(3, 2))
     with pytest.raises(ValueError, match=r"^dtype must be a floating-point torch dtype .*got torch.int64$"):
         Problem(net, _data(), dtype=torch.int64)
+
+
+def _sgd_reference(net: nn.Module, X: torch.Tensor, y: torch.Tensor, size: int) -> torch.Tensor:
+    """One epoch of plain SGD (lr 0.1) over the batches in order, by hand; the final parameter vector."""
+    m = copy.deepcopy(net)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    for xb, yb in zip(X.split(size), y.split(size)):
+        opt.zero_grad()
+        F.cross_entropy(m(xb), yb).backward()
+        opt.step()
+    return parameters_to_vector(m).detach()
+
+
+@pytest.mark.parametrize("kind", ["pair", "numpy", "dataset"])
+def test_trainer_takes_a_problem_as_the_problem_reads_its_data(kind):
+    # Trainer(Problem(net, (X, y), batch_size=5)) trained full-batch (1 step, the problem's batch size ignored);
+    # a numpy pair or a Dataset, which the problem takes, were refused ("batch 0 must be a pair (X, y) of tensors")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    X, y = _data(13)
+    data = {"pair": (X, y), "numpy": (X.numpy(), y.numpy()), "dataset": TensorDataset(X, y)}[kind]
+    tr = Trainer(Problem(net, data, batch_size=5), optimizer_kwargs={"lr": 0.1}, epochs=1, shuffle=False).fit()
+    assert tr.step == 3  # ceil(13 / 5)
+    torch.testing.assert_close(parameters_to_vector(tr.model).detach(), _sgd_reference(net, X, y, 5))

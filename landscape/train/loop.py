@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -98,12 +99,26 @@ class _Progress:
         self._bar.close()
 
 
+def _problem_data(problem: Problem, batch_size: int | None) -> Any:
+    """A problem's data in the loop's forms: arrays as tensors, a ``Dataset`` batched in order as the problem does."""
+    from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+    data = problem.data
+    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor | np.ndarray) for t in data):
+        return tuple(torch.as_tensor(t) for t in data)
+    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
+        return DataLoader(data, batch_size=batch_size or 64, shuffle=False)  # the problem's default size too
+    return data
+
+
 class Trainer:
     """Train a copy of a model, yielding step events and recording a trajectory.
 
     Args:
         model: The initial model (never modified; the trainer trains a deep copy, ``self.model``), or a
-            :class:`~landscape.problem.Problem` with an ``(outputs, targets)`` loss (its model, data and loss).
+            :class:`~landscape.problem.Problem` with an ``(outputs, targets)`` loss (its model, data and loss,
+            and its ``batch_size`` unless one is given here; a ``Dataset`` is batched in order as the problem
+            reads it).
         data: Training data: a tensor pair ``(X (N, ...), y (N,))`` or an iterable of ``(X, y)`` batches
             (re-iterated every epoch, e.g. a ``DataLoader``).
         loss_fn: Mean-reduced loss ``loss_fn(outputs, targets) -> scalar`` or a loss name; default
@@ -178,8 +193,9 @@ class Trainer:
                 raise TypeError("model is a Problem, which holds its data and loss; pass neither data nor loss_fn")
             if model.closure:
                 raise ValueError("the trainer's loop computes loss(outputs, targets); a closure loss is not supported")
+            batch_size = model.batch_size if batch_size is None else batch_size
             # model assigned last: mypy types each item of the tuple after the assignments before it
-            data, loss_fn, model = model.data, model.loss_spec, model.model
+            data, loss_fn, model = _problem_data(model, batch_size), model.loss_spec, model.model
         if data is None:
             raise TypeError("data is missing: pass a landscape.Problem, or the model with data")
         if epochs is None and steps is None:
