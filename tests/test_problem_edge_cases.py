@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from landscape.analyze.surface import barycentric, line
+from landscape.analyze.distance import distance_along_path
+from landscape.analyze.surface import barycentric, line, plane
 from landscape.curvature.hessian import HessianOperator
 from landscape.curvature.spectrum import hessian_eigenpairs, hessian_spectrum
 from landscape.params import parameters_to_vector
@@ -143,3 +145,24 @@ def test_trainer_takes_a_problem_as_the_problem_reads_its_data(kind):
     tr = Trainer(Problem(net, data, batch_size=5), optimizer_kwargs={"lr": 0.1}, epochs=1, shuffle=False).fit()
     assert tr.step == 3  # ceil(13 / 5)
     torch.testing.assert_close(parameters_to_vector(tr.model).detach(), _sgd_reference(net, X, y, 5))
+
+
+def test_slice_coordinates_of_two_dimensions_are_refused():
+    # a meshgrid passed as xs (or a (2, 2) alphas) was flattened silently into 4 positions
+    prob, a, b = _mlp_problem()
+    xs, ys = np.meshgrid(np.linspace(-1, 1, 3), np.linspace(-1, 1, 2))
+    with pytest.raises(
+        ValueError, match=r"^xs must be a 1-D sequence of finite numbers, got an array of shape \(2, 3\)"
+    ):
+        plane(prob, a, b - a, b - a, xs=xs, ys=ys)
+    with pytest.raises(ValueError, match=r"^alphas must be a 1-D sequence .* shape \(2, 2\)"):
+        line(prob, a, b, alphas=np.zeros((2, 2)))
+
+
+def test_distance_along_path_checks_its_alphas():
+    # distance_along_path took NaN positions (and 2-D arrays) that line refuses
+    prob, a, b = _mlp_problem()
+    with pytest.raises(ValueError, match=r"^alphas must be a non-empty sequence of finite numbers, got 1 NaN/inf"):
+        distance_along_path(prob, a, b, alphas=[0.0, float("nan")])
+    r = distance_along_path(prob, a, b, alphas=0.5)  # a scalar is one position, as in line
+    assert r.alphas.tolist() == [0.5]

@@ -31,7 +31,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.analyze.slicing import EngineOptions, PointLike, SliceSettings, as_anchor, shows_options, to_numpy
+from landscape.analyze.slicing import (
+    EngineOptions,
+    PointLike,
+    SliceSettings,
+    as_anchor,
+    coordinates,
+    shows_options,
+    to_numpy,
+)
 from landscape.evaluate.affine import AffinePoints
 from landscape.evaluate.points import evaluate_points
 from landscape.problem import Problem
@@ -205,7 +213,7 @@ def distance_along_path(
         check_vector(vec, name, layout)
         for k, t in (bufs_k or {}).items() if interpolate else ():
             check_finite(t, f"{name}: buffer {k!r}")
-    al = np.asarray(np.linspace(0, 1, 11) if alphas is None else alphas, dtype=np.float64).reshape(-1)
+    al = coordinates(np.linspace(0, 1, 11) if alphas is None else alphas, "alphas")
     bufs = None
     if interpolate:
         bufs = [x for _, x in anchors if x is not None]

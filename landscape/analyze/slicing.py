@@ -252,14 +252,19 @@ def grid_metrics(res: Mapping[str, np.ndarray], ny: int, nx: int) -> dict[str, n
 
 
 def coordinates(values: Any, name: str) -> np.ndarray:
-    """``values`` as a flat float64 array.
+    """``values`` (a sequence, or one number) as a 1-D float64 array.
 
     Raises:
-        ValueError: If it is empty or holds NaN/inf.
+        ValueError: If it has more than one dimension (a meshgrid, say), is empty or holds NaN/inf.
     """
-    arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    if arr.size == 0 or not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be a non-empty sequence of finite numbers")
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim > 1:
+        raise ValueError(f"{name} must be a 1-D sequence of finite numbers, got an array of shape {arr.shape}")
+    arr = arr.reshape(-1)
+    bad = int((~np.isfinite(arr)).sum())
+    if arr.size == 0 or bad:
+        got = "nothing" if arr.size == 0 else f"{bad} NaN/inf"
+        raise ValueError(f"{name} must be a non-empty sequence of finite numbers, got {got}")
     return arr
 
 
