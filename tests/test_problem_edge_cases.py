@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from landscape.analyze.distance import distance_along_path
+from landscape.analyze.saturation import measure_saturation
 from landscape.analyze.surface import barycentric, line, plane
 from landscape.curvature.hessian import HessianOperator
 from landscape.curvature.spectrum import hessian_eigenpairs, hessian_spectrum
@@ -166,3 +167,21 @@ def test_distance_along_path_checks_its_alphas():
         distance_along_path(prob, a, b, alphas=[0.0, float("nan")])
     r = distance_along_path(prob, a, b, alphas=0.5)  # a scalar is one position, as in line
     assert r.alphas.tolist() == [0.5]
+
+
+def test_saturation_of_a_closure_problem_runs_the_closure():
+    # with a closure loss the problem's batches are whatever the closure reads ({"x", "labels"} here); the
+    # model was called as model(x=...) ("forward() got an unexpected keyword argument 'x'")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    X, y = _data(13)
+    batches = [{"x": X[i : i + 5], "labels": y[i : i + 5]} for i in range(0, 13, 5)]
+
+    def closure(model, batch):
+        return F.cross_entropy(model(batch["x"]), batch["labels"])
+
+    stats = measure_saturation(Problem(net, batches, closure), percentiles=(50.0, 98.0))["1"]
+    with torch.no_grad():
+        acts = torch.tanh(net[0](X)).flatten().numpy()
+    assert stats.count == acts.size
+    np.testing.assert_allclose(stats.values, np.percentile(acts, [50.0, 98.0]), rtol=1e-12)

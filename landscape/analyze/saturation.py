@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from landscape._options import parse_option
 from landscape.analyze.histogram import StreamingHistogram
 from landscape.analyze.saturation_results import ActivationValue, SaturationStats
+from landscape.functional import FunctionalModel
 from landscape.params import preserved_mode
 from landscape.validation import BatchChecker, check_model
 
@@ -122,8 +123,8 @@ def measure_saturation(
 
     Args:
         model: A :class:`~landscape.problem.Problem` (its model run on its batches, any form: several
-            inputs, mapping batches), or the network (only run forward; hooks are removed and modes restored
-            afterwards) with ``data``.
+            inputs, mapping batches; under a closure loss the closure runs the model, Dropout off), or the
+            network (only run forward; hooks are removed and modes restored afterwards) with ``data``.
         data: With a network: inputs ``X (N, ...)``, a pair ``(X, y)``, or an iterable of batches ``(X, y)``
             or ``X``.
         layers: Module names and/or module types (default: every ``nn.Tanh``). A module called several
@@ -196,7 +197,10 @@ def measure_saturation(
             if prob is not None:  # batches already checked and cast by the problem
                 rest = itertools.chain(() if first is None else (first,), batches or ())
                 for b in tqdm(rest, disable=not progress, desc="activations", leave=False):
-                    torch.func.functional_call(model, bufs, b.inputs, b.kwargs, strict=False)
+                    if prob.closure:  # only the closure knows how its batches call the model
+                        prob.batch_terms(FunctionalModel(model, bufs, train), b)
+                    else:
+                        torch.func.functional_call(model, bufs, b.inputs, b.kwargs, strict=False)
                     checker.n_samples += b.size
             else:
                 for i, x in enumerate(
