@@ -64,6 +64,7 @@ _REGRESSION_FNS = {
     F.binary_cross_entropy,
     F.binary_cross_entropy_with_logits,
 }
+_REGRESSION_NAMES = ("mse", "l1", "huber", "smooth_l1", "bce", "bce_with_logits")  # the loss names of _REGRESSION_FNS
 _CLASSIFICATION_MODULES = (nn.CrossEntropyLoss, nn.NLLLoss)
 _REGRESSION_MODULES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss)
 
@@ -72,7 +73,7 @@ def loss_kind(loss_fn: Any) -> tuple[LossKind, int | None]:
     """What targets ``loss_fn`` expects, and the label it ignores.
 
     Args:
-        loss_fn: A loss callable, module, or the names ``"cross_entropy"`` / ``"mse"``.
+        loss_fn: A loss callable, module, or a loss name (``"cross_entropy"``, ``"nll"``, ``"mse"``, ``"l1"``, ...).
 
     Returns:
         ``(kind, ignore_index)``; ``ignore_index`` is the label a classification loss skips (``-100`` for
@@ -80,7 +81,7 @@ def loss_kind(loss_fn: Any) -> tuple[LossKind, int | None]:
     """
     if loss_fn in ("cross_entropy", "nll"):
         return LossKind.CLASSIFICATION, None  # the evaluation engine's own cross-entropy has no ignore_index
-    if loss_fn == "mse":
+    if loss_fn in _REGRESSION_NAMES:
         return LossKind.REGRESSION, None
     if isinstance(loss_fn, _CLASSIFICATION_MODULES):
         return LossKind.CLASSIFICATION, int(loss_fn.ignore_index)

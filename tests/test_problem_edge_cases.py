@@ -17,8 +17,9 @@ from landscape.analyze.surface import barycentric, line, plane
 from landscape.curvature.hessian import HessianOperator
 from landscape.curvature.spectrum import hessian_eigenpairs, hessian_spectrum
 from landscape.params import parameters_to_vector
-from landscape.problem import Problem
+from landscape.problem import LOSSES, Problem
 from landscape.train.loop import Trainer
+from landscape.validation import loss_kind
 
 
 def _frozen_net() -> nn.Module:
@@ -185,3 +186,23 @@ def test_saturation_of_a_closure_problem_runs_the_closure():
         acts = torch.tanh(net[0](X)).flatten().numpy()
     assert stats.count == acts.size
     np.testing.assert_allclose(stats.values, np.percentile(acts, [50.0, 98.0]), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("name", "fn"), [("l1", F.l1_loss), ("huber", F.huber_loss), ("bce_with_logits", None)])
+def test_regression_loss_names_shape_targets_like_the_function(name, fn):
+    # Problem(net, (X, y (N,)), "l1") on (N, 1) outputs broadcast to (N, N) (a wrong loss, 0.17 off here): only "mse"
+    # among the names was known to be a regression loss, so the targets were not reshaped like the outputs;
+    # "bce_with_logits" raised torch's "Target size must be the same as input size"
+    torch.manual_seed(0)
+    net = nn.Linear(3, 1).double()
+    X, _ = _data()
+    y = (torch.rand(len(X), dtype=torch.float64) > 0.5).double()
+    fn = fn or F.binary_cross_entropy_with_logits
+    with pytest.warns(UserWarning, match="reshaped"):
+        got = Problem(net, (X, y), name).loss()
+    torch.testing.assert_close(got, fn(net(X)[:, 0], y))
+
+
+def test_every_loss_name_has_the_kind_of_its_function():
+    for name, fn in LOSSES.items():
+        assert loss_kind(name)[0] is loss_kind(fn)[0], name
