@@ -10,14 +10,16 @@ and kept after the first pass only when the cast batches fit the memory budget (
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from landscape import distributed, validation
+from landscape._loss import LOSSES, class_targets
 
 __all__ = ["Batch", "BatchReader", "TARGET_KEYS", "describe_data", "split_batch", "to_device"]
 
@@ -137,6 +139,34 @@ def split_batch(raw: Any, index: int) -> Batch:
     if size == 0:
         raise validation.InputError(f"data (batch {index}) holds no samples; expected at least one")
     return Batch(tuple(inputs), dict(kwargs), targets, raw, size)
+
+
+def _head(x: Any, size: int) -> Any:
+    """The first two samples of batch inputs: tensors whose first dimension is the batch's are cut."""
+    if isinstance(x, Tensor):
+        return x[:2] if x.dim() and x.shape[0] == size else x
+    if isinstance(x, Mapping):
+        return {k: _head(v, size) for k, v in x.items()}
+    if isinstance(x, tuple | list):
+        return [_head(v, size) for v in x]
+    return x
+
+
+def _output_shape(model: nn.Module, b: Batch) -> tuple[int, ...] | None:
+    """The model's output shape per sample, from two samples of ``b`` in eval mode; ``None`` if it cannot tell."""
+    from landscape.functional import model_output
+    from landscape.params import preserved_mode
+
+    ref = validation.floating_reference(model)
+    inputs, kwargs = (_head(v, b.size) for v in (list(b.inputs), b.kwargs))
+    if ref is not None:  # the model as it is, so its own dtype
+        inputs, kwargs = (to_device(v, ref.dtype, ref.device) for v in (inputs, kwargs))
+    try:
+        with torch.no_grad(), preserved_mode(model, False):
+            out = model_output(model(*inputs, **kwargs))
+    except Exception:  # noqa: BLE001 - the evaluation's own forward raises with full context
+        return None
+    return tuple(out.shape[1:]) if out.dim() >= 1 else None
 
 
 class _TensorSource:
@@ -279,6 +309,10 @@ class BatchReader:
         self.all_pairs = True
         self.checker: validation.BatchChecker | None = None
         self._prechecked = False
+        # the target policy of batches other than (X, y) pairs, set on the first such batch (_fit_targets)
+        self._target_kind: validation.LossKind | None = None
+        self._ignore_index: int | None = None
+        self._out_shape: tuple[int, ...] | None = None
 
     @property
     def streamed(self) -> bool:
@@ -324,7 +358,33 @@ class BatchReader:
             for t in _flat_tensors(raw):
                 if t.is_floating_point():
                     validation.check_finite(t, f"data (batch {index})", "Drop or impute those samples.")
-        return split_batch(raw, index)
+        b = split_batch(raw, index)
+        if not self.closure and isinstance(b.targets, Tensor):
+            b.targets = self._fit_targets(b, index)
+        return b
+
+    def _fit_targets(self, b: Batch, index: int) -> Tensor:
+        """The targets of a batch other than an ``(X, y)`` pair, normalized by the pairs' policy.
+
+        Class labels ``(N, 1)`` squeezed, regression targets shaped like the outputs (probed once on two
+        samples), labels checked against the output width on the first pass (:mod:`landscape.validation`).
+        """
+        y, where, first = cast(Tensor, b.targets), f"data (batch {index})", self.n_samples is None
+        if self._target_kind is None:
+            spec = self.loss if self.loss is not None else "cross_entropy" if class_targets(y) else "mse"
+            fn = LOSSES[spec] if isinstance(spec, str) else spec  # what the problem calls (cross-entropy ignores -100)
+            self._target_kind, self._ignore_index = validation.loss_kind(fn)
+            self._out_shape = _output_shape(self.model, b)
+        kind, out = self._target_kind, self._out_shape
+        with warnings.catch_warnings():
+            if not first:  # the first pass said it
+                warnings.simplefilter("ignore", validation.InputWarning)
+            y = validation.normalize_targets(y, self.dtype, kind, argname=where)
+            if kind is validation.LossKind.CLASSIFICATION and out and self.validate and first:
+                validation.check_labels(y, out[0], argname=where, ignore_index=self._ignore_index)
+            elif kind is validation.LossKind.REGRESSION and out is not None:
+                y = validation.match_regression_shape(y, out, where, note=first)
+        return y
 
     def _retarget(self, y: Tensor) -> Tensor:
         """Targets as the checker normalized them on the first pass (later passes: cast only)."""

@@ -19,7 +19,7 @@ from landscape.curvature.spectrum import hessian_eigenpairs, hessian_spectrum
 from landscape.params import parameters_to_vector
 from landscape.problem import LOSSES, Problem
 from landscape.train.loop import Trainer
-from landscape.validation import loss_kind
+from landscape.validation import InputError, loss_kind
 
 
 def _frozen_net() -> nn.Module:
@@ -206,3 +206,41 @@ def test_regression_loss_names_shape_targets_like_the_function(name, fn):
 def test_every_loss_name_has_the_kind_of_its_function():
     for name, fn in LOSSES.items():
         assert loss_kind(name)[0] is loss_kind(fn)[0], name
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(3, width), nn.Linear(3, width)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.a(x) + self.b(z)
+
+
+def _batches(kind: str, X: torch.Tensor, y: torch.Tensor) -> list:
+    """Batches of 4 that are not (X, y) pairs: mappings, or (x, z, y) for a two-input model."""
+    cut = range(0, len(X), 4)
+    if kind == "mapping":
+        return [{"x": X[i : i + 4], "z": 2 * X[i : i + 4], "labels": y[i : i + 4]} for i in cut]
+    return [(X[i : i + 4], 2 * X[i : i + 4], y[i : i + 4]) for i in cut]
+
+
+@pytest.mark.parametrize("kind", ["mapping", "two_inputs"])
+def test_targets_of_other_batches_are_shaped_like_a_pairs(kind):
+    # Regression targets (N,) for (N, 1) outputs in mapping or multi-input batches broadcast to (N, N): a silently
+    # wrong loss (a tensor pair is reshaped); class labels (N, 1) raised torch's "multi-target not supported".
+    torch.manual_seed(0)
+    X, labels = _data()
+    reg, cls = _TwoInputs(1).double(), _TwoInputs(2).double()
+    y = torch.randn(len(X), dtype=torch.float64)
+    with pytest.warns(UserWarning, match="reshaped"):
+        got = Problem(reg, _batches(kind, X, y)).loss()
+    torch.testing.assert_close(got, F.mse_loss(reg(X, 2 * X)[:, 0], y))
+    prob = Problem(cls, _batches(kind, X, labels[:, None]))
+    with pytest.warns(UserWarning, match="squeezed"):
+        got = prob.loss()
+    torch.testing.assert_close(got, F.cross_entropy(cls(X, 2 * X), labels))
+    acc = line(prob, prob.theta0, prob.theta0, alphas=[0.0]).metrics["accuracy"]
+    assert acc.tolist() == [(cls(X, 2 * X).argmax(1) == labels).double().mean().item()]
+    with pytest.raises(InputError, match=r"^data \(batch 0\): largest class label is 5 but the model outputs 2"):
+        Problem(cls, _batches(kind, X, labels + 4)).loss()
