@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from landscape.analyze.distance import distance_along_path
 from landscape.analyze.saturation import measure_saturation
 from landscape.analyze.surface import barycentric, line, plane
 from landscape.curvature.hessian import HessianOperator
-from landscape.curvature.spectrum import hessian_eigenpairs, hessian_spectrum
+from landscape.curvature.spectrum import hessian_eigenpairs, hessian_spectrum, spectrum_of
 from landscape.params import parameters_to_vector
 from landscape.problem import LOSSES, Problem
 from landscape.train.loop import Trainer
@@ -244,3 +244,17 @@ def test_targets_of_other_batches_are_shaped_like_a_pairs(kind):
     assert acc.tolist() == [(cls(X, 2 * X).argmax(1) == labels).double().mean().item()]
     with pytest.raises(InputError, match=r"^data \(batch 0\): largest class label is 5 but the model outputs 2"):
         Problem(cls, _batches(kind, X, labels + 4)).loss()
+
+
+@pytest.mark.parametrize("loader", [False, True])
+def test_spectrum_provenance_says_the_problems_data(loader):
+    # data_description defaults to the problem's (docs/arguments.md); a problem whose batches the Hessian's
+    # (X, y) kernels take was recorded as "13 samples", losing Problem(..., data_description=...)
+    X, y = _data(13)
+    net = nn.Sequential(nn.Linear(3, 2)).double()
+    data = DataLoader(TensorDataset(X, y), batch_size=4) if loader else (X, y)
+    prob = Problem(net, data, data_description="digits, train split")
+    options = {"top_k": 1, "steps": 3, "n_probes": 1}
+    assert hessian_spectrum(prob, **options).provenance.data == "digits, train split"
+    assert spectrum_of(HessianOperator(prob), **options).provenance.data == "digits, train split"
+    assert hessian_spectrum(prob, data_description="mine", **options).provenance.data == "mine"

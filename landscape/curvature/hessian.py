@@ -153,6 +153,7 @@ class HessianOperator:
         notes: What was done beyond the plain definition (half-precision upcast, sum reduction, batches
             kept for batch statistics, Dropout turned off, train-mode model evaluated in eval mode).
         reduction: ``"mean"`` or ``"sum"``, as detected from ``loss_fn``.
+        data_description: The problem's data description (``""`` for the shorthand), for provenance.
 
     Raises:
         ValueError: On unknown parameter names, bad data, a micro-batch size in train mode or with
@@ -180,6 +181,7 @@ class HessianOperator:
         bn_mode, micro_batch_size, cache, dtype = o["bn_mode"], o["micro_batch_size"], o["cache"], o["dtype"]
         memory_budget, fast_ops, channels_last = o["memory_budget"], o["fast_ops"], o["channels_last"]
         self.problem: Problem | None = None  # set for problems the (X, y) kernels below do not take
+        self.data_description = ""
         # data split across ranks: products are all-reduced (every rank makes the same calls)
         self._shard: Problem | None = problem if isinstance(problem, Problem) and problem.sharded else None
         if isinstance(problem, Problem):
@@ -190,6 +192,7 @@ class HessianOperator:
             dtype = dtype or (problem.dtype if problem.dtype not in _HALF else None)
             pairs = problem.pairs()
             model = problem.model
+            self.data_description = problem.description  # after the first pass, which counts the samples
             if pairs is None:
                 self.problem = problem
                 data = None

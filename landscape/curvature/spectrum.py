@@ -288,8 +288,7 @@ def spectrum_of(
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     data_description = renamed(o["data_description"] or None, data, "data", "data_description") or ""
     op = _as_operator(op)
-    if not data_description and op.problem is not None:
-        data_description = op.problem.description
+    data_description = data_description or op.data_description
     start = op.hvp_count
     gen = torch.Generator().manual_seed(seed)
     steps = min(steps, op.n)
