@@ -306,9 +306,12 @@ def check_labels(y: Tensor, n_classes: int, *, argname: str = "data", ignore_ind
 
 
 def check_operator(op: Any, argname: str = "op") -> None:
-    """Refuse something that is not a Hessian operator (e.g. a model passed where an operator is expected)."""
+    """Refuse something that is not a Hessian operator (e.g. a model passed where an operator is expected).
+
+    Its callers (the spectral functions) take a :class:`~landscape.problem.Problem` too, before this check.
+    """
     if not (hasattr(op, "matmat") and hasattr(op, "n")):
         raise InputTypeError(
-            f"{argname} must be a HessianOperator, got {type(op).__name__}; build one with "
-            "HessianOperator(model, loss_fn, data)"
+            f"{argname} must be a HessianOperator or a landscape.Problem, got {type(op).__name__}; pass "
+            "Problem(model, data, loss)"
         )

@@ -294,7 +294,7 @@ def test_repro_unpickler_refuses_build_on_allowed_callables(tmp_path):
 
 
 def test_hessian_functions_refuse_a_model_for_an_operator():
-    with pytest.raises(InputTypeError, match="op must be a HessianOperator, got Sequential"):
+    with pytest.raises(InputTypeError, match="op must be a HessianOperator or a landscape.Problem, got Sequential"):
         hessian_eigenpairs(_mlp(), 1)
 
 
