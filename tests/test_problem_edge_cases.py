@@ -12,14 +12,15 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from landscape.analyze.distance import distance_along_path
+from landscape.analyze.pca import TrajectoryPCA
 from landscape.analyze.saturation import measure_saturation
 from landscape.analyze.surface import barycentric, line, plane
 from landscape.curvature.hessian import HessianOperator
-from landscape.curvature.spectrum import hessian_eigenpairs, hessian_spectrum, spectrum_of
+from landscape.curvature.spectrum import hessian_eigenpairs, hessian_spectrum, hessian_trace, spectrum_of
 from landscape.params import parameters_to_vector
 from landscape.problem import LOSSES, Problem
 from landscape.train.loop import Trainer
-from landscape.validation import InputError, loss_kind
+from landscape.validation import InputError, InputTypeError, loss_kind
 
 
 def _frozen_net() -> nn.Module:
@@ -258,3 +259,20 @@ def test_spectrum_provenance_says_the_problems_data(loader):
     assert hessian_spectrum(prob, **options).provenance.data == "digits, train split"
     assert spectrum_of(HessianOperator(prob), **options).provenance.data == "digits, train split"
     assert hessian_spectrum(prob, data_description="mine", **options).provenance.data == "mine"
+
+
+def test_pca_loss_at_a_model_is_named():
+    # a model is callable, so project(loss_at=net) called net(points) and failed deep inside with
+    # "mat1 and mat2 shapes cannot be multiplied"
+    prob, a, _ = _mlp_problem()
+    pca = TrajectoryPCA(2).fit(a + 0.1 * torch.randn(4, a.numel(), dtype=a.dtype))
+    with pytest.raises(InputTypeError, match=r"^loss_at must be a landscape.Problem or a callable .* got the model"):
+        pca.project(a[None], loss_at=prob.model)
+
+
+def test_eigenpairs_of_a_model_names_both_accepted_kinds():
+    # hessian_eigenpairs / hessian_trace take a Problem too, but a model got "op must be a HessianOperator"
+    prob, _, _ = _mlp_problem()
+    for fn in (hessian_eigenpairs, hessian_trace):
+        with pytest.raises(InputTypeError, match=r"^op must be a HessianOperator or a landscape.Problem, got Seq"):
+            fn(prob.model)

@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landscape.analyze.paths import LossAt, ProjectedPath, make_loss_at
 from landscape.analyze.snapshots import SnapshotStack, Workspace, refuse_nonfinite, row_sqnorms
 from landscape.problem import Problem
 from landscape.results import Provenance
-from landscape.validation import check_vector
+from landscape.validation import InputTypeError, check_vector
 
 __all__ = ["Center", "TrajectoryPCA"]
 
@@ -412,6 +412,9 @@ class TrajectoryPCA:
 
         Returns:
             A :class:`ProjectedPath`.
+
+        Raises:
+            InputTypeError: If ``loss_at`` is a model (or not callable) rather than a problem or a loss function.
         """
         center, d1, d2 = self.plane_directions()
         dirs = torch.stack([d1, d2])
@@ -422,6 +425,12 @@ class TrajectoryPCA:
         off = np.zeros(n)
         if isinstance(loss_at, Problem):
             loss_at = make_loss_at(loss_at)
+        elif isinstance(loss_at, nn.Module) or not (loss_at is None or callable(loss_at)):
+            what = f"the model {type(loss_at).__name__}" if isinstance(loss_at, nn.Module) else type(loss_at).__name__
+            raise InputTypeError(
+                f"loss_at must be a landscape.Problem or a callable loss_at(vectors (n, D)) -> (n,), got {what}; "
+                "pass Problem(model, data, loss) or make_loss_at(model, data)"
+            )
         true_loss = np.full(n, np.nan) if loss_at is not None else None
         plane_loss = np.full(n, np.nan) if loss_at is not None else None
         size = min(self._block(src), max(1, points_per_call)) if loss_at is not None else self._block(src)
