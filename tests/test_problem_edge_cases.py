@@ -17,9 +17,11 @@ from landscape.analyze.saturation import measure_saturation
 from landscape.analyze.surface import barycentric, line, plane
 from landscape.curvature.hessian import HessianOperator
 from landscape.curvature.spectrum import hessian_eigenpairs, hessian_spectrum, hessian_trace, spectrum_of
+from landscape.curvature.training import trajectory_curvature
 from landscape.params import parameters_to_vector
 from landscape.problem import LOSSES, Problem
 from landscape.train.loop import Trainer
+from landscape.trajectory.store import Trajectory
 from landscape.validation import InputError, InputTypeError, loss_kind
 
 
@@ -276,3 +278,24 @@ def test_eigenpairs_of_a_model_names_both_accepted_kinds():
     for fn in (hessian_eigenpairs, hessian_trace):
         with pytest.raises(InputTypeError, match=r"^op must be a HessianOperator or a landscape.Problem, got Seq"):
             fn(prob.model)
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_hessian_shorthand_takes_the_default_loss(regression):
+    # docs/arguments.md: the loss defaults everywhere to cross-entropy for integer targets, MSE otherwise;
+    # HessianOperator(net, data=...) / hessian_spectrum / trajectory_curvature demanded a loss_fn
+    torch.manual_seed(0)
+    X, labels = _data()
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1 if regression else 2)).double()
+    y = torch.randn(len(X), 1, dtype=torch.float64) if regression else labels
+    name = "mse" if regression else "cross_entropy"
+    want = hessian_eigenpairs(HessianOperator(Problem(net, (X, y), name)), 2).values
+    torch.testing.assert_close(hessian_eigenpairs(HessianOperator(net, data=(X, y)), 2).values, want)
+    batches = [(X[:6], y[:6]), (X[6:], y[6:])]
+    torch.testing.assert_close(hessian_eigenpairs(HessianOperator(net, data=iter(batches)), 2).values, want)
+    top = hessian_spectrum(net, data=(X, y), top_k=1, steps=4, n_probes=1).top_eigenvalues
+    np.testing.assert_allclose(top, want[:1].numpy(), rtol=1e-8)
+    traj = Trajectory()
+    traj.append_model(net, step=0)
+    curv = trajectory_curvature(traj, net, data=(X, y), progress=False)
+    np.testing.assert_allclose(curv.lambda_max[0], want[0].item(), rtol=1e-6)

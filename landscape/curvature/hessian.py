@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape import distributed, validation
-from landscape._loss import LOSSES
+from landscape._loss import LOSSES, class_targets
 from landscape._options import keyword_values, parse_bytes, parse_option, shows_keywords
 from landscape.curvature._kernels import CurvatureOps
 from landscape.curvature.options import OPERATOR_DEFAULTS, OperatorOptions
@@ -141,7 +141,8 @@ class HessianOperator:
         problem: A :class:`~landscape.problem.Problem`, or the network (never modified; its weights are
             copied at construction) with ``loss_fn`` and ``data`` as a shorthand.
         loss_fn: Shorthand only: ``loss_fn(outputs, targets) -> scalar`` batch mean, e.g.
-            ``nn.CrossEntropyLoss()``, or batch sum, or a loss name.
+            ``nn.CrossEntropyLoss()``, or batch sum, or a loss name; ``None``: cross-entropy for integer
+            targets, MSE otherwise.
         data: Shorthand only: a pair ``(X, y)`` or an iterable of ``(X, y)`` batches; read once and kept.
         params: ``None`` or ``"all"`` for every floating parameter (frozen ones included, as in the parameter
             vector), ``"trainable"`` for those with ``requires_grad=True``, or tensor names and/or layer names
@@ -200,11 +201,15 @@ class HessianOperator:
                 loss_fn, data = problem.loss_fn_for(pairs[0][1]), pairs
         else:
             model = problem
-            if loss_fn is None or data is None:
+            if data is None:
                 raise TypeError(
-                    "HessianOperator needs a landscape.Problem, or a model with loss_fn and data: "
+                    "HessianOperator needs a landscape.Problem, or a model with data (and loss_fn): "
                     "HessianOperator(Problem(model, data, loss)) or HessianOperator(model, loss_fn, data)"
                 )
+            if loss_fn is None:  # the package's one default: cross-entropy for integer targets, MSE otherwise
+                batches = _as_batches(data)  # read once (a generator too), kept
+                loss_fn = "cross_entropy" if class_targets(batches[0][1]) else "mse"
+                data = data if validation.is_tensor_pair(data) else batches  # a pair stays one (messages)
             if isinstance(loss_fn, str):
                 loss_fn = _named_loss(loss_fn)
         if self.problem is None:

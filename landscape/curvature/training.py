@@ -271,7 +271,8 @@ def trajectory_curvature(
             used; read once for all snapshots), or a template of the snapshots' architecture (deep-copied,
             never modified) or a zero-argument factory; frozen parameters (and buffers when the snapshots
             stored none) come from it.
-        loss_fn: With a template: batch-mean (or batch-sum) loss ``loss_fn(outputs, targets) -> scalar``.
+        loss_fn: With a template: batch-mean (or batch-sum) loss ``loss_fn(outputs, targets) -> scalar``;
+            ``None``: cross-entropy for integer targets, MSE otherwise.
         data: With a template: a pair ``(X, y)`` or an iterable of ``(X, y)`` batches: the loss whose Hessian
             is taken.
         indices: Snapshots to analyze (default all, in order; negative indices allowed).
@@ -301,8 +302,8 @@ def trajectory_curvature(
         if loss_fn is not None or data is not None:
             raise TypeError("model is a Problem, which holds its data and loss; pass neither loss_fn nor data")
         model, tracker_data = model.model, model
-    elif loss_fn is None or data is None:
-        raise TypeError("trajectory_curvature needs a Problem, or a model template with loss_fn and data")
+    elif data is None:
+        raise TypeError("trajectory_curvature needs a Problem, or a model template with data (and loss_fn)")
     tracker = CurvatureTracker(
         loss_fn, tracker_data, **keyword_values("trajectory_curvature", options, CurvatureOptions, _DEFAULTS)
     )
