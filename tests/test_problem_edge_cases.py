@@ -299,3 +299,14 @@ def test_hessian_shorthand_takes_the_default_loss(regression):
     traj.append_model(net, step=0)
     curv = trajectory_curvature(traj, net, data=(X, y), progress=False)
     np.testing.assert_allclose(curv.lambda_max[0], want[0].item(), rtol=1e-6)
+
+
+def test_stacked_strategy_under_train_batchnorm_says_why():
+    # strategy='stacked' with bn_mode='train' claimed the (traceable) model "is not one torch.fx can trace"
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    prob = Problem(net, _data(), bn_mode="train")
+    a = prob.theta0
+    with pytest.raises(ValueError, match=r"^strategy='stacked' runs BatchNorm on running statistics only"):
+        line(prob, a, a, strategy="stacked")
+    line(Problem(net, _data()), a, a, strategy="stacked")  # eval mode: the same model is stacked

@@ -18,10 +18,11 @@ against ``"loop"`` in float64):
 - ``"vmap"``: ``"functional"`` vmapped over chunks of points; chunks vmap cannot handle fall back
   to one point at a time. Measured here it is not faster on CPU, so ``"auto"`` never picks it.
 - ``"stacked"``: any model :mod:`torch.fx` traces (no control flow on the data) that returns one
-  tensor, evaluated for a chunk of points at once at the level of operations (traced by
-  :mod:`landscape.evaluate._trace`, run by :mod:`landscape.evaluate._stacked`): ``nn.Linear`` and
-  ``F.linear``, ``nn.MaxPool2d`` and ``F.max_pool2d``, ``nn.ReLU`` and ``x.relu()`` take the same
-  vectorized handler (:mod:`landscape.evaluate._handlers`); operations without one run point by point.
+  tensor (BatchNorm on running statistics: not under ``bn_mode="train"``), evaluated for a chunk of
+  points at once at the level of operations (traced by :mod:`landscape.evaluate._trace`, run by
+  :mod:`landscape.evaluate._stacked`): ``nn.Linear`` and ``F.linear``, ``nn.MaxPool2d`` and
+  ``F.max_pool2d``, ``nn.ReLU`` and ``x.relu()`` take the same vectorized handler
+  (:mod:`landscape.evaluate._handlers`); operations without one run point by point.
   Many points share one ``bmm`` per linear layer; logits stay class-major ``(P, C, B)`` so the
   cross-entropy's ``log_softmax`` runs over contiguous samples; first layers of affine points are one
   ``(P, K) @ (K, n)`` product (pooled by phase when a 2x2 max pool follows); the large per-step tensors
@@ -216,7 +217,7 @@ def evaluate_points(
 
     Raises:
         ValueError: On mismatched points, unknown options, accuracy without class targets, or an
-            unsupported model under ``strategy="stacked"``.
+            unsupported model or ``bn_mode="train"`` under ``strategy="stacked"``.
         InputError: On empty data, NaN/inf in the data, the buffers or frozen parameters, or class labels
             outside the output width (inputs are cast to the model's dtype; see :mod:`landscape.validation`).
             Points holding NaN/inf are evaluated: their loss is returned as such.
@@ -263,6 +264,11 @@ def evaluate_points(
         if data is None:
             raise ValueError("data is missing: pass a landscape.Problem, or the model with data")
     strategy = parse_option(Strategy, strategy, "strategy")
+    if strategy is Strategy.STACKED and bn is BNMode.TRAIN:
+        raise ValueError(
+            "strategy='stacked' runs BatchNorm on running statistics only; bn_mode='train' (batch statistics) "
+            "needs strategy='auto', 'functional', 'vmap' or 'loop'"
+        )
     layout = ParamLayout.from_model(model)
     ref = next(iter(model.parameters()), None)
     dtype = ref.dtype if ref is not None else torch.float32
