@@ -341,8 +341,24 @@ class Problem:
         return self._weights.functional(theta, self.bn_mode == "train")
 
     def outputs(self, fm: FunctionalModel, batch: Batch) -> Tensor:
-        """The output tensor of one batch (the output rule applied)."""
-        return model_output(fm(*batch.inputs, **batch.kwargs))
+        """The output tensor of one batch (the output rule applied).
+
+        Raises:
+            InputTypeError: If the model refuses a mapping batch's keys as keyword arguments (naming the rule).
+        """
+        try:
+            out = fm(*batch.inputs, **batch.kwargs)
+        except TypeError as e:
+            if not batch.kwargs:
+                raise
+            call = ", ".join(f"{k}=..." for k in batch.kwargs)
+            why = "; a closure calls the model its own way, but outputs (distances, metrics) follow this rule"
+            raise validation.InputTypeError(
+                f"the model refused its batch ({e}): a mapping batch calls model(**batch) without its target key "
+                f"(here model({call})); give batches the model takes that way, or (inputs, targets) tuples"
+                + (why if self.closure else "")
+            ) from e
+        return model_output(out)
 
     def batch_terms(self, fm: FunctionalModel, batch: Batch) -> tuple[Tensor, float]:
         """``(sum of the loss over the batch's samples, count)`` at the point ``fm``."""

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from landscape.analyze.distance import distance_along_path
+from landscape.analyze.distance import distance_along_path, functional_distance
 from landscape.analyze.pca import TrajectoryPCA
 from landscape.analyze.saturation import measure_saturation
 from landscape.analyze.surface import barycentric, line, plane
@@ -310,3 +310,21 @@ def test_stacked_strategy_under_train_batchnorm_says_why():
     with pytest.raises(ValueError, match=r"^strategy='stacked' runs BatchNorm on running statistics only"):
         line(prob, a, a, strategy="stacked")
     line(Problem(net, _data()), a, a, strategy="stacked")  # eval mode: the same model is stacked
+
+
+def test_a_model_refusing_mapping_batches_is_told_the_rule():
+    # a mapping batch calls model(**batch) without its target key; a model taking x positionally got torch's bare
+    # "forward() got an unexpected keyword argument 'x'" (from the loss, or from functional_distance / metric
+    # "outputs" of a closure problem, whose closure had called the model its own way)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 2)).double()
+    X, y = _data()
+    batches = [{"x": X, "labels": y}]
+    rule = r"calls model\(\*\*batch\) without its target key \(here model\(x=\.\.\.\)\)"
+    with pytest.raises(InputTypeError, match=rule):
+        Problem(net, batches).loss()
+    prob = Problem(net, batches, lambda model, b: F.cross_entropy(model(b["x"]), b["labels"]))
+    a = prob.theta0
+    torch.testing.assert_close(prob.loss(), F.cross_entropy(net(X), y))  # the closure calls it its own way
+    with pytest.raises(InputTypeError, match=rule):
+        functional_distance(prob, a, a)
