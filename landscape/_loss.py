@@ -16,7 +16,17 @@ from torch import Tensor, nn
 from landscape._checks import InputTypeError
 from landscape._options import check_choice
 
-__all__ = ["LOSSES", "CLOSURE_NAMES", "is_closure", "loss_name", "class_targets", "check_scalar", "count_correct"]
+__all__ = [
+    "LOSSES",
+    "CLOSURE_NAMES",
+    "is_closure",
+    "loss_name",
+    "class_targets",
+    "check_scalar",
+    "check_sum_count",
+    "check_count",
+    "count_correct",
+]
 
 LOSSES: dict[str, Callable[..., Tensor]] = {
     "cross_entropy": F.cross_entropy,
@@ -92,6 +102,40 @@ def check_scalar(r: Any) -> Tensor:
             "scalar tensor (the batch mean), or a closure may return (sum, count)"
         )
     return r
+
+
+def check_sum_count(r: Any) -> tuple[Tensor, float]:
+    """A closure's ``(sum, count)`` if it is one: a scalar tensor and a number.
+
+    Raises:
+        ValueError: Naming what the closure returned.
+    """
+    if len(r) != 2:
+        raise ValueError(
+            f"the closure returned a {type(r).__name__} of {len(r)} item(s); it must return the batch mean (a scalar "
+            "tensor) or a pair (sum, count)"
+        )
+    total, count = r
+    if not isinstance(total, Tensor) or total.dim() != 0:
+        raise ValueError(
+            f"the closure's sum is a {type(total).__name__} of shape {tuple(getattr(total, 'shape', ()))}; it must be "
+            "a scalar tensor (reduce the per-sample losses with .sum())"
+        )
+    return total, float(count)
+
+
+def check_count(n: float) -> float:
+    """``n``, the denominator of a mean over the data, if positive.
+
+    Raises:
+        ValueError: On a total count of zero or less (a closure's ``(sum, count)`` counted nothing).
+    """
+    if not n > 0:
+        raise ValueError(
+            f"the loss's counts sum to {n:g} over the data; a closure's (sum, count) must count at least one unit "
+            "(sample, token) in all"
+        )
+    return n
 
 
 def count_correct(out: Tensor, y: Tensor) -> float:

@@ -64,7 +64,16 @@ from torch import Tensor, nn
 
 from landscape import distributed, validation
 from landscape._batch import TARGET_KEYS, Batch, BatchReader
-from landscape._loss import LOSSES, check_scalar, class_targets, count_correct, is_closure, loss_name
+from landscape._loss import (
+    LOSSES,
+    check_count,
+    check_scalar,
+    check_sum_count,
+    class_targets,
+    count_correct,
+    is_closure,
+    loss_name,
+)
 from landscape._options import check_choice, parse_bytes
 from landscape._options import renamed as renamed  # re-exported: its users import it from here
 from landscape._weights import ModelWeights, compute_placement
@@ -254,7 +263,7 @@ class Problem:
             fm = self.functional()
             with torch.no_grad():
                 count = sum(self.batch_terms(fm, b)[1] for b in self.batches())
-            self._total = float(self.reduce_sums([torch.tensor(count, dtype=torch.float64)])[0])
+            self._total = check_count(float(self.reduce_sums([torch.tensor(count, dtype=torch.float64)])[0]))
         return self._total
 
     def with_options(self, *, bn_mode: str | None = None) -> Problem:
@@ -366,8 +375,7 @@ class Problem:
             # A closure is a callable, except under loss_form="batch" with a loss name (then this TypeError).
             r = cast("Callable[..., Any]", self.loss_spec)(fm, batch.raw)
             if isinstance(r, tuple | list):
-                total, count = r
-                return total, float(count)
+                return check_sum_count(r)
             return check_scalar(r) * batch.size, float(batch.size)
         if batch.targets is None:
             raise validation.InputError(
@@ -389,6 +397,7 @@ class Problem:
     def _means(self, sums: list[Tensor], count: float, dtype: torch.dtype) -> list[Tensor]:
         """Sums over this process's batches divided by the count (in ``dtype``), both through :meth:`reduce_sums`."""
         *totals, n = self.reduce_sums([*sums, torch.tensor(count, dtype=dtype, device=self.device)])
+        check_count(float(n))
         return [t / n for t in totals]
 
     @property

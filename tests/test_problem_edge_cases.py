@@ -328,3 +328,34 @@ def test_a_model_refusing_mapping_batches_is_told_the_rule():
     torch.testing.assert_close(prob.loss(), F.cross_entropy(net(X), y))  # the closure calls it its own way
     with pytest.raises(InputTypeError, match=rule):
         functional_distance(prob, a, a)
+
+
+def _bad_closures():
+    """Closures whose (sum, count) form is broken: a vector sum, a zero count, a 1-tuple."""
+
+    def vector_sum(model, b):
+        return F.cross_entropy(model(b[0]), b[1], reduction="none"), len(b[1])
+
+    def no_count(model, b):
+        return F.cross_entropy(model(b[0]), b[1], reduction="sum"), 0
+
+    def one_item(model, b):
+        return (F.cross_entropy(model(b[0]), b[1]),)
+
+    return [
+        (vector_sum, r"^the closure's sum is a Tensor of shape \(10,\); it must be a scalar tensor"),
+        (no_count, r"^the loss's counts sum to 0 over the data"),
+        (one_item, r"^the closure returned a tuple of 1 item\(s\); it must return the batch mean"),
+    ]
+
+
+@pytest.mark.parametrize(("closure", "message"), _bad_closures())
+def test_closure_sum_count_form_is_checked(closure, message):
+    # (vector, n) failed deep in torch ("output with shape [] doesn't match the broadcast shape [10]"), counts
+    # summing to 0 gave loss=inf silently, a 1-tuple "not enough values to unpack"
+    net = nn.Sequential(nn.Linear(3, 2)).double()
+    prob = Problem(net, _data(), closure)
+    with pytest.raises(ValueError, match=message):
+        prob.loss()
+    with pytest.raises(ValueError, match=message):
+        line(prob, prob.theta0, prob.theta0, alphas=[0.0])
