@@ -96,8 +96,9 @@ class TrajectoryPCA:
 
     Args:
         n_components: Number of components ``k``, or a float in ``(0, 1)``: the smallest ``k`` whose
-            cumulative explained variance ratio reaches it (as scikit-learn), or ``None`` for all
-            (``min(T, D)``; ``components_`` is then ``T x D``).
+            cumulative explained variance ratio reaches it (as scikit-learn), or ``None`` for every direction
+            the centred snapshots span (at most ``min(T, D)``; ``T - 1`` about the mean or a snapshot, whose
+            centred snapshots are linearly dependent).
         center: ``"mean"`` (Lipton: ordinary PCA), ``"first"`` (the initial point), ``"last"`` (the final
             point, Li et al. 2018), an int index into the stacked snapshots, or a ``(D,)`` vector.
         block_size: Snapshots per resident block in the Gram pass; ``None`` derives it from ``memory_budget``.
@@ -161,8 +162,8 @@ class TrajectoryPCA:
 
     def _resolve_k(self, ratios: np.ndarray, n: int, d: int) -> int:
         k = self.n_components
-        if k is None:
-            return min(n, d)
+        if k is None:  # every direction with variance (the threshold of the rank check in fit)
+            return int((ratios > 1e-12 * ratios[0]).sum())
         if isinstance(k, float) and 0 < k < 1:
             return int(min(np.searchsorted(np.cumsum(ratios), k - 1e-12) + 1, len(ratios)))
         if isinstance(k, bool) or not isinstance(k, int | np.integer | float) or k < 1 or int(k) != k:
