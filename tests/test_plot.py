@@ -126,6 +126,22 @@ def test_line_distance_axis_and_log(setup, backend):
     np.testing.assert_allclose(xs, d.coords / d.anchor_coords[1], rtol=1e-15)
 
 
+def test_log_line_with_nothing_positive_still_renders(setup):
+    """A diverged line on a log axis (every value masked) draws an empty log axis, with its anchors, and saves."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    r = setup["line"]
+    bad = dataclasses.replace(r, metrics={**r.metrics, "loss": np.where(np.arange(len(r.coords)) % 2, np.nan, np.inf)})
+    before = plt.get_fignums()
+    fig = plot.plot_line(bad, log=True, backend="matplotlib")
+    fig.savefig(io.BytesIO(), format="png")  # matplotlib's "cannot be log-scaled" surfaced here
+    ax = _mpl_axes(fig)[0]
+    assert ax.get_yscale() == "log" and np.ma.getmaskarray(ax.lines[0].get_ydata()).all()
+    assert plt.get_fignums() == before
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_distance_plot(setup, backend):
     r = setup["fd"]

@@ -84,12 +84,12 @@ def lines(target: Any, curves: Sequence[Line], frame: Frame) -> Any:
     ax2 = ax.twinx() if any(ln.secondary for ln in curves) else None
     for ln in curves:
         _plot_line(ax2 if (ln.secondary and ax2 is not None) else ax, ln, base)
+    if frame.log:  # before the vertical lines: their (0, 1) y extent on a log axis with no data breaks drawing
+        ax.set_yscale("log")
     for m, lab in frame.vlines:
         ax.axvline(m, linestyle=":", linewidth=0.8, color="gray", gid=_ANCHOR)
         if lab:
             ax.text(m, 1.0, f" {lab}", transform=ax.get_xaxis_transform(), va="bottom", fontsize=8, color="gray")
-    if frame.log:
-        ax.set_yscale("log")
     if frame.xlabel is not None:
         ax.set_xlabel(frame.xlabel)
     if frame.ylabel is not None:
