@@ -176,6 +176,15 @@ def test_errors_are_named(runs, tmp_path, capsys, change, message):
     assert not (tmp_path / "o" / "line.npz").exists()
 
 
+@pytest.mark.parametrize("command", ["line", "distance"])
+def test_missing_start_point_names_only_options_the_command_has(runs, tmp_path, capsys, command):
+    argv = [command, *MODEL, "--data", "digits", "--limit", "20", "--to", str(runs[0]), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "give --from POINT or --weights FILE" in err, err
+    assert "--trajectory" not in err  # line and distance have no --trajectory option
+
+
 def test_model_required_without_metadata(runs, tmp_path, capsys):
     argv = ["line", "--data", "digits", "--from", f"{runs[0]}:0", "--to", str(runs[0]), "--out", str(tmp_path)]
     assert main(argv) == 2
