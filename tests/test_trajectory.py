@@ -341,6 +341,19 @@ def test_open_and_append_modes(tmp_path):
     assert t.meta["seed"] == 1
 
 
+def test_check_names_a_file_as_a_file(tmp_path, capsys):
+    from landscape.cli import main
+
+    f = tmp_path / "notes.txt"
+    f.write_text("hello")
+    with pytest.raises(TrajectoryError, match="notes.txt is a file, not a trajectory directory"):
+        Trajectory.check(f)  # as Trajectory.open says, not "the directory does not exist"
+    assert main(["check", str(f)]) == 2
+    assert "is a file, not a trajectory directory" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Trajectory.check(tmp_path / "nothing")
+
+
 def test_not_a_trajectory_or_newer_format(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         Trajectory.open(tmp_path / "nothing")

@@ -895,7 +895,7 @@ class Trajectory(StoreIndex):
             The report (``report.ok`` is true for an undamaged store).
 
         Raises:
-            FileNotFoundError: If ``path`` is not a directory.
-            TrajectoryError: If ``path`` is not a trajectory, or ``repair`` cannot take the writer lock.
+            FileNotFoundError: If ``path`` does not exist.
+            TrajectoryError: If ``path`` is a file or not a trajectory, or ``repair`` cannot take the writer lock.
         """
         return check_store(cls, path, repair=repair, migrate=migrate)
