@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import numbers
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 __all__ = [
     "parse_option",
     "check_choice",
+    "check_period",
     "parse_bytes",
     "renamed",
     "typed_keywords",
@@ -70,6 +72,19 @@ def check_choice(value: Any, valid: Sequence[str], what: str) -> str:
     if text not in valid:
         raise ValueError(f"unknown {what} {value!r}; valid: {list(valid)}")
     return text
+
+
+def check_period(value: Any, what: str) -> int | None:
+    """A recording period (every k steps or epochs): a positive integer (numpy's too) or ``None``.
+
+    Raises:
+        ValueError: ``<what> must be a positive integer or None, got <value>`` (floats, strings and bools included).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{what} must be a positive integer or None, got {value!r}")
+    return int(value)
 
 
 def parse_bytes(size: int | str | None, default: int = 1 << 30) -> int:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from landscape._options import check_period
+
 if TYPE_CHECKING:
     from landscape.train.loop import Trainer
 
@@ -106,9 +108,7 @@ class RecordTrajectory(Callback):
         tags: Mapping[str, Any] | None = None,
         factory: Any = None,
     ) -> None:
-        for name, v in (("every_steps", every_steps), ("every_epochs", every_epochs)):
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be a positive integer or None, got {v}")
+        every_steps, every_epochs = check_period(every_steps, "every_steps"), check_period(every_epochs, "every_epochs")
         if factory is not None:
             from landscape.factory import FACTORY_KEY, as_factory_ref
 

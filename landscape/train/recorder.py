@@ -45,6 +45,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from landscape._options import check_period
 from landscape.factory import FACTORY_KEY, as_factory_ref
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.trajectory.store import Trajectory
@@ -151,13 +152,8 @@ class Recorder:
         durable: bool | str = True,
         model: nn.Module | None = None,
     ) -> None:
-        for name, v in (
-            ("every_steps", every_steps),
-            ("every_epochs", every_epochs),
-            ("steps_per_epoch", steps_per_epoch),
-        ):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+        every_steps, every_epochs = check_period(every_steps, "every_steps"), check_period(every_epochs, "every_epochs")
+        steps_per_epoch = check_period(steps_per_epoch, "steps_per_epoch")
         if factory_kwargs is not None and factory is None:
             raise ValueError("factory_kwargs given without factory=; name the factory they belong to")
         run_meta = dict(meta or {})
