@@ -85,6 +85,14 @@ class Line:
     dots: tuple[float, ...] = ()
     hover: Sequence[str] | None = None
 
+    def __post_init__(self) -> None:
+        n = np.asarray(self.y).size  # np.size of a torch tensor is its size method: go through an array
+        for name in ("x", "spread"):
+            v = getattr(self, name)
+            m = None if v is None else np.asarray(v).size
+            if m is not None and m != n:
+                raise ValueError(f"Line {self.label!r}: {name} has {m} values but y has {n}; one per point")
+
 
 @dataclasses.dataclass(frozen=True)
 class Frame:
