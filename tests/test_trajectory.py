@@ -212,6 +212,28 @@ def test_wrong_vectors_are_rejected_naming_the_problem(make):
     assert len(t) == 1 and len(t.segments) == 1
 
 
+def test_step_epoch_and_time_are_checked_by_name(make):
+    """A fractional step was truncated silently (2.7 -> 2); None or text failed with int()/float()'s own words."""
+    t = make(layout=A)
+    v = torch.zeros(A.numel)
+    for kw, err, message in [
+        ({"step": 2.7}, ValueError, "step must be a whole number .* got 2.7"),
+        ({"step": None}, TypeError, "step must be a whole number .* got None"),
+        ({"step": "3"}, TypeError, "step must be a whole number .* got '3'"),
+        ({"epoch": None}, TypeError, "epoch must be a real number, got None"),
+        ({"epoch": "1.5"}, TypeError, "epoch must be a real number, got '1.5'"),
+        ({"wall_time": "now"}, TypeError, "wall_time must be a real number .* got 'now'"),
+    ]:
+        with pytest.raises(err, match=message):
+            t.append(v, **kw)
+    assert len(t) == 0
+    t.append(v, step=np.int64(4), epoch=np.float32(0.5))
+    t.append(v, step=5.0, epoch=1, wall_time=np.float64(7.0))
+    t.append(v, step=torch.tensor(6), epoch=torch.tensor(1.5))
+    t = reread(t)
+    assert t.steps.tolist() == [4, 5, 6] and t.epochs.tolist() == [0.5, 1.0, 1.5] and t[1].wall_time == 7.0
+
+
 def test_stored_tensors_do_not_alias_caller_tensors(make):
     t = make()
     v, buf = torch.randn(A.numel), torch.randn(3)

@@ -84,7 +84,9 @@ from landscape.trajectory.records import (
     jsonify,
     layout_difference,
     metrics_dict,
+    real_number,
     restore_model,
+    step_number,
 )
 from landscape.trajectory.writer import PackWriter, WriteItem
 
@@ -102,6 +104,7 @@ __all__ = [
 _DTYPE_NAMES = {d: name for name, d in DTYPES.items()}  # torch.float32 -> "float32"
 _DURABLE: dict[bool | str, bool | str] = {True: "append", False: False, "append": "append", "flush": "flush"}
 Durable = bool | str  # True / "append", "flush", False
+_WALL_TIME = "a real number (Unix time) or None"
 
 
 class Trajectory(StoreIndex):
@@ -410,9 +413,9 @@ class Trajectory(StoreIndex):
         rec: dict[str, Any] = {
             "i": i,
             "seg": len(self._segs) - 1 + start,
-            "step": int(step),
-            "epoch": float(epoch),
-            "time": time.time() if wall_time is None else float(wall_time),
+            "step": step_number(step),
+            "epoch": real_number(epoch, "epoch"),
+            "time": time.time() if wall_time is None else real_number(wall_time, "wall_time", _WALL_TIME),
             "dtype": dtype,
             "metrics": metrics_dict(metrics),
             "tags": jsonify(tags, "tags"),
