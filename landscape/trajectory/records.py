@@ -136,8 +136,9 @@ def step_number(step: Any) -> int:
     except TypeError:
         pass
     if isinstance(step, numbers.Real):
-        if float(step).is_integer():
-            return int(step)
+        whole = float(step)
+        if whole.is_integer():
+            return int(whole)
         raise ValueError(f"step must be a whole number (the optimizer step), got {step!r}")
     raise TypeError(f"step must be a whole number (the optimizer step), got {step!r}")
 
