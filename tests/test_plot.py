@@ -361,6 +361,27 @@ def test_draws_into_given_figure_and_axes(setup):
     assert len(curves) == 2 and curves[0].get_color() != curves[1].get_color()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_inputs_are_named_as_empty(backend):
+    """An empty list is no wrong type: it said 'takes a LineResult or a sequence of them, got list'."""
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    calls = {
+        "plot_line": lambda: plot.plot_line([], backend=backend),
+        "plot_distance": lambda: plot.plot_distance([], backend=backend),
+        "plot_sharpness": lambda: plot.plot_sharpness([], backend=backend),
+        "plot_curve_vs_line": lambda: plot.plot_curve_vs_line(None, [], backend=backend),
+        "plot_lines": lambda: plot.plot_lines([], backend=backend),
+        "plot_saturation_curves": lambda: plot.plot_saturation_curves([], backend=backend),
+        "plot_activation_histograms": lambda: plot.plot_activation_histograms([], backend=backend),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=f"{name} got an empty list: give at least one "):
+            call()
+    assert plt.get_fignums() == before
+
+
 def test_errors_are_named(setup):
     with pytest.raises(ValueError, match="unknown backend 'bokeh'; valid values are 'plotly', 'matplotlib'"):
         plot.plot_line(setup["line"], backend="bokeh")

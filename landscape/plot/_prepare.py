@@ -198,10 +198,17 @@ def scalar_metric(metrics: dict[str, np.ndarray], metric: str, what: str) -> np.
 
 
 def results_of(results: Any, cls: type | tuple[type, ...], what: str) -> list[Any]:
-    """One result or a sequence of them as a list, all of type ``cls`` (else a ``TypeError`` naming ``what``)."""
+    """One result or a sequence of them as a list, all of type ``cls``.
+
+    Raises:
+        TypeError: Naming ``what``, if ``results`` is not a ``cls`` or a sequence of them.
+        ValueError: Naming ``what``, if the sequence is empty.
+    """
     items = [results] if isinstance(results, cls) else list(results) if isinstance(results, Sequence) else None
-    if not items or not all(isinstance(r, cls) for r in items):
-        names = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+    names = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+    if items == []:
+        raise ValueError(f"{what} got an empty {type(results).__name__}: give at least one {names}")
+    if items is None or not all(isinstance(r, cls) for r in items):
         raise TypeError(f"{what} takes a {names} or a sequence of them, got {type(results).__name__}")
     return items
 
