@@ -153,6 +153,8 @@ def test_safetensors_checkpoint_and_meta_model(runs, tmp_path):
         ({"--model-kw": "hidden=[9]"}, "architecture mismatch"),
         ({"--model": "resnet99"}, "unknown model 'resnet99'"),
         ({"--alphas": "0:1:x"}, "--alphas '0:1:x': use START:STOP:COUNT"),
+        ({"--alphas": "0:inf:3"}, "--alphas '0:inf:3': every value must be finite"),
+        ({"--alphas": "nan,1"}, "--alphas 'nan,1': every value must be finite"),
         ({"--data": "cifar11"}, "--data 'cifar11': use digits, mnist-subset"),
         ({"--from": "{root}/net.pt"}, "never pickle"),
     ],
@@ -183,6 +185,14 @@ def test_missing_start_point_names_only_options_the_command_has(runs, tmp_path, 
     err = capsys.readouterr().err
     assert "give --from POINT or --weights FILE" in err, err
     assert "--trajectory" not in err  # line and distance have no --trajectory option
+
+
+def test_ranges_must_be_finite():
+    from landscape.cli.parsing import CLIError, parse_range
+
+    assert parse_range("-1:2", "--range") == (-1.0, 2.0)
+    with pytest.raises(CLIError, match="--range '0:1e999': START and STOP must be finite"):
+        parse_range("0:1e999", "--range")
 
 
 def test_model_required_without_metadata(runs, tmp_path, capsys):
