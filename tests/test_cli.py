@@ -195,6 +195,18 @@ def test_ranges_must_be_finite():
         parse_range("0:1e999", "--range")
 
 
+def test_pca_of_a_grown_network_says_what_the_command_cannot_do(tmp_path, capsys):
+    """The analyzer's hint 'pass segment=k' named an argument the command line does not have."""
+    traj = Trajectory.create(tmp_path / "grown")
+    for k, width in enumerate((2, 2, 4, 4)):
+        traj.append_model(torch.nn.Linear(3, width), step=k)
+    traj.close()
+    assert main(["pca", str(tmp_path / "grown"), "--out", str(tmp_path / "o"), "--quiet", "--no-png", "--no-html"]) == 2
+    err = capsys.readouterr().err
+    assert "segments with different parameter counts (0: [0, 2) D=8, 1: [2, 4) D=16)" in err, err
+    assert "pass segment=k" not in err and "TrajectoryPCA(2).fit(Trajectory.open(" in err
+
+
 def test_model_required_without_metadata(runs, tmp_path, capsys):
     argv = ["line", "--data", "digits", "--from", f"{runs[0]}:0", "--to", str(runs[0]), "--out", str(tmp_path)]
     assert main(argv) == 2
