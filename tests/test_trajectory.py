@@ -234,6 +234,13 @@ def test_step_epoch_and_time_are_checked_by_name(make):
     assert t.steps.tolist() == [4, 5, 6] and t.epochs.tolist() == [0.5, 1.0, 1.5] and t[1].wall_time == 7.0
 
 
+def test_empty_trajectory_with_a_layout_gives_empty_matrices_of_its_width(make):
+    t = make(layout=A)
+    assert t.vectors().shape == (0, A.numel) and t.vectors([]).shape == (0, A.numel)  # (T, numel), T = 0
+    assert reread(t).vectors().shape == (0, A.numel)
+    assert make().vectors().shape == (0, 0)  # no layout: no width to give
+
+
 def test_stored_tensors_do_not_alias_caller_tensors(make):
     t = make()
     v, buf = torch.randn(A.numel), torch.randn(3)

@@ -799,7 +799,8 @@ class Trajectory(StoreIndex):
         seg = self._segment_of(idx)
         dtype = dtype or self._dtype(idx)
         if not idx:
-            return torch.zeros(0, self._segs[seg][0].numel if self._segs else 0, dtype=dtype)
+            known = self._segs[seg][0] if self._segs else self._pending  # the layout given to an empty store
+            return torch.zeros(0, known.numel if known is not None else 0, dtype=dtype)
         return torch.stack([self._tensors(i)["vector"].to(dtype) for i in idx])
 
     def iter_blocks(
