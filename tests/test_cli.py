@@ -207,6 +207,22 @@ def test_pca_of_a_grown_network_says_what_the_command_cannot_do(tmp_path, capsys
     assert "pass segment=k" not in err and "TrajectoryPCA(2).fit(Trajectory.open(" in err
 
 
+def test_plot_re_renders_what_the_hessian_command_saves(tmp_path):
+    """``landscape hessian`` writes a HessianSpectrum; ``landscape plot`` said 'no renderer for a HessianSpectrum'."""
+    from landscape.curvature import hessian_spectrum
+
+    X, y = _data64()
+    files = []
+    for seed in (0, 1):
+        net = build_model("mlp", (1, 8, 8), 10, hidden=[4], seed=seed, dtype=torch.float64)
+        spec = hessian_spectrum(net, F.cross_entropy, (X[:40], y[:40]), n_probes=1, steps=6, top_k=1)
+        files.append(str(spec.save(tmp_path / f"h{seed}")))
+    out = tmp_path / "again"
+    assert main(["plot", *files, "--out", str(out), "--no-png", "--quiet"]) == 0  # two spectra, overlaid
+    html = (out / "plot.html").read_text()
+    assert all(Path(f).name in html for f in files)  # each density labelled by its file
+
+
 def test_model_required_without_metadata(runs, tmp_path, capsys):
     argv = ["line", "--data", "digits", "--from", f"{runs[0]}:0", "--to", str(runs[0]), "--out", str(tmp_path)]
     assert main(argv) == 2
