@@ -241,6 +241,20 @@ def test_empty_trajectory_with_a_layout_gives_empty_matrices_of_its_width(make):
     assert make().vectors().shape == (0, 0)  # no layout: no width to give
 
 
+def test_segment_must_be_an_integer(make):
+    """segment='0' failed with "'<=' not supported between instances of 'int' and 'str'"."""
+    from landscape.analyze import TrajectoryPCA
+
+    t = make(layout=A)
+    for k in range(3):
+        t.append(torch.full((A.numel,), float(k)) + torch.arange(A.numel) ** 2 * k)
+    with pytest.raises(TypeError, match="segment must be an integer index or None, got '0'"):
+        list(t.iter_blocks(2, segment="0"))
+    with pytest.raises(TypeError, match="segment must be an integer index or None, got '0'"):
+        TrajectoryPCA(1).fit(t, segment="0")
+    assert [r for r, _ in t.iter_blocks(2, segment=np.int64(0))] == [range(0, 2), range(2, 3)]
+
+
 def test_stored_tensors_do_not_alias_caller_tensors(make):
     t = make()
     v, buf = torch.randn(A.numel), torch.randn(3)

@@ -143,6 +143,20 @@ def step_number(step: Any) -> int:
     raise TypeError(f"step must be a whole number (the optimizer step), got {step!r}")
 
 
+def segment_index(segment: Any) -> int | None:
+    """``segment`` (a segment index, numpy's integers included, or ``None``) as an int or ``None``.
+
+    Raises:
+        TypeError: ``segment must be an integer index or None, got <value>``.
+    """
+    if segment is None:
+        return None
+    try:
+        return operator.index(segment)
+    except TypeError:
+        raise TypeError(f"segment must be an integer index or None, got {segment!r}") from None
+
+
 def real_number(value: Any, what: str, expected: str = "a real number") -> float:
     """``value`` as a float (numbers, numpy and one-element tensors); strings and ``None`` are refused by name.
 

@@ -86,6 +86,7 @@ from landscape.trajectory.records import (
     metrics_dict,
     real_number,
     restore_model,
+    segment_index,
     step_number,
 )
 from landscape.trajectory.writer import PackWriter, WriteItem
@@ -822,7 +823,7 @@ class Trajectory(StoreIndex):
         """
         if int(block_size) < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size}")
-        segs = self.segments
+        segs, segment = self.segments, segment_index(segment)
         if segment is None:
             if len(segs) > 1:
                 ranges = ", ".join(f"{s.index}: [{s.start}, {s.stop})" for s in segs)
