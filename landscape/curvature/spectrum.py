@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import numbers
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -280,6 +281,10 @@ def spectrum_of(
     o = keyword_values("spectrum_of", options, SpectrumOptions, SPECTRUM_DEFAULTS)
     n_probes, steps, top_k, trace_products = o["n_probes"], o["steps"], o["top_k"], o["trace_products"]
     tol, seed, progress = o["tol"], o["seed"], o["progress"]
+    for name, count, least in (("n_probes", n_probes, 1), ("top_k", top_k, 0), ("trace_products", trace_products, 0)):
+        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < least:
+            what = "a positive integer" if least else "a non-negative integer (0 skips it)"
+            raise ValueError(f"{name} must be {what}, got {count!r}")
     data_description = renamed(o["data_description"] or None, data, "data", "data_description") or ""
     op = _as_operator(op)
     if not data_description and op.problem is not None:
