@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 __all__ = [
     "parse_option",
     "check_choice",
-    "check_period",
+    "check_count",
     "parse_bytes",
     "renamed",
     "typed_keywords",
@@ -74,8 +74,8 @@ def check_choice(value: Any, valid: Sequence[str], what: str) -> str:
     return text
 
 
-def check_period(value: Any, what: str) -> int | None:
-    """A recording period (every k steps or epochs): a positive integer (numpy's too) or ``None``.
+def check_count(value: Any, what: str) -> int | None:
+    """A period, count or size (every k steps, a batch size): a positive integer (numpy's too) or ``None``.
 
     Raises:
         ValueError: ``<what> must be a positive integer or None, got <value>`` (floats, strings and bools included).

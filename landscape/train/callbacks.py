@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from landscape._options import check_period
+from landscape._options import check_count
 
 if TYPE_CHECKING:
     from landscape.train.loop import Trainer
@@ -108,7 +108,7 @@ class RecordTrajectory(Callback):
         tags: Mapping[str, Any] | None = None,
         factory: Any = None,
     ) -> None:
-        every_steps, every_epochs = check_period(every_steps, "every_steps"), check_period(every_epochs, "every_epochs")
+        every_steps, every_epochs = check_count(every_steps, "every_steps"), check_count(every_epochs, "every_epochs")
         if factory is not None:
             from landscape.factory import FACTORY_KEY, as_factory_ref
 

@@ -45,7 +45,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from landscape._options import check_period
+from landscape._options import check_count
 from landscape.factory import FACTORY_KEY, as_factory_ref
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.trajectory.store import Trajectory
@@ -152,8 +152,8 @@ class Recorder:
         durable: bool | str = True,
         model: nn.Module | None = None,
     ) -> None:
-        every_steps, every_epochs = check_period(every_steps, "every_steps"), check_period(every_epochs, "every_epochs")
-        steps_per_epoch = check_period(steps_per_epoch, "steps_per_epoch")
+        every_steps, every_epochs = check_count(every_steps, "every_steps"), check_count(every_epochs, "every_epochs")
+        steps_per_epoch = check_count(steps_per_epoch, "steps_per_epoch")
         if factory_kwargs is not None and factory is None:
             raise ValueError("factory_kwargs given without factory=; name the factory they belong to")
         run_meta = dict(meta or {})
