@@ -223,6 +223,19 @@ def test_plot_re_renders_what_the_hessian_command_saves(tmp_path):
     assert all(Path(f).name in html for f in files)  # each density labelled by its file
 
 
+@pytest.mark.parametrize(
+    "command, option, value",
+    [("line", "--batch-size", "-1"), ("hessian", "--probes", "0"), ("hessian", "--top-k", "-1")],
+)
+def test_counts_are_checked_before_any_work(runs, tmp_path, capsys, command, option, value):
+    """--batch-size -1 ended in 'max() arg is an empty sequence', --probes 0 in a ZeroDivisionError traceback."""
+    point = ["--from", str(runs[1]), "--to", str(runs[0])] if command == "line" else ["--at", str(runs[0])]
+    argv = [command, *MODEL, "--data", "digits", "--limit", "20", *point, option, value, "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"landscape: error: {option} {value}: give a" in err, err
+
+
 def test_model_required_without_metadata(runs, tmp_path, capsys):
     argv = ["line", "--data", "digits", "--from", f"{runs[0]}:0", "--to", str(runs[0]), "--out", str(tmp_path)]
     assert main(argv) == 2
