@@ -236,6 +236,18 @@ def test_counts_are_checked_before_any_work(runs, tmp_path, capsys, command, opt
     assert f"landscape: error: {option} {value}: give a" in err, err
 
 
+def test_out_that_is_a_file_is_refused_before_the_work(runs, tmp_path, capsys):
+    """--out FILE raised FileExistsError (a traceback) after the whole computation."""
+    f = tmp_path / "taken"
+    f.write_text("x")
+    argv = ["line", *MODEL, "--data", "digits", "--limit", "20", "--from", str(runs[1]), "--to", str(runs[0])]
+    assert main([*argv, "--alphas", "0,1", "--out", str(f / "sub")]) == 2  # a file as a parent, too
+    assert main([*argv, "--alphas", "0,1", "--out", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert f"landscape: error: --out {f / 'sub'}: {f} is a file; give a directory" in err, err
+    assert f"landscape: error: --out {f}: {f} is a file; give a directory" in err, err
+
+
 def test_model_required_without_metadata(runs, tmp_path, capsys):
     argv = ["line", "--data", "digits", "--from", f"{runs[0]}:0", "--to", str(runs[0]), "--out", str(tmp_path)]
     assert main(argv) == 2

@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from landscape.cli.files import cmd_check, cmd_plot
 from landscape.cli.measures import cmd_distance, cmd_hessian
@@ -31,6 +32,11 @@ def _check_early(args: argparse.Namespace) -> None:
         if value is not None and value < least:
             what = "a positive integer" if least else "a non-negative integer (0 skips it)"
             raise CLIError(f"--{dest.replace('_', '-')} {value}: give {what}")
+    out = getattr(args, "out", None)
+    if out is not None:  # a file on the way would fail the first write, after all the work
+        taken = next((q for q in (Path(out), *Path(out).parents) if q.exists() and not q.is_dir()), None)
+        if taken is not None:
+            raise CLIError(f"--out {out}: {taken} is a file; give a directory")
     if getattr(args, "alphas", None) is not None:
         parse_values(args.alphas, "--alphas")
     if getattr(args, "resolution", None) is not None:
