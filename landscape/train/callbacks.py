@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -109,6 +110,15 @@ class RecordTrajectory(Callback):
         factory: Any = None,
     ) -> None:
         every_steps, every_epochs = check_count(every_steps, "every_steps"), check_count(every_epochs, "every_epochs")
+        if not hasattr(trajectory, "append_model"):
+            hint = (
+                f"; for a directory pass Trajectory.create({str(trajectory)!r})"
+                if isinstance(trajectory, str | os.PathLike)
+                else ""
+            )
+            raise TypeError(
+                f"trajectory must be a Trajectory (or have append_model), got {type(trajectory).__name__}{hint}"
+            )
         if factory is not None:
             from landscape.factory import FACTORY_KEY, as_factory_ref
 
