@@ -261,6 +261,9 @@ def test_errors_are_clear():
         TrajectoryPCA(0).fit(X)
     with pytest.raises(ValueError, match="two components"):
         TrajectoryPCA(1).fit(X).plane_directions()
+    with pytest.raises(TypeError, match="k must be an integer in \\[0, 6\\], got 2.5"):  # was 'slice indices must be'
+        pca.cumulative_explained_variance(2.5)
+    assert pca.cumulative_explained_variance(np.int64(6)) == pytest.approx(1.0)
 
 
 def test_multi_segment_trajectory_needs_a_segment():

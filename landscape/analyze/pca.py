@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -371,12 +372,16 @@ class TrajectoryPCA:
         Lipton (2016, §3): the first two explain 81.39%, the first ten 95.63% on his MNIST run.
 
         Raises:
+            TypeError: If ``k`` is not an integer.
             ValueError: If ``k`` is not in ``[0, T]``.
         """
         self._check_fitted()
-        if not 0 <= k <= len(self.full_explained_variance_ratio_):
-            raise ValueError(f"k must lie in [0, {len(self.full_explained_variance_ratio_)}], got {k}")
-        return float(self.full_explained_variance_ratio_[:k].sum())
+        n = len(self.full_explained_variance_ratio_)
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise TypeError(f"k must be an integer in [0, {n}], got {k!r}")
+        if not 0 <= k <= n:
+            raise ValueError(f"k must lie in [0, {n}], got {k}")
+        return float(self.full_explained_variance_ratio_[: int(k)].sum())
 
     def plane_directions(self, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor, Tensor]:
         """The PCA plane for a plane slice: ``(center (D,), d1 (D,), d2 (D,))``.
