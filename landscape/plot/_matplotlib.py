@@ -17,6 +17,7 @@ from typing import Any
 
 import matplotlib.tri as mtri
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from landscape.plot._prepare import TRIANGLE, Frame, Grid, Line, PanelGrid, Paths, Triangle, finite_range
@@ -32,6 +33,8 @@ _COMPANION = "landscape-companion"  # gid of a curve sharing another's colour (a
 def _axes(ax: Any, figsize: tuple[float, float], projection: str | None = None) -> tuple[Any, Any]:
     """``(figure, axes)``: the given axes and their figure, or a new pyplot-free figure."""
     if ax is not None:
+        if not isinstance(ax, Axes):
+            raise TypeError(f"ax must be matplotlib Axes (e.g. fig.add_subplot()), got {type(ax).__name__}")
         if projection == "3d" and getattr(ax, "name", "") != "3d":
             raise ValueError("a surface needs 3-D axes: fig.add_subplot(projection='3d')")
         return ax.figure, ax
