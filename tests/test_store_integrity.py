@@ -393,6 +393,8 @@ def test_a_deleted_manifest_is_damage_that_repair_rebuilds(tmp_path, capsys):
     (p / "manifest.json").unlink()
     with pytest.raises(CorruptTrajectoryError, match="manifest.json is missing.*check .* --repair"):
         Trajectory.open(p)
+    with pytest.raises(CorruptTrajectoryError, match="manifest.json is missing.*check .* --repair"):
+        Trajectory(p)  # was "cannot create a trajectory in ...: the directory is not empty"
     assert cli.main(["check", str(p)]) == 1  # reported as damage, not "not a trajectory"
     out = capsys.readouterr().out
     assert "damaged: manifest.json" in out and "DAMAGED" in out, out

@@ -68,6 +68,7 @@ from landscape.trajectory.fileformat import (
     SNAPDIR,
     CorruptTrajectoryError,
     TrajectoryError,
+    pack_names,
     read_header,
     record_json,
     record_json_fast,
@@ -281,7 +282,8 @@ class Trajectory(StoreIndex):
             self._lock()
             self._write_manifest()
         else:
-            if create != "never" and not (p / MANIFEST).exists():
+            if create != "never" and not (p / MANIFEST).exists() and not pack_names(p / SNAPDIR):
+                # (packs without a manifest are a damaged store: reading the manifest says how to repair it)
                 raise TrajectoryError(f"cannot create a trajectory in {p}: the directory is not empty")
             if create == "new":
                 raise FileExistsError(f"{p} already holds a trajectory; pass exist_ok=True to append to it")
