@@ -382,6 +382,17 @@ def test_empty_inputs_are_named_as_empty(backend):
     assert plt.get_fignums() == before
 
 
+def test_labels_given_as_one_string_are_named(setup, pca_case):
+    """labels="a-b" for one line said 'got 3 labels for 1 results' (the string taken letter by letter)."""
+    with pytest.raises(TypeError, match=r"labels must be a list of strings, one per result; got the string 'a-b' "):
+        plot.plot_line(setup["line"], labels="a-b")
+    with pytest.raises(TypeError, match=r"one per run; got the string 'run' \(for one, pass \['run'\]\)"):
+        plot.plot_trajectory(None, pca_case[2], labels="run")
+    with pytest.raises(TypeError, match="plot_spectrum_density takes a HessianSpectrum or a sequence of them, got"):
+        plot.plot_spectrum_density(setup["line"])  # was "'LineResult' object is not iterable"
+    assert plot.plot_line(setup["line"], labels=["a-b"]).data[0].name == "a-b"
+
+
 def test_errors_are_named(setup):
     with pytest.raises(ValueError, match="unknown backend 'bokeh'; valid values are 'plotly', 'matplotlib'"):
         plot.plot_line(setup["line"], backend="bokeh")

@@ -31,6 +31,7 @@ __all__ = [
     "masked",
     "scalar_metric",
     "results_of",
+    "given_labels",
     "labels_of",
     "finite_range",
     "grid_of",
@@ -213,13 +214,29 @@ def results_of(results: Any, cls: type | tuple[type, ...], what: str) -> list[An
     return items
 
 
+def given_labels(labels: Sequence[str] | None, n: int, one: str, many: str) -> list[str] | None:
+    """``labels`` as a list of ``n`` legend entries, one per ``one`` (``None`` stays ``None``: the caller's defaults).
+
+    Raises:
+        TypeError: If ``labels`` is one string (it would be taken letter by letter).
+        ValueError: ``got <k> labels for <n> <many>``.
+    """
+    if labels is None:
+        return None
+    if isinstance(labels, str):
+        raise TypeError(
+            f"labels must be a list of strings, one per {one}; got the string {labels!r} (for one, pass [{labels!r}])"
+        )
+    labs = list(labels)
+    if len(labs) != n:
+        raise ValueError(f"got {len(labs)} labels for {n} {many}")
+    return labs
+
+
 def labels_of(items: Sequence[Any], labels: Sequence[str] | None) -> list[str]:
     """Legend entries: ``labels``, else each result's ``label``, else ``"run i"``."""
-    if labels is None:
-        return [getattr(r, "label", "") or f"run {i}" for i, r in enumerate(items)]
-    if len(labels) != len(items):
-        raise ValueError(f"got {len(labels)} labels for {len(items)} results")
-    return list(labels)
+    labs = given_labels(labels, len(items), "result", "results")
+    return labs if labs is not None else [getattr(r, "label", "") or f"run {i}" for i, r in enumerate(items)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,9 +381,7 @@ def path_runs(path: ProjectedPath, labels: Sequence[str] | None) -> tuple[list[P
     true = nan if path.true_loss is None else masked(path.true_loss)
     plane = nan if path.plane_loss is None else masked(path.plane_loss)
     ids = np.unique(path.run)
-    labs = list(labels) if labels is not None else [f"run {int(r)}" for r in ids]
-    if len(labs) != len(ids):
-        raise ValueError(f"got {len(labels or [])} labels for {len(ids)} runs")
+    labs = given_labels(labels, len(ids), "run", "runs") or [f"run {int(r)}" for r in ids]
     epochs = np.asarray(path.epochs, np.float64)
     use_epochs = bool(np.isfinite(epochs).all())
     runs = []
