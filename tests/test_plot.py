@@ -393,6 +393,22 @@ def test_labels_given_as_one_string_are_named(setup, pca_case):
     assert plot.plot_line(setup["line"], labels=["a-b"]).data[0].name == "a-b"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_contour_levels_must_be_a_positive_integer(setup, pca_case, backend):
+    """levels=0 raised matplotlib's IndexError, -3 numpy's 'Number of samples, -2'; plotly drew either silently."""
+    runs, pca, path, pl = pca_case
+    for draw in (
+        lambda lv: plot.plot_contour(setup["plane"], levels=lv, backend=backend),
+        lambda lv: plot.plot_bilinear(setup["bilinear"], levels=lv, backend=backend),
+        lambda lv: plot.plot_barycentric(setup["bary"], levels=lv, backend=backend),
+        lambda lv: plot.plot_trajectory(pl, path, levels=lv, backend=backend),
+    ):
+        for bad in (0, -3, 2.5):
+            with pytest.raises(ValueError, match=rf"levels must be a positive integer \(contour levels\), got {bad}"):
+                draw(bad)
+        assert draw(np.int64(4)) is not None
+
+
 def test_errors_are_named(setup):
     with pytest.raises(ValueError, match="unknown backend 'bokeh'; valid values are 'plotly', 'matplotlib'"):
         plot.plot_line(setup["line"], backend="bokeh")
