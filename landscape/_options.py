@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 __all__ = [
     "parse_option",
     "check_choice",
+    "check_int",
     "check_count",
     "parse_bytes",
     "renamed",
@@ -74,17 +75,22 @@ def check_choice(value: Any, valid: Sequence[str], what: str) -> str:
     return text
 
 
-def check_count(value: Any, what: str) -> int | None:
-    """A period, count or size (every k steps, a batch size): a positive integer (numpy's too) or ``None``.
+def check_int(value: Any, what: str, *, least: int = 1, note: str = "") -> int:
+    """An integer option (numpy's integers too) of at least ``least``: a count, a period, a size.
 
     Raises:
-        ValueError: ``<what> must be a positive integer or None, got <value>`` (floats, strings and bools included).
+        ValueError: ``<what> must be a positive integer<note>, got <value>`` (``non-negative`` for ``least=0``);
+            floats, strings and bools included.
     """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{what} must be a positive integer or None, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(least, f"an integer >= {least}")
+        raise ValueError(f"{what} must be {kind}{note}, got {value!r}")
     return int(value)
+
+
+def check_count(value: Any, what: str) -> int | None:
+    """A positive integer option that may be ``None`` (every k steps, a batch size), as :func:`check_int` checks it."""
+    return None if value is None else check_int(value, what, note=" or None")
 
 
 def parse_bytes(size: int | str | None, default: int = 1 << 30) -> int:

@@ -10,13 +10,12 @@ at ``(xs[j], ys[i])``; non-finite values are masked (left blank), and ``log=True
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from landscape._options import parse_option
+from landscape._options import check_int, parse_option
 from landscape.analyze.curves import CurveResult
 from landscape.analyze.paths import ProjectedPath
 from landscape.analyze.slice_results import BarycentricResult, BilinearResult, PlaneResult
@@ -39,9 +38,7 @@ __all__ = [
 
 def _levels(levels: Any) -> int:
     """The number of contour levels, checked (0 or -3 failed inside matplotlib and drew silently in plotly)."""
-    if isinstance(levels, bool) or not isinstance(levels, numbers.Integral) or levels < 1:
-        raise ValueError(f"levels must be a positive integer (contour levels), got {levels!r}")
-    return int(levels)
+    return check_int(levels, "levels", note=" (contour levels)")
 
 
 def _draw_grid(
