@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import numbers
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -16,6 +17,8 @@ from typing import Any, TypeVar
 __all__ = [
     "parse_option",
     "check_choice",
+    "check_int",
+    "check_count",
     "parse_bytes",
     "renamed",
     "typed_keywords",
@@ -70,6 +73,24 @@ def check_choice(value: Any, valid: Sequence[str], what: str) -> str:
     if text not in valid:
         raise ValueError(f"unknown {what} {value!r}; valid: {list(valid)}")
     return text
+
+
+def check_int(value: Any, what: str, *, least: int = 1, note: str = "") -> int:
+    """An integer option (numpy's integers too) of at least ``least``: a count, a period, a size.
+
+    Raises:
+        ValueError: ``<what> must be a positive integer<note>, got <value>`` (``non-negative`` for ``least=0``);
+            floats, strings and bools included.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(least, f"an integer >= {least}")
+        raise ValueError(f"{what} must be {kind}{note}, got {value!r}")
+    return int(value)
+
+
+def check_count(value: Any, what: str) -> int | None:
+    """A positive integer option that may be ``None`` (every k steps, a batch size), as :func:`check_int` checks it."""
+    return None if value is None else check_int(value, what, note=" or None")
 
 
 def parse_bytes(size: int | str | None, default: int = 1 << 30) -> int:

@@ -538,6 +538,13 @@ def load_result(path: str | os.PathLike[str]) -> Result:
         ValueError: If the file is not a saved result or names an unknown class.
     """
     try:
+        with open(path, "rb") as fh:
+            zipped = fh.read(4) == b"PK\x03\x04"
+    except OSError as e:
+        raise ValueError(f"{path} is not a saved landscape result ({e})") from e
+    if not zipped:  # else numpy takes it for a pickle and advises loading it unsafely
+        raise ValueError(f"{path} is not a saved landscape result: not an .npz archive (what Result.save writes)")
+    try:
         with np.load(path, allow_pickle=False) as z:
             header = json.loads(str(z["__header__"]))
             keys = [str(k) for k in z["__keys__"]]

@@ -153,6 +153,8 @@ def test_safetensors_checkpoint_and_meta_model(runs, tmp_path):
         ({"--model-kw": "hidden=[9]"}, "architecture mismatch"),
         ({"--model": "resnet99"}, "unknown model 'resnet99'"),
         ({"--alphas": "0:1:x"}, "--alphas '0:1:x': use START:STOP:COUNT"),
+        ({"--alphas": "0:inf:3"}, "--alphas '0:inf:3': every value must be finite"),
+        ({"--alphas": "nan,1"}, "--alphas 'nan,1': every value must be finite"),
         ({"--data": "cifar11"}, "--data 'cifar11': use digits, mnist-subset"),
         ({"--from": "{root}/net.pt"}, "never pickle"),
     ],
@@ -174,6 +176,76 @@ def test_errors_are_named(runs, tmp_path, capsys, change, message):
     err = capsys.readouterr().err
     assert err.startswith("landscape: error: ") and re.search(message, err), err
     assert not (tmp_path / "o" / "line.npz").exists()
+
+
+@pytest.mark.parametrize("command", ["line", "distance"])
+def test_missing_start_point_names_only_options_the_command_has(runs, tmp_path, capsys, command):
+    argv = [command, *MODEL, "--data", "digits", "--limit", "20", "--to", str(runs[0]), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "give --from POINT or --weights FILE" in err, err
+    assert "--trajectory" not in err  # line and distance have no --trajectory option
+
+
+def test_ranges_must_be_finite():
+    from landscape.cli.parsing import CLIError, parse_range
+
+    assert parse_range("-1:2", "--range") == (-1.0, 2.0)
+    with pytest.raises(CLIError, match="--range '0:1e999': START and STOP must be finite"):
+        parse_range("0:1e999", "--range")
+
+
+def test_pca_of_a_grown_network_says_what_the_command_cannot_do(tmp_path, capsys):
+    """The analyzer's hint 'pass segment=k' named an argument the command line does not have."""
+    traj = Trajectory.create(tmp_path / "grown")
+    for k, width in enumerate((2, 2, 4, 4)):
+        traj.append_model(torch.nn.Linear(3, width), step=k)
+    traj.close()
+    assert main(["pca", str(tmp_path / "grown"), "--out", str(tmp_path / "o"), "--quiet", "--no-png", "--no-html"]) == 2
+    err = capsys.readouterr().err
+    assert "segments with different parameter counts (0: [0, 2) D=8, 1: [2, 4) D=16)" in err, err
+    assert "pass segment=k" not in err and "TrajectoryPCA(2).fit(Trajectory.open(" in err
+
+
+def test_plot_re_renders_what_the_hessian_command_saves(tmp_path):
+    """``landscape hessian`` writes a HessianSpectrum; ``landscape plot`` said 'no renderer for a HessianSpectrum'."""
+    from landscape.curvature import hessian_spectrum
+
+    X, y = _data64()
+    files = []
+    for seed in (0, 1):
+        net = build_model("mlp", (1, 8, 8), 10, hidden=[4], seed=seed, dtype=torch.float64)
+        spec = hessian_spectrum(net, F.cross_entropy, (X[:40], y[:40]), n_probes=1, steps=6, top_k=1)
+        files.append(str(spec.save(tmp_path / f"h{seed}")))
+    out = tmp_path / "again"
+    assert main(["plot", *files, "--out", str(out), "--no-png", "--quiet"]) == 0  # two spectra, overlaid
+    html = (out / "plot.html").read_text()
+    assert all(Path(f).name in html for f in files)  # each density labelled by its file
+
+
+@pytest.mark.parametrize(
+    "command, option, value",
+    [("line", "--batch-size", "-1"), ("hessian", "--probes", "0"), ("hessian", "--top-k", "-1")],
+)
+def test_counts_are_checked_before_any_work(runs, tmp_path, capsys, command, option, value):
+    """--batch-size -1 ended in 'max() arg is an empty sequence', --probes 0 in a ZeroDivisionError traceback."""
+    point = ["--from", str(runs[1]), "--to", str(runs[0])] if command == "line" else ["--at", str(runs[0])]
+    argv = [command, *MODEL, "--data", "digits", "--limit", "20", *point, option, value, "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"landscape: error: {option} {value}: give a" in err, err
+
+
+def test_out_that_is_a_file_is_refused_before_the_work(runs, tmp_path, capsys):
+    """--out FILE raised FileExistsError (a traceback) after the whole computation."""
+    f = tmp_path / "taken"
+    f.write_text("x")
+    argv = ["line", *MODEL, "--data", "digits", "--limit", "20", "--from", str(runs[1]), "--to", str(runs[0])]
+    assert main([*argv, "--alphas", "0,1", "--out", str(f / "sub")]) == 2  # a file as a parent, too
+    assert main([*argv, "--alphas", "0,1", "--out", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert f"landscape: error: --out {f / 'sub'}: {f} is a file; give a directory" in err, err
+    assert f"landscape: error: --out {f}: {f} is a file; give a directory" in err, err
 
 
 def test_model_required_without_metadata(runs, tmp_path, capsys):

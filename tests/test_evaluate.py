@@ -144,6 +144,16 @@ def test_frozen_parameters_and_mse_and_errors():
     assert parse_bytes("512MB") == 512 << 20 and parse_bytes(None) == 1 << 30
 
 
+@pytest.mark.parametrize("name", ["batch_size", "chunk_size"])
+@pytest.mark.parametrize("bad", [-1, 0, 2.5, "4"])
+def test_sizes_must_be_positive_integers(name, bad):
+    """batch_size=-1 failed with 'max() arg is an empty sequence'; 2.5 was truncated, 0 taken as the default."""
+    m = nn.Linear(3, 2)
+    X, y = torch.randn(6, 3), torch.randint(0, 2, (6,))
+    with pytest.raises(ValueError, match=f"{name} must be a positive integer or None, got {bad!r}"):
+        evaluate_points(m, parameters_to_vector(m)[None], (X, y), **{name: bad})
+
+
 def test_affine_points_hit_anchors_bitwise():
     a = torch.tensor([1.0, -0.0, float("inf"), 3e-39, 0.1])
     b = torch.tensor([2.0, 5.0, 1.0, -7.0, 0.2])

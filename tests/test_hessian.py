@@ -407,6 +407,21 @@ def test_operator_trace_estimators() -> None:
         hessian_trace(op, 10, method="girard")
 
 
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"n_probes": 0}, "n_probes must be a positive integer, got 0"),  # was ZeroDivisionError
+        ({"top_k": -1}, "top_k must be a non-negative integer .*, got -1"),  # was silently none
+        ({"trace_products": -3}, "trace_products must be a non-negative integer .*, got -3"),
+        ({"n_probes": 1.5}, "n_probes must be a positive integer, got 1.5"),
+    ],
+)
+def test_spectrum_counts_are_checked_by_name(bad, message) -> None:
+    m, X, y = _mlp()
+    with pytest.raises(ValueError, match=message):
+        hessian_spectrum(m, LOSS, (X, y), **{"n_probes": 1, "steps": 3, "top_k": 0, **bad})
+
+
 # ----------------------------------------------------------------------------- result and plots
 def test_hessian_spectrum_end_to_end_saves_and_plots(tmp_path) -> None:
     import matplotlib

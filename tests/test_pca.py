@@ -261,6 +261,9 @@ def test_errors_are_clear():
         TrajectoryPCA(0).fit(X)
     with pytest.raises(ValueError, match="two components"):
         TrajectoryPCA(1).fit(X).plane_directions()
+    with pytest.raises(TypeError, match="k must be an integer in \\[0, 6\\], got 2.5"):  # was 'slice indices must be'
+        pca.cumulative_explained_variance(2.5)
+    assert pca.cumulative_explained_variance(np.int64(6)) == pytest.approx(1.0)
 
 
 def test_multi_segment_trajectory_needs_a_segment():
@@ -277,3 +280,18 @@ def test_multi_segment_trajectory_needs_a_segment():
     pca = TrajectoryPCA(2).fit(traj, segment=1)
     assert pca.n_samples_ == 4 and pca.n_features_in_ == parameters_to_vector(big).numel()
     _assert_matches_sklearn(pca, traj.vectors(range(3, 7), dtype=torch.float64).numpy(), 2)
+
+
+@pytest.mark.parametrize("t, d, center", [(12, 50, "mean"), (12, 50, "last"), (12, 50, "vector"), (30, 8, "mean")])
+def test_n_components_none_keeps_every_direction_the_snapshots_span(t, d, center):
+    X = _walk(t=t, d=d, seed=4)
+    c = torch.randn(d, dtype=torch.float64) if center == "vector" else center
+    pca = TrajectoryPCA(None, center=c).fit(X)
+    origin = X.mean(0) if center == "mean" else X[-1] if center == "last" else c
+    s = np.linalg.svd((X - origin).numpy(), compute_uv=False)
+    rank = int((s > 1e-6 * s[0]).sum())  # the numpy SVD's rank of the centred snapshots
+    assert rank == (min(t - 1, d) if center != "vector" else min(t, d))
+    assert pca.n_components_ == rank
+    np.testing.assert_allclose(pca.singular_values_, s[:rank], rtol=1e-9)
+    assert pca.explained_variance_ratio_.sum() == pytest.approx(1.0, rel=1e-12)
+    np.testing.assert_allclose(pca.inverse_transform(pca.transform(X)).numpy(), X.numpy(), atol=1e-9)

@@ -126,6 +126,22 @@ def test_line_distance_axis_and_log(setup, backend):
     np.testing.assert_allclose(xs, d.coords / d.anchor_coords[1], rtol=1e-15)
 
 
+def test_log_line_with_nothing_positive_still_renders(setup):
+    """A diverged line on a log axis (every value masked) draws an empty log axis, with its anchors, and saves."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    r = setup["line"]
+    bad = dataclasses.replace(r, metrics={**r.metrics, "loss": np.where(np.arange(len(r.coords)) % 2, np.nan, np.inf)})
+    before = plt.get_fignums()
+    fig = plot.plot_line(bad, log=True, backend="matplotlib")
+    fig.savefig(io.BytesIO(), format="png")  # matplotlib's "cannot be log-scaled" surfaced here
+    ax = _mpl_axes(fig)[0]
+    assert ax.get_yscale() == "log" and np.ma.getmaskarray(ax.lines[0].get_ydata()).all()
+    assert plt.get_fignums() == before
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_distance_plot(setup, backend):
     r = setup["fd"]
@@ -343,6 +359,54 @@ def test_draws_into_given_figure_and_axes(setup):
     curves = [ln for ln in ax1.lines if ln.get_gid() is None]  # the two curves, besides the anchors' lines
     np.testing.assert_array_equal(curves[1].get_xdata(), setup["line2"].coords)
     assert len(curves) == 2 and curves[0].get_color() != curves[1].get_color()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_inputs_are_named_as_empty(backend):
+    """An empty list is no wrong type: it said 'takes a LineResult or a sequence of them, got list'."""
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    calls = {
+        "plot_line": lambda: plot.plot_line([], backend=backend),
+        "plot_distance": lambda: plot.plot_distance([], backend=backend),
+        "plot_sharpness": lambda: plot.plot_sharpness([], backend=backend),
+        "plot_curve_vs_line": lambda: plot.plot_curve_vs_line(None, [], backend=backend),
+        "plot_lines": lambda: plot.plot_lines([], backend=backend),
+        "plot_saturation_curves": lambda: plot.plot_saturation_curves([], backend=backend),
+        "plot_activation_histograms": lambda: plot.plot_activation_histograms([], backend=backend),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=f"{name} got an empty list: give at least one "):
+            call()
+    assert plt.get_fignums() == before
+
+
+def test_labels_given_as_one_string_are_named(setup, pca_case):
+    """labels="a-b" for one line said 'got 3 labels for 1 results' (the string taken letter by letter)."""
+    with pytest.raises(TypeError, match=r"labels must be a list of strings, one per result; got the string 'a-b' "):
+        plot.plot_line(setup["line"], labels="a-b")
+    with pytest.raises(TypeError, match=r"one per run; got the string 'run' \(for one, pass \['run'\]\)"):
+        plot.plot_trajectory(None, pca_case[2], labels="run")
+    with pytest.raises(TypeError, match="plot_spectrum_density takes a HessianSpectrum or a sequence of them, got"):
+        plot.plot_spectrum_density(setup["line"])  # was "'LineResult' object is not iterable"
+    assert plot.plot_line(setup["line"], labels=["a-b"]).data[0].name == "a-b"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_contour_levels_must_be_a_positive_integer(setup, pca_case, backend):
+    """levels=0 raised matplotlib's IndexError, -3 numpy's 'Number of samples, -2'; plotly drew either silently."""
+    runs, pca, path, pl = pca_case
+    for draw in (
+        lambda lv: plot.plot_contour(setup["plane"], levels=lv, backend=backend),
+        lambda lv: plot.plot_bilinear(setup["bilinear"], levels=lv, backend=backend),
+        lambda lv: plot.plot_barycentric(setup["bary"], levels=lv, backend=backend),
+        lambda lv: plot.plot_trajectory(pl, path, levels=lv, backend=backend),
+    ):
+        for bad in (0, -3, 2.5):
+            with pytest.raises(ValueError, match=rf"levels must be a positive integer \(contour levels\), got {bad}"):
+                draw(bad)
+        assert draw(np.int64(4)) is not None
 
 
 def test_errors_are_named(setup):

@@ -127,6 +127,40 @@ def test_plot_lines_adds_to_a_figure_and_keeps_its_titles():
         plot.plot_lines([x])
 
 
+def test_a_line_refuses_x_and_y_of_different_lengths():
+    """Plotly drew such a curve silently, matplotlib failed with its own message: both now refuse it at once."""
+    x = np.arange(3.0)
+    with pytest.raises(ValueError, match="Line 'a': x has 3 values but y has 4"):
+        plot.Line(x, np.arange(4.0), "a")
+    with pytest.raises(ValueError, match="Line 'a': spread has 2 values but y has 3"):
+        plot.Line(x, x, "a", spread=np.ones(2))
+    import torch
+
+    assert len(plot.Line(x.tolist(), x).x) == 3 and len(plot.Line(torch.arange(3), torch.zeros(3)).x) == 3
+
+
+def test_canvas_of_the_other_backend_is_refused_by_name():
+    """ax= with plotly and fig= with matplotlib were ignored silently; a canvas of the wrong library failed with
+    "'Figure' object has no attribute 'data'" (or 'figure')."""
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+    from matplotlib.figure import Figure
+
+    line = plot.Line(np.arange(3.0), np.arange(3.0))
+    mfig = Figure()
+    ax = mfig.subplots()
+    before = plt.get_fignums()
+    with pytest.raises(ValueError, match="ax= draws into matplotlib axes: pass backend='matplotlib'"):
+        plot.plot_lines(line, ax=ax)
+    with pytest.raises(ValueError, match="fig= draws into a plotly figure: pass backend='plotly'"):
+        plot.plot_lines(line, backend="matplotlib", fig=go.Figure())
+    with pytest.raises(TypeError, match="fig must be a plotly.graph_objects.Figure, got Figure"):
+        plot.plot_lines(line, fig=mfig)
+    with pytest.raises(TypeError, match=r"ax must be matplotlib Axes \(e.g. fig.add_subplot\(\)\), got Figure"):
+        plot.plot_lines(line, backend="matplotlib", ax=mfig)
+    assert plt.get_fignums() == before and not ax.lines  # nothing drawn anywhere
+
+
 def test_palette_and_styles():
     assert len(set(PALETTE)) == len(PALETTE) == 10
     assert tint(PALETTE[0], 0.0) == PALETTE[0] and tint(PALETTE[0], 1.0) == "#ffffff"

@@ -105,14 +105,6 @@ def test_slice_bn_mode_reads_like_every_option():
     torch.testing.assert_close(torch.as_tensor(upper), torch.stack([prob.loss(a), prob.loss(b)]).double())
 
 
-@pytest.mark.parametrize(("option", "value"), [("n_probes", 0), ("top_k", -1), ("trace_products", -3)])
-def test_spectrum_counts_out_of_range_are_named(option, value):
-    # n_probes=0 raised a bare ZeroDivisionError; top_k=-1 returned no eigenvalue without a word
-    prob, _, _ = _mlp_problem()
-    with pytest.raises(ValueError, match=rf"^{option} must be an integer >= \d, got {value}$"):
-        hessian_spectrum(prob, **{option: value, "steps": 4})
-
-
 @pytest.mark.parametrize("size", [0, -2, 2.5])
 def test_problem_batch_size_out_of_range_is_named(size):
     # batch_size=0 silently meant one batch, -2 gave "data holds no batch", 2.5 a slicing TypeError deep inside

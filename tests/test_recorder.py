@@ -261,6 +261,31 @@ def test_factory_reference_forms_and_errors():
         Recorder(None, factory_kwargs={"width": 3})
 
 
+@pytest.mark.parametrize("bad", [2.5, "2", True, 0])
+@pytest.mark.parametrize("name", ["every_steps", "every_epochs"])
+def test_schedules_take_positive_integers_alike(name, bad):
+    """RecordTrajectory (Trainer's record_every_*) checks its schedule as Recorder does: 2.5 is no period."""
+    import numpy as np
+
+    from landscape.train import RecordTrajectory
+
+    for make in (lambda **kw: Recorder(None, **kw), lambda **kw: RecordTrajectory(Trajectory(), **kw)):
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer or None, got {bad!r}"):
+            make(**{name: bad})
+        assert getattr(make(**{name: np.int64(3)}), name) == 3  # numpy integers are integers
+
+
+def test_step_counts_must_be_whole_numbers():
+    """Recorder.step(step=2.5) was truncated to step 2 silently (and begin(step=1.5) to 1)."""
+    net = make_net()
+    with pytest.raises(ValueError, match="step must be a whole number .* got 1.5"):
+        Recorder(None).begin(net, step=1.5)
+    rec = Recorder(None, model=net, every_steps=1)
+    with pytest.raises(ValueError, match="step must be a whole number .* got 2.5"):
+        rec.step(net, step=2.5)
+    assert rec.step(net, step=3.0) and rec.trajectory.steps.tolist() == [0, 3]
+
+
 def test_misuse_is_named():
     net = make_net()
     for kw in ({"every_steps": 0}, {"every_epochs": -1}, {"steps_per_epoch": 1.5}):

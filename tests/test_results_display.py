@@ -292,6 +292,17 @@ def test_save_and_load_unchanged(results, tmp_path):
         _same_result(r, R.load_result(r.save(tmp_path / case.replace("/", "_"))))
 
 
+def test_loading_a_file_that_is_no_result_never_suggests_unpickling(tmp_path):
+    """numpy's own message for a text file advised 'load it unsafely using allow_pickle'."""
+    script = tmp_path / "train.py"
+    script.write_text("print('hello')\n" * 5)
+    with pytest.raises(ValueError, match="train.py is not a saved landscape result: not an .npz archive") as e:
+        R.load_result(script)
+    assert "pickle" not in str(e.value)
+    with pytest.raises(ValueError, match="No such file"):
+        R.load_result(tmp_path / "missing.npz")
+
+
 def test_missing_xarray_is_a_clear_error(results, monkeypatch):
     import sys
 

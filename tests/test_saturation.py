@@ -247,3 +247,10 @@ def test_renderers_draw_every_layer_and_run(backend):
         plot_saturation_curves(runs, backend="bokeh")
     with pytest.raises(KeyError, match="no histogram kept"):
         plot_activation_histograms(runs, epochs=[7])
+    # one epoch or one layer name given bare: "'int' object is not iterable", or the name split letter by letter
+    with pytest.raises(TypeError, match=r"epochs must be a sequence of epochs \(e.g. \[15, 30\]\), got 15"):
+        plot_activation_histograms(runs, epochs=15, backend=backend)
+    with pytest.raises(
+        TypeError, match=r"layers must be a list of layer names; got the string '1' \(for one, pass \['1'\]\)"
+    ):
+        plot_saturation_curves(runs, layers="1", backend=backend)

@@ -388,6 +388,24 @@ def test_repair_rebuilds_a_damaged_manifest_from_the_packs(tmp_path):
     assert Trajectory.check(p).ok
 
 
+def test_a_deleted_manifest_is_damage_that_repair_rebuilds(tmp_path, capsys):
+    p = store(tmp_path, n=8)  # two segments
+    (p / "manifest.json").unlink()
+    with pytest.raises(CorruptTrajectoryError, match="manifest.json is missing.*check .* --repair"):
+        Trajectory.open(p)
+    with pytest.raises(CorruptTrajectoryError, match="manifest.json is missing.*check .* --repair"):
+        Trajectory(p)  # was "cannot create a trajectory in ...: the directory is not empty"
+    assert cli.main(["check", str(p)]) == 1  # reported as damage, not "not a trajectory"
+    out = capsys.readouterr().out
+    assert "damaged: manifest.json" in out and "DAMAGED" in out, out
+    rep = Trajectory.check(p, repair=True)
+    assert rep.repaired and "rebuilt" in str(rep), str(rep)
+    t = Trajectory.open(p)
+    assert_all(t, 8)
+    assert [(s.start, s.stop) for s in t.segments] == [(0, 6), (6, 8)]
+    assert Trajectory.check(p).ok
+
+
 def test_one_walk_equals_torchs_named_parameters_and_buffers():
     from landscape.trajectory.capture import named_tensors
 

@@ -187,6 +187,9 @@ def test_bad_arguments_are_named():
         Trainer(_net(), (x, y), optimizer=torch.optim.SGD(_net().parameters(), lr=0.1), epochs=1)
     with pytest.raises(ValueError, match="every_steps"):
         RecordTrajectory(ListRecorder(), every_steps=0)
+    # a directory given for the trajectory failed at the first snapshot: "'str' object has no attribute 'append_model'"
+    with pytest.raises(TypeError, match=r"trajectory must be a Trajectory .* got str; .*Trajectory.create\('runs/a'\)"):
+        Trainer(_net(), (x, y), optimizer=sgd(), epochs=1, trajectory="runs/a")
 
 
 def test_event_raised_in_the_last_step_is_recorded():

@@ -212,6 +212,49 @@ def test_wrong_vectors_are_rejected_naming_the_problem(make):
     assert len(t) == 1 and len(t.segments) == 1
 
 
+def test_step_epoch_and_time_are_checked_by_name(make):
+    """A fractional step was truncated silently (2.7 -> 2); None or text failed with int()/float()'s own words."""
+    t = make(layout=A)
+    v = torch.zeros(A.numel)
+    for kw, err, message in [
+        ({"step": 2.7}, ValueError, "step must be a whole number .* got 2.7"),
+        ({"step": None}, TypeError, "step must be a whole number .* got None"),
+        ({"step": "3"}, TypeError, "step must be a whole number .* got '3'"),
+        ({"epoch": None}, TypeError, "epoch must be a real number, got None"),
+        ({"epoch": "1.5"}, TypeError, "epoch must be a real number, got '1.5'"),
+        ({"wall_time": "now"}, TypeError, "wall_time must be a real number .* got 'now'"),
+    ]:
+        with pytest.raises(err, match=message):
+            t.append(v, **kw)
+    assert len(t) == 0
+    t.append(v, step=np.int64(4), epoch=np.float32(0.5))
+    t.append(v, step=5.0, epoch=1, wall_time=np.float64(7.0))
+    t.append(v, step=torch.tensor(6), epoch=torch.tensor(1.5))
+    t = reread(t)
+    assert t.steps.tolist() == [4, 5, 6] and t.epochs.tolist() == [0.5, 1.0, 1.5] and t[1].wall_time == 7.0
+
+
+def test_empty_trajectory_with_a_layout_gives_empty_matrices_of_its_width(make):
+    t = make(layout=A)
+    assert t.vectors().shape == (0, A.numel) and t.vectors([]).shape == (0, A.numel)  # (T, numel), T = 0
+    assert reread(t).vectors().shape == (0, A.numel)
+    assert make().vectors().shape == (0, 0)  # no layout: no width to give
+
+
+def test_segment_must_be_an_integer(make):
+    """segment='0' failed with "'<=' not supported between instances of 'int' and 'str'"."""
+    from landscape.analyze import TrajectoryPCA
+
+    t = make(layout=A)
+    for k in range(3):
+        t.append(torch.full((A.numel,), float(k)) + torch.arange(A.numel) ** 2 * k)
+    with pytest.raises(TypeError, match="segment must be an integer index or None, got '0'"):
+        list(t.iter_blocks(2, segment="0"))
+    with pytest.raises(TypeError, match="segment must be an integer index or None, got '0'"):
+        TrajectoryPCA(1).fit(t, segment="0")
+    assert [r for r, _ in t.iter_blocks(2, segment=np.int64(0))] == [range(0, 2), range(2, 3)]
+
+
 def test_stored_tensors_do_not_alias_caller_tensors(make):
     t = make()
     v, buf = torch.randn(A.numel), torch.randn(3)
@@ -339,6 +382,19 @@ def test_open_and_append_modes(tmp_path):
     m = t.meta
     m["seed"] = 99
     assert t.meta["seed"] == 1
+
+
+def test_check_names_a_file_as_a_file(tmp_path, capsys):
+    from landscape.cli import main
+
+    f = tmp_path / "notes.txt"
+    f.write_text("hello")
+    with pytest.raises(TrajectoryError, match="notes.txt is a file, not a trajectory directory"):
+        Trajectory.check(f)  # as Trajectory.open says, not "the directory does not exist"
+    assert main(["check", str(f)]) == 2
+    assert "is a file, not a trajectory directory" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Trajectory.check(tmp_path / "nothing")
 
 
 def test_not_a_trajectory_or_newer_format(tmp_path):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -96,8 +97,9 @@ class TrajectoryPCA:
 
     Args:
         n_components: Number of components ``k``, or a float in ``(0, 1)``: the smallest ``k`` whose
-            cumulative explained variance ratio reaches it (as scikit-learn), or ``None`` for all
-            (``min(T, D)``; ``components_`` is then ``T x D``).
+            cumulative explained variance ratio reaches it (as scikit-learn), or ``None`` for every direction
+            the centred snapshots span (at most ``min(T, D)``; ``T - 1`` about the mean or a snapshot, whose
+            centred snapshots are linearly dependent).
         center: ``"mean"`` (Lipton: ordinary PCA), ``"first"`` (the initial point), ``"last"`` (the final
             point, Li et al. 2018), an int index into the stacked snapshots, or a ``(D,)`` vector.
         block_size: Snapshots per resident block in the Gram pass; ``None`` derives it from ``memory_budget``.
@@ -161,8 +163,8 @@ class TrajectoryPCA:
 
     def _resolve_k(self, ratios: np.ndarray, n: int, d: int) -> int:
         k = self.n_components
-        if k is None:
-            return min(n, d)
+        if k is None:  # every direction with variance (the threshold of the rank check in fit)
+            return int((ratios > 1e-12 * ratios[0]).sum())
         if isinstance(k, float) and 0 < k < 1:
             return int(min(np.searchsorted(np.cumsum(ratios), k - 1e-12) + 1, len(ratios)))
         if isinstance(k, bool) or not isinstance(k, int | np.integer | float) or k < 1 or int(k) != k:
@@ -370,12 +372,16 @@ class TrajectoryPCA:
         Lipton (2016, §3): the first two explain 81.39%, the first ten 95.63% on his MNIST run.
 
         Raises:
+            TypeError: If ``k`` is not an integer.
             ValueError: If ``k`` is not in ``[0, T]``.
         """
         self._check_fitted()
-        if not 0 <= k <= len(self.full_explained_variance_ratio_):
-            raise ValueError(f"k must lie in [0, {len(self.full_explained_variance_ratio_)}], got {k}")
-        return float(self.full_explained_variance_ratio_[:k].sum())
+        n = len(self.full_explained_variance_ratio_)
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise TypeError(f"k must be an integer in [0, {n}], got {k!r}")
+        if not 0 <= k <= n:
+            raise ValueError(f"k must lie in [0, {n}], got {k}")
+        return float(self.full_explained_variance_ratio_[: int(k)].sum())
 
     def plane_directions(self, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor, Tensor]:
         """The PCA plane for a plane slice: ``(center (D,), d1 (D,), d2 (D,))``.

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from landscape.trajectory.records import segment_index
 from landscape.validation import InputError, describe_nonfinite
 
 __all__ = ["SnapshotStack", "Workspace", "row_sqnorms", "stream_distances", "refuse_nonfinite"]
@@ -71,7 +72,7 @@ class _TrajectoryRows(_Rows):
     """Rows of a :class:`~landscape.trajectory.store.Trajectory` (or anything with ``vectors``, ``segments``)."""
 
     def __init__(self, traj: Any, segment: int | None) -> None:
-        segs = list(traj.segments)
+        segs, segment = list(traj.segments), segment_index(segment)
         if not segs:
             raise ValueError(f"{traj!r} is empty")
         if segment is not None:

@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from landscape.cli.files import cmd_check, cmd_plot
 from landscape.cli.measures import cmd_distance, cmd_hessian
@@ -18,12 +19,24 @@ from landscape.cli.slices import cmd_line, cmd_pca, cmd_plane
 __all__ = ["main"]
 
 _VALUE_OPTIONS = ("--alphas", "--range", "--yrange")
+# Integer options (argparse dest) and their least value.
+_COUNTS = {"batch_size": 1, "probes": 1, "lanczos_steps": 1, "top_k": 0, "trace_products": 0}
 
 
 def _check_early(args: argparse.Namespace) -> None:
     """Validate the cheap options before any data or model is loaded."""
     if getattr(args, "limit", None) is not None and args.limit < 1:
         raise CLIError(f"--limit {args.limit}: give a positive number of examples")
+    for dest, least in _COUNTS.items():
+        value = getattr(args, dest, None)
+        if value is not None and value < least:
+            what = "a positive integer" if least else "a non-negative integer (0 skips it)"
+            raise CLIError(f"--{dest.replace('_', '-')} {value}: give {what}")
+    out = getattr(args, "out", None)
+    if out is not None:  # a file on the way would fail the first write, after all the work
+        taken = next((q for q in (Path(out), *Path(out).parents) if q.exists() and not q.is_dir()), None)
+        if taken is not None:
+            raise CLIError(f"--out {out}: {taken} is a file; give a directory")
     if getattr(args, "alphas", None) is not None:
         parse_values(args.alphas, "--alphas")
     if getattr(args, "resolution", None) is not None:

@@ -13,11 +13,12 @@ __all__ = ["cmd_plot", "cmd_check"]
 
 
 def cmd_plot(args: argparse.Namespace) -> list[str]:
-    """``plot``: re-render saved results (several line or distance results are overlaid)."""
+    """``plot``: re-render saved results (several line, distance or Hessian spectrum results are overlaid)."""
     from landscape import plot as P
     from landscape.analyze.distance import DistanceResult
     from landscape.analyze.paths import ProjectedPath
     from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
+    from landscape.curvature.spectrum import HessianSpectrum
     from landscape.results import load_result
 
     try:
@@ -31,8 +32,10 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
     if len(kinds) > 1:
         raise CLIError(f"cannot overlay different result types {sorted(k.__name__ for k in kinds)}")
     kind, first = kinds.pop(), results[0]
-    if len(results) > 1 and kind not in (LineResult, DistanceResult):
-        raise CLIError(f"only line and distance results can be overlaid, got {len(results)} {kind.__name__}s")
+    if len(results) > 1 and kind not in (LineResult, DistanceResult, HessianSpectrum):
+        raise CLIError(
+            f"only line, distance and Hessian spectrum results can be overlaid, got {len(results)} {kind.__name__}s"
+        )
     log, style = args.log, args.style
     draws: dict[str, Callable[[str], Any]] = {}
     if kind is LineResult:
@@ -49,6 +52,8 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
         else:
             draws[args.name] = lambda be: P.plot_contour(first, filled=style == "filled", log=log, backend=be)
         draws[f"{args.name}_surface"] = lambda be: P.plot_surface(first, log=log, backend=be)
+    elif kind is HessianSpectrum:  # the density on a log axis, as the hessian command draws it (--log is moot)
+        draws[args.name] = lambda be: P.plot_spectrum_density(results, labels=list(args.results), backend=be)
     elif kind is BarycentricResult:
         draws[args.name] = lambda be: P.plot_barycentric(first, log=log, backend=be)
     elif kind is ProjectedPath:

@@ -202,7 +202,7 @@ def build_template(args: argparse.Namespace, points: Sequence[str], shape: tuple
 
 
 def default_point(args: argparse.Namespace, given: str | None, what: str) -> str:
-    """``given``, else ``--weights``, else the last snapshot of the first ``--trajectory``."""
+    """``given``, else ``--weights``, else the last snapshot of the first ``--trajectory`` (commands that have it)."""
     if given:
         return given
     if getattr(args, "weights", None):
@@ -210,4 +210,6 @@ def default_point(args: argparse.Namespace, given: str | None, what: str) -> str
     trajs = getattr(args, "trajectory", None) or []
     if trajs:
         return str(trajs[0])
+    if not hasattr(args, "trajectory"):  # line and distance have no --trajectory
+        raise CLIError(f"give {what} or --weights FILE")
     raise CLIError(f"give {what}, --weights FILE or --trajectory TRAJ (its last snapshot)")

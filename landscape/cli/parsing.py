@@ -38,7 +38,7 @@ def parse_values(spec: str, what: str) -> np.ndarray:
     """Parse ``"a:b:n"`` (``linspace(a, b, n)``), ``"a:b"`` (21 points) or ``"x,y,z"`` into a float array.
 
     Raises:
-        CLIError: On anything else.
+        CLIError: On anything else, or a value that is not finite (``inf``, ``nan``).
     """
     try:
         if ":" in spec:
@@ -48,13 +48,17 @@ def parse_values(spec: str, what: str) -> np.ndarray:
             n = int(parts[2]) if len(parts) == 3 else 21
             if n < 1:
                 raise ValueError
-            return np.linspace(float(parts[0]), float(parts[1]), n)
-        vals = np.array([float(v) for v in spec.split(",") if v.strip()], dtype=np.float64)
+            ends = [float(parts[0]), float(parts[1])]
+            vals = np.linspace(ends[0], ends[1], n) if np.isfinite(ends).all() else np.array(ends)
+        else:
+            vals = np.array([float(v) for v in spec.split(",") if v.strip()], dtype=np.float64)
         if not vals.size:
             raise ValueError
-        return vals
     except ValueError:
         raise CLIError(f"{what} {spec!r}: use START:STOP:COUNT (e.g. -0.5:1.5:41) or a list like 0,0.5,1") from None
+    if not np.isfinite(vals).all():
+        raise CLIError(f"{what} {spec!r}: every value must be finite (no inf or nan)")
+    return vals
 
 
 def parse_resolution(spec: str) -> tuple[int, int]:
@@ -81,6 +85,8 @@ def parse_range(spec: str, what: str) -> tuple[float, float]:
         lo, hi = float(m.group(1)), float(m.group(2))  # type: ignore[union-attr]
     except (AttributeError, ValueError):
         raise CLIError(f"{what} {spec!r}: use START:STOP, e.g. -1:1") from None
+    if not np.isfinite([lo, hi]).all():
+        raise CLIError(f"{what} {spec!r}: START and STOP must be finite")
     if not hi > lo:
         raise CLIError(f"{what} {spec!r}: STOP must exceed START")
     return lo, hi

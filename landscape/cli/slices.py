@@ -90,6 +90,13 @@ def _pca_plane(
     from landscape.evaluate.points import evaluate_points
 
     runs = [open_trajectory(parse_point(t)[0]) for t in trajs]
+    for t, run in zip(trajs, runs):  # a grown network: the analyzer's fix (segment=k) has no option here
+        if len({s.layout.numel for s in run.segments}) > 1:
+            ranges = ", ".join(f"{s.index}: [{s.start}, {s.stop}) D={s.layout.numel}" for s in run.segments)
+            raise CLIError(
+                f"trajectory {t!r} has segments with different parameter counts ({ranges}) and the PCA needs one "
+                f"parameter space; fit one segment from Python: TrajectoryPCA(2).fit(Trajectory.open({t!r}), segment=K)"
+            )
     src = runs[0] if len(runs) == 1 else runs
     if args.pca_center == "point":
         pca_center: Any = _center_vector(center, template) if center is not None else "last"

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape import validation
-from landscape._options import keyword_values, parse_option, renamed, shows_keywords, typed_keywords
+from landscape._options import check_int, keyword_values, parse_option, renamed, shows_keywords, typed_keywords
 from landscape.curvature.eigensolver import EigenPairs, Which, top_eigenpairs
 from landscape.curvature.hessian import HessianOperator, LossFn
 from landscape.curvature.lanczos import TraceEstimate, default_sigma, gaussian_density, hutchinson, hutchpp, slq
@@ -283,9 +283,8 @@ def spectrum_of(
     o = keyword_values("spectrum_of", options, SpectrumOptions, SPECTRUM_DEFAULTS)
     n_probes, steps, top_k, trace_products = o["n_probes"], o["steps"], o["top_k"], o["trace_products"]
     tol, seed, progress = o["tol"], o["seed"], o["progress"]
-    for name, value, least in (("n_probes", n_probes, 1), ("top_k", top_k, 0), ("trace_products", trace_products, 0)):
-        if not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    n_probes = check_int(n_probes, "n_probes")
+    top_k, trace_products = (check_int(o[k], k, least=0, note=" (0 skips it)") for k in ("top_k", "trace_products"))
     data_description = renamed(o["data_description"] or None, data, "data", "data_description") or ""
     op = _as_operator(op)
     data_description = data_description or op.data_description

@@ -58,7 +58,7 @@ from torch import Tensor, nn
 
 from landscape import distributed
 from landscape._batch import describe_data
-from landscape._options import parse_bytes, parse_option
+from landscape._options import check_count, parse_bytes, parse_option
 from landscape.evaluate._metrics import MetricSums, engine_loss
 from landscape.evaluate._pointwise import PointwiseExec, find_first_layer, first_input, probe_sizes
 from landscape.evaluate._stacked import StackedExec, agrees_with_functional_call
@@ -231,6 +231,7 @@ def evaluate_points(
     """
     from landscape.problem import Problem
 
+    batch_size, chunk_size = check_count(batch_size, "batch_size"), check_count(chunk_size, "chunk_size")
     if isinstance(problem, Problem):
         if data is not None or loss_fn is not None:
             raise ValueError("a Problem holds its data and loss; do not pass data or loss_fn with it")

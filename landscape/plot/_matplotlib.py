@@ -17,6 +17,7 @@ from typing import Any
 
 import matplotlib.tri as mtri
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from landscape.plot._prepare import TRIANGLE, Frame, Grid, Line, PanelGrid, Paths, Triangle, finite_range
@@ -32,6 +33,8 @@ _COMPANION = "landscape-companion"  # gid of a curve sharing another's colour (a
 def _axes(ax: Any, figsize: tuple[float, float], projection: str | None = None) -> tuple[Any, Any]:
     """``(figure, axes)``: the given axes and their figure, or a new pyplot-free figure."""
     if ax is not None:
+        if not isinstance(ax, Axes):
+            raise TypeError(f"ax must be matplotlib Axes (e.g. fig.add_subplot()), got {type(ax).__name__}")
         if projection == "3d" and getattr(ax, "name", "") != "3d":
             raise ValueError("a surface needs 3-D axes: fig.add_subplot(projection='3d')")
         return ax.figure, ax
@@ -84,12 +87,12 @@ def lines(target: Any, curves: Sequence[Line], frame: Frame) -> Any:
     ax2 = ax.twinx() if any(ln.secondary for ln in curves) else None
     for ln in curves:
         _plot_line(ax2 if (ln.secondary and ax2 is not None) else ax, ln, base)
+    if frame.log:  # before the vertical lines: their (0, 1) y extent on a log axis with no data breaks drawing
+        ax.set_yscale("log")
     for m, lab in frame.vlines:
         ax.axvline(m, linestyle=":", linewidth=0.8, color="gray", gid=_ANCHOR)
         if lab:
             ax.text(m, 1.0, f" {lab}", transform=ax.get_xaxis_transform(), va="bottom", fontsize=8, color="gray")
-    if frame.log:
-        ax.set_yscale("log")
     if frame.xlabel is not None:
         ax.set_xlabel(frame.xlabel)
     if frame.ylabel is not None:

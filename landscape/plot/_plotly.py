@@ -27,6 +27,11 @@ _STEP = {"post": "hv", "mid": "hvh"}
 
 
 def _new_fig(fig: Any) -> Any:
+    if fig is not None and not isinstance(fig, go.Figure):
+        raise TypeError(
+            f"fig must be a plotly.graph_objects.Figure, got {type(fig).__name__}; "
+            "a matplotlib drawing takes backend='matplotlib' and ax="
+        )
     return fig if fig is not None else go.Figure(layout={"template": "plotly_white"})
 
 

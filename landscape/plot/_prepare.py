@@ -31,6 +31,7 @@ __all__ = [
     "masked",
     "scalar_metric",
     "results_of",
+    "given_labels",
     "labels_of",
     "finite_range",
     "grid_of",
@@ -84,6 +85,14 @@ class Line:
     band_alpha: float = 0.2
     dots: tuple[float, ...] = ()
     hover: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        n = np.asarray(self.y).size  # np.size of a torch tensor is its size method: go through an array
+        for name in ("x", "spread"):
+            v = getattr(self, name)
+            m = None if v is None else np.asarray(v).size
+            if m is not None and m != n:
+                raise ValueError(f"Line {self.label!r}: {name} has {m} values but y has {n}; one per point")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,21 +199,44 @@ def scalar_metric(metrics: dict[str, np.ndarray], metric: str, what: str) -> np.
 
 
 def results_of(results: Any, cls: type | tuple[type, ...], what: str) -> list[Any]:
-    """One result or a sequence of them as a list, all of type ``cls`` (else a ``TypeError`` naming ``what``)."""
+    """One result or a sequence of them as a list, all of type ``cls``.
+
+    Raises:
+        TypeError: Naming ``what``, if ``results`` is not a ``cls`` or a sequence of them.
+        ValueError: Naming ``what``, if the sequence is empty.
+    """
     items = [results] if isinstance(results, cls) else list(results) if isinstance(results, Sequence) else None
-    if not items or not all(isinstance(r, cls) for r in items):
-        names = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+    names = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+    if items == []:
+        raise ValueError(f"{what} got an empty {type(results).__name__}: give at least one {names}")
+    if items is None or not all(isinstance(r, cls) for r in items):
         raise TypeError(f"{what} takes a {names} or a sequence of them, got {type(results).__name__}")
     return items
 
 
+def given_labels(labels: Sequence[str] | None, n: int, one: str, many: str) -> list[str] | None:
+    """``labels`` as a list of ``n`` legend entries, one per ``one`` (``None`` stays ``None``: the caller's defaults).
+
+    Raises:
+        TypeError: If ``labels`` is one string (it would be taken letter by letter).
+        ValueError: ``got <k> labels for <n> <many>``.
+    """
+    if labels is None:
+        return None
+    if isinstance(labels, str):
+        raise TypeError(
+            f"labels must be a list of strings, one per {one}; got the string {labels!r} (for one, pass [{labels!r}])"
+        )
+    labs = list(labels)
+    if len(labs) != n:
+        raise ValueError(f"got {len(labs)} labels for {n} {many}")
+    return labs
+
+
 def labels_of(items: Sequence[Any], labels: Sequence[str] | None) -> list[str]:
     """Legend entries: ``labels``, else each result's ``label``, else ``"run i"``."""
-    if labels is None:
-        return [getattr(r, "label", "") or f"run {i}" for i, r in enumerate(items)]
-    if len(labels) != len(items):
-        raise ValueError(f"got {len(labels)} labels for {len(items)} results")
-    return list(labels)
+    labs = given_labels(labels, len(items), "result", "results")
+    return labs if labs is not None else [getattr(r, "label", "") or f"run {i}" for i, r in enumerate(items)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,9 +381,7 @@ def path_runs(path: ProjectedPath, labels: Sequence[str] | None) -> tuple[list[P
     true = nan if path.true_loss is None else masked(path.true_loss)
     plane = nan if path.plane_loss is None else masked(path.plane_loss)
     ids = np.unique(path.run)
-    labs = list(labels) if labels is not None else [f"run {int(r)}" for r in ids]
-    if len(labs) != len(ids):
-        raise ValueError(f"got {len(labels or [])} labels for {len(ids)} runs")
+    labs = given_labels(labels, len(ids), "run", "runs") or [f"run {int(r)}" for r in ids]
     epochs = np.asarray(path.epochs, np.float64)
     use_epochs = bool(np.isfinite(epochs).all())
     runs = []

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landscape.curvature.spectrum import HessianSpectrum
-from landscape.plot._prepare import Frame, Line
+from landscape.plot._prepare import Frame, Line, given_labels, results_of
 from landscape.plot.style import Canvas, canvas_of, shows_canvas
 
 if TYPE_CHECKING:
@@ -61,15 +61,12 @@ def plot_spectrum_density(
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
 
     Raises:
+        TypeError: If ``spectra`` are not spectra, or ``labels`` is one string.
         ValueError: On an unknown backend, no spectra, or a label count that does not match.
     """
     draw, target, title = canvas_of("plot_spectrum_density", canvas, "Hessian eigenvalue density")
-    items = [spectra] if isinstance(spectra, HessianSpectrum) else list(spectra)
-    if not items:
-        raise ValueError("no spectrum to plot")
-    labels = list(labels) if labels is not None else [f"spectrum {i + 1}" for i in range(len(items))]
-    if len(labels) != len(items):
-        raise ValueError(f"{len(labels)} labels for {len(items)} spectra")
+    items = results_of(spectra, HessianSpectrum, "plot_spectrum_density")
+    labels = given_labels(labels, len(items), "spectrum", "spectra") or [f"spectrum {i + 1}" for i in range(len(items))]
     sigma = max(s.sigma for s in items) if sigma is None else float(sigma)
     grid = shared_grid(items, sigma, n_points)
     curves = []

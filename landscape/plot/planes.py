@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from landscape._options import parse_option
+from landscape._options import check_int, parse_option
 from landscape.analyze.curves import CurveResult
 from landscape.analyze.paths import ProjectedPath
 from landscape.analyze.slice_results import BarycentricResult, BilinearResult, PlaneResult
@@ -36,12 +36,18 @@ __all__ = [
 ]
 
 
+def _levels(levels: Any) -> int:
+    """The number of contour levels, checked (0 or -3 failed inside matplotlib and drew silently in plotly)."""
+    return check_int(levels, "levels", note=" (contour levels)")
+
+
 def _draw_grid(
     function: str, grid: Grid, style: Style, levels: int, canvas: Mapping[str, Any], title: str, square: bool = False
 ) -> Any:
     """Draw ``grid`` in ``style``; ``title`` is the plot's own title, a template of the grid's label ``{z}``."""
     draw, target, drawn_title = canvas_of(function, canvas, title.format(z=grid.zlabel))
-    return draw.grid(target, grid, style, levels, title=drawn_title, square=square)
+    contours = style in (Style.CONTOUR, Style.FILLED)  # heatmaps and surfaces have no levels (0 is passed)
+    return draw.grid(target, grid, style, _levels(levels) if contours else levels, title=drawn_title, square=square)
 
 
 @shows_canvas
@@ -205,7 +211,7 @@ def plot_barycentric(
     """
     t = triangle_of(result, metric, log, clip)
     draw, target, title = canvas_of("plot_barycentric", canvas, f"{t.zlabel}: barycentric interpolation")
-    return draw.triangle(target, t, levels, title=title)
+    return draw.triangle(target, t, _levels(levels), title=title)
 
 
 @shows_canvas
@@ -261,7 +267,7 @@ def plot_trajectory(
     draw, target, title = canvas_of("plot_trajectory", canvas, "training path on the PCA plane")
     paths = Paths(runs, g, xl, yl, tname, log)
     panel = panel and path.true_loss is not None
-    return draw.path(target, paths, st, levels, panel=panel, title=title)
+    return draw.path(target, paths, st, _levels(levels), panel=panel, title=title)
 
 
 @shows_canvas
@@ -296,4 +302,4 @@ def plot_plane_curve(
     xy, ctrl = plane_curve_xy(plane, curve)
     g = grid_of(plane, metric, log, clip).without_points()
     draw, target, title = canvas_of("plot_plane_curve", canvas, f"{g.zlabel}: plane through the endpoints and the bend")
-    return draw.plane_curve(target, g, levels, xy, ctrl, curve.label or curve.shape, title=title)
+    return draw.plane_curve(target, g, _levels(levels), xy, ctrl, curve.label or curve.shape, title=title)

@@ -35,6 +35,8 @@ def _histories(
 def _layers(h: SaturationHistory, layers: Sequence[str] | None) -> list[str]:
     if layers is None:
         return list(h.layers)
+    if isinstance(layers, str):  # else taken letter by letter
+        raise TypeError(f"layers must be a list of layer names; got the string {layers!r} (for one, pass [{layers!r}])")
     missing = [x for x in layers if x not in h.layers]
     if missing:
         raise KeyError(f"layers {missing} are not in the history {h.label!r}; it has {h.layers}")
@@ -118,6 +120,8 @@ def plot_activation_histograms(
     """
     draw, _ = dispatch(backend)
     hs, labs = _histories(histories, labels, "plot_activation_histograms")
+    if epochs is not None and (isinstance(epochs, str) or not isinstance(epochs, Sequence | np.ndarray)):
+        raise TypeError(f"epochs must be a sequence of epochs (e.g. [15, 30]), got {epochs!r}")
     eps = [float(e) for e in (hs[0].histogram_epochs if epochs is None else epochs)]
     if not eps:
         raise ValueError("no epochs to draw: the first history kept no histogram; pass epochs=...")

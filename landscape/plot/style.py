@@ -131,8 +131,16 @@ def backend_module(backend: Backend | str) -> ModuleType:
 
 
 def dispatch(backend: Backend | str, fig: Any = None, ax: Any = None) -> tuple[ModuleType, Any]:
-    """``(drawing module, what to draw into)``: ``fig`` for plotly, ``ax`` for matplotlib (``None``: new)."""
+    """``(drawing module, what to draw into)``: ``fig`` for plotly, ``ax`` for matplotlib (``None``: new).
+
+    Raises:
+        ValueError: On an unknown backend, or ``ax`` with plotly / ``fig`` with matplotlib (never ignored).
+    """
     be = parse_option(Backend, backend, "backend")
+    if be is Backend.PLOTLY and ax is not None:
+        raise ValueError("ax= draws into matplotlib axes: pass backend='matplotlib' (plotly draws into fig=)")
+    if be is Backend.MATPLOTLIB and fig is not None:
+        raise ValueError("fig= draws into a plotly figure: pass backend='plotly' (matplotlib draws into ax=)")
     return importlib.import_module(f"landscape.plot._{be.value}"), (fig if be is Backend.PLOTLY else ax)
 
 
@@ -172,7 +180,7 @@ def canvas_of(function: str, canvas: Mapping[str, Any], title: str | None = None
 
     Raises:
         TypeError: On a keyword that is not a :class:`Canvas` keyword.
-        ValueError: On an unknown backend.
+        ValueError: On an unknown backend, or ``ax`` with plotly / ``fig`` with matplotlib.
     """
     check_keywords(function, canvas, Canvas)
     draw, target = dispatch(canvas.get("backend", Backend.PLOTLY), canvas.get("fig"), canvas.get("ax"))

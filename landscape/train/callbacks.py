@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from landscape._options import check_count
 
 if TYPE_CHECKING:
     from landscape.train.loop import Trainer
@@ -106,9 +109,16 @@ class RecordTrajectory(Callback):
         tags: Mapping[str, Any] | None = None,
         factory: Any = None,
     ) -> None:
-        for name, v in (("every_steps", every_steps), ("every_epochs", every_epochs)):
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be a positive integer or None, got {v}")
+        every_steps, every_epochs = check_count(every_steps, "every_steps"), check_count(every_epochs, "every_epochs")
+        if not hasattr(trajectory, "append_model"):
+            hint = (
+                f"; for a directory pass Trajectory.create({str(trajectory)!r})"
+                if isinstance(trajectory, str | os.PathLike)
+                else ""
+            )
+            raise TypeError(
+                f"trajectory must be a Trajectory (or have append_model), got {type(trajectory).__name__}{hint}"
+            )
         if factory is not None:
             from landscape.factory import FACTORY_KEY, as_factory_ref
 

@@ -45,8 +45,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from landscape._options import check_count
 from landscape.factory import FACTORY_KEY, as_factory_ref
 from landscape.params import ParamLayout, parameters_to_vector
+from landscape.trajectory.records import step_number
 from landscape.trajectory.store import Trajectory
 
 __all__ = ["Recorder", "factory_reference", "FACTORY_KEY"]
@@ -151,13 +153,8 @@ class Recorder:
         durable: bool | str = True,
         model: nn.Module | None = None,
     ) -> None:
-        for name, v in (
-            ("every_steps", every_steps),
-            ("every_epochs", every_epochs),
-            ("steps_per_epoch", steps_per_epoch),
-        ):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+        every_steps, every_epochs = check_count(every_steps, "every_steps"), check_count(every_epochs, "every_epochs")
+        steps_per_epoch = check_count(steps_per_epoch, "steps_per_epoch")
         if factory_kwargs is not None and factory is None:
             raise ValueError("factory_kwargs given without factory=; name the factory they belong to")
         run_meta = dict(meta or {})
@@ -232,7 +229,7 @@ class Recorder:
             raise RuntimeError("Recorder.begin() called twice; it records the initial point once")
         self._begun = True
         self._model = model
-        self.step_count = self._epoch_start_step = int(step)
+        self.step_count = self._epoch_start_step = step_number(step)
         self.epoch_count = int(epoch)
         self.epoch_progress = float(epoch)
         self.last_metrics = _numbers(metrics)
@@ -269,7 +266,7 @@ class Recorder:
         """
         self._check_open("step")
         self._model = model
-        new = self.step_count + 1 if step is None else int(step)
+        new = self.step_count + 1 if step is None else step_number(step)
         if new <= self.step_count:
             raise ValueError(f"step {new} does not advance past the last step {self.step_count}; steps must increase")
         self.step_count = new

@@ -118,12 +118,14 @@ def check_store(cls: type[Trajectory], path: str | os.PathLike[str], *, repair: 
         migrate: Convert a version-1 store to the current format.
 
     Raises:
-        FileNotFoundError: If ``path`` is not a directory.
-        TrajectoryError: If ``path`` is not a trajectory, or ``repair`` cannot take the writer lock.
+        FileNotFoundError: If ``path`` does not exist.
+        TrajectoryError: If ``path`` is a file or not a trajectory, or ``repair`` cannot take the writer lock.
     """
     p = Path(path)
-    if not p.is_dir():
+    if not p.exists():
         raise FileNotFoundError(f"no trajectory at {p}: the directory does not exist")
+    if not p.is_dir():
+        raise TrajectoryError(f"{p} is a file, not a trajectory directory")
     rep = CheckReport(path=p)
     manifest_ok, segs = True, []
     try:

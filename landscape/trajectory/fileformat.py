@@ -329,10 +329,16 @@ def read_manifest(path: Path) -> Manifest:
 
     Raises:
         TrajectoryError: If ``path`` has no manifest, it is not a trajectory manifest, or it says a newer version.
-        CorruptTrajectoryError: If its seal, version or segment table is broken.
+        CorruptTrajectoryError: If its seal, version or segment table is broken, or it is missing beside
+            snapshot packs (the packs describe themselves: ``check --repair`` rebuilds it).
     """
     f = path / MANIFEST
     if not f.is_file():
+        if pack_names(path / SNAPDIR):  # a store never has packs without a manifest: it was deleted
+            raise CorruptTrajectoryError(
+                f"{f} is missing but {path / SNAPDIR} holds snapshot packs; rebuild the manifest from them with "
+                f"python -m landscape check {path} --repair"
+            )
         raise TrajectoryError(f"{path} is not a trajectory: it has no {MANIFEST}")
     data = f.read_bytes()
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import numbers
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +120,57 @@ def metrics_dict(d: Mapping[str, Any] | None) -> dict[str, float]:
         except (TypeError, ValueError) as e:
             raise TypeError(f"metric {k!r} must be a number, got {type(v).__name__}") from e
     return out
+
+
+def step_number(step: Any) -> int:
+    """``step`` as an int: an integer (numpy's, an integer tensor of one element) or a whole float.
+
+    Raises:
+        ValueError: On a fractional number (it was once truncated silently).
+        TypeError: On anything that is not a number.
+    """
+    if type(step) is int:
+        return step
+    try:
+        return operator.index(step)
+    except TypeError:
+        pass
+    if isinstance(step, numbers.Real):
+        whole = float(step)
+        if whole.is_integer():
+            return int(whole)
+        raise ValueError(f"step must be a whole number (the optimizer step), got {step!r}")
+    raise TypeError(f"step must be a whole number (the optimizer step), got {step!r}")
+
+
+def segment_index(segment: Any) -> int | None:
+    """``segment`` (a segment index, numpy's integers included, or ``None``) as an int or ``None``.
+
+    Raises:
+        TypeError: ``segment must be an integer index or None, got <value>``.
+    """
+    if segment is None:
+        return None
+    try:
+        return operator.index(segment)
+    except TypeError:
+        raise TypeError(f"segment must be an integer index or None, got {segment!r}") from None
+
+
+def real_number(value: Any, what: str, expected: str = "a real number") -> float:
+    """``value`` as a float (numbers, numpy and one-element tensors); strings and ``None`` are refused by name.
+
+    Raises:
+        TypeError: ``<what> must be <expected>, got <value>``.
+    """
+    if type(value) is float:
+        return value
+    if not isinstance(value, str | bytes) and value is not None:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise TypeError(f"{what} must be {expected}, got {value!r}")
 
 
 def layout_difference(recorded: ParamLayout, got: ParamLayout) -> str:

@@ -68,6 +68,7 @@ from landscape.trajectory.fileformat import (
     SNAPDIR,
     CorruptTrajectoryError,
     TrajectoryError,
+    pack_names,
     read_header,
     record_json,
     record_json_fast,
@@ -84,7 +85,10 @@ from landscape.trajectory.records import (
     jsonify,
     layout_difference,
     metrics_dict,
+    real_number,
     restore_model,
+    segment_index,
+    step_number,
 )
 from landscape.trajectory.writer import PackWriter, WriteItem
 
@@ -102,6 +106,7 @@ __all__ = [
 _DTYPE_NAMES = {d: name for name, d in DTYPES.items()}  # torch.float32 -> "float32"
 _DURABLE: dict[bool | str, bool | str] = {True: "append", False: False, "append": "append", "flush": "flush"}
 Durable = bool | str  # True / "append", "flush", False
+_WALL_TIME = "a real number (Unix time) or None"
 
 
 class Trajectory(StoreIndex):
@@ -277,7 +282,8 @@ class Trajectory(StoreIndex):
             self._lock()
             self._write_manifest()
         else:
-            if create != "never" and not (p / MANIFEST).exists():
+            if create != "never" and not (p / MANIFEST).exists() and not pack_names(p / SNAPDIR):
+                # (packs without a manifest are a damaged store: reading the manifest says how to repair it)
                 raise TrajectoryError(f"cannot create a trajectory in {p}: the directory is not empty")
             if create == "new":
                 raise FileExistsError(f"{p} already holds a trajectory; pass exist_ok=True to append to it")
@@ -410,9 +416,9 @@ class Trajectory(StoreIndex):
         rec: dict[str, Any] = {
             "i": i,
             "seg": len(self._segs) - 1 + start,
-            "step": int(step),
-            "epoch": float(epoch),
-            "time": time.time() if wall_time is None else float(wall_time),
+            "step": step_number(step),
+            "epoch": real_number(epoch, "epoch"),
+            "time": time.time() if wall_time is None else real_number(wall_time, "wall_time", _WALL_TIME),
             "dtype": dtype,
             "metrics": metrics_dict(metrics),
             "tags": jsonify(tags, "tags"),
@@ -796,7 +802,8 @@ class Trajectory(StoreIndex):
         seg = self._segment_of(idx)
         dtype = dtype or self._dtype(idx)
         if not idx:
-            return torch.zeros(0, self._segs[seg][0].numel if self._segs else 0, dtype=dtype)
+            known = self._segs[seg][0] if self._segs else self._pending  # the layout given to an empty store
+            return torch.zeros(0, known.numel if known is not None else 0, dtype=dtype)
         return torch.stack([self._tensors(i)["vector"].to(dtype) for i in idx])
 
     def iter_blocks(
@@ -818,7 +825,7 @@ class Trajectory(StoreIndex):
         """
         if int(block_size) < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size}")
-        segs = self.segments
+        segs, segment = self.segments, segment_index(segment)
         if segment is None:
             if len(segs) > 1:
                 ranges = ", ".join(f"{s.index}: [{s.start}, {s.stop})" for s in segs)
@@ -895,7 +902,7 @@ class Trajectory(StoreIndex):
             The report (``report.ok`` is true for an undamaged store).
 
         Raises:
-            FileNotFoundError: If ``path`` is not a directory.
-            TrajectoryError: If ``path`` is not a trajectory, or ``repair`` cannot take the writer lock.
+            FileNotFoundError: If ``path`` does not exist.
+            TrajectoryError: If ``path`` is a file or not a trajectory, or ``repair`` cannot take the writer lock.
         """
         return check_store(cls, path, repair=repair, migrate=migrate)
