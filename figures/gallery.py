@@ -55,6 +55,13 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
+def write_if_changed(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically unless the file already holds exactly it; returns ``path``."""
+    if not path.is_file() or path.stat().st_size != len(data) or path.read_bytes() != data:
+        write_atomic(path, data)
+    return path
+
+
 REPRODUCTION_TABLE = "README.md"
 
 
@@ -71,11 +78,7 @@ def write_reproduction_table(out: Path) -> Path:
     Returns:
         The path of the copy.
     """
-    path = out / REPRODUCTION_TABLE
-    text = Path(__file__).with_name("README.md").read_bytes()
-    if not path.is_file() or path.read_bytes() != text:
-        write_atomic(path, text)
-    return path
+    return write_if_changed(out / REPRODUCTION_TABLE, Path(__file__).with_name("README.md").read_bytes())
 
 
 def write_plotly_js(out: Path) -> Path:
@@ -89,11 +92,7 @@ def write_plotly_js(out: Path) -> Path:
     """
     from plotly.offline import get_plotlyjs
 
-    path = out / PLOTLY_JS
-    js = get_plotlyjs().encode("utf-8")
-    if not path.is_file() or path.stat().st_size != len(js) or path.read_bytes() != js:
-        write_atomic(path, js)
-    return path
+    return write_if_changed(out / PLOTLY_JS, get_plotlyjs().encode("utf-8"))
 
 
 def render_figure(result: FigureResult, stage: Path, name: str) -> list[dict[str, str]]:

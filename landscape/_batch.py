@@ -19,9 +19,18 @@ import torch
 from torch import Tensor, nn
 
 from landscape import distributed, validation
-from landscape._loss import LOSSES, class_targets
+from landscape._loss import LOSSES, default_loss_name
 
-__all__ = ["Batch", "BatchReader", "TARGET_KEYS", "describe_data", "split_batch", "to_device"]
+__all__ = [
+    "Batch",
+    "BatchReader",
+    "DATASET_BATCH_SIZE",
+    "TARGET_KEYS",
+    "dataset_loader",
+    "describe_data",
+    "split_batch",
+    "to_device",
+]
 
 TARGET_KEYS = ("labels", "label", "targets", "target", "y")
 """Keys of a mapping batch that hold the targets (the first present wins); the rest are model inputs."""
@@ -191,9 +200,24 @@ class _TensorSource:
             yield tuple(t[s : s + self.size] for t in self.tensors)
 
 
+DATASET_BATCH_SIZE = 64  # a map-style Dataset's batch size when none is given
+
+
+def dataset_loader(data: Any, batch_size: int | None) -> Any:
+    """A map-style ``Dataset`` as a ``DataLoader`` read in order (``batch_size`` default :data:`DATASET_BATCH_SIZE`).
+
+    Returns ``None`` for anything else (an ``IterableDataset`` included), so callers take it as it is.
+    """
+    from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
+        return DataLoader(data, batch_size=batch_size or DATASET_BATCH_SIZE, shuffle=False)
+    return None
+
+
 def _source(data: Any, batch_size: int | None) -> tuple[Any, bool]:
     """``(re-iterable source of raw batches, in_memory)``."""
-    from torch.utils.data import DataLoader, Dataset, IterableDataset
+    from torch.utils.data import DataLoader
 
     if isinstance(data, tuple | list) and data and all(isinstance(t, Tensor | np.ndarray) for t in data):
         return _TensorSource(tuple(data), batch_size), True
@@ -205,8 +229,9 @@ def _source(data: Any, batch_size: int | None) -> tuple[Any, bool]:
         )
     if isinstance(data, DataLoader):
         return data, False
-    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
-        return DataLoader(data, batch_size=batch_size or 64, shuffle=False), False
+    loader = dataset_loader(data, batch_size)
+    if loader is not None:
+        return loader, False
     if isinstance(data, Iterable):
         if iter(data) is data:  # a generator: readable once, so kept
             return list(data), True
@@ -371,7 +396,7 @@ class BatchReader:
         """
         y, where, first = cast(Tensor, b.targets), f"data (batch {index})", self.n_samples is None
         if self._target_kind is None:
-            spec = self.loss if self.loss is not None else "cross_entropy" if class_targets(y) else "mse"
+            spec = self.loss if self.loss is not None else default_loss_name(y)
             fn = LOSSES[spec] if isinstance(spec, str) else spec  # what the problem calls (cross-entropy ignores -100)
             self._target_kind, self._ignore_index = validation.loss_kind(fn)
             self._out_shape = _output_shape(self.model, b)

@@ -24,7 +24,8 @@ __all__ = [
     "class_targets",
     "check_scalar",
     "check_sum_count",
-    "check_count",
+    "check_total",
+    "default_loss_name",
     "count_correct",
 ]
 
@@ -90,6 +91,11 @@ def class_targets(y: Tensor | None) -> bool:
     return y is not None and not (y.is_floating_point() or y.is_complex())
 
 
+def default_loss_name(y: Tensor | None) -> str:
+    """The package's one default loss for targets ``y``: ``"cross_entropy"`` for class labels, ``"mse"`` otherwise."""
+    return "cross_entropy" if class_targets(y) else "mse"
+
+
 def check_scalar(r: Any) -> Tensor:
     """``r`` if it is a 0-d tensor (what a loss must return).
 
@@ -124,7 +130,7 @@ def check_sum_count(r: Any) -> tuple[Tensor, float]:
     return total, float(count)
 
 
-def check_count(n: float) -> float:
+def check_total(n: float) -> float:
     """``n``, the denominator of a mean over the data, if positive.
 
     Raises:

@@ -66,15 +66,16 @@ from landscape import distributed, validation
 from landscape._batch import TARGET_KEYS, Batch, BatchReader
 from landscape._loss import (
     LOSSES,
-    check_count,
     check_scalar,
     check_sum_count,
+    check_total,
     class_targets,
     count_correct,
+    default_loss_name,
     is_closure,
     loss_name,
 )
-from landscape._options import check_choice, parse_bytes
+from landscape._options import check_choice, check_count, parse_bytes
 from landscape._options import renamed as renamed  # re-exported: its users import it from here
 from landscape._weights import ModelWeights, compute_placement
 from landscape.functional import KERNEL_NOTE as KERNEL_NOTE  # re-exported
@@ -162,9 +163,7 @@ class Problem:
         closure = is_closure(loss, loss_form)  # raises on an unknown loss, loss name or loss_form
         self.bn_mode: str = check_choice(bn_mode, ("eval", "train"), "bn_mode")
         check_choice(shard, distributed.SHARD_MODES, "shard")
-        whole = isinstance(batch_size, int | np.integer) and not isinstance(batch_size, bool)
-        if batch_size is not None and not (whole and batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        batch_size = check_count(batch_size, "batch_size")
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise ValueError(f"dtype must be a floating-point torch dtype (e.g. torch.float64) or None, got {dtype}")
         distributed.check_not_fsdp(model)
@@ -263,7 +262,7 @@ class Problem:
             fm = self.functional()
             with torch.no_grad():
                 count = sum(self.batch_terms(fm, b)[1] for b in self.batches())
-            self._total = check_count(float(self.reduce_sums([torch.tensor(count, dtype=torch.float64)])[0]))
+            self._total = check_total(float(self.reduce_sums([torch.tensor(count, dtype=torch.float64)])[0]))
         return self._total
 
     def with_options(self, *, bn_mode: str | None = None) -> Problem:
@@ -340,7 +339,7 @@ class Problem:
         if self._loss_fn is None:
             fn = self.loss_spec
             if fn is None:
-                fn = "cross_entropy" if class_targets(targets) else "mse"
+                fn = default_loss_name(targets)
                 self.loss_spec = fn
             self._loss_fn = LOSSES[fn] if isinstance(fn, str) else fn
         return self._loss_fn
@@ -397,7 +396,7 @@ class Problem:
     def _means(self, sums: list[Tensor], count: float, dtype: torch.dtype) -> list[Tensor]:
         """Sums over this process's batches divided by the count (in ``dtype``), both through :meth:`reduce_sums`."""
         *totals, n = self.reduce_sums([*sums, torch.tensor(count, dtype=dtype, device=self.device)])
-        check_count(float(n))
+        check_total(float(n))
         return [t / n for t in totals]
 
     @property

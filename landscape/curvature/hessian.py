@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape import distributed, validation
-from landscape._loss import LOSSES, class_targets
+from landscape._loss import LOSSES, default_loss_name
 from landscape._options import keyword_values, parse_bytes, parse_option, shows_keywords
 from landscape.curvature._kernels import CurvatureOps
 from landscape.curvature.options import OPERATOR_DEFAULTS, OperatorOptions
@@ -208,7 +208,7 @@ class HessianOperator:
                 )
             if loss_fn is None:  # the package's one default: cross-entropy for integer targets, MSE otherwise
                 batches = _as_batches(data)  # read once (a generator too), kept
-                loss_fn = "cross_entropy" if class_targets(batches[0][1]) else "mse"
+                loss_fn = default_loss_name(batches[0][1])
                 data = data if validation.is_tensor_pair(data) else batches  # a pair stays one (messages)
             if isinstance(loss_fn, str):
                 loss_fn = _named_loss(loss_fn)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from landscape import distributed, validation
-from landscape._loss import check_count, count_correct
+from landscape._loss import check_total, count_correct
 from landscape.evaluate._metrics import metric_keys
 from landscape.evaluate.affine import AffinePoints
 
@@ -88,7 +88,7 @@ def evaluate_problem(
                 start += b.size
             names = list(sums)
             *totals, n_t = problem.reduce_sums([*(sums[k] for k in names), torch.tensor(count, dtype=torch.float64)])
-            sums, n = dict(zip(names, totals)), check_count(float(n_t))
+            sums, n = dict(zip(names, totals)), check_total(float(n_t))
             for k, _ in keys:
                 if k == "outputs":
                     stacked = torch.stack([torch.cat(o) for o in outs])  # (p, n_local, *out)

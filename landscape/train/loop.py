@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape._options import parse_option
+from landscape._batch import dataset_loader
+from landscape._options import check_count, parse_option
 from landscape.data.batches import iterate_batches
 from landscape.train.callbacks import Callback, EpochEvent, NonFiniteLossError, OnNonFinite, RecordTrajectory, StepEvent
 from landscape.train.metrics import CorrectCounter, evaluate_dataset, resolve_loss
@@ -101,14 +102,11 @@ class _Progress:
 
 def _problem_data(problem: Problem, batch_size: int | None) -> Any:
     """A problem's data in the loop's forms: arrays as tensors, a ``Dataset`` batched in order as the problem does."""
-    from torch.utils.data import DataLoader, Dataset, IterableDataset
-
     data = problem.data
     if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor | np.ndarray) for t in data):
         return tuple(torch.as_tensor(t) for t in data)
-    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
-        return DataLoader(data, batch_size=batch_size or 64, shuffle=False)  # the problem's default size too
-    return data
+    loader = dataset_loader(data, batch_size)
+    return data if loader is None else loader
 
 
 class Trainer:
@@ -203,8 +201,7 @@ class Trainer:
         for name, v in (("epochs", epochs), ("steps", steps)):
             if v is not None and v < 0:
                 raise ValueError(f"{name} must be >= 0, got {v}")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be positive or None, got {batch_size}")
+        batch_size = check_count(batch_size, "batch_size")
         if is_tensor_pair(data):
             _check_pair(data, "training data")  # type: ignore[arg-type]
         elif isinstance(data, Tensor):
