@@ -135,6 +135,47 @@ def test_cnn_batchnorm_hvp_matches_torch_func_hessian(cnn_case, fast_ops, micro_
     m.eval()
 
 
+def _grad_fn_names(t: torch.Tensor) -> set[str]:
+    seen, todo, names = set(), [t.grad_fn], set()
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        todo.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+NARROW_LOSSES = {
+    "mean": (nn.CrossEntropyLoss(), True),
+    "sum": (nn.CrossEntropyLoss(reduction="sum"), True),
+    "class weights": (nn.CrossEntropyLoss(weight=torch.tensor([0.5, 1.0, 2.0], dtype=F64)), True),
+    "ignore_index": (nn.CrossEntropyLoss(ignore_index=1), True),
+    "F.log_softmax": (lambda out, y: nn.functional.nll_loss(nn.functional.log_softmax(out, 1), y), True),
+    "Tensor.log_softmax": (lambda out, y: nn.functional.nll_loss(out.log_softmax(dim=-1), y), True),
+    "label smoothing": (nn.CrossEntropyLoss(label_smoothing=0.1), False),  # the native path
+}
+
+
+@pytest.mark.parametrize("case", list(NARROW_LOSSES))
+def test_narrow_class_cross_entropy_kernels_keep_the_hessian_exact(case: str) -> None:
+    # 300 rows of 3 classes: the fast path writes log-softmax as z - logsumexp(z) (the native CPU kernel is
+    # slow on class axes narrower than 16); the Hessian must equal torch.func's through the native ops
+    from landscape.curvature._kernels import CurvatureOps
+
+    loss, routed = NARROW_LOSSES[case]
+    torch.manual_seed(4)
+    m = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    X, y = torch.randn(300, 4, dtype=F64), torch.randint(0, 3, (300,))
+    op = HessianOperator(m, loss, [(X, y)], dtype=F64, micro_batch_size=None)
+    torch.testing.assert_close(op.dense(), dense_hessian(m, loss, X, y), rtol=1e-10, atol=1e-12)
+    z = m(X)
+    with CurvatureOps():
+        names = _grad_fn_names(loss(z, y))
+    assert ("LogSoftmaxBackward0" not in names) == routed, names
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_strided_dilated_one_channel_conv_and_shared_bn_input_match_torch_func_hessian(
     monkeypatch, channels_last: bool

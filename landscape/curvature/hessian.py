@@ -488,14 +488,15 @@ class HessianOperator:
         if V.dim() != 2 or V.shape[0] != self.n:
             raise ValueError(f"expected a matrix of shape ({self.n}, k), got {tuple(V.shape)}")
         k = V.shape[1]
-        out = torch.zeros(self.n, k, dtype=torch.float64, device=self.device)
+        out = torch.zeros(k, self.n, dtype=torch.float64, device=self.device)  # a row per probe, as they come
         self.hvp_count += k
         if k == 0:
-            return out.to(V.dtype)
+            return out.T.to(V.dtype)
         self._ensure_graphs()
-        Vc = V.detach().to(self.device, self.dtype)
+        # one contiguous row per probe: strided grad_outputs made every product's kernels copy them first
+        Vt = V.detach().to(self.device, self.dtype).T.contiguous()
         splits = [s.numel for s in self.specs]
-        cols = [[c.view(s.shape) for c, s in zip(Vc[:, j].split(splits), self.specs)] for j in range(k)]
+        cols = [[c.view(s.shape) for c, s in zip(Vt[j].split(splits), self.specs)] for j in range(k)]
         for i, chunk in enumerate(self._batches()):
             if self.cached and self._graphs is not None:
                 grads = self._graphs[i]
@@ -516,11 +517,11 @@ class HessianOperator:
                 pos = 0
                 for h, size in zip(hv, splits):
                     if h is not None:
-                        out[pos : pos + size, j] += h.reshape(-1).to(torch.float64)
+                        out[j, pos : pos + size] += h.reshape(-1)
                     pos += size
         if self._shard is not None:
             out = distributed.all_reduce_sum([out])[0]
-        return out.to(V.dtype)
+        return out.T.to(V.dtype, memory_format=torch.contiguous_format).contiguous()  # a no-op copy in float32
 
     def matvec(self, v: Tensor) -> Tensor:
         """Hessian-vector product: ``(n,) -> (n,)`` in ``v``'s dtype.

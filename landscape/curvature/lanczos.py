@@ -66,17 +66,28 @@ def orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
     """
     if basis.shape[1] == 0:
         return w
-    # One matrix-vector pair per column: torch.bmm on these (p, i, n) x (p, n, 1) shapes ran ~4x
+    return orthogonalize_rows(w.T.clone(), basis)[0].T
+
+
+def orthogonalize_rows(w: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`orthogonalize` on rows, in place: ``w`` ``(p, n)`` contiguous; returns it and its row norms ``(p,)``."""
+    norms = w.norm(dim=1)
+    if basis.shape[1] == 0:
+        return w, norms
+    # One matrix-vector pair per row: torch.bmm on these (p, i, n) x (p, n, 1) shapes ran ~4x
     # slower than torch.mv (memory-bound either way; measured in float64 at n = 61,706, i = 100).
-    w = w.T.clone()  # (p, n), rows contiguous for the in-place updates
     for _ in range(2):
-        before = w.norm(dim=1)
+        before = norms
         for j in range(w.shape[0]):
-            c = torch.mv(basis[j], w[j].to(basis.dtype))  # (i,)
-            w[j] -= torch.mv(basis[j].T, c).to(w.dtype)
-        if bool((w.norm(dim=1) >= 0.7 * before).all()):
+            B = basis[j]
+            if B.dtype == w.dtype:
+                w[j].addmv_(B.T, torch.mv(B, w[j]), alpha=-1)
+            else:
+                w[j] -= torch.mv(B.T, torch.mv(B, w[j].to(B.dtype))).to(w.dtype)
+        norms = w.norm(dim=1)
+        if bool((norms >= 0.7 * before).all()):
             break
-    return w.T
+    return w, norms
 
 
 @dataclass(frozen=True)
@@ -134,39 +145,44 @@ def lanczos(
         raise ValueError(f"steps must be at least 1, got {steps}")
     n, p = v0.shape
     steps = min(steps, n)
-    q = v0.to(torch.float64)
-    norms = q.norm(dim=0)
+    q = v0.to(torch.float64).T.contiguous()  # (p, n): the recurrences' vectors as contiguous rows
+    norms = q.norm(dim=1)
     if bool((norms == 0).any()):
         raise ValueError("a start vector is zero")
-    q = q / norms
+    q /= norms[:, None]
     basis = torch.zeros(p, steps, n, dtype=basis_dtype)
     alpha = torch.zeros(p, steps, dtype=torch.float64)
     beta = torch.zeros(p, max(steps - 1, 0), dtype=torch.float64)
     lengths = torch.full((p,), steps, dtype=torch.long)
     active = torch.ones(p, dtype=torch.bool)
+    everyone = True  # all recurrences active: no gather or scatter around the product
     scale = 0.0
     for i in tqdm(range(steps), desc="Lanczos", disable=not progress, leave=False):
-        basis[:, i] = q.T.to(basis_dtype)
-        idx = active.nonzero().flatten()
-        w = torch.zeros(n, p, dtype=torch.float64)
-        w[:, idx] = matmat(q[:, idx]).to(torch.float64)
-        a = (q * w).sum(0)
-        w = w - q * a
+        basis[:, i] = q
+        if everyone:
+            w = matmat(q.T).T.to(torch.float64).contiguous()
+        else:
+            idx = active.nonzero().flatten()
+            w = torch.zeros(p, n, dtype=torch.float64)
+            w[idx] = matmat(q[idx].T).T.to(torch.float64)
+        a = (q * w).sum(1)
+        w -= q * a[:, None]
         if i > 0:
-            w = w - basis[:, i - 1].T.to(torch.float64) * beta[:, i - 1]
-        w = orthogonalize(w, basis[:, : i + 1])
-        alpha[idx, i] = a[idx]
-        b = w.norm(dim=0)
-        scale = max(scale, float(a[idx].abs().max()), float(b[idx].max()))
+            w -= basis[:, i - 1].to(torch.float64) * beta[:, i - 1, None]
+        w, b = orthogonalize_rows(w, basis[:, : i + 1])
+        alpha[active, i] = a[active]
+        scale = max(scale, float(a[active].abs().max()), float(b[active].max()))
         if i == steps - 1:
             break
         stop = active & (b <= breakdown * max(scale, 1e-300))
-        lengths[stop] = i + 1
-        active &= ~stop
-        if not bool(active.any()):
-            break
+        if bool(stop.any()):
+            lengths[stop] = i + 1
+            active &= ~stop
+            everyone = False
+            if not bool(active.any()):
+                break
         beta[active, i] = b[active]
-        q = torch.where(active, w / torch.where(active, b, torch.ones_like(b)), torch.zeros_like(w))
+        q = torch.where(active[:, None], w / torch.where(active, b, torch.ones_like(b))[:, None], torch.zeros_like(w))
     return LanczosRun(alpha=alpha, beta=beta, lengths=lengths, basis=basis if keep_basis else None)
 
 
