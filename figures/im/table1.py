@@ -65,7 +65,7 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
     runs.many([RunSpec(m, init=k) for k in range(setup.repetitions) for m in METHODS])  # one call: shared training
     specs = [RunSpec(m, init=0) for m in METHODS]
     rs = runs.many(specs)
-    k = k_methods = len(rs)
+    k = len(rs)  # methods: a k x k table
     template = setup.model(specs[0])
     kw = runs.eval_kw(specs[0])
     data, test = runs.surface_data(), runs.test_data()
@@ -85,15 +85,15 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
     all_runs = list(rs)
     min_score, shares, n_rise_k = [], [], []
     seg_alphas = np.linspace(0, 1, setup.grid)
-    for k in tqdm(range(reps), desc="table 1 inits", disable=not progress, leave=False):
-        rk = rs if k == 0 else runs.many([RunSpec(m, init=k) for m in METHODS])
-        if k:
+    for i in tqdm(range(reps), desc="table 1 inits", disable=not progress, leave=False):
+        rk = rs if i == 0 else runs.many([RunSpec(m, init=i) for m in METHODS])
+        if i:
             all_runs += rk
         scores = []
         for c, r in pairs:
             z = (
                 seg[c, r]
-                if k == 0
+                if i == 0
                 else line(template, rk[c].final, rk[r].final, data, alphas=seg_alphas, metrics=("loss",), **kw).metrics[
                     "loss"
                 ]
@@ -107,8 +107,8 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
         pred = np.asarray(out_k).argmax(-1)  # (7, N)
         yt = _labels(test)
         wrong = pred != yt[None, :]
-        dis_k = [float(np.mean(pred[a] != pred[b])) for b in range(k_methods) for a in range(b)]
-        sum_k = [float(wrong[a].mean() + wrong[b].mean()) for b in range(k_methods) for a in range(b)]
+        dis_k = [float(np.mean(pred[a] != pred[b])) for b in range(k) for a in range(b)]
+        sum_k = [float(wrong[a].mean() + wrong[b].mean()) for b in range(k) for a in range(b)]
         shares.append(float(np.mean(dis_k) / np.mean(sum_k)) if np.mean(sum_k) > 0 else math.nan)
     premise = converged_premise(
         all_runs, data, f"the {len(all_runs)} runs (7 methods x {reps} inits) reached critical points"
