@@ -13,9 +13,13 @@ from matplotlib.axes import Axes
 from landscape.plot import plot_bands
 
 
-def band_traces(x: np.ndarray, mean: np.ndarray, std: np.ndarray, name: str, color: str) -> list[Any]:
-    """Plotly traces of a mean line with a one-standard-deviation band (:func:`landscape.plot.plot_bands`)."""
-    return list(plot_bands(x, mean, std, [name], colors=[color]).data)
+def _bands(
+    x: np.ndarray, stats: Mapping[str, tuple[np.ndarray, np.ndarray]], colors: Mapping[str, str], **draw: Any
+) -> Any:
+    """:func:`landscape.plot.plot_bands` of each arm's ``(mean, std)`` in ``stats``, in this order."""
+    arms = list(stats)
+    means, stds = [stats[a][0] for a in arms], [stats[a][1] for a in arms]
+    return plot_bands(x, means, stds, arms, colors=[colors[a] for a in arms], **draw)
 
 
 def add_bands(
@@ -25,31 +29,27 @@ def add_bands(
     stats: Mapping[str, tuple[np.ndarray, np.ndarray]],
     colors: Mapping[str, str],
     *,
-    alpha: float = 0.2,
-    row: int | None = None,
-    col: int | None = None,
+    row: int,
+    col: int,
     legend: bool = True,
 ) -> None:
-    """Draw each arm's mean curve with a one-standard-deviation band, in plotly and in matplotlib.
+    """Draw each arm's mean curve with a one-standard-deviation band into subplot ``(row, col)`` and ``ax``.
 
     Args:
-        fig: The plotly figure.
+        fig: The plotly figure with subplots.
         ax: The matplotlib axes.
         x: The abscissae ``(T,)``.
         stats: ``{arm: (mean (T,), std (T,))}``, drawn in this order.
         colors: The colour of each arm.
-        alpha: Opacity of the matplotlib bands.
-        row: The plotly subplot's row (``None``: a figure without subplots).
+        row: The plotly subplot's row.
         col: The plotly subplot's column.
         legend: Whether the plotly traces show in the legend.
     """
-    for name, (mu, sd) in stats.items():
-        for tr in band_traces(x, mu, sd, name, colors[name]):
-            if not legend:
-                tr.showlegend = False
-            fig.add_trace(tr, row=row, col=col)
-        ax.plot(x, mu, color=colors[name], label=name)
-        ax.fill_between(x, mu - sd, mu + sd, color=colors[name], alpha=alpha)
+    for tr in _bands(x, stats, colors).data:  # drawn apart, then moved: plot_bands draws into a whole figure
+        if not legend:
+            tr.showlegend = False
+        fig.add_trace(tr, row=row, col=col)
+    _bands(x, stats, colors, backend="matplotlib", ax=ax)
 
 
 def set_titles(
@@ -75,9 +75,13 @@ def band_figure(
     figsize: tuple[float, float],
     alpha: float = 0.2,
 ) -> tuple[go.Figure, matplotlib.figure.Figure, Axes]:
-    """A plotly figure and a matplotlib figure of :func:`add_bands`, and the matplotlib axes (to add to)."""
-    fig = go.Figure()
+    """A plotly figure and a matplotlib figure of each arm's mean curve with a one-standard-deviation band.
+
+    Returns:
+        The two figures and the matplotlib axes (to add to).
+    """
+    fig = _bands(x, stats, colors, alpha=alpha, fig=go.Figure())
     mfig = matplotlib.figure.Figure(figsize=figsize)
     ax = mfig.add_subplot()
-    add_bands(fig, ax, x, stats, colors, alpha=alpha)
+    _bands(x, stats, colors, alpha=alpha, backend="matplotlib", ax=ax)
     return fig, mfig, ax
