@@ -1,4 +1,4 @@
-"""Drawing helpers of the Tunnels figures (private to ``figures/tunnels/``): mean curves with bands, titles."""
+"""Drawing helpers of the Tunnels figures (private to ``figures/tunnels/``): mean curves with bands."""
 
 from __future__ import annotations
 
@@ -52,36 +52,37 @@ def add_bands(
     _bands(x, stats, colors, backend="matplotlib", ax=ax)
 
 
-def set_titles(
-    fig: go.Figure,
-    ax: Axes,
-    title: str,
-    xlabel: str,
-    ylabel: str,
-    *,
-    short_title: str | None = None,
-    legend_fontsize: float | None = None,
-) -> None:
-    """The title and axis labels in plotly and matplotlib (whose title may be shorter), and matplotlib's legend."""
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=short_title or title)
-    ax.legend(fontsize=legend_fontsize)
-
-
 def band_figure(
     x: np.ndarray,
     stats: Mapping[str, tuple[np.ndarray, np.ndarray]],
     colors: Mapping[str, str],
     figsize: tuple[float, float],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    *,
+    short_title: str | None = None,
     alpha: float = 0.2,
 ) -> tuple[go.Figure, matplotlib.figure.Figure, Axes]:
     """A plotly figure and a matplotlib figure of each arm's mean curve with a one-standard-deviation band.
 
+    Args:
+        x: The abscissae ``(T,)``.
+        stats: ``{arm: (mean (T,), std (T,))}``, drawn in this order.
+        colors: The colour of each arm.
+        figsize: The matplotlib figure's size (inches).
+        title: The title (plotly's; matplotlib's is ``short_title`` if given).
+        xlabel: Title of the x axis.
+        ylabel: Title of the y axis.
+        short_title: A shorter title for the static figure.
+        alpha: Opacity of the bands.
+
     Returns:
         The two figures and the matplotlib axes (to add to).
     """
-    fig = _bands(x, stats, colors, alpha=alpha, fig=go.Figure())
+    labels = {"xlabel": xlabel, "ylabel": ylabel, "alpha": alpha}
+    fig = _bands(x, stats, colors, title=title, fig=go.Figure(), **labels)  # plotly's own template
     mfig = matplotlib.figure.Figure(figsize=figsize)
     ax = mfig.add_subplot()
-    _bands(x, stats, colors, alpha=alpha, backend="matplotlib", ax=ax)
+    _bands(x, stats, colors, title=short_title or title, backend="matplotlib", ax=ax, **labels)
     return fig, mfig, ax
