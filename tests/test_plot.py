@@ -307,6 +307,11 @@ def test_triangle_cell_draws_the_shading_into_the_given_cell_in_the_shared_range
     tri = mesh._triangulation
     np.testing.assert_array_equal(tri.mask, np.isnan(z.ravel())[tri.triangles].any(1))  # as plot_barycentric
 
+    alone = plot.plot_triangle_cell(r, zrange=zrange)  # a figure of its own, without subplots
+    assert [tr.type for tr in alone.data] == ["heatmap", "scatter"]
+    alone = plot.plot_triangle_cell(r, zrange=zrange, backend="matplotlib")
+    assert len(alone.axes[0].collections) == 1
+
 
 # ----------------------------------------------------------------------------------------------- trajectory
 @pytest.fixture(scope="module")

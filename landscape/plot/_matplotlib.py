@@ -220,7 +220,9 @@ def triangle(target: Any, t: Triangle, levels: int, *, title: str) -> Any:
     return fig
 
 
-def triangle_cell(target: Any, t: Triangle, zrange: tuple[float, float], *, colorbar: bool, row: int, col: int) -> Any:
+def triangle_cell(
+    target: Any, t: Triangle, zrange: tuple[float, float], *, colorbar: bool, row: int | None, col: int | None
+) -> Any:
     """The shaded triangle (as in :func:`triangle`) and its outline, in the cell's axes ``target``.
 
     Nothing else is drawn (no contour lines, markers, vertex names or title), so that a grid of triangles stays

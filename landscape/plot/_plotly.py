@@ -277,11 +277,14 @@ def triangle(target: Any, t: Triangle, levels: int, *, title: str) -> Any:
     return fig
 
 
-def triangle_cell(target: Any, t: Triangle, zrange: tuple[float, float], *, colorbar: bool, row: int, col: int) -> Any:
-    """The shaded triangle and its outline in subplot ``(row, col)``: a heatmap of :meth:`Triangle.raster`.
+def triangle_cell(
+    target: Any, t: Triangle, zrange: tuple[float, float], *, colorbar: bool, row: int | None, col: int | None
+) -> Any:
+    """The shaded triangle, a heatmap of :meth:`Triangle.raster`, and its outline in subplot ``(row, col)``.
 
-    Nothing else is drawn (no markers, vertex names or title), so that a grid of triangles stays light; the
-    colours span ``zrange``, shared by the grid, and ``colorbar`` shows the colour bar of this cell.
+    ``row`` and ``col`` are ``None`` for a figure without subplots. Nothing else is drawn (no markers, vertex
+    names or title), so that a grid of triangles stays light; the colours span ``zrange``, shared by the grid,
+    and ``colorbar`` shows the colour bar of this cell.
     """
     fig = _new_fig(target)
     lo, hi = zrange

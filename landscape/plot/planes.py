@@ -227,14 +227,14 @@ def plot_triangle_cell(
     backend: Backend | str = Backend.PLOTLY,
     fig: Any = None,
     ax: Any = None,
-    row: int = 1,
-    col: int = 1,
+    row: int | None = None,
+    col: int | None = None,
 ) -> Any:
     """One cell of a grid of barycentric triangles (Im et al. Table 1): the shaded triangle and its outline.
 
-    The shading is :func:`plot_barycentric`'s (a heatmap of :func:`triangle_raster` in plotly, a Gouraud-shaded
-    triangulation in matplotlib) with nothing else drawn (no markers, contour lines, vertex names or title), and
-    the colours span ``zrange``, which the cells of one grid share.
+    Plotly draws a heatmap of the values interpolated on a raster of the triangle (:func:`triangle_raster`),
+    matplotlib :func:`plot_barycentric`'s Gouraud-shaded triangulation; nothing else is drawn (no markers,
+    contour lines, vertex names or title), and the colours span ``zrange``, which the cells of one grid share.
 
     Args:
         result: A :class:`BarycentricResult`.
@@ -244,10 +244,10 @@ def plot_triangle_cell(
         names: The three vertices' names, for the hover text (default: the result's anchor labels).
         colorbar: Show this cell's colour bar (one cell of the grid shows it).
         backend: ``"plotly"`` or ``"matplotlib"``.
-        fig: The plotly figure with subplots to draw into (default: a new figure).
+        fig: The plotly figure to draw into (default: a new figure).
         ax: The matplotlib axes of the cell (default: a new figure).
-        row: The subplot's row in ``fig`` (plotly), from 1.
-        col: The subplot's column in ``fig`` (plotly), from 1.
+        row: The cell's subplot row in ``fig``, from 1 (plotly; ``None``: a figure without subplots).
+        col: The cell's subplot column in ``fig``, from 1.
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
