@@ -185,6 +185,10 @@ def test_every_figure_at_tiny_scale(figure_cache, name):
     _check(res)
     if name == "fig9":
         assert len(res.claims) == 4
+    if name == "table1":  # a k x k table of the seven methods: a name on the diagonal, a triangle below it
+        drawn = res.panels[0].plotly
+        assert [a.text for a in drawn.layout.annotations] == [f"<b>{m}</b>" for m in common.METHOD_LABELS.values()]
+        assert sum(t.type == "heatmap" for t in drawn.data) == 21
     if name not in ("fig1", "fig4"):  # a scaled-down run says so; the paper's settings (full) say that instead
         assert res.caption.endswith("Scaled down from the paper (see scaling).")
         assert dataclasses.replace(TINY, name="full").scale_note == "At the paper's settings (see scaling)."

@@ -280,6 +280,39 @@ def test_barycentric_triangle_matplotlib(setup):
     assert touching.any() and not tri.mask.all()
 
 
+def test_triangle_cell_draws_the_shading_into_the_given_cell_in_the_shared_range(setup):
+    from plotly.subplots import make_subplots
+
+    r = _poison(setup["bary"], [7])
+    loss = _expected(r.metrics["loss"])
+    z = np.log10(np.where(loss > 0, loss, np.nan))
+    zrange = (np.nanmin(z) - 1.0, np.nanmax(z) + 2.0)  # wider than the cell's own values: a grid's range
+    fig = make_subplots(2, 2)
+    plot.plot_triangle_cell(r, zrange=zrange, log=True, names=["i", "x", "y"], colorbar=True, fig=fig, row=2, col=1)
+    heat, outline = fig.data
+    assert heat.xaxis == outline.xaxis == "x3"  # subplot (2, 1)
+    assert (heat.zmin, heat.zmax) == zrange and heat.showscale
+    assert heat.hovertemplate.startswith("i / x / y<br>log10 loss")
+    np.testing.assert_array_equal(np.c_[outline.x, outline.y][[0, -1]], [[0.0, 0.0], [0.0, 0.0]])  # closed
+
+    from matplotlib.figure import Figure
+
+    mfig = Figure()
+    cells = mfig.subplots(1, 2)
+    assert plot.plot_triangle_cell(r, zrange=zrange, log=True, backend="matplotlib", ax=cells[1]) is mfig
+    assert not cells[0].collections and len(cells[1].collections) == 1
+    mesh = cells[1].collections[0]
+    assert mesh.get_clim() == zrange
+    _same(np.ma.filled(mesh.get_array(), np.nan), z.ravel())
+    tri = mesh._triangulation
+    np.testing.assert_array_equal(tri.mask, np.isnan(z.ravel())[tri.triangles].any(1))  # as plot_barycentric
+
+    alone = plot.plot_triangle_cell(r, zrange=zrange)  # a figure of its own, without subplots
+    assert [tr.type for tr in alone.data] == ["heatmap", "scatter"]
+    alone = plot.plot_triangle_cell(r, zrange=zrange, backend="matplotlib")
+    assert len(alone.axes[0].collections) == 1
+
+
 # ----------------------------------------------------------------------------------------------- trajectory
 @pytest.fixture(scope="module")
 def pca_case(setup):

@@ -24,10 +24,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib.tri as mtri
 import numpy as np
 import plotly.graph_objects as go
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
@@ -38,35 +39,11 @@ from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import paired_effect
 from landscape.analyze import barycentric, distance_along_path, line
 from landscape.evaluate import evaluate_points
-from landscape.plot import triangle_raster
+from landscape.plot import plot_triangle_cell
+from landscape.plot.style import CMAP
 from landscape.train import METHODS
 
 __all__ = ["table1"]
-
-_TRI = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])  # vertex 0 (init), 1 (final c), 2 (final r)
-
-
-def _mpl_triangle(ax: object, xy: np.ndarray, z: np.ndarray, lo: float, hi: float) -> object:
-    """Gouraud-shaded triangle of a barycentric grid (``xy`` ``(m, n, 2)``, ``z`` ``(m, n)``); returns the artist."""
-    m, n = z.shape
-    idx = np.arange(m * n).reshape(m, n)
-    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel(), idx[1:, :-1].ravel()
-    tris = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
-    px, py = xy[..., 0].ravel(), xy[..., 1].ravel()
-    area = np.abs(
-        (px[tris[:, 1]] - px[tris[:, 0]]) * (py[tris[:, 2]] - py[tris[:, 0]])
-        - (px[tris[:, 2]] - px[tris[:, 0]]) * (py[tris[:, 1]] - py[tris[:, 0]])
-    )
-    tris = tris[area > 1e-12]  # the alpha = 0 column is one point (the initialization)
-    tri = mtri.Triangulation(px, py, tris)
-    zz = z.ravel()
-    bad = ~np.isfinite(zz)
-    tri.set_mask(bad[tris].any(1))
-    art = ax.tripcolor(tri, np.where(bad, lo, zz), shading="gouraud", cmap="viridis", vmin=lo, vmax=hi)  # type: ignore[attr-defined]
-    ax.plot(*np.vstack([_TRI, _TRI[:1]]).T, color="k", lw=0.6)  # type: ignore[attr-defined]
-    ax.set_aspect("equal")  # type: ignore[attr-defined]
-    ax.set_axis_off()  # type: ignore[attr-defined]
-    return art
 
 
 def _labels(data: object) -> np.ndarray:
@@ -88,7 +65,7 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
     runs.many([RunSpec(m, init=k) for k in range(setup.repetitions) for m in METHODS])  # one call: shared training
     specs = [RunSpec(m, init=0) for m in METHODS]
     rs = runs.many(specs)
-    k = k_methods = len(rs)
+    k = len(rs)  # methods: a k x k table
     template = setup.model(specs[0])
     kw = runs.eval_kw(specs[0])
     data, test = runs.surface_data(), runs.test_data()
@@ -108,15 +85,15 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
     all_runs = list(rs)
     min_score, shares, n_rise_k = [], [], []
     seg_alphas = np.linspace(0, 1, setup.grid)
-    for k in tqdm(range(reps), desc="table 1 inits", disable=not progress, leave=False):
-        rk = rs if k == 0 else runs.many([RunSpec(m, init=k) for m in METHODS])
-        if k:
+    for i in tqdm(range(reps), desc="table 1 inits", disable=not progress, leave=False):
+        rk = rs if i == 0 else runs.many([RunSpec(m, init=i) for m in METHODS])
+        if i:
             all_runs += rk
         scores = []
         for c, r in pairs:
             z = (
                 seg[c, r]
-                if k == 0
+                if i == 0
                 else line(template, rk[c].final, rk[r].final, data, alphas=seg_alphas, metrics=("loss",), **kw).metrics[
                     "loss"
                 ]
@@ -130,8 +107,8 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
         pred = np.asarray(out_k).argmax(-1)  # (7, N)
         yt = _labels(test)
         wrong = pred != yt[None, :]
-        dis_k = [float(np.mean(pred[a] != pred[b])) for b in range(k_methods) for a in range(b)]
-        sum_k = [float(wrong[a].mean() + wrong[b].mean()) for b in range(k_methods) for a in range(b)]
+        dis_k = [float(np.mean(pred[a] != pred[b])) for b in range(k) for a in range(b)]
+        sum_k = [float(wrong[a].mean() + wrong[b].mean()) for b in range(k) for a in range(b)]
         shares.append(float(np.mean(dis_k) / np.mean(sum_k)) if np.mean(sum_k) > 0 else math.nan)
     premise = converged_premise(
         all_runs, data, f"the {len(all_runs)} runs (7 methods x {reps} inits) reached critical points"
@@ -174,7 +151,6 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
 
     pfig = make_subplots(k, k, horizontal_spacing=0.012, vertical_spacing=0.012)
     mfig, axes = mpl_grid(k, k, 1.65, 1.5)
-    art = None
     for r in range(k):
         for c in range(k):
             ax, rc = axes[r, c], {"row": r + 1, "col": c + 1}
@@ -194,38 +170,10 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
                 )
                 ax.set_axis_off()
             elif r > c:
-                b = bary[c, r]
-                shade = triangle_raster(b.alphas, b.betas, logs[c, r], size=61)
-                if shade is not None:
-                    gx, gy, gz = shade
-                    pfig.add_trace(
-                        go.Heatmap(
-                            x=gx,
-                            y=gy,
-                            z=np.round(gz, 3),  # a thousandth of a decade is below what a colour shows; halves the page
-                            zmin=lo,
-                            zmax=hi,
-                            colorscale="Viridis",
-                            showscale=(r, c) == (1, 0),
-                            hoverongaps=False,
-                            colorbar={"title": {"text": "log10 loss"}, "len": 0.5, "y": 0.25},
-                            hovertemplate=f"init / {names[c]} / {names[r]}<br>log10 loss %{{z:.3f}}<extra></extra>",
-                        ),
-                        **rc,
-                    )
-                tri = np.vstack([_TRI, _TRI[:1]])
-                pfig.add_trace(
-                    go.Scatter(
-                        x=tri[:, 0],
-                        y=tri[:, 1],
-                        mode="lines",
-                        line={"color": "black", "width": 1},
-                        showlegend=False,
-                        hoverinfo="skip",
-                    ),
-                    **rc,
-                )
-                art = _mpl_triangle(ax, b.triangle_xy(), logs[c, r], lo, hi)
+                b, vertices = bary[c, r], ["init", names[c], names[r]]
+                first = (r, c) == (1, 0)  # shows the plotly colour bar
+                plot_triangle_cell(b, zrange=(lo, hi), log=True, names=vertices, colorbar=first, fig=pfig, **rc)
+                plot_triangle_cell(b, zrange=(lo, hi), log=True, backend="matplotlib", ax=ax)
                 ax.text(0.0, -0.02, "init", fontsize=6, ha="center", va="top")
             else:
                 d = dist[r, c]
@@ -250,6 +198,7 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
                 if r > 0 or c > 1:
                     ax.set_xticklabels([])
                     ax.set_yticklabels([])
+    pfig.update_traces(colorbar={"len": 0.5, "y": 0.25}, selector={"type": "heatmap"})  # beside the lower half
     pfig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     pfig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
     for r in range(k):
@@ -262,8 +211,9 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
         title="Table 1: init / final / final barycentric loss (lower), functional distance (upper)",
         legend={"orientation": "h", "y": -0.02},
     )
-    if art is not None:
-        mfig.colorbar(art, ax=axes[:, 0], location="left", shrink=0.5, label="log10 training loss")
+    if pairs:
+        shared = ScalarMappable(Normalize(lo, hi), CMAP)
+        mfig.colorbar(shared, ax=axes[:, 0], location="left", shrink=0.5, label="log10 training loss")
     mfig.suptitle(
         "Table 1: loss over (init, final c, final r) [lower]; RMS distance (solid) and label "
         "disagreement (dashed) from final r toward final c [upper]",

@@ -1,4 +1,4 @@
-"""Drawing helpers of the Tunnels figures (private to ``figures/tunnels/``): mean curves with bands, titles."""
+"""Drawing helpers of the Tunnels figures (private to ``figures/tunnels/``): mean curves with bands."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ from matplotlib.axes import Axes
 from landscape.plot import plot_bands
 
 
-def band_traces(x: np.ndarray, mean: np.ndarray, std: np.ndarray, name: str, color: str) -> list[Any]:
-    """Plotly traces of a mean line with a one-standard-deviation band (:func:`landscape.plot.plot_bands`)."""
-    return list(plot_bands(x, mean, std, [name], colors=[color]).data)
+def _bands(
+    x: np.ndarray, stats: Mapping[str, tuple[np.ndarray, np.ndarray]], colors: Mapping[str, str], **draw: Any
+) -> Any:
+    """:func:`landscape.plot.plot_bands` of each arm's ``(mean, std)`` in ``stats``, in this order."""
+    arms = list(stats)
+    means, stds = [stats[a][0] for a in arms], [stats[a][1] for a in arms]
+    return plot_bands(x, means, stds, arms, colors=[colors[a] for a in arms], **draw)
 
 
 def add_bands(
@@ -25,47 +29,27 @@ def add_bands(
     stats: Mapping[str, tuple[np.ndarray, np.ndarray]],
     colors: Mapping[str, str],
     *,
-    alpha: float = 0.2,
-    row: int | None = None,
-    col: int | None = None,
+    row: int,
+    col: int,
     legend: bool = True,
 ) -> None:
-    """Draw each arm's mean curve with a one-standard-deviation band, in plotly and in matplotlib.
+    """Draw each arm's mean curve with a one-standard-deviation band into subplot ``(row, col)`` and ``ax``.
 
     Args:
-        fig: The plotly figure.
+        fig: The plotly figure with subplots.
         ax: The matplotlib axes.
         x: The abscissae ``(T,)``.
         stats: ``{arm: (mean (T,), std (T,))}``, drawn in this order.
         colors: The colour of each arm.
-        alpha: Opacity of the matplotlib bands.
-        row: The plotly subplot's row (``None``: a figure without subplots).
+        row: The plotly subplot's row.
         col: The plotly subplot's column.
         legend: Whether the plotly traces show in the legend.
     """
-    for name, (mu, sd) in stats.items():
-        for tr in band_traces(x, mu, sd, name, colors[name]):
-            if not legend:
-                tr.showlegend = False
-            fig.add_trace(tr, row=row, col=col)
-        ax.plot(x, mu, color=colors[name], label=name)
-        ax.fill_between(x, mu - sd, mu + sd, color=colors[name], alpha=alpha)
-
-
-def set_titles(
-    fig: go.Figure,
-    ax: Axes,
-    title: str,
-    xlabel: str,
-    ylabel: str,
-    *,
-    short_title: str | None = None,
-    legend_fontsize: float | None = None,
-) -> None:
-    """The title and axis labels in plotly and matplotlib (whose title may be shorter), and matplotlib's legend."""
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=short_title or title)
-    ax.legend(fontsize=legend_fontsize)
+    for tr in _bands(x, stats, colors).data:  # drawn apart, then moved: plot_bands draws into a whole figure
+        if not legend:
+            tr.showlegend = False
+        fig.add_trace(tr, row=row, col=col)
+    _bands(x, stats, colors, backend="matplotlib", ax=ax)
 
 
 def band_figure(
@@ -73,11 +57,32 @@ def band_figure(
     stats: Mapping[str, tuple[np.ndarray, np.ndarray]],
     colors: Mapping[str, str],
     figsize: tuple[float, float],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    *,
+    short_title: str | None = None,
     alpha: float = 0.2,
 ) -> tuple[go.Figure, matplotlib.figure.Figure, Axes]:
-    """A plotly figure and a matplotlib figure of :func:`add_bands`, and the matplotlib axes (to add to)."""
-    fig = go.Figure()
+    """A plotly figure and a matplotlib figure of each arm's mean curve with a one-standard-deviation band.
+
+    Args:
+        x: The abscissae ``(T,)``.
+        stats: ``{arm: (mean (T,), std (T,))}``, drawn in this order.
+        colors: The colour of each arm.
+        figsize: The matplotlib figure's size (inches).
+        title: The title (plotly's; matplotlib's is ``short_title`` if given).
+        xlabel: Title of the x axis.
+        ylabel: Title of the y axis.
+        short_title: A shorter title for the static figure.
+        alpha: Opacity of the bands.
+
+    Returns:
+        The two figures and the matplotlib axes (to add to).
+    """
+    labels = {"xlabel": xlabel, "ylabel": ylabel, "alpha": alpha}
+    fig = _bands(x, stats, colors, title=title, fig=go.Figure(), **labels)  # plotly's own template
     mfig = matplotlib.figure.Figure(figsize=figsize)
     ax = mfig.add_subplot()
-    add_bands(fig, ax, x, stats, colors, alpha=alpha)
+    _bands(x, stats, colors, title=short_title or title, backend="matplotlib", ax=ax, **labels)
     return fig, mfig, ax

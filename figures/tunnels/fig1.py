@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, register_figure
-from figures.tunnels._plots import band_figure, set_titles
+from figures.tunnels._plots import band_figure
 from figures.tunnels._setup import (
     COLORS,
     SaddleStart,
@@ -37,6 +37,7 @@ from figures.tunnels._setup import (
     window_mean,
 )
 from figures.verdict import at_most, paired_effect
+from landscape.plot import Line, plot_lines
 from tunnels import open_tunnels, split_stats
 
 F = nn.functional
@@ -57,14 +58,14 @@ def run_left(st: SaddleStart) -> FigureResult:
     final = {m: window_mean(r, s.total_steps - WINDOW, s.total_steps) for m, r in res.items()}
     drop = {m: at_open[m] - soon[m] for m in res}
 
-    fig, mfig, ax = band_figure(steps, stats, COLORS, (6.5, 4.2))
+    title = f"Fig. 1 left: {s.tunnels} filter(s) opened at step {s.open_at}, closed at {s.close_at}"
+    fig, mfig, ax = band_figure(steps, stats, COLORS, (6.5, 4.2), title, "step", "full-batch training loss")
     for x in (s.open_at, s.close_at):
         fig.add_vline(x=x, line_dash="dot")
         ax.axvline(x, ls=":", color="k")
     fig.add_hline(y=info["loss"], line_dash="dash", line_color="gray")
     ax.axhline(info["loss"], ls="--", color="gray", lw=0.8, label="loss at the saddle")
-    title = f"Fig. 1 left: {s.tunnels} filter(s) opened at step {s.open_at}, closed at {s.close_at}"
-    set_titles(fig, ax, title, "step", "full-batch training loss", legend_fontsize=8)
+    ax.legend(fontsize="small")  # again, with the saddle's line
 
     book = ClaimBook("tunnels_fig1_left", scale=s.scale)
     claims = [
@@ -180,20 +181,13 @@ def run_right(
     # additivity: the jump of n tunnels vs the sum of the single-unit predictions 2 t^2 rho_i
     pred = np.array([[2 * t**2 * rho[:n].sum() for t in ts] for n in counts]) + g0
     add_err = float(np.max(np.abs(sq[:, -1] - pred[:, -1]) / pred[:, -1]))
-    fig = go.Figure()
-    mfig = matplotlib.figure.Figure(figsize=(6, 4))
-    ax = mfig.add_subplot()
-    for i, n in enumerate(counts):  # the squared norm: the quantity the claims test (quadratic in t, additive in n)
-        fig.add_trace(go.Scatter(x=ts, y=sq[i], mode="lines+markers", name=f"{n} tunnel(s)"))
-        ax.plot(ts, sq[i], "o-", label=f"{n} tunnel(s)")
-    set_titles(
-        fig,
-        ax,
-        "Fig. 1 right: squared gradient norm right after opening vs t",
-        "t",
-        "squared full-batch gradient norm",
-        short_title="Fig. 1 right: ||g||^2 after opening",
-    )
+    # the squared norm: the quantity the claims test (quadratic in t, additive in n)
+    curves = [Line(ts, sq[i], f"{n} tunnel(s)", slot=i, markers=True) for i, n in enumerate(counts)]
+    labels = {"xlabel": "t", "ylabel": "squared full-batch gradient norm"}
+    title = "Fig. 1 right: squared gradient norm right after opening vs t"
+    fig = plot_lines(curves, title=title, fig=go.Figure(), **labels)  # plotly's own template, as the other panels
+    ax = matplotlib.figure.Figure(figsize=(6, 4)).add_subplot()
+    mfig = plot_lines(curves, title="Fig. 1 right: ||g||^2 after opening", backend="matplotlib", ax=ax, **labels)
     premises = [
         at_most(
             "the network is trained to convergence (full-batch gradient norm before opening, float64)",

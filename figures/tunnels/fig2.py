@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult
-from figures.tunnels._plots import band_figure, set_titles
+from figures.tunnels._plots import band_figure
 from figures.tunnels._setup import (
     LINE_COLORS,
     NEON_IMAGES,
@@ -46,18 +46,19 @@ def run_fig2_left(st: SaddleStart) -> FigureResult:
     base = st.premises(res["control"])
     moved = {"pgd": moved_premise(res["pgd"], "perturbed GD"), "neon": moved_premise(res["neon"], "NEON")}
 
-    fig, mfig, ax = band_figure(steps, stats, LINE_COLORS, (6.5, 4.2), alpha=0.15)
-    fig.add_vline(x=s.open_at, line_dash="dot")
-    ax.axvline(s.open_at, ls=":", color="k")
-    set_titles(
-        fig,
-        ax,
+    fig, mfig, ax = band_figure(
+        steps,
+        stats,
+        LINE_COLORS,
+        (6.5, 4.2),
         "Fig. 2 left: weight reorganization vs baselines",
         "step",
         "full-batch training loss",
         short_title="Fig. 2 left: reorganization vs baselines",
-        legend_fontsize=8,
+        alpha=0.15,
     )
+    fig.add_vline(x=s.open_at, line_dash="dot")
+    ax.axvline(s.open_at, ls=":", color="k")
 
     book = ClaimBook("tunnels_fig2_left", scale=s.scale)
     how = {

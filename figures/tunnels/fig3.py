@@ -14,7 +14,7 @@ import numpy as np
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult
-from figures.tunnels._plots import band_figure, set_titles
+from figures.tunnels._plots import band_figure
 from figures.tunnels._setup import COLORS, SaddleStart, paired, saddle_premises, single_layer_figure
 
 MODES = ("proposed", "random", "constant", "half")
@@ -33,10 +33,11 @@ def run_fig3(st: SaddleStart) -> FigureResult:
     i_w = min(int(np.searchsorted(steps, s.open_at + WINDOW)), len(steps) - 1)
     at_w = {m: d[:, i_w] for m, d in dist.items()}
     half_max = float(np.max(dist["half"]))
-    fig, mfig, ax = band_figure(steps, stats, COLORS, (6, 4))
-    set_titles(
-        fig,
-        ax,
+    fig, mfig, ax = band_figure(
+        steps,
+        stats,
+        COLORS,
+        (6, 4),
         "Fig. 3: distance between the cloned filter and its origin",
         "step",
         "||K_u - K_u'||",

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape._options import parse_option
 from landscape.analyze.slicing import (
     EngineOptions,
     PointLike,
@@ -199,10 +200,7 @@ def distance_along_path(
         >>> float(r.rms[0]), float(r.disagreement[0])
         (0.0, 0.0)
     """
-    try:
-        kind = OutputKind(output)
-    except ValueError:
-        raise ValueError(f"unknown output {output!r}; valid: {[e.value for e in OutputKind]}") from None
+    kind = parse_option(OutputKind, output, "output")
     settings = SliceSettings.of("distance_along_path", options, EngineOptions)
     prob = _distance_problem(problem, data, settings.bn_name())
     interpolate = settings.bn_name() == "interpolate"

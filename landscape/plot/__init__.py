@@ -29,6 +29,7 @@ from landscape.plot.planes import (
     plot_plane_curve,
     plot_surface,
     plot_trajectory,
+    plot_triangle_cell,
 )
 from landscape.plot.saturation import plot_activation_histograms, plot_saturation_curves
 from landscape.plot.style import LINESTYLES, PALETTE, Backend, Canvas, Style, XAxis, tint
@@ -58,6 +59,7 @@ __all__ = [
     "plot_spectrum_density",
     "plot_surface",
     "plot_trajectory",
+    "plot_triangle_cell",
     "save_html",
     "save_png",
     "small_multiples",

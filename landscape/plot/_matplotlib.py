@@ -1,9 +1,9 @@
 """The matplotlib backend: draws the plain data of :mod:`landscape.plot._prepare` into ``matplotlib.figure.Figure``.
 
-It implements the same functions as :mod:`landscape.plot._plotly` (``lines``, ``grid``, ``triangle``, ``path``,
-``plane_curve``, ``panels``, ``save``); each takes the axes to draw into (``None``: a new figure, built
-without ``pyplot`` so no global state is kept) and returns the figure. NaN values become masked arrays: lines
-break, cells and triangles are left blank, surfaces get holes.
+It implements the same functions as :mod:`landscape.plot._plotly` (``lines``, ``grid``, ``triangle``,
+``triangle_cell``, ``path``, ``plane_curve``, ``panels``, ``save``); each takes the axes to draw into (``None``: a
+new figure, built without ``pyplot`` so no global state is kept) and returns the figure. NaN values become masked
+arrays: lines break, cells and triangles are left blank, surfaces get holes.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from landscape.plot._prepare import TRIANGLE, Frame, Grid, Line, PanelGrid, Paths, Triangle, finite_range
 from landscape.plot.style import CMAP, PATH_CMAP, Style, color, mpl_linestyle
 
-__all__ = ["lines", "grid", "triangle", "path", "plane_curve", "panels", "save"]
+__all__ = ["lines", "grid", "triangle", "triangle_cell", "path", "plane_curve", "panels", "save"]
 
 _MAX_CELLS = 120  # per side of a 3-D surface; beyond, rows/columns are strided
 _ANCHOR = "landscape-anchor"  # gid of reference lines, so that overlays count only the curves
@@ -169,22 +169,41 @@ def grid(target: Any, g: Grid, style: Style, levels: int, *, title: str, square:
     return fig
 
 
+def _gouraud(ax: Any, t: Triangle, lo: float, hi: float) -> tuple[Any, np.ndarray, Any] | None:
+    """A Gouraud-shaded triangulation of the grid (:meth:`Triangle.cells`) in the colour range ``[lo, hi]``.
+
+    Triangles touching a masked point are masked. Returns ``(triangulation, masked triangles, artist)``, or
+    ``None`` for a grid with no cells.
+    """
+    tris = t.cells()
+    if not len(tris):
+        return None
+    tri = mtri.Triangulation(t.xy[..., 0].ravel(), t.xy[..., 1].ravel(), tris)
+    hidden = ~np.isfinite(t.z.ravel())[tris].all(1)
+    tri.set_mask(hidden)
+    art = ax.tripcolor(tri, _mask(t.z.ravel()), shading="gouraud", cmap=CMAP, vmin=lo, vmax=hi)
+    return tri, hidden, art
+
+
+def _outline(ax: Any, linewidth: float) -> None:
+    """The triangle's outline, a closed black line."""
+    outline = np.vstack([TRIANGLE, TRIANGLE[:1]])
+    ax.plot(outline[:, 0], outline[:, 1], color="k", linewidth=linewidth)
+
+
 def triangle(target: Any, t: Triangle, levels: int, *, title: str) -> Any:
     """A Gouraud-shaded triangulation of the grid (:meth:`Triangle.cells`) with ``levels`` contour lines.
 
     Triangles touching a masked point are masked, and the point is marked.
     """
     fig, ax = _axes(target, (5.6, 5.0))
-    tris = t.cells()
     px, py = t.xy[..., 0].ravel(), t.xy[..., 1].ravel()
     z = t.z.ravel()
     lo, hi = finite_range(t.z)
     bad = ~np.isfinite(z)
-    if len(tris):
-        tri = mtri.Triangulation(px, py, tris)
-        hidden = bad[tris].any(1)
-        tri.set_mask(hidden)
-        art = ax.tripcolor(tri, _mask(z), shading="gouraud", cmap=CMAP, vmin=lo, vmax=hi)
+    shaded = _gouraud(ax, t, lo, hi)
+    if shaded is not None:
+        tri, hidden, art = shaded
         fig.colorbar(art, ax=ax, label=t.zlabel)
         if levels and not hidden.all():
             lv = np.linspace(lo, hi, int(levels) + 1)
@@ -192,13 +211,31 @@ def triangle(target: Any, t: Triangle, levels: int, *, title: str) -> Any:
     if bad.any():
         ax.scatter(px[bad], py[bad], marker="x", color="gray", s=12, label="non-finite")
         ax.legend(fontsize="small", loc="upper right")
-    outline = np.vstack([TRIANGLE, TRIANGLE[:1]])
-    ax.plot(outline[:, 0], outline[:, 1], color="k", linewidth=0.8)
+    _outline(ax, 0.8)
     for (vx, vy), name, va in zip(TRIANGLE, t.names, ("top", "top", "bottom")):
         ax.text(vx, vy + (-0.03 if va == "top" else 0.03), name, ha="center", va=va, fontsize=9)
     ax.set_aspect("equal")
     ax.set_axis_off()
     ax.set_title(title, pad=16)
+    return fig
+
+
+def triangle_cell(
+    target: Any, t: Triangle, zrange: tuple[float, float], *, colorbar: bool, row: int | None, col: int | None
+) -> Any:
+    """The shaded triangle (as in :func:`triangle`) and its outline, in the cell's axes ``target``.
+
+    Nothing else is drawn (no contour lines, markers, vertex names or title), so that a grid of triangles stays
+    light; the colours span ``zrange``, shared by the grid, and ``colorbar`` adds a colour bar beside this cell.
+    ``row`` and ``col`` (plotly's subplot) are not used: the axes are the cell.
+    """
+    fig, ax = _axes(target, (3.0, 2.6))
+    shaded = _gouraud(ax, t, *zrange)
+    if colorbar and shaded is not None:
+        fig.colorbar(shaded[2], ax=ax, label=t.zlabel)
+    _outline(ax, 0.6)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
     return fig
 
 

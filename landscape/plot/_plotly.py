@@ -1,8 +1,8 @@
 """The plotly backend: draws the plain data of :mod:`landscape.plot._prepare` into ``plotly.graph_objects.Figure``.
 
 It implements the same functions as :mod:`landscape.plot._matplotlib` (``lines``, ``grid``, ``triangle``,
-``path``, ``plane_curve``, ``panels``, ``save``); each takes the figure to draw into (``None``: a new one)
-and returns the figure. NaN values are gaps (``connectgaps=False``).
+``triangle_cell``, ``path``, ``plane_curve``, ``panels``, ``save``); each takes the figure to draw into
+(``None``: a new one) and returns the figure. NaN values are gaps (``connectgaps=False``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 from landscape.plot._prepare import TRIANGLE, Frame, Grid, Line, PanelGrid, Paths, Triangle, finite_range
 from landscape.plot.style import COLORSCALE, PATH_SCALE, Style, color, rgba
 
-__all__ = ["lines", "grid", "triangle", "path", "plane_curve", "panels", "save"]
+__all__ = ["lines", "grid", "triangle", "triangle_cell", "path", "plane_curve", "panels", "save"]
 
 _STEP = {"post": "hv", "mid": "hvh"}
 
@@ -188,31 +188,45 @@ def grid(target: Any, g: Grid, style: Style, levels: int, *, title: str, square:
     return fig
 
 
+def _outline() -> Any:
+    """The triangle's outline, a closed black line."""
+    outline = np.vstack([TRIANGLE, TRIANGLE[:1]])
+    return go.Scatter(
+        x=outline[:, 0],
+        y=outline[:, 1],
+        mode="lines",
+        line={"color": "black", "width": 1},
+        showlegend=False,
+        hoverinfo="skip",
+    )
+
+
+def _shading(kind: Any, t: Triangle, lo: float, hi: float, size: int, **options: Any) -> list[Any]:
+    """A ``kind`` trace (``go.Contour``, ``go.Heatmap``) of :meth:`Triangle.raster` (``size`` points a side).
+
+    The colours span ``[lo, hi]``; ``options`` are the trace's own. ``[]`` for a grid with fewer than 2 x 2 points.
+    """
+    shade = t.raster(size)
+    if shade is None:
+        return []
+    gx, gy, gz = shade
+    colorbar = {"title": {"text": t.zlabel}}
+    return [
+        kind(x=gx, y=gy, z=gz, zmin=lo, zmax=hi, colorscale=COLORSCALE, colorbar=colorbar, name=t.zlabel, **options)
+    ]
+
+
 def triangle(target: Any, t: Triangle, levels: int, *, title: str) -> Any:
     """Grid points as markers (masked ones as grey crosses) over filled contours of :meth:`Triangle.raster`."""
     fig = _new_fig(target)
     ok = np.isfinite(t.z)
     A, B = np.meshgrid(t.alphas, t.betas)
     lo, hi = finite_range(t.z)
-    shade = t.raster()
-    if shade is not None:
-        gx, gy, gz = shade
-        fig.add_trace(
-            go.Contour(
-                x=gx,
-                y=gy,
-                z=gz,
-                zmin=lo,
-                zmax=hi,
-                colorscale=COLORSCALE,
-                connectgaps=False,
-                contours={"start": lo, "end": hi, "size": (hi - lo) / max(1, int(levels)), "coloring": "fill"},
-                line={"width": 0.5},
-                colorbar={"title": {"text": t.zlabel}},
-                hoverinfo="skip",
-                name=t.zlabel,
-            )
-        )
+    contours = {"start": lo, "end": hi, "size": (hi - lo) / max(1, int(levels)), "coloring": "fill"}
+    shade = _shading(
+        go.Contour, t, lo, hi, 161, connectgaps=False, contours=contours, line={"width": 0.5}, hoverinfo="skip"
+    )
+    fig.add_traces(shade)
     fig.add_trace(
         go.Scatter(
             x=t.xy[..., 0][ok],
@@ -226,7 +240,7 @@ def triangle(target: Any, t: Triangle, levels: int, *, title: str) -> Any:
                 "cmax": hi,
                 "size": 4,
                 "line": {"color": "white", "width": 0.5},
-                "showscale": shade is None,
+                "showscale": not shade,
                 "colorbar": {"title": {"text": t.zlabel}},
             },
             customdata=np.stack([A[ok], B[ok]], 1),
@@ -246,17 +260,7 @@ def triangle(target: Any, t: Triangle, levels: int, *, title: str) -> Any:
                 marker={"symbol": "x", "color": "gray", "size": 6},
             )
         )
-    outline = np.vstack([TRIANGLE, TRIANGLE[:1]])
-    fig.add_trace(
-        go.Scatter(
-            x=outline[:, 0],
-            y=outline[:, 1],
-            mode="lines",
-            line={"color": "black", "width": 1},
-            showlegend=False,
-            hoverinfo="skip",
-        )
-    )
+    fig.add_trace(_outline())
     fig.add_trace(
         go.Scatter(
             x=TRIANGLE[:, 0],
@@ -270,6 +274,25 @@ def triangle(target: Any, t: Triangle, levels: int, *, title: str) -> Any:
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1)
     fig.update_layout(title=title, legend={"orientation": "h", "y": 0.0, "yanchor": "top"})
+    return fig
+
+
+def triangle_cell(
+    target: Any, t: Triangle, zrange: tuple[float, float], *, colorbar: bool, row: int | None, col: int | None
+) -> Any:
+    """The shaded triangle, a heatmap of :meth:`Triangle.raster`, and its outline in subplot ``(row, col)``.
+
+    ``row`` and ``col`` are ``None`` for a figure without subplots. Nothing else is drawn (no markers, vertex
+    names or title), so that a grid of triangles stays light; the colours span ``zrange``, shared by the grid,
+    and ``colorbar`` shows the colour bar of this cell.
+    """
+    fig = _new_fig(target)
+    lo, hi = zrange
+    hover = f"{' / '.join(t.names)}<br>{t.zlabel} %{{z:.3f}}<extra></extra>"
+    # 61 points a side: a cell is small, and a grid of them one page
+    shade = _shading(go.Heatmap, t, lo, hi, 61, showscale=colorbar, hoverongaps=False, hovertemplate=hover)
+    fig.add_traces(shade, rows=row, cols=col)
+    fig.add_trace(_outline(), row=row, col=col)
     return fig
 
 

@@ -10,6 +10,7 @@ at ``(xs[j], ys[i])``; non-finite values are masked (left blank), and ``log=True
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from landscape.analyze.curves import CurveResult
 from landscape.analyze.paths import ProjectedPath
 from landscape.analyze.slice_results import BarycentricResult, BilinearResult, PlaneResult
 from landscape.plot._prepare import Grid, Paths, grid_of, path_runs, plane_curve_xy, triangle_of
-from landscape.plot.style import Canvas, Style, canvas_of, shows_canvas
+from landscape.plot.style import Backend, Canvas, Style, canvas_of, dispatch, shows_canvas
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -31,6 +32,7 @@ __all__ = [
     "plot_surface",
     "plot_bilinear",
     "plot_barycentric",
+    "plot_triangle_cell",
     "plot_plane_curve",
     "plot_trajectory",
 ]
@@ -212,6 +214,49 @@ def plot_barycentric(
     t = triangle_of(result, metric, log, clip)
     draw, target, title = canvas_of("plot_barycentric", canvas, f"{t.zlabel}: barycentric interpolation")
     return draw.triangle(target, t, _levels(levels), title=title)
+
+
+def plot_triangle_cell(
+    result: BarycentricResult,
+    *,
+    zrange: tuple[float, float],
+    metric: str = "loss",
+    log: bool = False,
+    names: Sequence[str] | None = None,
+    colorbar: bool = False,
+    backend: Backend | str = Backend.PLOTLY,
+    fig: Any = None,
+    ax: Any = None,
+    row: int | None = None,
+    col: int | None = None,
+) -> Any:
+    """One cell of a grid of barycentric triangles (Im et al. Table 1): the shaded triangle and its outline.
+
+    Plotly draws a heatmap of the values interpolated on a raster of the triangle (:func:`triangle_raster`),
+    matplotlib :func:`plot_barycentric`'s Gouraud-shaded triangulation; nothing else is drawn (no markers,
+    contour lines, vertex names or title), and the colours span ``zrange``, which the cells of one grid share.
+
+    Args:
+        result: A :class:`BarycentricResult`.
+        zrange: ``(low, high)`` of the colour scale (of ``log10`` of the metric with ``log``).
+        metric: Metric to draw.
+        log: Draw ``log10`` of the metric.
+        names: The three vertices' names, for the hover text (default: the result's anchor labels).
+        colorbar: Show this cell's colour bar (one cell of the grid shows it).
+        backend: ``"plotly"`` or ``"matplotlib"``.
+        fig: The plotly figure to draw into (default: a new figure).
+        ax: The matplotlib axes of the cell (default: a new figure).
+        row: The cell's subplot row in ``fig``, from 1 (plotly; ``None``: a figure without subplots).
+        col: The cell's subplot column in ``fig``, from 1.
+
+    Returns:
+        A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
+    """
+    t = triangle_of(result, metric, log, None)
+    if names is not None:
+        t = dataclasses.replace(t, names=list(names))
+    draw, target = dispatch(backend, fig, ax)
+    return draw.triangle_cell(target, t, zrange, colorbar=colorbar, row=row, col=col)
 
 
 @shows_canvas
