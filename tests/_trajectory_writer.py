@@ -11,8 +11,8 @@ append, printing ``flushed <i>``: snapshots up to ``i`` are on disk and synced; 
     ``upto:N``  append until the store holds ``N`` snapshots, then exit normally.
     ``run:N``   the same; the test SIGKILLs the child at some moment before.
     ``kill:K``  SIGKILL itself at the K-th file-system call of the store (:data:`IO_MODULES`) after opening
-                the store (in the writer thread for pack and index writes); a ``write`` or ``writev`` call
-                first writes half of its bytes (a torn snapshot, batch of snapshots or index line).
+                the store (in the writer thread for pack and index writes); a ``write``, ``writev`` or ``pwrite``
+                call first writes half of its bytes (a torn snapshot, batch of snapshots, index line or reserve).
     ``open:K``  the same, counting from before opening (kills during crash recovery).
 
 Every snapshot is a deterministic function of its index (:func:`expected`), so the test can check
@@ -48,7 +48,9 @@ _LAYOUTS = {
     False: ParamLayout.from_model(nn.Sequential(nn.Linear(40, 50), nn.Linear(50, 3))),
     True: ParamLayout.from_model(nn.Sequential(nn.Linear(40, 80), nn.Linear(80, 3))),
 }
-_COUNTED = {"open", "write", "writev", "fsync", "fdatasync", "close", "replace", "truncate", "ftruncate", "unlink"}
+_COUNTED = {
+    *("open", "write", "writev", "pwrite", "fsync", "fdatasync", "close", "replace", "truncate", "ftruncate", "unlink"),
+}
 
 
 def set_os(value: Any, setattr: Any = setattr) -> None:
@@ -92,6 +94,8 @@ class _KillingOs:
                 elif name == "writev":  # a torn group commit: half of the batch's bytes
                     data = b"".join(bytes(b) for b in args[1])
                     os.write(args[0], data[: max(1, len(data) // 2)])
+                elif name == "pwrite":  # a torn extension of a durable="append" pack's zero reserve
+                    os.pwrite(args[0], bytes(args[1])[: max(1, len(args[1]) // 2)], args[2])
                 os.kill(os.getpid(), signal.SIGKILL)
             return attr(*args, **kwargs)
 

@@ -290,6 +290,90 @@ def test_durable_modes_sync_when_promised(tmp_path, monkeypatch, durable, per_ap
         Trajectory.create(tmp_path / "u", durable="always")
 
 
+def _pack(p):
+    (pack,) = (p / "snapshots").iterdir()
+    return pack
+
+
+def _live_image(tmp_path, n=4):
+    """A ``durable="append"`` writer holding snapshots ``0..n-1``, copied while it is open (a crash image)."""
+    import shutil
+
+    t = Trajectory.create(tmp_path / "live", durable="append")
+    for i in range(n):
+        append_expected(t, i)
+    end = t._records[-1]["off"] + t._records[-1]["size"]
+    img = tmp_path / "image"
+    shutil.copytree(tmp_path / "live", img, ignore=shutil.ignore_patterns(".lock"))
+    t.close()
+    return img, end, t._records[-1]["size"]
+
+
+def test_durable_append_writes_into_a_zero_reserve_that_close_cuts(tmp_path):
+    # every append durable: the pack is grown ahead in zeros so a small append overwrites instead of growing
+    # the file, and its fdatasync has no size to commit; close leaves exactly the snapshots' bytes
+    t = Trajectory.create(tmp_path / "t", durable="append")
+    append_expected(t, 0)
+    pack = _pack(tmp_path / "t")
+    size = pack.stat().st_size
+    assert size >= PackWriter.RESERVE > t._records[0]["size"]
+    for i in range(1, 5):
+        append_expected(t, i)
+        assert pack.stat().st_size == size  # overwritten in place
+    end = t._records[-1]["off"] + t._records[-1]["size"]
+    assert not pack.read_bytes()[end:].rstrip(b"\0")
+    t.close()
+    assert pack.stat().st_size == end
+    assert_all(Trajectory.open(tmp_path / "t"), 5)
+    flushed = store(tmp_path, 3, "f", durable="flush")  # the other modes write no reserve at all
+    assert _pack(flushed).stat().st_size == sum(r["size"] for r in Trajectory.open(flushed)._records)
+
+
+def test_a_crashed_writers_zero_reserve_is_a_tail_to_drop_not_damage(tmp_path):
+    img, end, _ = _live_image(tmp_path)
+    assert _pack(img).stat().st_size > end
+    assert_all(Trajectory.open(img), 4)  # readers see the snapshots, never the zeros
+    report = Trajectory.check(img)
+    assert report.ok and "unused zero-filled reserve" in " ".join(report.torn_tail)
+    with pytest.warns(UserWarning, match="unused zero-filled reserve"):
+        t = Trajectory.open(img, "a")
+    assert _pack(img).stat().st_size == end
+    assert_resumes(t, img, 4)
+
+
+def test_check_repair_cuts_a_zero_reserve_without_moving_zeros_aside(tmp_path):
+    img, end, _ = _live_image(tmp_path)
+    assert cli.main(["check", str(img), "--repair"]) == 0
+    assert _pack(img).stat().st_size == end
+    assert not [q for q in (img / "snapshots").iterdir() if "damaged" in q.name]
+    assert_all(Trajectory.open(img), 4)
+
+
+def test_a_torn_append_into_the_reserve_is_dropped_but_damage_is_refused(tmp_path):
+    img, end, size = _live_image(tmp_path)
+    data = _pack(img).read_bytes()
+    frame = data[end - size : end]
+    with open(_pack(img), "r+b") as fh:  # snapshot 4 was being written when the power failed: half of it
+        fh.seek(end)
+        fh.write(frame[: size // 2])
+    with pytest.warns(UserWarning, match="partial snapshot 4"):
+        t = Trajectory.open(img, "a")
+    assert_resumes(t, img, 4)
+    # a snapshot whose written bytes do not end in the reserve's zeros is damage: refused, nothing changed
+    img2, end2, size2 = _live_image(tmp_path / "second")
+    lines = (img2 / "index.jsonl").read_bytes().split(b"\n")
+    (img2 / "index.jsonl").write_bytes(b"\n".join(lines[:-2] + [b""]))  # the index lost snapshot 3's line
+    with open(_pack(img2), "r+b") as fh:  # one flipped byte; the snapshot ends in a few zero bytes of its own
+        fh.seek(end2 - 1 - size2 // 4)
+        byte = fh.read(1)
+        fh.seek(end2 - 1 - size2 // 4)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    before = files(img2)
+    with pytest.raises(CorruptTrajectoryError, match="nothing was changed"):
+        Trajectory.open(img2, "a")
+    assert files(img2) == before
+
+
 def test_append_model_does_not_rebuild_the_layout_per_snapshot(tmp_path, monkeypatch):
     calls = []
     real = ParamLayout.from_model.__func__

@@ -26,6 +26,7 @@ from landscape.trajectory.fileformat import (
     SegmentTable,
     TrajectoryError,
     check_tensors,
+    crash_tail,
     index_line,
     manifest_bytes,
     opens_segment,
@@ -215,6 +216,7 @@ def _check_v2(p: Path, segs: SegmentTable, rep: CheckReport, manifest_ok: bool, 
     ends: dict[str, int] = {}  # pack -> end of its last verified snapshot
     seg_info: dict[int, str] = {}  # segment -> its layout as the first snapshot of a pack states it
     packs = pack_names(snapdir)
+    indexed = {(r["file"], r["off"]) for r in idx.values()}
     for name in packs:
         data = (snapdir / name).read_bytes()
         starts = sorted({0} | {r["off"] for r in idx.values() if r["file"] == name})
@@ -243,6 +245,12 @@ def _check_v2(p: Path, segs: SegmentTable, rep: CheckReport, manifest_ok: bool, 
                             seg_info.setdefault(rec["seg"], h["__metadata__"]["segment"])
                         at += size
                         continue
+            last = name == packs[-1] and not [s for s in starts if s > at] and (name, at) not in indexed
+            if last and crash_tail(data, at, size):
+                zeros = not data[at:].rstrip(b"\0")
+                what = "unused zero-filled reserve" if zeros else "partial snapshot in the reserve"
+                rep.torn_tail.append(f"{SNAPDIR}/{name}: {what} at byte {at} ({len(data) - at} bytes)")
+                break
             rep.problems.append((f"{SNAPDIR}/{name}", f"byte {at}: snapshot {what}"))
             nxt = [s for s in starts if s > at]  # resynchronize at the next offset the index knows
             if not nxt:
@@ -292,7 +300,13 @@ def _check_v2(p: Path, segs: SegmentTable, rep: CheckReport, manifest_ok: bool, 
     for name in packs:  # bytes no kept snapshot uses are moved aside, never deleted
         f, end = snapdir / name, kept_end.get(name, 0)
         size = f.stat().st_size
-        if size > end:
+        with open(f, "rb") as fh:
+            fh.seek(end)
+            zeros = not fh.read().rstrip(b"\0")
+        if size > end and zeros and end:  # a crashed writer's unused reserve: no data to keep
+            os.truncate(f, end)
+            rep.actions.append(f"removed the {size - end} bytes of unused zero-filled reserve at the end of {f}")
+        elif size > end:
             aside = snapdir / f"{name}.damaged-{end}"
             with open(f, "rb") as src, open(aside, "xb") as dst:
                 src.seek(end)

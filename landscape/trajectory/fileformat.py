@@ -425,6 +425,23 @@ def opens_segment(seg: int, n: int, started: int, known: int, where: str) -> boo
     return False
 
 
+def crash_tail(data: bytes, at: int, size: int, base: int = 0) -> bool:
+    """Whether ``data[at:]`` is what a crash leaves in a ``durable="append"`` writer's zero-filled reserve.
+
+    Either zeros only (the unused reserve), or a snapshot that fails its checks (``size``: its length as its
+    header states) whose write stopped early: from a 512-byte sector boundary inside it (a disk writes whole
+    sectors) to the end of the file there are only zeros, and the file goes on past it. ``base`` is the file
+    offset of ``data[0]``. Anything else is damage.
+    """
+    written = len(data[at:].rstrip(b"\0"))
+    if written == 0:
+        return True
+    if not 0 < written < size < len(data) - at:
+        return False
+    sector = -(-(base + at + written) // 512) * 512  # the first sector boundary after the last byte written
+    return sector < base + at + size
+
+
 def scan_tail(
     snapdir: Path, n: int, last: Mapping[str, Any] | None
 ) -> tuple[list[dict[str, Any]], tuple[str, int] | None, str | None]:
@@ -468,6 +485,9 @@ def scan_tail(
                 break
             blob = bytes(view[at : at + size])
             what = "is not a snapshot" if h is None else verify_blob(blob, h, None, None)
+            if what and crash_tail(data, at, size, pos):
+                incomplete = (name, pos + at)
+                break
             rec = None if what else json.loads(h["__metadata__"]["record"])  # type: ignore[index]
             if rec is not None and rec.get("i") != n + len(out):
                 what = f"holds snapshot {rec.get('i')} where {n + len(out)} belongs"

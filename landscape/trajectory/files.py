@@ -23,7 +23,7 @@ try:  # advisory locks; released by the OS when the holder dies (also on SIGKILL
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["acquire_lock", "file_lock", "fsync_path", "write_all", "write_atomic"]
+__all__ = ["acquire_lock", "file_lock", "fsync_path", "write_all", "write_all_at", "write_atomic"]
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
@@ -31,6 +31,14 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:  # one write in practice
         view = view[os.write(fd, view) :]
+
+
+def write_all_at(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` to ``fd`` at ``offset`` (``os.pwrite`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def fsync_path(path: str | os.PathLike[str]) -> None:

@@ -134,12 +134,17 @@ class StoreIndex:
         if incomplete:
             name, pos = incomplete
             f = self.path / SNAPDIR / name
-            size = f.stat().st_size
+            with open(f, "rb") as fh:
+                fh.seek(pos)
+                rest = fh.read()
             if pos:
                 os.truncate(f, pos)
             else:
                 os.unlink(f)
-            self.dropped.append(f"partial snapshot {len(self._records)} ({size - pos} bytes at the end of {f})")
+            what = (
+                "the unused zero-filled reserve" if not rest.rstrip(b"\0") else f"partial snapshot {len(self._records)}"
+            )
+            self.dropped.append(f"{what} ({len(rest)} bytes at the end of {f})")
 
     def _recover(self) -> None:
         """Open-for-append recovery: drop a torn index line and a partial last snapshot, index complete ones."""

@@ -10,7 +10,11 @@ What a completed call guarantees:
 * ``append``, ``durable="append"`` (``True``, the default): the snapshot is written and its pack
   ``fdatasync``-ed: it survives the death of the process (SIGKILL included) and an operating-system crash
   or power loss. That costs one ``fdatasync`` per append (done by the appending thread, which has to wait
-  for it anyway).
+  for it anyway). Small snapshots are written into a zero-filled reserve at the end of the pack
+  (``PackWriter.RESERVE`` bytes, extended as it fills, cut off at close): an overwrite leaves the file's
+  size alone, so its ``fdatasync`` has no metadata to commit (10 KB: 90-140 us against 190-330 us for a
+  growing file on this project's disk). A crash leaves the rest of the reserve, zeros, after the last
+  snapshot; recovery removes it like any other incomplete tail.
 * ``append``, ``durable="flush"`` or ``False``: the snapshot is copied (later changes to the caller's
   tensors or model do not reach it) and queued. The writer hands it to the operating system within
   ``PackWriter.LINGER`` (0.05 s), sooner once ``PackWriter.BATCH`` (64) snapshots or 4 MB are queued;
@@ -40,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from landscape.trajectory.fileformat import SNAPDIR, Frame, TrajectoryError, index_line
-from landscape.trajectory.files import fsync_path, write_all
+from landscape.trajectory.files import fsync_path, write_all, write_all_at
 
 __all__: list[str] = []
 
@@ -93,6 +97,8 @@ class PackWriter:
     MAX_QUEUE, MAX_BYTES = 256, 64 * 2**20
     #: The thread wakes for this many queued snapshots or bytes, for a sync, or after LINGER seconds.
     BATCH, BATCH_BYTES, LINGER = 64, 4 * 2**20, 0.05
+    #: ``durable="append"``: snapshots of at most RESERVE_MAX bytes go into a zero-filled reserve of RESERVE bytes.
+    RESERVE, RESERVE_MAX = 2**20, 2**18
     #: Write in a thread (True) or in the appending thread once BATCH snapshots are queued (False).
     #: ``durable="append"`` always writes in the appending thread: it waits for every sync anyway.
     THREADED = True
@@ -111,6 +117,7 @@ class PackWriter:
         self.index_fd, self.index_size, self.dir_fd = index_fd, index_size, dir_fd
         self.pack_fd: int | None = None
         self.pack_name, self.unsynced = "", False
+        self.pack_end = self.pack_reserved = 0  # the pack's written bytes and its size with the reserve
         self.cond = threading.Condition(threading.Lock())
         self.queue: collections.deque[WriteItem] = collections.deque()
         self.seq = 0  # items queued so far
@@ -179,6 +186,8 @@ class PackWriter:
             if self.thread is not None and self.thread is not threading.current_thread():
                 self.thread.join()
         WRITERS.discard(self)
+        with contextlib.suppress(OSError):
+            self._cut_reserve()
         for name in ("pack_fd", "index_fd", "dir_fd"):
             fd = getattr(self, name)
             if fd is not None:
@@ -303,6 +312,9 @@ class PackWriter:
             if pack_start is not None and pack_start[0] is not None:
                 with contextlib.suppress(OSError):
                     os.ftruncate(pack_start[0], pack_start[1])
+                    if pack_start[0] == self.pack_fd:  # (no O_APPEND: the offset goes back by hand)
+                        os.lseek(self.pack_fd, pack_start[1], os.SEEK_SET)
+                        self.pack_end = self.pack_reserved = pack_start[1]
             with contextlib.suppress(OSError):
                 os.ftruncate(self.index_fd, index_start)
             raise
@@ -315,12 +327,25 @@ class PackWriter:
         for k in range(0, len(chunk), 512):  # IOV_MAX is 1024 on Linux
             part = chunk[k : k + 512]
             total = sum(len(b) for b in part)
-            n = os.writev(self.pack_fd, part)
+            n = os.writev(self.pack_fd, part)  # at the descriptor's offset, kept at pack_end
             if n < total:  # a short write (signal, disk nearly full): write the rest plainly
                 write_all(self.pack_fd, b"".join(bytes(b) for b in part)[n:])
+            end = self.pack_end = self.pack_end + total
+            if self.durable == "append" and total <= self.RESERVE_MAX and end > self.pack_reserved:
+                # zeros after the data, synced with it: later small appends overwrite them (see the module docs)
+                self.pack_reserved = end + self.RESERVE
+                write_all_at(self.pack_fd, bytes(self.RESERVE), end)
+            self.pack_reserved = max(self.pack_reserved, end)
+
+    def _cut_reserve(self) -> None:
+        """Cut the current pack's unused reserve (at close or a new pack; a crash leaves it to recovery)."""
+        if self.pack_fd is not None and self.pack_reserved > self.pack_end:
+            os.ftruncate(self.pack_fd, self.pack_end)
+            self.pack_reserved = self.pack_end
 
     def _new_pack(self, name: str) -> None:
         if self.pack_fd is not None:
+            self._cut_reserve()
             if self.unsynced and self.durable != "append":
                 os.fdatasync(self.pack_fd)  # flush() only syncs the current pack (rare: once per pack)
             os.close(self.pack_fd)
@@ -330,8 +355,8 @@ class PackWriter:
             if self.durable:
                 fsync_path(self.root)
             self.dir_fd = os.open(self.root / SNAPDIR, os.O_RDONLY)
-        self.pack_fd = os.open(self.root / SNAPDIR / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        self.pack_name = name
+        self.pack_fd = os.open(self.root / SNAPDIR / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self.pack_name, self.pack_end, self.pack_reserved = name, 0, 0
         if self.durable == "append":
             os.fsync(self.dir_fd)  # the new pack's directory entry
         self.unsynced = True
