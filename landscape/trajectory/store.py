@@ -20,7 +20,8 @@ A trajectory lives in memory (``Trajectory()``) or in a directory; both behave t
 bytes are complete in its pack exists even if its index line is missing or torn: opening rolls such
 tail snapshots forward after verifying their digests (mode ``"a"`` writes their index lines). The only
 thing recovery ever removes is one incomplete tail: a torn last index line without its newline and a
-partial last snapshot (or partial batch of snapshots) at the end of the last pack. Anything else that
+partial last snapshot (or partial batch of snapshots) at the end of the last pack, with the zeros of a
+``durable="append"`` writer's reserve after it (:func:`~landscape.trajectory.fileformat.crash_tail`). Anything else that
 does not verify is damage: open refuses, every file is left in place, and :meth:`Trajectory.check`
 (``python -m landscape check DIR``) reports it and, with ``repair=True``, rebuilds the index (and a
 damaged manifest's segments) from intact packs. Whatever survives the death of the writer is a prefix
