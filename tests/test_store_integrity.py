@@ -645,6 +645,40 @@ def test_a_forked_child_cannot_append_through_its_parents_writer(tmp_path):
     assert len(Trajectory.open(tmp_path / "t")) == 1
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_exiting_leaves_its_parents_durable_appends_alone(tmp_path):
+    # A child forked from a durable="append" writer (a data-loader worker, a user's os.fork) that exits through
+    # the interpreter's exit hook must not cut the pack's zero reserve: the parent appended into it since the fork.
+    from landscape.trajectory import writer as writer_module
+
+    p = tmp_path / "t"
+    t = Trajectory.create(p)
+    for i in range(2):
+        append_expected(t, i)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(w)
+            os.read(r, 1)  # the parent's appends 2-4 returned: they are synced
+            writer_module.drain_writers()  # what atexit runs at the child's exit
+        except BaseException:  # noqa: BLE001
+            code = 1
+        os._exit(code)
+    os.close(r)
+    for i in range(2, 5):
+        append_expected(t, i)
+    os.write(w, b"x")
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert_all(Trajectory.open(p), 5)  # before the parent closes: its appends were acknowledged
+    t.close()
+    assert_all(Trajectory.open(p), 5)
+    assert Trajectory.check(p).ok
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs SIGKILL")
 def test_queued_snapshots_reach_the_disk_without_flush_and_then_survive_sigkill(tmp_path):

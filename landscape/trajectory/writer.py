@@ -186,8 +186,9 @@ class PackWriter:
             if self.thread is not None and self.thread is not threading.current_thread():
                 self.thread.join()
         WRITERS.discard(self)
-        with contextlib.suppress(OSError):
-            self._cut_reserve()
+        if not self.forked:  # a forked child's copy must not cut the parent's pack under its later appends
+            with contextlib.suppress(OSError):
+                self._cut_reserve()
         for name in ("pack_fd", "index_fd", "dir_fd"):
             fd = getattr(self, name)
             if fd is not None:
