@@ -374,6 +374,25 @@ def test_a_torn_append_into_the_reserve_is_dropped_but_damage_is_refused(tmp_pat
     assert files(img2) == before
 
 
+def test_an_index_that_outran_its_pack_is_damage_even_inside_the_reserve(tmp_path):
+    # A store copied while live: the pack copied before snapshot 4 reached it, the index after. The pack is
+    # long enough (its zero reserve) for every offset the index names, but snapshot 4 there is zeros: damage
+    # that mode "a" must refuse (it used to cut the reserve, keep the zeros as snapshot 4 and append after
+    # them, leaving a store that check --repair could no longer mend), and that check --repair trims.
+    import shutil
+
+    img, _, _ = _live_image(tmp_path)  # snapshots 0-3 and the reserve
+    live = store(tmp_path, 5, "whole")  # the same five snapshots: its index is the one copied a moment later
+    shutil.copy(live / "index.jsonl", img / "index.jsonl")
+    before = files(img)
+    with pytest.raises(CorruptTrajectoryError, match=r"not hold snapshot 4 .*outran the pack.*nothing was changed"):
+        Trajectory.open(img, "a")
+    assert files(img) == before
+    report = Trajectory.check(img, repair=True)
+    assert report.repaired and report.intact == [0, 1, 2, 3]
+    assert_resumes(quiet_open(img, "a"), img, 4)
+
+
 def test_append_model_does_not_rebuild_the_layout_per_snapshot(tmp_path, monkeypatch):
     calls = []
     real = ParamLayout.from_model.__func__

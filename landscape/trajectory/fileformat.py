@@ -442,6 +442,20 @@ def crash_tail(data: bytes, at: int, size: int, base: int = 0) -> bool:
     return sector < base + at + size
 
 
+def _holds(fd: int, rec: Mapping[str, Any]) -> bool:
+    """Whether the pack open as ``fd`` holds the header of index record ``rec`` where the record says.
+
+    A pack written with a ``durable="append"`` reserve is long enough for any offset inside the reserve, so
+    only the header tells an index that outran its pack (a store copied while live) from one that did not.
+    """
+    head = os.pread(fd, 8, rec["off"])
+    size = int.from_bytes(head, "little") if len(head) == 8 else 0
+    if not 0 < size <= min(rec["size"] - 8, 100_000_000):
+        return False
+    _, h = read_header(head + os.pread(fd, size, rec["off"] + 8))
+    return h is not None and h["__metadata__"].get("digest") == rec["digest"]
+
+
 def scan_tail(
     snapdir: Path, n: int, last: Mapping[str, Any] | None
 ) -> tuple[list[dict[str, Any]], tuple[str, int] | None, str | None]:
@@ -465,6 +479,9 @@ def scan_tail(
             with open(snapdir / name, "rb") as fh:
                 if os.fstat(fh.fileno()).st_size < pos:
                     return out, None, f"{snapdir / name} is shorter than the index says ({pos} bytes)"
+                if last is not None and not out and pos and not _holds(fh.fileno(), last):
+                    where = f"byte {last['off']}, where the index says (the index outran the pack)"
+                    return out, None, f"{snapdir / name} does not hold snapshot {n - 1} at {where}"
                 fh.seek(pos)
                 data = fh.read()
         except FileNotFoundError:
