@@ -374,6 +374,34 @@ def test_a_torn_append_into_the_reserve_is_dropped_but_damage_is_refused(tmp_pat
     assert files(img2) == before
 
 
+def test_an_append_torn_inside_its_header_in_the_reserve_is_dropped(tmp_path):
+    # Power failed while snapshot 4 was written into the reserve, and the disk kept only the sectors up to a
+    # boundary inside its safetensors header: the header does not parse, but this is a crash tail, not damage.
+    img, end, _ = _live_image(tmp_path)
+    whole = store(tmp_path, 5, "whole")
+    rec = Trajectory.open(whole)._records[4]
+    frame = _pack(whole).read_bytes()[rec["off"] : rec["off"] + rec["size"]]
+    cut = 512 - end % 512  # the bytes up to the first sector boundary after the snapshot's start
+    assert cut < 8 + int.from_bytes(frame[:8], "little")  # ... fall inside its header
+    with open(_pack(img), "r+b") as fh:
+        fh.seek(end)
+        fh.write(frame[:cut])
+    report = Trajectory.check(img)
+    assert report.ok and "partial snapshot in the reserve" in " ".join(report.torn_tail)
+    with pytest.warns(UserWarning, match="partial snapshot 4"):
+        t = Trajectory.open(img, "a")
+    assert_resumes(t, img, 4)
+    # a complete snapshot whose header was damaged is still damage: refused, nothing changed
+    img2, end2, size2 = _live_image(tmp_path / "second")
+    lines = (img2 / "index.jsonl").read_bytes().split(b"\n")
+    (img2 / "index.jsonl").write_bytes(b"\n".join(lines[:-2] + [b""]))  # the index lost snapshot 3's line
+    _flip(_pack(img2), end2 - size2 + 20, 0x80)  # a byte of its header's JSON: no longer UTF-8
+    before = files(img2)
+    with pytest.raises(CorruptTrajectoryError, match="nothing was changed"):
+        Trajectory.open(img2, "a")
+    assert files(img2) == before
+
+
 def test_an_index_that_outran_its_pack_is_damage_even_inside_the_reserve(tmp_path):
     # A store copied while live: the pack copied before snapshot 4 reached it, the index after. The pack is
     # long enough (its zero reserve) for every offset the index names, but snapshot 4 there is zeros: damage

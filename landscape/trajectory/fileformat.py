@@ -431,8 +431,11 @@ def crash_tail(data: bytes, at: int, size: int, base: int = 0) -> bool:
     Either zeros only (the unused reserve), or a snapshot that fails its checks (``size``: its length as its
     header states) whose write stopped early: from a 512-byte sector boundary inside it (a disk writes whole
     sectors) to the end of the file there are only zeros, and the file goes on past it. ``base`` is the file
-    offset of ``data[0]``. Anything else is damage.
+    offset of ``data[0]``. Anything else is damage. A header that does not parse (``size`` 0) may be one
+    whose write stopped inside it: the snapshot is then taken to be as long as its stated header.
     """
+    if size <= 0 and len(data) - at >= 8:
+        size = 8 + int.from_bytes(data[at : at + 8], "little")
     written = len(data[at:].rstrip(b"\0"))
     if written == 0:
         return True
