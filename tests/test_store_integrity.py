@@ -777,6 +777,39 @@ def test_a_failed_sync_names_the_first_unwritten_snapshot(tmp_path, monkeypatch)
     assert len(t) == 0
 
 
+class _FullDiskOs:
+    """``os`` for the store's modules on a disk with room for snapshots but not for a 1 MiB zero reserve."""
+
+    def __getattr__(self, name):
+        if name != "pwrite":
+            return getattr(os, name)
+
+        def pwrite(fd, data, offset):
+            if len(data) > 4096:
+                os.pwrite(fd, bytes(data[:4096]), offset)  # what fitted, then the disk is full
+                raise OSError(28, "No space left on device")
+            return os.pwrite(fd, data, offset)
+
+        return pwrite
+
+
+def test_a_disk_too_full_for_the_zero_reserve_still_takes_durable_appends(tmp_path, monkeypatch):
+    # The reserve only saves a metadata sync: a disk with room for the snapshots but not for 1 MiB of zeros
+    # must take every append (it failed the first append of each pack), and leave no zeros behind.
+    writer.set_os(_FullDiskOs(), monkeypatch.setattr)
+    p = tmp_path / "t"
+    t = Trajectory.create(p)
+    for i in range(3):
+        append_expected(t, i)
+        end = t._records[-1]["off"] + t._records[-1]["size"]
+        assert _pack(p).stat().st_size == end  # no reserve, nor the part of it that fitted
+    t.close()
+    writer.set_os(os, monkeypatch.setattr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing for recovery to drop
+        assert_resumes(Trajectory.open(p, "a"), p, 3)
+
+
 def test_a_failed_durable_append_starting_a_segment_keeps_the_earlier_segments(tmp_path, monkeypatch):
     t = Trajectory.create(tmp_path / "t")  # durable="append": written and synced inside append
     t.append(torch.zeros(2))
