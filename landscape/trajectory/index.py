@@ -28,7 +28,7 @@ from landscape.trajectory.fileformat import (
     record_json,
     scan_tail,
 )
-from landscape.trajectory.files import write_atomic
+from landscape.trajectory.files import fsync_path, write_atomic
 
 __all__: list[str] = []
 
@@ -141,6 +141,8 @@ class StoreIndex:
                 os.truncate(f, pos)
             else:
                 os.unlink(f)
+            if self._durable:  # before a new pack can follow this one (a lost cut would end it in damage)
+                fsync_path(f if pos else f.parent)
             what = (
                 "the unused zero-filled reserve" if not rest.rstrip(b"\0") else f"partial snapshot {len(self._records)}"
             )

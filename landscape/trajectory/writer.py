@@ -357,10 +357,14 @@ class PackWriter:
         self.pack_reserved = end + self.RESERVE
 
     def _cut_reserve(self) -> None:
-        """Cut the current pack's unused reserve (at close or a new pack; a crash leaves it to recovery)."""
+        """Cut the current pack's unused reserve (at close or a new pack; a crash leaves it to recovery).
+
+        The cut is synced: zeros that came back after a power failure would end a pack that is no longer the last.
+        """
         if self.pack_fd is not None and self.pack_reserved > self.pack_end:
             os.ftruncate(self.pack_fd, self.pack_end)
             self.pack_reserved = self.pack_end
+            os.fdatasync(self.pack_fd)
 
     def _new_pack(self, name: str) -> None:
         if self.pack_fd is not None:
