@@ -155,6 +155,23 @@ NARROW_LOSSES = {
     "F.log_softmax": (lambda out, y: nn.functional.nll_loss(nn.functional.log_softmax(out, 1), y), True),
     "Tensor.log_softmax": (lambda out, y: nn.functional.nll_loss(out.log_softmax(dim=-1), y), True),
     "label smoothing": (nn.CrossEntropyLoss(label_smoothing=0.1), False),  # the native path
+    "probability targets": (
+        lambda out, y: nn.functional.cross_entropy(out, nn.functional.one_hot(y, 3).to(F64)),
+        False,
+    ),
+    "reduction none in a closure": (
+        lambda out, y: (nn.functional.cross_entropy(out, y, reduction="none") ** 2).mean(),
+        True,
+    ),
+    "weights, sum, some ignored": (
+        lambda out, y: nn.functional.cross_entropy(
+            out,
+            torch.where(torch.arange(len(y)) % 3 == 0, -100, y),
+            torch.tensor([0.5, 1.0, 2.0], dtype=F64),
+            reduction="sum",
+        ),
+        True,
+    ),
 }
 
 
@@ -174,6 +191,37 @@ def test_narrow_class_cross_entropy_kernels_keep_the_hessian_exact(case: str) ->
     with CurvatureOps():
         names = _grad_fn_names(loss(z, y))
     assert ("LogSoftmaxBackward0" not in names) == routed, names
+
+
+def test_narrow_class_cross_entropy_over_k_dimensional_outputs_keeps_the_hessian_exact() -> None:
+    # (N, C, d) logits with (N, d) targets: the class axis is dim 1, as torch's cross-entropy reads it
+    torch.manual_seed(5)
+    m = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3 * 2), nn.Unflatten(1, (3, 2))).double()
+    X, y = torch.randn(300, 4, dtype=F64), torch.randint(0, 3, (300, 2))
+    for loss in (nn.CrossEntropyLoss(), lambda out, t: nn.functional.nll_loss(out.log_softmax(dim=1), t)):
+        op = HessianOperator(m, loss, [(X, y)], dtype=F64, micro_batch_size=None)
+        torch.testing.assert_close(op.dense(), dense_hessian(m, loss, X, y), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda z: torch.log_softmax(z, 1, torch.float64),
+        lambda z: z.log_softmax(1, torch.float64),
+        lambda z: nn.functional.log_softmax(z, 1, 3, torch.float64),
+    ],
+    ids=["torch", "Tensor", "functional"],
+)
+def test_narrow_log_softmax_keeps_a_dtype_passed_by_position(call) -> None:
+    # a float32 model asking for its log-probabilities in float64 gets them in float64 under the kernels too
+    from landscape.curvature._kernels import CurvatureOps
+
+    z = torch.randn(300, 3)
+    want = call(z)
+    with CurvatureOps():
+        got = call(z)
+    assert got.dtype == want.dtype == F64
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -290,6 +290,11 @@ def _narrow_log_softmax(z: Any, dim: Any) -> Tensor | None:
     return z - torch.logsumexp(z, dim, keepdim=True) if _narrow(z, dim) else None
 
 
+def _positional_dtype(args: tuple) -> bool:
+    """Whether a log-softmax call passes its ``dtype`` by position (``torch.log_softmax(z, 1, torch.float64)``)."""
+    return any(isinstance(a, torch.dtype) for a in args[2:])
+
+
 def _narrow_cross_entropy(a: dict[str, Any]) -> Tensor | None:
     """``F.cross_entropy`` (bound arguments ``a``) over a narrow class axis from ``logsumexp``, else ``None``.
 
@@ -405,7 +410,7 @@ class CurvatureOps(TorchFunctionMode):
             out = self._max_pool(_bind(_POOL_ARGS, (None, None, None, 0, 1, False, False), args, kwargs))
             if out is not None:
                 return out
-        elif func in _LOG_SOFTMAXES and args and not kwargs.get("dtype"):
+        elif func in _LOG_SOFTMAXES and args and not kwargs.get("dtype") and not _positional_dtype(args):
             out = _narrow_log_softmax(args[0], args[1] if len(args) > 1 else kwargs.get("dim"))
             if out is not None:
                 return out
