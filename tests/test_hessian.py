@@ -400,6 +400,34 @@ def test_lanczos_finds_repeated_eigenvalues_after_breakdown() -> None:
     torch.testing.assert_close(pairs.values, torch.tensor([5.0, 5.0, 3.0], dtype=F64))
 
 
+@pytest.mark.parametrize("basis_dtype", [F64, torch.float32])
+def test_lanczos_stops_each_probe_at_its_own_invariant_subspace_and_leaves_v0_alone(basis_dtype) -> None:
+    # diag(1 x 20, 2 x 20, 5 x 10): a probe's Krylov space holds one vector per distinct eigenvalue it touches,
+    # so probe 0 (an eigenvector) breaks down after 1 step, probe 1 (eigenvalues 1 and 2) after 2, probe 2 after 3,
+    # while the other recurrences go on; the Ritz values are those eigenvalues exactly
+    from landscape.curvature.lanczos import lanczos, ritz
+
+    d = torch.tensor([1.0] * 20 + [2.0] * 20 + [5.0] * 10, dtype=F64)
+    g = torch.Generator().manual_seed(0)
+    probes = torch.randn(3, 50, generator=g, dtype=F64)
+    probes[0, 1:] = 0.0
+    probes[1, 40:] = 0.0
+    v0 = probes.T  # (n, p) with contiguous rows: its transpose is the recurrences' own layout
+    for start in (v0, v0[:, 2:].contiguous()):  # three probes, and one (an (n, 1) column)
+        before = start.clone()
+        run = lanczos(lambda V: d[:, None] * V, start, 8, keep_basis=True, basis_dtype=basis_dtype)
+        assert torch.equal(start, before)  # the caller's start vectors are not normalized in place
+        expected = [[1.0], [1.0, 2.0], [1.0, 2.0, 5.0]][3 - start.shape[1] :]
+        assert run.lengths.tolist() == [len(e) for e in expected]
+        tol = 1e-12 if basis_dtype == F64 else 1e-5
+        for j, e in enumerate(expected):
+            theta, _ = ritz(run.alpha[j], run.beta[j], len(e))
+            np.testing.assert_allclose(theta, e, rtol=0, atol=tol)
+            Q = run.basis[j].to(F64)
+            torch.testing.assert_close(Q[: len(e)] @ Q[: len(e)].T, torch.eye(len(e), dtype=F64), rtol=0, atol=tol)
+            assert not Q[len(e) :].any()  # rows past a breakdown stay zero
+
+
 def test_directions_are_full_length_eigenvectors(cnn_case) -> None:
     m, X, y, H = cnn_case
     op = HessianOperator(m, LOSS, (X, y), params="conv2", dtype=F64)

@@ -149,7 +149,7 @@ def lanczos(
     norms = q.norm(dim=1)
     if bool((norms == 0).any()):
         raise ValueError("a start vector is zero")
-    q /= norms[:, None]
+    q = q / norms[:, None]  # (not in place: q may be v0's own storage, whose transpose is contiguous)
     basis = torch.zeros(p, steps, n, dtype=basis_dtype)
     alpha = torch.zeros(p, steps, dtype=torch.float64)
     beta = torch.zeros(p, max(steps - 1, 0), dtype=torch.float64)
