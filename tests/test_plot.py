@@ -313,6 +313,27 @@ def test_triangle_cell_draws_the_shading_into_the_given_cell_in_the_shared_range
     assert len(alone.axes[0].collections) == 1
 
 
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_triangle_cell_refuses_wrong_inputs_by_name(setup, backend):
+    import matplotlib.pyplot as plt
+
+    r, figs = setup["bary"], plt.get_fignums()
+    wrong = {
+        "zrange": [{"zrange": z} for z in [(1.0, 0.0), (np.nan, 1.0), (0.0, np.inf), (0, 1, 2), 1.0, None]],
+        "names": [{"zrange": (0, 1), "names": n} for n in [["a", "b"], "abc", ["a", "b", "c", "d"]]],
+        "row": [{"zrange": (0, 1), "row": 1}, {"zrange": (0, 1), "col": 1}],
+    }
+    for name, calls in wrong.items():
+        for kw in calls:
+            with pytest.raises(ValueError, match=f"{name}="):  # (a reversed range drew inverted or failed late)
+                plot.plot_triangle_cell(r, backend=backend, **kw)
+    if backend == "matplotlib":  # the axes are the cell: a plotly subplot position is not silently dropped
+        with pytest.raises(ValueError, match="row= and col=.*ax="):
+            plot.plot_triangle_cell(r, zrange=(0, 1), backend=backend, row=1, col=1)
+    flat = plot.plot_triangle_cell(r, zrange=(2.0, 2.0), backend=backend)  # one value: a valid, flat range
+    assert flat is not None and plt.get_fignums() == figs  # no pyplot figure left behind
+
+
 # ----------------------------------------------------------------------------------------------- trajectory
 @pytest.fixture(scope="module")
 def pca_case(setup):

@@ -227,7 +227,7 @@ def triangle_cell(
 
     Nothing else is drawn (no contour lines, markers, vertex names or title), so that a grid of triangles stays
     light; the colours span ``zrange``, shared by the grid, and ``colorbar`` adds a colour bar beside this cell.
-    ``row`` and ``col`` (plotly's subplot) are not used: the axes are the cell.
+    ``row`` and ``col`` (plotly's subplot) are always ``None`` here: the axes are the cell.
     """
     fig, ax = _axes(target, (3.0, 2.6))
     shaded = _gouraud(ax, t, *zrange)

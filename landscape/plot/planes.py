@@ -251,12 +251,34 @@ def plot_triangle_cell(
 
     Returns:
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
+
+    Raises:
+        ValueError: If ``zrange`` is not two finite numbers, low first; ``names`` not three names; ``row``
+            without ``col`` (or the other way round), or either with matplotlib (its cell is ``ax``).
     """
     t = triangle_of(result, metric, log, None)
     if names is not None:
-        t = dataclasses.replace(t, names=list(names))
+        if isinstance(names, str) or len(names) != 3:
+            raise ValueError(f"names= names the triangle's three vertices, got {names!r}")
+        t = dataclasses.replace(t, names=[str(n) for n in names])
+    lo_hi = _colour_range(zrange)
     draw, target = dispatch(backend, fig, ax)
-    return draw.triangle_cell(target, t, zrange, colorbar=colorbar, row=row, col=col)
+    if (row is None) != (col is None):
+        raise ValueError(f"row= and col= place the cell in a plotly subplot together, got row={row!r}, col={col!r}")
+    if row is not None and parse_option(Backend, backend, "backend") is Backend.MATPLOTLIB:
+        raise ValueError("row= and col= place the cell in a plotly figure's subplots; matplotlib draws into ax=")
+    return draw.triangle_cell(target, t, lo_hi, colorbar=colorbar, row=row, col=col)
+
+
+def _colour_range(zrange: Any) -> tuple[float, float]:
+    """``zrange`` as ``(low, high)``: two finite numbers, ``low <= high``."""
+    try:
+        lo, hi = (float(v) for v in zrange)
+    except (TypeError, ValueError):
+        raise ValueError(f"zrange= is the colour scale's (low, high), two numbers; got {zrange!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+        raise ValueError(f"zrange= must be two finite numbers, low first; got {zrange!r}")
+    return lo, hi
 
 
 @shows_canvas
