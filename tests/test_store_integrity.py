@@ -329,6 +329,25 @@ def test_durable_append_writes_into_a_zero_reserve_that_close_cuts(tmp_path):
     assert _pack(flushed).stat().st_size == sum(r["size"] for r in Trajectory.open(flushed)._records)
 
 
+def test_a_reader_follows_a_live_writer_through_the_reserve_large_snapshots_and_a_new_pack(tmp_path):
+    p = tmp_path / "t"
+    t = Trajectory.create(p)
+    r = None
+    for i in range(writer.SWITCH + 2):  # the grown network starts a second pack
+        e = writer.expected(i)
+        if i % 3 == 1:  # larger than RESERVE_MAX: written past the reserve, not into it
+            e["tags"] = {**e["tags"], "pad": "x" * (PackWriter.RESERVE_MAX + 1)}
+        t.append(e.pop("vector"), **e)
+        if r is None:
+            r = Trajectory.open(p)
+        else:
+            assert r.refresh() == 1
+        assert len(r) == i + 1 and torch.equal(r[i].vector, writer.expected(i)["vector"])
+        assert len(r.tags(i).get("pad", "")) == (PackWriter.RESERVE_MAX + 1 if i % 3 == 1 else 0)
+    t.close()
+    assert r.refresh() == 0 and Trajectory.check(p).ok
+
+
 def test_a_crashed_writers_zero_reserve_is_a_tail_to_drop_not_damage(tmp_path):
     img, end, _ = _live_image(tmp_path)
     assert _pack(img).stat().st_size > end
