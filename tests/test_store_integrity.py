@@ -368,40 +368,14 @@ def test_check_repair_cuts_a_zero_reserve_without_moving_zeros_aside(tmp_path):
     assert_all(Trajectory.open(img), 4)
 
 
-def test_a_torn_append_into_the_reserve_is_dropped_but_damage_is_refused(tmp_path):
+@pytest.mark.parametrize("torn", ["in its tensors", "in its header"])
+def test_a_torn_append_into_the_reserve_is_dropped_but_damage_is_refused(tmp_path, torn):
+    # Power failed while snapshot 4 was written into the reserve: the disk kept half of it, or only the sectors
+    # up to a boundary inside its safetensors header (which then does not parse: still a crash tail).
     img, end, size = _live_image(tmp_path)
-    data = _pack(img).read_bytes()
-    frame = data[end - size : end]
-    with open(_pack(img), "r+b") as fh:  # snapshot 4 was being written when the power failed: half of it
-        fh.seek(end)
-        fh.write(frame[: size // 2])
-    with pytest.warns(UserWarning, match="partial snapshot 4"):
-        t = Trajectory.open(img, "a")
-    assert_resumes(t, img, 4)
-    # a snapshot whose written bytes do not end in the reserve's zeros is damage: refused, nothing changed
-    img2, end2, size2 = _live_image(tmp_path / "second")
-    lines = (img2 / "index.jsonl").read_bytes().split(b"\n")
-    (img2 / "index.jsonl").write_bytes(b"\n".join(lines[:-2] + [b""]))  # the index lost snapshot 3's line
-    with open(_pack(img2), "r+b") as fh:  # one flipped byte; the snapshot ends in a few zero bytes of its own
-        fh.seek(end2 - 1 - size2 // 4)
-        byte = fh.read(1)
-        fh.seek(end2 - 1 - size2 // 4)
-        fh.write(bytes([byte[0] ^ 0xFF]))
-    before = files(img2)
-    with pytest.raises(CorruptTrajectoryError, match="nothing was changed"):
-        Trajectory.open(img2, "a")
-    assert files(img2) == before
-
-
-def test_an_append_torn_inside_its_header_in_the_reserve_is_dropped(tmp_path):
-    # Power failed while snapshot 4 was written into the reserve, and the disk kept only the sectors up to a
-    # boundary inside its safetensors header: the header does not parse, but this is a crash tail, not damage.
-    img, end, _ = _live_image(tmp_path)
-    whole = store(tmp_path, 5, "whole")
-    rec = Trajectory.open(whole)._records[4]
-    frame = _pack(whole).read_bytes()[rec["off"] : rec["off"] + rec["size"]]
-    cut = 512 - end % 512  # the bytes up to the first sector boundary after the snapshot's start
-    assert cut < 8 + int.from_bytes(frame[:8], "little")  # ... fall inside its header
+    frame = _pack(img).read_bytes()[end - size : end]  # (snapshot 3's bytes stand in for snapshot 4's)
+    cut = size // 2 if torn == "in its tensors" else 512 - end % 512
+    assert (cut < 8 + int.from_bytes(frame[:8], "little")) == (torn == "in its header")
     with open(_pack(img), "r+b") as fh:
         fh.seek(end)
         fh.write(frame[:cut])
@@ -410,11 +384,15 @@ def test_an_append_torn_inside_its_header_in_the_reserve_is_dropped(tmp_path):
     with pytest.warns(UserWarning, match="partial snapshot 4"):
         t = Trajectory.open(img, "a")
     assert_resumes(t, img, 4)
-    # a complete snapshot whose header was damaged is still damage: refused, nothing changed
+    # a complete snapshot with a flipped byte (the snapshot ends in a few zero bytes of its own; or a byte of
+    # its header's JSON, no longer UTF-8) is damage: refused, nothing changed
     img2, end2, size2 = _live_image(tmp_path / "second")
     lines = (img2 / "index.jsonl").read_bytes().split(b"\n")
     (img2 / "index.jsonl").write_bytes(b"\n".join(lines[:-2] + [b""]))  # the index lost snapshot 3's line
-    _flip(_pack(img2), end2 - size2 + 20, 0x80)  # a byte of its header's JSON: no longer UTF-8
+    if torn == "in its tensors":
+        _flip(_pack(img2), end2 - 1 - size2 // 4, 0xFF)
+    else:
+        _flip(_pack(img2), end2 - size2 + 20, 0x80)
     before = files(img2)
     with pytest.raises(CorruptTrajectoryError, match="nothing was changed"):
         Trajectory.open(img2, "a")
