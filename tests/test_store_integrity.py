@@ -360,11 +360,18 @@ def test_a_crashed_writers_zero_reserve_is_a_tail_to_drop_not_damage(tmp_path):
     assert_resumes(t, img, 4)
 
 
-def test_check_repair_cuts_a_zero_reserve_without_moving_zeros_aside(tmp_path):
-    img, end, _ = _live_image(tmp_path)
+@pytest.mark.parametrize("torn", [False, True])
+def test_check_repair_cuts_a_zero_reserve_without_moving_zeros_aside(tmp_path, torn):
+    img, end, size = _live_image(tmp_path)
+    part = _pack(img).read_bytes()[end - size : end - size // 2]  # half a snapshot, as a power failure leaves it
+    if torn:
+        with open(_pack(img), "r+b") as fh:
+            fh.seek(end)
+            fh.write(part)
     assert cli.main(["check", str(img), "--repair"]) == 0
-    assert _pack(img).stat().st_size == end
-    assert not [q for q in (img / "snapshots").iterdir() if "damaged" in q.name]
+    assert (img / "snapshots" / "00000000.pack").stat().st_size == end
+    aside = [q for q in (img / "snapshots").iterdir() if "damaged" in q.name]
+    assert [q.read_bytes() for q in aside] == ([part.rstrip(b"\0")] if torn else [])  # the torn bytes, no zeros
     assert_all(Trajectory.open(img), 4)
 
 

@@ -297,27 +297,28 @@ def _check_v2(p: Path, segs: SegmentTable, rep: CheckReport, manifest_ok: bool, 
     kept_end: dict[str, int] = {}
     for i in range(keep):
         kept_end[blobs[i]["file"]] = blobs[i]["off"] + blobs[i]["size"]
-    for name in packs:  # bytes no kept snapshot uses are moved aside, never deleted
+    for name in packs:  # bytes no kept snapshot uses are moved aside, never deleted; zeros after them are cut
         f, end = snapdir / name, kept_end.get(name, 0)
-        size = f.stat().st_size
         with open(f, "rb") as fh:
             fh.seek(end)
-            zeros = not fh.read().rstrip(b"\0")
-        if size > end and zeros and end:  # a crashed writer's unused reserve: no data to keep
-            os.truncate(f, end)
-            rep.actions.append(f"removed the {size - end} bytes of unused zero-filled reserve at the end of {f}")
-        elif size > end:
+            rest = fh.read()
+        data = rest.rstrip(b"\0")
+        if data and not (name == packs[-1] and crash_tail(rest, 0, max(read_header(rest)[0], 0), end)):
+            data = rest  # damage keeps every byte; only a crash tail's zeros are a reserve's, no data
+        if data:
             aside = snapdir / f"{name}.damaged-{end}"
-            with open(f, "rb") as src, open(aside, "xb") as dst:
-                src.seek(end)
-                dst.write(src.read())
+            with open(aside, "xb") as dst:
+                dst.write(data)
                 dst.flush()
                 os.fsync(dst.fileno())
-            if end:
-                os.truncate(f, end)
-            else:
-                os.unlink(f)
-            rep.actions.append(f"moved {size - end} bytes not used by any kept snapshot from {f} to {aside}")
+            rep.actions.append(f"moved {len(data)} bytes not used by any kept snapshot from {f} to {aside}")
+        if len(rest) > len(data):
+            what = "zero bytes (a writer's reserve) after them" if data else "bytes of unused zero-filled reserve"
+            rep.actions.append(f"removed the {len(rest) - len(data)} {what} at the end of {f}")
+        if rest and end:
+            os.truncate(f, end)
+        elif rest:
+            os.unlink(f)
     if new != index_data:
         if (p / INDEX).exists():
             backup, k = p / f"{INDEX}.damaged", 1
