@@ -217,6 +217,10 @@ def test_every_figure_at_tiny_scale(figure_cache, name):
     _check(res)
     if name == "fig9":
         assert len(res.claims) == 4
+    if name == "fig8_table2":  # the rates without BatchNorm and what the pilots measured are on record
+        rates = res.scaling["learning_rates_without_bn"]
+        assert "Adadelta 1," in rates and all(f"{lr:g} -> " in rates for lr in (0.2, 0.0001, 0.4, 0.0002))
+        assert rates.split("(pilots")[1] in res.claims[0].detail
     if name not in ("fig1", "fig4"):  # a scaled-down run says so; the paper's settings (full) say that instead
         assert res.caption.endswith("Scaled down from the paper (see scaling).")
         assert dataclasses.replace(TINY, name="full").scale_note == "At the paper's settings (see scaling)."
