@@ -22,10 +22,12 @@ from figures.im._setup import (
 )
 from figures.im.fig2_3 import edges
 from figures.im.fig5_6 import basin_widths
-from figures.im.fig8_table2 import barrier_width, n_bumps
+from figures.im.fig8_table2 import LR_GRIDS, barrier_width, n_bumps, pick_rate, pilot_loss
 from figures.im.fig9 import equal_evals
 from figures.verdict import Verdict, paired_effect
 from landscape.params import parameters_to_vector
+from landscape.train import default_hyperparameters
+from landscape.trajectory import Trajectory
 from tests.helpers import check_figure_result, tiny_im_setup
 
 TINY = tiny_im_setup()
@@ -129,6 +131,36 @@ def test_measures_closed_forms():
     assert list(e["top"]) == [8, 9, 10, 11] and list(e["right"]) == [3, 7, 11]
 
 
+def _pilot(losses, epochs=4):
+    """A stand-in pilot run whose whole-training-set loss went through ``losses`` (epoch 0 = before training)."""
+    traj = Trajectory(meta={"epochs": epochs})
+    history = [{"epoch": e, "trainset_loss": v} for e, v in enumerate(losses)]
+    return common.Run(RunSpec(batchnorm=False), "pilot", traj, history, lambda: None)
+
+
+def test_nobn_rate_is_the_pilot_with_the_lowest_training_loss():
+    # four pilots from loss 2.3 (epoch 0): one stopped early (lowest loss of all, but diverged: the Trainer stops
+    # on a non-finite loss), one ended above its start, two trained
+    curves = {
+        0.2: [2.3, 0.01],  # stopped after epoch 1 of 4
+        0.1: [2.3, 2.0, 2.4, 2.5, 2.6],
+        0.05: [2.3, 1.0, 0.5, 0.3, 0.2],
+        0.01: [2.3, 2.0, 1.5, 1.2, 1.1],
+    }
+    losses = {lr: pilot_loss(_pilot(c)) for lr, c in curves.items()}
+    assert losses[0.2] == math.inf and losses[0.1] == math.inf  # diverged pilots are excluded
+    assert losses[0.05] == 0.2 and losses[0.01] == 1.1
+    assert pilot_loss(_pilot([2.3, 1.0, np.nan, np.nan, np.nan])) == math.inf
+    # brute force: the lowest finite final loss, whatever the default
+    for default in curves:
+        assert pick_rate(losses, default) == 0.05
+    assert pick_rate({0.1: 0.3, 0.05: 0.3, 0.01: 0.9}, 0.05) == 0.05  # a tie goes to the default
+    assert pick_rate({0.2: math.inf, 0.1: math.nan}, 0.05) == 0.05  # nothing trained: the default
+    # the grid is the paper's (Sec. 3.4), doubled for RK2, and holds every default rate
+    assert LR_GRIDS["sgd_rk2"] == tuple(2 * x for x in LR_GRIDS["sgd"]) and "adadelta" not in LR_GRIDS
+    assert all(default_hyperparameters(m)["lr"] in g for m, g in LR_GRIDS.items())
+
+
 def test_equal_evals_compares_at_matching_budgets(runs):
     sgd, rk2 = runs.many([RunSpec("sgd"), RunSpec("sgd_rk2")])
     m_rk2, m_sgd, n = equal_evals(rk2, sgd)
@@ -189,6 +221,10 @@ def test_every_figure_at_tiny_scale(figure_cache, name):
         drawn = res.panels[0].plotly
         assert [a.text for a in drawn.layout.annotations] == [f"<b>{m}</b>" for m in common.METHOD_LABELS.values()]
         assert sum(t.type == "heatmap" for t in drawn.data) == 21
+    if name == "fig8_table2":  # the rates without BatchNorm and what the pilots measured are on record
+        rates = res.scaling["learning_rates_without_bn"]
+        assert "Adadelta 1," in rates and all(f"{lr:g} -> " in rates for lr in (0.2, 0.0001, 0.4, 0.0002))
+        assert rates.split("(pilots")[1] in res.claims[0].detail
     if name not in ("fig1", "fig4"):  # a scaled-down run says so; the paper's settings (full) say that instead
         assert res.caption.endswith("Scaled down from the paper (see scaling).")
         assert dataclasses.replace(TINY, name="full").scale_note == "At the paper's settings (see scaling)."
