@@ -280,7 +280,9 @@ def _bind(names: Sequence[str], defaults: Sequence[Any], args: tuple, kwargs: di
 
 def _narrow(z: Any, dim: Any) -> bool:
     """Whether ``z``'s softmax axis ``dim`` is one where the native CPU log-softmax is slow."""
-    if not isinstance(z, Tensor) or not isinstance(dim, int) or not z.is_floating_point() or z.dim() == 0:
+    if not isinstance(z, Tensor) or not isinstance(dim, int) or not z.is_floating_point():
+        return False
+    if not -z.dim() <= dim < z.dim():  # (a 0-d tensor too): the native op raises its own error
         return False
     return z.device.type == "cpu" and z.shape[dim] < _NARROW_CLASSES and z.numel() >= _NARROW_MIN_ROWS * z.shape[dim]
 

@@ -521,7 +521,8 @@ class HessianOperator:
                     pos += size
         if self._shard is not None:
             out = distributed.all_reduce_sum([out])[0]
-        return out.T.to(V.dtype, memory_format=torch.contiguous_format).contiguous()  # a no-op copy in float32
+        # (n, k) contiguous: the cast copies for float32 V; for float64 it returns the view and contiguous() copies
+        return out.T.to(V.dtype, memory_format=torch.contiguous_format).contiguous()
 
     def matvec(self, v: Tensor) -> Tensor:
         """Hessian-vector product: ``(n,) -> (n,)`` in ``v``'s dtype.

@@ -155,11 +155,10 @@ def lanczos(
     beta = torch.zeros(p, max(steps - 1, 0), dtype=torch.float64)
     lengths = torch.full((p,), steps, dtype=torch.long)
     active = torch.ones(p, dtype=torch.bool)
-    everyone = True  # all recurrences active: no gather or scatter around the product
     scale = 0.0
     for i in tqdm(range(steps), desc="Lanczos", disable=not progress, leave=False):
         basis[:, i] = q
-        if everyone:
+        if bool(active.all()):  # no gather or scatter around the product
             w = matmat(q.T).T.to(torch.float64).contiguous()
         else:
             idx = active.nonzero().flatten()
@@ -178,7 +177,6 @@ def lanczos(
         if bool(stop.any()):
             lengths[stop] = i + 1
             active &= ~stop
-            everyone = False
             if not bool(active.any()):
                 break
         beta[active, i] = b[active]

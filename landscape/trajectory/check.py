@@ -25,6 +25,7 @@ from landscape.trajectory.fileformat import (
     CorruptTrajectoryError,
     SegmentTable,
     TrajectoryError,
+    all_zeros,
     check_tensors,
     crash_tail,
     index_line,
@@ -247,8 +248,7 @@ def _check_v2(p: Path, segs: SegmentTable, rep: CheckReport, manifest_ok: bool, 
                         continue
             last = name == packs[-1] and not [s for s in starts if s > at] and (name, at) not in indexed
             if last and crash_tail(data, at, size):
-                zeros = not data[at:].rstrip(b"\0")
-                what = "unused zero-filled reserve" if zeros else "partial snapshot in the reserve"
+                what = "unused zero-filled reserve" if all_zeros(data[at:]) else "partial snapshot in the reserve"
                 rep.torn_tail.append(f"{SNAPDIR}/{name}: {what} at byte {at} ({len(data) - at} bytes)")
                 break
             rep.problems.append((f"{SNAPDIR}/{name}", f"byte {at}: snapshot {what}"))

@@ -176,12 +176,21 @@ def _digest(record_json: str, table_json: str, parts: Iterable[Any]) -> str:
     return h.hexdigest()
 
 
+MAX_HEADER_BYTES = 100_000_000
+"""A safetensors header length beyond this is garbage, not a snapshot."""
+
+
+def all_zeros(data: bytes) -> bool:
+    """Whether ``data`` holds only zero bytes (a ``durable="append"`` writer's unused reserve), or nothing."""
+    return not data.rstrip(b"\0")
+
+
 def read_header(data: bytes | memoryview) -> tuple[int, dict[str, Any] | None]:
     """``(size of the blob at data[0], header)``; ``(-1, None)`` if incomplete, ``(0, None)`` if garbage."""
     if len(data) < 8:
         return -1, None
     n = int.from_bytes(data[:8], "little")
-    if n > 100_000_000:
+    if n > MAX_HEADER_BYTES:
         return 0, None
     if len(data) < 8 + n:
         return -1, None
@@ -437,7 +446,7 @@ def crash_tail(data: bytes, at: int, size: int, base: int = 0) -> bool:
     if size <= 0 and len(data) - at >= 8:
         size = 8 + int.from_bytes(data[at : at + 8], "little")
     written = len(data[at:].rstrip(b"\0"))
-    if written == 0:
+    if written == 0:  # the unused reserve
         return True
     if not 0 < written < size < len(data) - at:
         return False
@@ -453,7 +462,7 @@ def _holds(fd: int, rec: Mapping[str, Any]) -> bool:
     """
     head = os.pread(fd, 8, rec["off"])
     size = int.from_bytes(head, "little") if len(head) == 8 else 0
-    if not 0 < size <= min(rec["size"] - 8, 100_000_000):
+    if not 0 < size <= min(rec["size"] - 8, MAX_HEADER_BYTES):
         return False
     _, h = read_header(head + os.pread(fd, size, rec["off"] + 8))
     return h is not None and h["__metadata__"].get("digest") == rec["digest"]

@@ -20,6 +20,7 @@ from landscape.trajectory.fileformat import (
     MANIFEST,
     SNAPDIR,
     CorruptTrajectoryError,
+    all_zeros,
     index_line,
     manifest_bytes,
     opens_segment,
@@ -143,9 +144,7 @@ class StoreIndex:
                 os.unlink(f)
             if self._durable:  # before a new pack can follow this one (a lost cut would end it in damage)
                 fsync_path(f if pos else f.parent)
-            what = (
-                "the unused zero-filled reserve" if not rest.rstrip(b"\0") else f"partial snapshot {len(self._records)}"
-            )
+            what = "the unused zero-filled reserve" if all_zeros(rest) else f"partial snapshot {len(self._records)}"
             self.dropped.append(f"{what} ({len(rest)} bytes at the end of {f})")
 
     def _recover(self) -> None:
