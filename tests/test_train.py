@@ -340,6 +340,34 @@ def test_accuracy_counted_in_chunks_equals_counting_every_step(monkeypatch):
     assert [h["train_accuracy"] for h in runs[0]] == [r["metrics"]["train_accuracy"] for r in expected[1:]]
 
 
+@pytest.mark.parametrize("rk2", [False, True])
+def test_without_training_accuracy_training_is_bitwise_the_same_and_no_outputs_are_kept(rk2):
+    from landscape.train.optim import RK2
+
+    def opt(params):
+        sgd_ = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+        return RK2(sgd_, "heun") if rk2 else sgd_
+
+    seen = []
+
+    class Peek(Callback):  # the outputs the loop holds for the count, after each step
+        def on_step_end(self, trainer, event):
+            seen.append(trainer._last_out)
+
+    x, y = _data(n=45)
+    a = Trainer(_bn_net(), (x, y), optimizer=opt, epochs=3, batch_size=8, seed=4).fit()
+    b = Trainer(
+        _bn_net(), (x, y), optimizer=opt, epochs=3, batch_size=8, seed=4, train_accuracy=False, callbacks=[Peek()]
+    )
+    b.fit()
+    assert torch.equal(parameters_to_vector(a.model), parameters_to_vector(b.model))
+    assert all(torch.equal(u, v) for u, v in zip(a.model.buffers(), b.model.buffers()))
+    assert [h["train_loss"] for h in a.history_] == [h["train_loss"] for h in b.history_]
+    assert all("train_accuracy" in h for h in a.history_)
+    assert not any("train_accuracy" in h for h in b.history_)
+    assert len(seen) == a.step == 18 and all(o is None for o in seen)
+
+
 def test_progress_bar_does_not_change_training(capsys):
     a = Trainer(_net(), _data(), optimizer=sgd(), epochs=3, batch_size=8, seed=3, progress=True).fit()
     b = Trainer(_net(), _data(), optimizer=sgd(), epochs=3, batch_size=8, seed=3).fit()

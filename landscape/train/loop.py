@@ -143,6 +143,9 @@ class Trainer:
         tags: Tags for every recorded snapshot.
         factory: The model's factory reference, stored in ``trajectory``'s metadata (see :class:`RecordTrajectory`).
         on_nonfinite: ``"raise"`` (default), ``"stop"`` or ``"ignore"`` when the loss is NaN/inf.
+        train_accuracy: Count the running training accuracy of class targets into the epoch metrics
+            (``train_accuracy``). ``False`` skips it: the step keeps no outputs and the loop does nothing a
+            plain torch loop would not, besides reading the loss (on a small model, a few percent per step).
         progress: Show a tqdm bar over steps.
 
     Raises:
@@ -182,6 +185,7 @@ class Trainer:
         tags: Mapping[str, Any] | None = None,
         factory: Any = None,
         on_nonfinite: OnNonFinite | str = OnNonFinite.RAISE,
+        train_accuracy: bool = True,
         progress: bool = False,
     ) -> None:
         from landscape.problem import Problem
@@ -244,6 +248,7 @@ class Trainer:
             raise ValueError("factory= is stored in the trajectory's metadata: give trajectory= too")
         self.trajectory = trajectory
         self.on_nonfinite = parse_option(OnNonFinite, on_nonfinite)
+        self.train_accuracy = bool(train_accuracy)
         self.progress = progress
 
         self.model: nn.Module = copy.deepcopy(model)
@@ -258,6 +263,7 @@ class Trainer:
         self._stop = False
         self._batch: tuple[Tensor, Tensor] = (torch.empty(0), torch.empty(0))  # the current minibatch, set per step
         self._last_out: Any = None
+        self._keep_out = False  # the closure keeps this step's outputs (for the training accuracy)
         self._started = False
 
     # ----------------------------------------------------------------- helpers
@@ -326,7 +332,8 @@ class Trainer:
         if self.regularizer is not None:
             loss = loss + self.regularizer(self.model)
         loss.backward()
-        if self._last_out is None:  # accuracy belongs to the point the step starts from, not an RK2 stage point
+        if self._keep_out:  # accuracy belongs to the point the step starts from, not an RK2 stage point
+            self._keep_out = False
             self._last_out = out  # not detached (a tensor op per step): counted under no_grad, see CorrectCounter
         return loss
 
@@ -368,6 +375,7 @@ class Trainer:
         outs, ys = correct.outs, correct.ys
         n_batches = self.batches_per_epoch
         closure = self._closure
+        keep = self.train_accuracy
         isfinite = math.isfinite
         ev: StepEvent | None = None
         finished = False
@@ -375,7 +383,7 @@ class Trainer:
         pop: Callable[[], Iterable[dict[str, Any]]] | None = None
         for b, batch in enumerate(_batches(self.data, self.batch_size, self.shuffle, gen)):
             self._batch = batch
-            self._last_out = None
+            self._last_out, self._keep_out = None, keep
             optimizer = self.optimizer
             # ignore: torch types a closure as returning float; closures return the loss tensor (as LBFGS needs)
             loss_t = optimizer.step(closure)  # type: ignore[arg-type]
@@ -431,7 +439,7 @@ class Trainer:
     def _finish_epoch(self, epoch: int, run_loss: float, run_n: int, run_correct: float) -> EpochEvent:
         self.epoch_progress = float(epoch + 1)
         metrics = {"train_loss": run_loss / max(run_n, 1)}
-        if run_correct or self._targets_are_classes():
+        if self.train_accuracy and (run_correct or self._targets_are_classes()):
             metrics["train_accuracy"] = run_correct / max(run_n, 1)
         for name, d in self.eval_data.items():
             for k, v in evaluate_dataset(self.model, d, self.loss_fn).items():
