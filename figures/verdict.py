@@ -189,18 +189,29 @@ def at_least(statement: str, value: Any, limit: float, *, detail: str = "") -> P
 
 
 def converged(
-    curves: Any, *, last: float = 0.1, rel_tol: float = 0.01, what: str = "the runs converged", detail: str = ""
+    curves: Any,
+    *,
+    last: float = 0.1,
+    rel_tol: float = 0.01,
+    scale: Any = None,
+    what: str = "the runs converged",
+    detail: str = "",
 ) -> Premise:
     """Premise: each loss curve changed by less than ``rel_tol`` (relative) over its last ``last`` fraction.
 
-    The change is ``|L[-1] - L[start]| / max(|L[start]|, 1e-12)`` with ``start`` the first index of the
-    final window, so a curve that is still falling (or rising) steadily fails, whatever its level.
+    The change is ``|L[-1] - L[start]| / max(|s|, 1e-12)`` with ``start`` the first index of the final window
+    and ``s`` the ``scale``: by default ``L[start]`` itself, so a curve that is still falling (or rising)
+    steadily fails, whatever its level. With ``scale`` the initial loss, the question is instead whether the
+    curve is flat on the scale of training (flat on a linear plot from the start): the right question for a
+    cross-entropy loss on separable data, which keeps falling by a constant factor at every level.
 
     Args:
         curves: One loss curve ``(T,)`` or several ``(R, T)`` (one per seed), sampled on a common grid
             (epochs or full-batch evaluations; minibatch losses are too noisy for this test).
         last: Fraction of the curve that forms the final window.
         rel_tol: Largest relative change accepted.
+        scale: What the change is relative to: a number or one per curve ``(R,)``; default each curve's value
+            at the start of the final window.
         what: The premise's statement.
         detail: Extra description (what the curve is).
 
@@ -211,8 +222,12 @@ def converged(
     if arr.shape[1] < 2:
         raise ValueError(f"converged() needs curves of at least 2 points, got shape {arr.shape}")
     start = min(arr.shape[1] - 2, max(0, int(math.floor(arr.shape[1] * (1 - last)))))
-    change = np.abs(arr[:, -1] - arr[:, start]) / np.maximum(np.abs(arr[:, start]), 1e-12)
-    desc = f"relative change over the last {last:.0%} of the curve ({arr.shape[1] - start} points) < {rel_tol:g}"
+    ref = arr[:, start] if scale is None else np.broadcast_to(np.asarray(scale, dtype=np.float64), arr[:, 0].shape)
+    change = np.abs(arr[:, -1] - arr[:, start]) / np.maximum(np.abs(ref), 1e-12)
+    of = "" if scale is None else " of the reference loss (scale)"
+    desc = f"change over the last {last:.0%} of the curve ({arr.shape[1] - start} points) < {rel_tol:g}{of}"
+    if scale is None:
+        desc = "relative " + desc
     return at_most(what, change.tolist(), rel_tol, detail=f"{desc}{'; ' + detail if detail else ''}")
 
 

@@ -90,6 +90,18 @@ def test_converged_fails_on_a_falling_curve_and_passes_a_flat_one():
         converged([1.0])
 
 
+def test_converged_on_the_scale_of_training_passes_a_loss_that_halves_near_zero():
+    t = np.arange(1, 201)
+    ce = 2.3 / t  # cross-entropy on separable data: falls by a constant factor at every level
+    rel = converged(ce, last=0.25)
+    assert not rel.met and rel.measured[0] == pytest.approx((2.3 / 151 - 2.3 / 200) / (2.3 / 151))
+    p = converged(np.stack([ce, 2 * ce]), last=0.25, rel_tol=0.01, scale=[ce[0], 2 * ce[0]])
+    want = (1 / 151 - 1 / 200) / 1  # the same change of each curve, relative to its own initial loss
+    assert p.met and p.measured == pytest.approx([want, want], rel=1e-12)
+    slow = 2.3 * np.exp(-t / 100)  # still descending on the scale of training: 8.6% of the start over the last quarter
+    assert not converged(slow, last=0.25, rel_tol=0.01, scale=slow[0]).met
+
+
 def test_failed_premise_makes_the_claim_not_tested_whatever_was_measured():
     stuck = at_most("the control run is stuck", 0.31, 0.05, detail="relative loss drop of the control")
     ok = at_least("the runs trained", [0.97, 0.98], 0.9)

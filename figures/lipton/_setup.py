@@ -30,13 +30,22 @@ Readings where the paper is silent (stated here and in each figure's scaling):
   CNN (16/32 filters, 128 hidden units), 20 epochs instead of 200, cloning after 4 epochs instead of 10.
 
 Premises (checked before the claims; a claim whose premise fails is "not tested"): the runs whose final solutions
-are compared converged (eval-mode training loss changed by less than 10% over the last quarter of its per-``every``
--epoch curve) and reached a low loss (at most 0.01; the paper's runs reach 0.000X by epoch 100); the single path has
-at least 5 k snapshot-to-snapshot steps for a claim about its top k components; the straight-line and
-straightness claims need the path to end at a solution (final loss at most 10% of the initial). At the quick scale
-the runs do not converge: 2,000 images x 20 epochs end at losses 0.019-0.049 that still change by 7-47% over the
-last quarter; 1,000 images x 40 epochs (the same number of steps, tried while building this) end at 0.0103, still
-changing by 40%. So the distance-equality and flat-region claims are not tested at the quick scale.
+are compared converged (over the last quarter of its per-``every``-epoch curve the eval-mode training loss changed
+by at most 1% of its initial loss) and reached a low loss (at most 0.01; the paper's runs reach 0.000X by epoch
+100); the single path has at least 5 k snapshot-to-snapshot steps for a claim about its top k components; the
+straight-line and straightness claims need the path to end at a solution (final loss at most 10% of the initial).
+
+"Converged" is the paper's apparent convergence of the loss ("All models hit 0.000X loss by epoch 100. All
+movement afterwards is through a flat region", Fig. 3's caption): a curve that is flat on the scale of training.
+Until 2026-12-07 the premise asked for a relative change below 10% over the last quarter instead. That can never
+be met by a cross-entropy loss on separable training data, which keeps falling by a constant factor at every
+level (the medium runs fell by 17-62% over their last quarter at losses near 0.001), so it left four medium
+claims not tested whatever the runs did. The 1% bound was chosen as "flat on a linear plot from the start" (the
+flat-region claim itself counts the loss as converged once within 5% of the initial loss of its final value).
+
+At the quick scale the runs do not reach a solution: 2,000 images x 20 epochs end at losses 0.019-0.049;
+1,000 images x 40 epochs (the same number of steps, tried while building this) end at 0.0103. So the
+distance-equality and flat-region claims are not tested at the quick scale.
 - Medium scale (:meth:`LiptonSetup.medium`): the paper's schedule (200 epochs at lr 0.01, snapshots every 10
   epochs, cloning at 10) on the quick data and network. Tried first outside the gallery, one path each: 80
   epochs at lr 0.05 ended at 0.0016, still falling (-67% over the last quarter); 200 epochs ended at 0.0008
@@ -86,8 +95,8 @@ __all__ = [
 # Thresholds and premises the figures share (a threshold only one figure reads lives in its module).
 CV_MAX = 0.10
 DIVERGE_MIN = 0.5
-CONVERGED_LAST = 0.25  # premise "converged": the loss changed by less than CONVERGED_TOL over the last quarter
-CONVERGED_TOL = 0.10
+CONVERGED_LAST = 0.25  # premise "converged": over the last quarter the loss changed by less than
+CONVERGED_TOL = 0.01  # 1% of the path's initial loss (flat on the scale of training; see the module docstring)
 LOW_LOSS = 0.01  # premise: the final training loss is at most this (the paper's runs reach 0.000X)
 _COLORS = tuple(PALETTE[i] for i in (0, 3, 2, 1, 4, 5, 6, 9, 7, 8))  # the one palette, red second
 
@@ -232,7 +241,11 @@ def roughly_equal(values: np.ndarray) -> dict[str, Any]:
 
 
 def equal_distances(
-    runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, start_epoch: float = 0.0
+    runs: LiptonRuns,
+    trajs: Sequence[Trajectory],
+    what: str,
+    start_epoch: float = 0.0,
+    start: Tensor | None = None,
 ) -> dict[str, Any]:
     """The arguments of a claim that the paths' final solutions are all roughly the same distance apart.
 
@@ -241,6 +254,7 @@ def equal_distances(
         trajs: The paths.
         what: Whose runs, for the premises' statements.
         start_epoch: Global epoch of the paths' first snapshots (see :func:`converged_premise`).
+        start: The initialization the paths were cloned from, if they were (see :func:`converged_premise`).
 
     Returns:
         :func:`roughly_equal` of the pairwise distances between the final weights, ``premises`` (the runs ended at
@@ -248,7 +262,7 @@ def equal_distances(
     """
     pair = pairwise_end_distances(trajs)
     iu = np.triu_indices(pair.shape[0], 1)
-    flat, low, _ = converged_premise(runs, trajs, what, start_epoch)
+    flat, low, _ = converged_premise(runs, trajs, what, start_epoch, start)
     return {**roughly_equal(pair[iu]), "premises": [flat, low], "pairs": len(iu[0]), "runs": pair.shape[0]}
 
 
@@ -305,24 +319,40 @@ def trained_premise(runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, st
 
 
 def converged_premise(
-    runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, start_epoch: float = 0.0
+    runs: LiptonRuns,
+    trajs: Sequence[Trajectory],
+    what: str,
+    start_epoch: float = 0.0,
+    start: Tensor | None = None,
 ) -> tuple[Premise, Premise, np.ndarray]:
-    """Premises that the runs ended at solutions: the loss stopped changing and is low.
+    """Premises that the runs ended at solutions: the loss curve has flattened and is low.
+
+    Args:
+        runs: The recorded runs (gives the loss).
+        trajs: The paths.
+        what: Whose runs, for the statements.
+        start_epoch: Global epoch of the paths' first snapshots (clones start after pretraining).
+        start: The point whose loss is the scale of training (default each path's first snapshot; for clones,
+            the random initialization their pretrained parent started from).
 
     Returns:
         ``(flat, low, final losses)``: ``flat`` is :func:`figures.verdict.converged` on the eval-mode training loss
-        at the snapshots every ``every`` epochs (relative change over the last ``CONVERGED_LAST`` of the curve below
-        ``CONVERGED_TOL``); ``low``: the final loss at most ``LOW_LOSS`` (the paper's runs reach 0.000X).
+        at the snapshots every ``every`` epochs (its change over the last ``CONVERGED_LAST`` of the curve at most
+        ``CONVERGED_TOL`` of the initial loss); ``low``: the final loss at most ``LOW_LOSS`` (the paper's runs reach
+        0.000X).
     """
     curves = [epoch_losses(runs, t, start_epoch)[1] for t in trajs]
     n = min(len(c) for c in curves)
     arr = np.stack([c[-n:] for c in curves])
+    initial = runs.losses([t[0].vector for t in trajs] if start is None else [start] * len(trajs))
     flat = converged(
         arr,
         last=CONVERGED_LAST,
         rel_tol=CONVERGED_TOL,
+        scale=initial,
         what=f"{what} converged",
-        detail=f"eval-mode training loss every {runs.setup.every} epochs",
+        detail=f"eval-mode training loss every {runs.setup.every} epochs; reference: the initial training loss "
+        f"({'of each path' if start is None else 'at the initialization the paths were cloned from'})",
     )
     low = at_most(
         f"{what} reached a low training loss (the paper's runs: 0.000X)",

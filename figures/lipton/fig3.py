@@ -95,7 +95,7 @@ def figure3(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
         ),
         book(
             "final-distances-equal",
-            **equal_distances(runs, clones, f"the {len(clones)} clones", float(s.pretrain_epochs)),
+            **equal_distances(runs, clones, f"the {len(clones)} clones", float(s.pretrain_epochs), base[0].vector),
             repetitions=s.repetitions,
         ),
     ]
