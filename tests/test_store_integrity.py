@@ -290,6 +290,29 @@ def test_durable_modes_sync_when_promised(tmp_path, monkeypatch, durable, per_ap
         Trajectory.create(tmp_path / "u", durable="always")
 
 
+@pytest.mark.parametrize("ahead", [True, False])
+def test_flush_mode_syncs_behind_in_the_writer_thread_so_flush_has_little_left(tmp_path, monkeypatch, ahead):
+    counting = _CountingOs()
+    writer.set_os(counting, monkeypatch.setattr)
+    monkeypatch.setattr(PackWriter, "LINGER", 600.0)  # the thread writes when BATCH snapshots are queued
+    if ahead:
+        monkeypatch.setattr(PackWriter, "SYNC_AHEAD", 1)
+    t = Trajectory.create(tmp_path / "t", durable="flush")
+    for i in range(PackWriter.BATCH):
+        t.append(torch.full((5,), float(i)))
+    deadline = time.monotonic() + 60
+    while t._writer.done < PackWriter.BATCH and time.monotonic() < deadline:  # the thread processed the batch
+        time.sleep(0.01)
+    behind = ["fdatasync", "fdatasync"] if ahead else []  # the pack, then the index
+    calls = counting.calls
+    assert "writev" in calls and calls[calls.index("writev") :] == ["writev", "write", *behind]
+    counting.calls.clear()
+    t.flush()  # the pack is synced already when the writer synced behind
+    assert counting.calls == ([] if ahead else ["fdatasync"]) + ["fsync", "fsync", "open", "fsync"]
+    t.close()
+    assert torch.equal(Trajectory.open(tmp_path / "t").vectors()[:, 0], torch.arange(float(PackWriter.BATCH)))
+
+
 def _pack(p):
     (pack,) = (p / "snapshots").iterdir()
     return pack

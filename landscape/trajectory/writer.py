@@ -20,7 +20,9 @@ What a completed call guarantees:
   tensors or model do not reach it) and queued. The writer hands it to the operating system within
   ``PackWriter.LINGER`` (0.05 s), sooner once ``PackWriter.BATCH`` (64) snapshots or 4 MB are queued;
   ``append`` waits while 256 snapshots or 64 MB are queued. A killed process loses at most the snapshots
-  still queued, never one that a returned ``flush`` covered.
+  still queued, never one that a returned ``flush`` covered. With ``durable="flush"`` the writer thread also
+  syncs the pack and the index whenever ``PackWriter.SYNC_AHEAD`` (1 MiB) of them are unsynced (write-behind):
+  nothing is promised by it, but ``flush`` and ``close`` then have at most that much left to sync.
 * ``flush`` (every mode): every snapshot appended before is written and synced, with the index and the
   directories: it survives anything short of damage to the disk.
 * ``close``: as ``flush`` (with ``durable=False``: written, not synced); the writer thread ends. An
@@ -101,6 +103,8 @@ class PackWriter:
     BATCH, BATCH_BYTES, LINGER = 64, 4 * 2**20, 0.05
     #: ``durable="append"``: snapshots of at most RESERVE_MAX bytes go into a zero-filled reserve of RESERVE bytes.
     RESERVE, RESERVE_MAX = 2**20, 2**18
+    #: ``durable="flush"`` with a thread: sync once this many bytes are unsynced, so that flush has little left to do.
+    SYNC_AHEAD = 2**20
     #: Write in a thread (True) or in the appending thread once BATCH snapshots are queued (False).
     #: ``durable="append"`` always writes in the appending thread: it waits for every sync anyway.
     THREADED = True
@@ -119,6 +123,7 @@ class PackWriter:
         self.index_fd, self.index_size, self.dir_fd = index_fd, index_size, dir_fd
         self.pack_fd: int | None = None
         self.pack_name, self.unsynced = "", False
+        self.unsynced_bytes = 0  # written to the current pack and the index since their last sync
         self.pack_end = self.pack_reserved = 0  # the pack's written bytes and its size with the reserve
         self.reserve = durable == "append"  # write small snapshots into a zero reserve (until the disk is full)
         self.cond = threading.Condition(threading.Lock())
@@ -134,6 +139,8 @@ class PackWriter:
         self.stopping = False
         self.forked = False  # set in a forked child (see _after_fork): no os.getpid() call per append
         self.thread: threading.Thread | None = None
+        # Write-behind syncs only where they cost the appending thread nothing: in the writer thread.
+        self.write_behind = threaded and durable == "flush"
         if threaded:
             self.thread = threading.Thread(target=self._run, name="landscape-trajectory-writer", daemon=True)
             self.thread.start()
@@ -303,11 +310,17 @@ class PackWriter:
                 data = b"".join(lines)
                 write_all(self.index_fd, data)  # the index is a cache of the packs: synced by flush
                 self.index_size += len(data)
+                self.unsynced_bytes += len(data)
             if sync:
                 if self.dir_fd is not None:
                     os.fsync(self.dir_fd)
                 os.fsync(self.index_fd)
                 fsync_path(self.root)  # the entries of the index, the manifest and the pack directory
+                self.unsynced_bytes = 0
+            elif self.write_behind and self.unsynced_bytes >= self.SYNC_AHEAD and self.pack_fd is not None:
+                os.fdatasync(self.pack_fd)  # what a later flush would otherwise wait for (see the module docs)
+                os.fdatasync(self.index_fd)
+                self.unsynced, self.unsynced_bytes = False, 0
             self.written += len(lines)
             self.next_i += len(lines)  # snapshots are queued in order
         except BaseException:
@@ -335,6 +348,7 @@ class PackWriter:
             if n < total:  # a short write (signal, disk nearly full): write the rest plainly
                 write_all(self.pack_fd, b"".join(bytes(b) for b in part)[n:])
             end = self.pack_end = self.pack_end + total
+            self.unsynced_bytes += total
             if self.reserve and total <= self.RESERVE_MAX and end > self.pack_reserved:
                 self._extend_reserve(end)
             self.pack_reserved = max(self.pack_reserved, end)
