@@ -74,6 +74,7 @@ from landscape._loss import (
     default_loss_name,
     is_closure,
     loss_name,
+    weighted_mean,
 )
 from landscape._options import check_choice, check_count, parse_bytes
 from landscape._options import renamed as renamed  # re-exported: its users import it from here
@@ -332,6 +333,17 @@ class Problem:
         out = validation.ValidBatches((b.inputs[0], b.targets) for b in batches)
         out.dtype, out.n_samples, out.targets_checked = self.dtype, self.n_samples, True
         return out
+
+    def weighted_mean(self) -> bool:
+        """Whether the ``(outputs, targets)`` loss weights this data's samples unequally (class weights, ignore_index).
+
+        Then a batch counts as its mean times its size, as the problem's batches cut the data: the evaluation
+        engine, which cuts batches its own way and gathers every label, must take the problem's batches instead.
+        """
+        if self.closure:
+            return False
+        batches = list(self.batches())
+        return weighted_mean(self.loss_fn_for(batches[0].targets), (b.targets for b in batches))
 
     # ------------------------------------------------------------------ loss
     def loss_fn_for(self, targets: Tensor | None) -> Callable[[Tensor, Tensor | None], Tensor]:

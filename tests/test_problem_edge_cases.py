@@ -351,3 +351,28 @@ def test_closure_sum_count_form_is_checked(closure, message):
         prob.loss()
     with pytest.raises(ValueError, match=message):
         line(prob, prob.theta0, prob.theta0, alphas=[0.0])
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [nn.CrossEntropyLoss(), F.cross_entropy, nn.CrossEntropyLoss(weight=torch.tensor([0.3, 1.0, 2.0]).double())],
+    ids=["module-ignore", "function-ignore", "class-weights"],
+)
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_slices_of_a_weighted_mean_loss_are_the_problems_loss(loss, batch_size):
+    # Labels -100 are ignored by torch's cross-entropy, class weights weight the mean: the evaluation engine
+    # must give the problem's loss (it gathered every label, -100 crashed it with an index error).
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    X, _ = _data(10)
+    y = torch.randint(0, 3, (10,), generator=torch.Generator().manual_seed(2))
+    if not isinstance(loss, nn.CrossEntropyLoss) or loss.weight is None:
+        y[[1, 5, 6]] = -100
+    prob = Problem(net, (X, y), loss, batch_size=batch_size)
+    a = prob.theta0
+    b = a + 0.1 * torch.randn(prob.numel, dtype=torch.float64)
+    got = line(prob, a, b, alphas=[0.0, 1.0]).metrics["loss"]
+    np.testing.assert_allclose(got, [float(prob.loss(a)), float(prob.loss(b))], rtol=1e-12)
+    if batch_size is None:  # one batch: the problem's loss is torch's
+        with torch.no_grad():
+            np.testing.assert_allclose(got[0], float(loss(net(X), y)), rtol=1e-12)
