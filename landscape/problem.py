@@ -425,6 +425,16 @@ class Problem:
         return self._total_samples
 
     @property
+    def reshuffled(self) -> bool:
+        """Whether every pass reads the samples in a new order: a shuffling ``DataLoader`` streamed, not held.
+
+        One pass over such data when it was never read (that pass decides whether the batches are kept).
+        """
+        if not self._data.random_order:
+            return False
+        return self.n_samples > 0 and self.streamed  # the first pass (counting) decides whether batches are kept
+
+    @property
     def shard_ordered(self) -> bool:
         """Whether the ranks' shares, concatenated in rank order, are the data in order (not a strided split)."""
         return self._data.ordered

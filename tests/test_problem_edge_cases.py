@@ -376,3 +376,28 @@ def test_slices_of_a_weighted_mean_loss_are_the_problems_loss(loss, batch_size):
     if batch_size is None:  # one batch: the problem's loss is torch's
         with torch.no_grad():
             np.testing.assert_allclose(got[0], float(loss(net(X), y)), rtol=1e-12)
+
+
+def test_distance_over_a_reshuffling_stream_is_refused_and_over_held_shuffled_data_is_exact():
+    # The distance compares each sample's outputs at two points read on two passes: a shuffling DataLoader
+    # streamed from its source reads them in another order each time (a network came out 0.13 from itself).
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    other = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    X, y = _data(11)
+    with torch.no_grad():
+        pa, pb = net(X).softmax(-1), other(X).softmax(-1)
+    ref = float((pa - pb).square().sum(1).mean().sqrt())
+
+    def loader():
+        return DataLoader(TensorDataset(X, y), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(3))
+
+    streamed = Problem(net, loader(), memory_budget=0)
+    with pytest.raises(ValueError, match="shuffle=False"):
+        functional_distance(streamed, net, net)
+    held = Problem(net, loader())  # read once, kept: one order for every pass
+    assert functional_distance(held, net, net).rms == 0.0
+    assert functional_distance(held, net, other).rms == pytest.approx(ref, rel=1e-12)

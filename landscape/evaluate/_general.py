@@ -55,6 +55,12 @@ def evaluate_problem(
             "metric 'outputs' needs the data order, which a strided shard of an iterable loses; shard a "
             "Dataset, a DataLoader over one, a list of batches or tensors instead"
         )
+    if any(k == "outputs" for k, _ in keys) and problem.reshuffled:
+        raise ValueError(
+            "metric 'outputs' (and the functional distance, which compares them sample by sample) needs the same "
+            "sample order on every pass, but the data is a shuffling DataLoader re-read on every pass (larger "
+            "than memory_budget): pass a DataLoader with shuffle=False, or a memory_budget that holds the data"
+        )
     out: dict[str, list[Any]] = {k: [] for k, _ in keys}
     with torch.no_grad(), tqdm(total=P, desc="points", unit="pt", disable=not progress) as bar:
         for chunk in rows:
