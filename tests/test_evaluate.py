@@ -35,6 +35,43 @@ def test_strategies_equal_brute_force_float64(kind):
         assert_untouched(m, snap)
 
 
+def _reparametrized_net() -> nn.Module:
+    """An MLP whose first weight is ``scale * v``, set by a forward pre-hook (``torch.nn.utils.weight_norm``'s way)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    first = m[0]
+    v = first.weight.detach().clone()
+    del first.weight
+    first.weight_v = nn.Parameter(v)
+    first.weight_s = nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+
+    def pre(mod, _inputs):
+        mod.weight = mod.weight_s * mod.weight_v
+
+    first.register_forward_pre_hook(pre)
+    with torch.no_grad():  # a leaf tensor, so the model deep-copies
+        pre(first, ())
+    return m
+
+
+def test_a_module_hook_is_run_at_every_point_not_traced_away():
+    # The traced program skips module hooks: the weight the pre-hook set at the model's own point was taken as a
+    # constant, right there (where the executor is checked) and wrong at every other point.
+    m = _reparametrized_net()
+    X = torch.randn(12, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.randint(0, 3, (12,), generator=torch.Generator().manual_seed(2))
+    pts = plane_points(m)
+    vecs = pts.materialize(torch.arange(len(pts)))
+    want_l, want_a = brute(m, vecs, [(X, y)])
+    for s in ("auto", "functional", "loop"):
+        for points in (pts, vecs):
+            got = evaluate_points(m, points, (X, y), strategy=s)
+            np.testing.assert_allclose(got["loss"], want_l, rtol=1e-10, atol=1e-12, err_msg=s)
+            np.testing.assert_array_equal(got["accuracy"], want_a, err_msg=s)
+    with pytest.raises(ValueError, match="hooks"):
+        evaluate_points(m, vecs, (X, y), strategy="stacked")
+
+
 def test_train_mode_batchnorm_uses_each_batch():
     m, X, y = make("bn")
     data = batches(X, y)

@@ -305,8 +305,8 @@ def evaluate_points(
                 exe = None
     if exe is None and strategy is Strategy.STACKED:
         raise ValueError(
-            "strategy='stacked' needs a model that torch.fx can trace (no control flow that depends on the data) "
-            f"and that returns one tensor; {type(model).__name__} is not one: use strategy='auto'"
+            "strategy='stacked' needs a model that torch.fx can trace (no control flow that depends on the data, "
+            f"no module hooks) and that returns one tensor; {type(model).__name__} is not one: use strategy='auto'"
         )
     if exe is None:
         first = find_first_layer(copy_, layout, x1, bufs) if fast and affine and bn is not BNMode.INTERPOLATE else None
