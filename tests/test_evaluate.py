@@ -12,7 +12,7 @@ from torch import nn
 
 from landscape.evaluate import AffinePoints, evaluate_points, parse_bytes
 from landscape.params import ParamLayout, model_at, parameters_to_vector
-from tests.helpers import assert_untouched, batches, brute, make, plane_points, snapshot
+from tests.helpers import assert_untouched, batches, brute, make, plane_points, reparametrized_net, snapshot
 
 STRATEGIES = ["loop", "functional", "vmap", "stacked", "auto"]
 
@@ -35,29 +35,10 @@ def test_strategies_equal_brute_force_float64(kind):
         assert_untouched(m, snap)
 
 
-def _reparametrized_net() -> nn.Module:
-    """An MLP whose first weight is ``scale * v``, set by a forward pre-hook (``torch.nn.utils.weight_norm``'s way)."""
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
-    first = m[0]
-    v = first.weight.detach().clone()
-    del first.weight
-    first.weight_v = nn.Parameter(v)
-    first.weight_s = nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
-
-    def pre(mod, _inputs):
-        mod.weight = mod.weight_s * mod.weight_v
-
-    first.register_forward_pre_hook(pre)
-    with torch.no_grad():  # a leaf tensor, so the model deep-copies
-        pre(first, ())
-    return m
-
-
 def test_a_module_hook_is_run_at_every_point_not_traced_away():
     # The traced program skips module hooks: the weight the pre-hook set at the model's own point was taken as a
     # constant, right there (where the executor is checked) and wrong at every other point.
-    m = _reparametrized_net()
+    m = reparametrized_net()
     X = torch.randn(12, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     y = torch.randint(0, 3, (12,), generator=torch.Generator().manual_seed(2))
     pts = plane_points(m)

@@ -23,6 +23,7 @@ from landscape.problem import LOSSES, Problem
 from landscape.train.loop import Trainer
 from landscape.trajectory.store import Trajectory
 from landscape.validation import InputError, InputTypeError, loss_kind
+from tests.helpers import reparametrized_net
 
 
 def _frozen_net() -> nn.Module:
@@ -401,3 +402,25 @@ def test_distance_over_a_reshuffling_stream_is_refused_and_over_held_shuffled_da
     held = Problem(net, loader())  # read once, kept: one order for every pass
     assert functional_distance(held, net, net).rms == 0.0
     assert functional_distance(held, net, other).rms == pytest.approx(ref, rel=1e-12)
+
+
+def test_a_hook_setting_a_module_attribute_leaves_the_callers_model_as_it_was():
+    # weight_norm's pre-hook sets module.weight from the parameters on every call: run at another point, with a
+    # graph, it left the caller's module holding that point's weight and graph (then deepcopy(model) failed).
+    m = reparametrized_net()
+    before = m[0].__dict__["weight"]
+    X = torch.randn(8, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.randint(0, 3, (8,), generator=torch.Generator().manual_seed(2))
+    prob = Problem(m, (X, y), batch_size=3)
+    th = prob.theta0 + 0.1 * torch.randn(prob.numel, dtype=torch.float64)
+    loss, grad = prob.loss_and_grad(th)
+    prob.hvp(torch.ones(prob.numel, dtype=torch.float64), th)
+    after = m[0].__dict__["weight"]  # the checks' probe calls the model itself: its own point, no graph
+    assert torch.equal(after, before) and after.grad_fn is None
+    copy.deepcopy(m)
+    at = copy.deepcopy(m)
+    torch.nn.utils.vector_to_parameters(th.clone().requires_grad_(True), at.parameters())
+    ref = F.cross_entropy(at(X), y)
+    (gref,) = [torch.autograd.grad(ref, list(at.parameters()))]
+    assert float(loss) == pytest.approx(float(ref), rel=1e-12)
+    torch.testing.assert_close(grad, torch.cat([g.reshape(-1) for g in gref]), rtol=1e-10, atol=1e-12)
