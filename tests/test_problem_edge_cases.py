@@ -414,7 +414,9 @@ def test_a_hook_setting_a_module_attribute_leaves_the_callers_model_as_it_was():
     prob = Problem(m, (X, y), batch_size=3)
     th = prob.theta0 + 0.1 * torch.randn(prob.numel, dtype=torch.float64)
     loss, grad = prob.loss_and_grad(th)
-    prob.hvp(torch.ones(prob.numel, dtype=torch.float64), th)
+    ones = torch.ones(prob.numel, dtype=torch.float64)
+    torch.testing.assert_close(HessianOperator(prob).matvec(ones), prob.hvp(ones), rtol=1e-10, atol=1e-12)
+    prob.hvp(ones, th)
     after = m[0].__dict__["weight"]  # the checks' probe calls the model itself: its own point, no graph
     assert torch.equal(after, before) and after.grad_fn is None
     copy.deepcopy(m)
