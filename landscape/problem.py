@@ -388,12 +388,26 @@ class Problem:
             if isinstance(r, tuple | list):
                 return check_sum_count(r)
             return check_scalar(r) * batch.size, float(batch.size)
-        if batch.targets is None:
-            raise validation.InputError(
-                "the batches carry no targets; give (inputs, targets) batches or a closure loss(model, batch)"
-            )
+        targets = self.targets_of(batch)
         out = self.outputs(fm, batch)
-        return check_scalar(self.loss_fn_for(batch.targets)(out, batch.targets)) * batch.size, float(batch.size)
+        return check_scalar(self.loss_fn_for(targets)(out, targets)) * batch.size, float(batch.size)
+
+    def targets_of(self, batch: Batch) -> Tensor:
+        """The targets of a batch for the ``(outputs, targets)`` loss.
+
+        Raises:
+            InputError: If the batch carries none (for a mapping batch, naming the keys that hold targets).
+        """
+        if batch.targets is not None:
+            return batch.targets
+        where = ""
+        if isinstance(batch.raw, Mapping):
+            keys = ", ".join(repr(k) for k in TARGET_KEYS)
+            where = f" (a mapping batch holds them under one of {keys}; this one has {', '.join(map(repr, batch.raw))})"
+        raise validation.InputError(
+            f"the batches carry no targets{where}; give (inputs, targets) batches, name the targets' key so, or "
+            "pass a closure loss(model, batch)"
+        )
 
     def reduce_sums(self, sums: list[Tensor]) -> list[Tensor]:
         """The one reduction hook: per-process sums over batches (the last is the count) -> global sums.

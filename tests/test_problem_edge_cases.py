@@ -426,3 +426,21 @@ def test_a_hook_setting_a_module_attribute_leaves_the_callers_model_as_it_was():
     (gref,) = [torch.autograd.grad(ref, list(at.parameters()))]
     assert float(loss) == pytest.approx(float(ref), rel=1e-12)
     torch.testing.assert_close(grad, torch.cat([g.reshape(-1) for g in gref]), rtol=1e-10, atol=1e-12)
+
+
+def test_mapping_batches_without_a_target_key_are_told_the_keys_on_every_path():
+    # The general evaluation path called the loss with targets None (a TypeError from inside torch); the
+    # problem's own message did not say which keys hold the targets.
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor, **_: object) -> torch.Tensor:
+            return self.lin(x)
+
+    X, y = _data(6)
+    prob = Problem(Net().double(), [{"x": X, "target_ids": y}], "cross_entropy")
+    for call in (prob.loss, lambda: line(prob, prob.theta0, prob.theta0 + 1, alphas=[0.0, 1.0])):
+        with pytest.raises(InputError, match=r"'labels', 'label', 'targets', 'target', 'y'.*'target_ids'"):
+            call()

@@ -81,7 +81,8 @@ def evaluate_problem(
                     for k, fn in keys:
                         if k == "loss":
                             if not problem.closure:
-                                sums[k][p] += float(problem.loss_fn_for(b.targets)(o, b.targets)) * b.size
+                                y = problem.targets_of(b)
+                                sums[k][p] += float(problem.loss_fn_for(y)(o, y)) * b.size
                         elif k == "accuracy":
                             if b.targets is None:
                                 raise ValueError("metric 'accuracy' needs class-label targets; this data has none")
