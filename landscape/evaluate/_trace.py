@@ -112,12 +112,8 @@ def _trace(model: nn.Module, key: nn.Module | None) -> torch.fx.Graph | None:
 def build_program(model: nn.Module, key: nn.Module | None = None) -> Program | None:
     """Trace ``model`` (an eval-mode private copy) into a :class:`Program`, or ``None`` if fx cannot trace it.
 
-    ``key``: the caller's model, whose trace is cached (see :func:`_trace`). A model with module hooks gets
-    ``None``: a call runs them, the traced program does not (``weight_norm``'s pre-hook sets the weight from
-    the parameters: traced, it would be a constant, right at the model's own point only).
+    ``key``: the caller's model, whose trace is cached (see :func:`_trace`).
     """
-    if any(m._forward_pre_hooks or m._forward_hooks for m in model.modules()):
-        return None
     graph = _trace(model, key)
     if graph is None:
         return None

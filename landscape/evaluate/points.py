@@ -305,8 +305,9 @@ def evaluate_points(
                 exe = None
     if exe is None and strategy is Strategy.STACKED:
         raise ValueError(
-            "strategy='stacked' needs a model that torch.fx can trace (no control flow that depends on the data, "
-            f"no module hooks) and that returns one tensor; {type(model).__name__} is not one: use strategy='auto'"
+            "strategy='stacked' needs a model that torch.fx can trace into the same function (no control flow "
+            "that depends on the data, no hook that sets weights as torch.nn.utils.weight_norm's does) and that "
+            f"returns one tensor; {type(model).__name__} is not one: use strategy='auto'"
         )
     if exe is None:
         first = find_first_layer(copy_, layout, x1, bufs) if fast and affine and bn is not BNMode.INTERPOLATE else None
