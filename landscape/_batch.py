@@ -345,6 +345,14 @@ class BatchReader:
         return self.cache is None and not self.in_memory
 
     @property
+    def random_order(self) -> bool:
+        """Whether the source reads its samples in a random order (a ``DataLoader`` with a random sampler)."""
+        from torch.utils.data import DataLoader, RandomSampler, SubsetRandomSampler, WeightedRandomSampler
+
+        samplers = (RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
+        return isinstance(self.raw, DataLoader) and isinstance(self.raw.sampler, samplers)
+
+    @property
     def ordered(self) -> bool:
         """Whether the ranks' shares, concatenated in rank order, are the data in order (not a strided split)."""
         return not isinstance(self.source, _StridedSource)

@@ -7,7 +7,7 @@ A loss is a name (:data:`LOSSES`), ``loss(outputs, targets)`` returning the batc
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ __all__ = [
     "check_total",
     "default_loss_name",
     "count_correct",
+    "weighted_mean",
 ]
 
 LOSSES: dict[str, Callable[..., Tensor]] = {
@@ -142,6 +143,27 @@ def check_total(n: float) -> float:
             "(sample, token) in all"
         )
     return n
+
+
+def weighted_mean(fn: Any, targets: Iterable[Tensor | None]) -> bool:
+    """Whether the batch-mean loss ``fn`` weights the samples of these targets unequally.
+
+    torch's cross-entropy and NLL loss (``reduction="mean"``) divide by the summed class weights of the targets
+    they do not ignore, not by the batch size: so with class weights, or when their ``ignore_index`` (-100 by
+    default) occurs. Such a batch's mean times its size is not a sum over its samples, and the mean over the
+    data depends on how it is cut into batches.
+    """
+    if isinstance(fn, nn.CrossEntropyLoss | nn.NLLLoss):
+        if fn.reduction != "mean":
+            return False
+        if fn.weight is not None:
+            return True
+        ignore = fn.ignore_index
+    elif fn is F.cross_entropy or fn is F.nll_loss:
+        ignore = -100
+    else:
+        return False
+    return any(y is not None and class_targets(y) and bool((y == ignore).any()) for y in targets)
 
 
 def count_correct(out: Tensor, y: Tensor) -> float:

@@ -29,6 +29,7 @@ __all__ = [
     "BNMode",
     "FunctionalModel",
     "eval_copy",
+    "hook_attributes",
     "model_modes",
     "differentiable_kernels",
     "model_output",
@@ -62,6 +63,25 @@ def model_modes(model: nn.Module, bn_train: bool) -> Iterator[None]:
             m.training = t
 
 
+@contextlib.contextmanager
+def hook_attributes(model: nn.Module) -> Iterator[None]:
+    """Inside the block, modules with forward hooks may set tensor attributes; the old ones are put back after.
+
+    ``torch.nn.utils.weight_norm``'s pre-hook sets ``module.weight`` from the parameters on every call: run at
+    another point, it would leave the caller's module holding that point's weight (and its graph).
+    """
+    saved = [
+        (m, {k: v for k, v in vars(m).items() if isinstance(v, Tensor)})
+        for m in model.modules()
+        if m._forward_pre_hooks or m._forward_hooks
+    ]
+    try:
+        yield
+    finally:
+        for m, attrs in saved:
+            m.__dict__.update(attrs)
+
+
 def eval_copy(model: nn.Module, bn_train: bool = False) -> nn.Module:
     """A deep copy in eval mode (its BatchNorm layers in train mode when ``bn_train``), for private use."""
     m = copy.deepcopy(model).eval()
@@ -84,7 +104,7 @@ class FunctionalModel:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
         model, tensors, bn_train = self.__dict__["_fm"]
-        with model_modes(model, bn_train):
+        with model_modes(model, bn_train), hook_attributes(model):
             return torch.func.functional_call(model, tensors, args, kwargs, strict=False)
 
     def __getattr__(self, name: str) -> Any:

@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from landscape.functional import hook_attributes
+
 __all__ = [
     "TensorSpec",
     "ParamLayout",
@@ -531,7 +533,7 @@ def functional_forward(
         # functional_call private copies of the model's own buffers. Buffers the caller passed are
         # the caller's, used as given (the Hessian passes per-chunk copies already).
         bufs = {**{k: v.clone() for k, v in model.named_buffers() if k not in bufs}, **bufs}
-    with preserved_mode(model, train):
+    with preserved_mode(model, train), hook_attributes(model):  # a hook's attributes (weight_norm's) put back
         # The point's tensors win over same-named entries of `buffers` (callers may pass frozen
         # parameters there; now that the vector covers them, the point decides their value).
         return torch.func.functional_call(model, {**bufs, **tensors}, args, kwargs, strict=False)

@@ -74,6 +74,7 @@ from landscape._loss import (
     default_loss_name,
     is_closure,
     loss_name,
+    weighted_mean,
 )
 from landscape._options import check_choice, check_count, parse_bytes
 from landscape._options import renamed as renamed  # re-exported: its users import it from here
@@ -333,6 +334,17 @@ class Problem:
         out.dtype, out.n_samples, out.targets_checked = self.dtype, self.n_samples, True
         return out
 
+    def weighted_mean(self) -> bool:
+        """Whether the ``(outputs, targets)`` loss weights this data's samples unequally (class weights, ignore_index).
+
+        Then a batch counts as its mean times its size, as the problem's batches cut the data: the evaluation
+        engine, which cuts batches its own way and gathers every label, must take the problem's batches instead.
+        """
+        if self.closure:
+            return False
+        batches = list(self.batches())
+        return weighted_mean(self.loss_fn_for(batches[0].targets), (b.targets for b in batches))
+
     # ------------------------------------------------------------------ loss
     def loss_fn_for(self, targets: Tensor | None) -> Callable[[Tensor, Tensor | None], Tensor]:
         """The batch-mean ``loss(outputs, targets)`` (the default resolved from the targets' dtype)."""
@@ -376,12 +388,26 @@ class Problem:
             if isinstance(r, tuple | list):
                 return check_sum_count(r)
             return check_scalar(r) * batch.size, float(batch.size)
-        if batch.targets is None:
-            raise validation.InputError(
-                "the batches carry no targets; give (inputs, targets) batches or a closure loss(model, batch)"
-            )
+        targets = self.targets_of(batch)
         out = self.outputs(fm, batch)
-        return check_scalar(self.loss_fn_for(batch.targets)(out, batch.targets)) * batch.size, float(batch.size)
+        return check_scalar(self.loss_fn_for(targets)(out, targets)) * batch.size, float(batch.size)
+
+    def targets_of(self, batch: Batch) -> Tensor:
+        """The targets of a batch for the ``(outputs, targets)`` loss.
+
+        Raises:
+            InputError: If the batch carries none (for a mapping batch, naming the keys that hold targets).
+        """
+        if batch.targets is not None:
+            return batch.targets
+        where = ""
+        if isinstance(batch.raw, Mapping):
+            keys = ", ".join(repr(k) for k in TARGET_KEYS)
+            where = f" (a mapping batch holds them under one of {keys}; this one has {', '.join(map(repr, batch.raw))})"
+        raise validation.InputError(
+            f"the batches carry no targets{where}; give (inputs, targets) batches, name the targets' key so, or "
+            "pass a closure loss(model, batch)"
+        )
 
     def reduce_sums(self, sums: list[Tensor]) -> list[Tensor]:
         """The one reduction hook: per-process sums over batches (the last is the count) -> global sums.
@@ -411,6 +437,16 @@ class Problem:
             n = torch.tensor(float(self.n_samples), dtype=torch.float64)
             self._total_samples = int(self.reduce_sums([n])[0])
         return self._total_samples
+
+    @property
+    def reshuffled(self) -> bool:
+        """Whether every pass reads the samples in a new order: a shuffling ``DataLoader`` streamed, not held.
+
+        One pass over such data when it was never read (that pass decides whether the batches are kept).
+        """
+        if not self._data.random_order:
+            return False
+        return self.n_samples > 0 and self.streamed  # the first pass (counting) decides whether batches are kept
 
     @property
     def shard_ordered(self) -> bool:

@@ -113,6 +113,25 @@ def make(kind: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return m, X.double(), torch.randint(0, 3, (20,))
 
 
+def reparametrized_net() -> nn.Module:
+    """An MLP whose first weight is ``scale * v``, set by a forward pre-hook (``torch.nn.utils.weight_norm``'s way)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    first = m[0]
+    v = first.weight.detach().clone()
+    del first.weight
+    first.weight_v = nn.Parameter(v)
+    first.weight_s = nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+
+    def pre(mod, _inputs):
+        mod.weight = mod.weight_s * mod.weight_v
+
+    first.register_forward_pre_hook(pre)
+    with torch.no_grad():  # a leaf tensor, so the model deep-copies
+        pre(first, ())
+    return m
+
+
 def dense_hessian(model: nn.Module, loss_fn, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``torch.func.hessian`` of the eval-mode mean loss over all samples, float64, shape ``(n, n)``."""
     m = copy.deepcopy(model).double().eval()

@@ -275,3 +275,19 @@ def test_weight_matching_takes_dicts_and_regression_barriers_skip_accuracy():
     X = torch.randn(20, 4, dtype=torch.float64)
     res = loss_barrier(a, b, (X, torch.randn(20, 3, dtype=torch.float64)), alphas=[0, 0.5, 1])
     assert set(res.metrics) == {"loss"} and np.isnan(res.accuracy_barrier)
+
+
+@pytest.mark.parametrize("repaired", [False, True])
+def test_barrier_of_batched_regression_data_skips_accuracy_as_of_a_pair(repaired):
+    # The default metrics follow the targets whatever the data's form (the package's one default), not only
+    # for a tensor pair: a DataLoader or a list of regression batches asked for accuracy and failed.
+    from torch.utils.data import DataLoader, TensorDataset
+
+    a, b = _net([4, 6, 3], 0), _net([4, 6, 3], 1)
+    X = torch.randn(20, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    Y = torch.randn(20, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    pair = loss_barrier(a, b, (X, Y), alphas=[0, 0.5, 1], repair=repaired)
+    for data in (DataLoader(TensorDataset(X, Y), batch_size=20), [(X[:8], Y[:8]), (X[8:], Y[8:])]):
+        res = loss_barrier(a, b, data, alphas=[0, 0.5, 1], repair=repaired)
+        assert set(res.metrics) == {"loss"} and np.isnan(res.accuracy_barrier)
+        np.testing.assert_allclose(res.metrics["loss"], pair.metrics["loss"], rtol=1e-12)

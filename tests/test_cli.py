@@ -207,6 +207,18 @@ def test_pca_of_a_grown_network_says_what_the_command_cannot_do(tmp_path, capsys
     assert "pass segment=k" not in err and "TrajectoryPCA(2).fit(Trajectory.open(" in err
 
 
+@pytest.mark.parametrize("command", ["pca", "plane"])
+def test_pca_of_a_snapshot_index_is_refused_not_ignored(runs, tmp_path, capsys, command):
+    """``TRAJ:INDEX`` names one snapshot; the PCA read the whole trajectory and dropped the index unsaid."""
+    spec = f"{runs[0]}:1"
+    argv = [command, spec] if command == "pca" else ["plane", "--directions", "pca", "--trajectory", spec]
+    argv += [*MODEL, "--data", "digits", "--limit", "20", "--out", str(tmp_path / "o"), "--quiet", "--no-png"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{spec}: the PCA reads whole trajectories" in err and "--center" in err, err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
 def test_plot_re_renders_what_the_hessian_command_saves(tmp_path):
     """``landscape hessian`` writes a HessianSpectrum; ``landscape plot`` said 'no renderer for a HessianSpectrum'."""
     from landscape.curvature import hessian_spectrum

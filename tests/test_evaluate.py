@@ -12,7 +12,7 @@ from torch import nn
 
 from landscape.evaluate import AffinePoints, evaluate_points, parse_bytes
 from landscape.params import ParamLayout, model_at, parameters_to_vector
-from tests.helpers import assert_untouched, batches, brute, make, plane_points, snapshot
+from tests.helpers import assert_untouched, batches, brute, make, plane_points, reparametrized_net, snapshot
 
 STRATEGIES = ["loop", "functional", "vmap", "stacked", "auto"]
 
@@ -33,6 +33,24 @@ def test_strategies_equal_brute_force_float64(kind):
             np.testing.assert_allclose(got["loss"], want_l, rtol=1e-10, atol=1e-12, err_msg=s)
             np.testing.assert_array_equal(got["accuracy"], want_a, err_msg=s)
         assert_untouched(m, snap)
+
+
+def test_a_module_hook_is_run_at_every_point_not_traced_away():
+    # The traced program skips module hooks: the weight the pre-hook set at the model's own point was taken as a
+    # constant, right there (where the executor was checked, alone) and wrong at every other point.
+    m = reparametrized_net()
+    X = torch.randn(12, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.randint(0, 3, (12,), generator=torch.Generator().manual_seed(2))
+    pts = plane_points(m)
+    vecs = pts.materialize(torch.arange(len(pts)))
+    want_l, want_a = brute(m, vecs, [(X, y)])
+    for s in ("auto", "functional", "loop"):
+        for points in (pts, vecs):
+            got = evaluate_points(m, points, (X, y), strategy=s)
+            np.testing.assert_allclose(got["loss"], want_l, rtol=1e-10, atol=1e-12, err_msg=s)
+            np.testing.assert_array_equal(got["accuracy"], want_a, err_msg=s)
+    with pytest.raises(ValueError, match="weight_norm"):
+        evaluate_points(m, vecs, (X, y), strategy="stacked")
 
 
 def test_train_mode_batchnorm_uses_each_batch():

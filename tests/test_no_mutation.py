@@ -244,6 +244,8 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.evaluate_points": [{"bn_mode": m, "strategy": s} for m in ("eval", "train") for s in ("auto", "loop")],
     "landscape.Problem.batch_terms": [_AT_BATCH],
     "landscape.Problem.outputs": [_AT_BATCH],
+    "landscape.Problem.targets_of": [{"batch": Lazy(lambda c: _first_batch(c))}],
+    "landscape.functional.hook_attributes": [{"__with__": True}],
     "landscape.functional.model_modes": [{"bn_train": t, "__with__": True} for t in (False, True)],
     "landscape.validation.BatchChecker.recast_targets": [{"y": Lazy(lambda c: c.y)}],
     "landscape._batch.BatchReader": [

@@ -23,6 +23,7 @@ from landscape.problem import LOSSES, Problem
 from landscape.train.loop import Trainer
 from landscape.trajectory.store import Trajectory
 from landscape.validation import InputError, InputTypeError, loss_kind
+from tests.helpers import reparametrized_net
 
 
 def _frozen_net() -> nn.Module:
@@ -351,3 +352,95 @@ def test_closure_sum_count_form_is_checked(closure, message):
         prob.loss()
     with pytest.raises(ValueError, match=message):
         line(prob, prob.theta0, prob.theta0, alphas=[0.0])
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [nn.CrossEntropyLoss(), F.cross_entropy, nn.CrossEntropyLoss(weight=torch.tensor([0.3, 1.0, 2.0]).double())],
+    ids=["module-ignore", "function-ignore", "class-weights"],
+)
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_slices_of_a_weighted_mean_loss_are_the_problems_loss(loss, batch_size):
+    # Labels -100 are ignored by torch's cross-entropy, class weights weight the mean: the evaluation engine
+    # must give the problem's loss (it gathered every label, -100 crashed it with an index error).
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    X, _ = _data(10)
+    y = torch.randint(0, 3, (10,), generator=torch.Generator().manual_seed(2))
+    if not isinstance(loss, nn.CrossEntropyLoss) or loss.weight is None:
+        y[[1, 5, 6]] = -100
+    prob = Problem(net, (X, y), loss, batch_size=batch_size)
+    a = prob.theta0
+    b = a + 0.1 * torch.randn(prob.numel, dtype=torch.float64)
+    got = line(prob, a, b, alphas=[0.0, 1.0]).metrics["loss"]
+    np.testing.assert_allclose(got, [float(prob.loss(a)), float(prob.loss(b))], rtol=1e-12)
+    if batch_size is None:  # one batch: the problem's loss is torch's
+        with torch.no_grad():
+            np.testing.assert_allclose(got[0], float(loss(net(X), y)), rtol=1e-12)
+
+
+def test_distance_over_a_reshuffling_stream_is_refused_and_over_held_shuffled_data_is_exact():
+    # The distance compares each sample's outputs at two points read on two passes: a shuffling DataLoader
+    # streamed from its source reads them in another order each time (a network came out 0.13 from itself).
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    other = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    X, y = _data(11)
+    with torch.no_grad():
+        pa, pb = net(X).softmax(-1), other(X).softmax(-1)
+    ref = float((pa - pb).square().sum(1).mean().sqrt())
+
+    def loader():
+        return DataLoader(TensorDataset(X, y), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(3))
+
+    streamed = Problem(net, loader(), memory_budget=0)
+    with pytest.raises(ValueError, match="shuffle=False"):
+        functional_distance(streamed, net, net)
+    held = Problem(net, loader())  # read once, kept: one order for every pass
+    assert functional_distance(held, net, net).rms == 0.0
+    assert functional_distance(held, net, other).rms == pytest.approx(ref, rel=1e-12)
+
+
+def test_a_hook_setting_a_module_attribute_leaves_the_callers_model_as_it_was():
+    # weight_norm's pre-hook sets module.weight from the parameters on every call: run at another point, with a
+    # graph, it left the caller's module holding that point's weight and graph (then deepcopy(model) failed).
+    m = reparametrized_net()
+    before = m[0].__dict__["weight"]
+    X = torch.randn(8, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.randint(0, 3, (8,), generator=torch.Generator().manual_seed(2))
+    prob = Problem(m, (X, y), batch_size=3)
+    th = prob.theta0 + 0.1 * torch.randn(prob.numel, dtype=torch.float64)
+    loss, grad = prob.loss_and_grad(th)
+    ones = torch.ones(prob.numel, dtype=torch.float64)
+    torch.testing.assert_close(HessianOperator(prob).matvec(ones), prob.hvp(ones), rtol=1e-10, atol=1e-12)
+    prob.hvp(ones, th)
+    after = m[0].__dict__["weight"]  # the checks' probe calls the model itself: its own point, no graph
+    assert torch.equal(after, before) and after.grad_fn is None
+    copy.deepcopy(m)
+    at = copy.deepcopy(m)
+    torch.nn.utils.vector_to_parameters(th.clone().requires_grad_(True), at.parameters())
+    ref = F.cross_entropy(at(X), y)
+    (gref,) = [torch.autograd.grad(ref, list(at.parameters()))]
+    assert float(loss) == pytest.approx(float(ref), rel=1e-12)
+    torch.testing.assert_close(grad, torch.cat([g.reshape(-1) for g in gref]), rtol=1e-10, atol=1e-12)
+
+
+def test_mapping_batches_without_a_target_key_are_told_the_keys_on_every_path():
+    # The general evaluation path called the loss with targets None (a TypeError from inside torch); the
+    # problem's own message did not say which keys hold the targets.
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor, **_: object) -> torch.Tensor:
+            return self.lin(x)
+
+    X, y = _data(6)
+    prob = Problem(Net().double(), [{"x": X, "target_ids": y}], "cross_entropy")
+    for call in (prob.loss, lambda: line(prob, prob.theta0, prob.theta0 + 1, alphas=[0.0, 1.0])):
+        with pytest.raises(InputError, match=r"'labels', 'label', 'targets', 'target', 'y'.*'target_ids'"):
+            call()

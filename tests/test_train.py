@@ -90,6 +90,20 @@ def test_iterable_of_batches_equals_tensor_pair_without_shuffle():
     assert a.history_ == b.history_
 
 
+def test_train_accuracy_of_batched_class_targets_is_reported_when_no_prediction_is_right():
+    # A net that always predicts class 2 on labels that are all 0: accuracy 0, which is still a measurement.
+    x, _ = _data()
+    y = torch.zeros(40, dtype=torch.long)
+    net = nn.Linear(5, 3)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias.copy_(torch.tensor([0.0, 0.0, 10.0]))
+    batches = [(x[i : i + 10], y[i : i + 10]) for i in range(0, 40, 10)]
+    for data, kw in (((x, y), {"batch_size": 10}), (batches, {})):
+        tr = Trainer(net, data, optimizer=sgd(lr=0.0), epochs=2, shuffle=False, **kw).fit()
+        assert [h.get("train_accuracy") for h in tr.history_] == [0.0, 0.0]
+
+
 def test_shuffle_seed_changes_order_but_not_initialization():
     rec_a, rec_b = ListRecorder(), ListRecorder()
     Trainer(_net(), _data(), optimizer=sgd(), epochs=1, batch_size=8, seed=0, shuffle_seed=1, trajectory=rec_a).fit()

@@ -186,8 +186,8 @@ def loss_barrier(
         data: Tensor pair or iterable of ``(X, y)`` batches the metrics are measured on.
         alphas: ``(n,)`` grid in ``[0, 1]`` holding 0 and 1 (default: ``linspace(0, 1, 25)``).
         loss_fn: Loss (default: cross-entropy for class targets, MSE otherwise).
-        metrics: Metrics to evaluate (``"loss"`` is required); default ``("loss", "accuracy")``, or only the loss
-            when the data is a tensor pair with floating (regression) targets.
+        metrics: Metrics to evaluate (``"loss"`` is required); default ``("loss", "accuracy")`` for class
+            targets, else only the loss (whatever the data's form: pair, ``DataLoader``, list of batches).
         repair: Evaluate each interpolated network after :func:`landscape.analyze.align.repair` (REPAIR).
         repair_data: Data for REPAIR's statistics (default: ``data``; inputs only are used).
         bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"`` (BatchNorm policy; with ``repair`` the repaired
@@ -207,15 +207,7 @@ def loss_barrier(
     al = np.linspace(0, 1, 25) if alphas is None else np.asarray(alphas, np.float64)
     if not (np.any(al == 0) and np.any(al == 1)):
         raise ValueError("alphas must contain 0 and 1 (the endpoints)")
-    if metrics is None:
-        regression = (
-            isinstance(data, tuple | list)
-            and len(data) == 2
-            and isinstance(data[1], Tensor)
-            and data[1].is_floating_point()
-        )
-        metrics = ("loss",) if regression else ("loss", "accuracy")
-    if "loss" not in metrics:
+    if metrics is not None and "loss" not in metrics:
         raise ValueError(f"metrics must include 'loss', got {list(metrics)}")
     if not repair:
         r = line(
@@ -231,12 +223,12 @@ def loss_barrier(
             progress=progress,
             label=label,
         )
-        return _make(al, {k: r.metrics[k] for k in metrics}, "line", label, r.provenance)
+        return _make(al, dict(r.metrics), "line", label, r.provenance)
     from tqdm.auto import tqdm
 
     from landscape.analyze.align import repair as repair_fn
 
-    vals: dict[str, list[float]] = {k: [] for k in metrics}
+    vals: dict[str, list[float]] = {}
     for alpha in tqdm(al, desc="repaired path", unit="pt", disable=not progress, leave=False):
         m = (
             a
@@ -254,7 +246,7 @@ def loss_barrier(
             bn_mode="train" if BNMode(bn_mode) is BNMode.TRAIN else "eval",
             batch_size=batch_size,
         )
-        for k in metrics:
-            vals[k].append(float(out[k][0]))
+        for k, v in out.items():  # the metrics asked for, or the default for these targets
+            vals.setdefault(k, []).append(float(v[0]))
     prov = Provenance.here(data=describe_data(data), model=type(a).__name__, repair=True)
     return _make(al, {k: np.asarray(v) for k, v in vals.items()}, "line+repair", label, prov)

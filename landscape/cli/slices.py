@@ -89,7 +89,14 @@ def _pca_plane(
     from landscape.analyze.surface import plane
     from landscape.evaluate.points import evaluate_points
 
-    runs = [open_trajectory(parse_point(t)[0]) for t in trajs]
+    points = [parse_point(t) for t in trajs]
+    for t, (_, index) in zip(trajs, points):
+        if index is not None:
+            raise CLIError(
+                f"{t}: the PCA reads whole trajectories, not one snapshot; give the directory without :INDEX "
+                "(a centre snapshot goes in --center TRAJ:INDEX)"
+            )
+    runs = [open_trajectory(path) for path, _ in points]
     for t, run in zip(trajs, runs):  # a grown network: the analyzer's fix (segment=k) has no option here
         if len({s.layout.numel for s in run.segments}) > 1:
             ranges = ", ".join(f"{s.index}: [{s.start}, {s.stop}) D={s.layout.numel}" for s in run.segments)

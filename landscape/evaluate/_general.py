@@ -55,6 +55,12 @@ def evaluate_problem(
             "metric 'outputs' needs the data order, which a strided shard of an iterable loses; shard a "
             "Dataset, a DataLoader over one, a list of batches or tensors instead"
         )
+    if any(k == "outputs" for k, _ in keys) and problem.reshuffled:
+        raise ValueError(
+            "metric 'outputs' (and the functional distance, which compares them sample by sample) needs the same "
+            "sample order on every pass, but the data is a shuffling DataLoader re-read on every pass (larger "
+            "than memory_budget): pass a DataLoader with shuffle=False, or a memory_budget that holds the data"
+        )
     out: dict[str, list[Any]] = {k: [] for k, _ in keys}
     with torch.no_grad(), tqdm(total=P, desc="points", unit="pt", disable=not progress) as bar:
         for chunk in rows:
@@ -75,7 +81,8 @@ def evaluate_problem(
                     for k, fn in keys:
                         if k == "loss":
                             if not problem.closure:
-                                sums[k][p] += float(problem.loss_fn_for(b.targets)(o, b.targets)) * b.size
+                                y = problem.targets_of(b)
+                                sums[k][p] += float(problem.loss_fn_for(y)(o, y)) * b.size
                         elif k == "accuracy":
                             if b.targets is None:
                                 raise ValueError("metric 'accuracy' needs class-label targets; this data has none")

@@ -225,11 +225,23 @@ class StackedExec:
 def agrees_with_functional_call(
     exe: StackedExec, copy_: nn.Module, layout: ParamLayout, bufs: Mapping[str, Tensor], x: Tensor, vec: Tensor
 ) -> bool:
-    """Does the stacked executor reproduce ``functional_call`` at the model's own point on a few samples?
+    """Does the stacked executor reproduce ``functional_call`` on a few samples, at the model's own point and another?
 
     Both paths are checked: the plain one and, if the executor has first-layer maps, the affine one
-    (the point as ``0.5 vec + 0.5 vec``, exact in floating point).
+    (the point as ``0.5 vec + 0.5 vec``, exact in floating point). The second point (``vec`` moved by a
+    seeded tenth of its mean magnitude) catches a program that took a weight for a constant: one a module
+    hook sets from the parameters (``torch.nn.utils.weight_norm``), which the trace does not run, is right
+    at the model's own point only.
     """
+    g = torch.Generator().manual_seed(0)
+    step = 0.1 * (float(vec.abs().mean()) if vec.numel() else 0.0) + 1e-3
+    moved = vec + step * torch.randn(vec.shape, generator=g, dtype=torch.float64).to(vec.dtype)
+    return all(_agrees_at(exe, copy_, layout, bufs, x, v) for v in (vec, moved))
+
+
+def _agrees_at(
+    exe: StackedExec, copy_: nn.Module, layout: ParamLayout, bufs: Mapping[str, Tensor], x: Tensor, vec: Tensor
+) -> bool:
     try:
         with torch.no_grad():
             want = torch.func.functional_call(copy_, {**layout.unflatten(vec), **bufs}, (x,), strict=False)

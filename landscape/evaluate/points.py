@@ -237,7 +237,9 @@ def evaluate_points(
             raise ValueError("a Problem holds its data and loss; do not pass data or loss_fn with it")
         bn = parse_option(BNMode, problem.bn_mode if bn_mode is None else bn_mode, "bn_mode")
         pairs = problem.pairs()
-        if pairs is None:  # the general path: closures, mapping / multi-input batches, streamed data
+        if pairs is None or problem.weighted_mean():
+            # the general path: closures, mapping / multi-input batches, streamed data, a loss whose batch mean
+            # weights samples unequally (the problem's batches define its mean; the engine's own would not)
             if bn is BNMode.INTERPOLATE or buffers is not None:
                 raise ValueError(
                     "bn_mode='interpolate' and buffers= need (X, y) tensor batches and an (outputs, targets) loss"
@@ -303,8 +305,9 @@ def evaluate_points(
                 exe = None
     if exe is None and strategy is Strategy.STACKED:
         raise ValueError(
-            "strategy='stacked' needs a model that torch.fx can trace (no control flow that depends on the data) "
-            f"and that returns one tensor; {type(model).__name__} is not one: use strategy='auto'"
+            "strategy='stacked' needs a model that torch.fx can trace into the same function (no control flow "
+            "that depends on the data, no hook that sets weights as torch.nn.utils.weight_norm's does) and that "
+            f"returns one tensor; {type(model).__name__} is not one: use strategy='auto'"
         )
     if exe is None:
         first = find_first_layer(copy_, layout, x1, bufs) if fast and affine and bn is not BNMode.INTERPOLATE else None

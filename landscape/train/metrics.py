@@ -102,6 +102,7 @@ class CorrectCounter:
         self.outs: list[Tensor] = []
         self.ys: list[Tensor] = []
         self.limit = 0  # steps per reduction, from the first output (0: not known yet)
+        self.seen = False  # whether any step had class targets (an accuracy of 0 is still one)
 
     def set_limit(self, out: Tensor) -> None:
         self.limit = max(1, self.max_elements // max(1, out.numel()))
@@ -109,6 +110,7 @@ class CorrectCounter:
     def reduce(self) -> float:
         outs, ys = self.outs, self.ys
         if outs:
+            self.seen = True
             with torch.no_grad():
                 try:
                     o, t = torch.cat(outs), torch.cat(ys)
@@ -124,3 +126,8 @@ class CorrectCounter:
             outs.clear()
             ys.clear()
         return self.count
+
+    def result(self) -> float | None:
+        """The epoch's count of correct predictions, or ``None`` when no step had class targets."""
+        count = self.reduce()
+        return count if self.seen else None
