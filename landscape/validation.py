@@ -37,7 +37,7 @@ construction, batched data on its first pass), :func:`~landscape.analyze.saturat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
@@ -74,6 +74,7 @@ __all__ = [
     "iter_validated",
     "ValidatedLoader",
     "validate_pair",
+    "validate_training_sets",
     "validate_problem",
     "is_tensor_pair",
 ]
@@ -363,6 +364,27 @@ def validate_pair(data: Any, model: nn.Module, loss_fn: Any = None, *, argname: 
         return out
     _check_iterable(data, argname)
     return ValidatedLoader(data, model, loss_fn, argname=argname)
+
+
+def validate_training_sets(
+    model: nn.Module, data: Any, eval_data: Mapping[str, Any] | None, loss_fn: Any = None
+) -> tuple[Any, dict[str, Any]]:
+    """A trainer's check before its loop: the model's weights, then :func:`validate_pair` on every data set.
+
+    Args:
+        model: The network; NaN/inf in any parameter or buffer is refused by name.
+        data: The training data, a tensor pair or an iterable of batches (errors name it ``data``).
+        eval_data: Named evaluation sets, or ``None`` (errors name each ``eval_data['name']``).
+        loss_fn: The loss (target policy).
+
+    Returns:
+        The training data and a new ``{name: set}`` dict (in the order given), each as :func:`validate_pair`
+        returns it.
+    """
+    check_model(model)
+    data = validate_pair(data, model, loss_fn, argname="data")
+    evals = {k: validate_pair(d, model, loss_fn, argname=f"eval_data[{k!r}]") for k, d in (eval_data or {}).items()}
+    return data, evals
 
 
 def validate_problem(

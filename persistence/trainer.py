@@ -38,7 +38,7 @@ from landscape.params import ParamLayout, model_at, parameters_to_vector
 from landscape.train import Trainer, evaluate_dataset
 from landscape.train.loop import DataLike, OptimizerSpec
 from landscape.trajectory import Trajectory
-from landscape.validation import check_model, validate_pair
+from landscape.validation import validate_training_sets
 from persistence.penalty import PersistentMode, PersistentPenalty, draw_layer
 
 if TYPE_CHECKING:
@@ -175,10 +175,7 @@ class PersistentTrainer:
             )
         # Checked and cast once here, the training set and every evaluation set alike: every iteration's
         # Trainer (or the batched engine) takes the validated data as it is.
-        check_model(model)
-        named = {"data": data, **{f"eval_data[{k!r}]": d for k, d in (eval_data or {}).items()}}
-        checked = [validate_pair(d, model, loss_fn, argname=name) for name, d in named.items()]
-        data, eval_data = checked[0], dict(zip(eval_data or {}, checked[1:]))
+        data, evals = validate_training_sets(model, data, eval_data, loss_fn)
         self.initial = model
         self.data = data
         self.loss_fn = loss_fn
@@ -188,7 +185,7 @@ class PersistentTrainer:
         self.layer = layer
         self.depth_factor = depth_factor
         self.select_by = select_by
-        self.eval_data = dict(eval_data or {})
+        self.eval_data = evals
         self.seed = seed
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.progress = progress

@@ -18,6 +18,7 @@ from landscape.models import (
     build_model,
     init_weights,
 )
+from landscape.models.blocks import ELEMENTWISE_ACTIVATIONS
 from landscape.params import ParamLayout, functional_forward, model_at, parameters_to_vector
 
 IMAGE_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
@@ -249,3 +250,23 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="depth"):
         RegressionMLP(depth=1)
     assert build_model("LeNet-5".replace("-", ""), (1, 8, 8), 10) is not None
+
+
+@pytest.mark.parametrize("act", ELEMENTWISE_ACTIVATIONS, ids=lambda t: t.__name__)
+def test_elementwise_activations_map_each_element_on_its_own(act):
+    """What tunnels and permutation tracing rely on: no parameters, and ``f(x)[i]`` depends on ``x[i]`` alone.
+
+    Up to rounding: torch's vectorized and scalar kernels may differ in the last bit.
+    """
+    m = act()
+    assert not list(m.parameters())
+    g = torch.Generator().manual_seed(0)
+    x = 3 * torch.randn(4, 6, 5, generator=g, dtype=torch.float64)
+    perm = torch.randperm(6, generator=g)
+    tight = {"rtol": 1e-14, "atol": 1e-14}
+    with torch.no_grad():
+        y = m(x)
+        torch.testing.assert_close(m(x[:, perm]), y[:, perm], **tight)  # commutes with a permutation of channels
+        torch.testing.assert_close(m(x[:, [1, 1]]), y[:, [1, 1]], **tight)  # and with a copy of one (a clone)
+        one = torch.stack([m(v.reshape(1)) for v in x.reshape(-1)]).reshape(x.shape)
+        torch.testing.assert_close(one, y, **tight)  # element by element

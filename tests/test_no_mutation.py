@@ -248,6 +248,7 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.functional.hook_attributes": [{"__with__": True}],
     "landscape.functional.model_modes": [{"bn_train": t, "__with__": True} for t in (False, True)],
     "landscape.validation.BatchChecker.recast_targets": [{"y": Lazy(lambda c: c.y)}],
+    "landscape.validation.validate_training_sets": [{"eval_data": Lazy(lambda c: {"val": c.data})}],
     "landscape._batch.BatchReader": [
         {
             "loss": None,

@@ -20,6 +20,7 @@ from landscape.analyze import (
     random_permutation,
 )
 from landscape.models import build_model
+from landscape.models.blocks import ELEMENTWISE_ACTIVATIONS
 from landscape.params import ParamLayout, parameters_to_vector
 
 
@@ -71,6 +72,15 @@ class _LSTMNet(nn.Module):
         return self.fc(h[-1] if self.use_h else out[:, -1])
 
 
+def _every_elementwise() -> nn.Module:
+    """Linear layers joined by each elementwise activation in turn: every one must pass the group on."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for act in ELEMENTWISE_ACTIVATIONS:
+        layers += [nn.Linear(4, 4), act()]
+    return nn.Sequential(*layers, nn.Linear(4, 2)).double()
+
+
 def _mlp() -> nn.Module:
     return build_model("mlp", (1, 8, 8), 10, hidden=[7, 5], seed=0, dtype=torch.float64)
 
@@ -102,6 +112,7 @@ CASES = [
         (3, 8, 8),
     ),
     ("residual_mlp", lambda: _ResidualMLP().double(), (5,)),
+    ("every_elementwise", _every_elementwise, (4,)),
     ("conv_functional", lambda: _ConvFunctional().double(), (1, 8, 8)),
     ("lstm_last_step", lambda: _LSTMNet(1, False).double(), (7, 3)),
     ("lstm2_h_n", lambda: _LSTMNet(2, True).double(), (7, 3)),

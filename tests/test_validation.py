@@ -35,7 +35,13 @@ from landscape import (
     parameters_to_vector,
 )
 from landscape.train import Trainer, evaluate_dataset
-from landscape.validation import InputTypeError, check_labels, describe_nonfinite, validate_batches
+from landscape.validation import (
+    InputTypeError,
+    check_labels,
+    describe_nonfinite,
+    validate_batches,
+    validate_training_sets,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::landscape.validation.InputWarning")
 
@@ -351,6 +357,22 @@ def test_persistence_entry_points_validate():
     assert torch.equal(mlp_loss_and_grad(net, parameters_to_vector(net), xi, y)[0], want)
     with pytest.raises(InputError, match=r"eval_data\['val'\]: inputs holds 1 NaN"):
         PersistentTrainer(net, (xi, y), F.mse_loss, _sgd, iterations=1, lam=0.1, eval_data={"val": (x, y)}, steps=1)
+
+
+def test_validate_training_sets_checks_each_set_under_its_name():
+    """The one check both trainers run: weights first, then every set cast and named in its error."""
+    net64, (X, y) = _mlp(torch.float64), _data()
+    data, evals = validate_training_sets(net64, (X, y), {"b": (X[:8], y[:8]), "a": (X, y)}, F.cross_entropy)
+    assert list(evals) == ["b", "a"]  # the order given, not sorted
+    for (x, t), want in ((data, X), (evals["b"], X[:8]), (evals["a"], X)):
+        assert x.dtype == torch.float64 and torch.equal(x, want.double()) and t.dtype == torch.int64
+    assert validate_training_sets(net64, (X, y), None, F.cross_entropy)[1] == {}
+    bad = X.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(InputError, match=r"^eval_data\['a'\]: inputs holds 1 NaN"):
+        validate_training_sets(net64, (X, y), {"b": (X, y), "a": (bad, y)}, F.cross_entropy)
+    with pytest.raises(InputError, match=r"^model has non-finite weights"):  # before any data is read
+        validate_training_sets(_nan_net(), (bad, y), None, F.cross_entropy)
 
 
 # =========================================================================== units

@@ -37,6 +37,8 @@ from typing import Any
 
 from torch import nn
 
+from landscape.models.blocks import ELEMENTWISE_ACTIVATIONS
+
 __all__ = [
     "PairKind",
     "EventKind",
@@ -69,31 +71,9 @@ _PAIR_RULES: dict[tuple[type[nn.Module], type[nn.Module]], PairKind] = {
 }
 # What the registry supports, for error messages.
 SUPPORTED_PAIRS = "Linear -> Linear, Conv2d -> Conv2d, Conv2d -> [pooling] -> Flatten -> Linear"
-# Alphabetical. PReLU is not here: its per-channel weight would have to be cloned with the unit.
-_POINTWISE: tuple[type[nn.Module], ...] = (
-    nn.CELU,
-    nn.Dropout,
-    nn.ELU,
-    nn.GELU,
-    nn.Hardshrink,
-    nn.Hardsigmoid,
-    nn.Hardswish,
-    nn.Hardtanh,
-    nn.Identity,
-    nn.LeakyReLU,
-    nn.LogSigmoid,
-    nn.Mish,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.SELU,
-    nn.Sigmoid,
-    nn.SiLU,
-    nn.Softplus,
-    nn.Softshrink,
-    nn.Softsign,
-    nn.Tanh,
-    nn.Tanhshrink,
-)
+# Modules acting on each unit alone: the elementwise activations (PReLU is not among them: its
+# per-channel weight would have to be cloned with the unit), Identity and Dropout.
+_POINTWISE: tuple[type[nn.Module], ...] = (*ELEMENTWISE_ACTIVATIONS, nn.Identity, nn.Dropout)
 _POOLS: tuple[type[nn.Module], ...] = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 _BETWEEN = "pointwise activations, Identity, Dropout, BatchNorm1d/2d, MaxPool2d/AvgPool2d/Adaptive*Pool2d, Flatten"
 

@@ -33,30 +33,15 @@ import torch.fx
 from torch import nn
 
 from landscape.analyze.permutation_spec import AxisPerm, PermutationSpec, PermutationSpecError
+from landscape.models.blocks import ELEMENTWISE_ACTIVATIONS
 
 __all__ = ["permutation_spec"]
 
 
 # Modules that act pointwise on channels (or pool within a channel): the group passes through.
 _POINTWISE: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
+    *ELEMENTWISE_ACTIVATIONS,
     nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Softplus,
-    nn.Softsign,
-    nn.Tanhshrink,
     nn.Identity,
     nn.Dropout,
     nn.Dropout1d,

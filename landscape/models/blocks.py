@@ -8,7 +8,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["Activation", "ACTIVATIONS", "shape_tuple", "image_shape", "check_classes", "probe_shape", "pool_fits"]
+__all__ = [
+    "Activation",
+    "ACTIVATIONS",
+    "ELEMENTWISE_ACTIVATIONS",
+    "shape_tuple",
+    "image_shape",
+    "check_classes",
+    "probe_shape",
+    "pool_fits",
+]
 
 
 ShapeLike = int | Sequence[int]
@@ -27,6 +36,32 @@ ACTIVATIONS: dict[Activation, type[nn.Module]] = {
     Activation.TANH: nn.Tanh,
     Activation.SIGMOID: nn.Sigmoid,
 }
+
+# torch's activation modules without parameters that map each element on its own (alphabetical): a
+# permutation or a copy of channels commutes with them, which permutation tracing (Git Re-Basin) and
+# tunnel opening rely on. PReLU is not here: its weight may be per channel.
+ELEMENTWISE_ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.CELU,
+    nn.ELU,
+    nn.GELU,
+    nn.Hardshrink,
+    nn.Hardsigmoid,
+    nn.Hardswish,
+    nn.Hardtanh,
+    nn.LeakyReLU,
+    nn.LogSigmoid,
+    nn.Mish,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.SELU,
+    nn.Sigmoid,
+    nn.SiLU,
+    nn.Softplus,
+    nn.Softshrink,
+    nn.Softsign,
+    nn.Tanh,
+    nn.Tanhshrink,
+)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -38,7 +38,7 @@ from landscape._options import check_count, parse_option
 from landscape.data.batches import iterate_batches
 from landscape.train.callbacks import Callback, EpochEvent, NonFiniteLossError, OnNonFinite, RecordTrajectory, StepEvent
 from landscape.train.metrics import CorrectCounter, evaluate_dataset, resolve_loss
-from landscape.validation import InputError, check_model, is_tensor_pair, validate_pair
+from landscape.validation import InputError, is_tensor_pair, validate_training_sets
 
 if TYPE_CHECKING:
     from landscape.problem import Problem
@@ -215,11 +215,7 @@ class Trainer:
                 _check_pair(d, f"eval_data[{k!r}]")  # type: ignore[arg-type]
         loss_fn = resolve_loss(loss_fn, data)
         # Checked and cast to the model's dtype once here, so the loop itself never checks.
-        check_model(model)
-        data = validate_pair(data, model, loss_fn, argname="data")
-        eval_data = {
-            k: validate_pair(d, model, loss_fn, argname=f"eval_data[{k!r}]") for k, d in (eval_data or {}).items()
-        }
+        data, evals = validate_training_sets(model, data, eval_data, loss_fn)
         self.initial_model = model
         self.data = data
         self.loss_fn = loss_fn
@@ -231,7 +227,7 @@ class Trainer:
         self.shuffle = shuffle
         self.seed = seed
         self.shuffle_seed = seed if shuffle_seed is None else shuffle_seed
-        self.eval_data = dict(eval_data or {})
+        self.eval_data = evals
         self.regularizer = regularizer
         self.callbacks: list[Callback] = list(callbacks)
         if trajectory is not None:
