@@ -69,6 +69,7 @@ def hessian_eigenpairs(
     seed: int = 0,
     block: int | None = None,
     v0: Tensor | None = None,
+    certify: bool = True,
     progress: bool = False,
 ) -> EigenPairs:
     """Top-k eigenvalues and eigenvectors by block Lanczos with full reorthogonalization.
@@ -91,6 +92,9 @@ def hessian_eigenpairs(
         v0: Warm start: start vectors ``(n, j)`` or ``(n,)`` in subset coordinates, e.g. the ``vectors`` of
             the eigenpairs at a nearby point (the previous snapshot of a trajectory). Same stopping rule, so
             the same accuracy in fewer products when the start is good.
+        certify: Check, after convergence, that no eigenvalue was missed (an eigenvalue repeated more
+            often than ``block``, or one a warm start lacks), and find it if so; ``False`` skips the check
+            (see :func:`landscape.curvature.eigensolver.top_eigenpairs`).
         progress: Show a progress bar.
 
     Returns:
@@ -111,6 +115,7 @@ def hessian_eigenpairs(
         block=block,
         eps=float(torch.finfo(op.dtype).eps),
         v0=v0,
+        certify=certify,
         progress=progress,
     )
 
