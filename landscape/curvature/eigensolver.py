@@ -164,7 +164,8 @@ def top_eigenpairs(
     ``diag(7, 7, 7, 7, 7, 3, ...)`` with blocks of 2 was ``[7, 7, 3]``, converged, bounds ~1e-14), and a warm
     start lacking an eigenvector never finds it (``v0`` an exact eigenvector of the second eigenvalue gave
     that as the top one after 1 product). So once the wanted pairs converge on the basis ``Q`` (``m``
-    vectors), ``s = max(6, ceil(0.15 m))`` Lanczos steps run on the deflated operator
+    vectors), ``s = max(4, ceil(0.15 m))`` Lanczos steps (at least 6 from a warm start, where ``m`` measures
+    the start rather than the spectrum) run on the deflated operator
     ``(I - Q Q^T) A (I - Q Q^T)`` from a random vector orthogonal to ``Q``, and the Rayleigh-Ritz values
     ``theta'`` of ``A`` on ``Q`` plus these ``s`` vectors are compared with the result. By Cauchy
     interlacing the ``i``-th of them from the wanted end lies no farther out than the ``i``-th eigenvalue of
@@ -186,10 +187,11 @@ def top_eigenpairs(
     four digits MLP Hessians (top two 5-18% of the spectrum apart) found the top eigenvalue in 65, 81, 95
     and 100 of 100 runs with 4, 5, 6 and 8 steps; on dense ``n = 256`` operators with 3-4 copies of the top
     eigenvalue (with others 0.01 apart, or a continuum below), ``max(6, ceil(0.1 m))`` steps missed 6 of 120
-    runs and ``max(6, ceil(0.15 m))`` none. In floating point a
+    runs and ``max(4, ceil(0.15 m))`` none. In floating point a
     copy is rarely entirely absent (rounding seeds it and the Krylov space slowly grows it), which the
-    check treats the same way. The cost: ~20% more products at ``k = 5`` and ``k = 10`` on MLP Hessians,
-    none at ``k <= 2`` from a random start, ``s`` per call from a warm start.
+    check treats the same way. The cost: 15-20% more products at ``k = 5`` and ``k = 10`` on the
+    benchmarks' MLP and LeNet-5 Hessians, none at ``k <= 2`` from a random start, ``s`` per call from a warm
+    start.
 
     Warm start: ``v0`` (e.g. the eigenvectors of a nearby operator, such as the previous snapshot's Hessian
     along a trajectory) is the first block, all its columns at once (random columns complete it to
@@ -298,7 +300,7 @@ class _Subspace:
 
 @dataclass
 class _Run:
-    """One call of :func:`top_eigenpairs`: its settings, random source, progress bar and products spent."""
+    """One call of :func:`top_eigenpairs`: its settings, random source and progress bar."""
 
     matmat: MatMat
     n: int
@@ -312,6 +314,7 @@ class _Run:
     gen: torch.Generator
     certify: bool
     bar: Any
+    warm_started: bool = False
 
     def apply(self, q: Tensor) -> Tensor:
         """``A q`` in float64, counted on the progress bar."""
@@ -357,7 +360,7 @@ class _Run:
                 if isinstance(found, EigenPairs):
                     return found
                 sub = _Subspace.from_krylov(basis, T, m, w, lost)
-                sub.add(basis[m : m + found.shape[1]].T, found)
+                sub.add(basis[m : m + found.shape[1]].T.clone(), found)
                 return self.grow(sub)
             # An invariant subspace: at most 1% of the residual tolerance may be dropped as one
             floor = min(self.breakdown * max(scale, 1e-300), 0.01 * threshold)
@@ -375,6 +378,7 @@ class _Run:
     def warm(self, start: Tensor) -> EigenPairs:
         """From start vectors, all in the first block (random columns complete ``min(k, 2)``), then :meth:`grow`."""
         n, gen = self.n, self.gen
+        self.warm_started = True
         fill = torch.randn(n, max(0, min(self.k, 2, n) - start.shape[1]), generator=gen, dtype=torch.float64)
         first = torch.cat([start, fill], dim=1)[:, : self.limit]
         sub = _Subspace(torch.zeros(self.limit, n, dtype=torch.float64))
@@ -415,7 +419,7 @@ class _Run:
                 found = self.check(basis, Tm, pairs, norm)
                 if isinstance(found, EigenPairs):
                     return found
-                sub.add(basis[m : m + found.shape[1]].T, found)
+                sub.add(basis[m : m + found.shape[1]].T.clone(), found)
                 continue
             cols = res[:m].T @ St[:, grow[:nxt]]  # (n, nxt): residual vectors, orthogonal to Q up to rounding
             cols = orthogonalize(cols, basis[None, :m].expand(nxt, -1, -1))  # which the basis must not inherit
@@ -448,11 +452,12 @@ class _Run:
         m = Tm.shape[0]
         if not self.certify or m == self.n:  # the whole space: the Rayleigh-Ritz values are the spectrum
             return pairs
-        steps = _check_steps(m)
+        steps = _check_steps(m, self.warm_started)
         room = min(steps, self.limit - m)
         if room == 0:
             return replace(pairs, converged=False)
-        AZ, invariant = self._deflated_lanczos(basis, m, room, norm)
+        # an invariant subspace as in the iteration: at most 1% of the residual tolerance dropped
+        AZ, invariant = self._deflated_lanczos(basis, m, room, min(self.breakdown * norm, 0.01 * pairs.tolerance))
         j = AZ.shape[1]
         B = (basis[: m + j] @ AZ).numpy()  # (m + j, j): Q^T A Z above Z^T A Z
         M = np.zeros((m + j, m + j))
@@ -463,13 +468,13 @@ class _Run:
             return AZ
         return replace(pairs, products=pairs.products + j, converged=invariant or j == steps)
 
-    def _deflated_lanczos(self, basis: Tensor, m: int, steps: int, norm: float) -> tuple[Tensor, bool]:
+    def _deflated_lanczos(self, basis: Tensor, m: int, steps: int, floor: float) -> tuple[Tensor, bool]:
         """Up to ``steps`` Lanczos steps on ``P A P`` from a random vector in ``range(P)``; see :meth:`check`.
 
         Returns:
-            ``A Z`` ``(n, j)`` and whether ``span(Z)`` is invariant under ``P A P`` (a breakdown, or the
-            whole of ``range(P)``): its Ritz values are then eigenvalues of ``P A P``, every one with a part
-            in the start vector, i.e. with probability 1 every eigenvalue.
+            ``A Z`` ``(n, j)`` and whether ``span(Z)`` is invariant under ``P A P`` (a residual at ``floor``
+            or below, or the whole of ``range(P)``): its Ritz values are then eigenvalues of ``P A P``, every
+            one with a part in the start vector, i.e. with probability 1 every eigenvalue.
         """
         n = self.n
         z = orthogonalize(torch.randn(n, 1, generator=self.gen, dtype=torch.float64), basis[None, :m])
@@ -482,21 +487,22 @@ class _Run:
             coef = basis[: j + 1] @ w
             w = orthogonalize(w - basis[: j + 1].T @ coef, basis[None, : j + 1])
             nw = float(w.norm())
-            if nw <= self.breakdown * norm or j + 1 == n:
+            if nw <= floor or j + 1 == n:
                 return torch.cat(cols, dim=1), True
             z = w / nw
         return torch.cat(cols, dim=1), False
 
 
-# The completeness check's Lanczos steps after convergence on m vectors: a fraction of m, since m measures how
-# many steps this spectrum needs near the k-th value (measured in top_eigenpairs' docstring), and at least
-# _CHECK_MIN for easy spectra and warm starts, where m says nothing about it.
-_CHECK_MIN = 6
+# The completeness check's Lanczos steps after convergence on m vectors: a fraction of m, since from a random
+# start m measures how many steps this spectrum needs near the k-th value, and at least a few for easy
+# spectra; more from a warm start, where m measures the start instead (see top_eigenpairs' docstring).
 _CHECK_FRACTION = 0.15
+_CHECK_MIN = 4
+_CHECK_MIN_WARM = 6
 
 
-def _check_steps(m: int) -> int:
-    return max(_CHECK_MIN, math.ceil(_CHECK_FRACTION * m))
+def _check_steps(m: int, warm: bool) -> int:
+    return max(_CHECK_MIN_WARM if warm else _CHECK_MIN, math.ceil(_CHECK_FRACTION * m))
 
 
 def _rounding(n: int, m: int, eps: float, norm: float) -> float:

@@ -70,8 +70,9 @@ class CurvatureOptions(TypedDict, total=False):
             vectors, then the space grows by ``block`` residuals per step).
         certify: Check each Lanczos result for missed eigenvalues (default ``True``; see
             :func:`landscape.curvature.eigensolver.top_eigenpairs`). A warm start pays ``max(6, 0.15 m)``
-            products for it at every point: it alone catches a start that lacks the top eigenvector (e.g.
-            an exact symmetry of the network keeping it out of the previous vectors' Krylov space).
+            products for it at every point (``m`` those of the iteration): it alone catches a start that
+            lacks the top eigenvector (e.g. an exact symmetry of the network keeping it out of the previous
+            vectors' Krylov space).
         bn_mode: ``"eval"`` (running statistics, default) or ``"train"`` (batch statistics of the given
             batches); see :class:`~landscape.curvature.hessian.HessianOperator`.
         dtype: Compute dtype of the Hessian (default the model's; float64 for references).
