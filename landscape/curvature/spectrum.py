@@ -69,6 +69,7 @@ def hessian_eigenpairs(
     seed: int = 0,
     block: int | None = None,
     v0: Tensor | None = None,
+    certify: bool = True,
     progress: bool = False,
 ) -> EigenPairs:
     """Top-k eigenvalues and eigenvectors by block Lanczos with full reorthogonalization.
@@ -86,11 +87,16 @@ def hessian_eigenpairs(
         max_steps: Product limit (default ``max(20 k, 100)``).
         seed: Seed of the start block.
         block: Lanczos block size (default ``min(k, 2)``): eigenvalues repeated up to ``block`` times show
-            every copy; pass ``k`` to find any multiplicity. With ``v0``, the width of each expansion after
-            the start block.
+            every copy in the iteration itself, further copies are the completeness check's to find; with
+            ``block >= k`` a cold start needs no check. With ``v0``, the width of each expansion after the
+            start block.
         v0: Warm start: start vectors ``(n, j)`` or ``(n,)`` in subset coordinates, e.g. the ``vectors`` of
             the eigenpairs at a nearby point (the previous snapshot of a trajectory). Same stopping rule, so
             the same accuracy in fewer products when the start is good.
+        certify: Check, after convergence, that no eigenvalue was missed (a copy of an eigenvalue repeated
+            more often than ``block``, or one a warm start lacks), and find it if so, for ``max(4, 0.15 m)``
+            more products after ``m`` (at least 6 from a warm start); ``False`` skips the check (see
+            :func:`landscape.curvature.eigensolver.top_eigenpairs`).
         progress: Show a progress bar.
 
     Returns:
@@ -111,6 +117,7 @@ def hessian_eigenpairs(
         block=block,
         eps=float(torch.finfo(op.dtype).eps),
         v0=v0,
+        certify=certify,
         progress=progress,
     )
 

@@ -57,6 +57,7 @@ class CurvatureTracker:
         dtype: torch.dtype | None,
         seed: int,
         extrapolate: int = 2,
+        certify: bool = True,
     ) -> None:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
@@ -67,6 +68,7 @@ class CurvatureTracker:
         self.loss_fn, self.data = loss_fn, data
         self.k, self.tol, self.warm_start, self.per_layer = int(k), float(tol), bool(warm_start), bool(per_layer)
         self.trace_products, self.max_steps, self.block = int(trace_products), max_steps, block
+        self.certify = bool(certify)
         self.bn_mode, self.dtype, self.seed = BNMode(bn_mode), dtype, int(seed)
         self.extrapolate = int(extrapolate)
         if self.extrapolate < 0:
@@ -168,6 +170,7 @@ class CurvatureTracker:
             seed=self.seed,
             block=self.block,
             v0=self.start_vectors(TOP_KEY, op.n),
+            certify=self.certify,
         )
         self.remember(TOP_KEY, pairs.vectors)
         row: dict[str, Any] = {
@@ -211,6 +214,7 @@ class CurvatureTracker:
                 breakdown=100 * eps,
                 eps=eps,
                 v0=self.start_vectors(name, len(idx)),
+                certify=self.certify,
             )
             self.remember(name, pairs.vectors)
             out[name] = float(pairs.values[0])
@@ -226,6 +230,7 @@ class CurvatureTracker:
             trace_products=self.trace_products,
             max_steps=self.max_steps,
             block=self.block,
+            certify=self.certify,
             extrapolate=self.extrapolate,
             threads=torch.get_num_threads(),
             **extra,

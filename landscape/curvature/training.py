@@ -68,6 +68,11 @@ class CurvatureOptions(TypedDict, total=False):
         max_steps: Product limit per Lanczos run (default as :func:`landscape.hessian_eigenpairs`).
         block: Lanczos block size (default ``min(k, 2)``; warm: the start block holds all ``k`` previous
             vectors, then the space grows by ``block`` residuals per step).
+        certify: Check each Lanczos result for missed eigenvalues (default ``True``; see
+            :func:`landscape.curvature.eigensolver.top_eigenpairs`). A warm start pays ``max(6, 0.15 m)``
+            products for it at every point (``m`` those of the iteration): it alone catches a start that
+            lacks the top eigenvector (e.g. an exact symmetry of the network keeping it out of the previous
+            vectors' Krylov space).
         bn_mode: ``"eval"`` (running statistics, default) or ``"train"`` (batch statistics of the given
             batches); see :class:`~landscape.curvature.hessian.HessianOperator`.
         dtype: Compute dtype of the Hessian (default the model's; float64 for references).
@@ -82,6 +87,7 @@ class CurvatureOptions(TypedDict, total=False):
     trace_products: int
     max_steps: int | None
     block: int | None
+    certify: bool
     bn_mode: BNMode | str
     dtype: torch.dtype | None
     seed: int
@@ -94,6 +100,7 @@ _DEFAULTS: dict[str, Any] = {
     "extrapolate": 2,
     "per_layer": False,
     "trace_products": 0,
+    "certify": True,
     "bn_mode": BNMode.EVAL,
     "seed": 0,
 }
