@@ -64,7 +64,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib.figure
 import numpy as np
@@ -240,12 +240,15 @@ def roughly_equal(values: np.ndarray) -> dict[str, Any]:
     return {"measured": round(cv, 4), "held": cv <= CV_MAX, "low": v.min(), "high": v.max(), "cv_max": CV_MAX}
 
 
+class CloneOrigin(NamedTuple):
+    """Where cloned paths begin: the global epoch of their first snapshots and their parent's random initialization."""
+
+    epoch: float
+    init: Tensor
+
+
 def equal_distances(
-    runs: LiptonRuns,
-    trajs: Sequence[Trajectory],
-    what: str,
-    start_epoch: float = 0.0,
-    start: Tensor | None = None,
+    runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, clones: CloneOrigin | None = None
 ) -> dict[str, Any]:
     """The arguments of a claim that the paths' final solutions are all roughly the same distance apart.
 
@@ -253,8 +256,7 @@ def equal_distances(
         runs: The recorded runs (for the premises' losses).
         trajs: The paths.
         what: Whose runs, for the premises' statements.
-        start_epoch: Global epoch of the paths' first snapshots (see :func:`converged_premise`).
-        start: The initialization the paths were cloned from, if they were (see :func:`converged_premise`).
+        clones: Where the paths began, if they are clones (see :func:`converged_premise`).
 
     Returns:
         :func:`roughly_equal` of the pairwise distances between the final weights, ``premises`` (the runs ended at
@@ -262,7 +264,7 @@ def equal_distances(
     """
     pair = pairwise_end_distances(trajs)
     iu = np.triu_indices(pair.shape[0], 1)
-    flat, low, _ = converged_premise(runs, trajs, what, start_epoch, start)
+    flat, low, _ = converged_premise(runs, trajs, what, clones)
     return {**roughly_equal(pair[iu]), "premises": [flat, low], "pairs": len(iu[0]), "runs": pair.shape[0]}
 
 
@@ -319,11 +321,7 @@ def trained_premise(runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, st
 
 
 def converged_premise(
-    runs: LiptonRuns,
-    trajs: Sequence[Trajectory],
-    what: str,
-    start_epoch: float = 0.0,
-    start: Tensor | None = None,
+    runs: LiptonRuns, trajs: Sequence[Trajectory], what: str, clones: CloneOrigin | None = None
 ) -> tuple[Premise, Premise, np.ndarray]:
     """Premises that the runs ended at solutions: the loss curve has flattened and is low.
 
@@ -331,9 +329,9 @@ def converged_premise(
         runs: The recorded runs (gives the loss).
         trajs: The paths.
         what: Whose runs, for the statements.
-        start_epoch: Global epoch of the paths' first snapshots (clones start after pretraining).
-        start: The point whose loss is the scale of training (default each path's first snapshot; for clones,
-            the random initialization their pretrained parent started from).
+        clones: For clones, where they began: their curves start at ``clones.epoch`` and the scale of training
+            is the loss at ``clones.init``, their parent's random initialization (default: each path's first
+            snapshot, at epoch 0).
 
     Returns:
         ``(flat, low, final losses)``: ``flat`` is :func:`figures.verdict.converged` on the eval-mode training loss
@@ -341,10 +339,10 @@ def converged_premise(
         ``CONVERGED_TOL`` of the initial loss); ``low``: the final loss at most ``LOW_LOSS`` (the paper's runs reach
         0.000X).
     """
-    curves = [epoch_losses(runs, t, start_epoch)[1] for t in trajs]
+    curves = [epoch_losses(runs, t, clones.epoch if clones else 0.0)[1] for t in trajs]
     n = min(len(c) for c in curves)
     arr = np.stack([c[-n:] for c in curves])
-    initial = runs.losses([t[0].vector for t in trajs] if start is None else [start] * len(trajs))
+    initial = runs.losses([t[0].vector for t in trajs] if clones is None else [clones.init] * len(trajs))
     flat = converged(
         arr,
         last=CONVERGED_LAST,
@@ -352,7 +350,7 @@ def converged_premise(
         scale=initial,
         what=f"{what} converged",
         detail=f"eval-mode training loss every {runs.setup.every} epochs; reference: the initial training loss "
-        f"({'of each path' if start is None else 'at the initialization the paths were cloned from'})",
+        f"({'of each path' if clones is None else 'at the initialization the paths were cloned from'})",
     )
     low = at_most(
         f"{what} reached a low training loss (the paper's runs: 0.000X)",

@@ -12,6 +12,7 @@ import numpy as np
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel
 from figures.lipton._setup import (
+    CloneOrigin,
     LiptonRuns,
     LiptonSetup,
     converged_premise,
@@ -95,7 +96,9 @@ def figure3(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
         ),
         book(
             "final-distances-equal",
-            **equal_distances(runs, clones, f"the {len(clones)} clones", float(s.pretrain_epochs), base[0].vector),
+            **equal_distances(
+                runs, clones, f"the {len(clones)} clones", CloneOrigin(float(s.pretrain_epochs), base[0].vector)
+            ),
             repetitions=s.repetitions,
         ),
     ]
