@@ -28,6 +28,7 @@ __all__ = [
     "default_loss_name",
     "count_correct",
     "weighted_mean",
+    "weighted_terms",
 ]
 
 LOSSES: dict[str, Callable[..., Tensor]] = {
@@ -153,17 +154,56 @@ def weighted_mean(fn: Any, targets: Iterable[Tensor | None]) -> bool:
     default) occurs. Such a batch's mean times its size is not a sum over its samples, and the mean over the
     data depends on how it is cut into batches.
     """
-    if isinstance(fn, nn.CrossEntropyLoss | nn.NLLLoss):
-        if fn.reduction != "mean":
-            return False
-        if fn.weight is not None:
-            return True
-        ignore = fn.ignore_index
-    elif fn is F.cross_entropy or fn is F.nll_loss:
-        ignore = -100
-    else:
+    form = _weighted_form(fn)
+    if form is None:
         return False
-    return any(y is not None and class_targets(y) and bool((y == ignore).any()) for y in targets)
+    _, weight, ignore, _ = form
+    return any(
+        y is not None and class_targets(y) and (weight is not None or bool((y == ignore).any())) for y in targets
+    )
+
+
+def _weighted_form(fn: Any) -> tuple[Callable[..., Tensor], Tensor | None, int, dict[str, Any]] | None:
+    # (torch function, class weights, ignore_index, further keywords) of a mean-reduced cross-entropy / NLL loss
+    if isinstance(fn, nn.CrossEntropyLoss):
+        if fn.reduction != "mean":
+            return None
+        return F.cross_entropy, fn.weight, fn.ignore_index, {"label_smoothing": fn.label_smoothing}
+    if isinstance(fn, nn.NLLLoss):
+        return (F.nll_loss, fn.weight, fn.ignore_index, {}) if fn.reduction == "mean" else None
+    if fn is F.cross_entropy or fn is F.nll_loss:
+        return fn, None, -100, {}
+    return None
+
+
+def weighted_terms(fn: Any, out: Tensor, y: Tensor | None) -> tuple[Tensor, float] | None:
+    """``(sum, count)`` of a batch whose mean :func:`weighted_mean` flags; ``None`` when mean times size is exact.
+
+    Summed over any cut of the data into batches, ``sum / count`` is the loss of the whole data in one call.
+    torch's mean divides the weighted sum of the per-target losses by ``sum_i w[y_i]`` over the targets not
+    ignored (``w`` the class weights, 1 without); both are returned, so a mean over batches needs no batch size.
+
+    Args:
+        fn: The batch-mean loss; ``nn.CrossEntropyLoss`` / ``nn.NLLLoss`` (``reduction="mean"``) and
+            ``F.cross_entropy`` / ``F.nll_loss`` are the losses weighted this way.
+        out: Outputs ``(N, C)`` or ``(N, C, d1, ...)``.
+        y: Class-index targets ``(N,)`` or ``(N, d1, ...)``.
+
+    Returns:
+        The weighted sum of the batch's losses (a 0-d tensor, differentiable) and the summed weights; ``None``
+        for other losses and for a batch without class weights or ignored targets.
+    """
+    form = _weighted_form(fn)
+    if form is None or y is None or not class_targets(y):
+        return None
+    f, weight, ignore, extra = form
+    dropped = y == ignore
+    if weight is None and not bool(dropped.any()):
+        return None
+    total = f(out, y, weight=weight, ignore_index=ignore, reduction="sum", **extra)
+    kept = y[~dropped]
+    count = float(kept.numel()) if weight is None else float(weight.to(kept.device)[kept].double().sum())
+    return total, count
 
 
 def count_correct(out: Tensor, y: Tensor) -> float:

@@ -75,6 +75,7 @@ from landscape._loss import (
     is_closure,
     loss_name,
     weighted_mean,
+    weighted_terms,
 )
 from landscape._options import check_choice, check_count, parse_bytes
 from landscape._options import renamed as renamed  # re-exported: its users import it from here
@@ -195,6 +196,7 @@ class Problem:
             shard=shard,
         )
         self._total: float | None = None
+        self._weighted: bool | None = None  # see weighted_mean (cached: it reads every batch's targets)
         self._tensor_output: bool | None = None
         self._loss_fn: Callable[..., Any] | None = None
         self._described = data_description
@@ -253,11 +255,12 @@ class Problem:
         }
 
     def total_count(self) -> float:
-        """The denominator of the mean: the number of samples, or a ``(sum, count)`` closure's summed counts.
+        """The denominator of the mean: the number of samples, or the summed counts of the batches' loss terms.
 
-        One forward pass without gradients for such a closure (cached).
+        Counts: a ``(sum, count)`` closure's, or the summed class weights of a weighted-mean loss (see
+        :meth:`weighted_mean`). One forward pass without gradients for those (cached).
         """
-        if not self.closure:
+        if not self.closure and not self.weighted_mean():
             return float(self.total_samples if self.sharded else self.n_samples)
         if self._total is None:
             fm = self.functional()
@@ -337,13 +340,17 @@ class Problem:
     def weighted_mean(self) -> bool:
         """Whether the ``(outputs, targets)`` loss weights this data's samples unequally (class weights, ignore_index).
 
-        Then a batch counts as its mean times its size, as the problem's batches cut the data: the evaluation
-        engine, which cuts batches its own way and gathers every label, must take the problem's batches instead.
+        Then each batch contributes its weighted sum and summed weights (:func:`landscape._loss.weighted_terms`),
+        so every mean is the loss of the whole data in one call, however the data is cut into batches. The
+        evaluation engine, which cuts batches its own way and gathers every label, takes the problem's batches.
+        Cached (it reads every batch's targets once).
         """
         if self.closure:
             return False
-        batches = list(self.batches())
-        return weighted_mean(self.loss_fn_for(batches[0].targets), (b.targets for b in batches))
+        if self._weighted is None:
+            batches = list(self.batches())
+            self._weighted = weighted_mean(self.loss_fn_for(batches[0].targets), (b.targets for b in batches))
+        return self._weighted
 
     # ------------------------------------------------------------------ loss
     def loss_fn_for(self, targets: Tensor | None) -> Callable[[Tensor, Tensor | None], Tensor]:
@@ -390,7 +397,11 @@ class Problem:
             return check_scalar(r) * batch.size, float(batch.size)
         targets = self.targets_of(batch)
         out = self.outputs(fm, batch)
-        return check_scalar(self.loss_fn_for(targets)(out, targets)) * batch.size, float(batch.size)
+        fn = self.loss_fn_for(targets)
+        weighted = weighted_terms(fn, out, targets)
+        if weighted is not None:
+            return weighted
+        return check_scalar(fn(out, targets)) * batch.size, float(batch.size)
 
     def targets_of(self, batch: Batch) -> Tensor:
         """The targets of a batch for the ``(outputs, targets)`` loss.

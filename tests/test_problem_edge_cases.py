@@ -379,6 +379,52 @@ def test_slices_of_a_weighted_mean_loss_are_the_problems_loss(loss, batch_size):
             np.testing.assert_allclose(got[0], float(loss(net(X), y)), rtol=1e-12)
 
 
+_W = torch.tensor([0.3, 1.0, 2.0], dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "loss, ignored, log_probs",
+    [
+        (F.cross_entropy, True, False),
+        (nn.CrossEntropyLoss(weight=_W), False, False),
+        (nn.CrossEntropyLoss(weight=_W, ignore_index=2, label_smoothing=0.1), True, False),
+        (nn.NLLLoss(weight=_W), True, True),
+        (F.nll_loss, True, True),
+    ],
+    ids=["ce-ignored", "ce-weights", "ce-weights-ignore2-smoothing", "nll-weights-ignored", "nll-ignored"],
+)
+@pytest.mark.parametrize("batch_size", [3, 4, None])
+def test_weighted_mean_losses_are_torchs_one_call_whatever_the_batching(loss, ignored, log_probs, batch_size):
+    # torch's mean over ignored labels and class weights divides by the summed weights, so a batch's mean times
+    # its size is no sum over samples: every path must give the loss of the whole data in one torch call.
+    torch.manual_seed(0)
+    layers = [nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)] + ([nn.LogSoftmax(-1)] if log_probs else [])
+    net = nn.Sequential(*layers).double()
+    X, _ = _data(11)
+    y = torch.randint(0, 3, (11,), generator=torch.Generator().manual_seed(2))
+    if ignored:
+        y[[1, 5, 6]] = getattr(loss, "ignore_index", -100)
+    names = [n for n, _ in net.named_parameters()]
+    shapes = [p.shape for _, p in net.named_parameters()]
+
+    def full(theta):  # the reference: torch's loss over all the data at once
+        parts = torch.split(theta, [s.numel() for s in shapes])
+        params = {n: t.reshape(s) for n, t, s in zip(names, parts, shapes)}
+        return loss(torch.func.functional_call(net, params, (X,)), y)
+
+    prob = Problem(net, (X, y), loss, batch_size=batch_size)
+    theta = prob.theta0
+    v = torch.randn(prob.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    H = torch.func.hessian(full)(theta)
+    assert float(prob.loss()) == pytest.approx(float(full(theta)), rel=1e-12)
+    torch.testing.assert_close(prob.grad(), torch.func.grad(full)(theta), rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(prob.hvp(v), H @ v, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(HessianOperator(prob).matvec(v), H @ v, rtol=1e-10, atol=1e-13)
+    other = theta + 0.1 * v
+    got = line(prob, theta, other, alphas=[0.0, 1.0]).metrics["loss"]
+    np.testing.assert_allclose(got, [float(full(theta)), float(full(other))], rtol=1e-12)
+
+
 def test_distance_over_a_reshuffling_stream_is_refused_and_over_held_shuffled_data_is_exact():
     # The distance compares each sample's outputs at two points read on two passes: a shuffling DataLoader
     # streamed from its source reads them in another order each time (a network came out 0.13 from itself).

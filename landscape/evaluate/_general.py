@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from landscape import distributed, validation
-from landscape._loss import check_total, count_correct
+from landscape._loss import check_total, count_correct, weighted_terms
 from landscape.evaluate._metrics import metric_keys
 from landscape.evaluate.affine import AffinePoints
 
@@ -68,7 +68,8 @@ def evaluate_problem(
             fms = [problem.functional(th.to(device=problem.device, dtype=problem.dtype)) for th in chunk]
             sums = {k: torch.zeros(len(fms), dtype=torch.float64) for k, _ in keys if k != "outputs"}
             outs: list[list[Tensor]] = [[] for _ in fms]
-            count, start = 0.0, 0
+            # Samples count the metrics; the loss has its own count: a closure's, or a weighted mean's weights.
+            count, loss_count, start = 0.0, 0.0, 0
             for b in problem.batches():
                 c = float(b.size)
                 for p, fm in enumerate(fms):
@@ -82,7 +83,13 @@ def evaluate_problem(
                         if k == "loss":
                             if not problem.closure:
                                 y = problem.targets_of(b)
-                                sums[k][p] += float(problem.loss_fn_for(y)(o, y)) * b.size
+                                mean = problem.loss_fn_for(y)
+                                weighted = weighted_terms(mean, o, y)
+                                if weighted is None:
+                                    sums[k][p] += float(mean(o, y)) * b.size
+                                else:
+                                    sums[k][p] += float(weighted[0])
+                                    c = weighted[1]
                         elif k == "accuracy":
                             if b.targets is None:
                                 raise ValueError("metric 'accuracy' needs class-label targets; this data has none")
@@ -91,11 +98,14 @@ def evaluate_problem(
                             outs[p].append(o.detach().cpu())
                         else:
                             sums[k][p] += float(fn(o[None], b.targets, start).double().reshape(-1)[0])
-                count += c
+                count += b.size
+                loss_count += c
                 start += b.size
             names = list(sums)
-            *totals, n_t = problem.reduce_sums([*(sums[k] for k in names), torch.tensor(count, dtype=torch.float64)])
-            sums, n = dict(zip(names, totals)), check_total(float(n_t))
+            *totals, n_both = problem.reduce_sums(
+                [*(sums[k] for k in names), torch.tensor([count, loss_count], dtype=torch.float64)]
+            )
+            sums, n, n_loss = dict(zip(names, totals)), check_total(float(n_both[0])), float(n_both[1])
             for k, _ in keys:
                 if k == "outputs":
                     stacked = torch.stack([torch.cat(o) for o in outs])  # (p, n_local, *out)
@@ -103,7 +113,7 @@ def evaluate_problem(
                         stacked = distributed.all_gather_rows(stacked.transpose(0, 1)).transpose(0, 1)
                     out[k].append(stacked)
                 else:
-                    out[k].append(sums[k] / n)
+                    out[k].append(sums[k] / (check_total(n_loss) if k == "loss" else n))
             bar.update(len(fms))
     res = {k: torch.cat(v).numpy() for k, v in out.items()}
     if "loss" in res and "accuracy" in res:
