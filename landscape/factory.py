@@ -43,6 +43,7 @@ __all__ = [
     "factory_from_meta",
     "resolve",
     "build_model",
+    "check_factory",
     "load_state_dict",
     "load_weights",
 ]
@@ -282,6 +283,56 @@ def build_model(
     if not isinstance(model, nn.Module):
         raise FactoryError(f"{ref} returned a {type(model).__name__}, not a torch.nn.Module")
     return model.to(dtype) if dtype is not None else model
+
+
+def check_factory(factory: Any, model: nn.Module) -> FactoryRef:
+    """The factory's reference, once it is shown to rebuild ``model``'s architecture.
+
+    Compares the names and shapes of the parameters and buffers of the model the factory builds with
+    ``model``'s, so that a wrong reference fails before a run records it rather than when the command line
+    rebuilds the network from the trajectory. The model is built on torch's ``meta`` device (shapes only, no
+    memory or initialization cost) when the factory allows it, else for real; torch's global random state is
+    restored after.
+
+    Args:
+        factory: Any form :func:`as_factory_ref` accepts.
+        model: The network the factory should rebuild (only read).
+
+    Returns:
+        The reference.
+
+    Raises:
+        FactoryError: If the factory cannot be built or builds another architecture (naming the first difference).
+    """
+    ref = as_factory_ref(factory)
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is left where it was
+        try:
+            with torch.device("meta"):
+                built = build_model(ref)
+        except FactoryError:
+            raise
+        except Exception:  # noqa: BLE001 - e.g. an initialization that reads values: build it for real
+            try:
+                built = build_model(ref)
+            except FactoryError:
+                raise
+            except Exception as e:
+                raise FactoryError(f"cannot build {ref}: {type(e).__name__}: {e}") from e
+
+    def shapes(m: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+        return [(k, tuple(t.shape)) for k, t in [*m.named_parameters(), *m.named_buffers()]]
+
+    got, want = shapes(built), shapes(model)
+    if got != want:
+        k = next(i for i in range(max(len(got), len(want))) if i >= min(len(got), len(want)) or got[i] != want[i])
+        have = f"{got[k][0]} {got[k][1]}" if k < len(got) else "nothing more"
+        need = f"{want[k][0]} {want[k][1]}" if k < len(want) else "nothing more"
+        raise FactoryError(
+            f"the model factory {ref} builds another network than the one given: at tensor {k} it has {have} "
+            f"where the model has {need}; fix the factory's keyword arguments (or leave factory= out and name "
+            "the model with --model on the command line)"
+        )
+    return ref
 
 
 def load_state_dict(path: str | Path) -> dict[str, Tensor]:

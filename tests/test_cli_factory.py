@@ -98,7 +98,7 @@ def test_record_trajectory_and_fit_take_a_factory(tmp_path):
     t.close()
     X, y = _data()
     fit(
-        nets.Net(width=3),
+        nets.Net(),
         (X[:20], y[:20]),
         steps=1,
         trajectory=Trajectory.create(tmp_path / "b"),
@@ -108,6 +108,21 @@ def test_record_trajectory_and_fit_take_a_factory(tmp_path):
     assert Trajectory.open(tmp_path / "b").meta["model_factory"] == {"target": "tests_pkg.nets:Net", "kwargs": {}}
     with pytest.raises(ValueError, match="give trajectory= too"):
         Trainer(nets.make(), (X, y), steps=1, factory=TARGET)
+
+
+def test_the_trainer_refuses_a_factory_that_builds_another_network_before_recording(tmp_path):
+    X, y = _data()
+    t = Trajectory.create(tmp_path / "c")
+    wrong = r"body\.1\.weight \(5, 64\) where the model has body\.1\.weight \(3, 64\)"
+    with pytest.raises(FA.FactoryError, match=wrong):
+        Trainer(nets.Net(width=3), (X, y), steps=1, trajectory=t, factory=functools.partial(nets.Net, width=5))
+    assert "model_factory" not in t.meta and len(t) == 0  # nothing recorded, the store untouched
+    # Building the factory's network to compare leaves torch's global random stream where it was.
+    net = nets.Net(width=3)
+    state = torch.random.get_rng_state()
+    ref = FA.check_factory(functools.partial(nets.Net, width=3), net)
+    assert ref == FA.FactoryRef("tests_pkg.nets:Net", {"width": 3})
+    assert torch.equal(torch.random.get_rng_state(), state)
 
 
 def test_factory_forms_and_errors():

@@ -296,6 +296,7 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.fit": [_FIT],
     "landscape.Trainer.add_event": [{"event": {"type": "test"}}],
     "landscape.factory.load_weights": [{"weights": Lazy(lambda c: dict(c.other.state_dict()))}],
+    "landscape.factory.check_factory": [{"factory": "tests_pkg.nets:bn_dropout"}],
     "landscape.HessianOperator": [{"micro_batch_size": None}, {"bn_mode": "train", "micro_batch_size": None}],
     "landscape.hessian_spectrum": [
         {"steps": 3, "n_probes": 1, "top_k": 1},

@@ -141,7 +141,8 @@ class Trainer:
         record_every_steps: Recording schedule by steps for ``trajectory``.
         record_every_epochs: Recording schedule by epochs for ``trajectory``.
         tags: Tags for every recorded snapshot.
-        factory: The model's factory reference, stored in ``trajectory``'s metadata (see :class:`RecordTrajectory`).
+        factory: The model's factory reference, stored in ``trajectory``'s metadata (see :class:`RecordTrajectory`);
+            checked first to rebuild ``model``'s architecture (:func:`landscape.factory.check_factory`).
         on_nonfinite: ``"raise"`` (default), ``"stop"`` or ``"ignore"`` when the loss is NaN/inf.
         train_accuracy: Count the running training accuracy of class targets into the epoch metrics
             (``train_accuracy``). ``False`` skips it: the step keeps no outputs and the loop does nothing a
@@ -230,6 +231,10 @@ class Trainer:
         self.eval_data = evals
         self.regularizer = regularizer
         self.callbacks: list[Callback] = list(callbacks)
+        if trajectory is not None and factory is not None:
+            from landscape.factory import check_factory
+
+            factory = check_factory(factory, model)  # before the reference reaches the store's metadata
         if trajectory is not None:
             self.callbacks.append(
                 RecordTrajectory(

@@ -24,3 +24,8 @@ class Net(nn.Module):
 def not_a_model(width: int = 4) -> str:
     """A factory that returns something else."""
     return f"width {width}"
+
+
+def bn_dropout() -> nn.Module:
+    """The architecture of ``tests/test_no_mutation.py``'s model (BatchNorm and Dropout), for its factory check."""
+    return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Dropout(0.5), nn.Linear(6, 3))
