@@ -72,9 +72,7 @@ from landscape.trajectory.fileformat import (
     pack_names,
     read_header,
     record_json,
-    record_json_fast,
     segment_json,
-    snapshot_frame,
     verify_blob,
 )
 from landscape.trajectory.files import acquire_lock
@@ -479,18 +477,17 @@ class Trajectory(StoreIndex):
         seg = ""
         if new_pack:  # the first snapshot of a pack also carries its segment's layout
             seg = segment_json(*self._segs[rec["seg"]])
-        rj = record_json_fast(rec)
-        frame = snapshot_frame(rj, seg, tensors)
         if start:
             self._manifest_segs = list(self._segs)
             self._write_manifest()  # before the segment's first snapshot can reach its pack
         if new_pack:
             self._pack_name, self._pack_size = new_pack, 0
-        rec.update(file=self._pack_name, off=self._pack_size, size=frame.size)  # "digest": set by the writer
-        self._pack_size += frame.size
+        rec["file"] = self._pack_name  # "off", "size", "digest": set by the writer, which frames the snapshot
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        self._pack_size += size  # the data: the headers' few hundred bytes do not matter to PACK_BYTES
         sync = self._durable == "append"
         try:
-            seq = w.put(WriteItem(i=i, new_pack=new_pack, rec=rec, rj=rj, frame=frame, keep=tensors, sync=sync))
+            seq = w.put(WriteItem(i=i, new_pack=new_pack, rec=rec, seg=seg, keep=tensors, size=size, sync=sync))
             if sync:
                 w.wait(seq)  # every append durable: return once its batch is synced
         except TrajectoryError:
