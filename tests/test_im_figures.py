@@ -83,6 +83,11 @@ def test_spec_and_setup_validation():
         RunSpec("sgd", switch_at=0.5)
     with pytest.raises(ValueError, match="data_dir"):
         ImSetup(dataset="cifar10")
+    for count in ("repetitions", "repetitions_nobn", "repetitions_fig9", "repetitions_switch", "repetitions_nin"):
+        with pytest.raises(ValueError, match="repetition count"):
+            ImSetup(**{count: 0})
+    with pytest.raises(ValueError, match="repetition count"):  # the LSTM figure's count was left out of the check
+        ImSetup(repetitions_lstm=0)
     assert RunSpec("sgd", hyper={"lr": 0.1, "a": 1}).hyper == (("a", 1), ("lr", 0.1))
     assert RunSpec("sgd").key() != RunSpec("sgd", batchnorm=False).key()
     # rates after a switch: an override equal to the default is no override (one cache key), others differ

@@ -121,6 +121,7 @@ class ImSetup:
                 self.repetitions_fig9,
                 self.repetitions_switch,
                 self.repetitions_nin,
+                self.repetitions_lstm,
             )
             < 1
         ):
