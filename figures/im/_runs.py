@@ -324,9 +324,9 @@ class ImRuns:
             return (x, y)
         return [(x[i : i + 1000], y[i : i + 1000]) for i in range(0, x.shape[0], 1000)]
 
-    def method_grid(self, reps: int) -> dict[tuple[str, int], Run]:
-        """``{(method, init): run}`` for every method of :data:`landscape.train.METHODS` from ``reps`` inits."""
-        return self.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in METHODS})
+    def method_grid(self, reps: int, methods: Sequence[str] = METHODS) -> dict[tuple[str, int], Run]:
+        """``{(method, init): run}`` for ``methods`` (default all :data:`landscape.train.METHODS`), ``reps`` inits."""
+        return self.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in methods})
 
     def loss_kit(self) -> tuple[nn.Module, dict[str, Any], tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]]:
         """What a loss-surface figure evaluates with: a template model, the loss-only options and the data."""

@@ -21,7 +21,6 @@ from figures.contract import FigureResult, register_figure
 from figures.im._setup import (
     GALLERY,
     ImRuns,
-    RunSpec,
     color,
     converged_premise,
     history_curve,
@@ -58,7 +57,7 @@ def fig1(runs: ImRuns) -> FigureResult:
     setup = runs.setup
     reps = setup.repetitions
     methods = ("sgd", "adam")
-    got = runs.table({(m, k): RunSpec(m, init=k) for k in range(reps) for m in methods})
+    got = runs.method_grid(reps, methods)
     at = [round(setup.epochs * f) for f in setup.switch_fractions]
     panels = []
     for m in methods:
