@@ -722,6 +722,32 @@ def test_writer_thread_error_surfaces_and_loses_nothing_written(tmp_path, monkey
     assert_resumes(r, p, 4)
 
 
+def test_a_batch_failing_after_a_new_pack_cuts_only_what_it_wrote_to_that_pack(tmp_path, monkeypatch):
+    # A batch that starts mid-pack and opens a new pack: a failed write into the new pack must cut the new pack
+    # back to its start, not the old pack's offset (the old pack's descriptor is closed by then and its number
+    # may already name the new pack, which would then be extended with zeros).
+    p = tmp_path / "t"
+    t = Trajectory.create(p, durable="flush")
+    for i in range(4):
+        append_expected(t, i)
+    t.flush()
+    monkeypatch.setattr(Trajectory, "PACK_BYTES", t._pack_size + 1)  # snapshot 4 still fits, 5 opens a pack
+    writer.set_os(_FailingOs(after=2), monkeypatch.setattr)  # 4 reaches the old pack, the new pack's write fails
+    for i in range(4, 7):
+        append_expected(t, i)
+    with pytest.raises(TrajectoryError, match="No space left"):
+        t.flush()
+    writer.set_os(os, monkeypatch.setattr)
+    packs = sorted((p / "snapshots").iterdir())
+    assert len(packs) == 2 and packs[1].stat().st_size == 0  # the new pack cut back to nothing, not grown
+    t.close()
+    r = quiet_open(p, "a")
+    assert len(r) in (4, 5)  # snapshot 4 is intact in the old pack: recovery may take it back
+    assert_all(r, len(r))
+    r.close()
+    assert Trajectory.check(p).ok
+
+
 def test_queued_snapshots_are_private_copies_and_readable_at_once(tmp_path):
     t = Trajectory.create(tmp_path / "t", durable="flush")
     v, b = torch.arange(6.0), torch.tensor([1, 2])

@@ -297,7 +297,8 @@ class PackWriter:
                     chunk = []
                     self._new_pack(it.new_pack)
                     off = 0
-                if pack_start is None:
+                    pack_start = (self.pack_fd, 0)
+                elif pack_start is None:
                     pack_start = (self.pack_fd, off)
                 rj = record_json_fast(it.rec)
                 pre, head, tail, parts, size = snapshot_frame(rj, it.seg, it.keep)
