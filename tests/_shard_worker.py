@@ -80,6 +80,13 @@ def compute(shard: str) -> dict[str, np.ndarray]:
     # a list of batches
     batches = [(X[i : i + 16], y[i : i + 16]) for i in range(0, N, 16)]
     out["list_grad"] = landscape.Problem(model, batches, "cross_entropy", shard=shard).grad().numpy()
+    # ignored labels in the first rank's share only: a weighted mean whose counts every rank must reduce
+    yi = y.clone()
+    yi[:10] = -100
+    prob3 = landscape.Problem(model, (X, yi), torch.nn.functional.cross_entropy, batch_size=7, shard=shard)
+    out["ignored_loss"] = prob3.loss().numpy()
+    out["ignored_eval_loss"] = prob3.evaluate(pts, ("loss",))["loss"]
+    out["ignored_eig_values"] = landscape.hessian_eigenpairs(prob3, 2).values.numpy()
     return out
 
 

@@ -86,6 +86,9 @@ KEYS = [
     "eig_vectors_abs",
     "slq_nodes",
     "slq_weights",
+    "ignored_loss",
+    "ignored_eval_loss",
+    "ignored_eig_values",
 ]
 
 

@@ -191,7 +191,9 @@ class HessianOperator:
             if bn_mode is None:
                 bn_mode = problem.bn_mode
             dtype = dtype or (problem.dtype if problem.dtype not in _HALF else None)
-            pairs = problem.pairs()
+            # A weighted mean (class weights, ignored labels) is summed by the problem's own batch terms: the
+            # (X, y) kernels weight micro-batches by their size.
+            pairs = None if problem.weighted_mean() else problem.pairs()
             model = problem.model
             self.data_description = problem.description  # after the first pass, which counts the samples
             if pairs is None:
