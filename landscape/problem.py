@@ -349,7 +349,8 @@ class Problem:
             return False
         if self._weighted is None:
             batches = list(self.batches())
-            flag = weighted_mean(self.loss_fn_for(batches[0].targets), (b.targets for b in batches))
+            first = batches[0].targets
+            flag = first is not None and weighted_mean(self.loss_fn_for(first), (b.targets for b in batches))
             if self.sharded:  # every rank must take the same path (total_count reduces across ranks on one)
                 flag = bool(self.reduce_sums([torch.tensor([float(flag)], dtype=torch.float64)])[0].item() > 0)
             self._weighted = flag
