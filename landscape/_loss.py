@@ -29,6 +29,7 @@ __all__ = [
     "count_correct",
     "weighted_mean",
     "weighted_terms",
+    "weighted_count",
 ]
 
 LOSSES: dict[str, Callable[..., Tensor]] = {
@@ -154,13 +155,7 @@ def weighted_mean(fn: Any, targets: Iterable[Tensor | None]) -> bool:
     default) occurs. Such a batch's mean times its size is not a sum over its samples, and the mean over the
     data depends on how it is cut into batches.
     """
-    form = _weighted_form(fn)
-    if form is None:
-        return False
-    _, weight, ignore, _ = form
-    return any(
-        y is not None and class_targets(y) and (weight is not None or bool((y == ignore).any())) for y in targets
-    )
+    return _weighted_form(fn) is not None and any(weighted_count(fn, y) is not None for y in targets)
 
 
 def _weighted_form(fn: Any) -> tuple[Callable[..., Tensor], Tensor | None, int, dict[str, Any]] | None:
@@ -193,17 +188,26 @@ def weighted_terms(fn: Any, out: Tensor, y: Tensor | None) -> tuple[Tensor, floa
         The weighted sum of the batch's losses (a 0-d tensor, differentiable) and the summed weights; ``None``
         for other losses and for a batch without class weights or ignored targets.
     """
+    count = weighted_count(fn, y)
+    if count is None:
+        return None
+    form = _weighted_form(fn)
+    assert form is not None  # weighted_count returned a count
+    f, weight, ignore, extra = form
+    return f(out, y, weight=weight, ignore_index=ignore, reduction="sum", **extra), count
+
+
+def weighted_count(fn: Any, y: Tensor | None) -> float | None:
+    """The count :func:`weighted_terms` returns for these targets (no outputs needed), or ``None`` likewise."""
     form = _weighted_form(fn)
     if form is None or y is None or not class_targets(y):
         return None
-    f, weight, ignore, extra = form
+    _, weight, ignore, _ = form
     dropped = y == ignore
     if weight is None and not bool(dropped.any()):
         return None
-    total = f(out, y, weight=weight, ignore_index=ignore, reduction="sum", **extra)
     kept = y[~dropped]
-    count = float(kept.numel()) if weight is None else float(weight.to(kept.device)[kept].double().sum())
-    return total, count
+    return float(kept.numel()) if weight is None else float(weight.to(kept.device)[kept].double().sum())
 
 
 def count_correct(out: Tensor, y: Tensor) -> float:

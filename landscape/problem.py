@@ -74,6 +74,7 @@ from landscape._loss import (
     default_loss_name,
     is_closure,
     loss_name,
+    weighted_count,
     weighted_mean,
     weighted_terms,
 )
@@ -257,15 +258,22 @@ class Problem:
     def total_count(self) -> float:
         """The denominator of the mean: the number of samples, or the summed counts of the batches' loss terms.
 
-        Counts: a ``(sum, count)`` closure's, or the summed class weights of a weighted-mean loss (see
-        :meth:`weighted_mean`). One forward pass without gradients for those (cached).
+        Counts: a ``(sum, count)`` closure's (one forward pass without gradients), or the summed class weights
+        of a weighted-mean loss (see :meth:`weighted_mean`; read from the targets). Cached.
         """
         if not self.closure and not self.weighted_mean():
             return float(self.total_samples if self.sharded else self.n_samples)
         if self._total is None:
-            fm = self.functional()
-            with torch.no_grad():
-                count = sum(self.batch_terms(fm, b)[1] for b in self.batches())
+            if self.closure:
+                fm = self.functional()
+                with torch.no_grad():
+                    count = sum(self.batch_terms(fm, b)[1] for b in self.batches())
+            else:
+                count = 0.0
+                for b in self.batches():
+                    y = self.targets_of(b)
+                    c = weighted_count(self.loss_fn_for(y), y)
+                    count += float(b.size) if c is None else c
             self._total = check_total(float(self.reduce_sums([torch.tensor(count, dtype=torch.float64)])[0]))
         return self._total
 
