@@ -342,7 +342,7 @@ def converged_premise(
     curves = [epoch_losses(runs, t, clones.epoch if clones else 0.0)[1] for t in trajs]
     n = min(len(c) for c in curves)
     arr = np.stack([c[-n:] for c in curves])
-    initial = runs.losses([t[0].vector for t in trajs] if clones is None else [clones.init] * len(trajs))
+    initial = runs.losses([t[0].vector for t in trajs] if clones is None else [clones.init])  # clones: one start
     flat = converged(
         arr,
         last=CONVERGED_LAST,
