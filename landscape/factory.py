@@ -27,6 +27,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Mapping
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -324,9 +325,8 @@ def check_factory(factory: Any, model: nn.Module) -> FactoryRef:
 
     got, want = shapes(built), shapes(model)
     if got != want:
-        k = next(i for i in range(max(len(got), len(want))) if i >= min(len(got), len(want)) or got[i] != want[i])
-        have = f"{got[k][0]} {got[k][1]}" if k < len(got) else "nothing more"
-        need = f"{want[k][0]} {want[k][1]}" if k < len(want) else "nothing more"
+        k, (g, w) = next((i, pair) for i, pair in enumerate(zip_longest(got, want)) if pair[0] != pair[1])
+        have, need = (f"{t[0]} {t[1]}" if t is not None else "nothing more" for t in (g, w))
         raise FactoryError(
             f"the model factory {ref} builds another network than the one given: at tensor {k} it has {have} "
             f"where the model has {need}; fix the factory's keyword arguments (or leave factory= out and name "
