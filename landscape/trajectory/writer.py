@@ -89,12 +89,11 @@ class PackWriter:
     It owns the pack and index descriptors. The appending thread queues each snapshot with its record, its
     pack and a private copy of its tensors. A batch of queued snapshots is then framed, placed (each record's
     ``off`` and ``size``) and written at once: their digests computed (``hashlib`` releases the GIL on the
-    tensor bytes, between snapshots), every
-    snapshot of a pack written with one ``writev``, their index lines with one ``write``, and synced
-    when asked (every batch of a ``durable="append"`` store, or a :meth:`sync` request from ``flush`` /
-    ``close``). With ``threaded`` a daemon thread writes the batches (at BATCH snapshots or BATCH_BYTES, a
-    sync request or LINGER seconds); without, the appending thread does when BATCH snapshots are queued
-    (or at once with ``durable="append"``, which waits for its sync anyway).
+    tensor bytes, between snapshots), every snapshot of a pack written with one ``writev``, their index lines
+    with one ``write``, and synced when asked (every batch of a ``durable="append"`` store, or a :meth:`sync`
+    request from ``flush`` / ``close``). With ``threaded`` a daemon thread writes the batches (at BATCH
+    snapshots or BATCH_BYTES, a sync request or LINGER seconds); without, the appending thread does when BATCH
+    snapshots are queued (or at once with ``durable="append"``, which waits for its sync anyway).
 
     It holds no reference to its :class:`Trajectory`, so an unclosed store is still garbage collected
     (its ``__del__`` writes the queue). After a failure it writes nothing more: the failed batch's
