@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 
@@ -457,6 +458,31 @@ def test_reorganize_chooses_closest_pair_and_top_rho_unit() -> None:
     rho[3] = -1
     assert ev.changes[0].unit == int(rho.argmax())
     assert out[0].weight.shape == model[0].weight.shape
+
+
+def test_source_keywords_show_in_signatures_and_match_precomputed_stats() -> None:
+    """``data``/``loss_fn`` with split_stats' options give the event that ``stats=split_stats(...)`` gives."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x, y = torch.randn(24, 3, dtype=DT), torch.randn(24, 2, dtype=DT)
+    for fn in (open_tunnels, reorganize):
+        shown = inspect.signature(fn).parameters
+        assert not any(p.kind is p.VAR_KEYWORD for p in shown.values())
+        assert {"stats", "data", "loss_fn", "max_batches", "train", "batch_size", "max_elements", "progress"} <= set(
+            shown
+        )
+        assert shown["batch_size"].default == inspect.signature(split_stats).parameters["batch_size"].default
+    # a partial pass (the first 2 batches of 8): the options reach split_stats
+    stats = split_stats(model, (x, y), mse, max_batches=2, batch_size=8)
+    a = open_tunnels(model, 2, t=0.5, data=(x, y), loss_fn=mse, max_batches=2, batch_size=8)[1]
+    b = open_tunnels(model, 2, t=0.5, stats=stats)[1]
+    assert a.changes == b.changes and a.n_examples == b.n_examples == 16
+    full = open_tunnels(model, 2, t=0.5, data=(x, y), loss_fn=mse)[1]
+    assert full.n_examples == 24
+    with pytest.raises(TypeError, match="open_tunnels.*'max_batch'"):
+        open_tunnels(model, 1, data=(x, y), loss_fn=mse, max_batch=2)
+    with pytest.raises(TypeError, match="reorganize.*'sats'"):
+        reorganize(model, "0", 1, sats=stats)
 
 
 # ============================================================================ estimates of A

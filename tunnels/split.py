@@ -75,7 +75,7 @@ import enum
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +91,7 @@ __all__ = [
     "LambdaMode",
     "StatsMethod",
     "SplitStats",
+    "SplitSource",
     "split_matrices",
     "split_stats",
     "SplitAccumulator",
@@ -417,6 +418,50 @@ def _site_matrix(
 
 
 # ============================================================================ passes and accumulators
+class SplitSource(TypedDict, total=False):
+    """Where a surgery gets the matrices A: ``stats``, or ``data`` and ``loss_fn`` with :func:`split_stats`'s options.
+
+    The keywords of :func:`tunnels.surgery.open_tunnels` and :func:`tunnels.surgery.reorganize`, which show in
+    their signatures (defaults: :data:`SOURCE_DEFAULTS`).
+
+    Attributes:
+        stats: Precomputed A (:func:`split_stats` or ``SplitAccumulator.stats()``).
+        data: Data to compute A when ``stats`` is not given: a tensor pair or an iterable of batches.
+        loss_fn: ``loss_fn(output, target)`` returning the batch mean, with ``data``.
+        max_batches: Stop after this many batches (a partial pass).
+        train: Evaluate in train mode (BatchNorm batch statistics).
+        batch_size: Batch size for a tensor pair.
+        max_elements: Memory bound, see :func:`split_matrices`.
+        progress: Show a progress bar over batches.
+    """
+
+    stats: SplitStats | None
+    data: Any
+    loss_fn: LossFn | None
+    max_batches: int | None
+    train: bool
+    batch_size: int | None
+    max_elements: int
+    progress: bool
+
+
+SOURCE_DEFAULTS: dict[str, Any] = {"batch_size": 256, "max_elements": 2**24, "train": False, "progress": False}
+"""Defaults of :class:`SplitSource`'s keywords (those of :func:`split_stats`; ``None`` for the others)."""
+
+
+def split_source(function: str, source: SplitSource) -> tuple[SplitStats | None, Any, LossFn | None, dict[str, Any]]:
+    """``(stats, data, loss_fn, split_stats keywords)`` of a surgery's :class:`SplitSource` keywords.
+
+    Raises:
+        TypeError: ``<function>() got an unexpected keyword argument '<name>'``, as Python would.
+    """
+    from landscape._options import check_keywords
+
+    check_keywords(function, source, SplitSource)
+    rest: dict[str, Any] = dict(source)
+    return rest.pop("stats", None), rest.pop("data", None), rest.pop("loss_fn", None), rest
+
+
 def split_stats(
     model: nn.Module,
     data: Any,

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from landscape._options import parse_option
+from landscape._options import parse_option, shows_keywords
 from tunnels.sites import (
     SUPPORTED_PAIRS,
     EventKind,
@@ -50,8 +50,11 @@ from tunnels.sites import (
     module_order,
     resolve_site,
 )
+from tunnels.split import SOURCE_DEFAULTS, SplitSource, split_source
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from tunnels.split import LambdaMode, SplitStats
 
 __all__ = [
@@ -426,17 +429,15 @@ def _event_info(stats: SplitStats | None) -> dict[str, Any]:
     return {} if stats is None else {"stats": stats.method, "n_examples": stats.n_examples}
 
 
+@shows_keywords(SplitSource, SOURCE_DEFAULTS)
 def open_tunnels(
     model: nn.Module,
     units: UnitsSpec = 1,
     *,
     t: float = 1.0,
     mode: LambdaMode | str = "proposed",
-    stats: SplitStats | None = None,
-    data: Any = None,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     seed: int | None = None,
-    **stats_kw: Any,
+    **source: Unpack[SplitSource],
 ) -> tuple[nn.Module, TunnelEvent]:
     """Open tunnels: clone units with ``lambda_t = 1/2 + t * lambda_star`` (or a control split).
 
@@ -454,12 +455,11 @@ def open_tunnels(
         mode: ``"proposed"`` (principal eigenvector of ``A^T A``), ``"random"`` (a random unit
             direction, the paper's control), ``"constant"`` (``1/sqrt(L)`` in every entry) or ``"half"``
             (``lambda = 1/2``, never breaks symmetry).
-        stats: Precomputed A (:func:`tunnels.split.split_stats` or ``SplitAccumulator.stats()``).
-        data: Data to compute A when ``stats`` is not given: a tensor pair or iterable of batches.
-        loss_fn: ``loss_fn(output, target)`` returning the batch mean, with ``data``.
         seed: Seed of the random directions (drawn from torch's generator and recorded if ``None``).
-        **stats_kw: Passed to :func:`tunnels.split.split_stats` (``train``, ``max_batches``,
-            ``batch_size``, ``progress``, ``max_elements``).
+        **source: Where A comes from (:class:`tunnels.split.SplitSource`): ``stats``, precomputed
+            (:func:`tunnels.split.split_stats` or ``SplitAccumulator.stats()``), or ``data`` and ``loss_fn``
+            (the batch mean), with :func:`~tunnels.split.split_stats`'s ``max_batches``, ``train``,
+            ``batch_size``, ``max_elements`` and ``progress``.
 
     Returns:
         ``(new_model, event)``; ``event.to_dict()`` is JSON-compatible, and ``close_tunnels(new, event)``
@@ -472,6 +472,7 @@ def open_tunnels(
     """
     from tunnels.split import LambdaMode, augment_rows, principal_split
 
+    stats, data, loss_fn, stats_kw = split_source("open_tunnels", source)
     mode_e, seed, gen = _lambda_source(mode, seed)
     kw = {"data": data, "loss_fn": loss_fn, **stats_kw}
     plan, stats = _plan(model, units, stats, mode_e is LambdaMode.PROPOSED, kw)
@@ -497,6 +498,7 @@ def open_tunnels(
     return new, ev
 
 
+@shows_keywords(SplitSource, SOURCE_DEFAULTS)
 def reorganize(
     model: nn.Module,
     site: Any,
@@ -505,11 +507,8 @@ def reorganize(
     *,
     t: float = 1.0,
     mode: LambdaMode | str = "proposed",
-    stats: SplitStats | None = None,
-    data: Any = None,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     seed: int | None = None,
-    **stats_kw: Any,
+    **source: Unpack[SplitSource],
 ) -> tuple[nn.Module, TunnelEvent]:
     """Practical weight reorganization (Section 3.2): merge pairs of units, reopen chosen units in their slots.
 
@@ -526,11 +525,10 @@ def reorganize(
         units: Units to clone into the freed slots; default the top-rho units that are not freed slots.
         t: Distance of lambda from ``1/2``.
         mode: As in :func:`open_tunnels`.
-        stats: Precomputed A for this site.
-        data: Data to compute A on the merged network.
-        loss_fn: Batch-mean loss, with ``data``.
         seed: Seed of random directions.
-        **stats_kw: Passed to :func:`tunnels.split.split_stats`.
+        **source: Where A comes from, as in :func:`open_tunnels`: ``stats`` for this site, or ``data`` and
+            ``loss_fn`` to compute A on the merged network (with the same :func:`~tunnels.split.split_stats`
+            options).
 
     Returns:
         ``(new_model, event)`` with ``kind="reorganize"``.
@@ -540,6 +538,7 @@ def reorganize(
     """
     from tunnels.split import LambdaMode, principal_split, split_stats
 
+    stats, data, loss_fn, stats_kw = split_source("reorganize", source)
     mode_e, seed, gen = _lambda_source(mode, seed)
     s = resolve_site(model, site)
     if isinstance(merges, int):
