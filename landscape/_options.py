@@ -154,6 +154,40 @@ def shows_keywords(options: type, defaults: Mapping[str, Any]) -> Callable[[F], 
     return decorate
 
 
+def shows_forwarded(
+    target: Callable[..., Any],
+    *,
+    exclude: Iterable[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> Callable[[F], F]:
+    """Decorator: a function's ``**kwargs``, forwarded to ``target``, show as ``target``'s keyword-only parameters.
+
+    ``inspect.signature`` and ``help`` then list the forwarded keywords with their defaults and annotations, read
+    from ``target`` itself (a class: its ``__init__``), so the two never disagree.
+
+    Args:
+        target: The callable the keywords go to.
+        exclude: Keywords the function sets itself (not the caller's to give).
+        extra: More keywords the function reads besides ``target``'s, ``{name: default}``.
+
+    Returns:
+        The decorator (the function itself, with ``__signature__`` set).
+    """
+
+    def decorate(fn: F) -> F:
+        sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        names = {p.name for p in own} | set(exclude)
+        forwarded = [
+            p for p in inspect.signature(target).parameters.values() if p.kind is p.KEYWORD_ONLY and p.name not in names
+        ]
+        forwarded += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in (extra or {}).items()]
+        fn.__signature__ = sig.replace(parameters=own + forwarded)  # type: ignore[attr-defined]
+        return fn
+
+    return decorate
+
+
 def check_keywords(function: str, given: Iterable[str], options: type) -> None:
     """Raise as Python does on a keyword the typed dictionary ``options`` does not declare.
 

@@ -46,6 +46,7 @@ from persistence.stepper import Backend, Stepper, log_steps, torch_threads
 
 __all__ = [
     "BATCHED_OPTIONS",
+    "BATCHED_DEFAULTS",
     "sgd_hyperparameters",
 ]  # BatchedEngine is the trainer's; build it through PersistentTrainer
 
@@ -61,6 +62,9 @@ BATCHED_OPTIONS = {
     "steps_per_call": "steps unrolled into one compiled call (default 8)",
     "threads": "torch intra-op threads during the run (default 1; None: unchanged)",
 }
+
+# Defaults of the engine's own keywords (not the Trainer's), shown in PersistentTrainer's signature.
+BATCHED_DEFAULTS: dict[str, Any] = {"log_every": 100, "backend": "auto", "steps_per_call": 8, "threads": 1}
 
 
 def _is_mse(loss_fn: Any) -> bool:
@@ -167,15 +171,21 @@ class BatchedEngine:
         }
         self.lr, self.momentum = sgd_hyperparameters(optimizer, options.get("optimizer_kwargs"))
         self.steps = int(options["steps"])
-        self.log_every = int(options.get("log_every", 100))
+        self.log_every = int(options.get("log_every", BATCHED_DEFAULTS["log_every"]))
         self.log_steps = log_steps(self.steps, self.log_every)
         self.record_every = options.get("record_every_steps")
         if self.record_every is not None and int(self.record_every) < 1:
             raise ValueError(f"record_every_steps must be a positive integer or None, got {self.record_every}")
-        self.threads = options.get("threads", 1)
+        self.threads = options.get("threads", BATCHED_DEFAULTS["threads"])
         self.capacity = max(capacity, 1)  # anchor rows, padded with zeros: one compiled shape for the whole chain
-        backend = parse_option(Backend, options.get("backend", Backend.AUTO), "backend")
-        self.stepper = Stepper(backend, int(options.get("steps_per_call", 8)), self.lr, self.momentum, penalty=True)
+        backend = parse_option(Backend, options.get("backend", BATCHED_DEFAULTS["backend"]), "backend")
+        self.stepper = Stepper(
+            backend,
+            int(options.get("steps_per_call", BATCHED_DEFAULTS["steps_per_call"])),
+            self.lr,
+            self.momentum,
+            penalty=True,
+        )
 
     def settings(self) -> dict[str, Any]:
         """What the run's result depends on beyond the trainer's own settings (part of the resume fingerprint)."""

@@ -33,12 +33,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape._options import parse_option
+from landscape._options import parse_option, shows_forwarded
 from landscape.params import ParamLayout, model_at, parameters_to_vector
 from landscape.train import Trainer, evaluate_dataset
 from landscape.train.loop import DataLike, OptimizerSpec
 from landscape.trajectory import Trajectory
 from landscape.validation import validate_training_sets
+from persistence.batched import BATCHED_DEFAULTS
 from persistence.penalty import PersistentMode, PersistentPenalty, draw_layer
 
 if TYPE_CHECKING:
@@ -104,6 +105,11 @@ def select_champion(metrics: Sequence[Mapping[str, float]], key: str = "val_loss
     return int(np.argmin(arr) if mode == "min" else np.argmax(arr))
 
 
+# Trainer keywords every iteration's run gets from the PersistentTrainer itself; the signature shows the rest of
+# Trainer's, and the batched engine's own (persistence.batched.BATCHED_DEFAULTS).
+_SETS_ITSELF = ("seed", "eval_data", "regularizer", "trajectory", "tags", "progress")
+
+
 class PersistentTrainer:
     """Run N persistent iterations from one initialization and select the championship.
 
@@ -139,6 +145,7 @@ class PersistentTrainer:
         (3, True)
     """
 
+    @shows_forwarded(Trainer, exclude=_SETS_ITSELF, extra=BATCHED_DEFAULTS)
     def __init__(
         self,
         model: nn.Module,

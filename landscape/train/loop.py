@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape._batch import dataset_loader
-from landscape._options import check_count, parse_option
+from landscape._options import check_count, parse_option, shows_forwarded
 from landscape.data.batches import iterate_batches
 from landscape.train.callbacks import Callback, EpochEvent, NonFiniteLossError, OnNonFinite, RecordTrajectory, StepEvent
 from landscape.train.metrics import CorrectCounter, evaluate_dataset, resolve_loss
@@ -485,6 +485,7 @@ class Trainer:
         return self
 
 
+@shows_forwarded(Trainer)
 def fit(
     model: nn.Module,
     data: DataLike | None = None,
@@ -493,6 +494,8 @@ def fit(
     **kwargs: Any,
 ) -> Trainer:
     """Train a copy of ``model``; shorthand for ``Trainer(model, data, loss_fn, optimizer, **kwargs).fit()``.
+
+    The signature shows :class:`Trainer`'s keywords (``epochs``, ``steps``, ``batch_size``, ...), read from it.
 
     Returns:
         The finished :class:`Trainer` (``.model``, ``.history_``, ``.trajectory``).

@@ -526,19 +526,31 @@ class Trajectory(StoreIndex):
         self._drop_provisional()
         self._release()
 
-    def append_model(self, model: nn.Module, **kwargs: Any) -> int:
+    def append_model(
+        self,
+        model: nn.Module,
+        *,
+        step: int = 0,
+        epoch: float = 0.0,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        wall_time: float | None = None,
+        new_segment: bool = False,
+    ) -> int:
         """Append ``model``'s parameters (frozen ones included) and buffers, with its layout; the model is only read.
 
         Args:
             model: The network (a grown or shrunk network starts a new segment).
-            **kwargs: ``step``, ``epoch``, ``metrics``, ``tags``, ``wall_time``, ``new_segment`` as in :meth:`append`.
+            step: Optimizer step, as in :meth:`append` (so are the other keywords).
+            epoch: Epoch, fractional within an epoch.
+            metrics: Named numbers.
+            tags: JSON-compatible tags.
+            wall_time: Unix time; defaults to now.
+            new_segment: Start a new segment even if the layout is unchanged.
 
         Returns:
             The index of the new snapshot.
         """
-        for k in ("layout", "buffers"):
-            if k in kwargs:
-                raise TypeError(f"append_model takes {k} from the model; use append() to pass it explicitly")
         # The model's tensors are walked again only when it changed (see landscape.trajectory.capture).
         current = self._segs[-1][0] if self._segs else None
         layout, vec, buffers, c = capture_model(model, current, self._model_cache)
@@ -547,7 +559,17 @@ class Trajectory(StoreIndex):
         self._fresh = vec
         try:
             # Buffers uncopied: append copies them once.
-            i = self.append(vec, buffers=buffers, layout=layout, **kwargs)
+            i = self.append(
+                vec,
+                step=step,
+                epoch=epoch,
+                metrics=metrics,
+                tags=tags,
+                buffers=buffers,
+                layout=layout,
+                wall_time=wall_time,
+                new_segment=new_segment,
+            )
         finally:
             self._fresh = None
         self._model_cache = c if c is not None and self._segs[-1][0] is c[2] else None
