@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from figures.contract import FigureResult, MissingDataError
-from figures.tunnels._deep import DeepSetup, deep_runs, is_stuck
+from figures.tunnels._deep import deep_runs, is_stuck
 from figures.tunnels._deep_data import load_imagenet64
+from figures.tunnels._deep_setup import DeepSetup
 from figures.tunnels._setup import (
     STUCK_TOL,
     Setup,
@@ -307,7 +308,7 @@ def test_fig4_reuses_the_cached_runs(tmp_path):
 
 def test_the_claims_files_paper_values_match_the_papers_tables():
     from figures.claims import ClaimBook
-    from figures.tunnels._deep import PAPER_TABLE3
+    from figures.tunnels._deep_setup import PAPER_TABLE3
     from figures.tunnels.table4 import PAPER_MNIST
 
     (pm, ps), (cm, cs) = PAPER_TABLE3["ImageNet"]["proposed"], PAPER_TABLE3["ImageNet"]["control"]
@@ -321,7 +322,7 @@ def test_medium_settings_and_which_figures_have_them():
     import dataclasses
 
     from figures.contract import Scale, discover, get_figure
-    from figures.tunnels._deep import DEEP_BASELINES, make_deep_setup
+    from figures.tunnels._deep_setup import DEEP_BASELINES, make_deep_setup
     from figures.tunnels._setup import make_setup
 
     quick, medium = make_setup("quick"), make_setup("medium")
@@ -344,7 +345,7 @@ def test_medium_settings_and_which_figures_have_them():
 def test_deep_baselines_leave_the_three_arms_unchanged_and_move_the_weights(tmp_path):
     import dataclasses
 
-    from figures.tunnels._deep import DEEP_ARMS
+    from figures.tunnels._deep_setup import DEEP_ARMS
     from figures.tunnels._setup import NEON_KW, PGD_KW
     from figures.tunnels.fig2_right import run_fig2_right
     from figures.tunnels.fig4 import run_fig4

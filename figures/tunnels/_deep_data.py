@@ -13,7 +13,7 @@ from figures.tunnels._setup import redraw_labels
 from landscape.data import load_mnist_subset
 
 if TYPE_CHECKING:
-    from figures.tunnels._deep import DeepSetup
+    from figures.tunnels._deep_setup import DeepSetup
 
 IMAGENET64_DIR = "imagenet64"
 

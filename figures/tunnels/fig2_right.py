@@ -61,7 +61,8 @@ from plotly.subplots import make_subplots
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, register_figure
-from figures.tunnels._deep import DEEP_ARMS, NEON_ETA_LMAX, DeepSetup, deep_figure
+from figures.tunnels._deep import deep_figure
+from figures.tunnels._deep_setup import DEEP_ARMS, NEON_ETA_LMAX, DeepSetup
 from figures.tunnels._plots import add_bands
 from figures.tunnels._setup import LINE_COLORS, NEON_KW, PGD_KW, mean_std, moved_premise
 from figures.verdict import Effect, Verdict, at_most, paired_effect

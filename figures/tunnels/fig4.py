@@ -42,7 +42,8 @@ from plotly.subplots import make_subplots
 
 from figures.claims import ClaimBook
 from figures.contract import Claim, FigureResult
-from figures.tunnels._deep import DeepSetup, deep_runs, make_deep_setup
+from figures.tunnels._deep import deep_runs
+from figures.tunnels._deep_setup import DeepSetup, make_deep_setup
 from figures.tunnels._setup import (
     LINE_COLORS,
     SaddleStart,

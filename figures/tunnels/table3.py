@@ -26,7 +26,8 @@ import plotly.graph_objects as go
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, register_figure
-from figures.tunnels._deep import PAPER_TABLE3, DeepSetup, deep_figure
+from figures.tunnels._deep import deep_figure
+from figures.tunnels._deep_setup import PAPER_TABLE3, DeepSetup
 from figures.tunnels._setup import LINE_COLORS
 from figures.verdict import at_least
 
