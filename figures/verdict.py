@@ -40,10 +40,13 @@ __all__ = [
     "at_least",
     "at_most",
     "converged",
+    "equivalence_verdict",
     "json_fields",
     "json_number",
     "paired_effect",
     "paired_proportions",
+    "proportion_effect",
+    "spearman_effect",
     "verdict_for",
 ]
 
@@ -331,6 +334,50 @@ def paired_proportions(correct_a: Sequence[bool], correct_b: Sequence[bool], *, 
     return Effect(mean, sd, n, mean - q * se, mean + q * se, p, confidence, "McNemar (paired examples)")
 
 
+def proportion_effect(k: int, n: int, p0: float, *, confidence: float = 0.95) -> Effect:
+    """A share ``k / n`` minus a reference ``p0``, with an exact (Clopper-Pearson) interval and binomial test."""
+    from scipy import stats
+
+    if n <= 0:
+        return Effect(math.nan, math.nan, 0, -math.inf, math.inf, 1.0, confidence, "binomial (no trials)")
+    ci = stats.binomtest(k, n, p0).proportion_ci(confidence_level=confidence, method="exact")
+    p = float(stats.binomtest(k, n, p0).pvalue)
+    share = k / n
+    return Effect(
+        share - p0,
+        math.sqrt(share * (1 - share)),
+        n,
+        ci.low - p0,
+        ci.high - p0,
+        p,
+        confidence,
+        f"binomial vs {p0:g} (Clopper-Pearson)",
+    )
+
+
+def spearman_effect(x: Sequence[float], y: Sequence[float], *, confidence: float = 0.95) -> Effect:
+    """Spearman rank correlation with a Fisher-z interval (``n > 3``) and its p-value."""
+    from scipy import stats
+
+    n = len(x)
+    r = float(stats.spearmanr(x, y).statistic) if n > 2 else math.nan
+    p = float(stats.spearmanr(x, y).pvalue) if n > 2 else 1.0
+    if not math.isfinite(r) or n <= 3:
+        return Effect(r, math.nan, n, -1.0, 1.0, p if math.isfinite(p) else 1.0, confidence, "Spearman (too few)")
+    z, se = math.atanh(max(min(r, 0.999999), -0.999999)), 1.06 / math.sqrt(n - 3)
+    q = float(stats.norm.ppf(0.5 + confidence / 2))
+    return Effect(
+        r,
+        math.nan,
+        n,
+        math.tanh(z - q * se),
+        math.tanh(z + q * se),
+        p,
+        confidence,
+        "Spearman rank correlation (Fisher z, Fieller se)",
+    )
+
+
 def verdict_for(effect: Effect, *, direction: int = 1, paper_effect: float | None = None) -> Verdict:
     """The verdict on a claim that the effect is positive (``direction=1``) or negative (``-1``).
 
@@ -352,5 +399,17 @@ def verdict_for(effect: Effect, *, direction: int = 1, paper_effect: float | Non
     if lo > 0:
         return Verdict.HELD
     if hi < 0 or (paper_effect is not None and hi < abs(paper_effect)):
+        return Verdict.NOT_HELD
+    return Verdict.INCONCLUSIVE
+
+
+def equivalence_verdict(effect: Effect, margin: float) -> Verdict:
+    """Verdict on a claim of equivalence within ``margin`` (fixed before measuring).
+
+    Held if the effect's interval lies inside ``(-margin, margin)``, not held if it excludes 0, else inconclusive.
+    """
+    if -margin < effect.ci_low and effect.ci_high < margin:
+        return Verdict.HELD
+    if effect.ci_low > 0 or effect.ci_high < 0:
         return Verdict.NOT_HELD
     return Verdict.INCONCLUSIVE

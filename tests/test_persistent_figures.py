@@ -22,7 +22,7 @@ from figures.persistent.fig12 import bulk_edge, figure12, outliers, probe_edges
 from figures.persistent.fig13_15 import figure13_15, saturated_share, saturated_share_layers, saturation_score
 from figures.persistent.preprint import figure_pp11, figure_pp_partial
 from figures.toy_demo import grad, loss
-from figures.verdict import verdict_for
+from figures.verdict import proportion_effect, spearman_effect, verdict_for
 from landscape.analyze import SaturationHistory
 from landscape.curvature import HessianSpectrum
 from landscape.data import two_minima
@@ -211,15 +211,15 @@ def test_saturation_measures_on_a_known_history():
 
 # --------------------------------------------------------------------------- premises and statistics
 def test_proportion_and_spearman_effects():
-    eff = common.proportion_effect(30, 32, 0.5)  # clearly "most"
+    eff = proportion_effect(30, 32, 0.5)  # clearly "most"
     assert eff.ci_low > 0 and verdict_for(eff).value == "held"
-    eff = common.proportion_effect(1, 32, 0.5)  # the old stand-in data: 1 of 32 kinks
+    eff = proportion_effect(1, 32, 0.5)  # the old stand-in data: 1 of 32 kinks
     assert eff.ci_high < 0 and verdict_for(eff).value == "not held"
-    eff = common.proportion_effect(3, 5, 0.5)  # inside the noise
+    eff = proportion_effect(3, 5, 0.5)  # inside the noise
     assert verdict_for(eff).value == "inconclusive"
-    rho = common.spearman_effect(range(8), [8, 7, 6, 5, 4, 3, 2, 1])
+    rho = spearman_effect(range(8), [8, 7, 6, 5, 4, 3, 2, 1])
     assert rho.mean == pytest.approx(-1.0) and verdict_for(rho, direction=-1).value == "held"
-    rho = common.spearman_effect(range(6), [1, 3, 2, 1, 3, 2])  # no trend: inconclusive
+    rho = spearman_effect(range(6), [1, 3, 2, 1, 3, 2])  # no trend: inconclusive
     assert verdict_for(rho, direction=-1).value == "inconclusive"
 
 

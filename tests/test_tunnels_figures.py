@@ -282,9 +282,8 @@ def test_imagenet64_npz_batches(tmp_path):
 
 
 def test_table4_and_its_equivalence_verdict(tmp_path):
-    from figures.tunnels._setup import equivalence_verdict
     from figures.tunnels.table4 import run_table4
-    from figures.verdict import paired_effect
+    from figures.verdict import equivalence_verdict, paired_effect
 
     res = run_table4("quick", cache=tmp_path, setup=TINY)
     _check(res, ["accuracy"], 2)

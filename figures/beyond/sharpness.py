@@ -47,7 +47,7 @@ from figures.beyond import PACKAGE_ADDS
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.result import Claim
-from figures.verdict import at_least, at_most
+from figures.verdict import at_least, at_most, spearman_effect
 
 N_IMAGES = 512
 TRAIN_ACC = 0.99  # premise: the minima fit the training set equally well (compared at equal training fit)
@@ -155,8 +155,6 @@ def _lenet_minima(scale: Scale, data_dir: Path | None, out: Path, progress: bool
 
 def _claims(family: str, rows: list[dict[str, Any]], scale: Scale) -> list[Claim]:
     """One claim per measure: sharpness rank-correlates positively with the test error within the family."""
-    from figures.persistent._setup import spearman_effect
-
     err = [1 - r["test_acc"] for r in rows]
     accs = [r["train_acc"] for r in rows]
     base = spearman_effect([r["sharpness"]["loss"][0] for r in rows], err)

@@ -104,7 +104,6 @@ __all__ = [  # the shared setup of the Persistent Neurons figures: defined here 
     "partial_setup",
     "pct",
     "persistent_figure",
-    "proportion_effect",
     "render",
     "repeat_seeds",
     "resolvable",
@@ -112,7 +111,6 @@ __all__ = [  # the shared setup of the Persistent Neurons figures: defined here 
     "seeded_figure",
     "run_persistent",
     "source_hash",
-    "spearman_effect",
     "test_correct",
     "test_predictions",
     "train_correct",
@@ -585,47 +583,3 @@ def with_seeds(result: FigureResult, runs: Sequence[PersistentTrainer]) -> Figur
 def resolvable(n: int) -> str:
     """The smallest accuracy difference a split of ``n`` images can resolve (about 3 discordant images)."""
     return f"{n} test images: one image is {100 / n:.2f} points"
-
-
-def proportion_effect(k: int, n: int, p0: float, confidence: float = 0.95) -> Effect:
-    """A share ``k / n`` minus a reference ``p0``, with an exact (Clopper-Pearson) interval and binomial test."""
-    from scipy import stats
-
-    if n <= 0:
-        return Effect(math.nan, math.nan, 0, -math.inf, math.inf, 1.0, confidence, "binomial (no trials)")
-    ci = stats.binomtest(k, n, p0).proportion_ci(confidence_level=confidence, method="exact")
-    p = float(stats.binomtest(k, n, p0).pvalue)
-    share = k / n
-    return Effect(
-        share - p0,
-        math.sqrt(share * (1 - share)),
-        n,
-        ci.low - p0,
-        ci.high - p0,
-        p,
-        confidence,
-        f"binomial vs {p0:g} (Clopper-Pearson)",
-    )
-
-
-def spearman_effect(x: Sequence[float], y: Sequence[float], confidence: float = 0.95) -> Effect:
-    """Spearman rank correlation with a Fisher-z interval (``n > 3``) and its p-value."""
-    from scipy import stats
-
-    n = len(x)
-    r = float(stats.spearmanr(x, y).statistic) if n > 2 else math.nan
-    p = float(stats.spearmanr(x, y).pvalue) if n > 2 else 1.0
-    if not math.isfinite(r) or n <= 3:
-        return Effect(r, math.nan, n, -1.0, 1.0, p if math.isfinite(p) else 1.0, confidence, "Spearman (too few)")
-    z, se = math.atanh(max(min(r, 0.999999), -0.999999)), 1.06 / math.sqrt(n - 3)
-    q = float(stats.norm.ppf(0.5 + confidence / 2))
-    return Effect(
-        r,
-        math.nan,
-        n,
-        math.tanh(z - q * se),
-        math.tanh(z + q * se),
-        p,
-        confidence,
-        "Spearman rank correlation (Fisher z, Fieller se)",
-    )

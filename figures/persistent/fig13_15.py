@@ -56,10 +56,9 @@ from figures.persistent._setup import (
     moved_premise,
     render,
     seeded_figure,
-    spearman_effect,
     with_seeds,
 )
-from figures.verdict import paired_effect
+from figures.verdict import paired_effect, spearman_effect
 from landscape.analyze import SaturationHistory
 from landscape.plot import plot_activation_histograms, plot_saturation_curves
 from persistence import PersistentTrainer

@@ -51,11 +51,10 @@ from figures.persistent._setup import (
     RED,
     Line,
     Sub,
-    proportion_effect,
     render,
     source_hash,
 )
-from figures.verdict import at_least, at_most
+from figures.verdict import at_least, at_most, proportion_effect
 from landscape.data import two_region_linear_loss
 from landscape.models import build_model
 from landscape.trajectory import cache_lock, lock_path

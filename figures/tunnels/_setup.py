@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from figures.contract import Claim, FigureResult, Panel, Scale, figure_function, register_figure, require_data
-from figures.verdict import Effect, Premise, Verdict, at_least, at_most, paired_effect
+from figures.verdict import Effect, Premise, at_least, at_most, paired_effect
 from landscape.data import load_digits_split, load_mnist_idx
 from landscape.models import SigmoidConvNet
 from landscape.params import model_at, parameters_to_vector
@@ -491,15 +491,6 @@ def moved_premise(res: dict[str, Any], name: str) -> Premise:
         MOVE_MIN,
         detail=f"applications per run {counts}; 0 means it never fired",
     )
-
-
-def equivalence_verdict(effect: Effect, margin: float) -> Verdict:
-    """Held if the interval lies inside ``(-margin, margin)``, not held if it excludes 0, else inconclusive."""
-    if -margin < effect.ci_low and effect.ci_high < margin:
-        return Verdict.HELD
-    if effect.ci_low > 0 or effect.ci_high < 0:
-        return Verdict.NOT_HELD
-    return Verdict.INCONCLUSIVE
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> tuple[list[float], Effect]:

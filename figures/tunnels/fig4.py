@@ -47,14 +47,13 @@ from figures.tunnels._deep_setup import DeepSetup, make_deep_setup
 from figures.tunnels._setup import (
     LINE_COLORS,
     SaddleStart,
-    equivalence_verdict,
     mean_std,
     paired,
     saddle_premises,
     single_layer_figure,
     window_mean,
 )
-from figures.verdict import at_most
+from figures.verdict import at_most, equivalence_verdict
 
 EQUIV = 0.02  # "the same loss": the paired difference within +-2% of the control's final loss
 CONV_LAST, CONV_TOL = 0.1, 0.01  # the project's convergence default: < 1% change over the last 10%

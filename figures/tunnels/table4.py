@@ -25,13 +25,12 @@ from figures.contract import FigureResult
 from figures.tunnels._setup import (
     COLORS,
     SaddleStart,
-    equivalence_verdict,
     initial_model,
     load_test,
     paired,
     single_layer_figure,
 )
-from figures.verdict import at_least
+from figures.verdict import at_least, equivalence_verdict
 from landscape.params import model_at
 
 ARMS = {
