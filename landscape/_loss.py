@@ -30,6 +30,7 @@ __all__ = [
     "weighted_mean",
     "weighted_terms",
     "weighted_count",
+    "weighted_form",
 ]
 
 LOSSES: dict[str, Callable[..., Tensor]] = {
@@ -155,10 +156,10 @@ def weighted_mean(fn: Any, targets: Iterable[Tensor | None]) -> bool:
     default) occurs. Such a batch's mean times its size is not a sum over its samples, and the mean over the
     data depends on how it is cut into batches.
     """
-    return _weighted_form(fn) is not None and any(weighted_count(fn, y) is not None for y in targets)
+    return weighted_form(fn) is not None and any(weighted_count(fn, y) is not None for y in targets)
 
 
-def _weighted_form(fn: Any) -> tuple[Callable[..., Tensor], Tensor | None, int, dict[str, Any]] | None:
+def weighted_form(fn: Any) -> tuple[Callable[..., Tensor], Tensor | None, int, dict[str, Any]] | None:
     # (torch function, class weights, ignore_index, further keywords) of a mean-reduced cross-entropy / NLL loss
     if isinstance(fn, nn.CrossEntropyLoss):
         if fn.reduction != "mean":
@@ -191,7 +192,7 @@ def weighted_terms(fn: Any, out: Tensor, y: Tensor | None) -> tuple[Tensor, floa
     count = weighted_count(fn, y)
     if count is None:
         return None
-    form = _weighted_form(fn)
+    form = weighted_form(fn)
     assert form is not None  # weighted_count returned a count
     f, weight, ignore, extra = form
     return f(out, y, weight=weight, ignore_index=ignore, reduction="sum", **extra), count
@@ -199,7 +200,7 @@ def weighted_terms(fn: Any, out: Tensor, y: Tensor | None) -> tuple[Tensor, floa
 
 def weighted_count(fn: Any, y: Tensor | None) -> float | None:
     """The count :func:`weighted_terms` returns for these targets (no outputs needed), or ``None`` likewise."""
-    form = _weighted_form(fn)
+    form = weighted_form(fn)
     if form is None or y is None or not class_targets(y):
         return None
     _, weight, ignore, _ = form

@@ -3,7 +3,9 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from landscape.data import iterate_batches
 from landscape.params import parameters_to_vector
 from landscape.train import Callback, NonFiniteLossError, RecordTrajectory, Trainer
 
@@ -425,3 +427,32 @@ def test_seeded_training_with_recording_is_bitwise_reproducible_across_processes
         assert torch.equal(sa.vector, sb.vector) and torch.equal(sa.vector, sh.vector)
         assert all(torch.equal(sa.buffers[k], sh.buffers[k]) for k in sh.buffers)
         assert sa.metrics == sb.metrics == sh.metrics and sa.step == sh.step
+
+
+@pytest.mark.parametrize("form", ["ignored", "class_weights", "ignored_batches"])
+def test_running_train_loss_of_a_weighted_mean_is_the_whole_data_loss(form):
+    """Cross-entropy with ignored targets or class weights divides by the summed weights, not the batch size:
+    with a frozen model (lr 0) the epoch's running loss equals the loss of the whole data in one call."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3)).double()
+    x = torch.randn(11, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, -100, 2, -100, -100, 1, 0, 2, -100, 1])
+    if form == "class_weights":
+        y = y.clamp(min=0)
+        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor([0.2, 1.0, 3.0], dtype=torch.float64))
+    else:
+        loss_fn = F.cross_entropy
+    data = (x, y) if form != "ignored_batches" else [(x[i : i + 3], y[i : i + 3]) for i in range(0, 11, 3)]
+    tr = Trainer(
+        net,
+        data,
+        loss_fn,
+        lambda p: torch.optim.SGD(p, lr=0.0),
+        epochs=1,
+        batch_size=3 if form != "ignored_batches" else None,
+    ).fit()
+    with torch.no_grad():
+        whole = float(loss_fn(net(x), y))
+        by_size = sum(float(loss_fn(net(xb), yb)) * len(yb) for xb, yb in iterate_batches((x, y), 3)) / 11
+    assert tr.history_[0]["train_loss"] == pytest.approx(whole, rel=1e-12)
+    assert abs(by_size - whole) > 1e-3  # the batch-size weighting this replaces would be visibly off

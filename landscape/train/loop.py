@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape._batch import dataset_loader
+from landscape._loss import weighted_count, weighted_form
 from landscape._options import check_count, parse_option, shows_forwarded
 from landscape.data.batches import iterate_batches
 from landscape.train.callbacks import Callback, EpochEvent, NonFiniteLossError, OnNonFinite, RecordTrajectory, StepEvent
@@ -248,6 +249,12 @@ class Trainer:
         elif factory is not None:
             raise ValueError("factory= is stored in the trajectory's metadata: give trajectory= too")
         self.trajectory = trajectory
+        # A cross-entropy / NLL mean with class weights or ignored targets is a mean over their summed weights:
+        # the epoch's running loss then weights each batch by that count, read per batch only when it can differ
+        # from the batch size (decided here once for a tensor pair).
+        self._weigh_batches = weighted_form(loss_fn) is not None and (
+            not is_tensor_pair(data) or weighted_count(loss_fn, data[1]) is not None  # type: ignore[index]
+        )
         self.on_nonfinite = parse_option(OnNonFinite, on_nonfinite)
         self.train_accuracy = bool(train_accuracy)
         self.progress = progress
@@ -371,7 +378,8 @@ class Trainer:
         # The per-step path does what a plain loop does (one optimizer step) plus one tensor op, the float of
         # the loss (for the NaN check, the running mean and the event), and Python bookkeeping. The training
         # accuracy is counted in chunks of steps (see CorrectCounter); callbacks and events cost nothing when absent.
-        run_loss, run_n = 0.0, 0
+        run_loss, run_n, run_w = 0.0, 0, 0.0
+        weigh, loss_fn = self._weigh_batches, self.loss_fn
         correct = CorrectCounter()
         outs, ys = correct.outs, correct.ys
         n_batches = self.batches_per_epoch
@@ -398,8 +406,11 @@ class Trainer:
                 self._handle_nonfinite(loss)
             y = batch[1]
             nb = y.shape[0]
-            run_loss += loss * nb
+            w = nb if not weigh else weighted_count(loss_fn, y)
+            w = nb if w is None else w  # None: this batch has neither class weights nor ignored targets
+            run_loss += loss * w
             run_n += nb
+            run_w += w
             out = self._last_out
             if isinstance(out, Tensor) and not y.is_floating_point():
                 outs.append(out)
@@ -421,7 +432,7 @@ class Trainer:
             self.epoch_progress = epoch + ((b + 1) / n_batches if n_batches else 0.0)
             ev = StepEvent(step=self.step, epoch=epoch, batch=b, loss=loss, epoch_end=finished, events=events)
             if finished:
-                eev = self._finish_epoch(epoch, run_loss, run_n, correct.result())
+                eev = self._finish_epoch(epoch, run_loss / run_w if run_w else math.nan, run_n, correct.result())
             for cb in self.callbacks:
                 cb.on_step_end(self, ev)
             if finished:
@@ -433,14 +444,14 @@ class Trainer:
         if ev is None:
             raise ValueError("the training data yielded no batch")
         if not finished:  # an iterable of unknown length ran out: the epoch ended after the last step
-            eev = self._finish_epoch(epoch, run_loss, run_n, correct.result())
+            eev = self._finish_epoch(epoch, run_loss / run_w if run_w else math.nan, run_n, correct.result())
             for cb in self.callbacks:
                 cb.on_epoch_end(self, eev)
 
-    def _finish_epoch(self, epoch: int, run_loss: float, run_n: int, run_correct: float | None) -> EpochEvent:
+    def _finish_epoch(self, epoch: int, train_loss: float, run_n: int, run_correct: float | None) -> EpochEvent:
         # run_correct is None when no batch had class targets (regression), else a count that may be 0
         self.epoch_progress = float(epoch + 1)
-        metrics = {"train_loss": run_loss / max(run_n, 1)}
+        metrics = {"train_loss": train_loss}
         if self.train_accuracy and (run_correct is not None or self._targets_are_classes()):
             metrics["train_accuracy"] = (run_correct or 0.0) / max(run_n, 1)
         for name, d in self.eval_data.items():
