@@ -276,8 +276,30 @@ def _allocator_env_for_workers() -> Iterator[None]:
             os.environ.pop(var, None)
 
 
-def _init_worker(threads: int) -> None:
-    """Spawned worker: share the cores among the workers, and render without a display."""
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the gallery's process dies (Linux), instead of training on for nobody.
+
+    Killing ``make_all`` (``kill``, a closed terminal) does not reach the spawned workers, which would otherwise
+    finish their figures on cores a new run then counts as busy. ``prctl(PR_SET_PDEATHSIG, SIGTERM)``; a parent
+    already gone before the call is caught by the ``getppid`` check after it.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no prctl in this C library
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(threads: int, parent: int | None = None) -> None:
+    """Spawned worker: share the cores among the workers, render without a display, die with the gallery."""
+    if parent is not None:
+        _die_with_parent(parent)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     import matplotlib
@@ -432,7 +454,10 @@ def make_gallery(
             with (
                 _allocator_env_for_workers(),
                 ProcessPoolExecutor(
-                    max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(1,)
+                    max_workers=min(jobs, len(todo)),
+                    mp_context=ctx,
+                    initializer=_init_worker,
+                    initargs=(1, os.getpid()),
                 ) as pool,
             ):
                 futures = {
