@@ -732,6 +732,8 @@ def test_a_batch_failing_after_a_new_pack_cuts_only_what_it_wrote_to_that_pack(t
         append_expected(t, i)
     t.flush()
     monkeypatch.setattr(Trajectory, "PACK_BYTES", t._pack_size + 1)  # snapshot 4 still fits, 5 opens a pack
+    # One batch for 4-6 whatever the machine's load: the writer thread waits for flush() instead of its linger.
+    monkeypatch.setattr(PackWriter, "LINGER", 60.0)
     writer.set_os(_FailingOs(after=2), monkeypatch.setattr)  # 4 reaches the old pack, the new pack's write fails
     for i in range(4, 7):
         append_expected(t, i)
