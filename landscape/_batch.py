@@ -297,7 +297,7 @@ class BatchReader:
         device: Compute device.
         batch_size: Batch size for a tensor pair (default: one batch) or a ``Dataset`` (default 64).
         memory_budget: Bytes the cast batches may take to be kept after the first pass.
-        validate: Check the data (NaN/inf, labels, empty data) on the first pass.
+        validate: Check the data (NaN/inf, label range) on the first pass; it is normalized either way.
         shard: ``"split"`` keeps only this rank's share (see :class:`~landscape.problem.Problem`).
 
     Attributes:
@@ -379,11 +379,13 @@ class BatchReader:
             x, y = (torch.as_tensor(t) for t in raw)
             if self.checker is None:
                 self.checker = validation.BatchChecker(self.model, self.loss, dtype=self.dtype, device=self.device)
-            if self.validate and self.cache is None and self.n_samples is None and not self._prechecked:
+            if self.cache is None and self.n_samples is None and not self._prechecked:
+                # The first pass normalizes every batch (and checks it when validate): validate=False skips the
+                # checks only, never the casts and target shapes, or the same data would give another loss.
                 single = isinstance(self.source, _TensorSource) and len(self.source) == 1
-                x, y = self.checker(x, y, index, single)  # type: ignore[assignment]
-            else:
-                x, y = to_device(x, self.dtype, self.device), self._retarget(y)
+                x, y = self.checker(x, y, index, single, check=self.validate)  # type: ignore[assignment]
+            else:  # a later pass (streamed data), or a pair normalized whole: the first pass's casts again
+                x, y = self.checker.recast_inputs(x), self.checker.recast_targets(y.to(self.device))
             return split_batch((x, y), index)
         self.all_pairs = False
         raw = to_device(raw, self.dtype, self.device)
@@ -419,13 +421,6 @@ class BatchReader:
                 y = validation.match_regression_shape(y, out, where, note=first)
         return y
 
-    def _retarget(self, y: Tensor) -> Tensor:
-        """Targets as the checker normalized them on the first pass (later passes: cast only)."""
-        y = y.to(self.device)
-        if self.checker is None:
-            return y.to(self.dtype) if y.is_floating_point() else y
-        return self.checker.recast_targets(y)
-
     def batches(self) -> Iterator[Batch]:
         """The normalized batches, in order: from memory when held, else read from the source.
 
@@ -436,17 +431,10 @@ class BatchReader:
             return
         first = self.n_samples is None
         src = self.source
-        if (
-            first
-            and self.validate
-            and isinstance(src, _TensorSource)
-            and len(src.tensors) == 2
-            and not self.closure
-            and src.n > 0
-        ):
-            # A tensor pair is checked whole, so messages give indices into the caller's tensors.
+        if first and isinstance(src, _TensorSource) and len(src.tensors) == 2 and not self.closure and src.n > 0:
+            # A tensor pair is normalized (and checked) whole, so messages give indices into the caller's tensors.
             self.checker = validation.BatchChecker(self.model, self.loss, dtype=self.dtype, device=self.device)
-            x, y = self.checker(*src.tensors, 0, True)
+            x, y = self.checker(*src.tensors, 0, True, check=self.validate)
             assert y is not None  # targets in, targets out
             src.tensors = (x, y)
             self._prechecked = True

@@ -247,6 +247,7 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.Problem.targets_of": [{"batch": Lazy(lambda c: _first_batch(c))}],
     "landscape.functional.hook_attributes": [{"__with__": True}],
     "landscape.functional.model_modes": [{"bn_train": t, "__with__": True} for t in (False, True)],
+    "landscape.validation.BatchChecker.recast_inputs": [{"x": Lazy(lambda c: c.X)}],
     "landscape.validation.BatchChecker.recast_targets": [{"y": Lazy(lambda c: c.y)}],
     "landscape.validation.validate_training_sets": [{"eval_data": Lazy(lambda c: {"val": c.data})}],
     "landscape._batch.BatchReader": [
