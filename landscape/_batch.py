@@ -256,17 +256,19 @@ def _split_source(source: Any, batch_size: int | None) -> Any:
         isinstance(source, DataLoader)
         and isinstance(source.dataset, Dataset)
         and not isinstance(source.dataset, IterableDataset)
-        and source.batch_sampler is not None
+        and source.batch_size is not None  # not a batch sampler of its own: that one's batches are strided below
+        and isinstance(source.sampler, torch.utils.data.SequentialSampler)
     ):
-        lo, hi = distributed.shard_bounds(len(source.dataset), rank, world)  # type: ignore[arg-type]
-        if isinstance(source.sampler, torch.utils.data.SequentialSampler):  # only the share's samples are read
-            return DataLoader(
-                Subset(source.dataset, range(lo, hi)),
-                batch_size=source.batch_size,
-                collate_fn=source.collate_fn,
-                num_workers=source.num_workers,
-                drop_last=source.drop_last,
-            )
+        # Only the share's samples are read: a share of those one process reads (drop_last drops the tail of
+        # the whole data, not of each share), so no rank drops anything itself.
+        n = len(source.dataset)  # type: ignore[arg-type]
+        lo, hi = distributed.loader_shard_bounds(n, source.batch_size, source.drop_last, rank, world)
+        return DataLoader(
+            Subset(source.dataset, range(lo, hi)),
+            batch_size=source.batch_size,
+            collate_fn=source.collate_fn,
+            num_workers=source.num_workers,
+        )
     if isinstance(source, list | tuple):
         lo, hi = distributed.shard_bounds(len(source), rank, world)
         return list(source[lo:hi])
