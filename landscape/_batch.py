@@ -163,7 +163,7 @@ def _head(x: Any, size: int) -> Any:
 
 def _output_shape(model: nn.Module, b: Batch) -> tuple[int, ...] | None:
     """The model's output shape per sample, from two samples of ``b`` in eval mode; ``None`` if it cannot tell."""
-    from landscape.functional import model_output
+    from landscape.functional import hook_attributes, model_output
     from landscape.params import preserved_mode
 
     ref = validation.floating_reference(model)
@@ -171,7 +171,7 @@ def _output_shape(model: nn.Module, b: Batch) -> tuple[int, ...] | None:
     if ref is not None:  # the model as it is, so its own dtype
         inputs, kwargs = (to_device(v, ref.dtype, ref.device) for v in (inputs, kwargs))
     try:
-        with torch.no_grad(), preserved_mode(model, False):
+        with torch.no_grad(), preserved_mode(model, False), hook_attributes(model):  # a hook's attributes put back
             out = model_output(model(*inputs, **kwargs))
     except Exception:  # noqa: BLE001 - the evaluation's own forward raises with full context
         return None
