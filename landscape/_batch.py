@@ -163,7 +163,7 @@ def _head(x: Any, size: int) -> Any:
 
 def _output_shape(model: nn.Module, b: Batch) -> tuple[int, ...] | None:
     """The model's output shape per sample, from two samples of ``b`` in eval mode; ``None`` if it cannot tell."""
-    from landscape.functional import model_output
+    from landscape.functional import hook_attributes, model_output
     from landscape.params import preserved_mode
 
     ref = validation.floating_reference(model)
@@ -171,7 +171,7 @@ def _output_shape(model: nn.Module, b: Batch) -> tuple[int, ...] | None:
     if ref is not None:  # the model as it is, so its own dtype
         inputs, kwargs = (to_device(v, ref.dtype, ref.device) for v in (inputs, kwargs))
     try:
-        with torch.no_grad(), preserved_mode(model, False):
+        with torch.no_grad(), preserved_mode(model, False), hook_attributes(model):  # a hook's attributes put back
             out = model_output(model(*inputs, **kwargs))
     except Exception:  # noqa: BLE001 - the evaluation's own forward raises with full context
         return None
@@ -256,17 +256,19 @@ def _split_source(source: Any, batch_size: int | None) -> Any:
         isinstance(source, DataLoader)
         and isinstance(source.dataset, Dataset)
         and not isinstance(source.dataset, IterableDataset)
-        and source.batch_sampler is not None
+        and source.batch_size is not None  # not a batch sampler of its own: that one's batches are strided below
+        and isinstance(source.sampler, torch.utils.data.SequentialSampler)
     ):
-        lo, hi = distributed.shard_bounds(len(source.dataset), rank, world)  # type: ignore[arg-type]
-        if isinstance(source.sampler, torch.utils.data.SequentialSampler):  # only the share's samples are read
-            return DataLoader(
-                Subset(source.dataset, range(lo, hi)),
-                batch_size=source.batch_size,
-                collate_fn=source.collate_fn,
-                num_workers=source.num_workers,
-                drop_last=source.drop_last,
-            )
+        # Only the share's samples are read: a share of those one process reads (drop_last drops the tail of
+        # the whole data, not of each share), so no rank drops anything itself.
+        n = len(source.dataset)  # type: ignore[arg-type]
+        lo, hi = distributed.loader_shard_bounds(n, source.batch_size, source.drop_last, rank, world)
+        return DataLoader(
+            Subset(source.dataset, range(lo, hi)),
+            batch_size=source.batch_size,
+            collate_fn=source.collate_fn,
+            num_workers=source.num_workers,
+        )
     if isinstance(source, list | tuple):
         lo, hi = distributed.shard_bounds(len(source), rank, world)
         return list(source[lo:hi])
@@ -297,7 +299,7 @@ class BatchReader:
         device: Compute device.
         batch_size: Batch size for a tensor pair (default: one batch) or a ``Dataset`` (default 64).
         memory_budget: Bytes the cast batches may take to be kept after the first pass.
-        validate: Check the data (NaN/inf, labels, empty data) on the first pass.
+        validate: Check the data (NaN/inf, label range) on the first pass; it is normalized either way.
         shard: ``"split"`` keeps only this rank's share (see :class:`~landscape.problem.Problem`).
 
     Attributes:
@@ -379,11 +381,13 @@ class BatchReader:
             x, y = (torch.as_tensor(t) for t in raw)
             if self.checker is None:
                 self.checker = validation.BatchChecker(self.model, self.loss, dtype=self.dtype, device=self.device)
-            if self.validate and self.cache is None and self.n_samples is None and not self._prechecked:
+            if self.cache is None and self.n_samples is None and not self._prechecked:
+                # The first pass normalizes every batch (and checks it when validate): validate=False skips the
+                # checks only, never the casts and target shapes, or the same data would give another loss.
                 single = isinstance(self.source, _TensorSource) and len(self.source) == 1
-                x, y = self.checker(x, y, index, single)  # type: ignore[assignment]
-            else:
-                x, y = to_device(x, self.dtype, self.device), self._retarget(y)
+                x, y = self.checker(x, y, index, single, check=self.validate)  # type: ignore[assignment]
+            else:  # a later pass (streamed data), or a pair normalized whole: the first pass's casts again
+                x, y = self.checker.recast_inputs(x), self.checker.recast_targets(y.to(self.device))
             return split_batch((x, y), index)
         self.all_pairs = False
         raw = to_device(raw, self.dtype, self.device)
@@ -419,13 +423,6 @@ class BatchReader:
                 y = validation.match_regression_shape(y, out, where, note=first)
         return y
 
-    def _retarget(self, y: Tensor) -> Tensor:
-        """Targets as the checker normalized them on the first pass (later passes: cast only)."""
-        y = y.to(self.device)
-        if self.checker is None:
-            return y.to(self.dtype) if y.is_floating_point() else y
-        return self.checker.recast_targets(y)
-
     def batches(self) -> Iterator[Batch]:
         """The normalized batches, in order: from memory when held, else read from the source.
 
@@ -436,17 +433,10 @@ class BatchReader:
             return
         first = self.n_samples is None
         src = self.source
-        if (
-            first
-            and self.validate
-            and isinstance(src, _TensorSource)
-            and len(src.tensors) == 2
-            and not self.closure
-            and src.n > 0
-        ):
-            # A tensor pair is checked whole, so messages give indices into the caller's tensors.
+        if first and isinstance(src, _TensorSource) and len(src.tensors) == 2 and not self.closure and src.n > 0:
+            # A tensor pair is normalized (and checked) whole, so messages give indices into the caller's tensors.
             self.checker = validation.BatchChecker(self.model, self.loss, dtype=self.dtype, device=self.device)
-            x, y = self.checker(*src.tensors, 0, True)
+            x, y = self.checker(*src.tensors, 0, True, check=self.validate)
             assert y is not None  # targets in, targets out
             src.tensors = (x, y)
             self._prechecked = True

@@ -44,6 +44,7 @@ __all__ = [
     "SHARD_MODES",
     "rank_world",
     "shard_bounds",
+    "loader_shard_bounds",
     "all_reduce_sum",
     "broadcast",
     "all_gather_rows",
@@ -76,6 +77,23 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
     base, extra = divmod(n, world)
     lo = rank * base + min(rank, extra)
     return lo, lo + base + (rank < extra)
+
+
+def loader_shard_bounds(n: int, batch_size: int, drop_last: bool, rank: int, world: int) -> tuple[int, int]:
+    """``[lo, hi)`` of rank ``rank``'s contiguous share of the samples one process reads from a loader read in order.
+
+    A loader over ``n`` samples in batches of ``batch_size`` reads them all, or with ``drop_last`` only the first
+    ``n - n % batch_size`` (the short last batch dropped): those are what the ranks share (:func:`shard_bounds`),
+    each rank reading its share without dropping, so together they read what one process reads. Splitting all
+    ``n`` and letting each rank drop its own short batch would read other samples.
+
+    Example:
+        >>> [loader_shard_bounds(10, 4, True, r, 2) for r in range(2)]
+        [(0, 4), (4, 8)]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return shard_bounds(n - n % batch_size if drop_last else n, rank, world)
 
 
 def _device() -> torch.device:

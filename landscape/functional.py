@@ -65,20 +65,20 @@ def model_modes(model: nn.Module, bn_train: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def hook_attributes(model: nn.Module) -> Iterator[None]:
-    """Inside the block, modules with forward hooks may set tensor attributes; the old ones are put back after.
+    """Inside the block, modules with forward hooks may set attributes; after it they hold exactly the old ones.
 
-    ``torch.nn.utils.weight_norm``'s pre-hook sets ``module.weight`` from the parameters on every call: run at
-    another point, it would leave the caller's module holding that point's weight (and its graph).
+    ``torch.nn.utils.weight_norm``'s pre-hook sets ``module.weight`` from the parameters on every call, and a hook
+    capturing activations adds an attribute: run at another point, they would leave the caller's module holding
+    that point's tensors (and their graphs). Attributes set are put back, attributes added removed (a shallow
+    restore: an object an attribute holds, mutated in place, stays mutated).
     """
-    saved = [
-        (m, {k: v for k, v in vars(m).items() if isinstance(v, Tensor)})
-        for m in model.modules()
-        if m._forward_pre_hooks or m._forward_hooks
-    ]
+    saved = [(m, dict(vars(m))) for m in model.modules() if m._forward_pre_hooks or m._forward_hooks]
     try:
         yield
     finally:
         for m, attrs in saved:
+            for k in vars(m).keys() - attrs.keys():
+                del m.__dict__[k]
             m.__dict__.update(attrs)
 
 

@@ -117,15 +117,19 @@ class Problem:
         memory_budget: Bytes (or ``"512MB"``) the cast batches may take to be kept after the first pass;
             above it the data is streamed on every pass. Default 1 GiB.
         data_description: The data's description for provenance (default: derived from the data).
-        validate: Check the data and weights (NaN/inf, labels, empty data) on the first pass.
+        validate: Check the data and weights (NaN/inf, label range) on the first pass. ``False`` skips these
+            checks only: the data is normalized either way (casts, class labels ``(N, 1)`` squeezed, regression
+            targets shaped like the outputs), so valid data gives the same loss, and data without a sample is
+            refused either way.
         shard: Under ``torch.distributed`` (:mod:`landscape.distributed`): ``"none"`` (every rank holds the
             same data; analyzers split points), ``"split"`` (keep only this rank's contiguous share of the
-            data given: rows of a tensor pair or a ``Dataset`` (only those samples are ever read), batches of
-            a ``DataLoader`` over a map-style dataset or of a list; other iterables: batch ``i`` goes to rank
-            ``i % world``) or ``"given"`` (each rank was given its own share). With ``"split"`` or
-            ``"given"``, every sum over the data is all-reduced: means, gradients and HVPs are over all
-            ranks' data, and every rank must make the same calls. Without a process group all three are
-            the same.
+            data given: rows of a tensor pair, a ``Dataset`` or a ``DataLoader`` over a map-style dataset read
+            in order (only those samples are ever read; with ``drop_last``, a share of those one process
+            reads), batches of a list; other iterables, a ``DataLoader`` with its own batch sampler among
+            them: batch ``i`` goes to rank ``i % world``) or ``"given"`` (each rank was given its own share).
+            With ``"split"`` or ``"given"``, every sum over the data is all-reduced: means, gradients and HVPs
+            are over all ranks' data, and every rank must make the same calls. Without a process group all
+            three are the same.
 
     Attributes:
         model: The network.

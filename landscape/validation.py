@@ -89,10 +89,11 @@ def _takes_integer_inputs(model: nn.Module) -> bool:
 
 def _output_shape(model: nn.Module, x: Tensor) -> tuple[int, ...] | None:
     """Shape of the model's output per sample (without the batch axis); ``None`` if it is not a tensor."""
+    from landscape.functional import hook_attributes
     from landscape.params import preserved_mode
 
-    try:
-        with torch.no_grad(), preserved_mode(model, False):
+    try:  # hook_attributes: a hook's attributes (an activation captured by the probe) do not stay on the model
+        with torch.no_grad(), preserved_mode(model, False), hook_attributes(model):
             out = model(x[:2])  # two samples: a model that squeezes its output keeps the batch axis
     except Exception:  # noqa: BLE001 - the caller's own forward will raise its error with full context
         return None
@@ -154,9 +155,13 @@ class BatchChecker:
         return self.argname if single or index is None else f"{self.argname} (batch {index})"
 
     def __call__(
-        self, x: Tensor, y: Tensor | None, index: int | None = None, single: bool = False
+        self, x: Tensor, y: Tensor | None, index: int | None = None, single: bool = False, *, check: bool = True
     ) -> tuple[Tensor, Tensor | None]:
-        """Check and normalize one batch ``(x, y)`` (``y=None``: inputs only)."""
+        """Check and normalize one batch ``(x, y)`` (``y=None``: inputs only).
+
+        ``check=False`` normalizes alone (casts, label squeezing, regression shapes): the NaN/inf and label-range
+        checks are skipped, so data a caller vouches for gives the same batches as checked data.
+        """
         where = self._where(index, single)
         if not isinstance(x, Tensor):
             raise InputTypeError(f"{where}: inputs must be a tensor, got {type(x).__name__}")
@@ -164,7 +169,8 @@ class BatchChecker:
             # An empty batch reaches deep reshape errors (or a 0/0 mean) in every consumer: refuse it here.
             raise InputError(f"{where} holds no samples (inputs of shape {tuple(x.shape)}); expected at least one")
         x = normalize_inputs(x, self.dtype, argname=where, keep_integer=self.keep_integer, device=self.device)
-        check_finite(x, f"{where}: inputs", "Drop or impute those samples.")
+        if check:
+            check_finite(x, f"{where}: inputs", "Drop or impute those samples.")
         if y is not None:
             if self.kind is None and self.targets:
                 if self.loss_fn is None:
@@ -173,12 +179,14 @@ class BatchChecker:
                     self.kind, self.ignore_index = loss_kind(self.loss_fn)
             y = normalize_targets(y, self.dtype, self.kind if self.targets else None, argname=where, device=self.device)
             if self.targets:
-                check_finite(y, f"{where}: targets", "Drop or impute those samples.")
+                if check:
+                    check_finite(y, f"{where}: targets", "Drop or impute those samples.")
                 if self.kind is LossKind.CLASSIFICATION and not y.is_floating_point():
-                    out = self._out(x)
-                    n_classes = self.n_classes or (out[0] if out else None)
-                    if n_classes is not None:
-                        check_labels(y, n_classes, argname=where, ignore_index=self.ignore_index)
+                    if check:
+                        out = self._out(x)
+                        n_classes = self.n_classes or (out[0] if out else None)
+                        if n_classes is not None:
+                            check_labels(y, n_classes, argname=where, ignore_index=self.ignore_index)
                 elif self.kind is LossKind.REGRESSION and (out := self._out(x)) is not None:
                     y = match_regression_shape(y, out, where)
         self.n_samples += int(x.shape[0])
@@ -190,6 +198,12 @@ class BatchChecker:
         if self._out_shape is False:
             self._out_shape = None if self.model is None else _output_shape(self.model, x)
         return self._out_shape  # type: ignore[return-value]
+
+    def recast_inputs(self, x: Tensor) -> Tensor:
+        """Inputs of a later pass cast as :meth:`__call__` cast the first pass's (no checks, no notes)."""
+        if x.is_floating_point() or not self.keep_integer:
+            return x.to(device=self.device, dtype=self.dtype)
+        return x if self.device is None else x.to(self.device)
 
     def recast_targets(self, y: Tensor) -> Tensor:
         """Targets of a later pass normalized as this checker normalized the first pass's (no checks, casts only)."""

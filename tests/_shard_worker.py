@@ -80,6 +80,10 @@ def compute(shard: str) -> dict[str, np.ndarray]:
     # a list of batches
     batches = [(X[i : i + 16], y[i : i + 16]) for i in range(0, N, 16)]
     out["list_grad"] = landscape.Problem(model, batches, "cross_entropy", shard=shard).grad().numpy()
+    # a loader dropping its short last batch: the ranks share the samples one process reads (90 of 96)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=10, drop_last=True)
+    prob4 = landscape.Problem(model, loader, "cross_entropy", shard=shard)
+    out["drop_last_loss"], out["drop_last_samples"] = prob4.loss().numpy(), np.array(prob4.total_samples)
     # ignored labels in the first rank's share only: a weighted mean whose counts every rank must reduce
     yi = y.clone()
     yi[:10] = -100

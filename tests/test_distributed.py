@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landscape.distributed import all_gather_rows, all_reduce_sum, shard_bounds
+from landscape.distributed import all_gather_rows, all_reduce_sum, loader_shard_bounds, shard_bounds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,6 +78,8 @@ KEYS = [
     "eval_outputs",
     "tensor_loss",
     "list_grad",
+    "drop_last_loss",
+    "drop_last_samples",
     "plane_loss",
     "plane_accuracy",
     "distance_rms",
@@ -119,3 +121,47 @@ def test_fsdp2_model_is_refused_and_the_documented_recipe_matches(tmp_path):
         res = np.load(tmp_path / f"fsdp{rank}.npz")
         assert "FSDP2" in str(res["refused"]) and "full_state_dict" in str(res["refused"])
         np.testing.assert_allclose(res["got"], res["want"], rtol=1e-6, atol=1e-12)
+
+
+def _loaders():
+    """DataLoaders read in order, one process's reading of each the reference (n, batch size, drop_last vary)."""
+    import torch
+    from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
+
+    for n in (1, 5, 10, 11, 23):
+        ds = TensorDataset(torch.arange(n, dtype=torch.float64)[:, None], torch.arange(n))
+        for b in (1, 3, 4, 7):
+            for drop in (False, True):
+                yield f"n={n} batch={b} drop_last={drop}", DataLoader(ds, batch_size=b, drop_last=drop)
+        bs = BatchSampler(SequentialSampler(ds), 3, drop_last=True)  # its own batch sampler (no batch_size)
+        yield f"n={n} batch_sampler", DataLoader(ds, batch_sampler=bs)
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_split_loader_shares_are_what_one_process_reads(monkeypatch, world):
+    # A DataLoader with drop_last=True was split by samples, each rank dropping the tail of its own share: the
+    # ranks together read other samples than one process (n=10, batch 4, 2 ranks: 0-3 and 5-8, not 0-7). One
+    # with a batch sampler of its own was re-read unbatched (a collate error).
+    import landscape.distributed
+    from landscape._batch import _source, _split_source
+
+    for name, loader in _loaders():
+        want = [i for b in loader for i in b[1].tolist()]  # the targets are the sample indices
+        got = []
+        for rank in range(world):
+            monkeypatch.setattr(landscape.distributed, "rank_world", lambda rank=rank: (rank, world))
+            source, _ = _source(loader, None)
+            got += [i for b in _split_source(source, None) for i in b[1].tolist()]
+        assert sorted(got) == sorted(want), name  # the same samples, each read by one rank once
+
+
+def test_loader_shard_bounds_partition_what_one_process_reads():
+    for n in range(0, 23):
+        for b in range(1, 6):
+            for drop in (False, True):
+                kept = n - n % b if drop else n  # one process: every batch, or the full ones
+                for world in range(1, 5):
+                    parts = [loader_shard_bounds(n, b, drop, r, world) for r in range(world)]
+                    assert [i for lo, hi in parts for i in range(lo, hi)] == list(range(kept))
+                    sizes = [hi - lo for lo, hi in parts]
+                    assert max(sizes) - min(sizes) <= 1

@@ -7,8 +7,8 @@ or annotated with ``nn.Module``, a ``PointLike`` (a model or a vector) or a ``He
 holds the model). Classes count through their constructor and their public methods. Each is called
 with a BatchNorm + Dropout model in train mode (with forward, pre-forward and backward hooks), and
 then the state dict (every parameter and buffer, ``num_batches_tracked`` too, bitwise), every
-``requires_grad``, ``.grad``, every module's ``.training``, the hook dicts, and the identity of every
-module and parameter of every model passed must be unchanged.
+``requires_grad``, ``.grad``, every module's ``.training``, the hook dicts, every module's attributes (a
+forward hook sets one) and the identity of every module and parameter of every model passed must be unchanged.
 
 Arguments are built by parameter name (:data:`ARGS`); :data:`CALLS` adds per-function options (small
 sizes, the variants worth running, such as ``train=True``). A new public function that takes a model
@@ -72,10 +72,14 @@ def _noop_hook(*_: Any) -> None:
     return None
 
 
+def _capture_hook(mod: nn.Module, inputs: Any, out: Any) -> None:
+    mod.captured = out  # a hook keeping an activation: run at another point, it must not stay on the model
+
+
 def _with_hooks(m: nn.Module) -> nn.Module:
     m.register_forward_hook(_noop_hook)
     m.register_forward_pre_hook(_noop_hook)
-    m[0].register_forward_hook(_noop_hook)
+    m[0].register_forward_hook(_capture_hook)
     m[-1].register_full_backward_hook(_noop_hook)
     return m
 
@@ -247,6 +251,7 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.Problem.targets_of": [{"batch": Lazy(lambda c: _first_batch(c))}],
     "landscape.functional.hook_attributes": [{"__with__": True}],
     "landscape.functional.model_modes": [{"bn_train": t, "__with__": True} for t in (False, True)],
+    "landscape.validation.BatchChecker.recast_inputs": [{"x": Lazy(lambda c: c.X)}],
     "landscape.validation.BatchChecker.recast_targets": [{"y": Lazy(lambda c: c.y)}],
     "landscape.validation.validate_training_sets": [{"eval_data": Lazy(lambda c: {"val": c.data})}],
     "landscape._batch.BatchReader": [
@@ -545,6 +550,7 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
         "grad": {k: None if p.grad is None else p.grad.clone() for k, p in model.named_parameters()},
         "training": {k: m.training for k, m in model.named_modules()},
         "hooks": {k: _hook_dicts(m) for k, m in model.named_modules()},
+        "attrs": {k: dict(vars(m)) for k, m in model.named_modules()},  # held: their ids cannot be reused
         "modules": [(k, id(m)) for k, m in model.named_modules()],
         "parameters": [(k, id(p)) for k, p in model.named_parameters()],
         "buffers": [(k, id(b)) for k, b in model.named_buffers()],
@@ -572,6 +578,8 @@ def assert_unchanged(model: nn.Module, snap: dict[str, Any], what: str) -> None:
         assert (g is None) == (h is None) and (g is None or torch.equal(g, h)), f"{what}: {k}.grad changed"
     assert now["training"] == snap["training"], f"{what}: train/eval mode changed"
     assert now["hooks"] == snap["hooks"], f"{what}: hooks added or removed"
+    ids = {k: {a: id(v) for a, v in d.items()} for k, d in snap["attrs"].items()}
+    assert {k: {a: id(v) for a, v in d.items()} for k, d in now["attrs"].items()} == ids, f"{what}: attributes set"
 
 
 # --------------------------------------------------------------------------- the tests

@@ -325,3 +325,66 @@ def test_a_batch_closure_must_be_callable():
     data = (torch.randn(4, 3), torch.randint(0, 2, (4,)))
     with pytest.raises(InputError, match="loss_form='batch' needs a closure"):
         Problem(net, data, "mse", loss_form="batch")
+
+
+def _as_given(kind: str, X: torch.Tensor, y: torch.Tensor):
+    """The same samples as a tensor pair, a list of pairs or a streamed DataLoader; the Problem's extra options."""
+    if kind == "pair":
+        return (X, y), {}
+    if kind == "pair in batches":
+        return (X, y), {"batch_size": 4}
+    if kind == "list":
+        return [(X[:5], y[:5]), (X[5:], y[5:])], {}
+    return DataLoader(TensorDataset(X, y), batch_size=4), {"memory_budget": 0}  # streamed: re-read every pass
+
+
+@pytest.mark.parametrize("kind", ["pair", "pair in batches", "list", "streamed"])
+@pytest.mark.parametrize("case", ["labels (N, 1) int32", "uint8 inputs", "mse targets (N,) for outputs (N, 1)"])
+@pytest.mark.filterwarnings("ignore::landscape.validation.InputWarning")
+def test_validate_false_skips_the_checks_but_not_the_normalization(kind, case):
+    # validate=False skipped the normalization of (X, y) batches with the checks: labels (N, 1) or int32 refused
+    # by cross-entropy, uint8 inputs refused by the model, and (N,) regression targets broadcast against (N, 1)
+    # outputs to an (N, N) difference (a wrong loss, silently). Streamed data lost it on every pass after the first
+    # whatever validate said. Same data, same loss and gradient: on every pass, and equal to torch's on the
+    # normalized data.
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 4, (10,), generator=g)
+    if case == "labels (N, 1) int32":
+        net, loss, Xg, yg = _net(), "cross_entropy", X, labels[:, None].int()
+        ref_fn = lambda m: F.cross_entropy(m(X), labels)  # noqa: E731
+    elif case == "uint8 inputs":
+        Xg = (X.abs() * 50).to(torch.uint8)
+        net, loss, yg = _net(), "cross_entropy", labels
+        ref_fn = lambda m: F.cross_entropy(m(Xg.double()), labels)  # noqa: E731
+    else:
+        net = nn.Sequential(nn.Linear(3, 1)).double()
+        loss, Xg, yg = "mse", X, X[:, 0].sin()
+        ref_fn = lambda m: F.mse_loss(m(X), yg[:, None])  # noqa: E731
+    ref = ref_fn(net)
+    (ref_grad,) = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(ref, list(net.parameters()))])]
+    for validate in (True, False):
+        data, options = _as_given(kind, Xg, yg)
+        prob = Problem(net, data, loss, validate=validate, **options)
+        for _ in range(2):  # the first pass normalizes (and checks); later passes must give the same batches
+            torch.testing.assert_close(prob.loss(), ref.detach(), rtol=1e-12, atol=0)
+            torch.testing.assert_close(prob.grad(), ref_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_validate_false_skips_the_checks():
+    net = _net()
+    X, y = _data(10)
+    X[3, 0] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        Problem(net, (X, y)).loss()
+    assert torch.isnan(Problem(net, (X, y), validate=False).loss())  # not refused: the NaN reaches the loss
+    X, y = _data(10)
+    y[2] = 7  # out of range for 4 classes: refused by the check, by torch's own error without it
+    with pytest.raises(InputError, match="7"):
+        Problem(net, (X, y)).loss()
+    with pytest.raises((IndexError, RuntimeError)):
+        Problem(net, (X, y), validate=False).loss()
+    for validate in (True, False):  # no data at all: refused either way (nothing to take a mean over)
+        with pytest.raises(InputError, match="no batch"):
+            Problem(net, [], validate=validate).loss()

@@ -18,6 +18,7 @@ from landscape.analyze.surface import barycentric, line, plane
 from landscape.curvature.hessian import HessianOperator
 from landscape.curvature.spectrum import hessian_eigenpairs, hessian_spectrum, hessian_trace, spectrum_of
 from landscape.curvature.training import trajectory_curvature
+from landscape.functional import hook_attributes
 from landscape.params import parameters_to_vector
 from landscape.problem import LOSSES, Problem
 from landscape.train.loop import Trainer
@@ -472,6 +473,31 @@ def test_a_hook_setting_a_module_attribute_leaves_the_callers_model_as_it_was():
     (gref,) = [torch.autograd.grad(ref, list(at.parameters()))]
     assert float(loss) == pytest.approx(float(ref), rel=1e-12)
     torch.testing.assert_close(grad, torch.cat([g.reshape(-1) for g in gref]), rtol=1e-10, atol=1e-12)
+
+
+def test_hook_attributes_leaves_a_hooked_modules_attributes_exactly_as_they_were():
+    # Only the tensor attributes a hooked module had before were put back: one a hook added during the call (an
+    # activation captured at another point, with its graph) stayed on the caller's module (deepcopy then failed).
+    m = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    m[0].kept = torch.zeros(1)
+
+    def capture(mod: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        mod.kept = out  # changed
+        mod.activation = out  # added, a tensor
+        mod.calls = getattr(mod, "calls", 0) + 1  # added, not a tensor
+
+    m[0].register_forward_hook(capture)
+    before = dict(vars(m[0]))
+    X, y = _data(6)
+    with hook_attributes(m):
+        m(X)
+        assert "activation" in vars(m[0])  # the hook ran
+    assert vars(m[0]).keys() == before.keys() and all(vars(m[0])[k] is v for k, v in before.items())
+    prob = Problem(m, (X, y), batch_size=4)
+    th = prob.theta0 + 0.1
+    for _ in (prob.loss(th), prob.loss_and_grad(th), prob.hvp(torch.ones(prob.numel, dtype=torch.float64), th)):
+        assert vars(m[0]).keys() == before.keys() and all(vars(m[0])[k] is v for k, v in before.items())
+    copy.deepcopy(m)
 
 
 def test_mapping_batches_without_a_target_key_are_told_the_keys_on_every_path():

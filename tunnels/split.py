@@ -83,6 +83,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landscape._options import parse_option
+from landscape.functional import hook_attributes
 from landscape.params import preserved_mode
 from landscape.validation import check_model, is_tensor_pair, iter_validated, validate_batches
 from tunnels.sites import PairKind, TunnelSite, find_sites, resolve_site
@@ -366,7 +367,7 @@ def split_matrices(
             handles.append(model.get_submodule(s.consumer).register_forward_hook(cons_hook(s.consumer)))
         params = {k: v.detach() for k, v in model.named_parameters()}
         bufs = {k: (v.detach().clone() if train else v.detach()) for k, v in model.named_buffers()}
-        with torch.enable_grad(), preserved_mode(model, train):
+        with torch.enable_grad(), preserved_mode(model, train), hook_attributes(model):  # hooks' attributes put back
             loss = loss_fn(torch.func.functional_call(model, {**params, **bufs}, (x,)), y)
             grads = torch.autograd.grad(loss, [outs[s.consumer] for s in resolved], allow_unused=True)
     finally:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from landscape._options import parse_option
 from landscape.analyze.histogram import StreamingHistogram
 from landscape.analyze.saturation_results import ActivationValue, SaturationStats
-from landscape.functional import FunctionalModel
+from landscape.functional import FunctionalModel, hook_attributes
 from landscape.params import preserved_mode
 from landscape.validation import BatchChecker, check_model
 
@@ -193,7 +193,7 @@ def measure_saturation(
         # Train mode updates BatchNorm running statistics in place: run on private copies of the
         # buffers (one copy per call, not per batch) so the caller's model is never written.
         bufs = {k: v.clone() for k, v in model.named_buffers()} if train else {}
-        with torch.no_grad(), preserved_mode(model, train):
+        with torch.no_grad(), preserved_mode(model, train), hook_attributes(model):  # hooks' attributes put back
             if prob is not None:  # batches already checked and cast by the problem
                 rest = itertools.chain(() if first is None else (first,), batches or ())
                 for b in tqdm(rest, disable=not progress, desc="activations", leave=False):
