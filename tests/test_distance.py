@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from landscape.analyze import DistanceResult, FunctionalDistance, distance_along_path, functional_distance
-from landscape.params import model_at
+from landscape.params import model_at, parameters_to_vector
 from landscape.results import load_result
 from tests.helpers import assert_untouched, batches, mlp_family, snapshot, vec
 
@@ -62,3 +63,39 @@ def test_interpolated_buffers_need_models():
     with pytest.raises(ValueError, match="given as models"):
         distance_along_path(net, vector, net, data, bn_mode="interpolate")
     assert distance_along_path(net, net, net, data, alphas=[0.0, 1.0], bn_mode="interpolate").rms.max() == 0.0
+
+
+def test_batchnorm_networks_are_compared_on_their_own_running_statistics():
+    """Two BatchNorm networks as functions: each in eval mode with its own buffers (a hand-written loop), unless
+    bn_mode says otherwise; along a path the buffers are interpolated, as bn_mode="interpolate" does."""
+    torch.manual_seed(0)
+
+    def net() -> nn.Module:
+        m = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).double()
+        with torch.no_grad():  # distinct running statistics per network
+            m[1].running_mean.normal_()
+            m[1].running_var.uniform_(0.5, 2.0)
+        return m.eval()
+
+    a, b, other = net(), net(), net()
+    x = torch.randn(40, 5, dtype=torch.float64)
+    data = (x, torch.zeros(40, dtype=torch.long))
+    with torch.no_grad():
+        pa, pb = torch.softmax(a(x), 1), torch.softmax(b(x), 1)
+    ref = float((pa - pb).pow(2).sum(1).mean().sqrt())
+    for problem in (other, a, b):  # whose model the problem holds must not matter
+        assert functional_distance(problem, a, b, data).rms == pytest.approx(ref, rel=1e-12)
+    # bn_mode="eval" asks for the problem's model's statistics at every point: then it is that comparison
+    with torch.no_grad():
+        qa = torch.softmax(torch.func.functional_call(other, dict(a.named_parameters()), (x,)), 1)
+        qb = torch.softmax(torch.func.functional_call(other, dict(b.named_parameters()), (x,)), 1)
+    shared = float((qa - qb).pow(2).sum(1).mean().sqrt())
+    assert abs(shared - ref) > 1e-3
+    assert functional_distance(other, a, b, data, bn_mode="eval").rms == pytest.approx(shared, rel=1e-12)
+    path = distance_along_path(other, a, b, data, alphas=[0.0, 0.5, 1.0])
+    interp = distance_along_path(other, a, b, data, alphas=[0.0, 0.5, 1.0], bn_mode="interpolate")
+    np.testing.assert_allclose(path.rms, interp.rms, rtol=1e-12, atol=0)
+    assert path.rms[-1] == pytest.approx(ref, rel=1e-12)
+    # vectors carry no buffers: the problem's model's, as before
+    va, vb = parameters_to_vector(a), parameters_to_vector(b)
+    assert functional_distance(other, va, vb, data).rms == pytest.approx(shared, rel=1e-12)

@@ -184,7 +184,10 @@ def distance_along_path(
         label: Curve name.
         **options: The evaluation keywords (:class:`~landscape.analyze.slicing.EngineOptions`): ``batch_size``,
             ``chunk_size``, ``memory_budget``, ``strategy``, ``bn_mode`` (``"interpolate"`` too),
-            ``progress``, ``data_description`` (``data_desc`` is its deprecated name).
+            ``progress``, ``data_description`` (``data_desc`` is its deprecated name). BatchNorm: with
+            ``bn_mode`` not given and ``a`` and ``b`` models with buffers, each network runs on its own
+            running statistics (interpolated along the path, as ``"interpolate"``); ``"eval"`` uses the
+            problem's model's at every point; otherwise (vectors, parameter dicts) the problem's model's.
 
     Returns:
         A :class:`DistanceResult`.
@@ -202,10 +205,14 @@ def distance_along_path(
     """
     kind = parse_option(OutputKind, output, "output")
     settings = SliceSettings.of("distance_along_path", options, EngineOptions)
-    prob = _distance_problem(problem, data, settings.bn_name())
-    interpolate = settings.bn_name() == "interpolate"
+    bn = settings.bn_name()
+    prob = _distance_problem(problem, data, bn)
     layout = prob.layout
     anchors = [as_anchor(prob, a, layout), as_anchor(prob, b, layout)]
+    # Two networks compared as functions run on their own running statistics: with bn_mode not given, endpoints
+    # that are models with buffers keep theirs (interpolated between them), as bn_mode="interpolate" does.
+    own = bn is None and prob.bn_mode == "eval" and all(x for _, x in anchors)
+    interpolate = bn == "interpolate" or own
     # A NaN endpoint would give rms=nan beside a plausible disagreement (argmax of NaN is 0): refuse it.
     for name, (vec, bufs_k) in zip(("a", "b"), anchors):
         check_vector(vec, name, layout)
@@ -219,7 +226,7 @@ def distance_along_path(
             raise ValueError("bn_mode='interpolate' needs a and b given as models (their buffers are interpolated)")
     basis = torch.stack([v for v, _ in anchors])
     ref_pts = AffinePoints(basis, np.array([[1.0, 0.0]]), bufs)
-    engine = settings.engine()
+    engine = {**settings.engine(), **({"bn_mode": "interpolate"} if own else {})}
     ref = torch.from_numpy(evaluate_points(prob, ref_pts, **{**engine, "metrics": ("outputs",)})["outputs"][0])
     if ref.dim() < 2:
         raise ValueError(f"functional distance needs outputs of shape (B, C), got {tuple(ref.shape)} (N, ...)")
@@ -263,7 +270,8 @@ def functional_distance(
         b: Second network.
         data: Shorthand only: the data (targets are not used).
         output: ``"softmax"`` (default) or ``"logits"``.
-        **options: The evaluation keywords, as for :func:`distance_along_path`.
+        **options: The evaluation keywords, as for :func:`distance_along_path` (so BatchNorm models given as
+            ``a`` and ``b`` each run on their own running statistics unless ``bn_mode`` says otherwise).
 
     Returns:
         A :class:`FunctionalDistance`.
