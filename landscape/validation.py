@@ -359,9 +359,7 @@ class ValidatedLoader:
             return
         c = self.checker
         for x, y in self.data:
-            if x.dtype != c.dtype and (x.is_floating_point() or not c.keep_integer):
-                x = x.to(c.dtype)
-            yield x, c.recast_targets(y)
+            yield c.recast_inputs(x), c.recast_targets(y)
 
 
 def validate_pair(data: Any, model: nn.Module, loss_fn: Any = None, *, argname: str = "data") -> Any:

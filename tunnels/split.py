@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -446,10 +447,6 @@ class SplitSource(TypedDict, total=False):
     progress: bool
 
 
-SOURCE_DEFAULTS: dict[str, Any] = {"batch_size": 256, "max_elements": 2**24, "train": False, "progress": False}
-"""Defaults of :class:`SplitSource`'s keywords (those of :func:`split_stats`; ``None`` for the others)."""
-
-
 def split_source(function: str, source: SplitSource) -> tuple[SplitStats | None, Any, LossFn | None, dict[str, Any]]:
     """``(stats, data, loss_fn, split_stats keywords)`` of a surgery's :class:`SplitSource` keywords.
 
@@ -515,6 +512,12 @@ def split_stats(
         raise ValueError("data yielded no batch")
     method = StatsMethod.FULL if max_batches is None else StatsMethod.PARTIAL
     return SplitStats(tuple(resolved), {p: a / n_ex for p, a in total.items()}, method.value, n_ex, n_b)
+
+
+SOURCE_DEFAULTS: dict[str, Any] = {
+    k: p.default for k, p in inspect.signature(split_stats).parameters.items() if p.kind is p.KEYWORD_ONLY
+}
+"""Defaults of :class:`SplitSource`'s keywords: :func:`split_stats`'s own, read from it (``None`` for the others)."""
 
 
 class SplitAccumulator:

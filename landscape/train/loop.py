@@ -432,7 +432,7 @@ class Trainer:
             self.epoch_progress = epoch + ((b + 1) / n_batches if n_batches else 0.0)
             ev = StepEvent(step=self.step, epoch=epoch, batch=b, loss=loss, epoch_end=finished, events=events)
             if finished:
-                eev = self._finish_epoch(epoch, run_loss / run_w if run_w else math.nan, run_n, correct.result())
+                eev = self._finish_epoch(epoch, run_loss, run_w, run_n, correct.result())
             for cb in self.callbacks:
                 cb.on_step_end(self, ev)
             if finished:
@@ -444,14 +444,17 @@ class Trainer:
         if ev is None:
             raise ValueError("the training data yielded no batch")
         if not finished:  # an iterable of unknown length ran out: the epoch ended after the last step
-            eev = self._finish_epoch(epoch, run_loss / run_w if run_w else math.nan, run_n, correct.result())
+            eev = self._finish_epoch(epoch, run_loss, run_w, run_n, correct.result())
             for cb in self.callbacks:
                 cb.on_epoch_end(self, eev)
 
-    def _finish_epoch(self, epoch: int, train_loss: float, run_n: int, run_correct: float | None) -> EpochEvent:
-        # run_correct is None when no batch had class targets (regression), else a count that may be 0
+    def _finish_epoch(
+        self, epoch: int, run_loss: float, run_w: float, run_n: int, run_correct: float | None
+    ) -> EpochEvent:
+        # run_w: the batches' loss weights (sizes, or summed class weights); run_correct is None when no batch had
+        # class targets (regression), else a count that may be 0
         self.epoch_progress = float(epoch + 1)
-        metrics = {"train_loss": train_loss}
+        metrics = {"train_loss": run_loss / run_w if run_w else math.nan}
         if self.train_accuracy and (run_correct is not None or self._targets_are_classes()):
             metrics["train_accuracy"] = (run_correct or 0.0) / max(run_n, 1)
         for name, d in self.eval_data.items():
