@@ -13,6 +13,7 @@ from figures.verdict_table import (
     compare,
     golden_report,
     main,
+    near_line,
     read_table,
     statement_key,
     verdict_table,
@@ -83,7 +84,7 @@ def test_a_changed_added_or_removed_verdict_shows_in_the_diff() -> None:
     assert [(r.figure, r.claim) for r in diff.added] == [("f", 2)]
     assert [(r.figure, r.claim) for r in diff.removed] == [("h", 0)]
     text = str(diff)
-    assert "1 changed, 1 added, 1 removed" in text
+    assert "1 changed (0 near their line), 1 added, 1 removed" in text
     assert "~ f #1 claim-1-of-f: not held -> held" in text
     assert "+ f #2 claim-2-of-f: not tested" in text and "- h #0 claim-0-of-h: held" in text
     # a changed statement at the same index is a change too; restricting to figures hides the others
@@ -104,6 +105,60 @@ def test_cli_exits_1_on_a_change_and_writes(tmp_path: Path, capsys: pytest.Captu
     assert "WARNING" in golden_report(_doc({"f": ["not held"]})["figures"], golden)
     with pytest.raises(SystemExit, match="no such file"):
         main([str(tmp_path / "missing.json"), "--golden", str(golden)])
+
+
+def _premise(measured: float | list[float], bound: float, met: bool) -> dict:
+    return {"statement": "the runs converged", "measured": measured, "threshold": bound, "met": met}
+
+
+@pytest.mark.parametrize(
+    ("claim", "near"),
+    [
+        ({"effect": {"p_value": 0.022}}, "p = 0.022"),
+        ({"effect": {"p_value": 1e-5}}, None),  # decided clearly either way
+        ({"effect": {"p_value": 0.6}}, None),
+        ({"effect": {"p_value": float("nan")}}, None),
+        # an upper bound met by every run: the largest value decides (the first to cross)
+        ({"premises": [_premise([0.001, 0.014], 0.0146, True)]}, "0.014 vs bound 0.0146"),
+        ({"premises": [_premise([0.001, 0.005], 0.0146, True)]}, None),
+        # failed on both sides of the bound: an upper bound fails on the largest value (near here)
+        ({"premises": [_premise([0.0003, 0.0137, 0.0177], 0.0146, False)]}, "0.0177 vs bound 0.0146"),
+        ({"premises": [_premise([0.0003, 0.05], 0.0146, False)]}, None),
+        # failed with every value beyond: all of them would have to cross, the farthest decides
+        ({"premises": [_premise([0.016, 0.017], 0.0146, False)]}, "0.017 vs bound 0.0146"),
+        ({"premises": [_premise([0.016, 0.04], 0.0146, False)]}, None),
+        ({"premises": [_premise(0.7025, 0.5, True)]}, None),  # 40% past its bound: not near
+        ({"premises": [{"statement": "qualitative", "measured": 1.0, "threshold": None, "met": True}]}, None),
+    ],
+)
+def test_near_line_finds_verdicts_decided_at_their_line(claim: dict, near: str | None) -> None:
+    reasons = near_line(claim)
+    if near is None:
+        assert reasons == []
+    else:
+        assert len(reasons) == 1 and near in reasons[0]
+
+
+def test_changes_near_their_line_are_marked_and_allowed_on_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    claims, golden = tmp_path / "claims.json", tmp_path / "golden.tsv"
+    write_table(verdict_table(_doc({"f": ["inconclusive", "held"]})), golden)
+    doc = _doc({"f": ["held", "held"]})
+    doc["figures"][0]["claims"][0]["effect"] = {"p_value": 0.03}
+    claims.write_text(json.dumps(doc))
+    assert main([str(claims), "--golden", str(golden)]) == 1
+    out = capsys.readouterr().out
+    assert "1 changed (1 near their line)" in out and "inconclusive -> held (near its line: p = 0.03)" in out
+    assert main([str(claims), "--golden", str(golden), "--allow-near"]) == 0
+    # a change decided clearly is not allowed, nor is a removed row
+    doc["figures"][0]["claims"][1]["verdict"] = "not held"
+    claims.write_text(json.dumps(doc))
+    assert main([str(claims), "--golden", str(golden), "--allow-near"]) == 1
+    doc["figures"][0]["claims"] = doc["figures"][0]["claims"][:1]
+    claims.write_text(json.dumps(doc))
+    assert main([str(claims), "--golden", str(golden), "--allow-near"]) == 1
+    assert "near its line" in golden_report(doc["figures"], golden)
 
 
 def test_every_registered_figure_has_rows_in_the_golden_table() -> None:
