@@ -179,22 +179,28 @@ def _output_shape(model: nn.Module, b: Batch) -> tuple[int, ...] | None:
 
 
 class _TensorSource:
-    """A tuple of same-length tensors cut into batches of ``batch_size`` (``None``: one batch)."""
+    """A tuple of same-length tensors cut into batches of ``batch_size`` (``None``: one batch).
 
-    def __init__(self, tensors: tuple[Any, ...], batch_size: int | None) -> None:
+    Without rows it gives one empty batch (which the checks refuse, naming the shapes), or none when
+    ``empty_ok`` (a rank's empty share: see :class:`BatchReader`).
+    """
+
+    def __init__(self, tensors: tuple[Any, ...], batch_size: int | None, empty_ok: bool = False) -> None:
         self.tensors = tuple(torch.as_tensor(t) for t in tensors)
         self.n = int(self.tensors[0].shape[0]) if self.tensors[0].dim() else 0
         if any(t.dim() == 0 or int(t.shape[0]) != self.n for t in self.tensors):
             shapes = [tuple(t.shape) for t in self.tensors]
             raise validation.InputError(f"data: the tensors must share their first dimension, got shapes {shapes}")
         self.size = batch_size or max(self.n, 1)
+        self.empty_ok = empty_ok
 
     def __len__(self) -> int:
-        return max(1, -(-self.n // self.size))
+        return max(0 if self.empty_ok else 1, -(-self.n // self.size))
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         if self.n == 0:
-            yield self.tensors
+            if not self.empty_ok:
+                yield self.tensors
             return
         for s in range(0, self.n, self.size):
             yield tuple(t[s : s + self.size] for t in self.tensors)
@@ -302,6 +308,11 @@ class BatchReader:
         validate: Check the data (NaN/inf, label range) on the first pass; it is normalized either way.
         shard: ``"split"`` keeps only this rank's share (see :class:`~landscape.problem.Problem`).
 
+    A share may be empty under a process group of more than one rank (``shard="split"`` of data with fewer
+    samples or batches than ranks, or ``shard="given"`` an empty one): its passes yield no batch instead of
+    raising, so the rank still takes part in every collective with zero sums and counts. Whether any rank
+    holds data is the problem's to check, collectively (:attr:`~landscape.problem.Problem.total_samples`).
+
     Attributes:
         cache: The batches once held in memory, else ``None`` (streamed).
         n_samples: Number of samples, known after the first pass.
@@ -330,6 +341,10 @@ class BatchReader:
         self.source, self.in_memory = _source(data, batch_size)
         if shard == "split":
             self.source = _split_source(self.source, batch_size)
+        # a share of data sharded across ranks may be empty (see above); alone, empty data is refused
+        self.empty_ok = shard != "none" and distributed.rank_world()[1] > 1
+        if isinstance(self.source, _TensorSource):
+            self.source.empty_ok = self.empty_ok
         self.cache: list[Batch] | None = None
         self.n_samples: int | None = None
         self.n_batches: int | None = None
@@ -453,7 +468,7 @@ class BatchReader:
                 else:
                     keep = None
             yield b
-        if count == 0:
+        if count == 0 and not self.empty_ok:
             raise validation.InputError("data holds no batch; expected at least one sample")
         if first:
             self.n_samples, self.n_batches = n, count

@@ -128,8 +128,10 @@ class Problem:
             reads), batches of a list; other iterables, a ``DataLoader`` with its own batch sampler among
             them: batch ``i`` goes to rank ``i % world``) or ``"given"`` (each rank was given its own share).
             With ``"split"`` or ``"given"``, every sum over the data is all-reduced: means, gradients and HVPs
-            are over all ranks' data, and every rank must make the same calls. Without a process group all
-            three are the same.
+            are over all ranks' data, and every rank must make the same calls. A rank's share may be empty (fewer
+            samples or batches than ranks): it contributes zero sums and counts; when every share is empty each
+            rank raises :class:`~landscape.validation.InputError`. Without a process group all three are the same
+            (and empty data is refused).
 
     Attributes:
         model: The network.
@@ -332,19 +334,25 @@ class Problem:
     def pairs(self) -> list[tuple[Tensor, Tensor]] | None:
         """The data as checked ``(X, y)`` tensor batches when it is that simple and held in memory, else ``None``.
 
-        The evaluation engine's fast executors and the Hessian operator's kernels take this form.
+        The evaluation engine's fast executors and the Hessian operator's kernels take this form. When sharded, a
+        collective: pairs on every rank or on none (any rank's share not that simple, or empty, makes it ``None``).
         """
         if self.closure:
             return None
         batches = self._data.held_pairs()
-        if batches is None:
-            return None
-        if self._tensor_output is None:  # the engine and the Hessian kernels call the model for a tensor
+        if batches and self._tensor_output is None:  # the engine and the Hessian kernels call the model for a tensor
             with torch.no_grad():
                 x = batches[0].inputs[0][:2]
                 self._tensor_output = isinstance(self.functional()(x), Tensor)
-        if not self._tensor_output:
+        simple = bool(batches) and bool(self._tensor_output)
+        if self.sharded:
+            # Every rank must take the same path (the engine's executors and its general path make different
+            # collectives): the fast one only when every rank's share is simple, so never with an empty share.
+            vote = self.reduce_sums([torch.tensor([float(not simple)], dtype=torch.float64)])[0]
+            simple = simple and float(vote[0]) == 0
+        if not simple:
             return None
+        assert batches is not None  # simple
         out = validation.ValidBatches((b.inputs[0], b.targets) for b in batches)
         out.dtype, out.n_samples, out.targets_checked = self.dtype, self.n_samples, True
         return out
@@ -361,7 +369,7 @@ class Problem:
             return False
         if self._weighted is None:
             batches = list(self.batches())
-            first = batches[0].targets
+            first = batches[0].targets if batches else None  # an empty share (sharded) has none: the others decide
             flag = first is not None and weighted_mean(self.loss_fn_for(first), (b.targets for b in batches))
             if self.sharded:  # every rank must take the same path (total_count reduces across ranks on one)
                 flag = bool(self.reduce_sums([torch.tensor([float(flag)], dtype=torch.float64)])[0].item() > 0)
@@ -448,6 +456,8 @@ class Problem:
 
     def _means(self, sums: list[Tensor], count: float, dtype: torch.dtype) -> list[Tensor]:
         """Sums over this process's batches divided by the count (in ``dtype``), both through :meth:`reduce_sums`."""
+        if self.sharded:
+            self.total_samples  # noqa: B018 - (collective, cached) raises when every rank's share is empty
         *totals, n = self.reduce_sums([*sums, torch.tensor(count, dtype=dtype, device=self.device)])
         check_total(float(n))
         return [t / n for t in totals]
@@ -459,21 +469,37 @@ class Problem:
 
     @property
     def total_samples(self) -> int:
-        """Number of samples over all ranks (:attr:`n_samples` is this rank's; collective when sharded)."""
+        """Number of samples over all ranks (:attr:`n_samples` is this rank's; collective when sharded, cached).
+
+        Raises:
+            InputError: When sharded and every rank's share is empty (on every rank: the same error as one
+                process's empty data). One empty share is fine: it contributes zero sums and counts.
+        """
         if self._total_samples is None:
             n = torch.tensor(float(self.n_samples), dtype=torch.float64)
-            self._total_samples = int(self.reduce_sums([n])[0])
+            total = int(self.reduce_sums([n])[0])
+            if total == 0:  # only sharded: alone, the first pass over empty data raised already
+                world = distributed.rank_world()[1]
+                raise validation.InputError(
+                    f"data holds no sample on any of the {world} ranks (shard={self.shard!r}); expected at least one "
+                    "sample in all"
+                )
+            self._total_samples = total
         return self._total_samples
 
     @property
     def reshuffled(self) -> bool:
         """Whether every pass reads the samples in a new order: a shuffling ``DataLoader`` streamed, not held.
 
-        One pass over such data when it was never read (that pass decides whether the batches are kept).
+        One pass over such data when it was never read (that pass decides whether the batches are kept). When
+        sharded, a collective: true on every rank when any rank re-reads its share.
         """
         if not self._data.random_order:
             return False
-        return self.n_samples > 0 and self.streamed  # the first pass (counting) decides whether batches are kept
+        again = self.n_samples > 0 and self.streamed  # the first pass (counting) decides whether batches are kept
+        if self.sharded:  # the same answer on every rank (callers refuse on it before collectives): any rank's
+            again = float(self.reduce_sums([torch.tensor([float(again)], dtype=torch.float64)])[0][0]) > 0
+        return again
 
     @property
     def shard_ordered(self) -> bool:
@@ -588,8 +614,13 @@ class Problem:
         """``("loss", "accuracy")`` for class targets under an ``(outputs, targets)`` loss, else ``("loss",)``."""
         if self.closure:
             return ("loss",)
-        b = next(iter(self.batches()))
-        integer = class_targets(b.targets) and b.targets.dim() >= 1  # type: ignore[union-attr]
+        b = next(iter(self.batches()), None)
+        integer = b is not None and class_targets(b.targets) and b.targets.dim() >= 1  # type: ignore[union-attr]
+        if self.sharded:  # the same metrics on every rank: an empty share has no targets, the ranks with data decide
+            self.total_samples  # noqa: B018 - (collective, cached) raises when every share is empty
+            vote = torch.tensor([float(b is not None), float(integer)], dtype=torch.float64)
+            held, votes = self.reduce_sums([vote])[0].tolist()
+            integer = votes == held
         return ("loss", "accuracy") if integer else ("loss",)
 
     def evaluate(

@@ -6,6 +6,7 @@ holds only its share of the data). Writes ``OUT_DIR/rank{r}.npz`` (or ``single.n
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 
@@ -94,21 +95,82 @@ def compute(shard: str) -> dict[str, np.ndarray]:
     return out
 
 
+def sum_count(model, batch):
+    """A ``(sum, count)`` closure: the summed cross-entropy over the batch's samples, and their number."""
+    x, t = batch
+    return torch.nn.functional.cross_entropy(model(x), t, reduction="sum"), float(len(t))
+
+
+def first_order(prob: landscape.Problem, prefix: str, out: dict[str, np.ndarray]) -> None:
+    """Loss, gradient and two HVPs of ``prob`` into ``out`` under ``prefix``."""
+    v = torch.randn(prob.numel, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    out[f"{prefix}_loss"] = prob.loss().numpy()
+    out[f"{prefix}_grad"] = prob.grad().numpy()
+    out[f"{prefix}_hvp"] = prob.hvp(v).numpy()
+
+
+def compute_empty(shard: str) -> dict[str, np.ndarray]:
+    """Data with fewer samples (or batches) than ranks: under 2 ranks rank 1's share is empty."""
+    from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
+
+    torch.set_num_threads(1)
+    model, X, y = setup()
+    out: dict[str, np.ndarray] = {}
+    one = landscape.Problem(model, (X[:1], y[:1]), "cross_entropy", shard=shard)  # one sample
+    first_order(one, "one", out)
+    g = torch.Generator().manual_seed(4)
+    pts = one.theta0[None] + 0.1 * torch.randn(3, one.numel, generator=g, dtype=torch.float64)
+    ev = one.evaluate(pts, ("loss", "accuracy", "outputs"), chunk_size=2)
+    out.update({f"one_eval_{k}": v for k, v in ev.items()})
+    grid = np.linspace(-1.0, 1.0, 3)
+    plane = landscape.random_plane(one, xs=grid, ys=grid, seed=0)  # the evaluation engine
+    out["one_plane_loss"] = np.asarray(plane.metrics["loss"])
+    out["one_eig_values"] = landscape.hessian_eigenpairs(one, 2).values.numpy()
+    out["one_total_samples"] = np.array(one.total_samples)
+    # a batch sampler dropping its short last batch leaves one batch of 3 (batch i goes to rank i % 2)
+    ds = TensorDataset(X[:5], y[:5])
+    loader = DataLoader(ds, batch_sampler=BatchSampler(SequentialSampler(ds), 3, drop_last=True))
+    first_order(landscape.Problem(model, loader, "cross_entropy", shard=shard), "dropped", out)
+    # a list of one batch, a (sum, count) closure
+    first_order(landscape.Problem(model, [(X[:4], y[:4])], sum_count, shard=shard), "closure", out)
+    # a weighted mean (class weights, an ignored label) over one batch of three
+    yw = y[:3].clone()
+    yw[0] = -100
+    weighted = torch.nn.CrossEntropyLoss(weight=torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64))
+    wprob = landscape.Problem(model, [(X[:3], yw)], weighted, shard=shard)
+    first_order(wprob, "weighted", out)
+    out["weighted_eval_loss"] = wprob.evaluate(pts, ("loss",))["loss"]
+    out["weighted_eig_values"] = landscape.hessian_eigenpairs(wprob, 2).values.numpy()
+    # every rank empty: a loader of 3 samples in batches of 4 dropping its short batch reads nothing
+    empty = DataLoader(TensorDataset(X[:3], y[:3]), batch_size=4, drop_last=True)
+    try:
+        landscape.Problem(model, empty, "cross_entropy", shard=shard).loss()
+        out["all_empty"] = np.array("no error")
+    except landscape.validation.InputError as e:
+        out["all_empty"] = np.array(f"InputError: {e}")
+    return out
+
+
+MODES = {"": compute, "empty": compute_empty}
+
+
 def main() -> None:
     folder = sys.argv[1]
-    if len(sys.argv) > 2 and sys.argv[2] == "fsdp":
+    mode = sys.argv[2] if len(sys.argv) > 2 else ""
+    if mode == "fsdp":
         fsdp_main(folder)
     elif "RANK" in os.environ:
-        torch.distributed.init_process_group("gloo")
+        # a short timeout: a rank that fails before a collective must not leave the other waiting half an hour
+        torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
         try:
-            res = compute("split")
+            res = MODES[mode]("split")
             rank = distributed.rank_world()[0]
-            np.savez(os.path.join(folder, f"rank{rank}.npz"), **res)
+            np.savez(os.path.join(folder, f"{mode}rank{rank}.npz"), **res)
             torch.distributed.barrier()  # leave together (a rank tearing gloo down early can abort the other)
         finally:
             torch.distributed.destroy_process_group()
     else:
-        np.savez(os.path.join(folder, "single.npz"), **compute("none"))
+        np.savez(os.path.join(folder, f"{mode}single.npz"), **MODES[mode]("none"))
 
 
 def fsdp_main(folder: str) -> None:

@@ -32,8 +32,8 @@ def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
     return r
 
 
-def _run(script: str, folder: Path, nproc: int) -> None:
-    args = [str(ROOT / "tests" / script), str(folder)]
+def _run(script: str, folder: Path, nproc: int, mode: str = "") -> None:
+    args = [str(ROOT / "tests" / script), str(folder), *([mode] if mode else [])]
     if nproc > 1:
         r = _torchrun(args)
     else:
@@ -121,6 +121,39 @@ def test_fsdp2_model_is_refused_and_the_documented_recipe_matches(tmp_path):
         res = np.load(tmp_path / f"fsdp{rank}.npz")
         assert "FSDP2" in str(res["refused"]) and "full_state_dict" in str(res["refused"])
         np.testing.assert_allclose(res["got"], res["want"], rtol=1e-6, atol=1e-12)
+
+
+def _mode_results(tmp_path_factory, mode: str):
+    """``(one process's results, [each rank's])`` of ``_shard_worker.py``'s ``mode``."""
+    folder = tmp_path_factory.mktemp(mode)
+    _run("_shard_worker.py", folder, 1, mode)
+    _run("_shard_worker.py", folder, 2, mode)
+    load = lambda name: dict(np.load(folder / name))  # noqa: E731
+    return load(f"{mode}single.npz"), [load(f"{mode}rank{r}.npz") for r in range(2)]
+
+
+def _assert_equal_to_one_process(single: dict, ranks: list[dict], skip: tuple[str, ...] = ()) -> None:
+    assert all(set(r) == set(single) for r in ranks)
+    for key, want in single.items():
+        for r in ranks:
+            if key not in skip:
+                np.testing.assert_allclose(r[key], want, rtol=1e-6, atol=1e-12, err_msg=key)
+                np.testing.assert_array_equal(r[key], ranks[0][key], err_msg=key)  # the same on every rank
+
+
+@pytest.mark.slow
+def test_a_rank_with_an_empty_share_takes_part(tmp_path_factory):
+    # Data with fewer samples (one sample; one batch after a batch sampler's drop_last; a list of one batch) than
+    # ranks left rank 1 nothing, and its first pass raised "data holds no batch" while rank 0 waited in a
+    # collective. An empty share contributes zero sums and counts: loss, gradient, HVPs, points (with outputs),
+    # a plane, eigenvalues, a (sum, count) closure and a weighted mean equal one process's. Data empty on every
+    # rank raises one process's InputError on every rank.
+    single, ranks = _mode_results(tmp_path_factory, "empty")
+    assert str(single["all_empty"]).startswith("InputError")
+    _assert_equal_to_one_process(single, ranks, skip=("all_empty",))
+    for r in ranks:
+        assert str(r["all_empty"]).startswith("InputError") and "no sample on any of the 2 ranks" in str(r["all_empty"])
+    assert int(ranks[1]["one_total_samples"]) == 1
 
 
 def _loaders():

@@ -61,6 +61,8 @@ def evaluate_problem(
             "sample order on every pass, but the data is a shuffling DataLoader re-read on every pass (larger "
             "than memory_budget): pass a DataLoader with shuffle=False, or a memory_budget that holds the data"
         )
+    if problem.sharded:
+        problem.total_samples  # noqa: B018 - (collective, cached) raises on every rank when every share is empty
     out: dict[str, list[Any]] = {k: [] for k, _ in keys}
     with torch.no_grad(), tqdm(total=P, desc="points", unit="pt", disable=not progress) as bar:
         for chunk in rows:
@@ -108,7 +110,8 @@ def evaluate_problem(
             sums, n, n_loss = dict(zip(names, totals)), check_total(float(n_both[0])), float(n_both[1])
             for k, _ in keys:
                 if k == "outputs":
-                    stacked = torch.stack([torch.cat(o) for o in outs])  # (p, n_local, *out)
+                    # (p, n_local, *out); an empty share (sharded) has no rows, and takes the others' shape below
+                    stacked = torch.stack([torch.cat(o) if o else torch.empty(0) for o in outs])
                     if problem.sharded:  # rows in rank order = data order for contiguous shares
                         stacked = distributed.all_gather_rows(stacked.transpose(0, 1)).transpose(0, 1)
                     out[k].append(stacked)
