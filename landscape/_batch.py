@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -249,8 +249,17 @@ def _source(data: Any, batch_size: int | None) -> tuple[Any, bool]:
 
 
 def _split_source(source: Any, batch_size: int | None) -> Any:
-    """This rank's contiguous share of a source (see ``Problem(shard="split")``); the source itself alone."""
-    from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
+    """This rank's contiguous share of a source (see ``Problem(shard="split")``); the source itself alone.
+
+    A ``DataLoader`` over a map-style dataset with its own ``batch_size`` is rebuilt over this rank's share of
+    the dataset's indices (:func:`_share_loader`); one with a batch sampler of its own, or a sampler of a kind
+    not listed there, is split by batches (:class:`_StridedSource`).
+
+    Raises:
+        InputError: For a loader drawing samples at random with replacement, or already sharded by a
+            ``DistributedSampler`` (naming the fix).
+    """
+    from torch.utils.data import DataLoader, Dataset, IterableDataset
 
     rank, world = distributed.rank_world()
     if world == 1:
@@ -263,22 +272,84 @@ def _split_source(source: Any, batch_size: int | None) -> Any:
         and isinstance(source.dataset, Dataset)
         and not isinstance(source.dataset, IterableDataset)
         and source.batch_size is not None  # not a batch sampler of its own: that one's batches are strided below
-        and isinstance(source.sampler, torch.utils.data.SequentialSampler)
     ):
-        # Only the share's samples are read: a share of those one process reads (drop_last drops the tail of
-        # the whole data, not of each share), so no rank drops anything itself.
-        n = len(source.dataset)  # type: ignore[arg-type]
-        lo, hi = distributed.loader_shard_bounds(n, source.batch_size, source.drop_last, rank, world)
-        return DataLoader(
-            Subset(source.dataset, range(lo, hi)),
-            batch_size=source.batch_size,
-            collate_fn=source.collate_fn,
-            num_workers=source.num_workers,
-        )
+        order = _sampler_order(source)
+        if order is not None:
+            # Only the share's samples are read: a share of those one process reads (drop_last drops the tail of
+            # the whole data, not of each share), so no rank drops anything itself.
+            indices, shuffled, generator = order
+            lo, hi = distributed.loader_shard_bounds(len(indices), source.batch_size, source.drop_last, rank, world)
+            return _share_loader(source, indices[lo:hi], shuffled, generator)
     if isinstance(source, list | tuple):
         lo, hi = distributed.shard_bounds(len(source), rank, world)
         return list(source[lo:hi])
     return _StridedSource(source, rank, world)
+
+
+def _sampler_order(loader: Any) -> tuple[Sequence[int], bool, torch.Generator | None] | None:
+    """``(the dataset indices a loader reads, in a fixed order; whether it shuffles them; its sampler's generator)``.
+
+    The indices are those one pass reads, each once, in some order: all of the dataset's (``SequentialSampler``,
+    ``RandomSampler`` without replacement), or a ``SubsetRandomSampler``'s. A shuffling sampler's order differs
+    per rank (an unseeded one draws its own permutation on each), so the ranks split this fixed order instead
+    (sums over the data do not depend on it) and each shuffles only its share. ``None`` for another sampler
+    (split by batches).
+
+    Raises:
+        InputError: For a sampler drawing with replacement (``RandomSampler(replacement=True)`` or another
+            ``num_samples``, ``WeightedRandomSampler``) or a ``DistributedSampler`` (already a per-rank share).
+    """
+    from torch.utils.data import (
+        DistributedSampler,
+        RandomSampler,
+        SequentialSampler,
+        SubsetRandomSampler,
+        WeightedRandomSampler,
+    )
+
+    sampler, n = loader.sampler, len(loader.dataset)
+    if isinstance(sampler, SequentialSampler):
+        return range(n), False, None
+    if isinstance(sampler, SubsetRandomSampler):
+        return list(sampler.indices), True, sampler.generator
+    if isinstance(sampler, RandomSampler) and not sampler.replacement and sampler.num_samples == n:
+        return range(n), True, sampler.generator
+    if isinstance(sampler, RandomSampler | WeightedRandomSampler):
+        raise validation.InputError(
+            f"data: shard='split' splits the dataset's samples among the ranks, but this DataLoader's "
+            f"{type(sampler).__name__} draws {sampler.num_samples} samples at random with replacement (or not all "
+            "of them), a random sample no split of the data reproduces; read every sample once (shuffle=True or "
+            "False, no sampler), or give each rank a loader of its own with shard='given'"
+        )
+    if isinstance(sampler, DistributedSampler):
+        raise validation.InputError(
+            "data: this DataLoader's DistributedSampler already gives each rank a share, which shard='split' would "
+            "split again; pass the loader without it (shard='split' shares the samples itself, each once: a "
+            "DistributedSampler repeats samples to even the shares, or drops some with drop_last=True)"
+        )
+    return None
+
+
+def _share_loader(loader: Any, indices: Sequence[int], shuffled: bool, generator: torch.Generator | None) -> Any:
+    """A ``DataLoader`` like ``loader`` over the dataset samples ``indices`` (a rank's share), read each once.
+
+    Its ``batch_size``, ``collate_fn`` and ``num_workers`` are kept; a shuffling loader's share is shuffled by a
+    ``RandomSampler`` drawing from the loader's sampler's ``generator`` (see :func:`_sampler_order`).
+    """
+    import inspect
+
+    from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Subset
+
+    subset = Subset(loader.dataset, indices)
+    accepted = inspect.signature(DataLoader.__init__).parameters
+    kept = {k: getattr(loader, k) for k in _LOADER_SETTINGS if k in accepted and hasattr(loader, k)}
+    # (an empty share has nothing to shuffle, and a RandomSampler refuses it)
+    sampler = RandomSampler(subset, generator=generator) if shuffled and indices else SequentialSampler(subset)
+    return DataLoader(subset, batch_size=loader.batch_size, sampler=sampler, drop_last=False, **kept)
+
+
+_LOADER_SETTINGS = ("collate_fn", "num_workers")
+"""The ``DataLoader`` settings a rank's rebuilt share keeps (:func:`_share_loader`)."""
 
 
 class _StridedSource:

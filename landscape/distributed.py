@@ -20,6 +20,11 @@ probes come from explicitly seeded generators (``seed=`` of the Hessian function
 same vectors, runs the same iteration on the same all-reduced products and returns the same result (tested
 bitwise across two ranks). Pass the same seed on every rank.
 
+**Shuffled data.** ``shard="split"`` splits a shuffling ``DataLoader`` by a fixed order (the dataset's
+indices), never by the loader's shuffle, which each rank draws for itself; each rank shuffles only its share.
+Every sum is over the data, whatever the order. Loaders sampling with replacement and ``DistributedSampler``
+loaders are refused (``landscape._batch._sampler_order`` says why).
+
 **Empty shares.** A rank's share may be empty (data with fewer samples or batches than ranks, or what is left
 after ``drop_last``): that rank still makes every call and takes part in every collective, contributing zero
 sums and zero counts, so results still equal one process's. It takes the others' shapes where it needs them

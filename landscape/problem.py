@@ -123,10 +123,14 @@ class Problem:
             refused either way.
         shard: Under ``torch.distributed`` (:mod:`landscape.distributed`): ``"none"`` (every rank holds the
             same data; analyzers split points), ``"split"`` (keep only this rank's contiguous share of the
-            data given: rows of a tensor pair, a ``Dataset`` or a ``DataLoader`` over a map-style dataset read
-            in order (only those samples are ever read; with ``drop_last``, a share of those one process
-            reads), batches of a list; other iterables, a ``DataLoader`` with its own batch sampler among
-            them: batch ``i`` goes to rank ``i % world``) or ``"given"`` (each rank was given its own share).
+            data given: rows of a tensor pair, a ``Dataset``, or a ``DataLoader`` over a map-style dataset
+            read in order or shuffled (a share of the dataset's indices, or a ``SubsetRandomSampler``'s, in a
+            fixed order: each rank's draws of a shuffle would differ; a shuffling loader shuffles only its
+            share, sums not depending on the order; only the share's samples are ever read; with
+            ``drop_last``, a share of as many samples as one process reads), batches
+            of a list; other iterables, a ``DataLoader`` with its own batch sampler among them: batch ``i``
+            goes to rank ``i % world``; a loader sampling with replacement or through a ``DistributedSampler``
+            is refused, naming the fix) or ``"given"`` (each rank was given its own share).
             With ``"split"`` or ``"given"``, every sum over the data is all-reduced: means, gradients and HVPs
             are over all ranks' data, and every rank must make the same calls. A rank's share may be empty (fewer
             samples or batches than ranks): it contributes zero sums and counts; when every share is empty each

@@ -151,7 +151,38 @@ def compute_empty(shard: str) -> dict[str, np.ndarray]:
     return out
 
 
-MODES = {"": compute, "empty": compute_empty}
+def compute_shuffled(shard: str) -> dict[str, np.ndarray]:
+    """Shuffling DataLoaders, unseeded, each rank drawing its own permutations (a seed of its own)."""
+    from torch.utils.data import DataLoader, SubsetRandomSampler
+
+    torch.set_num_threads(1)
+    model, X, y = setup()
+    torch.manual_seed(100 + distributed.rank_world()[0])  # unseeded loaders: every rank shuffles its own way
+    n = N - 1  # not divisible by the world size
+    out: dict[str, np.ndarray] = {}
+    ds = Counting(X[:n], y[:n])
+    loader = DataLoader(ds, batch_size=10, shuffle=True)
+    prob = landscape.Problem(model, loader, "cross_entropy", shard=shard, memory_budget=0)  # re-read: reshuffled
+    first_order(prob, "shuffled", out)
+    out["shuffled_read"] = np.array(sorted(ds.read))
+    out["shuffled_total_samples"] = np.array(prob.total_samples)
+    # a subset of the samples in random order: the sum over that subset
+    sub = DataLoader(TensorDatasetOf(X, y), batch_size=7, sampler=SubsetRandomSampler(range(3, N, 2)))
+    first_order(landscape.Problem(model, sub, "cross_entropy", shard=shard), "subset", out)
+    # a weighted mean (class weights, ignored labels in the first rank's share only) read shuffled
+    yw = y[:n].clone()
+    yw[:9] = -100
+    weighted = torch.nn.CrossEntropyLoss(weight=torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64))
+    wl = DataLoader(TensorDatasetOf(X[:n], yw), batch_size=8, shuffle=True)
+    first_order(landscape.Problem(model, wl, weighted, shard=shard), "weighted", out)
+    return out
+
+
+def TensorDatasetOf(*tensors: torch.Tensor) -> torch.utils.data.TensorDataset:
+    return torch.utils.data.TensorDataset(*tensors)
+
+
+MODES = {"": compute, "empty": compute_empty, "shuffled": compute_shuffled}
 
 
 def main() -> None:

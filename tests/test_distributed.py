@@ -156,6 +156,23 @@ def test_a_rank_with_an_empty_share_takes_part(tmp_path_factory):
     assert int(ranks[1]["one_total_samples"]) == 1
 
 
+@pytest.mark.slow
+def test_a_shuffling_loader_is_split_by_its_dataset_order(tmp_path_factory):
+    # A shuffling DataLoader was split by batches (batch i to rank i % world) of each rank's own shuffle: with
+    # unseeded loaders the ranks drew different permutations, read overlapping samples and missed others (and
+    # each read the whole dataset). Now the dataset's indices are split, each rank shuffling only its share:
+    # loss, gradient and HVPs equal one process's (whose order does not matter to a sum), and each rank reads
+    # about half the samples (95 samples: 48 and 47), once per pass.
+    single, ranks = _mode_results(tmp_path_factory, "shuffled")
+    skip = ("shuffled_read", "shuffled_total_samples")
+    _assert_equal_to_one_process(single, ranks, skip=skip)
+    n = len(single["shuffled_read"])
+    reads = [set(r["shuffled_read"].tolist()) for r in ranks]
+    assert n == 95 and all(int(r["shuffled_total_samples"]) == n for r in ranks)
+    assert all(len(s) <= 0.55 * n for s in reads)
+    assert reads[0].isdisjoint(reads[1]) and len(reads[0] | reads[1]) == n
+
+
 def _loaders():
     """DataLoaders read in order, one process's reading of each the reference (n, batch size, drop_last vary)."""
     import torch
@@ -186,6 +203,58 @@ def test_split_loader_shares_are_what_one_process_reads(monkeypatch, world):
             source, _ = _source(loader, None)
             got += [i for b in _split_source(source, None) for i in b[1].tolist()]
         assert sorted(got) == sorted(want), name  # the same samples, each read by one rank once
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_shuffling_loaders_split_the_samples_one_process_reads(monkeypatch, world):
+    # Each rank's loader drew its own permutation (an unseeded shuffle, seeded differently per rank here), and
+    # batch i went to rank i % world: samples read twice or never. Now the ranks split the dataset's indices.
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler, SubsetRandomSampler, TensorDataset
+
+    import landscape.distributed
+    from landscape._batch import _source, _split_source
+
+    for n in (1, 5, 11, 23):
+        ds = TensorDataset(torch.arange(n, dtype=torch.float64)[:, None], torch.arange(n))
+        cases = [
+            (dict(batch_size=3, shuffle=True), list(range(n))),
+            (dict(batch_size=4, shuffle=True, drop_last=True), None),  # one process: a random n - n % 4
+            (dict(batch_size=2, sampler=RandomSampler(ds)), list(range(n))),
+            (dict(batch_size=2, sampler=SubsetRandomSampler(range(0, n, 2))), list(range(0, n, 2))),
+        ]
+        for kw, want in cases:
+            got = []
+            for rank in range(world):
+                monkeypatch.setattr(landscape.distributed, "rank_world", lambda rank=rank: (rank, world))
+                torch.manual_seed(rank)  # every rank shuffles its own way
+                share = _split_source(_source(DataLoader(ds, **kw), None)[0], None)
+                got += [i for _ in range(2) for b in share for i in b[1].tolist()]  # two passes
+            if want is None:  # drop_last: the ranks drop the same number as one process
+                assert len(got) == 2 * (n - n % 4) and len(set(got)) == n - n % 4, (n, kw)
+            else:
+                assert sorted(got) == sorted(2 * want), (n, kw)  # each sample read once per pass
+
+
+def test_samplers_no_split_reproduces_are_refused(monkeypatch):
+    import torch
+    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset, WeightedRandomSampler
+
+    import landscape.distributed
+    from landscape._batch import _source, _split_source
+    from landscape.validation import InputError
+
+    monkeypatch.setattr(landscape.distributed, "rank_world", lambda: (0, 2))
+    ds = TensorDataset(torch.arange(10.0)[:, None], torch.arange(10))
+    samplers = [  # (what the message says, the sampler)
+        ("with replacement", RandomSampler(ds, replacement=True)),
+        ("not all", RandomSampler(ds, num_samples=6)),
+        ("with replacement", WeightedRandomSampler(torch.ones(10), 10)),
+        ("pass the loader without it", DistributedSampler(ds, num_replicas=2, rank=0)),
+    ]
+    for fix, sampler in samplers:
+        with pytest.raises(InputError, match=fix):
+            _split_source(_source(DataLoader(ds, batch_size=3, sampler=sampler), None)[0], None)
 
 
 def test_loader_shard_bounds_partition_what_one_process_reads():
