@@ -333,8 +333,15 @@ def _sampler_order(loader: Any) -> tuple[Sequence[int], bool, torch.Generator | 
 def _share_loader(loader: Any, indices: Sequence[int], shuffled: bool, generator: torch.Generator | None) -> Any:
     """A ``DataLoader`` like ``loader`` over the dataset samples ``indices`` (a rank's share), read each once.
 
-    Its ``batch_size``, ``collate_fn`` and ``num_workers`` are kept; a shuffling loader's share is shuffled by a
-    ``RandomSampler`` drawing from the loader's sampler's ``generator`` (see :func:`_sampler_order`).
+    Every setting of ``loader`` that still applies is kept: ``batch_size``, ``collate_fn``, ``num_workers``,
+    ``pin_memory``, ``pin_memory_device``, ``timeout``, ``worker_init_fn``, ``multiprocessing_context``,
+    ``generator``, ``prefetch_factor``, ``persistent_workers``, ``in_order`` (those this torch version takes).
+    Those that cannot: the ``dataset`` becomes a ``Subset`` of it (workers' ``get_worker_info().dataset`` and a
+    ``worker_init_fn`` see the ``Subset``, the dataset itself as its ``.dataset``); the ``sampler`` becomes the
+    share's own, a ``SequentialSampler`` or, for a shuffling loader, a ``RandomSampler`` over the share drawing
+    from the loader's sampler's ``generator`` (a shuffle of the share, not of the data: see
+    :func:`_sampler_order`); ``drop_last`` is ``False``, the short batch having been dropped from the whole data
+    before it was split (:func:`~landscape.distributed.loader_shard_bounds`).
     """
     import inspect
 
@@ -348,7 +355,19 @@ def _share_loader(loader: Any, indices: Sequence[int], shuffled: bool, generator
     return DataLoader(subset, batch_size=loader.batch_size, sampler=sampler, drop_last=False, **kept)
 
 
-_LOADER_SETTINGS = ("collate_fn", "num_workers")
+_LOADER_SETTINGS = (
+    "collate_fn",
+    "num_workers",
+    "pin_memory",
+    "pin_memory_device",
+    "timeout",
+    "worker_init_fn",
+    "multiprocessing_context",
+    "generator",
+    "prefetch_factor",
+    "persistent_workers",
+    "in_order",
+)
 """The ``DataLoader`` settings a rank's rebuilt share keeps (:func:`_share_loader`)."""
 
 

@@ -127,8 +127,9 @@ class Problem:
             read in order or shuffled (a share of the dataset's indices, or a ``SubsetRandomSampler``'s, in a
             fixed order: each rank's draws of a shuffle would differ; a shuffling loader shuffles only its
             share, sums not depending on the order; only the share's samples are ever read; with
-            ``drop_last``, a share of as many samples as one process reads), batches
-            of a list; other iterables, a ``DataLoader`` with its own batch sampler among them: batch ``i``
+            ``drop_last``, a share of as many samples as one process reads; the rebuilt loader keeps every
+            setting of the loader but its dataset (a ``Subset`` of it), sampler (the share's) and
+            ``drop_last`` (applied before the split)), batches of a list; other iterables, a ``DataLoader`` with its own batch sampler among them: batch ``i``
             goes to rank ``i % world``; a loader sampling with replacement or through a ``DistributedSampler``
             is refused, naming the fix) or ``"given"`` (each rank was given its own share).
             With ``"split"`` or ``"given"``, every sum over the data is all-reduced: means, gradients and HVPs

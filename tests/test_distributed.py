@@ -257,6 +257,58 @@ def test_samplers_no_split_reproduces_are_refused(monkeypatch):
             _split_source(_source(DataLoader(ds, batch_size=3, sampler=sampler), None)[0], None)
 
 
+_IN_WORKER = [False]  # set by _init_worker in a DataLoader worker (a forked copy of this module)
+
+
+def _init_worker(worker_id: int) -> None:
+    _IN_WORKER[0] = True
+
+
+def _collate_flagged(samples):
+    from torch.utils.data import default_collate
+
+    x, y = default_collate(samples)
+    return x, y, _IN_WORKER[0]  # True only in a worker whose worker_init_fn ran
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_rebuilt_split_loader_keeps_the_loaders_settings(monkeypatch, shuffle):
+    # A DataLoader split by samples was rebuilt with its batch_size, collate_fn and num_workers only: its
+    # pin_memory, worker_init_fn, generator, timeout, prefetch_factor, persistent_workers, ... were dropped.
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import landscape.distributed
+    from landscape._batch import _source, _split_source
+
+    monkeypatch.setattr(landscape.distributed, "rank_world", lambda: (1, 2))
+    ds = TensorDataset(torch.arange(10.0)[:, None], torch.arange(10))
+    gen = torch.Generator().manual_seed(0)
+    settings = dict(
+        num_workers=1,
+        collate_fn=_collate_flagged,
+        pin_memory=True,
+        timeout=30.0,
+        worker_init_fn=_init_worker,
+        multiprocessing_context="fork",
+        generator=gen,
+        prefetch_factor=3,
+        persistent_workers=True,
+    )
+    loader = DataLoader(ds, batch_size=3, shuffle=shuffle, **settings)
+    share = _split_source(_source(loader, None)[0], None)
+    for k in settings:
+        assert getattr(share, k) is getattr(loader, k) or getattr(share, k) == getattr(loader, k), k
+    if shuffle:  # the share's shuffle draws from the loader's generator
+        assert share.sampler.generator is gen
+    # read: in a worker (worker_init_fn ran, collate_fn flags it), rank 1's half, each sample once
+    settings.update(pin_memory=False, persistent_workers=False)  # no accelerator to pin for here
+    share = _split_source(_source(DataLoader(ds, batch_size=3, shuffle=shuffle, **settings), None)[0], None)
+    batches = list(share)
+    assert all(flag is True for *_, flag in batches)
+    assert sorted(i for _, y, _ in batches for i in y.tolist()) == [5, 6, 7, 8, 9]
+
+
 def test_loader_shard_bounds_partition_what_one_process_reads():
     for n in range(0, 23):
         for b in range(1, 6):
