@@ -92,6 +92,23 @@ def compute(shard: str) -> dict[str, np.ndarray]:
     out["ignored_loss"] = prob3.loss().numpy()
     out["ignored_eval_loss"] = prob3.evaluate(pts, ("loss",))["loss"]
     out["ignored_eig_values"] = landscape.hessian_eigenpairs(prob3, 2).values.numpy()
+    # 95 samples (not divisible by 2 ranks: shares of 48 and 47) under a weighted mean (class weights and ignored
+    # labels) and under (sum, count) closures, one counting samples, one a unit of its own (labels other than 0)
+    n = N - 1
+    yw = y[:n].clone()
+    yw[::7] = -100
+    weights = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64)
+    prob5 = landscape.Problem(model, (X[:n], yw), torch.nn.CrossEntropyLoss(weight=weights), batch_size=8, shard=shard)
+    first_order(prob5, "uneven_weighted", out)
+    out["uneven_weighted_eval_loss"] = prob5.evaluate(pts, ("loss",))["loss"]
+    out["uneven_weighted_eig_values"] = landscape.hessian_eigenpairs(prob5, 2).values.numpy()
+    first_order(landscape.Problem(model, (X[:n], y[:n]), sum_count, batch_size=8, shard=shard), "uneven_closure", out)
+    prob6 = landscape.Problem(model, Counting(X[:n], y[:n]), nonzero_sum_count, batch_size=8, shard=shard)
+    first_order(prob6, "uneven_tokens", out)
+    out["uneven_tokens_eval_loss"] = prob6.evaluate(pts, ("loss",))["loss"]
+    # what each rank holds: its share of the samples (this rank's count, and the count over all ranks)
+    held = [prob, prob2, prob4, prob5, prob6]
+    out["held"] = np.array([[p.n_samples, p.total_samples] for p in held])
     return out
 
 
@@ -99,6 +116,14 @@ def sum_count(model, batch):
     """A ``(sum, count)`` closure: the summed cross-entropy over the batch's samples, and their number."""
     x, t = batch
     return torch.nn.functional.cross_entropy(model(x), t, reduction="sum"), float(len(t))
+
+
+def nonzero_sum_count(model, batch):
+    """A ``(sum, count)`` closure over a unit other than samples: the cross-entropy of the labels other than 0."""
+    x, t = batch
+    keep = t != 0
+    terms = torch.nn.functional.cross_entropy(model(x), t, reduction="none")
+    return (terms * keep).sum(), float(keep.sum())
 
 
 def first_order(prob: landscape.Problem, prefix: str, out: dict[str, np.ndarray]) -> None:

@@ -91,6 +91,10 @@ KEYS = [
     "ignored_loss",
     "ignored_eval_loss",
     "ignored_eig_values",
+    *(f"uneven_{kind}_{q}" for kind in ("weighted", "closure", "tokens") for q in ("loss", "grad", "hvp")),
+    "uneven_weighted_eval_loss",
+    "uneven_weighted_eig_values",
+    "uneven_tokens_eval_loss",
 ]
 
 
@@ -111,6 +115,11 @@ def test_each_rank_reads_only_its_share(shard_results):
     reads = [set(r["read"].tolist()) for r in ranks]
     assert all(len(s) <= 0.55 * n for s in reads)
     assert reads[0].isdisjoint(reads[1]) and len(reads[0] | reads[1]) == n
+    # what each rank holds (dataset, tensors, a loader dropping its short batch, 95 samples twice): about half
+    for r in ranks:
+        local, total = r["held"].T
+        assert all(local <= 0.55 * total)
+    np.testing.assert_array_equal(ranks[0]["held"][:, 0] + ranks[1]["held"][:, 0], single["held"][:, 0])
 
 
 @pytest.mark.slow
