@@ -121,17 +121,20 @@ class Problem:
             checks only: the data is normalized either way (casts, class labels ``(N, 1)`` squeezed, regression
             targets shaped like the outputs), so valid data gives the same loss, and data without a sample is
             refused either way.
-        shard: Under ``torch.distributed`` (:mod:`landscape.distributed`): ``"none"`` (every rank holds the
-            same data; analyzers split points), ``"split"`` (keep only this rank's contiguous share of the
-            data given: rows of a tensor pair, a ``Dataset``, or a ``DataLoader`` over a map-style dataset
-            read in order or shuffled (a share of the dataset's indices, or a ``SubsetRandomSampler``'s, in a
-            fixed order: each rank's draws of a shuffle would differ; a shuffling loader shuffles only its
-            share, sums not depending on the order; only the share's samples are ever read; with
-            ``drop_last``, a share of as many samples as one process reads; the rebuilt loader keeps every
-            setting of the loader but its dataset (a ``Subset`` of it), sampler (the share's) and
-            ``drop_last`` (applied before the split)), batches of a list; other iterables, a ``DataLoader`` with its own batch sampler among them: batch ``i``
-            goes to rank ``i % world``; a loader sampling with replacement or through a ``DistributedSampler``
-            is refused, naming the fix) or ``"given"`` (each rank was given its own share).
+        shard: How the data is held under ``torch.distributed`` (:mod:`landscape.distributed`):
+
+            * ``"none"``: every rank holds the same data; analyzers split points.
+            * ``"split"``: keep only this rank's contiguous share of the data given. Rows of a tensor pair; a
+              ``Dataset``; a ``DataLoader`` over a map-style dataset read in order or shuffled: a share of the
+              dataset's indices (or a ``SubsetRandomSampler``'s) in a fixed order, never of the loader's shuffle,
+              which each rank draws for itself (sums do not depend on the order; a shuffling loader shuffles its
+              share). Only the share's samples are read; with ``drop_last``, a share of those one process reads.
+              The rebuilt loader keeps the loader's settings but its dataset (a ``Subset`` of it), its sampler (the
+              share's) and ``drop_last`` (applied before the split). Batches of a list. Other iterables, a
+              ``DataLoader`` with a batch sampler of its own among them: batch ``i`` goes to rank ``i % world``.
+              A loader sampling with replacement or through a ``DistributedSampler`` is refused, naming the fix.
+            * ``"given"``: each rank was given its own share.
+
             With ``"split"`` or ``"given"``, every sum over the data is all-reduced: means, gradients and HVPs
             are over all ranks' data, and every rank must make the same calls. A rank's share may be empty (fewer
             samples or batches than ranks): it contributes zero sums and counts; when every share is empty each
