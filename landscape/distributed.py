@@ -36,7 +36,8 @@ When *every* rank's share is empty the mean is undefined: every rank raises the 
 as one process raises on empty data; no rank is left waiting in a collective.
 
 What is sharded: :meth:`Problem.loss / grad / hvp / evaluate <landscape.Problem>`, the evaluation engine
-(surfaces, lines, functional distance: custom metrics see global sample indices), the Hessian operator (so
+(surfaces, lines, functional distance: custom metrics see global sample indices, on the engine's general path
+too; a strided split, which loses the data order, refuses them), the Hessian operator (so
 eigenpairs, SLQ density and trace estimates). Results equal one process's to rounding (1e-6 relative in the
 tests, float64). FSDP2-wrapped models are refused by name (:func:`check_not_fsdp` says why and the recipe).
 

@@ -106,6 +106,9 @@ def compute(shard: str) -> dict[str, np.ndarray]:
     prob6 = landscape.Problem(model, Counting(X[:n], y[:n]), nonzero_sum_count, batch_size=8, shard=shard)
     first_order(prob6, "uneven_tokens", out)
     out["uneven_tokens_eval_loss"] = prob6.evaluate(pts, ("loss",))["loss"]
+    # a custom metric on the general path (data streamed: memory_budget=0) sees global sample indices
+    streamed = landscape.Problem(model, Counting(X, y), "cross_entropy", batch_size=10, shard=shard, memory_budget=0)
+    out["streamed_index_mean"] = landscape.evaluate_points(streamed, pts[:2], metrics=("loss", index_sum))["index_sum"]
     # what each rank holds: its share of the samples (this rank's count, and the count over all ranks)
     held = [prob, prob2, prob4, prob5, prob6]
     out["held"] = np.array([[p.n_samples, p.total_samples] for p in held])
@@ -124,6 +127,12 @@ def nonzero_sum_count(model, batch):
     keep = t != 0
     terms = torch.nn.functional.cross_entropy(model(x), t, reduction="none")
     return (terms * keep).sum(), float(keep.sum())
+
+
+def index_sum(outputs: torch.Tensor, targets: torch.Tensor, start: int) -> torch.Tensor:
+    """A custom metric: per point ``(P,)`` the sum of the batch's global sample indices (their mean: (N - 1) / 2)."""
+    b = outputs.shape[1]
+    return torch.full((outputs.shape[0],), float(sum(range(start, start + b))), dtype=torch.float64)
 
 
 def first_order(prob: landscape.Problem, prefix: str, out: dict[str, np.ndarray]) -> None:

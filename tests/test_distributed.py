@@ -13,6 +13,7 @@ import pytest
 from landscape.distributed import all_gather_rows, all_reduce_sum, loader_shard_bounds, shard_bounds
 
 ROOT = Path(__file__).resolve().parents[1]
+N_SHARD = 96  # samples of _shard_worker.py's data
 
 
 def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
@@ -95,6 +96,7 @@ KEYS = [
     "uneven_weighted_eval_loss",
     "uneven_weighted_eig_values",
     "uneven_tokens_eval_loss",
+    "streamed_index_mean",
 ]
 
 
@@ -105,6 +107,15 @@ def test_sharded_sums_equal_one_process(shard_results, key):
     for r in ranks:
         np.testing.assert_allclose(r[key], single[key], rtol=1e-6, atol=1e-12)
         np.testing.assert_array_equal(r[key], ranks[0][key])  # every rank holds the same answer
+
+
+@pytest.mark.slow
+def test_custom_metrics_see_global_sample_indices_on_the_general_path(shard_results):
+    # The engine's general path (streamed data here) passed each rank's own sample indices (23.5 = (48 - 1) / 2)
+    single, ranks = shard_results
+    np.testing.assert_allclose(single["streamed_index_mean"], (N_SHARD - 1) / 2)
+    for r in ranks:
+        np.testing.assert_allclose(r["streamed_index_mean"], (N_SHARD - 1) / 2)
 
 
 @pytest.mark.slow
