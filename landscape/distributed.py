@@ -39,7 +39,9 @@ What is sharded: :meth:`Problem.loss / grad / hvp / evaluate <landscape.Problem>
 (surfaces, lines, functional distance: custom metrics see global sample indices, on the engine's general path
 too; a strided split, which loses the data order, refuses them), the Hessian operator (so
 eigenpairs, SLQ density and trace estimates). Results equal one process's to rounding (1e-6 relative in the
-tests, float64). FSDP2-wrapped models are refused by name (:func:`check_not_fsdp` says why and the recipe).
+tests, float64). Not sharded: :meth:`Problem.objective <landscape.Problem.objective>`, a pure function for
+``torch.func`` transforms, inside which no collective can run; it refuses sharded data (it would give one rank's
+share of the mean). FSDP2-wrapped models are refused by name (:func:`check_not_fsdp` says why and the recipe).
 
 Example (two processes, each reading half of a dataset)::
 

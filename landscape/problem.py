@@ -520,7 +520,17 @@ class Problem:
         The same sum over batches over the same total count as :meth:`loss`, without ``no_grad`` or host
         syncs, so ``torch.func.grad`` / ``jvp`` / ``vmap`` compose with it (forward-mode needs every op of
         the model to support it).
+
+        Raises:
+            ValueError: When the data is sharded across ranks: the function would sum this rank's batches only
+                (a share of the mean), and a collective cannot run inside ``torch.func`` transforms.
         """
+        if self.sharded:
+            raise ValueError(
+                f"objective() is a pure function of this process's data, but the data is sharded across ranks "
+                f"(shard={self.shard!r}): it would give this rank's share of the mean. Use loss(), grad() and hvp() "
+                "(or the analyzers), whose sums are all-reduced, or shard='none' with the whole data on every rank"
+            )
         total = self.total_count()
 
         def f(theta: Tensor) -> Tensor:
@@ -529,7 +539,7 @@ class Problem:
             for b in self.batches():
                 t, _ = self.batch_terms(fm, b)
                 out = t if out is None else out + t
-            assert out is not None  # batches() raises on data without a batch
+            assert out is not None  # batches() raises on data without a batch (alone; sharded data is refused above)
             return out / total
 
         return f

@@ -109,6 +109,11 @@ def compute(shard: str) -> dict[str, np.ndarray]:
     # a custom metric on the general path (data streamed: memory_budget=0) sees global sample indices
     streamed = landscape.Problem(model, Counting(X, y), "cross_entropy", batch_size=10, shard=shard, memory_budget=0)
     out["streamed_index_mean"] = landscape.evaluate_points(streamed, pts[:2], metrics=("loss", index_sum))["index_sum"]
+    # the pure objective: the mean loss, or (sharded) a refusal naming the reduced alternatives
+    try:
+        out["objective"] = np.array(float(prob.objective()(theta)))
+    except ValueError as e:
+        out["objective"] = np.array(f"refused: {e}")
     # what each rank holds: its share of the samples (this rank's count, and the count over all ranks)
     held = [prob, prob2, prob4, prob5, prob6]
     out["held"] = np.array([[p.n_samples, p.total_samples] for p in held])

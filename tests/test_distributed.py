@@ -119,6 +119,16 @@ def test_custom_metrics_see_global_sample_indices_on_the_general_path(shard_resu
 
 
 @pytest.mark.slow
+def test_the_pure_objective_is_refused_on_sharded_data(shard_results):
+    # Problem.objective() summed this rank's batches over the count of all ranks: each rank's share of the mean
+    # (about half of it), silently. It cannot all-reduce inside torch.func transforms, so it refuses.
+    single, ranks = shard_results
+    np.testing.assert_allclose(float(single["objective"]), float(single["loss"]), rtol=1e-12)
+    for r in ranks:
+        assert str(r["objective"]).startswith("refused") and "grad" in str(r["objective"])
+
+
+@pytest.mark.slow
 def test_each_rank_reads_only_its_share(shard_results):
     single, ranks = shard_results
     n = len(single["read"])
