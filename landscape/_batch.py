@@ -251,15 +251,17 @@ def _source(data: Any, batch_size: int | None) -> tuple[Any, bool]:
 def _split_source(source: Any, batch_size: int | None) -> Any:
     """This rank's contiguous share of a source (see ``Problem(shard="split")``); the source itself alone.
 
-    A ``DataLoader`` over a map-style dataset with its own ``batch_size`` is rebuilt over this rank's share of
-    the dataset's indices (:func:`_share_loader`); one with a batch sampler of its own, or a sampler of a kind
-    not listed there, is split by batches (:class:`_StridedSource`).
+    A ``DataLoader`` over a map-style dataset batched by a plain ``BatchSampler`` (its own ``batch_size``, or one
+    given) over a sampler :func:`_sampler_order` knows is rebuilt over this rank's share of the sampler's indices
+    (:func:`_share_loader`); one with a batch sampler of another kind, or a sampler of a kind not listed there, is
+    split by batches (:class:`_StridedSource`), which relies on every rank reading the same batches in the same
+    order (a random sampler of one's own must be seeded alike on every rank).
 
     Raises:
         InputError: For a loader drawing samples at random with replacement, or already sharded by a
             ``DistributedSampler`` (naming the fix).
     """
-    from torch.utils.data import DataLoader, Dataset, IterableDataset
+    from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset
 
     rank, world = distributed.rank_world()
     if world == 1:
@@ -271,23 +273,29 @@ def _split_source(source: Any, batch_size: int | None) -> Any:
         isinstance(source, DataLoader)
         and isinstance(source.dataset, Dataset)
         and not isinstance(source.dataset, IterableDataset)
-        and source.batch_size is not None  # not a batch sampler of its own: that one's batches are strided below
     ):
-        order = _sampler_order(source)
-        if order is not None:
-            # Only the share's samples are read: a share of those one process reads (drop_last drops the tail of
-            # the whole data, not of each share), so no rank drops anything itself.
-            indices, shuffled, generator = order
-            lo, hi = distributed.loader_shard_bounds(len(indices), source.batch_size, source.drop_last, rank, world)
-            return _share_loader(source, indices[lo:hi], shuffled, generator)
+        # Batches of a sampler's samples, cut by a plain BatchSampler (the loader's own for a batch_size); a batch
+        # sampler of another kind cuts its batches its own way: they are strided below.
+        batches = source.batch_sampler
+        if type(batches) is BatchSampler:
+            order = _sampler_order(batches.sampler, len(source.dataset))  # type: ignore[arg-type]
+            if order is not None:
+                # Only the share's samples are read: a share of those one process reads (drop_last drops the tail
+                # of the whole data, not of each share), so no rank drops anything itself.
+                indices, shuffled, generator = order
+                size, drop = batches.batch_size, batches.drop_last
+                lo, hi = distributed.loader_shard_bounds(len(indices), size, drop, rank, world)
+                return _share_loader(source, indices[lo:hi], size, shuffled, generator)
     if isinstance(source, list | tuple):
         lo, hi = distributed.shard_bounds(len(source), rank, world)
         return list(source[lo:hi])
     return _StridedSource(source, rank, world)
 
 
-def _sampler_order(loader: Any) -> tuple[Sequence[int], bool, torch.Generator | None] | None:
-    """``(the dataset indices a loader reads, in a fixed order; whether it shuffles them; its sampler's generator)``.
+def _sampler_order(sampler: Any, n: int) -> tuple[Sequence[int], bool, torch.Generator | None] | None:
+    """``(the dataset indices a sampler draws, in a fixed order; whether it shuffles them; its generator)``.
+
+    ``n`` is the dataset's length.
 
     The indices are those one pass reads, each once, in some order: all of the dataset's (``SequentialSampler``,
     ``RandomSampler`` without replacement), or a ``SubsetRandomSampler``'s. A shuffling sampler's order differs
@@ -307,7 +315,6 @@ def _sampler_order(loader: Any) -> tuple[Sequence[int], bool, torch.Generator | 
         WeightedRandomSampler,
     )
 
-    sampler, n = loader.sampler, len(loader.dataset)
     if isinstance(sampler, SequentialSampler):
         return range(n), False, None
     if isinstance(sampler, SubsetRandomSampler):
@@ -316,7 +323,7 @@ def _sampler_order(loader: Any) -> tuple[Sequence[int], bool, torch.Generator | 
         return range(n), True, sampler.generator
     if isinstance(sampler, RandomSampler | WeightedRandomSampler):
         raise validation.InputError(
-            f"data: shard='split' splits the dataset's samples among the ranks, but this DataLoader's "
+            "data: shard='split' splits the dataset's samples among the ranks, but this DataLoader's "
             f"{type(sampler).__name__} draws {sampler.num_samples} samples at random with replacement (or not all "
             "of them), a random sample no split of the data reproduces; read every sample once (shuffle=True or "
             "False, no sampler), or give each rank a loader of its own with shard='given'"
@@ -330,10 +337,13 @@ def _sampler_order(loader: Any) -> tuple[Sequence[int], bool, torch.Generator | 
     return None
 
 
-def _share_loader(loader: Any, indices: Sequence[int], shuffled: bool, generator: torch.Generator | None) -> Any:
+def _share_loader(
+    loader: Any, indices: Sequence[int], batch_size: int, shuffled: bool, generator: torch.Generator | None
+) -> Any:
     """A ``DataLoader`` like ``loader`` over the dataset samples ``indices`` (a rank's share), read each once.
 
-    Every setting of ``loader`` that still applies is kept: ``batch_size``, ``collate_fn``, ``num_workers``,
+    Every setting of ``loader`` that still applies is kept: ``batch_size`` (its own, or its ``BatchSampler``'s:
+    the share's loader has its own batch size), ``collate_fn``, ``num_workers``,
     ``pin_memory``, ``pin_memory_device``, ``timeout``, ``worker_init_fn``, ``multiprocessing_context``,
     ``generator``, ``prefetch_factor``, ``persistent_workers``, ``in_order`` (those this torch version takes).
     Those that cannot: the ``dataset`` becomes a ``Subset`` of it (workers' ``get_worker_info().dataset`` and a
@@ -352,7 +362,7 @@ def _share_loader(loader: Any, indices: Sequence[int], shuffled: bool, generator
     kept = {k: getattr(loader, k) for k in _LOADER_SETTINGS if k in accepted and hasattr(loader, k)}
     # (an empty share has nothing to shuffle, and a RandomSampler refuses it)
     sampler = RandomSampler(subset, generator=generator) if shuffled and indices else SequentialSampler(subset)
-    return DataLoader(subset, batch_size=loader.batch_size, sampler=sampler, drop_last=False, **kept)
+    return DataLoader(subset, batch_size=batch_size, sampler=sampler, drop_last=False, **kept)
 
 
 _LOADER_SETTINGS = (

@@ -131,8 +131,10 @@ class Problem:
               share). Only the share's samples are read; with ``drop_last``, a share of those one process reads.
               The rebuilt loader keeps the loader's settings but its dataset (a ``Subset`` of it), its sampler (the
               share's) and ``drop_last`` (applied before the split). Batches of a list. Other iterables, a
-              ``DataLoader`` with a batch sampler of its own among them: batch ``i`` goes to rank ``i % world``.
-              A loader sampling with replacement or through a ``DistributedSampler`` is refused, naming the fix.
+              ``DataLoader`` with a batch sampler of another kind than ``BatchSampler`` or a sampler of its own
+              among them: batch ``i`` goes to rank ``i % world`` (every rank must read the same batches: seed
+              a random sampler alike on every rank). A loader sampling with replacement or through a
+              ``DistributedSampler`` is refused, naming the fix.
             * ``"given"``: each rank was given its own share.
 
             With ``"split"`` or ``"given"``, every sum over the data is all-reduced: means, gradients and HVPs

@@ -120,6 +120,10 @@ def compute(shard: str) -> dict[str, np.ndarray]:
     return out
 
 
+class OwnBatches(torch.utils.data.BatchSampler):
+    """A batch sampler of a kind of its own (not a plain ``BatchSampler``): ``shard="split"`` strides its batches."""
+
+
 def sum_count(model, batch):
     """A ``(sum, count)`` closure: the summed cross-entropy over the batch's samples, and their number."""
     x, t = batch
@@ -150,7 +154,7 @@ def first_order(prob: landscape.Problem, prefix: str, out: dict[str, np.ndarray]
 
 def compute_empty(shard: str) -> dict[str, np.ndarray]:
     """Data with fewer samples (or batches) than ranks: under 2 ranks rank 1's share is empty."""
-    from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
+    from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 
     torch.set_num_threads(1)
     model, X, y = setup()
@@ -166,9 +170,9 @@ def compute_empty(shard: str) -> dict[str, np.ndarray]:
     out["one_plane_loss"] = np.asarray(plane.metrics["loss"])
     out["one_eig_values"] = landscape.hessian_eigenpairs(one, 2).values.numpy()
     out["one_total_samples"] = np.array(one.total_samples)
-    # a batch sampler dropping its short last batch leaves one batch of 3 (batch i goes to rank i % 2)
+    # a batch sampler of its own dropping its short last batch leaves one batch of 3 (batch i to rank i % 2)
     ds = TensorDataset(X[:5], y[:5])
-    loader = DataLoader(ds, batch_sampler=BatchSampler(SequentialSampler(ds), 3, drop_last=True))
+    loader = DataLoader(ds, batch_sampler=OwnBatches(SequentialSampler(ds), 3, drop_last=True))
     first_order(landscape.Problem(model, loader, "cross_entropy", shard=shard), "dropped", out)
     # a list of one batch, a (sum, count) closure
     first_order(landscape.Problem(model, [(X[:4], y[:4])], sum_count, shard=shard), "closure", out)

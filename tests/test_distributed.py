@@ -240,7 +240,7 @@ def test_shuffling_loaders_split_the_samples_one_process_reads(monkeypatch, worl
     # Each rank's loader drew its own permutation (an unseeded shuffle, seeded differently per rank here), and
     # batch i went to rank i % world: samples read twice or never. Now the ranks split the dataset's indices.
     import torch
-    from torch.utils.data import DataLoader, RandomSampler, SubsetRandomSampler, TensorDataset
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SubsetRandomSampler, TensorDataset
 
     import landscape.distributed
     from landscape._batch import _source, _split_source
@@ -252,6 +252,7 @@ def test_shuffling_loaders_split_the_samples_one_process_reads(monkeypatch, worl
             (dict(batch_size=4, shuffle=True, drop_last=True), None),  # one process: a random n - n % 4
             (dict(batch_size=2, sampler=RandomSampler(ds)), list(range(n))),
             (dict(batch_size=2, sampler=SubsetRandomSampler(range(0, n, 2))), list(range(0, n, 2))),
+            (dict(batch_sampler=BatchSampler(RandomSampler(ds), 3, drop_last=False)), list(range(n))),
         ]
         for kw, want in cases:
             got = []
