@@ -463,11 +463,18 @@ class BatchReader:
 
     @property
     def random_order(self) -> bool:
-        """Whether the source reads its samples in a random order (a ``DataLoader`` with a random sampler)."""
-        from torch.utils.data import DataLoader, RandomSampler, SubsetRandomSampler, WeightedRandomSampler
+        """Whether the source reads its samples in a random order (a ``DataLoader`` with a random sampler).
 
-        samplers = (RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
-        return isinstance(self.raw, DataLoader) and isinstance(self.raw.sampler, samplers)
+        The sampler its batches are drawn from: a plain ``BatchSampler``'s (given as ``batch_sampler``, the loader's
+        own ``sampler`` is a ``SequentialSampler`` it never reads), else the loader's.
+        """
+        from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SubsetRandomSampler, WeightedRandomSampler
+
+        if not isinstance(self.raw, DataLoader):
+            return False
+        batches = self.raw.batch_sampler
+        sampler = batches.sampler if isinstance(batches, BatchSampler) else self.raw.sampler
+        return isinstance(sampler, RandomSampler | SubsetRandomSampler | WeightedRandomSampler)
 
     @property
     def ordered(self) -> bool:
