@@ -170,6 +170,12 @@ def compute_empty(shard: str) -> dict[str, np.ndarray]:
     out["one_plane_loss"] = np.asarray(plane.metrics["loss"])
     out["one_eig_values"] = landscape.hessian_eigenpairs(one, 2).values.numpy()
     out["one_total_samples"] = np.array(one.total_samples)
+    # shard="given": rank 0 given the one sample, rank 1 an empty tensor pair
+    rank = distributed.rank_world()[0]
+    given = (X[:1], y[:1]) if rank == 0 else (X[:0], y[:0])
+    first_order(
+        landscape.Problem(model, given, "cross_entropy", shard="given" if shard == "split" else shard), "given", out
+    )
     # a batch sampler of its own dropping its short last batch leaves one batch of 3 (batch i to rank i % 2)
     ds = TensorDataset(X[:5], y[:5])
     loader = DataLoader(ds, batch_sampler=OwnBatches(SequentialSampler(ds), 3, drop_last=True))
