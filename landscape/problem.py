@@ -507,7 +507,7 @@ class Problem:
         if not self._data.random_order:
             return False
         again = self.n_samples > 0 and self.streamed  # the first pass (counting) decides whether batches are kept
-        if self.sharded:  # the same answer on every rank (callers refuse on it before collectives): any rank's
+        if self.sharded:  # the same answer on every rank (callers refuse on it before collectives): any rank's says
             again = float(self.reduce_sums([torch.tensor([float(again)], dtype=torch.float64)])[0][0]) > 0
         return again
 
