@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -179,22 +179,28 @@ def _output_shape(model: nn.Module, b: Batch) -> tuple[int, ...] | None:
 
 
 class _TensorSource:
-    """A tuple of same-length tensors cut into batches of ``batch_size`` (``None``: one batch)."""
+    """A tuple of same-length tensors cut into batches of ``batch_size`` (``None``: one batch).
 
-    def __init__(self, tensors: tuple[Any, ...], batch_size: int | None) -> None:
+    Without rows it gives one empty batch (which the checks refuse, naming the shapes), or none when
+    ``empty_ok`` (a rank's empty share: see :class:`BatchReader`).
+    """
+
+    def __init__(self, tensors: tuple[Any, ...], batch_size: int | None, empty_ok: bool = False) -> None:
         self.tensors = tuple(torch.as_tensor(t) for t in tensors)
         self.n = int(self.tensors[0].shape[0]) if self.tensors[0].dim() else 0
         if any(t.dim() == 0 or int(t.shape[0]) != self.n for t in self.tensors):
             shapes = [tuple(t.shape) for t in self.tensors]
             raise validation.InputError(f"data: the tensors must share their first dimension, got shapes {shapes}")
         self.size = batch_size or max(self.n, 1)
+        self.empty_ok = empty_ok
 
     def __len__(self) -> int:
-        return max(1, -(-self.n // self.size))
+        return max(0 if self.empty_ok else 1, -(-self.n // self.size))
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         if self.n == 0:
-            yield self.tensors
+            if not self.empty_ok:
+                yield self.tensors
             return
         for s in range(0, self.n, self.size):
             yield tuple(t[s : s + self.size] for t in self.tensors)
@@ -243,8 +249,19 @@ def _source(data: Any, batch_size: int | None) -> tuple[Any, bool]:
 
 
 def _split_source(source: Any, batch_size: int | None) -> Any:
-    """This rank's contiguous share of a source (see ``Problem(shard="split")``); the source itself alone."""
-    from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
+    """This rank's contiguous share of a source (see ``Problem(shard="split")``); the source itself alone.
+
+    A ``DataLoader`` over a map-style dataset batched by a plain ``BatchSampler`` (its own ``batch_size``, or one
+    given) over a sampler :func:`_sampler_order` knows is rebuilt over this rank's share of the sampler's indices
+    (:func:`_share_loader`); one with a batch sampler of another kind, or a sampler of a kind not listed there, is
+    split by batches (:class:`_StridedSource`), which relies on every rank reading the same batches in the same
+    order (a random sampler of one's own must be seeded alike on every rank).
+
+    Raises:
+        InputError: For a loader drawing samples at random with replacement, or already sharded by a
+            ``DistributedSampler`` (naming the fix).
+    """
+    from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset
 
     rank, world = distributed.rank_world()
     if world == 1:
@@ -256,23 +273,112 @@ def _split_source(source: Any, batch_size: int | None) -> Any:
         isinstance(source, DataLoader)
         and isinstance(source.dataset, Dataset)
         and not isinstance(source.dataset, IterableDataset)
-        and source.batch_size is not None  # not a batch sampler of its own: that one's batches are strided below
-        and isinstance(source.sampler, torch.utils.data.SequentialSampler)
     ):
-        # Only the share's samples are read: a share of those one process reads (drop_last drops the tail of
-        # the whole data, not of each share), so no rank drops anything itself.
-        n = len(source.dataset)  # type: ignore[arg-type]
-        lo, hi = distributed.loader_shard_bounds(n, source.batch_size, source.drop_last, rank, world)
-        return DataLoader(
-            Subset(source.dataset, range(lo, hi)),
-            batch_size=source.batch_size,
-            collate_fn=source.collate_fn,
-            num_workers=source.num_workers,
-        )
+        # Batches of a sampler's samples, cut by a plain BatchSampler (the loader's own for a batch_size); a batch
+        # sampler of another kind cuts its batches its own way: they are strided below.
+        batches = source.batch_sampler
+        if type(batches) is BatchSampler:
+            order = _sampler_order(batches.sampler, len(source.dataset))  # type: ignore[arg-type]
+            if order is not None:
+                # Only the share's samples are read: a share of those one process reads (drop_last drops the tail
+                # of the whole data, not of each share), so no rank drops anything itself.
+                indices, shuffled, generator = order
+                size, drop = batches.batch_size, batches.drop_last
+                lo, hi = distributed.loader_shard_bounds(len(indices), size, drop, rank, world)
+                return _share_loader(source, indices[lo:hi], size, shuffled, generator)
     if isinstance(source, list | tuple):
         lo, hi = distributed.shard_bounds(len(source), rank, world)
         return list(source[lo:hi])
     return _StridedSource(source, rank, world)
+
+
+def _sampler_order(sampler: Any, n: int) -> tuple[Sequence[int], bool, torch.Generator | None] | None:
+    """``(the dataset indices a sampler draws, in a fixed order; whether it shuffles them; its generator)``.
+
+    ``n`` is the dataset's length.
+
+    The indices are those one pass reads, each once, in some order: all of the dataset's (``SequentialSampler``,
+    ``RandomSampler`` without replacement), or a ``SubsetRandomSampler``'s. A shuffling sampler's order differs
+    per rank (an unseeded one draws its own permutation on each), so the ranks split this fixed order instead
+    (sums over the data do not depend on it) and each shuffles only its share. ``None`` for another sampler
+    (split by batches).
+
+    Raises:
+        InputError: For a sampler drawing with replacement (``RandomSampler(replacement=True)`` or another
+            ``num_samples``, ``WeightedRandomSampler``) or a ``DistributedSampler`` (already a per-rank share).
+    """
+    from torch.utils.data import (
+        DistributedSampler,
+        RandomSampler,
+        SequentialSampler,
+        SubsetRandomSampler,
+        WeightedRandomSampler,
+    )
+
+    if isinstance(sampler, SequentialSampler):
+        return range(n), False, None
+    if isinstance(sampler, SubsetRandomSampler):
+        return list(sampler.indices), True, sampler.generator
+    if isinstance(sampler, RandomSampler) and not sampler.replacement and sampler.num_samples == n:
+        return range(n), True, sampler.generator
+    if isinstance(sampler, RandomSampler | WeightedRandomSampler):
+        raise validation.InputError(
+            "data: shard='split' splits the dataset's samples among the ranks, but this DataLoader's "
+            f"{type(sampler).__name__} draws {sampler.num_samples} samples at random with replacement (or not all "
+            "of them), a random sample no split of the data reproduces; read every sample once (shuffle=True or "
+            "False, no sampler), or give each rank a loader of its own with shard='given'"
+        )
+    if isinstance(sampler, DistributedSampler):
+        raise validation.InputError(
+            "data: this DataLoader's DistributedSampler already gives each rank a share, which shard='split' would "
+            "split again; pass the loader without it (shard='split' shares the samples itself, each once: a "
+            "DistributedSampler repeats samples to even the shares, or drops some with drop_last=True)"
+        )
+    return None
+
+
+def _share_loader(
+    loader: Any, indices: Sequence[int], batch_size: int, shuffled: bool, generator: torch.Generator | None
+) -> Any:
+    """A ``DataLoader`` like ``loader`` over the dataset samples ``indices`` (a rank's share), read each once.
+
+    Every setting of ``loader`` that still applies is kept: ``batch_size`` (its own, or its ``BatchSampler``'s:
+    the share's loader has its own batch size), ``collate_fn``, ``num_workers``,
+    ``pin_memory``, ``pin_memory_device``, ``timeout``, ``worker_init_fn``, ``multiprocessing_context``,
+    ``generator``, ``prefetch_factor``, ``persistent_workers``, ``in_order`` (those this torch version takes).
+    Those that cannot: the ``dataset`` becomes a ``Subset`` of it (workers' ``get_worker_info().dataset`` and a
+    ``worker_init_fn`` see the ``Subset``, the dataset itself as its ``.dataset``); the ``sampler`` becomes the
+    share's own, a ``SequentialSampler`` or, for a shuffling loader, a ``RandomSampler`` over the share drawing
+    from the loader's sampler's ``generator`` (a shuffle of the share, not of the data: see
+    :func:`_sampler_order`); ``drop_last`` is ``False``, the short batch having been dropped from the whole data
+    before it was split (:func:`~landscape.distributed.loader_shard_bounds`).
+    """
+    import inspect
+
+    from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Subset
+
+    subset = Subset(loader.dataset, indices)
+    accepted = inspect.signature(DataLoader.__init__).parameters
+    kept = {k: getattr(loader, k) for k in _LOADER_SETTINGS if k in accepted and hasattr(loader, k)}
+    # (an empty share has nothing to shuffle, and a RandomSampler refuses it)
+    sampler = RandomSampler(subset, generator=generator) if shuffled and indices else SequentialSampler(subset)
+    return DataLoader(subset, batch_size=batch_size, sampler=sampler, drop_last=False, **kept)
+
+
+_LOADER_SETTINGS = (
+    "collate_fn",
+    "num_workers",
+    "pin_memory",
+    "pin_memory_device",
+    "timeout",
+    "worker_init_fn",
+    "multiprocessing_context",
+    "generator",
+    "prefetch_factor",
+    "persistent_workers",
+    "in_order",
+)
+"""The ``DataLoader`` settings a rank's rebuilt share keeps (:func:`_share_loader`)."""
 
 
 class _StridedSource:
@@ -302,6 +408,11 @@ class BatchReader:
         validate: Check the data (NaN/inf, label range) on the first pass; it is normalized either way.
         shard: ``"split"`` keeps only this rank's share (see :class:`~landscape.problem.Problem`).
 
+    A share may be empty under a process group of more than one rank (``shard="split"`` of data with fewer
+    samples or batches than ranks, or ``shard="given"`` an empty one): its passes yield no batch instead of
+    raising, so the rank still takes part in every collective with zero sums and counts. Whether any rank
+    holds data is the problem's to check, collectively (:attr:`~landscape.problem.Problem.total_samples`).
+
     Attributes:
         cache: The batches once held in memory, else ``None`` (streamed).
         n_samples: Number of samples, known after the first pass.
@@ -330,6 +441,10 @@ class BatchReader:
         self.source, self.in_memory = _source(data, batch_size)
         if shard == "split":
             self.source = _split_source(self.source, batch_size)
+        # a share of data sharded across ranks may be empty (see above); alone, empty data is refused
+        self.empty_ok = shard != "none" and distributed.rank_world()[1] > 1
+        if isinstance(self.source, _TensorSource):
+            self.source.empty_ok = self.empty_ok
         self.cache: list[Batch] | None = None
         self.n_samples: int | None = None
         self.n_batches: int | None = None
@@ -348,11 +463,18 @@ class BatchReader:
 
     @property
     def random_order(self) -> bool:
-        """Whether the source reads its samples in a random order (a ``DataLoader`` with a random sampler)."""
-        from torch.utils.data import DataLoader, RandomSampler, SubsetRandomSampler, WeightedRandomSampler
+        """Whether the source reads its samples in a random order (a ``DataLoader`` with a random sampler).
 
-        samplers = (RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
-        return isinstance(self.raw, DataLoader) and isinstance(self.raw.sampler, samplers)
+        The sampler its batches are drawn from: a plain ``BatchSampler``'s (given as ``batch_sampler``, the loader's
+        own ``sampler`` is a ``SequentialSampler`` it never reads), else the loader's.
+        """
+        from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SubsetRandomSampler, WeightedRandomSampler
+
+        if not isinstance(self.raw, DataLoader):
+            return False
+        batches = self.raw.batch_sampler
+        sampler = batches.sampler if isinstance(batches, BatchSampler) else self.raw.sampler
+        return isinstance(sampler, RandomSampler | SubsetRandomSampler | WeightedRandomSampler)
 
     @property
     def ordered(self) -> bool:
@@ -453,7 +575,7 @@ class BatchReader:
                 else:
                     keep = None
             yield b
-        if count == 0:
+        if count == 0 and not self.empty_ok:
             raise validation.InputError("data holds no batch; expected at least one sample")
         if first:
             self.n_samples, self.n_batches = n, count

@@ -20,10 +20,28 @@ probes come from explicitly seeded generators (``seed=`` of the Hessian function
 same vectors, runs the same iteration on the same all-reduced products and returns the same result (tested
 bitwise across two ranks). Pass the same seed on every rank.
 
+**Shuffled data.** ``shard="split"`` splits a shuffling ``DataLoader`` by a fixed order (the dataset's
+indices), never by the loader's shuffle, which each rank draws for itself; each rank shuffles only its share.
+Every sum is over the data, whatever the order. Loaders sampling with replacement and ``DistributedSampler``
+loaders are refused (``landscape._batch._sampler_order`` says why).
+
+**Empty shares.** A rank's share may be empty (data with fewer samples or batches than ranks, or what is left
+after ``drop_last``): that rank still makes every call and takes part in every collective, contributing zero
+sums and zero counts, so results still equal one process's. It takes the others' shapes where it needs them
+(:func:`all_gather_rows`), and the problem agrees across ranks on every choice that depends on the data (the
+engine's fast executors or its general path, the default metrics, a weighted mean), so an empty share sends
+every rank down the general path. Rank 0 holds data whenever any rank does (shares are filled in rank order).
+When *every* rank's share is empty the mean is undefined: every rank raises the same
+:class:`~landscape.validation.InputError` (``"data holds no sample on any of the W ranks"``) at the same call,
+as one process raises on empty data; no rank is left waiting in a collective.
+
 What is sharded: :meth:`Problem.loss / grad / hvp / evaluate <landscape.Problem>`, the evaluation engine
-(surfaces, lines, functional distance: custom metrics see global sample indices), the Hessian operator (so
+(surfaces, lines, functional distance: custom metrics see global sample indices, on the engine's general path
+too; a strided split, which loses the data order, refuses them), the Hessian operator (so
 eigenpairs, SLQ density and trace estimates). Results equal one process's to rounding (1e-6 relative in the
-tests, float64). FSDP2-wrapped models are refused by name (:func:`check_not_fsdp` says why and the recipe).
+tests, float64). Not sharded: :meth:`Problem.objective <landscape.Problem.objective>`, a pure function for
+``torch.func`` transforms, inside which no collective can run; it refuses sharded data (it would give one rank's
+share of the mean). FSDP2-wrapped models are refused by name (:func:`check_not_fsdp` says why and the recipe).
 
 Example (two processes, each reading half of a dataset)::
 
@@ -137,21 +155,62 @@ def broadcast(t: Tensor, src: int = 0) -> Tensor:
     return buf.to(t.device)
 
 
+_DTYPES = (
+    torch.float64,
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.complex128,
+    torch.complex64,
+    torch.int64,
+    torch.int32,
+    torch.int16,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+)
+_MAX_DIMS = 16  # trailing dimensions all_gather_rows carries in its header
+
+
 def all_gather_rows(local: Tensor) -> Tensor:
     """Concatenate every rank's rows in rank order: ``(n_r, *s)`` per rank -> ``(sum n_r, *s)``.
 
-    Ranks may hold different numbers of rows (padded for the collective); trailing shapes and dtypes must agree.
+    Ranks may hold different numbers of rows (padded for the collective). Ranks holding rows must agree on the
+    trailing shape and dtype; a rank holding none (an empty share of the data) may pass any tensor without rows
+    (``torch.empty(0)``, say): it takes the others' trailing shape and dtype, so it need not know them. Two
+    collectives: a header (each rank's row count, trailing shape and dtype), then the padded rows.
+
+    Raises:
+        ValueError: If ranks holding rows disagree on the trailing shape or dtype (on every rank), or a tensor
+            has more than 16 trailing dimensions.
     """
     rank, world = rank_world()
     if world == 1:
         return local
     d, dev = torch.distributed, _device()
-    n = torch.tensor([local.shape[0]], device=dev)
-    counts = [torch.zeros_like(n) for _ in range(world)]
-    d.all_gather(counts, n)
-    sizes = [int(c) for c in counts]
-    buf = torch.zeros((max(sizes), *local.shape[1:]), dtype=local.dtype, device=dev)
-    buf[: local.shape[0]] = local.to(dev)
+    if local.dim() - 1 > _MAX_DIMS:
+        raise ValueError(f"all_gather_rows carries up to {_MAX_DIMS} trailing dimensions, got {local.dim() - 1}")
+    # header: rows, trailing ndim, dtype code, trailing shape (padded)
+    code = _DTYPES.index(local.dtype) if local.dtype in _DTYPES else -1
+    shape = list(local.shape[1:]) if local.dim() else []
+    head = torch.tensor([local.shape[0] if local.dim() else 0, len(shape), code, *shape], dtype=torch.int64)
+    head = torch.cat([head, torch.zeros(3 + _MAX_DIMS - len(head), dtype=torch.int64)]).to(dev)
+    heads = [torch.zeros_like(head) for _ in range(world)]
+    d.all_gather(heads, head)
+    rows = [h.tolist() for h in heads]
+    sizes = [r[0] for r in rows]
+    layouts = {tuple(r[1 : 3 + r[1]]) for r in rows if r[0] > 0}
+    if not layouts:  # no rank holds a row
+        return local
+    if len(layouts) > 1:
+        raise ValueError(f"all_gather_rows: the ranks' rows differ in trailing shape or dtype: {sorted(layouts)}")
+    ndim, dcode, *trailing = layouts.pop()
+    if dcode == -1 and 0 in sizes:
+        raise ValueError("all_gather_rows: the rows' dtype is not one a rank without rows can take (see _DTYPES)")
+    dtype = local.dtype if dcode == -1 else _DTYPES[dcode]
+    buf = torch.zeros((max(sizes), *trailing), dtype=dtype, device=dev)
+    if local.shape[0]:
+        buf[: local.shape[0]] = local.to(dev)
     parts = [torch.empty_like(buf) for _ in range(world)]
     d.all_gather(parts, buf)
     return torch.cat([p[:k] for p, k in zip(parts, sizes)]).to(local.device)

@@ -121,15 +121,27 @@ class Problem:
             checks only: the data is normalized either way (casts, class labels ``(N, 1)`` squeezed, regression
             targets shaped like the outputs), so valid data gives the same loss, and data without a sample is
             refused either way.
-        shard: Under ``torch.distributed`` (:mod:`landscape.distributed`): ``"none"`` (every rank holds the
-            same data; analyzers split points), ``"split"`` (keep only this rank's contiguous share of the
-            data given: rows of a tensor pair, a ``Dataset`` or a ``DataLoader`` over a map-style dataset read
-            in order (only those samples are ever read; with ``drop_last``, a share of those one process
-            reads), batches of a list; other iterables, a ``DataLoader`` with its own batch sampler among
-            them: batch ``i`` goes to rank ``i % world``) or ``"given"`` (each rank was given its own share).
+        shard: How the data is held under ``torch.distributed`` (:mod:`landscape.distributed`):
+
+            * ``"none"``: every rank holds the same data; analyzers split points.
+            * ``"split"``: keep only this rank's contiguous share of the data given. Rows of a tensor pair; a
+              ``Dataset``; a ``DataLoader`` over a map-style dataset read in order or shuffled: a share of the
+              dataset's indices (or a ``SubsetRandomSampler``'s) in a fixed order, never of the loader's shuffle,
+              which each rank draws for itself (sums do not depend on the order; a shuffling loader shuffles its
+              share). Only the share's samples are read; with ``drop_last``, a share of those one process reads.
+              The rebuilt loader keeps the loader's settings but its dataset (a ``Subset`` of it), its sampler (the
+              share's) and ``drop_last`` (applied before the split). Batches of a list. Other iterables, a
+              ``DataLoader`` with a batch sampler of another kind than ``BatchSampler`` or a sampler of its own
+              among them: batch ``i`` goes to rank ``i % world`` (every rank must read the same batches: seed
+              a random sampler alike on every rank). A loader sampling with replacement or through a
+              ``DistributedSampler`` is refused, naming the fix.
+            * ``"given"``: each rank was given its own share.
+
             With ``"split"`` or ``"given"``, every sum over the data is all-reduced: means, gradients and HVPs
-            are over all ranks' data, and every rank must make the same calls. Without a process group all
-            three are the same.
+            are over all ranks' data, and every rank must make the same calls. A rank's share may be empty (fewer
+            samples or batches than ranks): it contributes zero sums and counts; when every share is empty each
+            rank raises :class:`~landscape.validation.InputError`. Without a process group all three are the same
+            (and empty data is refused).
 
     Attributes:
         model: The network.
@@ -332,19 +344,25 @@ class Problem:
     def pairs(self) -> list[tuple[Tensor, Tensor]] | None:
         """The data as checked ``(X, y)`` tensor batches when it is that simple and held in memory, else ``None``.
 
-        The evaluation engine's fast executors and the Hessian operator's kernels take this form.
+        The evaluation engine's fast executors and the Hessian operator's kernels take this form. When sharded, a
+        collective: pairs on every rank or on none (any rank's share not that simple, or empty, makes it ``None``).
         """
         if self.closure:
             return None
         batches = self._data.held_pairs()
-        if batches is None:
-            return None
-        if self._tensor_output is None:  # the engine and the Hessian kernels call the model for a tensor
+        if batches and self._tensor_output is None:  # the engine and the Hessian kernels call the model for a tensor
             with torch.no_grad():
                 x = batches[0].inputs[0][:2]
                 self._tensor_output = isinstance(self.functional()(x), Tensor)
-        if not self._tensor_output:
+        simple = bool(batches) and bool(self._tensor_output)
+        if self.sharded:
+            # Every rank must take the same path (the engine's executors and its general path make different
+            # collectives): the fast one only when every rank's share is simple, so never with an empty share.
+            vote = self.reduce_sums([torch.tensor([float(not simple)], dtype=torch.float64)])[0]
+            simple = simple and float(vote[0]) == 0
+        if not simple:
             return None
+        assert batches is not None  # simple
         out = validation.ValidBatches((b.inputs[0], b.targets) for b in batches)
         out.dtype, out.n_samples, out.targets_checked = self.dtype, self.n_samples, True
         return out
@@ -361,7 +379,7 @@ class Problem:
             return False
         if self._weighted is None:
             batches = list(self.batches())
-            first = batches[0].targets
+            first = batches[0].targets if batches else None  # an empty share (sharded) has none: the others decide
             flag = first is not None and weighted_mean(self.loss_fn_for(first), (b.targets for b in batches))
             if self.sharded:  # every rank must take the same path (total_count reduces across ranks on one)
                 flag = bool(self.reduce_sums([torch.tensor([float(flag)], dtype=torch.float64)])[0].item() > 0)
@@ -448,6 +466,8 @@ class Problem:
 
     def _means(self, sums: list[Tensor], count: float, dtype: torch.dtype) -> list[Tensor]:
         """Sums over this process's batches divided by the count (in ``dtype``), both through :meth:`reduce_sums`."""
+        if self.sharded:
+            self.total_samples  # noqa: B018 - (collective, cached) raises when every rank's share is empty
         *totals, n = self.reduce_sums([*sums, torch.tensor(count, dtype=dtype, device=self.device)])
         check_total(float(n))
         return [t / n for t in totals]
@@ -459,21 +479,37 @@ class Problem:
 
     @property
     def total_samples(self) -> int:
-        """Number of samples over all ranks (:attr:`n_samples` is this rank's; collective when sharded)."""
+        """Number of samples over all ranks (:attr:`n_samples` is this rank's; collective when sharded, cached).
+
+        Raises:
+            InputError: When sharded and every rank's share is empty (on every rank: the same error as one
+                process's empty data). One empty share is fine: it contributes zero sums and counts.
+        """
         if self._total_samples is None:
             n = torch.tensor(float(self.n_samples), dtype=torch.float64)
-            self._total_samples = int(self.reduce_sums([n])[0])
+            total = int(self.reduce_sums([n])[0])
+            if total == 0:  # only sharded: alone, the first pass over empty data raised already
+                world = distributed.rank_world()[1]
+                raise validation.InputError(
+                    f"data holds no sample on any of the {world} ranks (shard={self.shard!r}); expected at least one "
+                    "sample in all"
+                )
+            self._total_samples = total
         return self._total_samples
 
     @property
     def reshuffled(self) -> bool:
         """Whether every pass reads the samples in a new order: a shuffling ``DataLoader`` streamed, not held.
 
-        One pass over such data when it was never read (that pass decides whether the batches are kept).
+        One pass over such data when it was never read (that pass decides whether the batches are kept). When
+        sharded, a collective: true on every rank when any rank re-reads its share.
         """
         if not self._data.random_order:
             return False
-        return self.n_samples > 0 and self.streamed  # the first pass (counting) decides whether batches are kept
+        again = self.n_samples > 0 and self.streamed  # the first pass (counting) decides whether batches are kept
+        if self.sharded:  # the same answer on every rank (callers refuse on it before collectives): any rank's says
+            again = float(self.reduce_sums([torch.tensor([float(again)], dtype=torch.float64)])[0][0]) > 0
+        return again
 
     @property
     def shard_ordered(self) -> bool:
@@ -486,7 +522,17 @@ class Problem:
         The same sum over batches over the same total count as :meth:`loss`, without ``no_grad`` or host
         syncs, so ``torch.func.grad`` / ``jvp`` / ``vmap`` compose with it (forward-mode needs every op of
         the model to support it).
+
+        Raises:
+            ValueError: When the data is sharded across ranks: the function would sum this rank's batches only
+                (a share of the mean), and a collective cannot run inside ``torch.func`` transforms.
         """
+        if self.sharded:
+            raise ValueError(
+                f"objective() is a pure function of this process's data, but the data is sharded across ranks "
+                f"(shard={self.shard!r}): it would give this rank's share of the mean. Use loss(), grad() and hvp() "
+                "(or the analyzers), whose sums are all-reduced, or shard='none' with the whole data on every rank"
+            )
         total = self.total_count()
 
         def f(theta: Tensor) -> Tensor:
@@ -495,7 +541,7 @@ class Problem:
             for b in self.batches():
                 t, _ = self.batch_terms(fm, b)
                 out = t if out is None else out + t
-            assert out is not None  # batches() raises on data without a batch
+            assert out is not None  # batches() raises on data without a batch (alone; sharded data is refused above)
             return out / total
 
         return f
@@ -588,8 +634,13 @@ class Problem:
         """``("loss", "accuracy")`` for class targets under an ``(outputs, targets)`` loss, else ``("loss",)``."""
         if self.closure:
             return ("loss",)
-        b = next(iter(self.batches()))
-        integer = class_targets(b.targets) and b.targets.dim() >= 1  # type: ignore[union-attr]
+        b = next(iter(self.batches()), None)
+        integer = b is not None and class_targets(b.targets) and b.targets.dim() >= 1  # type: ignore[union-attr]
+        if self.sharded:  # the same metrics on every rank: an empty share has no targets, the ranks with data decide
+            self.total_samples  # noqa: B018 - (collective, cached) raises when every share is empty
+            vote = torch.tensor([float(b is not None), float(integer)], dtype=torch.float64)
+            held, votes = self.reduce_sums([vote])[0].tolist()
+            integer = votes == held
         return ("loss", "accuracy") if integer else ("loss",)
 
     def evaluate(

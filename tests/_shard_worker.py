@@ -6,6 +6,7 @@ holds only its share of the data). Writes ``OUT_DIR/rank{r}.npz`` (or ``single.n
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 
@@ -91,24 +92,165 @@ def compute(shard: str) -> dict[str, np.ndarray]:
     out["ignored_loss"] = prob3.loss().numpy()
     out["ignored_eval_loss"] = prob3.evaluate(pts, ("loss",))["loss"]
     out["ignored_eig_values"] = landscape.hessian_eigenpairs(prob3, 2).values.numpy()
+    # 95 samples (not divisible by 2 ranks: shares of 48 and 47) under a weighted mean (class weights and ignored
+    # labels) and under (sum, count) closures, one counting samples, one a unit of its own (labels other than 0)
+    n = N - 1
+    yw = y[:n].clone()
+    yw[::7] = -100
+    weights = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64)
+    prob5 = landscape.Problem(model, (X[:n], yw), torch.nn.CrossEntropyLoss(weight=weights), batch_size=8, shard=shard)
+    first_order(prob5, "uneven_weighted", out)
+    out["uneven_weighted_eval_loss"] = prob5.evaluate(pts, ("loss",))["loss"]
+    out["uneven_weighted_eig_values"] = landscape.hessian_eigenpairs(prob5, 2).values.numpy()
+    first_order(landscape.Problem(model, (X[:n], y[:n]), sum_count, batch_size=8, shard=shard), "uneven_closure", out)
+    prob6 = landscape.Problem(model, Counting(X[:n], y[:n]), nonzero_sum_count, batch_size=8, shard=shard)
+    first_order(prob6, "uneven_tokens", out)
+    out["uneven_tokens_eval_loss"] = prob6.evaluate(pts, ("loss",))["loss"]
+    # a custom metric on the general path (data streamed: memory_budget=0) sees global sample indices
+    streamed = landscape.Problem(model, Counting(X, y), "cross_entropy", batch_size=10, shard=shard, memory_budget=0)
+    out["streamed_index_mean"] = landscape.evaluate_points(streamed, pts[:2], metrics=("loss", index_sum))["index_sum"]
+    # the pure objective: the mean loss, or (sharded) a refusal naming the reduced alternatives
+    try:
+        out["objective"] = np.array(float(prob.objective()(theta)))
+    except ValueError as e:
+        out["objective"] = np.array(f"refused: {e}")
+    # what each rank holds: its share of the samples (this rank's count, and the count over all ranks)
+    held = [prob, prob2, prob4, prob5, prob6]
+    out["held"] = np.array([[p.n_samples, p.total_samples] for p in held])
     return out
+
+
+class OwnBatches(torch.utils.data.BatchSampler):
+    """A batch sampler of a kind of its own (not a plain ``BatchSampler``): ``shard="split"`` strides its batches."""
+
+
+def sum_count(model, batch):
+    """A ``(sum, count)`` closure: the summed cross-entropy over the batch's samples, and their number."""
+    x, t = batch
+    return torch.nn.functional.cross_entropy(model(x), t, reduction="sum"), float(len(t))
+
+
+def nonzero_sum_count(model, batch):
+    """A ``(sum, count)`` closure over a unit other than samples: the cross-entropy of the labels other than 0."""
+    x, t = batch
+    keep = t != 0
+    terms = torch.nn.functional.cross_entropy(model(x), t, reduction="none")
+    return (terms * keep).sum(), float(keep.sum())
+
+
+def index_sum(outputs: torch.Tensor, targets: torch.Tensor, start: int) -> torch.Tensor:
+    """A custom metric: per point ``(P,)`` the sum of the batch's global sample indices (their mean: (N - 1) / 2)."""
+    b = outputs.shape[1]
+    return torch.full((outputs.shape[0],), float(sum(range(start, start + b))), dtype=torch.float64)
+
+
+def first_order(prob: landscape.Problem, prefix: str, out: dict[str, np.ndarray]) -> None:
+    """Loss, gradient and two HVPs of ``prob`` into ``out`` under ``prefix``."""
+    v = torch.randn(prob.numel, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    out[f"{prefix}_loss"] = prob.loss().numpy()
+    out[f"{prefix}_grad"] = prob.grad().numpy()
+    out[f"{prefix}_hvp"] = prob.hvp(v).numpy()
+
+
+def compute_empty(shard: str) -> dict[str, np.ndarray]:
+    """Data with fewer samples (or batches) than ranks: under 2 ranks rank 1's share is empty."""
+    from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
+
+    torch.set_num_threads(1)
+    model, X, y = setup()
+    out: dict[str, np.ndarray] = {}
+    one = landscape.Problem(model, (X[:1], y[:1]), "cross_entropy", shard=shard)  # one sample
+    first_order(one, "one", out)
+    g = torch.Generator().manual_seed(4)
+    pts = one.theta0[None] + 0.1 * torch.randn(3, one.numel, generator=g, dtype=torch.float64)
+    ev = one.evaluate(pts, ("loss", "accuracy", "outputs"), chunk_size=2)
+    out.update({f"one_eval_{k}": v for k, v in ev.items()})
+    grid = np.linspace(-1.0, 1.0, 3)
+    plane = landscape.random_plane(one, xs=grid, ys=grid, seed=0)  # the evaluation engine
+    out["one_plane_loss"] = np.asarray(plane.metrics["loss"])
+    out["one_eig_values"] = landscape.hessian_eigenpairs(one, 2).values.numpy()
+    out["one_total_samples"] = np.array(one.total_samples)
+    # shard="given": rank 0 given the one sample, rank 1 an empty tensor pair
+    rank = distributed.rank_world()[0]
+    given = (X[:1], y[:1]) if rank == 0 else (X[:0], y[:0])
+    first_order(
+        landscape.Problem(model, given, "cross_entropy", shard="given" if shard == "split" else shard), "given", out
+    )
+    # a batch sampler of its own dropping its short last batch leaves one batch of 3 (batch i to rank i % 2)
+    ds = TensorDataset(X[:5], y[:5])
+    loader = DataLoader(ds, batch_sampler=OwnBatches(SequentialSampler(ds), 3, drop_last=True))
+    first_order(landscape.Problem(model, loader, "cross_entropy", shard=shard), "dropped", out)
+    # a list of one batch, a (sum, count) closure
+    first_order(landscape.Problem(model, [(X[:4], y[:4])], sum_count, shard=shard), "closure", out)
+    # a weighted mean (class weights, an ignored label) over one batch of three
+    yw = y[:3].clone()
+    yw[0] = -100
+    weighted = torch.nn.CrossEntropyLoss(weight=torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64))
+    wprob = landscape.Problem(model, [(X[:3], yw)], weighted, shard=shard)
+    first_order(wprob, "weighted", out)
+    out["weighted_eval_loss"] = wprob.evaluate(pts, ("loss",))["loss"]
+    out["weighted_eig_values"] = landscape.hessian_eigenpairs(wprob, 2).values.numpy()
+    # every rank empty: a loader of 3 samples in batches of 4 dropping its short batch reads nothing
+    empty = DataLoader(TensorDataset(X[:3], y[:3]), batch_size=4, drop_last=True)
+    try:
+        landscape.Problem(model, empty, "cross_entropy", shard=shard).loss()
+        out["all_empty"] = np.array("no error")
+    except landscape.validation.InputError as e:
+        out["all_empty"] = np.array(f"InputError: {e}")
+    return out
+
+
+def compute_shuffled(shard: str) -> dict[str, np.ndarray]:
+    """Shuffling DataLoaders, unseeded, each rank drawing its own permutations (a seed of its own)."""
+    from torch.utils.data import DataLoader, SubsetRandomSampler
+
+    torch.set_num_threads(1)
+    model, X, y = setup()
+    torch.manual_seed(100 + distributed.rank_world()[0])  # unseeded loaders: every rank shuffles its own way
+    n = N - 1  # not divisible by the world size
+    out: dict[str, np.ndarray] = {}
+    ds = Counting(X[:n], y[:n])
+    loader = DataLoader(ds, batch_size=10, shuffle=True)
+    prob = landscape.Problem(model, loader, "cross_entropy", shard=shard, memory_budget=0)  # re-read: reshuffled
+    first_order(prob, "shuffled", out)
+    out["shuffled_read"] = np.array(sorted(ds.read))
+    out["shuffled_total_samples"] = np.array(prob.total_samples)
+    # a subset of the samples in random order: the sum over that subset
+    sub = DataLoader(TensorDatasetOf(X, y), batch_size=7, sampler=SubsetRandomSampler(range(3, N, 2)))
+    first_order(landscape.Problem(model, sub, "cross_entropy", shard=shard), "subset", out)
+    # a weighted mean (class weights, ignored labels in the first rank's share only) read shuffled
+    yw = y[:n].clone()
+    yw[:9] = -100
+    weighted = torch.nn.CrossEntropyLoss(weight=torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64))
+    wl = DataLoader(TensorDatasetOf(X[:n], yw), batch_size=8, shuffle=True)
+    first_order(landscape.Problem(model, wl, weighted, shard=shard), "weighted", out)
+    return out
+
+
+def TensorDatasetOf(*tensors: torch.Tensor) -> torch.utils.data.TensorDataset:
+    return torch.utils.data.TensorDataset(*tensors)
+
+
+MODES = {"": compute, "empty": compute_empty, "shuffled": compute_shuffled}
 
 
 def main() -> None:
     folder = sys.argv[1]
-    if len(sys.argv) > 2 and sys.argv[2] == "fsdp":
+    mode = sys.argv[2] if len(sys.argv) > 2 else ""
+    if mode == "fsdp":
         fsdp_main(folder)
     elif "RANK" in os.environ:
-        torch.distributed.init_process_group("gloo")
+        # a short timeout: a rank that fails before a collective must not leave the other waiting half an hour
+        torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
         try:
-            res = compute("split")
+            res = MODES[mode]("split")
             rank = distributed.rank_world()[0]
-            np.savez(os.path.join(folder, f"rank{rank}.npz"), **res)
+            np.savez(os.path.join(folder, f"{mode}rank{rank}.npz"), **res)
             torch.distributed.barrier()  # leave together (a rank tearing gloo down early can abort the other)
         finally:
             torch.distributed.destroy_process_group()
     else:
-        np.savez(os.path.join(folder, "single.npz"), **compute("none"))
+        np.savez(os.path.join(folder, f"{mode}single.npz"), **MODES[mode]("none"))
 
 
 def fsdp_main(folder: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 from landscape.analyze.distance import distance_along_path, functional_distance
 from landscape.analyze.pca import TrajectoryPCA
@@ -426,9 +426,12 @@ def test_weighted_mean_losses_are_torchs_one_call_whatever_the_batching(loss, ig
     np.testing.assert_allclose(got, [float(full(theta)), float(full(other))], rtol=1e-12)
 
 
-def test_distance_over_a_reshuffling_stream_is_refused_and_over_held_shuffled_data_is_exact():
+@pytest.mark.parametrize("batched", ["batch_size", "batch_sampler"])
+def test_distance_over_a_reshuffling_stream_is_refused_and_over_held_shuffled_data_is_exact(batched):
     # The distance compares each sample's outputs at two points read on two passes: a shuffling DataLoader
     # streamed from its source reads them in another order each time (a network came out 0.13 from itself).
+    # One shuffling through a BatchSampler given as batch_sampler was not seen to shuffle (its own sampler is a
+    # SequentialSampler it never reads).
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
     other = copy.deepcopy(net)
@@ -441,7 +444,10 @@ def test_distance_over_a_reshuffling_stream_is_refused_and_over_held_shuffled_da
     ref = float((pa - pb).square().sum(1).mean().sqrt())
 
     def loader():
-        return DataLoader(TensorDataset(X, y), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(3))
+        ds, g = TensorDataset(X, y), torch.Generator().manual_seed(3)
+        if batched == "batch_sampler":
+            return DataLoader(ds, batch_sampler=BatchSampler(RandomSampler(ds, generator=g), 4, drop_last=False))
+        return DataLoader(ds, batch_size=4, shuffle=True, generator=g)
 
     streamed = Problem(net, loader(), memory_budget=0)
     with pytest.raises(ValueError, match="shuffle=False"):

@@ -463,6 +463,9 @@ class HessianOperator:
         count = [0]
         if self.problem is not None:
             chunks = list(self._batches())
+            if not chunks:  # a rank's empty share of sharded data: its products are zeros (then all-reduced)
+                self.cached, self._graphs = True, []
+                return
             first = self._graph(chunks[0], None, count)
             size = chunks[0].size
         else:

@@ -50,10 +50,10 @@ def evaluate_problem(
         mat = mat if mat.dim() == 2 else mat[None]
         P = int(mat.shape[0])
         rows = (mat[s : s + chunk_size] for s in range(0, P, chunk_size))
-    if problem.sharded and not problem.shard_ordered and any(k == "outputs" for k, _ in keys):
+    if problem.sharded and not problem.shard_ordered and any(k == "outputs" or fn is not None for k, fn in keys):
         raise ValueError(
-            "metric 'outputs' needs the data order, which a strided shard of an iterable loses; shard a "
-            "Dataset, a DataLoader over one, a list of batches or tensors instead"
+            "metric 'outputs' and custom metrics need the data order, which a strided shard of an iterable loses; "
+            "shard a Dataset, a DataLoader over one, a list of batches or tensors instead"
         )
     if any(k == "outputs" for k, _ in keys) and problem.reshuffled:
         raise ValueError(
@@ -61,6 +61,12 @@ def evaluate_problem(
             "sample order on every pass, but the data is a shuffling DataLoader re-read on every pass (larger "
             "than memory_budget): pass a DataLoader with shuffle=False, or a memory_budget that holds the data"
         )
+    first = 0  # this rank's first sample's index in the data: custom metrics see global indices
+    if problem.sharded:
+        problem.total_samples  # noqa: B018 - (collective, cached) raises on every rank when every share is empty
+        if any(fn is not None for _, fn in keys):  # shares are contiguous in rank order (shard_ordered)
+            counts = distributed.all_gather_rows(torch.tensor([problem.n_samples], dtype=torch.int64))
+            first = int(counts[: distributed.rank_world()[0]].sum())
     out: dict[str, list[Any]] = {k: [] for k, _ in keys}
     with torch.no_grad(), tqdm(total=P, desc="points", unit="pt", disable=not progress) as bar:
         for chunk in rows:
@@ -69,7 +75,7 @@ def evaluate_problem(
             sums = {k: torch.zeros(len(fms), dtype=torch.float64) for k, _ in keys if k != "outputs"}
             outs: list[list[Tensor]] = [[] for _ in fms]
             # Samples count the metrics; the loss has its own count: a closure's, or a weighted mean's weights.
-            count, loss_count, start = 0.0, 0.0, 0
+            count, loss_count, start = 0.0, 0.0, first
             for b in problem.batches():
                 c = float(b.size)
                 for p, fm in enumerate(fms):
@@ -108,7 +114,8 @@ def evaluate_problem(
             sums, n, n_loss = dict(zip(names, totals)), check_total(float(n_both[0])), float(n_both[1])
             for k, _ in keys:
                 if k == "outputs":
-                    stacked = torch.stack([torch.cat(o) for o in outs])  # (p, n_local, *out)
+                    # (p, n_local, *out); an empty share (sharded) has no rows, and takes the others' shape below
+                    stacked = torch.stack([torch.cat(o) if o else torch.empty(0) for o in outs])
                     if problem.sharded:  # rows in rank order = data order for contiguous shares
                         stacked = distributed.all_gather_rows(stacked.transpose(0, 1)).transpose(0, 1)
                     out[k].append(stacked)
