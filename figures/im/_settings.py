@@ -344,7 +344,7 @@ class ImSetup:
             ),
             "repetitions": repetitions,
             "batch_size": self.batch_size,
-            "learning_rates": lrs + " (RK2: Heun, doubled rates, Sec. 3.4)",
+            "learning_rates": lrs + " (RK2: Heun, chosen here; rates doubled, Sec. 3.4)",
             "surface_data": f"{min(self.surface_size, sizes['train']):,} training images; BatchNorm nets with batch "
             "statistics",
             "scale": self.name,

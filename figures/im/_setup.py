@@ -14,8 +14,10 @@ Settings (:class:`ImSetup`), readings where the paper is silent:
 - Quick scale: scikit-learn's 8x8 digits (1,344 training / 449 test images), a small VGG-style net
   (conv 16-pool-conv 32-pool-conv 64-pool, fc 64, dropout 0.25, with or without BatchNorm) or a small NIN
   (width 16), 20 epochs of batch 32, three initializations (two without BatchNorm). Full scale: the paper's
-  (Sec. 3.4): CIFAR-10, the cifar.torch VGG (and NIN, width 192), 200 epochs of batch 128.
-- Hyperparameters are :func:`landscape.train.default_hyperparameters` (Sec. 3.4 grids, doubled for RK2; Heun).
+  (Sec. 3.1, 3.4): CIFAR-10, the cifar.torch VGG and NIN (width 192, as cifar.torch's ``models/nin.lua``), 200 epochs
+  of batch 128.
+- Hyperparameters are :func:`landscape.train.default_hyperparameters` (rates from the Sec. 3.4 grids, doubled for
+  RK2; the RK2 methods use Heun's coefficients, chosen here: the paper does not say which its Sec. 4 runs use).
 - Learning-rate schedule: the paper names its code, szagoruyko/cifar.torch, which halves the learning rate every 25
   of its 200 epochs (8 stages, final rate 1/128 of the first). Every run here does the same over its own length
   (``lr_stages`` equal stages, halving between them; an optimizer switch keeps the schedule: the new method starts

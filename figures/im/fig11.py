@@ -1,10 +1,10 @@
 """Im, Tao & Branson, Fig. 11 (A.5): NIN from exotic initializations, with and without batch normalization.
 
-The NIN-style net of :mod:`figures.im._setup` trained with SGD (lr 0.05, as the paper: "we trained ... with
-SGD") from every convolution weight and bias drawn from N(-10, 0.01) or N(-1, 1) (Swirszcz et al.'s
-initializations; BatchNorm's own scale and shift keep 1 and 0: the package's default reading of "initial
-parameters"), with and without BatchNorm, plus He's initialization (He et al. 2015, the "very small parameter
-values" nets are typically initialized with, A.5) of each as the reference.
+The NIN-style net of :mod:`figures.im._setup` trained with SGD (as the paper: "we trained ... with SGD"; lr 0.05, chosen
+here: the paper gives no rate) from every convolution weight and bias drawn from N(-10, 0.01) or N(-1, 1) (Swirszcz et
+al.'s initializations; BatchNorm's own scale and shift keep 1 and 0: the package's default reading of "initial
+parameters"), with and without BatchNorm, plus He's initialization (He et al. 2015, the "very small parameter values"
+nets are typically initialized with, A.5) of each as the reference.
 
 Readings (fixed before measuring): "does not train" = final training accuracy below 20% (chance: 10%); "trains"
 = at least 50%. "A plateau rather than a bad local minimum" = the training loss around the initialization is flat:

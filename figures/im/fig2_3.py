@@ -1,11 +1,11 @@
 """Im, Tao & Branson, Figs. 2-3: 2-D slices through several minima.
 
-Fig. 2: the loss over weights interpolated between two initializations and the final weights SGD reaches from each:
-a quartet, so a bilinear slice (A.1 eqs. 3-5) with corners ``final_0 (1, 1)``, ``init_0 (0, 1)``, ``final_1 (1, 0)``,
-``init_1 (0, 0)`` (the top and bottom edges are the two training lines, the right edge joins the two minima), and
-a barycentric slice (A.1 eqs. 6-8) over ``init_0``, ``final_0``, ``final_1``. Fig. 3: the bilinear slice over the
-final weights of four methods from one initialization (SGD, Adam, Adadelta, RMSprop: the paper does not name its
-four). Runs from :mod:`figures.im._setup`; "separated by high loss" uses the sharp-rise test of Table 1 on the
+Fig. 2: the loss over weights interpolated between two initializations and the final weights SGD reaches from each: a
+quartet, so a bilinear slice (A.1 eqs. 3-5) with corners ``final_0 (1, 1)``, ``init_0 (0, 1)``, ``final_1 (1, 0)``,
+``init_1 (0, 0)`` (the top and bottom edges are the two training lines, the right edge joins the two minima), and a
+barycentric slice (A.1 eqs. 6-8) over ``init_0``, ``final_0``, ``final_1``. Fig. 3: the bilinear slice over the final
+weights of four methods from one initialization (SGD, Adam, Adadelta, RMSprop: the paper does not name its four). Runs
+from :mod:`figures.im._setup`; "separated by high loss" uses the gallery's sharp-rise test (its Table 1 figure's) on the
 square's edges (peak >= 2x the larger endpoint loss and >= 0.05 nats above it: rise score >= 1).
 
 Statistics: the slices are drawn for inits 0 and 1; the claims repeat the measure over ``setup.repetitions``

@@ -1,16 +1,16 @@
 """Im, Tao & Branson, Fig. 4: training and test accuracy of each method over several initializations.
 
 Every method of :data:`landscape.train.METHODS` trained from ``setup.repetitions`` initializations with the same
-minibatch order (runs from :mod:`figures.im._setup`); accuracy of the final weights over the whole training and
-test sets, in eval mode. "Not significantly different" is a one-way ANOVA across methods (scipy's ``f_oneway``)
-at the 5% level; the paper gives no test. The same test across initializations checks the paper's "no
-relationship between the weight initialization and the validation accuracy". A "no difference" claim is held only
-when the ANOVA finds none *and* the paired interval of the largest difference (best minus worst group) lies within
+minibatch order (runs from :mod:`figures.im._setup`); accuracy of the final weights over the whole training and test
+sets, in eval mode. "Not significantly different" is a one-way ANOVA across methods (scipy's ``f_oneway``) at the 5%
+level; the paper gives no test. The same test across initializations checks the paper's "We also did not see a
+relationship between the weight initialization and the validation accuracy" (Sec. 4.2). A "no difference" claim is held
+only when the ANOVA finds none *and* the paired interval of the largest difference (best minus worst group) lies within
 +-1 percentage point (what the experiment can resolve: 449 test images, one image = 0.22 points); a significant
-difference is "not held"; anything else is inconclusive. The ordering claim (SGD lowest, adaptive methods highest)
-is a paired t over initializations of the adaptive methods' mean training accuracy minus SGD's; its premise is that
-the methods are not all at the 100% ceiling (otherwise there is no ordering to see). Premise of every claim: the
-runs converged.
+difference is "not held"; anything else is inconclusive. The ordering claim (SGD lowest, adaptive methods highest) is a
+paired t over initializations of the adaptive methods' mean training accuracy minus SGD's; its premise is that the
+methods are not all at the 100% ceiling (otherwise there is no ordering to see). Premise of every claim: the runs
+converged.
 """
 
 from __future__ import annotations

@@ -6,19 +6,19 @@ switched at each of ``setup.switch_fractions`` (Sec. 4.3), each method with its 
 (:class:`landscape.train.SwitchSchedule`). Runs from :mod:`figures.im._setup`. Labels follow the paper's
 "S100-A100": epochs of the first method, then of the second.
 
-Readings (fixed before measuring): "a different minimum" = the loss on the straight line between the minimum of
-the method used throughout and the switched run's final weights rises sharply (peak >= 2x the larger endpoint loss
-and >= 0.05 nats above it, as in Table 1). "The distance from the initialization changes behaviour" = after the
-switch, its mean growth per epoch differs by more than 50% from the growth of the unswitched run over the same
-epochs.
+Readings (fixed before measuring): "a different minimum" = the loss on the straight line between the minimum of the
+method used throughout and the switched run's final weights rises sharply (peak >= 2x the larger endpoint loss and >=
+0.05 nats above it: the gallery's test, as in its Table 1 figure). "The distance from the initialization changes
+behaviour" = after the switch, its mean growth per epoch differs by more than 50% from the growth of the unswitched run
+over the same epochs.
 
 The learning-rate schedule (:mod:`figures.im._setup`: halved between 8 equal stages) continues across a switch.
-Statistics: the drawing is init 0; the claims repeat every switch from ``setup.repetitions_switch``
-initializations and test per-init measures with a paired t over the initializations (the weakest rise score at the
-latest switch against 1 in log; the smallest relative slope change against 0.5; the Adam -> SGD distance change
-against 0). Premises: the switch happens before convergence (the unswitched run's training loss still falls by at
-least 10% between the switch and the end, Sec. 4.3 "during the minimization phase", not after it), and the switched
-runs converged.
+Statistics: the drawing is init 0; the claims repeat every switch from ``setup.repetitions_switch`` initializations and
+test per-init measures with a paired t over the initializations (the weakest rise score at the latest switch against 1
+in log; the smallest relative slope change against 0.5; the Adam -> SGD distance change against 0). Premises: the switch
+happens before convergence (the unswitched run's training loss still falls by at least 10% between the switch and the
+end, Sec. 4.3 switches "during the 'minimization' phase", not after it; the 10% is the gallery's), and the switched runs
+converged.
 """
 
 from __future__ import annotations

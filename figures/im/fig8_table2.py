@@ -11,23 +11,23 @@ minima is unimodal when it has at most one interior local maximum of prominence 
 (``scipy.signal.find_peaks``); its barrier width is the fraction of the path whose loss lies above halfway between
 the larger endpoint loss and the peak.
 
-Learning rates without BatchNorm: the methods' default rates (:func:`landscape.train.default_hyperparameters`) suit
-the BatchNorm net, and the BatchNorm runs keep them (every Im figure shares those runs). Without BatchNorm SGD and
-SGD+RK2 never left chance at them (medium scale: test accuracy 9.7% in every initialization), so the runs did not
-reach the minima the claims compare. The paper chose every rate per setting from a grid (Sec. 3.4: SGD
-[0.2, 0.1, 0.05, 0.01], adaptive methods [0.002, 0.001, 0.0005, 0.0001], doubled for RK2; Adadelta has no rate and
-keeps its own), so the runs without BatchNorm do the same, by a rule fixed before looking at the claims
+Learning rates without BatchNorm: the methods' default rates (:func:`landscape.train.default_hyperparameters`) suit the
+BatchNorm net, and the BatchNorm runs keep them (every Im figure shares those runs). Without BatchNorm SGD and SGD+RK2
+never left chance at them (medium scale: test accuracy 9.7% in every initialization), so the runs did not reach the
+minima the claims compare. The paper chose its rates from a grid (Sec. 3.4: SGD [0.2, 0.1, 0.05, 0.01], adaptive methods
+[0.002, 0.001, 0.0005, 0.0001], doubled for RK2; Adadelta has no rate and keeps its own; it does not say how, nor
+whether per setting), so the runs without BatchNorm choose from it too, by a rule fixed before looking at the claims
 (:func:`pick_rate`): one pilot per grid rate from the first initialization's seed, ``PILOT_FRACTION`` of the run's
-epochs (its own learning-rate schedule over that length), read on the training data only: the rate with the lowest
-final loss over the whole training set, a diverged pilot (stopped on a non-finite loss, or ending above its initial
-loss) excluded, a tie (or no pilot left) going to the method's default rate. Test accuracy and the claims'
-statistics play no part. The chosen rates and every pilot's loss are in the claims' detail and the scaling record.
+epochs (its own learning-rate schedule over that length), read on the training data only: the rate with the lowest final
+loss over the whole training set, a diverged pilot (stopped on a non-finite loss, or ending above its initial loss)
+excluded, a tie (or no pilot left) going to the method's default rate. Test accuracy and the claims' statistics play no
+part. The chosen rates and every pilot's loss are in the claims' detail and the scaling record.
 
 Statistics (fixed before measuring): the init-dependence claim pairs the 7 methods (spread over the same
-``repetitions_nobn`` initialization seeds with and without BatchNorm; paired t of the spreads). The shape claims
-pair the initializations (share of unimodal paths, mean barrier width, per init; paired t). Premises: the runs
-converged, and the shape claims need barriers to have a shape: at least half of the final -> final paths rise
-sharply (rise score >= 1, as Table 1) in both settings; without a barrier "wide" and "bumpy" describe noise.
+``repetitions_nobn`` initialization seeds with and without BatchNorm; paired t of the spreads). The shape claims pair
+the initializations (share of unimodal paths, mean barrier width, per init; paired t). Premises: the runs converged, and
+the shape claims need barriers to have a shape: at least half of the final -> final paths rise sharply (rise score >= 1,
+the gallery's test of its Table 1 figure) in both settings; without a barrier "wide" and "bumpy" describe noise.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Im, Tao & Branson: the LSTM language model (Sec. 3.4, Table 1, Fig. 4), on embedded English or Penn Treebank.
+"""Im, Tao & Branson: the LSTM language model (Sec. 3.1, Table 1, Fig. 4), on embedded English or Penn Treebank.
 
-The paper tests "the LSTM on the Penn Treebank next-word prediction data set" alongside the VGG and the NIN, and
+The paper's LSTM "was tested on the Penn Treebank next-word prediction data set" (Sec. 3.1), beside the VGG and NIN, and
 states its findings for all three: "for every pair of optimization algorithms ... the training loss between the final
 weights for different algorithms shows a sharp increase along the interpolated path" (Sec. 4.1, Table 1) and the
 minima found "are not different in terms of their final quality" (Sec. 4.2, Fig. 4). It gives no settings for the
@@ -17,12 +17,13 @@ LSTM; the readings here (fixed before measuring):
   same minibatch order, with the learning-rate schedule of the other Im figures (halved between 8 equal stages).
   SGD runs at 0.2, the top of the paper's grid (Sec. 3.4; LSTM language models are trained with large SGD rates);
   Adam at 0.001 and Adadelta at 1.0 (the package's defaults). No rate was searched.
-- "A sharp rise" = :func:`figures.im._setup.rise_score` >= 1 (peak >= 2x the larger endpoint loss and >= 0.05 nats
-  above it, as in Table 1's figure). "Not different in quality" = per-word test loss: one-way ANOVA across methods
-  p >= 0.05 and the best-minus-worst method's interval within +-0.05 nats (5% perplexity).
+- "A sharp rise" = :func:`figures.im._setup.rise_score` >= 1 (peak >= 2x the larger endpoint loss and >= 0.05 nats above
+  it: the gallery's test, as in its Table 1 figure). "Not different in quality" = per-word test loss: one-way ANOVA
+  across methods p >= 0.05 and the best-minus-worst method's interval within +-0.05 nats (5% perplexity).
 
 Statistics over ``setup.repetitions_lstm`` initializations. Premise of both claims: the runs ended at critical points
-(:func:`figures.im._setup.converged_premise`, the paper's definition of its minima).
+(:func:`figures.im._setup.converged_premise`: the gallery's reading of the paper's definition of its minima, "for
+which the gradient is approximately 0", Sec. 3.3, as a final gradient norm at most 1% of the initial).
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ def lstm_figure(runs: ImRuns) -> FigureResult:
         logy=True,
     )
     return FigureResult(
-        caption="The LSTM language model of Im et al. (Sec. 3.4) trained with SGD, Adam and Adadelta from shared "
+        caption="The LSTM language model of Im et al. (Sec. 3.1) trained with SGD, Adam and Adadelta from shared "
         "initializations (line styles). Top: training and test loss per word and epoch; bottom: training "
         "loss on the straight line between two methods' final weights, per initialization. "
         + (

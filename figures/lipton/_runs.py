@@ -33,8 +33,8 @@ from landscape.trajectory import Trajectory, build_once
 
 # --------------------------------------------------------------------------- settings
 # The schedule of the medium and full scales, Lipton 2016, Sec. 2: 200 epochs, snapshots every epoch (one path) / every
-# 10 (five paths), clone at 10; learning rate 0.01 (see the readings in figures.lipton._setup). Medium runs it on the
-# quick data and network, full on the paper's.
+# 10 (five paths), clone at 10; learning rate 0.01, chosen here: the paper gives none (readings in
+# figures.lipton._setup). Medium runs it on the quick data and network, full on the paper's.
 _PAPER_SCHEDULE: dict[str, Any] = {
     "epochs": 200,
     "every": 10,
@@ -67,8 +67,9 @@ class LiptonSetup:
         line_points: Points on the straight line from initialization to solution.
         eval_size: Training images the losses are evaluated on (``None``: all of ``n_train``).
         base_every_steps: The single path (``init0``) is also recorded every this many steps (``None``: once per
-            epoch, as the paper's 201 snapshots). Quick: every 8 of the 32 steps of an epoch, 81 snapshots, so that
-            "the top 10 components" is not near-trivial (with 21 snapshots, 10 components span half the path).
+            epoch, as the paper's one after each of 200 epochs). Quick: every 8 of the 32 steps of an epoch, 81
+            snapshots, so that "the top 10 components" is not near-trivial (with 21 snapshots, 10 components span
+            half the path).
         seed: Base seed of data order, initializations and dropout.
     """
 
@@ -106,8 +107,9 @@ class LiptonSetup:
     def for_scale(cls, scale: Scale | str, data_dir: Path | str | None = None) -> LiptonSetup:
         """The gallery's settings: ``"quick"`` (embedded data, ~2 min on 2 cores), ``"medium"`` or ``"full"``.
 
-        ``"medium"`` runs the paper's schedule (200 epochs, learning rate 0.01, snapshots every epoch / every 10
-        epochs, cloning at epoch 10) on the quick data and network; ``"full"`` is the paper's whole setting.
+        ``"medium"`` runs the paper's schedule (200 epochs, snapshots every epoch / every 10 epochs, cloning at epoch
+        10) at learning rate 0.01 (chosen here; the paper gives none) on the quick data and network; ``"full"`` adds
+        the paper's data and network size (the optimizer settings are this module's readings).
 
         Raises:
             MissingDataError: At full scale when ``data_dir`` is missing or not a directory.
@@ -138,8 +140,8 @@ class LiptonSetup:
     def medium(cls) -> LiptonSetup:
         """The medium scale: the paper's schedule on the quick data and network.
 
-        Lipton 2016, Sec. 2: 200 epochs at learning rate 0.01, snapshots every epoch (one path) / every 10
-        epochs (five paths), cloning at epoch 10. At quick the runs do not converge (see
+        Lipton 2016, Sec. 2: 200 epochs, snapshots every epoch (one path) / every 10 epochs (five paths), cloning at
+        epoch 10; learning rate 0.01 (chosen here: the paper gives none). At quick the runs do not converge (see
         :mod:`figures.lipton._setup`). One run costs about 46 s of one core (measured at load 4-7); the 16 runs
         of the three figures about 12 minutes.
         """

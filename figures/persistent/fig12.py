@@ -1,11 +1,12 @@
 """Persistent Neurons, Fig. 12: Hessian eigenvalue density of the plain vs the championship ResNet.
 
-Sec. 5, Fig. 12: spectral densities (PyHessian, stochastic Lanczos quadrature) of the vanilla ResNet-18 and
-the championship of its partial persistent training (Fig. 11): "the championship persistent model's spectrum has
-fewer outliers than the plain model"; "persistent training further shortened the distance between the largest
-eigenvalue of the Hessian and the bulk". Here: :func:`landscape.curvature.hessian_spectrum` (SLQ density, Lanczos
-top eigenvalues) of the training cross-entropy, BatchNorm in eval mode (running statistics), on the models of
-the Fig. 11 run (shared cache, ``figures/persistent/_setup.py``).
+Sec. 5, Fig. 12: "Spectral densities" (the paper names no method; computed here as PyHessian does, by stochastic Lanczos
+quadrature) of the vanilla ResNet-18 and the championship of its partial persistent training (Fig. 11): "the
+championship persistent model's spectrum has fewer outliers than the plain model"; "persistent training further
+shortened the distance between the largest eigenvalue of the Hessian and the bulk". Here:
+:func:`landscape.curvature.hessian_spectrum` (SLQ density, Lanczos top eigenvalues) of the training cross-entropy,
+BatchNorm in eval mode (running statistics), on the models of the Fig. 11 run (shared cache,
+``figures/persistent/_setup.py``).
 
 Definitions fixed before measuring: the *bulk edge* is the 99th percentile of the SLQ spectral measure (the
 eigenvalue below which 99% of the spectrum's mass lies), per probe; the *gap* is the top eigenvalue over the

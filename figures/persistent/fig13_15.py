@@ -1,13 +1,13 @@
 """Persistent Neurons, Figs. 13-15: saturation of a 7-layer tanh network under partial persistent training.
 
-Sec. 5: a 7-layer fully connected network with tanh activations and Xavier initialization (Glorot & Bengio
-2010), partial persistent training on CIFAR-10 (same validation / test split as Sec. 4). Fig. 13: validation and
-test error per iteration (the 5th iteration is the championship). Fig. 14: the 98th percentile of each layer's
-activation values over 30 epochs, plain (solid) vs persistent iterations: "the neurons become less saturated as
-the persistent training iteration increases", while "the performance does not show monotonic behaviour with
-respect to persistent iterations, suggesting that a less saturated model does not always imply better accuracy".
-Fig. 15: normalized activation histograms at epochs 15 and 30 of the plain model (mostly at the asymptotes -1
-and 1) and the persistent championship (more in the near-linear region).
+Sec. 5: "a 7 layer NN" (read here as fully connected) with tanh activations and Xavier initialization (Glorot & Bengio
+2010), partial persistent training on CIFAR-10 (same validation / test split as Sec. 4). Fig. 13: validation and test
+error per iteration (the 5th iteration is the championship). Fig. 14: the "98 percentiles of the distribution of the
+activation values" over 30 epochs (per layer, as read here), plain (solid) vs persistent iterations: "the neurons become
+less saturated as the persistent training iteration increases", while "the performance does not show monotonic behaviour
+with respect to persistent iterations, suggesting that a less saturated model does not always imply better accuracy".
+Fig. 15: normalized activation histograms at epochs 15 and 30 of the plain model (mostly at the asymptotes -1 and 1) and
+the persistent championship (more in the near-linear region).
 
 Readings: 7 layers = 6 tanh hidden layers + the output layer (:func:`landscape.models.build_model`
 ``"mlp7_tanh"``); width 1,000 at full scale (Glorot & Bengio's), 128 at the quick one; lambda 0.001, Adam lr

@@ -1,25 +1,25 @@
 """Persistent Neurons, Figs. 3-5: the 1-D regression "kink", re-initializations vs persistent training.
 
-Sec. 3 / Algorithm 1: a ReLU MLP ``R -> 32 -> 32 -> R`` (eq. 3), He initialization, full-batch MSE, SGD with
-momentum 0.9, lr 0.001, 50,000 steps. Fig. 3: the plain model fits two straight lines joined by a kink
-(loss ~4.2). Fig. 4: 100 re-initializations, "most seeds" end in that kink; the best has loss 0.33. Fig. 5: 100
+Sec. 3 / Algorithm 1: a ReLU MLP ``R -> 32 -> 32 -> R`` (eq. 3), He initialization, full-batch MSE, SGD with momentum
+0.9, lr 0.001, 50,000 steps. Fig. 3: the plain model fits two straight lines joined by a kink (loss ~4.2). Fig. 4: 100
+re-initializations, "most random seeds generate trivial solutions" (the kink); the best has loss 0.33. Fig. 5: 100
 persistent iterations (lambda = 0.01) from the kink's initialization; the championship has loss 0.10.
 
-Data (the paper does not publish its data): a target consistent with the paper's Fig. 3 axes (x in [-4, 4], y in
-[-2, 14]) and its kink loss near 4.2: ``y = x^4 / 16 - 2`` on 200 even points over [-4, 4] (:data:`TARGETS`,
-``"quartic"``; range exactly [-2, 14]). The kink solution's loss has a closed form,
-:func:`landscape.data.two_region_linear_loss` (one least-squares line on each side of 0): 4.734 here. Kink
-rates measured while choosing (32 He seeds, 20,000 steps, momentum 0.9, lr 0.001; "kink" = final loss within 0.1
-of the two-region loss): ``x^4/16 - 2`` (kink loss 4.734) 0/32, every seed below 0.007; ``x^2 - 2 + 1.8 cos 2x``
-(4.613) 0/32, all below 0.14; ``0.83 x^4/16 + 0.17 x^2 - 2`` (4.012) 0/32, all below 0.004; the gallery's earlier
-stand-in ``3 sin x`` on [-10, 10] (3.970, ``"sine"``) 1/32 (review of ed875bd); ``landscape.data.toy`` records
-x^2, x^2/2 + 2 sin 2x, a Gaussian bump and sin on [-6, 6] ... [-12, 12] as not reproducing "most seeds" either.
-On the paper's axes the He-initialized network with zero biases escapes the kink at 0 in every seed tried: the
-phenomenon does not appear, and the claims that need a chain starting in the kink are not tested. The persistent
-chain starts from the first re-initialization seed that ends in the kink, as the paper's chain starts from the kink
-of Fig. 3 (if none does, from the seed with the highest final loss; the caption says which). The championship of
-each experiment is its lowest training loss (the paper's "lowest loss value model"). Runs go through
-:mod:`persistence.fast` (batched seeds; a fast single-model persistent step).
+Data (the paper does not publish its data): a target consistent with the paper's axes (read from the tick labels of Fig.
+5's right panel, which plots the same data as Fig. 3: x in [-4, 4], y in [-2, 14]) and its kink loss near 4.2:
+``y = x^4 / 16 - 2`` on 200 even points over [-4, 4] (:data:`TARGETS`, ``"quartic"``; range exactly [-2, 14]). The kink
+solution's loss has a closed form, :func:`landscape.data.two_region_linear_loss` (one least-squares line on each side of
+0): 4.734 here. Kink rates measured while choosing (32 He seeds, 20,000 steps, momentum 0.9, lr 0.001; "kink" = final
+loss within 0.1 of the two-region loss): ``x^4/16 - 2`` (kink loss 4.734) 0/32, every seed below 0.007;
+``x^2 - 2 + 1.8 cos 2x`` (4.613) 0/32, all below 0.14; ``0.83 x^4/16 + 0.17 x^2 - 2`` (4.012) 0/32, all below 0.004; the
+gallery's earlier stand-in ``3 sin x`` on [-10, 10] (3.970, ``"sine"``) 1/32 (review of ed875bd); ``landscape.data.toy``
+records x^2, x^2/2 + 2 sin 2x, a Gaussian bump and sin on [-6, 6] ... [-12, 12] as not reproducing "most random seeds"
+either. On the paper's axes the He-initialized network with zero biases escapes the kink at 0 in every seed tried: the
+phenomenon does not appear, and the claims that need a chain starting in the kink are not tested. The persistent chain
+starts from the first re-initialization seed that ends in the kink, as the paper's chain starts from the kink of Fig. 3
+(if none does, from the seed with the highest final loss; the caption says which). The championship of each experiment
+is its lowest training loss (the paper's "lowest loss value model"). Runs go through :mod:`persistence.fast` (batched
+seeds; a fast single-model persistent step).
 
 Quick scale: 32 seeds (0..31) and 6 persistent iterations of 20,000 steps (the losses of the seeds had settled
 by ~15,000 steps in a 50,000-step check); full scale: 100 seeds, 100 iterations, 50,000 steps.
@@ -88,7 +88,7 @@ TARGETS: dict[str, tuple[Any, float, str]] = {
     "quartic": (
         _quartic,
         4.0,
-        "y = x^4 / 16 - 2 on 200 even points over [-4, 4] (range [-2, 14], the paper's Fig. 3 axes)",
+        "y = x^4 / 16 - 2 on 200 even points over [-4, 4] (range [-2, 14], the paper's axes as read from Fig. 5 right)",
     ),
     "sine": (
         _sine,

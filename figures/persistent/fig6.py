@@ -1,11 +1,11 @@
 """Persistent Neurons, Fig. 6: plain vs championship training trajectories of LeNet-5 on a 2-D PCA plane.
 
-Sec. 4, Fig. 6: "Green: plain model training trajectory; Red: championship training trajectory. The two
-trajectories start from the same location while converge to different solutions", drawn over contours of the
-loss. Here: the full persistent LeNet-5 runs of Figs. 7-8 from the bad initialization (shared cache,
-``figures/persistent/_setup.py``), one snapshot per epoch; one :class:`landscape.analyze.TrajectoryPCA` (centred
-on the mean) fitted on both paths; the training loss (cross-entropy, eval mode, without the penalty) on the
-PCA plane around them, and each snapshot's true loss beside the loss at its projection.
+Sec. 4, Fig. 6 (caption: "Green: plain model training trajectory; Red: championship training trajectory"; text: "The two
+trajectories start from the same location while converge to different solutions"), drawn over contours of the loss.
+Here: the full persistent LeNet-5 runs of Figs. 7-8 from the bad initialization (shared cache,
+``figures/persistent/_setup.py``), one snapshot per epoch; one :class:`landscape.analyze.TrajectoryPCA` (centred on the
+mean) fitted on both paths; the training loss (cross-entropy, eval mode, without the penalty) on the PCA plane around
+them, and each snapshot's true loss beside the loss at its projection.
 
 Claim threshold fixed before measuring: the paths "converge to different solutions" when the distance between
 their end points is at least a quarter of the mean distance each travelled from the shared start.

@@ -4,12 +4,12 @@ Sec. 4.4, App. B.3 and C.2: tunnel opening in the 5-conv-layer CNN (Fig. 2 right
 (Table 3). One cached computation, :func:`deep_runs`, serves both figures (``figures/tunnels/fig2_right.py`` and
 ``figures/tunnels/table3.py``).
 
-The paper (App. B.3): 5 conv layers of 64 filters, ReLU, BatchNorm and 2x2 max pooling on the first three, a softmax
-layer; ImageNet 64x64 (pixel means subtracted), minibatch 256, Adam with learning rate 2e-5. "We find a flat area by
-exploring different random initializations until we get stuck in a large flat area. We then re-use this
+The paper (App. B.3): 5 conv layers of 64 filters, ReLU, BatchNorm and max pooling of stride 2 on the first three, a
+softmax layer; ImageNet 64x64 (pixel means subtracted), minibatch 256, Adam with learning rate 2e-5. "We find a flat
+area by exploring different random initializations until we get stuck in a large flat area. We then re-use this
 initialization for all experiments"; the repetitions differ in the shuffling of the data. At step 5000 one filter is
-added to each of the last two hidden layers; Adam's and BatchNorm's buffers are cleared and the learning rate is
-reduced 10x for 20 steps, in the opened runs and in the control run alike.
+added to each of the last two hidden layers; Adam's and BatchNorm's buffers are cleared and the learning rate is reduced
+10x for 20 steps, in the opened runs and in the control run alike.
 
 Here: ``landscape.models.TunnelsCNN`` (BatchNorm and pooling on conv1-conv3, as the paper); the initialization search
 is the paper's, with a criterion fixed in advance (:func:`is_stuck`); the matrices A come from a full pass over the

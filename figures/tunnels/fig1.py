@@ -212,7 +212,8 @@ def run_right(
             "the network is trained to convergence (full-batch gradient norm before opening, float64)",
             float(np.sqrt(g0)),
             CONVERGED_TOL,
-            detail=f"loss {loss0:.4f}; the paper: 'negligible gradient norm, no change in loss'",
+            detail=f"loss {loss0:.4f}; the paper: 'negligible gradient norm, no change in loss' (the bound is the "
+            "gallery's)",
         )
     ]
     right = ClaimBook("tunnels_fig1_right", scale=s.scale)

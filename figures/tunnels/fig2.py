@@ -1,16 +1,17 @@
 """Tunnels, Fig. 2 left (Sec. 4.3): weight reorganization vs random reorganization, perturbed GD and NEON.
 
-Same start as Fig. 1 left: a verified saddle where plain SGD stays exactly stuck (``figures/tunnels/_setup.py``:
-a 1-filter network at a critical point, its filter duplicated). At step 50: a reorganization (paper: 2 merges of the
-closest pairs, 2 largest-rho filters reopened in the freed slots; quick, with 2 filters: 1 merge) with the proposed
-or a random lambda; or, from step 50 on, perturbed gradient descent (Jin et al. 2017: a point of the ball of radius
-0.5 added every 25 steps, no gradient threshold: minibatch gradients are never small here) or NEON (Xu & Yang 2017:
-power iteration on gradient differences over 256 training images, 50 iterations of step 0.4 (below 1 / the largest
-Hessian eigenvalue at the saddle, 2.15), probe radius 0.01, escape step 0.5, every 25 steps). The baselines'
-constants are this package's choices (the paper gives none), set so that each one measurably moves the weights
-(a premise, checked: the norm of each weight change). A first version probed NEON with 10 iterations of step 0.05:
-its curvature estimate stayed positive (+0.009 to +0.018) and it never fired, so it equalled the control. Medium
-scale: the same runs, 2,000 SGD steps instead of 400 (the runs of Fig. 4 at medium, shared).
+Same start as Fig. 1 left: a verified saddle where plain SGD stays exactly stuck (``figures/tunnels/_setup.py``: a
+1-filter network at a critical point, its filter duplicated). At step 50: a reorganization (paper: "merge 4 filters into
+2", then reopen 2 in the freed slots, without saying which; here the closest pairs are merged and the largest-rho
+filters reopened; quick, with 2 filters: 1 merge) with the proposed or a random lambda; or, from step 50 on, perturbed
+gradient descent (Jin et al. 2017: a point of the ball of radius 0.5 added every 25 steps, no gradient threshold:
+minibatch gradients are never small here) or NEON (Xu & Yang 2017: power iteration on gradient differences over 256
+training images, 50 iterations of step 0.4 (below 1 / the largest Hessian eigenvalue at the saddle, 2.15), probe radius
+0.01, escape step 0.5, every 25 steps). The baselines' constants are this package's choices (the paper gives none), set
+so that each one measurably moves the weights (a premise, checked: the norm of each weight change). A first version
+probed NEON with 10 iterations of step 0.05: its curvature estimate stayed positive (+0.009 to +0.018) and it never
+fired, so it equalled the control. Medium scale: the same runs, 2,000 SGD steps instead of 400 (the runs of Fig. 4 at
+medium, shared).
 
 Claims (paired over the repetitions, which share a data order across arms): the proposed reorganization escapes
 (lower mean loss after step 50 than the control) and beats random reorganization, perturbed GD and NEON.
