@@ -166,6 +166,24 @@ def test_newton_step_on_quadratic_is_exact_minimizer():
     assert (tunnels.damped_newton_step(grad, H, damping=10.0)).norm() < (x1 - x0).norm()
 
 
+def test_newton_flat_on_mse_lands_at_the_least_squares_solution():
+    # MSE of a linear model is quadratic: one exact Newton step from anywhere lands at the lstsq minimizer.
+    # (The Hessian was built forward over reverse, which torch 2.13 cannot do through F.mse_loss's backward.)
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(30, 3, generator=g, dtype=torch.float64), torch.randn(30, 2, generator=g, dtype=torch.float64)
+    torch.manual_seed(0)
+    net = nn.Linear(3, 2).double()
+    res = tunnels.newton_flat(net, (X, y), F.mse_loss, steps=1, step_size=1.0, damping=0.0)
+    sol = torch.linalg.lstsq(torch.cat([X, torch.ones(30, 1, dtype=torch.float64)], 1), y).solution  # (4, 2)
+    torch.testing.assert_close(res.model.weight.detach(), sol[:3].T)
+    torch.testing.assert_close(res.model.bias.detach(), sol[3])
+    assert res.grad_norms[-1] < 1e-10
+    f = tunnels.full_batch_objective(net, (X, y), "mse")
+    theta = parameters_to_vector(net)
+    hess = torch.autograd.functional.hessian(f, theta)
+    torch.testing.assert_close(tunnels.dense_hessian(f, theta, chunk_size=3), hess)
+
+
 def test_newton_flat_reduces_gradient_and_leaves_model():
     X, y = _data(24)
     net = nn.Sequential(nn.Linear(36, 3), nn.Sigmoid(), nn.Linear(3, 3))

@@ -94,7 +94,11 @@ def full_batch_objective(
 
 
 def dense_hessian(f: Objective, x: Tensor, *, chunk_size: int = 128, progress: bool = False) -> Tensor:
-    """The dense Hessian of ``f`` at ``x`` by forward-over-reverse products with unit vectors, in chunks.
+    """The dense Hessian of ``f`` at ``x`` by reverse-over-reverse products with unit vectors, in chunks.
+
+    Reverse over reverse (a vjp of the gradient, its graph built once) rather than forward over reverse:
+    forward mode is missing for the backward of some losses (``F.mse_loss`` fails with "ZeroTensors are
+    immutable" in torch 2.13, ``F.huber_loss`` is not implemented), while double backward covers them.
 
     Args:
         f: Scalar function of a flat vector.
@@ -107,10 +111,10 @@ def dense_hessian(f: Objective, x: Tensor, *, chunk_size: int = 128, progress: b
     """
     x = x.detach()
     p = x.numel()
-    grad = torch.func.grad(f)
+    _, vjp = torch.func.vjp(torch.func.grad(f), x)
 
     def hvp(v: Tensor) -> Tensor:
-        return torch.func.jvp(grad, (x,), (v,))[1]
+        return vjp(v)[0]  # v^T H, the row of the symmetric H
 
     cols = []
     for i in tqdm(range(0, p, chunk_size), disable=not progress, desc="Hessian", leave=False):
