@@ -186,6 +186,7 @@ def test_newton_flat_on_mse_lands_at_the_least_squares_solution():
 
 def test_newton_flat_reduces_gradient_and_leaves_model():
     X, y = _data(24)
+    torch.manual_seed(0)  # exact Newton (damping 0) diverges from some initializations: keep the test deterministic
     net = nn.Sequential(nn.Linear(36, 3), nn.Sigmoid(), nn.Linear(3, 3))
     X = X.reshape(24, -1)
     ref = copy.deepcopy(net)
