@@ -144,6 +144,16 @@ def test_schedule_reorganize_and_ema_keep_architecture():
     assert tr.model[0].out_channels == 3
 
 
+@pytest.mark.parametrize("mode", ["proposed", "random"])
+def test_schedule_ema_averages_ema_steps_batches_whenever_units_are_ranked(mode):
+    # units=1 ranks units by rho, so A is needed for a control split too: the documented average over the
+    # ema_steps steps before opening, not a single batch at the opening.
+    X, y = _data()
+    sched = TunnelSchedule(open_at=5, units=1, mode=mode, stats="ema", ema_steps=3, stats_batch_size=16, warmup_steps=0)
+    _fit(_net(), (X, y), "sgd", 0.1, 6, [sched])
+    assert sched.stats_.method == "ema" and sched.stats_.n_batches == 3 and sched.stats_.n_examples == 48
+
+
 # ---------------------------------------------------------------------------------------------- Newton
 def test_newton_step_on_quadratic_is_exact_minimizer():
     g = torch.Generator().manual_seed(0)

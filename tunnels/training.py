@@ -171,10 +171,7 @@ class TunnelSchedule(Callback):
 
     def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: D102
         step = event.step
-        needs_a = self.action is not ScheduleAction.RESTART and (
-            self.mode is LambdaMode.PROPOSED or self.action is ScheduleAction.REORGANIZE
-        )
-        if needs_a and self.stats is StatsMethod.EMA and self.open_at - self.ema_steps < step <= self.open_at:
+        if self._needs_a() and self.stats is StatsMethod.EMA and self.open_at - self.ema_steps < step <= self.open_at:
             self._ema_update(trainer)
         if step == self.open_at:
             self._open(trainer)
@@ -223,10 +220,15 @@ class TunnelSchedule(Callback):
             return list(self.units)
         return None
 
-    def _compute_stats(self, trainer: Trainer) -> SplitStats | None:
+    def _needs_a(self) -> bool:
+        """Whether the event needs the matrices A: lambda_star, units ranked by rho, or a reorganization."""
+        if self.action is ScheduleAction.RESTART:
+            return False
         explicit = isinstance(self.units, Mapping) and all(not isinstance(v, int) for v in self.units.values())
-        needs_a = self.mode is LambdaMode.PROPOSED or not explicit or self.action is ScheduleAction.REORGANIZE
-        if not needs_a:  # explicit units and a control split: no A needed
+        return self.mode is LambdaMode.PROPOSED or not explicit or self.action is ScheduleAction.REORGANIZE
+
+    def _compute_stats(self, trainer: Trainer) -> SplitStats | None:
+        if not self._needs_a():  # explicit units and a control split: no A needed
             return None
         if self.stats is StatsMethod.EMA:
             if self._acc is None:  # open_at == 0: nothing averaged yet, use one batch
