@@ -576,6 +576,11 @@ def test_unsupported_patterns_raise_naming_types() -> None:
         resolve_site(nn.Sequential(nn.Conv2d(2, 4, 1), nn.ReLU(), nn.Linear(4, 2)), "0")
     with pytest.raises(UnsupportedSiteError, match="last layer"):
         resolve_site(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), "0")
+    # a module between that is not per unit is named as such, not as a consumer without a tunnel rule
+    for between in (nn.LayerNorm(4), nn.PReLU(4), nn.Dropout1d()):
+        name = type(between).__name__
+        with pytest.raises(UnsupportedSiteError, match=f"'1' \\({name}\\) after Linear '0'.*acting on each unit"):
+            resolve_site(nn.Sequential(nn.Linear(4, 4), between, nn.Linear(4, 2)), "0")
     model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 4))
     with pytest.raises(ValueError, match="valid"):
         open_tunnels(model, {"0": [0]}, mode="sideways")
