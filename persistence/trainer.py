@@ -207,6 +207,11 @@ class PersistentTrainer:
             self.batched_engine = BatchedEngine(
                 model, data, self.eval_data, loss_fn, optimizer, iterations - 1, trainer_kwargs
             )
+            # Its metrics are known now; a wrong name found after the run could not be mended by a rerun
+            # (select_by is part of the batched run's resume fingerprint).
+            reported = sorted({"train_loss", "train_penalty", *(f"{name}_loss" for name in self.eval_data)})
+            if select_by not in reported:
+                raise ValueError(f"select_by={select_by!r}: the batched engine reports only the metrics {reported}")
 
     # --------------------------------------------------------------------- api
     def layer_for(self, iteration: int) -> str | None:
