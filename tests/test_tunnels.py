@@ -518,6 +518,25 @@ def test_full_partial_and_moving_average_estimates() -> None:
         open_tunnels(opened, 1, stats=stats)
 
 
+def test_stats_hold_sites_in_module_order_and_rank_ties_by_it() -> None:
+    # SplitStats.sites is documented in module order, and ranking() breaks ties by module order, whatever
+    # order the caller lists the sites in: dead ReLU layers (every rho 0) tie throughout.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        net[0].bias.fill_(-100.0)
+        net[2].bias.fill_(-100.0)
+    x, y = torch.randn(8, 3, dtype=DT), torch.randn(8, 2, dtype=DT)
+    for stats in (
+        split_stats(net, (x, y), mse, ["2", "0"]),
+        SplitAccumulator(mse, ["2", "0"]).update(net, (x, y)).stats(),
+    ):
+        assert [s.producer for s in stats.sites] == ["0", "2"]
+        assert [(p, u) for p, u, _ in stats.ranking()] == [("0", u) for u in range(4)] + [("2", u) for u in range(4)]
+    _, ev = open_tunnels(net, 1, stats=split_stats(net, (x, y), mse, ["2", "0"]), mode="half")
+    assert (ev.changes[0].producer, ev.changes[0].unit) == ("0", 0)
+
+
 def test_lambda_modes_and_seeds() -> None:
     star = torch.nn.functional.normalize(torch.randn(7, dtype=DT), dim=0)
     for mode in ("proposed", "random", "constant"):
