@@ -257,6 +257,28 @@ def test_baseline_callbacks_run_in_trainer():
     assert types.count("perturbation") == 3 and types.count("neon") == 2
 
 
+def test_baseline_callbacks_leave_frozen_parameters_and_step_in_the_trainable_ones():
+    # The optimizer never moves a frozen tensor, so neither do the escape baselines: PGD draws from the ball of
+    # the trainable parameters, NEON searches (and steps) in them. lr=0 isolates the baselines' moves.
+    X, y = _data(32)
+    for cb, size in ((PerturbedGD(0, radius=0.3, t_thres=1), 0.3), (_always_neon(X, y), 0.2)):
+        net = _net()
+        net[0].weight.requires_grad_(False)
+        w0, rest0 = net[0].weight.detach().clone(), parameters_to_vector(net)[net[0].weight.numel() :]
+        tr = _fit(net, (X, y), "sgd", 0.0, 1, [cb])
+        assert cb.steps_ == [1] and torch.equal(tr.model[0].weight, w0)
+        move = float((parameters_to_vector(tr.model)[w0.numel() :] - rest0).norm())
+        if isinstance(cb, PerturbedGD):
+            assert 0 < move <= size
+        else:
+            assert move == pytest.approx(size, rel=1e-6)  # a unit direction in the trainable parameters
+
+
+def _always_neon(X, y):
+    # curvature_threshold=-inf: every curvature estimate counts, so the escape step is always taken
+    return NEONEscape(0, (X, y), escape_step=0.2, t_thres=1, iterations=3, curvature_threshold=-float("inf"))
+
+
 def test_neon_objective_in_train_mode_is_the_batch_statistics_loss():
     """``bn_mode="train"``: NEON's objective is the loss a training step sees (batch statistics), not eval mode's."""
     torch.manual_seed(0)
