@@ -19,7 +19,9 @@ after opening restores the parameters; closing after training, and the merge hal
 reorganization, preserve it only when the two units are redundant (equal inbound weights, Sussmann's
 case 1c). So a reorganization equals "merge ``u2`` into ``u1``" as a function, and equals the
 original function when ``u1`` and ``u2`` were redundant. Closing the reorganized clone again
-(``close_units(..., [(u, u2)], remove=False)``) gives back the merged network parameter for parameter.
+(``close_units(..., [(u, u2)], remove=False)``) gives back the merged network as a function, and parameter
+for parameter when ``u`` is ``u1`` (otherwise the freed slot keeps a copy of ``u``'s inbound weights
+rather than of the merged unit's; its outbound weights are zero either way).
 
 Floating point: the split is computed as ``a = fl(lambda * w)``, ``b = w - a`` when
 ``lambda >= 1/2`` and ``b = fl((1 - lambda) * w)``, ``a = w - b`` otherwise. For ``lambda`` in
