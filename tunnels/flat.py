@@ -111,7 +111,7 @@ def dense_hessian(f: Objective, x: Tensor, *, chunk_size: int = 128, progress: b
     """
     x = x.detach()
     p = x.numel()
-    _, vjp = torch.func.vjp(torch.func.grad(f), x)
+    vjp = torch.func.vjp(torch.func.grad(f), x)[1]
 
     def hvp(v: Tensor) -> Tensor:
         return vjp(v)[0]  # v^T H, the row of the symmetric H
