@@ -603,6 +603,14 @@ def test_unsupported_patterns_raise_naming_types() -> None:
     model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 4))
     with pytest.raises(ValueError, match="valid"):
         open_tunnels(model, {"0": [0]}, mode="sideways")
+    # a negative count is refused: it sliced [:n] and opened all units but |n|
+    x, y = torch.randn(5, 2), torch.randn(5, 4)
+    stats = split_stats(model, (x, y), mse)
+    for spec in (-1, {"0": -1}):
+        with pytest.raises(ValueError, match="must be >= 0"):
+            open_tunnels(model, spec, stats=stats)
+    with pytest.raises(ValueError, match="merges=-1.*must be >= 0"):
+        reorganize(model, "0", -1, stats=stats)
     with pytest.raises(IndexError):
         open_units(model, "0", [3], [0.5] * 4)
     with pytest.raises(ValueError, match="shape"):
