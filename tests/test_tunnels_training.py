@@ -132,6 +132,8 @@ def test_schedule_restart_and_validation():
         TunnelSchedule(1, action="explode")
     with pytest.raises(ValueError, match="close_at"):
         TunnelSchedule(5, close_at=3)
+    with pytest.raises(ValueError, match="ema_decay < 1, got 1.5"):  # at construction, not steps later
+        TunnelSchedule(1000, stats="ema", ema_decay=1.5)
 
 
 def test_schedule_reorganize_and_ema_keep_architecture():

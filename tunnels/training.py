@@ -142,6 +142,8 @@ class TunnelSchedule(Callback):
             raise ValueError("stats='partial' needs max_batches >= 1")
         if self.stats is StatsMethod.EMA and ema_steps < 1:
             raise ValueError(f"stats='ema' needs ema_steps >= 1, got {ema_steps}")
+        if self.stats is StatsMethod.EMA and not 0.0 <= ema_decay < 1.0:  # else found only at the first update
+            raise ValueError(f"stats='ema' needs 0 <= ema_decay < 1, got {ema_decay}")
         self.open_at, self.close_at, self.units, self.t, self.seed = open_at, close_at, units, float(t), seed
         self.stats_data, self.loss_fn, self.max_batches = stats_data, loss_fn, max_batches
         self.ema_steps, self.ema_decay, self.stats_batch_size, self.stats_train = (
