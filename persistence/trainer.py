@@ -173,6 +173,8 @@ class PersistentTrainer:
         self.layout = ParamLayout.from_model(model)
         if layer is not None and layer not in self.layout.layers:
             raise ValueError(f"unknown layer {layer!r}; the model's layers are {list(self.layout.layers)}")
+        if layer is not None and self.mode is PersistentMode.FULL:  # full mode penalizes every layer: layer unused
+            raise ValueError(f"layer={layer!r} fixes the penalized layer of partial mode; pass mode='partial' with it")
         set_name = select_by.split("_", 1)[0]
         sets = {*(eval_data or {}), *({"train"} if self.engine is Engine.BATCHED else ())}
         if not any(select_by.startswith(f"{name}_") for name in sets):

@@ -331,5 +331,7 @@ def test_batched_engine_rejects_what_it_cannot_run():
         PersistentTrainer(_net(), (x, y), nn.functional.mse_loss, _sgd(0.1), epochs=3, **kw)
     with pytest.raises(ValueError, match="select_by='val_accuracy'.*'train_loss', 'train_penalty', 'val_loss'"):
         PersistentTrainer(_net(), (x, y), nn.functional.mse_loss, _sgd(0.1), **{**kw, "select_by": "val_accuracy"})
+    with pytest.raises(ValueError, match="layer='fc2' fixes.*mode='partial'"):  # was ignored: full mode ran
+        PersistentTrainer(_net(), (x, y), nn.functional.mse_loss, _sgd(0.1), **{**kw, "layer": "fc2"})
     with pytest.raises(ValueError, match="unknown engine 'gpu'"):
         PersistentTrainer(_net(), (x, y), nn.functional.mse_loss, _sgd(0.1), **{**kw, "engine": "gpu"})
