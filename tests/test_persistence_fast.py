@@ -92,6 +92,7 @@ def test_hand_derived_gradient_equals_autograd_with_penalty():
             (None, None, None),
             (anchors, None, None),
             (anchors, [names[1]], 2.5),
+            (anchors, names[1], None),  # one name as a str, not its characters
             (anchors, [names[0], names[-1]], None),
         ):
             loss, grad = mlp_loss_and_grad(net, pts, x, y, anchors=anc, lam=0.07, layers=layers, depth_factor=factor)
