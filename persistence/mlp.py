@@ -277,7 +277,7 @@ def anchor_matrices(
 
 def layer_scales(layout: ParamLayout, layers: Sequence[str] | None, scale: float, dtype: torch.dtype) -> Tensor:
     names = list(layout.layers)
-    chosen = names if layers is None else list(layers)
+    chosen = names if layers is None else [layers] if isinstance(layers, str) else list(layers)  # a str: one name
     for n in chosen:
         if n not in names:
             raise ValueError(f"unknown layer {n!r}; the model's layers are {names}")

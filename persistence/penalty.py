@@ -91,7 +91,7 @@ class PersistentPenalty:
         lam: Strength ``lambda`` (000: 0.1 for the 2-D toy, 0.01 for the regression MLP and full LeNet-5,
             0.001 for partial persistent training).
         layers: ``None`` for all layers (full persistent training) or the layer names to penalize
-            (partial persistent training uses one).
+            (partial persistent training uses one; a single name may be given as a str).
         depth_factor: The preprint's ``|L(w_ini) - L(w_0)|`` (PN preprint eq. 4-5), or ``None`` for PN's form.
 
     Raises:
@@ -122,7 +122,8 @@ class PersistentPenalty:
                 f"anchors must have shape (K, {layout.numel}) for this architecture, got {tuple(mat.shape)}"
             )
         groups = layout.layers
-        chosen = list(groups) if layers is None else list(layers)
+        # one name as a str, not its characters (Sequential layers "1" and "0" are not layer "10")
+        chosen = list(groups) if layers is None else [layers] if isinstance(layers, str) else list(layers)
         for name in chosen:
             if name not in groups:
                 raise ValueError(f"unknown layer {name!r}; the model's layers are {list(groups)}")

@@ -173,6 +173,8 @@ class PersistentTrainer:
         self.layout = ParamLayout.from_model(model)
         if layer is not None and layer not in self.layout.layers:
             raise ValueError(f"unknown layer {layer!r}; the model's layers are {list(self.layout.layers)}")
+        if layer is not None and self.mode is PersistentMode.FULL:  # full mode penalizes every layer: layer unused
+            raise ValueError(f"layer={layer!r} fixes the penalized layer of partial mode; pass mode='partial' with it")
         set_name = select_by.split("_", 1)[0]
         sets = {*(eval_data or {}), *({"train"} if self.engine is Engine.BATCHED else ())}
         if not any(select_by.startswith(f"{name}_") for name in sets):
@@ -207,6 +209,11 @@ class PersistentTrainer:
             self.batched_engine = BatchedEngine(
                 model, data, self.eval_data, loss_fn, optimizer, iterations - 1, trainer_kwargs
             )
+            # Its metrics are known now; a wrong name found after the run could not be mended by a rerun
+            # (select_by is part of the batched run's resume fingerprint).
+            reported = sorted({"train_loss", "train_penalty", *(f"{name}_loss" for name in self.eval_data)})
+            if select_by not in reported:
+                raise ValueError(f"select_by={select_by!r}: the batched engine reports only the metrics {reported}")
 
     # --------------------------------------------------------------------- api
     def layer_for(self, iteration: int) -> str | None:

@@ -67,6 +67,11 @@ def test_partial_penalty_touches_only_the_chosen_layer():
 
 def test_penalty_errors():
     lay = ParamLayout.from_model(_mlp())
+    # a str is one layer name, not its characters: "24" is no layer (it penalized layers "2" and "4")
+    with pytest.raises(ValueError, match="unknown layer '24'"):
+        PersistentPenalty(lay, [torch.ones(lay.numel)], 0.1, layers="24")
+    one = PersistentPenalty(lay, [torch.ones(lay.numel)], 0.1, layers="2")
+    assert one.layers == ("2",)
     with pytest.raises(ValueError, match="shape"):
         PersistentPenalty(lay, torch.zeros(2, 5), 0.1)
     with pytest.raises(ValueError, match="unknown layer 'fc'"):

@@ -92,6 +92,7 @@ def test_hand_derived_gradient_equals_autograd_with_penalty():
             (None, None, None),
             (anchors, None, None),
             (anchors, [names[1]], 2.5),
+            (anchors, names[1], None),  # one name as a str, not its characters
             (anchors, [names[0], names[-1]], None),
         ):
             loss, grad = mlp_loss_and_grad(net, pts, x, y, anchors=anc, lam=0.07, layers=layers, depth_factor=factor)
@@ -329,5 +330,9 @@ def test_batched_engine_rejects_what_it_cannot_run():
         PersistentTrainer(_net(), (x, y), nn.functional.mse_loss, _sgd(0.1), batch_size=4, **kw)
     with pytest.raises(ValueError, match="does not take \\['epochs'\\]"):
         PersistentTrainer(_net(), (x, y), nn.functional.mse_loss, _sgd(0.1), epochs=3, **kw)
+    with pytest.raises(ValueError, match="select_by='val_accuracy'.*'train_loss', 'train_penalty', 'val_loss'"):
+        PersistentTrainer(_net(), (x, y), nn.functional.mse_loss, _sgd(0.1), **{**kw, "select_by": "val_accuracy"})
+    with pytest.raises(ValueError, match="layer='fc2' fixes.*mode='partial'"):  # was ignored: full mode ran
+        PersistentTrainer(_net(), (x, y), nn.functional.mse_loss, _sgd(0.1), **{**kw, "layer": "fc2"})
     with pytest.raises(ValueError, match="unknown engine 'gpu'"):
         PersistentTrainer(_net(), (x, y), nn.functional.mse_loss, _sgd(0.1), **{**kw, "engine": "gpu"})

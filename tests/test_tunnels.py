@@ -518,6 +518,25 @@ def test_full_partial_and_moving_average_estimates() -> None:
         open_tunnels(opened, 1, stats=stats)
 
 
+def test_stats_hold_sites_in_module_order_and_rank_ties_by_it() -> None:
+    # SplitStats.sites is documented in module order, and ranking() breaks ties by module order, whatever
+    # order the caller lists the sites in: dead ReLU layers (every rho 0) tie throughout.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        net[0].bias.fill_(-100.0)
+        net[2].bias.fill_(-100.0)
+    x, y = torch.randn(8, 3, dtype=DT), torch.randn(8, 2, dtype=DT)
+    for stats in (
+        split_stats(net, (x, y), mse, ["2", "0"]),
+        SplitAccumulator(mse, ["2", "0"]).update(net, (x, y)).stats(),
+    ):
+        assert [s.producer for s in stats.sites] == ["0", "2"]
+        assert [(p, u) for p, u, _ in stats.ranking()] == [("0", u) for u in range(4)] + [("2", u) for u in range(4)]
+    _, ev = open_tunnels(net, 1, stats=split_stats(net, (x, y), mse, ["2", "0"]), mode="half")
+    assert (ev.changes[0].producer, ev.changes[0].unit) == ("0", 0)
+
+
 def test_lambda_modes_and_seeds() -> None:
     star = torch.nn.functional.normalize(torch.randn(7, dtype=DT), dim=0)
     for mode in ("proposed", "random", "constant"):
@@ -576,9 +595,22 @@ def test_unsupported_patterns_raise_naming_types() -> None:
         resolve_site(nn.Sequential(nn.Conv2d(2, 4, 1), nn.ReLU(), nn.Linear(4, 2)), "0")
     with pytest.raises(UnsupportedSiteError, match="last layer"):
         resolve_site(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), "0")
+    # a module between that is not per unit is named as such, not as a consumer without a tunnel rule
+    for between in (nn.LayerNorm(4), nn.PReLU(4), nn.Dropout1d()):
+        name = type(between).__name__
+        with pytest.raises(UnsupportedSiteError, match=f"'1' \\({name}\\) after Linear '0'.*acting on each unit"):
+            resolve_site(nn.Sequential(nn.Linear(4, 4), between, nn.Linear(4, 2)), "0")
     model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 4))
     with pytest.raises(ValueError, match="valid"):
         open_tunnels(model, {"0": [0]}, mode="sideways")
+    # a negative count is refused: it sliced [:n] and opened all units but |n|
+    x, y = torch.randn(5, 2), torch.randn(5, 4)
+    stats = split_stats(model, (x, y), mse)
+    for spec in (-1, {"0": -1}):
+        with pytest.raises(ValueError, match="must be >= 0"):
+            open_tunnels(model, spec, stats=stats)
+    with pytest.raises(ValueError, match="merges=-1.*must be >= 0"):
+        reorganize(model, "0", -1, stats=stats)
     with pytest.raises(IndexError):
         open_units(model, "0", [3], [0.5] * 4)
     with pytest.raises(ValueError, match="shape"):

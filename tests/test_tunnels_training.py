@@ -132,6 +132,8 @@ def test_schedule_restart_and_validation():
         TunnelSchedule(1, action="explode")
     with pytest.raises(ValueError, match="close_at"):
         TunnelSchedule(5, close_at=3)
+    with pytest.raises(ValueError, match="ema_decay < 1, got 1.5"):  # at construction, not steps later
+        TunnelSchedule(1000, stats="ema", ema_decay=1.5)
 
 
 def test_schedule_reorganize_and_ema_keep_architecture():
@@ -142,6 +144,16 @@ def test_schedule_reorganize_and_ema_keep_architecture():
     tr = _fit(_net(), (X, y), "sgd", 0.1, 4, [sched])
     assert sched.events_[0][1].kind == "reorganize" and sched.stats_.method == "ema"
     assert tr.model[0].out_channels == 3
+
+
+@pytest.mark.parametrize("mode", ["proposed", "random"])
+def test_schedule_ema_averages_ema_steps_batches_whenever_units_are_ranked(mode):
+    # units=1 ranks units by rho, so A is needed for a control split too: the documented average over the
+    # ema_steps steps before opening, not a single batch at the opening.
+    X, y = _data()
+    sched = TunnelSchedule(open_at=5, units=1, mode=mode, stats="ema", ema_steps=3, stats_batch_size=16, warmup_steps=0)
+    _fit(_net(), (X, y), "sgd", 0.1, 6, [sched])
+    assert sched.stats_.method == "ema" and sched.stats_.n_batches == 3 and sched.stats_.n_examples == 48
 
 
 # ---------------------------------------------------------------------------------------------- Newton
@@ -166,8 +178,27 @@ def test_newton_step_on_quadratic_is_exact_minimizer():
     assert (tunnels.damped_newton_step(grad, H, damping=10.0)).norm() < (x1 - x0).norm()
 
 
+def test_newton_flat_on_mse_lands_at_the_least_squares_solution():
+    # MSE of a linear model is quadratic: one exact Newton step from anywhere lands at the lstsq minimizer.
+    # (The Hessian was built forward over reverse, which torch 2.13 cannot do through F.mse_loss's backward.)
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(30, 3, generator=g, dtype=torch.float64), torch.randn(30, 2, generator=g, dtype=torch.float64)
+    torch.manual_seed(0)
+    net = nn.Linear(3, 2).double()
+    res = tunnels.newton_flat(net, (X, y), F.mse_loss, steps=1, step_size=1.0, damping=0.0)
+    sol = torch.linalg.lstsq(torch.cat([X, torch.ones(30, 1, dtype=torch.float64)], 1), y).solution  # (4, 2)
+    torch.testing.assert_close(res.model.weight.detach(), sol[:3].T)
+    torch.testing.assert_close(res.model.bias.detach(), sol[3])
+    assert res.grad_norms[-1] < 1e-10
+    f = tunnels.full_batch_objective(net, (X, y), "mse")
+    theta = parameters_to_vector(net)
+    hess = torch.autograd.functional.hessian(f, theta)
+    torch.testing.assert_close(tunnels.dense_hessian(f, theta, chunk_size=3), hess)
+
+
 def test_newton_flat_reduces_gradient_and_leaves_model():
     X, y = _data(24)
+    torch.manual_seed(0)  # exact Newton (damping 0) diverges from some initializations: keep the test deterministic
     net = nn.Sequential(nn.Linear(36, 3), nn.Sigmoid(), nn.Linear(3, 3))
     X = X.reshape(24, -1)
     ref = copy.deepcopy(net)
@@ -226,6 +257,28 @@ def test_baseline_callbacks_run_in_trainer():
     assert float(moved.norm()) > 0  # lr = 0: only the baselines moved the weights
     types = [e["type"] for i in range(len(traj)) for e in traj.tags(i).get("events", [])]
     assert types.count("perturbation") == 3 and types.count("neon") == 2
+
+
+def test_baseline_callbacks_leave_frozen_parameters_and_step_in_the_trainable_ones():
+    # The optimizer never moves a frozen tensor, so neither do the escape baselines: PGD draws from the ball of
+    # the trainable parameters, NEON searches (and steps) in them. lr=0 isolates the baselines' moves.
+    X, y = _data(32)
+    for cb, size in ((PerturbedGD(0, radius=0.3, t_thres=1), 0.3), (_always_neon(X, y), 0.2)):
+        net = _net()
+        net[0].weight.requires_grad_(False)
+        w0, rest0 = net[0].weight.detach().clone(), parameters_to_vector(net)[net[0].weight.numel() :]
+        tr = _fit(net, (X, y), "sgd", 0.0, 1, [cb])
+        assert cb.steps_ == [1] and torch.equal(tr.model[0].weight, w0)
+        move = float((parameters_to_vector(tr.model)[w0.numel() :] - rest0).norm())
+        if isinstance(cb, PerturbedGD):
+            assert 0 < move <= size
+        else:
+            assert move == pytest.approx(size, rel=1e-6)  # a unit direction in the trainable parameters
+
+
+def _always_neon(X, y):
+    # curvature_threshold=-inf: every curvature estimate counts, so the escape step is always taken
+    return NEONEscape(0, (X, y), escape_step=0.2, t_thres=1, iterations=3, curvature_threshold=-float("inf"))
 
 
 def test_neon_objective_in_train_mode_is_the_batch_statistics_loss():

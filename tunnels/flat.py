@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape.params import model_at, parameters_to_vector
+from landscape.params import model_at, parameter_mask, parameters_to_vector
 from landscape.problem import Problem, as_problem
 from landscape.train import Callback, StepEvent, Trainer
 
@@ -94,7 +94,11 @@ def full_batch_objective(
 
 
 def dense_hessian(f: Objective, x: Tensor, *, chunk_size: int = 128, progress: bool = False) -> Tensor:
-    """The dense Hessian of ``f`` at ``x`` by forward-over-reverse products with unit vectors, in chunks.
+    """The dense Hessian of ``f`` at ``x`` by reverse-over-reverse products with unit vectors, in chunks.
+
+    Reverse over reverse (a vjp of the gradient, its graph built once) rather than forward over reverse:
+    forward mode is missing for the backward of some losses (``F.mse_loss`` fails with "ZeroTensors are
+    immutable" in torch 2.13, ``F.huber_loss`` is not implemented), while double backward covers them.
 
     Args:
         f: Scalar function of a flat vector.
@@ -107,10 +111,10 @@ def dense_hessian(f: Objective, x: Tensor, *, chunk_size: int = 128, progress: b
     """
     x = x.detach()
     p = x.numel()
-    grad = torch.func.grad(f)
+    vjp = torch.func.vjp(torch.func.grad(f), x)[1]
 
     def hvp(v: Tensor) -> Tensor:
-        return torch.func.jvp(grad, (x,), (v,))[1]
+        return vjp(v)[0]  # v^T H, the row of the symmetric H
 
     cols = []
     for i in tqdm(range(0, p, chunk_size), disable=not progress, desc="Hessian", leave=False):
@@ -439,10 +443,16 @@ def _grad_norm(model: nn.Module) -> float:
     return math.sqrt(sq)
 
 
+def _trainable(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters the trainer's optimizer moves; the baselines perturb these only (frozen ones stay put)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def _add_to_params(model: nn.Module, delta: Tensor) -> None:
+    """Add ``delta`` (shape ``(n,)``, the trainable parameters concatenated in order) to the trainable parameters."""
     with torch.no_grad():
         i = 0
-        for p in model.parameters():
+        for p in _trainable(model):
             n = p.numel()
             p.add_(delta[i : i + n].view_as(p).to(p.dtype))
             i += n
@@ -453,8 +463,8 @@ class PerturbedGD(Callback):
 
     From step ``start`` on, after a step whose minibatch gradient norm is at most ``grad_threshold``
     (``None``: always) and at least ``t_thres`` steps after the last perturbation, the trainer's model
-    (its own copy) gets a point of the ball of radius ``radius`` added; an event ``{"type":
-    "perturbation"}`` is recorded.
+    (its own copy) gets a point of the ball of radius ``radius`` added to its trainable parameters (frozen
+    ones, which the optimizer does not move, stay put); an event ``{"type": "perturbation"}`` is recorded.
 
     Args:
         start: First step that may perturb (paper: 50).
@@ -488,7 +498,7 @@ class PerturbedGD(Callback):
             return
         if self.grad_threshold is not None and _grad_norm(trainer.model) > self.grad_threshold:
             return
-        n = sum(p.numel() for p in trainer.model.parameters())
+        n = sum(p.numel() for p in _trainable(trainer.model))
         _add_to_params(trainer.model, uniform_ball(n, self.radius, generator=self._gen))
         self.steps_.append(event.step)
         trainer.add_event({"type": "perturbation", "radius": self.radius})
@@ -499,8 +509,9 @@ class NEONEscape(Callback):
 
     From step ``start`` on, at most every ``t_thres`` steps and when the minibatch gradient norm is at
     most ``grad_threshold`` (``None``: always), :func:`neon_direction` runs on the mean loss over
-    ``data`` at the current weights; if it finds negative curvature, the weights move by ``escape_step``
-    along it (sign: not increasing the first-order term) and an event ``{"type": "neon"}`` is recorded.
+    ``data`` at the current weights, as a function of the trainable parameters (frozen ones stay put); if
+    it finds negative curvature, the weights move by ``escape_step`` along it (sign: not increasing the
+    first-order term) and an event ``{"type": "neon"}`` is recorded.
 
     Args:
         start: First step (paper: 50).
@@ -570,6 +581,15 @@ class NEONEscape(Callback):
         model = trainer.model
         f = full_batch_objective(model, self.data, self.loss_fn or trainer.loss_fn, bn_mode=self.bn_mode)
         x = parameters_to_vector(model).detach()
+        mask = parameter_mask(model, "trainable")
+        if not bool(mask.all()):  # search over the trainable parameters only, the frozen ones held at their values
+            full, idx = x, mask.nonzero().squeeze(1)
+            f_all = f
+
+            def f(xt: Tensor) -> Tensor:
+                return f_all(full.index_put((idx,), xt))
+
+            x = full[idx]
         _, g = _value_and_grad(f, x)
         d, curv = neon_direction(f, x, generator=self._gen, grad=g, **self.neon_kw)
         self.curvatures_.append((event.step, curv))

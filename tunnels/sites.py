@@ -75,6 +75,7 @@ SUPPORTED_PAIRS = "Linear -> Linear, Conv2d -> Conv2d, Conv2d -> [pooling] -> Fl
 # per-channel weight would have to be cloned with the unit), Identity and Dropout.
 _POINTWISE: tuple[type[nn.Module], ...] = (*ELEMENTWISE_ACTIVATIONS, nn.Identity, nn.Dropout)
 _POOLS: tuple[type[nn.Module], ...] = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+_CONSUMERS: tuple[type[nn.Module], ...] = tuple(dict.fromkeys(ct for _, ct in _PAIR_RULES))
 _BETWEEN = "pointwise activations, Identity, Dropout, BatchNorm1d/2d, MaxPool2d/AvgPool2d/Adaptive*Pool2d, Flatten"
 
 
@@ -347,6 +348,12 @@ def resolve_site(model: nn.Module, producer: Any, consumer: str | None = None) -
             if not (_in_body(n, root) and _sequential_root(model, n) is not None):
                 break
             known = isinstance(m, (*_POINTWISE, *_POOLS, nn.Flatten, nn.BatchNorm1d, nn.BatchNorm2d))
+            if not known and not isinstance(m, _CONSUMERS):  # e.g. LayerNorm, PReLU: say why, not "no rule"
+                raise UnsupportedSiteError(
+                    f"module {n!r} ({type(m).__name__}) after {type(leaves[i][1]).__name__} {producer!r} is neither a "
+                    f"consumer (Linear, Conv2d) nor a module acting on each unit separately ({_BETWEEN}); "
+                    f"supported pairs: {SUPPORTED_PAIRS}"
+                )
             if not known:
                 return _build_site(model, producer, n, leaves[i + 1 : j], implicit=False)
         raise UnsupportedSiteError(

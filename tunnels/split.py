@@ -87,7 +87,7 @@ from landscape._options import parse_option
 from landscape.functional import hook_attributes
 from landscape.params import preserved_mode
 from landscape.validation import check_model, is_tensor_pair, iter_validated, validate_batches
-from tunnels.sites import PairKind, TunnelSite, find_sites, resolve_site
+from tunnels.sites import PairKind, TunnelSite, find_sites, module_order, resolve_site
 
 __all__ = [
     "LambdaMode",
@@ -460,6 +460,13 @@ def split_source(function: str, source: SplitSource) -> tuple[SplitStats | None,
     return rest.pop("stats", None), rest.pop("data", None), rest.pop("loss_fn", None), rest
 
 
+def _resolve_sites(model: nn.Module, sites: Sequence[Any] | None) -> list[TunnelSite]:
+    """The sites (default every supported one) in module order, as :class:`SplitStats` holds them."""
+    order = module_order(model)
+    resolved = [resolve_site(model, s) for s in (find_sites(model) if sites is None else sites)]
+    return sorted(resolved, key=lambda s: order[s.producer])
+
+
 def split_stats(
     model: nn.Module,
     data: Any,
@@ -495,7 +502,7 @@ def split_stats(
     """
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be positive, got {max_batches}")
-    resolved = [resolve_site(model, s) for s in (find_sites(model) if sites is None else sites)]
+    resolved = _resolve_sites(model, sites)
     total: dict[str, Tensor] = {}
     n_ex = n_b = 0
     check_model(model)
@@ -574,7 +581,7 @@ class SplitAccumulator:
         Raises:
             RuntimeError: If the architecture changed since the last update (call :meth:`reset`).
         """
-        sites = tuple(resolve_site(model, s) for s in (find_sites(model) if self.sites is None else self.sites))
+        sites = tuple(_resolve_sites(model, self.sites))
         check_model(model)
         (batch,) = validate_batches(batch, model, self.loss_fn, argname="batch")  # O(batch), beside a backward
         if self._sites and sites != self._sites:

@@ -19,7 +19,9 @@ after opening restores the parameters; closing after training, and the merge hal
 reorganization, preserve it only when the two units are redundant (equal inbound weights, Sussmann's
 case 1c). So a reorganization equals "merge ``u2`` into ``u1``" as a function, and equals the
 original function when ``u1`` and ``u2`` were redundant. Closing the reorganized clone again
-(``close_units(..., [(u, u2)], remove=False)``) gives back the merged network parameter for parameter.
+(``close_units(..., [(u, u2)], remove=False)``) gives back the merged network as a function, and parameter
+for parameter when ``u`` is ``u1`` (otherwise the freed slot keeps a copy of ``u``'s inbound weights
+rather than of the merged unit's; its outbound weights are zero either way).
 
 Floating point: the split is computed as ``a = fl(lambda * w)``, ``b = w - a`` when
 ``lambda >= 1/2`` and ``b = fl((1 - lambda) * w)``, ``a = w - b`` otherwise. For ``lambda`` in
@@ -195,6 +197,12 @@ def _clone_into(model: nn.Module, site: TunnelSite, units: list[int], slots: lis
     _edit_site(model, site, in_fn, out_fn)
 
 
+def _check_count(n: int, what: str) -> None:
+    """A number of units or merges: a negative one would slice ``[:n]`` into all but ``|n|`` of them."""
+    if n < 0:
+        raise ValueError(f"{what}={n}: a number of units or merges must be >= 0 (or pass explicit indices)")
+
+
 def _check_pairs(pairs: Iterable[tuple[int, int]], n: int) -> list[tuple[int, int]]:
     out = [(int(a), int(b)) for a, b in pairs]
     _check_units([u for p in out for u in p], n, "units of the pairs")
@@ -367,6 +375,7 @@ def _plan(
 ) -> tuple[dict[str, tuple[TunnelSite, list[int]]], SplitStats | None]:
     """Resolve the units spec into ``{producer: (site, units)}`` in module order, computing stats if needed."""
     if isinstance(units, int):
+        _check_count(units, "units")
         sites = list(stats.sites) if stats is not None else list(find_sites(model))
         sites = [resolve_site(model, s) for s in sites]
         if not sites:
@@ -386,6 +395,7 @@ def _plan(
             s = resolve_site(model, key)
             plan[s.producer] = (s, spec)
             if isinstance(spec, int):
+                _check_count(spec, f"units[{key!r}]")
                 need_rank.append(s)
         if need_rank or need_a:
             stats = _get_stats(model, [s for s, _ in plan.values()], stats, **kw)
@@ -542,6 +552,7 @@ def reorganize(
     mode_e, seed, gen = _lambda_source(mode, seed)
     s = resolve_site(model, site)
     if isinstance(merges, int):
+        _check_count(merges, "merges")
         merges = _closest_pairs(model, s, merges)
     merges = _check_pairs(merges, s.n_units)
     slots = [b for _, b in merges]

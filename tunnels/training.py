@@ -142,6 +142,8 @@ class TunnelSchedule(Callback):
             raise ValueError("stats='partial' needs max_batches >= 1")
         if self.stats is StatsMethod.EMA and ema_steps < 1:
             raise ValueError(f"stats='ema' needs ema_steps >= 1, got {ema_steps}")
+        if self.stats is StatsMethod.EMA and not 0.0 <= ema_decay < 1.0:  # else found only at the first update
+            raise ValueError(f"stats='ema' needs 0 <= ema_decay < 1, got {ema_decay}")
         self.open_at, self.close_at, self.units, self.t, self.seed = open_at, close_at, units, float(t), seed
         self.stats_data, self.loss_fn, self.max_batches = stats_data, loss_fn, max_batches
         self.ema_steps, self.ema_decay, self.stats_batch_size, self.stats_train = (
@@ -171,10 +173,7 @@ class TunnelSchedule(Callback):
 
     def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: D102
         step = event.step
-        needs_a = self.action is not ScheduleAction.RESTART and (
-            self.mode is LambdaMode.PROPOSED or self.action is ScheduleAction.REORGANIZE
-        )
-        if needs_a and self.stats is StatsMethod.EMA and self.open_at - self.ema_steps < step <= self.open_at:
+        if self._needs_a() and self.stats is StatsMethod.EMA and self.open_at - self.ema_steps < step <= self.open_at:
             self._ema_update(trainer)
         if step == self.open_at:
             self._open(trainer)
@@ -223,10 +222,15 @@ class TunnelSchedule(Callback):
             return list(self.units)
         return None
 
-    def _compute_stats(self, trainer: Trainer) -> SplitStats | None:
+    def _needs_a(self) -> bool:
+        """Whether the event needs the matrices A: lambda_star, units ranked by rho, or a reorganization."""
+        if self.action is ScheduleAction.RESTART:
+            return False
         explicit = isinstance(self.units, Mapping) and all(not isinstance(v, int) for v in self.units.values())
-        needs_a = self.mode is LambdaMode.PROPOSED or not explicit or self.action is ScheduleAction.REORGANIZE
-        if not needs_a:  # explicit units and a control split: no A needed
+        return self.mode is LambdaMode.PROPOSED or not explicit or self.action is ScheduleAction.REORGANIZE
+
+    def _compute_stats(self, trainer: Trainer) -> SplitStats | None:
+        if not self._needs_a():  # explicit units and a control split: no A needed
             return None
         if self.stats is StatsMethod.EMA:
             if self._acc is None:  # open_at == 0: nothing averaged yet, use one batch
