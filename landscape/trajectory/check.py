@@ -319,7 +319,7 @@ def _check_v2(p: Path, segs: SegmentTable, rep: CheckReport, manifest_ok: bool, 
             os.truncate(f, end)
         elif rest:
             os.unlink(f)
-    if new != index_data:
+    if new != index_data or not (p / INDEX).exists():  # an empty store's missing index is b"" too
         if (p / INDEX).exists():
             backup, k = p / f"{INDEX}.damaged", 1
             while backup.exists():

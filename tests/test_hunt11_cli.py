@@ -1,0 +1,32 @@
+"""Bug hunt 11: the command line and saved trajectories, as a new user meets them (each test failed before its fix)."""
+
+import torch
+from torch import nn
+
+from landscape.cli import main
+from landscape.params import ParamLayout
+from landscape.trajectory import Trajectory
+
+LAYOUT = ParamLayout.from_model(nn.Linear(3, 2))
+
+
+def _store(path, n):
+    """A store of ``n`` snapshots of ``LAYOUT`` whose vectors are ``i + arange``."""
+    with Trajectory.create(path, LAYOUT) as t:
+        for i in range(n):
+            t.append(torch.arange(LAYOUT.numel, dtype=torch.float32) + i, step=i)
+    return path
+
+
+def test_repair_of_an_empty_store_without_index_leaves_a_store_that_checks_ok(tmp_path, capsys):
+    # A create() that died after its manifest leaves no index.jsonl: check calls that damage and --repair
+    # said REPAIRED (exit 0) without writing one, so every later check still said DAMAGED (exit 1).
+    p = _store(tmp_path / "t", 0)
+    (p / "index.jsonl").unlink()
+    assert main(["check", str(p)]) == 1
+    assert main(["check", str(p), "--repair"]) == 0
+    assert (p / "index.jsonl").read_bytes() == b""
+    assert Trajectory.check(p).ok
+    assert main(["check", str(p)]) == 0
+    assert "OK" in capsys.readouterr().out.splitlines()[-1]
+
