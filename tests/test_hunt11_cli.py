@@ -30,3 +30,13 @@ def test_repair_of_an_empty_store_without_index_leaves_a_store_that_checks_ok(tm
     assert main(["check", str(p)]) == 0
     assert "OK" in capsys.readouterr().out.splitlines()[-1]
 
+
+def test_check_migrate_of_a_damaged_current_store_exits_1(tmp_path, capsys):
+    # --migrate on a version-2 store migrates nothing; a damaged one must still exit 1, as without --migrate
+    # (main's contract: 1 for a damaged store). It exited 0 while printing DAMAGED.
+    p = _store(tmp_path / "t", 3)
+    lines = (p / "index.jsonl").read_bytes().split(b"\n")
+    (p / "index.jsonl").write_bytes(b"\n".join(lines[:1]) + b"\n")  # snapshots 1, 2 lose their index lines
+    assert main(["check", str(p)]) == 1
+    assert main(["check", str(p), "--migrate"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "DAMAGED"
