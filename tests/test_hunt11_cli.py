@@ -40,3 +40,29 @@ def test_check_migrate_of_a_damaged_current_store_exits_1(tmp_path, capsys):
     assert main(["check", str(p)]) == 1
     assert main(["check", str(p), "--migrate"]) == 1
     assert capsys.readouterr().out.splitlines()[-1] == "DAMAGED"
+
+
+def _subparsers():
+    import argparse
+
+    from landscape.cli import build_parser
+
+    p = build_parser()
+    return next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_help_of_every_subcommand_states_every_default_and_describes_its_arguments():
+    # ``--help`` is where a new user learns what happens without an option: every option with a default
+    # (other than an off switch) says it, and every positional argument says what it is.
+    import argparse
+
+    missing = []
+    for name, sub in _subparsers().items():
+        for a in sub._actions:
+            if isinstance(a, argparse._HelpAction | argparse._StoreTrueAction):
+                continue
+            if not a.option_strings and not a.help:
+                missing.append(f"{name} {a.metavar or a.dest}: no help")
+            elif a.option_strings and a.default is not None and a.default != [] and "default" not in a.help:
+                missing.append(f"{name} {a.option_strings[0]}: default {a.default!r} not stated")
+    assert not missing, missing
