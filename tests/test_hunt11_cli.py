@@ -66,3 +66,43 @@ def test_help_of_every_subcommand_states_every_default_and_describes_its_argumen
             elif a.option_strings and a.default is not None and a.default != [] and "default" not in a.help:
                 missing.append(f"{name} {a.option_strings[0]}: default {a.default!r} not stated")
     assert not missing, missing
+
+
+def _mlp_store(path, n=2):
+    """A store of ``n`` snapshots of the zoo's ``mlp`` (hidden=[8]) for 8x8 digits, recording its model."""
+    from landscape.models import build_model
+
+    with Trajectory.create(path, meta={"model": "mlp", "model_kw": {"hidden": [8]}}) as t:
+        for seed in range(n):
+            t.append_model(build_model("mlp", (1, 8, 8), 10, hidden=[8], seed=seed), step=seed)
+    return path
+
+
+def _line(traj, out, *more):
+    return ["line", "--data", "digits", "--limit", "20", "--from", f"{traj}:0", "--to", str(traj), "--alphas", "0,1"]
+
+
+def test_a_name_with_a_directory_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    # --name is a file stem inside --out; "sub/x" failed with a FileNotFoundError traceback after all the work.
+    import landscape.cli.slices as slices
+
+    def no_work(*a, **k):
+        raise AssertionError("the data were loaded before the options were checked")
+
+    monkeypatch.setattr(slices, "load_data", no_work)
+    traj = _mlp_store(tmp_path / "run")
+    for name in ("sub/x", "..", "."):
+        argv = [*_line(traj, tmp_path), "--out", str(tmp_path / "out"), "--name", name, "--quiet"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"landscape: error: --name {name}") and "--out" in err, err
+
+
+def test_an_output_file_taken_by_a_directory_is_a_named_error_not_a_traceback(tmp_path, capsys):
+    traj = _mlp_store(tmp_path / "run")
+    out = tmp_path / "out"
+    (out / "line.npz").mkdir(parents=True)  # where the result goes
+    argv = [*_line(traj, tmp_path), "--out", str(out), "--quiet", "--no-html", "--no-png"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"landscape: error: cannot write {out / 'line.npz'}") and "--name" in err, err

@@ -32,6 +32,9 @@ def _check_early(args: argparse.Namespace) -> None:
         if value is not None and value < least:
             what = "a positive integer" if least else "a non-negative integer (0 skips it)"
             raise CLIError(f"--{dest.replace('_', '-')} {value}: give {what}")
+    name = getattr(args, "name", None)
+    if name is not None and (Path(name).name != name or name in (".", "..")):
+        raise CLIError(f"--name {name}: give a file stem such as plane (no directory: the outputs go in --out)")
     out = getattr(args, "out", None)
     if out is not None:  # a file on the way would fail the first write, after all the work
         taken = next((q for q in (Path(out), *Path(out).parents) if q.exists() and not q.is_dir()), None)
