@@ -1,5 +1,7 @@
 """Bug hunt 11: the command line and saved trajectories, as a new user meets them (each test failed before its fix)."""
 
+import os
+
 import torch
 from torch import nn
 
@@ -106,3 +108,69 @@ def test_an_output_file_taken_by_a_directory_is_a_named_error_not_a_traceback(tm
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"landscape: error: cannot write {out / 'line.npz'}") and "--name" in err, err
+
+
+def test_check_of_a_store_a_live_writer_appends_to_is_not_damage(tmp_path, monkeypatch, capsys):
+    # check reads the index, then the packs; a training run appending in between (pack bytes first, index
+    # line right after) made a healthy store look DAMAGED ("recoverable ... check --repair", exit 1), and
+    # --repair is refused while the writer runs. Here the writer appends exactly in that gap, every time.
+    # The report may cover the store as it was indexed before or after that append; either is intact.
+    import landscape.trajectory.check as check
+
+    p = tmp_path / "live"
+    t = Trajectory.create(p, LAYOUT)
+    for i in range(3):
+        t.append(torch.full((LAYOUT.numel,), float(i)), step=i)
+    real = check.pack_names
+
+    def appending_pack_names(snapdir):
+        t.append(torch.full((LAYOUT.numel,), float(len(t))), step=len(t))  # durable: on disk when it returns
+        return real(snapdir)
+
+    monkeypatch.setattr(check, "pack_names", appending_pack_names)
+    rep = Trajectory.check(p)
+    assert rep.ok and rep.recoverable == [] and rep.intact in ([0, 1, 2], [0, 1, 2, 3]), str(rep)
+    assert main(["check", str(p)]) == 0 and capsys.readouterr().out.splitlines()[-1] == "OK"
+    t.close()
+    monkeypatch.setattr(check, "pack_names", real)
+    assert Trajectory.check(p).intact == list(range(5))  # what the writer wrote is all there
+
+
+def test_check_of_a_store_whose_live_writer_starts_a_segment_is_not_damage(tmp_path, monkeypatch):
+    # The manifest was read once, before the packs: a segment the writer started in between (the network
+    # grew; manifest first, then the pack) made its first snapshot "name a segment which the manifest lacks".
+    import landscape.trajectory.check as check
+
+    grown = ParamLayout.from_model(nn.Linear(3, 4))
+    p = tmp_path / "live"
+    t = Trajectory.create(p, LAYOUT)
+    t.append(torch.zeros(LAYOUT.numel))
+    real = check.pack_names
+
+    def growing_pack_names(snapdir):
+        if len(t) == 1:
+            t.append(torch.ones(grown.numel), layout=grown)
+        return real(snapdir)
+
+    monkeypatch.setattr(check, "pack_names", growing_pack_names)
+    rep = Trajectory.check(p)
+    assert rep.ok and rep.problems == [] and rep.intact in ([0], [0, 1]), str(rep)
+    t.close()
+    assert [s.layout for s in Trajectory.open(p).segments] == [LAYOUT, grown]
+
+
+def test_check_of_a_store_being_created_is_not_damage(tmp_path):
+    # create() writes the manifest, then the index (a few milliseconds later, after a directory fsync): a
+    # check in between said "index.jsonl: is missing", DAMAGED. With the writer's lock held, that is a store
+    # being created; without it (a create that died there), it stays a problem that --repair mends.
+    from landscape.trajectory.files import acquire_lock
+
+    p = _store(tmp_path / "t", 0)
+    (p / "index.jsonl").unlink()
+    lock = acquire_lock(p)  # the creating writer
+    try:
+        rep = Trajectory.check(p)
+        assert rep.ok and rep.problems == [], str(rep)
+    finally:
+        os.close(lock)
+    assert Trajectory.check(p).problems == [("index.jsonl", "is missing")]

@@ -905,7 +905,8 @@ class Trajectory(StoreIndex):
         """Verify every file of an on-disk store and say what is damaged; optionally rebuild its index.
 
         Every index line's seal, every snapshot's digest and tensors, and the manifest are checked.
-        Nothing is changed unless asked.
+        Nothing is changed unless asked. A store that a writer is appending to can be checked: the
+        report covers it as indexed when the check began (what the writer appends meanwhile is no damage).
 
         Args:
             path: Directory of the store.
