@@ -174,3 +174,19 @@ def test_check_of_a_store_being_created_is_not_damage(tmp_path):
     finally:
         os.close(lock)
     assert Trajectory.check(p).problems == [("index.jsonl", "is missing")]
+
+
+def test_an_unreadable_memory_budget_is_refused_before_the_work_naming_the_option(tmp_path, capsys, monkeypatch):
+    # It was read by the evaluation engine, after the data and the model were loaded, and the message did
+    # not say which option it came from.
+    import landscape.cli.slices as slices
+
+    def no_work(*a, **k):
+        raise AssertionError("the data were loaded before the options were checked")
+
+    monkeypatch.setattr(slices, "load_data", no_work)
+    traj = _mlp_store(tmp_path / "run")
+    argv = [*_line(traj, tmp_path), "--out", str(tmp_path / "out"), "--memory-budget", "lots", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("landscape: error: --memory-budget: cannot read memory size 'lots'") and "512MB" in err

@@ -40,6 +40,13 @@ def _check_early(args: argparse.Namespace) -> None:
         taken = next((q for q in (Path(out), *Path(out).parents) if q.exists() and not q.is_dir()), None)
         if taken is not None:
             raise CLIError(f"--out {out}: {taken} is a file; give a directory")
+    if getattr(args, "memory_budget", None) is not None:
+        from landscape._options import parse_bytes
+
+        try:
+            parse_bytes(args.memory_budget)
+        except ValueError as e:
+            raise CLIError(f"--memory-budget: {e}") from None
     if getattr(args, "alphas", None) is not None:
         parse_values(args.alphas, "--alphas")
     if getattr(args, "resolution", None) is not None:
