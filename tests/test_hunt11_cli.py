@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import torch
 from torch import nn
 
@@ -190,3 +191,25 @@ def test_an_unreadable_memory_budget_is_refused_before_the_work_naming_the_optio
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("landscape: error: --memory-budget: cannot read memory size 'lots'") and "512MB" in err
+
+
+@pytest.mark.parametrize("spelled", [".", "./", "../old/."])
+def test_migrate_from_inside_the_store(tmp_path, monkeypatch, spelled):
+    # A user inside the old store runs "landscape check . --migrate": the backup name was taken from
+    # Path(".").name, which is empty ("PosixPath('.') has an empty name"), or from "..".
+    import shutil
+    import warnings
+
+    from test_store_v1 import FIXTURE, assert_fixture
+
+    p = tmp_path / "old"
+    shutil.copytree(FIXTURE, p)
+    before = {q.relative_to(p): q.read_bytes() for q in sorted(p.rglob("*")) if q.is_file()}
+    monkeypatch.chdir(p)
+    assert main(["check", spelled, "--migrate"]) == 0
+    backup = tmp_path / "old.v1-backup"
+    assert {q.relative_to(backup): q.read_bytes() for q in sorted(backup.rglob("*")) if q.is_file()} == before
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["old", "old.v1-backup"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a version-1 store would warn
+        assert_fixture(Trajectory.open(p))

@@ -183,6 +183,7 @@ def _check_v1(cls: type[Trajectory], p: Path, rep: CheckReport, migrate: bool) -
     if rep.lost:
         rep.unrecoverable.append("migration refused: the store has damaged snapshots")
         return rep
+    p = Path(os.path.abspath(p))  # "." or ".." (run from inside the store) has no name to put the backup beside
     tmp, backup = p.with_name(p.name + ".v2-migrating"), p.with_name(p.name + ".v1-backup")
     for q in (tmp, backup):
         if q.exists():
