@@ -213,3 +213,21 @@ def test_migrate_from_inside_the_store(tmp_path, monkeypatch, spelled):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a version-1 store would warn
         assert_fixture(Trajectory.open(p))
+
+
+def test_refresh_picks_up_metadata_a_live_writer_updated(tmp_path):
+    # A reader following a training run saw new snapshots after refresh(), but the run's metadata only
+    # when a new segment happened to start (the manifest was re-read for that alone): update_meta calls
+    # (Trainer(factory=...) records the model factory this way) stayed invisible, or not, by accident.
+    p = tmp_path / "run"
+    w = Trajectory.create(p, LAYOUT, meta={"a": 1})
+    w.append(torch.zeros(LAYOUT.numel))
+    r = Trajectory.open(p)
+    w.update_meta({"b": 2})
+    w.append(torch.ones(LAYOUT.numel))
+    assert r.refresh() == 1
+    assert r.meta == Trajectory.open(p).meta == {"a": 1, "b": 2}
+    w.update_meta({"a": 3})  # no new snapshot at all
+    r.refresh()
+    assert r.meta == {"a": 3, "b": 2}
+    w.close()
