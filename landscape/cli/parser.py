@@ -22,7 +22,8 @@ def _dtype(name: str) -> torch.dtype:
 _LINE_HELP = {
     "line": (
         "TRAJ[:INDEX] or weights file (default --weights)",
-        "START:STOP:COUNT or a list (default 0:1:21); distances with --distance",
+        "START:STOP:COUNT or a list (default 0:1:21); with --distance, distances from --from (default 31 "
+        "over 0 to 1.5 times the distance to --to, and that distance)",
     ),
     "distance": (
         "reference TRAJ[:INDEX] or FILE (default --weights)",
