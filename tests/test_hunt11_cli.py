@@ -231,3 +231,15 @@ def test_refresh_picks_up_metadata_a_live_writer_updated(tmp_path):
     r.refresh()
     assert r.meta == {"a": 3, "b": 2}
     w.close()
+
+
+def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path):
+    # write_atomic writes <path>.tmp and renames it; when the write or the rename failed (disk full, the
+    # target a directory: a CLI output name taken), <path>.tmp stayed behind in the user's folder.
+    from landscape.trajectory import write_atomic
+
+    target = tmp_path / "line.npz"
+    target.mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_atomic(target, b"data")
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["line.npz"]
