@@ -243,3 +243,14 @@ def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path):
     with pytest.raises(IsADirectoryError):
         write_atomic(target, b"data")
     assert sorted(q.name for q in tmp_path.iterdir()) == ["line.npz"]
+
+
+def test_repair_refused_under_a_live_writer_says_what_to_do(tmp_path, capsys):
+    # The refusal told a command-line user to "open it with mode='r' to read" (the Python fix for opening a
+    # store, not for repairing one).
+    p = _store(tmp_path / "t", 2)
+    with Trajectory.open(p, "a"):
+        assert main(["check", str(p), "--repair"]) == 2
+        err = capsys.readouterr().err
+        assert "mode='r'" not in err and "without --repair" in err and "closed" in err, err
+        assert main(["check", str(p)]) == 0  # what it suggests works

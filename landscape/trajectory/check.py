@@ -147,7 +147,8 @@ def check_store(cls: type[Trajectory], path: str | os.PathLike[str], *, repair: 
             lock = acquire_lock(p)
             if lock is None:
                 raise TrajectoryError(
-                    f"{p} is already open for appending by another writer; open it with mode='r' to read"
+                    f"{p} is open for appending by another writer, and a repair needs it alone: check it without "
+                    "--repair (repair=False) now, or repair it once the writer has closed it"
                 )
         again = _check_v2(p, segs, rep, manifest_ok, repair)
     finally:
