@@ -32,11 +32,21 @@ def _check_early(args: argparse.Namespace) -> None:
         if value is not None and value < least:
             what = "a positive integer" if least else "a non-negative integer (0 skips it)"
             raise CLIError(f"--{dest.replace('_', '-')} {value}: give {what}")
+    name = getattr(args, "name", None)
+    if name is not None and (Path(name).name != name or name in (".", "..")):
+        raise CLIError(f"--name {name}: give a file stem such as plane (no directory: the outputs go in --out)")
     out = getattr(args, "out", None)
     if out is not None:  # a file on the way would fail the first write, after all the work
         taken = next((q for q in (Path(out), *Path(out).parents) if q.exists() and not q.is_dir()), None)
         if taken is not None:
             raise CLIError(f"--out {out}: {taken} is a file; give a directory")
+    if getattr(args, "memory_budget", None) is not None:
+        from landscape._options import parse_bytes
+
+        try:
+            parse_bytes(args.memory_budget)
+        except ValueError as e:
+            raise CLIError(f"--memory-budget: {e}") from None
     if getattr(args, "alphas", None) is not None:
         parse_values(args.alphas, "--alphas")
     if getattr(args, "resolution", None) is not None:

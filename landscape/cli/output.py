@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from landscape.cli.parsing import CLIError
+
 __all__ = ["rank", "process_group", "Writer"]
 
 
@@ -47,12 +49,25 @@ class Writer:
         self.rank = rank()
         self.written: list[Path] = []
         if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
+            self.write(self.out, lambda: self.out.mkdir(parents=True, exist_ok=True))
+
+    @staticmethod
+    def write(path: Path, write: Callable[[], Any]) -> Any:
+        """``write()``, with a failure to write ``path`` (taken, not writable, disk full) reported as a CLIError.
+
+        Raises:
+            CLIError: If ``write`` raised an ``OSError``.
+        """
+        try:
+            return write()
+        except OSError as e:
+            raise CLIError(f"cannot write {path}: {e.strerror or e}; choose another --out or --name") from None
 
     def result(self, stem: str, result: Any) -> None:
         """Save ``result`` as ``<out>/<stem>.npz``."""
         if self.rank == 0:
-            self.written.append(result.save(self.out / f"{stem}.npz"))
+            f = self.out / f"{stem}.npz"
+            self.written.append(self.write(f, lambda: result.save(f)))
 
     def figure(self, stem: str, draw: Callable[[str], Any], html: bool = True, png: bool = True) -> None:
         """Write ``draw(backend)`` as ``<stem>.html`` (plotly) and ``<stem>.png`` (matplotlib), unless turned off."""
@@ -61,9 +76,11 @@ class Writer:
         from landscape.plot.files import save_html, save_png
 
         if self.html and html:
-            self.written.append(save_html(draw("plotly"), self.out / f"{stem}.html", plotlyjs=self.plotlyjs))
+            f = self.out / f"{stem}.html"
+            self.written.append(self.write(f, lambda: save_html(draw("plotly"), f, plotlyjs=self.plotlyjs)))
         if self.png and png:
-            self.written.append(save_png(draw("matplotlib"), self.out / f"{stem}.png"))
+            f = self.out / f"{stem}.png"
+            self.written.append(self.write(f, lambda: save_png(draw("matplotlib"), f)))
 
     def report(self, lines: Sequence[str] = ()) -> None:
         """Print ``lines`` and the files written (rank 0, unless ``--quiet``)."""

@@ -22,7 +22,8 @@ def _dtype(name: str) -> torch.dtype:
 _LINE_HELP = {
     "line": (
         "TRAJ[:INDEX] or weights file (default --weights)",
-        "START:STOP:COUNT or a list (default 0:1:21); distances with --distance",
+        "START:STOP:COUNT or a list (default 0:1:21); with --distance, distances from --from (default 31 "
+        "over 0 to 1.5 times the distance to --to, and that distance)",
     ),
     "distance": (
         "reference TRAJ[:INDEX] or FILE (default --weights)",
@@ -110,14 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--directions",
         choices=DIRECTIONS,
         default="filter",
-        help="filter/layer/model-normalized or raw random directions, PCA of trajectories, or two models",
+        help="filter/layer/model-normalized or raw random directions, PCA of trajectories, or two models "
+        "(default filter)",
     )
     pl.add_argument("--models", nargs=2, metavar="POINT", help="the two other models (--directions models)")
     pl.add_argument("--trajectory", nargs="+", metavar="TRAJ", help="trajectories (--directions pca)")
     pl.add_argument("--range", help="START:STOP of both axes (default -1:1; models -0.5:1.5; pca: around the path)")
     pl.add_argument("--yrange", help="START:STOP of the second axis (default: --range)")
     pl.add_argument("--resolution", default="21", help="N or NXxNY grid points (default 21)")
-    pl.add_argument("--seed", type=int, default=0, help="seed of random directions")
+    pl.add_argument("--seed", type=int, default=0, help="seed of random directions (default 0)")
     pl.add_argument(
         "--bias-bn",
         choices=("zero", "keep", "copy"),
@@ -125,7 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="direction on biases and BatchNorm parameters (default zero, Li et al.)",
     )
     pl.add_argument("--orthogonal", action="store_true", help="orthogonalize the two random directions")
-    pl.add_argument("--frame", choices=("anchors", "orthogonal"), default="anchors", help="--directions models frame")
+    pl.add_argument(
+        "--frame",
+        choices=("anchors", "orthogonal"),
+        default="anchors",
+        help="frame of --directions models (default anchors)",
+    )
     pl.add_argument(
         "--pca-center",
         choices=("point", "mean", "first", "last"),
@@ -134,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     pc = sub.add_parser("pca", parents=[ev, out], help="PCA of trajectories, optionally with the loss plane")
-    pc.add_argument("trajectories", nargs="+", metavar="TRAJ")
+    pc.add_argument("trajectories", nargs="+", metavar="TRAJ", help="trajectory directories (whole, without :INDEX)")
     pc.add_argument("--data", help=f"evaluate the PCA plane and the path's losses on {data_help}")
     pc.add_argument("--center", metavar="POINT", help="centre point (with --pca-center point; default --weights)")
     pc.add_argument(
@@ -164,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="Hessian-vector products for each of Hutchinson and Hutch++ (default 0: SLQ's trace only)",
     )
-    hs.add_argument("--seed", type=int, default=0, help="seed of the random probes")
+    hs.add_argument("--seed", type=int, default=0, help="seed of the random probes (default 0)")
     hs.add_argument("--linear", action="store_true", help="linear density axis (default log)")
 
     ds = sub.add_parser("distance", parents=[ev, out], help="functional distance and label disagreement along a line")
@@ -178,12 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--label", help="curve name")
 
     pt = sub.add_parser("plot", parents=[out], help="re-render saved results")
-    pt.add_argument("results", nargs="+", metavar="RESULT.npz")
+    pt.add_argument("results", nargs="+", metavar="RESULT.npz", help="results saved by the commands (.npz)")
     pt.add_argument("--path", metavar="PATH.npz", help="a ProjectedPath to overlay on a plane")
-    pt.add_argument("--style", choices=("filled", "contour", "heatmap"), default="filled", help="2-D style")
+    pt.add_argument(
+        "--style", choices=("filled", "contour", "heatmap"), default="filled", help="2-D style (default filled)"
+    )
 
     ck = sub.add_parser("check", help="verify a trajectory store; --repair rebuilds its index, --migrate converts v1")
-    ck.add_argument("trajectory", metavar="TRAJ")
+    ck.add_argument("trajectory", metavar="TRAJ", help="trajectory directory")
     how = ck.add_mutually_exclusive_group()
     how.add_argument(
         "--repair",

@@ -206,6 +206,7 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
     import safetensors.torch
 
     from landscape.plot.planes import plot_trajectory
+    from landscape.trajectory.files import write_atomic
 
     data = desc = template = None
     args.center = args.center or args.weights
@@ -219,11 +220,11 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
         w.result(f"{args.name}_plane", res)
     if w.rank == 0:
         f = w.out / f"{args.name}_directions.safetensors"
-        safetensors.torch.save_file(
+        blob = safetensors.torch.save(
             {"center": pca.mean_.contiguous(), "components": pca.components_.contiguous()},
-            str(f),
             metadata={"explained_variance_ratio": json.dumps([float(v) for v in pca.explained_variance_ratio_])},
         )
+        w.write(f, lambda: write_atomic(f, blob))  # (safetensors' save_file would raise its own error type)
         w.written.append(f)
     w.figure(args.name, lambda be: plot_trajectory(res, path, log=args.log, backend=be))
     evr = ", ".join(f"{100 * v:.2f}%" for v in pca.explained_variance_ratio_)

@@ -147,7 +147,8 @@ def check_store(cls: type[Trajectory], path: str | os.PathLike[str], *, repair: 
             lock = acquire_lock(p)
             if lock is None:
                 raise TrajectoryError(
-                    f"{p} is already open for appending by another writer; open it with mode='r' to read"
+                    f"{p} is open for appending by another writer, and a repair needs it alone: check it without "
+                    "--repair (repair=False) now, or repair it once the writer has closed it"
                 )
         again = _check_v2(p, segs, rep, manifest_ok, repair)
     finally:
@@ -183,6 +184,7 @@ def _check_v1(cls: type[Trajectory], p: Path, rep: CheckReport, migrate: bool) -
     if rep.lost:
         rep.unrecoverable.append("migration refused: the store has damaged snapshots")
         return rep
+    p = Path(os.path.abspath(p))  # "." or ".." (run from inside the store) has no name to put the backup beside
     tmp, backup = p.with_name(p.name + ".v2-migrating"), p.with_name(p.name + ".v1-backup")
     for q in (tmp, backup):
         if q.exists():
@@ -236,6 +238,8 @@ def _check_v2(p: Path, segs: SegmentTable, rep: CheckReport, manifest_ok: bool, 
                 if what is None:
                     rec = json.loads(h["__metadata__"]["record"])
                     rec.update(file=name, off=at, size=size, digest=h["__metadata__"]["digest"])
+                    if manifest_ok and isinstance(rec.get("seg"), int) and rec["seg"] >= len(segs):
+                        segs = _segments_now(p, segs)  # a live writer started a segment since it was read
                     what = check_tensors(blob, rec, segs if manifest_ok else None)
                     if what is None and rec["i"] in blobs:
                         what = f"repeats snapshot {rec['i']}"
@@ -258,6 +262,8 @@ def _check_v2(p: Path, segs: SegmentTable, rep: CheckReport, manifest_ok: bool, 
             at = nxt[0]
     for name in {r["file"] for r in idx.values()} - set(packs):
         rep.problems.append((f"{SNAPDIR}/{name}", "is missing"))
+    if not repair:  # (repair holds the lock: no writer runs)
+        _snapshots_appended_meanwhile(p, index_data, idx, blobs, rep)
     n = max([*idx, *blobs], default=-1) + 1
     rep.snapshots = n
     for i in range(n):
@@ -319,7 +325,7 @@ def _check_v2(p: Path, segs: SegmentTable, rep: CheckReport, manifest_ok: bool, 
             os.truncate(f, end)
         elif rest:
             os.unlink(f)
-    if new != index_data:
+    if new != index_data or not (p / INDEX).exists():  # an empty store's missing index is b"" too
         if (p / INDEX).exists():
             backup, k = p / f"{INDEX}.damaged", 1
             while backup.exists():
@@ -333,6 +339,49 @@ def _check_v2(p: Path, segs: SegmentTable, rep: CheckReport, manifest_ok: bool, 
     rep.repaired = True
     rep.intact, rep.recoverable = list(range(keep)), []
     return False
+
+
+def _segments_now(p: Path, segs: SegmentTable) -> SegmentTable:
+    """The manifest's segment table as it is now (a writer rewrites it before a new segment's first snapshot)."""
+    try:
+        return read_manifest(p).segments
+    except CorruptTrajectoryError:
+        return segs  # the first reading stands
+
+
+def _snapshots_appended_meanwhile(
+    p: Path, index_data: bytes, idx: dict[int, dict[str, Any]], blobs: dict[int, dict[str, Any]], rep: CheckReport
+) -> None:
+    """Tell snapshots a writer appended while ``check`` read the packs from ones whose index line is missing.
+
+    ``check`` takes no lock, and a writer puts a snapshot in its pack first, its index line right after
+    (and creates the index right after the manifest): packs ahead of the index read before them are a live
+    writer's work, not damage. The lock, probed only then, decides: a writer holds it (those snapshots are
+    left out: the report covers the store as indexed when read), or none does and the index, now stable,
+    holds whatever lines were written since.
+    """
+    done, missing = index_data.count(b"\n"), (INDEX, "is missing")
+    if not any(i >= done for i in blobs) and missing not in rep.problems:
+        return
+    lock = acquire_lock(p)
+    if lock is None:
+        if missing in rep.problems and not blobs:
+            rep.problems.remove(missing)  # a store being created
+        for i in [i for i in blobs if i >= done]:
+            del blobs[i]
+        return
+    try:
+        later = (p / INDEX).read_bytes() if (p / INDEX).exists() else b""
+    finally:
+        os.close(lock)
+    if not later.startswith(index_data[: index_data.rfind(b"\n") + 1]):
+        return  # not grown by appending: the first reading stands
+    for k, line in enumerate(later.split(b"\n")[:-1]):
+        if k >= done and k in blobs:
+            try:
+                idx[k] = parse_index_line(line, k, FORMAT_VERSION, f"{p / INDEX}: line {k + 1}")
+            except CorruptTrajectoryError:
+                return  # the first reading stands
 
 
 def _repair_manifest(p: Path, rep: CheckReport, blobs: dict[int, dict[str, Any]], seg_info: dict[int, str]) -> bool:

@@ -53,7 +53,7 @@ def fsync_path(path: str | os.PathLike[str]) -> None:
 def write_atomic(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` by ``data`` atomically: readers see the old content or the new, never a partial file.
 
-    Writes ``<path>.tmp``, then ``os.replace`` renames it over ``path``.
+    Writes ``<path>.tmp``, then ``os.replace`` renames it over ``path``; if either fails, ``<path>.tmp`` is removed.
 
     Args:
         path: The file to write (its directory must exist).
@@ -66,12 +66,17 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, durable: bool = T
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        write_all(fd, data)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            write_all(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a failed write leaves the old file and nothing else
+        raise
     if durable:
         fsync_path(path.parent)  # make the rename itself survive a power loss
 

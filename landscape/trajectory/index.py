@@ -47,6 +47,7 @@ class StoreIndex:
     _segs: list[tuple[ParamLayout, tuple[str, ...]]]  # (layout, buffer names) per segment
     _seg_start: list[int]
     _manifest_segs: list[tuple[ParamLayout, tuple[str, ...]]]  # as last read from disk
+    _manifest_seen: bytes | None  # the manifest's bytes when _reread_manifest last parsed it
     _offset: int  # bytes of the index already parsed
     dropped: list[str]  # what crash recovery removed (a torn index line, a partial snapshot)
     recovered: list[int]  # snapshots recovery indexed from their packs
@@ -62,6 +63,17 @@ class StoreIndex:
         m = read_manifest(self.path)
         self._version, self._meta, self._manifest_segs = m.version, m.meta, m.segments
         self._segs = m.segments[: len(self._seg_start)]
+
+    def _reread_manifest(self) -> None:
+        """Read the manifest again if its bytes changed since the last call (parsing a large layout is not free)."""
+        assert self.path is not None
+        try:
+            data: bytes | None = (self.path / MANIFEST).read_bytes()
+        except OSError:
+            data = None  # missing or unreadable: _read_manifest says so
+        if data is None or data != self._manifest_seen:
+            self._manifest_seen = data  # (replaced again meanwhile: the next call reads it once more)
+            self._read_manifest()
 
     # ---------------------------------------------------------------- index
     def _add(self, rec: dict[str, Any], where: str) -> None:

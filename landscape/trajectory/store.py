@@ -255,6 +255,7 @@ class Trajectory(StoreIndex):
         self._fresh: Tensor | None = None  # a vector append_model just built (no defensive copy needed)
         self._offset = 0  # bytes of the index already parsed
         self._manifest_segs: list[tuple[ParamLayout, tuple[str, ...]]] = []  # as last read from disk
+        self._manifest_seen: bytes | None = None  # the manifest's bytes when refresh() last parsed it
         self.dropped: list[str] = []  # what crash recovery removed (a torn index line, a partial snapshot)
         self.recovered: list[int] = []  # snapshots recovery indexed from their packs
         if self.path is None:
@@ -329,7 +330,7 @@ class Trajectory(StoreIndex):
             )
 
     def refresh(self) -> int:
-        """Pick up snapshots another process appended since this store was opened (mode ``"r"``).
+        """Pick up snapshots and metadata another process wrote since this store was opened (mode ``"r"``).
 
         Returns:
             The number of new snapshots.
@@ -338,6 +339,7 @@ class Trajectory(StoreIndex):
             return 0
         n = len(self._records)
         self._drop_provisional()
+        self._reread_manifest()  # the writer's update_meta calls (a new segment would re-read it anyway)
         self._load_index()
         self._roll_forward(write=False)
         return len(self._records) - n
@@ -905,7 +907,8 @@ class Trajectory(StoreIndex):
         """Verify every file of an on-disk store and say what is damaged; optionally rebuild its index.
 
         Every index line's seal, every snapshot's digest and tensors, and the manifest are checked.
-        Nothing is changed unless asked.
+        Nothing is changed unless asked. A store that a writer is appending to can be checked: the
+        report covers it as indexed when the check began (what the writer appends meanwhile is no damage).
 
         Args:
             path: Directory of the store.
