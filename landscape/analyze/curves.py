@@ -190,7 +190,7 @@ def fit_curve(
     data: Any,
     *,
     kind: CurveKind | str = CurveKind.BEZIER,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
     optimizer: str | Callable[..., torch.optim.Optimizer] = "sgd",
     optimizer_kwargs: Mapping[str, Any] | None = None,
     epochs: int | None = None,
@@ -215,7 +215,8 @@ def fit_curve(
             curve "modulo permutations").
         data: Training data: tensor pair or iterable of ``(X, y)`` batches.
         kind: ``"bezier"`` (quadratic) or ``"polychain"`` (one bend).
-        loss_fn: Mean-reduced loss.
+        loss_fn: Mean-reduced loss or a loss name; ``None``: the package's default, cross-entropy for integer
+            targets, MSE otherwise (the loss :func:`evaluate_curve` reports by default).
         optimizer: Optimizer name for :func:`landscape.train.optim.make_optimizer` or a factory.
         optimizer_kwargs: Its hyperparameters (e.g. ``{"lr": 0.05, "momentum": 0.9}``).
         epochs: Training epochs (one of ``epochs`` / ``steps`` required).
