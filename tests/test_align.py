@@ -291,3 +291,36 @@ def test_barrier_of_batched_regression_data_skips_accuracy_as_of_a_pair(repaired
         res = loss_barrier(a, b, data, alphas=[0, 0.5, 1], repair=repaired)
         assert set(res.metrics) == {"loss"} and np.isnan(res.accuracy_barrier)
         np.testing.assert_allclose(res.metrics["loss"], pair.metrics["loss"], rtol=1e-12)
+
+
+def test_loss_barrier_of_batchnorm_networks_runs_each_on_its_own_statistics():
+    """L(0) and L(1) are a's and b's own losses (eval mode, each its running statistics), the points between run
+    on interpolated weights and statistics (a hand-built network), and the plain and repaired paths agree at the
+    endpoints; bn_mode="eval" keeps a's statistics at every point, as asked."""
+    g = torch.Generator().manual_seed(0)
+
+    def net(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        m = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3)).double()
+        with torch.no_grad():  # distinct running statistics per network
+            m[1].running_mean.normal_(generator=g)
+            m[1].running_var.uniform_(0.5, 2.0, generator=g)
+        return m.eval()
+
+    a, b = net(0), net(1)
+    X = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=g)
+    mid = copy.deepcopy(a)
+    with torch.no_grad():
+        for (_, t), (_, u) in zip(mid.state_dict(keep_vars=True).items(), b.state_dict().items()):
+            if t.is_floating_point():
+                t.copy_(0.5 * t + 0.5 * u)
+        ref = [float(F.cross_entropy(m(X), y)) for m in (a, mid, b)]
+    res = loss_barrier(a, b, (X, y), alphas=[0, 0.5, 1])
+    np.testing.assert_allclose(res.metrics["loss"], ref, rtol=1e-12)
+    repaired = loss_barrier(a, b, (X, y), alphas=[0, 0.5, 1], repair=True)
+    np.testing.assert_allclose(repaired.metrics["loss"][[0, 2]], ref[::2], rtol=1e-12)
+    with torch.no_grad():  # b's weights on a's statistics
+        shared = float(F.cross_entropy(torch.func.functional_call(a, dict(b.named_parameters()), (X,)), y))
+    assert abs(shared - ref[2]) > 1e-3
+    assert loss_barrier(a, b, (X, y), alphas=[0, 1], bn_mode="eval").metrics["loss"][1] == pytest.approx(shared)
