@@ -30,7 +30,7 @@ from landscape.analyze import (
     weight_matching,
 )
 from landscape.models import build_model
-from landscape.params import parameters_to_vector
+from landscape.params import ParamLayout, parameters_to_vector
 from landscape.results import load_result
 
 
@@ -324,3 +324,29 @@ def test_loss_barrier_of_batchnorm_networks_runs_each_on_its_own_statistics():
         shared = float(F.cross_entropy(torch.func.functional_call(a, dict(b.named_parameters()), (X,)), y))
     assert abs(shared - ref[2]) > 1e-3
     assert loss_barrier(a, b, (X, y), alphas=[0, 1], bn_mode="eval").metrics["loss"][1] == pytest.approx(shared)
+
+
+def test_interpolate_models_writes_a_tied_tensor_once():
+    """A Parameter shared by two layers comes under two names in the state dict: interpolating each name from the
+    copy being written moved it twice (0.25 a + 0.75 b at alpha 0.5). The reference: the interpolated vector."""
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp, self.fc1, self.fc2, self.out = nn.Linear(3, 5), nn.Linear(5, 5), nn.Linear(5, 5), nn.Linear(5, 2)
+            self.fc2.weight = self.fc1.weight
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(torch.tanh(self.fc2(torch.tanh(self.fc1(torch.tanh(self.inp(x)))))))
+
+    torch.manual_seed(0)
+    a, b = Tied().double(), Tied().double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    for alpha in (0.3, 0.5, 2.0):
+        vec = (1 - alpha) * parameters_to_vector(a) + alpha * parameters_to_vector(b)
+        m = interpolate_models(a, b, alpha)
+        torch.testing.assert_close(parameters_to_vector(m), vec, rtol=0, atol=1e-14)
+        assert m.fc1.weight is m.fc2.weight
+        with torch.no_grad():
+            ref = torch.func.functional_call(a, ParamLayout.from_model(a).unflatten(vec), (x,))
+            torch.testing.assert_close(m(x), ref, rtol=0, atol=1e-12)

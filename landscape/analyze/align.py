@@ -419,12 +419,13 @@ def interpolate_models(a: nn.Module, b: nn.Module, alpha: float) -> nn.Module:
     Alpha 0 and 1 give ``a`` and ``b`` bitwise; integer buffers come from ``a``.
     """
     new = copy.deepcopy(a)
-    sb = b.state_dict()
+    sa, sb = a.state_dict(), b.state_dict()
     with torch.no_grad():
+        # from a's values, not the copy's: a tied tensor comes under each of its names and must be written once
         for k, v in new.state_dict(keep_vars=True).items():
             if not v.is_floating_point() or alpha == 0:
                 continue
-            w = sb[k] if alpha == 1 else ((1 - alpha) * v.double() + alpha * sb[k].double()).to(v.dtype)
+            w = sb[k] if alpha == 1 else ((1 - alpha) * sa[k].double() + alpha * sb[k].double()).to(v.dtype)
             v.copy_(w)
     return new
 
