@@ -284,7 +284,7 @@ def evaluate_curve(
     data: Any,
     *,
     ts: Sequence[float] | np.ndarray | None = None,
-    metrics: Sequence[str] = ("loss", "accuracy"),
+    metrics: Sequence[str] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
     bn_mode: BNMode | str = BNMode.EVAL,
     batch_size: int | None = None,
@@ -298,7 +298,8 @@ def evaluate_curve(
         curve: From :func:`fit_curve` (or built by hand).
         data: Tensor pair or iterable of ``(X, y)`` batches.
         ts: ``(n,)`` positions (default ``linspace(0, 1, 25)``).
-        metrics: Metric names for :func:`~landscape.evaluate.points.evaluate_points`.
+        metrics: Metric names for :func:`~landscape.evaluate.points.evaluate_points`; default the loss and, for
+            integer class targets, the accuracy (as every slice).
         loss_fn: Loss (default: by target dtype).
         bn_mode: ``"eval"`` (the model's running statistics) or ``"train"`` (batch statistics, as Garipov et
             al. recompute them per point).
