@@ -73,8 +73,9 @@ class CurvatureOptions(TypedDict, total=False):
             products for it at every point (``m`` those of the iteration): it alone catches a start that
             lacks the top eigenvector (e.g. an exact symmetry of the network keeping it out of the previous
             vectors' Krylov space).
-        bn_mode: ``"eval"`` (running statistics, default) or ``"train"`` (batch statistics of the given
-            batches); see :class:`~landscape.curvature.hessian.HessianOperator`.
+        bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics of the given batches); see
+            :class:`~landscape.curvature.hessian.HessianOperator`. Default: the :class:`~landscape.problem.Problem`'s
+            when one is given, else ``"eval"``.
         dtype: Compute dtype of the Hessian (default the model's; float64 for references).
         seed: Seed of the random start vectors (default 0).
     """
@@ -88,7 +89,7 @@ class CurvatureOptions(TypedDict, total=False):
     max_steps: int | None
     block: int | None
     certify: bool
-    bn_mode: BNMode | str
+    bn_mode: BNMode | str | None
     dtype: torch.dtype | None
     seed: int
 
@@ -101,7 +102,7 @@ _DEFAULTS: dict[str, Any] = {
     "per_layer": False,
     "trace_products": 0,
     "certify": True,
-    "bn_mode": BNMode.EVAL,
+    "bn_mode": None,
     "seed": 0,
 }
 
