@@ -22,6 +22,7 @@ from landscape.analyze import (
     barrier_of,
     barrier_values,
     interpolate_models,
+    invert_permutation,
     loss_barrier,
     matching_objective,
     permutation_spec,
@@ -350,3 +351,35 @@ def test_interpolate_models_writes_a_tied_tensor_once():
         with torch.no_grad():
             ref = torch.func.functional_call(a, ParamLayout.from_model(a).unflatten(vec), (x,))
             torch.testing.assert_close(m(x), ref, rtol=0, atol=1e-12)
+
+
+def test_activation_matching_with_one_activation_module_reused_by_every_layer():
+    """``self.act`` called after each layer: each call is its own site (``act#0``, ``act#1``). The hook kept only
+    the last call, so the first group was matched on the second layer's units (a permutation of the wrong size).
+    References: the correlations of each layer's activations by hand, and the hidden permutation recovered."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.f1, self.f2, self.out, self.act = nn.Linear(3, 6), nn.Linear(6, 5), nn.Linear(5, 2), nn.Tanh()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.act(self.f2(self.act(self.f1(x)))))
+
+    torch.manual_seed(0)
+    a = Net().double()
+    spec = permutation_spec(a)
+    assert spec.sites == {"P_f1": (("act#0", -1),), "P_f2": (("act#1", -1),)}
+    perm = random_permutation(spec, seed=1)
+    b = apply_permutation(spec, perm, a)
+    X = torch.randn(200, 3, dtype=torch.float64)
+    corr = activation_correlations(a, b, X, batch_size=64)
+    with torch.no_grad():
+        h1a, h1b = torch.tanh(a.f1(X)), torch.tanh(b.f1(X))
+        h2a, h2b = torch.tanh(a.f2(h1a)), torch.tanh(b.f2(h1b))
+    for g, (u, v) in {"P_f1": (h1a, h1b), "P_f2": (h2a, h2b)}.items():
+        ref = np.corrcoef(u.T.numpy(), v.T.numpy())[: u.shape[1], u.shape[1] :]
+        np.testing.assert_allclose(corr[g], ref, rtol=1e-9, atol=1e-12)
+    res = activation_matching(a, b, X)
+    for g, p in invert_permutation(perm).items():
+        assert torch.equal(res.perm[g], p)

@@ -226,8 +226,9 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
     vals: dict[torch.fx.Node, _Val] = {}
     out_group: dict[str, int] = {}  # a module called twice produces the same group
     entries: list[tuple[str, int, int, int, int]] = []  # (tensor, axis, gid, block, repeat)
-    sites: list[tuple[str, int, int]] = []  # (module, axis, gid) of nonlinear outputs
-    producers: list[tuple[str, int, int]] = []  # Linear/Conv/BN outputs
+    sites: list[tuple[str, int, int]] = []  # (module#call, axis, gid) of nonlinear outputs
+    producers: list[tuple[str, int, int, str]] = []  # Linear/Conv/BN outputs (module, axis, gid, module#call)
+    calls: dict[str, int] = {}  # calls of each module so far: a module called twice has two sites
     affine: list[tuple[str, int]] = []
 
     def val(a: Any) -> _Val:
@@ -255,6 +256,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
 
     for node in gm.graph.nodes:
         if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
             used = [*modules[str(node.target)].parameters(), *modules[str(node.target)].buffers()]
         else:
             used = [tensor for tname, tensor in named if node.op == "get_attr" and tname == node.target]
@@ -293,7 +295,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 if mod.bias is not None:
                     entries.append((f"{name}.bias", 0, g, 1, 1))
                 vals[node] = _Val(g, -1)
-                producers.append((name, -1, g))
+                producers.append((name, -1, g, f"{name}#{calls[name] - 1}"))
             elif isinstance(mod, _CONV + _CONVT):
                 if mod.groups != 1:
                     raise unsupported(node, f"grouped convolution {name!r} (groups={mod.groups})")
@@ -307,7 +309,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 if mod.bias is not None:
                     entries.append((f"{name}.bias", 0, g, 1, 1))
                 vals[node] = _Val(g, 1)
-                producers.append((name, 1, g))
+                producers.append((name, 1, g, f"{name}#{calls[name] - 1}"))
             elif isinstance(mod, _BN) or (isinstance(mod, nn.LayerNorm) and len(mod.normalized_shape) == 1):
                 if v.gid is not None:
                     if isinstance(mod, nn.LayerNorm) and v.axis != -1:
@@ -315,7 +317,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                     for t in ("weight", "bias", "running_mean", "running_var"):
                         if getattr(mod, t, None) is not None:
                             entries.append((f"{name}.{t}", 0, v.gid, 1, 1))
-                    producers.append((name, v.axis, v.gid))
+                    producers.append((name, v.axis, v.gid, f"{name}#{calls[name] - 1}"))
                 vals[node] = v
             elif isinstance(mod, nn.LSTM):
                 if mod.bidirectional or mod.proj_size:
@@ -350,7 +352,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                         entries.append((f"{name}.weight", 0, v.gid, 1, 1))
                 vals[node] = v
                 if v.gid is not None and isinstance(mod, _NONLINEAR):
-                    sites.append((name, v.axis, v.gid))
+                    sites.append((f"{name}#{calls[name] - 1}", v.axis, v.gid))
             elif v.gid is None:
                 vals[node] = _Val(None)  # an unknown module on unpermuted values: its tensors do not move
             else:
@@ -463,22 +465,27 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 continue
             seen.add((name, axis))
             axes.append(AxisPerm(tensor=name, axis=axis, group=roots[r], block=block, repeat=repeat))
+
+    def label(call: str) -> str:  # "act#1": the second call of a module called twice; "act" if called once
+        name = call.rpartition("#")[0]
+        return call if calls[name] > 1 else name
+
     site_map: dict[str, list[tuple[str, int]]] = {}
-    for name, axis, gid in sites:
+    for call, axis, gid in sites:
         r = groups.find(gid)
         if r:
-            site_map.setdefault(roots[r], []).append((name, axis))
-    for name, axis, gid in producers:
+            site_map.setdefault(roots[r], []).append((label(call), axis))
+    for _, axis, gid, call in producers:
         r = groups.find(gid)
         if r and roots[r] not in site_map:
-            site_map.setdefault(f"_prod_{roots[r]}", []).append((name, axis))
+            site_map.setdefault(f"_prod_{roots[r]}", []).append((label(call), axis))
     sites_out = {key: tuple(at) for key, at in site_map.items() if not key.startswith("_prod_")}
     for key, at in site_map.items():
         if key.startswith("_prod_") and key[6:] not in sites_out:
             sites_out[key[6:]] = (at[-1],)
     # REPAIR sites: a Linear/Conv producing a permuted group, or the BatchNorm right after it.
     node_of = {str(n.target): n for n in gm.graph.nodes if n.op == "call_module"}
-    for name, _, gid in producers:
+    for name, _, gid, _ in producers:
         r = groups.find(gid)
         mod = modules[name]
         if not r or isinstance(mod, _BN + (nn.LayerNorm,)):
