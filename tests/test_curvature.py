@@ -353,3 +353,14 @@ def test_a_problems_batchnorm_mode_is_the_curvatures_default():
 
         H = torch.autograd.functional.hessian(loss, parameters_to_vector(m))
         assert tr.eigenvalues[t, 0] == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-8)
+
+
+def test_curvature_analyzers_are_quiet_by_default(capfd):
+    """docs/arguments.md: progress bars are off by default in analyzers; these two drew one."""
+    net, X, y = _problem()
+    traj = _gd_trajectory(net, X, y, steps=2)
+    capfd.readouterr()
+    trajectory_curvature(traj, net, CE, (X, y), tol=1e-6)
+    gradient_descent_curvature(net, CE, (X, y), lr=0.1, steps=2, every_steps=1)
+    err = capfd.readouterr().err
+    assert "curvature" not in err and "it/s" not in err and "%|" not in err

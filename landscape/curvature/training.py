@@ -263,7 +263,7 @@ def trajectory_curvature(
     lr: float | Sequence[float] | None = None,
     label: str = "",
     data_description: str = "",
-    progress: bool = True,
+    progress: bool = False,
     **options: Unpack[CurvatureOptions],
 ) -> CurvatureTrace:
     """Top Hessian eigenvalues (and optionally trace and per-layer top eigenvalues) at every snapshot.
@@ -288,7 +288,7 @@ def trajectory_curvature(
             trajectory's ``"lr"`` metric if recorded, else unknown.
         label: Run name for legends.
         data_description: Text for the provenance.
-        progress: Show a progress bar over snapshots.
+        progress: Show a progress bar over snapshots (default quiet, as every analyzer).
         **options: What is measured at each snapshot (:class:`CurvatureOptions`): ``k``, ``tol``,
             ``warm_start``, ``extrapolate``, ``per_layer``, ``trace_products``, ``max_steps``, ``block``,
             ``bn_mode``, ``dtype``, ``seed``.
@@ -454,7 +454,7 @@ def gradient_descent_curvature(
     seed: int = 0,
     trajectory: Trajectory | None = None,
     label: str = "",
-    progress: bool = True,
+    progress: bool = False,
 ) -> tuple[CurvatureTrace, list[dict[str, float]]]:
     """Full-batch gradient descent with the top Hessian eigenvalue recorded every ``every_steps`` steps.
 
@@ -479,7 +479,7 @@ def gradient_descent_curvature(
         seed: Seed of the run.
         trajectory: Where to write the snapshots (default: nowhere, only the trace).
         label: Run name (default ``"lr=<lr>"``).
-        progress: Show a progress bar over steps.
+        progress: Show a progress bar over steps (default quiet, as every analyzer).
 
     Returns:
         ``(trace, history)``: the curvature trace, and the trainer's per-step history (``train_loss`` at
