@@ -22,6 +22,7 @@ from landscape.analyze import (
     barrier_of,
     barrier_values,
     interpolate_models,
+    invert_permutation,
     loss_barrier,
     matching_objective,
     permutation_spec,
@@ -30,7 +31,7 @@ from landscape.analyze import (
     weight_matching,
 )
 from landscape.models import build_model
-from landscape.params import parameters_to_vector
+from landscape.params import ParamLayout, parameters_to_vector
 from landscape.results import load_result
 
 
@@ -291,3 +292,94 @@ def test_barrier_of_batched_regression_data_skips_accuracy_as_of_a_pair(repaired
         res = loss_barrier(a, b, data, alphas=[0, 0.5, 1], repair=repaired)
         assert set(res.metrics) == {"loss"} and np.isnan(res.accuracy_barrier)
         np.testing.assert_allclose(res.metrics["loss"], pair.metrics["loss"], rtol=1e-12)
+
+
+def test_loss_barrier_of_batchnorm_networks_runs_each_on_its_own_statistics():
+    """L(0) and L(1) are a's and b's own losses (eval mode, each its running statistics), the points between run
+    on interpolated weights and statistics (a hand-built network), and the plain and repaired paths agree at the
+    endpoints; bn_mode="eval" keeps a's statistics at every point, as asked."""
+    g = torch.Generator().manual_seed(0)
+
+    def net(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        m = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3)).double()
+        with torch.no_grad():  # distinct running statistics per network
+            m[1].running_mean.normal_(generator=g)
+            m[1].running_var.uniform_(0.5, 2.0, generator=g)
+        return m.eval()
+
+    a, b = net(0), net(1)
+    X = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=g)
+    mid = copy.deepcopy(a)
+    with torch.no_grad():
+        for (_, t), (_, u) in zip(mid.state_dict(keep_vars=True).items(), b.state_dict().items()):
+            if t.is_floating_point():
+                t.copy_(0.5 * t + 0.5 * u)
+        ref = [float(F.cross_entropy(m(X), y)) for m in (a, mid, b)]
+    res = loss_barrier(a, b, (X, y), alphas=[0, 0.5, 1])
+    np.testing.assert_allclose(res.metrics["loss"], ref, rtol=1e-12)
+    repaired = loss_barrier(a, b, (X, y), alphas=[0, 0.5, 1], repair=True)
+    np.testing.assert_allclose(repaired.metrics["loss"][[0, 2]], ref[::2], rtol=1e-12)
+    with torch.no_grad():  # b's weights on a's statistics
+        shared = float(F.cross_entropy(torch.func.functional_call(a, dict(b.named_parameters()), (X,)), y))
+    assert abs(shared - ref[2]) > 1e-3
+    assert loss_barrier(a, b, (X, y), alphas=[0, 1], bn_mode="eval").metrics["loss"][1] == pytest.approx(shared)
+
+
+def test_interpolate_models_writes_a_tied_tensor_once():
+    """A Parameter shared by two layers comes under two names in the state dict: interpolating each name from the
+    copy being written moved it twice (0.25 a + 0.75 b at alpha 0.5). The reference: the interpolated vector."""
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp, self.fc1, self.fc2, self.out = nn.Linear(3, 5), nn.Linear(5, 5), nn.Linear(5, 5), nn.Linear(5, 2)
+            self.fc2.weight = self.fc1.weight
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(torch.tanh(self.fc2(torch.tanh(self.fc1(torch.tanh(self.inp(x)))))))
+
+    torch.manual_seed(0)
+    a, b = Tied().double(), Tied().double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    for alpha in (0.3, 0.5, 2.0):
+        vec = (1 - alpha) * parameters_to_vector(a) + alpha * parameters_to_vector(b)
+        m = interpolate_models(a, b, alpha)
+        torch.testing.assert_close(parameters_to_vector(m), vec, rtol=0, atol=1e-14)
+        assert m.fc1.weight is m.fc2.weight
+        with torch.no_grad():
+            ref = torch.func.functional_call(a, ParamLayout.from_model(a).unflatten(vec), (x,))
+            torch.testing.assert_close(m(x), ref, rtol=0, atol=1e-12)
+
+
+def test_activation_matching_with_one_activation_module_reused_by_every_layer():
+    """``self.act`` called after each layer: each call is its own site (``act#0``, ``act#1``). The hook kept only
+    the last call, so the first group was matched on the second layer's units (a permutation of the wrong size).
+    References: the correlations of each layer's activations by hand, and the hidden permutation recovered."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.f1, self.f2, self.out, self.act = nn.Linear(3, 6), nn.Linear(6, 5), nn.Linear(5, 2), nn.Tanh()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.act(self.f2(self.act(self.f1(x)))))
+
+    torch.manual_seed(0)
+    a = Net().double()
+    spec = permutation_spec(a)
+    assert spec.sites == {"P_f1": (("act#0", -1),), "P_f2": (("act#1", -1),)}
+    perm = random_permutation(spec, seed=1)
+    b = apply_permutation(spec, perm, a)
+    X = torch.randn(200, 3, dtype=torch.float64)
+    corr = activation_correlations(a, b, X, batch_size=64)
+    with torch.no_grad():
+        h1a, h1b = torch.tanh(a.f1(X)), torch.tanh(b.f1(X))
+        h2a, h2b = torch.tanh(a.f2(h1a)), torch.tanh(b.f2(h1b))
+    for g, (u, v) in {"P_f1": (h1a, h1b), "P_f2": (h2a, h2b)}.items():
+        ref = np.corrcoef(u.T.numpy(), v.T.numpy())[: u.shape[1], u.shape[1] :]
+        np.testing.assert_allclose(corr[g], ref, rtol=1e-9, atol=1e-12)
+    res = activation_matching(a, b, X)
+    for g, p in invert_permutation(perm).items():
+        assert torch.equal(res.perm[g], p)

@@ -325,3 +325,42 @@ def test_warm_start_extrapolation_is_exact_on_a_quadratic_path_and_matches_colum
     assert tr.start_vectors(TOP_KEY, 7) is None  # another dimension: no warm start
     tr.extrapolate = 0
     torch.testing.assert_close(tr.start_vectors(TOP_KEY, 6), path(4.0))
+
+
+def test_a_problems_batchnorm_mode_is_the_curvatures_default():
+    """trajectory_curvature(traj, Problem(..., bn_mode="train")) takes the Hessian of the problem's train-mode
+    loss, as HessianOperator(problem) does (bn_mode's documented default: the problem's); it took the eval-mode
+    one. Reference: a dense float64 Hessian of the batch-statistics loss, by hand."""
+    from landscape.problem import Problem
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    with torch.no_grad():  # running statistics far from the batch's: eval and train mode differ
+        net[1].running_mean.fill_(2.0)
+        net[1].running_var.fill_(5.0)
+    X, y = torch.randn(16, 3, dtype=F64), torch.randint(0, 2, (16,))
+    traj = _gd_trajectory(net, X, y, steps=2, lr=0.1)
+    tr = trajectory_curvature(traj, Problem(net, (X, y), bn_mode="train"), k=1, tol=1e-10, progress=False)
+    assert tr.bn_mode == "train"
+    layout = ParamLayout.from_model(net)
+    for t in range(len(traj)):
+        m = traj.model_at(net, t).train()
+        bufs = {k: v.clone() for k, v in m.named_buffers()}
+
+        def loss(v: torch.Tensor, m: nn.Module = m, bufs: dict = bufs) -> torch.Tensor:
+            out = torch.func.functional_call(m, {**bufs, **layout.unflatten(v)}, (X,))
+            return CE(out, y)
+
+        H = torch.autograd.functional.hessian(loss, parameters_to_vector(m))
+        assert tr.eigenvalues[t, 0] == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-8)
+
+
+def test_curvature_analyzers_are_quiet_by_default(capfd):
+    """docs/arguments.md: progress bars are off by default in analyzers; these two drew one."""
+    net, X, y = _problem()
+    traj = _gd_trajectory(net, X, y, steps=2)
+    capfd.readouterr()
+    trajectory_curvature(traj, net, CE, (X, y), tol=1e-6)
+    gradient_descent_curvature(net, CE, (X, y), lr=0.1, steps=2, every_steps=1)
+    err = capfd.readouterr().err
+    assert "curvature" not in err and "it/s" not in err and "%|" not in err

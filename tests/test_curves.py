@@ -141,3 +141,42 @@ def test_fit_curve_uses_the_loss_given(minima):
     data = _data()
     curve = fit_curve(a, b, data, steps=3, loss_fn=lambda out, y: F.cross_entropy(out, y) * 0.0)
     np.testing.assert_array_equal(curve.bend, 0.5 * (curve.control[0] + curve.control[2]))
+
+
+def test_fit_curve_default_loss_follows_the_targets():
+    """Regression targets: the default loss is MSE (the package's one default, as evaluate_curve's), not
+    cross-entropy, which over a single output is identically 0 and left the bend where it started."""
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(40, 2, generator=g, dtype=torch.float64)
+    y = X[:, :1] ** 2 - X[:, 1:]
+    a, b = (nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 1)).double() for _ in range(2))
+    kw = {"steps": 5, "optimizer_kwargs": {"lr": 0.1}}
+    default = fit_curve(a, b, (X, y), **kw)
+    mse = fit_curve(a, b, (X, y), loss_fn=F.mse_loss, **kw)
+    np.testing.assert_array_equal(default.bend, mse.bend)
+    assert np.abs(default.bend - 0.5 * (default.control[0] + default.control[2])).max() > 1e-3
+    # the first step's loss is an MSE of a point on the (still straight) curve: between the line's extremes
+    losses = line(a, a, b, (X, y), np.linspace(0, 1, 201), loss_fn="mse").metrics["loss"]
+    assert losses.min() - 1e-9 <= default.history["train_loss"][0] <= losses.max() + 1e-9
+
+
+def test_evaluate_curve_default_metrics_follow_the_targets(minima):
+    """Regression targets: the default metrics are the loss only (as every slice's), and the loss is the MSE at
+    the curve's points (a hand loop); class targets keep loss and accuracy."""
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(24, 2, generator=g, dtype=torch.float64)
+    y = X[:, :1] * X[:, 1:]
+    a, b = (nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 1)).double() for _ in range(2))
+    curve = ModeCurve(np.stack([parameters_to_vector(m).numpy() for m in (a, b, a)]), "bezier")
+    ts = [0.0, 0.3, 1.0]
+    res = evaluate_curve(a, curve, (X, y), ts=ts)
+    assert set(res.metrics) == {"loss"}
+    ref = []
+    for p in curve.points(ts):
+        m = nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 1)).double()
+        torch.nn.utils.vector_to_parameters(torch.as_tensor(p), m.parameters())
+        with torch.no_grad():
+            ref.append(float(F.mse_loss(m(X), y)))
+    np.testing.assert_allclose(res.metrics["loss"], ref, rtol=1e-12)
+    a, b = minima
+    assert set(evaluate_curve(a, fit_curve(a, b, _data(), steps=0), _data(), ts=ts).metrics) == {"loss", "accuracy"}

@@ -99,3 +99,26 @@ def test_batchnorm_networks_are_compared_on_their_own_running_statistics():
     # vectors carry no buffers: the problem's model's, as before
     va, vb = parameters_to_vector(a), parameters_to_vector(b)
     assert functional_distance(other, va, vb, data).rms == pytest.approx(shared, rel=1e-12)
+
+
+def test_single_logit_binary_classifiers_are_compared_as_two_classes():
+    """One output per sample (a bce_with_logits classifier): softmax over one entry is 1 for every network, so any
+    two such networks were at distance 0 with 0 disagreement. Reference: probabilities (1 - s, s), s the sigmoid,
+    and predicted class logit > 0, by hand."""
+    torch.manual_seed(0)
+    a, b = nn.Linear(3, 1).double(), nn.Linear(3, 1).double()
+    x = torch.randn(50, 3, dtype=torch.float64)
+    data = (x, (x[:, :1] > 0).double())
+    with torch.no_grad():
+        za, zb = a(x), b(x)
+    dis = float(((za > 0) != (zb > 0)).double().mean())
+    assert dis > 0.2
+    rms = float((2 * (za.sigmoid() - zb.sigmoid()).square().sum(1)).mean().sqrt())
+    r = functional_distance(a, a, b, data)
+    assert r.rms == pytest.approx(rms, rel=1e-12) and r.disagreement == pytest.approx(dis, rel=1e-12)
+    r = functional_distance(a, a, b, data, output="logits")
+    assert r.rms == pytest.approx(float((za - zb).square().mean().sqrt()), rel=1e-12)
+    assert r.disagreement == pytest.approx(dis, rel=1e-12)
+    path = distance_along_path(a, a, b, data, alphas=[0.0, 1.0])
+    np.testing.assert_allclose(path.rms, [0.0, rms], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(path.disagreement, [0.0, dis], rtol=1e-12, atol=0)

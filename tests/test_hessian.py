@@ -563,3 +563,39 @@ def test_hessian_spectrum_end_to_end_saves_and_plots(tmp_path) -> None:
     assert mfig.axes[0].get_yscale() == "log"
     with pytest.raises(ValueError, match="plotly"):
         plot_spectrum_density(spec, backend="bokeh")
+
+
+class _TwoInputs(nn.Module):
+    """``model(x, z)``: a problem the (X, y) kernels do not take (the operator runs the problem's batches)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(3, 4), nn.Linear(2, 4), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.a(x) + self.b(z)))
+
+
+@pytest.mark.parametrize("model_dtype", [torch.float32, torch.float16])
+def test_operator_dtype_other_than_the_problems_on_its_general_path(model_dtype) -> None:
+    """HessianOperator(problem, dtype=float64) of a float32 two-input problem, and the float32 upcast of a float16
+    one, ran float64 (float32) weights on the problem's float32 (float16) batches: a dtype error. Reference: the
+    dense Hessian of the same (rounded) weights and inputs in float64, by torch.autograd.functional.hessian."""
+    from landscape.problem import Problem
+
+    torch.manual_seed(0)
+    net = _TwoInputs().to(model_dtype)
+    X, Z, y = torch.randn(12, 3), torch.randn(12, 2), torch.randint(0, 3, (12,))
+    ref_net = copy.deepcopy(net).double()
+    layout = ParamLayout.from_model(ref_net)
+
+    def loss(v: torch.Tensor) -> torch.Tensor:
+        # the problem holds its data in the model's dtype: the same rounded inputs
+        out = functional_call(ref_net, layout.unflatten(v), (X.to(model_dtype).double(), Z.to(model_dtype).double()))
+        return nn.functional.cross_entropy(out, y)
+
+    H = torch.autograd.functional.hessian(loss, parameters_to_vector(ref_net))
+    problem = Problem(net, (X, Z, y))
+    op = HessianOperator(problem, dtype=torch.float64) if model_dtype == torch.float32 else HessianOperator(problem)
+    tol = 1e-12 if model_dtype == torch.float32 else 1e-6  # float32 arithmetic on the float16 weights
+    torch.testing.assert_close(op.dense(), H, rtol=0, atol=tol)

@@ -283,14 +283,28 @@ def _batches_of(data: DataLike, batch_size: int | None) -> Iterable[tuple[Tensor
 
 
 def _hooked_copy(model: nn.Module, names: Sequence[tuple[str, int]], store: dict[str, Tensor]) -> nn.Module:
-    """A private copy of ``model`` whose listed modules write their outputs, as ``(-1, C)``, to ``store``."""
+    """A private copy of ``model`` whose listed modules write their outputs, as ``(-1, C)``, to ``store``.
+
+    A site ``"act#k"`` is the ``k``-th call of module ``act`` in one forward (one activation module reused by
+    several layers); a plain name holds the module's last call.
+    """
     new = copy.deepcopy(model)
     mods = dict(new.named_modules())
-    for name, axis in names:
+    calls: dict[str, int] = {}
+    new.register_forward_pre_hook(lambda *_: calls.clear())  # calls are counted per forward
+    by_module: dict[str, list[tuple[str, int]]] = {}
+    for site, axis in names:
+        base, sep, k = site.rpartition("#")
+        name = base if sep and base in mods and k.isdigit() else site
+        by_module.setdefault(name, []).append((site, axis))
+    for name, sites in by_module.items():
 
-        def hook(_m: nn.Module, _i: Any, out: Tensor, name: str = name, axis: int = axis) -> None:
-            o = out.detach()
-            store[name] = o.movedim(axis, -1).reshape(-1, o.shape[axis])
+        def hook(_m: nn.Module, _i: Any, out: Tensor, name: str = name, sites: list = sites) -> None:
+            k = calls[name] = calls.get(name, -1) + 1
+            for site, axis in sites:
+                if site in (name, f"{name}#{k}"):
+                    o = out.detach()
+                    store[site] = o.movedim(axis, -1).reshape(-1, o.shape[axis])
 
         mods[name].register_forward_hook(hook)
     return new
@@ -419,12 +433,13 @@ def interpolate_models(a: nn.Module, b: nn.Module, alpha: float) -> nn.Module:
     Alpha 0 and 1 give ``a`` and ``b`` bitwise; integer buffers come from ``a``.
     """
     new = copy.deepcopy(a)
-    sb = b.state_dict()
+    sa, sb = a.state_dict(), b.state_dict()
     with torch.no_grad():
+        # from a's values, not the copy's: a tied tensor comes under each of its names and must be written once
         for k, v in new.state_dict(keep_vars=True).items():
             if not v.is_floating_point() or alpha == 0:
                 continue
-            w = sb[k] if alpha == 1 else ((1 - alpha) * v.double() + alpha * sb[k].double()).to(v.dtype)
+            w = sb[k] if alpha == 1 else ((1 - alpha) * sa[k].double() + alpha * sb[k].double()).to(v.dtype)
             v.copy_(w)
     return new
 

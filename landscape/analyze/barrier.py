@@ -25,6 +25,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from landscape._batch import describe_data
+from landscape._options import parse_option
 from landscape.evaluate.points import evaluate_points
 from landscape.functional import BNMode
 from landscape.params import parameters_to_vector
@@ -171,7 +172,7 @@ def loss_barrier(
     metrics: Sequence[str] | None = None,
     repair: bool = False,
     repair_data: Any = None,
-    bn_mode: BNMode | str = BNMode.EVAL,
+    bn_mode: BNMode | str | None = None,
     batch_size: int | None = None,
     label: str = "",
     progress: bool = False,
@@ -190,8 +191,11 @@ def loss_barrier(
             targets, else only the loss (whatever the data's form: pair, ``DataLoader``, list of batches).
         repair: Evaluate each interpolated network after :func:`landscape.analyze.align.repair` (REPAIR).
         repair_data: Data for REPAIR's statistics (default: ``data``; inputs only are used).
-        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"`` (BatchNorm policy; with ``repair`` the repaired
-            networks' own statistics are used).
+        bn_mode: ``"eval"`` (``a``'s running statistics at every point), ``"train"`` or ``"interpolate"``
+            (BatchNorm policy). Default: each network on its own running statistics, interpolated along the line
+            (``"interpolate"``) when the networks have buffers, so the endpoints' values are ``a``'s and ``b``'s
+            losses, as the distances compare two models; with ``repair`` the repaired networks' own statistics
+            are used (``"train"``: each batch's).
         batch_size: Micro-batch size of the engine.
         label: Name for overlays.
         progress: Show progress bars.
@@ -209,7 +213,11 @@ def loss_barrier(
         raise ValueError("alphas must contain 0 and 1 (the endpoints)")
     if metrics is not None and "loss" not in metrics:
         raise ValueError(f"metrics must include 'loss', got {list(metrics)}")
+    bn = None if bn_mode is None else parse_option(BNMode, bn_mode, "bn_mode")
     if not repair:
+        if bn is None:  # each network on its own running statistics: b's loss at alpha 1, as the repaired path has
+            own = any(True for _ in a.buffers()) and any(True for _ in b.buffers())
+            bn = BNMode.INTERPOLATE if own else BNMode.EVAL
         r = line(
             a,
             a,
@@ -218,7 +226,7 @@ def loss_barrier(
             al,
             metrics=metrics,
             loss_fn=loss_fn,
-            bn_mode=bn_mode,
+            bn_mode=bn.value,
             batch_size=batch_size,
             progress=progress,
             label=label,
@@ -243,7 +251,7 @@ def loss_barrier(
             data,
             metrics=metrics,
             loss_fn=loss_fn,
-            bn_mode="train" if BNMode(bn_mode) is BNMode.TRAIN else "eval",
+            bn_mode="train" if bn is BNMode.TRAIN else "eval",
             batch_size=batch_size,
         )
         for k, v in out.items():  # the metrics asked for, or the default for these targets

@@ -190,7 +190,7 @@ def fit_curve(
     data: Any,
     *,
     kind: CurveKind | str = CurveKind.BEZIER,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
     optimizer: str | Callable[..., torch.optim.Optimizer] = "sgd",
     optimizer_kwargs: Mapping[str, Any] | None = None,
     epochs: int | None = None,
@@ -215,7 +215,8 @@ def fit_curve(
             curve "modulo permutations").
         data: Training data: tensor pair or iterable of ``(X, y)`` batches.
         kind: ``"bezier"`` (quadratic) or ``"polychain"`` (one bend).
-        loss_fn: Mean-reduced loss.
+        loss_fn: Mean-reduced loss or a loss name; ``None``: the package's default, cross-entropy for integer
+            targets, MSE otherwise (the loss :func:`evaluate_curve` reports by default).
         optimizer: Optimizer name for :func:`landscape.train.optim.make_optimizer` or a factory.
         optimizer_kwargs: Its hyperparameters (e.g. ``{"lr": 0.05, "momentum": 0.9}``).
         epochs: Training epochs (one of ``epochs`` / ``steps`` required).
@@ -283,7 +284,7 @@ def evaluate_curve(
     data: Any,
     *,
     ts: Sequence[float] | np.ndarray | None = None,
-    metrics: Sequence[str] = ("loss", "accuracy"),
+    metrics: Sequence[str] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
     bn_mode: BNMode | str = BNMode.EVAL,
     batch_size: int | None = None,
@@ -297,7 +298,8 @@ def evaluate_curve(
         curve: From :func:`fit_curve` (or built by hand).
         data: Tensor pair or iterable of ``(X, y)`` batches.
         ts: ``(n,)`` positions (default ``linspace(0, 1, 25)``).
-        metrics: Metric names for :func:`~landscape.evaluate.points.evaluate_points`.
+        metrics: Metric names for :func:`~landscape.evaluate.points.evaluate_points`; default the loss and, for
+            integer class targets, the accuracy (as every slice).
         loss_fn: Loss (default: by target dtype).
         bn_mode: ``"eval"`` (the model's running statistics) or ``"train"`` (batch statistics, as Garipov et
             al. recompute them per point).

@@ -11,6 +11,10 @@ where a full disagreement contributes at most ``sqrt(2)``) and not logits, so ``
 is the default; ``output="logits"`` uses the raw outputs. The label disagreement rate is the fraction
 of samples whose predicted classes (argmax, first maximum on ties) differ.
 
+A single output per sample (``(B, 1)``, a binary classifier trained with ``bce_with_logits``) is read as the
+logit ``z`` of two classes: probabilities ``(1 - sigmoid(z), sigmoid(z))`` and predicted class ``z > 0`` (a
+softmax over one entry is 1 for every network, which made any two such networks coincide).
+
 Outputs with more axes than ``(B, C)`` (a language model's ``(B, T, V)`` logits) are compared per sample
 over all their entries (softmax over the last axis), and the disagreement of a sample is the fraction of
 its positions whose argmax differs.
@@ -113,6 +117,19 @@ class DistanceResult(Result):
     provenance: Provenance = dataclasses.field(default_factory=Provenance)
 
 
+def _probabilities(out: Tensor) -> Tensor:
+    """Class probabilities of outputs ``(..., C)``: the softmax; one output is a binary classifier's logit."""
+    if out.shape[-1] == 1:  # softmax over one entry is 1 for every network: read it as bce_with_logits does
+        p = out.sigmoid()
+        return torch.cat([1 - p, p], -1)
+    return out.softmax(-1)
+
+
+def _labels(out: Tensor) -> Tensor:
+    """Predicted classes of outputs ``(..., C)``: the argmax (first maximum), or ``logit > 0`` for one output."""
+    return (out[..., 0] > 0).long() if out.shape[-1] == 1 else out.argmax(-1)
+
+
 class _SquaredDistance:
     """Batch metric: per point, sum over samples of ``||F(x, theta) - F(x, a)||^2``."""
 
@@ -120,25 +137,25 @@ class _SquaredDistance:
 
     def __init__(self, ref: Tensor, softmax: bool) -> None:
         self.softmax = softmax
-        self.ref = ref.softmax(-1) if softmax else ref
+        self.ref = _probabilities(ref) if softmax else ref
 
     def __call__(self, out: Tensor, y: Tensor, start: int) -> Tensor:
-        q = out.softmax(-1) if self.softmax else out
+        q = _probabilities(out) if self.softmax else out
         r = self.ref[start : start + out.shape[1]].to(q)
         return (q - r).square().flatten(1).sum(1, dtype=torch.float64)
 
 
 class _Disagreement:
-    """Batch metric: per point, number of samples whose argmax differs (a fraction of positions per sample)."""
+    """Batch metric: per point, number of samples whose predicted class differs (a fraction of positions per sample)."""
 
     name = "disagreement"
 
     def __init__(self, ref: Tensor) -> None:
-        self.labels = ref.argmax(-1)
+        self.labels = _labels(ref)
 
     def __call__(self, out: Tensor, y: Tensor, start: int) -> Tensor:
         lab = self.labels[start : start + out.shape[1]].to(out.device)
-        diff = (out.argmax(-1) != lab).to(torch.float64)  # (P, B, *positions)
+        diff = (_labels(out) != lab).to(torch.float64)  # (P, B, *positions)
         return diff.flatten(2).mean(2).sum(1) if diff.dim() > 2 else diff.sum(1)
 
 

@@ -55,7 +55,8 @@ class PermutationSpec:
         axes: Every permuted axis (several per tensor when its input and output axes both move).
         sites: Group -> ``(module name, channel axis)`` of the modules whose outputs carry the group
             after a nonlinearity (or, without one, the layers producing it); activation matching
-            correlates these.
+            correlates these. A module called several times per forward (one activation module reused by
+            every layer) is named per call, ``"act#0"``, ``"act#1"``, ...
         affine_sites: ``(module name, group)`` of the last affine module (Linear, Conv or BatchNorm)
             before each nonlinearity of a permuted layer; REPAIR rescales their outputs.
     """

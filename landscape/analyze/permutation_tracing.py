@@ -12,6 +12,10 @@ which group owns its channel axis:
 * ``Flatten`` after a convolution turns each channel into a block of ``H * W`` features of the next
   Linear's input (the block size is read from that Linear's ``in_features``).
 
+* A tensor used more than once (a module called twice or registered under two names, a tied parameter) moves the
+  same way in every use: its groups on each axis are merged, and the axis stays fixed when one use takes it
+  unpermuted (a Linear applied to the input and again to its own output). Every name of a tied tensor is in
+  the spec.
 * A unidirectional LSTM starts one group per layer, applied inside each of the four stacked gates of
   ``weight_ih``, ``weight_hh`` (rows and columns) and the biases; its output and one layer of ``h_n`` carry it.
 
@@ -214,12 +218,17 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
             "derived from the traced graph, so forward() must be free of data-dependent control flow"
         ) from e
     modules = dict(model.named_modules())
+    # Every name of every tensor (a tied parameter or a shared module's tensors go by several), by identity.
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    ident: dict[str, int | str] = {tname: id(tensor) for tname, tensor in named}
+    uses: dict[int | str, int] = {}  # tensor -> module calls (and get_attr reads) that use it
     groups = _Groups()
     vals: dict[torch.fx.Node, _Val] = {}
     out_group: dict[str, int] = {}  # a module called twice produces the same group
     entries: list[tuple[str, int, int, int, int]] = []  # (tensor, axis, gid, block, repeat)
-    sites: list[tuple[str, int, int]] = []  # (module, axis, gid) of nonlinear outputs
-    producers: list[tuple[str, int, int]] = []  # Linear/Conv/BN outputs
+    sites: list[tuple[str, int, int]] = []  # (module#call, axis, gid) of nonlinear outputs
+    producers: list[tuple[str, int, int, str]] = []  # Linear/Conv/BN outputs (module, axis, gid, module#call)
+    calls: dict[str, int] = {}  # calls of each module so far: a module called twice has two sites
     affine: list[tuple[str, int]] = []
 
     def val(a: Any) -> _Val:
@@ -246,6 +255,13 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
         return out_group[name]
 
     for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+            used = [*modules[str(node.target)].parameters(), *modules[str(node.target)].buffers()]
+        else:
+            used = [tensor for tname, tensor in named if node.op == "get_attr" and tname == node.target]
+        for used_id in {id(tensor) for tensor in used}:
+            uses[used_id] = uses.get(used_id, 0) + 1
         if node.op == "placeholder" or node.op == "get_attr":
             vals[node] = _Val(None)
         elif node.op == "output":
@@ -279,7 +295,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 if mod.bias is not None:
                     entries.append((f"{name}.bias", 0, g, 1, 1))
                 vals[node] = _Val(g, -1)
-                producers.append((name, -1, g))
+                producers.append((name, -1, g, f"{name}#{calls[name] - 1}"))
             elif isinstance(mod, _CONV + _CONVT):
                 if mod.groups != 1:
                     raise unsupported(node, f"grouped convolution {name!r} (groups={mod.groups})")
@@ -293,7 +309,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 if mod.bias is not None:
                     entries.append((f"{name}.bias", 0, g, 1, 1))
                 vals[node] = _Val(g, 1)
-                producers.append((name, 1, g))
+                producers.append((name, 1, g, f"{name}#{calls[name] - 1}"))
             elif isinstance(mod, _BN) or (isinstance(mod, nn.LayerNorm) and len(mod.normalized_shape) == 1):
                 if v.gid is not None:
                     if isinstance(mod, nn.LayerNorm) and v.axis != -1:
@@ -301,7 +317,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                     for t in ("weight", "bias", "running_mean", "running_var"):
                         if getattr(mod, t, None) is not None:
                             entries.append((f"{name}.{t}", 0, v.gid, 1, 1))
-                    producers.append((name, v.axis, v.gid))
+                    producers.append((name, v.axis, v.gid, f"{name}#{calls[name] - 1}"))
                 vals[node] = v
             elif isinstance(mod, nn.LSTM):
                 if mod.bidirectional or mod.proj_size:
@@ -336,7 +352,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                         entries.append((f"{name}.weight", 0, v.gid, 1, 1))
                 vals[node] = v
                 if v.gid is not None and isinstance(mod, _NONLINEAR):
-                    sites.append((name, v.axis, v.gid))
+                    sites.append((f"{name}#{calls[name] - 1}", v.axis, v.gid))
             elif v.gid is None:
                 vals[node] = _Val(None)  # an unknown module on unpermuted values: its tensors do not move
             else:
@@ -411,6 +427,28 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
             else:
                 raise unsupported(node, _where(node))
 
+    # ----------------------------------------------------------------- shared tensors
+    # A tensor used more than once (a module called twice, a tied parameter) must move the same way in every use:
+    # one group per axis over all of them, and fixed if some use leaves that axis alone (an unpermuted input).
+    per_axis: dict[tuple[int | str, int], list[tuple[str, int, int, int]]] = {}
+    for tensor, axis, gid, block, repeat in entries:
+        per_axis.setdefault((ident.get(tensor, tensor), axis), []).append((tensor, gid, block, repeat))
+    for (tid, axis), found in per_axis.items():
+        if len({(block, repeat) for _, _, block, repeat in found}) > 1:
+            raise PermutationSpecError(
+                f"cannot derive a permutation spec for {type(model).__name__}: tensor {found[0][0]!r} is used with "
+                f"axis {axis} split into units of different sizes; it cannot carry one permutation"
+            )
+        where = f"tensor {found[0][0]!r} (axis {axis}, used {uses.get(tid, 1)} times)"
+        g = found[0][1]
+        for _, other, _, _ in found[1:]:
+            g = groups.union(g, other, where)
+        if len(found) < uses.get(tid, 1):
+            groups.union(g, 0, where)
+    aliases: dict[int | str, list[str]] = {}
+    for tname, tid in ident.items():
+        aliases.setdefault(tid, []).append(tname)
+
     # ----------------------------------------------------------------- assemble
     roots: dict[int, str] = {}
     for gid in range(1, len(groups.parent)):
@@ -422,26 +460,32 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
     axes = []
     for tensor, axis, gid, block, repeat in entries:
         r = groups.find(gid)
-        if r == 0 or (tensor, axis) in seen:
-            continue
-        seen.add((tensor, axis))
-        axes.append(AxisPerm(tensor=tensor, axis=axis, group=roots[r], block=block, repeat=repeat))
+        for name in aliases.get(ident.get(tensor, tensor), [tensor]):  # every name of a shared tensor moves with it
+            if r == 0 or (name, axis) in seen:
+                continue
+            seen.add((name, axis))
+            axes.append(AxisPerm(tensor=name, axis=axis, group=roots[r], block=block, repeat=repeat))
+
+    def label(call: str) -> str:  # "act#1": the second call of a module called twice; "act" if called once
+        name = call.rpartition("#")[0]
+        return call if calls[name] > 1 else name
+
     site_map: dict[str, list[tuple[str, int]]] = {}
-    for name, axis, gid in sites:
+    for call, axis, gid in sites:
         r = groups.find(gid)
         if r:
-            site_map.setdefault(roots[r], []).append((name, axis))
-    for name, axis, gid in producers:
+            site_map.setdefault(roots[r], []).append((label(call), axis))
+    for _, axis, gid, call in producers:
         r = groups.find(gid)
         if r and roots[r] not in site_map:
-            site_map.setdefault(f"_prod_{roots[r]}", []).append((name, axis))
+            site_map.setdefault(f"_prod_{roots[r]}", []).append((label(call), axis))
     sites_out = {key: tuple(at) for key, at in site_map.items() if not key.startswith("_prod_")}
     for key, at in site_map.items():
         if key.startswith("_prod_") and key[6:] not in sites_out:
             sites_out[key[6:]] = (at[-1],)
     # REPAIR sites: a Linear/Conv producing a permuted group, or the BatchNorm right after it.
     node_of = {str(n.target): n for n in gm.graph.nodes if n.op == "call_module"}
-    for name, _, gid in producers:
+    for name, _, gid, _ in producers:
         r = groups.find(gid)
         mod = modules[name]
         if not r or isinstance(mod, _BN + (nn.LayerNorm,)):

@@ -25,6 +25,7 @@ BatchNorm are routed through custom autograd kernels with cheap double backward
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape import distributed, validation
+from landscape._batch import Batch, to_device
 from landscape._loss import LOSSES, default_loss_name
 from landscape._options import keyword_values, parse_bytes, parse_option, shows_keywords
 from landscape.curvature._kernels import CurvatureOps
@@ -352,6 +354,14 @@ class HessianOperator:
         self._cache = False if problem.streamed else cache  # streamed data: graphs are rebuilt per product
         self.cached = None
 
+    def _cast(self, b: Batch) -> Batch:
+        """A problem's batch in the operator's dtype (``dtype=`` other than the problem's, or a half model upcast)."""
+        if self.problem is None or self.problem.dtype == self.dtype:
+            return b
+        cast = lambda x: to_device(x, self.dtype, self.device)  # noqa: E731 - floating tensors only
+        targets = None if b.targets is None else cast(b.targets)
+        return dataclasses.replace(b, inputs=cast(b.inputs), kwargs=cast(b.kwargs), targets=targets, raw=cast(b.raw))
+
     def _batches(self) -> Iterable[Any]:
         """The chunks a product iterates: micro-batches ``(X, y)``, or the problem's batches."""
         return self._chunks if self.problem is None else self.problem.batches()
@@ -374,7 +384,7 @@ class HessianOperator:
         with torch.enable_grad(), hooks, ops, differentiable_kernels():
             if self.problem is not None:  # the problem's batch: its loss summed over the batch, over the total
                 fm = FunctionalModel(self.model, {**extra, **self._params}, self.bn_mode is BNMode.TRAIN)
-                total, _ = self.problem.batch_terms(fm, X)
+                total, _ = self.problem.batch_terms(fm, self._cast(X))
                 weighted = total / self._total
             else:
                 assert y is not None  # without a problem, the chunks are (X, y) pairs

@@ -53,7 +53,7 @@ class CurvatureTracker:
         trace_products: int,
         max_steps: int | None,
         block: int | None,
-        bn_mode: BNMode | str,
+        bn_mode: BNMode | str | None,
         dtype: torch.dtype | None,
         seed: int,
         extrapolate: int = 2,
@@ -69,6 +69,8 @@ class CurvatureTracker:
         self.k, self.tol, self.warm_start, self.per_layer = int(k), float(tol), bool(warm_start), bool(per_layer)
         self.trace_products, self.max_steps, self.block = int(trace_products), max_steps, block
         self.certify = bool(certify)
+        if bn_mode is None:  # the problem's, as everywhere a Problem is given (eval for plain data)
+            bn_mode = data.bn_mode if isinstance(data, Problem) else BNMode.EVAL
         self.bn_mode, self.dtype, self.seed = BNMode(bn_mode), dtype, int(seed)
         self.extrapolate = int(extrapolate)
         if self.extrapolate < 0:

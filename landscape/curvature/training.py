@@ -73,8 +73,9 @@ class CurvatureOptions(TypedDict, total=False):
             products for it at every point (``m`` those of the iteration): it alone catches a start that
             lacks the top eigenvector (e.g. an exact symmetry of the network keeping it out of the previous
             vectors' Krylov space).
-        bn_mode: ``"eval"`` (running statistics, default) or ``"train"`` (batch statistics of the given
-            batches); see :class:`~landscape.curvature.hessian.HessianOperator`.
+        bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics of the given batches); see
+            :class:`~landscape.curvature.hessian.HessianOperator`. Default: the :class:`~landscape.problem.Problem`'s
+            when one is given, else ``"eval"``.
         dtype: Compute dtype of the Hessian (default the model's; float64 for references).
         seed: Seed of the random start vectors (default 0).
     """
@@ -88,7 +89,7 @@ class CurvatureOptions(TypedDict, total=False):
     max_steps: int | None
     block: int | None
     certify: bool
-    bn_mode: BNMode | str
+    bn_mode: BNMode | str | None
     dtype: torch.dtype | None
     seed: int
 
@@ -101,7 +102,7 @@ _DEFAULTS: dict[str, Any] = {
     "per_layer": False,
     "trace_products": 0,
     "certify": True,
-    "bn_mode": BNMode.EVAL,
+    "bn_mode": None,
     "seed": 0,
 }
 
@@ -262,7 +263,7 @@ def trajectory_curvature(
     lr: float | Sequence[float] | None = None,
     label: str = "",
     data_description: str = "",
-    progress: bool = True,
+    progress: bool = False,
     **options: Unpack[CurvatureOptions],
 ) -> CurvatureTrace:
     """Top Hessian eigenvalues (and optionally trace and per-layer top eigenvalues) at every snapshot.
@@ -287,7 +288,7 @@ def trajectory_curvature(
             trajectory's ``"lr"`` metric if recorded, else unknown.
         label: Run name for legends.
         data_description: Text for the provenance.
-        progress: Show a progress bar over snapshots.
+        progress: Show a progress bar over snapshots (default quiet, as every analyzer).
         **options: What is measured at each snapshot (:class:`CurvatureOptions`): ``k``, ``tol``,
             ``warm_start``, ``extrapolate``, ``per_layer``, ``trace_products``, ``max_steps``, ``block``,
             ``bn_mode``, ``dtype``, ``seed``.
@@ -453,7 +454,7 @@ def gradient_descent_curvature(
     seed: int = 0,
     trajectory: Trajectory | None = None,
     label: str = "",
-    progress: bool = True,
+    progress: bool = False,
 ) -> tuple[CurvatureTrace, list[dict[str, float]]]:
     """Full-batch gradient descent with the top Hessian eigenvalue recorded every ``every_steps`` steps.
 
@@ -478,7 +479,7 @@ def gradient_descent_curvature(
         seed: Seed of the run.
         trajectory: Where to write the snapshots (default: nowhere, only the trace).
         label: Run name (default ``"lr=<lr>"``).
-        progress: Show a progress bar over steps.
+        progress: Show a progress bar over steps (default quiet, as every analyzer).
 
     Returns:
         ``(trace, history)``: the curvature trace, and the trainer's per-step history (``train_loss`` at
