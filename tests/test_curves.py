@@ -160,6 +160,28 @@ def test_fit_curve_default_loss_follows_the_targets():
     assert losses.min() - 1e-9 <= default.history["train_loss"][0] <= losses.max() + 1e-9
 
 
+def test_fit_curve_keeps_frozen_parameters_at_their_start():
+    """A frozen backbone shared by two fine-tuned heads: the bend's backbone entries stay at the endpoints' (the
+    package's trainers train only requires_grad=True), the heads' entries move, even with momentum and weight decay.
+    With nothing frozen the whole bend trains."""
+    torch.manual_seed(5)
+    backbone = nn.Sequential(nn.Linear(2, 8), nn.Tanh())
+    a = nn.Sequential(backbone, nn.Linear(8, 3)).double()
+    b = nn.Sequential(backbone, nn.Linear(8, 3)).double()  # the same backbone module: identical frozen entries
+    backbone.requires_grad_(False)
+    kw = {"steps": 10, "optimizer_kwargs": {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01}, "seed": 0}
+    curve = fit_curve(a, b, _data(), **kw)
+    n_back = sum(p.numel() for p in backbone.parameters())
+    w0 = parameters_to_vector(a).numpy()
+    np.testing.assert_array_equal(curve.bend[:n_back], w0[:n_back])
+    mid = 0.5 * (curve.control[0] + curve.control[2])
+    assert np.abs(curve.bend[n_back:] - mid[n_back:]).max() > 1e-3
+    # nothing frozen: the whole bend trains (the backbone entries move too)
+    backbone.requires_grad_(True)
+    free = fit_curve(a, b, _data(), **kw)
+    assert np.abs(free.bend[:n_back] - w0[:n_back]).max() > 1e-4
+
+
 def test_evaluate_curve_default_metrics_follow_the_targets(minima):
     """Regression targets: the default metrics are the loss only (as every slice's), and the loss is the MSE at
     the curve's points (a hand loop); class targets keep loss and accuracy."""

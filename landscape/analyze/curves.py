@@ -161,13 +161,22 @@ class CurveResult(Result):
         return curve_coefficients(self.shape, self.ts) @ np.asarray(self.control, np.float64)
 
 
+def _trainable_mask(model: nn.Module, layout: ParamLayout) -> Tensor:
+    """``(D,)`` bool: which entries of ``layout``'s flat vector belong to parameters with ``requires_grad=True``."""
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    parts = [torch.full((s.stop - s.start,), flags.get(s.name, True), dtype=torch.bool) for s in layout.specs]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
+
+
 class _CurveModel(nn.Module):
     """The curve as a module for the shared training loop: its only parameter is the bend.
 
     ``forward`` draws ``t ~ U(0, 1)`` from the global generator (seeded by the trainer), forms the
     point on the curve and runs the base architecture there through ``functional_call``. The
     endpoints are plain tensors (not parameters or buffers): the optimizer never sees them and a
-    trajectory stores only the bend.
+    trajectory stores only the bend. Entries of parameters the base architecture freezes
+    (``requires_grad=False``) keep their starting values: ``forward`` reads them from a fixed copy, so
+    they get no gradient (the package's trainers train only trainable parameters).
     """
 
     def __init__(self, base: nn.Module, w0: Tensor, bend: Tensor, w1: Tensor, kind: CurveKind) -> None:
@@ -176,11 +185,19 @@ class _CurveModel(nn.Module):
         self.w0, self.w1, self.kind = w0.detach().clone(), w1.detach().clone(), kind
         self._base = [base]  # in a list: not a submodule, so its parameters are not the curve's
         self._layout = ParamLayout.from_model(base)
+        self.trainable = _trainable_mask(base, self._layout)
+        self.fixed = None if bool(self.trainable.all()) else bend.detach().clone()
+
+    def current_bend(self) -> Tensor:
+        """The bend the curve uses: the parameter, with the frozen entries at their starting values."""
+        if self.fixed is None:
+            return self.bend
+        return torch.where(self.trainable, self.bend, self.fixed)
 
     def forward(self, x: Tensor) -> Tensor:
         t = float(torch.rand(()))
         c0, c1, c2 = curve_coefficients(self.kind, [t])[0].tolist()
-        w = c0 * self.w0 + c1 * self.bend + c2 * self.w1
+        w = c0 * self.w0 + c1 * self.current_bend() + c2 * self.w1
         return functional_forward(self._base[0], w, x, train=self.training, layout=self._layout)
 
 
@@ -223,6 +240,7 @@ def fit_curve(
         steps: Optimizer steps.
         batch_size: Minibatch size (``None``: full batch).
         init_bend: Starting bend ``(D,)`` (default: the midpoint ``(w0 + w1) / 2``, i.e. the straight line).
+            Entries of parameters frozen in ``a`` (``requires_grad=False``) keep these starting values.
         seed: Seed of the ``t`` draws and the shuffling.
         trajectory: A :class:`~landscape.trajectory.store.Trajectory` to record the bend into.
         record_every_steps: Recording schedule by steps.
@@ -261,7 +279,7 @@ def fit_curve(
     ).fit()
     trained = tr.model  # the trainer's copy of ``module``
     assert isinstance(trained, _CurveModel)
-    bend = trained.bend.detach()
+    bend = trained.current_bend().detach()
     keys = sorted({key for h in tr.history_ for key in h})
     hist = {key: np.asarray([h.get(key, np.nan) for h in tr.history_], np.float64) for key in keys}
     prov = Provenance.here(
