@@ -170,10 +170,16 @@ def test_fit_curve_keeps_frozen_parameters_at_their_start():
     b = nn.Sequential(backbone, nn.Linear(8, 3)).double()  # the same backbone module: identical frozen entries
     backbone.requires_grad_(False)
     kw = {"steps": 10, "optimizer_kwargs": {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01}, "seed": 0}
-    curve = fit_curve(a, b, _data(), **kw)
+    traj = Trajectory()
+    curve = fit_curve(a, b, _data(), trajectory=traj, record_every_steps=1, **kw)
     n_back = sum(p.numel() for p in backbone.parameters())
     w0 = parameters_to_vector(a).numpy()
     np.testing.assert_array_equal(curve.bend[:n_back], w0[:n_back])
+    # every recorded bend is the one the curve used: frozen entries unmoved by the weight decay
+    recorded = traj.vectors().numpy()
+    assert len(recorded) == 11
+    np.testing.assert_array_equal(recorded[:, :n_back], np.broadcast_to(w0[:n_back], (11, n_back)))
+    np.testing.assert_array_equal(recorded[-1], curve.bend)
     mid = 0.5 * (curve.control[0] + curve.control[2])
     assert np.abs(curve.bend[n_back:] - mid[n_back:]).max() > 1e-3
     # nothing frozen: the whole bend trains (the backbone entries move too)

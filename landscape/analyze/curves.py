@@ -161,6 +161,17 @@ class CurveResult(Result):
         return curve_coefficients(self.shape, self.ts) @ np.asarray(self.control, np.float64)
 
 
+def _keep_frozen() -> Any:
+    """A callback putting the curve's frozen bend entries back after every step (imported late: train uses analyze)."""
+    from landscape.train.callbacks import Callback
+
+    class KeepFrozen(Callback):
+        def on_step_end(self, trainer: Any, event: Any) -> None:  # noqa: D102
+            trainer.model.reset_frozen()
+
+    return KeepFrozen()
+
+
 def _trainable_mask(model: nn.Module, layout: ParamLayout) -> Tensor:
     """``(D,)`` bool: which entries of ``layout``'s flat vector belong to parameters with ``requires_grad=True``."""
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
@@ -176,7 +187,8 @@ class _CurveModel(nn.Module):
     endpoints are plain tensors (not parameters or buffers): the optimizer never sees them and a
     trajectory stores only the bend. Entries of parameters the base architecture freezes
     (``requires_grad=False``) keep their starting values: ``forward`` reads them from a fixed copy, so
-    they get no gradient (the package's trainers train only trainable parameters).
+    they get no gradient, and they are put back in the parameter after every step (weight decay moves
+    them), so a recorded bend is the one used (the package's trainers train only trainable parameters).
     """
 
     def __init__(self, base: nn.Module, w0: Tensor, bend: Tensor, w1: Tensor, kind: CurveKind) -> None:
@@ -187,6 +199,12 @@ class _CurveModel(nn.Module):
         self._layout = ParamLayout.from_model(base)
         self.trainable = _trainable_mask(base, self._layout)
         self.fixed = None if bool(self.trainable.all()) else bend.detach().clone()
+
+    def reset_frozen(self) -> None:
+        """Put the frozen entries of the parameter back (weight decay moves them): a recorded bend is the one used."""
+        if self.fixed is not None:
+            with torch.no_grad():
+                self.bend.copy_(torch.where(self.trainable, self.bend, self.fixed))
 
     def current_bend(self) -> Tensor:
         """The bend the curve uses: the parameter, with the frozen entries at their starting values."""
@@ -276,6 +294,7 @@ def fit_curve(
         record_every_epochs=record_every_epochs,
         tags={"curve": k.value},
         progress=progress,
+        callbacks=[_keep_frozen()] if module.fixed is not None else (),  # before the recorder
     ).fit()
     trained = tr.model  # the trainer's copy of ``module``
     assert isinstance(trained, _CurveModel)
