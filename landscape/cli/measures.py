@@ -17,7 +17,6 @@ __all__ = ["cmd_hessian", "cmd_distance"]
 
 def cmd_hessian(args: argparse.Namespace) -> list[str]:
     """``hessian``: eigenvalue density (SLQ), top eigenvalues and traces of the loss Hessian at one point."""
-    from landscape._options import parse_bytes
     from landscape.curvature.spectrum import hessian_spectrum
     from landscape.plot.hessian import plot_spectrum_density
 
@@ -29,11 +28,8 @@ def cmd_hessian(args: argparse.Namespace) -> list[str]:
     options: dict[str, Any] = {}
     if args.batch_size is not None:
         options["micro_batch_size"] = args.batch_size
-    if args.memory_budget is not None:
-        try:
-            options["memory_budget"] = parse_bytes(args.memory_budget)
-        except ValueError as e:
-            raise CLIError(f"--memory-budget: {e}") from None
+    if args.memory_budget is not None:  # read by the operator (and checked before the work: cli.app._check_early)
+        options["memory_budget"] = args.memory_budget
     res = hessian_spectrum(
         model,
         nn.functional.cross_entropy,
