@@ -354,12 +354,9 @@ class Problem:
             with torch.no_grad():
                 x = batches[0].inputs[0][:2]
                 self._tensor_output = isinstance(self.functional()(x), Tensor)
-        simple = bool(batches) and bool(self._tensor_output)
-        if self.sharded:
-            # Every rank must take the same path (the engine's executors and its general path make different
-            # collectives): the fast one only when every rank's share is simple, so never with an empty share.
-            vote = self.reduce_sums([torch.tensor([float(not simple)], dtype=torch.float64)])[0]
-            simple = simple and float(vote[0]) == 0
+        # Every rank must take the same path (the engine's executors and its general path make different
+        # collectives): the fast one only when every rank's share is simple, so never with an empty share.
+        simple = not self._any_rank(not (batches and self._tensor_output))
         if not simple:
             return None
         assert batches is not None  # simple
@@ -381,9 +378,8 @@ class Problem:
             batches = list(self.batches())
             first = batches[0].targets if batches else None  # an empty share (sharded) has none: the others decide
             flag = first is not None and weighted_mean(self.loss_fn_for(first), (b.targets for b in batches))
-            if self.sharded:  # every rank must take the same path (total_count reduces across ranks on one)
-                flag = bool(self.reduce_sums([torch.tensor([float(flag)], dtype=torch.float64)])[0].item() > 0)
-            self._weighted = flag
+            # every rank must take the same path (total_count reduces across ranks on one)
+            self._weighted = self._any_rank(flag)
         return self._weighted
 
     # ------------------------------------------------------------------ loss
@@ -464,6 +460,12 @@ class Problem:
             return sums
         return distributed.all_reduce_sum(sums)
 
+    def _any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any rank: a collective when sharded, ``flag`` itself otherwise."""
+        if not self.sharded:
+            return flag
+        return float(self.reduce_sums([torch.tensor([float(flag)], dtype=torch.float64)])[0][0]) > 0
+
     def _means(self, sums: list[Tensor], count: float, dtype: torch.dtype) -> list[Tensor]:
         """Sums over this process's batches divided by the count (in ``dtype``), both through :meth:`reduce_sums`."""
         if self.sharded:
@@ -506,10 +508,9 @@ class Problem:
         """
         if not self._data.random_order:
             return False
-        again = self.n_samples > 0 and self.streamed  # the first pass (counting) decides whether batches are kept
-        if self.sharded:  # the same answer on every rank (callers refuse on it before collectives): any rank's says
-            again = float(self.reduce_sums([torch.tensor([float(again)], dtype=torch.float64)])[0][0]) > 0
-        return again
+        # the first pass (counting) decides whether batches are kept; the same answer on every rank (callers refuse
+        # on it before collectives): any rank's says
+        return self._any_rank(self.n_samples > 0 and self.streamed)
 
     @property
     def shard_ordered(self) -> bool:
