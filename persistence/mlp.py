@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.validation import InputError, LossKind, check_finite, normalize_inputs, normalize_targets
+from persistence.penalty import penalized_layers
 
 __all__ = [
     "mlp_widths",
@@ -276,12 +277,8 @@ def anchor_matrices(
 
 
 def layer_scales(layout: ParamLayout, layers: Sequence[str] | None, scale: float, dtype: torch.dtype) -> Tensor:
-    names = list(layout.layers)
-    chosen = names if layers is None else [layers] if isinstance(layers, str) else list(layers)  # a str: one name
-    for n in chosen:
-        if n not in names:
-            raise ValueError(f"unknown layer {n!r}; the model's layers are {names}")
-    return torch.tensor([scale if n in chosen else 0.0 for n in names], dtype=dtype)
+    chosen = penalized_layers(layout, layers)
+    return torch.tensor([scale if n in chosen else 0.0 for n in layout.layers], dtype=dtype)
 
 
 def check_xy(x: Tensor, y: Tensor, widths: Sequence[int], dtype: torch.dtype, what: str) -> tuple[Tensor, Tensor]:

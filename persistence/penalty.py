@@ -81,6 +81,23 @@ def draw_layer(
     return names[int(rng.integers(len(names)))]
 
 
+def penalized_layers(layout: ParamLayout, layers: str | Sequence[str] | None) -> list[str]:
+    """The layer names a penalty covers: every layer of ``layout`` for ``None``, else those given, checked.
+
+    A single name may be given as a str (one name, not its characters: Sequential layers "1" and "0" are not
+    layer "10").
+
+    Raises:
+        ValueError: On a name that is not a layer of ``layout``, naming the model's layers.
+    """
+    names = list(layout.layers)
+    chosen = names if layers is None else [layers] if isinstance(layers, str) else list(layers)
+    for name in chosen:
+        if name not in names:
+            raise ValueError(f"unknown layer {name!r}; the model's layers are {names}")
+    return chosen
+
+
 class PersistentPenalty:
     """A loss term ``penalty(model) -> scalar`` that keeps training away from previous solutions.
 
@@ -122,11 +139,7 @@ class PersistentPenalty:
                 f"anchors must have shape (K, {layout.numel}) for this architecture, got {tuple(mat.shape)}"
             )
         groups = layout.layers
-        # one name as a str, not its characters (Sequential layers "1" and "0" are not layer "10")
-        chosen = list(groups) if layers is None else [layers] if isinstance(layers, str) else list(layers)
-        for name in chosen:
-            if name not in groups:
-                raise ValueError(f"unknown layer {name!r}; the model's layers are {list(groups)}")
+        chosen = penalized_layers(layout, layers)
         self.layout = layout
         self.lam = float(lam)
         self.depth_factor = None if depth_factor is None else abs(float(depth_factor))
