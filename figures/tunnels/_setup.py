@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from figures.contract import Claim, FigureResult, Panel, Scale, figure_function, register_figure, require_data
+from figures.tunnels._newton import lbfgs_then_newton
 from figures.verdict import Effect, Premise, at_least, at_most, paired_effect
 from landscape.data import load_digits_split, load_mnist_idx
 from landscape.models import SigmoidConvNet
@@ -51,7 +52,7 @@ from landscape.plot import PALETTE
 from landscape.train import Callback, StepEvent, Trainer, evaluate_dataset
 from landscape.trajectory import build_once, cached_json
 from tunnels import NEONEscape, PerturbedGD, TunnelSchedule
-from tunnels.flat import dense_hessian, full_batch_objective, newton_flat
+from tunnels.flat import dense_hessian, full_batch_objective
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -95,9 +96,10 @@ class Setup:
     seed: int = 0
 
     def key(self) -> str:
-        """Cache key: the settings and this file's source."""
+        """Cache key: the settings and the source of this file and of the critical-point search it uses."""
         h = hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
         h.update(Path(__file__).read_bytes())
+        h.update(Path(__file__).with_name("_newton.py").read_bytes())
         return h.hexdigest()[:16]
 
     def scaling(self, data_desc: str) -> dict[str, Any]:
@@ -210,34 +212,19 @@ def _critical_one_filter(setup: Setup, data: tuple[Tensor, Tensor]) -> tuple[nn.
     x, y = data[0].double(), data[1]
     torch.manual_seed(setup.seed)
     one = SigmoidConvNet(tuple(x.shape[1:]), 10, filters=1, kernel_size=setup.kernel).double()
-    opt = torch.optim.LBFGS(
-        one.parameters(),
-        lr=1.0,
+    tol = GRAD_TOL / 100
+    model, res = lbfgs_then_newton(
+        one,
+        (x, y),
         max_iter=300,
-        history_size=50,
-        tolerance_grad=GRAD_TOL / 100,
-        tolerance_change=0.0,
-        line_search_fn="strong_wolfe",
+        tolerance_grad=tol,
+        stop_below=tol,
+        restarts=3,
+        newton_steps=setup.newton_steps,
+        step_size=setup.newton_step_size,
+        damping=0.0,
     )
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(one(x), y)
-        loss.backward()
-        return loss
-
-    for _ in range(3):  # restart after a failed line search, bounded
-        opt.step(closure)
-        if float(torch.cat([p.grad.reshape(-1) for p in one.parameters()]).norm()) < GRAD_TOL / 100:
-            break
-    res = newton_flat(
-        one, (x, y), F.cross_entropy, steps=setup.newton_steps, step_size=setup.newton_step_size, damping=0.0
-    )
-    best = int(np.argmin(res.grad_norms))  # Newton from a near-critical point: keep the best iterate
-    info = {"newton_losses": res.losses, "newton_grad_norms": res.grad_norms}
-    if best < len(res.grad_norms) - 1:  # rerun to the best iterate (deterministic)
-        res = newton_flat(one, (x, y), F.cross_entropy, steps=best, step_size=setup.newton_step_size, damping=0.0)
-    return res.model, info
+    return model, {"newton_losses": res.losses, "newton_grad_norms": res.grad_norms}
 
 
 def saddle_point(

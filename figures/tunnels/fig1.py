@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, register_figure
+from figures.tunnels._newton import lbfgs_then_newton
 from figures.tunnels._plots import band_figure
 from figures.tunnels._setup import (
     COLORS,
@@ -39,7 +40,7 @@ from figures.tunnels._setup import (
 )
 from figures.verdict import at_most, paired_effect
 from landscape.plot import Line, plot_lines
-from tunnels import newton_flat, open_tunnels, split_stats
+from tunnels import open_tunnels, split_stats
 
 F = nn.functional
 ARMS_LEFT = {"control": "control", "proposed": "open_proposed", "random": "open_random"}
@@ -124,36 +125,18 @@ def converged_model(s, data, steps: int = 300) -> nn.Module:
     in 8 steps, 1e-3 stalled near 3e-4.
     """
     net = initial_model(s, tuple(data[0].shape[1:])).double()
-    x, y = data[0].double(), data[1]
-    opt = torch.optim.LBFGS(
-        net.parameters(),
-        lr=1.0,
+    model, _ = lbfgs_then_newton(
+        net,
+        (data[0].double(), data[1]),
         max_iter=steps,
-        history_size=50,
         tolerance_grad=1e-12,
-        tolerance_change=0.0,
-        line_search_fn="strong_wolfe",
+        stop_below=1e-3,
+        restarts=4,
+        newton_steps=POLISH_STEPS,
+        step_size=1.0,
+        damping=POLISH_DAMPING,
     )
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        return loss
-
-    for _ in range(4):  # L-BFGS stops early on a failed line search: restart it (bounded) until the gradient is small
-        opt.step(closure)
-        g = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
-        if float(g.norm()) < 1e-3:
-            break
-    net.zero_grad(set_to_none=True)
-    res = newton_flat(net, (x, y), F.cross_entropy, steps=POLISH_STEPS, step_size=1.0, damping=POLISH_DAMPING)
-    best = int(np.argmin(res.grad_norms))  # iterate 0 is L-BFGS's own end point
-    if best == 0:
-        return net
-    if best < POLISH_STEPS:  # rerun to the best iterate (deterministic)
-        res = newton_flat(net, (x, y), F.cross_entropy, steps=best, step_size=1.0, damping=POLISH_DAMPING)
-    return res.model
+    return model
 
 
 def _loss_grad(net: nn.Module, x, y) -> tuple[float, float]:
