@@ -186,6 +186,68 @@ def test_interpolated_batchnorm_states_and_nan_counts():
     assert r.n_nonfinite == 2 and np.isnan(r.metrics["accuracy"][1:]).all() and np.isfinite(r.metrics["loss"][0])
 
 
+def _bn_pair(seed=4):
+    """A BatchNorm MLP (the problem's template, fresh statistics) and two trained-looking copies with their own."""
+    torch.manual_seed(seed)
+    t = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3)).double().eval()
+    X, y = torch.randn(30, 4, dtype=torch.float64), torch.randint(0, 3, (30,))
+    nets = []
+    for shift in (1.0, -2.0, 0.5):
+        n = copy.deepcopy(t).train()
+        with torch.no_grad():
+            for p in n.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+            n(2 * X + shift)  # moves the running statistics
+        nets.append(n.eval())
+    return t, nets, (X, y)
+
+
+def _own_loss(m, data, params=None, bufs=None):
+    """Brute force: the eval-mode loss of ``m``'s architecture at ``params`` (default its own) on ``bufs``."""
+    with torch.no_grad():
+        net = model_at(m, vec(m) if params is None else params, dict(m.named_buffers()) if bufs is None else bufs)
+        return F.cross_entropy(net.eval()(data[0]), data[1]).item()
+
+
+def test_slices_between_batchnorm_models_use_each_models_statistics_by_default():
+    t, (a, b, c), data = _bn_pair()
+    bufs = lambda m: dict(m.named_buffers())  # noqa: E731
+    # A line between two models: each end is that model's own loss, and the middle has the mean statistics.
+    r = line(t, a, b, data, alphas=[0.0, 0.5, 1.0])
+    mid = {k: 0.5 * (v + bufs(b)[k]) if v.is_floating_point() else v for k, v in bufs(a).items()}
+    assert r.provenance.extra["bn_mode"] == "interpolate"
+    np.testing.assert_allclose(
+        r.metrics["loss"],
+        [_own_loss(a, data), _own_loss(t, data, 0.5 * (vec(a) + vec(b)), mid), _own_loss(b, data)],
+        rtol=1e-12,
+    )
+    # bn_mode="eval" keeps the problem model's statistics at every point (the old default).
+    r = line(t, a, b, data, alphas=[0.0, 1.0], bn_mode="eval")
+    np.testing.assert_allclose(
+        r.metrics["loss"], [_own_loss(t, data, vec(a), bufs(t)), _own_loss(t, data, vec(b), bufs(t))], rtol=1e-12
+    )
+    # Vectors carry no statistics: the problem model's, as before.
+    r = line(t, vec(a), vec(b), data, alphas=[1.0])
+    assert r.metrics["loss"][0] == pytest.approx(_own_loss(t, data, vec(b), bufs(t)), rel=1e-12)
+    # Three models: each corner of the plane and of the triangle is that model's own loss.
+    p = plane_through(t, a, b, c, data, xs=[0.0, 1.0], ys=[0.0, 1.0])
+    got = p.metrics["loss"]
+    np.testing.assert_allclose([got[0, 0], got[0, 1], got[1, 0]], [_own_loss(m, data) for m in (a, b, c)], rtol=1e-12)
+    tri = barycentric(t, a, b, c, data, n=2).metrics["loss"]  # [beta, alpha]: alpha 0 is a, (1, 1) b, (1, 0) c
+    np.testing.assert_allclose([tri[0, 0], tri[1, 1], tri[0, 1]], [_own_loss(m, data) for m in (a, b, c)], rtol=1e-12)
+    # A plane around a model centre keeps the centre's statistics at every point (directions carry none).
+    d = torch.randn(2, vec(t).numel(), dtype=torch.float64)
+    pl = plane(t, c, d[0], d[1], data, [0.0, 0.5], [0.25])
+    want = [_own_loss(t, data, vec(c) + x * d[0] + 0.25 * d[1], bufs(c)) for x in (0.0, 0.5)]
+    np.testing.assert_allclose(pl.metrics["loss"][0], want, rtol=1e-12)
+    rp = random_plane(t, data, xs=[0.0], ys=[0.0], center=c, seed=0)
+    assert rp.metrics["loss"][0, 0] == pytest.approx(_own_loss(c, data), rel=1e-12)
+    # A line from the problem's own model to a vector is unchanged: the statistics are the model's.
+    r = line(a, a, vec(b), data, alphas=[0.0, 1.0])
+    assert r.provenance.extra["bn_mode"] == "eval"
+    assert r.metrics["loss"][1] == pytest.approx(_own_loss(a, data, vec(b)), rel=1e-12)
+
+
 def test_no_public_function_touches_the_models():
     from landscape.analyze import distance_along_path, functional_distance
 
@@ -201,8 +263,8 @@ def test_no_public_function_touches_the_models():
     data = (torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,)))
     snaps = [snapshot(x) for x in (m, *others)]
     d = torch.randn(2, vec(m).numel(), dtype=torch.float64)
-    for bn in ("eval", "train", "interpolate"):
-        kw = {"bn_mode": bn}
+    for bn in (None, "eval", "train", "interpolate"):
+        kw = {} if bn is None else {"bn_mode": bn}
         line(m, m, others[0], data, alphas=[0, 0.5], **kw)
         line_distance(m, m, others[0], data, distances=[0.0, 1.0], **kw)
         bilinear(m, [m, *others], data, n=2, **kw)
@@ -210,9 +272,9 @@ def test_no_public_function_touches_the_models():
         plane_through(m, m, others[0], others[1], data, xs=[0, 1], **kw)
         distance_along_path(m, m, others[0], data, alphas=[0.5], **kw)
         functional_distance(m, m, others[1], data, **kw)
-        if bn != "interpolate":
-            plane(m, m, d[0], d[1], data, [0, 1], [0], **kw)
-            random_plane(m, data, xs=[0, 1], **kw)
+        plane(m, others[2], d[0], d[1], data, [0, 1], [0], **kw)
+        random_plane(m, data, xs=[0, 1], **kw)
+        random_plane(m, data, xs=[0, 1], center=others[2], **kw)
     for x, s in zip((m, *others), snaps):
         assert_untouched(x, s)
 

@@ -215,9 +215,8 @@ def loss_barrier(
         raise ValueError(f"metrics must include 'loss', got {list(metrics)}")
     bn = None if bn_mode is None else parse_option(BNMode, bn_mode, "bn_mode")
     if not repair:
-        if bn is None:  # each network on its own running statistics: b's loss at alpha 1, as the repaired path has
-            own = any(True for _ in a.buffers()) and any(True for _ in b.buffers())
-            bn = BNMode.INTERPOLATE if own else BNMode.EVAL
+        # bn_mode not given: each network on its own running statistics (the slices' default), so alpha 1 gives
+        # b's loss, as the repaired path has.
         r = line(
             a,
             a,
@@ -226,7 +225,7 @@ def loss_barrier(
             al,
             metrics=metrics,
             loss_fn=loss_fn,
-            bn_mode=bn.value,
+            bn_mode=None if bn is None else bn.value,
             batch_size=batch_size,
             progress=progress,
             label=label,

@@ -43,6 +43,7 @@ from landscape.analyze.slicing import (
     as_anchor,
     coordinates,
     shows_options,
+    slice_buffers,
     to_numpy,
 )
 from landscape.evaluate.affine import AffinePoints
@@ -226,24 +227,17 @@ def distance_along_path(
     prob = _distance_problem(problem, data, bn)
     layout = prob.layout
     anchors = [as_anchor(prob, a, layout), as_anchor(prob, b, layout)]
-    # Two networks compared as functions run on their own running statistics: with bn_mode not given, endpoints
-    # that are models with buffers keep theirs (interpolated between them), as bn_mode="interpolate" does.
-    own = bn is None and prob.bn_mode == "eval" and all(x for _, x in anchors)
-    interpolate = bn == "interpolate" or own
+    # Two networks compared as functions run on their own running statistics (the slices' default).
+    mode, bufs = slice_buffers(prob, anchors, settings.bn_mode)
     # A NaN endpoint would give rms=nan beside a plausible disagreement (argmax of NaN is 0): refuse it.
     for name, (vec, bufs_k) in zip(("a", "b"), anchors):
         check_vector(vec, name, layout)
-        for k, t in (bufs_k or {}).items() if interpolate else ():
+        for k, t in (bufs_k or {}).items() if bufs is not None else ():
             check_finite(t, f"{name}: buffer {k!r}")
     al = coordinates(np.linspace(0, 1, 11) if alphas is None else alphas, "alphas")
-    bufs = None
-    if interpolate:
-        bufs = [x for _, x in anchors if x is not None]
-        if len(bufs) != len(anchors):
-            raise ValueError("bn_mode='interpolate' needs a and b given as models (their buffers are interpolated)")
     basis = torch.stack([v for v, _ in anchors])
     ref_pts = AffinePoints(basis, np.array([[1.0, 0.0]]), bufs)
-    engine = {**settings.engine(), **({"bn_mode": "interpolate"} if own else {})}
+    engine = {**settings.engine(), "bn_mode": mode.value}
     ref = torch.from_numpy(evaluate_points(prob, ref_pts, **{**engine, "metrics": ("outputs",)})["outputs"][0])
     if ref.dim() < 2:
         raise ValueError(f"functional distance needs outputs of shape (B, C), got {tuple(ref.shape)} (N, ...)")

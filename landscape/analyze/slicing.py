@@ -36,6 +36,7 @@ __all__ = [
     "slice_problem",
     "begin_slice",
     "as_anchor",
+    "slice_buffers",
     "evaluate_slice",
     "grid_metrics",
     "coordinates",
@@ -57,7 +58,12 @@ class EngineOptions(TypedDict, total=False):
         memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
             :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
         strategy: ``"auto"`` (default), ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
-        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``; default the problem's (``"eval"``).
+        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``. Default: the problem's (``"eval"``, running
+            statistics), where the anchors that are models carry their own statistics: a slice between models
+            (every anchor a model, or a model centre plus directions) then runs each point on its anchors'
+            statistics combined with its coefficients (``"interpolate"``; directions contribute none), so a
+            line's endpoints give each model's own loss. Pass ``"eval"`` for the problem model's statistics at
+            every point.
         progress: Show a progress bar (default ``False``).
         data_description: The data's description in the provenance (default: the problem's).
         data_desc: Deprecated name of ``data_description``.
@@ -200,12 +206,60 @@ def as_anchor(prob: ProblemLike, p: PointLike, layout: ParamLayout) -> tuple[Ten
     return vec.to(dtype), bufs
 
 
+def slice_buffers(
+    prob: Problem,
+    anchors: Sequence[tuple[Tensor, Mapping[str, Tensor] | None]],
+    bn_mode: BNMode | str | None,
+    directions: int = 0,
+) -> tuple[BNMode, list[dict[str, Tensor]] | None]:
+    """The BatchNorm policy of a slice and, for ``"interpolate"``, each anchor's buffers in the problem's dtype.
+
+    With ``bn_mode`` not given and the problem in ``"eval"`` mode, anchors given as models keep their own
+    running statistics: if every point anchor (all but the last ``directions``) is a model with buffers and
+    one of them differs from the problem model's, the slice interpolates them (directions get zeros, so a
+    plane's points keep its centre's statistics). Otherwise nothing changes (the problem model's statistics).
+    Two trained BatchNorm networks differ most in their statistics, so a line from ``a`` to ``b`` on ``a``'s
+    statistics would not give ``b``'s loss at alpha 1.
+
+    Args:
+        prob: The problem.
+        anchors: ``k`` pairs (``(D,)`` vector, buffers or None) from :func:`as_anchor`.
+        bn_mode: The slice's ``bn_mode`` (``None``: not given).
+        directions: How many of the last anchors are directions (they carry no statistics).
+
+    Returns:
+        The mode and ``k`` buffer dicts (``None`` unless the mode is ``"interpolate"``).
+
+    Raises:
+        ValueError: If ``bn_mode="interpolate"`` and a point anchor is not a model.
+    """
+    points = anchors[: len(anchors) - directions]
+    bn = parse_option(BNMode, bn_mode or prob.bn_mode, "bn_mode")
+    if bn_mode is None and bn is BNMode.EVAL and points and all(b for _, b in points):
+        mine = dict(prob.model.named_buffers())
+        same = all(
+            b.keys() == mine.keys() and all(torch.equal(v, mine[k].to(v)) for k, v in b.items())  # type: ignore[union-attr]
+            for _, b in points
+        )
+        bn = BNMode.EVAL if same else BNMode.INTERPOLATE
+    if bn is not BNMode.INTERPOLATE:
+        return bn, None
+    if any(b is None for _, b in points):
+        raise ValueError(
+            "bn_mode='interpolate' needs the anchors given as models (their buffers are interpolated), got a vector "
+            "or a parameter dict"
+        )
+    own = [{k: (v.to(prob.dtype) if v.is_floating_point() else v) for k, v in b.items()} for _, b in points]  # type: ignore[union-attr]
+    return bn, own + [{k: torch.zeros_like(v) for k, v in own[0].items()} for _ in range(directions)]
+
+
 def evaluate_slice(
     prob: Problem,
     anchors: Sequence[tuple[Tensor, dict[str, Tensor] | None]],
     coefs: np.ndarray,
     settings: SliceSettings,
     extra: dict[str, Any],
+    directions: int = 0,
 ) -> tuple[dict[str, np.ndarray], int, Provenance]:
     """Evaluate the points ``coefs @ anchors``.
 
@@ -215,6 +269,8 @@ def evaluate_slice(
         coefs: ``(P, k)`` coefficients of the points.
         settings: The call's evaluation keywords.
         extra: Provenance entries (``kind`` and the slice's options).
+        directions: How many of the last anchors are directions (a plane's), not points: see
+            :func:`slice_buffers`.
 
     Returns:
         The metrics (name -> ``(P, ...)``), the number of points with a non-finite loss, and the provenance.
@@ -223,16 +279,8 @@ def evaluate_slice(
         ValueError: If ``bn_mode="interpolate"`` and an anchor is not a model.
     """
     basis = torch.stack([a for a, _ in anchors])
-    bufs = None
-    bn = parse_option(BNMode, settings.bn_mode or prob.bn_mode, "bn_mode")
-    if bn is BNMode.INTERPOLATE:
-        if any(b is None for _, b in anchors):
-            raise ValueError("bn_mode='interpolate' needs every anchor given as a model (its buffers are interpolated)")
-        bufs = [
-            {k: (v.to(prob.dtype) if v.is_floating_point() else v) for k, v in b.items()}  # type: ignore[union-attr]
-            for _, b in anchors
-        ]
-    res = evaluate_points(prob, AffinePoints(basis, coefs, bufs), **settings.engine())
+    bn, bufs = slice_buffers(prob, anchors, settings.bn_mode, directions)
+    res = evaluate_points(prob, AffinePoints(basis, coefs, bufs), **{**settings.engine(), "bn_mode": bn.value})
     bad = int((~np.isfinite(res["loss"])).sum()) if "loss" in res else 0
     prov = Provenance.here(
         seed=settings.seed,

@@ -30,6 +30,10 @@ and ``loss_fn``). The evaluation options are the same keywords on every slice (s
 ``progress`` go to :func:`~landscape.evaluate.points.evaluate_points`; ``seed`` and ``data_description`` to the
 provenance (``data_desc`` is its deprecated old name). They are declared once,
 :class:`~landscape.analyze.slicing.SliceOptions`.
+
+BatchNorm: anchors given as models keep their own running statistics unless ``bn_mode`` is given (a line
+from ``a`` to ``b`` ends at ``b``'s own loss; a plane around a model keeps that model's statistics); vectors
+and parameter dicts run on the problem model's (:func:`~landscape.analyze.slicing.slice_buffers`).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from landscape.analyze.directions import random_directions
 from landscape.analyze.slice_results import BarycentricResult, BilinearResult, LineResult, PlaneResult
@@ -362,8 +366,7 @@ def plane(
         data: Shorthand only: tensor pair, Dataset, DataLoader or iterable of batches.
         xs: ``(nx,)`` coordinates along ``d1`` (default 21 values over [-1, 1]).
         ys: ``(ny,)`` coordinates along ``d2`` (default: ``xs``).
-        extra: More provenance entries (``bn_mode="interpolate"`` is not available: directions carry no
-            buffers).
+        extra: More provenance entries.
         seed: Recorded in the provenance.
         **options: The evaluation keywords of every slice (:class:`~landscape.analyze.slicing.SliceOptions`):
             ``loss_fn``, ``metrics``, ``batch_size``, ``chunk_size``, ``memory_budget``, ``strategy``,
@@ -379,7 +382,7 @@ def plane(
     x, y, X, Y = _grid(np.linspace(-1, 1, 21) if xs is None else xs, ys)
     coefs = np.stack([np.ones_like(X), X, Y], 1)
     anchors = [c, (dirs[0], None), (dirs[1], None)]
-    res, bad, prov = evaluate_slice(prob, anchors, coefs, settings, {"kind": "plane", **(extra or {})})
+    res, bad, prov = evaluate_slice(prob, anchors, coefs, settings, {"kind": "plane", **(extra or {})}, directions=2)
     return PlaneResult(
         xs=x,
         ys=y,
@@ -460,7 +463,7 @@ def random_plane(
     xs = np.linspace(-1, 1, 21) if xs is None else xs
     return plane(
         prob,
-        c,
+        model if center is None else center if isinstance(center, nn.Module) else c,  # a model's own statistics
         d[0],
         d[1],
         xs=xs,
