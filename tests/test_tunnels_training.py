@@ -211,6 +211,36 @@ def test_newton_flat_reduces_gradient_and_leaves_model():
     assert res.model is not net and next(res.model.parameters()).dtype == torch.float32
 
 
+def test_newton_flat_keeps_frozen_parameters_and_steps_on_the_trainable_ones():
+    # Reference: damped Newton written out on the trainable sub-vector with autograd's dense Hessian (float64).
+    g = torch.Generator().manual_seed(1)
+    X, y = torch.randn(40, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (40,), generator=g)
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    net[0].bias.requires_grad_(False)
+    net[2].weight.requires_grad_(False)
+    res = tunnels.newton_flat(net, (X, y), F.cross_entropy, steps=3, step_size=0.5, damping=1e-3)
+    assert torch.equal(res.model[0].bias, net[0].bias) and torch.equal(res.model[2].weight, net[2].weight)
+    theta = parameters_to_vector(net)
+    mask = torch.tensor([], dtype=torch.bool)
+    for p in net.parameters():
+        mask = torch.cat([mask, torch.full((p.numel(),), p.requires_grad)])
+    f = tunnels.full_batch_objective(net, (X, y), F.cross_entropy)
+
+    def sub(x):
+        return f(theta.masked_scatter(mask, x))
+
+    x = theta[mask]
+    for _ in range(3):
+        grad = torch.autograd.functional.jacobian(sub, x)
+        hess = torch.autograd.functional.hessian(sub, x)
+        lam, v = torch.linalg.eigh(hess)
+        x = x - 0.5 * v @ (lam / (lam**2 + 1e-6) * (v.T @ grad))
+    torch.testing.assert_close(parameters_to_vector(res.model), theta.masked_scatter(mask, x), rtol=1e-10, atol=1e-12)
+    hess0 = torch.autograd.functional.hessian(sub, theta[mask])  # the trainable block only
+    assert res.min_eigenvalues[0] == pytest.approx(float(torch.linalg.eigvalsh(hess0)[0]), rel=1e-9)
+
+
 # ---------------------------------------------------------------------------------------------- PGD / NEON
 def _saddle(x):
     # strict saddle at 0 (Hessian diag(1, -1)); minima at (0, +-1) with f = -1/4

@@ -198,8 +198,11 @@ def newton_flat(
         step_size: Step size (paper: 0.1).
         damping: Tikhonov damping of the inverse, see :func:`damped_newton_step`.
         chunk_size: Hessian columns per vectorized product.
-        max_params: Refuse larger networks (the Hessian is ``P x P`` dense).
+        max_params: Refuse networks with more trainable parameters (the Hessian is ``P x P`` dense).
         progress: Show a progress bar over steps.
+
+    Frozen parameters (``requires_grad=False``) keep their values, as in the package's trainers: the gradient,
+    the Hessian and its eigenvalues are those of the trainable parameters.
 
     Returns:
         A :class:`NewtonResult`.
@@ -219,13 +222,19 @@ def newton_flat(
     else:
         prob = None
     theta0 = parameters_to_vector(model).detach()
-    if theta0.numel() > max_params:
+    # Frozen parameters (requires_grad=False) stay where they are, as in every trainer of the package: Newton
+    # runs on the trainable entries, the others held at their values inside the objective.
+    idx = parameter_mask(model, "trainable").nonzero().squeeze(1)
+    if idx.numel() > max_params:
         raise ValueError(
-            f"the dense Hessian needs P x P memory and the model has P={theta0.numel()} > max_params="
-            f"{max_params}: use a smaller network or raise max_params"
+            f"the dense Hessian needs P x P memory and the model has P={idx.numel()} trainable parameters > "
+            f"max_params={max_params}: use a smaller network or raise max_params"
         )
-    f = (prob or as_problem(model, data, loss_fn, dtype=torch.float64)).objective()
-    theta = theta0.double()
+    full = (prob or as_problem(model, data, loss_fn, dtype=torch.float64)).objective()
+    base = theta0.double()
+    frozen = idx.numel() < base.numel()
+    f = (lambda x: full(base.index_put((idx,), x))) if frozen else full
+    theta = base[idx] if frozen else base
     res = NewtonResult(model=model)
     for _ in tqdm(range(steps), disable=not progress, desc="Newton", leave=False):
         loss, g = _value_and_grad(f, theta)
@@ -239,7 +248,7 @@ def newton_flat(
     loss, g = _value_and_grad(f, theta)
     res.losses.append(loss)
     res.grad_norms.append(float(g.norm()))
-    res.model = model_at(model, theta.to(theta0.dtype))
+    res.model = model_at(model, (base.index_put((idx,), theta) if frozen else theta).to(theta0.dtype))
     return res
 
 
