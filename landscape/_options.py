@@ -96,12 +96,17 @@ def check_count(value: Any, what: str) -> int | None:
 def parse_bytes(size: int | str | None, default: int = 1 << 30) -> int:
     """Parse a memory size: an int of bytes or a string like ``"512MB"``, ``"2GiB"``; ``None`` -> ``default``.
 
+    ``0`` is a valid budget: the smallest work units (one point per chunk; a :class:`~landscape.problem.Problem`
+    streams its data).
+
     Raises:
-        ValueError: On an unreadable size.
+        ValueError: On an unreadable or negative size.
     """
     if size is None:
         return default
     if isinstance(size, int | float):
+        if not size >= 0:  # NaN too
+            raise ValueError(f"a memory size must be a number of bytes >= 0, got {size!r}")
         return int(size)
     m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)(i?b?)\s*", str(size).lower())
     if not m:

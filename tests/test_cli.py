@@ -235,6 +235,21 @@ def test_plot_re_renders_what_the_hessian_command_saves(tmp_path):
     assert all(Path(f).name in html for f in files)  # each density labelled by its file
 
 
+def test_plot_refuses_a_path_it_cannot_overlay(runs, tmp_path, capsys):
+    """``--path`` beside a line result was silently ignored: the user asked for an overlay and got none."""
+    from landscape.analyze import TrajectoryPCA, line
+
+    t = Trajectory.open(runs[0])
+    path = str(TrajectoryPCA(2).fit([t]).project([t]).save(tmp_path / "path"))
+    X, y = load_digits_split().train
+    net = build_model("mlp", (1, 8, 8), 10, hidden=[8])
+    res = str(line(net, t[0].vector, t[-1].vector, (X[:N], y[:N]), alphas=[0.0, 1.0]).save(tmp_path / "line"))
+    out = tmp_path / "o"
+    rc = main(["plot", res, "--path", path, "--out", str(out), "--no-png", "--quiet"])
+    assert rc == 2 and "--path overlays a trajectory on a plane" in capsys.readouterr().err
+    assert not out.exists()  # nothing drawn
+
+
 @pytest.mark.parametrize(
     "command, option, value",
     [("line", "--batch-size", "-1"), ("hessian", "--probes", "0"), ("hessian", "--top-k", "-1")],

@@ -162,6 +162,15 @@ def test_frozen_parameters_and_mse_and_errors():
     assert parse_bytes("512MB") == 512 << 20 and parse_bytes(None) == 1 << 30
 
 
+@pytest.mark.parametrize("bad", [-1, -0.5, float("nan")])
+def test_a_negative_memory_budget_is_refused(bad):
+    """A budget of -5 bytes was taken as the smallest chunks, silently."""
+    m = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="memory size must be a number of bytes >= 0"):
+        evaluate_points(m, torch.zeros(2, 8), (torch.randn(4, 3), torch.randint(0, 2, (4,))), memory_budget=bad)
+    assert parse_bytes(0) == 0  # the smallest work units, a valid choice
+
+
 @pytest.mark.parametrize("name", ["batch_size", "chunk_size"])
 @pytest.mark.parametrize("bad", [-1, 0, 2.5, "4"])
 def test_sizes_must_be_positive_integers(name, bad):

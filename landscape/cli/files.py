@@ -28,6 +28,9 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
         raise CLIError(str(e)) from None
     if path is not None and not isinstance(path, ProjectedPath):
         raise CLIError(f"--path {args.path} holds a {type(path).__name__}, not a ProjectedPath")
+    if path is not None and not all(isinstance(r, PlaneResult) for r in results):
+        got = sorted({type(r).__name__ for r in results})
+        raise CLIError(f"--path overlays a trajectory on a plane; the results are {got}: drop --path or plot a plane")
     kinds = {type(r) for r in results}
     if len(kinds) > 1:
         raise CLIError(f"cannot overlay different result types {sorted(k.__name__ for k in kinds)}")
