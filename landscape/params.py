@@ -64,6 +64,15 @@ _FILTER_AXIS: dict[type[nn.Module], int] = {
     nn.ConvTranspose2d: 1,
     nn.ConvTranspose3d: 1,
 }
+# Modules of other libraries, by (module, class name) so that the library is never imported: Hugging Face's
+# Conv1D (GPT-2's attention and MLP projections) stores its weight as (in, out), a transposed Linear.
+_FILTER_AXIS_BY_NAME: dict[tuple[str, str], int] = {("transformers.pytorch_utils", "Conv1D"): 1}
+
+
+def _filter_axis(owner: nn.Module) -> int:
+    """The filter (output-unit) axis of ``owner``'s weights of two or more dimensions."""
+    kind = type(owner)
+    return _FILTER_AXIS.get(kind, _FILTER_AXIS_BY_NAME.get((kind.__module__, kind.__name__), 0))
 
 
 @dataclass(frozen=True)
@@ -182,7 +191,7 @@ class ParamLayout:
             owner = modules.get(layer, model)
             axis = None
             if p.dim() >= 2:
-                axis = _FILTER_AXIS.get(type(owner), 0)
+                axis = _filter_axis(owner)
             specs.append(TensorSpec(name, tuple(p.shape), pos, pos + p.numel(), layer, axis, type(owner).__name__))
             pos += p.numel()
         return cls(specs)

@@ -317,3 +317,31 @@ def test_gpt2_hvp_matches_finite_differences():
     fd = (prob.grad(th + eps * v) - prob.grad(th - eps * v)) / (2 * eps)
     hv = prob.hvp(v)
     assert float((fd - hv).abs().max()) <= 1e-5 * float(hv.abs().max())
+
+
+def test_conv1d_filters_are_its_output_units_as_for_the_equivalent_linear():
+    """Hugging Face's Conv1D stores (in, out): filter normalization scaled its input rows, not its output units."""
+    from landscape.analyze.directions import normalize_direction
+    from landscape.params import ParamLayout
+
+    conv = transformers.pytorch_utils.Conv1D(5, 3).double()  # nf=5 outputs, nx=3 inputs: weight (3, 5)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        conv.weight.normal_()
+        conv.bias.normal_()
+    lin = nn.Linear(3, 5).double()
+    with torch.no_grad():
+        lin.weight.copy_(conv.weight.T)
+        lin.bias.copy_(conv.bias)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(conv(x), lin(x))  # the same function
+    assert [s.filter_axis for s in ParamLayout.from_model(conv)] == [1, None]
+    d = torch.randn(20, dtype=torch.float64)
+    d_conv = torch.cat([d[:15].reshape(3, 5).reshape(-1), d[15:]])
+    d_lin = torch.cat([d[:15].reshape(3, 5).T.reshape(-1), d[15:]])
+    got = normalize_direction(d_conv, parameters_to_vector(conv), conv, "filter")
+    want = normalize_direction(d_lin, parameters_to_vector(lin), lin, "filter")
+    torch.testing.assert_close(got[:15].reshape(3, 5).T, want[:15].reshape(5, 3), rtol=1e-14, atol=0)
+    # Each output unit's column now has the norm of that unit's weights, as Li et al.'s filters have (to the
+    # divisor's eps).
+    torch.testing.assert_close(got[:15].reshape(3, 5).norm(dim=0), conv.weight.norm(dim=0), rtol=1e-8, atol=0)
