@@ -349,6 +349,18 @@ def test_object_arrays_and_bad_batches_refused(tmp_path):
         load_cifar_batch(path)
 
 
+def test_damaged_cifar_batches_are_refused_naming_the_file(tmp_path):
+    # Both escaped as bare numpy/unicode errors without the file's name.
+    path = tmp_path / "data_batch_1"
+    data = np.zeros((2, 3072), np.uint8)
+    path.write_bytes(pickle.dumps({b"da\xe1ta": data, b"labels": [1, 2]}, protocol=2))  # a flipped key byte
+    with pytest.raises(ValueError, match=f"{path} is not a valid CIFAR-10 python batch: keys .* lack data/labels"):
+        load_cifar_batch(path)
+    path.write_bytes(pickle.dumps({b"data": data, b"labels": [[1], [2, 3]]}, protocol=2))
+    with pytest.raises(ValueError, match=f"{path}: 'labels' must be"):
+        load_cifar_batch(path)
+
+
 def test_missing_cifar_names_expected_files(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         load_cifar10(tmp_path / "nowhere")
@@ -388,6 +400,38 @@ def test_idx_errors_name_the_file(tmp_path):
     path.write_bytes(b"\x12\x34" + raw[2:])
     with pytest.raises(ValueError, match="not an IDX file"):
         read_idx(path)
+
+
+def test_corrupt_gzip_idx_is_refused_naming_the_file(tmp_path):
+    # A damaged deflate stream raises zlib.error (not an OSError), which escaped without the file's name.
+    raw = gzip.compress(_idx_bytes(np.arange(4 * 28 * 28, dtype=np.int64).reshape(4, 28, 28).astype(np.uint8)))
+    bad = bytearray(raw)
+    bad[10] ^= 0xFF  # the first byte of the deflate stream (after the 10-byte gzip header)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match=f"{path}: corrupt gzip stream"):
+        read_idx(path)
+
+
+def test_mnist_labels_outside_0_to_9_are_refused_naming_the_file(tmp_path):
+    # One flipped byte in a labels file keeps its length; the labels must still be digits, as CIFAR's are.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 20).astype(np.uint8)
+    labels[7] = 200
+    files = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": labels,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (6, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, 6).astype(np.uint8),
+    }
+    for name, arr in files.items():
+        (tmp_path / name).write_bytes(_idx_bytes(arr))
+    msg = r"train-labels-idx1-ubyte: MNIST labels must be integers 0-9, found uint8 values 0-200"
+    with pytest.raises(ValueError, match=msg):
+        load_mnist_idx(tmp_path, val_size=5)
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(labels.astype(np.float32)))
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte: MNIST labels must be integers"):
+        load_mnist_idx(tmp_path, val_size=5)
 
 
 def test_load_mnist_idx(tmp_path):
