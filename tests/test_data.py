@@ -202,6 +202,22 @@ def test_split_deterministic_disjoint_and_sized():
         split(X, y[:5], [1])
 
 
+@pytest.mark.parametrize("n", [3, 4, 5, 7, 10, 11])
+@pytest.mark.parametrize("fractions", [[0.5, 0.5], [1 / 3, 1 / 3, 1 / 3], [0.25, 0.25, 0.5], [0.1, 0.2, 0.3, 0.4]])
+def test_split_fractions_summing_to_one_cover_the_data_once(n, fractions):
+    # Each fraction was rounded on its own: [1/3] * 3 of 5 asked for 6 (an error), [0.5, 0.5] of 5 for 4 (one
+    # example dropped). Fractions of the whole data must give disjoint parts covering it, each within one
+    # example of its exact share.
+    X, y = torch.arange(float(n))[:, None], torch.arange(n)
+    parts = split(X, y, fractions, seed=n)
+    assert sorted(torch.cat([p[1] for p in parts]).tolist()) == list(range(n))
+    for (_, yp), f in zip(parts, fractions):
+        assert abs(yp.shape[0] - f * n) < 1
+    # the same with a remainder part: the fractions take what the count leaves, nothing is left for None
+    parts = split(X, y, [1, *[f * (n - 1) / n for f in fractions], None], seed=n)
+    assert sorted(torch.cat([p[1] for p in parts]).tolist()) == list(range(n)) and parts[-1][1].numel() == 0
+
+
 def test_digits_split():
     d = load_digits_split(val=0.2, test=300, seed=1)
     assert d.input_shape == (1, 8, 8) and d.num_classes == 10
