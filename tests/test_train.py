@@ -1,5 +1,6 @@
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -206,6 +207,16 @@ def test_bad_arguments_are_named():
     # a directory given for the trajectory failed at the first snapshot: "'str' object has no attribute 'append_model'"
     with pytest.raises(TypeError, match=r"trajectory must be a Trajectory .* got str; .*Trajectory.create\('runs/a'\)"):
         Trainer(_net(), (x, y), optimizer=sgd(), epochs=1, trajectory="runs/a")
+
+
+@pytest.mark.parametrize("length", [{"epochs": 1.5}, {"steps": 2.5}, {"epochs": True}, {"steps": -1}, {"epochs": "2"}])
+def test_length_of_training_must_be_a_whole_count(length):
+    # epochs=1.5 trained two whole epochs and steps=2.5 three steps, silently
+    (name,) = length
+    with pytest.raises(ValueError, match=f"{name} must be a non-negative integer"):
+        Trainer(_net(), _data(), optimizer=sgd(), batch_size=8, **length)
+    tr = Trainer(_net(), _data(), optimizer=sgd(), batch_size=8, **{name: np.int64(0)}).fit()  # numpy counts too
+    assert tr.step == 0
 
 
 def test_event_raised_in_the_last_step_is_recorded():

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from landscape._batch import dataset_loader
 from landscape._loss import weighted_count, weighted_form
-from landscape._options import check_count, parse_option, shows_forwarded
+from landscape._options import check_count, check_int, parse_option, shows_forwarded
 from landscape.data.batches import iterate_batches
 from landscape.train.callbacks import Callback, EpochEvent, NonFiniteLossError, OnNonFinite, RecordTrajectory, StepEvent
 from landscape.train.metrics import CorrectCounter, evaluate_dataset, resolve_loss
@@ -204,9 +204,9 @@ class Trainer:
             raise TypeError("data is missing: pass a landscape.Problem, or the model with data")
         if epochs is None and steps is None:
             raise ValueError("give the length of training: epochs=... or steps=...")
-        for name, v in (("epochs", epochs), ("steps", steps)):
-            if v is not None and v < 0:
-                raise ValueError(f"{name} must be >= 0, got {v}")
+        # integers: epochs=1.5 ran two epochs and steps=2.5 three steps (the loop compares counts with them)
+        epochs = None if epochs is None else check_int(epochs, "epochs", least=0)
+        steps = None if steps is None else check_int(steps, "steps", least=0)
         batch_size = check_count(batch_size, "batch_size")
         if is_tensor_pair(data):
             _check_pair(data, "training data")  # type: ignore[arg-type]
