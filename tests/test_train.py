@@ -135,6 +135,31 @@ def test_nonfinite_loss_raises_keeps_snapshots_or_stops():
         Trainer(_net(), (x, y), optimizer=sgd(), epochs=1)
 
 
+def test_a_run_stopped_by_a_nonfinite_loss_records_the_same_last_point_raising_or_stopping():
+    # The raise mode's last snapshot carried the previous step's epoch (step 7 at epoch 1.5, not 1.75): the loop
+    # raised before it moved the epoch on. Either way the run ends at the step whose loss overflowed.
+    x = torch.linspace(-1, 1, 16)[:, None]
+    y = 3 * x
+    net, last = nn.Linear(1, 1), {}
+    for mode in ("raise", "stop"):
+        rec = ListRecorder()
+        tr = Trainer(
+            net, (x, y), "mse", lambda p: torch.optim.SGD(p, lr=30.0), epochs=20, batch_size=4,
+            shuffle=False, trajectory=rec, record_every_steps=1, on_nonfinite=mode,
+        )  # fmt: skip
+        if mode == "raise":
+            with pytest.raises(NonFiniteLossError):
+                tr.fit()
+        else:
+            tr.fit()
+        assert [r["step"] for r in rec] == list(range(tr.step + 1))
+        assert [r["epoch"] for r in rec] == [s / 4 for s in range(tr.step + 1)]  # 4 steps an epoch
+        last[mode] = rec[-1]
+    assert last["raise"]["step"] == last["stop"]["step"] > 4
+    assert torch.equal(last["raise"]["vector"], last["stop"]["vector"])
+    assert [e["action"] for m in ("raise", "stop") for e in last[m]["tags"]["events"]] == ["raise", "stop"]
+
+
 class _EventfulSGD(torch.optim.SGD):
     """An optimizer that reports one event at its 3rd step, like an optimizer switch."""
 

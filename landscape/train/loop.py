@@ -403,6 +403,8 @@ class Trainer:
             if bar is not None:
                 bar.update()
             if not isfinite(loss):
+                # where this step leaves the epoch (set below for a finite loss): the raise mode's last snapshot
+                self.epoch_progress = epoch + ((b + 1) / n_batches if n_batches else 0.0)
                 self._handle_nonfinite(loss)
             y = batch[1]
             nb = y.shape[0]
