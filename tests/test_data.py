@@ -489,6 +489,27 @@ def test_iterate_batches_over_a_pair():
         assert torch.equal(xb[:, 0].long(), yb)
 
 
+@pytest.mark.parametrize("n", [1, 4, 9, 10, 12])
+@pytest.mark.parametrize("batch_size", [None, 1, 3, 10, 11])
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_iterate_batches_equals_cutting_the_permutation(n, batch_size, shuffle, drop_last):
+    # Reference: the order (randperm when shuffled, with a batch size) cut into batch_size pieces, an incomplete
+    # last piece dropped under drop_last. A batch size above N with shuffle=True yielded the short batch anyway.
+    X, y = torch.arange(float(n))[:, None], torch.arange(n)
+    got = [
+        b[1].tolist() for b in iterate_batches((X, y), batch_size, shuffle, torch.Generator().manual_seed(n), drop_last)
+    ]
+    if batch_size is None:
+        expected = [list(range(n))]
+    else:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(n)).tolist() if shuffle else list(range(n))
+        expected = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        if drop_last and len(expected[-1]) < batch_size:
+            expected.pop()
+    assert got == expected
+
+
 def test_iterate_batches_over_batches_and_errors():
     batches = [(torch.zeros(2, 3), torch.zeros(2)), (torch.ones(1, 3), torch.ones(1))]
     assert len(list(iterate_batches(batches))) == 2
