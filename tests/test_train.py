@@ -160,6 +160,30 @@ def test_a_run_stopped_by_a_nonfinite_loss_records_the_same_last_point_raising_o
     assert [e["action"] for m in ("raise", "stop") for e in last[m]["tags"]["events"]] == ["raise", "stop"]
 
 
+class _Wrapped(nn.Module):
+    """The same network, its output wrapped as a model's may be: in a tuple, or under ``logits`` in a mapping."""
+
+    def __init__(self, net, form):
+        super().__init__()
+        self.net, self.form = net, form
+
+    def forward(self, x):
+        out = self.net(x)
+        return (out, out.detach().norm()) if self.form == "tuple" else {"logits": out, "hidden": x}
+
+
+@pytest.mark.parametrize("form", ["tuple", "mapping"])
+def test_a_model_with_wrapped_outputs_trains_as_its_tensor_output_does(form):
+    # Every analyzer reads outputs by the output rule (landscape.model_output); the loop passed the tuple or mapping
+    # to the loss (cross_entropy: TypeError at step 1) while the epoch's evaluation applied the rule.
+    net, data = _net(), _data()
+    options = dict(optimizer=sgd(), epochs=2, batch_size=16, eval_data={"val": _data(seed=1)})
+    ref = Trainer(net, data, "cross_entropy", **options).fit()
+    got = Trainer(_Wrapped(net, form), data, "cross_entropy", **options).fit()
+    assert torch.equal(parameters_to_vector(got.model), parameters_to_vector(ref.model))
+    assert got.history_ == ref.history_ and 0 < ref.history_[-1]["train_accuracy"] < 1
+
+
 class _EventfulSGD(torch.optim.SGD):
     """An optimizer that reports one event at its 3rd step, like an optimizer switch."""
 

@@ -37,6 +37,7 @@ from landscape._batch import dataset_loader
 from landscape._loss import weighted_count, weighted_form
 from landscape._options import check_count, check_int, parse_option, shows_forwarded
 from landscape.data.batches import iterate_batches
+from landscape.functional import model_output
 from landscape.train.callbacks import Callback, EpochEvent, NonFiniteLossError, OnNonFinite, RecordTrajectory, StepEvent
 from landscape.train.metrics import CorrectCounter, evaluate_dataset, resolve_loss
 from landscape.validation import InputError, is_tensor_pair, validate_training_sets
@@ -121,7 +122,9 @@ class Trainer:
         data: Training data: a tensor pair ``(X (N, ...), y (N,))`` or an iterable of ``(X, y)`` batches
             (re-iterated every epoch, e.g. a ``DataLoader``).
         loss_fn: Mean-reduced loss ``loss_fn(outputs, targets) -> scalar`` or a loss name; default
-            cross-entropy for integer targets, MSE otherwise (the default of every analyzer too).
+            cross-entropy for integer targets, MSE otherwise (the default of every analyzer too). ``outputs`` is
+            the model's output under the output rule of every analyzer (:func:`landscape.model_output`: a
+            ``ModelOutput``'s logits, a tuple's first element), which the training accuracy counts too.
         optimizer: A method name for :func:`landscape.train.optim.make_optimizer` (``"sgd"``, ``"adam"``, ...) or a
             factory ``params -> torch.optim.Optimizer`` (also used to rebuild the optimizer when the model is
             replaced).
@@ -336,6 +339,8 @@ class Trainer:
         x, y = self._batch
         self.optimizer.zero_grad(set_to_none=True)
         out = self.model(x)
+        if not isinstance(out, Tensor):  # the output rule, as every analyzer and the epoch's evaluation apply it
+            out = model_output(out)
         loss = self.loss_fn(out, y)
         if self.regularizer is not None:
             loss = loss + self.regularizer(self.model)
