@@ -88,16 +88,17 @@ def _takes_integer_inputs(model: nn.Module) -> bool:
 
 
 def _output_shape(model: nn.Module, x: Tensor) -> tuple[int, ...] | None:
-    """Shape of the model's output per sample (without the batch axis); ``None`` if it is not a tensor."""
-    from landscape.functional import hook_attributes
+    """Shape of the model's output per sample (without the batch axis), by the output rule; ``None`` if unknown."""
+    from landscape.functional import hook_attributes, model_output
     from landscape.params import preserved_mode
 
     try:  # hook_attributes: a hook's attributes (an activation captured by the probe) do not stay on the model
         with torch.no_grad(), preserved_mode(model, False), hook_attributes(model):
-            out = model(x[:2])  # two samples: a model that squeezes its output keeps the batch axis
+            # two samples: a model that squeezes its output keeps the batch axis; the output rule, as the loss sees it
+            out = model_output(model(x[:2]))
     except Exception:  # noqa: BLE001 - the caller's own forward will raise its error with full context
         return None
-    return tuple(out.shape[1:]) if isinstance(out, Tensor) and out.dim() >= 1 else None
+    return tuple(out.shape[1:]) if out.dim() >= 1 else None
 
 
 # --------------------------------------------------------------------------- batches
