@@ -387,7 +387,8 @@ def validate_training_sets(
     Args:
         model: The network; NaN/inf in any parameter or buffer is refused by name.
         data: The training data, a tensor pair or an iterable of batches (errors name it ``data``).
-        eval_data: Named evaluation sets, or ``None`` (errors name each ``eval_data['name']``).
+        eval_data: Named evaluation sets, or ``None`` (errors name each ``eval_data['name']``); a one-shot
+            iterator (a generator) is read into a list, since every epoch end evaluates it.
         loss_fn: The loss (target policy).
 
     Returns:
@@ -396,7 +397,12 @@ def validate_training_sets(
     """
     check_model(model)
     data = validate_pair(data, model, loss_fn, argname="data")
-    evals = {k: validate_pair(d, model, loss_fn, argname=f"eval_data[{k!r}]") for k, d in (eval_data or {}).items()}
+    # An evaluation set is read at every epoch end: a one-shot iterator is kept (as a Problem keeps one), or the
+    # second evaluation found it exhausted.
+    evals = {
+        k: validate_pair(list(d) if isinstance(d, Iterator) else d, model, loss_fn, argname=f"eval_data[{k!r}]")
+        for k, d in (eval_data or {}).items()
+    }
     return data, evals
 
 

@@ -184,6 +184,20 @@ def test_a_model_with_wrapped_outputs_trains_as_its_tensor_output_does(form):
     assert got.history_ == ref.history_ and 0 < ref.history_[-1]["train_accuracy"] < 1
 
 
+def test_one_shot_iterators_are_evaluated_every_epoch_or_refused_clearly_for_training():
+    # A generator given as an evaluation set was exhausted by the first epoch's evaluation: the second failed
+    # with "data holds no batch" (not naming the set); as training data it failed with "yielded no batch".
+    x, y = _data()
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 40, 8)]
+    options = dict(optimizer=sgd(), epochs=3, batch_size=8)
+    ref = Trainer(_net(), (x, y), eval_data={"val": batches}, **options).fit()
+    got = Trainer(_net(), (x, y), eval_data={"val": (b for b in batches)}, **options).fit()
+    assert [h["val_loss"] for h in got.history_] == [h["val_loss"] for h in ref.history_]
+    assert len(got.history_) == 3
+    with pytest.raises(ValueError, match="no batch in epoch 2: .* one-shot iterator"):
+        Trainer(_net(), (b for b in batches), optimizer=sgd(), epochs=2).fit()
+
+
 class _EventfulSGD(torch.optim.SGD):
     """An optimizer that reports one event at its 3rd step, like an optimizer switch."""
 

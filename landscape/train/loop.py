@@ -449,6 +449,12 @@ class Trainer:
             if self._stop or (self.steps is not None and self.step >= self.steps):
                 return
         if ev is None:
+            if epoch:  # the data was read before: an iterator that cannot be read again
+                raise ValueError(
+                    f"the training data yielded no batch in epoch {epoch + 1}: it is re-read every epoch, and a "
+                    "one-shot iterator (a generator) is exhausted after the first; pass a list of batches or a "
+                    "DataLoader"
+                )
             raise ValueError("the training data yielded no batch")
         if not finished:  # an iterable of unknown length ran out: the epoch ended after the last step
             eev = self._finish_epoch(epoch, run_loss, run_w, run_n, correct.result())
