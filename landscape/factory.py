@@ -12,8 +12,9 @@ built the model, and the arguments it took, into the run metadata::
 
 Building a model runs the named code, as importing any module does. A reference read from a
 trajectory's metadata (which may come from someone else) is therefore held to more: it must name a
-``nn.Module`` subclass or a plain Python function outside the standard library (``trusted=False`` in
-:func:`resolve`); a reference you type yourself may name any callable.
+``nn.Module`` subclass, or a plain Python function of your own code (outside the standard library and
+installed packages) or of :mod:`landscape.models` (``trusted=False`` in :func:`resolve`); a reference you
+type yourself may name any callable.
 """
 
 from __future__ import annotations
@@ -217,7 +218,8 @@ def resolve(target: str, *, trusted: bool = True) -> Callable[..., Any]:
     Args:
         target: The reference.
         trusted: ``False`` for a reference read from a file: it must then name an ``nn.Module`` subclass or a
-            plain Python function outside the standard library (never e.g. ``os:system``).
+            plain Python function of your own code or of :mod:`landscape.models` (never e.g. ``os:system``,
+            ``torch:load``, or ``landscape.factory:build_model``, which would build any reference).
 
     Raises:
         FactoryError: If the module or attribute is missing, the object is not callable, or (untrusted) not an
@@ -245,13 +247,32 @@ def resolve(target: str, *, trusted: bool = True) -> Callable[..., Any]:
         raise FactoryError(f"model factory {target!r} is a {type(obj).__name__}, not a function or class")
     if not trusted:
         is_module_class = inspect.isclass(obj) and issubclass(obj, nn.Module)
-        is_function = inspect.isfunction(obj) and not _stdlib(getattr(obj, "__module__", "") or "")
+        is_function = inspect.isfunction(obj) and _own_function(obj)
         if not (is_module_class or is_function):
             raise FactoryError(
                 f"recorded model factory {target!r} is neither an nn.Module class nor a Python function of your "
-                "own; pass --model to choose one"
+                "own (functions of installed packages and of landscape outside landscape.models are refused); "
+                "pass --model to choose one"
             )
     return obj
+
+
+def _own_function(fn: Callable[..., Any]) -> bool:
+    """Whether a function read from a file's reference may be called: one of your own code, or the model zoo's.
+
+    The standard library is refused (``os:system``), and so are installed packages (``torch:load`` and
+    ``numpy:load`` unpickle what their keyword arguments name) and this package's own functions outside
+    :mod:`landscape.models` (:func:`build_model` builds any reference it is given, trusted). Your own code is a
+    module outside ``site-packages`` / ``dist-packages``: a project on the path, or installed editable. The
+    function's own module is judged, not the one the reference names (which may import it).
+    """
+    name = getattr(fn, "__module__", None) or ""
+    if _stdlib(name):
+        return False
+    if name.partition(".")[0] == "landscape":
+        return name == "landscape.models" or name.startswith("landscape.models.")
+    file = getattr(sys.modules.get(name), "__file__", None)
+    return file is not None and not {"site-packages", "dist-packages"} & set(Path(file).resolve().parts)
 
 
 def build_model(

@@ -88,16 +88,17 @@ def _takes_integer_inputs(model: nn.Module) -> bool:
 
 
 def _output_shape(model: nn.Module, x: Tensor) -> tuple[int, ...] | None:
-    """Shape of the model's output per sample (without the batch axis); ``None`` if it is not a tensor."""
-    from landscape.functional import hook_attributes
+    """Shape of the model's output per sample (without the batch axis), by the output rule; ``None`` if unknown."""
+    from landscape.functional import hook_attributes, model_output
     from landscape.params import preserved_mode
 
     try:  # hook_attributes: a hook's attributes (an activation captured by the probe) do not stay on the model
         with torch.no_grad(), preserved_mode(model, False), hook_attributes(model):
-            out = model(x[:2])  # two samples: a model that squeezes its output keeps the batch axis
+            # two samples: a model that squeezes its output keeps the batch axis; the output rule, as the loss sees it
+            out = model_output(model(x[:2]))
     except Exception:  # noqa: BLE001 - the caller's own forward will raise its error with full context
         return None
-    return tuple(out.shape[1:]) if isinstance(out, Tensor) and out.dim() >= 1 else None
+    return tuple(out.shape[1:]) if out.dim() >= 1 else None
 
 
 # --------------------------------------------------------------------------- batches
@@ -386,7 +387,8 @@ def validate_training_sets(
     Args:
         model: The network; NaN/inf in any parameter or buffer is refused by name.
         data: The training data, a tensor pair or an iterable of batches (errors name it ``data``).
-        eval_data: Named evaluation sets, or ``None`` (errors name each ``eval_data['name']``).
+        eval_data: Named evaluation sets, or ``None`` (errors name each ``eval_data['name']``); a one-shot
+            iterator (a generator) is read into a list, since every epoch end evaluates it.
         loss_fn: The loss (target policy).
 
     Returns:
@@ -395,7 +397,12 @@ def validate_training_sets(
     """
     check_model(model)
     data = validate_pair(data, model, loss_fn, argname="data")
-    evals = {k: validate_pair(d, model, loss_fn, argname=f"eval_data[{k!r}]") for k, d in (eval_data or {}).items()}
+    # An evaluation set is read at every epoch end: a one-shot iterator is kept (as a Problem keeps one), or the
+    # second evaluation found it exhausted.
+    evals = {
+        k: validate_pair(list(d) if isinstance(d, Iterator) else d, model, loss_fn, argname=f"eval_data[{k!r}]")
+        for k, d in (eval_data or {}).items()
+    }
     return data, evals
 
 

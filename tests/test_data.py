@@ -202,6 +202,22 @@ def test_split_deterministic_disjoint_and_sized():
         split(X, y[:5], [1])
 
 
+@pytest.mark.parametrize("n", [3, 4, 5, 7, 10, 11])
+@pytest.mark.parametrize("fractions", [[0.5, 0.5], [1 / 3, 1 / 3, 1 / 3], [0.25, 0.25, 0.5], [0.1, 0.2, 0.3, 0.4]])
+def test_split_fractions_summing_to_one_cover_the_data_once(n, fractions):
+    # Each fraction was rounded on its own: [1/3] * 3 of 5 asked for 6 (an error), [0.5, 0.5] of 5 for 4 (one
+    # example dropped). Fractions of the whole data must give disjoint parts covering it, each within one
+    # example of its exact share.
+    X, y = torch.arange(float(n))[:, None], torch.arange(n)
+    parts = split(X, y, fractions, seed=n)
+    assert sorted(torch.cat([p[1] for p in parts]).tolist()) == list(range(n))
+    for (_, yp), f in zip(parts, fractions):
+        assert abs(yp.shape[0] - f * n) < 1
+    # the same with a remainder part: the fractions take what the count leaves, nothing is left for None
+    parts = split(X, y, [1, *[f * (n - 1) / n for f in fractions], None], seed=n)
+    assert sorted(torch.cat([p[1] for p in parts]).tolist()) == list(range(n)) and parts[-1][1].numel() == 0
+
+
 def test_digits_split():
     d = load_digits_split(val=0.2, test=300, seed=1)
     assert d.input_shape == (1, 8, 8) and d.num_classes == 10
@@ -349,6 +365,18 @@ def test_object_arrays_and_bad_batches_refused(tmp_path):
         load_cifar_batch(path)
 
 
+def test_damaged_cifar_batches_are_refused_naming_the_file(tmp_path):
+    # Both escaped as bare numpy/unicode errors without the file's name.
+    path = tmp_path / "data_batch_1"
+    data = np.zeros((2, 3072), np.uint8)
+    path.write_bytes(pickle.dumps({b"da\xe1ta": data, b"labels": [1, 2]}, protocol=2))  # a flipped key byte
+    with pytest.raises(ValueError, match=f"{path} is not a valid CIFAR-10 python batch: keys .* lack data/labels"):
+        load_cifar_batch(path)
+    path.write_bytes(pickle.dumps({b"data": data, b"labels": [[1], [2, 3]]}, protocol=2))
+    with pytest.raises(ValueError, match=f"{path}: 'labels' must be"):
+        load_cifar_batch(path)
+
+
 def test_missing_cifar_names_expected_files(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         load_cifar10(tmp_path / "nowhere")
@@ -390,6 +418,38 @@ def test_idx_errors_name_the_file(tmp_path):
         read_idx(path)
 
 
+def test_corrupt_gzip_idx_is_refused_naming_the_file(tmp_path):
+    # A damaged deflate stream raises zlib.error (not an OSError), which escaped without the file's name.
+    raw = gzip.compress(_idx_bytes(np.arange(4 * 28 * 28, dtype=np.int64).reshape(4, 28, 28).astype(np.uint8)))
+    bad = bytearray(raw)
+    bad[10] ^= 0xFF  # the first byte of the deflate stream (after the 10-byte gzip header)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match=f"{path}: corrupt gzip stream"):
+        read_idx(path)
+
+
+def test_mnist_labels_outside_0_to_9_are_refused_naming_the_file(tmp_path):
+    # One flipped byte in a labels file keeps its length; the labels must still be digits, as CIFAR's are.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 20).astype(np.uint8)
+    labels[7] = 200
+    files = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": labels,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (6, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, 6).astype(np.uint8),
+    }
+    for name, arr in files.items():
+        (tmp_path / name).write_bytes(_idx_bytes(arr))
+    msg = r"train-labels-idx1-ubyte: MNIST labels must be integers 0-9, found uint8 values 0-200"
+    with pytest.raises(ValueError, match=msg):
+        load_mnist_idx(tmp_path, val_size=5)
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(labels.astype(np.float32)))
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte: MNIST labels must be integers"):
+        load_mnist_idx(tmp_path, val_size=5)
+
+
 def test_load_mnist_idx(tmp_path):
     rng = np.random.default_rng(0)
     files = {
@@ -427,6 +487,27 @@ def test_iterate_batches_over_a_pair():
     assert torch.equal(s1, s2) and sorted(s1.tolist()) == list(range(10)) and not torch.equal(s1, y)
     for xb, yb in iterate_batches((X, y), 3, shuffle=True, generator=g1):
         assert torch.equal(xb[:, 0].long(), yb)
+
+
+@pytest.mark.parametrize("n", [1, 4, 9, 10, 12])
+@pytest.mark.parametrize("batch_size", [None, 1, 3, 10, 11])
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_iterate_batches_equals_cutting_the_permutation(n, batch_size, shuffle, drop_last):
+    # Reference: the order (randperm when shuffled, with a batch size) cut into batch_size pieces, an incomplete
+    # last piece dropped under drop_last. A batch size above N with shuffle=True yielded the short batch anyway.
+    X, y = torch.arange(float(n))[:, None], torch.arange(n)
+    got = [
+        b[1].tolist() for b in iterate_batches((X, y), batch_size, shuffle, torch.Generator().manual_seed(n), drop_last)
+    ]
+    if batch_size is None:
+        expected = [list(range(n))]
+    else:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(n)).tolist() if shuffle else list(range(n))
+        expected = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        if drop_last and len(expected[-1]) < batch_size:
+            expected.pop()
+    assert got == expected
 
 
 def test_iterate_batches_over_batches_and_errors():

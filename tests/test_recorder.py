@@ -378,3 +378,46 @@ def test_add_event_forces_the_next_snapshot_as_trainer_add_event_does():
     assert_same_trajectory(got, ref, metrics=False)
     assert [got.tags(i) for i in range(3)] == [ref.tags(i) for i in range(3)]
     assert got.tags(1) == {"events": [{"step": 3, "event": "mark"}]}
+
+
+def test_a_run_resumed_mid_epoch_from_its_store_records_what_the_uninterrupted_run_does(tmp_path):
+    """begin(step=6, epoch=1.5): the epoch still ends at step 8, as in the run that was never interrupted.
+
+    The resumed recorder counted its epoch from the resume step, so step 8 (an epoch end, due by steps too) was
+    written as a step snapshot at epoch 1.5 without the epoch's metrics, and the epoch snapshot was skipped.
+    """
+    torch.manual_seed(0)
+    net, (x, y) = make_net(), _data(8)
+
+    def train(rec, model, opt, start, stop):
+        for s in range(start, stop):
+            b = s % 4  # 4 steps per epoch, batches of 2
+            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.mse_loss(model(x[2 * b : 2 * b + 2]), y[2 * b : 2 * b + 2])
+            loss.backward()
+            opt.step()
+            rec.step(model, loss=loss)
+            if b == 3:
+                rec.epoch_end(model, metrics={"train_loss": float(s)})
+
+    model = copy.deepcopy(net)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    rec = Recorder(tmp_path / "whole", every_steps=2, steps_per_epoch=4, model=model)
+    train(rec, model, opt, 0, 12)
+    rec.close(model)
+    model = copy.deepcopy(net)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    rec = Recorder(tmp_path / "resumed", every_steps=2, steps_per_epoch=4, model=model)
+    train(rec, model, opt, 0, 6)
+    rec.close(model)  # interrupted after step 6: its final point
+    rec = Recorder(tmp_path / "resumed", every_steps=2, steps_per_epoch=4, exist_ok=True)
+    rec.begin(model, step=6, epoch=1.5)  # the resumed run's initial point: a second snapshot at step 6
+    train(rec, model, opt, 6, 12)
+    rec.close(model)
+    whole, resumed = Trajectory.open(tmp_path / "whole"), Trajectory.open(tmp_path / "resumed")
+    assert whole.steps.tolist() == [0, 2, 4, 6, 8, 10, 12]
+    assert resumed.steps.tolist() == [0, 2, 4, 6, 6, 8, 10, 12]
+    kept = [s for i, s in enumerate(resumed) if i != 4]
+    for a, b in zip(whole, kept, strict=True):
+        assert (a.step, a.epoch, a.metrics) == (b.step, b.epoch, b.metrics)
+        assert torch.equal(a.vector, b.vector)

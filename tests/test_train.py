@@ -1,5 +1,6 @@
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -134,6 +135,69 @@ def test_nonfinite_loss_raises_keeps_snapshots_or_stops():
         Trainer(_net(), (x, y), optimizer=sgd(), epochs=1)
 
 
+def test_a_run_stopped_by_a_nonfinite_loss_records_the_same_last_point_raising_or_stopping():
+    # The raise mode's last snapshot carried the previous step's epoch (step 7 at epoch 1.5, not 1.75): the loop
+    # raised before it moved the epoch on. Either way the run ends at the step whose loss overflowed.
+    x = torch.linspace(-1, 1, 16)[:, None]
+    y = 3 * x
+    net, last = nn.Linear(1, 1), {}
+    for mode in ("raise", "stop"):
+        rec = ListRecorder()
+        tr = Trainer(
+            net, (x, y), "mse", lambda p: torch.optim.SGD(p, lr=30.0), epochs=20, batch_size=4,
+            shuffle=False, trajectory=rec, record_every_steps=1, on_nonfinite=mode,
+        )  # fmt: skip
+        if mode == "raise":
+            with pytest.raises(NonFiniteLossError):
+                tr.fit()
+        else:
+            tr.fit()
+        assert [r["step"] for r in rec] == list(range(tr.step + 1))
+        assert [r["epoch"] for r in rec] == [s / 4 for s in range(tr.step + 1)]  # 4 steps an epoch
+        last[mode] = rec[-1]
+    assert last["raise"]["step"] == last["stop"]["step"] > 4
+    assert torch.equal(last["raise"]["vector"], last["stop"]["vector"])
+    assert [e["action"] for m in ("raise", "stop") for e in last[m]["tags"]["events"]] == ["raise", "stop"]
+
+
+class _Wrapped(nn.Module):
+    """The same network, its output wrapped as a model's may be: in a tuple, or under ``logits`` in a mapping."""
+
+    def __init__(self, net, form):
+        super().__init__()
+        self.net, self.form = net, form
+
+    def forward(self, x):
+        out = self.net(x)
+        return (out, out.detach().norm()) if self.form == "tuple" else {"logits": out, "hidden": x}
+
+
+@pytest.mark.parametrize("form", ["tuple", "mapping"])
+def test_a_model_with_wrapped_outputs_trains_as_its_tensor_output_does(form):
+    # Every analyzer reads outputs by the output rule (landscape.model_output); the loop passed the tuple or mapping
+    # to the loss (cross_entropy: TypeError at step 1) while the epoch's evaluation applied the rule.
+    net, data = _net(), _data()
+    options = dict(optimizer=sgd(), epochs=2, batch_size=16, eval_data={"val": _data(seed=1)})
+    ref = Trainer(net, data, "cross_entropy", **options).fit()
+    got = Trainer(_Wrapped(net, form), data, "cross_entropy", **options).fit()
+    assert torch.equal(parameters_to_vector(got.model), parameters_to_vector(ref.model))
+    assert got.history_ == ref.history_ and 0 < ref.history_[-1]["train_accuracy"] < 1
+
+
+def test_one_shot_iterators_are_evaluated_every_epoch_or_refused_clearly_for_training():
+    # A generator given as an evaluation set was exhausted by the first epoch's evaluation: the second failed
+    # with "data holds no batch" (not naming the set); as training data it failed with "yielded no batch".
+    x, y = _data()
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 40, 8)]
+    options = dict(optimizer=sgd(), epochs=3, batch_size=8)
+    ref = Trainer(_net(), (x, y), eval_data={"val": batches}, **options).fit()
+    got = Trainer(_net(), (x, y), eval_data={"val": (b for b in batches)}, **options).fit()
+    assert [h["val_loss"] for h in got.history_] == [h["val_loss"] for h in ref.history_]
+    assert len(got.history_) == 3
+    with pytest.raises(ValueError, match="no batch in epoch 2: .* one-shot iterator"):
+        Trainer(_net(), (b for b in batches), optimizer=sgd(), epochs=2).fit()
+
+
 class _EventfulSGD(torch.optim.SGD):
     """An optimizer that reports one event at its 3rd step, like an optimizer switch."""
 
@@ -206,6 +270,16 @@ def test_bad_arguments_are_named():
     # a directory given for the trajectory failed at the first snapshot: "'str' object has no attribute 'append_model'"
     with pytest.raises(TypeError, match=r"trajectory must be a Trajectory .* got str; .*Trajectory.create\('runs/a'\)"):
         Trainer(_net(), (x, y), optimizer=sgd(), epochs=1, trajectory="runs/a")
+
+
+@pytest.mark.parametrize("length", [{"epochs": 1.5}, {"steps": 2.5}, {"epochs": True}, {"steps": -1}, {"epochs": "2"}])
+def test_length_of_training_must_be_a_whole_count(length):
+    # epochs=1.5 trained two whole epochs and steps=2.5 three steps, silently
+    (name,) = length
+    with pytest.raises(ValueError, match=f"{name} must be a non-negative integer"):
+        Trainer(_net(), _data(), optimizer=sgd(), batch_size=8, **length)
+    tr = Trainer(_net(), _data(), optimizer=sgd(), batch_size=8, **{name: np.int64(0)}).fit()  # numpy counts too
+    assert tr.step == 0
 
 
 def test_event_raised_in_the_last_step_is_recorded():

@@ -26,6 +26,7 @@ from landscape import (
     HessianOperator,
     InputError,
     InputWarning,
+    Problem,
     Trajectory,
     TrajectoryPCA,
     evaluate_points,
@@ -517,3 +518,34 @@ def test_property_trainer(case):
     a = Trainer(net, (x, y), optimizer=_sgd, steps=2, batch_size=4).fit().model
     b = Trainer(net, (x.to(mdtype), y.reshape(-1).long()), optimizer=_sgd, steps=2, batch_size=4).fit().model
     assert torch.equal(parameters_to_vector(a), parameters_to_vector(b))
+
+
+class _TupleOut(nn.Module):
+    """A network returning ``(outputs, aux)``: the output rule reads the first element."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, width, dtype=torch.float64)
+
+    def forward(self, x):
+        out = self.lin(x)
+        return out, out.sum()
+
+
+def test_targets_are_checked_and_shaped_against_outputs_read_by_the_output_rule():
+    # The probe took the model's raw output: a tuple gave no shape, so (N,) regression targets were not shaped like
+    # the (N, 1) outputs (MSE broadcast to (N, N): a wrong loss, only warned by torch) and labels went unchecked.
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    net = _TupleOut(1)
+    with torch.no_grad():
+        expected = ((net.lin(x)[:, 0] - y) ** 2).mean().item()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)
+        assert Problem(net, (x, y), "mse").loss().item() == pytest.approx(expected, rel=1e-12)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    match = "largest class label is 4 but the model outputs 4 classes"
+    with pytest.raises(InputError, match=match):  # was torch's IndexError at the first evaluation
+        Problem(_TupleOut(4), (x, labels), "cross_entropy").loss()
+    with pytest.raises(InputError, match=match):  # was accepted, until torch's error at the first step
+        Trainer(_TupleOut(4), (x, labels), "cross_entropy", epochs=1)

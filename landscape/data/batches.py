@@ -74,10 +74,12 @@ def iterate_batches(
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if batch_size is None or batch_size >= n:
+            if drop_last and batch_size is not None and batch_size > n:
+                return  # the one batch is incomplete, shuffled or not
             if shuffle and batch_size is not None:
                 perm = torch.randperm(n, generator=generator)
                 yield x[perm], y[perm]
-            elif not (drop_last and batch_size is not None and batch_size > n):
+            else:
                 yield x, y
             return
         idx = torch.randperm(n, generator=generator) if shuffle else None

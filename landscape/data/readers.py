@@ -12,6 +12,7 @@ import math
 import os
 import pickle
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -144,10 +145,15 @@ def load_cifar_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
         raise ValueError(f"{path} is not a valid CIFAR-10 python batch: {e}") from e
     if not isinstance(obj, dict):
         raise ValueError(f"{path} is not a valid CIFAR-10 python batch: expected a dict, got {type(obj).__name__}")
-    d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
+    # latin-1 decodes any bytes: a damaged key is then reported among the keys, not as a UnicodeDecodeError
+    d = {(k.decode("latin-1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
     if "data" not in d or "labels" not in d:
         raise ValueError(f"{path} is not a valid CIFAR-10 python batch: keys {sorted(map(str, d))} lack data/labels")
-    data, labels = d["data"], np.asarray(d["labels"])
+    data = d["data"]
+    try:
+        labels = np.asarray(d["labels"])
+    except (ValueError, TypeError) as e:  # e.g. nested lists of unequal lengths
+        raise ValueError(f"{path}: 'labels' must be a list of integers ({e})") from e
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
         raise ValueError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), got {type(data).__name__} {shape}")
@@ -247,8 +253,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise ValueError(f"{path}: corrupt gzip stream ({e})") from e
+        except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged deflate stream (not an OSError)
+            raise ValueError(f"{path}: corrupt gzip stream ({e}); download or extract the file again") from e
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
@@ -319,6 +325,13 @@ def load_mnist_idx(
             raise ValueError(
                 f"{files[f'{part}_images']} and {files[f'{part}_labels']}: images {xi.shape} and labels "
                 f"{yi.shape} do not match (expected (N, H, W) and (N,))"
+            )
+        # A flipped byte keeps the length right; CIFAR's batches are held to labels 0-9 the same way.
+        if not np.issubdtype(yi.dtype, np.integer) or (yi.size and (yi.min() < 0 or yi.max() > 9)):
+            found = f"{yi.min()}-{yi.max()}" if yi.size else "none"
+            raise ValueError(
+                f"{files[f'{part}_labels']}: MNIST labels must be integers 0-9, found {yi.dtype} values {found}; "
+                "is the file corrupted, or another file under this name?"
             )
     Xtr = torch.from_numpy(arrays["train_images"].astype(np.float64))[:, None]
     ytr = torch.from_numpy(arrays["train_labels"].astype(np.int64))

@@ -98,23 +98,46 @@ class Splits:
 
 def _resolve_sizes(n: int, sizes: Sequence[int | float | None]) -> list[int]:
     counts: list[int | None] = []
-    for s in sizes:
+    shares: dict[int, float] = {}  # exact share s * n of each fractional size, by position
+    for i, s in enumerate(sizes):
         if s is None or (isinstance(s, int) and s == -1):
             counts.append(None)
-        elif isinstance(s, float):
+        elif isinstance(s, float | np.floating):
             if not 0.0 <= s <= 1.0:
                 raise ValueError(f"fractional split sizes must lie in [0, 1], got {s}")
-            counts.append(int(round(s * n)))
+            shares[i] = float(s) * n
+            counts.append(int(round(shares[i])))
         elif isinstance(s, int | np.integer) and s >= 0:
             counts.append(int(s))
         else:
             raise ValueError(f"split sizes must be counts >= 0, fractions in [0, 1] or None (the rest); got {s!r}")
     if counts.count(None) > 1:
         raise ValueError("at most one split size may be None ('all the rest')")
+    _fit_rounding(counts, shares, n - sum(c for i, c in enumerate(counts) if c is not None and i not in shares))
     fixed = sum(c for c in counts if c is not None)
     if fixed > n:
         raise ValueError(f"split sizes {list(sizes)} ask for {fixed} examples but there are only {n}")
     return [n - fixed if c is None else c for c in counts]
+
+
+def _fit_rounding(counts: list[int | None], shares: dict[int, float], budget: int) -> None:
+    """Move rounded fractional counts (in place) by one where rounding broke a request the data can meet.
+
+    Each fraction is rounded to the nearest count on its own, so ``[1/3, 1/3, 1/3]`` of 5 examples asks for 6 and
+    ``[0.5, 0.5]`` of 5 for 4 (one example silently left out). When the exact shares fit in ``budget`` (the examples
+    the counts leave), their counts are made to total ``budget`` if the shares take all of it, else at most
+    ``budget``: a count is moved by one, the one its rounding moved furthest from its share first. Requests that fit
+    without this keep their counts; shares that exceed ``budget`` are left to fail as too large.
+    """
+    got = {i: c for i, c in enumerate(counts) if i in shares and c is not None}
+    exact, rounded, tol = sum(shares.values()), sum(got.values()), 1e-9 * max(budget, 1)
+    if not got or exact > budget + tol:
+        return
+    target = budget if exact >= budget - tol else min(rounded, budget)
+    step = 1 if target > rounded else -1
+    # the count its rounding moved furthest against the direction of the move goes first (ties: in position)
+    for i in sorted(got, key=lambda i: step * (got[i] - shares[i]))[: abs(target - rounded)]:
+        counts[i] = got[i] + step
 
 
 def split(X: Tensor, y: Tensor, sizes: Sequence[int | float | None], seed: int = 0) -> list[Pair]:
@@ -126,8 +149,9 @@ def split(X: Tensor, y: Tensor, sizes: Sequence[int | float | None], seed: int =
     Args:
         X: Inputs, shape ``(N, ...)``.
         y: Targets, shape ``(N, ...)``.
-        sizes: Size of each part: a count, a fraction of ``N``, or ``None`` (once) for all the rest.
-            Examples left over are dropped.
+        sizes: Size of each part: a count, a fraction of ``N`` (rounded to the nearest count; fractions that
+            together take all the examples the counts leave, e.g. ``[1/3, 1/3, 1/3]``, get counts that cover
+            them exactly), or ``None`` (once) for all the rest. Examples left over are dropped.
         seed: Seed of the permutation.
 
     Returns:

@@ -35,8 +35,9 @@ from torch import Tensor, nn
 
 from landscape._batch import dataset_loader
 from landscape._loss import weighted_count, weighted_form
-from landscape._options import check_count, parse_option, shows_forwarded
+from landscape._options import check_count, check_int, parse_option, shows_forwarded
 from landscape.data.batches import iterate_batches
+from landscape.functional import model_output
 from landscape.train.callbacks import Callback, EpochEvent, NonFiniteLossError, OnNonFinite, RecordTrajectory, StepEvent
 from landscape.train.metrics import CorrectCounter, evaluate_dataset, resolve_loss
 from landscape.validation import InputError, is_tensor_pair, validate_training_sets
@@ -121,7 +122,9 @@ class Trainer:
         data: Training data: a tensor pair ``(X (N, ...), y (N,))`` or an iterable of ``(X, y)`` batches
             (re-iterated every epoch, e.g. a ``DataLoader``).
         loss_fn: Mean-reduced loss ``loss_fn(outputs, targets) -> scalar`` or a loss name; default
-            cross-entropy for integer targets, MSE otherwise (the default of every analyzer too).
+            cross-entropy for integer targets, MSE otherwise (the default of every analyzer too). ``outputs`` is
+            the model's output under the output rule of every analyzer (:func:`landscape.model_output`: a
+            ``ModelOutput``'s logits, a tuple's first element), which the training accuracy counts too.
         optimizer: A method name for :func:`landscape.train.optim.make_optimizer` (``"sgd"``, ``"adam"``, ...) or a
             factory ``params -> torch.optim.Optimizer`` (also used to rebuild the optimizer when the model is
             replaced).
@@ -204,9 +207,9 @@ class Trainer:
             raise TypeError("data is missing: pass a landscape.Problem, or the model with data")
         if epochs is None and steps is None:
             raise ValueError("give the length of training: epochs=... or steps=...")
-        for name, v in (("epochs", epochs), ("steps", steps)):
-            if v is not None and v < 0:
-                raise ValueError(f"{name} must be >= 0, got {v}")
+        # integers: epochs=1.5 ran two epochs and steps=2.5 three steps (the loop compares counts with them)
+        epochs = None if epochs is None else check_int(epochs, "epochs", least=0)
+        steps = None if steps is None else check_int(steps, "steps", least=0)
         batch_size = check_count(batch_size, "batch_size")
         if is_tensor_pair(data):
             _check_pair(data, "training data")  # type: ignore[arg-type]
@@ -336,6 +339,8 @@ class Trainer:
         x, y = self._batch
         self.optimizer.zero_grad(set_to_none=True)
         out = self.model(x)
+        if not isinstance(out, Tensor):  # the output rule, as every analyzer and the epoch's evaluation apply it
+            out = model_output(out)
         loss = self.loss_fn(out, y)
         if self.regularizer is not None:
             loss = loss + self.regularizer(self.model)
@@ -403,6 +408,8 @@ class Trainer:
             if bar is not None:
                 bar.update()
             if not isfinite(loss):
+                # where this step leaves the epoch (set below for a finite loss): the raise mode's last snapshot
+                self.epoch_progress = epoch + ((b + 1) / n_batches if n_batches else 0.0)
                 self._handle_nonfinite(loss)
             y = batch[1]
             nb = y.shape[0]
@@ -442,6 +449,12 @@ class Trainer:
             if self._stop or (self.steps is not None and self.step >= self.steps):
                 return
         if ev is None:
+            if epoch:  # the data was read before: an iterator that cannot be read again
+                raise ValueError(
+                    f"the training data yielded no batch in epoch {epoch + 1}: it is re-read every epoch, and a "
+                    "one-shot iterator (a generator) is exhausted after the first; pass a list of batches or a "
+                    "DataLoader"
+                )
             raise ValueError("the training data yielded no batch")
         if not finished:  # an iterable of unknown length ran out: the epoch ended after the last step
             eev = self._finish_epoch(epoch, run_loss, run_w, run_n, correct.result())

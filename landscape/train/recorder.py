@@ -220,7 +220,8 @@ class Recorder:
         Args:
             model: The model at its initial point (only read).
             step: Steps already taken (a resumed run).
-            epoch: Epochs already completed (a resumed run).
+            epoch: Epochs already completed (a resumed run); fractional for a run resumed mid-epoch, which with
+                ``steps_per_epoch`` places the step in its epoch (1.5: half of the second epoch is done).
             metrics: Metrics of the initial point.
         """
         if self._closed:
@@ -229,8 +230,12 @@ class Recorder:
             raise RuntimeError("Recorder.begin() called twice; it records the initial point once")
         self._begun = True
         self._model = model
-        self.step_count = self._epoch_start_step = step_number(step)
+        self.step_count = step_number(step)
         self.epoch_count = int(epoch)
+        # A run resumed mid-epoch (epoch 1.5) is that many steps into its epoch, so the epoch still ends where the
+        # uninterrupted run's does.
+        into = round((float(epoch) - self.epoch_count) * self.steps_per_epoch) if self.steps_per_epoch else 0
+        self._epoch_start_step = self.step_count - into
         self.epoch_progress = float(epoch)
         self.last_metrics = _numbers(metrics)
         self._record(model, self.epoch_progress, self.last_metrics)
