@@ -264,6 +264,27 @@ def test_barycentric_triangle_plotly(setup):
     assert np.nanmin(zr) >= lo - 1e-12 and np.nanmax(zr) <= hi + 1e-12
 
 
+@pytest.mark.parametrize("size", [61, 101, 161, 200])
+def test_triangle_raster_is_the_bilinear_interpolation_on_the_whole_closed_triangle(size):
+    # Raster point (i, j) is (x, y) = (i, j sqrt(3) / 2) / (size - 1); it lies in the closed triangle iff
+    # j <= 2 i and j <= 2 (size - 1 - i) (exact integer test). Values bilinear in (alpha, beta) are reproduced
+    # exactly by bilinear interpolation, so the raster equals f(alpha(x, y), beta(x, y)) there and is NaN elsewhere.
+    # Rounding put points of the edge beta = 0 at beta = -6e-17, outside the grid, where they were NaN.
+    alphas, betas = np.linspace(0, 1, 5), np.linspace(0, 1, 4)
+
+    def f(a, b):
+        return 1 + 2 * a + 3 * b + 4 * a * b
+
+    x, y, z = plot.triangle_raster(alphas, betas, f(alphas[None, :], betas[:, None]), size=size)
+    i, j = np.meshgrid(np.arange(size), np.arange(size))
+    inside = (j <= 2 * i) & (j <= 2 * (size - 1 - i))
+    X, Y = np.meshgrid(x, y)
+    a = X + Y / np.sqrt(3)  # alpha beta = x - y / sqrt(3), alpha (1 - beta) = 2 y / sqrt(3)
+    b = np.divide(X - Y / np.sqrt(3), a, out=np.zeros_like(a), where=a > 0)
+    assert np.isfinite(z[inside]).all() and np.isnan(z[~inside]).all()
+    np.testing.assert_allclose(z[inside], f(a, b)[inside], rtol=0, atol=1e-12)
+
+
 def test_barycentric_triangle_matplotlib(setup):
     r = _poison(setup["bary"], [7])
     z = _expected(r.metrics["loss"])
