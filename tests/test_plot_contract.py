@@ -127,6 +127,27 @@ def test_plot_lines_adds_to_a_figure_and_keeps_its_titles():
         plot.plot_lines([x])
 
 
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_the_next_curve_takes_the_next_colour_after_a_curve_with_band_dots_and_companion(backend):
+    # Line.color: the palette is counted after the curves already drawn; a band, dots and a companion curve (an
+    # accuracy, a threshold) go with their curve and are not counted. Plotly counted every trace (the second curve
+    # took PALETTE[4] here), matplotlib the dots (PALETTE[2]).
+    x = np.arange(4.0)
+    first = [
+        plot.Line(x, x, "first", spread=0.1 * np.ones(4), dots=(1.5,)),
+        plot.Line(x, x / 4, "first accuracy", companion=True, secondary=True),
+    ]
+    kw: dict = {"backend": backend}
+    fig = plot.plot_lines(first, **kw)
+    kw.update({"fig": fig} if backend == "plotly" else {"ax": fig.axes[0]})
+    plot.plot_lines(plot.Line(x, 2 * x, "second"), **kw)
+    if backend == "plotly":
+        colours = {t.name: t.line.color for t in fig.data if t.name}
+    else:
+        colours = {ln.get_label(): ln.get_color() for ax in fig.axes for ln in ax.lines if ln.get_label()[0] != "_"}
+    assert colours == {"first": PALETTE[0], "first accuracy": PALETTE[0], "second": PALETTE[1]}
+
+
 def test_a_line_refuses_x_and_y_of_different_lengths():
     """Plotly drew such a curve silently, matplotlib failed with its own message: both now refuse it at once."""
     x = np.arange(3.0)

@@ -27,7 +27,7 @@ __all__ = ["lines", "grid", "triangle", "triangle_cell", "path", "plane_curve", 
 
 _MAX_CELLS = 120  # per side of a 3-D surface; beyond, rows/columns are strided
 _ANCHOR = "landscape-anchor"  # gid of reference lines, so that overlays count only the curves
-_COMPANION = "landscape-companion"  # gid of a curve sharing another's colour (a threshold)
+_COMPANION = "landscape-companion"  # gid of what accompanies a curve in its colour: a threshold, its dots
 
 
 def _axes(ax: Any, figsize: tuple[float, float], projection: str | None = None) -> tuple[Any, Any]:
@@ -68,7 +68,7 @@ def _plot_line(ax: Any, ln: Line, base: int, label: bool = True) -> None:
     if ln.dots:
         yy = np.asarray(ln.y, np.float64)
         fill = np.nanmax(yy) if np.isfinite(yy).any() else 0.0
-        ax.plot(ln.dots, np.interp(ln.dots, x, np.nan_to_num(yy, nan=fill)), "o", color=c, ms=3)
+        ax.plot(ln.dots, np.interp(ln.dots, x, np.nan_to_num(yy, nan=fill)), "o", color=c, ms=3, gid=_COMPANION)
 
 
 def _legend(ax: Any, *more: Any) -> None:
