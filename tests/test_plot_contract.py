@@ -91,6 +91,28 @@ def test_small_multiples_matplotlib_masks_and_hides_unused_axes():
     assert len(fig.legends) == 1 and sorted(t.get_text() for t in fig.legends[0].texts) == ["other", "ref", "run"]
 
 
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_small_multiples_list_a_reference_line_and_a_star_of_every_panel_once(backend):
+    # "curves sharing a label share one legend entry": matplotlib's figure legend listed the reference line
+    # and the star once per panel (plotly once).
+    x = np.arange(4.0)
+    panels = [
+        plot.Panel(
+            f"p{i}",
+            [plot.Line(x, x + i, "run")],
+            hlines=[(2.0, "2/lr", "#000000", "dash")],
+            stars=[(1, 1, "best", "#d62728")],
+        )
+        for i in range(3)
+    ]
+    fig = plot.small_multiples(panels, backend=backend)
+    if backend == "plotly":
+        entries = [t.name for t in fig.data if t.showlegend is not False and t.name]
+    else:
+        entries = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert entries == ["run", "2/lr", "best"]
+
+
 def test_bands_draw_mean_and_spread():
     x = np.arange(4.0)
     mu = np.array([[1.0, 2.0, 3.0, 4.0], [0.0, 0.5, 1.0, 1.5]])

@@ -336,9 +336,10 @@ def panels(grid: PanelGrid) -> Any:
     if legend == "figure":
         handles, labels = [], []
         for ax in axes.flat:
-            h, lab = ax.get_legend_handles_labels()
-            handles += h
-            labels += lab
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:  # one entry per label: a reference line or star in every panel too
+                    handles.append(h)
+                    labels.append(lab)
         if handles:
             fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=7)
     fig.suptitle(title, fontsize=10)
