@@ -170,6 +170,22 @@ def test_the_next_curve_takes_the_next_colour_after_a_curve_with_band_dots_and_c
     assert colours == {"first": PALETTE[0], "first accuracy": PALETTE[0], "second": PALETTE[1]}
 
 
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_a_secondary_curve_of_plot_lines_gets_the_right_hand_axis_over_zero_one(backend):
+    # Line.secondary: drawn on the secondary (right-hand) y axis in [0, 1]. Through plot_lines (no axis title)
+    # plotly had no layout for y2, which plotly.js then drew over the left axis with its own autoscaled range.
+    x = np.arange(4.0)
+    fig = plot.plot_lines([plot.Line(x, 10 * x, "loss"), plot.Line(x, x / 4, "rate", secondary=True)], backend=backend)
+    if backend == "plotly":
+        assert fig.data[1].yaxis == "y2"
+        y2 = fig.layout.yaxis2
+        assert (y2.overlaying, y2.side, tuple(y2.range)) == ("y", "right", (0, 1.02))
+    else:
+        main, right = fig.axes
+        assert right.get_ylim() == (0, 1.02) and right.lines[0].get_label() == "rate"
+        assert right.yaxis.get_label_position() == "right" and main.lines[0].get_label() == "loss"
+
+
 def test_a_line_refuses_x_and_y_of_different_lengths():
     """Plotly drew such a curve silently, matplotlib failed with its own message: both now refuse it at once."""
     x = np.arange(3.0)

@@ -135,8 +135,8 @@ def lines(target: Any, curves: Sequence[Line], frame: Frame) -> Any:
     fig.update_layout(**{k: v for k, v in texts.items() if v is not None})
     if frame.log:
         fig.update_layout(yaxis_type="log")
-    if frame.secondary is not None and any(ln.secondary for ln in curves):
-        _secondary_axis(fig, frame.secondary)
+    if any(ln.secondary for ln in curves):  # without its layout, plotly.js draws y2 over the left axis, unscaled
+        _secondary_axis(fig, frame.secondary or "")
     return fig
 
 

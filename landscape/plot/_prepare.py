@@ -104,7 +104,8 @@ class Frame:
         xlabel: Title of the x axis (``None``: leave it).
         ylabel: Title of the y axis (``None``: leave it).
         log: Log y axis.
-        secondary: Title of the secondary y axis in ``[0, 1]`` (drawn when a curve is ``secondary``).
+        secondary: Title of the secondary y axis in ``[0, 1]`` (the axis is drawn when a curve is ``secondary``;
+            ``None``: no title).
         vlines: ``(x, label)`` dotted grey vertical reference lines (``""``: no label).
         size: Size of a new matplotlib figure (inches).
     """
