@@ -10,6 +10,7 @@ from torch import nn
 
 from landscape import plot
 from landscape.analyze import (
+    PlaneResult,
     TrajectoryPCA,
     barycentric,
     bilinear,
@@ -202,6 +203,30 @@ def test_plane_matplotlib_grid(setup):
     cs = next(c for c in _mpl_axes(fig)[0].collections if hasattr(c, "levels"))
     pos = loss[np.isfinite(loss) & (loss > 0)]
     np.testing.assert_allclose([cs.zmin, cs.zmax], np.log10([pos.min(), pos.max()]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 4), (3, 1), (1, 1), (2, 3)])
+def test_heatmap_cells_of_matplotlib_are_plotly_js_cells(shape):
+    # plotly.js draws heatmap cells between the midpoints of neighbouring coordinates, the outer edges mirrored,
+    # and gives a single coordinate v the cell [v - 0.5, v + 0.5]. matplotlib's shading="nearest" gave a single
+    # coordinate a cell of width 0: a one-row or one-column grid drew nothing.
+    def edges(c):
+        if len(c) == 1:
+            return np.array([c[0] - 0.5, c[0] + 0.5])
+        return np.r_[1.5 * c[0] - 0.5 * c[1], (c[:-1] + c[1:]) / 2, 1.5 * c[-1] - 0.5 * c[-2]]
+
+    ny, nx = shape
+    xs, ys = np.array([0.25, 0.5, 1.0, 2.0])[:nx], np.array([-1.0, -0.5, 0.5])[:ny]
+    z = np.arange(1.0, 1.0 + ny * nx).reshape(ny, nx)
+    r = PlaneResult(xs=xs, ys=ys, metrics={"loss": z}, center=np.zeros(3), directions=np.eye(3)[:2])
+    mesh = _mpl_axes(plot.plot_heatmap(r, backend="matplotlib"))[0].collections[0]
+    corners = mesh.get_coordinates()  # (ny + 1, nx + 1, 2) cell corners
+    np.testing.assert_array_equal(corners[0, :, 0], edges(xs))
+    np.testing.assert_array_equal(corners[:, 0, 1], edges(ys))
+    np.testing.assert_array_equal(np.asarray(mesh.get_array()).reshape(ny, nx), z)
+    fig = plot.plot_heatmap(r)
+    np.testing.assert_array_equal(fig.data[0].x, xs)  # plotly.js draws its cells from the centres
+    np.testing.assert_array_equal(fig.data[0].y, ys)
 
 
 def test_surface_matplotlib_holes(setup):

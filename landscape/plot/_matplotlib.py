@@ -113,7 +113,7 @@ def _draw_grid(fig: Any, ax: Any, g: Grid, style: Style, levels: int) -> Any:
     lo, hi = g.zrange()
     z = _mask(g.z)
     if style is Style.HEATMAP:
-        art = ax.pcolormesh(g.x, g.y, z, shading="nearest", cmap=CMAP, vmin=lo, vmax=hi)
+        art = ax.pcolormesh(_cell_edges(g.x), _cell_edges(g.y), z, shading="flat", cmap=CMAP, vmin=lo, vmax=hi)
     else:
         if min(g.z.shape) < 2:
             raise ValueError(f"contours need a grid of at least 2 x 2 points, got {g.z.shape}; use a heatmap")
@@ -129,6 +129,18 @@ def _draw_grid(fig: Any, ax: Any, g: Grid, style: Style, levels: int) -> Any:
     ax.set_xlabel(g.xlabel)
     ax.set_ylabel(g.ylabel)
     return art
+
+
+def _cell_edges(c: np.ndarray) -> np.ndarray:
+    """Edges ``(n + 1,)`` of heatmap cells centred on ``c`` ``(n,)``, as plotly.js draws them.
+
+    Midpoints between neighbours, the outer edges mirrored; a single value gets a cell of width 1 (matplotlib's
+    ``shading="nearest"`` gave it width 0, so a one-row or one-column grid drew nothing).
+    """
+    c = np.asarray(c, np.float64)
+    if len(c) == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    return np.concatenate([[1.5 * c[0] - 0.5 * c[1]], (c[:-1] + c[1:]) / 2, [1.5 * c[-1] - 0.5 * c[-2]]])
 
 
 def _points(ax: Any, xy: np.ndarray, labels: Sequence[str]) -> None:
