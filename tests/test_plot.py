@@ -158,6 +158,24 @@ def test_distance_plot(setup, backend):
         np.testing.assert_array_equal(np.asarray(ax2.lines[0].get_ydata()), r.disagreement)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_second_distance_plot_in_the_figure_takes_the_next_colour(setup, backend):
+    # The disagreement rate shares its run's colour (a companion, as a line's accuracy): the next run drawn into
+    # the figure takes the next palette colour. Plotly counted the disagreement trace and skipped one.
+    from landscape.plot import PALETTE
+
+    r = setup["fd"]
+    fig = plot.plot_distance(dataclasses.replace(r, label="a"), backend=backend)
+    kw = {"fig": fig} if backend == "plotly" else {"ax": _mpl_axes(fig)[0]}
+    plot.plot_distance(dataclasses.replace(r, label="b"), backend=backend, **kw)
+    if backend == "plotly":
+        drawn = [(t.name, t.line.color) for t in fig.data]
+    else:
+        drawn = [(ln.get_label(), ln.get_color()) for a in fig.axes for ln in a.lines]
+    colours = {" ".join(name.split()[:2]): c for name, c in drawn}  # "a RMS distance (...)" -> "a RMS"
+    assert colours == {"a RMS": PALETTE[0], "a label": PALETTE[0], "b RMS": PALETTE[1], "b label": PALETTE[1]}
+
+
 # ----------------------------------------------------------------------------------------------- 2-D
 @pytest.mark.parametrize("kind", ["contour", "filled", "heatmap", "surface"])
 @pytest.mark.parametrize("log", [False, True])
