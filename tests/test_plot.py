@@ -92,6 +92,25 @@ def test_line_plotly_data_masked(setup):
     assert [s.x0 for s in fig.layout.shapes] == [0.0, 1.0]  # the anchors alpha 0 and 1
 
 
+def test_overlaid_lines_keep_every_accuracy_on_one_right_hand_axis(setup):
+    # Drawing a second run with its accuracy into matplotlib axes made a second twin axes, and the legend, built
+    # from the new twin only, lost the first run's accuracy (plotly lists all four).
+    first, second = setup["line"], setup["line2"]
+    fig = plot.plot_line(first, accuracy=True, backend="matplotlib")
+    ax = _mpl_axes(fig)[0]
+    plot.plot_line(second, accuracy=True, backend="matplotlib", ax=ax)
+    plot.plot_line(second, labels=["third"], backend="matplotlib", ax=ax, anchors=False)  # no accuracy this time
+    axes = _mpl_axes(fig)
+    assert len(axes) == 2  # the curves' axes and one right-hand axes for the rates
+    assert [ln.get_label() for ln in axes[1].lines] == [f"{first.label} accuracy", f"{second.label} accuracy"]
+    assert axes[1].get_ylim() == (0, 1.02) and axes[1].get_ylabel() == "accuracy"
+    names = [first.label, second.label, "third", f"{first.label} accuracy", f"{second.label} accuracy"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == names
+    pfig = plot.plot_line(first, accuracy=True)
+    plot.plot_line(second, accuracy=True, fig=pfig)
+    assert sorted(t.name for t in pfig.data) == sorted(names[:2] + names[3:])
+
+
 def test_line_matplotlib_masked_array(setup):
     r = _poison(setup["line"], [0, 4, 8])
     fig = plot.plot_line(r, accuracy=True, backend="matplotlib")

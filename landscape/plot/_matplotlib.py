@@ -27,6 +27,7 @@ __all__ = ["lines", "grid", "triangle", "triangle_cell", "path", "plane_curve", 
 
 _MAX_CELLS = 120  # per side of a 3-D surface; beyond, rows/columns are strided
 _ANCHOR = "landscape-anchor"  # gid of reference lines, so that overlays count only the curves
+_SECONDARY = "landscape-secondary"  # label of the right-hand axes of rates (twinx), found again by the next drawing
 _COMPANION = "landscape-companion"  # gid of what accompanies a curve in its colour: a threshold, its dots
 
 
@@ -80,11 +81,26 @@ def _legend(ax: Any, *more: Any) -> None:
         ax.legend(handles, labels, fontsize="small")
 
 
+def _secondary_axes(ax: Any, create: bool) -> Any:
+    """The right-hand axes an earlier drawing twinned with ``ax``, else a new one if ``create``, else ``None``.
+
+    Found again, so that a second run's rates share the axes and the legend keeps the first run's.
+    """
+    for other in ax.figure.axes:
+        if other is not ax and other.get_label() == _SECONDARY and ax.get_shared_x_axes().joined(ax, other):
+            return other
+    if not create:
+        return None
+    twin = ax.twinx()
+    twin.set_label(_SECONDARY)
+    return twin
+
+
 def lines(target: Any, curves: Sequence[Line], frame: Frame) -> Any:
     """Overlaid curves in a :class:`Frame` (titles, log axis, secondary axis, vertical reference lines)."""
     fig, ax = _axes(target, frame.size)
     base = sum(ln.get_gid() is None for ln in ax.lines)
-    ax2 = ax.twinx() if any(ln.secondary for ln in curves) else None
+    ax2 = _secondary_axes(ax, create=any(ln.secondary for ln in curves))
     for ln in curves:
         _plot_line(ax2 if (ln.secondary and ax2 is not None) else ax, ln, base)
     if frame.log:  # before the vertical lines: their (0, 1) y extent on a log axis with no data breaks drawing
@@ -98,7 +114,8 @@ def lines(target: Any, curves: Sequence[Line], frame: Frame) -> Any:
     if frame.ylabel is not None:
         ax.set_ylabel(frame.ylabel)
     if ax2 is not None:
-        ax2.set_ylabel(frame.secondary or "")
+        if frame.secondary is not None or not ax2.get_ylabel():
+            ax2.set_ylabel(frame.secondary or "")
         ax2.set_ylim(0, 1.02)
         _legend(ax, ax2)
     else:
