@@ -445,6 +445,25 @@ def test_pca_plane_and_path_share_coordinates(setup, pca_case):
     np.testing.assert_allclose(one.metrics["loss"][0, 0], path.plane_loss[k], rtol=1e-12)
 
 
+@pytest.mark.parametrize("center", ["mean", "last"])
+def test_trajectory_axes_name_what_the_percentages_are_shares_of(center):
+    # The axis titles give each component's share: of the variance about the mean, of the squared distance from
+    # the centre otherwise (Li et al. centre on the last point); "of the variance" was written for every centre.
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(9, 12, generator=g, dtype=torch.float64).cumsum(0)
+    path = TrajectoryPCA(2, center=center).fit(X).project(X)
+    Y = (X - (X.mean(0) if center == "mean" else X[-1])).numpy()
+    s2 = np.linalg.svd(Y, compute_uv=False) ** 2  # brute force: squared singular values of the centred snapshots
+    share = "the variance" if center == "mean" else "the squared distance from the centre"
+    for backend in BACKENDS:
+        fig = plot.plot_trajectory(None, path, backend=backend, panel=False)
+        if backend == "plotly":
+            titles = [fig.layout.xaxis.title.text, fig.layout.yaxis.title.text]
+        else:
+            titles = [_mpl_axes(fig)[0].get_xlabel(), _mpl_axes(fig)[0].get_ylabel()]
+        assert titles == [f"PC{k + 1} ({100 * s2[k] / s2.sum():.1f}% of {share})" for k in range(2)]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_trajectory_overlay(pca_case, backend):
     _, _, path, pl = pca_case
