@@ -436,7 +436,15 @@ class Result:
                 and dim not in data_vars
             ):
                 coords[dim] = ((dim,), np.array(value, dtype=str))
-        header = {"__format__": _FORMAT, "__class__": type(self).__name__, "fields": fields, "variables": names}
+        # and the dtypes: a netCDF3 file (scipy's writer, xarray's fallback without netCDF4) stores int64 as int32
+        dtypes = {k: a.dtype.str for k, a in arrays.items()}
+        header = {
+            "__format__": _FORMAT,
+            "__class__": type(self).__name__,
+            "fields": fields,
+            "variables": names,
+            "dtypes": dtypes,
+        }
         attrs: dict[str, Any] = {_XR_HEADER: json.dumps(header)}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -471,6 +479,9 @@ class Result:
         if missing:
             raise ValueError(f"the dataset lacks the variables {missing} of its {name}")
         arrays = {k: np.array(ds[v].values, copy=True) for k, v in names.items()}
+        for k, dtype in dict(header.get("dtypes", {})).items():  # absent from datasets of older versions
+            if k in arrays and arrays[k].dtype.kind in "iub" and np.dtype(dtype).kind in "iub":
+                arrays[k] = arrays[k].astype(dtype)
         obj = _REGISTRY[name](**{k: _decode(v, arrays) for k, v in header["fields"].items()})
         if not isinstance(obj, cls):
             raise ValueError(f"the dataset holds a {name}, not a {cls.__name__}")

@@ -190,6 +190,35 @@ def test_repair_sets_every_site_to_the_interpolated_statistics(name):
         torch.testing.assert_close(sf, (1 - alpha) * sa + alpha * sb, atol=1e-8, rtol=1e-8)
 
 
+class _Upsampler(nn.Module):
+    """A transposed convolution (weight ``(in, out, kh, kw)``, output ``(N, 3, 7, W + 2)``) feeding a convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(2, 3, 3)
+        self.conv = nn.Conv2d(3, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.relu(self.up(x)))
+
+
+@pytest.mark.parametrize("width", [1, 4])  # output width 3 (= the channels) or 6
+def test_repair_of_a_transposed_convolution_sets_its_channel_statistics(width):
+    # A ConvTranspose's channels are axis 1 of its output, as a Conv's: REPAIR measured the last (width) axis
+    # instead, which crashed when the width differed from the channel count and was silently wrong when equal.
+    torch.manual_seed(0)
+    a, b = _Upsampler().double().eval(), _Upsampler().double().eval()
+    X = torch.randn(30, 2, 5, width, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert [s for s, _ in permutation_spec(a).affine_sites] == ["up"]
+    alpha = 0.3
+    fixed = repair(a, b, X, alpha=alpha)
+    ma, sa = _site_stats(a, "up", X)
+    mb, sb = _site_stats(b, "up", X)
+    mf, sf = _site_stats(fixed, "up", X)
+    torch.testing.assert_close(mf, (1 - alpha) * ma + alpha * mb, atol=1e-10, rtol=0)
+    torch.testing.assert_close(sf, (1 - alpha) * sa + alpha * sb, atol=1e-10, rtol=1e-10)
+
+
 def test_repair_at_an_endpoint_is_the_endpoint():
     a, b = _net([4, 6, 3], 0), _net([4, 6, 3], 1)
     X = torch.randn(40, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)

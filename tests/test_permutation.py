@@ -72,6 +72,19 @@ class _LSTMNet(nn.Module):
         return self.fc(h[-1] if self.use_h else out[:, -1])
 
 
+def _conv_flatten_norms() -> nn.Module:
+    """Flattened convolution features normalized by BatchNorm1d and LayerNorm: each channel a block of H * W."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.BatchNorm1d(3 * 4 * 4),
+        nn.LayerNorm(3 * 4 * 4),
+        nn.Linear(3 * 4 * 4, 2),
+    ).double()
+
+
 def _every_elementwise() -> nn.Module:
     """Linear layers joined by each elementwise activation in turn: every one must pass the group on."""
     torch.manual_seed(0)
@@ -114,6 +127,7 @@ CASES = [
     ("residual_mlp", lambda: _ResidualMLP().double(), (5,)),
     ("every_elementwise", _every_elementwise, (4,)),
     ("conv_functional", lambda: _ConvFunctional().double(), (1, 8, 8)),
+    ("conv_flatten_norms", _conv_flatten_norms, (2, 6, 6)),
     ("lstm_last_step", lambda: _LSTMNet(1, False).double(), (7, 3)),
     ("lstm2_h_n", lambda: _LSTMNet(2, True).double(), (7, 3)),
 ]

@@ -10,6 +10,7 @@ from torch import nn
 
 from landscape import plot
 from landscape.analyze import (
+    PlaneResult,
     TrajectoryPCA,
     barycentric,
     bilinear,
@@ -91,6 +92,25 @@ def test_line_plotly_data_masked(setup):
     assert [s.x0 for s in fig.layout.shapes] == [0.0, 1.0]  # the anchors alpha 0 and 1
 
 
+def test_overlaid_lines_keep_every_accuracy_on_one_right_hand_axis(setup):
+    # Drawing a second run with its accuracy into matplotlib axes made a second twin axes, and the legend, built
+    # from the new twin only, lost the first run's accuracy (plotly lists all four).
+    first, second = setup["line"], setup["line2"]
+    fig = plot.plot_line(first, accuracy=True, backend="matplotlib")
+    ax = _mpl_axes(fig)[0]
+    plot.plot_line(second, accuracy=True, backend="matplotlib", ax=ax)
+    plot.plot_line(second, labels=["third"], backend="matplotlib", ax=ax, anchors=False)  # no accuracy this time
+    axes = _mpl_axes(fig)
+    assert len(axes) == 2  # the curves' axes and one right-hand axes for the rates
+    assert [ln.get_label() for ln in axes[1].lines] == [f"{first.label} accuracy", f"{second.label} accuracy"]
+    assert axes[1].get_ylim() == (0, 1.02) and axes[1].get_ylabel() == "accuracy"
+    names = [first.label, second.label, "third", f"{first.label} accuracy", f"{second.label} accuracy"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == names
+    pfig = plot.plot_line(first, accuracy=True)
+    plot.plot_line(second, accuracy=True, fig=pfig)
+    assert sorted(t.name for t in pfig.data) == sorted(names[:2] + names[3:])
+
+
 def test_line_matplotlib_masked_array(setup):
     r = _poison(setup["line"], [0, 4, 8])
     fig = plot.plot_line(r, accuracy=True, backend="matplotlib")
@@ -157,6 +177,24 @@ def test_distance_plot(setup, backend):
         np.testing.assert_array_equal(np.asarray(ax2.lines[0].get_ydata()), r.disagreement)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_second_distance_plot_in_the_figure_takes_the_next_colour(setup, backend):
+    # The disagreement rate shares its run's colour (a companion, as a line's accuracy): the next run drawn into
+    # the figure takes the next palette colour. Plotly counted the disagreement trace and skipped one.
+    from landscape.plot import PALETTE
+
+    r = setup["fd"]
+    fig = plot.plot_distance(dataclasses.replace(r, label="a"), backend=backend)
+    kw = {"fig": fig} if backend == "plotly" else {"ax": _mpl_axes(fig)[0]}
+    plot.plot_distance(dataclasses.replace(r, label="b"), backend=backend, **kw)
+    if backend == "plotly":
+        drawn = [(t.name, t.line.color) for t in fig.data]
+    else:
+        drawn = [(ln.get_label(), ln.get_color()) for a in fig.axes for ln in a.lines]
+    colours = {" ".join(name.split()[:2]): c for name, c in drawn}  # "a RMS distance (...)" -> "a RMS"
+    assert colours == {"a RMS": PALETTE[0], "a label": PALETTE[0], "b RMS": PALETTE[1], "b label": PALETTE[1]}
+
+
 # ----------------------------------------------------------------------------------------------- 2-D
 @pytest.mark.parametrize("kind", ["contour", "filled", "heatmap", "surface"])
 @pytest.mark.parametrize("log", [False, True])
@@ -202,6 +240,30 @@ def test_plane_matplotlib_grid(setup):
     cs = next(c for c in _mpl_axes(fig)[0].collections if hasattr(c, "levels"))
     pos = loss[np.isfinite(loss) & (loss > 0)]
     np.testing.assert_allclose([cs.zmin, cs.zmax], np.log10([pos.min(), pos.max()]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 4), (3, 1), (1, 1), (2, 3)])
+def test_heatmap_cells_of_matplotlib_are_plotly_js_cells(shape):
+    # plotly.js draws heatmap cells between the midpoints of neighbouring coordinates, the outer edges mirrored,
+    # and gives a single coordinate v the cell [v - 0.5, v + 0.5]. matplotlib's shading="nearest" gave a single
+    # coordinate a cell of width 0: a one-row or one-column grid drew nothing.
+    def edges(c):
+        if len(c) == 1:
+            return np.array([c[0] - 0.5, c[0] + 0.5])
+        return np.r_[1.5 * c[0] - 0.5 * c[1], (c[:-1] + c[1:]) / 2, 1.5 * c[-1] - 0.5 * c[-2]]
+
+    ny, nx = shape
+    xs, ys = np.array([0.25, 0.5, 1.0, 2.0])[:nx], np.array([-1.0, -0.5, 0.5])[:ny]
+    z = np.arange(1.0, 1.0 + ny * nx).reshape(ny, nx)
+    r = PlaneResult(xs=xs, ys=ys, metrics={"loss": z}, center=np.zeros(3), directions=np.eye(3)[:2])
+    mesh = _mpl_axes(plot.plot_heatmap(r, backend="matplotlib"))[0].collections[0]
+    corners = mesh.get_coordinates()  # (ny + 1, nx + 1, 2) cell corners
+    np.testing.assert_array_equal(corners[0, :, 0], edges(xs))
+    np.testing.assert_array_equal(corners[:, 0, 1], edges(ys))
+    np.testing.assert_array_equal(np.asarray(mesh.get_array()).reshape(ny, nx), z)
+    fig = plot.plot_heatmap(r)
+    np.testing.assert_array_equal(fig.data[0].x, xs)  # plotly.js draws its cells from the centres
+    np.testing.assert_array_equal(fig.data[0].y, ys)
 
 
 def test_surface_matplotlib_holes(setup):
@@ -262,6 +324,27 @@ def test_barycentric_triangle_plotly(setup):
     assert zr[0, -1] == z[-1, -1]  # vertex 1 (alpha 1, beta 1) at (1, 0)
     lo, hi = np.nanmin(z), np.nanmax(z)
     assert np.nanmin(zr) >= lo - 1e-12 and np.nanmax(zr) <= hi + 1e-12
+
+
+@pytest.mark.parametrize("size", [61, 101, 161, 200])
+def test_triangle_raster_is_the_bilinear_interpolation_on_the_whole_closed_triangle(size):
+    # Raster point (i, j) is (x, y) = (i, j sqrt(3) / 2) / (size - 1); it lies in the closed triangle iff
+    # j <= 2 i and j <= 2 (size - 1 - i) (exact integer test). Values bilinear in (alpha, beta) are reproduced
+    # exactly by bilinear interpolation, so the raster equals f(alpha(x, y), beta(x, y)) there and is NaN elsewhere.
+    # Rounding put points of the edge beta = 0 at beta = -6e-17, outside the grid, where they were NaN.
+    alphas, betas = np.linspace(0, 1, 5), np.linspace(0, 1, 4)
+
+    def f(a, b):
+        return 1 + 2 * a + 3 * b + 4 * a * b
+
+    x, y, z = plot.triangle_raster(alphas, betas, f(alphas[None, :], betas[:, None]), size=size)
+    i, j = np.meshgrid(np.arange(size), np.arange(size))
+    inside = (j <= 2 * i) & (j <= 2 * (size - 1 - i))
+    X, Y = np.meshgrid(x, y)
+    a = X + Y / np.sqrt(3)  # alpha beta = x - y / sqrt(3), alpha (1 - beta) = 2 y / sqrt(3)
+    b = np.divide(X - Y / np.sqrt(3), a, out=np.zeros_like(a), where=a > 0)
+    assert np.isfinite(z[inside]).all() and np.isnan(z[~inside]).all()
+    np.testing.assert_allclose(z[inside], f(a, b)[inside], rtol=0, atol=1e-12)
 
 
 def test_barycentric_triangle_matplotlib(setup):
@@ -360,6 +443,25 @@ def test_pca_plane_and_path_share_coordinates(setup, pca_case):
     c, d = torch.from_numpy(pl.center), torch.from_numpy(pl.directions)
     one = plane(setup["model"], c, d[0], d[1], setup["data"], [x], [y])
     np.testing.assert_allclose(one.metrics["loss"][0, 0], path.plane_loss[k], rtol=1e-12)
+
+
+@pytest.mark.parametrize("center", ["mean", "last"])
+def test_trajectory_axes_name_what_the_percentages_are_shares_of(center):
+    # The axis titles give each component's share: of the variance about the mean, of the squared distance from
+    # the centre otherwise (Li et al. centre on the last point); "of the variance" was written for every centre.
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(9, 12, generator=g, dtype=torch.float64).cumsum(0)
+    path = TrajectoryPCA(2, center=center).fit(X).project(X)
+    Y = (X - (X.mean(0) if center == "mean" else X[-1])).numpy()
+    s2 = np.linalg.svd(Y, compute_uv=False) ** 2  # brute force: squared singular values of the centred snapshots
+    share = "the variance" if center == "mean" else "the squared distance from the centre"
+    for backend in BACKENDS:
+        fig = plot.plot_trajectory(None, path, backend=backend, panel=False)
+        if backend == "plotly":
+            titles = [fig.layout.xaxis.title.text, fig.layout.yaxis.title.text]
+        else:
+            titles = [_mpl_axes(fig)[0].get_xlabel(), _mpl_axes(fig)[0].get_ylabel()]
+        assert titles == [f"PC{k + 1} ({100 * s2[k] / s2.sum():.1f}% of {share})" for k in range(2)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -91,6 +91,28 @@ def test_small_multiples_matplotlib_masks_and_hides_unused_axes():
     assert len(fig.legends) == 1 and sorted(t.get_text() for t in fig.legends[0].texts) == ["other", "ref", "run"]
 
 
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_small_multiples_list_a_reference_line_and_a_star_of_every_panel_once(backend):
+    # "curves sharing a label share one legend entry": matplotlib's figure legend listed the reference line
+    # and the star once per panel (plotly once).
+    x = np.arange(4.0)
+    panels = [
+        plot.Panel(
+            f"p{i}",
+            [plot.Line(x, x + i, "run")],
+            hlines=[(2.0, "2/lr", "#000000", "dash")],
+            stars=[(1, 1, "best", "#d62728")],
+        )
+        for i in range(3)
+    ]
+    fig = plot.small_multiples(panels, backend=backend)
+    if backend == "plotly":
+        entries = [t.name for t in fig.data if t.showlegend is not False and t.name]
+    else:
+        entries = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert entries == ["run", "2/lr", "best"]
+
+
 def test_bands_draw_mean_and_spread():
     x = np.arange(4.0)
     mu = np.array([[1.0, 2.0, 3.0, 4.0], [0.0, 0.5, 1.0, 1.5]])
@@ -125,6 +147,43 @@ def test_plot_lines_adds_to_a_figure_and_keeps_its_titles():
     assert ax.get_title() == "kept" and [ln.get_color() for ln in ax.lines] == [PALETTE[0], PALETTE[1]]
     with pytest.raises(TypeError, match="Line"):
         plot.plot_lines([x])
+
+
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_the_next_curve_takes_the_next_colour_after_a_curve_with_band_dots_and_companion(backend):
+    # Line.color: the palette is counted after the curves already drawn; a band, dots and a companion curve (an
+    # accuracy, a threshold) go with their curve and are not counted. Plotly counted every trace (the second curve
+    # took PALETTE[4] here), matplotlib the dots (PALETTE[2]).
+    x = np.arange(4.0)
+    first = [
+        plot.Line(x, x, "first", spread=0.1 * np.ones(4), dots=(1.5,)),
+        plot.Line(x, x / 4, "first accuracy", companion=True, secondary=True),
+    ]
+    kw: dict = {"backend": backend}
+    fig = plot.plot_lines(first, **kw)
+    kw.update({"fig": fig} if backend == "plotly" else {"ax": fig.axes[0]})
+    plot.plot_lines(plot.Line(x, 2 * x, "second"), **kw)
+    if backend == "plotly":
+        colours = {t.name: t.line.color for t in fig.data if t.name}
+    else:
+        colours = {ln.get_label(): ln.get_color() for ax in fig.axes for ln in ax.lines if ln.get_label()[0] != "_"}
+    assert colours == {"first": PALETTE[0], "first accuracy": PALETTE[0], "second": PALETTE[1]}
+
+
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_a_secondary_curve_of_plot_lines_gets_the_right_hand_axis_over_zero_one(backend):
+    # Line.secondary: drawn on the secondary (right-hand) y axis in [0, 1]. Through plot_lines (no axis title)
+    # plotly had no layout for y2, which plotly.js then drew over the left axis with its own autoscaled range.
+    x = np.arange(4.0)
+    fig = plot.plot_lines([plot.Line(x, 10 * x, "loss"), plot.Line(x, x / 4, "rate", secondary=True)], backend=backend)
+    if backend == "plotly":
+        assert fig.data[1].yaxis == "y2"
+        y2 = fig.layout.yaxis2
+        assert (y2.overlaying, y2.side, tuple(y2.range)) == ("y", "right", (0, 1.02))
+    else:
+        main, right = fig.axes
+        assert right.get_ylim() == (0, 1.02) and right.lines[0].get_label() == "rate"
+        assert right.yaxis.get_label_position() == "right" and main.lines[0].get_label() == "loss"
 
 
 def test_a_line_refuses_x_and_y_of_different_lengths():

@@ -221,6 +221,33 @@ def test_stats_result_round_trip(tmp_path):
         s.percentile(50)
 
 
+def _stats_of(percentiles, bins=4, lo=-1.0, hi=1.0, layer="l"):
+    h = StreamingHistogram(lo, hi, bins)
+    h.update(torch.linspace(-1, 1, 101, dtype=torch.float64))
+    return h.stats(layer, percentiles)
+
+
+@pytest.mark.parametrize(
+    ("second", "match"),
+    [
+        ({"percentiles": [50.0]}, "percentiles"),  # was stacked under the first epoch's level 98
+        ({"percentiles": [98.0], "lo": -2.0, "hi": 2.0}, "bins"),  # was drawn over the first epoch's edges
+        ({"percentiles": [98.0], "bins": 8}, "bins"),  # was numpy's "inhomogeneous shape" error
+    ],
+)
+def test_history_refuses_measurements_of_other_levels_or_bins(second, match):
+    # SaturationHistory keeps one set of levels and one set of edges per layer, so measurements taken with
+    # others cannot be stacked: from_stats says it raises ValueError then, and checked only the layer names.
+    first = {"l": _stats_of([98.0])}
+    with pytest.raises(ValueError, match=match):
+        SaturationHistory.from_stats([first, {"l": _stats_of(**second)}], [0, 1])
+    mixed = {"a": _stats_of([98.0], layer="a"), "b": _stats_of([98.0], bins=8, layer="b")}
+    with pytest.raises(ValueError, match="bins"):
+        SaturationHistory.from_stats([mixed], [0])
+    h = SaturationHistory.from_stats([first, {"l": _stats_of([98.0])}], [0, 1])  # alike: stacked
+    assert h.values.shape == (2, 1, 1) and h.curve("l", 98.0)[1] == first["l"].percentile(98.0)
+
+
 @pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
 def test_renderers_draw_every_layer_and_run(backend):
     x = _data(n=40)[0]

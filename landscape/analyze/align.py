@@ -467,6 +467,19 @@ def _site_stats(
     return out
 
 
+_CHANNEL_AXIS_1 = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+)
+
+
 def repair(
     a: nn.Module,
     b: nn.Module,
@@ -506,11 +519,8 @@ def repair(
     mods_a = dict(a.named_modules())
     sites = []
     for name, _ in spec.affine_sites:
-        mod = mods_a[name]
-        axis = 1 if isinstance(mod, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.BatchNorm2d | nn.BatchNorm3d) else -1
-        if isinstance(mod, nn.BatchNorm1d):
-            axis = 1
-        sites.append((name, axis))
+        # channels: axis 1 of a convolution's (transposed ones too) and BatchNorm's output, the last of a Linear's
+        sites.append((name, 1 if isinstance(mods_a[name], _CHANNEL_AXIS_1) else -1))
     ta = _site_stats(a, sites, data, batch_size, False)
     tb = _site_stats(b, sites, data, batch_size, False)
     new = interpolate_models(a, b, alpha)

@@ -10,7 +10,8 @@ which group owns its channel axis:
 * Adding two values merges their groups: the residual stream of a ResNet shares one permutation
   across the blocks it runs through. A stream added to an unpermuted value (the input) stays fixed.
 * ``Flatten`` after a convolution turns each channel into a block of ``H * W`` features of the next
-  Linear's input (the block size is read from that Linear's ``in_features``).
+  Linear's input (the block size is read from that Linear's ``in_features``), or of a BatchNorm or
+  LayerNorm over the flattened features.
 
 * A tensor used more than once (a module called twice or registered under two names, a tied parameter) moves the
   same way in every use: its groups on each axis are merged, and the axis stays fixed when one use takes it
@@ -314,10 +315,22 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 if v.gid is not None:
                     if isinstance(mod, nn.LayerNorm) and v.axis != -1:
                         raise unsupported(node, f"LayerNorm {name!r} over an axis other than the channels")
+                    block = 1
+                    if v.flat:  # after Flatten: each channel is a block of H * W features, as for a Linear
+                        n = groups.size[groups.find(v.gid)]
+                        feats = mod.num_features if isinstance(mod, _BN) else mod.normalized_shape[0]
+                        if feats % n:
+                            raise unsupported(
+                                node,
+                                f"{type(mod).__name__} {name!r} ({feats} features, not a multiple of the {n} "
+                                "flattened channels)",
+                            )
+                        block = feats // n
                     for t in ("weight", "bias", "running_mean", "running_var"):
                         if getattr(mod, t, None) is not None:
-                            entries.append((f"{name}.{t}", 0, v.gid, 1, 1))
-                    producers.append((name, v.axis, v.gid, f"{name}#{calls[name] - 1}"))
+                            entries.append((f"{name}.{t}", 0, v.gid, block, 1))
+                    if not v.flat:  # a flattened value has no per-unit channel axis to measure
+                        producers.append((name, v.axis, v.gid, f"{name}#{calls[name] - 1}"))
                 vals[node] = v
             elif isinstance(mod, nn.LSTM):
                 if mod.bidirectional or mod.proj_size:

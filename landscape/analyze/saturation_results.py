@@ -229,6 +229,22 @@ class SaturationHistory(Result):
             if list(s) != layers:
                 raise ValueError(f"measurements have different layers: {layers} vs {list(s)}")
         first = [stats[0][name] for name in layers]
+        ref = first[0]
+        for e, s in zip(epochs, stats):  # one set of levels and bins: else values would be stacked under wrong labels
+            for name, f in zip(layers, first):
+                x = s[name]
+                if not np.array_equal(x.percentiles, ref.percentiles) or x.value != ref.value:
+                    raise ValueError(
+                        f"layer {name!r} at epoch {e} has percentiles {x.percentiles.tolist()} of {x.value!r} values, "
+                        f"the first measurement {ref.percentiles.tolist()} of {ref.value!r} values; one set is needed"
+                    )
+                if not np.array_equal(x.edges, f.edges):
+                    raise ValueError(
+                        f"layer {name!r} at epoch {e} has {len(x.counts)} bins over [{x.edges[0]:g}, {x.edges[-1]:g}], "
+                        f"at the first epoch {len(f.counts)} over [{f.edges[0]:g}, {f.edges[-1]:g}]; its bins must stay"
+                    )
+        if len({len(f.counts) for f in first}) > 1:
+            raise ValueError(f"the layers have {sorted({len(f.counts) for f in first})} bins; one number is needed")
         keep = set(epochs) if histogram_epochs is None else {float(e) for e in histogram_epochs}
         rows = [k for k, e in enumerate(epochs) if float(e) in keep]
         grab = lambda f: np.array([[getattr(s[name], f) for name in layers] for s in stats])  # noqa: E731

@@ -27,7 +27,8 @@ __all__ = ["lines", "grid", "triangle", "triangle_cell", "path", "plane_curve", 
 
 _MAX_CELLS = 120  # per side of a 3-D surface; beyond, rows/columns are strided
 _ANCHOR = "landscape-anchor"  # gid of reference lines, so that overlays count only the curves
-_COMPANION = "landscape-companion"  # gid of a curve sharing another's colour (a threshold)
+_SECONDARY = "landscape-secondary"  # label of the right-hand axes of rates (twinx), found again by the next drawing
+_COMPANION = "landscape-companion"  # gid of what accompanies a curve in its colour: a threshold, its dots
 
 
 def _axes(ax: Any, figsize: tuple[float, float], projection: str | None = None) -> tuple[Any, Any]:
@@ -68,7 +69,7 @@ def _plot_line(ax: Any, ln: Line, base: int, label: bool = True) -> None:
     if ln.dots:
         yy = np.asarray(ln.y, np.float64)
         fill = np.nanmax(yy) if np.isfinite(yy).any() else 0.0
-        ax.plot(ln.dots, np.interp(ln.dots, x, np.nan_to_num(yy, nan=fill)), "o", color=c, ms=3)
+        ax.plot(ln.dots, np.interp(ln.dots, x, np.nan_to_num(yy, nan=fill)), "o", color=c, ms=3, gid=_COMPANION)
 
 
 def _legend(ax: Any, *more: Any) -> None:
@@ -80,11 +81,26 @@ def _legend(ax: Any, *more: Any) -> None:
         ax.legend(handles, labels, fontsize="small")
 
 
+def _secondary_axes(ax: Any, create: bool) -> Any:
+    """The right-hand axes an earlier drawing twinned with ``ax``, else a new one if ``create``, else ``None``.
+
+    Found again, so that a second run's rates share the axes and the legend keeps the first run's.
+    """
+    for other in ax.figure.axes:
+        if other is not ax and other.get_label() == _SECONDARY and ax.get_shared_x_axes().joined(ax, other):
+            return other
+    if not create:
+        return None
+    twin = ax.twinx()
+    twin.set_label(_SECONDARY)
+    return twin
+
+
 def lines(target: Any, curves: Sequence[Line], frame: Frame) -> Any:
     """Overlaid curves in a :class:`Frame` (titles, log axis, secondary axis, vertical reference lines)."""
     fig, ax = _axes(target, frame.size)
     base = sum(ln.get_gid() is None for ln in ax.lines)
-    ax2 = ax.twinx() if any(ln.secondary for ln in curves) else None
+    ax2 = _secondary_axes(ax, create=any(ln.secondary for ln in curves))
     for ln in curves:
         _plot_line(ax2 if (ln.secondary and ax2 is not None) else ax, ln, base)
     if frame.log:  # before the vertical lines: their (0, 1) y extent on a log axis with no data breaks drawing
@@ -98,7 +114,8 @@ def lines(target: Any, curves: Sequence[Line], frame: Frame) -> Any:
     if frame.ylabel is not None:
         ax.set_ylabel(frame.ylabel)
     if ax2 is not None:
-        ax2.set_ylabel(frame.secondary or "")
+        if frame.secondary is not None or not ax2.get_ylabel():
+            ax2.set_ylabel(frame.secondary or "")
         ax2.set_ylim(0, 1.02)
         _legend(ax, ax2)
     else:
@@ -113,7 +130,7 @@ def _draw_grid(fig: Any, ax: Any, g: Grid, style: Style, levels: int) -> Any:
     lo, hi = g.zrange()
     z = _mask(g.z)
     if style is Style.HEATMAP:
-        art = ax.pcolormesh(g.x, g.y, z, shading="nearest", cmap=CMAP, vmin=lo, vmax=hi)
+        art = ax.pcolormesh(_cell_edges(g.x), _cell_edges(g.y), z, shading="flat", cmap=CMAP, vmin=lo, vmax=hi)
     else:
         if min(g.z.shape) < 2:
             raise ValueError(f"contours need a grid of at least 2 x 2 points, got {g.z.shape}; use a heatmap")
@@ -129,6 +146,18 @@ def _draw_grid(fig: Any, ax: Any, g: Grid, style: Style, levels: int) -> Any:
     ax.set_xlabel(g.xlabel)
     ax.set_ylabel(g.ylabel)
     return art
+
+
+def _cell_edges(c: np.ndarray) -> np.ndarray:
+    """Edges ``(n + 1,)`` of heatmap cells centred on ``c`` ``(n,)``, as plotly.js draws them.
+
+    Midpoints between neighbours, the outer edges mirrored; a single value gets a cell of width 1 (matplotlib's
+    ``shading="nearest"`` gave it width 0, so a one-row or one-column grid drew nothing).
+    """
+    c = np.asarray(c, np.float64)
+    if len(c) == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    return np.concatenate([[1.5 * c[0] - 0.5 * c[1]], (c[:-1] + c[1:]) / 2, [1.5 * c[-1] - 0.5 * c[-2]]])
 
 
 def _points(ax: Any, xy: np.ndarray, labels: Sequence[str]) -> None:
@@ -336,9 +365,10 @@ def panels(grid: PanelGrid) -> Any:
     if legend == "figure":
         handles, labels = [], []
         for ax in axes.flat:
-            h, lab = ax.get_legend_handles_labels()
-            handles += h
-            labels += lab
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:  # one entry per label: a reference line or star in every panel too
+                    handles.append(h)
+                    labels.append(lab)
         if handles:
             fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=7)
     fig.suptitle(title, fontsize=10)

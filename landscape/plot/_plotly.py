@@ -24,6 +24,9 @@ from landscape.plot.style import COLORSCALE, PATH_SCALE, Style, color, rgba
 __all__ = ["lines", "grid", "triangle", "triangle_cell", "path", "plane_curve", "panels", "save"]
 
 _STEP = {"post": "hv", "mid": "hvh"}
+# ``meta`` of the traces that accompany a curve (its band, its dots, a companion curve sharing its colour), so that
+# a later drawing counts only the curves when it picks colours (matplotlib marks them with a gid)
+_COMPANION = "landscape-companion"
 
 
 def _new_fig(fig: Any) -> Any:
@@ -57,6 +60,7 @@ def _line_traces(ln: Line, base: int, **kw: Any) -> list[Any]:
                 line={"width": 0},
                 hoverinfo="skip",
                 showlegend=False,
+                meta=_COMPANION,
             )
         )
     extra: dict[str, Any] = {}
@@ -68,6 +72,8 @@ def _line_traces(ln: Line, base: int, **kw: Any) -> list[Any]:
         extra.update(hovertext=list(ln.hover), hoverinfo="text")
     if not ln.label:
         extra["showlegend"] = False
+    if ln.companion:
+        extra["meta"] = _COMPANION
     extra.update(kw)
     out.append(
         go.Scatter(
@@ -91,6 +97,7 @@ def _line_traces(ln: Line, base: int, **kw: Any) -> list[Any]:
                 showlegend=False,
                 marker={"color": c, "size": 6},
                 hoverinfo="skip",
+                meta=_COMPANION,
             )
         )
     return out
@@ -117,7 +124,7 @@ def lines(target: Any, curves: Sequence[Line], frame: Frame) -> Any:
     ``frame.size`` (matplotlib inches) is ignored here.
     """
     fig = _new_fig(target)
-    base = len(fig.data)
+    base = sum(t.meta != _COMPANION for t in fig.data)  # the curves drawn already (not their bands, dots, companions)
     for ln in curves:
         fig.add_traces(_line_traces(ln, base))
     for x, lab in frame.vlines:
@@ -128,8 +135,8 @@ def lines(target: Any, curves: Sequence[Line], frame: Frame) -> Any:
     fig.update_layout(**{k: v for k, v in texts.items() if v is not None})
     if frame.log:
         fig.update_layout(yaxis_type="log")
-    if frame.secondary is not None and any(ln.secondary for ln in curves):
-        _secondary_axis(fig, frame.secondary)
+    if any(ln.secondary for ln in curves):  # without its layout, plotly.js draws y2 over the left axis, unscaled
+        _secondary_axis(fig, frame.secondary or "")
     return fig
 
 

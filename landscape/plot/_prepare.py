@@ -104,7 +104,8 @@ class Frame:
         xlabel: Title of the x axis (``None``: leave it).
         ylabel: Title of the y axis (``None``: leave it).
         log: Log y axis.
-        secondary: Title of the secondary y axis in ``[0, 1]`` (drawn when a curve is ``secondary``).
+        secondary: Title of the secondary y axis in ``[0, 1]`` (the axis is drawn when a curve is ``secondary``;
+            ``None``: no title).
         vlines: ``(x, label)`` dotted grey vertical reference lines (``""``: no label).
         size: Size of a new matplotlib figure (inches).
     """
@@ -460,6 +461,10 @@ def triangle_raster(
     with np.errstate(invalid="ignore", divide="ignore"):
         b = np.where(a > 0, u / np.where(a > 0, a, 1.0), 0.0)
     inside = (u >= -1e-12) & (w >= -1e-12)
+    # Rounding puts points of the edges just outside [0, 1] (beta -6e-17 on the edge from vertex 0 to 2, alpha 1 + 1e-16
+    # on the edge from 1 to 2), where the interpolator gives NaN: snap them back to the closed triangle.
+    b = np.clip(b, 0.0, 1.0)
+    a = np.where(inside & (a > 1) & (a <= 1 + 1e-12), 1.0, a)
     out = np.where(inside, interp(np.stack([b, a], -1)), np.nan)
     return x, y, out
 

@@ -142,7 +142,9 @@ def plot_distance(
         curves.append(Line(r.alphas, masked(r.rms, log=log), name, slot=i, markers=True))
         if disagreement:
             rate = masked(r.disagreement)
-            curves.append(Line(r.alphas, rate, f"{lab} label disagreement", slot=i, dash="dot", secondary=True))
+            curves.append(
+                Line(r.alphas, rate, f"{lab} label disagreement", slot=i, dash="dot", secondary=True, companion=True)
+            )
     draw, target, title = canvas_of("plot_distance", canvas, "functional distance from the first network")
     frame = Frame(title=title, xlabel="alpha", ylabel="RMS output distance", log=log, secondary="label disagreement")
     return draw.lines(target, curves, frame)

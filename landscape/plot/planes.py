@@ -329,7 +329,10 @@ def plot_trajectory(
         raise ValueError("a trajectory is overlaid on a 2-D style: 'filled', 'contour' or 'heatmap'")
     runs, tname = path_runs(path, labels)
     evr = np.asarray(path.explained_variance_ratio, np.float64)
-    xl, yl = (f"PC{k + 1} ({100 * evr[k]:.1f}% of the variance)" if len(evr) > k else f"PC{k + 1}" for k in range(2))
+    # about the mean the ratio is a share of the variance; about a snapshot or a vector (Li et al. centre on the last
+    # point), of the squared distance of the snapshots from that centre (TrajectoryPCA.explained_variance_ratio_)
+    share = "the variance" if path.center == "mean" else "the squared distance from the centre"
+    xl, yl = (f"PC{k + 1} ({100 * evr[k]:.1f}% of {share})" if len(evr) > k else f"PC{k + 1}" for k in range(2))
     g = None if plane is None else grid_of(plane, metric, log, clip)
     draw, target, title = canvas_of("plot_trajectory", canvas, "training path on the PCA plane")
     paths = Paths(runs, g, xl, yl, tname, log)
