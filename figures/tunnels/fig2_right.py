@@ -67,7 +67,7 @@ from figures.tunnels._deep import deep_figure
 from figures.tunnels._deep_setup import DEEP_ARMS, NEON_ETA_LMAX, DeepSetup
 from figures.tunnels._plots import add_bands
 from figures.tunnels._setup import LINE_COLORS, NEON_KW, PGD_KW, mean_std, moved_premise
-from figures.verdict import Effect, Verdict, at_most, paired_effect
+from figures.verdict import Effect, Verdict, at_most, non_superiority_verdict, paired_effect
 
 CONTROL_TOL = 0.02  # premise: the control's loss drops by less than 2% (relative) from the opening to the end
 GRAD_RATIO = 0.1  # premise (tied start): the full-batch gradient norm at the opening is < 1/10 of the tied init's
@@ -83,19 +83,6 @@ def margin_verdict(effect: Effect, margin: float) -> Verdict:
     if effect.ci_low > margin:
         return Verdict.HELD
     if effect.ci_high < margin:
-        return Verdict.NOT_HELD
-    return Verdict.INCONCLUSIVE
-
-
-def no_escape_verdict(effect: Effect, margin: float) -> Verdict:
-    """Held if the interval lies below ``margin`` (no escape), not held if above it, else inconclusive.
-
-    The mirror of :func:`margin_verdict`, for a claim that an arm does *not* escape: its drop against the control
-    must stay within what a stuck control may show.
-    """
-    if effect.ci_high < margin:
-        return Verdict.HELD
-    if effect.ci_low > margin:
         return Verdict.NOT_HELD
     return Verdict.INCONCLUSIVE
 
@@ -252,7 +239,7 @@ def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
             rel_r,
             e_r,
             premises=premises,
-            verdict=no_escape_verdict(e_r, CONTROL_TOL),
+            verdict=non_superiority_verdict(e_r, CONTROL_TOL),  # no escape: within what a stuck control may drop
             proposed_vs_random=paired_effect(((end["random"] - end["proposed"]) / lo).tolist()),
             **how,
         ),
