@@ -43,6 +43,7 @@ __all__ = [
     "equivalence_verdict",
     "json_fields",
     "json_number",
+    "non_superiority_verdict",
     "paired_effect",
     "paired_proportions",
     "proportion_effect",
@@ -411,5 +412,24 @@ def equivalence_verdict(effect: Effect, margin: float) -> Verdict:
     if -margin < effect.ci_low and effect.ci_high < margin:
         return Verdict.HELD
     if effect.ci_low > 0 or effect.ci_high < 0:
+        return Verdict.NOT_HELD
+    return Verdict.INCONCLUSIVE
+
+
+def non_superiority_verdict(effect: Effect, margin: float) -> Verdict:
+    """Verdict on a claim that an effect is *not* larger than ``margin`` (fixed before measuring).
+
+    For claims of absence ("provides no improvement", "does not escape", "does not outperform"): the effect is the
+    advantage the paper says is missing, and an advantage below ``margin`` counts as none. Held if the interval
+    lies below ``margin``, not held if it lies above it, else inconclusive. A plain test against 0 in the other
+    direction would instead need the opposite effect to be significant, which is not what the paper says.
+
+    Args:
+        effect: The measured advantage (positive = the advantage the claim denies).
+        margin: The largest advantage that still counts as none.
+    """
+    if effect.ci_high < margin:
+        return Verdict.HELD
+    if effect.ci_low > margin:
         return Verdict.NOT_HELD
     return Verdict.INCONCLUSIVE

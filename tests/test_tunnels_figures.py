@@ -370,7 +370,11 @@ def test_deep_baselines_leave_the_three_arms_unchanged_and_move_the_weights(tmp_
     assert res["neon_images"] == min(256, 256 // with_b.batch_size * with_b.batch_size)
     fig = run_fig2_right("quick", cache=tmp_path, setup=with_b)
     _check(fig, ["loss"], 5)
-    assert [c.statement.split("baseline ")[-1].split(" ")[0] for c in fig.claims[3:]] == ["perturbed", "NEON"]
+    named = [c.statement.split("faster than the baseline ")[1].split(" (")[0] for c in fig.claims[3:]]
+    assert named == ["perturbed GD", "NEON"]
+    for c in fig.claims[3:]:  # "faster": steps to the escape level, baseline minus proposed, one per repetition
+        assert len(c.measured) == with_b.repetitions and "steps after the opening" in c.detail
+        assert all(abs(v) <= with_b.total_steps - with_b.open_at + with_b.bin for v in c.measured)
     _check(run_table3("quick", cache=tmp_path, setup=with_b), ["times"], 2)
     _check(run_fig4("quick", cache=tmp_path, setup=TINY, deep_setup=with_b), ["loss"], 2 + 4 + 4)
 
@@ -381,3 +385,27 @@ def test_both_verdict_needs_both_parts():
     H, N, I = Verdict.HELD, Verdict.NOT_HELD, Verdict.INCONCLUSIVE
     table = {(H, H): H, (H, N): N, (N, H): N, (H, I): I, (I, H): I, (I, I): I, (N, I): N, (I, N): N, (N, N): N}
     assert {k: both_verdict(*k) for k in table} == table
+
+
+def test_steps_to_level_is_the_first_full_window_after_the_opening_at_or_below_the_level():
+    # "faster" (Fig. 2 right's baselines): steps from the opening to the end of the first window of minibatch losses
+    # whose mean reaches the level; brute force over windows of whole bins, never mixing in steps before the opening
+    from figures.tunnels.fig2_right import steps_to_level
+
+    rng = np.random.default_rng(0)
+    open_at, bin_steps, window = 30, 5, 15
+    for _ in range(50):
+        curve = rng.normal(1.0, 0.05, 20)
+        level = float(rng.uniform(0.93, 1.0))
+        k, first = window // bin_steps, open_at // bin_steps
+        ref = math.inf
+        for end in range(first + k, len(curve) + 1):  # windows ending at each bin end after the opening
+            if np.mean(curve[end - k : end]) <= level:
+                ref = float((end - first) * bin_steps)
+                break
+        assert steps_to_level(curve, level, open_at, bin_steps, window) == ref
+    drop = np.r_[np.ones(6), np.full(6, 0.5)]  # the loss halves right at the opening: reached after one window
+    assert steps_to_level(drop, 0.6, open_at, bin_steps, window) == window
+    assert steps_to_level(np.ones(12), 0.9, open_at, bin_steps, window) == math.inf  # never: censored by the caller
+    low_before = np.r_[np.zeros(6), np.ones(6)]  # low only before the opening: does not count
+    assert steps_to_level(low_before, 0.5, open_at, bin_steps, window) == math.inf

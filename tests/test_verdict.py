@@ -20,6 +20,7 @@ from figures.verdict import (
     at_least,
     at_most,
     converged,
+    non_superiority_verdict,
     paired_effect,
     paired_proportions,
     verdict_for,
@@ -62,6 +63,21 @@ def test_an_interval_that_rules_out_the_papers_effect_is_not_held():
     assert verdict_for(eff) is Verdict.INCONCLUSIVE
     assert verdict_for(eff, paper_effect=0.05) is Verdict.NOT_HELD  # a 5-point effect would have shown
     assert verdict_for(eff, paper_effect=0.005) is Verdict.INCONCLUSIVE  # too small for this noise
+
+
+def test_non_superiority_holds_below_the_margin_even_when_significant():
+    # "provides no improvement": an advantage that is significant but below the margin is still none, and the
+    # verdict does not need the opposite effect to be significant (what a superiority test the other way would ask)
+    tiny = paired_effect([0.002, 0.003, 0.0025])  # significant, far below 2%
+    assert tiny.ci_low > 0 and non_superiority_verdict(tiny, 0.02) is Verdict.HELD
+    assert verdict_for(tiny, direction=-1) is Verdict.NOT_HELD  # the old superiority-the-other-way reading
+    big = paired_effect([0.10, 0.12, 0.11])
+    assert non_superiority_verdict(big, 0.02) is Verdict.NOT_HELD
+    straddle = paired_effect([0.0, 0.05, 0.01])  # interval covers the margin: the data cannot tell
+    assert straddle.ci_low < 0.02 < straddle.ci_high and non_superiority_verdict(straddle, 0.02) is Verdict.INCONCLUSIVE
+    # a log-ratio margin (the Im Fig. 9 use): 10% lower loss is the margin, equal losses are held
+    equal = paired_effect(np.log([1.01, 0.99, 1.0, 1.02]))
+    assert non_superiority_verdict(equal, math.log(1.1)) is Verdict.HELD
 
 
 def test_paired_proportions_p_value_is_the_exact_binomial_on_discordant_pairs():

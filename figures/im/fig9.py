@@ -17,8 +17,17 @@ Reading of A.4's "stochastic Runge-Kutta methods outperform SGD" and "the Runge-
 half the number of gradient computed by SGD" as "outperform at equal gradient evaluations" (the gallery's wording; fixed
 before measuring): a lower final training loss (the loss on the surface images, BatchNorm with batch statistics) after
 the same number of gradient evaluations; the claims test the log loss ratio per initialization with a paired t.
-"Midpoint does not outperform SGD" is held only when SGD is significantly better. Premise: no run at the chosen rates
-diverged.
+Premise: no run at the chosen rates diverged.
+
+"Midpoint does not outperform SGD" (A.4: "with the exception of the Midpoint method, stochastic Runge-Kutta methods
+outperform SGD") is a claim of absence, so it is a non-superiority test: the effect is the Midpoint's advantage, the
+mean log(SGD's final loss / Midpoint's) over the initializations (paired t), and the claim is held if its 95% interval
+lies below log(1.1) (Midpoint's loss is not lower than SGD's by 10% or more; the margin is the gallery's, the paper
+gives none), not held if the interval lies above it, inconclusive otherwise. Until 2026-12-07 it was held only when SGD
+was significantly better (a superiority test the other way), which a Midpoint equal to SGD would have failed (left
+inconclusive) though it does not outperform SGD. The margin was set knowing the old runs' ratios (SGD's loss
+6.4-11.4x lower at quick, 3.2-3.8x at medium), which lie far from it: any margin from 0 to a 3x advantage gives the
+same verdicts there.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import numpy as np
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, register_figure
 from figures.im._setup import GALLERY, Curve, ImRuns, ImSetup, Run, RunSpec, im_figure, mpl_grid, small_multiples
-from figures.verdict import at_most, paired_effect
+from figures.verdict import at_most, non_superiority_verdict, paired_effect
 from landscape.train import default_hyperparameters
 
 __all__ = ["GRIDS", "VARIANTS", "equal_evals", "fig9"]
@@ -45,6 +54,7 @@ VARIANTS = (
     ("adam", "Adam", "adam", None, "#d62728"),
     ("adam_rk2", "Adam+RK2 Heun", "adam_rk2", "heun", "#ff7f0e"),
 )
+NOT_BETTER_MARGIN = 1.1  # "Midpoint does not outperform SGD": SGD's final loss / Midpoint's below 1.1 (the gallery's)
 _SGD_GRID = (0.2, 0.1, 0.05)
 _ADAPTIVE_GRID = (0.002, 0.001, 0.0005)
 GRIDS = {
@@ -214,11 +224,20 @@ def fig9(runs: ImRuns) -> FigureResult:
             "grid": grid_txt,
         }
 
+    # "with the exception of the Midpoint method, ... outperform SGD": a claim of absence, so a non-superiority test
+    # (Midpoint is not better than SGD by more than the margin), not "SGD is significantly better"
+    midpoint_vs_sgd = versus("midpoint", "sgd")
+    midpoint_vs_sgd.update(
+        verdict=non_superiority_verdict(midpoint_vs_sgd["effect"], math.log(NOT_BETTER_MARGIN))
+        if midpoint_vs_sgd["effect"] is not None
+        else "not tested",
+        margin=NOT_BETTER_MARGIN - 1,
+    )
     book = ClaimBook("im_fig9", scale=setup.name)
     claims = [
         book("heun-beats-sgd", **versus("heun", "sgd")),
         book("ralston-beats-sgd", **versus("ralston", "sgd")),
-        book("midpoint-does-not-beat-sgd", **versus("midpoint", "sgd")),
+        book("midpoint-does-not-beat-sgd", **midpoint_vs_sgd),
         book("adam-beats-adam-rk2", **versus("adam_rk2", "adam")),
     ]
     return FigureResult(

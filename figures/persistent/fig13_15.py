@@ -15,6 +15,14 @@ Readings: 7 layers = 6 tanh hidden layers + the output layer (:func:`landscape.m
 shows at least five). The percentile is of the raw activation values (:mod:`landscape.analyze.saturation`), measured
 after every epoch on 500 (quick: 300) fixed validation images by :class:`landscape.analyze.SaturationRecorder`.
 
+Fig. 13's claim is the gallery's reading, labelled so in its statement: for this network the paper gives no
+accuracies, only that "the 5th persistent training corresponds to the championship model", "the 5th iteration
+corresponds to the best performance" and (Fig. 14's caption) "5th is the championship model with lowest validation
+error", under Sec. 5's question "Do we find the better solution using persistent training?". The championship is
+chosen on validation, so "better" is tested on the test images (the championship's test accuracy minus the plain
+model's, McNemar at one seed, paired t over seeds); a championship that is the plain model counts as 0. Until
+2026-12-07 the statement credited the reading only in a parenthesis; the test and the verdicts are unchanged.
+
 Measures fixed before measuring: an iteration's *saturation* is its 98th percentile averaged over the layers and
 the epochs 1..E; "decreases with the iterations" = negative Spearman rank correlation between iteration and
 saturation; Fig. 15's comparison uses the share of activations with |a| > 0.9 at the last epoch, pooled over

@@ -5,6 +5,20 @@ network at a float64 critical point, its filter duplicated: the control SGD run 
 SGD; at step 50 filters are added by tunnel opening (proposed lambda_t, or a random lambda of the same norm) and
 removed again by closing at step 300. Premises: the start is a critical point (gradient norm) and a saddle (a
 negative Hessian eigenvalue), and the control stays stuck. Claims are paired over the repetitions (data orders).
+The random opening's claim (Sec. 4.1: "Also note the comparison between adding filters using the proposed lambda_t
+versus adding filters in a random fashion (using a randomly sampled lambda with equal magnitude as lambda_t), which
+provides no improvement") is read as no improvement over the stuck network, the control: "which" attaches to the random
+opening, the paragraph's improvement is leaving the flat area, and Sec. 4.4 says the same of the deep CNN ("the random
+tunnel opening does not manage to escape the plateau"), which Fig. 2 right tests against the control. So: (control -
+random) / loss at the opening while the tunnel is open, held if the interval lies below the 2% a stuck control may drop
+(``STUCK_TOL``, the premise's bound, fixed before measuring), not held if above, else inconclusive. Until 2026-12-07 it
+was tested as "random ends higher than proposed", which made the proposed arm's success part of the random arm's claim
+(not held at quick: random ended 0.21% lower). Quick, 2026-12-07: +2.05% [+1.52%, +2.58%] while open (after closing, as
+information: +2.83% [+2.21%, +3.44%]): inconclusive against the 2%, so the golden row went from not held to
+inconclusive. The window (while the tunnel is open, where the random filters act) was fixed before this was
+measured. At medium the window is the same (inconclusive), but at the end of the 2,000 steps the random arm lies
+9.6% [8.6%, 10.7%] below the control, level with the proposed one: on the end of the run the claim would not hold
+(given in the detail).
 Right (Sec. 4.2): a network trained to convergence by full-batch L-BFGS and damped Newton steps (float64); tunnels
 are opened with several t and the squared full-batch gradient norm is measured right after opening, for 1, 2, ...
 tunnels.
@@ -30,6 +44,7 @@ from figures.tunnels._newton import lbfgs_then_newton
 from figures.tunnels._plots import band_figure
 from figures.tunnels._setup import (
     COLORS,
+    STUCK_TOL,
     SaddleStart,
     initial_model,
     load_data,
@@ -38,7 +53,7 @@ from figures.tunnels._setup import (
     single_layer_figure,
     window_mean,
 )
-from figures.verdict import at_most, paired_effect
+from figures.verdict import at_most, non_superiority_verdict, paired_effect
 from landscape.plot import Line, plot_lines
 from tunnels import open_tunnels, split_stats
 
@@ -61,6 +76,11 @@ def run_left(st: SaddleStart) -> FigureResult:
     while_open = {m: window_mean(r, s.open_at + 5, s.close_at) for m, r in res.items()}
     final = {m: window_mean(r, s.total_steps - WINDOW, s.total_steps) for m, r in res.items()}
     drop = {m: at_open[m] - soon[m] for m in res}
+    # "provides no improvement": the random arm against the stuck control (not against the proposed arm), relative to
+    # the loss at the opening, while the tunnel is open; an improvement smaller than the drop a control may show and
+    # still count as stuck (STUCK_TOL, the premise's bound, fixed before measuring) is none
+    rel_random = ((while_open["control"] - while_open["random"]) / at_open["control"]).tolist()
+    e_random = paired_effect(rel_random)
 
     title = f"Fig. 1 left: {s.tunnels} filter(s) opened at step {s.open_at}, closed at {s.close_at}"
     fig, mfig, ax = band_figure(steps, stats, COLORS, (6.5, 4.2), title, "step", "full-batch training loss")
@@ -84,11 +104,17 @@ def run_left(st: SaddleStart) -> FigureResult:
         ),
         book(
             "random-opening-no-better",
-            *paired(while_open["random"], while_open["proposed"]),
+            rel_random,
+            e_random,
             premises=premises,
+            verdict=non_superiority_verdict(e_random, STUCK_TOL),
             settled=s.open_at + 5,
             close_at=s.close_at,
-            random_vs_control=paired_effect(while_open["control"], while_open["random"]),
+            margin=STUCK_TOL,
+            at_open=float(at_open["control"].mean()),
+            after_closing=paired_effect((final["control"] - final["random"]) / at_open["control"]),
+            window=WINDOW,
+            proposed_vs_random=paired_effect((while_open["random"] - while_open["proposed"]) / at_open["control"]),
         ),
         book(
             "unstuck-after-closing",
