@@ -61,6 +61,32 @@ def test_caller_model_untouched_and_initial_snapshot_is_it():
     assert not torch.equal(rec[-1]["vector"], rec[0]["vector"])
 
 
+@pytest.mark.parametrize("leave", ["break", "error"])
+def test_leaving_the_loop_early_finishes_the_run_at_that_step(leave):
+    """``for ev in trainer: ... break`` skipped on_train_end: the trajectory lacked the point the model stopped at."""
+
+    class Ends(Callback):
+        calls = 0
+
+        def on_train_end(self, trainer):
+            Ends.calls += 1
+
+    rec = ListRecorder()
+    tr = Trainer(_net(), _data(), optimizer=sgd(), epochs=5, batch_size=8, trajectory=rec, record_every_steps=4)
+    tr.callbacks.append(Ends())
+    try:
+        for ev in tr:
+            if ev.step == 7:
+                if leave == "error":
+                    raise KeyError("the caller's own error")
+                break
+    except KeyError:
+        pass
+    assert Ends.calls == 1
+    assert [r["step"] for r in rec] == [0, 4, 5, 7]  # every 4 steps, epoch 1 ends at 5, and the last point
+    assert torch.equal(rec[-1]["vector"], parameters_to_vector(tr.model))
+
+
 def test_recording_schedule_steps_epochs_first_last_without_duplicates():
     rec = ListRecorder()
     # 40 samples, batch 16 -> 3 batches/epoch; 7 steps: stops in the middle of epoch 3

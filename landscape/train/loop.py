@@ -352,7 +352,11 @@ class Trainer:
 
     # -------------------------------------------------------------------- loop
     def __iter__(self) -> Iterator[StepEvent]:
-        """Run training, yielding a :class:`StepEvent` after every optimizer step."""
+        """Run training, yielding a :class:`StepEvent` after every optimizer step.
+
+        Leaving the loop early (``break``, or an error in its body) ends the run at that step: every callback's
+        ``on_train_end`` runs, so a recorded trajectory gets the point the model stopped at.
+        """
         if self._started:
             raise RuntimeError("this Trainer has already run; build a new one to train again")
         self._started = True
@@ -373,6 +377,13 @@ class Trainer:
                 self.epoch = epoch
                 yield from self._run_epoch(epoch, gen, bar)
                 epoch += 1
+        except GeneratorExit:
+            # The caller left the loop early (a break, or an error in its body): the run ends at this step, and
+            # the callbacks finish it as at the end (the trajectory's final snapshot, a curvature recorder's last
+            # point), so nothing trained is left unrecorded.
+            for cb in self.callbacks:
+                cb.on_train_end(self)
+            raise
         finally:
             if bar is not None:
                 bar.close()
