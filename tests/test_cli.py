@@ -308,3 +308,44 @@ def test_torchrun_two_processes_equal_one(runs, tmp_path):
     np.testing.assert_allclose(two.metrics["loss"], one.metrics["loss"], rtol=1e-6)
     np.testing.assert_array_equal(two.metrics["accuracy"], one.metrics["accuracy"])
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["plane.npz", "plane.png"]  # rank 0 only
+
+
+BN_NET = """
+from torch import nn
+
+
+def make():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 10))
+"""
+
+
+def test_line_between_batchnorm_models_ends_at_each_models_own_loss(tmp_path, monkeypatch):
+    """The command's default is the API's: each model keeps its own running statistics (``--bn-mode eval`` forces
+    the first model's), so the line's ends are the two networks' own losses, computed here in plain torch."""
+    (tmp_path / "bn_net.py").write_text(BN_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import bn_net
+
+    X, y = _data64()
+    ends = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = bn_net.make().double().train()
+        with torch.no_grad():  # different running statistics in each model (and different weights)
+            net(X[seed * 50 : seed * 50 + 60] * (1 + seed))
+        net.eval()
+        safetensors.torch.save_file(dict(net.state_dict()), str(tmp_path / f"bn{seed}.safetensors"))
+        with torch.no_grad():
+            ends.append(float(F.cross_entropy(net(X), y)))
+    common = dict(from_=tmp_path / "bn0.safetensors", to=tmp_path / "bn1.safetensors", alphas="0,1", dtype="float64")
+    for mode, want in ((None, ends), ("eval", None)):
+        out = tmp_path / f"line_{mode}"
+        options = dict(common, out=out, **({"bn_mode": mode} if mode else {}))
+        argv = _argv("line", "no-html", "no-png", model=False, **options)
+        assert main(["line", "--model", "bn_net:make", *argv[1:]]) == 0
+        loss = LineResult.load(out / "line.npz").metrics["loss"]
+        assert loss[0] == pytest.approx(ends[0], rel=1e-12)
+        if want is not None:
+            assert loss[1] == pytest.approx(ends[1], rel=1e-12)
+        else:  # the first model's statistics at b's weights: not b's own loss
+            assert abs(loss[1] - ends[1]) > 1e-3

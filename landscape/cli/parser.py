@@ -91,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--bn-mode",
         choices=("eval", "train", "interpolate"),
-        default="eval",
-        help="BatchNorm policy (default eval: running statistics of the first/centre model)",
+        default=None,
+        help="BatchNorm statistics (default: each model's own running statistics, interpolated between the "
+        "models, so a line ends at each model's own loss; eval: the first/centre model's everywhere; train: "
+        "each batch's; interpolate: as the default, for line, distance and plane --directions models)",
     )
     ev.add_argument("--dtype", type=_dtype, default=torch.float32, help="float32 (default) or float64")
 
