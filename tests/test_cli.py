@@ -349,3 +349,45 @@ def test_line_between_batchnorm_models_ends_at_each_models_own_loss(tmp_path, mo
             assert loss[1] == pytest.approx(ends[1], rel=1e-12)
         else:  # the first model's statistics at b's weights: not b's own loss
             assert abs(loss[1] - ends[1]) > 1e-3
+
+
+def test_the_help_examples_parse():
+    """Every example under ``landscape --help`` is a command line the parser accepts, naming a real command."""
+    from landscape.cli.app import _join_negative
+    from landscape.cli.parser import _EXAMPLES, build_parser
+
+    lines = [ln.split("#")[0].split() for ln in _EXAMPLES.splitlines() if ln.strip().startswith("landscape ")]
+    assert {ln[1] for ln in lines} == {"line", "plane", "pca", "hessian", "distance", "plot", "check"}
+    for words in lines:
+        args = build_parser().parse_args(_join_negative(words[1:]))
+        assert args.command == words[1]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["plot", "{tmp}/nope.npz"], "nope.npz: no such file"),
+        (["plot", "{traj}"], "is a directory: plot reads the .npz results.*landscape pca"),
+        (["pca", "{tmp}/nope"], "trajectory '.*nope' not found"),
+        (
+            ["plane", "--data", "digits", "--directions", "pca", "--trajectory", "{traj}", "{tmp}/nope"],
+            "nope' not found",
+        ),
+    ],
+)
+def test_missing_files_are_named_as_what_the_command_reads(runs, tmp_path, capsys, argv, message):
+    argv = [a.format(tmp=tmp_path, traj=runs[0]) for a in argv]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("landscape: error: ") and re.search(message, err), err
+    assert "weights file" not in err  # neither reads weights files
+
+
+def test_plot_refuses_mixed_types_and_says_what_to_do(runs, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(_argv("line", "no-html", "no-png", from_=f"{runs[0]}:0", to=runs[0], alphas="0,1", out=out)) == 0
+    assert main(_argv("distance", "no-html", "no-png", from_=runs[0], to=runs[1], alphas="0,1", out=out)) == 0
+    capsys.readouterr()
+    assert main(["plot", str(out / "line.npz"), str(out / "distance.npz"), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "['DistanceResult', 'LineResult']" in err and "run plot once per type" in err

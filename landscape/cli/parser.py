@@ -32,6 +32,23 @@ _LINE_HELP = {
 }
 
 
+_EXAMPLES = """\
+examples ('landscape COMMAND --help' lists a command's options):
+  landscape line --from runs/a:0 --to runs/a --alphas -0.5:1.5:41 --data digits --out out/
+  landscape plane --trajectory runs/a --data digits --out out/        # around its last snapshot
+  landscape pca runs/a runs/b --data digits --out out/                 # the paths on their PCA plane
+  landscape hessian --trajectory runs/a --data digits --top-k 5 --out out/
+  landscape distance --from runs/a --to runs/b --data digits --out out/
+  landscape plane --model mlp --model-kw hidden=[32] --weights w.safetensors --data digits --out out/
+  landscape plot out/plane.npz --out out/                              # re-render a saved result
+  landscape check runs/a                                               # verify a trajectory store
+
+A trajectory recorded with its model factory (Trainer(..., factory=...)) needs no --model; else give
+--model (a zoo name or package.module:factory) and --model-kw. Points are TRAJ[:INDEX] (a snapshot of a
+trajectory directory; default the last) or a weights file (.safetensors, or a state dict read with
+torch.load(weights_only=True)). Results are written to --out as .npz (landscape.load_result), .html and .png."""
+
+
 def _line_options(p: argparse.ArgumentParser, command: str, data_help: str) -> None:
     """The options of a command along the line from one point to another (``line``, ``distance``)."""
     start, alphas = _LINE_HELP[command]
@@ -46,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="landscape",
         description="Loss-landscape slices, Hessian spectra and functional distances from the command line.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="{line,plane,pca,hessian,distance,plot,check}")
 
