@@ -189,6 +189,9 @@ def _num(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float | np.floating) else str(v)
 
 
+_SHOWN = 6  # 1-D arrays up to this size are shown by value, larger ones by their range
+
+
 def _span(a: np.ndarray) -> str:
     """``"lo .. hi (n)"`` of a 1-D coordinate."""
     if a.size == 0:
@@ -198,10 +201,9 @@ def _span(a: np.ndarray) -> str:
     fin = a[np.isfinite(a)]
     if not fin.size:
         return f"no finite value ({a.size})"
+    if a.size <= _SHOWN:  # "98 (1)" rather than "98 .. 98 (1)"
+        return f"{', '.join(_num(v.item()) for v in a)} ({a.size})"
     return f"{_num(fin.min())} .. {_num(fin.max())} ({a.size})"
-
-
-_SHOWN = 6  # 1-D arrays up to this size are shown by value, larger ones by their range
 
 
 def _array_brief(a: np.ndarray) -> str:
