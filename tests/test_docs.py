@@ -253,3 +253,15 @@ def test_shorthand_argument_order_is_as_documented() -> None:
             assert "loss_fn" not in params or params.index("data") < params.index("loss_fn"), name
     curv = list(inspect.signature(landscape.trajectory_curvature).parameters)
     assert curv[1:4] == ["model", "loss_fn", "data"]
+
+
+def test_getting_started_names_every_extra() -> None:
+    """The install section lists the package's extras as setup.cfg declares them, no more, no fewer."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    extras = set(cfg["options.extras_require"])
+    page = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    sentence = re.search(r"The extras are (.*?)\.\n", page, re.S).group(1)
+    assert set(re.findall(r"`(\w+)` \(", sentence)) == extras
