@@ -64,8 +64,8 @@ def test_other_readme_python_blocks_run(tmp_path, monkeypatch):
 
 
 def test_the_flat_namespace_holds_what_the_readme_says():
-    """"The flat `landscape` namespace re-exports the problem, the trainers, the trajectory store, the results and the
-    analyzers": every analyzer function (of `landscape.analyze`) is there, the renderers are not."""
+    """The README says the flat `landscape` namespace re-exports the problem, the trainers, the trajectory store,
+    the results and the analyzers: every analyzer function (of `landscape.analyze`) is there, the renderers are not."""
     import inspect
 
     import landscape
