@@ -21,7 +21,13 @@ from landscape.analyze.directions import (
     random_directions,
 )
 from landscape.analyze.distance import DistanceResult, FunctionalDistance, distance_along_path, functional_distance
-from landscape.analyze.paths import ProjectedPath, distance_from_init, distance_from_origin, pairwise_end_distances
+from landscape.analyze.paths import (
+    ProjectedPath,
+    distance_from_init,
+    distance_from_origin,
+    make_loss_at,
+    pairwise_end_distances,
+)
 from landscape.analyze.pca import TrajectoryPCA
 from landscape.analyze.permutation import *
 from landscape.analyze.permutation_spec import AxisPerm, PermutationSpec, PermutationSpecError
@@ -119,6 +125,7 @@ __all__ = [
     # PCA, Hessian, saturation
     "TrajectoryPCA",
     "ProjectedPath",
+    "make_loss_at",
     "distance_from_origin",
     "distance_from_init",
     "pairwise_end_distances",

@@ -189,6 +189,9 @@ def _num(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float | np.floating) else str(v)
 
 
+_SHOWN = 6  # 1-D arrays up to this size are shown by value, larger ones by their range
+
+
 def _span(a: np.ndarray) -> str:
     """``"lo .. hi (n)"`` of a 1-D coordinate."""
     if a.size == 0:
@@ -198,6 +201,8 @@ def _span(a: np.ndarray) -> str:
     fin = a[np.isfinite(a)]
     if not fin.size:
         return f"no finite value ({a.size})"
+    if a.size <= _SHOWN:  # "98 (1)" rather than "98 .. 98 (1)"
+        return f"{', '.join(_num(v.item()) for v in a)} ({a.size})"
     return f"{_num(fin.min())} .. {_num(fin.max())} ({a.size})"
 
 
@@ -206,6 +211,8 @@ def _array_brief(a: np.ndarray) -> str:
     text = f"{a.dtype} {shape}"
     if a.dtype.kind not in "iufb" or a.size == 0 or a.size > 1_000_000:
         return text
+    if a.ndim == 1 and a.size <= _SHOWN:  # a few numbers (top eigenvalues, explained variance): their values, in order
+        return f"{text} = [{', '.join(_num(v.item()) for v in a)}]"
     fin = a[np.isfinite(a)] if a.dtype.kind == "f" else a
     text += f" [{_num(fin.min())}, {_num(fin.max())}]" if fin.size else " [no finite value]"
     if fin.size < a.size:
@@ -214,7 +221,7 @@ def _array_brief(a: np.ndarray) -> str:
 
 
 def _brief(value: Any) -> str:
-    """One short line describing a field's value (never the values of an array)."""
+    """One short line describing a field's value (the values of an array only when it is 1-D and tiny)."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     if isinstance(value, np.ndarray):
@@ -277,7 +284,7 @@ class Result:
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:
-        """A short summary: shapes, metric names and ranges, coordinate ranges, provenance; never raw arrays."""
+        """A short summary: shapes, ranges, coordinate ranges, provenance; tiny 1-D arrays (<= 6) by value."""
         rows = "\n".join(f"  {name}: {text}" for name, text in self._summary_rows())
         return f"{type(self).__name__}\n{rows}"
 

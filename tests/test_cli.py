@@ -308,3 +308,86 @@ def test_torchrun_two_processes_equal_one(runs, tmp_path):
     np.testing.assert_allclose(two.metrics["loss"], one.metrics["loss"], rtol=1e-6)
     np.testing.assert_array_equal(two.metrics["accuracy"], one.metrics["accuracy"])
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["plane.npz", "plane.png"]  # rank 0 only
+
+
+BN_NET = """
+from torch import nn
+
+
+def make():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 10))
+"""
+
+
+def test_line_between_batchnorm_models_ends_at_each_models_own_loss(tmp_path, monkeypatch):
+    """The command's default is the API's: each model keeps its own running statistics (``--bn-mode eval`` forces
+    the first model's), so the line's ends are the two networks' own losses, computed here in plain torch."""
+    (tmp_path / "bn_net.py").write_text(BN_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import bn_net
+
+    X, y = _data64()
+    ends = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = bn_net.make().double().train()
+        with torch.no_grad():  # different running statistics in each model (and different weights)
+            net(X[seed * 50 : seed * 50 + 60] * (1 + seed))
+        net.eval()
+        safetensors.torch.save_file(dict(net.state_dict()), str(tmp_path / f"bn{seed}.safetensors"))
+        with torch.no_grad():
+            ends.append(float(F.cross_entropy(net(X), y)))
+    common = dict(from_=tmp_path / "bn0.safetensors", to=tmp_path / "bn1.safetensors", alphas="0,1", dtype="float64")
+    for mode, want in ((None, ends), ("eval", None)):
+        out = tmp_path / f"line_{mode}"
+        options = dict(common, out=out, **({"bn_mode": mode} if mode else {}))
+        argv = _argv("line", "no-html", "no-png", model=False, **options)
+        assert main(["line", "--model", "bn_net:make", *argv[1:]]) == 0
+        loss = LineResult.load(out / "line.npz").metrics["loss"]
+        assert loss[0] == pytest.approx(ends[0], rel=1e-12)
+        if want is not None:
+            assert loss[1] == pytest.approx(ends[1], rel=1e-12)
+        else:  # the first model's statistics at b's weights: not b's own loss
+            assert abs(loss[1] - ends[1]) > 1e-3
+
+
+def test_the_help_examples_parse():
+    """Every example under ``landscape --help`` is a command line the parser accepts, naming a real command."""
+    from landscape.cli.app import _join_negative
+    from landscape.cli.parser import _EXAMPLES, build_parser
+
+    lines = [ln.split("#")[0].split() for ln in _EXAMPLES.splitlines() if ln.strip().startswith("landscape ")]
+    assert {ln[1] for ln in lines} == {"line", "plane", "pca", "hessian", "distance", "plot", "check"}
+    for words in lines:
+        args = build_parser().parse_args(_join_negative(words[1:]))
+        assert args.command == words[1]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["plot", "{tmp}/nope.npz"], "nope.npz: no such file"),
+        (["plot", "{traj}"], "is a directory: plot reads the .npz results.*landscape pca"),
+        (["pca", "{tmp}/nope"], "trajectory '.*nope' not found"),
+        (
+            ["plane", "--data", "digits", "--directions", "pca", "--trajectory", "{traj}", "{tmp}/nope"],
+            "nope' not found",
+        ),
+    ],
+)
+def test_missing_files_are_named_as_what_the_command_reads(runs, tmp_path, capsys, argv, message):
+    argv = [a.format(tmp=tmp_path, traj=runs[0]) for a in argv]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("landscape: error: ") and re.search(message, err), err
+    assert "weights file" not in err  # neither reads weights files
+
+
+def test_plot_refuses_mixed_types_and_says_what_to_do(runs, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(_argv("line", "no-html", "no-png", from_=f"{runs[0]}:0", to=runs[0], alphas="0,1", out=out)) == 0
+    assert main(_argv("distance", "no-html", "no-png", from_=runs[0], to=runs[1], alphas="0,1", out=out)) == 0
+    capsys.readouterr()
+    assert main(["plot", str(out / "line.npz"), str(out / "distance.npz"), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "['DistanceResult', 'LineResult']" in err and "run plot once per type" in err

@@ -18,6 +18,7 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import landscape.analyze.slice_results
@@ -172,3 +173,95 @@ def test_getting_started_examples_run(tmp_path: Path, monkeypatch: pytest.Monkey
     again = load_result(tmp_path / "plane.npz")
     assert again.metrics["loss"].shape == ns["surface"].metrics["loss"].shape == (21, 21)
     assert len(ns["traj"]) == ns["trainer"].epochs + 1  # the initial point and one snapshot per epoch
+    # the two-solutions block: the barrier is never below the endpoints' interpolation (alpha 0 and 1 are on the
+    # grid), and the spectrum's top eigenvalues are the ones hessian_eigenpairs printed
+    assert ns["barrier"].loss_barrier >= 0 and 0 <= ns["distance"].disagreement <= 1
+    top = ns["spectrum"].top_eigenvalues
+    eig = ns["hessian_eigenpairs"](ns["problem"], k=5).values.numpy()
+    np.testing.assert_allclose(np.sort(top)[::-1], eig, rtol=1e-4)
+
+
+def _doc_texts() -> dict[str, str]:
+    """The README, every docs page and every notebook (markdown and code cells), by name."""
+    texts = {
+        p.name: p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    }
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+        texts[nb.name] = "\n".join("".join(c["source"]) for c in cells)
+    return texts
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``a.b.c`` names a module, or an attribute reached from the longest importable module prefix."""
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+def test_every_name_the_docs_import_or_cite_exists() -> None:
+    """``from landscape... import x`` in any example, and every `landscape.x.y` in code spans, resolve today."""
+    bad = []
+    imports = re.compile(r"from ((?:landscape|persistence|tunnels|figures)[\w.]*) import (?:\(([\w,\s]+)\)|([\w, ]+))")
+    for where, text in _doc_texts().items():
+        for m in imports.finditer(text):
+            names = [n for n in re.split(r"[,\s]+", (m.group(2) or m.group(3)).strip()) if n]
+            bad += [(where, f"{m.group(1)}.{n}") for n in names if not _resolves(f"{m.group(1)}.{n}")]
+        for m in re.finditer(r"`((?:landscape|persistence|tunnels)(?:\.\w+)+)", text):
+            if not _resolves(m.group(1)):
+                bad.append((where, m.group(1)))
+    assert bad == []
+
+
+def test_shorthand_argument_order_is_as_documented() -> None:
+    """docs/arguments.md: a model as the first argument is followed by ``data``, except in the second-order
+    functions it names, whose shorthand is ``(model, loss_fn, data)``."""
+    import landscape
+    import tunnels
+
+    row = next(r for r in (ROOT / "docs" / "arguments.md").read_text().splitlines() if r.startswith("| `problem` |"))
+    meaning, where = row.split("|")[2], row.split("|")[3]
+    loss_first = set(re.findall(r"`(\w+)`", meaning.split("except in")[1].split(":")[0]))
+    assert loss_first == {
+        "HessianOperator",
+        "hessian_spectrum",
+        "worst_case_sharpness",
+        "average_sharpness",
+        "m_sharpness",
+        "trajectory_curvature",
+    }
+    homes = [landscape, landscape.analyze, landscape.curvature, landscape.train, tunnels]
+    for name in re.findall(r"`(\w+)`", where.split(";")[0]):  # the functions that take it first
+        fn = next(getattr(h, name) for h in homes if hasattr(h, name))
+        params = list(inspect.signature(fn).parameters)
+        assert params[0] in ("problem", "model"), name
+        if name in loss_first:
+            assert params[1:3] == ["loss_fn", "data"], name
+        else:  # data after the anchors (if any), before the loss
+            assert "data" in params, name
+            assert "loss_fn" not in params or params.index("data") < params.index("loss_fn"), name
+    curv = list(inspect.signature(landscape.trajectory_curvature).parameters)
+    assert curv[1:4] == ["model", "loss_fn", "data"]
+
+
+def test_getting_started_names_every_extra() -> None:
+    """The install section lists the package's extras as setup.cfg declares them, no more, no fewer."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    extras = set(cfg["options.extras_require"])
+    page = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    sentence = re.search(r"The extras are (.*?)\.\n", page, re.S).group(1)
+    assert set(re.findall(r"`(\w+)` \(", sentence)) == extras

@@ -326,7 +326,7 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     ],
     "landscape.average_sharpness": [{"radius": 0.1, "n_samples": 3, "adaptive": "elementwise"}],
     "landscape.m_sharpness": [{"m": 6, "radius": 0.1, "steps": 1, "progress": False}],
-    "landscape.analyze.make_loss_at": [{"__call__": Lazy(lambda c: torch.stack([c.vec(), c.vec(0.2)]))}],
+    "landscape.make_loss_at": [{"__call__": Lazy(lambda c: torch.stack([c.vec(), c.vec(0.2)]))}],
     "landscape.train.evaluate_dataset": [{"loss_fn": F.cross_entropy}],
     "landscape.params.preserved_mode": [{"train": True, "__with__": True}, {"train": False, "__with__": True}],
     "landscape.Trajectory.model_at": [{"i": 0}],
@@ -638,7 +638,7 @@ def test_every_public_function_taking_a_model_is_walked():
         "landscape.HessianOperator.matvec",
         "persistence.PersistentTrainer",
         "tunnels.split_stats",
-        "landscape.analyze.make_loss_at",
+        "landscape.make_loss_at",
         "landscape.Trajectory.append_model",
     ):
         assert expected in keys, expected

@@ -61,3 +61,20 @@ def test_other_readme_python_blocks_run(tmp_path, monkeypatch):
     # the own-loop example: 3 epochs of 17 batches, every 10 steps, epoch ends, first and last points
     assert ns["traj"].steps.tolist() == [0, 10, 17, 20, 30, 34, 40, 50, 51]
     assert ns["traj"].meta["model_factory"] == {"target": "mypkg.nets:make_linear", "kwargs": {"classes": 10}}
+
+
+def test_the_flat_namespace_holds_what_the_readme_says():
+    """The README says the flat `landscape` namespace re-exports the problem, the trainers, the trajectory store,
+    the results and the analyzers: every analyzer function (of `landscape.analyze`) is there, the renderers are not."""
+    import inspect
+
+    import landscape
+    from landscape import analyze, plot
+
+    text = " ".join(README.read_text().split())
+    assert "The flat `landscape` namespace re-exports the problem, the trainers, the trajectory store" in text
+    functions = [n for n in analyze.__all__ if inspect.isfunction(getattr(analyze, n))]
+    assert [n for n in functions if n not in landscape.__all__] == []
+    for name in ("Problem", "Trainer", "Recorder", "Trajectory", "Result", "load_result", "TrajectoryPCA"):
+        assert name in landscape.__all__
+    assert not set(plot.__all__) & set(landscape.__all__)

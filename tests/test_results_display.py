@@ -251,6 +251,16 @@ def test_repr_is_short_and_never_prints_arrays(results, case):
     assert str(r) == text
 
 
+def test_repr_shows_a_few_numbers_by_value_in_order(results):
+    """Top eigenvalues are read off the summary as they are stored, largest first; a range would hide the order."""
+    r = results["HessianSpectrum"]
+    line = next(ln for ln in repr(r).splitlines() if ln.strip().startswith("top_eigenvalues:"))
+    shown = [float(v) for v in line.split("= [")[1].rstrip("]").split(", ")]
+    np.testing.assert_allclose(shown, r.top_eigenvalues, rtol=1e-3)
+    assert "= [" not in next(ln for ln in repr(r).splitlines() if ln.strip().startswith("nodes:"))  # 2-D: a range
+    assert "  percentiles: percentile 50, 98 (2)\n" in repr(results["SaturationStats"])  # a short coordinate too
+
+
 def test_repr_does_not_grow_with_the_grid():
     def plane(n):
         g = np.random.default_rng(0)

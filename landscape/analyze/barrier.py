@@ -179,7 +179,10 @@ def loss_barrier(
 ) -> BarrierResult:
     """Loss (and accuracy) barrier on the straight line from ``a`` to ``b``, evaluated by the engine.
 
-    Align first (``b = weight_matching(a, b).apply(b)``) for the barrier "modulo permutations".
+    Align first (``b = weight_matching(a, b).apply(b)``) for the barrier "modulo permutations". Unlike
+    :func:`~landscape.analyze.surface.line`, it takes the two networks alone (no separate template). To draw the
+    path, evaluate it with ``line(a, a, b, data, alphas)`` and pass that to
+    :func:`~landscape.plot.curves.plot_line`; :func:`barrier_of` reads the same barriers off that result.
 
     Args:
         a: First network (alpha 0; only read).

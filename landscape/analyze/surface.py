@@ -364,7 +364,8 @@ def plane(
         d1: ``(D,)`` first direction (columns).
         d2: ``(D,)`` second direction (rows).
         data: Shorthand only: tensor pair, Dataset, DataLoader or iterable of batches.
-        xs: ``(nx,)`` coordinates along ``d1`` (default 21 values over [-1, 1]).
+        xs: ``(nx,)`` coordinates along ``d1`` (default 21 values over [-1, 1]); a number is one coordinate,
+            not a resolution.
         ys: ``(ny,)`` coordinates along ``d2`` (default: ``xs``).
         extra: More provenance entries.
         seed: Recorded in the provenance.
@@ -418,7 +419,8 @@ def random_plane(
         problem: A :class:`~landscape.problem.Problem`, or the architecture and default center (never
             modified) with ``data``.
         data: Shorthand only: tensor pair, Dataset, DataLoader or iterable of batches.
-        xs: ``(nx,)`` coordinates (default 21 values over [-1, 1]).
+        xs: ``(nx,)`` coordinates (default 21 values over [-1, 1]), e.g. ``np.linspace(-1, 1, 41)``; a number
+            is one coordinate, not a resolution.
         ys: ``(ny,)`` coordinates (default: ``xs``).
         center: Origin (default: the model's parameters); directions are normalized to it.
         normalization: See :func:`landscape.analyze.directions.normalize_direction`.

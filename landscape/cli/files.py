@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from landscape.cli.output import Writer
@@ -21,6 +22,14 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
     from landscape.curvature.spectrum import HessianSpectrum
     from landscape.results import load_result
 
+    for name in [*args.results, *([args.path] if args.path else [])]:  # the common slips, said plainly
+        if not Path(name).exists():
+            raise CLIError(f"{name}: no such file (plot reads the .npz results that the other commands write)")
+        if Path(name).is_dir():
+            raise CLIError(
+                f"{name} is a directory: plot reads the .npz results that the other commands write; to draw a "
+                f"trajectory's path, run `landscape pca {name} --data ... --out ...`"
+            )
     try:
         results: list[Any] = [load_result(p) for p in args.results]  # dispatched on their type below
         path = load_result(args.path) if args.path else None
@@ -33,7 +42,10 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
         raise CLIError(f"--path overlays a trajectory on a plane; the results are {got}: drop --path or plot a plane")
     kinds = {type(r) for r in results}
     if len(kinds) > 1:
-        raise CLIError(f"cannot overlay different result types {sorted(k.__name__ for k in kinds)}")
+        raise CLIError(
+            f"cannot draw different result types in one figure: {sorted(k.__name__ for k in kinds)}; run plot "
+            "once per type (several line, distance or Hessian spectrum results of one type are overlaid)"
+        )
     kind, first = kinds.pop(), results[0]
     if len(results) > 1 and kind not in (LineResult, DistanceResult, HessianSpectrum):
         raise CLIError(

@@ -20,7 +20,7 @@ def cmd_hessian(args: argparse.Namespace) -> list[str]:
     from landscape.curvature.spectrum import hessian_spectrum
     from landscape.plot.hessian import plot_spectrum_density
 
-    if args.bn_mode not in ("eval", "train"):
+    if args.bn_mode not in (None, "eval", "train"):
         raise CLIError(f"--bn-mode {args.bn_mode}: the Hessian is of one model; use eval or train")
     data, shape, classes, desc = load_data(args, args.dtype)
     at = default_point(args, args.at, "--at POINT")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -32,6 +34,35 @@ _LINE_HELP = {
 }
 
 
+_EXAMPLES = """\
+examples ('landscape COMMAND --help' lists a command's options):
+  landscape line --from runs/a:0 --to runs/a --alphas -0.5:1.5:41 --data digits --out out/
+  landscape plane --trajectory runs/a --data digits --out out/        # around its last snapshot
+  landscape pca runs/a runs/b --data digits --out out/                 # the paths on their PCA plane
+  landscape hessian --trajectory runs/a --data digits --top-k 5 --out out/
+  landscape distance --from runs/a --to runs/b --data digits --out out/
+  landscape plane --model mlp --model-kw hidden=[32] --weights w.safetensors --data digits --out out/
+  landscape plot out/plane.npz --out out/                              # re-render a saved result
+  landscape check runs/a                                               # verify a trajectory store
+
+A trajectory recorded with its model factory (Trainer(..., factory=...)) needs no --model; else give
+--model (a zoo name or package.module:factory) and --model-kw. Points are TRAJ[:INDEX] (a snapshot of a
+trajectory directory; default the last) or a weights file (.safetensors, or a state dict read with
+torch.load(weights_only=True)). Results are written to --out as .npz (landscape.load_result), .html and .png."""
+
+
+def _command(sub: Any, name: str, parents: Sequence[argparse.ArgumentParser] = (), *, help: str) -> Any:
+    """A subcommand whose ``--help`` opens with what it does and its examples from ``landscape --help``."""
+    examples = "\n".join(ln for ln in _EXAMPLES.splitlines() if ln.strip().startswith(f"landscape {name} "))
+    return sub.add_parser(
+        name,
+        parents=list(parents),
+        help=help,
+        description=f"{help[0].upper()}{help[1:]}.\n\nexamples:\n{examples}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def _line_options(p: argparse.ArgumentParser, command: str, data_help: str) -> None:
     """The options of a command along the line from one point to another (``line``, ``distance``)."""
     start, alphas = _LINE_HELP[command]
@@ -46,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="landscape",
         description="Loss-landscape slices, Hessian spectra and functional distances from the command line.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="{line,plane,pca,hessian,distance,plot,check}")
 
@@ -81,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--weights",
         metavar="FILE",
-        help="weights of the model: .safetensors or a torch state dict (.pt, read weights_only); "
-        "the default point (plane centre, hessian point, distance start)",
+        help="weights of the model: .safetensors or a torch state dict (.pt, read weights_only); also the "
+        "default point: the plane's centre, the Hessian's point, the start of line and distance",
     )
     ev.add_argument("--split", choices=("train", "val", "test"), default="train", help="data split (default train)")
     ev.add_argument("--limit", type=int, help="use only the first N examples")
@@ -91,22 +124,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--bn-mode",
         choices=("eval", "train", "interpolate"),
-        default="eval",
-        help="BatchNorm policy (default eval: running statistics of the first/centre model)",
+        default=None,
+        help="BatchNorm statistics (default: each model's own running statistics, interpolated between the "
+        "models, so a line ends at each model's own loss; eval: the first/centre model's everywhere; train: "
+        "each batch's; interpolate: as the default, for line, distance and plane --directions models)",
     )
     ev.add_argument("--dtype", type=_dtype, default=torch.float32, help="float32 (default) or float64")
 
-    data_help = f"{' | '.join(DATA_NAMES)} | cifar10:DIR | mnist:DIR | DIR"
-    ln = sub.add_parser("line", parents=[ev, out], help="linear interpolation between two points")
+    data_help = (
+        f"{' | '.join(DATA_NAMES)} | cifar10:DIR | mnist:DIR | DIR (a folder of CIFAR-10 batches or MNIST IDX files)"
+    )
+    ln = _command(sub, "line", parents=[ev, out], help="linear interpolation between two points")
     _line_options(ln, "line", data_help)
     ln.add_argument(
         "--distance", action="store_true", help="absolute-distance line from --from toward --to (Im et al. eq. 1)"
     )
     ln.add_argument("--label", help="curve name")
 
-    pl = sub.add_parser("plane", parents=[ev, out], help="a 2-D slice around a centre")
+    pl = _command(sub, "plane", parents=[ev, out], help="a 2-D slice around a centre")
     pl.add_argument("--data", required=True, help=data_help)
-    pl.add_argument("--center", metavar="POINT", help="centre TRAJ[:INDEX] or FILE.safetensors")
+    pl.add_argument("--center", metavar="POINT", help="centre TRAJ[:INDEX] or weights file")
     pl.add_argument(
         "--directions",
         choices=DIRECTIONS,
@@ -140,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="PCA centre: --center (default; else the last snapshot) or the snapshots' mean/first/last",
     )
 
-    pc = sub.add_parser("pca", parents=[ev, out], help="PCA of trajectories, optionally with the loss plane")
+    pc = _command(sub, "pca", parents=[ev, out], help="PCA of trajectories, optionally with the loss plane")
     pc.add_argument("trajectories", nargs="+", metavar="TRAJ", help="trajectory directories (whole, without :INDEX)")
     pc.add_argument("--data", help=f"evaluate the PCA plane and the path's losses on {data_help}")
     pc.add_argument("--center", metavar="POINT", help="centre point (with --pca-center point; default --weights)")
@@ -154,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--yrange", help="START:STOP of the second axis")
     pc.add_argument("--resolution", default="21", help="N or NXxNY grid points (default 21)")
 
-    hs = sub.add_parser("hessian", parents=[ev, out], help="Hessian eigenvalue density, top eigenvalues and trace")
+    hs = _command(sub, "hessian", parents=[ev, out], help="Hessian eigenvalue density, top eigenvalues and trace")
     hs.add_argument("--data", required=True, help=data_help)
     hs.add_argument(
         "--at",
@@ -174,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--seed", type=int, default=0, help="seed of the random probes (default 0)")
     hs.add_argument("--linear", action="store_true", help="linear density axis (default log)")
 
-    ds = sub.add_parser("distance", parents=[ev, out], help="functional distance and label disagreement along a line")
+    ds = _command(sub, "distance", parents=[ev, out], help="functional distance and label disagreement along a line")
     _line_options(ds, "distance", data_help)
     ds.add_argument(
         "--output",
@@ -184,14 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ds.add_argument("--label", help="curve name")
 
-    pt = sub.add_parser("plot", parents=[out], help="re-render saved results")
+    pt = _command(sub, "plot", parents=[out], help="re-render saved results")
     pt.add_argument("results", nargs="+", metavar="RESULT.npz", help="results saved by the commands (.npz)")
     pt.add_argument("--path", metavar="PATH.npz", help="a ProjectedPath to overlay on a plane")
     pt.add_argument(
         "--style", choices=("filled", "contour", "heatmap"), default="filled", help="2-D style (default filled)"
     )
 
-    ck = sub.add_parser("check", help="verify a trajectory store; --repair rebuilds its index, --migrate converts v1")
+    ck = _command(sub, "check", help="verify a trajectory store; --repair rebuilds its index, --migrate converts v1")
     ck.add_argument("trajectory", metavar="TRAJ", help="trajectory directory")
     how = ck.add_mutually_exclusive_group()
     how.add_argument(

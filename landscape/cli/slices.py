@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,14 @@ def _center_vector(spec: str, template: nn.Module | None) -> Tensor:
     return parameters_to_vector(load_point(spec, template)).double()
 
 
+def _require_trajectories(trajs: Sequence[str]) -> None:
+    """Name a missing trajectory as one (parse_point's message would offer a weights file, which a PCA cannot read)."""
+    for t in trajs:
+        head, sep, _ = t.rpartition(":")
+        if not Path(t).exists() and not (sep and Path(head).is_dir()):
+            raise CLIError(f"trajectory {t!r} not found (the PCA reads trajectory directories)")
+
+
 def _pca_plane(
     args: argparse.Namespace, trajs: Sequence[str], center: str | None, data: Any, desc: str, template: Any
 ) -> tuple[Any, Any, Any]:
@@ -89,6 +98,7 @@ def _pca_plane(
     from landscape.analyze.surface import plane
     from landscape.evaluate.points import evaluate_points
 
+    _require_trajectories(trajs)
     points = [parse_point(t) for t in trajs]
     for t, (_, index) in zip(trajs, points):
         if index is not None:
@@ -143,6 +153,8 @@ def cmd_plane(args: argparse.Namespace) -> list[str]:
     from landscape.analyze.surface import plane_through, random_plane
     from landscape.plot.planes import plot_contour, plot_heatmap, plot_surface, plot_trajectory
 
+    if args.directions == "pca" and args.trajectory:
+        _require_trajectories(args.trajectory)
     data, shape, classes, desc = load_data(args, args.dtype)
     kind = args.directions
     args.center = args.center or args.weights
@@ -208,6 +220,7 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
     from landscape.plot.planes import plot_trajectory
     from landscape.trajectory.files import write_atomic
 
+    _require_trajectories(args.trajectories)
     data = desc = template = None
     args.center = args.center or args.weights
     if args.data is not None:

@@ -307,7 +307,9 @@ def plot_trajectory(
 
     Args:
         plane: The PCA-plane :class:`PlaneResult`, or ``None`` to draw the path alone.
-        path: The :class:`~landscape.analyze.pca.ProjectedPath` (``TrajectoryPCA.project``).
+        path: The :class:`~landscape.analyze.pca.ProjectedPath` (``TrajectoryPCA.project``). Several runs are
+            one path: fit and project them together (``pca.project([traj_a, traj_b])``); its ``run`` tells
+            them apart and ``labels`` names them.
         labels: Run names (default ``"run i"``).
         metric: Metric of the plane to draw.
         style: ``"filled"``, ``"contour"`` or ``"heatmap"``.

@@ -127,7 +127,9 @@ class Trajectory(StoreIndex):
 
     Args:
         path: Directory of the store; ``None`` keeps it in memory. An existing store is opened for
-            appending (after crash recovery), a missing or empty directory becomes a new store.
+            appending (after crash recovery), a missing or empty directory becomes a new store. To read a
+            store, :meth:`open` refuses a missing one (a typo here creates an empty store); to start a run,
+            :meth:`create` refuses an existing one (here a rerun appends to it).
         layout: Layout of the vectors to come (default for :meth:`append`). Without one, the first
             :meth:`append` takes a single flat tensor named ``"vector"``.
         meta: Run-level JSON metadata (model name, data, seed, ...); merged into an existing store's.
