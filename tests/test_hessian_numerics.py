@@ -222,3 +222,37 @@ def test_weighted_means_are_not_split_into_micro_batches() -> None:
         rtol=1e-10,
         atol=1e-12,
     )
+
+
+def _whole_hessian(m: nn.Module, loss_fn, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``torch.func.hessian`` of ``loss_fn`` on the whole data in one call, float64, shape ``(n, n)``."""
+    layout = ParamLayout.from_model(m)
+    theta = parameters_to_vector(m).detach()
+    return torch.func.hessian(lambda t: loss_fn(functional_call(m, layout.unflatten(t), (X,)), y))(theta)
+
+
+def test_weighted_mean_closures_whose_weights_vary_past_the_first_samples_are_not_split() -> None:
+    """A closure weighting only later samples unequally (ignored targets past the first 8, class weights on data
+    sorted by class) passed the first samples' halves check, and micro-batches of 8 gave Hessians 10% and 52% off."""
+    m, X, y = _mlp(3, 40)
+    m, X = m.double(), X.double()
+    w = torch.tensor([1.0, 5.0, 0.2], dtype=F64)
+
+    def ignoring(o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(o, t, ignore_index=-1)
+
+    def weighted(o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(o, t, weight=w)
+
+    y_ignored = y.clone()
+    y_ignored[20:30] = -1
+    order = torch.argsort(y, stable=True)  # sorted by class: every micro-batch of 8 but one holds one class
+    for loss_fn, (Xs, ys) in ((ignoring, (X, y_ignored)), (weighted, (X[order], y[order]))):
+        with pytest.raises(ValueError, match="per-sample"):
+            HessianOperator(m, loss_fn, (Xs, ys), micro_batch_size=8)
+        whole = HessianOperator(m, loss_fn, (Xs, ys), micro_batch_size=None)
+        torch.testing.assert_close(whole.dense(), _whole_hessian(m, loss_fn, Xs, ys))
+    # a per-sample mean on the same sorted data is still split, and exact
+    op = HessianOperator(m, nn.functional.cross_entropy, (X[order], y[order]), micro_batch_size=8)
+    assert len(op._chunks) == 5
+    torch.testing.assert_close(op.dense(), _whole_hessian(m, nn.functional.cross_entropy, X[order], y[order]))
