@@ -40,6 +40,13 @@ def _same(model: nn.Module, snap: dict) -> bool:
     )
 
 
+def _whole_hessian(m: nn.Module, loss_fn, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``torch.func.hessian`` of ``loss_fn`` on the whole data in one call, float64, shape ``(n, n)``."""
+    layout = ParamLayout.from_model(m)
+    theta = parameters_to_vector(m).detach()
+    return torch.func.hessian(lambda t: loss_fn(functional_call(m, layout.unflatten(t), (X,)), y))(theta)
+
+
 # ----------------------------------------------------------------------------- half precision
 @pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
 def test_half_precision_models_are_computed_in_float32(half: torch.dtype) -> None:
@@ -95,6 +102,24 @@ def test_sum_reduced_loss_is_the_hessian_of_the_sum_for_every_micro_batch() -> N
     # the issue's symptom: top-1 2874 / 409 / 160 at full batch / 256 / 100; now one value
     tops = [hessian_eigenpairs(HessianOperator(m, total, (X, y), micro_batch_size=mb), 1).values for mb in (None, 10)]
     torch.testing.assert_close(tops[0], tops[1], rtol=1e-9, atol=0)
+
+
+def test_sum_reduced_loss_at_zero_loss_is_still_the_hessian_of_the_sum() -> None:
+    """At a teacher's own outputs the loss is 0, a batch's and the batch twice alike: that read as a mean, and
+    micro-batches of 5 and two given batches of 10 scaled the Hessian of the sum by 5/20 and 10/20."""
+    m, X, _ = _mlp(2, 20)
+    m, X = m.double(), X.double()
+    with torch.no_grad():
+        y = m(X)  # a regression whose targets the model fits exactly
+    total = nn.MSELoss(reduction="sum")
+    H = _whole_hessian(m, total, X, y)  # Gauss-Newton at zero residuals: positive semi-definite, nonzero
+    assert float(torch.linalg.eigvalsh(H)[-1]) > 1
+    for op in (
+        HessianOperator(m, total, (X, y), micro_batch_size=5),
+        HessianOperator(m, total, [(X[:10], y[:10]), (X[10:], y[10:])], micro_batch_size=None),
+    ):
+        assert op.reduction == "sum"
+        torch.testing.assert_close(op.dense(), H)
 
 
 def test_loss_neither_mean_nor_sum_is_refused_when_batched() -> None:
@@ -222,13 +247,6 @@ def test_weighted_means_are_not_split_into_micro_batches() -> None:
         rtol=1e-10,
         atol=1e-12,
     )
-
-
-def _whole_hessian(m: nn.Module, loss_fn, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``torch.func.hessian`` of ``loss_fn`` on the whole data in one call, float64, shape ``(n, n)``."""
-    layout = ParamLayout.from_model(m)
-    theta = parameters_to_vector(m).detach()
-    return torch.func.hessian(lambda t: loss_fn(functional_call(m, layout.unflatten(t), (X,)), y))(theta)
 
 
 def test_weighted_mean_closures_whose_weights_vary_past_the_first_samples_are_not_split() -> None:
