@@ -524,6 +524,20 @@ def test_operator_trace_estimators() -> None:
         hessian_trace(op, 10, method="girard")
 
 
+def test_one_step_slq_trace_and_its_stderr_are_hutchinsons_on_the_same_probes() -> None:
+    """One Lanczos step gives ``n alpha_1 = z^T H z`` per probe: SLQ's trace is then Hutchinson's on the same
+    Rademacher probes, and so is its standard error (the sample std, ``ddof=1``, over ``sqrt(p)``); SLQ's was the
+    population std's, ``sqrt(3 / 4)`` of it for 4 probes."""
+    m, X, y = _mlp()
+    op = HessianOperator(m, LOSS, (X, y), dtype=F64)
+    spec = spectrum_of(op, n_probes=4, steps=1, top_k=0, seed=3)
+    samples = [float(z @ op.matvec(z)) for z in rademacher(op.n, 4, torch.Generator().manual_seed(3)).T]
+    est = hutchinson(op.matmat, op.n, 4, generator=torch.Generator().manual_seed(3))
+    assert spec.trace["slq"] == pytest.approx(np.mean(samples), rel=1e-12) == est.estimate
+    assert spec.trace_stderr["slq"] == pytest.approx(np.std(samples, ddof=1) / 2, rel=1e-10)
+    assert spec.trace_stderr["slq"] == pytest.approx(est.stderr, rel=1e-10)
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [

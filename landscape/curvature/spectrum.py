@@ -313,8 +313,10 @@ def spectrum_of(
         breakdown=_breakdown(op),
         progress=progress,
     )
-    trace = {"slq": float(op.n * np.mean((weights * nodes).sum(1)))}
-    stderr = {"slq": float(op.n * np.std((weights * nodes).sum(1)) / math.sqrt(n_probes)) if n_probes > 1 else math.nan}
+    per_probe = op.n * (weights * nodes).sum(1)  # each probe's estimate z^T H z of the trace, (p,)
+    trace = {"slq": float(per_probe.mean())}
+    # the standard error of a mean of p samples, from their sample std (ddof=1), as Hutchinson's
+    stderr = {"slq": float(per_probe.std(ddof=1) / math.sqrt(n_probes)) if n_probes > 1 else math.nan}
     top = bounds = residuals = np.zeros(0)
     if top_k > 0:
         pairs = hessian_eigenpairs(op, min(top_k, op.n), tol=tol, seed=seed + 1, progress=progress)
