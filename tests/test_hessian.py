@@ -579,6 +579,25 @@ def test_hessian_spectrum_end_to_end_saves_and_plots(tmp_path) -> None:
         plot_spectrum_density(spec, backend="bokeh")
 
 
+def test_spectrum_provenance_holds_every_setting_its_numbers_depend_on(tmp_path) -> None:
+    """The provenance lacked ``tol`` (the top eigenvalues' stopping rule), ``trace_products`` (the Hutchinson and
+    Hutch++ estimates) and the memory budget (which stores the Lanczos basis in float32 when small): a saved
+    spectrum could not be rerun. Rerun from the loaded provenance, every number is the same, bitwise."""
+    m, X, y = _mlp()
+    spec = hessian_spectrum(m, LOSS, (X, y), n_probes=2, steps=8, top_k=2, trace_products=6, tol=1e-2, seed=4,
+                            memory_budget=2000)  # fmt: skip
+    extra = load_result(spec.save(tmp_path / "spec")).provenance.extra
+    assert extra["basis_dtype"] == "torch.float32"  # 2000 bytes hold no float64 basis of 2 x 8 x 38
+    keys = ("n_probes", "steps", "top_k", "trace_products", "tol", "micro_batch_size", "memory_budget")
+    again = hessian_spectrum(m, LOSS, (X, y), seed=spec.provenance.seed, **{k: extra[k] for k in keys})
+    np.testing.assert_array_equal(again.nodes, spec.nodes)
+    np.testing.assert_array_equal(again.top_eigenvalues, spec.top_eigenvalues)
+    assert again.trace == spec.trace
+    # the defaults give other numbers: the settings matter
+    other = hessian_spectrum(m, LOSS, (X, y), n_probes=2, steps=8, top_k=2, trace_products=9, seed=4)
+    assert other.trace["hutchpp"] != spec.trace["hutchpp"] and not np.array_equal(other.nodes, spec.nodes)
+
+
 class _TwoInputs(nn.Module):
     """``model(x, z)``: a problem the (X, y) kernels do not take (the operator runs the problem's batches)."""
 

@@ -331,6 +331,12 @@ def spectrum_of(
         model=type(op.model).__name__,
         n_probes=n_probes,
         steps=steps,
+        top_k=top_k,
+        trace_products=trace_products,
+        tol=tol,
+        # the budget decides the probes run in lockstep and the basis' dtype (float32 when short), so the nodes
+        memory_budget=op.memory_budget,
+        basis_dtype=str(basis_dtype),
         micro_batch_size=op.micro_batch_size,
         dtype=str(op.dtype),
         model_dtype=str(op.model_dtype),
