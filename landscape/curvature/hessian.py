@@ -40,6 +40,7 @@ from landscape._batch import Batch, to_device
 from landscape._loss import LOSSES, default_loss_name
 from landscape._options import keyword_values, parse_bytes, parse_option, shows_keywords
 from landscape.curvature._kernels import CurvatureOps
+from landscape.curvature._reduction import splits_exactly
 from landscape.curvature.options import OPERATOR_DEFAULTS, OperatorOptions
 from landscape.functional import KERNEL_NOTE, BNMode, FunctionalModel, differentiable_kernels
 from landscape.params import ParamLayout, TensorSpec, functional_forward, parameter_mask, preserved_mode
@@ -324,7 +325,9 @@ class HessianOperator:
                 raise ValueError(f"micro_batch_size must be 'auto', a positive int or None, got {micro_batch_size!r}")
             chunks = [c for X, y in batches for c in zip(X.split(size), y.split(size))]
             if len(chunks) > 1 and per_sample:  # the first samples' check cannot see weights that vary later
-                per_sample = self._splits_exactly(chunks)
+                assert loss_fn is not None  # resolved above (a name, the default, or the problem's)
+                forward = lambda X: self._forward(X, self._extra)  # noqa: E731 - eval mode: buffers unchanged
+                per_sample = splits_exactly(forward, loss_fn, chunks, self.reduction == "mean")
             if len(chunks) > 1 and not per_sample:
                 raise ValueError(
                     f"loss_fn is not a {self.reduction} of per-sample terms (a weighted mean, e.g. class weights or "
@@ -463,40 +466,6 @@ class HessianOperator:
                 "reduction, or pass one batch with micro_batch_size=None"
             )
         return "mean", True
-
-    def _splits_exactly(self, chunks: list[tuple[Tensor, Tensor]]) -> bool:
-        """Whether the loss of every two consecutive chunks together is the size-weighted mean (or the sum) of theirs.
-
-        :meth:`_detect_reduction` looks at the first few samples only, so a weighted mean whose weights vary
-        later passed it (ignored targets past them, class weights on data sorted by class; micro-batches then
-        changed the Hessian by 10-50%). For a mean weighting its samples by ``w_i``, chunks ``A`` and ``B`` pass
-        iff their losses are equal or their mean weights are (the joint loss is
-        ``(W_A L_A + W_B L_B) / (W_A + W_B)``), so all consecutive pairs passing means every chunk has the same
-        mean weight, and the size-weighted mean of the chunks' losses is the loss of the whole data. One forward
-        pass over the data without a graph, at construction; two chunks' outputs in memory at a time.
-        """
-        assert self.loss_fn is not None  # the (X, y) path: loss_fn is unset only for a problem's batches
-        mean = self.reduction == "mean"
-        last: tuple[Tensor, Tensor, float] | None = None
-        with torch.no_grad():
-            for X, y in chunks:
-                out = self._forward(X, self._extra)  # eval mode (chunks are re-split only then): buffers unchanged
-                if not isinstance(out, Tensor) or out.dim() == 0 or len(out) != len(y):
-                    return True  # outputs not one row per sample: the documented contract (a mean or a sum)
-                value = float(self.loss_fn(out, y))
-                if last is not None:
-                    out0, y0, value0 = last
-                    try:
-                        joint = float(self.loss_fn(torch.cat([out0, out]), torch.cat([y0, y])))
-                    except (RuntimeError, ValueError, IndexError, TypeError):
-                        joint = None  # chunks of different sample shapes: this pair is not compared
-                    n0, n1 = len(y0), len(y)
-                    combined = (n0 * value0 + n1 * value) / (n0 + n1) if mean else value0 + value
-                    # NaN (a chunk whose targets are all ignored: 0 / 0) fails too
-                    if joint is not None and not abs(joint - combined) <= 1e-4 * max(abs(joint), abs(combined), 1e-30):
-                        return False
-                last = (out, y, value)
-        return True
 
     def _auto_micro_batch(self, X: Tensor, y: Tensor) -> int:
         """Micro-batch size whose saved activations are about ``_MICRO_BATCH_BYTES``."""
