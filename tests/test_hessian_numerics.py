@@ -120,6 +120,13 @@ def test_sum_reduced_loss_at_zero_loss_is_still_the_hessian_of_the_sum() -> None
     ):
         assert op.reduction == "sum"
         torch.testing.assert_close(op.dense(), H)
+    # a loss that refuses the moved outputs (BCELoss: probabilities in [0, 1]) keeps the first reading
+    sat = nn.Sequential(nn.Linear(10, 1), nn.Sigmoid()).double()
+    with torch.no_grad():
+        sat[0].weight.zero_()
+        sat[0].bias.fill_(100.0)  # outputs exactly 1 in float64: the loss of targets 1 is 0
+    op = HessianOperator(sat, nn.BCELoss(), (X, torch.ones(20, 1, dtype=F64)), micro_batch_size=5)
+    assert op.reduction == "mean" and op.dense().abs().max() == 0  # saturated: a flat loss
 
 
 def test_loss_neither_mean_nor_sum_is_refused_when_batched() -> None:

@@ -436,10 +436,12 @@ class HessianOperator:
                 return "mean", True  # outputs not one row per sample: the documented contract (a mean)
             if float(one) == 0 and out.is_floating_point():
                 # A loss of 0 (targets fitted exactly, e.g. a teacher's own outputs) is a mean and a sum alike:
-                # decide at outputs moved off the fit (the reduction does not depend on where it is read)
+                # decide at outputs moved off the fit (the reduction does not depend on where it is read), if the
+                # loss takes them (probabilities for BCELoss may not leave [0, 1])
                 g = torch.Generator().manual_seed(0)
-                out = out + torch.randn(out.shape, generator=g, dtype=out.dtype).to(out.device)
-                one = self._loss(X[:s], y[:s], buffers, out)
+                moved = out + torch.randn(out.shape, generator=g, dtype=out.dtype).to(out.device)
+                with contextlib.suppress(RuntimeError, ValueError, IndexError, TypeError):
+                    out, one = moved, self._loss(X[:s], y[:s], buffers, moved)
             h = s // 2
             try:
                 two = self.loss_fn(torch.cat([out, out]), torch.cat([y[:s], y[:s]]))
