@@ -524,6 +524,20 @@ def test_operator_trace_estimators() -> None:
         hessian_trace(op, 10, method="girard")
 
 
+def test_one_step_slq_trace_and_its_stderr_are_hutchinsons_on_the_same_probes() -> None:
+    """One Lanczos step gives ``n alpha_1 = z^T H z`` per probe: SLQ's trace is then Hutchinson's on the same
+    Rademacher probes, and so is its standard error (the sample std, ``ddof=1``, over ``sqrt(p)``); SLQ's was the
+    population std's, ``sqrt(3 / 4)`` of it for 4 probes."""
+    m, X, y = _mlp()
+    op = HessianOperator(m, LOSS, (X, y), dtype=F64)
+    spec = spectrum_of(op, n_probes=4, steps=1, top_k=0, seed=3)
+    samples = [float(z @ op.matvec(z)) for z in rademacher(op.n, 4, torch.Generator().manual_seed(3)).T]
+    est = hutchinson(op.matmat, op.n, 4, generator=torch.Generator().manual_seed(3))
+    assert spec.trace["slq"] == pytest.approx(np.mean(samples), rel=1e-12) == est.estimate
+    assert spec.trace_stderr["slq"] == pytest.approx(np.std(samples, ddof=1) / 2, rel=1e-10)
+    assert spec.trace_stderr["slq"] == pytest.approx(est.stderr, rel=1e-10)
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [
@@ -563,6 +577,25 @@ def test_hessian_spectrum_end_to_end_saves_and_plots(tmp_path) -> None:
     assert mfig.axes[0].get_yscale() == "log"
     with pytest.raises(ValueError, match="plotly"):
         plot_spectrum_density(spec, backend="bokeh")
+
+
+def test_spectrum_provenance_holds_every_setting_its_numbers_depend_on(tmp_path) -> None:
+    """The provenance lacked ``tol`` (the top eigenvalues' stopping rule), ``trace_products`` (the Hutchinson and
+    Hutch++ estimates) and the memory budget (which stores the Lanczos basis in float32 when small): a saved
+    spectrum could not be rerun. Rerun from the loaded provenance, every number is the same, bitwise."""
+    m, X, y = _mlp()
+    spec = hessian_spectrum(m, LOSS, (X, y), n_probes=2, steps=8, top_k=2, trace_products=6, tol=1e-2, seed=4,
+                            memory_budget=2000)  # fmt: skip
+    extra = load_result(spec.save(tmp_path / "spec")).provenance.extra
+    assert extra["basis_dtype"] == "torch.float32"  # 2000 bytes hold no float64 basis of 2 x 8 x 38
+    keys = ("n_probes", "steps", "top_k", "trace_products", "tol", "micro_batch_size", "memory_budget")
+    again = hessian_spectrum(m, LOSS, (X, y), seed=spec.provenance.seed, **{k: extra[k] for k in keys})
+    np.testing.assert_array_equal(again.nodes, spec.nodes)
+    np.testing.assert_array_equal(again.top_eigenvalues, spec.top_eigenvalues)
+    assert again.trace == spec.trace
+    # the defaults give other numbers: the settings matter
+    other = hessian_spectrum(m, LOSS, (X, y), n_probes=2, steps=8, top_k=2, trace_products=9, seed=4)
+    assert other.trace["hutchpp"] != spec.trace["hutchpp"] and not np.array_equal(other.nodes, spec.nodes)
 
 
 class _TwoInputs(nn.Module):

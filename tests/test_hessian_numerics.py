@@ -40,6 +40,13 @@ def _same(model: nn.Module, snap: dict) -> bool:
     )
 
 
+def _whole_hessian(m: nn.Module, loss_fn, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``torch.func.hessian`` of ``loss_fn`` on the whole data in one call, float64, shape ``(n, n)``."""
+    layout = ParamLayout.from_model(m)
+    theta = parameters_to_vector(m).detach()
+    return torch.func.hessian(lambda t: loss_fn(functional_call(m, layout.unflatten(t), (X,)), y))(theta)
+
+
 # ----------------------------------------------------------------------------- half precision
 @pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
 def test_half_precision_models_are_computed_in_float32(half: torch.dtype) -> None:
@@ -95,6 +102,31 @@ def test_sum_reduced_loss_is_the_hessian_of_the_sum_for_every_micro_batch() -> N
     # the issue's symptom: top-1 2874 / 409 / 160 at full batch / 256 / 100; now one value
     tops = [hessian_eigenpairs(HessianOperator(m, total, (X, y), micro_batch_size=mb), 1).values for mb in (None, 10)]
     torch.testing.assert_close(tops[0], tops[1], rtol=1e-9, atol=0)
+
+
+def test_sum_reduced_loss_at_zero_loss_is_still_the_hessian_of_the_sum() -> None:
+    """At a teacher's own outputs the loss is 0, a batch's and the batch twice alike: that read as a mean, and
+    micro-batches of 5 and two given batches of 10 scaled the Hessian of the sum by 5/20 and 10/20."""
+    m, X, _ = _mlp(2, 20)
+    m, X = m.double(), X.double()
+    with torch.no_grad():
+        y = m(X)  # a regression whose targets the model fits exactly
+    total = nn.MSELoss(reduction="sum")
+    H = _whole_hessian(m, total, X, y)  # Gauss-Newton at zero residuals: positive semi-definite, nonzero
+    assert float(torch.linalg.eigvalsh(H)[-1]) > 1
+    for op in (
+        HessianOperator(m, total, (X, y), micro_batch_size=5),
+        HessianOperator(m, total, [(X[:10], y[:10]), (X[10:], y[10:])], micro_batch_size=None),
+    ):
+        assert op.reduction == "sum"
+        torch.testing.assert_close(op.dense(), H)
+    # a loss that refuses the moved outputs (BCELoss: probabilities in [0, 1]) keeps the first reading
+    sat = nn.Sequential(nn.Linear(10, 1), nn.Sigmoid()).double()
+    with torch.no_grad():
+        sat[0].weight.zero_()
+        sat[0].bias.fill_(100.0)  # outputs exactly 1 in float64: the loss of targets 1 is 0
+    op = HessianOperator(sat, nn.BCELoss(), (X, torch.ones(20, 1, dtype=F64)), micro_batch_size=5)
+    assert op.reduction == "mean" and op.dense().abs().max() == 0  # saturated: a flat loss
 
 
 def test_loss_neither_mean_nor_sum_is_refused_when_batched() -> None:
@@ -222,3 +254,30 @@ def test_weighted_means_are_not_split_into_micro_batches() -> None:
         rtol=1e-10,
         atol=1e-12,
     )
+
+
+def test_weighted_mean_closures_whose_weights_vary_past_the_first_samples_are_not_split() -> None:
+    """A closure weighting only later samples unequally (ignored targets past the first 8, class weights on data
+    sorted by class) passed the first samples' halves check, and micro-batches of 8 gave Hessians 10% and 52% off."""
+    m, X, y = _mlp(3, 40)
+    m, X = m.double(), X.double()
+    w = torch.tensor([1.0, 5.0, 0.2], dtype=F64)
+
+    def ignoring(o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(o, t, ignore_index=-1)
+
+    def weighted(o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(o, t, weight=w)
+
+    y_ignored = y.clone()
+    y_ignored[20:30] = -1
+    order = torch.argsort(y, stable=True)  # sorted by class: every micro-batch of 8 but one holds one class
+    for loss_fn, (Xs, ys) in ((ignoring, (X, y_ignored)), (weighted, (X[order], y[order]))):
+        with pytest.raises(ValueError, match="per-sample"):
+            HessianOperator(m, loss_fn, (Xs, ys), micro_batch_size=8)
+        whole = HessianOperator(m, loss_fn, (Xs, ys), micro_batch_size=None)
+        torch.testing.assert_close(whole.dense(), _whole_hessian(m, loss_fn, Xs, ys))
+    # a per-sample mean on the same sorted data is still split, and exact
+    op = HessianOperator(m, nn.functional.cross_entropy, (X[order], y[order]), micro_batch_size=8)
+    assert len(op._chunks) == 5
+    torch.testing.assert_close(op.dense(), _whole_hessian(m, nn.functional.cross_entropy, X[order], y[order]))

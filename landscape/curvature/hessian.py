@@ -40,6 +40,7 @@ from landscape._batch import Batch, to_device
 from landscape._loss import LOSSES, default_loss_name
 from landscape._options import keyword_values, parse_bytes, parse_option, shows_keywords
 from landscape.curvature._kernels import CurvatureOps
+from landscape.curvature._reduction import splits_exactly
 from landscape.curvature.options import OPERATOR_DEFAULTS, OperatorOptions
 from landscape.functional import KERNEL_NOTE, BNMode, FunctionalModel, differentiable_kernels
 from landscape.params import ParamLayout, TensorSpec, functional_forward, parameter_mask, preserved_mode
@@ -323,6 +324,10 @@ class HessianOperator:
             else:
                 raise ValueError(f"micro_batch_size must be 'auto', a positive int or None, got {micro_batch_size!r}")
             chunks = [c for X, y in batches for c in zip(X.split(size), y.split(size))]
+            if len(chunks) > 1 and per_sample:  # the first samples' check cannot see weights that vary later
+                assert loss_fn is not None  # resolved above (a name, the default, or the problem's)
+                forward = lambda X: self._forward(X, self._extra)  # noqa: E731 - eval mode: buffers unchanged
+                per_sample = splits_exactly(forward, loss_fn, chunks, self.reduction == "mean")
             if len(chunks) > 1 and not per_sample:
                 raise ValueError(
                     f"loss_fn is not a {self.reduction} of per-sample terms (a weighted mean, e.g. class weights or "
@@ -429,6 +434,14 @@ class HessianOperator:
             one = self._loss(X[:s], y[:s], buffers, out)
             if not isinstance(out, Tensor) or out.dim() == 0 or len(out) != s:
                 return "mean", True  # outputs not one row per sample: the documented contract (a mean)
+            if float(one) == 0 and out.is_floating_point():
+                # A loss of 0 (targets fitted exactly, e.g. a teacher's own outputs) is a mean and a sum alike:
+                # decide at outputs moved off the fit (the reduction does not depend on where it is read), if the
+                # loss takes them (probabilities for BCELoss may not leave [0, 1])
+                g = torch.Generator().manual_seed(0)
+                moved = out + torch.randn(out.shape, generator=g, dtype=out.dtype).to(out.device)
+                with contextlib.suppress(RuntimeError, ValueError, IndexError, TypeError):
+                    out, one = moved, self._loss(X[:s], y[:s], buffers, moved)
             h = s // 2
             try:
                 two = self.loss_fn(torch.cat([out, out]), torch.cat([y[:s], y[:s]]))

@@ -313,8 +313,10 @@ def spectrum_of(
         breakdown=_breakdown(op),
         progress=progress,
     )
-    trace = {"slq": float(op.n * np.mean((weights * nodes).sum(1)))}
-    stderr = {"slq": float(op.n * np.std((weights * nodes).sum(1)) / math.sqrt(n_probes)) if n_probes > 1 else math.nan}
+    per_probe = op.n * (weights * nodes).sum(1)  # each probe's estimate z^T H z of the trace, (p,)
+    trace = {"slq": float(per_probe.mean())}
+    # the standard error of a mean of p samples, from their sample std (ddof=1), as Hutchinson's
+    stderr = {"slq": float(per_probe.std(ddof=1) / math.sqrt(n_probes)) if n_probes > 1 else math.nan}
     top = bounds = residuals = np.zeros(0)
     if top_k > 0:
         pairs = hessian_eigenpairs(op, min(top_k, op.n), tol=tol, seed=seed + 1, progress=progress)
@@ -329,6 +331,12 @@ def spectrum_of(
         model=type(op.model).__name__,
         n_probes=n_probes,
         steps=steps,
+        top_k=top_k,
+        trace_products=trace_products,
+        tol=tol,
+        # the budget decides the probes run in lockstep and the basis' dtype (float32 when short), so the nodes
+        memory_budget=op.memory_budget,
+        basis_dtype=str(basis_dtype),
         micro_batch_size=op.micro_batch_size,
         dtype=str(op.dtype),
         model_dtype=str(op.model_dtype),
