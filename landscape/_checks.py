@@ -150,8 +150,14 @@ def check_model(model: nn.Module, argname: str = "model", *, buffers: bool = Tru
             evaluate at other points and use the model's frozen values and buffers only).
 
     Raises:
+        InputTypeError: If ``model`` is not a module (arguments given in another order, say).
         InputError: Listing every non-finite tensor by name with its counts.
     """
+    if not isinstance(model, nn.Module):
+        raise InputTypeError(
+            f"{argname} must be a torch.nn.Module, got {type(model).__name__}; were the arguments given in another "
+            "order? (the model comes first, then the data)"
+        )
     bad = []
     named = list(model.named_parameters())
     for k, p in named:

@@ -553,11 +553,14 @@ def load_result(path: str | os.PathLike[str]) -> Result:
     """Load any registered result from a ``.npz`` written by :meth:`Result.save`.
 
     Raises:
+        FileNotFoundError: If there is no such file.
         ValueError: If the file is not a saved result or names an unknown class.
     """
     try:
         with open(path, "rb") as fh:
             zipped = fh.read(4) == b"PK\x03\x04"
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file (a result saved by Result.save is an .npz)") from None
     except OSError as e:
         raise ValueError(f"{path} is not a saved landscape result ({e})") from e
     if not zipped:  # else numpy takes it for a pickle and advises loading it unsafely

@@ -190,6 +190,21 @@ class BatchChecker:
                             check_labels(y, n_classes, argname=where, ignore_index=self.ignore_index)
                 elif self.kind is LossKind.REGRESSION and (out := self._out(x)) is not None:
                     y = match_regression_shape(y, out, where)
+                    if (
+                        check
+                        and isinstance(self.loss_fn, str | None)
+                        and y.shape[1:].numel() != torch.Size(out).numel()
+                    ):
+                        # torch's own error is about tensor sizes; say which targets and outputs, and the usual slip
+                        why = (
+                            "float targets chose MSE; class labels must be integers (y.long())"
+                            if self.loss_fn is None
+                            else f"loss {self.loss_fn!r}"
+                        )
+                        raise InputError(
+                            f"{where}: targets of shape {tuple(y.shape)} cannot be compared with the model's outputs "
+                            f"of shape {(int(x.shape[0]), *out)} ({why}); give targets shaped like the outputs"
+                        )
         self.n_samples += int(x.shape[0])
         self.n_batches += 1
         return x, y

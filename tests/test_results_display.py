@@ -323,7 +323,7 @@ def test_loading_a_file_that_is_no_result_never_suggests_unpickling(tmp_path):
     with pytest.raises(ValueError, match="train.py is not a saved landscape result: not an .npz archive") as e:
         R.load_result(script)
     assert "pickle" not in str(e.value)
-    with pytest.raises(ValueError, match="No such file"):
+    with pytest.raises(FileNotFoundError, match="no such file"):
         R.load_result(tmp_path / "missing.npz")
 
 

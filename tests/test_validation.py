@@ -549,3 +549,45 @@ def test_targets_are_checked_and_shaped_against_outputs_read_by_the_output_rule(
         Problem(_TupleOut(4), (x, labels), "cross_entropy").loss()
     with pytest.raises(InputError, match=match):  # was accepted, until torch's error at the first step
         Trainer(_TupleOut(4), (x, labels), "cross_entropy", epochs=1)
+
+
+# ------------------------------------------------------------------ session 12: the slips a new user makes
+def _slip_setup():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 5))
+    X, y = torch.randn(30, 1, 4, 4), torch.randint(0, 5, (30,))
+    return net, X, y
+
+
+def test_slips_are_named_plainly():
+    import landscape as L
+
+    net, X, y = _slip_setup()
+    with pytest.raises(ValueError, match="xs are the grid's coordinates, not a resolution"):
+        L.random_plane(net, (X, y), 21)  # was a 1 x 1 "plane" at x = y = 21
+    with pytest.raises(ValueError, match="the data comes before alphas"):
+        L.line(net, net, net, [0.0, 1.0], (X, y))  # alphas and data swapped: numpy's inhomogeneous-shape error
+    with pytest.raises(InputError, match="class labels must be integers"):
+        L.line(net, net, net, (X, y.float()), [0.0])  # float labels chose MSE: torch's size-mismatch error
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got tuple"):
+        L.measure_saturation((X, y), net)  # AttributeError: 'tuple' object has no attribute 'named_parameters'
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        L.load_result("no/such/result.npz")  # was a ValueError
+    # What stays valid: one coordinate in a list, one alpha as a number, regression targets shaped like outputs.
+    assert L.random_plane(net, (X, y), [0.0]).metrics["loss"].shape == (1, 1)
+    assert L.line(net, net, net, (X, y), 0.5).metrics["loss"].shape == (1,)
+    assert np.isfinite(L.line(net, net, net, (X, torch.randn(30, 5)), [0.0]).metrics["loss"]).all()
+
+
+def test_a_second_untagged_run_into_a_non_empty_trajectory_warns(tmp_path):
+    import landscape as L
+
+    net, X, y = _slip_setup()
+    path = tmp_path / "run"
+    L.Trainer(net, (X, y), epochs=1, batch_size=10, trajectory=L.Trajectory.create(path)).fit()
+    with pytest.warns(UserWarning, match="already holds 2 snapshots"):
+        L.Trainer(net, (X, y), epochs=1, batch_size=10, trajectory=L.Trajectory.open(path, "a")).fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a tagged run says which run it is: no warning
+        L.Trainer(net, (X, y), epochs=1, batch_size=10, trajectory=L.Trajectory.open(path, "a"), tags={"run": 3}).fit()
+    assert L.Trajectory.open(path).steps.tolist() == [0, 3, 0, 3, 0, 3]

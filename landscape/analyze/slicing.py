@@ -305,7 +305,16 @@ def coordinates(values: Any, name: str) -> np.ndarray:
     Raises:
         ValueError: If it has more than one dimension (a meshgrid, say), is empty or holds NaN/inf.
     """
-    arr = np.asarray(values, dtype=np.float64)
+    if isinstance(values, Tensor | tuple | list) and any(isinstance(v, Tensor) and v.dim() > 0 for v in values):
+        raise ValueError(
+            f"{name} must be numbers, got tensors (data?): the data comes before {name}, or pass {name}= by keyword"
+        )
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"{name} must be a 1-D sequence of finite numbers, got {type(values).__name__} ({e})"
+        ) from None
     if arr.ndim > 1:
         raise ValueError(f"{name} must be a 1-D sequence of finite numbers, got an array of shape {arr.shape}")
     arr = arr.reshape(-1)

@@ -218,7 +218,16 @@ def _grid(
     """The axes ``x``, ``y`` (``ys`` defaults to ``xs``) and the flat row-major grid ``X``, ``Y``.
 
     ``names`` are the arguments' names in error messages.
+
+    Raises:
+        ValueError: If an axis is a bare number: coordinates, not a resolution (``21`` was a 1 x 1 "plane" at 21).
     """
+    for v, name in ((xs, names[0]), (ys, names[1])):
+        if isinstance(v, int | float | np.number) and not isinstance(v, bool):
+            raise ValueError(
+                f"{name} are the grid's coordinates, not a resolution: got the number {v}; for {v} points pass "
+                f"np.linspace(-1, 1, {v}) (or [{v}] for one coordinate)"
+            )
     x, y = coordinates(xs, names[0]), coordinates(xs if ys is None else ys, names[1])
     X, Y = (g.reshape(-1) for g in np.meshgrid(x, y))  # (len(y), len(x)) grids: row i is y[i]
     return x, y, X, Y

@@ -82,6 +82,14 @@ class Splits:
     def _parts(self) -> dict[str, Pair | None]:
         return {"train": self.train, "val": self.val, "test": self.test}
 
+    def __repr__(self) -> str:
+        # The dataclass repr printed every tensor (10,000 characters for the digits): shapes and sizes instead.
+        parts = ", ".join(
+            f"{k}={'None' if p is None else f'({tuple(p[0].shape)} {str(p[0].dtype)[6:]}, {tuple(p[1].shape)})'}"
+            for k, p in self._parts().items()
+        )
+        return f"Splits({parts}, input_shape={self.input_shape}, num_classes={self.num_classes}, {self.description!r})"
+
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Splits:
         """A copy with inputs converted to ``dtype`` and everything moved to ``device`` (labels keep int64)."""
 

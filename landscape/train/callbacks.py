@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -142,6 +143,16 @@ class RecordTrajectory(Callback):
 
     def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
         self._last_step = None
+        held = len(self.trajectory) if hasattr(self.trajectory, "__len__") else 0
+        if held and not self.tags and trainer.step == 0:
+            # Re-running a notebook cell with Trajectory(path) appends a second run whose steps restart at 0, and
+            # a PCA then mixes the two. Tags tell runs apart, so a tagged run is taken to mean it.
+            warnings.warn(
+                f"the trajectory already holds {held} snapshots; this run's snapshots follow them with steps from 0 "
+                "again. For a new store use Trajectory.create(path); to keep several runs in one, give each tags=",
+                UserWarning,
+                stacklevel=4,
+            )
         self._record(trainer, 0.0, trainer.last_metrics)
 
     def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: D102
