@@ -148,7 +148,7 @@ def build_program(model: nn.Module, key: nn.Module | None = None) -> Program | N
 
     def arg(a: Any) -> Any:
         # map_arg is typed for fx Arguments; Ref placeholders in their place are the point here.
-        return torch.fx.node.map_arg(a, lambda n: Ref(slot_of[n]))  # type: ignore[arg-type, return-value]
+        return _plain(torch.fx.node.map_arg(a, lambda n: Ref(slot_of[n])))  # type: ignore[arg-type, return-value]
 
     for node in graph.nodes:
         if node.op == "placeholder":
@@ -378,12 +378,33 @@ def _lower(
         return Instr(s, h_reshape, "reshape", args, kwargs)
     if f in (torch.cat, torch.concat, torch.stack):
         return Instr(s, h_cat, f, args, kwargs)
-    if f in SOFTMAX:
+    if f in SOFTMAX:  # F.softmax's _stacklevel (a warning's frame) is no argument of the tensor method it becomes
+        kwargs = {k: v for k, v in kwargs.items() if k != "_stacklevel"}
         return Instr(s, h_dims, SOFTMAX[f], args, kwargs, {"method": SOFTMAX[f]})
     for name in ("mean", "sum", "amax", "amin", "transpose", "permute", "unsqueeze", "squeeze", "logsumexp"):
         if f is getattr(torch, name):
             return Instr(s, h_dims, name, args, kwargs, {"method": name})
     return Instr(s, h_generic, f, args, kwargs)
+
+
+def _plain(a: Any) -> Any:
+    """Plain ``list``/``dict`` for fx's ``immutable_list``/``immutable_dict`` (and slices' bounds), all the way down.
+
+    :func:`~landscape.evaluate._program.resolve` looks inside exact lists, tuples, dicts and slices only (it runs
+    for every instruction and chunk); a ``Ref`` left in fx's subclasses (``torch.cat([a, b])``, a tensor passed by
+    keyword as ``F.group_norm`` passes its weight) would reach the operation unresolved.
+    """
+    if isinstance(a, Ref):
+        return a
+    if isinstance(a, list):
+        return [_plain(x) for x in a]
+    if isinstance(a, dict):
+        return {k: _plain(v) for k, v in a.items()}
+    if type(a) is tuple:
+        return tuple(_plain(x) for x in a)
+    if isinstance(a, slice):
+        return slice(_plain(a.start), _plain(a.stop), _plain(a.step))
+    return a
 
 
 def _bind(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,76 @@
+"""Bug hunt 12 in the evaluation engine: each test holds one model the engine got wrong (or refused) before.
+
+Every answer is compared with a plain float64 loop of :func:`torch.func.functional_call` over the caller's
+batches (:func:`_reference`), never with the engine's own output.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landscape.evaluate import evaluate_points
+from landscape.params import ParamLayout
+from tests.helpers import plane_points
+
+
+def _reference(model: nn.Module, vecs: torch.Tensor, data: list, loss_fn=F.cross_entropy) -> np.ndarray:
+    """Loss at each point ``vecs (P, D)``: one point, one caller's batch at a time, batch means weighted by size."""
+    model = model.eval()
+    layout = ParamLayout.from_model(model)
+    bufs = dict(model.named_buffers())
+    out = []
+    with torch.no_grad():
+        for v in vecs:
+            tot = 0.0
+            for x, y in data:
+                o = torch.func.functional_call(model, {**layout.unflatten(v), **bufs}, (x,), strict=False)
+                tot += float(loss_fn(o, y)) * len(y)
+            out.append(tot / sum(len(y) for _, y in data))
+    return np.array(out)
+
+
+def _data(shape: tuple[int, ...], n: int = 13, cut: int = 5, seed: int = 0) -> list:
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, *shape, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return [(X[i : i + cut], y[i : i + cut]) for i in range(0, n, cut)]
+
+
+def _check(model: nn.Module, data: list, strategies=("stacked", "functional", "auto"), **kw) -> None:
+    pts = plane_points(model, nx=3, ny=2)
+    vecs = pts.materialize(torch.arange(len(pts)))
+    want = _reference(model, vecs, data)
+    for s in strategies:
+        for points in (pts, vecs):  # affine (first-layer maps) and a plain matrix
+            got = evaluate_points(model, points, data, strategy=s, metrics=("loss",), **kw)["loss"]
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=s)
+
+
+# ----------------------------------------------------------------------------- fx's immutable containers
+class _CatGroupNorm(nn.Module):
+    """``torch.cat`` of a list, ``F.group_norm``'s weight by keyword, a slice bound from a shape, ``F.log_softmax``.
+
+    fx hands lists and keyword dicts over as ``immutable_list``/``immutable_dict``, which the program's ``resolve``
+    did not look into: every such argument reached its operation as an unresolved slot reference, so the stacked
+    executor refused (``strategy="stacked"`` raised, ``"auto"`` fell back to the slow path) any model with them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3)
+        self.gn = nn.GroupNorm(2, 4)
+        self.a, self.b = nn.Linear(16, 3), nn.Linear(16, 3)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.group_norm(self.c(x), 2, self.gn.weight, self.gn.bias)  # (B, 4, 4, 4)
+        h = h[:, : h.size(1) // 2].flatten(1)  # (B, 32) -> first two channels: (B, 32)
+        h = h[:, :16]
+        s = F.log_softmax(x.flatten(1)[:, :2], dim=1)  # point-independent
+        return self.out(torch.cat([self.a(h), self.b(h), s], dim=1))
+
+
+def test_lists_and_keyword_tensors_reach_the_stacked_operations():
+    torch.manual_seed(0)
+    _check(_CatGroupNorm().double(), _data((1, 6, 6)), batch_size=4)
