@@ -37,7 +37,7 @@ def _data(shape: tuple[int, ...], n: int = 13, cut: int = 5, seed: int = 0) -> l
     return [(X[i : i + cut], y[i : i + cut]) for i in range(0, n, cut)]
 
 
-def _check(model: nn.Module, data: list, strategies=("stacked", "functional", "auto"), **kw) -> None:
+def _check(model: nn.Module, data: list, strategies=("auto", "functional", "stacked"), **kw) -> None:
     pts = plane_points(model, nx=3, ny=2)
     vecs = pts.materialize(torch.arange(len(pts)))
     want = _reference(model, vecs, data)
@@ -74,3 +74,30 @@ class _CatGroupNorm(nn.Module):
 def test_lists_and_keyword_tensors_reach_the_stacked_operations():
     torch.manual_seed(0)
     _check(_CatGroupNorm().double(), _data((1, 6, 6)), batch_size=4)
+
+
+# ----------------------------------------------------------------------------- in-place methods
+class _CopyInto(nn.Module):
+    """Point-dependent values written in place into a point-independent tensor (``copy_``), and ``masked_fill_``.
+
+    The tensor ``x.new_zeros(...)`` depends on no point, so the stacked executor computes it once per batch; the
+    in-place method then ran once per point on that one tensor and every point read the chunk's last point's
+    values. The probe (one point) could not see it: ``"auto"`` returned wrong losses at every point but the last.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.out = nn.Linear(4, 3), nn.Linear(3, 3)
+        self.scale = nn.Parameter(torch.ones(3))  # keeps `out` off the first-layer path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.new_zeros(x.size(0), 3)
+        h.copy_(self.fc(x))
+        g = torch.tanh(self.fc(x))
+        g.masked_fill_(x[:, 1:] > 0.5, 0.0)  # in place on a point-dependent tensor
+        return self.out((h + g) * self.scale)
+
+
+def test_in_place_methods_into_a_point_independent_tensor():
+    torch.manual_seed(1)
+    _check(_CopyInto().double(), _data((4,)), chunk_size=3)

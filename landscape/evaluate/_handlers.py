@@ -58,6 +58,25 @@ def h_generic(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> An
     return stack_points([fn(*point(a, p), **point(k, p)) for p in range(ctx.P)])
 
 
+def h_inplace_method(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> Any:
+    """An in-place tensor method without a handler of its own (``h.copy_(v)``, ``h.masked_fill_(m, 0)``).
+
+    Without point-dependent arguments it runs in place, as written. With them, each point mutates its own copy
+    of the tensor and the result takes the tensor's place for later readers (``user_inplace``): mutating the
+    tensor itself, once per point, would leave a point-independent tensor (``x.new_zeros(...)``, cached per
+    batch) holding the last point's values for every point.
+    """
+    fn = ins.fn
+    if not has_val((a, k)):
+        return getattr(a[0], fn)(*a[1:], **k)
+    outs = []
+    for p in range(ctx.P):
+        t = point(a[0], p)
+        t = t.clone() if isinstance(t, Tensor) else t
+        outs.append(getattr(t, fn)(*point(a[1:], p), **point(k, p)))
+    return stack_points(outs)
+
+
 def h_module(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> Any:
     """A leaf module without a vectorized handler: ``functional_call`` at each point's parameters."""
     m: nn.Module = ins.fn

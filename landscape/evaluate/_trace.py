@@ -40,6 +40,7 @@ from landscape.evaluate._handlers import (
     h_generic,
     h_getattr,
     h_getitem,
+    h_inplace_method,
     h_layer_norm,
     h_linear,
     h_maxpool,
@@ -290,6 +291,9 @@ def _lower(
             return Instr(s, h_nary, name, args, kwargs, meta)
         if name in REDUCE or name in ("softmax", "log_softmax", "transpose", "permute", "unsqueeze", "squeeze"):
             return Instr(s, h_dims, name, args, kwargs, meta)
+        if name.endswith("_") and not name.startswith("_"):  # another in-place method (copy_, masked_fill_, ...)
+            meta["user_inplace"] = True
+            return Instr(s, h_inplace_method, name, args, kwargs, meta)
         return Instr(s, h_generic, name, args, kwargs, meta)
     # call_function
     f = t
