@@ -101,3 +101,30 @@ class _CopyInto(nn.Module):
 def test_in_place_methods_into_a_point_independent_tensor():
     torch.manual_seed(1)
     _check(_CopyInto().double(), _data((4,)), chunk_size=3)
+
+
+# ----------------------------------------------------------------------------- batch statistics in eval mode
+class _BatchStats(nn.Module):
+    """Normalized by each batch's statistics in eval mode: BatchNorm without running statistics, and
+    ``F.batch_norm(..., training=True)`` written in ``forward``.
+
+    The fast strategies re-cut the caller's batches into micro-batches (here the 13 samples in one), which
+    changes every sample's normalization: the losses were off by percents under ``"auto"`` and ``"functional"``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 5)
+        self.bn = nn.BatchNorm1d(5, track_running_stats=False)
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.out = nn.Linear(5 + 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.bn(self.fc(x.flatten(1)[:, :4])))
+        c = F.batch_norm(self.conv(x), None, None, training=True).mean((2, 3))
+        return self.out(torch.cat([a, c], 1))
+
+
+def test_batch_statistics_keep_the_callers_batches():
+    torch.manual_seed(2)
+    _check(_BatchStats().double(), _data((1, 5, 5)))

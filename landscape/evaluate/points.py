@@ -60,7 +60,7 @@ from landscape import distributed
 from landscape._batch import describe_data
 from landscape._options import check_count, parse_bytes, parse_option
 from landscape.evaluate._metrics import MetricSums, engine_loss
-from landscape.evaluate._pointwise import PointwiseExec, find_first_layer, first_input, probe_sizes
+from landscape.evaluate._pointwise import PointwiseExec, batch_dependent, find_first_layer, first_input, probe_sizes
 from landscape.evaluate._stacked import StackedExec, agrees_with_functional_call
 from landscape.evaluate._trace import build_program
 from landscape.evaluate.affine import AffinePoints, iter_chunks, take_block
@@ -127,6 +127,14 @@ def _recut(batches: list[tuple[Tensor, Tensor]], size: int) -> list[tuple[Tensor
     x = batches[0][0] if len(batches) == 1 else torch.cat([b[0] for b in batches])
     y = batches[0][1] if len(batches) == 1 else torch.cat([b[1] for b in batches])
     return [(x[i : i + size], y[i : i + size]) for i in range(0, len(y), size)]
+
+
+def _first_rows(batches: list[tuple[Tensor, Tensor]], n: int) -> Tensor:
+    """The data's first ``n`` inputs (fewer if the data are smaller, or if the first batches' shapes differ)."""
+    rows = [x[:n] for x, _ in batches[:n]]
+    if len({tuple(r.shape[1:]) for r in rows}) != 1:
+        return rows[0]
+    return torch.cat(rows)[:n] if len(rows[0]) < n else rows[0]
 
 
 _SHARD_LOCAL: contextvars.ContextVar[bool] = contextvars.ContextVar("shard_local", default=False)
@@ -201,7 +209,8 @@ def evaluate_points(
         loss_fn: Shorthand only: batch-mean loss ``(outputs, targets) -> scalar``, ``"cross_entropy"`` or
             ``"mse"``; default cross-entropy for integer targets, MSE otherwise.
         batch_size: Micro-batch size (default: the largest activation of one point stays ~2 MB); with
-            ``bn_mode="train"`` or ``strategy="loop"`` the caller's batches are kept unless given.
+            ``bn_mode="train"``, ``strategy="loop"`` or a model whose outputs depend on the batch (BatchNorm
+            without running statistics) the caller's batches are kept unless given.
         chunk_size: Points evaluated together (default: ~4 MB of largest activation, within ``memory_budget``).
         memory_budget: Bytes (or ``"512MB"``) for point chunks, activations and cached first-layer
             maps; default 1 GiB. Outputs and the data themselves are not counted.
@@ -293,6 +302,7 @@ def evaluate_points(
     fast = strategy is not Strategy.LOOP
     copy_ = eval_copy(model, bn is BNMode.TRAIN)
     x1 = batches[0][0][:2]  # two samples: train-mode BatchNorm needs more than one value per channel
+    x3 = _first_rows(batches, 3)
     max_act, total_act, out_shape = probe_sizes(copy_, x1, bufs)
 
     affine = isinstance(points, AffinePoints)
@@ -313,7 +323,8 @@ def evaluate_points(
         first = find_first_layer(copy_, layout, x1, bufs) if fast and affine and bn is not BNMode.INTERPOLATE else None
         exe = PointwiseExec(copy_, layout, bufs, bn is BNMode.TRAIN, first, strategy is Strategy.VMAP)
 
-    keep_batches = not fast or bn is BNMode.TRAIN
+    # the caller's batches define the loss when a sample's output depends on its batch-mates (batch statistics)
+    keep_batches = not fast or bn is BNMode.TRAIN or (batch_size is None and batch_dependent(copy_, x3, bufs))
     if batch_size is not None or not keep_batches:
         micro = batch_size or max(8, min(n_samples, _BATCH_BYTES // max(1, max_act * itemsize)))
         batches = _recut(batches, int(micro))
