@@ -5,6 +5,7 @@ batches (:func:`_reference`), never with the engine's own output.
 """
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -128,3 +129,37 @@ class _BatchStats(nn.Module):
 def test_batch_statistics_keep_the_callers_batches():
     torch.manual_seed(2)
     _check(_BatchStats().double(), _data((1, 5, 5)))
+
+
+# ----------------------------------------------------------------------------- weighted losses in the shorthand
+@pytest.mark.parametrize(
+    "loss",
+    [
+        nn.CrossEntropyLoss(weight=torch.tensor([0.2, 1.0, 3.0], dtype=torch.float64)),
+        nn.CrossEntropyLoss(),  # ignore_index=-100 occurs in the targets
+        nn.CrossEntropyLoss(weight=torch.tensor([0.2, 1.0, 3.0], dtype=torch.float64), label_smoothing=0.1),
+    ],
+)
+def test_weighted_losses_are_the_loss_of_the_whole_data(loss):
+    """Class weights and ignored targets make a batch's mean divide by its summed weights, not by its size.
+
+    A :class:`~landscape.problem.Problem` defines its loss as the whole data's in one call, however the data are
+    cut; the ``evaluate_points(model, points, data, loss_fn=...)`` shorthand weighted batch means by size instead,
+    so the fast strategies (which re-cut the data) were off by ~10% from ``"loop"`` and from the whole data's loss,
+    and ignored targets (-100) were refused ("Remap the labels") although the loss skips them.
+    """
+    torch.manual_seed(3)
+    m = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    (data,) = _data((4,), cut=13)
+    X, y = data
+    y = y.clone()
+    y[[1, 4, 7]] = -100 if loss.weight is None else y[[1, 4, 7]]
+    pts = plane_points(m)
+    vecs = pts.materialize(torch.arange(len(pts)))
+    want = _reference(m, vecs, [(X, y)], loss)  # one call over the whole data: torch's own weighted mean
+    batched = [(X[i : i + 5], y[i : i + 5]) for i in range(0, 13, 5)]
+    for s in ("loop", "functional", "stacked", "auto"):
+        for points in (pts, vecs):
+            for bs in (None, 2):
+                got = evaluate_points(m, points, batched, loss_fn=loss, strategy=s, batch_size=bs)
+                np.testing.assert_allclose(got["loss"], want, rtol=1e-10, atol=1e-12, err_msg=f"{s} {bs}")

@@ -58,8 +58,9 @@ from torch import Tensor, nn
 
 from landscape import distributed
 from landscape._batch import describe_data
+from landscape._loss import weighted_mean
 from landscape._options import check_count, parse_bytes, parse_option
-from landscape.evaluate._metrics import MetricSums, engine_loss
+from landscape.evaluate._metrics import MetricSums
 from landscape.evaluate._pointwise import PointwiseExec, batch_dependent, find_first_layer, first_input, probe_sizes
 from landscape.evaluate._stacked import StackedExec, agrees_with_functional_call
 from landscape.evaluate._trace import build_program
@@ -114,9 +115,8 @@ def _read_data(
     """The data read once, checked and normalized by :mod:`landscape.validation` (dtype, labels, NaN, empty)."""
     names = {m for m in metrics if isinstance(m, str)}
     # Targets matter only to the loss and accuracy; custom metrics (e.g. the functional distance) get them as given.
+    # (a cross-entropy's ignore_index is allowed: such data take the weighted path of MetricSums)
     loss = loss_fn if "loss" in names else ("cross_entropy" if "accuracy" in names else None)
-    if loss is not None and not isinstance(loss, str) and engine_loss(loss, True)[0] == "ce":
-        loss = "cross_entropy"  # the engine's own cross-entropy gathers every label: no ignore_index
     return validate_batches(data, model, loss, targets=bool(names & {"loss", "accuracy"}), dtype=dtype, device=device)
 
 
@@ -294,7 +294,8 @@ def evaluate_points(
         classes = not (y0.is_floating_point() or y0.is_complex()) and y0.dim() == 1
         metrics = ("loss", "accuracy") if classes else ("loss",)
     n_samples = sum(int(y.shape[0]) for _, y in batches)
-    mset = MetricSums(metrics, loss_fn, batches[0][1], plain=strategy is Strategy.LOOP)
+    weighted = "loss" in [m for m in metrics if isinstance(m, str)] and weighted_mean(loss_fn, (y for _, y in batches))
+    mset = MetricSums(metrics, loss_fn, batches[0][1], plain=strategy is Strategy.LOOP, weighted=weighted)
     if bn is BNMode.INTERPOLATE and buffers is not None:
         raise ValueError("bn_mode='interpolate' takes buffers from the points' anchors; do not pass buffers")
     # Private copies: train-mode BatchNorm writes running statistics in place, never into the caller's.
