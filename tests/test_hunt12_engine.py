@@ -12,7 +12,7 @@ from torch import nn
 
 from landscape.evaluate import evaluate_points
 from landscape.params import ParamLayout
-from tests.helpers import plane_points
+from tests.helpers import plane_points, reparametrized_net
 
 
 def _reference(model: nn.Module, vecs: torch.Tensor, data: list, loss_fn=F.cross_entropy) -> np.ndarray:
@@ -163,3 +163,32 @@ def test_weighted_losses_are_the_loss_of_the_whole_data(loss):
             for bs in (None, 2):
                 got = evaluate_points(m, points, batched, loss_fn=loss, strategy=s, batch_size=bs)
                 np.testing.assert_allclose(got["loss"], want, rtol=1e-10, atol=1e-12, err_msg=f"{s} {bs}")
+
+
+# ----------------------------------------------------------------------------- strategy="stacked" says why not
+def test_stacked_refusal_names_its_reason():
+    """The refusal listed every possible cause (control flow, weight_norm hooks, tuple outputs) whatever the model.
+
+    It now says which: fx's own error for an untraceable model, a probe-point difference for a traced one.
+    """
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.fc(x)
+            return -h if bool(h.sum() > 0) else h  # data-dependent branch
+
+    (data,) = _data((4,), cut=13)  # reparametrized_net: weight_norm's pre-hook sets the weight the trace took as is
+    cases = (
+        (Branchy().double(), r"torch.fx cannot trace it \(TraceError"),
+        (reparametrized_net(), "its traced program differs from torch.func.functional_call"),
+    )
+    for m, reason in cases:
+        with pytest.raises(ValueError, match=f"{type(m).__name__} is not one: {reason}"):
+            evaluate_points(m, plane_points(m), data, strategy="stacked")
+        got = evaluate_points(m, plane_points(m), data, metrics=("loss",))["loss"]  # "auto" takes the exact path
+        pts = plane_points(m)
+        np.testing.assert_allclose(got, _reference(m, pts.materialize(torch.arange(len(pts))), [data]), rtol=1e-10)

@@ -70,7 +70,7 @@ from landscape.evaluate._optable import (
 )
 from landscape.evaluate._program import Instr, Program, Ref, Unsupported, has_ref, slot_refs
 
-__all__ = ["build_program"]
+__all__ = ["build_program", "untraceable"]
 
 _TRACES: weakref.WeakKeyDictionary[nn.Module, tuple[Any, torch.fx.Graph | None]] = weakref.WeakKeyDictionary()
 
@@ -108,6 +108,21 @@ def _trace(model: nn.Module, key: nn.Module | None) -> torch.fx.Graph | None:
     if key is not None:
         _TRACES[key] = (fp, graph)
     return graph
+
+
+def untraceable(model: nn.Module) -> str:
+    """Why :func:`build_program` returns ``None`` for ``model`` (for the refusal of ``strategy="stacked"``)."""
+    try:
+        graph = torch.fx.Tracer().trace(model)
+    except Exception as e:  # noqa: BLE001 - the message is the point
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return (
+            f"torch.fx cannot trace it ({type(e).__name__}: {first}; e.g. control flow that depends on the data, "
+            "or a tensor created from a shape)"
+        )
+    if sum(n.op == "placeholder" for n in graph.nodes) != 1:
+        return "its forward takes more than one input"
+    return "it does not return one tensor"
 
 
 def build_program(model: nn.Module, key: nn.Module | None = None) -> Program | None:

@@ -63,7 +63,7 @@ from landscape._options import check_count, parse_bytes, parse_option
 from landscape.evaluate._metrics import MetricSums
 from landscape.evaluate._pointwise import PointwiseExec, batch_dependent, find_first_layer, first_input, probe_sizes
 from landscape.evaluate._stacked import StackedExec, agrees_with_functional_call
-from landscape.evaluate._trace import build_program
+from landscape.evaluate._trace import build_program, untraceable
 from landscape.evaluate.affine import AffinePoints, iter_chunks, take_block
 from landscape.functional import BNMode, eval_copy
 from landscape.params import ParamLayout, parameters_to_vector
@@ -308,17 +308,19 @@ def evaluate_points(
 
     affine = isinstance(points, AffinePoints)
     exe: StackedExec | PointwiseExec | None = None
+    why = ""  # why the stacked executor cannot take the model (strategy="stacked" says so)
     if strategy in (Strategy.AUTO, Strategy.STACKED) and bn is not BNMode.TRAIN:
         prog = build_program(copy_, key=model)
-        if prog is not None:
+        if prog is None:
+            why = untraceable(copy_) if strategy is Strategy.STACKED else ""
+        else:
             exe = StackedExec(copy_, layout, bufs, prog)
             if not agrees_with_functional_call(exe, copy_, layout, bufs, x1, parameters_to_vector(model).to(dtype)):
-                exe = None
+                why, exe = exe.refusal, None
     if exe is None and strategy is Strategy.STACKED:
         raise ValueError(
-            "strategy='stacked' needs a model that torch.fx can trace into the same function (no control flow "
-            "that depends on the data, no hook that sets weights as torch.nn.utils.weight_norm's does) and that "
-            f"returns one tensor; {type(model).__name__} is not one: use strategy='auto'"
+            f"strategy='stacked' needs a model that torch.fx can trace into the same function; {type(model).__name__} "
+            f"is not one: {why}. Use strategy='auto' (the exact per-point path for such models)"
         )
     if exe is None:
         first = find_first_layer(copy_, layout, x1, bufs) if fast and affine and bn is not BNMode.INTERPOLATE else None
