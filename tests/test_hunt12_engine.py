@@ -192,3 +192,26 @@ def test_stacked_refusal_names_its_reason():
         got = evaluate_points(m, plane_points(m), data, metrics=("loss",))["loss"]  # "auto" takes the exact path
         pts = plane_points(m)
         np.testing.assert_allclose(got, _reference(m, pts.materialize(torch.arange(len(pts))), [data]), rtol=1e-10)
+
+
+def test_tuple_outputs_are_refused_with_the_way_that_works():
+    """The shorthand refuses a model returning a tuple; the Problem it points to evaluates it (first element)."""
+    from landscape import Problem
+
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.fc(x), x
+
+    torch.manual_seed(4)
+    m = Pair().double()
+    (data,) = _data((4,), cut=13)
+    pts = plane_points(m)
+    with pytest.raises(TypeError, match=r"returns tuple; .*landscape\.Problem\(model, data, loss\)"):
+        evaluate_points(m, pts, data)
+    got = evaluate_points(Problem(m, data), pts, metrics=("loss",))["loss"]
+    want = _reference(m, pts.materialize(torch.arange(len(pts))), [data], lambda o, y: F.cross_entropy(o[0], y))
+    np.testing.assert_allclose(got, want, rtol=1e-10)

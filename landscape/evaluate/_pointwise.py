@@ -177,7 +177,11 @@ def probe_sizes(copy_: nn.Module, x: Tensor, bufs: Mapping[str, Tensor]) -> tupl
         for h in handles:
             h.remove()
     if not isinstance(out, Tensor):
-        raise TypeError(f"the model returns {type(out).__name__}; the engine needs a tensor of outputs (B, ...)")
+        raise TypeError(
+            f"the model returns {type(out).__name__}; evaluate_points(model, points, data) needs a tensor of outputs "
+            "(B, ...): pass landscape.Problem(model, data, loss) instead, whose output rule takes a tuple's first "
+            "element or a mapping's 'logits'"
+        )
     sizes.append(out.numel() // max(1, len(x)))
     return max(sizes), sum(sizes), tuple(out.shape[1:])
 
