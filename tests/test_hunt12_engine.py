@@ -215,3 +215,28 @@ def test_tuple_outputs_are_refused_with_the_way_that_works():
     got = evaluate_points(Problem(m, data), pts, metrics=("loss",))["loss"]
     want = _reference(m, pts.materialize(torch.arange(len(pts))), [data], lambda o, y: F.cross_entropy(o[0], y))
     np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------- one value under two names
+class _Aliases(nn.Module):
+    """A value read under two names: through a Dropout (which returns its input), and after a user's in-place op.
+
+    The stacked executor overwrites a value in place when its node has one reader; an alias node (Dropout, an
+    in-place op's result) counted only its own readers, so ``relu`` overwrote ``h`` for its other reader too.
+    The probe saw the difference and the model was refused (``"auto"`` fell back to the slow path).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.drop, self.out = nn.Linear(4, 5), nn.Dropout(0.5), nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        a = torch.relu(self.drop(h)) + h  # Dropout returns h itself
+        r = F.leaky_relu(a, 0.1, inplace=True)  # r and a: one tensor
+        return self.out(torch.tanh(r) + a)
+
+
+def test_aliased_values_are_not_overwritten_in_place():
+    torch.manual_seed(5)
+    _check(_Aliases().double(), _data((4,)))

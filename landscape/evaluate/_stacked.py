@@ -208,9 +208,11 @@ class StackedExec:
                     env[ins.out] = v
                     continue
             v = ins.handler(ctx, ins, resolve(ins.args, env), resolve(ins.kwargs, env))
-            env[ins.out] = v
             if ins.meta.get("user_inplace") and isinstance(ins.args[0], Ref):
+                # one value under two nodes: the readers of neither may overwrite it (each counts its own only)
+                v = Val(v.kind, v.data, False) if isinstance(v, Val) else v
                 env[ins.args[0].i] = v
+            env[ins.out] = v
         out = env[self.prog.output]
         if not isinstance(out, Val):
             if not isinstance(out, Tensor):
