@@ -240,3 +240,22 @@ class _Aliases(nn.Module):
 def test_aliased_values_are_not_overwritten_in_place():
     torch.manual_seed(5)
     _check(_Aliases().double(), _data((4,)))
+
+
+class _Axis(nn.Module):
+    """``axis=``, NumPy's spelling of ``dim=`` that torch accepts: the stacked handlers read ``dim`` only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.out = nn.Linear(4, 6), nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        h = h - h.mean(axis=1, keepdim=True)
+        h = torch.stack([h, torch.tanh(h)], axis=-1).sum(-1)
+        return self.out(torch.cat([h, 2 * h], axis=1))
+
+
+def test_axis_keyword_of_reductions_and_concatenations():
+    torch.manual_seed(6)
+    _check(_Axis().double(), _data((4,)))

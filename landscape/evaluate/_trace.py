@@ -194,6 +194,8 @@ def build_program(model: nn.Module, key: nn.Module | None = None) -> Program | N
                     s, h_generic, node.target, args, kwargs, {"method": node.target} if node.op == "call_method" else {}
                 )
             )
+        if ins.handler in (h_dims, h_cat) and "axis" in ins.kwargs:  # NumPy's spelling, which torch accepts too
+            ins.kwargs = {("dim" if k == "axis" else k): v for k, v in ins.kwargs.items()}
         prog.instrs.append(ins)
     if prog.input < 0 or prog.output < 0:
         return None
