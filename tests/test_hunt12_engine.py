@@ -259,3 +259,14 @@ class _Axis(nn.Module):
 def test_axis_keyword_of_reductions_and_concatenations():
     torch.manual_seed(6)
     _check(_Axis().double(), _data((4,)))
+
+
+def test_a_loss_without_reduction_is_refused_by_name():
+    """``reduction="none"`` gave a reshape error from inside the engine; a Problem names the contract, so does it."""
+    torch.manual_seed(7)
+    m = nn.Linear(4, 2).double()
+    (data,) = _data((4,), cut=13)
+    pair = (data[0], torch.randn(13, 2, dtype=torch.float64))
+    for s in ("loop", "auto"):
+        with pytest.raises(ValueError, match=r"returned Tensor of shape \(13, 2\); it must return a scalar tensor"):
+            evaluate_points(m, plane_points(m), pair, loss_fn=nn.MSELoss(reduction="none"), strategy=s)

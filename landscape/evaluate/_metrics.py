@@ -77,6 +77,18 @@ def engine_loss(loss_fn: Any, integer: bool) -> tuple[str, Callable[[Tensor, Ten
     return "custom", loss_fn
 
 
+def _scalar(v: Any) -> Tensor:
+    """A loss value as a float64 0-d tensor; the batch mean is one number (``reduction="none"`` is refused).
+
+    Raises:
+        ValueError: If the loss returned anything but a one-element tensor.
+    """
+    if not isinstance(v, Tensor) or v.numel() != 1:
+        got = f"Tensor of shape {tuple(v.shape)}" if isinstance(v, Tensor) else type(v).__name__
+        raise ValueError(f"the loss returned {got}; it must return a scalar tensor (the batch mean)")
+    return v.double().reshape(())
+
+
 class MetricSums:
     """Per-batch metric sums: loss, accuracy, outputs and custom ``BatchMetric`` callables."""
 
@@ -133,12 +145,12 @@ class MetricSums:
                 sums, count = [], float(B)
                 for p in range(P):
                     terms = weighted_terms(self.loss_fn, sm[p], y)
-                    sums.append(self.loss_fn(sm[p], y) * B if terms is None else terms[0])
+                    sums.append(_scalar(self.loss_fn(sm[p], y)) * B if terms is None else terms[0])
                     count = count if terms is None else terms[1]
                 val = torch.stack([t.double().reshape(()) for t in sums])
                 acc["_count"] = acc.get("_count", 0.0) + count
             elif key == "loss":
-                val = torch.stack([self.loss_fn(sm[p], y).double().reshape(()) * B for p in range(P)])
+                val = torch.stack([_scalar(self.loss_fn(sm[p], y)) * B for p in range(P)])
             elif fast and cm is not None:  # accuracy, ties like argmax: correct iff no earlier class reaches the max
                 m = cm.amax(1)
                 tl = cm.gather(1, y.view(1, 1, B).expand(P, 1, B))[:, 0]
