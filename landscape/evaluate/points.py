@@ -37,8 +37,11 @@ statistics (running buffers are never written, dropout stays off); ``"interpolat
 buffers ``sum_k c_k B_k`` of an :class:`AffinePoints` whose ``buffers`` are given (Li et al.'s "states").
 
 Loss: ``loss_fn`` returns the mean over a batch (like ``nn.CrossEntropyLoss()``); the engine weights
-batches by size, so the result is the mean over the dataset. A point whose loss is NaN or inf is
-returned as such (its accuracy as NaN), counted and reported with a warning, never raised.
+batches by size, so the result is the mean over the dataset. A cross-entropy or NLL loss whose mean weights
+samples unequally (class weights, targets equal to its ``ignore_index``) gives the whole data's loss, as one
+call over all of it would (weighted sums and summed weights, however the data are cut into batches). A
+point whose loss is NaN or inf is returned as such (its accuracy as NaN), counted and reported with a warning,
+never raised.
 
 Under ``torch.distributed`` (initialized, world size > 1) point ``i`` is evaluated by rank
 ``i % world_size`` and every rank returns all results (all-gather); data must be the same on all ranks.
