@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape.evaluate import evaluate_points
+from landscape.evaluate import AffinePoints, evaluate_points
 from landscape.params import ParamLayout
 from tests.helpers import plane_points, reparametrized_net
 
@@ -270,3 +270,22 @@ def test_a_loss_without_reduction_is_refused_by_name():
     for s in ("loop", "auto"):
         with pytest.raises(ValueError, match=r"returned Tensor of shape \(13, 2\); it must return a scalar tensor"):
             evaluate_points(m, plane_points(m), pair, loss_fn=nn.MSELoss(reduction="none"), strategy=s)
+
+
+# ----------------------------------------------------------------------------- a basis less precise than the model
+def test_a_float32_basis_for_a_float64_model_gives_its_rounded_points():
+    """A point of :class:`AffinePoints` is its combination rounded to the basis dtype; the first-layer maps
+    combined the basis in the model's float64 without that rounding (~1e-9 relative off ``"loop"``).
+    """
+    torch.manual_seed(8)
+    m32 = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    c = torch.nn.utils.parameters_to_vector(m32.parameters()).detach()
+    g = torch.Generator().manual_seed(0)
+    basis = torch.stack([c, torch.randn(c.shape, generator=g), torch.randn(c.shape, generator=g)])  # float32
+    pts = AffinePoints(basis, np.array([[1, 0.3, -0.7], [1, 0.1234567, 0.7654321], [0.5, 0.5, 0.0]]))
+    m = m32.double()
+    (data,) = _data((4,), n=50, cut=50)
+    want = _reference(m, pts.materialize(torch.arange(len(pts))).double(), [data])
+    for s in ("loop", "functional", "stacked", "auto"):
+        got = evaluate_points(m, pts, data, strategy=s, metrics=("loss",))["loss"]
+        np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=s)

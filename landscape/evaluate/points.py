@@ -344,9 +344,13 @@ def evaluate_points(
         chunk_size = max(1, min(chunk_size, budget // max(1, per_point)))
 
     run, first_layer = exe, exe.first  # as the closure below sees them
+    # First-layer maps combine the basis in the model's dtype; a point is its combination rounded to the basis
+    # dtype, so a basis less precise than the model (float32 directions, a float64 model) takes the plain path.
     basis = (
         points.basis.to(device=device, dtype=dtype)
-        if isinstance(points, AffinePoints) and first_layer is not None
+        if isinstance(points, AffinePoints)
+        and first_layer is not None
+        and torch.finfo(points.basis.dtype).eps <= torch.finfo(dtype).eps
         else None
     )
 
