@@ -58,6 +58,25 @@ def h_generic(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> An
     return stack_points([fn(*point(a, p), **point(k, p)) for p in range(ctx.P)])
 
 
+def h_inplace_method(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> Any:
+    """An in-place tensor method without a handler of its own (``h.copy_(v)``, ``h.masked_fill_(m, 0)``).
+
+    Without point-dependent arguments it runs in place, as written. With them, each point mutates its own copy
+    of the tensor and the result takes the tensor's place for later readers (``user_inplace``): mutating the
+    tensor itself, once per point, would leave a point-independent tensor (``x.new_zeros(...)``, cached per
+    batch) holding the last point's values for every point.
+    """
+    fn = ins.fn
+    if not has_val((a, k)):
+        return getattr(a[0], fn)(*a[1:], **k)
+    outs = []
+    for p in range(ctx.P):
+        t = point(a[0], p)
+        t = t.clone() if isinstance(t, Tensor) else t
+        outs.append(getattr(t, fn)(*point(a[1:], p), **point(k, p)))
+    return stack_points(outs)
+
+
 def h_module(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> Any:
     """A leaf module without a vectorized handler: ``functional_call`` at each point's parameters."""
     m: nn.Module = ins.fn
@@ -113,6 +132,15 @@ def h_getitem(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> An
     return Val(SM, sm(x, ctx.P)[(slice(None),) + tup])
 
 
+def _alias(ins: Instr, x: Val) -> Val:
+    """``x`` under another node's name: owned (overwritable in place) only if the alias is its only reader.
+
+    A Dropout or a no-op flatten returns its input; had the alias kept ``owned``, an in-place activation after
+    it (``relu(dropout(h)) + h``) would overwrite ``h`` for its other readers too.
+    """
+    return x if ins.inplace_ok or not x.owned else Val(x.kind, x.data, False)
+
+
 def h_unary(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> Any:
     """Elementwise functions of one tensor (extra scalar arguments allowed): any layout, as is."""
     x = a[0]
@@ -124,7 +152,7 @@ def h_unary(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> Any:
     if x.kind == PP:
         return h_generic(ctx, ins, a, k)
     if fn is identity:
-        return x
+        return _alias(ins, x)
     own = OWN_INPLACE.get(fn)
     if own is not None and x.owned and ins.inplace_ok and not a[1:] and not k:
         return Val(x.kind, own(x.data), True)
@@ -187,7 +215,7 @@ def h_flatten(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> An
         return Val(SM, sm(x, ctx.P).reshape(ctx.P, 1))
     s, e = point_axis(start, nd), point_axis(end, nd)
     if s == e:
-        return x  # flattening one axis: nothing to do
+        return _alias(ins, x)  # flattening one axis: nothing to do
     return Val(SM, sm(x, ctx.P).flatten(s, e))
 
 
@@ -200,7 +228,7 @@ def h_reshape(ctx: Ctx, ins: Instr, a: tuple[Any, ...], k: dict[str, Any]) -> An
         return h_generic(ctx, ins, a, k)
     t = sm(x, ctx.P)
     if x.kind == FM and len(shape) == 2 and shape[0] in (-1, t.shape[1]) and shape[1] in (-1, t.shape[2]):
-        return x  # (B, F) -> (B, F) or (B, -1)/(-1, F): unchanged
+        return _alias(ins, x)  # (B, F) -> (B, F) or (B, -1)/(-1, F): unchanged
     return Val(SM, t.reshape(ctx.P, *shape))
 
 

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from landscape._loss import weighted_terms
+
 if TYPE_CHECKING:
     from landscape.evaluate.points import BatchMetric
 
@@ -75,10 +77,24 @@ def engine_loss(loss_fn: Any, integer: bool) -> tuple[str, Callable[[Tensor, Ten
     return "custom", loss_fn
 
 
+def _scalar(v: Any) -> Tensor:
+    """A loss value as a float64 0-d tensor; the batch mean is one number (``reduction="none"`` is refused).
+
+    Raises:
+        ValueError: If the loss returned anything but a one-element tensor.
+    """
+    if not isinstance(v, Tensor) or v.numel() != 1:
+        got = f"Tensor of shape {tuple(v.shape)}" if isinstance(v, Tensor) else type(v).__name__
+        raise ValueError(f"the loss returned {got}; it must return a scalar tensor (the batch mean)")
+    return v.double().reshape(())
+
+
 class MetricSums:
     """Per-batch metric sums: loss, accuracy, outputs and custom ``BatchMetric`` callables."""
 
-    def __init__(self, metrics: Sequence[str | BatchMetric], loss_fn: Any, y: Tensor, plain: bool) -> None:
+    def __init__(
+        self, metrics: Sequence[str | BatchMetric], loss_fn: Any, y: Tensor, plain: bool, weighted: bool = False
+    ) -> None:
         self.keys = metric_keys(metrics)
         if len({k for k, _ in self.keys}) != len(self.keys):
             raise ValueError(f"duplicate metric names in {[k for k, _ in self.keys]}")
@@ -89,6 +105,8 @@ class MetricSums:
                 "pass metrics=('loss',) for regression"
             )
         self.kind, self.loss_fn = engine_loss(loss_fn, integer)
+        if weighted:  # class weights or ignored targets: weighted sums and counts, the loss of the whole data
+            self.kind, self.loss_fn = "weighted", loss_fn
         self.plain = plain
         self.ws: dict[str, Tensor] = {}
 
@@ -97,7 +115,8 @@ class MetricSums:
         P, B = h.shape[0], y.shape[0]
         sm = h.transpose(1, 2) if lay == "fm" else h
         cm = h if lay == "fm" else (h.transpose(1, 2) if h.dim() == 3 else None)  # class-major (P, C, B)
-        fast = not self.plain and cm is not None and y.dim() == 1
+        # (ignored targets, -100, are no index to gather: a weighted loss takes the per-point paths)
+        fast = not self.plain and cm is not None and y.dim() == 1 and self.kind != "weighted"
         for key, fn in self.keys:
             if key == "outputs":
                 acc.setdefault(key, []).append(sm.detach().cpu().clone())
@@ -120,8 +139,18 @@ class MetricSums:
                 and y.numel() == B
             ):  # targets (B,) or (B, 1) (validation matches them to the outputs)
                 val = (cm[:, 0] - y.reshape(B)).square().sum(1, dtype=torch.float64)
+            elif key == "loss" and self.kind == "weighted":
+                # torch's mean divides by the summed weights of the kept targets: sums and counts add up over
+                # any cut of the data (the engine's micro-batches, the caller's batches) to the whole data's loss
+                sums, count = [], float(B)
+                for p in range(P):
+                    terms = weighted_terms(self.loss_fn, sm[p], y)
+                    sums.append(_scalar(self.loss_fn(sm[p], y)) * B if terms is None else terms[0])
+                    count = count if terms is None else terms[1]
+                val = torch.stack([t.double().reshape(()) for t in sums])
+                acc["_count"] = acc.get("_count", 0.0) + count
             elif key == "loss":
-                val = torch.stack([self.loss_fn(sm[p], y).double().reshape(()) * B for p in range(P)])
+                val = torch.stack([_scalar(self.loss_fn(sm[p], y)) * B for p in range(P)])
             elif fast and cm is not None:  # accuracy, ties like argmax: correct iff no earlier class reaches the max
                 m = cm.amax(1)
                 tl = cm.gather(1, y.view(1, 1, B).expand(P, 1, B))[:, 0]
@@ -133,5 +162,8 @@ class MetricSums:
             acc[key] = acc.get(key, 0) + val.detach().cpu()
 
     def finish(self, acc: dict[str, Any], n: int) -> dict[str, Tensor]:
-        """Turn sums into means over ``n`` samples and concatenate outputs."""
-        return {k: torch.cat(acc[k], 1) if k == "outputs" else acc[k] / n for k, _ in self.keys}
+        """Sums as means over ``n`` samples (a weighted loss: over its summed weights), outputs concatenated."""
+        count = acc.get("_count", n)  # a weighted loss's summed weights, else the number of samples
+        return {
+            k: torch.cat(acc[k], 1) if k == "outputs" else acc[k] / (count if k == "loss" else n) for k, _ in self.keys
+        }

@@ -23,7 +23,7 @@ from landscape.evaluate._kernels import FastOpsMode, uses_pool2
 from landscape.evaluate.affine import Chunk
 from landscape.params import ParamLayout
 
-__all__ = ["FirstLayer", "PointwiseExec", "find_first_layer", "first_input", "probe_sizes"]
+__all__ = ["FirstLayer", "PointwiseExec", "batch_dependent", "find_first_layer", "first_input", "probe_sizes"]
 
 
 class FirstLayer:
@@ -137,6 +137,30 @@ def _combine_maps(Z: Tensor, c: Sequence[float], out: Tensor | None = None) -> T
     return out
 
 
+def batch_dependent(copy_: nn.Module, x: Tensor, bufs: Mapping[str, Tensor]) -> bool:
+    """Does a sample's output depend on the other samples of its batch (then batches must stay as given)?
+
+    BatchNorm without running statistics (``track_running_stats=False``) normalizes by the batch's statistics
+    even in eval mode, as does ``F.batch_norm(..., training=True)`` written in a ``forward``; re-cutting the
+    caller's batches into micro-batches would change every loss. Probed on ``x`` (up to 3 samples) against its
+    leading rows alone; a forward that fails on fewer samples counts as dependent.
+    """
+    k = min(3, len(x))
+    if k < 2:
+        return False
+    try:
+        with torch.no_grad():
+            own = {n: b.clone() for n, b in bufs.items()}  # an explicit training=True would update buffers in place
+            whole = torch.func.functional_call(copy_, own, (x[:k],), strict=False)
+            part = torch.func.functional_call(copy_, own, (x[: k - 1],), strict=False)
+    except Exception:  # noqa: BLE001 - e.g. batch statistics of one sample
+        return True
+    if not isinstance(whole, Tensor) or not isinstance(part, Tensor) or whole.shape[1:] != part.shape[1:]:
+        return False
+    scale = float(whole.abs().max()) if whole.numel() else 0.0
+    return not bool(torch.allclose(whole[: k - 1], part, rtol=1e-6, atol=1e-9 * max(1.0, scale), equal_nan=True))
+
+
 def probe_sizes(copy_: nn.Module, x: Tensor, bufs: Mapping[str, Tensor]) -> tuple[int, int, tuple[int, ...]]:
     """(largest, total) activation elements per sample over leaf modules, and the output shape per sample."""
     sizes: list[int] = []
@@ -153,7 +177,11 @@ def probe_sizes(copy_: nn.Module, x: Tensor, bufs: Mapping[str, Tensor]) -> tupl
         for h in handles:
             h.remove()
     if not isinstance(out, Tensor):
-        raise TypeError(f"the model returns {type(out).__name__}; the engine needs a tensor of outputs (B, ...)")
+        raise TypeError(
+            f"the model returns {type(out).__name__}; evaluate_points(model, points, data) needs a tensor of outputs "
+            "(B, ...): pass landscape.Problem(model, data, loss) instead, whose output rule takes a tuple's first "
+            "element or a mapping's 'logits'"
+        )
     sizes.append(out.numel() // max(1, len(x)))
     return max(sizes), sum(sizes), tuple(out.shape[1:])
 

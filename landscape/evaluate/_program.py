@@ -156,6 +156,8 @@ def slot_refs(a: Any) -> list[int]:
         return [i for x in a for i in slot_refs(x)]
     if isinstance(a, dict):
         return [i for x in a.values() for i in slot_refs(x)]
+    if isinstance(a, slice):
+        return slot_refs((a.start, a.stop, a.step))
     return []
 
 
@@ -167,6 +169,8 @@ def resolve(a: Any, env: list[Any]) -> Any:
         return t(resolve(x, env) for x in a)
     if t is dict:
         return {k: resolve(x, env) for k, x in a.items()}
+    if t is slice:  # bounds read from shapes: x[:, : x.size(1) // 2]
+        return slice(resolve(a.start, env), resolve(a.stop, env), resolve(a.step, env))
     return a
 
 

@@ -73,6 +73,7 @@ class StackedExec:
         self.fixed = {k: v.detach() for k, v in copy_.named_parameters() if k not in layout}
         self.buffers: dict[Any, Tensor] = {}
         self.first: _Affine | None = _Affine() if prog.affine else None
+        self.refusal = ""  # why agrees_with_functional_call said no
         self._static_key: tuple[Any, ...] | None = None
         self._static_env: list[Any] = []
         self._module_names: dict[str, list[tuple[str, str]]] = {}
@@ -207,9 +208,11 @@ class StackedExec:
                     env[ins.out] = v
                     continue
             v = ins.handler(ctx, ins, resolve(ins.args, env), resolve(ins.kwargs, env))
-            env[ins.out] = v
             if ins.meta.get("user_inplace") and isinstance(ins.args[0], Ref):
+                # one value under two nodes: the readers of neither may overwrite it (each counts its own only)
+                v = Val(v.kind, v.data, False) if isinstance(v, Val) else v
                 env[ins.args[0].i] = v
+            env[ins.out] = v
         out = env[self.prog.output]
         if not isinstance(out, Val):
             if not isinstance(out, Tensor):
@@ -255,13 +258,22 @@ def _agrees_at(
             for chunk, Z in runs:
                 h, lay = exe.forward(chunk, x, Z)
                 gots.append(h.transpose(1, 2)[0] if lay == "fm" else h[0])
-    except (Unsupported, RuntimeError, TypeError, ValueError, IndexError, KeyError, AttributeError):
+    except (Unsupported, RuntimeError, TypeError, ValueError, IndexError, KeyError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        exe.refusal = f"its traced program raised {type(e).__name__} ({first})"
         return False
     if not isinstance(want, Tensor):
+        exe.refusal = f"it returns {type(want).__name__}, not one tensor"
         return False
     scale = float(want.abs().max()) if want.numel() else 0.0
-    return all(
+    if all(
         got.shape == want.shape
         and bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, scale), equal_nan=True))
         for got in gots
+    ):
+        return True
+    exe.refusal = (
+        "its traced program differs from torch.func.functional_call at a probe point (e.g. a hook that sets "
+        "weights as torch.nn.utils.weight_norm's does, which the trace does not run)"
     )
+    return False

@@ -40,6 +40,7 @@ from landscape.evaluate._handlers import (
     h_generic,
     h_getattr,
     h_getitem,
+    h_inplace_method,
     h_layer_norm,
     h_linear,
     h_maxpool,
@@ -69,7 +70,7 @@ from landscape.evaluate._optable import (
 )
 from landscape.evaluate._program import Instr, Program, Ref, Unsupported, has_ref, slot_refs
 
-__all__ = ["build_program"]
+__all__ = ["build_program", "untraceable"]
 
 _TRACES: weakref.WeakKeyDictionary[nn.Module, tuple[Any, torch.fx.Graph | None]] = weakref.WeakKeyDictionary()
 
@@ -107,6 +108,21 @@ def _trace(model: nn.Module, key: nn.Module | None) -> torch.fx.Graph | None:
     if key is not None:
         _TRACES[key] = (fp, graph)
     return graph
+
+
+def untraceable(model: nn.Module) -> str:
+    """Why :func:`build_program` returns ``None`` for ``model`` (for the refusal of ``strategy="stacked"``)."""
+    try:
+        graph = torch.fx.Tracer().trace(model)
+    except Exception as e:  # noqa: BLE001 - the message is the point
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return (
+            f"torch.fx cannot trace it ({type(e).__name__}: {first}; e.g. control flow that depends on the data, "
+            "or a tensor created from a shape)"
+        )
+    if sum(n.op == "placeholder" for n in graph.nodes) != 1:
+        return "its forward takes more than one input"
+    return "it does not return one tensor"
 
 
 def build_program(model: nn.Module, key: nn.Module | None = None) -> Program | None:
@@ -148,7 +164,7 @@ def build_program(model: nn.Module, key: nn.Module | None = None) -> Program | N
 
     def arg(a: Any) -> Any:
         # map_arg is typed for fx Arguments; Ref placeholders in their place are the point here.
-        return torch.fx.node.map_arg(a, lambda n: Ref(slot_of[n]))  # type: ignore[arg-type, return-value]
+        return _plain(torch.fx.node.map_arg(a, lambda n: Ref(slot_of[n])))  # type: ignore[arg-type, return-value]
 
     for node in graph.nodes:
         if node.op == "placeholder":
@@ -178,6 +194,8 @@ def build_program(model: nn.Module, key: nn.Module | None = None) -> Program | N
                     s, h_generic, node.target, args, kwargs, {"method": node.target} if node.op == "call_method" else {}
                 )
             )
+        if ins.handler in (h_dims, h_cat) and "axis" in ins.kwargs:  # NumPy's spelling, which torch accepts too
+            ins.kwargs = {("dim" if k == "axis" else k): v for k, v in ins.kwargs.items()}
         prog.instrs.append(ins)
     if prog.input < 0 or prog.output < 0:
         return None
@@ -290,6 +308,9 @@ def _lower(
             return Instr(s, h_nary, name, args, kwargs, meta)
         if name in REDUCE or name in ("softmax", "log_softmax", "transpose", "permute", "unsqueeze", "squeeze"):
             return Instr(s, h_dims, name, args, kwargs, meta)
+        if name.endswith("_") and not name.startswith("_"):  # another in-place method (copy_, masked_fill_, ...)
+            meta["user_inplace"] = True
+            return Instr(s, h_inplace_method, name, args, kwargs, meta)
         return Instr(s, h_generic, name, args, kwargs, meta)
     # call_function
     f = t
@@ -378,12 +399,33 @@ def _lower(
         return Instr(s, h_reshape, "reshape", args, kwargs)
     if f in (torch.cat, torch.concat, torch.stack):
         return Instr(s, h_cat, f, args, kwargs)
-    if f in SOFTMAX:
+    if f in SOFTMAX:  # F.softmax's _stacklevel (a warning's frame) is no argument of the tensor method it becomes
+        kwargs = {k: v for k, v in kwargs.items() if k != "_stacklevel"}
         return Instr(s, h_dims, SOFTMAX[f], args, kwargs, {"method": SOFTMAX[f]})
     for name in ("mean", "sum", "amax", "amin", "transpose", "permute", "unsqueeze", "squeeze", "logsumexp"):
         if f is getattr(torch, name):
             return Instr(s, h_dims, name, args, kwargs, {"method": name})
     return Instr(s, h_generic, f, args, kwargs)
+
+
+def _plain(a: Any) -> Any:
+    """Plain ``list``/``dict`` for fx's ``immutable_list``/``immutable_dict`` (and slices' bounds), all the way down.
+
+    :func:`~landscape.evaluate._program.resolve` looks inside exact lists, tuples, dicts and slices only (it runs
+    for every instruction and chunk); a ``Ref`` left in fx's subclasses (``torch.cat([a, b])``, a tensor passed by
+    keyword as ``F.group_norm`` passes its weight) would reach the operation unresolved.
+    """
+    if isinstance(a, Ref):
+        return a
+    if isinstance(a, list):
+        return [_plain(x) for x in a]
+    if isinstance(a, dict):
+        return {k: _plain(v) for k, v in a.items()}
+    if type(a) is tuple:
+        return tuple(_plain(x) for x in a)
+    if isinstance(a, slice):
+        return slice(_plain(a.start), _plain(a.stop), _plain(a.step))
+    return a
 
 
 def _bind(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,8 +37,11 @@ statistics (running buffers are never written, dropout stays off); ``"interpolat
 buffers ``sum_k c_k B_k`` of an :class:`AffinePoints` whose ``buffers`` are given (Li et al.'s "states").
 
 Loss: ``loss_fn`` returns the mean over a batch (like ``nn.CrossEntropyLoss()``); the engine weights
-batches by size, so the result is the mean over the dataset. A point whose loss is NaN or inf is
-returned as such (its accuracy as NaN), counted and reported with a warning, never raised.
+batches by size, so the result is the mean over the dataset. A cross-entropy or NLL loss whose mean weights
+samples unequally (class weights, targets equal to its ``ignore_index``) gives the whole data's loss, as one
+call over all of it would (weighted sums and summed weights, however the data are cut into batches). A
+point whose loss is NaN or inf is returned as such (its accuracy as NaN), counted and reported with a warning,
+never raised.
 
 Under ``torch.distributed`` (initialized, world size > 1) point ``i`` is evaluated by rank
 ``i % world_size`` and every rank returns all results (all-gather); data must be the same on all ranks.
@@ -58,11 +61,12 @@ from torch import Tensor, nn
 
 from landscape import distributed
 from landscape._batch import describe_data
+from landscape._loss import weighted_mean
 from landscape._options import check_count, parse_bytes, parse_option
-from landscape.evaluate._metrics import MetricSums, engine_loss
-from landscape.evaluate._pointwise import PointwiseExec, find_first_layer, first_input, probe_sizes
+from landscape.evaluate._metrics import MetricSums
+from landscape.evaluate._pointwise import PointwiseExec, batch_dependent, find_first_layer, first_input, probe_sizes
 from landscape.evaluate._stacked import StackedExec, agrees_with_functional_call
-from landscape.evaluate._trace import build_program
+from landscape.evaluate._trace import build_program, untraceable
 from landscape.evaluate.affine import AffinePoints, iter_chunks, take_block
 from landscape.functional import BNMode, eval_copy
 from landscape.params import ParamLayout, parameters_to_vector
@@ -114,9 +118,8 @@ def _read_data(
     """The data read once, checked and normalized by :mod:`landscape.validation` (dtype, labels, NaN, empty)."""
     names = {m for m in metrics if isinstance(m, str)}
     # Targets matter only to the loss and accuracy; custom metrics (e.g. the functional distance) get them as given.
+    # (a cross-entropy's ignore_index is allowed: such data take the weighted path of MetricSums)
     loss = loss_fn if "loss" in names else ("cross_entropy" if "accuracy" in names else None)
-    if loss is not None and not isinstance(loss, str) and engine_loss(loss, True)[0] == "ce":
-        loss = "cross_entropy"  # the engine's own cross-entropy gathers every label: no ignore_index
     return validate_batches(data, model, loss, targets=bool(names & {"loss", "accuracy"}), dtype=dtype, device=device)
 
 
@@ -127,6 +130,14 @@ def _recut(batches: list[tuple[Tensor, Tensor]], size: int) -> list[tuple[Tensor
     x = batches[0][0] if len(batches) == 1 else torch.cat([b[0] for b in batches])
     y = batches[0][1] if len(batches) == 1 else torch.cat([b[1] for b in batches])
     return [(x[i : i + size], y[i : i + size]) for i in range(0, len(y), size)]
+
+
+def _first_rows(batches: list[tuple[Tensor, Tensor]], n: int) -> Tensor:
+    """The data's first ``n`` inputs (fewer if the data are smaller, or if the first batches' shapes differ)."""
+    rows = [x[:n] for x, _ in batches[:n]]
+    if len({tuple(r.shape[1:]) for r in rows}) != 1:
+        return rows[0]
+    return torch.cat(rows)[:n] if len(rows[0]) < n else rows[0]
 
 
 _SHARD_LOCAL: contextvars.ContextVar[bool] = contextvars.ContextVar("shard_local", default=False)
@@ -201,7 +212,8 @@ def evaluate_points(
         loss_fn: Shorthand only: batch-mean loss ``(outputs, targets) -> scalar``, ``"cross_entropy"`` or
             ``"mse"``; default cross-entropy for integer targets, MSE otherwise.
         batch_size: Micro-batch size (default: the largest activation of one point stays ~2 MB); with
-            ``bn_mode="train"`` or ``strategy="loop"`` the caller's batches are kept unless given.
+            ``bn_mode="train"``, ``strategy="loop"`` or a model whose outputs depend on the batch (BatchNorm
+            without running statistics) the caller's batches are kept unless given.
         chunk_size: Points evaluated together (default: ~4 MB of largest activation, within ``memory_budget``).
         memory_budget: Bytes (or ``"512MB"``) for point chunks, activations and cached first-layer
             maps; default 1 GiB. Outputs and the data themselves are not counted.
@@ -285,7 +297,8 @@ def evaluate_points(
         classes = not (y0.is_floating_point() or y0.is_complex()) and y0.dim() == 1
         metrics = ("loss", "accuracy") if classes else ("loss",)
     n_samples = sum(int(y.shape[0]) for _, y in batches)
-    mset = MetricSums(metrics, loss_fn, batches[0][1], plain=strategy is Strategy.LOOP)
+    weighted = "loss" in [m for m in metrics if isinstance(m, str)] and weighted_mean(loss_fn, (y for _, y in batches))
+    mset = MetricSums(metrics, loss_fn, batches[0][1], plain=strategy is Strategy.LOOP, weighted=weighted)
     if bn is BNMode.INTERPOLATE and buffers is not None:
         raise ValueError("bn_mode='interpolate' takes buffers from the points' anchors; do not pass buffers")
     # Private copies: train-mode BatchNorm writes running statistics in place, never into the caller's.
@@ -293,27 +306,31 @@ def evaluate_points(
     fast = strategy is not Strategy.LOOP
     copy_ = eval_copy(model, bn is BNMode.TRAIN)
     x1 = batches[0][0][:2]  # two samples: train-mode BatchNorm needs more than one value per channel
+    x3 = _first_rows(batches, 3)
     max_act, total_act, out_shape = probe_sizes(copy_, x1, bufs)
 
     affine = isinstance(points, AffinePoints)
     exe: StackedExec | PointwiseExec | None = None
+    why = ""  # why the stacked executor cannot take the model (strategy="stacked" says so)
     if strategy in (Strategy.AUTO, Strategy.STACKED) and bn is not BNMode.TRAIN:
         prog = build_program(copy_, key=model)
-        if prog is not None:
+        if prog is None:
+            why = untraceable(copy_) if strategy is Strategy.STACKED else ""
+        else:
             exe = StackedExec(copy_, layout, bufs, prog)
             if not agrees_with_functional_call(exe, copy_, layout, bufs, x1, parameters_to_vector(model).to(dtype)):
-                exe = None
+                why, exe = exe.refusal, None
     if exe is None and strategy is Strategy.STACKED:
         raise ValueError(
-            "strategy='stacked' needs a model that torch.fx can trace into the same function (no control flow "
-            "that depends on the data, no hook that sets weights as torch.nn.utils.weight_norm's does) and that "
-            f"returns one tensor; {type(model).__name__} is not one: use strategy='auto'"
+            f"strategy='stacked' needs a model that torch.fx can trace into the same function; {type(model).__name__} "
+            f"is not one: {why}. Use strategy='auto' (the exact per-point path for such models)"
         )
     if exe is None:
         first = find_first_layer(copy_, layout, x1, bufs) if fast and affine and bn is not BNMode.INTERPOLATE else None
         exe = PointwiseExec(copy_, layout, bufs, bn is BNMode.TRAIN, first, strategy is Strategy.VMAP)
 
-    keep_batches = not fast or bn is BNMode.TRAIN
+    # the caller's batches define the loss when a sample's output depends on its batch-mates (batch statistics)
+    keep_batches = not fast or bn is BNMode.TRAIN or (batch_size is None and batch_dependent(copy_, x3, bufs))
     if batch_size is not None or not keep_batches:
         micro = batch_size or max(8, min(n_samples, _BATCH_BYTES // max(1, max_act * itemsize)))
         batches = _recut(batches, int(micro))
@@ -327,9 +344,13 @@ def evaluate_points(
         chunk_size = max(1, min(chunk_size, budget // max(1, per_point)))
 
     run, first_layer = exe, exe.first  # as the closure below sees them
+    # First-layer maps combine the basis in the model's dtype; a point is its combination rounded to the basis
+    # dtype, so a basis less precise than the model (float32 directions, a float64 model) takes the plain path.
     basis = (
         points.basis.to(device=device, dtype=dtype)
-        if isinstance(points, AffinePoints) and first_layer is not None
+        if isinstance(points, AffinePoints)
+        and first_layer is not None
+        and torch.finfo(points.basis.dtype).eps <= torch.finfo(dtype).eps
         else None
     )
 
