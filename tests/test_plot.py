@@ -146,6 +146,40 @@ def test_line_distance_axis_and_log(setup, backend):
     np.testing.assert_allclose(xs, d.coords / d.anchor_coords[1], rtol=1e-15)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_plot_line_draws_a_barrier_path_over_alpha(setup, backend):
+    # plot_line(loss_barrier(a, b, data)) raised "takes a LineResult ..., got BarrierResult": the barrier holds
+    # the path's losses over alpha, which is what plot_line draws.
+    from landscape.analyze import loss_barrier
+
+    a, b = setup["nets"][:2]
+    X, y = setup["data"]
+    alphas = np.linspace(0, 1, 6)
+    r = loss_barrier(a, b, setup["data"], alphas=alphas)
+    with torch.no_grad():  # brute force at the endpoints: each network's own cross-entropy
+        ends = [float(nn.functional.cross_entropy(m(X), y)) for m in (a, b)]
+    fig = plot.plot_line(r, accuracy=True, backend=backend)
+    if backend == "plotly":
+        loss = [t for t in fig.data if t.yaxis in (None, "y")]
+        acc = [t for t in fig.data if t.yaxis == "y2"]
+        assert [t.name for t in loss] == ["line"] and len(acc) == 1  # an unnamed barrier is named by its path
+        xs, ys, acc_y = loss[0].x, loss[0].y, acc[0].y
+        assert [s.x0 for s in fig.layout.shapes] == [0.0, 1.0]  # the endpoints marked
+    else:
+        ax, ax2 = _mpl_axes(fig)[:2]
+        xs, ys, acc_y = ax.lines[0].get_xdata(), np.ma.filled(ax.lines[0].get_ydata(), np.nan), ax2.lines[0].get_ydata()
+    np.testing.assert_array_equal(xs, alphas)
+    np.testing.assert_allclose([ys[0], ys[-1]], ends, rtol=1e-12)
+    np.testing.assert_allclose(ys, line(a, a, b, setup["data"], alphas).metrics["loss"], rtol=1e-12)
+    np.testing.assert_array_equal(np.asarray(acc_y, np.float64), r.metrics["accuracy"])
+    # The barrier keeps no weights, so it has no distance axis: the message says what draws one.
+    with pytest.raises(ValueError, match=r"over alpha only.*landscape\.line\(a, a, b, data\)"):
+        plot.plot_line(r, x="distance", backend=backend)
+    fig = plot.plot_line([dataclasses.replace(r, label="barrier"), setup["line2"]], backend=backend)  # overlaid
+    lines = fig.data if backend == "plotly" else _mpl_axes(fig)[0].get_legend().get_texts()
+    assert [t.name if backend == "plotly" else t.get_text() for t in lines] == ["barrier", "a-c"]
+
+
 def test_log_line_with_nothing_positive_still_renders(setup):
     """A diverged line on a log axis (every value masked) draws an empty log axis, with its anchors, and saves."""
     import io

@@ -181,8 +181,8 @@ def loss_barrier(
 
     Align first (``b = weight_matching(a, b).apply(b)``) for the barrier "modulo permutations". Unlike
     :func:`~landscape.analyze.surface.line`, it takes the two networks alone (no separate template). To draw the
-    path, evaluate it with ``line(a, a, b, data, alphas)`` and pass that to
-    :func:`~landscape.plot.curves.plot_line`; :func:`barrier_of` reads the same barriers off that result.
+    path, pass the result to :func:`~landscape.plot.curves.plot_line` (over alpha; for distances evaluate
+    ``line(a, a, b, data, alphas)`` and draw that); :func:`barrier_of` reads the same barriers off such a line.
 
     Args:
         a: First network (alpha 0; only read).

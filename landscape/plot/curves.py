@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landscape._options import parse_option
+from landscape.analyze.barrier import BarrierResult
 from landscape.analyze.curves import CurveResult
 from landscape.analyze.distance import DistanceResult
 from landscape.analyze.slice_results import LineResult
@@ -28,7 +29,7 @@ __all__ = ["plot_line", "plot_distance", "plot_sharpness", "plot_curve_vs_line",
 
 
 def line_curves(
-    results: LineResult | Sequence[LineResult],
+    results: LineResult | BarrierResult | Sequence[LineResult | BarrierResult],
     labels: Sequence[str] | None,
     metric: str,
     accuracy: bool,
@@ -39,12 +40,14 @@ def line_curves(
 
     ``x="distance"`` turns alphas into Euclidean distances from the first anchor (``alpha * ||b - a||``);
     ``x="alpha"`` turns distances of an absolute-distance line into fractions of ``||ref - theta_min||``.
+    A :class:`BarrierResult` is its path over alpha, with the endpoints marked at 0 and 1.
 
     Raises:
-        TypeError: If ``results`` are not line results.
+        TypeError: If ``results`` are not line (or barrier) results.
         KeyError: If a result lacks the metric (or the accuracy).
+        ValueError: On ``x="distance"`` for a barrier (it keeps no endpoint weights to measure it).
     """
-    items = results_of(results, LineResult, "plot_line")
+    items = [_line_of(r) for r in results_of(results, (LineResult, BarrierResult), "plot_line")]
     labs = labels_of(items, labels)
     xa = parse_option(XAxis, x, "x axis")
     names = {r.coord_name for r in items}
@@ -58,6 +61,11 @@ def line_curves(
             raise KeyError(f"line {lab!r} has no accuracy; compute it with metrics=('loss', 'accuracy')")
         coords, at = np.asarray(r.coords, np.float64), np.asarray(r.anchor_coords, np.float64)
         if want != r.coord_name:
+            if r.anchors.size == 0:
+                raise ValueError(
+                    f"{lab!r} is a BarrierResult, which keeps no endpoint weights: it is drawn over alpha only; "
+                    "for distances evaluate the path with landscape.line(a, a, b, data) and draw that"
+                )
             a = np.asarray(r.anchors, np.float64)
             length = float(np.linalg.norm(a[1] - a[0])) if r.coord_name == "alpha" else float(at[-1])
             if not length > 0:
@@ -72,9 +80,30 @@ def line_curves(
     return curves, marks, ("alpha" if want == "alpha" else "distance from the first point")
 
 
+def _line_of(r: LineResult | BarrierResult) -> LineResult:
+    """``r`` as a line over alpha: a barrier's path with its endpoints as the anchors (alpha 0 and 1).
+
+    An unnamed barrier is labelled by its path (``"line"``, ``"line+repair"``...).
+
+    A barrier keeps no weights, so its ``anchors`` are empty (``(0, 0)``): only ``x="distance"`` needs them.
+    """
+    if isinstance(r, LineResult):
+        return r
+    ends = ["a", "b"] if r.path.startswith("line") else ["start", "end"]
+    return LineResult(
+        coords=np.asarray(r.alphas, np.float64),
+        metrics=dict(r.metrics),
+        anchors=np.zeros((0, 0)),
+        anchor_coords=np.array([0.0, 1.0]),
+        anchor_labels=ends,
+        label=r.label or r.path,  # "line" vs "line+repair" tells overlaid barriers apart
+        provenance=r.provenance,
+    )
+
+
 @shows_canvas
 def plot_line(
-    results: LineResult | Sequence[LineResult],
+    results: LineResult | BarrierResult | Sequence[LineResult | BarrierResult],
     labels: Sequence[str] | None = None,
     *,
     metric: str = "loss",
@@ -87,7 +116,9 @@ def plot_line(
     """A metric along one or several lines (interpolations or absolute-distance lines), overlaid.
 
     Args:
-        results: One :class:`LineResult` or several (e.g. runs of different optimizers).
+        results: One :class:`LineResult` or several (e.g. runs of different optimizers); a
+            :class:`~landscape.analyze.barrier.BarrierResult` (:func:`~landscape.analyze.barrier.loss_barrier`)
+            draws its path over alpha.
         labels: Legend entries (default: each result's ``label``, else ``"run i"``).
         metric: Metric to draw (``"loss"``, ``"accuracy"`` or a custom scalar metric).
         accuracy: Also draw the accuracy, dotted, on a secondary y axis.
@@ -102,9 +133,9 @@ def plot_line(
         A ``plotly.graph_objects.Figure`` or a ``matplotlib.figure.Figure``.
 
     Raises:
-        TypeError: If ``results`` are not line results.
+        TypeError: If ``results`` are not line (or barrier) results.
         KeyError: If a result lacks ``metric`` (or the accuracy).
-        ValueError: On unknown options or mixed coordinates with ``x="auto"``.
+        ValueError: On unknown options, mixed coordinates with ``x="auto"``, or ``x="distance"`` for a barrier.
     """
     curves, marks, xlabel = line_curves(results, labels, metric, accuracy, x, log)
     draw, target, title = canvas_of("plot_line", canvas, f"{metric} along the line")
