@@ -281,3 +281,33 @@ def test_renderers_draw_every_layer_and_run(backend):
         TypeError, match=r"layers must be a list of layer names; got the string '1' \(for one, pass \['1'\]\)"
     ):
         plot_saturation_curves(runs, layers="1", backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_renderers_take_one_measurement_as_a_one_epoch_history(backend):
+    # plot_activation_histograms(measure_saturation(net, x)) raised "takes a SaturationHistory ..., got dict":
+    # the measurement ({layer: SaturationStats}) is one epoch's worth of a history, drawn as epoch 0.
+    net, (x, _) = _net(), _data(n=60)
+    m = measure_saturation(net, x, bins=10)
+    acts = _captured(net, x, list(m))  # brute force: each layer's shares over its bins, in float64
+    want = {n: np.histogram(a, bins=m[n].edges)[0] / len(a) for n, a in acts.items()}  # tanh: all in range
+    fig = plot_activation_histograms(m, backend=backend)
+    if backend == "plotly":
+        assert [t.name for t in fig.data] == [f"run 0 · {n}" for n in m]
+        got = {n: np.asarray(t.y, np.float64) for n, t in zip(m, fig.data)}
+        assert fig.layout.annotations[0].text == "epoch 0"
+    else:
+        import matplotlib.pyplot as plt
+
+        (ax,) = fig.axes
+        got = {n: np.asarray(ln.get_ydata(), np.float64) for n, ln in zip(m, ax.lines)}
+        assert ax.get_title() == "epoch 0"
+        plt.close("all")
+    for n in m:
+        np.testing.assert_allclose(got[n], want[n], atol=1e-12)
+    # A list of measurements (two networks) overlays them; the curves' percentile is a single point each.
+    other = measure_saturation(_net(1), x, bins=10)
+    fig = plot_saturation_curves([m, other], labels=["a", "b"], backend="plotly")
+    assert [float(t.y[0]) for t in fig.data] == [s.percentile(98.0) for s in (*m.values(), *other.values())]
+    with pytest.raises(TypeError, match="SaturationHistory"):  # any other mapping is still refused by name
+        plot_activation_histograms({"1": 0.5}, backend=backend)

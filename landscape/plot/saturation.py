@@ -4,18 +4,19 @@
 colour per layer and one line style per run; the first run is drawn solid, as the paper's plain
 model ("The solid line is the plain model's results"). ``plot_activation_histograms`` draws the
 normalized activation histograms at chosen epochs, one panel per epoch (Fig. 15: epochs 15 and 30).
-Both take :class:`~landscape.analyze.saturation.SaturationHistory` objects and return a plotly or matplotlib
-figure.
+Both take :class:`~landscape.analyze.saturation.SaturationHistory` objects (or one measurement of
+:func:`~landscape.analyze.saturation.measure_saturation`, a one-epoch history at epoch 0) and return a plotly or
+matplotlib figure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from landscape.analyze.saturation_results import SaturationHistory
+from landscape.analyze.saturation_results import SaturationHistory, SaturationStats
 from landscape.plot._prepare import Frame, Line, Panel, PanelGrid, labels_of, results_of
 from landscape.plot.style import LINESTYLES, Backend, Canvas, canvas_of, color, dispatch, shows_canvas
 
@@ -25,10 +26,27 @@ if TYPE_CHECKING:
 __all__ = ["plot_saturation_curves", "plot_activation_histograms"]
 
 
+Histories = (
+    SaturationHistory | Mapping[str, SaturationStats] | Sequence[SaturationHistory | Mapping[str, SaturationStats]]
+)
+
+
+def _as_history(x: Any) -> Any:
+    """One measurement (``{layer: SaturationStats}``) as a one-epoch history at epoch 0.
+
+    Anything else is returned as it is (``results_of`` then names what it is not).
+    """
+    if isinstance(x, Mapping) and x and all(isinstance(v, SaturationStats) for v in x.values()):
+        return SaturationHistory.from_stats([x], [0])
+    return x
+
+
 def _histories(
-    histories: SaturationHistory | Sequence[SaturationHistory], labels: Sequence[str] | None, what: str
+    histories: Histories, labels: Sequence[str] | None, what: str
 ) -> tuple[list[SaturationHistory], list[str]]:
-    hs = results_of(histories, SaturationHistory, what)
+    # A dict is no Sequence: convert it (or each in a list) before results_of checks the types.
+    given = [_as_history(h) for h in histories] if isinstance(histories, Sequence) else _as_history(histories)
+    hs = results_of(given, SaturationHistory, what)
     return hs, labels_of(hs, labels)
 
 
@@ -60,7 +78,7 @@ def _curves(
 
 @shows_canvas
 def plot_saturation_curves(
-    histories: SaturationHistory | Sequence[SaturationHistory],
+    histories: Histories,
     labels: Sequence[str] | None = None,
     *,
     q: float = 98.0,
@@ -70,7 +88,9 @@ def plot_saturation_curves(
     """Percentile ``q`` of each layer's activations against the epoch, for one or several runs.
 
     Args:
-        histories: One history or several (e.g. plain and persistent runs); the first is drawn solid.
+        histories: One history or several (e.g. plain and persistent runs); the first is drawn solid. A
+            measurement of :func:`~landscape.analyze.saturation.measure_saturation` (``{layer: SaturationStats}``)
+            counts as a history of one epoch, 0.
         labels: Run names (default: each history's ``label``).
         q: Percentile level to draw (must have been recorded).
         layers: Layers to draw (default: all of each history).
@@ -94,7 +114,7 @@ def plot_saturation_curves(
 
 
 def plot_activation_histograms(
-    histories: SaturationHistory | Sequence[SaturationHistory],
+    histories: Histories,
     epochs: Sequence[float] | None = None,
     labels: Sequence[str] | None = None,
     *,
@@ -105,7 +125,9 @@ def plot_activation_histograms(
     """Normalized activation histograms (shares summing to one) at chosen epochs, one panel per epoch.
 
     Args:
-        histories: One history or several (e.g. plain and championship, Fig. 15); the first is drawn solid.
+        histories: One history or several (e.g. plain and championship, Fig. 15); the first is drawn solid. A
+            measurement of :func:`~landscape.analyze.saturation.measure_saturation` (``{layer: SaturationStats}``)
+            counts as a history of one epoch, 0 (the panel ``"epoch 0"``).
         epochs: Epochs to show (default: the histogram epochs of the first history).
         labels: Run names (default: each history's ``label``).
         layers: Layers to draw (default: all).
