@@ -364,3 +364,14 @@ def test_curvature_analyzers_are_quiet_by_default(capfd):
     gradient_descent_curvature(net, CE, (X, y), lr=0.1, steps=2, every_steps=1)
     err = capfd.readouterr().err
     assert "curvature" not in err and "it/s" not in err and "%|" not in err
+
+
+def test_eigenpairs_repr_is_short_with_the_values_and_the_vectors_shape():
+    # The dataclass repr printed the whole (n, k) eigenvector tensor; the summary names k, the values (here
+    # the closed-form top three, 10, 9, 8), the vectors' shape and the convergence, whatever n is.
+    d = torch.linspace(0, 1, 600, dtype=torch.float64)
+    d[:3] = torch.tensor([10.0, 9.0, 8.0], dtype=torch.float64)
+    pairs = top_eigenpairs(lambda V: d[:, None] * V, 600, 3, tol=1e-10)
+    text = repr(pairs)
+    assert text.startswith("EigenPairs(k=3, values=[10, 9, 8], vectors=(600, 3), converged=True, max_residual=")
+    assert f"products={pairs.products})" in text and len(text) < 200

@@ -295,3 +295,25 @@ def test_n_components_none_keeps_every_direction_the_snapshots_span(t, d, center
     np.testing.assert_allclose(pca.singular_values_, s[:rank], rtol=1e-9)
     assert pca.explained_variance_ratio_.sum() == pytest.approx(1.0, rel=1e-12)
     np.testing.assert_allclose(pca.inverse_transform(pca.transform(X)).numpy(), X.numpy(), atol=1e-9)
+
+
+def test_repr_says_the_options_then_what_was_fitted_and_explained():
+    # The default object repr said nothing. Fitted: k, the centre, T and D, the trajectories, and the explained
+    # variance ratios (sklearn's, to the 3 digits shown).
+    import re
+
+    g = torch.Generator().manual_seed(0)
+    runs = [torch.randn(12, 30, generator=g, dtype=torch.float64).cumsum(0) for _ in range(2)]
+    pca = TrajectoryPCA(3)
+    assert repr(pca) == "TrajectoryPCA(n_components=3, center='mean', not fitted)"
+    assert (
+        repr(TrajectoryPCA(0.9, center=torch.zeros(30)))
+        == "TrajectoryPCA(n_components=0.9, center=vector (30,), not fitted)"
+    )
+    pca.fit(runs)
+    text = repr(pca)
+    assert text.startswith("TrajectoryPCA(k=3, center='mean', fitted on 24 snapshots (2 trajectories) of D=30, ")
+    ratios = [float(v) for v in re.search(r"explained_variance_ratio=\[(.*?)\]", text).group(1).split(", ")]
+    want = PCA(3).fit(torch.cat(runs).numpy()).explained_variance_ratio_
+    np.testing.assert_allclose(ratios, want, rtol=5e-3)
+    assert "(1 trajectory)" in repr(TrajectoryPCA(2).fit(runs[0]))

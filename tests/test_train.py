@@ -556,3 +556,19 @@ def test_running_train_loss_of_a_weighted_mean_is_the_whole_data_loss(form):
         by_size = sum(float(loss_fn(net(xb), yb)) * len(yb) for xb, yb in iterate_batches((x, y), 3)) / 11
     assert tr.history_[0]["train_loss"] == pytest.approx(whole, rel=1e-12)
     assert abs(by_size - whole) > 1e-3  # the batch-size weighting this replaces would be visibly off
+
+
+def test_trainer_repr_names_model_optimizer_length_batching_and_progress():
+    # The default object repr said nothing. 40 samples in batches of 16 are 3 steps an epoch: 6 after 2 epochs.
+    torch.manual_seed(0)
+    X, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    net = nn.Sequential(nn.Linear(4, 3))
+    t = Trainer(net, (X, y), optimizer="sgd", optimizer_kwargs={"lr": 0.1, "momentum": 0.9}, epochs=2, batch_size=16)
+    head = "Trainer(Sequential, SGD(lr=0.1, momentum=0.9), epochs=2, batch_size=16, data: 40 samples"
+    assert repr(t) == head + ", trained 0 steps (0 epochs))"
+    t.fit()
+    assert repr(t) == head + ", trained 6 steps (2 epochs))"
+    batches = [(X[:20], y[:20]), (X[20:], y[20:])]
+    adam = Trainer(net, batches, optimizer=lambda p: torch.optim.Adam(p, lr=1e-3), steps=5)
+    want = "Trainer(Sequential, Adam(lr=0.001), steps=5, full batch, data: 2 batches per epoch, trained 0 steps"
+    assert repr(adam) == want + " (0 epochs))"

@@ -318,6 +318,21 @@ class TrajectoryPCA:
         """Fit and return the coordinates of the fitted snapshots, numpy ``(T, k)`` (no extra pass)."""
         return self.fit(X, segment=segment).coordinates_
 
+    def __repr__(self) -> str:
+        # The default repr said nothing: the options, and once fitted what was fitted and what it explains.
+        c = self.center
+        centre = f"vector {tuple(c.shape)}" if isinstance(c, Tensor) else repr(c.value if isinstance(c, Center) else c)
+        if not hasattr(self, "components_"):
+            return f"TrajectoryPCA(n_components={self.n_components!r}, center={centre}, not fitted)"
+        ratios = ", ".join(f"{r:.3g}" for r in self.explained_variance_ratio_[:6])
+        more = ", ..." if self.n_components_ > 6 else ""
+        runs = len(self.lengths_)
+        return (
+            f"TrajectoryPCA(k={self.n_components_}, center={centre}, fitted on {self.n_samples_} snapshots "
+            f"({runs} {'trajectory' if runs == 1 else 'trajectories'}) of D={self.n_features_in_}, "
+            f"explained_variance_ratio=[{ratios}{more}] (sum {float(self.explained_variance_ratio_.sum()):.3g}))"
+        )
+
     # --------------------------------------------------------------- projecting
     def _check_fitted(self) -> None:
         if not hasattr(self, "components_"):

@@ -64,6 +64,16 @@ class EigenPairs:
     converged: bool
     tolerance: float = 0.0
 
+    def __repr__(self) -> str:
+        # The dataclass repr printed the (n, k) eigenvector tensor: its shape instead, and the first values.
+        k = int(self.values.numel())
+        vals = ", ".join(f"{float(v):.6g}" for v in self.values[:8]) + (", ..." if k > 8 else "")
+        worst = f"{float(self.residuals.max()):.3g}" if self.residuals.numel() else "nan"
+        return (
+            f"EigenPairs(k={k}, values=[{vals}], vectors={tuple(self.vectors.shape)}, converged={self.converged}, "
+            f"max_residual={worst}, tolerance={self.tolerance:.3g}, products={self.products})"
+        )
+
 
 def _key(theta: np.ndarray, which: Which) -> np.ndarray:
     """How far towards the wanted end each value lies: ``theta`` (LA), ``-theta`` (SA) or ``|theta|`` (LM)."""

@@ -277,6 +277,29 @@ class Trainer:
         self._keep_out = False  # the closure keeps this step's outputs (for the training accuracy)
         self._started = False
 
+    def __repr__(self) -> str:
+        # The default repr said nothing: the model's class, the optimizer, the length and batching, how far it got.
+        opt = self.optimizer
+        groups = getattr(opt, "param_groups", None) or [{}]
+        named = self.optimizer_kwargs if isinstance(self.optimizer_spec, str) else {}
+        hyper = {**named, "lr": groups[0].get("lr")}  # the current rate (a schedule changes it)
+        hyper = {k: v for k, v in hyper.items() if v is not None}
+        optim = f"{type(opt).__name__}({', '.join(f'{k}={v!r}' for k, v in hyper.items())})"
+        length = ", ".join(f"{k}={v}" for k, v in (("epochs", self.epochs), ("steps", self.steps)) if v is not None)
+        batch = "full batch" if self.batch_size is None else f"batch_size={self.batch_size}"
+        n = self.batches_per_epoch  # the data is wrapped by now: its own type would name the wrapper
+        data = (
+            f"{len(self.data[0])} samples"  # type: ignore[index]
+            if is_tensor_pair(self.data)
+            else f"{n} batches per epoch"
+            if n is not None
+            else "an iterable of batches"
+        )
+        return (
+            f"Trainer({type(self.model).__name__}, {optim}, {length}, {batch}, data: {data}, "
+            f"trained {self.step} steps ({self.epoch_progress:.3g} epochs))"
+        )
+
     # ----------------------------------------------------------------- helpers
     def _count_batches(self) -> int | None:
         if is_tensor_pair(self.data):
