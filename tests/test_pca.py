@@ -317,3 +317,13 @@ def test_repr_says_the_options_then_what_was_fitted_and_explained():
     want = PCA(3).fit(torch.cat(runs).numpy()).explained_variance_ratio_
     np.testing.assert_allclose(ratios, want, rtol=5e-3)
     assert "(1 trajectory)" in repr(TrajectoryPCA(2).fit(runs[0]))
+
+
+def test_projected_path_provenance_counts_trajectories_in_words():
+    # It read "1 trajectory(ies)": the noun now agrees with the number.
+    g = torch.Generator().manual_seed(1)
+    runs = [torch.randn(5, 8, generator=g, dtype=torch.float64).cumsum(0) for _ in range(2)]
+    pca = TrajectoryPCA(2).fit(runs)
+    assert pca.project(runs[0]).provenance.data == "1 trajectory, 5 snapshots"
+    assert pca.project(runs).provenance.data == "2 trajectories, 10 snapshots"
+    assert pca.project(runs[0][:1]).provenance.data == "1 trajectory, 1 snapshot"

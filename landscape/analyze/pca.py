@@ -326,10 +326,10 @@ class TrajectoryPCA:
             return f"TrajectoryPCA(n_components={self.n_components!r}, center={centre}, not fitted)"
         ratios = ", ".join(f"{r:.3g}" for r in self.explained_variance_ratio_[:6])
         more = ", ..." if self.n_components_ > 6 else ""
-        runs = len(self.lengths_)
+        runs = _count(len(self.lengths_), "trajectory")
         return (
-            f"TrajectoryPCA(k={self.n_components_}, center={centre}, fitted on {self.n_samples_} snapshots "
-            f"({runs} {'trajectory' if runs == 1 else 'trajectories'}) of D={self.n_features_in_}, "
+            f"TrajectoryPCA(k={self.n_components_}, center={centre}, fitted on {_count(self.n_samples_, 'snapshot')} "
+            f"({runs}) of D={self.n_features_in_}, "
             f"explained_variance_ratio=[{ratios}{more}] (sum {float(self.explained_variance_ratio_.sum()):.3g}))"
         )
 
@@ -486,8 +486,15 @@ class TrajectoryPCA:
             true_loss=true_loss,
             plane_loss=plane_loss,
             center=c.value if isinstance(c, Center) else ("vector" if isinstance(c, Tensor) else f"index {c}"),
-            provenance=Provenance.here(data=f"{len(src.lengths)} trajectory(ies), {n} snapshots"),
+            provenance=Provenance.here(data=f"{_count(len(src.lengths), 'trajectory')}, {_count(n, 'snapshot')}"),
         )
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 trajectory"``, ``"2 trajectories"``, ``"3 snapshots"``: the noun in the number it needs."""
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n} {noun[:-1]}ies" if noun.endswith("y") else f"{n} {noun}s"
 
 
 def _call_loss(loss_at: LossAt, pts: Tensor, n: int) -> np.ndarray:
