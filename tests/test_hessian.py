@@ -579,6 +579,28 @@ def test_hessian_spectrum_end_to_end_saves_and_plots(tmp_path) -> None:
         plot_spectrum_density(spec, backend="bokeh")
 
 
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_spectrum_legend_names_the_batchnorm_mode_only_for_a_model_with_batchnorm(tmp_path, backend) -> None:
+    # A model without BatchNorm was labelled "(eval BN)", a mode that changes nothing for it.
+    import dataclasses
+
+    from landscape.plot import plot_spectrum_density
+
+    m, X, y = _mlp()
+    c, Xc, yc = _cnn()  # TinyCNN has a BatchNorm2d
+    kw = {"n_probes": 1, "steps": 5, "top_k": 0, "trace_products": 0, "dtype": F64}
+    plain = hessian_spectrum(m, LOSS, (X, y), **kw)
+    bn = load_result(hessian_spectrum(c, LOSS, (Xc, yc), bn_mode="train", **kw).save(tmp_path / "bn"))
+    assert plain.provenance.extra["batchnorm"] is False and bn.provenance.extra["batchnorm"] is True
+    old = dataclasses.replace(plain, provenance=dataclasses.replace(plain.provenance, extra={}))  # unrecorded
+    fig = plot_spectrum_density([plain, bn, old], ["mlp", "cnn", "saved before"], backend=backend)
+    if backend == "plotly":
+        names = [t.name for t in fig.data]
+    else:
+        names = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert names == ["mlp", "cnn (train BN)", "saved before (eval BN)"]
+
+
 def test_spectrum_provenance_holds_every_setting_its_numbers_depend_on(tmp_path) -> None:
     """The provenance lacked ``tol`` (the top eigenvalues' stopping rule), ``trace_products`` (the Hutchinson and
     Hutch++ estimates) and the memory budget (which stores the Lanczos basis in float32 when small): a saved

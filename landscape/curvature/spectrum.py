@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from landscape import validation
 from landscape._options import check_int, keyword_values, parse_option, renamed, shows_keywords, typed_keywords
 from landscape.curvature.eigensolver import EigenPairs, Which, top_eigenpairs
-from landscape.curvature.hessian import HessianOperator, LossFn
+from landscape.curvature.hessian import _BATCH_NORM, HessianOperator, LossFn
 from landscape.curvature.lanczos import TraceEstimate, default_sigma, gaussian_density, hutchinson, hutchpp, slq
 from landscape.curvature.options import SPECTRUM_DEFAULTS, HessianSpectrumOptions, OperatorOptions, SpectrumOptions
 from landscape.problem import Problem
@@ -196,7 +196,8 @@ class HessianSpectrum(Result):
         n_samples: Data points in the loss.
         provenance: Seed, data and settings; ``extra["notes"]`` lists what the operator did beyond the plain
             definition (e.g. a half-precision model computed in float32), ``extra["model_dtype"]`` and
-            ``extra["reduction"]`` the model's dtype and the loss reduction.
+            ``extra["reduction"]`` the model's dtype and the loss reduction, ``extra["batchnorm"]`` whether the
+            model has BatchNorm (without, ``bn_mode`` changes nothing).
         top_residuals: Residual norms ``||H v - lambda v||`` of the top eigenpairs, shape ``(k,)``.
     """
 
@@ -329,6 +330,7 @@ def spectrum_of(
         seed=seed,
         data=data_description or f"{op.n_samples} samples",
         model=type(op.model).__name__,
+        batchnorm=any(isinstance(m, _BATCH_NORM) for m in op.model.modules()),  # else bn_mode changes nothing
         n_probes=n_probes,
         steps=steps,
         top_k=top_k,

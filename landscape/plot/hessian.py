@@ -48,7 +48,8 @@ def plot_spectrum_density(
 
     Args:
         spectra: One spectrum or several to overlay (e.g. plain and championship).
-        labels: Legend entries, one per spectrum (default ``"spectrum i"``).
+        labels: Legend entries, one per spectrum (default ``"spectrum i"``), followed by the BatchNorm mode
+            (``"(eval BN)"``) for a model with BatchNorm.
         log: Log density axis, as in the PyHessian paper (densities below ``floor`` are clipped to it).
         sigma: Gaussian broadening; default the largest of the spectra's defaults, so both use one width.
         n_points: Grid size (default: spacing of at most sigma / 4).
@@ -72,7 +73,9 @@ def plot_spectrum_density(
     curves = []
     for i, (label, s) in enumerate(zip(labels, items)):
         c = s.density(grid, sigma=sigma)[1]
-        curves.append(Line(grid, np.maximum(c, floor) if log else c, f"{label} ({s.bn_mode} BN)", slot=i))
+        # The BatchNorm mode is named only for a model with BatchNorm (unrecorded, in older results: named).
+        name = f"{label} ({s.bn_mode} BN)" if s.provenance.extra.get("batchnorm", True) else label
+        curves.append(Line(grid, np.maximum(c, floor) if log else c, name, slot=i))
     tops = [(float(s.top_eigenvalues[0]), "") for s in items if len(s.top_eigenvalues)]
     return draw.lines(
         target,
