@@ -932,3 +932,18 @@ def test_a_failed_durable_append_starting_a_segment_keeps_the_earlier_segments(t
     r = quiet_open(tmp_path / "t", "a")
     assert [(s.start, s.stop) for s in r.segments] == [(0, 2)]
     r.close()
+
+
+def test_a_flipped_version_digit_is_damage_that_check_reports(tmp_path):
+    """One byte turned the sealed manifest's version 2 into 3: check() raised 'newer version' instead of reporting."""
+    p = store(tmp_path, n=2)
+    f = p / "manifest.json"
+    raw = f.read_bytes()
+    assert raw.count(b'"version": 2') == 1
+    f.write_bytes(raw.replace(b'"version": 2', b'"version": 3'))
+    rep = Trajectory.check(p)  # never raises on a damaged store
+    assert not rep.ok and any(name == "manifest.json" and "checksum" in why for name, why in rep.problems), str(rep)
+    with pytest.raises(CorruptTrajectoryError, match="newer than the 2 this package reads.*or the manifest is corrupt"):
+        Trajectory.open(p)
+    f.write_bytes(raw)  # the original bytes are intact: nothing was rewritten
+    assert len(Trajectory.open(p)) == 2

@@ -358,8 +358,9 @@ def read_manifest(path: Path) -> Manifest:
     what = unseal(data)[1] if sealed else None
     version = m.get("version") if isinstance(m, dict) else None
     if isinstance(version, int) and version > FORMAT_VERSION and m.get("format") == FORMAT_NAME:
-        # A newer writer may seal differently: say both possibilities rather than guess.
-        raise TrajectoryError(
+        # A newer writer may seal differently: say both possibilities rather than guess. A broken seal is reported
+        # as damage (Trajectory.check lists it instead of stopping): one flipped byte can turn "2" into "3".
+        raise (CorruptTrajectoryError if what else TrajectoryError)(
             f"{f}: the store says trajectory format version {version}, newer than the {FORMAT_VERSION} this "
             "package reads; upgrade landscape" + (f" (or the manifest is corrupted: it {what})" if what else "")
         )
