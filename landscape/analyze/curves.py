@@ -44,7 +44,7 @@ from landscape.analyze.slicing import PointLike, as_anchor
 from landscape.evaluate.affine import AffinePoints
 from landscape.evaluate.points import evaluate_points
 from landscape.functional import BNMode
-from landscape.params import ParamLayout, functional_forward
+from landscape.params import ParamLayout, functional_forward, parameter_mask
 from landscape.results import Provenance, Result, register_result
 
 __all__ = [
@@ -172,13 +172,6 @@ def _keep_frozen() -> Any:
     return KeepFrozen()
 
 
-def _trainable_mask(model: nn.Module, layout: ParamLayout) -> Tensor:
-    """``(D,)`` bool: which entries of ``layout``'s flat vector belong to parameters with ``requires_grad=True``."""
-    flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    parts = [torch.full((s.stop - s.start,), flags.get(s.name, True), dtype=torch.bool) for s in layout.specs]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
-
-
 class _CurveModel(nn.Module):
     """The curve as a module for the shared training loop: its only parameter is the bend.
 
@@ -197,7 +190,7 @@ class _CurveModel(nn.Module):
         self.w0, self.w1, self.kind = w0.detach().clone(), w1.detach().clone(), kind
         self._base = [base]  # in a list: not a submodule, so its parameters are not the curve's
         self._layout = ParamLayout.from_model(base)
-        self.trainable = _trainable_mask(base, self._layout)
+        self.trainable = parameter_mask(base, "trainable", self._layout)
         self.fixed = None if bool(self.trainable.all()) else bend.detach().clone()
 
     def reset_frozen(self) -> None:
