@@ -5,7 +5,9 @@ One home for how the package runs a model at parameters other than its own, with
 * **BatchNorm policy** (:class:`BNMode`): ``"eval"`` uses the running statistics; ``"train"`` uses each
   batch's statistics (running buffers are never written: they go to private copies), Dropout always off;
   ``"interpolate"`` (the evaluation engine only) uses per-point buffers ``sum_k c_k B_k`` of affine points
-  between models (Li et al.'s "states"). A :class:`~landscape.problem.Problem` takes ``"eval"`` or ``"train"``.
+  between models (Li et al.'s "states"); ``"recompute"`` (the evaluation engine only) recomputes each point's
+  running statistics from data first (:mod:`landscape.evaluate._bnstats`, as ``swa_utils.update_bn``). A
+  :class:`~landscape.problem.Problem` takes ``"eval"`` or ``"train"``.
 * **The functional model** (:class:`FunctionalModel`): the model evaluated through
   :func:`torch.func.functional_call` at given parameters and buffers, in the mode the policy says; the
   model's own train/eval flags are restored after every call.
@@ -43,11 +45,12 @@ _BATCH_NORM = nn.modules.batchnorm._BatchNorm  # the base class of BatchNorm1d/2
 
 
 class BNMode(str, enum.Enum):
-    """BatchNorm policy: running statistics, batch statistics, or interpolated buffers."""
+    """BatchNorm policy: running statistics, batch statistics, interpolated buffers, or statistics recomputed."""
 
     EVAL = "eval"
     TRAIN = "train"
     INTERPOLATE = "interpolate"
+    RECOMPUTE = "recompute"
 
 
 @contextlib.contextmanager

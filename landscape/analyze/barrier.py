@@ -173,6 +173,7 @@ def loss_barrier(
     repair: bool = False,
     repair_data: Any = None,
     bn_mode: BNMode | str | None = None,
+    bn_data: Any = None,
     batch_size: int | None = None,
     label: str = "",
     progress: bool = False,
@@ -194,11 +195,13 @@ def loss_barrier(
             targets, else only the loss (whatever the data's form: pair, ``DataLoader``, list of batches).
         repair: Evaluate each interpolated network after :func:`landscape.analyze.align.repair` (REPAIR).
         repair_data: Data for REPAIR's statistics (default: ``data``; inputs only are used).
-        bn_mode: ``"eval"`` (``a``'s running statistics at every point), ``"train"`` or ``"interpolate"``
-            (BatchNorm policy). Default: each network on its own running statistics, interpolated along the line
-            (``"interpolate"``) when the networks have buffers, so the endpoints' values are ``a``'s and ``b``'s
-            losses, as the distances compare two models; with ``repair`` the repaired networks' own statistics
-            are used (``"train"``: each batch's).
+        bn_mode: ``"eval"`` (``a``'s running statistics at every point), ``"train"``, ``"interpolate"`` or
+            ``"recompute"`` (BatchNorm policy). Default: each network on its own running statistics, interpolated
+            along the line (``"interpolate"``) when the networks have buffers, so the endpoints' values are
+            ``a``'s and ``b``'s losses, as the distances compare two models; with ``repair`` the repaired
+            networks' own statistics are used (``"train"``: each batch's). ``"recompute"`` resets every
+            point's statistics over ``bn_data`` first (Jordan et al. 2023's "RESET"; not with ``repair``).
+        bn_data: The statistics data of ``bn_mode="recompute"`` (default: ``data``), e.g. the training set.
         batch_size: Micro-batch size of the engine.
         label: Name for overlays.
         progress: Show progress bars.
@@ -217,6 +220,11 @@ def loss_barrier(
     if metrics is not None and "loss" not in metrics:
         raise ValueError(f"metrics must include 'loss', got {list(metrics)}")
     bn = None if bn_mode is None else parse_option(BNMode, bn_mode, "bn_mode")
+    if repair and (bn is BNMode.RECOMPUTE or bn_data is not None):
+        raise ValueError(
+            "repair=True sets each interpolated network's statistics itself; bn_mode='recompute' (bn_data=) would "
+            "reset them: pass one or the other"
+        )
     if not repair:
         # bn_mode not given: each network on its own running statistics (the slices' default), so alpha 1 gives
         # b's loss, as the repaired path has.
@@ -229,6 +237,7 @@ def loss_barrier(
             metrics=metrics,
             loss_fn=loss_fn,
             bn_mode=None if bn is None else bn.value,
+            bn_data=bn_data,
             batch_size=batch_size,
             progress=progress,
             label=label,

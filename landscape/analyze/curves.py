@@ -317,6 +317,7 @@ def evaluate_curve(
     metrics: Sequence[str] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
     bn_mode: BNMode | str = BNMode.EVAL,
+    bn_data: Any = None,
     batch_size: int | None = None,
     label: str = "",
     progress: bool = False,
@@ -331,8 +332,10 @@ def evaluate_curve(
         metrics: Metric names for :func:`~landscape.evaluate.points.evaluate_points`; default the loss and, for
             integer class targets, the accuracy (as every slice).
         loss_fn: Loss (default: by target dtype).
-        bn_mode: ``"eval"`` (the model's running statistics) or ``"train"`` (batch statistics, as Garipov et
-            al. recompute them per point).
+        bn_mode: ``"eval"`` (the model's running statistics), ``"train"`` (each batch's statistics) or
+            ``"recompute"`` (each point's running statistics recomputed over ``bn_data`` first, as Garipov et
+            al. do with the training set: ``torch.optim.swa_utils.update_bn``).
+        bn_data: The statistics data of ``bn_mode="recompute"`` (default: ``data``).
         batch_size: Micro-batch size.
         label: Name for overlays.
         progress: Show a tqdm bar.
@@ -345,7 +348,8 @@ def evaluate_curve(
     """
     if BNMode(bn_mode) is BNMode.INTERPOLATE:
         raise ValueError(
-            "bn_mode='interpolate' needs buffers at every control point; the bend has none: use 'eval' or 'train'"
+            "bn_mode='interpolate' needs buffers at every control point; the bend has none: use 'eval', 'train' "
+            "or 'recompute'"
         )
     t = np.linspace(0, 1, 25) if ts is None else np.asarray(ts, np.float64).reshape(-1)
     layout = ParamLayout.from_model(model)
@@ -354,7 +358,15 @@ def evaluate_curve(
     layout.check_vector(basis[0])
     pts = AffinePoints(basis, curve_coefficients(curve.shape, t))
     res = evaluate_points(
-        model, pts, data, metrics=metrics, loss_fn=loss_fn, bn_mode=bn_mode, batch_size=batch_size, progress=progress
+        model,
+        pts,
+        data,
+        metrics=metrics,
+        loss_fn=loss_fn,
+        bn_mode=bn_mode,
+        bn_data=bn_data,
+        batch_size=batch_size,
+        progress=progress,
     )
     prov = Provenance.here(
         data=describe_data(data), model=type(model).__name__, kind=curve.shape, bn_mode=BNMode(bn_mode).value

@@ -58,12 +58,15 @@ class EngineOptions(TypedDict, total=False):
         memory_budget: Bytes (or ``"512MB"``) for point chunks and activations; default 1 GiB (a
             :class:`~landscape.problem.Problem` has its own budget for the data it keeps).
         strategy: ``"auto"`` (default), ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
-        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"``. Default: the problem's (``"eval"``, running
-            statistics), where the anchors that are models carry their own statistics: a slice between models
-            (every anchor a model, or a model centre plus directions) then runs each point on its anchors'
-            statistics combined with its coefficients (``"interpolate"``; directions contribute none), so a
-            line's endpoints give each model's own loss. Pass ``"eval"`` for the problem model's statistics at
-            every point.
+        bn_mode: ``"eval"``, ``"train"``, ``"interpolate"`` or ``"recompute"``. Default: the problem's
+            (``"eval"``, running statistics), where the anchors that are models carry their own statistics: a
+            slice between models (every anchor a model, or a model centre plus directions) then runs each point
+            on its anchors' statistics combined with its coefficients (``"interpolate"``; directions contribute
+            none), so a line's endpoints give each model's own loss. Pass ``"eval"`` for the problem model's
+            statistics at every point, or ``"recompute"`` for each point's own statistics over ``bn_data``
+            (as ``torch.optim.swa_utils.update_bn``; one extra forward pass per point).
+        bn_data: The statistics data of ``bn_mode="recompute"`` (an input tensor, an ``(X, y)`` pair or an
+            iterable of batches; default the evaluated data), e.g. the training set when evaluating a test set.
         progress: Show a progress bar (default ``False``).
         data_description: The data's description in the provenance (default: the problem's).
         data_desc: Deprecated name of ``data_description``.
@@ -74,6 +77,7 @@ class EngineOptions(TypedDict, total=False):
     memory_budget: int | str | None
     strategy: Strategy | str
     bn_mode: BNMode | str | None
+    bn_data: Any
     progress: bool
     data_description: str | None
     data_desc: str | None
@@ -121,6 +125,7 @@ class SliceSettings:
     memory_budget: int | str | None = None
     strategy: Strategy | str = "auto"
     bn_mode: BNMode | str | None = None
+    bn_data: Any = None
     progress: bool = False
     seed: int | None = None
     data_description: str | None = None
@@ -141,7 +146,16 @@ class SliceSettings:
         """The keywords of :func:`~landscape.evaluate.points.evaluate_points`."""
         return {
             k: getattr(self, k)
-            for k in ("metrics", "batch_size", "chunk_size", "memory_budget", "strategy", "bn_mode", "progress")
+            for k in (
+                "metrics",
+                "batch_size",
+                "chunk_size",
+                "memory_budget",
+                "strategy",
+                "bn_mode",
+                "bn_data",
+                "progress",
+            )
         }
 
     def bn_name(self) -> str | None:

@@ -123,11 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--memory-budget", help="memory budget of the engine, e.g. 512MB")
     ev.add_argument(
         "--bn-mode",
-        choices=("eval", "train", "interpolate"),
+        choices=("eval", "train", "interpolate", "recompute"),
         default=None,
         help="BatchNorm statistics (default: each model's own running statistics, interpolated between the "
         "models, so a line ends at each model's own loss; eval: the first/centre model's everywhere; train: "
-        "each batch's; interpolate: as the default, for line, distance and plane --directions models)",
+        "each batch's; interpolate: as the default, for line, distance and plane --directions models; "
+        "recompute: each point's own, recomputed over the evaluated data first, as torch's update_bn)",
     )
     ev.add_argument("--dtype", type=_dtype, default=torch.float32, help="float32 (default) or float64")
 

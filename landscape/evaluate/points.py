@@ -34,7 +34,11 @@ against ``"loop"`` in float64):
 BatchNorm policy (``bn_mode``, :class:`~landscape.functional.BNMode`): ``"eval"`` (default) uses the
 running statistics of the given model (or ``buffers``); ``"train"`` uses each of the caller's batches'
 statistics (running buffers are never written, dropout stays off); ``"interpolate"`` uses per-point
-buffers ``sum_k c_k B_k`` of an :class:`AffinePoints` whose ``buffers`` are given (Li et al.'s "states").
+buffers ``sum_k c_k B_k`` of an :class:`AffinePoints` whose ``buffers`` are given (Li et al.'s "states");
+``"recompute"`` first recomputes every point's running statistics over ``bn_data`` (default: the evaluated
+data, in the caller's batches) as :func:`torch.optim.swa_utils.update_bn` does, then evaluates on them (the
+remedy of Garipov et al. 2018 for curves and Jordan et al. 2023's "RESET" for interpolated networks; one
+extra forward pass over ``bn_data`` per point).
 
 Loss: ``loss_fn`` returns the mean over a batch (like ``nn.CrossEntropyLoss()``); the engine weights
 batches by size, so the result is the mean over the dataset. A cross-entropy or NLL loss whose mean weights
@@ -51,7 +55,7 @@ from __future__ import annotations
 
 import contextvars
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -63,11 +67,12 @@ from landscape import distributed
 from landscape._batch import describe_data
 from landscape._loss import weighted_mean
 from landscape._options import check_count, parse_bytes, parse_option
+from landscape.evaluate._bnstats import StatisticsPass, statistics_inputs
 from landscape.evaluate._metrics import MetricSums
 from landscape.evaluate._pointwise import PointwiseExec, batch_dependent, find_first_layer, first_input, probe_sizes
 from landscape.evaluate._stacked import StackedExec, agrees_with_functional_call
 from landscape.evaluate._trace import build_program, untraceable
-from landscape.evaluate.affine import AffinePoints, iter_chunks, take_block
+from landscape.evaluate.affine import AffinePoints, Chunk, iter_chunks, take_block
 from landscape.functional import BNMode, eval_copy
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.validation import check_model, validate_batches
@@ -132,6 +137,13 @@ def _recut(batches: list[tuple[Tensor, Tensor]], size: int) -> list[tuple[Tensor
     return [(x[i : i + size], y[i : i + size]) for i in range(0, len(y), size)]
 
 
+def _with_statistics(chunks: Iterable[Chunk], stats: StatisticsPass) -> Iterator[Chunk]:
+    """The chunks with every point's buffers, its BatchNorm statistics recomputed (``bn_mode="recompute"``)."""
+    for chunk in chunks:
+        chunk.buffers = [stats(v) for v in chunk.mat]
+        yield chunk
+
+
 def _first_rows(batches: list[tuple[Tensor, Tensor]], n: int) -> Tensor:
     """The data's first ``n`` inputs (fewer if the data are smaller, or if the first batches' shapes differ)."""
     rows = [x[:n] for x, _ in batches[:n]]
@@ -189,6 +201,7 @@ def evaluate_points(
     strategy: Strategy | str = Strategy.AUTO,
     bn_mode: BNMode | str | None = None,
     buffers: Mapping[str, Tensor] | None = None,
+    bn_data: Any = None,
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """Evaluate metrics of a model's architecture at many parameter points over a dataset.
@@ -218,9 +231,14 @@ def evaluate_points(
         memory_budget: Bytes (or ``"512MB"``) for point chunks, activations and cached first-layer
             maps; default 1 GiB. Outputs and the data themselves are not counted.
         strategy: ``"auto"``, ``"loop"`` (reference), ``"functional"``, ``"vmap"`` or ``"stacked"``.
-        bn_mode: ``"eval"``, ``"train"`` or ``"interpolate"`` (see the module docstring); default the
-            problem's (``"eval"`` for the shorthand).
-        buffers: Buffers to use instead of the model's own (``bn_mode="eval"``/``"train"``).
+        bn_mode: ``"eval"``, ``"train"``, ``"interpolate"`` or ``"recompute"`` (see the module docstring);
+            default the problem's (``"eval"`` for the shorthand).
+        buffers: Buffers to use instead of the model's own (``bn_mode="eval"``/``"train"``; under
+            ``"recompute"`` the ones not recomputed).
+        bn_data: Under ``bn_mode="recompute"``, the data whose statistics every point takes: an input tensor,
+            an ``(X, y)`` pair (one batch: the data's exact mean and unbiased variance) or an iterable of
+            batches (tuples whose first entry is the input, as a ``DataLoader`` yields); default the
+            evaluated data in the caller's batches. Typically the training data, when ``data`` is a test set.
         progress: Show a tqdm bar over points (rank 0 only).
 
     Returns:
@@ -252,14 +270,21 @@ def evaluate_points(
         if pairs is None or problem.weighted_mean():
             # the general path: closures, mapping / multi-input batches, streamed data, a loss whose batch mean
             # weights samples unequally (the problem's batches define its mean; the engine's own would not)
-            if bn is BNMode.INTERPOLATE or buffers is not None:
+            if bn in (BNMode.INTERPOLATE, BNMode.RECOMPUTE) or buffers is not None:
                 raise ValueError(
-                    "bn_mode='interpolate' and buffers= need (X, y) tensor batches and an (outputs, targets) loss"
+                    f"bn_mode={bn.value!r} and buffers= need (X, y) tensor batches and an (outputs, targets) loss"
+                    if buffers is None or bn is not BNMode.EVAL
+                    else "buffers= needs (X, y) tensor batches and an (outputs, targets) loss"
                 )
             return problem.with_options(bn_mode=bn.value).evaluate(
                 points, metrics, chunk_size=chunk_size or 16, progress=progress
             )
         if problem.sharded and not _SHARD_LOCAL.get():
+            if bn is BNMode.RECOMPUTE and bn_data is None:
+                raise ValueError(
+                    "bn_mode='recompute' on a data-sharded problem would take each rank's share's statistics; "
+                    "pass bn_data= (the same data on every rank)"
+                )
             return _evaluate_sharded(
                 problem,
                 points,
@@ -270,6 +295,7 @@ def evaluate_points(
                 strategy=strategy,
                 bn_mode=bn,
                 buffers=buffers,
+                bn_data=bn_data,
                 progress=progress,
             )
         model, data, loss_fn = problem.compute_model(), pairs, problem.engine_loss()
@@ -301,8 +327,16 @@ def evaluate_points(
     mset = MetricSums(metrics, loss_fn, batches[0][1], plain=strategy is Strategy.LOOP, weighted=weighted)
     if bn is BNMode.INTERPOLATE and buffers is not None:
         raise ValueError("bn_mode='interpolate' takes buffers from the points' anchors; do not pass buffers")
+    if bn_data is not None and bn is not BNMode.RECOMPUTE:
+        raise ValueError(f"bn_data= is the data of bn_mode='recompute'; it has no use under bn_mode={bn.value!r}")
     # Private copies: train-mode BatchNorm writes running statistics in place, never into the caller's.
     bufs = {k: v.detach().clone() for k, v in (model.named_buffers() if buffers is None else buffers.items())}
+    stats: StatisticsPass | None = None
+    if bn is BNMode.RECOMPUTE:  # the caller's batches (before any re-cut): the statistics depend on them
+        inputs = [x for x, _ in batches] if bn_data is None else statistics_inputs(model, bn_data, dtype, device)
+        stats = StatisticsPass(model, layout, bufs, inputs)
+        if not stats.active:  # no BatchNorm with running statistics: nothing to recompute
+            stats, bn = None, BNMode.EVAL
     fast = strategy is not Strategy.LOOP
     copy_ = eval_copy(model, bn is BNMode.TRAIN)
     x1 = batches[0][0][:2]  # two samples: train-mode BatchNorm needs more than one value per channel
@@ -326,7 +360,8 @@ def evaluate_points(
             f"is not one: {why}. Use strategy='auto' (the exact per-point path for such models)"
         )
     if exe is None:
-        first = find_first_layer(copy_, layout, x1, bufs) if fast and affine and bn is not BNMode.INTERPOLATE else None
+        own_buffers = bn in (BNMode.INTERPOLATE, BNMode.RECOMPUTE)  # every point has buffers of its own
+        first = find_first_layer(copy_, layout, x1, bufs) if fast and affine and not own_buffers else None
         exe = PointwiseExec(copy_, layout, bufs, bn is BNMode.TRAIN, first, strategy is Strategy.VMAP)
 
     # the caller's batches define the loss when a sample's output depends on its batch-mates (batch statistics)
@@ -375,6 +410,8 @@ def evaluate_points(
     block_points = max(chunk_size, budget // 4 // max(1, layout.numel * 8))
     interp = bn is BNMode.INTERPOLATE
     chunks = iter_chunks(points, layout.numel, dtype, device, chunk_size, rank, world, interp, counter)
+    if stats is not None:
+        chunks = _with_statistics(chunks, stats)
     with torch.no_grad(), bar:
         # Blocks of chunks, data outer: the first-layer maps of a micro-batch are computed once per
         # block and stay in cache while every point of the block uses them.
