@@ -24,6 +24,8 @@ import json
 import os
 import platform
 import time
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, TypeVar
@@ -554,7 +556,7 @@ def load_result(path: str | os.PathLike[str]) -> Result:
 
     Raises:
         FileNotFoundError: If there is no such file.
-        ValueError: If the file is not a saved result or names an unknown class.
+        ValueError: If the file is not a saved result, is damaged or truncated, or names an unknown class.
     """
     try:
         with open(path, "rb") as fh:
@@ -570,13 +572,24 @@ def load_result(path: str | os.PathLike[str]) -> Result:
             header = json.loads(str(z["__header__"]))
             keys = [str(k) for k in z["__keys__"]]
             arrays = {k: z[f"a{i}"] for i, k in enumerate(keys)}
+    # A cut-off copy, a flipped byte (zip's CRC check), or a flipped flag: "compression method not supported",
+    # "file is encrypted" (NotImplementedError and RuntimeError from zipfile).
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+        raise ValueError(f"{path} is a damaged or truncated result file ({e}); save the result again") from e
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"{path} is not a saved landscape result ({e})") from e
-    if header.get("__format__", 0) > _FORMAT:
-        raise ValueError(f"{path} was written by a newer version (format {header['__format__']}); upgrade")
+    if not isinstance(header, dict) or not isinstance(header.get("fields"), dict):
+        raise ValueError(f"{path} is not a saved landscape result (its header holds no fields)")
+    fmt = header.get("__format__", 0)
+    if not isinstance(fmt, int):
+        raise ValueError(f"{path} is not a saved landscape result (format {fmt!r})")
+    if fmt > _FORMAT:
+        raise ValueError(f"{path} was written by a newer version (format {fmt}); upgrade")
     name = header.get("__class__")
-    if name not in _REGISTRY:
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"{path} holds an unknown result type {name!r}; known: {sorted(_REGISTRY)}")
     cls = _REGISTRY[name]
-    fields = {k: _decode(v, arrays) for k, v in header["fields"].items()}
-    return cls(**fields)
+    try:
+        return cls(**{k: _decode(v, arrays) for k, v in header["fields"].items()})
+    except (KeyError, TypeError) as e:  # an array the header names is missing, or a field the class lacks
+        raise ValueError(f"{path} is a damaged {name} file ({type(e).__name__}: {e}); save the result again") from e

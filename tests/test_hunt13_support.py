@@ -1,0 +1,52 @@
+"""Bug hunt 13 in the supporting modules (results, data, models, params): each test holds one case they got wrong.
+
+Every expectation is the right answer (a round trip equal to the original, a documented error, a closed form), never
+the code's own output.
+"""
+
+from typing import Any
+
+import numpy as np
+
+from landscape.analyze import LineResult
+from landscape.results import Provenance, load_result
+
+
+def _line(metrics: dict[str, Any] | None = None, layout: dict[str, Any] | None = None, **prov: Any) -> LineResult:
+    """A small LineResult whose free-form fields (``metrics``, ``layout``, provenance) hold what a test needs."""
+    return LineResult(
+        coords=np.linspace(0.0, 1.0, 3),
+        metrics={"loss": np.array([1.0, 0.5, 2.0])} if metrics is None else metrics,
+        anchors=np.zeros((2, 4)),
+        anchor_coords=np.array([0.0, 1.0]),
+        layout={} if layout is None else layout,
+        provenance=Provenance(**prov),
+    )
+
+
+def test_a_damaged_or_truncated_result_file_is_a_value_error_naming_it(tmp_path):
+    """A cut-off copy raised zipfile.BadZipFile ('File is not a zip file'), a flipped byte BadZipFile ('Bad CRC-32'),
+    a flipped flag NotImplementedError ('compression method not supported') or RuntimeError ('encrypted').
+
+    load_result documents ValueError for a file that is not a saved result; every damage must end there (or, where
+    a flipped byte lands in bytes the zip reader ignores, load the original unchanged).
+    """
+    original = _line()
+    raw = original.save(tmp_path / "good").read_bytes()
+    bad = tmp_path / "bad.npz"
+    cases = [raw[:n] for n in range(0, len(raw), 41)]
+    # every byte of the first local header and of the central directory (flags, compression method), a sample between
+    for off in sorted({*range(64), *range(len(raw) - 420, len(raw)), *range(0, len(raw), 13)}):
+        flipped = bytearray(raw)
+        flipped[off] ^= 0xFF
+        cases.append(bytes(flipped))
+    for data in cases:
+        bad.write_bytes(data)
+        try:
+            back = load_result(bad)
+        except ValueError as e:
+            assert str(bad) in str(e)
+            continue
+        for key in ("coords", "anchors", "anchor_coords"):
+            np.testing.assert_array_equal(getattr(back, key), getattr(original, key))
+        np.testing.assert_array_equal(back.metrics["loss"], original.metrics["loss"])
