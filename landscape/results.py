@@ -112,7 +112,7 @@ def _encode(value: Any, arrays: dict[str, np.ndarray], key: str) -> Any:
         arrays[key] = value
         return {"__array__": key}
     if isinstance(value, Provenance):
-        return {"__provenance__": value.to_dict()}
+        return {"__provenance__": _plain(value.to_dict())}
     if isinstance(value, Result):
         raise TypeError(f"field {key!r}: nested results are not supported; save them separately")
     if isinstance(value, Mapping):
@@ -124,6 +124,17 @@ def _encode(value: Any, arrays: dict[str, np.ndarray], key: str) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     raise TypeError(f"field {key!r} has type {type(value).__name__}, which a Result cannot save")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers, e.g. a seed drawn as ``np.int64`` (JSON cannot write them)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _decode(value: Any, arrays: Mapping[str, np.ndarray]) -> Any:

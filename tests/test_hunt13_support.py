@@ -50,3 +50,24 @@ def test_a_damaged_or_truncated_result_file_is_a_value_error_naming_it(tmp_path)
         for key in ("coords", "anchors", "anchor_coords"):
             np.testing.assert_array_equal(getattr(back, key), getattr(original, key))
         np.testing.assert_array_equal(back.metrics["loss"], original.metrics["loss"])
+
+
+def test_a_result_whose_seed_is_a_numpy_integer_saves_and_loads(tmp_path):
+    """``seed=np.int64(1)`` (a seed from ``np.arange`` or ``rng.integers``) made every result unsaveable: json.dumps
+    raised "Object of type int64 is not JSON serializable" from the provenance, after the computation."""
+    import torch
+    from torch import nn
+
+    from landscape.analyze import random_plane
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    X, y = torch.randn(10, 3, dtype=torch.float64), torch.randint(0, 2, (10,))
+    plane = random_plane(net, (X, y), [0.0, 1.0], seed=np.int64(1), progress=False)
+    assert plane.provenance.seed == 1
+    back = load_result(plane.save(tmp_path / "plane"))
+    assert back.provenance.seed == 1 and isinstance(back.provenance.seed, int)
+    np.testing.assert_array_equal(back.metrics["loss"], plane.metrics["loss"])
+    extra = {"lr": np.float32(0.5), "steps": [np.int32(3)], "ok": np.bool_(True)}
+    line = load_result(_line(extra=extra, seed=np.int32(2)).save(tmp_path / "line"))
+    assert line.provenance.seed == 2 and line.provenance.extra == {"lr": 0.5, "steps": [3], "ok": True}
