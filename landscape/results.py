@@ -109,6 +109,8 @@ def _encode(value: Any, arrays: dict[str, np.ndarray], key: str) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype == object:
             raise TypeError(f"field {key!r} is an object array, which cannot be saved without pickle")
+        while key in arrays:  # {"a.b": x, "a": {"b": y}} names both arrays "f.a.b": one would replace the other
+            key += "'"
         arrays[key] = value
         return {"__array__": key}
     if isinstance(value, Provenance):

@@ -71,3 +71,14 @@ def test_a_result_whose_seed_is_a_numpy_integer_saves_and_loads(tmp_path):
     extra = {"lr": np.float32(0.5), "steps": [np.int32(3)], "ok": np.bool_(True)}
     line = load_result(_line(extra=extra, seed=np.int32(2)).save(tmp_path / "line"))
     assert line.provenance.seed == 2 and line.provenance.extra == {"lr": 0.5, "steps": [3], "ok": True}
+
+
+def test_arrays_at_the_same_dotted_path_both_round_trip(tmp_path):
+    """Arrays are named by their path, ``layout.a.b`` for both ``{"a.b": x}`` and ``{"a": {"b": y}}``: the second
+    replaced the first, so ``x`` loaded (and exported to xarray) as ``y``, silently."""
+    x, y = np.arange(2.0), np.arange(5, dtype=np.int32)
+    line = _line(layout={"a.b": x, "a": {"b": y}})
+    for back in (load_result(line.save(tmp_path / "line")), LineResult.from_xarray(line.to_xarray())):
+        np.testing.assert_array_equal(back.layout["a.b"], x)
+        np.testing.assert_array_equal(back.layout["a"]["b"], y)
+        assert back.layout["a"]["b"].dtype == np.int32
