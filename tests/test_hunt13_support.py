@@ -82,3 +82,29 @@ def test_arrays_at_the_same_dotted_path_both_round_trip(tmp_path):
         np.testing.assert_array_equal(back.layout["a.b"], x)
         np.testing.assert_array_equal(back.layout["a"]["b"], y)
         assert back.layout["a"]["b"].dtype == np.int32
+
+
+def test_tuples_and_dicts_keyed_by_numbers_round_trip_as_they_are(tmp_path):
+    """``{1: x}`` loaded as ``{"1": x}`` (``back[1]`` a KeyError), ``{1: "a", "1": "b"}`` as ``{"1": "b"}`` (one
+    entry lost) and ``(3, 4)`` as ``[3, 4]``; files that hold neither stay format 1, which older versions read."""
+    import json
+
+    layout = {
+        "by_step": {0: np.arange(3.0), 10: np.ones(2)},
+        "pairs": {(0, 1): 0.5, (1, 2): (np.int64(7), "b")},
+        "mixed": {1: "a", "1": "b", None: 2.5},
+        "shape": (3, 4),
+        "nested": [(1, (2, 3))],
+    }
+    line = _line(layout=layout)
+    for back in (load_result(line.save(tmp_path / "line")), LineResult.from_xarray(line.to_xarray())):
+        got = back.layout
+        assert list(got) == list(layout)
+        assert list(got["by_step"]) == [0, 10]
+        np.testing.assert_array_equal(got["by_step"][0], np.arange(3.0))
+        np.testing.assert_array_equal(got["by_step"][10], np.ones(2))
+        assert got["pairs"] == {(0, 1): 0.5, (1, 2): (7, "b")}
+        assert got["mixed"] == {1: "a", "1": "b", None: 2.5}
+        assert got["shape"] == (3, 4) and got["nested"] == [(1, (2, 3))]
+    with np.load(_line(layout={"shape": [3, 4]}).save(tmp_path / "plain"), allow_pickle=False) as z:
+        assert json.loads(str(z["__header__"]))["__format__"] == 1
