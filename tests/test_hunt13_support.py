@@ -108,3 +108,42 @@ def test_tuples_and_dicts_keyed_by_numbers_round_trip_as_they_are(tmp_path):
         assert got["shape"] == (3, 4) and got["nested"] == [(1, (2, 3))]
     with np.load(_line(layout={"shape": [3, 4]}).save(tmp_path / "plain"), allow_pickle=False) as z:
         assert json.loads(str(z["__header__"]))["__format__"] == 1
+
+
+def test_he_and_glorot_use_the_fans_of_grouped_and_transposed_convolutions():
+    """He: Var(w) = 2 / fan_in; Glorot: |w| <= sqrt(6 / (fan_in + fan_out)), Var(w) = 2 / (fan_in + fan_out), with
+    fan_in the inputs of one output unit and fan_out the outputs of one input unit.
+
+    torch's fans made a depthwise conv's Glorot bound 5.7 times too small (fan_out 64 * 9 instead of 9) and a
+    transposed conv's He variance 8 times too large (fan_in out * 9 = 72 instead of in * 9 = 576). Ungrouped layers
+    keep bitwise the draws of nn.init, so seeded models and the gallery's figures do not move.
+    """
+    import torch
+    from torch import nn
+
+    from landscape.models import init_weights
+
+    def var_ratio(layer: nn.Module, scheme: str, want: float) -> float:
+        init_weights(layer, scheme, seed=0)
+        return float(layer.weight.double().pow(2).mean()) / want  # mean 0: the second moment is the variance
+
+    k2 = 9
+    # transposed conv 64 -> 8 channels (weight (64, 8, 3, 3)): one output unit sums 64 * 9 inputs
+    assert abs(var_ratio(nn.ConvTranspose2d(64, 8, 3), "he", 2 / (64 * k2)) - 1) < 0.1
+    assert abs(var_ratio(nn.ConvTranspose2d(64, 8, 3), "xavier_normal", 2 / (64 * k2 + 8 * k2)) - 1) < 0.1
+    # grouped conv 64 -> 128 channels in 16 groups (weight (128, 4, 3, 3)): fan_in 4 * 9, fan_out 8 * 9
+    assert abs(var_ratio(nn.Conv2d(64, 128, 3, groups=16), "xavier_normal", 2 / (4 * k2 + 8 * k2)) - 1) < 0.1
+    depthwise = nn.Conv2d(64, 64, 3, groups=64)  # fan_in = fan_out = 9
+    bound = (6 / (k2 + k2)) ** 0.5
+    assert abs(var_ratio(depthwise, "xavier", bound**2 / 3) - 1) < 0.1
+    assert float(depthwise.weight.abs().max()) <= bound and float(depthwise.weight.abs().max()) > 0.9 * bound
+    # and ungrouped layers get exactly nn.init's weights
+    for layer, scheme, draw in [
+        (nn.Linear(7, 5), "he", lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu")),
+        (nn.Conv2d(3, 6, 5), "xavier", nn.init.xavier_uniform_),
+        (nn.Conv1d(4, 2, 3), "xavier_normal", nn.init.xavier_normal_),
+    ]:
+        init_weights(layer, scheme, seed=3)
+        torch.manual_seed(3)
+        assert torch.equal(layer.weight, draw(torch.empty_like(layer.weight))), scheme
+        assert not layer.bias.any()
