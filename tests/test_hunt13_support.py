@@ -147,3 +147,33 @@ def test_he_and_glorot_use_the_fans_of_grouped_and_transposed_convolutions():
         torch.manual_seed(3)
         assert torch.equal(layer.weight, draw(torch.empty_like(layer.weight))), scheme
         assert not layer.bias.any()
+
+
+def _idx_bytes(arr: np.ndarray) -> bytes:
+    """An uncompressed IDX file of ``arr`` (uint8)."""
+    import struct
+
+    return bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.astype(np.uint8).tobytes()
+
+
+def test_mnist_files_whose_train_and_test_images_differ_in_size_are_refused(tmp_path):
+    """28x28 training and 32x32 test images made Splits with input_shape (1, 32, 32) and 28x28 training images: a
+    model built for input_shape failed on the training data, deep in its forward pass."""
+    import pytest
+
+    from landscape.data import load_mnist_idx
+
+    rng = np.random.default_rng(0)
+    for name, arr in [
+        ("train-images-idx3-ubyte", rng.integers(0, 256, (12, 28, 28))),
+        ("train-labels-idx1-ubyte", rng.integers(0, 10, 12)),
+        ("t10k-images-idx3-ubyte", rng.integers(0, 256, (6, 32, 32))),
+        ("t10k-labels-idx1-ubyte", rng.integers(0, 10, 6)),
+    ]:
+        (tmp_path / name).write_bytes(_idx_bytes(arr))
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte holds \(28, 28\) images but .*t10k-images"):
+        load_mnist_idx(tmp_path, val_size=4)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx_bytes(rng.integers(0, 256, (6, 28, 28))))
+    splits = load_mnist_idx(tmp_path, val_size=4)
+    assert splits.input_shape == (1, 28, 28)
+    assert all(p[0].shape[1:] == (1, 28, 28) for p in (splits.train, splits.val, splits.test))
