@@ -70,9 +70,16 @@ _FILTER_AXIS_BY_NAME: dict[tuple[str, str], int] = {("transformers.pytorch_utils
 
 
 def _filter_axis(owner: nn.Module) -> int:
-    """The filter (output-unit) axis of ``owner``'s weights of two or more dimensions."""
-    kind = type(owner)
-    return _FILTER_AXIS.get(kind, _FILTER_AXIS_BY_NAME.get((kind.__module__, kind.__name__), 0))
+    """The filter (output-unit) axis of ``owner``'s weights of two or more dimensions.
+
+    By class and its bases: a subclass of ``ConvTranspose2d`` (a user's, or the ``ParametrizedConvTranspose2d`` that
+    ``torch.nn.utils.parametrize`` makes) keeps the transposed axis.
+    """
+    for kind in type(owner).__mro__:
+        axis = _FILTER_AXIS.get(kind, _FILTER_AXIS_BY_NAME.get((kind.__module__, kind.__name__)))
+        if axis is not None:
+            return axis
+    return 0
 
 
 @dataclass(frozen=True)

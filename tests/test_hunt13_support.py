@@ -177,3 +177,33 @@ def test_mnist_files_whose_train_and_test_images_differ_in_size_are_refused(tmp_
     splits = load_mnist_idx(tmp_path, val_size=4)
     assert splits.input_shape == (1, 28, 28)
     assert all(p[0].shape[1:] == (1, 28, 28) for p in (splits.train, splits.val, splits.test))
+
+
+def test_a_subclass_of_a_transposed_conv_keeps_its_filter_axis():
+    """Filter axes were looked up by exact class: a subclass of ConvTranspose2d (a user's, or torch's
+    ParametrizedConvTranspose2d) got axis 0, its input channels, so filter normalization scaled the wrong slices.
+
+    A ConvTranspose2d weight is ``(in, out, *kernel)``: the filters (output units) are axis 1, and a subclass that
+    changes nothing must give the same filter-normalized direction as the plain layer.
+    """
+    import torch
+    from torch import nn
+
+    from landscape.analyze.directions import normalize_direction
+    from landscape.params import ParamLayout, parameters_to_vector
+
+    class Deconv(nn.ConvTranspose2d):
+        pass
+
+    torch.manual_seed(0)
+    plain = nn.ConvTranspose2d(3, 5, 2)
+    sub = Deconv(3, 5, 2)
+    sub.load_state_dict(plain.state_dict())
+    assert ParamLayout.from_model(sub)["weight"].filter_axis == 1  # the axis of size out_channels = 5
+    theta = parameters_to_vector(plain)
+    d = torch.randn(theta.shape, generator=torch.Generator().manual_seed(1))
+    want = normalize_direction(d, theta, plain)
+    torch.testing.assert_close(normalize_direction(d, theta, sub), want, rtol=0, atol=0)
+    # and the plain layer's answer is Li et al.'s: each output filter w[:, j] of d has the norm of theta's
+    dw, tw = want[: 3 * 5 * 4].view(3, 5, 2, 2), theta[: 3 * 5 * 4].view(3, 5, 2, 2)
+    torch.testing.assert_close(dw.pow(2).sum((0, 2, 3)).sqrt(), tw.pow(2).sum((0, 2, 3)).sqrt())
