@@ -207,3 +207,28 @@ def test_a_subclass_of_a_transposed_conv_keeps_its_filter_axis():
     # and the plain layer's answer is Li et al.'s: each output filter w[:, j] of d has the norm of theta's
     dw, tw = want[: 3 * 5 * 4].view(3, 5, 2, 2), theta[: 3 * 5 * 4].view(3, 5, 2, 2)
     torch.testing.assert_close(dw.pow(2).sum((0, 2, 3)).sqrt(), tw.pow(2).sum((0, 2, 3)).sqrt())
+
+
+def test_a_parametrized_weight_belongs_to_its_module_beside_the_bias():
+    """torch.nn.utils.parametrizations (weight_norm, spectral_norm) keep a weight in
+    ``0.parametrizations.weight.original*``; the layout made that path a layer of its own, so ``parameter_mask(net,
+    "0")`` selected module 0's bias and not its weight, the persistent penalty counted two layers where there is one,
+    and a spectral-normed transposed conv's weight got axis 0 (the parametrization container's) for its filters."""
+    import torch
+    from torch import nn
+    from torch.nn.utils import parametrizations
+
+    from landscape.params import ParamLayout, parameter_mask
+
+    torch.manual_seed(0)
+    net = nn.Sequential(parametrizations.weight_norm(nn.Linear(3, 4)), nn.Tanh(), nn.Linear(4, 2))
+    layout = ParamLayout.from_model(net)
+    assert list(layout.layers) == ["0", "2"]
+    want = torch.zeros(layout.numel, dtype=torch.bool)
+    for s in layout:
+        want[s.slice] = s.name.startswith("0.")  # g, v and the bias of module 0
+    assert torch.equal(parameter_mask(net, "0"), want) and int(want.sum()) == 4 + 12 + 4
+    deconv = parametrizations.spectral_norm(nn.ConvTranspose1d(4, 2, 3))  # weight (in 4, out 2, 3)
+    specs = {s.name: s for s in ParamLayout.from_model(deconv)}
+    assert specs["parametrizations.weight.original"].filter_axis == 1
+    assert specs["parametrizations.weight.original"].layer == specs["bias"].layer == ""
