@@ -232,3 +232,32 @@ def test_a_parametrized_weight_belongs_to_its_module_beside_the_bias():
     specs = {s.name: s for s in ParamLayout.from_model(deconv)}
     assert specs["parametrizations.weight.original"].filter_axis == 1
     assert specs["parametrizations.weight.original"].layer == specs["bias"].layer == ""
+
+
+def test_weights_of_a_tied_model_saved_by_safetensors_load(tmp_path):
+    """safetensors refuses to save_file a state dict with tied tensors and its save_model writes a tied tensor once;
+    load_weights then refused the file ('missing: b.weight'), so a tied model's weights could not be loaded from
+    safetensors at all. The loaded copy must compute what the saved model computes, with the tie kept."""
+    import safetensors.torch
+    import torch
+    from torch import nn
+
+    from landscape.factory import load_weights
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+            self.b.weight = self.a.weight
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.tanh(self.a(x)))
+
+    torch.manual_seed(0)
+    saved = Tied()
+    path = tmp_path / "tied.safetensors"
+    safetensors.torch.save_model(saved, str(path))
+    loaded = load_weights(Tied(), path)
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(loaded(x), saved(x), rtol=0, atol=0)
+    assert loaded.a.weight is loaded.b.weight
