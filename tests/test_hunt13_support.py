@@ -261,3 +261,21 @@ def test_weights_of_a_tied_model_saved_by_safetensors_load(tmp_path):
     x = torch.randn(5, 3)
     torch.testing.assert_close(loaded(x), saved(x), rtol=0, atol=0)
     assert loaded.a.weight is loaded.b.weight
+
+
+def test_init_weights_draws_a_weight_normed_layer():
+    """A weight kept by torch.nn.utils.parametrizations.weight_norm is computed from g and v on every access: He
+    drew into that temporary, so the layer silently kept PyTorch's default weights (variance 1 / (3 fan_in) instead of
+    2 / fan_in) while its bias was zeroed. weight_norm reproduces any weight exactly, so He's variance must hold."""
+    import torch
+    from torch import nn
+    from torch.nn.utils import parametrizations
+
+    from landscape.models import init_weights
+
+    layer = parametrizations.weight_norm(nn.Linear(500, 400))
+    init_weights(layer, "he", seed=0)
+    var = float(layer.weight.detach().double().pow(2).mean())
+    assert abs(var / (2 / 500) - 1) < 0.03  # 200,000 draws: the sample variance is within 0.5% (one sd)
+    plain = init_weights(nn.Linear(500, 400), "he", seed=0)  # and the very weights a plain layer gets
+    torch.testing.assert_close(layer.weight.detach(), plain.weight.detach())

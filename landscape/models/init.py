@@ -142,8 +142,22 @@ def _fans(module: nn.Module, weight: Tensor) -> tuple[int, int]:
 
 
 def _draw(module: nn.Module, scheme: InitScheme, mean: float, std: float | None) -> None:
-    weight: Tensor = module.weight  # type: ignore[assignment]
+    # A parametrized weight (weight_norm, spectral_norm) is computed from its originals on every access: drawing into
+    # it changed nothing. Draw a fresh tensor and assign it, which sets the originals (weight_norm's g and v).
+    parametrized = torch.nn.utils.parametrize.is_parametrized(module, "weight")
+    weight: Tensor = torch.empty_like(module.weight) if parametrized else module.weight  # type: ignore[arg-type,assignment]
     bias: Tensor | None = module.bias  # type: ignore[assignment]
+    _fill(module, weight, scheme, mean, std)
+    if parametrized:
+        module.weight = weight
+    if bias is not None:
+        if scheme is InitScheme.NORMAL:
+            bias.normal_(mean, std)  # type: ignore[arg-type]
+        else:
+            bias.zero_()
+
+
+def _fill(module: nn.Module, weight: Tensor, scheme: InitScheme, mean: float, std: float | None) -> None:
     fan_in, fan_out = _fans(module, weight)
     # nn.init's kaiming_normal_ / xavier_uniform_ / xavier_normal_ with the right fans: the same expressions and
     # draws, so an ungrouped layer gets bitwise the weights it always got.
@@ -158,8 +172,3 @@ def _draw(module: nn.Module, scheme: InitScheme, mean: float, std: float | None)
         weight.normal_(0.0, math.sqrt(2.0 / float(fan_in + fan_out)))
     else:  # NORMAL
         weight.normal_(mean, std)  # type: ignore[arg-type]
-        if bias is not None:
-            bias.normal_(mean, std)  # type: ignore[arg-type]
-        return
-    if bias is not None:
-        bias.zero_()
