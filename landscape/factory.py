@@ -385,7 +385,7 @@ def load_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise FactoryError(
             f"{str(path)!r} cannot be read with torch.load(weights_only=True) ({type(e).__name__}); only plain "
             "state dicts are read, never pickled objects: save model.state_dict(), or convert with "
-            "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')"
+            "safetensors.torch.save_model(model, 'model.safetensors')"
         ) from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
@@ -410,6 +410,16 @@ def load_weights(model: nn.Module, weights: str | Path | Mapping[str, Tensor], *
     """
     state = load_state_dict(weights) if isinstance(weights, str | Path) else dict(weights)
     own = model.state_dict()
+    # A tensor tied under two names (shared embeddings) is written once by safetensors' save_model (its save_file
+    # refuses shared tensors): the names absent from the file take the value of the one present.
+    tied: dict[int, list[str]] = {}
+    for k, v in model.state_dict(keep_vars=True).items():
+        tied.setdefault(id(v), []).append(k)
+    for names in tied.values():
+        present = [k for k in names if k in state]
+        for k in names:
+            if present and k not in state:
+                state[k] = state[present[0]]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [

@@ -70,9 +70,31 @@ _FILTER_AXIS_BY_NAME: dict[tuple[str, str], int] = {("transformers.pytorch_utils
 
 
 def _filter_axis(owner: nn.Module) -> int:
-    """The filter (output-unit) axis of ``owner``'s weights of two or more dimensions."""
-    kind = type(owner)
-    return _FILTER_AXIS.get(kind, _FILTER_AXIS_BY_NAME.get((kind.__module__, kind.__name__), 0))
+    """The filter (output-unit) axis of ``owner``'s weights of two or more dimensions.
+
+    By class and its bases: a subclass of ``ConvTranspose2d`` (a user's, or the ``ParametrizedConvTranspose2d`` that
+    ``torch.nn.utils.parametrize`` makes) keeps the transposed axis.
+    """
+    for kind in type(owner).__mro__:
+        axis = _FILTER_AXIS.get(kind, _FILTER_AXIS_BY_NAME.get((kind.__module__, kind.__name__)))
+        if axis is not None:
+            return axis
+    return 0
+
+
+def _owner(modules: Mapping[str, nn.Module], name: str) -> tuple[str, nn.Module | None, bool]:
+    """``(layer, module, parametrized)`` of the parameter ``name``: the module that holds it (``""``: the root).
+
+    ``torch.nn.utils.parametrize`` (weight_norm, spectral_norm, orthogonal) keeps a module's weight in
+    ``<module>.parametrizations.weight.original*``: those tensors belong to ``<module>``, beside its bias.
+    """
+    layer = name.rsplit(".", 1)[0] if "." in name else ""
+    owner = modules.get(layer)
+    parts = layer.split(".")
+    if len(parts) >= 2 and parts[-2] == "parametrizations" and type(owner).__name__ == "ParametrizationList":
+        layer = ".".join(parts[:-2])
+        return layer, modules.get(layer), True
+    return layer, owner, False
 
 
 @dataclass(frozen=True)
@@ -187,11 +209,13 @@ class ParamLayout:
         specs = []
         pos = 0
         for name, p in named_vector_parameters(model, params):
-            layer = name.rsplit(".", 1)[0] if "." in name else ""
-            owner = modules.get(layer, model)
+            layer, found, parametrized = _owner(modules, name)
+            owner = model if found is None else found
             axis = None
             if p.dim() >= 2:
                 axis = _filter_axis(owner)
+                if parametrized and p.shape[axis] == 1:  # weight_norm's magnitudes of a transposed conv: (in, 1, k)
+                    axis = 0
             specs.append(TensorSpec(name, tuple(p.shape), pos, pos + p.numel(), layer, axis, type(owner).__name__))
             pos += p.numel()
         return cls(specs)

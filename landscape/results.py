@@ -1,9 +1,9 @@
 """Result objects: plain arrays with coordinates and provenance that save and load without pickle.
 
 Every analyzer returns a frozen dataclass that derives from :class:`Result`. Its fields are numpy
-arrays, numbers, strings, lists and dicts of those, or nested :class:`Provenance`. ``save`` writes
-one ``.npz`` (arrays, loaded back with ``allow_pickle=False``) holding a JSON header for everything
-else, so loading a result never executes code from the file.
+arrays, numbers, strings, lists, tuples and dicts of those (keys kept as they are), or nested
+:class:`Provenance`. ``save`` writes one ``.npz`` (arrays, loaded back with ``allow_pickle=False``)
+holding a JSON header for everything else, so loading a result never executes code from the file.
 
 Every result also prints as a short summary (shapes, metric names and ranges, coordinate ranges and
 provenance; never raw arrays), displays in a notebook as a small table with a thumbnail where one is
@@ -24,6 +24,8 @@ import json
 import os
 import platform
 import time
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, TypeVar
@@ -38,7 +40,7 @@ __all__ = ["Provenance", "Result", "package_version", "load_result", "register_r
 T = TypeVar("T", bound="Result")
 
 _REGISTRY: dict[str, type[Result]] = {}
-_FORMAT = 1
+_FORMAT = 2  # 2: tuples and dicts with keys other than strings, which format-1 readers took for plain dicts
 _XR_HEADER = "landscape_result"  # attribute of a Dataset from Result.to_xarray: the JSON header
 
 
@@ -107,21 +109,43 @@ def _encode(value: Any, arrays: dict[str, np.ndarray], key: str) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype == object:
             raise TypeError(f"field {key!r} is an object array, which cannot be saved without pickle")
+        while key in arrays:  # {"a.b": x, "a": {"b": y}} names both arrays "f.a.b": one would replace the other
+            key += "'"
         arrays[key] = value
         return {"__array__": key}
     if isinstance(value, Provenance):
-        return {"__provenance__": value.to_dict()}
+        return {"__provenance__": _plain(value.to_dict())}
     if isinstance(value, Result):
         raise TypeError(f"field {key!r}: nested results are not supported; save them separately")
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
         return {"__dict__": {str(k): _encode(v, arrays, f"{key}.{k}") for k, v in value.items()}}
+    if isinstance(value, Mapping):  # JSON keys are strings: other keys (1, (0, 1)) go as [key, value] pairs
+        return {"__items__": [[_encode(k, {}, key), _encode(v, arrays, f"{key}.{k}")] for k, v in value.items()]}
     if isinstance(value, list | tuple):
-        return {"__list__": [_encode(v, arrays, f"{key}.{i}") for i, v in enumerate(value)]}
+        tag = "__tuple__" if isinstance(value, tuple) else "__list__"
+        return {tag: [_encode(v, arrays, f"{key}.{i}") for i, v in enumerate(value)]}
     if isinstance(value, np.generic):
         return value.item()
     if value is None or isinstance(value, bool | int | float | str):
         return value
     raise TypeError(f"field {key!r} has type {type(value).__name__}, which a Result cannot save")
+
+
+def _format_of(fields: Any) -> int:
+    """1 (what older versions read) unless the encoded fields hold tuples or non-string keys."""
+    text = json.dumps(fields)
+    return 2 if '"__tuple__"' in text or '"__items__"' in text else 1
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers, e.g. a seed drawn as ``np.int64`` (JSON cannot write them)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _decode(value: Any, arrays: Mapping[str, np.ndarray]) -> Any:
@@ -134,6 +158,10 @@ def _decode(value: Any, arrays: Mapping[str, np.ndarray]) -> Any:
             return {k: _decode(v, arrays) for k, v in value["__dict__"].items()}
         if "__list__" in value:
             return [_decode(v, arrays) for v in value["__list__"]]
+        if "__tuple__" in value:
+            return tuple(_decode(v, arrays) for v in value["__tuple__"])
+        if "__items__" in value:
+            return {_decode(k, arrays): _decode(v, arrays) for k, v in value["__items__"]}
     return value
 
 
@@ -446,7 +474,7 @@ class Result:
         # and the dtypes: a netCDF3 file (scipy's writer, xarray's fallback without netCDF4) stores int64 as int32
         dtypes = {k: a.dtype.str for k, a in arrays.items()}
         header = {
-            "__format__": _FORMAT,
+            "__format__": _format_of(fields),
             "__class__": type(self).__name__,
             "fields": fields,
             "variables": names,
@@ -523,11 +551,8 @@ class Result:
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
         arrays: dict[str, np.ndarray] = {}
-        header = {
-            "__format__": _FORMAT,
-            "__class__": type(self).__name__,
-            "fields": {f.name: _encode(getattr(self, f.name), arrays, f.name) for f in dataclasses.fields(self)},
-        }
+        fields = {f.name: _encode(getattr(self, f.name), arrays, f.name) for f in dataclasses.fields(self)}
+        header = {"__format__": _format_of(fields), "__class__": type(self).__name__, "fields": fields}
         arrays = {f"a{i}": a for i, a in enumerate(arrays.values())} | {"__keys__": np.array(list(arrays))}
         payload = json.dumps(header)
         buf = io.BytesIO()
@@ -554,7 +579,7 @@ def load_result(path: str | os.PathLike[str]) -> Result:
 
     Raises:
         FileNotFoundError: If there is no such file.
-        ValueError: If the file is not a saved result or names an unknown class.
+        ValueError: If the file is not a saved result, is damaged or truncated, or names an unknown class.
     """
     try:
         with open(path, "rb") as fh:
@@ -570,13 +595,24 @@ def load_result(path: str | os.PathLike[str]) -> Result:
             header = json.loads(str(z["__header__"]))
             keys = [str(k) for k in z["__keys__"]]
             arrays = {k: z[f"a{i}"] for i, k in enumerate(keys)}
+    # A cut-off copy, a flipped byte (zip's CRC check), or a flipped flag: "compression method not supported",
+    # "file is encrypted" (NotImplementedError and RuntimeError from zipfile).
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+        raise ValueError(f"{path} is a damaged or truncated result file ({e}); save the result again") from e
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"{path} is not a saved landscape result ({e})") from e
-    if header.get("__format__", 0) > _FORMAT:
-        raise ValueError(f"{path} was written by a newer version (format {header['__format__']}); upgrade")
+    if not isinstance(header, dict) or not isinstance(header.get("fields"), dict):
+        raise ValueError(f"{path} is not a saved landscape result (its header holds no fields)")
+    fmt = header.get("__format__", 0)
+    if not isinstance(fmt, int):
+        raise ValueError(f"{path} is not a saved landscape result (format {fmt!r})")
+    if fmt > _FORMAT:
+        raise ValueError(f"{path} was written by a newer version (format {fmt}); upgrade")
     name = header.get("__class__")
-    if name not in _REGISTRY:
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"{path} holds an unknown result type {name!r}; known: {sorted(_REGISTRY)}")
     cls = _REGISTRY[name]
-    fields = {k: _decode(v, arrays) for k, v in header["fields"].items()}
-    return cls(**fields)
+    try:
+        return cls(**{k: _decode(v, arrays) for k, v in header["fields"].items()})
+    except (KeyError, TypeError) as e:  # an array the header names is missing, or a field the class lacks
+        raise ValueError(f"{path} is a damaged {name} file ({type(e).__name__}: {e}); save the result again") from e

@@ -315,7 +315,8 @@ def load_mnist_idx(
 
     Raises:
         FileNotFoundError: If a file is missing; the message says which files go where.
-        ValueError: If a file is not valid IDX or images and labels disagree.
+        ValueError: If a file is not valid IDX, images and labels disagree, or training and test images differ
+            in size.
     """
     files = _find_mnist_files(Path(data_dir))
     arrays = {k: read_idx(p) for k, p in files.items()}
@@ -333,6 +334,11 @@ def load_mnist_idx(
                 f"{files[f'{part}_labels']}: MNIST labels must be integers 0-9, found {yi.dtype} values {found}; "
                 "is the file corrupted, or another file under this name?"
             )
+    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:  # else Splits.input_shape fits one part
+        raise ValueError(
+            f"{files['train_images']} holds {arrays['train_images'].shape[1:]} images but {files['test_images']} "
+            f"{arrays['test_images'].shape[1:]} ones; are the files of two different data sets?"
+        )
     Xtr = torch.from_numpy(arrays["train_images"].astype(np.float64))[:, None]
     ytr = torch.from_numpy(arrays["train_labels"].astype(np.int64))
     Xte = torch.from_numpy(arrays["test_images"].astype(np.float64))[:, None]

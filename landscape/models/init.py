@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
 from collections.abc import Iterator
 
 import torch
@@ -34,7 +35,8 @@ class InitScheme(str, enum.Enum):
     NORMAL = "normal"
 
 
-# Modules whose ``weight`` is a (fan_out, fan_in, *kernel) matrix: the layers an init scheme draws.
+# The layers an init scheme draws: weight (out, in / groups, *kernel), or (in, out / groups, *kernel) for the
+# transposed convolutions (see _fans).
 WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Linear,
     nn.Conv1d,
@@ -120,19 +122,53 @@ def init_weights(
     return model
 
 
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _fans(module: nn.Module, weight: Tensor) -> tuple[int, int]:
+    """``(fan_in, fan_out)``: the inputs feeding one output unit, and the outputs one input unit feeds.
+
+    Channels per group times kernel size; a transposed convolution counts as the convolution it transposes with
+    input and output exchanged (exact at stride 1). torch's ``nn.init`` reads the fans off the weight's first two
+    axes as if every layer were an ungrouped convolution: a grouped convolution's fan-out came out ``groups`` times
+    too large (a depthwise 3x3 conv of 64 channels: 576 instead of 9), and a transposed convolution, whose weight is
+    ``(in, out / groups, *kernel)``, had its two fans swapped.
+    """
+    groups = int(getattr(module, "groups", 1))
+    receptive = math.prod(weight.shape[2:])
+    if isinstance(module, _TRANSPOSED):
+        return weight.shape[0] // groups * receptive, weight.shape[1] * receptive
+    return weight.shape[1] * receptive, weight.shape[0] // groups * receptive
+
+
 def _draw(module: nn.Module, scheme: InitScheme, mean: float, std: float | None) -> None:
-    weight: Tensor = module.weight  # type: ignore[assignment]
+    # A parametrized weight (weight_norm, spectral_norm) is computed from its originals on every access: drawing into
+    # it changed nothing. Draw a fresh tensor and assign it, which sets the originals (weight_norm's g and v).
+    parametrized = torch.nn.utils.parametrize.is_parametrized(module, "weight")
+    weight: Tensor = torch.empty_like(module.weight) if parametrized else module.weight  # type: ignore[arg-type,assignment]
     bias: Tensor | None = module.bias  # type: ignore[assignment]
-    if scheme in (InitScheme.HE, InitScheme.KAIMING):
-        nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu")
+    _fill(module, weight, scheme, mean, std)
+    if parametrized:
+        module.weight = weight
+    if bias is not None:
+        if scheme is InitScheme.NORMAL:
+            bias.normal_(mean, std)  # type: ignore[arg-type]
+        else:
+            bias.zero_()
+
+
+def _fill(module: nn.Module, weight: Tensor, scheme: InitScheme, mean: float, std: float | None) -> None:
+    fan_in, fan_out = _fans(module, weight)
+    # nn.init's kaiming_normal_ / xavier_uniform_ / xavier_normal_ with the right fans: the same expressions and
+    # draws, so an ungrouped layer gets bitwise the weights it always got.
+    if weight.numel() == 0:
+        pass
+    elif scheme in (InitScheme.HE, InitScheme.KAIMING):
+        weight.normal_(0, math.sqrt(2.0) / math.sqrt(fan_in))
     elif scheme in (InitScheme.XAVIER, InitScheme.GLOROT):
-        nn.init.xavier_uniform_(weight)
+        bound = math.sqrt(3.0) * math.sqrt(2.0 / float(fan_in + fan_out))
+        weight.uniform_(-bound, bound)
     elif scheme is InitScheme.XAVIER_NORMAL:
-        nn.init.xavier_normal_(weight)
+        weight.normal_(0.0, math.sqrt(2.0 / float(fan_in + fan_out)))
     else:  # NORMAL
         weight.normal_(mean, std)  # type: ignore[arg-type]
-        if bias is not None:
-            bias.normal_(mean, std)  # type: ignore[arg-type]
-        return
-    if bias is not None:
-        bias.zero_()
