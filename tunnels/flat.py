@@ -213,11 +213,7 @@ def newton_flat(
     if isinstance(model, Problem):
         if data is not None or loss_fn is not None:
             raise TypeError("model is a Problem, which holds its data and loss; pass neither data nor loss_fn")
-        prob = (
-            model
-            if model.dtype == torch.float64
-            else Problem(model.model, model.data, model.loss_spec, bn_mode=model.bn_mode, dtype=torch.float64)
-        )
+        prob = model if model.dtype == torch.float64 else _in_float64(model)
         model = prob.model
     else:
         prob = None
@@ -250,6 +246,16 @@ def newton_flat(
     res.grad_norms.append(float(g.norm()))
     res.model = model_at(model, (base.index_put((idx,), theta) if frozen else theta).to(theta0.dtype))
     return res
+
+
+def _in_float64(p: Problem) -> Problem:
+    """The same problem computed in float64, with every option that defines its loss.
+
+    ``batch_size`` sets the batches a ``bn_mode="train"`` loss normalizes over; ``loss_form`` whether a callable is
+    a closure ``loss(model, batch)``.
+    """
+    form, bs = "batch" if p.closure else "outputs", p.batch_size
+    return Problem(p.model, p.data, p.loss_spec, loss_form=form, bn_mode=p.bn_mode, dtype=torch.float64, batch_size=bs)
 
 
 def _value_and_grad(f: Objective, x: Tensor) -> tuple[float, Tensor]:
