@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -31,3 +33,40 @@ def test_split_stats_over_batches_is_the_A_of_the_whole_data_for_a_weighted_mean
     gw, gb = torch.autograd.grad(loss_fn(net(x), y), [net[0].weight, net[0].bias])
     torch.testing.assert_close(batched.A["0"].sum(2), torch.cat([gw, gb[:, None]], 1), rtol=1e-12, atol=1e-15)
     assert batched.n_examples == 32 and batched.n_batches == 3
+
+
+@pytest.mark.parametrize("stats", ["full", "partial"])
+def test_schedule_reorganization_splits_by_the_A_of_the_merged_network(stats) -> None:
+    # Sec. 3.2: a reorganization closes u2 onto u1, then opens u in u2's slot; the opened network is the merged one,
+    # so lambda_star, rho and the unit ranking are those of its A (App. B: "a pass over the entire dataset in order to
+    # stay consistent with the theory"), as reorganize(data=...) computes them. The schedule passed the A of the
+    # network before the merge: another split for other units ([7, 0] where the merged network ranks [0, 2]).
+    from landscape.train import Callback, Trainer
+    from tunnels import TunnelSchedule, close_units
+
+    class Before(Callback):
+        def on_step_end(self, trainer, event):  # noqa: D102
+            if event.step == 3:
+                self.model = copy.deepcopy(trainer.model)
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 5), nn.Sigmoid(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+    spy = Before()
+    sched = TunnelSchedule(
+        3, {"0": 2}, action="reorganize", t=1.0, stats=stats, max_batches=2, stats_batch_size=16, warmup_steps=0
+    )
+    kw = {"optimizer_kwargs": {"lr": 0.1}, "steps": 4, "batch_size": 16, "record_every_epochs": None}
+    Trainer(net, (x, y), nn.functional.cross_entropy, "sgd", callbacks=[spy, sched], **kw).fit()
+    ((_, ev),) = sched.events_
+    merges = [(c.merged_into, c.clone) for c in ev.changes]
+    merged, _ = close_units(spy.model, "0", merges, remove=False)
+    batches = 2 if stats == "partial" else None
+    ref = split_stats(merged, (x, y), nn.functional.cross_entropy, ["0"], max_batches=batches, batch_size=16)
+    rho, star = ref.principal("0")
+    free = [u for u in torch.argsort(rho, descending=True, stable=True).tolist() if u not in [b for _, b in merges]]
+    assert [c.unit for c in ev.changes] == free[:2]  # the top-rho units of the merged network
+    for c in ev.changes:
+        torch.testing.assert_close(torch.tensor(c.lambdas, dtype=DT), 0.5 + star[c.unit], rtol=1e-6, atol=1e-6)
+        assert c.rho == pytest.approx(float(rho[c.unit]), rel=1e-6)
