@@ -249,13 +249,10 @@ def newton_flat(
 
 
 def _in_float64(p: Problem) -> Problem:
-    """The same problem computed in float64, with every option that defines its loss.
-
-    ``batch_size`` sets the batches a ``bn_mode="train"`` loss normalizes over; ``loss_form`` whether a callable is
-    a closure ``loss(model, batch)``.
-    """
-    form, bs = "batch" if p.closure else "outputs", p.batch_size
-    return Problem(p.model, p.data, p.loss_spec, loss_form=form, bn_mode=p.bn_mode, dtype=torch.float64, batch_size=bs)
+    # Every option that defines the loss: batch_size sets the batches a bn_mode="train" loss normalizes over,
+    # loss_form whether a callable is a closure loss(model, batch); device is where it computes.
+    kw: dict[str, Any] = {"loss_form": "batch" if p.closure else "outputs", "bn_mode": p.bn_mode, "device": p.device}
+    return Problem(p.model, p.data, p.loss_spec, dtype=torch.float64, batch_size=p.batch_size, **kw)
 
 
 def _value_and_grad(f: Objective, x: Tensor) -> tuple[float, Tensor]:
