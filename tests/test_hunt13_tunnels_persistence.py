@@ -70,3 +70,35 @@ def test_schedule_reorganization_splits_by_the_A_of_the_merged_network(stats) ->
     for c in ev.changes:
         torch.testing.assert_close(torch.tensor(c.lambdas, dtype=DT), 0.5 + star[c.unit], rtol=1e-6, atol=1e-6)
         assert c.rho == pytest.approx(float(rho[c.unit]), rel=1e-6)
+
+
+def test_partial_persistent_training_draws_among_the_layers_it_trains() -> None:
+    # PN eq. (5): partial persistent training takes one random layer's parameters "into persistent training". A
+    # layer whose parameters are all frozen cannot move: its penalty is a constant, so an iteration that drew it
+    # retrained the plain model bitwise (iteration 3 here), a silently wasted iteration.
+    from persistence import PersistentTrainer, draw_layer
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)).double()
+    for p in net[0].parameters():
+        p.requires_grad_(False)
+    x, y = torch.randn(64, 3, dtype=DT), torch.randint(0, 2, (64,))
+    kw = {"optimizer_kwargs": {"lr": 0.1}, "steps": 20, "batch_size": 16, "eval_data": {"val": (x, y)}}
+    pt = PersistentTrainer(
+        net, (x, y), nn.functional.cross_entropy, "sgd", iterations=5, lam=0.1, mode="partial", seed=1, **kw
+    )
+    assert [pt.layer_for(i) for i in range(1, 40)] == ["2"] * 39  # the only layer with trainable parameters
+    pt.fit()
+    assert [r.layer for r in pt.results_] == [None, "2", "2", "2", "2"]
+    assert all(not torch.equal(r.final, pt.results_[0].final) for r in pt.results_[1:])  # every iteration persistent
+    with pytest.raises(ValueError, match="layer '0' has no trainable parameter"):
+        PersistentTrainer(
+            net, (x, y), nn.functional.cross_entropy, "sgd", iterations=2, lam=0.1, mode="partial", layer="0", **kw
+        )
+    # without frozen layers the draw is unchanged: every layer of the model, as draw_layer gives it
+    free = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)).double()
+    pt = PersistentTrainer(
+        free, (x, y), nn.functional.cross_entropy, "sgd", iterations=2, lam=0.1, mode="partial", seed=1, **kw
+    )
+    draws = [draw_layer(["0", "2"], i, mode="partial", seed=1) for i in range(40)]
+    assert [pt.layer_for(i) for i in range(40)] == draws
