@@ -121,7 +121,8 @@ class PersistentTrainer:
         iterations: Total iterations N including the plain one (PN Fig. 7-8: 20).
         lam: Penalty strength lambda.
         mode: ``"full"`` or ``"partial"``.
-        layer: In partial mode, a fixed layer name instead of a random draw per iteration.
+        layer: In partial mode, a fixed layer name instead of a random draw per iteration (among the layers with
+            trainable parameters, :attr:`trainable_layers`).
         depth_factor: Use the preprint's factor ``|L(w_ini) - L(w_0)|`` (PN preprint eq. 4-5), measured on the
             training data from the initial weights and the plain model's converged weights.
         select_by: Validation metric of the championship, e.g. ``"val_loss"`` or ``"val_accuracy"``.
@@ -173,6 +174,13 @@ class PersistentTrainer:
         self.layout = ParamLayout.from_model(model)
         if layer is not None and layer not in self.layout.layers:
             raise ValueError(f"unknown layer {layer!r}; the model's layers are {list(self.layout.layers)}")
+        # Partial mode draws among the layers the optimizer moves: a frozen layer's penalty is a constant, and an
+        # iteration penalizing it would retrain the plain model. (Without frozen layers: every layer, as before.)
+        params = dict(model.named_parameters())
+        specs = self.layout.layers.items()
+        self.trainable_layers = [n for n, ts in specs if any(params[t.name].requires_grad for t in ts)]
+        if layer is not None and layer not in self.trainable_layers:
+            raise ValueError(f"layer {layer!r} has no trainable parameter: penalizing it cannot change the run")
         if layer is not None and self.mode is PersistentMode.FULL:  # full mode penalizes every layer: layer unused
             raise ValueError(f"layer={layer!r} fixes the penalized layer of partial mode; pass mode='partial' with it")
         set_name = select_by.split("_", 1)[0]
@@ -217,8 +225,8 @@ class PersistentTrainer:
 
     # --------------------------------------------------------------------- api
     def layer_for(self, iteration: int) -> str | None:
-        """The penalized layer of an iteration: ``None`` in full mode; seeded draw (or the fixed layer) in partial."""
-        return draw_layer(list(self.layout.layers), iteration, mode=self.mode, seed=self.seed, layer=self.layer)
+        """The penalized layer: ``None`` in full mode; in partial, the fixed layer or a seeded trainable one."""
+        return draw_layer(self.trainable_layers, iteration, mode=self.mode, seed=self.seed, layer=self.layer)
 
     @property
     def champion_(self) -> int:

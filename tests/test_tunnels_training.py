@@ -241,6 +241,44 @@ def test_newton_flat_keeps_frozen_parameters_and_steps_on_the_trainable_ones():
     assert res.min_eigenvalues[0] == pytest.approx(float(torch.linalg.eigvalsh(hess0)[0]), rel=1e-9)
 
 
+def test_newton_flat_on_a_float32_problem_keeps_its_batches_and_closure():
+    # A float32 Problem is recomputed in float64; its batch_size (the batches a bn_mode="train" loss normalizes
+    # over) and loss_form were dropped, so Newton ran on the full-batch statistics loss (0.682 where the problem's
+    # is 0.673), and a closure under loss_form="batch" was called as loss(outputs, targets).
+    from landscape.params import functional_forward
+    from landscape.problem import Problem
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(32, 3, generator=g), torch.randint(0, 2, (32,), generator=g)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2))
+    ref = copy.deepcopy(net).double().train()
+    theta = parameters_to_vector(ref)
+
+    def batch_stats_loss(v):  # float64 brute force: the mean over the four batches of 8, each with its own statistics
+        bufs = {k: b.clone() for k, b in ref.named_buffers()}
+        outs = [functional_forward(ref, v, X[i : i + 8].double(), buffers=bufs, train=True) for i in range(0, 32, 8)]
+        return torch.stack([F.cross_entropy(o, y[i : i + 8]) for o, i in zip(outs, range(0, 32, 8))]).mean()
+
+    res = tunnels.newton_flat(
+        Problem(net, (X, y), "cross_entropy", bn_mode="train", batch_size=8), steps=1, damping=0.1
+    )
+    assert res.losses[0] == pytest.approx(float(batch_stats_loss(theta)), rel=1e-12)
+    grad = torch.autograd.functional.jacobian(batch_stats_loss, theta)
+    hess = torch.autograd.functional.hessian(batch_stats_loss, theta)
+    lam, v = torch.linalg.eigh(hess)
+    step = theta - 0.1 * v @ (lam / (lam**2 + 0.01) * (v.T @ grad))
+    torch.testing.assert_close(parameters_to_vector(res.model).double(), step, rtol=1e-5, atol=1e-6)  # float32 model
+
+    def closure(m, batch):
+        return F.cross_entropy(m(batch[0]), batch[1])
+
+    plain = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    res = tunnels.newton_flat(Problem(plain, (X, y), closure, loss_form="batch"), steps=0)
+    want = F.cross_entropy(copy.deepcopy(plain).double()(X.double()), y).detach()
+    assert res.losses[0] == pytest.approx(float(want), rel=1e-12)
+
+
 # ---------------------------------------------------------------------------------------------- PGD / NEON
 def _saddle(x):
     # strict saddle at 0 (Hessian diag(1, -1)); minima at (0, +-1) with f = -1/4

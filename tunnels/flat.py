@@ -213,11 +213,7 @@ def newton_flat(
     if isinstance(model, Problem):
         if data is not None or loss_fn is not None:
             raise TypeError("model is a Problem, which holds its data and loss; pass neither data nor loss_fn")
-        prob = (
-            model
-            if model.dtype == torch.float64
-            else Problem(model.model, model.data, model.loss_spec, bn_mode=model.bn_mode, dtype=torch.float64)
-        )
+        prob = model if model.dtype == torch.float64 else _in_float64(model)
         model = prob.model
     else:
         prob = None
@@ -250,6 +246,13 @@ def newton_flat(
     res.grad_norms.append(float(g.norm()))
     res.model = model_at(model, (base.index_put((idx,), theta) if frozen else theta).to(theta0.dtype))
     return res
+
+
+def _in_float64(p: Problem) -> Problem:
+    # Every option that defines the loss: batch_size sets the batches a bn_mode="train" loss normalizes over,
+    # loss_form whether a callable is a closure loss(model, batch); device is where it computes.
+    kw: dict[str, Any] = {"loss_form": "batch" if p.closure else "outputs", "bn_mode": p.bn_mode, "device": p.device}
+    return Problem(p.model, p.data, p.loss_spec, dtype=torch.float64, batch_size=p.batch_size, **kw)
 
 
 def _value_and_grad(f: Objective, x: Tensor) -> tuple[float, Tensor]:

@@ -60,8 +60,8 @@ at once; BatchNorm rows use one-hot tangents on its weight / bias. Then, per pai
 * Conv2d consumer: ``sum_n sum_r delta[n, v, r] T[k, n, u, pi(r, q)]`` is the weight gradient of R with
   input ``T[k]`` and output gradient ``delta`` (``torch.nn.grad.conv2d_weight``), times ``W_R[v, u, q]``.
 
-``delta`` is taken with autograd at R's output for the batch-mean loss; a pass over batches weights
-each batch's A by its share of examples, which gives (*) for the mean loss over the pass. In train
+``delta`` is taken with autograd at R's output for the batch-mean loss; a pass over batches weights each
+batch's A by its share of examples (of class weight), which gives (*) for the mean loss over the pass. In train
 mode a BatchNorm couples the examples of a batch; (*) stays exact for the batch loss because ``T`` is
 the derivative of the whole batch's ``z``. Three estimates (paper, Appendix B): a full pass
 (``split_stats``), a partial pass (``max_batches=k``), and an exponential moving average over recent
@@ -83,6 +83,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from landscape._loss import weighted_count
 from landscape._options import parse_option
 from landscape.functional import hook_attributes
 from landscape.params import preserved_mode
@@ -493,7 +494,8 @@ def split_stats(
         progress: Show a progress bar over batches.
 
     Returns:
-        The :class:`SplitStats`: ``A = sum_b (B_b / N) A_b``, the decomposition of the mean loss's gradient.
+        The :class:`SplitStats`: ``A = sum_b (B_b / N) A_b``, the decomposition of the mean loss's gradient (for a
+        class-weighted or ``ignore_index`` cross-entropy / NLL, ``B_b`` is the batch's summed weights, as torch's mean).
 
     Raises:
         ValueError: On a non-positive ``max_batches``.
@@ -505,20 +507,22 @@ def split_stats(
     resolved = _resolve_sites(model, sites)
     total: dict[str, Tensor] = {}
     n_ex = n_b = 0
+    n_w = 0.0  # the mean's denominator, as torch's mean of a weighted cross-entropy divides
     check_model(model)
     batches = iter_validated(data, model, loss_fn, batch_size=batch_size if is_tensor_pair(data) else None)
     for xb, yb in tqdm(batches, disable=not progress, desc="tunnel A", total=max_batches):
         part = split_matrices(model, (xb, yb), loss_fn, resolved, train=train, max_elements=max_elements)
         b = int(xb.shape[0])
+        w = b if (c := weighted_count(loss_fn, yb)) is None else c  # examples, or the kept targets' class weights
         for p, a in part.items():
-            total[p] = total[p] + b * a if p in total else b * a
-        n_ex, n_b = n_ex + b, n_b + 1
+            total[p] = total[p] + w * a if p in total else w * a
+        n_ex, n_b, n_w = n_ex + b, n_b + 1, n_w + w
         if max_batches is not None and n_b >= max_batches:
             break
     if n_b == 0:
         raise ValueError("data yielded no batch")
     method = StatsMethod.FULL if max_batches is None else StatsMethod.PARTIAL
-    return SplitStats(tuple(resolved), {p: a / n_ex for p, a in total.items()}, method.value, n_ex, n_b)
+    return SplitStats(tuple(resolved), {p: a / n_w for p, a in total.items()}, method.value, n_ex, n_b)
 
 
 SOURCE_DEFAULTS: dict[str, Any] = {

@@ -6,7 +6,9 @@ Modifications" ("Tunnels"), Sections 4.1-4.4 and Appendix B, as a :class:`landsc
 
 * After step ``open_at`` it computes the matrices A on the trainer's current model (a full pass, a
   partial pass or a moving average over the last steps, paper Appendix B), opens tunnels
-  (:func:`tunnels.surgery.open_tunnels`) or reorganizes weights (:func:`tunnels.surgery.reorganize`), and
+  (:func:`tunnels.surgery.open_tunnels`) or reorganizes weights (:func:`tunnels.surgery.reorganize`; a pass
+  then computes A on the merged network the reorganization opens in, the theory's setting, Sec. 3.2; a moving
+  average, gathered before, is the network's before the merge, an approximation), and
   swaps the grown model in with :meth:`Trainer.replace_model`, passing the :class:`TunnelEvent` as the
   event. The trajectory recorder sees the new layout and starts a new segment; the event becomes a tag
   (``{"type": "tunnel", "kind": "open", "step": ..., ...}``) of the next snapshot.
@@ -43,9 +45,9 @@ from torch import Tensor, nn
 from landscape._options import parse_option
 from landscape.data import iterate_batches
 from landscape.train import Callback, StepEvent, Trainer
-from tunnels.sites import TunnelEvent
+from tunnels.sites import TunnelEvent, resolve_site
 from tunnels.split import LambdaMode, SplitAccumulator, SplitStats, StatsMethod, split_stats
-from tunnels.surgery import close_tunnels, open_tunnels, reorganize
+from tunnels.surgery import _closest_pairs, close_tunnels, close_units, open_tunnels, reorganize
 
 __all__ = ["ScheduleAction", "TunnelSchedule"]
 
@@ -74,7 +76,8 @@ class TunnelSchedule(Callback):
         mode: Lambda mode: ``"proposed"``, ``"random"``, ``"constant"`` or ``"half"``.
         stats: How A is estimated: ``"full"`` (a pass over ``stats_data``), ``"partial"`` (its first
             ``max_batches`` batches) or ``"ema"`` (a moving average over the ``ema_steps`` steps before
-            opening, each on a fresh minibatch of ``stats_data`` at the then-current weights).
+            opening, each on a fresh minibatch of ``stats_data`` at the then-current weights). A reorganization's
+            pass runs on the merged network (see :func:`tunnels.surgery.reorganize`).
         stats_data: Data for A: a tensor pair or iterable of batches (default: the trainer's data).
         loss_fn: Batch-mean loss for A (default: the trainer's).
         max_batches: Batches of a partial pass.
@@ -239,7 +242,7 @@ class TunnelSchedule(Callback):
         max_b = self.max_batches if self.stats is StatsMethod.PARTIAL else None
         data = self._data(trainer)
         return split_stats(
-            trainer.model,
+            self._merged(trainer.model) if self.action is ScheduleAction.REORGANIZE else trainer.model,
             data,
             self._loss(trainer),
             self._sites(trainer.model),
@@ -261,9 +264,7 @@ class TunnelSchedule(Callback):
                 new, ev = open_tunnels(old, self.units, t=self.t, mode=self.mode, stats=stats, seed=self.seed)
                 self.open_event_ = ev
             else:
-                if not isinstance(self.units, Mapping) or len(self.units) != 1:
-                    raise ValueError("action='reorganize' needs units={producer: n_merges} for one site")
-                ((site, merges),) = self.units.items()
+                ((site, merges),) = self._reorganized_site().items()
                 new, ev = reorganize(old, site, merges, t=self.t, mode=self.mode, stats=stats, seed=self.seed)
             new.train(old.training)
         if self.reset_norm_stats:
@@ -274,6 +275,18 @@ class TunnelSchedule(Callback):
         trainer.replace_model(new, event=None if ev is None else ev.to_dict())
         self.events_.append((step, ev))
         self._start_warmup(trainer, step)
+
+    def _reorganized_site(self) -> Mapping[Any, Any]:
+        if not isinstance(self.units, Mapping) or len(self.units) != 1:
+            raise ValueError("action='reorganize' needs units={producer: n_merges} for one site")
+        return self.units
+
+    def _merged(self, model: nn.Module) -> nn.Module:
+        """The network a reorganization opens in: ``model`` with its pairs merged (the pairs ``reorganize`` picks)."""
+        ((site, merges),) = self._reorganized_site().items()
+        s = resolve_site(model, site)
+        pairs = _closest_pairs(model, s, merges) if isinstance(merges, int) else merges
+        return close_units(model, s, pairs, remove=False)[0]
 
     def _start_warmup(self, trainer: Trainer, step: int) -> None:
         if self.warmup_steps == 0:
