@@ -279,3 +279,17 @@ def test_init_weights_draws_a_weight_normed_layer():
     assert abs(var / (2 / 500) - 1) < 0.03  # 200,000 draws: the sample variance is within 0.5% (one sd)
     plain = init_weights(nn.Linear(500, 400), "he", seed=0)  # and the very weights a plain layer gets
     torch.testing.assert_close(layer.weight.detach(), plain.weight.detach())
+
+
+def test_standardizing_with_an_empty_training_split_is_refused():
+    """val=0.5, test=0.5 of the 1,797 digits leaves no training image; 'standardize' then divided every split by the
+    NaN statistics of no image, and all 1,797 images came back NaN with only torch's warning."""
+    import pytest
+
+    from landscape.data import load_digits_split
+
+    with pytest.raises(ValueError, match="training split is empty"):
+        load_digits_split(val=0.5, test=0.5, normalize="standardize")
+    s = load_digits_split(val=0.5, test=0.5)  # 'unit' needs no statistics: the same split, finite pixels in [0, 1]
+    assert s.sizes == {"train": 0, "val": 899, "test": 898}
+    assert float(s.val[0].min()) >= 0 and float(s.val[0].max()) <= 1
