@@ -293,3 +293,23 @@ def test_standardizing_with_an_empty_training_split_is_refused():
     s = load_digits_split(val=0.5, test=0.5)  # 'unit' needs no statistics: the same split, finite pixels in [0, 1]
     assert s.sizes == {"train": 0, "val": 899, "test": 898}
     assert float(s.val[0].min()) >= 0 and float(s.val[0].max()) <= 1
+
+
+def test_normal_init_with_include_norm_draws_every_normalization_layer():
+    """Under init 'normal' with include_norm=True normalization layers are drawn too (Im et al.'s "all parameters");
+    RMSNorm and SyncBatchNorm were missing from the list and kept weight 1 (and bias 0)."""
+    import torch
+    from torch import nn
+
+    from landscape.models import init_weights
+
+    norms = [nn.BatchNorm1d(400), nn.LayerNorm(400), nn.SyncBatchNorm(400)]
+    if hasattr(nn, "RMSNorm"):
+        norms.append(nn.RMSNorm(400))
+    for norm in norms:
+        init_weights(nn.Sequential(norm), "normal", mean=-1.0, std=0.5, include_norm=True, seed=0)
+        for p in norm.parameters():  # 400 draws of N(-1, 0.5^2): the sample mean is within 0.025 (one sd)
+            assert abs(float(p.mean()) + 1) < 0.1 and abs(float(p.std()) / 0.5 - 1) < 0.15, type(norm).__name__
+        drawn = [p.detach().clone() for p in norm.parameters()]
+        init_weights(nn.Sequential(norm), "he", seed=0)  # other schemes leave normalization layers alone
+        assert all(torch.equal(p, q) for p, q in zip(norm.parameters(), drawn))

@@ -50,11 +50,13 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,
     nn.BatchNorm2d,
     nn.BatchNorm3d,
+    nn.SyncBatchNorm,
     nn.GroupNorm,
     nn.LayerNorm,
     nn.InstanceNorm1d,
     nn.InstanceNorm2d,
     nn.InstanceNorm3d,
+    *(c for c in (getattr(nn, "RMSNorm", None),) if c is not None),  # torch >= 2.4
 )
 
 
