@@ -313,3 +313,28 @@ def test_normal_init_with_include_norm_draws_every_normalization_layer():
         drawn = [p.detach().clone() for p in norm.parameters()]
         init_weights(nn.Sequential(norm), "he", seed=0)  # other schemes leave normalization layers alone
         assert all(torch.equal(p, q) for p, q in zip(norm.parameters(), drawn))
+
+
+def test_a_recorded_reference_cannot_name_the_distribution_s_figure_or_training_code(tmp_path, monkeypatch):
+    """The rule refuses this package's own functions outside landscape.models; installed editable (the development
+    setup) the sibling packages persistence, tunnels and figures looked like one's own code, so a trajectory's metadata
+    could call figures.make_all:_run_one (a figure run that writes where its ``out`` says). Installed normally they
+    sit in site-packages and were refused: the verdict must not depend on how the package is installed."""
+    import sys
+    import types
+
+    import pytest
+
+    from landscape import factory as FA
+
+    for target in ("figures.make_all:_run_one", "persistence.fast:fast_persistent_run"):
+        with pytest.raises(FA.FactoryError, match="pass --model"):
+            FA.resolve(target, trusted=False)
+        assert callable(FA.resolve(target))  # typed by the user, any callable
+    # a user's own package that happens to be called "figures" is still one's own code
+    (tmp_path / "figures").mkdir()
+    mine = types.ModuleType("figures")
+    mine.__file__ = str(tmp_path / "figures" / "__init__.py")
+    exec("def make():\n    return None\n", mine.__dict__)
+    monkeypatch.setitem(sys.modules, "figures", mine)
+    assert FA._own_function(mine.make)
