@@ -338,3 +338,24 @@ def test_a_recorded_reference_cannot_name_the_distribution_s_figure_or_training_
     exec("def make():\n    return None\n", mine.__dict__)
     monkeypatch.setitem(sys.modules, "figures", mine)
     assert FA._own_function(mine.make)
+
+
+def test_init_weights_draws_a_layer_under_the_old_weight_norm_hook():
+    """torch.nn.utils.weight_norm (the hook kept for old code) recomputes the weight from weight_g and weight_v before
+    every forward: He drew into the attribute, the next forward put the default weights back (variance 1 / (3 fan_in)
+    instead of 2 / fan_in), silently. The layer must compute with the drawn weights, those of a plain layer."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    from landscape.models import init_weights
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch deprecates the hook, not the models that use it
+        layer = nn.utils.weight_norm(nn.Linear(500, 400))
+    init_weights(layer, "he", seed=0)
+    plain = init_weights(nn.Linear(500, 400), "he", seed=0)
+    x = torch.randn(3, 500)
+    torch.testing.assert_close(layer(x), plain(x))  # the forward recomputes the weight from g and v
+    torch.testing.assert_close(layer.weight.detach(), plain.weight.detach())
