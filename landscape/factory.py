@@ -257,19 +257,37 @@ def resolve(target: str, *, trusted: bool = True) -> Callable[..., Any]:
     return obj
 
 
+_SIBLINGS = ("persistence", "tunnels", "figures")  # the distribution's other packages (setup.cfg)
+
+
+def _this_distribution(module: str) -> bool:
+    """Whether ``module`` is part of this distribution: ``landscape``, or a sibling package installed beside it.
+
+    Installed normally the siblings sit in ``site-packages`` (refused as an installed package); installed editable,
+    they looked like one's own code, so e.g. ``figures.make_all:_run_one`` (a figure run writing where its ``out``
+    says) was callable from a file. A user's own package of the same name lives elsewhere and stays one's own.
+    """
+    top = module.partition(".")[0]
+    if top == "landscape":
+        return True
+    file = getattr(sys.modules.get(top), "__file__", None) if top in _SIBLINGS else None
+    return file is not None and Path(file).resolve().parent.parent == Path(__file__).resolve().parent.parent
+
+
 def _own_function(fn: Callable[..., Any]) -> bool:
     """Whether a function read from a file's reference may be called: one of your own code, or the model zoo's.
 
     The standard library is refused (``os:system``), and so are installed packages (``torch:load`` and
-    ``numpy:load`` unpickle what their keyword arguments name) and this package's own functions outside
-    :mod:`landscape.models` (:func:`build_model` builds any reference it is given, trusted). Your own code is a
+    ``numpy:load`` unpickle what their keyword arguments name) and this distribution's own functions outside
+    :mod:`landscape.models` (:func:`build_model` builds any reference it is given, trusted; ``persistence``,
+    ``tunnels`` and ``figures`` run training and write files), however it is installed. Your own code is a
     module outside ``site-packages`` / ``dist-packages``: a project on the path, or installed editable. The
     function's own module is judged, not the one the reference names (which may import it).
     """
     name = getattr(fn, "__module__", None) or ""
     if _stdlib(name):
         return False
-    if name.partition(".")[0] == "landscape":
+    if _this_distribution(name):
         return name == "landscape.models" or name.startswith("landscape.models.")
     file = getattr(sys.modules.get(name), "__file__", None)
     return file is not None and not {"site-packages", "dist-packages"} & set(Path(file).resolve().parts)

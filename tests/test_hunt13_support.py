@@ -279,3 +279,83 @@ def test_init_weights_draws_a_weight_normed_layer():
     assert abs(var / (2 / 500) - 1) < 0.03  # 200,000 draws: the sample variance is within 0.5% (one sd)
     plain = init_weights(nn.Linear(500, 400), "he", seed=0)  # and the very weights a plain layer gets
     torch.testing.assert_close(layer.weight.detach(), plain.weight.detach())
+
+
+def test_standardizing_with_an_empty_training_split_is_refused():
+    """val=0.5, test=0.5 of the 1,797 digits leaves no training image; 'standardize' then divided every split by the
+    NaN statistics of no image, and all 1,797 images came back NaN with only torch's warning."""
+    import pytest
+
+    from landscape.data import load_digits_split
+
+    with pytest.raises(ValueError, match="training split is empty"):
+        load_digits_split(val=0.5, test=0.5, normalize="standardize")
+    s = load_digits_split(val=0.5, test=0.5)  # 'unit' needs no statistics: the same split, finite pixels in [0, 1]
+    assert s.sizes == {"train": 0, "val": 899, "test": 898}
+    assert float(s.val[0].min()) >= 0 and float(s.val[0].max()) <= 1
+
+
+def test_normal_init_with_include_norm_draws_every_normalization_layer():
+    """Under init 'normal' with include_norm=True normalization layers are drawn too (Im et al.'s "all parameters");
+    RMSNorm and SyncBatchNorm were missing from the list and kept weight 1 (and bias 0)."""
+    import torch
+    from torch import nn
+
+    from landscape.models import init_weights
+
+    norms = [nn.BatchNorm1d(400), nn.LayerNorm(400), nn.SyncBatchNorm(400)]
+    if hasattr(nn, "RMSNorm"):
+        norms.append(nn.RMSNorm(400))
+    for norm in norms:
+        init_weights(nn.Sequential(norm), "normal", mean=-1.0, std=0.5, include_norm=True, seed=0)
+        for p in norm.parameters():  # 400 draws of N(-1, 0.5^2): the sample mean is within 0.025 (one sd)
+            assert abs(float(p.mean()) + 1) < 0.1 and abs(float(p.std()) / 0.5 - 1) < 0.15, type(norm).__name__
+        drawn = [p.detach().clone() for p in norm.parameters()]
+        init_weights(nn.Sequential(norm), "he", seed=0)  # other schemes leave normalization layers alone
+        assert all(torch.equal(p, q) for p, q in zip(norm.parameters(), drawn))
+
+
+def test_a_recorded_reference_cannot_name_the_distribution_s_figure_or_training_code(tmp_path, monkeypatch):
+    """The rule refuses this package's own functions outside landscape.models; installed editable (the development
+    setup) the sibling packages persistence, tunnels and figures looked like one's own code, so a trajectory's metadata
+    could call figures.make_all:_run_one (a figure run that writes where its ``out`` says). Installed normally they
+    sit in site-packages and were refused: the verdict must not depend on how the package is installed."""
+    import sys
+    import types
+
+    import pytest
+
+    from landscape import factory as FA
+
+    for target in ("figures.make_all:_run_one", "persistence.fast:fast_persistent_run"):
+        with pytest.raises(FA.FactoryError, match="pass --model"):
+            FA.resolve(target, trusted=False)
+        assert callable(FA.resolve(target))  # typed by the user, any callable
+    # a user's own package that happens to be called "figures" is still one's own code
+    (tmp_path / "figures").mkdir()
+    mine = types.ModuleType("figures")
+    mine.__file__ = str(tmp_path / "figures" / "__init__.py")
+    exec("def make():\n    return None\n", mine.__dict__)
+    monkeypatch.setitem(sys.modules, "figures", mine)
+    assert FA._own_function(mine.make)
+
+
+def test_init_weights_draws_a_layer_under_the_old_weight_norm_hook():
+    """torch.nn.utils.weight_norm (the hook kept for old code) recomputes the weight from weight_g and weight_v before
+    every forward: He drew into the attribute, the next forward put the default weights back (variance 1 / (3 fan_in)
+    instead of 2 / fan_in), silently. The layer must compute with the drawn weights, those of a plain layer."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    from landscape.models import init_weights
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch deprecates the hook, not the models that use it
+        layer = nn.utils.weight_norm(nn.Linear(500, 400))
+    init_weights(layer, "he", seed=0)
+    plain = init_weights(nn.Linear(500, 400), "he", seed=0)
+    x = torch.randn(3, 500)
+    torch.testing.assert_close(layer(x), plain(x))  # the forward recomputes the weight from g and v
+    torch.testing.assert_close(layer.weight.detach(), plain.weight.detach())

@@ -195,6 +195,11 @@ def scale_pixels(
     if normalize is Normalize.UNIT:
         return parts, "pixels scaled to [0, 1]"
     xtr = parts["train"][0]  # type: ignore[index]
+    if xtr.shape[0] == 0:  # the statistics of no image are NaN: every split would be NaN, silently
+        raise ValueError(
+            "normalize='standardize' uses the training split's per-channel statistics, but the training split is "
+            "empty; leave examples to train (smaller val/test sizes) or use normalize='unit'"
+        )
     dims = [0, *range(2, xtr.dim())]
     mean = xtr.mean(dim=dims, keepdim=True)[0]
     std = xtr.std(dim=dims, keepdim=True)[0].clamp_min(1e-8)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.weight_norm import WeightNorm
 
 from landscape._options import parse_option
 
@@ -50,11 +51,13 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,
     nn.BatchNorm2d,
     nn.BatchNorm3d,
+    nn.SyncBatchNorm,
     nn.GroupNorm,
     nn.LayerNorm,
     nn.InstanceNorm1d,
     nn.InstanceNorm2d,
     nn.InstanceNorm3d,
+    *(c for c in (getattr(nn, "RMSNorm", None),) if c is not None),  # torch >= 2.4
 )
 
 
@@ -142,14 +145,23 @@ def _fans(module: nn.Module, weight: Tensor) -> tuple[int, int]:
 
 
 def _draw(module: nn.Module, scheme: InitScheme, mean: float, std: float | None) -> None:
-    # A parametrized weight (weight_norm, spectral_norm) is computed from its originals on every access: drawing into
-    # it changed nothing. Draw a fresh tensor and assign it, which sets the originals (weight_norm's g and v).
+    # A parametrized weight (weight_norm, spectral_norm) is computed from its originals on every access, and the old
+    # hook of torch.nn.utils.weight_norm recomputes it from weight_g and weight_v before every forward: drawing into it
+    # changed nothing. Draw a fresh tensor and set the originals from it.
     parametrized = torch.nn.utils.parametrize.is_parametrized(module, "weight")
-    weight: Tensor = torch.empty_like(module.weight) if parametrized else module.weight  # type: ignore[arg-type,assignment]
+    hook = next(
+        (h for h in module._forward_pre_hooks.values() if isinstance(h, WeightNorm) and h.name == "weight"), None
+    )
+    fresh = parametrized or hook is not None
+    weight: Tensor = torch.empty_like(module.weight) if fresh else module.weight  # type: ignore[arg-type,assignment]
     bias: Tensor | None = module.bias  # type: ignore[assignment]
     _fill(module, weight, scheme, mean, std)
     if parametrized:
-        module.weight = weight
+        module.weight = weight  # through the parametrization's right_inverse
+    elif hook is not None:  # weight = g v / |v| (norms over every axis but hook.dim): v = w, g = |w|
+        module.weight_v.copy_(weight)  # type: ignore[operator]
+        module.weight_g.copy_(torch.norm_except_dim(weight, 2, hook.dim))  # type: ignore[operator]
+        module.weight = hook.compute_weight(module)
     if bias is not None:
         if scheme is InitScheme.NORMAL:
             bias.normal_(mean, std)  # type: ignore[arg-type]
