@@ -442,3 +442,25 @@ def test_barrier_ignores_points_beyond_the_endpoints():
     assert res.loss_barrier == pytest.approx(best[1], abs=1e-12) and res.peak_alpha == best[0]
     assert res.loss_barrier_mean == pytest.approx(max(L[i0 : i1 + 1]) - (L[i0] + L[i1]) / 2, abs=1e-12)
     assert loss_barrier(a, b, (X, y), alphas=wide).loss_barrier == pytest.approx(best[1], abs=1e-12)
+
+
+def test_barrier_of_a_distance_line_is_the_barrier_from_the_minimum_to_the_reference():
+    """line_distance's coordinates are distances; the reference sits at ||ref - min||, not at 1. barrier_of read
+    them as alphas: it refused the line (no point at 'alpha' 1) or, with a distance of exactly 1 on the grid,
+    measured the barrier against the wrong endpoint."""
+    from landscape.analyze import line, line_distance
+
+    a, b = _net([4, 6, 3], 0), _net([4, 6, 3], 1)
+    X = torch.randn(30, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=torch.Generator().manual_seed(1))
+    length = float((parameters_to_vector(b) - parameters_to_vector(a)).norm())
+    dists = np.union1d(np.linspace(0, 1.2, 13), [1.0, length, 1.3 * length])  # a distance of exactly 1 too
+    d = line_distance(a, a, b, (X, y), dists)
+    t = dists / length
+    ref = line(a, a, b, (X, y), t)
+    L = ref.metrics["loss"]
+    inside = [(al, lo - ((1 - al) * L[0] + al * L[t == 1][0])) for al, lo in zip(t, L) if 0 <= al <= 1]
+    best = max(inside, key=lambda p: p[1])
+    res = barrier_of(d)
+    assert res.loss_barrier == pytest.approx(best[1], rel=1e-9, abs=1e-12) and res.peak_alpha == pytest.approx(best[0])
+    np.testing.assert_allclose(res.alphas, t, rtol=1e-15)

@@ -129,6 +129,9 @@ def barrier_values(
 def barrier_of(result: Any, *, label: str | None = None) -> BarrierResult:
     """Barriers along an evaluated path: a :class:`~landscape.analyze.surface.LineResult` or a curve result.
 
+    A line of :func:`~landscape.analyze.surface.line_distance` (coordinates are distances) is read as the path from
+    its minimum (alpha 0) to its reference (alpha 1), and the result's ``alphas`` are those fractions.
+
     Args:
         result: Any result with ``coords`` (or ``ts``) holding 0 and 1, and ``metrics`` with ``"loss"`` (and
             optionally ``"accuracy"``); points outside ``[0, 1]`` are kept in the result but do not count.
@@ -141,6 +144,11 @@ def barrier_of(result: Any, *, label: str | None = None) -> BarrierResult:
         ValueError: If the result has no loss or lacks an endpoint.
     """
     coords = np.asarray(result.ts if hasattr(result, "ts") else result.coords, np.float64)
+    ends = np.asarray(getattr(result, "anchor_coords", [0.0, 1.0]), np.float64).reshape(-1)
+    if getattr(result, "coord_name", "alpha") == "distance" and len(ends) == 2 and ends[1] != ends[0]:
+        # line_distance: the coordinates are distances from the minimum, the anchors at 0 and ||ref - min||; as
+        # positions along the path from the one to the other they are alphas (the reference's is exactly 1).
+        coords = (coords - ends[0]) / (ends[1] - ends[0])
     metrics = {k: np.asarray(v) for k, v in result.metrics.items() if k in ("loss", "accuracy")}
     if "loss" not in metrics:
         raise ValueError(f"the result has no loss; it has {sorted(result.metrics)}")
