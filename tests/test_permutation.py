@@ -341,3 +341,91 @@ def test_shared_tensors_carry_one_permutation(build):
         assert spec.sizes == {"P_inp": 5}  # inp's, fc1's and fc2's units: one group through the tied weight
     if build is _Reused:
         assert spec.sizes == {}  # fc's input is the fixed input axis: its units cannot move
+
+
+# --------------------------------------------------------------------------- reduction and flatten axes
+class _Reduce(nn.Module):
+    """Convolutions (a residual add, so the rank is carried through it) reduced over axes named either way."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.c1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 if how == "pool" else 16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.c1(x))
+        h = h + torch.tanh(self.c2(h))
+        if self.how == "pool":  # global average pooling by negative dims: within each channel
+            return self.fc(h.mean(dim=(-2, -1)))
+        if self.how == "mean":  # a map over the channels (CBAM's spatial attention) by a negative dim
+            return self.fc(torch.flatten(h.mean(dim=-3), 1))
+        return self.fc(h.amax(dim=-3).flatten(1))
+
+
+class _LSTMFeatureMean(nn.Module):
+    """The LSTM output (B, T, H) averaged over its features, the last axis given as 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(3, 4, batch_first=True)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.fc(out.mean(2))
+
+
+class _PartialFlatten(nn.Module):
+    """Flattening that keeps an axis apart from the channels: a Linear after it mixes positions, not channels."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.c = nn.Conv2d(2, 4, 3, padding=1)
+        self.flat = nn.Flatten(1, 2)
+        self.fc = nn.Linear(16 if how == "view" else 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.c(x))
+        if self.how == "view":
+            h = h.view(h.size(0), h.size(1), -1)  # (B, C, H * W)
+        else:
+            h = torch.flatten(h, 1, 2) if self.how == "function" else self.flat(h)  # (B, C * H, W)
+        return self.fc(h).mean(dim=1)
+
+
+@pytest.mark.parametrize(
+    "make, x",
+    [
+        (lambda: _Reduce("pool"), (5, 2, 4, 4)),
+        (lambda: _Reduce("mean"), (5, 2, 4, 4)),
+        (lambda: _Reduce("amax"), (5, 2, 4, 4)),
+        (_LSTMFeatureMean, (5, 4, 3)),
+    ],
+    ids=["pool-negative-dims", "mean-over-channels", "amax-over-channels", "lstm-feature-mean"],
+)
+def test_reductions_named_from_either_end_keep_the_function(make, x):
+    """A dim counted from the end names the channel axis too: ``mean(dim=-3)`` of a conv output is over the
+    channels (a value no permutation changes), not within them. The tracer compared only ``dim == 1`` and kept
+    the group on the reduced value, so the next Linear's inputs were permuted: the function changed by ~0.1."""
+    torch.manual_seed(0)
+    net = make().double()
+    spec = permutation_spec(net)
+    assert spec.sizes, "the permutable units must stay permutable"
+    inp = torch.randn(*x, dtype=torch.float64)
+    for seed in range(3):
+        new = apply_permutation(spec, random_permutation(spec, seed=seed), net)
+        with torch.no_grad():
+            torch.testing.assert_close(new(inp), net(inp), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("how", ["view", "function", "module"])
+def test_a_flatten_that_keeps_an_axis_apart_is_refused(how):
+    """``x.view(B, C, -1)`` and ``flatten(x, 1, 2)`` were read as a full flatten: the Linear after them got a
+    blocked permutation of its inputs, which are positions (or widths), and the permuted network computed
+    another function. Refused by name now."""
+    net = _PartialFlatten(how).double()
+    with pytest.raises(PermutationSpecError, match="view|flatten|Flatten"):
+        permutation_spec(net)
