@@ -429,3 +429,34 @@ def test_a_flatten_that_keeps_an_axis_apart_is_refused(how):
     net = _PartialFlatten(how).double()
     with pytest.raises(PermutationSpecError, match="view|flatten|Flatten"):
         permutation_spec(net)
+
+
+class _InputResidual(nn.Module):
+    """A stream added to the input (``x + a(x)``), then a hidden layer that stays permutable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 3)
+        self.b = nn.Linear(3, 4)
+        self.o = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ha = self.a(x)
+        h = x + ha  # unpermuted: the input does not move, so neither does a's output
+        return self.o(torch.relu(self.b(h))) + self.o(torch.relu(self.b(ha)))  # ha read again after the add
+
+
+def test_a_stream_added_to_the_input_stays_fixed_and_the_rest_permutes():
+    """The module docstring's rule: a stream added to an unpermuted value stays fixed. Its value carried the fixed
+    group's id, whose 'size' is 0, so the next Linear refused it as 'over an axis other than the channels' and no spec
+    came out; now the stream is unpermuted and b's units still permute (function kept to rounding)."""
+    torch.manual_seed(0)
+    net = _InputResidual().double()
+    spec = permutation_spec(net)
+    assert spec.sizes == {"P_b": 4}
+    assert {(a.tensor, a.axis) for a in spec.axes} == {("b.weight", 0), ("b.bias", 0), ("o.weight", 1)}
+    x = torch.randn(6, 3, dtype=torch.float64)
+    for seed in range(3):
+        new = apply_permutation(spec, random_permutation(spec, seed=seed), net)
+        with torch.no_grad():
+            torch.testing.assert_close(new(x), net(x), rtol=0, atol=1e-12)

@@ -276,13 +276,16 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
     affine: list[tuple[str, int]] = []
 
     def val(a: Any) -> _Val:
-        return vals.get(a, _Val(None)) if isinstance(a, torch.fx.Node) else _Val(None)
+        v = vals.get(a, _Val(None)) if isinstance(a, torch.fx.Node) else _Val(None)
+        # a group merged into the fixed one (a stream added to the input) no longer moves: its values are
+        # unpermuted from then on (their group's size would read as 0)
+        return dataclasses.replace(v, gid=None) if v.gid is not None and groups.find(v.gid) == 0 else v
 
     def node_args(node: torch.fx.Node) -> list[torch.fx.Node]:
         return [a for a in node.all_input_nodes]
 
     def grouped_inputs(node: torch.fx.Node) -> list[_Val]:
-        return [vals[a] for a in node_args(node) if vals.get(a, _Val(None)).gid is not None]
+        return [v for v in map(val, node_args(node)) if v.gid is not None]
 
     def unsupported(node: torch.fx.Node, what: str) -> PermutationSpecError:
         return PermutationSpecError(
