@@ -460,3 +460,23 @@ def test_a_stream_added_to_the_input_stays_fixed_and_the_rest_permutes():
         new = apply_permutation(spec, random_permutation(spec, seed=seed), net)
         with torch.no_grad():
             torch.testing.assert_close(new(x), net(x), rtol=0, atol=1e-12)
+
+
+class _FlattenAll(nn.Module):
+    """``torch.flatten(h)`` flattens the batch axis too (start_dim defaults to 0): a Linear sized for one batch."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(2, 4, 3)
+        self.fc = nn.Linear(batch * 4 * 2 * 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(torch.relu(self.c(x))))
+
+
+def test_flatten_without_start_dim_is_over_the_batch_axis_and_refused():
+    """The tracer read a missing start_dim as 1; torch's default is 0, which puts the batch axis first in the
+    flattened features, so the channel blocks the spec permuted were not the channels (the permuted network of this
+    batch-of-2 model computed another function). A flatten over the batch axis is refused now."""
+    with pytest.raises(PermutationSpecError, match="flatten"):
+        permutation_spec(_FlattenAll(2).double())

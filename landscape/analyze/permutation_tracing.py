@@ -468,7 +468,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 node.op == "call_method" and target in _FLATTEN_METHODS
             ):
                 v = val(node.args[0])
-                start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 1)
+                start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)  # torch.flatten(x): all
                 end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
                 shape: Any = node.args[1:] if fname in ("view", "reshape") else ()
                 shape = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple | list) else shape
