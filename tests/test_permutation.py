@@ -480,3 +480,41 @@ def test_flatten_without_start_dim_is_over_the_batch_axis_and_refused():
     batch-of-2 model computed another function). A flatten over the batch axis is refused now."""
     with pytest.raises(PermutationSpecError, match="flatten"):
         permutation_spec(_FlattenAll(2).double())
+
+
+class _PoolOver(nn.Module):
+    """Pooling whose window covers the channel axis: of a Linear's output, or 2-d pooling of a Conv1d's (B, C, L)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.a = nn.Linear(3, 6)
+        self.c = nn.Conv1d(2, 4, 3)
+        self.pool1 = nn.MaxPool1d(3, stride=1, padding=1)
+        self.pool2 = nn.MaxPool2d(3, stride=1, padding=1)
+        self.o = nn.Linear(6 if how != "conv" else 4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "module":  # max over neighbouring features (maxout-like), size kept
+            return self.o(self.pool1(torch.relu(self.a(x))))
+        if self.how == "function":
+            return self.o(nn.functional.avg_pool1d(torch.relu(self.a(x)), 3, 1, 1))
+        return self.o(self.pool2(torch.relu(self.c(x))).mean(-1))  # (B, C, L) read as an unbatched (C, H, W)
+
+
+@pytest.mark.parametrize("how", ["module", "function", "conv"])
+def test_pooling_over_the_channel_axis_is_refused(how):
+    """Poolings passed the group on whatever the axis: one that pools a Linear's features (or a MaxPool2d over a
+    Conv1d's channels) kept the size, and the derived permutations changed the function by 0.3-0.6."""
+    with pytest.raises(PermutationSpecError, match="pool"):
+        permutation_spec(_PoolOver(how).double())
+
+
+def test_pooling_over_spatial_axes_still_permutes():
+    net = nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten(), nn.Linear(4 * 4, 2)).double()
+    spec = permutation_spec(net)
+    assert spec.sizes == {"P_0": 4}
+    x = torch.randn(5, 2, 10, dtype=torch.float64)
+    new = apply_permutation(spec, random_permutation(spec, seed=0), net)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x), net(x), rtol=0, atol=1e-12)

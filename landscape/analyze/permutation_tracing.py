@@ -6,7 +6,8 @@ which group owns its channel axis:
 * Linear and Conv layers start a new group for their outputs (the input axis of their weight takes
   the group of their input); the last layer's outputs reach the model output and stay fixed.
 * Pointwise modules and functions (activations, dropout, pooling) pass the group on; BatchNorm and
-  LayerNorm take it on their weight, bias and running statistics.
+  LayerNorm take it on their weight, bias and running statistics. An ``N``-d pooling must act on the spatial
+  axes of a batched ``(B, C, *N spatial)`` value: pooling a Linear's output pools its features, and is refused.
 * ``mean`` / ``amax`` over axes other than the channels pool within each channel; over the channels they leave
   a value no permutation changes. Dims count from either end: the rank of a value is carried from the layer
   that made it (a convolution's ``(B, C, *spatial)``, an LSTM's ``(B, T, H)``, a flattened ``(B, F)``), so
@@ -228,6 +229,19 @@ def _reduction(v: _Val, dims: Any, keepdim: bool) -> _Val | None:
     return dataclasses.replace(v, ndim=n if keepdim else n - len(got))
 
 
+def _pools_within_channels(name: str, v: _Val) -> bool:
+    """Whether ``name`` (a module class or function name) is not a pooling, or pools a value within its channels.
+
+    An ``N``-d pooling acts on the last ``N`` axes: of a batched channel-first value ``(B, C, *N spatial)`` these
+    are spatial, but on a Linear's output (channels last) or an unbatched-looking input (``MaxPool2d`` of a
+    Conv1d's ``(B, C, L)``) they include the channels, which the pooling then mixes.
+    """
+    low = name.lower()
+    if "pool" not in low or low[-2:] not in ("1d", "2d", "3d"):
+        return True
+    return v.axis == 1 and not v.flat and v.ndim == int(low[-2]) + 2
+
+
 def _where(node: torch.fx.Node) -> str:
     stack = node.meta.get("nn_module_stack")
     inside = f" inside module {list(stack)[-1]!r}" if stack else ""
@@ -406,6 +420,8 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 else:
                     vals[node] = v
             elif isinstance(mod, _POINTWISE):
+                if v.gid is not None and not _pools_within_channels(type(mod).__name__, v):
+                    raise unsupported(node, f"pooling {name!r} ({type(mod).__name__}) over the channel axis")
                 if isinstance(mod, _PRELU) and mod.num_parameters > 1:
                     if v.gid is not None:
                         entries.append((f"{name}.weight", 0, v.gid, 1, 1))
@@ -449,6 +465,8 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
             elif (node.op == "call_function" and target in _POINTWISE_FUNCS) or (
                 node.op == "call_method" and target in _POINTWISE_METHODS
             ):
+                if not _pools_within_channels(fname, val(node.args[0])):
+                    raise unsupported(node, _where(node) + " (pooling over the channel axis)")
                 vals[node] = val(node.args[0])
             elif (node.op == "call_function" and target in _BINARY_FUNCS) or (
                 node.op == "call_method" and target in _BINARY_METHODS
