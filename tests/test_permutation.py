@@ -518,3 +518,30 @@ def test_pooling_over_spatial_axes_still_permutes():
     new = apply_permutation(spec, random_permutation(spec, seed=0), net)
     with torch.no_grad():
         torch.testing.assert_close(new(x), net(x), rtol=0, atol=1e-12)
+
+
+class _WrongAxis(nn.Module):
+    """A Linear over the width of a conv map (B, C, H, W) with W == C, or BatchNorm1d over the T axis of (B, T, H)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.c = nn.Conv2d(2, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+        self.rnn = nn.LSTM(3, 4, batch_first=True)
+        self.bn = nn.BatchNorm1d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "linear":
+            return self.fc(torch.relu(self.c(x))).mean((1, 2))
+        out, _ = self.rnn(x)
+        return self.fc(torch.tanh(self.bn(out))).mean(1)
+
+
+@pytest.mark.parametrize("how, match", [("linear", "Linear 'fc'"), ("batchnorm", "BatchNorm1d 'bn'")])
+def test_a_layer_over_another_axis_than_the_channels_is_refused(how, match):
+    """A Linear takes the last axis and BatchNorm axis 1; the tracer checked only the size. Of a conv map whose width
+    equals its channels (or an LSTM output with as many steps as units) it derived a spec that changed the function
+    (by 0.18 and 0.008)."""
+    with pytest.raises(PermutationSpecError, match=match):
+        permutation_spec(_WrongAxis(how).double())

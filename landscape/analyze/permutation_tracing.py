@@ -336,6 +336,8 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
             if extra:
                 raise unsupported(node, f"module {name!r} ({type(mod).__name__}) through a second input")
             if isinstance(mod, nn.Linear):
+                if v.gid is not None and v.axis == 1 and v.ndim != 2:  # channels first: the Linear takes the last axis
+                    raise unsupported(node, f"Linear {name!r} over the last axis of a (B, C, ...) value")
                 if v.gid is not None:
                     n = groups.size[groups.find(v.gid)]
                     if v.flat:
@@ -375,6 +377,8 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 if v.gid is not None:
                     if isinstance(mod, nn.LayerNorm) and v.axis != -1:
                         raise unsupported(node, f"LayerNorm {name!r} over an axis other than the channels")
+                    if isinstance(mod, _BN) and v.axis == -1 and v.ndim not in (None, 2):  # BatchNorm takes axis 1
+                        raise unsupported(node, f"{type(mod).__name__} {name!r} over axis 1 of a channels-last value")
                     block = 1
                     if v.flat:  # after Flatten: each channel is a block of H * W features, as for a Linear
                         n = groups.size[groups.find(v.gid)]
