@@ -412,3 +412,55 @@ def test_activation_matching_with_one_activation_module_reused_by_every_layer():
     res = activation_matching(a, b, X)
     for g, p in invert_permutation(perm).items():
         assert torch.equal(res.perm[g], p)
+
+
+def test_barrier_ignores_points_beyond_the_endpoints():
+    """A grid reaching past the endpoints (Goodfellow et al.'s [-0.5, 1.5]) has the barrier of its part in [0, 1].
+
+    Off the ends the linear definition's 'interpolation' is an extrapolation and the loss climbs away from both
+    minima; counting those points reported that climb (9 here) as the barrier between the networks (1)."""
+    alphas = [-0.5, 0.0, 0.5, 1.0, 1.5]
+    loss = [10.0, 1.0, 2.0, 1.0, 10.0]
+    got = barrier_values(alphas, loss)
+    assert got["barrier"] == 1.0 and got["peak_alpha"] == 0.5
+    assert got["barrier_mean"] == 1.0 and got["peak_alpha_mean"] == 0.5
+    acc = barrier_values(alphas, [0.0, 0.9, 0.7, 0.9, 0.0], higher_is_better=True)
+    assert acc["barrier"] == pytest.approx(0.2, abs=1e-15) and acc["peak_alpha"] == 0.5
+    # the same through an evaluated line over a wider grid: the numbers of the loop over the points in [0, 1]
+    from landscape.analyze import line
+
+    a, b = _net([4, 6, 3], 0), _net([4, 6, 3], 1)
+    X = torch.randn(30, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=torch.Generator().manual_seed(1))
+    wide = np.linspace(-1, 2, 31)
+    r = line(a, a, b, (X, y), wide)
+    L = r.metrics["loss"]
+    i0, i1 = int(np.flatnonzero(wide == 0)[0]), int(np.flatnonzero(wide == 1)[0])
+    inside = [(al, lo - ((1 - al) * L[i0] + al * L[i1])) for al, lo in zip(wide, L) if 0 <= al <= 1]
+    best = max(inside, key=lambda p: p[1])
+    res = barrier_of(r)
+    assert res.loss_barrier == pytest.approx(best[1], abs=1e-12) and res.peak_alpha == best[0]
+    assert res.loss_barrier_mean == pytest.approx(max(L[i0 : i1 + 1]) - (L[i0] + L[i1]) / 2, abs=1e-12)
+    assert loss_barrier(a, b, (X, y), alphas=wide).loss_barrier == pytest.approx(best[1], abs=1e-12)
+
+
+def test_barrier_of_a_distance_line_is_the_barrier_from_the_minimum_to_the_reference():
+    """line_distance's coordinates are distances; the reference sits at ||ref - min||, not at 1. barrier_of read
+    them as alphas: it refused the line (no point at 'alpha' 1) or, with a distance of exactly 1 on the grid,
+    measured the barrier against the wrong endpoint."""
+    from landscape.analyze import line, line_distance
+
+    a, b = _net([4, 6, 3], 0), _net([4, 6, 3], 1)
+    X = torch.randn(30, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=torch.Generator().manual_seed(1))
+    length = float((parameters_to_vector(b) - parameters_to_vector(a)).norm())
+    dists = np.union1d(np.linspace(0, 1.2, 13), [1.0, length, 1.3 * length])  # a distance of exactly 1 too
+    d = line_distance(a, a, b, (X, y), dists)
+    t = dists / length
+    ref = line(a, a, b, (X, y), t)
+    L = ref.metrics["loss"]
+    inside = [(al, lo - ((1 - al) * L[0] + al * L[t == 1][0])) for al, lo in zip(t, L) if 0 <= al <= 1]
+    best = max(inside, key=lambda p: p[1])
+    res = barrier_of(d)
+    assert res.loss_barrier == pytest.approx(best[1], rel=1e-9, abs=1e-12) and res.peak_alpha == pytest.approx(best[0])
+    np.testing.assert_allclose(res.alphas, t, rtol=1e-15)

@@ -341,3 +341,207 @@ def test_shared_tensors_carry_one_permutation(build):
         assert spec.sizes == {"P_inp": 5}  # inp's, fc1's and fc2's units: one group through the tied weight
     if build is _Reused:
         assert spec.sizes == {}  # fc's input is the fixed input axis: its units cannot move
+
+
+# --------------------------------------------------------------------------- reduction and flatten axes
+class _Reduce(nn.Module):
+    """Convolutions (a residual add, so the rank is carried through it) reduced over axes named either way."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.c1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 if how == "pool" else 16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.c1(x))
+        h = h + torch.tanh(self.c2(h))
+        if self.how == "pool":  # global average pooling by negative dims: within each channel
+            return self.fc(h.mean(dim=(-2, -1)))
+        if self.how == "mean":  # a map over the channels (CBAM's spatial attention) by a negative dim
+            return self.fc(torch.flatten(h.mean(dim=-3), 1))
+        return self.fc(h.amax(dim=-3).flatten(1))
+
+
+class _LSTMFeatureMean(nn.Module):
+    """The LSTM output (B, T, H) averaged over its features, the last axis given as 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(3, 4, batch_first=True)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.fc(out.mean(2))
+
+
+class _PartialFlatten(nn.Module):
+    """Flattening that keeps an axis apart from the channels: a Linear after it mixes positions, not channels."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.c = nn.Conv2d(2, 4, 3, padding=1)
+        self.flat = nn.Flatten(1, 2)
+        self.fc = nn.Linear(16 if how == "view" else 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.c(x))
+        if self.how == "view":
+            h = h.view(h.size(0), h.size(1), -1)  # (B, C, H * W)
+        else:
+            h = torch.flatten(h, 1, 2) if self.how == "function" else self.flat(h)  # (B, C * H, W)
+        return self.fc(h).mean(dim=1)
+
+
+@pytest.mark.parametrize(
+    "make, x",
+    [
+        (lambda: _Reduce("pool"), (5, 2, 4, 4)),
+        (lambda: _Reduce("mean"), (5, 2, 4, 4)),
+        (lambda: _Reduce("amax"), (5, 2, 4, 4)),
+        (_LSTMFeatureMean, (5, 4, 3)),
+    ],
+    ids=["pool-negative-dims", "mean-over-channels", "amax-over-channels", "lstm-feature-mean"],
+)
+def test_reductions_named_from_either_end_keep_the_function(make, x):
+    """A dim counted from the end names the channel axis too: ``mean(dim=-3)`` of a conv output is over the
+    channels (a value no permutation changes), not within them. The tracer compared only ``dim == 1`` and kept
+    the group on the reduced value, so the next Linear's inputs were permuted: the function changed by ~0.1."""
+    torch.manual_seed(0)
+    net = make().double()
+    spec = permutation_spec(net)
+    assert spec.sizes, "the permutable units must stay permutable"
+    inp = torch.randn(*x, dtype=torch.float64)
+    for seed in range(3):
+        new = apply_permutation(spec, random_permutation(spec, seed=seed), net)
+        with torch.no_grad():
+            torch.testing.assert_close(new(inp), net(inp), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("how", ["view", "function", "module"])
+def test_a_flatten_that_keeps_an_axis_apart_is_refused(how):
+    """``x.view(B, C, -1)`` and ``flatten(x, 1, 2)`` were read as a full flatten: the Linear after them got a
+    blocked permutation of its inputs, which are positions (or widths), and the permuted network computed
+    another function. Refused by name now."""
+    net = _PartialFlatten(how).double()
+    with pytest.raises(PermutationSpecError, match="view|flatten|Flatten"):
+        permutation_spec(net)
+
+
+class _InputResidual(nn.Module):
+    """A stream added to the input (``x + a(x)``), then a hidden layer that stays permutable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 3)
+        self.b = nn.Linear(3, 4)
+        self.o = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ha = self.a(x)
+        h = x + ha  # unpermuted: the input does not move, so neither does a's output
+        return self.o(torch.relu(self.b(h))) + self.o(torch.relu(self.b(ha)))  # ha read again after the add
+
+
+def test_a_stream_added_to_the_input_stays_fixed_and_the_rest_permutes():
+    """The module docstring's rule: a stream added to an unpermuted value stays fixed. Its value carried the fixed
+    group's id, whose 'size' is 0, so the next Linear refused it as 'over an axis other than the channels' and no spec
+    came out; now the stream is unpermuted and b's units still permute (function kept to rounding)."""
+    torch.manual_seed(0)
+    net = _InputResidual().double()
+    spec = permutation_spec(net)
+    assert spec.sizes == {"P_b": 4}
+    assert {(a.tensor, a.axis) for a in spec.axes} == {("b.weight", 0), ("b.bias", 0), ("o.weight", 1)}
+    x = torch.randn(6, 3, dtype=torch.float64)
+    for seed in range(3):
+        new = apply_permutation(spec, random_permutation(spec, seed=seed), net)
+        with torch.no_grad():
+            torch.testing.assert_close(new(x), net(x), rtol=0, atol=1e-12)
+
+
+class _FlattenAll(nn.Module):
+    """``torch.flatten(h)`` flattens the batch axis too (start_dim defaults to 0): a Linear sized for one batch."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(2, 4, 3)
+        self.fc = nn.Linear(batch * 4 * 2 * 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(torch.relu(self.c(x))))
+
+
+def test_flatten_without_start_dim_is_over_the_batch_axis_and_refused():
+    """The tracer read a missing start_dim as 1; torch's default is 0, which puts the batch axis first in the
+    flattened features, so the channel blocks the spec permuted were not the channels (the permuted network of this
+    batch-of-2 model computed another function). A flatten over the batch axis is refused now."""
+    with pytest.raises(PermutationSpecError, match="flatten"):
+        permutation_spec(_FlattenAll(2).double())
+
+
+class _PoolOver(nn.Module):
+    """Pooling whose window covers the channel axis: of a Linear's output, or 2-d pooling of a Conv1d's (B, C, L)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.a = nn.Linear(3, 6)
+        self.c = nn.Conv1d(2, 4, 3)
+        self.pool1 = nn.MaxPool1d(3, stride=1, padding=1)
+        self.pool2 = nn.MaxPool2d(3, stride=1, padding=1)
+        self.o = nn.Linear(6 if how != "conv" else 4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "module":  # max over neighbouring features (maxout-like), size kept
+            return self.o(self.pool1(torch.relu(self.a(x))))
+        if self.how == "function":
+            return self.o(nn.functional.avg_pool1d(torch.relu(self.a(x)), 3, 1, 1))
+        return self.o(self.pool2(torch.relu(self.c(x))).mean(-1))  # (B, C, L) read as an unbatched (C, H, W)
+
+
+@pytest.mark.parametrize("how", ["module", "function", "conv"])
+def test_pooling_over_the_channel_axis_is_refused(how):
+    """Poolings passed the group on whatever the axis: one that pools a Linear's features (or a MaxPool2d over a
+    Conv1d's channels) kept the size, and the derived permutations changed the function by 0.3-0.6."""
+    with pytest.raises(PermutationSpecError, match="pool"):
+        permutation_spec(_PoolOver(how).double())
+
+
+def test_pooling_over_spatial_axes_still_permutes():
+    net = nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten(), nn.Linear(4 * 4, 2)).double()
+    spec = permutation_spec(net)
+    assert spec.sizes == {"P_0": 4}
+    x = torch.randn(5, 2, 10, dtype=torch.float64)
+    new = apply_permutation(spec, random_permutation(spec, seed=0), net)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x), net(x), rtol=0, atol=1e-12)
+
+
+class _WrongAxis(nn.Module):
+    """A Linear over the width of a conv map (B, C, H, W) with W == C, or BatchNorm1d over the T axis of (B, T, H)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.c = nn.Conv2d(2, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+        self.rnn = nn.LSTM(3, 4, batch_first=True)
+        self.bn = nn.BatchNorm1d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "linear":
+            return self.fc(torch.relu(self.c(x))).mean((1, 2))
+        out, _ = self.rnn(x)
+        return self.fc(torch.tanh(self.bn(out))).mean(1)
+
+
+@pytest.mark.parametrize("how, match", [("linear", "Linear 'fc'"), ("batchnorm", "BatchNorm1d 'bn'")])
+def test_a_layer_over_another_axis_than_the_channels_is_refused(how, match):
+    """A Linear takes the last axis and BatchNorm axis 1; the tracer checked only the size. Of a conv map whose width
+    equals its channels (or an LSTM output with as many steps as units) it derived a spec that changed the function
+    (by 0.18 and 0.008)."""
+    with pytest.raises(PermutationSpecError, match=match):
+        permutation_spec(_WrongAxis(how).double())

@@ -77,6 +77,10 @@ def barrier_values(
 ) -> dict[str, float]:
     """Both barrier definitions of one metric sampled along a path.
 
+    Only the points with ``0 <= alpha <= 1`` count: the barrier is a property of the path *between* the two
+    networks, and a grid that also extends beyond them (Goodfellow et al.'s ``[-0.5, 1.5]``) reports the same
+    barrier as its part inside ``[0, 1]``.
+
     Args:
         alphas: ``(n,)`` positions; must contain 0 and 1 (the endpoints).
         values: ``(n,)`` metric values at those positions.
@@ -102,6 +106,10 @@ def barrier_values(
         if not len(hit):
             raise ValueError(f"the grid has no point at alpha={e:g}; barriers need both endpoints on it")
         ends.append(float(v[hit[0]]))
+    # Points beyond the endpoints are not on the path between the two networks: the linear definition's
+    # straight interpolation there is an extrapolation, and a loss rising off either end is no barrier.
+    inside = (a >= 0) & (a <= 1)
+    a, v = a[inside], v[inside]
     sign = -1.0 if higher_is_better else 1.0
     rise = sign * (v - ((1 - a) * ends[0] + a * ends[1]))
     above = sign * (v - (ends[0] + ends[1]) / 2)
@@ -121,9 +129,12 @@ def barrier_values(
 def barrier_of(result: Any, *, label: str | None = None) -> BarrierResult:
     """Barriers along an evaluated path: a :class:`~landscape.analyze.surface.LineResult` or a curve result.
 
+    A line of :func:`~landscape.analyze.surface.line_distance` (coordinates are distances) is read as the path from
+    its minimum (alpha 0) to its reference (alpha 1), and the result's ``alphas`` are those fractions.
+
     Args:
-        result: Any result with ``coords`` (or ``ts``) in ``[0, 1]`` holding 0 and 1, and ``metrics``
-            with ``"loss"`` (and optionally ``"accuracy"``).
+        result: Any result with ``coords`` (or ``ts``) holding 0 and 1, and ``metrics`` with ``"loss"`` (and
+            optionally ``"accuracy"``); points outside ``[0, 1]`` are kept in the result but do not count.
         label: Name (default: the result's label).
 
     Returns:
@@ -133,6 +144,11 @@ def barrier_of(result: Any, *, label: str | None = None) -> BarrierResult:
         ValueError: If the result has no loss or lacks an endpoint.
     """
     coords = np.asarray(result.ts if hasattr(result, "ts") else result.coords, np.float64)
+    ends = np.asarray(getattr(result, "anchor_coords", [0.0, 1.0]), np.float64).reshape(-1)
+    if getattr(result, "coord_name", "alpha") == "distance" and len(ends) == 2 and ends[1] != ends[0]:
+        # line_distance: the coordinates are distances from the minimum, the anchors at 0 and ||ref - min||; as
+        # positions along the path from the one to the other they are alphas (the reference's is exactly 1).
+        coords = (coords - ends[0]) / (ends[1] - ends[0])
     metrics = {k: np.asarray(v) for k, v in result.metrics.items() if k in ("loss", "accuracy")}
     if "loss" not in metrics:
         raise ValueError(f"the result has no loss; it has {sorted(result.metrics)}")

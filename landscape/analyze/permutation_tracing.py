@@ -6,12 +6,20 @@ which group owns its channel axis:
 * Linear and Conv layers start a new group for their outputs (the input axis of their weight takes
   the group of their input); the last layer's outputs reach the model output and stay fixed.
 * Pointwise modules and functions (activations, dropout, pooling) pass the group on; BatchNorm and
-  LayerNorm take it on their weight, bias and running statistics.
+  LayerNorm take it on their weight, bias and running statistics. An ``N``-d pooling must act on the spatial
+  axes of a batched ``(B, C, *N spatial)`` value: pooling a Linear's output pools its features, and is refused.
+* ``mean`` / ``amax`` over axes other than the channels pool within each channel; over the channels they leave
+  a value no permutation changes. Dims count from either end: the rank of a value is carried from the layer
+  that made it (a convolution's ``(B, C, *spatial)``, an LSTM's ``(B, T, H)``, a flattened ``(B, F)``), so
+  ``mean(dim=-3)`` of a Conv2d output is recognised as over the channels. A Linear applied to the model's
+  input has no known rank: a non-negative dim of its output is read as a position axis (``(B, T, C).mean(1)``;
+  write ``dim=-1`` for its features).
 * Adding two values merges their groups: the residual stream of a ResNet shares one permutation
   across the blocks it runs through. A stream added to an unpermuted value (the input) stays fixed.
 * ``Flatten`` after a convolution turns each channel into a block of ``H * W`` features of the next
   Linear's input (the block size is read from that Linear's ``in_features``), or of a BatchNorm or
-  LayerNorm over the flattened features.
+  LayerNorm over the flattened features. Only a flatten of every axis from 1 on (``x.view(B, -1)``) is one:
+  ``x.view(B, C, -1)`` or ``flatten(x, 1, 2)`` keep an axis apart and are refused.
 
 * A tensor used more than once (a module called twice or registered under two names, a tied parameter) moves the
   same way in every use: its groups on each axis are merged, and the axis stays fixed when one use takes it
@@ -185,6 +193,55 @@ class _Groups:
         return lo
 
 
+def _to_last(end: Any, ndim: int | None) -> bool:
+    """Whether a flatten's ``end_dim`` is the last axis (``-1``, or ``ndim - 1`` when the rank is known)."""
+    return isinstance(end, int) and (end == -1 or (ndim is not None and end == ndim - 1))
+
+
+def _reduction(v: _Val, dims: Any, keepdim: bool) -> _Val | None:
+    """The value after ``mean`` / ``amax`` over ``dims`` of a value with a group; ``None`` if it cannot be told.
+
+    The channel axis is 1 (a convolution's output) or the last one (a Linear's, an LSTM's, a flattened value).
+    A dimension may be given from either end, so it is compared with the channel axis at the value's rank
+    (known from the layer that made it). Reducing over the channels leaves a value no permutation of them
+    changes (a symmetric function of the units): unpermuted. Reducing the batch axis (0) of a channel-first
+    value moves its channels to axis 0, which nothing after it expects. When the rank is unknown (a Linear
+    applied to the model's input), a non-negative dim of a last-axis value is taken as a position axis
+    (``(B, T, C).mean(1)``).
+    """
+    if dims is None:
+        return _Val(None)  # every axis: a scalar
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+        return None
+    n = v.ndim
+    if n is None:
+        if v.axis == 1:  # only axes counted from the front can be told apart from the channels
+            return None if any(d < 1 for d in dims) else v if 1 not in dims else _Val(None)
+        return _Val(None) if -1 in dims else v
+    if not all(-n <= d < n for d in dims):
+        return None
+    got = {d % n for d in dims}
+    if (1 if v.axis == 1 else n - 1) in got:
+        return _Val(None)
+    if v.axis == 1 and 0 in got and not keepdim:
+        return None
+    return dataclasses.replace(v, ndim=n if keepdim else n - len(got))
+
+
+def _pools_within_channels(name: str, v: _Val) -> bool:
+    """Whether ``name`` (a module class or function name) is not a pooling, or pools a value within its channels.
+
+    An ``N``-d pooling acts on the last ``N`` axes: of a batched channel-first value ``(B, C, *N spatial)`` these
+    are spatial, but on a Linear's output (channels last) or an unbatched-looking input (``MaxPool2d`` of a
+    Conv1d's ``(B, C, L)``) they include the channels, which the pooling then mixes.
+    """
+    low = name.lower()
+    if "pool" not in low or low[-2:] not in ("1d", "2d", "3d"):
+        return True
+    return v.axis == 1 and not v.flat and v.ndim == int(low[-2]) + 2
+
+
 def _where(node: torch.fx.Node) -> str:
     stack = node.meta.get("nn_module_stack")
     inside = f" inside module {list(stack)[-1]!r}" if stack else ""
@@ -233,13 +290,16 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
     affine: list[tuple[str, int]] = []
 
     def val(a: Any) -> _Val:
-        return vals.get(a, _Val(None)) if isinstance(a, torch.fx.Node) else _Val(None)
+        v = vals.get(a, _Val(None)) if isinstance(a, torch.fx.Node) else _Val(None)
+        # a group merged into the fixed one (a stream added to the input) no longer moves: its values are
+        # unpermuted from then on (their group's size would read as 0)
+        return dataclasses.replace(v, gid=None) if v.gid is not None and groups.find(v.gid) == 0 else v
 
     def node_args(node: torch.fx.Node) -> list[torch.fx.Node]:
         return [a for a in node.all_input_nodes]
 
     def grouped_inputs(node: torch.fx.Node) -> list[_Val]:
-        return [vals[a] for a in node_args(node) if vals.get(a, _Val(None)).gid is not None]
+        return [v for v in map(val, node_args(node)) if v.gid is not None]
 
     def unsupported(node: torch.fx.Node, what: str) -> PermutationSpecError:
         return PermutationSpecError(
@@ -276,6 +336,8 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
             if extra:
                 raise unsupported(node, f"module {name!r} ({type(mod).__name__}) through a second input")
             if isinstance(mod, nn.Linear):
+                if v.gid is not None and v.axis == 1 and v.ndim != 2:  # channels first: the Linear takes the last axis
+                    raise unsupported(node, f"Linear {name!r} over the last axis of a (B, C, ...) value")
                 if v.gid is not None:
                     n = groups.size[groups.find(v.gid)]
                     if v.flat:
@@ -295,7 +357,7 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 entries.append((f"{name}.weight", 0, g, 1, 1))
                 if mod.bias is not None:
                     entries.append((f"{name}.bias", 0, g, 1, 1))
-                vals[node] = _Val(g, -1)
+                vals[node] = _Val(g, -1, ndim=2 if v.flat else v.ndim)  # a Linear keeps the rank of its input
                 producers.append((name, -1, g, f"{name}#{calls[name] - 1}"))
             elif isinstance(mod, _CONV + _CONVT):
                 if mod.groups != 1:
@@ -309,12 +371,14 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 entries.append((f"{name}.weight", 1 if tr else 0, g, 1, 1))
                 if mod.bias is not None:
                     entries.append((f"{name}.bias", 0, g, 1, 1))
-                vals[node] = _Val(g, 1)
+                vals[node] = _Val(g, 1, ndim=len(mod.kernel_size) + 2)  # batched (B, C, *spatial)
                 producers.append((name, 1, g, f"{name}#{calls[name] - 1}"))
             elif isinstance(mod, _BN) or (isinstance(mod, nn.LayerNorm) and len(mod.normalized_shape) == 1):
                 if v.gid is not None:
                     if isinstance(mod, nn.LayerNorm) and v.axis != -1:
                         raise unsupported(node, f"LayerNorm {name!r} over an axis other than the channels")
+                    if isinstance(mod, _BN) and v.axis == -1 and v.ndim not in (None, 2):  # BatchNorm takes axis 1
+                        raise unsupported(node, f"{type(mod).__name__} {name!r} over axis 1 of a channels-last value")
                     block = 1
                     if v.flat:  # after Flatten: each channel is a block of H * W features, as for a Linear
                         n = groups.size[groups.find(v.gid)]
@@ -354,12 +418,14 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 vals[node] = _Val(prev, -1, kind="lstm", layers=tuple(layer_groups))
             elif isinstance(mod, nn.Flatten):
                 if v.gid is not None:
-                    if mod.start_dim != 1 or v.axis != 1:
-                        raise unsupported(node, f"Flatten {name!r} (start_dim={mod.start_dim})")
-                    vals[node] = _Val(v.gid, -1, flat=True)
+                    if mod.start_dim != 1 or v.axis != 1 or not _to_last(mod.end_dim, v.ndim):
+                        raise unsupported(node, f"Flatten {name!r} (start_dim={mod.start_dim}, end_dim={mod.end_dim})")
+                    vals[node] = _Val(v.gid, -1, flat=True, ndim=2)
                 else:
                     vals[node] = v
             elif isinstance(mod, _POINTWISE):
+                if v.gid is not None and not _pools_within_channels(type(mod).__name__, v):
+                    raise unsupported(node, f"pooling {name!r} ({type(mod).__name__}) over the channel axis")
                 if isinstance(mod, _PRELU) and mod.num_parameters > 1:
                     if v.gid is not None:
                         entries.append((f"{name}.weight", 0, v.gid, 1, 1))
@@ -403,6 +469,8 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
             elif (node.op == "call_function" and target in _POINTWISE_FUNCS) or (
                 node.op == "call_method" and target in _POINTWISE_METHODS
             ):
+                if not _pools_within_channels(fname, val(node.args[0])):
+                    raise unsupported(node, _where(node) + " (pooling over the channel axis)")
                 vals[node] = val(node.args[0])
             elif (node.op == "call_function" and target in _BINARY_FUNCS) or (
                 node.op == "call_method" and target in _BINARY_METHODS
@@ -411,30 +479,36 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                 first = gin[0].gid
                 assert first is not None  # grouped_inputs keeps only values with a group
                 g = first
+                ranks = {val(a).ndim for a in ins if val(a).gid is not None}
                 for a in ins:
                     ga = val(a).gid
                     g = groups.union(g, 0 if ga is None else ga, _where(node))
                 if any(val(a).flat for a in ins) or len({val(a).axis for a in ins if val(a).gid is not None}) > 1:
                     raise unsupported(node, _where(node) + " mixing flattened and channel-axis values")
-                vals[node] = _Val(g, gin[0].axis)
+                vals[node] = _Val(g, gin[0].axis, ndim=ranks.pop() if len(ranks) == 1 else None)
             elif (node.op == "call_function" and target is torch.flatten) or (
                 node.op == "call_method" and target in _FLATTEN_METHODS
             ):
                 v = val(node.args[0])
-                start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 1)
-                if fname == "flatten" and start == 1 and v.axis == 1 and not v.flat:
-                    vals[node] = _Val(v.gid, -1, flat=True)
-                elif fname in ("view", "reshape") and v.axis == 1 and not v.flat:
-                    vals[node] = _Val(v.gid, -1, flat=True)  # x.view(B, -1): read as a flatten, checked by the Linear
+                start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)  # torch.flatten(x): all
+                end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+                shape: Any = node.args[1:] if fname in ("view", "reshape") else ()
+                shape = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple | list) else shape
+                if fname == "flatten" and start == 1 and _to_last(end, v.ndim) and v.axis == 1 and not v.flat:
+                    vals[node] = _Val(v.gid, -1, flat=True, ndim=2)
+                elif fname in ("view", "reshape") and len(shape) == 2 and v.axis == 1 and not v.flat:
+                    # x.view(B, -1): read as a flatten, checked by the Linear; x.view(B, C, -1) keeps the channel
+                    # axis apart and a Linear after it mixes positions, not channels
+                    vals[node] = _Val(v.gid, -1, flat=True, ndim=2)
                 else:
                     raise unsupported(node, _where(node))
             elif fname == "mean" or fname == "amax":
                 dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-                dims = (dims,) if isinstance(dims, int) else dims
-                v = val(node.args[0])
-                if dims is None or (v.axis == 1 and 1 in dims) or (v.axis == -1 and -1 in dims):
-                    raise unsupported(node, _where(node) + " reducing over channels")
-                vals[node] = v  # pooled within each channel
+                keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+                reduced = _reduction(val(node.args[0]), dims, bool(keep))
+                if reduced is None:
+                    raise unsupported(node, _where(node) + " (reduction axes that cannot be told from the channels)")
+                vals[node] = reduced  # pooled within each channel, or over the channels: then unpermuted
             elif fname in ("size", "dim", "getattr") or (node.op == "call_function" and target is getattr):
                 vals[node] = _Val(None)  # shapes, not tensors
             else:
