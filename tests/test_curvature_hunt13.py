@@ -1,7 +1,8 @@
 """Curvature edge cases against dense float64 references (session 13's hunt).
 
 Error bounds of near-degenerate eigenvalue pairs against the exact spectra of rotated diagonal operators;
-the density grid of wide spectra against the closed-form integral and peak heights of Gaussian mixtures.
+the density grid of wide spectra against the closed-form integral and peak heights of Gaussian mixtures;
+``torch.func.hessian`` of ``Problem.objective()`` with batch-statistics BatchNorm against double backward.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from landscape.curvature import HessianSpectrum, top_eigenpairs
 from landscape.plot.hessian import shared_grid
+from landscape.problem import Problem
 
 F64 = torch.float64
 
@@ -92,3 +95,30 @@ def test_default_density_grid_resolves_every_peak_of_a_wide_spectrum(width: floa
         for node, mass in ((0.37 * width, 0.15), (0.5 * width, 0.05), (width, 0.25)):
             near = np.abs(x - node) <= 6 * sigma
             assert np.trapezoid(y[near], x[near]) == pytest.approx(mass, rel=1e-6)
+
+
+@pytest.mark.parametrize("track", [True, False])
+@pytest.mark.parametrize("bn_mode", ["train", "eval"])
+def test_torch_func_hessian_of_the_objective_with_batch_statistics(track: bool, bn_mode: str) -> None:
+    # torch.func.hessian (jacfwd over jacrev) through a batch-statistics F.batch_norm was off by ~0.2 without
+    # an error; double backward (autograd.functional.hessian, Problem.dense_hessian) is the reference
+    torch.manual_seed(0)
+    X, y = torch.randn(12, 2, 5, 5, dtype=F64), torch.randint(0, 3, (12,))
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3, track_running_stats=track), nn.Tanh(), nn.Flatten(), nn.Linear(27, 3)
+    ).double()
+    with torch.no_grad():
+        net[1].weight.uniform_(0.5, 1.5)
+        net[1].bias.uniform_(-0.5, 0.5)
+        if track:
+            net[1].running_mean.uniform_(-0.5, 0.5)
+            net[1].running_var.uniform_(0.5, 2.0)
+    prob = Problem(net, [(X[:5], y[:5]), (X[5:], y[5:])], "cross_entropy", bn_mode=bn_mode)
+    th = prob.theta0 + 0.1 * torch.randn(prob.theta0.shape, dtype=F64)
+    f = prob.objective()
+    reference = torch.autograd.functional.hessian(f, th)
+    torch.testing.assert_close(prob.dense_hessian(th), reference, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(f(th), prob.loss(th), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(torch.func.grad(f)(th), prob.grad(th), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(torch.func.hessian(f)(th), reference, rtol=1e-10, atol=1e-12)
+    assert float(reference.abs().max()) > 0.1
