@@ -54,6 +54,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
@@ -82,7 +83,7 @@ from landscape._options import check_choice, check_count, parse_bytes
 from landscape._options import renamed as renamed  # re-exported: its users import it from here
 from landscape._weights import ModelWeights, compute_placement
 from landscape.functional import KERNEL_NOTE as KERNEL_NOTE  # re-exported
-from landscape.functional import FunctionalModel, differentiable_kernels, model_output
+from landscape.functional import FunctionalModel, differentiable_kernels, model_output, plain_batch_norm
 from landscape.params import ParamLayout
 
 __all__ = [
@@ -522,7 +523,8 @@ class Problem:
 
         The same sum over batches over the same total count as :meth:`loss`, without ``no_grad`` or host
         syncs, so ``torch.func.grad`` / ``jvp`` / ``vmap`` compose with it (forward-mode needs every op of
-        the model to support it).
+        the model to support it). BatchNorm on batch statistics (``bn_mode="train"``, or without running
+        statistics) runs as plain ops here: ``torch.func.hessian`` through ``F.batch_norm`` was wrong.
 
         Raises:
             ValueError: When the data is sharded across ranks: the function would sum this rank's batches only
@@ -535,13 +537,17 @@ class Problem:
                 "(or the analyzers), whose sums are all-reduced, or shard='none' with the whole data on every rank"
             )
         total = self.total_count()
+        # batch-statistics BatchNorm (train mode, or untracked) as plain ops: torch.func.hessian through
+        # F.batch_norm was wrong (see functional.plain_batch_norm)
+        bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
 
         def f(theta: Tensor) -> Tensor:
             fm = self.functional(theta)
             out: Tensor | None = None
-            for b in self.batches():
-                t, _ = self.batch_terms(fm, b)
-                out = t if out is None else out + t
+            with plain_batch_norm() if bn else contextlib.nullcontext():
+                for b in self.batches():
+                    t, _ = self.batch_terms(fm, b)
+                    out = t if out is None else out + t
             assert out is not None  # batches() raises on data without a batch (alone; sharded data is refused above)
             return out / total
 

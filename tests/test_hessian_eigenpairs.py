@@ -213,7 +213,7 @@ def test_the_issue_example_and_warm_starts_lacking_an_eigenvector() -> None:
     mm = lambda V: A @ V  # noqa: E731
     unchecked = top_eigenpairs(mm, 64, 3, certify=False)
     torch.testing.assert_close(unchecked.values, torch.tensor([7.0, 7.0, 3.0], dtype=F64))
-    assert unchecked.converged and float(unchecked.error_bounds.max()) < 1e-10
+    assert unchecked.converged and float(unchecked.error_estimates.max()) < 1e-10
     pairs = top_eigenpairs(mm, 64, 3)
     assert pairs.converged and pairs.products > unchecked.products
     torch.testing.assert_close(pairs.values, torch.full((3,), 7.0, dtype=F64), rtol=0, atol=1e-12)

@@ -27,7 +27,9 @@ def shared_grid(spectra: Sequence[HessianSpectrum], sigma: float | None, n_point
     grids = [s.grid(n_points, sigma) for s in spectra]
     lo, hi = min(g[0] for g in grids), max(g[-1] for g in grids)
     step = min(g[1] - g[0] for g in grids if len(g) > 1)
-    count = n_points or int(min(200_000, max(1000, np.ceil((hi - lo) / step) + 1)))
+    count = n_points or int(max(1000, np.ceil((hi - lo) / step) + 1))
+    if n_points is None and count > 200_000:  # too wide for one uniform grid: their own, fine near every node
+        return np.unique(np.concatenate(grids))
     return np.linspace(lo, hi, count)
 
 
