@@ -57,6 +57,28 @@ def test_edge_of_stability_figure_at_a_tiny_scale(monkeypatch, tmp_path):
     assert "CNN" in cnn[0].statement and cnn[1].verdict is Verdict.NOT_TESTED
 
 
+def test_progressive_sharpening_needs_a_start_below_the_reached_level():
+    # the claim is held when lambda_max / (2/lr) first reaches 0.9 at a record, step 0 included: a run starting at
+    # 0.95 would be "held" without any sharpening, so its premise fails; a start at 0.5 that climbs to 1 is held
+    from figures.beyond import eos as eos
+
+    def summary(initial, reached):
+        return {
+            "initial_ratio": initial,
+            "reached_step": reached,
+            "tail_median_ratio": 1.0,
+            "tail_min_ratio": 0.95,
+            "tail_max_ratio": 1.05,
+            "tail_share_within": 1.0,
+        }
+
+    loss = [1.0, 0.1]
+    for initial, reached, verdict in ((0.95, 0.0, Verdict.NOT_TESTED), (0.5, 300.0, Verdict.HELD)):
+        (sharpening, _) = eos._claims("MLP", [0.1], [summary(initial, reached)], [loss], 1000, Scale.QUICK)
+        assert sharpening.verdict is verdict
+    assert not eos.starts_below_reach("MLP", 0.1, 0.9).met and eos.starts_below_reach("MLP", 0.1, 0.89).met
+
+
 def test_im_table1_revisited_at_a_tiny_scale(monkeypatch, tmp_path):
     from figures.beyond import im_table1 as bit
 
