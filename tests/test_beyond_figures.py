@@ -152,3 +152,31 @@ def test_sharpness_table_at_a_tiny_scale(monkeypatch, tmp_path):
     assert all(r["sharpness"]["worst-case"][0] >= -1e-6 for r in rows)
     # one epoch fits nothing: every claim rests on a failed premise
     assert all(c.verdict is Verdict.NOT_TESTED for c in res.claims)
+
+
+def test_sharpness_correlation_takes_the_replicates_as_the_unit():
+    # The minima of one initialization share it: a pooled rank correlation counts between-initialization differences
+    # as evidence. Here sharpness and error rise together across 5 replicates (inits), but within each one the sharper
+    # minimum has the lower error (rho -1): pooled it looks held, per replicate it is the opposite.
+    from scipy import stats
+
+    from figures.beyond.sharpness import replicate_correlation
+    from figures.verdict import spearman_effect, verdict_for
+
+    reps = [f"init {k}" for k in range(5) for _ in range(4)]
+    sharp = [10.0 * k + j for k in range(5) for j in range(4)]
+    err = [10.0 * k + (3 - j) for k in range(5) for j in range(4)]
+    pooled = spearman_effect(sharp, err)
+    assert verdict_for(pooled) is Verdict.HELD
+    eff = replicate_correlation(sharp, err, reps)
+    assert eff.n == 5 and eff.mean == -1.0 and verdict_for(eff) is Verdict.NOT_HELD
+    # against brute force: the t interval of the per-replicate Spearman rhos
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=20), rng.normal(size=20)
+    rhos = [stats.spearmanr(x[4 * k : 4 * k + 4], y[4 * k : 4 * k + 4]).statistic for k in range(5)]
+    eff = replicate_correlation(x, y, reps)
+    ref = stats.ttest_1samp(rhos, 0.0).confidence_interval(0.95)
+    assert eff.mean == pytest.approx(np.mean(rhos)) and (eff.ci_low, eff.ci_high) == pytest.approx((ref.low, ref.high))
+    # a replicate with a constant variable has no rho and is left out; none left: no evidence at all
+    assert replicate_correlation([1, 1, 1, 1, 2, 3], [1, 2, 3, 1, 2, 3], ["a"] * 3 + ["b"] * 3).n == 1
+    assert verdict_for(replicate_correlation([1, 1, 1], [1, 2, 3], ["a"] * 3)) is Verdict.INCONCLUSIVE
