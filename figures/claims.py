@@ -205,16 +205,25 @@ class ClaimBook:
                 f"claim {self.figure}.{key}: the detail template needs {sorted(spec.fields)}, got "
                 f"{sorted(values)}{' and an effect' if effect is not None else ' and no effect'}"
             )
+        detail = spec.detail.format(effect=effect, **values)
         if verdict is None and held is None and effect is not None:
             if spec.direction is None:
                 raise ValueError(f"claim {self.figure}.{key} has an effect but no direction in its claims.toml")
             verdict = verdict_for(effect, direction=spec.direction, paper_effect=spec.paper_effect)
+            if verdict is Verdict.NOT_HELD and effect.ci_low <= 0 <= effect.ci_high:
+                # not held by the paper's effect size, not by the sign: say so, or the page shows an interval
+                # covering 0 called "not held" with no reason
+                reach = effect.ci_high if spec.direction == 1 else -effect.ci_low
+                detail += (
+                    f" Not held although the interval covers 0: in the claimed direction it reaches {reach:.3g}, "
+                    f"below the paper's effect ({spec.paper_effect:g} on the same scale), which it rules out."
+                )
         return Claim(
             statement=spec.statement.format(effect=effect, **values),
             paper_value=spec.paper_value,
             measured=measured,
             held=held,
-            detail=spec.detail.format(effect=effect, **values),
+            detail=detail,
             source=spec.source,
             premises=tuple(premises),
             effect=effect,

@@ -203,7 +203,8 @@ class FigureSpec:
         """SHA-256 of the figure's module, its paper's shared private modules and ``claims.toml`` (``None``: unread).
 
         The private modules (``figures/<paper>/_*.py``: the shared setup, measures and drawing) count because a
-        figure's result depends on them as much as on its own module.
+        figure's result depends on them as much as on its own module; so do the verdict rules and the claim texts
+        (:data:`VERDICT_SOURCES`), or a gallery rerun after a change of a rule would reuse the old verdicts.
         """
         try:
             path = Path(inspect.getfile(sys.modules[self.module]))
@@ -212,12 +213,15 @@ class FigureSpec:
             return None
         claims = claims_file(self.paper.value)  # figures/<paper>/, also for a figure outside it (toy_demo)
         shared = sorted(claims.parent.glob("_*.py")) if path.parent == claims.parent else []
-        for extra in [*shared, claims]:
+        for extra in [*shared, claims, *VERDICT_SOURCES]:
             if extra.is_file() and extra != path:
                 h.update(extra.name.encode())
                 h.update(extra.read_bytes())
         return h.hexdigest()
 
+
+VERDICT_SOURCES = tuple(Path(__file__).resolve().parent / n for n in ("verdict.py", "claims.py", "result.py"))
+"""The modules that turn a figure's measurements into its claims' verdicts and texts (part of every cache key)."""
 
 _REGISTRY: dict[str, FigureSpec] = {}
 

@@ -48,6 +48,7 @@ __all__ = [
     "paired_proportions",
     "proportion_effect",
     "spearman_effect",
+    "superiority_verdict",
     "verdict_for",
 ]
 
@@ -431,5 +432,24 @@ def non_superiority_verdict(effect: Effect, margin: float) -> Verdict:
     if effect.ci_high < margin:
         return Verdict.HELD
     if effect.ci_low > margin:
+        return Verdict.NOT_HELD
+    return Verdict.INCONCLUSIVE
+
+
+def superiority_verdict(effect: Effect, margin: float) -> Verdict:
+    """Verdict on a claim that an effect is larger than ``margin`` (fixed before measuring).
+
+    The mirror of :func:`non_superiority_verdict`, for claims of a real change ("escapes the flat area"): the effect
+    is the claimed advantage, and one no larger than ``margin`` (what a run that did not change may show) counts as
+    none. Held if the interval lies above ``margin``, not held if it lies below it, else inconclusive. A plain test
+    against 0 would call a tiny but significant difference held.
+
+    Args:
+        effect: The measured advantage (positive = the claimed direction).
+        margin: The smallest advantage that counts.
+    """
+    if effect.ci_low > margin:
+        return Verdict.HELD
+    if effect.ci_high < margin:
         return Verdict.NOT_HELD
     return Verdict.INCONCLUSIVE

@@ -57,6 +57,28 @@ def test_edge_of_stability_figure_at_a_tiny_scale(monkeypatch, tmp_path):
     assert "CNN" in cnn[0].statement and cnn[1].verdict is Verdict.NOT_TESTED
 
 
+def test_progressive_sharpening_needs_a_start_below_the_reached_level():
+    # the claim is held when lambda_max / (2/lr) first reaches 0.9 at a record, step 0 included: a run starting at
+    # 0.95 would be "held" without any sharpening, so its premise fails; a start at 0.5 that climbs to 1 is held
+    from figures.beyond import eos as eos
+
+    def summary(initial, reached):
+        return {
+            "initial_ratio": initial,
+            "reached_step": reached,
+            "tail_median_ratio": 1.0,
+            "tail_min_ratio": 0.95,
+            "tail_max_ratio": 1.05,
+            "tail_share_within": 1.0,
+        }
+
+    loss = [1.0, 0.1]
+    for initial, reached, verdict in ((0.95, 0.0, Verdict.NOT_TESTED), (0.5, 300.0, Verdict.HELD)):
+        (sharpening, _) = eos._claims("MLP", [0.1], [summary(initial, reached)], [loss], 1000, Scale.QUICK)
+        assert sharpening.verdict is verdict
+    assert not eos.starts_below_reach("MLP", 0.1, 0.9).met and eos.starts_below_reach("MLP", 0.1, 0.89).met
+
+
 def test_im_table1_revisited_at_a_tiny_scale(monkeypatch, tmp_path):
     from figures.beyond import im_table1 as bit
 
@@ -130,3 +152,31 @@ def test_sharpness_table_at_a_tiny_scale(monkeypatch, tmp_path):
     assert all(r["sharpness"]["worst-case"][0] >= -1e-6 for r in rows)
     # one epoch fits nothing: every claim rests on a failed premise
     assert all(c.verdict is Verdict.NOT_TESTED for c in res.claims)
+
+
+def test_sharpness_correlation_takes_the_replicates_as_the_unit():
+    # The minima of one initialization share it: a pooled rank correlation counts between-initialization differences
+    # as evidence. Here sharpness and error rise together across 5 replicates (inits), but within each one the sharper
+    # minimum has the lower error (rho -1): pooled it looks held, per replicate it is the opposite.
+    from scipy import stats
+
+    from figures.beyond.sharpness import replicate_correlation
+    from figures.verdict import spearman_effect, verdict_for
+
+    reps = [f"init {k}" for k in range(5) for _ in range(4)]
+    sharp = [10.0 * k + j for k in range(5) for j in range(4)]
+    err = [10.0 * k + (3 - j) for k in range(5) for j in range(4)]
+    pooled = spearman_effect(sharp, err)
+    assert verdict_for(pooled) is Verdict.HELD
+    eff = replicate_correlation(sharp, err, reps)
+    assert eff.n == 5 and eff.mean == -1.0 and verdict_for(eff) is Verdict.NOT_HELD
+    # against brute force: the t interval of the per-replicate Spearman rhos
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=20), rng.normal(size=20)
+    rhos = [stats.spearmanr(x[4 * k : 4 * k + 4], y[4 * k : 4 * k + 4]).statistic for k in range(5)]
+    eff = replicate_correlation(x, y, reps)
+    ref = stats.ttest_1samp(rhos, 0.0).confidence_interval(0.95)
+    assert eff.mean == pytest.approx(np.mean(rhos)) and (eff.ci_low, eff.ci_high) == pytest.approx((ref.low, ref.high))
+    # a replicate with a constant variable has no rho and is left out; none left: no evidence at all
+    assert replicate_correlation([1, 1, 1, 1, 2, 3], [1, 2, 3, 1, 2, 3], ["a"] * 3 + ["b"] * 3).n == 1
+    assert verdict_for(replicate_correlation([1, 1, 1], [1, 2, 3], ["a"] * 3)) is Verdict.INCONCLUSIVE

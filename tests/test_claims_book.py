@@ -141,3 +141,20 @@ def test_a_statement_may_be_a_template_filled_like_the_detail(tmp_path, monkeypa
         paper_claims.cache_clear()
     with pytest.raises(ValueError, match="positional field"):
         _spec(Path("claims.toml"), "fig", "key", {"statement": "{} runs", "source": "x"})
+
+
+def test_not_held_by_the_paper_effect_says_why():
+    # Persistent Fig. 7's "persistent training improves the bad init" (paper +1.84 points): an interval covering 0
+    # that stops below the paper's effect is not held, and the detail must say it is the size that decides, not a sign
+    book = ClaimBook("persistent_fig7_8", scale="quick")
+    values = dict(champion=3, champ_test=0.82, plain_test=0.82, plain_val=0.78, champ_val=0.79, test="t", seeds="s")
+    covering = paired_effect([-0.010, 0.0, 0.005, 0.002])  # [-0.012, +0.011] points/100: below +0.0184
+    assert covering.ci_low < 0 < covering.ci_high < 0.0184
+    claim = book("persistent-improves-bad", [-1.0, 0.0, 0.5, 0.2], covering, **values)
+    assert claim.verdict is Verdict.NOT_HELD and "covers 0" in claim.detail and "0.0184" in claim.detail
+    # a not held by the sign (interval below 0) and an inconclusive one carry no such sentence
+    below = paired_effect([-0.03, -0.02, -0.025])
+    assert "covers 0" not in book("persistent-improves-bad", [-3.0, -2.0, -2.5], below, **values).detail
+    wide = paired_effect([-0.05, 0.0, 0.06])
+    claim = book("persistent-improves-bad", [-5.0, 0.0, 6.0], wide, **values)
+    assert claim.verdict is Verdict.INCONCLUSIVE and "covers 0" not in claim.detail

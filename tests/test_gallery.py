@@ -431,3 +431,21 @@ def test_workers_die_with_a_killed_gallery(tmp_path: Path) -> None:
     if alive:
         os.kill(worker, 9)
     assert not alive, "the spawned worker outlived its killed parent"
+
+
+def test_a_change_of_the_verdict_rules_invalidates_every_cached_figure(tmp_path, monkeypatch) -> None:
+    # a figure's cached claims hold verdicts decided by figures/verdict.py, texts written by figures/claims.py and
+    # checked by figures/result.py: a rerun after a change there must recompute them, not reuse the old verdicts
+    assert {p.name for p in contract.VERDICT_SOURCES} == {"verdict.py", "claims.py", "result.py"}
+    assert all(p.is_file() for p in contract.VERDICT_SOURCES)
+    rules = tmp_path / "verdict.py"
+    rules.write_text("HELD_IF = 'above 0'\n")
+    monkeypatch.setattr(contract, "VERDICT_SOURCES", (rules,))
+    with temporary_registry() as reg:
+        register_figure("rules_a", paper="lipton", title="A")(_counted)
+        before = reg["rules_a"].source_hash()
+        rules.write_text("HELD_IF = 'above the margin'\n")
+        after = reg["rules_a"].source_hash()
+        assert before is not None and after is not None and before != after
+        rules.write_text("HELD_IF = 'above 0'\n")
+        assert reg["rules_a"].source_hash() == before  # the key is the content's, not the file's time

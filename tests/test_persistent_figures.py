@@ -295,6 +295,23 @@ def test_claims_file_paper_values_are_the_figures_paper_tables():
     )
 
 
+def test_bad_init_claim_is_not_tested_when_the_init_was_chosen_for_being_worse():
+    # the quick / medium bad init N(0, 0.5) was picked because it is the worse one: a held verdict there would be
+    # decided by construction; only the paper's N(0, 0.2) tests the claim
+    from figures.claims import ClaimBook
+    from figures.persistent.fig7_8 import paper_bad_init_premise
+    from figures.verdict import Verdict, paired_proportions
+
+    assert paper_bad_init_premise(0.2).met and not paper_bad_init_premise(0.5).met
+    assert not paper_bad_init_premise(0.05).met
+    book = ClaimBook("persistent_fig7_8", scale="quick")
+    better = paired_proportions(np.arange(100) < 90, np.arange(100) < 60)  # good init 30 points better
+    accs = dict(good_test=0.9, bad_test=0.6, good_val=0.91, bad_val=0.62, test="McNemar on 100 test images", seeds="")
+    for std, verdict in ((0.2, Verdict.HELD), (0.5, Verdict.NOT_TESTED)):
+        claim = book("bad-init-is-worse", 30.0, better, premises=[paper_bad_init_premise(std)], bad_std=std, **accs)
+        assert claim.verdict is verdict
+
+
 def test_statement_template_names_the_setting():
     # Fig. 7's first statement names the bad initialization, which differs between scales: a template field.
     from figures.claims import ClaimBook

@@ -23,6 +23,7 @@ from figures.verdict import (
     non_superiority_verdict,
     paired_effect,
     paired_proportions,
+    superiority_verdict,
     verdict_for,
 )
 
@@ -78,6 +79,23 @@ def test_non_superiority_holds_below_the_margin_even_when_significant():
     # a log-ratio margin (the Im Fig. 9 use): 10% lower loss is the margin, equal losses are held
     equal = paired_effect(np.log([1.01, 0.99, 1.0, 1.02]))
     assert non_superiority_verdict(equal, math.log(1.1)) is Verdict.HELD
+
+
+def test_superiority_needs_an_effect_beyond_the_margin():
+    # "escapes the flat area": a difference that is significant but below what a stuck control may drop (2%) is no
+    # escape. Tunnels Fig. 2 left at quick: (control - proposed) / loss at the opening about 0.85% [0.2%, 1.5%]
+    tiny = paired_effect([0.0002, 0.0003, 0.00025])
+    assert tiny.ci_low > 0 and superiority_verdict(tiny, 0.02) is Verdict.NOT_HELD
+    assert verdict_for(tiny) is Verdict.HELD  # what a plain test against 0 says
+    fig2_left = paired_effect([0.0103, 0.0042, 0.0030, 0.0163, 0.0104])
+    assert 0 < fig2_left.ci_low and fig2_left.ci_high < 0.02
+    assert superiority_verdict(fig2_left, 0.02) is Verdict.NOT_HELD
+    assert superiority_verdict(paired_effect([0.10, 0.12, 0.11]), 0.02) is Verdict.HELD
+    straddle = paired_effect([0.0, 0.05, 0.01])
+    assert straddle.ci_low < 0.02 < straddle.ci_high and superiority_verdict(straddle, 0.02) is Verdict.INCONCLUSIVE
+    # the mirror of non-superiority: away from the margin, they disagree
+    for eff in (tiny, paired_effect([0.10, 0.12, 0.11])):
+        assert {superiority_verdict(eff, 0.02), non_superiority_verdict(eff, 0.02)} == {Verdict.HELD, Verdict.NOT_HELD}
 
 
 def test_paired_proportions_p_value_is_the_exact_binomial_on_discordant_pairs():

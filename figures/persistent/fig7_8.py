@@ -13,7 +13,10 @@ The runs are shared with Fig. 6 (``figures/persistent/_setup.py``: cache, readin
 scale the bad init is N(0, 0.5): the paper's N(0, 0.2) was the better one on 8x8 digits (``QUICK_BAD_STD``).
 Claims are decided on the test images, which played no part in choosing the championship (it is picked on
 validation accuracy), by McNemar's paired test; premises: every iteration converged, the bad init is the worse
-one by at least 1 validation point, and the persistent iterations differ from the plain model.
+one by at least 1 validation point, and the persistent iterations differ from the plain model. The first claim,
+"the bad init is the worse one", is not tested where the bad init is not the paper's N(0, 0.2): N(0, 0.5) was
+chosen for being the worse one, so it would hold by construction (until 2026-12-07 it was reported held: +11.42
+points [+7.79, +15.06] at quick).
 
 Medium scale (``--scale medium``): the quick settings over 5 training seeds (``MEDIUM_SEEDS``; seed ``s`` draws the
 initial weights, the minibatch order and the penalized layers from ``s``, ``repeat_seeds``); seed 0 is the quick run,
@@ -25,6 +28,8 @@ seeds about 75 s. The premise "the bad init is the worse one" must hold in every
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -56,6 +61,26 @@ PAPER = {  # Persistent Neurons, Sec. 4, Fig. 7: validation / test accuracy (the
     "good": {"plain_val": 0.7158, "plain_test": 0.7148, "champ_val": 0.7276, "champ_test": 0.7322},
 }
 BAD_GAP = 0.01  # premise: the good init's plain validation accuracy is at least 1 point above the bad one's
+PAPER_BAD_STD = 0.2  # Sec. 4: initialization 1, the paper's "bad" one
+
+
+def paper_bad_init_premise(bad_std: float) -> Premise:
+    """Premise of "the bad init is the worse one": the bad init is the paper's N(0, 0.2), not one picked for it.
+
+    At the quick and medium scales the bad init is N(0, 0.5), chosen because it is the worse one on 8x8 digits
+    (``figures.persistent._runs.QUICK_BAD_STD``: the paper's N(0, 0.2) was the better one there), so the claim would
+    hold by construction: that choice meets the other claims' premise, and does not test this claim.
+    """
+    return Premise(
+        f"the bad initialization is the paper's N(0, {PAPER_BAD_STD:g}), not one chosen for being the worse",
+        bad_std,
+        PAPER_BAD_STD,
+        math.isclose(bad_std, PAPER_BAD_STD),
+        detail=f"the standard deviation of the bad init; at a scale where it is not {PAPER_BAD_STD:g} it was chosen "
+        "because it is the worse one (figures/persistent/_runs.QUICK_BAD_STD: on 8x8 digits N(0, 0.2) gave plain "
+        "validation 95.3% / 95.0% against N(0, 0.05)'s 90.0% / 90.3% over 2 seeds), so the comparison is decided by "
+        "construction; it remains the premise of the other claims",
+    )
 
 
 def _bad_worse_premise(bad_std: float | None, runs: dict[str, list[PersistentTrainer]]) -> Premise:
@@ -119,7 +144,7 @@ def figure7_8(
             "bad-init-is-worse",
             correct["good"][0],
             correct["bad"][0],
-            premises=[conv["bad"], conv["good"]],
+            premises=[paper_bad_init_premise(setups["bad"][0].init_std), conv["bad"], conv["good"]],
             bad_std=setups["bad"][0].init_std,
             good_test=g["plain_test"],
             bad_test=b["plain_test"],

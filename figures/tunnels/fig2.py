@@ -13,8 +13,15 @@ probed NEON with 10 iterations of step 0.05: its curvature estimate stayed posit
 fired, so it equalled the control. Medium scale: the same runs, 2,000 SGD steps instead of 400 (the runs of Fig. 4 at
 medium, shared).
 
-Claims (paired over the repetitions, which share a data order across arms): the proposed reorganization escapes
-(lower mean loss after step 50 than the control) and beats random reorganization, perturbed GD and NEON.
+Claims (paired over the repetitions, which share a data order across arms): the proposed reorganization escapes and
+beats random reorganization, perturbed GD and NEON. "Escapes" is an escape as in Figs. 1 left and 2 right: the mean loss
+after the reorganization (steps 55 to the end, the window of every claim here) lies below the control's by more than a
+stuck control may drop, 2% of the loss at the opening (``STUCK_TOL``: the premise's bound and the other figures' escape,
+not chosen for this claim); held if the interval lies above 2%, not held if below. Until 2026-12-07 it was "lower than
+the control" (interval above 0), which held at quick on a difference of 0.84% of the loss [0.23%, 1.45%] that left the
+proposed arm above the saddle's loss. The window was kept; the detail gives the last 50 steps as information (quick,
+2026-12-07: 2.68% [2.00%, 3.36%]; there the proposed arm's mean loss, 1.153, is still above the saddle's, 1.145, and the
+control's is 1.185).
 """
 
 from __future__ import annotations
@@ -27,14 +34,17 @@ from figures.tunnels._setup import (
     NEON_IMAGES,
     NEON_KW,
     PGD_KW,
+    STUCK_TOL,
     SaddleStart,
     moved_premise,
     paired,
     single_layer_figure,
     window_mean,
 )
+from figures.verdict import paired_effect, superiority_verdict
 
 RUNS = {"control": "control", "proposed": "reorg_proposed", "random": "reorg_random", "pgd": "pgd", "neon": "neon"}
+WINDOW = 50  # steps at the end of the run, for the information the escape claim's detail gives (as Fig. 1 left)
 BASELINES = {"random": "random weight reorganization (same magnitude)", "pgd": "perturbed GD", "neon": "NEON"}
 
 
@@ -44,6 +54,13 @@ def run_fig2_left(st: SaddleStart) -> FigureResult:
     s, info = st.setup, st.info
     res, steps, stats = st.curves(RUNS)
     after = {r: window_mean(v, s.open_at + 5, s.total_steps) for r, v in res.items()}
+    at_open = window_mean(res["control"], s.open_at, s.open_at)
+    final = {r: window_mean(v, s.total_steps - WINDOW, s.total_steps) for r, v in res.items()}
+    # "escapes": lower than the control by more than a stuck control may drop (STUCK_TOL of the loss at the opening,
+    # the premise's bound and Figs. 1 left / 2 right's escape), not merely lower: a plain test against 0 called a
+    # 0.85% difference (the proposed arm still above the saddle's loss) an escape
+    rel_escape = ((after["control"] - after["proposed"]) / at_open).tolist()
+    e_escape = paired_effect(rel_escape)
     base = st.premises(res["control"])
     moved = {"pgd": moved_premise(res["pgd"], "perturbed GD"), "neon": moved_premise(res["neon"], "NEON")}
 
@@ -68,7 +85,22 @@ def run_fig2_left(st: SaddleStart) -> FigureResult:
         "n": s.repetitions,
         "means": ", ".join(f"{r} {after[r].mean():.4f}" for r in RUNS),
     }
-    claims = [book("reorganization-escapes", *paired(after["control"], after["proposed"]), premises=base, **how)]
+    claims = [
+        book(
+            "reorganization-escapes",
+            rel_escape,
+            e_escape,
+            premises=base,
+            verdict=superiority_verdict(e_escape, STUCK_TOL),
+            margin=STUCK_TOL,
+            at_open=float(at_open.mean()),
+            saddle=info["loss"],
+            absolute=paired_effect(after["control"], after["proposed"]),
+            window=WINDOW,
+            at_end=paired_effect((final["control"] - final["proposed"]) / at_open),
+            **how,
+        )
+    ]
     claims += [
         book(
             "reorganization-beats-baseline",

@@ -83,24 +83,17 @@ from figures.tunnels._deep import deep_figure
 from figures.tunnels._deep_setup import DEEP_ARMS, NEON_ETA_LMAX, DeepSetup
 from figures.tunnels._plots import add_bands
 from figures.tunnels._setup import LINE_COLORS, NEON_KW, PGD_KW, mean_std, moved_premise
-from figures.verdict import Effect, Verdict, at_most, non_superiority_verdict, paired_effect, verdict_for
+from figures.verdict import (
+    Verdict,
+    at_most,
+    non_superiority_verdict,
+    paired_effect,
+    superiority_verdict,
+    verdict_for,
+)
 
 CONTROL_TOL = 0.02  # premise: the control's loss drops by less than 2% (relative) from the opening to the end
 GRAD_RATIO = 0.1  # premise (tied start): the full-batch gradient norm at the opening is < 1/10 of the tied init's
-
-
-def margin_verdict(effect: Effect, margin: float) -> Verdict:
-    """Held if the interval lies above ``margin``, not held if below it, else inconclusive (a one-sided margin test).
-
-    Args:
-        effect: A paired effect (relative loss difference, positive = the claimed direction).
-        margin: The smallest effect that counts (here: an escape, larger than a stuck control's drop).
-    """
-    if effect.ci_low > margin:
-        return Verdict.HELD
-    if effect.ci_high < margin:
-        return Verdict.NOT_HELD
-    return Verdict.INCONCLUSIVE
 
 
 BASELINES = {"pgd": "perturbed GD", "neon": "NEON"}  # the paper's baselines (Sec. 4.4), run at the medium scale
@@ -276,7 +269,7 @@ def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
     }
     book = ClaimBook("tunnels_fig2_right", scale=s.scale)
     claims = [
-        book("proposed-escapes", rel_p, e_p, premises=premises, verdict=margin_verdict(e_p, CONTROL_TOL), **how),
+        book("proposed-escapes", rel_p, e_p, premises=premises, verdict=superiority_verdict(e_p, CONTROL_TOL), **how),
         book(
             "random-does-not-escape",
             rel_r,
@@ -326,7 +319,7 @@ def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
                 later,
                 e_t,
                 premises=[*premises, moved_premise({"moves": res["moves"][b]}, BASELINES[b])],
-                verdict=both_verdict(margin_verdict(e_p, CONTROL_TOL), verdict_for(e_t, direction=1)),
+                verdict=both_verdict(superiority_verdict(e_p, CONTROL_TOL), verdict_for(e_t, direction=1)),
                 escape=e_p,
                 baseline=BASELINES[b],
                 baseline_vs_control=paired_effect(((end["control"] - end[b]) / lo).tolist()),
