@@ -134,7 +134,9 @@ class Problem:
               ``DataLoader`` with a batch sampler of another kind than ``BatchSampler`` or a sampler of its own
               among them: batch ``i`` goes to rank ``i % world`` (every rank must read the same batches: seed
               a random sampler alike on every rank). A loader sampling with replacement or through a
-              ``DistributedSampler`` is refused, naming the fix.
+              ``DistributedSampler`` is refused, naming the fix. A model with BatchNorm gets whole batches (each
+              rank's batches are one process's, so are batch statistics); ``bn_mode="train"`` is refused on one
+              tensor-pair batch split by samples (pass ``batch_size``).
             * ``"given"``: each rank was given its own share.
 
             With ``"split"`` or ``"given"``, every sum over the data is all-reduced: means, gradients and HVPs
@@ -212,6 +214,7 @@ class Problem:
             validate=validate,
             shard=shard,
         )
+        self._check_bn_split(self.bn_mode)
         self._total: float | None = None
         self._weighted: bool | None = None  # see weighted_mean (cached: it reads every batch's targets)
         self._tensor_output: bool | None = None
@@ -298,9 +301,23 @@ class Problem:
         if bn_mode is None or bn_mode == self.bn_mode:
             return self
         new = copy.copy(self)
-        new.bn_mode = check_choice(bn_mode, ("eval", "train"), "bn_mode")
+        new.bn_mode = self._check_bn_split(check_choice(bn_mode, ("eval", "train"), "bn_mode"))
         new.notes = self.notes  # shared: provenance of either says what ran
         return new
+
+    def _check_bn_split(self, bn_mode: str) -> str:
+        """``bn_mode``, unless ``"train"`` while the ranks hold parts of one batch (whose statistics would differ).
+
+        Raises:
+            ValueError: Then, naming the fix (``batch_size``: the ranks share whole batches).
+        """
+        if bn_mode == "train" and self._data.splits_batch:
+            raise ValueError(
+                "bn_mode='train' normalizes by each batch's statistics, but shard='split' divides this tensor pair's "
+                "one batch among the ranks, whose statistics would differ from the whole batch's; pass batch_size= "
+                "(the ranks then share whole batches) or bn_mode='eval'"
+            )
+        return bn_mode
 
     def with_model(self, model: nn.Module) -> Problem:
         """The same data and loss (batches read and checked once, shared) with another model.
