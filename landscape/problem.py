@@ -370,7 +370,10 @@ class Problem:
         if batches and self._tensor_output is None:  # the engine and the Hessian kernels call the model for a tensor
             with torch.no_grad():
                 x = batches[0].inputs[0][:2]
-                self._tensor_output = isinstance(self.functional()(x), Tensor)
+                try:
+                    self._tensor_output = isinstance(self.functional()(x), Tensor)
+                except RuntimeError as e:
+                    raise self._explained(batches[0], e) from e
         # Every rank must take the same path (the engine's executors and its general path make different
         # collectives): the fast one only when every rank's share is simple, so never with an empty share.
         simple = not self._any_rank(not (batches and self._tensor_output))
@@ -422,6 +425,8 @@ class Problem:
         """
         try:
             out = fm(*batch.inputs, **batch.kwargs)
+        except RuntimeError as e:  # a layer the inputs do not fit (a wrong input size, (y, X) given for (X, y))
+            raise self._explained(batch, e) from e
         except TypeError as e:
             if not batch.kwargs:
                 raise
@@ -433,6 +438,13 @@ class Problem:
                 + (why if self.closure else "")
             ) from e
         return model_output(out)
+
+    def _explained(self, batch: Batch, error: RuntimeError) -> Exception:
+        """The model's error on a batch as an :class:`InputError` naming the layer the inputs do not fit, else itself.
+
+        Only after a forward pass failed (:func:`~landscape.validation.explain_forward_error`): no cost otherwise.
+        """
+        return validation.explain_forward_error(self.model, batch.inputs, batch.kwargs, batch.targets) or error
 
     def batch_terms(self, fm: FunctionalModel, batch: Batch) -> tuple[Tensor, float]:
         """``(sum of the loss over the batch's samples, count)`` at the point ``fm``."""

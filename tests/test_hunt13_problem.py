@@ -85,3 +85,61 @@ def test_split_one_batch_refuses_batch_statistics(monkeypatch):
     assert prob.n_samples == 4  # eval mode: the samples are split evenly
     with pytest.raises(ValueError, match="batch_size="):
         prob.with_options(bn_mode="train")
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4))
+
+
+@pytest.mark.parametrize(
+    "form", [lambda X, y: (X, y), lambda X, y: DataLoader(TensorDataset(X, y), batch_size=5), lambda X, y: [(X, y)]]
+)
+def test_swapped_pair_names_the_data_the_shapes_and_the_slip(form):
+    # (y, X) given for (X, y) reached the model and raised torch's "mat1 and mat2 shapes cannot be multiplied
+    # (1x20 and 3x5)", naming neither the argument nor the expected shape. The message now names the data, the
+    # inputs' shape, the layer and the shape it expects, and that the targets would fit (the original error chained).
+    X, y = torch.randn(20, 3), torch.randint(0, 4, (20,))
+    with pytest.warns(landscape.validation.InputWarning):  # the integer "inputs" are cast first
+        with pytest.raises(landscape.validation.InputError) as err:
+            Problem(_mlp(), form(y, X)).loss()
+    msg = str(err.value)
+    assert msg.startswith("data:") and "expects inputs of shape (N, 3)" in msg and "layer '0' (Linear)" in msg
+    assert "swapped" in msg and ("(20, 3)" in msg or "(5, 3)" in msg)
+    assert isinstance(err.value.__cause__, RuntimeError)
+
+
+def test_wrong_input_size_names_expected_and_given_shapes():
+    y = torch.randint(0, 4, (20,))
+    with pytest.raises(
+        landscape.validation.InputError, match=r"inputs of shape \(20, 7\).*expects inputs of shape \(N, 3\)"
+    ):
+        Problem(_mlp(), (torch.randn(20, 7), y)).loss()
+    # the evaluation engine's fast path and the Hessian read the same problem
+    with pytest.raises(landscape.validation.InputError, match=r"\(20, 7\).*\(N, 3\)"):
+        landscape.evaluate_points(Problem(_mlp(), (torch.randn(20, 7), y)), torch.zeros(2, 49))
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 2))
+    with pytest.raises(landscape.validation.InputError, match=r"\(20, 1, 4, 4\).*Conv2d.*\(N, 3, H, W\)"):
+        Problem(conv, (torch.randn(20, 1, 4, 4), torch.randint(0, 2, (20,)))).loss()
+
+
+def test_model_errors_not_about_input_shapes_stay_torch_errors():
+    # Only a known layer that the tensor it got does not fit is explained; a model reshaping its inputs itself
+    # still works, and another model error is raised as it was.
+    X, y = torch.randn(20, 4, 4, dtype=torch.float64), torch.randint(0, 2, (20,))
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).double()
+    with torch.no_grad():
+        want = float(F.cross_entropy(flat(X), y))
+    assert float(Problem(flat, (X, y)).loss()) == pytest.approx(want, rel=1e-12)
+
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(16, 2)
+
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom") as err:
+        Problem(Broken(), (X.float(), y)).loss()
+    assert not isinstance(err.value, landscape.validation.InputError)
