@@ -109,6 +109,9 @@ def _expects(m: nn.Module, shape: tuple[int, ...], floating: bool) -> str | None
     """The input shape a known layer ``m`` expects, when an input of ``shape`` does not fit it; else ``None``."""
     from torch.nn.modules.conv import _ConvNd
 
+    dense = (nn.Linear, _ConvNd, nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
+    if isinstance(m, dense) and not floating:  # a mapping or multi-input batch keeps its integer tensors as given
+        return "of a floating dtype, not integers (cast them: x.float(), scaled as the model expects)"
     if isinstance(m, nn.Linear) and (not shape or shape[-1] != m.in_features):
         return f"of shape (N, {m.in_features}) (any leading dimensions, {m.in_features} features last)"
     if isinstance(m, _ConvNd):

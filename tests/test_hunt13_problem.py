@@ -167,3 +167,20 @@ def test_a_sum_reduced_loss_module_gives_one_mean_whatever_the_batching(kind):
         assert engine == pytest.approx(want, rel=1e-12), bs
     ref = Problem(net, (X, t), loss)
     assert torch.allclose(Problem(net, (X, t), loss, batch_size=6).grad(), ref.grad(), rtol=1e-12, atol=1e-14)
+
+
+def test_integer_inputs_of_a_mapping_batch_name_the_dtype():
+    # A mapping (or multi-input) batch keeps its integer tensors (token ids, masks), so raw uint8 pixels reached
+    # a Linear layer and raised torch's "mat1 and mat2 must have the same dtype, but got Byte and Float". The
+    # message now names the data, the layer and the floating dtype it expects.
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    X, y = torch.randint(0, 255, (10, 3), dtype=torch.uint8), torch.randint(0, 2, (10,))
+    with pytest.raises(landscape.validation.InputError, match=r"\(10, 3\).*'lin' \(Linear\).*floating dtype"):
+        Problem(Net(), [{"x": X, "y": y}]).loss()
