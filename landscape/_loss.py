@@ -31,7 +31,6 @@ __all__ = [
     "weighted_terms",
     "weighted_count",
     "weighted_form",
-    "SumAsMean",
     "batch_mean",
 ]
 
