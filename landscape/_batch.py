@@ -248,8 +248,12 @@ def _source(data: Any, batch_size: int | None) -> tuple[Any, bool]:
     )
 
 
-def _split_source(source: Any, batch_size: int | None) -> Any:
+def _split_source(source: Any, batch_size: int | None, whole_batches: bool = False) -> Any:
     """This rank's contiguous share of a source (see ``Problem(shard="split")``); the source itself alone.
+
+    ``whole_batches`` (a model with BatchNorm): rows of a tensor pair cut into batches, and the samples of a loader
+    read in order, are shared by whole batches, so each rank's batches are one process's
+    (:func:`~landscape.distributed.loader_shard_bounds`); batch statistics then match one process's.
 
     A ``DataLoader`` over a map-style dataset batched by a plain ``BatchSampler`` (its own ``batch_size``, or one
     given) over a sampler :func:`_sampler_order` knows is rebuilt over this rank's share of the sampler's indices
@@ -267,7 +271,8 @@ def _split_source(source: Any, batch_size: int | None) -> Any:
     if world == 1:
         return source
     if isinstance(source, _TensorSource):
-        lo, hi = distributed.shard_bounds(source.n, rank, world)
+        aligned = whole_batches and batch_size is not None  # one batch (no batch_size) is split by samples
+        lo, hi = distributed.loader_shard_bounds(source.n, source.size, False, rank, world, aligned)
         return _TensorSource(tuple(t[lo:hi] for t in source.tensors), batch_size)
     if (
         isinstance(source, DataLoader)
@@ -284,7 +289,7 @@ def _split_source(source: Any, batch_size: int | None) -> Any:
                 # of the whole data, not of each share), so no rank drops anything itself.
                 indices, shuffled, generator = order
                 size, drop = batches.batch_size, batches.drop_last
-                lo, hi = distributed.loader_shard_bounds(len(indices), size, drop, rank, world)
+                lo, hi = distributed.loader_shard_bounds(len(indices), size, drop, rank, world, whole_batches)
                 return _share_loader(source, indices[lo:hi], size, shuffled, generator)
     if isinstance(source, list | tuple):
         lo, hi = distributed.shard_bounds(len(source), rank, world)
@@ -418,6 +423,7 @@ class BatchReader:
         n_samples: Number of samples, known after the first pass.
         n_batches: Number of batches, known after the first pass.
         all_pairs: Whether every batch read so far is an ``(X, y)`` pair of tensors.
+        splits_batch: Whether this rank holds part of a batch (one tensor-pair batch of a BatchNorm model split).
     """
 
     def __init__(
@@ -439,8 +445,13 @@ class BatchReader:
         self.dtype, self.device = dtype, device
         self.memory_budget, self.validate = memory_budget, validate
         self.source, self.in_memory = _source(data, batch_size)
-        if shard == "split":
-            self.source = _split_source(self.source, batch_size)
+        # a model with BatchNorm gets one process's batches on every rank (batch statistics); one batch split by
+        # samples cannot be one process's batch (then Problem refuses bn_mode="train": splits_batch)
+        whole = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        split = shard == "split" and distributed.rank_world()[1] > 1
+        self.splits_batch = split and whole and isinstance(self.source, _TensorSource) and batch_size is None
+        if split:
+            self.source = _split_source(self.source, batch_size, whole)
         # a share of data sharded across ranks may be empty (see above); alone, empty data is refused
         self.empty_ok = shard != "none" and distributed.rank_world()[1] > 1
         if isinstance(self.source, _TensorSource):

@@ -97,7 +97,9 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
     return lo, lo + base + (rank < extra)
 
 
-def loader_shard_bounds(n: int, batch_size: int, drop_last: bool, rank: int, world: int) -> tuple[int, int]:
+def loader_shard_bounds(
+    n: int, batch_size: int, drop_last: bool, rank: int, world: int, whole_batches: bool = False
+) -> tuple[int, int]:
     """``[lo, hi)`` of rank ``rank``'s contiguous share of the samples one process reads from a loader read in order.
 
     A loader over ``n`` samples in batches of ``batch_size`` reads them all, or with ``drop_last`` only the first
@@ -105,13 +107,23 @@ def loader_shard_bounds(n: int, batch_size: int, drop_last: bool, rank: int, wor
     each rank reading its share without dropping, so together they read what one process reads. Splitting all
     ``n`` and letting each rank drop its own short batch would read other samples.
 
+    ``whole_batches``: the ranks share the *batches* one process reads (:func:`shard_bounds` of their number), so
+    every rank cuts its share into the same batches as one process: what a model whose output depends on the
+    batch needs (BatchNorm on batch statistics, ``bn_mode="train"``). Shares then differ by up to one batch.
+
     Example:
         >>> [loader_shard_bounds(10, 4, True, r, 2) for r in range(2)]
         [(0, 4), (4, 8)]
+        >>> [loader_shard_bounds(24, 5, False, r, 2, whole_batches=True) for r in range(2)]
+        [(0, 15), (15, 24)]
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    return shard_bounds(n - n % batch_size if drop_last else n, rank, world)
+    read = n - n % batch_size if drop_last else n
+    if not whole_batches:
+        return shard_bounds(read, rank, world)
+    lo, hi = shard_bounds(-(-read // batch_size), rank, world)
+    return lo * batch_size, min(hi * batch_size, read)
 
 
 def _device() -> torch.device:

@@ -17,7 +17,8 @@ Every analyzer takes a :class:`Problem` first; a bare ``(model, data, loss)`` is
   - a name: ``"cross_entropy"``, ``"nll"``, ``"mse"``, ``"l1"``, ``"huber"``, ``"smooth_l1"``,
     ``"bce"``, ``"bce_with_logits"``; ``None`` picks cross-entropy for integer targets, MSE otherwise
     (the same default everywhere in the package);
-  - ``loss(outputs, targets) -> scalar`` batch mean (e.g. ``nn.CrossEntropyLoss()``);
+  - ``loss(outputs, targets) -> scalar`` batch mean (e.g. ``nn.CrossEntropyLoss()``; a torch loss module with
+    ``reduction="sum"`` counts as the batch's summed per-sample loss, so the mean is that sum over ``N``);
   - a *closure* ``loss(model, batch) -> scalar`` for anything else (language models, several
     outputs, auxiliary terms). ``model`` is a :class:`FunctionalModel`: call it like the model (it runs
     at the evaluated point); its attributes are the model's. ``batch`` is the batch as the data gives
@@ -67,6 +68,7 @@ from landscape import distributed, validation
 from landscape._batch import TARGET_KEYS, Batch, BatchReader
 from landscape._loss import (
     LOSSES,
+    batch_mean,
     check_scalar,
     check_sum_count,
     check_total,
@@ -135,7 +137,9 @@ class Problem:
               ``DataLoader`` with a batch sampler of another kind than ``BatchSampler`` or a sampler of its own
               among them: batch ``i`` goes to rank ``i % world`` (every rank must read the same batches: seed
               a random sampler alike on every rank). A loader sampling with replacement or through a
-              ``DistributedSampler`` is refused, naming the fix.
+              ``DistributedSampler`` is refused, naming the fix. A model with BatchNorm gets whole batches (each
+              rank's batches are one process's, so are batch statistics); ``bn_mode="train"`` is refused on one
+              tensor-pair batch split by samples (pass ``batch_size``).
             * ``"given"``: each rank was given its own share.
 
             With ``"split"`` or ``"given"``, every sum over the data is all-reduced: means, gradients and HVPs
@@ -213,6 +217,7 @@ class Problem:
             validate=validate,
             shard=shard,
         )
+        self._check_bn_split(self.bn_mode)
         self._total: float | None = None
         self._weighted: bool | None = None  # see weighted_mean (cached: it reads every batch's targets)
         self._tensor_output: bool | None = None
@@ -299,9 +304,23 @@ class Problem:
         if bn_mode is None or bn_mode == self.bn_mode:
             return self
         new = copy.copy(self)
-        new.bn_mode = check_choice(bn_mode, ("eval", "train"), "bn_mode")
+        new.bn_mode = self._check_bn_split(check_choice(bn_mode, ("eval", "train"), "bn_mode"))
         new.notes = self.notes  # shared: provenance of either says what ran
         return new
+
+    def _check_bn_split(self, bn_mode: str) -> str:
+        """``bn_mode``, unless ``"train"`` while the ranks hold parts of one batch (whose statistics would differ).
+
+        Raises:
+            ValueError: Then, naming the fix (``batch_size``: the ranks share whole batches).
+        """
+        if bn_mode == "train" and self._data.splits_batch:
+            raise ValueError(
+                "bn_mode='train' normalizes by each batch's statistics, but shard='split' divides this tensor pair's "
+                "one batch among the ranks, whose statistics would differ from the whole batch's; pass batch_size= "
+                "(the ranks then share whole batches) or bn_mode='eval'"
+            )
+        return bn_mode
 
     def with_model(self, model: nn.Module) -> Problem:
         """The same data and loss (batches read and checked once, shared) with another model.
@@ -354,7 +373,10 @@ class Problem:
         if batches and self._tensor_output is None:  # the engine and the Hessian kernels call the model for a tensor
             with torch.no_grad():
                 x = batches[0].inputs[0][:2]
-                self._tensor_output = isinstance(self.functional()(x), Tensor)
+                try:
+                    self._tensor_output = isinstance(self.functional()(x), Tensor)
+                except RuntimeError as e:
+                    raise self._explained(batches[0], e) from e
         # Every rank must take the same path (the engine's executors and its general path make different
         # collectives): the fast one only when every rank's share is simple, so never with an empty share.
         simple = not self._any_rank(not (batches and self._tensor_output))
@@ -391,7 +413,8 @@ class Problem:
             if fn is None:
                 fn = default_loss_name(targets)
                 self.loss_spec = fn
-            self._loss_fn = LOSSES[fn] if isinstance(fn, str) else fn
+            # a sum-reduced torch loss as its batch mean: every consumer multiplies the batch mean by the batch size
+            self._loss_fn = LOSSES[fn] if isinstance(fn, str) else batch_mean(fn)
         return self._loss_fn
 
     def functional(self, theta: Tensor | Mapping[str, Tensor] | None = None) -> FunctionalModel:
@@ -406,6 +429,8 @@ class Problem:
         """
         try:
             out = fm(*batch.inputs, **batch.kwargs)
+        except RuntimeError as e:  # a layer the inputs do not fit (a wrong input size, (y, X) given for (X, y))
+            raise self._explained(batch, e) from e
         except TypeError as e:
             if not batch.kwargs:
                 raise
@@ -417,6 +442,13 @@ class Problem:
                 + (why if self.closure else "")
             ) from e
         return model_output(out)
+
+    def _explained(self, batch: Batch, error: RuntimeError) -> Exception:
+        """The model's error on a batch as an :class:`InputError` naming the layer the inputs do not fit, else itself.
+
+        Only after a forward pass failed (:func:`~landscape.validation.explain_forward_error`): no cost otherwise.
+        """
+        return validation.explain_forward_error(self.model, batch.inputs, batch.kwargs, batch.targets) or error
 
     def batch_terms(self, fm: FunctionalModel, batch: Batch) -> tuple[Tensor, float]:
         """``(sum of the loss over the batch's samples, count)`` at the point ``fm``."""

@@ -19,6 +19,9 @@ Policy (one for the whole package):
   targets are cast to the model dtype. For other (custom) losses floating targets are cast to the model
   dtype and integer ones are left alone.
 * **emptiness.** Data without a single sample is refused.
+* **input shapes.** When the model refuses a batch (a :class:`~landscape.problem.Problem`'s forward pass raises),
+  :func:`explain_forward_error` names the layer the inputs do not fit, its expected shape and the inputs' shape,
+  and a ``(y, X)`` pair given for ``(X, y)``; it runs only after a failure, never on a working forward.
 * **non-finite values.** NaN or inf in inputs, targets, parameters or buffers is refused, naming the
   tensor (batch, parameter or snapshot), how many NaN and inf elements it holds and where the first is.
 
@@ -77,6 +80,7 @@ __all__ = [
     "validate_training_sets",
     "validate_problem",
     "is_tensor_pair",
+    "explain_forward_error",
 ]
 __all__ += _checks.__all__  # the tensor-level checks, re-exported by the imports above
 
@@ -99,6 +103,100 @@ def _output_shape(model: nn.Module, x: Tensor) -> tuple[int, ...] | None:
     except Exception:  # noqa: BLE001 - the caller's own forward will raise its error with full context
         return None
     return tuple(out.shape[1:]) if out.dim() >= 1 else None
+
+
+def _expects(m: nn.Module, shape: tuple[int, ...], floating: bool) -> str | None:
+    """The input shape a known layer ``m`` expects, when an input of ``shape`` does not fit it; else ``None``."""
+    from torch.nn.modules.conv import _ConvNd
+
+    dense = (nn.Linear, _ConvNd, nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
+    if isinstance(m, dense) and not floating:  # a mapping or multi-input batch keeps its integer tensors as given
+        return "of a floating dtype, not integers (cast them: x.float(), scaled as the model expects)"
+    if isinstance(m, nn.Linear) and (not shape or shape[-1] != m.in_features):
+        return f"of shape (N, {m.in_features}) (any leading dimensions, {m.in_features} features last)"
+    if isinstance(m, _ConvNd):
+        d = len(m.kernel_size)
+        if len(shape) not in (d + 1, d + 2) or shape[-d - 1] != m.in_channels:
+            return f"of shape (N, {m.in_channels}, {('L', 'H, W', 'D, H, W')[d - 1]}) ({m.in_channels} channels)"
+    if isinstance(m, nn.modules.batchnorm._BatchNorm) and (len(shape) < 2 or shape[1] != m.num_features):
+        return f"of shape (N, {m.num_features}, ...) ({m.num_features} channels)"
+    if isinstance(m, nn.LayerNorm) and tuple(shape[-len(m.normalized_shape) :]) != tuple(m.normalized_shape):
+        return f"of shape (N, ..., {', '.join(map(str, m.normalized_shape))})"
+    if isinstance(m, nn.Embedding | nn.EmbeddingBag) and floating:
+        return "of integer token ids, not floats"
+    return None
+
+
+def _pop(stack: list[Any]) -> None:
+    stack.pop()  # returns None: a forward hook returning a value would replace the module's output
+
+
+def explain_forward_error(
+    model: nn.Module, inputs: tuple[Any, ...], kwargs: Mapping[str, Any], targets: Any, argname: str = "data"
+) -> InputError | None:
+    """After the model refused a batch: an :class:`InputError` naming the layer the inputs do not fit, or ``None``.
+
+    Runs only once a forward pass has failed (no cost otherwise): the model is run again on two samples with a
+    pre-hook on every module, and the innermost one left unfinished is the layer that raised. A known layer
+    (``Linear``, convolutions, ``BatchNorm``, ``LayerNorm``, ``Embedding``) whose expected input shape the tensor
+    it got does not have gives the message: the data's input shape, the layer's name and expected shape, and,
+    when the targets would fit where the inputs do not, the likely slip of ``(y, X)`` for ``(X, y)``.
+
+    Args:
+        model: The network (run as it is, in eval mode, without gradients; its modes and attributes restored).
+        inputs: The batch's positional inputs ``(N, ...)`` as the model was called with them.
+        kwargs: Its keyword inputs.
+        targets: The batch's targets (or ``None``).
+        argname: The data's argument name.
+    """
+    from landscape.functional import hook_attributes
+    from landscape.params import preserved_mode
+
+    ref = floating_reference(model)
+
+    def head(v: Any) -> Any:
+        if not isinstance(v, Tensor):
+            return v
+        v = v[:2] if v.dim() else v
+        return v.to(ref.dtype) if ref is not None and v.is_floating_point() else v
+
+    args, kw = [head(v) for v in inputs], {k: head(v) for k, v in kwargs.items()}
+    names = {m: n for n, m in model.named_modules()}
+    stack: list[tuple[nn.Module, Any]] = []
+    handles = [m.register_forward_pre_hook(lambda m, a: stack.append((m, a))) for m in names]
+    handles += [m.register_forward_hook(lambda m, a, o: _pop(stack)) for m in names]
+    try:
+        with torch.no_grad(), preserved_mode(model, False), hook_attributes(model):
+            model(*args, **kw)
+        return None  # it runs on two samples: the error is not about the inputs' shape
+    except Exception:  # noqa: BLE001 - the failure is what is explained; the caller raises the original otherwise
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    if not stack or not stack[-1][1] or not isinstance(stack[-1][1][0], Tensor):
+        return None
+    layer, (got, *_) = stack[-1]
+    want = _expects(layer, tuple(got.shape), got.is_floating_point())
+    if want is None:
+        return None
+    data = next((v for v in (*inputs, *kwargs.values()) if isinstance(v, Tensor)), None)
+    what = f"inputs of shape {tuple(data.shape)}" if data is not None else "inputs"
+    kind = type(layer).__name__
+    where = f"layer {names[layer]!r} ({kind})" if names[layer] else f"the model ({kind})"
+    direct = any(got is a for a in args) or any(got is v for v in kw.values())
+    if direct:
+        msg = f"{argname}: the model cannot take {what}: {'its ' * bool(names[layer])}{where} expects inputs {want}"
+    else:  # the inputs went through other layers first: the model's own shapes may be at fault as well
+        msg = f"{argname}: {what} reach {where} as {tuple(got.shape[1:])} per sample, but it expects inputs {want}"
+    if direct and isinstance(targets, Tensor) and targets.dim() >= 1:
+        t = head(targets)
+        if _expects(layer, tuple(t.shape), t.is_floating_point()) is None:
+            msg += (
+                f"; the targets (shape {tuple(targets.shape)}) would fit: were inputs and targets swapped? Give "
+                "(X, y), inputs first"
+            )
+    return InputError(msg + ".")
 
 
 # --------------------------------------------------------------------------- batches

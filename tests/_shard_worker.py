@@ -227,11 +227,26 @@ def compute_shuffled(shard: str) -> dict[str, np.ndarray]:
     return out
 
 
+def compute_batchnorm(shard: str) -> dict[str, np.ndarray]:
+    """A model with BatchNorm on each batch's statistics (``bn_mode="train"``): the batches must be one process's."""
+    from torch.utils.data import DataLoader
+
+    torch.set_num_threads(1)
+    _, X, y = setup()
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 3)).double()
+    out: dict[str, np.ndarray] = {}
+    first_order(landscape.Problem(model, (X, y), bn_mode="train", batch_size=10, shard=shard), "pair", out)
+    loader = DataLoader(TensorDatasetOf(X[:94], y[:94]), batch_size=8)  # 12 batches: 11 of 8, one of 6
+    first_order(landscape.Problem(model, loader, bn_mode="train", shard=shard), "loader", out)
+    return out
+
+
 def TensorDatasetOf(*tensors: torch.Tensor) -> torch.utils.data.TensorDataset:
     return torch.utils.data.TensorDataset(*tensors)
 
 
-MODES = {"": compute, "empty": compute_empty, "shuffled": compute_shuffled}
+MODES = {"": compute, "empty": compute_empty, "shuffled": compute_shuffled, "batchnorm": compute_batchnorm}
 
 
 def main() -> None:

@@ -203,6 +203,16 @@ def test_a_shuffling_loader_is_split_by_its_dataset_order(tmp_path_factory):
     assert reads[0].isdisjoint(reads[1]) and len(reads[0] | reads[1]) == n
 
 
+@pytest.mark.slow
+def test_a_batchnorm_model_on_batch_statistics_keeps_one_process_batches(tmp_path_factory):
+    # shard="split" divided the samples evenly, so each rank cut its share into other batches than one process
+    # (96 rows in batches of 10: 48 per rank, 10+10+10+10+8, not ten of 10 and one of 6): under bn_mode="train"
+    # the loss, gradient and HVPs silently differed from one process's. Now a BatchNorm model's data is shared
+    # by whole batches (test_hunt13_problem.py checks the shares in one process).
+    single, ranks = _mode_results(tmp_path_factory, "batchnorm")
+    _assert_equal_to_one_process(single, ranks)
+
+
 def _loaders():
     """DataLoaders read in order, one process's reading of each the reference (n, batch size, drop_last vary)."""
     import torch

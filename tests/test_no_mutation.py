@@ -254,6 +254,11 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.validation.BatchChecker.recast_inputs": [{"x": Lazy(lambda c: c.X)}],
     "landscape.validation.BatchChecker.recast_targets": [{"y": Lazy(lambda c: c.y)}],
     "landscape.validation.validate_training_sets": [{"eval_data": Lazy(lambda c: {"val": c.data})}],
+    # a batch the model takes (nothing to explain), and one whose inputs no layer fits (the model re-run with hooks)
+    "landscape.validation.explain_forward_error": [
+        {"inputs": Lazy(lambda c: (c.X,)), "kwargs": {}, "targets": Lazy(lambda c: c.y)},
+        {"inputs": Lazy(lambda c: (c.X[:, :2],)), "kwargs": {}, "targets": Lazy(lambda c: c.y)},
+    ],
     "landscape._batch.BatchReader": [
         {
             "loss": None,
