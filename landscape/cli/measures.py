@@ -10,7 +10,7 @@ from torch import nn
 
 from landscape.cli.loading import build_template, default_point, load_data, load_point
 from landscape.cli.output import Writer
-from landscape.cli.parsing import CLIError, eval_kw, parse_values
+from landscape.cli.parsing import CLIError, eval_kw, parse_values, plural
 
 __all__ = ["cmd_hessian", "cmd_distance"]
 
@@ -51,8 +51,8 @@ def cmd_hessian(args: argparse.Namespace) -> list[str]:
     traces = ", ".join(f"{k} {v:.5g}" for k, v in res.trace.items())
     w.report(
         [
-            f"{args.name}: {res.n_params} parameters, {res.n_samples} samples; top eigenvalues [{top}]; "
-            f"trace {traces}; {res.hvp_count} Hessian-vector products"
+            f"{args.name}: {plural(res.n_params, 'parameter')}, {plural(res.n_samples, 'sample')}; top eigenvalues "
+            f"[{top}]; trace {traces}; {plural(res.hvp_count, 'Hessian-vector product')}"
         ]
     )
     return [str(p) for p in w.written]
@@ -84,9 +84,9 @@ def cmd_distance(args: argparse.Namespace) -> list[str]:
     end = int(np.argmin(np.abs(res.alphas - 1.0)))
     w.report(
         [
-            f"{args.name}: {len(res.alphas)} points; at alpha {res.alphas[end]:g}: RMS {args.output} distance "
-            f"{res.rms[end]:.5g}, label disagreement {res.disagreement[end]:.4g} "
-            f"over {res.n_samples} samples"
+            f"{args.name}: {plural(len(res.alphas), 'point')}; at alpha {res.alphas[end]:g}: RMS {args.output} "
+            f"distance {res.rms[end]:.5g}, label disagreement {res.disagreement[end]:.4g} "
+            f"over {plural(res.n_samples, 'sample')}"
         ]
     )
     return [str(p) for p in w.written]
