@@ -215,6 +215,11 @@ class Trainer:
             _check_pair(data, "training data")  # type: ignore[arg-type]
         elif isinstance(data, Tensor):
             raise TypeError("data must be a pair (X, y) or an iterable of (X, y) batches, got a single tensor")
+        if eval_data is not None and not isinstance(eval_data, Mapping):  # the sets are named: their metrics' prefix
+            raise TypeError(
+                f"eval_data must map names to data sets, e.g. eval_data={{'val': (X_val, y_val)}}, got a "
+                f"{type(eval_data).__name__}"
+            )
         for k, d in (eval_data or {}).items():
             if is_tensor_pair(d):
                 _check_pair(d, f"eval_data[{k!r}]")  # type: ignore[arg-type]
@@ -291,13 +296,14 @@ class Trainer:
         data = (
             f"{len(self.data[0])} samples"  # type: ignore[index]
             if is_tensor_pair(self.data)
-            else f"{n} batches per epoch"
+            else f"{n} batch{'es' * (n != 1)} per epoch"
             if n is not None
             else "an iterable of batches"
         )
+        epochs = f"{self.epoch_progress:.3g}"
         return (
             f"Trainer({type(self.model).__name__}, {optim}, {length}, {batch}, data: {data}, "
-            f"trained {self.step} steps ({self.epoch_progress:.3g} epochs))"
+            f"trained {self.step} step{'s' * (self.step != 1)} ({epochs} epoch{'s' * (epochs != '1')}))"
         )
 
     # ----------------------------------------------------------------- helpers
