@@ -1,0 +1,61 @@
+"""A newcomer's slips with the data, each answered by an InputError that names it (not a deep torch error)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landscape import InputError, Problem, line
+from landscape.train import Trainer
+
+
+def _setup():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).double()
+    X, y = torch.randn(12, 1, 4, 4, dtype=torch.float64), torch.randint(0, 4, (12,))
+    return net, X, y
+
+
+def test_swapped_inputs_and_targets_are_named():
+    """``(y, X)``: torch said 'Dimension out of range' from inside Flatten, after a note about casting int64 inputs."""
+    net, X, y = _setup()
+    with pytest.raises(InputError, match=r"are X and y swapped\? Pass \(X, y\), the inputs first"):
+        line(net, net, net, (y, X), [0.0, 1.0])
+    with pytest.raises(InputError, match=r"are X and y swapped"):
+        Trainer(net, (y, X), epochs=1)
+    # integer inputs of one value per sample stay legal for a model that takes them (here: an embedding)
+    emb = nn.Sequential(nn.Embedding(5, 3), nn.Linear(3, 2)).double()
+    ids, t = torch.randint(0, 5, (6,)), torch.randn(6, 2, dtype=torch.float64)
+    r = line(Problem(emb, (ids, t), loss="mse"), emb, emb, alphas=[0.0])
+    want = F.mse_loss(emb(ids), t).item()
+    np.testing.assert_allclose(r.metrics["loss"][0], want, rtol=1e-12)
+
+
+def test_one_hot_integer_labels_are_named():
+    """Integer one-hot targets reached torch's 'Expected floating point type for target with class probabilities'."""
+    net, X, y = _setup()
+    onehot = F.one_hot(y, 4)
+    calls = (lambda: line(net, net, net, (X, onehot), [0.0]), lambda: Trainer(net, (X, onehot), epochs=1))
+    for call in calls:
+        with pytest.raises(
+            InputError, match=r"integer targets of shape \(12, 4\) .*\(y\.argmax\(1\)\) .*\(y\.float\(\)\)"
+        ):
+            call()
+    # what the message offers works, and both fixes give torch's own cross-entropy
+    with torch.no_grad():
+        want = F.cross_entropy(net(X), y).item()
+    for fixed in (onehot.argmax(1), onehot.double()):
+        r = line(Problem(net, (X, fixed), loss="cross_entropy"), net, net, alphas=[0.0])
+        np.testing.assert_allclose(r.metrics["loss"][0], want, rtol=1e-12)
+
+
+def test_trainer_with_float_class_labels_says_what_to_do():
+    """Float labels (N,) made the Trainer's default MSE fail inside torch ('The size of tensor a (4) must match')."""
+    net, X, y = _setup()
+    with pytest.raises(InputError, match=r"targets of shape \(12,\) cannot be compared .* \(12, 4\) .*y\.long\(\)"):
+        Trainer(net, (X, y.double()), epochs=1)
+    with pytest.raises(InputError, match=r"targets of shape \(12,\) cannot be compared .* \(12, 4\) .*y\.long\(\)"):
+        Trainer(net, (X, y.double()), epochs=1, loss_fn=nn.MSELoss())
+    trainer = Trainer(net, (X, y), epochs=1).fit()  # integer labels: cross-entropy, trains
+    assert np.isfinite(trainer.history_[-1]["train_loss"])
