@@ -130,3 +130,12 @@ def test_trainer_eval_data_given_as_one_set_says_it_must_be_named():
         Trainer(nn.Linear(3, 2), (X, y), epochs=1, eval_data=(X, y))
     trainer = Trainer(nn.Linear(3, 2), (X, y), epochs=1, eval_data={"val": (X, y)}).fit()
     assert "val_loss" in trainer.history_[-1]
+
+
+def test_hessian_top_k_beyond_the_parameter_count_is_refused_before_the_work(run, tmp_path, capsys):
+    """``--top-k 5000`` on a 2,410-parameter model ran the density and then Lanczos for every eigenvalue (minutes)."""
+    n = sum(p.numel() for p in build_model("mlp", (1, 8, 8), 10, hidden=[4]).parameters())
+    argv = ["hessian", *MODEL, "--data", "digits", "--limit", "10", "--trajectory", str(run), "--out", str(tmp_path)]
+    rc = main([*argv, "--top-k", str(n + 1), "--quiet"])
+    assert rc == 2 and f"--top-k {n + 1}: the model has {n} parameters, so at most {n}" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was computed or written

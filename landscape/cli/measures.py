@@ -25,6 +25,9 @@ def cmd_hessian(args: argparse.Namespace) -> list[str]:
     data, shape, classes, desc = load_data(args, args.dtype)
     at = default_point(args, args.at, "--at POINT")
     model = load_point(at, build_template(args, [at, *(args.trajectory or [])], shape, classes))
+    n = sum(p.numel() for p in model.parameters())  # the Hessian is n x n (all parameters)
+    if args.top_k > n:  # the spectrum would clamp it after the density's work: every eigenvalue, by Lanczos
+        raise CLIError(f"--top-k {args.top_k}: the model has {plural(n, 'parameter')}, so at most {n} eigenvalues")
     options: dict[str, Any] = {}
     if args.batch_size is not None:
         options["micro_batch_size"] = args.batch_size
