@@ -139,3 +139,17 @@ def test_hessian_top_k_beyond_the_parameter_count_is_refused_before_the_work(run
     rc = main([*argv, "--top-k", str(n + 1), "--quiet"])
     assert rc == 2 and f"--top-k {n + 1}: the model has {n} parameters, so at most {n}" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # refused before anything was computed or written
+
+
+def test_a_training_checkpoint_dict_names_the_entry_that_holds_the_weights(run, tmp_path, capsys):
+    """``torch.save({"model": sd, "epoch": 3}, f)``: refused as 'holds a dict', not saying where the weights are."""
+    import torch
+
+    sd = build_model("mlp", (1, 8, 8), 10, hidden=[4], seed=3).state_dict()
+    torch.save({"model": sd, "epoch": 3}, tmp_path / "ckpt.pt")
+    argv = ["line", *MODEL, "--data", "digits", "--limit", "10", "--to", str(run), "--out", str(tmp_path / "o")]
+    rc = main([*argv, "--from", str(tmp_path / "ckpt.pt"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not a state dict of tensors (keys ['epoch', 'model']); its entry 'model' is one" in err
+    torch.save(torch.load(tmp_path / "ckpt.pt")["model"], tmp_path / "weights.pt")  # the fix the message gives
+    assert main([*argv, "--from", str(tmp_path / "weights.pt"), "--quiet", "--no-html", "--no-png"]) == 0
