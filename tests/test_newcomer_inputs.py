@@ -59,3 +59,25 @@ def test_trainer_with_float_class_labels_says_what_to_do():
         Trainer(net, (X, y.double()), epochs=1, loss_fn=nn.MSELoss())
     trainer = Trainer(net, (X, y), epochs=1).fit()  # integer labels: cross-entropy, trains
     assert np.isfinite(trainer.history_[-1]["train_loss"])
+
+
+def test_saturation_layers_given_as_an_instance_or_a_type_name_say_what_to_pass():
+    """``layers=nn.Tanh()`` raised "'Tanh' object is not iterable"; ``layers="tanh"`` listed module names only."""
+    from landscape import measure_saturation
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    X = torch.randn(20, 4, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"^layers got a Tanh instance; pass a module type, nn\.Tanh .*module names$"):
+        measure_saturation(net, X, layers=nn.Tanh())
+    with pytest.raises(TypeError, match=r"or the module's name '1'$"):
+        measure_saturation(net, X, layers=net[1])
+    with pytest.raises(KeyError, match=r"no module 'tanh'.*for every Tanh pass the type nn\.Tanh"):
+        measure_saturation(net, X, layers="tanh")
+    with pytest.raises(KeyError, match=r"no module 'tan'; modules: \['0', '1', '2'\]\"$"):
+        measure_saturation(net, X, layers="tan")  # no type of that name: the names alone
+    stats = measure_saturation(net, X, layers="1", percentiles=(100.0,))  # what the messages offer works
+    with torch.no_grad():
+        want = net[1](net[0](X)).abs().max().item()  # the 100th percentile of |tanh| (raw values: the largest)
+    assert stats["1"].maximum == pytest.approx(torch.tanh(net[0](X)).max().item(), rel=1e-12)
+    assert max(abs(stats["1"].minimum), abs(stats["1"].maximum)) == pytest.approx(want, rel=1e-12)
