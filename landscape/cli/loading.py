@@ -198,7 +198,13 @@ def build_template(args: argparse.Namespace, points: Sequence[str], shape: tuple
     except KeyError as e:
         raise CLIError(f"{e.args[0]}; or give package.module:factory for a model of your own") from None
     except (TypeError, ValueError) as e:
-        raise CLIError(f"cannot build model {name!r} with {kw}: {e}") from None
+        import inspect
+
+        from landscape.models.zoo import MODELS
+
+        options = list(inspect.signature(MODELS[name]).parameters)[2:]  # after input_shape and num_classes
+        known = f"; its --model-kw options: {', '.join(options)}" if options else "; it takes no --model-kw"
+        raise CLIError(f"cannot build model {name!r} with {kw}: {e}{known}") from None
 
 
 def default_point(args: argparse.Namespace, given: str | None, what: str) -> str:
