@@ -153,3 +153,19 @@ def test_a_training_checkpoint_dict_names_the_entry_that_holds_the_weights(run, 
     assert rc == 2 and "not a state dict of tensors (keys ['epoch', 'model']); its entry 'model' is one" in err
     torch.save(torch.load(tmp_path / "ckpt.pt")["model"], tmp_path / "weights.pt")  # the fix the message gives
     assert main([*argv, "--from", str(tmp_path / "weights.pt"), "--quiet", "--no-html", "--no-png"]) == 0
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ("hidden=32", "hidden is the list of hidden-layer widths: hidden=[32] for one layer of 32"),
+        ("hiden=[32]", "unexpected keyword argument 'hiden'; its --model-kw options: hidden, activation"),
+    ],
+)
+def test_model_kw_slips_name_the_fix(run, tmp_path, capsys, kw, message):
+    """``hidden=32`` said "'int' object is not iterable"; a misspelt option did not list the options there are."""
+    argv = ["line", "--model", "mlp", "--model-kw", kw, "--data", "digits", "--to", str(run), "--from", f"{run}:0"]
+    assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    net = build_model("mlp", (1, 8, 8), 10, hidden=[32])  # what the message offers builds one hidden layer of 32
+    assert [m.out_features for m in net.modules() if hasattr(m, "out_features")] == [32, 10]
