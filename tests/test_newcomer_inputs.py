@@ -1,5 +1,7 @@
 """A newcomer's slips with the data, each answered by an InputError that names it (not a deep torch error)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -81,3 +83,33 @@ def test_saturation_layers_given_as_an_instance_or_a_type_name_say_what_to_pass(
         want = net[1](net[0](X)).abs().max().item()  # the 100th percentile of |tanh| (raw values: the largest)
     assert stats["1"].maximum == pytest.approx(torch.tanh(net[0](X)).max().item(), rel=1e-12)
     assert max(abs(stats["1"].minimum), abs(stats["1"].maximum)) == pytest.approx(want, rel=1e-12)
+
+
+def test_trainer_batch_size_beside_a_dataloader_is_said_to_be_ignored():
+    """``Trainer(net, loader, batch_size=8)`` trained on the loader's batches of 4 and its repr said 'full batch'."""
+    net, X, y = _setup()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=4)
+    with pytest.warns(UserWarning, match=r"^batch_size=8 is ignored: .* this DataLoader yields its own batches"):
+        trainer = Trainer(net, loader, epochs=1, batch_size=8)
+    trainer.fit()
+    assert trainer.step == 3  # 12 samples in the loader's batches of 4: three steps, not two of 8
+    assert "batches as given" in repr(trainer) and "full batch" not in repr(trainer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(net, (X, y), epochs=1, batch_size=8)  # a tensor pair is cut by it: no warning
+
+
+def test_a_bfloat16_model_gets_its_line_and_plane():
+    """A bfloat16 model ran the whole line, then failed on "Got unsupported ScalarType BFloat16" (numpy has none)."""
+    from landscape import random_plane
+
+    torch.manual_seed(0)
+    a, b = (nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).bfloat16() for _ in range(2))
+    X, y = torch.randn(50, 6), torch.randint(0, 3, (50,))
+    r = line(a, a, b, (X, y), [0.0, 1.0])
+    with torch.no_grad():
+        own = [F.cross_entropy(m(X.bfloat16()).float(), y).item() for m in (a, b)]
+    np.testing.assert_allclose(r.metrics["loss"], own, rtol=1e-2)  # each end is its model, to bfloat16's precision
+    assert r.anchors.dtype == np.float32  # bfloat16 values are exact in float32
+    p = random_plane(a, (X, y), [0.0], [0.0], seed=0)
+    np.testing.assert_allclose(p.metrics["loss"][0, 0], own[0], rtol=1e-2)

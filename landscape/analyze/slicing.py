@@ -333,5 +333,6 @@ def coordinates(values: Any, name: str) -> np.ndarray:
 
 
 def to_numpy(t: Tensor) -> np.ndarray:
-    """A tensor's values as a numpy array (detached, on the CPU)."""
-    return t.detach().cpu().numpy()
+    """A tensor's values as a numpy array (detached, on the CPU; bfloat16, which numpy lacks, as float32)."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
