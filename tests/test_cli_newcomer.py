@@ -169,3 +169,18 @@ def test_model_kw_slips_name_the_fix(run, tmp_path, capsys, kw, message):
     assert message in capsys.readouterr().err
     net = build_model("mlp", (1, 8, 8), 10, hidden=[32])  # what the message offers builds one hidden layer of 32
     assert [m.out_features for m in net.modules() if hasattr(m, "out_features")] == [32, 10]
+
+
+def test_a_rerun_into_the_same_out_says_which_files_it_replaced(run, tmp_path, capsys):
+    """A second command into one --out overwrote the first's results, reporting them as plainly 'wrote'."""
+    argv = ["line", *MODEL, "--data", "digits", "--limit", "10", "--from", f"{run}:0", "--to", str(run)]
+    argv += ["--alphas", "0,1", "--out", str(tmp_path), "--no-html"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'line.npz'}\n" in first and "replaced" not in first
+    assert main([*argv, "--alphas", "0,0.5,1"]) == 0
+    second = capsys.readouterr().out
+    for f in ("line.npz", "line.png"):
+        assert f"wrote {tmp_path / f} (replaced the earlier file; --name keeps both)" in second
+    assert main([*argv, "--name", "other"]) == 0  # the way out the message names
+    assert "replaced" not in capsys.readouterr().out and (tmp_path / "other.npz").is_file()

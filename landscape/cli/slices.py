@@ -238,6 +238,7 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
             {"center": pca.mean_.contiguous(), "components": pca.components_.contiguous()},
             metadata={"explained_variance_ratio": json.dumps([float(v) for v in pca.explained_variance_ratio_])},
         )
+        w.note(f)
         w.write(f, lambda: write_atomic(f, blob))  # (safetensors' save_file would raise its own error type)
         w.written.append(f)
     w.figure(args.name, lambda be: plot_trajectory(res, path, log=args.log, backend=be))
