@@ -184,3 +184,15 @@ def test_a_rerun_into_the_same_out_says_which_files_it_replaced(run, tmp_path, c
         assert f"wrote {tmp_path / f} (replaced the earlier file; --name keeps both)" in second
     assert main([*argv, "--name", "other"]) == 0  # the way out the message names
     assert "replaced" not in capsys.readouterr().out and (tmp_path / "other.npz").is_file()
+
+
+@pytest.mark.parametrize(
+    "command, options", [("line", "--from POINT --to POINT"), ("hessian", "--at POINT or --trajectory TRAJ")]
+)
+def test_a_point_given_positionally_is_pointed_to_its_option(run, tmp_path, capsys, command, options):
+    """``landscape line A B`` said '--to is required'; ``landscape hessian A`` said 'unrecognized arguments: A'."""
+    points = [f"{run}:0", str(run)] if command == "line" else [str(run)]
+    rc = main([command, *points, *MODEL, "--data", "digits", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"error: {points[0]}: {command} takes its points as options: {options}" in err
+    assert not (tmp_path / "o").exists()
