@@ -113,3 +113,21 @@ def test_a_bfloat16_model_gets_its_line_and_plane():
     assert r.anchors.dtype == np.float32  # bfloat16 values are exact in float32
     p = random_plane(a, (X, y), [0.0], [0.0], seed=0)
     np.testing.assert_allclose(p.metrics["loss"][0, 0], own[0], rtol=1e-2)
+
+
+def test_saturation_percentiles_given_as_fractions_are_warned_about():
+    """``percentiles=(0.98,)`` silently gave the 0.98th percentile (near the bottom), not the 98th."""
+    from landscape import measure_saturation
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    X = torch.randn(200, 4, dtype=torch.float64)
+    with pytest.warns(UserWarning, match=r"0-100 scale; \(0\.98,\) are all below 1 .* percentiles=\(98,\)"):
+        low = measure_saturation(net, X, percentiles=(0.98,))["1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        high = measure_saturation(net, X, percentiles=(98,))["1"]  # the paper's level: no warning
+    with torch.no_grad():
+        acts = torch.tanh(net[0](X)).reshape(-1).numpy()
+    np.testing.assert_allclose(low.values[0], np.percentile(acts, 0.98), rtol=1e-9)  # the value it warned about
+    np.testing.assert_allclose(high.values[0], np.percentile(acts, 98), rtol=1e-9)

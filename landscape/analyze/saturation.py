@@ -162,6 +162,14 @@ def measure_saturation(
     from landscape.problem import Problem
 
     val = parse_option(ActivationValue, value, "value")
+    levels = [float(q) for q in percentiles] if isinstance(percentiles, Sequence) else []
+    if levels and all(0 < q < 1 for q in levels):  # fractions on numpy's 0-100 scale: (0.98,) was the 0.98th
+        warnings.warn(
+            f"percentiles are on the 0-100 scale; {tuple(levels)} are all below 1 (the {levels[0]:g}th percentile "
+            f"is near the bottom); for the 98th percentile pass percentiles=(98,)",
+            UserWarning,
+            stacklevel=2,
+        )
     prob = None
     if isinstance(model, Problem):
         if data is not None:
