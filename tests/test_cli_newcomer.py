@@ -101,37 +101,6 @@ def test_plot_refuses_a_path_over_a_plane_whose_directions_are_not_orthonormal(r
     assert rc == 2 and "not a PCA plane" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------------------------------------------- Python API
-@pytest.mark.parametrize("call", ["line", "distance_along_path", "line_distance"])
-def test_an_integer_where_positions_go_is_refused_as_a_count(call):
-    """``line(net, a, b, data, 11)`` returned one point at alpha 11 (far off the segment), not 11 points."""
-    import torch
-    from torch import nn
-
-    from landscape.analyze import distance_along_path, line, line_distance
-
-    torch.manual_seed(0)
-    net, other = nn.Linear(3, 2), nn.Linear(3, 2)
-    data = (torch.randn(6, 3), torch.randint(0, 2, (6,)))
-    f = {"line": line, "distance_along_path": distance_along_path, "line_distance": line_distance}[call]
-    with pytest.raises(ValueError, match=r"not a count: got the integer 11; for 11 evenly spaced points pass np\.lin"):
-        f(net, net, other, data, 11)
-    one = f(net, net, other, data, [11])  # said as a list, the one position is still there
-    assert len(one.coords if call != "distance_along_path" else one.alphas) == 1
-
-
-def test_trainer_eval_data_given_as_one_set_says_it_must_be_named():
-    """``eval_data=data.val`` (a pair, not a dict) failed with "'tuple' object has no attribute 'items'"."""
-    import torch
-    from torch import nn
-
-    X, y = torch.randn(6, 3), torch.randint(0, 2, (6,))
-    with pytest.raises(TypeError, match=r"^eval_data must map names to data sets, e.g. eval_data=\{'val': "):
-        Trainer(nn.Linear(3, 2), (X, y), epochs=1, eval_data=(X, y))
-    trainer = Trainer(nn.Linear(3, 2), (X, y), epochs=1, eval_data={"val": (X, y)}).fit()
-    assert "val_loss" in trainer.history_[-1]
-
-
 def test_hessian_top_k_beyond_the_parameter_count_is_refused_before_the_work(run, tmp_path, capsys):
     """``--top-k 5000`` on a 2,410-parameter model ran the density and then Lanczos for every eigenvalue (minutes)."""
     n = sum(p.numel() for p in build_model("mlp", (1, 8, 8), 10, hidden=[4]).parameters())

@@ -131,3 +131,27 @@ def test_saturation_percentiles_given_as_fractions_are_warned_about():
         acts = torch.tanh(net[0](X)).reshape(-1).numpy()
     np.testing.assert_allclose(low.values[0], np.percentile(acts, 0.98), rtol=1e-9)  # the value it warned about
     np.testing.assert_allclose(high.values[0], np.percentile(acts, 98), rtol=1e-9)
+
+
+@pytest.mark.parametrize("call", ["line", "distance_along_path", "line_distance"])
+def test_an_integer_where_positions_go_is_refused_as_a_count(call):
+    """``line(net, a, b, data, 11)`` returned one point at alpha 11 (far off the segment), not 11 points."""
+    from landscape.analyze import distance_along_path, line, line_distance
+
+    torch.manual_seed(0)
+    net, other = nn.Linear(3, 2), nn.Linear(3, 2)
+    data = (torch.randn(6, 3), torch.randint(0, 2, (6,)))
+    f = {"line": line, "distance_along_path": distance_along_path, "line_distance": line_distance}[call]
+    with pytest.raises(ValueError, match=r"not a count: got the integer 11; for 11 evenly spaced points pass np\.lin"):
+        f(net, net, other, data, 11)
+    one = f(net, net, other, data, [11])  # said as a list, the one position is still there
+    assert (one.alphas if call == "distance_along_path" else one.coords).tolist() == [11.0]
+
+
+def test_trainer_eval_data_given_as_one_set_says_it_must_be_named():
+    """``eval_data=data.val`` (a pair, not a dict) failed with "'tuple' object has no attribute 'items'"."""
+    X, y = torch.randn(6, 3), torch.randint(0, 2, (6,))
+    with pytest.raises(TypeError, match=r"^eval_data must map names to data sets, e.g. eval_data=\{'val': "):
+        Trainer(nn.Linear(3, 2), (X, y), epochs=1, eval_data=(X, y))
+    trainer = Trainer(nn.Linear(3, 2), (X, y), epochs=1, eval_data={"val": (X, y)}).fit()
+    assert "val_loss" in trainer.history_[-1]
