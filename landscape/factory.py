@@ -408,7 +408,18 @@ def load_state_dict(path: str | Path) -> dict[str, Tensor]:
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise FactoryError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict of tensors")
+        inner = [  # a training checkpoint: the state dict is one of its entries ({"model": ..., "epoch": 3})
+            k
+            for k, v in (obj.items() if isinstance(obj, Mapping) else ())
+            if isinstance(v, Mapping) and v and all(isinstance(t, Tensor) for t in v.values())
+        ]
+        hint = (
+            f" (keys {sorted(map(str, obj))[:8]}); its entry {inner[0]!r} is one: save it alone with "
+            f"torch.save(torch.load({str(path)!r})[{inner[0]!r}], 'weights.pt')"
+            if len(inner) == 1
+            else ""
+        )
+        raise FactoryError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict of tensors{hint}")
     return {str(k): v for k, v in obj.items()}
 
 

@@ -269,7 +269,8 @@ class ParamLayout:
         return hash(tuple((s.name, s.shape) for s in self.specs))
 
     def __repr__(self) -> str:
-        return f"ParamLayout({len(self.specs)} tensors, {self.numel} parameters)"
+        n, d = len(self.specs), self.numel
+        return f"ParamLayout({n} tensor{'s' * (n != 1)}, {d} parameter{'s' * (d != 1)})"
 
     # -------------------------------------------------------------- conversion
     def check_vector(self, vec: Tensor) -> None:

@@ -265,7 +265,8 @@ def _brief(value: Any) -> str:
             more = f"; +{len(value) - 4} more" if len(value) > 4 else ""
             return "; ".join(parts) + more
         if "numel" in value and "tensors" in value:  # a ParamLayout.to_dict()
-            return f"{len(value['tensors'])} tensors, {value['numel']} parameters"
+            n, d = len(value["tensors"]), value["numel"]
+            return f"{n} tensor{'s' * (n != 1)}, {d} parameter{'s' * (d != 1)}"
         if value and len(value) <= 5 and all(isinstance(v, int | float | str | bool | None) for v in value.values()):
             return ", ".join(f"{k}={_clip(_num(v), 24)}" for k, v in value.items())
         keys = ", ".join(str(k) for k in list(value)[:6])

@@ -267,6 +267,19 @@ class BatchChecker:
         if x.dim() == 0 or x.shape[0] == 0:
             # An empty batch reaches deep reshape errors (or a 0/0 mean) in every consumer: refuse it here.
             raise InputError(f"{where} holds no samples (inputs of shape {tuple(x.shape)}); expected at least one")
+        if (  # (y, X) for (X, y): integer "inputs" of one value per sample, floating multi-valued "targets"
+            isinstance(y, Tensor)
+            and not self.keep_integer
+            and x.dim() == 1
+            and not x.is_floating_point()
+            and y.is_floating_point()
+            and y.dim() >= 2
+            and y[0].numel() > 1
+        ):
+            raise InputError(
+                f"{where}: the inputs are {str(x.dtype)[6:]} of shape {tuple(x.shape)} and the targets "
+                f"{str(y.dtype)[6:]} of shape {tuple(y.shape)}: are X and y swapped? Pass (X, y), the inputs first"
+            )
         x = normalize_inputs(x, self.dtype, argname=where, keep_integer=self.keep_integer, device=self.device)
         if check:
             check_finite(x, f"{where}: inputs", "Drop or impute those samples.")
@@ -283,22 +296,26 @@ class BatchChecker:
                 if self.kind is LossKind.CLASSIFICATION and not y.is_floating_point():
                     if check:
                         out = self._out(x)
+                        if out is not None and len(out) == 1 and y.dim() == 2 and y.shape[1] > 1:
+                            # torch: "Expected floating point type for target with class probabilities, got Long"
+                            raise InputError(
+                                f"{where}: integer targets of shape {tuple(y.shape)} for outputs of shape "
+                                f"{(int(x.shape[0]), *out)} (one-hot labels?); a classification loss takes class "
+                                "indices of shape (N,) (y.argmax(1)) or class probabilities as floats (y.float())"
+                            )
                         n_classes = self.n_classes or (out[0] if out else None)
                         if n_classes is not None:
                             check_labels(y, n_classes, argname=where, ignore_index=self.ignore_index)
                 elif self.kind is LossKind.REGRESSION and (out := self._out(x)) is not None:
                     y = match_regression_shape(y, out, where)
-                    if (
-                        check
-                        and isinstance(self.loss_fn, str | None)
-                        and y.shape[1:].numel() != torch.Size(out).numel()
-                    ):
-                        # torch's own error is about tensor sizes; say which targets and outputs, and the usual slip
-                        why = (
-                            "float targets chose MSE; class labels must be integers (y.long())"
-                            if self.loss_fn is None
-                            else f"loss {self.loss_fn!r}"
-                        )
+                    if check and y.shape[1:].numel() != torch.Size(out).numel():
+                        # torch's own error is about tensor sizes (or a broadcast loss, with a warning); say which
+                        # targets and outputs, and the usual slip: class labels given as floats
+                        f = self.loss_fn
+                        name = repr(f) if isinstance(f, str) else getattr(f, "__name__", None) or type(f).__name__
+                        why = "float targets chose MSE" if self.loss_fn is None else f"loss {name}"
+                        if self.loss_fn is None or (y.dim() == 1 and len(out) == 1 and out[0] > 1):
+                            why += "; class labels must be integers (y.long())"
                         raise InputError(
                             f"{where}: targets of shape {tuple(y.shape)} cannot be compared with the model's outputs "
                             f"of shape {(int(x.shape[0]), *out)} ({why}); give targets shaped like the outputs"

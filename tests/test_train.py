@@ -570,5 +570,5 @@ def test_trainer_repr_names_model_optimizer_length_batching_and_progress():
     assert repr(t) == head + ", trained 6 steps (2 epochs))"
     batches = [(X[:20], y[:20]), (X[20:], y[20:])]
     adam = Trainer(net, batches, optimizer=lambda p: torch.optim.Adam(p, lr=1e-3), steps=5)
-    want = "Trainer(Sequential, Adam(lr=0.001), steps=5, full batch, data: 2 batches per epoch, trained 0 steps"
+    want = "Trainer(Sequential, Adam(lr=0.001), steps=5, batches as given, data: 2 batches per epoch, trained 0 steps"
     assert repr(adam) == want + " (0 epochs))"

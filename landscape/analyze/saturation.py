@@ -51,13 +51,22 @@ HISTOGRAM_RANGES: dict[type[nn.Module], Callable[[nn.Module], tuple[float, float
 
 # --------------------------------------------------------------------------- capture
 def _select_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]) -> list[tuple[str, nn.Module]]:
-    specs = [layers] if isinstance(layers, str | type) else list(layers)
     named = dict(model.named_modules())
+    if isinstance(layers, nn.Module):  # list(nn.Tanh()) raised "'Tanh' object is not iterable"
+        kind, mine = type(layers).__name__, [k for k, m in named.items() if m is layers and k]
+        raise TypeError(
+            f"layers got a {kind} instance; pass a module type, nn.{kind} (every {kind} of the model)"
+            + (f", or the module's name {mine[0]!r}" if mine else ", or module names")
+        )
+    specs = [layers] if isinstance(layers, str | type) else list(layers)
     chosen: dict[str, nn.Module] = {}
     for spec in specs:
         if isinstance(spec, str):
             if spec not in named:
-                raise KeyError(f"model has no module {spec!r}; modules: {[k for k in named if k][:40]}")
+                kinds = {type(m).__name__.lower(): type(m).__name__ for m in named.values()}
+                kind = kinds.get(spec.lower())  # a type's name given as a module's ('tanh')
+                hint = f"; for every {kind} pass the type nn.{kind}" if kind else ""
+                raise KeyError(f"model has no module {spec!r}; modules: {[k for k in named if k][:40]}{hint}")
             chosen[spec] = named[spec]
         elif isinstance(spec, type) and issubclass(spec, nn.Module):
             hits = {k: m for k, m in named.items() if isinstance(m, spec) and k}
@@ -153,6 +162,14 @@ def measure_saturation(
     from landscape.problem import Problem
 
     val = parse_option(ActivationValue, value, "value")
+    levels = [float(q) for q in percentiles] if isinstance(percentiles, Sequence) else []
+    if levels and all(0 < q < 1 for q in levels):  # fractions on numpy's 0-100 scale: (0.98,) was the 0.98th
+        warnings.warn(
+            f"percentiles are on the 0-100 scale; {tuple(levels)} are all below 1 (the {levels[0]:g}th percentile "
+            f"is near the bottom); for the 98th percentile pass percentiles=(98,)",
+            UserWarning,
+            stacklevel=2,
+        )
     prob = None
     if isinstance(model, Problem):
         if data is not None:

@@ -314,11 +314,18 @@ def grid_metrics(res: Mapping[str, np.ndarray], ny: int, nx: int) -> dict[str, n
 
 
 def coordinates(values: Any, name: str) -> np.ndarray:
-    """``values`` (a sequence, or one number) as a 1-D float64 array.
+    """``values`` (a sequence, or one float) as a 1-D float64 array.
 
     Raises:
-        ValueError: If it has more than one dimension (a meshgrid, say), is empty or holds NaN/inf.
+        ValueError: If it has more than one dimension (a meshgrid, say), is empty or holds NaN/inf, or is a bare
+            integer (``line(net, a, b, data, 11)`` meant 11 points, not the one position 11).
     """
+    if isinstance(values, int | np.integer) and not isinstance(values, bool):
+        raise ValueError(
+            f"{name} are positions, not a count: got the integer {values}; for {values} evenly spaced points pass "
+            f"np.linspace(start, stop, {values}) (e.g. np.linspace(0, 1, {values})), for the one position {values} "
+            f"pass [{values}]"
+        )
     if isinstance(values, Tensor | tuple | list) and any(isinstance(v, Tensor) and v.dim() > 0 for v in values):
         raise ValueError(
             f"{name} must be numbers, got tensors (data?): the data comes before {name}, or pass {name}= by keyword"
@@ -340,5 +347,6 @@ def coordinates(values: Any, name: str) -> np.ndarray:
 
 
 def to_numpy(t: Tensor) -> np.ndarray:
-    """A tensor's values as a numpy array (detached, on the CPU)."""
-    return t.detach().cpu().numpy()
+    """A tensor's values as a numpy array (detached, on the CPU; bfloat16, which numpy lacks, as float32)."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()

@@ -19,6 +19,13 @@ from landscape.cli.slices import cmd_line, cmd_pca, cmd_plane
 __all__ = ["main"]
 
 _VALUE_OPTIONS = ("--alphas", "--range", "--yrange")
+# Commands that take their points as options, not positionally (as pca, plot and check take theirs).
+_POINT_OPTIONS = {
+    "line": "--from POINT --to POINT",
+    "distance": "--from POINT --to POINT",
+    "plane": "--center POINT or --trajectory TRAJ",
+    "hessian": "--at POINT or --trajectory TRAJ",
+}
 # Integer options (argparse dest) and their least value.
 _COUNTS = {"batch_size": 1, "probes": 1, "lanczos_steps": 1, "top_k": 0, "trace_products": 0}
 
@@ -71,7 +78,16 @@ def _join_negative(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0, 1 for a damaged store from ``check``, 2 on a user error)."""
-    args = build_parser().parse_args(_join_negative(list(sys.argv[1:] if argv is None else argv)))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) > 1 and argv[0] in _POINT_OPTIONS and not argv[1].startswith("-"):
+        # argparse said only "the following arguments are required: --to" or "unrecognized arguments: runs/a"
+        print(
+            f"landscape {argv[0]}: error: {argv[1]}: {argv[0]} takes its points as options: "
+            f"{_POINT_OPTIONS[argv[0]]} (see landscape {argv[0]} --help)",
+            file=sys.stderr,
+        )
+        return 2
+    args = build_parser().parse_args(_join_negative(argv))
     args.name = getattr(args, "name", None) or args.command
     commands: dict[str, Callable[[argparse.Namespace], list[str] | int]] = {
         "line": cmd_line,

@@ -7,10 +7,47 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from landscape.cli.output import Writer
 from landscape.cli.parsing import CLIError
 
 __all__ = ["cmd_plot", "cmd_check"]
+
+
+def _check_overlay(plane: Any, path: Any, plane_name: str, path_name: str) -> None:
+    """Refuse a plane that is not the PCA plane ``path`` was projected on: its coordinates would mean nothing there.
+
+    The path's ``(x, y)`` are coordinates along its PCA's two orthonormal directions, so the plane must be spanned by
+    them: a plane of random, normalized or model directions is refused by its recorded kind, a PCA plane of another
+    fit by its explained variance ratios, and any other plane whose two directions are not orthonormal.
+
+    Raises:
+        CLIError: Naming both files and which plane to use instead.
+    """
+    fix = (
+        "overlay it on the plane computed with it: `landscape pca TRAJ... --data ...` writes pca_plane.npz beside "
+        "pca_path.npz, `landscape plane --directions pca` writes plane.npz beside plane_path.npz"
+    )
+    extra = plane.provenance.extra
+    kind = extra.get("directions")
+    if kind is not None and kind != "pca":
+        raise CLIError(
+            f"--path {path_name} holds coordinates in its PCA plane, but {plane_name} is a plane along {kind} "
+            f"directions: the path would be drawn at meaningless positions; {fix}"
+        )
+    evr, mine = extra.get("explained_variance_ratio"), np.asarray(path.explained_variance_ratio, np.float64)
+    if evr is not None and (len(evr) < 2 or not np.allclose(evr[:2], mine[:2], rtol=1e-6, atol=1e-12)):
+        raise CLIError(
+            f"--path {path_name} and {plane_name} come from different PCA fits (explained variance ratios "
+            f"{[round(float(v), 5) for v in mine[:2]]} against {[round(float(v), 5) for v in evr[:2]]}); {fix}"
+        )
+    d = np.asarray(plane.directions, np.float64).reshape(2, -1)
+    if not np.allclose(d @ d.T, np.eye(2), atol=1e-3):  # PCA directions are orthonormal (stored in float32)
+        raise CLIError(
+            f"{plane_name} is not a PCA plane (its two directions are not orthonormal), so the coordinates of "
+            f"--path {path_name} do not apply to it; {fix}"
+        )
 
 
 def cmd_plot(args: argparse.Namespace) -> list[str]:
@@ -40,6 +77,9 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
     if path is not None and not all(isinstance(r, PlaneResult) for r in results):
         got = sorted({type(r).__name__ for r in results})
         raise CLIError(f"--path overlays a trajectory on a plane; the results are {got}: drop --path or plot a plane")
+    if path is not None:
+        for name, r in zip(args.results, results):
+            _check_overlay(r, path, name, args.path)
     kinds = {type(r) for r in results}
     if len(kinds) > 1:
         raise CLIError(

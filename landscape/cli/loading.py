@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.cli.output import rank
-from landscape.cli.parsing import DATA_NAMES, CLIError, parse_model_kw, parse_point
+from landscape.cli.parsing import DATA_NAMES, CLIError, parse_model_kw, parse_point, plural
 
 __all__ = ["open_trajectory", "load_point", "load_data", "build_template", "default_point"]
 
@@ -56,7 +56,7 @@ def load_point(spec: str, template: nn.Module) -> nn.Module:
         i = -1 if index is None else index
         if not -len(traj) <= i < len(traj):
             raise CLIError(
-                f"{spec}: snapshot index {i} out of range; {str(path)!r} has {len(traj)} snapshots "
+                f"{spec}: snapshot index {i} out of range; {str(path)!r} has {plural(len(traj), 'snapshot')} "
                 f"(0..{len(traj) - 1}, or negative from the end)"
             )
         from landscape.trajectory.fileformat import CorruptTrajectoryError
@@ -198,7 +198,13 @@ def build_template(args: argparse.Namespace, points: Sequence[str], shape: tuple
     except KeyError as e:
         raise CLIError(f"{e.args[0]}; or give package.module:factory for a model of your own") from None
     except (TypeError, ValueError) as e:
-        raise CLIError(f"cannot build model {name!r} with {kw}: {e}") from None
+        import inspect
+
+        from landscape.models.zoo import MODELS
+
+        options = list(inspect.signature(MODELS[name]).parameters)[2:]  # after input_shape and num_classes
+        known = f"; its --model-kw options: {', '.join(options)}" if options else "; it takes no --model-kw"
+        raise CLIError(f"cannot build model {name!r} with {kw}: {e}{known}") from None
 
 
 def default_point(args: argparse.Namespace, given: str | None, what: str) -> str:

@@ -10,7 +10,7 @@ from torch import nn
 
 from landscape.cli.loading import build_template, default_point, load_data, load_point
 from landscape.cli.output import Writer
-from landscape.cli.parsing import CLIError, eval_kw, parse_values
+from landscape.cli.parsing import CLIError, eval_kw, parse_values, plural
 
 __all__ = ["cmd_hessian", "cmd_distance"]
 
@@ -25,6 +25,9 @@ def cmd_hessian(args: argparse.Namespace) -> list[str]:
     data, shape, classes, desc = load_data(args, args.dtype)
     at = default_point(args, args.at, "--at POINT")
     model = load_point(at, build_template(args, [at, *(args.trajectory or [])], shape, classes))
+    n = sum(p.numel() for p in model.parameters())  # the Hessian is n x n (all parameters)
+    if args.top_k > n:  # the spectrum would clamp it after the density's work: every eigenvalue, by Lanczos
+        raise CLIError(f"--top-k {args.top_k}: the model has {plural(n, 'parameter')}, so at most {n} eigenvalues")
     options: dict[str, Any] = {}
     if args.batch_size is not None:
         options["micro_batch_size"] = args.batch_size
@@ -51,8 +54,8 @@ def cmd_hessian(args: argparse.Namespace) -> list[str]:
     traces = ", ".join(f"{k} {v:.5g}" for k, v in res.trace.items())
     w.report(
         [
-            f"{args.name}: {res.n_params} parameters, {res.n_samples} samples; top eigenvalues [{top}]; "
-            f"trace {traces}; {res.hvp_count} Hessian-vector products"
+            f"{args.name}: {plural(res.n_params, 'parameter')}, {plural(res.n_samples, 'sample')}; top eigenvalues "
+            f"[{top}]; trace {traces}; {plural(res.hvp_count, 'Hessian-vector product')}"
         ]
     )
     return [str(p) for p in w.written]
@@ -84,9 +87,9 @@ def cmd_distance(args: argparse.Namespace) -> list[str]:
     end = int(np.argmin(np.abs(res.alphas - 1.0)))
     w.report(
         [
-            f"{args.name}: {len(res.alphas)} points; at alpha {res.alphas[end]:g}: RMS {args.output} distance "
-            f"{res.rms[end]:.5g}, label disagreement {res.disagreement[end]:.4g} "
-            f"over {res.n_samples} samples"
+            f"{args.name}: {plural(len(res.alphas), 'point')}; at alpha {res.alphas[end]:g}: RMS {args.output} "
+            f"distance {res.rms[end]:.5g}, label disagreement {res.disagreement[end]:.4g} "
+            f"over {plural(res.n_samples, 'sample')}"
         ]
     )
     return [str(p) for p in w.written]

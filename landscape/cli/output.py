@@ -48,6 +48,7 @@ class Writer:
         self.plotlyjs = "cdn" if args.cdn else "directory"  # one plotly.min.js per output folder
         self.rank = rank()
         self.written: list[Path] = []
+        self.replaced: set[Path] = set()  # files of an earlier run this one overwrote: said in the report
         if self.rank == 0:
             self.write(self.out, lambda: self.out.mkdir(parents=True, exist_ok=True))
 
@@ -67,6 +68,7 @@ class Writer:
         """Save ``result`` as ``<out>/<stem>.npz``."""
         if self.rank == 0:
             f = self.out / f"{stem}.npz"
+            self.note(f)
             self.written.append(self.write(f, lambda: result.save(f)))
 
     def figure(self, stem: str, draw: Callable[[str], Any], html: bool = True, png: bool = True) -> None:
@@ -77,10 +79,17 @@ class Writer:
 
         if self.html and html:
             f = self.out / f"{stem}.html"
+            self.note(f)
             self.written.append(self.write(f, lambda: save_html(draw("plotly"), f, plotlyjs=self.plotlyjs)))
         if self.png and png:
             f = self.out / f"{stem}.png"
+            self.note(f)
             self.written.append(self.write(f, lambda: save_png(draw("matplotlib"), f)))
+
+    def note(self, f: Path) -> None:
+        """Remember that ``f`` is there already (a result of an earlier run), before it is overwritten."""
+        if f.exists():
+            self.replaced.add(f)
 
     def report(self, lines: Sequence[str] = ()) -> None:
         """Print ``lines`` and the files written (rank 0, unless ``--quiet``)."""
@@ -88,4 +97,4 @@ class Writer:
             for line in lines:
                 print(line)
             for p in self.written:
-                print(f"wrote {p}")
+                print(f"wrote {p}" + (" (replaced the earlier file; --name keeps both)" if p in self.replaced else ""))

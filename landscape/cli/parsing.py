@@ -24,6 +24,7 @@ __all__ = [
     "parse_model_kw",
     "parse_point",
     "eval_kw",
+    "plural",
 ]
 
 DATA_NAMES = ("digits", "mnist-subset")
@@ -32,6 +33,11 @@ DIRECTIONS = ("filter", "layer", "model", "random", "pca", "models")
 
 class CLIError(Exception):
     """A user error of the command line: printed as ``landscape: error: ...`` with exit status 2."""
+
+
+def plural(n: int, noun: str) -> str:
+    """``"1 snapshot"``, ``"6 snapshots"``, ``"0 points"``: the count with the noun in the number it needs."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def parse_values(spec: str, what: str) -> np.ndarray:

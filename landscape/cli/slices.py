@@ -14,18 +14,18 @@ from torch import Tensor, nn
 
 from landscape.cli.loading import build_template, default_point, load_data, load_point, open_trajectory
 from landscape.cli.output import Writer
-from landscape.cli.parsing import CLIError, eval_kw, parse_point, parse_range, parse_resolution, parse_values
+from landscape.cli.parsing import CLIError, eval_kw, parse_point, parse_range, parse_resolution, parse_values, plural
 
 __all__ = ["cmd_line", "cmd_plane", "cmd_pca"]
 
 _NORMALIZATION = {"filter": "filter", "layer": "layer", "model": "model", "random": "none"}
 
 
-def _lossparse_range(r: Any) -> str:
+def _loss_summary(r: Any) -> str:
     loss = np.asarray(r.metrics.get("loss", np.array([np.nan])), np.float64)
     fin = loss[np.isfinite(loss)]
     span = f"{fin.min():.5g} .. {fin.max():.5g}" if fin.size else "none finite"
-    return f"loss {span}; {r.n_nonfinite} non-finite point(s)"
+    return f"loss {span}; {plural(r.n_nonfinite, 'non-finite point')}"
 
 
 def cmd_line(args: argparse.Namespace) -> list[str]:
@@ -47,7 +47,7 @@ def cmd_line(args: argparse.Namespace) -> list[str]:
     w = Writer(args)
     w.result(args.name, res)
     w.figure(args.name, lambda be: plot_line(res, accuracy="accuracy" in res.metrics, log=args.log, backend=be))
-    w.report([f"{args.name}: {len(res.coords)} points, {_lossparse_range(res)}"])
+    w.report([f"{args.name}: {plural(len(res.coords), 'point')}, {_loss_summary(res)}"])
     return [str(p) for p in w.written]
 
 
@@ -65,7 +65,8 @@ def _center_vector(spec: str, template: nn.Module | None) -> Tensor:
         traj = open_trajectory(path)
         i = -1 if index is None else index
         if not -len(traj) <= i < len(traj):
-            raise CLIError(f"{spec}: snapshot index {i} out of range; {str(path)!r} has {len(traj)} snapshots")
+            has = plural(len(traj), "snapshot")
+            raise CLIError(f"{spec}: snapshot index {i} out of range; {str(path)!r} has {has}")
         return traj[i].vector.double()
     if template is None:
         raise CLIError(f"--center {spec}: a .safetensors centre needs --model (and --data)")
@@ -209,7 +210,7 @@ def cmd_plane(args: argparse.Namespace) -> list[str]:
     else:
         w.figure(args.name, lambda be: plot_heatmap(res, log=args.log, backend=be))
     w.figure(f"{args.name}_surface", lambda be: plot_surface(res, log=args.log, backend=be), png=False)
-    w.report([f"{args.name}: {len(res.ys)} x {len(res.xs)} grid ({kind} directions), {_lossparse_range(res)}"])
+    w.report([f"{args.name}: {len(res.ys)} x {len(res.xs)} grid ({kind} directions), {_loss_summary(res)}"])
     return [str(p) for p in w.written]
 
 
@@ -237,13 +238,14 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
             {"center": pca.mean_.contiguous(), "components": pca.components_.contiguous()},
             metadata={"explained_variance_ratio": json.dumps([float(v) for v in pca.explained_variance_ratio_])},
         )
+        w.note(f)
         w.write(f, lambda: write_atomic(f, blob))  # (safetensors' save_file would raise its own error type)
         w.written.append(f)
     w.figure(args.name, lambda be: plot_trajectory(res, path, log=args.log, backend=be))
     evr = ", ".join(f"{100 * v:.2f}%" for v in pca.explained_variance_ratio_)
     w.report(
         [
-            f"{args.name}: {pca.n_samples_} snapshots; explained variance {evr}; "
+            f"{args.name}: {plural(pca.n_samples_, 'snapshot')}; explained variance {evr}; "
             f"median off-plane share {100 * path.median_off_plane_ratio:.1f}%"
         ]
     )

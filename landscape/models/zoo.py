@@ -49,6 +49,8 @@ def _regression_mlp(input_shape: ShapeLike, num_classes: int, m: int = 32, depth
 def _mlp(
     input_shape: ShapeLike, num_classes: int, hidden: Sequence[int] = (128, 128), activation: str = "relu"
 ) -> nn.Module:
+    if isinstance(hidden, int):  # MLP raised "'int' object is not iterable"
+        raise TypeError(f"hidden is the list of hidden-layer widths: hidden=[{hidden}] for one layer of {hidden}")
     return MLP(input_shape, hidden, num_classes, activation)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -195,6 +196,7 @@ class Trainer:
     ) -> None:
         from landscape.problem import Problem
 
+        given = data  # before a Problem's data are read (batched there with batch_size)
         if isinstance(model, Problem):  # its model, data and loss (the loop needs loss(outputs, targets))
             if data is not None or loss_fn is not None:
                 raise TypeError("model is a Problem, which holds its data and loss; pass neither data nor loss_fn")
@@ -211,10 +213,23 @@ class Trainer:
         epochs = None if epochs is None else check_int(epochs, "epochs", least=0)
         steps = None if steps is None else check_int(steps, "steps", least=0)
         batch_size = check_count(batch_size, "batch_size")
+        if batch_size is not None and given is not None and not is_tensor_pair(given):
+            warnings.warn(  # it was ignored without a word: the loader's own batches were trained on
+                f"batch_size={batch_size} is ignored: it batches tensor-pair data (X, y), and this "
+                f"{type(given).__name__} yields its own batches; set the batch size where they are made (the "
+                "DataLoader's batch_size) or pass (X, y)",
+                UserWarning,
+                stacklevel=2,
+            )
         if is_tensor_pair(data):
             _check_pair(data, "training data")  # type: ignore[arg-type]
         elif isinstance(data, Tensor):
             raise TypeError("data must be a pair (X, y) or an iterable of (X, y) batches, got a single tensor")
+        if eval_data is not None and not isinstance(eval_data, Mapping):  # the sets are named: their metrics' prefix
+            raise TypeError(
+                f"eval_data must map names to data sets, e.g. eval_data={{'val': (X_val, y_val)}}, got a "
+                f"{type(eval_data).__name__}"
+            )
         for k, d in (eval_data or {}).items():
             if is_tensor_pair(d):
                 _check_pair(d, f"eval_data[{k!r}]")  # type: ignore[arg-type]
@@ -287,17 +302,20 @@ class Trainer:
         optim = f"{type(opt).__name__}({', '.join(f'{k}={v!r}' for k, v in hyper.items())})"
         length = ", ".join(f"{k}={v}" for k, v in (("epochs", self.epochs), ("steps", self.steps)) if v is not None)
         batch = "full batch" if self.batch_size is None else f"batch_size={self.batch_size}"
+        if not is_tensor_pair(self.data):
+            batch = "batches as given"  # batch_size only cuts tensor pairs
         n = self.batches_per_epoch  # the data is wrapped by now: its own type would name the wrapper
         data = (
             f"{len(self.data[0])} samples"  # type: ignore[index]
             if is_tensor_pair(self.data)
-            else f"{n} batches per epoch"
+            else f"{n} batch{'es' * (n != 1)} per epoch"
             if n is not None
             else "an iterable of batches"
         )
+        epochs = f"{self.epoch_progress:.3g}"
         return (
             f"Trainer({type(self.model).__name__}, {optim}, {length}, {batch}, data: {data}, "
-            f"trained {self.step} steps ({self.epoch_progress:.3g} epochs))"
+            f"trained {self.step} step{'s' * (self.step != 1)} ({epochs} epoch{'s' * (epochs != '1')}))"
         )
 
     # ----------------------------------------------------------------- helpers

@@ -377,5 +377,5 @@ class Recorder:
         state = "closed" if self._closed else f"step {self.step_count}, epoch {self.epoch_count}"
         return (
             f"Recorder(every_steps={self.every_steps}, every_epochs={self.every_epochs}, {state}, "
-            f"{len(self.trajectory)} snapshots)"
+            f"{len(self.trajectory)} snapshot{'s' * (len(self.trajectory) != 1)})"
         )

@@ -84,7 +84,8 @@ class CheckReport:
 
     def __str__(self) -> str:
         out = [
-            f"trajectory {self.path} (format version {self.version}): {self.snapshots} snapshots, "
+            f"trajectory {self.path} (format version {self.version}): {self.snapshots} "
+            f"snapshot{'s' * (self.snapshots != 1)}, "
             f"{len(self.intact)} intact"
         ]
         if self.recoverable:

@@ -734,7 +734,8 @@ class Trajectory(StoreIndex):
 
     def __repr__(self) -> str:
         where = "memory" if self.path is None else str(self.path)
-        return f"Trajectory({where}, {len(self)} snapshots, {len(self._segs)} segments)"
+        n, k = len(self), len(self._segs)
+        return f"Trajectory({where}, {n} snapshot{'s' * (n != 1)}, {k} segment{'s' * (k != 1)})"
 
     @property
     def segments(self) -> list[Segment]:
