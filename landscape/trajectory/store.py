@@ -127,9 +127,10 @@ class Trajectory(StoreIndex):
 
     Args:
         path: Directory of the store; ``None`` keeps it in memory. An existing store is opened for
-            appending (after crash recovery), a missing or empty directory becomes a new store. To read a
-            store, :meth:`open` refuses a missing one (a typo here creates an empty store); to start a run,
-            :meth:`create` refuses an existing one (here a rerun appends to it).
+            appending (after crash recovery), a missing or empty directory becomes a new store. Creating a
+            directory that did not exist warns (a ``UserWarning`` naming it): a mistyped path meant to be
+            read would otherwise pass for an empty run. To read a store, :meth:`open` refuses a missing one;
+            to start a run, :meth:`create` refuses an existing one (here a rerun appends to it) and does not warn.
         layout: Layout of the vectors to come (default for :meth:`append`). Without one, the first
             :meth:`append` takes a single flat tensor named ``"vector"``.
         meta: Run-level JSON metadata (model name, data, seed, ...); merged into an existing store's.
@@ -166,6 +167,14 @@ class Trajectory(StoreIndex):
         verify: bool = True,
     ) -> None:
         self._setup(path, "a", "auto", layout, meta, durable, verify)
+        if self._made_dir:
+            warnings.warn(
+                f"no trajectory at {self.path}: the directory did not exist and a new, empty store was created "
+                "there. To read a store use Trajectory.open(path) (an error for a missing path); to start a run "
+                "use Trajectory.create(path), which does not warn",
+                UserWarning,
+                stacklevel=2,
+            )
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -260,6 +269,7 @@ class Trajectory(StoreIndex):
         self._manifest_seen: bytes | None = None  # the manifest's bytes when refresh() last parsed it
         self.dropped: list[str] = []  # what crash recovery removed (a torn index line, a partial snapshot)
         self.recovered: list[int] = []  # snapshots recovery indexed from their packs
+        self._made_dir = False  # the directory did not exist and was created here
         if self.path is None:
             self._meta = jsonify(meta, "meta")
             return
@@ -279,6 +289,7 @@ class Trajectory(StoreIndex):
         if p.exists() and not p.is_dir():
             raise TrajectoryError(f"{p} is a file, not a trajectory directory")
         if fresh and create != "never":
+            self._made_dir = not p.exists()
             p.mkdir(parents=True, exist_ok=True)
             self._meta = jsonify(meta, "meta")
             self._lock()
