@@ -186,6 +186,34 @@ def test_a_run_stopped_by_a_nonfinite_loss_records_the_same_last_point_raising_o
     assert [e["action"] for m in ("raise", "stop") for e in last[m]["tags"]["events"]] == ["raise", "stop"]
 
 
+def test_a_run_raising_on_a_nonfinite_loss_finishes_every_callback_once():
+    """on_nonfinite='raise' ran on_train_end of RecordTrajectory callbacks only; a callback holding a resource (an open
+    file, a store of its own) was never finished. Every callback now ends the run once, in order, as a stop does."""
+    x, y = _data()
+    nan_loss = lambda out, t: torch.nn.functional.cross_entropy(out, t) * float("nan")  # noqa: E731
+    calls = []
+
+    class Holder(Callback):
+        def __init__(self, name):
+            self.name = name
+
+        def on_train_end(self, trainer):
+            calls.append((self.name, trainer.step))
+
+    rec = ListRecorder()
+    tr = Trainer(_net(), (x, y), nan_loss, optimizer=sgd(), epochs=2, trajectory=rec, callbacks=[Holder("a")])
+    tr.callbacks.append(Holder("b"))  # after the recorder too
+    with pytest.raises(NonFiniteLossError):
+        tr.fit()
+    assert calls == [("a", 1), ("b", 1)]
+    assert [r["step"] for r in rec] == [0, 1] and rec[-1]["tags"]["events"][0]["action"] == "raise"
+    calls.clear()
+    with pytest.raises(NonFiniteLossError):
+        for _ in Trainer(_net(), (x, y), nan_loss, optimizer=sgd(), epochs=2, callbacks=[Holder("c")]):
+            pass  # iterating: the error leaves the generator, which must not finish the callbacks a second time
+    assert calls == [("c", 1)]
+
+
 class _Wrapped(nn.Module):
     """The same network, its output wrapped as a model's may be: in a tuple, or under ``logits`` in a mapping."""
 

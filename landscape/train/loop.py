@@ -147,7 +147,9 @@ class Trainer:
         tags: Tags for every recorded snapshot.
         factory: The model's factory reference, stored in ``trajectory``'s metadata (see :class:`RecordTrajectory`);
             checked first to rebuild ``model``'s architecture (:func:`landscape.factory.check_factory`).
-        on_nonfinite: ``"raise"`` (default), ``"stop"`` or ``"ignore"`` when the loss is NaN/inf.
+        on_nonfinite: ``"raise"`` (default), ``"stop"`` or ``"ignore"`` when the loss is NaN/inf. ``"raise"``
+            ends the run at that step as ``"stop"`` does (every callback's ``on_train_end`` runs: the trajectory
+            gets its last snapshot, tagged with the event) and then raises :class:`NonFiniteLossError`.
         train_accuracy: Count the running training accuracy of class targets into the epoch metrics
             (``train_accuracy``). ``False`` skips it: the step keeps no outputs and the loop does nothing a
             plain torch loop would not, besides reading the loss (on a small model, a few percent per step).
@@ -529,9 +531,10 @@ class Trainer:
         if self.on_nonfinite is OnNonFinite.RAISE:
             # The last snapshot says why the run ended (STOP mode tags it through the step's events).
             self._events.append({"step": self.step, "event": "nonfinite_loss", "loss": str(loss), "action": "raise"})
+            # The run ends here as a stopped run does: every callback finishes it (a recorder's last snapshot, a
+            # callback's open file or store), not only the trajectory recorder.
             for cb in self.callbacks:
-                if isinstance(cb, RecordTrajectory):
-                    cb.on_train_end(self)
+                cb.on_train_end(self)
             raise NonFiniteLossError(msg)
         if self.on_nonfinite is OnNonFinite.STOP:
             self._events.append({"step": self.step, "event": "nonfinite_loss", "loss": str(loss), "action": "stop"})
