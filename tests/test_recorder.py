@@ -9,6 +9,7 @@ from torch import nn
 
 from landscape import Trajectory
 from landscape.factory import FactoryError
+from landscape.params import parameters_to_vector
 from landscape.train import FACTORY_KEY, Recorder, Trainer, factory_reference
 
 
@@ -65,8 +66,8 @@ class _Mark:
         pass
 
     def on_step_end(self, trainer, event):
-        if event.step + 1 in self.at:
-            trainer.add_event({"event": "mark", "step": event.step + 1})  # rides the next step
+        if event.step in self.at:
+            trainer.add_event({"event": "mark"})  # tags (and forces) this step's snapshot, as events= does
 
     def on_epoch_end(self, trainer, event):
         pass
@@ -327,26 +328,12 @@ def test_model_in_the_constructor_records_the_initial_point():
 
 
 def test_add_event_forces_the_next_snapshot_as_trainer_add_event_does():
-    """Events between steps: the recorder's add_event and Trainer.add_event tag the same snapshots."""
+    """Events between steps: the recorder's add_event and Trainer.add_event (in the body of the loop) tag the same
+    snapshots. (A Trainer callback's event tags its own step, as the recorder's step(events=...) does.)"""
     torch.manual_seed(0)
     net, data = make_net(), _data()
-
-    class Mark:
-        def on_train_begin(self, trainer):
-            pass
-
-        def on_step_end(self, trainer, event):
-            if event.step in (3, 10):  # 10 is the last step: the event rides the final snapshot
-                trainer.add_event({"event": "mark"})
-
-        def on_epoch_end(self, trainer, event):
-            pass
-
-        def on_train_end(self, trainer):
-            pass
-
     ref = Trajectory()
-    Trainer(
+    trainer = Trainer(
         net,
         data,
         nn.functional.mse_loss,
@@ -356,8 +343,10 @@ def test_add_event_forces_the_next_snapshot_as_trainer_add_event_does():
         shuffle=False,
         trajectory=ref,
         record_every_epochs=None,
-        callbacks=[Mark()],
-    ).fit()
+    )
+    for ev in trainer:
+        if ev.step in (3, 10):  # 10 is the last step: the event rides the final snapshot
+            trainer.add_event({"event": "mark"})
     model = copy.deepcopy(net)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     rec = Recorder(None, model=model, every_epochs=None, steps_per_epoch=4)
@@ -378,6 +367,37 @@ def test_add_event_forces_the_next_snapshot_as_trainer_add_event_does():
     assert_same_trajectory(got, ref, metrics=False)
     assert [got.tags(i) for i in range(3)] == [ref.tags(i) for i in range(3)]
     assert got.tags(1) == {"events": [{"step": 3, "event": "mark"}]}
+
+
+def test_an_event_after_its_step_was_recorded_does_not_repeat_the_step_for_the_same_weights():
+    """add_event after a recorded step made close() (or a due epoch_end) write the same weights again at that step.
+
+    Unchanged weights: the event rides on the next snapshot, and at close() it is kept in the metadata's
+    late_events. Changed weights (a perturbation after the step): the new point is written at the same step.
+    """
+    net = make_net()
+    rec = Recorder(None, every_steps=1, every_epochs=1)
+    rec.begin(net)
+    rec.step(net)  # step 1 recorded
+    rec.add_event({"event": "a"})
+    assert rec.epoch_end(net) is False  # due, but step 1 with these weights is written already
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    rec.step(net)  # step 2 carries event a
+    rec.add_event({"event": "b"})
+    traj = rec.close(net)
+    assert traj.steps.tolist() == [0, 1, 2]
+    assert traj.tags(2) == {"events": [{"step": 1, "event": "a"}]}
+    assert traj.meta["late_events"] == [{"step": 2, "event": "b"}]
+    rec = Recorder(None, every_steps=1, every_epochs=None, model=net)
+    rec.step(net)
+    with torch.no_grad():
+        net[0].weight.add_(1.0)  # moved after its step was recorded: a new point
+    rec.add_event({"event": "nudge"})
+    traj = rec.close(net)
+    assert traj.steps.tolist() == [0, 1, 1] and not torch.equal(traj[1].vector, traj[2].vector)
+    assert traj.tags(2) == {"events": [{"step": 1, "event": "nudge"}]} and "late_events" not in traj.meta
+    assert torch.equal(traj[2].vector, parameters_to_vector(net))
 
 
 def test_a_run_resumed_mid_epoch_from_its_store_records_what_the_uninterrupted_run_does(tmp_path):

@@ -12,7 +12,8 @@ Contracts the other parts rely on:
   and returns the loss, so wrappers that evaluate twice (RK2) see the same batch both times.
 * After each step, an optimizer that has ``pop_events()`` (an optimizer switch) hands over
   JSON-compatible event dicts; they become tags of the next recorded snapshot, which is forced at
-  that step so the event is never lost.
+  that step so the event is never lost. Events a callback raises during the step (its ``on_step_end``
+  or ``on_epoch_end``) join the same step's ``StepEvent.events``.
 * Callbacks may swap the model mid-run (a tunnel opening) with :meth:`Trainer.replace_model`;
   the recorder notices the new layout and the trajectory starts a new segment.
 
@@ -476,11 +477,19 @@ class Trainer:
             ev = StepEvent(step=self.step, epoch=epoch, batch=b, loss=loss, epoch_end=finished, events=events)
             if finished:
                 eev = self._finish_epoch(epoch, run_loss, run_w, run_n, correct.result())
+            # Events a callback raises during this step belong to it: they join its event list (so callbacks after
+            # it, the trajectory recorder among them, and the caller see them at the step they happened).
             for cb in self.callbacks:
                 cb.on_step_end(self, ev)
+                if self._events:
+                    events += self._events
+                    self._events = []
             if finished:
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, eev)
+                    if self._events:
+                        events += self._events
+                        self._events = []
             yield ev
             if self._stop or (self.steps is not None and self.step >= self.steps):
                 return

@@ -6,7 +6,9 @@ package does not own: the loop calls :meth:`Recorder.begin` before the first opt
 :meth:`Recorder.close` at the end. It writes the same store the same way (``Trajectory.append_model``:
 the trainable and frozen parameters and the buffers) and records, on the same options, the same
 snapshots: the initial point, every ``every_steps`` steps, every ``every_epochs`` epochs, every step
-that carries an event, and the final point; never the same step twice. A snapshot that is due both by
+that carries an event, and the final point; never the same step twice for the same weights (an event
+noted after its step was recorded tags the next snapshot; at :meth:`Recorder.close`, with the model
+unchanged, it is kept in the run metadata under ``"late_events"``). A snapshot that is due both by
 steps and at the end of an epoch is written once, at :meth:`Recorder.epoch_end`, with the epoch's
 metrics, as ``RecordTrajectory`` does.
 
@@ -48,6 +50,7 @@ from torch import Tensor, nn
 from landscape._options import check_count
 from landscape.factory import FACTORY_KEY, as_factory_ref
 from landscape.params import ParamLayout, parameters_to_vector
+from landscape.train.callbacks import keep_late_events, same_point
 from landscape.trajectory.records import step_number
 from landscape.trajectory.store import Trajectory
 
@@ -203,6 +206,10 @@ class Recorder:
             self.trajectory.append(parameters_to_vector(model), layout=ParamLayout.from_model(model), **kw)
         self._last_step = self.step_count
 
+    def _due_again(self, model: nn.Module) -> bool:
+        """Whether a snapshot is due at a step already recorded: events are pending and the model changed since."""
+        return bool(self._pending) and not same_point(self.trajectory, model)
+
     def _check_open(self, what: str) -> None:
         if self._closed:
             raise RuntimeError(f"Recorder.{what}() after close(); build a new Recorder for another run")
@@ -326,8 +333,8 @@ class Recorder:
         self.epoch_progress = float(self.epoch_count)
         self.last_metrics = _numbers(metrics)
         if self.every_epochs is not None and (done + 1) % self.every_epochs == 0:
-            if self._last_step == self.step_count and not self._pending:
-                return False
+            if self._last_step == self.step_count and not self._due_again(model):
+                return False  # recorded at this step already (the events, if any, ride on the next snapshot)
             self._record(model, float(done + 1), self.last_metrics)
             return True
         return False
@@ -346,10 +353,15 @@ class Recorder:
             return self.trajectory
         if model is not None:
             self._model = model
-        if self._begun and self._model is not None and (self._last_step != self.step_count or self._pending):
-            self._record(
-                self._model, self.epoch_progress, _numbers(metrics) if metrics is not None else self.last_metrics
-            )
+        if self._begun and self._model is not None:
+            final = _numbers(metrics) if metrics is not None else self.last_metrics
+            if self._last_step != self.step_count or self._due_again(self._model):
+                self._record(self._model, self.epoch_progress, final)
+            elif self._pending:  # the final point is recorded, unchanged: no second copy of it
+                if keep_late_events(self.trajectory, self._pending):
+                    self._pending = []
+                else:  # a store without metadata: the events must not be lost
+                    self._record(self._model, self.epoch_progress, final)
         self._finish()
         return self.trajectory
 
