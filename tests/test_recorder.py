@@ -218,7 +218,7 @@ def test_a_path_is_a_new_store_unless_exist_ok(tmp_path):
     rec.begin(net, step=1, epoch=0.0)
     rec.step(net)
     rec.close()
-    assert Trajectory.open(tmp_path / "a").steps.tolist() == [0, 1, 1, 2]
+    assert Trajectory.open(tmp_path / "a").steps.tolist() == [0, 1, 2]  # the resumed run continues at step 1
 
 
 def test_exception_in_the_block_closes_without_a_final_snapshot(tmp_path):
@@ -400,6 +400,33 @@ def test_an_event_after_its_step_was_recorded_does_not_repeat_the_step_for_the_s
     assert torch.equal(traj[2].vector, parameters_to_vector(net))
 
 
+def test_a_resumed_run_writes_its_initial_point_only_when_it_is_not_the_stored_last_one(tmp_path):
+    """begin(step=N) into a store whose last snapshot is the same point at step N (the interrupted run's final
+    point) wrote it again. Another point, another run's tags, or an earlier step (a replay from an older
+    checkpoint, which warns) is written."""
+    net = make_net()
+    with Recorder(tmp_path / "a", every_epochs=None, tags={"run": "x"}, model=net) as rec:
+        rec.step(net)
+        rec.step(net)
+    with Recorder(tmp_path / "a", every_epochs=None, tags={"run": "x"}, exist_ok=True) as rec:
+        rec.begin(net, step=2)
+        rec.step(net)
+    assert Trajectory.open(tmp_path / "a").steps.tolist() == [0, 2, 3]
+    with Recorder(tmp_path / "a", every_epochs=None, tags={"run": "y"}, exist_ok=True) as rec:
+        rec.begin(net, step=3)  # the same point, but another run's: its own initial snapshot
+    moved = copy.deepcopy(net)
+    with torch.no_grad():
+        moved[0].bias.add_(1.0)
+    with Recorder(tmp_path / "a", every_epochs=None, tags={"run": "y"}, exist_ok=True) as rec:
+        rec.begin(moved, step=3)  # the same step and tags, another point
+    with pytest.warns(UserWarning, match="last snapshot is at step 3, past this run's initial step 1"):
+        with Recorder(tmp_path / "a", every_epochs=None, tags={"run": "y"}, exist_ok=True) as rec:
+            rec.begin(moved, step=1)
+    t = Trajectory.open(tmp_path / "a")
+    assert t.steps.tolist() == [0, 2, 3, 3, 3, 1]
+    assert [t.tags(i)["run"] for i in range(len(t))] == ["x", "x", "x", "y", "y", "y"]
+
+
 def test_a_run_resumed_mid_epoch_from_its_store_records_what_the_uninterrupted_run_does(tmp_path):
     """begin(step=6, epoch=1.5): the epoch still ends at step 8, as in the run that was never interrupted.
 
@@ -431,13 +458,12 @@ def test_a_run_resumed_mid_epoch_from_its_store_records_what_the_uninterrupted_r
     train(rec, model, opt, 0, 6)
     rec.close(model)  # interrupted after step 6: its final point
     rec = Recorder(tmp_path / "resumed", every_steps=2, steps_per_epoch=4, exist_ok=True)
-    rec.begin(model, step=6, epoch=1.5)  # the resumed run's initial point: a second snapshot at step 6
+    rec.begin(model, step=6, epoch=1.5)  # the resumed run's initial point is the stored step 6: not written again
     train(rec, model, opt, 6, 12)
     rec.close(model)
     whole, resumed = Trajectory.open(tmp_path / "whole"), Trajectory.open(tmp_path / "resumed")
     assert whole.steps.tolist() == [0, 2, 4, 6, 8, 10, 12]
-    assert resumed.steps.tolist() == [0, 2, 4, 6, 6, 8, 10, 12]
-    kept = [s for i, s in enumerate(resumed) if i != 4]
-    for a, b in zip(whole, kept, strict=True):
+    assert resumed.steps.tolist() == [0, 2, 4, 6, 8, 10, 12]  # was [0, 2, 4, 6, 6, ...]: step 6 twice
+    for a, b in zip(whole, resumed, strict=True):
         assert (a.step, a.epoch, a.metrics) == (b.step, b.epoch, b.metrics)
         assert torch.equal(a.vector, b.vector)

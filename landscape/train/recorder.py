@@ -42,6 +42,7 @@ drive a :class:`Recorder` from those libraries' callbacks.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -224,6 +225,9 @@ class Recorder:
     ) -> None:
         """Record the initial point (call before the first optimizer step).
 
+        A resumed run (``step`` > 0, appending to its trajectory) whose initial point is the trajectory's last
+        snapshot (the same step, tags and weights: the interrupted run's final point) does not write it again.
+
         Args:
             model: The model at its initial point (only read).
             step: Steps already taken (a resumed run).
@@ -245,7 +249,33 @@ class Recorder:
         self._epoch_start_step = self.step_count - into
         self.epoch_progress = float(epoch)
         self.last_metrics = _numbers(metrics)
+        if self._continues(model):  # a resumed run: its initial point is the stored run's last snapshot
+            self._last_step = self.step_count
+            return
         self._record(model, self.epoch_progress, self.last_metrics)
+
+    def _continues(self, model: nn.Module) -> bool:
+        """Whether the trajectory's last snapshot is this run's initial point: same step, tags and point (bitwise).
+
+        Warns when the last snapshot is past the initial step (a run resumed from an older checkpoint): the
+        interrupted run's later snapshots stay in the trajectory, before the replayed steps.
+        """
+        traj = self.trajectory
+        if not isinstance(traj, Trajectory) or not len(traj):
+            return False
+        last = int(traj.steps[-1])
+        if last > self.step_count:
+            warnings.warn(
+                f"the trajectory's last snapshot is at step {last}, past this run's initial step {self.step_count} "
+                "(resumed from an earlier checkpoint?): the interrupted run's snapshots after it stay in the "
+                "trajectory, before this run's; filter by step or tags when analysing",
+                UserWarning,
+                stacklevel=3,
+            )
+            return False
+        tags = traj.tags(-1)
+        tags.pop("events", None)
+        return last == self.step_count and tags == self.tags and same_point(traj, model)
 
     def step(
         self,
