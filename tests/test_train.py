@@ -444,6 +444,30 @@ def test_a_change_of_weights_after_the_steps_snapshot_is_recorded_at_the_same_st
     assert traj.tags(len(traj) - 1)["events"] == mark.raised and "late_events" not in traj.meta
 
 
+def test_epoch_metrics_belong_to_the_point_the_epoch_end_snapshot_holds():
+    """The epoch's evaluation ran before the step's callbacks: a callback that moved the model at an epoch's last step
+    (a perturbation, a tunnel) left the epoch-end snapshot holding the moved weights with the metrics of the point
+    before. Invariant: a snapshot's val_loss is the loss of its own weights on the validation set."""
+    from landscape.trajectory import Trajectory
+
+    x, y = _data()
+    val = _data(24, seed=1)
+    traj = Trajectory()
+    tr = _fit(
+        _net(), (x, y), epochs=2, batch_size=8, eval_data={"val": val}, trajectory=traj,
+        callbacks=[_Marker({5, 10}, "step", nudge=True)],
+    )  # fmt: skip
+    checked = 0
+    for snap in traj:
+        if "val_loss" in snap.metrics:
+            net = traj.model_at(tr.model, snap.index).eval()
+            with torch.no_grad():
+                want = F.cross_entropy(net(val[0]), val[1]).item()
+            assert snap.metrics["val_loss"] == pytest.approx(want, rel=1e-6)
+            checked += 1
+    assert checked == 2 and traj.steps.tolist() == [0, 5, 10]
+
+
 # ----------------------------------------------------------------------------------- recording cost (issue 17)
 # The per-step path counts accuracy in chunks and the recorder caches the layout; these pin down that what is
 # trained and recorded is bitwise what a hand-written torch loop (and the store's own append_model) gives.

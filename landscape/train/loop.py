@@ -475,8 +475,6 @@ class Trainer:
             finished = n_batches is not None and b + 1 == n_batches
             self.epoch_progress = epoch + ((b + 1) / n_batches if n_batches else 0.0)
             ev = StepEvent(step=self.step, epoch=epoch, batch=b, loss=loss, epoch_end=finished, events=events)
-            if finished:
-                eev = self._finish_epoch(epoch, run_loss, run_w, run_n, correct.result())
             # Events a callback raises during this step belong to it: they join its event list (so callbacks after
             # it, the trajectory recorder among them, and the caller see them at the step they happened).
             for cb in self.callbacks:
@@ -485,6 +483,9 @@ class Trainer:
                     events += self._events
                     self._events = []
             if finished:
+                # Evaluated after the step's callbacks: a callback may move the model at the epoch's last step (a
+                # perturbation, a tunnel), and the epoch's metrics describe the point the epoch-end snapshot holds.
+                eev = self._finish_epoch(epoch, run_loss, run_w, run_n, correct.result())
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, eev)
                     if self._events:
