@@ -384,6 +384,27 @@ def test_open_and_append_modes(tmp_path):
     assert t.meta["seed"] == 1
 
 
+def test_a_boolean_mask_selects_snapshots_and_a_bool_is_no_index(make):
+    """vectors([True, False]) returned snapshots 1 and 0 (operator.index(True) is 1) and a numpy mask was refused
+    as 'got bool'; traj[True] was snapshot 1. A mask selects where it is true, as in numpy; a bool is no index."""
+    t = make()
+    for k in range(5):
+        t.append(torch.full((2,), float(k)), step=10 * k)
+    mask = t.steps >= 20
+    want = torch.tensor([[2.0, 2.0], [3.0, 3.0], [4.0, 4.0]])
+    assert torch.equal(t.vectors(mask), want)
+    assert torch.equal(t.vectors(mask.tolist()), want)
+    assert torch.equal(t.vectors(torch.as_tensor(mask)), want)
+    assert t.vectors(np.zeros(5, dtype=bool)).shape == (0, 2)
+    assert torch.equal(t.vectors([4, -5]), torch.tensor([[4.0, 4.0], [0.0, 0.0]]))  # integers as before
+    with pytest.raises(IndexError, match="one entry per snapshot"):
+        t.vectors([True, False])
+    with pytest.raises(TypeError, match="got a bool"):
+        t[True]
+    with pytest.raises(TypeError, match="got a bool"):
+        t.vectors([1, True])
+
+
 def test_the_constructor_says_when_a_path_to_read_did_not_exist(tmp_path):
     """Trajectory(path) on a mistyped path created an empty store without a word; a read then saw 0 snapshots.
 

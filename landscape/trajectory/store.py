@@ -108,6 +108,11 @@ Durable = bool | str  # True / "append", "flush", False
 _WALL_TIME = "a real number (Unix time) or None"
 
 
+def _is_bool(x: Any) -> bool:
+    """Whether ``x`` is a boolean scalar (Python's, numpy's, a one-element bool tensor): a mask entry, not an index."""
+    return isinstance(x, bool | np.bool_) or (isinstance(x, Tensor) and x.dtype == torch.bool and x.numel() == 1)
+
+
 class Trajectory(StoreIndex):
     """Append-only sequence of parameter snapshots, in memory or in a crash-safe directory.
 
@@ -721,6 +726,8 @@ class Trajectory(StoreIndex):
         )
 
     def _index(self, i: Any) -> int:
+        if _is_bool(i):  # operator.index(True) is 1: a mask's entries were taken for snapshots 1 and 0
+            raise TypeError("snapshot index must be an integer, got a bool; a boolean mask selects with vectors(mask)")
         try:
             i = operator.index(i)
         except TypeError:
@@ -822,7 +829,8 @@ class Trajectory(StoreIndex):
         """Stack snapshot vectors into a matrix of shape ``(T, numel)``; all must share one segment.
 
         Args:
-            indices: Snapshot indices (negative allowed), a slice, or ``None`` for all.
+            indices: Snapshot indices (negative allowed), a boolean mask with one entry per snapshot (e.g.
+                ``traj.steps >= 100``), a slice, or ``None`` for all.
             dtype: Result dtype; default: the promoted dtype of the stored vectors.
 
         Raises:
@@ -833,7 +841,13 @@ class Trajectory(StoreIndex):
         elif isinstance(indices, slice):
             idx = list(range(len(self)))[indices]
         else:
-            idx = [self._index(i) for i in indices]
+            sel = list(indices)
+            if sel and all(_is_bool(b) for b in sel):
+                if len(sel) != len(self):
+                    raise IndexError(f"a boolean mask needs one entry per snapshot ({len(self)}), got {len(sel)}")
+                idx = [k for k, b in enumerate(sel) if b]
+            else:
+                idx = [self._index(i) for i in sel]
         seg = self._segment_of(idx)
         dtype = dtype or self._dtype(idx)
         if not idx:
