@@ -427,6 +427,24 @@ def test_a_resumed_run_writes_its_initial_point_only_when_it_is_not_the_stored_l
     assert [t.tags(i)["run"] for i in range(len(t))] == ["x", "x", "x", "y", "y", "y"]
 
 
+def test_close_mid_epoch_gives_the_final_point_its_last_steps_metrics_not_the_last_epochs():
+    """close() after steps past the last epoch_end labelled the final point with that epoch's metrics (measured at
+    another point); it now carries the last step's batch_loss and metrics, and the epoch's only at an epoch end."""
+    net = make_net()
+    rec = Recorder(None, every_epochs=1, model=net)
+    rec.step(net, loss=0.9)
+    rec.epoch_end(net, metrics={"train_loss": 0.8, "val_loss": 0.7})
+    rec.step(net, loss=torch.tensor(0.5), metrics={"lr": 0.1})
+    traj = rec.close(net)
+    assert traj.steps.tolist() == [0, 1, 2]
+    assert traj[1].metrics == {"train_loss": 0.8, "val_loss": 0.7}
+    assert traj[2].metrics == {"batch_loss": 0.5, "lr": pytest.approx(0.1)}
+    rec = Recorder(None, every_epochs=2, model=net)
+    rec.step(net, loss=0.9)
+    rec.epoch_end(net, metrics={"train_loss": 0.8})  # not due: the close writes the point, at an epoch end
+    assert rec.close(net)[-1].metrics == {"train_loss": 0.8}
+
+
 def test_a_run_resumed_mid_epoch_from_its_store_records_what_the_uninterrupted_run_does(tmp_path):
     """begin(step=6, epoch=1.5): the epoch still ends at step 8, as in the run that was never interrupted.
 

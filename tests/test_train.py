@@ -468,6 +468,27 @@ def test_epoch_metrics_belong_to_the_point_the_epoch_end_snapshot_holds():
     assert checked == 2 and traj.steps.tolist() == [0, 5, 10]
 
 
+def test_a_run_ending_mid_epoch_does_not_label_its_final_point_with_the_last_epochs_metrics():
+    """steps=7 with 5 batches an epoch: the final snapshot (step 7) carried epoch 1's train_loss and val_loss, measured
+    at step 5's weights. Invariant: a snapshot's val_loss is its own weights' loss; the final point mid-epoch carries
+    its step's batch_loss, as every step snapshot does."""
+    from landscape.trajectory import Trajectory
+
+    x, y = _data()
+    val = _data(24, seed=1)
+    traj = Trajectory()
+    tr = Trainer(_net(), (x, y), optimizer=sgd(), steps=7, batch_size=8, eval_data={"val": val}, trajectory=traj)
+    losses = {ev.step: ev.loss for ev in tr}
+    assert traj.steps.tolist() == [0, 5, 7]
+    for snap in traj:
+        if "val_loss" in snap.metrics:
+            net = traj.model_at(tr.model, snap.index).eval()
+            with torch.no_grad():
+                assert snap.metrics["val_loss"] == pytest.approx(F.cross_entropy(net(val[0]), val[1]).item(), rel=1e-6)
+    assert traj[-1].metrics == {"batch_loss": losses[7]}
+    assert set(traj[1].metrics) >= {"train_loss", "val_loss"}  # the epoch end keeps the epoch's
+
+
 # ----------------------------------------------------------------------------------- recording cost (issue 17)
 # The per-step path counts accuracy in chunks and the recorder caches the layout; these pin down that what is
 # trained and recorded is bitwise what a hand-written torch loop (and the store's own append_model) gives.

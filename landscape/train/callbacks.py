@@ -250,9 +250,20 @@ class RecordTrajectory(Callback):
         self._catch_up()
         self._pending_events.extend(trainer.drain_events())
         if self._last_step != trainer.step or self._due_again(trainer):
-            self._record(trainer, trainer.epoch_progress, trainer.last_metrics)
+            self._record(trainer, trainer.epoch_progress, self._final_metrics(trainer))
         elif self._pending_events:  # the final point is recorded, unchanged: no second copy of it
             if keep_late_events(self.trajectory, self._pending_events):
                 self._pending_events = []
             else:  # a store without metadata: the events must not be lost
-                self._record(trainer, trainer.epoch_progress, trainer.last_metrics)
+                self._record(trainer, trainer.epoch_progress, self._final_metrics(trainer))
+
+    def _final_metrics(self, trainer: Trainer) -> Mapping[str, float]:
+        """The final point's metrics: the epoch's when the run ended at an epoch end, else the last step's loss.
+
+        A run stopped mid-epoch (``steps=``, ``stop()``, a NaN) is not the point the last epoch's metrics measured.
+        """
+        history = getattr(trainer, "history_", None)
+        if history is None or (history and history[-1].get("step") == trainer.step):
+            return trainer.last_metrics  # (no history: a replay that sets the final point's metrics itself)
+        ev = self._step_event
+        return {"batch_loss": ev.loss} if ev is not None and ev.step == trainer.step else {}

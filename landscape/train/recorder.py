@@ -188,6 +188,7 @@ class Recorder:
         self._epoch_start_step = 0
         self._last_step: int | None = None
         self._pending: list[dict[str, Any]] = []
+        self._step_values: tuple[Any, Mapping[str, Any] | None] = (None, None)  # the last step's (loss, metrics)
         self._model: nn.Module | None = None
         self._begun = False
         self._closed = False
@@ -324,16 +325,26 @@ class Recorder:
         by_steps = self.every_steps is not None and new % self.every_steps == 0
         # Epoch-scheduled snapshots are written in epoch_end, where the epoch metrics exist.
         by_epoch = bool(epoch_end) and self.every_epochs is not None and (self.epoch_count + 1) % self.every_epochs == 0
+        self._step_values = (loss, metrics)  # the final point's metrics when the run ends here (converted then)
         if (by_steps or self._pending) and not by_epoch:
-            m = _numbers(metrics)
-            if loss is not None:
-                x = _number(loss)
-                if x is None:
-                    raise TypeError(f"loss must be a number or a one-element tensor, got {type(loss).__name__}")
-                m = {"batch_loss": x, **m}
-            self._record(model, self.epoch_progress, m)
+            self._record(model, self.epoch_progress, self._step_metrics())
             return True
         return False
+
+    def _step_metrics(self, strict: bool = True) -> dict[str, float]:
+        """The last step's metrics: ``batch_loss`` (its loss) and the numbers passed with it.
+
+        Raises:
+            TypeError: If the loss is not a number (``strict``; otherwise it is left out).
+        """
+        loss, metrics = self._step_values
+        m = _numbers(metrics)
+        if loss is not None:
+            x = _number(loss)
+            if x is None and strict:
+                raise TypeError(f"loss must be a number or a one-element tensor, got {type(loss).__name__}")
+            m = m if x is None else {"batch_loss": x, **m}
+        return m
 
     def add_event(self, event: Mapping[str, Any]) -> None:
         """Note a JSON-compatible event between steps (a tunnel your code opened, an optimizer switch).
@@ -374,7 +385,8 @@ class Recorder:
 
         Args:
             model: The trained model (default: the last model seen).
-            metrics: Metrics of the final point (default: the last epoch's).
+            metrics: Metrics of the final point (default: the last epoch's when :meth:`epoch_end` came after the
+                last step, else the last step's: ``batch_loss`` and the metrics given to :meth:`step`).
 
         Returns:
             The trajectory (closed if the recorder opened it from a directory; it stays readable).
@@ -384,7 +396,15 @@ class Recorder:
         if model is not None:
             self._model = model
         if self._begun and self._model is not None:
-            final = _numbers(metrics) if metrics is not None else self.last_metrics
+            # A run that ended mid-epoch is not the point the last epoch's metrics measured: its last step's are.
+            at_epoch_end = self._epoch_start_step == self.step_count
+            final = (
+                _numbers(metrics)
+                if metrics is not None
+                else self.last_metrics
+                if at_epoch_end
+                else self._step_metrics(strict=False)
+            )
             if self._last_step != self.step_count or self._due_again(self._model):
                 self._record(self._model, self.epoch_progress, final)
             elif self._pending:  # the final point is recorded, unchanged: no second copy of it
