@@ -39,7 +39,7 @@ def _net(seed=1):
 
 
 def _recorded(path=None, seed=0, epochs=12):
-    traj = Trajectory(path)
+    traj = Trajectory.create(path)
     Trainer(
         _net(),
         _data(),

@@ -9,6 +9,7 @@ from torch import nn
 
 from landscape import Trajectory
 from landscape.factory import FactoryError
+from landscape.params import parameters_to_vector
 from landscape.train import FACTORY_KEY, Recorder, Trainer, factory_reference
 
 
@@ -65,8 +66,8 @@ class _Mark:
         pass
 
     def on_step_end(self, trainer, event):
-        if event.step + 1 in self.at:
-            trainer.add_event({"event": "mark", "step": event.step + 1})  # rides the next step
+        if event.step in self.at:
+            trainer.add_event({"event": "mark"})  # tags (and forces) this step's snapshot, as events= does
 
     def on_epoch_end(self, trainer, event):
         pass
@@ -217,7 +218,7 @@ def test_a_path_is_a_new_store_unless_exist_ok(tmp_path):
     rec.begin(net, step=1, epoch=0.0)
     rec.step(net)
     rec.close()
-    assert Trajectory.open(tmp_path / "a").steps.tolist() == [0, 1, 1, 2]
+    assert Trajectory.open(tmp_path / "a").steps.tolist() == [0, 1, 2]  # the resumed run continues at step 1
 
 
 def test_exception_in_the_block_closes_without_a_final_snapshot(tmp_path):
@@ -327,26 +328,12 @@ def test_model_in_the_constructor_records_the_initial_point():
 
 
 def test_add_event_forces_the_next_snapshot_as_trainer_add_event_does():
-    """Events between steps: the recorder's add_event and Trainer.add_event tag the same snapshots."""
+    """Events between steps: the recorder's add_event and Trainer.add_event (in the body of the loop) tag the same
+    snapshots. (A Trainer callback's event tags its own step, as the recorder's step(events=...) does.)"""
     torch.manual_seed(0)
     net, data = make_net(), _data()
-
-    class Mark:
-        def on_train_begin(self, trainer):
-            pass
-
-        def on_step_end(self, trainer, event):
-            if event.step in (3, 10):  # 10 is the last step: the event rides the final snapshot
-                trainer.add_event({"event": "mark"})
-
-        def on_epoch_end(self, trainer, event):
-            pass
-
-        def on_train_end(self, trainer):
-            pass
-
     ref = Trajectory()
-    Trainer(
+    trainer = Trainer(
         net,
         data,
         nn.functional.mse_loss,
@@ -356,8 +343,10 @@ def test_add_event_forces_the_next_snapshot_as_trainer_add_event_does():
         shuffle=False,
         trajectory=ref,
         record_every_epochs=None,
-        callbacks=[Mark()],
-    ).fit()
+    )
+    for ev in trainer:
+        if ev.step in (3, 10):  # 10 is the last step: the event rides the final snapshot
+            trainer.add_event({"event": "mark"})
     model = copy.deepcopy(net)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     rec = Recorder(None, model=model, every_epochs=None, steps_per_epoch=4)
@@ -378,6 +367,82 @@ def test_add_event_forces_the_next_snapshot_as_trainer_add_event_does():
     assert_same_trajectory(got, ref, metrics=False)
     assert [got.tags(i) for i in range(3)] == [ref.tags(i) for i in range(3)]
     assert got.tags(1) == {"events": [{"step": 3, "event": "mark"}]}
+
+
+def test_an_event_after_its_step_was_recorded_does_not_repeat_the_step_for_the_same_weights():
+    """add_event after a recorded step made close() (or a due epoch_end) write the same weights again at that step.
+
+    Unchanged weights: the event rides on the next snapshot, and at close() it is kept in the metadata's
+    late_events. Changed weights (a perturbation after the step): the new point is written at the same step.
+    """
+    net = make_net()
+    rec = Recorder(None, every_steps=1, every_epochs=1)
+    rec.begin(net)
+    rec.step(net)  # step 1 recorded
+    rec.add_event({"event": "a"})
+    assert rec.epoch_end(net) is False  # due, but step 1 with these weights is written already
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    rec.step(net)  # step 2 carries event a
+    rec.add_event({"event": "b"})
+    traj = rec.close(net)
+    assert traj.steps.tolist() == [0, 1, 2]
+    assert traj.tags(2) == {"events": [{"step": 1, "event": "a"}]}
+    assert traj.meta["late_events"] == [{"step": 2, "event": "b"}]
+    rec = Recorder(None, every_steps=1, every_epochs=None, model=net)
+    rec.step(net)
+    with torch.no_grad():
+        net[0].weight.add_(1.0)  # moved after its step was recorded: a new point
+    rec.add_event({"event": "nudge"})
+    traj = rec.close(net)
+    assert traj.steps.tolist() == [0, 1, 1] and not torch.equal(traj[1].vector, traj[2].vector)
+    assert traj.tags(2) == {"events": [{"step": 1, "event": "nudge"}]} and "late_events" not in traj.meta
+    assert torch.equal(traj[2].vector, parameters_to_vector(net))
+
+
+def test_a_resumed_run_writes_its_initial_point_only_when_it_is_not_the_stored_last_one(tmp_path):
+    """begin(step=N) into a store whose last snapshot is the same point at step N (the interrupted run's final
+    point) wrote it again. Another point, another run's tags, or an earlier step (a replay from an older
+    checkpoint, which warns) is written."""
+    net = make_net()
+    with Recorder(tmp_path / "a", every_epochs=None, tags={"run": "x"}, model=net) as rec:
+        rec.step(net)
+        rec.step(net)
+    with Recorder(tmp_path / "a", every_epochs=None, tags={"run": "x"}, exist_ok=True) as rec:
+        rec.begin(net, step=2)
+        rec.step(net)
+    assert Trajectory.open(tmp_path / "a").steps.tolist() == [0, 2, 3]
+    with Recorder(tmp_path / "a", every_epochs=None, tags={"run": "y"}, exist_ok=True) as rec:
+        rec.begin(net, step=3)  # the same point, but another run's: its own initial snapshot
+    moved = copy.deepcopy(net)
+    with torch.no_grad():
+        moved[0].bias.add_(1.0)
+    with Recorder(tmp_path / "a", every_epochs=None, tags={"run": "y"}, exist_ok=True) as rec:
+        rec.begin(moved, step=3)  # the same step and tags, another point
+    with pytest.warns(UserWarning, match="last snapshot is at step 3, past this run's initial step 1"):
+        with Recorder(tmp_path / "a", every_epochs=None, tags={"run": "y"}, exist_ok=True) as rec:
+            rec.begin(moved, step=1)
+    t = Trajectory.open(tmp_path / "a")
+    assert t.steps.tolist() == [0, 2, 3, 3, 3, 1]
+    assert [t.tags(i)["run"] for i in range(len(t))] == ["x", "x", "x", "y", "y", "y"]
+
+
+def test_close_mid_epoch_gives_the_final_point_its_last_steps_metrics_not_the_last_epochs():
+    """close() after steps past the last epoch_end labelled the final point with that epoch's metrics (measured at
+    another point); it now carries the last step's batch_loss and metrics, and the epoch's only at an epoch end."""
+    net = make_net()
+    rec = Recorder(None, every_epochs=1, model=net)
+    rec.step(net, loss=0.9)
+    rec.epoch_end(net, metrics={"train_loss": 0.8, "val_loss": 0.7})
+    rec.step(net, loss=torch.tensor(0.5), metrics={"lr": 0.1})
+    traj = rec.close(net)
+    assert traj.steps.tolist() == [0, 1, 2]
+    assert traj[1].metrics == {"train_loss": 0.8, "val_loss": 0.7}
+    assert traj[2].metrics == {"batch_loss": 0.5, "lr": pytest.approx(0.1)}
+    rec = Recorder(None, every_epochs=2, model=net)
+    rec.step(net, loss=0.9)
+    rec.epoch_end(net, metrics={"train_loss": 0.8})  # not due: the close writes the point, at an epoch end
+    assert rec.close(net)[-1].metrics == {"train_loss": 0.8}
 
 
 def test_a_run_resumed_mid_epoch_from_its_store_records_what_the_uninterrupted_run_does(tmp_path):
@@ -411,13 +476,12 @@ def test_a_run_resumed_mid_epoch_from_its_store_records_what_the_uninterrupted_r
     train(rec, model, opt, 0, 6)
     rec.close(model)  # interrupted after step 6: its final point
     rec = Recorder(tmp_path / "resumed", every_steps=2, steps_per_epoch=4, exist_ok=True)
-    rec.begin(model, step=6, epoch=1.5)  # the resumed run's initial point: a second snapshot at step 6
+    rec.begin(model, step=6, epoch=1.5)  # the resumed run's initial point is the stored step 6: not written again
     train(rec, model, opt, 6, 12)
     rec.close(model)
     whole, resumed = Trajectory.open(tmp_path / "whole"), Trajectory.open(tmp_path / "resumed")
     assert whole.steps.tolist() == [0, 2, 4, 6, 8, 10, 12]
-    assert resumed.steps.tolist() == [0, 2, 4, 6, 6, 8, 10, 12]
-    kept = [s for i, s in enumerate(resumed) if i != 4]
-    for a, b in zip(whole, kept, strict=True):
+    assert resumed.steps.tolist() == [0, 2, 4, 6, 8, 10, 12]  # was [0, 2, 4, 6, 6, ...]: step 6 twice
+    for a, b in zip(whole, resumed, strict=True):
         assert (a.step, a.epoch, a.metrics) == (b.step, b.epoch, b.metrics)
         assert torch.equal(a.vector, b.vector)

@@ -171,7 +171,7 @@ def _train(callbacks, traj, epochs=3, **kw):
 
 def test_recorder_history_matches_snapshots_and_is_stored_with_the_trajectory(tmp_path):
     val_x = _data(n=60, seed=5)[0]
-    traj = Trajectory(tmp_path / "run", durable=False)
+    traj = Trajectory.create(tmp_path / "run", durable=False)
     rec = SaturationRecorder(
         val_x, percentiles=(50, 98), every_epochs=1, histogram_epochs=[0, 3], exact_limit=0, bins=40, label="plain"
     )

@@ -186,6 +186,34 @@ def test_a_run_stopped_by_a_nonfinite_loss_records_the_same_last_point_raising_o
     assert [e["action"] for m in ("raise", "stop") for e in last[m]["tags"]["events"]] == ["raise", "stop"]
 
 
+def test_a_run_raising_on_a_nonfinite_loss_finishes_every_callback_once():
+    """on_nonfinite='raise' ran on_train_end of RecordTrajectory callbacks only; a callback holding a resource (an open
+    file, a store of its own) was never finished. Every callback now ends the run once, in order, as a stop does."""
+    x, y = _data()
+    nan_loss = lambda out, t: torch.nn.functional.cross_entropy(out, t) * float("nan")  # noqa: E731
+    calls = []
+
+    class Holder(Callback):
+        def __init__(self, name):
+            self.name = name
+
+        def on_train_end(self, trainer):
+            calls.append((self.name, trainer.step))
+
+    rec = ListRecorder()
+    tr = Trainer(_net(), (x, y), nan_loss, optimizer=sgd(), epochs=2, trajectory=rec, callbacks=[Holder("a")])
+    tr.callbacks.append(Holder("b"))  # after the recorder too
+    with pytest.raises(NonFiniteLossError):
+        tr.fit()
+    assert calls == [("a", 1), ("b", 1)]
+    assert [r["step"] for r in rec] == [0, 1] and rec[-1]["tags"]["events"][0]["action"] == "raise"
+    calls.clear()
+    with pytest.raises(NonFiniteLossError):
+        for _ in Trainer(_net(), (x, y), nan_loss, optimizer=sgd(), epochs=2, callbacks=[Holder("c")]):
+            pass  # iterating: the error leaves the generator, which must not finish the callbacks a second time
+    assert calls == [("c", 1)]
+
+
 class _Wrapped(nn.Module):
     """The same network, its output wrapped as a model's may be: in a tuple, or under ``logits`` in a mapping."""
 
@@ -267,7 +295,9 @@ def test_replace_model_from_callback_and_stop():
     sizes = [r["vector"].numel() for r in rec]
     assert sizes[0] == 8 * 5 + 8 + 3 * 8 + 3 and sizes[-1] == 9 * 5 + 9 + 3 * 9 + 3
     opened = [r for r in rec if "events" in r["tags"]]
-    assert opened[0]["step"] == 3 and opened[0]["tags"]["events"][0]["event"] == "tunnel_open"
+    # the event tags the snapshot of the step it happened at (it rode on step 3's before): the grown network at step 2
+    assert opened[0]["step"] == 2 and opened[0]["tags"]["events"][0]["event"] == "tunnel_open"
+    assert opened[0]["vector"].numel() == sizes[-1]
 
 
 def test_regularizer_is_added_in_the_closure():
@@ -317,6 +347,146 @@ def test_event_raised_in_the_last_step_is_recorded():
     rec = ListRecorder()
     Trainer(_net(), _data(), optimizer=sgd(), steps=3, batch_size=8, callbacks=[Mark()], trajectory=rec).fit()
     assert rec[-1]["step"] == 3 and rec[-1]["tags"]["events"] == [{"step": 3, "event": "mark"}]
+
+
+class _Marker(Callback):
+    """Raises an event {"event": "mark", "at": where} at the given steps, from on_step_end or on_epoch_end."""
+
+    def __init__(self, steps, where="step", nudge=False):
+        self.steps, self.where, self.nudge, self.raised = set(steps), where, nudge, []
+
+    def _mark(self, trainer):
+        if trainer.step in self.steps:
+            if self.nudge:  # a perturbation: the weights change after the step's update
+                with torch.no_grad():
+                    next(trainer.model.parameters()).add_(0.5)
+            trainer.add_event({"event": "mark", "at": self.where})
+            self.raised.append({"step": trainer.step, "event": "mark", "at": self.where})
+
+    def on_step_end(self, trainer, event):
+        if self.where == "step":
+            self._mark(trainer)
+
+    def on_epoch_end(self, trainer, event):
+        if self.where == "epoch":
+            self._mark(trainer)
+
+    def on_train_end(self, trainer):
+        if self.where == "end":
+            self._mark(trainer)
+
+
+def test_an_event_raised_by_a_callback_tags_the_snapshot_of_its_step():
+    """A callback's add_event / replace_model at step s forced a snapshot at step s + 1 (or at the epoch end, with
+    epoch-only recording), tagged with an event saying step s: the tagged point was one update past the event."""
+    from landscape.trajectory import Trajectory
+
+    x, y = _data()
+    ref = Trajectory()  # every step, no events: the point after each step
+    _fit(_net(), (x, y), epochs=2, batch_size=8, shuffle=False, trajectory=ref, record_every_steps=1)
+    cases = [(None, "step", (3, 7)), (2, "step", (3,)), (None, "epoch", (5,)), (3, "epoch", (5,))]
+    for every_steps, where, at in cases:
+        traj, mark = Trajectory(), _Marker(at, where)
+        _fit(
+            _net(), (x, y), epochs=2, batch_size=8, shuffle=False, trajectory=traj, record_every_steps=every_steps,
+            callbacks=[mark],
+        )  # fmt: skip
+        tagged = [i for i in range(len(traj)) if traj.tags(i).get("events")]
+        assert [traj.tags(i)["events"] for i in tagged] == [[e] for e in mark.raised]
+        for i, e in zip(tagged, mark.raised, strict=True):
+            assert traj.steps[i] == e["step"]
+            assert torch.equal(traj[i].vector, ref[int(e["step"])].vector)  # the point right after step s
+        assert len(set(traj.steps.tolist())) == len(traj)
+
+
+@pytest.mark.parametrize("order", ["marker_first", "recorder_first"])
+@pytest.mark.parametrize("where", ["step", "epoch", "end", "body"])
+@pytest.mark.parametrize("every_steps,every_epochs", [(1, 1), (1, None), (None, 1), (2, None)])
+def test_no_step_is_recorded_twice_for_the_same_weights(order, where, every_steps, every_epochs):
+    """An event after the last step's snapshot (a callback after the recorder, on_epoch_end, on_train_end, the loop's
+    body) wrote a second snapshot of the same weights at that step, which counts twice in a PCA. Invariants: no two
+    snapshots share a step and a point; every event is kept once (a snapshot's tags or the metadata's late_events);
+    the last snapshot is the trained model."""
+    from landscape.trajectory import Trajectory
+
+    traj, mark = Trajectory(), _Marker({5, 10}, "step" if where == "body" else where)
+    rec = RecordTrajectory(traj, every_steps=every_steps, every_epochs=every_epochs)
+    tr = Trainer(
+        _net(), _data(), optimizer=sgd(), epochs=2, batch_size=8,
+        callbacks=[mark, rec] if order == "marker_first" else [rec, mark] if where != "body" else [rec],
+    )  # fmt: skip
+    for ev in tr:
+        if where == "body" and ev.step in (5, 10):
+            tr.add_event({"event": "mark", "at": "step"})
+            mark.raised.append({"step": ev.step, "event": "mark", "at": "step"})
+    steps = traj.steps.tolist()
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 10
+    for i in range(1, len(traj)):
+        if steps[i] == steps[i - 1]:
+            assert not torch.equal(traj[i].vector, traj[i - 1].vector)
+    kept = [e for i in range(len(traj)) for e in traj.tags(i).get("events", [])] + traj.meta.get("late_events", [])
+    # (an event raised in on_train_end by a callback after the recorder comes when the recording has ended)
+    raised = [] if (where, order) == ("end", "recorder_first") else mark.raised
+    assert sorted(map(str, kept)) == sorted(map(str, raised))
+    assert torch.equal(traj[-1].vector, parameters_to_vector(tr.model))
+
+
+def test_a_change_of_weights_after_the_steps_snapshot_is_recorded_at_the_same_step():
+    """A perturbation applied at the last step by a callback after the recorder is a new point: it is written (a
+    second snapshot at that step, tagged), so the trajectory ends at the weights training ended with."""
+    from landscape.trajectory import Trajectory
+
+    traj, mark = Trajectory(), _Marker({10}, "step", nudge=True)
+    rec = RecordTrajectory(traj, every_steps=1, every_epochs=None)
+    tr = _fit(_net(), epochs=2, batch_size=8, callbacks=[rec, mark])
+    assert traj.steps.tolist()[-2:] == [10, 10] and not torch.equal(traj[-1].vector, traj[-2].vector)
+    assert torch.equal(traj[-1].vector, parameters_to_vector(tr.model))
+    assert traj.tags(len(traj) - 1)["events"] == mark.raised and "late_events" not in traj.meta
+
+
+def test_epoch_metrics_belong_to_the_point_the_epoch_end_snapshot_holds():
+    """The epoch's evaluation ran before the step's callbacks: a callback that moved the model at an epoch's last step
+    (a perturbation, a tunnel) left the epoch-end snapshot holding the moved weights with the metrics of the point
+    before. Invariant: a snapshot's val_loss is the loss of its own weights on the validation set."""
+    from landscape.trajectory import Trajectory
+
+    x, y = _data()
+    val = _data(24, seed=1)
+    traj = Trajectory()
+    tr = _fit(
+        _net(), (x, y), epochs=2, batch_size=8, eval_data={"val": val}, trajectory=traj,
+        callbacks=[_Marker({5, 10}, "step", nudge=True)],
+    )  # fmt: skip
+    checked = 0
+    for snap in traj:
+        if "val_loss" in snap.metrics:
+            net = traj.model_at(tr.model, snap.index).eval()
+            with torch.no_grad():
+                want = F.cross_entropy(net(val[0]), val[1]).item()
+            assert snap.metrics["val_loss"] == pytest.approx(want, rel=1e-6)
+            checked += 1
+    assert checked == 2 and traj.steps.tolist() == [0, 5, 10]
+
+
+def test_a_run_ending_mid_epoch_does_not_label_its_final_point_with_the_last_epochs_metrics():
+    """steps=7 with 5 batches an epoch: the final snapshot (step 7) carried epoch 1's train_loss and val_loss, measured
+    at step 5's weights. Invariant: a snapshot's val_loss is its own weights' loss; the final point mid-epoch carries
+    its step's batch_loss, as every step snapshot does."""
+    from landscape.trajectory import Trajectory
+
+    x, y = _data()
+    val = _data(24, seed=1)
+    traj = Trajectory()
+    tr = Trainer(_net(), (x, y), optimizer=sgd(), steps=7, batch_size=8, eval_data={"val": val}, trajectory=traj)
+    losses = {ev.step: ev.loss for ev in tr}
+    assert traj.steps.tolist() == [0, 5, 7]
+    for snap in traj:
+        if "val_loss" in snap.metrics:
+            net = traj.model_at(tr.model, snap.index).eval()
+            with torch.no_grad():
+                assert snap.metrics["val_loss"] == pytest.approx(F.cross_entropy(net(val[0]), val[1]).item(), rel=1e-6)
+    assert traj[-1].metrics == {"batch_loss": losses[7]}
+    assert set(traj[1].metrics) >= {"train_loss", "val_loss"}  # the epoch end keeps the epoch's
 
 
 # ----------------------------------------------------------------------------------- recording cost (issue 17)
@@ -377,7 +547,7 @@ def test_recording_is_bitwise_a_hand_written_loop(where, tmp_path):
     x, y = _data()
     net = _bn_net()
     ref_model, expected = _hand_written_run(net, x, y, epochs=3, batch=16, seed=7, every_steps=2)
-    traj = Trajectory() if where == "memory" else Trajectory(tmp_path / "t", durable=False)
+    traj = Trajectory() if where == "memory" else Trajectory.create(tmp_path / "t", durable=False)
     tr = _fit(
         net, (x, y), epochs=3, batch_size=16, seed=7, trajectory=traj, record_every_steps=2, record_every_epochs=1
     )

@@ -325,7 +325,7 @@ def _drop_bn_buffers(net):
 
 
 def test_memory_and_disk_agree(tmp_path):
-    mem, disk = Trajectory(meta={"a": 1}), Trajectory(tmp_path / "d", meta={"a": 1})
+    mem, disk = Trajectory(meta={"a": 1}), Trajectory.create(tmp_path / "d", meta={"a": 1})
     for t in (mem, disk):
         fill(t, 9)
     disk = reread(disk)
@@ -382,6 +382,52 @@ def test_open_and_append_modes(tmp_path):
     m = t.meta
     m["seed"] = 99
     assert t.meta["seed"] == 1
+
+
+def test_a_boolean_mask_selects_snapshots_and_a_bool_is_no_index(make):
+    """vectors([True, False]) returned snapshots 1 and 0 (operator.index(True) is 1) and a numpy mask was refused
+    as 'got bool'; traj[True] was snapshot 1. A mask selects where it is true, as in numpy; a bool is no index."""
+    t = make()
+    for k in range(5):
+        t.append(torch.full((2,), float(k)), step=10 * k)
+    mask = t.steps >= 20
+    want = torch.tensor([[2.0, 2.0], [3.0, 3.0], [4.0, 4.0]])
+    assert torch.equal(t.vectors(mask), want)
+    assert torch.equal(t.vectors(mask.tolist()), want)
+    assert torch.equal(t.vectors(torch.as_tensor(mask)), want)
+    assert t.vectors(np.zeros(5, dtype=bool)).shape == (0, 2)
+    assert torch.equal(t.vectors([4, -5]), torch.tensor([[4.0, 4.0], [0.0, 0.0]]))  # integers as before
+    with pytest.raises(IndexError, match="one entry per snapshot"):
+        t.vectors([True, False])
+    with pytest.raises(TypeError, match="got a bool"):
+        t[True]
+    with pytest.raises(TypeError, match="got a bool"):
+        t.vectors([1, True])
+
+
+def test_the_constructor_says_when_a_path_to_read_did_not_exist(tmp_path):
+    """Trajectory(path) on a mistyped path created an empty store without a word; a read then saw 0 snapshots.
+
+    It still creates (a run started with Trajectory(path) works), but a directory that did not exist is named in a
+    warning pointing at open() and create(); an existing store or an empty directory made on purpose opens quietly.
+    """
+    with Trajectory.create(tmp_path / "run") as t:
+        fill(t, 2)
+    with pytest.warns(UserWarning, match=r"no trajectory at .*run-typo: the directory did not exist.*Trajectory\.open"):
+        t = Trajectory(tmp_path / "run-typo")
+    assert len(t) == 0
+    t.close()
+    (tmp_path / "made").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Trajectory(tmp_path / "run") as t:  # an existing store: appended to, no warning
+            assert len(t) == 2
+        Trajectory(tmp_path / "made").close()  # a directory made for it
+        Trajectory.create(tmp_path / "new").close()  # create() is the way to start a run
+        Trajectory.create(tmp_path / "new2", exist_ok=True).close()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Trajectory.open(tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
 
 
 def test_check_names_a_file_as_a_file(tmp_path, capsys):

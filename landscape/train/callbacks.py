@@ -9,12 +9,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from landscape._options import check_count
 
 if TYPE_CHECKING:
     from landscape.train.loop import Trainer
 
-__all__ = ["Callback", "EpochEvent", "NonFiniteLossError", "OnNonFinite", "RecordTrajectory", "StepEvent"]
+__all__ = [
+    "LATE_EVENTS_KEY",
+    "Callback",
+    "EpochEvent",
+    "NonFiniteLossError",
+    "OnNonFinite",
+    "RecordTrajectory",
+    "StepEvent",
+    "keep_late_events",
+    "same_point",
+]
 
 
 class OnNonFinite(str, enum.Enum):
@@ -79,11 +91,52 @@ class Callback:
         """Called once after the last step (also after an early stop)."""
 
 
+#: Run-metadata key of events that came after the snapshot of their step, with the model unchanged since.
+LATE_EVENTS_KEY = "late_events"
+
+
+def same_point(trajectory: Any, model: Any) -> bool:
+    """Whether ``model`` is, bitwise, the last snapshot of ``trajectory`` (parameters, layout, stored buffers).
+
+    Only a :class:`~landscape.trajectory.store.Trajectory` can be read back; for anything else the answer is no.
+    """
+    from landscape.trajectory.capture import capture_model
+    from landscape.trajectory.store import Trajectory
+
+    if not isinstance(trajectory, Trajectory) or not len(trajectory) or not hasattr(model, "parameters"):
+        return False
+    last = trajectory[-1]
+    layout, vec, buffers, _ = capture_model(model, None, None)
+    if layout.specs != last.layout.specs or vec.dtype != last.vector.dtype or not torch.equal(vec, last.vector):
+        return False
+    if not last.buffers:  # recorded without buffers (Recorder(buffers=False)): the parameters are the point
+        return True
+    return set(buffers) == set(last.buffers) and all(torch.equal(buffers[k].cpu(), v) for k, v in last.buffers.items())
+
+
+def keep_late_events(trajectory: Any, events: list[dict[str, Any]]) -> bool:
+    """Append events to the run metadata's :data:`LATE_EVENTS_KEY` list; ``False`` when the store has no metadata."""
+    if not events or not hasattr(trajectory, "update_meta"):
+        return False
+    held = getattr(trajectory, "meta", {}).get(LATE_EVENTS_KEY, [])
+    trajectory.update_meta({LATE_EVENTS_KEY: [*held, *events]})
+    return True
+
+
 class RecordTrajectory(Callback):
     """Record snapshots into a trajectory on a schedule.
 
     Records the initial point, every ``every_steps`` steps, every ``every_epochs`` epochs, the step of
     every event (optimizer switch, tunnel), and the final point; never the same step twice.
+
+    Events: every event raised during step ``s`` (by the optimizer, ``Trainer.add_event`` or
+    ``Trainer.replace_model`` in a callback's ``on_step_end`` or ``on_epoch_end``) tags the snapshot of step
+    ``s``, which it forces; this callback runs after the others when the trainer adds it (``trajectory=``).
+    An event raised after that snapshot was written (by a callback later in the list, in the body of
+    ``for event in trainer``, or in ``on_train_end``) does not repeat the step for the same weights: it
+    tags the next snapshot, and at the end of training, when none follows, it is kept in the run metadata
+    under ``"late_events"``. A second snapshot at one step is written only when the model changed after
+    the first (a tunnel or perturbation applied later in the step).
 
     Snapshots go through the store's ``append_model``, which caches the model's layout between snapshots
     (rebuilt when the parameters change), so a snapshot costs a concatenation of the parameters and the
@@ -132,6 +185,9 @@ class RecordTrajectory(Callback):
         self.tags = dict(tags or {})
         self._last_step: int | None = None
         self._pending_events: list[dict[str, Any]] = []
+        # The last step's event and how many of its events were taken: callbacks after this one may extend the list.
+        self._step_event: StepEvent | None = None
+        self._taken = 0
 
     def _record(self, trainer: Trainer, epoch: float, metrics: Mapping[str, float]) -> None:
         tags = dict(self.tags)
@@ -141,8 +197,20 @@ class RecordTrajectory(Callback):
         self.trajectory.append_model(trainer.model, step=trainer.step, epoch=epoch, metrics=dict(metrics), tags=tags)
         self._last_step = trainer.step
 
+    def _catch_up(self) -> None:
+        """Take the events that joined the last step's event list after this callback saw it."""
+        ev = self._step_event
+        if ev is not None and len(ev.events) > self._taken:
+            self._pending_events.extend(ev.events[self._taken :])
+            self._taken = len(ev.events)
+
+    def _due_again(self, trainer: Trainer) -> bool:
+        """Whether a snapshot is due at a step already recorded: events are pending and the model changed since."""
+        return bool(self._pending_events) and not same_point(self.trajectory, trainer.model)
+
     def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
         self._last_step = None
+        self._step_event, self._taken = None, 0
         held = len(self.trajectory) if hasattr(self.trajectory, "__len__") else 0
         if held and not self.tags and trainer.step == 0:
             # Re-running a notebook cell with Trajectory(path) appends a second run whose steps restart at 0, and
@@ -156,22 +224,46 @@ class RecordTrajectory(Callback):
         self._record(trainer, 0.0, trainer.last_metrics)
 
     def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: D102
-        if event.events:
-            self._pending_events.extend(event.events)
+        prev = self._step_event
+        if prev is not None and len(prev.events) > self._taken:
+            self._catch_up()
+        events = event.events
+        self._step_event, self._taken = event, len(events)
+        if events:
+            self._pending_events.extend(events)
         by_steps = self.every_steps is not None and event.step % self.every_steps == 0
         # Epoch-scheduled snapshots are written in on_epoch_end, where the epoch metrics exist.
         by_epoch = event.epoch_end and self.every_epochs is not None and (event.epoch + 1) % self.every_epochs == 0
-        if (by_steps or event.events) and not by_epoch:
+        if (by_steps or self._pending_events) and not by_epoch:
             self._record(trainer, trainer.epoch_progress, {"batch_loss": event.loss})
 
     def on_epoch_end(self, trainer: Trainer, event: EpochEvent) -> None:  # noqa: D102
+        self._catch_up()
         if self.every_epochs is not None and (event.epoch + 1) % self.every_epochs == 0:
-            if self._last_step == trainer.step and not self._pending_events:
-                return
+            if self._last_step == trainer.step and not self._due_again(trainer):
+                return  # recorded at this step already (the events, if any, ride on the next snapshot)
             self._record(trainer, float(event.epoch + 1), event.metrics)
 
     def on_train_end(self, trainer: Trainer) -> None:  # noqa: D102
-        # Events raised by callbacks during the very last step have no later step to ride on.
+        # Events raised after the last step's snapshot (later callbacks, the loop's body, on_train_end) have no
+        # later step to ride on.
+        self._catch_up()
         self._pending_events.extend(trainer.drain_events())
-        if self._last_step != trainer.step or self._pending_events:
-            self._record(trainer, trainer.epoch_progress, trainer.last_metrics)
+        if self._last_step != trainer.step or self._due_again(trainer):
+            self._record(trainer, trainer.epoch_progress, self._final_metrics(trainer))
+        elif self._pending_events:  # the final point is recorded, unchanged: no second copy of it
+            if keep_late_events(self.trajectory, self._pending_events):
+                self._pending_events = []
+            else:  # a store without metadata: the events must not be lost
+                self._record(trainer, trainer.epoch_progress, self._final_metrics(trainer))
+
+    def _final_metrics(self, trainer: Trainer) -> Mapping[str, float]:
+        """The final point's metrics: the epoch's when the run ended at an epoch end, else the last step's loss.
+
+        A run stopped mid-epoch (``steps=``, ``stop()``, a NaN) is not the point the last epoch's metrics measured.
+        """
+        history = getattr(trainer, "history_", None)
+        if history is None or (history and history[-1].get("step") == trainer.step):
+            return trainer.last_metrics  # (no history: a replay that sets the final point's metrics itself)
+        ev = self._step_event
+        return {"batch_loss": ev.loss} if ev is not None and ev.step == trainer.step else {}

@@ -12,7 +12,8 @@ Contracts the other parts rely on:
   and returns the loss, so wrappers that evaluate twice (RK2) see the same batch both times.
 * After each step, an optimizer that has ``pop_events()`` (an optimizer switch) hands over
   JSON-compatible event dicts; they become tags of the next recorded snapshot, which is forced at
-  that step so the event is never lost.
+  that step so the event is never lost. Events a callback raises during the step (its ``on_step_end``
+  or ``on_epoch_end``) join the same step's ``StepEvent.events``.
 * Callbacks may swap the model mid-run (a tunnel opening) with :meth:`Trainer.replace_model`;
   the recorder notices the new layout and the trajectory starts a new segment.
 
@@ -148,7 +149,9 @@ class Trainer:
         tags: Tags for every recorded snapshot.
         factory: The model's factory reference, stored in ``trajectory``'s metadata (see :class:`RecordTrajectory`);
             checked first to rebuild ``model``'s architecture (:func:`landscape.factory.check_factory`).
-        on_nonfinite: ``"raise"`` (default), ``"stop"`` or ``"ignore"`` when the loss is NaN/inf.
+        on_nonfinite: ``"raise"`` (default), ``"stop"`` or ``"ignore"`` when the loss is NaN/inf. ``"raise"``
+            ends the run at that step as ``"stop"`` does (every callback's ``on_train_end`` runs: the trajectory
+            gets its last snapshot, tagged with the event) and then raises :class:`NonFiniteLossError`.
         train_accuracy: Count the running training accuracy of class targets into the epoch metrics
             (``train_accuracy``). ``False`` skips it: the step keeps no outputs and the loop does nothing a
             plain torch loop would not, besides reading the loss (on a small model, a few percent per step).
@@ -490,13 +493,22 @@ class Trainer:
             finished = n_batches is not None and b + 1 == n_batches
             self.epoch_progress = epoch + ((b + 1) / n_batches if n_batches else 0.0)
             ev = StepEvent(step=self.step, epoch=epoch, batch=b, loss=loss, epoch_end=finished, events=events)
-            if finished:
-                eev = self._finish_epoch(epoch, run_loss, run_w, run_n, correct.result())
+            # Events a callback raises during this step belong to it: they join its event list (so callbacks after
+            # it, the trajectory recorder among them, and the caller see them at the step they happened).
             for cb in self.callbacks:
                 cb.on_step_end(self, ev)
+                if self._events:
+                    events += self._events
+                    self._events = []
             if finished:
+                # Evaluated after the step's callbacks: a callback may move the model at the epoch's last step (a
+                # perturbation, a tunnel), and the epoch's metrics describe the point the epoch-end snapshot holds.
+                eev = self._finish_epoch(epoch, run_loss, run_w, run_n, correct.result())
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, eev)
+                    if self._events:
+                        events += self._events
+                        self._events = []
             yield ev
             if self._stop or (self.steps is not None and self.step >= self.steps):
                 return
@@ -547,9 +559,10 @@ class Trainer:
         if self.on_nonfinite is OnNonFinite.RAISE:
             # The last snapshot says why the run ended (STOP mode tags it through the step's events).
             self._events.append({"step": self.step, "event": "nonfinite_loss", "loss": str(loss), "action": "raise"})
+            # The run ends here as a stopped run does: every callback finishes it (a recorder's last snapshot, a
+            # callback's open file or store), not only the trajectory recorder.
             for cb in self.callbacks:
-                if isinstance(cb, RecordTrajectory):
-                    cb.on_train_end(self)
+                cb.on_train_end(self)
             raise NonFiniteLossError(msg)
         if self.on_nonfinite is OnNonFinite.STOP:
             self._events.append({"step": self.step, "event": "nonfinite_loss", "loss": str(loss), "action": "stop"})

@@ -6,7 +6,9 @@ package does not own: the loop calls :meth:`Recorder.begin` before the first opt
 :meth:`Recorder.close` at the end. It writes the same store the same way (``Trajectory.append_model``:
 the trainable and frozen parameters and the buffers) and records, on the same options, the same
 snapshots: the initial point, every ``every_steps`` steps, every ``every_epochs`` epochs, every step
-that carries an event, and the final point; never the same step twice. A snapshot that is due both by
+that carries an event, and the final point; never the same step twice for the same weights (an event
+noted after its step was recorded tags the next snapshot; at :meth:`Recorder.close`, with the model
+unchanged, it is kept in the run metadata under ``"late_events"``). A snapshot that is due both by
 steps and at the end of an epoch is written once, at :meth:`Recorder.epoch_end`, with the epoch's
 metrics, as ``RecordTrajectory`` does.
 
@@ -40,6 +42,7 @@ drive a :class:`Recorder` from those libraries' callbacks.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -48,6 +51,7 @@ from torch import Tensor, nn
 from landscape._options import check_count
 from landscape.factory import FACTORY_KEY, as_factory_ref
 from landscape.params import ParamLayout, parameters_to_vector
+from landscape.train.callbacks import keep_late_events, same_point
 from landscape.trajectory.records import step_number
 from landscape.trajectory.store import Trajectory
 
@@ -184,6 +188,7 @@ class Recorder:
         self._epoch_start_step = 0
         self._last_step: int | None = None
         self._pending: list[dict[str, Any]] = []
+        self._step_values: tuple[Any, Mapping[str, Any] | None] = (None, None)  # the last step's (loss, metrics)
         self._model: nn.Module | None = None
         self._begun = False
         self._closed = False
@@ -203,6 +208,10 @@ class Recorder:
             self.trajectory.append(parameters_to_vector(model), layout=ParamLayout.from_model(model), **kw)
         self._last_step = self.step_count
 
+    def _due_again(self, model: nn.Module) -> bool:
+        """Whether a snapshot is due at a step already recorded: events are pending and the model changed since."""
+        return bool(self._pending) and not same_point(self.trajectory, model)
+
     def _check_open(self, what: str) -> None:
         if self._closed:
             raise RuntimeError(f"Recorder.{what}() after close(); build a new Recorder for another run")
@@ -216,6 +225,9 @@ class Recorder:
         self, model: nn.Module, *, step: int = 0, epoch: float = 0.0, metrics: Mapping[str, Any] | None = None
     ) -> None:
         """Record the initial point (call before the first optimizer step).
+
+        A resumed run (``step`` > 0, appending to its trajectory) whose initial point is the trajectory's last
+        snapshot (the same step, tags and weights: the interrupted run's final point) does not write it again.
 
         Args:
             model: The model at its initial point (only read).
@@ -238,7 +250,33 @@ class Recorder:
         self._epoch_start_step = self.step_count - into
         self.epoch_progress = float(epoch)
         self.last_metrics = _numbers(metrics)
+        if self._continues(model):  # a resumed run: its initial point is the stored run's last snapshot
+            self._last_step = self.step_count
+            return
         self._record(model, self.epoch_progress, self.last_metrics)
+
+    def _continues(self, model: nn.Module) -> bool:
+        """Whether the trajectory's last snapshot is this run's initial point: same step, tags and point (bitwise).
+
+        Warns when the last snapshot is past the initial step (a run resumed from an older checkpoint): the
+        interrupted run's later snapshots stay in the trajectory, before the replayed steps.
+        """
+        traj = self.trajectory
+        if not isinstance(traj, Trajectory) or not len(traj):
+            return False
+        last = int(traj.steps[-1])
+        if last > self.step_count:
+            warnings.warn(
+                f"the trajectory's last snapshot is at step {last}, past this run's initial step {self.step_count} "
+                "(resumed from an earlier checkpoint?): the interrupted run's snapshots after it stay in the "
+                "trajectory, before this run's; filter by step or tags when analysing",
+                UserWarning,
+                stacklevel=3,
+            )
+            return False
+        tags = traj.tags(-1)
+        tags.pop("events", None)
+        return last == self.step_count and tags == self.tags and same_point(traj, model)
 
     def step(
         self,
@@ -287,16 +325,26 @@ class Recorder:
         by_steps = self.every_steps is not None and new % self.every_steps == 0
         # Epoch-scheduled snapshots are written in epoch_end, where the epoch metrics exist.
         by_epoch = bool(epoch_end) and self.every_epochs is not None and (self.epoch_count + 1) % self.every_epochs == 0
+        self._step_values = (loss, metrics)  # the final point's metrics when the run ends here (converted then)
         if (by_steps or self._pending) and not by_epoch:
-            m = _numbers(metrics)
-            if loss is not None:
-                x = _number(loss)
-                if x is None:
-                    raise TypeError(f"loss must be a number or a one-element tensor, got {type(loss).__name__}")
-                m = {"batch_loss": x, **m}
-            self._record(model, self.epoch_progress, m)
+            self._record(model, self.epoch_progress, self._step_metrics())
             return True
         return False
+
+    def _step_metrics(self, strict: bool = True) -> dict[str, float]:
+        """The last step's metrics: ``batch_loss`` (its loss) and the numbers passed with it.
+
+        Raises:
+            TypeError: If the loss is not a number (``strict``; otherwise it is left out).
+        """
+        loss, metrics = self._step_values
+        m = _numbers(metrics)
+        if loss is not None:
+            x = _number(loss)
+            if x is None and strict:
+                raise TypeError(f"loss must be a number or a one-element tensor, got {type(loss).__name__}")
+            m = m if x is None else {"batch_loss": x, **m}
+        return m
 
     def add_event(self, event: Mapping[str, Any]) -> None:
         """Note a JSON-compatible event between steps (a tunnel your code opened, an optimizer switch).
@@ -326,8 +374,8 @@ class Recorder:
         self.epoch_progress = float(self.epoch_count)
         self.last_metrics = _numbers(metrics)
         if self.every_epochs is not None and (done + 1) % self.every_epochs == 0:
-            if self._last_step == self.step_count and not self._pending:
-                return False
+            if self._last_step == self.step_count and not self._due_again(model):
+                return False  # recorded at this step already (the events, if any, ride on the next snapshot)
             self._record(model, float(done + 1), self.last_metrics)
             return True
         return False
@@ -337,7 +385,8 @@ class Recorder:
 
         Args:
             model: The trained model (default: the last model seen).
-            metrics: Metrics of the final point (default: the last epoch's).
+            metrics: Metrics of the final point (default: the last epoch's when :meth:`epoch_end` came after the
+                last step, else the last step's: ``batch_loss`` and the metrics given to :meth:`step`).
 
         Returns:
             The trajectory (closed if the recorder opened it from a directory; it stays readable).
@@ -346,10 +395,23 @@ class Recorder:
             return self.trajectory
         if model is not None:
             self._model = model
-        if self._begun and self._model is not None and (self._last_step != self.step_count or self._pending):
-            self._record(
-                self._model, self.epoch_progress, _numbers(metrics) if metrics is not None else self.last_metrics
+        if self._begun and self._model is not None:
+            # A run that ended mid-epoch is not the point the last epoch's metrics measured: its last step's are.
+            at_epoch_end = self._epoch_start_step == self.step_count
+            final = (
+                _numbers(metrics)
+                if metrics is not None
+                else self.last_metrics
+                if at_epoch_end
+                else self._step_metrics(strict=False)
             )
+            if self._last_step != self.step_count or self._due_again(self._model):
+                self._record(self._model, self.epoch_progress, final)
+            elif self._pending:  # the final point is recorded, unchanged: no second copy of it
+                if keep_late_events(self.trajectory, self._pending):
+                    self._pending = []
+                else:  # a store without metadata: the events must not be lost
+                    self._record(self._model, self.epoch_progress, final)
         self._finish()
         return self.trajectory
 

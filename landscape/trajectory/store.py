@@ -108,6 +108,11 @@ Durable = bool | str  # True / "append", "flush", False
 _WALL_TIME = "a real number (Unix time) or None"
 
 
+def _is_bool(x: Any) -> bool:
+    """Whether ``x`` is a boolean scalar (Python's, numpy's, a one-element bool tensor): a mask entry, not an index."""
+    return isinstance(x, bool | np.bool_) or (isinstance(x, Tensor) and x.dtype == torch.bool and x.numel() == 1)
+
+
 class Trajectory(StoreIndex):
     """Append-only sequence of parameter snapshots, in memory or in a crash-safe directory.
 
@@ -127,9 +132,10 @@ class Trajectory(StoreIndex):
 
     Args:
         path: Directory of the store; ``None`` keeps it in memory. An existing store is opened for
-            appending (after crash recovery), a missing or empty directory becomes a new store. To read a
-            store, :meth:`open` refuses a missing one (a typo here creates an empty store); to start a run,
-            :meth:`create` refuses an existing one (here a rerun appends to it).
+            appending (after crash recovery), a missing or empty directory becomes a new store. Creating a
+            directory that did not exist warns (a ``UserWarning`` naming it): a mistyped path meant to be
+            read would otherwise pass for an empty run. To read a store, :meth:`open` refuses a missing one;
+            to start a run, :meth:`create` refuses an existing one (here a rerun appends to it) and does not warn.
         layout: Layout of the vectors to come (default for :meth:`append`). Without one, the first
             :meth:`append` takes a single flat tensor named ``"vector"``.
         meta: Run-level JSON metadata (model name, data, seed, ...); merged into an existing store's.
@@ -166,6 +172,14 @@ class Trajectory(StoreIndex):
         verify: bool = True,
     ) -> None:
         self._setup(path, "a", "auto", layout, meta, durable, verify)
+        if self._made_dir:
+            warnings.warn(
+                f"no trajectory at {self.path}: the directory did not exist and a new, empty store was created "
+                "there. To read a store use Trajectory.open(path) (an error for a missing path); to start a run "
+                "use Trajectory.create(path), which does not warn",
+                UserWarning,
+                stacklevel=2,
+            )
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -260,6 +274,7 @@ class Trajectory(StoreIndex):
         self._manifest_seen: bytes | None = None  # the manifest's bytes when refresh() last parsed it
         self.dropped: list[str] = []  # what crash recovery removed (a torn index line, a partial snapshot)
         self.recovered: list[int] = []  # snapshots recovery indexed from their packs
+        self._made_dir = False  # the directory did not exist and was created here
         if self.path is None:
             self._meta = jsonify(meta, "meta")
             return
@@ -279,6 +294,7 @@ class Trajectory(StoreIndex):
         if p.exists() and not p.is_dir():
             raise TrajectoryError(f"{p} is a file, not a trajectory directory")
         if fresh and create != "never":
+            self._made_dir = not p.exists()
             p.mkdir(parents=True, exist_ok=True)
             self._meta = jsonify(meta, "meta")
             self._lock()
@@ -710,6 +726,8 @@ class Trajectory(StoreIndex):
         )
 
     def _index(self, i: Any) -> int:
+        if _is_bool(i):  # operator.index(True) is 1: a mask's entries were taken for snapshots 1 and 0
+            raise TypeError("snapshot index must be an integer, got a bool; a boolean mask selects with vectors(mask)")
         try:
             i = operator.index(i)
         except TypeError:
@@ -812,7 +830,8 @@ class Trajectory(StoreIndex):
         """Stack snapshot vectors into a matrix of shape ``(T, numel)``; all must share one segment.
 
         Args:
-            indices: Snapshot indices (negative allowed), a slice, or ``None`` for all.
+            indices: Snapshot indices (negative allowed), a boolean mask with one entry per snapshot (e.g.
+                ``traj.steps >= 100``), a slice, or ``None`` for all.
             dtype: Result dtype; default: the promoted dtype of the stored vectors.
 
         Raises:
@@ -823,7 +842,13 @@ class Trajectory(StoreIndex):
         elif isinstance(indices, slice):
             idx = list(range(len(self)))[indices]
         else:
-            idx = [self._index(i) for i in indices]
+            sel = list(indices)
+            if sel and all(_is_bool(b) for b in sel):
+                if len(sel) != len(self):
+                    raise IndexError(f"a boolean mask needs one entry per snapshot ({len(self)}), got {len(sel)}")
+                idx = [k for k, b in enumerate(sel) if b]
+            else:
+                idx = [self._index(i) for i in sel]
         seg = self._segment_of(idx)
         dtype = dtype or self._dtype(idx)
         if not idx:
