@@ -205,7 +205,8 @@ def main() -> None:
     def on_disk(kwargs: dict[str, Any]) -> Callable[[], Trajectory]:
         def make() -> Trajectory:
             counter[0] += 1
-            return Trajectory(os.path.join(root, f"run{counter[0]:04d}"), **kwargs)
+            # create(): a new store on purpose (Trajectory(path) warns when it creates one)
+            return Trajectory.create(os.path.join(root, f"run{counter[0]:04d}"), **kwargs)
 
         return make
 
