@@ -31,7 +31,6 @@ __all__ = [
     "weighted_terms",
     "weighted_count",
     "weighted_form",
-    "batch_mean",
 ]
 
 LOSSES: dict[str, Callable[..., Tensor]] = {
@@ -79,29 +78,6 @@ def is_closure(fn: Any, form: str) -> bool:
     except (TypeError, ValueError):
         return False
     return bool(params) and (params[0].name in CLOSURE_NAMES or params[0].annotation in (nn.Module, "nn.Module"))
-
-
-class SumAsMean:
-    """A torch loss module reduced by sum (``reduction="sum"``) as a batch mean: its sum over the batch over ``N``.
-
-    Every consumer multiplies a batch mean by the batch size, so the module's own sum times ``N`` would make the
-    mean over the data depend on how it is cut into batches; this way it is the summed per-sample loss over the
-    whole data divided by the number of samples, however the data is batched.
-
-    Args:
-        fn: The loss module (``reduction="sum"``); outputs ``(N, ...)``.
-    """
-
-    def __init__(self, fn: nn.Module) -> None:
-        self.fn, self.__name__ = fn, type(fn).__name__
-
-    def __call__(self, out: Tensor, targets: Tensor) -> Tensor:  # noqa: D102
-        return self.fn(out, targets) / out.shape[0]
-
-
-def batch_mean(fn: Any) -> Any:
-    """The batch-mean form of a ``loss(outputs, targets)``: a sum-reduced torch loss module as :class:`SumAsMean`."""
-    return SumAsMean(fn) if isinstance(fn, nn.modules.loss._Loss) and fn.reduction == "sum" else fn
 
 
 def loss_name(fn: Any, closure: bool) -> str:

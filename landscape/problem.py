@@ -17,8 +17,7 @@ Every analyzer takes a :class:`Problem` first; a bare ``(model, data, loss)`` is
   - a name: ``"cross_entropy"``, ``"nll"``, ``"mse"``, ``"l1"``, ``"huber"``, ``"smooth_l1"``,
     ``"bce"``, ``"bce_with_logits"``; ``None`` picks cross-entropy for integer targets, MSE otherwise
     (the same default everywhere in the package);
-  - ``loss(outputs, targets) -> scalar`` batch mean (e.g. ``nn.CrossEntropyLoss()``; a torch loss module with
-    ``reduction="sum"`` counts as the batch's summed per-sample loss, so the mean is that sum over ``N``);
+  - ``loss(outputs, targets) -> scalar`` batch mean (e.g. ``nn.CrossEntropyLoss()``);
   - a *closure* ``loss(model, batch) -> scalar`` for anything else (language models, several
     outputs, auxiliary terms). ``model`` is a :class:`FunctionalModel`: call it like the model (it runs
     at the evaluated point); its attributes are the model's. ``batch`` is the batch as the data gives
@@ -68,7 +67,6 @@ from landscape import distributed, validation
 from landscape._batch import TARGET_KEYS, Batch, BatchReader
 from landscape._loss import (
     LOSSES,
-    batch_mean,
     check_scalar,
     check_sum_count,
     check_total,
@@ -413,8 +411,7 @@ class Problem:
             if fn is None:
                 fn = default_loss_name(targets)
                 self.loss_spec = fn
-            # a sum-reduced torch loss as its batch mean: every consumer multiplies the batch mean by the batch size
-            self._loss_fn = LOSSES[fn] if isinstance(fn, str) else batch_mean(fn)
+            self._loss_fn = LOSSES[fn] if isinstance(fn, str) else fn
         return self._loss_fn
 
     def functional(self, theta: Tensor | Mapping[str, Tensor] | None = None) -> FunctionalModel:

@@ -148,30 +148,6 @@ def test_model_errors_not_about_input_shapes_stay_torch_errors():
     assert not isinstance(err.value, landscape.validation.InputError)
 
 
-@pytest.mark.parametrize("kind", ["cross_entropy", "mse"])
-def test_a_sum_reduced_loss_module_gives_one_mean_whatever_the_batching(kind):
-    # nn.CrossEntropyLoss(reduction="sum") was taken as a batch mean and multiplied by the batch size: the "mean"
-    # was 34.1 for one batch of 20 and 8.5 for batches of 5 (and the engine's fast path, cutting its own batches,
-    # said 34.1 beside Problem.loss's 8.5). A sum-reduced torch loss module is now the batch's summed per-sample
-    # loss: every path gives that sum over the whole data divided by N, however the data is batched.
-    torch.manual_seed(0)
-    X = torch.randn(20, 3, dtype=torch.float64)
-    net = nn.Linear(3, 4).double()
-    if kind == "cross_entropy":
-        t, loss = torch.randint(0, 4, (20,)), nn.CrossEntropyLoss(reduction="sum")
-    else:
-        t, loss = torch.randn(20, 4, dtype=torch.float64), nn.MSELoss(reduction="sum")
-    with torch.no_grad():
-        want = sum(float(loss(net(X[i : i + 1]), t[i : i + 1])) for i in range(20)) / 20  # per-sample sums, averaged
-    for bs in (None, 5, 7):
-        prob = Problem(net, (X, t), loss, batch_size=bs)
-        assert float(prob.loss()) == pytest.approx(want, rel=1e-12), bs
-        engine = landscape.evaluate_points(prob, prob.theta0[None], metrics=("loss",))["loss"][0]
-        assert engine == pytest.approx(want, rel=1e-12), bs
-    ref = Problem(net, (X, t), loss)
-    assert torch.allclose(Problem(net, (X, t), loss, batch_size=6).grad(), ref.grad(), rtol=1e-12, atol=1e-14)
-
-
 def test_integer_inputs_of_a_mapping_batch_name_the_dtype():
     # A mapping (or multi-input) batch keeps its integer tensors (token ids, masks), so raw uint8 pixels reached
     # a Linear layer and raised torch's "mat1 and mat2 must have the same dtype, but got Byte and Float". The
