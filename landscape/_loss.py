@@ -31,6 +31,7 @@ __all__ = [
     "weighted_terms",
     "weighted_count",
     "weighted_form",
+    "sum_reduced",
 ]
 
 LOSSES: dict[str, Callable[..., Tensor]] = {
@@ -146,6 +147,16 @@ def check_total(n: float) -> float:
             "(sample, token) in all"
         )
     return n
+
+
+def sum_reduced(fn: Any) -> bool:
+    """Whether ``fn`` is a torch loss module reduced by sum (``reduction="sum"``): its batch value is a sum.
+
+    The package's loss of such a module is its sum over the whole data (as the Hessian operator's, which detects
+    a sum however it is written), not a mean: :class:`~landscape.problem.Problem` counts each batch as its share
+    of the samples so that the counts add up to one.
+    """
+    return isinstance(fn, nn.modules.loss._Loss) and getattr(fn, "reduction", None) == "sum"
 
 
 def weighted_mean(fn: Any, targets: Iterable[Tensor | None]) -> bool:

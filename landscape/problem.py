@@ -75,6 +75,7 @@ from landscape._loss import (
     default_loss_name,
     is_closure,
     loss_name,
+    sum_reduced,
     weighted_count,
     weighted_mean,
     weighted_terms,
@@ -281,6 +282,8 @@ class Problem:
         Counts: a ``(sum, count)`` closure's (one forward pass without gradients), or the summed class weights
         of a weighted-mean loss (see :meth:`weighted_mean`; read from the targets). Cached.
         """
+        if not self.closure and sum_reduced(self.loss_spec):
+            return 1.0  # the loss is the sum over the data (see batch_terms)
         if not self.closure and not self.weighted_mean():
             return float(self.total_samples if self.sharded else self.n_samples)
         if self._total is None:
@@ -395,6 +398,8 @@ class Problem:
         """
         if self.closure:
             return False
+        if sum_reduced(self.loss_spec):  # a sum over the data: the engine's own batch-size weighting does not apply
+            return True
         if self._weighted is None:
             batches = list(self.batches())
             first = batches[0].targets if batches else None  # an empty share (sharded) has none: the others decide
@@ -461,6 +466,9 @@ class Problem:
         weighted = weighted_terms(fn, out, targets)
         if weighted is not None:
             return weighted
+        if sum_reduced(fn):  # the batch's sum, counted as its share of the data: the counts add up to one
+            n = float(self.total_samples if self.sharded else self.n_samples)
+            return check_scalar(fn(out, targets)), batch.size / n
         return check_scalar(fn(out, targets)) * batch.size, float(batch.size)
 
     def targets_of(self, batch: Batch) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from landscape import distributed, validation
-from landscape._loss import check_total, count_correct, weighted_terms
+from landscape._loss import check_total, count_correct, sum_reduced, weighted_terms
 from landscape.evaluate._metrics import metric_keys
 from landscape.evaluate.affine import AffinePoints
 
@@ -91,7 +91,10 @@ def evaluate_problem(
                                 y = problem.targets_of(b)
                                 mean = problem.loss_fn_for(y)
                                 weighted = weighted_terms(mean, o, y)
-                                if weighted is None:
+                                if sum_reduced(mean):  # the loss is the sum over the data (Problem.batch_terms)
+                                    sums[k][p] += float(mean(o, y))
+                                    c = b.size / float(problem.total_samples if problem.sharded else problem.n_samples)
+                                elif weighted is None:
                                     sums[k][p] += float(mean(o, y)) * b.size
                                 else:
                                     sums[k][p] += float(weighted[0])

@@ -65,7 +65,7 @@ from torch import Tensor, nn
 
 from landscape import distributed
 from landscape._batch import describe_data
-from landscape._loss import weighted_mean
+from landscape._loss import sum_reduced, weighted_mean
 from landscape._options import check_count, parse_bytes, parse_option
 from landscape.evaluate._bnstats import StatisticsPass, statistics_inputs
 from landscape.evaluate._metrics import MetricSums
@@ -304,6 +304,17 @@ def evaluate_points(
         bn = parse_option(BNMode, BNMode.EVAL if bn_mode is None else bn_mode, "bn_mode")
         if data is None:
             raise ValueError("data is missing: pass a landscape.Problem, or the model with data")
+        if sum_reduced(loss_fn):  # its loss is the sum over the data: the problem counts it so, the engine would not
+            return evaluate_points(
+                Problem(model, data, loss_fn),
+                points,
+                metrics=metrics,
+                chunk_size=chunk_size,
+                bn_mode=bn_mode,
+                buffers=buffers,
+                bn_data=bn_data,
+                progress=progress,
+            )
     strategy = parse_option(Strategy, strategy, "strategy")
     if strategy is Strategy.STACKED and bn is BNMode.TRAIN:
         raise ValueError(
