@@ -367,3 +367,16 @@ def test_interpolated_buffers_on_a_functional_model():
     for s in ("stacked", "functional"):
         got = evaluate_points(m, pts, (X, y), strategy=s, bn_mode="interpolate")
         np.testing.assert_allclose(got["loss"], want_l, rtol=1e-10, err_msg=s)
+
+
+def test_bfloat16_outputs_come_back_as_float32_equal_to_the_models_own():
+    # numpy has no bfloat16: the engine's outputs of a bfloat16 model failed at the end ("Got unsupported
+    # ScalarType BFloat16"), after every point was computed, and so did functional_distance.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(torch.bfloat16)
+    X, y = torch.randn(6, 3), torch.randint(0, 2, (6,))
+    theta = torch.nn.utils.parameters_to_vector(net.parameters()).detach()
+    out = evaluate_points(net, theta[None], (X, y), metrics=("outputs",), strategy="loop")["outputs"]
+    assert out.dtype == np.float32
+    with torch.no_grad():
+        np.testing.assert_array_equal(out[0], net(X.to(torch.bfloat16)).float().numpy())

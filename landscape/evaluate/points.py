@@ -243,7 +243,7 @@ def evaluate_points(
 
     Returns:
         ``{"loss": (P,), "accuracy": (P,), "outputs": (P, N, *out), <custom>: (P,)}`` as numpy arrays
-        (float64, outputs in the model dtype), in the order of ``points``, on every rank.
+        (float64, outputs in the model dtype; bfloat16 ones as float32), in the order of ``points``, on every rank.
 
     Raises:
         ValueError: On mismatched points, unknown options, accuracy without class targets, or an
@@ -452,7 +452,7 @@ def evaluate_points(
             shape, dt = ((0, n_samples, *out_shape), dtype) if k == "outputs" else ((0,), torch.float64)
             local = torch.empty(shape, dtype=dt)
         res = distributed.all_gather_strided(local, P) if world > 1 else local
-        out[k] = res.numpy()
+        out[k] = (res.float() if res.dtype == torch.bfloat16 else res).numpy()  # numpy has no bfloat16
     if "loss" in out:
         bad = ~np.isfinite(out["loss"])
         if bad.any():
