@@ -695,15 +695,18 @@ def test_writer_thread_error_surfaces_and_loses_nothing_written(tmp_path, monkey
         append_expected(t, i)
     t.flush()  # snapshots 0-3 are written and synced (in one batch or more)
     writer.set_os(_FailingOs(after=1), monkeypatch.setattr)
+    # All three queued, whatever the machine's load: with the default linger a slow append let the writer fail on
+    # snapshot 4 alone, and appending 5 raised inside this loop (seen once at load 8-16).
+    monkeypatch.setattr(PackWriter, "LINGER", 60.0)
     for i in range(4, 7):
         append_expected(t, i)  # queued; the next writev fails
     message = r"background writer of .* failed \(OSError: .*No space left.*snapshots before 4 are intact"
     if surfaces_at == "append":
         deadline = time.monotonic() + 30
         while t._writer.error is None and time.monotonic() < deadline:
-            t._writer.cond.acquire()
-            t._writer.cond.notify_all()  # wake it before LINGER
-            t._writer.cond.release()
+            with t._writer.cond:
+                t._writer.urgent = True  # write now, not after the linger
+                t._writer.cond.notify_all()
             time.sleep(0.01)
         with pytest.raises(TrajectoryError, match=message):
             append_expected(t, 7)
