@@ -633,3 +633,26 @@ def test_save_html_offline_and_png(setup, tmp_path):
         plot.save_html(mfig, tmp_path / "x.html")
     with pytest.raises(TypeError, match="save_html"):
         plot.save_png(fig, tmp_path / "x.png")
+
+
+def test_plot_trajectory_refuses_a_plane_the_path_was_not_projected_on():
+    # The path's (x, y) are coordinates along its own PCA directions; over a random plane or a plane of another
+    # fit they were drawn at meaningless positions without a word (the command line already refused it).
+    from landscape.analyze import TrajectoryPCA, plane, random_plane
+    from landscape.plot import plot_trajectory
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2)).double()
+    data = (torch.randn(12, 2, dtype=torch.float64), torch.randint(0, 2, (12,)))
+    theta = torch.nn.utils.parameters_to_vector(net.parameters()).detach()
+    walk = theta + torch.randn(6, theta.numel(), dtype=torch.float64).cumsum(0) * 0.1
+    pca = TrajectoryPCA(2).fit(walk)
+    path = pca.project(walk)
+    own = plane(net, *pca.plane_directions(), data, xs=[-1.0, 0.0, 1.0], ys=[-1.0, 0.0, 1.0])
+    plot_trajectory(own, path, backend="matplotlib")  # the plane of the same fit is drawn
+    other = random_plane(net, data, [-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], seed=0)
+    with pytest.raises(ValueError, match="random directions.*pca.plane_directions"):
+        plot_trajectory(other, path, backend="matplotlib")
+    skew = plane(net, theta, walk[1] - theta, walk[2] - theta, data, xs=[0.0, 1.0], ys=[0.0, 1.0])
+    with pytest.raises(ValueError, match="not orthonormal"):
+        plot_trajectory(skew, path, backend="matplotlib")

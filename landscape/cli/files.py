@@ -7,8 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from landscape.cli.output import Writer
 from landscape.cli.parsing import CLIError
 
@@ -29,24 +27,13 @@ def _check_overlay(plane: Any, path: Any, plane_name: str, path_name: str) -> No
         "overlay it on the plane computed with it: `landscape pca TRAJ... --data ...` writes pca_plane.npz beside "
         "pca_path.npz, `landscape plane --directions pca` writes plane.npz beside plane_path.npz"
     )
-    extra = plane.provenance.extra
-    kind = extra.get("directions")
-    if kind is not None and kind != "pca":
+    from landscape.plot.planes import overlay_mismatch
+
+    why = overlay_mismatch(plane, path)
+    if why is not None:
         raise CLIError(
-            f"--path {path_name} holds coordinates in its PCA plane, but {plane_name} is a plane along {kind} "
-            f"directions: the path would be drawn at meaningless positions; {fix}"
-        )
-    evr, mine = extra.get("explained_variance_ratio"), np.asarray(path.explained_variance_ratio, np.float64)
-    if evr is not None and (len(evr) < 2 or not np.allclose(evr[:2], mine[:2], rtol=1e-6, atol=1e-12)):
-        raise CLIError(
-            f"--path {path_name} and {plane_name} come from different PCA fits (explained variance ratios "
-            f"{[round(float(v), 5) for v in mine[:2]]} against {[round(float(v), 5) for v in evr[:2]]}); {fix}"
-        )
-    d = np.asarray(plane.directions, np.float64).reshape(2, -1)
-    if not np.allclose(d @ d.T, np.eye(2), atol=1e-3):  # PCA directions are orthonormal (stored in float32)
-        raise CLIError(
-            f"{plane_name} is not a PCA plane (its two directions are not orthonormal), so the coordinates of "
-            f"--path {path_name} do not apply to it; {fix}"
+            f"--path {path_name} holds coordinates in its PCA plane, but {plane_name} cannot be that plane ({why}): "
+            f"the path would be drawn at meaningless positions; {fix}"
         )
 
 

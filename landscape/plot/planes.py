@@ -281,6 +281,30 @@ def _colour_range(zrange: Any) -> tuple[float, float]:
     return lo, hi
 
 
+def overlay_mismatch(plane: PlaneResult, path: ProjectedPath) -> str | None:
+    """Why ``path``'s coordinates do not apply to ``plane``, or ``None`` when they may.
+
+    The path's ``(x, y)`` are coordinates along its PCA's two orthonormal directions, so the plane must be spanned
+    by them: a plane recorded as along other directions (``random_plane``), a PCA plane of another fit (by the
+    explained variance ratios, when the plane records them) and any plane whose two directions are not orthonormal
+    cannot be the one. (An orthonormal plane of other directions cannot be told apart.)
+    """
+    extra = plane.provenance.extra
+    kind = extra.get("directions")
+    if kind is not None and kind != "pca":
+        return f"it is a plane along {kind} directions, not the PCA's"
+    evr, mine = extra.get("explained_variance_ratio"), np.asarray(path.explained_variance_ratio, np.float64)
+    if evr is not None and (len(evr) < 2 or not np.allclose(evr[:2], mine[:2], rtol=1e-6, atol=1e-12)):
+        return (
+            f"the plane and the path come from different PCA fits (explained variance ratios "
+            f"{[round(float(v), 5) for v in evr[:2]]} against {[round(float(v), 5) for v in mine[:2]]})"
+        )
+    d = np.asarray(plane.directions, np.float64).reshape(2, -1)
+    if not np.allclose(d @ d.T, np.eye(2), atol=1e-3):  # PCA directions are orthonormal (stored in float32)
+        return "the plane's two directions are not orthonormal, so it is not a PCA plane"
+    return None
+
+
 @shows_canvas
 def plot_trajectory(
     plane: PlaneResult | None,
@@ -329,6 +353,14 @@ def plot_trajectory(
     st = parse_option(Style, style, "style")
     if st is Style.SURFACE:
         raise ValueError("a trajectory is overlaid on a 2-D style: 'filled', 'contour' or 'heatmap'")
+    why = None if plane is None else overlay_mismatch(plane, path)
+    if why is not None:
+        raise ValueError(
+            f"plot_trajectory: the plane does not fit the path ({why}); the path's coordinates are in its own PCA "
+            "plane and would be drawn at meaningless positions. Compute the plane of the same fit: center, d1, "
+            "d2 = pca.plane_directions(), then plane(problem, center, d1, d2, ...) (or pass plane=None to draw the "
+            "path alone)"
+        )
     runs, tname = path_runs(path, labels)
     evr = np.asarray(path.explained_variance_ratio, np.float64)
     # about the mean the ratio is a share of the variance; about a snapshot or a vector (Li et al. centre on the last
