@@ -461,15 +461,23 @@ class Problem:
                 return check_sum_count(r)
             return check_scalar(r) * batch.size, float(batch.size)
         targets = self.targets_of(batch)
-        out = self.outputs(fm, batch)
+        return self.loss_terms(self.outputs(fm, batch), targets, batch.size)
+
+    def loss_terms(self, out: Tensor, targets: Tensor, size: int) -> tuple[Tensor, float]:
+        """``(sum, count)`` of the ``(outputs, targets)`` loss on one batch of ``size`` samples, given its outputs.
+
+        A weighted mean gives its weighted sum and summed weights; a sum-reduced torch loss module its sum,
+        counted as the batch's share of the data (the counts add up to one: the loss is the sum over the data);
+        any other batch mean, times the batch size, and the size.
+        """
         fn = self.loss_fn_for(targets)
         weighted = weighted_terms(fn, out, targets)
         if weighted is not None:
             return weighted
-        if sum_reduced(fn):  # the batch's sum, counted as its share of the data: the counts add up to one
+        if sum_reduced(fn):
             n = float(self.total_samples if self.sharded else self.n_samples)
-            return check_scalar(fn(out, targets)), batch.size / n
-        return check_scalar(fn(out, targets)) * batch.size, float(batch.size)
+            return check_scalar(fn(out, targets)), size / n
+        return check_scalar(fn(out, targets)) * size, float(size)
 
     def targets_of(self, batch: Batch) -> Tensor:
         """The targets of a batch for the ``(outputs, targets)`` loss.

@@ -248,6 +248,13 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.evaluate_points": [{"bn_mode": m, "strategy": s} for m in ("eval", "train") for s in ("auto", "loop")],
     "landscape.Problem.batch_terms": [_AT_BATCH],
     "landscape.Problem.outputs": [_AT_BATCH],
+    "landscape.Problem.loss_terms": [  # its first batch's outputs, by the functional model (which writes nothing)
+        {
+            "out": Lazy(lambda c: _problem(c).outputs(_problem(c).functional(), _first_batch(c))),
+            "targets": Lazy(lambda c: _problem(c).targets_of(_first_batch(c))),
+            "size": Lazy(lambda c: _first_batch(c).size),
+        }
+    ],
     "landscape.Problem.targets_of": [{"batch": Lazy(lambda c: _first_batch(c))}],
     "landscape.functional.hook_attributes": [{"__with__": True}],
     "landscape.functional.model_modes": [{"bn_train": t, "__with__": True} for t in (False, True)],

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from landscape._checks import check_finite, normalize_inputs
 from landscape.functional import _BATCH_NORM
 from landscape.params import ParamLayout
+from landscape.validation import _takes_integer_inputs
 
 __all__ = ["StatisticsPass", "statistics_inputs"]
 
@@ -63,7 +64,7 @@ def statistics_inputs(model: nn.Module, data: Any, dtype: torch.dtype, device: t
         raise TypeError(
             f"bn_data must be an input tensor, an (X, y) pair or an iterable of batches, got {type(data).__name__}"
         )
-    keep = any(isinstance(m, nn.Embedding | nn.EmbeddingBag) for m in model.modules())  # token ids stay integers
+    keep = _takes_integer_inputs(model)  # token ids stay integers, as in the evaluated data
     out = []
     for i, b in enumerate(batches):
         x = b[0] if isinstance(b, tuple | list) and b else b

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from landscape import distributed, validation
-from landscape._loss import check_total, count_correct, sum_reduced, weighted_terms
+from landscape._loss import check_total, count_correct
 from landscape.evaluate._metrics import metric_keys
 from landscape.evaluate.affine import AffinePoints
 
@@ -88,17 +88,8 @@ def evaluate_problem(
                     for k, fn in keys:
                         if k == "loss":
                             if not problem.closure:
-                                y = problem.targets_of(b)
-                                mean = problem.loss_fn_for(y)
-                                weighted = weighted_terms(mean, o, y)
-                                if sum_reduced(mean):  # the loss is the sum over the data (Problem.batch_terms)
-                                    sums[k][p] += float(mean(o, y))
-                                    c = b.size / float(problem.total_samples if problem.sharded else problem.n_samples)
-                                elif weighted is None:
-                                    sums[k][p] += float(mean(o, y)) * b.size
-                                else:
-                                    sums[k][p] += float(weighted[0])
-                                    c = weighted[1]
+                                t, c = problem.loss_terms(o, problem.targets_of(b), b.size)
+                                sums[k][p] += float(t)
                         elif k == "accuracy":
                             if b.targets is None:
                                 raise ValueError("metric 'accuracy' needs class-label targets; this data has none")
