@@ -104,11 +104,13 @@ def parse_bytes(size: int | str | None, default: int = 1 << 30) -> int:
     """
     if size is None:
         return default
+    if isinstance(size, bool):
+        raise TypeError(f"a memory size must be a number of bytes or a string like '512MB', got {size!r}")
     if isinstance(size, int | float):
-        if not size >= 0:  # NaN too
-            raise ValueError(f"a memory size must be a number of bytes >= 0, got {size!r}")
+        if not 0 <= size < float("inf"):  # NaN too
+            raise ValueError(f"a memory size must be a finite number of bytes >= 0, got {size!r}")
         return int(size)
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)(i?b?)\s*", str(size).lower())
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgt]?)(i?b?)\s*", str(size).lower())
     if not m:
         raise ValueError(f"cannot read memory size {size!r}; use bytes (int) or a string like '512MB' or '2GB'")
     return int(float(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_"))

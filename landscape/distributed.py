@@ -35,6 +35,14 @@ When *every* rank's share is empty the mean is undefined: every rank raises the 
 :class:`~landscape.validation.InputError` (``"data holds no sample on any of the W ranks"``) at the same call,
 as one process raises on empty data; no rank is left waiting in a collective.
 
+**An error on one rank.** An error raised on one rank only (a bad batch in its share, say) is not passed to the
+others: they wait in their next collective. Under ``torchrun`` that ends quickly, as the launcher stops every
+worker when one exits with an error (measured: about 12 s with gloo). A process that survives its error (a
+notebook, an ``except`` around the call) leaves the others waiting until the process group's timeout
+(``init_process_group(timeout=...)``), and its next call would pair with their pending collective: after such an
+error, restart every rank. Errors that depend on data every rank sees (every validation of arguments, data empty on
+every rank, a NaN in an all-reduced sum) are raised on every rank at the same call.
+
 What is sharded: :meth:`Problem.loss / grad / hvp / evaluate <landscape.Problem>`, the evaluation engine
 (surfaces, lines, functional distance: custom metrics see global sample indices, on the engine's general path
 too; a strided split, which loses the data order, refuses them), the Hessian operator (so

@@ -166,9 +166,21 @@ def test_frozen_parameters_and_mse_and_errors():
 def test_a_negative_memory_budget_is_refused(bad):
     """A budget of -5 bytes was taken as the smallest chunks, silently."""
     m = nn.Linear(3, 2)
-    with pytest.raises(ValueError, match="memory size must be a number of bytes >= 0"):
+    with pytest.raises(ValueError, match="memory size must be a finite number of bytes >= 0"):
         evaluate_points(m, torch.zeros(2, 8), (torch.randn(4, 3), torch.randint(0, 2, (4,))), memory_budget=bad)
     assert parse_bytes(0) == 0  # the smallest work units, a valid choice
+
+
+@pytest.mark.parametrize("bad", ["1.2.3MB", ".", "MB", "", "1e9", float("inf"), True])
+def test_unreadable_memory_sizes_name_the_accepted_forms(bad):
+    """'1.2.3MB' and '.' gave float()'s "could not convert string", inf an OverflowError, True one byte."""
+    with pytest.raises((ValueError, TypeError), match="memory size"):
+        parse_bytes(bad)
+
+
+@pytest.mark.parametrize(("text", "n"), [("2 GiB", 2 << 30), ("1.5kb", 1536), (".5M", 512 << 10), ("7", 7), ("3.", 3)])
+def test_memory_size_strings(text, n):
+    assert parse_bytes(text) == n
 
 
 @pytest.mark.parametrize("name", ["batch_size", "chunk_size"])
