@@ -40,8 +40,9 @@ others: they wait in their next collective. Under ``torchrun`` that ends quickly
 worker when one exits with an error (measured: about 12 s with gloo). A process that survives its error (a
 notebook, an ``except`` around the call) leaves the others waiting until the process group's timeout
 (``init_process_group(timeout=...)``), and its next call would pair with their pending collective: after such an
-error, restart every rank. Errors that depend on data every rank sees (every validation of arguments, data empty on
-every rank, a NaN in an all-reduced sum) are raised on every rank at the same call.
+error, restart every rank. The checks of a rank's share (NaN/inf inputs, labels out of range) run on that share
+only, so they raise on that rank alone; checks of arguments, and data empty on every rank, raise on every rank at
+the same call.
 
 What is sharded: :meth:`Problem.loss / grad / hvp / evaluate <landscape.Problem>`, the evaluation engine
 (surfaces, lines, functional distance: custom metrics see global sample indices, on the engine's general path
