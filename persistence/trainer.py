@@ -62,7 +62,12 @@ class IterationResult:
     Attributes:
         iteration: 0 for the plain model, then 1, 2, ...
         final: Converged parameter vector, shape ``(numel,)``.
-        metrics: Final metrics (``val_loss``, ``val_accuracy``, ``test_*``, ``train_loss`` ...).
+        metrics: Final metrics (``val_loss``, ``val_accuracy``, ``test_*``, ``train_loss`` ...). ``train_loss``
+            differs between the engines: the loop engine's is the :class:`~landscape.train.Trainer`'s, the running
+            mean over the last epoch's minibatches of the objective it minimized (loss plus penalty); the batched
+            engine's is the loss at the final point without the penalty, with ``train_penalty`` beside it. To
+            compare iterations of the loop engine by their training loss, name the training set in ``eval_data``
+            (``{"train": data}``) and select by ``"train_loss"`` then, evaluated at the final point.
         layer: The penalized layer in partial mode, ``None`` otherwise.
         trajectory: The recorded trajectory of this iteration.
         history: The batched engine's loss log: ``steps``, ``loss`` (without the penalty), ``penalty`` at the
