@@ -24,6 +24,7 @@ __all__ = [
     "OnNonFinite",
     "RecordTrajectory",
     "StepEvent",
+    "flush_store",
     "keep_late_events",
     "same_point",
 ]
@@ -49,7 +50,8 @@ class StepEvent:
         step: Steps completed so far (1 after the first update).
         epoch: Zero-based epoch the step belongs to.
         batch: Zero-based index of the minibatch within the epoch.
-        loss: Training loss (with regularizer) of the batch at the start of the step.
+        loss: Training loss (with regularizer) of the batch at the start of the step, as the loss function returns
+            it (a sum-reduced loss: the batch's sum).
         epoch_end: Whether this step finished an epoch.
         events: Events raised during the step (optimizer switch, tunnel opening, ...).
     """
@@ -66,7 +68,8 @@ class StepEvent:
 class EpochEvent:
     """Per-epoch metrics.
 
-    ``metrics`` holds ``train_loss`` (running mean over the epoch's batches, in train mode),
+    ``metrics`` holds ``train_loss`` (running mean over the epoch's batches, in train mode; for a sum-reduced loss
+    module the sum of the batches' losses, i.e. the loss over the data as :class:`~landscape.problem.Problem` has it),
     ``train_accuracy`` for class targets, and ``<name>_loss`` / ``<name>_accuracy`` per evaluation set.
     """
 
@@ -112,6 +115,17 @@ def same_point(trajectory: Any, model: Any) -> bool:
     if not last.buffers:  # recorded without buffers (Recorder(buffers=False)): the parameters are the point
         return True
     return set(buffers) == set(last.buffers) and all(torch.equal(buffers[k].cpu(), v) for k, v in last.buffers.items())
+
+
+def flush_store(trajectory: Any) -> None:
+    """Sync a store at the end of a run unless it was opened with ``durable=False`` (synced only when asked).
+
+    A ``durable="flush"`` store syncs at ``flush()`` and ``close()`` only, and the run that wrote it does not close
+    a store it was given: without this its last snapshots stayed queued after the run returned.
+    """
+    flush = getattr(trajectory, "flush", None)
+    if callable(flush) and getattr(trajectory, "durable", True):
+        flush()
 
 
 def keep_late_events(trajectory: Any, events: list[dict[str, Any]]) -> bool:
@@ -221,6 +235,9 @@ class RecordTrajectory(Callback):
                 UserWarning,
                 stacklevel=4,
             )
+        # Events raised in on_train_begin by the callbacks before this one happened at the initial point (step 0):
+        # they tag its snapshot. One raised by a callback after this one is late and tags the next snapshot.
+        self._pending_events.extend(trainer.drain_events())
         self._record(trainer, 0.0, trainer.last_metrics)
 
     def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: D102
@@ -256,6 +273,7 @@ class RecordTrajectory(Callback):
                 self._pending_events = []
             else:  # a store without metadata: the events must not be lost
                 self._record(trainer, trainer.epoch_progress, self._final_metrics(trainer))
+        flush_store(self.trajectory)
 
     def _final_metrics(self, trainer: Trainer) -> Mapping[str, float]:
         """The final point's metrics: the epoch's when the run ended at an epoch end, else the last step's loss.

@@ -29,6 +29,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape._batch import dataset_loader
-from landscape._loss import weighted_count, weighted_form
+from landscape._loss import sum_reduced, weighted_count, weighted_form
 from landscape._options import check_count, check_int, parse_option, shows_forwarded
 from landscape.data.batches import iterate_batches
 from landscape.functional import model_output
@@ -58,6 +59,10 @@ OptimizerSpec = str | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 def seed_everything(seed: int) -> None:
     """Seed torch's global generator (dropout, default initializations) for a reproducible run."""
     torch.manual_seed(seed)
+
+
+def _one(y: Tensor) -> float | None:  # a sum-reduced loss's batch weight in the epoch's train_loss
+    return 1.0
 
 
 def _check_pair(data: tuple[Tensor, Tensor], what: str) -> None:
@@ -126,7 +131,11 @@ class Trainer:
         loss_fn: Mean-reduced loss ``loss_fn(outputs, targets) -> scalar`` or a loss name; default
             cross-entropy for integer targets, MSE otherwise (the default of every analyzer too). ``outputs`` is
             the model's output under the output rule of every analyzer (:func:`landscape.model_output`: a
-            ``ModelOutput``'s logits, a tuple's first element), which the training accuracy counts too.
+            ``ModelOutput``'s logits, a tuple's first element), which the training accuracy counts too. A torch loss
+            module with ``reduction="sum"`` is the sum over the data, as :class:`~landscape.problem.Problem` reads
+            it: each step's loss is its value on the batch (the batch's sum, whose gradient the step follows) and
+            the epoch's ``train_loss`` the sum of those over the epoch (the data's sum, on the scale of the
+            evaluation sets' ``<name>_loss``; a regularizer's value is then counted once per batch).
         optimizer: A method name for :func:`landscape.train.optim.make_optimizer` (``"sgd"``, ``"adam"``, ...) or a
             factory ``params -> torch.optim.Optimizer`` (also used to rebuild the optimizer when the model is
             replaced).
@@ -276,6 +285,10 @@ class Trainer:
         self._weigh_batches = weighted_form(loss_fn) is not None and (
             not is_tensor_pair(data) or weighted_count(loss_fn, data[1]) is not None  # type: ignore[index]
         )
+        # A sum-reduced torch loss module is the sum over the data (as Problem and the engine read it): the epoch's
+        # train_loss is the sum of its batches' values, each batch weighing 1 (not its size).
+        self._sum_loss = sum_reduced(loss_fn)
+        self._batch_weight = _one if self._sum_loss else partial(weighted_count, loss_fn)
         self.on_nonfinite = parse_option(OnNonFinite, on_nonfinite)
         self.train_accuracy = bool(train_accuracy)
         self.progress = progress
@@ -294,6 +307,7 @@ class Trainer:
         self._last_out: Any = None
         self._keep_out = False  # the closure keeps this step's outputs (for the training accuracy)
         self._started = False
+        self._nonfinite: NonFiniteLossError | None = None  # raised by on_nonfinite="raise" (its event is tagged)
 
     def __repr__(self) -> str:
         # The default repr said nothing: the model's class, the optimizer, the length and batching, how far it got.
@@ -413,9 +427,11 @@ class Trainer:
         bar = _Progress(total) if self.progress else None
         self._last_out = None
         self.model.train()
-        for cb in self.callbacks:
-            cb.on_train_begin(self)
+        begun: list[Callback] = []  # an error in one on_train_begin finishes those that began
         try:
+            for cb in self.callbacks:
+                cb.on_train_begin(self)
+                begun.append(cb)
             epoch = 0
             while not self._done(epoch):
                 self.epoch = epoch
@@ -425,13 +441,22 @@ class Trainer:
             # The caller left the loop early (a break, or an error in its body): the run ends at this step, and
             # the callbacks finish it as at the end (the trajectory's final snapshot, a curvature recorder's last
             # point), so nothing trained is left unrecorded.
-            for cb in self.callbacks:
-                cb.on_train_end(self)
+            self._end(begun)
+            raise
+        except BaseException as e:
+            # An error inside the run (the model, the loss, a callback, Ctrl-C) ends it as a NaN loss does: the
+            # callbacks finish it (the final snapshot, tagged with why; the store flushed), and the error propagates.
+            if e is not self._nonfinite:  # the NaN path tagged its own event
+                self._events.append({"step": self.step, "event": "error", "error": type(e).__name__, "message": str(e)})
+            self._end(begun)
             raise
         finally:
             if bar is not None:
                 bar.close()
-        for cb in self.callbacks:
+        self._end(begun)
+
+    def _end(self, callbacks: Sequence[Callback]) -> None:
+        for cb in callbacks:
             cb.on_train_end(self)
 
     def _run_epoch(self, epoch: int, gen: torch.Generator, bar: _Progress | None) -> Iterator[StepEvent]:
@@ -439,7 +464,7 @@ class Trainer:
         # the loss (for the NaN check, the running mean and the event), and Python bookkeeping. The training
         # accuracy is counted in chunks of steps (see CorrectCounter); callbacks and events cost nothing when absent.
         run_loss, run_n, run_w = 0.0, 0, 0.0
-        weigh, loss_fn = self._weigh_batches, self.loss_fn
+        weigh, batch_weight = self._weigh_batches or self._sum_loss, self._batch_weight
         correct = CorrectCounter()
         outs, ys = correct.outs, correct.ys
         n_batches = self.batches_per_epoch
@@ -468,7 +493,7 @@ class Trainer:
                 self._handle_nonfinite(loss)
             y = batch[1]
             nb = y.shape[0]
-            w = nb if not weigh else weighted_count(loss_fn, y)
+            w = nb if not weigh else batch_weight(y)
             w = nb if w is None else w  # None: this batch has neither class weights nor ignored targets
             run_loss += loss * w
             run_n += nb
@@ -531,7 +556,8 @@ class Trainer:
         # run_w: the batches' loss weights (sizes, or summed class weights); run_correct is None when no batch had
         # class targets (regression), else a count that may be 0
         self.epoch_progress = float(epoch + 1)
-        metrics = {"train_loss": run_loss / run_w if run_w else math.nan}
+        train_loss = run_loss if self._sum_loss else run_loss / run_w if run_w else math.nan
+        metrics = {"train_loss": train_loss}
         if self.train_accuracy and (run_correct is not None or self._targets_are_classes()):
             metrics["train_accuracy"] = (run_correct or 0.0) / max(run_n, 1)
         for name, d in self.eval_data.items():
@@ -559,11 +585,10 @@ class Trainer:
         if self.on_nonfinite is OnNonFinite.RAISE:
             # The last snapshot says why the run ended (STOP mode tags it through the step's events).
             self._events.append({"step": self.step, "event": "nonfinite_loss", "loss": str(loss), "action": "raise"})
-            # The run ends here as a stopped run does: every callback finishes it (a recorder's last snapshot, a
-            # callback's open file or store), not only the trajectory recorder.
-            for cb in self.callbacks:
-                cb.on_train_end(self)
-            raise NonFiniteLossError(msg)
+            # The run ends here as a stopped run does: __iter__ has every callback finish it (a recorder's last
+            # snapshot, a callback's open file or store), as for any error inside the run.
+            self._nonfinite = NonFiniteLossError(msg)
+            raise self._nonfinite
         if self.on_nonfinite is OnNonFinite.STOP:
             self._events.append({"step": self.step, "event": "nonfinite_loss", "loss": str(loss), "action": "stop"})
             self._stop = True
