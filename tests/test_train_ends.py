@@ -1,6 +1,8 @@
 """How a Trainer run begins and ends: events at the initial point, errors inside the run, the store synced at the end,
 and what its loss numbers mean for a sum-reduced loss."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -195,3 +197,56 @@ def test_a_sum_reduced_loss_reports_batch_sums_and_their_epoch_sum_as_a_hand_wri
     want = float(Problem(net, (X, y), fn).loss())
     assert tr.history_[0]["train_loss"] == pytest.approx(want, rel=1e-12)
     assert tr.history_[0]["val_loss"] == pytest.approx(want, rel=1e-12)
+
+
+def _bn_net():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+
+@pytest.mark.parametrize("given", ["named", "factory", "replace"])
+def test_rk2_euler_trains_a_batchnorm_model_bitwise_as_its_inner_optimizer_statistics_included(given):
+    """RK2 evaluates twice a step, and each train-mode forward advanced the BatchNorm running statistics: with the
+    Euler coefficients (documented bit for bit the inner optimizer) they had advanced twice as often
+    (num_batches_tracked 10 after 5 steps) and the eval-mode model differed."""
+    from landscape.train.optim import RK2
+
+    plain = Trainer(_bn_net(), _data(), optimizer=sgd(), epochs=1, batch_size=8, shuffle=False).fit()
+    if given == "named":
+        spec, kw = "sgd_rk2", {"lr": 0.1, "momentum": 0.0, "method": "euler"}
+    else:
+        spec, kw = (lambda p: RK2(torch.optim.SGD(p, lr=0.1), "euler")), {}
+    tr = Trainer(_bn_net(), _data(), optimizer=spec, optimizer_kwargs=kw, epochs=1, batch_size=8, shuffle=False)
+    if given == "replace":  # an optimizer handed over with a new model tracks that model's statistics
+        new = copy.deepcopy(tr.model)
+        tr.replace_model(new, optimizer=RK2(torch.optim.SGD(new.parameters(), lr=0.1), "euler"))
+    tr.fit()
+    want, got = plain.model.state_dict(), tr.model.state_dict()
+    assert int(got["1.num_batches_tracked"]) == 5
+    assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_an_error_in_rk2s_second_stage_leaves_the_step_undone():
+    from landscape.train.optim import RK2
+
+    net = _bn_net()
+    opt = RK2(torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9), "heun")
+    X, y = _data()
+    calls = []
+
+    def closure():
+        calls.append(1)
+        if len(calls) == 4:  # the second step's stage 2
+            raise KeyboardInterrupt
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(net(X), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    before = parameters_to_vector(net).clone()
+    state = {k: v["momentum_buffer"].clone() for k, v in opt.inner.state.items()}
+    with pytest.raises(KeyboardInterrupt):
+        opt.step(closure)
+    assert torch.equal(parameters_to_vector(net), before)
+    assert all(torch.equal(opt.inner.state[k]["momentum_buffer"], v) for k, v in state.items())

@@ -41,6 +41,7 @@ from landscape._loss import sum_reduced, weighted_count, weighted_form
 from landscape._options import check_count, check_int, parse_option, shows_forwarded
 from landscape.data.batches import iterate_batches
 from landscape.functional import model_output
+from landscape.train._progress import Progress
 from landscape.train.callbacks import Callback, EpochEvent, NonFiniteLossError, OnNonFinite, RecordTrajectory, StepEvent
 from landscape.train.metrics import CorrectCounter, evaluate_dataset, resolve_loss
 from landscape.validation import InputError, is_tensor_pair, validate_training_sets
@@ -65,6 +66,14 @@ def _one(y: Tensor) -> float | None:  # a sum-reduced loss's batch weight in the
     return 1.0
 
 
+def _tracking(optimizer: Any, model: nn.Module) -> Any:
+    """The optimizer, told ``model``'s buffers when it evaluates twice a step (RK2: they must advance once)."""
+    track = getattr(optimizer, "track_buffers", None)
+    if callable(track):
+        track(model)
+    return optimizer
+
+
 def _check_pair(data: tuple[Tensor, Tensor], what: str) -> None:
     x, y = data
     if x.shape[0] != y.shape[0]:
@@ -80,33 +89,6 @@ def _batches(
     if is_tensor_pair(data):
         return iterate_batches(data, batch_size, shuffle, generator)
     return iterate_batches(data)
-
-
-class _Progress:
-    """A tqdm bar over steps, redrawn at most every half second and touched every 64 steps.
-
-    The bar counts the steps itself; tqdm is only told in chunks, so a step costs an integer increment.
-    """
-
-    chunk = 64
-
-    def __init__(self, total: int | None) -> None:
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=total, desc="train", unit="step", leave=False, mininterval=0.5)
-        self._n = 0
-
-    def update(self) -> None:
-        self._n += 1
-        if self._n >= self.chunk:
-            self._bar.update(self._n)
-            self._n = 0
-
-    def close(self) -> None:
-        if self._n:
-            self._bar.update(self._n)
-            self._n = 0
-        self._bar.close()
 
 
 def _problem_data(problem: Problem, batch_size: int | None) -> Any:
@@ -348,15 +330,15 @@ class Trainer:
     def _build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer | RK2:
         params = [p for p in model.parameters() if p.requires_grad]
         spec = self.optimizer_spec
-        if isinstance(spec, str):
-            from landscape.train.optim import make_optimizer
+        if not isinstance(spec, str) and not callable(spec):
+            raise TypeError(
+                f"optimizer must be a method name or a factory params -> Optimizer, got {type(spec).__name__}; "
+                "an optimizer instance cannot be used because the trainer trains a copy of the model"
+            )
+        from landscape.train.optim import make_optimizer
 
-            return make_optimizer(spec, params, **self.optimizer_kwargs)
-        if callable(spec):
-            return spec(params)
-        raise TypeError(
-            f"optimizer must be a method name or a factory params -> Optimizer, got {type(spec).__name__}; "
-            "an optimizer instance cannot be used because the trainer trains a copy of the model"
+        return _tracking(
+            make_optimizer(spec, params, **self.optimizer_kwargs) if isinstance(spec, str) else spec(params), model
         )
 
     def replace_model(
@@ -375,7 +357,7 @@ class Trainer:
             event: A JSON-compatible event recorded as a tag of the next snapshot (which is forced).
         """
         self.model = model
-        self.optimizer = optimizer if optimizer is not None else self._build_optimizer(model)
+        self.optimizer = _tracking(optimizer, model) if optimizer is not None else self._build_optimizer(model)
         if event is not None:
             self._events.append({"step": self.step, **dict(event)})
 
@@ -424,7 +406,7 @@ class Trainer:
         if self.epochs is not None and self.batches_per_epoch is not None:
             by_epochs = self.epochs * self.batches_per_epoch
             total = by_epochs if total is None else min(total, by_epochs)
-        bar = _Progress(total) if self.progress else None
+        bar = Progress(total) if self.progress else None
         self._last_out = None
         self.model.train()
         begun: list[Callback] = []  # an error in one on_train_begin finishes those that began
@@ -459,7 +441,7 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_end(self)
 
-    def _run_epoch(self, epoch: int, gen: torch.Generator, bar: _Progress | None) -> Iterator[StepEvent]:
+    def _run_epoch(self, epoch: int, gen: torch.Generator, bar: Progress | None) -> Iterator[StepEvent]:
         # The per-step path does what a plain loop does (one optimizer step) plus one tensor op, the float of
         # the loss (for the NaN check, the running mean and the event), and Python bookkeeping. The training
         # accuracy is counted in chunks of steps (see CorrectCounter); callbacks and events cost nothing when absent.
