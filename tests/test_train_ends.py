@@ -204,16 +204,21 @@ def _bn_net():
     return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
 
 
-@pytest.mark.parametrize("given", ["named", "factory", "replace"])
+@pytest.mark.parametrize("given", ["named", "factory", "replace", "switch"])
 def test_rk2_euler_trains_a_batchnorm_model_bitwise_as_its_inner_optimizer_statistics_included(given):
     """RK2 evaluates twice a step, and each train-mode forward advanced the BatchNorm running statistics: with the
     Euler coefficients (documented bit for bit the inner optimizer) they had advanced twice as often
     (num_batches_tracked 10 after 5 steps) and the eval-mode model differed."""
-    from landscape.train.optim import RK2
+    from landscape.train.optim import RK2, SwitchSchedule
 
     plain = Trainer(_bn_net(), _data(), optimizer=sgd(), epochs=1, batch_size=8, shuffle=False).fit()
     if given == "named":
         spec, kw = "sgd_rk2", {"lr": 0.1, "momentum": 0.0, "method": "euler"}
+    elif given == "switch":  # an RK2 phase after a switch
+        spec, kw = (
+            (lambda p: SwitchSchedule(p, [(0, sgd()), (2, lambda q: RK2(torch.optim.SGD(q, lr=0.1), "euler"))])),
+            {},
+        )
     else:
         spec, kw = (lambda p: RK2(torch.optim.SGD(p, lr=0.1), "euler")), {}
     tr = Trainer(_bn_net(), _data(), optimizer=spec, optimizer_kwargs=kw, epochs=1, batch_size=8, shuffle=False)

@@ -488,7 +488,14 @@ class SwitchSchedule(OptimizerWrapper):
         self.steps = 0
         self.phase = 0
         self._events: list[dict[str, Any]] = []
+        self._model: Any = None  # whose buffers an RK2 phase keeps advancing once a step (track_buffers)
         self.optimizer: Any = self._build(0)
+
+    def track_buffers(self, model: torch.nn.Module) -> None:
+        """Have every RK2 phase, current and later, advance ``model``'s buffers once a step (see :class:`RK2`)."""
+        self._model = model
+        if isinstance(self.optimizer, RK2):
+            self.optimizer.track_buffers(model)
 
     def _resolve(self, start: int | float) -> int:
         if isinstance(start, bool) or not isinstance(start, (int, float)):
@@ -528,6 +535,8 @@ class SwitchSchedule(OptimizerWrapper):
                 f"phase {i}'s optimizer does not optimize the schedule's parameters; "
                 "its factory must build the optimizer on the params it is given"
             )
+        if self._model is not None and isinstance(opt, RK2):
+            opt.track_buffers(self._model)
         return opt
 
     def _name(self, i: int, opt: Any) -> str:
