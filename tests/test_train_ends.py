@@ -255,3 +255,23 @@ def test_an_error_in_rk2s_second_stage_leaves_the_step_undone():
         opt.step(closure)
     assert torch.equal(parameters_to_vector(net), before)
     assert all(torch.equal(opt.inner.state[k]["momentum_buffer"], v) for k, v in state.items())
+
+
+def test_a_callback_failing_to_end_a_failed_run_leaves_the_others_ending_it_and_the_first_error_propagating():
+    """A store failing mid-run (a full disk) raised again in the recorder's on_train_end, and the callbacks after it
+    were never finished; the error shown was the second one."""
+
+    class FullDisk(list):
+        def append_model(self, model, **kw):
+            if len(self) == 3:
+                raise OSError("no space left on device")
+            self.append(kw["step"])
+
+    log = []
+    tr = Trainer(_net(), _data(), optimizer=sgd(), epochs=2, batch_size=8, trajectory=FullDisk(), record_every_steps=1)
+    tr.callbacks.append(Ends(log, "after"))
+    with pytest.warns(UserWarning, match=r"RecordTrajectory.on_train_end failed after OSError"):
+        with pytest.raises(OSError, match="no space") as info:
+            tr.fit()
+    assert tr.step == 3 and log == [("after", 3)] and tr.trajectory == [0, 1, 2]
+    assert info.value.__context__ is None  # the store's first failure, not the one while ending the run

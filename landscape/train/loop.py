@@ -430,16 +430,22 @@ class Trainer:
             # callbacks finish it (the final snapshot, tagged with why; the store flushed), and the error propagates.
             if e is not self._nonfinite:  # the NaN path tagged its own event
                 self._events.append({"step": self.step, "event": "error", "error": type(e).__name__, "message": str(e)})
-            self._end(begun)
+            self._end(begun, failed=e)
             raise
         finally:
             if bar is not None:
                 bar.close()
         self._end(begun)
 
-    def _end(self, callbacks: Sequence[Callback]) -> None:
+    def _end(self, callbacks: Sequence[Callback], failed: BaseException | None = None) -> None:
         for cb in callbacks:
-            cb.on_train_end(self)
+            if failed is None:
+                cb.on_train_end(self)
+                continue
+            try:  # after a failure every callback still ends the run, and the failure is what propagates
+                cb.on_train_end(self)
+            except Exception as e:
+                warnings.warn(f"{type(cb).__name__}.on_train_end failed after {failed!r}: {e!r}", stacklevel=4)
 
     def _run_epoch(self, epoch: int, gen: torch.Generator, bar: Progress | None) -> Iterator[StepEvent]:
         # The per-step path does what a plain loop does (one optimizer step) plus one tensor op, the float of
