@@ -9,7 +9,7 @@ from torch import nn
 
 from landscape import Problem
 from landscape.params import parameters_to_vector
-from landscape.train import Callback, Recorder, Trainer
+from landscape.train import Callback, Recorder, RecordTrajectory, Trainer
 from landscape.trajectory import Trajectory
 from landscape.trajectory.writer import PackWriter
 
@@ -36,12 +36,19 @@ class Tagger(Callback):
 def test_an_event_raised_at_train_begin_tags_the_initial_snapshot():
     """It was carried into step 1's event list and forced a snapshot at step 1 that was not due, while the
     initial point (step 0, where the event happened) went untagged."""
-    traj = Trajectory()
-    tr = Trainer(_net(), _data(), optimizer=sgd(), epochs=2, batch_size=8, callbacks=[Tagger()], trajectory=traj)
-    steps_seen = [ev.step for ev in tr if ev.events]
-    assert traj.steps.tolist() == [0, 5, 10]  # the initial point and the two epoch ends: nothing forced
-    assert traj.tags(0)["events"] == [{"step": 0, "event": "warm_start", "source": "checkpoint"}]
-    assert all("events" not in traj.tags(i) for i in (1, 2)) and steps_seen == []
+    first, traj, late = Trajectory(), Trajectory(), Trajectory()
+    tr = Trainer(
+        _net(), _data(), optimizer=sgd(), epochs=2, batch_size=8, trajectory=traj,
+        callbacks=[RecordTrajectory(first), Tagger(), RecordTrajectory(late)],
+    )  # fmt: skip
+    seen = {ev.step: ev.events for ev in tr if ev.events}
+    event = {"step": 0, "event": "warm_start", "source": "checkpoint"}
+    for t in (traj, late):  # recorders after the callback: the initial point carries it, no step-1 snapshot is forced
+        assert t.steps.tolist() == [0, 5, 10]
+        assert t.tags(0)["events"] == [event] and all("events" not in t.tags(i) for i in (1, 2))
+    # a recorder before it had written the initial point: the event is late and tags the next snapshot (step 1)
+    assert first.steps.tolist() == [0, 1, 5, 10] and first.tags(1)["events"] == [event]
+    assert seen == {1: [event]}  # the caller sees it with the first step's events, as before
 
 
 class Boom(nn.Module):

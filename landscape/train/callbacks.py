@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -199,6 +199,7 @@ class RecordTrajectory(Callback):
         self.tags = dict(tags or {})
         self._last_step: int | None = None
         self._pending_events: list[dict[str, Any]] = []
+        self._initial_events: list[dict[str, Any]] = []  # raised in on_train_begin before this one: on step 0
         # The last step's event and how many of its events were taken: callbacks after this one may extend the list.
         self._step_event: StepEvent | None = None
         self._taken = 0
@@ -215,7 +216,7 @@ class RecordTrajectory(Callback):
         """Take the events that joined the last step's event list after this callback saw it."""
         ev = self._step_event
         if ev is not None and len(ev.events) > self._taken:
-            self._pending_events.extend(ev.events[self._taken :])
+            self._take(ev.events[self._taken :])
             self._taken = len(ev.events)
 
     def _due_again(self, trainer: Trainer) -> bool:
@@ -236,9 +237,16 @@ class RecordTrajectory(Callback):
                 stacklevel=4,
             )
         # Events raised in on_train_begin by the callbacks before this one happened at the initial point (step 0):
-        # they tag its snapshot. One raised by a callback after this one is late and tags the next snapshot.
-        self._pending_events.extend(trainer.drain_events())
+        # they tag its snapshot. They stay with the trainer (step 1's StepEvent, other recorders), and this recorder
+        # skips them there; one raised by a callback after this one is late and tags the next snapshot.
+        self._initial_events = list(getattr(trainer, "_events", ()))  # held: their ids stay unique
+        self._pending_events.extend(self._initial_events)
         self._record(trainer, 0.0, trainer.last_metrics)
+
+    def _take(self, events: Iterable[dict[str, Any]]) -> None:
+        """Queue events for the next snapshot, but those the initial snapshot carries already."""
+        skip = {id(e) for e in self._initial_events}
+        self._pending_events.extend(e for e in events if id(e) not in skip)
 
     def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: D102
         prev = self._step_event
@@ -247,7 +255,7 @@ class RecordTrajectory(Callback):
         events = event.events
         self._step_event, self._taken = event, len(events)
         if events:
-            self._pending_events.extend(events)
+            self._take(events)
         by_steps = self.every_steps is not None and event.step % self.every_steps == 0
         # Epoch-scheduled snapshots are written in on_epoch_end, where the epoch metrics exist.
         by_epoch = event.epoch_end and self.every_epochs is not None and (event.epoch + 1) % self.every_epochs == 0
@@ -265,7 +273,7 @@ class RecordTrajectory(Callback):
         # Events raised after the last step's snapshot (later callbacks, the loop's body, on_train_end) have no
         # later step to ride on.
         self._catch_up()
-        self._pending_events.extend(trainer.drain_events())
+        self._take(trainer.drain_events())
         if self._last_step != trainer.step or self._due_again(trainer):
             self._record(trainer, trainer.epoch_progress, self._final_metrics(trainer))
         elif self._pending_events:  # the final point is recorded, unchanged: no second copy of it
