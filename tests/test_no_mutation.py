@@ -408,6 +408,10 @@ CALLS: dict[str, list[dict[str, Any]]] = {
 # Instances for classes whose constructor takes no model but a method does.
 INSTANCES: dict[str, Callable[[Ctx], Any]] = {
     "landscape.Trajectory": lambda c: _trajectory(c),
+    "landscape.train.RK2": lambda c: __import__("landscape").train.RK2(torch.optim.SGD([torch.zeros(2)], lr=0.1)),
+    "landscape.train.SwitchSchedule": lambda c: __import__("landscape").train.SwitchSchedule(
+        [torch.zeros(2)], [(0, "sgd")]
+    ),
     "landscape.validation.BatchChecker": lambda c: _checked_once(c),
     "landscape.AlignmentResult": lambda c: __import__("landscape").weight_matching(_bn_dropout_model(7), c.other),
     "tunnels.SplitAccumulator": lambda c: __import__("tunnels").SplitAccumulator(F.cross_entropy),

@@ -153,8 +153,7 @@ class SaturationRecorder(Callback):
                 stacklevel=2,
             )
         stats = self._measure(trainer, 0.0)
-        # The initial snapshot is written with fresh empty metrics today; should RecordTrajectory pass
-        # trainer.last_metrics there, it will carry these too.
+        # RecordTrajectory writes the initial snapshot with trainer.last_metrics: it carries these when it runs after.
         trainer.last_metrics.update(self._metrics(stats))
 
     def _metrics(self, stats: Mapping[str, SaturationStats]) -> dict[str, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ __all__ = [
     "OnNonFinite",
     "RecordTrajectory",
     "StepEvent",
+    "flush_store",
     "keep_late_events",
     "same_point",
 ]
@@ -49,7 +50,8 @@ class StepEvent:
         step: Steps completed so far (1 after the first update).
         epoch: Zero-based epoch the step belongs to.
         batch: Zero-based index of the minibatch within the epoch.
-        loss: Training loss (with regularizer) of the batch at the start of the step.
+        loss: Training loss (with regularizer) of the batch at the start of the step, as the loss function returns
+            it (a sum-reduced loss: the batch's sum).
         epoch_end: Whether this step finished an epoch.
         events: Events raised during the step (optimizer switch, tunnel opening, ...).
     """
@@ -66,7 +68,8 @@ class StepEvent:
 class EpochEvent:
     """Per-epoch metrics.
 
-    ``metrics`` holds ``train_loss`` (running mean over the epoch's batches, in train mode),
+    ``metrics`` holds ``train_loss`` (running mean over the epoch's batches, in train mode; for a sum-reduced loss
+    module the sum of the batches' losses, i.e. the loss over the data as :class:`~landscape.problem.Problem` has it),
     ``train_accuracy`` for class targets, and ``<name>_loss`` / ``<name>_accuracy`` per evaluation set.
     """
 
@@ -112,6 +115,17 @@ def same_point(trajectory: Any, model: Any) -> bool:
     if not last.buffers:  # recorded without buffers (Recorder(buffers=False)): the parameters are the point
         return True
     return set(buffers) == set(last.buffers) and all(torch.equal(buffers[k].cpu(), v) for k, v in last.buffers.items())
+
+
+def flush_store(trajectory: Any) -> None:
+    """Sync a store at the end of a run unless it was opened with ``durable=False`` (synced only when asked).
+
+    A ``durable="flush"`` store syncs at ``flush()`` and ``close()`` only, and the run that wrote it does not close
+    a store it was given: without this its last snapshots stayed queued after the run returned.
+    """
+    flush = getattr(trajectory, "flush", None)
+    if callable(flush) and getattr(trajectory, "durable", True):
+        flush()
 
 
 def keep_late_events(trajectory: Any, events: list[dict[str, Any]]) -> bool:
@@ -185,6 +199,7 @@ class RecordTrajectory(Callback):
         self.tags = dict(tags or {})
         self._last_step: int | None = None
         self._pending_events: list[dict[str, Any]] = []
+        self._initial_events: list[dict[str, Any]] = []  # raised in on_train_begin before this one: on step 0
         # The last step's event and how many of its events were taken: callbacks after this one may extend the list.
         self._step_event: StepEvent | None = None
         self._taken = 0
@@ -201,7 +216,7 @@ class RecordTrajectory(Callback):
         """Take the events that joined the last step's event list after this callback saw it."""
         ev = self._step_event
         if ev is not None and len(ev.events) > self._taken:
-            self._pending_events.extend(ev.events[self._taken :])
+            self._take(ev.events[self._taken :])
             self._taken = len(ev.events)
 
     def _due_again(self, trainer: Trainer) -> bool:
@@ -221,7 +236,17 @@ class RecordTrajectory(Callback):
                 UserWarning,
                 stacklevel=4,
             )
+        # Events raised in on_train_begin by the callbacks before this one happened at the initial point (step 0):
+        # they tag its snapshot. They stay with the trainer (step 1's StepEvent, other recorders), and this recorder
+        # skips them there; one raised by a callback after this one is late and tags the next snapshot.
+        self._initial_events = list(getattr(trainer, "_events", ()))  # held: their ids stay unique
+        self._pending_events.extend(self._initial_events)
         self._record(trainer, 0.0, trainer.last_metrics)
+
+    def _take(self, events: Iterable[dict[str, Any]]) -> None:
+        """Queue events for the next snapshot, but those the initial snapshot carries already."""
+        skip = {id(e) for e in self._initial_events}
+        self._pending_events.extend(e for e in events if id(e) not in skip)
 
     def on_step_end(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: D102
         prev = self._step_event
@@ -230,7 +255,7 @@ class RecordTrajectory(Callback):
         events = event.events
         self._step_event, self._taken = event, len(events)
         if events:
-            self._pending_events.extend(events)
+            self._take(events)
         by_steps = self.every_steps is not None and event.step % self.every_steps == 0
         # Epoch-scheduled snapshots are written in on_epoch_end, where the epoch metrics exist.
         by_epoch = event.epoch_end and self.every_epochs is not None and (event.epoch + 1) % self.every_epochs == 0
@@ -248,7 +273,7 @@ class RecordTrajectory(Callback):
         # Events raised after the last step's snapshot (later callbacks, the loop's body, on_train_end) have no
         # later step to ride on.
         self._catch_up()
-        self._pending_events.extend(trainer.drain_events())
+        self._take(trainer.drain_events())
         if self._last_step != trainer.step or self._due_again(trainer):
             self._record(trainer, trainer.epoch_progress, self._final_metrics(trainer))
         elif self._pending_events:  # the final point is recorded, unchanged: no second copy of it
@@ -256,6 +281,7 @@ class RecordTrajectory(Callback):
                 self._pending_events = []
             else:  # a store without metadata: the events must not be lost
                 self._record(trainer, trainer.epoch_progress, self._final_metrics(trainer))
+        flush_store(self.trajectory)
 
     def _final_metrics(self, trainer: Trainer) -> Mapping[str, float]:
         """The final point's metrics: the epoch's when the run ended at an epoch end, else the last step's loss.

@@ -29,6 +29,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,10 +37,11 @@ import torch
 from torch import Tensor, nn
 
 from landscape._batch import dataset_loader
-from landscape._loss import weighted_count, weighted_form
+from landscape._loss import sum_reduced, weighted_count, weighted_form
 from landscape._options import check_count, check_int, parse_option, shows_forwarded
 from landscape.data.batches import iterate_batches
 from landscape.functional import model_output
+from landscape.train._progress import Progress
 from landscape.train.callbacks import Callback, EpochEvent, NonFiniteLossError, OnNonFinite, RecordTrajectory, StepEvent
 from landscape.train.metrics import CorrectCounter, evaluate_dataset, resolve_loss
 from landscape.validation import InputError, is_tensor_pair, validate_training_sets
@@ -60,6 +62,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _one(y: Tensor) -> float | None:  # a sum-reduced loss's batch weight in the epoch's train_loss
+    return 1.0
+
+
+def _tracking(optimizer: Any, model: nn.Module) -> Any:
+    """The optimizer, told ``model``'s buffers when it evaluates twice a step (RK2: they must advance once)."""
+    track = getattr(optimizer, "track_buffers", None)
+    if callable(track):
+        track(model)
+    return optimizer
+
+
 def _check_pair(data: tuple[Tensor, Tensor], what: str) -> None:
     x, y = data
     if x.shape[0] != y.shape[0]:
@@ -75,33 +89,6 @@ def _batches(
     if is_tensor_pair(data):
         return iterate_batches(data, batch_size, shuffle, generator)
     return iterate_batches(data)
-
-
-class _Progress:
-    """A tqdm bar over steps, redrawn at most every half second and touched every 64 steps.
-
-    The bar counts the steps itself; tqdm is only told in chunks, so a step costs an integer increment.
-    """
-
-    chunk = 64
-
-    def __init__(self, total: int | None) -> None:
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=total, desc="train", unit="step", leave=False, mininterval=0.5)
-        self._n = 0
-
-    def update(self) -> None:
-        self._n += 1
-        if self._n >= self.chunk:
-            self._bar.update(self._n)
-            self._n = 0
-
-    def close(self) -> None:
-        if self._n:
-            self._bar.update(self._n)
-            self._n = 0
-        self._bar.close()
 
 
 def _problem_data(problem: Problem, batch_size: int | None) -> Any:
@@ -126,7 +113,11 @@ class Trainer:
         loss_fn: Mean-reduced loss ``loss_fn(outputs, targets) -> scalar`` or a loss name; default
             cross-entropy for integer targets, MSE otherwise (the default of every analyzer too). ``outputs`` is
             the model's output under the output rule of every analyzer (:func:`landscape.model_output`: a
-            ``ModelOutput``'s logits, a tuple's first element), which the training accuracy counts too.
+            ``ModelOutput``'s logits, a tuple's first element), which the training accuracy counts too. A torch loss
+            module with ``reduction="sum"`` is the sum over the data, as :class:`~landscape.problem.Problem` reads
+            it: each step's loss is its value on the batch (the batch's sum, whose gradient the step follows) and
+            the epoch's ``train_loss`` the sum of those over the epoch (the data's sum, on the scale of the
+            evaluation sets' ``<name>_loss``; a regularizer's value is then counted once per batch).
         optimizer: A method name for :func:`landscape.train.optim.make_optimizer` (``"sgd"``, ``"adam"``, ...) or a
             factory ``params -> torch.optim.Optimizer`` (also used to rebuild the optimizer when the model is
             replaced).
@@ -276,6 +267,10 @@ class Trainer:
         self._weigh_batches = weighted_form(loss_fn) is not None and (
             not is_tensor_pair(data) or weighted_count(loss_fn, data[1]) is not None  # type: ignore[index]
         )
+        # A sum-reduced torch loss module is the sum over the data (as Problem and the engine read it): the epoch's
+        # train_loss is the sum of its batches' values, each batch weighing 1 (not its size).
+        self._sum_loss = sum_reduced(loss_fn)
+        self._batch_weight = _one if self._sum_loss else partial(weighted_count, loss_fn)
         self.on_nonfinite = parse_option(OnNonFinite, on_nonfinite)
         self.train_accuracy = bool(train_accuracy)
         self.progress = progress
@@ -294,6 +289,7 @@ class Trainer:
         self._last_out: Any = None
         self._keep_out = False  # the closure keeps this step's outputs (for the training accuracy)
         self._started = False
+        self._nonfinite: NonFiniteLossError | None = None  # raised by on_nonfinite="raise" (its event is tagged)
 
     def __repr__(self) -> str:
         # The default repr said nothing: the model's class, the optimizer, the length and batching, how far it got.
@@ -334,15 +330,15 @@ class Trainer:
     def _build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer | RK2:
         params = [p for p in model.parameters() if p.requires_grad]
         spec = self.optimizer_spec
-        if isinstance(spec, str):
-            from landscape.train.optim import make_optimizer
+        if not isinstance(spec, str) and not callable(spec):
+            raise TypeError(
+                f"optimizer must be a method name or a factory params -> Optimizer, got {type(spec).__name__}; "
+                "an optimizer instance cannot be used because the trainer trains a copy of the model"
+            )
+        from landscape.train.optim import make_optimizer
 
-            return make_optimizer(spec, params, **self.optimizer_kwargs)
-        if callable(spec):
-            return spec(params)
-        raise TypeError(
-            f"optimizer must be a method name or a factory params -> Optimizer, got {type(spec).__name__}; "
-            "an optimizer instance cannot be used because the trainer trains a copy of the model"
+        return _tracking(
+            make_optimizer(spec, params, **self.optimizer_kwargs) if isinstance(spec, str) else spec(params), model
         )
 
     def replace_model(
@@ -361,7 +357,7 @@ class Trainer:
             event: A JSON-compatible event recorded as a tag of the next snapshot (which is forced).
         """
         self.model = model
-        self.optimizer = optimizer if optimizer is not None else self._build_optimizer(model)
+        self.optimizer = _tracking(optimizer, model) if optimizer is not None else self._build_optimizer(model)
         if event is not None:
             self._events.append({"step": self.step, **dict(event)})
 
@@ -410,12 +406,14 @@ class Trainer:
         if self.epochs is not None and self.batches_per_epoch is not None:
             by_epochs = self.epochs * self.batches_per_epoch
             total = by_epochs if total is None else min(total, by_epochs)
-        bar = _Progress(total) if self.progress else None
+        bar = Progress(total) if self.progress else None
         self._last_out = None
         self.model.train()
-        for cb in self.callbacks:
-            cb.on_train_begin(self)
+        begun: list[Callback] = []  # an error in one on_train_begin finishes those that began
         try:
+            for cb in self.callbacks:
+                cb.on_train_begin(self)
+                begun.append(cb)
             epoch = 0
             while not self._done(epoch):
                 self.epoch = epoch
@@ -425,21 +423,36 @@ class Trainer:
             # The caller left the loop early (a break, or an error in its body): the run ends at this step, and
             # the callbacks finish it as at the end (the trajectory's final snapshot, a curvature recorder's last
             # point), so nothing trained is left unrecorded.
-            for cb in self.callbacks:
-                cb.on_train_end(self)
+            self._end(begun)
+            raise
+        except BaseException as e:
+            # An error inside the run (the model, the loss, a callback, Ctrl-C) ends it as a NaN loss does: the
+            # callbacks finish it (the final snapshot, tagged with why; the store flushed), and the error propagates.
+            if e is not self._nonfinite:  # the NaN path tagged its own event
+                self._events.append({"step": self.step, "event": "error", "error": type(e).__name__, "message": str(e)})
+            self._end(begun, failed=e)
             raise
         finally:
             if bar is not None:
                 bar.close()
-        for cb in self.callbacks:
-            cb.on_train_end(self)
+        self._end(begun)
 
-    def _run_epoch(self, epoch: int, gen: torch.Generator, bar: _Progress | None) -> Iterator[StepEvent]:
+    def _end(self, callbacks: Sequence[Callback], failed: BaseException | None = None) -> None:
+        for cb in callbacks:
+            if failed is None:
+                cb.on_train_end(self)
+                continue
+            try:  # after a failure every callback still ends the run, and the failure is what propagates
+                cb.on_train_end(self)
+            except Exception as e:
+                warnings.warn(f"{type(cb).__name__}.on_train_end failed after {failed!r}: {e!r}", stacklevel=4)
+
+    def _run_epoch(self, epoch: int, gen: torch.Generator, bar: Progress | None) -> Iterator[StepEvent]:
         # The per-step path does what a plain loop does (one optimizer step) plus one tensor op, the float of
         # the loss (for the NaN check, the running mean and the event), and Python bookkeeping. The training
         # accuracy is counted in chunks of steps (see CorrectCounter); callbacks and events cost nothing when absent.
         run_loss, run_n, run_w = 0.0, 0, 0.0
-        weigh, loss_fn = self._weigh_batches, self.loss_fn
+        weigh, batch_weight = self._weigh_batches or self._sum_loss, self._batch_weight
         correct = CorrectCounter()
         outs, ys = correct.outs, correct.ys
         n_batches = self.batches_per_epoch
@@ -468,7 +481,7 @@ class Trainer:
                 self._handle_nonfinite(loss)
             y = batch[1]
             nb = y.shape[0]
-            w = nb if not weigh else weighted_count(loss_fn, y)
+            w = nb if not weigh else batch_weight(y)
             w = nb if w is None else w  # None: this batch has neither class weights nor ignored targets
             run_loss += loss * w
             run_n += nb
@@ -531,7 +544,8 @@ class Trainer:
         # run_w: the batches' loss weights (sizes, or summed class weights); run_correct is None when no batch had
         # class targets (regression), else a count that may be 0
         self.epoch_progress = float(epoch + 1)
-        metrics = {"train_loss": run_loss / run_w if run_w else math.nan}
+        train_loss = run_loss if self._sum_loss else run_loss / run_w if run_w else math.nan
+        metrics = {"train_loss": train_loss}
         if self.train_accuracy and (run_correct is not None or self._targets_are_classes()):
             metrics["train_accuracy"] = (run_correct or 0.0) / max(run_n, 1)
         for name, d in self.eval_data.items():
@@ -559,11 +573,10 @@ class Trainer:
         if self.on_nonfinite is OnNonFinite.RAISE:
             # The last snapshot says why the run ended (STOP mode tags it through the step's events).
             self._events.append({"step": self.step, "event": "nonfinite_loss", "loss": str(loss), "action": "raise"})
-            # The run ends here as a stopped run does: every callback finishes it (a recorder's last snapshot, a
-            # callback's open file or store), not only the trajectory recorder.
-            for cb in self.callbacks:
-                cb.on_train_end(self)
-            raise NonFiniteLossError(msg)
+            # The run ends here as a stopped run does: __iter__ has every callback finish it (a recorder's last
+            # snapshot, a callback's open file or store), as for any error inside the run.
+            self._nonfinite = NonFiniteLossError(msg)
+            raise self._nonfinite
         if self.on_nonfinite is OnNonFinite.STOP:
             self._events.append({"step": self.step, "event": "nonfinite_loss", "loss": str(loss), "action": "stop"})
             self._stop = True

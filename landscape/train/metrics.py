@@ -33,8 +33,9 @@ def evaluate_dataset(
     Args:
         problem: A :class:`~landscape.problem.Problem`, or the model with ``data`` and ``loss_fn``.
         data: Shorthand only: a tensor pair ``(X (N, ...), y (N,) or (N, k))`` or an iterable of batches.
-        loss_fn: Shorthand only: a mean-reduced loss ``loss_fn(outputs, targets)`` or a name; default
-            cross-entropy for integer targets, MSE otherwise (the package-wide default).
+        loss_fn: Shorthand only: a mean-reduced loss ``loss_fn(outputs, targets)`` or a name (a torch loss module
+            with ``reduction="sum"``: the loss is the sum over the data); default cross-entropy for integer
+            targets, MSE otherwise (the package-wide default).
         batch_size: Batch size for a tensor pair (``None``: one batch).
         accuracy: Also compute accuracy (when the targets are class indices).
 

@@ -166,6 +166,10 @@ class RK2(OptimizerWrapper):
             ``"euler"`` (1, 0, 0), or a custom triple ``(a1, a2, q1)`` with ``a1 + a2 = 1``.
         same_noise: Rewind the global RNG (CPU, and CUDA if initialized) to its stage-1 state before
             stage 2, so both stages draw the same dropout masks and the RNG advances as for one plain step.
+        buffers: The model's buffers that a forward pass updates (BatchNorm running statistics and batch
+            counts): stage 2's update of them is discarded, as its optimizer state is, so they advance once per
+            outer step as in a plain one. :class:`~landscape.train.loop.Trainer` passes its model's
+            (:meth:`track_buffers`); without them a BatchNorm model's statistics advance twice per step.
 
     Raises:
         TypeError: If ``inner`` is not a ``torch.optim.Optimizer``.
@@ -189,6 +193,7 @@ class RK2(OptimizerWrapper):
         method: str | RKMethod | Sequence[float] = RKMethod.HEUN,
         *,
         same_noise: bool = True,
+        buffers: Iterable[Tensor] = (),
     ) -> None:
         if not isinstance(inner, torch.optim.Optimizer):
             raise TypeError(
@@ -201,6 +206,11 @@ class RK2(OptimizerWrapper):
         self.a1, self.a2, self.q1 = _coefficients(method)
         self.method = parse_option(RKMethod, method).value if isinstance(method, str) else (self.a1, self.a2, self.q1)
         self.same_noise = bool(same_noise)
+        self.buffers = list(buffers)
+
+    def track_buffers(self, model: torch.nn.Module) -> None:
+        """Keep ``model``'s buffers advancing once per outer step (see ``buffers``)."""
+        self.buffers = list(model.buffers())
 
     # torch.optim-compatible surface -------------------------------------------------------------
     @property
@@ -293,8 +303,19 @@ class RK2(OptimizerWrapper):
                 p.copy_(m)
         if rng is not None:
             _set_rng_state(rng)
-        self._evaluate(closure)
+        kept = [b.detach().clone() for b in self.buffers]  # as stage 1 left them
+        try:
+            self._evaluate(closure)
+        except BaseException:  # no half step left behind: the parameters and state as before the step
+            with torch.no_grad():
+                for p, t0 in zip(params, theta0):
+                    p.copy_(t0)
+            self._install(params, state0)
+            raise
         self.inner.step()
+        with torch.no_grad():
+            for b, k in zip(self.buffers, kept):
+                b.copy_(k)
         with torch.no_grad():
             for p, t1, d1, m in zip(params, theta1, k1, mid):
                 k2 = p.detach() - m
@@ -467,7 +488,14 @@ class SwitchSchedule(OptimizerWrapper):
         self.steps = 0
         self.phase = 0
         self._events: list[dict[str, Any]] = []
+        self._model: Any = None  # whose buffers an RK2 phase keeps advancing once a step (track_buffers)
         self.optimizer: Any = self._build(0)
+
+    def track_buffers(self, model: torch.nn.Module) -> None:
+        """Have every RK2 phase, current and later, advance ``model``'s buffers once a step (see :class:`RK2`)."""
+        self._model = model
+        if isinstance(self.optimizer, RK2):
+            self.optimizer.track_buffers(model)
 
     def _resolve(self, start: int | float) -> int:
         if isinstance(start, bool) or not isinstance(start, (int, float)):
@@ -507,6 +535,8 @@ class SwitchSchedule(OptimizerWrapper):
                 f"phase {i}'s optimizer does not optimize the schedule's parameters; "
                 "its factory must build the optimizer on the params it is given"
             )
+        if self._model is not None and isinstance(opt, RK2):
+            opt.track_buffers(self._model)
         return opt
 
     def _name(self, i: int, opt: Any) -> str:

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from landscape._options import check_count
 from landscape.factory import FACTORY_KEY, as_factory_ref
 from landscape.params import ParamLayout, parameters_to_vector
-from landscape.train.callbacks import keep_late_events, same_point
+from landscape.train.callbacks import flush_store, keep_late_events, same_point
 from landscape.trajectory.records import step_number
 from landscape.trajectory.store import Trajectory
 
@@ -389,7 +389,8 @@ class Recorder:
                 last step, else the last step's: ``batch_loss`` and the metrics given to :meth:`step`).
 
         Returns:
-            The trajectory (closed if the recorder opened it from a directory; it stays readable).
+            The trajectory (closed if the recorder opened it from a directory; it stays readable; a store given to
+            the recorder stays open and is flushed unless it was opened with ``durable=False``).
         """
         if self._closed:
             return self.trajectory
@@ -416,7 +417,7 @@ class Recorder:
         return self.trajectory
 
     def abort(self) -> None:
-        """Close without a final snapshot (a run that failed): a store the recorder opened is closed."""
+        """Close without a final snapshot (a run that failed): a store it opened is closed, a given one flushed."""
         if not self._closed:
             self._finish()
 
@@ -425,6 +426,8 @@ class Recorder:
         self._model = None
         if self.owns_trajectory and getattr(self.trajectory, "path", None) is not None:
             self.trajectory.close()
+        elif not self.owns_trajectory:  # the caller's store stays open, synced as a closed one would be
+            flush_store(self.trajectory)
 
     def __enter__(self) -> Recorder:
         return self

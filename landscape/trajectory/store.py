@@ -788,6 +788,11 @@ class Trajectory(StoreIndex):
         return np.array([r["step"] for r in self._records], dtype=np.int64)
 
     @property
+    def durable(self) -> bool | str:
+        """When snapshots are synced: ``"append"``, ``"flush"`` or ``False`` (see the class docstring)."""
+        return self._durable
+
+    @property
     def epochs(self) -> np.ndarray:
         """Epoch of every snapshot, shape ``(T,)``, float64."""
         return np.array([r["epoch"] for r in self._records], dtype=np.float64)
@@ -803,8 +808,16 @@ class Trajectory(StoreIndex):
         return list(dict.fromkeys(k for r in self._records for k in r["metrics"]))
 
     def metric(self, name: str) -> np.ndarray:
-        """One metric over the trajectory, shape ``(T,)``, float64, NaN where a snapshot lacks it."""
-        return np.array([r["metrics"].get(name, math.nan) for r in self._records], dtype=np.float64)
+        """One metric over the trajectory, shape ``(T,)``, float64, NaN where a snapshot lacks it.
+
+        Raises:
+            KeyError: If no snapshot has the metric (a typo read as an all-NaN column); the message lists
+                :attr:`metric_names`. An empty trajectory gives an empty array.
+        """
+        records = self._records
+        if records and not any(name in r["metrics"] for r in records):
+            raise KeyError(f"no snapshot has the metric {name!r}; the metrics recorded are {self.metric_names}")
+        return np.array([r["metrics"].get(name, math.nan) for r in records], dtype=np.float64)
 
     def tags(self, i: int) -> dict[str, Any]:
         """Tags of snapshot ``i`` (a copy)."""
