@@ -118,7 +118,7 @@ class PersistentPenalty:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
         >>> from landscape.params import parameters_to_vector
         >>> pen = PersistentPenalty(ParamLayout.from_model(net), [parameters_to_vector(net)], lam=0.1)
-        >>> round(float(pen(net)), 6)  # each layer contributes |<w, w>| / ||w||^2 = 1
+        >>> round(float(pen(net).detach()), 6)  # each layer contributes |<w, w>| / ||w||^2 = 1
         0.2
     """
 

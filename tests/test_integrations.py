@@ -352,7 +352,8 @@ def test_missing_library_is_a_clear_import_error(monkeypatch, module, missing, p
     for name in missing:
         monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: the import fails
     monkeypatch.delitem(sys.modules, module, raising=False)
-    with pytest.raises(ImportError, match=rf"pip install {pip_name} \(or pip install \"landscape\[integrations\]\"\)"):
+    how = rf"pip install {pip_name} \(or pip install -e \"\.\[integrations\]\" in the clone of landscape\)"
+    with pytest.raises(ImportError, match=how):
         importlib.import_module(module)
 
 

@@ -181,3 +181,40 @@ def test_result_round_trip_and_errors(tmp_path):
         worst_case_sharpness(m, MSE, (X, y), radius=0.1, norm="l1")
     with pytest.raises(ValueError, match="m must be"):
         m_sharpness(m, MSE, (X, y), m=0, radius=0.1)
+
+
+def test_sharpness_measures_are_quiet_by_default(capfd):
+    """docs/arguments.md: progress bars are off by default in analyzers (``progress=True`` shows them); the three
+    sharpness measures drew theirs unasked."""
+    m, X, y, _ = _quadratic(minimum=True)
+    capfd.readouterr()
+    worst_case_sharpness(m, MSE, (X, y), radius=0.1, steps=2)
+    average_sharpness(m, MSE, (X, y), radius=0.1, n_samples=2)
+    m_sharpness(m, MSE, (X, y), m=20, radius=0.1, steps=2, n_batches=2)
+    assert capfd.readouterr().err == ""
+    worst_case_sharpness(m, MSE, (X, y), radius=0.1, steps=2, progress=True)
+    assert "worst-case sharpness" in capfd.readouterr().err  # the option still works
+
+
+def test_every_public_progress_option_is_off_by_default():
+    """The same rule over every public callable of the packages that takes ``progress``."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    loud = []
+    for pkg in ("landscape", "persistence", "tunnels"):
+        root = importlib.import_module(pkg)
+        for name in [pkg] + [m.name for m in pkgutil.walk_packages(root.__path__, pkg + ".")]:
+            if ".integrations." in name:
+                continue  # optional dependencies; their callbacks take no progress option
+            module = importlib.import_module(name)
+            for attr in getattr(module, "__all__", []):
+                obj = getattr(module, attr)
+                try:
+                    param = inspect.signature(obj).parameters.get("progress")
+                except (TypeError, ValueError):
+                    continue
+                if param is not None and param.default not in (False, inspect.Parameter.empty):
+                    loud.append(f"{name}.{attr}")
+    assert loud == []

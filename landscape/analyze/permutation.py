@@ -12,6 +12,7 @@ The spec (:mod:`landscape.analyze.permutation_spec`) is derived by tracing the m
 applies permutations.
 
 Example:
+    >>> from landscape.analyze import permutation_spec
     >>> net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
     >>> spec = permutation_spec(net)
     >>> spec.sizes

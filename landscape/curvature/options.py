@@ -146,7 +146,7 @@ class PerturbationOptions(TypedDict, total=False):
         params: Parameters to perturb: ``"all"`` (default), ``"trainable"``, or tensor / layer names.
         seed: Seed of the random draws: starting points, perturbations, the batches' permutation (default 0).
         data_description: Text for the provenance (default ``""``).
-        progress: Show a progress bar, over ascent steps, samples or batches (default ``True``).
+        progress: Show a progress bar, over ascent steps, samples or batches (default quiet, as every analyzer).
     """
 
     adaptive: Adaptive | str
@@ -179,7 +179,7 @@ SHARPNESS_DEFAULTS: dict[str, Any] = {
     "params": "all",
     "seed": 0,
     "data_description": "",
-    "progress": True,
+    "progress": False,
     "norm": Norm.L2,
     "steps": 20,
     "restarts": 1,

@@ -4,7 +4,8 @@
 * :mod:`landscape.integrations.huggingface`: a Hugging Face ``transformers`` ``TrainerCallback``.
 
 Each module imports its library when it is imported (not before): ``import landscape`` never needs
-them. Install them with ``pip install "landscape[integrations]"``.
+them. Install them with ``pip install -e ".[integrations]"`` in the clone (the name ``landscape`` on PyPI is
+another project).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def require(module: str, pip_name: str, what: str) -> ModuleType:
     except ImportError as e:
         raise ImportError(
             f"{what} needs the package {pip_name!r}, which is not installed ({e}); install it with "
-            f'pip install {pip_name} (or pip install "landscape[integrations]")'
+            f'pip install {pip_name} (or pip install -e ".[integrations]" in the clone of landscape)'
         ) from e
 
 
