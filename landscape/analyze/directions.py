@@ -311,8 +311,8 @@ def directions_from_models(
         ``(len(others), D)`` directions, computed in float64 and rounded to the origin's dtype.
 
     Raises:
-        ValueError: If no other model is given, the vectors differ in length, or ``params`` is
-            restricted with a vector as origin.
+        ValueError: If no other model is given, the vectors differ in length, two models differ in their tensors'
+            shapes, or ``params`` is restricted with a vector as origin.
     """
     if not others:
         raise ValueError("give at least one model besides the origin, e.g. directions_from_models(m0, m1, m2)")
@@ -323,6 +323,11 @@ def directions_from_models(
             raise ValueError(
                 f"model {i + 1} has {r.numel()} parameters but the origin has {t0.numel()}; same architecture needed"
             )
+    if isinstance(origin, nn.Module):  # an equal count is not enough: the tensors' shapes must match too
+        layout = ParamLayout.from_model(origin)
+        for i, o in enumerate(others):
+            if isinstance(o, nn.Module):
+                layout.check_shapes(ParamLayout.from_model(o), f"model {i + 1}")
     out = torch.stack([(r.double() - t0.double()).to(t0.dtype) for r in rows])
     if not (isinstance(params, str) and params == "all"):
         if not isinstance(origin, nn.Module):

@@ -1,0 +1,103 @@
+"""Bug hunt 14 in the analyzers (curves, directions, distance, slices, histogram, saturation): one case each got wrong.
+
+Every expectation is the right answer (a brute-force loop, Li et al.'s normalization written out, numpy's histogram,
+a documented error), never the code's own output.
+"""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from landscape.analyze import (
+    ModeCurve,
+    directions_from_models,
+    evaluate_curve,
+    fit_curve,
+    functional_distance,
+    line,
+)
+from landscape.params import ParamLayout, parameters_to_vector
+from landscape.validation import InputError
+
+
+def _mlp(n_in: int = 2, hidden: int = 4, n_out: int = 3, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, n_out)).double()
+
+
+def _data(n: int = 20, n_in: int = 2, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, n_in, generator=g, dtype=torch.float64), torch.randint(0, classes, (n,), generator=g)
+
+
+# --------------------------------------------------------------------------- curves
+def test_evaluate_curve_takes_positions_not_a_count():
+    """``ts=11`` evaluated the one position t = 11 (a loss of 10^4 far off the curve); ``[]`` gave an empty result and
+    ``[nan]`` a NaN loss, where every slice refuses all three (``coordinates``)."""
+    a, b = _mlp(seed=0), _mlp(seed=1)
+    X, y = _data()
+    w0, w1 = parameters_to_vector(a), parameters_to_vector(b)
+    theta = 0.5 * (w0 + w1) + 0.3 * torch.randn(w0.shape, generator=torch.Generator().manual_seed(1), dtype=w0.dtype)
+    curve = ModeCurve(torch.stack([w0, theta, w1]).numpy(), "bezier")
+    for bad, says in ((11, "not a count"), ([], "got nothing"), ([0.5, float("nan")], "NaN"), ([[0, 1]], "1-D")):
+        with pytest.raises(ValueError, match=says):
+            evaluate_curve(a, curve, (X, y), ts=bad)
+    # the positions that are given are evaluated as Garipov et al.'s eq. 3, by hand
+    ts = [0.0, 0.3, 1.0]
+    got = evaluate_curve(a, curve, (X, y), ts=ts).metrics["loss"]
+    layout = ParamLayout.from_model(a)
+    for t, loss in zip(ts, got):
+        w = (1 - t) ** 2 * w0 + 2 * t * (1 - t) * theta + t**2 * w1
+        assert loss == pytest.approx(float(F.cross_entropy(functional_call(a, layout.unflatten(w), (X,)), y)), 1e-12)
+
+
+def test_fit_curve_names_the_endpoint_that_holds_nan():
+    """A NaN in ``b`` was reported as ``parameter 'bend'`` (the trainer's only parameter, the midpoint), a name the
+    caller never used."""
+    a, b = _mlp(seed=0), _mlp(seed=1)
+    with torch.no_grad():
+        b[2].weight[1, 0] = float("nan")
+    with pytest.raises(InputError, match=r"^b holds 1 NaN .* in '2\.weight' \(1 of 12\)"):
+        fit_curve(a, b, _data(), steps=1)
+    with pytest.raises(InputError, match=r"^init_bend holds 1 inf"):
+        bend = parameters_to_vector(a).clone()
+        bend[0] = float("inf")
+        fit_curve(a, _mlp(seed=1), _data(), steps=1, init_bend=bend)
+
+
+# --------------------------------------------------------------------------- another architecture, as many parameters
+def _transposed_pair() -> tuple[nn.Module, nn.Module]:
+    """Two architectures of 31 parameters each: Linear(3, 4) then (4, 3), and Linear(4, 3) then (3, 4)."""
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3)).double()
+    other = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 4)).double()
+    assert parameters_to_vector(a).numel() == parameters_to_vector(other).numel() == 31
+    return a, other
+
+
+def test_a_model_of_another_architecture_with_as_many_parameters_is_refused():
+    """Only the parameter count was checked: a model whose tensors have other shapes gave a curve, a line, a distance
+    and a direction through meaningless points (fit_curve's docstring promises a ValueError for it)."""
+    a, other = _transposed_pair()
+    X, y = _data(n_in=3)
+    says = r"another architecture .* '0\.weight' of shape \(3, 4\), the model's '0\.weight' of shape \(4, 3\)"
+    with pytest.raises(ValueError, match=says):
+        fit_curve(a, other, (X, y), steps=1)
+    with pytest.raises(ValueError, match=says):
+        line(a, a, other, (X, y), [0.0, 1.0])
+    with pytest.raises(ValueError, match=says):
+        functional_distance(a, a, other, (X, y))
+    with pytest.raises(ValueError, match=says):
+        directions_from_models(a, other)
+    curve = fit_curve(other, other, (torch.randn(8, 4, dtype=torch.float64), y[:8]), steps=0)
+    with pytest.raises(ValueError, match=r"the curve is another architecture"):
+        evaluate_curve(a, curve, (X, y), ts=[0.5])
+    # the same architecture under other names (a wrapper's prefix) is one architecture: the points are the vectors'
+    wrapped = nn.Sequential(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3))).double()
+    both = line(a, a, wrapped, (X, y), [0.0, 1.0]).metrics["loss"]
+    with torch.no_grad():
+        loss = [float(F.cross_entropy(m(X), y)) for m in (a, wrapped)]
+    np.testing.assert_allclose(both, loss, rtol=1e-12)
