@@ -18,6 +18,8 @@ from landscape.analyze import (
     fit_curve,
     functional_distance,
     line,
+    normalize_direction,
+    plane,
 )
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.validation import InputError
@@ -101,3 +103,31 @@ def test_a_model_of_another_architecture_with_as_many_parameters_is_refused():
     with torch.no_grad():
         loss = [float(F.cross_entropy(m(X), y)) for m in (a, wrapped)]
     np.testing.assert_allclose(both, loss, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- directions
+def test_layer_and_model_normalization_keep_a_zero_part_of_a_direction_zero():
+    """A direction zero on one tensor (two models that share a frozen layer) came out NaN there under "layer"
+    (0 * ||theta|| / 0), and an all-zero direction NaN everywhere under "model"; "filter" gave zero (Li et al.'s
+    epsilon). A NaN direction makes every point of a plane NaN."""
+    net = _mlp(n_in=3, hidden=4, n_out=2)
+    layout = ParamLayout.from_model(net)
+    theta = parameters_to_vector(net)
+    d = torch.randn(theta.shape, generator=torch.Generator().manual_seed(2), dtype=theta.dtype)
+    d[layout["0.weight"].slice] = 0
+    out = normalize_direction(d, theta, layout, "layer", "keep")
+    for s in layout:  # Li et al.'s 'layer', written out: each tensor scaled to the norm of theta's
+        want = torch.zeros(s.numel, dtype=d.dtype) if s.name == "0.weight" else None
+        if want is None:
+            eps = 1e-10 if len(s.shape) == 1 else 0.0  # 1-D tensors under bias_bn="keep" take the filter epsilon
+            want = d[s.slice] * theta[s.slice].norm() / (d[s.slice].norm() + eps)
+        torch.testing.assert_close(out[s.slice], want, rtol=1e-12, atol=0)
+    zero = normalize_direction(torch.zeros_like(theta), theta, layout, "model", "keep")
+    assert torch.equal(zero, torch.zeros_like(theta))
+    # a plane along such a direction: finite, and its d1 = 0 column is the centre's loss
+    X, y = _data(n_in=3, classes=2)
+    other = normalize_direction(torch.randn_like(theta), theta, layout, "layer")
+    loss = plane(net, net, out, other, (X, y), [0.0, 0.5], [0.0]).metrics["loss"]
+    with torch.no_grad():
+        centre = float(F.cross_entropy(net(X), y))
+    assert np.isfinite(loss).all() and loss[0, 0] == pytest.approx(centre, rel=1e-12)

@@ -13,6 +13,9 @@ Normalization (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets", 
   match their code.
 - ``"layer"``: the same over each whole tensor (Li et al.'s ``'layer'`` is per parameter tensor).
 - ``"model"``: one factor for the whole vector, ``||d|| = ||theta||`` over the entries kept.
+
+A part of the direction that is zero (a tensor two models share, under ``"layer"``; the whole direction,
+under ``"model"``) stays zero, as a zero filter does under ``"filter"``.
 - ``"none"``: raw Gaussian.
 
 One-dimensional tensors (biases, BatchNorm weights and biases) follow ``bias_bn``:
@@ -146,9 +149,9 @@ def normalize_direction(
             shape = [1] * len(s.shape)
             shape[s.filter_axis] = -1
             dv.mul_(scale.view(shape))
-        elif norm is Normalization.LAYER:
+        elif norm is Normalization.LAYER and bool(dv.any()):  # a zero tensor stays zero (0/0 was NaN)
             dv.mul_(tv.norm() / dv.norm())  # Li et al.: no epsilon here
-    if norm is Normalization.MODEL and bool(kept.any()):
+    if norm is Normalization.MODEL and bool(d[kept].any()):
         d[kept] *= theta[kept].norm() / d[kept].norm()
     if mask is not None:
         d[~mask] = 0  # bias_bn="copy" wrote theta there
