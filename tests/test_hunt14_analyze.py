@@ -18,9 +18,11 @@ from landscape.analyze import (
     fit_curve,
     functional_distance,
     line,
+    measure_saturation,
     normalize_direction,
     plane,
 )
+from landscape.analyze.histogram import StreamingHistogram
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.validation import InputError
 
@@ -131,3 +133,36 @@ def test_layer_and_model_normalization_keep_a_zero_part_of_a_direction_zero():
     with torch.no_grad():
         centre = float(F.cross_entropy(net(X), y))
     assert np.isfinite(loss).all() and loss[0, 0] == pytest.approx(centre, rel=1e-12)
+
+
+# --------------------------------------------------------------------------- saturation and histograms
+def test_measure_saturation_names_the_layer_inputs_of_the_wrong_shape_do_not_fit():
+    """It raised torch's "mat1 and mat2 shapes cannot be multiplied (30x2 and 3x6)" where every analyzer names the
+    layer and the shape it expects; the model's hooks were removed and its mode kept all the same."""
+    net = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2))
+    net.train()
+    X = torch.randn(30, 2)
+    says = r"data: the model cannot take inputs of shape \(30, 2\): its layer '0' \(Linear\) expects .*\(N, 3\)"
+    with pytest.raises(InputError, match=says):
+        measure_saturation(net, X)
+    with pytest.raises(InputError, match=says):
+        measure_saturation(net, (X, torch.zeros(30, dtype=torch.long)), batch_size=None)
+    from landscape import Problem
+
+    with pytest.raises(InputError, match=says):
+        measure_saturation(Problem(net, (X, torch.zeros(30, dtype=torch.long))))
+    assert net.training and not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+
+
+@pytest.mark.parametrize("bins", [3, 6, 10, 12, 100])
+def test_histogram_counts_values_on_bin_edges_in_numpys_bins(bins):
+    """torch.linspace rounds its edges otherwise than numpy: 6 bins over [-1, 1] had a middle edge of 5.6e-17, so a
+    tanh activation of exactly 0 was counted in [-1/3, 0) (numpy, and the documented [e_j, e_(j+1)): [0, 1/3))."""
+    values = np.concatenate([np.linspace(-1, 1, bins + 1), np.arange(-8, 9) / 8, [0.0, 0.0, 0.5, -0.5]])
+    h = StreamingHistogram(-1, 1, bins, exact_limit=0)
+    h.update(torch.from_numpy(values))
+    np.testing.assert_array_equal(h.counts.numpy(), np.histogram(values, bins=bins, range=(-1, 1))[0])
+    np.testing.assert_array_equal(h.edges.numpy(), np.histogram_bin_edges(values, bins=bins, range=(-1, 1)))
+    for q in (10, 50, 90):  # the bracket still holds the exact percentile (to rounding of the interpolation)
+        est, lo, hi = h.percentile(q)
+        assert lo - 1e-12 <= np.percentile(values, q) <= hi + 1e-12 and lo <= est <= hi
