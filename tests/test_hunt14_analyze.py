@@ -23,7 +23,9 @@ from landscape.analyze import (
     plane,
 )
 from landscape.analyze.histogram import StreamingHistogram
+from landscape.analyze.paths import pairwise_end_distances
 from landscape.params import ParamLayout, parameters_to_vector
+from landscape.trajectory import Trajectory
 from landscape.validation import InputError
 
 
@@ -166,3 +168,24 @@ def test_histogram_counts_values_on_bin_edges_in_numpys_bins(bins):
     for q in (10, 50, 90):  # the bracket still holds the exact percentile (to rounding of the interpolation)
         est, lo, hi = h.percentile(q)
         assert lo - 1e-12 <= np.percentile(values, q) <= hi + 1e-12 and lo <= est <= hi
+
+
+# --------------------------------------------------------------------------- paths
+def test_pairwise_end_distances_of_runs_whose_network_grew(tmp_path):
+    """The default (segment=None, documented as the last snapshot over all segments) stacked every segment and
+    refused a run whose network grew (a tunnel opened: 12 then 16 parameters) with a message about PCA."""
+    small, grown = ParamLayout.from_model(nn.Linear(3, 3)), ParamLayout.from_model(nn.Linear(3, 4))
+    g = torch.Generator().manual_seed(0)
+    runs, ends = [], []
+    for k in range(3):
+        t = Trajectory.create(tmp_path / f"run{k}", small)
+        for step in range(2):
+            t.append(torch.randn(12, generator=g, dtype=torch.float64), step=step)
+        end = torch.randn(16, generator=g, dtype=torch.float64)
+        t.append(end, step=2, layout=grown)
+        t.close()
+        runs.append(Trajectory.open(tmp_path / f"run{k}"))
+        ends.append(end)
+    want = np.array([[float((e - f).norm()) for f in ends] for e in ends])
+    np.testing.assert_allclose(pairwise_end_distances(runs), want, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(pairwise_end_distances(runs, segment=1), want, rtol=1e-15, atol=0)
