@@ -74,6 +74,23 @@ def test_fit_curve_names_the_endpoint_that_holds_nan():
         fit_curve(a, _mlp(seed=1), _data(), steps=1, init_bend=bend)
 
 
+def test_curve_options_are_read_as_every_option_is():
+    """evaluate_curve's bn_mode went through BNMode(...) and the kind through CurveKind(...): "Train" or "Polychain"
+    raised where every other analyzer takes an option case-insensitively, and a bad bn_mode ("'eval ' is not a valid
+    BNMode") did not list the valid ones."""
+    net = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3)).double()
+    other = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3)).double()
+    data = _data()
+    curve = fit_curve(net, other, data, steps=2, kind="Polychain")
+    want = fit_curve(net, other, data, steps=2, kind="polychain")
+    assert curve.shape == "polychain" and np.array_equal(curve.control, want.control)
+    ts = [0.0, 0.25, 1.0]
+    got = evaluate_curve(net, curve, data, ts=ts, bn_mode="Train").metrics["loss"]
+    np.testing.assert_array_equal(got, evaluate_curve(net, curve, data, ts=ts, bn_mode="train").metrics["loss"])
+    with pytest.raises(ValueError, match=r"unknown bn_mode 'eval '; valid values are 'eval', 'train'"):
+        evaluate_curve(net, curve, data, ts=ts, bn_mode="eval ")
+
+
 # --------------------------------------------------------------------------- another architecture, as many parameters
 def _transposed_pair() -> tuple[nn.Module, nn.Module]:
     """Two architectures of 31 parameters each: Linear(3, 4) then (4, 3), and Linear(4, 3) then (3, 4)."""

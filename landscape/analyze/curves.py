@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape._batch import describe_data
+from landscape._options import parse_option
 from landscape.analyze.slicing import PointLike, as_anchor, coordinates
 from landscape.evaluate.affine import AffinePoints
 from landscape.evaluate.points import evaluate_points
@@ -66,10 +67,7 @@ class CurveKind(str, enum.Enum):
 
 
 def _kind(value: Any) -> CurveKind:
-    try:
-        return CurveKind(value)
-    except ValueError:
-        raise ValueError(f"unknown curve kind {value!r}; valid: {[k.value for k in CurveKind]}") from None
+    return parse_option(CurveKind, value, "curve kind")
 
 
 def curve_coefficients(kind: CurveKind | str, ts: Sequence[float] | np.ndarray | Tensor) -> np.ndarray:
@@ -352,7 +350,8 @@ def evaluate_curve(
         ValueError: If the curve does not fit the model, ``ts`` is not a non-empty 1-D sequence of finite numbers,
             or ``bn_mode="interpolate"`` (the bend has no buffers).
     """
-    if BNMode(bn_mode) is BNMode.INTERPOLATE:
+    bn = parse_option(BNMode, bn_mode, "bn_mode")  # "EVAL" as every analyzer takes it; a bad one lists the valid
+    if bn is BNMode.INTERPOLATE:
         raise ValueError(
             "bn_mode='interpolate' needs buffers at every control point; the bend has none: use 'eval', 'train' "
             "or 'recompute'"
@@ -373,14 +372,12 @@ def evaluate_curve(
         data,
         metrics=metrics,
         loss_fn=loss_fn,
-        bn_mode=bn_mode,
+        bn_mode=bn,
         bn_data=bn_data,
         batch_size=batch_size,
         progress=progress,
     )
-    prov = Provenance.here(
-        data=describe_data(data), model=type(model).__name__, kind=curve.shape, bn_mode=BNMode(bn_mode).value
-    )
+    prov = Provenance.here(data=describe_data(data), model=type(model).__name__, kind=curve.shape, bn_mode=bn.value)
     return CurveResult(
         ts=t,
         metrics=res,
