@@ -297,6 +297,22 @@ class ParamLayout:
                 "from only the trainable parameters (params='trainable')?"
             )
 
+    def check_shapes(self, other: ParamLayout, what: str) -> None:
+        """Raise ``ValueError`` unless ``other`` (``what``'s layout) has these tensor shapes in order (any names).
+
+        Raises:
+            ValueError: Naming the first tensor whose shape differs (an equal parameter count is not one architecture).
+        """
+        mine, theirs = [s.shape for s in self.specs], [s.shape for s in other.specs]
+        if mine != theirs:
+            i = next((k for k, (p, q) in enumerate(zip(mine, theirs)) if p != q), min(len(mine), len(theirs)))
+            got = f"{other.specs[i].name!r} of shape {theirs[i]}" if i < len(theirs) else "missing"
+            want = f"{self.specs[i].name!r} of shape {mine[i]}" if i < len(mine) else "none"
+            raise ValueError(
+                f"{what} is another architecture ({other.numel} parameters, the model {self.numel}): its tensor {i} "
+                f"is {got}, the model's {want}; pass a model (or vector) of the model's architecture"
+            )
+
     def check_dict(self, params: Mapping[str, Tensor]) -> None:
         """Raise a clear error unless ``params`` has exactly this layout's names and shapes.
 

@@ -116,7 +116,7 @@ def test_model_untouched_hooks_removed_modes_restored_also_on_error():
     s1 = measure_saturation(net, x, exact_limit=10**6)
     s2 = measure_saturation(net, x, exact_limit=10**6)
     assert s1["1"].values.tolist() == s2["1"].values.tolist()  # eval mode: the dropout did not act
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="cannot take inputs of shape"):  # an InputError naming the layer
         measure_saturation(net, torch.zeros(4, 5))  # wrong input width fails mid-forward
     assert [m.training for m in net.modules()] == modes
     for m in net.modules():

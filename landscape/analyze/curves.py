@@ -40,12 +40,14 @@ import torch
 from torch import Tensor, nn
 
 from landscape._batch import describe_data
-from landscape.analyze.slicing import PointLike, as_anchor
+from landscape._options import parse_option
+from landscape.analyze.slicing import PointLike, as_anchor, coordinates
 from landscape.evaluate.affine import AffinePoints
 from landscape.evaluate.points import evaluate_points
 from landscape.functional import BNMode
 from landscape.params import ParamLayout, functional_forward, parameter_mask
 from landscape.results import Provenance, Result, register_result
+from landscape.validation import check_vector
 
 __all__ = [
     "CurveKind",
@@ -65,10 +67,7 @@ class CurveKind(str, enum.Enum):
 
 
 def _kind(value: Any) -> CurveKind:
-    try:
-        return CurveKind(value)
-    except ValueError:
-        raise ValueError(f"unknown curve kind {value!r}; valid: {[k.value for k in CurveKind]}") from None
+    return parse_option(CurveKind, value, "curve kind")
 
 
 def curve_coefficients(kind: CurveKind | str, ts: Sequence[float] | np.ndarray | Tensor) -> np.ndarray:
@@ -263,6 +262,7 @@ def fit_curve(
 
     Raises:
         ValueError: On an unknown kind or a point of another architecture.
+        InputError: If ``a``, ``b`` or ``init_bend`` holds NaN/inf (naming the parameters), or on bad data.
     """
     from landscape.train.loop import Trainer
 
@@ -271,6 +271,9 @@ def fit_curve(
     (w0, _), (w1, _) = as_anchor(a, a, layout), as_anchor(a, b, layout)
     theta = 0.5 * (w0 + w1) if init_bend is None else torch.as_tensor(init_bend).to(w0.dtype)
     layout.check_vector(theta)
+    # named here: the trainer would only see the NaN in its one parameter, the bend
+    for name, vec in (("a", w0), ("b", w1), ("init_bend", theta)):
+        check_vector(vec, name, layout)
     module = _CurveModel(a, w0, theta, w1, k)
     tr = Trainer(
         module,
@@ -328,7 +331,7 @@ def evaluate_curve(
         model: The architecture (only read; its buffers are used in eval mode).
         curve: From :func:`fit_curve` (or built by hand).
         data: Tensor pair or iterable of ``(X, y)`` batches.
-        ts: ``(n,)`` positions (default ``linspace(0, 1, 25)``).
+        ts: ``(n,)`` positions (default ``linspace(0, 1, 25)``); finite numbers, not a count.
         metrics: Metric names for :func:`~landscape.evaluate.points.evaluate_points`; default the loss and, for
             integer class targets, the accuracy (as every slice).
         loss_fn: Loss (default: by target dtype).
@@ -344,17 +347,23 @@ def evaluate_curve(
         A :class:`CurveResult`.
 
     Raises:
-        ValueError: If the curve does not fit the model, or ``bn_mode="interpolate"`` (the bend has no buffers).
+        ValueError: If the curve does not fit the model, ``ts`` is not a non-empty 1-D sequence of finite numbers,
+            or ``bn_mode="interpolate"`` (the bend has no buffers).
     """
-    if BNMode(bn_mode) is BNMode.INTERPOLATE:
+    bn = parse_option(BNMode, bn_mode, "bn_mode")  # "EVAL" as every analyzer takes it; a bad one lists the valid
+    if bn is BNMode.INTERPOLATE:
         raise ValueError(
             "bn_mode='interpolate' needs buffers at every control point; the bend has none: use 'eval', 'train' "
             "or 'recompute'"
         )
-    t = np.linspace(0, 1, 25) if ts is None else np.asarray(ts, np.float64).reshape(-1)
+    t = coordinates(np.linspace(0, 1, 25) if ts is None else ts, "ts")  # ts=25 is not 25 points
     layout = ParamLayout.from_model(model)
+    if curve.layout:
+        layout.check_shapes(ParamLayout.from_dict(curve.layout), "the curve")
     dtype = next(iter(model.parameters())).dtype
     basis = torch.as_tensor(np.asarray(curve.control)).to(dtype)
+    if basis.dim() != 2 or basis.shape[0] != 3:
+        raise ValueError(f"a curve's control points are (3, D) [w0, theta, w1], got shape {tuple(basis.shape)}")
     layout.check_vector(basis[0])
     pts = AffinePoints(basis, curve_coefficients(curve.shape, t))
     res = evaluate_points(
@@ -363,14 +372,12 @@ def evaluate_curve(
         data,
         metrics=metrics,
         loss_fn=loss_fn,
-        bn_mode=bn_mode,
+        bn_mode=bn,
         bn_data=bn_data,
         batch_size=batch_size,
         progress=progress,
     )
-    prov = Provenance.here(
-        data=describe_data(data), model=type(model).__name__, kind=curve.shape, bn_mode=BNMode(bn_mode).value
-    )
+    prov = Provenance.here(data=describe_data(data), model=type(model).__name__, kind=curve.shape, bn_mode=bn.value)
     return CurveResult(
         ts=t,
         metrics=res,

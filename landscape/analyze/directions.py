@@ -13,6 +13,9 @@ Normalization (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets", 
   match their code.
 - ``"layer"``: the same over each whole tensor (Li et al.'s ``'layer'`` is per parameter tensor).
 - ``"model"``: one factor for the whole vector, ``||d|| = ||theta||`` over the entries kept.
+
+A part of the direction that is zero (a tensor two models share, under ``"layer"``; the whole direction,
+under ``"model"``) stays zero, as a zero filter does under ``"filter"``.
 - ``"none"``: raw Gaussian.
 
 One-dimensional tensors (biases, BatchNorm weights and biases) follow ``bias_bn``:
@@ -146,9 +149,9 @@ def normalize_direction(
             shape = [1] * len(s.shape)
             shape[s.filter_axis] = -1
             dv.mul_(scale.view(shape))
-        elif norm is Normalization.LAYER:
+        elif norm is Normalization.LAYER and bool(dv.any()):  # a zero tensor stays zero (0/0 was NaN)
             dv.mul_(tv.norm() / dv.norm())  # Li et al.: no epsilon here
-    if norm is Normalization.MODEL and bool(kept.any()):
+    if norm is Normalization.MODEL and bool(d[kept].any()):
         d[kept] *= theta[kept].norm() / d[kept].norm()
     if mask is not None:
         d[~mask] = 0  # bias_bn="copy" wrote theta there
@@ -311,8 +314,8 @@ def directions_from_models(
         ``(len(others), D)`` directions, computed in float64 and rounded to the origin's dtype.
 
     Raises:
-        ValueError: If no other model is given, the vectors differ in length, or ``params`` is
-            restricted with a vector as origin.
+        ValueError: If no other model is given, the vectors differ in length, two models differ in their tensors'
+            shapes, or ``params`` is restricted with a vector as origin.
     """
     if not others:
         raise ValueError("give at least one model besides the origin, e.g. directions_from_models(m0, m1, m2)")
@@ -323,6 +326,11 @@ def directions_from_models(
             raise ValueError(
                 f"model {i + 1} has {r.numel()} parameters but the origin has {t0.numel()}; same architecture needed"
             )
+    if isinstance(origin, nn.Module):  # an equal count is not enough: the tensors' shapes must match too
+        layout = ParamLayout.from_model(origin)
+        for i, o in enumerate(others):
+            if isinstance(o, nn.Module):
+                layout.check_shapes(ParamLayout.from_model(o), f"model {i + 1}")
     out = torch.stack([(r.double() - t0.double()).to(t0.dtype) for r in rows])
     if not (isinstance(params, str) and params == "all"):
         if not isinstance(origin, nn.Module):

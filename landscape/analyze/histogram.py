@@ -51,7 +51,9 @@ class StreamingHistogram:
             raise ValueError(f"histogram range must be finite with lo < hi, got ({lo}, {hi})")
         if int(bins) < 1:
             raise ValueError(f"bins must be a positive integer, got {bins}")
-        self.edges = torch.linspace(float(lo), float(hi), int(bins) + 1, dtype=torch.float64)
+        # numpy's edges (and so np.histogram's bins): torch.linspace rounds differently, e.g. its middle edge of
+        # 6 bins over [-1, 1] is 5.6e-17, which counted the value 0 in the bin below 0
+        self.edges = torch.from_numpy(np.linspace(float(lo), float(hi), int(bins) + 1))
         self.counts = torch.zeros(int(bins), dtype=torch.int64)
         self.underflow = self.overflow = self.nan_count = self.nonfinite = self.count = 0
         self.minimum, self.maximum = math.inf, -math.inf

@@ -128,7 +128,7 @@ def pairwise_end_distances(trajectories: Sequence[Any], *, segment: int | None =
 
     Args:
         trajectories: ``n`` trajectories (or ``(T_i, D)`` matrices, or final ``(D,)`` vectors).
-        segment: Segment to read from multi-segment trajectories (default: all segments, last snapshot).
+        segment: Segment to read from multi-segment trajectories (default: the last snapshot, whatever its segment).
 
     Returns:
         Numpy float64 ``(n, n)``, symmetric with a zero diagonal.
@@ -138,7 +138,10 @@ def pairwise_end_distances(trajectories: Sequence[Any], *, segment: int | None =
     """
     ends = []
     for t in trajectories:
-        src = SnapshotStack(t, segment)
+        # a trajectory's final snapshot is its last segment's: the earlier ones may have other dimensions (a grown
+        # network), which a stack of every segment refuses
+        last = -1 if segment is None and hasattr(t, "segments") and hasattr(t, "vectors") else segment
+        src = SnapshotStack(t, last)
         ends.append(src.read(src.n - 1, src.n)[0].to(torch.float64))
     dims = {e.shape[0] for e in ends}
     if len(dims) > 1:

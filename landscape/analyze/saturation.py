@@ -31,7 +31,7 @@ from landscape.analyze.histogram import StreamingHistogram
 from landscape.analyze.saturation_results import ActivationValue, SaturationStats
 from landscape.functional import FunctionalModel, hook_attributes
 from landscape.params import preserved_mode
-from landscape.validation import BatchChecker, check_model
+from landscape.validation import BatchChecker, check_model, explain_forward_error
 
 __all__ = ["measure_saturation", "HISTOGRAM_RANGES"]
 
@@ -156,8 +156,8 @@ def measure_saturation(
     Raises:
         KeyError: For an unknown layer name.
         ValueError: If no module matches, a range is unknown, or a layer never ran.
-        InputError: On empty data or NaN/inf in the inputs or weights (inputs are cast to the model's dtype,
-            see :mod:`landscape.validation`).
+        InputError: On empty data, NaN/inf in the inputs or weights (inputs are cast to the model's dtype,
+            see :mod:`landscape.validation`), or inputs of a shape the model cannot take (naming the layer).
     """
     from landscape.problem import Problem
 
@@ -205,6 +205,7 @@ def measure_saturation(
     batches = None if prob is None else iter(prob.batches())
     first = None if batches is None else next(batches, None)
     handles = [model.register_forward_pre_hook(reset)]
+    refused: tuple[Any, RuntimeError] | None = None  # (inputs, kwargs, targets) the model could not take, and why
     try:
         handles += [m.register_forward_hook(hook_for(name)) for name, m in chosen]
         # Train mode updates BatchNorm running statistics in place: run on private copies of the
@@ -217,17 +218,28 @@ def measure_saturation(
                     if prob.closure:  # only the closure knows how its batches call the model
                         prob.batch_terms(FunctionalModel(model, bufs, train), b)
                     else:
-                        torch.func.functional_call(model, bufs, b.inputs, b.kwargs, strict=False)
+                        try:
+                            torch.func.functional_call(model, bufs, b.inputs, b.kwargs, strict=False)
+                        except RuntimeError as e:
+                            refused = ((b.inputs, b.kwargs, b.targets), e)
+                            break
                     checker.n_samples += b.size
             else:
                 for i, x in enumerate(
                     tqdm(_iter_inputs(data, batch_size), disable=not progress, desc="activations", leave=False)
                 ):
                     # cast to the model's dtype, NaN/inf inputs refused; buffers are the private copies
-                    torch.func.functional_call(model, bufs, (checker(x, None, i)[0],), strict=False)
+                    x = checker(x, None, i)[0]
+                    try:
+                        torch.func.functional_call(model, bufs, (x,), strict=False)
+                    except RuntimeError as e:
+                        refused = (((x,), {}, None), e)
+                        break
     finally:
         for h in handles:
             h.remove()
+    if refused is not None:  # named once the hooks are off (the explanation runs the model again)
+        raise explain_forward_error(model, *refused[0]) or refused[1]
     checker.finish()
     missing = [name for name, _ in chosen if (name, 0) not in hists]
     if missing:

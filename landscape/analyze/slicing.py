@@ -204,11 +204,13 @@ def as_anchor(prob: ProblemLike, p: PointLike, layout: ParamLayout) -> tuple[Ten
 
     Raises:
         TypeError: If ``p`` is none of the three.
-        ValueError: If the vector does not fit the layout.
+        ValueError: If the vector does not fit the layout, or the model is of another architecture.
     """
     model = prob.model if isinstance(prob, Problem) else prob
     dtype = prob.dtype if isinstance(prob, Problem) else next(iter(model.parameters())).dtype
     if isinstance(p, nn.Module):
+        # same count, other shapes (Linear(3, 4) then (4, 3), or the reverse) would give a meaningless point
+        layout.check_shapes(ParamLayout.from_model(p), f"a point given as a model ({type(p).__name__})")
         vec, bufs = parameters_to_vector(p), buffers_dict(p)
     elif isinstance(p, Tensor):
         vec, bufs = p.detach(), None
