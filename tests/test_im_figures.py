@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -262,6 +263,7 @@ def test_grad_norm_is_memoized_per_weights_and_data_and_kept_beside_the_runs(run
 
     sgd, adam = runs.many([RunSpec("sgd"), RunSpec("adam")])
     data = runs.surface_data()
+    shutil.rmtree(sgd.traj.path.parent / "_grad_norms", ignore_errors=True)  # what earlier tests stored
     monkeypatch.setattr(_measures, "_GRAD_NORMS", {})
     calls = []
     real = _measures._grad_norm_uncached
@@ -289,6 +291,42 @@ def test_grad_norm_is_memoized_per_weights_and_data_and_kept_beside_the_runs(run
     # a run kept in memory (no cache directory) is computed and memoized in the process only
     mem = ImRuns(TINY).get(RunSpec("sgd"))
     assert mem.traj.path is None and common.grad_norm(mem, -1, data) == g1
+
+
+def test_line_losses_are_the_line_memoized_and_kept_beside_the_runs(runs, monkeypatch):
+    from figures.im import _runs
+    from landscape.analyze import line
+
+    sgd, adam = runs.many([RunSpec("sgd"), RunSpec("adam")])
+    template, kw, data = runs.loss_kit()
+    alphas = np.linspace(0, 1, 5)
+    direct = line(template, sgd.final, adam.final, data, alphas=alphas, **kw).metrics["loss"]
+    shutil.rmtree(runs.root / "_lines", ignore_errors=True)  # what earlier tests stored
+    monkeypatch.setattr(_runs, "_LINES", {})
+    calls = []
+    real = _runs.line
+    monkeypatch.setattr(_runs, "line", lambda *a, **k: calls.append(1) or real(*a, **k))
+    z = runs.line_losses(template, sgd.final, adam.final, alphas, **kw)
+    assert z.dtype == np.float64 and np.array_equal(z, direct) and len(calls) == 1
+    z[:] = -1  # the caller's copy: the memo keeps its own
+    assert np.array_equal(runs.line_losses(template, sgd.final, adam.final, alphas, progress=True, **kw), direct)
+    assert len(calls) == 1  # progress is display only: the same key
+    # another segment, direction, positions or data are computed
+    assert np.array_equal(
+        runs.line_losses(template, adam.final, sgd.final, alphas, **kw),
+        line(template, adam.final, sgd.final, data, alphas=alphas, **kw).metrics["loss"],
+    )
+    runs.line_losses(template, sgd.final, adam.final, np.linspace(0, 1, 6), **kw)
+    assert len(calls) == 3
+    # a fresh process reads the file beside the runs, bitwise
+    monkeypatch.setattr(_runs, "_LINES", {})
+    fresh = ImRuns(TINY, runs.root.parent)
+    assert np.array_equal(fresh.line_losses(template, sgd.final, adam.final, alphas, **kw), direct)
+    assert len(calls) == 3 and any((runs.root / "_lines").glob("*.npy"))
+    # in memory (no cache): computed, memoized in the process only
+    monkeypatch.setattr(_runs, "_LINES", {})
+    mem = ImRuns(TINY)
+    assert np.array_equal(mem.line_losses(template, sgd.final, adam.final, alphas, **kw), direct) and len(calls) == 4
 
 
 def test_converged_premise_reads_the_gradient_at_the_final_weights(runs):
