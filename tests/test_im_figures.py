@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -244,6 +245,88 @@ def test_rise_score_is_the_sharp_rise_test():
     for z in ([0.1, 0.5, 0.25], [0.001, 0.01, 0.001], [0.2, 1.0, 0.1]):
         assert (rise_score(np.array(z)) >= 1) == rises(*rise(np.array(z)))
     assert math.isnan(rise_score(np.array([0.1, np.inf])))
+
+
+def _brute_grad_norm(model, data):
+    """The gradient norm written out in float64: the reference for the memoized :func:`grad_norm`."""
+    m = model.double().eval()
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.train()
+    x, y = data
+    loss = torch.nn.functional.cross_entropy(m(x.double()), y)
+    return float(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(m.parameters()))]).norm())
+
+
+def test_grad_norm_is_memoized_per_weights_and_data_and_kept_beside_the_runs(runs, monkeypatch):
+    from figures.im import _measures
+
+    sgd, adam = runs.many([RunSpec("sgd"), RunSpec("adam")])
+    data = runs.surface_data()
+    shutil.rmtree(sgd.traj.path.parent / "_grad_norms", ignore_errors=True)  # what earlier tests stored
+    monkeypatch.setattr(_measures, "_GRAD_NORMS", {})
+    calls = []
+    real = _measures._grad_norm_uncached
+    monkeypatch.setattr(_measures, "_grad_norm_uncached", lambda m, d: calls.append(1) or real(m, d))
+    g0, g1 = common.grad_norm(sgd, 0, data), common.grad_norm(sgd, -1, data)
+    assert g0 == pytest.approx(_brute_grad_norm(sgd.model(0), data), rel=1e-5)
+    assert g1 == pytest.approx(_brute_grad_norm(sgd.model(-1), data), rel=1e-5)
+    assert len(calls) == 2
+    # the same weights and data: the same float, not computed again (adam shares sgd's initial weights)
+    assert common.grad_norm(sgd, -1, data) == g1 and common.grad_norm(adam, 0, data) == g0 and len(calls) == 2
+    # other weights or other data are computed
+    assert common.grad_norm(adam, -1, data) != g1 and len(calls) == 3
+    half = (data[0][:5], data[1][:5])
+    assert common.grad_norm(sgd, -1, half) == pytest.approx(_brute_grad_norm(sgd.model(-1), half), rel=1e-5)
+    assert len(calls) == 4
+    # another process (an empty memo) reads the values stored beside the runs, bitwise
+    monkeypatch.setattr(_measures, "_GRAD_NORMS", {})
+    assert common.grad_norm(sgd, -1, data) == g1 and common.grad_norm(adam, 0, data) == g0 and len(calls) == 4
+    assert (sgd.traj.path.parent / "_grad_norms").is_dir()
+    # a damaged file is computed again (and rewritten)
+    monkeypatch.setattr(_measures, "_GRAD_NORMS", {})
+    for f in (sgd.traj.path.parent / "_grad_norms").glob("*.json"):
+        f.write_text("{", encoding="utf-8")
+    assert common.grad_norm(sgd, -1, data) == g1 and len(calls) == 5
+    # a run kept in memory (no cache directory) is computed and memoized in the process only
+    mem = ImRuns(TINY).get(RunSpec("sgd"))
+    assert mem.traj.path is None and common.grad_norm(mem, -1, data) == g1
+
+
+def test_line_losses_are_the_line_memoized_and_kept_beside_the_runs(runs, monkeypatch):
+    from figures.im import _runs
+    from landscape.analyze import line
+
+    sgd, adam = runs.many([RunSpec("sgd"), RunSpec("adam")])
+    template, kw, data = runs.loss_kit()
+    alphas = np.linspace(0, 1, 5)
+    direct = line(template, sgd.final, adam.final, data, alphas=alphas, **kw).metrics["loss"]
+    shutil.rmtree(runs.root / "_lines", ignore_errors=True)  # what earlier tests stored
+    monkeypatch.setattr(_runs, "_LINES", {})
+    calls = []
+    real = _runs.line
+    monkeypatch.setattr(_runs, "line", lambda *a, **k: calls.append(1) or real(*a, **k))
+    z = runs.line_losses(template, sgd.final, adam.final, alphas, **kw)
+    assert z.dtype == np.float64 and np.array_equal(z, direct) and len(calls) == 1
+    z[:] = -1  # the caller's copy: the memo keeps its own
+    assert np.array_equal(runs.line_losses(template, sgd.final, adam.final, alphas, progress=True, **kw), direct)
+    assert len(calls) == 1  # progress is display only: the same key
+    # another segment, direction, positions or data are computed
+    assert np.array_equal(
+        runs.line_losses(template, adam.final, sgd.final, alphas, **kw),
+        line(template, adam.final, sgd.final, data, alphas=alphas, **kw).metrics["loss"],
+    )
+    runs.line_losses(template, sgd.final, adam.final, np.linspace(0, 1, 6), **kw)
+    assert len(calls) == 3
+    # a fresh process reads the file beside the runs, bitwise
+    monkeypatch.setattr(_runs, "_LINES", {})
+    fresh = ImRuns(TINY, runs.root.parent)
+    assert np.array_equal(fresh.line_losses(template, sgd.final, adam.final, alphas, **kw), direct)
+    assert len(calls) == 3 and any((runs.root / "_lines").glob("*.npy"))
+    # in memory (no cache): computed, memoized in the process only
+    monkeypatch.setattr(_runs, "_LINES", {})
+    mem = ImRuns(TINY)
+    assert np.array_equal(mem.line_losses(template, sgd.final, adam.final, alphas, **kw), direct) and len(calls) == 4
 
 
 def test_converged_premise_reads_the_gradient_at_the_final_weights(runs):

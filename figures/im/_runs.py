@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import inspect
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -240,6 +241,23 @@ class Run:
         return float(self.traj.meta["fit_time_s"])
 
 
+def _library_digest() -> str:
+    """Digest of the ``landscape`` package's sources: a changed evaluation engine never reads an old memoized line."""
+    import landscape
+
+    h = hashlib.sha256()
+    root = Path(landscape.__file__).parent
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+_LINE_CODE = _library_digest()
+_LINES: dict[str, np.ndarray] = {}
+"""This process's memo of :meth:`ImRuns.line_losses`, by :meth:`ImRuns._line_key`."""
+
+
 class ImRuns:
     """The pool of runs of one :class:`ImSetup`, trained on first use and cached on disk.
 
@@ -332,6 +350,74 @@ class ImRuns:
         """What a loss-surface figure evaluates with: a template model, the loss-only options and the data."""
         return self.setup.model(RunSpec()), self.loss_kw(RunSpec()), self.surface_data()
 
+    def line_losses(self, template: nn.Module, a: Tensor, b: Tensor, alphas: np.ndarray, **kw: Any) -> np.ndarray:
+        """``line(template, a, b, self.surface_data(), alphas=alphas, **kw).metrics["loss"]``, memoized.
+
+        Several figures evaluate the same segment (Fig. 8's final -> final lines with BatchNorm include Figs. 5-6's
+        three pairs; Fig. 13's switches are Fig. 7's; Figs. 2-3 and Table 1 share edges). The memo is keyed by a
+        digest of everything the numbers depend on (:meth:`_line_key`: the template's architecture and state,
+        both endpoints, the positions, the data and the options, bitwise, and the thread count), kept in this
+        process and, for a pool cached on disk, in ``_lines/`` under it, so a value is computed once per gallery
+        and every figure reads the float array the computation returned.
+
+        Args:
+            template: The architecture (its buffers are used where ``bn_mode`` reads them).
+            a: Start ``(D,)`` (alpha 0).
+            b: End ``(D,)`` (alpha 1).
+            alphas: ``(n,)`` positions.
+            **kw: Options of :func:`landscape.analyze.line` (``progress`` is only display and not part of the key).
+
+        Returns:
+            The loss at each position, ``(n,)`` float64.
+        """
+        data = self.surface_data()
+        key = self._line_key(template, a, b, alphas, data, kw)
+        if key in _LINES:
+            return _LINES[key].copy()
+        file = None if self.root is None else self.root / "_lines" / f"{key}.npy"
+        if file is not None and file.is_file():
+            try:
+                z = np.load(file, allow_pickle=False)
+            except (OSError, ValueError):  # a damaged file: computed again and rewritten
+                pass
+            else:
+                if z.shape == (len(alphas),):
+                    _LINES[key] = z
+                    return z.copy()
+        z = np.asarray(line(template, a, b, data, alphas=alphas, **kw).metrics["loss"], dtype=np.float64)
+        _LINES[key] = z
+        if file is not None:
+            try:  # through a file of this process and a rename: a reader never sees half a file
+                file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = file.with_name(f".{file.stem}.{os.getpid()}.tmp.npy")
+                np.save(tmp, z, allow_pickle=False)
+                os.replace(tmp, file)
+            except OSError:  # a read-only cache: the value stays memoized in this process
+                pass
+        return z.copy()
+
+    @staticmethod
+    def _line_key(
+        template: nn.Module,
+        a: Tensor,
+        b: Tensor,
+        alphas: np.ndarray,
+        data: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]],
+        kw: Mapping[str, Any],
+    ) -> str:
+        """Digest of what :meth:`line_losses` computes from: equal digests, the same numbers."""
+        options = {k: v for k, v in kw.items() if k != "progress"}
+        h = hashlib.sha256(f"{_LINE_CODE}|{torch.get_num_threads()}|{template!r}|{sorted(options.items())!r}".encode())
+        tensors = [t for _, t in sorted(template.state_dict().items())] + [a, b]
+        tensors += [t for batch in ([data] if isinstance(data, tuple) else data) for t in batch]
+        for t in tensors:
+            h.update(f"|{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.detach().contiguous().cpu().numpy().tobytes())
+        al = np.ascontiguousarray(alphas, dtype=np.float64)
+        h.update(f"|alphas:{al.shape}".encode())
+        h.update(al.tobytes())
+        return h.hexdigest()[:32]
+
     def init_final_losses(self, runs: Mapping[K, Run], alphas: np.ndarray, desc: str) -> dict[K, np.ndarray]:
         """Training loss on the line from each run's initial to its final weights (Eq. 2), on :meth:`surface_data`.
 
@@ -343,9 +429,8 @@ class ImRuns:
         Returns:
             ``{key: loss (n,)}``, in the order of ``runs``.
         """
-        data = self.surface_data()
         return {
-            key: line(r.factory(), r.init, r.final, data, alphas=alphas, **self.loss_kw(r.spec)).metrics["loss"]
+            key: self.line_losses(r.factory(), r.init, r.final, alphas, **self.loss_kw(r.spec))
             for key, r in tqdm(runs.items(), desc=desc, disable=not self.progress, leave=False)
         }
 

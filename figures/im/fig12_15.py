@@ -51,7 +51,6 @@ from figures.im._setup import GALLERY, Curve, ImRuns, Run, RunSpec, color, histo
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im.fig7 import slope_change
 from figures.verdict import at_least, paired_effect
-from landscape.analyze import line
 
 __all__ = ["SWITCHES", "SwitchFigure", "switch_figure"]
 
@@ -157,7 +156,7 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
     latest = max(FRACTIONS)
 
     def interp(p: Run, q: Run) -> np.ndarray:
-        return line(template, p.final, q.final, data, alphas=alphas, **kw).metrics["loss"]
+        return runs.line_losses(template, p.final, q.final, alphas, **kw)
 
     # ---- per initialization: the claims' measures
     scores, jumps, rels, drops, acc_gap, lines0 = [], [], [], {}, [], {}

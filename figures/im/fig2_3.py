@@ -25,7 +25,7 @@ from figures.contract import FigureResult, Panel, register_figure
 from figures.im._setup import GALLERY, ImRuns, RunSpec, converged_premise, im_figure, rise, rise_score
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import paired_effect
-from landscape.analyze import barycentric, bilinear, line
+from landscape.analyze import barycentric, bilinear
 from landscape.plot import plot_barycentric, plot_bilinear
 
 __all__ = ["FIG3_METHODS", "fig2_3", "edges"]
@@ -87,11 +87,7 @@ def fig2_3(runs: ImRuns) -> FigureResult:
         a, b = sgd[k], sgd[(k + 1) % reps]
         if reps < 2 or (k == reps - 1 and reps == 2):
             break
-        z = (
-            edges(b2.metrics["loss"])["right"]
-            if k == 0
-            else line(template, a.final, b.final, data, alphas=alphas, **kw).metrics["loss"]
-        )
+        z = edges(b2.metrics["loss"])["right"] if k == 0 else runs.line_losses(template, a.final, b.final, alphas, **kw)
         s2.append(rise_score(z))
     s3, e3k = [], []
     for k, rk in enumerate(by_init):
@@ -100,10 +96,7 @@ def fig2_3(runs: ImRuns) -> FigureResult:
         else:  # the square's edges: top c1 -> c0, bottom c3 -> c2, left c3 -> c1, right c2 -> c0
             c = [r.final for r in rk]
             ends = {"top": (c[1], c[0]), "bottom": (c[3], c[2]), "left": (c[3], c[1]), "right": (c[2], c[0])}
-            sc = {
-                e: rise_score(line(template, u, v, data, alphas=alphas, **kw).metrics["loss"])
-                for e, (u, v) in ends.items()
-            }
+            sc = {e: rise_score(runs.line_losses(template, u, v, alphas, **kw)) for e, (u, v) in ends.items()}
         e3k.append(sc)
         s3.append(float(min(sc.values())))
     eff2 = paired_effect(np.log(s2), 0.0) if s2 else None

@@ -41,7 +41,7 @@ from figures.im._setup import GALLERY, Curve, ImRuns, color, im_figure, init_das
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im.fig4 import anova
 from figures.verdict import Verdict, at_most, paired_effect
-from landscape.analyze import line, line_distance
+from landscape.analyze import line_distance
 from landscape.train import METHODS
 
 __all__ = ["PAIRS", "basin_widths", "fig5_6"]
@@ -92,9 +92,7 @@ def fig5_6(runs: ImRuns) -> FigureResult:
     alphas = np.linspace(0, 1, 21)
     for a, b in PAIRS:
         for k in range(reps):
-            pair_lines[a, b, k] = line(template, grid[a, k].final, grid[b, k].final, data, alphas=alphas, **kw).metrics[
-                "loss"
-            ]
+            pair_lines[a, b, k] = runs.line_losses(template, grid[a, k].final, grid[b, k].final, alphas, **kw)
 
     widths = {key: basin_widths(d, z, length) for key, (d, z, length) in prof.items()}
     censored = sum(widths[key][0] >= d[-1] for key, (d, _, _) in prof.items())

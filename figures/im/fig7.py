@@ -33,7 +33,6 @@ from figures.im._measures import converged_premise, rise, rise_score
 from figures.im._setup import GALLERY, Curve, ImRuns, Run, RunSpec, color, history_curve, im_figure, switching_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import at_least, paired_effect
-from landscape.analyze import line
 
 __all__ = ["fig7", "slope_change"]
 
@@ -85,7 +84,7 @@ def fig7(runs: ImRuns) -> FigureResult:
     alphas = np.linspace(0, 1, 21)
 
     acc_panels, dist_panels, line_panels = [], [], []
-    rises_, slopes, drops = {}, {}, {}
+    rises_, slopes, drops, lines0 = {}, {}, {}, {}
     for a, b in sw:
         title = f"{LABELS[a]} -> {LABELS[b]}"
         for metric, what in (("trainset_accuracy", "training"), ("test_accuracy", "test")):
@@ -94,13 +93,14 @@ def fig7(runs: ImRuns) -> FigureResult:
         dist_panels.append((title, cs))
         cs = []
         for i, r in enumerate(sw[a, b]):
-            z = line(template, plain[a].final, r.final, data, alphas=alphas, **kw).metrics["loss"]
+            z = runs.line_losses(template, plain[a].final, r.final, alphas, **kw)
+            lines0[a, b, fr[i]] = z  # init 0's lines: the claims below read them again
             rises_[a, b, fr[i]] = rise(z)
             cs.append(Curve(alphas, z, r.label, _SHADES[a][i % 3]))
             slopes[a, b, fr[i]] = slope_change(r, plain[a], at[i])
             d = r.curve("dist_init")
             drops[a, b, fr[i]] = (d[-1] - d[at[i]]) / d[at[i]] if d[at[i]] > 0 else math.nan
-        z = line(template, plain[a].final, plain[b].final, data, alphas=alphas, **kw).metrics["loss"]
+        z = runs.line_losses(template, plain[a].final, plain[b].final, alphas, **kw)
         cs.append(Curve(alphas, z, LABELS[b], color(b), dash=True))
         line_panels.append((f"from {LABELS[a]}'s minimum (0) to ... (1)", cs))
 
@@ -133,7 +133,11 @@ def fig7(runs: ImRuns) -> FigureResult:
                 sl = slopes[a, b, fr[i]] if k == 0 else slope_change(r, pk[a], at[i])
                 rels.append(sl[2])
                 if fr[i] == late:
-                    z = line(template, pk[a].final, r.final, data, alphas=alphas, **kw).metrics["loss"]
+                    z = (
+                        lines0[a, b, fr[i]]
+                        if k == 0
+                        else runs.line_losses(template, pk[a].final, r.final, alphas, **kw)
+                    )
                     sc.append(rise_score(z))
                 if a == "adam":
                     d = r.curve("dist_init")

@@ -47,7 +47,6 @@ from figures.im._measures import converged_premise, rise_score
 from figures.im._setup import GALLERY, Curve, ImRuns, Run, RunSpec, color, im_figure, init_dash, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import at_least, paired_effect
-from landscape.analyze import line
 from landscape.train import METHODS, default_hyperparameters
 
 __all__ = ["LR_GRIDS", "PILOT_FRACTION", "barrier_width", "fig8_table2", "n_bumps", "pick_rate", "pilot_loss"]
@@ -165,7 +164,6 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
         }
     )
     alphas = np.linspace(0, 1, 21)
-    data = runs.surface_data()
     templates = {bn: setup.model(RunSpec(batchnorm=bn)) for bn in bns}
     kws = {bn: runs.loss_kw(RunSpec(batchnorm=bn)) for bn in bns}
 
@@ -176,9 +174,9 @@ def fig8_table2(runs: ImRuns) -> FigureResult:
         list(itertools.product(bns, range(reps))), desc="fig 8 final-final", disable=not progress, leave=False
     ):
         for a, b in pairs:
-            final_final[bn, k, a, b] = line(
-                templates[bn], grid[bn, a, k].final, grid[bn, b, k].final, data, alphas=alphas, **kws[bn]
-            ).metrics["loss"]
+            final_final[bn, k, a, b] = runs.line_losses(
+                templates[bn], grid[bn, a, k].final, grid[bn, b, k].final, alphas, **kws[bn]
+            )
 
     top = [
         (

@@ -37,7 +37,7 @@ from figures.contract import FigureResult, Panel, Scale, cache_dir, register_fig
 from figures.im._setup import GALLERY, ImRuns, RunSpec, converged_premise, im_figure, mpl_grid, rise, rise_score, rises
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import paired_effect
-from landscape.analyze import barycentric, distance_along_path, line
+from landscape.analyze import barycentric, distance_along_path
 from landscape.evaluate import evaluate_points
 from landscape.plot import plot_triangle_cell
 from landscape.plot.style import CMAP
@@ -94,9 +94,7 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
             z = (
                 seg[c, r]
                 if i == 0
-                else line(template, rk[c].final, rk[r].final, data, alphas=seg_alphas, metrics=("loss",), **kw).metrics[
-                    "loss"
-                ]
+                else runs.line_losses(template, rk[c].final, rk[r].final, seg_alphas, metrics=("loss",), **kw)
             )
             scores.append(rise_score(z))
         min_score.append(float(np.nanmin(scores)) if np.isfinite(scores).any() else math.nan)
