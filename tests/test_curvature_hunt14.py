@@ -5,12 +5,18 @@ References: the dense Hessian (double backward), its eigendecomposition, and clo
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.func import functional_call
 
-from landscape.curvature import hessian_spectrum
+from landscape.curvature import gradient_descent_curvature, hessian_spectrum
+from landscape.params import ParamLayout, parameters_to_vector
+from landscape.problem import Problem
+from landscape.trajectory import Trajectory
 from tests.helpers import dense_hessian
 
 F64 = torch.float64
@@ -33,3 +39,37 @@ def test_top_k_beyond_the_dimension_gives_every_eigenvalue_and_says_so():
     extra = spec.provenance.extra
     assert extra["top_k"] == len(spec.top_eigenvalues) == 9 and extra["top_k_requested"] == 20
     assert extra["steps"] == spec.nodes.shape[1] == 9  # the steps too are the ones run
+
+
+def _batch_statistics_hessian(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Dense float64 Hessian of the cross-entropy with BatchNorm's batch statistics (double backward)."""
+    m = copy.deepcopy(model).train()
+    layout = ParamLayout.from_model(m)
+    bufs = {k: v.clone() for k, v in m.named_buffers()}
+
+    def loss(v: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(functional_call(m, {**bufs, **layout.unflatten(v)}, (X,)), y)
+
+    return torch.autograd.functional.hessian(loss, parameters_to_vector(m).detach())
+
+
+def _bn_net() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    with torch.no_grad():  # running statistics far from the batch's: eval and train mode differ
+        net[1].running_mean.fill_(2.0)
+        net[1].running_var.fill_(5.0)
+    return net, torch.randn(16, 3, dtype=F64), torch.randint(0, 2, (16,))
+
+
+def test_gradient_descent_curvature_of_a_problem_takes_its_batchnorm_mode():
+    """gradient_descent_curvature(Problem(..., bn_mode="train")) measured the eval-mode Hessian (the recorder got
+    only the trainer's data and loss): 1.63 for the batch-statistics loss's 3.88 at step 0."""
+    net, X, y = _bn_net()
+    traj = Trajectory()
+    problem = Problem(net, (X, y), bn_mode="train")
+    tr, _ = gradient_descent_curvature(problem, lr=0.1, steps=4, every_steps=2, trajectory=traj, tol=1e-10)
+    assert tr.bn_mode == "train" and len(traj) == len(tr) == 3
+    for t in range(len(traj)):
+        H = _batch_statistics_hessian(traj.model_at(net, t), X, y)
+        assert tr.eigenvalues[t, 0] == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-8)

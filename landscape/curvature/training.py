@@ -348,7 +348,9 @@ class CurvatureRecorder(RecordTrajectory):
     Args:
         trajectory: Where snapshots go (a :class:`~landscape.trajectory.store.Trajectory`); ``None`` keeps only
             :attr:`trace_`.
-        data: Data of the loss whose Hessian is taken; default the trainer's training data.
+        data: Data of the loss whose Hessian is taken, or a :class:`~landscape.problem.Problem` (its data, loss,
+            ``bn_mode`` and dtype; pass the one a :class:`~landscape.train.loop.Trainer` was built from to measure
+            its Hessian: the trainer keeps only its model, data and loss); default the trainer's training data.
         loss_fn: Its batch-mean loss; default the trainer's.
         every_steps: Record every this many optimizer steps.
         every_epochs: Also record every this many epochs (default not: full-batch steps are epochs).
@@ -466,7 +468,8 @@ def gradient_descent_curvature(
 
     Args:
         model: Initial network (never modified; a copy is trained), or a :class:`~landscape.problem.Problem`
-            with a tensor pair and an ``(outputs, targets)`` loss.
+            with a tensor pair and an ``(outputs, targets)`` loss (the Hessian is then the problem's, with its
+            ``bn_mode``).
         loss_fn: With a network: batch-mean loss (Cohen et al. use both MSE and cross-entropy); default
             cross-entropy for integer targets, MSE otherwise.
         data: With a network: training pair ``(X (N, ...), y (N, ...))``: one full batch per step.
@@ -492,6 +495,9 @@ def gradient_descent_curvature(
         raise ValueError(f"lr and steps must be positive, got lr={lr}, steps={steps}")
     rec = CurvatureRecorder(
         trajectory,
+        # a Problem's Hessian (its bn_mode, dtype, loss), as trajectory_curvature takes it; the trainer keeps
+        # only its model, data and loss, so the recorder measured the eval-mode loss of a bn_mode="train" problem
+        model if isinstance(model, Problem) else None,
         every_steps=every_steps,
         k=k,
         tol=tol,
