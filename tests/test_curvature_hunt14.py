@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from landscape.curvature import gradient_descent_curvature, hessian_spectrum
+from landscape.curvature import gradient_descent_curvature, hessian_spectrum, trajectory_curvature
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.problem import Problem
 from landscape.trajectory import Trajectory
@@ -73,3 +73,22 @@ def test_gradient_descent_curvature_of_a_problem_takes_its_batchnorm_mode():
     for t in range(len(traj)):
         H = _batch_statistics_hessian(traj.model_at(net, t), X, y)
         assert tr.eigenvalues[t, 0] == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-8)
+
+
+def test_trajectory_curvature_records_the_dtype_it_computed_in():
+    """A float32 model's curvature computed in float64 (dtype=) said nothing of the dtype: the provenance had no
+    dtype, model dtype, reduction, BatchNorm flag or the operator's notes (hessian_spectrum's has all)."""
+    net, X, y = _bn_net()
+    net32 = copy.deepcopy(net).float()
+    traj = Trajectory()
+    traj.append_model(net32, step=0)
+    data = (X.float(), y)
+    wide = trajectory_curvature(traj, net32, nn.functional.cross_entropy, data, k=2, tol=1e-12, dtype=F64)
+    ev = torch.linalg.eigvalsh(dense_hessian(net32, nn.functional.cross_entropy, X.float(), y)).flip(0)
+    # float64 products: the float32 model's Hessian to float64 accuracy (float32 products give ~1e-6)
+    np.testing.assert_allclose(wide.eigenvalues[0], ev[:2].numpy(), rtol=1e-10)
+    extra = wide.provenance.extra
+    assert (extra["dtype"], extra["model_dtype"]) == ("torch.float64", "torch.float32")
+    assert extra["reduction"] == "mean" and extra["batchnorm"] is True and isinstance(extra["notes"], list)
+    narrow = trajectory_curvature(traj, net32, nn.functional.cross_entropy, data, k=2, tol=1e-5)
+    assert narrow.provenance.extra["dtype"] == "torch.float32"

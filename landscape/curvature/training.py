@@ -132,7 +132,9 @@ class CurvatureTrace(Result):
         warm_start: Whether Lanczos started from the previous point's eigenvectors.
         bn_mode: BatchNorm mode of the Hessian.
         label: Run name (legend entry).
-        provenance: Seed, data, options.
+        provenance: Seed, data, options, and what was computed: ``extra["dtype"]`` of the products,
+            ``extra["model_dtype"]``, ``extra["reduction"]``, ``extra["batchnorm"]``, ``extra["notes"]`` (see
+            :meth:`~landscape.curvature.tracker.CurvatureTracker.provenance`).
     """
 
     _dims = {
