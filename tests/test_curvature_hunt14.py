@@ -92,3 +92,23 @@ def test_trajectory_curvature_records_the_dtype_it_computed_in():
     assert extra["reduction"] == "mean" and extra["batchnorm"] is True and isinstance(extra["notes"], list)
     narrow = trajectory_curvature(traj, net32, nn.functional.cross_entropy, data, k=2, tol=1e-5)
     assert narrow.provenance.extra["dtype"] == "torch.float32"
+
+
+def test_an_unconverged_layer_eigenvalue_is_not_reported_converged():
+    """With a product limit, a layer's top eigenvalue came out 0.11 short while the point said converged (only the
+    top-k run was counted). Converged must mean every value of the point is within the tolerance."""
+    net, X, y = _tiny()
+    traj = Trajectory()
+    traj.append_model(net, step=0)
+    H = dense_hessian(net, nn.functional.mse_loss, X, y)
+    layout = ParamLayout.from_model(net)
+    exact = {
+        name: float(torch.linalg.eigvalsh(H[i][:, i])[-1]) for name in ("0", "2") for i in [layout.layer_index(name)]
+    }
+    for max_steps in (2, None):
+        tr = trajectory_curvature(
+            traj, net, nn.functional.mse_loss, (X, y), k=9, tol=1e-10, per_layer=True, max_steps=max_steps
+        )
+        np.testing.assert_allclose(tr.eigenvalues[0], torch.linalg.eigvalsh(H).flip(0).numpy(), atol=1e-12)
+        errors = [abs(tr.layer_eigenvalues[0, j] - exact[name]) for j, name in enumerate(tr.layer_names)]
+        assert tr.converged[0] == (max(errors) <= 1e-8), (max_steps, errors)

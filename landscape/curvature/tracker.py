@@ -36,9 +36,10 @@ class CurvatureTracker:
 
     Calling it on a model measures the top-``k`` eigenpairs (and optionally per-layer top eigenvalues and
     the Hutch++ trace) of that model's Hessian and appends a row to :attr:`rows`: ``values``, ``bounds``,
-    ``residuals`` (each ``(k,)``, NaN-padded), ``converged``, ``trace``, ``trace_stderr``, ``layers`` (layer
-    name -> top eigenvalue) and ``hvps``. Start vectors are kept per key (:data:`TOP_KEY` for the top-k,
-    a layer name for its block) with the step they were found at.
+    ``residuals`` (each ``(k,)``, NaN-padded), ``converged`` (the top-k's run and, with ``per_layer``, every
+    layer's), ``trace``, ``trace_stderr``, ``layers`` (layer name -> top eigenvalue) and ``hvps``. Start
+    vectors are kept per key (:data:`TOP_KEY` for the top-k, a layer name for its block) with the step they
+    were found at.
     """
 
     def __init__(
@@ -199,7 +200,9 @@ class CurvatureTracker:
             "layers": {},
         }
         if self.per_layer:
-            row["layers"] = self._layers(op)
+            row["layers"], layers_converged = self._layers(op)
+            # converged: every Lanczos run of the point met the tolerance (a layer's too, else its value is unflagged)
+            row["converged"] = row["converged"] and layers_converged
         if self.trace_products:
             est = hessian_trace(op, self.trace_products, seed=self.seed + 2)
             row["trace"], row["trace_stderr"] = est.estimate, est.stderr
@@ -207,9 +210,14 @@ class CurvatureTracker:
         self.rows.append(row)
         return row
 
-    def _layers(self, op: HessianOperator) -> dict[str, float]:
-        """Top eigenvalue of each layer's diagonal block ``P_l H P_l^T``, by products of the full operator."""
+    def _layers(self, op: HessianOperator) -> tuple[dict[str, float], bool]:
+        """Top eigenvalue of each layer's diagonal block ``P_l H P_l^T``, by products of the full operator.
+
+        Returns:
+            Layer name -> top eigenvalue, and whether every layer's run converged.
+        """
         out = {}
+        converged = True
         eps = float(torch.finfo(op.dtype).eps)
         gen = torch.Generator()
         for name in op.layout.layers:
@@ -234,9 +242,10 @@ class CurvatureTracker:
             )
             self.remember(name, pairs.vectors)
             out[name] = float(pairs.values[0])
+            converged = converged and pairs.converged
             if name not in self.layer_names:
                 self.layer_names.append(name)
-        return out
+        return out, converged
 
     def provenance(self, data_description: str, **extra: Any) -> Provenance:
         """Provenance of the measurements: seed, data, options, threads, what was computed, plus ``extra``.

@@ -119,7 +119,8 @@ class CurvatureTrace(Result):
         eigenvalues: Top-``k`` eigenvalues (largest first), shape ``(T, k)``.
         error_bounds: Their error bounds (see :class:`landscape.curvature.eigensolver.EigenPairs`), shape ``(T, k)``.
         residuals: Residual norms ``||H v - lambda v||``, shape ``(T, k)``.
-        converged: Whether every residual met the tolerance, shape ``(T,)``.
+        converged: Whether every residual met the tolerance (the top-k's, and with ``per_layer`` each layer's), shape
+            ``(T,)``.
         hvps: Hessian-vector products spent at each point (eigenpairs, layers and trace), shape ``(T,)``.
         trace: Hutch++ trace estimate, shape ``(T,)`` (NaN when not computed).
         trace_stderr: Its standard error, shape ``(T,)``.
