@@ -293,7 +293,7 @@ def trajectory_curvature(
         data_description: Text for the provenance.
         progress: Show a progress bar over snapshots (default quiet, as every analyzer).
         **options: What is measured at each snapshot (:class:`CurvatureOptions`): ``k``, ``tol``,
-            ``warm_start``, ``extrapolate``, ``per_layer``, ``trace_products``, ``max_steps``, ``block``,
+            ``warm_start``, ``extrapolate``, ``per_layer``, ``trace_products``, ``max_steps``, ``block``, ``certify``,
             ``bn_mode``, ``dtype``, ``seed``.
 
     Returns:
