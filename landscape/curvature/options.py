@@ -76,7 +76,8 @@ class SpectrumOptions(TypedDict, total=False):
     Attributes:
         n_probes: SLQ probe vectors (PyHessian's ``n_v``; default 4).
         steps: Lanczos steps per probe (PyHessian's ``iter``; default 100).
-        top_k: Top eigenvalues to compute (default 5; 0 skips).
+        top_k: Top eigenvalues to compute (default 5; 0 skips; above the Hessian's dimension ``n``: all ``n``,
+            with a warning).
         trace_products: Product budget of each of Hutchinson and Hutch++ (default 0: skips both).
         tol: Eigenvalue tolerance for the top-k (default ``1e-6``).
         seed: Seed of every random vector (default 0).

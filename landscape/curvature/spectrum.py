@@ -201,7 +201,8 @@ class HessianSpectrum(Result):
         provenance: Seed, data and settings; ``extra["notes"]`` lists what the operator did beyond the plain
             definition (e.g. a half-precision model computed in float32), ``extra["model_dtype"]`` and
             ``extra["reduction"]`` the model's dtype and the loss reduction, ``extra["batchnorm"]`` whether the
-            model has BatchNorm (without, ``bn_mode`` changes nothing).
+            model has BatchNorm (without, ``bn_mode`` changes nothing); ``extra["top_k"]`` and ``extra["steps"]``
+            are the counts computed (capped at ``n_params``), ``extra["top_k_requested"]`` the one asked for.
         top_residuals: Residual norms ``||H v - lambda v||`` of the top eigenpairs, shape ``(k,)``.
     """
 
@@ -321,6 +322,13 @@ def spectrum_of(
     start = op.hvp_count
     gen = torch.Generator().manual_seed(seed)
     steps = min(steps, op.n)
+    requested, top_k = top_k, min(top_k, op.n)  # an n-dimensional Hessian has n eigenvalues
+    if requested > top_k:
+        warnings.warn(
+            f"top_k={requested} exceeds the Hessian's dimension {op.n}: all {op.n} eigenvalues are computed",
+            UserWarning,
+            stacklevel=2,
+        )
     basis_bytes = n_probes * steps * op.n * 8
     # Probes in lockstep share each graph pass; fall back to one at a time (and float32 vectors) if large.
     block = n_probes if basis_bytes <= op.memory_budget // 2 else 1
@@ -342,7 +350,7 @@ def spectrum_of(
     stderr = {"slq": float(per_probe.std(ddof=1) / math.sqrt(n_probes)) if n_probes > 1 else math.nan}
     top = bounds = residuals = np.zeros(0)
     if top_k > 0:
-        pairs = hessian_eigenpairs(op, min(top_k, op.n), tol=tol, seed=seed + 1, progress=progress)
+        pairs = hessian_eigenpairs(op, top_k, tol=tol, seed=seed + 1, progress=progress)
         top, bounds, residuals = pairs.values.numpy(), pairs.error_bounds.numpy(), pairs.residuals.numpy()
     if trace_products > 0:
         for method in TraceMethod:
@@ -355,7 +363,8 @@ def spectrum_of(
         batchnorm=any(isinstance(m, _BATCH_NORM) for m in op.model.modules()),  # else bn_mode changes nothing
         n_probes=n_probes,
         steps=steps,
-        top_k=top_k,
+        top_k=top_k,  # computed: the request capped at the dimension (see top_k_requested)
+        top_k_requested=requested,
         trace_products=trace_products,
         tol=tol,
         # the budget decides the probes run in lockstep and the basis' dtype (float32 when short), so the nodes

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.curvature.eigensolver import top_eigenpairs
-from landscape.curvature.hessian import HessianOperator
+from landscape.curvature.hessian import _BATCH_NORM, HessianOperator
 from landscape.curvature.spectrum import hessian_eigenpairs, hessian_trace
 from landscape.functional import BNMode
 from landscape.problem import Problem
@@ -36,9 +36,10 @@ class CurvatureTracker:
 
     Calling it on a model measures the top-``k`` eigenpairs (and optionally per-layer top eigenvalues and
     the Hutch++ trace) of that model's Hessian and appends a row to :attr:`rows`: ``values``, ``bounds``,
-    ``residuals`` (each ``(k,)``, NaN-padded), ``converged``, ``trace``, ``trace_stderr``, ``layers`` (layer
-    name -> top eigenvalue) and ``hvps``. Start vectors are kept per key (:data:`TOP_KEY` for the top-k,
-    a layer name for its block) with the step they were found at.
+    ``residuals`` (each ``(k,)``, NaN-padded), ``converged`` (the top-k's run and, with ``per_layer``, every
+    layer's), ``trace``, ``trace_stderr``, ``layers`` (layer name -> top eigenvalue) and ``hvps``. Start
+    vectors are kept per key (:data:`TOP_KEY` for the top-k, a layer name for its block) with the step they
+    were found at.
     """
 
     def __init__(
@@ -81,6 +82,8 @@ class CurvatureTracker:
         self.rows: list[dict[str, Any]] = []
         self.n_samples = 0
         self._problem: Problem | None = None
+        # what the operators computed (their dtype, the model's, the loss reduction, notes), for the provenance
+        self._computed: dict[str, list[Any]] = {}
 
     def start_vectors(self, key: str, n: int) -> Tensor | None:
         """Start vectors at the current step: the last vectors, or a polynomial through the last few.
@@ -164,6 +167,17 @@ class CurvatureTracker:
             self._problem = self._problem.with_model(model)
         op = HessianOperator(self._problem, bn_mode=self.bn_mode, dtype=self.dtype)
         self.n_samples = op.n_samples
+        found = (
+            ("dtype", str(op.dtype)),
+            ("model_dtype", str(op.model_dtype)),
+            ("reduction", op.reduction),
+            ("batchnorm", any(isinstance(m, _BATCH_NORM) for m in model.modules())),  # else bn_mode changes nothing
+            *(("notes", note) for note in op.notes),
+        )
+        for key, value in found:  # each value once, in order of appearance (snapshots may differ)
+            seen = self._computed.setdefault(key, [])
+            if value not in seen:
+                seen.append(value)
         k = min(self.k, op.n)
         pairs = hessian_eigenpairs(
             op,
@@ -186,7 +200,9 @@ class CurvatureTracker:
             "layers": {},
         }
         if self.per_layer:
-            row["layers"] = self._layers(op)
+            row["layers"], layers_converged = self._layers(op)
+            # converged: every Lanczos run of the point met the tolerance (a layer's too, else its value is unflagged)
+            row["converged"] = row["converged"] and layers_converged
         if self.trace_products:
             est = hessian_trace(op, self.trace_products, seed=self.seed + 2)
             row["trace"], row["trace_stderr"] = est.estimate, est.stderr
@@ -194,9 +210,14 @@ class CurvatureTracker:
         self.rows.append(row)
         return row
 
-    def _layers(self, op: HessianOperator) -> dict[str, float]:
-        """Top eigenvalue of each layer's diagonal block ``P_l H P_l^T``, by products of the full operator."""
+    def _layers(self, op: HessianOperator) -> tuple[dict[str, float], bool]:
+        """Top eigenvalue of each layer's diagonal block ``P_l H P_l^T``, by products of the full operator.
+
+        Returns:
+            Layer name -> top eigenvalue, and whether every layer's run converged.
+        """
         out = {}
+        converged = True
         eps = float(torch.finfo(op.dtype).eps)
         gen = torch.Generator()
         for name in op.layout.layers:
@@ -221,12 +242,18 @@ class CurvatureTracker:
             )
             self.remember(name, pairs.vectors)
             out[name] = float(pairs.values[0])
+            converged = converged and pairs.converged
             if name not in self.layer_names:
                 self.layer_names.append(name)
-        return out
+        return out, converged
 
     def provenance(self, data_description: str, **extra: Any) -> Provenance:
-        """Provenance of the measurements: seed, data, options, threads, plus ``extra``."""
+        """Provenance of the measurements: seed, data, options, threads, what was computed, plus ``extra``.
+
+        What was computed: ``dtype`` (of the Hessian products), ``model_dtype``, the loss ``reduction`` (one
+        value, or the list of the values the measured models gave), ``batchnorm`` (whether any measured model
+        has BatchNorm: without, ``bn_mode`` changes nothing) and the operators' ``notes``.
+        """
         return Provenance.here(
             seed=self.seed,
             data=data_description or f"{self.n_samples} samples",
@@ -236,6 +263,10 @@ class CurvatureTracker:
             certify=self.certify,
             extrapolate=self.extrapolate,
             threads=torch.get_num_threads(),
+            # as measured: one value, or every value the snapshots gave (in order); none before a measurement
+            **{k: v[0] if len(v) == 1 else v for k, v in self._computed.items() if k not in ("notes", "batchnorm")},
+            batchnorm=any(self._computed.get("batchnorm", [])),
+            notes=list(self._computed.get("notes", [])),
             **extra,
         )
 

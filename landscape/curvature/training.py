@@ -119,7 +119,8 @@ class CurvatureTrace(Result):
         eigenvalues: Top-``k`` eigenvalues (largest first), shape ``(T, k)``.
         error_bounds: Their error bounds (see :class:`landscape.curvature.eigensolver.EigenPairs`), shape ``(T, k)``.
         residuals: Residual norms ``||H v - lambda v||``, shape ``(T, k)``.
-        converged: Whether every residual met the tolerance, shape ``(T,)``.
+        converged: Whether every residual met the tolerance (the top-k's, and with ``per_layer`` each layer's), shape
+            ``(T,)``.
         hvps: Hessian-vector products spent at each point (eigenpairs, layers and trace), shape ``(T,)``.
         trace: Hutch++ trace estimate, shape ``(T,)`` (NaN when not computed).
         trace_stderr: Its standard error, shape ``(T,)``.
@@ -132,7 +133,9 @@ class CurvatureTrace(Result):
         warm_start: Whether Lanczos started from the previous point's eigenvectors.
         bn_mode: BatchNorm mode of the Hessian.
         label: Run name (legend entry).
-        provenance: Seed, data, options.
+        provenance: Seed, data, options, and what was computed: ``extra["dtype"]`` of the products,
+            ``extra["model_dtype"]``, ``extra["reduction"]``, ``extra["batchnorm"]``, ``extra["notes"]`` (see
+            :meth:`~landscape.curvature.tracker.CurvatureTracker.provenance`).
     """
 
     _dims = {
@@ -290,7 +293,7 @@ def trajectory_curvature(
         data_description: Text for the provenance.
         progress: Show a progress bar over snapshots (default quiet, as every analyzer).
         **options: What is measured at each snapshot (:class:`CurvatureOptions`): ``k``, ``tol``,
-            ``warm_start``, ``extrapolate``, ``per_layer``, ``trace_products``, ``max_steps``, ``block``,
+            ``warm_start``, ``extrapolate``, ``per_layer``, ``trace_products``, ``max_steps``, ``block``, ``certify``,
             ``bn_mode``, ``dtype``, ``seed``.
 
     Returns:
@@ -348,7 +351,9 @@ class CurvatureRecorder(RecordTrajectory):
     Args:
         trajectory: Where snapshots go (a :class:`~landscape.trajectory.store.Trajectory`); ``None`` keeps only
             :attr:`trace_`.
-        data: Data of the loss whose Hessian is taken; default the trainer's training data.
+        data: Data of the loss whose Hessian is taken, or a :class:`~landscape.problem.Problem` (its data, loss,
+            ``bn_mode`` and dtype; pass the one a :class:`~landscape.train.loop.Trainer` was built from to measure
+            its Hessian: the trainer keeps only its model, data and loss); default the trainer's training data.
         loss_fn: Its batch-mean loss; default the trainer's.
         every_steps: Record every this many optimizer steps.
         every_epochs: Also record every this many epochs (default not: full-batch steps are epochs).
@@ -466,7 +471,8 @@ def gradient_descent_curvature(
 
     Args:
         model: Initial network (never modified; a copy is trained), or a :class:`~landscape.problem.Problem`
-            with a tensor pair and an ``(outputs, targets)`` loss.
+            with a tensor pair and an ``(outputs, targets)`` loss (the Hessian is then the problem's, with its
+            ``bn_mode``).
         loss_fn: With a network: batch-mean loss (Cohen et al. use both MSE and cross-entropy); default
             cross-entropy for integer targets, MSE otherwise.
         data: With a network: training pair ``(X (N, ...), y (N, ...))``: one full batch per step.
@@ -492,6 +498,9 @@ def gradient_descent_curvature(
         raise ValueError(f"lr and steps must be positive, got lr={lr}, steps={steps}")
     rec = CurvatureRecorder(
         trajectory,
+        # a Problem's Hessian (its bn_mode, dtype, loss), as trajectory_curvature takes it; the trainer keeps
+        # only its model, data and loss, so the recorder measured the eval-mode loss of a bn_mode="train" problem
+        model if isinstance(model, Problem) else None,
         every_steps=every_steps,
         k=k,
         tol=tol,
