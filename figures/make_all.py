@@ -409,7 +409,8 @@ def make_gallery(
             todo.append((spec, key))
     if not only:
         for f in import_failures:
-            name = f.module.rsplit(".", 1)[-1]
+            # the module's path in the package: figures/im/fig1.py and figures/lipton/fig1.py are two entries
+            name = f.module.removeprefix("figures.")
             entries[name] = figure_entry(
                 None,
                 name=name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -93,3 +94,24 @@ def test_a_killed_worker_fails_only_its_figure(dying_figures, tmp_path: Path, ca
         "slow_a": ("ok", True),
         "slow_b": ("ok", True),
     }
+
+
+def test_broken_modules_of_the_same_file_name_are_each_reported(tmp_path: Path, monkeypatch) -> None:
+    """figures/im/fig1.py and figures/lipton/fig1.py both failing to import: two failed entries, not one."""
+    import figures.make_all
+    from figures.contract import ImportFailure
+
+    failures = [
+        ImportFailure(f"figures.{p}.fig1", f"Traceback ...\nImportError: {p} needs xyz\n") for p in ("im", "lipton")
+    ]
+    with temporary_registry(include=["toy_demo"]):
+        monkeypatch.setattr(figures.make_all, "discover", lambda: failures)
+        assert main(["--out", str(tmp_path), "--quiet"]) == 1
+    doc = _doc(tmp_path)
+    broken = [f for f in doc["figures"] if f["status"] == "failed"]
+    assert sorted(f["module"] for f in broken) == ["figures.im.fig1", "figures.lipton.fig1"]
+    assert len({f["name"] for f in broken}) == 2 and doc["summary"]["figures_failed"] == 2
+    index = (tmp_path / "index.html").read_text()
+    assert "im needs xyz" in index and "lipton needs xyz" in index
+    ids = re.findall(r'id="(fig-[^"]+)"', index)
+    assert len(ids) == len(set(ids)) == 3  # every section has its own anchor
