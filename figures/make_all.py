@@ -13,10 +13,11 @@ and PNG, its caption, scaling, run time and claims table, with a summary of the 
 ``claims.json`` (schema: ``figures.schema.CLAIMS_SCHEMA``), ``plotly.min.js`` (shared, offline) and one
 directory per figure with its panels' ``.html``/``.png``/``.plotly.json`` and ``record.json`` (the cache).
 
-A figure that raises is reported (traceback on stderr and in the gallery) and the others still run; the
-exit status is then 1. A rerun reuses every figure whose name, scale and module source are unchanged
-(``--force`` recomputes). The index and ``claims.json`` are rewritten after each figure, atomically, and
-list unfinished figures as pending, so an interrupted run never leaves a stale gallery that looks complete.
+A figure that raises, or whose worker process dies, is reported (traceback on stderr and in the gallery) and the
+others still run; the exit status is then 1. A rerun reuses every figure whose name, scale and figure code (its
+module and the figure modules it imports: ``FigureSpec.source_hash``) are unchanged (``--force`` recomputes).
+The index and ``claims.json`` are rewritten after each figure, atomically, and list unfinished figures as pending,
+so an interrupted run never leaves a stale gallery that looks complete.
 """
 
 from __future__ import annotations

@@ -115,3 +115,59 @@ def test_broken_modules_of_the_same_file_name_are_each_reported(tmp_path: Path, 
     assert "im needs xyz" in index and "lipton needs xyz" in index
     ids = re.findall(r'id="(fig-[^"]+)"', index)
     assert len(ids) == len(set(ids)) == 3  # every section has its own anchor
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(textwrap.dedent(text))
+
+
+def test_the_cache_key_follows_the_figure_code_a_figure_imports(tmp_path: Path, monkeypatch) -> None:
+    """A figure's key changes with every figure module it imports, also another paper's or a public one, and
+    only with those (beyond/sharpness.py uses im/_setup.py; im/lstm.py uses im/fig4.py's anova)."""
+    _write(
+        tmp_path,
+        {
+            "keyfigs/__init__.py": "",
+            "keyfigs/machinery.py": "RULE = 1\n",  # the package's own top-level modules: not figure code
+            "keyfigs/alpha/__init__.py": "",
+            "keyfigs/alpha/_setup.py": "from keyfigs.alpha._runs import train\n",
+            "keyfigs/alpha/_runs.py": "def train():\n    return 1\n",
+            "keyfigs/alpha/fig4.py": "def anova():\n    return 2\n",
+            "keyfigs/alpha/_unused.py": "X = 1\n",
+            "keyfigs/beta/__init__.py": "NOTE = 'what the package adds'\n",
+            "keyfigs/beta/_draw.py": "from . import _style\n",
+            "keyfigs/beta/_style.py": "COLOR = 'red'\n",
+            "keyfigs/beta/_unused.py": "Y = 1\n",
+            "keyfigs/beta/fig.py": """
+                from keyfigs import machinery
+                from keyfigs.beta import NOTE
+                from keyfigs.alpha.fig4 import anova
+                from ._draw import _style
+                from figures.contract import register_figure
+
+
+                @register_figure("key_fig", paper="beyond", title="Key")
+                def run(scale, data_dir, out, progress):
+                    from keyfigs.alpha._setup import train  # imported where used, as beyond/sharpness.py does
+                    raise NotImplementedError
+                """,
+        },
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with temporary_registry() as reg:
+        import keyfigs.beta.fig  # noqa: F401
+
+        spec = reg["key_fig"]
+        base = spec.source_hash()
+        assert base is not None
+        for rel in ("alpha/_runs.py", "alpha/_setup.py", "alpha/fig4.py", "beta/__init__.py", "beta/_style.py"):
+            path = tmp_path / "keyfigs" / rel
+            old = path.read_text()
+            path.write_text(old + "# changed\n")
+            assert spec.source_hash() != base, f"a change of {rel} left the key unchanged"
+            path.write_text(old)
+        for rel in ("alpha/_unused.py", "beta/_unused.py", "machinery.py"):
+            (tmp_path / "keyfigs" / rel).write_text("Z = 2\n")
+            assert spec.source_hash() == base, f"a change of {rel}, which the figure does not import, changed the key"
