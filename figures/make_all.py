@@ -208,6 +208,27 @@ def _run_one(
         shutil.rmtree(stage, ignore_errors=True)  # left over only after a failure or an interrupt
 
 
+def _clear_leftovers(out: Path) -> None:
+    """Remove the staging directories and temporary files of processes that are gone.
+
+    A gallery killed outright, or a worker ended with it, leaves ``.stage-<name>-<pid>`` directories (a figure's
+    half-written panels) and ``.<file>.<pid>.tmp`` files behind; nothing would remove them later. Those of a process
+    still running are kept (another build writing into this gallery).
+    """
+    for path in [*out.glob(".stage-*"), *out.glob(".*.tmp"), *out.glob("*/.*.tmp")]:
+        pid = re.search(r"[-.](\d+)(\.tmp)?$", path.name)
+        try:
+            if pid is not None:
+                os.kill(int(pid[1]), 0)  # raises if the process is gone
+        except ProcessLookupError:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
 def free_cores(sample_s: float = 0.5) -> int:
     """Cores not busy with other work now, at least 1.
 
@@ -390,6 +411,7 @@ def make_gallery(
             raise KeyError(f"no figure named {name!r}; registered: {sorted(specs)}{hint}")
     selected = list(dict.fromkeys(only)) if only else list(specs)
     out.mkdir(parents=True, exist_ok=True)
+    _clear_leftovers(out)
     write_plotly_js(out)
     write_reproduction_table(out)
 

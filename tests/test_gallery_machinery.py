@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -171,3 +174,30 @@ def test_the_cache_key_follows_the_figure_code_a_figure_imports(tmp_path: Path, 
         for rel in ("alpha/_unused.py", "beta/_unused.py", "machinery.py"):
             (tmp_path / "keyfigs" / rel).write_text("Z = 2\n")
             assert spec.source_hash() == base, f"a change of {rel}, which the figure does not import, changed the key"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_leftovers_of_a_killed_run_are_cleared(tmp_path: Path) -> None:
+    """A run killed outright (or its workers) leaves staging directories and temporary files; the next run clears
+    them, but not those of a process still running (another gallery build writing here)."""
+    out = tmp_path / "gallery"
+    dead, alive = _dead_pid(), os.getpid()
+    leftovers = [out / f".stage-toy_demo-{dead}", out / f".stage-im_fig1-{dead}"]
+    for d in leftovers:
+        d.mkdir(parents=True)
+        (d / "surface.html").write_text("<html>half writ")
+    (out / "toy_demo").mkdir()
+    tmps = [out / f".index.html.{dead}.tmp", out / "toy_demo" / f".record.json.{dead}.tmp"]
+    for t in tmps:
+        t.write_text("{half")
+    live = out / f".stage-im_fig2-{alive}"
+    live.mkdir()
+    with temporary_registry(include=["toy_demo"]):
+        assert main(["--only", "toy_demo", "--out", str(out), "--quiet", "--jobs", "1"]) == 0
+    assert not any(p.exists() for p in leftovers + tmps)
+    assert live.is_dir()
