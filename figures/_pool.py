@@ -47,12 +47,11 @@ def _worker(
 ) -> None:
     """A worker's loop: run ``fn(*args)`` for each task received, send back the result, stop at ``None``."""
     init(*init_args)
-    while (task := conn.recv()) is not None:
-        key, args = task
+    while (args := conn.recv()) is not None:
         try:
-            conn.send((key, True, fn(*args)))
+            conn.send((True, fn(*args)))
         except Exception:  # noqa: BLE001 - reported to the parent as this task's error
-            conn.send((key, False, traceback.format_exc()))
+            conn.send((False, traceback.format_exc()))
 
 
 class _Slot:
@@ -68,8 +67,8 @@ class _Slot:
         self.t0 = 0.0
 
     def give(self, key: Any, args: tuple) -> None:
+        self.conn.send(args)  # the key stays here: it need not pickle
         self.key, self.t0 = key, time.perf_counter()
-        self.conn.send((key, args))
 
     def stop(self, *, now: bool = True) -> None:
         """End the worker: at once (``now``), or after it has had a moment to leave its loop on its own."""
@@ -115,8 +114,8 @@ def run_tasks(
             for slot in [s for s in slots if s.conn in ready or s.proc.sentinel in ready]:
                 fresh: _Slot | None = slot
                 try:  # a result already sent counts even if the worker died right after
-                    key, ok, result = slot.conn.recv()
-                    result = result if ok else RuntimeError(result)
+                    ok, result = slot.conn.recv()
+                    key, result = slot.key, result if ok else RuntimeError(result)
                 except (EOFError, OSError):
                     slot.proc.join(5)
                     key, result = slot.key, WorkerDied(slot.proc.exitcode, time.perf_counter() - slot.t0)

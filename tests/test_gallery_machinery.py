@@ -49,7 +49,7 @@ def slow_a(scale, data_dir, out, progress):
 
 
 @register_figure("slow_b", paper="im", title="B")
-def slow_b(scale, data_dir, out, progress):
+def slow_b(scale="quick", data_dir=None, *, cache=None, progress=False):  # a figure function: its spec does not pickle
     time.sleep(0.5)
     return tiny("b")
 """
