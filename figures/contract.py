@@ -20,8 +20,9 @@ gallery and one matplotlib figure for the PNG), its :class:`Claim` list (a claim
 reported as such, never tuned away) and its scaling (model, data, epochs, repetitions). make_all times it,
 writes ``<name>/<panel>.html``, ``<name>/<panel>.png`` and ``<name>/record.json``, and adds it to
 ``index.html`` and ``claims.json`` (schema: :data:`figures.schema.CLAIMS_SCHEMA`). Results are cached by figure name,
-scale and a hash of the module's source file: edit the module (or pass ``--force``) to recompute; changes
-to library code the figure calls are not seen by the cache.
+scale and a hash of the figure's code (its module and the paper-package modules it imports, see
+:meth:`FigureSpec.source_hash`): edit them (or pass ``--force``) to recompute; changes to library code the figure
+calls are not seen by the cache.
 
 Conventions every figure follows:
 
@@ -76,6 +77,7 @@ A complete minimal figure module (``figures/lipton/example.py``)::
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import functools
@@ -200,24 +202,98 @@ class FigureSpec:
         return scale if scale in self.scales else Scale.QUICK
 
     def source_hash(self) -> str | None:
-        """SHA-256 of the figure's module, its paper's shared private modules and ``claims.toml`` (``None``: unread).
+        """SHA-256 of the figure's code, its paper's ``claims.toml`` and the verdict rules (``None``: unreadable).
 
-        The private modules (``figures/<paper>/_*.py``: the shared setup, measures and drawing) count because a
-        figure's result depends on them as much as on its own module; so do the verdict rules and the claim texts
-        (:data:`VERDICT_SOURCES`), or a gallery rerun after a change of a rule would reuse the old verdicts.
+        The figure code is its module and every module of a paper package it imports, directly or through another,
+        at any depth (:func:`figure_sources`): the shared setup, measures and drawing of its own paper, another
+        paper's setup it reuses, a public helper of another figure module. The verdict rules and the claim texts
+        (:data:`VERDICT_SOURCES`) count too, or a gallery rerun after a change of a rule would reuse the old
+        verdicts. A file the figure does not import does not count.
         """
         try:
-            path = Path(inspect.getfile(sys.modules[self.module]))
-            h = hashlib.sha256(path.read_bytes())
-        except (KeyError, OSError, TypeError):
+            path = Path(inspect.getfile(sys.modules[self.module])).resolve()
+            sources = figure_sources(path)
+            h = hashlib.sha256()
+            root = _top_package(path).parent
+            for src in sources:  # named by the path inside the package: a moved checkout keeps its keys
+                h.update(src.relative_to(root).as_posix().encode())
+                h.update(src.read_bytes())
+        except (KeyError, OSError, TypeError, ValueError, SyntaxError):
             return None
-        claims = claims_file(self.paper.value)  # figures/<paper>/, also for a figure outside it (toy_demo)
-        shared = sorted(claims.parent.glob("_*.py")) if path.parent == claims.parent else []
-        for extra in [*shared, claims, *VERDICT_SOURCES]:
-            if extra.is_file() and extra != path:
+        # the paper's claims (also for a figure outside figures/<paper>/, as toy_demo) and the verdict rules
+        for extra in [claims_file(self.paper.value), *VERDICT_SOURCES]:
+            if extra.is_file() and extra not in sources:
                 h.update(extra.name.encode())
                 h.update(extra.read_bytes())
         return h.hexdigest()
+
+
+def _top_package(path: Path) -> Path:
+    """The directory of the outermost package holding the module at ``path`` (``figures/`` for a figure module)."""
+    top = path.parent
+    while (top.parent / "__init__.py").is_file():
+        top = top.parent
+    return top
+
+
+def _imported_files(path: Path, top: Path) -> set[Path]:
+    """The files of the modules in the paper packages of ``top`` that the module at ``path`` imports (any depth).
+
+    A paper package is a subpackage of ``top`` (``figures/<paper>/``): its ``__init__.py`` and modules count, and
+    importing a module counts its packages' ``__init__.py`` too (Python runs them). The top package's own modules
+    (``figures/contract.py``, ``figures/gallery.py``...: the gallery's machinery) do not.
+    """
+    rel = path.relative_to(top.parent).with_suffix("").parts
+    package = rel[:-1]  # the package a relative import starts from (for __init__.py too: rel ends in "__init__")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name.split(".") for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = list(package[: len(package) - node.level + 1]) if node.level else []
+            base += node.module.split(".") if node.module else []
+            names = [base] + [[*base, a.name] for a in node.names]  # ``from pkg import mod`` imports a module
+        else:
+            continue
+        for parts in names:
+            if not parts or parts[0] != top.name:
+                continue
+            for i in range(2, len(parts) + 1):  # the module and every package on its way, below the top package
+                where = top.parent.joinpath(*parts[:i])
+                if where.is_dir():
+                    found.add(where / "__init__.py")
+                elif i >= 3:
+                    found.add(where.with_suffix(".py"))
+    return {f for f in found if f.is_file()}
+
+
+def figure_sources(path: Path | str) -> list[Path]:
+    """The figure module at ``path`` and every module of a paper package it imports, transitively.
+
+    Which modules count is :func:`_imported_files`'s rule.
+
+    Read from the source (imports inside functions count), not from what is loaded: a figure imports some of its
+    paper's setup only when it runs.
+
+    Args:
+        path: A figure module's file.
+
+    Returns:
+        Absolute paths: ``path`` first, then the others sorted.
+
+    Raises:
+        OSError: If a file cannot be read.
+        SyntaxError: If one does not parse.
+    """
+    path = Path(path).resolve()
+    top = _top_package(path)
+    own = [d / "__init__.py" for d in path.parents if top in d.parents]  # its packages below the top one run too
+    seen, todo = {path, *own}, [path, *own]
+    while todo:
+        for dep in _imported_files(todo.pop(), top) - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return [path, *sorted(seen - {path})]
 
 
 VERDICT_SOURCES = tuple(Path(__file__).resolve().parent / n for n in ("verdict.py", "claims.py", "result.py"))

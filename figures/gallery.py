@@ -490,7 +490,10 @@ def write_index(
 
 
 def cache_key(spec: FigureSpec, scale: str, data_dir: Path | None) -> str | None:
-    """Key of a figure's cached result: its name, the scale, its module's source hash (and the data dir at full).
+    """Key of a figure's cached result: its name, the scale, its code's hash (and the data dir at full).
+
+    The code is what :meth:`~figures.contract.FigureSpec.source_hash` reads: the figure's modules, claims and the
+    verdict rules.
 
     Returns ``None`` (never reuse) when the module's source cannot be read.
     """

@@ -13,10 +13,11 @@ and PNG, its caption, scaling, run time and claims table, with a summary of the 
 ``claims.json`` (schema: ``figures.schema.CLAIMS_SCHEMA``), ``plotly.min.js`` (shared, offline) and one
 directory per figure with its panels' ``.html``/``.png``/``.plotly.json`` and ``record.json`` (the cache).
 
-A figure that raises is reported (traceback on stderr and in the gallery) and the others still run; the
-exit status is then 1. A rerun reuses every figure whose name, scale and module source are unchanged
-(``--force`` recomputes). The index and ``claims.json`` are rewritten after each figure, atomically, and
-list unfinished figures as pending, so an interrupted run never leaves a stale gallery that looks complete.
+A figure that raises, or whose worker process dies, is reported (traceback on stderr and in the gallery) and the
+others still run; the exit status is then 1. A rerun reuses every figure whose name, scale and figure code (its
+module and the figure modules it imports: ``FigureSpec.source_hash``) are unchanged (``--force`` recomputes).
+The index and ``claims.json`` are rewritten after each figure, atomically, and list unfinished figures as pending,
+so an interrupted run never leaves a stale gallery that looks complete.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from figures._pool import WorkerDied, run_tasks
 from figures.contract import (
     FigureResult,
     FigureSpec,
@@ -127,6 +128,36 @@ def _swap_in(stage: Path, final: Path) -> None:
     os.replace(stage, final)
 
 
+def _failed(
+    out: Path, name: str, spec: FigureSpec | None, scale: str, error: BaseException, runtime_s: float | None = None
+) -> dict[str, Any]:
+    """Record a figure that failed (raised, or its worker died): its entry, written as its directory's only file.
+
+    Stale outputs of an earlier success would contradict the failure, and so would the half-written staging
+    directory of a worker that died: both are removed.
+    """
+    if isinstance(error, WorkerDied):
+        text, runtime_s = f"{error}\n", error.runtime_s
+        for stage in out.glob(f".stage-{name}-*"):
+            shutil.rmtree(stage, ignore_errors=True)
+    else:
+        text = "".join(traceback.format_exception(error))
+    entry = figure_entry(
+        spec,
+        name=name,
+        scale=scale,
+        status="failed",
+        error=text,
+        runtime_s=None if runtime_s is None else round(runtime_s, 3),
+        finished=utc_now(),
+    )
+    final = out / name
+    shutil.rmtree(final, ignore_errors=True)
+    final.mkdir(parents=True, exist_ok=True)
+    write_atomic(final / "record.json", json.dumps(entry, indent=2) + "\n")
+    return entry
+
+
 def _run_one(
     name: str, module: str | None, scale: str, data_dir: str | None, out: str, progress: bool, key: str | None
 ) -> dict[str, Any]:
@@ -168,26 +199,34 @@ def _run_one(
         write_atomic(stage / "record.json", json.dumps(entry, indent=2, allow_nan=False) + "\n")
         _swap_in(stage, out_p / name)
         return entry
-    except Exception:  # noqa: BLE001 - a failing figure is reported, the gallery goes on
-        entry = figure_entry(
-            spec,
-            name=name,
-            scale=scale,
-            status="failed",
-            error=traceback.format_exc(),
-            runtime_s=round(time.perf_counter() - t0, 3),
-            finished=utc_now(),
-        )
+    except Exception as e:  # noqa: BLE001 - a failing figure is reported, the gallery goes on
+        entry = _failed(out_p, name, spec, scale, e, runtime_s=time.perf_counter() - t0)
         if spec is None and module is not None:
             entry["module"] = module
-        # Stale outputs of an earlier success would contradict the failure: keep only the failed record.
-        final = out_p / name
-        shutil.rmtree(final, ignore_errors=True)
-        final.mkdir(parents=True, exist_ok=True)
-        write_atomic(final / "record.json", json.dumps(entry, indent=2) + "\n")
         return entry
     finally:
         shutil.rmtree(stage, ignore_errors=True)  # left over only after a failure or an interrupt
+
+
+def _clear_leftovers(out: Path) -> None:
+    """Remove the staging directories and temporary files of processes that are gone.
+
+    A gallery killed outright, or a worker ended with it, leaves ``.stage-<name>-<pid>`` directories (a figure's
+    half-written panels) and ``.<file>.<pid>.tmp`` files behind; nothing would remove them later. Those of a process
+    still running are kept (another build writing into this gallery).
+    """
+    for path in [*out.glob(".stage-*"), *out.glob(".*.tmp"), *out.glob("*/.*.tmp")]:
+        pid = re.search(r"[-.](\d+)(\.tmp)?$", path.name)
+        try:
+            if pid is not None:
+                os.kill(int(pid[1]), 0)  # raises if the process is gone
+        except ProcessLookupError:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def free_cores(sample_s: float = 0.5) -> int:
@@ -372,6 +411,7 @@ def make_gallery(
             raise KeyError(f"no figure named {name!r}; registered: {sorted(specs)}{hint}")
     selected = list(dict.fromkeys(only)) if only else list(specs)
     out.mkdir(parents=True, exist_ok=True)
+    _clear_leftovers(out)
     write_plotly_js(out)
     write_reproduction_table(out)
 
@@ -392,7 +432,8 @@ def make_gallery(
             todo.append((spec, key))
     if not only:
         for f in import_failures:
-            name = f.module.rsplit(".", 1)[-1]
+            # the module's path in the package: figures/im/fig1.py and figures/lipton/fig1.py are two entries
+            name = f.module.removeprefix("figures.")
             entries[name] = figure_entry(
                 None,
                 name=name,
@@ -432,6 +473,7 @@ def make_gallery(
     shipped = _shipped_runtimes()
     todo.sort(key=lambda t: -_last_runtime(out, t[0].name, t[0].run_scale(scale).value, shipped))
     publish()  # the pending figures show as such until they finish
+    data_arg = None if data_dir is None else str(data_dir)
     bar = tqdm(total=len(todo), desc="figures", unit="fig", disable=not progress, file=sys.stderr)
     try:
         if jobs == 1 or len(todo) <= 1:
@@ -442,7 +484,7 @@ def make_gallery(
                         spec.name,
                         None,
                         spec.run_scale(scale).value,
-                        None if data_dir is None else str(data_dir),
+                        data_arg,
                         str(out),
                         progress,
                         key,
@@ -450,43 +492,17 @@ def make_gallery(
                 )
                 bar.update()
         else:
+            tasks = [
+                (spec, (spec.name, spec.module, spec.run_scale(scale).value, data_arg, str(out), False, key))
+                for spec, key in todo
+            ]
             ctx = multiprocessing.get_context("spawn")
-            with (
-                _allocator_env_for_workers(),
-                ProcessPoolExecutor(
-                    max_workers=min(jobs, len(todo)),
-                    mp_context=ctx,
-                    initializer=_init_worker,
-                    initargs=(1, os.getpid()),
-                ) as pool,
-            ):
-                futures = {
-                    pool.submit(
-                        _run_one,
-                        spec.name,
-                        spec.module,
-                        spec.run_scale(scale).value,
-                        None if data_dir is None else str(data_dir),
-                        str(out),
-                        False,
-                        key,
-                    ): spec
-                    for spec, key in todo
-                }
-                for fut in as_completed(futures):
-                    spec = futures[fut]
-                    try:
-                        entry = fut.result()
-                    except Exception:  # noqa: BLE001 - the worker process died (e.g. out of memory)
-                        entry = figure_entry(
-                            spec,
-                            name=spec.name,
-                            scale=spec.run_scale(scale).value,
-                            status="failed",
-                            error=traceback.format_exc(),
-                            finished=utc_now(),
-                        )
-                    finished(entry)
+            results = run_tasks(ctx, _run_one, tasks, min(jobs, len(todo)), _init_worker, (1, os.getpid()))
+            with _allocator_env_for_workers(), contextlib.closing(results):  # closing: an interrupt ends the workers
+                for spec, result in results:
+                    if not isinstance(result, dict):  # the worker died (out of memory, a crash in C code)
+                        result = _failed(out, spec.name, spec, spec.run_scale(scale).value, result)
+                    finished(result)
                     bar.update()
     finally:
         bar.close()
