@@ -78,3 +78,20 @@ def test_a_plotly_bundle_cut_off_by_a_failed_write_is_not_kept_for_good(run, tmp
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert main(["plot", str(out / "line.npz"), "--out", str(out), "--no-png", "--quiet"]) == 0
     assert (out / "plotly.min.js").read_text(encoding="utf-8") == get_plotlyjs()
+
+
+def test_plot_re_renders_a_plane_narrower_than_2_by_2_as_the_plane_command_drew_it(run, tmp_path, capsys):
+    # The plane command draws a 1 x N grid as a heatmap (it has no contours); plot's default style (filled
+    # contours) refused to re-render that same saved plane: "contours need ... use a heatmap", naming no option.
+    from landscape import load_result
+
+    out = tmp_path / "out"
+    common = [*MODEL, *DATA, "--out", str(out), "--quiet", "--no-html"]
+    assert main(["plane", "--center", str(run), "--resolution", "5x1", *common]) == 0
+    assert load_result(out / "plane.npz").metrics["loss"].shape == (1, 5)
+    assert main(["plot", str(out / "plane.npz"), "--out", str(out), "--name", "again", "--quiet", "--no-html"]) == 0
+    assert {"again.png", "again_surface.png"} <= {p.name for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["plot", str(out / "plane.npz"), "--out", str(out), "--style", "contour", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--style heatmap" in err and "1 x 5" in err, err

@@ -226,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("results", nargs="+", metavar="RESULT.npz", help="results saved by the commands (.npz)")
     pt.add_argument("--path", metavar="PATH.npz", help="a ProjectedPath to overlay on a plane")
     pt.add_argument(
-        "--style", choices=("filled", "contour", "heatmap"), default="filled", help="2-D style (default filled)"
+        "--style",
+        choices=("filled", "contour", "heatmap"),
+        help="2-D style (default filled; heatmap for a plane narrower than 2 x 2 points, which has no contours)",
     )
 
     ck = _command(sub, "check", help="verify a trajectory store; --repair rebuilds its index, --migrate converts v1")
