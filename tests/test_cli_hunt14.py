@@ -95,3 +95,23 @@ def test_plot_re_renders_a_plane_narrower_than_2_by_2_as_the_plane_command_drew_
     assert main(["plot", str(out / "plane.npz"), "--out", str(out), "--style", "contour", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--style heatmap" in err and "1 x 5" in err, err
+
+
+@pytest.mark.parametrize(
+    ("options", "fix"),
+    [
+        (["--models", "{run}:0", "{run}:1"], "--directions models"),  # forgot --directions models
+        (["--directions", "layer", "--models", "{run}:0", "{run}:1"], "--directions models"),
+        (["--trajectory", "{run}", "{run}"], "--directions pca"),  # forgot --directions pca
+    ],
+)
+def test_plane_refuses_options_of_other_directions_instead_of_ignoring_them(run, tmp_path, capsys, options, fix):
+    # `plane --center A --models B C` drew a random filter-normalized plane around A without a word about B and C
+    # (the plane through the three models needs --directions models); `--trajectory A B` without --directions pca
+    # drew a random plane around A's last snapshot and ignored B.
+    out = tmp_path / "out"
+    argv = ["plane", "--center", str(run), *[o.format(run=run) for o in options], *MODEL, *DATA, "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fix in err, err
+    assert not out.exists()  # refused before any work

@@ -42,6 +42,17 @@ def _check_early(args: argparse.Namespace) -> None:
     name = getattr(args, "name", None)
     if name is not None and (Path(name).name != name or name in (".", "..")):
         raise CLIError(f"--name {name}: give a file stem such as plane (no directory: the outputs go in --out)")
+    if args.command == "plane":  # options of other directions would be ignored: a plane the user did not ask for
+        if args.models and args.directions != "models":
+            raise CLIError(
+                f"--models is for --directions models (the plane through three models), not --directions "
+                f"{args.directions}: add --directions models, or drop --models"
+            )
+        if args.trajectory and len(args.trajectory) > 1 and args.directions != "pca":
+            raise CLIError(
+                f"--trajectory takes several trajectories with --directions pca only; --directions {args.directions} "
+                "is around one centre (the last snapshot of one --trajectory): add --directions pca, or give one"
+            )
     out = getattr(args, "out", None)
     if out is not None:  # a file on the way would fail the first write, after all the work
         taken = next((q for q in (Path(out), *Path(out).parents) if q.exists() and not q.is_dir()), None)
