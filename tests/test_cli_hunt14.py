@@ -115,3 +115,22 @@ def test_plane_refuses_options_of_other_directions_instead_of_ignoring_them(run,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fix in err, err
     assert not out.exists()  # refused before any work
+
+
+@pytest.mark.parametrize("products", ["1", "2"])
+def test_hessian_trace_products_hutchpp_cannot_use_are_refused_before_the_work(
+    run, tmp_path, capsys, monkeypatch, products
+):
+    # --trace-products 1 or 2 passed the CLI's check (a non-negative integer), and Hutch++ refused it only after
+    # the SLQ density and the top eigenvalues were computed, saying "Hutch++ needs at least 3 products, got 1"
+    # without naming the option.
+    import landscape.curvature.spectrum as spectrum
+
+    def no_work(*a, **k):
+        raise AssertionError("the SLQ density was computed before the option was refused")
+
+    monkeypatch.setattr(spectrum, "slq", no_work)
+    argv = ["hessian", "--at", str(run), *MODEL, *DATA, "--out", str(tmp_path / "out"), "--quiet"]
+    assert main([*argv, "--trace-products", products]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--trace-products {products}" in err and "3 or more" in err, err

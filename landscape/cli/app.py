@@ -39,6 +39,11 @@ def _check_early(args: argparse.Namespace) -> None:
         if value is not None and value < least:
             what = "a positive integer" if least else "a non-negative integer (0 skips it)"
             raise CLIError(f"--{dest.replace('_', '-')} {value}: give {what}")
+    if getattr(args, "trace_products", 0) in (1, 2):  # else refused by Hutch++ after the density and top-k's work
+        raise CLIError(
+            f"--trace-products {args.trace_products}: Hutch++ needs at least 3 Hessian-vector products; give 0 "
+            "(SLQ's trace only) or 3 or more"
+        )
     name = getattr(args, "name", None)
     if name is not None and (Path(name).name != name or name in (".", "..")):
         raise CLIError(f"--name {name}: give a file stem such as plane (no directory: the outputs go in --out)")

@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--trace-products",
         type=int,
         default=0,
-        help="Hessian-vector products for each of Hutchinson and Hutch++ (default 0: SLQ's trace only)",
+        help="Hessian-vector products for each of Hutchinson and Hutch++: 0 or at least 3 "
+        "(default 0: SLQ's trace only)",
     )
     hs.add_argument("--seed", type=int, default=0, help="seed of the random probes (default 0)")
     hs.add_argument("--linear", action="store_true", help="linear density axis (default log)")
