@@ -39,9 +39,25 @@ def _check_early(args: argparse.Namespace) -> None:
         if value is not None and value < least:
             what = "a positive integer" if least else "a non-negative integer (0 skips it)"
             raise CLIError(f"--{dest.replace('_', '-')} {value}: give {what}")
+    if getattr(args, "trace_products", 0) in (1, 2):  # else refused by Hutch++ after the density and top-k's work
+        raise CLIError(
+            f"--trace-products {args.trace_products}: Hutch++ needs at least 3 Hessian-vector products; give 0 "
+            "(SLQ's trace only) or 3 or more"
+        )
     name = getattr(args, "name", None)
     if name is not None and (Path(name).name != name or name in (".", "..")):
         raise CLIError(f"--name {name}: give a file stem such as plane (no directory: the outputs go in --out)")
+    if args.command == "plane":  # options of other directions would be ignored: a plane the user did not ask for
+        if args.models and args.directions != "models":
+            raise CLIError(
+                f"--models is for --directions models (the plane through three models), not --directions "
+                f"{args.directions}: add --directions models, or drop --models"
+            )
+        if args.trajectory and len(args.trajectory) > 1 and args.directions != "pca":
+            raise CLIError(
+                f"--trajectory takes several trajectories with --directions pca only; --directions {args.directions} "
+                "is around one centre (the last snapshot of one --trajectory): add --directions pca, or give one"
+            )
     out = getattr(args, "out", None)
     if out is not None:  # a file on the way would fail the first write, after all the work
         taken = next((q for q in (Path(out), *Path(out).parents) if q.exists() and not q.is_dir()), None)

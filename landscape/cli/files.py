@@ -79,6 +79,15 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
             f"only line, distance and Hessian spectrum results can be overlaid, got {len(results)} {kind.__name__}s"
         )
     log, style = args.log, args.style
+    if kind in (PlaneResult, BilinearResult):  # as the plane command draws it; contours need 2 x 2 points
+        shape = next(iter(first.metrics.values())).shape
+        if style is None:
+            style = "filled" if min(shape) >= 2 else "heatmap"
+        elif style != "heatmap" and min(shape) < 2:
+            raise CLIError(
+                f"--style {style}: contours need a grid of at least 2 x 2 points, {args.results[0]} has "
+                f"{shape[0]} x {shape[1]}; use --style heatmap"
+            )
     draws: dict[str, Callable[[str], Any]] = {}
     if kind is LineResult:
         draws[args.name] = lambda be: P.plot_line(

@@ -39,6 +39,39 @@ def process_group() -> Iterator[None]:
             d.destroy_process_group()
 
 
+def _replace(f: Path, save: Callable[[Path], Any]) -> Path:
+    """``save(tmp)`` to a hidden file beside ``f``, then rename it over ``f``: a failed write keeps the old ``f``.
+
+    plotly and matplotlib write their files in place, so a write that fails midway (disk full, interrupted)
+    left a cut-off page or image where the previous run's was. The temporary name keeps ``f``'s suffix, from
+    which matplotlib takes the format, and its directory, beside which plotly looks for ``plotly.min.js``.
+    """
+    tmp = f.with_name(f".{f.stem}.partial{f.suffix}")
+    try:
+        save(tmp)
+        os.replace(tmp, f)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return f
+
+
+def _write_plotlyjs(bundle: Path) -> None:
+    """Write plotly.js as ``bundle`` (atomically) unless a complete copy is there.
+
+    plotly writes it in place and only when it is missing, so a copy cut off by a failed write stayed for good
+    and every page beside it showed nothing; a copy of another size (cut off, or of another plotly) is rewritten.
+    """
+    from plotly.offline import get_plotlyjs
+
+    from landscape.trajectory.files import write_atomic
+
+    js = get_plotlyjs().encode("utf-8")
+    if not bundle.is_file() or bundle.stat().st_size != len(js):
+        write_atomic(bundle, js, durable=False)
+
+
 class Writer:
     """Writes results and figures on rank 0 only, and reports what it wrote."""
 
@@ -79,12 +112,17 @@ class Writer:
 
         if self.html and html:
             f = self.out / f"{stem}.html"
+            if self.plotlyjs == "directory":
+                bundle = self.out / "plotly.min.js"
+                self.write(bundle, lambda: _write_plotlyjs(bundle))
             self.note(f)
-            self.written.append(self.write(f, lambda: save_html(draw("plotly"), f, plotlyjs=self.plotlyjs)))
+            self.written.append(
+                self.write(f, lambda: _replace(f, lambda tmp: save_html(draw("plotly"), tmp, plotlyjs=self.plotlyjs)))
+            )
         if self.png and png:
             f = self.out / f"{stem}.png"
             self.note(f)
-            self.written.append(self.write(f, lambda: save_png(draw("matplotlib"), f)))
+            self.written.append(self.write(f, lambda: _replace(f, lambda tmp: save_png(draw("matplotlib"), tmp))))
 
     def note(self, f: Path) -> None:
         """Remember that ``f`` is there already (a result of an earlier run), before it is overwritten."""

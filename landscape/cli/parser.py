@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--trace-products",
         type=int,
         default=0,
-        help="Hessian-vector products for each of Hutchinson and Hutch++ (default 0: SLQ's trace only)",
+        help="Hessian-vector products for each of Hutchinson and Hutch++: 0 or at least 3 "
+        "(default 0: SLQ's trace only)",
     )
     hs.add_argument("--seed", type=int, default=0, help="seed of the random probes (default 0)")
     hs.add_argument("--linear", action="store_true", help="linear density axis (default log)")
@@ -226,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("results", nargs="+", metavar="RESULT.npz", help="results saved by the commands (.npz)")
     pt.add_argument("--path", metavar="PATH.npz", help="a ProjectedPath to overlay on a plane")
     pt.add_argument(
-        "--style", choices=("filled", "contour", "heatmap"), default="filled", help="2-D style (default filled)"
+        "--style",
+        choices=("filled", "contour", "heatmap"),
+        help="2-D style (default filled; heatmap for a plane narrower than 2 x 2 points, which has no contours)",
     )
 
     ck = _command(sub, "check", help="verify a trajectory store; --repair rebuilds its index, --migrate converts v1")
