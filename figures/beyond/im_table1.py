@@ -29,7 +29,8 @@ evaluated images are one batch (512 here, so the numbers hardly differ; at full 
 one thread, load 12-14): on 6 pairs the barriers before / after matching agree with the old ones to 4 decimals, and
 both verdicts are unchanged (Table 1's pairs: not tested, no barrier; two initializations: held, ratio - 0.5 = -0.20
 [-0.24, -0.17]); the barrier evaluations cost 1.6x (a statistics pass, then an eval pass per point: median 3.68 s
-against 2.26 s for 12 lines, three alternating rounds), about +30 s of CPU for the figure's 245 lines. Statistics
+against 2.26 s for 12 lines, three alternating rounds); the whole figure on the cached pool took 61.6 / 61.3 s of
+CPU against 40.0 / 34.6 s before (alternating, load 1-5): about +24 s. Statistics
 over all 1,344 training images moved the barriers by up to 0.005 nats and cost 3.0x. REPAIR proper (about 1 s per
 pair here) is not run.
 """
