@@ -113,6 +113,51 @@ def test_im_table1_pair_undoes_a_hidden_permutation():
     assert abs(r["after"]) < 1e-5 and np.ptp(r["line_after"]) < 1e-5
 
 
+def test_im_table1_pair_recomputes_batchnorm_statistics_at_every_point():
+    """The lines are RESET's: at each alpha, BatchNorm statistics recomputed over the data, then eval mode.
+
+    Brute force in float64: interpolate the parameters, reset every BatchNorm's running statistics, one train-mode
+    pass over the data with momentum None (the data's mean and unbiased variance), eval-mode loss. A line on the
+    evaluated batch's own statistics (``bn_mode="train"``: biased variance over 48 images) differs from it by more
+    than the tolerance, so the check tells the two apart.
+    """
+    import copy
+
+    import torch
+
+    from figures.beyond import im_table1 as bit
+    from landscape import loss_barrier
+    from landscape.models import build_model
+
+    a, b = (build_model("vgg", (1, 8, 8), 10, cfg=(6, "M", 8, "M"), hidden=12, dropout=0.0, seed=s) for s in (0, 1))
+    a, b = a.double(), b.double()
+    gen = torch.Generator().manual_seed(0)
+    data = (torch.randn(48, 1, 8, 8, generator=gen, dtype=torch.float64), torch.randint(0, 10, (48,), generator=gen))
+    r = bit._pair(a, b, data)
+
+    def reset_loss(alpha: float) -> float:
+        m = copy.deepcopy(a)
+        pb = dict(b.named_parameters())
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                p.copy_((1 - alpha) * p + alpha * pb[name])
+        bns = [x for x in m.modules() if isinstance(x, torch.nn.modules.batchnorm._BatchNorm)]
+        assert bns  # the check is about BatchNorm
+        for x in bns:
+            x.reset_running_stats()
+            x.momentum = None
+        m.train()
+        with torch.no_grad():
+            m(data[0])
+            m.eval()
+            return float(torch.nn.functional.cross_entropy(m(data[0]), data[1]))
+
+    want = np.array([reset_loss(float(al)) for al in bit.ALPHAS])
+    np.testing.assert_allclose(r["line_before"], want, rtol=1e-9, atol=1e-12)
+    batch_stats = loss_barrier(a=a, b=b, data=data, alphas=bit.ALPHAS, bn_mode="train").metrics["loss"]
+    assert np.max(np.abs(np.asarray(batch_stats) - want)) > 1e-6
+
+
 def test_sharpness_table_at_a_tiny_scale(monkeypatch, tmp_path):
     import json
 

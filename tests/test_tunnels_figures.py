@@ -84,8 +84,17 @@ def test_stuck_and_moved_premises_on_synthetic_curves():
     assert stuck_premise(flat, steps).met
     drop = stuck_premise(falling, steps)
     assert not drop.met and min(drop.measured) > STUCK_TOL
-    noisy_up = [[1.0] + [1.2] * (len(steps) - 1)]  # noise above the start counts as no drop: stuck
-    assert stuck_premise(noisy_up, steps).met
+    # a rise is a change too (the paper's stuck run goes "without change of loss"): 3% above the start is not stuck
+    lifted = [[1.0] + [1.03 + 0.01 * np.sin(k) for k in range(len(steps) - 1)]] * 2
+    up = stuck_premise(lifted, steps)
+    assert not up.met and min(up.measured) == pytest.approx(0.03, abs=0.01)
+    # a rise confined to one quarter (a transient) counts: every quarter's mean is checked, not only the last
+    bump = [[1.0 + (0.1 if 10 <= s <= 25 else 0.0) for s in steps]]
+    assert not stuck_premise(bump, steps).met
+    assert stuck_premise([[1.0 + (0.005 if 10 <= s <= 25 else 0.0) for s in steps]], steps).met
+    # per repetition: one repetition outside the band fails the premise; the measured values are the brute-force ones
+    mixed = stuck_premise([[1.0] * len(steps), [1.0] + [0.97] * (len(steps) - 1)], steps)
+    assert not mixed.met and mixed.measured == pytest.approx([0.0, 0.03])
     assert moved_premise({"moves": [[0.5, 0.5], [0.4]]}, "PGD").met
     never = moved_premise({"moves": [[], [0.5]]}, "NEON")  # a baseline that never fired in one run
     assert not never.met and never.measured == [0.0, 0.5]

@@ -21,8 +21,9 @@ separates the training set and its weights run off to infinity (no critical poin
 labels redrawn the 1-filter network has a finite minimum (loss 1.14, weight norm 45).
 
 Quick scale (two CPU cores): scikit-learn's 8x8 digits (all 1,079 training images, 25% of the labels redrawn at
-random), 2 filters of 5x5 (382 parameters), SGD learning rate 1.0 (as the paper), minibatch 128, 5 repetitions
-(minibatch orders); one tunnel opened (paper: 2 of 8). The saddle is computed once and cached under
+random), 2 filters of 5x5 (382 parameters), SGD learning rate 0.6 (paper: 1.0; at 1.0 the control does not stay
+stuck here, see :func:`make_setup`), minibatch 128, 5 repetitions (minibatch orders); one tunnel opened (paper: 2 of
+8). The saddle is computed once and cached under
 ``<gallery>/.cache/tunnels/`` (safetensors, keyed by the settings and this file's source).
 """
 
@@ -61,7 +62,8 @@ if TYPE_CHECKING:
 F = nn.functional
 
 GRAD_TOL = 1e-5  # premise: the start is a critical point (full-batch gradient norm, float64)
-STUCK_TOL = 0.02  # premise: the control's loss drops by less than 2% (relative) over the run
+QUICK_LR = 0.6  # SGD learning rate of the quick and medium runs (paper: 1.0; see make_setup)
+STUCK_TOL = 0.02  # premise: the control's loss changes by less than 2% (relative, either way) over the run
 COLORS = {  # arm -> colour of the one palette
     "control": PALETTE[0],
     "proposed": PALETTE[2],
@@ -131,11 +133,24 @@ def make_setup(scale: Scale | str) -> Setup:
     has the medium setting; Fig. 3 looks only at the steps around the opening and stays quick. Cost measured (one
     torch thread, load 5-9): the seven arms at 2,000 steps took 147 s of wall clock (NEON's arm most of it: 50
     gradient differences every 25 steps); with the deep CNN's medium runs, all six medium Tunnels figures used 315 s
-    of CPU (user + system) in 9.4 minutes of wall clock.
+    of CPU (user + system) in 9.4 minutes of wall clock (those numbers are from learning rate 1.0, below).
+
+    Learning rate (quick and medium): 0.6, not the paper's 1.0, to meet the premise that the control stays stuck
+    (:func:`stuck_premise`: its loss stays within 2% of the saddle's, either way; the bound is the gallery's, fixed
+    before). At 1.0 the control, which cannot leave the saddle's symmetric subspace, does not stay at the saddle's
+    loss: SGD lifts it 6-7% above it within the first quarter of the run (3-4% in the last quarter; minibatch 128,
+    load 11-17, 2026-12-07), while full-batch gradient descent at 1.0 stays at the saddle exactly. The saddle's largest
+    Hessian eigenvalue, 2.15, is above 2 / 1.0: the minibatch noise is amplified along it, not damped. Until that day
+    the premise counted only a drop, so that rise passed, and "lower than the control by an escape" partly measured
+    it. Tried, control arm only (largest change of a quarter's mean from the saddle's loss, over the 5 repetitions;
+    nothing else was looked at to choose): lr 1.0: 5.8-7.1%; minibatch 256 (the paper's) at 1.0: 7.9-10.6%; lr 0.9:
+    4.3-4.5%; 0.8: 2.5-3.1%; 0.7: 1.5-2.1% (one repetition above 2%); 0.6: 0.9-1.4%, met; 0.5: 0.6-0.9%. The rule,
+    fixed before the claims were measured: the largest learning rate of that grid that meets the premise. The
+    paper's 1.0 was its own network's grid-search choice (App. B); its control stays flat. The full scale keeps 1.0.
     """
     if Scale(scale) is Scale.FULL:  # App. B.1
         return Setup("full", 60000, 8, 5, 10, 1.0, 1.0, 256, 50, 300, 1000, 10, 1.0, 0.0, 2)
-    quick = Setup("quick", 1079, 2, 5, 4, 1.0, 1.0, 128, 50, 300, 400, 5, 1.0, 0.25, 1)
+    quick = Setup("quick", 1079, 2, 5, 4, 1.0, QUICK_LR, 128, 50, 300, 400, 5, 1.0, 0.25, 1)
     if Scale(scale) is Scale.MEDIUM:
         return dataclasses.replace(quick, scale="medium", total_steps=2000)
     return quick
@@ -292,19 +307,41 @@ def saddle_premises(info: dict[str, Any]) -> list[Premise]:
 
 
 def stuck_premise(curves: list[list[float]], steps: np.ndarray, what: str = "the control run stays stuck") -> Premise:
-    """Premise: the control's full-batch loss drops by less than ``STUCK_TOL`` (relative), per repetition.
+    """Premise: the control's full-batch loss stays within ``STUCK_TOL`` of its start, either way, per repetition.
 
-    The drop is ``(L(0) - mean L over the last quarter of the run) / L(0)``: noise above the start counts as 0.
+    The measured value of a repetition is the largest ``|mean L over a quarter of the run - L(0)| / L(0)`` over the
+    run's four quarters (the recordings after step 0 in ``(k T/4, (k+1) T/4]``; quarters without one are skipped): the
+    paper's stuck run goes "without change of loss" (App. B), and a rise is a change as much as a drop. Until
+    2026-12-07 only the drop to the last quarter counted ("noise above the start counts as 0"), so a control that SGD
+    lifted 3-4% above the saddle's loss passed, and the claims "lower than the control by an escape" were partly
+    measuring that rise (see :data:`STUCK_TOL`). Quarter means rather than single recordings: one recording of the
+    full-batch loss under SGD at learning rate 1.0 scattered by several percent from step to step.
+
+    Args:
+        curves: Full-batch losses per repetition, shape ``(R, T)``; column 0 is the start.
+        steps: The steps they were recorded at, shape ``(T,)``, starting at 0.
+        what: The premise's statement.
+
+    Returns:
+        The premise, measured per repetition (a list of ``R`` values, each >= 0).
     """
     a = np.asarray(curves, dtype=float)
-    tail = steps >= steps[-1] * 0.75
-    drop = (a[:, 0] - a[:, tail].mean(1)) / a[:, 0]
+    st = np.asarray(steps, dtype=float)
+    edges = np.linspace(0.0, st[-1], 5)
+    masks = [(st > lo) & (st <= hi) for lo, hi in zip(edges[:-1], edges[1:])]
+    masks = [m for m in masks if m.any()] or [np.arange(len(st)) == len(st) - 1]
+    rel = np.stack([(a[:, m].mean(1) - a[:, 0]) / a[:, 0] for m in masks], 1)  # (R, quarters), signed: + is a rise
+    worst = np.abs(rel).max(1)
+    signed = rel[np.arange(len(rel)), np.abs(rel).argmax(1)]
+    last = rel[:, -1]
     return at_most(
         what,
-        drop.tolist(),
+        worst.tolist(),
         STUCK_TOL,
-        detail="relative drop of the full-batch loss from the start to "
-        "the mean of the last quarter of the run, per repetition",
+        detail="largest relative change of the full-batch loss from the start (the saddle) to the mean of a quarter of "
+        f"the run, either way, per repetition: {', '.join(f'{v:+.2%}' for v in signed)} (+ is a rise); in the last "
+        f"quarter {', '.join(f'{v:+.2%}' for v in last)} (sd over the repetitions, other data orders, "
+        f"{np.std(last, ddof=1) if len(last) > 1 else 0.0:.2%})",
     )
 
 

@@ -22,6 +22,15 @@ the control" (interval above 0), which held at quick on a difference of 0.84% of
 proposed arm above the saddle's loss. The window was kept; the detail gives the last 50 steps as information (quick,
 2026-12-07: 2.68% [2.00%, 3.36%]; there the proposed arm's mean loss, 1.153, is still above the saddle's, 1.145, and the
 control's is 1.185).
+
+Those numbers are from SGD at learning rate 1.0, where the control rose 3-7% above the saddle's loss (the premise then
+counted only a drop). Since the evening of 2026-12-07 the premise is two-sided and the quick and medium runs use
+learning rate 0.6 (``figures/tunnels/_setup.py``, ``make_setup``: the largest of a grid whose control stays within 2%
+of the saddle's loss). Quick at 0.6 (load 12-18): the escape +0.24% [-0.21%, +0.69%], not held as before; random
+reorganization still beats the proposed one (-0.49% of the loss [-0.95%, -0.04%] absolute: -0.0049 [-0.0095,
+-0.0004]), not held; against perturbed GD +0.0010 [-0.0048, +0.0068] and NEON -0.0022 [-0.0072, +0.0028], both
+inconclusive (were not held: at 1.0 each baseline ended lower). Means over steps 55-400: control 1.1569, proposed
+1.1542, random 1.1493, PGD 1.1552, NEON 1.1520. Medium not rerun at 0.6.
 """
 
 from __future__ import annotations
