@@ -47,3 +47,19 @@ def registry_case(request):
     before = model_state(c.model)
     yield c
     assert_same_state(c.model, before)
+
+
+@pytest.fixture(scope="module")  # per test module, as before: a module may damage its copy
+def tiny_digits_run(tmp_path_factory):
+    """A tiny MLP (hidden=[4]) trained 2 epochs on the first 60 training digits, recorded into a trajectory on
+    disk (3 snapshots): the CLI tests' run (``--model mlp --model-kw hidden=[4] --limit 60``)."""
+    from landscape.data import load_digits_split
+    from landscape.models import build_model
+    from landscape.train import Trainer
+    from landscape.trajectory import Trajectory
+
+    path = tmp_path_factory.mktemp("runs") / "a"
+    X, y = load_digits_split().train
+    net = build_model("mlp", (1, 8, 8), 10, hidden=[4], seed=0)
+    Trainer(net, (X[:60], y[:60]), optimizer="sgd", epochs=2, batch_size=30, trajectory=Trajectory.create(path)).fit()
+    return path

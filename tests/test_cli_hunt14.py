@@ -9,10 +9,6 @@ from pathlib import Path
 import pytest
 
 from landscape.cli import main
-from landscape.data import load_digits_split
-from landscape.models import build_model
-from landscape.train import Trainer
-from landscape.trajectory import Trajectory
 
 N = 60  # --limit: the first N training digits
 MODEL = ["--model", "mlp", "--model-kw", "hidden=[4]"]
@@ -21,13 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A tiny MLP trained 2 epochs on digits, recorded into a trajectory on disk (3 snapshots)."""
-    path = tmp_path_factory.mktemp("runs") / "a"
-    X, y = load_digits_split().train
-    net = build_model("mlp", (1, 8, 8), 10, hidden=[4], seed=0)
-    Trainer(net, (X[:N], y[:N]), optimizer="sgd", epochs=2, batch_size=30, trajectory=Trajectory.create(path)).fit()
-    return path
+def run(tiny_digits_run) -> Path:
+    return tiny_digits_run  # conftest: a tiny MLP trained on the first N digits, 3 snapshots on disk
 
 
 def _under_file_size_limit(limit: int, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
