@@ -100,17 +100,21 @@ def test_stuck_and_moved_premises_on_synthetic_curves():
     assert not never.met and never.measured == [0.0, 0.5]
 
 
+def _assert_escape_verdict(claim) -> None:
+    """An escape claim: a paired effect over the repetitions, decided against the stuck control's 2% margin."""
+    from figures.tunnels._setup import STUCK_TOL
+    from figures.verdict import superiority_verdict
+
+    assert claim.effect == paired_effect(claim.measured)
+    if claim.premise_met:
+        assert claim.verdict is superiority_verdict(claim.effect, STUCK_TOL)
+
+
 def test_fig1_left(tmp_path):
     res = run_left("quick", cache=tmp_path, setup=TINY)
     _check(res, ["loss"], 3)
     # "remains unstuck" after closing is an escape too: relative to the loss at the opening, beyond the 2% margin
-    from figures.tunnels._setup import STUCK_TOL
-    from figures.verdict import superiority_verdict
-
-    unstuck = res.claims[2]
-    assert unstuck.effect == paired_effect(unstuck.measured)
-    if unstuck.premise_met:
-        assert unstuck.verdict is superiority_verdict(unstuck.effect, STUCK_TOL)
+    _assert_escape_verdict(res.claims[2])
 
 
 def test_fig1_right_matches_theory():
@@ -134,13 +138,7 @@ def test_fig2_left(tmp_path):
     res = run_fig2_left("quick", cache=tmp_path, setup=TINY)
     _check(res, ["loss"], 4)
     # the escape is relative to the loss at the opening and must exceed the stuck control's 2%, not merely 0
-    from figures.tunnels._setup import STUCK_TOL
-    from figures.verdict import superiority_verdict
-
-    esc = res.claims[0]
-    assert esc.effect == paired_effect(esc.measured)
-    if esc.premise_met:
-        assert esc.verdict is superiority_verdict(esc.effect, STUCK_TOL)
+    _assert_escape_verdict(res.claims[0])
 
 
 # ----------------------------------------------------------------------------- Sec. 4.4: Fig. 2 right and Table 3
