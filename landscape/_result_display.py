@@ -1,29 +1,17 @@
 """How results label and show themselves: the xarray labeling helpers, one-line field briefs and thumbnails.
 
-Private: the helpers behind :class:`landscape.results.Result`'s ``__repr__``, ``_repr_html_`` and ``to_xarray``
-(:class:`Labeling` is re-exported from :mod:`landscape.results`, which result modules import it from). Nothing here
-knows the result classes; the brief of a :class:`~landscape.results.Provenance` stays beside its class.
+Private: the helpers behind :class:`landscape.results.Result`'s ``__repr__``, ``_repr_html_`` and ``to_xarray``.
+Nothing here knows the result classes; the brief of a :class:`~landscape.results.Provenance` stays beside its class.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
-
-__all__ = ["Labeling"]
-
-
-class Labeling(NamedTuple):
-    """How a result's arrays are labeled in :meth:`Result.to_xarray` (see the ``_dims``... class attributes)."""
-
-    dims: Mapping[str, tuple[str, ...]]
-    coords: Mapping[str, str]
-    labels: Mapping[str, str]
-    table: tuple[str, ...] | None
 
 
 def _require_xarray() -> Any:

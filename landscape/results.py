@@ -28,13 +28,12 @@ import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import torch
 
 from landscape._result_display import (
-    Labeling,
     _clip,
     _dims_for,
     _draw_thumbnail,
@@ -174,6 +173,15 @@ def _decode(value: Any, arrays: Mapping[str, np.ndarray]) -> Any:
         if "__items__" in value:
             return {_decode(k, arrays): _decode(v, arrays) for k, v in value["__items__"]}
     return value
+
+
+class Labeling(NamedTuple):
+    """How a result's arrays are labeled in :meth:`Result.to_xarray` (see the ``_dims``... class attributes)."""
+
+    dims: Mapping[str, tuple[str, ...]]
+    coords: Mapping[str, str]
+    labels: Mapping[str, str]
+    table: tuple[str, ...] | None
 
 
 def _brief(value: Any) -> str:
