@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from figures._pool import WorkerDied
+from figures._provenance import code_provenance
 from figures.contract import FigureResult, FigureSpec, Scale, get_figure, torch_threads
 from figures.gallery import figure_entry, render_figure, utc_now, write_atomic
 
@@ -72,6 +73,7 @@ def _failed(
         error=text,
         runtime_s=None if runtime_s is None else round(runtime_s, 3),
         finished=utc_now(),
+        provenance=code_provenance(),
     )
     final = out / name
     shutil.rmtree(final, ignore_errors=True)
@@ -115,6 +117,7 @@ def _run_one(
             runtime_s=round(time.perf_counter() - t0, 3),
             cache_key=key,
             finished=utc_now(),
+            provenance=code_provenance(),
             panels=panels,
             claims=[{**c.to_dict(), "scale": c.scale or scale} for c in result.claims],  # every verdict's scale
         )

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from figures._provenance import provenance_footer
 from figures.contract import FigureResult, FigureSpec, Paper
 from figures.schema import CLAIMS_FORMAT, SUMMARY_KEYS
 from figures.verdict import Verdict
@@ -150,6 +151,7 @@ def figure_entry(spec: FigureSpec | None, *, name: str, scale: str, status: str,
         "finished": None,
         "panels": [],
         "claims": [],
+        "provenance": None,  # figures._provenance.code_provenance() of the run that made (or failed) the figure
     }
     unknown = set(fields) - set(entry)
     if unknown:
@@ -344,6 +346,7 @@ dl.scaling dt{color:#666}dl.scaling dd{margin:0}
 .panel{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,2fr);gap:1em;align-items:start;margin:1em 0}
 .panel-caption{grid-column:1/3;color:#444;margin:0}.static img{max-width:100%;border:1px solid #eee}
 .links{font-size:.85em}pre.error{background:#fbe3e3;padding:1em;overflow:auto;font-size:.85em}
+footer.provenance{border-top:1px solid #ddd;margin-top:2em;color:#666;font-size:.85em}
 @media (max-width:900px){.panel{grid-template-columns:1fr}.panel-caption{grid-column:1}}
 """
 
@@ -481,6 +484,7 @@ def write_index(
     }</p>
 {banner}{summary}{toc}
 {"".join(sections)}
+{provenance_footer(entries)}
 {_SELF_CHECK}
 </body></html>
 """

@@ -38,6 +38,7 @@ from typing import Any
 
 from figures._figure_run import _cached_entry, _clear_leftovers, _failed, _record_path, _run_one
 from figures._pool import run_tasks
+from figures._provenance import code_provenance
 from figures.contract import (
     FigureSpec,
     Paper,
@@ -306,6 +307,7 @@ def make_gallery(
                 error=f.error,
                 module=f.module,
                 title=f"module {f.module} failed to import",
+                provenance=code_provenance(),
             )
     for f in import_failures:
         tqdm.write(f"FAILED to import {f.module}:\n{f.error}", file=sys.stderr)

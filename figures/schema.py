@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from figures._provenance import PROVENANCE_KEYS
 from figures.contract import Scale
 from figures.result import CLAIM_KEYS, PANEL_RE, SCALING_KEYS
 from figures.verdict import PREMISE_KEYS, Verdict
@@ -97,24 +98,34 @@ def _claims_schema() -> dict[str, Any]:
             "json": {"type": "string"},
         }
     )
+    text = {"type": "string"}
+    provenance = _record(
+        {"commit": text, "dirty": {"type": ["boolean", "null"]}} | {k: text for k in PROVENANCE_KEYS[2:]},
+        required=PROVENANCE_KEYS,
+        type=["object", "null"],
+    )
+    properties = {
+        "name": {"type": "string", "minLength": 1},
+        "title": {"type": "string"},
+        "paper": {"type": ["string", "null"]},
+        "module": {"type": "string"},
+        "scale": {"enum": [s.value for s in Scale]},
+        "scaling": {"type": "object"},
+        "caption": {"type": "string"},
+        "runtime_s": {"type": ["number", "null"], "minimum": 0},
+        "status": {"enum": ["ok", "failed", "pending"]},
+        "error": {"type": ["string", "null"]},
+        "cached": {"type": "boolean"},
+        "cache_key": {"type": ["string", "null"]},
+        "finished": {"type": ["string", "null"]},
+        "panels": {"type": "array", "items": panel},
+        "claims": {"type": "array", "items": claim},
+        "provenance": provenance,
+    }
     figure = _record(
-        {
-            "name": {"type": "string", "minLength": 1},
-            "title": {"type": "string"},
-            "paper": {"type": ["string", "null"]},
-            "module": {"type": "string"},
-            "scale": {"enum": [s.value for s in Scale]},
-            "scaling": {"type": "object"},
-            "caption": {"type": "string"},
-            "runtime_s": {"type": ["number", "null"], "minimum": 0},
-            "status": {"enum": ["ok", "failed", "pending"]},
-            "error": {"type": ["string", "null"]},
-            "cached": {"type": "boolean"},
-            "cache_key": {"type": ["string", "null"]},
-            "finished": {"type": ["string", "null"]},
-            "panels": {"type": "array", "items": panel},
-            "claims": {"type": "array", "items": claim},
-        },
+        properties,
+        # records written before the provenance was stamped have none, and are still reused from the cache
+        required=[k for k in properties if k != "provenance"],
         allOf=[
             {  # a rendered figure states its scaling, time and panels, and has no error
                 "if": {"properties": {"status": {"const": "ok"}}},
@@ -167,5 +178,8 @@ epochs, repetitions, ...), ``caption``, ``runtime_s``, ``status`` (``ok``/``fail
 not held / inconclusive / not tested), ``held`` (true/false/null, mirroring the verdict), ``detail``,
 ``source``, ``premises`` (each ``statement``, ``measured``, ``threshold``, ``met``, ``detail``), ``effect``
 (``mean``, ``sd``, ``n``, ``ci_low``, ``ci_high``, ``p_value``, ``confidence``, ``method``, or null) and
-``scale`` (which scale the verdict comes from, or null)).
+``scale`` (which scale the verdict comes from, or null)), and ``provenance``: the code that made the figure
+(``commit``: the checkout's git commit or ``"unknown"``, ``dirty``: uncommitted changes to tracked files, or null when
+unknown, and the ``python``, ``torch``, ``numpy`` and ``landscape`` versions), null while pending and absent from
+records written before it existed.
 """
