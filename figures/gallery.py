@@ -175,8 +175,18 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def claims_document(entries: Sequence[Mapping[str, Any]], *, scale: str, total_runtime_s: float) -> dict[str, Any]:
-    """The whole ``claims.json`` document (see ``figures.schema.CLAIMS_SCHEMA``)."""
+def claims_document(
+    entries: Sequence[Mapping[str, Any]],
+    *,
+    scale: str,
+    total_runtime_s: float,
+    not_in_gallery: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The whole ``claims.json`` document (see ``figures.schema.CLAIMS_SCHEMA``).
+
+    ``not_in_gallery``: the registered figures this gallery does not hold (a run with ``--only``), so that
+    ``figures.verdict_table`` tells a figure that was not run from one whose claims disappeared.
+    """
     summary = summarize(entries)
     return {
         "format": CLAIMS_FORMAT,
@@ -186,6 +196,7 @@ def claims_document(entries: Sequence[Mapping[str, Any]], *, scale: str, total_r
         "total_runtime_s": round(total_runtime_s, 3),
         "summary": summary,
         "figures": [dict(e) for e in entries],
+        "not_in_gallery": sorted(not_in_gallery),
     }
 
 

@@ -318,7 +318,8 @@ def make_gallery(
     def publish() -> None:
         ordered = _order(entries)
         elapsed = time.perf_counter() - t_start
-        write_claims_json(out, claims_document(ordered, scale=scale.value, total_runtime_s=elapsed))
+        document = claims_document(ordered, scale=scale.value, total_runtime_s=elapsed, not_in_gallery=left_out)
+        write_claims_json(out, document)
         write_index(out, ordered, scale=scale.value, total_runtime_s=elapsed, fragments=fragments, note=note)
 
     def finished(entry: dict[str, Any]) -> None:

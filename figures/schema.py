@@ -154,7 +154,9 @@ def _claims_schema() -> dict[str, Any]:
             "total_runtime_s": {"type": "number", "minimum": 0},
             "summary": _record(dict.fromkeys(SUMMARY_KEYS, count)),
             "figures": {"type": "array", "items": figure},
-        }
+            "not_in_gallery": {"type": "array", "items": {"type": "string"}},
+        },
+        required=["format", "generated", "scale", "complete", "total_runtime_s", "summary", "figures"],
     )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -167,7 +169,8 @@ CLAIMS_SCHEMA: dict[str, Any] = _claims_schema()
 """JSON Schema (draft 2020-12) of ``claims.json``.
 
 Top level: ``format`` (:data:`CLAIMS_FORMAT`), ``generated`` (ISO 8601 UTC), ``scale`` (``quick``/``medium``/``full``:
-the gallery's; each figure's own ``scale`` says which it ran at),
+the gallery's; each figure's own ``scale`` says which it ran at), ``not_in_gallery`` (the registered figures a gallery
+made with ``--only`` does not hold; absent from documents written before it existed),
 ``complete`` (false while a run is in progress or was interrupted), ``total_runtime_s`` (wall time of the run),
 ``summary`` (counts of figures ok/failed/pending and claims held/not held/inconclusive/not tested), and
 ``figures``: one object per figure with ``name``, ``title``, ``paper``, ``module``, ``scale``, ``scaling`` (model, data,

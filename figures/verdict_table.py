@@ -18,7 +18,10 @@ A verdict decided at its line (a p-value near 0.05, a premise's measurement near
 machine's floating-point paths alone. :func:`near_line` finds such claims in the new run, and the diff says, for
 each changed row, how close the new run was (``near its line: p = 0.022``); ``--allow-near`` exits 0 when every
 change is of that kind and no row was added or removed.
-Only figures that finished (status ``ok``) contribute rows, so a failed or pending figure shows as removed rows.
+Only figures that finished (status ``ok``) contribute rows, so a failed or pending figure shows as removed rows, marked
+with its status. A gallery made with ``--only`` holds some figures only: the others (``claims.json``'s
+``not_in_gallery``) are listed once as not run and not compared, apart from a claim that disappeared from a figure
+that ran (see :func:`gallery_figures`).
 
 Example:
     >>> doc = {"figures": [{"name": "toy", "status": "ok", "claims": [
@@ -45,6 +48,7 @@ __all__ = [
     "VerdictDiff",
     "VerdictRow",
     "compare",
+    "gallery_figures",
     "golden_report",
     "main",
     "near_line",
@@ -249,12 +253,18 @@ class VerdictDiff:
         changed: ``(old, new)`` pairs of the same figure and claim index whose key or verdict differ.
         near: For changed rows whose new verdict sat near its line, the reasons (:func:`near_line`), by
             ``(figure, claim index)``.
+        not_run: Figures of the old table that the new gallery did not run (made with ``--only``): their rows are
+            not compared, and are not a difference.
+        why_removed: Why a figure's rows are all missing, by figure (``"figure failed"``...); a figure that ran
+            but lost a claim has no entry.
     """
 
     added: list[VerdictRow]
     removed: list[VerdictRow]
     changed: list[tuple[VerdictRow, VerdictRow]]
     near: dict[tuple[str, int], list[str]] = dataclasses.field(default_factory=dict)
+    not_run: list[str] = dataclasses.field(default_factory=list)
+    why_removed: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.added or self.removed or self.changed)
@@ -273,20 +283,31 @@ class VerdictDiff:
         """The diff as readable lines (``+`` added, ``-`` removed, ``~`` changed), empty when equal."""
         out = [f"~ {o.figure} #{o.claim} {_change(o, n)}{self._near(o)}" for o, n in self.changed]
         out += [f"+ {r.figure} #{r.claim} {r.key}: {r.verdict}" for r in self.added]
-        out += [f"- {r.figure} #{r.claim} {r.key}: {r.verdict}" for r in self.removed]
+        out += [f"- {r.figure} #{r.claim} {r.key}: {r.verdict}{self._why(r)}" for r in self.removed]
         return out
+
+    def _why(self, row: VerdictRow) -> str:
+        why = self.why_removed.get(row.figure)
+        return f" ({why})" if why else ""
+
+    def _not_run(self) -> str:
+        n = len(self.not_run)
+        if not n:
+            return ""
+        return f"{n} figure{'s' * (n != 1)} not run in this gallery (not compared): {', '.join(self.not_run)}"
 
     def _near(self, row: VerdictRow) -> str:
         reasons = self.near.get((row.figure, row.claim))
         return f" (near its line: {'; '.join(reasons)})" if reasons else ""
 
     def __str__(self) -> str:
+        not_run = self._not_run()
         if not self:
-            return "verdict table: no change"
+            return "verdict table: no change" + (f" in the figures that ran; {not_run}" if not_run else "")
         near = sum((o.figure, o.claim) in self.near for o, _ in self.changed)
         counts = f"{len(self.changed)} changed ({near} near their line), {len(self.added)} added"
         counts += f", {len(self.removed)} removed"
-        return "\n".join([f"verdict table: {counts}", *self.lines()])
+        return "\n".join([f"verdict table: {counts}", *self.lines(), *([not_run] if not_run else [])])
 
 
 def _change(old: VerdictRow, new: VerdictRow) -> str:
@@ -300,6 +321,9 @@ def compare(
     new: Sequence[VerdictRow],
     figures: Iterable[str] | None = None,
     near: Mapping[tuple[str, int], list[str]] | None = None,
+    *,
+    not_run: Iterable[str] = (),
+    why_removed: Mapping[str, str] | None = None,
 ) -> VerdictDiff:
     """Added, removed and changed rows of ``new`` against ``old``, matched by figure and claim index.
 
@@ -308,26 +332,65 @@ def compare(
         new: The table of a new run.
         figures: Compare only these figures (for a run of a few figures); default: all of both tables.
         near: The new run's :func:`near_lines`, to annotate changed rows with.
+        not_run: Figures the new gallery did not run (:func:`gallery_figures`): their old rows are listed as not
+            run instead of removed.
+        why_removed: Why a figure's rows are missing (:func:`gallery_figures`), to annotate removed rows with.
 
     Returns:
-        The :class:`VerdictDiff` (false when the tables agree).
+        The :class:`VerdictDiff` (false when the tables agree; figures not run are no difference).
     """
     keep = None if figures is None else set(figures)
-    a = {(r.figure, r.claim): r for r in old if keep is None or r.figure in keep}
+    skipped = set(not_run)
+    a = {(r.figure, r.claim): r for r in old if (keep is None or r.figure in keep) and r.figure not in skipped}
     b = {(r.figure, r.claim): r for r in new if keep is None or r.figure in keep}
     changed = sorted(((a[k], b[k]) for k in a.keys() & b.keys() if a[k] != b[k]), key=lambda p: p[0])
     notes = {
         (o.figure, o.claim): list(near[(o.figure, o.claim)]) for o, _ in changed if (o.figure, o.claim) in (near or {})
     }
+    removed = sorted(a[k] for k in a.keys() - b.keys())
+    why = {f: str(w) for f, w in (why_removed or {}).items() if any(r.figure == f for r in removed)}
     return VerdictDiff(
         added=sorted(b[k] for k in b.keys() - a.keys()),
-        removed=sorted(a[k] for k in a.keys() - b.keys()),
+        removed=removed,
         changed=changed,
         near=notes,
+        not_run=sorted({r.figure for r in old if r.figure in skipped and (keep is None or r.figure in keep)}),
+        why_removed=why,
     )
 
 
-def golden_report(entries: Sequence[Mapping[str, Any]], golden: Path | str = GOLDEN) -> str:
+def gallery_figures(document: Mapping[str, Any], figures: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+    """Which of ``figures`` (the golden table's) a gallery did not run, and why the others' rows may be missing.
+
+    A figure absent from the document was not run when ``not_in_gallery`` lists it (a gallery made with
+    ``--only``), or when the document predates that list; absent otherwise, it was not registered when the gallery
+    was made (renamed, removed, or its module failed to import), and its rows count as removed. A figure present
+    but failed or pending has no rows either: removed, marked with its status.
+
+    Args:
+        document: The gallery's ``claims.json``.
+        figures: The figures of the reference table.
+
+    Returns:
+        ``(not_run, why_removed)`` for :func:`compare`: the figures not run, sorted, and a reason by figure.
+
+    Example:
+        >>> doc = {"figures": [{"name": "a", "status": "failed"}], "not_in_gallery": ["b"]}
+        >>> gallery_figures(doc, ["a", "b", "c"])
+        (['b'], {'a': 'figure failed', 'c': 'figure not registered when the gallery was made'})
+    """
+    status = {str(f["name"]): str(f.get("status", "ok")) for f in document.get("figures") or ()}
+    absent = set(figures) - status.keys()
+    listed = document.get("not_in_gallery")
+    not_run = absent if listed is None else absent & {str(n) for n in listed}
+    why = {name: f"figure {s}" for name, s in status.items() if s != "ok"}
+    why |= dict.fromkeys(sorted(absent - not_run), "figure not registered when the gallery was made")
+    return sorted(not_run), dict(sorted(why.items()))
+
+
+def golden_report(
+    entries: Sequence[Mapping[str, Any]], golden: Path | str = GOLDEN, not_in_gallery: Sequence[str] = ()
+) -> str:
     """The verdict diff of a gallery run's figure entries against the golden table, as text to print.
 
     ``figures.make_all`` prints it at the end of a whole quick-scale run: a warning, not a failure.
@@ -335,6 +398,7 @@ def golden_report(entries: Sequence[Mapping[str, Any]], golden: Path | str = GOL
     Args:
         entries: The figures' ``claims.json`` entries.
         golden: The reference table.
+        not_in_gallery: Registered figures the gallery does not hold (not compared).
 
     Returns:
         ``"verdict table: no change"``, or a warning line followed by the diff.
@@ -342,8 +406,10 @@ def golden_report(entries: Sequence[Mapping[str, Any]], golden: Path | str = GOL
     golden = Path(golden)
     if not golden.exists():
         return f"verdict table: no golden table at {golden} (python -m figures.verdict_table CLAIMS_JSON --write)"
-    document = {"figures": list(entries)}
-    diff = compare(read_table(golden), verdict_table(document), near=near_lines(document))
+    document = {"figures": list(entries), "not_in_gallery": list(not_in_gallery)}
+    old = read_table(golden)
+    not_run, why = gallery_figures(document, {r.figure for r in old})
+    diff = compare(old, verdict_table(document), near=near_lines(document), not_run=not_run, why_removed=why)
     if not diff:
         return str(diff)
     return f"WARNING: verdicts differ from {golden.name} (review, then update it with --write)\n{diff}"
@@ -380,7 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.golden.exists():
         raise SystemExit(f"no golden table at {args.golden}; create one with --write")
-    diff = compare(read_table(args.golden), rows, near=near_lines(document))
+    old = read_table(args.golden)
+    not_run, why = gallery_figures(document, {r.figure for r in old})
+    diff = compare(old, rows, near=near_lines(document), not_run=not_run, why_removed=why)
     print(diff)
     return 0 if not diff or (args.allow_near and diff.only_near) else 1
 

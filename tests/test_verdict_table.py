@@ -11,6 +11,7 @@ from figures.verdict_table import (
     GOLDEN,
     VerdictRow,
     compare,
+    gallery_figures,
     golden_report,
     main,
     near_line,
@@ -105,6 +106,57 @@ def test_cli_exits_1_on_a_change_and_writes(tmp_path: Path, capsys: pytest.Captu
     assert "WARNING" in golden_report(_doc({"f": ["not held"]})["figures"], golden)
     with pytest.raises(SystemExit, match="no such file"):
         main([str(tmp_path / "missing.json"), "--golden", str(golden)])
+
+
+def test_figures_not_in_a_partial_gallery_are_not_run_not_removed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gallery made with --only holds some figures: the others are listed once as not run (no difference), apart
+    from a claim that disappeared from a figure that ran, a figure that failed, and one no longer registered."""
+    claims, golden = tmp_path / "claims.json", tmp_path / "golden.tsv"
+    write_table(verdict_table(_doc({"a": ["held", "held"], "b": ["held"], "c": ["not held"], "d": ["held"]})), golden)
+    partial = _doc({"a": ["held", "held"]})
+    partial["not_in_gallery"] = ["b", "c", "d", "e"]  # e: registered, but not in the golden table
+    claims.write_text(json.dumps(partial))
+    assert main([str(claims), "--golden", str(golden)]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == "verdict table: no change in the figures that ran; 3 figures not run in this gallery " + (
+        "(not compared): b, c, d"
+    )
+    doc = _doc({"a": ["held"], "b": ["held"]}, status={"b": "failed"})  # a lost claim 1; b failed
+    doc["not_in_gallery"] = ["c"]  # d: absent and not listed, so not registered when the gallery was made
+    claims.write_text(json.dumps(doc))
+    assert main([str(claims), "--golden", str(golden)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "verdict table: 0 changed (0 near their line), 0 added, 3 removed",
+        "- a #1 claim-1-of-a: held",
+        "- b #0 claim-0-of-b: held (figure failed)",
+        "- d #0 claim-0-of-d: held (figure not registered when the gallery was made)",
+        "1 figure not run in this gallery (not compared): c",
+    ]
+    # a claims.json written before not_in_gallery existed: an absent figure was not run
+    del doc["not_in_gallery"]
+    not_run, why = gallery_figures(doc, ["a", "b", "c", "d"])
+    assert not_run == ["c", "d"] and why == {"b": "figure failed"}
+    diff = compare(read_table(golden), verdict_table(doc), not_run=not_run, why_removed=why)
+    assert [(r.figure, r.claim) for r in diff.removed] == [("a", 1), ("b", 0)] and diff.not_run == ["c", "d"]
+    # not run is never a difference, even restricted to a few figures
+    assert not compare(read_table(golden), [], not_run=["a", "b", "c", "d"])
+    assert compare(read_table(golden), [], figures=["a"], not_run=["b"]).not_run == []
+
+
+def test_a_gallery_made_with_only_compares_the_figures_it_ran(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert make_all(["--only", "toy_demo", "--out", str(tmp_path), "--quiet", "--jobs", "1"]) == 0
+    doc = json.loads((tmp_path / "claims.json").read_text())
+    others = sorted(set(registered()) - {"toy_demo"})
+    assert doc["not_in_gallery"] == others and others
+    assert main([str(tmp_path / "claims.json")]) == 0
+    out = capsys.readouterr().out.strip()
+    golden_others = sorted({r.figure for r in read_table(GOLDEN)} - {"toy_demo"})
+    assert out == f"verdict table: no change in the figures that ran; {len(golden_others)} figures not run in this " + (
+        f"gallery (not compared): {', '.join(golden_others)}"
+    )
 
 
 def _premise(measured: float | list[float], bound: float, met: bool) -> dict:
