@@ -2,8 +2,9 @@
 
 ``index.html`` carries a self-check script that writes into ``<body data-*>`` how many plotly figures
 rendered (SVG layer, plus a live WebGL scene for 3-D plots) and which JavaScript errors occurred; Chromium's
-``--dump-dom`` shows those attributes. Needs Debian's ``chromium`` (``bash .ci/install_chromium.sh``);
-``LANDSCAPE_SKIP_BROWSER=1`` skips the test instead of failing it.
+``--dump-dom`` shows those attributes. The PNGs are checked too, by a script the test adds to a copy of the page
+(:data:`_IMAGE_CHECK`): every ``<img>`` must load with a size. Needs Debian's ``chromium``
+(``bash .ci/install_chromium.sh``); ``LANDSCAPE_SKIP_BROWSER=1`` skips the test instead of failing it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,43 @@ def _chromium() -> str:
             "or set LANDSCAPE_SKIP_BROWSER=1 to skip the browser test"
         )
     return exe
+
+
+# The index's PNGs are loading="lazy". Headless Chromium 156 (Debian's, with the flags of tests.helpers.chromium_dom)
+# fetches them anyway, even 20,000 px below its 437-px viewport and before DOMContentLoaded (measured 2026-12-07), but a
+# browser that defers them would leave them unloaded: the check scrolls each into view first, waits until every one is
+# complete (loaded or broken), and writes into <body data-images-*> how many have a naturalWidth > 0. That catches a
+# missing file or one that is no image; a truncated PNG keeps its header's size and passes (img.decode() would tell,
+# but under --virtual-time-budget it left even a good image's promise unsettled once a truncated PNG was on the page,
+# so it is not used).
+# Added to a copy of the page, never to the gallery: a reader's browser should keep loading lazily.
+_IMAGE_CHECK = """<script>
+(function () {
+  window.addEventListener('load', function () {
+    var imgs = Array.prototype.slice.call(document.images), i = 0, tries = 0;
+    function report() {
+      var pending = imgs.filter(function (im) { return !im.complete; });
+      if (pending.length && ++tries <= 100) { setTimeout(report, 50); return; }
+      var bad = imgs.filter(function (im) { return !(im.complete && im.naturalWidth > 0); });
+      var b = document.body.dataset;
+      b.imagesTotal = imgs.length;
+      b.imagesDecoded = imgs.length - bad.length;
+      b.imagesFailed = bad.map(function (im) { return im.getAttribute('src'); }).join(' ');
+      b.imagesCheck = 'done';
+    }
+    function next() {
+      if (i < imgs.length) { imgs[i++].scrollIntoView(); setTimeout(next, 50); return; }
+      window.scrollTo(0, 0);
+      report();
+    }
+    next();
+  });
+})();
+</script>"""
+
+
+def _with_image_check(page: str) -> str:
+    return page.replace("</body>", _IMAGE_CHECK + "\n</body>", 1)
 
 
 def _dump_dom(exe: str, page: Path, profile: Path, *extra: str) -> str:
@@ -71,11 +109,14 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_toy_gallery(tmp_path_factory.mktemp("browser_gallery"))
 
 
-def test_index_renders_every_plot_without_js_errors(gallery: Path, tmp_path: Path) -> None:
+def test_index_renders_every_plot_and_image_without_js_errors(gallery: Path, tmp_path: Path) -> None:
     exe = _chromium()
     doc = json.loads((gallery / "claims.json").read_text())
     panels = [f"plot-{f['name']}-{p['key']}" for f in doc["figures"] for p in f["panels"]]
-    dom = _parse(_dump_dom(exe, gallery / "index.html", tmp_path / "profile"))
+    index = (gallery / "index.html").read_text(encoding="utf-8")
+    checked = gallery / "checked.html"  # index.html with the image check: same directory, same relative links
+    checked.write_text(_with_image_check(index), encoding="utf-8")
+    dom = _parse(_dump_dom(exe, checked, tmp_path / "profile"))
     body = dom.body
     assert body.get("data-gallery-check") == "done", f"self-check did not finish: {body}"
     assert json.loads(body["data-js-errors"]) == []
@@ -83,6 +124,9 @@ def test_index_renders_every_plot_without_js_errors(gallery: Path, tmp_path: Pat
     assert int(body["data-plots-total"]) == len(panels)
     assert int(body["data-plots-rendered"]) == len(panels), f"not rendered: {body['data-plots-failed']}"
     assert dom.claim_rows == [len(f["claims"]) for f in doc["figures"] if f["status"] == "ok"] == [3]
+    assert body.get("data-images-check") == "done", f"image check did not finish: {body}"
+    assert index.count("<img ") == int(body["data-images-total"]) == len(panels)  # one PNG per panel
+    assert int(body["data-images-decoded"]) == len(panels), f"not decoded: {body['data-images-failed']}"
 
 
 def test_self_check_catches_errors_and_missing_webgl(gallery: Path, tmp_path: Path) -> None:
@@ -98,3 +142,22 @@ def test_self_check_catches_errors_and_missing_webgl(gallery: Path, tmp_path: Pa
     assert any("injected-test-error" in e for e in json.loads(body["data-js-errors"]))
     assert int(body["data-plots-total"]) == 2 and int(body["data-plots-rendered"]) == 1
     assert body["data-plots-failed"] == "plot-toy_demo-surface"  # the 3-D (WebGL) panel
+
+
+def test_image_check_catches_a_missing_and_a_broken_png(gallery: Path, tmp_path: Path) -> None:
+    """Negative control of the image check: a missing PNG and one that is no image are reported; a good one 20,000 px
+    below the viewport loads."""
+    exe = _chromium()
+    doc = json.loads((gallery / "claims.json").read_text())
+    first, second = [p["png"] for f in doc["figures"] for p in f["panels"]]
+    (gallery / "not_an_image.png").write_text("not a PNG\n")
+    page = (gallery / "index.html").read_text(encoding="utf-8")
+    assert page.count(f'src="{first}"') == page.count(f'src="{second}"') == 1
+    far = f'<div style="height:20000px"></div><img src="{second}" loading="lazy" alt="far below">'
+    page = page.replace(f'src="{first}"', 'src="missing.png"').replace(f'src="{second}"', 'src="not_an_image.png"')
+    checked = gallery / "bad_pngs.html"
+    checked.write_text(_with_image_check(page.replace("</body>", far + "\n</body>", 1)), encoding="utf-8")
+    body = _parse(_dump_dom(exe, checked, tmp_path / "profile")).body
+    assert body.get("data-images-check") == "done"
+    assert (body["data-images-total"], body["data-images-decoded"]) == ("3", "1")
+    assert body["data-images-failed"] == "missing.png not_an_image.png"
