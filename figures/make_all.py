@@ -11,7 +11,8 @@ without a medium setting run, or are reused, at quick, and each figure says whic
 (``--scale full``). Writes into ``--out`` (default ``gallery/``): ``index.html`` (every figure, interactive
 and PNG, its caption, scaling, run time and claims table, with a summary of the claims at the top),
 ``claims.json`` (schema: ``figures.schema.CLAIMS_SCHEMA``), ``plotly.min.js`` (shared, offline) and one
-directory per figure with its panels' ``.html``/``.png``/``.plotly.json`` and ``record.json`` (the cache).
+directory per figure with its panels' ``.html``/``.png``/``.plotly.json`` and ``record.json`` (the cache; it also
+names the code that made the figure: git commit and versions, see ``figures._provenance``).
 
 A figure that raises, or whose worker process dies, is reported (traceback on stderr and in the gallery) and the
 others still run; the exit status is then 1. A rerun reuses every figure whose name, scale and figure code (its
