@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from landscape import Trajectory
+from landscape.params import parameters_to_vector
 from landscape.train import FACTORY_KEY, Recorder
 
 
@@ -215,24 +216,35 @@ def test_lightning_epochs_of_another_length_record_the_hand_written_loop(
     _assert_same(cb.trajectory, ref, batch_loss=accumulate == 1)  # accumulated: the two log different batch losses
 
 
-def test_lightning_failure_closes_the_store_without_a_final_point(tmp_path):
+@pytest.mark.parametrize("every_steps,fail_at,steps", [(1, 3, [0, 1, 2, 3]), (None, 6, [0, 4, 6])])
+def test_lightning_failure_records_the_point_it_stopped_at_and_why_and_closes_the_store(
+    tmp_path, every_steps, fail_at, steps
+):
+    """on_exception closed the store without a final point or a word of why, where the package's Trainer records
+    both: the error event on the final snapshot, or in the run metadata's late_events when that point was
+    recorded already (the step whose training_step failed changed nothing)."""
     pl = _lightning()
     torch.manual_seed(0)
     lit = _lit_module(pl, make_net(), 0.05)
     step = lit.training_step
 
     def failing(batch, batch_idx):
-        if lit.global_step == 3:
+        if lit.global_step == fail_at:
             raise FloatingPointError("diverged")
         return step(batch, batch_idx)
 
     lit.training_step = failing
-    cb = RecordTrajectoryLightning(trajectory=tmp_path / "run", every_steps=1)
+    cb = RecordTrajectoryLightning(trajectory=tmp_path / "run", every_steps=every_steps)
     loader = DataLoader(TensorDataset(torch.randn(20, 3), torch.randn(20, 2)), batch_size=5)
     with pytest.raises(FloatingPointError, match="diverged"):
         _fit(pl, lit, loader, cb, tmp_path=tmp_path, max_epochs=2)
     with Trajectory.open(tmp_path / "run", "a") as traj:  # the writer's lock was released
-        assert traj.steps.tolist() == [0, 1, 2, 3]  # no final point after the failure
+        assert traj.steps.tolist() == steps  # the point it stopped at, once
+        assert torch.equal(traj[len(traj) - 1].vector, parameters_to_vector(lit))
+        late = traj.meta.get("late_events", [])
+        assert bool(late) == (every_steps == 1)  # recorded by steps already: the reason joins the run metadata
+        events = traj.tags(len(traj) - 1).get("events", []) + late
+        assert events == [{"step": fail_at, "event": "error", "error": "FloatingPointError", "message": "diverged"}]
 
 
 def test_lightning_records_the_whole_module_by_default(tmp_path):

@@ -164,3 +164,23 @@ class RecorderCallback:
         self.trajectory = self.recorder.trajectory
         self.reset_run_state()
         self.recorder.begin(self.recorded_module(model), step=step, epoch=epoch)
+
+    def fail(self, error: BaseException, model: nn.Module | None = None) -> None:
+        """End a run that failed on ``error`` as the package's Trainer does, never raising.
+
+        The point the model stopped at is recorded, tagged with the error event (see
+        :meth:`~landscape.train.recorder.Recorder.close`), and a store the callback opened is closed. Nothing
+        happens when no run is being recorded.
+
+        Args:
+            error: The exception that ended the run.
+            model: The framework's model as it stopped (default: the network last recorded).
+        """
+        rec = self.recorder
+        if rec is None:
+            return
+        try:
+            net = None if model is None else self.recorded_module(model)
+        except Exception:  # noqa: BLE001 - the network last seen is the same object in every framework run
+            net = None
+        rec.fail(error, net)
