@@ -243,8 +243,9 @@ def test_an_exception_in_the_block_ends_the_run_as_the_trainer_does(tmp_path, ev
     torch.manual_seed(0)
     net, (x, y) = _FailsAt(fail_at), _data()  # 4 batches of 5 an epoch; forward 9 is the first of epoch 3
     sched = dict(every_steps=every_steps, every_epochs=1)
-    tr = Trainer(copy.deepcopy(net), (x, y), nn.functional.mse_loss, lambda p: torch.optim.SGD(p, lr=0.05),
-                 batch_size=5, epochs=3, shuffle=False, trajectory=Trajectory(), record_every_steps=every_steps)  # fmt: skip
+    sgd = lambda p: torch.optim.SGD(p, lr=0.05)  # noqa: E731
+    tr = Trainer(copy.deepcopy(net), (x, y), nn.functional.mse_loss, sgd, batch_size=5, epochs=3, shuffle=False,
+                 trajectory=Trajectory(), record_every_steps=every_steps)  # fmt: skip
     tr.model.calls = 0  # the trainer's checks ran the model once
     with pytest.raises(RuntimeError, match="diverged"):
         tr.fit()
