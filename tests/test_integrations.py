@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from landscape import Trajectory
+from landscape.params import parameters_to_vector
 from landscape.train import FACTORY_KEY, Recorder
 
 
@@ -215,24 +216,35 @@ def test_lightning_epochs_of_another_length_record_the_hand_written_loop(
     _assert_same(cb.trajectory, ref, batch_loss=accumulate == 1)  # accumulated: the two log different batch losses
 
 
-def test_lightning_failure_closes_the_store_without_a_final_point(tmp_path):
+@pytest.mark.parametrize("every_steps,fail_at,steps", [(1, 3, [0, 1, 2, 3]), (None, 6, [0, 4, 6])])
+def test_lightning_failure_records_the_point_it_stopped_at_and_why_and_closes_the_store(
+    tmp_path, every_steps, fail_at, steps
+):
+    """on_exception closed the store without a final point or a word of why, where the package's Trainer records
+    both: the error event on the final snapshot, or in the run metadata's late_events when that point was
+    recorded already (the step whose training_step failed changed nothing)."""
     pl = _lightning()
     torch.manual_seed(0)
     lit = _lit_module(pl, make_net(), 0.05)
     step = lit.training_step
 
     def failing(batch, batch_idx):
-        if lit.global_step == 3:
+        if lit.global_step == fail_at:
             raise FloatingPointError("diverged")
         return step(batch, batch_idx)
 
     lit.training_step = failing
-    cb = RecordTrajectoryLightning(trajectory=tmp_path / "run", every_steps=1)
+    cb = RecordTrajectoryLightning(trajectory=tmp_path / "run", every_steps=every_steps)
     loader = DataLoader(TensorDataset(torch.randn(20, 3), torch.randn(20, 2)), batch_size=5)
     with pytest.raises(FloatingPointError, match="diverged"):
         _fit(pl, lit, loader, cb, tmp_path=tmp_path, max_epochs=2)
     with Trajectory.open(tmp_path / "run", "a") as traj:  # the writer's lock was released
-        assert traj.steps.tolist() == [0, 1, 2, 3]  # no final point after the failure
+        assert traj.steps.tolist() == steps  # the point it stopped at, once
+        assert torch.equal(traj[len(traj) - 1].vector, parameters_to_vector(lit))
+        late = traj.meta.get("late_events", [])
+        assert bool(late) == (every_steps == 1)  # recorded by steps already: the reason joins the run metadata
+        events = traj.tags(len(traj) - 1).get("events", []) + late
+        assert events == [{"step": fail_at, "event": "error", "error": "FloatingPointError", "message": "diverged"}]
 
 
 def test_lightning_records_the_whole_module_by_default(tmp_path):
@@ -280,6 +292,37 @@ def _tiny_bert():
     return tf, tf.BertForSequenceClassification(cfg)
 
 
+def _hf_trainer(tf, model, ds, cb, tmp_path, trainer_class=None, eval_dataset=None, **options):
+    """A quiet CPU ``transformers.Trainer`` with SGD (lr 0.1, constant), batches of 4 in order, logging every step."""
+    for name in ("transformers", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    tf.logging.set_verbosity_error()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    kw = dict(save_strategy="no", per_device_train_batch_size=4, logging_strategy="steps", logging_steps=1)
+    args = tf.TrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to=[],
+        disable_tqdm=True,
+        max_grad_norm=0.0,
+        train_sampling_strategy="sequential",
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+        seed=0,
+        **{**kw, **options},
+    )
+    trainer = (trainer_class or tf.Trainer)(
+        model=model,
+        args=args,
+        train_dataset=ds,
+        eval_dataset=eval_dataset,
+        callbacks=[cb],
+        optimizers=(opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)),
+    )
+    trainer.remove_callback(tf.trainer_callback.PrinterCallback)  # disable_tqdm=True prints every log instead
+    return trainer
+
+
 @pytest.mark.parametrize("every_steps,every_epochs,epochs,max_steps", [(2, 1, 2, -1), (4, None, 3, 7)])
 def test_huggingface_trainer_records_the_hand_written_loop(tmp_path, every_steps, every_epochs, epochs, max_steps):
     tf, model = _tiny_bert()
@@ -287,39 +330,10 @@ def test_huggingface_trainer_records_the_hand_written_loop(tmp_path, every_steps
         pytest.skip("this transformers has no sequential sampling option (train_sampling_strategy)")
     from landscape.integrations.huggingface import RecordTrajectory
 
-    for name in ("transformers", "accelerate"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    tf.logging.set_verbosity_error()
     ds = _Tokens()
     sched = dict(every_steps=every_steps, every_epochs=every_epochs)
     cb = RecordTrajectory(**sched)
-    train_model = copy.deepcopy(model)
-    opt = torch.optim.SGD(train_model.parameters(), lr=0.1)
-    args = tf.TrainingArguments(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        report_to=[],
-        save_strategy="no",
-        disable_tqdm=True,
-        per_device_train_batch_size=4,
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        max_grad_norm=0.0,
-        train_sampling_strategy="sequential",
-        logging_strategy="steps",
-        logging_steps=1,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
-        seed=0,
-    )
-    trainer = tf.Trainer(
-        model=train_model,
-        args=args,
-        train_dataset=ds,
-        callbacks=[cb],
-        optimizers=(opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)),
-    )
-    trainer.remove_callback(tf.trainer_callback.PrinterCallback)  # disable_tqdm=True prints every log instead
+    trainer = _hf_trainer(tf, copy.deepcopy(model), ds, cb, tmp_path, num_train_epochs=epochs, max_steps=max_steps)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.train()
@@ -338,6 +352,128 @@ def test_huggingface_trainer_records_the_hand_written_loop(tmp_path, every_steps
     _assert_same(got, ref)
     last = got[len(got) - 1]
     assert "loss" in last.metrics and "learning_rate" in last.metrics  # what the trainer logged at that step
+
+
+def _hf_ready():
+    tf, model = _tiny_bert()
+    if "train_sampling_strategy" not in tf.TrainingArguments.__dataclass_fields__:
+        pytest.skip("this transformers has no sequential sampling option (train_sampling_strategy)")
+    from landscape.integrations.huggingface import RecordTrajectory
+
+    return tf, model, RecordTrajectory
+
+
+def _logged_at(trainer, step):
+    """What the trainer logged at ``step`` (its log history, merged), as the numbers a snapshot keeps."""
+    out = {}
+    for entry in trainer.state.log_history:
+        if entry.get("step") == step:
+            out.update({k: float(v) for k, v in entry.items() if k not in ("epoch", "step")})
+    return out
+
+
+def test_huggingface_epoch_snapshots_carry_what_was_logged_and_evaluated_at_the_epoch_end(tmp_path):
+    """Trainer logs (logging_strategy="epoch") and evaluates (eval_strategy="epoch") after on_epoch_end, so the
+    epoch snapshots lacked loss and eval_loss: the trainer's own log history at their step is the reference."""
+    tf, model, RecordTrajectory = _hf_ready()
+    cb = RecordTrajectory()  # the default schedule: every epoch
+    evaluate = dict(eval_strategy="epoch", per_device_eval_batch_size=4, eval_dataset=_Tokens(n=8, seed=3))
+    trainer = _hf_trainer(tf, model, _Tokens(), cb, tmp_path, num_train_epochs=3, logging_strategy="epoch", **evaluate)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    traj = cb.trajectory
+    assert traj.steps.tolist() == [0, 3, 6, 9] and traj.epochs.tolist() == [0.0, 1.0, 2.0, 3.0]
+    for i in (1, 2, 3):
+        want = _logged_at(trainer, int(traj.steps[i]))
+        assert {"loss", "eval_loss"} <= want.keys()
+        assert traj[i].metrics == pytest.approx(want, rel=1e-12)
+
+
+def _failing_trainer_class(tf, fail_at, where):
+    class Failing(tf.Trainer):
+        """Raises once, when ``fail_at`` steps are done: in the next step's loss, or evaluating that epoch's end."""
+
+        failed = False
+
+        def _fail(self, here):
+            if where == here and self.state.global_step == fail_at and not self.failed:
+                self.failed = True
+                raise FloatingPointError("diverged")
+
+        def compute_loss(self, model, inputs, *a, **k):
+            self._fail("step")
+            return super().compute_loss(model, inputs, *a, **k)
+
+        def evaluate(self, *a, **k):
+            self._fail("evaluate")
+            return super().evaluate(*a, **k)
+
+    return Failing
+
+
+@pytest.mark.parametrize(
+    "where,fail_at,steps",
+    [("step", 5, [0, 2, 3, 4, 5]), ("step", 4, [0, 2, 3, 4]), ("evaluate", 3, [0, 2, 3])],
+)
+def test_huggingface_failure_in_the_callbacks_with_block_records_why_and_releases_the_store(
+    tmp_path, where, fail_at, steps
+):
+    """Trainer calls no callback on an exception: a failed run left the store without the point it stopped at, a
+    word of why, and locked. Used as a context manager, the callback ends it as the package's Trainer ends one; an
+    epoch end whose snapshot waited for its evaluation is written first."""
+    tf, model, RecordTrajectory = _hf_ready()
+    evaluate = dict(eval_strategy="epoch", per_device_eval_batch_size=4, eval_dataset=_Tokens(n=8, seed=3))
+    failing = _failing_trainer_class(tf, fail_at, where)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        with RecordTrajectory(tmp_path / "run", every_steps=2) as cb:
+            trainer = _hf_trainer(
+                tf,
+                model,
+                _Tokens(),
+                cb,
+                tmp_path,
+                failing,
+                num_train_epochs=3,
+                **(evaluate if where == "evaluate" else {}),
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trainer.train()
+    assert trainer.state.global_step == fail_at
+    with Trajectory.open(tmp_path / "run", "a") as traj:  # the writer's lock was released
+        assert traj.steps.tolist() == steps
+        assert traj.epochs.tolist()[2] == 1.0  # the epoch end (step 3) is the epoch snapshot
+        assert torch.equal(traj[len(traj) - 1].vector, parameters_to_vector(model))  # the point it stopped at
+        late = traj.meta.get("late_events", [])
+        assert bool(late) == (fail_at != 5)  # step 4 (by steps) or 3 (the epoch) was recorded already
+        events = traj.tags(len(traj) - 1).get("events", []) + late
+        assert events == [{"step": fail_at, "event": "error", "error": "FloatingPointError", "message": "diverged"}]
+
+
+def test_huggingface_run_failed_without_the_with_block_resumes_from_its_checkpoint_into_the_same_store(tmp_path):
+    """Without the context manager no hook hears of the failure: the store stays readable, but the callback kept it
+    open and locked, so resuming the run (train(resume_from_checkpoint=True), the same callback) failed with "already
+    open for appending by another writer". The callback releases the store of a run that never ended when it starts
+    the next; the resumed run continues the trajectory as an uninterrupted run's, bitwise."""
+    tf, model, RecordTrajectory = _hf_ready()
+    opts = dict(num_train_epochs=3, save_strategy="steps", save_steps=2)
+    ref = RecordTrajectory(tmp_path / "ref", every_steps=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _hf_trainer(tf, copy.deepcopy(model), _Tokens(), ref, tmp_path / "a", **opts).train()
+    cb = RecordTrajectory(tmp_path / "run", every_steps=2, exist_ok=True)  # exist_ok: a resumed run appends
+    trainer = _hf_trainer(tf, model, _Tokens(), cb, tmp_path / "b", _failing_trainer_class(tf, 5, "step"), **opts)
+    with pytest.raises(FloatingPointError, match="diverged"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    assert Trajectory.open(tmp_path / "run").steps.tolist() == [0, 2, 3, 4]  # readable meanwhile
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train(resume_from_checkpoint=True)  # from step 4's checkpoint
+    got, want = Trajectory.open(tmp_path / "run"), ref.trajectory
+    assert want.steps.tolist() == [0, 2, 3, 4, 6, 8, 9]
+    _assert_same(got, want)  # step 4, the resumed run's initial point, is not written twice
 
 
 # ------------------------------------------------------------------------------------------------ errors

@@ -309,6 +309,7 @@ CALLS: dict[str, list[dict[str, Any]]] = {
     "landscape.directions_from_models": [{}, {"params": "trainable"}],
     "landscape.Recorder": [{"model": Lazy(lambda c: c.model), "every_steps": 1}],
     "landscape.Recorder.add_event": [{"event": {"type": "test"}}],
+    "landscape.Recorder.fail": [{"error": RuntimeError("test")}],
     "landscape.Trainer": [_FIT],
     "landscape.fit": [_FIT],
     "landscape.Trainer.add_event": [{"event": {"type": "test"}}],

@@ -221,13 +221,77 @@ def test_a_path_is_a_new_store_unless_exist_ok(tmp_path):
     assert Trajectory.open(tmp_path / "a").steps.tolist() == [0, 1, 2]  # the resumed run continues at step 1
 
 
-def test_exception_in_the_block_closes_without_a_final_snapshot(tmp_path):
+class _FailsAt(nn.Module):
+    """``make_net()`` raising ``RuntimeError("diverged")`` at its ``at``-th forward call (one a step, from 1)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.net, self.at, self.calls = make_net(), at, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.at:
+            raise RuntimeError("diverged")
+        return self.net(x)
+
+
+@pytest.mark.parametrize("every_steps,fail_at", [(None, 7), (None, 9), (2, 7), (3, 7)])
+def test_an_exception_in_the_block_ends_the_run_as_the_trainer_does(tmp_path, every_steps, fail_at):
+    """The block's exception closed the store without the point the model stopped at and without a word of why,
+    where the package's Trainer records both (the error event on the final snapshot, or in the run metadata's
+    late_events when that point was recorded already). The same run by both must be the same trajectory."""
+    torch.manual_seed(0)
+    net, (x, y) = _FailsAt(fail_at), _data()  # 4 batches of 5 an epoch; forward 9 is the first of epoch 3
+    sched = dict(every_steps=every_steps, every_epochs=1)
+    sgd = lambda p: torch.optim.SGD(p, lr=0.05)  # noqa: E731
+    tr = Trainer(copy.deepcopy(net), (x, y), nn.functional.mse_loss, sgd, batch_size=5, epochs=3, shuffle=False,
+                 trajectory=Trajectory(), record_every_steps=every_steps)  # fmt: skip
+    tr.model.calls = 0  # the trainer's checks ran the model once
+    with pytest.raises(RuntimeError, match="diverged"):
+        tr.fit()
+    model = copy.deepcopy(net)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with pytest.raises(RuntimeError, match="diverged"), Recorder(tmp_path / "a", steps_per_epoch=4, **sched) as rec:
+        rec.begin(model)
+        for _ in range(3):
+            run = 0.0
+            for b in range(0, 20, 5):
+                opt.zero_grad(set_to_none=True)
+                loss = nn.functional.mse_loss(model(x[b : b + 5]), y[b : b + 5])
+                loss.backward()
+                opt.step()
+                run += loss.item() * 5
+                rec.step(model, loss=loss)
+            rec.epoch_end(model, metrics={"train_loss": run / 20})
+    stopped = fail_at - 1
+    with Trajectory.open(tmp_path / "a", "a") as got:  # closed: the writer's lock is free
+        want = tr.trajectory
+        assert int(got.steps[-1]) == stopped == tr.step
+        assert_same_trajectory(got, want)
+        events = got.tags(-1).get("events", []) + got.meta.get("late_events", [])
+        assert events == [{"step": stopped, "event": "error", "error": "RuntimeError", "message": "diverged"}]
+        assert got.meta.get("late_events") == want.meta.get("late_events")
+        assert torch.equal(got[-1].vector, parameters_to_vector(model))  # the point the model stopped at
+
+
+def test_a_store_failing_while_the_block_fails_warns_releases_the_lock_and_the_blocks_error_propagates(
+    tmp_path, monkeypatch
+):
     net = make_net()
-    with pytest.raises(KeyError), Recorder(tmp_path / "a", every_epochs=None) as rec:
+
+    def full(*a, **k):
+        raise OSError("no space left on device")
+
+    warned = pytest.warns(UserWarning, match=r"could not record the end of the run after KeyError.*no space")
+    with warned, pytest.raises(KeyError, match="boom") as info, Recorder(tmp_path / "a", every_epochs=None) as rec:
         rec.begin(net)
-        rec.step(net)
+        with torch.no_grad():
+            net[0].bias.add_(1.0)  # a final point is due
+        monkeypatch.setattr(rec.trajectory, "append_model", full)
         raise KeyError("boom")
-    assert Trajectory.open(tmp_path / "a").steps.tolist() == [0]
+    assert info.value.__context__ is None  # the block's own error, not the store's
+    with Trajectory.open(tmp_path / "a", "a") as traj:  # the lock was released all the same
+        assert traj.steps.tolist() == [0]
 
 
 def test_a_given_trajectory_stays_open_and_gets_the_metadata():

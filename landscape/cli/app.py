@@ -13,7 +13,7 @@ from landscape.cli.files import cmd_check, cmd_plot
 from landscape.cli.measures import cmd_distance, cmd_hessian
 from landscape.cli.output import process_group
 from landscape.cli.parser import build_parser
-from landscape.cli.parsing import CLIError, parse_range, parse_resolution, parse_values
+from landscape.cli.parsing import CLIError, check_point_count, parse_range, parse_resolution, parse_values
 from landscape.cli.slices import cmd_line, cmd_pca, cmd_plane
 
 __all__ = ["main"]
@@ -58,32 +58,74 @@ def _check_early(args: argparse.Namespace) -> None:
                 f"--trajectory takes several trajectories with --directions pca only; --directions {args.directions} "
                 "is around one centre (the last snapshot of one --trajectory): add --directions pca, or give one"
             )
+        _check_plane_options(args)
     out = getattr(args, "out", None)
-    if out is not None:  # a file on the way would fail the first write, after all the work
-        taken = next((q for q in (Path(out), *Path(out).parents) if q.exists() and not q.is_dir()), None)
-        if taken is not None:
-            raise CLIError(f"--out {out}: {taken} is a file; give a directory")
-    if getattr(args, "memory_budget", None) is not None:
+    if out is not None:  # a file on the way, or a directory it cannot write, would fail the first write: after the work
+        _check_out(out)
+    budget = getattr(args, "memory_budget", None)
+    if budget is not None:
         from landscape._options import parse_bytes
 
         try:
-            parse_bytes(args.memory_budget)
+            parse_bytes(budget)
         except ValueError as e:
             raise CLIError(f"--memory-budget: {e}") from None
     if getattr(args, "alphas", None) is not None:
-        parse_values(args.alphas, "--alphas")
+        parse_values(args.alphas, "--alphas", budget)
     if getattr(args, "resolution", None) is not None:
-        parse_resolution(args.resolution)
+        nx, ny = parse_resolution(args.resolution)
+        check_point_count(nx * ny, f"--resolution {args.resolution}", budget)
     for opt in ("range", "yrange"):
         if getattr(args, opt, None):
             parse_range(getattr(args, opt), f"--{opt}")
+
+
+# plane's options that only some --directions use, with those directions and the default filled in when not given.
+_PLANE_ONLY = {
+    "pca_center": (("pca",), "point"),
+    "frame": (("models",), "anchors"),
+    "orthogonal": (("filter", "layer", "model", "random"), False),
+    "seed": (("filter", "layer", "model", "random"), 0),
+    "bias_bn": (("filter", "layer", "model", "random"), "zero"),
+}
+
+
+def _check_plane_options(args: argparse.Namespace) -> None:
+    """Refuse a plane option its ``--directions`` does not use (it was ignored without a word); fill in defaults."""
+    for dest, (kinds, default) in _PLANE_ONLY.items():
+        value = getattr(args, dest)
+        if value is not None and value is not False and args.directions not in kinds:  # (--seed 0 is given)
+            opt = f"--{dest.replace('_', '-')}"
+            given = opt if value is True else f"{opt} {value}"
+            uses = f"--directions {'/'.join(kinds)}"
+            uses = uses if len(kinds) == 1 else f"the random directions ({uses})"
+            raise CLIError(
+                f"{given} is for {uses} only; --directions {args.directions} would ignore it: drop {opt}, or use "
+                f"--directions {kinds[0]}"
+            )
+        if value is None:
+            setattr(args, dest, default)
+
+
+def _check_out(out: str) -> None:
+    """Refuse an ``--out`` that cannot be written: a file on its path, or a directory without write permission."""
+    path = Path(out)
+    taken = next((q for q in (path, *path.parents) if q.exists() and not q.is_dir()), None)
+    if taken is not None:
+        raise CLIError(f"--out {out}: {taken} is a file; give a directory")
+    # The directory itself, or the nearest existing one above it that the command would create it in.
+    base = next((q for q in (path, *path.parents) if q.exists()), None)
+    if base is not None and not os.access(base, os.W_OK | os.X_OK):  # (EROFS and permissions; checked, not tried)
+        where = "is not writable" if base == path else f"cannot be created: {base} is not writable"
+        raise CLIError(f"--out {out} {where}; choose another --out")
 
 
 def _join_negative(argv: Sequence[str]) -> list[str]:
     """``--alphas -0.5:1.5:41`` -> ``--alphas=-0.5:1.5:41``: argparse would take the value for an option."""
     out, i = [], 0
     while i < len(argv):
-        if argv[i] in _VALUE_OPTIONS and i + 1 < len(argv) and re.match(r"-[0-9.]", argv[i + 1]):
+        # (-inf and -nan too: parse_values then says the values must be finite, not argparse "expected one argument")
+        if argv[i] in _VALUE_OPTIONS and i + 1 < len(argv) and re.match(r"-(?:[0-9.]|inf|nan)", argv[i + 1], re.I):
             out.append(f"{argv[i]}={argv[i + 1]}")
             i += 2
         else:

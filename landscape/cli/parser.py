@@ -157,25 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--range", help="START:STOP of both axes (default -1:1; models -0.5:1.5; pca: around the path)")
     pl.add_argument("--yrange", help="START:STOP of the second axis (default: --range)")
     pl.add_argument("--resolution", default="21", help="N or NXxNY grid points (default 21)")
-    pl.add_argument("--seed", type=int, default=0, help="seed of random directions (default 0)")
+    # (Defaults None, filled in by the CLI's early checks: an option given with directions that do not use it is
+    # refused, not ignored.)
+    pl.add_argument("--seed", type=int, help="seed of random directions (default 0)")
     pl.add_argument(
         "--bias-bn",
         choices=("zero", "keep", "copy"),
-        default="zero",
-        help="direction on biases and BatchNorm parameters (default zero, Li et al.)",
+        help="random directions on biases and BatchNorm parameters (default zero, Li et al.)",
     )
     pl.add_argument("--orthogonal", action="store_true", help="orthogonalize the two random directions")
     pl.add_argument(
         "--frame",
         choices=("anchors", "orthogonal"),
-        default="anchors",
         help="frame of --directions models (default anchors)",
     )
     pl.add_argument(
         "--pca-center",
         choices=("point", "mean", "first", "last"),
-        default="point",
-        help="PCA centre: --center (default; else the last snapshot) or the snapshots' mean/first/last",
+        help="PCA centre of --directions pca: --center (default; else the last snapshot) or the snapshots' "
+        "mean/first/last",
     )
 
     pc = _command(sub, "pca", parents=[ev, out], help="PCA of trajectories, optionally with the loss plane")

@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "BYTES_PER_POINT",
     "CLIError",
     "DATA_NAMES",
     "DIRECTIONS",
+    "check_point_count",
     "parse_values",
     "parse_resolution",
     "parse_range",
@@ -40,11 +42,57 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def parse_values(spec: str, what: str) -> np.ndarray:
-    """Parse ``"a:b:n"`` (``linspace(a, b, n)``), ``"a:b"`` (21 points) or ``"x,y,z"`` into a float array.
+#: Bytes a slice holds for each point it evaluates, float64: its grid coordinates (2), the coefficients of its
+#: directions (up to 3) and its metrics (loss, accuracy); the intermediate copies come on top.
+BYTES_PER_POINT = 7 * 8
+
+
+def check_point_count(n: int, what: str, budget: str | None) -> None:
+    """Refuse a slice of ``n`` points whose arrays alone would not fit in the memory budget.
+
+    numpy raised its own MemoryError (a traceback) at the first grid of ``--resolution 100000x100000``, or worked
+    for hours.
+
+    Args:
+        n: Points of the slice.
+        what: The option and value that asked for them, for the message (``"--resolution 41x31"``).
+        budget: ``--memory-budget`` as given (``None``: the engine's default).
 
     Raises:
-        CLIError: On anything else, or a value that is not finite (``inf``, ``nan``).
+        CLIError: If ``n * BYTES_PER_POINT`` exceeds the budget; the message says what it would need.
+    """
+    from landscape._options import parse_bytes
+
+    limit = parse_bytes(budget)
+    need = n * BYTES_PER_POINT
+    if need > limit:
+        raise CLIError(
+            f"{what} is {n:,} points, whose coordinate and result arrays alone need about {_bytes(need)} "
+            f"({BYTES_PER_POINT} bytes a point), over the memory budget of {_bytes(limit)} (--memory-budget"
+            f"{'' if budget is not None else ', default 1GiB'}); give fewer points or a larger --memory-budget"
+        )
+
+
+def _bytes(n: int) -> str:
+    """``"512 B"``, ``"74.5 GiB"``: a size in binary units, as numpy's MemoryError and ``--memory-budget`` state it."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    size, k = float(n), 0
+    while size >= 1024 and k < len(units) - 1:
+        size, k = size / 1024, k + 1
+    return f"{size:.0f} B" if k == 0 else f"{size:.1f} {units[k]}"
+
+
+def parse_values(spec: str, what: str, budget: str | None = None) -> np.ndarray:
+    """Parse ``"a:b:n"`` (``linspace(a, b, n)``), ``"a:b"`` (21 points) or ``"x,y,z"`` into a float array.
+
+    Args:
+        spec: The option's value.
+        what: The option, for messages.
+        budget: ``--memory-budget``: a count ``n`` whose slice would not fit in it is refused before the array is
+            made (see :func:`check_point_count`).
+
+    Raises:
+        CLIError: On anything else, a value that is not finite (``inf``, ``nan``), or too many points.
     """
     try:
         if ":" in spec:
@@ -55,6 +103,8 @@ def parse_values(spec: str, what: str) -> np.ndarray:
             if n < 1:
                 raise ValueError
             ends = [float(parts[0]), float(parts[1])]
+            if np.isfinite(ends).all():
+                check_point_count(n, f"{what} {spec}", budget)
             vals = np.linspace(ends[0], ends[1], n) if np.isfinite(ends).all() else np.array(ends)
         else:
             vals = np.array([float(v) for v in spec.split(",") if v.strip()], dtype=np.float64)
@@ -68,12 +118,12 @@ def parse_values(spec: str, what: str) -> np.ndarray:
 
 
 def parse_resolution(spec: str) -> tuple[int, int]:
-    """``"N"`` or ``"NXxNY"`` as ``(nx, ny)``.
+    """``"N"`` or ``"NXxNY"`` (``x``, ``X`` or ``,`` between) as ``(nx, ny)``.
 
     Raises:
         CLIError: On anything else.
     """
-    m = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+))?\s*", spec)
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX,]\s*(\d+))?\s*", spec)
     if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
         raise CLIError(f"--resolution {spec!r}: use N (square) or NXxNY, e.g. 41 or 41x31")
     nx = int(m.group(1))
@@ -86,7 +136,7 @@ def parse_range(spec: str, what: str) -> tuple[float, float]:
     Raises:
         CLIError: On anything else, or ``STOP <= START``.
     """
-    m = re.fullmatch(r"\s*([-+0-9.eE]+)\s*:\s*([-+0-9.eE]+)\s*", spec)
+    m = re.fullmatch(r"\s*([^:\s]+)\s*:\s*([^:\s]+)\s*", spec)  # (inf and nan read, to be refused as such)
     try:
         lo, hi = float(m.group(1)), float(m.group(2))  # type: ignore[union-attr]
     except (AttributeError, ValueError):

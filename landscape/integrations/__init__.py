@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -111,11 +112,24 @@ def resolve_module(model: nn.Module, module: str | Callable[[Any], nn.Module] | 
     return out
 
 
+def _release(recorder: Recorder) -> None:
+    """Close the store of a run that never ended (no final snapshot: the model may be anything by now)."""
+    try:
+        recorder.abort()
+    except Exception:  # noqa: BLE001, S110 - at garbage collection or exit there is no one to tell
+        pass
+
+
 class RecorderCallback:
     """What the framework callbacks share: options checked at construction, a Recorder started with training.
 
     A framework callback derives from this class and the framework's callback class, calls :meth:`start_recording`
     when training begins and drives :attr:`recorder` from its hooks.
+
+    As a context manager (``with RecordTrajectory(...) as cb: trainer.train()``) an exception in the block ends
+    the run as :meth:`fail` does, for frameworks that call no callback on an exception. A run that never ended
+    otherwise has its store closed (no final snapshot) when the callback starts another run, when it is
+    garbage-collected, or at interpreter exit.
 
     Args:
         trajectory: A :class:`~landscape.trajectory.store.Trajectory`, a directory for a new on-disk store, or
@@ -148,6 +162,7 @@ class RecorderCallback:
         self.module = module
         self.recorder: Recorder | None = None
         self.trajectory: Any = trajectory if hasattr(trajectory, "append_model") else None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self.reset_run_state()
 
     def reset_run_state(self) -> None:
@@ -160,7 +175,39 @@ class RecorderCallback:
 
     def start_recording(self, model: nn.Module | None, step: int, epoch: float) -> None:
         """Open the recorder (and its store) and record the initial point."""
+        if self._finalizer is not None:
+            self._finalizer()  # a previous run that never ended (its exception reached no hook): release its store
         self.recorder = Recorder(self._target, **self._options)
+        self._finalizer = weakref.finalize(self, _release, self.recorder)
         self.trajectory = self.recorder.trajectory
         self.reset_run_state()
         self.recorder.begin(self.recorded_module(model), step=step, epoch=epoch)
+
+    def fail(self, error: BaseException, model: nn.Module | None = None) -> None:
+        """End a run that failed on ``error`` as the package's Trainer does, never raising.
+
+        The point the model stopped at is recorded, tagged with the error event (see
+        :meth:`~landscape.train.recorder.Recorder.close`), and a store the callback opened is closed. Nothing
+        happens when no run is being recorded.
+
+        Args:
+            error: The exception that ended the run.
+            model: The framework's model as it stopped (default: the network last recorded).
+        """
+        rec = self.recorder
+        if rec is None:
+            return
+        try:
+            net = None if model is None else self.recorded_module(model)
+        except Exception:  # noqa: BLE001 - the network last seen is the same object in every framework run
+            net = None
+        rec.fail(error, net)
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None:
+            self.fail(exc)
+        elif self.recorder is not None:
+            self.recorder.close()  # a run its framework did not end (a no-op after an ended one)

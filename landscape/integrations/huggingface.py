@@ -13,8 +13,20 @@ The schedule is that of :class:`landscape.train.loop.RecordTrajectory`: the init
 counts optimizer steps), every ``every_epochs`` completed epochs, and the final point; the fractional
 epoch is ``state.epoch``. ``Trainer`` logs after its step callbacks run, so step snapshots carry no loss;
 epoch and final snapshots carry the numbers the trainer logged at their step (``loss``,
-``learning_rate``, ``grad_norm``, ``train_loss``... as ``logging_steps`` and the strategy say). Only the
-main process records.
+``learning_rate``, ``grad_norm``, ``eval_loss``, ``train_loss``... as ``logging_steps`` and the strategies
+say). ``Trainer`` logs and evaluates the end of an epoch after ``on_epoch_end``, so an epoch snapshot is
+written at the next hook (``on_epoch_begin``, ``on_train_end``), where the model is the same and those numbers
+are in; with ``load_best_model_at_end`` it is written at ``on_epoch_end`` (the best model is loaded before the
+last epoch's next hook), without them. Only the main process records.
+
+A failed run: ``Trainer`` calls no callback on an exception, so a run that raises leaves the callback's store
+open (and its writer lock held) until the callback is garbage-collected or the interpreter exits. Use the
+callback as a context manager around ``train()`` to end a failed run as the package's
+:class:`~landscape.train.loop.Trainer` ends one (the point the model stopped at, tagged with the error
+event; the store closed, its lock released; the error propagating)::
+
+    with RecordTrajectory("runs/a", every_steps=50) as cb:
+        transformers.Trainer(model, args, train_dataset=ds, callbacks=[cb]).train()
 """
 
 from __future__ import annotations
@@ -47,6 +59,22 @@ class RecordTrajectory(RecorderCallback, _tf.TrainerCallback):  # type: ignore[n
     def reset_run_state(self) -> None:  # noqa: D102
         self._logs: dict[str, float] = {}
         self._logs_step = -1
+        self._epoch_due: nn.Module | None = None  # the network of an epoch end whose snapshot waits for its logs
+
+    def _write_epoch_end(self, state: Any) -> None:
+        """Note the epoch end :meth:`on_epoch_end` deferred, with what was logged and evaluated at its step since."""
+        net, self._epoch_due = self._epoch_due, None
+        if net is not None and self.recorder is not None:
+            self.recorder.epoch_end(net, metrics=self._metrics(state))
+
+    def fail(self, error: BaseException, model: nn.Module | None = None) -> None:  # noqa: D102
+        if self._epoch_due is not None and self.recorder is not None:
+            try:  # the epoch ended before the error: its snapshot first (the model has not changed since)
+                net, self._epoch_due = self._epoch_due, None
+                self.recorder.epoch_end(net, metrics=self._metrics_at(self.recorder.step_count))
+            except Exception:  # noqa: BLE001, S110 - Recorder.fail below warns about the store
+                pass
+        super().fail(error, model)
 
     def recorded_module(self, model: nn.Module | None) -> nn.Module:  # noqa: D102
         if model is None:
@@ -54,11 +82,20 @@ class RecordTrajectory(RecorderCallback, _tf.TrainerCallback):  # type: ignore[n
         return super().recorded_module(model)
 
     def _metrics(self, state: Any) -> dict[str, Any]:
-        return dict(self._logs) if self._logs_step == state.global_step else {}
+        return self._metrics_at(state.global_step)
+
+    def _metrics_at(self, step: int) -> dict[str, Any]:
+        return dict(self._logs) if self._logs_step == step else {}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:  # noqa: D102
         if state.is_world_process_zero:
             self.start_recording(model, step=state.global_step, epoch=float(state.epoch or 0.0))
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:  # noqa: D102
+        self._write_epoch_end(state)
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:  # noqa: D102
+        self._write_epoch_end(state)  # (before the model changes, whatever hooks another Trainer calls)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:  # noqa: D102
         rec = self.recorder
@@ -80,9 +117,12 @@ class RecordTrajectory(RecorderCallback, _tf.TrainerCallback):  # type: ignore[n
         # Trainer also calls this hook after an epoch cut short by max_steps; that is no epoch end.
         if rec is None or not (epoch.is_integer() and int(epoch) == rec.epoch_count + 1):
             return
-        rec.epoch_end(self.recorded_module(model), metrics=self._metrics(state))
+        self._epoch_due = self.recorded_module(model)
+        if args.load_best_model_at_end:  # the model may be another before the next hook
+            self._write_epoch_end(state)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:  # noqa: D102
         if self.recorder is not None:
+            self._write_epoch_end(state)
             m = self._metrics(state)
             self.recorder.close(self.recorded_module(model), metrics=m or None)

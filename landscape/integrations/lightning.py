@@ -12,6 +12,12 @@ accumulation counts optimizer steps), every ``every_epochs`` completed epochs, a
 snapshots carry the step's loss (``batch_loss``, from what ``training_step`` returned); epoch snapshots
 carry the numbers in ``trainer.callback_metrics`` at the end of the epoch. Only the global-zero process
 records.
+
+A run that fails (an error in the model, the loss, a callback; Ctrl-C) ends as the package's
+:class:`~landscape.train.loop.Trainer` ends one: Lightning's ``on_exception`` hook records the point the model
+stopped at, tagged with the event ``{"event": "error", "error": "<type>", "message": ..., "step": ...}`` (in the run
+metadata's ``"late_events"`` when that point was recorded already), closes a store the callback opened (its lock
+released), and Lightning's error propagates.
 """
 
 from __future__ import annotations
@@ -108,5 +114,5 @@ class RecordTrajectory(RecorderCallback, _pl.Callback):  # type: ignore[name-def
             self.recorder.close(self.recorded_module(pl_module))
 
     def on_exception(self, trainer: Any, pl_module: nn.Module, exception: BaseException) -> None:  # noqa: D102
-        if self.recorder is not None:
-            self.recorder.abort()
+        # Never raises: an error here would replace the run's in Lightning's handler.
+        self.fail(exception, pl_module)

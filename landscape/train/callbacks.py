@@ -24,6 +24,7 @@ __all__ = [
     "OnNonFinite",
     "RecordTrajectory",
     "StepEvent",
+    "error_event",
     "flush_store",
     "keep_late_events",
     "same_point",
@@ -115,6 +116,15 @@ def same_point(trajectory: Any, model: Any) -> bool:
     if not last.buffers:  # recorded without buffers (Recorder(buffers=False)): the parameters are the point
         return True
     return set(buffers) == set(last.buffers) and all(torch.equal(buffers[k].cpu(), v) for k, v in last.buffers.items())
+
+
+def error_event(step: int, error: BaseException) -> dict[str, Any]:
+    """The event that says a run ended at ``step`` on ``error``: ``{"step", "event": "error", "error", "message"}``.
+
+    The same for the package's Trainer, :class:`~landscape.train.recorder.Recorder` and the framework callbacks,
+    so a reader finds why any run stopped under one key.
+    """
+    return {"step": step, "event": "error", "error": type(error).__name__, "message": str(error)}
 
 
 def flush_store(trajectory: Any) -> None:

@@ -42,7 +42,15 @@ from landscape._options import check_count, check_int, parse_option, shows_forwa
 from landscape.data.batches import iterate_batches
 from landscape.functional import model_output
 from landscape.train._progress import Progress
-from landscape.train.callbacks import Callback, EpochEvent, NonFiniteLossError, OnNonFinite, RecordTrajectory, StepEvent
+from landscape.train.callbacks import (
+    Callback,
+    EpochEvent,
+    NonFiniteLossError,
+    OnNonFinite,
+    RecordTrajectory,
+    StepEvent,
+    error_event,
+)
 from landscape.train.metrics import CorrectCounter, evaluate_dataset, resolve_loss
 from landscape.validation import InputError, is_tensor_pair, validate_training_sets
 
@@ -429,7 +437,7 @@ class Trainer:
             # An error inside the run (the model, the loss, a callback, Ctrl-C) ends it as a NaN loss does: the
             # callbacks finish it (the final snapshot, tagged with why; the store flushed), and the error propagates.
             if e is not self._nonfinite:  # the NaN path tagged its own event
-                self._events.append({"step": self.step, "event": "error", "error": type(e).__name__, "message": str(e)})
+                self._events.append(error_event(self.step, e))
             self._end(begun, failed=e)
             raise
         finally:

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from landscape._options import check_count
 from landscape.factory import FACTORY_KEY, as_factory_ref
 from landscape.params import ParamLayout, parameters_to_vector
-from landscape.train.callbacks import flush_store, keep_late_events, same_point
+from landscape.train.callbacks import error_event, flush_store, keep_late_events, same_point
 from landscape.trajectory.records import step_number
 from landscape.trajectory.store import Trajectory
 
@@ -109,8 +109,9 @@ class Recorder:
     after each epoch (optional when recording by steps only) and :meth:`close` at the end. The schedule
     is that of :class:`~landscape.train.loop.RecordTrajectory`: the initial point, every ``every_steps``
     steps, every ``every_epochs`` epochs, every step with events, and the final point, never one step
-    twice. As a context manager, leaving the block normally calls ``close()`` on the last model seen;
-    an exception only closes the store.
+    twice. As a context manager, leaving the block calls ``close()`` on the last model seen; on an exception
+    :meth:`fail` ends the run as the package's Trainer does (the final point, tagged with why; the store closed
+    or flushed) and the exception propagates.
 
     Args:
         trajectory: A :class:`~landscape.trajectory.store.Trajectory` (or any object with ``append_model``
@@ -380,13 +381,23 @@ class Recorder:
             return True
         return False
 
-    def close(self, model: nn.Module | None = None, metrics: Mapping[str, Any] | None = None) -> Any:
+    def close(
+        self,
+        model: nn.Module | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        *,
+        error: BaseException | None = None,
+    ) -> Any:
         """Record the final point (unless it was just recorded) and close a store the recorder opened.
 
         Args:
             model: The trained model (default: the last model seen).
             metrics: Metrics of the final point (default: the last epoch's when :meth:`epoch_end` came after the
                 last step, else the last step's: ``batch_loss`` and the metrics given to :meth:`step`).
+            error: The exception that ended the run, if one did: the event ``{"event": "error", "error":
+                "<type>", "message": ..., "step": <steps completed>}`` tags the final snapshot (or, when that point
+                was recorded already and the model is unchanged, joins the run metadata's ``"late_events"``), as
+                the package's Trainer records a failed run.
 
         Returns:
             The trajectory (closed if the recorder opened it from a directory; it stays readable; a store given to
@@ -396,6 +407,8 @@ class Recorder:
             return self.trajectory
         if model is not None:
             self._model = model
+        if error is not None and self._begun:
+            self._pending.append(error_event(self.step_count, error))
         if self._begun and self._model is not None:
             # A run that ended mid-epoch is not the point the last epoch's metrics measured: its last step's are.
             at_epoch_end = self._epoch_start_step == self.step_count
@@ -416,8 +429,27 @@ class Recorder:
         self._finish()
         return self.trajectory
 
+    def fail(self, error: BaseException, model: nn.Module | None = None) -> None:
+        """End a run that failed on ``error``: :meth:`close` with ``error=``, never raising.
+
+        For an exception handler whose own exception must propagate: when recording the final point fails too (the
+        store's disk is full), that is a warning, and the store is closed (its lock released) all the same.
+
+        Args:
+            error: The exception that ended the run.
+            model: The model as it stopped (default: the last model seen).
+        """
+        try:
+            self.close(model, error=error)
+        except Exception as e:  # noqa: BLE001 - the run's error is the one to see
+            warnings.warn(f"the Recorder could not record the end of the run after {error!r}: {e!r}", stacklevel=2)
+            try:
+                self.abort()
+            except Exception:  # noqa: BLE001, S110 - the store reported its failure above; it is released regardless
+                pass
+
     def abort(self) -> None:
-        """Close without a final snapshot (a run that failed): a store it opened is closed, a given one flushed."""
+        """Close without a final snapshot: a store it opened is closed, a given one flushed."""
         if not self._closed:
             self._finish()
 
@@ -432,11 +464,11 @@ class Recorder:
     def __enter__(self) -> Recorder:
         return self
 
-    def __exit__(self, exc_type: Any, *exc: object) -> None:
-        if exc_type is None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
             self.close()
         else:
-            self.abort()
+            self.fail(exc)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"step {self.step_count}, epoch {self.epoch_count}"
