@@ -206,6 +206,9 @@ class CurvatureTracker:
         if self.trace_products:
             est = hessian_trace(op, self.trace_products, seed=self.seed + 2)
             row["trace"], row["trace_stderr"] = est.estimate, est.stderr
+            seen = self._computed.setdefault("trace_exact", [])  # exact when trace_products >= the dimension
+            if est.exact not in seen:
+                seen.append(est.exact)
         row["hvps"] = op.hvp_count
         self.rows.append(row)
         return row
@@ -252,7 +255,8 @@ class CurvatureTracker:
 
         What was computed: ``dtype`` (of the Hessian products), ``model_dtype``, the loss ``reduction`` (one
         value, or the list of the values the measured models gave), ``batchnorm`` (whether any measured model
-        has BatchNorm: without, ``bn_mode`` changes nothing) and the operators' ``notes``.
+        has BatchNorm: without, ``bn_mode`` changes nothing), the operators' ``notes`` and, with a trace,
+        ``trace_exact`` (whether the traces are exact: ``trace_products`` at least the dimension).
         """
         return Provenance.here(
             seed=self.seed,

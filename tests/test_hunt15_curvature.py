@@ -1,0 +1,94 @@
+"""Bug hunt 15 of the curvature package, against brute force in float64.
+
+References: the dense Hessian (``torch.func.hessian``), its trace and eigenvalues, and explicit loops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from landscape.curvature import hessian_trace, spectrum_of, trajectory_curvature
+from landscape.curvature.hessian import HessianOperator
+from landscape.curvature.lanczos import hutchinson, hutchpp
+from landscape.problem import Problem
+from landscape.trajectory import Trajectory
+from tests.helpers import dense_hessian
+
+F64 = torch.float64
+
+
+def _spd(n: int, seed: int = 0) -> torch.Tensor:
+    """A random symmetric positive definite float64 matrix, shape ``(n, n)``."""
+    B = torch.randn(n, n, dtype=F64, generator=torch.Generator().manual_seed(seed))
+    return B @ B.T + 0.1 * torch.eye(n, dtype=F64)
+
+
+def _tiny() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A 9-parameter regression network and its data ``(X (10, 2), y (10, 1))``."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 1)).double()
+    return net, torch.randn(10, 2, dtype=F64), torch.randn(10, 1, dtype=F64)
+
+
+# ----------------------------------------------------------------------------- 1. traces at a budget >= n
+@pytest.mark.parametrize("estimator", [hutchpp, hutchinson])
+@pytest.mark.parametrize(("n", "budget"), [(3, 3), (3, 7), (3, 8), (5, 5), (5, 14), (2, 2)])
+def test_trace_estimators_are_exact_with_a_budget_of_at_least_n_products(estimator, n, budget):
+    """Hutch++'s sketch has ``budget // 3`` columns, so it spanned the space only from ``3 n`` products: 7
+    products on ``n = 3`` gave 8.08 for a trace of 5.65. ``n`` unit vectors give the trace itself."""
+    A = _spd(n)
+    calls: list[int] = []
+
+    def matmat(V: torch.Tensor) -> torch.Tensor:
+        calls.append(V.shape[1])
+        return A @ V
+
+    est = estimator(matmat, n, budget, generator=torch.Generator().manual_seed(1))
+    assert est.estimate == pytest.approx(float(torch.trace(A)), rel=1e-13)
+    assert est.exact and est.stderr == 0.0 and est.products == sum(calls) == n
+    assert est.method == estimator.__name__
+
+
+@pytest.mark.parametrize("estimator", [hutchpp, hutchinson])
+def test_trace_estimators_below_n_products_stay_stochastic(estimator):
+    est = estimator(lambda V: _spd(10) @ V, 10, 9)
+    assert not est.exact and est.products <= 9
+
+
+@pytest.mark.parametrize("method", ["hutchpp", "hutchinson"])
+def test_hessian_trace_with_n_products_is_the_dense_hessians_trace(method):
+    net, X, y = _tiny()
+    op = HessianOperator(Problem(net, (X, y), "mse"), dtype=F64)
+    exact = float(torch.trace(dense_hessian(net, nn.functional.mse_loss, X, y)))
+    est = hessian_trace(op, op.n + 1, method=method)
+    assert est.exact and est.estimate == pytest.approx(exact, rel=1e-10) and est.products == op.n == 9
+
+
+def test_spectrum_traces_are_exact_and_say_so_when_the_budget_covers_the_dimension():
+    """SLQ's trace was Hutchinson's on its probes even when each run took ``n`` steps, whose ``n`` Ritz values
+    are the Hessian's eigenvalues; the other two were estimates at ``trace_products >= n``."""
+    net, X, y = _tiny()
+    H = dense_hessian(net, nn.functional.mse_loss, X, y)
+    exact = float(torch.trace(H))
+    spec = spectrum_of(HessianOperator(Problem(net, (X, y), "mse"), dtype=F64), n_probes=2, steps=9, trace_products=9)
+    assert set(spec.provenance.extra["trace_exact"]) == {"slq", "hutchinson", "hutchpp"}
+    for method in ("slq", "hutchinson", "hutchpp"):
+        assert spec.trace[method] == pytest.approx(exact, rel=1e-9), method
+        assert spec.trace_stderr[method] == 0.0
+    np.testing.assert_allclose(np.sort(spec.nodes[0]), torch.linalg.eigvalsh(H).numpy(), rtol=1e-8, atol=1e-10)
+    # fewer steps and products than the dimension: estimates, and not listed as exact
+    short = spectrum_of(HessianOperator(Problem(net, (X, y), "mse"), dtype=F64), n_probes=2, steps=4, trace_products=6)
+    assert short.provenance.extra["trace_exact"] == [] and short.trace_stderr["hutchpp"] > 0
+
+
+def test_trajectory_curvature_trace_is_exact_with_n_products_and_says_so(tmp_path):
+    net, X, y = _tiny()
+    traj = Trajectory.create(tmp_path / "run")
+    traj.append_model(net, step=0)
+    curv = trajectory_curvature(traj, Problem(net, (X, y), "mse"), trace_products=9, dtype=F64)
+    exact = float(torch.trace(dense_hessian(net, nn.functional.mse_loss, X, y)))
+    assert curv.trace[0] == pytest.approx(exact, rel=1e-10) and curv.trace_stderr[0] == 0.0
+    assert curv.provenance.extra["trace_exact"] is True
