@@ -5,15 +5,26 @@ References: the dense Hessian (``torch.func.hessian``), its trace and eigenvalue
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.func import functional_call
 
-from landscape.curvature import hessian_trace, spectrum_of, trajectory_curvature
+from landscape.curvature import (
+    CurvatureRecorder,
+    hessian_eigenpairs,
+    hessian_trace,
+    spectrum_of,
+    trajectory_curvature,
+)
 from landscape.curvature.hessian import HessianOperator
 from landscape.curvature.lanczos import hutchinson, hutchpp
+from landscape.params import ParamLayout, parameters_to_vector
 from landscape.problem import Problem
+from landscape.train import Trainer
 from landscape.trajectory import Trajectory
 from tests.helpers import dense_hessian
 
@@ -92,3 +103,55 @@ def test_trajectory_curvature_trace_is_exact_with_n_products_and_says_so(tmp_pat
     exact = float(torch.trace(dense_hessian(net, nn.functional.mse_loss, X, y)))
     assert curv.trace[0] == pytest.approx(exact, rel=1e-10) and curv.trace_stderr[0] == 0.0
     assert curv.provenance.extra["trace_exact"] is True
+
+
+# ----------------------------------------------------------------------------- 2. the recorder and a Trainer(problem)
+def _bn_net() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A BatchNorm classifier whose running statistics are far from its batch's: eval and train mode differ."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        net[1].running_mean.fill_(2.0)
+        net[1].running_var.fill_(5.0)
+    return net, torch.randn(16, 3, dtype=F64), torch.randint(0, 2, (16,))
+
+
+def _train_mode_hessian(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Dense float64 Hessian of the cross-entropy with BatchNorm's batch statistics (double backward)."""
+    m = copy.deepcopy(model).double().train()
+    layout = ParamLayout.from_model(m)
+    bufs = {k: v.clone() for k, v in m.named_buffers()}
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(functional_call(m, {**bufs, **layout.unflatten(theta)}, (X,)), y)
+
+    return torch.autograd.functional.hessian(loss, parameters_to_vector(m).detach().double())
+
+
+def test_curvature_recorder_on_a_trainer_of_a_problem_measures_the_problems_hessian():
+    """CurvatureRecorder() on Trainer(Problem(..., bn_mode="train")) measured the eval-mode Hessian (the trainer
+    kept only the model, data and loss): the recorder now takes the trainer's Problem."""
+    net, X, y = _bn_net()
+    problem = Problem(net, (X, y), "cross_entropy", bn_mode="train")
+    traj = Trajectory()
+    rec = CurvatureRecorder(traj, every_steps=2, k=1, tol=1e-10)
+    Trainer(problem, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), steps=4, shuffle=False, callbacks=[rec]).fit()
+    trace = rec.trace_
+    assert trace.bn_mode == "train" and len(traj) == len(trace) == 3
+    for t in range(len(traj)):
+        model = traj.model_at(net, t)
+        direct = hessian_eigenpairs(problem.with_model(model), 1, tol=1e-12).values[0]
+        brute = torch.linalg.eigvalsh(_train_mode_hessian(model, X, y))[-1]
+        assert trace.eigenvalues[t, 0] == pytest.approx(float(brute), rel=1e-8) == float(direct)
+    # the eval-mode Hessian differs here, so the check above tells the two apart
+    eval_top = torch.linalg.eigvalsh(dense_hessian(net, nn.functional.cross_entropy, X, y))[-1]
+    assert abs(float(eval_top) - trace.eigenvalues[0, 0]) > 0.1
+
+
+def test_curvature_recorder_with_its_own_loss_keeps_the_trainers_problems_batchnorm_mode():
+    net, X, y = _bn_net()
+    problem = Problem(net, (X, y), "cross_entropy", bn_mode="train")
+    rec = CurvatureRecorder(loss_fn=nn.functional.cross_entropy, every_steps=1, k=1, tol=1e-10)
+    Trainer(problem, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), steps=0, callbacks=[rec]).fit()
+    brute = torch.linalg.eigvalsh(_train_mode_hessian(net, X, y))[-1]
+    assert rec.trace_.bn_mode == "train" and rec.trace_.eigenvalues[0, 0] == pytest.approx(float(brute), rel=1e-8)

@@ -352,9 +352,10 @@ class CurvatureRecorder(RecordTrajectory):
         trajectory: Where snapshots go (a :class:`~landscape.trajectory.store.Trajectory`); ``None`` keeps only
             :attr:`trace_`.
         data: Data of the loss whose Hessian is taken, or a :class:`~landscape.problem.Problem` (its data, loss,
-            ``bn_mode`` and dtype; pass the one a :class:`~landscape.train.loop.Trainer` was built from to measure
-            its Hessian: the trainer keeps only its model, data and loss); default the trainer's training data.
-        loss_fn: Its batch-mean loss; default the trainer's.
+            ``bn_mode`` and dtype); default the :class:`~landscape.problem.Problem` the
+            :class:`~landscape.train.loop.Trainer` was built from (its ``bn_mode``, loss and data), else the
+            trainer's training data.
+        loss_fn: Its batch-mean loss; default the trainer's (or its problem's).
         every_steps: Record every this many optimizer steps.
         every_epochs: Also record every this many epochs (default not: full-batch steps are epochs).
         metric_prefix: Prefix of the metric names.
@@ -406,9 +407,18 @@ class CurvatureRecorder(RecordTrajectory):
         self._lrs: list[float] = []
 
     def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
-        data = self.data if self.data is not None else trainer.data
-        loss_fn = self.loss_fn if self.loss_fn is not None else trainer.loss_fn
-        self._tracker = CurvatureTracker(loss_fn, data, **self.options)
+        # A trainer built from a Problem keeps it: its Hessian (bn_mode, loss, dtype) is the one measured, as
+        # trajectory_curvature(traj, problem) measures; without it the trainer's data and loss gave eval mode.
+        problem = getattr(trainer, "problem", None)
+        options = dict(self.options)
+        if self.data is None and self.loss_fn is None and problem is not None:
+            data, loss_fn = problem, None
+        else:
+            data = self.data if self.data is not None else trainer.data
+            loss_fn = self.loss_fn if self.loss_fn is not None else trainer.loss_fn
+            if problem is not None and options["bn_mode"] is None and self.data is None:
+                options["bn_mode"] = problem.bn_mode  # another loss on the problem's data: still its bn_mode
+        self._tracker = CurvatureTracker(loss_fn, data, **options)
         self._steps, self._epochs, self._indices, self._lrs = [], [], [], []
         super().on_train_begin(trainer)
 
