@@ -155,3 +155,31 @@ def test_curvature_recorder_with_its_own_loss_keeps_the_trainers_problems_batchn
     Trainer(problem, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), steps=0, callbacks=[rec]).fit()
     brute = torch.linalg.eigvalsh(_train_mode_hessian(net, X, y))[-1]
     assert rec.trace_.bn_mode == "train" and rec.trace_.eigenvalues[0, 0] == pytest.approx(float(brute), rel=1e-8)
+
+
+# ----------------------------------------------------------------------------- 3. the recorded lr under a prefix
+def test_trajectory_curvature_finds_the_learning_rate_a_prefixed_recorder_wrote():
+    """A recorder's ``metric_prefix`` names its ``<p>lr``; trajectory_curvature looked for ``"lr"`` only, so the
+    ``2 / lr`` line of a re-analysis was unknown (NaN)."""
+    net, X, y = _tiny()
+    problem = Problem(net, (X, y), "mse")
+    traj = Trajectory()
+    rec = CurvatureRecorder(traj, every_steps=2, k=1, metric_prefix="eos/")
+    Trainer(problem, optimizer=lambda p: torch.optim.SGD(p, lr=0.05), steps=4, callbacks=[rec]).fit()
+    assert "eos/lr" in traj.metric_names and "lr" not in traj.metric_names
+    for prefix in (None, "eos/"):
+        curv = trajectory_curvature(traj, problem, metric_prefix=prefix)
+        np.testing.assert_array_equal(curv.lr, np.full(len(traj), 0.05))
+        np.testing.assert_allclose(curv.threshold, 2 / 0.05)
+    with pytest.raises(ValueError, match=r"metric_prefix='val/'.*no metric 'val/lr'.*eos/lr"):
+        trajectory_curvature(traj, problem, metric_prefix="val/")
+
+
+def test_trajectory_curvature_asks_which_recorder_when_two_prefixes_recorded_a_learning_rate():
+    net, X, y = _tiny()
+    traj = Trajectory()
+    traj.append_model(net, step=0, metrics={"a/lambda_max": 1.0, "a/lr": 0.1, "b/lambda_max": 1.0, "b/lr": 0.2})
+    problem = Problem(net, (X, y), "mse")
+    with pytest.raises(ValueError, match=r"several curvature recorders.*pass metric_prefix="):
+        trajectory_curvature(traj, problem)
+    assert trajectory_curvature(traj, problem, metric_prefix="b/").lr.tolist() == [0.2]

@@ -241,11 +241,40 @@ def _trace_of(
     )
 
 
-def _lrs(lr: float | Sequence[float] | None, traj: Trajectory, idx: list[int]) -> np.ndarray:
+def _lr_metric(traj: Trajectory, metric_prefix: str | None) -> str | None:
+    """The recorded learning rate's name (see :func:`trajectory_curvature`'s ``metric_prefix``), or ``None``.
+
+    Raises:
+        ValueError: If ``metric_prefix`` is given and ``<metric_prefix>lr`` was not recorded, or several
+            recorders' prefixes are and none was chosen.
+    """
+    names = traj.metric_names
+    if metric_prefix is not None:
+        if f"{metric_prefix}lr" not in names:
+            raise ValueError(
+                f"metric_prefix={metric_prefix!r}: the trajectory has no metric {metric_prefix + 'lr'!r}; "
+                f"the metrics recorded are {names}"
+            )
+        return f"{metric_prefix}lr"
+    if "lr" in names:
+        return "lr"
+    found = [
+        n[: -len("lambda_max")] for n in names if n.endswith("lambda_max") and f"{n[: -len('lambda_max')]}lr" in names
+    ]
+    if len(found) > 1:
+        raise ValueError(
+            f"the trajectory has the learning rates of several curvature recorders ({[f + 'lr' for f in found]}): "
+            f"pass metric_prefix= (one of {found}) or lr="
+        )
+    return f"{found[0]}lr" if found else None
+
+
+def _lrs(
+    lr: float | Sequence[float] | None, traj: Trajectory, idx: list[int], metric_prefix: str | None = None
+) -> np.ndarray:
     if lr is None:
-        if "lr" in traj.metric_names:
-            return traj.metric("lr")[idx]
-        return np.full(len(idx), np.nan)
+        name = _lr_metric(traj, metric_prefix)
+        return np.full(len(idx), np.nan) if name is None else traj.metric(name)[idx]
     if isinstance(lr, int | float):
         return np.full(len(idx), float(lr))
     out = np.asarray(lr, dtype=np.float64)
@@ -264,6 +293,7 @@ def trajectory_curvature(
     *,
     indices: Sequence[int] | None = None,
     lr: float | Sequence[float] | None = None,
+    metric_prefix: str | None = None,
     label: str = "",
     data_description: str = "",
     progress: bool = False,
@@ -288,7 +318,10 @@ def trajectory_curvature(
             is taken.
         indices: Snapshots to analyze (default all, in order; negative indices allowed).
         lr: Learning rate (one number, or one per analyzed snapshot) for the ``2 / lr`` line; default the
-            trajectory's ``"lr"`` metric if recorded, else unknown.
+            trajectory's ``"<metric_prefix>lr"`` metric if recorded, else unknown.
+        metric_prefix: The prefix of the recorded learning rate's name (a :class:`CurvatureRecorder`'s
+            ``metric_prefix``); default ``"lr"`` if recorded, else the ``<p>lr`` a recorder wrote beside its
+            ``<p>lambda_max`` (an error when several recorders' are).
         label: Run name for legends.
         data_description: Text for the provenance.
         progress: Show a progress bar over snapshots (default quiet, as every analyzer).
@@ -300,7 +333,8 @@ def trajectory_curvature(
         The curvature at each analyzed snapshot.
 
     Raises:
-        ValueError: On ``k < 1``, a non-positive ``tol``, or a template that does not fit a snapshot.
+        ValueError: On ``k < 1``, a non-positive ``tol``, a template that does not fit a snapshot, or a
+            ``metric_prefix`` whose learning rate was not recorded.
         InputError: On invalid data or weights (see :mod:`landscape.validation`).
     """
     T = len(trajectory)
@@ -318,7 +352,7 @@ def trajectory_curvature(
     tracker = CurvatureTracker(
         loss_fn, tracker_data, **keyword_values("trajectory_curvature", options, CurvatureOptions, _DEFAULTS)
     )
-    lrs = _lrs(lr, trajectory, idx)
+    lrs = _lrs(lr, trajectory, idx, metric_prefix)  # before the work: a wrong prefix fails now
     steps, epochs = trajectory.steps, trajectory.epochs
     for i in tqdm(idx, desc="curvature", disable=not progress, leave=False):
         snapshot_model = trajectory.model_at(model, i)  # a private copy: the template is never written
