@@ -6,6 +6,7 @@ References: the dense Hessian (``torch.func.hessian``), its trace and eigenvalue
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from torch.func import functional_call
 
 from landscape.curvature import (
     CurvatureRecorder,
+    gradient_descent_curvature,
     hessian_eigenpairs,
     hessian_trace,
     spectrum_of,
@@ -183,3 +185,48 @@ def test_trajectory_curvature_asks_which_recorder_when_two_prefixes_recorded_a_l
     with pytest.raises(ValueError, match=r"several curvature recorders.*pass metric_prefix="):
         trajectory_curvature(traj, problem)
     assert trajectory_curvature(traj, problem, metric_prefix="b/").lr.tolist() == [0.2]
+
+
+# ----------------------------------------------------------------------------- 4. frozen parameters
+def _half_frozen() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The 9-parameter network with its first layer frozen (6 frozen, 3 trainable parameters)."""
+    net, X, y = _tiny()
+    net[0].requires_grad_(False)
+    return net, X, y
+
+
+def test_trajectory_curvature_of_the_trainable_block_is_the_dense_blocks():
+    """Curvature covered frozen parameters with no way to leave them out (params= as in the parameter vector's
+    policy: "all" by default, "trainable" for the block training moves)."""
+    net, X, y = _half_frozen()
+    traj = Trajectory()
+    traj.append_model(net, step=0)
+    H = dense_hessian(net, nn.functional.mse_loss, X, y)
+    trainable = torch.tensor([p.requires_grad for p in net.parameters() for _ in range(p.numel())])
+    block = H[trainable][:, trainable]
+    problem = Problem(net, (X, y), "mse")
+    curv = trajectory_curvature(traj, problem, params="trainable", k=3, tol=1e-12, per_layer=True, trace_products=3)
+    np.testing.assert_allclose(curv.eigenvalues[0], torch.linalg.eigvalsh(block).flip(0).numpy(), rtol=1e-9)
+    assert curv.layer_names == ["2"] and curv.layer_eigenvalues[0, 0] == pytest.approx(curv.eigenvalues[0, 0])
+    assert curv.trace[0] == pytest.approx(float(torch.trace(block)), rel=1e-12)
+    assert curv.provenance.extra["params"] == "trainable"
+    # the default covers every parameter, frozen ones included (the parameter vector's policy)
+    full = trajectory_curvature(traj, problem, k=1, tol=1e-12)
+    assert full.eigenvalues[0, 0] == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-9)
+    assert full.eigenvalues[0, 0] > curv.eigenvalues[0, 0] * 1.01  # so the two differ here
+
+
+def test_curvature_recorder_measures_the_trainable_block_and_warns_about_frozen_parameters():
+    net, X, y = _half_frozen()
+    problem = Problem(net, (X, y), "mse")
+    opt = lambda p: torch.optim.SGD(p, lr=0.1)  # noqa: E731
+    rec = CurvatureRecorder(every_steps=1, k=1, tol=1e-12, params="trainable")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the trainable block asked for: nothing to warn about
+        Trainer(problem, optimizer=opt, steps=0, callbacks=[rec]).fit()
+    H = dense_hessian(net, nn.functional.mse_loss, X, y)[6:, 6:]  # the trainable block: the last layer's 3
+    assert rec.trace_.eigenvalues[0, 0] == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-9)
+    with pytest.warns(UserWarning, match=r"covers 2 frozen parameter tensors.*params='trainable'"):
+        Trainer(problem, optimizer=opt, steps=0, callbacks=[CurvatureRecorder(k=1)]).fit()
+    trace, _ = gradient_descent_curvature(problem, lr=0.1, steps=1, params="trainable", tol=1e-12)
+    assert trace.eigenvalues[0, 0] == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-9)

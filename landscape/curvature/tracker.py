@@ -11,7 +11,7 @@ that of a cold start, so only the number of Hessian-vector products changes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,7 @@ class CurvatureTracker:
         seed: int,
         extrapolate: int = 2,
         certify: bool = True,
+        params: str | Sequence[str] | None = None,
     ) -> None:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
@@ -70,6 +71,7 @@ class CurvatureTracker:
         self.k, self.tol, self.warm_start, self.per_layer = int(k), float(tol), bool(warm_start), bool(per_layer)
         self.trace_products, self.max_steps, self.block = int(trace_products), max_steps, block
         self.certify = bool(certify)
+        self.params = params if params is None or isinstance(params, str) else list(params)
         if bn_mode is None:  # the problem's, as everywhere a Problem is given (eval for plain data)
             bn_mode = data.bn_mode if isinstance(data, Problem) else BNMode.EVAL
         self.bn_mode, self.dtype, self.seed = BNMode(bn_mode), dtype, int(seed)
@@ -165,7 +167,7 @@ class CurvatureTracker:
                 self._problem = Problem(model, self.data, self.loss_fn, bn_mode=self.bn_mode.value, dtype=self.dtype)
         else:
             self._problem = self._problem.with_model(model)
-        op = HessianOperator(self._problem, bn_mode=self.bn_mode, dtype=self.dtype)
+        op = HessianOperator(self._problem, params=self.params, bn_mode=self.bn_mode, dtype=self.dtype)
         self.n_samples = op.n_samples
         found = (
             ("dtype", str(op.dtype)),
@@ -223,8 +225,14 @@ class CurvatureTracker:
         converged = True
         eps = float(torch.finfo(op.dtype).eps)
         gen = torch.Generator()
+        # a layer's positions in the operator's vector (its selected parameters only: params= may leave some out)
+        position = torch.full((op.layout.numel,), -1, dtype=torch.long)
+        position[op.index] = torch.arange(op.n)
         for name in op.layout.layers:
-            idx = op.layout.layer_index(name)
+            idx = position[op.layout.layer_index(name)]
+            idx = idx[idx >= 0]
+            if len(idx) == 0:
+                continue
 
             def block(V: Tensor, idx: Tensor = idx) -> Tensor:
                 full = V.new_zeros(op.n, V.shape[1])
@@ -262,6 +270,7 @@ class CurvatureTracker:
             seed=self.seed,
             data=data_description or f"{self.n_samples} samples",
             trace_products=self.trace_products,
+            params="all" if self.params is None else self.params,
             max_steps=self.max_steps,
             block=self.block,
             certify=self.certify,

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,8 +31,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landscape._options import keyword_values, shows_keywords
+from landscape.curvature.options import CURVATURE_DEFAULTS as _DEFAULTS
+from landscape.curvature.options import CurvatureOptions
 from landscape.curvature.tracker import CurvatureTracker
-from landscape.functional import BNMode
 from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
 from landscape.train.callbacks import RecordTrajectory
@@ -42,7 +44,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = [
-    "CurvatureOptions",
     "CurvatureTrace",
     "trajectory_curvature",
     "CurvatureRecorder",
@@ -51,60 +52,6 @@ __all__ = [
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-class CurvatureOptions(TypedDict, total=False):
-    """What is measured at each point, by :func:`trajectory_curvature` and :class:`CurvatureRecorder` (all optional).
-
-    Attributes:
-        k: Top eigenvalues per point (default 1).
-        tol: Relative residual tolerance of the Lanczos stopping rule (default ``1e-4``).
-        warm_start: Start Lanczos from the previous points' eigenvectors (default ``True``).
-        extrapolate: Degree of the polynomial (in the step) through the last ``extrapolate + 1`` points'
-            eigenvectors that gives the start vectors (default 2; 0: the last vectors as they are).
-        per_layer: Also the top eigenvalue of each layer's diagonal Hessian block (weight and bias together;
-            default ``False``).
-        trace_products: Hutch++ products for a trace estimate per point (default 0: skips the trace).
-        max_steps: Product limit per Lanczos run (default as :func:`landscape.hessian_eigenpairs`).
-        block: Lanczos block size (default ``min(k, 2)``; warm: the start block holds all ``k`` previous
-            vectors, then the space grows by ``block`` residuals per step).
-        certify: Check each Lanczos result for missed eigenvalues (default ``True``; see
-            :func:`landscape.curvature.eigensolver.top_eigenpairs`). A warm start pays ``max(6, 0.15 m)``
-            products for it at every point (``m`` those of the iteration): it alone catches a start that
-            lacks the top eigenvector (e.g. an exact symmetry of the network keeping it out of the previous
-            vectors' Krylov space).
-        bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics of the given batches); see
-            :class:`~landscape.curvature.hessian.HessianOperator`. Default: the :class:`~landscape.problem.Problem`'s
-            when one is given, else ``"eval"``.
-        dtype: Compute dtype of the Hessian (default the model's; float64 for references).
-        seed: Seed of the random start vectors (default 0).
-    """
-
-    k: int
-    tol: float
-    warm_start: bool
-    extrapolate: int
-    per_layer: bool
-    trace_products: int
-    max_steps: int | None
-    block: int | None
-    certify: bool
-    bn_mode: BNMode | str | None
-    dtype: torch.dtype | None
-    seed: int
-
-
-_DEFAULTS: dict[str, Any] = {
-    "k": 1,
-    "tol": 1e-4,
-    "warm_start": True,
-    "extrapolate": 2,
-    "per_layer": False,
-    "trace_products": 0,
-    "certify": True,
-    "bn_mode": None,
-    "seed": 0,
-}
 
 
 @register_result
@@ -452,6 +399,15 @@ class CurvatureRecorder(RecordTrajectory):
             loss_fn = self.loss_fn if self.loss_fn is not None else trainer.loss_fn
             if problem is not None and options["bn_mode"] is None and self.data is None:
                 options["bn_mode"] = problem.bn_mode  # another loss on the problem's data: still its bn_mode
+        frozen = [n for n, t in trainer.model.named_parameters() if t.is_floating_point() and not t.requires_grad]
+        if frozen and options["params"] in (None, "all"):
+            warnings.warn(
+                f"CurvatureRecorder: the Hessian covers {len(frozen)} frozen parameter tensors ({frozen[:3]}...), "
+                "which training does not move; pass params='trainable' for the block that governs the dynamics "
+                "(the one to compare with 2 / lr), or params='all' to keep them",
+                UserWarning,
+                stacklevel=2,
+            )
         self._tracker = CurvatureTracker(loss_fn, data, **options)
         self._steps, self._epochs, self._indices, self._lrs = [], [], [], []
         super().on_train_begin(trainer)
@@ -504,6 +460,7 @@ def gradient_descent_curvature(
     trajectory: Trajectory | None = None,
     label: str = "",
     progress: bool = False,
+    params: str | Sequence[str] | None = None,
 ) -> tuple[CurvatureTrace, list[dict[str, float]]]:
     """Full-batch gradient descent with the top Hessian eigenvalue recorded every ``every_steps`` steps.
 
@@ -530,6 +487,8 @@ def gradient_descent_curvature(
         trajectory: Where to write the snapshots (default: nowhere, only the trace).
         label: Run name (default ``"lr=<lr>"``).
         progress: Show a progress bar over steps (default quiet, as every analyzer).
+        params: The parameters whose Hessian block is measured (:class:`CurvatureOptions`'s ``params``):
+            ``"trainable"`` leaves frozen parameters, which gradient descent does not move, out.
 
     Returns:
         ``(trace, history)``: the curvature trace, and the trainer's per-step history (``train_loss`` at
@@ -551,6 +510,7 @@ def gradient_descent_curvature(
         warm_start=warm_start,
         seed=seed,
         label=label or f"lr={lr:g}",
+        params=params,
     )
     trainer = Trainer(
         model,
