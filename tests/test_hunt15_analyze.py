@@ -11,9 +11,20 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from landscape.analyze import ModeCurve, evaluate_curve, line
+from landscape.analyze import (
+    ModeCurve,
+    SaturationRecorder,
+    distance_from_init,
+    distance_from_origin,
+    evaluate_curve,
+    line,
+    measure_saturation,
+    pairwise_end_distances,
+)
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.problem import Problem
+from landscape.trajectory import Trajectory
+from landscape.validation import InputError
 
 F64 = torch.float64
 
@@ -86,3 +97,60 @@ def test_evaluate_curve_refuses_data_beside_a_problem():
     curve = ModeCurve(control=torch.stack([parameters_to_vector(m) for m in (a, a, b)]).numpy())
     with pytest.raises(TypeError, match="Problem, which holds its data"):
         evaluate_curve(Problem(a, (X, y)), curve, (X, y))
+
+
+# ----------------------------------------------------------------------------- 6. NaN snapshots, no layers
+def _run(nan_at: int | None, steps: int = 4, seed: int = 0) -> Trajectory:
+    """A trajectory of ``steps`` snapshots of a 13-parameter network; snapshot ``nan_at`` has a NaN in ``2.bias``."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)).double()
+    traj = Trajectory()
+    for t in range(steps):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.1)
+        if t == nan_at:
+            bad = copy.deepcopy(net)
+            with torch.no_grad():
+                bad[2].bias[0] = float("nan")
+            traj.append_model(bad, step=10 * t)
+        else:
+            traj.append_model(net, step=10 * t)
+    return traj
+
+
+@pytest.mark.parametrize("fn", [distance_from_origin, distance_from_init])
+def test_distances_along_a_path_refuse_a_nan_snapshot_naming_it(fn):
+    """A NaN snapshot gave a silent NaN distance (functional_distance and fit_curve refuse NaN anchors)."""
+    with pytest.raises(InputError, match=r"X holds non-finite snapshots: snapshot 2 \(step 20\): 1 NaN .*'2\.bias'"):
+        fn(_run(nan_at=2))
+    mat = torch.stack([s.vector for s in _run(nan_at=1)])
+    with pytest.raises(InputError, match=r"snapshot 1 \(step 1\): 1 NaN"):
+        fn(mat)
+    # finite snapshots: the distances themselves, in float64
+    ok = _run(nan_at=None)
+    V = torch.stack([s.vector for s in ok]).double()
+    ref = V.norm(dim=1) if fn is distance_from_origin else (V - V[0]).norm(dim=1)
+    np.testing.assert_allclose(fn(ok), ref.numpy(), rtol=1e-13)
+
+
+def test_pairwise_end_distances_refuse_a_nan_final_snapshot_naming_the_trajectory():
+    with pytest.raises(InputError, match=r"trajectories\[1\] holds non-finite snapshots: snapshot 3 .*'2\.bias'"):
+        pairwise_end_distances([_run(None), _run(nan_at=3, seed=1)])
+    # a NaN before the end does not enter the distances between the ends
+    runs = [_run(None), _run(nan_at=1, seed=1), _run(None, seed=2)]
+    ends = torch.stack([r[len(r) - 1].vector.double() for r in runs])
+    np.testing.assert_allclose(pairwise_end_distances(runs), torch.cdist(ends, ends).numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_measure_saturation_refuses_an_empty_layer_list():
+    """layers=[] returned {}: no layer measured, which reads as "nothing saturates"."""
+    net = nn.Sequential(nn.Linear(2, 3), nn.Tanh())
+    X = torch.randn(8, 2)
+    with pytest.raises(ValueError, match="layers is empty: pass module names and/or module types"):
+        measure_saturation(net, X, layers=[])
+    with pytest.raises(ValueError, match="layers is empty"):
+        SaturationRecorder(X, layers=())
+    # the default (every Tanh) is the one measured layer, whose values the histogram counts
+    stats = measure_saturation(net, X)
+    assert list(stats) == ["1"] and int(stats["1"].counts.sum()) == 8 * 3
