@@ -41,11 +41,12 @@ from torch import Tensor, nn
 
 from landscape._batch import describe_data
 from landscape._options import parse_option
-from landscape.analyze.slicing import PointLike, ProblemLike, SliceSettings, as_anchor, coordinates, slice_problem
+from landscape.analyze.slicing import PointLike, SliceSettings, as_anchor, coordinates, slice_problem
 from landscape.evaluate.affine import AffinePoints
 from landscape.evaluate.points import Strategy, evaluate_points
 from landscape.functional import BNMode
 from landscape.params import ParamLayout, functional_forward, parameter_mask
+from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
 from landscape.validation import check_vector
 
@@ -312,7 +313,7 @@ def fit_curve(
 
 
 def evaluate_curve(
-    problem: ProblemLike,
+    problem: Problem | nn.Module,
     curve: ModeCurve,
     data: Any = None,
     *,
