@@ -120,7 +120,7 @@ def test_hessian_trace_products_hutchpp_cannot_use_are_refused_before_the_work(
     def no_work(*a, **k):
         raise AssertionError("the SLQ density was computed before the option was refused")
 
-    monkeypatch.setattr(spectrum, "slq", no_work)
+    monkeypatch.setattr(spectrum, "slq_runs", no_work)
     argv = ["hessian", "--at", str(run), *MODEL, *DATA, "--out", str(tmp_path / "out"), "--quiet"]
     assert main([*argv, "--trace-products", products]) == 2
     err = capsys.readouterr().err.strip()

@@ -41,11 +41,12 @@ from torch import Tensor, nn
 
 from landscape._batch import describe_data
 from landscape._options import parse_option
-from landscape.analyze.slicing import PointLike, as_anchor, coordinates
+from landscape.analyze.slicing import PointLike, SliceSettings, as_anchor, coordinates, slice_problem
 from landscape.evaluate.affine import AffinePoints
-from landscape.evaluate.points import evaluate_points
+from landscape.evaluate.points import Strategy, evaluate_points
 from landscape.functional import BNMode
 from landscape.params import ParamLayout, functional_forward, parameter_mask
+from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
 from landscape.validation import check_vector
 
@@ -312,36 +313,49 @@ def fit_curve(
 
 
 def evaluate_curve(
-    model: nn.Module,
+    problem: Problem | nn.Module,
     curve: ModeCurve,
-    data: Any,
+    data: Any = None,
     *,
     ts: Sequence[float] | np.ndarray | None = None,
     metrics: Sequence[str] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | str | None = None,
-    bn_mode: BNMode | str = BNMode.EVAL,
+    bn_mode: BNMode | str | None = None,
     bn_data: Any = None,
     batch_size: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
+    strategy: Strategy | str = "auto",
     label: str = "",
     progress: bool = False,
+    data_description: str | None = None,
 ) -> CurveResult:
     """Metrics at points of a curve, by the evaluation engine (points are affine in the control points).
 
+    The evaluation keywords mean what they mean in every slice (:class:`~landscape.analyze.slicing.SliceOptions`,
+    ``docs/arguments.md``).
+
     Args:
-        model: The architecture (only read; its buffers are used in eval mode).
+        problem: A :class:`~landscape.problem.Problem`, or the architecture (only read; its buffers are used in
+            eval mode) with ``data``.
         curve: From :func:`fit_curve` (or built by hand).
-        data: Tensor pair or iterable of ``(X, y)`` batches.
+        data: Shorthand only: tensor pair or iterable of ``(X, y)`` batches (an error beside a Problem).
         ts: ``(n,)`` positions (default ``linspace(0, 1, 25)``); finite numbers, not a count.
         metrics: Metric names for :func:`~landscape.evaluate.points.evaluate_points`; default the loss and, for
             integer class targets, the accuracy (as every slice).
-        loss_fn: Loss (default: by target dtype).
+        loss_fn: Shorthand only: the loss (default: by target dtype).
         bn_mode: ``"eval"`` (the model's running statistics), ``"train"`` (each batch's statistics) or
             ``"recompute"`` (each point's running statistics recomputed over ``bn_data`` first, as Garipov et
-            al. do with the training set: ``torch.optim.swa_utils.update_bn``).
-        bn_data: The statistics data of ``bn_mode="recompute"`` (default: ``data``).
-        batch_size: Micro-batch size.
+            al. do with the training set: ``torch.optim.swa_utils.update_bn``); default the problem's
+            (``"eval"`` for the shorthand).
+        bn_data: The statistics data of ``bn_mode="recompute"`` (default: the evaluated data).
+        batch_size: Micro-batch size of the evaluation (default: chosen by the engine).
+        chunk_size: Points evaluated together (default: chosen by the memory budget).
+        memory_budget: Bytes (or ``"512MB"``) for point chunks and activations (default 1 GiB).
+        strategy: ``"auto"`` (default), ``"loop"``, ``"functional"``, ``"vmap"`` or ``"stacked"``.
         label: Name for overlays.
         progress: Show a tqdm bar.
+        data_description: The data's description in the provenance (default: the problem's).
 
     Returns:
         A :class:`CurveResult`.
@@ -349,35 +363,46 @@ def evaluate_curve(
     Raises:
         ValueError: If the curve does not fit the model, ``ts`` is not a non-empty 1-D sequence of finite numbers,
             or ``bn_mode="interpolate"`` (the bend has no buffers).
+        TypeError: If ``data`` is given beside a :class:`~landscape.problem.Problem`.
     """
-    bn = parse_option(BNMode, bn_mode, "bn_mode")  # "EVAL" as every analyzer takes it; a bad one lists the valid
-    if bn is BNMode.INTERPOLATE:
+    given = None if bn_mode is None else parse_option(BNMode, bn_mode, "bn_mode")  # "EVAL" too; a bad one lists
+    if given is BNMode.INTERPOLATE:
         raise ValueError(
             "bn_mode='interpolate' needs buffers at every control point; the bend has none: use 'eval', 'train' "
             "or 'recompute'"
         )
     t = coordinates(np.linspace(0, 1, 25) if ts is None else ts, "ts")  # ts=25 is not 25 points
-    layout = ParamLayout.from_model(model)
+    settings = SliceSettings(
+        metrics=metrics,
+        loss_fn=loss_fn,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        memory_budget=memory_budget,
+        strategy=strategy,
+        bn_mode=given,
+        bn_data=bn_data,
+        progress=progress,
+        data_description=data_description,
+    )
+    prob = slice_problem(problem, data, settings)
+    bn = given or parse_option(BNMode, prob.bn_mode, "bn_mode")
+    layout = prob.layout
     if curve.layout:
         layout.check_shapes(ParamLayout.from_dict(curve.layout), "the curve")
-    dtype = next(iter(model.parameters())).dtype
-    basis = torch.as_tensor(np.asarray(curve.control)).to(dtype)
+    basis = torch.as_tensor(np.asarray(curve.control)).to(prob.dtype)
     if basis.dim() != 2 or basis.shape[0] != 3:
         raise ValueError(f"a curve's control points are (3, D) [w0, theta, w1], got shape {tuple(basis.shape)}")
     layout.check_vector(basis[0])
     pts = AffinePoints(basis, curve_coefficients(curve.shape, t))
-    res = evaluate_points(
-        model,
-        pts,
-        data,
-        metrics=metrics,
-        loss_fn=loss_fn,
-        bn_mode=bn,
-        bn_data=bn_data,
-        batch_size=batch_size,
-        progress=progress,
+    res = evaluate_points(prob, pts, **{**settings.engine(), "bn_mode": bn.value})
+    prov = Provenance.here(
+        data=data_description or prob.description,
+        model=type(prob.model).__name__,
+        kind=curve.shape,
+        bn_mode=bn.value,
+        strategy=str(getattr(strategy, "value", strategy)),
+        loss=prob.loss_name,
     )
-    prov = Provenance.here(data=describe_data(data), model=type(model).__name__, kind=curve.shape, bn_mode=bn.value)
     return CurveResult(
         ts=t,
         metrics=res,

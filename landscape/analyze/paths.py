@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.analyze.snapshots import SnapshotStack, stream_distances
+from landscape.analyze.snapshots import SnapshotStack, refuse_nonfinite, stream_distances
 from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
 
@@ -100,10 +100,20 @@ def distance_from_origin(X: Any, *, segment: int | None = None, block_size: int 
 
     Returns:
         Numpy float64 ``(T,)``.
+
+    Raises:
+        InputError: If a snapshot holds NaN/inf (naming it, its step and its tensors).
     """
     src = SnapshotStack(X, segment)
     zero = torch.zeros(src.dim, dtype=torch.float64)
-    return stream_distances(src, block_size, lambda t: zero, False)
+    return _finite(stream_distances(src, block_size, lambda t: zero, False), src)
+
+
+def _finite(out: np.ndarray, src: SnapshotStack) -> np.ndarray:
+    """``out``, after refusing the snapshots behind a non-finite distance (a NaN snapshot gave a silent NaN)."""
+    if not np.isfinite(out).all():
+        refuse_nonfinite(src)
+    return out
 
 
 def distance_from_init(X: Any, *, segment: int | None = None, block_size: int = 16) -> np.ndarray:
@@ -116,11 +126,14 @@ def distance_from_init(X: Any, *, segment: int | None = None, block_size: int = 
 
     Returns:
         Numpy float64 ``(T,)``.
+
+    Raises:
+        InputError: If a snapshot holds NaN/inf (naming it, its step and its tensors).
     """
     src = SnapshotStack(X, segment)
     inits = [src.read(int(o), int(o) + 1)[0].to(torch.float64) for o in src.offsets[:-1]]
     run = src.run
-    return stream_distances(src, block_size, lambda t: inits[int(run[t])], False)
+    return _finite(stream_distances(src, block_size, lambda t: inits[int(run[t])], False), src)
 
 
 def pairwise_end_distances(trajectories: Sequence[Any], *, segment: int | None = None) -> np.ndarray:
@@ -135,14 +148,17 @@ def pairwise_end_distances(trajectories: Sequence[Any], *, segment: int | None =
 
     Raises:
         ValueError: If the trajectories live in different parameter spaces.
+        InputError: If a final snapshot holds NaN/inf (naming the trajectory, the snapshot and its tensors).
     """
     ends = []
-    for t in trajectories:
+    for k, t in enumerate(trajectories):
         # a trajectory's final snapshot is its last segment's: the earlier ones may have other dimensions (a grown
         # network), which a stack of every segment refuses
         last = -1 if segment is None and hasattr(t, "segments") and hasattr(t, "vectors") else segment
         src = SnapshotStack(t, last)
         ends.append(src.read(src.n - 1, src.n)[0].to(torch.float64))
+        if not bool(torch.isfinite(ends[-1]).all()):  # a silent NaN row and column of the distances otherwise
+            refuse_nonfinite(src, [src.n - 1], f"trajectories[{k}]")
     dims = {e.shape[0] for e in ends}
     if len(dims) > 1:
         raise ValueError(f"the final snapshots have different dimensions {sorted(dims)}")

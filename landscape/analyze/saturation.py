@@ -50,6 +50,15 @@ HISTOGRAM_RANGES: dict[type[nn.Module], Callable[[nn.Module], tuple[float, float
 
 
 # --------------------------------------------------------------------------- capture
+def _refuse_no_layers(layers: Any) -> None:
+    """Refuse an empty ``layers`` sequence: it measured nothing and returned ``{}``, read as "nothing saturates"."""
+    if isinstance(layers, Sequence) and not isinstance(layers, str) and len(layers) == 0:
+        raise ValueError(
+            "layers is empty: pass module names and/or module types to measure, e.g. layers=nn.Tanh (the default: "
+            "every Tanh of the model) or layers=['0', '2']"
+        )
+
+
 def _select_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]) -> list[tuple[str, nn.Module]]:
     named = dict(model.named_modules())
     if isinstance(layers, nn.Module):  # list(nn.Tanh()) raised "'Tanh' object is not iterable"
@@ -59,6 +68,7 @@ def _select_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]) ->
             + (f", or the module's name {mine[0]!r}" if mine else ", or module names")
         )
     specs = [layers] if isinstance(layers, str | type) else list(layers)
+    _refuse_no_layers(specs)
     chosen: dict[str, nn.Module] = {}
     for spec in specs:
         if isinstance(spec, str):
@@ -155,7 +165,7 @@ def measure_saturation(
 
     Raises:
         KeyError: For an unknown layer name.
-        ValueError: If no module matches, a range is unknown, or a layer never ran.
+        ValueError: If ``layers`` is empty, no module matches, a range is unknown, or a layer never ran.
         InputError: On empty data, NaN/inf in the inputs or weights (inputs are cast to the model's dtype,
             see :mod:`landscape.validation`), or inputs of a shape the model cannot take (naming the layer).
     """

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from landscape._options import parse_option
-from landscape.analyze.saturation import LayerSpec, RangeLike, measure_saturation
+from landscape.analyze.saturation import LayerSpec, RangeLike, _refuse_no_layers, measure_saturation
 from landscape.analyze.saturation_results import ActivationValue, SaturationHistory, SaturationStats
 from landscape.train.callbacks import Callback, EpochEvent, RecordTrajectory
 from landscape.train.loop import Trainer
@@ -89,6 +89,7 @@ class SaturationRecorder(Callback):
         if int(every_epochs) < 1:
             raise ValueError(f"every_epochs must be a positive integer, got {every_epochs}")
         parse_option(ActivationValue, value, "value")
+        _refuse_no_layers(layers)  # now, not at the first epoch's end
         measure_kwargs: _MeasureOptions = {
             "value": value,
             "bins": bins,

@@ -228,11 +228,21 @@ def stream_distances(
     return out
 
 
-def refuse_nonfinite(src: SnapshotStack) -> None:
-    """Name the snapshots holding NaN/inf (and their parameters, for trajectories); only on the error path."""
+def refuse_nonfinite(src: SnapshotStack, rows: Sequence[int] | None = None, argname: str = "X") -> None:
+    """Name the snapshots holding NaN/inf (and their parameters, for trajectories); only on the error path.
+
+    Args:
+        src: The snapshots.
+        rows: The stacked rows to look at (default all).
+        argname: The argument the snapshots came from, as the caller's user knows it.
+
+    Raises:
+        InputError: Always: naming the first five non-finite snapshots (index, step, counts, tensors), or saying
+            the snapshots are finite but their squared distances overflow.
+    """
     bad = []
     row = torch.empty(1, src.dim, dtype=src.dtype)
-    for i in range(src.n):
+    for i in range(src.n) if rows is None else rows:
         what = describe_nonfinite(src.read(i, i + 1, row)[0])
         if what is None:
             continue
@@ -244,13 +254,16 @@ def refuse_nonfinite(src: SnapshotStack) -> None:
             seg = next(sg for sg in part.traj.segments if sg.start <= pos < sg.stop)
             fin = torch.isfinite(row[0])
             names = " in " + ", ".join(repr(sp.name) for sp in seg.layout.specs if not bool(fin[sp.slice].all()))
-        bad.append(f"snapshot {i} (step {int(src.meta('steps')[i])}): {what}{names}")
+        run = f"trajectory {k}, " if len(src.parts) > 1 else ""
+        bad.append(f"snapshot {i} ({run}step {int(src.meta('steps')[i])}): {what}{names}")
         if len(bad) == 5:
             bad.append("...")
             break
     if not bad:
-        raise InputError("X: the snapshots are finite but their squared distances overflow; rescale them (float64?)")
+        raise InputError(
+            f"{argname}: the snapshots are finite but their squared distances overflow; rescale them (float64?)"
+        )
     raise InputError(
-        f"X holds non-finite snapshots: {'; '.join(bad)}. Expected finite weights: drop those snapshots (a diverged "
-        "run?) or fit on the ones before."
+        f"{argname} holds non-finite snapshots: {'; '.join(bad)}. Expected finite weights: drop those snapshots (a "
+        "diverged run?) or use the ones before."
     )

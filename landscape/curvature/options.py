@@ -5,7 +5,9 @@ list every keyword with its default (:func:`landscape._options.shows_keywords`),
 ``TypeError``. The operator's settings (:class:`OperatorOptions`) are taken by :class:`~landscape.HessianOperator`
 and :func:`~landscape.hessian_spectrum`; the spectrum's (:class:`SpectrumOptions`) by
 :func:`~landscape.curvature.spectrum.spectrum_of` and :func:`~landscape.hessian_spectrum`; the sharpness measures
-take :class:`PerturbationOptions` (and :class:`AscentOptions` for the gradient-ascent ones).
+take :class:`PerturbationOptions` (and :class:`AscentOptions` for the gradient-ascent ones); curvature over training
+(:func:`~landscape.curvature.training.trajectory_curvature`, :class:`~landscape.curvature.training.CurvatureRecorder`)
+takes :class:`CurvatureOptions`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ __all__ = [
     "OPERATOR_DEFAULTS",
     "SPECTRUM_DEFAULTS",
     "SHARPNESS_DEFAULTS",
+    "CurvatureOptions",
+    "CURVATURE_DEFAULTS",
 ]
 
 
@@ -185,4 +189,69 @@ SHARPNESS_DEFAULTS: dict[str, Any] = {
     "steps": 20,
     "restarts": 1,
     "step_size": 1.0,
+}
+
+
+# =========================================================================== curvature over training
+class CurvatureOptions(TypedDict, total=False):
+    """What is measured at each point of curvature over training (all optional).
+
+    Taken by :func:`~landscape.curvature.training.trajectory_curvature` and
+    :class:`~landscape.curvature.training.CurvatureRecorder`.
+
+    Attributes:
+        k: Top eigenvalues per point (default 1).
+        tol: Relative residual tolerance of the Lanczos stopping rule (default ``1e-4``).
+        warm_start: Start Lanczos from the previous points' eigenvectors (default ``True``).
+        extrapolate: Degree of the polynomial (in the step) through the last ``extrapolate + 1`` points'
+            eigenvectors that gives the start vectors (default 2; 0: the last vectors as they are).
+        per_layer: Also the top eigenvalue of each layer's diagonal Hessian block (weight and bias together;
+            default ``False``).
+        trace_products: Hutch++ products for a trace estimate per point (default 0: skips the trace).
+        max_steps: Product limit per Lanczos run (default as :func:`landscape.hessian_eigenpairs`).
+        block: Lanczos block size (default ``min(k, 2)``; warm: the start block holds all ``k`` previous
+            vectors, then the space grows by ``block`` residuals per step).
+        certify: Check each Lanczos result for missed eigenvalues (default ``True``; see
+            :func:`landscape.curvature.eigensolver.top_eigenpairs`). A warm start pays ``max(6, 0.15 m)``
+            products for it at every point (``m`` those of the iteration): it alone catches a start that
+            lacks the top eigenvector (e.g. an exact symmetry of the network keeping it out of the previous
+            vectors' Krylov space).
+        bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics of the given batches); see
+            :class:`~landscape.curvature.hessian.HessianOperator`. Default: the :class:`~landscape.problem.Problem`'s
+            when one is given, else ``"eval"``.
+        dtype: Compute dtype of the Hessian (default the model's; float64 for references).
+        seed: Seed of the random start vectors (default 0).
+        params: The parameters whose Hessian block is measured: ``None`` or ``"all"`` (default: every floating
+            parameter, frozen ones included, as in the parameter vector), ``"trainable"`` (those with
+            ``requires_grad=True``: the block that governs the training dynamics, and so the one to compare with
+            ``2 / lr`` when some are frozen), or tensor / layer names. ``per_layer`` then covers the selected
+            part of each layer.
+    """
+
+    k: int
+    tol: float
+    warm_start: bool
+    extrapolate: int
+    per_layer: bool
+    trace_products: int
+    max_steps: int | None
+    block: int | None
+    certify: bool
+    bn_mode: BNMode | str | None
+    dtype: torch.dtype | None
+    seed: int
+    params: str | Sequence[str] | None
+
+
+CURVATURE_DEFAULTS: dict[str, Any] = {
+    "k": 1,
+    "tol": 1e-4,
+    "warm_start": True,
+    "extrapolate": 2,
+    "per_layer": False,
+    "trace_products": 0,
+    "certify": True,
+    "bn_mode": None,
+    "seed": 0,
+    "params": None,
 }

@@ -26,7 +26,7 @@ from landscape import validation
 from landscape._options import check_int, keyword_values, parse_option, renamed, shows_keywords, typed_keywords
 from landscape.curvature.eigensolver import EigenPairs, Which, top_eigenpairs
 from landscape.curvature.hessian import _BATCH_NORM, HessianOperator, LossFn
-from landscape.curvature.lanczos import TraceEstimate, default_sigma, gaussian_density, hutchinson, hutchpp, slq
+from landscape.curvature.lanczos import TraceEstimate, default_sigma, gaussian_density, hutchinson, hutchpp, slq_runs
 from landscape.curvature.options import SPECTRUM_DEFAULTS, HessianSpectrumOptions, OperatorOptions, SpectrumOptions
 from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
@@ -170,7 +170,9 @@ def hessian_trace(
         seed: Seed of the probes.
 
     Returns:
-        Estimate, standard error and products used.
+        Estimate, standard error and products used; with ``n_products >= op.n`` the exact trace from ``op.n``
+        unit-vector products (``exact=True``, standard error 0): cheaper than either estimator there, and
+        Hutch++'s sketch spans the space only from ``3 n`` products.
     """
     op = _as_operator(op)
     method = parse_option(TraceMethod, method, "trace method")
@@ -191,7 +193,10 @@ class HessianSpectrum(Result):
         top_eigenvalues: Largest eigenvalues, shape ``(k,)`` (empty if not computed).
         top_error_bounds: Their error bounds (Lanczos plus rounding), shape ``(k,)``.
         trace: Estimates by method: ``"slq"`` (free, from the probes) and, if computed,
-            ``"hutchinson"`` and ``"hutchpp"``.
+            ``"hutchinson"`` and ``"hutchpp"``. Exact (listed in ``provenance.extra["trace_exact"]``, standard
+            error 0) when the budget allows: ``"slq"`` when a probe's recurrence ran ``n`` steps (``steps >= n``
+            and no breakdown: the sum of its Ritz values), the others when ``trace_products >= n``
+            (``n`` unit-vector products instead of the estimator).
         trace_stderr: Standard errors of the same estimates.
         hvp_count: Hessian-vector products spent on everything in this result.
         bn_mode: ``"eval"`` or ``"train"``: which BatchNorm statistics the Hessian is of.
@@ -333,7 +338,7 @@ def spectrum_of(
     # Probes in lockstep share each graph pass; fall back to one at a time (and float32 vectors) if large.
     block = n_probes if basis_bytes <= op.memory_budget // 2 else 1
     basis_dtype = torch.float64 if basis_bytes // n_probes * block <= op.memory_budget // 2 else torch.float32
-    nodes, weights = slq(
+    nodes, weights, lengths = slq_runs(
         op.matmat,
         op.n,
         n_probes,
@@ -348,6 +353,11 @@ def spectrum_of(
     trace = {"slq": float(per_probe.mean())}
     # the standard error of a mean of p samples, from their sample std (ddof=1), as Hutchinson's
     stderr = {"slq": float(per_probe.std(ddof=1) / math.sqrt(n_probes)) if n_probes > 1 else math.nan}
+    exact = []
+    full = lengths == op.n  # a recurrence of n steps spans the space: its n Ritz values are H's eigenvalues
+    if full.any():
+        trace["slq"], stderr["slq"] = float(nodes[full].sum(1).mean()), 0.0
+        exact.append("slq")
     top = bounds = residuals = np.zeros(0)
     if top_k > 0:
         pairs = hessian_eigenpairs(op, top_k, tol=tol, seed=seed + 1, progress=progress)
@@ -356,6 +366,8 @@ def spectrum_of(
         for method in TraceMethod:
             est = hessian_trace(op, trace_products, method=method, seed=seed + 2)
             trace[method.value], stderr[method.value] = est.estimate, est.stderr
+            if est.exact:
+                exact.append(method.value)
     prov = Provenance.here(
         seed=seed,
         data=data_description or f"{op.n_samples} samples",
@@ -366,6 +378,7 @@ def spectrum_of(
         top_k=top_k,  # computed: the request capped at the dimension (see top_k_requested)
         top_k_requested=requested,
         trace_products=trace_products,
+        trace_exact=exact,  # the traces that are exact (stderr 0), not estimates
         tol=tol,
         # the budget decides the probes run in lockstep and the basis' dtype (float32 when short), so the nodes
         memory_budget=op.memory_budget,

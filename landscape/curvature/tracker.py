@@ -11,7 +11,7 @@ that of a cold start, so only the number of Hessian-vector products changes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,7 @@ class CurvatureTracker:
         seed: int,
         extrapolate: int = 2,
         certify: bool = True,
+        params: str | Sequence[str] | None = None,
     ) -> None:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
@@ -70,6 +71,7 @@ class CurvatureTracker:
         self.k, self.tol, self.warm_start, self.per_layer = int(k), float(tol), bool(warm_start), bool(per_layer)
         self.trace_products, self.max_steps, self.block = int(trace_products), max_steps, block
         self.certify = bool(certify)
+        self.params = params if params is None or isinstance(params, str) else list(params)
         if bn_mode is None:  # the problem's, as everywhere a Problem is given (eval for plain data)
             bn_mode = data.bn_mode if isinstance(data, Problem) else BNMode.EVAL
         self.bn_mode, self.dtype, self.seed = BNMode(bn_mode), dtype, int(seed)
@@ -165,7 +167,7 @@ class CurvatureTracker:
                 self._problem = Problem(model, self.data, self.loss_fn, bn_mode=self.bn_mode.value, dtype=self.dtype)
         else:
             self._problem = self._problem.with_model(model)
-        op = HessianOperator(self._problem, bn_mode=self.bn_mode, dtype=self.dtype)
+        op = HessianOperator(self._problem, params=self.params, bn_mode=self.bn_mode, dtype=self.dtype)
         self.n_samples = op.n_samples
         found = (
             ("dtype", str(op.dtype)),
@@ -206,6 +208,9 @@ class CurvatureTracker:
         if self.trace_products:
             est = hessian_trace(op, self.trace_products, seed=self.seed + 2)
             row["trace"], row["trace_stderr"] = est.estimate, est.stderr
+            seen = self._computed.setdefault("trace_exact", [])  # exact when trace_products >= the dimension
+            if est.exact not in seen:
+                seen.append(est.exact)
         row["hvps"] = op.hvp_count
         self.rows.append(row)
         return row
@@ -220,8 +225,14 @@ class CurvatureTracker:
         converged = True
         eps = float(torch.finfo(op.dtype).eps)
         gen = torch.Generator()
+        # a layer's positions in the operator's vector (its selected parameters only: params= may leave some out)
+        position = torch.full((op.layout.numel,), -1, dtype=torch.long)
+        position[op.index] = torch.arange(op.n)
         for name in op.layout.layers:
-            idx = op.layout.layer_index(name)
+            idx = position[op.layout.layer_index(name)]
+            idx = idx[idx >= 0]
+            if len(idx) == 0:
+                continue
 
             def block(V: Tensor, idx: Tensor = idx) -> Tensor:
                 full = V.new_zeros(op.n, V.shape[1])
@@ -252,12 +263,14 @@ class CurvatureTracker:
 
         What was computed: ``dtype`` (of the Hessian products), ``model_dtype``, the loss ``reduction`` (one
         value, or the list of the values the measured models gave), ``batchnorm`` (whether any measured model
-        has BatchNorm: without, ``bn_mode`` changes nothing) and the operators' ``notes``.
+        has BatchNorm: without, ``bn_mode`` changes nothing), the operators' ``notes`` and, with a trace,
+        ``trace_exact`` (whether the traces are exact: ``trace_products`` at least the dimension).
         """
         return Provenance.here(
             seed=self.seed,
             data=data_description or f"{self.n_samples} samples",
             trace_products=self.trace_products,
+            params="all" if self.params is None else self.params,
             max_steps=self.max_steps,
             block=self.block,
             certify=self.certify,

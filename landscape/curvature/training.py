@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,8 +31,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landscape._options import keyword_values, shows_keywords
+from landscape.curvature.options import CURVATURE_DEFAULTS as _DEFAULTS
+from landscape.curvature.options import CurvatureOptions
 from landscape.curvature.tracker import CurvatureTracker
-from landscape.functional import BNMode
 from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
 from landscape.train.callbacks import RecordTrajectory
@@ -42,7 +44,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = [
-    "CurvatureOptions",
     "CurvatureTrace",
     "trajectory_curvature",
     "CurvatureRecorder",
@@ -51,60 +52,6 @@ __all__ = [
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-class CurvatureOptions(TypedDict, total=False):
-    """What is measured at each point, by :func:`trajectory_curvature` and :class:`CurvatureRecorder` (all optional).
-
-    Attributes:
-        k: Top eigenvalues per point (default 1).
-        tol: Relative residual tolerance of the Lanczos stopping rule (default ``1e-4``).
-        warm_start: Start Lanczos from the previous points' eigenvectors (default ``True``).
-        extrapolate: Degree of the polynomial (in the step) through the last ``extrapolate + 1`` points'
-            eigenvectors that gives the start vectors (default 2; 0: the last vectors as they are).
-        per_layer: Also the top eigenvalue of each layer's diagonal Hessian block (weight and bias together;
-            default ``False``).
-        trace_products: Hutch++ products for a trace estimate per point (default 0: skips the trace).
-        max_steps: Product limit per Lanczos run (default as :func:`landscape.hessian_eigenpairs`).
-        block: Lanczos block size (default ``min(k, 2)``; warm: the start block holds all ``k`` previous
-            vectors, then the space grows by ``block`` residuals per step).
-        certify: Check each Lanczos result for missed eigenvalues (default ``True``; see
-            :func:`landscape.curvature.eigensolver.top_eigenpairs`). A warm start pays ``max(6, 0.15 m)``
-            products for it at every point (``m`` those of the iteration): it alone catches a start that
-            lacks the top eigenvector (e.g. an exact symmetry of the network keeping it out of the previous
-            vectors' Krylov space).
-        bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics of the given batches); see
-            :class:`~landscape.curvature.hessian.HessianOperator`. Default: the :class:`~landscape.problem.Problem`'s
-            when one is given, else ``"eval"``.
-        dtype: Compute dtype of the Hessian (default the model's; float64 for references).
-        seed: Seed of the random start vectors (default 0).
-    """
-
-    k: int
-    tol: float
-    warm_start: bool
-    extrapolate: int
-    per_layer: bool
-    trace_products: int
-    max_steps: int | None
-    block: int | None
-    certify: bool
-    bn_mode: BNMode | str | None
-    dtype: torch.dtype | None
-    seed: int
-
-
-_DEFAULTS: dict[str, Any] = {
-    "k": 1,
-    "tol": 1e-4,
-    "warm_start": True,
-    "extrapolate": 2,
-    "per_layer": False,
-    "trace_products": 0,
-    "certify": True,
-    "bn_mode": None,
-    "seed": 0,
-}
 
 
 @register_result
@@ -241,11 +188,40 @@ def _trace_of(
     )
 
 
-def _lrs(lr: float | Sequence[float] | None, traj: Trajectory, idx: list[int]) -> np.ndarray:
+def _lr_metric(traj: Trajectory, metric_prefix: str | None) -> str | None:
+    """The recorded learning rate's name (see :func:`trajectory_curvature`'s ``metric_prefix``), or ``None``.
+
+    Raises:
+        ValueError: If ``metric_prefix`` is given and ``<metric_prefix>lr`` was not recorded, or several
+            recorders' prefixes are and none was chosen.
+    """
+    names = traj.metric_names
+    if metric_prefix is not None:
+        if f"{metric_prefix}lr" not in names:
+            raise ValueError(
+                f"metric_prefix={metric_prefix!r}: the trajectory has no metric {metric_prefix + 'lr'!r}; "
+                f"the metrics recorded are {names}"
+            )
+        return f"{metric_prefix}lr"
+    if "lr" in names:
+        return "lr"
+    found = [
+        n[: -len("lambda_max")] for n in names if n.endswith("lambda_max") and f"{n[: -len('lambda_max')]}lr" in names
+    ]
+    if len(found) > 1:
+        raise ValueError(
+            f"the trajectory has the learning rates of several curvature recorders ({[f + 'lr' for f in found]}): "
+            f"pass metric_prefix= (one of {found}) or lr="
+        )
+    return f"{found[0]}lr" if found else None
+
+
+def _lrs(
+    lr: float | Sequence[float] | None, traj: Trajectory, idx: list[int], metric_prefix: str | None = None
+) -> np.ndarray:
     if lr is None:
-        if "lr" in traj.metric_names:
-            return traj.metric("lr")[idx]
-        return np.full(len(idx), np.nan)
+        name = _lr_metric(traj, metric_prefix)
+        return np.full(len(idx), np.nan) if name is None else traj.metric(name)[idx]
     if isinstance(lr, int | float):
         return np.full(len(idx), float(lr))
     out = np.asarray(lr, dtype=np.float64)
@@ -264,6 +240,7 @@ def trajectory_curvature(
     *,
     indices: Sequence[int] | None = None,
     lr: float | Sequence[float] | None = None,
+    metric_prefix: str | None = None,
     label: str = "",
     data_description: str = "",
     progress: bool = False,
@@ -288,7 +265,10 @@ def trajectory_curvature(
             is taken.
         indices: Snapshots to analyze (default all, in order; negative indices allowed).
         lr: Learning rate (one number, or one per analyzed snapshot) for the ``2 / lr`` line; default the
-            trajectory's ``"lr"`` metric if recorded, else unknown.
+            trajectory's ``"<metric_prefix>lr"`` metric if recorded, else unknown.
+        metric_prefix: The prefix of the recorded learning rate's name (a :class:`CurvatureRecorder`'s
+            ``metric_prefix``); default ``"lr"`` if recorded, else the ``<p>lr`` a recorder wrote beside its
+            ``<p>lambda_max`` (an error when several recorders' are).
         label: Run name for legends.
         data_description: Text for the provenance.
         progress: Show a progress bar over snapshots (default quiet, as every analyzer).
@@ -300,7 +280,8 @@ def trajectory_curvature(
         The curvature at each analyzed snapshot.
 
     Raises:
-        ValueError: On ``k < 1``, a non-positive ``tol``, or a template that does not fit a snapshot.
+        ValueError: On ``k < 1``, a non-positive ``tol``, a template that does not fit a snapshot, or a
+            ``metric_prefix`` whose learning rate was not recorded.
         InputError: On invalid data or weights (see :mod:`landscape.validation`).
     """
     T = len(trajectory)
@@ -318,7 +299,7 @@ def trajectory_curvature(
     tracker = CurvatureTracker(
         loss_fn, tracker_data, **keyword_values("trajectory_curvature", options, CurvatureOptions, _DEFAULTS)
     )
-    lrs = _lrs(lr, trajectory, idx)
+    lrs = _lrs(lr, trajectory, idx, metric_prefix)  # before the work: a wrong prefix fails now
     steps, epochs = trajectory.steps, trajectory.epochs
     for i in tqdm(idx, desc="curvature", disable=not progress, leave=False):
         snapshot_model = trajectory.model_at(model, i)  # a private copy: the template is never written
@@ -352,9 +333,10 @@ class CurvatureRecorder(RecordTrajectory):
         trajectory: Where snapshots go (a :class:`~landscape.trajectory.store.Trajectory`); ``None`` keeps only
             :attr:`trace_`.
         data: Data of the loss whose Hessian is taken, or a :class:`~landscape.problem.Problem` (its data, loss,
-            ``bn_mode`` and dtype; pass the one a :class:`~landscape.train.loop.Trainer` was built from to measure
-            its Hessian: the trainer keeps only its model, data and loss); default the trainer's training data.
-        loss_fn: Its batch-mean loss; default the trainer's.
+            ``bn_mode`` and dtype); default the :class:`~landscape.problem.Problem` the
+            :class:`~landscape.train.loop.Trainer` was built from (its ``bn_mode``, loss and data), else the
+            trainer's training data.
+        loss_fn: Its batch-mean loss; default the trainer's (or its problem's).
         every_steps: Record every this many optimizer steps.
         every_epochs: Also record every this many epochs (default not: full-batch steps are epochs).
         metric_prefix: Prefix of the metric names.
@@ -406,9 +388,27 @@ class CurvatureRecorder(RecordTrajectory):
         self._lrs: list[float] = []
 
     def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
-        data = self.data if self.data is not None else trainer.data
-        loss_fn = self.loss_fn if self.loss_fn is not None else trainer.loss_fn
-        self._tracker = CurvatureTracker(loss_fn, data, **self.options)
+        # A trainer built from a Problem keeps it: its Hessian (bn_mode, loss, dtype) is the one measured, as
+        # trajectory_curvature(traj, problem) measures; without it the trainer's data and loss gave eval mode.
+        problem = getattr(trainer, "problem", None)
+        options = dict(self.options)
+        if self.data is None and self.loss_fn is None and problem is not None:
+            data, loss_fn = problem, None
+        else:
+            data = self.data if self.data is not None else trainer.data
+            loss_fn = self.loss_fn if self.loss_fn is not None else trainer.loss_fn
+            if problem is not None and options["bn_mode"] is None and self.data is None:
+                options["bn_mode"] = problem.bn_mode  # another loss on the problem's data: still its bn_mode
+        frozen = [n for n, t in trainer.model.named_parameters() if t.is_floating_point() and not t.requires_grad]
+        if frozen and options["params"] in (None, "all"):
+            warnings.warn(
+                f"CurvatureRecorder: the Hessian covers {len(frozen)} frozen parameter tensors ({frozen[:3]}...), "
+                "which training does not move; pass params='trainable' for the block that governs the dynamics "
+                "(the one to compare with 2 / lr), or params='all' to keep them",
+                UserWarning,
+                stacklevel=2,
+            )
+        self._tracker = CurvatureTracker(loss_fn, data, **options)
         self._steps, self._epochs, self._indices, self._lrs = [], [], [], []
         super().on_train_begin(trainer)
 
@@ -460,6 +460,7 @@ def gradient_descent_curvature(
     trajectory: Trajectory | None = None,
     label: str = "",
     progress: bool = False,
+    params: str | Sequence[str] | None = None,
 ) -> tuple[CurvatureTrace, list[dict[str, float]]]:
     """Full-batch gradient descent with the top Hessian eigenvalue recorded every ``every_steps`` steps.
 
@@ -486,6 +487,8 @@ def gradient_descent_curvature(
         trajectory: Where to write the snapshots (default: nowhere, only the trace).
         label: Run name (default ``"lr=<lr>"``).
         progress: Show a progress bar over steps (default quiet, as every analyzer).
+        params: The parameters whose Hessian block is measured (:class:`CurvatureOptions`'s ``params``):
+            ``"trainable"`` leaves frozen parameters, which gradient descent does not move, out.
 
     Returns:
         ``(trace, history)``: the curvature trace, and the trainer's per-step history (``train_loss`` at
@@ -507,6 +510,7 @@ def gradient_descent_curvature(
         warm_start=warm_start,
         seed=seed,
         label=label or f"lr={lr:g}",
+        params=params,
     )
     trainer = Trainer(
         model,

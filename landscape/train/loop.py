@@ -199,6 +199,8 @@ class Trainer:
         from landscape.problem import Problem
 
         given = data  # before a Problem's data are read (batched there with batch_size)
+        # kept whole for callbacks that measure its loss (its bn_mode, closure-free loss and dtype): CurvatureRecorder
+        self.problem: Problem | None = model if isinstance(model, Problem) else None
         if isinstance(model, Problem):  # its model, data and loss (the loop needs loss(outputs, targets))
             if data is not None or loss_fn is not None:
                 raise TypeError("model is a Problem, which holds its data and loss; pass neither data nor loss_fn")
