@@ -70,3 +70,23 @@ def test_fit_curve_keeps_token_ids_integer_for_an_embedding_model():
     ts = [0.0, 0.3, 1.0]
     res = evaluate_curve(a, curve, (X, y), ts=ts)
     np.testing.assert_allclose(res.metrics["loss"], _bezier_losses(_TokenNet(), curve.control, X, y, ts), rtol=1e-10)
+
+
+def test_evaluate_curve_reads_a_model_returning_a_dict_as_fit_curve_trains_it():
+    # fit_curve trained on the output rule (a mapping's "logits"); evaluate_curve refused the same model, telling the
+    # caller to pass a Problem, which it does not take.
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=g)
+    torch.manual_seed(0)
+    a = _DictNet().double()
+    torch.manual_seed(1)
+    b = _DictNet().double()
+    curve = fit_curve(a, b, (X, y), optimizer_kwargs={"lr": 0.1}, epochs=2, batch_size=10)
+    ts = [0.0, 0.5, 1.0]
+    res = evaluate_curve(a, curve, (X, y), ts=ts)
+    np.testing.assert_allclose(res.metrics["loss"], _bezier_losses(_DictNet(), curve.control, X, y, ts), rtol=1e-10)
+    ref_acc = [
+        (model_at(a, torch.as_tensor(p))(X)["logits"].argmax(1) == y).double().mean().item() for p in curve.points(ts)
+    ]
+    np.testing.assert_allclose(res.metrics["accuracy"], ref_acc)

@@ -46,6 +46,7 @@ from landscape.evaluate.affine import AffinePoints
 from landscape.evaluate.points import evaluate_points
 from landscape.functional import BNMode
 from landscape.params import ParamLayout, functional_forward, parameter_mask
+from landscape.problem import as_problem
 from landscape.results import Provenance, Result, register_result
 from landscape.validation import _takes_integer_inputs, check_vector
 
@@ -368,12 +369,12 @@ def evaluate_curve(
         raise ValueError(f"a curve's control points are (3, D) [w0, theta, w1], got shape {tuple(basis.shape)}")
     layout.check_vector(basis[0])
     pts = AffinePoints(basis, curve_coefficients(curve.shape, t))
+    # through a problem, as every slice: the output rule (a mapping's logits, a tuple's first) that fit_curve trained on
+    prob = as_problem(model, data, loss_fn, bn_mode=bn.value if bn in (BNMode.EVAL, BNMode.TRAIN) else None)
     res = evaluate_points(
-        model,
+        prob,
         pts,
-        data,
         metrics=metrics,
-        loss_fn=loss_fn,
         bn_mode=bn,
         bn_data=bn_data,
         batch_size=batch_size,
