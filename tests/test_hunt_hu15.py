@@ -90,3 +90,36 @@ def test_evaluate_curve_reads_a_model_returning_a_dict_as_fit_curve_trains_it():
         (model_at(a, torch.as_tensor(p))(X)["logits"].argmax(1) == y).double().mean().item() for p in curve.points(ts)
     ]
     np.testing.assert_allclose(res.metrics["accuracy"], ref_acc)
+
+
+def _tanh_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+
+
+def test_measure_saturation_takes_numpy_arrays_and_mapping_batches_as_every_analyzer():
+    # docs/arguments.md: every analyzer's shorthand takes a pair (X, y) and mapping batches; measure_saturation
+    # refused numpy arrays ("inputs must be a tensor, got ndarray") and dict batches ("got dict").
+    from torch.utils.data import DataLoader, Dataset
+
+    from landscape import measure_saturation
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 4, generator=g)
+    y = torch.randint(0, 3, (40,), generator=g)
+    net = _tanh_net()
+    with torch.no_grad():
+        acts = net[1](net[0](X)).flatten().double().numpy()
+    ref = np.percentile(acts, [50.0, 98.0])  # exact: 240 values, under exact_limit
+
+    class Samples(Dataset):
+        def __len__(self) -> int:
+            return 40
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            return {"input": X[i], "label": y[i]}  # Sequential's forward takes `input`
+
+    for data in [(X.numpy(), y.numpy()), X.numpy(), DataLoader(Samples(), batch_size=16)]:
+        stats = measure_saturation(net, data, percentiles=(50, 98))["1"]
+        assert stats.count == 240
+        np.testing.assert_allclose(stats.values, ref, rtol=1e-6)
