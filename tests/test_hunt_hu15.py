@@ -123,3 +123,34 @@ def test_measure_saturation_takes_numpy_arrays_and_mapping_batches_as_every_anal
         stats = measure_saturation(net, data, percentiles=(50, 98))["1"]
         assert stats.count == 240
         np.testing.assert_allclose(stats.values, ref, rtol=1e-6)
+
+
+def test_trainer_takes_a_numpy_pair_as_the_same_tensor_pair():
+    # Trainer(Problem(net, (X_np, y_np))) trained; Trainer(net, (X_np, y_np)) warned that batch_size was ignored
+    # ("this tuple yields its own batches") and then failed on "batch 0 ... got ndarray".
+    import warnings
+
+    from landscape.train import Trainer
+    from landscape.trajectory import Trajectory
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 4, generator=g)
+    y = torch.randint(0, 3, (40,), generator=g)
+    runs = []
+    for data, val in [((X, y), (X[:10], y[:10])), ((X.numpy(), y.numpy()), (X[:10].numpy(), y[:10].numpy()))]:
+        traj = Trajectory()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "batch_size is ignored"
+            tr = Trainer(
+                _tanh_net(),
+                data,
+                optimizer="sgd",
+                epochs=2,
+                batch_size=16,
+                seed=0,
+                trajectory=traj,
+                eval_data={"v": val},
+            ).fit()
+        runs.append((tr.history_, torch.stack([s.vector for s in traj])))
+    assert runs[0][0] == runs[1][0]
+    assert torch.equal(runs[0][1], runs[1][1])

@@ -91,11 +91,18 @@ def _batches(
     return iterate_batches(data)
 
 
-def _problem_data(problem: Problem, batch_size: int | None) -> Any:
-    """A problem's data in the loop's forms: arrays as tensors, a ``Dataset`` batched in order as the problem does."""
-    data = problem.data
+def _as_tensors(data: Any) -> Any:
+    """A pair of numpy arrays (or tensors) as a tensor pair; anything else as it is."""
     if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor | np.ndarray) for t in data):
         return tuple(torch.as_tensor(t) for t in data)
+    return data
+
+
+def _problem_data(problem: Problem, batch_size: int | None) -> Any:
+    """A problem's data in the loop's forms: arrays as tensors, a ``Dataset`` batched in order as the problem does."""
+    data = _as_tensors(problem.data)
+    if is_tensor_pair(data):
+        return data
     loader = dataset_loader(data, batch_size)
     return data if loader is None else loader
 
@@ -190,7 +197,8 @@ class Trainer:
     ) -> None:
         from landscape.problem import Problem
 
-        given = data  # before a Problem's data are read (batched there with batch_size)
+        given = data = _as_tensors(data)  # before a Problem's data are read (batched there with batch_size)
+        eval_data = {k: _as_tensors(d) for k, d in eval_data.items()} if isinstance(eval_data, Mapping) else eval_data
         if isinstance(model, Problem):  # its model, data and loss (the loop needs loss(outputs, targets))
             if data is not None or loss_fn is not None:
                 raise TypeError("model is a Problem, which holds its data and loss; pass neither data nor loss_fn")
