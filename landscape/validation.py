@@ -87,7 +87,11 @@ __all__ += _checks.__all__  # the tensor-level checks, re-exported by the import
 
 # --------------------------------------------------------------------------- model
 def _takes_integer_inputs(model: nn.Module) -> bool:
-    # Token ids must stay integers; any model with an embedding table is taken to want them.
+    # Token ids must stay integers; any model with an embedding table is taken to want them. A module that runs an
+    # architecture it does not hold as a submodule (a mode-connecting curve's) says so in ``integer_inputs``.
+    own = getattr(model, "integer_inputs", None)
+    if isinstance(own, bool):
+        return own
     return any(isinstance(m, nn.Embedding | nn.EmbeddingBag) for m in model.modules())
 
 

@@ -48,7 +48,7 @@ from landscape.functional import BNMode
 from landscape.params import ParamLayout, functional_forward, parameter_mask
 from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
-from landscape.validation import check_vector
+from landscape.validation import _takes_integer_inputs, check_vector
 
 __all__ = [
     "CurveKind",
@@ -192,6 +192,8 @@ class _CurveModel(nn.Module):
         self._layout = ParamLayout.from_model(base)
         self.trainable = parameter_mask(base, "trainable", self._layout)
         self.fixed = None if bool(self.trainable.all()) else bend.detach().clone()
+        # the trainer's data check cannot see the base's embeddings: token ids would be cast to floats
+        self.integer_inputs = _takes_integer_inputs(base)
 
     def reset_frozen(self) -> None:
         """Put the frozen entries of the parameter back (weight decay moves them): a recorded bend is the one used."""

@@ -17,15 +17,18 @@ Capture never changes the model: hooks are removed and train/eval modes restored
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from landscape._batch import split_batch, to_device
 from landscape._options import parse_option
 from landscape.analyze.histogram import StreamingHistogram
 from landscape.analyze.saturation_results import ActivationValue, SaturationStats
@@ -111,17 +114,27 @@ def _range_for(name: str, module: nn.Module, rng: RangeLike, value: ActivationVa
     return lo, hi
 
 
-def _iter_inputs(data: Any, batch_size: int | None) -> Iterator[Any]:
-    if isinstance(data, Tensor):
+def _iter_inputs(data: Any, batch_size: int | None) -> Iterator[tuple[tuple[Any, ...], dict[str, Any], int]]:
+    """The shorthand's batches as ``(inputs, keyword inputs, samples)`` (samples counted for mapping batches only).
+
+    Numpy arrays are read as tensors; a mapping batch's entries are passed by name without its labels, as
+    :class:`~landscape.problem.Problem` reads them.
+    """
+    if isinstance(data, Tensor | np.ndarray):
         data = (data,)
-    if isinstance(data, tuple | list) and data and all(isinstance(t, Tensor) for t in data):
-        x = data[0]
+    if isinstance(data, tuple | list) and data and all(isinstance(t, Tensor | np.ndarray) for t in data):
+        x = torch.as_tensor(data[0])
         step = batch_size or x.shape[0]
-        for i in range(0, x.shape[0], step):
-            yield x[i : i + step]
+        for i in builtins.range(0, x.shape[0], step):  # ``range`` is measure_saturation's histogram range here
+            yield (x[i : i + step],), {}, 0
         return
-    for batch in data:
-        yield batch[0] if isinstance(batch, tuple | list) else batch
+    for i, batch in enumerate(data):
+        if isinstance(batch, Mapping):
+            b = split_batch(batch, i)
+            yield b.inputs, b.kwargs, b.size
+        else:
+            x = batch[0] if isinstance(batch, tuple | list) else batch
+            yield (torch.as_tensor(x) if isinstance(x, np.ndarray) else x,), {}, 0
 
 
 def measure_saturation(
@@ -144,8 +157,8 @@ def measure_saturation(
         model: A :class:`~landscape.problem.Problem` (its model run on its batches, any form: several
             inputs, mapping batches; under a closure loss the closure runs the model, Dropout off), or the
             network (only run forward; hooks are removed and modes restored afterwards) with ``data``.
-        data: With a network: inputs ``X (N, ...)``, a pair ``(X, y)``, or an iterable of batches ``(X, y)``
-            or ``X``.
+        data: With a network: inputs ``X (N, ...)``, a pair ``(X, y)`` (tensors or numpy arrays), or an iterable
+            of batches ``(X, y)``, ``X`` or mappings (their entries passed to the model by name, the labels left out).
         layers: Module names and/or module types (default: every ``nn.Tanh``). A module called several
             times per forward gives one layer per call, named ``"name#0"``, ``"name#1"``, ...
         percentiles: Percentile levels (Persistent Neurons Fig. 14: 98).
@@ -235,15 +248,19 @@ def measure_saturation(
                             break
                     checker.n_samples += b.size
             else:
-                for i, x in enumerate(
+                for i, (xs, kw, size) in enumerate(
                     tqdm(_iter_inputs(data, batch_size), disable=not progress, desc="activations", leave=False)
                 ):
-                    # cast to the model's dtype, NaN/inf inputs refused; buffers are the private copies
-                    x = checker(x, None, i)[0]
+                    if kw or len(xs) != 1:  # a mapping batch: its floating entries cast to the model's dtype
+                        dev = next((t.device for t in model.parameters()), torch.device("cpu"))
+                        xs, kw = to_device(xs, checker.dtype, dev), to_device(kw, checker.dtype, dev)
+                        checker.n_samples += size
+                    else:  # cast to the model's dtype, NaN/inf inputs refused; buffers are the private copies
+                        xs = (checker(xs[0], None, i)[0],)
                     try:
-                        torch.func.functional_call(model, bufs, (x,), strict=False)
+                        torch.func.functional_call(model, bufs, xs, kw, strict=False)
                     except RuntimeError as e:
-                        refused = (((x,), {}, None), e)
+                        refused = ((xs, kw, None), e)
                         break
     finally:
         for h in handles:

@@ -32,15 +32,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape._batch import dataset_loader
 from landscape._loss import sum_reduced, weighted_count, weighted_form
 from landscape._options import check_count, check_int, parse_option, shows_forwarded
-from landscape.data.batches import iterate_batches
 from landscape.functional import model_output
+from landscape.train._data import DataLike, _as_tensors, _batches, _check_pair, _problem_data
 from landscape.train._progress import Progress
 from landscape.train.callbacks import (
     Callback,
@@ -52,7 +50,7 @@ from landscape.train.callbacks import (
     error_event,
 )
 from landscape.train.metrics import CorrectCounter, evaluate_dataset, resolve_loss
-from landscape.validation import InputError, is_tensor_pair, validate_training_sets
+from landscape.validation import is_tensor_pair, validate_training_sets
 
 if TYPE_CHECKING:
     from landscape.problem import Problem
@@ -60,8 +58,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Trainer", "fit", "seed_everything"]
 
-Batch = tuple[Tensor, Tensor]
-DataLike = tuple[Tensor, Tensor] | Iterable[Batch]
 OptimizerSpec = str | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
@@ -80,32 +76,6 @@ def _tracking(optimizer: Any, model: nn.Module) -> Any:
     if callable(track):
         track(model)
     return optimizer
-
-
-def _check_pair(data: tuple[Tensor, Tensor], what: str) -> None:
-    x, y = data
-    if x.shape[0] != y.shape[0]:
-        raise InputError(f"{what}: inputs have {x.shape[0]} samples but targets have {y.shape[0]}")
-    if x.shape[0] == 0:
-        raise InputError(f"{what}: the data set is empty; expected at least one (X, y) sample")
-
-
-def _batches(
-    data: DataLike, batch_size: int | None, shuffle: bool, generator: torch.Generator | None
-) -> Iterator[Batch]:
-    # Batching options apply to tensor pairs only; an iterable of batches is taken as it comes.
-    if is_tensor_pair(data):
-        return iterate_batches(data, batch_size, shuffle, generator)
-    return iterate_batches(data)
-
-
-def _problem_data(problem: Problem, batch_size: int | None) -> Any:
-    """A problem's data in the loop's forms: arrays as tensors, a ``Dataset`` batched in order as the problem does."""
-    data = problem.data
-    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor | np.ndarray) for t in data):
-        return tuple(torch.as_tensor(t) for t in data)
-    loader = dataset_loader(data, batch_size)
-    return data if loader is None else loader
 
 
 class Trainer:
@@ -198,7 +168,8 @@ class Trainer:
     ) -> None:
         from landscape.problem import Problem
 
-        given = data  # before a Problem's data are read (batched there with batch_size)
+        given = data = _as_tensors(data)  # before a Problem's data are read (batched there with batch_size)
+        eval_data = {k: _as_tensors(d) for k, d in eval_data.items()} if isinstance(eval_data, Mapping) else eval_data
         # kept whole for callbacks that measure its loss (its bn_mode, closure-free loss and dtype): CurvatureRecorder
         self.problem: Problem | None = model if isinstance(model, Problem) else None
         if isinstance(model, Problem):  # its model, data and loss (the loop needs loss(outputs, targets))
