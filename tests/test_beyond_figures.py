@@ -107,10 +107,36 @@ def test_im_table1_pair_undoes_a_hidden_permutation():
     b = apply_permutation(spec, random_permutation(spec, seed=3), a)
     gen = torch.Generator().manual_seed(0)
     data = (torch.randn(64, 1, 8, 8, generator=gen), torch.randint(0, 10, (64,), generator=gen))
-    r = bit._pair(a, b, data)
+    r = bit._pairs([("a", "b")], {"a": a, "b": b}, data)[0]
     assert r["moved"] > 0.5
     assert r["before"] > 1e-3  # the midpoint of a and a relabelled a is a different network
     assert abs(r["after"]) < 1e-5 and np.ptp(r["line_after"]) < 1e-5
+
+
+def test_im_table1_pairs_grouped_by_first_network_are_the_lines_one_by_one():
+    """Lines evaluated together from one network (its own point once) are :func:`loss_barrier`'s, line by line."""
+    import torch
+
+    from figures.beyond import im_table1 as bit
+    from landscape import loss_barrier, weight_matching
+    from landscape.models import build_model
+
+    nets = {
+        s: build_model("vgg", (1, 8, 8), 10, cfg=(6, "M", 8, "M"), hidden=12, dropout=0.0, seed=s).double()
+        for s in range(3)
+    }
+    gen = torch.Generator().manual_seed(0)
+    data = (torch.randn(40, 1, 8, 8, generator=gen, dtype=torch.float64), torch.randint(0, 10, (40,), generator=gen))
+    jobs = [(0, 1), (0, 2), (1, 2), (2, 2)]  # two from network 0; a network with itself: the identity, one line
+    rows = bit._pairs(jobs, nets, data)
+    assert rows[3]["moved"] == 0 and rows[3]["before"] == rows[3]["after"] == 0
+    for (i, j), r in zip(jobs, rows):
+        aligned = weight_matching(a=nets[i], b=nets[j]).apply(nets[j])
+        for when, b in (("before", nets[j]), ("after", aligned)):
+            want = loss_barrier(a=nets[i], b=b, data=data, alphas=bit.ALPHAS, bn_mode="recompute")
+            np.testing.assert_allclose(r[f"line_{when}"], want.metrics["loss"], rtol=1e-12, atol=1e-12)
+            assert r[when] == pytest.approx(want.loss_barrier, rel=1e-9, abs=1e-12)
+            assert r[f"acc_{when}"] == pytest.approx(want.accuracy_barrier, abs=1e-12)
 
 
 def test_im_table1_pair_recomputes_batchnorm_statistics_at_every_point():
@@ -133,7 +159,7 @@ def test_im_table1_pair_recomputes_batchnorm_statistics_at_every_point():
     a, b = a.double(), b.double()
     gen = torch.Generator().manual_seed(0)
     data = (torch.randn(48, 1, 8, 8, generator=gen, dtype=torch.float64), torch.randint(0, 10, (48,), generator=gen))
-    r = bit._pair(a, b, data)
+    r = bit._pairs([("a", "b")], {"a": a, "b": b}, data)[0]
 
     def reset_loss(alpha: float) -> float:
         m = copy.deepcopy(a)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from landscape.trajectory import build_once, cache_lock, cached_json, lock_path, temp_paths
+from landscape.trajectory import build_once, cache_lock, cached_file, cached_json, lock_path, temp_paths
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="advisory locks are POSIX-only")
 
@@ -117,3 +117,37 @@ def test_cached_json_computes_once_and_reads_back(tmp_path):
     assert len(calls) == 1
     assert json.dumps(first) == json.dumps(again) == json.dumps(compute())
     assert cached_json(None, compute)["b"] == "x" and len(calls) == 3
+
+
+def test_cached_json_computes_a_damaged_file_again(tmp_path):
+    calls = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"a": 2.5}
+
+    path = tmp_path / "r.json"
+    path.write_text('{"a": 2.')  # truncated: a finished file that is not JSON
+    assert cached_json(path, compute) == {"a": 2.5} and len(calls) == 1
+    assert json.loads(path.read_text()) == {"a": 2.5}  # rewritten
+    assert cached_json(path, compute) == {"a": 2.5} and len(calls) == 1
+
+
+def test_cached_file_rebuilds_what_its_reader_rejects_and_raises_if_the_rebuild_is_damaged_too(tmp_path):
+    def load(p: Path) -> float:
+        value = json.loads(p.read_text())["value"]  # KeyError on another format
+        if not isinstance(value, float):
+            raise TypeError(f"not a float: {value!r}")
+        return value
+
+    def dump(value: float, tmp: Path) -> None:
+        tmp.write_text(json.dumps({"value": value}))
+
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps({"other": 1.0}))  # valid JSON, wrong content
+    assert cached_file(path, lambda: 0.1 + 0.2, dump, load) == 0.1 + 0.2
+    assert cached_file(path, lambda: 1 / 0, dump, load) == 0.1 + 0.2  # read back, not computed
+    path.unlink()
+    with pytest.raises(TypeError, match="not a float"):  # a writer that writes what its reader rejects: an error
+        cached_file(path, lambda: 3, dump, load)
+    assert not temp_paths(path)

@@ -1,8 +1,12 @@
 """Im, Tao & Branson figures: the shared run pool (figures/im/_setup.py), the measures, two figures at tiny scale."""
 
+import copy
 import dataclasses
 import math
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -318,15 +322,28 @@ def test_line_losses_are_the_line_memoized_and_kept_beside_the_runs(runs, monkey
     )
     runs.line_losses(template, sgd.final, adam.final, np.linspace(0, 1, 6), **kw)
     assert len(calls) == 3
+    lines = [
+        (sgd.final, adam.final, alphas),
+        (adam.final, sgd.final, alphas),
+        (sgd.final, adam.final, np.linspace(0, 1, 6)),
+    ]
+    values = [runs.line_losses(template, p, q, al, **kw) for p, q, al in lines]
     # a fresh process reads the file beside the runs, bitwise
     monkeypatch.setattr(_runs, "_LINES", {})
     fresh = ImRuns(TINY, runs.root.parent)
     assert np.array_equal(fresh.line_losses(template, sgd.final, adam.final, alphas, **kw), direct)
     assert len(calls) == 3 and any((runs.root / "_lines").glob("*.npy"))
+    # a damaged file (truncated, or a line of other positions) is computed again and rewritten
+    files = sorted((runs.root / "_lines").glob("*.npy"))
+    files[0].write_bytes(files[0].read_bytes()[:20])
+    np.save(files[1], np.zeros(2))
+    monkeypatch.setattr(_runs, "_LINES", {})
+    again = [fresh.line_losses(template, p, q, al, **kw) for p, q, al in lines]
+    assert len(calls) == 5 and all(np.array_equal(z, w) for z, w in zip(again, values))
     # in memory (no cache): computed, memoized in the process only
     monkeypatch.setattr(_runs, "_LINES", {})
     mem = ImRuns(TINY)
-    assert np.array_equal(mem.line_losses(template, sgd.final, adam.final, alphas, **kw), direct) and len(calls) == 4
+    assert np.array_equal(mem.line_losses(template, sgd.final, adam.final, alphas, **kw), direct) and len(calls) == 6
 
 
 def test_converged_premise_reads_the_gradient_at_the_final_weights(runs):
@@ -471,3 +488,38 @@ def test_accuracy_of_k_dimensional_outputs_is_per_position():
     assert evaluate_dataset(Fixed(), (x, y), nn.functional.cross_entropy)["accuracy"] == pytest.approx(21 / 24)
     tr = Trainer(Fixed(), (x, y), nn.functional.cross_entropy, "sgd", epochs=1, batch_size=4).fit()
     assert tr.history_[-1]["train_accuracy"] == pytest.approx(21 / 24)
+
+
+def test_tensor_digest_reads_every_input_bitwise():
+    from figures.im._runs import tensor_digest
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 1, 0])
+    key = tensor_digest("code", net, (x, y), np.linspace(0, 1, 3), options={"bn_mode": "train"})
+    assert key == tensor_digest(
+        "code", copy.deepcopy(net), (x.clone(), y.clone()), np.linspace(0, 1, 3), options={"bn_mode": "train"}
+    )
+    other = copy.deepcopy(net)
+    other[1].running_var[0] = torch.nextafter(other[1].running_var[0], torch.tensor(2.0))  # one buffer, one ulp
+    x2 = x.clone()
+    x2[3, 2] = torch.nextafter(x2[3, 2], torch.tensor(9.0))
+    variants = [
+        tensor_digest("code2", net, (x, y), np.linspace(0, 1, 3), options={"bn_mode": "train"}),
+        tensor_digest("code", other, (x, y), np.linspace(0, 1, 3), options={"bn_mode": "train"}),
+        tensor_digest("code", net, (x2, y), np.linspace(0, 1, 3), options={"bn_mode": "train"}),
+        tensor_digest(
+            "code", net, [(x[:2], y[:2]), (x[2:], y[2:])], np.linspace(0, 1, 3), options={"bn_mode": "train"}
+        ),
+        tensor_digest("code", net, (x, y), np.linspace(0, 1, 4), options={"bn_mode": "train"}),
+        tensor_digest("code", net, (x, y), np.linspace(0, 1, 3), options={"bn_mode": "eval"}),
+        tensor_digest("code", net, (x, y), np.linspace(0, 1, 3)),
+    ]
+    assert len({key, *variants}) == 1 + len(variants)
+
+
+def test_the_library_digest_is_not_computed_at_import():
+    code = (
+        "import figures.im._runs as r, figures.im._measures, figures.im.fig7\n"
+        "assert r._library_digest.cache_info().misses == 0, r._library_digest.cache_info()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
-from figures.im._runs import Run
+from figures.im._runs import Run, tensor_digest
 from figures.verdict import Effect, Premise, Verdict, at_most, converged
+from landscape.trajectory import cached_json
 
 # "Sharp rise" between two minima (Table 1, Figs. 2-3, 7): the peak of the loss on the straight segment is at
 # least RISE_RATIO times the larger endpoint loss and at least RISE_NATS above it. Fixed before measuring.
@@ -94,24 +92,7 @@ def _grad_norm_uncached(model: nn.Module, data: tuple[Tensor, Tensor] | list[tup
 # Which computation a memoized gradient norm came from: a changed grad_norm never reads an old value.
 _GRAD_NORM_CODE = hashlib.sha256(inspect.getsource(_grad_norm_uncached).encode()).hexdigest()[:16]
 _GRAD_NORMS: dict[str, float] = {}
-"""This process's memo of :func:`grad_norm`, by :func:`_grad_norm_key`."""
-
-
-def _grad_norm_key(model: nn.Module, data: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]) -> str:
-    """A digest of everything the gradient norm depends on; two calls with one key compute the same float.
-
-    The network (architecture, every parameter and buffer, bitwise), the data (bitwise, in its batches), the torch
-    thread count (the float rounding of the sums) and the code of :func:`_grad_norm_uncached`.
-    """
-    h = hashlib.sha256(f"{_GRAD_NORM_CODE}|{torch.get_num_threads()}|{model!r}".encode())
-    for name, t in model.state_dict().items():
-        h.update(f"|{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.detach().contiguous().cpu().numpy().tobytes())
-    for x, y in [data] if isinstance(data, tuple) else list(data):
-        for t in (x, y):
-            h.update(f"|{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.detach().contiguous().cpu().numpy().tobytes())
-    return h.hexdigest()[:32]
+"""This process's memo of :func:`grad_norm`, by its :func:`~figures.im._runs.tensor_digest`."""
 
 
 def grad_norm(run: Run, i: int, data: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]) -> float:
@@ -121,36 +102,29 @@ def grad_norm(run: Run, i: int, data: tuple[Tensor, Tensor] | list[tuple[Tensor,
     by size). The model is rebuilt from the snapshot: nothing stored changes.
 
     Memoized, because most Im figures ask it of the same runs (their convergence premise over the pool of 35
-    runs) and the runs of one initialization index share their initial weights: by a digest of the weights and the
-    data (:func:`_grad_norm_key`), in this process and, for a run stored on disk, in ``_grad_norms/`` beside it in
-    the pool's cache, so every figure of a gallery (either worker) reuses it. A memoized value is the float the
-    computation returned, so the premises read the same numbers as without the memo.
+    runs) and the runs of one initialization index share their initial weights: by a digest of the network
+    (architecture, parameters and buffers), the data, the thread count and the code of :func:`_grad_norm_uncached`
+    (:func:`~figures.im._runs.tensor_digest`), in this process and, for a run stored on disk, in ``_grad_norms/``
+    beside it in the pool's cache (:func:`landscape.trajectory.cached_json`: a damaged file is computed again), so
+    every figure of a gallery (either worker) reuses it. A memoized value is the float the computation returned (a
+    float's JSON round-trips), so the premises read the same numbers as without the memo.
     """
     m = run.model(i)
-    key = _grad_norm_key(m, data)
-    if key in _GRAD_NORMS:
-        return _GRAD_NORMS[key]
-    where = getattr(run.traj, "path", None)
-    file = None if where is None else Path(where).parent / "_grad_norms" / f"{key}.json"
-    if file is not None and file.is_file():
-        try:
-            value = float(json.loads(file.read_text(encoding="utf-8"))["grad_norm"])
-        except (OSError, ValueError, KeyError, TypeError):  # a damaged file: computed again and rewritten
-            pass
+    key = tensor_digest(_GRAD_NORM_CODE, m, data)
+    if key not in _GRAD_NORMS:
+        where = getattr(run.traj, "path", None)
+        if where is None:
+            _GRAD_NORMS[key] = _grad_norm_uncached(m, data)
         else:
-            _GRAD_NORMS[key] = value
-            return value
-    value = _grad_norm_uncached(m, data)
-    _GRAD_NORMS[key] = value
-    if file is not None:
-        try:  # through a file of this process and a rename: a reader never sees half a file
-            file.parent.mkdir(exist_ok=True)
-            tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"grad_norm": value}), encoding="utf-8")  # repr of a float round-trips
-            os.replace(tmp, file)
-        except OSError:  # a read-only cache: the value is still memoized in this process
-            pass
-    return value
+            try:
+                _GRAD_NORMS[key] = float(
+                    cached_json(
+                        Path(where).parent / "_grad_norms" / f"{key}.json", lambda: _grad_norm_uncached(m, data)
+                    )
+                )
+            except OSError:  # a read-only cache: the value is memoized in this process only
+                _GRAD_NORMS[key] = _grad_norm_uncached(run.model(i), data)
+    return _GRAD_NORMS[key]
 
 
 def converged_premise(

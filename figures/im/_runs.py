@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import inspect
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +31,7 @@ from landscape.train import (
     Trainer,
     evaluate_dataset,
 )
-from landscape.trajectory import Trajectory, build_once
+from landscape.trajectory import Trajectory, build_once, cached_file
 
 K = TypeVar("K")  # the keys of a table of runs
 
@@ -241,8 +241,12 @@ class Run:
         return float(self.traj.meta["fit_time_s"])
 
 
+@functools.cache
 def _library_digest() -> str:
-    """Digest of the ``landscape`` package's sources: a changed evaluation engine never reads an old memoized line."""
+    """Digest of the ``landscape`` package's sources: a changed evaluation engine never reads an old memoized line.
+
+    Computed on the first :meth:`ImRuns.line_losses` call, not at import (it reads every source file of the package).
+    """
     import landscape
 
     h = hashlib.sha256()
@@ -253,9 +257,62 @@ def _library_digest() -> str:
     return h.hexdigest()[:16]
 
 
-_LINE_CODE = _library_digest()
+def tensor_digest(code: str, module: nn.Module, *arrays: Any, options: Mapping[str, Any] | None = None) -> str:
+    """A digest of everything a memoized computation on a network reads: equal digests, the same float results.
+
+    The key of the Im figures' memos (:meth:`ImRuns.line_losses`, :func:`figures.im._measures.grad_norm`).
+
+    Args:
+        code: A digest of the computation's code (a changed computation never reads an old value).
+        module: The network: its ``repr`` (architecture) and every parameter and buffer, by name, bitwise.
+        *arrays: Tensors or NumPy arrays, bitwise with dtype and shape; tuples and lists of them (data batches,
+            ``(X, y)`` pairs) are taken in order.
+        options: Keyword options of the computation (their sorted ``repr``).
+
+    Returns:
+        32 hex digits of SHA-256, which also covers the torch thread count (the float rounding of the sums).
+    """
+    opts = sorted((options or {}).items())
+    h = hashlib.sha256(f"{code}|{torch.get_num_threads()}|{module!r}|{opts!r}".encode())
+
+    def add(t: Any) -> None:
+        if isinstance(t, tuple | list):
+            h.update(f"|[{len(t)}".encode())
+            for u in t:
+                add(u)
+            h.update(b"]")
+            return
+        a = t.detach().cpu().numpy() if isinstance(t, Tensor) else np.asarray(t)
+        h.update(f"|{a.dtype}:{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+
+    for name, t in sorted(module.state_dict().items()):
+        h.update(f"|{name}".encode())
+        add(t)
+    for t in arrays:
+        add(t)
+    return h.hexdigest()[:32]
+
+
 _LINES: dict[str, np.ndarray] = {}
-"""This process's memo of :meth:`ImRuns.line_losses`, by :meth:`ImRuns._line_key`."""
+"""This process's memo of :meth:`ImRuns.line_losses`, by its :func:`tensor_digest`."""
+
+
+def _save_line(z: np.ndarray, tmp: Path) -> None:
+    with open(tmp, "wb") as fh:  # a file object: np.save would add ".npy" to the temporary name
+        np.save(fh, z, allow_pickle=False)
+
+
+def _line_reader(n: int) -> Callable[[Path], np.ndarray]:
+    """Reads a memoized line of ``n`` positions; another shape or dtype is a damaged file (ValueError)."""
+
+    def load(file: Path) -> np.ndarray:
+        z = np.load(file, allow_pickle=False)
+        if z.shape != (n,) or z.dtype != np.float64:
+            raise ValueError(f"{file}: a line of shape {z.shape} and dtype {z.dtype}, expected ({n},) float64")
+        return z
+
+    return load
 
 
 class ImRuns:
@@ -355,10 +412,10 @@ class ImRuns:
 
         Several figures evaluate the same segment (Fig. 8's final -> final lines with BatchNorm include Figs. 5-6's
         three pairs; Fig. 13's switches are Fig. 7's; Figs. 2-3 and Table 1 share edges). The memo is keyed by a
-        digest of everything the numbers depend on (:meth:`_line_key`: the template's architecture and state,
-        both endpoints, the positions, the data and the options, bitwise, and the thread count), kept in this
-        process and, for a pool cached on disk, in ``_lines/`` under it, so a value is computed once per gallery
-        and every figure reads the float array the computation returned.
+        digest of everything the numbers depend on (:func:`tensor_digest` of the template's architecture and state,
+        both endpoints, the data, the positions and the options, and of the ``landscape`` sources), kept in this
+        process and, for a pool cached on disk, in ``_lines/`` under it (:func:`landscape.trajectory.cached_file`),
+        so a value is computed once per gallery and every figure reads the float array the computation returned.
 
         Args:
             template: The architecture (its buffers are used where ``bn_mode`` reads them).
@@ -371,52 +428,24 @@ class ImRuns:
             The loss at each position, ``(n,)`` float64.
         """
         data = self.surface_data()
-        key = self._line_key(template, a, b, alphas, data, kw)
-        if key in _LINES:
-            return _LINES[key].copy()
-        file = None if self.root is None else self.root / "_lines" / f"{key}.npy"
-        if file is not None and file.is_file():
-            try:
-                z = np.load(file, allow_pickle=False)
-            except (OSError, ValueError):  # a damaged file: computed again and rewritten
-                pass
-            else:
-                if z.shape == (len(alphas),):
-                    _LINES[key] = z
-                    return z.copy()
-        z = np.asarray(line(template, a, b, data, alphas=alphas, **kw).metrics["loss"], dtype=np.float64)
-        _LINES[key] = z
-        if file is not None:
-            try:  # through a file of this process and a rename: a reader never sees half a file
-                file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = file.with_name(f".{file.stem}.{os.getpid()}.tmp.npy")
-                np.save(tmp, z, allow_pickle=False)
-                os.replace(tmp, file)
-            except OSError:  # a read-only cache: the value stays memoized in this process
-                pass
-        return z.copy()
-
-    @staticmethod
-    def _line_key(
-        template: nn.Module,
-        a: Tensor,
-        b: Tensor,
-        alphas: np.ndarray,
-        data: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]],
-        kw: Mapping[str, Any],
-    ) -> str:
-        """Digest of what :meth:`line_losses` computes from: equal digests, the same numbers."""
         options = {k: v for k, v in kw.items() if k != "progress"}
-        h = hashlib.sha256(f"{_LINE_CODE}|{torch.get_num_threads()}|{template!r}|{sorted(options.items())!r}".encode())
-        tensors = [t for _, t in sorted(template.state_dict().items())] + [a, b]
-        tensors += [t for batch in ([data] if isinstance(data, tuple) else data) for t in batch]
-        for t in tensors:
-            h.update(f"|{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.detach().contiguous().cpu().numpy().tobytes())
-        al = np.ascontiguousarray(alphas, dtype=np.float64)
-        h.update(f"|alphas:{al.shape}".encode())
-        h.update(al.tobytes())
-        return h.hexdigest()[:32]
+        alphas = np.ascontiguousarray(alphas, dtype=np.float64)
+        key = tensor_digest(_library_digest(), template, a, b, data, alphas, options=options)
+        if key not in _LINES:
+
+            def compute() -> np.ndarray:
+                return np.asarray(line(template, a, b, data, alphas=alphas, **kw).metrics["loss"], dtype=np.float64)
+
+            if self.root is None:
+                _LINES[key] = compute()
+            else:
+                try:  # the file is written whole and renamed; a damaged one is computed again
+                    _LINES[key] = cached_file(
+                        self.root / "_lines" / f"{key}.npy", compute, _save_line, _line_reader(len(alphas))
+                    )
+                except OSError:  # a read-only cache: the value is memoized in this process only
+                    _LINES[key] = compute()
+        return _LINES[key].copy()
 
     def init_final_losses(self, runs: Mapping[K, Run], alphas: np.ndarray, desc: str) -> dict[K, np.ndarray]:
         """Training loss on the line from each run's initial to its final weights (Eq. 2), on :meth:`surface_data`.

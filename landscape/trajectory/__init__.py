@@ -10,7 +10,7 @@
 * :mod:`~landscape.trajectory.files`: the package's one atomic write and one advisory lock.
 """
 
-from landscape.trajectory.cache import build_once, cache_lock, cached_json, lock_path, temp_paths
+from landscape.trajectory.cache import build_once, cache_lock, cached_file, cached_json, lock_path, temp_paths
 from landscape.trajectory.check import CheckReport
 from landscape.trajectory.fileformat import FORMAT_NAME, FORMAT_VERSION, CorruptTrajectoryError, TrajectoryError
 from landscape.trajectory.files import file_lock, write_atomic
@@ -20,6 +20,7 @@ from landscape.trajectory.store import Trajectory
 __all__ = [
     "build_once",
     "cache_lock",
+    "cached_file",
     "cached_json",
     "lock_path",
     "temp_paths",

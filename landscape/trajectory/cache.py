@@ -15,6 +15,9 @@ The lock is ``fcntl.flock``: released by the kernel when its holder dies, so a c
 (on platforms without ``fcntl`` there is no locking: concurrent builders then both compute, and the last rename
 wins, which is still never partial). The rename is atomic only within one file system: keep ``final`` and its
 temporary sibling in one directory, as :func:`build_once` does.
+
+:func:`cached_file` (and :func:`cached_json`, its JSON case) caches one file and reads it back; a finished file its
+reader rejects (a disk error, a file written by something else) is removed under the lock and computed again.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["build_once", "cache_lock", "cached_json", "lock_path", "temp_paths"]
+__all__ = ["build_once", "cache_lock", "cached_file", "cached_json", "lock_path", "temp_paths"]
 
 
 def lock_path(final: Path | str) -> Path:
@@ -135,8 +138,44 @@ def build_once(final: Path | str, build: Callable[[Path], object], *, wait: bool
     return True
 
 
+_DAMAGED = (OSError, ValueError, KeyError, TypeError, EOFError)
+"""What reading a damaged cache file raises (truncated, not the format, the wrong content)."""
+
+
+def cached_file(
+    path: Path | str, compute: Callable[[], Any], dump: Callable[[Any, Path], object], load: Callable[[Path], Any]
+) -> Any:
+    """A result computed once and cached as one file (see :func:`build_once`); a damaged file is built again.
+
+    Args:
+        path: The file.
+        compute: Returns the result.
+        dump: ``dump(result, tmp)`` writes the result to the fresh path ``tmp``.
+        load: ``load(path)`` reads it back; raising ``OSError``, ``ValueError``, ``KeyError``, ``TypeError`` or
+            ``EOFError`` means the file is damaged (a disk error, a writer outside :func:`build_once`, a file of
+            another format): it is removed under the lock, and the result computed and written again.
+
+    Returns:
+        ``load(path)``: what the file holds, so a first and a later call return equal results.
+    """
+    path = Path(path)
+    for attempt in range(2):
+        build_once(path, lambda tmp: dump(compute(), tmp))
+        try:
+            return load(path)
+        except _DAMAGED:
+            if attempt:
+                raise  # damaged as soon as written: not the file's fault, so not hidden
+        with cache_lock(lock_path(path)):  # whoever holds the lock may be replacing it: look again under it
+            try:
+                return load(path)
+            except _DAMAGED:
+                path.unlink(missing_ok=True)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def cached_json(path: Path | str | None, compute: Callable[[], Any]) -> Any:
-    """A JSON-compatible result computed once and cached as a JSON file (see :func:`build_once`).
+    """A JSON-compatible result computed once and cached as a JSON file (see :func:`cached_file`).
 
     Args:
         path: The JSON file, or ``None`` to compute without caching.
@@ -144,10 +183,10 @@ def cached_json(path: Path | str | None, compute: Callable[[], Any]) -> Any:
 
     Returns:
         The result as read back from the file (so a first and a later call return equal objects), or
-        ``compute()`` itself when ``path`` is ``None``.
+        ``compute()`` itself when ``path`` is ``None``. A file that is not valid JSON is computed again.
     """
     if path is None:
         return compute()
-    path = Path(path)
-    build_once(path, lambda tmp: tmp.write_text(json.dumps(compute())))
-    return json.loads(path.read_text())
+    return cached_file(
+        path, compute, lambda value, tmp: tmp.write_text(json.dumps(value)), lambda p: json.loads(p.read_text())
+    )
