@@ -471,3 +471,42 @@ def test_accuracy_of_k_dimensional_outputs_is_per_position():
     assert evaluate_dataset(Fixed(), (x, y), nn.functional.cross_entropy)["accuracy"] == pytest.approx(21 / 24)
     tr = Trainer(Fixed(), (x, y), nn.functional.cross_entropy, "sgd", epochs=1, batch_size=4).fit()
     assert tr.history_[-1]["train_accuracy"] == pytest.approx(21 / 24)
+
+
+def test_table1_test_outputs_are_each_network_on_recomputed_statistics(runs):
+    """Table 1's test-side options give a network's own outputs: brute-force RESET, and no image depends on others."""
+    import copy
+
+    from figures.im.table1 import outputs_kw
+    from landscape.evaluate import evaluate_points
+
+    spec = RunSpec("sgd")
+    run = runs.get(spec)
+    opts = outputs_kw(runs, spec)
+    x, _ = runs.test_data()
+    template = TINY.model(spec)
+
+    def outputs(images):
+        return np.asarray(
+            evaluate_points(
+                template, run.final[None], (images, torch.zeros(len(images))), metrics=("outputs",), **opts
+            )["outputs"][0]
+        )
+
+    # brute force in float64: statistics over the surface images (a cumulative average, as update_bn), then eval mode
+    net = copy.deepcopy(run.model(-1)).double().eval()
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns, "the tiny VGG has BatchNorm: the test needs statistics to recompute"
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()  # only BatchNorm in train mode: dropout stays off
+    xs, _ = runs.surface_data()
+    with torch.no_grad():
+        net(xs.double())
+        net.eval()
+        ref = net(x.double()).numpy()
+    got = outputs(x)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    # an image's output is the same whichever other test images are evaluated with it
+    np.testing.assert_allclose(outputs(x[:5]), got[:5], rtol=1e-6, atol=1e-7)
