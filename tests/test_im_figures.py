@@ -510,3 +510,16 @@ def test_table1_test_outputs_are_each_network_on_recomputed_statistics(runs):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
     # an image's output is the same whichever other test images are evaluated with it
     np.testing.assert_allclose(outputs(x[:5]), got[:5], rtol=1e-6, atol=1e-7)
+
+
+def test_fig2_3_convergence_premise_counts_each_run_once(figure_cache):
+    """Fig. 3's four methods include SGD, whose runs Fig. 2 uses too: the premise lists each of them once."""
+    from figures.im.fig2_3 import FIG3_METHODS, distinct, fig2_3
+
+    res = fig2_3(setup=TINY, cache=figure_cache)
+    n = TINY.repetitions * len({"sgd", *FIG3_METHODS})  # 2 inits x 4 methods, SGD among them
+    for claim in res.claims:
+        (premise,) = claim.premises
+        assert len(premise.measured) == n and premise.detail.startswith(f"{n} runs:")
+    runs = ImRuns(TINY, figure_cache).many([RunSpec("sgd"), RunSpec("adam"), RunSpec("sgd"), RunSpec("sgd", init=1)])
+    assert [r.spec for r in distinct(runs)] == [RunSpec("sgd"), RunSpec("adam"), RunSpec("sgd", init=1)]
