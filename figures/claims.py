@@ -214,10 +214,17 @@ class ClaimBook:
                 # not held by the paper's effect size, not by the sign: say so, or the page shows an interval
                 # covering 0 called "not held" with no reason
                 reach = effect.ci_high if spec.direction == 1 else -effect.ci_low
-                detail += (
-                    f" Not held although the interval covers 0: in the claimed direction it reaches {reach:.3g}, "
-                    f"below the paper's effect ({spec.paper_effect:g} on the same scale), which it rules out."
-                )
+                if reach <= 0:  # ends at 0 (a zero-width [0, 0] included): no effect of the claimed sign remains
+                    detail += (
+                        " Not held although the interval covers 0: it ends there, so it holds no effect in the "
+                        "claimed direction"
+                        + (" (zero width: the same result on every pair)." if effect.ci_low == effect.ci_high else ".")
+                    )
+                else:
+                    detail += (
+                        f" Not held although the interval covers 0: in the claimed direction it reaches {reach:.3g}, "
+                        f"below the paper's effect ({spec.paper_effect:g} on the same scale), which it rules out."
+                    )
         return Claim(
             statement=spec.statement.format(effect=effect, **values),
             paper_value=spec.paper_value,

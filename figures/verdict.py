@@ -12,6 +12,16 @@ on paired test examples) through an :class:`Effect` with a confidence interval, 
   the noise of this experiment);
 - ``not tested``: a premise failed, or the experiment cannot test the claim at this scale.
 
+An interval is the set of effects the data allow, and a zero-width one is decided by the same rule as any other
+(one rule for every figure): held if every allowed effect is on the claimed side of zero (``ci_low > 0``), not held
+if none is (``ci_high <= 0``: an interval ending at zero leaves no effect of the claimed sign, a zero-width interval
+at 0 included) or none reaches the paper's size. The effect functions give a zero-width interval only where the data
+show no noise, not where an estimator collapses: :func:`paired_proportions` without discordant examples gives the
+exact bound of the discordant share unless the two classifiers are one network; :func:`paired_effect` of identical
+differences over seeds is the point itself (a measure that ties by chance, such as capped counts, needs a premise).
+A correlation's interval lies in [-1, 1] (:func:`spearman_effect`: Fisher z; :func:`correlation_effect`, a mean over
+replicates: its t interval clipped).
+
 Example:
     >>> from figures.verdict import at_most, paired_effect, verdict_for
     >>> eff = paired_effect([0.91, 0.93, 0.92], [0.90, 0.91, 0.90])  # method A vs B over 3 seeds
@@ -40,6 +50,7 @@ __all__ = [
     "at_least",
     "at_most",
     "converged",
+    "correlation_effect",
     "equivalence_verdict",
     "json_fields",
     "json_number",
@@ -309,17 +320,24 @@ def paired_effect(a: Sequence[float], b: Sequence[float] | float = 0.0, *, confi
     return Effect(mean, sd, n, mean - q * se, mean + q * se, p, confidence, "paired t")
 
 
-def paired_proportions(correct_a: Sequence[bool], correct_b: Sequence[bool], *, confidence: float = 0.95) -> Effect:
+def paired_proportions(
+    correct_a: Sequence[bool], correct_b: Sequence[bool], *, confidence: float = 0.95, same_network: bool = False
+) -> Effect:
     """Difference of two classifiers' accuracies on the same test examples (McNemar).
 
     Args:
         correct_a: Whether classifier A got each example right, shape ``(n,)``.
         correct_b: The same for classifier B, shape ``(n,)``.
         confidence: Confidence level of the (Wald, paired) interval.
+        same_network: A and B are one network (e.g. a championship that is the plain model): the difference is 0
+            on any sample of examples, and the interval is the point 0.
 
     Returns:
         The accuracy difference A - B, its interval, and the exact McNemar p-value (binomial test on the
-        discordant pairs).
+        discordant pairs). Without discordant examples the Wald interval would collapse to the point 0, although
+        ``n`` examples bound the discordant share only to ``1 - ((1 - confidence) / 2) ** (1 / n)`` (Clopper-
+        Pearson, exact), which bounds the difference: the interval is then ``[-bound, +bound]`` (unless
+        ``same_network``).
     """
     from scipy import stats
 
@@ -333,6 +351,13 @@ def paired_proportions(correct_a: Sequence[bool], correct_b: Sequence[bool], *, 
     se = sd / math.sqrt(n)
     q = float(stats.norm.ppf(0.5 + confidence / 2))
     p = float(stats.binomtest(b01, b01 + b10, 0.5).pvalue) if b01 + b10 else 1.0
+    if same_network:
+        if b01 + b10:
+            raise ValueError(f"same_network=True, but the two disagree on {b01 + b10} of {n} examples")
+        return Effect(0.0, 0.0, n, 0.0, 0.0, 1.0, confidence, "one network on both sides (difference 0)")
+    if b01 + b10 == 0:  # the Wald interval collapses: the exact bound of the discordant share bounds the difference
+        bound = 1.0 - ((1.0 - confidence) / 2) ** (1.0 / n)
+        return Effect(0.0, 0.0, n, -bound, bound, 1.0, confidence, "McNemar, no discordant pairs (exact bound)")
     return Effect(mean, sd, n, mean - q * se, mean + q * se, p, confidence, "McNemar (paired examples)")
 
 
@@ -380,12 +405,38 @@ def spearman_effect(x: Sequence[float], y: Sequence[float], *, confidence: float
     )
 
 
+def correlation_effect(rhos: Sequence[float], *, confidence: float = 0.95) -> Effect:
+    """Mean of correlations over independent replicates (seeds), with its t interval kept inside [-1, 1].
+
+    A t interval on the correlations can pass 1 (or -1), where no correlation lies; intersected with [-1, 1], the
+    range of the mean correlation, it still holds the true value whenever the t interval does (same coverage), and
+    the verdict, which depends on the side of 0, is unchanged. Fisher z was not used: the replicates' Spearman
+    correlations of a few iterations are often exactly +-1 (6 iterations in order: rho = 1), where z is infinite
+    and its mean depends on where it is capped.
+
+    Args:
+        rhos: One correlation per replicate, ``(n,)``, each in [-1, 1].
+        confidence: Confidence level of the interval.
+
+    Returns:
+        The effect of :func:`paired_effect` on the correlations (mean, sd, p-value), its interval clipped to
+        [-1, 1] (one replicate: [-1, 1]).
+    """
+    r = np.asarray(rhos, dtype=np.float64).reshape(-1)
+    if r.size == 0 or np.any(~np.isfinite(r)) or np.any(np.abs(r) > 1):
+        raise ValueError(f"correlation_effect needs correlations in [-1, 1], got {r.tolist()}")
+    t = paired_effect(r.tolist(), 0.0, confidence=confidence)
+    lo, hi = max(t.ci_low, -1.0), min(t.ci_high, 1.0)
+    return dataclasses.replace(t, ci_low=lo, ci_high=hi, method=f"{t.method} of the correlations, clipped to [-1, 1]")
+
+
 def verdict_for(effect: Effect, *, direction: int = 1, paper_effect: float | None = None) -> Verdict:
     """The verdict on a claim that the effect is positive (``direction=1``) or negative (``-1``).
 
-    Held when the interval lies strictly on the claimed side of zero. Not held when it lies strictly on the
-    other side, or when it rules out an effect of the paper's size (``paper_effect``, a magnitude). Otherwise
-    inconclusive: the experiment cannot tell the claim from noise.
+    Held when the interval lies strictly on the claimed side of zero. Not held when it holds no effect of the
+    claimed sign (it lies on the other side or ends at zero, as the zero-width interval [0, 0] of two arms that
+    gave the same result on every pair), or when it rules out an effect of the paper's size (``paper_effect``, a
+    magnitude). Otherwise inconclusive: the experiment cannot tell the claim from noise.
 
     Args:
         effect: The measured effect.
@@ -400,7 +451,7 @@ def verdict_for(effect: Effect, *, direction: int = 1, paper_effect: float | Non
     lo, hi = (effect.ci_low, effect.ci_high) if direction == 1 else (-effect.ci_high, -effect.ci_low)
     if lo > 0:
         return Verdict.HELD
-    if hi < 0 or (paper_effect is not None and hi < abs(paper_effect)):
+    if hi <= 0 or (paper_effect is not None and hi < abs(paper_effect)):
         return Verdict.NOT_HELD
     return Verdict.INCONCLUSIVE
 
@@ -422,7 +473,8 @@ def non_superiority_verdict(effect: Effect, margin: float) -> Verdict:
 
     For claims of absence ("provides no improvement", "does not escape", "does not outperform"): the effect is the
     advantage the paper says is missing, and an advantage below ``margin`` counts as none. Held if the interval
-    lies below ``margin``, not held if it lies above it, else inconclusive. A plain test against 0 in the other
+    lies below ``margin``, not held if it holds no advantage below it (it lies above ``margin`` or starts there),
+    else inconclusive. A plain test against 0 in the other
     direction would instead need the opposite effect to be significant, which is not what the paper says.
 
     Args:
@@ -431,7 +483,7 @@ def non_superiority_verdict(effect: Effect, margin: float) -> Verdict:
     """
     if effect.ci_high < margin:
         return Verdict.HELD
-    if effect.ci_low > margin:
+    if effect.ci_low >= margin:
         return Verdict.NOT_HELD
     return Verdict.INCONCLUSIVE
 
@@ -441,7 +493,8 @@ def superiority_verdict(effect: Effect, margin: float) -> Verdict:
 
     The mirror of :func:`non_superiority_verdict`, for claims of a real change ("escapes the flat area"): the effect
     is the claimed advantage, and one no larger than ``margin`` (what a run that did not change may show) counts as
-    none. Held if the interval lies above ``margin``, not held if it lies below it, else inconclusive. A plain test
+    none. Held if the interval lies above ``margin``, not held if it holds no advantage above it (it lies below
+    ``margin`` or ends there), else inconclusive. A plain test
     against 0 would call a tiny but significant difference held.
 
     Args:
@@ -450,6 +503,6 @@ def superiority_verdict(effect: Effect, margin: float) -> Verdict:
     """
     if effect.ci_low > margin:
         return Verdict.HELD
-    if effect.ci_high < margin:
+    if effect.ci_high <= margin:
         return Verdict.NOT_HELD
     return Verdict.INCONCLUSIVE

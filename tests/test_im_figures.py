@@ -523,3 +523,55 @@ def test_the_library_digest_is_not_computed_at_import():
         "assert r._library_digest.cache_info().misses == 0, r._library_digest.cache_info()"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_table1_test_outputs_are_each_network_on_recomputed_statistics(runs):
+    """Table 1's test-side options give a network's own outputs: brute-force RESET, and no image depends on others."""
+    import copy
+
+    from figures.im.table1 import outputs_kw
+    from landscape.evaluate import evaluate_points
+
+    spec = RunSpec("sgd")
+    run = runs.get(spec)
+    opts = outputs_kw(runs, spec)
+    x, _ = runs.test_data()
+    template = TINY.model(spec)
+
+    def outputs(images):
+        return np.asarray(
+            evaluate_points(
+                template, run.final[None], (images, torch.zeros(len(images))), metrics=("outputs",), **opts
+            )["outputs"][0]
+        )
+
+    # brute force in float64: statistics over the surface images (a cumulative average, as update_bn), then eval mode
+    net = copy.deepcopy(run.model(-1)).double().eval()
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns, "the tiny VGG has BatchNorm: the test needs statistics to recompute"
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()  # only BatchNorm in train mode: dropout stays off
+    xs, _ = runs.surface_data()
+    with torch.no_grad():
+        net(xs.double())
+        net.eval()
+        ref = net(x.double()).numpy()
+    got = outputs(x)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    # an image's output is the same whichever other test images are evaluated with it
+    np.testing.assert_allclose(outputs(x[:5]), got[:5], rtol=1e-6, atol=1e-7)
+
+
+def test_fig2_3_convergence_premise_counts_each_run_once(figure_cache):
+    """Fig. 3's four methods include SGD, whose runs Fig. 2 uses too: the premise lists each of them once."""
+    from figures.im.fig2_3 import FIG3_METHODS, distinct, fig2_3
+
+    res = fig2_3(setup=TINY, cache=figure_cache)
+    n = TINY.repetitions * len({"sgd", *FIG3_METHODS})  # 2 inits x 4 methods, SGD among them
+    for claim in res.claims:
+        (premise,) = claim.premises
+        assert len(premise.measured) == n and premise.detail.startswith(f"{n} runs:")
+    runs = ImRuns(TINY, figure_cache).many([RunSpec("sgd"), RunSpec("adam"), RunSpec("sgd"), RunSpec("sgd", init=1)])
+    assert [r.spec for r in distinct(runs)] == [RunSpec("sgd"), RunSpec("adam"), RunSpec("sgd", init=1)]

@@ -226,8 +226,12 @@ def test_proportion_and_spearman_effects():
 def test_mcnemar_on_identical_models_is_not_an_improvement():
     rng = np.random.default_rng(0)
     correct = rng.random(359) < 0.95
+    eff, ver = common.mcnemar(correct, correct, 1, paper_effect=0.005, same_network=True)
+    assert (eff.ci_low, eff.ci_high) == (0, 0) and ver.value == "not held"  # the same model twice: exactly 0
+    assert common.mcnemar(correct, correct, 1, same_network=True)[1].value == "not held"  # no effect, no paper's
+    # two networks right on the same 359 images: 0 discordant pairs bound the difference to +-1.02 points only
     eff, ver = common.mcnemar(correct, correct, 1, paper_effect=0.005)
-    assert eff.mean == 0 and ver.value == "not held"  # rules out the paper's effect: the same model twice
+    assert eff.ci_high == pytest.approx(1 - 0.025 ** (1 / 359), rel=1e-12) and ver.value == "inconclusive"
     flipped = correct.copy()
     flipped[:2] = ~flipped[:2]  # a 2-image difference on 359 images is noise
     assert common.mcnemar(flipped, correct, 1)[1].value == "inconclusive"

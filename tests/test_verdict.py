@@ -16,10 +16,12 @@ from figures.contract import Claim
 from figures.make_all import figure_sort_key
 from figures.schema import CLAIMS_SCHEMA
 from figures.verdict import (
+    Effect,
     Verdict,
     at_least,
     at_most,
     converged,
+    correlation_effect,
     non_superiority_verdict,
     paired_effect,
     paired_proportions,
@@ -234,3 +236,72 @@ def test_premise_text_names_the_entry_that_decides():
     high = at_most("every run settled", [0.2, -3.0, 0.9], 1.0)
     assert high.met and "measured 0.9 (bound 1)" in str(high)
     assert set(low.to_dict()) == {"statement", "measured", "threshold", "met", "detail"}
+
+
+def _interval(lo, hi):
+    return Effect((lo + hi) / 2, 0.0, 5, lo, hi, 1.0, 0.95, "given")
+
+
+def test_one_rule_for_intervals_ending_at_zero_or_the_margin_zero_width_included():
+    """An interval holding no effect of the claimed sign (size) is not held; one holding only such effects, held."""
+    for direction in (1, -1):
+        assert verdict_for(_interval(0.0, 0.0), direction=direction) is Verdict.NOT_HELD  # two arms equal: no effect
+        assert verdict_for(_interval(0.0, 0.0), direction=direction, paper_effect=0.01) is Verdict.NOT_HELD
+    assert verdict_for(_interval(-0.2, 0.0)) is Verdict.NOT_HELD  # ends at 0: no positive effect allowed
+    assert verdict_for(_interval(0.0, 0.2)) is Verdict.INCONCLUSIVE  # starts at 0: "no effect" still allowed
+    assert verdict_for(_interval(0.0, 0.2), direction=-1) is Verdict.NOT_HELD
+    assert verdict_for(_interval(0.1, 0.1)) is Verdict.HELD  # a zero-width interval off 0 is decided by its side
+    assert verdict_for(_interval(-0.1, -0.1)) is Verdict.NOT_HELD
+    # the margin verdicts: an interval ending (superiority) or starting (non-superiority) at the margin holds no
+    # effect on the claimed side of it
+    m = 0.02
+    assert superiority_verdict(_interval(m, m), m) is Verdict.NOT_HELD
+    assert superiority_verdict(_interval(0.0, m), m) is Verdict.NOT_HELD
+    assert superiority_verdict(_interval(m, 0.05), m) is Verdict.INCONCLUSIVE
+    assert non_superiority_verdict(_interval(m, m), m) is Verdict.NOT_HELD
+    assert non_superiority_verdict(_interval(m, 0.05), m) is Verdict.NOT_HELD
+    assert non_superiority_verdict(_interval(0.0, m), m) is Verdict.INCONCLUSIVE
+    assert non_superiority_verdict(_interval(0.0, 0.0), m) is Verdict.HELD
+
+
+def test_paired_proportions_without_discordant_pairs_gives_the_exact_bound_unless_one_network():
+    n = 449
+    same = np.arange(n) % 7 != 0  # both classifiers right on the same images
+    eff = paired_proportions(same, same.copy())
+    bound = 1 - 0.025 ** (1 / n)  # Clopper-Pearson upper end of 0 discordant in n: P(0 | bound) = 2.5%
+    assert (1 - bound) ** n == pytest.approx(0.025, rel=1e-12)
+    assert (eff.mean, eff.ci_low, eff.ci_high, eff.p_value) == pytest.approx((0.0, -bound, bound, 1.0), rel=1e-12)
+    assert bound == pytest.approx(0.00818, abs=1e-5)  # 0.82 points: 3.7 images of 449
+    assert verdict_for(eff, paper_effect=0.0052) is Verdict.INCONCLUSIVE  # a 2.3-image effect fits inside
+    one = paired_proportions(same, same.copy(), same_network=True)  # one network on both sides: exactly 0
+    assert (one.mean, one.ci_low, one.ci_high) == (0.0, 0.0, 0.0)
+    assert verdict_for(one) is Verdict.NOT_HELD and verdict_for(one, direction=-1) is Verdict.NOT_HELD
+    other = same.copy()
+    other[0] = ~other[0]
+    with pytest.raises(ValueError, match="disagree on 1 of 449"):
+        paired_proportions(same, other, same_network=True)
+    assert paired_proportions(same, other).method == "McNemar (paired examples)"  # one discordant pair: Wald
+
+
+def test_correlation_effect_is_the_t_interval_of_the_mean_correlation_clipped_to_minus_one_one():
+    # two replicates, closed form: mean 0.3, se = |0.4 - 0.2| / 2 = 0.1, t(0.975, 1 df) = 12.7062047361747
+    eff = correlation_effect([0.2, 0.4])
+    q = 12.706204736174707
+    assert eff.mean == pytest.approx(0.3, rel=1e-12) and eff.p_value == paired_effect([0.2, 0.4]).p_value
+    assert (eff.ci_low, eff.ci_high) == (pytest.approx(0.3 - q * 0.1, rel=1e-9), 1.0)  # 0.3 + 1.27 clipped
+    # the Fig. 14 case: a t interval on the correlations passes 1; clipped, it ends at 1 and decides the same
+    rhos = [0.99, 0.6, 0.97, 0.95]
+    raw = paired_effect(rhos)
+    fz = correlation_effect(rhos)
+    assert raw.ci_high > 1 and fz.ci_high == 1.0 and fz.ci_low == raw.ci_low and fz.mean == raw.mean
+    assert verdict_for(fz) is verdict_for(raw) is Verdict.HELD
+    # sign symmetry, equal correlations (a point), one replicate (resolves nothing), |rho| = 1 accepted
+    neg = correlation_effect([-r for r in rhos])
+    assert (neg.mean, neg.ci_low, neg.ci_high) == pytest.approx((-fz.mean, -fz.ci_high, -fz.ci_low), rel=1e-12)
+    point = correlation_effect([0.5, 0.5, 0.5])
+    assert point.ci_low == point.ci_high == point.mean == pytest.approx(0.5, rel=1e-12)
+    assert (correlation_effect([0.7]).ci_low, correlation_effect([0.7]).ci_high) == (-1.0, 1.0)
+    ones = correlation_effect([-0.5, -1.0])
+    assert ones.mean == -0.75 and (ones.ci_low, ones.ci_high) == (-1.0, 1.0)  # -0.75 +- 3.18, both ends clipped
+    with pytest.raises(ValueError, match="in \\[-1, 1\\]"):
+        correlation_effect([0.5, 1.2])

@@ -469,10 +469,15 @@ def in_every_seed(statement: str, values: Sequence[float], limit: float, *, deta
 
 
 def mcnemar(
-    correct_a: np.ndarray, correct_b: np.ndarray, direction: int = 1, paper_effect: float | None = None
+    correct_a: np.ndarray,
+    correct_b: np.ndarray,
+    direction: int = 1,
+    paper_effect: float | None = None,
+    *,
+    same_network: bool = False,
 ) -> tuple[Effect, Verdict]:
-    """Paired accuracy difference A - B on the same test images (McNemar) and its verdict."""
-    eff = paired_proportions(correct_a, correct_b)
+    """Paired accuracy difference A - B on the same test images (McNemar) and its verdict (``same_network``: A is B)."""
+    eff = paired_proportions(correct_a, correct_b, same_network=same_network)
     return eff, verdict_for(eff, direction=direction, paper_effect=paper_effect)
 
 
@@ -484,6 +489,7 @@ def accuracy_claim(
     *,
     premises: Sequence[Premise],
     images: str = "test",
+    same_network: Sequence[bool] = (),
     **values: Any,
 ) -> Claim:
     """The claim ``key`` that model A classifies the same images better than model B, over one or more seeds.
@@ -505,12 +511,14 @@ def accuracy_claim(
         correct_b: The same for model B on the same images.
         premises: The claim's premises.
         images: ``"test"`` or ``"training"``: which images (for the text).
+        same_network: Per seed, whether A and B are one network (a plain championship): its difference is exactly
+            0, a point, not noise (:func:`figures.verdict.paired_proportions`); default none is.
         **values: The other fields of the claim's templates (accuracies are seed means at several seeds).
     """
     k, n = len(correct_a), len(correct_a[0])
     where = resolvable(n) if images == "test" else f"same {images} images"
     if k == 1:
-        eff = paired_proportions(correct_a[0], correct_b[0])
+        eff = paired_proportions(correct_a[0], correct_b[0], same_network=bool(same_network and same_network[0]))
         measured: Any = round(100 * eff.mean, 3)
         texts = {
             "test": f"McNemar on the {where}",
@@ -555,12 +563,15 @@ def championship_claim(
 
     On the test images (:func:`accuracy_claim`: McNemar for one run, a paired t over the seeds for several), which
     played no part in choosing the championship. The templates get the runs' accuracies (:func:`seed_values`:
-    ``champion``, ``plain_val``, ``plain_test``, ``champ_val``, ``champ_test``) and ``values``.
+    ``champion``, ``plain_val``, ``plain_test``, ``champ_val``, ``champ_test``) and ``values``. A championship that is
+    the plain model is an outcome, not a failed premise: its difference is exactly 0 (at one seed the interval [0, 0],
+    not held by :func:`figures.verdict.verdict_for`; over seeds a 0 in the t interval).
     """
     runs = _seeds(pts)
     champ = [test_correct(pt, pt.champion_, splits) for pt in runs]
     plain = [test_correct(pt, 0, splits) for pt in runs]
-    return accuracy_claim(book, key, champ, plain, premises=premises, **seed_values(runs), **values)
+    same = [pt.champion_ == 0 for pt in runs]
+    return accuracy_claim(book, key, champ, plain, premises=premises, same_network=same, **seed_values(runs), **values)
 
 
 def with_seeds(result: FigureResult, runs: Sequence[PersistentTrainer]) -> FigureResult:
