@@ -566,7 +566,9 @@ class BatchReader:
             return
         first = self.n_samples is None
         src = self.source
-        if first and isinstance(src, _TensorSource) and len(src.tensors) == 2 and not self.closure and src.n > 0:
+        # not again after a first pass left early (a peek, as Problem.default_metrics's): the pair is normalized
+        fresh = first and not self._prechecked and not self.closure
+        if fresh and isinstance(src, _TensorSource) and len(src.tensors) == 2 and src.n > 0:
             # A tensor pair is normalized (and checked) whole, so messages give indices into the caller's tensors.
             self.checker = validation.BatchChecker(self.model, self.loss, dtype=self.dtype, device=self.device)
             x, y = self.checker(*src.tensors, 0, True, check=self.validate)

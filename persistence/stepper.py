@@ -65,6 +65,9 @@ class Stepper:
             raise ValueError(f"steps_per_call must be >= 1, got {k}")
         self.backend = backend
         self.eager = make_steps(1, lr, mu, penalty)
+        # all-zero scales (a chain's plain iteration): the penalty adds exact zeros to the gradient, so the eager
+        # path skips computing it (the same values; it was half of the iteration's per-step cost at S = 1)
+        self.eager_plain = make_steps(1, lr, mu, False) if penalty else self.eager
         self.k = 1 if backend is Backend.EAGER else k
         self.multi = self.eager
         if backend is not Backend.EAGER:
@@ -110,8 +113,32 @@ class Stepper:
             Final stacked tensors, losses and penalties at ``log_steps`` (S, n_log) (the loss at a step is the
             one the step starts from; at ``steps``, the final point's), and the recorded points, each (S, numel).
         """
-        bufs = [torch.zeros_like(p) for p in ps]
         scales = ps[0].new_zeros(len(anchors)) if scales is None else scales
+        if self.multi is not self.eager:  # compiled: as it was traced (grad mode is part of its guards)
+            return self._run(ps, x, y, steps, log_steps, anchors, scales, record_every, bar, self.eager)
+        # Eager: inference mode skips autograd's bookkeeping of every op (version counters, view tracking),
+        # about 1/5 of a step at S = 1; the kernels, hence the numbers, are the same. Its results are cloned out
+        # of it: inference tensors cannot be written in place or saved for backward outside inference mode.
+        eager = self.eager_plain if not bool(scales.any()) else self.eager
+        with torch.inference_mode():
+            out = self._run(ps, x, y, steps, log_steps, anchors, scales, record_every, bar, eager)
+        ps_out, losses, pens, records = out
+        return [p.clone() for p in ps_out], losses.clone(), pens.clone(), [r.clone() for r in records]
+
+    def _run(
+        self,
+        ps: list[Tensor],
+        x: Tensor,
+        y: Tensor,
+        steps: int,
+        log_steps: np.ndarray,
+        anchors: Sequence[Tensor],
+        scales: Tensor,
+        record_every: int | None,
+        bar: Any,
+        eager: Callable[..., Any],
+    ) -> tuple[list[Tensor], Tensor, Tensor, list[Tensor]]:
+        bufs = [torch.zeros_like(p) for p in ps]
         want = {int(s): j for j, s in enumerate(log_steps)}
         losses = ps[0].new_full((ps[0].shape[0], len(log_steps)), float("nan"))
         pens = torch.zeros_like(losses)
@@ -119,7 +146,7 @@ class Stepper:
         step = 0
         while step < steps:
             room = steps - step if not record_every else min(steps - step, record_every - step % record_every)
-            fn = self._call_multi if room >= self.k else self.eager
+            fn = eager if self.multi is self.eager else self._call_multi if room >= self.k else self.eager
             ps, bufs, ls, pn = fn(ps, bufs, x, y, anchors, scales)
             for i in range(ls.shape[0]):  # the first compiled call may have fallen back to one eager step
                 j = want.get(step + i)

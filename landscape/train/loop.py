@@ -271,6 +271,7 @@ class Trainer:
         self._keep_out = False  # the closure keeps this step's outputs (for the training accuracy)
         self._started = False
         self._nonfinite: NonFiniteLossError | None = None  # raised by on_nonfinite="raise" (its event is tagged)
+        self._eval_problems: dict[str, Any] = {}  # an evaluation pair's problem, kept over epochs (_eval_problem)
 
     def __repr__(self) -> str:
         # The default repr said nothing: the model's class, the optimizer, the length and batching, how far it got.
@@ -530,11 +531,21 @@ class Trainer:
         if self.train_accuracy and (run_correct is not None or self._targets_are_classes()):
             metrics["train_accuracy"] = (run_correct or 0.0) / max(run_n, 1)
         for name, d in self.eval_data.items():
-            for k, v in evaluate_dataset(self.model, d, self.loss_fn).items():
+            for k, v in evaluate_dataset(self._eval_problem(name, d)).items():
                 metrics[f"{name}_{k}"] = v
         self.last_metrics = metrics
         self.history_.append({"epoch": epoch + 1, "step": self.step, **metrics})
         return EpochEvent(epoch=epoch, step=self.step, metrics=metrics)
+
+    def _eval_problem(self, name: str, data: Any) -> Any:
+        """An evaluation set's problem: a tensor pair's is kept, its batches checked once (the weights every time)."""
+        from landscape.problem import as_problem
+
+        kept = self._eval_problems.get(name)  # with_model: the same batches, so the same numbers
+        prob = kept.with_model(self.model) if kept else as_problem(self.model, data, self.loss_fn, batch_size=1024)
+        if is_tensor_pair(data):  # a loader gets a fresh problem every time: it may batch otherwise
+            self._eval_problems[name] = prob
+        return prob
 
     def _targets_are_classes(self) -> bool:
         return is_tensor_pair(self.data) and not self.data[1].is_floating_point()  # type: ignore[index]
