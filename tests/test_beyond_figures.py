@@ -241,13 +241,21 @@ def test_sharpness_correlation_takes_the_replicates_as_the_unit():
     assert verdict_for(pooled) is Verdict.HELD
     eff = replicate_correlation(sharp, err, reps)
     assert eff.n == 5 and eff.mean == -1.0 and verdict_for(eff) is Verdict.NOT_HELD
-    # against brute force: the t interval of the per-replicate Spearman rhos
+    # against brute force: the t interval of the per-replicate Spearman rhos (this one passes both -1 and 1)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=20), rng.normal(size=20)
     rhos = [stats.spearmanr(x[4 * k : 4 * k + 4], y[4 * k : 4 * k + 4]).statistic for k in range(5)]
     eff = replicate_correlation(x, y, reps)
     ref = stats.ttest_1samp(rhos, 0.0).confidence_interval(0.95)
-    assert eff.mean == pytest.approx(np.mean(rhos)) and (eff.ci_low, eff.ci_high) == pytest.approx((ref.low, ref.high))
+    clipped = (max(ref.low, -1.0), min(ref.high, 1.0))  # the t interval, inside the range of a correlation
+    assert eff.mean == pytest.approx(np.mean(rhos)) and (eff.ci_low, eff.ci_high) == pytest.approx(clipped)
+    # rhos 1, 1, 1, 0.6: the t interval of their mean passes 1, where no correlation lies; kept inside [-1, 1]
+    reps4 = [f"init {k}" for k in range(4) for _ in range(4)]
+    up = [1.0, 2.0, 3.0, 4.0]
+    eff = replicate_correlation(up * 4, up * 3 + [2.0, 1.0, 4.0, 3.0], reps4)
+    ref = stats.ttest_1samp([1.0, 1.0, 1.0, 0.6], 0.0).confidence_interval(0.95)
+    assert ref.high > 1 and eff.mean == pytest.approx(0.9)
+    assert (eff.ci_low, eff.ci_high) == (pytest.approx(ref.low), 1.0)
     # a replicate with a constant variable has no rho and is left out; none left: no evidence at all
     assert replicate_correlation([1, 1, 1, 1, 2, 3], [1, 2, 3, 1, 2, 3], ["a"] * 3 + ["b"] * 3).n == 1
     assert verdict_for(replicate_correlation([1, 1, 1], [1, 2, 3], ["a"] * 3)) is Verdict.INCONCLUSIVE

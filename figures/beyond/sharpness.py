@@ -56,7 +56,7 @@ from figures.beyond import PACKAGE_ADDS
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
 from figures.result import Claim
-from figures.verdict import Effect, at_least, at_most, paired_effect, spearman_effect
+from figures.verdict import Effect, at_least, at_most, correlation_effect, spearman_effect
 
 N_IMAGES = 512
 TRAIN_ACC = 0.99  # premise: the minima fit the training set equally well (compared at equal training fit)
@@ -170,7 +170,8 @@ def replicate_correlation(values: Sequence[float], errors: Sequence[float], repl
     The minima of one replicate share its initialization (Im et al.: the 7 optimizers of one init) or its run
     (LeNet-5: the iterations of one persistent run), so a correlation pooled over every minimum treats dependent
     points as independent and its interval is too narrow. Here: Spearman's rho within each replicate, then a t
-    interval of those rhos over the replicates (:func:`figures.verdict.paired_effect` against 0).
+    interval of those rhos over the replicates (:func:`figures.verdict.correlation_effect`: against 0, kept inside
+    [-1, 1], where every correlation lies).
 
     Args:
         values: Sharpness of each minimum, ``(n,)``.
@@ -191,7 +192,7 @@ def replicate_correlation(values: Sequence[float], errors: Sequence[float], repl
             rhos.append(float(stats.spearmanr(v[sel], e[sel]).statistic))
     if not rhos:
         return Effect(math.nan, math.nan, 0, -math.inf, math.inf, 1.0, 0.95, "no replicate with a defined rho")
-    eff = paired_effect(rhos)
+    eff = correlation_effect(rhos)
     return dataclasses.replace(eff, method=f"mean within-replicate Spearman rho, {eff.method} over replicates")
 
 
