@@ -61,17 +61,16 @@ class RecordTrajectory(RecorderCallback, _tf.TrainerCallback):  # type: ignore[n
         self._logs_step = -1
         self._epoch_due: nn.Module | None = None  # the network of an epoch end whose snapshot waits for its logs
 
-    def _write_epoch_end(self, state: Any) -> None:
-        """Note the epoch end :meth:`on_epoch_end` deferred, with what was logged and evaluated at its step since."""
+    def _write_epoch_end(self, step: int) -> None:
+        """Note the epoch end :meth:`on_epoch_end` deferred, with what was logged and evaluated at ``step`` since."""
         net, self._epoch_due = self._epoch_due, None
         if net is not None and self.recorder is not None:
-            self.recorder.epoch_end(net, metrics=self._metrics(state))
+            self.recorder.epoch_end(net, metrics=self._metrics_at(step))
 
     def fail(self, error: BaseException, model: nn.Module | None = None) -> None:  # noqa: D102
-        if self._epoch_due is not None and self.recorder is not None:
-            try:  # the epoch ended before the error: its snapshot first (the model has not changed since)
-                net, self._epoch_due = self._epoch_due, None
-                self.recorder.epoch_end(net, metrics=self._metrics_at(self.recorder.step_count))
+        if self.recorder is not None:
+            try:  # an epoch that ended before the error: its snapshot first (the model has not changed since)
+                self._write_epoch_end(self.recorder.step_count)
             except Exception:  # noqa: BLE001, S110 - Recorder.fail below warns about the store
                 pass
         super().fail(error, model)
@@ -92,10 +91,10 @@ class RecordTrajectory(RecorderCallback, _tf.TrainerCallback):  # type: ignore[n
             self.start_recording(model, step=state.global_step, epoch=float(state.epoch or 0.0))
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:  # noqa: D102
-        self._write_epoch_end(state)
+        self._write_epoch_end(state.global_step)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:  # noqa: D102
-        self._write_epoch_end(state)  # (before the model changes, whatever hooks another Trainer calls)
+        self._write_epoch_end(state.global_step)  # (before the model changes, whatever hooks another Trainer calls)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:  # noqa: D102
         rec = self.recorder
@@ -119,10 +118,10 @@ class RecordTrajectory(RecorderCallback, _tf.TrainerCallback):  # type: ignore[n
             return
         self._epoch_due = self.recorded_module(model)
         if args.load_best_model_at_end:  # the model may be another before the next hook
-            self._write_epoch_end(state)
+            self._write_epoch_end(state.global_step)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:  # noqa: D102
         if self.recorder is not None:
-            self._write_epoch_end(state)
+            self._write_epoch_end(state.global_step)
             m = self._metrics(state)
             self.recorder.close(self.recorded_module(model), metrics=m or None)
