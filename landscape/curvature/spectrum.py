@@ -5,7 +5,9 @@ Entry points on a :class:`~landscape.curvature.hessian.HessianOperator` (or a
 :func:`hessian_directions` (eigenvectors as parameter-space directions for plane slices),
 :func:`hessian_trace` (Hutchinson / Hutch++) and :func:`spectrum_of` / :func:`hessian_spectrum` (the
 stochastic Lanczos quadrature density of the Persistent Neurons paper's Fig. 12, as PyHessian computes it),
-returned as a :class:`HessianSpectrum` result. The algorithms are in :mod:`landscape.curvature.lanczos`
+returned as a :class:`HessianSpectrum` result. Given a problem, each takes ``params=``, the parameters whose
+Hessian block it analyses (as :class:`~landscape.curvature.hessian.HessianOperator` and
+:func:`hessian_spectrum` do). The algorithms are in :mod:`landscape.curvature.lanczos`
 and :mod:`landscape.curvature.eigensolver`.
 """
 
@@ -25,7 +27,7 @@ from torch import Tensor, nn
 from landscape import validation
 from landscape._options import check_int, keyword_values, parse_option, renamed, shows_keywords, typed_keywords
 from landscape.curvature.eigensolver import EigenPairs, Which, top_eigenpairs
-from landscape.curvature.hessian import _BATCH_NORM, HessianOperator, LossFn
+from landscape.curvature.hessian import _BATCH_NORM, HessianOperator, LossFn, _select
 from landscape.curvature.lanczos import TraceEstimate, default_sigma, gaussian_density, hutchinson, hutchpp, slq_runs
 from landscape.curvature.options import SPECTRUM_DEFAULTS, HessianSpectrumOptions, OperatorOptions, SpectrumOptions
 from landscape.problem import Problem
@@ -49,11 +51,23 @@ __all__ = [
 _GRID_POINTS = 200_000
 
 
-def _as_operator(op: Any) -> HessianOperator:
-    """The operator itself, or the operator of a :class:`~landscape.problem.Problem`."""
+def _as_operator(op: Any, params: str | Sequence[str] | None = None) -> HessianOperator:
+    """The operator itself, or the operator of a :class:`~landscape.problem.Problem` over ``params``.
+
+    Raises:
+        ValueError: If ``params`` selects other tensors than a given operator covers (its selection is made
+            when it is built).
+    """
     if isinstance(op, Problem):
-        return HessianOperator(op)
+        return HessianOperator(op, params=params)
     validation.check_operator(op)
+    if params is not None and isinstance(op, HessianOperator):
+        chosen = [s.name for s in _select(op.model, op.layout, params)]
+        if chosen != op.param_names:
+            raise ValueError(
+                f"params={params!r} selects {chosen}, but this operator covers {op.param_names}: pass the Problem "
+                "with params=, or build HessianOperator(problem, params=...)"
+            )
     return op
 
 
@@ -75,6 +89,7 @@ def hessian_eigenpairs(
     v0: Tensor | None = None,
     certify: bool = True,
     progress: bool = False,
+    params: str | Sequence[str] | None = None,
 ) -> EigenPairs:
     """Top-k eigenvalues and eigenvectors by block Lanczos with full reorthogonalization.
 
@@ -102,12 +117,16 @@ def hessian_eigenpairs(
             more products after ``m`` (at least 6 from a warm start); ``False`` skips the check (see
             :func:`landscape.curvature.eigensolver.top_eigenpairs`).
         progress: Show a progress bar.
+        params: With a :class:`~landscape.problem.Problem`, the parameters whose Hessian block is taken:
+            ``None`` or ``"all"``, ``"trainable"``, or tensor and/or layer names (as
+            :class:`~landscape.curvature.hessian.HessianOperator`'s ``params``). With an operator, its own
+            selection (built in); another one is refused.
 
     Returns:
         Eigenvalues ``(k,)``, unit eigenvectors ``(n, k)`` in subset coordinates, residuals, error bounds,
         product count.
     """
-    op = _as_operator(op)
+    op = _as_operator(op, params)
     gen = torch.Generator().manual_seed(seed)
     return top_eigenpairs(
         op.matmat,
@@ -127,7 +146,13 @@ def hessian_eigenpairs(
 
 
 def hessian_directions(
-    op: HessianOperator | Problem, k: int = 2, *, which: Which | str = Which.LA, tol: float = 1e-6, seed: int = 0
+    op: HessianOperator | Problem,
+    k: int = 2,
+    *,
+    which: Which | str = Which.LA,
+    tol: float = 1e-6,
+    seed: int = 0,
+    params: str | Sequence[str] | None = None,
 ) -> Tensor:
     """Top Hessian eigenvectors as full-length parameter-space directions (e.g. for a plane slice).
 
@@ -137,12 +162,16 @@ def hessian_directions(
         which: Spectrum end, as in :func:`hessian_eigenpairs`.
         tol: Eigenvalue tolerance.
         seed: Seed of the start vector.
+        params: With a :class:`~landscape.problem.Problem`, the parameters whose Hessian block is taken:
+            ``None`` or ``"all"``, ``"trainable"``, or tensor and/or layer names (as
+            :class:`~landscape.curvature.hessian.HessianOperator`'s ``params``). With an operator, its own
+            selection (built in); another one is refused.
 
     Returns:
         Shape ``(k, numel)`` in the operator's dtype: unit vectors in the model's flat parameter layout,
         zero on parameters outside the subset, ordered by eigenvalue (largest first for ``"LA"``).
     """
-    op = _as_operator(op)
+    op = _as_operator(op, params)
     pairs = hessian_eigenpairs(op, k, which=which, tol=tol, seed=seed)
     return op.to_full(pairs.vectors).T.to(op.dtype).contiguous()
 
@@ -160,6 +189,7 @@ def hessian_trace(
     *,
     method: TraceMethod | str = TraceMethod.HUTCHPP,
     seed: int = 0,
+    params: str | Sequence[str] | None = None,
 ) -> TraceEstimate:
     """Stochastic trace of the Hessian.
 
@@ -168,13 +198,17 @@ def hessian_trace(
         n_products: Hessian-vector product budget.
         method: ``"hutchpp"`` (Meyer et al. 2021) or ``"hutchinson"`` (Rademacher probes).
         seed: Seed of the probes.
+        params: With a :class:`~landscape.problem.Problem`, the parameters whose Hessian block is taken:
+            ``None`` or ``"all"``, ``"trainable"``, or tensor and/or layer names (as
+            :class:`~landscape.curvature.hessian.HessianOperator`'s ``params``). With an operator, its own
+            selection (built in); another one is refused.
 
     Returns:
         Estimate, standard error and products used; with ``n_products >= op.n`` the exact trace from ``op.n``
         unit-vector products (``exact=True``, standard error 0): cheaper than either estimator there, and
         Hutch++'s sketch spans the space only from ``3 n`` products.
     """
-    op = _as_operator(op)
+    op = _as_operator(op, params)
     method = parse_option(TraceMethod, method, "trace method")
     gen = torch.Generator().manual_seed(seed)
     if method is TraceMethod.HUTCHPP:
@@ -300,13 +334,21 @@ class HessianSpectrum(Result):
 
 @shows_keywords(SpectrumOptions, SPECTRUM_DEFAULTS)
 def spectrum_of(
-    op: HessianOperator | Problem, *, data: str | None = None, **options: Unpack[SpectrumOptions]
+    op: HessianOperator | Problem,
+    *,
+    data: str | None = None,
+    params: str | Sequence[str] | None = None,
+    **options: Unpack[SpectrumOptions],
 ) -> HessianSpectrum:
     """SLQ density, top eigenvalues and traces of a :class:`HessianOperator`.
 
     Args:
         op: The Hessian, or a :class:`~landscape.problem.Problem`.
         data: Deprecated name of ``data_description``.
+        params: With a :class:`~landscape.problem.Problem`, the parameters whose Hessian block is taken:
+            ``None`` or ``"all"``, ``"trainable"``, or tensor and/or layer names (as
+            :class:`~landscape.curvature.hessian.HessianOperator`'s ``params``). With an operator, its own
+            selection (built in); another one is refused.
         **options: The spectrum keywords (:class:`SpectrumOptions`): ``n_probes``, ``steps``, ``top_k``,
             ``trace_products``, ``tol``, ``seed``, ``data_description``, ``progress``.
 
@@ -322,7 +364,7 @@ def spectrum_of(
     n_probes = check_int(n_probes, "n_probes")
     top_k, trace_products = (check_int(o[k], k, least=0, note=" (0 skips it)") for k in ("top_k", "trace_products"))
     data_description = renamed(o["data_description"] or None, data, "data", "data_description") or ""
-    op = _as_operator(op)
+    op = _as_operator(op, params)
     data_description = data_description or op.data_description
     start = op.hvp_count
     gen = torch.Generator().manual_seed(seed)

@@ -1,0 +1,124 @@
+"""Bug hunt nu16: gaps between the Problem path and the other entry points, against brute force in float64.
+
+References: the dense Hessian of the selected parameters (``torch.func.hessian``), hand-written training
+loops, float64 sums, and the trainer's own checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from landscape.curvature import HessianOperator, hessian_directions, hessian_eigenpairs, hessian_trace, spectrum_of
+from landscape.params import ParamLayout, parameters_to_vector
+from landscape.problem import Problem
+
+F64 = torch.float64
+
+
+# ----------------------------------------------------------------------------- 1. params= on the Hessian analyses
+class _DictNet(nn.Module):
+    """A 2-layer tanh MLP (float64) called with a mapping batch's ``x``, returning ``{"logits": (B, 2)}``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2 = nn.Linear(3, 4).double(), nn.Linear(4, 2).double()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.fc2(torch.tanh(self.fc1(x)))}
+
+
+def _dict_data() -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    X, y = torch.randn(12, 3, dtype=F64, generator=g), torch.randint(0, 2, (12,), generator=g)
+    return [{"x": X[s : s + 4], "labels": y[s : s + 4]} for s in range(0, 12, 4)]
+
+
+def _closure(model, batch):
+    return nn.functional.cross_entropy(model(batch["x"])["logits"], batch["labels"])
+
+
+def _dense_block(net: nn.Module, data, names: list[str]) -> torch.Tensor:
+    """``torch.func.hessian`` of the mean cross-entropy over ``data`` in the tensors ``names`` (float64)."""
+    layout = ParamLayout.from_model(net)
+    theta = parameters_to_vector(net).double()
+    idx = torch.cat([torch.arange(s.start, s.stop) for s in layout.specs if s.name in names])
+
+    def loss(sub: torch.Tensor) -> torch.Tensor:
+        full = theta.index_put((idx,), sub)
+        params = layout.unflatten(full)
+        n = sum(len(b["labels"]) for b in data)
+        return (
+            sum(
+                len(b["labels"]) * _closure(lambda x: functional_call(net, params, (x,)), b)
+                for b in data  # type: ignore[misc]
+            )
+            / n
+        )
+
+    return torch.func.hessian(loss)(theta[idx])
+
+
+def _problems():
+    net = _DictNet()
+    data = _dict_data()
+    pairs = [(b["x"], b["labels"]) for b in data]
+    plain = nn.Sequential(copy.deepcopy(net.fc1), nn.Tanh(), copy.deepcopy(net.fc2))
+    # the same function twice: a closure over mapping batches (the operator's general path) and (X, y) pairs
+    return [
+        ("closure", Problem(net, data, _closure), ["fc2", "fc1.bias"], ["fc1.bias", "fc2.weight", "fc2.bias"]),
+        ("pairs", Problem(plain, pairs, "cross_entropy"), ["2"], ["2.weight", "2.bias"]),
+    ]
+
+
+@pytest.mark.parametrize("case", [0, 1])
+def test_hessian_analyses_of_a_problem_take_params_as_the_operator_does(case):
+    """hessian_eigenpairs / hessian_directions / hessian_trace / spectrum_of given a Problem had no ``params=``
+    (only HessianOperator and hessian_spectrum did): the analyses of a parameter block needed the operator built
+    by hand. Reference: the dense float64 Hessian of the selected tensors."""
+    _, prob, params, names = _problems()[case]
+    H = _dense_block(
+        _DictNet(), _dict_data(), [{"2.weight": "fc2.weight", "2.bias": "fc2.bias"}.get(n, n) for n in names]
+    )
+    evals = torch.linalg.eigvalsh(H).flip(0)
+    n = H.shape[0]
+
+    op = HessianOperator(prob, params=params)
+    assert op.param_names == names and op.n == n
+    torch.testing.assert_close(op.dense(), H, rtol=1e-10, atol=1e-12)
+
+    pairs = hessian_eigenpairs(prob, 3, params=params, tol=1e-10)
+    torch.testing.assert_close(pairs.values, evals[:3], rtol=1e-8, atol=1e-10)
+    assert pairs.vectors.shape == (n, 3)
+
+    est = hessian_trace(prob, n, params=params)  # a budget of n products: the exact trace
+    assert est.exact and est.estimate == pytest.approx(float(H.trace()), rel=1e-10)
+
+    spec = spectrum_of(prob, params=params, n_probes=1, steps=n, top_k=2, trace_products=n)
+    assert spec.n_params == n and spec.param_names == names
+    assert spec.trace["hutchpp"] == pytest.approx(float(H.trace()), rel=1e-10)  # exact at n products
+    np.testing.assert_allclose(spec.top_eigenvalues, evals[:2].numpy(), rtol=1e-8)
+
+    D = hessian_directions(prob, 1, params=params, tol=1e-10)
+    layout = ParamLayout.from_model(prob.model)
+    outside = torch.ones(layout.numel, dtype=torch.bool)
+    for s in layout.specs:
+        if s.name in names:
+            outside[s.start : s.stop] = False
+    assert D.shape == (1, layout.numel) and bool((D[0, outside] == 0).all())
+    v = D[0, ~outside].double()
+    torch.testing.assert_close(v @ H @ v, evals[0], rtol=1e-8, atol=1e-10)  # the top eigenvector's Rayleigh quotient
+
+
+def test_params_with_a_built_operator_must_be_its_own_selection():
+    _, prob, params, _ = _problems()[1]
+    op = HessianOperator(prob, params=params)
+    assert hessian_trace(op, op.n, params=params).exact  # the operator's own selection: accepted
+    with pytest.raises(ValueError, match="this operator covers"):
+        hessian_trace(op, 4, params="all")
