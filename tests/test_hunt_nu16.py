@@ -122,3 +122,134 @@ def test_params_with_a_built_operator_must_be_its_own_selection():
     assert hessian_trace(op, op.n, params=params).exact  # the operator's own selection: accepted
     with pytest.raises(ValueError, match="this operator covers"):
         hessian_trace(op, 4, params="all")
+
+
+# ----------------------------------------------------------------------------- 2. the Trainer on any batch form
+class _Out(dict):
+    """A ``ModelOutput``-like mapping: the logits by key and by attribute."""
+
+    def __getattr__(self, k):
+        return self[k]
+
+
+class _KwNet(nn.Module):
+    """A float32 MLP called as ``model(x=..., mask=...)`` (a mapping batch's inputs), returning ``_Out``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> _Out:
+        return _Out(logits=self.body(x * mask))
+
+
+class _Samples(torch.utils.data.Dataset):
+    """A map-style dataset of mapping samples ``{"x", "mask", "labels"}``."""
+
+    def __init__(self, n: int = 22) -> None:
+        g = torch.Generator().manual_seed(3)
+        self.x, self.mask = torch.randn(n, 5, generator=g), (torch.rand(n, 5, generator=g) > 0.2).float()
+        self.y = torch.randint(0, 3, (n,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "mask": self.mask[i], "labels": self.y[i]}
+
+
+def _sgd(p):
+    return torch.optim.SGD(p, lr=0.3, momentum=0.9)
+
+
+def _hand_loop(model, epochs, batches_of_epoch, loss_of):
+    """The reference: seed 0, then ``zero_grad; loss_of(model, batch).backward(); step`` over each epoch's batches.
+
+    Returns the trained model and each epoch's mean loss over samples (float64 sums of ``loss * size``).
+    """
+    torch.manual_seed(0)
+    model = copy.deepcopy(model)
+    opt = _sgd(model.parameters())
+    means = []
+    for e in range(epochs):
+        total, n = 0.0, 0
+        for b in batches_of_epoch(e):
+            opt.zero_grad(set_to_none=True)
+            loss, size = loss_of(model, b)
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item() * size, n + size
+        means.append(total / n)
+    return model, means
+
+
+def _ce_of_mapping(model, b):
+    out = model(x=b["x"], mask=b["mask"])
+    return nn.functional.cross_entropy(out.logits, b["labels"]), len(b["labels"])
+
+
+def _assert_bitwise(a: nn.Module, b: nn.Module) -> None:
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.equal(p, q), n
+
+
+def test_trainer_trains_on_a_shuffling_loader_of_mapping_batches_as_a_hand_written_loop():
+    """Trainer refused mapping batches ('batch 0 must be a pair (X, y)') that every analyzer's Problem reads: the
+    model is called with the batch without its target key and the loss takes the output rule's logits."""
+    from landscape.train import Trainer
+
+    net, ds = _KwNet(), _Samples()
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=True)  # reshuffled every epoch (global RNG)
+    tr = Trainer(net, loader, "cross_entropy", _sgd, epochs=3).fit()
+    ref, means = _hand_loop(net, 3, lambda e: loader, _ce_of_mapping)
+    _assert_bitwise(tr.model, ref)
+    assert [h["train_loss"] for h in tr.history_] == pytest.approx(means, rel=1e-12)
+    assert tr.step == 3 * len(loader) and "train_accuracy" in tr.history_[0]
+
+
+def test_trainer_of_a_problem_with_a_dataset_and_a_sum_count_closure_is_a_hand_written_loop():
+    """Trainer(Problem(...)) refused a closure loss ('a closure loss is not supported'); a Dataset of mapping samples
+    is batched in order as the problem reads it, and a (sum, count) closure's step follows sum / count."""
+    from landscape.train import Trainer
+
+    def closure(model, batch):  # a token-style mean: the count is the unmasked entries
+        out = model(x=batch["x"], mask=batch["mask"]).logits
+        per = nn.functional.cross_entropy(out, batch["labels"], reduction="none") * batch["mask"][:, 0]
+        return per.sum(), float(batch["mask"][:, 0].sum())
+
+    net, ds = _KwNet(), _Samples()
+    tr = Trainer(Problem(net, ds, closure, batch_size=5), optimizer=_sgd, epochs=2).fit()
+    batches = list(torch.utils.data.DataLoader(ds, batch_size=5))
+
+    def loss_of(model, b):
+        s, c = closure(model, b)
+        return s / c, c
+
+    ref, means = _hand_loop(net, 2, lambda e: batches, loss_of)
+    _assert_bitwise(tr.model, ref)
+    # the epoch's train_loss is the mean over the closure's unit (the counts), as the problem's loss is
+    assert [h["train_loss"] for h in tr.history_] == pytest.approx(means, rel=1e-12)
+
+
+def test_trainer_of_a_tensor_pair_problem_with_a_closure_shuffles_as_the_pair_loop_does():
+    from landscape.train import Trainer
+
+    g = torch.Generator().manual_seed(5)
+    X, y = torch.randn(21, 5, generator=g), torch.randint(0, 3, (21,), generator=g)
+    net = _KwNet().body
+
+    def closure(model, batch):
+        return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+    tr = Trainer(Problem(net, (X, y), closure), optimizer=_sgd, epochs=2, batch_size=4, shuffle_seed=7).fit()
+    order = torch.Generator().manual_seed(7)
+
+    def epoch(e):
+        perm = torch.randperm(21, generator=order)
+        return [(X[perm[s : s + 4]], y[perm[s : s + 4]]) for s in range(0, 21, 4)]
+
+    ref, _ = _hand_loop(net, 2, epoch, lambda m, b: (closure(m, b), len(b[1])))
+    _assert_bitwise(tr.model, ref)
+    plain = Trainer(net, (X, y), "cross_entropy", _sgd, epochs=2, batch_size=4, shuffle_seed=7).fit()
+    _assert_bitwise(tr.model, plain.model)  # the (outputs, targets) loop on the same pair: the same run

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from landscape._loss import sum_reduced, weighted_count, weighted_form
 from landscape._options import check_count, check_int, parse_option, shows_forwarded
 from landscape.functional import model_output
-from landscape.train._data import DataLike, _as_tensors, _batches, _check_pair, _problem_data
+from landscape.train._data import DataLike, _as_tensors, _batches, _check_pair, _problem_data, general_data
 from landscape.train._progress import Progress
 from landscape.train.callbacks import (
     Callback,
@@ -83,19 +83,20 @@ class Trainer:
 
     Args:
         model: The initial model (never modified; the trainer trains a deep copy, ``self.model``), or a
-            :class:`~landscape.problem.Problem` with an ``(outputs, targets)`` loss (its model, data and loss,
-            and its ``batch_size`` unless one is given here; a ``Dataset`` is batched in order as the problem
-            reads it).
+            :class:`~landscape.problem.Problem` (its model, data and loss, any form it takes, and its ``batch_size``
+            unless one is given here; a ``Dataset`` is batched in order as the problem reads it).
         data: Training data: a tensor pair ``(X (N, ...), y (N,))`` or an iterable of ``(X, y)`` batches
-            (re-iterated every epoch, e.g. a ``DataLoader``).
-        loss_fn: Mean-reduced loss ``loss_fn(outputs, targets) -> scalar`` or a loss name; default
-            cross-entropy for integer targets, MSE otherwise (the default of every analyzer too). ``outputs`` is
-            the model's output under the output rule of every analyzer (:func:`landscape.model_output`: a
-            ``ModelOutput``'s logits, a tuple's first element), which the training accuracy counts too. A torch loss
-            module with ``reduction="sum"`` is the sum over the data, as :class:`~landscape.problem.Problem` reads
-            it: each step's loss is its value on the batch (the batch's sum, whose gradient the step follows) and
-            the epoch's ``train_loss`` the sum of those over the epoch (the data's sum, on the scale of the
-            evaluation sets' ``<name>_loss``; a regularizer's value is then counted once per batch).
+            (re-iterated every epoch, e.g. a ``DataLoader``), or of mapping / ``(*inputs, y)`` batches, read as a
+            Problem reads them (:class:`~landscape.train._data.GeneralData`; a ``Dataset`` of mappings too).
+        loss_fn: Mean-reduced loss ``loss_fn(outputs, targets) -> scalar``, a loss name, or a closure
+            ``loss(model, batch)`` as :class:`~landscape.problem.Problem` takes (a ``(sum, count)`` one steps on
+            ``sum / count``, its epoch ``train_loss`` weighted by the counts); default cross-entropy for integer
+            targets, MSE otherwise (as every analyzer's). ``outputs`` is the model's output under the output rule of
+            every analyzer (:func:`landscape.model_output`: a ``ModelOutput``'s logits, a tuple's first element),
+            which the training accuracy counts too. A torch loss module with ``reduction="sum"`` is the sum over the
+            data, as a Problem reads it: each step's loss is its value on the batch (the batch's sum, whose gradient
+            the step follows) and the epoch's ``train_loss`` the sum of those over the epoch (the data's sum, on the
+            scale of the evaluation sets' ``<name>_loss``; a regularizer's value is then counted once per batch).
         optimizer: A method name for :func:`landscape.train.optim.make_optimizer` (``"sgd"``, ``"adam"``, ...) or a
             factory ``params -> torch.optim.Optimizer`` (also used to rebuild the optimizer when the model is
             replaced).
@@ -172,14 +173,14 @@ class Trainer:
         eval_data = {k: _as_tensors(d) for k, d in eval_data.items()} if isinstance(eval_data, Mapping) else eval_data
         # kept whole for callbacks that measure its loss (its bn_mode, closure-free loss and dtype): CurvatureRecorder
         self.problem: Problem | None = model if isinstance(model, Problem) else None
-        if isinstance(model, Problem):  # its model, data and loss (the loop needs loss(outputs, targets))
+        closure = model.closure if isinstance(model, Problem) else None  # None: read from the loss as a Problem does
+        if isinstance(model, Problem):  # its model, data and loss
             if data is not None or loss_fn is not None:
                 raise TypeError("model is a Problem, which holds its data and loss; pass neither data nor loss_fn")
-            if model.closure:
-                raise ValueError("the trainer's loop computes loss(outputs, targets); a closure loss is not supported")
             batch_size = model.batch_size if batch_size is None else batch_size
             # model assigned last: mypy types each item of the tuple after the assignments before it
             data, loss_fn, model = _problem_data(model, batch_size), model.loss_spec, model.model
+        data, self._general = general_data(model, data, loss_fn, batch_size, closure)  # mappings, closures: _data.py
         if data is None:
             raise TypeError("data is missing: pass a landscape.Problem, or the model with data")
         if epochs is None and steps is None:
@@ -188,7 +189,7 @@ class Trainer:
         epochs = None if epochs is None else check_int(epochs, "epochs", least=0)
         steps = None if steps is None else check_int(steps, "steps", least=0)
         batch_size = check_count(batch_size, "batch_size")
-        if batch_size is not None and given is not None and not is_tensor_pair(given):
+        if batch_size is not None and given is not None and not is_tensor_pair(given) and self._general is None:
             warnings.warn(  # it was ignored without a word: the loader's own batches were trained on
                 f"batch_size={batch_size} is ignored: it batches tensor-pair data (X, y), and this "
                 f"{type(given).__name__} yields its own batches; set the batch size where they are made (the "
@@ -208,12 +209,14 @@ class Trainer:
         for k, d in (eval_data or {}).items():
             if is_tensor_pair(d):
                 _check_pair(d, f"eval_data[{k!r}]")  # type: ignore[arg-type]
-        loss_fn = resolve_loss(loss_fn, data)
-        # Checked and cast to the model's dtype once here, so the loop itself never checks.
-        data, evals = validate_training_sets(model, data, eval_data, loss_fn)
+        if self._general is None:  # checked and cast to the model's dtype once here, so the loop itself never checks
+            loss_fn = resolve_loss(loss_fn, data)
+            data, evals = validate_training_sets(model, data, eval_data, loss_fn)
+        else:  # checked on the first pass; its problem is what CurvatureRecorder measures
+            data, evals, self.problem = self._general.prepare(model, eval_data, self.problem)
         self.initial_model = model
         self.data = data
-        self.loss_fn = loss_fn
+        self.loss_fn: Any = loss_fn  # a callable (outputs, targets); under GeneralData the loss as given
         self.optimizer_spec = optimizer
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
         self.epochs = epochs
@@ -252,6 +255,8 @@ class Trainer:
         # train_loss is the sum of its batches' values, each batch weighing 1 (not its size).
         self._sum_loss = sum_reduced(loss_fn)
         self._batch_weight = _one if self._sum_loss else partial(weighted_count, loss_fn)
+        if self._general is not None:  # each batch weighs its count: a closure's, class weights', 1 for a sum
+            self._weigh_batches, self._batch_weight = True, self._general.batch_weight
         self.on_nonfinite = parse_option(OnNonFinite, on_nonfinite)
         self.train_accuracy = bool(train_accuracy)
         self.progress = progress
@@ -360,10 +365,13 @@ class Trainer:
         # One bound method for the whole run (no closure object per step); the batch is ``self._batch``.
         x, y = self._batch
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.model(x)
-        if not isinstance(out, Tensor):  # the output rule, as every analyzer and the epoch's evaluation apply it
-            out = model_output(out)
-        loss = self.loss_fn(out, y)
+        if self._general is not None:  # a normalized batch of any form (x), the loss a hand-written loop computes
+            loss, out = self._general.step_loss(self.model, x)
+        else:
+            out = self.model(x)
+            if not isinstance(out, Tensor):  # the output rule, as every analyzer and the epoch's evaluation apply it
+                out = model_output(out)
+            loss = self.loss_fn(out, y)
         if self.regularizer is not None:
             loss = loss + self.regularizer(self.model)
         loss.backward()
