@@ -194,8 +194,9 @@ def test_stacked_refusal_names_its_reason():
         np.testing.assert_allclose(got, _reference(m, pts.materialize(torch.arange(len(pts))), [data]), rtol=1e-10)
 
 
-def test_tuple_outputs_are_refused_with_the_way_that_works():
-    """The shorthand refuses a model returning a tuple; the Problem it points to evaluates it (first element)."""
+def test_tuple_outputs_are_read_by_the_output_rule_in_the_shorthand_as_in_the_problem():
+    """A model returning a tuple: the Problem evaluates its first element, and the shorthand (which refused it,
+    pointing to the Problem, until session 16) builds the same problem."""
     from landscape import Problem
 
     class Pair(nn.Module):
@@ -210,11 +211,10 @@ def test_tuple_outputs_are_refused_with_the_way_that_works():
     m = Pair().double()
     (data,) = _data((4,), cut=13)
     pts = plane_points(m)
-    with pytest.raises(TypeError, match=r"returns tuple; .*landscape\.Problem\(model, data, loss\)"):
-        evaluate_points(m, pts, data)
     got = evaluate_points(Problem(m, data), pts, metrics=("loss",))["loss"]
     want = _reference(m, pts.materialize(torch.arange(len(pts))), [data], lambda o, y: F.cross_entropy(o[0], y))
     np.testing.assert_allclose(got, want, rtol=1e-10)
+    np.testing.assert_array_equal(evaluate_points(m, pts, data, metrics=("loss",))["loss"], got)
 
 
 # ----------------------------------------------------------------------------- one value under two names

@@ -253,3 +253,52 @@ def test_trainer_of_a_tensor_pair_problem_with_a_closure_shuffles_as_the_pair_lo
     _assert_bitwise(tr.model, ref)
     plain = Trainer(net, (X, y), "cross_entropy", _sgd, epochs=2, batch_size=4, shuffle_seed=7).fit()
     _assert_bitwise(tr.model, plain.model)  # the (outputs, targets) loop on the same pair: the same run
+
+
+# ----------------------------------------------------------------------------- 3. evaluate_points' shorthand
+class _TupleNet(nn.Module):
+    """A float64 MLP returning ``(logits, hidden)``: the output rule takes the first element."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.fc1, self.fc2 = nn.Linear(4, 6).double(), nn.Linear(6, 3).double()
+
+    def forward(self, x):
+        h = torch.tanh(self.fc1(x))
+        return self.fc2(h), h
+
+
+@pytest.mark.parametrize("wrap", ["dict", "tuple"])
+def test_evaluate_points_shorthand_reads_non_tensor_outputs_as_the_problem_does(wrap):
+    """evaluate_points(model, points, data) refused a model returning a mapping or a tuple ('needs a tensor of
+    outputs: pass landscape.Problem(...)'), which the Problem path reads by the output rule. Reference: a float64
+    loop of cross-entropy and accuracy at every point through functional_call."""
+    from landscape import evaluate_points
+
+    net = _TupleNet()
+    model = net if wrap == "tuple" else _OutputWrap(net)
+    g = torch.Generator().manual_seed(4)
+    X, y = torch.randn(13, 4, dtype=F64, generator=g), torch.randint(0, 3, (13,), generator=g)
+    layout = ParamLayout.from_model(model)
+    theta = parameters_to_vector(model)
+    pts = theta + 0.3 * torch.randn(4, theta.numel(), dtype=F64, generator=g)
+    got = evaluate_points(model, pts, (X, y), loss_fn="cross_entropy", metrics=["loss", "accuracy"])
+    for p in range(4):
+        out = functional_call(model, layout.unflatten(pts[p]), (X,))
+        logits = out["logits"] if wrap == "dict" else out[0]
+        assert got["loss"][p] == pytest.approx(float(nn.functional.cross_entropy(logits, y)), rel=1e-12)
+        assert got["accuracy"][p] == float((logits.argmax(1) == y).double().mean())
+    same = evaluate_points(Problem(model, (X, y), "cross_entropy"), pts, metrics=["loss", "accuracy"])
+    np.testing.assert_array_equal(got["loss"], same["loss"])
+
+
+class _OutputWrap(nn.Module):
+    """The tuple network's logits in a ``ModelOutput``-like mapping."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return _Out(logits=self.net(x)[0])

@@ -73,7 +73,7 @@ from landscape.evaluate._pointwise import PointwiseExec, batch_dependent, find_f
 from landscape.evaluate._stacked import StackedExec, agrees_with_functional_call
 from landscape.evaluate._trace import build_program, untraceable
 from landscape.evaluate.affine import AffinePoints, Chunk, iter_chunks, take_block
-from landscape.functional import BNMode, eval_copy
+from landscape.functional import BNMode, FunctionalModel, eval_copy
 from landscape.params import ParamLayout, parameters_to_vector
 from landscape.validation import check_model, validate_batches
 
@@ -126,6 +126,13 @@ def _read_data(
     # (a cross-entropy's ignore_index is allowed: such data take the weighted path of MetricSums)
     loss = loss_fn if "loss" in names else ("cross_entropy" if "accuracy" in names else None)
     return validate_batches(data, model, loss, targets=bool(names & {"loss", "accuracy"}), dtype=dtype, device=device)
+
+
+def _tensor_output(model: nn.Module, x: Tensor) -> bool:
+    """Whether the model (in eval mode, through the package's functional call: never modified) returns a tensor."""
+    private = {k: v.clone() for k, v in model.named_buffers()}  # no statistics update reaches the caller's
+    with torch.no_grad():
+        return isinstance(FunctionalModel(model, private)(x), Tensor)
 
 
 def _recut(batches: list[tuple[Tensor, Tensor]], size: int) -> list[tuple[Tensor, Tensor]]:
@@ -215,7 +222,9 @@ def evaluate_points(
 
     Args:
         problem: A :class:`~landscape.problem.Problem`, or the model (the architecture; its buffers and
-            frozen parameters are used) with ``data`` (and ``loss_fn``) as a shorthand.
+            frozen parameters are used) with ``data`` (and ``loss_fn``) as a shorthand. A model whose outputs are
+            not a tensor (a mapping, a tuple, a ``ModelOutput``) is evaluated as ``Problem(model, data, loss_fn)``
+            is: its output rule, one point at a time, the batches as given.
         points: ``(P, D)`` matrix, an iterable of ``(D,)`` vectors (consumed lazily), or
             :class:`AffinePoints`; ``D`` is the number of parameters.
         data: Shorthand only: a tensor pair ``(X (N, ...), y (N, ...))`` or an iterable of such batches
@@ -329,6 +338,19 @@ def evaluate_points(
     itemsize = torch.empty((), dtype=dtype).element_size()
     check_model(model, trainable=False)  # frozen parameters and buffers are used at every point
     batches = _read_data(data, model, ("loss",) if metrics is None else metrics, loss_fn, device, dtype)
+    if not isinstance(problem, Problem) and not _tensor_output(model, batches[0][0][:2]):
+        # a mapping, tuple or ModelOutput: the problem of the same model, data and loss reads it by the output rule
+        # (one point at a time, the batches as given), as evaluate_points(Problem(model, data, loss_fn), ...)
+        return evaluate_points(
+            Problem(model, batches, loss_fn),
+            points,
+            metrics=metrics,
+            chunk_size=chunk_size,
+            bn_mode=bn_mode,
+            buffers=buffers,
+            bn_data=bn_data,
+            progress=progress,
+        )
     if metrics is None:  # accuracy for class labels (validation made them (B,) int64), else the loss only
         y0 = batches[0][1]
         classes = not (y0.is_floating_point() or y0.is_complex()) and y0.dim() == 1
