@@ -476,6 +476,48 @@ def test_huggingface_run_failed_without_the_with_block_resumes_from_its_checkpoi
     _assert_same(got, want)  # step 4, the resumed run's initial point, is not written twice
 
 
+def test_huggingface_best_model_at_end_is_labelled_as_the_best_checkpoint_and_the_trained_end_is_kept(tmp_path):
+    """With load_best_model_at_end the final snapshot held the best checkpoint's weights (step 3) labelled with the
+    last step (9) and its logs (the step-9 model's eval_loss), and the trained step-9 weights were never recorded
+    under a step schedule. References: the same run without load_best_model_at_end (its final weights, bitwise), the
+    snapshot at the best step (the checkpoint's weights, bitwise) and the trainer's log history (the best value)."""
+    tf, model, RecordTrajectory = _hf_ready()
+    evaluate = dict(eval_strategy="epoch", per_device_eval_batch_size=4, eval_dataset=_Tokens(n=8, seed=3))
+    best = dict(save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="eval_loss")
+
+    def run(name, sched, **kw):
+        cb = RecordTrajectory(**sched)
+        trainer = _hf_trainer(tf, copy.deepcopy(model), _Tokens(), cb, tmp_path / name, num_train_epochs=3, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.train()
+        return trainer, cb.trajectory
+
+    plain = run("plain", dict(every_steps=1), **evaluate)[1]
+    trainer, traj = run("best", dict(every_steps=1), **evaluate, **best)  # every step: the best step's weights too
+    state = trainer.state
+    assert state.best_global_step == 3  # the eval loss rose after the first epoch on this data
+    assert traj.steps.tolist() == [*range(10), 9]
+    trained, final = traj[len(traj) - 2], traj[len(traj) - 1]
+    assert torch.equal(trained.vector, plain[len(plain) - 1].vector)  # labelled step 9: the trained step-9 weights
+    assert traj.tags(len(traj) - 2)["events"][0]["event"] == "last_step"
+    assert torch.equal(final.vector, traj[3].vector)  # the best checkpoint's weights (step 3)
+    assert torch.equal(final.vector, parameters_to_vector(trainer.model))
+    (event,) = traj.tags(len(traj) - 1)["events"]
+    assert event["event"] == "best_model_loaded" and event["best_step"] == 3 and event["metric"] == "eval_loss"
+    assert event["checkpoint"] == state.best_model_checkpoint
+    assert final.metrics == {"eval_loss": pytest.approx(_logged_at(trainer, 3)["eval_loss"], rel=1e-12)}
+    # schedules that do not record the last step (by steps) or record it at the epoch end: the same two points
+    for name, sched, steps in [
+        ("steps", dict(every_steps=4, every_epochs=None), [0, 4, 8, 9, 9]),
+        ("epochs", {}, [0, 3, 6, 9, 9]),
+    ]:
+        got = run(name, sched, **evaluate, **best)[1]
+        assert got.steps.tolist() == steps
+        assert torch.equal(got[3].vector, trained.vector) and torch.equal(got[4].vector, final.vector)
+        assert got.tags(4)["events"][0]["best_step"] == 3
+
+
 # ------------------------------------------------------------------------------------------------ errors
 @pytest.mark.parametrize(
     "module,missing,pip_name",

@@ -19,6 +19,14 @@ written at the next hook (``on_epoch_begin``, ``on_train_end``), where the model
 are in; with ``load_best_model_at_end`` it is written at ``on_epoch_end`` (the best model is loaded before the
 last epoch's next hook), without them. Only the main process records.
 
+``load_best_model_at_end``: the trainer replaces the trained weights by the best checkpoint's after the last step.
+The last trained point is then recorded at the last step itself (tagged with the event ``"last_step"``, without
+that step's logs, which come after the hook), and the final point holds the best checkpoint's weights: it is
+labelled with the last step (steps never go back) and tagged with the event ``{"event": "best_model_loaded",
+"best_step": S, "checkpoint": ..., "metric": "eval_<name>", "value": ...}``, its metrics that best value (what
+those weights scored at step ``S``). When the best checkpoint is the last point, the weights are unchanged and the
+event joins the run metadata's ``"late_events"`` instead of a second snapshot.
+
 A failed run: ``Trainer`` calls no callback on an exception, so a run that raises leaves the callback's store
 open (and its writer lock held) until the callback is garbage-collected or the interpreter exits. Use the
 callback as a context manager around ``train()`` to end a failed run as the package's
@@ -31,6 +39,7 @@ event; the store closed, its lock released; the error propagating)::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -103,7 +112,10 @@ class RecordTrajectory(RecorderCallback, _tf.TrainerCallback):  # type: ignore[n
         epoch = float(state.epoch or 0.0)
         # The last step of an epoch lands exactly on the next whole epoch (epoch + k/k).
         ends = epoch.is_integer() and int(epoch) == rec.epoch_count + 1
-        rec.step(self.recorded_module(model), step=state.global_step, epoch=epoch, epoch_end=ends)
+        # the best checkpoint replaces these weights after the last step, before any other hook: recorded now
+        last = bool(args.load_best_model_at_end) and 0 < state.max_steps <= state.global_step
+        events = [{"event": "last_step", "why": "load_best_model_at_end replaces these weights"}] if last else []
+        rec.step(self.recorded_module(model), step=state.global_step, epoch=epoch, epoch_end=ends, events=events)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kw: Any) -> None:  # noqa: D102
         if self._logs_step != state.global_step:
@@ -124,4 +136,23 @@ class RecordTrajectory(RecorderCallback, _tf.TrainerCallback):  # type: ignore[n
         if self.recorder is not None:
             self._write_epoch_end(state.global_step)
             m = self._metrics(state)
+            best = _best_loaded(args, state)
+            if best is not None:  # the model holds the best checkpoint's weights, not the last step's
+                self.recorder.add_event(best)
+                m = {best["metric"]: best["value"]} if best["value"] is not None else {}
             self.recorder.close(self.recorded_module(model), metrics=m or None)
+
+
+def _best_loaded(args: Any, state: Any) -> dict[str, Any] | None:
+    """The event of a best checkpoint loaded at the end of training (``load_best_model_at_end``), or ``None``."""
+    path = state.best_model_checkpoint
+    if not args.load_best_model_at_end or path is None:
+        return None
+    step = getattr(state, "best_global_step", None)  # transformers >= 4.53; before, the checkpoint's name has it
+    if not step:
+        found = re.search(r"checkpoint-(\d+)$", str(path).rstrip("/\\"))
+        step = int(found.group(1)) if found else None
+    name = args.metric_for_best_model or "loss"
+    name = name if name.startswith("eval_") else f"eval_{name}"  # the key the trainer compares
+    value = None if state.best_metric is None else float(state.best_metric)
+    return {"event": "best_model_loaded", "best_step": step, "checkpoint": str(path), "metric": name, "value": value}
