@@ -302,3 +302,30 @@ class _OutputWrap(nn.Module):
 
     def forward(self, x):
         return _Out(logits=self.net(x)[0])
+
+
+# ----------------------------------------------------------------------------- 5. trace budgets of 1 or 2 products
+@pytest.mark.parametrize("products", [1, 2])
+def test_trace_budgets_hutchpp_cannot_use_are_refused_before_any_product(products):
+    """The CLI refused --trace-products 1 or 2 up front (session 14); the library did the SLQ density and the top
+    eigenvalues first and then failed in Hutch++, and CurvatureRecorder failed at the first point of a run."""
+    from landscape.curvature import CurvatureRecorder
+
+    net, data = _DictNet(), _dict_data()
+    op = HessianOperator(Problem(net, data, _closure))
+    with pytest.raises(ValueError, match=f"trace_products={products}: Hutch\\+\\+ needs at least 3"):
+        spectrum_of(op, n_probes=2, steps=5, top_k=1, trace_products=products)
+    assert op.hvp_count == 0
+    with pytest.raises(ValueError, match="0 \\(no trace\\) or at least 3"):
+        CurvatureRecorder(every_steps=1, trace_products=products)
+
+
+def test_a_budget_of_the_dimension_below_3_products_is_the_exact_trace():
+    torch.manual_seed(1)
+    net = nn.Linear(1, 1).double()  # 2 parameters
+    X, y = torch.randn(7, 1, dtype=F64), torch.randn(7, 1, dtype=F64)
+    prob = Problem(net, (X, y), "mse")
+    spec = spectrum_of(prob, n_probes=1, steps=2, top_k=0, trace_products=2)
+    H = prob.dense_hessian().double()
+    assert spec.trace["hutchpp"] == pytest.approx(float(H.trace()), rel=1e-12)
+    assert spec.trace["hutchinson"] == pytest.approx(float(H.trace()), rel=1e-12)

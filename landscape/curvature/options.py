@@ -82,7 +82,8 @@ class SpectrumOptions(TypedDict, total=False):
         steps: Lanczos steps per probe (PyHessian's ``iter``; default 100).
         top_k: Top eigenvalues to compute (default 5; 0 skips; above the Hessian's dimension ``n``: all ``n``,
             with a warning).
-        trace_products: Product budget of each of Hutchinson and Hutch++ (default 0: skips both).
+        trace_products: Product budget of each of Hutchinson and Hutch++ (default 0: skips both; else at least
+            3, or the Hessian's dimension for the exact trace).
         tol: Eigenvalue tolerance for the top-k (default ``1e-6``).
         seed: Seed of every random vector (default 0).
         data_description: Description of the data for the provenance (default: the problem's).
@@ -207,7 +208,8 @@ class CurvatureOptions(TypedDict, total=False):
             eigenvectors that gives the start vectors (default 2; 0: the last vectors as they are).
         per_layer: Also the top eigenvalue of each layer's diagonal Hessian block (weight and bias together;
             default ``False``).
-        trace_products: Hutch++ products for a trace estimate per point (default 0: skips the trace).
+        trace_products: Hutch++ products for a trace estimate per point (default 0: skips the trace; else at
+            least 3, refused at construction).
         max_steps: Product limit per Lanczos run (default as :func:`landscape.hessian_eigenpairs`).
         block: Lanczos block size (default ``min(k, 2)``; warm: the start block holds all ``k`` previous
             vectors, then the space grows by ``block`` residuals per step).

@@ -356,7 +356,8 @@ def spectrum_of(
         The spectrum.
 
     Raises:
-        ValueError: On ``n_probes < 1``, a negative ``top_k`` or ``trace_products``.
+        ValueError: On ``n_probes < 1``, a negative ``top_k`` or ``trace_products``, or ``trace_products`` of 1 or 2
+            below the dimension (Hutch++ needs 3), before any product.
     """
     o = keyword_values("spectrum_of", options, SpectrumOptions, SPECTRUM_DEFAULTS)
     n_probes, steps, top_k, trace_products = o["n_probes"], o["steps"], o["top_k"], o["trace_products"]
@@ -365,6 +366,11 @@ def spectrum_of(
     top_k, trace_products = (check_int(o[k], k, least=0, note=" (0 skips it)") for k in ("top_k", "trace_products"))
     data_description = renamed(o["data_description"] or None, data, "data", "data_description") or ""
     op = _as_operator(op, params)
+    if 0 < trace_products < min(3, op.n):  # refused before the density's and top-k's products, not after
+        raise ValueError(
+            f"trace_products={trace_products}: Hutch++ needs at least 3 Hessian-vector products (or the dimension, "
+            f"{op.n}, for the exact trace); give 0 (SLQ's trace only) or 3 or more"
+        )
     data_description = data_description or op.data_description
     start = op.hvp_count
     gen = torch.Generator().manual_seed(seed)

@@ -65,8 +65,10 @@ class CurvatureTracker:
             raise ValueError(f"k must be at least 1, got {k}")
         if not tol > 0:
             raise ValueError(f"tol must be positive, got {tol}")
-        if trace_products < 0:
-            raise ValueError(f"trace_products must be >= 0, got {trace_products}")
+        if trace_products < 0 or trace_products in (1, 2):  # (1 or 2: Hutch++ refused them at the first point)
+            raise ValueError(
+                f"trace_products must be 0 (no trace) or at least 3 (Hutch++'s least budget), got {trace_products}"
+            )
         self.loss_fn, self.data = loss_fn, data
         self.k, self.tol, self.warm_start, self.per_layer = int(k), float(tol), bool(warm_start), bool(per_layer)
         self.trace_products, self.max_steps, self.block = int(trace_products), max_steps, block
