@@ -30,10 +30,10 @@ Every analyzer takes a :class:`Problem` first; a bare ``(model, data, loss)`` is
   value, a tuple or list its first element.
 * **the one mean loss, gradient and Hessian-vector product** over the data
   (:meth:`Problem.loss`, :meth:`Problem.grad`, :meth:`Problem.hvp`): per batch the sum of the loss over
-  its samples (batch mean times batch size, or the closure's ``(sum, count)``), summed over batches,
+  its samples (batch mean times batch size, or the closure's ``(sum, count)``), summed over batches in float64,
   passed through the one reduction hook :meth:`Problem.reduce_sums` (identity in one process; the place where
-  sums are all-reduced across ranks under ``torch.distributed``), then divided by the total count. The
-  result is the mean over the dataset whatever the batching.
+  sums are all-reduced across ranks under ``torch.distributed``), then divided by the total count and returned
+  in the compute dtype. The result is the mean over the dataset whatever the batching.
 * **the parameter layout** (:attr:`Problem.layout`, built once), the compute ``dtype`` and ``device``,
   the BatchNorm mode (``"eval"``: running statistics; ``"train"``: each batch's statistics, running
   buffers never written; Dropout is always off), input validation (:mod:`landscape.validation`: NaN/inf,
@@ -619,10 +619,14 @@ class Problem:
         return mean.to(self.dtype)
 
     def loss_and_grad(self, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(mean loss, gradient (D,))`` at ``theta``, one pass over the data."""
+        """``(mean loss, gradient (D,))`` at ``theta``, one pass over the data, in the compute dtype.
+
+        The batches' sums are accumulated in float64 (as :meth:`loss`): in float32 a mean over many batches
+        drifted (Hessian products off by 9.5 float32 ulps over 2,000 batches, the gradient by 1.7).
+        """
         th = self._theta(theta).requires_grad_(True)
-        total = torch.zeros((), dtype=self.dtype, device=self.device)
-        g = torch.zeros_like(th)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        g = torch.zeros_like(th, dtype=torch.float64)
         count = 0.0
         with torch.enable_grad():
             for b in self.batches():
@@ -634,8 +638,8 @@ class Problem:
                         g += gb
                 total += t.detach()
                 count += c
-        mean, g = self._means([total, g], count, self.dtype)
-        return mean, g
+        mean, g = self._means([total, g], count, torch.float64)
+        return mean.to(self.dtype), g.to(self.dtype)
 
     def grad(self, theta: Tensor | None = None) -> Tensor:
         """Gradient ``(D,)`` of the mean loss at ``theta``."""
@@ -645,7 +649,7 @@ class Problem:
         """Hessian-vector products of the mean loss at ``theta``: ``v`` ``(D,)`` or ``(D, k)``, same shape out.
 
         Runs under :func:`differentiable_kernels` (math attention); one gradient graph per batch serves all
-        ``k`` vectors.
+        ``k`` vectors. The batches' products are accumulated in float64 and returned in the compute dtype.
         """
         V = torch.as_tensor(v).to(device=self.device, dtype=self.dtype)
         one = V.dim() == 1
@@ -653,7 +657,7 @@ class Problem:
         if V.dim() != 2 or V.shape[0] != self.numel:
             raise ValueError(f"v must have shape ({self.numel},) or ({self.numel}, k), got {tuple(V.shape)}")
         th = self._theta(theta).requires_grad_(True)
-        out = torch.zeros_like(V)
+        out = torch.zeros_like(V, dtype=torch.float64)
         count = 0.0
         with torch.enable_grad(), differentiable_kernels():
             for b in self.batches():
@@ -670,7 +674,8 @@ class Problem:
                         out[:, j] += hv
         self._note_kernels()
         self.hvp_count += V.shape[1]
-        (out,) = self._means([out], count, self.dtype)
+        (out,) = self._means([out], count, torch.float64)
+        out = out.to(self.dtype)
         return out[:, 0] if one else out
 
     def _note_kernels(self) -> None:
