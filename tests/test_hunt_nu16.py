@@ -379,3 +379,19 @@ def test_engine_general_path_means_over_many_batches_are_float64():
     got = evaluate_problem(prob, parameters_to_vector(net)[None], ("loss",))["loss"][0]
     ref = float(((X.double() @ net.weight.detach().double().T + net.bias.detach().double() - y.double()) ** 2).mean())
     assert abs(got - ref) <= torch.finfo(torch.float32).eps * ref
+
+
+def test_curvature_recorder_on_a_trainer_of_mapping_batches_measures_their_problem():
+    """A Trainer over mapping batches and a closure keeps their Problem (Trainer.problem), so CurvatureRecorder
+    measures the Hessian of that loss. Reference: the dense float64 Hessian at the initial point."""
+    from landscape.curvature import CurvatureRecorder
+    from landscape.train import Trainer
+
+    net, data = _DictNet(), _dict_data()
+    rec = CurvatureRecorder(every_steps=2, k=1, tol=1e-10)
+    tr = Trainer(net, data, _closure, lambda p: torch.optim.SGD(p, lr=0.1), steps=2, callbacks=[rec]).fit()
+    assert tr.problem is not None and tr.problem.closure
+    names = [n for n, _ in net.named_parameters()]
+    top = float(torch.linalg.eigvalsh(_dense_block(_DictNet(), data, names))[-1])
+    assert rec.trace_.steps.tolist() == [0, 2]
+    assert rec.trace_.lambda_max[0] == pytest.approx(top, rel=1e-8)
