@@ -395,3 +395,32 @@ def test_curvature_recorder_on_a_trainer_of_mapping_batches_measures_their_probl
     top = float(torch.linalg.eigvalsh(_dense_block(_DictNet(), data, names))[-1])
     assert rec.trace_.steps.tolist() == [0, 2]
     assert rec.trace_.lambda_max[0] == pytest.approx(top, rel=1e-8)
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(2, 4)
+
+    def forward(self, u, v):
+        return torch.tanh(self.a(u) + self.b(v))
+
+
+def test_trainer_on_a_tuple_of_tensors_cuts_and_shuffles_it_as_a_pair():
+    """``(U, V, y)``: the model called as ``model(U_b, V_b)``, the rows cut and shuffled as a pair's are."""
+    from landscape.train import Trainer
+
+    g = torch.Generator().manual_seed(8)
+    U, V, y = torch.randn(18, 3, generator=g), torch.randn(18, 2, generator=g), torch.randint(0, 4, (18,), generator=g)
+    net = _TwoInputs()
+    tr = Trainer(net, (U, V, y), "cross_entropy", _sgd, epochs=2, batch_size=5, shuffle_seed=3).fit()
+    order = torch.Generator().manual_seed(3)
+
+    def epoch(e):
+        perm = torch.randperm(18, generator=order)
+        return [(U[perm[s : s + 5]], V[perm[s : s + 5]], y[perm[s : s + 5]]) for s in range(0, 18, 5)]
+
+    ref, means = _hand_loop(net, 2, epoch, lambda m, b: (nn.functional.cross_entropy(m(b[0], b[1]), b[2]), len(b[2])))
+    _assert_bitwise(tr.model, ref)
+    assert [h["train_loss"] for h in tr.history_] == pytest.approx(means, rel=1e-12)

@@ -211,10 +211,12 @@ def general_data(
     if closure is None:
         closure = loss is not None and not isinstance(loss, str) and is_closure(loss, "auto")
     if not closure:
-        if data is None or isinstance(data, Tensor) or is_tensor_pair(data) or _tensor_tuple(data):
+        if data is None or isinstance(data, Tensor) or is_tensor_pair(data):
             return data, None
         loader = dataset_loader(data, None)
-        if loader is not None:  # a map-style Dataset: its samples say what its batches are
+        if _tensor_tuple(data):  # (*inputs, y): several inputs
+            general = True
+        elif loader is not None:  # a map-style Dataset: its samples say what its batches are
             first = data[0] if len(data) else None
             general = isinstance(first, Mapping)
         elif isinstance(data, Iterable):
