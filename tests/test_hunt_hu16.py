@@ -1,0 +1,133 @@
+"""Session 16 newcomer hunt (hu16): the public API used as research code uses it.
+
+Each test checks a brute-force reference, a closed form or an invariant on data and models a user would bring:
+a ``Dataset``, a ``DataLoader`` of mapping batches, numpy arrays, functional ``forward``s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from landscape.analyze import (
+    activation_correlations,
+    activation_matching,
+    apply_permutation,
+    loss_barrier,
+    permutation_spec,
+    random_permutation,
+    repair,
+)
+
+
+class _KeywordMLP(nn.Module):
+    """A tanh MLP whose ``forward`` takes its input by the name ``x`` (what a mapping batch passes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 6)
+        self.fc2 = nn.Linear(6, 5)
+        self.out = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.fc2(torch.tanh(self.fc1(x)))))
+
+
+class _Mapping(Dataset):
+    """Samples as ``{"x": (4,), "label": ()}`` dicts, as Hugging Face-style datasets give them."""
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor) -> None:
+        self.X, self.y = X, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.X[i], "label": self.y[i]}
+
+
+def _aligned_pair() -> tuple[nn.Module, nn.Module, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """A float64 network, a copy with its hidden units permuted, the permutation, and 40 samples."""
+    torch.manual_seed(0)
+    a = _KeywordMLP().double()
+    spec = permutation_spec(a)
+    perm = random_permutation(spec, seed=3)
+    b = apply_permutation(spec, perm, a)
+    g = torch.Generator().manual_seed(1)
+    return a, b, perm, torch.randn(40, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (40,), generator=g)
+
+
+_DATA_FORMS = {
+    "Dataset": lambda X, y: TensorDataset(X, y),
+    "numpy pair": lambda X, y: (X.numpy(), y.numpy()),
+    "mapping batches": lambda X, y: DataLoader(_Mapping(X, y), batch_size=16),
+}
+
+
+@pytest.mark.parametrize("form", list(_DATA_FORMS))
+def test_activation_matching_takes_the_data_every_analyzer_takes(form):
+    # Activation matching read only tensor pairs and iterables of (X, y) tensor batches: a Dataset, numpy arrays
+    # and mapping batches (which every other analyzer reads) raised "data must be a tensor pair". A permuted copy's
+    # activations are a's exactly, so matching must recover the permutation (b's unit perm[i] is a's unit i).
+    a, b, perm, X, y = _aligned_pair()
+    data = _DATA_FORMS[form](X, y)
+    res = activation_matching(a, b, data)
+    for g, p in perm.items():
+        inverse = torch.argsort(p)  # b = a permuted by p; aligning b back to a applies the inverse
+        assert torch.equal(res.perm[g], inverse), g
+    aligned = res.apply(b)
+    for (k, u), (_, v) in zip(a.state_dict().items(), aligned.state_dict().items()):
+        assert torch.equal(u, v), k
+    # the correlations are Pearson correlations over the data of the group's site, computed here directly (with
+    # a functional tanh there is no activation module to hook: the site is the layer producing the units)
+    assert permutation_spec(a).sites["P_fc1"] == (("fc1", -1),)
+    corr = activation_correlations(a, a, data)
+    with torch.no_grad():
+        h1 = a.fc1(X)
+    np.testing.assert_allclose(corr["P_fc1"], np.corrcoef(h1.numpy().T), atol=1e-12)
+
+
+@pytest.mark.parametrize("form", list(_DATA_FORMS))
+def test_repair_takes_the_data_every_analyzer_takes(form):
+    # REPAIR's statistics pass had the same narrow reader. Its defining property (Jordan et al. eq. 4): each
+    # repaired channel's mean and standard deviation over the data are the endpoints' interpolated.
+    torch.manual_seed(0)
+    a, b = _KeywordMLP().double(), _KeywordMLP().double()
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,), generator=g)
+    new = repair(a, b, _DATA_FORMS[form](X, y), alpha=0.3)
+
+    def stats(m: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        with torch.no_grad():
+            h1 = m.fc1(X)
+            h2 = m.fc2(torch.tanh(h1))
+        return [(h.mean(0), h.std(0, unbiased=False)) for h in (h1, h2)]
+
+    for (mn, sn), (ma, sa), (mb, sb) in zip(stats(new), stats(a), stats(b)):
+        torch.testing.assert_close(mn, 0.7 * ma + 0.3 * mb, rtol=0, atol=1e-10)
+        torch.testing.assert_close(sn, 0.7 * sa + 0.3 * sb, rtol=0, atol=1e-10)
+
+
+def test_loss_barrier_with_repair_takes_a_dataset():
+    # loss_barrier(repair=True) evaluated each repaired network through the engine's tensor-pair reader, so a
+    # Dataset (which the plain barrier, through `line`, reads) failed. Brute force: the cross-entropy of each
+    # repaired network, built with repair() itself, and the linear barrier of those losses.
+    torch.manual_seed(0)
+    a, b = _KeywordMLP().double(), _KeywordMLP().double()
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,), generator=g)
+    alphas = [0.0, 0.25, 0.5, 1.0]
+    res = loss_barrier(a, b, TensorDataset(X, y), alphas=alphas, repair=True)
+    nets = [a, *(repair(a, b, (X, y), alpha=t) for t in alphas[1:-1]), b]
+    with torch.no_grad():
+        losses = np.array([F.cross_entropy(m(X), y).item() for m in nets])
+    np.testing.assert_allclose(res.metrics["loss"], losses, rtol=1e-12)
+    rise = losses - ((1 - np.array(alphas)) * losses[0] + np.array(alphas) * losses[-1])
+    assert res.loss_barrier == pytest.approx(max(rise.max(), 0.0), abs=1e-12)
+    assert res.path == "line+repair"
