@@ -131,3 +131,28 @@ def test_loss_barrier_with_repair_takes_a_dataset():
     rise = losses - ((1 - np.array(alphas)) * losses[0] + np.array(alphas) * losses[-1])
     assert res.loss_barrier == pytest.approx(max(rise.max(), 0.0), abs=1e-12)
     assert res.path == "line+repair"
+
+
+def test_the_renderers_page_names_what_each_plot_function_takes():
+    # The renderers page said `plot_sharpness` draws "sharpness results"; a newcomer passed the SharpnessResult of
+    # worst_case_sharpness and got a TypeError: it draws CurvatureTraces. Every result class a function's
+    # signature accepts must be named on its row of the page's table.
+    import inspect
+    import re
+    from pathlib import Path
+
+    import landscape.plot
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "architecture" / "renderers.md").read_text("utf-8")
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    checked = 0
+    for row in rows:
+        funcs, draws = row.split(" | ")[0], " | ".join(row.split(" | ")[1:])
+        named = set(re.findall(r"`(\w+)`", draws))
+        for fn in re.findall(r"`(\w+)`", funcs):
+            sig = inspect.signature(getattr(landscape.plot, fn))
+            annotations = " ".join(str(p.annotation) for p in sig.parameters.values())
+            takes = set(re.findall(r"\b([A-Z]\w*(?:Result|Trace|Path))\b", annotations))
+            assert takes <= named, f"{fn} takes {sorted(takes - named)}, which its row does not name: {row}"
+            checked += bool(takes)
+    assert checked >= 10  # the table's result-drawing functions were all read
