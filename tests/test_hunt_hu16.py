@@ -65,6 +65,8 @@ _DATA_FORMS = {
     "Dataset": lambda X, y: TensorDataset(X, y),
     "numpy pair": lambda X, y: (X.numpy(), y.numpy()),
     "mapping batches": lambda X, y: DataLoader(_Mapping(X, y), batch_size=16),
+    # a one-shot generator of batches: REPAIR reads its data once per site, and main divided by zero samples
+    "generator": lambda X, y: ((X[i : i + 16], y[i : i + 16]) for i in range(0, len(y), 16)),
 }
 
 
@@ -85,7 +87,7 @@ def test_activation_matching_takes_the_data_every_analyzer_takes(form):
     # the correlations are Pearson correlations over the data of the group's site, computed here directly (with
     # a functional tanh there is no activation module to hook: the site is the layer producing the units)
     assert permutation_spec(a).sites["P_fc1"] == (("fc1", -1),)
-    corr = activation_correlations(a, a, data)
+    corr = activation_correlations(a, a, _DATA_FORMS[form](X, y))
     with torch.no_grad():
         h1 = a.fc1(X)
     np.testing.assert_allclose(corr["P_fc1"], np.corrcoef(h1.numpy().T), atol=1e-12)
@@ -113,17 +115,19 @@ def test_repair_takes_the_data_every_analyzer_takes(form):
         torch.testing.assert_close(sn, 0.7 * sa + 0.3 * sb, rtol=0, atol=1e-10)
 
 
-def test_loss_barrier_with_repair_takes_a_dataset():
+@pytest.mark.parametrize("form", ["Dataset", "generator"])
+def test_loss_barrier_with_repair_takes_a_dataset_or_a_generator(form):
     # loss_barrier(repair=True) evaluated each repaired network through the engine's tensor-pair reader, so a
-    # Dataset (which the plain barrier, through `line`, reads) failed. Brute force: the cross-entropy of each
-    # repaired network, built with repair() itself, and the linear barrier of those losses.
+    # Dataset (which the plain barrier, through `line`, reads) failed; a generator was exhausted after one alpha.
+    # Brute force: the cross-entropy of each repaired network, built with repair() itself, and the linear barrier
+    # of those losses.
     torch.manual_seed(0)
     a, b = _KeywordMLP().double(), _KeywordMLP().double()
     g = torch.Generator().manual_seed(1)
     X = torch.randn(40, 4, generator=g, dtype=torch.float64)
     y = torch.randint(0, 3, (40,), generator=g)
     alphas = [0.0, 0.25, 0.5, 1.0]
-    res = loss_barrier(a, b, TensorDataset(X, y), alphas=alphas, repair=True)
+    res = loss_barrier(a, b, _DATA_FORMS[form](X, y), alphas=alphas, repair=True)
     nets = [a, *(repair(a, b, (X, y), alpha=t) for t in alphas[1:-1]), b]
     with torch.no_grad():
         losses = np.array([F.cross_entropy(m(X), y).item() for m in nets])

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
@@ -524,6 +524,8 @@ def repair(
         ValueError: If a site's layer has no bias to shift.
     """
     spec = _spec_for(a, spec)
+    if isinstance(data, Iterator):  # read once, then passed over once per site: keep a one-shot iterator's batches
+        data = list(data)
     mods_a = dict(a.named_modules())
     sites = []
     for name, _ in spec.affine_sites:

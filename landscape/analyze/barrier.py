@@ -18,7 +18,7 @@ are kept with the numbers.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -265,6 +265,9 @@ def loss_barrier(
 
     from landscape.analyze.align import repair as repair_fn
 
+    # every alpha reads the data again (REPAIR's statistics, then the metrics): keep a one-shot iterator's batches
+    data = list(data) if isinstance(data, Iterator) else data
+    repair_data = list(repair_data) if isinstance(repair_data, Iterator) else repair_data
     vals: dict[str, list[float]] = {}
     for alpha in tqdm(al, desc="repaired path", unit="pt", disable=not progress, leave=False):
         m = (
