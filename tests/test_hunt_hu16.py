@@ -160,3 +160,19 @@ def test_the_renderers_page_names_what_each_plot_function_takes():
             assert takes <= named, f"{fn} takes {sorted(takes - named)}, which its row does not name: {row}"
             checked += bool(takes)
     assert checked >= 10  # the table's result-drawing functions were all read
+
+
+def test_regression_mlp_refuses_an_image_shape_it_cannot_take():
+    # build_model("regression_mlp", (1, 8, 8), 10) built Linear(64, 32) without a Flatten: the model it returned
+    # failed on its first (N, 1, 8, 8) batch with "mat1 and mat2 shapes cannot be multiplied". Refused at build,
+    # naming the model that flattens images; a flat shape (F,) still builds the paper's R^F -> R^k net.
+    from landscape.models import build_model
+
+    with pytest.raises(ValueError, match=r"regression_mlp takes flat inputs.*'mlp'"):
+        build_model("regression_mlp", (1, 8, 8), 10, seed=0)
+    net = build_model("regression_mlp", (5,), 3, m=4, seed=0)
+    x = torch.randn(7, 5)
+    with torch.no_grad():  # the closed form of the depth-3 ReLU MLP
+        h = torch.relu(net.fc2(torch.relu(net.fc1(x))))
+        torch.testing.assert_close(net(x), h @ net.fc3.weight.T + net.fc3.bias)
+    assert net(x).shape == (7, 3)
