@@ -176,3 +176,53 @@ def test_regression_mlp_refuses_an_image_shape_it_cannot_take():
         h = torch.relu(net.fc2(torch.relu(net.fc1(x))))
         torch.testing.assert_close(net(x), h @ net.fc3.weight.T + net.fc3.bias)
     assert net(x).shape == (7, 3)
+
+
+class _ConvTanh(nn.Module):
+    """Conv -> tanh -> flatten(1) -> Linear: a forward that needs the batch axis (flatten(1) of one sample is wrong)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.act = nn.Tanh()
+        self.fc = nn.Linear(2 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.conv(x)).flatten(1))
+
+
+class _TwoInputs(nn.Module):
+    """``forward(a, b)``: data as ``(a, b, y)`` batches, the ``(*inputs, y)`` form every analyzer reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.la, self.lb, self.act, self.out = nn.Linear(4, 5), nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 3)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.out(self.act(self.la(a) + self.lb(b)))
+
+
+def test_measure_saturation_batches_a_dataset_and_passes_every_input():
+    # measure_saturation iterated a Dataset sample by sample, so the model saw (1, 6, 6) images without a batch
+    # axis (flatten(1) then refused them), and it passed only the first entry of (*inputs, y) batches (a two-input
+    # model raised "missing 1 required positional argument"). Brute force: numpy's percentile of the activations.
+    from landscape.analyze import measure_saturation
+
+    torch.manual_seed(0)
+    net = _ConvTanh().double()
+    X, y = torch.randn(20, 1, 6, 6, dtype=torch.float64), torch.randint(0, 3, (20,))
+    with torch.no_grad():
+        acts = torch.tanh(net.conv(X)).numpy().ravel()
+    stats = measure_saturation(net, TensorDataset(X, y), layers=["act"], percentiles=(50, 98))["act"]
+    assert stats.count == acts.size
+    np.testing.assert_allclose(stats.values, np.percentile(acts, [50, 98]), rtol=1e-12)
+
+    two = _TwoInputs().double()
+    A, B = torch.randn(30, 4, dtype=torch.float64), torch.randn(30, 2, dtype=torch.float64)
+    with torch.no_grad():
+        acts = torch.tanh(two.la(A) + two.lb(B)).numpy().ravel()
+    loader = DataLoader(TensorDataset(A, B, torch.randint(0, 3, (30,))), batch_size=8)
+    for data in (loader, (A, B, torch.zeros(30))):
+        stats = measure_saturation(two, data, layers=["act"])["act"]
+        assert stats.count == acts.size
+        np.testing.assert_allclose(stats.values, np.percentile(acts, [98]), rtol=1e-12)
