@@ -226,3 +226,60 @@ def test_measure_saturation_batches_a_dataset_and_passes_every_input():
         stats = measure_saturation(two, data, layers=["act"])["act"]
         assert stats.count == acts.size
         np.testing.assert_allclose(stats.values, np.percentile(acts, [98]), rtol=1e-12)
+
+
+def _bn_trajectory() -> tuple[nn.Module, object, torch.Tensor, torch.Tensor]:
+    """A float64 BatchNorm MLP and an in-memory trajectory of 4 snapshots with their own running statistics."""
+    from landscape import Trajectory
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    X, y = torch.randn(24, 3, dtype=torch.float64), torch.randint(0, 2, (24,))
+    traj = Trajectory()
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    for step in range(4):
+        net.train()
+        opt.zero_grad()
+        F.cross_entropy(net(X), y).backward()
+        opt.step()
+        net.eval()
+        traj.append_model(net, step=step)
+    return net, traj, X, y
+
+
+def test_slices_and_distances_take_trajectory_snapshots_with_their_statistics():
+    # `line(model, traj[0], traj[-1], data)` raised "an anchor must be a model, a flat vector or a parameter dict,
+    # got Snapshot", and the workaround `.vector` silently dropped the snapshot's BatchNorm statistics. A snapshot
+    # is the model Trajectory.model_at rebuilds: the line's ends are those models' own losses (brute force).
+    from landscape import functional_distance, line, plane_through
+
+    net, traj, X, y = _bn_trajectory()
+    ends = [traj.model_at(net, i) for i in (0, -1)]
+    with torch.no_grad():
+        want = [F.cross_entropy(m(X), y).item() for m in ends]
+        probs = [F.softmax(m(X), -1) for m in ends]
+    res = line(net, traj[0], traj[-1], (X, y), [0.0, 1.0])
+    np.testing.assert_allclose(res.metrics["loss"], want, rtol=1e-12)
+    np.testing.assert_allclose(res.metrics["loss"], line(net, *ends, (X, y), [0.0, 1.0]).metrics["loss"], rtol=1e-12)
+    dist = functional_distance(net, traj[0], traj[-1], (X, y))
+    rms = (probs[0] - probs[1]).square().sum(1).mean().sqrt().item()
+    assert dist.rms == pytest.approx(rms, rel=1e-12)
+    pt = plane_through(net, traj[1], traj[0], traj[-1], (X, y), xs=[0.0], ys=[0.0])
+    with torch.no_grad():
+        assert pt.metrics["loss"][0, 0] == pytest.approx(F.cross_entropy(traj.model_at(net, 1)(X), y).item(), 1e-12)
+
+
+def test_plane_takes_a_results_numpy_center_and_directions_to_reproduce_it():
+    # Results keep their center and directions as numpy arrays "so the slice can be reproduced"; plane() refused
+    # them ("an anchor must be ... got ndarray", about a direction). The reproduced grid is the original.
+    from landscape import plane, random_plane
+
+    net, _, X, y = _bn_trajectory()
+    first = random_plane(net, (X, y), [-0.5, 0.0, 1.0], [0.0, 0.5], seed=3)
+    again = plane(net, first.center, first.directions[0], first.directions[1], (X, y), first.xs, first.ys)
+    np.testing.assert_allclose(again.metrics["loss"], first.metrics["loss"], rtol=1e-12)
+    with torch.no_grad():  # and one grid point by brute force: row i, column j is center + xs[j] d1 + ys[i] d2
+        point = torch.from_numpy(first.point(1.0, 0.5))
+        from landscape import model_at
+
+        assert again.metrics["loss"][1, 2] == pytest.approx(F.cross_entropy(model_at(net, point)(X), y).item(), 1e-12)
