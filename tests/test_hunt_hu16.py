@@ -283,3 +283,25 @@ def test_plane_takes_a_results_numpy_center_and_directions_to_reproduce_it():
         from landscape import model_at
 
         assert again.metrics["loss"][1, 2] == pytest.approx(F.cross_entropy(model_at(net, point)(X), y).item(), 1e-12)
+
+
+def test_sequence_logits_get_a_label_error_that_names_the_class_axis():
+    # A token model's (N, T, V) logits with (N, T) labels: torch's cross-entropy reads classes on axis 1, so the
+    # check said "the model outputs 5 classes (labels 0 to 4)" for a vocabulary of 7 and T = 5, and told the user to
+    # widen the output layer. It now says which axis is read and which loss fits; that loss gives torch's value.
+    from landscape import InputError, line
+
+    torch.manual_seed(0)
+    vocab, steps = 7, 5
+    ids, labels = torch.randint(0, vocab, (12, steps)), torch.randint(0, vocab, (12, steps))
+    labels[:, -2:] = -100  # padding, ignored by torch's cross-entropy
+    net = nn.Sequential(nn.Embedding(vocab, 6), nn.Tanh(), nn.Linear(6, vocab)).double()
+    for loss_fn in (None, nn.CrossEntropyLoss()):
+        with pytest.raises(InputError, match=r"\(N, 5, 7\).*classes on axis 1.*flatten"):
+            line(net, net, net, (ids, labels), [0.0], loss_fn=loss_fn)
+    res = line(
+        net, net, net, (ids, labels), [0.0], loss_fn=lambda out, y: F.cross_entropy(out.flatten(0, -2), y.flatten())
+    )
+    with torch.no_grad():
+        want = F.cross_entropy(net(ids).reshape(-1, vocab), labels.reshape(-1)).item()
+    assert res.metrics["loss"][0] == pytest.approx(want, rel=1e-12)

@@ -193,6 +193,7 @@ def measure_saturation(
     elif not isinstance(data, Tensor | np.ndarray):
         # Read as every analyzer reads data: (*inputs, y) tuples with all their inputs, a Dataset batched (its
         # samples one by one reached the model without a batch axis), mapping batches. Only inputs matter here.
+        check_model(model)  # first: a model and its data swapped is said plainly
         prob = Problem(model, data, _outputs_only, loss_form="outputs", batch_size=batch_size)
         model = prob.compute_model()
     check_model(model)
