@@ -305,3 +305,35 @@ def test_sequence_logits_get_a_label_error_that_names_the_class_axis():
     with torch.no_grad():
         want = F.cross_entropy(net(ids).reshape(-1, vocab), labels.reshape(-1)).item()
     assert res.metrics["loss"][0] == pytest.approx(want, rel=1e-12)
+
+
+def test_a_factory_given_as_a_function_with_its_arguments_is_recorded():
+    # (target, kwargs) with the target a function, as README's ("my_project.nets:make", {"width": 8}) with the
+    # function imported, raised "cannot use tuple as a model factory; give ... (target, kwargs)". It names the
+    # function by its import path, and the reference rebuilds the architecture of make(width=3).
+    from tests_pkg import nets
+
+    from landscape import Recorder
+    from landscape.factory import as_factory_ref
+
+    ref = as_factory_ref((nets.make, {"width": 3}))
+    assert ref.to_meta() == {"target": "tests_pkg.nets:make", "kwargs": {"width": 3}}
+    built, want = ref.build(trusted=False), nets.make(width=3)
+    assert [(k, p.shape) for k, p in built.named_parameters()] == [(k, p.shape) for k, p in want.named_parameters()]
+    rec = Recorder(None, model=want, factory=(nets.make, {"width": 3}))
+    assert rec.close(want).meta["model_factory"] == {"target": "tests_pkg.nets:make", "kwargs": {"width": 3}}
+
+
+def test_a_factory_named_in_main_is_refused_when_recorded_and_when_read():
+    # A function object defined in the running script was refused ("a later process cannot import it"), but the
+    # same reference as the string "__main__:make" was recorded; the command line then imported its own __main__
+    # and said "__main__ has no attribute 'make'". Both are now refused with the first message.
+    from landscape import Recorder
+    from landscape.factory import FactoryError, factory_from_meta
+
+    net = nn.Linear(2, 2)
+    with pytest.raises(FactoryError, match=r"make is defined in __main__ .* a later process cannot import"):
+        Recorder(None, model=net, factory="__main__:make")
+    ref = factory_from_meta({"model_factory": {"target": "__main__:make", "kwargs": {}}})  # an older store reads
+    with pytest.raises(FactoryError, match=r"make is defined in __main__ .* a later process cannot import"):
+        ref.build(trusted=False)
