@@ -551,7 +551,7 @@ class BatchReader:
                 warnings.simplefilter("ignore", validation.InputWarning)
             y = validation.normalize_targets(y, self.dtype, kind, argname=where)
             if kind is validation.LossKind.CLASSIFICATION and out and self.validate and first:
-                validation.check_labels(y, out[0], argname=where, ignore_index=self._ignore_index)
+                validation.check_labels(y, out[0], argname=where, ignore_index=self._ignore_index, out_shape=out)
             elif kind is validation.LossKind.REGRESSION and out is not None:
                 y = validation.match_regression_shape(y, out, where, note=first)
         return y

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -287,8 +288,23 @@ def match_regression_shape(y: Tensor, out: tuple[int, ...], where: str, note: bo
     return y.reshape(y.shape[0], *out)
 
 
-def check_labels(y: Tensor, n_classes: int, *, argname: str = "data", ignore_index: int | None = None) -> None:
+def check_labels(
+    y: Tensor,
+    n_classes: int,
+    *,
+    argname: str = "data",
+    ignore_index: int | None = None,
+    out_shape: Sequence[int] | None = None,
+) -> None:
     """Refuse class labels outside ``[0, n_classes)`` (``ignore_index`` excepted).
+
+    Args:
+        y: Class labels ``(N, ...)``.
+        n_classes: The width of the outputs' class axis (axis 1, torch's ``(N, C, d1, ...)``).
+        argname: What the labels are, for the message.
+        ignore_index: A label the loss skips.
+        out_shape: One sample's output shape, when known: sequence outputs ``(T, V)`` whose last axis the labels
+            fit get a hint that the classes are read on axis 1.
 
     Raises:
         InputError: Naming the offending smallest / largest label and the output width.
@@ -300,9 +316,17 @@ def check_labels(y: Tensor, n_classes: int, *, argname: str = "data", ignore_ind
         return
     lo, hi = int(v.min()), int(v.max())
     if hi >= n_classes:
+        hint = ""
+        if out_shape is not None and len(out_shape) >= 2 and hi < out_shape[-1]:
+            # (N, T, V) logits of a sequence model: torch's cross-entropy reads the classes on axis 1, not last
+            hint = (
+                f". The outputs are (N, {', '.join(map(str, out_shape))}) and the labels fit their last axis: "
+                "cross-entropy reads classes on axis 1 (torch's (N, C, d1, ...)); for (N, T, V) logits pass a loss "
+                "that flattens them, e.g. lambda out, y: F.cross_entropy(out.flatten(0, -2), y.flatten())"
+            )
         raise InputError(
             f"{argname}: largest class label is {hi} but the model outputs {n_classes} classes (labels 0 to "
-            f"{n_classes - 1}); widen the output layer to at least {hi + 1} classes or remap the labels"
+            f"{n_classes - 1}); widen the output layer to at least {hi + 1} classes or remap the labels{hint}"
         )
     if lo < 0:
         extra = "" if ignore_index is None else f" (other than ignore_index={ignore_index})"

@@ -141,12 +141,17 @@ def _target_of(fn: Callable[..., Any]) -> str:
             f"{fn!r} has no importable name (a lambda or a function defined inside another); "
             "define the factory at the top level of a module"
         )
-    if module == "__main__":
+    _refuse_main(module, qualname)
+    return f"{module}:{qualname}"
+
+
+def _refuse_main(module: str, qualname: str) -> None:
+    """Refuse a factory of the running script: ``__main__`` is another module in every later process."""
+    if module in ("__main__", "__mp_main__"):
         raise FactoryError(
             f"{qualname} is defined in __main__ (a script or notebook), which a later process cannot import; "
             "move it into an importable module, or pass factory='package.module:name'"
         )
-    return f"{module}:{qualname}"
 
 
 def as_factory_ref(factory: Any, kwargs: Mapping[str, Any] | None = None, *, check: bool = True) -> FactoryRef:
@@ -170,8 +175,9 @@ def as_factory_ref(factory: Any, kwargs: Mapping[str, Any] | None = None, *, che
         target, base = factory.target, dict(factory.kwargs)
     elif isinstance(factory, str):
         target = factory
-    elif isinstance(factory, tuple) and len(factory) == 2 and isinstance(factory[0], str):
-        target, base = factory[0], parse_kwargs(factory[1])
+    elif isinstance(factory, tuple) and len(factory) == 2:  # (target, kwargs); the target in any form above
+        inner = as_factory_ref(factory[0], check=False)
+        target, base = inner.target, {**inner.kwargs, **parse_kwargs(factory[1])}
     elif isinstance(factory, Mapping):
         if "target" not in factory:
             raise FactoryError(f"a factory mapping needs a 'target' (and optional 'kwargs'), got keys {list(factory)}")
@@ -188,6 +194,7 @@ def as_factory_ref(factory: Any, kwargs: Mapping[str, Any] | None = None, *, che
             "(target, kwargs), a FactoryRef or an importable function"
         )
     ref = FactoryRef(target=target, kwargs={**base, **parse_kwargs(kwargs)})
+    _refuse_main(*parse_target(ref.target))  # "__main__:make" named the recording script, never importable later
     if check:
         resolve(ref.target)
     return ref
@@ -202,9 +209,10 @@ def factory_from_meta(meta: Mapping[str, Any]) -> FactoryRef | None:
     entry = meta.get(FACTORY_KEY)
     if entry is None:
         return None
-    if not isinstance(entry, Mapping):
+    if not isinstance(entry, Mapping) or "target" not in entry:
         raise FactoryError(f"metadata {FACTORY_KEY!r} must be {{'target': ..., 'kwargs': {{...}}}}, got {entry!r}")
-    return as_factory_ref(entry, check=False)
+    # as recorded, even a reference that cannot be resolved (resolve() says why, if it is ever built)
+    return FactoryRef(target=entry["target"], kwargs=parse_kwargs(entry.get("kwargs")))
 
 
 def _stdlib(module: str) -> bool:
@@ -226,6 +234,7 @@ def resolve(target: str, *, trusted: bool = True) -> Callable[..., Any]:
             allowed kind of callable.
     """
     module_name, qualname = parse_target(target)
+    _refuse_main(module_name, qualname)  # it would import this process's script (or the CLI), not the recorder's
     if not trusted and _stdlib(module_name):
         raise FactoryError(
             f"recorded model factory {target!r} names the standard library; a model factory recorded in a file "

@@ -309,7 +309,7 @@ class BatchChecker:
                             )
                         n_classes = self.n_classes or (out[0] if out else None)
                         if n_classes is not None:
-                            check_labels(y, n_classes, argname=where, ignore_index=self.ignore_index)
+                            check_labels(y, n_classes, argname=where, ignore_index=self.ignore_index, out_shape=out)
                 elif self.kind is LossKind.REGRESSION and (out := self._out(x)) is not None:
                     y = match_regression_shape(y, out, where)
                     if check and y.shape[1:].numel() != torch.Size(out).numel():

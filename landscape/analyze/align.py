@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
@@ -47,7 +47,6 @@ from landscape.analyze.permutation import (
 )
 from landscape.analyze.permutation_spec import AxisPerm, PermutationSpec
 from landscape.analyze.permutation_tracing import permutation_spec
-from landscape.data.batches import iterate_batches
 from landscape.params import preserved_mode
 from landscape.results import Provenance, Result, register_result
 
@@ -66,7 +65,7 @@ __all__ = [
 ]
 
 ModelOrState = nn.Module | Mapping[str, Tensor]
-DataLike = tuple[Tensor, Tensor] | Iterable[Any]
+DataLike = tuple[Tensor, Tensor] | Tensor | Iterable[Any]
 
 
 class ActivationOptions(TypedDict, total=False):
@@ -274,12 +273,24 @@ def weight_matching(
 
 
 # =========================================================================== activations
-def _batches_of(data: DataLike, batch_size: int | None) -> Iterable[tuple[Tensor, Any]]:
-    if isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[0], Tensor):
-        return iterate_batches(tuple(data), batch_size)  # type: ignore[arg-type]
+def _input_batches(model: nn.Module, data: DataLike, batch_size: int | None) -> Iterable[tuple[tuple, dict]]:
+    """The data's model inputs, batch by batch, as ``(positional inputs, keyword inputs)`` in ``model``'s dtype.
+
+    Any data every analyzer takes (a tensor pair, a ``Dataset``, a ``DataLoader``, tuple or mapping batches, numpy
+    arrays) is read through a :class:`~landscape.problem.Problem` whose loss ignores the targets (only the inputs
+    matter here, so no label check applies); an input tensor ``X`` alone is cut into batches of ``batch_size``.
+    """
+    from landscape.problem import Problem
+
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(data)
     if isinstance(data, Tensor):
-        return iterate_batches((data, torch.zeros(len(data))), batch_size)
-    return iterate_batches(data)
+        p = next(iter(model.parameters()))
+        x = data.to(device=p.device, dtype=p.dtype if data.is_floating_point() else data.dtype)
+        step = batch_size or max(len(x), 1)
+        return (((x[i : i + step],), {}) for i in range(0, len(x), step))
+    prob = Problem(model, data, lambda outputs, targets: outputs.sum(), loss_form="outputs", batch_size=batch_size)
+    return ((b.inputs, b.kwargs) for b in prob.batches())
 
 
 def _hooked_copy(model: nn.Module, names: Sequence[tuple[str, int]], store: dict[str, Tensor]) -> nn.Module:
@@ -348,7 +359,8 @@ def activation_correlations(
     Args:
         a: First model (only read; a private copy is hooked).
         b: Second model, same architecture.
-        data: Tensor pair ``(X, y)``, an input tensor ``X``, or an iterable of ``(X, y)`` batches.
+        data: An input tensor ``X``, or the data as every analyzer takes it: a tensor pair ``(X, y)``, a ``Dataset``,
+            a ``DataLoader`` or an iterable of tuple or mapping batches (only the inputs are used).
         eps: Added to each standard deviation (0: a dead unit gives NaN correlations, set to 0 when matching).
         **options: How activations are collected (:class:`ActivationOptions`): ``spec``, ``batch_size``,
             ``train``, ``progress``.
@@ -368,14 +380,11 @@ def activation_correlations(
     sb: dict[str, Tensor] = {}
     ca, cb = _hooked_copy(a, sites, sa), _hooked_copy(b, sites, sb)
     moments = {g: _Moments() for g in spec.groups if spec.sites.get(g)}
-    dtype = next(iter(a.parameters())).dtype
     with torch.no_grad(), preserved_mode(ca, train), preserved_mode(cb, train):
-        batches = _batches_of(data, o["batch_size"])
-        for batch in tqdm(batches, desc="activations", disable=not o["progress"], leave=False):
-            x = batch[0] if isinstance(batch, tuple | list) else batch
-            x = x.to(dtype) if x.is_floating_point() else x
-            ca(x)
-            cb(x)
+        batches = _input_batches(a, data, o["batch_size"])
+        for inputs, kwargs in tqdm(batches, desc="activations", disable=not o["progress"], leave=False):
+            ca(*inputs, **kwargs)
+            cb(*inputs, **kwargs)
             for g, m in moments.items():
                 for name, _ in spec.sites[g]:
                     m.add(sa[name], sb[name])
@@ -394,7 +403,8 @@ def activation_matching(
     Args:
         a: Reference model (only read).
         b: Model to align (only read).
-        data: Tensor pair, input tensor, or iterable of ``(X, y)`` batches.
+        data: As for :func:`activation_correlations`: an input tensor, a tensor pair, a ``Dataset``, a
+            ``DataLoader`` or an iterable of tuple or mapping batches.
         **options: How activations are collected (:class:`ActivationOptions`): ``spec``, ``batch_size``,
             ``train``, ``progress``.
 
@@ -450,11 +460,9 @@ def _site_stats(
     store: dict[str, Tensor] = {}
     m = _hooked_copy(model, sites, store)
     sums: dict[str, list[Any]] = {s: [0, 0.0, 0.0] for s, _ in sites}
-    dtype = next(iter(model.parameters())).dtype
     with torch.no_grad(), preserved_mode(m, train):
-        for batch in _batches_of(data, batch_size):
-            x = batch[0] if isinstance(batch, tuple | list) else batch
-            m(x.to(dtype) if x.is_floating_point() else x)
+        for inputs, kwargs in _input_batches(model, data, batch_size):
+            m(*inputs, **kwargs)
             for s, _ in sites:
                 o = store[s].double()
                 sums[s][0] += o.shape[0]
@@ -502,7 +510,7 @@ def repair(
     Args:
         a: First endpoint (only read).
         b: Second endpoint, aligned (only read).
-        data: Tensor pair, input tensor or iterable of batches (the statistics' data).
+        data: The statistics' data, as for :func:`activation_correlations` (inputs only are used).
         alpha: Interpolation coefficient.
         spec: Permutation spec (default: derived from ``a``), for its REPAIR sites.
         batch_size: Batch size for tensor data.
@@ -516,6 +524,8 @@ def repair(
         ValueError: If a site's layer has no bias to shift.
     """
     spec = _spec_for(a, spec)
+    if isinstance(data, Iterator):  # read once, then passed over once per site: keep a one-shot iterator's batches
+        data = list(data)
     mods_a = dict(a.named_modules())
     sites = []
     for name, _ in spec.affine_sites:

@@ -18,7 +18,7 @@ are kept with the numbers.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from landscape._options import parse_option
 from landscape.evaluate.points import evaluate_points
 from landscape.functional import BNMode
 from landscape.params import parameters_to_vector
+from landscape.problem import Problem
 from landscape.results import Provenance, Result, register_result
 
 __all__ = ["BarrierResult", "barrier_values", "barrier_of", "loss_barrier"]
@@ -204,7 +205,8 @@ def loss_barrier(
     Args:
         a: First network (alpha 0; only read).
         b: Second network, same architecture (alpha 1; only read).
-        data: Tensor pair or iterable of ``(X, y)`` batches the metrics are measured on.
+        data: The data the metrics are measured on: a tensor pair, ``Dataset``, ``DataLoader`` or iterable of tuple
+            or mapping batches.
         alphas: ``(n,)`` grid in ``[0, 1]`` holding 0 and 1 (default: ``linspace(0, 1, 25)``).
         loss_fn: Loss (default: cross-entropy for class targets, MSE otherwise).
         metrics: Metrics to evaluate (``"loss"`` is required); default ``("loss", "accuracy")`` for class
@@ -263,6 +265,9 @@ def loss_barrier(
 
     from landscape.analyze.align import repair as repair_fn
 
+    # every alpha reads the data again (REPAIR's statistics, then the metrics): keep a one-shot iterator's batches
+    data = list(data) if isinstance(data, Iterator) else data
+    repair_data = list(repair_data) if isinstance(repair_data, Iterator) else repair_data
     vals: dict[str, list[float]] = {}
     for alpha in tqdm(al, desc="repaired path", unit="pt", disable=not progress, leave=False):
         m = (
@@ -272,15 +277,9 @@ def loss_barrier(
             if alpha == 1
             else repair_fn(a, b, data if repair_data is None else repair_data, alpha=float(alpha))
         )
-        out = evaluate_points(
-            m,
-            parameters_to_vector(m)[None],
-            data,
-            metrics=metrics,
-            loss_fn=loss_fn,
-            bn_mode="train" if bn is BNMode.TRAIN else "eval",
-            batch_size=batch_size,
-        )
+        # through a Problem, which reads any data the line above takes (a Dataset, mapping batches, numpy arrays)
+        prob = Problem(m, data, loss_fn, bn_mode="train" if bn is BNMode.TRAIN else "eval")
+        out = evaluate_points(prob, parameters_to_vector(m)[None], metrics=metrics, batch_size=batch_size)
         for k, v in out.items():  # the metrics asked for, or the default for these targets
             vals.setdefault(k, []).append(float(v[0]))
     prov = Provenance.here(data=describe_data(data), model=type(a).__name__, repair=True)

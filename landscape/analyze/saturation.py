@@ -28,7 +28,6 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landscape._batch import split_batch, to_device
 from landscape._options import parse_option
 from landscape.analyze.histogram import StreamingHistogram
 from landscape.analyze.saturation_results import ActivationValue, SaturationStats
@@ -114,27 +113,17 @@ def _range_for(name: str, module: nn.Module, rng: RangeLike, value: ActivationVa
     return lo, hi
 
 
-def _iter_inputs(data: Any, batch_size: int | None) -> Iterator[tuple[tuple[Any, ...], dict[str, Any], int]]:
-    """The shorthand's batches as ``(inputs, keyword inputs, samples)`` (samples counted for mapping batches only).
+def _iter_inputs(data: Tensor | np.ndarray, batch_size: int | None) -> Iterator[Tensor]:
+    """Batches of the shorthand's input tensor ``X (N, ...)`` (other data is read through a Problem)."""
+    x = torch.as_tensor(data)
+    step = batch_size or x.shape[0]
+    for i in builtins.range(0, x.shape[0], step):  # ``range`` is measure_saturation's histogram range here
+        yield x[i : i + step]
 
-    Numpy arrays are read as tensors; a mapping batch's entries are passed by name without its labels, as
-    :class:`~landscape.problem.Problem` reads them.
-    """
-    if isinstance(data, Tensor | np.ndarray):
-        data = (data,)
-    if isinstance(data, tuple | list) and data and all(isinstance(t, Tensor | np.ndarray) for t in data):
-        x = torch.as_tensor(data[0])
-        step = batch_size or x.shape[0]
-        for i in builtins.range(0, x.shape[0], step):  # ``range`` is measure_saturation's histogram range here
-            yield (x[i : i + step],), {}, 0
-        return
-    for i, batch in enumerate(data):
-        if isinstance(batch, Mapping):
-            b = split_batch(batch, i)
-            yield b.inputs, b.kwargs, b.size
-        else:
-            x = batch[0] if isinstance(batch, tuple | list) else batch
-            yield (torch.as_tensor(x) if isinstance(x, np.ndarray) else x,), {}, 0
+
+def _outputs_only(outputs: Any, targets: Any) -> Tensor:
+    """The loss of the problem that reads the shorthand's data: never called for a value, it checks no label."""
+    return torch.zeros(())
 
 
 def measure_saturation(
@@ -157,8 +146,9 @@ def measure_saturation(
         model: A :class:`~landscape.problem.Problem` (its model run on its batches, any form: several
             inputs, mapping batches; under a closure loss the closure runs the model, Dropout off), or the
             network (only run forward; hooks are removed and modes restored afterwards) with ``data``.
-        data: With a network: inputs ``X (N, ...)``, a pair ``(X, y)`` (tensors or numpy arrays), or an iterable
-            of batches ``(X, y)``, ``X`` or mappings (their entries passed to the model by name, the labels left out).
+        data: With a network: inputs ``X (N, ...)``, or the data as every analyzer takes it (a pair ``(X, y)`` or
+            ``(*inputs, y)`` of tensors or numpy arrays, a ``Dataset``, a ``DataLoader``, or an iterable of batches
+            ``(*inputs, y)``, ``X`` or mappings, their entries passed to the model by name, the labels left out).
         layers: Module names and/or module types (default: every ``nn.Tanh``). A module called several
             times per forward gives one layer per call, named ``"name#0"``, ``"name#1"``, ...
         percentiles: Percentile levels (Persistent Neurons Fig. 14: 98).
@@ -167,7 +157,7 @@ def measure_saturation(
         range: ``(lo, hi)`` for all layers or a dict by layer name; default by type from
             :data:`HISTOGRAM_RANGES` (tanh: ``(-1, 1)``; with ``value="abs"``, ``(0, 1)``).
         exact_limit: Per layer, keep up to this many values for exact percentiles (0: histogram only).
-        batch_size: Batch size for tensor data (``None``: one batch).
+        batch_size: Batch size for tensor data (``None``: one batch) and a ``Dataset`` (``None``: 64).
         train: Run in train mode (batch statistics, dropout) instead of eval mode; running statistics are
             then updated in private copies, never in the model's buffers.
         progress: Show a tqdm bar over batches.
@@ -200,6 +190,12 @@ def measure_saturation(
         prob, model = model, model.compute_model()
     elif data is None:
         raise TypeError("data is missing: pass a landscape.Problem, or the model with data")
+    elif not isinstance(data, Tensor | np.ndarray):
+        # Read as every analyzer reads data: (*inputs, y) tuples with all their inputs, a Dataset batched (its
+        # samples one by one reached the model without a batch axis), mapping batches. Only inputs matter here.
+        check_model(model)  # first: a model and its data swapped is said plainly
+        prob = Problem(model, data, _outputs_only, loss_form="outputs", batch_size=batch_size)
+        model = prob.compute_model()
     check_model(model)
     checker = BatchChecker(model, argname="data", targets=False)
     chosen = _select_layers(model, layers)
@@ -248,19 +244,14 @@ def measure_saturation(
                             break
                     checker.n_samples += b.size
             else:
-                for i, (xs, kw, size) in enumerate(
+                for i, x in enumerate(
                     tqdm(_iter_inputs(data, batch_size), disable=not progress, desc="activations", leave=False)
                 ):
-                    if kw or len(xs) != 1:  # a mapping batch: its floating entries cast to the model's dtype
-                        dev = next((t.device for t in model.parameters()), torch.device("cpu"))
-                        xs, kw = to_device(xs, checker.dtype, dev), to_device(kw, checker.dtype, dev)
-                        checker.n_samples += size
-                    else:  # cast to the model's dtype, NaN/inf inputs refused; buffers are the private copies
-                        xs = (checker(xs[0], None, i)[0],)
+                    xs = (checker(x, None, i)[0],)  # cast to the model's dtype, NaN/inf inputs refused
                     try:
-                        torch.func.functional_call(model, bufs, xs, kw, strict=False)
+                        torch.func.functional_call(model, bufs, xs, {}, strict=False)
                     except RuntimeError as e:
-                        refused = ((xs, kw, None), e)
+                        refused = ((xs, {}, None), e)
                         break
     finally:
         for h in handles:

@@ -25,6 +25,7 @@ from landscape.functional import BNMode
 from landscape.params import ParamLayout, as_param_dict, buffers_dict, parameters_to_vector
 from landscape.problem import Problem, as_problem
 from landscape.results import Provenance
+from landscape.trajectory.records import Snapshot, restore_model
 
 __all__ = [
     "PointLike",
@@ -43,7 +44,7 @@ __all__ = [
     "to_numpy",
 ]
 
-PointLike = nn.Module | Tensor | Mapping[str, Tensor]
+PointLike = nn.Module | Snapshot | Tensor | np.ndarray | Mapping[str, Tensor]
 ProblemLike = Problem | nn.Module
 Metrics = Sequence[str | BatchMetric] | None
 F = TypeVar("F", bound=Callable[..., Any])
@@ -196,28 +197,36 @@ def as_anchor(prob: ProblemLike, p: PointLike, layout: ParamLayout) -> tuple[Ten
 
     Args:
         prob: The problem (or model) whose dtype the vector takes.
-        p: A model (its buffers come along), a ``(D,)`` vector or a parameter dict.
+        p: A model (its buffers come along), a trajectory :class:`~landscape.trajectory.records.Snapshot` (its stored
+            buffers come along, as :meth:`Trajectory.model_at` restores them), a ``(D,)`` vector (a tensor, or a
+            numpy array such as a result's ``center`` or ``directions[0]``) or a parameter dict.
         layout: The parameter layout the vector must fit.
 
     Returns:
-        The ``(D,)`` vector and the model's buffers (``None`` for a vector or a dict).
+        The ``(D,)`` vector and the model's buffers (a snapshot's: those it stored, else the problem model's;
+        ``None`` for a vector or a dict).
 
     Raises:
-        TypeError: If ``p`` is none of the three.
-        ValueError: If the vector does not fit the layout, or the model is of another architecture.
+        TypeError: If ``p`` is none of these.
+        ValueError: If the vector does not fit the layout, or the model or snapshot is of another architecture.
     """
     model = prob.model if isinstance(prob, Problem) else prob
     dtype = prob.dtype if isinstance(prob, Problem) else next(iter(model.parameters())).dtype
+    if isinstance(p, Snapshot):  # the model it holds, as Trajectory.model_at rebuilds it (stored buffers included)
+        p = restore_model(model, p)
     if isinstance(p, nn.Module):
         # same count, other shapes (Linear(3, 4) then (4, 3), or the reverse) would give a meaningless point
         layout.check_shapes(ParamLayout.from_model(p), f"a point given as a model ({type(p).__name__})")
         vec, bufs = parameters_to_vector(p), buffers_dict(p)
-    elif isinstance(p, Tensor):
-        vec, bufs = p.detach(), None
+    elif isinstance(p, Tensor | np.ndarray):
+        vec, bufs = torch.as_tensor(p).detach(), None
     elif isinstance(p, Mapping):
         vec, bufs = layout.flatten(as_param_dict(model, p, layout)), None  # may leave frozen tensors out
     else:
-        raise TypeError(f"an anchor must be a model, a flat vector or a parameter dict, got {type(p).__name__}")
+        raise TypeError(
+            "a point or direction must be a model, a trajectory snapshot, a flat (D,) vector (tensor or numpy "
+            f"array) or a parameter dict, got {type(p).__name__}"
+        )
     layout.check_vector(vec)
     return vec.to(dtype), bufs
 

@@ -120,7 +120,7 @@ def line(
 
     Args:
         problem: A :class:`~landscape.problem.Problem`, or the architecture (never modified) with ``data``.
-        a: Start (model, ``(D,)`` vector or parameter dict); alpha 0, exactly.
+        a: Start (model, trajectory snapshot, ``(D,)`` vector or parameter dict); alpha 0, exactly.
         b: End; alpha 1, exactly.
         data: Shorthand only: tensor pair, Dataset, DataLoader or iterable of batches.
         alphas: ``(n,)`` positions; default ``linspace(0, 1, 21)``.

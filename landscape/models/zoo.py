@@ -21,7 +21,6 @@ Readings of the papers where they leave the architecture open are stated in each
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,7 +42,13 @@ __all__ = ["MODELS", "build_model"]
 
 # --------------------------------------------------------------------------- registry
 def _regression_mlp(input_shape: ShapeLike, num_classes: int, m: int = 32, depth: int = 3) -> nn.Module:
-    return RegressionMLP(m=m, depth=depth, in_features=math.prod(shape_tuple(input_shape)), out_features=num_classes)
+    shape = shape_tuple(input_shape)
+    if len(shape) != 1:  # it has no Flatten: built for an image shape it failed on its first batch (a matmul error)
+        raise ValueError(
+            f"regression_mlp takes flat inputs, an input_shape (F,) such as (1,); got {shape}. For images use 'mlp', "
+            "which flattens them"
+        )
+    return RegressionMLP(m=m, depth=depth, in_features=shape[0], out_features=num_classes)
 
 
 def _mlp(
