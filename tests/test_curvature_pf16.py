@@ -94,3 +94,36 @@ def test_tracker_probes_the_micro_batch_size_once_per_network_and_its_rows_are_u
         assert (a["values"] == b["values"]).all() and a["hvps"] == b["hvps"]  # bitwise the same rows
         top = torch.linalg.eigvalsh(dense_hessian(net, CE, X, y)).flip(0)[:2]
         torch.testing.assert_close(torch.as_tensor(a["values"]), top, rtol=1e-6, atol=1e-8)
+
+
+def test_ball_measures_share_their_base_loss_and_passing_it_changes_nothing():
+    from landscape.curvature import m_sharpness, worst_case_sharpness
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)
+    ).eval()
+    with torch.no_grad():  # running statistics away from the defaults, so eval mode matters
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 2.0)
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(64, 1, 6, 6, generator=g), torch.randint(0, 3, (64,), generator=g)
+    kw = {"seed": 0, "progress": False}
+    plain = worst_case_sharpness(net, CE, (X, y), radius=0.05, steps=3, **kw)
+    ada = worst_case_sharpness(net, CE, (X, y), radius=0.5, steps=3, adaptive="elementwise", **kw)
+    msh = m_sharpness(net, CE, (X, y), m=16, radius=0.05, steps=2, n_batches=3, **kw)
+    # the invariant the shortcut rests on: L(theta) by the same pass, bitwise, whatever the perturbation's scale
+    assert plain.base_loss == ada.base_loss == msh.base_loss
+    with torch.no_grad():
+        ref = CE(copy.deepcopy(net).double()(X.double()), y)  # brute force in float64
+    assert abs(plain.base_loss - float(ref)) <= 1e-6 * float(ref)
+    given = [
+        worst_case_sharpness(
+            net, CE, (X, y), radius=0.5, steps=3, adaptive="elementwise", base_loss=plain.base_loss, **kw
+        ),
+        m_sharpness(net, CE, (X, y), m=16, radius=0.05, steps=2, n_batches=3, base_loss=plain.base_loss, **kw),
+    ]
+    for a, b in zip((ada, msh), given):
+        assert (a.value, a.stderr, a.base_loss) == (b.value, b.stderr, b.base_loss)
+        assert (a.values == b.values).all()
+        assert b.loss_evaluations < a.loss_evaluations  # one pass over the data fewer
