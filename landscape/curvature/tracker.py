@@ -171,7 +171,7 @@ class CurvatureTracker:
         # "auto" micro-batches: the probe's size depends on the shapes only, so it is found once per network (the
         # same micro-batches, without two extra graphs at every point)
         shapes = [(n, t.shape, t.dtype, t.requires_grad) for n, t in model.named_parameters()]
-        shapes += [(n, t.shape, t.dtype) for n, t in model.named_buffers()]
+        shapes += [(n, t.shape, t.dtype, False) for n, t in model.named_buffers()]
         micro = self._micro[1] if self._micro is not None and self._micro[0] == shapes else "auto"
         op = HessianOperator(
             self._problem, params=self.params, bn_mode=self.bn_mode, dtype=self.dtype, micro_batch_size=micro
