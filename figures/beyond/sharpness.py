@@ -84,11 +84,15 @@ def measure(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> dict[s
 
     loss = nn.functional.cross_entropy
     out = {}
+    base = None  # L(theta): the ball measures compute it by the same pass, so the first one's serves the others
     for name, (_, kw) in MEASURES.items():
         kw = dict(kw)
         kind = kw.pop("kind")
         fn = {"worst": worst_case_sharpness, "average": average_sharpness, "m": m_sharpness}[kind]
+        if kind != "average":  # the average case's comes from the batched engine (its own rounding): kept apart
+            kw["base_loss"] = base
         res = fn(model, loss, data, seed=0, progress=False, **kw)
+        base = res.base_loss if kind != "average" else base
         out[name] = (float(res.value), float(res.stderr))
         out["loss"] = (float(res.base_loss), 0.0)
     return out

@@ -51,7 +51,8 @@ from landscape.data import load_digits_split, load_mnist_idx
 from landscape.models import SigmoidConvNet
 from landscape.params import model_at, parameters_to_vector
 from landscape.plot import PALETTE
-from landscape.train import Callback, StepEvent, Trainer, evaluate_dataset
+from landscape.problem import Problem, as_problem
+from landscape.train import Callback, StepEvent, Trainer
 from landscape.trajectory import build_once, cached_json
 from tunnels import NEONEscape, PerturbedGD, TunnelSchedule
 from tunnels.flat import dense_hessian, full_batch_objective
@@ -284,19 +285,32 @@ def saddle_point(
 
 
 class FullLoss(Callback):
-    """Records the full-batch training loss (eval mode) at step 0 and every ``every`` steps."""
+    """Records the full-batch training loss (eval mode) at step 0 and every ``every`` steps.
+
+    The loss is :func:`~landscape.train.evaluate_dataset`'s (batches of 1024), computed by one
+    :class:`~landscape.problem.Problem` per run moved to each model (``with_model``): the data are checked and cast
+    once, not at every record (a fifth of the recorder's time), and the batches and their losses are the same.
+    """
 
     def __init__(self, data: tuple[Tensor, Tensor], every: int = 5, extra: Callable[[nn.Module], float] | None = None):
         self.data, self.every, self.extra = data, every, extra
         self.steps: list[int] = []
         self.losses: list[float] = []
         self.extras: list[float] = []
+        self._problem: Problem | None = None
+
+    def _loss(self, model: nn.Module) -> float:
+        p, dtype = self._problem, next(model.parameters()).dtype
+        if p is None or p.dtype != dtype:  # evaluate_dataset's problem: eval mode, batches of 1024, the model's dtype
+            p = as_problem(model, self.data, nn.functional.cross_entropy, batch_size=1024)
+        else:  # the weights as they are now (a fresh copy of their references, as a new problem takes)
+            p = p.with_model(model)
+        self._problem = p
+        return float(p.loss())
 
     def _rec(self, trainer: Trainer) -> None:
         self.steps.append(trainer.step)
-        self.losses.append(
-            evaluate_dataset(trainer.model, self.data, nn.functional.cross_entropy, accuracy=False)["loss"]
-        )
+        self.losses.append(self._loss(trainer.model))
         if self.extra is not None:
             self.extras.append(self.extra(trainer.model))
 

@@ -158,6 +158,8 @@ class HessianOperator:
             kept for batch statistics, Dropout turned off, train-mode model evaluated in eval mode).
         reduction: ``"mean"`` or ``"sum"``, as detected from ``loss_fn``.
         data_description: The problem's data description (``""`` for the shorthand), for provenance.
+        auto_micro_batch_size: The size ``"auto"`` chose (``None``: no re-split), from shapes only, not weights:
+            passed as ``micro_batch_size``, it skips the probe for the same network at other weights (the tracker).
 
     Raises:
         ValueError: On unknown parameter names, bad data, a micro-batch size in train mode or with
@@ -271,6 +273,7 @@ class HessianOperator:
             raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
         self.channels_last: bool = channels_last
         self.hvp_count = 0
+        self.auto_micro_batch_size: int | None = None
 
         def cast(t: Tensor) -> Tensor:
             t = t.detach().to(self.device)
@@ -319,6 +322,7 @@ class HessianOperator:
                 batches = [(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))]
             if micro_batch_size == "auto":
                 size = self._auto_micro_batch(*max(batches, key=lambda b: len(b[1])))
+                self.auto_micro_batch_size = size
             elif isinstance(micro_batch_size, int) and micro_batch_size > 0:
                 size = micro_batch_size
             else:

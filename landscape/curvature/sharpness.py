@@ -281,6 +281,7 @@ def worst_case_sharpness(
     data: DataLike = None,
     *,
     radius: float,
+    base_loss: float | None = None,
     **options: Unpack[AscentOptions],
 ) -> SharpnessResult:
     """Worst-case (epsilon-) sharpness by projected gradient ascent.
@@ -302,6 +303,8 @@ def worst_case_sharpness(
         loss_fn: Shorthand only: batch-mean loss ``loss_fn(outputs, targets) -> scalar`` (or a name, a closure).
         data: Shorthand only: a pair ``(X, y)`` or an iterable of batches.
         radius: ``rho`` (> 0).
+        base_loss: ``L(theta)`` on the whole data when already known (another measure's ``base_loss`` at the same
+            point, data and loss): used as given, the increases are measured from it, instead of one more pass.
         **options: The perturbation and ascent keywords (:class:`AscentOptions`): ``norm``, ``steps``,
             ``restarts``, ``step_size``, ``adaptive``, ``eta``, ``params``, ``seed`` (of the starting points),
             ``data_description``, ``progress`` (over ascent steps).
@@ -318,7 +321,7 @@ def worst_case_sharpness(
     obj = _objective(problem, loss_fn, data, o["params"], ball.adaptive, o["eta"])
     gen = torch.Generator().manual_seed(o["seed"])
     return _ball_sharpness(
-        obj, ball, gen, seed=o["seed"], data_description=o["data_description"], progress=o["progress"]
+        obj, ball, gen, base=base_loss, seed=o["seed"], data_description=o["data_description"], progress=o["progress"]
     )
 
 
@@ -330,6 +333,7 @@ def _ball_sharpness(
     *,
     m: int = 0,
     count: int = 0,
+    base: float | None = None,
     seed: int,
     data_description: str,
     progress: bool,
@@ -338,9 +342,11 @@ def _ball_sharpness(
 
     On the whole data (``batches=None``) ``values`` holds each restart's best increase and the sharpness is
     their maximum; on batches, ``values`` holds each batch's increase over its own base loss (the maximum
-    over restarts) and the sharpness is their mean, with its standard error.
+    over restarts) and the sharpness is their mean, with its standard error. ``base``: ``L(theta)`` on the whole
+    data if known (else computed).
     """
-    base, _ = obj(torch.zeros(obj.n, dtype=obj.theta.dtype))
+    if base is None:
+        base, _ = obj(torch.zeros(obj.n, dtype=obj.theta.dtype))
     extra: dict[str, Any] = {"step_size": ball.step_size}
     if batches is None:
         with tqdm(
@@ -476,6 +482,7 @@ def m_sharpness(
     m: int,
     radius: float,
     n_batches: int | None = None,
+    base_loss: float | None = None,
     **options: Unpack[AscentOptions],
 ) -> SharpnessResult:
     """m-sharpness: worst-case sharpness of batches of ``m`` samples, averaged over batches.
@@ -494,6 +501,9 @@ def m_sharpness(
         m: Batch size (samples left over after the last full batch are not used).
         radius: ``rho`` (> 0).
         n_batches: Use only this many batches (default all ``N // m``).
+        base_loss: ``L(theta)`` on the whole data when already known (another measure's ``base_loss`` at the same
+            point, data and loss): reported as the result's ``base_loss`` instead of one more pass (each batch's own
+            base loss is computed as before).
         **options: The perturbation and ascent keywords, as for :func:`worst_case_sharpness` (``steps`` and
             ``restarts`` per batch; ``seed`` of the permutation and the starting points; ``progress`` over
             batches).
@@ -535,6 +545,7 @@ def m_sharpness(
         batches,
         m=m,
         count=count,
+        base=base_loss,
         seed=o["seed"],
         data_description=o["data_description"],
         progress=o["progress"],

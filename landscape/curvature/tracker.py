@@ -86,6 +86,7 @@ class CurvatureTracker:
         self.rows: list[dict[str, Any]] = []
         self.n_samples = 0
         self._problem: Problem | None = None
+        self._micro: tuple[Any, int] | None = None  # (the network's shapes, the size "auto" chose for them)
         # what the operators computed (their dtype, the model's, the loss reduction, notes), for the provenance
         self._computed: dict[str, list[Any]] = {}
 
@@ -169,7 +170,16 @@ class CurvatureTracker:
                 self._problem = Problem(model, self.data, self.loss_fn, bn_mode=self.bn_mode.value, dtype=self.dtype)
         else:
             self._problem = self._problem.with_model(model)
-        op = HessianOperator(self._problem, params=self.params, bn_mode=self.bn_mode, dtype=self.dtype)
+        # "auto" micro-batches: the probe's size depends on the shapes only, so it is found once per network (the
+        # same micro-batches, without two extra graphs at every point)
+        shapes = [(n, t.shape, t.dtype, t.requires_grad) for n, t in model.named_parameters()]
+        shapes += [(n, t.shape, t.dtype, False) for n, t in model.named_buffers()]
+        micro = self._micro[1] if self._micro is not None and self._micro[0] == shapes else "auto"
+        op = HessianOperator(
+            self._problem, params=self.params, bn_mode=self.bn_mode, dtype=self.dtype, micro_batch_size=micro
+        )
+        if op.auto_micro_batch_size is not None:
+            self._micro = (shapes, op.auto_micro_batch_size)
         self.n_samples = op.n_samples
         found = (
             ("dtype", str(op.dtype)),
