@@ -62,6 +62,7 @@ Example (two processes, each reading half of a dataset)::
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -278,6 +279,10 @@ def check_not_fsdp(model: torch.nn.Module) -> None:
     Raises:
         InputError: If any submodule is an ``FSDPModule``.
     """
+    # An FSDPModule exists only once its package was imported (a submodule's import imports its parents), so a
+    # process that never imported it holds no FSDP2 model; importing it here would cost about a second per process.
+    if sys.modules.get("torch.distributed.fsdp") is None:
+        return
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # pragma: no cover - torch without FSDP2

@@ -360,3 +360,31 @@ def test_loader_shard_bounds_partition_what_one_process_reads():
                     assert [i for lo, hi in parts for i in range(lo, hi)] == list(range(kept))
                     sizes = [hi - lo for lo, hi in parts]
                     assert max(sizes) - min(sizes) <= 1
+
+
+def test_the_fsdp_check_costs_no_import_and_still_finds_a_wrapped_module():
+    # Building a Problem and evaluating a line must not import FSDP (about a second per process); once FSDP's
+    # package is imported, a module of its FSDPModule class is found (fully_shard swaps the class likewise; it needs a
+    # process group, so the swap stands in for it).
+    code = (
+        "import sys, torch\n"
+        "from torch import nn\n"
+        "import landscape\n"
+        "from landscape.distributed import check_not_fsdp\n"
+        "from landscape.validation import InputError\n"
+        "m = nn.Sequential(nn.Linear(3, 2))\n"
+        "x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))\n"
+        "landscape.line(m, m, m, (x, y), alphas=[0.0, 0.5, 1.0])\n"
+        "assert 'torch.distributed.fsdp' not in sys.modules\n"
+        "from torch.distributed.fsdp import FSDPModule\n"
+        "inner = nn.Linear(3, 2)\n"
+        "inner.__class__ = type('FSDPLinear', (FSDPModule, nn.Linear), {})  # what fully_shard does\n"
+        "try:\n"
+        "    check_not_fsdp(nn.Sequential(inner))\n"
+        "except InputError as e:\n"
+        "    assert 'FSDP2' in str(e)\n"
+        "else:\n"
+        "    raise SystemExit('not refused')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
