@@ -357,7 +357,11 @@ def degenerate_effect(value: float, n: int, *, confidence: float = 0.95) -> Effe
     of it, which has probability at most ``2 * 0.5 ** n`` for any distribution. It is reported when that coverage
     reaches ``confidence`` (n >= 6 at 95%); below, no order-statistic interval reaches it, and the interval is
     ``(-inf, inf)``. The p-value is the exact two-sided sign test's: ``min(1, 2 * 0.5 ** n)``, or 1 when ``value`` is
-    0 (every pair a tie: no sign to count).
+    0 (every pair a tie: no sign to count). The interval is for the median where the t interval is for the mean; the
+    sample's median and mean are the same number, and the verdict asks only on which side of 0 (or of a margin) the
+    interval lies. A sample with a little spread (four equal differences and a fifth) keeps the t interval: its
+    normal model is doubtful for few-valued data too, but its interval has a width, and the sign test would then
+    often be the stricter test (5 of 5 of one sign: p = 0.0625).
 
     Args:
         value: The common difference.
