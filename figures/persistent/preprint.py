@@ -186,7 +186,8 @@ def _passes_premise(runs: dict[str, list[PersistentTrainer]], splits: Splits) ->
     validation order its situation: a championship that is worse on validation as well shows no dissociation of
     training error from accuracy, whatever its training error. Measured: validation accuracy, the bad init's
     championship minus the good init's plain model; accuracies on ``n`` images differ by multiples of ``1 / n``, so
-    "lower error" is a difference of at least one image.
+    "lower error" is a difference of at least one image, tested as at least half of one (rounding of the stored
+    accuracies could put one image's difference a hair below ``1 / n``).
     """
     n_val = len(splits.val[1]) if splits.val is not None else 1
     gaps = [
@@ -196,8 +197,9 @@ def _passes_premise(runs: dict[str, list[PersistentTrainer]], splits: Splits) ->
     return in_every_seed(
         "the bad initialization's championship has the lower validation error than the good plain model",
         gaps,
-        1.0 / n_val,
+        0.5 / n_val,
         detail=f"validation accuracy, bad championship minus good plain, at least one of the {n_val} validation images "
+        "(bound: half an image's share, as accuracies move in whole images) "
         "(preprint Sec. 4: lower validating error 'even though there exists a large gap between their training "
         "accuracy'; preprint: 63.94% vs 62.40%)",
     )
