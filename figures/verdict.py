@@ -15,10 +15,24 @@ on paired test examples) through an :class:`Effect` with a confidence interval, 
 An interval is the set of effects the data allow, and a zero-width one is decided by the same rule as any other
 (one rule for every figure): held if every allowed effect is on the claimed side of zero (``ci_low > 0``), not held
 if none is (``ci_high <= 0``: an interval ending at zero leaves no effect of the claimed sign, a zero-width interval
-at 0 included) or none reaches the paper's size. The effect functions give a zero-width interval only where the data
-show no noise, not where an estimator collapses: :func:`paired_proportions` without discordant examples gives the
-exact bound of the discordant share unless the two classifiers are one network; :func:`paired_effect` of identical
-differences over seeds is the point itself (a measure that ties by chance, such as capped counts, needs a premise).
+at 0 included) or none reaches the paper's size. The effect functions give a zero-width interval only where it is
+exact, not where an estimator collapses:
+
+- one network on both sides (``same_network`` of :func:`paired_effect` and :func:`paired_proportions`, e.g. a
+  championship that is the plain model, compared over test images, SLQ probes or layers of that one run): every
+  difference is 0 by construction, on any sample, so the interval is the point 0;
+- :func:`paired_proportions` without discordant examples: the exact bound of the discordant share, not [0, 0];
+- :func:`paired_effect` of *n* equal differences (a *degenerate sample*: equal up to the rounding of the inputs,
+  e.g. capped counts, or a plain championship in every training seed): the t interval needs a spread and has none
+  (``sd = 0``), and a point interval would claim certainty about the population from a sample that merely shows no
+  variation. The sample is reported as degenerate and decided by the sign test, the distribution-free test that needs
+  no spread: the exact interval for the median from the order statistics, ``[d_(1), d_(n)]`` = the point itself, has
+  coverage ``1 - 2 * 0.5 ** n`` (any distribution), so it is used when that reaches the confidence (n >= 6 at 95%)
+  and the interval is unbounded below it (n <= 5 at 95%: inconclusive); the p-value is the exact sign test's,
+  ``2 * 0.5 ** n`` (1 for differences all 0, which carry no sign). Until 2026-12-07 (late) such a sample gave the
+  point interval at any n with p = 0 (held or not held on, say, 3 equal differences), and differences equal only up
+  to rounding (``[0.9, 0.8, 0.7] - [0.8, 0.7, 0.6]``) went through the t formula with a spread of 1e-17 and p ~ 1e-31.
+
 A correlation's interval lies in [-1, 1] (:func:`spearman_effect`: Fisher z; :func:`correlation_effect`, a mean over
 replicates: its t interval clipped).
 
@@ -51,6 +65,7 @@ __all__ = [
     "at_most",
     "converged",
     "correlation_effect",
+    "degenerate_effect",
     "equivalence_verdict",
     "json_fields",
     "json_number",
@@ -282,19 +297,26 @@ class Effect:
         )
 
 
-def paired_effect(a: Sequence[float], b: Sequence[float] | float = 0.0, *, confidence: float = 0.95) -> Effect:
-    """Paired t interval and test for ``a - b`` over repeated seeds.
+def paired_effect(
+    a: Sequence[float], b: Sequence[float] | float = 0.0, *, confidence: float = 0.95, same_network: bool = False
+) -> Effect:
+    """Paired t interval and test for ``a - b`` over repeated seeds (the sign test for a degenerate sample).
 
     Args:
         a: Values of the first condition, one per seed, shape ``(n,)``.
         b: Values of the second condition for the same seeds, shape ``(n,)``, or a constant.
         confidence: Confidence level of the interval.
+        same_network: A and B are one network on every pair (a championship that is the plain model, compared over
+            its SLQ probes or its layers): every difference is 0 by construction, and the interval is the point 0.
+            Not for pairs over training seeds, where a plain championship is an outcome of training: its 0 is data.
 
     Returns:
-        The effect. With one pair the interval is infinite (a single seed resolves nothing).
+        The effect. With one pair the interval is infinite (a single seed resolves nothing). With ``n >= 2`` equal
+        differences (equal up to the rounding of the inputs: :func:`degenerate_effect`) the sign test's exact
+        interval for the median, the point itself when ``1 - 2 * 0.5 ** n >= confidence``, else unbounded.
 
     Raises:
-        ValueError: If the shapes differ or there is no pair.
+        ValueError: If the shapes differ, there is no pair, or ``same_network`` is set and a difference is not 0.
     """
     from scipy import stats
 
@@ -308,16 +330,56 @@ def paired_effect(a: Sequence[float], b: Sequence[float] | float = 0.0, *, confi
         raise ValueError(f"paired_effect needs two equal-length, non-empty samples, got {a_arr.size} and {b_arr.size}")
     d = a_arr - b_arr
     n, mean = d.size, float(d.mean())
+    if same_network:
+        if np.any(d != 0):
+            raise ValueError(f"same_network=True, but {int(np.sum(d != 0))} of the {n} differences are not 0")
+        return Effect(0.0, 0.0, n, 0.0, 0.0, 1.0, confidence, "one network on both sides (difference 0)")
     if n < 2:
         return Effect(mean, math.nan, n, -math.inf, math.inf, 1.0, confidence, "single pair")
+    # equal differences, up to the rounding of a - b (a few ulps of the inputs' magnitude): no spread to estimate
+    scale = max(float(np.max(np.abs(a_arr))), float(np.max(np.abs(b_arr))))
+    if float(np.ptp(d)) <= 16 * np.finfo(np.float64).eps * scale:
+        return degenerate_effect(float(np.median(d)), n, confidence=confidence)
     sd = float(d.std(ddof=1))
     se = sd / math.sqrt(n)
-    if se == 0.0:  # identical differences: the interval is the point itself
-        p = 1.0 if mean == 0.0 else 0.0
-        return Effect(mean, sd, n, mean, mean, p, confidence, "paired t (zero spread)")
     q = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
     p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
     return Effect(mean, sd, n, mean - q * se, mean + q * se, p, confidence, "paired t")
+
+
+def degenerate_effect(value: float, n: int, *, confidence: float = 0.95) -> Effect:
+    """The effect of ``n`` paired differences that all equal ``value`` (a degenerate sample), by the sign test.
+
+    The t interval is undefined without a spread, and the normal model behind it is contradicted by the data (a
+    continuous distribution gives equal draws with probability 0): the differences are discrete (counts, ties of one
+    network with itself, capped values). The distribution-free exact interval for the median, between order
+    statistics, is ``[d_(1), d_(n)] = [value, value]``: it misses the median only if all ``n`` draws fall on one side
+    of it, which has probability at most ``2 * 0.5 ** n`` for any distribution. It is reported when that coverage
+    reaches ``confidence`` (n >= 6 at 95%); below, no order-statistic interval reaches it, and the interval is
+    ``(-inf, inf)``. The p-value is the exact two-sided sign test's: ``min(1, 2 * 0.5 ** n)``, or 1 when ``value`` is
+    0 (every pair a tie: no sign to count). The interval is for the median where the t interval is for the mean; the
+    sample's median and mean are the same number, and the verdict asks only on which side of 0 (or of a margin) the
+    interval lies. A sample with a little spread (four equal differences and a fifth) keeps the t interval: its
+    normal model is doubtful for few-valued data too, but its interval has a width, and the sign test would then
+    often be the stricter test (5 of 5 of one sign: p = 0.0625).
+
+    Args:
+        value: The common difference.
+        n: Number of pairs (at least 2).
+        confidence: Confidence level of the interval.
+
+    Returns:
+        The effect, ``sd = 0``, method naming the degenerate sample and the coverage reached.
+    """
+    if n < 2:
+        raise ValueError(f"degenerate_effect needs at least 2 pairs, got {n}")
+    miss = 2.0 * 0.5**n  # P(every draw on one side of the median), the most any distribution allows
+    p = 1.0 if value == 0.0 else min(1.0, miss)
+    head = f"sign test (degenerate sample: all {n} differences equal)"
+    if 1.0 - miss >= confidence:
+        return Effect(value, 0.0, n, value, value, p, confidence, f"{head}, exact interval for the median")
+    note = f"they bound the median at {1 - miss:.4g} confidence only, so unbounded at {confidence:g}"
+    return Effect(value, 0.0, n, -math.inf, math.inf, p, confidence, f"{head}: {note}")
 
 
 def paired_proportions(

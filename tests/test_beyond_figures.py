@@ -234,13 +234,15 @@ def test_sharpness_correlation_takes_the_replicates_as_the_unit():
     from figures.beyond.sharpness import replicate_correlation
     from figures.verdict import spearman_effect, verdict_for
 
-    reps = [f"init {k}" for k in range(5) for _ in range(4)]
-    sharp = [10.0 * k + j for k in range(5) for j in range(4)]
-    err = [10.0 * k + (3 - j) for k in range(5) for j in range(4)]
+    # 6 replicates: equal rhos are a degenerate sample, decided by the sign test, which needs 6 for a 95% point
+    reps6 = [f"init {k}" for k in range(6) for _ in range(4)]
+    sharp = [10.0 * k + j for k in range(6) for j in range(4)]
+    err = [10.0 * k + (3 - j) for k in range(6) for j in range(4)]
     pooled = spearman_effect(sharp, err)
     assert verdict_for(pooled) is Verdict.HELD
-    eff = replicate_correlation(sharp, err, reps)
-    assert eff.n == 5 and eff.mean == -1.0 and verdict_for(eff) is Verdict.NOT_HELD
+    eff = replicate_correlation(sharp, err, reps6)
+    assert eff.n == 6 and eff.mean == -1.0 and verdict_for(eff) is Verdict.NOT_HELD
+    reps = reps6[:20]  # 5 replicates of 4 minima
     # against brute force: the t interval of the per-replicate Spearman rhos (this one passes both -1 and 1)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=20), rng.normal(size=20)

@@ -98,6 +98,13 @@ def test_figure2_and_3_claims(results: dict[str, FigureResult], figure_cache: Pa
     assert r2.claims[0].measured == pytest.approx(ratio, abs=1e-4) and ratio > 0
     assert r2.claims[1].measured == pytest.approx(pairwise_cv(pair), abs=1e-4)
     assert 0 <= r3.claims[1].measured <= 1  # share of the path length
+    # "diverge, finding solutions far apart": the divergence claims stand on the premises of the claims on the same
+    # solutions' distances (converged, low loss), measured on the same runs, besides the runs having trained
+    for diverge, distances in ((r2.claims[0], r2.claims[1]), (r3.claims[2], r3.claims[3])):
+        same = {p.statement: p.measured for p in distances.premises}
+        assert {p.statement: p.measured for p in diverge.premises if p.statement in same} == same and len(same) == 2
+        assert any(p.statement.endswith("trained") for p in diverge.premises)
+        assert (diverge.verdict.value == "not tested") == (not all(p.met for p in diverge.premises))
     # Distance-from-origin curves: one per init run and per clone, epochs of the clones after the pretraining.
     curves = r3.panels[0].plotly.data
     assert len(curves) == 2 * TINY.repetitions

@@ -42,12 +42,62 @@ def test_paired_effect_equals_scipy_paired_t():
     assert eff.n == 7 and eff.sd == pytest.approx(np.std(a - b, ddof=1), rel=1e-12)
 
 
-def test_single_seed_resolves_nothing_and_constant_difference_is_exact():
+def test_single_seed_resolves_nothing():
     eff = paired_effect([0.93], [0.92])
     assert math.isinf(eff.ci_low) and math.isinf(eff.ci_high)
     assert verdict_for(eff) is Verdict.INCONCLUSIVE
-    exact = paired_effect([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])
-    assert exact.ci_low == exact.ci_high == 0.5 and verdict_for(exact) is Verdict.HELD
+
+
+def test_equal_differences_are_a_degenerate_sample_decided_by_the_sign_test():
+    """n equal differences: the sign test's exact median interval, the point only where its coverage reaches 95%.
+
+    Closed form: [d_(1), d_(n)] misses the median only when all n draws fall on one side of it, probability at most
+    2 * 0.5 ** n for any distribution, so at 95% it needs n >= 6 (1 - 2/64 = 0.969; n = 5 gives 0.9375). The exact
+    two-sided sign-test p-value of n positive signs is 2 * 0.5 ** n. Before this rule three equal differences gave
+    the point interval [0.5, 0.5] and p = 0: held, as if three draws with no spread proved the population's effect.
+    """
+    three = paired_effect([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])
+    assert (three.mean, three.sd, three.n) == (0.5, 0.0, 3)
+    assert (three.ci_low, three.ci_high) == (-math.inf, math.inf) and three.p_value == 0.25
+    assert verdict_for(three) is Verdict.INCONCLUSIVE and verdict_for(three, paper_effect=0.1) is Verdict.INCONCLUSIVE
+    five = paired_effect([0.28] * 5)  # e.g. one test image's difference in every one of 5 seeds
+    assert math.isinf(five.ci_high) and five.p_value == pytest.approx(0.0625, abs=0) and "0.9375" in five.method
+    assert verdict_for(five) is Verdict.INCONCLUSIVE
+    for n in (6, 7, 10):  # coverage 1 - 2 / 2**n >= 0.95: the exact interval for the median is the point itself
+        eff = paired_effect([0.28] * n)
+        assert (eff.ci_low, eff.ci_high) == (0.28, 0.28) and eff.p_value == pytest.approx(2 * 0.5**n, rel=1e-15)
+        assert verdict_for(eff) is Verdict.HELD and verdict_for(eff, direction=-1) is Verdict.NOT_HELD
+    # all differences 0 (a plain championship in every training seed): no sign to count, p = 1; inconclusive at 5
+    # seeds, not held at 6 (the median difference is 0 with 96.9% confidence: no effect of either sign)
+    zeros5, zeros6 = paired_effect([0.9] * 5, [0.9] * 5), paired_effect([0.0] * 6)
+    assert zeros5.p_value == zeros6.p_value == 1.0 and verdict_for(zeros5) is Verdict.INCONCLUSIVE
+    assert (zeros6.ci_low, zeros6.ci_high) == (0.0, 0.0) and verdict_for(zeros6) is Verdict.NOT_HELD
+    # a lower confidence reaches the point sooner: at 90%, n = 5 (0.9375 >= 0.9)
+    assert paired_effect([0.28] * 5, confidence=0.9).ci_low == 0.28
+
+
+def test_differences_equal_up_to_rounding_are_the_same_degenerate_sample():
+    # 0.9 - 0.8, 0.8 - 0.7, 0.7 - 0.6 are 0.1 in exact arithmetic; in float64 they differ in the last bits, and the t
+    # formula used that spread (1e-17): p ~ 1e-31 and a point interval, where the sample has no spread at all
+    rounded = paired_effect([0.9, 0.8, 0.7], [0.8, 0.7, 0.6])
+    assert np.ptp(np.subtract([0.9, 0.8, 0.7], [0.8, 0.7, 0.6])) > 0  # the rounding is there
+    assert rounded.p_value == 0.25 and math.isinf(rounded.ci_high) and rounded.sd == 0.0
+    assert rounded.mean == pytest.approx(0.1, rel=1e-14) and verdict_for(rounded) is Verdict.INCONCLUSIVE
+    same_mean = paired_effect([0.1] * 3)  # its mean differs from 0.1 in the last bit: still degenerate
+    assert (same_mean.p_value, same_mean.ci_low) == (0.25, -math.inf)
+    # a real spread, however small against the values, is not rounding: the t interval, against scipy
+    real = paired_effect([1e-9, 2e-9, 3e-9])
+    ref = stats.ttest_1samp([1e-9, 2e-9, 3e-9], 0.0)
+    assert real.method == "paired t" and real.p_value == pytest.approx(ref.pvalue, rel=1e-10)
+
+
+def test_same_network_is_an_exact_zero_and_refuses_a_difference():
+    one = paired_effect([0.3, 0.7, 0.5], [0.3, 0.7, 0.5], same_network=True)  # e.g. three SLQ probes of one model
+    assert (one.mean, one.ci_low, one.ci_high, one.p_value) == (0.0, 0.0, 0.0, 1.0)
+    assert verdict_for(one) is Verdict.NOT_HELD and verdict_for(one, direction=-1) is Verdict.NOT_HELD
+    assert paired_effect([0.3, 0.7, 0.5], [0.3, 0.7, 0.5]).ci_high == math.inf  # not declared: a degenerate sample
+    with pytest.raises(ValueError, match="1 of the 3 differences are not 0"):
+        paired_effect([0.3, 0.7, 0.5], [0.3, 0.7, 0.4], same_network=True)
 
 
 def test_effect_inside_the_noise_is_inconclusive_and_opposite_effect_not_held():
@@ -55,7 +105,7 @@ def test_effect_inside_the_noise_is_inconclusive_and_opposite_effect_not_held():
     noise = rng.normal(0, 1.0, 5)
     small = paired_effect(noise + 0.01, noise + rng.normal(0, 0.5, 5))  # tiny true effect, large noise
     assert small.ci_low < 0 < small.ci_high and verdict_for(small) is Verdict.INCONCLUSIVE
-    opposite = paired_effect([0.1, 0.2, 0.15, 0.12, 0.18], [0.5, 0.6, 0.55, 0.52, 0.58])
+    opposite = paired_effect([0.1, 0.2, 0.15, 0.12, 0.18], [0.5, 0.62, 0.53, 0.55, 0.58])  # a real spread
     assert verdict_for(opposite, direction=1) is Verdict.NOT_HELD
     assert verdict_for(opposite, direction=-1) is Verdict.HELD
 
@@ -298,8 +348,9 @@ def test_correlation_effect_is_the_t_interval_of_the_mean_correlation_clipped_to
     # sign symmetry, equal correlations (a point), one replicate (resolves nothing), |rho| = 1 accepted
     neg = correlation_effect([-r for r in rhos])
     assert (neg.mean, neg.ci_low, neg.ci_high) == pytest.approx((-fz.mean, -fz.ci_high, -fz.ci_low), rel=1e-12)
-    point = correlation_effect([0.5, 0.5, 0.5])
-    assert point.ci_low == point.ci_high == point.mean == pytest.approx(0.5, rel=1e-12)
+    point = correlation_effect([0.5, 0.5, 0.5])  # a degenerate sample of 3: unbounded, clipped to [-1, 1]
+    assert point.mean == pytest.approx(0.5, rel=1e-12) and (point.ci_low, point.ci_high) == (-1.0, 1.0)
+    assert correlation_effect([1.0] * 6).ci_low == 1.0  # 6 replicates at rho = 1: the sign test's exact point
     assert (correlation_effect([0.7]).ci_low, correlation_effect([0.7]).ci_high) == (-1.0, 1.0)
     ones = correlation_effect([-0.5, -1.0])
     assert ones.mean == -0.75 and (ones.ci_low, ones.ci_high) == (-1.0, 1.0)  # -0.75 +- 3.18, both ends clipped

@@ -91,7 +91,9 @@ def figure3(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
         ),
         book(
             "clones-diverge",
-            **diverging_paths(runs, clones, f"the {len(clones)} clones", start=base[0].vector),
+            **diverging_paths(
+                runs, clones, f"the {len(clones)} clones", CloneOrigin(float(s.pretrain_epochs), base[0].vector)
+            ),
             pretrain=s.pretrain_epochs,
         ),
         book(

@@ -565,7 +565,8 @@ def championship_claim(
     played no part in choosing the championship. The templates get the runs' accuracies (:func:`seed_values`:
     ``champion``, ``plain_val``, ``plain_test``, ``champ_val``, ``champ_test``) and ``values``. A championship that is
     the plain model is an outcome, not a failed premise: its difference is exactly 0 (at one seed the interval [0, 0],
-    not held by :func:`figures.verdict.verdict_for`; over seeds a 0 in the t interval).
+    not held by :func:`figures.verdict.verdict_for`; over seeds a 0 in the t interval, or, when every seed's difference
+    is equal, a degenerate sample decided by the sign test, :func:`figures.verdict.degenerate_effect`).
     """
     runs = _seeds(pts)
     champ = [test_correct(pt, pt.champion_, splits) for pt in runs]

@@ -26,7 +26,9 @@ One rule for a plain championship (Figs. 9-13 and 15): persistent training retur
 with differences exactly 0 (at one seed the zero-width interval [0, 0], which :func:`figures.verdict.verdict_for`
 calls not held: it holds no effect of the claimed sign; over seeds a 0 in the t interval). Until 2026-12-07 Fig. 15
 made "the championship is a persistent iteration" a premise instead (not tested), and [0, 0] was inconclusive here
-but not held in Fig. 10, whose claim has a paper effect to rule out.
+but not held in Fig. 10, whose claim has a paper effect to rule out. At one seed Fig. 15's 0 is exact (the same network
+in every layer: ``paired_effect(..., same_network=True)``); over seeds, equal differences in every seed are a degenerate
+sample decided by the sign test (``figures.verdict.degenerate_effect``), no longer the point [0, 0] (late 2026-12-07).
 
 Measures fixed before measuring: an iteration's *saturation* is its 98th percentile averaged over the layers and
 the epochs 1..E; "decreases with the iterations" = negative Spearman rank correlation between iteration and
@@ -279,7 +281,7 @@ def figure13_15(setups: list[RunSetup], runs: list[PersistentTrainer], scale: Sc
     rhos = [spearman_effect(np.arange(len(x.scores)), x.scores) for x in seeds]
     if one:
         rho_eff, rho_measured = rhos[0], round(rhos[0].mean, 4)
-        eff15 = paired_effect(s0.layers_champ, s0.layers_plain)
+        eff15 = paired_effect(s0.layers_champ, s0.layers_plain, same_network=c == 0)  # plain championship: exactly 0
         m15_measured = [round(float(x), 4) for x in s0.layers_champ - s0.layers_plain]
         sat_text = dict(
             per_seed="",

@@ -22,7 +22,8 @@ McNemar's paired test of championship vs plain on the same images. Premises: eve
 that is the plain model (Fig. 10 at quick scale) is an outcome, not a failed premise: persistent training returned the
 plain network, the difference is exactly 0 (``paired_proportions(..., same_network=True)``: the zero-width interval
 [0, 0], which :func:`figures.verdict.verdict_for` calls not held, as in Figs. 12, 13 and 15; over seeds a 0 in the
-paired t).
+paired t, and equal differences in every seed a degenerate sample decided by the sign test,
+:func:`figures.verdict.degenerate_effect`: unbounded at 5 seeds).
 
 Medium scale (``--scale medium``): the quick settings over 5 training seeds (``MEDIUM_SEEDS``; seed ``s`` draws the
 initial weights, the minibatch order and the penalized layers from ``s``, ``repeat_seeds``); seed 0 is the quick run,
