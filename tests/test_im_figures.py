@@ -621,3 +621,24 @@ def test_fig10_line_is_the_init_final_line_to_alpha_2(figure_cache):
             ratios.append(z[past].min() / z[i1])
         per_init.append(min(ratios))
     np.testing.assert_allclose(res.claims[0].measured, per_init, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n", [11, 4])
+def test_table1_triangle_from_shared_edges_is_the_barycentric_slice(runs, n):
+    """Table 1's triangle, its edges read from the init -> final lines, is the float64 barycentric slice."""
+    from figures.im.table1 import init_final_edge, triangle
+    from landscape.analyze import barycentric
+
+    c, r = runs.get(RunSpec("sgd")), runs.get(RunSpec("adam"))
+    assert torch.equal(c.init, r.init)  # one initialization: the shared vertex
+    template = TINY.model(RunSpec())
+    kw = {**runs.eval_kw(RunSpec()), "metrics": ("loss",)}
+    data = runs.surface_data()
+    tri = triangle(
+        template, c.init, c.final, r.final, data, init_final_edge(runs, c, n), init_final_edge(runs, r, n), **kw
+    )
+    m64, (p0, p1, p2) = _double(template, c.init, c.final, r.final)
+    ref = barycentric(m64, p0, p1, p2, (data[0].double(), data[1]), n=n, **kw)
+    assert tri.metrics["loss"].shape == (n, n) and np.array_equal(tri.alphas, ref.alphas)
+    np.testing.assert_allclose(tri.metrics["loss"], ref.metrics["loss"], rtol=1e-5)
+    assert tri.n_nonfinite == 0
