@@ -27,6 +27,12 @@ test-batch statistics, 0.93% on each network's own running statistics), the disa
 per init, every verdict is unchanged (not tested: the convergence premise), and the test-side evaluations cost
 1.57x (8.2 s against 5.2 s of CPU per figure, three alternating rounds), about +3 s on the figure's 57 s.
 
+Shared evaluations (2026-12-07): the seven triangles' alpha = 0 columns (the initial weights, 11 times each) and their
+beta = 0 and 1 edges (the line from the initial weights to one final, six triangles each) are the 21-point init ->
+final lines of Figs. 5-6, 8 and 10, memoized by the pool (:func:`triangle`): 90 of a triangle's 121 points are
+evaluated here, 1.05 / 1.10 s of CPU per triangle against 1.66 / 1.36 s (one thread, load 14, two alternating rounds).
+Init 0's test outputs give the test errors too (they were evaluated twice, once for the accuracy alone).
+
 Statistics: the drawing is init 0; the claims repeat the seven methods from ``setup.repetitions`` initializations
 (same minibatches) and test, over the initializations, the log of the weakest pair's rise score (paired t against
 0, i.e. against the threshold) and the disagreement share against 1/3. Premise: every run converged.
