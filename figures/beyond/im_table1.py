@@ -48,7 +48,7 @@ network's: a permutation of hidden units leaves the function unchanged) and each
 the quick figure's 245 lines (105 one-initialization pairs, which matching leaves as they are, and 70 pairs of two
 lines) cost 2,240 points instead of about 2,485 (-10%). On 9 of the pairs (6 networks, 12 lines; one thread, load 14-16,
 two alternating rounds) 2.59 / 2.70 s of CPU against 3.27 / 2.89 s; barriers before matching bitwise equal, after
-matching within 2e-9 nats (the end's loss now the unpermuted network's).
+matching within 3e-9 nats (the end's loss now the unpermuted network's).
 """
 
 from __future__ import annotations
