@@ -261,3 +261,32 @@ def test_sharpness_correlation_takes_the_replicates_as_the_unit():
     # a replicate with a constant variable has no rho and is left out; none left: no evidence at all
     assert replicate_correlation([1, 1, 1, 1, 2, 3], [1, 2, 3, 1, 2, 3], ["a"] * 3 + ["b"] * 3).n == 1
     assert verdict_for(replicate_correlation([1, 1, 1], [1, 2, 3], ["a"] * 3)) is Verdict.INCONCLUSIVE
+
+
+def test_im_table1_pairs_evaluate_each_network_once_and_only_the_inner_points_per_line(monkeypatch):
+    """The ends of the lines are the networks' own points, once each; every line adds only its 9 inner points."""
+    import torch
+
+    from figures.beyond import im_table1 as bit
+    from landscape.models import build_model
+
+    nets = {
+        s: build_model("vgg", (1, 8, 8), 10, cfg=(6, "M", 8, "M"), hidden=12, dropout=0.0, seed=s) for s in range(3)
+    }
+    gen = torch.Generator().manual_seed(0)
+    data = (torch.randn(32, 1, 8, 8, generator=gen), torch.randint(0, 10, (32,), generator=gen))
+    sizes = []
+    evaluate = bit._evaluate
+
+    def counting(template, points, data):
+        sizes.append(len(points))
+        return evaluate(template, points, data)
+
+    monkeypatch.setattr(bit, "_evaluate", counting)
+    jobs = [(0, 1), (0, 2), (1, 2)]  # independent seeds: every pair moves units, so two lines each
+    rows = bit._pairs(jobs, nets, data)
+    assert all(r["moved"] > 0 for r in rows)
+    inner = len(bit.ALPHAS) - 2
+    assert sizes[0] == len(nets) and sum(sizes[1:]) == 2 * len(jobs) * inner
+    for r in rows:  # the ends are the networks' own points: the same at alpha 0 (network a) and 1 (network b)
+        assert r["line_before"][0] == r["line_after"][0] and r["line_before"][-1] == r["line_after"][-1]

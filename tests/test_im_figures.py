@@ -575,3 +575,70 @@ def test_fig2_3_convergence_premise_counts_each_run_once(figure_cache):
         assert len(premise.measured) == n and premise.detail.startswith(f"{n} runs:")
     runs = ImRuns(TINY, figure_cache).many([RunSpec("sgd"), RunSpec("adam"), RunSpec("sgd"), RunSpec("sgd", init=1)])
     assert [r.spec for r in distinct(runs)] == [RunSpec("sgd"), RunSpec("adam"), RunSpec("sgd", init=1)]
+
+
+def _double(model, *vectors):
+    """A float64 copy of ``model`` and ``vectors`` as float64 (the brute-force references below)."""
+    return copy.deepcopy(model).double(), [v.double() for v in vectors]
+
+
+def test_fig5_6_profile_is_eq1_on_its_whole_grid(runs):
+    """The Eq. 1 profile, half of it read from the init -> final line, is the loss along Eq. 1 at every distance."""
+    from figures.im.fig5_6 import UNIT, distance_grid, profile
+    from landscape.analyze import line_distance
+
+    assert np.array_equal(np.linspace(0, 1.5, 31)[:21], UNIT)  # the 21 shared positions, bitwise
+    assert len(distance_grid(1.0)) == 42 and int(np.isin(distance_grid(1.0), UNIT).sum()) == 21
+    run = runs.get(RunSpec("adam", init=1))
+    template, kw, data = runs.loss_kit()
+    d, z, length = profile(runs, run, template, kw, data)
+    assert length == pytest.approx(float((run.init.double() - run.final.double()).norm()))
+    assert np.array_equal(d, distance_grid(length))
+    m64, (final, init) = _double(template, run.final, run.init)
+    data64 = (data[0].double(), data[1])
+    ref = line_distance(m64, final, init, data64, distances=d, **kw).metrics["loss"]
+    np.testing.assert_allclose(z, ref, rtol=1e-5)
+
+
+def test_fig10_line_is_the_init_final_line_to_alpha_2(figure_cache):
+    """Fig. 10's measure, from its two memoized halves, is the float64 brute force over linspace(0, 2, 41)."""
+    from figures.im.fig10 import fig10
+    from landscape.analyze import line
+    from landscape.train import METHODS
+
+    res = fig10(setup=TINY, cache=figure_cache)
+    runs = ImRuns(TINY, figure_cache)
+    alphas = np.linspace(0, 2, 41)
+    past, i1 = alphas >= 1.25, 20
+    per_init = []
+    for k in range(TINY.repetitions):
+        ratios = []
+        for m in METHODS:
+            r = runs.get(RunSpec(m, init=k))
+            m64, (a, b) = _double(r.factory(), r.init, r.final)
+            x, y = runs.surface_data()
+            z = line(m64, a, b, (x.double(), y), alphas=alphas, **runs.loss_kw(r.spec)).metrics["loss"]
+            ratios.append(z[past].min() / z[i1])
+        per_init.append(min(ratios))
+    np.testing.assert_allclose(res.claims[0].measured, per_init, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n", [11, 4])
+def test_table1_triangle_from_shared_edges_is_the_barycentric_slice(runs, n):
+    """Table 1's triangle, its edges read from the init -> final lines, is the float64 barycentric slice."""
+    from figures.im.table1 import init_final_edge, triangle
+    from landscape.analyze import barycentric
+
+    c, r = runs.get(RunSpec("sgd")), runs.get(RunSpec("adam"))
+    assert torch.equal(c.init, r.init)  # one initialization: the shared vertex
+    template = TINY.model(RunSpec())
+    kw = {**runs.eval_kw(RunSpec()), "metrics": ("loss",)}
+    data = runs.surface_data()
+    tri = triangle(
+        template, c.init, c.final, r.final, data, init_final_edge(runs, c, n), init_final_edge(runs, r, n), **kw
+    )
+    m64, (p0, p1, p2) = _double(template, c.init, c.final, r.final)
+    ref = barycentric(m64, p0, p1, p2, (data[0].double(), data[1]), n=n, **kw)
+    assert tri.metrics["loss"].shape == (n, n) and np.array_equal(tri.alphas, ref.alphas)
+    np.testing.assert_allclose(tri.metrics["loss"], ref.metrics["loss"], rtol=1e-5)
+    assert tri.n_nonfinite == 0

@@ -23,11 +23,18 @@ same widths is the third claim's test, and its p-value is given in the detail. U
 "Characteristic of the method" is a one-way ANOVA of log width across the 7 methods (held if p < 0.05; a
 non-significant result is inconclusive: it cannot show similarity). Premises: every run converged, and no width is
 censored by the end of the line (the loss doubles somewhere on it).
+
+Evaluation (2026-12-07): half of Eq. 1's 42 distances, the multiples of 0.05 ||init - final|| up to the initial
+weights, are the points of the 21-point init -> final line that Figs. 8 and 10 and Table 1 read too (memoized by the
+pool, :func:`profile`), so only the other 21 are evaluated here: 0.26 / 0.27 s of CPU per run against 0.49 / 0.51 s
+(one thread, load 14-16, two alternating rounds). The shared points differ from Eq. 1's own by the float rounding of
+their coefficients (``1 - alpha`` against ``d / ||init - final||``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -37,23 +44,51 @@ from tqdm.auto import tqdm
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, register_figure
 from figures.im._measures import converged_premise, first_crossing
-from figures.im._setup import GALLERY, Curve, ImRuns, color, im_figure, init_dash, mpl_grid, multiples_panels
+from figures.im._setup import GALLERY, Curve, ImRuns, Run, color, im_figure, init_dash, mpl_grid, multiples_panels
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im.fig4 import anova
 from figures.verdict import Verdict, at_most, paired_effect
 from landscape.analyze import line_distance
 from landscape.train import METHODS
 
-__all__ = ["PAIRS", "basin_widths", "fig5_6"]
+__all__ = ["PAIRS", "UNIT", "basin_widths", "distance_grid", "fig5_6", "profile"]
 
 PAIRS = (("sgd", "adam"), ("sgd", "sgd_rk2"), ("adam", "adam_rk2"))  # Fig. 5(b,d): "selected pairs"
 ADAM_FAMILY = ("adam", "adam_rk2")
 SGD_FAMILY = ("sgd", "sgd_rk2")
 
 
+UNIT = np.linspace(0.0, 1.0, 21)
+"""The init -> final line of Figs. 8 and 10 (memoized by the pool): the first 21 of :func:`distance_grid`'s points."""
+
+
 def distance_grid(length: float) -> np.ndarray:
-    """Distances of Eq. 1 from a minimum: 31 up to 1.5x ``length`` plus 12 geometric ones near 0, shape ``(43,)``."""
+    """Distances of Eq. 1 from a minimum: 31 up to 1.5x ``length`` plus 11 geometric ones near 0, shape ``(42,)``.
+
+    The 31 are ``linspace(0, 1.5, 31)`` (the first 21 of them :data:`UNIT` bitwise); the geometric ones are
+    ``geomspace(1e-3, 0.1, 12)`` less 0.1, which the 31 hold.
+    """
     return np.union1d(np.linspace(0.0, 1.5, 31), np.geomspace(1e-3, 0.1, 12)) * length
+
+
+def profile(
+    runs: ImRuns, run: Run, template: Any, kw: dict[str, Any], data: Any
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The loss of a run along Eq. 1 at :func:`distance_grid`: ``(distances (42,), losses (42,), ||init - final||)``.
+
+    The 21 points from the final to the initial weights at multiples of 0.05 ||init - final|| are the init -> final
+    line at :data:`UNIT` reversed (:meth:`~figures.im._runs.ImRuns.init_final_losses`, memoized: Figs. 8 and 10
+    evaluate the same line), the same points as Eq. 1's up to float rounding of their coefficients; the other 21
+    (the geometric ones near the minimum, and beyond the initial weights) are evaluated here.
+    """
+    length = float((run.init.double() - run.final.double()).norm())
+    d = distance_grid(length)
+    shared = np.isin(distance_grid(1.0), UNIT)  # exactly the 21 of UNIT, in increasing order
+    z = np.empty(len(d))
+    z[shared] = runs.init_final_losses({0: run}, UNIT, "")[0][::-1]  # distance 0.05 i <-> alpha 1 - 0.05 i
+    own = line_distance(template, run.final, run.init, data, distances=d[~shared], **kw)
+    z[~shared] = own.metrics["loss"]
+    return d, z, length
 
 
 def basin_widths(d: np.ndarray, loss: np.ndarray, length: float) -> tuple[float, float]:
@@ -83,11 +118,10 @@ def fig5_6(runs: ImRuns) -> FigureResult:
     grid = runs.method_grid(reps)
     template, kw, data = runs.loss_kit()
 
-    prof: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, float]] = {}
-    for (m, k), r in tqdm(grid.items(), desc="fig 5-6 lines", disable=not progress, leave=False):
-        length = float((r.init.double() - r.final.double()).norm())
-        res = line_distance(template, r.final, r.init, data, distances=distance_grid(length), **kw)
-        prof[m, k] = (res.coords, res.metrics["loss"], length)
+    prof = {
+        key: profile(runs, r, template, kw, data)
+        for key, r in tqdm(grid.items(), desc="fig 5-6 lines", disable=not progress, leave=False)
+    }
     pair_lines = {}
     alphas = np.linspace(0, 1, 21)
     for a, b in PAIRS:

@@ -27,6 +27,12 @@ test-batch statistics, 0.93% on each network's own running statistics), the disa
 per init, every verdict is unchanged (not tested: the convergence premise), and the test-side evaluations cost
 1.57x (8.2 s against 5.2 s of CPU per figure, three alternating rounds), about +3 s on the figure's 57 s.
 
+Shared evaluations (2026-12-07): the seven triangles' alpha = 0 columns (the initial weights, 11 times each) and their
+beta = 0 and 1 edges (the line from the initial weights to one final, six triangles each) are the 21-point init ->
+final lines of Figs. 5-6, 8 and 10, memoized by the pool (:func:`triangle`): 90 of a triangle's 121 points are
+evaluated here, 1.05 / 1.10 s of CPU per triangle against 1.66 / 1.36 s (one thread, load 14, two alternating rounds).
+Init 0's test outputs give the test errors too (they were evaluated twice, once for the accuracy alone).
+
 Statistics: the drawing is init 0; the claims repeat the seven methods from ``setup.repetitions`` initializations
 (same minibatches) and test, over the initializations, the log of the weakest pair's rise score (paired t against
 0, i.e. against the threshold) and the disagreement share against 1/3. Premise: every run converged.
@@ -34,6 +40,7 @@ Statistics: the drawing is init 0; the claims repeat the seven methods from ``se
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -45,20 +52,33 @@ import torch
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from plotly.subplots import make_subplots
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Panel, Scale, cache_dir, register_figure
-from figures.im._setup import GALLERY, ImRuns, RunSpec, converged_premise, im_figure, mpl_grid, rise, rise_score, rises
+from figures.im._setup import (
+    GALLERY,
+    ImRuns,
+    Run,
+    RunSpec,
+    converged_premise,
+    im_figure,
+    mpl_grid,
+    rise,
+    rise_score,
+    rises,
+)
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import paired_effect
 from landscape.analyze import barycentric, distance_along_path
+from landscape.analyze.slice_results import BarycentricResult
 from landscape.evaluate import evaluate_points
 from landscape.plot import plot_triangle_cell
 from landscape.plot.style import CMAP
 from landscape.train import METHODS
 
-__all__ = ["outputs_kw", "table1"]
+__all__ = ["init_final_edge", "outputs_kw", "table1", "triangle"]
 
 
 def _labels(data: object) -> np.ndarray:
@@ -85,6 +105,53 @@ def outputs_kw(runs: ImRuns, spec: RunSpec) -> dict[str, Any]:
     return {**kw, "bn_mode": "recompute", "bn_data": runs.surface_data()} if spec.batchnorm else kw
 
 
+def init_final_edge(runs: ImRuns, run: Run, n: int) -> np.ndarray:
+    """Training loss on the line from a run's initial to its final weights at ``linspace(0, 1, n)``, ``(n,)``.
+
+    Read from the 21-point init -> final line of Figs. 5-6, 8 and 10 (memoized by the pool) when its positions
+    hold these bitwise (``n`` of 2, 3, 5, 6, 11 or 21), else evaluated at ``n`` positions (memoized too).
+    """
+    fine = np.linspace(0, 1, 21)
+    unit = np.linspace(0, 1, n)
+    step = 20 // (n - 1) if 20 % (n - 1) == 0 else 0
+    if step and np.array_equal(fine[::step], unit):
+        return runs.init_final_losses({0: run}, fine, "")[0][::step]
+    return runs.init_final_losses({0: run}, unit, "")[0]
+
+
+def triangle(
+    template: nn.Module,
+    p0: Tensor,
+    p1: Tensor,
+    p2: Tensor,
+    data: Any,
+    edge1: np.ndarray,
+    edge2: np.ndarray,
+    **kw: Any,
+) -> BarycentricResult:
+    """The loss of :func:`~landscape.analyze.barycentric` over ``(p0, p1, p2)`` at ``n = len(edge1)``, its edges given.
+
+    The grid's alpha = 0 column is ``p0`` at every beta and its beta = 1 and beta = 0 rows are the lines from ``p0``
+    to ``p1`` and to ``p2``, which every triangle of Table 1 shares with others (one init, seven finals): those come
+    as ``edge1`` and ``edge2`` (the loss on ``(1 - alpha) p0 + alpha p1`` at the grid's alphas, ``(n,)``), the
+    ``(n - 2) x (n - 1)`` points inside are evaluated here. The same points as the slice's own up to float rounding
+    of their coefficients (a coefficient that is 0 here adds nothing there).
+
+    Returns:
+        The :class:`~landscape.analyze.slice_results.BarycentricResult` of the whole ``n x n`` grid (loss only).
+    """
+    n = len(edge1)
+    unit = np.linspace(0, 1, n)
+    inner = barycentric(template, p0, p1, p2, data, alphas=unit[1:], betas=unit[1:-1], **{**kw, "metrics": ("loss",)})
+    z = np.empty((n, n))  # [i, j] at (alpha_j, beta_i)
+    z[1:-1, 1:] = inner.metrics["loss"]
+    z[-1], z[0] = edge1, edge2
+    z[:, 0] = edge1[0]
+    return dataclasses.replace(
+        inner, alphas=unit, betas=unit, metrics={"loss": z}, n_nonfinite=int((~np.isfinite(z)).sum())
+    )
+
+
 @im_figure
 def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
     """Compute and draw Table 1 (see the module docstring) from the pool of runs of one setting.
@@ -105,16 +172,18 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
     init = rs[0].init
     pairs = [(c, r) for r in range(k) for c in range(r)]  # c < r: lower cell (r, c), upper cell (c, r)
     bary, dist, seg = {}, {}, {}
+    edge = {i: init_final_edge(runs, rs[i], setup.grid) for i in range(k)}
     for c, r in tqdm(pairs, desc="table 1 pairs", disable=not progress, leave=False):
-        b = barycentric(template, init, rs[c].final, rs[r].final, data, n=setup.grid, metrics=("loss",), **kw)
+        b = triangle(template, init, rs[c].final, rs[r].final, data, edge[c], edge[r], **kw)
         bary[c, r] = b
         seg[c, r] = b.metrics["loss"][::-1, -1]  # alpha = 1 edge, from final c (beta 1) to final r (beta 0)
         dist[c, r] = distance_along_path(
             template, rs[c].final, rs[r].final, test, alphas=np.linspace(0, 1, 11), **test_kw
         )
-    acc = evaluate_points(template, torch.stack([x.final for x in rs]), test, metrics=("accuracy",), **test_kw)
-    acc = acc["accuracy"]
-    err = 1.0 - acc
+    yt = _labels(test)
+    outputs = {0: evaluate_points(template, torch.stack([x.final for x in rs]), test, metrics=("outputs",), **test_kw)}
+    # the engine's accuracy is this count (ties to the first class, as argmax), so init 0's outputs serve both
+    err = 1.0 - (np.asarray(outputs[0]["outputs"]).argmax(-1) == yt[None, :]).mean(1)
 
     # ---- the same over every initialization: weakest pair's rise score and the disagreement share
     reps = setup.repetitions
@@ -135,10 +204,11 @@ def table1(runs: ImRuns, out: Path | None = None) -> FigureResult:
             scores.append(rise_score(z))
         min_score.append(float(np.nanmin(scores)) if np.isfinite(scores).any() else math.nan)
         n_rise_k.append(int(np.sum(np.asarray(scores) >= 1)))
-        out_k = evaluate_points(template, torch.stack([x.final for x in rk]), test, metrics=("outputs",), **test_kw)
-        out_k = out_k["outputs"]
-        pred = np.asarray(out_k).argmax(-1)  # (7, N)
-        yt = _labels(test)
+        if i not in outputs:
+            outputs[i] = evaluate_points(
+                template, torch.stack([x.final for x in rk]), test, metrics=("outputs",), **test_kw
+            )
+        pred = np.asarray(outputs.pop(i)["outputs"]).argmax(-1)  # (7, N)
         wrong = pred != yt[None, :]
         dis_k = [float(np.mean(pred[a] != pred[b])) for b in range(k) for a in range(b)]
         sum_k = [float(wrong[a].mean() + wrong[b].mean()) for b in range(k) for a in range(b)]
