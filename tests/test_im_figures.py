@@ -642,3 +642,12 @@ def test_table1_triangle_from_shared_edges_is_the_barycentric_slice(runs, n):
     assert tri.metrics["loss"].shape == (n, n) and np.array_equal(tri.alphas, ref.alphas)
     np.testing.assert_allclose(tri.metrics["loss"], ref.metrics["loss"], rtol=1e-5)
     assert tri.n_nonfinite == 0
+
+
+def test_pool_key_follows_what_training_stores_and_ignores_what_only_selects_runs():
+    # Training writes the loss on the first surface_size images into every run's history, so a pool trained with
+    # another surface subset must not be reused; a repetition count or grid only picks and evaluates runs.
+    base = dataclasses.replace(TINY_LSTM)
+    assert dataclasses.replace(base, surface_size=8).key() != base.key()
+    assert dataclasses.replace(base, repetitions_lstm=3).key() == base.key()
+    assert dataclasses.replace(base, grid=base.grid + 2).key() == base.key()

@@ -190,8 +190,9 @@ class ImSetup:
     def key(self) -> str:
         """Cache key: a hash of the settings that shape a run and of this module's training code.
 
-        Repetition counts, grids and the surface subset only choose which runs are used and how they are
-        evaluated: they are left out, so changing them reuses every cached run.
+        Repetition counts and grids only choose which runs are used and how they are evaluated: they are left
+        out, so changing them reuses every cached run. The surface subset is kept in: training records the loss
+        on its first ``surface_size`` images in each run's history (Fig. 9 and the convergence premise read it).
         """
         skip = {
             "repetitions",
@@ -199,7 +200,6 @@ class ImSetup:
             "repetitions_fig9",
             "repetitions_switch",
             "repetitions_nin",
-            "surface_size",
             "grid",
             "switch_fractions",
             "switch_lr_variants",
