@@ -210,7 +210,9 @@ class ClaimBook:
             if spec.direction is None:
                 raise ValueError(f"claim {self.figure}.{key} has an effect but no direction in its claims.toml")
             verdict = verdict_for(effect, direction=spec.direction, paper_effect=spec.paper_effect)
-            if verdict is Verdict.NOT_HELD and effect.ci_low <= 0 <= effect.ci_high:
+            # a failed premise makes the claim not tested: the reason for a "not held" would then mislead
+            premises_met = all(p.met for p in premises)
+            if verdict is Verdict.NOT_HELD and premises_met and effect.ci_low <= 0 <= effect.ci_high:
                 # not held by the paper's effect size, not by the sign: say so, or the page shows an interval
                 # covering 0 called "not held" with no reason
                 reach = effect.ci_high if spec.direction == 1 else -effect.ci_low

@@ -158,3 +158,7 @@ def test_not_held_by_the_paper_effect_says_why():
     wide = paired_effect([-0.05, 0.0, 0.06])
     claim = book("persistent-improves-bad", [-5.0, 0.0, 6.0], wide, **values)
     assert claim.verdict is Verdict.INCONCLUSIVE and "covers 0" not in claim.detail
+    # a failed premise makes the claim not tested: no reason for a "not held" it is not given
+    failed = at_least("the bad initialization is the worse one", 0.5, 1.0)
+    claim = book("persistent-improves-bad", [-1.0, 0.0, 0.5, 0.2], covering, premises=[failed], **values)
+    assert claim.verdict is Verdict.NOT_TESTED and "covers 0" not in claim.detail
