@@ -1,0 +1,68 @@
+"""Hunt nv16: bugs a new user met, each checked against a brute-force or closed-form answer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from landscape import Problem, Trainer
+from landscape.evaluate import evaluate_points
+
+
+def _ignored_data(n: int = 40, n_ignored: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,), generator=g)
+    y[torch.randperm(n, generator=g)[:n_ignored]] = -100  # labels nn.CrossEntropyLoss() skips
+    return X, y
+
+
+def _reference_accuracy(net: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        pred = net(X).argmax(1)
+    keep = y != -100
+    return float((pred[keep] == y[keep]).double().sum()) / int(keep.sum())
+
+
+def test_accuracy_skips_ignore_index_in_the_engine():
+    torch.manual_seed(0)
+    X, y = _ignored_data()
+    net = nn.Linear(3, 3).double()
+    pts = torch.nn.utils.parameters_to_vector(net.parameters()).detach()[None]
+    out = evaluate_points(net, pts, (X, y), loss_fn=nn.CrossEntropyLoss(), metrics=("loss", "accuracy"))
+    assert out["accuracy"][0] == pytest.approx(_reference_accuracy(net, X, y), abs=1e-12)
+    with torch.no_grad():
+        ref = float(nn.CrossEntropyLoss()(net(X), y))
+    assert out["loss"][0] == pytest.approx(ref, rel=1e-12)
+
+
+class _DictNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3).double()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.lin(x)}
+
+
+def test_accuracy_skips_ignore_index_on_the_general_path():
+    # dict outputs take the Problem's general evaluation (one point at a time)
+    torch.manual_seed(0)
+    X, y = _ignored_data()
+    net = _DictNet()
+    prob = Problem(net, [(X[:25], y[:25]), (X[25:], y[25:])], nn.CrossEntropyLoss())
+    pts = torch.nn.utils.parameters_to_vector(net.parameters()).detach()[None]
+    out = evaluate_points(prob, pts, metrics=("accuracy",))
+    assert out["accuracy"][0] == pytest.approx(_reference_accuracy(net.lin, X, y), abs=1e-12)
+
+
+def test_training_accuracy_skips_ignore_index():
+    # lr=0: the model stays where it is, so the epoch's training accuracy is the brute-force accuracy at the start
+    torch.manual_seed(0)
+    X, y = _ignored_data()
+    net = nn.Linear(3, 3).double()
+    ref = _reference_accuracy(net, X, y)
+    tr = Trainer(net, (X, y), nn.CrossEntropyLoss(), lambda p: torch.optim.SGD(p, lr=0.0), batch_size=8, epochs=1)
+    tr.fit()
+    assert tr.history_[-1]["train_accuracy"] == pytest.approx(ref, abs=1e-12)
