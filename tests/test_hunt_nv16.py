@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -66,3 +67,36 @@ def test_training_accuracy_skips_ignore_index():
     tr = Trainer(net, (X, y), nn.CrossEntropyLoss(), lambda p: torch.optim.SGD(p, lr=0.0), batch_size=8, epochs=1)
     tr.fit()
     assert tr.history_[-1]["train_accuracy"] == pytest.approx(ref, abs=1e-12)
+
+
+class _MappingSamples(torch.utils.data.Dataset):
+    def __init__(self, X: torch.Tensor, y: torch.Tensor) -> None:
+        self.X, self.y = X, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input": self.X[i], "labels": self.y[i]}  # model(input=...)
+
+
+@pytest.mark.parametrize("form", ["tensor_dataset", "mapping_dataset"])
+def test_evaluate_points_shorthand_takes_a_dataset(form):
+    # docs/arguments.md: every analyzer's data may be a Dataset; the brute force is the loss at each point
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(70, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (70,), generator=g)
+    net = nn.Linear(3, 2).double()
+    data = torch.utils.data.TensorDataset(X, y) if form == "tensor_dataset" else _MappingSamples(X, y)
+    theta = torch.nn.utils.parameters_to_vector(net.parameters()).detach()
+    pts = torch.stack([theta, theta + 0.3 * torch.randn(theta.shape, generator=g, dtype=torch.float64)])
+    out = evaluate_points(net, pts, data)
+    ref_loss, ref_acc = [], []
+    for p in pts:
+        torch.nn.utils.vector_to_parameters(p, net.parameters())
+        with torch.no_grad():
+            o = net(X)
+        ref_loss.append(float(nn.functional.cross_entropy(o, y)))
+        ref_acc.append(float((o.argmax(1) == y).double().mean()))
+    np.testing.assert_allclose(out["loss"], ref_loss, rtol=1e-12)
+    np.testing.assert_allclose(out["accuracy"], ref_acc, rtol=1e-12)

@@ -64,7 +64,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape import distributed
-from landscape._batch import describe_data
+from landscape._batch import dataset_loader, describe_data
 from landscape._loss import sum_reduced, weighted_mean
 from landscape._options import check_count, parse_bytes, parse_option
 from landscape.evaluate._bnstats import StatisticsPass, statistics_inputs
@@ -313,6 +313,8 @@ def evaluate_points(
         bn = parse_option(BNMode, BNMode.EVAL if bn_mode is None else bn_mode, "bn_mode")
         if data is None:
             raise ValueError("data is missing: pass a landscape.Problem, or the model with data")
+        loader = dataset_loader(data, None)  # a map-style Dataset: batched in order, as a Problem batches it
+        data = data if loader is None else loader
         if sum_reduced(loss_fn):  # its loss is the sum over the data: the problem counts it so, the engine would not
             return evaluate_points(
                 Problem(model, data, loss_fn),
@@ -337,7 +339,17 @@ def evaluate_points(
     budget = parse_bytes(memory_budget)
     itemsize = torch.empty((), dtype=dtype).element_size()
     check_model(model, trainable=False)  # frozen parameters and buffers are used at every point
-    batches = _read_data(data, model, ("loss",) if metrics is None else metrics, loss_fn, device, dtype)
+    try:
+        batches = _read_data(data, model, ("loss",) if metrics is None else metrics, loss_fn, device, dtype)
+    except TypeError as e:  # not (X, y) batches: mapping or multi-input batches, which a Problem reads
+        if isinstance(problem, Problem):
+            raise
+        try:
+            general = Problem(model, data, loss_fn)
+        except (TypeError, ValueError):  # a Problem cannot read it either: the engine's message says what it takes
+            raise e from None
+        kw = {"chunk_size": chunk_size, "bn_mode": bn_mode, "buffers": buffers, "bn_data": bn_data}
+        return evaluate_points(general, points, metrics=metrics, progress=progress, **kw)
     if not isinstance(problem, Problem) and not _tensor_output(model, batches[0][0][:2]):
         # a mapping, tuple or ModelOutput: the problem of the same model, data and loss reads it by the output rule
         # (one point at a time, the batches as given), as evaluate_points(Problem(model, data, loss_fn), ...)
