@@ -100,3 +100,59 @@ def test_evaluate_points_shorthand_takes_a_dataset(form):
         ref_acc.append(float((o.argmax(1) == y).double().mean()))
     np.testing.assert_allclose(out["loss"], ref_loss, rtol=1e-12)
     np.testing.assert_allclose(out["accuracy"], ref_acc, rtol=1e-12)
+
+
+class _BNNet(nn.Module):
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.a, self.bn, self.b = nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Linear(8, 2)
+        self.as_dict = as_dict
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        out = self.b(torch.relu(self.bn(self.a(x))))
+        return {"logits": out} if self.as_dict else out
+
+
+def _bn_pair(as_dict: bool) -> tuple[nn.Module, nn.Module]:
+    nets = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = _BNNet(as_dict).double()
+        net.train()
+        with torch.no_grad():  # running statistics away from (0, 1): interpolating them matters
+            net(torch.randn(64, 3, dtype=torch.float64) * (2 + seed) + seed)
+        nets.append(net.eval())
+    return nets[0], nets[1]
+
+
+def _interpolated_loss(a: nn.Module, b: nn.Module, t: float, X: torch.Tensor, y: torch.Tensor) -> float:
+    # brute force: parameters and running statistics both (1 - t) a + t b, eval mode
+    import copy
+
+    net = copy.deepcopy(a)
+    sa, sb = a.state_dict(), b.state_dict()
+    net.load_state_dict({k: (1 - t) * v + t * sb[k] if v.is_floating_point() else v for k, v in sa.items()})
+    with torch.no_grad():
+        out = net(X)
+    return float(nn.functional.cross_entropy(out["logits"] if isinstance(out, dict) else out, y))
+
+
+def test_line_and_distance_interpolate_bn_statistics_with_dict_outputs():
+    from landscape import functional_distance, line, loss_barrier
+
+    g = torch.Generator().manual_seed(2)
+    X = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (40,), generator=g)
+    a, b = _bn_pair(as_dict=True)
+    ta, tb = _bn_pair(as_dict=False)  # the same weights returning a tensor: the engine's fast path
+    alphas = [0.0, 0.25, 0.5, 1.0]
+    res = line(a, a, b, (X, y), alphas=alphas)
+    ref = [_interpolated_loss(a, b, t, X, y) for t in alphas]
+    np.testing.assert_allclose(res.metrics["loss"], ref, rtol=1e-10)
+    fast = line(ta, ta, tb, (X, y), alphas=alphas)
+    np.testing.assert_allclose(res.metrics["loss"], fast.metrics["loss"], rtol=1e-10)
+    d, d_fast = functional_distance(a, a, b, (X, y)), functional_distance(ta, ta, tb, (X, y))
+    assert d.rms == pytest.approx(d_fast.rms, rel=1e-10)
+    assert d.disagreement == pytest.approx(d_fast.disagreement, abs=1e-12)
+    bar = loss_barrier(a, b, (X, y), alphas=alphas, repair=False)
+    assert bar.loss_barrier == pytest.approx(loss_barrier(ta, tb, (X, y), alphas=alphas).loss_barrier, abs=1e-10)

@@ -163,6 +163,31 @@ _SHARD_LOCAL: contextvars.ContextVar[bool] = contextvars.ContextVar("shard_local
 _START: contextvars.ContextVar[int] = contextvars.ContextVar("start", default=0)
 
 
+def _interpolated_general(
+    problem: Any, points: AffinePoints, metrics: Any, chunk_size: int, progress: bool
+) -> dict[str, np.ndarray]:
+    """``bn_mode="interpolate"`` on the problem's general path: each point with its own interpolated buffers.
+
+    The general path evaluates one point at a time anyway; each point runs on a private copy of the model holding
+    its buffers (``points.buffers_at``), in eval mode, so the statistics are those of the fast path.
+    """
+    import copy
+
+    del chunk_size  # one point per evaluation: each has buffers of its own
+    model = copy.deepcopy(problem.model)
+    own = dict(model.named_buffers())
+    parts: dict[str, list[np.ndarray]] = {}
+    for p in range(len(points)):
+        idx = torch.tensor([p])
+        with torch.no_grad():
+            for k, v in points.buffers_at(idx)[0].items():
+                own[k].copy_(v)
+        one = problem.with_model(model).with_options(bn_mode="eval")
+        for k, v in one.evaluate(points.materialize(idx), metrics, chunk_size=1, progress=progress).items():
+            parts.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
 def _evaluate_sharded(problem: Any, points: Any, metrics: Any, **kw: Any) -> dict[str, np.ndarray]:
     """A data-sharded problem (:mod:`landscape.distributed`): every point on this rank's share, then combined.
 
@@ -279,11 +304,23 @@ def evaluate_points(
         if pairs is None or problem.weighted_mean():
             # the general path: closures, mapping / multi-input batches, streamed data, a loss whose batch mean
             # weights samples unequally (the problem's batches define its mean; the engine's own would not)
+            interp = isinstance(points, AffinePoints) and points.buffers is not None  # a slice between models
+            if bn is BNMode.INTERPOLATE and buffers is None and interp:
+                assert isinstance(points, AffinePoints)
+                return _interpolated_general(problem, points, metrics, chunk_size or 16, progress)
             if bn in (BNMode.INTERPOLATE, BNMode.RECOMPUTE) or buffers is not None:
+                why = (
+                    "a closure loss"
+                    if problem.closure
+                    else "a loss weighting samples unequally"
+                    if pairs is not None
+                    else "batches or model outputs other than (X, y) tensors and a tensor, or data streamed"
+                )
+                what = f"bn_mode={bn.value!r}" if buffers is None or bn is not BNMode.EVAL else "buffers="
                 raise ValueError(
-                    f"bn_mode={bn.value!r} and buffers= need (X, y) tensor batches and an (outputs, targets) loss"
-                    if buffers is None or bn is not BNMode.EVAL
-                    else "buffers= needs (X, y) tensor batches and an (outputs, targets) loss"
+                    f"{what} runs on the evaluation engine's fast path, which this problem cannot take ({why}); "
+                    "pass bn_mode='eval' (the models' own running statistics)"
+                    + ("" if bn is not BNMode.INTERPOLATE else ", or points between models (AffinePoints with buffers)")
                 )
             return problem.with_options(bn_mode=bn.value).evaluate(
                 points, metrics, chunk_size=chunk_size or 16, progress=progress
