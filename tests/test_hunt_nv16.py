@@ -156,3 +156,80 @@ def test_line_and_distance_interpolate_bn_statistics_with_dict_outputs():
     assert d.disagreement == pytest.approx(d_fast.disagreement, abs=1e-12)
     bar = loss_barrier(a, b, (X, y), alphas=alphas, repair=False)
     assert bar.loss_barrier == pytest.approx(loss_barrier(ta, tb, (X, y), alphas=alphas).loss_barrier, abs=1e-10)
+
+
+class _KwNet(nn.Module):
+    """Two inputs, read from mapping batches as keyword arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2).double()
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.lin(x) * scale}
+
+
+class _OneNet(nn.Module):
+    """The same function with the scale fixed at 1: (X, y) batches, the path fit_curve always took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+def _curve_data() -> tuple[list[dict[str, torch.Tensor]], list[tuple[torch.Tensor, torch.Tensor]]]:
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (40,), generator=g)
+    one = torch.ones(10, 1, dtype=torch.float64)
+    dicts = [{"x": X[i : i + 10], "scale": one, "labels": y[i : i + 10]} for i in range(0, 40, 10)]
+    return dicts, [(X[i : i + 10], y[i : i + 10]) for i in range(0, 40, 10)]
+
+
+def _endpoints(cls: type[nn.Module]) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(10)
+    a = cls()
+    torch.manual_seed(11)
+    return a, cls()
+
+
+def test_fit_curve_takes_mapping_batches():
+    from landscape.analyze.curves import fit_curve
+
+    dicts, pairs = _curve_data()
+    kw = {"epochs": 2, "optimizer_kwargs": {"lr": 0.1}, "seed": 0}
+    got = fit_curve(*_endpoints(_KwNet), dicts, **kw)
+    ref = fit_curve(*_endpoints(_OneNet), pairs, **kw)  # same weights, same function, same t draws
+    np.testing.assert_allclose(got.control, ref.control, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got.history["train_loss"], ref.history["train_loss"], rtol=1e-12)
+
+
+def test_fit_curve_takes_a_closure_loss():
+    # a hand-written loop: one t ~ U(0, 1) per step from the seeded global generator, SGD on the bend
+    from landscape.analyze.curves import fit_curve
+    from landscape.params import functional_forward
+    from landscape.train.loop import seed_everything
+
+    def closure(model, batch):
+        return nn.functional.cross_entropy(model(batch["x"], scale=batch["scale"])["logits"], batch["labels"])
+
+    dicts, _ = _curve_data()
+    a, b = _endpoints(_KwNet)
+    got = fit_curve(a, b, dicts, loss_fn=closure, epochs=2, optimizer_kwargs={"lr": 0.1}, seed=0)
+    w0 = torch.nn.utils.parameters_to_vector(a.parameters()).detach()
+    w1 = torch.nn.utils.parameters_to_vector(b.parameters()).detach()
+    bend = (0.5 * (w0 + w1)).requires_grad_(True)
+    seed_everything(0)
+    for _ in range(2):
+        for batch in dicts:
+            t = float(torch.rand(()))
+            w = (1 - t) ** 2 * w0 + 2 * t * (1 - t) * bend + t**2 * w1  # quadratic Bezier
+            out = functional_forward(a, w, batch["x"], scale=batch["scale"], train=True)["logits"]
+            loss = nn.functional.cross_entropy(out, batch["labels"])
+            (g,) = torch.autograd.grad(loss, bend)
+            bend = (bend - 0.1 * g).detach().requires_grad_(True)
+    np.testing.assert_allclose(got.control[1], bend.detach().numpy(), rtol=1e-10, atol=1e-12)
+    assert not np.allclose(got.control[1], (0.5 * (w0 + w1)).numpy())  # the bend moved
