@@ -233,3 +233,30 @@ def test_fit_curve_takes_a_closure_loss():
             bend = (bend - 0.1 * g).detach().requires_grad_(True)
     np.testing.assert_allclose(got.control[1], bend.detach().numpy(), rtol=1e-10, atol=1e-12)
     assert not np.allclose(got.control[1], (0.5 * (w0 + w1)).numpy())  # the bend moved
+
+
+@pytest.mark.parametrize("bad", [np.eye(2, 5), [torch.ones(5), torch.arange(5.0)]])
+def test_orthogonalize_refuses_non_tensors_by_name(bad):
+    from landscape import orthogonalize
+
+    with pytest.raises(TypeError, match=r"orthogonalize takes one \(K, D\) tensor.*torch\.(as_tensor|stack)"):
+        orthogonalize(bad)
+    # the fix the message names gives Gram-Schmidt's answer: rows orthogonal, the first unchanged
+    fixed = torch.as_tensor(np.asarray(bad)) if isinstance(bad, np.ndarray) else torch.stack(bad)
+    out = orthogonalize(fixed.double())
+    assert float(out[0] @ out[1]) == pytest.approx(0.0, abs=1e-12)
+    assert torch.equal(out[0], fixed[0].double())
+
+
+def test_directions_from_models_refuses_a_list_and_says_unpack():
+    from landscape import directions_from_models
+
+    torch.manual_seed(0)
+    net, b, c = nn.Linear(3, 2), nn.Linear(3, 2), nn.Linear(3, 2)
+    with pytest.raises(TypeError, match=r"got list as argument 2.*directions_from_models\(m0, \*models\)"):
+        directions_from_models(net, [b, c])
+    with pytest.raises(TypeError, match=r"got ndarray as argument 1.*torch\.as_tensor"):
+        directions_from_models(np.zeros(8), b)
+    d = directions_from_models(net, *[b, c])  # the fix: theta_k - theta_0
+    theta = [torch.nn.utils.parameters_to_vector(m.parameters()).detach() for m in (net, b, c)]
+    assert torch.equal(d, torch.stack([theta[1] - theta[0], theta[2] - theta[0]]))
