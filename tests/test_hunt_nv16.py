@@ -260,3 +260,29 @@ def test_directions_from_models_refuses_a_list_and_says_unpack():
     d = directions_from_models(net, *[b, c])  # the fix: theta_k - theta_0
     theta = [torch.nn.utils.parameters_to_vector(m.parameters()).detach() for m in (net, b, c)]
     assert torch.equal(d, torch.stack([theta[1] - theta[0], theta[2] - theta[0]]))
+
+
+class _FunctionalRelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 6), nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.nn.functional.relu(self.a(x)))
+
+
+def test_activation_correlations_of_functional_relu_are_pre_activation_ones():
+    # the documented sites: with F.relu the group's site is the producing layer, so the correlations are those of
+    # the pre-activations (brute force: Pearson over the samples in float64), not of the ReLU outputs
+    from landscape.analyze.align import activation_correlations
+
+    torch.manual_seed(0)
+    a, b = _FunctionalRelu(), _FunctionalRelu()
+    X = torch.randn(50, 3)
+    corr = activation_correlations(a, b, X)
+    (key,) = corr
+    with torch.no_grad():
+        ha, hb = a.a(X).double(), b.a(X).double()
+    za = (ha - ha.mean(0)) / ha.std(0, unbiased=False)
+    zb = (hb - hb.mean(0)) / hb.std(0, unbiased=False)
+    np.testing.assert_allclose(corr[key], (za.T @ zb / len(X)).numpy(), atol=1e-6)
