@@ -286,3 +286,13 @@ def test_activation_correlations_of_functional_relu_are_pre_activation_ones():
     za = (ha - ha.mean(0)) / ha.std(0, unbiased=False)
     zb = (hb - hb.mean(0)) / hb.std(0, unbiased=False)
     np.testing.assert_allclose(corr[key], (za.T @ zb / len(X)).numpy(), atol=1e-6)
+
+
+def test_accuracy_alone_skips_ignore_index():
+    # metrics=("accuracy",) checked the labels as the engine's own cross-entropy (no ignore_index) and refused -100
+    torch.manual_seed(0)
+    X, y = _ignored_data()
+    net = nn.Linear(3, 3).double()
+    pts = torch.nn.utils.parameters_to_vector(net.parameters()).detach()[None]
+    out = evaluate_points(net, pts, (X, y), loss_fn=nn.CrossEntropyLoss(), metrics=("accuracy",))
+    assert out["accuracy"][0] == pytest.approx(_reference_accuracy(net, X, y), abs=1e-12)

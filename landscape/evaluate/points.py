@@ -45,7 +45,7 @@ batches by size, so the result is the mean over the dataset. A cross-entropy or 
 samples unequally (class weights, targets equal to its ``ignore_index``) gives the whole data's loss, as one
 call over all of it would (weighted sums and summed weights, however the data are cut into batches). A
 point whose loss is NaN or inf is returned as such (its accuracy as NaN), counted and reported with a warning,
-never raised.
+never raised. The accuracy counts the samples whose label is not the loss's ``ignore_index``.
 
 Under ``torch.distributed`` (initialized, world size > 1) point ``i`` is evaluated by rank
 ``i % world_size`` and every rank returns all results (all-gather); data must be the same on all ranks.
@@ -65,7 +65,7 @@ from torch import Tensor, nn
 
 from landscape import distributed
 from landscape._batch import dataset_loader, describe_data
-from landscape._loss import sum_reduced, weighted_mean
+from landscape._loss import ignored_label, sum_reduced, weighted_mean
 from landscape._options import check_count, parse_bytes, parse_option
 from landscape.evaluate._bnstats import StatisticsPass, statistics_inputs
 from landscape.evaluate._metrics import MetricSums
@@ -124,7 +124,9 @@ def _read_data(
     names = {m for m in metrics if isinstance(m, str)}
     # Targets matter only to the loss and accuracy; custom metrics (e.g. the functional distance) get them as given.
     # (a cross-entropy's ignore_index is allowed: such data take the weighted path of MetricSums)
-    loss = loss_fn if "loss" in names else ("cross_entropy" if "accuracy" in names else None)
+    # (the accuracy alone checks labels as the loss would: a label equal to its ignore_index is skipped, not refused)
+    classes = "cross_entropy" if ignored_label(loss_fn) is None else loss_fn
+    loss = loss_fn if "loss" in names else (classes if "accuracy" in names else None)
     return validate_batches(data, model, loss, targets=bool(names & {"loss", "accuracy"}), dtype=dtype, device=device)
 
 
