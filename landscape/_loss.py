@@ -26,7 +26,9 @@ __all__ = [
     "check_sum_count",
     "check_total",
     "default_loss_name",
+    "correct_and_kept",
     "count_correct",
+    "ignored_label",
     "weighted_mean",
     "weighted_terms",
     "weighted_count",
@@ -220,6 +222,34 @@ def weighted_count(fn: Any, y: Tensor | None) -> float | None:
         return None
     kept = y[~dropped]
     return float(kept.numel()) if weight is None else float(weight.to(kept.device)[kept].double().sum())
+
+
+def ignored_label(fn: Any) -> int | None:
+    """The class label the loss ``fn`` skips (its ``ignore_index``), or ``None`` for a loss that skips none.
+
+    torch's cross-entropy and NLL losses (modules and functions) skip it; samples with that label count in
+    neither the loss nor the accuracy. The engine's loss names (``"cross_entropy"``) skip none.
+    """
+    if isinstance(fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        return int(fn.ignore_index)
+    if fn is F.cross_entropy or fn is F.nll_loss:
+        return -100
+    return None
+
+
+def correct_and_kept(out: Tensor, y: Tensor, ignore: int | None = None) -> tuple[float, float]:
+    """``(correct, kept)``: :func:`count_correct` over the targets not equal to ``ignore``, and their number.
+
+    For K-dimensional outputs ``(N, C, d1, ...)`` both are counted in samples (positions divided by the
+    positions per sample), so ``correct / kept`` is the accuracy over the kept positions; without ignored
+    targets ``kept`` is ``N`` and ``correct`` is :func:`count_correct`.
+    """
+    if ignore is None:
+        return count_correct(out, y), float(y.shape[0])
+    hit = (out.argmax(dim=1) == y) if out.dim() > 2 and y.dim() == out.dim() - 1 else (out.argmax(dim=-1) == y)
+    keep = y != ignore
+    per = max(1, y[0].numel()) if y.dim() > 1 else 1  # positions per sample
+    return float((hit & keep).sum()) / per, float(keep.sum()) / per
 
 
 def count_correct(out: Tensor, y: Tensor) -> float:

@@ -352,9 +352,11 @@ def activation_correlations(
 ) -> dict[str, np.ndarray]:
     """Correlations between ``a``'s and ``b``'s units of each group over a dataset, streamed in float64.
 
-    For a group with activation sites (its post-nonlinearity outputs; every spatial position of a
-    convolution counts as one observation), ``corr[i, j]`` is the Pearson correlation of ``a``'s unit ``i``
-    and ``b``'s unit ``j`` over all observations of all its sites (a residual stream's sites are stacked).
+    For a group with activation sites (the sites of :attr:`PermutationSpec.sites`: the outputs of its
+    nonlinearity modules, ``nn.ReLU`` say; with a functional nonlinearity, ``F.relu``, the outputs of the layers
+    producing the group, its pre-activations; every spatial position of a convolution counts as one observation),
+    ``corr[i, j]`` is the Pearson correlation of ``a``'s unit ``i`` and ``b``'s unit ``j`` over all observations
+    of all its sites (a residual stream's sites are stacked).
 
     Args:
         a: First model (only read; a private copy is hooked).

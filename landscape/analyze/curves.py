@@ -207,11 +207,13 @@ class _CurveModel(nn.Module):
             return self.bend
         return torch.where(self.trainable, self.bend, self.fixed)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        # the base model's inputs as the trainer calls it: model(x), model(*inputs) of a tuple batch, model(**batch)
+        # of a mapping one, or a closure's own call; each call draws its t (a closure calls the model once per step)
         t = float(torch.rand(()))
         c0, c1, c2 = curve_coefficients(self.kind, [t])[0].tolist()
         w = c0 * self.w0 + c1 * self.current_bend() + c2 * self.w1
-        return functional_forward(self._base[0], w, x, train=self.training, layout=self._layout)
+        return functional_forward(self._base[0], w, *args, train=self.training, layout=self._layout, **kwargs)
 
 
 def fit_curve(
@@ -243,10 +245,13 @@ def fit_curve(
         a: First endpoint and the architecture (only read).
         b: Second endpoint: a model, a flat vector ``(D,)`` or a parameter dict (align it first for a
             curve "modulo permutations").
-        data: Training data: tensor pair or iterable of ``(X, y)`` batches.
+        data: Training data in any form the :class:`~landscape.train.loop.Trainer` takes: a tensor pair or tuple,
+            an iterable of ``(X, y)``, ``(*inputs, y)`` or mapping batches, a ``Dataset``.
         kind: ``"bezier"`` (quadratic) or ``"polychain"`` (one bend).
         loss_fn: Mean-reduced loss or a loss name; ``None``: the package's default, cross-entropy for integer
-            targets, MSE otherwise (the loss :func:`evaluate_curve` reports by default).
+            targets, MSE otherwise (the loss :func:`evaluate_curve` reports by default). A closure
+            ``loss(model, batch)`` as the Trainer takes it: ``model`` runs at a point of the curve, a fresh
+            ``t`` at each call, so call it once per batch.
         optimizer: Optimizer name for :func:`landscape.train.optim.make_optimizer` or a factory.
         optimizer_kwargs: Its hyperparameters (e.g. ``{"lr": 0.05, "momentum": 0.9}``).
         epochs: Training epochs (one of ``epochs`` / ``steps`` required).

@@ -286,7 +286,13 @@ def orthogonalize(directions: Tensor) -> Tensor:
 
     Raises:
         ValueError: If a direction is zero or linearly dependent on the previous ones.
+        TypeError: If ``directions`` is not a tensor (a numpy array, a list).
     """
+    if not isinstance(directions, Tensor):
+        raise TypeError(
+            f"orthogonalize takes one (K, D) tensor of directions, got {type(directions).__name__}; pass "
+            "torch.as_tensor(array) (numpy) or torch.stack(list_of_directions)"
+        )
     if directions.dim() != 2:
         raise ValueError(f"expected directions of shape (K, D), got {tuple(directions.shape)}")
     out = directions.detach().double().clone()
@@ -316,9 +322,17 @@ def directions_from_models(
     Raises:
         ValueError: If no other model is given, the vectors differ in length, two models differ in their tensors'
             shapes, or ``params`` is restricted with a vector as origin.
+        TypeError: If an argument is neither a model nor a tensor (a list of models: unpack it).
     """
     if not others:
         raise ValueError("give at least one model besides the origin, e.g. directions_from_models(m0, m1, m2)")
+    for i, o in enumerate((origin, *others)):
+        if not isinstance(o, nn.Module | Tensor):
+            unpack = " (the others are separate arguments: directions_from_models(m0, *models))"
+            raise TypeError(
+                f"directions_from_models takes models or (D,) tensors, got {type(o).__name__} as argument {i + 1}"
+                + (unpack if isinstance(o, list | tuple) else "; convert it with torch.as_tensor")
+            )
     t0 = _vector(origin)
     rows: Sequence[Tensor] = [_vector(o) for o in others]
     for i, r in enumerate(rows):

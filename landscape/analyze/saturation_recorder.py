@@ -41,8 +41,9 @@ class SaturationRecorder(Callback):
     * authoritative: the whole :class:`SaturationHistory` as JSON in the trajectory's run metadata under
       ``meta_key`` (rewritten after every measurement), read back with
       :meth:`SaturationHistory.from_trajectory`. This does not depend on callback order and includes the
-      measurement before training, whose snapshot is written with no metrics.
-    * convenient: at epoch ends the percentiles are put into the epoch's metrics dict (the same dict as
+      measurement before training (which the initial snapshot carries too, as below, when the recorder runs
+      first).
+    * convenient: before training and at epoch ends the percentiles are put into the metrics dict (the same dict as
       ``trainer.last_metrics``) as ``"<metric_prefix>/<layer>/p98"``, so the snapshot that
       :class:`~landscape.train.loop.RecordTrajectory` writes at that step carries them (``traj.metric(...)``).
       This needs the recorder to run *before* ``RecordTrajectory``; ``Trainer(trajectory=...)`` appends its

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from landscape import distributed, validation
-from landscape._loss import check_total, count_correct
+from landscape._loss import check_total, correct_and_kept, ignored_label
 from landscape.evaluate._metrics import metric_keys
 from landscape.evaluate.affine import AffinePoints
 
@@ -76,6 +76,7 @@ def evaluate_problem(
             outs: list[list[Tensor]] = [[] for _ in fms]
             # Samples count the metrics; the loss has its own count: a closure's, or a weighted mean's weights.
             count, loss_count, start = 0.0, 0.0, first
+            kept = 0.0  # samples the accuracy counts: not labelled with the loss's ignore_index
             for b in problem.batches():
                 c = float(b.size)
                 for p, fm in enumerate(fms):
@@ -93,7 +94,10 @@ def evaluate_problem(
                         elif k == "accuracy":
                             if b.targets is None:
                                 raise ValueError("metric 'accuracy' needs class-label targets; this data has none")
-                            sums[k][p] += float(count_correct(o, b.targets))
+                            ignore = None if problem.closure else ignored_label(problem.loss_fn_for(b.targets))
+                            hit, kb = correct_and_kept(o, b.targets, ignore)
+                            sums[k][p] += hit
+                            kept += kb if p == 0 else 0.0
                         elif k == "outputs":
                             outs[p].append(o.detach().cpu())
                         else:
@@ -103,9 +107,10 @@ def evaluate_problem(
                 start += b.size
             names = list(sums)
             *totals, n_both = problem.reduce_sums(
-                [*(sums[k] for k in names), torch.tensor([count, loss_count], dtype=torch.float64)]
+                [*(sums[k] for k in names), torch.tensor([count, loss_count, kept], dtype=torch.float64)]
             )
             sums, n, n_loss = dict(zip(names, totals)), check_total(float(n_both[0])), float(n_both[1])
+            n_acc = float(n_both[2])
             for k, _ in keys:
                 if k == "outputs":
                     # (p, n_local, *out); an empty share (sharded) has no rows, and takes the others' shape below
@@ -114,7 +119,8 @@ def evaluate_problem(
                         stacked = distributed.all_gather_rows(stacked.transpose(0, 1)).transpose(0, 1)
                     out[k].append(stacked)
                 else:
-                    out[k].append(sums[k] / (check_total(n_loss) if k == "loss" else n))
+                    denom = check_total(n_loss) if k == "loss" else n_acc if k == "accuracy" else n
+                    out[k].append(sums[k] / denom)
             bar.update(len(fms))
     res = {k: torch.cat(v).numpy() for k, v in out.items()}
     if "loss" in res and "accuracy" in res:

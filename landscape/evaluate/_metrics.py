@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape._loss import weighted_terms
+from landscape._loss import ignored_label, weighted_terms
 
 if TYPE_CHECKING:
     from landscape.evaluate.points import BatchMetric
@@ -107,6 +107,7 @@ class MetricSums:
         self.kind, self.loss_fn = engine_loss(loss_fn, integer)
         if weighted:  # class weights or ignored targets: weighted sums and counts, the loss of the whole data
             self.kind, self.loss_fn = "weighted", loss_fn
+        self.ignore = ignored_label(loss_fn)  # samples with this label count in neither loss nor accuracy
         self.plain = plain
         self.ws: dict[str, Tensor] = {}
 
@@ -151,6 +152,10 @@ class MetricSums:
                 acc["_count"] = acc.get("_count", 0.0) + count
             elif key == "loss":
                 val = torch.stack([_scalar(self.loss_fn(sm[p], y)) * B for p in range(P)])
+            elif self.ignore is not None and bool((y == self.ignore).any()):  # accuracy over the kept samples
+                keep = y != self.ignore
+                val = ((sm.argmax(-1) == y) & keep).sum(1, dtype=torch.float64)
+                acc["_kept"] = acc.get("_kept", 0.0) + (float(keep.sum()) - B)
             elif fast and cm is not None:  # accuracy, ties like argmax: correct iff no earlier class reaches the max
                 m = cm.amax(1)
                 tl = cm.gather(1, y.view(1, 1, B).expand(P, 1, B))[:, 0]
@@ -162,8 +167,11 @@ class MetricSums:
             acc[key] = acc.get(key, 0) + val.detach().cpu()
 
     def finish(self, acc: dict[str, Any], n: int) -> dict[str, Tensor]:
-        """Sums as means over ``n`` samples (a weighted loss: over its summed weights), outputs concatenated."""
+        """Sums as means over ``n`` samples (a weighted loss: over its summed weights), outputs concatenated.
+
+        The accuracy is a mean over the samples whose label is not the loss's ``ignore_index``.
+        """
         count = acc.get("_count", n)  # a weighted loss's summed weights, else the number of samples
-        return {
-            k: torch.cat(acc[k], 1) if k == "outputs" else acc[k] / (count if k == "loss" else n) for k, _ in self.keys
-        }
+        kept = n + acc.get("_kept", 0.0)  # "_kept" adds (kept - batch size) of batches with ignored labels
+        denom = {"loss": count, "accuracy": kept}
+        return {k: torch.cat(acc[k], 1) if k == "outputs" else acc[k] / denom.get(k, n) for k, _ in self.keys}

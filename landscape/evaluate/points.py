@@ -45,7 +45,7 @@ batches by size, so the result is the mean over the dataset. A cross-entropy or 
 samples unequally (class weights, targets equal to its ``ignore_index``) gives the whole data's loss, as one
 call over all of it would (weighted sums and summed weights, however the data are cut into batches). A
 point whose loss is NaN or inf is returned as such (its accuracy as NaN), counted and reported with a warning,
-never raised.
+never raised. The accuracy counts the samples whose label is not the loss's ``ignore_index``.
 
 Under ``torch.distributed`` (initialized, world size > 1) point ``i`` is evaluated by rank
 ``i % world_size`` and every rank returns all results (all-gather); data must be the same on all ranks.
@@ -64,8 +64,8 @@ import torch
 from torch import Tensor, nn
 
 from landscape import distributed
-from landscape._batch import describe_data
-from landscape._loss import sum_reduced, weighted_mean
+from landscape._batch import dataset_loader, describe_data
+from landscape._loss import ignored_label, sum_reduced, weighted_mean
 from landscape._options import check_count, parse_bytes, parse_option
 from landscape.evaluate._bnstats import StatisticsPass, statistics_inputs
 from landscape.evaluate._metrics import MetricSums
@@ -124,7 +124,9 @@ def _read_data(
     names = {m for m in metrics if isinstance(m, str)}
     # Targets matter only to the loss and accuracy; custom metrics (e.g. the functional distance) get them as given.
     # (a cross-entropy's ignore_index is allowed: such data take the weighted path of MetricSums)
-    loss = loss_fn if "loss" in names else ("cross_entropy" if "accuracy" in names else None)
+    # (the accuracy alone checks labels as the loss would: a label equal to its ignore_index is skipped, not refused)
+    classes = "cross_entropy" if ignored_label(loss_fn) is None else loss_fn
+    loss = loss_fn if "loss" in names else (classes if "accuracy" in names else None)
     return validate_batches(data, model, loss, targets=bool(names & {"loss", "accuracy"}), dtype=dtype, device=device)
 
 
@@ -161,6 +163,31 @@ def _first_rows(batches: list[tuple[Tensor, Tensor]], n: int) -> Tensor:
 
 _SHARD_LOCAL: contextvars.ContextVar[bool] = contextvars.ContextVar("shard_local", default=False)
 _START: contextvars.ContextVar[int] = contextvars.ContextVar("start", default=0)
+
+
+def _interpolated_general(
+    problem: Any, points: AffinePoints, metrics: Any, chunk_size: int, progress: bool
+) -> dict[str, np.ndarray]:
+    """``bn_mode="interpolate"`` on the problem's general path: each point with its own interpolated buffers.
+
+    The general path evaluates one point at a time anyway; each point runs on a private copy of the model holding
+    its buffers (``points.buffers_at``), in eval mode, so the statistics are those of the fast path.
+    """
+    import copy
+
+    del chunk_size  # one point per evaluation: each has buffers of its own
+    model = copy.deepcopy(problem.model)
+    own = dict(model.named_buffers())
+    parts: dict[str, list[np.ndarray]] = {}
+    for p in range(len(points)):
+        idx = torch.tensor([p])
+        with torch.no_grad():
+            for k, v in points.buffers_at(idx)[0].items():
+                own[k].copy_(v)
+        one = problem.with_model(model).with_options(bn_mode="eval")
+        for k, v in one.evaluate(points.materialize(idx), metrics, chunk_size=1, progress=progress).items():
+            parts.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def _evaluate_sharded(problem: Any, points: Any, metrics: Any, **kw: Any) -> dict[str, np.ndarray]:
@@ -279,11 +306,23 @@ def evaluate_points(
         if pairs is None or problem.weighted_mean():
             # the general path: closures, mapping / multi-input batches, streamed data, a loss whose batch mean
             # weights samples unequally (the problem's batches define its mean; the engine's own would not)
+            interp = isinstance(points, AffinePoints) and points.buffers is not None  # a slice between models
+            if bn is BNMode.INTERPOLATE and buffers is None and interp:
+                assert isinstance(points, AffinePoints)
+                return _interpolated_general(problem, points, metrics, chunk_size or 16, progress)
             if bn in (BNMode.INTERPOLATE, BNMode.RECOMPUTE) or buffers is not None:
+                why = (
+                    "a closure loss"
+                    if problem.closure
+                    else "a loss weighting samples unequally"
+                    if pairs is not None
+                    else "batches or model outputs other than (X, y) tensors and a tensor, or data streamed"
+                )
+                what = f"bn_mode={bn.value!r}" if buffers is None or bn is not BNMode.EVAL else "buffers="
                 raise ValueError(
-                    f"bn_mode={bn.value!r} and buffers= need (X, y) tensor batches and an (outputs, targets) loss"
-                    if buffers is None or bn is not BNMode.EVAL
-                    else "buffers= needs (X, y) tensor batches and an (outputs, targets) loss"
+                    f"{what} runs on the evaluation engine's fast path, which this problem cannot take ({why}); "
+                    "pass bn_mode='eval' (the models' own running statistics)"
+                    + ("" if bn is not BNMode.INTERPOLATE else ", or points between models (AffinePoints with buffers)")
                 )
             return problem.with_options(bn_mode=bn.value).evaluate(
                 points, metrics, chunk_size=chunk_size or 16, progress=progress
@@ -313,6 +352,8 @@ def evaluate_points(
         bn = parse_option(BNMode, BNMode.EVAL if bn_mode is None else bn_mode, "bn_mode")
         if data is None:
             raise ValueError("data is missing: pass a landscape.Problem, or the model with data")
+        loader = dataset_loader(data, None)  # a map-style Dataset: batched in order, as a Problem batches it
+        data = data if loader is None else loader
         if sum_reduced(loss_fn):  # its loss is the sum over the data: the problem counts it so, the engine would not
             return evaluate_points(
                 Problem(model, data, loss_fn),
@@ -337,7 +378,17 @@ def evaluate_points(
     budget = parse_bytes(memory_budget)
     itemsize = torch.empty((), dtype=dtype).element_size()
     check_model(model, trainable=False)  # frozen parameters and buffers are used at every point
-    batches = _read_data(data, model, ("loss",) if metrics is None else metrics, loss_fn, device, dtype)
+    try:
+        batches = _read_data(data, model, ("loss",) if metrics is None else metrics, loss_fn, device, dtype)
+    except TypeError as e:  # not (X, y) batches: mapping or multi-input batches, which a Problem reads
+        if isinstance(problem, Problem):
+            raise
+        try:
+            general = Problem(model, data, loss_fn)
+        except (TypeError, ValueError):  # a Problem cannot read it either: the engine's message says what it takes
+            raise e from None
+        kw = {"chunk_size": chunk_size, "bn_mode": bn_mode, "buffers": buffers, "bn_data": bn_data}
+        return evaluate_points(general, points, metrics=metrics, progress=progress, **kw)
     if not isinstance(problem, Problem) and not _tensor_output(model, batches[0][0][:2]):
         # a mapping, tuple or ModelOutput: the problem of the same model, data and loss reads it by the output rule
         # (one point at a time, the batches as given), as evaluate_points(Problem(model, data, loss_fn), ...)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from landscape._loss import sum_reduced, weighted_count, weighted_form
+from landscape._loss import ignored_label, sum_reduced, weighted_count, weighted_form
 from landscape._options import check_count, check_int, parse_option, shows_forwarded
 from landscape.functional import model_output
 from landscape.train._data import DataLike, _as_tensors, _batches, _check_pair, _problem_data, general_data
@@ -443,7 +443,7 @@ class Trainer:
         # accuracy is counted in chunks of steps (see CorrectCounter); callbacks and events cost nothing when absent.
         run_loss, run_n, run_w = 0.0, 0, 0.0
         weigh, batch_weight = self._weigh_batches or self._sum_loss, self._batch_weight
-        correct = CorrectCounter()
+        correct = CorrectCounter(ignored_label(self.loss_fn))
         outs, ys = correct.outs, correct.ys
         n_batches = self.batches_per_epoch
         closure = self._closure
@@ -532,12 +532,12 @@ class Trainer:
         self, epoch: int, run_loss: float, run_w: float, run_n: int, run_correct: float | None
     ) -> EpochEvent:
         # run_w: the batches' loss weights (sizes, or summed class weights); run_correct is None when no batch had
-        # class targets (regression), else a count that may be 0
+        # class targets (regression), else the accuracy over the samples not ignored (CorrectCounter)
         self.epoch_progress = float(epoch + 1)
         train_loss = run_loss if self._sum_loss else run_loss / run_w if run_w else math.nan
         metrics = {"train_loss": train_loss}
         if self.train_accuracy and (run_correct is not None or self._targets_are_classes()):
-            metrics["train_accuracy"] = (run_correct or 0.0) / max(run_n, 1)
+            metrics["train_accuracy"] = run_correct or 0.0
         for name, d in self.eval_data.items():
             for k, v in evaluate_dataset(self._eval_problem(name, d)).items():
                 metrics[f"{name}_{k}"] = v

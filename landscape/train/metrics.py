@@ -88,6 +88,8 @@ def resolve_loss(loss_fn: Any, data: Any) -> Callable[[Tensor, Tensor], Tensor]:
 class CorrectCounter:
     """Counts correct class predictions (``argmax == target``) over an epoch, many steps at a time.
 
+    Samples labelled with the loss's ``ignore_index`` count neither as correct nor in the total.
+
     The loop appends each step's outputs and targets to ``outs`` / ``ys`` (a list append, where counting at
     once costs four tensor ops and a sync per step); :meth:`reduce` concatenates them and counts in one go,
     every ``limit`` steps (at most about ``max_elements`` output entries held) and at the end of the epoch.
@@ -98,8 +100,10 @@ class CorrectCounter:
 
     max_elements = 1 << 18  # about 1 MiB of float32 outputs held at most
 
-    def __init__(self) -> None:
+    def __init__(self, ignore: int | None = None) -> None:
+        self.ignore = ignore  # the loss's ignore_index: samples with this label are not counted
         self.count: float = 0  # fractional with K-dimensional outputs (count_correct: per-position means)
+        self.kept: float = 0  # samples counted (in samples, as ``count``)
         self.outs: list[Tensor] = []
         self.ys: list[Tensor] = []
         self.limit = 0  # steps per reduction, from the first output (0: not known yet)
@@ -111,6 +115,8 @@ class CorrectCounter:
     def reduce(self) -> float:
         outs, ys = self.outs, self.ys
         if outs:
+            from landscape._loss import correct_and_kept
+
             self.seen = True
             with torch.no_grad():
                 try:
@@ -119,16 +125,17 @@ class CorrectCounter:
                 except RuntimeError:  # different widths, dims or devices: count step by step
                     batched = False
                 if batched:
-                    self.count += int((o.argmax(-1) == t).sum())
+                    hit, kept = correct_and_kept(o, t, self.ignore)
                 else:
-                    from landscape._loss import count_correct
-
-                    self.count += sum(count_correct(o, t) for o, t in zip(outs, ys) if o.dim() >= 2)
+                    pairs = [correct_and_kept(o, t, self.ignore) for o, t in zip(outs, ys) if o.dim() >= 2]
+                    hit, kept = sum(h for h, _ in pairs), sum(k for _, k in pairs)
+                self.count += hit
+                self.kept += kept
             outs.clear()
             ys.clear()
         return self.count
 
     def result(self) -> float | None:
-        """The epoch's count of correct predictions, or ``None`` when no step had class targets."""
+        """The epoch's accuracy over the samples not ignored, or ``None`` when no step had class targets."""
         count = self.reduce()
-        return count if self.seen else None
+        return (count / self.kept if self.kept else 0.0) if self.seen else None
