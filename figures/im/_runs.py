@@ -338,7 +338,10 @@ class Run:
 
     @property
     def fit_time(self) -> float:
-        """Training time of the run in seconds."""
+        """Training time of the run in seconds.
+
+        A switched run continued from its plain run's state counts the steps after ``traj.meta["resumed_at_step"]``.
+        """
         return float(self.traj.meta["fit_time_s"])
 
 
@@ -365,6 +368,10 @@ def _line_reader(n: int) -> Callable[[Path], np.ndarray]:
 
 class ImRuns:
     """The pool of runs of one :class:`ImSetup`, trained on first use and cached on disk.
+
+    A switched run (``RunSpec.then``) whose switch is an epoch end does not train its first part again: within one
+    :meth:`many` call the plain run of its first method keeps its trainer's state at the switch, and the switched run
+    continues from it (:func:`landscape.train.checkpoint.resume`), with the stored results of training it whole.
 
     Args:
         setup: The settings.
@@ -399,18 +406,20 @@ class ImRuns:
         # First the runs no other process is training (so two figures asking for one pool train it in parallel,
         # not in lockstep), then wait for the rest.
         waiting = []
-        for spec in todo:
-            run = self._load_or_train(spec, wait=False)
-            if run is None:
-                waiting.append(spec)
-            else:
-                self._memo[spec.key()] = run
+        try:
+            for spec in todo:
+                run = self._load_or_train(spec, wait=False)
+                if run is None:
+                    waiting.append(spec)
+                else:
+                    self._memo[spec.key()] = run
+                    bar.update()
+            for spec in waiting:
+                self._memo[spec.key()] = self._load_or_train(spec)  # type: ignore[assignment]
                 bar.update()
-        for spec in waiting:
-            self._memo[spec.key()] = self._load_or_train(spec)  # type: ignore[assignment]
-            bar.update()
-        bar.close()
-        self._keep, self._kept = {}, {}
+        finally:
+            self._keep, self._kept = {}, {}  # the kept states serve this call's switched runs only
+            bar.close()
         return [self._memo[s.key()] for s in specs]
 
     def switch_step(self, spec: RunSpec) -> int | None:
