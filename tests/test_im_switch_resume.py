@@ -79,3 +79,22 @@ def test_a_pool_in_memory_continues_switched_runs_too():
     (run,) = pool.many([spec])  # no plain run asked for: trained up to the switch, then continued
     assert run.traj.meta["resumed_at_step"] == 6
     _same_run(run.traj, _whole(spec))
+
+
+@pytest.mark.parametrize("spec", SWITCHED[:4], ids=lambda s: s.key())
+def test_the_plain_run_is_the_switched_run_up_to_the_switch(spec):
+    """What the continuation rests on: the plain run's state at step k is bitwise the switched run's switch point
+    (the same optimizer class, hyperparameters and rate schedule, minibatches and dropout masks until the switch)."""
+    k = ImRuns(SETUP).switch_step(spec)
+    plain = dataclasses.replace(spec, then=None, switch_at=None, then_hyper=())
+    (state, loss) = _train(SETUP, plain, Trajectory(), keep={k}, stop=k)[k]
+    whole = _whole(spec)
+    (point,) = [s for s in whole if s.step == k]
+    model = SETUP.model(spec)
+    model.load_state_dict(state["model"])
+    ref = whole.model_at(lambda: SETUP.model(spec), list(whole.steps).index(k))
+    for (name, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items()):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    assert point.metrics == {"batch_loss": loss}
+    rows = whole.meta["history"][: k // SETUP.steps_per_epoch() + 1]
+    assert state["callbacks"][0]["state"]["rows"] == rows  # every per-epoch measure up to the switch
