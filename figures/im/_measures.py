@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor, nn
 
-from figures.im._runs import Run, tensor_digest
+from figures.im._memo import memoized, tensor_digest
+from figures.im._runs import Run
 from figures.verdict import Effect, Premise, Verdict, at_most, converged
-from landscape.trajectory import cached_json
 
 # "Sharp rise" between two minima (Table 1, Figs. 2-3, 7): the peak of the loss on the straight segment is at
 # least RISE_RATIO times the larger endpoint loss and at least RISE_NATS above it. Fixed before measuring.
@@ -92,7 +93,7 @@ def _grad_norm_uncached(model: nn.Module, data: tuple[Tensor, Tensor] | list[tup
 # Which computation a memoized gradient norm came from: a changed grad_norm never reads an old value.
 _GRAD_NORM_CODE = hashlib.sha256(inspect.getsource(_grad_norm_uncached).encode()).hexdigest()[:16]
 _GRAD_NORMS: dict[str, float] = {}
-"""This process's memo of :func:`grad_norm`, by its :func:`~figures.im._runs.tensor_digest`."""
+"""This process's memo of :func:`grad_norm`, by its :func:`~figures.im._memo.tensor_digest`."""
 
 
 def grad_norm(run: Run, i: int, data: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]) -> float:
@@ -104,27 +105,27 @@ def grad_norm(run: Run, i: int, data: tuple[Tensor, Tensor] | list[tuple[Tensor,
     Memoized, because most Im figures ask it of the same runs (their convergence premise over the pool of 35
     runs) and the runs of one initialization index share their initial weights: by a digest of the network
     (architecture, parameters and buffers), the data, the thread count and the code of :func:`_grad_norm_uncached`
-    (:func:`~figures.im._runs.tensor_digest`), in this process and, for a run stored on disk, in ``_grad_norms/``
-    beside it in the pool's cache (:func:`landscape.trajectory.cached_json`: a damaged file is computed again), so
+    (:func:`~figures.im._memo.tensor_digest`), in this process and, for a run stored on disk, in ``_grad_norms/``
+    beside it in the pool's cache (:func:`~figures.im._memo.memoized`: a damaged file is computed again), so
     every figure of a gallery (either worker) reuses it. A memoized value is the float the computation returned (a
     float's JSON round-trips), so the premises read the same numbers as without the memo.
     """
     m = run.model(i)
     key = tensor_digest(_GRAD_NORM_CODE, m, data)
-    if key not in _GRAD_NORMS:
-        where = getattr(run.traj, "path", None)
-        if where is None:
-            _GRAD_NORMS[key] = _grad_norm_uncached(m, data)
-        else:
-            try:
-                _GRAD_NORMS[key] = float(
-                    cached_json(
-                        Path(where).parent / "_grad_norms" / f"{key}.json", lambda: _grad_norm_uncached(m, data)
-                    )
-                )
-            except OSError:  # a read-only cache: the value is memoized in this process only
-                _GRAD_NORMS[key] = _grad_norm_uncached(run.model(i), data)
-    return _GRAD_NORMS[key]
+    where = getattr(run.traj, "path", None)
+    file = None if where is None else Path(where).parent / "_grad_norms" / f"{key}.json"
+    return float(
+        memoized(
+            _GRAD_NORMS,
+            key,
+            lambda: _grad_norm_uncached(m, data),
+            file,
+            lambda value, tmp: tmp.write_text(json.dumps(value)),
+            lambda f: float(json.loads(f.read_text())),
+            # the computation changed m (train-mode BatchNorm, gradients) before the write failed: a fresh model
+            again=lambda: _grad_norm_uncached(run.model(i), data),
+        )
+    )
 
 
 def converged_premise(

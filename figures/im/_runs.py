@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import hashlib
 import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from figures.contract import FigureResult, figure_function
+from figures.im._memo import _library_digest, memoized, tensor_digest
 from figures.im._settings import ImSetup, RunSpec
 from figures.im._text import WordLSTM, text_splits, tokenize
 from landscape.analyze import line
@@ -27,11 +28,14 @@ from landscape.train import (
     METHODS,
     Callback,
     EpochEvent,
+    StepEvent,
     SwitchSchedule,
     Trainer,
     evaluate_dataset,
+    resume,
+    trainer_state,
 )
-from landscape.trajectory import Trajectory, build_once, cached_file
+from landscape.trajectory import Trajectory, build_once
 
 K = TypeVar("K")  # the keys of a table of runs
 
@@ -46,6 +50,14 @@ class _GradCounter:
         if torch.is_grad_enabled():
             self.n += 1
         return nn.functional.cross_entropy(out, y)
+
+    def state_dict(self) -> dict[str, int]:
+        """The count, for a checkpoint of the run (:mod:`landscape.train.checkpoint`)."""
+        return {"n": self.n}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue counting from a checkpoint."""
+        self.n = int(state["n"])
 
 
 class _EpochLog(Callback):
@@ -98,6 +110,14 @@ class _EpochLog(Callback):
     def on_epoch_end(self, trainer: Trainer, event: EpochEvent) -> None:  # noqa: D102
         self._row(trainer, event.epoch + 1, event.metrics)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The rows so far and the initial weights (a checkpoint's; the count is the loss function's)."""
+        return {"rows": copy.deepcopy(self.rows), "theta0": self.theta0}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a checkpoint (in place of ``on_train_begin``, which would evaluate row 0 again)."""
+        self.rows, self.theta0 = copy.deepcopy(list(state["rows"])), state["theta0"]
+
 
 class StepDecay(Callback):
     """Halve the learning rate between ``stages`` equal stages of ``total`` steps (cifar.torch's schedule).
@@ -123,8 +143,8 @@ class StepDecay(Callback):
         self._apply(trainer)
 
 
-def _train(setup: ImSetup, spec: RunSpec, traj: Trajectory) -> None:
-    """Train one run into ``traj`` (initial and final snapshots, plus the switch point) and store its history."""
+def _trainer(setup: ImSetup, spec: RunSpec, traj: Trajectory) -> Trainer:
+    """The trainer of one run, recording into ``traj`` (initial and final snapshots, plus the switch point)."""
     s = setup.splits()
     counter = _GradCounter()
     xs, ys = s.train
@@ -146,7 +166,7 @@ def _train(setup: ImSetup, spec: RunSpec, traj: Trajectory) -> None:
             return SwitchSchedule(params, phases, total_steps=total)
 
         hyper = {}
-    tr = Trainer(
+    return Trainer(
         setup.model(spec),
         s.train,
         counter,
@@ -162,10 +182,84 @@ def _train(setup: ImSetup, spec: RunSpec, traj: Trajectory) -> None:
         tags={"run": spec.key()},
         callbacks=callbacks,
         on_nonfinite="stop",
-    ).fit()
-    traj.update_meta(
-        {"spec": dataclasses.asdict(spec), "history": log.rows, "epochs": epochs, "fit_time_s": tr.fit_time_}
     )
+
+
+Kept = dict[int, tuple[dict[str, Any], float]]
+"""A run's states kept at switch steps: ``{step: (trainer_state, the step's training loss)}``."""
+
+
+def _continue_switch(tr: Trainer, state: Mapping[str, Any], loss: float) -> None:
+    """Bring a switched run's new trainer to where it stands after its switch, from the plain run's state there.
+
+    Until the switch the switched run computes what the plain run of its first method computes (the same
+    optimizer, hyperparameters, rate schedule, minibatches and dropout masks; the checkpoint tests and the gallery's
+    histories show it bitwise), so at the switch step ``k`` (an epoch end) it is the plain run's checkpoint there but
+    for what the switch changes: the schedule's second optimizer, built fresh as the switch builds it (its rate set
+    by :class:`StepDecay` when the run resumes, as after the switching step), and the run's own snapshots, written
+    by its recorder as training would write them (the initial point, and the switch point tagged with the event).
+    """
+    rec, sched = tr.callbacks[-1], tr.optimizer
+    assert isinstance(sched, SwitchSchedule) and len(sched.switch_steps) == 2
+    k = sched.switch_steps[1]
+    rec.on_train_begin(tr)  # the initial snapshot (the trainer is at its initial point)
+    first = sched.name
+    resume(tr, state, optimizer=False)  # weights, buffers, generators, counters, history at step k
+    params = [p for p in tr.model.parameters() if p.requires_grad]
+    fresh = SwitchSchedule(params, [(0, sched.phases[1].optimizer)]).state_dict()["optimizer"]
+    sched.load_state_dict({"phase": 1, "steps": k, "switch_steps": [0, k], "events": [], "optimizer": fresh})
+    event = {"event": "switch", "from": first, "to": sched.name, "step": k, "phase": 1}
+    spe = tr.batches_per_epoch or 1
+    rec.on_step_end(tr, StepEvent(step=k, epoch=k // spe - 1, batch=spe - 1, loss=loss, epoch_end=True, events=[event]))
+
+
+def _train(
+    setup: ImSetup,
+    spec: RunSpec,
+    traj: Trajectory,
+    *,
+    keep: Collection[int] = (),
+    stop: int | None = None,
+    start: tuple[Mapping[str, Any], float] | None = None,
+) -> Kept:
+    """Train one run into ``traj`` and store its history (``spec``, ``history``, ``epochs``, ``fit_time_s``).
+
+    Args:
+        setup: The settings.
+        spec: The run.
+        traj: Its store.
+        keep: Epoch-end steps to keep the trainer's state at (the switch steps of runs switched from this one).
+        stop: End after this step (a run trained only for the states it keeps).
+        start: A switched run's first method's state at the switch step and that step's loss (``keep`` of the
+            plain run): the run trains only what follows (:func:`_continue_switch`), with the same result.
+
+    Returns:
+        The states kept, by step (a step that was not reached, or whose loss was not finite, is missing).
+    """
+    tr = _trainer(setup, spec, traj)
+    if start is not None:
+        _continue_switch(tr, *start)
+    kept: Kept = {}
+    t0 = time.perf_counter()
+    for ev in tr:
+        if ev.step in keep and ev.epoch_end and math.isfinite(ev.loss):
+            kept[ev.step] = (trainer_state(tr), ev.loss)
+        if stop is not None and ev.step >= stop:
+            break
+    fit_time = time.perf_counter() - t0  # a switched run continued from its plain run's state: the steps after
+    log = tr.callbacks[0]
+    assert isinstance(log, _EpochLog)
+    resumed = None if start is None else int(start[0]["step"])
+    traj.update_meta(
+        {
+            "spec": dataclasses.asdict(spec),
+            "history": log.rows,
+            "epochs": spec.epochs or setup.epochs,
+            "fit_time_s": fit_time,
+            "resumed_at_step": resumed,
+        }
+    )
+    return kept
 
 
 # The code whose change must retrain the cached runs (part of ImSetup.key()).
@@ -179,6 +273,8 @@ TRAINING_CODE = hashlib.sha256(
             _GradCounter,
             _EpochLog,
             StepDecay,
+            _trainer,
+            _continue_switch,
             _train,
             WordLSTM,
             text_splits,
@@ -186,6 +282,11 @@ TRAINING_CODE = hashlib.sha256(
         )
     ).encode()
 ).hexdigest()
+
+
+def _first_method(spec: RunSpec) -> RunSpec:
+    """The plain run of a switched run's first method: the same run up to the switch."""
+    return dataclasses.replace(spec, then=None, switch_at=None, then_hyper=())
 
 
 @dataclasses.dataclass
@@ -237,61 +338,11 @@ class Run:
 
     @property
     def fit_time(self) -> float:
-        """Training time of the run in seconds."""
+        """Training time of the run in seconds.
+
+        A switched run continued from its plain run's state counts the steps after ``traj.meta["resumed_at_step"]``.
+        """
         return float(self.traj.meta["fit_time_s"])
-
-
-@functools.cache
-def _library_digest() -> str:
-    """Digest of the ``landscape`` package's sources: a changed evaluation engine never reads an old memoized line.
-
-    Computed on the first :meth:`ImRuns.line_losses` call, not at import (it reads every source file of the package).
-    """
-    import landscape
-
-    h = hashlib.sha256()
-    root = Path(landscape.__file__).parent
-    for f in sorted(root.rglob("*.py")):
-        h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def tensor_digest(code: str, module: nn.Module, *arrays: Any, options: Mapping[str, Any] | None = None) -> str:
-    """A digest of everything a memoized computation on a network reads: equal digests, the same float results.
-
-    The key of the Im figures' memos (:meth:`ImRuns.line_losses`, :func:`figures.im._measures.grad_norm`).
-
-    Args:
-        code: A digest of the computation's code (a changed computation never reads an old value).
-        module: The network: its ``repr`` (architecture) and every parameter and buffer, by name, bitwise.
-        *arrays: Tensors or NumPy arrays, bitwise with dtype and shape; tuples and lists of them (data batches,
-            ``(X, y)`` pairs) are taken in order.
-        options: Keyword options of the computation (their sorted ``repr``).
-
-    Returns:
-        32 hex digits of SHA-256, which also covers the torch thread count (the float rounding of the sums).
-    """
-    opts = sorted((options or {}).items())
-    h = hashlib.sha256(f"{code}|{torch.get_num_threads()}|{module!r}|{opts!r}".encode())
-
-    def add(t: Any) -> None:
-        if isinstance(t, tuple | list):
-            h.update(f"|[{len(t)}".encode())
-            for u in t:
-                add(u)
-            h.update(b"]")
-            return
-        a = t.detach().cpu().numpy() if isinstance(t, Tensor) else np.asarray(t)
-        h.update(f"|{a.dtype}:{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-
-    for name, t in sorted(module.state_dict().items()):
-        h.update(f"|{name}".encode())
-        add(t)
-    for t in arrays:
-        add(t)
-    return h.hexdigest()[:32]
 
 
 _LINES: dict[str, np.ndarray] = {}
@@ -318,6 +369,10 @@ def _line_reader(n: int) -> Callable[[Path], np.ndarray]:
 class ImRuns:
     """The pool of runs of one :class:`ImSetup`, trained on first use and cached on disk.
 
+    A switched run (``RunSpec.then``) whose switch is an epoch end does not train its first part again: within one
+    :meth:`many` call the plain run of its first method keeps its trainer's state at the switch, and the switched run
+    continues from it (:func:`landscape.train.checkpoint.resume`), with the stored results of training it whole.
+
     Args:
         setup: The settings.
         cache: Root of the on-disk cache (runs go to ``cache / setup.key()``); ``None`` keeps them in memory.
@@ -335,6 +390,10 @@ class ImRuns:
         self.root = None if cache is None else Path(cache) / setup.key()
         self.progress = progress
         self._memo: dict[str, Run] = {}
+        # While many() trains: the switch steps to keep each plain run's state at ({plain key: steps}), and the
+        # states kept ({(plain key, step): (state, loss)}), from which the switched runs continue (_train's start).
+        self._keep: dict[str, set[int]] = {}
+        self._kept: dict[tuple[str, int], tuple[dict[str, Any], float]] = {}
 
     def get(self, spec: RunSpec) -> Run:
         """The finished run of ``spec`` (trained now if not cached)."""
@@ -342,23 +401,72 @@ class ImRuns:
 
     def many(self, specs: Sequence[RunSpec]) -> list[Run]:
         """The finished runs of ``specs``, in order (missing ones trained now, with a progress bar)."""
-        todo = [s for s in dict.fromkeys(specs) if s.key() not in self._memo]
+        todo = self._plan([s for s in dict.fromkeys(specs) if s.key() not in self._memo])
         bar = tqdm(total=len(todo), desc="im runs", unit="run", disable=not self.progress or not todo, leave=False)
         # First the runs no other process is training (so two figures asking for one pool train it in parallel,
         # not in lockstep), then wait for the rest.
         waiting = []
-        for spec in todo:
-            run = self._load_or_train(spec, wait=False)
-            if run is None:
-                waiting.append(spec)
-            else:
-                self._memo[spec.key()] = run
+        try:
+            for spec in todo:
+                run = self._load_or_train(spec, wait=False)
+                if run is None:
+                    waiting.append(spec)
+                else:
+                    self._memo[spec.key()] = run
+                    bar.update()
+            for spec in waiting:
+                self._memo[spec.key()] = self._load_or_train(spec)  # type: ignore[assignment]
                 bar.update()
-        for spec in waiting:
-            self._memo[spec.key()] = self._load_or_train(spec)  # type: ignore[assignment]
-            bar.update()
-        bar.close()
+        finally:
+            self._keep, self._kept = {}, {}  # the kept states serve this call's switched runs only
+            bar.close()
         return [self._memo[s.key()] for s in specs]
+
+    def switch_step(self, spec: RunSpec) -> int | None:
+        """The step a switched run switches at, when it is an epoch end inside training (else ``None``).
+
+        Only such a run continues from its plain run's state (:func:`landscape.train.checkpoint.resume` takes
+        checkpoints at epoch ends); a switch elsewhere is trained whole, as before.
+        """
+        if spec.then is None or spec.switch_at is None:
+            return None
+        spe = self.setup.steps_per_epoch()
+        total = (spec.epochs or self.setup.epochs) * spe
+        try:  # the step as the run's SwitchSchedule resolves the fraction
+            k = SwitchSchedule([torch.zeros(1)], [(0, "sgd"), (float(spec.switch_at), "sgd")], total).switch_steps[1]
+        except ValueError:  # a switch at 0: no first phase to share
+            return None
+        return k if 0 < k < total and k % spe == 0 else None
+
+    def _plan(self, todo: list[RunSpec]) -> list[RunSpec]:
+        """Note the switch steps of the switched runs in ``todo``; the plain runs they switch from go first."""
+        for spec in todo:
+            k = self.switch_step(spec)
+            if k is not None:
+                self._keep.setdefault(_first_method(spec).key(), set()).add(k)
+        first = [s for s in todo if s.then is None and s.key() in self._keep]
+        return first + [s for s in todo if s.then is not None or s.key() not in self._keep]
+
+    def _train(self, spec: RunSpec, traj: Trajectory) -> None:
+        """Train ``spec`` into ``traj``, sharing what a switched run and its plain run compute alike.
+
+        A plain run keeps its state at the switch steps of the switched runs :meth:`many` is training; a switched run
+        continues from that state, after training its first method up to the switch when none is kept (the plain run
+        was trained before, or by another process). Either way its stored results are those of training it whole.
+        """
+        key, k = spec.key(), self.switch_step(spec)
+        if k is None:
+            steps = self._keep.get(key, set())
+            for step, kept in _train(self.setup, spec, traj, keep=steps).items():
+                self._kept[key, step] = kept
+            return
+        plain = _first_method(spec)
+        pk = plain.key()
+        if (pk, k) not in self._kept:  # the plain run was trained before (or by another process): up to the switch
+            steps = self._keep.get(pk, set()) | {k}
+            for step, kept in _train(self.setup, plain, Trajectory(), keep=steps, stop=max(steps)).items():
+                self._kept[pk, step] = kept
+        _train(self.setup, spec, traj, start=self._kept.get((pk, k)))
 
     def table(self, specs: dict[Any, RunSpec]) -> dict[Any, Run]:
         """``{key: run}`` for ``{key: spec}`` (one :meth:`many` call, so concurrent figures share the training)."""
@@ -368,13 +476,13 @@ class ImRuns:
         """The run, from the cache or trained now; ``None`` if ``wait`` is off and another process trains it."""
         if self.root is None:
             traj = Trajectory()
-            _train(self.setup, spec, traj)
+            self._train(spec, traj)
         else:
             final = self.root / spec.key()
 
             def build(tmp: Path) -> None:  # trained whole into a temporary directory, then renamed: never half there
                 with Trajectory.create(tmp, durable=False) as t:
-                    _train(self.setup, spec, t)
+                    self._train(spec, t)
 
             if build_once(final, build, wait=wait) is None:
                 return None  # another process is training it
@@ -431,21 +539,12 @@ class ImRuns:
         options = {k: v for k, v in kw.items() if k != "progress"}
         alphas = np.ascontiguousarray(alphas, dtype=np.float64)
         key = tensor_digest(_library_digest(), template, a, b, data, alphas, options=options)
-        if key not in _LINES:
 
-            def compute() -> np.ndarray:
-                return np.asarray(line(template, a, b, data, alphas=alphas, **kw).metrics["loss"], dtype=np.float64)
+        def compute() -> np.ndarray:
+            return np.asarray(line(template, a, b, data, alphas=alphas, **kw).metrics["loss"], dtype=np.float64)
 
-            if self.root is None:
-                _LINES[key] = compute()
-            else:
-                try:  # the file is written whole and renamed; a damaged one is computed again
-                    _LINES[key] = cached_file(
-                        self.root / "_lines" / f"{key}.npy", compute, _save_line, _line_reader(len(alphas))
-                    )
-                except OSError:  # a read-only cache: the value is memoized in this process only
-                    _LINES[key] = compute()
-        return _LINES[key].copy()
+        file = None if self.root is None else self.root / "_lines" / f"{key}.npy"
+        return memoized(_LINES, key, compute, file, _save_line, _line_reader(len(alphas))).copy()
 
     def init_final_losses(self, runs: Mapping[K, Run], alphas: np.ndarray, desc: str) -> dict[K, np.ndarray]:
         """Training loss on the line from each run's initial to its final weights (Eq. 2), on :meth:`surface_data`.

@@ -4,7 +4,8 @@
 * :mod:`~landscape.train.callbacks`: step and epoch events, :class:`Callback`, :class:`RecordTrajectory`;
 * :mod:`~landscape.train.metrics`: :func:`evaluate_dataset` and what the loop measures per epoch;
 * :mod:`~landscape.train.optim`: :class:`RK2`, optimizer switches, :func:`make_optimizer`;
-* :mod:`~landscape.train.recorder`: :class:`Recorder`, recording from any training loop.
+* :mod:`~landscape.train.recorder`: :class:`Recorder`, recording from any training loop;
+* :mod:`~landscape.train.checkpoint`: checkpoint a :class:`Trainer` at an epoch end and resume it bit for bit.
 """
 
 from landscape.factory import FACTORY_KEY
@@ -16,6 +17,7 @@ from landscape.train.callbacks import (
     RecordTrajectory,
     StepEvent,
 )
+from landscape.train.checkpoint import CheckpointError, load_checkpoint, resume, save_checkpoint, trainer_state
 from landscape.train.loop import Trainer, fit, seed_everything
 from landscape.train.metrics import evaluate_dataset
 from landscape.train.optim import (
@@ -33,6 +35,7 @@ from landscape.train.recorder import Recorder, factory_reference
 
 __all__ = [
     "Callback",
+    "CheckpointError",
     "EpochEvent",
     "FACTORY_KEY",
     "METHODS",
@@ -52,6 +55,10 @@ __all__ = [
     "evaluate_dataset",
     "factory_reference",
     "fit",
+    "load_checkpoint",
     "make_optimizer",
+    "resume",
+    "save_checkpoint",
     "seed_everything",
+    "trainer_state",
 ]

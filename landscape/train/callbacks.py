@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import enum
 import os
 import warnings
@@ -93,6 +94,18 @@ class Callback:
 
     def on_train_end(self, trainer: Trainer) -> None:
         """Called once after the last step (also after an early stop)."""
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """What a checkpoint keeps of this callback (:mod:`landscape.train.checkpoint`).
+
+        Tensors, numbers, strings, lists and dicts only. ``None`` (the default): no state across steps, and a resumed
+        run calls :meth:`on_train_begin` again.
+        """
+        return None
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, in a resumed run (in place of :meth:`on_train_begin`)."""
+        raise NotImplementedError(f"{type(self).__name__} returns a state_dict but defines no load_state_dict")
 
 
 #: Run-metadata key of events that came after the snapshot of their step, with the model unchanged since.
@@ -252,6 +265,20 @@ class RecordTrajectory(Callback):
         self._initial_events = list(getattr(trainer, "_events", ()))  # held: their ids stay unique
         self._pending_events.extend(self._initial_events)
         self._record(trainer, 0.0, trainer.last_metrics)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The last recorded step and the events waiting for the next snapshot (those joined after this saw them)."""
+        ev, pending = self._step_event, list(self._pending_events)
+        if ev is not None and len(ev.events) > self._taken:
+            skip = {id(e) for e in self._initial_events}
+            pending += [e for e in ev.events[self._taken :] if id(e) not in skip]
+        return {"last_step": self._last_step, "pending_events": copy.deepcopy(pending)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue recording after a checkpoint: nothing is recorded now, the store keeps its snapshots."""
+        self._last_step = None if state["last_step"] is None else int(state["last_step"])
+        self._pending_events = copy.deepcopy(list(state["pending_events"]))
+        self._initial_events, self._step_event, self._taken = [], None, 0
 
     def _take(self, events: Iterable[dict[str, Any]]) -> None:
         """Queue events for the next snapshot, but those the initial snapshot carries already."""

@@ -277,6 +277,9 @@ class Trainer:
         self._started = False
         self._nonfinite: NonFiniteLossError | None = None  # raised by on_nonfinite="raise" (its event is tagged)
         self._eval_problems: dict[str, Any] = {}  # an evaluation pair's problem, kept over epochs (_eval_problem)
+        self._generator: torch.Generator | None = None  # the shuffling generator, once the run started
+        self._rng_end: Tensor | None = None  # the global generator's state where the run ended (a checkpoint's)
+        self._resume: Callable[[list[Callback], torch.Generator], None] | None = None  # see landscape.train.checkpoint
 
     def __repr__(self) -> str:
         # The default repr said nothing: the model's class, the optimizer, the length and batching, how far it got.
@@ -391,7 +394,7 @@ class Trainer:
             raise RuntimeError("this Trainer has already run; build a new one to train again")
         self._started = True
         seed_everything(self.seed)
-        gen = torch.Generator().manual_seed(self.shuffle_seed)
+        gen = self._generator = torch.Generator().manual_seed(self.shuffle_seed)
         total = self.steps
         if self.epochs is not None and self.batches_per_epoch is not None:
             by_epochs = self.epochs * self.batches_per_epoch
@@ -402,9 +405,12 @@ class Trainer:
         begun: list[Callback] = []  # an error in one on_train_begin finishes those that began
         try:
             for cb in self.callbacks:
-                cb.on_train_begin(self)
+                if self._resume is None:
+                    cb.on_train_begin(self)
                 begun.append(cb)
-            epoch = 0
+            if self._resume is not None:  # a resumed run: stateless callbacks begin again, the generators restored
+                self._resume(begun, gen)
+            epoch = self.epoch  # 0, or the epochs a resumed run had finished
             while not self._done(epoch):
                 self.epoch = epoch
                 yield from self._run_epoch(epoch, gen, bar)
@@ -428,6 +434,7 @@ class Trainer:
         self._end(begun)
 
     def _end(self, callbacks: Sequence[Callback], failed: BaseException | None = None) -> None:
+        self._rng_end = torch.get_rng_state()  # before the hooks: what the next step would have drawn from
         for cb in callbacks:
             if failed is None:
                 cb.on_train_end(self)
