@@ -349,22 +349,19 @@ def evaluate_points(
         model, data, loss_fn = problem.compute_model(), pairs, problem.engine_loss()
     else:
         model = problem
+
+        def _via_problem(general: Problem) -> Any:
+            # the shorthand's data or model the engine cannot take: the Problem of the same model, data and loss
+            kw = {"chunk_size": chunk_size, "bn_mode": bn_mode, "buffers": buffers, "bn_data": bn_data}
+            return evaluate_points(general, points, metrics=metrics, progress=progress, **kw)
+
         bn = parse_option(BNMode, BNMode.EVAL if bn_mode is None else bn_mode, "bn_mode")
         if data is None:
             raise ValueError("data is missing: pass a landscape.Problem, or the model with data")
         loader = dataset_loader(data, None)  # a map-style Dataset: batched in order, as a Problem batches it
         data = data if loader is None else loader
         if sum_reduced(loss_fn):  # its loss is the sum over the data: the problem counts it so, the engine would not
-            return evaluate_points(
-                Problem(model, data, loss_fn),
-                points,
-                metrics=metrics,
-                chunk_size=chunk_size,
-                bn_mode=bn_mode,
-                buffers=buffers,
-                bn_data=bn_data,
-                progress=progress,
-            )
+            return _via_problem(Problem(model, data, loss_fn))
     strategy = parse_option(Strategy, strategy, "strategy")
     if strategy is Strategy.STACKED and bn is BNMode.TRAIN:
         raise ValueError(
@@ -387,21 +384,11 @@ def evaluate_points(
             general = Problem(model, data, loss_fn)
         except (TypeError, ValueError):  # a Problem cannot read it either: the engine's message says what it takes
             raise e from None
-        kw = {"chunk_size": chunk_size, "bn_mode": bn_mode, "buffers": buffers, "bn_data": bn_data}
-        return evaluate_points(general, points, metrics=metrics, progress=progress, **kw)
+        return _via_problem(general)
     if not isinstance(problem, Problem) and not _tensor_output(model, batches[0][0][:2]):
         # a mapping, tuple or ModelOutput: the problem of the same model, data and loss reads it by the output rule
         # (one point at a time, the batches as given), as evaluate_points(Problem(model, data, loss_fn), ...)
-        return evaluate_points(
-            Problem(model, batches, loss_fn),
-            points,
-            metrics=metrics,
-            chunk_size=chunk_size,
-            bn_mode=bn_mode,
-            buffers=buffers,
-            bn_data=bn_data,
-            progress=progress,
-        )
+        return _via_problem(Problem(model, batches, loss_fn))
     if metrics is None:  # accuracy for class labels (validation made them (B,) int64), else the loss only
         y0 = batches[0][1]
         classes = not (y0.is_floating_point() or y0.is_complex()) and y0.dim() == 1
