@@ -13,7 +13,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape._checks import InputTypeError
+from landscape._checks import InputTypeError, loss_kind
 from landscape._options import check_choice
 
 __all__ = [
@@ -230,11 +230,7 @@ def ignored_label(fn: Any) -> int | None:
     torch's cross-entropy and NLL losses (modules and functions) skip it; samples with that label count in
     neither the loss nor the accuracy. The engine's loss names (``"cross_entropy"``) skip none.
     """
-    if isinstance(fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
-        return int(fn.ignore_index)
-    if fn is F.cross_entropy or fn is F.nll_loss:
-        return -100
-    return None
+    return loss_kind(fn)[1]
 
 
 def correct_and_kept(out: Tensor, y: Tensor, ignore: int | None = None) -> tuple[float, float]:
@@ -246,8 +242,7 @@ def correct_and_kept(out: Tensor, y: Tensor, ignore: int | None = None) -> tuple
     """
     if ignore is None:
         return count_correct(out, y), float(y.shape[0])
-    hit = (out.argmax(dim=1) == y) if out.dim() > 2 and y.dim() == out.dim() - 1 else (out.argmax(dim=-1) == y)
-    keep = y != ignore
+    hit, keep = _hits(out, y), y != ignore
     per = max(1, y[0].numel()) if y.dim() > 1 else 1  # positions per sample
     return float((hit & keep).sum()) / per, float(keep.sum()) / per
 
@@ -258,6 +253,17 @@ def count_correct(out: Tensor, y: Tensor) -> float:
     For outputs ``(N, C, d1, ...)`` with targets ``(N, d1, ...)`` (the K-dimensional form of ``cross_entropy``,
     e.g. a language model's words), each sample counts its fraction of correct positions.
     """
-    if out.dim() > 2 and y.dim() == out.dim() - 1:
-        return float((out.argmax(dim=1) == y).flatten(1).float().mean(1).sum())
-    return int((out.argmax(dim=-1) == y).sum())
+    hit = _hits(out, y)
+    if _k_dimensional(out, y):
+        return float(hit.flatten(1).float().mean(1).sum())
+    return int(hit.sum())
+
+
+def _k_dimensional(out: Tensor, y: Tensor) -> bool:
+    # outputs (N, C, d1, ...) with targets (N, d1, ...): the classes are on axis 1
+    return out.dim() > 2 and y.dim() == out.dim() - 1
+
+
+def _hits(out: Tensor, y: Tensor) -> Tensor:
+    """Whether each target is its output's ``argmax`` over the class axis (shaped as ``y``)."""
+    return out.argmax(dim=1 if _k_dimensional(out, y) else -1) == y
