@@ -147,7 +147,14 @@ def _number(x: Any) -> float | None:
 def near_line(claim: Mapping[str, Any]) -> list[str]:
     """Why a claim's verdict sat near its line in this run: the reasons, empty when it was decided clearly.
 
-    Two kinds are recognised from the claim's record (the rest of a verdict's reasoning is free text):
+    Only what decided the verdict counts. A claim whose premise failed is not tested whatever else was measured, so
+    its verdict is near its line only when every failed premise is (each would have to cross for the claim to be
+    tested), and the reasons name those premises; a met premise near its bound or a p-value near 0.05 cannot change
+    it. (Until 2026-12-08 every premise near its bound was named, met or not: Lipton Fig. 3's "clones diverge", not
+    tested on its failed low-loss premise, 0.027-0.067 against 0.01, was marked near its line on its converged
+    premise, 0.0088 against 0.01, which passed.) A claim whose premises all passed is near its line when any of them
+    is (it would fail) or when its p-value is. Two kinds are recognised from the claim's record (the rest of a
+    verdict's reasoning is free text):
 
     - the effect's ``p_value`` within :data:`NEAR_P` (a test at the 0.05 level);
     - a premise whose deciding ``measured`` value lies within a factor :data:`NEAR_RATIO` of its positive
@@ -161,36 +168,50 @@ def near_line(claim: Mapping[str, Any]) -> list[str]:
         claim: One claim of a ``claims.json`` figure entry.
 
     Returns:
-        Reasons such as ``["p = 0.022", "premise 'every iteration converged' 0.0177 vs bound 0.0146"]``.
+        Reasons such as ``["p = 0.022", "premise 'every iteration converged' failed: 0.0177 vs bound 0.0146"]``.
 
     Example:
         >>> near_line({"effect": {"p_value": 0.03}, "premises": []})
         ['p = 0.03']
+        >>> met = {"statement": "converged", "measured": 0.0088, "threshold": 0.01, "met": True}
+        >>> failed = {"statement": "low loss", "measured": 0.067, "threshold": 0.01, "met": False}
+        >>> near_line({"premises": [met, failed]})  # the failed premise decided, far from its bound
+        []
     """
+    premises = [p for p in claim.get("premises") or () if isinstance(p, Mapping)]
+    failed = [p for p in premises if p.get("met") is False]
+    if failed:  # not tested: decided by the failed premises alone
+        reasons = [_premise_near(p) for p in failed]
+        return [r for r in reasons if r] if all(reasons) else []
     out = []
     effect = claim.get("effect")
     p = _number(effect.get("p_value")) if isinstance(effect, Mapping) else None
     if p is not None and NEAR_P[0] <= p <= NEAR_P[1]:
         out.append(f"p = {p:.2g}")
-    for premise in claim.get("premises") or ():
-        bound = _number(premise.get("threshold"))
-        if bound is None or bound <= 0:
-            continue
-        measured = premise.get("measured")
-        values = [v for v in map(_number, measured if isinstance(measured, list) else [measured]) if v is not None]
-        if not values or min(values) <= 0:
-            continue
-        above, below = [v for v in values if v > bound], [v for v in values if v < bound]
-        if not above or not below:  # every value on one side (or at the bound)
-            dist = [abs(math.log(v / bound)) for v in values]
-            decide = [values[dist.index(min(dist) if premise.get("met") is True else max(dist))]]
-        else:  # an upper bound fails on the largest value, a lower one on the smallest: either may be the one
-            decide = [max(above), min(below)]
-        for v in decide:
-            if abs(math.log(v / bound)) <= math.log(NEAR_RATIO):
-                out.append(f"premise {str(premise.get('statement', ''))!r} {v:.3g} vs bound {bound:.3g}")
-                break
-    return out
+    return out + [r for r in map(_premise_near, premises) if r]
+
+
+def _premise_near(premise: Mapping[str, Any]) -> str | None:
+    """The reason a premise's deciding value lies near its bound (:func:`near_line`), or ``None``."""
+    bound = _number(premise.get("threshold"))
+    if bound is None or bound <= 0:
+        return None
+    measured = premise.get("measured")
+    values = [v for v in map(_number, measured if isinstance(measured, list) else [measured]) if v is not None]
+    if not values or min(values) <= 0:
+        return None
+    met = premise.get("met") is True
+    above, below = [v for v in values if v > bound], [v for v in values if v < bound]
+    if not above or not below:  # every value on one side (or at the bound)
+        dist = [abs(math.log(v / bound)) for v in values]
+        decide = [values[dist.index(min(dist) if met else max(dist))]]
+    else:  # an upper bound fails on the largest value, a lower one on the smallest: either may be the one
+        decide = [max(above), min(below)]
+    for v in decide:
+        if abs(math.log(v / bound)) <= math.log(NEAR_RATIO):
+            state = "met" if met else "failed"
+            return f"premise {str(premise.get('statement', ''))!r} {state}: {v:.3g} vs bound {bound:.3g}"
+    return None
 
 
 def near_lines(document: Mapping[str, Any]) -> dict[tuple[str, int], list[str]]:

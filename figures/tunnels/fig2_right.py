@@ -39,30 +39,32 @@ train-mode BatchNorm, and steps 0.5 along a negative-curvature direction it find
 stay below 1 / (largest Hessian eigenvalue): that eigenvalue is 95 here (2.15 in the single-layer net), so the step
 is 0.86 / 95 = 0.009 (the single-layer ratio), computed at the opening point. Premise per baseline: it moved the
 weights (>= 0.1 per application). Claim per baseline, with the plateau premises (Sec. 4.4: "the proposed method does
-so successfully and faster than the baseline methods"): the proposed opening escapes (ends lower than the control by
-more than the 2% margin, as the escape claim) and does so faster: per repetition, the steps after the opening until the
-arm has escaped, its loss below the control's by 2% of the loss at the opening (trailing means of ``window`` steps of
-the binned minibatch curves, paired: every arm sees the same batches), the baseline's minus the proposed's, paired t
-above 0. A run that never escapes counts as escaping one bin after its end (a lower bound on its time). Held if both
-parts hold, not held if either is refuted, else inconclusive. The level was first set on the raw curves (2% below the
-loss at the opening); in the medium run the control itself reached it in 2 of 3 repetitions, in the first window after
-the opening (as did the proposed and random arms: the same batches), so it marked batch noise, not an escape, and the
-test moved to the paired difference, the escape definition of the figure's other claims. The verdicts are the same
-either way (the escape part decides them). Steps, not gradient evaluations: NEON's power
-iterations (50 gradient differences over 256 images every 25 steps) make its steps dearer, so counting steps favours
-NEON. The level and the rule were fixed before the medium curves were looked at, but knowing that the proposed arm
-does not escape at medium (0.02%), so that part decides the verdict there whatever the steps show. Until 2026-12-07
-"faster" was tested on the final loss (the proposed ends lower than the baseline by an escape), which says where a
-run ends, not how soon it gets there.
+so successfully and faster than the baseline methods"): the proposed opening escapes faster. Since 2026-12-08 the escape
+is a premise (``escaped_premise``: the escape claim's test, the proposed arm ends lower than the control by more than
+the 2% margin), as "does so successfully and faster" compares the time of an escape that happened; until then it was a
+part of the test (held if both parts held, not held if either was refuted: at medium, not held on the escape alone). The
+time: per repetition, the steps after the opening until the arm has escaped, its loss below the control's by 2% of the
+loss at the opening (trailing means of ``window`` steps of the binned minibatch curves, paired: every arm sees the same
+batches), the baseline's minus the proposed's, paired t above 0. A run that never escapes counts as escaping one bin
+after its end (a lower bound on its time). The level was first set on the raw curves (2% below the loss at the
+opening); in the medium run the control itself reached it in 2 of 3 repetitions, in the first window after the opening
+(as did the proposed and random arms: the same batches), so it marked batch noise, not an escape, and the test moved to
+the paired difference, the escape definition of the figure's other claims. The verdicts are the same either way (the
+escape decides them). Steps, not gradient evaluations: NEON's power iterations (50 gradient differences over 256 images
+every 25 steps) make its steps dearer, so counting steps favours NEON. The level and the rule were fixed before the
+medium curves were looked at, but knowing that the proposed arm does not escape at medium (0.02%), so that the escape
+decides the verdict there whatever the steps show. Until 2026-12-07 "faster" was tested on the final loss (the proposed
+ends lower than the baseline by an escape), which says where a run ends, not how soon it gets there.
 
 Measured at medium (3 repetitions, load 5-9): both baselines fire at every chance (12 times per run) and move the
 weights by 0.5 each, 6.1% of the weight norm (8.18) at the opening, and they untie the tied units (the copies end up to
 0.19 (PGD) and 0.12 (NEON) apart; the control's stay bitwise equal). NEON finds strong negative curvature (estimates
 -123 to -16). Neither escapes: both end *above* the control, PGD by 12.3% [9.7%, 14.9%] of the loss at the opening, NEON
 by 62% [51%, 74%] (each kick raises the loss and Adam does not recover it in the 25 steps before the next). The proposed
-opening does not escape either (0.02%), so "escapes faster than the baselines" is not held though it ends lower than
-both. In the rerun of 2026-12-07 (load 5-12; PGD +13.1%, NEON +59%) no arm got below the control by an escape at any
-point of its 300 steps, so the step difference is 0 in every repetition. Smaller perturbations were not tried (budget;
+opening does not escape either (0.02%), so "faster than the baselines" is not tested (not held until 2026-12-08,
+when the escape was a part of its test rather than its premise) though it ends lower than both. In the rerun of
+2026-12-07 (load 5-12; PGD +13.1%, NEON +59%) no arm got below the control by an escape at any point of its 300 steps,
+so the step difference is 0 in every repetition. Smaller perturbations were not tried (budget;
 and a size chosen after seeing the result would be tuned). Cost: the deep-CNN runs with the baselines took 404 s and 302
 s of wall clock in two runs at load 5-9 and 4-6 (quick's three arms: 112 s at load 6-8); NEON's 12 x 51 gradients over
 256 images per run are most of the difference.
@@ -84,6 +86,8 @@ from figures.tunnels._deep_setup import DEEP_ARMS, NEON_ETA_LMAX, DeepSetup
 from figures.tunnels._plots import add_bands
 from figures.tunnels._setup import LINE_COLORS, NEON_KW, PGD_KW, mean_std, moved_premise
 from figures.verdict import (
+    Effect,
+    Premise,
     Verdict,
     at_most,
     non_superiority_verdict,
@@ -158,6 +162,34 @@ def _baselines_caption(s: DeepSetup, res: dict[str, Any]) -> str:
         )
     return out + ". The paper compares them in this panel too (Sec. 4.4: the proposed method escapes 'faster than "
     "the baseline methods')."
+
+
+def escaped_premise(escape: Effect) -> Premise:
+    """Premise of "faster than the baseline methods": the proposed opening escapes, as the escape claim tests it.
+
+    Sec. 4.4 says the proposed method escapes "successfully and faster than the baseline methods": how soon an escape
+    comes presupposes that it comes. Met when the escape claim is held (its interval of (control - proposed) / loss
+    at the opening lies above ``CONTROL_TOL``: :func:`~figures.verdict.superiority_verdict`), so "faster" is not
+    tested when the escape is not there (at medium: +0.037% [+0.007%, +0.067%] against 2%). Until 2026-12-08 the
+    escape was a second part of the "faster" claim's test (:func:`both_verdict`), which judged the escape claim a second
+    time and called "faster" not held on it.
+
+    Args:
+        escape: The escape claim's effect over the repetitions.
+
+    Returns:
+        The premise; ``measured`` is the interval's lower end, ``threshold`` the margin.
+    """
+    return Premise(
+        "the proposed opening escapes the plateau (the escape claim: its interval lies above the margin)",
+        escape.ci_low,
+        CONTROL_TOL,
+        superiority_verdict(escape, CONTROL_TOL) is Verdict.HELD,
+        detail=f"lower end of the 95% interval of (control - proposed) / loss at the opening, final mean training loss "
+        f"over fixed batches: {escape}; the 'faster' of Sec. 4.4 ('does so successfully and faster') is about an "
+        "escape that happened",
+        side=">=",
+    )
 
 
 def both_verdict(a: Verdict, b: Verdict) -> Verdict:
@@ -321,8 +353,8 @@ def run_fig2_right(s: DeepSetup, res: dict[str, Any]) -> FigureResult:
                 "proposed-beats-baseline",
                 later,
                 e_t,
-                premises=[*premises, moved_premise({"moves": res["moves"][b]}, BASELINES[b])],
-                verdict=both_verdict(superiority_verdict(e_p, CONTROL_TOL), verdict_for(e_t, direction=1)),
+                premises=[*premises, escaped_premise(e_p), moved_premise({"moves": res["moves"][b]}, BASELINES[b])],
+                verdict=verdict_for(e_t, direction=1),
                 escape=e_p,
                 baseline=BASELINES[b],
                 baseline_vs_control=paired_effect(((end["control"] - end[b]) / lo).tolist()),
