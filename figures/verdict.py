@@ -32,6 +32,11 @@ exact, not where an estimator collapses:
   ``2 * 0.5 ** n`` (1 for differences all 0, which carry no sign). Until 2026-12-07 (late) such a sample gave the
   point interval at any n with p = 0 (held or not held on, say, 3 equal differences), and differences equal only up
   to rounding (``[0.9, 0.8, 0.7] - [0.8, 0.7, 0.6]``) went through the t formula with a spread of 1e-17 and p ~ 1e-31.
+- the same for a sample in which *more than half* of the differences are equal (since 2026-12-08,
+  :func:`sign_test_effect`), four equal ones and a fifth, say: as the fifth approaches the four, the t interval shrank
+  to the point with p -> 0 (5 of 5 positive: held) next to 5 equal ones (inconclusive, sign test p = 0.0625). An
+  equal majority is a point mass holding the median, which the normal model excludes as it excludes n equal draws.
+  What 5 samples can conclude, and why 5 distinct differences keep the t: figures/README.md ("What five paired...").
 
 A correlation's interval lies in [-1, 1] (:func:`spearman_effect`: Fisher z; :func:`correlation_effect`, a mean over
 replicates: its t interval clipped).
@@ -73,6 +78,7 @@ __all__ = [
     "paired_effect",
     "paired_proportions",
     "proportion_effect",
+    "sign_test_effect",
     "spearman_effect",
     "superiority_verdict",
     "verdict_for",
@@ -313,7 +319,9 @@ def paired_effect(
     Returns:
         The effect. With one pair the interval is infinite (a single seed resolves nothing). With ``n >= 2`` equal
         differences (equal up to the rounding of the inputs: :func:`degenerate_effect`) the sign test's exact
-        interval for the median, the point itself when ``1 - 2 * 0.5 ** n >= confidence``, else unbounded.
+        interval for the median, the point itself when ``1 - 2 * 0.5 ** n >= confidence``, else unbounded; when
+        more than half of them are equal (up to rounding), the sign test as well (:func:`sign_test_effect`); else the
+        paired t.
 
     Raises:
         ValueError: If the shapes differ, there is no pair, or ``same_network`` is set and a difference is not 0.
@@ -337,9 +345,11 @@ def paired_effect(
     if n < 2:
         return Effect(mean, math.nan, n, -math.inf, math.inf, 1.0, confidence, "single pair")
     # equal differences, up to the rounding of a - b (a few ulps of the inputs' magnitude): no spread to estimate
-    scale = max(float(np.max(np.abs(a_arr))), float(np.max(np.abs(b_arr))))
-    if float(np.ptp(d)) <= 16 * np.finfo(np.float64).eps * scale:
+    tol = 16 * np.finfo(np.float64).eps * max(float(np.max(np.abs(a_arr))), float(np.max(np.abs(b_arr))))
+    if float(np.ptp(d)) <= tol:
         return degenerate_effect(float(np.median(d)), n, confidence=confidence)
+    if 2 * _largest_tie(d, tol) > n:  # most pairs give one value: the spread is the few others' (module docstring)
+        return sign_test_effect(d, confidence=confidence, tol=tol)
     sd = float(d.std(ddof=1))
     se = sd / math.sqrt(n)
     q = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
@@ -347,21 +357,61 @@ def paired_effect(
     return Effect(mean, sd, n, mean - q * se, mean + q * se, p, confidence, "paired t")
 
 
+def _largest_tie(d: np.ndarray, tol: float) -> int:
+    """How many of the values ``d`` share one value, up to ``tol`` (neighbours in sorted order within ``tol``)."""
+    s = np.sort(d)
+    breaks = np.flatnonzero(np.diff(s) > tol)
+    return int(np.max(np.diff(np.concatenate([[-1], breaks, [s.size - 1]]))))
+
+
+def sign_test_effect(d: Sequence[float], *, confidence: float = 0.95, tol: float = 0.0) -> Effect:
+    """The exact sign test of paired differences, with the order-statistic interval for their median.
+
+    Distribution-free: under any distribution with median ``m`` each difference lies above ``m`` with probability
+    at most 1/2, so ``[d_(k), d_(n+1-k)]`` (the k-th smallest and k-th largest) misses ``m`` with probability at most
+    ``2 P(B <= k - 1)``, ``B ~ Binomial(n, 1/2)``; the interval uses the largest ``k`` whose coverage
+    ``1 - 2 P(B <= k - 1)`` reaches ``confidence``, and is ``(-inf, inf)`` when even ``k = 1`` does not (n <= 5 at
+    95%: ``1 - 2 * 0.5 ** 5 = 0.9375``). The p-value is the two-sided sign test's on the differences that are not 0
+    (within ``tol``; ties with 0 carry no sign): ``min(1, 2 P(B' <= min(#pos, #neg)))``, ``B' ~ Binomial(#pos + #neg,
+    1/2)``, and 1 when every difference is 0. :func:`degenerate_effect` is its case of ``n`` equal differences.
+
+    Args:
+        d: The paired differences, ``(n,)``, at least 2.
+        confidence: Confidence level of the interval.
+        tol: Differences within ``tol`` of 0 count as 0 (the rounding of ``a - b``).
+
+    Returns:
+        The effect: the sample's ``mean`` and ``sd``, the interval for the median, the sign test's p-value.
+    """
+    from scipy import stats
+
+    x = np.sort(np.asarray(d, dtype=np.float64).reshape(-1))
+    n = x.size
+    if n < 2:
+        raise ValueError(f"sign_test_effect needs at least 2 pairs, got {n}")
+    pos, neg = int(np.sum(x > tol)), int(np.sum(x < -tol))
+    p = 1.0 if pos + neg == 0 else min(1.0, float(2 * stats.binom.cdf(min(pos, neg), pos + neg, 0.5)))
+    k = 0  # the largest k with coverage 1 - 2 P(B <= k - 1) >= confidence (0: none)
+    while k < n // 2 and 1.0 - 2.0 * float(stats.binom.cdf(k, n, 0.5)) >= confidence:
+        k += 1
+    head = f"sign test (degenerate sample: {_largest_tie(x, tol)} of {n} differences equal)"
+    if k == 0:
+        note = f"the order statistics bound the median at {1 - 2 * 0.5**n:.4g} confidence at most, so unbounded"
+        return Effect(float(x.mean()), float(x.std(ddof=1)), n, -math.inf, math.inf, p, confidence, f"{head}: {note}")
+    cover = 1.0 - 2.0 * float(stats.binom.cdf(k - 1, n, 0.5))
+    method = f"{head}, exact interval for the median [d_({k}), d_({n + 1 - k})], coverage {cover:.4g}"
+    return Effect(float(x.mean()), float(x.std(ddof=1)), n, float(x[k - 1]), float(x[n - k]), p, confidence, method)
+
+
 def degenerate_effect(value: float, n: int, *, confidence: float = 0.95) -> Effect:
     """The effect of ``n`` paired differences that all equal ``value`` (a degenerate sample), by the sign test.
 
+    :func:`sign_test_effect`'s case of ``n`` equal differences, with its interval ``[d_(1), d_(n)] = [value, value]``
+    (n >= 6 at 95%; unbounded below) and p-value ``min(1, 2 * 0.5 ** n)`` (1 when ``value`` is 0: no sign to count).
     The t interval is undefined without a spread, and the normal model behind it is contradicted by the data (a
     continuous distribution gives equal draws with probability 0): the differences are discrete (counts, ties of one
-    network with itself, capped values). The distribution-free exact interval for the median, between order
-    statistics, is ``[d_(1), d_(n)] = [value, value]``: it misses the median only if all ``n`` draws fall on one side
-    of it, which has probability at most ``2 * 0.5 ** n`` for any distribution. It is reported when that coverage
-    reaches ``confidence`` (n >= 6 at 95%); below, no order-statistic interval reaches it, and the interval is
-    ``(-inf, inf)``. The p-value is the exact two-sided sign test's: ``min(1, 2 * 0.5 ** n)``, or 1 when ``value`` is
-    0 (every pair a tie: no sign to count). The interval is for the median where the t interval is for the mean; the
-    sample's median and mean are the same number, and the verdict asks only on which side of 0 (or of a margin) the
-    interval lies. A sample with a little spread (four equal differences and a fifth) keeps the t interval: its
-    normal model is doubtful for few-valued data too, but its interval has a width, and the sign test would then
-    often be the stricter test (5 of 5 of one sign: p = 0.0625).
+    network with itself, capped values). The interval is for the median where the t interval is for the mean (here
+    the same number); the verdict asks only on which side of 0 (or of a margin) the interval lies.
 
     Args:
         value: The common difference.

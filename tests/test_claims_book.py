@@ -73,14 +73,15 @@ detail = "largest error {err:.2g}"
 
 
 def test_verdict_comes_from_the_effect_in_the_files_direction(toy_book):
-    up = paired_effect([1.0, 1.2, 1.1, 1.3, 1.2], [0.0, 0.1, 0.0, 0.2, 0.1])
+    # differences 1.0, 1.05, 1.1, 1.1, 1.15: a real spread (4 of 5 equal differences would go to the sign test)
+    up = paired_effect([1.0, 1.2, 1.1, 1.3, 1.2], [0.0, 0.15, 0.0, 0.2, 0.05])
     c = toy_book("grows", [1.0, 1.1], up, reps=5)
     assert c.verdict is verdict_for(up, direction=1) is Verdict.HELD
     assert c.paper_value == 0.5 and c.scale == "quick" and c.source == "Toy 2026, Sec. 1"
     assert c.detail == f"mean over 5 seeds; {up}"
     noise = paired_effect([1.0, -1.0, 0.5, -0.4], [0.0, 0.0, 0.0, 0.0])
     assert toy_book("grows", 0.0, noise, reps=4).verdict is Verdict.INCONCLUSIVE
-    down = paired_effect([0.0, 0.1, 0.0, 0.2], [1.0, 1.2, 1.1, 1.3])
+    down = paired_effect([0.0, 0.15, 0.05, 0.2], [1.0, 1.2, 1.1, 1.3])
     assert toy_book("grows", 0.0, down, reps=4).verdict is Verdict.NOT_HELD
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 from figures.lipton import _setup as lipton_setup
 from figures.lipton._setup import LiptonRuns
 from figures.lipton.fig1 import figure1
-from figures.verdict import Verdict
+from figures.verdict import Verdict, paired_effect, sign_test_effect, verdict_for
 from figures.verdict_table import main, near_line, verdict_table, write_table
 from tests.test_lipton_figures import TINY
 
@@ -147,3 +148,70 @@ def test_faster_than_the_baselines_presupposes_the_escape(rel: list[float], met:
     claim = book("proposed-beats-baseline", later, e_t, premises=[premise], verdict=verdict_for(e_t), **values)
     assert claim.verdict is (Verdict.HELD if met else Verdict.NOT_TESTED)
     assert "faster than the baseline NEON (" in claim.statement
+
+
+# --------------------------------------------------------------------------- paired_effect: what 5 differences conclude
+def _t_p_df4(t: float) -> float:
+    """Two-sided p-value of Student's t with 4 degrees of freedom, closed form (its CDF is algebraic)."""
+    u = 1 + t * t / 4
+    return 1 - 0.75 * (abs(t) / math.sqrt(u)) * (1 - t * t / (12 * u))
+
+
+def _t_p_df2(t: float) -> float:
+    """Two-sided p-value of Student's t with 2 degrees of freedom, closed form."""
+    return 1 - abs(t) / math.sqrt(2 + t * t)
+
+
+@pytest.mark.parametrize("delta", [0.0, 1e-12, 1e-6, 1e-3, 0.5])
+def test_four_equal_differences_and_a_fifth_are_decided_as_five_equal_ones(delta: float) -> None:
+    # 5 of 5 positive: the exact sign test gives 2 / 2**5 = 0.0625 and no order-statistic interval reaches 95%
+    # (coverage of [d_(1), d_(5)] is 1 - 2 / 2**5 = 0.9375). Before, any delta > 0 went to the t interval, which
+    # shrinks to the point as delta -> 0 (delta 1e-6: p ~ 1e-7, held) next to delta = 0 (inconclusive).
+    eff = paired_effect([1.0, 1.0, 1.0, 1.0, 1.0 + delta])
+    assert eff.p_value == 2 / 2**5 and (eff.ci_low, eff.ci_high) == (-math.inf, math.inf)
+    assert verdict_for(eff) is Verdict.INCONCLUSIVE and eff.method.startswith("sign test (degenerate sample")
+    assert eff.mean == pytest.approx(1.0 + delta / 5, rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("d", "p", "interval"),
+    [
+        # n = 7, 4 equal: 6 positive, 1 negative: p = 2 (1 + 7) / 2**7; [d_(1), d_(7)] covers 1 - 2 / 2**7 >= 0.95,
+        # [d_(2), d_(6)] only 1 - 2 * 8 / 2**7 = 0.875
+        ([2.0, 2.0, 2.0, 2.0, 3.0, 5.0, -1.0], 2 * 8 / 2**7, (-1.0, 5.0)),
+        # n = 8, 5 equal, all positive: p = 2 / 2**8; [d_(2), d_(7)] covers 1 - 2 * 9 / 2**8 = 0.93 < 0.95
+        ([3.0] * 5 + [4.0, 5.0, 6.0], 2 / 2**8, (3.0, 6.0)),
+        # n = 10, 6 equal: 9 positive, 1 negative: p = 2 (1 + 10) / 2**10; [d_(2), d_(9)] covers
+        # 1 - 2 * 11 / 2**10 = 0.979, [d_(3), d_(8)] 1 - 2 * 56 / 2**10 = 0.891
+        ([1.0] * 6 + [2.0, 3.0, -4.0, 5.0], 2 * 11 / 2**10, (1.0, 3.0)),
+        # ties with 0 carry no sign: 1 positive and 1 negative of 2, p = min(1, 2 * 3 / 4) = 1
+        ([0.0, 0.0, 0.0, 0.5, -0.3], 1.0, (-math.inf, math.inf)),
+    ],
+)
+def test_a_majority_of_equal_differences_goes_to_the_exact_sign_test(
+    d: list[float], p: float, interval: tuple[float, float]
+) -> None:
+    eff = paired_effect(d)
+    assert eff.p_value == pytest.approx(p, rel=1e-12) and (eff.ci_low, eff.ci_high) == interval
+    assert eff.mean == pytest.approx(float(np.mean(d)), rel=1e-14) and eff.n == len(d)
+    assert sign_test_effect(d).p_value == eff.p_value  # the same test, called directly
+
+
+def test_distinct_differences_keep_the_paired_t_against_closed_forms() -> None:
+    # what 5 distinct positive differences conclude under the normal model: the t with 4 degrees of freedom
+    for d in ([1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 1.001, 1.002, 1.003, 1.004], [1.0, 1.0, 2.0, 3.0, 4.0]):
+        x = np.asarray(d)
+        t = x.mean() / (x.std(ddof=1) / math.sqrt(5))
+        eff = paired_effect(d)
+        assert eff.method == "paired t" and eff.p_value == pytest.approx(_t_p_df4(t), rel=1e-9)
+        assert verdict_for(eff) is Verdict.HELD  # t > 2.776: the sign test's 0.0625 is its floor at n = 5, not data
+    assert _t_p_df4(4.242640687119285) == pytest.approx(0.013236, abs=1e-6)  # [1..5]: t = 3 sqrt(2)
+    # half the pairs equal is no majority: n = 6 with three equal keeps the t
+    assert paired_effect([1.0, 1.0, 1.0, 2.0, 3.0, 4.0]).method == "paired t"
+    # n = 3, two equal: the majority rule. Im Fig. 11's "with BatchNorm NIN trains from the exotic initializations"
+    # at quick: training accuracies 0.1496, 0.1429, 0.1429 against 50% (two runs collapsed to the same accuracy);
+    # the t gave p = 4e-5 (not held); the sign test of 3 of 3 negative gives 2 / 2**3
+    im11 = paired_effect([0.14955357142857142, 0.14285714285714285, 0.14285714285714285], 0.5)
+    assert im11.p_value == 0.25 and verdict_for(im11) is Verdict.INCONCLUSIVE
+    three = paired_effect([1.0, 2.0, 4.0])  # distinct: t with 2 degrees of freedom
+    assert three.p_value == pytest.approx(_t_p_df2(7 / 3 / (math.sqrt(7 / 3) / math.sqrt(3))), rel=1e-9)
