@@ -215,3 +215,31 @@ def test_distinct_differences_keep_the_paired_t_against_closed_forms() -> None:
     assert im11.p_value == 0.25 and verdict_for(im11) is Verdict.INCONCLUSIVE
     three = paired_effect([1.0, 2.0, 4.0])  # distinct: t with 2 degrees of freedom
     assert three.p_value == pytest.approx(_t_p_df2(7 / 3 / (math.sqrt(7 / 3) / math.sqrt(3))), rel=1e-9)
+
+
+# --------------------------------------------------------------------------- Tunnels Table 4: a control that can leave
+def test_table4_no_difference_needs_a_control_that_can_leave_and_converged_runs(tmp_path: Path) -> None:
+    """App. C.3's "no difference, except that the final accuracy is reached faster" compares with runs that reach it.
+
+    The control here is confined to its saddle by construction, so the comparison with it is not tested (as Fig. 4's
+    "same final loss" against it); the random opening can leave and is compared, on runs that converged.
+    """
+    from figures.tunnels.table4 import run_table4
+    from figures.verdict import equivalence_verdict
+    from tests.test_tunnels_figures import TINY as TINY_TUNNELS
+
+    res = run_table4("quick", cache=tmp_path, setup=TINY_TUNNELS)
+    control, random = res.claims[0], res.claims[2]
+    assert control.statement.endswith("(here: the proposed opening vs the control).")
+    assert random.statement.endswith("(here: the proposed opening vs the random opening).")
+    free = "the control can leave its start (it is stuck, not confined by construction)"
+    got = {p.statement: p.met for p in control.premises}
+    assert got[free] is False and control.verdict is Verdict.NOT_TESTED
+    assert free not in {p.statement for p in random.premises}
+    assert "the opening and closing runs converged" in got
+    assert {p.statement for p in random.premises} == set(got) - {free}
+    # the comparison with the random opening is decided by the equivalence test when its premises hold
+    if all(p.met for p in random.premises):
+        assert random.verdict is equivalence_verdict(paired_effect(random.measured), 0.02)
+    else:
+        assert random.verdict is Verdict.NOT_TESTED

@@ -301,7 +301,7 @@ def test_table4_and_its_equivalence_verdict(tmp_path):
     from figures.verdict import equivalence_verdict
 
     res = run_table4("quick", cache=tmp_path, setup=TINY)
-    _check(res, ["accuracy"], 2)
+    _check(res, ["accuracy"], 3)
     assert all(0 <= a <= 1 for a in res.claims[1].measured)
     assert res.claims[1].verdict is Verdict.NOT_TESTED  # a tiny run is not the paper's experiment
     # equivalence: inside the margin -> held; excluding 0 -> not held; wide and covering 0 -> inconclusive

@@ -81,7 +81,7 @@ SINGLE = {
 }
 
 
-def _converged(curves: np.ndarray, what: str) -> object:
+def runs_converged(curves: np.ndarray, what: str) -> Premise:
     """Relative change from the mean of the 10% before the last 10% to the mean of the last 10%, per repetition."""
     k = max(1, int(round(curves.shape[1] * CONV_LAST)))
     a, b = curves[:, -2 * k : -k].mean(1), curves[:, -k:].mean(1)
@@ -94,7 +94,7 @@ def _converged(curves: np.ndarray, what: str) -> object:
     )
 
 
-def _free_control(trapped: str) -> Premise:
+def free_control(trapped: str) -> Premise:
     """Premise of a comparison with the control: it can leave its start, as the paper's stuck runs could."""
     return Premise(
         "the control can leave its start (it is stuck, not confined by construction)",
@@ -134,7 +134,7 @@ def _claims(
                 "same-final-loss",
                 diff,
                 e,
-                premises=[*premises, _free_control(trapped)] if other == "control" else premises,
+                premises=[*premises, free_control(trapped)] if other == "control" else premises,
                 verdict=equivalence_verdict(e, margin),
                 experiment=experiment,
                 other=other,
@@ -181,7 +181,7 @@ def run_fig4(st: SaddleStart, deep_setup: DeepSetup | None = None) -> FigureResu
         axes[col].legend(fontsize=7)
         curves = np.concatenate([np.asarray(r["losses"]) for r in res.values()])
         final = {m: window_mean(r, s.total_steps * (1 - CONV_LAST), s.total_steps) for m, r in res.items()}
-        premises = [*saddle_premises(info), _converged(curves, name)]
+        premises = [*saddle_premises(info), runs_converged(curves, name)]
         claims += _claims(f"1 layer, {name}", final, premises, s.scale, SINGLE_TRAP)
     n_bins = len(deep["curves"]["control"][0])
     x = np.minimum(np.arange(n_bins) * ds.bin + ds.bin / 2, ds.total_steps)

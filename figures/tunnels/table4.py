@@ -6,11 +6,19 @@ networks that had not, except that the final accuracy is reached faster". Here: 
 Figs. 1 left and 2 left (the arms' cached runs, ``figures/tunnels/_setup.py``: every arm ends with the same
 architecture, opened tunnels closed again) are scored on the held-out test split with clean labels.
 
-Claim decided by an equivalence test fixed before measuring: "no difference" is held when the 95% interval of the
-paired accuracy difference (proposed minus control, over the repetitions) lies inside +-2 percentage points, not held
-when it excludes 0, inconclusive otherwise. The paper's 0.98 is not comparable at the quick scale (8x8 digits, 2
-filters, 25% of the training labels redrawn): that row is reported, not tested. The deep CNN's row (0.28 on ImageNet)
-is not run. At the medium scale the runs are 2,000 SGD steps long (converged: Fig. 4's premise).
+Claims decided by an equivalence test fixed before measuring: "no difference" is held when the 95% interval of the
+paired accuracy difference (proposed opening minus the other network, over the repetitions) lies inside +-2 percentage
+points (whether or not it excludes 0), else not held when it excludes 0, else inconclusive. Two comparisons, each with
+the premises of Fig. 4's "all optimization methods converge to the same loss" on the same runs (App. C.5: Table 4
+scores the networks of those full runs): the runs converged, and the other network can leave its start. The paper's
+"networks that had not [been optimized using our method], except that the final accuracy is reached faster" are runs
+that got stuck and reach the same accuracy later; the control here is confined to its saddle by construction (identical
+filters, which SGD cannot make differ), so against it "no difference" says only whether the opening escaped (Fig. 1
+left's claims) and is not tested. The random opening, the opening experiment's other arm (Fig. 1 left, and Fig. 4's
+comparison), can leave, and is compared. Until 2026-12-08 the claim compared with the control only, without these
+premises, and was held at quick (+0.61 points [+0.32, +0.90]) and at medium (-0.33 [-1.38, +0.71]). The paper's 0.98
+is not comparable at the quick scale (8x8 digits, 2 filters, 25% of the training labels redrawn): that row is reported,
+not tested. The deep CNN's row (0.28 on ImageNet) is not run. At the medium scale the runs are 2,000 SGD steps long.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import plotly.graph_objects as go
 import torch
 
 from figures.claims import ClaimBook
-from figures.contract import FigureResult
+from figures.contract import Claim, FigureResult
 from figures.tunnels._setup import (
     COLORS,
     SaddleStart,
@@ -30,6 +38,7 @@ from figures.tunnels._setup import (
     paired,
     single_layer_figure,
 )
+from figures.tunnels.fig4 import SINGLE_TRAP, free_control, runs_converged
 from figures.verdict import at_least, equivalence_verdict
 from landscape.params import model_at
 
@@ -62,9 +71,9 @@ def run_table4(st: SaddleStart) -> FigureResult:
                     for th in r["theta"]
                 ]
             )
-    premises = st.premises(res["control"])
-    diff, e = paired(acc["proposed opening"], acc["control"])
-    v = equivalence_verdict(e, EQUIV_MARGIN)
+    opening = ("control", "proposed opening", "random opening")  # the opening experiment's runs (Fig. 4's panel)
+    curves = np.concatenate([np.asarray(res[a]["losses"]) for a in opening])
+    premises = [*st.premises(res["control"]), runs_converged(curves, "opening and closing")]
     names = list(ARMS)
     means = [float(acc[n].mean()) for n in names]
     sds = [float(acc[n].std()) for n in names]
@@ -97,20 +106,26 @@ def run_table4(st: SaddleStart) -> FigureResult:
     mfig.tight_layout()
     n = s.repetitions
     book = ClaimBook("tunnels_table4", scale=s.scale)
-    claims = [
-        book(
+
+    def no_difference(other: str, extra: list) -> Claim:
+        diff, e = paired(acc["proposed opening"], acc[other])
+        return book(
             "no-accuracy-difference",
             diff,
             e,
-            premises=premises,
-            verdict=v,
+            premises=[*premises, *extra],
+            verdict=equivalence_verdict(e, EQUIV_MARGIN),
+            other=other,
             n_test=len(yt),
             n=n,
             margin=EQUIV_MARGIN,
             one_image=1 / len(yt),
             spread=e.sd if np.isfinite(e.sd) else float("nan"),
             means=", ".join(f"{k} {acc[k].mean():.3f}" for k in names),
-        ),
+        )
+
+    claims = [
+        no_difference("control", [free_control(SINGLE_TRAP)]),
         book(
             "mnist-accuracy",
             acc["control"].tolist(),
@@ -123,6 +138,7 @@ def run_table4(st: SaddleStart) -> FigureResult:
                 )
             ],
         ),
+        no_difference("random opening", []),  # added 2026-12-08 (after the MNIST row: claim indices stay)
     ]
     caption = (
         f"Table 4: test accuracy ({tdesc}) of the final networks of the single-layer runs (Figs. 1 left and 2 "
