@@ -251,11 +251,12 @@ def test_sharpness_correlation_takes_the_replicates_as_the_unit():
     ref = stats.ttest_1samp(rhos, 0.0).confidence_interval(0.95)
     clipped = (max(ref.low, -1.0), min(ref.high, 1.0))  # the t interval, inside the range of a correlation
     assert eff.mean == pytest.approx(np.mean(rhos)) and (eff.ci_low, eff.ci_high) == pytest.approx(clipped)
-    # rhos 1, 1, 1, 0.6: the t interval of their mean passes 1, where no correlation lies; kept inside [-1, 1]
+    # rhos 1, 1, 0.8, 0.8: the t interval of their mean passes 1, where no correlation lies; kept inside [-1, 1]
+    # (rhos 1, 1, 1, 0.6 have an equal majority, decided by the sign test since 2026-12-08: figures.verdict)
     reps4 = [f"init {k}" for k in range(4) for _ in range(4)]
     up = [1.0, 2.0, 3.0, 4.0]
-    eff = replicate_correlation(up * 4, up * 3 + [2.0, 1.0, 4.0, 3.0], reps4)
-    ref = stats.ttest_1samp([1.0, 1.0, 1.0, 0.6], 0.0).confidence_interval(0.95)
+    eff = replicate_correlation(up * 4, up * 2 + [2.0, 1.0, 3.0, 4.0] * 2, reps4)
+    ref = stats.ttest_1samp([1.0, 1.0, 0.8, 0.8], 0.0).confidence_interval(0.95)
     assert ref.high > 1 and eff.mean == pytest.approx(0.9)
     assert (eff.ci_low, eff.ci_high) == (pytest.approx(ref.low), 1.0)
     # a replicate with a constant variable has no rho and is left out; none left: no evidence at all

@@ -15,6 +15,7 @@ import torch
 from figures.lipton import _setup as lipton_setup
 from figures.lipton._setup import LiptonRuns
 from figures.lipton.fig1 import figure1
+from figures.lipton.fig3 import figure3
 from figures.verdict import Verdict, paired_effect, sign_test_effect, verdict_for
 from figures.verdict_table import main, near_line, verdict_table, write_table
 from tests.test_lipton_figures import TINY
@@ -24,12 +25,12 @@ from tests.test_lipton_figures import TINY
 SMALL = dataclasses.replace(TINY, name="fl17", epochs=3, every=1, pretrain_epochs=1, repetitions=2)
 
 
-def _fake_losses(init: torch.Tensor, end: float):  # noqa: ANN202 - a LiptonRuns.losses stand-in
-    """Training loss 1 at the single path's initialization and ``end`` at every other point: a path that trained to
-    ``end`` and stayed there (flat over its last quarter), whatever the tiny run really did."""
+def _fake_losses(inits: list[torch.Tensor], end: float):  # noqa: ANN202 - a LiptonRuns.losses stand-in
+    """Training loss 1 at the runs' initializations and ``end`` at every other point: paths that trained to ``end``
+    and stayed there (flat over their last quarter), whatever the tiny runs really did."""
 
     def losses(self: LiptonRuns, points: Iterable[torch.Tensor]) -> np.ndarray:
-        return np.array([1.0 if torch.equal(v, init) else end for v in points])
+        return np.array([1.0 if any(torch.equal(v, i) for i in inits) else end for v in points])
 
     return losses
 
@@ -39,8 +40,8 @@ def test_lipton_line_claims_need_a_solution_not_just_training(
     end: float, tested: bool, figure_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A path trained to 5% of its initial loss (the old premise) but ending at 0.05 > 0.01 reaches no solution."""
-    init = LiptonRuns(SMALL, figure_cache).base()[0].vector
-    monkeypatch.setattr(LiptonRuns, "losses", _fake_losses(init, end))
+    inits = [t[0].vector for t in LiptonRuns(SMALL, figure_cache).inits()]  # the base run is the first
+    monkeypatch.setattr(LiptonRuns, "losses", _fake_losses(inits, end))
     res = figure1(setup=SMALL, cache=figure_cache)
     line, straight = res.claims[3], res.claims[4]
     assert "initialization to solution" in line.statement and "far from straight" in straight.statement
@@ -56,6 +57,12 @@ def test_lipton_line_claims_need_a_solution_not_just_training(
         LiptonRuns(SMALL, figure_cache), [LiptonRuns(SMALL, figure_cache).base()], "the single path"
     )
     assert [p.measured for p in line.premises[1:]] == [flat.measured, low.measured]
+    # Fig. 3's "the same distance from the origin", the other half of the paper's sentence on solutions ("from the
+    # origin and from each other"), stands on the premises of Fig. 1's pairwise-distance claim on the same runs
+    origin, pairwise = figure3(setup=SMALL, cache=figure_cache).claims[0], res.claims[2]
+    same = {p.statement: (p.measured, p.met) for p in pairwise.premises}
+    assert {p.statement: (p.measured, p.met) for p in origin.premises if p.statement in same} == same
+    assert len(same) == 2 and (origin.verdict is not Verdict.NOT_TESTED) == tested
 
 
 # --------------------------------------------------------------------------- verdict table: which premise decided

@@ -36,7 +36,9 @@ initial loss) and reached a low loss (at most 0.01; the paper's runs reach 0.000
 at least 5 k snapshot-to-snapshot steps for a claim about its top k components; the straight-line and straightness
 claims ("from initialization to solution") need the single path to end at a solution: since 2026-12-08 the same
 premises as the claims on solutions (it trained, its loss flattened and is low, :func:`solution_premises`); before,
-only "trained" (final loss at most 10% of the initial).
+only "trained" (final loss at most 10% of the initial). So does "the same distance from the origin" (Fig. 3a), the
+other half of the paper's sentence on solutions ("roughly the same euclidean distance from the origin and from each
+other", Sec. 1.1), on the runs whose pairwise distances Fig. 1 tests with these premises (since 2026-12-08).
 
 "Converged" is the paper's apparent convergence of the loss ("All models hit 0.000X loss by epoch 100. All
 movement afterwards is through a flat region", Fig. 3's caption): a curve that is flat on the scale of training.
@@ -48,8 +50,8 @@ flat-region claim itself counts the loss as converged once within 5% of the init
 
 At the quick scale the runs do not reach a solution: 2,000 images x 20 epochs end at losses 0.019-0.049;
 1,000 images x 40 epochs (the same number of steps, tried while building this) end at 0.0103. So the
-distance-equality, flat-region, divergence (since late 2026-12-07) and straight-line claims (since 2026-12-08) are
-not tested at the quick scale.
+distance-equality, flat-region, divergence (since late 2026-12-07), straight-line and distance-from-origin claims
+(since 2026-12-08) are not tested at the quick scale.
 - Medium scale (:meth:`LiptonSetup.medium`): the paper's schedule (200 epochs, snapshots every 10 epochs, cloning at 10)
   at lr 0.01 (chosen here, as at full: the paper gives no rate) on the quick data and network. Tried first outside the
   gallery, one path each: 80 epochs at lr 0.05 ended at 0.0016, still falling (-67% over the last quarter); 200 epochs

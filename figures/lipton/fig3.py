@@ -23,8 +23,8 @@ from figures.lipton._setup import (
     lipton_figure,
     path_lengths,
     roughly_equal,
+    solution_premises,
     subsampled,
-    trained_premise,
 )
 from landscape.analyze import distance_from_origin
 
@@ -74,7 +74,10 @@ def figure3(s: LiptonSetup, runs: LiptonRuns) -> FigureResult:
         book(
             "same-distance-from-origin",
             **roughly_equal(final_norms),
-            premises=[trained_premise(runs, inits, f"the {len(inits)} runs from different initializations")],
+            # "all pairs of solutions ... roughly the same euclidean distance from the origin and from each other"
+            # (Sec. 1.1): one sentence on solutions, so the premises of the pairwise-distance claim of the same runs
+            # (Fig. 1), since 2026-12-08; before, only "trained"
+            premises=solution_premises(runs, inits, f"the {len(inits)} runs from different initializations"),
             epochs=s.epochs,
             runs=len(inits),
         ),
