@@ -348,7 +348,7 @@ def paired_effect(
     tol = 16 * np.finfo(np.float64).eps * max(float(np.max(np.abs(a_arr))), float(np.max(np.abs(b_arr))))
     if float(np.ptp(d)) <= tol:
         return degenerate_effect(float(np.median(d)), n, confidence=confidence)
-    if 2 * _largest_tie(d, tol) > n:  # most pairs give one value: the spread is the few others' (module docstring)
+    if np.isfinite(d).all() and 2 * _largest_tie(d, tol) > n:  # an equal majority: the module docstring
         return sign_test_effect(d, confidence=confidence, tol=tol)
     sd = float(d.std(ddof=1))
     se = sd / math.sqrt(n)
@@ -360,7 +360,7 @@ def paired_effect(
 def _largest_tie(d: np.ndarray, tol: float) -> int:
     """How many of the values ``d`` share one value, up to ``tol`` (neighbours in sorted order within ``tol``)."""
     s = np.sort(d)
-    breaks = np.flatnonzero(np.diff(s) > tol)
+    breaks = np.flatnonzero(~(np.diff(s) <= tol))  # a NaN breaks a tie
     return int(np.max(np.diff(np.concatenate([[-1], breaks, [s.size - 1]]))))
 
 

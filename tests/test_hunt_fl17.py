@@ -250,3 +250,9 @@ def test_table4_no_difference_needs_a_control_that_can_leave_and_converged_runs(
         assert random.verdict is equivalence_verdict(paired_effect(random.measured), 0.02)
     else:
         assert random.verdict is Verdict.NOT_TESTED
+
+
+def test_a_missing_difference_never_makes_an_equal_majority_decide() -> None:
+    # a NaN sorts last, next to the order statistic the sign test's interval would end at: [1, nan] read as held
+    eff = paired_effect([1.0] * 5 + [math.nan])
+    assert eff.method == "paired t" and math.isnan(eff.ci_low) and verdict_for(eff) is Verdict.INCONCLUSIVE
