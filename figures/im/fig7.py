@@ -30,13 +30,37 @@ import numpy as np
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, register_figure
 from figures.im._measures import converged_premise, rise, rise_score
-from figures.im._setup import GALLERY, Curve, ImRuns, Run, RunSpec, color, history_curve, im_figure, switching_panels
+from figures.im._setup import (
+    GALLERY,
+    Curve,
+    ImRuns,
+    ImSetup,
+    Run,
+    RunSpec,
+    color,
+    history_curve,
+    im_figure,
+    switching_panels,
+)
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.verdict import at_least, paired_effect
 
-__all__ = ["fig7", "slope_change"]
+__all__ = ["fig7", "slope_change", "switched_specs"]
 
 _SHADES = {"sgd": ["#9ecae1", "#4292c6", "#08519c"], "adam": ["#fc9272", "#ef3b2c", "#a50f15"]}
+
+
+def switched_specs(setup: ImSetup) -> list[RunSpec]:
+    """The switched runs of Fig. 7: SGD -> Adam and Adam -> SGD at each switch fraction, every initialization.
+
+    The pool reads them too (:meth:`ImRuns.switch_plan`: the states the plain runs leave for them).
+    """
+    return [
+        RunSpec(a, init=k, then=b, switch_at=f)
+        for k in range(setup.repetitions_switch)
+        for a, b in (("sgd", "adam"), ("adam", "sgd"))
+        for f in setup.switch_fractions
+    ]
 
 
 def slope_change(switched: Run, plain: Run, at: int) -> tuple[float, float, float]:
@@ -66,13 +90,7 @@ def fig7(runs: ImRuns) -> FigureResult:
     setup = runs.setup
     fr = setup.switch_fractions
     runs.many(
-        [
-            RunSpec(a, init=k, then=b, switch_at=f)
-            for k in range(setup.repetitions_switch)
-            for a, b in (("sgd", "adam"), ("adam", "sgd"))
-            for f in fr
-        ]
-        + [RunSpec(m, init=k) for k in range(setup.repetitions_switch) for m in ("sgd", "adam")]
+        switched_specs(setup) + [RunSpec(m, init=k) for k in range(setup.repetitions_switch) for m in ("sgd", "adam")]
     )
     plain = {m: runs.get(RunSpec(m, init=0)) for m in ("sgd", "adam")}
     sw = {
