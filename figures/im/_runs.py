@@ -294,7 +294,10 @@ class ImRuns:
 
     def test_data(self) -> tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]:
         """Test images (functional distance, accuracy), in batches of at most 1,000 when larger."""
-        x, y = self.setup.splits().test
+        test = self.setup.splits().test
+        if test is None:  # every Im data set has a test split (ImSetup.splits)
+            raise ValueError(f"the {self.setup.dataset} splits have no test images")
+        x, y = test
         if x.shape[0] <= 1024:
             return (x, y)
         return [(x[i : i + 1000], y[i : i + 1000]) for i in range(0, x.shape[0], 1000)]

@@ -179,7 +179,14 @@ def small_multiples(
         ``(plotly.graph_objects.Figure, matplotlib.figure.Figure)``.
     """
     items = [Panel(sub, [_line(cv) for cv in curves], logy=logy, vlines=tuple(vlines)) for sub, curves in panels]
-    kw = {"cols": cols, "title": title, "xlabel": xlabel, "ylabel": ylabel, "sharey": sharey, "size": (width, height)}
+    kw: dict[str, Any] = {
+        "cols": cols,
+        "title": title,
+        "xlabel": xlabel,
+        "ylabel": ylabel,
+        "sharey": sharey,
+        "size": (width, height),
+    }
     return plot_small_multiples(items, **kw), plot_small_multiples(items, backend="matplotlib", **kw)
 
 

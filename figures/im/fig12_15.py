@@ -88,7 +88,7 @@ class SwitchFigure:
 
     def plain(self, method: str, k: int) -> RunSpec:
         """The unswitched run of ``method`` from initialization ``k``."""
-        return RunSpec(method, init=k, arch=self.arch, hyper=dict(self.start.get(method, {})))
+        return RunSpec(method, init=k, arch=self.arch, hyper=tuple(dict(self.start.get(method, {})).items()))
 
     def switched(self, first: str, second: str, f: float, k: int, variant: int) -> RunSpec:
         """The run of ``first`` switched to ``second`` at fraction ``f`` of training (panel ``variant``)."""
@@ -96,10 +96,10 @@ class SwitchFigure:
             first,
             init=k,
             arch=self.arch,
-            hyper=dict(self.start.get(first, {})),
+            hyper=tuple(dict(self.start.get(first, {})).items()),
             then=second,
             switch_at=f,
-            then_hyper=dict(self.after[variant].get(second, {})),
+            then_hyper=tuple(dict(self.after[variant].get(second, {})).items()),
         )
 
 
@@ -181,7 +181,8 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
         return runs.line_losses(template, p.final, q.final, alphas, **kw)
 
     # ---- per initialization: the claims' measures
-    scores, jumps, rels, drops, acc_gap, lines0 = [], [], [], {}, [], {}
+    scores, jumps, rels, acc_gap, lines0 = [], [], [], [], {}
+    drops: dict[float, list[float]] = {}
     for k in range(reps):
         plain = {m: got["plain", m, k] for m in (sf.a, sf.b)}
         acc = {m: 100 * plain[m].last("trainset_accuracy") for m in plain}
@@ -228,7 +229,7 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
         "init, in points; at least 1 (else a switched run has no characteristic accuracy to "
         "jump to)",
     )
-    e1 = paired_effect(np.log(scores), 0.0) if np.isfinite(scores).all() and min(scores) > 0 else None
+    e1 = paired_effect(np.log(scores).tolist(), 0.0) if np.isfinite(scores).all() and min(scores) > 0 else None
     e2 = paired_effect(jumps, 0.0)
     e3 = paired_effect(rels, 0.5) if np.isfinite(rels).all() else None
     book = ClaimBook(f"im_fig{number}", scale=setup.name)  # one table per figure: the pair is in the statements
@@ -262,7 +263,9 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
     ]
 
     # ---- drawing: init 0
-    acc_panels, dist_panels, line_panels = [], [], []
+    acc_panels: list[tuple[str, list[Curve]]] = []
+    dist_panels: list[tuple[str, list[Curve]]] = []
+    line_panels = []
     for v in variants:
         tag = f" ({'abc'[v]})" if len(variants) > 1 else ""
         for x, y in dirs:

@@ -43,7 +43,7 @@ from figures.im._setup import (
     switching_panels,
 )
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.verdict import at_least, paired_effect
+from figures.verdict import Premise, at_least, paired_effect
 
 __all__ = ["fig7", "slope_change", "switched_specs"]
 
@@ -138,7 +138,8 @@ def fig7(runs: ImRuns) -> FigureResult:
     # ---- the claims over every initialization
     late = max(fr)
     reps = setup.repetitions_switch
-    score_late, min_rel, a2s_k, drop_plain, finals = [], [], [], {}, []
+    score_late, min_rel, a2s_k, finals = [], [], [], []
+    drop_plain: dict[tuple[str, float], list[float]] = {}
     for k in range(reps):
         pk = plain if k == 0 else {m: runs.get(RunSpec(m, init=k)) for m in ("sgd", "adam")}
         swk = (
@@ -167,7 +168,7 @@ def fig7(runs: ImRuns) -> FigureResult:
         a2s_k.append(float(np.nanmean(a2s_here)))
     conv = converged_premise(finals, data, f"the {len(finals)} switched runs reached critical points")
 
-    def before(keys: list[tuple[str, float]]) -> object:
+    def before(keys: list[tuple[str, float]]) -> Premise:
         vals = [v for key in keys for v in drop_plain[key]]
         names = ", ".join(f"{LABELS[a]} at {f:.0%}" for a, f in keys)
         return at_least(
@@ -181,13 +182,13 @@ def fig7(runs: ImRuns) -> FigureResult:
     pre_late = before([("sgd", late), ("adam", late)])
     pre_all = before([(a, f) for a in ("sgd", "adam") for f in fr])
     pre_adam = before([("adam", f) for f in fr])
-    eff1 = paired_effect(np.log(score_late), 0.0)
+    eff1 = paired_effect(np.log(score_late).tolist(), 0.0)
     eff2 = paired_effect(min_rel, 0.5)
     eff3 = paired_effect(a2s_k, 0.0)
     table = "; ".join(
         f"{LABELS[a]}->{LABELS[b]} at {f:.0%}: {v[0]:.3g}x (+{v[1]:.3g})" for (a, b, f), v in rises_.items()
     )
-    sl = "; ".join(
+    slope_text = "; ".join(
         f"{LABELS[a]}->{LABELS[b]} at {f:.0%}: {v[0]:.3g} vs {v[1]:.3g}/epoch" for (a, b, f), v in slopes.items()
     )
     a2s = [v for (a, _, _), v in drops.items() if a == "adam"]
@@ -209,7 +210,7 @@ def fig7(runs: ImRuns) -> FigureResult:
             premises=[pre_all, conv],
             switched=len(fr) * 2,
             reps=reps,
-            slopes=sl,
+            slopes=slope_text,
         ),
         book(
             "adam-to-sgd-distance-decreases",
