@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import hashlib
-import inspect
 import math
-import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,273 +16,15 @@ from tqdm.auto import tqdm
 from figures.contract import FigureResult, figure_function
 from figures.im._memo import _library_digest, memoized, tensor_digest
 from figures.im._settings import ImSetup, RunSpec
-from figures.im._text import WordLSTM, text_splits, tokenize
+from figures.im._states import read_state, state_file, write_state
+from figures.im._training import TRAINING_CODE, Kept, StepDecay, _first_method, _train
 from landscape.analyze import line
-from landscape.data import Splits
-from landscape.params import parameters_to_vector
-from landscape.train import (
-    METHODS,
-    Callback,
-    EpochEvent,
-    StepEvent,
-    SwitchSchedule,
-    Trainer,
-    evaluate_dataset,
-    resume,
-    trainer_state,
-)
+from landscape.train import METHODS, SwitchSchedule
 from landscape.trajectory import Trajectory, build_once
 
+__all__ = ["TRAINING_CODE", "ImRuns", "Kept", "Run", "StepDecay", "im_figure", "tensor_digest"]
+
 K = TypeVar("K")  # the keys of a table of runs
-
-
-class _GradCounter:
-    """Cross-entropy that counts its calls under autograd: the gradient evaluations of training."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def __call__(self, out: Tensor, y: Tensor) -> Tensor:
-        if torch.is_grad_enabled():
-            self.n += 1
-        return nn.functional.cross_entropy(out, y)
-
-    def state_dict(self) -> dict[str, int]:
-        """The count, for a checkpoint of the run (:mod:`landscape.train.checkpoint`)."""
-        return {"n": self.n}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue counting from a checkpoint."""
-        self.n = int(state["n"])
-
-
-class _EpochLog(Callback):
-    """Per-epoch history: evaluated metrics, distance from the initial weights, gradient evaluations."""
-
-    def __init__(self, counter: _GradCounter, splits: Splits, surface: tuple[Tensor, Tensor]) -> None:
-        self.counter = counter
-        self.splits = splits
-        self.surface = surface
-        self.rows: list[dict[str, float]] = []
-        self.theta0: Tensor | None = None
-
-    def _row(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
-        theta = parameters_to_vector(trainer.model).detach().double()
-        dist = float((theta - self.theta0).norm()) if self.theta0 is not None else 0.0
-        self.rows.append(
-            {
-                "epoch": epoch,
-                "step": trainer.step,
-                "grad_evals": self.counter.n,
-                "dist_init": dist,
-                "surface_loss": self._surface_loss(trainer.model),
-                **{k: float(v) for k, v in metrics.items()},
-            }
-        )
-
-    def _surface_loss(self, model: nn.Module) -> float:
-        """Loss on the surface images as the loss surfaces evaluate it: BatchNorm with batch statistics, no dropout.
-
-        A deterministic function of the weights (the eval-mode loss also moves with the running statistics, which
-        are re-estimated from the last few minibatches: a 2-3% wobble at losses near 0.01 that no weight change
-        causes), so it is what the convergence premise reads. The model is copied: nothing of it changes.
-        """
-        m = copy.deepcopy(model).eval()
-        for mod in m.modules():
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                mod.train()
-        with torch.no_grad():
-            x, y = self.surface
-            return float(nn.functional.cross_entropy(m(x), y))
-
-    def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
-        self.theta0 = parameters_to_vector(trainer.model).detach().double().clone()
-        metrics = {}
-        for name, d in (("trainset", self.splits.train), ("test", self.splits.test)):
-            for k, v in evaluate_dataset(trainer.model, d, nn.functional.cross_entropy).items():
-                metrics[f"{name}_{k}"] = v
-        self._row(trainer, 0, metrics)
-
-    def on_epoch_end(self, trainer: Trainer, event: EpochEvent) -> None:  # noqa: D102
-        self._row(trainer, event.epoch + 1, event.metrics)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The rows so far and the initial weights (a checkpoint's; the count is the loss function's)."""
-        return {"rows": copy.deepcopy(self.rows), "theta0": self.theta0}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from a checkpoint (in place of ``on_train_begin``, which would evaluate row 0 again)."""
-        self.rows, self.theta0 = copy.deepcopy(list(state["rows"])), state["theta0"]
-
-
-class StepDecay(Callback):
-    """Halve the learning rate between ``stages`` equal stages of ``total`` steps (cifar.torch's schedule).
-
-    The rate of every parameter group is its own first rate times ``0.5 ** stage``; a group seen for the first time
-    (a new optimizer after a switch) takes its current rate as its first, so a switched-to method starts at its own
-    rate times the current factor.
-    """
-
-    def __init__(self, total: int, stages: int) -> None:
-        self.total, self.stages = total, stages
-
-    def _apply(self, trainer: Trainer) -> None:
-        stage = min(self.stages - 1, (trainer.step * self.stages) // max(self.total, 1))
-        for g in trainer.optimizer.param_groups:
-            base = g.setdefault("im_base_lr", g["lr"])
-            g["lr"] = base * 0.5**stage
-
-    def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
-        self._apply(trainer)
-
-    def on_step_end(self, trainer: Trainer, event: Any) -> None:  # noqa: D102
-        self._apply(trainer)
-
-
-def _trainer(setup: ImSetup, spec: RunSpec, traj: Trajectory) -> Trainer:
-    """The trainer of one run, recording into ``traj`` (initial and final snapshots, plus the switch point)."""
-    s = setup.splits()
-    counter = _GradCounter()
-    xs, ys = s.train
-    n = min(setup.surface_size, xs.shape[0])
-    log = _EpochLog(counter, s, (xs[:n], ys[:n]))
-    hyper = dict(spec.hyper)
-    epochs = spec.epochs or setup.epochs
-    total = epochs * setup.steps_per_epoch()
-    callbacks: list[Callback] = [log]
-    if setup.lr_stages > 1:
-        callbacks.append(StepDecay(total, setup.lr_stages))
-    if spec.then is None:
-        optimizer: Any = spec.method
-    else:
-        second = (spec.then, dict(spec.then_hyper)) if spec.then_hyper else spec.then
-        phases = [(0, (spec.method, hyper)), (float(spec.switch_at), second)]  # type: ignore[arg-type]
-
-        def optimizer(params: Any) -> SwitchSchedule:
-            return SwitchSchedule(params, phases, total_steps=total)
-
-        hyper = {}
-    return Trainer(
-        setup.model(spec),
-        s.train,
-        counter,
-        optimizer,
-        optimizer_kwargs=hyper,
-        epochs=epochs,
-        batch_size=setup.batch_size,
-        seed=setup.seed,
-        shuffle_seed=setup.seed,
-        eval_data={"trainset": s.train, "test": s.test},
-        trajectory=traj,
-        record_every_epochs=None,
-        tags={"run": spec.key()},
-        callbacks=callbacks,
-        on_nonfinite="stop",
-    )
-
-
-Kept = dict[int, tuple[dict[str, Any], float]]
-"""A run's states kept at switch steps: ``{step: (trainer_state, the step's training loss)}``."""
-
-
-def _continue_switch(tr: Trainer, state: Mapping[str, Any], loss: float) -> None:
-    """Bring a switched run's new trainer to where it stands after its switch, from the plain run's state there.
-
-    Until the switch the switched run computes what the plain run of its first method computes (the same
-    optimizer, hyperparameters, rate schedule, minibatches and dropout masks; the checkpoint tests and the gallery's
-    histories show it bitwise), so at the switch step ``k`` (an epoch end) it is the plain run's checkpoint there but
-    for what the switch changes: the schedule's second optimizer, built fresh as the switch builds it (its rate set
-    by :class:`StepDecay` when the run resumes, as after the switching step), and the run's own snapshots, written
-    by its recorder as training would write them (the initial point, and the switch point tagged with the event).
-    """
-    rec, sched = tr.callbacks[-1], tr.optimizer
-    assert isinstance(sched, SwitchSchedule) and len(sched.switch_steps) == 2
-    k = sched.switch_steps[1]
-    rec.on_train_begin(tr)  # the initial snapshot (the trainer is at its initial point)
-    first = sched.name
-    resume(tr, state, optimizer=False)  # weights, buffers, generators, counters, history at step k
-    params = [p for p in tr.model.parameters() if p.requires_grad]
-    fresh = SwitchSchedule(params, [(0, sched.phases[1].optimizer)]).state_dict()["optimizer"]
-    sched.load_state_dict({"phase": 1, "steps": k, "switch_steps": [0, k], "events": [], "optimizer": fresh})
-    event = {"event": "switch", "from": first, "to": sched.name, "step": k, "phase": 1}
-    spe = tr.batches_per_epoch or 1
-    rec.on_step_end(tr, StepEvent(step=k, epoch=k // spe - 1, batch=spe - 1, loss=loss, epoch_end=True, events=[event]))
-
-
-def _train(
-    setup: ImSetup,
-    spec: RunSpec,
-    traj: Trajectory,
-    *,
-    keep: Collection[int] = (),
-    stop: int | None = None,
-    start: tuple[Mapping[str, Any], float] | None = None,
-) -> Kept:
-    """Train one run into ``traj`` and store its history (``spec``, ``history``, ``epochs``, ``fit_time_s``).
-
-    Args:
-        setup: The settings.
-        spec: The run.
-        traj: Its store.
-        keep: Epoch-end steps to keep the trainer's state at (the switch steps of runs switched from this one).
-        stop: End after this step (a run trained only for the states it keeps).
-        start: A switched run's first method's state at the switch step and that step's loss (``keep`` of the
-            plain run): the run trains only what follows (:func:`_continue_switch`), with the same result.
-
-    Returns:
-        The states kept, by step (a step that was not reached, or whose loss was not finite, is missing).
-    """
-    tr = _trainer(setup, spec, traj)
-    if start is not None:
-        _continue_switch(tr, *start)
-    kept: Kept = {}
-    t0 = time.perf_counter()
-    for ev in tr:
-        if ev.step in keep and ev.epoch_end and math.isfinite(ev.loss):
-            kept[ev.step] = (trainer_state(tr), ev.loss)
-        if stop is not None and ev.step >= stop:
-            break
-    fit_time = time.perf_counter() - t0  # a switched run continued from its plain run's state: the steps after
-    log = tr.callbacks[0]
-    assert isinstance(log, _EpochLog)
-    resumed = None if start is None else int(start[0]["step"])
-    traj.update_meta(
-        {
-            "spec": dataclasses.asdict(spec),
-            "history": log.rows,
-            "epochs": spec.epochs or setup.epochs,
-            "fit_time_s": fit_time,
-            "resumed_at_step": resumed,
-        }
-    )
-    return kept
-
-
-# The code whose change must retrain the cached runs (part of ImSetup.key()).
-TRAINING_CODE = hashlib.sha256(
-    "".join(
-        inspect.getsource(o)
-        for o in (
-            ImSetup.splits,
-            ImSetup.model,
-            RunSpec,
-            _GradCounter,
-            _EpochLog,
-            StepDecay,
-            _trainer,
-            _continue_switch,
-            _train,
-            WordLSTM,
-            text_splits,
-            tokenize,
-        )
-    ).encode()
-).hexdigest()
-
-
-def _first_method(spec: RunSpec) -> RunSpec:
-    """The plain run of a switched run's first method: the same run up to the switch."""
-    return dataclasses.replace(spec, then=None, switch_at=None, then_hyper=())
 
 
 @dataclasses.dataclass
@@ -345,6 +83,16 @@ class Run:
         return float(self.traj.meta["fit_time_s"])
 
 
+def _state_code() -> str:
+    """What a switch state was computed by besides the pool's key: the ``landscape`` sources and the thread count.
+
+    A state is continued from only where training its first method again would give it bitwise: under the same
+    training code (the pool's key hashes this package's, not ``landscape``'s) and the same number of torch threads
+    (the float rounding of the sums), as :func:`tensor_digest` keys the memoized lines.
+    """
+    return f"{_library_digest()}-t{torch.get_num_threads()}"
+
+
 _LINES: dict[str, np.ndarray] = {}
 """This process's memo of :meth:`ImRuns.line_losses`, by its :func:`tensor_digest`."""
 
@@ -369,9 +117,12 @@ def _line_reader(n: int) -> Callable[[Path], np.ndarray]:
 class ImRuns:
     """The pool of runs of one :class:`ImSetup`, trained on first use and cached on disk.
 
-    A switched run (``RunSpec.then``) whose switch is an epoch end does not train its first part again: within one
-    :meth:`many` call the plain run of its first method keeps its trainer's state at the switch, and the switched run
-    continues from it (:func:`landscape.train.checkpoint.resume`), with the stored results of training it whole.
+    A switched run (``RunSpec.then``) whose switch is an epoch end does not train its first part again: the plain run
+    of its first method keeps its trainer's state at the switch, and the switched run continues from it
+    (:func:`landscape.train.checkpoint.resume`), with the stored results of training it whole. Within one
+    :meth:`many` call the state is kept in memory; a pool cached on disk also writes the states at the switch steps
+    of the gallery's switched runs (:meth:`switch_plan`) to ``_states/`` (:mod:`figures.im._states`), so a figure
+    that switches from a run another figure (or process) trained continues from its file.
 
     Args:
         setup: The settings.
@@ -394,6 +145,7 @@ class ImRuns:
         # states kept ({(plain key, step): (state, loss)}), from which the switched runs continue (_train's start).
         self._keep: dict[str, set[int]] = {}
         self._kept: dict[tuple[str, int], tuple[dict[str, Any], float]] = {}
+        self._plans: dict[str, set[int]] | None = None  # switch_plan(), computed on first use
 
     def get(self, spec: RunSpec) -> Run:
         """The finished run of ``spec`` (trained now if not cached)."""
@@ -447,26 +199,66 @@ class ImRuns:
         first = [s for s in todo if s.then is None and s.key() in self._keep]
         return first + [s for s in todo if s.then is not None or s.key() not in self._keep]
 
+    def switch_plan(self) -> dict[str, set[int]]:
+        """``{plain run key: steps}``: the states a plain run writes to disk, for the runs switched from it.
+
+        The switch steps (:meth:`switch_step`) of the switched runs of Fig. 7 and Figs. 12-15 at this setting, by the
+        plain run of their first method: whichever figure trains that run first leaves the states the others continue
+        from. A switched run outside the plan still gets its state, by training its first method up to the switch.
+        """
+        if self._plans is None:
+            from figures.im import fig7, fig12_15  # the figures that switch (they import this module)
+
+            plan: dict[str, set[int]] = {}
+            for spec in [*fig7.switched_specs(self.setup), *fig12_15.switched_specs(self.setup)]:
+                k = self.switch_step(spec)
+                if k is not None:
+                    plan.setdefault(_first_method(spec).key(), set()).add(k)
+            self._plans = plan
+        return self._plans
+
     def _train(self, spec: RunSpec, traj: Trajectory) -> None:
         """Train ``spec`` into ``traj``, sharing what a switched run and its plain run compute alike.
 
-        A plain run keeps its state at the switch steps of the switched runs :meth:`many` is training; a switched run
-        continues from that state, after training its first method up to the switch when none is kept (the plain run
-        was trained before, or by another process). Either way its stored results are those of training it whole.
+        A plain run keeps its state at the switch steps of the switched runs :meth:`many` is training and, cached on
+        disk, at those of :meth:`switch_plan` (written to ``_states/``). A switched run continues from the state kept
+        in memory, else from its file, else after training its first method up to the switch (the plain run was
+        trained before the plan had it, or is being trained by another process). Either way its stored results are
+        those of training it whole.
         """
         key, k = spec.key(), self.switch_step(spec)
+        disk = {} if self.root is None else self.switch_plan()
         if k is None:
-            steps = self._keep.get(key, set())
-            for step, kept in _train(self.setup, spec, traj, keep=steps).items():
-                self._kept[key, step] = kept
+            steps = self._keep.get(key, set()) | disk.get(key, set())
+            self._store(key, _train(self.setup, spec, traj, keep=steps))
             return
         plain = _first_method(spec)
         pk = plain.key()
-        if (pk, k) not in self._kept:  # the plain run was trained before (or by another process): up to the switch
-            steps = self._keep.get(pk, set()) | {k}
-            for step, kept in _train(self.setup, plain, Trajectory(), keep=steps, stop=max(steps)).items():
-                self._kept[pk, step] = kept
-        _train(self.setup, spec, traj, start=self._kept.get((pk, k)))
+        start = self._state(pk, k)
+        if start is None:  # not in the plan when the plain run trained, or it is training elsewhere now
+            # up to the last switch of this call that has no state either; keeping every state on the way
+            stop = max({k} | {s for s in self._keep.get(pk, set()) if s > k and self._state(pk, s) is None})
+            steps = {s for s in self._keep.get(pk, set()) | disk.get(pk, set()) | {k} if s <= stop}
+            self._store(pk, _train(self.setup, plain, Trajectory(), keep=steps, stop=stop))
+            start = self._kept.get((pk, k))
+        _train(self.setup, spec, traj, start=start)
+
+    def _state(self, key: str, step: int) -> tuple[dict[str, Any], float] | None:
+        """Run ``key``'s state at ``step`` kept in this :meth:`many` call, else from its file (then kept), else None."""
+        if (key, step) not in self._kept and self.root is not None:
+            code = _state_code()
+            got = read_state(state_file(self.root, key, step, code), key, step, code)
+            if got is not None:
+                self._kept[key, step] = got
+        return self._kept.get((key, step))
+
+    def _store(self, key: str, kept: Kept) -> None:
+        """Keep a plain run's states for this :meth:`many` call and, cached on disk, write them to ``_states/``."""
+        for step, (state, loss) in kept.items():
+            self._kept[key, step] = (state, loss)
+            if self.root is not None:
+                code = _state_code()
+                write_state(state_file(self.root, key, step, code), key, step, code, state, loss)
 
     def table(self, specs: dict[Any, RunSpec]) -> dict[Any, Run]:
         """``{key: run}`` for ``{key: spec}`` (one :meth:`many` call, so concurrent figures share the training)."""
@@ -502,7 +294,10 @@ class ImRuns:
 
     def test_data(self) -> tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]:
         """Test images (functional distance, accuracy), in batches of at most 1,000 when larger."""
-        x, y = self.setup.splits().test
+        test = self.setup.splits().test
+        if test is None:  # every Im data set has a test split (ImSetup.splits)
+            raise ValueError(f"the {self.setup.dataset} splits have no test images")
+        x, y = test
         if x.shape[0] <= 1024:
             return (x, y)
         return [(x[i : i + 1000], y[i : i + 1000]) for i in range(0, x.shape[0], 1000)]

@@ -206,7 +206,7 @@ class ImSetup:
             "repetitions_lstm",
         }
         setup = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
-        from figures.im._runs import TRAINING_CODE  # the training code hashes this class: imported when used
+        from figures.im._training import TRAINING_CODE  # the training code hashes this class: imported when used
 
         blob = json.dumps({"setup": setup, "code": TRAINING_CODE}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

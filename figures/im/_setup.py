@@ -6,8 +6,10 @@ minibatch order, so the figures share one pool of runs: a run is a :class:`RunSp
 BatchNorm or not, an optimizer switch, an exotic initialization), trained once by :class:`ImRuns` and kept as a
 two-snapshot :class:`~landscape.trajectory.Trajectory` (initial and final weights with their BatchNorm buffers;
 a switch adds the switch point) whose metadata holds the per-epoch history. On disk a run lives in
-``<cache>/<setup key>/<run key>/``, the keys hashing the settings and the training code of this module, so a
-change of either retrains; a file lock lets concurrent figure processes wait for a run in progress.
+``<cache>/<setup key>/<run key>/``, the keys hashing the settings and the training code
+(:mod:`figures.im._training`), so a change of either retrains; a file lock lets concurrent figure processes wait for
+a run in progress. A switched run continues from its plain run's trainer state at the switch, kept in
+``<cache>/<setup key>/_states/`` by whichever figure trained the plain run (:mod:`figures.im._states`).
 
 Settings (:class:`ImSetup`), readings where the paper is silent:
 
@@ -179,7 +181,14 @@ def small_multiples(
         ``(plotly.graph_objects.Figure, matplotlib.figure.Figure)``.
     """
     items = [Panel(sub, [_line(cv) for cv in curves], logy=logy, vlines=tuple(vlines)) for sub, curves in panels]
-    kw = {"cols": cols, "title": title, "xlabel": xlabel, "ylabel": ylabel, "sharey": sharey, "size": (width, height)}
+    kw: dict[str, Any] = {
+        "cols": cols,
+        "title": title,
+        "xlabel": xlabel,
+        "ylabel": ylabel,
+        "sharey": sharey,
+        "size": (width, height),
+    }
     return plot_small_multiples(items, **kw), plot_small_multiples(items, backend="matplotlib", **kw)
 
 

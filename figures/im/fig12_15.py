@@ -47,12 +47,23 @@ import numpy as np
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, Scale, cache_dir, register_figure
 from figures.im._measures import converged_premise, rise_score
-from figures.im._setup import GALLERY, Curve, ImRuns, Run, RunSpec, color, history_curve, im_figure, switching_panels
+from figures.im._setup import (
+    GALLERY,
+    Curve,
+    ImRuns,
+    ImSetup,
+    Run,
+    RunSpec,
+    color,
+    history_curve,
+    im_figure,
+    switching_panels,
+)
 from figures.im._setup import METHOD_LABELS as LABELS
 from figures.im.fig7 import slope_change
 from figures.verdict import at_least, paired_effect
 
-__all__ = ["SWITCHES", "SwitchFigure", "switch_figure"]
+__all__ = ["SWITCHES", "SwitchFigure", "switch_figure", "switched_specs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +88,7 @@ class SwitchFigure:
 
     def plain(self, method: str, k: int) -> RunSpec:
         """The unswitched run of ``method`` from initialization ``k``."""
-        return RunSpec(method, init=k, arch=self.arch, hyper=dict(self.start.get(method, {})))
+        return RunSpec(method, init=k, arch=self.arch, hyper=tuple(dict(self.start.get(method, {})).items()))
 
     def switched(self, first: str, second: str, f: float, k: int, variant: int) -> RunSpec:
         """The run of ``first`` switched to ``second`` at fraction ``f`` of training (panel ``variant``)."""
@@ -85,10 +96,10 @@ class SwitchFigure:
             first,
             init=k,
             arch=self.arch,
-            hyper=dict(self.start.get(first, {})),
+            hyper=tuple(dict(self.start.get(first, {})).items()),
             then=second,
             switch_at=f,
-            then_hyper=dict(self.after[variant].get(second, {})),
+            then_hyper=tuple(dict(self.after[variant].get(second, {})).items()),
         )
 
 
@@ -127,6 +138,25 @@ def _rates(sf: SwitchFigure, variant: int) -> str:
     return "; ".join(f"{LABELS[m]} {r(m, sf.start)} -> {r(m, sf.after[variant])}" for m in (sf.a, sf.b))
 
 
+def _specs(setup: ImSetup, sf: SwitchFigure) -> dict[tuple[Any, ...], RunSpec]:
+    """The runs of one figure: ``("plain", method, init)`` and ``(first, second, fraction, init, variant)``."""
+    variants = range(min(setup.switch_lr_variants, len(sf.after)))
+    reps = setup.repetitions_switch
+    specs = {("plain", m, k): sf.plain(m, k) for k in range(reps) for m in (sf.a, sf.b)}
+    return specs | {
+        (x, y, f, k, v): sf.switched(x, y, f, k, v)
+        for k in range(reps)
+        for v in variants
+        for x, y in ((sf.a, sf.b), (sf.b, sf.a))
+        for f in FRACTIONS
+    }
+
+
+def switched_specs(setup: ImSetup) -> list[RunSpec]:
+    """The switched runs of Figs. 12-15 at ``setup`` (the pool reads them: :meth:`ImRuns.switch_plan`)."""
+    return [spec for sf in SWITCHES.values() for spec in _specs(setup, sf).values() if spec.then is not None]
+
+
 @im_figure
 def switch_figure(runs: ImRuns, number: int) -> FigureResult:
     """Compute and draw one of Figs. 12-15 (see the module docstring) from the runs of one setting.
@@ -139,15 +169,7 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
     reps = setup.repetitions_switch
     variants = range(min(setup.switch_lr_variants, len(sf.after)))
     dirs = ((sf.a, sf.b), (sf.b, sf.a))
-    specs = {("plain", m, k): sf.plain(m, k) for k in range(reps) for m in (sf.a, sf.b)}
-    specs |= {
-        (x, y, f, k, v): sf.switched(x, y, f, k, v)
-        for k in range(reps)
-        for v in variants
-        for x, y in dirs
-        for f in FRACTIONS
-    }
-    got = runs.table(specs)
+    got = runs.table(_specs(setup, sf))
     template = setup.model(RunSpec(arch=sf.arch))
     kw = runs.loss_kw(RunSpec(arch=sf.arch))
     data = runs.surface_data()
@@ -159,7 +181,8 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
         return runs.line_losses(template, p.final, q.final, alphas, **kw)
 
     # ---- per initialization: the claims' measures
-    scores, jumps, rels, drops, acc_gap, lines0 = [], [], [], {}, [], {}
+    scores, jumps, rels, acc_gap, lines0 = [], [], [], [], {}
+    drops: dict[float, list[float]] = {}
     for k in range(reps):
         plain = {m: got["plain", m, k] for m in (sf.a, sf.b)}
         acc = {m: 100 * plain[m].last("trainset_accuracy") for m in plain}
@@ -206,7 +229,7 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
         "init, in points; at least 1 (else a switched run has no characteristic accuracy to "
         "jump to)",
     )
-    e1 = paired_effect(np.log(scores), 0.0) if np.isfinite(scores).all() and min(scores) > 0 else None
+    e1 = paired_effect(np.log(scores).tolist(), 0.0) if np.isfinite(scores).all() and min(scores) > 0 else None
     e2 = paired_effect(jumps, 0.0)
     e3 = paired_effect(rels, 0.5) if np.isfinite(rels).all() else None
     book = ClaimBook(f"im_fig{number}", scale=setup.name)  # one table per figure: the pair is in the statements
@@ -240,7 +263,9 @@ def switch_figure(runs: ImRuns, number: int) -> FigureResult:
     ]
 
     # ---- drawing: init 0
-    acc_panels, dist_panels, line_panels = [], [], []
+    acc_panels: list[tuple[str, list[Curve]]] = []
+    dist_panels: list[tuple[str, list[Curve]]] = []
+    line_panels = []
     for v in variants:
         tag = f" ({'abc'[v]})" if len(variants) > 1 else ""
         for x, y in dirs:

@@ -30,13 +30,37 @@ import numpy as np
 from figures.claims import ClaimBook
 from figures.contract import FigureResult, register_figure
 from figures.im._measures import converged_premise, rise, rise_score
-from figures.im._setup import GALLERY, Curve, ImRuns, Run, RunSpec, color, history_curve, im_figure, switching_panels
+from figures.im._setup import (
+    GALLERY,
+    Curve,
+    ImRuns,
+    ImSetup,
+    Run,
+    RunSpec,
+    color,
+    history_curve,
+    im_figure,
+    switching_panels,
+)
 from figures.im._setup import METHOD_LABELS as LABELS
-from figures.verdict import at_least, paired_effect
+from figures.verdict import Premise, at_least, paired_effect
 
-__all__ = ["fig7", "slope_change"]
+__all__ = ["fig7", "slope_change", "switched_specs"]
 
 _SHADES = {"sgd": ["#9ecae1", "#4292c6", "#08519c"], "adam": ["#fc9272", "#ef3b2c", "#a50f15"]}
+
+
+def switched_specs(setup: ImSetup) -> list[RunSpec]:
+    """The switched runs of Fig. 7: SGD -> Adam and Adam -> SGD at each switch fraction, every initialization.
+
+    The pool reads them too (:meth:`ImRuns.switch_plan`: the states the plain runs leave for them).
+    """
+    return [
+        RunSpec(a, init=k, then=b, switch_at=f)
+        for k in range(setup.repetitions_switch)
+        for a, b in (("sgd", "adam"), ("adam", "sgd"))
+        for f in setup.switch_fractions
+    ]
 
 
 def slope_change(switched: Run, plain: Run, at: int) -> tuple[float, float, float]:
@@ -66,13 +90,7 @@ def fig7(runs: ImRuns) -> FigureResult:
     setup = runs.setup
     fr = setup.switch_fractions
     runs.many(
-        [
-            RunSpec(a, init=k, then=b, switch_at=f)
-            for k in range(setup.repetitions_switch)
-            for a, b in (("sgd", "adam"), ("adam", "sgd"))
-            for f in fr
-        ]
-        + [RunSpec(m, init=k) for k in range(setup.repetitions_switch) for m in ("sgd", "adam")]
+        switched_specs(setup) + [RunSpec(m, init=k) for k in range(setup.repetitions_switch) for m in ("sgd", "adam")]
     )
     plain = {m: runs.get(RunSpec(m, init=0)) for m in ("sgd", "adam")}
     sw = {
@@ -120,7 +138,8 @@ def fig7(runs: ImRuns) -> FigureResult:
     # ---- the claims over every initialization
     late = max(fr)
     reps = setup.repetitions_switch
-    score_late, min_rel, a2s_k, drop_plain, finals = [], [], [], {}, []
+    score_late, min_rel, a2s_k, finals = [], [], [], []
+    drop_plain: dict[tuple[str, float], list[float]] = {}
     for k in range(reps):
         pk = plain if k == 0 else {m: runs.get(RunSpec(m, init=k)) for m in ("sgd", "adam")}
         swk = (
@@ -149,7 +168,7 @@ def fig7(runs: ImRuns) -> FigureResult:
         a2s_k.append(float(np.nanmean(a2s_here)))
     conv = converged_premise(finals, data, f"the {len(finals)} switched runs reached critical points")
 
-    def before(keys: list[tuple[str, float]]) -> object:
+    def before(keys: list[tuple[str, float]]) -> Premise:
         vals = [v for key in keys for v in drop_plain[key]]
         names = ", ".join(f"{LABELS[a]} at {f:.0%}" for a, f in keys)
         return at_least(
@@ -163,13 +182,13 @@ def fig7(runs: ImRuns) -> FigureResult:
     pre_late = before([("sgd", late), ("adam", late)])
     pre_all = before([(a, f) for a in ("sgd", "adam") for f in fr])
     pre_adam = before([("adam", f) for f in fr])
-    eff1 = paired_effect(np.log(score_late), 0.0)
+    eff1 = paired_effect(np.log(score_late).tolist(), 0.0)
     eff2 = paired_effect(min_rel, 0.5)
     eff3 = paired_effect(a2s_k, 0.0)
     table = "; ".join(
         f"{LABELS[a]}->{LABELS[b]} at {f:.0%}: {v[0]:.3g}x (+{v[1]:.3g})" for (a, b, f), v in rises_.items()
     )
-    sl = "; ".join(
+    slope_text = "; ".join(
         f"{LABELS[a]}->{LABELS[b]} at {f:.0%}: {v[0]:.3g} vs {v[1]:.3g}/epoch" for (a, b, f), v in slopes.items()
     )
     a2s = [v for (a, _, _), v in drops.items() if a == "adam"]
@@ -191,7 +210,7 @@ def fig7(runs: ImRuns) -> FigureResult:
             premises=[pre_all, conv],
             switched=len(fr) * 2,
             reps=reps,
-            slopes=sl,
+            slopes=slope_text,
         ),
         book(
             "adam-to-sgd-distance-decreases",
