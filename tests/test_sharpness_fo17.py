@@ -167,3 +167,27 @@ def test_a_model_already_in_the_mode_is_not_written():
     _FlagWrites.writes = 0
     FunctionalModel(net, tensors, False)(torch.randn(5, 3))
     assert _FlagWrites.writes == 2 and net.training  # the root set to eval and back
+
+
+@pytest.mark.parametrize(
+    "values, dtype",
+    [
+        ([1.0, 2.0, -3.0], torch.float32),
+        ([60000.0, 60000.0, 1.0], torch.float16),  # finite elements whose sum overflows: still all finite
+        ([3e38, 3e38, -1.0], torch.float32),
+        ([1.0, math.inf, -math.inf], torch.float64),  # inf - inf: a NaN sum
+        ([math.nan, 1.0, math.inf], torch.float32),
+        ([], torch.float32),
+        ([1 + 2j, complex(math.inf, 0)], torch.complex64),
+        ([1 + 2j, 3 - 1j], torch.complex128),
+    ],
+)
+def test_describe_nonfinite_matches_an_elementwise_test(values, dtype):
+    from landscape._checks import describe_nonfinite
+
+    t = torch.tensor(values, dtype=dtype)
+    finite = all(math.isfinite(abs(v)) and not math.isnan(abs(v)) for v in t.tolist())
+    assert (describe_nonfinite(t) is None) == finite
+    if not finite:
+        bad = [i for i, v in enumerate(t.tolist()) if not math.isfinite(abs(v))]
+        assert f"first at index ({bad[0]},)" in describe_nonfinite(t)
