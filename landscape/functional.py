@@ -75,8 +75,13 @@ def hook_attributes(model: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _modes_and_hooks(model: nn.Module, bn_train: bool | None, hooks: bool) -> Iterator[None]:
+def _modes_and_hooks(model: nn.Module, bn_train: bool | None, hooks: bool, tensors: bool = False) -> Iterator[None]:
     """:func:`model_modes` (unless ``bn_train`` is ``None``) and, if ``hooks``, :func:`hook_attributes` in one walk.
+
+    With ``tensors``, every module's registered parameters and buffers are put back after the block as well:
+    ``torch.func.functional_call`` leaves a module that appears at two paths (one ``nn.Linear`` applied twice)
+    holding the point's tensors, since it restores the second path's swap (the point's tensor) after the first's
+    (the original; torch 2.13).
 
     Only the flags that differ from the mode asked for are written, and only flags that differ from the caller's
     are written back: a model already in the mode, as an evaluated model usually is, is not written at all
@@ -87,6 +92,9 @@ def _modes_and_hooks(model: nn.Module, bn_train: bool | None, hooks: bool) -> It
     mods = list(model.modules())
     flags = [m.training for m in mods]
     saved: list[tuple[nn.Module, dict[str, Any]]] = []
+    stores: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    if tensors:
+        stores = [(d, dict(d)) for m in mods for d in (m._parameters, m._buffers) if d]
     try:
         if bn_train is not None:
             for m, t in zip(mods, flags):
@@ -101,6 +109,10 @@ def _modes_and_hooks(model: nn.Module, bn_train: bool | None, hooks: bool) -> It
             for k in vars(m).keys() - attrs.keys():
                 del m.__dict__[k]
             m.__dict__.update(attrs)
+        for d, own in stores:
+            if d.keys() != own.keys() or any(d[k] is not v for k, v in own.items()):
+                d.clear()
+                d.update(own)  # the caller's own tensors, in their order
         if bn_train is not None:
             for m, t in zip(mods, flags):
                 if m.training is not t:  # changed here (or by the forward): the caller's own flag put back
@@ -129,7 +141,7 @@ class FunctionalModel:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
         model, tensors, bn_train = self.__dict__["_fm"]
-        with _modes_and_hooks(model, bn_train, hooks=True):
+        with _modes_and_hooks(model, bn_train, hooks=True, tensors=True):
             return torch.func.functional_call(model, tensors, args, kwargs, strict=False)
 
     def __getattr__(self, name: str) -> Any:

@@ -191,3 +191,23 @@ def test_describe_nonfinite_matches_an_elementwise_test(values, dtype):
     if not finite:
         bad = [i for i, v in enumerate(t.tolist()) if not math.isfinite(abs(v))]
         assert f"first at index ({bad[0]},)" in describe_nonfinite(t)
+
+
+def test_a_module_used_twice_is_left_as_the_caller_had_it():
+    """One ``nn.Linear`` applied twice: torch's functional_call alone left it holding the last point's tensors."""
+    torch.manual_seed(0)
+    lin = nn.Linear(3, 3).double()
+    net = nn.Sequential(lin, nn.ReLU(), lin)
+    w0, b0 = lin.weight, lin.bias
+    before = (w0.detach().clone(), b0.detach().clone())
+    X, y = torch.randn(20, 3, dtype=F64), torch.randn(20, 3, dtype=F64)
+    r = worst_case_sharpness(net, nn.MSELoss(), (X, y), radius=0.1, steps=3)
+    assert lin.weight is w0 and lin.bias is b0 and isinstance(lin.weight, nn.Parameter)
+    assert torch.equal(w0.detach(), before[0]) and torch.equal(b0.detach(), before[1])
+    # the point's value: the shared layer perturbed at both of its uses (written out)
+    W, b = before[0] + 0.01, before[1] - 0.02
+    point = {"0.weight": W, "0.bias": b}
+    want = nn.functional.linear(torch.relu(nn.functional.linear(X, W, b)), W, b)
+    torch.testing.assert_close(FunctionalModel(net, point)(X), want, rtol=0, atol=0)
+    assert lin.weight is w0 and torch.equal(w0.detach(), before[0])
+    assert r.base_loss == pytest.approx(float(nn.functional.mse_loss(net(X), y)), rel=1e-12)
