@@ -211,3 +211,36 @@ def test_a_module_used_twice_is_left_as_the_caller_had_it():
     torch.testing.assert_close(FunctionalModel(net, point)(X), want, rtol=0, atol=0)
     assert lin.weight is w0 and torch.equal(w0.detach(), before[0])
     assert r.base_loss == pytest.approx(float(nn.functional.mse_loss(net(X), y)), rel=1e-12)
+
+
+@pytest.mark.parametrize("penalty", [False, True])
+def test_eager_steps_skip_the_unlogged_losses_and_keep_every_number(penalty):
+    """The eager stepper (loss and penalty at logged steps only) against make_steps(1): the same bits everywhere."""
+    from persistence.mlp import vectors_to_stack
+    from persistence.stepper import Backend, Stepper, log_steps, make_steps
+
+    g = torch.Generator().manual_seed(3)
+    widths, S, steps = [1, 8, 8, 1], 3, 23
+    numel = sum(widths[i] * widths[i + 1] + widths[i + 1] for i in range(3))
+    ps0 = vectors_to_stack(torch.randn(S, numel, generator=g, dtype=F64) * 0.5, widths)
+    x = torch.linspace(-2, 2, 30, dtype=F64)[:, None]
+    y = x**2
+    anchors = [torch.randn(2, widths[i] * widths[i + 1] + widths[i + 1], generator=g, dtype=F64) for i in range(3)]
+    scales = torch.tensor([0.01, 0.0, 0.02], dtype=F64) if penalty else torch.zeros(3, dtype=F64)
+    logged = log_steps(steps, 5)
+    ps, losses, pens, _ = Stepper(Backend.EAGER, 1, 0.01, 0.9, penalty=True).run(
+        ps0, x, y, steps, logged, anchors=anchors, scales=scales
+    )
+    ref = make_steps(1, 0.01, 0.9, penalty=True)
+    rp, rb = list(ps0), [torch.zeros_like(p) for p in ps0]
+    want_l, want_p = [], []
+    for t in range(steps + 1):
+        if t == steps:  # the final point's loss and penalty: one more (unapplied) step's
+            rp_last = rp
+        rp_next, rb, ls, pn = ref(rp, rb, x, y, anchors, scales)
+        if t in logged:
+            want_l.append(ls[0])
+            want_p.append(pn[0])
+        rp = rp_next
+    assert all(torch.equal(a, b) for a, b in zip(ps, rp_last))
+    assert torch.equal(losses, torch.stack(want_l, 1)) and torch.equal(pens, torch.stack(want_p, 1))
