@@ -57,14 +57,8 @@ class BNMode(str, enum.Enum):
 @contextlib.contextmanager
 def model_modes(model: nn.Module, bn_train: bool) -> Iterator[None]:
     """Inside the block every module is in eval mode, BatchNorm in train mode when ``bn_train``; restored after."""
-    saved = [(m, m.training) for m in model.modules()]
-    try:
-        for m, _ in saved:
-            m.training = bn_train and isinstance(m, _BATCH_NORM)
+    with _modes_and_hooks(model, bn_train, hooks=False):
         yield
-    finally:
-        for m, t in saved:
-            m.training = t
 
 
 @contextlib.contextmanager
@@ -76,14 +70,53 @@ def hook_attributes(model: nn.Module) -> Iterator[None]:
     that point's tensors (and their graphs). Attributes set are put back, attributes added removed (a shallow
     restore: an object an attribute holds, mutated in place, stays mutated).
     """
-    saved = [(m, dict(vars(m))) for m in model.modules() if m._forward_pre_hooks or m._forward_hooks]
+    with _modes_and_hooks(model, None, hooks=True):
+        yield
+
+
+@contextlib.contextmanager
+def _modes_and_hooks(model: nn.Module, bn_train: bool | None, hooks: bool, tensors: bool = False) -> Iterator[None]:
+    """:func:`model_modes` (unless ``bn_train`` is ``None``) and, if ``hooks``, :func:`hook_attributes` in one walk.
+
+    With ``tensors``, every module's registered parameters and buffers are put back after the block as well:
+    ``torch.func.functional_call`` leaves a module that appears at two paths (one ``nn.Linear`` applied twice)
+    holding the point's tensors, since it restores the second path's swap (the point's tensor) after the first's
+    (the original; torch 2.13).
+
+    Only the flags that differ from the mode asked for are written, and only flags that differ from the caller's
+    are written back: a model already in the mode, as an evaluated model usually is, is not written at all
+    (``nn.Module.__setattr__`` is slow, and :class:`FunctionalModel` walks the model on every call). The hooked
+    modules' attributes are saved after the flags are set, so restoring them leaves the flags to be restored
+    last, as nesting ``model_modes`` outside ``hook_attributes`` does.
+    """
+    mods = list(model.modules())
+    flags = [m.training for m in mods]
+    saved: list[tuple[nn.Module, dict[str, Any]]] = []
+    stores: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    if tensors:
+        stores = [(d, dict(d)) for m in mods for d in (m._parameters, m._buffers) if d]
     try:
+        if bn_train is not None:
+            for m, t in zip(mods, flags):
+                want = bn_train and isinstance(m, _BATCH_NORM)
+                if t != want:
+                    m.training = want
+        if hooks:
+            saved = [(m, dict(vars(m))) for m in mods if m._forward_pre_hooks or m._forward_hooks]
         yield
     finally:
         for m, attrs in saved:
             for k in vars(m).keys() - attrs.keys():
                 del m.__dict__[k]
             m.__dict__.update(attrs)
+        for d, own in stores:
+            if d.keys() != own.keys() or any(d[k] is not v for k, v in own.items()):
+                d.clear()
+                d.update(own)  # the caller's own tensors, in their order
+        if bn_train is not None:
+            for m, t in zip(mods, flags):
+                if m.training is not t:  # changed here (or by the forward): the caller's own flag put back
+                    m.training = t
 
 
 def eval_copy(model: nn.Module, bn_train: bool = False) -> nn.Module:
@@ -108,7 +141,7 @@ class FunctionalModel:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
         model, tensors, bn_train = self.__dict__["_fm"]
-        with model_modes(model, bn_train), hook_attributes(model):
+        with _modes_and_hooks(model, bn_train, hooks=True, tensors=True):
             return torch.func.functional_call(model, tensors, args, kwargs, strict=False)
 
     def __getattr__(self, name: str) -> Any:

@@ -15,6 +15,7 @@ out of ``__all__``; :func:`mlp_loss_and_grad` is their checked public entry poin
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -159,11 +160,14 @@ def forward(ps: Sequence[Tensor], x: Tensor) -> tuple[Tensor, list[Tensor]]:
     return z, hs
 
 
-def mse_grads(ps: Sequence[Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """Mean-squared-error loss (S,) and its gradient for every stacked tensor (hand-derived backprop)."""
+def mse_grads(ps: Sequence[Tensor], x: Tensor, y: Tensor, value: bool = True) -> tuple[Tensor, list[Tensor]]:
+    """Mean-squared-error loss (S,) and its gradient for every stacked tensor (hand-derived backprop).
+
+    ``value=False``: the gradient alone (the loss returned is ``None``; the eager steps log it every 100th step).
+    """
     out, hs = forward(ps, x)
     r = out - y
-    loss = r.square().mean((1, 2))
+    loss = r.square().mean((1, 2)) if value else cast(Tensor, None)
     d = r * (2.0 / (r.shape[1] * r.shape[2]))  # d mean((out - y)^2) / d out
     n_layers = len(ps) // 2
     grads: list[Tensor] = [r] * (2 * n_layers)
@@ -180,27 +184,34 @@ def mse(ps: Sequence[Tensor], x: Tensor, y: Tensor) -> Tensor:
     return (forward(ps, x)[0] - y).square().mean((1, 2))
 
 
-def penalty_and_grad(ps: Sequence[Tensor], anchors: Sequence[Tensor], scales: Tensor) -> tuple[Tensor, list[Tensor]]:
+def penalty_and_grad(
+    ps: Sequence[Tensor], anchors: Sequence[Tensor], scales: Tensor, value: bool = True
+) -> tuple[Tensor, list[Tensor]]:
     """Persistent penalty (PN eq. 4) (S,) and its eq. (6) gradient per layer (S, n_l).
 
     ``anchors[l]`` is ``(K, n_l)`` with rows ``Theta_k^l / ||Theta_k^l||^2``; ``scales[l]`` is ``lambda * c`` or 0.
+    ``value=False``: the gradient alone (the penalty returned is ``None``).
     """
     s = ps[0].shape[0]
-    pen = ps[0].new_zeros(s)
+    pen = ps[0].new_zeros(s) if value else cast(Tensor, None)
     layer_grads = []
     for li, a in enumerate(anchors):
         theta = torch.cat([ps[2 * li].reshape(s, -1), ps[2 * li + 1]], dim=1)  # weight and bias concatenated
         dots = theta @ a.t()  # (S, K): one small matrix-vector product per layer and network
-        pen = pen + scales[li] * dots.abs().sum(1)
+        if value:
+            pen = pen + scales[li] * dots.abs().sum(1)
         layer_grads.append((dots.sign() * scales[li]) @ a)
     return pen, layer_grads
 
 
 def add_penalty(
-    ps: Sequence[Tensor], grads: list[Tensor], anchors: Sequence[Tensor], scales: Tensor
+    ps: Sequence[Tensor], grads: list[Tensor], anchors: Sequence[Tensor], scales: Tensor, value: bool = True
 ) -> tuple[Tensor, list[Tensor]]:
-    """The penalty (S,) and ``grads`` plus the penalty's gradient, split back into weight and bias."""
-    pen, layer_grads = penalty_and_grad(ps, anchors, scales)
+    """The penalty (S,) and ``grads`` plus the penalty's gradient, split back into weight and bias.
+
+    ``value=False``: the gradient alone (the penalty returned is ``None``).
+    """
+    pen, layer_grads = penalty_and_grad(ps, anchors, scales, value)
     grads = list(grads)
     for li, g in enumerate(layer_grads):
         w = ps[2 * li]

@@ -54,6 +54,30 @@ def make_steps(k: int, lr: float, mu: float, penalty: bool) -> Callable[..., Any
     return steps
 
 
+def make_eager_step(lr: float, mu: float, penalty: bool) -> Callable[..., Any]:
+    """One step of ``make_steps(1, lr, mu, penalty)``, whose loss and penalty are computed only when ``log``.
+
+    The run keeps them at its logged steps alone (every ``log_every``-th); the update needs neither, so the other
+    steps skip their arithmetic (the loss's square and mean, the penalty's absolute values and sums: about a tenth
+    of a persistent step's operations). Without ``log`` the losses and penalties returned are ``None``.
+    """
+
+    def step(ps, bufs, x, y, anchors, scales, log: bool = True):  # noqa: ANN001, ANN202
+        loss, grads = mse_grads(ps, x, y, value=log)
+        pen = None
+        if penalty:
+            pen, grads = add_penalty(ps, grads, anchors, scales, value=log)
+        # torch.optim.SGD(momentum=mu), as make_steps
+        bufs = [torch.add(b * mu, g) for b, g in zip(bufs, grads)]
+        ps = [torch.add(p, b, alpha=-lr) for p, b in zip(ps, bufs)]
+        if not log:
+            return ps, bufs, None, None
+        losses = torch.stack([loss])
+        return ps, bufs, losses, torch.stack([pen]) if pen is not None else torch.zeros_like(losses)
+
+    return step
+
+
 _COMPILED: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
 
@@ -64,10 +88,10 @@ class Stepper:
         if k < 1:
             raise ValueError(f"steps_per_call must be >= 1, got {k}")
         self.backend = backend
-        self.eager = make_steps(1, lr, mu, penalty)
+        self.eager = make_eager_step(lr, mu, penalty)
         # all-zero scales (a chain's plain iteration): the penalty adds exact zeros to the gradient, so the eager
         # path skips computing it (the same values; it was half of the iteration's per-step cost at S = 1)
-        self.eager_plain = make_steps(1, lr, mu, False) if penalty else self.eager
+        self.eager_plain = make_eager_step(lr, mu, False) if penalty else self.eager
         self.k = 1 if backend is Backend.EAGER else k
         self.multi = self.eager
         if backend is not Backend.EAGER:
@@ -146,18 +170,23 @@ class Stepper:
         step = 0
         while step < steps:
             room = steps - step if not record_every else min(steps - step, record_every - step % record_every)
-            fn = eager if self.multi is self.eager else self._call_multi if room >= self.k else self.eager
-            ps, bufs, ls, pn = fn(ps, bufs, x, y, anchors, scales)
-            for i in range(ls.shape[0]):  # the first compiled call may have fallen back to one eager step
+            if self.multi is self.eager or room < self.k:  # one eager step: its loss only when logged
+                single = eager if self.multi is self.eager else self.eager  # a compiled run's remainder: self.eager
+                ps, bufs, ls, pn = single(ps, bufs, x, y, anchors, scales, log=step in want)
+                n = 1
+            else:
+                ps, bufs, ls, pn = self._call_multi(ps, bufs, x, y, anchors, scales)
+                n = ls.shape[0]  # the first compiled call may have fallen back to one eager step
+            for i in range(n if ls is not None else 0):
                 j = want.get(step + i)
                 if j is not None:
                     losses[:, j] = ls[i]
                     pens[:, j] = pn[i]
-            step += ls.shape[0]
+            step += n
             if record_every and step % record_every == 0:
                 records.append(stack_to_vectors(ps))
             if bar is not None:
-                bar.update(ls.shape[0])
+                bar.update(n)
         if steps in want:
             losses[:, want[steps]] = mse(ps, x, y)
             if len(anchors):
