@@ -50,7 +50,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from landscape.trajectory.fileformat import SNAPDIR, TrajectoryError, index_line, record_json_fast, snapshot_frame
+from landscape.trajectory.fileformat import (
+    SNAPDIR,
+    Spec,
+    TrajectoryError,
+    index_line,
+    record_json_fast,
+    snapshot_frame,
+)
 from landscape.trajectory.files import fsync_path, write_all, write_all_at
 
 __all__: list[str] = []
@@ -65,7 +72,7 @@ class WriteItem:
     evicted); ``size`` counts the tensor bytes, for the queue's limits.
     """
 
-    __slots__ = ("seq", "i", "new_pack", "rec", "seg", "keep", "sync", "size")
+    __slots__ = ("seq", "i", "new_pack", "rec", "seg", "keep", "sync", "size", "spec", "parts")
 
     def __init__(
         self,
@@ -77,10 +84,13 @@ class WriteItem:
         keep: Mapping[str, Any] | None = None,
         size: int = 0,
         sync: bool = False,
+        spec: Spec | None = None,
+        parts: list[memoryview] | None = None,
     ) -> None:
         self.seq, self.i, self.new_pack, self.rec, self.seg, self.sync = 0, i, new_pack, rec, seg, sync
         self.keep: Mapping[str, Any] = keep or {}
         self.size = size
+        self.spec, self.parts = spec, parts  # the frame's table and tensor bytes, when the appender knows them
 
 
 class PackWriter:
@@ -300,7 +310,7 @@ class PackWriter:
                 elif pack_start is None:
                     pack_start = (self.pack_fd, off)
                 rj = record_json_fast(it.rec)
-                pre, head, tail, parts, size = snapshot_frame(rj, it.seg, it.keep)
+                pre, head, tail, parts, size = snapshot_frame(rj, it.seg, it.keep, it.spec, it.parts)
                 h = hashlib.sha256(pre)
                 for part in parts:
                     h.update(part)  # releases the GIL for large parts
