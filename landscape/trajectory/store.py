@@ -122,7 +122,7 @@ class Trajectory(StoreIndex):
 
     * :meth:`append` returns: with ``durable="append"`` (or ``True``, the default) the snapshot is
       written and synced: it survives SIGKILL, an operating-system crash and power loss. With
-      ``"flush"`` or ``False`` it is copied and queued for the writer thread (group commit): a killed
+      ``"flush"`` or ``False`` it is copied and queued (group commit: written 64 at a time): a killed
       process may lose the snapshots still queued (at most 256 or 64 MB, typically 0.05 s worth).
     * :meth:`flush` returns: every snapshot appended so far, the index and the directory entries are
       written and fsynced (in every ``durable`` mode).
@@ -162,6 +162,8 @@ class Trajectory(StoreIndex):
 
     #: A new pack starts once the current one holds this many bytes.
     PACK_BYTES = 256 * 2**20
+    #: ``append_model`` of an unchanged model takes the fast path (:meth:`_append_fast`); False for A/B timings.
+    FAST_APPEND = True
 
     def __init__(
         self,
@@ -593,6 +595,7 @@ class Trajectory(StoreIndex):
         fast = self._fast
         if (
             fast is not None
+            and self.FAST_APPEND
             and fast[0] is model
             and fast[1] == len(self._segs) - 1
             and not new_segment
