@@ -128,8 +128,8 @@ class Trajectory(StoreIndex):
       written and fsynced (in every ``durable`` mode).
     * :meth:`close` returns: as :meth:`flush` for ``durable="append"`` or ``"flush"`` (``False``:
       written, not synced); the writer thread has ended and the lock is released.
-    * A failure of the writer thread is raised by the next :meth:`append`, :meth:`flush` or
-      :meth:`close`, naming the first snapshot not written; all earlier snapshots are intact.
+    * A failure of the writer (a batch that could not be written) is raised by the next :meth:`append`,
+      :meth:`flush` or :meth:`close`, naming the first snapshot not written; all earlier snapshots are intact.
 
     Args:
         path: Directory of the store; ``None`` keeps it in memory. An existing store is opened for
@@ -141,7 +141,7 @@ class Trajectory(StoreIndex):
             :meth:`append` takes a single flat tensor named ``"vector"``.
         meta: Run-level JSON metadata (model name, data, seed, ...); merged into an existing store's.
         durable: When snapshots are written and fsynced: ``"append"`` / ``True`` (before every append
-            returns), ``"flush"`` (written in batches by the writer thread, synced at :meth:`flush`
+            returns), ``"flush"`` (written in batches of 64, group commit, synced at :meth:`flush`
             and :meth:`close`: much cheaper for frequent snapshots) or ``False`` (batches, synced
             only on an explicit :meth:`flush`).
         verify: Check every snapshot's digest (sha256) on read.
@@ -496,7 +496,7 @@ class Trajectory(StoreIndex):
         spec: Spec | None = None,
         parts: list[memoryview] | None = None,
     ) -> None:
-        """Prepare snapshot ``i`` (all but its digest) and queue it for the writer thread.
+        """Prepare snapshot ``i`` (all but its digest) and queue it for the writer.
 
         ``size`` (the tensor bytes), ``spec`` and ``parts`` (see
         :func:`~landscape.trajectory.fileformat.snapshot_frame`) are passed when the caller knows them.
