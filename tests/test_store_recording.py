@@ -1,5 +1,8 @@
 """Recording every step: the fast path of `append_model` (model unchanged) stores what the general path does."""
 
+import threading
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -90,3 +93,47 @@ def test_the_fast_path_keeps_to_its_segment_and_checks_every_value(tmp_path):
         t.append_model(net, step=6)
     r = Trajectory.open(tmp_path / "t")
     assert r.steps.tolist() == [0, 1, 2, 3, 4, 5] and torch.equal(r[5].vector, parameters_to_vector(net))
+
+
+def test_the_append_that_fills_a_batch_writes_it_and_the_thread_writes_what_lingers(tmp_path, monkeypatch):
+    from landscape.trajectory.writer import PackWriter
+
+    writers = []
+    real = PackWriter._write
+
+    def spy(self, batch):
+        writers.append(("thread" if threading.current_thread() is self.thread else "appender", len(batch)))
+        return real(self, batch)
+
+    monkeypatch.setattr(PackWriter, "_write", spy)
+    monkeypatch.setattr(PackWriter, "LINGER", 600.0)
+    net = _net(torch.float32, False)
+    t = Trajectory.create(tmp_path / "t", durable="flush")
+    for k in range(PackWriter.BATCH):
+        t.append_model(net, step=k)
+    assert t._writer.written == PackWriter.BATCH  # written before the 64th append returned
+    assert writers == [("appender", PackWriter.BATCH)]
+    t.append_model(net, step=PackWriter.BATCH)
+    t.flush()  # a sync request: the writer thread writes the leftover and syncs
+    assert writers[1:] == [("thread", 2)]  # the snapshot and the sync request
+    t.close()
+
+
+def test_batches_of_both_threads_reach_the_pack_in_order(tmp_path, monkeypatch):
+    # The writer thread writes what lingers while the appender writes full batches: the lock keeps them in order.
+    from landscape.trajectory.writer import PackWriter
+
+    monkeypatch.setattr(PackWriter, "LINGER", 0.0005)
+    monkeypatch.setattr(PackWriter, "BATCH", 5)
+    net = _net(torch.float32, False)
+    expected = []
+    with Trajectory.create(tmp_path / "t", durable=False) as t:
+        for k in range(300):
+            _train_step(net, k + 1)
+            t.append_model(net, step=k)
+            expected.append(parameters_to_vector(net).clone())
+            if k % 7 == 0:
+                time.sleep(0.001)  # let the writer thread take a partial batch
+    r = Trajectory.open(tmp_path / "t")
+    assert Trajectory.check(tmp_path / "t").ok and r.steps.tolist() == list(range(300))
+    assert all(torch.equal(r[k].vector, v) for k, v in enumerate(expected))
