@@ -17,7 +17,11 @@ SGD (lr 0.1, momentum 0.9), cross-entropy, one torch thread. Configurations, all
 * ``disk ...``: the Trainer recording every step into a store on disk, one row per durability mode the
   store offers (``durable=False``; ``durable="flush"``, group commit, synced at ``flush()`` / ``close()``;
   every append durable). The modes are found from the store's API (see :data:`STORE_MODES`), more can be
-  added on the command line with ``--store-mode NAME=JSON``.
+  added on the command line with ``--store-mode NAME=JSON``;
+* with ``--diagnostics``, where the recording time goes (the store's switches for A/B timings): ``memory`` and
+  ``durable="flush"`` through the general ``append`` instead of ``append_model``'s fast path for an unchanged
+  model (``Trajectory.FAST_APPEND = False``), and ``durable="flush"`` with every batch written by the writer
+  thread instead of the append that fills it (``PackWriter.INLINE_BATCHES = False``).
 
 Every run builds a fresh Trainer (untimed), then times ``fit()`` plus closing the store (``close()``
 makes everything durable in the ``"flush"`` mode, so its cost is inside the time). Configurations
@@ -34,6 +38,7 @@ Run from the repository root::
     python benchmarks/bench_recording.py --steps 300 --rounds 5 # quicker
     python benchmarks/bench_recording.py --only plain,trainer --rounds 21
     python benchmarks/bench_recording.py --store-mode 'disk, my mode={"durable": "flush"}'
+    python benchmarks/bench_recording.py --diagnostics --only 'trainer;memory;disk, durable="flush"' --rounds 9
 """
 
 from __future__ import annotations
@@ -108,6 +113,16 @@ TARGET_ROWS = {
 }
 
 
+def _switch_writer(inline: bool) -> None:
+    """``PackWriter.INLINE_BATCHES`` for the next store's writer (a diagnostics row turns it off)."""
+    try:
+        from landscape.trajectory.writer import PackWriter
+    except ImportError:  # an older store
+        return
+    if hasattr(PackWriter, "INLINE_BATCHES"):
+        PackWriter.INLINE_BATCHES = inline
+
+
 def _net() -> nn.Module:
     torch.manual_seed(SEED)
     return MLP((1, 8, 8), [32], 10)
@@ -119,8 +134,8 @@ def _sgd(params: Any) -> torch.optim.Optimizer:
 
 def plain_loop(
     net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int
-) -> tuple[float, float, nn.Module]:
-    """The reference loop; returns wall and CPU seconds and the trained model."""
+) -> tuple[float, float, nn.Module, float]:
+    """The reference loop; returns wall and CPU seconds, the trained model, and the CPU seconds of all threads."""
     import copy
 
     model = copy.deepcopy(net)
@@ -130,7 +145,7 @@ def plain_loop(
     gen = torch.Generator().manual_seed(SEED)
     n, done = x.shape[0], 0
     loss_fn = nn.functional.cross_entropy
-    t0, c0 = time.perf_counter(), time.thread_time()
+    t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
     while done < steps:
         idx = torch.randperm(n, generator=gen)
         for i in range(0, n, batch):
@@ -143,7 +158,7 @@ def plain_loop(
             done += 1
             if done >= steps:
                 break
-    return time.perf_counter() - t0, time.thread_time() - c0, model
+    return time.perf_counter() - t0, time.thread_time() - c0, model, time.process_time() - p0
 
 
 def trainer_run(
@@ -154,8 +169,11 @@ def trainer_run(
     batch: int,
     store: Callable[[], Any] | None,
     **options: Any,
-) -> tuple[float, float, Trainer, Any]:
+) -> tuple[float, float, Trainer, Any, float]:
     """A Trainer run (recording every step into ``store()`` when given); the store is closed inside the time.
+
+    Returns wall and CPU seconds (of this thread), the trainer, the store, and the CPU seconds of all threads
+    (the store's writer thread included).
 
     ``options`` are more :class:`~landscape.train.Trainer` keywords (``train_accuracy=False``).
     """
@@ -166,11 +184,11 @@ def trainer_run(
     if rec is not None:
         kw.update(trajectory=rec, record_every_steps=1)
     tr = Trainer(net, (x, y), nn.functional.cross_entropy, **kw)
-    t0, c0 = time.perf_counter(), time.thread_time()
+    t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
     tr.fit()
     if traj is not None and traj.path is not None:
         traj.close()  # in the "flush" mode this is where the snapshots become durable
-    return time.perf_counter() - t0, time.thread_time() - c0, tr, traj
+    return time.perf_counter() - t0, time.thread_time() - c0, tr, traj, time.process_time() - p0
 
 
 def main() -> None:
@@ -193,6 +211,9 @@ def main() -> None:
         help='an extra on-disk configuration: a row name and Trajectory keywords, e.g. \'mine={"durable": "flush"}\'',
     )
     ap.add_argument("--json", default=None, help="write the measurements to this JSON file")
+    ap.add_argument(
+        "--diagnostics", action="store_true", help="add rows with the store's fast paths switched off (see above)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -202,13 +223,22 @@ def main() -> None:
     os.makedirs(root, exist_ok=True)
     counter = [0]
 
-    def on_disk(kwargs: dict[str, Any]) -> Callable[[], Trajectory]:
+    def on_disk(kwargs: dict[str, Any], fast: bool = True, inline: bool = True) -> Callable[[], Trajectory]:
         def make() -> Trajectory:
             counter[0] += 1
+            _switch_writer(inline)  # read when the store's writer starts (its first append)
             # create(): a new store on purpose (Trajectory(path) warns when it creates one)
-            return Trajectory.create(os.path.join(root, f"run{counter[0]:04d}"), **kwargs)
+            t = Trajectory.create(os.path.join(root, f"run{counter[0]:04d}"), **kwargs)
+            if not fast:
+                t.FAST_APPEND = False
+            return t
 
         return make
+
+    def general_memory() -> Trajectory:
+        t = Trajectory()
+        t.FAST_APPEND = False
+        return t
 
     configs: dict[str, Callable[[], Any] | None] = {
         "trainer": None,
@@ -221,6 +251,10 @@ def main() -> None:
         name, _, js = spec.partition("=")
         modes[name] = json.loads(js)
     configs.update({name: on_disk(kw) for name, kw in modes.items()})
+    if args.diagnostics and hasattr(Trajectory, "FAST_APPEND"):
+        configs["memory, general append"] = general_memory
+        configs['disk, durable="flush", general append'] = on_disk({"durable": "flush"}, fast=False)
+        configs['disk, durable="flush", batches in the writer thread'] = on_disk({"durable": "flush"}, inline=False)
     if args.only:
         keep = {s.strip() for s in args.only.split(";" if ";" in args.only else ",")}
         configs = {k: v for k, v in configs.items() if k in keep}
@@ -247,10 +281,10 @@ def main() -> None:
     )
 
     # Warm-up (first-call initializations, allocator) and the correctness checks.
-    _, _, ref = plain_loop(net, x, y, args.steps, args.batch_size)
+    _, _, ref, _ = plain_loop(net, x, y, args.steps, args.batch_size)
     final = parameters_to_vector(ref)
     for name, store in configs.items():
-        _, _, tr, traj = trainer_run(net, x, y, args.steps, args.batch_size, store, **options.get(name, {}))
+        _, _, tr, traj, _ = trainer_run(net, x, y, args.steps, args.batch_size, store, **options.get(name, {}))
         if not torch.equal(parameters_to_vector(tr.model), final):
             raise SystemExit(f"{name}: the Trainer's weights differ from the plain loop's")
         if traj is not None:
@@ -261,17 +295,17 @@ def main() -> None:
             if traj.path is not None:
                 traj.close()
 
-    times: dict[str, list[tuple[float, float]]] = {"plain": [], **{k: [] for k in configs}}
+    times: dict[str, list[tuple[float, float, float]]] = {"plain": [], **{k: [] for k in configs}}
     order = ["plain", *configs]
     for r in range(args.rounds):
         for name in order if r % 2 == 0 else order[::-1]:
             if name == "plain":
-                wall, cpu, _ = plain_loop(net, x, y, args.steps, args.batch_size)
+                wall, cpu, _, proc = plain_loop(net, x, y, args.steps, args.batch_size)
             else:
-                wall, cpu, _, _ = trainer_run(
+                wall, cpu, _, _, proc = trainer_run(
                     net, x, y, args.steps, args.batch_size, configs[name], **options.get(name, {})
                 )
-            times[name].append((wall, cpu))
+            times[name].append((wall, cpu, proc))
         shutil.rmtree(root, ignore_errors=True)
         os.makedirs(root, exist_ok=True)
     if args.dir is None:
@@ -292,6 +326,7 @@ def main() -> None:
             "config": name,
             "wall_us_per_step": wall * 1e6,
             "cpu_us_per_step": cpu * 1e6,
+            "all_threads_cpu_us_per_step": statistics.median(t[2] for t in times[name]) / args.steps * 1e6,
             "vs_plain_wall": ratio("plain", name, 0),
             "vs_plain_cpu": ratio("plain", name, 1),
             "vs_plain_best_cpu": best_ratio("plain", name),
@@ -308,10 +343,12 @@ def main() -> None:
 
     print(f"load average at end: {out['load_end']}")
     print("ratios: wall and CPU are medians over rounds of the per-round ratio, 'best' the ratio of the fastest runs'")
-    print("CPU times; 'vs trainer' = relative to not recording; 'extra us' = wall time per step over the trainer")
+    print("CPU times; 'vs trainer' = relative to not recording; 'extra us' = wall time per step over the trainer;")
+    print("'all threads' = CPU time of the process (the store's writer thread included), median per step")
+    w = max(36, *(len(n) + 1 for n in order))
     print(
-        f"{'configuration':<36s}{'wall us/step':>13s}{'CPU us/step':>12s}{'vs plain':>10s}{'(CPU)':>8s}{'(best)':>8s}"
-        f"{'vs trainer':>12s}{'(CPU)':>8s}{'(best)':>8s}{'extra us':>10s}"
+        f"{'configuration':<{w}s}{'wall us/step':>13s}{'CPU us/step':>12s}{'all threads':>12s}{'vs plain':>10s}"
+        f"{'(CPU)':>8s}{'(best)':>8s}{'vs trainer':>12s}{'(CPU)':>8s}{'(best)':>8s}{'extra us':>10s}"
     )
     for row in rows:
         vt = (
@@ -323,7 +360,8 @@ def main() -> None:
             else ""
         )
         print(
-            f"{row['config']:<36s}{row['wall_us_per_step']:13.1f}{row['cpu_us_per_step']:12.1f}"
+            f"{row['config']:<{w}s}{row['wall_us_per_step']:13.1f}{row['cpu_us_per_step']:12.1f}"
+            f"{row['all_threads_cpu_us_per_step']:12.1f}"
             f"{row['vs_plain_wall']:10.3f}{row['vs_plain_cpu']:8.3f}{row['vs_plain_best_cpu']:8.3f}{vt}"
         )
 

@@ -294,14 +294,16 @@ def test_durable_modes_sync_when_promised(tmp_path, monkeypatch, durable, per_ap
 def test_flush_mode_syncs_behind_in_the_writer_thread_so_flush_has_little_left(tmp_path, monkeypatch, ahead):
     counting = _CountingOs()
     writer.set_os(counting, monkeypatch.setattr)
-    monkeypatch.setattr(PackWriter, "LINGER", 600.0)  # the thread writes when BATCH snapshots are queued
+    monkeypatch.setattr(PackWriter, "LINGER", 600.0)  # the batch is written when BATCH snapshots are queued
     if ahead:
         monkeypatch.setattr(PackWriter, "SYNC_AHEAD", 1)
     t = Trajectory.create(tmp_path / "t", durable="flush")
     for i in range(PackWriter.BATCH):
         t.append(torch.full((5,), float(i)))
     deadline = time.monotonic() + 60
-    while t._writer.done < PackWriter.BATCH and time.monotonic() < deadline:  # the thread processed the batch
+    w = t._writer
+    # The appending thread wrote the batch (the 64th append); the writer thread then syncs behind it.
+    while (w.done < PackWriter.BATCH or (ahead and w.unsynced_bytes)) and time.monotonic() < deadline:
         time.sleep(0.01)
     behind = ["fdatasync", "fdatasync"] if ahead else []  # the pack, then the index
     calls = counting.calls

@@ -64,7 +64,7 @@ _DICTS = operator.attrgetter("_modules", "_parameters", "_buffers")
 
 def _module_sig(mods: list[nn.Module]) -> list[Any]:
     # Every module's child, parameter and buffer dicts, then their names, then their values (C-speed list
-    # building; compared by identity, see _same_structure).
+    # building; compared by identity, see same_structure).
     dicts = [d for m in mods for d in _DICTS(m)]
     return [*dicts, *chain.from_iterable(dicts), *chain.from_iterable(map(dict.values, dicts))]
 
@@ -74,7 +74,7 @@ def _tensor_sig(tensors: list[Tensor]) -> list[tuple[Any, ...]]:
 
 
 def _structure(model: nn.Module, tensors: list[Tensor]) -> tuple[Any, ...]:
-    """What :func:`_same_structure` compares.
+    """What :func:`same_structure` compares.
 
     Every module's children, parameters and buffers (their dicts, names and objects) and the layout
     tensors' memory, shape, stride and dtype. The objects are held, so that no identity can be reused.
@@ -83,11 +83,40 @@ def _structure(model: nn.Module, tensors: list[Tensor]) -> tuple[Any, ...]:
     return mods, _module_sig(mods), tensors, _tensor_sig(tensors)
 
 
-def _same_structure(structure: tuple[Any, ...]) -> bool:
+def same_structure(structure: tuple[Any, ...]) -> bool:
     # By identity: an equal but new name or object counts as a change (a rebuild, never a wrong reuse).
     mods, sig, tensors, tsig = structure
     now = _module_sig(mods)
     return len(now) == len(sig) and all(map(operator.is_, now, sig)) and _tensor_sig(tensors) == tsig
+
+
+class Rows:
+    """Fresh rows of preallocated blocks: where the store's fast ``append_model`` copies a snapshot's vector.
+
+    One ``torch.cat(views, out=row)`` into a row of a ``(BLOCK, numel)`` block replaces an allocation per
+    snapshot; a new block is allocated when one is used up (rows are never reused: a memory store keeps
+    them, the disk writer holds them until written).
+    """
+
+    BLOCK = 64
+
+    def __init__(self, numel: int, dtype: torch.dtype) -> None:
+        self.numel, self.dtype = numel, dtype
+        self.free: list[tuple[Tensor, memoryview | None]] = []
+
+    def take(self) -> tuple[Tensor, memoryview | None]:
+        """A new row, shape ``(numel,)``, contents undefined, and its bytes (``None`` where numpy lacks the dtype)."""
+        if not self.free:
+            block = torch.empty(self.BLOCK, self.numel, dtype=self.dtype)
+            rows = block.unbind(0)
+            try:  # the block's bytes once (raw_bytes of each row would cost a numpy array per snapshot)
+                data = memoryview(block.numpy().data).cast("B")
+            except TypeError:  # bfloat16
+                self.free = [(r, None) for r in reversed(rows)]
+            else:
+                n = data.nbytes // self.BLOCK
+                self.free = [(r, data[k * n : (k + 1) * n]) for k, r in reversed(list(enumerate(rows)))]
+        return self.free.pop()
 
 
 def capture_model(
@@ -110,7 +139,7 @@ def capture_model(
         changed, and its layout is still ``current``.
     """
     c = cached
-    if c is not None and c[0] is model and current is not None and current is c[2] and _same_structure(c[1]):
+    if c is not None and c[0] is model and current is not None and current is c[2] and same_structure(c[1]):
         return c[2], torch.cat(c[3]) if c[3] else parameters_to_vector(model), c[4], c
     named, buffers = named_tensors(model)
     layout = ParamLayout.from_model(model)

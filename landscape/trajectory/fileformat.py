@@ -289,16 +289,34 @@ def _frame_ends(spec: tuple[tuple[str, torch.dtype, tuple[int, ...], int], ...])
 _PAD = tuple(b" " * k for k in range(8))
 
 
-def snapshot_frame(rj: str, segment: str, tensors: Mapping[str, Tensor]) -> Frame:
+Spec = tuple[tuple[str, torch.dtype, tuple[int, ...], int], ...]
+
+
+def frame_spec(tensors: Mapping[str, Tensor], parts: Sequence[memoryview]) -> Spec:
+    """``(name, dtype, shape, nbytes)`` of each tensor: what a snapshot's safetensors table describes."""
+    return tuple((k, t.dtype, tuple(t.shape), b.nbytes) for (k, t), b in zip(tensors.items(), parts))
+
+
+def snapshot_frame(
+    rj: str,
+    segment: str,
+    tensors: Mapping[str, Tensor],
+    spec: Spec | None = None,
+    parts: list[memoryview] | None = None,
+) -> Frame:
     """Frame one snapshot (private contiguous CPU tensors) without hashing it.
 
     Args:
         rj: Its record, as :func:`record_json_fast` gives it.
         segment: Its segment's :func:`segment_json` for the first snapshot of a pack, else ``""``.
         tensors: ``vector`` and ``buffers/<name>``, in that order.
+        spec: :func:`frame_spec` of ``tensors`` when the caller knows it (the same for a run of snapshots).
+        parts: :func:`raw_bytes` of each tensor when the caller has them.
     """
-    parts = [raw_bytes(t) for t in tensors.values()]
-    spec = tuple((k, t.dtype, tuple(t.shape), b.nbytes) for (k, t), b in zip(tensors.items(), parts))
+    if parts is None:
+        parts = [raw_bytes(t) for t in tensors.values()]
+    if spec is None:
+        spec = frame_spec(tensors, parts)
     head = _HEAD + _quote(rj).encode() + b',"digest":"'
     if segment:  # the first snapshot of a pack: built in full (once per pack)
         table = table_json(spec)

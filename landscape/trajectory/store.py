@@ -55,7 +55,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landscape.params import ParamLayout
-from landscape.trajectory.capture import Capture, capture_model
+from landscape.trajectory.capture import Capture, Rows, capture_model, same_structure
 from landscape.trajectory.check import CheckReport, check_store
 from landscape.trajectory.fileformat import (
     BUF,
@@ -68,6 +68,7 @@ from landscape.trajectory.fileformat import (
     PACK,
     SNAPDIR,
     CorruptTrajectoryError,
+    Spec,
     TrajectoryError,
     pack_names,
     read_header,
@@ -121,14 +122,14 @@ class Trajectory(StoreIndex):
 
     * :meth:`append` returns: with ``durable="append"`` (or ``True``, the default) the snapshot is
       written and synced: it survives SIGKILL, an operating-system crash and power loss. With
-      ``"flush"`` or ``False`` it is copied and queued for the writer thread (group commit): a killed
+      ``"flush"`` or ``False`` it is copied and queued (group commit: written 64 at a time): a killed
       process may lose the snapshots still queued (at most 256 or 64 MB, typically 0.05 s worth).
     * :meth:`flush` returns: every snapshot appended so far, the index and the directory entries are
       written and fsynced (in every ``durable`` mode).
     * :meth:`close` returns: as :meth:`flush` for ``durable="append"`` or ``"flush"`` (``False``:
       written, not synced); the writer thread has ended and the lock is released.
-    * A failure of the writer thread is raised by the next :meth:`append`, :meth:`flush` or
-      :meth:`close`, naming the first snapshot not written; all earlier snapshots are intact.
+    * A failure of the writer (a batch that could not be written) is raised by the next :meth:`append`,
+      :meth:`flush` or :meth:`close`, naming the first snapshot not written; all earlier snapshots are intact.
 
     Args:
         path: Directory of the store; ``None`` keeps it in memory. An existing store is opened for
@@ -140,7 +141,7 @@ class Trajectory(StoreIndex):
             :meth:`append` takes a single flat tensor named ``"vector"``.
         meta: Run-level JSON metadata (model name, data, seed, ...); merged into an existing store's.
         durable: When snapshots are written and fsynced: ``"append"`` / ``True`` (before every append
-            returns), ``"flush"`` (written in batches by the writer thread, synced at :meth:`flush`
+            returns), ``"flush"`` (written in batches of 64, group commit, synced at :meth:`flush`
             and :meth:`close`: much cheaper for frequent snapshots) or ``False`` (batches, synced
             only on an explicit :meth:`flush`).
         verify: Check every snapshot's digest (sha256) on read.
@@ -161,6 +162,8 @@ class Trajectory(StoreIndex):
 
     #: A new pack starts once the current one holds this many bytes.
     PACK_BYTES = 256 * 2**20
+    #: ``append_model`` of an unchanged model takes the fast path (:meth:`_append_fast`); False for A/B timings.
+    FAST_APPEND = True
 
     def __init__(
         self,
@@ -269,6 +272,7 @@ class Trajectory(StoreIndex):
         self._rfd: tuple[str, int] | None = None  # the pack last read from
         self._model_cache: Capture | None = None  # what append_model reuses while the model is unchanged
         self._fresh: Tensor | None = None  # a vector append_model just built (no defensive copy needed)
+        self._fast: tuple[Any, ...] | None = None  # append_model's state for an unchanged model (_append_fast)
         self._offset = 0  # bytes of the index already parsed
         self._manifest_segs: list[tuple[ParamLayout, tuple[str, ...]]] = []  # as last read from disk
         self._manifest_seen: bytes | None = None  # the manifest's bytes when refresh() last parsed it
@@ -482,8 +486,21 @@ class Trajectory(StoreIndex):
             self._index_fd = self._dir_fd = None  # the writer owns (and closes) them now
         return w
 
-    def _queue_snapshot(self, i: int, tensors: dict[str, Tensor], rec: dict[str, Any], start: bool) -> None:
-        """Prepare snapshot ``i`` (all but its digest) and queue it for the writer thread."""
+    def _queue_snapshot(
+        self,
+        i: int,
+        tensors: dict[str, Tensor],
+        rec: dict[str, Any],
+        start: bool,
+        size: int = -1,
+        spec: Spec | None = None,
+        parts: list[memoryview] | None = None,
+    ) -> None:
+        """Prepare snapshot ``i`` (all but its digest) and queue it for the writer.
+
+        ``size`` (the tensor bytes), ``spec`` and ``parts`` (see
+        :func:`~landscape.trajectory.fileformat.snapshot_frame`) are passed when the caller knows them.
+        """
         assert self.path is not None
         w = self._writer_for_append()
         try:
@@ -503,11 +520,15 @@ class Trajectory(StoreIndex):
         if new_pack:
             self._pack_name, self._pack_size = new_pack, 0
         rec["file"] = self._pack_name  # "off", "size", "digest": set by the writer, which frames the snapshot
-        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        if size < 0:
+            size = sum(t.numel() * t.element_size() for t in tensors.values())
         self._pack_size += size  # the data: the headers' few hundred bytes do not matter to PACK_BYTES
         sync = self._durable == "append"
         try:
-            seq = w.put(WriteItem(i=i, new_pack=new_pack, rec=rec, seg=seg, keep=tensors, size=size, sync=sync))
+            item = WriteItem(
+                i=i, new_pack=new_pack, rec=rec, seg=seg, keep=tensors, size=size, sync=sync, spec=spec, parts=parts
+            )
+            seq = w.put(item)
             if sync:
                 w.wait(seq)  # every append durable: return once its batch is synced
         except TrajectoryError:
@@ -571,6 +592,19 @@ class Trajectory(StoreIndex):
         Returns:
             The index of the new snapshot.
         """
+        fast = self._fast
+        if (
+            fast is not None
+            and self.FAST_APPEND
+            and fast[0] is model
+            and fast[1] == len(self._segs) - 1
+            and not new_segment
+            and wall_time is None
+            and not self._closed
+            and same_structure(fast[2])
+        ):
+            return self._append_fast(fast, step, epoch, metrics, tags)
+        self._fast = None
         # The model's tensors are walked again only when it changed (see landscape.trajectory.capture).
         current = self._segs[-1][0] if self._segs else None
         layout, vec, buffers, c = capture_model(model, current, self._model_cache)
@@ -592,7 +626,55 @@ class Trajectory(StoreIndex):
             )
         finally:
             self._fresh = None
-        self._model_cache = c if c is not None and self._segs[-1][0] is c[2] else None
+        self._model_cache = c = c if c is not None and self._segs[-1][0] is c[2] else None
+        if c is not None and c[3] and vec.device.type == "cpu" and all(v.device.type == "cpu" for v in c[3]):
+            # The next snapshots of this model, while it is unchanged, take the fast path (_append_fast).
+            size = vec.numel() * vec.element_size() + sum(b.numel() * b.element_size() for b in buffers.values())
+            rows = Rows(vec.numel(), vec.dtype)
+            spec = (("vector", vec.dtype, (vec.numel(),), size),)  # frame_spec of a snapshot without buffers
+            self._fast = (model, len(self._segs) - 1, c[1], c[3], buffers, rows, _DTYPE_NAMES[vec.dtype], size, spec)
+        return i
+
+    def _append_fast(
+        self,
+        fast: tuple[Any, ...],
+        step: int,
+        epoch: float,
+        metrics: Mapping[str, float] | None,
+        tags: Mapping[str, Any] | None,
+    ) -> int:
+        """:meth:`append_model` of a model unchanged since the last one, in the same segment: the same snapshot.
+
+        Recording every step made the general path's checks and copies the largest part of a snapshot's
+        cost inside a training loop: here the record is built with the same checks of the caller's values,
+        and the parameters are copied with one ``torch.cat`` into a fresh row of a preallocated block
+        (:class:`~landscape.trajectory.capture.Rows`), which is the snapshot's own tensor from then on.
+        """
+        _, seg, _, views, buffers, rows, dtype, size, spec = fast
+        i = len(self._records)
+        rec: dict[str, Any] = {
+            "i": i,
+            "seg": seg,
+            "step": step_number(step),
+            "epoch": real_number(epoch, "epoch"),
+            "time": time.time(),
+            "dtype": dtype,
+            "metrics": metrics_dict(metrics),
+            "tags": jsonify(tags, "tags"),
+        }
+        vec, data = rows.take()
+        torch.cat(views, out=vec)
+        tensors = {"vector": vec}
+        for k, b in buffers.items():
+            tensors[BUF + k] = b.detach().to("cpu", copy=True)
+        if self.path is None:
+            self._mem.append(tensors)
+        elif buffers or data is None:
+            self._queue_snapshot(i, tensors, rec, False, size)
+        else:  # the frame's table is the same for every snapshot of the model: built once (frame_spec)
+            self._queue_snapshot(i, tensors, rec, False, size, spec, [data])
+        self._records.append(rec)
+        self._n_indexed = len(self._records)
         return i
 
     def update_meta(self, meta: Mapping[str, Any]) -> None:

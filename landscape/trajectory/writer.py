@@ -1,13 +1,16 @@
 """The writer of an on-disk trajectory store: group commit in a background thread, and what each call guarantees.
 
 The first append of a ``durable="flush"`` or ``False`` store starts a writer thread. The appending
-thread queues each snapshot (a private copy of its tensors, its record, its pack); the writer frames a batch
-of them (record JSON, safetensors header: :func:`landscape.trajectory.fileformat.snapshot_frame`), places
-them in the pack and computes their digests, writes every queued snapshot of a pack with one ``writev`` and
-their index lines with one ``write``, and syncs when asked (``durable="append"`` does the same in the
-appending thread, one snapshot at a time). Framing in the writer keeps that Python work out of the training
-loop: between two training steps it ran about three times slower than in a batch (caches evicted).
-What a completed call guarantees:
+thread queues each snapshot (a private copy of its tensors, its record, its pack). A batch of them is framed
+(record JSON, safetensors header: :func:`landscape.trajectory.fileformat.snapshot_frame`), placed in the pack
+with their digests computed, every snapshot of a pack written with one ``writev`` and their index lines with
+one ``write``. The appending thread writes a full batch (``PackWriter.BATCH`` snapshots) itself, at the append
+that fills it: framing 64 snapshots at once is cheap, while a second thread framing them during the training
+steps cost more than the work itself (its wake-ups, the GIL and the caches it shares with the training
+thread). The writer thread writes what the appending thread left queued for ``PackWriter.LINGER`` (an idle
+or slow appender), the syncs that ``flush`` and ``close`` ask for, and the write-behind syncs below
+(``durable="append"`` writes in the appending thread, one snapshot at a time). A lock orders the batches of
+the two threads. What a completed call guarantees:
 
 * ``append``, ``durable="append"`` (``True``, the default): the snapshot is written and its pack
   ``fdatasync``-ed: it survives the death of the process (SIGKILL included) and an operating-system crash
@@ -19,11 +22,13 @@ What a completed call guarantees:
   growing file on this project's disk). A crash leaves the rest of the reserve, zeros, after the last
   snapshot; recovery removes it like any other incomplete tail.
 * ``append``, ``durable="flush"`` or ``False``: the snapshot is copied (later changes to the caller's
-  tensors or model do not reach it) and queued. The writer hands it to the operating system within
-  ``PackWriter.LINGER`` (0.05 s), sooner once ``PackWriter.BATCH`` (64) snapshots or 4 MB are queued;
-  ``append`` waits while 256 snapshots or 64 MB are queued. A killed process loses at most the snapshots
+  tensors or model do not reach it) and queued. It reaches the operating system within
+  ``PackWriter.LINGER`` (0.05 s; the writer thread), sooner once ``PackWriter.BATCH`` (64) snapshots or 4 MB
+  are queued (the append that fills the batch writes it before it returns); ``append`` waits while 256
+  snapshots or 64 MB are queued. A killed process loses at most the snapshots
   still queued, never one that a returned ``flush`` covered. With ``durable="flush"`` the writer thread also
-  syncs the pack and the index whenever ``PackWriter.SYNC_AHEAD`` (1 MiB) of them are unsynced (write-behind):
+  syncs the pack and the index whenever ``PackWriter.SYNC_AHEAD`` (1 MiB) of them are unsynced (write-behind,
+  never in the appending thread):
   nothing is promised by it, but ``flush`` and ``close`` then have at most that much left to sync.
 * ``flush`` (every mode): every snapshot appended before is written and synced, with the index and the
   directories: it survives anything short of damage to the disk.
@@ -45,12 +50,20 @@ import errno
 import hashlib
 import os
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from landscape.trajectory.fileformat import SNAPDIR, TrajectoryError, index_line, record_json_fast, snapshot_frame
+from landscape.trajectory.fileformat import (
+    SNAPDIR,
+    Spec,
+    TrajectoryError,
+    index_line,
+    record_json_fast,
+    snapshot_frame,
+)
 from landscape.trajectory.files import fsync_path, write_all, write_all_at
 
 __all__: list[str] = []
@@ -65,7 +78,7 @@ class WriteItem:
     evicted); ``size`` counts the tensor bytes, for the queue's limits.
     """
 
-    __slots__ = ("seq", "i", "new_pack", "rec", "seg", "keep", "sync", "size")
+    __slots__ = ("seq", "i", "new_pack", "rec", "seg", "keep", "sync", "size", "spec", "parts")
 
     def __init__(
         self,
@@ -77,10 +90,13 @@ class WriteItem:
         keep: Mapping[str, Any] | None = None,
         size: int = 0,
         sync: bool = False,
+        spec: Spec | None = None,
+        parts: list[memoryview] | None = None,
     ) -> None:
         self.seq, self.i, self.new_pack, self.rec, self.seg, self.sync = 0, i, new_pack, rec, seg, sync
         self.keep: Mapping[str, Any] = keep or {}
         self.size = size
+        self.spec, self.parts = spec, parts  # the frame's table and tensor bytes, when the appender knows them
 
 
 class PackWriter:
@@ -88,12 +104,12 @@ class PackWriter:
 
     It owns the pack and index descriptors. The appending thread queues each snapshot with its record, its
     pack and a private copy of its tensors. A batch of queued snapshots is then framed, placed (each record's
-    ``off`` and ``size``) and written at once: their digests computed (``hashlib`` releases the GIL on the
-    tensor bytes, between snapshots), every snapshot of a pack written with one ``writev``, their index lines
-    with one ``write``, and synced when asked (every batch of a ``durable="append"`` store, or a :meth:`sync`
-    request from ``flush`` / ``close``). With ``threaded`` a daemon thread writes the batches (at BATCH
-    snapshots or BATCH_BYTES, a sync request or LINGER seconds); without, the appending thread does when BATCH
-    snapshots are queued (or at once with ``durable="append"``, which waits for its sync anyway).
+    ``off`` and ``size``) and written at once: their digests computed, every snapshot of a pack written with
+    one ``writev``, their index lines with one ``write``, and synced when asked (every batch of a
+    ``durable="append"`` store, or a :meth:`sync` request from ``flush`` / ``close``). The appending thread
+    writes a batch when BATCH snapshots or BATCH_BYTES are queued (or at once with ``durable="append"``, which
+    waits for its sync anyway). With ``threaded`` a daemon thread writes what waited LINGER seconds, the sync
+    requests and the write-behind syncs (with INLINE_BATCHES False, every batch: for A/B timings).
 
     It holds no reference to its :class:`Trajectory`, so an unclosed store is still garbage collected
     (its ``__del__`` writes the queue). After a failure it writes nothing more: the failed batch's
@@ -112,6 +128,9 @@ class PackWriter:
     #: Write in a thread (True) or in the appending thread once BATCH snapshots are queued (False).
     #: ``durable="append"`` always writes in the appending thread: it waits for every sync anyway.
     THREADED = True
+    #: With a thread: the appending thread writes a full batch itself, the thread only what waited LINGER, the syncs
+    #: and the write-behind (see the module docs). False: the thread writes every batch (for A/B timings).
+    INLINE_BATCHES = True
 
     def __init__(
         self,
@@ -145,6 +164,12 @@ class PackWriter:
         self.thread: threading.Thread | None = None
         # Write-behind syncs only where they cost the appending thread nothing: in the writer thread.
         self.write_behind = threaded and durable == "flush"
+        self.behind = False  # a write-behind sync is due (the appending thread asks the writer thread for it)
+        self.inline = threaded and self.INLINE_BATCHES  # the appending thread writes full batches itself
+        self.first_at = 0.0  # time.monotonic() when the oldest queued item was queued
+        # Held while a batch is taken from the queue and written (by either thread): batches reach the pack in order.
+        # Taken before ``cond``, never the other way round.
+        self.wlock = threading.Lock()
         if threaded:
             self.thread = threading.Thread(target=self._run, name="landscape-trajectory-writer", daemon=True)
             self.thread.start()
@@ -153,25 +178,34 @@ class PackWriter:
     # ---------------------------------------------------------- appending thread
     def put(self, item: WriteItem) -> int:
         """Queue an item (waits while the queue is full); returns its sequence number."""
+        now = False  # a full batch that this (the appending) thread writes itself
         with self.cond:
             self.raise_error()
             while self.queue and (len(self.queue) >= self.MAX_QUEUE or self.bytes >= self.MAX_BYTES) and not self.error:
                 if self.thread is None:
                     self._process()
                     break
+                self.urgent = True  # (the writer thread would otherwise wait for LINGER)
                 self.cond.notify_all()
                 self.cond.wait()
             self.raise_error()
             self.seq += 1
             item.seq = self.seq
+            if not self.queue:
+                self.first_at = time.monotonic()
             self.queue.append(item)
             self.bytes += item.size
             if item.sync or len(self.queue) >= self.BATCH or self.bytes >= self.BATCH_BYTES:
                 if self.thread is None:
                     self._process()
+                elif self.inline and not item.sync:
+                    now = True
                 else:
                     self.cond.notify_all()
-            return self.seq
+        if now:
+            with self.wlock:
+                self._write_batch()
+        return item.seq
 
     def wait(self, seq: int) -> None:
         """Wait until item ``seq`` (and every earlier one) is processed; raise the thread's error if any."""
@@ -224,15 +258,51 @@ class PackWriter:
                 "the store is closed: open it again with mode='a' to continue"
             ) from self.error
 
-    def _ready(self) -> bool:
-        q = self.queue
-        return (
-            len(q) >= self.BATCH
-            or self.bytes >= self.BATCH_BYTES
-            or self.stopping
-            or self.urgent
-            or any(it.sync for it in q)
-        )
+    def _wait_for_work(self) -> None:
+        """Writer thread, ``cond`` held: wait for a sync request, ``urgent``, a write-behind, stop, or LINGER.
+
+        Without :attr:`inline` also for a full batch. A queued item is written at most LINGER after it was queued.
+        """
+        while True:
+            q = self.queue
+            if self.stopping or self.urgent or self.behind or any(it.sync for it in q):
+                return
+            if q and not self.inline and (len(q) >= self.BATCH or self.bytes >= self.BATCH_BYTES):
+                return
+            left = self.first_at + self.LINGER - time.monotonic() if q else self.LINGER
+            if left <= 0:
+                return
+            self.cond.wait(left)
+
+    def _write_batch(self) -> list[WriteItem]:
+        """Take the queue and write it (``wlock`` held, ``cond`` not); returns the batch."""
+        with self.cond:
+            batch = list(self.queue)
+            self.queue.clear()
+            self.bytes, self.urgent = 0, False
+            if batch:
+                self.cond.notify_all()  # room in the queue again
+        if not batch:
+            return batch
+        if self.error is None:
+            try:
+                self._write(batch)
+            except BaseException as e:  # noqa: BLE001 - reported to the appending thread
+                self.error = e
+        with self.cond:
+            self.done = batch[-1].seq
+            self.cond.notify_all()
+        return batch
+
+    def _sync_behind(self) -> None:
+        """Writer thread, ``wlock`` held: the write-behind sync the appending thread asked for (see the module docs)."""
+        if self.error is None and self.pack_fd is not None and self.index_fd is not None and self.unsynced_bytes:
+            try:
+                os.fdatasync(self.pack_fd)
+                os.fdatasync(self.index_fd)
+                self.unsynced, self.unsynced_bytes = False, 0
+            except BaseException as e:  # noqa: BLE001 - reported to the appending thread
+                self.failed_at, self.error = self.next_i, e
 
     def _process(self) -> None:
         """Without a thread: write the queue now, in the appending thread (``cond`` held)."""
@@ -251,24 +321,16 @@ class PackWriter:
     def _run(self) -> None:
         while True:
             with self.cond:
-                if not self.stopping:  # batch: wait for BATCH snapshots, BATCH_BYTES, a sync, or LINGER
-                    self.cond.wait_for(self._ready, timeout=self.LINGER)
-                batch = list(self.queue)
-                self.queue.clear()
-                self.bytes, self.urgent = 0, False
-                if not batch and self.stopping:
-                    return
-                self.cond.notify_all()  # room in the queue again
-            if not batch:
-                continue
-            if self.error is None:
-                try:
-                    self._write(batch)
-                except BaseException as e:  # noqa: BLE001 - reported to the appending thread
-                    self.error = e
-            with self.cond:
-                self.done = batch[-1].seq
-                self.cond.notify_all()
+                if not self.stopping:
+                    self._wait_for_work()
+                behind, self.behind = self.behind, False
+            with self.wlock:
+                batch = self._write_batch()
+                with self.cond:
+                    if not batch and not self.queue and self.stopping:
+                        return
+                if not batch and behind:
+                    self._sync_behind()
             if self.error is not None:
                 with self.cond:  # nothing more is written; wake every waiter until stop()
                     while not self.stopping:
@@ -300,7 +362,7 @@ class PackWriter:
                 elif pack_start is None:
                     pack_start = (self.pack_fd, off)
                 rj = record_json_fast(it.rec)
-                pre, head, tail, parts, size = snapshot_frame(rj, it.seg, it.keep)
+                pre, head, tail, parts, size = snapshot_frame(rj, it.seg, it.keep, it.spec, it.parts)
                 h = hashlib.sha256(pre)
                 for part in parts:
                     h.update(part)  # releases the GIL for large parts
@@ -327,9 +389,14 @@ class PackWriter:
                 fsync_path(self.root)  # the entries of the index, the manifest and the pack directory
                 self.unsynced_bytes = 0
             elif self.write_behind and self.unsynced_bytes >= self.SYNC_AHEAD and self.pack_fd is not None:
-                os.fdatasync(self.pack_fd)  # what a later flush would otherwise wait for (see the module docs)
-                os.fdatasync(self.index_fd)
-                self.unsynced, self.unsynced_bytes = False, 0
+                if threading.current_thread() is self.thread:
+                    os.fdatasync(self.pack_fd)  # what a later flush would otherwise wait for (see the module docs)
+                    os.fdatasync(self.index_fd)
+                    self.unsynced, self.unsynced_bytes = False, 0
+                else:  # the appending thread wrote this batch: the writer thread syncs behind it
+                    with self.cond:
+                        self.behind = True
+                        self.cond.notify_all()
             self.written += len(lines)
             self.next_i += len(lines)  # snapshots are queued in order
         except BaseException:
