@@ -1,0 +1,84 @@
+"""Bug hunt nu17: the analyzers and the Problem centre on realistic models, against brute force in float64.
+
+References: the models' own losses (a float64 copy in eval mode), numpy's statistics, and invariants.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from landscape.analyze import StreamingHistogram, random_plane
+from landscape.trajectory import Trajectory
+
+F64 = torch.float64
+
+
+class _BNNet(nn.Module):
+    """Conv -> BatchNorm -> ReLU -> pool -> Linear: a small residual-free ResNet stem with running statistics."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv, self.bn, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def _warm(net: nn.Module, seed: int) -> nn.Module:
+    """``net`` with running statistics of its own (train-mode passes over shifted inputs), back in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.randn(16, 3, 6, 6, generator=g) * 2 + 1)
+    return net.eval()
+
+
+def _image_data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(24, 3, 6, 6, generator=g), torch.randint(0, 5, (24,), generator=g)
+
+
+def _own_loss(net: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    """The mean cross-entropy of a float64 copy of ``net`` in eval mode (its running statistics)."""
+    m = copy.deepcopy(net).double().eval()
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(m(X.double()), y))
+
+
+# ----------------------------------------------------------------------------- 1. random_plane around a snapshot
+def test_random_plane_centred_on_a_snapshot_keeps_its_stored_statistics():
+    """A snapshot as the centre is the model ``Trajectory.model_at`` rebuilds, as in every other slice.
+
+    The plane's origin passed the snapshot's vector alone, so the problem model's running statistics were used.
+    """
+    X, y = _image_data()
+    template, trained = _BNNet(0), _warm(_BNNet(1), 1)
+    traj = Trajectory()
+    traj.append_model(template, step=0)
+    traj.append_model(trained, step=1)
+    want = _own_loss(traj.model_at(template, 1), X, y)
+    assert abs(want - _own_loss(template, X, y)) > 1e-3  # the statistics matter here
+    res = random_plane(template, (X, y), [0.0], [0.0], center=traj[-1])
+    np.testing.assert_allclose(res.metrics["loss"][0, 0], want, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- 2. StreamingHistogram.std
+def test_streaming_histogram_std_matches_numpy_on_offset_values():
+    """The population std of values far from zero: E[x^2] - E[x]^2 cancelled (15x too large, 0 for constants)."""
+    g = torch.Generator().manual_seed(0)
+    x = 1000.1 + 1e-6 * torch.randn(3000, dtype=F64, generator=g)
+    h = StreamingHistogram(0, 2000, bins=10, exact_limit=0)
+    for part in x.split(700):
+        h.update(part)
+    np.testing.assert_allclose(h.std, np.std(x.numpy()), rtol=1e-6)
+    np.testing.assert_allclose(h.mean, np.mean(x.numpy()), rtol=1e-14)
+    c = StreamingHistogram(-1, 1, bins=4)
+    c.update(torch.full((1000,), 0.1))
+    c.update(torch.full((10,), 0.1))
+    assert c.std <= 1e-15
