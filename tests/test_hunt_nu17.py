@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape.analyze import StreamingHistogram, random_plane
+from landscape.analyze import SaturationHistory, SaturationRecorder, StreamingHistogram, random_plane
+from landscape.train import Trainer
+from landscape.train.checkpoint import load_checkpoint, resume, save_checkpoint
 from landscape.trajectory import Trajectory
 
 F64 = torch.float64
@@ -82,3 +84,34 @@ def test_streaming_histogram_std_matches_numpy_on_offset_values():
     c.update(torch.full((1000,), 0.1))
     c.update(torch.full((10,), 0.1))
     assert c.std <= 1e-15
+
+
+# ----------------------------------------------------------------------------- 3. SaturationRecorder in a resumed run
+def _saturation_run(epochs: int, traj: Trajectory) -> Trainer:
+    g = torch.Generator().manual_seed(3)
+    X, y = torch.randn(32, 4, generator=g), torch.randint(0, 3, (32,), generator=g)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    cb = SaturationRecorder(X, histogram_epochs=[0, 2, 3])
+    return Trainer(
+        net, (X, y), epochs=epochs, batch_size=8, optimizer_kwargs={"lr": 0.1}, trajectory=traj, callbacks=[cb]
+    )
+
+
+def test_saturation_recorder_history_continues_in_a_resumed_run(tmp_path):
+    """A run checkpointed after 2 epochs and resumed for a 3rd stores the history of the run trained whole.
+
+    The recorder kept no state, so the resumed run called its on_train_begin: the resumed starting point was
+    measured as epoch 0 ("before training") and the stored history became [0, 3], epochs 1 and 2 lost.
+    """
+    whole = Trajectory()
+    _saturation_run(3, whole).fit()
+    parts = Trajectory()
+    first = _saturation_run(2, parts).fit()
+    path = save_checkpoint(first, tmp_path / "ckpt.pt")
+    resumed = resume(_saturation_run(3, parts), load_checkpoint(path)).fit()
+    want = SaturationHistory.from_trajectory(whole)
+    for got in (SaturationHistory.from_trajectory(parts), resumed.callbacks[0].history_):
+        np.testing.assert_array_equal(got.epochs, [0.0, 1.0, 2.0, 3.0])
+        for name in ("values", "lower", "upper", "mean", "std", "histogram_epochs", "histograms", "edges"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
