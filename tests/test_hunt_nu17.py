@@ -11,7 +11,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape.analyze import SaturationHistory, SaturationRecorder, StreamingHistogram, random_plane
+from landscape.analyze import (
+    SaturationHistory,
+    SaturationRecorder,
+    StreamingHistogram,
+    TrajectoryPCA,
+    distance_from_init,
+    pairwise_end_distances,
+    random_plane,
+)
 from landscape.train import Trainer
 from landscape.train.checkpoint import load_checkpoint, resume, save_checkpoint
 from landscape.trajectory import Trajectory
@@ -115,3 +123,17 @@ def test_saturation_recorder_history_continues_in_a_resumed_run(tmp_path):
         np.testing.assert_array_equal(got.epochs, [0.0, 1.0, 2.0, 3.0])
         for name in ("values", "lower", "upper", "mean", "std", "histogram_epochs", "histograms", "edges"):
             np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+
+
+# ----------------------------------------------------------------------------- 4. a list of numpy (D,) vectors
+def test_snapshot_analyses_take_a_list_of_numpy_vectors():
+    """A list of (D,) numpy vectors is read as the (T, D) array it stacks to (it was refused with a message that
+    listed it as accepted: "pass ... a list of (D,) vectors")."""
+    X = np.random.default_rng(0).standard_normal((6, 10)).cumsum(0)
+    rows = list(X)
+    np.testing.assert_allclose(
+        TrajectoryPCA(2).fit(rows).transform(X), TrajectoryPCA(2).fit(X).transform(X), atol=1e-12
+    )
+    np.testing.assert_allclose(distance_from_init(rows), np.linalg.norm(X - X[0], axis=1), atol=1e-12)
+    ends = pairwise_end_distances([rows, X[:3]])
+    np.testing.assert_allclose(ends[0, 1], np.linalg.norm(X[-1] - X[2]), rtol=1e-12)

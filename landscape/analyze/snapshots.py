@@ -119,8 +119,11 @@ def _as_rows(x: Any, segment: int | None) -> _Rows:
         return _MatrixRows(x.detach())
     if hasattr(x, "vector"):  # a single Snapshot
         x = [x]
-    if isinstance(x, Sequence) and x and all(hasattr(s, "vector") or isinstance(s, Tensor) for s in x):
-        vecs = [s.vector if hasattr(s, "vector") else s for s in x]
+    if isinstance(x, Sequence) and x and all(hasattr(s, "vector") or isinstance(s, Tensor | np.ndarray) for s in x):
+        # numpy (D,) vectors too (a result's center, say): the message below listed them and refused them
+        vecs = [s.vector if hasattr(s, "vector") else torch.as_tensor(s) for s in x]
+        if any(not v.is_floating_point() for v in vecs):
+            raise TypeError(f"snapshot vectors must be floating point, got {sorted({str(v.dtype) for v in vecs})}")
         if any(v.dim() != 1 for v in vecs):
             raise ValueError("a list of snapshots must hold flat (D,) vectors")
         steps = np.array([getattr(s, "step", i) for i, s in enumerate(x)], dtype=np.int64)
