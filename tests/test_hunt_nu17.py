@@ -165,3 +165,24 @@ def test_a_cast_problem_reads_the_model_as_it_is_now_like_an_uncast_one():
     assert abs(after - before) > 1e-2
     np.testing.assert_allclose(float(p32.loss()), after, rtol=1e-5)  # holds on main: the float32 tensors are aliases
     np.testing.assert_allclose(float(p64.loss()), after, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------- 6. PCA projection of a BatchNorm run
+def test_pca_projection_true_loss_is_each_snapshots_own_loss():
+    """``project(traj, loss_at=problem)``: a snapshot's true loss is the loss of the model ``model_at`` rebuilds.
+
+    Every snapshot was evaluated on the problem model's running statistics (the last network's here), so the
+    earlier snapshots of a BatchNorm run got another network's loss.
+    """
+    X, y = _image_data()
+    nets = [_warm(_BNNet(i), i) for i in range(4)]
+    traj = Trajectory()
+    for i, net in enumerate(nets):
+        traj.append_model(net, step=i)
+    want = [_own_loss(traj.model_at(nets[0], i), X, y) for i in range(4)]
+    pca = TrajectoryPCA(2).fit(traj)
+    for prob in (Problem(nets[-1], (X, y)), Problem(nets[-1], [(X[:10], y[:10]), (X[10:], y[10:])], dtype=F64)):
+        got = pca.project(traj, loss_at=prob, points_per_call=3).true_loss
+        np.testing.assert_allclose(got, want, rtol=1e-5 if prob.dtype == torch.float32 else 1e-10)
+    snaps = pca.project([traj[i] for i in range(4)], loss_at=Problem(nets[-1], (X, y))).true_loss
+    np.testing.assert_allclose(snaps, want, rtol=1e-5)
