@@ -21,7 +21,9 @@ from landscape.analyze import (
     distance_from_init,
     pairwise_end_distances,
     random_plane,
+    weight_matching,
 )
+from landscape.params import parameters_to_vector
 from landscape.train import Trainer
 from landscape.train.checkpoint import load_checkpoint, resume, save_checkpoint
 from landscape.trajectory import Trajectory
@@ -238,3 +240,15 @@ def test_accuracy_of_a_single_logit_on_the_fast_path():
     net, X, y, acc = _logit_net()
     res = random_plane(Problem(net, (X, y), _bce), xs=[0.0], ys=[0.0])
     np.testing.assert_allclose(res.metrics["accuracy"][0, 0], acc, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- 8. a permutation applied to numpy
+def test_alignment_applies_to_a_numpy_vector_as_to_the_tensor():
+    """A result's vectors are numpy (a line's anchors, a plane's center): ``apply`` raised AttributeError (.items)."""
+    torch.manual_seed(0)
+    a, b = (nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)) for _ in range(2))
+    res = weight_matching(a, b)
+    vec = parameters_to_vector(b).detach()
+    got = res.apply(vec.numpy(), layout=b)
+    assert isinstance(got, np.ndarray)
+    np.testing.assert_array_equal(got, parameters_to_vector(res.apply(b)).detach().numpy())

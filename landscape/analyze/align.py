@@ -123,8 +123,8 @@ class AlignmentResult(Result):
         """The spec as an object."""
         return PermutationSpec.from_dict(self.spec)
 
-    def apply(self, target: nn.Module | Mapping[str, Tensor] | Tensor, *, layout: Any = None) -> Any:
-        """Apply the permutation to ``b`` (a model, dict or flat vector, out of place)."""
+    def apply(self, target: nn.Module | Mapping[str, Tensor] | Tensor | np.ndarray, *, layout: Any = None) -> Any:
+        """Apply the permutation to ``b`` (a model, dict or flat vector, tensor or numpy, out of place)."""
         return apply_permutation(self.permutation_spec, self.perm, target, layout=layout)
 
 
