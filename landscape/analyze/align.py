@@ -98,8 +98,8 @@ class AlignmentResult(Result):
             activation matching: ``(1,)`` the summed correlation of matched units.
         method: ``"weight"`` or ``"activation"``.
         spec: The permutation spec (``PermutationSpec.to_dict()``).
-        per_group: Group -> matched score (mean correlation of matched units, or the group's share of the
-            weight objective), for diagnosis.
+        per_group: Group -> mean correlation of its matched units (activation matching), for diagnosis; empty for
+            weight matching, whose objective couples the groups.
         provenance: Seed, data, version and options.
     """
 
