@@ -265,5 +265,12 @@ def _k_dimensional(out: Tensor, y: Tensor) -> bool:
 
 
 def _hits(out: Tensor, y: Tensor) -> Tensor:
-    """Whether each target is its output's ``argmax`` over the class axis (shaped as ``y``)."""
-    return out.argmax(dim=1 if _k_dimensional(out, y) else -1) == y
+    """Whether each target is its output's ``argmax`` over the class axis (shaped as ``y``).
+
+    One output on the class axis is a binary classifier's logit ``z`` (``bce_with_logits``), whose class is ``z > 0``,
+    as :mod:`landscape.analyze.distance` reads it: the argmax of one entry is class 0 for every sample.
+    """
+    axis = 1 if _k_dimensional(out, y) else -1
+    if out.shape[axis] == 1 and out.dim() == y.dim() + 1:
+        return (out.select(axis, 0) > 0).long() == y
+    return out.argmax(dim=axis) == y

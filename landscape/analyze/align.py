@@ -98,8 +98,8 @@ class AlignmentResult(Result):
             activation matching: ``(1,)`` the summed correlation of matched units.
         method: ``"weight"`` or ``"activation"``.
         spec: The permutation spec (``PermutationSpec.to_dict()``).
-        per_group: Group -> matched score (mean correlation of matched units, or the group's share of the
-            weight objective), for diagnosis.
+        per_group: Group -> mean correlation of its matched units (activation matching), for diagnosis; empty for
+            weight matching, whose objective couples the groups.
         provenance: Seed, data, version and options.
     """
 
@@ -123,8 +123,8 @@ class AlignmentResult(Result):
         """The spec as an object."""
         return PermutationSpec.from_dict(self.spec)
 
-    def apply(self, target: nn.Module | Mapping[str, Tensor] | Tensor, *, layout: Any = None) -> Any:
-        """Apply the permutation to ``b`` (a model, dict or flat vector, out of place)."""
+    def apply(self, target: nn.Module | Mapping[str, Tensor] | Tensor | np.ndarray, *, layout: Any = None) -> Any:
+        """Apply the permutation to ``b`` (a model, dict or flat vector, tensor or numpy, out of place)."""
         return apply_permutation(self.permutation_spec, self.perm, target, layout=layout)
 
 

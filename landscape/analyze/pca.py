@@ -36,6 +36,8 @@ from tqdm.auto import tqdm
 
 from landscape.analyze.paths import LossAt, ProjectedPath, make_loss_at
 from landscape.analyze.snapshots import SnapshotStack, Workspace, refuse_nonfinite, row_sqnorms
+from landscape.evaluate.affine import AffinePoints
+from landscape.evaluate.points import evaluate_points
 from landscape.problem import Problem
 from landscape.results import Provenance
 from landscape.validation import InputTypeError, check_vector
@@ -427,7 +429,10 @@ class TrajectoryPCA:
             X: Trajectories or snapshots as for :meth:`transform`.
             loss_at: ``loss_at(vectors (n, D)) -> (n,)``, e.g. from :func:`make_loss_at`, or a
                 :class:`~landscape.problem.Problem` (its mean loss); when given, each
-                snapshot's true loss is reported beside the loss at its projection on the plane.
+                snapshot's true loss is reported beside the loss at its projection on the plane. With a
+                problem (``bn_mode="eval"``), snapshots that stored buffers are evaluated as the models
+                ``Trajectory.model_at`` rebuilds, on their own running statistics (a callable sees only vectors:
+                the model's statistics); the projections run on the problem model's, as the plane's surface.
             points_per_call: Points passed to ``loss_at`` per call.
             segment: Segment to read from multi-segment trajectories.
 
@@ -444,6 +449,7 @@ class TrajectoryPCA:
         coords = np.zeros((n, 2))
         full = np.zeros(n)
         off = np.zeros(n)
+        prob = loss_at if isinstance(loss_at, Problem) else None
         if isinstance(loss_at, Problem):
             loss_at = make_loss_at(loss_at)
         elif isinstance(loss_at, nn.Module) or not (loss_at is None or callable(loss_at)):
@@ -468,7 +474,11 @@ class TrajectoryPCA:
                 res += row_sqnorms(ws.shifted(0, blk, center, cols).addmm_(xy, dirs[:, cols], alpha=-1))
             coords[a:b], full[a:b], off[a:b] = xy.numpy(), sq.sqrt().numpy(), res.sqrt().numpy()
             if loss_at is not None:
-                true_loss[a:b] = _call_loss(loss_at, blk, b - a)  # type: ignore[index]
+                own = None if prob is None else _own_buffers(prob, src, a, b)
+                if prob is not None and own is not None:
+                    true_loss[a:b] = _snapshot_losses(prob, blk, own)  # type: ignore[index]
+                else:
+                    true_loss[a:b] = _call_loss(loss_at, blk, b - a)  # type: ignore[index]
                 pts = (center + xy @ dirs).to(blk.dtype)
                 plane_loss[a:b] = _call_loss(loss_at, pts, b - a)  # type: ignore[index]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -495,6 +505,28 @@ def _count(n: int, noun: str) -> str:
     if n == 1:
         return f"1 {noun}"
     return f"{n} {noun[:-1]}ies" if noun.endswith("y") else f"{n} {noun}s"
+
+
+def _own_buffers(prob: Problem, src: SnapshotStack, start: int, stop: int) -> list[dict[str, Tensor]] | None:
+    """The buffers snapshots ``[start, stop)`` stored, in the problem's dtype, or ``None``.
+
+    ``None`` (the problem model's buffers are used) unless every snapshot stored the model's buffers (by name) and
+    the problem runs on running statistics (``bn_mode="eval"``).
+    """
+    if prob.bn_mode != "eval":
+        return None
+    rows = src.buffers(start, stop)
+    names = {k for k, _ in prob.model.named_buffers()}
+    if rows is None or not names or any(set(r) != names for r in rows):
+        return None
+    cast = lambda v: v.to(device=prob.device, dtype=prob.dtype) if v.is_floating_point() else v.to(prob.device)  # noqa: E731
+    return [{k: cast(v) for k, v in r.items()} for r in rows]
+
+
+def _snapshot_losses(prob: Problem, blk: Tensor, own: list[dict[str, Tensor]]) -> np.ndarray:
+    """The mean loss of each row of ``blk`` ``(n, D)`` on its own buffers (as ``Trajectory.model_at`` rebuilds it)."""
+    pts = AffinePoints(blk.to(prob.dtype, copy=True), np.eye(len(own)), own)  # point i: row i with buffers i
+    return np.asarray(evaluate_points(prob, pts, metrics=("loss",), bn_mode="interpolate")["loss"], np.float64)
 
 
 def _call_loss(loss_at: LossAt, pts: Tensor, n: int) -> np.ndarray:

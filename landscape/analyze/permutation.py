@@ -30,6 +30,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -123,7 +124,7 @@ def _permute_dict(
 def apply_permutation(
     spec: PermutationSpec,
     perm: Mapping[str, Tensor],
-    target: nn.Module | Mapping[str, Tensor] | Tensor,
+    target: nn.Module | Mapping[str, Tensor] | Tensor | np.ndarray,
     *,
     layout: ParamLayout | nn.Module | None = None,
 ) -> Any:
@@ -134,7 +135,7 @@ def apply_permutation(
         perm: ``{group: LongTensor (n,)}``; ``new[i] = old[perm[i]]`` along every axis of the group.
         target: A model (a new model is returned, parameters and buffers permuted; the input is only
             read), a dict of tensors (a new dict; tensors the spec does not move are the same objects), or
-            a flat vector ``(D,)`` (needs ``layout``).
+            a flat vector ``(D,)`` (a tensor or a numpy array; needs ``layout``).
         layout: The layout of a flat vector (or the model it comes from).
 
     Returns:
@@ -144,6 +145,8 @@ def apply_permutation(
         ValueError: On a permutation that does not fit the spec, or a vector without a layout.
     """
     perm = check_permutation(spec, perm)
+    if isinstance(target, np.ndarray):  # a result's vector (a slice's anchors, a plane's center): numpy back
+        return apply_permutation(spec, perm, torch.from_numpy(target), layout=layout).numpy()
     if isinstance(target, nn.Module):
         new = copy.deepcopy(target)
         state = _permute_dict(spec, perm, {k: v.detach() for k, v in target.state_dict(keep_vars=True).items()})

@@ -7,16 +7,19 @@ Fig. 14-15).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
+import numpy as np
 import torch
 from torch import nn
 
 from landscape._options import parse_option
 from landscape.analyze.saturation import LayerSpec, RangeLike, _refuse_no_layers, measure_saturation
 from landscape.analyze.saturation_results import ActivationValue, SaturationHistory, SaturationStats
+from landscape.results import Provenance
 from landscape.train.callbacks import Callback, EpochEvent, RecordTrajectory
 from landscape.train.loop import Trainer
 
@@ -111,6 +114,7 @@ class SaturationRecorder(Callback):
         self._stats: list[dict[str, SaturationStats]] = []
         self._epochs: list[float] = []
         self._store: Any = None
+        self._store_found = False  # a resumed run finds its store at the first measurement (load_state_dict has none)
 
     @property
     def history_(self) -> SaturationHistory:
@@ -136,16 +140,42 @@ class SaturationRecorder(Callback):
             )
         self._stats.append(stats)
         self._epochs.append(epoch)
+        if not self._store_found:
+            self._store, self._store_found = self._find_store(trainer), True
         if self._store is not None and hasattr(self._store, "update_meta"):
             self._store.update_meta({self.meta_key: self.history_.to_json()})
         return stats
 
+    def _find_store(self, trainer: Trainer) -> Any:
+        """Where the history goes: ``trajectory``, else the trainer's, else the first ``RecordTrajectory``'s."""
+        if self.trajectory is not None:
+            return self.trajectory
+        if trainer.trajectory is not None:
+            return trainer.trajectory
+        recorders = [cb for cb in trainer.callbacks if isinstance(cb, RecordTrajectory)]
+        return recorders[0].trajectory if recorders else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The measurements so far (a checkpoint's; :mod:`landscape.train.checkpoint`), as tensors and plain values.
+
+        A resumed run continues this history: without it the resumed run measured its starting point as the
+        measurement before training (epoch 0) and overwrote the stored history with it.
+        """
+        return {
+            "epochs": list(self._epochs),
+            "stats": [{k: _stats_state(v) for k, v in m.items()} for m in self._stats],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the history :meth:`state_dict` saved (a resumed run; in place of :meth:`on_train_begin`)."""
+        self._epochs = [float(e) for e in state["epochs"]]
+        self._stats = [{k: _stats_from(v) for k, v in m.items()} for m in state["stats"]]
+        self._store, self._store_found = None, False
+
     def on_train_begin(self, trainer: Trainer) -> None:  # noqa: D102
         self._stats, self._epochs = [], []
         recorders = [cb for cb in trainer.callbacks if isinstance(cb, RecordTrajectory)]
-        self._store = self.trajectory if self.trajectory is not None else trainer.trajectory
-        if self._store is None and recorders:
-            self._store = recorders[0].trajectory
+        self._store, self._store_found = self._find_store(trainer), True
         me = trainer.callbacks.index(self) if self in trainer.callbacks else -1
         if any(trainer.callbacks.index(r) < me for r in recorders):
             warnings.warn(
@@ -170,3 +200,20 @@ class SaturationRecorder(Callback):
             return
         stats = self._measure(trainer, float(event.epoch + 1))
         event.metrics.update(self._metrics(stats))  # the same dict as trainer.last_metrics
+
+
+def _stats_state(s: SaturationStats) -> dict[str, Any]:
+    """One layer's statistics as a checkpoint holds them: arrays as tensors (exact), the rest plain."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(s):
+        v = getattr(s, f.name)
+        out[f.name] = torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v
+    out["provenance"] = s.provenance.to_dict()
+    return out
+
+
+def _stats_from(d: Mapping[str, Any]) -> SaturationStats:
+    """Inverse of :func:`_stats_state`."""
+    kw: dict[str, Any] = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in d.items()}
+    kw["provenance"] = Provenance.from_dict(d["provenance"])
+    return SaturationStats(**kw)

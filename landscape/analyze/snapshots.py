@@ -38,6 +38,10 @@ class _Rows:
         """Copy rows ``[start, stop)`` into ``out`` of shape ``(stop - start, D)``."""
         raise NotImplementedError
 
+    def buffers(self, start: int, stop: int) -> list[dict[str, Tensor]] | None:
+        """The buffers stored with rows ``[start, stop)`` (BatchNorm statistics), or ``None`` when a row has none."""
+        return None
+
 
 class _MatrixRows(_Rows):
     def __init__(self, mat: Tensor) -> None:
@@ -52,7 +56,9 @@ class _MatrixRows(_Rows):
 
 
 class _ListRows(_Rows):
-    def __init__(self, vecs: Sequence[Tensor], steps: np.ndarray, epochs: np.ndarray) -> None:
+    def __init__(
+        self, vecs: Sequence[Tensor], steps: np.ndarray, epochs: np.ndarray, bufs: Sequence[Any] | None = None
+    ) -> None:
         dims = {v.shape[0] for v in vecs}
         if len(dims) > 1:
             raise ValueError(f"the snapshots have different dimensions {sorted(dims)}; PCA needs one parameter space")
@@ -62,10 +68,15 @@ class _ListRows(_Rows):
         for v in vecs[1:]:
             self.dtype = torch.promote_types(self.dtype, v.dtype)
         self.steps, self.epochs = steps, epochs
+        self.stored: list[dict[str, Tensor] | None] = list(bufs) if bufs is not None else [None] * self.n
 
     def read(self, start: int, stop: int, out: Tensor) -> None:
         for r, i in enumerate(range(start, stop)):
             out[r].copy_(self.vecs[i])
+
+    def buffers(self, start: int, stop: int) -> list[dict[str, Tensor]] | None:
+        rows = self.stored[start:stop]
+        return [r for r in rows if r] if all(rows) else None
 
 
 class _TrajectoryRows(_Rows):
@@ -99,6 +110,10 @@ class _TrajectoryRows(_Rows):
             # one snapshot at a time, without the stacked copy vectors() would make
             out[r].copy_(self._first if k == 0 else self.traj[int(self.index[k])].vector)
 
+    def buffers(self, start: int, stop: int) -> list[dict[str, Tensor]] | None:
+        rows = [self.traj[int(self.index[k])].buffers for k in range(start, stop)]
+        return rows if all(rows) else None
+
 
 def _is_trajectory(x: Any) -> bool:
     return hasattr(x, "vectors") and hasattr(x, "segments") and hasattr(x, "__len__")
@@ -119,13 +134,16 @@ def _as_rows(x: Any, segment: int | None) -> _Rows:
         return _MatrixRows(x.detach())
     if hasattr(x, "vector"):  # a single Snapshot
         x = [x]
-    if isinstance(x, Sequence) and x and all(hasattr(s, "vector") or isinstance(s, Tensor) for s in x):
-        vecs = [s.vector if hasattr(s, "vector") else s for s in x]
+    if isinstance(x, Sequence) and x and all(hasattr(s, "vector") or isinstance(s, Tensor | np.ndarray) for s in x):
+        # numpy (D,) vectors too (a result's center, say): the message below listed them and refused them
+        vecs = [s.vector if hasattr(s, "vector") else torch.as_tensor(s) for s in x]
+        if any(not v.is_floating_point() for v in vecs):
+            raise TypeError(f"snapshot vectors must be floating point, got {sorted({str(v.dtype) for v in vecs})}")
         if any(v.dim() != 1 for v in vecs):
             raise ValueError("a list of snapshots must hold flat (D,) vectors")
         steps = np.array([getattr(s, "step", i) for i, s in enumerate(x)], dtype=np.int64)
         epochs = np.array([getattr(s, "epoch", np.nan) for s in x], dtype=np.float64)
-        return _ListRows([v.detach() for v in vecs], steps, epochs)
+        return _ListRows([v.detach() for v in vecs], steps, epochs, [getattr(s, "buffers", None) for s in x])
     raise TypeError(
         f"cannot read snapshots from a {type(x).__name__}; pass a Trajectory, a (T, D) tensor or array, "
         "a list of (D,) vectors or Snapshots, or a list of those for several trajectories"
@@ -166,6 +184,18 @@ class SnapshotStack:
             a, b = max(start, int(self.offsets[k])), min(stop, int(self.offsets[k + 1]))
             if a < b:
                 p.read(a - int(self.offsets[k]), b - int(self.offsets[k]), out[a - start : b - start])
+        return out
+
+    def buffers(self, start: int, stop: int) -> list[dict[str, Tensor]] | None:
+        """The buffers stored with rows ``[start, stop)`` (snapshots'), or ``None`` when a row has none."""
+        out: list[dict[str, Tensor]] = []
+        for k, p in enumerate(self.parts):
+            a, b = max(start, int(self.offsets[k])), min(stop, int(self.offsets[k + 1]))
+            if a < b:
+                rows = p.buffers(a - int(self.offsets[k]), b - int(self.offsets[k]))
+                if rows is None:
+                    return None
+                out += rows
         return out
 
     def blocks(self, size: int, progress: bool = False, desc: str = "") -> Iterator[tuple[int, int, Tensor]]:

@@ -61,6 +61,7 @@ from landscape.analyze.slicing import (
     to_numpy,
 )
 from landscape.params import ParamSelection
+from landscape.trajectory.records import Snapshot
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -431,7 +432,8 @@ def random_plane(
         xs: ``(nx,)`` coordinates (default 21 values over [-1, 1]), e.g. ``np.linspace(-1, 1, 41)``; a number
             is one coordinate, not a resolution.
         ys: ``(ny,)`` coordinates (default: ``xs``).
-        center: Origin (default: the model's parameters); directions are normalized to it.
+        center: Origin (default: the model's parameters): a model or trajectory snapshot (its own running
+            statistics), a ``(D,)`` vector or a parameter dict; directions are normalized to it.
         normalization: See :func:`landscape.analyze.directions.normalize_direction`.
         bias_bn: See :func:`landscape.analyze.directions.normalize_direction`.
         orthogonal: Gram-Schmidt the two directions after normalization.
@@ -474,7 +476,8 @@ def random_plane(
     xs = np.linspace(-1, 1, 21) if xs is None else xs
     return plane(
         prob,
-        model if center is None else center if isinstance(center, nn.Module) else c,  # a model's own statistics
+        # a model's or a snapshot's own statistics (the vector c alone would take the problem model's)
+        model if center is None else center if isinstance(center, nn.Module | Snapshot) else c,
         d[0],
         d[1],
         xs=xs,
