@@ -229,13 +229,6 @@ def test_accuracy_of_a_single_logit_reads_its_sign():
     np.testing.assert_allclose(res.metrics["accuracy"][0, 0], acc, rtol=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="landscape/evaluate/_metrics.py (not this hunt's file): the fast path's accuracy gathers the target's "
-    "column of (P, C, B) outputs, out of bounds for label 1 of one output column (it should read z > 0, as "
-    "landscape._loss._hits does on the general path)",
-)
 def test_accuracy_of_a_single_logit_on_the_fast_path():
     net, X, y, acc = _logit_net()
     res = random_plane(Problem(net, (X, y), _bce), xs=[0.0], ys=[0.0])

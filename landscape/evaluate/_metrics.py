@@ -77,6 +77,17 @@ def engine_loss(loss_fn: Any, integer: bool) -> tuple[str, Callable[[Tensor, Ten
     return "custom", loss_fn
 
 
+def _predicted(sm: Tensor, y: Tensor) -> Tensor:
+    """Predicted classes of ``sm`` ``(P, B, C)``, shaped ``(P, B)``.
+
+    The argmax over ``C``, or for one output column (a binary classifier's logit ``z``, as
+    :func:`landscape._loss._hits` reads it) ``z > 0``: the argmax of one entry is always class 0.
+    """
+    if sm.shape[-1] == 1 and sm.dim() == y.dim() + 2:
+        return (sm[..., 0] > 0).long()
+    return sm.argmax(-1)
+
+
 def _scalar(v: Any) -> Tensor:
     """A loss value as a float64 0-d tensor; the batch mean is one number (``reduction="none"`` is refused).
 
@@ -154,16 +165,16 @@ class MetricSums:
                 val = torch.stack([_scalar(self.loss_fn(sm[p], y)) * B for p in range(P)])
             elif self.ignore is not None and bool((y == self.ignore).any()):  # accuracy over the kept samples
                 keep = y != self.ignore
-                val = ((sm.argmax(-1) == y) & keep).sum(1, dtype=torch.float64)
+                val = ((_predicted(sm, y) == y) & keep).sum(1, dtype=torch.float64)
                 acc["_kept"] = acc.get("_kept", 0.0) + (float(keep.sum()) - B)
-            elif fast and cm is not None:  # accuracy, ties like argmax: correct iff no earlier class reaches the max
+            elif fast and cm is not None and cm.shape[1] > 1:  # accuracy, ties like argmax: no earlier class at the max
                 m = cm.amax(1)
                 tl = cm.gather(1, y.view(1, 1, B).expand(P, 1, B))[:, 0]
                 earlier = torch.arange(cm.shape[1], device=y.device)[:, None] < y[None, :]
                 before = torch.where(earlier, 0.0, -math.inf).to(cm.dtype)  # (C, B): -inf from the target on
                 val = ((tl == m) & ((cm + before).amax(1) < m)).sum(1, dtype=torch.float64)
             else:
-                val = (sm.argmax(-1) == y).sum(1, dtype=torch.float64)
+                val = (_predicted(sm, y) == y).sum(1, dtype=torch.float64)
             acc[key] = acc.get(key, 0) + val.detach().cpu()
 
     def finish(self, acc: dict[str, Any], n: int) -> dict[str, Tensor]:
