@@ -78,6 +78,8 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
     from landscape.analyze.slice_results import BilinearResult, PlaneResult
     from landscape.results import load_result
 
+    if args.no_html and args.no_png:  # (the other commands still write their .npz; plot writes only figures)
+        raise CLIError("--no-html and --no-png: plot writes only the figures, so nothing would be written; drop one")
     for name in [*args.results, *([args.path] if args.path else [])]:  # the common slips, said plainly
         if not Path(name).exists():
             raise CLIError(f"{name}: no such file (plot reads the .npz results that the other commands write)")
@@ -114,6 +116,11 @@ def cmd_plot(args: argparse.Namespace) -> list[str]:
         overlaid = ", ".join(n for n, (how, _) in _DRAWN.items() if how != "one")
         raise CLIError(f"only {overlaid} results can be overlaid, got {len(results)} {kind.__name__}s")
     style = args.style
+    if style is not None and kind not in (PlaneResult, BilinearResult):  # it would be ignored without a word
+        raise CLIError(
+            f"--style {style} is for planes (PlaneResult, BilinearResult); {args.results[0]} holds a "
+            f"{kind.__name__}: drop --style"
+        )
     if kind in (PlaneResult, BilinearResult):  # as the plane command draws it; contours need 2 x 2 points
         shape = next(iter(first.metrics.values())).shape
         if style is None:
