@@ -156,10 +156,10 @@ def test_plot_draws_saved_results(case, tmp_path, capsys):
 
 def test_plot_reports_the_barrier_sharpness_and_distance_values(tmp_path, capsys):
     b, f = _barrier().save(tmp_path / "b.npz"), FunctionalDistance(rms=0.25, disagreement=0.1, n_samples=50)
-    assert main(["plot", str(b), "--out", str(tmp_path), "--no-html", "--no-png"]) == 0
+    assert main(["plot", str(b), "--out", str(tmp_path), "--no-html"]) == 0
     # LOSS peaks at alpha 0.5: 0.9 - (0.5 * 0.3 + 0.5 * 0.2) = 0.65 (linear), 0.9 - 0.25 = 0.65 (mean)
     assert "loss barrier 0.65 at alpha 0.5" in capsys.readouterr().out
-    main(["plot", str(f.save(tmp_path / "f.npz")), "--out", str(tmp_path), "--no-html", "--no-png"])
+    main(["plot", str(f.save(tmp_path / "f.npz")), "--out", str(tmp_path), "--no-html"])
     assert "RMS softmax distance 0.25, label disagreement 0.1 over 50 samples" in capsys.readouterr().out
 
 
