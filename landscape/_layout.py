@@ -30,6 +30,13 @@ _FILTER_AXIS: dict[type[nn.Module], int] = {
 _FILTER_AXIS_BY_NAME: dict[tuple[str, str], int] = {("transformers.pytorch_utils", "Conv1D"): 1}
 
 
+def _prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 def _filter_axis(owner: nn.Module) -> int:
     """The filter (output-unit) axis of ``owner``'s weights of two or more dimensions.
 
@@ -71,6 +78,10 @@ class TensorSpec:
         filter_axis: Axis of the filters (output units) for tensors with two or more dimensions,
             ``None`` for vectors (biases, normalization parameters).
         module_type: Class name of the owning module (``"Linear"``, ``"Conv2d"``, ...).
+        groups: Groups of a transposed convolution's weight ``(in, out / groups, *kernel)``: output channel
+            ``g * out_per_group + j`` is ``weight[g * in_per_group:(g + 1) * in_per_group, j]``, so its filter is
+            not one slice along ``filter_axis`` (see :meth:`filters`). 1 for everything else (a grouped ``Conv``'s
+            ``(out, in / groups, *kernel)`` weight is one slice per output channel along axis 0).
     """
 
     name: str
@@ -80,6 +91,43 @@ class TensorSpec:
     layer: str
     filter_axis: int | None
     module_type: str
+    groups: int = 1
+
+    def filters(self, t: Tensor) -> Tensor:
+        """``t`` (of this tensor's shape) as one row per filter (output unit), ``(n_filters, entries per filter)``.
+
+        Rows are in output-channel order. A copy when the filters are not contiguous (transposed convolutions);
+        :meth:`unfilter` maps rows (or one value per row, broadcast) back to the tensor's shape.
+
+        Raises:
+            ValueError: For a vector (no ``filter_axis``).
+        """
+        if self.filter_axis is None:
+            raise ValueError(f"{self.name} is a vector: it has no filters")
+        if self.groups == 1:
+            return t.movedim(self.filter_axis, 0).reshape(t.shape[self.filter_axis], -1)
+        g, rest = self.groups, t.shape[2:]  # (in, out / g, *k) -> (g, out / g, in / g, *k): rows g * opg + j
+        return t.reshape(g, t.shape[0] // g, t.shape[1], *rest).transpose(1, 2).reshape(g * t.shape[1], -1)
+
+    def unfilter(self, rows: Tensor) -> Tensor:
+        """Inverse of :meth:`filters`: rows back to a tensor of this shape.
+
+        Args:
+            rows: ``(n_filters, m)``: ``m`` entries per filter, or ``m = 1`` to broadcast one value per filter.
+
+        Raises:
+            ValueError: For a vector (no ``filter_axis``).
+        """
+        if self.filter_axis is None:
+            raise ValueError(f"{self.name} is a vector: it has no filters")
+        shape, axis = self.shape, self.filter_axis
+        if self.groups == 1:
+            moved = (shape[axis], *shape[:axis], *shape[axis + 1 :])
+            return rows.expand(rows.shape[0], _prod(moved[1:])).reshape(moved).movedim(0, axis)
+        g, opg = self.groups, shape[1]
+        inner = (shape[0] // g, *shape[2:])
+        full = rows.expand(rows.shape[0], _prod(inner)).reshape(g, opg, *inner)
+        return full.transpose(1, 2).reshape(shape)
 
     @property
     def numel(self) -> int:
@@ -101,6 +149,7 @@ class TensorSpec:
             "layer": self.layer,
             "filter_axis": self.filter_axis,
             "module_type": self.module_type,
+            **({"groups": self.groups} if self.groups != 1 else {}),  # (files without groups stay as they were)
         }
 
     @classmethod
@@ -114,6 +163,7 @@ class TensorSpec:
             layer=str(d["layer"]),
             filter_axis=None if d["filter_axis"] is None else int(d["filter_axis"]),
             module_type=str(d["module_type"]),
+            groups=int(d.get("groups", 1)),  # absent from layouts written before 2026-12-08 and when 1
         )
 
 
@@ -172,12 +222,15 @@ class ParamLayout:
         for name, p in named_vector_parameters(model, params):
             layer, found, parametrized = _owner(modules, name)
             owner = model if found is None else found
-            axis = None
+            axis, groups = None, 1
             if p.dim() >= 2:
                 axis = _filter_axis(owner)
                 if parametrized and p.shape[axis] == 1:  # weight_norm's magnitudes of a transposed conv: (in, 1, k)
                     axis = 0
-            specs.append(TensorSpec(name, tuple(p.shape), pos, pos + p.numel(), layer, axis, type(owner).__name__))
+                if axis == 1 and isinstance(owner, nn.modules.conv._ConvTransposeNd):
+                    groups = int(owner.groups)  # its output filters straddle the groups (TensorSpec.groups)
+            kind = type(owner).__name__
+            specs.append(TensorSpec(name, tuple(p.shape), pos, pos + p.numel(), layer, axis, kind, groups))
             pos += p.numel()
         return cls(specs)
 

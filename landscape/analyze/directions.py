@@ -8,7 +8,8 @@ Normalization (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets", 
 ``net_plotter.normalize_direction``), applied to every tensor with two or more dimensions:
 
 - ``"filter"``: each filter ``j`` (a slice along :attr:`TensorSpec.filter_axis`, axis 0 for Linear and
-  Conv weights, axis 1 for transposed convolutions) is rescaled,
+  Conv weights, axis 1 for transposed convolutions; a grouped transposed convolution's filter ``g * out_per_group
+  + j`` is ``weight[g * in_per_group:(g + 1) * in_per_group, j]``, :meth:`TensorSpec.filters`) is rescaled,
   ``d_j <- d_j * ||theta_j|| / (||d_j|| + 1e-10)``; the ``1e-10`` is Li et al.'s, kept so the numbers
   match their code.
 - ``"layer"``: the same over each whole tensor (Li et al.'s ``'layer'`` is per parameter tensor).
@@ -142,13 +143,9 @@ def normalize_direction(
                 kept[s.slice] = False  # exact copy: never rescaled
             elif norm in (Normalization.FILTER, Normalization.LAYER):
                 dv.mul_(tv.norm() / (dv.norm() + _EPS))
-        elif norm is Normalization.FILTER:
-            df = dv.movedim(s.filter_axis, 0).reshape(s.shape[s.filter_axis], -1)
-            tf = tv.movedim(s.filter_axis, 0).reshape(s.shape[s.filter_axis], -1)
-            scale = tf.norm(dim=1) / (df.norm(dim=1) + _EPS)
-            shape = [1] * len(s.shape)
-            shape[s.filter_axis] = -1
-            dv.mul_(scale.view(shape))
+        elif norm is Normalization.FILTER:  # (a grouped transposed conv's filters straddle its groups: s.filters)
+            scale = s.filters(tv).norm(dim=1) / (s.filters(dv).norm(dim=1) + _EPS)
+            dv.mul_(s.unfilter(scale[:, None]))
         elif norm is Normalization.LAYER and bool(dv.any()):  # a zero tensor stays zero (0/0 was NaN)
             dv.mul_(tv.norm() / dv.norm())  # Li et al.: no epsilon here
     if norm is Normalization.MODEL and bool(d[kept].any()):

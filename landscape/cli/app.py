@@ -120,6 +120,32 @@ def _check_out(out: str) -> None:
         raise CLIError(f"--out {out} {where}; choose another --out")
 
 
+def explain_batch_norm(error: Exception, args: argparse.Namespace) -> Exception:
+    """BatchNorm's refusal of a one-sample batch under ``--bn-mode train`` as the options that avoid it; else ``error``.
+
+    The commands evaluate ``--limit`` examples of ``--data`` in batches of ``--batch-size`` (one batch without it):
+    ``N`` examples in batches of ``B`` end with a batch of ``N % B``.
+    """
+    from landscape._bn_batches import batch_size_without_single, is_one_value_error
+
+    if not is_one_value_error(error) and "BatchNorm has no statistics" not in str(error):  # (torch's, or ours)
+        return error
+    n, b = getattr(args, "n_examples", None), getattr(args, "batch_size", None)
+    why = "--bn-mode train normalizes each batch by its own statistics, and BatchNorm has none of one sample"
+    if n is None:
+        return CLIError(f"{why} ({error}); give --bn-mode eval, or data in batches of at least 2 examples")
+    if n < 2:
+        return CLIError(f"{why}: --limit {n} leaves one example; give --limit 2 or more, or --bn-mode eval")
+    if b is None or n % b != 1:  # (not a short last batch: say what torch said)
+        return CLIError(f"{why} ({error}); give --bn-mode eval")
+    better = batch_size_without_single(n, b)
+    return CLIError(
+        f"{why}: the last batch (batch {n // b} of {n // b + 1}, counting from 0) holds 1 of the {n} examples in "
+        f"batches of --batch-size {b}; give --batch-size {better} (leaves no 1-example batch), --limit {n - 1} (drops "
+        "the last example) or --bn-mode eval (the running statistics)"
+    )
+
+
 def _join_negative(argv: Sequence[str]) -> list[str]:
     """``--alphas -0.5:1.5:41`` -> ``--alphas=-0.5:1.5:41``: argparse would take the value for an option."""
     out, i = [], 0
@@ -161,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with process_group():
             status = commands[args.command](args)
     except (CLIError, ValueError) as e:  # analyzers raise ValueError for bad input: report it, no traceback
+        said = explain_batch_norm(e, args)
         rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
-        print(f"landscape: error: {e}" + (f" (rank {rank})" if rank else ""), file=sys.stderr)
+        print(f"landscape: error: {said}" + (f" (rank {rank})" if rank else ""), file=sys.stderr)
         return 2
     return status if isinstance(status, int) else 0  # only check returns a status

@@ -137,6 +137,7 @@ def load_data(args: argparse.Namespace, dtype: torch.dtype) -> tuple[tuple[Tenso
     if args.limit is not None:
         X, y = X[: args.limit], y[: args.limit]
     desc = f"{splits.description}; {args.split} split" + (f", first {len(y)}" if args.limit is not None else "")
+    args.n_examples = len(y)  # for the advice on a one-sample batch under --bn-mode train (app.explain_batch_norm)
     return (X, y), tuple(splits.input_shape), int(splits.num_classes), desc
 
 

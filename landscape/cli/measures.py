@@ -22,6 +22,12 @@ def cmd_hessian(args: argparse.Namespace) -> list[str]:
 
     if args.bn_mode not in (None, "eval", "train"):
         raise CLIError(f"--bn-mode {args.bn_mode}: the Hessian is of one model; use eval or train")
+    if args.bn_mode == "train" and args.batch_size is not None:  # (the library says "micro_batch_size")
+        raise CLIError(
+            f"--batch-size {args.batch_size} with --bn-mode train: the Hessian is of the loss with the batch "
+            "statistics of the whole data (--limit examples), and micro-batches would each have their own; drop "
+            "--batch-size (or use --bn-mode eval)"
+        )
     data, shape, classes, desc = load_data(args, args.dtype)
     at = default_point(args, args.at, "--at POINT")
     model = load_point(at, build_template(args, [at, *(args.trajectory or [])], shape, classes))

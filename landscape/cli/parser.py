@@ -224,7 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--label", help="curve name")
 
     pt = _command(sub, "plot", parents=[out], help="re-render saved results")
-    pt.add_argument("results", nargs="+", metavar="RESULT.npz", help="results saved by the commands (.npz)")
+    pt.add_argument(
+        "results",
+        nargs="+",
+        metavar="RESULT.npz",
+        help="results saved by the commands or Result.save (.npz): line, barrier, distance, functional distance, "
+        "sharpness, Hessian spectrum, curvature trace, curve and saturation history results overlay (several of "
+        "one kind, or lines with barriers); a plane, bilinear, barycentric or path result is drawn alone",
+    )
     pt.add_argument("--path", metavar="PATH.npz", help="a ProjectedPath to overlay on a plane")
     pt.add_argument(
         "--style",

@@ -241,7 +241,9 @@ def cmd_pca(args: argparse.Namespace) -> list[str]:
         w.note(f)
         w.write(f, lambda: write_atomic(f, blob))  # (safetensors' save_file would raise its own error type)
         w.written.append(f)
-    w.figure(args.name, lambda be: plot_trajectory(res, path, log=args.log, backend=be))
+    # as plane draws it: contours need a grid of 2 x 2 points (a narrower one failed after the plane's evaluation)
+    style = "filled" if res is None or min(len(res.xs), len(res.ys)) >= 2 else "heatmap"
+    w.figure(args.name, lambda be: plot_trajectory(res, path, log=args.log, style=style, backend=be))
     evr = ", ".join(f"{100 * v:.2f}%" for v in pca.explained_variance_ratio_)
     w.report(
         [

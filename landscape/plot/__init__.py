@@ -20,6 +20,7 @@ from landscape.plot.curves import (
 )
 from landscape.plot.files import save_html, save_png
 from landscape.plot.hessian import plot_spectrum_density
+from landscape.plot.measures import plot_functional_distance, plot_sharpness_values
 from landscape.plot.panels import small_multiples
 from landscape.plot.planes import (
     plot_barycentric,
@@ -50,12 +51,14 @@ __all__ = [
     "plot_contour",
     "plot_curve_vs_line",
     "plot_distance",
+    "plot_functional_distance",
     "plot_heatmap",
     "plot_line",
     "plot_lines",
     "plot_plane_curve",
     "plot_saturation_curves",
     "plot_sharpness",
+    "plot_sharpness_values",
     "plot_spectrum_density",
     "plot_surface",
     "plot_trajectory",

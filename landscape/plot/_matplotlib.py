@@ -54,8 +54,11 @@ def _plot_line(ax: Any, ln: Line, base: int, label: bool = True) -> None:
     kw["label"] = ln.label if (ln.label and label) else "_nolegend_"
     if ln.companion:
         kw["gid"] = _COMPANION
-    if ln.markers:
-        kw.update(marker="o", markersize=3)
+    if ln.markers or not ln.connect:
+        size = 0.75 * ln.marker_size if ln.marker_size is not None and not ln.connect else 3
+        kw.update(marker="o", markersize=size)
+    if not ln.connect:
+        kw["linestyle"] = "none"
     if ln.width is not None:
         kw["linewidth"] = 0.75 * ln.width
     x, y = np.asarray(ln.x), _mask(ln.y)
@@ -109,6 +112,10 @@ def lines(target: Any, curves: Sequence[Line], frame: Frame) -> Any:
         ax.axvline(m, linestyle=":", linewidth=0.8, color="gray", gid=_ANCHOR)
         if lab:
             ax.text(m, 1.0, f" {lab}", transform=ax.get_xaxis_transform(), va="bottom", fontsize=8, color="gray")
+    if frame.xticks:
+        ticks, names = zip(*frame.xticks)
+        ax.set_xticks(list(ticks), list(names))
+        ax.set_xlim(min(ticks) - 0.5, max(ticks) + 0.5)
     if frame.xlabel is not None:
         ax.set_xlabel(frame.xlabel)
     if frame.ylabel is not None:

@@ -79,7 +79,7 @@ def _line_traces(ln: Line, base: int, **kw: Any) -> list[Any]:
         go.Scatter(
             x=ln.x,
             y=y,
-            mode="lines+markers" if ln.markers else "lines",
+            mode=("lines+markers" if ln.markers else "lines") if ln.connect else "markers",
             name=ln.label,
             line=style,
             connectgaps=False,
@@ -135,6 +135,11 @@ def lines(target: Any, curves: Sequence[Line], frame: Frame) -> Any:
     fig.update_layout(**{k: v for k, v in texts.items() if v is not None})
     if frame.log:
         fig.update_layout(yaxis_type="log")
+    if frame.xticks:
+        ticks, names = zip(*frame.xticks)
+        fig.update_xaxes(
+            tickmode="array", tickvals=list(ticks), ticktext=list(names), range=[min(ticks) - 0.5, max(ticks) + 0.5]
+        )
     if any(ln.secondary for ln in curves):  # without its layout, plotly.js draws y2 over the left axis, unscaled
         _secondary_axis(fig, frame.secondary or "")
     return fig

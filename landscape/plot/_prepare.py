@@ -57,7 +57,8 @@ class Line:
         slot: Palette slot when ``color`` is ``None``.
         dash: A :data:`~landscape.plot.style.LINESTYLES` name.
         markers: Draw markers too.
-        marker_size: Plotly marker size (``None``: plotly's default; matplotlib draws size 3).
+        marker_size: Plotly marker size (``None``: plotly's default; matplotlib draws size 3, or 0.75 of this size
+            for points, ``connect=False``).
         width: Line width in plotly pixels (matplotlib draws 0.75 of it); ``None``: the library's default.
         secondary: Draw on the secondary (right-hand) y axis, in ``[0, 1]``.
         companion: Shares the colour slot of another curve (an accuracy, a threshold): not counted when the
@@ -67,6 +68,8 @@ class Line:
         band_alpha: Opacity of the band.
         dots: Positions along ``x`` marked with a dot on the curve.
         hover: ``(n,)`` hover texts (plotly).
+        connect: Join the points with a line; ``False`` draws markers only (points that are no curve: samples,
+            separate measurements).
     """
 
     x: np.ndarray
@@ -85,6 +88,7 @@ class Line:
     band_alpha: float = 0.2
     dots: tuple[float, ...] = ()
     hover: Sequence[str] | None = None
+    connect: bool = True
 
     def __post_init__(self) -> None:
         n = np.asarray(self.y).size  # np.size of a torch tensor is its size method: go through an array
@@ -108,6 +112,8 @@ class Frame:
             ``None``: no title).
         vlines: ``(x, label)`` dotted grey vertical reference lines (``""``: no label).
         size: Size of a new matplotlib figure (inches).
+        xticks: ``(x, label)`` named ticks in place of the numbers (one measurement per position), the x axis
+            spanning half a step beyond the first and last; ``()``: numbers.
     """
 
     title: str | None = None
@@ -117,6 +123,7 @@ class Frame:
     secondary: str | None = None
     vlines: Sequence[tuple[float, str]] = ()
     size: tuple[float, float] = (6.4, 4.2)
+    xticks: Sequence[tuple[float, str]] = ()
 
 
 @dataclasses.dataclass(frozen=True)
