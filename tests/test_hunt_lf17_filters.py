@@ -78,3 +78,26 @@ def test_grouped_conv_keeps_axis_zero_and_layout_round_trips():
     s = layout.specs[2]
     t = theta[s.slice].view(s.shape)
     torch.testing.assert_close(s.unfilter(s.filters(t)), t, rtol=0, atol=0)  # the two views are inverse
+
+
+@pytest.mark.parametrize(("in_ch", "out_ch", "groups"), [(4, 6, 2), (6, 3, 3), (4, 4, 1)])
+def test_filter_adaptive_sharpness_scale_of_a_grouped_conv_transpose(in_ch, out_ch, groups):
+    """``perturbation_scale(adaptive="filter")`` is each output channel's filter norm (a loop over channels), not
+    one norm for channels j and j + out/groups together (it merged them: 0.27 off on ConvTranspose1d(4, 6, groups=2))."""
+    from landscape.curvature.sharpness import perturbation_scale
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.ConvTranspose1d(in_ch, out_ch, 3, groups=groups)).double()
+    with torch.no_grad():  # filters of very different norms
+        net[0].weight.mul_(torch.arange(1, net[0].weight.shape[0] + 1, dtype=torch.float64).view(-1, 1, 1))
+    w = net[0].weight.detach()
+    ipg, opg = w.shape[0] // groups, w.shape[1]
+    ref = torch.empty_like(w)
+    for c in range(groups * opg):
+        g, j = divmod(c, opg)
+        rows = slice(g * ipg, (g + 1) * ipg)
+        ref[rows, j] = w[rows, j].norm()
+    got = perturbation_scale(net, "filter")
+    n = w.numel()
+    torch.testing.assert_close(got[:n].view_as(w), ref, rtol=1e-14, atol=0)
+    torch.testing.assert_close(got[n:], net[0].bias.detach().abs(), rtol=0, atol=0)

@@ -193,6 +193,9 @@ def perturbation_scale(
         if s.filter_axis is None:
             parts.append(t.abs().reshape(-1))
             continue
+        if s.groups != 1:  # a grouped transposed convolution's filters are not slices along one axis
+            parts.append(s.unfilter(torch.linalg.vector_norm(s.filters(t), dim=1, keepdim=True)).reshape(-1))
+            continue
         dims = [d for d in range(t.dim()) if d != s.filter_axis]
         parts.append(torch.linalg.vector_norm(t, dim=dims, keepdim=True).expand_as(t).reshape(-1))
     return torch.cat(parts) + eta
