@@ -82,8 +82,8 @@ def test_grouped_conv_keeps_axis_zero_and_layout_round_trips():
 
 @pytest.mark.parametrize(("in_ch", "out_ch", "groups"), [(4, 6, 2), (6, 3, 3), (4, 4, 1)])
 def test_filter_adaptive_sharpness_scale_of_a_grouped_conv_transpose(in_ch, out_ch, groups):
-    """``perturbation_scale(adaptive="filter")`` is each output channel's filter norm (a loop over channels), not
-    one norm for channels j and j + out/groups together (it merged them: 0.27 off on ConvTranspose1d(4, 6, groups=2))."""
+    """``perturbation_scale(adaptive="filter")`` is each output channel's filter norm (a loop over channels),
+    not one norm for channels j and j + out/groups together (0.27 off on ConvTranspose1d(4, 6, 3, groups=2))."""
     from landscape.curvature.sharpness import perturbation_scale
 
     torch.manual_seed(0)
