@@ -523,6 +523,30 @@ def test_iterate_batches_equals_cutting_the_permutation(n, batch_size, shuffle, 
     assert got == expected
 
 
+@pytest.mark.parametrize("n", [1, 9, 10])
+@pytest.mark.parametrize("batch_size", [None, 1, 3, 10, 11])
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_iterate_batches_cuts_a_tensor_tuple_as_a_pair(n, batch_size, shuffle, drop_last):
+    # A tuple of three tensors takes the same randperm draw and the same slices as the pair (X, y): every batch
+    # holds the rows the pair's batch holds (the row index is stored in each tensor), and the generator ends in
+    # the same state (no draw more or less).
+    X, Z, y = torch.arange(float(n))[:, None], -torch.arange(float(n))[:, None, None].expand(n, 2, 2), torch.arange(n)
+    g_pair, g_tuple = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    pairs = list(iterate_batches((X, y), batch_size, shuffle, g_pair, drop_last))
+    triples = list(iterate_batches([X, Z, y], batch_size, shuffle, g_tuple, drop_last))
+    assert len(triples) == len(pairs)
+    for (xb, yb), (xt, zt, yt) in zip(pairs, triples):
+        assert torch.equal(yt, yb) and torch.equal(xt, xb)
+        assert torch.equal(zt, -yb.double()[:, None, None].expand(-1, 2, 2).float())
+    assert torch.equal(g_pair.get_state(), g_tuple.get_state())
+
+
+def test_iterate_batches_refuses_a_tensor_tuple_of_unequal_lengths():
+    with pytest.raises(ValueError, match="tensor 2 has 4 examples but tensor 0 has 5"):
+        list(iterate_batches((torch.zeros(5, 1), torch.zeros(5, 3), torch.zeros(4))))
+
+
 def test_iterate_batches_over_batches_and_errors():
     batches = [(torch.zeros(2, 3), torch.zeros(2)), (torch.ones(1, 3), torch.ones(1))]
     assert len(list(iterate_batches(batches))) == 2

@@ -1,13 +1,13 @@
 """Data in one form for every trainer and analyzer.
 
 A tensor pair ``(X, y)`` or any iterable of ``(X, y)`` batches; :func:`iterate_batches` and :func:`as_batches`
-turn either into batches.
+turn either into batches (:func:`iterate_batches` also cuts a longer tuple of tensors, ``(X1, X2, y)``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -40,37 +40,75 @@ def _check_batch(batch: Any, what: str) -> Pair:
     return x, y
 
 
+def _tensor_tuple(data: Any) -> bool:
+    return isinstance(data, tuple | list) and len(data) >= 2 and all(isinstance(t, Tensor) for t in data)
+
+
+def _check_tuple(data: tuple[Tensor, ...] | list[Tensor], what: str) -> tuple[Tensor, ...]:
+    if len(data) == 2:  # the pair's own message (inputs against targets)
+        return _check_batch(data, what)
+    n = data[0].shape[0]
+    for k, t in enumerate(data[1:], 1):
+        if t.shape[0] != n:
+            raise ValueError(f"{what}: tensor {k} has {t.shape[0]} examples but tensor 0 has {n}")
+    return tuple(data)
+
+
+@overload
 def iterate_batches(
     data: Pair | Iterable[Pair],
     batch_size: int | None = None,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
-) -> Iterator[Pair]:
-    """Yield ``(X, y)`` batches from a tensor pair or an iterable of batches.
+) -> Iterator[Pair]: ...
+
+
+@overload
+def iterate_batches(
+    data: tuple[Tensor, ...],
+    batch_size: int | None = None,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> Iterator[tuple[Tensor, ...]]: ...
+
+
+def iterate_batches(
+    data: tuple[Tensor, ...] | Iterable[Pair],
+    batch_size: int | None = None,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> Iterator[tuple[Tensor, ...]]:
+    """Yield ``(X, y)`` batches from a tensor pair (or any tuple of tensors) or an iterable of batches.
 
     For a tensor pair: ``batch_size=None`` (or at least ``N``) yields the whole set once (shuffled
     when ``shuffle`` and a ``batch_size`` is given); otherwise consecutive batches of ``batch_size``,
     in the order of ``torch.randperm(N, generator=generator)`` when ``shuffle``. An iterable of
     batches (a list, a DataLoader) is passed through, each batch checked.
 
+    A tuple (or list) of more than two tensors of one length, e.g. ``(X1, X2, y)``, is cut the same way:
+    each batch is the tuple of every tensor's rows, with the same single ``randperm`` draw per call as a
+    pair, so a pair ``(X, y)`` and a tuple ``(X, Z, y)`` given one seeded generator yield the same rows.
+
     Args:
-        data: ``(X (N, ...), y (N, ...))`` or an iterable of such pairs.
-        batch_size: Batch size for a tensor pair.
-        shuffle: Shuffle a tensor pair.
+        data: ``(X (N, ...), y (N, ...))`` (or ``(T1 (N, ...), ..., Tk (N, ...))``) or an iterable of pairs.
+        batch_size: Batch size for a tensor tuple.
+        shuffle: Shuffle a tensor tuple.
         generator: Generator for the shuffle (seed it for reproducible order).
-        drop_last: Drop a final incomplete batch of a tensor pair.
+        drop_last: Drop a final incomplete batch of a tensor tuple.
 
     Yields:
-        ``(X_batch, y_batch)`` pairs.
+        ``(X_batch, y_batch)`` pairs (tuples of as many tensors as a tensor tuple has).
 
     Raises:
         TypeError: If ``data`` or a batch is not of the forms above.
         ValueError: If ``batch_size``/``shuffle`` are given for already-batched data, or sizes disagree.
     """
-    if _is_pair(data):
-        x, y = _check_batch(data, "data")
-        n = int(x.shape[0])
+    if _tensor_tuple(data):
+        tensors = _check_tuple(data, "data")  # type: ignore[arg-type]
+        n = int(tensors[0].shape[0])
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if batch_size is None or batch_size >= n:
@@ -78,18 +116,27 @@ def iterate_batches(
                 return  # the one batch is incomplete, shuffled or not
             if shuffle and batch_size is not None:
                 perm = torch.randperm(n, generator=generator)
-                yield x[perm], y[perm]
+                yield tuple(t[perm] for t in tensors)
             else:
-                yield x, y
+                yield tensors
             return
         idx = torch.randperm(n, generator=generator) if shuffle else None
         stop = n - n % batch_size if drop_last else n
+        if len(tensors) == 2:  # a pair without a generator expression per batch (the Trainer's per-step path)
+            x, y = tensors
+            for i in range(0, stop, batch_size):
+                if idx is None:
+                    yield x[i : i + batch_size], y[i : i + batch_size]
+                else:
+                    j = idx[i : i + batch_size]
+                    yield x[j], y[j]
+            return
         for i in range(0, stop, batch_size):
             if idx is None:
-                yield x[i : i + batch_size], y[i : i + batch_size]
+                yield tuple(t[i : i + batch_size] for t in tensors)
             else:
                 j = idx[i : i + batch_size]
-                yield x[j], y[j]
+                yield tuple(t[j] for t in tensors)
         return
     if isinstance(data, Tensor) or not isinstance(data, Iterable):
         raise TypeError(

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from landscape._batch import BatchReader, dataset_loader
 from landscape._loss import LOSSES, check_scalar, check_sum_count, default_loss_name, is_closure, sum_reduced
 from landscape._loss import weighted_count as _weighted_count
-from landscape.data.batches import iterate_batches
+from landscape.data.batches import _tensor_tuple, iterate_batches
 from landscape.functional import model_output
 from landscape.validation import InputError, check_model, is_tensor_pair
 
@@ -117,10 +117,8 @@ class GeneralData:
         """One epoch's ``(batch, y)`` pairs (see the class docstring)."""
         if self.tensors is None:
             self._epoch = self.source
-        elif len(self.tensors) == 2:  # cut and shuffled exactly as the loop cuts an (X, y) pair
+        else:  # cut and shuffled exactly as the loop cuts an (X, y) pair: one randperm draw, the same slices
             self._epoch = iterate_batches(self.tensors, batch_size, shuffle, generator)
-        else:
-            self._epoch = _cut(self.tensors, batch_size, shuffle, generator)
         for b in self.reader.batches():
             y = b.targets if not self.closure and isinstance(b.targets, Tensor) else torch.empty(b.size)
             yield b, y
@@ -177,22 +175,6 @@ class GeneralData:
         if sum_reduced(self._fn):
             return 1.0
         return _weighted_count(self._fn, y)
-
-
-def _tensor_tuple(data: Any) -> bool:
-    return isinstance(data, tuple | list) and len(data) >= 2 and all(isinstance(t, Tensor) for t in data)
-
-
-def _cut(
-    tensors: tuple[Tensor, ...], batch_size: int | None, shuffle: bool, generator: torch.Generator | None
-) -> Iterator[tuple[Tensor, ...]]:
-    """A tuple of tensors cut as :func:`~landscape.data.batches.iterate_batches` cuts a pair."""
-    n = int(tensors[0].shape[0])
-    size = n if batch_size is None else batch_size
-    order = torch.randperm(n, generator=generator) if shuffle and batch_size is not None else None
-    for s in range(0, n, size):
-        idx = None if order is None else order[s : s + size]
-        yield tuple(t[s : s + size] if idx is None else t[idx] for t in tensors)
 
 
 def general_data(

@@ -7,9 +7,11 @@ schedule (every k steps and/or every epoch, plus the initial and final points).
 
 Contracts the other parts rely on:
 
-* The optimizer is always stepped as ``optimizer.step(closure)``; the closure zeroes gradients,
+* The optimizer is stepped as ``optimizer.step(closure)``; the closure zeroes gradients,
   evaluates the loss (plus the optional ``regularizer``) on the *current* minibatch, backpropagates
-  and returns the loss, so wrappers that evaluate twice (RK2) see the same batch both times.
+  and returns the loss, so wrappers that evaluate twice (RK2) see the same batch both times. A stock torch
+  optimizer (SGD, Adam, ...) without step pre-hooks, in grad mode, is stepped as ``closure()`` then ``step()``,
+  which is the same bitwise (:mod:`landscape.train._stepping`).
 * After each step, an optimizer that has ``pop_events()`` (an optimizer switch) hands over
   JSON-compatible event dicts; they become tags of the next recorded snapshot, which is forced at
   that step so the event is never lost. Events a callback raises during the step (its ``on_step_end``
@@ -40,6 +42,7 @@ from landscape._options import check_count, check_int, parse_option, shows_forwa
 from landscape.functional import model_output
 from landscape.train._data import DataLike, _as_tensors, _batches, _check_pair, _problem_data, general_data
 from landscape.train._progress import Progress
+from landscape.train._stepping import closure_first, global_pre_hooks, tracking
 from landscape.train.callbacks import (
     Callback,
     EpochEvent,
@@ -68,14 +71,6 @@ def seed_everything(seed: int) -> None:
 
 def _one(y: Tensor) -> float | None:  # a sum-reduced loss's batch weight in the epoch's train_loss
     return 1.0
-
-
-def _tracking(optimizer: Any, model: nn.Module) -> Any:
-    """The optimizer, told ``model``'s buffers when it evaluates twice a step (RK2: they must advance once)."""
-    track = getattr(optimizer, "track_buffers", None)
-    if callable(track):
-        track(model)
-    return optimizer
 
 
 class Trainer:
@@ -327,7 +322,7 @@ class Trainer:
             )
         from landscape.train.optim import make_optimizer
 
-        return _tracking(
+        return tracking(
             make_optimizer(spec, params, **self.optimizer_kwargs) if isinstance(spec, str) else spec(params), model
         )
 
@@ -347,7 +342,7 @@ class Trainer:
             event: A JSON-compatible event recorded as a tag of the next snapshot (which is forced).
         """
         self.model = model
-        self.optimizer = _tracking(optimizer, model) if optimizer is not None else self._build_optimizer(model)
+        self.optimizer = tracking(optimizer, model) if optimizer is not None else self._build_optimizer(model)
         if event is not None:
             self._events.append({"step": self.step, **dict(event)})
 
@@ -460,12 +455,20 @@ class Trainer:
         finished = False
         pop_owner: Any = None
         pop: Callable[[], Iterable[dict[str, Any]]] | None = None
+        first, hooks, grad_on = False, global_pre_hooks(), torch.is_grad_enabled
         for b, batch in enumerate(_batches(self.data, self.batch_size, self.shuffle, gen)):
             self._batch = batch
             self._last_out, self._keep_out = None, keep
-            optimizer = self.optimizer
-            # ignore: torch types a closure as returning float; closures return the loss tensor (as LBFGS needs)
-            loss_t = optimizer.step(closure)  # type: ignore[arg-type]
+            optimizer: Any = self.optimizer
+            if optimizer is not pop_owner:  # read once per optimizer (a switch or a replaced model brings a new one)
+                pop_owner, pop, first = optimizer, getattr(optimizer, "pop_events", None), closure_first(optimizer)
+                if not callable(pop):
+                    pop = None
+            if first and grad_on() and not hooks and not optimizer._optimizer_step_pre_hooks:
+                loss_t = closure()  # what step(closure) does first (_stepping.py), without entering grad mode again
+                optimizer.step()
+            else:
+                loss_t = optimizer.step(closure)  # the loss tensor our closure returns (torch types it as a float)
             if loss_t is None:
                 raise RuntimeError("the optimizer's step(closure) must return the closure's loss")
             loss = loss_t.item() if isinstance(loss_t, Tensor) else float(loss_t)
@@ -492,17 +495,13 @@ class Trainer:
                         correct.reduce()
                     else:
                         correct.set_limit(out)
-            if optimizer is not pop_owner:
-                pop_owner, pop = optimizer, getattr(optimizer, "pop_events", None)
-                if not callable(pop):
-                    pop = None
             events = list(pop()) if pop is not None else []
             if self._events:
                 events += self._events
                 self._events = []
             finished = n_batches is not None and b + 1 == n_batches
             self.epoch_progress = epoch + ((b + 1) / n_batches if n_batches else 0.0)
-            ev = StepEvent(step=self.step, epoch=epoch, batch=b, loss=loss, epoch_end=finished, events=events)
+            ev = StepEvent(self.step, epoch, b, loss, finished, events)  # positional: half the cost of keywords
             # Events a callback raises during this step belong to it: they join its event list (so callbacks after
             # it, the trajectory recorder among them, and the caller see them at the step they happened).
             for cb in self.callbacks:
@@ -554,10 +553,16 @@ class Trainer:
 
     def _eval_problem(self, name: str, data: Any) -> Any:
         """An evaluation set's problem: a tensor pair's is kept, its batches checked once (the weights every time)."""
-        from landscape.problem import as_problem
+        from landscape.problem import Problem
 
         kept = self._eval_problems.get(name)  # with_model: the same batches, so the same numbers
-        prob = kept.with_model(self.model) if kept else as_problem(self.model, data, self.loss_fn, batch_size=1024)
+        # the loss's form as training read it (a closure named otherwise than "model" is one under loss_form="batch")
+        form = "batch" if self._general is not None and self._general.closure else "outputs"
+        prob = (
+            kept.with_model(self.model)
+            if kept
+            else Problem(self.model, data, self.loss_fn, loss_form=form, batch_size=1024)
+        )
         if is_tensor_pair(data):  # a loader gets a fresh problem every time: it may batch otherwise
             self._eval_problems[name] = prob
         return prob

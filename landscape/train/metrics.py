@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -85,6 +86,23 @@ def resolve_loss(loss_fn: Any, data: Any) -> Callable[[Tensor, Tensor], Tensor]:
     return loss_fn
 
 
+_NUMPY_ARGMAX = (torch.float32, torch.float64, torch.float16)  # what numpy holds as it is (no bfloat16)
+
+
+def _numpy_count(o: Tensor, t: Tensor, ignore: int | None) -> tuple[float, float]:
+    """:func:`~landscape._loss.correct_and_kept` of ``o (N, C)``, ``t (N,)`` through numpy's ``argmax``.
+
+    The same count: numpy's ``argmax`` also returns the first of tied maxima and the first NaN. Under callgrind
+    it takes 0.6 of torch's instructions for the 1,088 ten-wide rows of a digits epoch (torch's ``argmax`` reduces a
+    short last axis one element at a time: about 180 instructions a row).
+    """
+    hit = o.numpy().argmax(1) == t.numpy()
+    if ignore is None:
+        return float(np.count_nonzero(hit)), float(t.shape[0])
+    keep = t.numpy() != ignore
+    return float(np.count_nonzero(hit & keep)), float(np.count_nonzero(keep))
+
+
 class CorrectCounter:
     """Counts correct class predictions (``argmax == target``) over an epoch, many steps at a time.
 
@@ -124,7 +142,9 @@ class CorrectCounter:
                     batched = o.dim() == 2 and t.dim() == 1 and o.shape[0] == t.shape[0]
                 except RuntimeError:  # different widths, dims or devices: count step by step
                     batched = False
-                if batched:
+                if batched and o.device.type == "cpu" and o.dtype in _NUMPY_ARGMAX and not t.is_floating_point():
+                    hit, kept = _numpy_count(o, t, self.ignore)
+                elif batched:
                     hit, kept = correct_and_kept(o, t, self.ignore)
                 else:
                     pairs = [correct_and_kept(o, t, self.ignore) for o, t in zip(outs, ys) if o.dim() >= 2]
