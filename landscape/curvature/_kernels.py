@@ -113,8 +113,8 @@ class _ConvGrad(torch.autograd.Function):
         stride, padding, dilation, groups, cl = meta
         zeros = [0] * len(stride)
         use_cols = need_w and cols is not None
-        gx = gW = None
-        gx = _strided_pointwise_input_grad(gO, x, W, meta) if need_x else None
+        gW = None
+        gx: Any = _strided_pointwise_input_grad(gO, x, W, meta) if need_x else None
         mask = [need_x and gx is None, need_w and not use_cols, False]
         if any(mask):  # with an all-False mask it still copied gO (23 ms per product on a small ResNet)
             gx_, gW, _ = torch.ops.aten.convolution_backward(
@@ -137,7 +137,8 @@ class _ConvGrad(torch.autograd.Function):
         zeros = [0] * len(stride)
         ggx = None if ggx is None or ggx.numel() == 0 else _fmt(ggx, cl)
         ggW = None if ggW is None or ggW.numel() == 0 else ggW
-        g_gO = g_x = g_W = None
+        g_gO = g_W = None
+        g_x: Any = None
         conv = torch.ops.aten.convolution
         if ctx.needs_input_grad[0]:  # both outputs are linear in gO: the adjoints are forward convolutions
             if ggx is not None:
@@ -481,8 +482,8 @@ class CurvatureOps(TorchFunctionMode):
             if not isinstance(a["padding"], str) and a["input"].dim() == d + 2:
                 cl = self.channels_last and d == 2
                 meta = (_tuple(a["stride"], d), _tuple(a["padding"], d), _tuple(a["dilation"], d), int(a["groups"]), cl)
-                out = _convolve(a["input"], a["weight"], a["bias"], meta)
-                return self._conv(out, a["input"], a["weight"], a["bias"], meta)
+                y = _convolve(a["input"], a["weight"], a["bias"], meta)
+                return self._conv(y, a["input"], a["weight"], a["bias"], meta)
         elif func is nn.functional.batch_norm:
             a = _bind(_BN_ARGS, (None, None, None, None, None, False, 0.1, 1e-5), args, kwargs)
             if not a["training"] and a["running_mean"] is not None and a["running_var"] is not None:
