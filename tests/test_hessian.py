@@ -300,6 +300,58 @@ def test_max_pooled_first_convolutions_match_torch_func_hessian(monkeypatch, cha
     assert len(used) == 3 * 2  # three pooled convolutions in each of the two micro-batches
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_small_map_convolutions_and_strided_shortcuts_match_torch_func_hessian(
+    monkeypatch, channels_last: bool
+) -> None:
+    # Convolutions whose input has no more positions than the kernel has taps run as dense matrix products
+    # (BN folded into one, a bias and dilation on another, a 1-D one); a 1x1 stride-2 shortcut takes its input
+    # gradient from a matrix product scattered onto the strided positions (channels-last only).
+    import landscape.curvature._kernels as kernels
+
+    torch.manual_seed(5)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(1, 2, 3, padding=1)
+            self.down = nn.Conv2d(2, 3, 3, stride=2, padding=1, bias=False)  # 4x4 -> 2x2: 16 positions > 9 taps
+            self.short = nn.Conv2d(2, 3, 1, stride=2, bias=False)
+            self.bn = nn.BatchNorm2d(3)
+            self.small = nn.Conv2d(3, 2, 3, padding=1, bias=False)  # on 2x2: dense
+            self.bn2 = nn.BatchNorm2d(2)
+            self.dilated = nn.Conv2d(2, 3, 3, padding=2, dilation=2)  # on 2x2, with a bias: dense
+            self.line = nn.Conv1d(3, 2, 3, padding=1)  # on length 2: dense
+            self.fc = nn.Linear(2, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.stem(x))
+            h = torch.relu(self.bn(self.down(h)) + self.short(h))
+            h = torch.tanh(self.dilated(torch.relu(self.bn2(self.small(h)))))
+            return self.fc(torch.tanh(self.line(h.mean(2))).mean(2))
+
+    m = Net()
+    for bn in (m.bn, m.bn2):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    m.eval()
+    X, y = torch.randn(7, 1, 4, 4), torch.randint(0, 3, (7,))
+    dense, scattered = [], []
+    dense_conv, strided = kernels._dense_conv, kernels._strided_pointwise_input_grad
+    monkeypatch.setattr(kernels, "_dense_conv", lambda *a: dense.append(a[1].dim()) or dense_conv(*a))
+
+    def scatter(*a: object) -> object:
+        scattered.append(strided(*a))
+        return scattered[-1]
+
+    monkeypatch.setattr(kernels, "_strided_pointwise_input_grad", scatter)
+    op = HessianOperator(m, LOSS, (X, y), dtype=F64, channels_last=channels_last)
+    torch.testing.assert_close(op.dense(), dense_hessian(m, LOSS, X, y), rtol=1e-10, atol=1e-12)
+    assert sorted(dense) == [3, 4, 4, 4]  # small (and its BN-folded twin), dilated, line; not down or stem
+    # the graph's own gradient, then two input gradients per product
+    assert sum(g is not None for g in scattered) == (1 + 2 * op.n if channels_last else 0)
+
+
 def test_conv1d_dilation_and_string_padding_match_torch_func_hessian() -> None:
     torch.manual_seed(2)
     m = nn.Sequential(
