@@ -114,6 +114,29 @@ def _is_bool(x: Any) -> bool:
     return isinstance(x, bool | np.bool_) or (isinstance(x, Tensor) and x.dtype == torch.bool and x.numel() == 1)
 
 
+def _record(
+    i: int,
+    seg: int,
+    step: int,
+    epoch: float,
+    wall_time: float | None,
+    dtype: str,
+    metrics: Mapping[str, float] | None,
+    tags: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """A snapshot's index record from the caller's values, checked (both append paths build it here)."""
+    return {
+        "i": i,
+        "seg": seg,
+        "step": step_number(step),
+        "epoch": real_number(epoch, "epoch"),
+        "time": time.time() if wall_time is None else real_number(wall_time, "wall_time", _WALL_TIME),
+        "dtype": dtype,
+        "metrics": metrics_dict(metrics),
+        "tags": jsonify(tags, "tags"),
+    }
+
+
 class Trajectory(StoreIndex):
     """Append-only sequence of parameter snapshots, in memory or in a crash-safe directory.
 
@@ -436,16 +459,7 @@ class Trajectory(StoreIndex):
                 "layout= (e.g. ParamLayout.from_model(new_model))"
             )
         i = len(self._records)
-        rec: dict[str, Any] = {
-            "i": i,
-            "seg": len(self._segs) - 1 + start,
-            "step": step_number(step),
-            "epoch": real_number(epoch, "epoch"),
-            "time": time.time() if wall_time is None else real_number(wall_time, "wall_time", _WALL_TIME),
-            "dtype": dtype,
-            "metrics": metrics_dict(metrics),
-            "tags": jsonify(tags, "tags"),
-        }
+        rec = _record(i, len(self._segs) - 1 + start, step, epoch, wall_time, dtype, metrics, tags)
         if vector is self._fresh and vector.device.type == "cpu":
             vec = vector  # append_model's own new, detached, contiguous vector needs no copy
         else:
@@ -652,16 +666,7 @@ class Trajectory(StoreIndex):
         """
         _, seg, _, views, buffers, rows, dtype, size, spec = fast
         i = len(self._records)
-        rec: dict[str, Any] = {
-            "i": i,
-            "seg": seg,
-            "step": step_number(step),
-            "epoch": real_number(epoch, "epoch"),
-            "time": time.time(),
-            "dtype": dtype,
-            "metrics": metrics_dict(metrics),
-            "tags": jsonify(tags, "tags"),
-        }
+        rec = _record(i, seg, step, epoch, None, dtype, metrics, tags)
         vec, data = rows.take()
         torch.cat(views, out=vec)
         tensors = {"vector": vec}
